@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh clone with Python 3.11:
+#   make run    create .venv, install sessiond, run the daemon in the foreground on its defaults
+#   make test   install the test dependencies too, and run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test test-long bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/sessiond daemon $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/append.py
+	$(PY) bench/push.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

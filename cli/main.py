@@ -1,0 +1,550 @@
+"""`sessiond`: the command line. Every command takes --home DIR and --json; every error exits non-zero."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sessiond.client import ApiError, Client, ClientError, DaemonNotRunning
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+# ------------------------------------------------------------------------------------------ output
+def emit(args, data: Any, human: str | None = None) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif human is not None:
+        print(human)
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> str:
+    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def short(text: str | None, n: int = 60) -> str:
+    if text is None:
+        return ""
+    text = text.replace("\n", " ")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+
+
+def duration(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+def client(args) -> Client:
+    return Client(args.home)
+
+
+# ------------------------------------------------------------------------------------------ daemon
+def cmd_daemon(args) -> int:
+    from sessiond.daemon.home import resolve_home
+    from sessiond.daemon.server import run
+
+    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd)
+
+
+def cmd_start(args) -> int:
+    from sessiond.daemon.home import Home, resolve_home
+
+    home = Home(resolve_home(args.home))
+    try:
+        info = Client(home.path, timeout=5).status()
+        emit(args, {"started": False, "pid": info["pid"], "socket": info["socket"]},
+             f"sessiond is already running (pid {info['pid']}) on {info['socket']}")
+        return 0
+    except DaemonNotRunning:
+        pass
+    home.prepare()
+    read_fd, write_fd = os.pipe()
+    cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", home.path, "--ready-fd", str(write_fd)]
+    if args.store:
+        cmd += ["--store", args.store]
+    out_path = os.path.join(home.logs, "daemon.out")
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, pass_fds=(write_fd,),
+                            start_new_session=True, close_fds=True)
+    os.close(fd)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        line = ready.read(6)  # "ready\n", or EOF if the daemon exited
+    if line != b"ready\n":
+        proc.wait(timeout=10)
+        with open(out_path, "rb") as f:
+            tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
+        why = tail[-1] if tail else f"exit code {proc.returncode}"
+        raise CliError(f"the daemon did not start: {why}")
+    info = Client(home.path, timeout=10).status()
+    emit(args, {"started": True, "pid": info["pid"], "socket": info["socket"], "device_id": info["device_id"]},
+         f"sessiond started (pid {info['pid']}) on {info['socket']}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    c = client(args)
+    try:
+        pid = c.status()["pid"]
+    except DaemonNotRunning:
+        emit(args, {"stopped": False, "running": False}, "no sessiond daemon is running for this home")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise CliError(f"the daemon (pid {pid}) did not stop within 15 s")
+    emit(args, {"stopped": True, "pid": pid}, f"sessiond stopped (pid {pid})")
+    return 0
+
+
+def cmd_status(args) -> int:
+    info = client(args).status()
+    counts = info["counts"]
+    sync = info.get("sync", {})
+    pending = sum(s["pending"] for s in sync.values())
+    errors = {sid: s["last_error"] for sid, s in sync.items() if s.get("last_error") and s["pending"]}
+    lines = [f"sessiond {info['version']} (pid {info['pid']}), up {info['uptime']:.0f}s",
+             f"socket:   {info['socket']}", f"home:     {info['home']}", f"store:    {info.get('store')}",
+             f"device:   {info['device_id']}",
+             f"sessions: {counts['sessions']} ({counts['active']} active, {counts['paused']} paused, "
+             f"{counts['ended']} ended), {counts['chats']} chats, {counts['messages']} messages",
+             f"sync:     {pending} change(s) waiting to be pushed" if pending else "sync:     everything pushed"]
+    if args.sessions:
+        rows = [[sid, s["state"], s["pending"], s["head_rev"], when(s.get("last_push")), short(s.get("last_error"), 50)]
+                for sid, s in sync.items()]
+        lines.append(table(rows, ["session", "state", "pending", "revision", "last push", "last error"]))
+    for sid, err in list(errors.items())[:5]:
+        lines.append(f"  {sid}: {err}")
+    emit(args, info, "\n".join(lines))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sessions
+def _settings(args) -> dict | None:
+    s = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "max_tokens") if getattr(args, k) is not None}
+    return s or None
+
+
+def _json_arg(text: str | None, what: str):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}", EXIT_USAGE) from None
+
+
+def cmd_new(args) -> int:
+    spec = dict(id=args.id, name=args.name, system_prompt=_read_text(args.system) if args.system else None,
+                model=args.model, user=args.user, tags=args.tag or None, settings=_settings(args),
+                metadata=_json_arg(args.metadata, "--metadata"),
+                initial_messages=_json_arg(args.initial, "--initial"),
+                expires_in=args.expires_in)
+    s = client(args).create_session(**spec)
+    emit(args, s, s["id"])
+    return 0
+
+
+def cmd_ls(args) -> int:
+    c = client(args)
+    rows, after = [], None
+    while True:
+        page = c.list_sessions(user=args.user, status=args.status, tag=args.tag, limit=min(args.limit - len(rows), 1000),
+                               after=after)
+        rows += page["sessions"]
+        after = page["next"]
+        if not after or len(rows) >= args.limit:
+            break
+    emit(args, {"sessions": rows},
+         table([[s["id"], s["name"], s["user"], s["status"], s["model"], ",".join(s["tags"]), when(s["last_activity"])]
+                for s in rows], ["id", "name", "user", "status", "model", "tags", "last activity"])
+         if rows else "no sessions")
+    return 0
+
+
+def cmd_show(args) -> int:
+    s = client(args).get_session(args.id)
+    sync = s.get("sync", {})
+    lines = [f"id:            {s['id']}", f"name:          {s['name'] or ''}", f"user:          {s['user'] or ''}",
+             f"status:        {s['status']}", f"model:         {s['model'] or ''}",
+             f"settings:      {json.dumps(s['settings'])}", f"tags:          {', '.join(s['tags'])}",
+             f"system prompt: {short(s['system_prompt'], 70)}", f"current chat:  {s['current_chat']}",
+             f"chats:         {s['chat_count']}", f"messages:      {s['message_count']} ({s['tokens']} tokens)",
+             f"created:       {when(s['created_at'])}", f"last activity: {when(s['last_activity'])}",
+             f"expires:       {when(s['expires_at'])}",
+             f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
+             f"{sync.get('pending', 0)} pending" + (f", last error: {sync['last_error']}" if sync.get("last_error") else "")]
+    if s["metadata"]:
+        lines.append(f"metadata:      {json.dumps(s['metadata'], ensure_ascii=False)}")
+    emit(args, s, "\n".join(lines))
+    return 0
+
+
+def cmd_rm(args) -> int:
+    out = client(args).delete_session(args.id)
+    emit(args, out, f"deleted {args.id}")
+    return 0
+
+
+def _status_cmd(action: str):
+    def run(args) -> int:
+        s = getattr(client(args), action)(args.id)
+        emit(args, s, f"{s['id']}: {s['status']}")
+        return 0
+    return run
+
+
+def cmd_set(args) -> int:
+    fields: dict[str, Any] = {}
+    for key in ("name", "model", "user"):
+        if getattr(args, key) is not None:
+            fields[key] = getattr(args, key)
+    if args.system is not None:
+        fields["system_prompt"] = _read_text(args.system)
+    if args.tag is not None:
+        fields["tags"] = args.tag
+    if _settings(args):
+        fields["settings"] = _settings(args)
+    if args.metadata is not None:
+        fields["metadata"] = _json_arg(args.metadata, "--metadata")
+    if args.expires_in is not None:
+        fields["expires_in"] = args.expires_in
+    if not fields:
+        raise CliError("nothing to change: give at least one option (see `sessiond set --help`)", EXIT_USAGE)
+    s = client(args).update_session(args.id, **fields)
+    emit(args, s, f"updated {s['id']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ chats
+def cmd_chat_new(args) -> int:
+    chat = client(args).create_chat(args.id, id=args.chat_id, name=args.name,
+                                    system_prompt=_read_text(args.system) if args.system else None,
+                                    model=args.model, settings=_settings(args), switch=args.switch or None)
+    emit(args, chat, chat["id"])
+    return 0
+
+
+def cmd_chat_ls(args) -> int:
+    chats = client(args).list_chats(args.id)["chats"]
+    emit(args, {"chats": chats}, table([["*" if c["current"] else "", c["id"], c["name"], c["model"],
+                                         short(c["system_prompt"], 40), when(c["created_at"])] for c in chats],
+                                       ["", "id", "name", "model", "system prompt", "created"]))
+    return 0
+
+
+def cmd_chat_switch(args) -> int:
+    s = client(args).switch_chat(args.id, args.chat)
+    emit(args, s, f"{s['id']}: current chat is now {s['current_chat']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ messages
+def _read_text(text: str) -> str:
+    if text == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CliError("standard input is not UTF-8 text", EXIT_USAGE) from None
+    return text
+
+
+def cmd_add(args) -> int:
+    content = _read_text(args.text)
+    m = client(args).append(args.id, args.role, content, chat=args.chat, tokens=args.tokens)
+    emit(args, m, m["id"])
+    return 0
+
+
+def cmd_log(args) -> int:
+    c = client(args)
+    msgs, after = [], None
+    while len(msgs) < args.limit:
+        page = c.messages(args.id, chat=args.chat, limit=min(args.limit - len(msgs), 10_000), after=after,
+                          all_chats=args.all or None)
+        msgs += page["messages"]
+        after = page["next"]
+        if not after:
+            break
+    if args.json:
+        emit(args, {"messages": msgs})
+        return 0
+    if not msgs:
+        print("no messages")
+    for m in msgs:
+        head = f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else "")
+        print(f"{head} {m['id']}:\n{m['content']}\n" if not args.short else f"{m['role']:>9}: {short(m['content'], 100)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sync
+def cmd_sync(args) -> int:
+    res = client(args).sync(args.id, wait=args.wait, timeout=args.timeout)
+    lines = []
+    for sid, st in res["sessions"].items():
+        lines.append(f"{sid}: {st['state']}, revision {st['head_rev']}, {st['pending']} pending"
+                     + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else ""))
+    if args.wait:
+        lines.append("all pushed" if res["complete"] else "not everything could be pushed yet (see errors above)")
+    else:
+        lines.append("sync requested")
+    emit(args, res, "\n".join(lines))
+    return 0 if res["complete"] or not args.wait else EXIT_ERROR
+
+
+def cmd_verify(args) -> int:
+    rep = client(args).verify(args.id)
+    lines = []
+    for s in rep["sessions"]:
+        if s["ok"]:
+            lines.append(f"ok      {s['session']}: revision {s['revision']}, {s['objects']} objects, "
+                         f"{s['operations']} operations" + (f", {s['unpushed']} not yet pushed" if s["unpushed"] else ""))
+        else:
+            lines.append(f"FAILED  {s['session']}:")
+            lines += [f"          {p}" for p in s["problems"]]
+    if not rep["sessions"]:
+        lines.append("no sessions to verify")
+    emit(args, rep, "\n".join(lines))
+    return 0 if rep["ok"] else EXIT_ERROR
+
+
+# ------------------------------------------------------------------------------------------ keys
+def _keystore(args):
+    from sessiond.daemon.home import Home, resolve_home
+    from sessiond.sync.keys import KeyStore
+
+    home = Home(resolve_home(args.home))
+    home.prepare()
+    return home, KeyStore(home.keys)
+
+
+def cmd_key_export(args) -> int:
+    _, ks = _keystore(args)
+    words = ks.export_mnemonic()
+    emit(args, {"mnemonic": words, "words": len(words.split())},
+         "Your device key backup (keep it secret; anyone with it can sign as this device):\n\n" + words)
+    return 0
+
+
+def cmd_key_import(args) -> int:
+    from sessiond.sync.keys import KeyError_, mnemonic_to_seed
+
+    home, ks = _keystore(args)
+    try:
+        Client(home.path, timeout=5).status()
+        raise CliError("stop the daemon first (`sessiond stop`): the device key cannot change under a running daemon")
+    except DaemonNotRunning:
+        pass
+    if sys.stdin.isatty():
+        import getpass
+
+        phrase = getpass.getpass("backup words (24, space-separated): ")
+    else:
+        phrase = sys.stdin.read()
+    try:
+        mnemonic_to_seed(phrase)
+    except KeyError_ as exc:
+        raise CliError(f"key import: {exc}") from None
+    if os.path.exists(home.db) and not args.force:
+        import sqlite3
+
+        with sqlite3.connect(f"file:{home.db}?mode=ro", uri=True) as conn:
+            n = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        if n:
+            raise CliError(f"this home already has {n} session(s) pushed under its current key; import a key "
+                           f"into a fresh home (--home), or pass --force to replace it anyway")
+    ks.import_mnemonic(phrase)
+    emit(args, {"imported": True}, "device key restored")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int, dest="top_k")
+    p.add_argument("--top-p", type=float, dest="top_p")
+    p.add_argument("--max-tokens", type=int, dest="max_tokens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS,
+                        help="the daemon's home folder (default: $SESSIOND_HOME or the user data folder)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+
+    parser = argparse.ArgumentParser(prog="sessiond", description="Private, durable LLM chat sessions on every device.")
+    parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(name: str, fn, help: str, **kw) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help, **kw)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = cmd("daemon", cmd_daemon, "run the daemon in the foreground")
+    p.add_argument("--store", help="store URL (default: the home's config.toml, else file://<home>/store)")
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p = cmd("start", cmd_start, "start the daemon in the background; returns once it answers")
+    p.add_argument("--store", help="store URL")
+    cmd("stop", cmd_stop, "stop the daemon")
+    p = cmd("status", cmd_status, "socket, pid, version, device id, counts and sync state")
+    p.add_argument("--sessions", action="store_true", help="list every session's sync state")
+
+    p = cmd("new", cmd_new, "create a session and print its id")
+    p.add_argument("--id", help="your own id for it (default: a generated, time-sortable id)")
+    p.add_argument("--name")
+    p.add_argument("--system", help="system prompt ('-' reads it from standard input)")
+    p.add_argument("--model")
+    p.add_argument("--user", help="owner user id")
+    p.add_argument("--tag", action="append", help="a tag (repeatable)")
+    p.add_argument("--metadata", help="metadata as a JSON object")
+    p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
+    p.add_argument("--expires-in", type=duration, dest="expires_in", help="expire after this long (e.g. 7d)")
+    _add_settings(p)
+
+    p = cmd("set", cmd_set, "change a session's name, prompt, model, settings, tags or metadata")
+    p.add_argument("id")
+    p.add_argument("--name")
+    p.add_argument("--system")
+    p.add_argument("--model")
+    p.add_argument("--user")
+    p.add_argument("--tag", action="append")
+    p.add_argument("--metadata")
+    p.add_argument("--expires-in", type=duration, dest="expires_in")
+    _add_settings(p)
+
+    p = cmd("ls", cmd_ls, "list sessions")
+    p.add_argument("--user")
+    p.add_argument("--status", choices=["active", "paused", "ended"])
+    p.add_argument("--tag")
+    p.add_argument("--limit", type=int, default=1000)
+    p = cmd("show", cmd_show, "show one session")
+    p.add_argument("id")
+    p = cmd("rm", cmd_rm, "delete a session (and its key) from this device")
+    p.add_argument("id")
+    for action, helptext in (("pause", "pause a session"), ("resume", "resume a paused session"),
+                             ("end", "end a session")):
+        p = cmd(action, _status_cmd(action), helptext)
+        p.add_argument("id")
+
+    p = cmd("chat", None, "chats within a session: new, ls, switch")
+    chat_sub = p.add_subparsers(dest="chat_command", metavar="ACTION")
+    q = chat_sub.add_parser("new", parents=[common], help="create a chat")
+    q.set_defaults(fn=cmd_chat_new)
+    q.add_argument("id", help="session id")
+    q.add_argument("--id", dest="chat_id", help="the chat's own id")
+    q.add_argument("--name")
+    q.add_argument("--system")
+    q.add_argument("--model")
+    q.add_argument("--switch", action="store_true", help="make it the current chat")
+    _add_settings(q)
+    q = chat_sub.add_parser("ls", parents=[common], help="list chats")
+    q.set_defaults(fn=cmd_chat_ls)
+    q.add_argument("id", help="session id")
+    q = chat_sub.add_parser("switch", parents=[common], help="switch the current chat")
+    q.set_defaults(fn=cmd_chat_switch)
+    q.add_argument("id", help="session id")
+    q.add_argument("chat", help="chat id or name")
+
+    p = cmd("add", cmd_add, "append a message")
+    p.add_argument("id")
+    p.add_argument("--role", required=True, choices=["system", "user", "assistant", "tool"])
+    p.add_argument("--chat", help="chat id (default: the current chat)")
+    p.add_argument("--tokens", type=int, help="token count, if the app knows it")
+    p.add_argument("text", help="the message; '-' reads it from standard input")
+    p = cmd("log", cmd_log, "print a session's messages")
+    p.add_argument("id")
+    p.add_argument("--chat")
+    p.add_argument("--all", action="store_true", help="every chat, interleaved in order")
+    p.add_argument("--limit", type=int, default=1_000_000)
+    p.add_argument("--short", action="store_true", help="one line per message")
+
+    p = cmd("sync", cmd_sync, "push (and pull) now")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--wait", action="store_true", help="wait until everything is pushed")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p = cmd("verify", cmd_verify, "check the store's copy of each session against this device")
+    p.add_argument("id", nargs="?")
+
+    p = cmd("key", None, "the device key: export or import a backup as words")
+    key_sub = p.add_subparsers(dest="key_command", metavar="ACTION")
+    q = key_sub.add_parser("export", parents=[common], help="print the device key as 24 words")
+    q.set_defaults(fn=cmd_key_export)
+    q = key_sub.add_parser("import", parents=[common], help="restore the device key from words on standard input")
+    q.set_defaults(fn=cmd_key_import)
+    q.add_argument("--force", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if getattr(args, "fn", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.fn(args) or 0
+    except DaemonNotRunning as exc:
+        return _fail(args, "daemon_not_running", str(exc), EXIT_NO_DAEMON)
+    except ApiError as exc:
+        return _fail(args, exc.code, exc.message, EXIT_ERROR)
+    except CliError as exc:
+        return _fail(args, "error", str(exc), exc.code)
+    except ClientError as exc:
+        return _fail(args, "error", str(exc), EXIT_ERROR)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _fail(args, code: str, message: str, exit_code: int) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message}}))
+    print(f"sessiond: {message}", file=sys.stderr)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

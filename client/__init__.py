@@ -1,0 +1,288 @@
+"""Python client for the sessiond socket API.
+
+    from sessiond.client import Client, AsyncClient
+    with Client() as c:                       # the daemon of $SESSIOND_HOME or the default home
+        s = c.create_session(name="demo", system_prompt="Be brief.")
+        c.append(s["id"], "user", "Hello")
+        print(c.messages(s["id"]))
+
+    async with AsyncClient(home="/tmp/h") as c:
+        await c.status()
+
+Both classes expose the same methods (one per API route); the async one returns awaitables.
+Errors from the daemon raise `ApiError` (with .status, .code, .message); no daemon raises
+`DaemonNotRunning`.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from typing import Any, Iterator
+from urllib.parse import quote, urlencode
+
+from sessiond.daemon.home import resolve_home, socket_path
+
+
+class ClientError(Exception):
+    pass
+
+
+class DaemonNotRunning(ClientError):
+    def __init__(self, path: str, why: str = ""):
+        super().__init__(f"no sessiond daemon answers on {path}{f' ({why})' if why else ''}; "
+                         f"start one with `sessiond start` (background) or `sessiond daemon` (foreground)")
+        self.path = path
+
+
+class ApiError(ClientError):
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def _q(sid: str) -> str:
+    return quote(sid, safe="")
+
+
+def _query(params: dict) -> str:
+    items = {k: v for k, v in params.items() if v is not None}
+    for k, v in items.items():
+        if isinstance(v, bool):
+            items[k] = "1" if v else "0"
+    return ("?" + urlencode(items)) if items else ""
+
+
+def _raise_for(status: int, data: Any) -> None:
+    if status >= 400:
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        raise ApiError(status, err.get("code", "http_error"), err.get("message", f"HTTP {status}"),
+                       err.get("details"))
+
+
+class _Api:
+    """Every route of the API, written once; `_call` does the transport."""
+
+    def _call(self, method: str, path: str, body: Any = None):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # daemon
+    def status(self):
+        return self._call("GET", "/v1/status")
+
+    def openapi(self):
+        return self._call("GET", "/v1/openapi.json")
+
+    # sessions
+    def create_session(self, **spec):
+        return self._call("POST", "/v1/sessions", {k: v for k, v in spec.items() if v is not None})
+
+    def list_sessions(self, *, user=None, status=None, tag=None, limit=None, after=None):
+        return self._call("GET", "/v1/sessions" + _query(dict(user=user, status=status, tag=tag, limit=limit,
+                                                                after=after)))
+
+    def get_session(self, sid: str):
+        return self._call("GET", f"/v1/sessions/{_q(sid)}")
+
+    def update_session(self, sid: str, **fields):
+        return self._call("PATCH", f"/v1/sessions/{_q(sid)}", fields)
+
+    def delete_session(self, sid: str):
+        return self._call("DELETE", f"/v1/sessions/{_q(sid)}")
+
+    def pause(self, sid: str):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/pause")
+
+    def resume(self, sid: str):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/resume")
+
+    def end(self, sid: str):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/end")
+
+    # chats
+    def create_chat(self, sid: str, **spec):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/chats", {k: v for k, v in spec.items() if v is not None})
+
+    def list_chats(self, sid: str):
+        return self._call("GET", f"/v1/sessions/{_q(sid)}/chats")
+
+    def switch_chat(self, sid: str, chat: str):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/switch", {"chat": chat})
+
+    # messages
+    def append(self, sid: str, role: str, content: str, **extra):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/messages",
+                          {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}})
+
+    def append_many(self, sid: str, messages: list[dict], chat: str | None = None):
+        body: dict = {"messages": messages}
+        if chat is not None:
+            body["chat"] = chat
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/messages", body)
+
+    def messages(self, sid: str, *, chat=None, limit=None, before=None, after=None, all_chats=None):
+        return self._call("GET", f"/v1/sessions/{_q(sid)}/messages" + _query(
+            dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)))
+
+    # sync
+    def sync(self, session: str | None = None, *, wait: bool = False, timeout: float | None = None):
+        body: dict = {"wait": wait}
+        if session is not None:
+            body["session"] = session
+        if timeout is not None:
+            body["timeout"] = timeout
+        return self._call("POST", "/v1/sync", body)
+
+    def verify(self, session: str | None = None):
+        return self._call("POST", "/v1/verify", {"session": session} if session else {})
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+class Client(_Api):
+    """Blocking client (standard library only, so the CLI starts fast)."""
+
+    def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
+        self.home = resolve_home(home)
+        self.socket = socket or socket_path(self.home)
+        self.timeout = timeout
+        self._conn: _UnixHTTPConnection | None = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _request(self, method: str, path: str, body: Any = None, stream: bool = False):
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        for attempt in (0, 1):
+            if self._conn is None:
+                self._conn = _UnixHTTPConnection(self.socket, self.timeout)
+            try:
+                self._conn.request(method, path, body=payload, headers=headers)
+                return self._conn.getresponse()
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                self.close()
+                raise DaemonNotRunning(self.socket, exc.strerror or "") from None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()  # a kept-alive connection the daemon closed: retry once on a fresh one
+                if attempt:
+                    raise DaemonNotRunning(self.socket, "the connection was closed") from None
+            except PermissionError:
+                self.close()
+                raise ClientError(f"permission denied on {self.socket}: the daemon belongs to another user") from None
+
+    def _call(self, method: str, path: str, body: Any = None):
+        resp = self._request(method, path, body)
+        raw = resp.read()
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
+        _raise_for(resp.status, data)
+        return data
+
+    def events(self) -> Iterator[dict]:
+        """Yield change events as they happen (blocking)."""
+        conn = _UnixHTTPConnection(self.socket, None)  # type: ignore[arg-type]
+        try:
+            conn.request("GET", "/v1/events")
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonNotRunning(self.socket, exc.strerror or "") from None
+        resp = conn.getresponse()
+        data = None
+        while True:
+            line = resp.fp.readline()
+            if not line:
+                return
+            line = line.decode().rstrip("\n")
+            if line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line == "" and data is not None:
+                yield data
+                data = None
+
+
+class AsyncClient(_Api):
+    """asyncio client (aiohttp over the Unix socket)."""
+
+    def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
+        self.home = resolve_home(home)
+        self.socket = socket or socket_path(self.home)
+        self.timeout = timeout
+        self._session = None
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self):
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.socket),
+                                                  timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def _call(self, method: str, path: str, body: Any = None):
+        import aiohttp
+
+        try:
+            async with self._http().request(method, "http://localhost" + path, json=body) as resp:
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
+                _raise_for(resp.status, data)
+                return data
+        except aiohttp.ClientConnectorError as exc:
+            raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
+
+    async def events(self):
+        """Async iterator of change events."""
+        import aiohttp
+
+        try:
+            resp = await self._http().get("http://localhost/v1/events", timeout=aiohttp.ClientTimeout(total=None))
+        except aiohttp.ClientConnectorError as exc:
+            raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
+        data = None
+        async with resp:
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                elif line == "" and data is not None:
+                    yield data
+                    data = None
+
+
+__all__ = ["Client", "AsyncClient", "ApiError", "ClientError", "DaemonNotRunning", "os"]

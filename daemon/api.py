@@ -1,0 +1,334 @@
+"""The socket API: a versioned JSON API under /v1. Each route is declared once, in ROUTES, which drives
+both the aiohttp router and the OpenAPI document at GET /v1/openapi.json."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from sessiond.storage.errors import Invalid, NotFound, SessiondError
+
+from . import validate as v
+from .openapi import build_openapi
+
+log = logging.getLogger("sessiond.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    request: str | None = None  # schema name in openapi.SCHEMAS
+    response: str | None = None
+    status: int = 200
+    query: tuple[str, ...] = ()
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+async def body_json(request: web.Request) -> Any:
+    if request.content_length == 0 or not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": {"code": "bad_json",
+                                                            "message": f"request body is not valid JSON: {exc}"}}),
+                                 content_type="application/json") from None
+
+
+def daemon_of(request: web.Request):
+    return request.app["daemon"]
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+async def status(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).status())
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return ok(request.app["openapi"])
+
+
+async def create_session(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("id", "user", "name", "system_prompt", "model", "settings", "initial_messages", "metadata",
+                  "tags", "preferences", "expires_at", "expires_in"))
+    spec: dict[str, Any] = {
+        "id": v.opt_str(body, "id", 128),
+        "user": v.opt_str(body, "user", 200),
+        "name": v.opt_str(body, "name"),
+        "system_prompt": v.opt_str(body, "system_prompt", v.MAX_TEXT),
+        "model": v.opt_str(body, "model", 200),
+        "settings": v.settings(body.get("settings")),
+        "initial_messages": v.initial_messages(body.get("initial_messages")),
+        "metadata": v.opt_obj(body, "metadata") or {},
+        "tags": v.tags(body.get("tags")),
+        "preferences": v.opt_obj(body, "preferences") or {},
+    }
+    spec["expires_at"] = _expiry(body)
+    session = await daemon_of(request).db.create_session(spec)
+    return ok(session, 201)
+
+
+def _expiry(body: dict) -> float | None:
+    if body.get("expires_at") is not None and body.get("expires_in") is not None:
+        raise Invalid("give expires_at or expires_in, not both")
+    if body.get("expires_in") is not None:
+        return round(time.time() + v.number(body["expires_in"], "expires_in", 1, 10 * 365 * 86400), 3)
+    if body.get("expires_at") is not None:
+        return v.number(body["expires_at"], "expires_at", 0, 1e11)
+    return None
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    q = request.query
+    limit = v.query_int(q, "limit", 50, 1, 1000)
+    st = q.get("status")
+    if st is not None and st not in ("active", "paused", "ended"):
+        raise Invalid("status must be active, paused or ended")
+    rows = await daemon_of(request).db.list_sessions(user=q.get("user"), status=st, tag=q.get("tag"),
+                                                     limit=limit + 1, after=q.get("after"))
+    nxt = rows[limit - 1]["id"] if len(rows) > limit else None
+    return ok({"sessions": rows[:limit], "next": nxt})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    sid = request.match_info["id"]
+    session = await d.db.get_session(sid, counts=True)
+    session["sync"] = (await d.sync_status(sid))
+    return ok(session)
+
+
+async def patch_session(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    if "status" in body:
+        raise Invalid("status changes through POST /v1/sessions/{id}/pause, /resume or /end")
+    v.only(body, ("name", "user", "system_prompt", "model", "settings", "metadata", "tags", "preferences",
+                  "expires_at", "expires_in", "initial_messages"))
+    if not body:
+        raise Invalid("nothing to change: give at least one field")
+    fields: dict[str, Any] = {}
+    for key, max_len in (("name", v.MAX_SHORT), ("user", 200), ("system_prompt", v.MAX_TEXT), ("model", 200)):
+        if key in body:
+            fields[key] = v.opt_str(body, key, max_len)
+    if "settings" in body:
+        fields["settings"] = v.settings(body["settings"])
+    for key in ("metadata", "preferences"):
+        if key in body:
+            fields[key] = v.opt_obj(body, key) or {}
+    if "tags" in body:
+        fields["tags"] = v.tags(body["tags"])
+    if "initial_messages" in body:
+        fields["initial_messages"] = v.initial_messages(body["initial_messages"])
+    if "expires_at" in body or "expires_in" in body:
+        fields["expires_at"] = _expiry(body)
+    return ok(await daemon_of(request).db.update_session(request.match_info["id"], fields))
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    await daemon_of(request).delete_session(request.match_info["id"])
+    return ok({"deleted": request.match_info["id"]})
+
+
+async def pause(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).db.set_status(request.match_info["id"], "paused"))
+
+
+async def resume(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).db.set_status(request.match_info["id"], "active"))
+
+
+async def end(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).db.set_status(request.match_info["id"], "ended"))
+
+
+async def create_chat(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("id", "name", "system_prompt", "model", "settings", "switch"))
+    if body.get("switch") is not None and not isinstance(body["switch"], bool):
+        raise Invalid("switch must be true or false")
+    spec = {"id": v.opt_str(body, "id", 128), "name": v.opt_str(body, "name"),
+            "system_prompt": v.opt_str(body, "system_prompt", v.MAX_TEXT), "model": v.opt_str(body, "model", 200),
+            "settings": v.settings(body.get("settings")), "switch": bool(body.get("switch"))}
+    return ok(await daemon_of(request).db.create_chat(request.match_info["id"], spec), 201)
+
+
+async def list_chats(request: web.Request) -> web.Response:
+    return ok({"chats": await daemon_of(request).db.list_chats(request.match_info["id"])})
+
+
+async def switch_chat(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("chat",))
+    ref = v.req_str(body, "chat", 200)
+    db = daemon_of(request).db
+    sid = request.match_info["id"]
+    chat = await db.resolve_chat(sid, ref)
+    return ok(await db.update_session(sid, {"current_chat": chat}, event="chat.switched"))
+
+
+async def append_messages(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    sid = request.match_info["id"]
+    if "messages" in body:
+        v.only(body, ("messages", "chat"))
+        msgs = body["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise Invalid("messages must be a non-empty list of message objects")
+        if len(msgs) > 100_000:
+            raise Invalid("at most 100000 messages per request; split the batch")
+        checked = [v.message(m, f"messages[{i}]") for i, m in enumerate(msgs)]
+        chat = v.opt_str(body, "chat", 200)
+        stored = await daemon_of(request).db.append_messages(sid, checked, chat)
+        return ok({"messages": stored}, 201)
+    m = v.message(body)
+    stored = await daemon_of(request).db.append_messages(sid, [m], m.get("chat"))
+    return ok(stored[0], 201)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    q = request.query
+    limit = v.query_int(q, "limit", 100, 1, 100_000)
+    all_chats = q.get("all", "").lower() in ("1", "true", "yes")
+    db = daemon_of(request).db
+    sid = request.match_info["id"]
+    chat = q.get("chat")
+    if chat is not None:
+        chat = await db.resolve_chat(sid, chat)
+    rows = await db.list_messages(sid, chat=chat, limit=limit + 1, before=q.get("before"), after=q.get("after"),
+                                  all_chats=all_chats)
+    if q.get("before") and not q.get("after"):
+        more = len(rows) > limit
+        rows = rows[-limit:]
+        return ok({"messages": rows, "next": rows[0]["id"] if more and rows else None})
+    nxt = rows[limit - 1]["id"] if len(rows) > limit else None
+    return ok({"messages": rows[:limit], "next": nxt})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    d = daemon_of(request)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    queue = d.events.subscribe()
+    try:
+        await resp.write(b": sessiond events\n\n")
+        while True:
+            try:
+                ev = await asyncio.wait_for(queue.get(), timeout=15)
+            except asyncio.TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+                continue
+            if ev is None:
+                break
+            await resp.write(f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        d.events.unsubscribe(queue)
+    return resp
+
+
+async def sync_now(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("session", "wait", "timeout"))
+    sid = v.opt_str(body, "session", 128)
+    wait = body.get("wait", False)
+    if not isinstance(wait, bool):
+        raise Invalid("wait must be true or false")
+    timeout = v.number(body.get("timeout", 60), "timeout", 0, 3600)
+    return ok(await daemon_of(request).sync_now(sid, wait=wait, timeout=timeout))
+
+
+async def verify(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("session",))
+    sid = v.opt_str(body, "session", 128)
+    return ok(await daemon_of(request).verify(sid))
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/v1/status", status, "Daemon version, device id, uptime, counts and sync state", None, "Status"),
+    Route("GET", "/v1/openapi.json", openapi, "This OpenAPI document", None, "Any"),
+    Route("POST", "/v1/sessions", create_session, "Create a session", "SessionCreate", "Session", 201),
+    Route("GET", "/v1/sessions", list_sessions, "List sessions (filter by user, status, tag; paginated)", None,
+          "SessionList", query=("user", "status", "tag", "limit", "after")),
+    Route("GET", "/v1/sessions/{id}", get_session, "One session with counts and sync state", None, "Session"),
+    Route("PATCH", "/v1/sessions/{id}", patch_session, "Change a session's fields", "SessionPatch", "Session"),
+    Route("DELETE", "/v1/sessions/{id}", delete_session, "Delete a session and its key from this device", None,
+          "Deleted"),
+    Route("POST", "/v1/sessions/{id}/pause", pause, "Pause a session (appends are refused)", None, "Session"),
+    Route("POST", "/v1/sessions/{id}/resume", resume, "Resume a paused session", None, "Session"),
+    Route("POST", "/v1/sessions/{id}/end", end, "End a session", None, "Session"),
+    Route("POST", "/v1/sessions/{id}/chats", create_chat, "Create a chat in a session", "ChatCreate", "Chat", 201),
+    Route("GET", "/v1/sessions/{id}/chats", list_chats, "List a session's chats", None, "ChatList"),
+    Route("POST", "/v1/sessions/{id}/switch", switch_chat, "Make a chat the session's current chat", "Switch",
+          "Session"),
+    Route("POST", "/v1/sessions/{id}/messages", append_messages,
+          "Append one message, or a batch in one transaction; answered after the commit", "Append", "Appended",
+          201),
+    Route("GET", "/v1/sessions/{id}/messages", list_messages, "List messages (by chat; limit; before/after)", None,
+          "MessageList", query=("chat", "limit", "before", "after", "all")),
+    Route("GET", "/v1/events", events, "Server-sent events for every change", None, None),
+    Route("POST", "/v1/sync", sync_now, "Push (and pull) now; optionally wait until done", "SyncRequest", "SyncResult"),
+    Route("POST", "/v1/verify", verify, "Verify the pushed snapshots against the local database", "VerifyRequest",
+          "VerifyReport"),
+]
+
+
+def error_body(code: str, message: str, **details) -> dict:
+    err = {"code": code, "message": message}
+    if details:
+        err["details"] = details
+    return {"error": err}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SessiondError as exc:
+        return web.json_response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json":
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
+        msg = exc.reason
+        if exc.status == 404:
+            msg = f"no such route: {request.method} {request.path} (see GET /v1/openapi.json)"
+        elif exc.status == 405:
+            msg = f"{request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            msg = "request body too large"
+        return web.json_response(error_body(code, msg), status=exc.status)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:  # a bug: log it with its traceback, answer without internals
+        log.exception("internal error on %s %s", request.method, request.path)
+        return web.json_response(error_body("internal", "internal error; see the daemon log"), status=500)
+
+
+def make_app(daemon) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=256 << 20)
+    app["daemon"] = daemon
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, r.handler)
+    app["openapi"] = build_openapi(ROUTES, daemon.version)
+    return app
+
+
+__all__ = ["make_app", "ROUTES", "NotFound"]

@@ -1,0 +1,128 @@
+"""Where a daemon keeps its things, and the checks that keep them private."""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+
+import platformdirs
+
+SOCKET_NAME = "sessiond.sock"
+MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+class HomeError(Exception):
+    pass
+
+
+def default_home() -> str:
+    env = os.environ.get("SESSIOND_HOME")
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    return platformdirs.user_data_dir("sessiond", appauthor=False)
+
+
+def resolve_home(home: str | None) -> str:
+    return os.path.abspath(os.path.expanduser(home)) if home else default_home()
+
+
+def socket_path(home: str) -> str:
+    """The socket lives in the home (0700). If that path is too long for a Unix socket, it lives in a
+    0700 folder of its own under the runtime directory, named after the home."""
+    path = os.path.join(home, SOCKET_NAME)
+    if len(path.encode()) <= MAX_SOCKET_PATH:
+        return path
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sessiond-{os.getuid()}"
+    tag = hashlib.blake2s(home.encode(), digest_size=8).hexdigest()
+    return os.path.join(base, tag, SOCKET_NAME)
+
+
+def check_private_dir(path: str, what: str) -> None:
+    """Refuse a folder that another user owns or that group/others can enter."""
+    st = os.stat(path)
+    if st.st_uid != os.getuid():
+        raise HomeError(f"{what} {path} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); "
+                        f"refusing to use it. Choose a folder of your own with --home.")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise HomeError(f"{what} {path} is open to group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                        f"refusing to keep sessions there. Fix it with: chmod 700 {path}")
+
+
+def make_private_dir(path: str, what: str) -> None:
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # makedirs' mode is masked by the umask; be exact
+    check_private_dir(path, what)
+
+
+@dataclass
+class Config:
+    """Settings from <home>/config.toml; command-line options override them."""
+
+    store: str | None = None
+    sync_interval: float = 2.0
+    push_delay: float = 0.05
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, home: str) -> "Config":
+        path = os.path.join(home, "config.toml")
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            return cls()
+        except tomllib.TOMLDecodeError as exc:
+            raise HomeError(f"{path} is not valid TOML: {exc}") from None
+        cfg = cls()
+        for key, value in data.items():
+            if key == "store":
+                if not isinstance(value, str):
+                    raise HomeError(f"{path}: 'store' must be a URL string such as file:///path")
+                cfg.store = value
+            elif key in ("sync_interval", "push_delay"):
+                if not isinstance(value, (int, float)) or value < 0:
+                    raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")
+                setattr(cfg, key, float(value))
+            else:
+                cfg.extra[key] = value
+        return cfg
+
+
+@dataclass
+class Home:
+    path: str
+
+    @property
+    def socket(self) -> str:
+        return socket_path(self.path)
+
+    @property
+    def db(self) -> str:
+        return os.path.join(self.path, "sessions.db")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.path, "daemon.lock")
+
+    @property
+    def logs(self) -> str:
+        return os.path.join(self.path, "logs")
+
+    @property
+    def keys(self) -> str:
+        return os.path.join(self.path, "keys")
+
+    @property
+    def default_store(self) -> str:
+        return "file://" + os.path.join(self.path, "store")
+
+    def prepare(self) -> None:
+        make_private_dir(self.path, "home folder")
+        make_private_dir(self.logs, "log folder")
+        make_private_dir(self.keys, "key folder")
+        sock_dir = os.path.dirname(self.socket)
+        if sock_dir != self.path:
+            make_private_dir(sock_dir, "socket folder")

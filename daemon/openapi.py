@@ -1,0 +1,124 @@
+"""The OpenAPI 3 document, generated from the route table so that it always matches the routes."""
+from __future__ import annotations
+
+import re
+
+_str = {"type": "string"}
+_nstr = {"type": ["string", "null"]}
+_num = {"type": "number"}
+_nnum = {"type": ["number", "null"]}
+_obj = {"type": "object"}
+
+SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
+    "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 10},
+    "top_k": {"type": ["integer", "null"], "minimum": 1},
+    "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+    "max_tokens": {"type": ["integer", "null"], "minimum": 1}}}
+ROLE = {"type": "string", "enum": ["system", "user", "assistant", "tool"]}
+MESSAGE_IN = {"type": "object", "required": ["role", "content"], "additionalProperties": False, "properties": {
+    "role": ROLE, "content": _str, "tokens": {"type": ["integer", "null"], "minimum": 0}, "chat": _nstr,
+    "name": _nstr, "tool_call_id": _nstr, "metadata": {"type": ["object", "null"]}}}
+ID = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}
+
+SCHEMAS: dict[str, dict] = {
+    "Any": {},
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": _str, "message": _str, "details": _obj}}}},
+    "Settings": SETTINGS,
+    "MessageIn": MESSAGE_IN,
+    "SessionCreate": {"type": "object", "additionalProperties": False, "properties": {
+        "id": ID, "user": _nstr, "name": _nstr, "system_prompt": _nstr, "model": _nstr,
+        "settings": {"$ref": "#/components/schemas/Settings"},
+        "initial_messages": {"type": "array", "items": {"$ref": "#/components/schemas/MessageIn"}},
+        "metadata": _obj, "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+        "preferences": _obj, "expires_at": _nnum, "expires_in": {"type": ["number", "null"], "minimum": 1}}},
+    "SessionPatch": {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
+        "user": _nstr, "name": _nstr, "system_prompt": _nstr, "model": _nstr,
+        "settings": {"$ref": "#/components/schemas/Settings"},
+        "initial_messages": {"type": "array", "items": {"$ref": "#/components/schemas/MessageIn"}},
+        "metadata": _obj, "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+        "preferences": _obj, "expires_at": _nnum, "expires_in": {"type": ["number", "null"], "minimum": 1}}},
+    "Session": {"type": "object", "required": ["id", "status", "current_chat", "created_at"], "properties": {
+        "id": _str, "user": _nstr, "name": _nstr, "system_prompt": _nstr, "model": _nstr,
+        "settings": _obj, "initial_messages": {"type": "array"}, "metadata": _obj,
+        "tags": {"type": "array", "items": _str}, "preferences": _obj,
+        "status": {"type": "string", "enum": ["active", "paused", "ended"]}, "current_chat": _nstr,
+        "created_at": _num, "last_activity": _num, "expires_at": _nnum, "message_count": {"type": "integer"},
+        "chat_count": {"type": "integer"}, "tokens": {"type": "integer"}, "sync": _obj}},
+    "SessionList": {"type": "object", "required": ["sessions", "next"], "properties": {
+        "sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}, "next": _nstr}},
+    "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": _str}},
+    "ChatCreate": {"type": "object", "additionalProperties": False, "properties": {
+        "id": ID, "name": _nstr, "system_prompt": _nstr, "model": _nstr,
+        "settings": {"$ref": "#/components/schemas/Settings"}, "switch": {"type": ["boolean", "null"]}}},
+    "Chat": {"type": "object", "required": ["id", "current"], "properties": {
+        "id": _str, "name": _nstr, "system_prompt": _nstr, "model": _nstr, "settings": _obj, "created_at": _num,
+        "current": {"type": "boolean"}}},
+    "ChatList": {"type": "object", "required": ["chats"], "properties": {
+        "chats": {"type": "array", "items": {"$ref": "#/components/schemas/Chat"}}}},
+    "Switch": {"type": "object", "required": ["chat"], "additionalProperties": False, "properties": {"chat": _str}},
+    "Append": {"oneOf": [
+        {"$ref": "#/components/schemas/MessageIn"},
+        {"type": "object", "required": ["messages"], "additionalProperties": False, "properties": {
+            "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/MessageIn"}},
+            "chat": _nstr}}]},
+    "Message": {"type": "object", "required": ["id", "chat", "role", "content", "created_at"], "properties": {
+        "id": _str, "chat": _str, "role": ROLE, "content": _str, "tokens": {"type": ["integer", "null"]},
+        "created_at": _num, "device": _str, "seq": {"type": "integer"}, "lamport": {"type": "integer"}}},
+    "Appended": {"oneOf": [{"$ref": "#/components/schemas/Message"}, {
+        "type": "object", "required": ["messages"],
+        "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}}}]},
+    "MessageList": {"type": "object", "required": ["messages", "next"], "properties": {
+        "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}, "next": _nstr}},
+    "Status": {"type": "object", "required": ["version", "device_id", "uptime", "counts"], "properties": {
+        "version": _str, "device_id": _str, "pid": {"type": "integer"}, "uptime": _num, "socket": _str,
+        "home": _str, "counts": _obj, "store": _nstr, "sync": _obj}},
+    "SyncRequest": {"type": "object", "additionalProperties": False, "properties": {
+        "session": _nstr, "wait": {"type": "boolean"}, "timeout": {"type": "number", "minimum": 0, "maximum": 3600}}},
+    "SyncResult": _obj,
+    "VerifyRequest": {"type": "object", "additionalProperties": False, "properties": {"session": _nstr}},
+    "VerifyReport": {"type": "object", "required": ["ok", "sessions"], "properties": {
+        "ok": {"type": "boolean"}, "sessions": {"type": "array"}}},
+}
+
+QUERY = {
+    "user": _str, "status": {"type": "string", "enum": ["active", "paused", "ended"]}, "tag": _str,
+    "limit": {"type": "integer", "minimum": 1}, "after": _str, "before": _str, "chat": _str,
+    "all": {"type": "string", "enum": ["0", "1", "true", "false"]},
+}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(desc: str) -> dict:
+    return {"description": desc, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def build_openapi(routes, version: str) -> dict:
+    paths: dict[str, dict] = {}
+    for r in routes:
+        op: dict = {"summary": r.summary, "operationId": r.handler.__name__}
+        params = [{"name": name, "in": "path", "required": True, "schema": _str}
+                  for name in re.findall(r"{(\w+)}", r.path)]
+        params += [{"name": q, "in": "query", "required": False, "schema": QUERY[q]} for q in r.query]
+        if params:
+            op["parameters"] = params
+        if r.request:
+            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(r.request)}}}
+        if r.response:
+            ok_resp = {"description": "success", "content": {"application/json": {"schema": _ref(r.response)}}}
+        else:
+            ok_resp = {"description": "an event stream", "content": {"text/event-stream": {"schema": _str}}}
+        op["responses"] = {str(r.status): ok_resp, "400": _error("malformed request"),
+                           "404": _error("unknown session, chat or message"), "409": _error("conflict"),
+                           "422": _error("invalid field"), "429": _error("a limit was reached"),
+                           "503": _error("the store is unavailable")}
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {"openapi": "3.1.0",
+            "info": {"title": "sessiond socket API", "version": version,
+                     "description": "The local API of the sessiond daemon, served on its Unix socket."},
+            "servers": [{"url": "http://localhost"}],
+            "paths": paths, "components": {"schemas": SCHEMAS}}

@@ -1,0 +1,254 @@
+"""The daemon process: one per home. Opens the database, takes the home's lock, serves the API on a
+Unix socket, runs the sync worker, and shuts down cleanly on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version as pkg_version
+
+from aiohttp import web
+
+from sessiond.storage.db import Database
+from sessiond.storage.store import StoreError, open_store
+
+from .api import make_app
+from .home import Config, Home, HomeError
+
+log = logging.getLogger("sessiond")
+
+try:
+    VERSION = pkg_version("sessiond")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    VERSION = "0.0.0+src"
+
+
+class AlreadyRunning(HomeError):
+    pass
+
+
+class Events:
+    """Fan-out of change events to server-sent-event subscribers."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue] = set()
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+        self._queues.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self._queues.discard(q)
+
+    def publish(self, event: dict) -> None:
+        event = {**event, "time": round(time.time(), 3)}
+        for q in list(self._queues):
+            try:
+                q.put_nowait(event)
+            except asyncio.QueueFull:  # a subscriber that stopped reading loses events, and is told so
+                self._queues.discard(q)
+                q.put_nowait(None) if q.empty() else None
+
+    def close(self) -> None:
+        for q in list(self._queues):
+            try:
+                q.put_nowait(None)
+            except asyncio.QueueFull:
+                pass
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage()}
+        for key in ("session", "event", "error", "rev", "objects", "bytes"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(home: Home, foreground: bool) -> None:
+    root = logging.getLogger("sessiond")
+    root.setLevel(logging.INFO)
+    root.handlers.clear()
+    path = os.path.join(home.logs, "sessiond.log")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.propagate = False
+
+
+class Daemon:
+    def __init__(self, home: Home, config: Config, store_url: str):
+        self.home = home
+        self.config = config
+        self.store_url = store_url
+        self.version = VERSION
+        self.started = time.monotonic()
+        self.events = Events()
+        self.db: Database = None  # type: ignore[assignment]
+        self.syncer = None
+        self._lock_fd: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+    def take_lock(self) -> None:
+        fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = os.read(fd, 32).decode().strip()
+            finally:
+                os.close(fd)
+            raise AlreadyRunning(f"a sessiond daemon is already running for {self.home.path}"
+                                 + (f" (pid {pid})" if pid else "") + "; stop it with `sessiond stop`") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    async def start(self) -> None:
+        self.home.prepare()
+        self.take_lock()
+        from sessiond.sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
+
+        self.db = await Database.open(self.home.db)
+        self.db.listeners.append(self._on_change)
+        store = open_store(self.store_url)
+        self.syncer = Syncer(self.db, store, self.home.keys, interval=self.config.sync_interval,
+                             push_delay=self.config.push_delay, on_event=self.events.publish)
+        await self.syncer.start()
+        app = make_app(self)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        path = self.home.socket
+        if os.path.exists(path):
+            if _socket_answers(path):
+                raise AlreadyRunning(f"another process answers on {path}; stop it first")
+            os.unlink(path)  # left behind by a daemon that was killed
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # the socket is 0600 from the moment it exists
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(256)
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        log.info("daemon started", extra={"event": "start"})
+
+    def _on_change(self, event: dict) -> None:
+        self.events.publish(event)
+        if self.syncer is not None and event.get("session"):
+            self.syncer.notify(event["session"])
+
+    async def stop(self) -> None:
+        log.info("daemon stopping", extra={"event": "stop"})
+        self.events.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.syncer is not None:
+            await self.syncer.stop()
+        if self.db is not None:
+            await self.db.close()
+        if self._lock_fd is not None:  # only the daemon holding the lock owns the socket
+            try:
+                os.unlink(self.home.socket)
+            except FileNotFoundError:
+                pass
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    # ---------------------------------------------------------------- used by the API
+    async def status(self) -> dict:
+        return {"version": self.version, "device_id": self.db.device_id, "pid": os.getpid(),
+                "uptime": round(time.monotonic() - self.started, 3), "socket": self.home.socket,
+                "home": self.home.path, "store": self.store_url, "counts": await self.db.counts(),
+                "sync": await self.syncer.status()}
+
+    async def sync_status(self, sid: str) -> dict:
+        return (await self.syncer.status(sid)).get(sid, {})
+
+    async def delete_session(self, sid: str) -> None:
+        await self.db.delete_session(sid)
+        self.syncer.forget(sid)
+
+    async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
+        if sid is not None:
+            await self.db.get_session(sid)
+        return await self.syncer.sync_now(sid, wait=wait, timeout=timeout)
+
+    async def verify(self, sid: str | None) -> dict:
+        if sid is not None:
+            await self.db.get_session(sid)
+        return await self.syncer.verify(sid)
+
+
+def _socket_answers(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+async def serve(home_path: str, store: str | None = None, *, ready_fd: int | None = None,
+                announce: bool = True) -> None:
+    home = Home(home_path)
+    home.prepare()
+    config = Config.load(home.path)
+    store_url = store or config.store or home.default_store
+    setup_logging(home, foreground=True)
+    daemon = Daemon(home, config, store_url)
+    try:
+        await daemon.start()
+    except BaseException:
+        await daemon.stop()
+        raise
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    if announce:
+        print(f"sessiond {VERSION} listening on {home.socket}", flush=True)
+        print(f"  home: {home.path}\n  store: {store_url}\n  device: {daemon.db.device_id}", flush=True)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+    try:
+        await daemon.wait_stopped()
+    finally:
+        await daemon.stop()
+
+
+def run(home_path: str, store: str | None = None, *, ready_fd: int | None = None) -> int:
+    try:
+        asyncio.run(serve(home_path, store, ready_fd=ready_fd))
+    except HomeError as exc:
+        print(f"sessiond: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"sessiond: store: {exc}", file=sys.stderr)
+        return 2
+    return 0

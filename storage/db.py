@@ -1,0 +1,626 @@
+"""The device's session database: SQLite (WAL, foreign keys) through aiosqlite.
+
+Every change is an *operation* written by one device with a per-(session, device) sequence number and a
+per-session Lamport clock. Messages are operations stored in the `messages` table; every other change
+(session created, settings changed, chat created, ...) is a row in `ops`. The materialised tables
+(`sessions`, `chats`, `messages`) are what the API reads. Operations from other devices are applied
+with the same code, and the result does not depend on the order they arrive in:
+
+* fields of a session or chat are last-writer-wins per field, by (lamport, device id);
+* messages are ordered by (lamport, device id, seq) and de-duplicated by (device id, seq).
+
+A device's own operations with seq above its pushed mark are the durable push queue: they are
+written in the same transaction as the change they describe.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import aiosqlite
+
+from .errors import Conflict, Invalid, NotFound
+from .ids import check_id, new_device_id, new_id
+
+ROLES = ("system", "user", "assistant", "tool")
+STATUSES = ("active", "paused", "ended")
+SETTINGS_KEYS = ("temperature", "top_k", "top_p", "max_tokens")
+# Session fields a PATCH may change (status changes go through pause/resume/end).
+PATCHABLE = ("name", "user", "system_prompt", "model", "settings", "metadata", "tags", "preferences",
+             "expires_at", "initial_messages")
+JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences")
+
+MIGRATIONS: list[str] = [
+    # 1: sessions, chats, messages, operations
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user TEXT,
+        name TEXT,
+        system_prompt TEXT,
+        model TEXT,
+        settings TEXT NOT NULL DEFAULT '{}',
+        initial_messages TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        tags TEXT NOT NULL DEFAULT '[]',
+        preferences TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL DEFAULT 'active',
+        current_chat TEXT,
+        created_at REAL NOT NULL,
+        last_activity REAL NOT NULL,
+        expires_at REAL,
+        lamport INTEGER NOT NULL DEFAULT 0,
+        stamps TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX sessions_user ON sessions(user, id);
+    CREATE INDEX sessions_status ON sessions(status, id);
+    CREATE TABLE chats (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        id TEXT NOT NULL,
+        name TEXT,
+        system_prompt TEXT,
+        model TEXT,
+        settings TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        stamps TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (session_id, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        chat_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        lamport INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        tokens INTEGER,
+        created_at REAL NOT NULL,
+        extra TEXT
+    );
+    CREATE UNIQUE INDEX messages_origin ON messages(session_id, device_id, seq);
+    CREATE INDEX messages_order ON messages(session_id, chat_id, lamport, device_id, seq);
+    CREATE TABLE ops (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        device_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        lamport INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (session_id, device_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE logs (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        device_id TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (session_id, device_id)
+    ) WITHOUT ROWID;
+    """,
+    # 2: push state per session (what of this device's log is safely in the store)
+    """
+    CREATE TABLE sync_state (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        pushed_seq INTEGER NOT NULL DEFAULT 0,
+        head_rev INTEGER NOT NULL DEFAULT 0,
+        tree BLOB,
+        pending BLOB,
+        last_error TEXT,
+        last_push REAL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> float:
+    """Wall-clock time rounded to milliseconds, the precision that travels in snapshots."""
+    return round(time.time() * 1000) / 1000
+
+
+@dataclass
+class Op:
+    """One operation of one device's log."""
+
+    session_id: str
+    device_id: str
+    seq: int
+    lamport: int
+    kind: str
+    body: dict
+    created_at: float
+
+    @property
+    def order(self) -> tuple:
+        return (self.lamport, self.device_id, self.seq)
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    return default if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def message_id(device_id: str, seq: int) -> str:
+    return f"{device_id}-{seq}"
+
+
+def parse_message_id(mid: str) -> tuple[str, int]:
+    dev, sep, seq = mid.rpartition("-")
+    if not sep or not dev or not seq.isdigit():
+        raise Invalid(f"not a message id: {mid!r:.80} (expected DEVICE-SEQ, as listed by `sessiond log`)")
+    return dev, int(seq)
+
+
+def _stamp_newer(stamp: tuple, old: list | None) -> bool:
+    return old is None or tuple(stamp) > tuple(old)
+
+
+class Database:
+    """One connection, used only from the daemon's event loop. Writes are serialised by SQLite."""
+
+    def __init__(self, conn: aiosqlite.Connection, device_id: str, path: str):
+        self.conn = conn
+        self.device_id = device_id
+        self.path = path
+        self.listeners: list = []  # callables(event: dict) run after each commit
+
+    # ------------------------------------------------------------------ opening and migrations
+    @classmethod
+    async def open(cls, path: str, *, upto: int | None = None) -> "Database":
+        new = not os.path.exists(path)
+        if new:  # create it private from the first byte
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed transaction survives a crash of the process (kill -9);
+        # only a power loss may lose the very last commits, and never corrupts the database.
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await migrate(conn, upto)
+        async with conn.execute("SELECT value FROM meta WHERE key='device_id'") as cur:
+            row = await cur.fetchone()
+        if row is None:
+            device_id = new_device_id()
+            await conn.execute("INSERT INTO meta(key, value) VALUES ('device_id', ?)", (device_id,))
+        else:
+            device_id = row[0]
+        return cls(conn, device_id, path)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def schema_version(self) -> int:
+        return await schema_version(self.conn)
+
+    # ------------------------------------------------------------------ transactions
+    async def _begin(self) -> None:
+        await self.conn.execute("BEGIN IMMEDIATE")
+
+    async def _commit(self, events: Iterable[dict] = ()) -> None:
+        await self.conn.execute("COMMIT")
+        for ev in events:
+            for fn in list(self.listeners):
+                fn(ev)
+
+    async def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            await self.conn.execute("ROLLBACK")
+
+    async def _one(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
+        async with self.conn.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, args: tuple = ()) -> list[aiosqlite.Row]:
+        async with self.conn.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def _session_row(self, sid: str) -> aiosqlite.Row:
+        row = await self._one("SELECT * FROM sessions WHERE id=?", (sid,))
+        if row is None:
+            raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
+        return row
+
+    async def _next(self, sid: str, lamport: int, n: int = 1) -> tuple[int, int]:
+        """Reserve `n` sequence numbers of this device's log and return (first seq, first lamport)."""
+        row = await self._one("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, self.device_id))
+        first = (row[0] if row else 0) + 1
+        await self.conn.execute(
+            "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) "
+            "ON CONFLICT(session_id, device_id) DO UPDATE SET last_seq=excluded.last_seq",
+            (sid, self.device_id, first + n - 1))
+        return first, lamport + 1
+
+    async def _local_op(self, sid: str, lamport: int, kind: str, body: dict, t: float) -> Op:
+        seq, lam = await self._next(sid, lamport)
+        op = Op(sid, self.device_id, seq, lam, kind, body, t)
+        await self.conn.execute(
+            "INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at) VALUES (?,?,?,?,?,?,?)",
+            (sid, op.device_id, op.seq, op.lamport, kind, _dumps(body), t))
+        await self._apply(op)
+        return op
+
+    # ------------------------------------------------------------------ applying operations
+    async def _apply(self, op: Op) -> None:
+        """Materialise one non-message operation. Idempotent and order-independent (LWW per field)."""
+        b = op.body
+        stamp = [op.lamport, op.device_id]
+        if op.kind == "session.create":
+            fields = {k: b.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at",
+                                             "current_chat")}
+            for k in JSON_FIELDS:
+                fields[k] = _dumps(b.get(k, [] if k in ("tags", "initial_messages") else {}))
+            fields["status"] = "active"
+            stamps = {k: stamp for k in fields}
+            await self.conn.execute(
+                "INSERT INTO sessions(id, user, name, system_prompt, model, settings, initial_messages, metadata,"
+                " tags, preferences, status, current_chat, created_at, last_activity, expires_at, lamport, stamps)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                (op.session_id, fields["user"], fields["name"], fields["system_prompt"], fields["model"],
+                 fields["settings"], fields["initial_messages"], fields["metadata"], fields["tags"],
+                 fields["preferences"], "active", fields["current_chat"], b.get("created_at", op.created_at),
+                 op.created_at, fields["expires_at"], op.lamport, _dumps(stamps)))
+            for chat in b.get("chats", []):
+                await self._apply(Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat,
+                                     op.created_at))
+        elif op.kind == "session.update":
+            row = await self._session_row(op.session_id)
+            stamps = json.loads(row["stamps"])
+            sets, args = [], []
+            for k, v in b.items():
+                if k not in PATCHABLE and k not in ("status", "current_chat"):
+                    continue  # fields from a newer version are ignored, not fatal
+                if _stamp_newer(stamp, stamps.get(k)):
+                    stamps[k] = stamp
+                    sets.append(f"{k}=?")
+                    args.append(_dumps(v) if k in JSON_FIELDS else v)
+            if sets:
+                sets.append("stamps=?")
+                args.append(_dumps(stamps))
+                await self.conn.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id=?", (*args, op.session_id))
+        elif op.kind == "chat.create":
+            await self.conn.execute(
+                "INSERT INTO chats(session_id, id, name, system_prompt, model, settings, created_at, stamps)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (op.session_id, b["id"], b.get("name"), b.get("system_prompt"), b.get("model"),
+                 _dumps(b.get("settings") or {}), b.get("created_at", op.created_at), "{}"))
+        # Unknown kinds (written by a newer version) are kept in the log and ignored here.
+        await self.conn.execute(
+            "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
+            (op.lamport, op.created_at, op.session_id))
+
+    # ------------------------------------------------------------------ sessions
+    async def create_session(self, spec: dict) -> dict:
+        sid = spec.get("id")
+        sid = check_id(sid, "session id") if sid is not None else new_id()
+        t = now()
+        default_chat = {"id": "main", "name": "main", "system_prompt": None, "model": None, "settings": {},
+                        "created_at": t}
+        body = {k: spec.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at")}
+        for k in JSON_FIELDS:
+            if k in spec:
+                body[k] = spec[k]
+        body.update(created_at=t, current_chat="main", chats=[default_chat])
+        await self._begin()
+        try:
+            if await self._one("SELECT 1 FROM sessions WHERE id=?", (sid,)):
+                raise Conflict(f"a session with id {sid!r} already exists; choose another id or omit it")
+            await self._local_op(sid, 0, "session.create", body, t)
+            await self.conn.execute("INSERT INTO sync_state(session_id) VALUES (?)", (sid,))
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit([{"type": "session.created", "session": sid}])
+        return await self.get_session(sid)
+
+    def _session_dict(self, row: aiosqlite.Row) -> dict:
+        d = {k: row[k] for k in ("id", "user", "name", "system_prompt", "model", "status", "current_chat",
+                                  "created_at", "last_activity", "expires_at")}
+        for k in JSON_FIELDS:
+            d[k] = json.loads(row[k])
+        return d
+
+    async def get_session(self, sid: str, *, counts: bool = False) -> dict:
+        d = self._session_dict(await self._session_row(sid))
+        if counts:
+            row = await self._one("SELECT count(*), coalesce(sum(tokens), 0) FROM messages WHERE session_id=?",
+                                  (sid,))
+            d["message_count"], d["tokens"] = row[0], row[1]
+            d["chat_count"] = (await self._one("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0]
+        return d
+
+    async def list_sessions(self, *, user: str | None = None, status: str | None = None,
+                            tag: str | None = None, limit: int = 50, after: str | None = None) -> list[dict]:
+        where, args = [], []
+        if user is not None:
+            where.append("user=?")
+            args.append(user)
+        if status is not None:
+            where.append("status=?")
+            args.append(status)
+        if tag is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value=?)")
+            args.append(tag)
+        if after is not None:
+            where.append("id>?")
+            args.append(after)
+        sql = "SELECT * FROM sessions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
+        return [self._session_dict(r) for r in await self._all(sql, (*args, limit))]
+
+    async def session_ids(self) -> list[str]:
+        return [r[0] for r in await self._all("SELECT id FROM sessions ORDER BY id")]
+
+    async def update_session(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
+        await self._begin()
+        try:
+            row = await self._session_row(sid)
+            if "current_chat" in fields:
+                if not await self._one("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])):
+                    raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
+            await self._local_op(sid, row["lamport"], "session.update", fields, now())
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit([{"type": event, "session": sid, "fields": sorted(fields)}])
+        return await self.get_session(sid)
+
+    async def set_status(self, sid: str, status: str) -> dict:
+        row = await self._session_row(sid)
+        current = row["status"]
+        if status == current:
+            return self._session_dict(row)
+        if current == "ended":
+            raise Conflict(f"session {sid!r} has ended; an ended session cannot be paused or resumed")
+        if status == "paused" and current != "active" or status == "active" and current != "paused":
+            raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
+        return await self.update_session(sid, {"status": status}, event=f"session.{'resumed' if status == 'active' else status}")
+
+    async def delete_session(self, sid: str) -> None:
+        await self._begin()
+        try:
+            await self._session_row(sid)
+            await self.conn.execute("DELETE FROM sessions WHERE id=?", (sid,))
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit([{"type": "session.deleted", "session": sid}])
+
+    # ------------------------------------------------------------------ chats
+    def _chat_dict(self, row: aiosqlite.Row, current: str | None) -> dict:
+        return {"id": row["id"], "name": row["name"], "system_prompt": row["system_prompt"], "model": row["model"],
+                "settings": json.loads(row["settings"]), "created_at": row["created_at"],
+                "current": row["id"] == current}
+
+    async def create_chat(self, sid: str, spec: dict) -> dict:
+        cid = spec.get("id")
+        cid = check_id(cid, "chat id") if cid is not None else new_id()
+        t = now()
+        body = {"id": cid, "name": spec.get("name") or cid, "system_prompt": spec.get("system_prompt"),
+                "model": spec.get("model"), "settings": spec.get("settings") or {}, "created_at": t}
+        await self._begin()
+        try:
+            row = await self._session_row(sid)
+            if await self._one("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
+                raise Conflict(f"session {sid!r} already has a chat {cid!r}")
+            op = await self._local_op(sid, row["lamport"], "chat.create", body, t)
+            if spec.get("switch"):
+                await self._local_op(sid, op.lamport, "session.update", {"current_chat": cid}, t)
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit([{"type": "chat.created", "session": sid, "chat": cid}])
+        return await self.get_chat(sid, cid)
+
+    async def get_chat(self, sid: str, cid: str) -> dict:
+        srow = await self._session_row(sid)
+        row = await self._one("SELECT * FROM chats WHERE session_id=? AND id=?", (sid, cid))
+        if row is None:
+            raise NotFound(f"session {sid!r} has no chat {cid!r} (see `sessiond chat ls {sid}`)")
+        return self._chat_dict(row, srow["current_chat"])
+
+    async def list_chats(self, sid: str) -> list[dict]:
+        srow = await self._session_row(sid)
+        rows = await self._all("SELECT * FROM chats WHERE session_id=? ORDER BY created_at, id", (sid,))
+        return [self._chat_dict(r, srow["current_chat"]) for r in rows]
+
+    async def resolve_chat(self, sid: str, ref: str) -> str:
+        """A chat given by id or, failing that, by a unique name."""
+        if await self._one("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, ref)):
+            return ref
+        rows = await self._all("SELECT id FROM chats WHERE session_id=? AND name=?", (sid, ref))
+        if len(rows) == 1:
+            return rows[0][0]
+        if rows:
+            raise Conflict(f"several chats of session {sid!r} are named {ref!r}; use the chat id")
+        raise NotFound(f"session {sid!r} has no chat {ref!r} (see `sessiond chat ls {sid}`)")
+
+    # ------------------------------------------------------------------ messages
+    def _message_dict(self, row: aiosqlite.Row) -> dict:
+        d = {"id": message_id(row["device_id"], row["seq"]), "chat": row["chat_id"], "role": row["role"],
+             "content": row["content"], "tokens": row["tokens"], "created_at": row["created_at"],
+             "device": row["device_id"], "seq": row["seq"], "lamport": row["lamport"]}
+        if row["extra"]:
+            d.update(json.loads(row["extra"]))
+        return d
+
+    async def append_messages(self, sid: str, messages: list[dict], chat: str | None = None) -> list[dict]:
+        """Append validated messages, in order, in one transaction. Returns them as stored."""
+        if not messages:
+            raise Invalid("no messages to append")
+        t = now()
+        await self._begin()
+        try:
+            row = await self._session_row(sid)
+            if row["status"] != "active":
+                raise Conflict(f"session {sid!r} is {row['status']}; "
+                               + ("resume it first (`sessiond resume`)" if row["status"] == "paused"
+                                  else "an ended session takes no new messages (clone it to continue)"))
+            chat_id = chat or row["current_chat"]
+            if chat and not await self._one("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, chat_id)):
+                raise NotFound(f"session {sid!r} has no chat {chat_id!r} (see `sessiond chat ls {sid}`)")
+            n = len(messages)
+            seq0, lam0 = await self._next(sid, row["lamport"], n)
+            rows = []
+            for i, m in enumerate(messages):
+                extra = {k: m[k] for k in ("name", "tool_call_id", "metadata") if m.get(k) is not None}
+                rows.append((sid, m.get("chat") or chat_id, self.device_id, seq0 + i, lam0 + i, m["role"],
+                             m["content"], m.get("tokens"), t, _dumps(extra) if extra else None))
+            if any(r[1] != chat_id for r in rows):
+                known = {r[0] for r in await self._all("SELECT id FROM chats WHERE session_id=?", (sid,))}
+                for r in rows:
+                    if r[1] not in known:
+                        raise NotFound(f"session {sid!r} has no chat {r[1]!r}")
+            await self.conn.executemany(
+                "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
+                " created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            await self.conn.execute("UPDATE sessions SET lamport=?, last_activity=? WHERE id=?",
+                                    (lam0 + n - 1, t, sid))
+        except BaseException:
+            await self._rollback()
+            raise
+        out = [{"id": message_id(self.device_id, r[3]), "chat": r[1], "role": r[5], "content": r[6],
+                "tokens": r[7], "created_at": t, "device": self.device_id, "seq": r[3], "lamport": r[4],
+                **(json.loads(r[9]) if r[9] else {})} for r in rows]
+        await self._commit([{"type": "messages.appended", "session": sid, "chat": chat_id,
+                             "ids": [m["id"] for m in out]}])
+        return out
+
+    async def _message_order(self, sid: str, mid: str) -> tuple:
+        dev, seq = parse_message_id(mid)
+        row = await self._one("SELECT lamport, device_id, seq, chat_id FROM messages WHERE session_id=? AND device_id=?"
+                              " AND seq=?", (sid, dev, seq))
+        if row is None:
+            raise NotFound(f"session {sid!r} has no message {mid!r}")
+        return tuple(row)
+
+    async def list_messages(self, sid: str, *, chat: str | None = None, limit: int = 100,
+                            before: str | None = None, after: str | None = None, all_chats: bool = False) -> list[dict]:
+        srow = await self._session_row(sid)
+        where, args = ["session_id=?"], [sid]
+        if not all_chats:
+            chat_id = chat or srow["current_chat"]
+            where.append("chat_id=?")
+            args.append(chat_id)
+        if after:
+            lam, dev, seq, _ = await self._message_order(sid, after)
+            where.append("(lamport, device_id, seq) > (?,?,?)")
+            args += [lam, dev, seq]
+        if before:
+            lam, dev, seq, _ = await self._message_order(sid, before)
+            where.append("(lamport, device_id, seq) < (?,?,?)")
+            args += [lam, dev, seq]
+        order = "DESC" if before and not after else "ASC"
+        sql = (f"SELECT * FROM messages WHERE {' AND '.join(where)} "
+               f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?")
+        rows = await self._all(sql, (*args, limit))
+        if order == "DESC":
+            rows.reverse()
+        return [self._message_dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ counts and status
+    async def counts(self) -> dict:
+        out = {"sessions": 0, "active": 0, "paused": 0, "ended": 0}
+        for status, n in await self._all("SELECT status, count(*) FROM sessions GROUP BY status"):
+            out[status] = n
+            out["sessions"] += n
+        out["messages"] = (await self._one("SELECT count(*) FROM messages"))[0]
+        out["chats"] = (await self._one("SELECT count(*) FROM chats"))[0]
+        return out
+
+    # ------------------------------------------------------------------ the log, for sync
+    async def log_ops(self, sid: str, device_id: str, after_seq: int, upto_seq: int | None = None) -> list[Op]:
+        """This (session, device) log's operations with after_seq < seq <= upto_seq, in seq order."""
+        hi = upto_seq if upto_seq is not None else (1 << 62)
+        ops = [Op(sid, device_id, r["seq"], r["lamport"], r["kind"], json.loads(r["body"]), r["created_at"])
+               for r in await self._all("SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=? AND"
+                                        " device_id=? AND seq>? AND seq<=? ORDER BY seq", (sid, device_id, after_seq, hi))]
+        for r in await self._all("SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
+                                 " ORDER BY seq", (sid, device_id, after_seq, hi)):
+            body = {"chat": r["chat_id"], "role": r["role"], "content": r["content"]}
+            if r["tokens"] is not None:
+                body["tokens"] = r["tokens"]
+            if r["extra"]:
+                body["extra"] = json.loads(r["extra"])
+            ops.append(Op(sid, device_id, r["seq"], r["lamport"], "message.add", body, r["created_at"]))
+        ops.sort(key=lambda o: o.seq)
+        return ops
+
+    async def last_seq(self, sid: str, device_id: str | None = None) -> int:
+        row = await self._one("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?",
+                              (sid, device_id or self.device_id))
+        return row[0] if row else 0
+
+    async def devices(self, sid: str) -> dict[str, int]:
+        return {r[0]: r[1] for r in await self._all("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))}
+
+    # ------------------------------------------------------------------ push state
+    async def sync_state(self, sid: str) -> dict:
+        row = await self._one("SELECT * FROM sync_state WHERE session_id=?", (sid,))
+        if row is None:
+            return {"pushed_seq": 0, "head_rev": 0, "tree": None, "pending": None, "last_error": None,
+                    "last_push": None}
+        return dict(row)
+
+    async def all_sync_states(self) -> dict[str, dict]:
+        rows = await self._all(
+            "SELECT s.id AS session_id, coalesce(l.last_seq, 0) AS last_seq, coalesce(y.pushed_seq, 0) AS pushed_seq,"
+            " coalesce(y.head_rev, 0) AS head_rev, y.last_error AS last_error, y.last_push AS last_push"
+            " FROM sessions s LEFT JOIN logs l ON l.session_id=s.id AND l.device_id=?"
+            " LEFT JOIN sync_state y ON y.session_id=s.id ORDER BY s.id", (self.device_id,))
+        return {r["session_id"]: {"pending": r["last_seq"] - r["pushed_seq"], "pushed_seq": r["pushed_seq"],
+                                  "last_seq": r["last_seq"], "head_rev": r["head_rev"],
+                                  "last_error": r["last_error"], "last_push": r["last_push"]} for r in rows}
+
+    async def save_sync_state(self, sid: str, **fields) -> None:
+        cols = ", ".join(f"{k}=excluded.{k}" for k in fields)
+        names = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        await self.conn.execute(
+            f"INSERT INTO sync_state(session_id, {names}) VALUES (?, {marks}) "
+            f"ON CONFLICT(session_id) DO UPDATE SET {cols}", (sid, *fields.values()))
+
+    async def sessions_needing_push(self) -> list[str]:
+        rows = await self._all(
+            "SELECT l.session_id FROM logs l LEFT JOIN sync_state y ON y.session_id=l.session_id"
+            " WHERE l.device_id=? AND (l.last_seq > coalesce(y.pushed_seq, 0) OR y.pending IS NOT NULL)",
+            (self.device_id,))
+        return [r[0] for r in rows]
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'") as cur:
+        if await cur.fetchone() is None:
+            return 0
+    async with conn.execute("SELECT version FROM schema_version") as cur:
+        row = await cur.fetchone()
+    return row[0] if row else 0
+
+
+async def migrate(conn: aiosqlite.Connection, upto: int | None = None) -> None:
+    """Bring the schema up to date in place, one migration per transaction."""
+    target = SCHEMA_VERSION if upto is None else upto
+    current = await schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(f"the database has schema version {current}, newer than this sessiond "
+                           f"understands ({SCHEMA_VERSION}); upgrade sessiond")
+    for version in range(current + 1, target + 1):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 1:
+                await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                await conn.execute("INSERT INTO schema_version VALUES (0)")
+            for stmt in MIGRATIONS[version - 1].split(";"):
+                if stmt.strip():
+                    await conn.execute(stmt)
+            await conn.execute("UPDATE schema_version SET version=?", (version,))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise

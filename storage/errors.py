@@ -1,0 +1,32 @@
+"""Errors the storage layer raises; the daemon maps each `code` to an HTTP status."""
+from __future__ import annotations
+
+
+class SessiondError(Exception):
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(SessiondError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(SessiondError):
+    code = "conflict"
+    status = 409
+
+
+class Invalid(SessiondError):
+    code = "invalid"
+    status = 422
+
+
+class LimitReached(SessiondError):
+    code = "limit_reached"
+    status = 429

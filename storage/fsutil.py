@@ -1,0 +1,46 @@
+"""Atomic, durable file writes: temp file in the same folder, fsync, rename, fsync the folder."""
+from __future__ import annotations
+
+import os
+import secrets
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600, *, sync: bool = True) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix.
+
+    The file is created with `mode` from the start (never readable by others, even for an instant).
+    """
+    folder = os.path.dirname(path) or "."
+    tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}-{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    if sync:
+        fsync_dir(folder)
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create `path` (and parents) as 0700 if missing; an existing folder keeps its mode."""
+    os.makedirs(path, mode=0o700, exist_ok=True)

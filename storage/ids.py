@@ -1,0 +1,33 @@
+"""Identifiers: time-sortable generated ids and validation of caller-chosen ones."""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from .errors import Invalid
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def new_id() -> str:
+    """26 characters, Crockford base32: 48 bits of milliseconds then 80 random bits (ULID layout),
+    so ids sort by creation time."""
+    n = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    out = []
+    for _ in range(26):
+        n, r = divmod(n, 32)
+        out.append(_CROCKFORD[r])
+    return "".join(reversed(out))
+
+
+def check_id(value: object, what: str = "id") -> str:
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise Invalid(f"{what} must be 1-128 characters of letters, digits, '.', '_' or '-', "
+                      f"starting with a letter or digit (got {value!r:.80})")
+    return value
+
+
+def new_device_id() -> str:
+    return secrets.token_hex(8)

@@ -1,0 +1,137 @@
+"""Encrypted objects in S5's immutable scheme, and the keys behind them (docs/FORMATS.md).
+
+An object's plaintext is padded, cut into 256 KiB chunks, and each chunk is sealed with
+XChaCha20-Poly1305 (libsodium, through PyNaCl) under the object's own key, with the chunk index as a
+little-endian 24-byte nonce. The ciphertext is the concatenation of the sealed chunks. A reader needs
+the *encrypted CID*:
+
+    0xae | 0xa6 (XChaCha20-Poly1305) | 0x12 (chunk size 2^18) | 0x1f | BLAKE3(ciphertext) (32)
+         | key (32) | padding u32 LE | plaintext blob id (raw S5 form)
+
+Object keys are never reused for different plaintexts: a data object's key is BLAKE3 keyed with a
+secret derived from the session key over the plaintext itself (so the same plaintext always gives the
+same object and a retried upload is idempotent); a head manifest's key is derived from the session key,
+the signing key and the revision, and a revision's plaintext is fixed (recorded) before it is uploaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import blake3
+from nacl.bindings import (crypto_aead_xchacha20poly1305_ietf_decrypt,
+                           crypto_aead_xchacha20poly1305_ietf_encrypt)
+from nacl.exceptions import CryptoError
+
+from sessiond.storage.cid import BlobId, CIDError, digest
+
+CID_TYPE_ENCRYPTED = 0xAE
+ENCRYPTION_XCHACHA20_POLY1305 = 0xA6
+CHUNK_EXPONENT = 0x12
+CHUNK_SIZE = 1 << CHUNK_EXPONENT  # 256 KiB
+TAG_SIZE = 16
+PAD_TO = 256  # plaintext is padded with zeros to a multiple of this, hiding exact sizes
+
+CTX_OBJECT = "sessiond 2026-11 object key v1"
+CTX_MANIFEST = "sessiond 2026-11 manifest key v1"
+CTX_HEAD_SIGNING = "sessiond 2026-11 head signing key v1"
+
+
+class DecryptError(ValueError):
+    """An object that does not decrypt: wrong key, damaged, truncated or forged."""
+
+
+def derive(context: str, material: bytes) -> bytes:
+    return blake3.blake3(material, derive_key_context=context).digest()
+
+
+def object_key(session_key: bytes, plaintext: bytes) -> bytes:
+    return blake3.blake3(plaintext, key=derive(CTX_OBJECT, session_key)).digest()
+
+
+def manifest_key(session_key: bytes, head_pk: bytes, revision: int) -> bytes:
+    return blake3.blake3(head_pk + revision.to_bytes(8, "little"), key=derive(CTX_MANIFEST, session_key)).digest()
+
+
+def _nonce(i: int) -> bytes:
+    return i.to_bytes(24, "little")
+
+
+@dataclass(frozen=True)
+class EncryptedCID:
+    hash: bytes  # BLAKE3 of the ciphertext (what the store addresses)
+    key: bytes
+    padding: int
+    plain: BlobId  # BLAKE3 and size of the unpadded plaintext
+
+    def to_bytes(self) -> bytes:
+        return (bytes([CID_TYPE_ENCRYPTED, ENCRYPTION_XCHACHA20_POLY1305, CHUNK_EXPONENT, 0x1F]) + self.hash
+                + self.key + self.padding.to_bytes(4, "little") + self.plain.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "EncryptedCID":
+        if len(raw) < 4 + 32 + 32 + 4 + 35:
+            raise CIDError(f"encrypted CID truncated ({len(raw)} bytes)")
+        if raw[0] != CID_TYPE_ENCRYPTED:
+            raise CIDError(f"not an encrypted CID (type {raw[0]:#04x}, expected 0xae)")
+        if raw[1] != ENCRYPTION_XCHACHA20_POLY1305:
+            raise CIDError(f"unsupported cipher {raw[1]:#04x} (expected 0xa6, XChaCha20-Poly1305)")
+        if raw[2] != CHUNK_EXPONENT:
+            raise CIDError(f"unsupported chunk size 2^{raw[2]} (expected 2^18)")
+        if raw[3] != 0x1F:
+            raise CIDError("encrypted CID: unsupported hash of the ciphertext (expected BLAKE3, 0x1f)")
+        return cls(raw[4:36], raw[36:68], int.from_bytes(raw[68:72], "little"), BlobId.from_bytes(raw[72:]))
+
+    @property
+    def stored_size(self) -> int:
+        padded = self.plain.size + self.padding
+        chunks = max(1, -(-padded // CHUNK_SIZE))
+        return padded + chunks * TAG_SIZE
+
+
+def encrypt(plaintext: bytes, key: bytes, pad: bool = True) -> tuple[bytes, int]:
+    """Return (ciphertext, padding)."""
+    padding = (-len(plaintext)) % PAD_TO if pad else 0
+    data = plaintext + b"\0" * padding if padding else plaintext
+    if len(data) <= CHUNK_SIZE:
+        return crypto_aead_xchacha20poly1305_ietf_encrypt(data, None, _nonce(0), key), padding
+    view = memoryview(data)
+    out = [crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(view[off:off + CHUNK_SIZE]), None,
+                                                      _nonce(i), key)
+           for i, off in enumerate(range(0, len(data), CHUNK_SIZE))]
+    return b"".join(out), padding
+
+
+def decrypt(ciphertext: bytes, key: bytes, plain_size: int, padding: int) -> bytes:
+    padded = plain_size + padding
+    chunks = max(1, -(-padded // CHUNK_SIZE))
+    if len(ciphertext) != padded + chunks * TAG_SIZE:
+        raise DecryptError(f"object is {len(ciphertext)} bytes, expected {padded + chunks * TAG_SIZE} "
+                           f"(truncated, extended or a chunk missing)")
+    out = []
+    step = CHUNK_SIZE + TAG_SIZE
+    view = memoryview(ciphertext)
+    for i in range(chunks):
+        try:
+            out.append(crypto_aead_xchacha20poly1305_ietf_decrypt(bytes(view[i * step:(i + 1) * step]), None,
+                                                                  _nonce(i), key))
+        except CryptoError:
+            raise DecryptError(f"chunk {i} fails authentication (wrong key, or the object was altered)") from None
+    data = out[0] if len(out) == 1 else b"".join(out)
+    if padding and data[plain_size:].strip(b"\0"):
+        raise DecryptError("padding is not zero")
+    return data[:plain_size] if padding else data
+
+
+def seal(plaintext: bytes, key: bytes, pad: bool = True) -> tuple[bytes, EncryptedCID]:
+    ciphertext, padding = encrypt(plaintext, key, pad)
+    return ciphertext, EncryptedCID(digest(ciphertext), key, padding, BlobId.of(plaintext))
+
+
+def open_sealed(ciphertext: bytes, ecid: EncryptedCID) -> bytes:
+    """Decrypt and check everything the encrypted CID promises."""
+    if digest(ciphertext) != ecid.hash:
+        raise DecryptError("ciphertext does not match the hash in its encrypted CID")
+    plain = decrypt(ciphertext, ecid.key, ecid.plain.size, ecid.padding)
+    if digest(plain) != ecid.plain.hash:
+        raise DecryptError("plaintext does not match the blob id in its encrypted CID")
+    return plain

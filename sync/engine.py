@@ -1,0 +1,354 @@
+"""The sync worker: pushes each session's new operations to the store, durably and in order.
+
+Order of a push: data objects (pages, nodes), then the manifest, then the head. The manifest's
+plaintext and revision are recorded in SQLite (`sync_state.pending`) before the manifest is uploaded,
+and the pushed mark moves only after the store holds the new head. A crash at any point resumes from
+the recorded state: the same objects and the same manifest are written again (they are deterministic),
+so a retried push is idempotent and never reuses a key for different plaintext.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from nacl.signing import SigningKey
+
+from sessiond.storage.cid import CIDV1_RAW_BLAKE3
+from sessiond.storage.db import Database, Op, now
+from sessiond.storage.registry import RegistryEntry, RegistryError
+from sessiond.storage.store import StaleHead, Store, StoreError
+
+from . import dagcbor
+from .crypto import DecryptError, EncryptedCID, manifest_key, open_sealed
+from .keys import KeyStore
+from .log import Entry, LogError, LogReader, LogWriter, Manifest, op_to_cbor, parse_manifest
+
+log = logging.getLogger("sessiond.sync")
+HEAD_DATA_PREFIX = b"\x1e"
+
+
+class SyncError(Exception):
+    pass
+
+
+def head_data(manifest_hash: bytes) -> bytes:
+    return HEAD_DATA_PREFIX + manifest_hash
+
+
+def manifest_hash_of(entry: RegistryEntry) -> bytes:
+    if len(entry.data) != 33 or entry.data[:1] != HEAD_DATA_PREFIX:
+        raise RegistryError("head data is not 0x1e followed by a 32-byte BLAKE3 hash")
+    return entry.data[1:]
+
+
+def _levels_to_cbor(levels: list[list[Entry]]) -> list:
+    return [[e.to_cbor() for e in lv] for lv in levels]
+
+
+def _levels_from_cbor(data: bytes | None) -> list[list[Entry]]:
+    if not data:
+        return [[]]
+    return [[Entry.from_cbor(e) for e in lv] for lv in dagcbor.decode(data)]
+
+
+class Syncer:
+    def __init__(self, db: Database, store: Store, key_dir: str, *, interval: float = 2.0,
+                 push_delay: float = 0.05, timeout: float = 30.0, on_event: Callable[[dict], None] | None = None):
+        self.db = db
+        self.store = store
+        self.keys = KeyStore(key_dir)
+        self.interval = interval
+        self.push_delay = push_delay
+        self.timeout = timeout
+        self.on_event = on_event or (lambda ev: None)
+        self._dirty: set[str] = set()
+        self._retry_at: dict[str, float] = {}
+        self._attempts: dict[str, int] = {}
+        self._errors: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self._dirty.update(await self.db.sessions_needing_push())  # resume after a restart
+        self._task = asyncio.create_task(self._run(), name="sessiond-sync")
+        if self._dirty:
+            self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.store.close()
+
+    def notify(self, sid: str) -> None:
+        self._dirty.add(sid)
+        self._wake.set()
+
+    def forget(self, sid: str) -> None:
+        """A session was deleted here: stop pushing it and destroy its key (crypto-shredding)."""
+        self._dirty.discard(sid)
+        self._retry_at.pop(sid, None)
+        self._errors.pop(sid, None)
+        self.keys.delete_session_key(sid)
+
+    # ---------------------------------------------------------------- the worker
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._next_wait())
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            if self._stopping:
+                return
+            if self.push_delay:
+                await asyncio.sleep(self.push_delay)  # let a burst of appends land in one push
+            await self._push_due()
+
+    def _next_wait(self) -> float:
+        if not self._retry_at:
+            return self.interval
+        return max(0.01, min(self.interval, min(self._retry_at.values()) - time.monotonic()))
+
+    async def _push_due(self) -> None:
+        t = time.monotonic()
+        due = sorted(s for s in self._dirty if self._retry_at.get(s, 0) <= t)
+        for sid in due:
+            if self._stopping:
+                return
+            self._dirty.discard(sid)
+            try:
+                await self.push(sid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store failed or lied: keep the work queued and back off
+                self._dirty.add(sid)
+                n = self._attempts.get(sid, 0) + 1
+                self._attempts[sid] = n
+                delay = min(30.0, 0.2 * (2 ** (n - 1)))
+                self._retry_at[sid] = time.monotonic() + delay
+                msg = _describe(exc)
+                self._errors[sid] = msg
+                try:
+                    await self.db.save_sync_state(sid, last_error=msg)
+                except Exception:
+                    pass
+                log.warning("push failed; retrying in %.1fs", delay, extra={"session": sid, "error": msg})
+                self.on_event({"type": "sync.error", "session": sid, "error": msg})
+            else:
+                self._attempts.pop(sid, None)
+                self._retry_at.pop(sid, None)
+                self._errors.pop(sid, None)
+            async with self._progress:
+                self._progress.notify_all()
+
+    # ---------------------------------------------------------------- one push
+    def _lock(self, sid: str) -> asyncio.Lock:
+        lock = self._locks.get(sid)
+        if lock is None:
+            lock = self._locks[sid] = asyncio.Lock()
+        return lock
+
+    async def push(self, sid: str) -> dict:
+        """Push this device's new operations of `sid`. Returns what was written."""
+        async with self._lock(sid):
+            try:
+                await self.db.get_session(sid)
+            except Exception:
+                return {"session": sid, "skipped": "deleted"}
+            key = self.keys.session_key(sid, create=True)
+            head_key = self.keys.head_key(sid)
+            head_pk = self.keys.head_pk(sid)
+            writer = LogWriter(sid, self.db.device_id, key, self.store, self.timeout)
+            state = await self.db.sync_state(sid)
+            if state["pending"]:
+                await self._publish(sid, writer, head_key, head_pk, state["pending"])
+                state = await self.db.sync_state(sid)
+            last = await self.db.last_seq(sid)
+            pushed = state["pushed_seq"]
+            if last <= pushed:
+                return {"session": sid, "objects": writer.written.objects, "bytes": writer.written.bytes}
+            ops = await self.db.log_ops(sid, self.db.device_id, pushed, last)
+            levels = _levels_from_cbor(state["tree"])
+            levels[0].extend(await writer.write_pages(ops))
+
+            async def load_ops(first: int, upto: int) -> list[Op]:
+                return await self.db.log_ops(sid, self.db.device_id, first - 1, upto)
+
+            levels = await writer.compact(levels, load_ops)
+            current = await asyncio.wait_for(self.store.get_head(head_pk), self.timeout)
+            rev = max(state["head_rev"], current.revision if current else 0) + 1
+            prev = CIDV1_RAW_BLAKE3 + manifest_hash_of(current) if current else None
+            lamport = max(op.lamport for op in ops)
+            plain = writer.manifest(rev, head_pk, last, lamport, levels, prev)
+            pending = dagcbor.encode({"m": plain, "r": rev, "s": last, "t": _levels_to_cbor(levels)})
+            await self.db.save_sync_state(sid, pending=pending)  # fixed before anything of rev is uploaded
+            await self._publish(sid, writer, head_key, head_pk, pending)
+            return {"session": sid, "revision": rev, "objects": writer.written.objects, "bytes": writer.written.bytes}
+
+    async def _publish(self, sid: str, writer: LogWriter, head_key: SigningKey, head_pk: bytes,
+                       pending: bytes) -> None:
+        p = dagcbor.decode(pending)
+        rev, plain = p["r"], p["m"]
+        ct, ref = writer.seal_manifest(plain, head_pk, rev)
+        await writer._put([ct])
+        entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
+        try:
+            await asyncio.wait_for(self.store.set_head(entry), self.timeout)
+        except StaleHead:
+            current = await asyncio.wait_for(self.store.get_head(head_pk), self.timeout)
+            if current is None or current.data != entry.data or current.revision != rev:
+                raise SyncError(f"the store holds a newer head (revision {current.revision if current else '?'}) "
+                                f"for this device's log of {sid} that this device did not write") from None
+        await self.db.save_sync_state(sid, pushed_seq=p["s"], head_rev=rev, tree=dagcbor.encode(p["t"]),
+                                      pending=None, last_error=None, last_push=now())
+        log.info("pushed", extra={"session": sid, "rev": rev, "objects": writer.written.objects,
+                                  "bytes": writer.written.bytes})
+        self.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": p["s"]})
+
+    # ---------------------------------------------------------------- API helpers
+    async def status(self, sid: str | None = None) -> dict:
+        states = await self.db.all_sync_states()
+        if sid is not None:
+            states = {sid: states[sid]} if sid in states else {}
+        for s, st in states.items():
+            if s in self._errors:
+                st["last_error"] = self._errors[s]
+            if s in self._retry_at:
+                st["retry_in"] = round(max(0.0, self._retry_at[s] - time.monotonic()), 2)
+            st["state"] = "error" if st.get("last_error") and st["pending"] else (
+                "pending" if st["pending"] else "synced")
+        return states
+
+    async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
+        targets = [sid] if sid else await self.db.session_ids()
+        marks = {s: await self.db.last_seq(s) for s in targets}
+        for s in targets:
+            self._dirty.add(s)
+            self._retry_at.pop(s, None)  # "now" means now, not after the backoff
+        self._wake.set()
+        if wait:
+            deadline = time.monotonic() + timeout
+
+            async def done() -> bool:
+                states = await self.db.all_sync_states()
+                return all(states.get(s, {}).get("pushed_seq", 0) >= m for s, m in marks.items() if s in states)
+
+            while not await done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                async with self._progress:
+                    try:
+                        await asyncio.wait_for(self._progress.wait(), timeout=min(left, 0.5))
+                    except asyncio.TimeoutError:
+                        pass
+        states = await self.status()
+        result = {s: states[s] for s in targets if s in states}
+        complete = all(st["pushed_seq"] >= marks[s] for s, st in result.items())
+        return {"complete": complete, "sessions": result}
+
+    # ---------------------------------------------------------------- verify
+    async def verify(self, sid: str | None = None) -> dict:
+        targets = [sid] if sid else await self.db.session_ids()
+        reports = [await self.verify_session(s) for s in targets]
+        return {"ok": all(r["ok"] for r in reports), "sessions": reports}
+
+    async def verify_session(self, sid: str) -> dict:
+        problems: list[str] = []
+        report = {"session": sid, "ok": False, "revision": None, "objects": 0, "operations": 0,
+                  "unpushed": 0, "problems": problems}
+        state = await self.db.sync_state(sid)
+        last = await self.db.last_seq(sid)
+        report["unpushed"] = max(0, last - state["pushed_seq"])
+        if state["head_rev"] == 0:
+            if last:
+                problems.append("not pushed yet: run `sessiond sync --wait` and verify again")
+            else:
+                report["ok"] = True
+            return report
+        key = self.keys.session_key(sid)
+        if key is None:
+            problems.append("the session key is missing from this device's key folder")
+            return report
+        head_pk = self.keys.head_pk(sid)
+        try:
+            head = await asyncio.wait_for(self.store.get_head(head_pk), self.timeout)
+        except (RegistryError, StoreError, asyncio.TimeoutError, OSError) as exc:
+            problems.append(f"head: {_describe(exc)}")
+            return report
+        if head is None:
+            problems.append("head: missing from the store (nothing published under this device's key)")
+            return report
+        report["revision"] = head.revision
+        if head.revision < state["head_rev"]:
+            problems.append(f"head: rolled back to revision {head.revision}; this device published "
+                            f"revision {state['head_rev']}")
+            return report
+        try:
+            mhash = manifest_hash_of(head)
+            ct = await asyncio.wait_for(self.store.get(mhash), self.timeout)
+            report["objects"] += 1
+            plain = _open_manifest(ct, mhash, key, head_pk, head.revision)
+            manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
+        except (RegistryError, StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError) as exc:
+            problems.append(f"manifest (revision {head.revision}): {_describe(exc)}")
+            return report
+        if manifest.device != self.db.device_id:
+            problems.append(f"manifest names device {manifest.device}, not this device")
+            return report
+        reader = LogReader(sid, self.db.device_id, self.store, self.timeout)
+        remote: list[Op] = []
+        for e in manifest.entries():
+            try:
+                remote.extend(await reader.ops([e]))
+            except (StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError) as exc:
+                problems.append(f"seqs {e.first}..{e.last} (object {e.ref.hash.hex()}): {_describe(exc)}")
+        report["objects"] += reader.fetched
+        report["operations"] = len(remote)
+        local = await self.db.log_ops(sid, self.db.device_id, 0, manifest.last_seq)
+        if not problems:
+            local_enc = [dagcbor.encode(op_to_cbor(o)) for o in local]
+            remote_enc = [dagcbor.encode(op_to_cbor(o)) for o in remote]
+            if len(local_enc) != len(remote_enc):
+                problems.append(f"the store holds {len(remote_enc)} operations up to seq {manifest.last_seq}; "
+                                f"this device has {len(local_enc)}")
+            else:
+                bad = [o.seq for o, a, b in zip(local, local_enc, remote_enc) if a != b]
+                if bad:
+                    problems.append(f"{len(bad)} operations differ from the local database (first at seq {bad[0]})")
+        report["ok"] = not problems
+        return report
+
+
+def _open_manifest(ct: bytes, mhash: bytes, session_key: bytes, head_pk: bytes, rev: int) -> bytes:
+    """A head manifest has no encrypted CID of its own: its key comes from the revision and its plaintext
+    is checked by parsing. Returns the plaintext."""
+    from .crypto import CHUNK_SIZE, TAG_SIZE, decrypt
+
+    k = manifest_key(session_key, head_pk, rev)
+    if len(ct) < TAG_SIZE:
+        raise DecryptError("manifest object is too short")
+    chunks = max(1, -(-(len(ct)) // (CHUNK_SIZE + TAG_SIZE)))
+    padded = len(ct) - chunks * TAG_SIZE
+    return decrypt(ct, k, padded, 0)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "the store did not answer in time"
+    return str(exc) or type(exc).__name__
+
+
+__all__ = ["Syncer", "SyncError", "EncryptedCID", "open_sealed"]

@@ -1,0 +1,112 @@
+"""The device's keys, in files of their own (0600) under <home>/keys.
+
+* device.key: the device's 32-byte Ed25519 seed. Every head this device signs is signed with a key
+  derived from it and the session id, so one backup (the mnemonic) restores them all.
+* sessions/<session id>.key: the session's random 32-byte key. Deleting it makes every copy of the
+  session's snapshots in any store unreadable (crypto-shredding).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+
+from mnemonic import Mnemonic
+from nacl.signing import SigningKey
+
+from sessiond.storage.fsutil import atomic_write, ensure_private_dir
+from sessiond.storage.ids import ID_RE
+
+from .crypto import CTX_HEAD_SIGNING, derive
+
+_WORDS = Mnemonic("english")
+
+
+class KeyError_(Exception):
+    """A key that is missing, malformed, or a backup phrase that does not check out."""
+
+
+def _read_key(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    if len(data) != 32:
+        raise KeyError_(f"key file {path} is damaged ({len(data)} bytes, expected 32)")
+    return data
+
+
+class KeyStore:
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.sessions_dir = os.path.join(folder, "sessions")
+        ensure_private_dir(folder)
+        ensure_private_dir(self.sessions_dir)
+        self.device_path = os.path.join(folder, "device.key")
+        seed = _read_key(self.device_path)
+        if seed is None:
+            seed = secrets.token_bytes(32)
+            atomic_write(self.device_path, seed, 0o600)
+        self._seed = seed
+        self._head_keys: dict[str, SigningKey] = {}
+
+    @property
+    def device_public(self) -> bytes:
+        return bytes(SigningKey(self._seed).verify_key)
+
+    def head_key(self, sid: str) -> SigningKey:
+        """The key that signs this device's head for session `sid`."""
+        key = self._head_keys.get(sid)
+        if key is None:
+            key = SigningKey(derive(CTX_HEAD_SIGNING, self._seed + sid.encode()))
+            self._head_keys[sid] = key
+        return key
+
+    def head_pk(self, sid: str) -> bytes:
+        return b"\xed" + bytes(self.head_key(sid).verify_key)
+
+    def _session_path(self, sid: str) -> str:
+        if not ID_RE.match(sid):
+            raise KeyError_(f"not a session id: {sid!r:.80}")
+        return os.path.join(self.sessions_dir, sid + ".key")
+
+    def session_key(self, sid: str, *, create: bool = False) -> bytes | None:
+        path = self._session_path(sid)
+        key = _read_key(path)
+        if key is None and create:
+            key = secrets.token_bytes(32)
+            atomic_write(path, key, 0o600)
+        return key
+
+    def set_session_key(self, sid: str, key: bytes) -> None:
+        if len(key) != 32:
+            raise KeyError_("a session key is 32 bytes")
+        atomic_write(self._session_path(sid), key, 0o600)
+
+    def delete_session_key(self, sid: str) -> None:
+        try:
+            os.unlink(self._session_path(sid))
+        except FileNotFoundError:
+            pass
+
+    # ------------------------------------------------------------------ backup as words
+    def export_mnemonic(self) -> str:
+        return _WORDS.to_mnemonic(self._seed)
+
+    def import_mnemonic(self, phrase: str) -> None:
+        seed = mnemonic_to_seed(phrase)
+        atomic_write(self.device_path, seed, 0o600)
+        self._seed = seed
+        self._head_keys.clear()
+
+
+def mnemonic_to_seed(phrase: str) -> bytes:
+    words = phrase.lower().split()
+    if len(words) != 24:
+        raise KeyError_(f"a key backup is 24 words; got {len(words)}")
+    unknown = [w for w in words if w not in _WORDS.wordlist]
+    if unknown:
+        raise KeyError_(f"not in the word list: {', '.join(unknown[:5])} (check the spelling)")
+    if not _WORDS.check(" ".join(words)):
+        raise KeyError_("the words fail their checksum: a word is wrong or out of order")
+    return bytes(_WORDS.to_entropy(" ".join(words)))
