@@ -1,0 +1,153 @@
+"""Real daemons in temporary homes, over real sockets, as separate processes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from sessiond.client import AsyncClient, Client, DaemonNotRunning
+from sessiond.daemon.home import socket_path
+
+PY = sys.executable
+
+
+class DaemonProc:
+    """A sessiond daemon running as its own process on a home folder."""
+
+    def __init__(self, home: str, store: str | None = None, env: dict | None = None):
+        self.home = home
+        self.store = store
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> str:
+        return socket_path(self.home)
+
+    def start(self, timeout: float = 20) -> "DaemonProc":
+        r, w = os.pipe()
+        cmd = [PY, "-m", "sessiond.cli.main", "daemon", "--home", self.home, "--ready-fd", str(w)]
+        if self.store:
+            cmd += ["--store", self.store]
+        self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=self.env)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            line = f.read(6)
+        if line != b"ready\n":
+            out, err = self.proc.communicate(timeout=timeout)
+            raise RuntimeError(f"daemon did not start: {err.decode()[-2000:]}")
+        return self
+
+    def client(self) -> Client:
+        return Client(self.home)
+
+    def aclient(self) -> AsyncClient:
+        return AsyncClient(self.home)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+    def restart(self) -> "DaemonProc":
+        self.stop()
+        return self.start()
+
+
+@pytest.fixture
+def home():
+    # Short paths under /tmp keep the socket path inside the Unix limit; the long-path fallback has a test.
+    d = tempfile.mkdtemp(prefix="sd-")
+    path = os.path.join(d, "home")
+    yield path
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(home):
+    d = DaemonProc(home).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def make_daemon():
+    made: list[DaemonProc] = []
+    dirs: list[str] = []
+
+    def make(store: str | None = None, **kw) -> DaemonProc:
+        d = tempfile.mkdtemp(prefix="sd-")
+        dirs.append(d)
+        proc = DaemonProc(os.path.join(d, "home"), store, **kw)
+        made.append(proc)
+        return proc
+
+    yield make
+    for p in made:
+        p.stop()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def store_dir():
+    d = tempfile.mkdtemp(prefix="sd-store-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def run_cli(home: str | None, *args: str, input: str | bytes | None = None, env: dict | None = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+    cmd = [PY, "-m", "sessiond.cli.main", *args]
+    if home is not None:
+        cmd += ["--home", home]
+    e = {**os.environ, **(env or {})}
+    data = input.encode() if isinstance(input, str) else input
+    res = subprocess.run(cmd, input=data, capture_output=True, env=e, timeout=120)
+    res.stdout = res.stdout.decode()
+    res.stderr = res.stderr.decode()
+    if check and res.returncode != 0:
+        raise AssertionError(f"{args} exited {res.returncode}: {res.stderr}")
+    return res
+
+
+def cli_json(home: str, *args: str, **kw):
+    res = run_cli(home, *args, "--json", check=True, **kw)
+    return json.loads(res.stdout)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+__all__ = ["DaemonProc", "run_cli", "cli_json", "wait_for", "DaemonNotRunning"]

@@ -1,0 +1,228 @@
+"""The socket API over a real Unix socket, against a real daemon process."""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+
+import pytest
+
+from sessiond.client import ApiError, AsyncClient
+
+
+class Raw(http.client.HTTPConnection):
+    """Send arbitrary bytes to the daemon, as a misbehaving app would."""
+
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self._path)
+
+
+def raw(daemon, method, path, body=None, headers=None):
+    c = Raw(daemon.socket)
+    c.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, (json.loads(data) if data else None)
+
+
+def test_session_lifecycle(daemon):
+    c = daemon.client()
+    s = c.create_session(id="chat-1", name="Demo", system_prompt="You are terse.", model="llama-3",
+                         user="alice", tags=["work", "demo"], settings={"temperature": 0.2, "top_k": 40,
+                                                                         "top_p": 0.9, "max_tokens": 512},
+                         initial_messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+                         metadata={"app": "test"}, preferences={"lang": "en"}, expires_in=3600)
+    assert s["id"] == "chat-1" and s["status"] == "active" and s["current_chat"] == "main"
+    assert s["settings"] == {"temperature": 0.2, "top_k": 40, "top_p": 0.9, "max_tokens": 512}
+    assert s["tags"] == ["demo", "work"] and s["expires_at"] > s["created_at"]
+    got = c.get_session("chat-1")
+    assert got["initial_messages"][1] == {"role": "assistant", "content": "yo"}
+    assert got["message_count"] == 0 and got["chat_count"] == 1
+    # generated ids are time-sortable
+    a = c.create_session()["id"]
+    b = c.create_session()["id"]
+    assert len(a) == 26 and a < b
+    assert c.update_session("chat-1", name="Renamed", settings={"temperature": 1.0})["name"] == "Renamed"
+    assert c.pause("chat-1")["status"] == "paused"
+    with pytest.raises(ApiError) as e:
+        c.append("chat-1", "user", "while paused")
+    assert e.value.status == 409 and "resume" in e.value.message
+    assert c.resume("chat-1")["status"] == "active"
+    assert c.end("chat-1")["status"] == "ended"
+    with pytest.raises(ApiError) as e:
+        c.resume("chat-1")
+    assert e.value.status == 409
+    c.delete_session(a)
+    with pytest.raises(ApiError) as e:
+        c.get_session(a)
+    assert e.value.status == 404 and e.value.code == "not_found"
+
+
+def test_duplicate_id_conflicts(daemon):
+    c = daemon.client()
+    c.create_session(id="dup")
+    with pytest.raises(ApiError) as e:
+        c.create_session(id="dup")
+    assert e.value.status == 409
+
+
+def test_list_filters_and_pages(daemon):
+    c = daemon.client()
+    for i in range(7):
+        c.create_session(id=f"s{i}", user="bob" if i % 2 else "ann", tags=["odd"] if i % 2 else ["even"])
+    c.pause("s1")
+    assert [s["id"] for s in c.list_sessions(user="bob")["sessions"]] == ["s1", "s3", "s5"]
+    assert [s["id"] for s in c.list_sessions(tag="even")["sessions"]] == ["s0", "s2", "s4", "s6"]
+    assert [s["id"] for s in c.list_sessions(status="paused")["sessions"]] == ["s1"]
+    seen, after = [], None
+    while True:
+        page = c.list_sessions(limit=3, after=after)
+        seen += [s["id"] for s in page["sessions"]]
+        after = page["next"]
+        if not after:
+            break
+    assert seen == [f"s{i}" for i in range(7)]
+
+
+def test_messages_chats_and_cursors(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="m")["id"]
+    m1 = c.append(sid, "user", "one", tokens=3)
+    assert m1["role"] == "user" and m1["tokens"] == 3 and m1["chat"] == "main"
+    batch = c.append_many(sid, [{"role": "assistant", "content": f"a{i}"} for i in range(50)])["messages"]
+    assert [m["content"] for m in batch] == [f"a{i}" for i in range(50)]
+    assert len({m["id"] for m in batch}) == 50
+    msgs = c.messages(sid)["messages"]
+    assert [m["content"] for m in msgs] == ["one"] + [f"a{i}" for i in range(50)]
+    page = c.messages(sid, limit=10)
+    assert len(page["messages"]) == 10 and page["next"] == page["messages"][-1]["id"]
+    rest = c.messages(sid, after=page["next"], limit=1000)["messages"]
+    assert [m["content"] for m in rest] == [f"a{i}" for i in range(9, 50)]
+    before = c.messages(sid, before=batch[5]["id"], limit=3)["messages"]
+    assert [m["content"] for m in before] == ["a2", "a3", "a4"]
+    chat = c.create_chat(sid, name="side", system_prompt="other", model="m2", settings={"temperature": 0.5})
+    assert chat["current"] is False and chat["system_prompt"] == "other"
+    c.switch_chat(sid, "side")
+    assert c.get_session(sid)["current_chat"] == chat["id"]
+    c.append(sid, "user", "in side")
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["in side"]
+    assert len(c.messages(sid, chat="main", limit=1000)["messages"]) == 51
+    assert len(c.messages(sid, all_chats=True, limit=1000)["messages"]) == 52
+    chats = c.list_chats(sid)["chats"]
+    assert [ch["name"] for ch in chats] == ["main", "side"] and chats[1]["current"]
+    with pytest.raises(ApiError) as e:
+        c.switch_chat(sid, "nope")
+    assert e.value.status == 404
+
+
+@pytest.mark.parametrize("method,path,body,status,code", [
+    ("POST", "/v1/sessions", b"{not json", 400, "bad_json"),
+    ("POST", "/v1/sessions", b"[1,2]", 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"id": "../../etc"}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"id": ""}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"bogus": 1}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"settings": {"temperature": "hot"}}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"settings": {"top_p": 2}}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"settings": {"seed": 1}}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"tags": "x"}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"metadata": [1]}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"name": 5}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"initial_messages": [{"role": "wizard", "content": "x"}]}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"expires_in": -5}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'\xff\xfe\x00', 400, "bad_json"),
+    ("GET", "/v1/sessions?limit=abc", None, 422, "invalid"),
+    ("GET", "/v1/sessions?limit=0", None, 422, "invalid"),
+    ("GET", "/v1/sessions?status=gone", None, 422, "invalid"),
+    ("GET", "/v1/sessions/nope", None, 404, "not_found"),
+    ("PATCH", "/v1/sessions/nope", b'{"name": "x"}', 404, "not_found"),
+    ("DELETE", "/v1/sessions/nope", None, 404, "not_found"),
+    ("POST", "/v1/sessions/nope/messages", b'{"role": "user", "content": "x"}', 404, "not_found"),
+    ("GET", "/v1/nothing", None, 404, "not_found"),
+    ("PUT", "/v1/sessions", b"{}", 405, "method_not_allowed"),
+])
+def test_bad_requests_get_clear_json_errors(daemon, method, path, body, status, code):
+    st, data = raw(daemon, method, path, body)
+    assert st == status, data
+    assert data["error"]["code"] == code and data["error"]["message"]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"role": "user"}', b'{"content": "x"}', b'{"role": "user", "content": 5}',
+    b'{"role": "user", "content": "x", "tokens": -1}', b'{"role": "user", "content": "x", "tokens": 1.5}',
+    b'{"messages": []}', b'{"messages": "x"}', b'{"messages": [{"role": "user"}]}',
+    b'{"role": "user", "content": "x", "chat": "missing"}', b'{"role": "user", "content": "x", "extra": 1}',
+    b'{"messages": [{"role": "user", "content": "ok"}, {"role": "nobody", "content": "bad"}]}',
+])
+def test_bad_appends_change_nothing(daemon, body):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append(sid, "user", "before")
+    st, data = raw(daemon, "POST", f"/v1/sessions/{sid}/messages", body)
+    assert st in (404, 422), data
+    assert "error" in data
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["before"]
+
+
+def test_patch_rules(daemon):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    for body in (b"{}", b'{"status": "ended"}', b'{"settings": {"top_k": 0}}'):
+        st, data = raw(daemon, "PATCH", f"/v1/sessions/{sid}", body)
+        assert st == 422, data
+    assert c.get_session(sid)["status"] == "active"
+
+
+def test_openapi_matches_routes(daemon):
+    doc = daemon.client().openapi()
+    assert doc["openapi"].startswith("3.")
+    from sessiond.daemon.api import ROUTES
+
+    listed = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert listed == {(r.method, r.path) for r in ROUTES}
+    for r in ROUTES:
+        for ref in json.dumps(doc["paths"][r.path]).split('"#/components/schemas/')[1:]:
+            assert ref.split('"')[0] in doc["components"]["schemas"]
+
+
+def test_status(daemon):
+    st = daemon.client().status()
+    assert st["version"] and len(st["device_id"]) == 16 and st["uptime"] >= 0
+    assert st["counts"]["sessions"] == 0 and st["socket"] == daemon.socket
+
+
+async def test_async_client_and_events(daemon):
+    async with AsyncClient(daemon.home) as c:
+        seen = []
+
+        async def watch():
+            async for ev in c.events():
+                seen.append(ev)
+                if ev["type"] == "messages.appended":
+                    return
+
+        async with AsyncClient(daemon.home) as c2:
+            task = asyncio.create_task(watch())
+            await asyncio.sleep(0.2)
+            s = await c2.create_session(name="ev")
+            await c2.append(s["id"], "user", "hello")
+            await asyncio.wait_for(task, 10)
+        types = [e["type"] for e in seen]
+        assert "session.created" in types and types[-1] == "messages.appended"
+        assert all(e.get("session") == s["id"] for e in seen if e["type"] != "sync.pushed")
+        with pytest.raises(ApiError):
+            await c.get_session("missing")
+
+
+def test_unicode_and_large_content(daemon):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    text = "héllo 🌍 " * 20000 + "\u2028end"
+    c.append(sid, "assistant", text)
+    assert c.messages(sid)["messages"][0]["content"] == text
