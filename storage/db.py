@@ -552,6 +552,9 @@ class Database:
         ops.sort(key=lambda o: o.seq)
         return ops
 
+    async def get_lamport(self, sid: str) -> int:
+        return (await self._session_row(sid))["lamport"]
+
     async def last_seq(self, sid: str, device_id: str | None = None) -> int:
         row = await self._one("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?",
                               (sid, device_id or self.device_id))

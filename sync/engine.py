@@ -18,12 +18,12 @@ from nacl.signing import SigningKey
 from sessiond.storage.cid import CIDV1_RAW_BLAKE3
 from sessiond.storage.db import Database, Op, now
 from sessiond.storage.registry import RegistryEntry, RegistryError
-from sessiond.storage.store import StaleHead, Store, StoreError
+from sessiond.storage.store import StaleHead, Store, StoreError, check_object
 
 from . import dagcbor
 from .crypto import DecryptError, EncryptedCID, manifest_key, open_sealed
 from .keys import KeyStore
-from .log import Entry, LogError, LogReader, LogWriter, Manifest, op_to_cbor, parse_manifest
+from .log import FANOUT, Entry, LogError, LogReader, LogWriter, Written, op_to_cbor, parse_manifest
 
 log = logging.getLogger("sessiond.sync")
 HEAD_DATA_PREFIX = b"\x1e"
@@ -160,49 +160,60 @@ class Syncer:
             lock = self._locks[sid] = asyncio.Lock()
         return lock
 
-    async def push(self, sid: str) -> dict:
-        """Push this device's new operations of `sid`. Returns what was written."""
+    async def push(self, sid: str, *, compact: bool = True) -> dict:
+        """Push this device's new operations of `sid`, then (as a revision of its own) fold full levels
+        of the log upward. Returns what each step wrote."""
         async with self._lock(sid):
             try:
                 await self.db.get_session(sid)
             except Exception:
                 return {"session": sid, "skipped": "deleted"}
-            key = self.keys.session_key(sid, create=True)
-            head_key = self.keys.head_key(sid)
-            head_pk = self.keys.head_pk(sid)
-            writer = LogWriter(sid, self.db.device_id, key, self.store, self.timeout)
+            ctx = _PushContext(self, sid)
             state = await self.db.sync_state(sid)
             if state["pending"]:
-                await self._publish(sid, writer, head_key, head_pk, state["pending"])
+                await self._publish(ctx, state["pending"])
                 state = await self.db.sync_state(sid)
+            out = {"session": sid, "revision": state["head_rev"], "objects": 0, "bytes": 0,
+                   "compaction_objects": 0, "compaction_bytes": 0}
             last = await self.db.last_seq(sid)
-            pushed = state["pushed_seq"]
-            if last <= pushed:
-                return {"session": sid, "objects": writer.written.objects, "bytes": writer.written.bytes}
-            ops = await self.db.log_ops(sid, self.db.device_id, pushed, last)
             levels = _levels_from_cbor(state["tree"])
-            levels[0].extend(await writer.write_pages(ops))
+            if last > state["pushed_seq"]:
+                ops = await self.db.log_ops(sid, self.db.device_id, state["pushed_seq"], last)
+                levels[0].extend(await ctx.writer.write_pages(ops))
+                out["revision"] = await self._commit_revision(ctx, state, levels, last, max(o.lamport for o in ops))
+                out["objects"], out["bytes"] = ctx.writer.written.objects, ctx.writer.written.bytes
+                state = await self.db.sync_state(sid)
+            if compact and any(len(lv) >= FANOUT for lv in levels):
+                ctx.writer.written = Written()
 
-            async def load_ops(first: int, upto: int) -> list[Op]:
-                return await self.db.log_ops(sid, self.db.device_id, first - 1, upto)
+                async def load_ops(first: int, upto: int) -> list[Op]:
+                    return await self.db.log_ops(sid, self.db.device_id, first - 1, upto)
 
-            levels = await writer.compact(levels, load_ops)
-            current = await asyncio.wait_for(self.store.get_head(head_pk), self.timeout)
-            rev = max(state["head_rev"], current.revision if current else 0) + 1
-            prev = CIDV1_RAW_BLAKE3 + manifest_hash_of(current) if current else None
-            lamport = max(op.lamport for op in ops)
-            plain = writer.manifest(rev, head_pk, last, lamport, levels, prev)
-            pending = dagcbor.encode({"m": plain, "r": rev, "s": last, "t": _levels_to_cbor(levels)})
-            await self.db.save_sync_state(sid, pending=pending)  # fixed before anything of rev is uploaded
-            await self._publish(sid, writer, head_key, head_pk, pending)
-            return {"session": sid, "revision": rev, "objects": writer.written.objects, "bytes": writer.written.bytes}
+                levels = await ctx.writer.compact(levels, load_ops)
+                out["revision"] = await self._commit_revision(ctx, state, levels, state["pushed_seq"], None)
+                out["compaction_objects"] = ctx.writer.written.objects
+                out["compaction_bytes"] = ctx.writer.written.bytes
+            return out
 
-    async def _publish(self, sid: str, writer: LogWriter, head_key: SigningKey, head_pk: bytes,
-                       pending: bytes) -> None:
+    async def _commit_revision(self, ctx: "_PushContext", state: dict, levels: list[list[Entry]], last: int,
+                               lamport: int | None) -> int:
+        current = await asyncio.wait_for(self.store.get_head(ctx.head_pk), self.timeout)
+        rev = max(state["head_rev"], current.revision if current else 0) + 1
+        prev = CIDV1_RAW_BLAKE3 + manifest_hash_of(current) if current else None
+        if lamport is None:
+            lamport = (await self.db.get_lamport(ctx.sid))
+        plain = ctx.writer.manifest(rev, ctx.head_pk, last, lamport, levels, prev)
+        pending = dagcbor.encode({"m": plain, "r": rev, "s": last, "t": _levels_to_cbor(levels)})
+        await self.db.save_sync_state(ctx.sid, pending=pending)  # fixed before anything of rev is uploaded
+        await self._publish(ctx, pending)
+        return rev
+
+    async def _publish(self, ctx: "_PushContext", pending: bytes) -> None:
+        sid, writer, head_key, head_pk = ctx.sid, ctx.writer, ctx.head_key, ctx.head_pk
         p = dagcbor.decode(pending)
         rev, plain = p["r"], p["m"]
         ct, ref = writer.seal_manifest(plain, head_pk, rev)
-        await writer._put([ct])
+        await writer.put([ct])
         entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
         try:
             await asyncio.wait_for(self.store.set_head(entry), self.timeout)
@@ -332,11 +343,23 @@ class Syncer:
         return report
 
 
+class _PushContext:
+    """What one push of one session needs: its keys and a writer that counts what it wrote."""
+
+    def __init__(self, syncer: Syncer, sid: str):
+        self.sid = sid
+        key = syncer.keys.session_key(sid, create=True)
+        self.head_key: SigningKey = syncer.keys.head_key(sid)
+        self.head_pk = syncer.keys.head_pk(sid)
+        self.writer = LogWriter(sid, syncer.db.device_id, key, syncer.store, syncer.timeout)
+
+
 def _open_manifest(ct: bytes, mhash: bytes, session_key: bytes, head_pk: bytes, rev: int) -> bytes:
     """A head manifest has no encrypted CID of its own: its key comes from the revision and its plaintext
     is checked by parsing. Returns the plaintext."""
     from .crypto import CHUNK_SIZE, TAG_SIZE, decrypt
 
+    check_object(mhash, ct)  # the store should have checked; a lying one may not have
     k = manifest_key(session_key, head_pk, rev)
     if len(ct) < TAG_SIZE:
         raise DecryptError("manifest object is too short")

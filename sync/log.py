@@ -106,7 +106,7 @@ class LogWriter:
         self.timeout = timeout
         self.written = Written()
 
-    async def _put(self, ciphertexts: list[bytes]) -> None:
+    async def put(self, ciphertexts: list[bytes]) -> None:
         if not ciphertexts:
             return
         put_many = getattr(self.store, "put_many", None)
@@ -145,7 +145,7 @@ class LogWriter:
             ct, ref = self._seal(plain)
             blobs.append(ct)
             entries.append(Entry(first, last, len(plain), False, ref))
-        await self._put(blobs)
+        await self.put(blobs)
         return entries
 
     async def compact(self, levels: list[list[Entry]],
@@ -172,7 +172,7 @@ class LogWriter:
         plain = dagcbor.encode_ordered({"d": self.device, "e": [e.to_cbor() for e in entries], "s": self.sid,
                                         "v": VERSION, "ty": T_NODE})
         ct, ref = self._seal(plain)
-        await self._put([ct])
+        await self.put([ct])
         return Entry(entries[0].first, entries[-1].last, sum(e.size for e in entries), True, ref)
 
     def manifest(self, rev: int, head_pk: bytes, last_seq: int, lamport: int, levels: list[list[Entry]],

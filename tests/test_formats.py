@@ -1,0 +1,208 @@
+"""Wire formats, checked byte for byte against the vectors in docs/FORMATS.md."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import blake3
+import pytest
+from hypothesis import given, settings, strategies as st
+from nacl.signing import SigningKey
+
+from sessiond.storage.cid import BlobId, CIDError, parse_ipfs_cid
+from sessiond.storage.db import Op
+from sessiond.storage.registry import RegistryEntry, RegistryError
+from sessiond.sync import dagcbor
+from sessiond.sync.crypto import (CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,
+                                  object_key, open_sealed, seal)
+from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
+from sessiond.sync.log import _page_map, op_to_cbor
+
+DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md")
+
+
+def vectors() -> dict:
+    text = open(DOC, encoding="utf-8").read()
+    block = re.search(r"<!-- vectors:begin -->\s*```json\n(.*?)```\s*<!-- vectors:end -->", text, re.S)
+    return json.loads(block.group(1))
+
+
+V = vectors()
+
+
+def test_blob_id_vector_from_the_s5_spec():
+    v = V["blob_id"]
+    b = BlobId.of(v["input_utf8"].encode())
+    assert str(b) == v["base32"] == "blobb53pfycyq6lwes6ogtnjpmhsc75nucnizzye34dyu2cmnz7s7n6mnbu"
+    assert b.to_base58() == v["base58btc"] and b.to_base64url() == v["base64url"] and b.to_base16() == v["base16"]
+    assert b.to_legacy_bytes().hex() == v["legacy_raw_hex"]
+    for form in ("base32", "base58btc", "base64url", "base16"):
+        assert BlobId.parse(v[form]) == b
+    assert BlobId.from_bytes(bytes.fromhex(v["legacy_raw_hex"])) == b
+
+
+def test_ipfs_cid_vector_from_kubo():
+    v = V["ipfs_cid"]
+    b = BlobId.of(v["input_utf8"].encode())
+    assert b.ipfs_cid() == v["cid"] == "bafkr4icj3sdq34o6p7lapfgoxtset5om3lsxll72uz5cjnrkzmb6aoo3si"
+    assert parse_ipfs_cid(v["cid"]) == b.hash
+
+
+def test_blob_id_size_encoding():
+    assert BlobId.of(b"").to_bytes()[35:] == b""
+    assert BlobId(b"\x00" * 32, 256).to_bytes()[35:] == b"\x00\x01"
+    assert BlobId.from_bytes(BlobId(b"\x01" * 32, 2 ** 40).to_bytes()).size == 2 ** 40
+
+
+@pytest.mark.parametrize("text,why", [
+    ("", "empty"), ("xabc", "unknown multibase"), ("b!!!", "base32"), ("z0OIl", "base58"),
+    ("f123", "base16"), ("b" + "a" * 10, "magic"),
+])
+def test_blob_id_rejects(text, why):
+    with pytest.raises(CIDError, match=why):
+        BlobId.parse(text)
+
+
+def test_blob_id_rejects_bad_bytes():
+    good = BlobId.of(b"x").to_bytes()
+    for bad, why in ((good[:20], "truncated"), (b"\x5b\x82\x1f" + good[3:], "hash function"),
+                     (good + b"\x00", "trailing zero"), (good[:35] + b"\x01" * 9, "longer than 8")):
+        with pytest.raises(CIDError, match=why):
+            BlobId.from_bytes(bad)
+
+
+def test_registry_entry_vector():
+    v = V["registry_entry"]
+    sk = SigningKey(bytes.fromhex(v["ed25519_seed_hex"]))
+    e = RegistryEntry.create(sk, v["revision"], bytes.fromhex(v["data_hex"]))
+    assert e.to_bytes().hex() == v["entry_hex"]
+    assert RegistryEntry.from_bytes(bytes.fromhex(v["entry_hex"])) == e
+    raw = bytearray(e.to_bytes())
+    raw[40] ^= 1  # the revision: the signature no longer matches
+    with pytest.raises(RegistryError, match="signature"):
+        RegistryEntry.from_bytes(bytes(raw))
+    with pytest.raises(RegistryError, match="at most 48"):
+        RegistryEntry.create(sk, 1, b"x" * 49)
+    for bad in (b"", b"\x08" + bytes(e.to_bytes())[1:], e.to_bytes()[:-1]):
+        with pytest.raises(RegistryError):
+            RegistryEntry.from_bytes(bad)
+
+
+def test_encrypted_object_vectors():
+    v = V["encrypted_object"]
+    ct, ref = seal(v["plaintext_utf8"].encode(), bytes.fromhex(v["key_hex"]))
+    assert ct.hex() == v["ciphertext_hex"] and ref.to_bytes().hex() == v["encrypted_cid_hex"]
+    assert EncryptedCID.from_bytes(ref.to_bytes()) == ref
+    assert open_sealed(ct, ref) == v["plaintext_utf8"].encode()
+    v2 = V["encrypted_object_two_chunks"]
+    big = bytes(i % 251 for i in range(300000))
+    ct2, ref2 = seal(big, bytes.fromhex(v2["key_hex"]))
+    assert len(ct2) == v2["ciphertext_size"] and blake3.blake3(ct2).hexdigest() == v2["ciphertext_blake3_hex"]
+    assert ref2.to_bytes().hex() == v2["encrypted_cid_hex"]
+    assert open_sealed(ct2, ref2) == big
+
+
+def test_encrypted_object_damage_is_detected():
+    big = os.urandom(600_000)
+    ct, ref = seal(big, os.urandom(32))
+    step = 256 * 1024 + 16
+    for bad in (ct[:-1], ct[:step * 2], ct[:step], ct + b"\x00", ct[step:] + ct[:step]):
+        with pytest.raises(DecryptError):
+            open_sealed(bad, ref)
+        with pytest.raises(DecryptError):  # even with the hash check out of the way
+            decrypt(bad, ref.key, ref.plain.size, ref.padding)
+    flipped = bytearray(ct)
+    flipped[step + 5] ^= 0x80
+    with pytest.raises(DecryptError, match="chunk 1"):
+        decrypt(bytes(flipped), ref.key, ref.plain.size, ref.padding)
+    with pytest.raises(DecryptError):
+        open_sealed(ct, EncryptedCID(ref.hash, os.urandom(32), ref.padding, ref.plain))
+
+
+def test_key_derivation_vectors():
+    v = V["keys"]
+    sess = bytes.fromhex(v["session_key_hex"])
+    assert object_key(sess, b"x").hex() == v["object_key_for_utf8_x"]
+    assert manifest_key(sess, bytes.fromhex(v["head_pk_hex"]), 7).hex() == v["manifest_key_rev_7"]
+    seed = bytes.fromhex(v["device_seed_hex"])
+    pk = SigningKey(derive(CTX_HEAD_SIGNING, seed + v["session_id"].encode())).verify_key
+    assert "ed" + bytes(pk).hex() == v["head_public_key_hex"]
+
+
+def test_dag_cbor_vector_and_rules():
+    val = {"bb": [1.5, -2, 0], "a": 1, "ccc": dagcbor.Link(bytes.fromhex("01551e20") + b"\x00" * 32),
+           "d": {"z": None, "y": True}, "e": "é"}
+    enc = dagcbor.encode(val)
+    assert enc.hex() == V["dag_cbor"]["hex"]
+    assert dagcbor.encode(dagcbor.decode(enc)) == enc
+    assert b"\xfb\x3f\xf8" in enc  # 1.5 as a 64-bit float, not cbor2's canonical half float
+    for bad in (float("nan"), float("inf"), {1: 2}, object(), 1 << 70):
+        with pytest.raises(dagcbor.DagCborError):
+            dagcbor.encode(bad)
+    for raw, why in ((bytes.fromhex("a2616201616101"), "deterministic"),  # keys out of order
+                     (bytes.fromhex("f93e00"), "deterministic"),  # a half float
+                     (bytes.fromhex("1800"), "deterministic"),  # a non-shortest integer
+                     (bytes.fromhex("c11a514b67b0"), "DAG-CBOR"),  # tag 1 (a date)
+                     (bytes.fromhex("ff"), "CBOR")):
+        with pytest.raises(dagcbor.DagCborError, match=why):
+            dagcbor.decode(raw)
+
+
+def test_page_vector():
+    v = V["page"]
+    ops = [Op("demo", v["device"], 1, 1, "session.create",
+              {"name": "Demo", "current_chat": "main", "created_at": 1700000000.0}, 1700000000.0),
+           Op("demo", v["device"], 2, 2, "message.add",
+              {"chat": "main", "role": "user", "content": "hi", "tokens": 1}, 1700000000.5)]
+    page = _page_map(v["device"], v["session"], [dagcbor.encode_ordered(op_to_cbor(o)) for o in ops])
+    assert page.hex() == v["hex"]
+    assert dagcbor.encode(dagcbor.decode(page)) == page  # the spliced encoding is canonical
+
+
+def test_mnemonic_round_trip_and_errors(tmp_path):
+    ks = KeyStore(str(tmp_path / "keys"))
+    words = ks.export_mnemonic()
+    assert len(words.split()) == 24
+    assert mnemonic_to_seed(words) == open(ks.device_path, "rb").read()
+    w = words.split()
+    with pytest.raises(KeyError_, match="24 words"):
+        mnemonic_to_seed(" ".join(w[:23]))
+    with pytest.raises(KeyError_, match="word list"):
+        mnemonic_to_seed(" ".join(w[:23] + ["notaword"]))
+    swapped = w[:]
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    if swapped != w:
+        with pytest.raises(KeyError_, match="checksum"):
+            mnemonic_to_seed(" ".join(swapped))
+
+
+# ---------------------------------------------------------------------------------------- fuzzing decoders
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_blob_id_parser_never_crashes(text):
+    try:
+        BlobId.parse(text)
+    except CIDError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_binary_decoders_never_crash(raw):
+    for fn, errors in ((BlobId.from_bytes, CIDError), (EncryptedCID.from_bytes, CIDError),
+                       (RegistryEntry.from_bytes, RegistryError), (dagcbor.decode, dagcbor.DagCborError)):
+        try:
+            fn(raw)
+        except errors:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 63) | st.text() | st.binary()
+                    | st.floats(allow_nan=False, allow_infinity=False),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
+                    max_leaves=20))
+def test_dag_cbor_is_deterministic(value):
+    enc = dagcbor.encode(value)
+    assert dagcbor.encode(dagcbor.decode(enc)) == enc

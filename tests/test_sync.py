@@ -1,0 +1,248 @@
+"""Encrypted snapshots in the store: push, verify, faults, tampering, and what the store can see."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from conftest import DaemonProc, cli_json, run_cli, wait_for
+from faults import FaultyStore
+from sessiond.storage.db import Database
+from sessiond.storage.store import FileStore
+from sessiond.sync.engine import Syncer
+
+
+def store_files(root: str) -> list[str]:
+    return [os.path.join(r, f) for r, _, fs in os.walk(root) for f in fs if not f.startswith(".")]
+
+
+def test_appends_reach_the_store_encrypted_and_verify(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="pushme")["id"]
+    c.append(sid, "user", "hello store")
+    store = os.path.join(daemon.home, "store")
+    # with default settings the worker pushes within seconds, without being asked
+    wait_for(lambda: c.get_session(sid)["sync"]["pending"] == 0, timeout=10)
+    assert c.get_session(sid)["sync"]["head_rev"] >= 1
+    assert len(store_files(os.path.join(store, "heads"))) == 1
+    rep = cli_json(daemon.home, "verify")
+    assert rep["ok"] and rep["sessions"][0]["operations"] >= 2
+    daemon.restart()
+    assert cli_json(daemon.home, "verify")["ok"]
+    st = cli_json(daemon.home, "status")
+    assert st["sync"][sid]["state"] == "synced"
+
+
+def test_sync_wait_and_status_json(daemon):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(500)])
+    res = cli_json(daemon.home, "sync", sid, "--wait")
+    assert res["complete"] and res["sessions"][sid]["pending"] == 0
+
+
+def test_verify_detects_damage_done_by_hand(daemon):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    for i in range(3):
+        c.append(sid, "user", f"message {i}")
+        c.sync(sid, wait=True)
+    store = os.path.join(daemon.home, "store")
+    heads = store_files(os.path.join(store, "heads"))
+    old_head = open(heads[0], "rb").read()
+    c.append(sid, "user", "one more")
+    c.sync(sid, wait=True)
+    assert run_cli(daemon.home, "verify").returncode == 0
+    objects = sorted(store_files(os.path.join(store, "objects")), key=os.path.getmtime)
+
+    def damaged(expect: str):
+        res = run_cli(daemon.home, "verify", sid)
+        assert res.returncode == 1, res.stdout
+        assert "FAILED" in res.stdout and expect in res.stdout, res.stdout
+        return res.stdout
+
+    # 1. a flipped byte in a data object
+    victim = objects[0]
+    good = open(victim, "rb").read()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x04
+    open(victim, "wb").write(bytes(bad))
+    damaged("damaged")
+    open(victim, "wb").write(good)
+    assert run_cli(daemon.home, "verify", sid).returncode == 0
+    # 2. a missing object
+    os.rename(victim, victim + ".gone")
+    damaged("missing")
+    os.rename(victim + ".gone", victim)
+    # 3. the head rolled back to an older revision
+    current = open(heads[0], "rb").read()
+    open(heads[0], "wb").write(old_head)
+    damaged("rolled back")
+    # 4. a head whose signature does not verify
+    forged = bytearray(current)
+    forged[-1] ^= 1
+    open(heads[0], "wb").write(bytes(forged))
+    damaged("signature")
+    # 5. the head removed
+    os.unlink(heads[0])
+    damaged("head: missing")
+    open(heads[0], "wb").write(current)
+    assert run_cli(daemon.home, "verify", sid).returncode == 0
+
+
+def test_store_holds_no_plaintext(daemon):
+    c = daemon.client()
+    markers = [f"MARKER{i}XYZZY" for i in range(6)]
+    sid = c.create_session(name=markers[0], system_prompt=markers[1], metadata={"k": markers[2]},
+                           tags=[markers[3]])["id"]
+    c.create_chat(sid, name=markers[4])
+    c.append_many(sid, [{"role": "user", "content": f"{markers[5]} {i} " + "lorem ipsum " * 50} for i in range(2000)])
+    c.sync(wait=True)
+    assert cli_json(daemon.home, "verify")["ok"]
+    files = store_files(os.path.join(daemon.home, "store"))
+    assert len(files) > 2
+    for f in files:
+        data = open(f, "rb").read()
+        for m in markers + [sid, "lorem ipsum"]:
+            assert m.encode() not in data, (f, m)
+
+
+# ------------------------------------------------------------------------------ in-process, with a faulty store
+@pytest.fixture
+def tmp():
+    d = tempfile.mkdtemp(prefix="sd-sync-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Env:
+    """A database, a faulty store over a real folder, and a sync worker: closed however a test ends."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.db = self.store = self.syncer = None
+        self.extra = []
+
+    async def open(self, timeout=0.5):
+        self.db = await Database.open(os.path.join(self.tmp, "db.sqlite"))
+        self.store = FaultyStore(FileStore(os.path.join(self.tmp, "store")))
+        self.syncer = self.new_syncer(timeout)
+        return self.db, self.store, self.syncer
+
+    def new_syncer(self, timeout=0.5, store=None):
+        s = Syncer(self.db, store or self.store, os.path.join(self.tmp, "keys"), interval=0.05, push_delay=0,
+                   timeout=timeout)
+        self.extra.append(s)
+        return s
+
+    async def close(self):
+        for s in self.extra:
+            await s.stop()
+        if self.db is not None:
+            await self.db.close()
+
+
+@pytest.fixture
+async def env(tmp):
+    e = Env(tmp)
+    yield e
+    await e.close()
+
+
+async def test_push_survives_a_failing_and_hanging_store(env):
+    db, store, syncer = await env.open()
+    db.listeners.append(lambda ev: syncer.notify(ev["session"]) if ev.get("session") else None)
+    await syncer.start()
+    s = await db.create_session({"name": "faults"})
+    sid = s["id"]
+    for mode in ("down", "hang"):
+        store.mode = mode
+        await db.append_messages(sid, [{"role": "user", "content": f"during {mode} {i}"} for i in range(5)])
+        await asyncio.sleep(0.8)
+        st = (await syncer.status(sid))[sid]
+        assert st["pending"] > 0 and st["last_error"], st  # queued, with the reason shown
+    store.mode = "slow"
+    await db.append_messages(sid, [{"role": "assistant", "content": "while slow"}])
+    store.mode = None
+    res = await syncer.sync_now(sid, wait=True, timeout=20)
+    assert res["complete"], res
+    rep = await syncer.verify(sid)
+    assert rep["ok"], rep
+    assert rep["sessions"][0]["operations"] == 12  # create + 5 + 5 + 1: nothing lost
+
+
+async def test_a_lying_store_is_caught(env):
+    db, store, syncer = await env.open()
+    s = await db.create_session({})
+    sid = s["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "x"}])
+    await syncer.push(sid)
+    assert (await syncer.verify(sid))["ok"]
+
+    async def problems():
+        rep = await syncer.verify(sid)
+        assert not rep["ok"]
+        return " ".join(rep["sessions"][0]["problems"])
+
+    store.mode = "flip-get"
+    assert "BLAKE3" in await problems()
+    store.mode = "vanish"
+    assert "missing" in await problems()
+    store.mode = None
+    await db.append_messages(sid, [{"role": "user", "content": "newer"}])
+    await syncer.push(sid)
+    store.mode = "rollback"  # the store answers with the previous head
+    assert "rolled back" in await problems()
+    store.mode = None
+    assert (await syncer.verify(sid))["ok"]
+    store.mode = "flip-put"  # corrupted at rest while being written
+    await db.append_messages(sid, [{"role": "user", "content": "y"}])
+    await syncer.push(sid)
+    store.mode = None
+    assert "damaged" in await problems()
+
+
+async def test_interrupted_push_resumes_after_restart(env):
+    db, store, syncer = await env.open()
+    s = await db.create_session({})
+    sid = s["id"]
+    await db.append_messages(sid, [{"role": "user", "content": f"m{i}"} for i in range(10)])
+    store.fail_set_head = 1  # objects and manifest go in, the head does not
+    with pytest.raises(Exception, match="injected"):
+        await syncer.push(sid)
+    state = await db.sync_state(sid)
+    assert state["pending"] is not None and state["pushed_seq"] == 0  # nothing marked pushed early
+    await db.append_messages(sid, [{"role": "user", "content": "after the failure"}])
+    # "restart": a new worker over the same database, store and keys picks the queue up by itself
+    syncer2 = env.new_syncer(store=FaultyStore(store.inner))
+    await syncer2.start()
+    res = await syncer2.sync_now(sid, wait=True, timeout=10)
+    assert res["complete"]
+    rep = await syncer2.verify(sid)
+    assert rep["ok"] and rep["sessions"][0]["operations"] == 12 and rep["sessions"][0]["revision"] >= 2
+
+
+async def test_incremental_push_is_small_and_flat(env):
+    db, store, syncer = await env.open(timeout=30)
+    sizes = {}
+    for n in (100, 10_000):
+        s = await db.create_session({})
+        sid = s["id"]
+        for i in range(0, n, 5000):
+            await db.append_messages(sid, [{"role": "user", "content": f"message {j} " + "x" * 80}
+                                           for j in range(i, min(n, i + 5000))])
+        await syncer.push(sid)
+        worst = 0
+        for k in range(40):  # enough single pushes to fold level 0 upward twice
+            await db.append_messages(sid, [{"role": "user", "content": "one more message"}])
+            res = await syncer.push(sid)
+            worst = max(worst, res["bytes"])
+        sizes[n] = worst
+        levels = (await db.sync_state(sid))["tree"]
+        from sessiond.sync import dagcbor
+        assert all(len(lv) < 16 for lv in dagcbor.decode(levels))  # the manifest stays bounded
+        assert (await syncer.verify(sid))["ok"]
+    assert max(sizes.values()) <= 8 * 1024 + 100, sizes
