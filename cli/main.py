@@ -345,6 +345,61 @@ def cmd_verify(args) -> int:
     return 0 if rep["ok"] else EXIT_ERROR
 
 
+# ------------------------------------------------------------------------------------------ sharing
+def _passphrase(path: str | None, confirm_hint: str) -> str | None:
+    """Passphrases come from a file (or '-' for standard input), never from the command line."""
+    if path is None:
+        return None
+    try:
+        data = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise CliError(f"cannot read the passphrase file: {exc.strerror}", EXIT_USAGE) from None
+    phrase = data.rstrip("\r\n")
+    if not phrase:
+        raise CliError(f"the passphrase file is empty{confirm_hint}", EXIT_USAGE)
+    return phrase
+
+
+def cmd_share(args) -> int:
+    res = client(args).share(args.id, write=args.write, passphrase=_passphrase(args.passphrase_file, ""),
+                             expires_in=args.expires)
+    lines = [res["code"]]
+    if not args.json:
+        grant = ("read-write: whoever imports it can read the whole session and add to it"
+                 if args.write else "read-only: whoever imports it can read the whole session and follow it")
+        notes = [f"# {grant}"]
+        if res.get("expires_at"):
+            notes.append(f"# expires {when(res['expires_at'])}")
+        if res.get("protected"):
+            notes.append("# protected by your passphrase: send the passphrase another way")
+        else:
+            notes.append("# anyone who sees this code can read the session: send it privately")
+        print("\n".join(notes), file=sys.stderr)
+    if args.qr:
+        import io
+
+        import segno
+
+        buf = io.StringIO()
+        segno.make(res["code"], error="l").terminal(out=buf, compact=True)
+        res["qr"] = buf.getvalue()
+        lines.append(buf.getvalue())
+    emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_import(args) -> int:
+    code = args.code
+    if code == "-":
+        code = sys.stdin.read().strip()
+    res = client(args).import_code(code, _passphrase(args.passphrase_file, ""))
+    emit(args, res, res["session"])
+    if not args.json:
+        print(f"# imported {res['session']} ({res['capability']}"
+              + (", already here: brought up to date" if res.get("already") else "") + ")", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ keys
 def _keystore(args):
     from sessiond.daemon.home import Home, resolve_home
@@ -503,6 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0)
     p = cmd("verify", cmd_verify, "check the store's copy of each session against this device")
     p.add_argument("id", nargs="?")
+
+    p = cmd("share", cmd_share, "print a share code for a session (read-only unless --write)")
+    p.add_argument("id")
+    p.add_argument("--write", action="store_true", help="let the importer add to the session too")
+    p.add_argument("--passphrase-file", dest="passphrase_file",
+                   help="protect the code with the passphrase in this file ('-': standard input)")
+    p.add_argument("--expires", type=duration, help="the code stops working after this long (e.g. 1h, 7d)")
+    p.add_argument("--qr", action="store_true", help="also print it as a QR code")
+    p = cmd("import", cmd_import, "import a session from a share code and keep it in sync")
+    p.add_argument("code", help="the share code ('-' reads it from standard input)")
+    p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
 
     p = cmd("key", None, "the device key: export or import a backup as words")
     key_sub = p.add_subparsers(dest="key_command", metavar="ACTION")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 from typing import Any, Iterator
 from urllib.parse import quote, urlencode
@@ -127,6 +126,22 @@ class _Api:
     def messages(self, sid: str, *, chat=None, limit=None, before=None, after=None, all_chats=None):
         return self._call("GET", f"/v1/sessions/{_q(sid)}/messages" + _query(
             dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)))
+
+    # sharing
+    def share(self, sid: str, *, write: bool = False, passphrase: str | None = None,
+              expires_in: float | None = None):
+        body: dict = {"write": write}
+        if passphrase is not None:
+            body["passphrase"] = passphrase
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/share", body)
+
+    def import_code(self, code: str, passphrase: str | None = None):
+        body = {"code": code}
+        if passphrase is not None:
+            body["passphrase"] = passphrase
+        return self._call("POST", "/v1/import", body)
 
     # sync
     def sync(self, session: str | None = None, *, wait: bool = False, timeout: float | None = None):
@@ -285,4 +300,4 @@ class AsyncClient(_Api):
                     data = None
 
 
-__all__ = ["Client", "AsyncClient", "ApiError", "ClientError", "DaemonNotRunning", "os"]
+__all__ = ["Client", "AsyncClient", "ApiError", "ClientError", "DaemonNotRunning"]

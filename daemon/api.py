@@ -261,6 +261,30 @@ async def verify(request: web.Request) -> web.Response:
     return ok(await daemon_of(request).verify(sid))
 
 
+async def share(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("write", "passphrase", "expires_in"))
+    write = body.get("write", False)
+    if not isinstance(write, bool):
+        raise Invalid("write must be true or false")
+    passphrase = v.opt_str(body, "passphrase", 1000)
+    if passphrase is not None and len(passphrase) < 8:
+        raise Invalid("a passphrase must be at least 8 characters")
+    expires_in = body.get("expires_in")
+    if expires_in is not None:
+        expires_in = v.number(expires_in, "expires_in", 1, 10 * 365 * 86400)
+    return ok(await daemon_of(request).share(request.match_info["id"], write=write, passphrase=passphrase,
+                                             expires_in=expires_in), 201)
+
+
+async def import_code(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("code", "passphrase"))
+    code = v.req_str(body, "code", 20_000)
+    passphrase = v.opt_str(body, "passphrase", 1000)
+    return ok(await daemon_of(request).import_code(code, passphrase), 201)
+
+
 ROUTES: list[Route] = [
     Route("GET", "/v1/status", status, "Daemon version, device id, uptime, counts and sync state", None, "Status"),
     Route("GET", "/v1/openapi.json", openapi, "This OpenAPI document", None, "Any"),
@@ -284,6 +308,10 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/sessions/{id}/messages", list_messages, "List messages (by chat; limit; before/after)", None,
           "MessageList", query=("chat", "limit", "before", "after", "all")),
     Route("GET", "/v1/events", events, "Server-sent events for every change", None, None),
+    Route("POST", "/v1/sessions/{id}/share", share, "Make a share code (read-only, or read-write with write)",
+          "ShareRequest", "ShareResult", 201),
+    Route("POST", "/v1/import", import_code, "Import a session from a share code, verified, all or nothing",
+          "ImportRequest", "ImportResult", 201),
     Route("POST", "/v1/sync", sync_now, "Push (and pull) now; optionally wait until done", "SyncRequest", "SyncResult"),
     Route("POST", "/v1/verify", verify, "Verify the pushed snapshots against the local database", "VerifyRequest",
           "VerifyReport"),

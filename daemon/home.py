@@ -64,6 +64,7 @@ class Config:
     store: str | None = None
     sync_interval: float = 2.0
     push_delay: float = 0.05
+    poll_interval: float = 0.25
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -82,7 +83,7 @@ class Config:
                 if not isinstance(value, str):
                     raise HomeError(f"{path}: 'store' must be a URL string such as file:///path")
                 cfg.store = value
-            elif key in ("sync_interval", "push_delay"):
+            elif key in ("sync_interval", "push_delay", "poll_interval"):
                 if not isinstance(value, (int, float)) or value < 0:
                     raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")
                 setattr(cfg, key, float(value))

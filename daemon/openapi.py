@@ -77,6 +77,17 @@ SCHEMAS: dict[str, dict] = {
     "SyncRequest": {"type": "object", "additionalProperties": False, "properties": {
         "session": _nstr, "wait": {"type": "boolean"}, "timeout": {"type": "number", "minimum": 0, "maximum": 3600}}},
     "SyncResult": _obj,
+    "ShareRequest": {"type": "object", "additionalProperties": False, "properties": {
+        "write": {"type": "boolean"}, "passphrase": {"type": ["string", "null"], "minLength": 8},
+        "expires_in": {"type": ["number", "null"], "minimum": 1}}},
+    "ShareResult": {"type": "object", "required": ["code", "session", "capability"], "properties": {
+        "code": _str, "session": _str, "capability": {"type": "string", "enum": ["read-only", "read-write"]},
+        "expires_at": {"type": ["integer", "null"]}, "store": _nstr, "protected": {"type": "boolean"}}},
+    "ImportRequest": {"type": "object", "required": ["code"], "additionalProperties": False, "properties": {
+        "code": _str, "passphrase": _nstr}},
+    "ImportResult": {"type": "object", "required": ["session"], "properties": {
+        "session": _str, "new": {"type": "integer"}, "capability": _str, "already": {"type": "boolean"},
+        "devices": {"type": "integer"}}},
     "VerifyRequest": {"type": "object", "additionalProperties": False, "properties": {"session": _nstr}},
     "VerifyReport": {"type": "object", "required": ["ok", "sessions"], "properties": {
         "ok": {"type": "boolean"}, "sessions": {"type": "array"}}},

@@ -16,7 +16,11 @@ from importlib.metadata import PackageNotFoundError, version as pkg_version
 from aiohttp import web
 
 from sessiond.storage.db import Database
+from sessiond.storage.errors import SessiondError
+from sessiond.sync.share import ImportError_
 from sessiond.storage.store import StoreError, open_store
+
+from sessiond.sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 
 from .api import make_app
 from .home import Config, Home, HomeError
@@ -121,13 +125,12 @@ class Daemon:
     async def start(self) -> None:
         self.home.prepare()
         self.take_lock()
-        from sessiond.sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
-
         self.db = await Database.open(self.home.db)
         self.db.listeners.append(self._on_change)
         store = open_store(self.store_url)
         self.syncer = Syncer(self.db, store, self.home.keys, interval=self.config.sync_interval,
-                             push_delay=self.config.push_delay, on_event=self.events.publish)
+                             push_delay=self.config.push_delay, poll_interval=self.config.poll_interval,
+                             on_event=self.events.publish)
         await self.syncer.start()
         app = make_app(self)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -196,10 +199,29 @@ class Daemon:
             await self.db.get_session(sid)
         return await self.syncer.sync_now(sid, wait=wait, timeout=timeout)
 
+    async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
+        try:
+            return await self.syncer.share(sid, write=write, passphrase=passphrase, expires_in=expires_in)
+        except ImportError_ as exc:
+            raise _share_error(exc) from None
+
+    async def import_code(self, code: str, passphrase: str | None) -> dict:
+        try:
+            return await self.syncer.import_code(code, passphrase)
+        except ImportError_ as exc:
+            raise _share_error(exc) from None
+
     async def verify(self, sid: str | None) -> dict:
         if sid is not None:
             await self.db.get_session(sid)
         return await self.syncer.verify(sid)
+
+
+def _share_error(exc: "ImportError_") -> SessiondError:
+    status = {"store": 503, "conflict": 409, "read_only": 409, "busy": 503}.get(exc.kind, 422)
+    err = SessiondError(str(exc))
+    err.code, err.status = exc.kind, status
+    return err
 
 
 def _socket_answers(path: str) -> bool:

@@ -112,6 +112,26 @@ MIGRATIONS: list[str] = [
         last_push REAL
     );
     """,
+    # 3: sessions shared between devices: where they sync, what this device may do, whom it follows
+    """
+    ALTER TABLE sessions ADD COLUMN access TEXT NOT NULL DEFAULT 'owner';
+    CREATE TABLE remotes (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        store_url TEXT,
+        announce_pk BLOB NOT NULL,
+        members_rev INTEGER NOT NULL DEFAULT 0,
+        announced INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE peers (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        head_pk BLOB NOT NULL,
+        device_id TEXT,
+        rev INTEGER NOT NULL DEFAULT 0,
+        applied_seq INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        PRIMARY KEY (session_id, head_pk)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -228,6 +248,13 @@ class Database:
             raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
         return row
 
+    async def _writable_row(self, sid: str) -> aiosqlite.Row:
+        row = await self._session_row(sid)
+        if row["access"] == "read":
+            raise Conflict(f"session {sid!r} was imported with a read-only share code; this device can follow it "
+                           f"but not change it (ask its owner for a code made with `sessiond share --write`)")
+        return row
+
     async def _next(self, sid: str, lamport: int, n: int = 1) -> tuple[int, int]:
         """Reserve `n` sequence numbers of this device's log and return (first seq, first lamport)."""
         row = await self._one("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, self.device_id))
@@ -322,7 +349,7 @@ class Database:
 
     def _session_dict(self, row: aiosqlite.Row) -> dict:
         d = {k: row[k] for k in ("id", "user", "name", "system_prompt", "model", "status", "current_chat",
-                                  "created_at", "last_activity", "expires_at")}
+                                  "created_at", "last_activity", "expires_at", "access")}
         for k in JSON_FIELDS:
             d[k] = json.loads(row[k])
         return d
@@ -360,7 +387,7 @@ class Database:
     async def update_session(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         await self._begin()
         try:
-            row = await self._session_row(sid)
+            row = await self._writable_row(sid)
             if "current_chat" in fields:
                 if not await self._one("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])):
                     raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
@@ -372,7 +399,7 @@ class Database:
         return await self.get_session(sid)
 
     async def set_status(self, sid: str, status: str) -> dict:
-        row = await self._session_row(sid)
+        row = await self._writable_row(sid)
         current = row["status"]
         if status == current:
             return self._session_dict(row)
@@ -406,7 +433,7 @@ class Database:
                 "model": spec.get("model"), "settings": spec.get("settings") or {}, "created_at": t}
         await self._begin()
         try:
-            row = await self._session_row(sid)
+            row = await self._writable_row(sid)
             if await self._one("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
             op = await self._local_op(sid, row["lamport"], "chat.create", body, t)
@@ -457,7 +484,7 @@ class Database:
         t = now()
         await self._begin()
         try:
-            row = await self._session_row(sid)
+            row = await self._writable_row(sid)
             if row["status"] != "active":
                 raise Conflict(f"session {sid!r} is {row['status']}; "
                                + ("resume it first (`sessiond resume`)" if row["status"] == "paused"
@@ -562,6 +589,95 @@ class Database:
 
     async def devices(self, sid: str) -> dict[str, int]:
         return {r[0]: r[1] for r in await self._all("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))}
+
+    # ------------------------------------------------------------------ operations from other devices
+    async def apply_remote(self, sid: str, logs: dict[str, list[Op]], *, peers: list[dict] = (),
+                           remote: dict | None = None, access: str | None = None, event: str = "session.synced",
+                           must_create: bool = False) -> int:
+        """Apply other devices' operations (all of them, in one transaction) and record how far each
+        peer's log has been applied. Returns how many operations were new here."""
+        ops = sorted((op for lst in logs.values() for op in lst), key=lambda o: o.order)
+        new = 0
+        await self._begin()
+        try:
+            if must_create and ops and ops[0].kind == "session.create":
+                if await self._one("SELECT 1 FROM sessions WHERE id=?", (sid,)):
+                    must_create = False  # already here: importing again only brings what is new
+            for op in ops:
+                if op.device_id == self.device_id:
+                    continue  # this device's own log is authoritative here
+                if op.kind == "message.add":
+                    b = op.body
+                    cur = await self.conn.execute(
+                        "INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport, role, content,"
+                        " tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (sid, b["chat"], op.device_id, op.seq, op.lamport, b["role"], b["content"], b.get("tokens"),
+                         op.created_at, _dumps(b["extra"]) if b.get("extra") else None))
+                    if cur.rowcount:
+                        new += 1
+                        await self.conn.execute(
+                            "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
+                            (op.lamport, op.created_at, sid))
+                else:
+                    cur = await self.conn.execute(
+                        "INSERT OR IGNORE INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (sid, op.device_id, op.seq, op.lamport, op.kind, _dumps(op.body), op.created_at))
+                    if cur.rowcount:
+                        new += 1
+                        await self._apply(op)
+            for device, lst in logs.items():
+                if lst and device != self.device_id:
+                    await self.conn.execute(
+                        "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
+                        " device_id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
+                        (sid, device, max(o.seq for o in lst)))
+            if not await self._one("SELECT 1 FROM sessions WHERE id=?", (sid,)):
+                raise Invalid(f"the shared logs of {sid!r} do not create the session (no session.create operation)")
+            if access is not None:
+                await self.conn.execute("UPDATE sessions SET access=? WHERE id=?", (access, sid))
+            if remote is not None:
+                await self.conn.execute(
+                    "INSERT INTO remotes(session_id, store_url, announce_pk, members_rev) VALUES (?,?,?,?) "
+                    "ON CONFLICT(session_id) DO UPDATE SET store_url=excluded.store_url, "
+                    "announce_pk=excluded.announce_pk, members_rev=max(members_rev, excluded.members_rev)",
+                    (sid, remote["store_url"], remote["announce_pk"], remote.get("members_rev", 0)))
+                await self.conn.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
+            for p in peers:
+                await self.save_peer(sid, **p)
+        except BaseException:
+            await self._rollback()
+            raise
+        chats_msgs = {o.body.get("chat") for o in ops if o.kind == "message.add"}
+        await self._commit([{"type": event, "session": sid, "new": new, "chats": sorted(c for c in chats_msgs if c)}])
+        return new
+
+    async def save_peer(self, sid: str, head_pk: bytes, device_id: str | None = None, rev: int | None = None,
+                        applied_seq: int | None = None, last_error: str | None = None) -> None:
+        await self.conn.execute(
+            "INSERT INTO peers(session_id, head_pk, device_id, rev, applied_seq, last_error) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(session_id, head_pk) DO UPDATE SET device_id=coalesce(excluded.device_id, device_id), "
+            "rev=max(rev, excluded.rev), applied_seq=max(applied_seq, excluded.applied_seq), "
+            "last_error=excluded.last_error",
+            (sid, head_pk, device_id, rev or 0, applied_seq or 0, last_error))
+
+    async def peers(self, sid: str) -> list[dict]:
+        return [dict(r) for r in await self._all("SELECT * FROM peers WHERE session_id=? ORDER BY head_pk", (sid,))]
+
+    async def remote(self, sid: str) -> dict | None:
+        row = await self._one("SELECT * FROM remotes WHERE session_id=?", (sid,))
+        return dict(row) if row else None
+
+    async def set_remote(self, sid: str, **fields) -> None:
+        sets = ", ".join(f"{k}=?" for k in fields)
+        await self.conn.execute(f"UPDATE remotes SET {sets} WHERE session_id=?", (*fields.values(), sid))
+
+    async def add_remote(self, sid: str, store_url: str | None, announce_pk: bytes) -> None:
+        await self.conn.execute("INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",
+                                (sid, store_url, announce_pk))
+
+    async def shared_sessions(self) -> list[str]:
+        return [r[0] for r in await self._all("SELECT session_id FROM remotes ORDER BY session_id")]
 
     # ------------------------------------------------------------------ push state
     async def sync_state(self, sid: str) -> dict:

@@ -10,6 +10,8 @@ class SessiondError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        self.code = type(self).code
+        self.status = type(self).status
 
 
 class NotFound(SessiondError):

@@ -65,6 +65,11 @@ class Store(ABC):
     async def close(self) -> None:
         return None
 
+    async def heads_token(self) -> object | None:
+        """Something that changes whenever any head in the store changes, or None if the store cannot
+        tell (then followers check every head they follow on each poll)."""
+        return None
+
 
 def check_object(h: bytes, data: bytes) -> bytes:
     if digest(data) != h:
@@ -161,6 +166,13 @@ class FileStore(Store):
 
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
         return await asyncio.to_thread(self._get_head_sync, pk)
+
+    async def heads_token(self) -> object | None:
+        try:
+            st = os.stat(self._heads)  # a head is replaced by a rename into this folder
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
 
     async def set_head(self, entry: RegistryEntry) -> None:
         await asyncio.to_thread(self._set_head_sync, entry)

@@ -34,6 +34,8 @@ PAD_TO = 256  # plaintext is padded with zeros to a multiple of this, hiding exa
 CTX_OBJECT = "sessiond 2026-11 object key v1"
 CTX_MANIFEST = "sessiond 2026-11 manifest key v1"
 CTX_HEAD_SIGNING = "sessiond 2026-11 head signing key v1"
+CTX_ANNOUNCE = "sessiond 2026-11 announce key v1"
+CTX_MEMBERS = "sessiond 2026-11 members key v1"
 
 
 class DecryptError(ValueError):
@@ -50,6 +52,10 @@ def object_key(session_key: bytes, plaintext: bytes) -> bytes:
 
 def manifest_key(session_key: bytes, head_pk: bytes, revision: int) -> bytes:
     return blake3.blake3(head_pk + revision.to_bytes(8, "little"), key=derive(CTX_MANIFEST, session_key)).digest()
+
+
+def members_key(session_key: bytes, salt: bytes) -> bytes:
+    return blake3.blake3(salt, key=derive(CTX_MEMBERS, session_key)).digest()
 
 
 def _nonce(i: int) -> bytes:

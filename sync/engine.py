@@ -23,6 +23,7 @@ from sessiond.storage.store import StaleHead, Store, StoreError, check_object
 from . import dagcbor
 from .crypto import DecryptError, EncryptedCID, manifest_key, open_sealed
 from .keys import KeyStore
+from .share import SharingMixin
 from .log import FANOUT, Entry, LogError, LogReader, LogWriter, Written, op_to_cbor, parse_manifest
 
 log = logging.getLogger("sessiond.sync")
@@ -53,16 +54,23 @@ def _levels_from_cbor(data: bytes | None) -> list[list[Entry]]:
     return [[Entry.from_cbor(e) for e in lv] for lv in dagcbor.decode(data)]
 
 
-class Syncer:
+class Syncer(SharingMixin):
     def __init__(self, db: Database, store: Store, key_dir: str, *, interval: float = 2.0,
-                 push_delay: float = 0.05, timeout: float = 30.0, on_event: Callable[[dict], None] | None = None):
+                 push_delay: float = 0.05, timeout: float = 30.0, poll_interval: float = 0.25,
+                 on_event: Callable[[dict], None] | None = None):
         self.db = db
         self.store = store
         self.keys = KeyStore(key_dir)
         self.interval = interval
         self.push_delay = push_delay
         self.timeout = timeout
+        self.poll_interval = poll_interval
         self.on_event = on_event or (lambda ev: None)
+        self._stores: dict[str, Store] = {}
+        self._pull_errors: dict[str, str] = {}
+        self._heads_tokens: dict[str, object] = {}
+        self._last_full_pull = 0.0
+        self._pull_now = True
         self._dirty: set[str] = set()
         self._retry_at: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
@@ -90,6 +98,8 @@ class Syncer:
             except (asyncio.CancelledError, Exception):
                 pass
         await self.store.close()
+        for st in self._stores.values():
+            await st.close()
 
     def notify(self, sid: str) -> None:
         self._dirty.add(sid)
@@ -109,17 +119,41 @@ class Syncer:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._next_wait())
             except asyncio.TimeoutError:
                 pass
+            woke = self._wake.is_set()
             self._wake.clear()
             if self._stopping:
                 return
-            if self.push_delay:
+            if woke and self.push_delay:
                 await asyncio.sleep(self.push_delay)  # let a burst of appends land in one push
-            await self._push_due()
+            try:
+                await self._push_due()
+                await self._maybe_pull()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad round stop the worker
+                log.exception("sync round failed")
 
     def _next_wait(self) -> float:
-        if not self._retry_at:
-            return self.interval
-        return max(0.01, min(self.interval, min(self._retry_at.values()) - time.monotonic()))
+        wait = min(self.interval, self.poll_interval)
+        if self._retry_at:
+            wait = min(wait, min(self._retry_at.values()) - time.monotonic())
+        return max(0.01, wait)
+
+    async def _maybe_pull(self) -> None:
+        """Pull when a store says a head changed, and in any case every `interval` seconds."""
+        shared = await self.db.shared_sessions()
+        if not shared:
+            return
+        due = self._pull_now or time.monotonic() - self._last_full_pull >= self.interval
+        for url in {self.store.url, *[u for u in self._stores]}:
+            token = await self._open_store(url).heads_token()
+            if token is None or self._heads_tokens.get(url) != token:
+                self._heads_tokens[url] = token
+                due = True
+        if due:
+            self._pull_now = False
+            self._last_full_pull = time.monotonic()
+            await self.pull_all()
 
     async def _push_due(self) -> None:
         t = time.monotonic()
@@ -168,7 +202,7 @@ class Syncer:
                 await self.db.get_session(sid)
             except Exception:
                 return {"session": sid, "skipped": "deleted"}
-            ctx = _PushContext(self, sid)
+            ctx = _PushContext(self, sid, await self._store_for(sid))
             state = await self.db.sync_state(sid)
             if state["pending"]:
                 await self._publish(ctx, state["pending"])
@@ -193,11 +227,15 @@ class Syncer:
                 out["revision"] = await self._commit_revision(ctx, state, levels, state["pushed_seq"], None)
                 out["compaction_objects"] = ctx.writer.written.objects
                 out["compaction_bytes"] = ctx.writer.written.bytes
+            remote = await self.db.remote(sid)
+            if remote is not None and not remote["announced"] and out["revision"] \
+                    and self.keys.write_secret(sid) is not None:
+                await self.ensure_member(sid)  # so that the other devices find this device's log
             return out
 
     async def _commit_revision(self, ctx: "_PushContext", state: dict, levels: list[list[Entry]], last: int,
                                lamport: int | None) -> int:
-        current = await asyncio.wait_for(self.store.get_head(ctx.head_pk), self.timeout)
+        current = await asyncio.wait_for(ctx.store.get_head(ctx.head_pk), self.timeout)
         rev = max(state["head_rev"], current.revision if current else 0) + 1
         prev = CIDV1_RAW_BLAKE3 + manifest_hash_of(current) if current else None
         if lamport is None:
@@ -216,9 +254,9 @@ class Syncer:
         await writer.put([ct])
         entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
         try:
-            await asyncio.wait_for(self.store.set_head(entry), self.timeout)
+            await asyncio.wait_for(ctx.store.set_head(entry), self.timeout)
         except StaleHead:
-            current = await asyncio.wait_for(self.store.get_head(head_pk), self.timeout)
+            current = await asyncio.wait_for(ctx.store.get_head(head_pk), self.timeout)
             if current is None or current.data != entry.data or current.revision != rev:
                 raise SyncError(f"the store holds a newer head (revision {current.revision if current else '?'}) "
                                 f"for this device's log of {sid} that this device did not write") from None
@@ -238,6 +276,8 @@ class Syncer:
                 st["last_error"] = self._errors[s]
             if s in self._retry_at:
                 st["retry_in"] = round(max(0.0, self._retry_at[s] - time.monotonic()), 2)
+            if s in self._pull_errors:
+                st["pull_error"] = self._pull_errors[s]
             st["state"] = "error" if st.get("last_error") and st["pending"] else (
                 "pending" if st["pending"] else "synced")
         return states
@@ -265,9 +305,19 @@ class Syncer:
                         await asyncio.wait_for(self._progress.wait(), timeout=min(left, 0.5))
                     except asyncio.TimeoutError:
                         pass
+            for s in targets:  # and bring in what the other devices wrote, now
+                if await self.db.remote(s) is not None:
+                    try:
+                        await self.pull(s)
+                        self._pull_errors.pop(s, None)
+                    except Exception as exc:
+                        self._pull_errors[s] = str(exc) or type(exc).__name__
+        else:
+            self._pull_now = True
         states = await self.status()
         result = {s: states[s] for s in targets if s in states}
-        complete = all(st["pushed_seq"] >= marks[s] for s, st in result.items())
+        complete = all(st["pushed_seq"] >= marks[s] for s, st in result.items()) and \
+            not any(s in self._pull_errors for s in targets)
         return {"complete": complete, "sessions": result}
 
     # ---------------------------------------------------------------- verify
@@ -277,6 +327,40 @@ class Syncer:
         return {"ok": all(r["ok"] for r in reports), "sessions": reports}
 
     async def verify_session(self, sid: str) -> dict:
+        report = await self._verify_own(sid)
+        report["devices"] = 1 if report["revision"] else 0
+        key = self.keys.session_key(sid)
+        remote = await self.db.remote(sid)
+        if remote is None or key is None:
+            return report
+        store = await self._store_for(sid)
+        my_pk = self.keys.head_pk(sid)
+        for peer in await self.db.peers(sid):
+            pk = bytes(peer["head_pk"])
+            if pk == my_pk:
+                continue
+            name = peer["device_id"] or pk.hex()[:16]
+            try:
+                man, ops = await self._fetch_log(store, sid, key, pk, peer["device_id"], min_rev=peer["rev"],
+                                                 after_seq=0)
+            except Exception as exc:
+                report["problems"].append(f"device {name}: {_describe(exc)}")
+                continue
+            if man is None:
+                if peer["rev"]:
+                    report["problems"].append(f"device {name}: head missing from the store")
+                continue
+            report["devices"] += 1
+            upto = min(man.last_seq, peer["applied_seq"])
+            local = await self.db.log_ops(sid, man.device, 0, upto)
+            remote_ops = [o for o in ops if o.seq <= upto]
+            if [dagcbor.encode(op_to_cbor(o)) for o in local] != [dagcbor.encode(op_to_cbor(o)) for o in remote_ops]:
+                report["problems"].append(f"device {name}: the store's log differs from what this device applied")
+            report["operations"] += len(ops)
+        report["ok"] = not report["problems"]
+        return report
+
+    async def _verify_own(self, sid: str) -> dict:
         problems: list[str] = []
         report = {"session": sid, "ok": False, "revision": None, "objects": 0, "operations": 0,
                   "unpushed": 0, "problems": problems}
@@ -294,8 +378,9 @@ class Syncer:
             problems.append("the session key is missing from this device's key folder")
             return report
         head_pk = self.keys.head_pk(sid)
+        store = await self._store_for(sid)
         try:
-            head = await asyncio.wait_for(self.store.get_head(head_pk), self.timeout)
+            head = await asyncio.wait_for(store.get_head(head_pk), self.timeout)
         except (RegistryError, StoreError, asyncio.TimeoutError, OSError) as exc:
             problems.append(f"head: {_describe(exc)}")
             return report
@@ -309,7 +394,7 @@ class Syncer:
             return report
         try:
             mhash = manifest_hash_of(head)
-            ct = await asyncio.wait_for(self.store.get(mhash), self.timeout)
+            ct = await asyncio.wait_for(store.get(mhash), self.timeout)
             report["objects"] += 1
             plain = _open_manifest(ct, mhash, key, head_pk, head.revision)
             manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
@@ -319,7 +404,7 @@ class Syncer:
         if manifest.device != self.db.device_id:
             problems.append(f"manifest names device {manifest.device}, not this device")
             return report
-        reader = LogReader(sid, self.db.device_id, self.store, self.timeout)
+        reader = LogReader(sid, self.db.device_id, store, self.timeout)
         remote: list[Op] = []
         for e in manifest.entries():
             try:
@@ -346,12 +431,13 @@ class Syncer:
 class _PushContext:
     """What one push of one session needs: its keys and a writer that counts what it wrote."""
 
-    def __init__(self, syncer: Syncer, sid: str):
+    def __init__(self, syncer: Syncer, sid: str, store: Store):
         self.sid = sid
+        self.store = store
         key = syncer.keys.session_key(sid, create=True)
         self.head_key: SigningKey = syncer.keys.head_key(sid)
         self.head_pk = syncer.keys.head_pk(sid)
-        self.writer = LogWriter(sid, syncer.db.device_id, key, syncer.store, syncer.timeout)
+        self.writer = LogWriter(sid, syncer.db.device_id, key, store, syncer.timeout)
 
 
 def _open_manifest(ct: bytes, mhash: bytes, session_key: bytes, head_pk: bytes, rev: int) -> bytes:

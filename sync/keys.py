@@ -78,16 +78,31 @@ class KeyStore:
             atomic_write(path, key, 0o600)
         return key
 
+    def write_secret(self, sid: str, *, create: bool = False) -> bytes | None:
+        """The secret that lets a device add itself as a writer of `sid` (held by owners and by devices
+        that imported a read-write code)."""
+        path = self._session_path(sid)[:-4] + ".write"
+        key = _read_key(path)
+        if key is None and create:
+            key = secrets.token_bytes(32)
+            atomic_write(path, key, 0o600)
+        return key
+
+    def set_write_secret(self, sid: str, key: bytes) -> None:
+        atomic_write(self._session_path(sid)[:-4] + ".write", key, 0o600)
+
     def set_session_key(self, sid: str, key: bytes) -> None:
         if len(key) != 32:
             raise KeyError_("a session key is 32 bytes")
         atomic_write(self._session_path(sid), key, 0o600)
 
     def delete_session_key(self, sid: str) -> None:
-        try:
-            os.unlink(self._session_path(sid))
-        except FileNotFoundError:
-            pass
+        path = self._session_path(sid)
+        for p in (path, path[:-4] + ".write"):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
 
     # ------------------------------------------------------------------ backup as words
     def export_mnemonic(self) -> str:

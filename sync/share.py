@@ -1,0 +1,319 @@
+"""Sharing a session between devices: members, share codes, import, and following other devices' logs.
+
+Who writes a session is recorded in its *members* slot: an S5 registry entry signed by the session's
+announce key (derived from the write secret, so every holder of a read-write code can add itself),
+whose data is `0x1e | BLAKE3(members object) | salt (14)`. The members object, encrypted under
+`members_key(session key, salt)`, lists every writer's head public key and device id. A device follows
+exactly the heads listed there: a head signed by any other key is never read.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from nacl.signing import SigningKey
+
+from sessiond.storage.db import Op
+from sessiond.storage.registry import RegistryEntry, RegistryError
+from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
+
+from . import dagcbor
+from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, decrypt, TAG_SIZE, CHUNK_SIZE
+from .log import LogError, LogReader, Manifest, parse_manifest
+from .sharecode import ShareCode, ShareCodeError, decode as decode_code
+
+log = logging.getLogger("sessiond.sync")
+T_MEMBERS = "sessiond/members"
+SALT_LEN = 14
+
+
+class ImportError_(Exception):
+    """An import or pull that cannot be completed; `kind` names the problem."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def announce_key(write_secret: bytes) -> SigningKey:
+    return SigningKey(derive(CTX_ANNOUNCE, write_secret))
+
+
+def _seal_small(plain: bytes, key: bytes) -> bytes:
+    return encrypt(plain, key, pad=False)[0]
+
+
+def _open_small(ct: bytes, key: bytes) -> bytes:
+    if len(ct) < TAG_SIZE:
+        raise DecryptError("object is too short")
+    chunks = max(1, -(-len(ct) // (CHUNK_SIZE + TAG_SIZE)))
+    return decrypt(ct, key, len(ct) - chunks * TAG_SIZE, 0)
+
+
+class SharingMixin:
+    """Methods of Syncer that deal with other devices (see engine.Syncer)."""
+
+    # ------------------------------------------------------------------ stores per session
+    def _open_store(self, url: str | None) -> Store:
+        if not url or url == self.store.url:
+            return self.store
+        st = self._stores.get(url)
+        if st is None:
+            st = self._stores[url] = open_store(url)
+        return st
+
+    async def _store_for(self, sid: str) -> Store:
+        remote = await self.db.remote(sid)
+        return self._open_store(remote["store_url"] if remote else None)
+
+    # ------------------------------------------------------------------ members
+    async def read_members(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes,
+                           min_rev: int = 0) -> tuple[int, list[dict]]:
+        pk = b"\xed" + announce_pk
+        try:
+            entry = await asyncio.wait_for(store.get_head(pk), self.timeout)
+        except RegistryError as exc:
+            raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
+        if entry is None:
+            raise ImportError_("missing", f"the store has no members entry for session {sid} "
+                                          f"(wrong store, or the sharer has not pushed yet)")
+        if entry.pk != pk:
+            raise ImportError_("forged", "the members entry is signed by another key")
+        if entry.revision < min_rev:
+            raise ImportError_("replayed", f"the members entry was rolled back to revision {entry.revision} "
+                                           f"(this device has seen {min_rev})")
+        if len(entry.data) != 1 + 32 + SALT_LEN or entry.data[0] != 0x1E:
+            raise ImportError_("malformed", "the members entry's data is not 0x1e | hash | salt")
+        h, salt = entry.data[1:33], entry.data[33:]
+        try:
+            ct = await asyncio.wait_for(store.get(h), self.timeout)
+            check_object(h, ct)
+            m = dagcbor.decode(_open_small(ct, members_key(session_key, salt)))
+        except (StoreError, DecryptError, dagcbor.DagCborError) as exc:
+            raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
+        if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
+            raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
+        members = []
+        for item in m.get("m", []):
+            if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
+                members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
+        return entry.revision, members
+
+    async def ensure_member(self, sid: str, *, extra: list[dict] = ()) -> int:
+        """Make sure this device (and every writer it knows of) is in the members list. Returns the
+        members revision. Needs the write secret."""
+        write_secret = self.keys.write_secret(sid)
+        session_key = self.keys.session_key(sid)
+        if write_secret is None or session_key is None:
+            raise ImportError_("read_only", f"this device cannot add writers to {sid} (no write secret)")
+        ak = announce_key(write_secret)
+        store = await self._store_for(sid)
+        me = {"head_pk": self.keys.head_pk(sid), "device_id": self.db.device_id}
+        known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await self.db.peers(sid)]]
+        for _attempt in range(5):
+            try:
+                rev, members = await self.read_members(store, sid, session_key, bytes(ak.verify_key))
+            except ImportError_ as exc:
+                if exc.kind != "missing":
+                    raise
+                rev, members = 0, []
+            have = {m["head_pk"] for m in members}
+            missing = [k for k in known if k["head_pk"] not in have]
+            if not missing:
+                return rev
+            merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
+            plain = dagcbor.encode({"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid,
+                                    "v": 1, "ty": T_MEMBERS})
+            salt = os.urandom(SALT_LEN)
+            ct = _seal_small(plain, members_key(session_key, salt))
+            h = await asyncio.wait_for(store.put(ct), self.timeout)
+            entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + h + salt)
+            try:
+                await asyncio.wait_for(store.set_head(entry), self.timeout)
+            except StaleHead:
+                continue  # another writer announced at the same time: read again and merge
+            await self.db.set_remote(sid, members_rev=rev + 1, announced=1)
+            return rev + 1
+        raise ImportError_("busy", "could not update the members list (it kept changing); will retry")
+
+    # ------------------------------------------------------------------ share
+    async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
+        await self.db.get_session(sid)
+        session = await self.db.get_session(sid)
+        if session["access"] == "read" and write:
+            raise ImportError_("read_only", f"session {sid} was imported read-only here; it can only be "
+                                            f"shared read-only from this device")
+        key = self.keys.session_key(sid, create=True)
+        res = await self.sync_now(sid, wait=True, timeout=self.timeout)
+        if not res["sessions"].get(sid, {}).get("pending", 1) == 0:
+            err = res["sessions"].get(sid, {}).get("last_error") or "the store did not take the snapshot in time"
+            raise ImportError_("store", f"cannot share {sid} before it is pushed: {err}")
+        remote = await self.db.remote(sid)
+        if remote is None:  # first share of a session this device owns
+            ws = self.keys.write_secret(sid, create=True)
+            await self.db.add_remote(sid, None, bytes(announce_key(ws).verify_key))
+            remote = await self.db.remote(sid)
+        write_secret = self.keys.write_secret(sid)
+        if write_secret is not None:
+            await self.ensure_member(sid)
+        store = await self._store_for(sid)
+        expires_at = int(time.time() + expires_in) if expires_in else None
+        code = ShareCode(sid, key, bytes(remote["announce_pk"]), store.url, write_secret if write else None, expires_at)
+        return {"code": code.encode(passphrase), "session": sid, "capability": code.capability,
+                "expires_at": expires_at, "store": store.url, "protected": passphrase is not None}
+
+    # ------------------------------------------------------------------ import
+    async def import_code(self, text: str, passphrase: str | None) -> dict:
+        try:
+            code = decode_code(text, passphrase)
+        except ShareCodeError as exc:
+            raise ImportError_(exc.kind, str(exc)) from None
+        sid = code.session_id
+        store = self.store
+        try:
+            if code.store_url and code.store_url != self.store.url:
+                hinted = self._open_store(code.store_url)
+                if await self._has_members(hinted, code) and not await self._has_members(self.store, code):
+                    store = hinted
+        except StoreError:
+            pass  # an unusable hint: look in this daemon's own store
+        try:
+            existing = await self.db.get_session(sid)
+        except Exception:
+            existing = None
+        if existing is not None and existing["access"] == "owner" and await self.db.remote(sid) is not None \
+                and self.keys.session_key(sid) == code.session_key:
+            return {"session": sid, "new": 0, "capability": "owner", "already": True}
+        if existing is not None and self.keys.session_key(sid) not in (None, code.session_key):
+            raise ImportError_("conflict", f"a different session with id {sid} already exists on this device")
+        rev, members = await self.read_members(store, sid, code.session_key, code.announce_pk)
+        my_pk = self.keys.head_pk(sid)
+        logs, peers = await self._fetch_logs(store, sid, code.session_key,
+                                             [m for m in members if m["head_pk"] != my_pk], full=True)
+        if not any(op.kind == "session.create" for lst in logs.values() for op in lst) and existing is None:
+            raise ImportError_("damaged", "the shared logs do not contain the session's creation")
+        created = []
+        if self.keys.session_key(sid) is None:
+            self.keys.set_session_key(sid, code.session_key)
+            created.append("key")
+        if code.write_secret is not None and self.keys.write_secret(sid) is None:
+            self.keys.set_write_secret(sid, code.write_secret)
+            created.append("write")
+        access = None
+        if existing is None:
+            access = "write" if code.write_secret else "read"
+        elif existing["access"] == "read" and code.write_secret:
+            access = "write"
+        try:
+            new = await self.db.apply_remote(
+                sid, logs, peers=peers, access=access, must_create=existing is None,
+                remote={"store_url": store.url if store is not self.store else None,
+                        "announce_pk": code.announce_pk, "members_rev": rev},
+                event="session.imported")
+        except BaseException:
+            if "key" in created:
+                self.keys.delete_session_key(sid)
+            raise
+        log.info("imported", extra={"session": sid, "event": "import"})
+        return {"session": sid, "new": new, "capability": code.capability, "already": existing is not None,
+                "devices": len(logs)}
+
+    async def _has_members(self, store: Store, code: ShareCode) -> bool:
+        try:
+            return await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.timeout) is not None
+        except (StoreError, RegistryError, asyncio.TimeoutError, OSError):
+            return False
+
+    async def _fetch_logs(self, store: Store, sid: str, session_key: bytes, members: list[dict], *,
+                          full: bool, known: dict[bytes, dict] | None = None) -> tuple[dict[str, list[Op]], list[dict]]:
+        """Fetch and check every member's log (everything, or only what is new). Raises ImportError_
+        naming the first problem; nothing is applied by this function."""
+        logs: dict[str, list[Op]] = {}
+        peers = []
+        for m in members:
+            pk = m["head_pk"]
+            k = (known or {}).get(pk, {})
+            man, ops = await self._fetch_log(store, sid, session_key, pk, m.get("device_id"),
+                                             min_rev=k.get("rev", 0), after_seq=0 if full else k.get("applied_seq", 0))
+            if man is None:
+                continue
+            logs.setdefault(man.device, []).extend(ops)
+            peers.append({"head_pk": pk, "device_id": man.device, "rev": man.rev, "applied_seq": man.last_seq,
+                          "last_error": None})
+        return logs, peers
+
+    async def _fetch_log(self, store: Store, sid: str, session_key: bytes, pk: bytes, device: str | None, *,
+                         min_rev: int, after_seq: int) -> tuple[Manifest | None, list[Op]]:
+        from .engine import _open_manifest, manifest_hash_of
+
+        try:
+            head = await asyncio.wait_for(store.get_head(pk), self.timeout)
+        except RegistryError as exc:
+            raise ImportError_("forged", f"the head of device {device or pk.hex()[:16]} is not validly signed: {exc}") from None
+        if head is None:
+            return None, []  # a member that has not pushed anything yet
+        if head.revision < min_rev:
+            raise ImportError_("replayed", f"the head of device {device or pk.hex()[:16]} went back to revision "
+                                           f"{head.revision} (this device has seen {min_rev}): a replayed old head")
+        try:
+            mhash = manifest_hash_of(head)
+            ct = await asyncio.wait_for(store.get(mhash), self.timeout)
+            man = parse_manifest(_open_manifest(ct, mhash, session_key, pk, head.revision), sid=sid, head_pk=pk,
+                                 rev=head.revision)
+            if device is not None and device != "None" and man.device != device:
+                raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
+            ops = await LogReader(sid, man.device, store, self.timeout).ops(man.entries(), after_seq)
+        except (RegistryError, StoreError, DecryptError, LogError) as exc:
+            raise ImportError_("damaged", f"the log of device {device or pk.hex()[:16]} is damaged: {exc}") from None
+        except asyncio.TimeoutError:
+            raise ImportError_("store", "the store did not answer in time") from None
+        return man, ops
+
+    # ------------------------------------------------------------------ following
+    async def pull(self, sid: str) -> int:
+        """Bring in what other devices wrote to `sid` since the last pull. Returns new operations."""
+        remote = await self.db.remote(sid)
+        key = self.keys.session_key(sid)
+        if remote is None or key is None:
+            return 0
+        store = self._open_store(remote["store_url"])
+        try:
+            rev, members = await self.read_members(store, sid, key, bytes(remote["announce_pk"]),
+                                                   min_rev=remote["members_rev"])
+        except ImportError_ as exc:
+            if exc.kind == "missing" and remote["members_rev"] == 0:
+                return 0  # shared from here, not announced yet: nobody else can have written
+            raise
+        if rev > remote["members_rev"]:
+            await self.db.set_remote(sid, members_rev=rev)
+        my_pk = self.keys.head_pk(sid)
+        known = {bytes(p["head_pk"]): p for p in await self.db.peers(sid)}
+        heads = [m for m in members if m["head_pk"] != my_pk]
+        changed = []
+        for m in heads:
+            k = known.get(m["head_pk"])
+            head = await asyncio.wait_for(store.get_head(m["head_pk"]), self.timeout)
+            if head is not None and (k is None or head.revision != k["rev"]):
+                changed.append(m)
+        if not changed:
+            return 0
+        logs, peers = await self._fetch_logs(store, sid, key, changed, full=False, known=known)
+        return await self.db.apply_remote(sid, logs, peers=peers)
+
+    async def pull_all(self) -> None:
+        for sid in await self.db.shared_sessions():
+            if self._stopping:
+                return
+            try:
+                await self.pull(sid)
+                self._pull_errors.pop(sid, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                msg = str(exc) or type(exc).__name__
+                if self._pull_errors.get(sid) != msg:
+                    log.warning("pull failed", extra={"session": sid, "error": msg})
+                    self.on_event({"type": "sync.error", "session": sid, "error": msg})
+                self._pull_errors[sid] = msg

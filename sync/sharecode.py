@@ -1,0 +1,165 @@
+"""Share codes (docs/FORMATS.md, "Share codes").
+
+    text  = "sessiond1" + base32(body | checksum)          (lower case, no padding)
+    body  = version (0x01) | flags | payload
+    flags = bit 0: the payload is passphrase-protected
+    payload (plain)      = DAG-CBOR map (see below)
+    payload (protected)  = opslimit (u8) | log2(memlimit) (u8) | salt (16) | nonce (24)
+                           | XChaCha20-Poly1305(key = Argon2id(passphrase, salt), DAG-CBOR map)
+    checksum = first 5 bytes of BLAKE3("sessiond share code v1" | body)
+
+The map: {"a": announce public key (32), "c": "r" | "w", "k": session key (32), "s": session id,
+"u": store URL hint, "w": write secret (32, write codes only), "x": expiry (unix seconds, optional)}.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import time
+from dataclasses import dataclass
+
+import blake3
+from nacl.bindings import (crypto_aead_xchacha20poly1305_ietf_decrypt,
+                           crypto_aead_xchacha20poly1305_ietf_encrypt)
+from nacl.exceptions import CryptoError
+from nacl.pwhash import argon2id
+
+from sessiond.storage.ids import ID_RE
+
+from . import dagcbor
+
+PREFIX = "sessiond1"
+VERSION = 1
+FLAG_PASSPHRASE = 0x01
+CHECKSUM_LEN = 5
+CHECKSUM_CONTEXT = b"sessiond share code v1"
+OPSLIMIT = 3  # Argon2id passes
+MEMLIMIT_LOG2 = 27  # 128 MiB
+
+
+class ShareCodeError(ValueError):
+    """A code that cannot be used; `kind` is one of malformed, checksum, version, passphrase_required,
+    passphrase, expired."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class ShareCode:
+    session_id: str
+    session_key: bytes
+    announce_pk: bytes
+    store_url: str | None = None
+    write_secret: bytes | None = None
+    expires_at: int | None = None
+
+    @property
+    def capability(self) -> str:
+        return "read-write" if self.write_secret else "read-only"
+
+    def _map(self) -> dict:
+        m: dict = {"a": self.announce_pk, "c": "w" if self.write_secret else "r", "k": self.session_key,
+                   "s": self.session_id}
+        if self.store_url:
+            m["u"] = self.store_url
+        if self.write_secret:
+            m["w"] = self.write_secret
+        if self.expires_at is not None:
+            m["x"] = int(self.expires_at)
+        return m
+
+    def encode(self, passphrase: str | None = None, *, _salt: bytes | None = None, _nonce: bytes | None = None) -> str:
+        payload = dagcbor.encode(self._map())
+        flags = 0
+        if passphrase is not None:
+            if not passphrase:
+                raise ShareCodeError("passphrase", "an empty passphrase protects nothing")
+            salt = _salt or os.urandom(16)
+            nonce = _nonce or os.urandom(24)
+            key = _kdf(passphrase, salt, OPSLIMIT, MEMLIMIT_LOG2)
+            payload = (bytes([OPSLIMIT, MEMLIMIT_LOG2]) + salt + nonce
+                       + crypto_aead_xchacha20poly1305_ietf_encrypt(payload, bytes([VERSION, FLAG_PASSPHRASE]),
+                                                                    nonce, key))
+            flags |= FLAG_PASSPHRASE
+        body = bytes([VERSION, flags]) + payload
+        raw = body + _checksum(body)
+        return PREFIX + base64.b32encode(raw).decode().lower().rstrip("=")
+
+
+def _checksum(body: bytes) -> bytes:
+    return blake3.blake3(CHECKSUM_CONTEXT + body).digest()[:CHECKSUM_LEN]
+
+
+def _kdf(passphrase: str, salt: bytes, ops: int, mem_log2: int) -> bytes:
+    if not 1 <= ops <= 10 or not 20 <= mem_log2 <= 30:
+        raise ShareCodeError("malformed", "share code asks for Argon2id parameters out of the allowed range")
+    return argon2id.kdf(32, passphrase.encode(), salt, opslimit=ops, memlimit=1 << mem_log2)
+
+
+def needs_passphrase(text: str) -> bool:
+    return bool(_unwrap(text)[1] & FLAG_PASSPHRASE)
+
+
+def _unwrap(text: str) -> tuple[bytes, int]:
+    t = "".join(text.split()).lower().replace("-", "")
+    if not t.startswith(PREFIX):
+        raise ShareCodeError("malformed", f"not a sessiond share code (it should start with {PREFIX!r})")
+    data = t[len(PREFIX):]
+    if not data or any(ch not in "abcdefghijklmnopqrstuvwxyz234567" for ch in data):
+        raise ShareCodeError("malformed", "share code has characters that cannot appear in a code "
+                                          "(only a-z and 2-7 after the prefix); check it was copied whole")
+    try:
+        raw = base64.b32decode(data.upper() + "=" * ((-len(data)) % 8))
+    except Exception:
+        raise ShareCodeError("checksum", "share code is truncated or mistyped (its length is impossible)") from None
+    if len(raw) < 2 + CHECKSUM_LEN:
+        raise ShareCodeError("checksum", "share code is truncated")
+    body, check = raw[:-CHECKSUM_LEN], raw[-CHECKSUM_LEN:]
+    if _checksum(body) != check:
+        raise ShareCodeError("checksum", "share code fails its checksum: it is mistyped or truncated "
+                                         "(copy it again, whole)")
+    if body[0] != VERSION:
+        raise ShareCodeError("version", f"share code version {body[0]} is not supported by this sessiond "
+                                        f"(it reads version {VERSION}); upgrade sessiond")
+    return body, body[1]
+
+
+def decode(text: str, passphrase: str | None = None, *, now: float | None = None) -> ShareCode:
+    body, flags = _unwrap(text)
+    payload = body[2:]
+    if flags & ~FLAG_PASSPHRASE:
+        raise ShareCodeError("version", "share code uses features this sessiond does not know; upgrade sessiond")
+    if flags & FLAG_PASSPHRASE:
+        if passphrase is None:
+            raise ShareCodeError("passphrase_required", "this share code is protected by a passphrase; "
+                                                        "give it with --passphrase-file")
+        if len(payload) < 2 + 16 + 24 + 16:
+            raise ShareCodeError("malformed", "protected share code is too short")
+        ops, mem, salt, nonce, ct = payload[0], payload[1], payload[2:18], payload[18:42], payload[42:]
+        try:
+            payload = crypto_aead_xchacha20poly1305_ietf_decrypt(ct, body[:2], nonce, _kdf(passphrase, salt, ops, mem))
+        except CryptoError:
+            raise ShareCodeError("passphrase", "wrong passphrase for this share code") from None
+    try:
+        m = dagcbor.decode(payload)
+        code = ShareCode(session_id=m["s"], session_key=m["k"], announce_pk=m["a"], store_url=m.get("u"),
+                         write_secret=m.get("w"), expires_at=m.get("x"))
+        if m["c"] not in ("r", "w") or (m["c"] == "w") != (code.write_secret is not None):
+            raise ValueError("capability does not match the keys it carries")
+        if not isinstance(code.session_id, str) or not ID_RE.match(code.session_id):
+            raise ValueError("bad session id")
+        for k in (code.session_key, code.announce_pk) + ((code.write_secret,) if code.write_secret else ()):
+            if not isinstance(k, bytes) or len(k) != 32:
+                raise ValueError("a key is not 32 bytes")
+        if code.store_url is not None and not isinstance(code.store_url, str):
+            raise ValueError("bad store hint")
+        if code.expires_at is not None and not isinstance(code.expires_at, int):
+            raise ValueError("bad expiry")
+    except (dagcbor.DagCborError, KeyError, TypeError, ValueError) as exc:
+        raise ShareCodeError("malformed", f"share code content is malformed: {exc}") from None
+    if code.expires_at is not None and (now if now is not None else time.time()) > code.expires_at:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(code.expires_at))
+        raise ShareCodeError("expired", f"this share code expired at {when}; ask for a new one")
+    return code
