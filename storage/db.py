@@ -14,6 +14,7 @@ written in the same transaction as the change they describe.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -189,6 +190,9 @@ class Database:
         self.device_id = device_id
         self.path = path
         self.listeners: list = []  # callables(event: dict) run after each commit
+        # One connection serves every coroutine: a write transaction spans several awaits, so writers
+        # take turns here (a write from elsewhere would otherwise land inside another's transaction).
+        self._write_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ opening and migrations
     @classmethod
@@ -222,17 +226,36 @@ class Database:
 
     # ------------------------------------------------------------------ transactions
     async def _begin(self) -> None:
-        await self.conn.execute("BEGIN IMMEDIATE")
+        await self._write_lock.acquire()
+        try:
+            await self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._write_lock.release()
+            raise
 
     async def _commit(self, events: Iterable[dict] = ()) -> None:
-        await self.conn.execute("COMMIT")
+        try:
+            await self.conn.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
+        self._write_lock.release()
         for ev in events:
             for fn in list(self.listeners):
                 fn(ev)
 
     async def _rollback(self) -> None:
-        if self.conn.in_transaction:
-            await self.conn.execute("ROLLBACK")
+        try:
+            if self.conn.in_transaction:
+                await self.conn.execute("ROLLBACK")
+        finally:
+            if self._write_lock.locked():
+                self._write_lock.release()
+
+    async def _write(self, sql: str, args: tuple = ()) -> None:
+        """One write statement outside any transaction (autocommit), in turn with the transactions."""
+        async with self._write_lock:
+            await self.conn.execute(sql, args)
 
     async def _one(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
         async with self.conn.execute(sql, args) as cur:
@@ -644,7 +667,7 @@ class Database:
                     (sid, remote["store_url"], remote["announce_pk"], remote.get("members_rev", 0)))
                 await self.conn.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
             for p in peers:
-                await self.save_peer(sid, **p)
+                await self._save_peer(sid, **p)
         except BaseException:
             await self._rollback()
             raise
@@ -652,7 +675,7 @@ class Database:
         await self._commit([{"type": event, "session": sid, "new": new, "chats": sorted(c for c in chats_msgs if c)}])
         return new
 
-    async def save_peer(self, sid: str, head_pk: bytes, device_id: str | None = None, rev: int | None = None,
+    async def _save_peer(self, sid: str, head_pk: bytes, device_id: str | None = None, rev: int | None = None,
                         applied_seq: int | None = None, last_error: str | None = None) -> None:
         await self.conn.execute(
             "INSERT INTO peers(session_id, head_pk, device_id, rev, applied_seq, last_error) VALUES (?,?,?,?,?,?) "
@@ -670,11 +693,11 @@ class Database:
 
     async def set_remote(self, sid: str, **fields) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
-        await self.conn.execute(f"UPDATE remotes SET {sets} WHERE session_id=?", (*fields.values(), sid))
+        await self._write(f"UPDATE remotes SET {sets} WHERE session_id=?", (*fields.values(), sid))
 
     async def add_remote(self, sid: str, store_url: str | None, announce_pk: bytes) -> None:
-        await self.conn.execute("INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",
-                                (sid, store_url, announce_pk))
+        await self._write("INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",
+                          (sid, store_url, announce_pk))
 
     async def shared_sessions(self) -> list[str]:
         return [r[0] for r in await self._all("SELECT session_id FROM remotes ORDER BY session_id")]
@@ -701,7 +724,7 @@ class Database:
         cols = ", ".join(f"{k}=excluded.{k}" for k in fields)
         names = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
-        await self.conn.execute(
+        await self._write(
             f"INSERT INTO sync_state(session_id, {names}) VALUES (?, {marks}) "
             f"ON CONFLICT(session_id) DO UPDATE SET {cols}", (sid, *fields.values()))
 
