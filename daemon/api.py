@@ -192,13 +192,16 @@ async def append_messages(request: web.Request) -> web.Response:
             raise Invalid("messages must be a non-empty list of message objects")
         if len(msgs) > 100_000:
             raise Invalid("at most 100000 messages per request; split the batch")
-        checked = [v.message(m, f"messages[{i}]") for i, m in enumerate(msgs)]
+        checked = v.messages(msgs)
         chat = v.opt_str(body, "chat", 200)
         stored = await daemon_of(request).db.append_messages(sid, checked, chat)
-        return ok({"messages": stored}, 201)
+        # A batch answers with ids, not an echo of every message: the app has the content already.
+        return ok({"count": len(stored), "ids": [m["id"] for m in stored], "chat": stored[0]["chat"],
+                   "created_at": stored[0]["created_at"], "first_seq": stored[0]["seq"],
+                   "last_seq": stored[-1]["seq"]}, 201)
     m = v.message(body)
     stored = await daemon_of(request).db.append_messages(sid, [m], m.get("chat"))
-    return ok(stored[0], 201)
+    return ok({**stored[0], "content": m["content"]}, 201)
 
 
 async def list_messages(request: web.Request) -> web.Response:

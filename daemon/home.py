@@ -63,7 +63,7 @@ class Config:
 
     store: str | None = None
     sync_interval: float = 2.0
-    push_delay: float = 0.05
+    push_delay: float = 0.1
     poll_interval: float = 0.25
     extra: dict = field(default_factory=dict)
 

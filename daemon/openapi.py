@@ -67,8 +67,9 @@ SCHEMAS: dict[str, dict] = {
         "id": _str, "chat": _str, "role": ROLE, "content": _str, "tokens": {"type": ["integer", "null"]},
         "created_at": _num, "device": _str, "seq": {"type": "integer"}, "lamport": {"type": "integer"}}},
     "Appended": {"oneOf": [{"$ref": "#/components/schemas/Message"}, {
-        "type": "object", "required": ["messages"],
-        "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}}}]},
+        "type": "object", "required": ["count", "ids", "chat"],
+        "properties": {"count": {"type": "integer"}, "ids": {"type": "array", "items": _str}, "chat": _str,
+                       "created_at": _num, "first_seq": {"type": "integer"}, "last_seq": {"type": "integer"}}}]},
     "MessageList": {"type": "object", "required": ["messages", "next"], "properties": {
         "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}, "next": _nstr}},
     "Status": {"type": "object", "required": ["version", "device_id", "uptime", "counts"], "properties": {

@@ -265,6 +265,9 @@ async def serve(home_path: str, store: str | None = None, *, ready_fd: int | Non
 
 
 def run(home_path: str, store: str | None = None, *, ready_fd: int | None = None) -> int:
+    # The sync worker's threads do CPU work (encoding, sealing); a short GIL switch interval keeps the
+    # event loop answering apps within a fraction of a millisecond meanwhile.
+    sys.setswitchinterval(0.0005)
     try:
         asyncio.run(serve(home_path, store, ready_fd=ready_fd))
     except HomeError as exc:

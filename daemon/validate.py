@@ -120,6 +120,23 @@ def message(m: Any, where: str = "message") -> dict:
     return out
 
 
+_PLAIN_KEYS = ({"role", "content"}, {"role", "content", "tokens"})
+
+
+def messages(msgs: list) -> list[dict]:
+    """A batch: the common shape ({role, content[, tokens]}) is checked inline, anything else by message()."""
+    out = []
+    for i, m in enumerate(msgs):
+        if type(m) is dict and m.keys() in _PLAIN_KEYS and m["role"] in ROLES and type(m["content"]) is str \
+                and len(m["content"]) <= MAX_TEXT:
+            tok = m.get("tokens")
+            if tok is None or (type(tok) is int and 0 <= tok <= 1 << 40):
+                out.append(m)
+                continue
+        out.append(message(m, f"messages[{i}]"))
+    return out
+
+
 def initial_messages(v: Any) -> list[dict]:
     if v is None:
         return []

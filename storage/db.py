@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -185,8 +186,12 @@ def _stamp_newer(stamp: tuple, old: list | None) -> bool:
 class Database:
     """One connection, used only from the daemon's event loop. Writes are serialised by SQLite."""
 
-    def __init__(self, conn: aiosqlite.Connection, device_id: str, path: str):
+    def __init__(self, conn: aiosqlite.Connection, device_id: str, path: str,
+                 reader: aiosqlite.Connection | None = None):
         self.conn = conn
+        # A second, read-only connection (its own thread) for the sync worker's bulk reads, so that a
+        # push never queues in front of an app's append. It sees only committed data.
+        self.reader = reader or conn
         self.device_id = device_id
         self.path = path
         self.listeners: list = []  # callables(event: dict) run after each commit
@@ -216,9 +221,15 @@ class Database:
             await conn.execute("INSERT INTO meta(key, value) VALUES ('device_id', ?)", (device_id,))
         else:
             device_id = row[0]
-        return cls(conn, device_id, path)
+        reader = await aiosqlite.connect(path, isolation_level=None)
+        reader.row_factory = aiosqlite.Row
+        await reader.execute("PRAGMA query_only=1")
+        await reader.execute("PRAGMA busy_timeout=5000")
+        return cls(conn, device_id, path, reader)
 
     async def close(self) -> None:
+        if self.reader is not self.conn:
+            await self.reader.close()
         await self.conn.close()
 
     async def schema_version(self) -> int:
@@ -501,45 +512,66 @@ class Database:
         return d
 
     async def append_messages(self, sid: str, messages: list[dict], chat: str | None = None) -> list[dict]:
-        """Append validated messages, in order, in one transaction. Returns them as stored."""
+        """Append validated messages, in order, in one transaction. Returns them as stored (without
+        their content, which the caller has). The whole transaction runs in one hop to the database
+        thread: this is the hot path."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
-        await self._begin()
-        try:
-            row = await self._writable_row(sid)
-            if row["status"] != "active":
-                raise Conflict(f"session {sid!r} is {row['status']}; "
-                               + ("resume it first (`sessiond resume`)" if row["status"] == "paused"
-                                  else "an ended session takes no new messages (clone it to continue)"))
-            chat_id = chat or row["current_chat"]
-            if chat and not await self._one("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, chat_id)):
-                raise NotFound(f"session {sid!r} has no chat {chat_id!r} (see `sessiond chat ls {sid}`)")
-            n = len(messages)
-            seq0, lam0 = await self._next(sid, row["lamport"], n)
-            rows = []
-            for i, m in enumerate(messages):
-                extra = {k: m[k] for k in ("name", "tool_call_id", "metadata") if m.get(k) is not None}
-                rows.append((sid, m.get("chat") or chat_id, self.device_id, seq0 + i, lam0 + i, m["role"],
-                             m["content"], m.get("tokens"), t, _dumps(extra) if extra else None))
-            if any(r[1] != chat_id for r in rows):
-                known = {r[0] for r in await self._all("SELECT id FROM chats WHERE session_id=?", (sid,))}
-                for r in rows:
-                    if r[1] not in known:
-                        raise NotFound(f"session {sid!r} has no chat {r[1]!r}")
-            await self.conn.executemany(
-                "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
-                " created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-            await self.conn.execute("UPDATE sessions SET lamport=?, last_activity=? WHERE id=?",
-                                    (lam0 + n - 1, t, sid))
-        except BaseException:
-            await self._rollback()
-            raise
-        out = [{"id": message_id(self.device_id, r[3]), "chat": r[1], "role": r[5], "content": r[6],
-                "tokens": r[7], "created_at": t, "device": self.device_id, "seq": r[3], "lamport": r[4],
-                **(json.loads(r[9]) if r[9] else {})} for r in rows]
-        await self._commit([{"type": "messages.appended", "session": sid, "chat": chat_id,
-                             "ids": [m["id"] for m in out]}])
+        device = self.device_id
+
+        def work(db: sqlite3.Connection) -> tuple[list[tuple], str]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT status, access, current_chat, lamport FROM sessions WHERE id=?",
+                                 (sid,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
+                status, access, current, lamport = row
+                if access == "read":
+                    raise Conflict(f"session {sid!r} was imported with a read-only share code; this device can "
+                                   f"follow it but not change it (ask for a code made with `sessiond share --write`)")
+                if status != "active":
+                    raise Conflict(f"session {sid!r} is {status}; "
+                                   + ("resume it first (`sessiond resume`)" if status == "paused"
+                                      else "an ended session takes no new messages (clone it to continue)"))
+                chat_id = chat or current
+                chats = {m.get("chat") or chat_id for m in messages}
+                for c in chats:
+                    if c != current and db.execute("SELECT 1 FROM chats WHERE session_id=? AND id=?",
+                                                   (sid, c)).fetchone() is None:
+                        raise NotFound(f"session {sid!r} has no chat {c!r} (see `sessiond chat ls {sid}`)")
+                got = db.execute("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, device)).fetchone()
+                seq0 = (got[0] if got else 0) + 1
+                lam0 = lamport + 1
+                n = len(messages)
+                rows = []
+                for i, m in enumerate(messages):
+                    extra = None
+                    if "name" in m or "tool_call_id" in m or "metadata" in m:
+                        e = {k: m[k] for k in ("name", "tool_call_id", "metadata") if m.get(k) is not None}
+                        extra = _dumps(e) if e else None
+                    rows.append((sid, m.get("chat") or chat_id, device, seq0 + i, lam0 + i, m["role"], m["content"],
+                                 m.get("tokens"), t, extra))
+                db.executemany("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content,"
+                               " tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                db.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
+                           " device_id) DO UPDATE SET last_seq=excluded.last_seq", (sid, device, seq0 + n - 1))
+                db.execute("UPDATE sessions SET lamport=?, last_activity=? WHERE id=?", (lam0 + n - 1, t, sid))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return rows, chat_id
+
+        async with self._write_lock:
+            rows, chat_id = await self.conn._execute(work, self.conn._conn)
+        out = [{"id": f"{device}-{r[3]}", "chat": r[1], "role": r[5], "tokens": r[7], "created_at": t,
+                "device": device, "seq": r[3], "lamport": r[4]} for r in rows]
+        ev = {"type": "messages.appended", "session": sid, "chat": chat_id, "ids": [m["id"] for m in out]}
+        for fn in list(self.listeners):
+            fn(ev)
         return out
 
     async def _message_order(self, sid: str, mid: str) -> tuple:
@@ -588,11 +620,15 @@ class Database:
     async def log_ops(self, sid: str, device_id: str, after_seq: int, upto_seq: int | None = None) -> list[Op]:
         """This (session, device) log's operations with after_seq < seq <= upto_seq, in seq order."""
         hi = upto_seq if upto_seq is not None else (1 << 62)
-        ops = [Op(sid, device_id, r["seq"], r["lamport"], r["kind"], json.loads(r["body"]), r["created_at"])
-               for r in await self._all("SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=? AND"
-                                        " device_id=? AND seq>? AND seq<=? ORDER BY seq", (sid, device_id, after_seq, hi))]
-        for r in await self._all("SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
-                                 " ORDER BY seq", (sid, device_id, after_seq, hi)):
+        async with self.reader.execute("SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=? AND"
+                                       " device_id=? AND seq>? AND seq<=? ORDER BY seq",
+                                       (sid, device_id, after_seq, hi)) as cur:
+            ops = [Op(sid, device_id, r["seq"], r["lamport"], r["kind"], json.loads(r["body"]), r["created_at"])
+                   for r in await cur.fetchall()]
+        async with self.reader.execute("SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq>? AND"
+                                       " seq<=? ORDER BY seq", (sid, device_id, after_seq, hi)) as cur:
+            mrows = await cur.fetchall()
+        for r in mrows:
             body = {"chat": r["chat_id"], "role": r["role"], "content": r["content"]}
             if r["tokens"] is not None:
                 body["tokens"] = r["tokens"]

@@ -139,12 +139,18 @@ class LogWriter:
             pages.append((_page_map(self.device, self.sid, run), first, prev))
         return pages
 
-    async def write_pages(self, ops: list[Op]) -> list[Entry]:
+    def _build_pages(self, ops: list[Op]) -> tuple[list[Entry], list[bytes]]:
         entries, blobs = [], []
         for plain, first, last in self.pages_for(ops):
             ct, ref = self._seal(plain)
             blobs.append(ct)
             entries.append(Entry(first, last, len(plain), False, ref))
+        return entries, blobs
+
+    async def write_pages(self, ops: list[Op]) -> list[Entry]:
+        # Encoding and sealing many operations is CPU work: off the event loop, so the API stays quick.
+        entries, blobs = (self._build_pages(ops) if len(ops) < 64
+                          else await asyncio.to_thread(self._build_pages, ops))
         await self.put(blobs)
         return entries
 

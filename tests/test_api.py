@@ -96,8 +96,9 @@ def test_messages_chats_and_cursors(daemon):
     sid = c.create_session(name="m")["id"]
     m1 = c.append(sid, "user", "one", tokens=3)
     assert m1["role"] == "user" and m1["tokens"] == 3 and m1["chat"] == "main"
-    batch = c.append_many(sid, [{"role": "assistant", "content": f"a{i}"} for i in range(50)])["messages"]
-    assert [m["content"] for m in batch] == [f"a{i}" for i in range(50)]
+    res = c.append_many(sid, [{"role": "assistant", "content": f"a{i}"} for i in range(50)])
+    assert res["count"] == 50 and res["chat"] == "main" and res["last_seq"] - res["first_seq"] == 49
+    batch = [{"id": i} for i in res["ids"]]
     assert len({m["id"] for m in batch}) == 50
     msgs = c.messages(sid)["messages"]
     assert [m["content"] for m in msgs] == ["one"] + [f"a{i}" for i in range(50)]

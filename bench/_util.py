@@ -1,0 +1,39 @@
+"""Shared helpers for the benchmarks: a real daemon in a temporary home."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+
+class Daemon:
+    def __init__(self, store: str | None = None, home: str | None = None):
+        self.dir = tempfile.mkdtemp(prefix="sd-bench-")
+        self.home = home or os.path.join(self.dir, "home")
+        self.store = store
+        self.proc = None
+
+    def __enter__(self) -> "Daemon":
+        r, w = os.pipe()
+        cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", self.home, "--ready-fd", str(w)]
+        if self.store:
+            cmd += ["--store", self.store]
+        self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            if f.read(6) != b"ready\n":
+                raise RuntimeError(self.proc.communicate()[1].decode())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]

@@ -1,0 +1,72 @@
+"""Append throughput and latency over the socket, against a real daemon. Prints JSON.
+
+Targets (issue 2, this 2-core machine): single append p99 <= 2 ms; batched >= 50,000 messages/s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import Daemon, pct  # noqa: E402
+
+from sessiond.client import Client  # noqa: E402
+
+SINGLE = int(os.environ.get("BENCH_SINGLE", 3000))
+BATCH = int(os.environ.get("BENCH_BATCH", 5000))
+BATCHES = int(os.environ.get("BENCH_BATCHES", 20))
+
+
+def run(config: str | None) -> dict:
+    home = None
+    if config is not None:
+        import tempfile
+
+        home = os.path.join(tempfile.mkdtemp(prefix="sd-bench-"), "home")
+        os.makedirs(home, mode=0o700)
+        with open(os.path.join(home, "config.toml"), "w") as f:
+            f.write(config)
+    with Daemon(home=home) as d:
+        c = Client(d.home)
+        sid = c.create_session(name="bench")["id"]
+        for _ in range(200):  # warm up
+            c.append(sid, "user", "warm")
+        lat = []
+        t0 = time.perf_counter()
+        for i in range(SINGLE):
+            t = time.perf_counter()
+            c.append(sid, "user", f"single message {i} with a little text in it")
+            lat.append((time.perf_counter() - t) * 1000)
+        single_total = time.perf_counter() - t0
+        msgs = [{"role": "assistant", "content": f"batched message {i} " + "lorem ipsum " * 8, "tokens": 20}
+                for i in range(BATCH)]
+        t0 = time.perf_counter()
+        for _ in range(BATCHES):
+            c.append_many(sid, msgs)
+        batch_total = time.perf_counter() - t0
+        return {
+            "single_appends": SINGLE,
+            "single_per_second": round(SINGLE / single_total, 1),
+            "single_p50_ms": round(pct(lat, 50), 3),
+            "single_p99_ms": round(pct(lat, 99), 3),
+            "single_max_ms": round(max(lat), 3),
+            "batch_size": BATCH,
+            "batched_messages": BATCH * BATCHES,
+            "batched_messages_per_second": round(BATCH * BATCHES / batch_total, 1),
+        }
+
+
+def main() -> None:
+    print(json.dumps({
+        # The append path alone: the sync worker is held back so it does not share the two cores.
+        "sync_idle": run("push_delay = 3600\nsync_interval = 3600\n"),
+        # Default settings: the sync worker encrypts and pushes the same messages meanwhile.
+        "default_settings": run(None),
+        "targets": {"single_p99_ms": 2.0, "batched_messages_per_second": 50000},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
