@@ -310,7 +310,11 @@ class Database:
 
     # ------------------------------------------------------------------ applying operations
     async def _apply(self, op: Op) -> None:
-        """Materialise one non-message operation. Idempotent and order-independent (LWW per field)."""
+        await self.conn._execute(self._apply_sync, self.conn._conn, op)
+
+    def _apply_sync(self, db: sqlite3.Connection, op: Op) -> None:
+        """Materialise one non-message operation (in the database thread, inside a transaction).
+        Idempotent and order-independent: fields are last-writer-wins by (lamport, device id)."""
         b = op.body
         stamp = [op.lamport, op.device_id]
         if op.kind == "session.create":
@@ -320,7 +324,7 @@ class Database:
                 fields[k] = _dumps(b.get(k, [] if k in ("tags", "initial_messages") else {}))
             fields["status"] = "active"
             stamps = {k: stamp for k in fields}
-            await self.conn.execute(
+            db.execute(
                 "INSERT INTO sessions(id, user, name, system_prompt, model, settings, initial_messages, metadata,"
                 " tags, preferences, status, current_chat, created_at, last_activity, expires_at, lamport, stamps)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
@@ -329,10 +333,12 @@ class Database:
                  fields["preferences"], "active", fields["current_chat"], b.get("created_at", op.created_at),
                  op.created_at, fields["expires_at"], op.lamport, _dumps(stamps)))
             for chat in b.get("chats", []):
-                await self._apply(Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat,
-                                     op.created_at))
+                self._apply_sync(db, Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat,
+                                        op.created_at))
         elif op.kind == "session.update":
-            row = await self._session_row(op.session_id)
+            row = db.execute("SELECT stamps FROM sessions WHERE id=?", (op.session_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no session {op.session_id!r} to update")
             stamps = json.loads(row["stamps"])
             sets, args = [], []
             for k, v in b.items():
@@ -345,15 +351,15 @@ class Database:
             if sets:
                 sets.append("stamps=?")
                 args.append(_dumps(stamps))
-                await self.conn.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id=?", (*args, op.session_id))
+                db.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id=?", (*args, op.session_id))
         elif op.kind == "chat.create":
-            await self.conn.execute(
+            db.execute(
                 "INSERT INTO chats(session_id, id, name, system_prompt, model, settings, created_at, stamps)"
                 " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (op.session_id, b["id"], b.get("name"), b.get("system_prompt"), b.get("model"),
                  _dumps(b.get("settings") or {}), b.get("created_at", op.created_at), "{}"))
         # Unknown kinds (written by a newer version) are kept in the log and ignored here.
-        await self.conn.execute(
+        db.execute(
             "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
             (op.lamport, op.created_at, op.session_id))
 
@@ -653,67 +659,81 @@ class Database:
     async def apply_remote(self, sid: str, logs: dict[str, list[Op]], *, peers: list[dict] = (),
                            remote: dict | None = None, access: str | None = None, event: str = "session.synced",
                            must_create: bool = False) -> int:
-        """Apply other devices' operations (all of them, in one transaction) and record how far each
-        peer's log has been applied. Returns how many operations were new here."""
-        ops = sorted((op for lst in logs.values() for op in lst), key=lambda o: o.order)
-        new = 0
-        await self._begin()
-        try:
-            if must_create and ops and ops[0].kind == "session.create":
-                if await self._one("SELECT 1 FROM sessions WHERE id=?", (sid,)):
-                    must_create = False  # already here: importing again only brings what is new
-            for op in ops:
-                if op.device_id == self.device_id:
-                    continue  # this device's own log is authoritative here
-                if op.kind == "message.add":
-                    b = op.body
-                    cur = await self.conn.execute(
-                        "INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport, role, content,"
-                        " tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (sid, b["chat"], op.device_id, op.seq, op.lamport, b["role"], b["content"], b.get("tokens"),
-                         op.created_at, _dumps(b["extra"]) if b.get("extra") else None))
+        """Apply other devices' operations (all of them, in one transaction, in one hop to the database
+        thread) and record how far each peer's log has been applied. Returns how many were new here."""
+        ops = sorted((op for lst in logs.values() for op in lst if op.device_id != self.device_id),
+                     key=lambda o: o.order)  # this device's own log is authoritative here
+
+        def work(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                new = 0
+                msgs: list[tuple] = []
+                max_lam, max_t = 0, 0.0
+
+                def flush() -> int:
+                    if not msgs:
+                        return 0
+                    before = db.total_changes
+                    db.executemany("INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport, role,"
+                                   " content, tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", msgs)
+                    msgs.clear()
+                    return db.total_changes - before
+
+                for op in ops:
+                    if op.kind == "message.add":
+                        b = op.body
+                        msgs.append((sid, b["chat"], op.device_id, op.seq, op.lamport, b["role"], b["content"],
+                                     b.get("tokens"), op.created_at, _dumps(b["extra"]) if b.get("extra") else None))
+                        max_lam, max_t = max(max_lam, op.lamport), max(max_t, op.created_at)
+                        continue
+                    new += flush()
+                    cur = db.execute("INSERT OR IGNORE INTO ops(session_id, device_id, seq, lamport, kind, body,"
+                                     " created_at) VALUES (?,?,?,?,?,?,?)",
+                                     (sid, op.device_id, op.seq, op.lamport, op.kind, _dumps(op.body), op.created_at))
                     if cur.rowcount:
                         new += 1
-                        await self.conn.execute(
-                            "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
-                            (op.lamport, op.created_at, sid))
-                else:
-                    cur = await self.conn.execute(
-                        "INSERT OR IGNORE INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
-                        " VALUES (?,?,?,?,?,?,?)",
-                        (sid, op.device_id, op.seq, op.lamport, op.kind, _dumps(op.body), op.created_at))
-                    if cur.rowcount:
-                        new += 1
-                        await self._apply(op)
-            for device, lst in logs.items():
-                if lst and device != self.device_id:
-                    await self.conn.execute(
-                        "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
-                        " device_id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
-                        (sid, device, max(o.seq for o in lst)))
-            if not await self._one("SELECT 1 FROM sessions WHERE id=?", (sid,)):
-                raise Invalid(f"the shared logs of {sid!r} do not create the session (no session.create operation)")
-            if access is not None:
-                await self.conn.execute("UPDATE sessions SET access=? WHERE id=?", (access, sid))
-            if remote is not None:
-                await self.conn.execute(
-                    "INSERT INTO remotes(session_id, store_url, announce_pk, members_rev) VALUES (?,?,?,?) "
-                    "ON CONFLICT(session_id) DO UPDATE SET store_url=excluded.store_url, "
-                    "announce_pk=excluded.announce_pk, members_rev=max(members_rev, excluded.members_rev)",
-                    (sid, remote["store_url"], remote["announce_pk"], remote.get("members_rev", 0)))
-                await self.conn.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
-            for p in peers:
-                await self._save_peer(sid, **p)
-        except BaseException:
-            await self._rollback()
-            raise
-        chats_msgs = {o.body.get("chat") for o in ops if o.kind == "message.add"}
-        await self._commit([{"type": event, "session": sid, "new": new, "chats": sorted(c for c in chats_msgs if c)}])
+                        self._apply_sync(db, op)
+                new += flush()
+                if db.execute("SELECT 1 FROM sessions WHERE id=?", (sid,)).fetchone() is None:
+                    raise Invalid(f"the shared logs of {sid!r} do not create the session (no session.create)")
+                if max_lam:
+                    db.execute("UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?)"
+                               " WHERE id=?", (max_lam, max_t, sid))
+                for device, lst in logs.items():
+                    if lst and device != self.device_id:
+                        db.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT("
+                                   "session_id, device_id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
+                                   (sid, device, max(o.seq for o in lst)))
+                if access is not None:
+                    db.execute("UPDATE sessions SET access=? WHERE id=?", (access, sid))
+                if remote is not None:
+                    db.execute("INSERT INTO remotes(session_id, store_url, announce_pk, members_rev) VALUES (?,?,?,?) "
+                               "ON CONFLICT(session_id) DO UPDATE SET store_url=excluded.store_url, "
+                               "announce_pk=excluded.announce_pk, members_rev=max(members_rev, excluded.members_rev)",
+                               (sid, remote["store_url"], remote["announce_pk"], remote.get("members_rev", 0)))
+                    db.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
+                for p in peers:
+                    self._save_peer_sync(db, sid, **p)
+                db.execute("COMMIT")
+                return new
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        async with self._write_lock:
+            new = await self.conn._execute(work, self.conn._conn)
+        chats = sorted({o.body.get("chat") for o in ops if o.kind == "message.add"} - {None})
+        ev = {"type": event, "session": sid, "new": new, "chats": chats}
+        for fn in list(self.listeners):
+            fn(ev)
         return new
 
-    async def _save_peer(self, sid: str, head_pk: bytes, device_id: str | None = None, rev: int | None = None,
-                        applied_seq: int | None = None, last_error: str | None = None) -> None:
-        await self.conn.execute(
+    @staticmethod
+    def _save_peer_sync(db: sqlite3.Connection, sid: str, head_pk: bytes, device_id: str | None = None,
+                        rev: int | None = None, applied_seq: int | None = None, last_error: str | None = None) -> None:
+        db.execute(
             "INSERT INTO peers(session_id, head_pk, device_id, rev, applied_seq, last_error) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT(session_id, head_pk) DO UPDATE SET device_id=coalesce(excluded.device_id, device_id), "
             "rev=max(rev, excluded.rev), applied_seq=max(applied_seq, excluded.applied_seq), "

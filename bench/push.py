@@ -1,0 +1,99 @@
+"""Push cost: incremental push of one message onto sessions of 100, 10,000 and 100,000 messages, beside a
+naive full snapshot; and a full first push of 100,000 messages beside the raw BLAKE3 + XChaCha20-Poly1305
+rate measured in the same process. Prints JSON.
+
+Targets (issue 3): incremental bytes <= 8 KiB plus the message, flat in session size; full push >= 25%
+of the raw rate.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import blake3
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
+
+from sessiond.storage.db import Database
+from sessiond.storage.store import FileStore
+from sessiond.sync.engine import Syncer
+from sessiond.sync.log import LogWriter
+
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "100,10000,100000").split(",")]
+CONTENT = "a message of a typical length, with a few words of text in it " * 2  # ~130 characters
+
+
+def raw_rate(nbytes: int) -> float:
+    data = os.urandom(nbytes)
+    key = os.urandom(32)
+    t = time.perf_counter()
+    step = 256 * 1024
+    for i, off in enumerate(range(0, len(data), step)):
+        chunk = data[off:off + step]
+        ct = crypto_aead_xchacha20poly1305_ietf_encrypt(chunk, None, i.to_bytes(24, "little"), key)
+        blake3.blake3(ct).digest()
+    return nbytes / (time.perf_counter() - t)
+
+
+async def bench() -> dict:
+    tmp = tempfile.mkdtemp(prefix="sd-bench-push-")
+    try:
+        db = await Database.open(os.path.join(tmp, "db.sqlite"))
+        store = FileStore(os.path.join(tmp, "store"))
+        syncer = Syncer(db, store, os.path.join(tmp, "keys"), timeout=120)
+        out: dict = {"incremental": {}, "message_bytes": len(CONTENT)}
+        for n in SIZES:
+            sid = (await db.create_session({}))["id"]
+            for i in range(0, n, 10_000):
+                await db.append_messages(sid, [{"role": "user", "content": f"{j} {CONTENT}"}
+                                               for j in range(i, min(n, i + 10_000))])
+            ops = await db.log_ops(sid, db.device_id, 0)
+            plain_bytes = len(json.dumps([o.body for o in ops]))
+            t = time.perf_counter()
+            first = await syncer.push(sid)
+            first_s = time.perf_counter() - t
+            singles, single_s, with_compaction = [], [], []
+            for k in range(50):
+                await db.append_messages(sid, [{"role": "user", "content": CONTENT}])
+                t = time.perf_counter()
+                res = await syncer.push(sid)
+                single_s.append(time.perf_counter() - t)
+                singles.append(res["bytes"])
+                with_compaction.append(res["bytes"] + res["compaction_bytes"])
+            # the naive alternative: encrypt and write the whole conversation on every change
+            writer = LogWriter(sid, db.device_id, os.urandom(32), store)
+            ops = await db.log_ops(sid, db.device_id, 0)
+            t = time.perf_counter()
+            await writer.write_pages(ops)
+            naive_s = time.perf_counter() - t
+            out["incremental"][str(n)] = {
+                "push_bytes_one_message_median": sorted(singles)[len(singles) // 2],
+                "push_bytes_one_message_max": max(singles),
+                "push_bytes_one_message_mean_with_background_merges": round(sum(with_compaction) / len(with_compaction)),
+                "push_seconds_one_message_median": round(sorted(single_s)[len(single_s) // 2], 5),
+                "naive_full_snapshot_bytes": writer.written.bytes,
+                "naive_full_snapshot_seconds": round(naive_s, 4),
+                "first_push_bytes": first["bytes"],
+                "first_push_seconds": round(first_s, 4),
+                "first_push_plaintext_mb_per_s": round(plain_bytes / first_s / 1e6, 1),
+            }
+            if n == max(SIZES):
+                out["full_push"] = {"messages": n, "stored_bytes": first["bytes"], "seconds": round(first_s, 3),
+                                    "stored_mb_per_s": round(first["bytes"] / first_s / 1e6, 1)}
+        raw = raw_rate(64 << 20)
+        out["raw_blake3_xchacha_mb_per_s"] = round(raw / 1e6, 1)
+        if "full_push" in out:
+            out["full_push"]["fraction_of_raw_rate"] = round(out["full_push"]["stored_mb_per_s"] * 1e6 / raw, 3)
+        out["targets"] = {"incremental_bytes_max": 8192 + len(CONTENT), "full_push_fraction_of_raw": 0.25}
+        await syncer.stop()
+        await db.close()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(bench()), indent=2))
