@@ -388,6 +388,18 @@ def cmd_share(args) -> int:
     return 0
 
 
+def cmd_rekey(args) -> int:
+    res = client(args).rekey(args.id, args.drop or [])
+    lines = [f"rekeyed {res['session']}: {len(res['kept'])} other device(s) keep access"
+             + (f" ({', '.join(res['kept'])})" if res["kept"] else ""),
+             "read-only followers and every earlier share code can read nothing written from now on;",
+             "what they already fetched stays with them. Make new codes with `sessiond share`."]
+    if res["dropped"]:
+        lines.insert(1, f"dropped: {', '.join(res['dropped'])}")
+    emit(args, res, "\n".join(lines))
+    return 0
+
+
 def cmd_import(args) -> int:
     code = args.code
     if code == "-":
@@ -569,6 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("import", cmd_import, "import a session from a share code and keep it in sync")
     p.add_argument("code", help="the share code ('-' reads it from standard input)")
     p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
+
+    p = cmd("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
+    p.add_argument("id")
+    p.add_argument("--drop", action="append", metavar="DEVICE", help="a writer device that loses access (repeatable)")
 
     p = cmd("key", None, "the device key: export or import a backup as words")
     key_sub = p.add_subparsers(dest="key_command", metavar="ACTION")

@@ -137,6 +137,9 @@ class _Api:
             body["expires_in"] = expires_in
         return self._call("POST", f"/v1/sessions/{_q(sid)}/share", body)
 
+    def rekey(self, sid: str, drop: list[str] | None = None):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/rekey", {"drop": drop or []})
+
     def import_code(self, code: str, passphrase: str | None = None):
         body = {"code": code}
         if passphrase is not None:

@@ -288,6 +288,15 @@ async def import_code(request: web.Request) -> web.Response:
     return ok(await daemon_of(request).import_code(code, passphrase), 201)
 
 
+async def rekey(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("drop",))
+    drop = body.get("drop") or []
+    if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
+        raise Invalid("drop must be a list of device ids")
+    return ok(await daemon_of(request).rekey(request.match_info["id"], drop))
+
+
 ROUTES: list[Route] = [
     Route("GET", "/v1/status", status, "Daemon version, device id, uptime, counts and sync state", None, "Status"),
     Route("GET", "/v1/openapi.json", openapi, "This OpenAPI document", None, "Any"),
@@ -313,6 +322,9 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/events", events, "Server-sent events for every change", None, None),
     Route("POST", "/v1/sessions/{id}/share", share, "Make a share code (read-only, or read-write with write)",
           "ShareRequest", "ShareResult", 201),
+    Route("POST", "/v1/sessions/{id}/rekey", rekey,
+          "Rotate the session key; every writer device but those dropped keeps access", "RekeyRequest",
+          "RekeyResult"),
     Route("POST", "/v1/import", import_code, "Import a session from a share code, verified, all or nothing",
           "ImportRequest", "ImportResult", 201),
     Route("POST", "/v1/sync", sync_now, "Push (and pull) now; optionally wait until done", "SyncRequest", "SyncResult"),

@@ -84,6 +84,10 @@ SCHEMAS: dict[str, dict] = {
     "ShareResult": {"type": "object", "required": ["code", "session", "capability"], "properties": {
         "code": _str, "session": _str, "capability": {"type": "string", "enum": ["read-only", "read-write"]},
         "expires_at": {"type": ["integer", "null"]}, "store": _nstr, "protected": {"type": "boolean"}}},
+    "RekeyRequest": {"type": "object", "additionalProperties": False, "properties": {
+        "drop": {"type": "array", "items": _str}}},
+    "RekeyResult": {"type": "object", "required": ["session", "kept", "dropped"], "properties": {
+        "session": _str, "kept": {"type": "array", "items": _str}, "dropped": {"type": "array", "items": _str}}},
     "ImportRequest": {"type": "object", "required": ["code"], "additionalProperties": False, "properties": {
         "code": _str, "passphrase": _nstr}},
     "ImportResult": {"type": "object", "required": ["session"], "properties": {

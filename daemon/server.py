@@ -211,6 +211,12 @@ class Daemon:
         except ImportError_ as exc:
             raise _share_error(exc) from None
 
+    async def rekey(self, sid: str, drop: list[str]) -> dict:
+        try:
+            return await self.syncer.rekey(sid, drop)
+        except ImportError_ as exc:
+            raise _share_error(exc) from None
+
     async def verify(self, sid: str | None) -> dict:
         if sid is not None:
             await self.db.get_session(sid)

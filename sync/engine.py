@@ -194,7 +194,7 @@ class Syncer(SharingMixin):
             lock = self._locks[sid] = asyncio.Lock()
         return lock
 
-    async def push(self, sid: str, *, compact: bool = True) -> dict:
+    async def push(self, sid: str, *, compact: bool = True, force: bool = False) -> dict:
         """Push this device's new operations of `sid`, then (as a revision of its own) fold full levels
         of the log upward. Returns what each step wrote."""
         async with self._lock(sid):
@@ -216,6 +216,9 @@ class Syncer(SharingMixin):
                 levels[0].extend(await ctx.writer.write_pages(ops))
                 out["revision"] = await self._commit_revision(ctx, state, levels, last, max(o.lamport for o in ops))
                 out["objects"], out["bytes"] = ctx.writer.written.objects, ctx.writer.written.bytes
+                state = await self.db.sync_state(sid)
+            if force and out["revision"] == state["head_rev"]:  # a new manifest even without new operations
+                out["revision"] = await self._commit_revision(ctx, state, levels, state["pushed_seq"], None)
                 state = await self.db.sync_state(sid)
             if compact and any(len(lv) >= FANOUT for lv in levels):
                 ctx.writer.written = Written()
@@ -329,7 +332,7 @@ class Syncer(SharingMixin):
     async def verify_session(self, sid: str) -> dict:
         report = await self._verify_own(sid)
         report["devices"] = 1 if report["revision"] else 0
-        key = self.keys.session_key(sid)
+        key = self.keys.session_keys(sid)
         remote = await self.db.remote(sid)
         if remote is None or key is None:
             return report
@@ -396,7 +399,7 @@ class Syncer(SharingMixin):
             mhash = manifest_hash_of(head)
             ct = await asyncio.wait_for(store.get(mhash), self.timeout)
             report["objects"] += 1
-            plain = _open_manifest(ct, mhash, key, head_pk, head.revision)
+            plain = _open_manifest(ct, mhash, self.keys.session_keys(sid), head_pk, head.revision)
             manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
         except (RegistryError, StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError) as exc:
             problems.append(f"manifest (revision {head.revision}): {_describe(exc)}")
@@ -440,18 +443,24 @@ class _PushContext:
         self.writer = LogWriter(sid, syncer.db.device_id, key, store, syncer.timeout)
 
 
-def _open_manifest(ct: bytes, mhash: bytes, session_key: bytes, head_pk: bytes, rev: int) -> bytes:
+def _open_manifest(ct: bytes, mhash: bytes, session_key: bytes | list[bytes], head_pk: bytes, rev: int) -> bytes:
     """A head manifest has no encrypted CID of its own: its key comes from the revision and its plaintext
     is checked by parsing. Returns the plaintext."""
     from .crypto import CHUNK_SIZE, TAG_SIZE, decrypt
 
     check_object(mhash, ct)  # the store should have checked; a lying one may not have
-    k = manifest_key(session_key, head_pk, rev)
     if len(ct) < TAG_SIZE:
         raise DecryptError("manifest object is too short")
     chunks = max(1, -(-(len(ct)) // (CHUNK_SIZE + TAG_SIZE)))
     padded = len(ct) - chunks * TAG_SIZE
-    return decrypt(ct, k, padded, 0)
+    keys = [session_key] if isinstance(session_key, bytes) else session_key
+    for i, key in enumerate(keys):  # the current key, then those from before a rekey
+        try:
+            return decrypt(ct, manifest_key(key, head_pk, rev), padded, 0)
+        except DecryptError:
+            if i == len(keys) - 1:
+                raise
+    raise DecryptError("no key to open the manifest with")
 
 
 def _describe(exc: BaseException) -> str:

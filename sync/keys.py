@@ -91,6 +91,33 @@ class KeyStore:
     def set_write_secret(self, sid: str, key: bytes) -> None:
         atomic_write(self._session_path(sid)[:-4] + ".write", key, 0o600)
 
+    def session_keys(self, sid: str) -> list[bytes]:
+        """The current key first, then every earlier key of the session (kept to read what was written
+        before a rekey)."""
+        cur = self.session_key(sid)
+        if cur is None:
+            return []
+        try:
+            with open(self._session_path(sid)[:-4] + ".old", "rb") as f:
+                old = f.read()
+        except FileNotFoundError:
+            old = b""
+        return [cur] + [old[i:i + 32] for i in range(0, len(old) - len(old) % 32, 32)]
+
+    def rotate(self, sid: str, new_key: bytes, new_write: bytes | None) -> None:
+        """Make `new_key` the session's key, keeping the old ones (rekey)."""
+        keys = self.session_keys(sid)
+        base = self._session_path(sid)[:-4]
+        atomic_write(base + ".old", b"".join(keys), 0o600)
+        atomic_write(base + ".key", new_key, 0o600)
+        if new_write is not None:
+            atomic_write(base + ".write", new_write, 0o600)
+        else:
+            try:
+                os.unlink(base + ".write")
+            except FileNotFoundError:
+                pass
+
     def set_session_key(self, sid: str, key: bytes) -> None:
         if len(key) != 32:
             raise KeyError_("a session key is 32 bytes")
@@ -98,7 +125,7 @@ class KeyStore:
 
     def delete_session_key(self, sid: str) -> None:
         path = self._session_path(sid)
-        for p in (path, path[:-4] + ".write"):
+        for p in (path, path[:-4] + ".write", path[:-4] + ".old"):
             try:
                 os.unlink(p)
             except FileNotFoundError:

@@ -13,7 +13,8 @@ import logging
 import os
 import time
 
-from nacl.signing import SigningKey
+from nacl.public import SealedBox
+from nacl.signing import SigningKey, VerifyKey
 
 from sessiond.storage.db import Op
 from sessiond.storage.registry import RegistryEntry, RegistryError
@@ -70,7 +71,8 @@ class SharingMixin:
 
     # ------------------------------------------------------------------ members
     async def read_members(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes,
-                           min_rev: int = 0) -> tuple[int, list[dict]]:
+                           min_rev: int = 0) -> tuple[int, list[dict], dict | None]:
+        """(revision, members, rekey notice or None) of a session's members slot."""
         pk = b"\xed" + announce_pk
         try:
             entry = await asyncio.wait_for(store.get_head(pk), self.timeout)
@@ -99,7 +101,8 @@ class SharingMixin:
         for item in m.get("m", []):
             if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
                 members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
-        return entry.revision, members
+        notice = m.get("rekey")
+        return entry.revision, members, notice if isinstance(notice, dict) else None
 
     async def ensure_member(self, sid: str, *, extra: list[dict] = ()) -> int:
         """Make sure this device (and every writer it knows of) is in the members list. Returns the
@@ -114,7 +117,7 @@ class SharingMixin:
         known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await self.db.peers(sid)]]
         for _attempt in range(5):
             try:
-                rev, members = await self.read_members(store, sid, session_key, bytes(ak.verify_key))
+                rev, members, _ = await self.read_members(store, sid, session_key, bytes(ak.verify_key))
             except ImportError_ as exc:
                 if exc.kind != "missing":
                     raise
@@ -188,7 +191,10 @@ class SharingMixin:
             return {"session": sid, "new": 0, "capability": "owner", "already": True}
         if existing is not None and self.keys.session_key(sid) not in (None, code.session_key):
             raise ImportError_("conflict", f"a different session with id {sid} already exists on this device")
-        rev, members = await self.read_members(store, sid, code.session_key, code.announce_pk)
+        rev, members, notice = await self.read_members(store, sid, code.session_key, code.announce_pk)
+        if notice is not None:
+            raise ImportError_("revoked", f"this share code was revoked: session {sid} was rekeyed after it was "
+                                          f"made; ask for a new code")
         my_pk = self.keys.head_pk(sid)
         logs, peers = await self._fetch_logs(store, sid, code.session_key,
                                              [m for m in members if m["head_pk"] != my_pk], full=True)
@@ -219,6 +225,64 @@ class SharingMixin:
         log.info("imported", extra={"session": sid, "event": "import"})
         return {"session": sid, "new": new, "capability": code.capability, "already": existing is not None,
                 "devices": len(logs)}
+
+    # ------------------------------------------------------------------ rekey
+    async def rekey(self, sid: str, drop: list[str] = ()) -> dict:
+        """Rotate the session key. Every writer device except those in `drop` gets the new key, sealed to
+        its head key, through a notice in the old members slot; everyone else (read-only followers, old
+        codes) can read nothing written from now on."""
+        await self.db.get_session(sid)
+        old_key, old_write = self.keys.session_key(sid), self.keys.write_secret(sid)
+        remote = await self.db.remote(sid)
+        if old_key is None or old_write is None or remote is None:
+            raise ImportError_("read_only", f"only a device that can write {sid} and has shared it can rekey it")
+        store = await self._store_for(sid)
+        rev, members, _ = await self.read_members(store, sid, old_key, bytes(remote["announce_pk"]))
+        my_pk = self.keys.head_pk(sid)
+        keep = [m for m in members if m["head_pk"] != my_pk and m["device_id"] not in drop]
+        new_key, new_write = os.urandom(32), os.urandom(32)
+        new_announce = bytes(announce_key(new_write).verify_key)
+        secret = dagcbor.encode({"a": new_announce, "k": new_key, "w": new_write})
+        boxes = [{"k": m["head_pk"], "x": SealedBox(VerifyKey(m["head_pk"][1:]).to_curve25519_public_key()).encrypt(secret)}
+                 for m in keep]
+        notice = {"a": new_announce, "b": boxes, "t": int(time.time())}
+        plain = dagcbor.encode({"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in members], "rekey": notice,
+                                "s": sid, "v": 1, "ty": T_MEMBERS})
+        salt = os.urandom(SALT_LEN)
+        h = await asyncio.wait_for(store.put(_seal_small(plain, members_key(old_key, salt))), self.timeout)
+        await asyncio.wait_for(store.set_head(RegistryEntry.create(announce_key(old_write), rev + 1,
+                                                                   b"\x1e" + h + salt)), self.timeout)
+        await self._switch_key(sid, new_key, new_write, new_announce, keep)
+        log.info("rekeyed", extra={"session": sid, "event": "rekey"})
+        return {"session": sid, "kept": [m["device_id"] for m in keep],
+                "dropped": [m["device_id"] for m in members if m["head_pk"] != my_pk and m not in keep]}
+
+    async def _switch_key(self, sid: str, key: bytes, write: bytes | None, announce: bytes, members: list[dict]) -> None:
+        self.keys.rotate(sid, key, write)
+        await self.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
+        if write is not None:
+            await self.ensure_member(sid, extra=members)
+        if await self.db.last_seq(sid):
+            await self.push(sid, force=True)  # this device's log, now under the new key
+
+    async def _take_rekey(self, sid: str, notice: dict) -> bool:
+        """A rekey notice in the members slot: open this device's box, or learn that access ended."""
+        my_pk = self.keys.head_pk(sid)
+        box = next((b["x"] for b in notice.get("b", []) if b.get("k") == my_pk), None)
+        remote = await self.db.remote(sid)
+        if remote is not None and bytes(remote["announce_pk"]) == notice.get("a"):
+            return False  # already switched
+        if box is None:
+            raise ImportError_("revoked", f"session {sid} was rekeyed without this device: it keeps what it has "
+                                          f"but receives nothing new (ask for a new share code)")
+        try:
+            secret = dagcbor.decode(SealedBox(self.keys.head_key(sid).to_curve25519_private_key()).decrypt(box))
+        except Exception:
+            raise ImportError_("damaged", f"the rekey notice of {sid} cannot be opened by this device") from None
+        await self._switch_key(sid, secret["k"], secret.get("w") if self.keys.write_secret(sid) else None,
+                               secret["a"], [])
+        log.info("took new session key", extra={"session": sid, "event": "rekey"})
+        return True
 
     async def _has_members(self, store: Store, code: ShareCode) -> bool:
         try:
@@ -280,8 +344,11 @@ class SharingMixin:
             return 0
         store = self._open_store(remote["store_url"])
         try:
-            rev, members = await self.read_members(store, sid, key, bytes(remote["announce_pk"]),
-                                                   min_rev=remote["members_rev"])
+            rev, members, notice = await self.read_members(store, sid, key, bytes(remote["announce_pk"]),
+                                                           min_rev=remote["members_rev"])
+            if notice is not None:
+                if await self._take_rekey(sid, notice):
+                    return await self.pull(sid)  # now on the new key and members slot
         except ImportError_ as exc:
             if exc.kind == "missing" and remote["members_rev"] == 0:
                 return 0  # shared from here, not announced yet: nobody else can have written
@@ -299,7 +366,8 @@ class SharingMixin:
                 changed.append(m)
         if not changed:
             return 0
-        logs, peers = await self._fetch_logs(store, sid, key, changed, full=False, known=known)
+        logs, peers = await self._fetch_logs(store, sid, self.keys.session_keys(sid), changed, full=False,
+                                             known=known)
         return await self.db.apply_remote(sid, logs, peers=peers)
 
     async def pull_all(self) -> None:

@@ -107,7 +107,9 @@ def _unwrap(text: str) -> tuple[bytes, int]:
     if not t.startswith(PREFIX):
         raise ShareCodeError("malformed", f"not a sessiond share code (it should start with {PREFIX!r})")
     data = t[len(PREFIX):]
-    if not data or any(ch not in "abcdefghijklmnopqrstuvwxyz234567" for ch in data):
+    if not data:
+        raise ShareCodeError("malformed", "share code is only its prefix: the rest is missing")
+    if any(ch not in "abcdefghijklmnopqrstuvwxyz234567" for ch in data):
         raise ShareCodeError("malformed", "share code has characters that cannot appear in a code "
                                           "(only a-z and 2-7 after the prefix); check it was copied whole")
     try:

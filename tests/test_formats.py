@@ -206,3 +206,52 @@ def test_binary_decoders_never_crash(raw):
 def test_dag_cbor_is_deterministic(value):
     enc = dagcbor.encode(value)
     assert dagcbor.encode(dagcbor.decode(enc)) == enc
+
+
+def test_share_code_vectors():
+    from sessiond.sync.sharecode import ShareCode, ShareCodeError, decode, needs_passphrase
+
+    v = V["share_codes"]
+    key, ann, ws = (bytes.fromhex(v[k]) for k in ("session_key_hex", "announce_pk_hex", "write_secret_hex"))
+    ro = ShareCode(v["session_id"], key, ann, v["store"])
+    assert ro.encode() == v["read_only"]
+    rw = ShareCode(v["session_id"], key, ann, v["store"], ws, v["expires_at"])
+    assert rw.encode() == v["read_write_expiring"]
+    prot = ro.encode(v["passphrase"], _salt=bytes.fromhex(v["salt_hex"]), _nonce=bytes.fromhex(v["nonce_hex"]))
+    assert prot == v["read_only_protected"]
+    assert decode(v["read_only"]) == ro
+    assert decode(v["read_write_expiring"], now=1_800_000_000) == rw
+    assert decode(v["read_only_protected"], v["passphrase"]) == ro
+    assert needs_passphrase(v["read_only_protected"]) and not needs_passphrase(v["read_only"])
+    # grouped and wrapped codes still read
+    code = v["read_only"]
+    assert decode("\n".join(code[i:i + 40] for i in range(0, len(code), 40)).upper()) == ro
+    for bad, kind in ((code[:-3], "checksum"), (code[:40], "checksum"), ("sessiond1", "malformed"),
+                      ("nope" + code, "malformed"), (code[:20] + "1" + code[21:], "malformed")):
+        with pytest.raises(ShareCodeError) as e:
+            decode(bad)
+        assert e.value.kind == kind, (bad, e.value)
+    for i in range(len("sessiond1"), len(code)):  # every single-character typo is caught by the checksum
+        ch = "a" if code[i] != "a" else "b"
+        with pytest.raises(ShareCodeError):
+            decode(code[:i] + ch + code[i + 1:])
+    with pytest.raises(ShareCodeError) as e:
+        decode(v["read_write_expiring"], now=2_000_000_000)
+    assert e.value.kind == "expired"
+    with pytest.raises(ShareCodeError) as e:
+        decode(v["read_only_protected"])
+    assert e.value.kind == "passphrase_required"
+    with pytest.raises(ShareCodeError) as e:
+        decode(v["read_only_protected"], "wrong")
+    assert e.value.kind == "passphrase"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_share_code_decoder_never_crashes(text):
+    from sessiond.sync.sharecode import ShareCodeError, decode
+
+    try:
+        decode("sessiond1" + text)
+    except ShareCodeError:
+        pass

@@ -229,3 +229,39 @@ def test_replayed_old_head_is_refused(pair, store_dir):
     assert "rolled back" in run_cli(a.home, "verify", sid).stdout
     ca.append(sid, "user", "three")  # A's next push publishes above the replayed head, and B follows again
     wait_for(lambda: contents(b, sid)[-1] == ("user", "three"), timeout=10)
+
+
+def test_rekey_keeps_writers_and_locks_out_old_codes(make_daemon, store_dir):
+    url = "file://" + store_dir
+    a, b, c, d = (make_daemon(url).start() for _ in range(4))
+    ca, cb, cc, cd = a.client(), b.client(), c.client(), d.client()
+    sid = ca.create_session(name="secret plans")["id"]
+    ca.append(sid, "user", "before the rekey")
+    write_code = ca.share(sid, write=True)["code"]
+    read_code = ca.share(sid)["code"]
+    cb.import_code(write_code)
+    cb.append(sid, "assistant", "B was here")  # B becomes a member (a writer)
+    cb.sync(wait=True)
+    cc.import_code(read_code)
+    wait_for(lambda: len(contents(c, sid)) == 2)
+    res = ca.rekey(sid)
+    assert res["kept"] == [cb.status()["device_id"]]
+    ca.append(sid, "user", "after the rekey")
+    # B (kept) follows and can still write; C (read-only follower) gets nothing new
+    wait_for(lambda: ("user", "after the rekey") in contents(b, sid), timeout=15)
+    cb.append(sid, "assistant", "B after the rekey")
+    wait_for(lambda: ("assistant", "B after the rekey") in contents(a, sid), timeout=15)
+    time.sleep(1)
+    assert ("user", "after the rekey") not in contents(c, sid)
+    st = cc.sync(sid, wait=True, timeout=5)
+    assert "rekeyed" in st["sessions"][sid].get("pull_error", ""), st
+    # a code made before the rekey no longer imports
+    with pytest.raises(ApiError) as e:
+        cd.import_code(read_code)
+    assert e.value.code == "revoked"
+    assert session_count(d) == 0
+    # a new code does, with the whole history
+    cd.import_code(ca.share(sid)["code"])
+    assert [x for _, x in contents(d, sid)] == [x for _, x in contents(a, sid)]
+    for dev in (a, b, d):
+        assert cli_json(dev.home, "verify")["ok"], dev.home
