@@ -66,7 +66,7 @@ async def openapi(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     body = v.obj(await body_json(request))
     v.only(body, ("id", "user", "name", "system_prompt", "model", "settings", "initial_messages", "metadata",
-                  "tags", "preferences", "expires_at", "expires_in"))
+                  "tags", "preferences", "expires_at", "expires_in", "policy") + v.POLICY_SHORTCUTS)
     spec: dict[str, Any] = {
         "id": v.opt_str(body, "id", 128),
         "user": v.opt_str(body, "user", 200),
@@ -80,7 +80,12 @@ async def create_session(request: web.Request) -> web.Response:
         "preferences": v.opt_obj(body, "preferences") or {},
     }
     spec["expires_at"] = _expiry(body)
-    session = await daemon_of(request).db.create_session(spec)
+    spec["policy"] = v.policy(body) or {}
+    d = daemon_of(request)
+    for m in spec["initial_messages"]:
+        if m.get("tokens") is None:
+            m["tokens"] = d.estimate(m["content"])
+    session = await d.db.create_session(spec)
     return ok(session, 201)
 
 
@@ -119,7 +124,7 @@ async def patch_session(request: web.Request) -> web.Response:
     if "status" in body:
         raise Invalid("status changes through POST /v1/sessions/{id}/pause, /resume or /end")
     v.only(body, ("name", "user", "system_prompt", "model", "settings", "metadata", "tags", "preferences",
-                  "expires_at", "expires_in", "initial_messages"))
+                  "expires_at", "expires_in", "initial_messages", "policy") + v.POLICY_SHORTCUTS)
     if not body:
         raise Invalid("nothing to change: give at least one field")
     fields: dict[str, Any] = {}
@@ -137,7 +142,12 @@ async def patch_session(request: web.Request) -> web.Response:
         fields["initial_messages"] = v.initial_messages(body["initial_messages"])
     if "expires_at" in body or "expires_in" in body:
         fields["expires_at"] = _expiry(body)
-    return ok(await daemon_of(request).db.update_session(request.match_info["id"], fields))
+    db = daemon_of(request).db
+    current = await db.get_session(request.match_info["id"])
+    pol = v.policy(body, current["policy"])
+    if pol is not None:
+        fields["policy"] = pol
+    return ok(await db.update_session(request.match_info["id"], fields))
 
 
 async def delete_session(request: web.Request) -> web.Response:
@@ -154,17 +164,19 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def end(request: web.Request) -> web.Response:
-    return ok(await daemon_of(request).db.set_status(request.match_info["id"], "ended"))
+    return ok(await daemon_of(request).end(request.match_info["id"]))
 
 
 async def create_chat(request: web.Request) -> web.Response:
     body = v.obj(await body_json(request))
-    v.only(body, ("id", "name", "system_prompt", "model", "settings", "switch"))
+    v.only(body, ("id", "name", "system_prompt", "model", "settings", "switch", "policy", "max_context_tokens",
+                  "context_margin", "auto_compact"))
     if body.get("switch") is not None and not isinstance(body["switch"], bool):
         raise Invalid("switch must be true or false")
     spec = {"id": v.opt_str(body, "id", 128), "name": v.opt_str(body, "name"),
             "system_prompt": v.opt_str(body, "system_prompt", v.MAX_TEXT), "model": v.opt_str(body, "model", 200),
-            "settings": v.settings(body.get("settings")), "switch": bool(body.get("switch"))}
+            "settings": v.settings(body.get("settings")), "switch": bool(body.get("switch")),
+            "policy": v.policy(body, chat=True) or {}}
     return ok(await daemon_of(request).db.create_chat(request.match_info["id"], spec), 201)
 
 
@@ -194,13 +206,23 @@ async def append_messages(request: web.Request) -> web.Response:
             raise Invalid("at most 100000 messages per request; split the batch")
         checked = v.messages(msgs)
         chat = v.opt_str(body, "chat", 200)
-        stored = await daemon_of(request).db.append_messages(sid, checked, chat)
+        d = daemon_of(request)
+        est = d.estimate
+        for m in checked:
+            if m.get("tokens") is None:
+                m["tokens"] = est(m["content"])
+        stored = await d.db.append_messages(sid, checked, chat)
+        d.after_append(sid)
         # A batch answers with ids, not an echo of every message: the app has the content already.
         return ok({"count": len(stored), "ids": [m["id"] for m in stored], "chat": stored[0]["chat"],
                    "created_at": stored[0]["created_at"], "first_seq": stored[0]["seq"],
                    "last_seq": stored[-1]["seq"]}, 201)
     m = v.message(body)
-    stored = await daemon_of(request).db.append_messages(sid, [m], m.get("chat"))
+    d = daemon_of(request)
+    if m.get("tokens") is None:
+        m["tokens"] = d.estimate(m["content"])
+    stored = await d.db.append_messages(sid, [m], m.get("chat"))
+    d.after_append(sid)
     return ok({**stored[0], "content": m["content"]}, 201)
 
 
@@ -297,6 +319,106 @@ async def rekey(request: web.Request) -> web.Response:
     return ok(await daemon_of(request).rekey(request.match_info["id"], drop))
 
 
+async def quota(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).db.quota(request.match_info["id"]))
+
+
+async def context(request: web.Request) -> web.Response:
+    db = daemon_of(request).db
+    sid = request.match_info["id"]
+    chat = request.query.get("chat")
+    return ok(await db.context(sid, await db.resolve_chat(sid, chat) if chat else None))
+
+
+async def compact(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("chat", "target_tokens"))
+    db = daemon_of(request).db
+    sid = request.match_info["id"]
+    chat = v.opt_str(body, "chat", 200)
+    target = body.get("target_tokens")
+    if target is not None:
+        target = v.number(target, "target_tokens", 0, 1 << 40, True)
+    return ok(await db.compact(sid, await db.resolve_chat(sid, chat) if chat else None, target_tokens=target))
+
+
+async def uncompact(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("chat",))
+    db = daemon_of(request).db
+    sid = request.match_info["id"]
+    chat = v.opt_str(body, "chat", 200)
+    return ok(await db.compact(sid, await db.resolve_chat(sid, chat) if chat else None, undo=True))
+
+
+async def clone(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("id", "name"))
+    return ok(await daemon_of(request).db.clone(request.match_info["id"], new_id=v.opt_str(body, "id", 128),
+                                                name=v.opt_str(body, "name")), 201)
+
+
+async def fork(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("at", "id", "name"))
+    return ok(await daemon_of(request).db.fork(request.match_info["id"], v.req_str(body, "at", 300),
+                                               new_id=v.opt_str(body, "id", 128), name=v.opt_str(body, "name")), 201)
+
+
+async def make_checkpoint(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).checkpoint(request.match_info["id"]), 201)
+
+
+async def list_checkpoints(request: web.Request) -> web.Response:
+    return ok({"checkpoints": await daemon_of(request).db.checkpoints(request.match_info["id"])})
+
+
+async def verify_proof(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("proof",))
+    proof = v.obj(body.get("proof"), "proof")
+    return ok(await daemon_of(request).verify_proof(request.match_info["id"], proof))
+
+
+async def stats(request: web.Request) -> web.Response:
+    q = request.query
+    return ok(await daemon_of(request).db.stats(q.get("session"), q.get("user")))
+
+
+async def cleanup(request: web.Request) -> web.Response:
+    body = v.obj(await body_json(request))
+    v.only(body, ("older_than", "dry_run"))
+    older = v.number(body.get("older_than"), "older_than", 0, 1e10) if body.get("older_than") is not None else None
+    if older is None:
+        raise Invalid("older_than (seconds) is required")
+    dry = body.get("dry_run", False)
+    if not isinstance(dry, bool):
+        raise Invalid("dry_run must be true or false")
+    return ok(await daemon_of(request).cleanup(older, dry_run=dry))
+
+
+async def export_session(request: web.Request) -> web.Response:
+    from .formats import export
+
+    q = request.query
+    db = daemon_of(request).db
+    sid = request.match_info["id"]
+    chat = q.get("chat")
+    return ok(await export(db, sid, q.get("format", "json"), await db.resolve_chat(sid, chat) if chat else None))
+
+
+async def import_file(request: web.Request) -> web.Response:
+    from .formats import import_file as do_import
+
+    body = v.obj(await body_json(request))
+    v.only(body, ("format", "data"))
+    fmt = v.req_str(body, "format", 20)
+    if "data" not in body:
+        raise Invalid("data (the file's parsed JSON) is required")
+    d = daemon_of(request)
+    return ok({"sessions": await do_import(d.db, body["data"], fmt, d.estimate)}, 201)
+
+
 ROUTES: list[Route] = [
     Route("GET", "/v1/status", status, "Daemon version, device id, uptime, counts and sync state", None, "Status"),
     Route("GET", "/v1/openapi.json", openapi, "This OpenAPI document", None, "Any"),
@@ -319,6 +441,29 @@ ROUTES: list[Route] = [
           201),
     Route("GET", "/v1/sessions/{id}/messages", list_messages, "List messages (by chat; limit; before/after)", None,
           "MessageList", query=("chat", "limit", "before", "after", "all")),
+    Route("GET", "/v1/sessions/{id}/quota", quota, "Tokens used, quota and warning level", None, "Quota"),
+    Route("GET", "/v1/sessions/{id}/context", context, "A chat's active context and compaction state", None,
+          "Context", query=("chat",)),
+    Route("POST", "/v1/sessions/{id}/compact", compact, "Compact a chat's active context now", "Compact", "Context"),
+    Route("POST", "/v1/sessions/{id}/uncompact", uncompact, "Restore a chat's compacted messages to its context",
+          "Uncompact", "Context"),
+    Route("POST", "/v1/sessions/{id}/clone", clone, "A new session with the same settings, no conversation",
+          "Clone", "Session", 201),
+    Route("POST", "/v1/sessions/{id}/fork", fork, "A new session with the history up to a message", "Fork",
+          "Session", 201),
+    Route("POST", "/v1/sessions/{id}/checkpoints", make_checkpoint, "Make a signed checkpoint now", None,
+          "Checkpoint", 201),
+    Route("GET", "/v1/sessions/{id}/checkpoints", list_checkpoints, "List checkpoints", None, "CheckpointList"),
+    Route("POST", "/v1/sessions/{id}/verify-proof", verify_proof, "Check a checkpoint proof against the session",
+          "ProofRequest", "ProofResult"),
+    Route("GET", "/v1/sessions/{id}/export", export_session, "The session as OpenAI messages or full JSON", None,
+          "Any", query=("format", "chat")),
+    Route("POST", "/v1/import-file", import_file, "Import OpenAI messages, a session JSON or ChatGPT's "
+          "conversations.json", "ImportFile", "ImportFileResult", 201),
+    Route("GET", "/v1/stats", stats, "Statistics: one session, one user, or the whole daemon", None, "Any",
+          query=("session", "user")),
+    Route("POST", "/v1/cleanup", cleanup, "Delete sessions idle for longer than older_than seconds",
+          "Cleanup", "CleanupResult"),
     Route("GET", "/v1/events", events, "Server-sent events for every change", None, None),
     Route("POST", "/v1/sessions/{id}/share", share, "Make a share code (read-only, or read-write with write)",
           "ShareRequest", "ShareResult", 201),

@@ -57,6 +57,10 @@ def make_private_dir(path: str, what: str) -> None:
     check_private_dir(path, what)
 
 
+LIMIT_KEYS = ("max_active_sessions", "max_active_sessions_per_user", "max_chats_per_session",
+              "max_messages_per_chat")
+
+
 @dataclass
 class Config:
     """Settings from <home>/config.toml; command-line options override them."""
@@ -65,6 +69,10 @@ class Config:
     sync_interval: float = 2.0
     push_delay: float = 0.1
     poll_interval: float = 0.25
+    cleanup_interval: float = 60.0
+    delete_expired: bool = False
+    token_estimator: str = "chars4"
+    limits: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -83,10 +91,26 @@ class Config:
                 if not isinstance(value, str):
                     raise HomeError(f"{path}: 'store' must be a URL string such as file:///path")
                 cfg.store = value
-            elif key in ("sync_interval", "push_delay", "poll_interval"):
+            elif key in ("sync_interval", "push_delay", "poll_interval", "cleanup_interval"):
                 if not isinstance(value, (int, float)) or value < 0:
                     raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")
                 setattr(cfg, key, float(value))
+            elif key == "delete_expired":
+                if not isinstance(value, bool):
+                    raise HomeError(f"{path}: 'delete_expired' must be true or false")
+                cfg.delete_expired = value
+            elif key == "token_estimator":
+                from sessiond.storage import tokens
+
+                try:
+                    tokens.get(value)
+                except ValueError as exc:
+                    raise HomeError(f"{path}: {exc}") from None
+                cfg.token_estimator = value
+            elif key in LIMIT_KEYS:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise HomeError(f"{path}: {key!r} must be a whole number of at least 1")
+                cfg.limits[key] = value
             else:
                 cfg.extra[key] = value
         return cfg

@@ -88,6 +88,36 @@ SCHEMAS: dict[str, dict] = {
         "drop": {"type": "array", "items": _str}}},
     "RekeyResult": {"type": "object", "required": ["session", "kept", "dropped"], "properties": {
         "session": _str, "kept": {"type": "array", "items": _str}, "dropped": {"type": "array", "items": _str}}},
+    "Quota": {"type": "object", "required": ["session", "tokens_used", "level"], "properties": {
+        "session": _str, "tokens_used": {"type": "integer"}, "token_quota": {"type": ["integer", "null"]},
+        "remaining": {"type": ["integer", "null"]},
+        "level": {"type": "string", "enum": ["safe", "warning", "critical", "exhausted"]}, "thresholds": _obj}},
+    "Context": {"type": "object", "required": ["session", "chat"], "properties": {
+        "session": _str, "chat": _str, "policy": _obj, "compacted_upto": _nstr,
+        "active_messages": {"type": "integer"}, "active_tokens": {"type": "integer"},
+        "compacted_messages": {"type": "integer"}, "messages": {"type": "integer"}}},
+    "Compact": {"type": "object", "additionalProperties": False, "properties": {
+        "chat": _nstr, "target_tokens": {"type": ["integer", "null"], "minimum": 0}}},
+    "Uncompact": {"type": "object", "additionalProperties": False, "properties": {"chat": _nstr}},
+    "Clone": {"type": "object", "additionalProperties": False, "properties": {"id": ID, "name": _nstr}},
+    "Fork": {"type": "object", "required": ["at"], "additionalProperties": False, "properties": {
+        "at": _str, "id": ID, "name": _nstr}},
+    "Checkpoint": {"type": "object", "required": ["number", "hash", "signature"], "properties": {
+        "session": _str, "device": _str, "number": {"type": "integer"}, "hash": _str, "tokens": {"type": "integer"},
+        "messages": {"type": "integer"}, "frontier": _obj, "created_at": _num, "pk": _str, "signature": _str}},
+    "CheckpointList": {"type": "object", "required": ["checkpoints"], "properties": {
+        "checkpoints": {"type": "array", "items": {"$ref": "#/components/schemas/Checkpoint"}}}},
+    "ProofRequest": {"type": "object", "required": ["proof"], "additionalProperties": False, "properties": {
+        "proof": _obj}},
+    "ProofResult": {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}},
+    "ImportFile": {"type": "object", "required": ["format", "data"], "additionalProperties": False, "properties": {
+        "format": {"type": "string", "enum": ["openai", "json", "chatgpt"]}, "data": {}}},
+    "ImportFileResult": {"type": "object", "required": ["sessions"], "properties": {
+        "sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}}},
+    "Cleanup": {"type": "object", "required": ["older_than"], "additionalProperties": False, "properties": {
+        "older_than": {"type": "number", "minimum": 0}, "dry_run": {"type": "boolean"}}},
+    "CleanupResult": {"type": "object", "required": ["sessions"], "properties": {
+        "sessions": {"type": "array"}, "deleted": {"type": "boolean"}}},
     "ImportRequest": {"type": "object", "required": ["code"], "additionalProperties": False, "properties": {
         "code": _str, "passphrase": _nstr}},
     "ImportResult": {"type": "object", "required": ["session"], "properties": {
@@ -102,6 +132,7 @@ QUERY = {
     "user": _str, "status": {"type": "string", "enum": ["active", "paused", "ended"]}, "tag": _str,
     "limit": {"type": "integer", "minimum": 1}, "after": _str, "before": _str, "chat": _str,
     "all": {"type": "string", "enum": ["0", "1", "true", "false"]},
+    "format": {"type": "string", "enum": ["openai", "json"]}, "session": _str,
 }
 
 

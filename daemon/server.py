@@ -105,6 +105,10 @@ class Daemon:
         self._lock_fd: int | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        from sessiond.storage import tokens
+
+        self._estimator = tokens.get(config.token_estimator)
 
     # ---------------------------------------------------------------- lifecycle
     def take_lock(self) -> None:
@@ -126,12 +130,15 @@ class Daemon:
         self.home.prepare()
         self.take_lock()
         self.db = await Database.open(self.home.db)
+        self.db.limits = dict(self.config.limits)
         self.db.listeners.append(self._on_change)
         store = open_store(self.store_url)
         self.syncer = Syncer(self.db, store, self.home.keys, interval=self.config.sync_interval,
                              push_delay=self.config.push_delay, poll_interval=self.config.poll_interval,
                              on_event=self.events.publish)
         await self.syncer.start()
+        if self.config.cleanup_interval:
+            self._tasks.add(asyncio.get_running_loop().create_task(self._cleanup_loop()))
         app = make_app(self)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -160,6 +167,8 @@ class Daemon:
     async def stop(self) -> None:
         log.info("daemon stopping", extra={"event": "stop"})
         self.events.close()
+        for task in list(self._tasks):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.syncer is not None:
@@ -216,6 +225,82 @@ class Daemon:
             return await self.syncer.rekey(sid, drop)
         except ImportError_ as exc:
             raise _share_error(exc) from None
+
+    # ---------------------------------------------------------------- session management (issue 5)
+    def estimate(self, text: str) -> int:
+        return self._estimator(text)
+
+    def after_append(self, sid: str) -> None:
+        """Checkpoints every N tokens, made after the append was answered."""
+        task = asyncio.get_running_loop().create_task(self._auto_checkpoint(sid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _auto_checkpoint(self, sid: str) -> None:
+        try:
+            await self.syncer.maybe_checkpoint(sid)
+        except Exception as exc:  # never fatal: the next append tries again
+            log.warning("automatic checkpoint failed", extra={"session": sid, "error": str(exc)})
+
+    async def checkpoint(self, sid: str) -> dict:
+        try:
+            return await self.syncer.make_checkpoint(sid)
+        except ImportError_ as exc:
+            raise _share_error(exc) from None
+
+    async def verify_proof(self, sid: str, proof: dict) -> dict:
+        await self.db.get_session(sid)
+        try:
+            return await self.syncer.verify_proof(sid, proof)
+        except ImportError_ as exc:
+            raise _share_error(exc) from None
+
+    async def end(self, sid: str) -> dict:
+        """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
+        session = await self.db.set_status(sid, "ended")
+        if session["access"] != "read" and await self.db.last_seq(sid):
+            try:
+                await self.syncer.make_checkpoint(sid)
+            except ImportError_:
+                pass
+        res = await self.syncer.sync_now(sid, wait=True, timeout=10)
+        snapshot = await self.syncer.snapshot_id(sid)
+        return {**session, "tokens_used": (await self.db.get_session(sid))["tokens_used"],
+                "checkpoints": await self.db.checkpoints(sid), "snapshot": snapshot,
+                "pushed": res["complete"]}
+
+    async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:
+        victims = await self.db.older_than(time.time() - older_than)
+        if not dry_run:
+            for v in victims:
+                await self.delete_session(v["id"])
+        return {"sessions": victims, "deleted": not dry_run}
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.cleanup_interval)
+            try:
+                await self.expire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("clean-up failed")
+
+    async def expire_due(self) -> list[str]:
+        """End sessions past their expiry or idle timeout; delete them too if configured."""
+        done = []
+        for s in await self.db.expired(time.time()):
+            try:
+                if self.config.delete_expired:
+                    await self.delete_session(s["id"])
+                else:
+                    await self.db.set_status(s["id"], "ended")
+                done.append(s["id"])
+            except SessiondError:
+                continue  # e.g. a read-only import: its owner's devices end it
+        if done:
+            log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
+        return done
 
     async def verify(self, sid: str | None) -> dict:
         if sid is not None:

@@ -161,3 +161,37 @@ def query_int(query, key: str, default: int, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise Invalid(f"query parameter {key} must be between {lo} and {hi}")
     return v
+
+
+POLICY_RANGES = {"token_quota": (1, 1 << 50, True), "checkpoint_interval": (1, 1 << 40, True),
+                 "idle_timeout": (1, 10 * 365 * 86400, False), "max_context_tokens": (1, 1 << 40, True),
+                 "context_margin": (0.05, 1, False)}
+POLICY_SHORTCUTS = tuple(POLICY_RANGES) + ("auto_compact",)
+
+
+def policy(body: dict, base: dict | None = None, chat: bool = False) -> dict | None:
+    """Policy fields from body["policy"] and the top-level shortcuts; None if the body names none.
+    A null value removes a field."""
+    given: dict = {}
+    if body.get("policy") is not None:
+        obj(body["policy"], "policy")
+        given.update(body["policy"])
+    for k in POLICY_SHORTCUTS:
+        if k in body:
+            given[k] = body[k]
+    if not given and "policy" not in body:
+        return None
+    allowed = ("max_context_tokens", "context_margin", "auto_compact") if chat else POLICY_SHORTCUTS
+    only(given, allowed, "policy")
+    out = dict(base or {})
+    for k, val in given.items():
+        if val is None:
+            out.pop(k, None)
+        elif k == "auto_compact":
+            if not isinstance(val, bool):
+                raise Invalid("auto_compact must be true or false")
+            out[k] = val
+        else:
+            lo, hi, integer = POLICY_RANGES[k]
+            out[k] = number(val, k, lo, hi, integer)
+    return out

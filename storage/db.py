@@ -24,16 +24,24 @@ from typing import Any, Iterable
 
 import aiosqlite
 
-from .errors import Conflict, Invalid, NotFound
+from .errors import Conflict, Invalid, LimitReached, NotFound, SessiondError
 from .ids import check_id, new_device_id, new_id
 
 ROLES = ("system", "user", "assistant", "tool")
 STATUSES = ("active", "paused", "ended")
 SETTINGS_KEYS = ("temperature", "top_k", "top_p", "max_tokens")
 # Session fields a PATCH may change (status changes go through pause/resume/end).
-PATCHABLE = ("name", "user", "system_prompt", "model", "settings", "metadata", "tags", "preferences",
+PATCHABLE = ("name", "user", "system_prompt", "model", "settings", "metadata", "tags", "preferences", "policy",
              "expires_at", "initial_messages")
-JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences")
+JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences", "policy")
+# Session policy (issue 5): token_quota, checkpoint_interval, idle_timeout, and the chats' default
+# max_context_tokens, context_margin and auto_compact.
+POLICY_KEYS = ("token_quota", "checkpoint_interval", "idle_timeout", "max_context_tokens", "context_margin",
+               "auto_compact")
+CHAT_POLICY_KEYS = ("max_context_tokens", "context_margin", "auto_compact")
+DEFAULT_CHECKPOINT_INTERVAL = 1000
+DEFAULT_CONTEXT_MARGIN = 0.8
+WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
 MIGRATIONS: list[str] = [
     # 1: sessions, chats, messages, operations
@@ -134,6 +142,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, head_pk)
     ) WITHOUT ROWID;
     """,
+    # 4: policies (quotas, context budgets, checkpoints), compaction, provenance, checkpoints
+    """
+    ALTER TABLE sessions ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE sessions ADD COLUMN tokens_used INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN provenance TEXT;
+    ALTER TABLE chats ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE chats ADD COLUMN compacted TEXT;
+    CREATE TABLE checkpoints (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        device_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        tokens INTEGER NOT NULL,
+        messages INTEGER NOT NULL,
+        frontier TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        pk BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (session_id, device_id, number)
+    ) WITHOUT ROWID;
+    UPDATE sessions SET tokens_used = (SELECT coalesce(sum(tokens), 0) FROM messages WHERE session_id = sessions.id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -179,8 +209,32 @@ def parse_message_id(mid: str) -> tuple[str, int]:
     return dev, int(seq)
 
 
+def _cutoff_id(compacted: str | None) -> str | None:
+    if not compacted:
+        return None
+    lam, dev, seq = json.loads(compacted)
+    return message_id(dev, seq)
+
+
+def warning_level(used: int, quota: int | None) -> str:
+    if not quota:
+        return "safe"
+    frac = used / quota
+    return next(name for limit, name in WARNING_LEVELS if frac >= limit)
+
+
 def _stamp_newer(stamp: tuple, old: list | None) -> bool:
     return old is None or tuple(stamp) > tuple(old)
+
+
+class QuotaExceeded(SessiondError):
+    code = "quota_exceeded"
+    status = 429
+
+
+class ContextOverflow(SessiondError):
+    code = "context_overflow"
+    status = 409
 
 
 class Database:
@@ -198,6 +252,7 @@ class Database:
         # One connection serves every coroutine: a write transaction spans several awaits, so writers
         # take turns here (a write from elsewhere would otherwise land inside another's transaction).
         self._write_lock = asyncio.Lock()
+        self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, max_messages_per_chat
 
     # ------------------------------------------------------------------ opening and migrations
     @classmethod
@@ -326,12 +381,13 @@ class Database:
             stamps = {k: stamp for k in fields}
             db.execute(
                 "INSERT INTO sessions(id, user, name, system_prompt, model, settings, initial_messages, metadata,"
-                " tags, preferences, status, current_chat, created_at, last_activity, expires_at, lamport, stamps)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                " tags, preferences, status, current_chat, created_at, last_activity, expires_at, lamport, stamps,"
+                " policy, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
                 (op.session_id, fields["user"], fields["name"], fields["system_prompt"], fields["model"],
                  fields["settings"], fields["initial_messages"], fields["metadata"], fields["tags"],
                  fields["preferences"], "active", fields["current_chat"], b.get("created_at", op.created_at),
-                 op.created_at, fields["expires_at"], op.lamport, _dumps(stamps)))
+                 op.created_at, fields["expires_at"], op.lamport, _dumps(stamps), fields["policy"],
+                 _dumps(b["provenance"]) if b.get("provenance") else None))
             for chat in b.get("chats", []):
                 self._apply_sync(db, Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat,
                                         op.created_at))
@@ -354,10 +410,31 @@ class Database:
                 db.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id=?", (*args, op.session_id))
         elif op.kind == "chat.create":
             db.execute(
-                "INSERT INTO chats(session_id, id, name, system_prompt, model, settings, created_at, stamps)"
-                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                "INSERT INTO chats(session_id, id, name, system_prompt, model, settings, created_at, stamps, policy)"
+                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (op.session_id, b["id"], b.get("name"), b.get("system_prompt"), b.get("model"),
-                 _dumps(b.get("settings") or {}), b.get("created_at", op.created_at), "{}"))
+                 _dumps(b.get("settings") or {}), b.get("created_at", op.created_at), "{}",
+                 _dumps(b.get("policy") or {})))
+        elif op.kind == "chat.update":
+            row = db.execute("SELECT stamps FROM chats WHERE session_id=? AND id=?", (op.session_id, b.get("chat"))).fetchone()
+            if row is not None:
+                stamps = json.loads(row["stamps"])
+                sets, args = [], []
+                for k, v in b.items():
+                    if k in ("compacted", "policy", "name", "system_prompt", "model", "settings") \
+                            and _stamp_newer(stamp, stamps.get(k)):
+                        stamps[k] = stamp
+                        sets.append(f"{k}=?")
+                        args.append(_dumps(v) if k in ("compacted", "policy", "settings") and v is not None else v)
+                if sets:
+                    db.execute(f"UPDATE chats SET {', '.join(sets)}, stamps=? WHERE session_id=? AND id=?",
+                               (*args, _dumps(stamps), op.session_id, b["chat"]))
+        elif op.kind == "checkpoint.add":
+            db.execute(
+                "INSERT OR IGNORE INTO checkpoints(session_id, device_id, number, hash, tokens, messages, frontier,"
+                " created_at, pk, signature) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (op.session_id, op.device_id, b["number"], bytes.fromhex(b["hash"]), b["tokens"], b["messages"],
+                 _dumps(b["frontier"]), b["created_at"], bytes.fromhex(b["pk"]), bytes.fromhex(b["signature"])))
         # Unknown kinds (written by a newer version) are kept in the log and ignored here.
         db.execute(
             "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
@@ -368,17 +445,21 @@ class Database:
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
         t = now()
-        default_chat = {"id": "main", "name": "main", "system_prompt": None, "model": None, "settings": {},
-                        "created_at": t}
+        chats = spec.get("chats") or [{"id": "main", "name": "main", "system_prompt": None, "model": None,
+                                        "settings": {}}]
+        chats = [{**c, "created_at": t} for c in chats]
         body = {k: spec.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at")}
         for k in JSON_FIELDS:
             if k in spec:
                 body[k] = spec[k]
-        body.update(created_at=t, current_chat="main", chats=[default_chat])
+        if spec.get("provenance"):
+            body["provenance"] = spec["provenance"]
+        body.update(created_at=t, current_chat=spec.get("current_chat") or chats[0]["id"], chats=chats)
         await self._begin()
         try:
             if await self._one("SELECT 1 FROM sessions WHERE id=?", (sid,)):
                 raise Conflict(f"a session with id {sid!r} already exists; choose another id or omit it")
+            await self._check_session_limits(spec.get("user"))
             await self._local_op(sid, 0, "session.create", body, t)
             await self.conn.execute("INSERT INTO sync_state(session_id) VALUES (?)", (sid,))
         except BaseException:
@@ -387,9 +468,21 @@ class Database:
         await self._commit([{"type": "session.created", "session": sid}])
         return await self.get_session(sid)
 
+    async def _check_session_limits(self, user: str | None) -> None:
+        cap = self.limits.get("max_active_sessions")
+        if cap and (await self._one("SELECT count(*) FROM sessions WHERE status='active'"))[0] >= cap:
+            raise LimitReached(f"this daemon already has {cap} active sessions (max_active_sessions); end or "
+                               f"delete one first", limit="max_active_sessions", value=cap)
+        cap = self.limits.get("max_active_sessions_per_user")
+        if cap and user is not None and (await self._one(
+                "SELECT count(*) FROM sessions WHERE status='active' AND user=?", (user,)))[0] >= cap:
+            raise LimitReached(f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
+                               f"end or delete one first", limit="max_active_sessions_per_user", value=cap)
+
     def _session_dict(self, row: aiosqlite.Row) -> dict:
         d = {k: row[k] for k in ("id", "user", "name", "system_prompt", "model", "status", "current_chat",
-                                  "created_at", "last_activity", "expires_at", "access")}
+                                  "created_at", "last_activity", "expires_at", "access", "tokens_used")}
+        d["provenance"] = json.loads(row["provenance"]) if row["provenance"] else None
         for k in JSON_FIELDS:
             d[k] = json.loads(row[k])
         return d
@@ -463,7 +556,8 @@ class Database:
     def _chat_dict(self, row: aiosqlite.Row, current: str | None) -> dict:
         return {"id": row["id"], "name": row["name"], "system_prompt": row["system_prompt"], "model": row["model"],
                 "settings": json.loads(row["settings"]), "created_at": row["created_at"],
-                "current": row["id"] == current}
+                "current": row["id"] == current, "policy": json.loads(row["policy"]),
+                "compacted_upto": _cutoff_id(row["compacted"])}
 
     async def create_chat(self, sid: str, spec: dict) -> dict:
         cid = spec.get("id")
@@ -471,11 +565,17 @@ class Database:
         t = now()
         body = {"id": cid, "name": spec.get("name") or cid, "system_prompt": spec.get("system_prompt"),
                 "model": spec.get("model"), "settings": spec.get("settings") or {}, "created_at": t}
+        if spec.get("policy"):
+            body["policy"] = spec["policy"]
         await self._begin()
         try:
             row = await self._writable_row(sid)
             if await self._one("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
+            cap = self.limits.get("max_chats_per_session")
+            if cap and (await self._one("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0] >= cap:
+                raise LimitReached(f"session {sid!r} already has {cap} chats (max_chats_per_session)",
+                                   limit="max_chats_per_session", value=cap)
             op = await self._local_op(sid, row["lamport"], "chat.create", body, t)
             if spec.get("switch"):
                 await self._local_op(sid, op.lamport, "session.update", {"current_chat": cid}, t)
@@ -529,11 +629,11 @@ class Database:
         def work(db: sqlite3.Connection) -> tuple[list[tuple], str]:
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT status, access, current_chat, lamport FROM sessions WHERE id=?",
-                                 (sid,)).fetchone()
+                row = db.execute("SELECT status, access, current_chat, lamport, policy, tokens_used FROM sessions"
+                                 " WHERE id=?", (sid,)).fetchone()
                 if row is None:
                     raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
-                status, access, current, lamport = row
+                status, access, current, lamport, policy_text, used = row
                 if access == "read":
                     raise Conflict(f"session {sid!r} was imported with a read-only share code; this device can "
                                    f"follow it but not change it (ask for a code made with `sessiond share --write`)")
@@ -547,9 +647,37 @@ class Database:
                     if c != current and db.execute("SELECT 1 FROM chats WHERE session_id=? AND id=?",
                                                    (sid, c)).fetchone() is None:
                         raise NotFound(f"session {sid!r} has no chat {c!r} (see `sessiond chat ls {sid}`)")
+                policy = json.loads(policy_text) if policy_text != "{}" else {}
+                cap = self.limits.get("max_messages_per_chat")
+                if cap:
+                    for c in chats:
+                        have = db.execute("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?",
+                                          (sid, c)).fetchone()[0]
+                        adding = sum(1 for m in messages if (m.get("chat") or chat_id) == c)
+                        if have + adding > cap:
+                            raise LimitReached(f"chat {c!r} of session {sid!r} holds {have} messages; {adding} more "
+                                               f"would pass max_messages_per_chat ({cap}). Start another chat or "
+                                               f"clone the session", limit="max_messages_per_chat", value=cap)
+                new_tokens = sum(m.get("tokens") or 0 for m in messages)
+                quota = policy.get("token_quota")
+                if quota and used + new_tokens > quota:
+                    raise QuotaExceeded(
+                        f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
+                        f"more. Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
+                        f"(`sessiond set {sid} --token-quota N`)", used=used, quota=quota, needed=new_tokens)
                 got = db.execute("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, device)).fetchone()
-                seq0 = (got[0] if got else 0) + 1
-                lam0 = lamport + 1
+                seq = got[0] if got else 0
+                for c in sorted(chats):  # context budgets, before anything is written
+                    chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
+                    cut = self._context_check(db, sid, c, policy, chat_tokens)
+                    if cut is not None:
+                        seq += 1
+                        lamport += 1
+                        body = {"chat": c, "compacted": cut}
+                        db.execute("INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
+                                   " VALUES (?,?,?,?,?,?,?)", (sid, device, seq, lamport, "chat.update", _dumps(body), t))
+                        self._apply_sync(db, Op(sid, device, seq, lamport, "chat.update", body, t))
+                seq0, lam0 = seq + 1, lamport + 1
                 n = len(messages)
                 rows = []
                 for i, m in enumerate(messages):
@@ -563,7 +691,8 @@ class Database:
                                " tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
                 db.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
                            " device_id) DO UPDATE SET last_seq=excluded.last_seq", (sid, device, seq0 + n - 1))
-                db.execute("UPDATE sessions SET lamport=?, last_activity=? WHERE id=?", (lam0 + n - 1, t, sid))
+                db.execute("UPDATE sessions SET lamport=?, last_activity=?, tokens_used=tokens_used+? WHERE id=?",
+                           (lam0 + n - 1, t, new_tokens, sid))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -579,6 +708,237 @@ class Database:
         for fn in list(self.listeners):
             fn(ev)
         return out
+
+    # ------------------------------------------------------------------ clone and fork
+    async def _copy_spec(self, sid: str) -> dict:
+        s = await self.get_session(sid)
+        chats = [{"id": c["id"], "name": c["name"], "system_prompt": c["system_prompt"], "model": c["model"],
+                  "settings": c["settings"], "policy": c["policy"]} for c in await self.list_chats(sid)]
+        spec = {k: s[k] for k in ("user", "system_prompt", "model", "settings", "initial_messages", "metadata",
+                                  "tags", "preferences", "policy")}
+        spec.update(chats=chats, current_chat=s["current_chat"], name=s["name"])
+        return spec
+
+    async def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> dict:
+        """A new session with the same settings, chats and initial context, and no conversation."""
+        spec = await self._copy_spec(sid)
+        spec.update(id=new_id, provenance={"kind": "clone", "session": sid})
+        if name:
+            spec["name"] = name
+        return await self.create_session(spec)
+
+    async def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> dict:
+        """A new session holding the history up to and including message `at` (in every chat)."""
+        lam, dev, seq, _ = await self._message_order(sid, at)
+        spec = await self._copy_spec(sid)
+        spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at})
+        if name:
+            spec["name"] = name
+        rows = await self._all("SELECT chat_id, role, content, tokens, extra FROM messages WHERE session_id=? AND"
+                               " (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
+                               (sid, lam, dev, seq))
+        new = await self.create_session(spec)
+        if rows:
+            msgs = [{"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
+                    for r in rows]
+            try:
+                await self.append_messages(new["id"], msgs)
+            except BaseException:
+                await self.delete_session(new["id"])
+                raise
+        return await self.get_session(new["id"], counts=True)
+
+    # ------------------------------------------------------------------ context budgets and compaction
+    @staticmethod
+    def _chat_budget(db: sqlite3.Connection, sid: str, chat: str, policy: dict) -> tuple[dict, list | None]:
+        row = db.execute("SELECT policy, compacted FROM chats WHERE session_id=? AND id=?", (sid, chat)).fetchone()
+        cp = json.loads(row[0]) if row and row[0] != "{}" else {}
+        merged = {k: cp.get(k, policy.get(k)) for k in CHAT_POLICY_KEYS}
+        return merged, (json.loads(row[1]) if row and row[1] else None)
+
+    @staticmethod
+    def _active(db: sqlite3.Connection, sid: str, chat: str, cut: list | None) -> list[tuple]:
+        """The chat's active context: (lamport, device, seq, role, tokens) after the compaction cutoff
+        (system messages always stay)."""
+        if cut is None:
+            return db.execute("SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
+                              " session_id=? AND chat_id=? ORDER BY lamport, device_id, seq", (sid, chat)).fetchall()
+        return db.execute("SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE session_id=?"
+                          " AND chat_id=? AND ((lamport, device_id, seq) > (?,?,?) OR role='system')"
+                          " ORDER BY lamport, device_id, seq", (sid, chat, *cut)).fetchall()
+
+    def _context_check(self, db: sqlite3.Connection, sid: str, chat: str, policy: dict, adding: int) -> list | None:
+        """Check the chat's context budget for `adding` more tokens. Returns a new compaction cutoff if
+        the chat must compact first, None if it fits; raises ContextOverflow if it cannot fit."""
+        p, cut = self._chat_budget(db, sid, chat, policy)
+        budget = p.get("max_context_tokens")
+        if not budget:
+            return None
+        margin = p.get("context_margin") or DEFAULT_CONTEXT_MARGIN
+        active = self._active(db, sid, chat, cut)
+        total = sum(r[4] for r in active)
+        if total + adding <= budget * margin:
+            return None
+        if p.get("auto_compact") is False:
+            raise ContextOverflow(
+                f"chat {chat!r} of session {sid!r} holds {total} tokens of context; {adding} more would pass its "
+                f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact`) "
+                f"or start another chat", active=total, budget=budget, adding=adding)
+        if adding > budget * margin:
+            raise ContextOverflow(f"these messages alone ({adding} tokens) exceed chat {chat!r}'s context budget "
+                                  f"of {budget} x {margin}", budget=budget, adding=adding)
+        return self._cut_for(active, max(0, budget * margin / 2 - adding), cut)
+
+    @staticmethod
+    def _cut_for(active: list[tuple], target: float, cut: list | None) -> list | None:
+        """Drop the oldest non-system messages until the rest is at most `target` tokens."""
+        total = sum(r[4] for r in active)
+        new_cut = cut
+        for lam, dev, seq, role, tokens in active:
+            if total <= target:
+                break
+            if role == "system":
+                continue
+            total -= tokens
+            new_cut = [lam, dev, seq]
+        return new_cut
+
+    async def compact(self, sid: str, chat: str | None = None, *, target_tokens: int | None = None,
+                      undo: bool = False) -> dict:
+        """Compact a chat's active context down to `target_tokens` (or its budget's half), or undo all
+        compaction. Dropped messages stay in the history."""
+        srow = await self._writable_row(sid)
+        chat = chat or srow["current_chat"]
+        policy = json.loads(srow["policy"])
+
+        def work(db: sqlite3.Connection):
+            p, cut = self._chat_budget(db, sid, chat, policy)
+            if undo:
+                return None
+            active = self._active(db, sid, chat, cut)
+            target = target_tokens
+            if target is None:
+                budget = p.get("max_context_tokens")
+                if not budget:
+                    raise Invalid(f"chat {chat!r} has no context budget: give --target-tokens")
+                target = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) / 2
+            return self._cut_for(active, target, cut)
+
+        await self.get_chat(sid, chat)
+        cut = await self.conn._execute(work, self.conn._conn)
+        await self._begin()
+        try:
+            row = await self._writable_row(sid)
+            await self._local_op(sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now())
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit([{"type": "chat.compacted", "session": sid, "chat": chat}])
+        return await self.context(sid, chat)
+
+    async def context(self, sid: str, chat: str | None = None) -> dict:
+        srow = await self._session_row(sid)
+        chat = chat or srow["current_chat"]
+        await self.get_chat(sid, chat)
+        policy = json.loads(srow["policy"])
+
+        def work(db: sqlite3.Connection):
+            p, cut = self._chat_budget(db, sid, chat, policy)
+            active = self._active(db, sid, chat, cut)
+            total = db.execute("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)).fetchone()[0]
+            return p, cut, active, total
+
+        p, cut, active, total = await self.conn._execute(work, self.conn._conn)
+        return {"session": sid, "chat": chat, "policy": p, "compacted_upto": message_id(cut[1], cut[2]) if cut else None,
+                "active_messages": len(active), "active_tokens": sum(r[4] for r in active),
+                "compacted_messages": total - len(active), "messages": total}
+
+    # ------------------------------------------------------------------ quotas, checkpoints, statistics
+    async def quota(self, sid: str) -> dict:
+        row = await self._session_row(sid)
+        policy = json.loads(row["policy"])
+        quota = policy.get("token_quota")
+        used = row["tokens_used"]
+        return {"session": sid, "tokens_used": used, "token_quota": quota,
+                "remaining": (quota - used) if quota else None, "level": warning_level(used, quota),
+                "thresholds": {"warning": 0.7, "critical": 0.9, "exhausted": 1.0}}
+
+    async def conversation(self, sid: str) -> list[tuple]:
+        """Every message of the session in its global order, as (device, seq, chat, role, content, tokens)."""
+        return [tuple(r) for r in await self._all(
+            "SELECT device_id, seq, chat_id, role, content, coalesce(tokens, 0) FROM messages WHERE session_id=?"
+            " ORDER BY lamport, device_id, seq", (sid,))]
+
+    async def add_checkpoint(self, sid: str, body: dict) -> dict:
+        await self._begin()
+        try:
+            row = await self._session_row(sid)
+            await self._local_op(sid, row["lamport"], "checkpoint.add", body, now())
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit([{"type": "checkpoint.created", "session": sid, "number": body["number"]}])
+        return body
+
+    async def checkpoints(self, sid: str) -> list[dict]:
+        await self._session_row(sid)
+        return [{"session": sid, "device": r["device_id"], "number": r["number"], "hash": r["hash"].hex(),
+                 "tokens": r["tokens"], "messages": r["messages"], "frontier": json.loads(r["frontier"]),
+                 "created_at": r["created_at"], "pk": r["pk"].hex(), "signature": r["signature"].hex()}
+                for r in await self._all("SELECT * FROM checkpoints WHERE session_id=? ORDER BY created_at, device_id,"
+                                         " number", (sid,))]
+
+    async def next_checkpoint_number(self, sid: str) -> int:
+        row = await self._one("SELECT max(number) FROM checkpoints WHERE session_id=? AND device_id=?",
+                              (sid, self.device_id))
+        return (row[0] or 0) + 1
+
+    async def stats(self, sid: str | None = None, user: str | None = None) -> dict:
+        if sid is not None:
+            s = await self.get_session(sid, counts=True)
+            chats = []
+            for c in await self.list_chats(sid):
+                rows = await self._all("SELECT role, created_at FROM messages WHERE session_id=? AND chat_id=?"
+                                       " ORDER BY lamport, device_id, seq", (sid, c["id"]))
+                waits, pending = [], None
+                for role, t in rows:
+                    if role == "user":
+                        pending = t if pending is None else pending
+                    elif role == "assistant" and pending is not None:
+                        waits.append(t - pending)
+                        pending = None
+                chats.append({"chat": c["id"], "name": c["name"], "messages": len(rows),
+                              "avg_response_seconds": round(sum(waits) / len(waits), 3) if waits else None})
+            return {"session": sid, "status": s["status"], "chats": len(chats), "messages": s["message_count"],
+                    "tokens": s["tokens_used"], "created_at": s["created_at"], "last_activity": s["last_activity"],
+                    "per_chat": chats}
+        where, args = ("WHERE s.user=?", (user,)) if user is not None else ("", ())
+        row = await self._one(
+            f"SELECT count(*), coalesce(sum(s.tokens_used), 0), "
+            f"coalesce(sum((SELECT count(*) FROM messages m WHERE m.session_id=s.id)), 0), "
+            f"coalesce(sum(s.status='active'), 0), coalesce(sum(s.status='paused'), 0), "
+            f"coalesce(sum(s.status='ended'), 0) FROM sessions s {where}", args)
+        out = {"sessions": row[0], "tokens": row[1], "messages": row[2], "active": row[3], "paused": row[4],
+               "ended": row[5]}
+        if user is not None:
+            out["user"] = user
+        else:
+            out["users"] = [{"user": r[0], "sessions": r[1], "tokens": r[2]} for r in await self._all(
+                "SELECT user, count(*), coalesce(sum(tokens_used), 0) FROM sessions GROUP BY user ORDER BY user")]
+        return out
+
+    async def expired(self, t: float) -> list[dict]:
+        """Sessions past their expiry or idle timeout that are not ended yet."""
+        out = []
+        for r in await self._all("SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE status!='ended'"):
+            idle = json.loads(r["policy"]).get("idle_timeout")
+            if (r["expires_at"] is not None and r["expires_at"] <= t) or (idle and r["last_activity"] + idle <= t):
+                out.append({"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]})
+        return out
+
+    async def older_than(self, t: float) -> list[dict]:
+        return [dict(r) for r in await self._all(
+            "SELECT id, name, status, last_activity FROM sessions WHERE last_activity < ? ORDER BY id", (t,))]
 
     async def _message_order(self, sid: str, mid: str) -> tuple:
         dev, seq = parse_message_id(mid)
@@ -698,8 +1058,9 @@ class Database:
                 if db.execute("SELECT 1 FROM sessions WHERE id=?", (sid,)).fetchone() is None:
                     raise Invalid(f"the shared logs of {sid!r} do not create the session (no session.create)")
                 if max_lam:
-                    db.execute("UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?)"
-                               " WHERE id=?", (max_lam, max_t, sid))
+                    db.execute("UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
+                               " tokens_used=(SELECT coalesce(sum(tokens), 0) FROM messages WHERE session_id=?)"
+                               " WHERE id=?", (max_lam, max_t, sid, sid))
                 for device, lst in logs.items():
                     if lst and device != self.device_id:
                         db.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT("

@@ -269,6 +269,20 @@ class Syncer(SharingMixin):
                                   "bytes": writer.written.bytes})
         self.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": p["s"]})
 
+    async def snapshot_id(self, sid: str) -> dict | None:
+        """Where this device's latest snapshot of `sid` is: its head revision and manifest object ids."""
+        state = await self.db.sync_state(sid)
+        if not state["head_rev"]:
+            return None
+        head = await asyncio.wait_for((await self._store_for(sid)).get_head(self.keys.head_pk(sid)), self.timeout)
+        if head is None:
+            return None
+        h = manifest_hash_of(head)
+        from sessiond.storage.cid import BlobId, _b32encode
+
+        return {"revision": head.revision, "head_key": head.pk.hex(),
+                "manifest_ipfs_cid": "b" + _b32encode(CIDV1_RAW_BLAKE3 + h), "manifest_blake3": h.hex()}
+
     # ---------------------------------------------------------------- API helpers
     async def status(self, sid: str | None = None) -> dict:
         states = await self.db.all_sync_states()

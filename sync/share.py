@@ -20,7 +20,10 @@ from sessiond.storage.db import Op
 from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
 
+from sessiond.storage.db import DEFAULT_CHECKPOINT_INTERVAL
+
 from . import dagcbor
+from .checkpoint import ProofError, check_proof, make_proof
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, decrypt, TAG_SIZE, CHUNK_SIZE
 from .log import LogError, LogReader, Manifest, parse_manifest
 from .sharecode import ShareCode, ShareCodeError, decode as decode_code
@@ -200,6 +203,17 @@ class SharingMixin:
                                              [m for m in members if m["head_pk"] != my_pk], full=True)
         if not any(op.kind == "session.create" for lst in logs.values() for op in lst) and existing is None:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")
+        if existing is None:  # every checkpoint in the shared logs must hold for the history they came with
+            all_ops = sorted((o for lst in logs.values() for o in lst), key=lambda o: o.order)
+            msgs = [(o.device_id, o.seq, o.body["chat"], o.body["role"], o.body["content"], o.body.get("tokens") or 0)
+                    for o in all_ops if o.kind == "message.add"]
+            pks = {m["head_pk"] for m in members}
+            for o in all_ops:
+                if o.kind == "checkpoint.add":
+                    try:
+                        check_proof(o.body, msgs, pks)
+                    except ProofError as exc:
+                        raise ImportError_("checkpoint", f"the session's checkpoints do not verify: {exc}") from None
         created = []
         if self.keys.session_key(sid) is None:
             self.keys.set_session_key(sid, code.session_key)
@@ -225,6 +239,42 @@ class SharingMixin:
         log.info("imported", extra={"session": sid, "event": "import"})
         return {"session": sid, "new": new, "capability": code.capability, "already": existing is not None,
                 "devices": len(logs)}
+
+    # ------------------------------------------------------------------ checkpoints
+    async def _known_pks(self, sid: str) -> set[bytes]:
+        return {self.keys.head_pk(sid)} | {bytes(p["head_pk"]) for p in await self.db.peers(sid)}
+
+    async def make_checkpoint(self, sid: str) -> dict:
+        """Sign a checkpoint of everything this device knows of `sid` now, and record it in the log."""
+        session = await self.db.get_session(sid)
+        if session["access"] == "read":
+            raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
+        frontier = await self.db.devices(sid)
+        proof = make_proof(sid, self.db.device_id, await self.db.next_checkpoint_number(sid),
+                           await self.db.conversation(sid), frontier, round(time.time(), 3), self.keys.head_key(sid))
+        return await self.db.add_checkpoint(sid, proof)
+
+    async def maybe_checkpoint(self, sid: str) -> dict | None:
+        """A checkpoint each time the session's tokens pass a multiple of its checkpoint interval."""
+        s = await self.db.get_session(sid)
+        if s["access"] == "read":
+            return None
+        interval = (s.get("policy") or {}).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
+        mine = [c for c in await self.db.checkpoints(sid) if c["device"] == self.db.device_id]
+        last = max((c["tokens"] for c in mine), default=0)
+        if s["tokens_used"] // interval > last // interval:
+            return await self.make_checkpoint(sid)
+        return None
+
+    async def verify_proof(self, sid: str, proof: dict) -> dict:
+        if proof.get("session") not in (None, sid):
+            raise ImportError_("checkpoint", f"the proof is for session {proof.get('session')}, not {sid}")
+        try:
+            check_proof(proof, await self.db.conversation(sid), await self._known_pks(sid))
+        except ProofError as exc:
+            return {"ok": False, "session": sid, "problem": str(exc)}
+        return {"ok": True, "session": sid, "number": proof["number"], "device": proof["device"],
+                "messages": proof["messages"], "tokens": proof["tokens"]}
 
     # ------------------------------------------------------------------ rekey
     async def rekey(self, sid: str, drop: list[str] = ()) -> dict:

@@ -1,0 +1,242 @@
+"""Plain formats in and out: OpenAI chat messages, a session as JSON, and ChatGPT's conversations.json.
+
+Parsing is complete before anything is written, so a malformed file imports nothing; a file that
+becomes several sessions (ChatGPT branches) is removed again if any part fails.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sessiond.storage.db import ROLES
+from sessiond.storage.errors import Invalid
+
+JSON_FORMAT = "sessiond.session.v1"
+
+
+def _text(content: Any, where: str) -> str:
+    """OpenAI content: a string, or a list of parts of which only text is supported."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        out = []
+        for i, part in enumerate(content):
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text") \
+                    and isinstance(part.get("text"), str):
+                out.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise Invalid(f"{where}: content part {i} is {kind!r}; only text parts can be imported")
+        return "".join(out)
+    raise Invalid(f"{where}: content must be a string or a list of text parts")
+
+
+# ------------------------------------------------------------------------------------------ export
+async def export(db, sid: str, fmt: str, chat: str | None = None) -> dict:
+    s = await db.get_session(sid, counts=True)
+    if fmt == "openai":
+        chat = chat or s["current_chat"]
+        c = await db.get_chat(sid, chat)
+        msgs = []
+        system = c["system_prompt"] or s["system_prompt"]
+        if system:
+            msgs.append({"role": "system", "content": system})
+        msgs += [{"role": m["role"], "content": m["content"]} for m in s["initial_messages"]]
+        for m in await db.list_messages(sid, chat=chat, limit=1 << 30):
+            item = {"role": m["role"], "content": m["content"]}
+            for k in ("name", "tool_call_id"):
+                if m.get(k):
+                    item[k] = m[k]
+            msgs.append(item)
+        out = {"messages": msgs}
+        if c["model"] or s["model"]:
+            out["model"] = c["model"] or s["model"]
+        for k, v in (c["settings"] or s["settings"]).items():
+            out[k] = v
+        return out
+    if fmt == "json":
+        chats = await db.list_chats(sid)
+        msgs = await db.list_messages(sid, limit=1 << 30, all_chats=True)
+        return {"format": JSON_FORMAT, "session": s, "chats": chats, "checkpoints": await db.checkpoints(sid),
+                "messages": [{k: m.get(k) for k in ("id", "chat", "role", "content", "tokens", "created_at", "name",
+                                                      "tool_call_id", "metadata") if m.get(k) is not None}
+                             for m in msgs]}
+    raise Invalid(f"unknown export format {fmt!r}: use openai or json")
+
+
+# ------------------------------------------------------------------------------------------ import
+def _message(m: Any, where: str) -> dict:
+    if not isinstance(m, dict):
+        raise Invalid(f"{where} is not an object")
+    role = m.get("role")
+    if role == "developer":
+        role = "system"
+    if role not in ROLES:
+        raise Invalid(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
+    out = {"role": role, "content": _text(m.get("content"), where)}
+    for k in ("name", "tool_call_id"):
+        if isinstance(m.get(k), str):
+            out[k] = m[k]
+    if isinstance(m.get("tokens"), int) and m["tokens"] >= 0:
+        out["tokens"] = m["tokens"]
+    return out
+
+
+def parse_openai(data: Any) -> dict:
+    if isinstance(data, dict):
+        msgs = data.get("messages")
+        model = data.get("model")
+    else:
+        msgs, model = data, None
+    if not isinstance(msgs, list) or not msgs:
+        raise Invalid("an OpenAI chat file is a list of messages, or an object with a non-empty \"messages\" list")
+    parsed = [_message(m, f"messages[{i}]") for i, m in enumerate(msgs)]
+    system = []
+    while parsed and parsed[0]["role"] == "system":
+        system.append(parsed.pop(0)["content"])
+    spec = {"system_prompt": "\n\n".join(system) or None, "model": model if isinstance(model, str) else None}
+    return {"spec": spec, "messages": parsed}
+
+
+def parse_json(data: Any) -> dict:
+    if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
+        raise Invalid(f"not a sessiond session file (its \"format\" must be {JSON_FORMAT!r})")
+    s = data.get("session")
+    if not isinstance(s, dict):
+        raise Invalid("session file has no \"session\" object")
+    chats = data.get("chats") or []
+    if not isinstance(chats, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in chats):
+        raise Invalid("session file's \"chats\" must be a list of objects with an id")
+    spec = {k: s.get(k) for k in ("id", "user", "name", "system_prompt", "model", "settings", "initial_messages",
+                                  "metadata", "tags", "preferences", "policy", "expires_at")}
+    spec = {k: v for k, v in spec.items() if v is not None}
+    if chats:
+        spec["chats"] = [{k: c.get(k) for k in ("id", "name", "system_prompt", "model", "settings", "policy")}
+                         for c in chats]
+        spec["current_chat"] = s.get("current_chat") or chats[0]["id"]
+    known = {c["id"] for c in chats} or {"main"}
+    msgs = data.get("messages") or []
+    if not isinstance(msgs, list):
+        raise Invalid("session file's \"messages\" must be a list")
+    parsed = []
+    for i, m in enumerate(msgs):
+        pm = _message(m, f"messages[{i}]")
+        chat = m.get("chat", "main")
+        if chat not in known:
+            raise Invalid(f"messages[{i}] is in chat {chat!r}, which the file does not define")
+        pm["chat"] = chat
+        parsed.append(pm)
+    return {"spec": spec, "messages": parsed}
+
+
+def parse_chatgpt(data: Any) -> list[dict]:
+    """ChatGPT's conversations.json: each conversation's branch ending at current_node is its history;
+    every other branch becomes a fork of it, from the message where they part."""
+    convs = data if isinstance(data, list) else [data]
+    out = []
+    for ci, conv in enumerate(convs):
+        where = f"conversation {ci}"
+        if not isinstance(conv, dict) or not isinstance(conv.get("mapping"), dict):
+            raise Invalid(f"{where} has no \"mapping\" (is this a ChatGPT conversations.json?)")
+        mapping = conv["mapping"]
+        current = conv.get("current_node")
+        if current not in mapping:
+            raise Invalid(f"{where}: current_node {current!r} is not in its mapping")
+
+        def path_to(node_id: str) -> list[str]:
+            path, seen = [], set()
+            while node_id is not None:
+                if node_id in seen:
+                    raise Invalid(f"{where}: the mapping has a cycle at {node_id!r}")
+                if node_id not in mapping or not isinstance(mapping[node_id], dict):
+                    raise Invalid(f"{where}: node {node_id!r} is referenced but missing")
+                seen.add(node_id)
+                path.append(node_id)
+                node_id = mapping[node_id].get("parent")
+            return list(reversed(path))
+
+        def message_of(node_id: str) -> dict | None:
+            msg = mapping[node_id].get("message")
+            if not msg:
+                return None
+            if not isinstance(msg, dict):
+                raise Invalid(f"{where}: node {node_id!r} has a malformed message")
+            role = (msg.get("author") or {}).get("role")
+            content = msg.get("content") or {}
+            parts = content.get("parts") if isinstance(content, dict) else None
+            if isinstance(content, dict) and parts is None and isinstance(content.get("text"), str):
+                parts = [content["text"]]
+            if not isinstance(parts, list):
+                raise Invalid(f"{where}: node {node_id!r} has no content parts")
+            text = "".join(p for p in parts if isinstance(p, str))
+            if role not in ROLES or not text.strip():
+                return None  # hidden system scaffolding, images, empty turns
+            return {"role": role, "content": text, "node": node_id}
+
+        main_path = path_to(current)
+        main_msgs = [m for m in (message_of(n) for n in main_path) if m]
+        leaves = [n for n, v in mapping.items() if isinstance(v, dict) and not v.get("children") and n != current]
+        forks = []
+        on_main = set(main_path)
+        for leaf in sorted(leaves):
+            path = path_to(leaf)
+            shared = [n for n in path if n in on_main]
+            branch_msgs = [m for m in (message_of(n) for n in path) if m]
+            if not any(m["node"] not in on_main for m in branch_msgs):
+                continue
+            last_shared = next((m["node"] for m in reversed(main_msgs) if m["node"] in shared), None)
+            forks.append({"messages": branch_msgs, "from_node": last_shared})
+        title = conv.get("title") if isinstance(conv.get("title"), str) else None
+        out.append({"spec": {"name": title, "metadata": {"source": "chatgpt", "conversation":
+                                                         conv.get("id") or conv.get("conversation_id")}},
+                    "messages": main_msgs, "forks": forks})
+    return out
+
+
+async def import_file(db, data: Any, fmt: str, estimate) -> list[dict]:
+    if fmt == "openai":
+        plan = [{**parse_openai(data), "forks": []}]
+    elif fmt == "json":
+        plan = [{**parse_json(data), "forks": []}]
+    elif fmt == "chatgpt":
+        plan = parse_chatgpt(data)
+    else:
+        raise Invalid(f"unknown import format {fmt!r}: use openai, json or chatgpt")
+    created: list[dict] = []
+    try:
+        for item in plan:
+            s = await db.create_session({k: v for k, v in item["spec"].items() if v is not None})
+            created.append(s)
+            ids = await _append(db, s["id"], item["messages"], estimate)
+            for fork in item["forks"]:
+                at = ids.get(fork["from_node"]) if fork["from_node"] else None
+                f = await db.create_session({"name": f"{s['name'] or 'conversation'} (branch)",
+                                             "metadata": item["spec"].get("metadata") or {},
+                                             "provenance": {"kind": "fork", "session": s["id"], "message": at}})
+                created.append(f)
+                await _append(db, f["id"], fork["messages"], estimate)
+    except BaseException:
+        for s in created:
+            try:
+                await db.delete_session(s["id"])
+            except Exception:
+                pass
+        raise
+    return [await db.get_session(s["id"], counts=True) for s in created]
+
+
+async def _append(db, sid: str, messages: list[dict], estimate) -> dict:
+    """Append in order; returns {chatgpt node id: message id} where nodes are known."""
+    if not messages:
+        return {}
+    clean = []
+    for m in messages:
+        c = {k: v for k, v in m.items() if k != "node"}
+        if c.get("tokens") is None:
+            c["tokens"] = estimate(c["content"])
+        clean.append(c)
+    stored = await db.append_messages(sid, clean)
+    return {m["node"]: s["id"] for m, s in zip(messages, stored) if m.get("node")}
