@@ -161,6 +161,16 @@ def _settings(args) -> dict | None:
     return s or None
 
 
+def _policy(args) -> dict:
+    out = {}
+    for k in ("token_quota", "max_context_tokens", "context_margin", "checkpoint_interval", "idle_timeout"):
+        if getattr(args, k, None) is not None:
+            out[k] = getattr(args, k)
+    if getattr(args, "no_auto_compact", False):
+        out["auto_compact"] = False
+    return out
+
+
 def _json_arg(text: str | None, what: str):
     if text is None:
         return None
@@ -175,7 +185,7 @@ def cmd_new(args) -> int:
                 model=args.model, user=args.user, tags=args.tag or None, settings=_settings(args),
                 metadata=_json_arg(args.metadata, "--metadata"),
                 initial_messages=_json_arg(args.initial, "--initial"),
-                expires_in=args.expires_in)
+                expires_in=args.expires_in, policy=_policy(args) or None)
     s = client(args).create_session(**spec)
     emit(args, s, s["id"])
     return 0
@@ -225,9 +235,156 @@ def cmd_rm(args) -> int:
 def _status_cmd(action: str):
     def run(args) -> int:
         s = getattr(client(args), action)(args.id)
-        emit(args, s, f"{s['id']}: {s['status']}")
+        human = f"{s['id']}: {s['status']}"
+        if action == "end":
+            snap = s.get("snapshot") or {}
+            human += (f"\nfinal tokens: {s['tokens_used']}\ncheckpoints: {len(s['checkpoints'])}"
+                      + (f" (last: #{s['checkpoints'][-1]['number']} {s['checkpoints'][-1]['hash'][:16]}…)"
+                         if s["checkpoints"] else "")
+                      + (f"\nsnapshot: revision {snap['revision']}, manifest {snap['manifest_ipfs_cid']}" if snap
+                         else "\nsnapshot: not pushed yet"))
+        emit(args, s, human)
         return 0
     return run
+
+
+# ------------------------------------------------------------------------------------------ management
+def cmd_quota(args) -> int:
+    q = client(args).quota(args.id)
+    human = (f"{q['tokens_used']} of {q['token_quota']} tokens used ({q['remaining']} left): {q['level']}"
+             if q["token_quota"] else f"{q['tokens_used']} tokens used; no quota ({q['level']})")
+    emit(args, q, human)
+    return 0
+
+
+def _context_line(c: dict) -> str:
+    budget = c["policy"].get("max_context_tokens")
+    return (f"chat {c['chat']}: {c['active_tokens']} tokens in {c['active_messages']} active messages"
+            + (f" (budget {budget})" if budget else "")
+            + (f"; {c['compacted_messages']} compacted, up to {c['compacted_upto']}" if c["compacted_upto"] else ""))
+
+
+def cmd_context(args) -> int:
+    c = client(args).context(args.id, args.chat)
+    emit(args, c, _context_line(c))
+    return 0
+
+
+def cmd_compact(args) -> int:
+    c = client(args).compact(args.id, chat=args.chat, target_tokens=args.target_tokens)
+    emit(args, c, _context_line(c))
+    return 0
+
+
+def cmd_uncompact(args) -> int:
+    c = client(args).uncompact(args.id, chat=args.chat)
+    emit(args, c, _context_line(c))
+    return 0
+
+
+def cmd_clone(args) -> int:
+    s = client(args).clone(args.id, new_id=args.new_id, name=args.name)
+    emit(args, s, s["id"])
+    return 0
+
+
+def cmd_fork(args) -> int:
+    s = client(args).fork(args.id, args.at, new_id=args.new_id, name=args.name)
+    emit(args, s, s["id"])
+    return 0
+
+
+def cmd_checkpoint(args) -> int:
+    cp = client(args).checkpoint(args.id)
+    emit(args, cp, f"checkpoint #{cp['number']}: {cp['messages']} messages, {cp['tokens']} tokens, hash {cp['hash']}")
+    return 0
+
+
+def cmd_checkpoints(args) -> int:
+    cps = client(args).checkpoints(args.id)["checkpoints"]
+    emit(args, {"checkpoints": cps}, table([[c["number"], c["device"], c["messages"], c["tokens"], c["hash"][:32] + "…",
+                                             when(c["created_at"])] for c in cps],
+                                           ["#", "device", "messages", "tokens", "hash", "created"])
+         if cps else "no checkpoints")
+    return 0
+
+
+def cmd_verify_proof(args) -> int:
+    text = sys.stdin.read() if args.proof == "-" else _read_file(args.proof)
+    try:
+        proof = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"the proof is not JSON: {exc}", EXIT_USAGE) from None
+    if isinstance(proof, dict) and "checkpoints" in proof and "number" not in proof:
+        proofs = proof["checkpoints"]  # the output of `sessiond end --json` or `checkpoints --json`
+    else:
+        proofs = proof if isinstance(proof, list) else [proof]
+    results = [client(args).verify_proof(args.id, p if isinstance(p, dict) else {}) for p in proofs]
+    emit(args, {"ok": all(r["ok"] for r in results), "results": results},
+         "\n".join(f"ok      checkpoint #{r['number']} of {r['device']}: {r['messages']} messages, {r['tokens']} tokens"
+                   if r["ok"] else f"FAILED  {r['problem']}" for r in results))
+    return 0 if all(r["ok"] for r in results) else EXIT_ERROR
+
+
+def cmd_stats(args) -> int:
+    st = client(args).stats(args.id, args.user)
+    if args.id:
+        lines = [f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
+                 f"{st['tokens']} tokens; created {when(st['created_at'])}, last active {when(st['last_activity'])}"]
+        lines.append(table([[c["chat"], c["name"], c["messages"], c["avg_response_seconds"]] for c in st["per_chat"]],
+                           ["chat", "name", "messages", "avg response s"]))
+    else:
+        lines = [f"{st['sessions']} sessions ({st['active']} active, {st['paused']} paused, {st['ended']} ended), "
+                 f"{st['messages']} messages, {st['tokens']} tokens"]
+        if st.get("users"):
+            lines.append(table([[u["user"] or "(none)", u["sessions"], u["tokens"]] for u in st["users"]],
+                               ["user", "sessions", "tokens"]))
+    emit(args, st, "\n".join(lines))
+    return 0
+
+
+def cmd_cleanup(args) -> int:
+    res = client(args).cleanup(args.older_than, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    lines = [f"{verb} {len(res['sessions'])} session(s) idle for longer than {args.older_than_text}"]
+    lines += [f"  {s['id']}  {s['name'] or ''}  last active {when(s['last_activity'])}" for s in res["sessions"]]
+    emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_export(args) -> int:
+    data = client(args).export(args.id, args.format, args.chat)
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if args.output:
+        from sessiond.storage.fsutil import atomic_write
+
+        atomic_write(args.output, text.encode() + b"\n", 0o600)
+        if args.json:
+            print(json.dumps({"written": args.output}))
+    else:
+        print(text)
+    return 0
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path} is not UTF-8 text", EXIT_USAGE) from None
+
+
+def cmd_import_file(args) -> int:
+    text = sys.stdin.read() if args.path == "-" else _read_file(args.path)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{args.path} is not JSON: {exc}", EXIT_USAGE) from None
+    res = client(args).import_file(data, args.format)
+    emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
+    return 0
 
 
 def cmd_set(args) -> int:
@@ -245,6 +402,8 @@ def cmd_set(args) -> int:
         fields["metadata"] = _json_arg(args.metadata, "--metadata")
     if args.expires_in is not None:
         fields["expires_in"] = args.expires_in
+    if _policy(args):
+        fields["policy"] = _policy(args)
     if not fields:
         raise CliError("nothing to change: give at least one option (see `sessiond set --help`)", EXIT_USAGE)
     s = client(args).update_session(args.id, **fields)
@@ -256,7 +415,8 @@ def cmd_set(args) -> int:
 def cmd_chat_new(args) -> int:
     chat = client(args).create_chat(args.id, id=args.chat_id, name=args.name,
                                     system_prompt=_read_text(args.system) if args.system else None,
-                                    model=args.model, settings=_settings(args), switch=args.switch or None)
+                                    model=args.model, settings=_settings(args), switch=args.switch or None,
+                                    policy=_policy(args) or None)
     emit(args, chat, chat["id"])
     return 0
 
@@ -470,6 +630,19 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, dest="max_tokens")
 
 
+def _add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
+    p.add_argument("--max-context-tokens", type=int, dest="max_context_tokens",
+                   help="context budget; the chat compacts itself past budget x margin")
+    p.add_argument("--context-margin", type=float, dest="context_margin", help="safety margin (default 0.8)")
+    p.add_argument("--no-auto-compact", action="store_true", dest="no_auto_compact",
+                   help="refuse appends past the budget (context_overflow) instead of compacting")
+    if not chat:
+        p.add_argument("--token-quota", type=int, dest="token_quota", help="tokens this session may use in all")
+        p.add_argument("--checkpoint-interval", type=int, dest="checkpoint_interval",
+                       help="make a signed checkpoint every N tokens (default 1000)")
+        p.add_argument("--idle-timeout", type=duration, dest="idle_timeout", help="end the session after this idle time")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS,
@@ -506,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
     p.add_argument("--expires-in", type=duration, dest="expires_in", help="expire after this long (e.g. 7d)")
     _add_settings(p)
+    _add_policy(p)
 
     p = cmd("set", cmd_set, "change a session's name, prompt, model, settings, tags or metadata")
     p.add_argument("id")
@@ -517,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata")
     p.add_argument("--expires-in", type=duration, dest="expires_in")
     _add_settings(p)
+    _add_policy(p)
 
     p = cmd("ls", cmd_ls, "list sessions")
     p.add_argument("--user")
@@ -543,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--model")
     q.add_argument("--switch", action="store_true", help="make it the current chat")
     _add_settings(q)
+    _add_policy(q, chat=True)
     q = chat_sub.add_parser("ls", parents=[common], help="list chats")
     q.set_defaults(fn=cmd_chat_ls)
     q.add_argument("id", help="session id")
@@ -563,6 +739,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every chat, interleaved in order")
     p.add_argument("--limit", type=int, default=1_000_000)
     p.add_argument("--short", action="store_true", help="one line per message")
+
+    p = cmd("quota", cmd_quota, "tokens used, the quota and its warning level")
+    p.add_argument("id")
+    p = cmd("context", cmd_context, "a chat's active context: tokens, budget, what is compacted")
+    p.add_argument("id")
+    p.add_argument("--chat")
+    p = cmd("compact", cmd_compact, "drop the oldest messages from a chat's active context (history keeps them)")
+    p.add_argument("id")
+    p.add_argument("--chat")
+    p.add_argument("--target-tokens", type=int, dest="target_tokens", help="keep at most this many tokens active")
+    p = cmd("uncompact", cmd_uncompact, "restore every compacted message of a chat to its context")
+    p.add_argument("id")
+    p.add_argument("--chat")
+    p = cmd("clone", cmd_clone, "a new session with the same settings and initial context, no conversation")
+    p.add_argument("id")
+    p.add_argument("--id", dest="new_id", help="the new session's id")
+    p.add_argument("--name")
+    p = cmd("fork", cmd_fork, "a new session with the history up to a message")
+    p.add_argument("id")
+    p.add_argument("--at", required=True, help="message id (see `sessiond log`)")
+    p.add_argument("--id", dest="new_id", help="the new session's id")
+    p.add_argument("--name")
+    p = cmd("checkpoint", cmd_checkpoint, "make a signed checkpoint of the conversation now")
+    p.add_argument("id")
+    p = cmd("checkpoints", cmd_checkpoints, "list a session's checkpoints")
+    p.add_argument("id")
+    p = cmd("verify-proof", cmd_verify_proof, "check checkpoint proofs (JSON file, or '-') against a session")
+    p.add_argument("id")
+    p.add_argument("proof")
+    p = cmd("stats", cmd_stats, "statistics of one session, one user, or the whole daemon")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--user")
+    p = cmd("cleanup", cmd_cleanup, "delete sessions idle for longer than a duration (and their keys)")
+    p.add_argument("--older-than", required=True, dest="older_than_text", help="e.g. 7d")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p = cmd("export", cmd_export, "write a session as OpenAI chat messages or full JSON")
+    p.add_argument("id")
+    p.add_argument("--format", choices=["openai", "json"], default="json")
+    p.add_argument("--chat", help="(openai) which chat; default: the current one")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p = cmd("import-file", cmd_import_file, "import OpenAI messages, a session JSON, or ChatGPT's conversations.json")
+    p.add_argument("path", help="the file ('-' reads standard input)")
+    p.add_argument("--format", choices=["openai", "json", "chatgpt"], required=True)
 
     p = cmd("sync", cmd_sync, "push (and pull) now")
     p.add_argument("id", nargs="?")
@@ -605,6 +824,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "fn", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "older_than_text", None) is not None:
+        try:
+            args.older_than = duration(args.older_than_text)
+        except argparse.ArgumentTypeError as exc:
+            print(f"sessiond: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         return args.fn(args) or 0
     except DaemonNotRunning as exc:

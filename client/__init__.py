@@ -127,6 +127,49 @@ class _Api:
         return self._call("GET", f"/v1/sessions/{_q(sid)}/messages" + _query(
             dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)))
 
+    # session management
+    def quota(self, sid: str):
+        return self._call("GET", f"/v1/sessions/{_q(sid)}/quota")
+
+    def context(self, sid: str, chat: str | None = None):
+        return self._call("GET", f"/v1/sessions/{_q(sid)}/context" + _query(dict(chat=chat)))
+
+    def compact(self, sid: str, *, chat: str | None = None, target_tokens: int | None = None):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/compact",
+                          {k: v for k, v in dict(chat=chat, target_tokens=target_tokens).items() if v is not None})
+
+    def uncompact(self, sid: str, *, chat: str | None = None):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/uncompact", {"chat": chat} if chat else {})
+
+    def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/clone",
+                          {k: v for k, v in dict(id=new_id, name=name).items() if v is not None})
+
+    def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/fork",
+                          {k: v for k, v in dict(at=at, id=new_id, name=name).items() if v is not None})
+
+    def checkpoint(self, sid: str):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/checkpoints")
+
+    def checkpoints(self, sid: str):
+        return self._call("GET", f"/v1/sessions/{_q(sid)}/checkpoints")
+
+    def verify_proof(self, sid: str, proof: dict):
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/verify-proof", {"proof": proof})
+
+    def stats(self, session: str | None = None, user: str | None = None):
+        return self._call("GET", "/v1/stats" + _query(dict(session=session, user=user)))
+
+    def cleanup(self, older_than: float, *, dry_run: bool = False):
+        return self._call("POST", "/v1/cleanup", {"older_than": older_than, "dry_run": dry_run})
+
+    def export(self, sid: str, fmt: str = "json", chat: str | None = None):
+        return self._call("GET", f"/v1/sessions/{_q(sid)}/export" + _query(dict(format=fmt, chat=chat)))
+
+    def import_file(self, data, fmt: str):
+        return self._call("POST", "/v1/import-file", {"format": fmt, "data": data})
+
     # sharing
     def share(self, sid: str, *, write: bool = False, passphrase: str | None = None,
               expires_in: float | None = None):

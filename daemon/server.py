@@ -106,6 +106,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self._checkpoint_lock = asyncio.Lock()
         from sessiond.storage import tokens
 
         self._estimator = tokens.get(config.token_estimator)
@@ -161,6 +162,8 @@ class Daemon:
 
     def _on_change(self, event: dict) -> None:
         self.events.publish(event)
+        if event.get("checkpoint_due"):
+            self._schedule_checkpoint(event["session"])
         if self.syncer is not None and event.get("session"):
             self.syncer.notify(event["session"])
 
@@ -230,17 +233,19 @@ class Daemon:
     def estimate(self, text: str) -> int:
         return self._estimator(text)
 
-    def after_append(self, sid: str) -> None:
-        """Checkpoints every N tokens, made after the append was answered."""
+    def _schedule_checkpoint(self, sid: str) -> None:
+        """Checkpoints every N tokens: made right after the append that passed the mark was answered,
+        one at a time."""
         task = asyncio.get_running_loop().create_task(self._auto_checkpoint(sid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _auto_checkpoint(self, sid: str) -> None:
-        try:
-            await self.syncer.maybe_checkpoint(sid)
-        except Exception as exc:  # never fatal: the next append tries again
-            log.warning("automatic checkpoint failed", extra={"session": sid, "error": str(exc)})
+        async with self._checkpoint_lock:
+            try:
+                await self.syncer.make_checkpoint(sid)
+            except Exception as exc:  # never fatal: the next mark makes the next one
+                log.warning("automatic checkpoint failed", extra={"session": sid, "error": str(exc)})
 
     async def checkpoint(self, sid: str) -> dict:
         try:

@@ -698,13 +698,16 @@ class Database:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            return rows, chat_id
+            interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
+            return rows, chat_id, (used // interval) != ((used + new_tokens) // interval)
 
         async with self._write_lock:
-            rows, chat_id = await self.conn._execute(work, self.conn._conn)
+            rows, chat_id, checkpoint_due = await self.conn._execute(work, self.conn._conn)
         out = [{"id": f"{device}-{r[3]}", "chat": r[1], "role": r[5], "tokens": r[7], "created_at": t,
                 "device": device, "seq": r[3], "lamport": r[4]} for r in rows]
         ev = {"type": "messages.appended", "session": sid, "chat": chat_id, "ids": [m["id"] for m in out]}
+        if checkpoint_due:  # the session's tokens passed a multiple of its checkpoint interval
+            ev["checkpoint_due"] = True
         for fn in list(self.listeners):
             fn(ev)
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import OrderedDict
 
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
@@ -19,6 +20,7 @@ from sessiond.storage.ids import ID_RE
 from .crypto import CTX_HEAD_SIGNING, derive
 
 _WORDS = Mnemonic("english")
+CACHE_SESSIONS = 1024
 
 
 class KeyError_(Exception):
@@ -48,7 +50,9 @@ class KeyStore:
             seed = secrets.token_bytes(32)
             atomic_write(self.device_path, seed, 0o600)
         self._seed = seed
-        self._head_keys: dict[str, SigningKey] = {}
+        # Derived head keys of recently used sessions; idle sessions fall out (least recently used
+        # first) and are derived again when needed. Nothing about a session is only in memory.
+        self._head_keys: OrderedDict[str, SigningKey] = OrderedDict()
 
     @property
     def device_public(self) -> bytes:
@@ -60,6 +64,10 @@ class KeyStore:
         if key is None:
             key = SigningKey(derive(CTX_HEAD_SIGNING, self._seed + sid.encode()))
             self._head_keys[sid] = key
+            if len(self._head_keys) > CACHE_SESSIONS:
+                self._head_keys.popitem(last=False)
+        else:
+            self._head_keys.move_to_end(sid)
         return key
 
     def head_pk(self, sid: str) -> bytes:

@@ -20,8 +20,6 @@ from sessiond.storage.db import Op
 from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
 
-from sessiond.storage.db import DEFAULT_CHECKPOINT_INTERVAL
-
 from . import dagcbor
 from .checkpoint import ProofError, check_proof, make_proof
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, decrypt, TAG_SIZE, CHUNK_SIZE
@@ -253,18 +251,6 @@ class SharingMixin:
         proof = make_proof(sid, self.db.device_id, await self.db.next_checkpoint_number(sid),
                            await self.db.conversation(sid), frontier, round(time.time(), 3), self.keys.head_key(sid))
         return await self.db.add_checkpoint(sid, proof)
-
-    async def maybe_checkpoint(self, sid: str) -> dict | None:
-        """A checkpoint each time the session's tokens pass a multiple of its checkpoint interval."""
-        s = await self.db.get_session(sid)
-        if s["access"] == "read":
-            return None
-        interval = (s.get("policy") or {}).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
-        mine = [c for c in await self.db.checkpoints(sid) if c["device"] == self.db.device_id]
-        last = max((c["tokens"] for c in mine), default=0)
-        if s["tokens_used"] // interval > last // interval:
-            return await self.make_checkpoint(sid)
-        return None
 
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         if proof.get("session") not in (None, sid):

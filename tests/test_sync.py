@@ -246,3 +246,27 @@ async def test_incremental_push_is_small_and_flat(env):
         assert all(len(lv) < 16 for lv in dagcbor.decode(levels))  # the manifest stays bounded
         assert (await syncer.verify(sid))["ok"]
     assert max(sizes.values()) <= 8 * 1024 + 100, sizes
+
+
+async def test_import_rejects_checkpoints_that_do_not_verify(env, tmp):
+    from sessiond.sync.checkpoint import make_proof
+    from sessiond.sync.share import ImportError_
+
+    db, store, syncer = await env.open(timeout=10)
+    await syncer.start()
+    sid = (await db.create_session({}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "the real history", "tokens": 4}])
+    forged_history = [(db.device_id, 2, "main", "user", "a rewritten history", 4)]
+    proof = make_proof(sid, db.device_id, 1, forged_history, await db.devices(sid), 1.0, syncer.keys.head_key(sid))
+    await db.add_checkpoint(sid, proof)  # validly signed, but over another conversation
+    code = (await syncer.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+    db2 = await Database.open(os.path.join(tmp, "db2.sqlite"))
+    other = Syncer(db2, FileStore(os.path.join(tmp, "store")), os.path.join(tmp, "keys2"), timeout=10)
+    env.extra.append(other)
+    try:
+        with pytest.raises(ImportError_) as e:
+            await other.import_code(code, None)
+        assert e.value.kind == "checkpoint" and "history was changed" in str(e.value)
+        assert await db2.session_ids() == [] and other.keys.session_key(sid) is None  # nothing written
+    finally:
+        await db2.close()
