@@ -561,8 +561,18 @@ def cmd_rekey(args) -> int:
 
 
 def cmd_import(args) -> int:
-    code = args.code
-    if code == "-":
+    # A share code is a secret: it is read from standard input (or a file), never taken from the
+    # command line, where every local user could see it in `ps`.
+    if args.code not in (None, "-"):
+        raise CliError("give the share code on standard input (e.g. `sessiond import < code.txt`, or paste it at "
+                       "the prompt), not on the command line, where other users could read it in `ps`", EXIT_USAGE)
+    if args.code_file:
+        code = _read_file(args.code_file).strip()
+    elif sys.stdin.isatty():
+        import getpass
+
+        code = getpass.getpass("share code: ").strip()
+    else:
         code = sys.stdin.read().strip()
     res = client(args).import_code(code, _passphrase(args.passphrase_file, ""))
     emit(args, res, res["session"])
@@ -797,8 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="protect the code with the passphrase in this file ('-': standard input)")
     p.add_argument("--expires", type=duration, help="the code stops working after this long (e.g. 1h, 7d)")
     p.add_argument("--qr", action="store_true", help="also print it as a QR code")
-    p = cmd("import", cmd_import, "import a session from a share code and keep it in sync")
-    p.add_argument("code", help="the share code ('-' reads it from standard input)")
+    p = cmd("import", cmd_import, "import a session from a share code (read from standard input) and keep it in sync")
+    p.add_argument("code", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument("--code-file", dest="code_file", help="read the code from this file (default: standard input)")
     p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
 
     p = cmd("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")

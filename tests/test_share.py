@@ -144,19 +144,19 @@ def test_passphrase_and_expiry(pair, tmp_path):
     assert res.returncode == 0, res.stderr
     code = json.loads(res.stdout)["code"]
     assert "correct horse" not in res.stdout
-    r = run_cli(b.home, "import", code)
+    r = run_cli(b.home, "import", input=code)
     assert r.returncode == 1 and "passphrase" in r.stderr
     bad = tmp_path / "bad"
     bad.write_text("wrong wrong wrong\n")
-    r = run_cli(b.home, "import", code, "--passphrase-file", str(bad))
+    r = run_cli(b.home, "import", "--passphrase-file", str(bad), input=code)
     assert r.returncode == 1 and "wrong passphrase" in r.stderr
     assert session_count(b) == 0
-    r = run_cli(b.home, "import", code, "--passphrase-file", str(pf))
+    r = run_cli(b.home, "import", "--passphrase-file", str(pf), input=code)
     assert r.returncode == 0 and r.stdout.strip() == sid
     sid2 = a.client().create_session()["id"]
     code2 = a.client().share(sid2, expires_in=1)["code"]
     time.sleep(1.5)
-    r = run_cli(b.home, "import", code2)
+    r = run_cli(b.home, "import", input=code2)
     assert r.returncode == 1 and "expired" in r.stderr
     assert session_count(b) == 1
 
@@ -170,7 +170,7 @@ def test_bad_codes_are_named_and_write_nothing(pair):
     typo = code[:mid] + ("a" if code[mid] != "a" else "b") + code[mid + 1:]
     for bad, expect in ((code[:-10], "truncated|checksum"), (typo, "checksum"), ("hello", "not a sessiond share code"),
                         ("sessiond1!!", "characters"), ("", "required|share code")):
-        r = run_cli(b.home, "import", bad)
+        r = run_cli(b.home, "import", input=bad)
         assert r.returncode != 0
         assert any(word in r.stderr for word in expect.split("|")), (bad, r.stderr)
     assert session_count(b) == 0
@@ -188,7 +188,7 @@ def test_tampered_store_fails_import_and_writes_nothing(pair, store_dir):
         bad = bytearray(good)
         bad[-1] ^= 1
         open(victim, "wb").write(bytes(bad))
-        r = run_cli(b.home, "import", code)
+        r = run_cli(b.home, "import", input=code)
         assert r.returncode == 1 and ("damaged" in r.stderr or "cannot be read" in r.stderr), r.stderr
         open(victim, "wb").write(good)
         assert session_count(b) == 0
@@ -199,11 +199,11 @@ def test_tampered_store_fails_import_and_writes_nothing(pair, store_dir):
     f1, f2 = members
     open(os.path.join(heads, f1), "wb").write(contents_[f2])
     open(os.path.join(heads, f2), "wb").write(contents_[f1])
-    r = run_cli(b.home, "import", code)
+    r = run_cli(b.home, "import", input=code)
     assert r.returncode == 1 and ("signed by another key" in r.stderr or "not validly signed" in r.stderr), r.stderr
     for f, data in contents_.items():
         open(os.path.join(heads, f), "wb").write(data)
-    assert run_cli(b.home, "import", code).returncode == 0
+    assert run_cli(b.home, "import", input=code).returncode == 0
 
 
 def test_replayed_old_head_is_refused(pair, store_dir):

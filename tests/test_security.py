@@ -1,0 +1,82 @@
+"""Local security: what other local users, logs, process lists and the store can learn (issue 6)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from conftest import PY, cli_json, run_cli, wait_for
+
+
+def all_text(home: str) -> str:
+    out = []
+    for root, _, files in os.walk(os.path.join(home, "logs")):
+        for f in files:
+            out.append(open(os.path.join(root, f), "rb").read().decode(errors="replace"))
+    return "\n".join(out)
+
+
+def test_no_secret_in_logs_errors_or_process_lists(make_daemon, store_dir, tmp_path):
+    url = "file://" + store_dir
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    marker = "SECRETMARKER-7f3a"
+    sid = cli_json(a.home, "new", "--system", marker)["id"]
+    run_cli(a.home, "add", sid, "--role", "user", f"{marker} message", check=True)
+    pf = tmp_path / "pass"
+    passphrase = "hunter2-but-longer"
+    pf.write_text(passphrase)
+    code = cli_json(a.home, "share", sid, "--write", "--passphrase-file", str(pf))["code"]
+    mnemonic = cli_json(a.home, "key", "export")["mnemonic"]
+    session_key = open(os.path.join(a.home, "keys", "sessions", sid + ".key"), "rb").read()
+
+    # an import whose standard input is still open: look at it from outside while it waits
+    proc = subprocess.Popen([PY, "-m", "sessiond.cli.main", "import", "--home", b.home, "--passphrase-file", str(pf)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    out, err = proc.communicate(code.encode(), timeout=60)
+    assert proc.returncode == 0, err
+    for secret in (code, passphrase, mnemonic, session_key.hex()):
+        assert secret not in cmdline and secret not in ps
+    # wrong passphrase, mistyped code: the errors name the problem, not the secret
+    (tmp_path / "wrong").write_text("not the passphrase")
+    bad = run_cli(b.home, "import", "--passphrase-file", str(tmp_path / "wrong"), input=code)
+    typo = run_cli(b.home, "import", input=code[:-4] + "aaaa")
+    for res in (bad, typo):
+        assert res.returncode != 0
+        for secret in (code, passphrase, "not the passphrase", code[:-4]):
+            assert secret not in res.stderr and secret not in res.stdout
+    # a literal code on the command line is refused, before it is used
+    lit = run_cli(b.home, "import", code)
+    assert lit.returncode == 2 and "standard input" in lit.stderr
+    for d in (a, b):
+        daemon_args = open(f"/proc/{d.proc.pid}/cmdline", "rb").read().decode(errors="replace")
+        for secret in (code, passphrase, mnemonic, session_key.hex()):
+            assert secret not in daemon_args
+        d.stop()
+        text = all_text(d.home)
+        assert text  # the daemons did log
+        for secret in (code, passphrase, mnemonic, session_key.hex(), marker):
+            assert secret not in text, secret
+
+
+def test_store_and_key_files_after_a_full_run(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="PLAINTEXT-NAME")["id"]
+    c.append(sid, "user", "PLAINTEXT-MESSAGE")
+    c.checkpoint(sid)
+    c.share(sid, write=True)
+    c.sync(wait=True)
+    store = os.path.join(daemon.home, "store")
+    for root, dirs, files in os.walk(store):
+        for f in files:
+            data = open(os.path.join(root, f), "rb").read()
+            assert b"PLAINTEXT" not in data and sid.encode() not in data
+    for root, dirs, files in os.walk(os.path.join(daemon.home, "keys")):
+        for f in files:
+            assert os.stat(os.path.join(root, f)).st_mode & 0o777 == 0o600
+        for d in dirs:
+            assert os.stat(os.path.join(root, d)).st_mode & 0o777 == 0o700
