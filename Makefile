@@ -23,9 +23,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The long versions of the proofs (issue 6): 200 SIGKILLs, the full load test. Results: docs/SECURITY.md.
+test-long: $(STAMP)
+	CRASH_KILLS=200 CRASH_SEED=7 $(PY) -m pytest -q tests/test_crash.py
+	$(PY) bench/load.py
+
 bench: $(STAMP)
 	$(PY) bench/append.py
 	$(PY) bench/push.py
+	$(PY) bench/import.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

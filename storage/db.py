@@ -252,6 +252,7 @@ class Database:
         # One connection serves every coroutine: a write transaction spans several awaits, so writers
         # take turns here (a write from elsewhere would otherwise land inside another's transaction).
         self._write_lock = asyncio.Lock()
+        self._tx_owner: asyncio.Task | None = None
         self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, max_messages_per_chat
 
     # ------------------------------------------------------------------ opening and migrations
@@ -298,6 +299,7 @@ class Database:
         except BaseException:
             self._write_lock.release()
             raise
+        self._tx_owner = asyncio.current_task()
 
     async def _commit(self, events: Iterable[dict] = ()) -> None:
         try:
@@ -305,6 +307,7 @@ class Database:
         except BaseException:
             await self._rollback()
             raise
+        self._tx_owner = None
         self._write_lock.release()
         for ev in events:
             for fn in list(self.listeners):
@@ -315,6 +318,7 @@ class Database:
             if self.conn.in_transaction:
                 await self.conn.execute("ROLLBACK")
         finally:
+            self._tx_owner = None
             if self._write_lock.locked():
                 self._write_lock.release()
 
@@ -323,12 +327,18 @@ class Database:
         async with self._write_lock:
             await self.conn.execute(sql, args)
 
+    def _read_conn(self) -> aiosqlite.Connection:
+        """Reads inside this task's own transaction use its connection; every other read uses the
+        read-only connection, which sees committed data only (the writer's connection would also show
+        another coroutine's transaction half done)."""
+        return self.conn if self._tx_owner is not None and self._tx_owner is asyncio.current_task() else self.reader
+
     async def _one(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
-        async with self.conn.execute(sql, args) as cur:
+        async with self._read_conn().execute(sql, args) as cur:
             return await cur.fetchone()
 
     async def _all(self, sql: str, args: tuple = ()) -> list[aiosqlite.Row]:
-        async with self.conn.execute(sql, args) as cur:
+        async with self._read_conn().execute(sql, args) as cur:
             return list(await cur.fetchall())
 
     async def _session_row(self, sid: str) -> aiosqlite.Row:
@@ -828,7 +838,7 @@ class Database:
             return self._cut_for(active, target, cut)
 
         await self.get_chat(sid, chat)
-        cut = await self.conn._execute(work, self.conn._conn)
+        cut = await self.reader._execute(work, self.reader._conn)
         await self._begin()
         try:
             row = await self._writable_row(sid)
@@ -851,7 +861,7 @@ class Database:
             total = db.execute("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)).fetchone()[0]
             return p, cut, active, total
 
-        p, cut, active, total = await self.conn._execute(work, self.conn._conn)
+        p, cut, active, total = await self.reader._execute(work, self.reader._conn)
         return {"session": sid, "chat": chat, "policy": p, "compacted_upto": message_id(cut[1], cut[2]) if cut else None,
                 "active_messages": len(active), "active_tokens": sum(r[4] for r in active),
                 "compacted_messages": total - len(active), "messages": total}
