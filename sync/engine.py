@@ -213,6 +213,11 @@ class Syncer(SharingMixin):
             levels = _levels_from_cbor(state["tree"])
             if last > state["pushed_seq"]:
                 ops = await self.db.log_ops(sid, self.db.device_id, state["pushed_seq"], last)
+                if [o.seq for o in ops] != list(range(state["pushed_seq"] + 1, last + 1)):
+                    have = [o.seq for o in ops]
+                    raise SyncError(f"this device's log of {sid} is not contiguous between {state['pushed_seq'] + 1} "
+                                    f"and {last} (have {len(have)} operations, first {have[:3]}, last {have[-3:]}); "
+                                    f"not pushing a torn log")
                 levels[0].extend(await ctx.writer.write_pages(ops))
                 out["revision"] = await self._commit_revision(ctx, state, levels, last, max(o.lamport for o in ops))
                 out["objects"], out["bytes"] = ctx.writer.written.objects, ctx.writer.written.bytes

@@ -62,10 +62,20 @@ def test_kill_9_during_appends_pushes_and_pulls(make_daemon, store_dir):
 
     last: dict = {}
 
+    def everything_on(d) -> list[str]:
+        out, after = [], None
+        with d.client() as c:
+            while True:
+                page = c.messages(sid, limit=100_000, after=after)
+                out += [m["content"] for m in page["messages"]]
+                after = page["next"]
+                if not after:
+                    return out
+
     def converged() -> bool:
         for name, d in (("a", a), ("b", b)):
             last[name + "_sync"] = d.client().sync(wait=True, timeout=10)
-        logs = [[m["content"] for m in d.client().messages(sid, limit=100_000)["messages"]] for d in (a, b)]
+        logs = [everything_on(d) for d in (a, b)]
         last["missing_a"] = sorted(set(everything) - set(logs[0]))[:10]
         last["missing_b"] = sorted(set(everything) - set(logs[1]))[:10]
         last["only_a"] = sorted(set(logs[0]) - set(logs[1]))[:10]
@@ -76,7 +86,7 @@ def test_kill_9_during_appends_pushes_and_pulls(make_daemon, store_dir):
         wait_for(converged, timeout=60, interval=0.5)
     except AssertionError:
         raise AssertionError(f"did not converge: {last}") from None
-    contents = [m["content"] for m in a.client().messages(sid, limit=100_000)["messages"]]
+    contents = everything_on(a)
     assert len(contents) == len(set(contents))  # nothing twice
     assert set(everything) <= set(contents)  # every acknowledged message, on both devices
     for d in (a, b):
