@@ -851,6 +851,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, "error", str(exc), exc.code)
     except ClientError as exc:
         return _fail(args, "error", str(exc), EXIT_ERROR)
+    except UnicodeDecodeError:
+        return _fail(args, "error", "standard input is not UTF-8 text", EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

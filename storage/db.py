@@ -333,6 +333,18 @@ class Database:
         another coroutine's transaction half done)."""
         return self.conn if self._tx_owner is not None and self._tx_owner is asyncio.current_task() else self.reader
 
+    async def _fresh(self, sql: str, args: tuple = ()) -> list[aiosqlite.Row]:
+        """A read of the latest committed state, for the sync engine's bookkeeping: on the writer's
+        connection while no transaction is open on it (the write lock), so neither another task's
+        unfinished transaction nor a read snapshot held open on the read connection can show it
+        anything but what is committed now."""
+        if self._tx_owner is not None and self._tx_owner is asyncio.current_task():
+            async with self.conn.execute(sql, args) as cur:
+                return list(await cur.fetchall())
+        async with self._write_lock:
+            async with self.conn.execute(sql, args) as cur:
+                return list(await cur.fetchall())
+
     async def _one(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
         async with self._read_conn().execute(sql, args) as cur:
             return await cur.fetchone()
@@ -1021,9 +1033,9 @@ class Database:
         return (await self._session_row(sid))["lamport"]
 
     async def last_seq(self, sid: str, device_id: str | None = None) -> int:
-        row = await self._one("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?",
-                              (sid, device_id or self.device_id))
-        return row[0] if row else 0
+        rows = await self._fresh("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?",
+                                 (sid, device_id or self.device_id))
+        return rows[0][0] if rows else 0
 
     async def devices(self, sid: str) -> dict[str, int]:
         return {r[0]: r[1] for r in await self._all("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))}
@@ -1115,11 +1127,11 @@ class Database:
             (sid, head_pk, device_id, rev or 0, applied_seq or 0, last_error))
 
     async def peers(self, sid: str) -> list[dict]:
-        return [dict(r) for r in await self._all("SELECT * FROM peers WHERE session_id=? ORDER BY head_pk", (sid,))]
+        return [dict(r) for r in await self._fresh("SELECT * FROM peers WHERE session_id=? ORDER BY head_pk", (sid,))]
 
     async def remote(self, sid: str) -> dict | None:
-        row = await self._one("SELECT * FROM remotes WHERE session_id=?", (sid,))
-        return dict(row) if row else None
+        rows = await self._fresh("SELECT * FROM remotes WHERE session_id=?", (sid,))
+        return dict(rows[0]) if rows else None
 
     async def set_remote(self, sid: str, **fields) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
@@ -1134,7 +1146,8 @@ class Database:
 
     # ------------------------------------------------------------------ push state
     async def sync_state(self, sid: str) -> dict:
-        row = await self._one("SELECT * FROM sync_state WHERE session_id=?", (sid,))
+        rows = await self._fresh("SELECT * FROM sync_state WHERE session_id=?", (sid,))
+        row = rows[0] if rows else None
         if row is None:
             return {"pushed_seq": 0, "head_rev": 0, "tree": None, "pending": None, "last_error": None,
                     "last_push": None}

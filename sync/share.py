@@ -201,7 +201,8 @@ class SharingMixin:
                                              [m for m in members if m["head_pk"] != my_pk], full=True)
         if not any(op.kind == "session.create" for lst in logs.values() for op in lst) and existing is None:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")
-        if existing is None:  # every checkpoint in the shared logs must hold for the history they came with
+        has_checkpoints = any(o.kind == "checkpoint.add" for lst in logs.values() for o in lst)
+        if existing is None and has_checkpoints:  # every checkpoint must hold for the history it came with
             all_ops = sorted((o for lst in logs.values() for o in lst), key=lambda o: o.order)
             msgs = [(o.device_id, o.seq, o.body["chat"], o.body["role"], o.body["content"], o.body.get("tokens") or 0)
                     for o in all_ops if o.kind == "message.add"]

@@ -103,3 +103,24 @@ def test_help_lists_commands(home):
     for name in ("daemon", "start", "stop", "status", "new", "ls", "show", "rm", "chat", "add", "log", "sync",
                  "verify", "key"):
         assert name in res.stdout
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(argv=st.lists(st.one_of(st.sampled_from(["new", "add", "log", "import", "share", "export", "import-file",
+                                                "verify-proof", "cleanup", "--json", "--role", "user", "-",
+                                                "--older-than", "--format", "chatgpt", "key", "import", "--at"]),
+                               st.text(max_size=12)), max_size=6),
+       stdin=st.binary(max_size=64))
+def test_cli_survives_garbage(home, argv, stdin, monkeypatch):
+    """Arbitrary arguments and standard input: an exit code and a message, never a traceback."""
+    import io
+    import sys as _sys
+
+    from sessiond.cli.main import main
+
+    monkeypatch.setattr(_sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), errors="strict"))
+    code = main([*argv, "--home", home] if argv and not argv[0].startswith("-") else argv)
+    assert isinstance(code, int)
