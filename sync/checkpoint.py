@@ -28,16 +28,24 @@ class ProofError(ValueError):
     pass
 
 
+def prepare(messages: Iterable[tuple]) -> list[tuple]:
+    """Encode (device, seq, chat, role, content, tokens) messages once, for checking many proofs."""
+    return [(device, seq, dagcbor.encode_ordered([device, seq, chat, role, content]), tok or 0)
+            for device, seq, chat, role, content, tok in messages]
+
+
 def conversation_hash(messages: Iterable[tuple], frontier: dict[str, int]) -> tuple[bytes, int, int]:
-    """messages: (device, seq, chat, role, content, tokens) in global order. Returns (hash, count, tokens)."""
+    """messages: (device, seq, chat, role, content, tokens) in global order, or prepare()d.
+    Returns (hash, count, tokens)."""
+    items = messages if isinstance(messages, list) and messages and len(messages[0]) == 4 else prepare(messages)
     h = b"\x00" * 32
     n = tokens = 0
-    for device, seq, chat, role, content, tok in messages:
+    for device, seq, enc, tok in items:
         if seq > frontier.get(device, 0):
             continue
-        h = blake3.blake3(h + dagcbor.encode_ordered([device, seq, chat, role, content])).digest()
+        h = blake3.blake3(h + enc).digest()
         n += 1
-        tokens += tok or 0
+        tokens += tok
     return h, n, tokens
 
 

@@ -338,9 +338,9 @@ class Syncer(SharingMixin):
             self._pull_now = True
         states = await self.status()
         result = {s: states[s] for s in targets if s in states}
-        complete = all(st["pushed_seq"] >= marks[s] for s, st in result.items()) and \
-            not any(s in self._pull_errors for s in targets)
-        return {"complete": complete, "sessions": result}
+        pushed = all(st["pushed_seq"] >= marks[s] for s, st in result.items())
+        complete = pushed and not any(s in self._pull_errors for s in targets)
+        return {"complete": complete, "pushed": pushed, "sessions": result}
 
     # ---------------------------------------------------------------- verify
     async def verify(self, sid: str | None = None) -> dict:

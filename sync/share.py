@@ -21,7 +21,7 @@ from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
 
 from . import dagcbor
-from .checkpoint import ProofError, check_proof, make_proof
+from .checkpoint import ProofError, check_proof, make_proof, prepare
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, decrypt, TAG_SIZE, CHUNK_SIZE
 from .log import LogError, LogReader, Manifest, parse_manifest
 from .sharecode import ShareCode, ShareCodeError, decode as decode_code
@@ -151,7 +151,7 @@ class SharingMixin:
                                             f"shared read-only from this device")
         key = self.keys.session_key(sid, create=True)
         res = await self.sync_now(sid, wait=True, timeout=self.timeout)
-        if not res["sessions"].get(sid, {}).get("pending", 1) == 0:
+        if not res["pushed"]:  # everything up to now is in the store (later changes follow as usual)
             err = res["sessions"].get(sid, {}).get("last_error") or "the store did not take the snapshot in time"
             raise ImportError_("store", f"cannot share {sid} before it is pushed: {err}")
         remote = await self.db.remote(sid)
@@ -204,8 +204,8 @@ class SharingMixin:
         has_checkpoints = any(o.kind == "checkpoint.add" for lst in logs.values() for o in lst)
         if existing is None and has_checkpoints:  # every checkpoint must hold for the history it came with
             all_ops = sorted((o for lst in logs.values() for o in lst), key=lambda o: o.order)
-            msgs = [(o.device_id, o.seq, o.body["chat"], o.body["role"], o.body["content"], o.body.get("tokens") or 0)
-                    for o in all_ops if o.kind == "message.add"]
+            msgs = prepare((o.device_id, o.seq, o.body["chat"], o.body["role"], o.body["content"],
+                            o.body.get("tokens") or 0) for o in all_ops if o.kind == "message.add")
             pks = {m["head_pk"] for m in members}
             for o in all_ops:
                 if o.kind == "checkpoint.add":
