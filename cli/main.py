@@ -510,10 +510,7 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
     """Passphrases come from a file (or '-' for standard input), never from the command line."""
     if path is None:
         return None
-    try:
-        data = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
-    except OSError as exc:
-        raise CliError(f"cannot read the passphrase file: {exc.strerror}", EXIT_USAGE) from None
+    data = sys.stdin.read() if path == "-" else _read_file(path)
     phrase = data.rstrip("\r\n")
     if not phrase:
         raise CliError(f"the passphrase file is empty{confirm_hint}", EXIT_USAGE)

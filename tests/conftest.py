@@ -1,8 +1,10 @@
 """Real daemons in temporary homes, over real sockets, as separate processes."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import shutil
 import signal
 import subprocess
@@ -16,6 +18,18 @@ from sessiond.client import AsyncClient, Client, DaemonNotRunning
 from sessiond.daemon.home import socket_path
 
 PY = sys.executable
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    """Send arbitrary bytes to a daemon's socket, as a misbehaving app would."""
+
+    def __init__(self, path: str, timeout: float = 60):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self._path)
 
 
 class DaemonProc:

@@ -2,29 +2,16 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
-import socket
 
 import pytest
 
+from conftest import UnixHTTP
 from sessiond.client import ApiError, AsyncClient
 
 
-class Raw(http.client.HTTPConnection):
-    """Send arbitrary bytes to the daemon, as a misbehaving app would."""
-
-    def __init__(self, path):
-        super().__init__("localhost", timeout=10)
-        self._path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self._path)
-
-
 def raw(daemon, method, path, body=None, headers=None):
-    c = Raw(daemon.socket)
+    c = UnixHTTP(daemon.socket, timeout=10)
     c.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
     r = c.getresponse()
     data = r.read()

@@ -4,9 +4,7 @@ never get a 5xx, errors must be the documented JSON shape, and successes must ca
 required fields."""
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 import tempfile
 import os
 import shutil
@@ -14,20 +12,10 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import DaemonProc
+from conftest import DaemonProc, UnixHTTP
 
 SEEN: dict[int, int] = {}
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 20))
-
-
-class Conn(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=60)
-        self._path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self._path)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +102,7 @@ def test_fuzz_every_route(fuzz_daemon):
                 body["timeout"] = 1  # a fuzzed sync may wait, but not for an hour
             payload = raw if raw is not None and method != "GET" else (
                 json.dumps(body).encode() if body is not None else None)
-            c = Conn(proc.socket)
+            c = UnixHTTP(proc.socket)
             try:
                 c.request(method, target, body=payload, headers={"Content-Type": "application/json"})
                 r = c.getresponse()
