@@ -309,12 +309,17 @@ def cmd_checkpoints(args) -> int:
     return 0
 
 
-def cmd_verify_proof(args) -> int:
-    text = sys.stdin.read() if args.proof == "-" else _read_file(args.proof)
+def _read_json(path: str):
+    """JSON from a file, or from standard input for '-'."""
+    text = sys.stdin.read() if path == "-" else _read_file(path)
     try:
-        proof = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
-        raise CliError(f"the proof is not JSON: {exc}", EXIT_USAGE) from None
+        raise CliError(f"{'standard input' if path == '-' else path} is not JSON: {exc}", EXIT_USAGE) from None
+
+
+def cmd_verify_proof(args) -> int:
+    proof = _read_json(args.proof)
     if isinstance(proof, dict) and "checkpoints" in proof and "number" not in proof:
         proofs = proof["checkpoints"]  # the output of `sessiond end --json` or `checkpoints --json`
     else:
@@ -377,12 +382,7 @@ def _read_file(path: str) -> str:
 
 
 def cmd_import_file(args) -> int:
-    text = sys.stdin.read() if args.path == "-" else _read_file(args.path)
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise CliError(f"{args.path} is not JSON: {exc}", EXIT_USAGE) from None
-    res = client(args).import_file(data, args.format)
+    res = client(args).import_file(_read_json(args.path), args.format)
     emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     return 0
 

@@ -56,9 +56,10 @@ class Events:
         for q in list(self._queues):
             try:
                 q.put_nowait(event)
-            except asyncio.QueueFull:  # a subscriber that stopped reading loses events, and is told so
+            except asyncio.QueueFull:  # a subscriber that stopped reading is dropped: its stream ends
                 self._queues.discard(q)
-                q.put_nowait(None) if q.empty() else None
+                q.get_nowait()
+                q.put_nowait(None)
 
     def close(self) -> None:
         for q in list(self._queues):

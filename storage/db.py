@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 import aiosqlite
 
-from .errors import Conflict, Invalid, LimitReached, NotFound, SessiondError
+from .errors import Conflict, ContextOverflow, Invalid, LimitReached, NotFound, QuotaExceeded
 from .ids import check_id, new_device_id, new_id
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -225,16 +225,6 @@ def warning_level(used: int, quota: int | None) -> str:
 
 def _stamp_newer(stamp: tuple, old: list | None) -> bool:
     return old is None or tuple(stamp) > tuple(old)
-
-
-class QuotaExceeded(SessiondError):
-    code = "quota_exceeded"
-    status = 429
-
-
-class ContextOverflow(SessiondError):
-    code = "context_overflow"
-    status = 409
 
 
 class Database:

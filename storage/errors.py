@@ -32,3 +32,13 @@ class Invalid(SessiondError):
 class LimitReached(SessiondError):
     code = "limit_reached"
     status = 429
+
+
+class QuotaExceeded(SessiondError):
+    code = "quota_exceeded"
+    status = 429
+
+
+class ContextOverflow(SessiondError):
+    code = "context_overflow"
+    status = 409

@@ -128,6 +128,14 @@ def decrypt(ciphertext: bytes, key: bytes, plain_size: int, padding: int) -> byt
     return data[:plain_size] if padding else data
 
 
+def open_unpadded(ciphertext: bytes, key: bytes) -> bytes:
+    """Decrypt an object sealed with pad=False, whose size only its ciphertext tells."""
+    if len(ciphertext) < TAG_SIZE:
+        raise DecryptError("object is too short")
+    chunks = max(1, -(-len(ciphertext) // (CHUNK_SIZE + TAG_SIZE)))
+    return decrypt(ciphertext, key, len(ciphertext) - chunks * TAG_SIZE, 0)
+
+
 def seal(plaintext: bytes, key: bytes, pad: bool = True) -> tuple[bytes, EncryptedCID]:
     ciphertext, padding = encrypt(plaintext, key, pad)
     return ciphertext, EncryptedCID(digest(ciphertext), key, padding, BlobId.of(plaintext))

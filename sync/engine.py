@@ -21,7 +21,7 @@ from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object
 
 from . import dagcbor
-from .crypto import DecryptError, EncryptedCID, manifest_key, open_sealed
+from .crypto import DecryptError, EncryptedCID, manifest_key, open_sealed, open_unpadded
 from .keys import KeyStore
 from .share import SharingMixin
 from .log import FANOUT, Entry, LogError, LogReader, LogWriter, Written, op_to_cbor, parse_manifest
@@ -283,7 +283,7 @@ class Syncer(SharingMixin):
         if head is None:
             return None
         h = manifest_hash_of(head)
-        from sessiond.storage.cid import BlobId, _b32encode
+        from sessiond.storage.cid import _b32encode
 
         return {"revision": head.revision, "head_key": head.pk.hex(),
                 "manifest_ipfs_cid": "b" + _b32encode(CIDV1_RAW_BLAKE3 + h), "manifest_blake3": h.hex()}
@@ -465,17 +465,12 @@ class _PushContext:
 def _open_manifest(ct: bytes, mhash: bytes, session_key: bytes | list[bytes], head_pk: bytes, rev: int) -> bytes:
     """A head manifest has no encrypted CID of its own: its key comes from the revision and its plaintext
     is checked by parsing. Returns the plaintext."""
-    from .crypto import CHUNK_SIZE, TAG_SIZE, decrypt
 
     check_object(mhash, ct)  # the store should have checked; a lying one may not have
-    if len(ct) < TAG_SIZE:
-        raise DecryptError("manifest object is too short")
-    chunks = max(1, -(-(len(ct)) // (CHUNK_SIZE + TAG_SIZE)))
-    padded = len(ct) - chunks * TAG_SIZE
     keys = [session_key] if isinstance(session_key, bytes) else session_key
     for i, key in enumerate(keys):  # the current key, then those from before a rekey
         try:
-            return decrypt(ct, manifest_key(key, head_pk, rev), padded, 0)
+            return open_unpadded(ct, manifest_key(key, head_pk, rev))
         except DecryptError:
             if i == len(keys) - 1:
                 raise

@@ -124,7 +124,7 @@ class LogWriter:
     def pages_for(self, ops: list[Op]) -> list[tuple[bytes, int, int]]:
         """Cut operations into page plaintexts of at most PAGE_MAX bytes: [(plaintext, first, last)]."""
         pages, run, size = [], [], 0
-        first = None
+        first = prev = 0
         for op in ops:
             enc = dagcbor.encode_ordered(op_to_cbor(op))
             if run and size + len(enc) > PAGE_MAX:

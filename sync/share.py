@@ -22,7 +22,7 @@ from sessiond.storage.store import StaleHead, Store, StoreError, check_object, o
 
 from . import dagcbor
 from .checkpoint import ProofError, check_proof, make_proof, prepare
-from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, decrypt, TAG_SIZE, CHUNK_SIZE
+from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
 from .log import LogError, LogReader, Manifest, parse_manifest
 from .sharecode import ShareCode, ShareCodeError, decode as decode_code
 
@@ -45,13 +45,6 @@ def announce_key(write_secret: bytes) -> SigningKey:
 
 def _seal_small(plain: bytes, key: bytes) -> bytes:
     return encrypt(plain, key, pad=False)[0]
-
-
-def _open_small(ct: bytes, key: bytes) -> bytes:
-    if len(ct) < TAG_SIZE:
-        raise DecryptError("object is too short")
-    chunks = max(1, -(-len(ct) // (CHUNK_SIZE + TAG_SIZE)))
-    return decrypt(ct, key, len(ct) - chunks * TAG_SIZE, 0)
 
 
 class SharingMixin:
@@ -93,7 +86,7 @@ class SharingMixin:
         try:
             ct = await asyncio.wait_for(store.get(h), self.timeout)
             check_object(h, ct)
-            m = dagcbor.decode(_open_small(ct, members_key(session_key, salt)))
+            m = dagcbor.decode(open_unpadded(ct, members_key(session_key, salt)))
         except (StoreError, DecryptError, dagcbor.DagCborError) as exc:
             raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
@@ -144,7 +137,6 @@ class SharingMixin:
 
     # ------------------------------------------------------------------ share
     async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
-        await self.db.get_session(sid)
         session = await self.db.get_session(sid)
         if session["access"] == "read" and write:
             raise ImportError_("read_only", f"session {sid} was imported read-only here; it can only be "

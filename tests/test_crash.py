@@ -36,11 +36,11 @@ def test_kill_9_during_appends_pushes_and_pulls(make_daemon, store_dir):
                     else:
                         c.append(sid, "user", text)
                         acked[name].append(text)
-            except (ClientError, OSError):
-                time.sleep(0.02)  # the daemon is down or was killed mid-request: not acknowledged
             except ApiError as exc:  # a real error from a live daemon is a failure of the test
                 errors.append(exc)
                 return
+            except (ClientError, OSError):
+                time.sleep(0.02)  # the daemon is down or was killed mid-request: not acknowledged
 
     threads = [threading.Thread(target=appender, args=(n, d), daemon=True) for n, d in (("a", a), ("b", b))]
     for t in threads:

@@ -5,8 +5,6 @@ import asyncio
 import json
 import os
 import stat
-import subprocess
-import sys
 import tempfile
 
 import pytest

@@ -1,13 +1,11 @@
 """Local security: what other local users, logs, process lists and the store can learn (issue 6)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import time
 
-from conftest import PY, cli_json, run_cli, wait_for
+from conftest import PY, cli_json, run_cli
 
 
 def all_text(home: str) -> str:

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from conftest import DaemonProc, cli_json, run_cli, wait_for
+from conftest import cli_json, run_cli, wait_for
 from faults import FaultyStore
 from sessiond.storage.db import Database
 from sessiond.storage.store import FileStore
