@@ -15,6 +15,8 @@ import sqlite3
 import sys
 import tempfile
 import time
+from itertools import repeat
+from operator import truediv
 
 import cbor2
 
@@ -74,11 +76,10 @@ def raw_limit(store: str, home: str, sid: str, tmp: str) -> float:
         plain = b"".join(crypto_aead_xchacha20poly1305_ietf_decrypt(ct[i:i + CHUNK_SIZE + TAG_SIZE], None,
                                                                     (n).to_bytes(24, "little"), ref.key)
                          for n, i in enumerate(range(0, len(ct), CHUNK_SIZE + TAG_SIZE)))
-        page = cbor2.loads(plain[:ref.plain.size])
-        for o in page["o"]:
-            if o["k"] == "message.add":
-                b = o["b"]
-                rows.append((sid, b["c"], page["d"], o["s"], o["l"], b["r"], b["x"], b.get("n"), o["t"] / 1000, None))
+        p = cbor2.loads(plain[:ref.plain.size])
+        f, n = p["f"], len(p["k"])
+        rows.extend(r for r in zip(repeat(sid), p["c"], repeat(p["d"]), range(f, f + n), p["l"], p["r"], p["x"],
+                                   p["n"], map(truediv, p["t"], repeat(1000)), repeat(None)) if r[6] is not None)
     db.execute("BEGIN")
     db.executemany("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
                    " created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)

@@ -65,9 +65,8 @@ async def bench() -> dict:
                 with_compaction.append(res["bytes"] + res["compaction_bytes"])
             # the naive alternative: encrypt and write the whole conversation on every change
             writer = LogWriter(sid, db.device_id, os.urandom(32), store)
-            ops = await db.log_ops(sid, db.device_id, 0)
             t = time.perf_counter()
-            await writer.write_pages(ops)
+            await writer.write_pages(await db.log_records(sid, db.device_id, 0))
             naive_s = time.perf_counter() - t
             out["incremental"][str(n)] = {
                 "push_bytes_one_message_median": sorted(singles)[len(singles) // 2],

@@ -15,12 +15,14 @@ written in the same transaction as the change they describe.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import os
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from operator import itemgetter
+from typing import Any, Callable, Iterable
 
 import aiosqlite
 
@@ -188,6 +190,21 @@ class Op:
     @property
     def order(self) -> tuple:
         return (self.lamport, self.device_id, self.seq)
+
+
+@dataclass
+class RemoteLog:
+    """Another device's operations as read from its log, ready for apply_remote: its messages as rows
+    for one batched insert, (session_id, chat_id, device_id, seq, lamport, role, content, tokens,
+    created_at, extra JSON), and its other operations; last_seq is the highest seq read."""
+
+    device_id: str
+    messages: list[tuple]
+    ops: list[Op]
+    last_seq: int
+
+    def __len__(self) -> int:
+        return len(self.messages) + len(self.ops)
 
 
 def _loads(text: str | None, default: Any) -> Any:
@@ -1019,6 +1036,31 @@ class Database:
         ops.sort(key=lambda o: o.seq)
         return ops
 
+    async def log_records(self, sid: str, device_id: str, after_seq: int,
+                          upto_seq: int | None = None) -> list[tuple]:
+        """log_ops as plain tuples, for the push's hot path (one hop to the reader's thread, no Row,
+        dict or Op per operation): (seq, lamport, kind, body, created_at, chat, role, content, tokens,
+        extra), in seq order. For messages `kind` is "message.add" and `body` is None; for other
+        operations `body` is the JSON text and the message columns are None. `extra` is JSON text."""
+        hi = upto_seq if upto_seq is not None else (1 << 62)
+
+        def work(conn: sqlite3.Connection) -> list[tuple]:
+            cur = conn.cursor()
+            cur.row_factory = None
+            msgs = cur.execute("SELECT seq, lamport, 'message.add', NULL, created_at, chat_id, role, content, tokens,"
+                               " extra FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
+                               " ORDER BY seq", (sid, device_id, after_seq, hi)).fetchall()
+            other = cur.execute("SELECT seq, lamport, kind, body, created_at, NULL, NULL, NULL, NULL, NULL FROM ops"
+                                " WHERE session_id=? AND device_id=? AND seq>? AND seq<=? ORDER BY seq",
+                                (sid, device_id, after_seq, hi)).fetchall()
+            if not other:
+                return msgs
+            if not msgs:
+                return other
+            return list(heapq.merge(msgs, other))  # both in seq order; seqs are unique per log
+
+        return await self.reader._execute(work, self.reader._conn)
+
     async def get_lamport(self, sid: str) -> int:
         return (await self._session_row(sid))["lamport"]
 
@@ -1031,56 +1073,51 @@ class Database:
         return {r[0]: r[1] for r in await self._all("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))}
 
     # ------------------------------------------------------------------ operations from other devices
-    async def apply_remote(self, sid: str, logs: dict[str, list[Op]], *, peers: list[dict] = (),
+    async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], *, peers: list[dict] = (),
                            remote: dict | None = None, access: str | None = None, event: str = "session.synced",
-                           must_create: bool = False) -> int:
+                           must_create: bool = False, before_commit: Callable[[], object] | None = None) -> int:
         """Apply other devices' operations (all of them, in one transaction, in one hop to the database
-        thread) and record how far each peer's log has been applied. Returns how many were new here."""
-        ops = sorted((op for lst in logs.values() for op in lst if op.device_id != self.device_id),
-                     key=lambda o: o.order)  # this device's own log is authoritative here
+        thread) and record how far each peer's log has been applied. Returns how many were new here.
+
+        Operations other than messages are applied in the global order (Lamport clock, device, seq);
+        messages are plain inserts that nothing else reads while applying, so they go in as one batch.
+        `before_commit` is called last, in the database thread: if it raises, everything is rolled back."""
+        logs = {d: lg for d, lg in logs.items() if d != self.device_id}  # this device's own log is authoritative
+        ops = sorted((op for lg in logs.values() for op in lg.ops), key=lambda o: o.order)
+        msgs = [lg.messages for lg in logs.values()]
 
         def work(db: sqlite3.Connection) -> int:
             db.execute("BEGIN IMMEDIATE")
             try:
                 new = 0
-                msgs: list[tuple] = []
-                max_lam, max_t = 0, 0.0
-
-                def flush() -> int:
-                    if not msgs:
-                        return 0
-                    before = db.total_changes
-                    db.executemany("INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport, role,"
-                                   " content, tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", msgs)
-                    msgs.clear()
-                    return db.total_changes - before
-
                 for op in ops:
-                    if op.kind == "message.add":
-                        b = op.body
-                        msgs.append((sid, b["chat"], op.device_id, op.seq, op.lamport, b["role"], b["content"],
-                                     b.get("tokens"), op.created_at, _dumps(b["extra"]) if b.get("extra") else None))
-                        max_lam, max_t = max(max_lam, op.lamport), max(max_t, op.created_at)
-                        continue
-                    new += flush()
                     cur = db.execute("INSERT OR IGNORE INTO ops(session_id, device_id, seq, lamport, kind, body,"
                                      " created_at) VALUES (?,?,?,?,?,?,?)",
                                      (sid, op.device_id, op.seq, op.lamport, op.kind, _dumps(op.body), op.created_at))
                     if cur.rowcount:
                         new += 1
                         self._apply_sync(db, op)
-                new += flush()
+                max_lam, max_t = 0, 0.0
+                for rows in msgs:
+                    if not rows:
+                        continue
+                    before = db.total_changes
+                    db.executemany("INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport, role,"
+                                   " content, tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                    new += db.total_changes - before
+                    max_lam = max(max_lam, max(map(itemgetter(4), rows)))
+                    max_t = max(max_t, max(map(itemgetter(8), rows)))
                 if db.execute("SELECT 1 FROM sessions WHERE id=?", (sid,)).fetchone() is None:
                     raise Invalid(f"the shared logs of {sid!r} do not create the session (no session.create)")
                 if max_lam:
                     db.execute("UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
                                " tokens_used=(SELECT coalesce(sum(tokens), 0) FROM messages WHERE session_id=?)"
                                " WHERE id=?", (max_lam, max_t, sid, sid))
-                for device, lst in logs.items():
-                    if lst and device != self.device_id:
+                for device, lg in logs.items():
+                    if len(lg):
                         db.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT("
                                    "session_id, device_id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
-                                   (sid, device, max(o.seq for o in lst)))
+                                   (sid, device, lg.last_seq))
                 if access is not None:
                     db.execute("UPDATE sessions SET access=? WHERE id=?", (access, sid))
                 if remote is not None:
@@ -1091,6 +1128,8 @@ class Database:
                     db.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
                 for p in peers:
                     self._save_peer_sync(db, sid, **p)
+                if before_commit is not None:
+                    before_commit()  # a check running elsewhere meanwhile; if it raises, nothing is written
                 db.execute("COMMIT")
                 return new
             except BaseException:
@@ -1100,7 +1139,7 @@ class Database:
 
         async with self._write_lock:
             new = await self.conn._execute(work, self.conn._conn)
-        chats = sorted({o.body.get("chat") for o in ops if o.kind == "message.add"} - {None})
+        chats = sorted(set().union(*(map(itemgetter(1), rows) for rows in msgs)) - {None})
         ev = {"type": event, "session": sid, "new": new, "chats": chats}
         for fn in list(self.listeners):
             fn(ev)

@@ -13,9 +13,11 @@ everything but the signature.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Iterable
 
 import blake3
+import cbor2
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -30,7 +32,8 @@ class ProofError(ValueError):
 
 def prepare(messages: Iterable[tuple]) -> list[tuple]:
     """Encode (device, seq, chat, role, content, tokens) messages once, for checking many proofs."""
-    return [(device, seq, dagcbor.encode_ordered([device, seq, chat, role, content]), tok or 0)
+    dumps = cbor2.dumps  # a list of text and integers: DAG-CBOR as cbor2 writes it
+    return [(device, seq, dumps([device, seq, chat, role, content]), tok or 0)
             for device, seq, chat, role, content, tok in messages]
 
 
@@ -47,6 +50,43 @@ def conversation_hash(messages: Iterable[tuple], frontier: dict[str, int]) -> tu
         n += 1
         tokens += tok
     return h, n, tokens
+
+
+def conversation_hashes(messages: list[tuple], frontiers: list[dict[str, int]]) -> list[tuple[bytes, int, int]]:
+    """conversation_hash for many frontiers (prepare()d messages in global order). A frontier whose
+    messages are the first n of the global order (the usual case: a checkpoint covers all its device
+    had, and nothing that sorts earlier arrived later) is read off one shared pass; any other gets a
+    pass of its own. So checking the many checkpoints of a long session costs about one pass."""
+    seqs: dict[str, list[int]] = {}
+    where: dict[str, list[int]] = {}
+    for i, (device, seq, _, _) in enumerate(messages):
+        seqs.setdefault(device, []).append(seq)
+        where.setdefault(device, []).append(i)
+    ordered = all(all(a < b for a, b in zip(s, s[1:])) for s in seqs.values())
+    out: list = [None] * len(frontiers)
+    prefix: dict[int, list[int]] = {}
+    for k, frontier in enumerate(frontiers):
+        n, last = 0, -1
+        for device, upto in frontier.items():
+            c = bisect_right(seqs.get(device, ()), upto)
+            if c:
+                n += c
+                last = max(last, where[device][c - 1])
+        if ordered and last == n - 1:
+            prefix.setdefault(n, []).append(k)
+        else:
+            out[k] = conversation_hash(messages, frontier)
+    if prefix:
+        h, tokens = b"\x00" * 32, 0
+        for k in prefix.pop(0, []):
+            out[k] = (h, 0, 0)
+        end = max(prefix, default=0)
+        for i in range(end):
+            h = blake3.blake3(h + messages[i][2]).digest()
+            tokens += messages[i][3]
+            for k in prefix.get(i + 1, ()):
+                out[k] = (h, i + 1, tokens)
+    return out
 
 
 def _signed(proof: dict) -> bytes:
@@ -66,22 +106,32 @@ def make_proof(session: str, device: str, number: int, messages: list[tuple], fr
 
 def check_proof(proof: dict, messages: list[tuple], known_pks: set[bytes]) -> None:
     """Raise ProofError naming what does not hold: shape, signer, signature, or content."""
-    try:
-        missing = [k for k in PROOF_FIELDS + ("signature",) if k not in proof]
-        if missing:
-            raise ProofError(f"proof lacks {', '.join(missing)}")
-        pk = bytes.fromhex(proof["pk"])
-        sig = bytes.fromhex(proof["signature"])
-        frontier = {str(k): int(v) for k, v in proof["frontier"].items()}
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ProofError(f"proof is malformed: {exc}") from None
-    if pk not in known_pks:
-        raise ProofError("proof is signed by a key this session does not know")
-    try:
-        VerifyKey(pk[1:]).verify(_signed(proof), sig)
-    except (BadSignatureError, ValueError, dagcbor.DagCborError):
-        raise ProofError("proof signature does not verify (altered or forged proof)") from None
-    h, n, tokens = conversation_hash(messages, frontier)
-    if h.hex() != proof["hash"] or n != proof["messages"] or tokens != proof["tokens"]:
-        raise ProofError(f"the conversation does not match checkpoint {proof['number']} of device {proof['device']}: "
-                         f"history was changed ({n} messages here, {proof['messages']} in the proof)")
+    check_proofs([proof], messages, known_pks)
+
+
+def check_proofs(proofs: list[dict], messages: list[tuple], known_pks: set[bytes]) -> None:
+    """check_proof for many proofs of one session, with one pass over its messages for all of them."""
+    frontiers = []
+    for proof in proofs:
+        try:
+            missing = [k for k in PROOF_FIELDS + ("signature",) if k not in proof]
+            if missing:
+                raise ProofError(f"proof lacks {', '.join(missing)}")
+            pk = bytes.fromhex(proof["pk"])
+            sig = bytes.fromhex(proof["signature"])
+            frontiers.append({str(k): int(v) for k, v in proof["frontier"].items()})
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ProofError(f"proof is malformed: {exc}") from None
+        if pk not in known_pks:
+            raise ProofError("proof is signed by a key this session does not know")
+        try:
+            VerifyKey(pk[1:]).verify(_signed(proof), sig)
+        except (BadSignatureError, ValueError, dagcbor.DagCborError):
+            raise ProofError("proof signature does not verify (altered or forged proof)") from None
+    if proofs and not (isinstance(messages, list) and messages and len(messages[0]) == 4):
+        messages = prepare(messages)
+    for proof, (h, n, tokens) in zip(proofs, conversation_hashes(messages, frontiers)):
+        if h.hex() != proof["hash"] or n != proof["messages"] or tokens != proof["tokens"]:
+            raise ProofError(f"the conversation does not match checkpoint {proof['number']} of device "
+                             f"{proof['device']}: history was changed ({n} messages here, {proof['messages']} "
+                             f"in the proof)")

@@ -212,14 +212,14 @@ class Syncer(SharingMixin):
             last = await self.db.last_seq(sid)
             levels = _levels_from_cbor(state["tree"])
             if last > state["pushed_seq"]:
-                ops = await self.db.log_ops(sid, self.db.device_id, state["pushed_seq"], last)
-                if [o.seq for o in ops] != list(range(state["pushed_seq"] + 1, last + 1)):
-                    have = [o.seq for o in ops]
+                recs = await self.db.log_records(sid, self.db.device_id, state["pushed_seq"], last)
+                have = [r[0] for r in recs]
+                if have != list(range(state["pushed_seq"] + 1, last + 1)):
                     raise SyncError(f"this device's log of {sid} is not contiguous between {state['pushed_seq'] + 1} "
                                     f"and {last} (have {len(have)} operations, first {have[:3]}, last {have[-3:]}); "
                                     f"not pushing a torn log")
-                levels[0].extend(await ctx.writer.write_pages(ops))
-                out["revision"] = await self._commit_revision(ctx, state, levels, last, max(o.lamport for o in ops))
+                levels[0].extend(await ctx.writer.write_pages(recs))
+                out["revision"] = await self._commit_revision(ctx, state, levels, last, max(r[1] for r in recs))
                 out["objects"], out["bytes"] = ctx.writer.written.objects, ctx.writer.written.bytes
                 state = await self.db.sync_state(sid)
             if force and out["revision"] == state["head_rev"]:  # a new manifest even without new operations
@@ -228,10 +228,10 @@ class Syncer(SharingMixin):
             if compact and any(len(lv) >= FANOUT for lv in levels):
                 ctx.writer.written = Written()
 
-                async def load_ops(first: int, upto: int) -> list[Op]:
-                    return await self.db.log_ops(sid, self.db.device_id, first - 1, upto)
+                async def load_records(first: int, upto: int) -> list[tuple]:
+                    return await self.db.log_records(sid, self.db.device_id, first - 1, upto)
 
-                levels = await ctx.writer.compact(levels, load_ops)
+                levels = await ctx.writer.compact(levels, load_records)
                 out["revision"] = await self._commit_revision(ctx, state, levels, state["pushed_seq"], None)
                 out["compaction_objects"] = ctx.writer.written.objects
                 out["compaction_bytes"] = ctx.writer.written.bytes
@@ -364,7 +364,7 @@ class Syncer(SharingMixin):
             name = peer["device_id"] or pk.hex()[:16]
             try:
                 man, ops = await self._fetch_log(store, sid, key, pk, peer["device_id"], min_rev=peer["rev"],
-                                                 after_seq=0)
+                                                 after_seq=0, as_ops=True)
             except Exception as exc:
                 report["problems"].append(f"device {name}: {_describe(exc)}")
                 continue

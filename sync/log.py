@@ -15,11 +15,15 @@ is rewritten O(log n) times over its life: the cost of an append stays flat as t
 from __future__ import annotations
 
 import asyncio
+import json
+from bisect import bisect_right
+from itertools import accumulate, compress, repeat
+from operator import add, truediv
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from sessiond.storage.cid import CIDError
-from sessiond.storage.db import Op
+from sessiond.storage.db import Op, RemoteLog
 from sessiond.storage.store import Store
 
 from . import dagcbor
@@ -27,9 +31,12 @@ from .crypto import EncryptedCID, manifest_key, object_key, open_sealed, seal
 
 FANOUT = 16
 PAGE_MAX = 512 * 1024  # plaintext bytes of one page: two 256 KiB chunks, well under the 1 MiB object limit
-VERSION = 1
+VERSION = 1  # of nodes and manifests
+PAGE_VERSION = 2  # pages are column by column since version 2
+_PAGE_HEAD = 512  # bounds a page's keys, column heads, version and type (device and session come on top)
 
 T_PAGE = "sessiond/page"
+MESSAGE = "message.add"
 T_NODE = "sessiond/node"
 T_MANIFEST = "sessiond/manifest"
 
@@ -40,7 +47,8 @@ class LogError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- ops
 def op_to_cbor(op: Op) -> dict:
-    """An operation as a map in DAG-CBOR key order (b, k, l, s, t)."""
+    """An operation as one map in DAG-CBOR key order (b, k, l, s, t): the form `verify` compares
+    (docs/FORMATS.md §4; pages store the same fields column by column)."""
     if op.kind == "message.add":
         b = op.body
         body: dict = {"c": b["chat"]}
@@ -53,18 +61,6 @@ def op_to_cbor(op: Op) -> dict:
     else:
         body = dagcbor.canon(op.body)
     return {"b": body, "k": op.kind, "l": op.lamport, "s": op.seq, "t": round(op.created_at * 1000)}
-
-
-def op_from_cbor(sid: str, device: str, m: dict) -> Op:
-    try:
-        kind = m["k"]
-        body = m["b"]
-        if kind == "message.add":
-            body = {"chat": body["c"], "role": body["r"], "content": body["x"], "tokens": body.get("n"),
-                    "extra": body.get("e")}
-        return Op(sid, device, int(m["s"]), int(m["l"]), kind, body, m["t"] / 1000)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LogError(f"malformed operation in page: {exc!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------- entries
@@ -121,42 +117,68 @@ class LogWriter:
     def _seal(self, plaintext: bytes) -> tuple[bytes, EncryptedCID]:
         return seal(plaintext, object_key(self.key, plaintext))
 
-    def pages_for(self, ops: list[Op]) -> list[tuple[bytes, int, int]]:
-        """Cut operations into page plaintexts of at most PAGE_MAX bytes: [(plaintext, first, last)]."""
-        pages, run, size = [], [], 0
-        first = prev = 0
-        for op in ops:
-            enc = dagcbor.encode_ordered(op_to_cbor(op))
-            if run and size + len(enc) > PAGE_MAX:
-                pages.append((_page_map(self.device, self.sid, run), first, prev))
-                run, size = [], 0
-            if not run:
-                first = op.seq
-            run.append(enc)
-            size += len(enc)
-            prev = op.seq
-        if run:
-            pages.append((_page_map(self.device, self.sid, run), first, prev))
-        return pages
+    def pages(self, records: list[tuple]) -> list[tuple[bytes, int, int]]:
+        """Cut a run of operations (Database.log_records tuples, consecutive seqs) into page plaintexts
+        of at most PAGE_MAX bytes: [(plaintext, first seq, last seq)]. The hot path of a push: the rows
+        are turned into columns in C (zip) and each page is one cbor2 call; only operations that carry
+        a map (extra fields, or a non-message body) are looked at one by one."""
+        if not records:
+            return []
+        seqs, lams, kinds, bodies, created, chats, roles, contents, toks, extras = zip(*records)
+        n, first = len(seqs), seqs[0]
+        if seqs != tuple(range(first, first + n)):
+            raise LogError(f"operations to write are not one run of consecutive seqs from {first}")
+        times = [round(c * 1000) for c in created]
+        col_b: list = [None] * n
+        sizes = [len(x.encode()) if x is not None else 0 for x in contents]
+        if bodies.count(None) != n or extras.count(None) != n:
+            for i, (body, extra) in enumerate(zip(bodies, extras)):
+                if body is not None:
+                    col_b[i] = dagcbor.canon(json.loads(body))
+                elif extra and (e := json.loads(extra)):
+                    col_b[i] = dagcbor.canon(e)
+                if col_b[i] is not None:
+                    sizes[i] += len(dagcbor.encode_ordered(col_b[i]))
+        # per operation besides content and map: seven more columns, each item at most a 9-byte head
+        # plus its text (chat ids and roles may be non-ASCII: 4 bytes per character bounds them)
+        const = 64 + max(map(len, kinds)) + 4 * (max(map(len, filter(None, chats)), default=0)
+                                                 + max(map(len, filter(None, roles)), default=0))
+        cum = list(accumulate(map(add, sizes, repeat(const)), initial=0))
+        limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(self.device) + len(self.sid))
+        out, lo = [], 0
+        while lo < n:
+            hi = max(lo + 1, bisect_right(cum, cum[lo] + limit) - 1)
+            out.append((self._page(first + lo, kinds[lo:hi], lams[lo:hi], times[lo:hi], chats[lo:hi],
+                                   roles[lo:hi], contents[lo:hi], toks[lo:hi], col_b[lo:hi]),
+                        first + lo, first + hi - 1))
+            lo = hi
+        return out
 
-    def _build_pages(self, ops: list[Op]) -> tuple[list[Entry], list[bytes]]:
+    def _page(self, first, kinds, lams, times, chats, roles, contents, toks, col_b) -> bytes:
+        # keys in DAG-CBOR order (length, then bytewise): b c d f k l n r s t v x ty
+        return dagcbor.encode_ordered({"b": col_b, "c": chats, "d": self.device, "f": first, "k": kinds, "l": lams,
+                                       "n": toks, "r": roles, "s": self.sid, "t": times, "v": PAGE_VERSION,
+                                       "x": contents, "ty": T_PAGE})
+
+    def _build_pages(self, records: list[tuple]) -> tuple[list[Entry], list[bytes]]:
         entries, blobs = [], []
-        for plain, first, last in self.pages_for(ops):
+        for plain, first, last in self.pages(records):
             ct, ref = self._seal(plain)
             blobs.append(ct)
             entries.append(Entry(first, last, len(plain), False, ref))
         return entries, blobs
 
-    async def write_pages(self, ops: list[Op]) -> list[Entry]:
+    async def write_pages(self, records: list[tuple]) -> list[Entry]:
         # Encoding and sealing many operations is CPU work: off the event loop, so the API stays quick.
-        entries, blobs = (self._build_pages(ops) if len(ops) < 64
-                          else await asyncio.to_thread(self._build_pages, ops))
+        entries, blobs = (self._build_pages(records) if len(records) < 64
+                          else await asyncio.to_thread(self._build_pages, records))
         await self.put(blobs)
         return entries
 
     async def compact(self, levels: list[list[Entry]],
-                      load_ops: Callable[[int, int], Awaitable[list[Op]]]) -> list[list[Entry]]:
-        """Fold full levels upward (see the module doc). `load_ops(first, last)` gives this log's operations."""
+                      load_records: Callable[[int, int], Awaitable[list[tuple]]]) -> list[list[Entry]]:
+        """Fold full levels upward (see the module doc). `load_records(first, last)` gives this log's
+        operations as Database.log_records tuples."""
         levels = [list(lv) for lv in levels]
         lvl = 0
         while lvl < len(levels):
@@ -164,7 +186,7 @@ class LogWriter:
                 group, levels[lvl] = levels[lvl][:FANOUT], levels[lvl][FANOUT:]
                 size = sum(e.size for e in group)
                 if not any(e.node for e in group) and size <= PAGE_MAX:
-                    merged = await self.write_pages(await load_ops(group[0].first, group[-1].last))
+                    merged = await self.write_pages(await load_records(group[0].first, group[-1].last))
                     new = merged[0] if len(merged) == 1 else await self._node(merged)
                 else:
                     new = await self._node(group)
@@ -192,29 +214,6 @@ class LogWriter:
     def seal_manifest(self, plain: bytes, head_pk: bytes, rev: int) -> tuple[bytes, EncryptedCID]:
         # Not padded: a reader knows the manifest's size only from the ciphertext.
         return seal(plain, manifest_key(self.key, head_pk, rev), pad=False)
-
-
-def _page_map(device: str, sid: str, encoded_ops: list[bytes]) -> bytes:
-    """{"d": device, "o": [ops...], "s": session, "v": 1, "ty": "sessiond/page"} in DAG-CBOR order,
-    with the operations spliced in already encoded."""
-    out = [b"\xa5", dagcbor.encode_ordered("d"), dagcbor.encode_ordered(device), dagcbor.encode_ordered("o"),
-           _array_head(len(encoded_ops))]
-    out.extend(encoded_ops)
-    out += [dagcbor.encode_ordered("s"), dagcbor.encode_ordered(sid), dagcbor.encode_ordered("v"),
-            dagcbor.encode_ordered(VERSION), dagcbor.encode_ordered("ty"), dagcbor.encode_ordered(T_PAGE)]
-    return b"".join(out)
-
-
-def _array_head(n: int) -> bytes:
-    if n < 24:
-        return bytes([0x80 | n])
-    if n < 256:
-        return bytes([0x98, n])
-    if n < 65536:
-        return b"\x99" + n.to_bytes(2, "big")
-    if n < (1 << 32):
-        return b"\x9a" + n.to_bytes(4, "big")
-    return b"\x9b" + n.to_bytes(8, "big")
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -287,40 +286,156 @@ class LogReader:
         if m.get("d") != self.device:
             raise LogError(f"{what} belongs to device {m.get('d')!r}, not {self.device!r} (swapped objects)")
 
-    async def ops(self, entries: list[Entry], after_seq: int = 0) -> list[Op]:
-        """The operations of `entries` with seq > after_seq, in order."""
-        out: list[Op] = []
+    async def pages(self, entries: list[Entry], after_seq: int = 0) -> list[tuple[Entry, "Page"]]:
+        """The checked pages under `entries` that hold any seq > after_seq, in log order."""
+        out: list[tuple[Entry, Page]] = []
         for e in entries:
             if e.last <= after_seq:
                 continue
             plain = await self._get(e.ref)
             if e.node:
-                try:
-                    m = dagcbor.decode(plain)
-                except dagcbor.DagCborError as exc:
-                    raise LogError(f"node {e.ref.hash.hex()[:16]} is not valid: {exc}") from None
-                if not isinstance(m, dict) or m.get("ty") != T_NODE:
-                    raise LogError(f"object {e.ref.hash.hex()[:16]} is not a node")
-                self._check_owner(m, "node")
-                children = [Entry.from_cbor(c) for c in m.get("e", [])]
-                expect = e.first
-                for c in children:
-                    if c.first != expect:
-                        raise LogError(f"node {e.ref.hash.hex()[:16]} has a gap or overlap at seq {expect}")
-                    expect = c.last + 1
-                if expect - 1 != e.last:
-                    raise LogError(f"node {e.ref.hash.hex()[:16]} does not cover seqs {e.first}..{e.last}")
-                out.extend(await self.ops(children, after_seq))
+                out.extend(await self.pages(self._children(plain, e), after_seq))
             else:
-                try:
-                    m = dagcbor.decode(plain, strict=False)
-                except dagcbor.DagCborError as exc:
-                    raise LogError(f"page {e.ref.hash.hex()[:16]} is not valid: {exc}") from None
-                if not isinstance(m, dict) or m.get("ty") != T_PAGE:
-                    raise LogError(f"object {e.ref.hash.hex()[:16]} is not a page")
-                self._check_owner(m, "page")
-                ops = [op_from_cbor(self.sid, self.device, o) for o in m.get("o", [])]
-                if [o.seq for o in ops] != list(range(e.first, e.last + 1)):
-                    raise LogError(f"page {e.ref.hash.hex()[:16]} does not hold seqs {e.first}..{e.last}")
-                out.extend(o for o in ops if o.seq > after_seq)
+                out.append((e, self._page(plain, e)))
         return out
+
+    async def ops(self, entries: list[Entry], after_seq: int = 0) -> list[Op]:
+        """The operations of `entries` with seq > after_seq, in order."""
+        out: list[Op] = []
+        for e, page in await self.pages(entries, after_seq):
+            out.extend(page.ops(self.sid, self.device, max(0, after_seq + 1 - e.first)))
+        return out
+
+    async def log(self, entries: list[Entry], after_seq: int = 0) -> RemoteLog:
+        """The operations of `entries` with seq > after_seq, ready for Database.apply_remote: messages
+        as rows for one batched insert (built column-wise, in C), other operations as Ops."""
+        out = RemoteLog(self.device, [], [], after_seq)
+        for e, page in await self.pages(entries, after_seq):
+            page.into(out, self.sid, self.device, max(0, after_seq + 1 - e.first))
+            out.last_seq = e.last
+        return out
+
+    def _children(self, plain: bytes, e: Entry) -> list[Entry]:
+        name = e.ref.hash.hex()[:16]
+        try:
+            m = dagcbor.decode(plain)
+        except dagcbor.DagCborError as exc:
+            raise LogError(f"node {name} is not valid: {exc}") from None
+        if not isinstance(m, dict) or m.get("ty") != T_NODE:
+            raise LogError(f"object {name} is not a node")
+        self._check_owner(m, "node")
+        children = [Entry.from_cbor(c) for c in m.get("e", [])]
+        expect = e.first
+        for c in children:
+            if c.first != expect:
+                raise LogError(f"node {name} has a gap or overlap at seq {expect}")
+            expect = c.last + 1
+        if expect - 1 != e.last:
+            raise LogError(f"node {name} does not cover seqs {e.first}..{e.last}")
+        return children
+
+    def _page(self, plain: bytes, e: Entry) -> "Page":
+        name = e.ref.hash.hex()[:16]
+        try:
+            m = dagcbor.decode(plain, strict=False)
+        except dagcbor.DagCborError as exc:
+            raise LogError(f"page {name} is not valid: {exc}") from None
+        if not isinstance(m, dict) or m.get("ty") != T_PAGE:
+            raise LogError(f"object {name} is not a page")
+        if m.get("v") != PAGE_VERSION:
+            raise LogError(f"page {name} is of version {m.get('v')!r}; this sessiond reads version {PAGE_VERSION}")
+        self._check_owner(m, "page")
+        if m.get("f") != e.first:
+            raise LogError(f"page {name} does not hold seqs {e.first}..{e.last}")
+        n = e.last - e.first + 1
+        cols = [m.get(k) for k in ("k", "l", "t", "c", "r", "x", "n", "b")]
+        if not all(isinstance(c, list) and len(c) == n for c in cols):
+            raise LogError(f"page {name} does not hold seqs {e.first}..{e.last} (columns of the wrong length)")
+        page = Page(e.first, *cols)
+        why = page.malformed()
+        if why:
+            raise LogError(f"page {name} is malformed: {why}")
+        return page
+
+
+_NONE = type(None)
+
+
+@dataclass
+class Page:
+    """One page's operations, column by column, as stored (docs/FORMATS.md §4)."""
+
+    first: int
+    kinds: list
+    lamports: list
+    times: list
+    chats: list
+    roles: list
+    contents: list
+    tokens: list
+    maps: list  # a message's extra fields or None; another operation's body
+
+    def others(self) -> list[int]:
+        """Indexes of the operations that are not messages."""
+        if self.kinds.count(MESSAGE) == len(self.kinds):
+            return []
+        return [i for i, k in enumerate(self.kinds) if k != MESSAGE]
+
+    def malformed(self) -> str | None:
+        """What is wrong with the columns' types, or None. Checked a column at a time (in C)."""
+        if not set(map(type, self.kinds)) <= {str}:
+            return "an operation kind is not text"
+        if not set(map(type, self.lamports)) <= {int} or not set(map(type, self.times)) <= {int}:
+            return "a clock or time is not an integer"
+        if not set(map(type, self.tokens)) <= {int, _NONE} or not set(map(type, self.maps)) <= {dict, _NONE}:
+            return "a token count or map has the wrong type"
+        others = self.others()
+        text = {str, _NONE} if others else {str}
+        for col, what in ((self.chats, "chat id"), (self.roles, "role"), (self.contents, "content")):
+            if not set(map(type, col)) <= text or col.count(None) != len(others):
+                return f"a message's {what} is missing or not text, or an operation that is not a message has one"
+        for i in others:
+            if self.chats[i] is not None or self.roles[i] is not None or self.contents[i] is not None \
+                    or self.tokens[i] is not None:
+                return f"operation {self.first + i} ({self.kinds[i]}) has message fields but is not a message"
+            if self.maps[i] is None:
+                return f"operation {self.first + i} ({self.kinds[i]}) has no body"
+        return None
+
+    def ops(self, sid: str, device: str, start: int = 0) -> list[Op]:
+        out = []
+        for i in range(start, len(self.kinds)):
+            kind, t = self.kinds[i], self.times[i] / 1000
+            if kind == MESSAGE:
+                body = {"chat": self.chats[i], "role": self.roles[i], "content": self.contents[i],
+                        "tokens": self.tokens[i], "extra": self.maps[i]}
+            else:
+                body = self.maps[i]
+            out.append(Op(sid, device, self.first + i, self.lamports[i], kind, body, t))
+        return out
+
+    def into(self, log: RemoteLog, sid: str, device: str, start: int = 0) -> None:
+        """Add this page's operations from index `start` to `log`: messages as insert rows, built
+        column-wise; the other operations (few) one by one."""
+        n = len(self.kinds)
+        if start >= n:
+            return
+        others = self.others()
+        if self.maps.count(None) == len(self.maps):
+            extras = repeat(None)
+        else:
+            extras = [None] * n
+            for i, m in enumerate(self.maps):
+                if m is not None and self.kinds[i] == MESSAGE:
+                    extras[i] = json.dumps(m, separators=(",", ":"), ensure_ascii=False)
+            extras = extras[start:]
+        k = slice(start, n)
+        rows = zip(repeat(sid), self.chats[k], repeat(device), range(self.first + start, self.first + n),
+                   self.lamports[k], self.roles[k], self.contents[k], self.tokens[k],
+                   map(truediv, self.times[k], repeat(1000)), extras)
+        if others:
+            log.messages.extend(compress(rows, map(MESSAGE.__eq__, self.kinds[k])))
+            log.ops.extend(Op(sid, device, self.first + i, self.lamports[i], self.kinds[i], self.maps[i],
+                              self.times[i] / 1000) for i in others if i >= start)
+        else:
+            log.messages.extend(rows)

@@ -9,19 +9,23 @@ exactly the heads listed there: a head signed by any other key is never read.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import time
+from itertools import chain
+from operator import itemgetter
+from typing import Any
 
 from nacl.public import SealedBox
 from nacl.signing import SigningKey, VerifyKey
 
-from sessiond.storage.db import Op
+from sessiond.storage.db import RemoteLog
 from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
 
 from . import dagcbor
-from .checkpoint import ProofError, check_proof, make_proof, prepare
+from .checkpoint import ProofError, check_proof, check_proofs, make_proof, prepare
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
 from .log import LogError, LogReader, Manifest, parse_manifest
 from .sharecode import ShareCode, ShareCodeError, decode as decode_code
@@ -29,6 +33,9 @@ from .sharecode import ShareCode, ShareCodeError, decode as decode_code
 log = logging.getLogger("sessiond.sync")
 T_MEMBERS = "sessiond/members"
 SALT_LEN = 14
+
+
+_CHECKS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="sessiond-check")
 
 
 class ImportError_(Exception):
@@ -191,20 +198,25 @@ class SharingMixin:
         my_pk = self.keys.head_pk(sid)
         logs, peers = await self._fetch_logs(store, sid, code.session_key,
                                              [m for m in members if m["head_pk"] != my_pk], full=True)
-        if not any(op.kind == "session.create" for lst in logs.values() for op in lst) and existing is None:
+        if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")
-        has_checkpoints = any(o.kind == "checkpoint.add" for lst in logs.values() for o in lst)
-        if existing is None and has_checkpoints:  # every checkpoint must hold for the history it came with
-            all_ops = sorted((o for lst in logs.values() for o in lst), key=lambda o: o.order)
-            msgs = prepare((o.device_id, o.seq, o.body["chat"], o.body["role"], o.body["content"],
-                            o.body.get("tokens") or 0) for o in all_ops if o.kind == "message.add")
+        checkpoints = sorted((o for lg in logs.values() for o in lg.ops if o.kind == "checkpoint.add"),
+                             key=lambda o: o.order)
+        gate = None
+        if existing is None and checkpoints:  # every checkpoint must hold for the history it came with
             pks = {m["head_pk"] for m in members}
-            for o in all_ops:
-                if o.kind == "checkpoint.add":
-                    try:
-                        check_proof(o.body, msgs, pks)
-                    except ProofError as exc:
-                        raise ImportError_("checkpoint", f"the session's checkpoints do not verify: {exc}") from None
+
+            def check() -> None:
+                # messages in the global order (Lamport clock, device, seq); each log is in that order
+                rows = sorted(chain.from_iterable(lg.messages for lg in logs.values()), key=itemgetter(4, 2, 3))
+                msgs = prepare((r[2], r[3], r[1], r[5], r[6], r[7]) for r in rows)
+                try:
+                    check_proofs([o.body for o in checkpoints], msgs, pks)
+                except ProofError as exc:
+                    raise ImportError_("checkpoint", f"the session's checkpoints do not verify: {exc}") from None
+
+            # checked in a thread of its own while the database inserts, and waited for before the commit
+            gate = _CHECKS.submit(check)
         created = []
         if self.keys.session_key(sid) is None:
             self.keys.set_session_key(sid, code.session_key)
@@ -222,7 +234,7 @@ class SharingMixin:
                 sid, logs, peers=peers, access=access, must_create=existing is None,
                 remote={"store_url": store.url if store is not self.store else None,
                         "announce_pk": code.announce_pk, "members_rev": rev},
-                event="session.imported")
+                event="session.imported", before_commit=gate.result if gate is not None else None)
         except BaseException:
             if "key" in created:
                 self.keys.delete_session_key(sid)
@@ -320,25 +332,32 @@ class SharingMixin:
             return False
 
     async def _fetch_logs(self, store: Store, sid: str, session_key: bytes, members: list[dict], *,
-                          full: bool, known: dict[bytes, dict] | None = None) -> tuple[dict[str, list[Op]], list[dict]]:
+                          full: bool, known: dict[bytes, dict] | None = None) -> tuple[dict[str, RemoteLog], list[dict]]:
         """Fetch and check every member's log (everything, or only what is new). Raises ImportError_
         naming the first problem; nothing is applied by this function."""
-        logs: dict[str, list[Op]] = {}
+        logs: dict[str, RemoteLog] = {}
         peers = []
         for m in members:
             pk = m["head_pk"]
             k = (known or {}).get(pk, {})
-            man, ops = await self._fetch_log(store, sid, session_key, pk, m.get("device_id"),
-                                             min_rev=k.get("rev", 0), after_seq=0 if full else k.get("applied_seq", 0))
+            man, lg = await self._fetch_log(store, sid, session_key, pk, m.get("device_id"),
+                                            min_rev=k.get("rev", 0), after_seq=0 if full else k.get("applied_seq", 0))
             if man is None:
                 continue
-            logs.setdefault(man.device, []).extend(ops)
+            have = logs.get(man.device)
+            if have is None:
+                logs[man.device] = lg
+            else:  # two heads of one device (before and after a rekey): INSERT OR IGNORE drops repeats
+                have.messages.extend(lg.messages)
+                have.ops.extend(lg.ops)
+                have.last_seq = max(have.last_seq, lg.last_seq)
             peers.append({"head_pk": pk, "device_id": man.device, "rev": man.rev, "applied_seq": man.last_seq,
                           "last_error": None})
         return logs, peers
 
     async def _fetch_log(self, store: Store, sid: str, session_key: bytes, pk: bytes, device: str | None, *,
-                         min_rev: int, after_seq: int) -> tuple[Manifest | None, list[Op]]:
+                         min_rev: int, after_seq: int, as_ops: bool = False) -> tuple[Manifest | None, Any]:
+        """One member's log: (manifest, RemoteLog), or with as_ops (manifest, [Op]) for comparing."""
         from .engine import _open_manifest, manifest_hash_of
 
         try:
@@ -346,7 +365,7 @@ class SharingMixin:
         except RegistryError as exc:
             raise ImportError_("forged", f"the head of device {device or pk.hex()[:16]} is not validly signed: {exc}") from None
         if head is None:
-            return None, []  # a member that has not pushed anything yet
+            return None, None  # a member that has not pushed anything yet
         if head.revision < min_rev:
             raise ImportError_("replayed", f"the head of device {device or pk.hex()[:16]} went back to revision "
                                            f"{head.revision} (this device has seen {min_rev}): a replayed old head")
@@ -357,7 +376,8 @@ class SharingMixin:
                                  rev=head.revision)
             if device is not None and device != "None" and man.device != device:
                 raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
-            ops = await LogReader(sid, man.device, store, self.timeout).ops(man.entries(), after_seq)
+            reader = LogReader(sid, man.device, store, self.timeout)
+            ops = await (reader.ops if as_ops else reader.log)(man.entries(), after_seq)
         except (RegistryError, StoreError, DecryptError, LogError) as exc:
             raise ImportError_("damaged", f"the log of device {device or pk.hex()[:16]} is damaged: {exc}") from None
         except asyncio.TimeoutError:

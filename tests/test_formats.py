@@ -17,7 +17,7 @@ from sessiond.sync import dagcbor
 from sessiond.sync.crypto import (CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,
                                   object_key, open_sealed, seal)
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
-from sessiond.sync.log import _page_map, op_to_cbor
+from sessiond.sync.log import Entry, LogReader, LogWriter
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md")
 
@@ -155,9 +155,24 @@ def test_page_vector():
               {"name": "Demo", "current_chat": "main", "created_at": 1700000000.0}, 1700000000.0),
            Op("demo", v["device"], 2, 2, "message.add",
               {"chat": "main", "role": "user", "content": "hi", "tokens": 1}, 1700000000.5)]
-    page = _page_map(v["device"], v["session"], [dagcbor.encode_ordered(op_to_cbor(o)) for o in ops])
-    assert page.hex() == v["hex"]
-    assert dagcbor.encode(dagcbor.decode(page)) == page  # the spliced encoding is canonical
+    # the push builds pages from database tuples (Database.log_records)
+    records = [(1, 1, "session.create", json.dumps(ops[0].body), 1700000000.0) + (None,) * 5,
+               (2, 2, "message.add", None, 1700000000.5, "main", "user", "hi", 1, None)]
+    writer = LogWriter(v["session"], v["device"], bytes(32), None)
+    [(page, first, last)] = writer.pages(records)
+    assert (page.hex(), first, last) == (v["hex"], 1, 2)
+    # the same map written out by hand, column by column, encoded by the general (key-sorting) encoder
+    assert page == dagcbor.encode({
+        "ty": "sessiond/page", "v": 2, "s": v["session"], "d": v["device"], "f": 1,
+        "k": ["session.create", "message.add"], "l": [1, 2], "t": [1700000000000, 1700000000500],
+        "c": [None, "main"], "r": [None, "user"], "x": [None, "hi"], "n": [None, 1],
+        "b": [ops[0].body, None]})
+    # and reading it back gives the operations written
+    e = Entry(1, 2, len(page), False, seal(page, bytes(32))[1])
+    parsed = LogReader(v["session"], v["device"], None)._page(page, e)
+    assert parsed.ops(v["session"], v["device"]) == [
+        Op(o.session_id, o.device_id, o.seq, o.lamport, o.kind,
+           {**o.body, "extra": None} if o.kind == "message.add" else o.body, o.created_at) for o in ops]
 
 
 def test_mnemonic_round_trip_and_errors(tmp_path):

@@ -1,0 +1,171 @@
+"""Pages (column by column) and checkpoint chains: the push's and the import's hot paths, checked
+against the plain definitions they speed up."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from nacl.signing import SigningKey
+
+from sessiond.storage.db import Op, RemoteLog
+from sessiond.sync import dagcbor
+from sessiond.sync.checkpoint import ProofError, check_proofs, conversation_hash, conversation_hashes, make_proof, prepare
+from sessiond.sync.crypto import seal
+from sessiond.sync.log import PAGE_MAX, Entry, LogError, LogReader, LogWriter, op_to_cbor
+
+SID, DEV = "sess", "dev0"
+
+texts = st.text(max_size=40) | st.text(alphabet="ab\u00e9\u4e2d\U0001f600", min_size=0, max_size=3000)
+message = st.tuples(st.sampled_from(["main", "side", "\u00e9t\u00e9"]), st.sampled_from(["user", "assistant"]),
+                    texts, st.none() | st.integers(0, 1 << 40),
+                    st.none() | st.dictionaries(st.text(max_size=5), st.integers(-(1 << 63), (1 << 63) - 1) | st.text(max_size=5), max_size=3))
+other = st.tuples(st.sampled_from(["chat.create", "session.update", "checkpoint.add", "future.kind"]),
+                  st.dictionaries(st.text(max_size=5), st.integers(-(1 << 63), (1 << 63) - 1) | st.text(max_size=5) | st.none(), max_size=3))
+
+
+def records(items: list, first: int = 1) -> list[tuple]:
+    """Database.log_records tuples for a run of messages and other operations."""
+    out = []
+    for i, item in enumerate(items):
+        seq, t = first + i, 1700000000 + i / 1000
+        if len(item) == 5:
+            chat, role, content, tokens, extra = item
+            out.append((seq, seq * 2, "message.add", None, t, chat, role, content, tokens,
+                        json.dumps(extra) if extra is not None else None))
+        else:
+            kind, body = item
+            out.append((seq, seq * 2, kind, json.dumps(body), t, None, None, None, None, None))
+    return out
+
+
+def expected_ops(recs: list[tuple]) -> list[Op]:
+    ops = []
+    for seq, lam, kind, body, t, chat, role, content, tokens, extra in recs:
+        if body is None:
+            e = json.loads(extra) if extra else None
+            body = {"chat": chat, "role": role, "content": content, "tokens": tokens, "extra": e or None}
+        else:
+            body = json.loads(body)
+        ops.append(Op(SID, DEV, seq, lam, kind, body, round(t * 1000) / 1000))
+    return ops
+
+
+def read_back(pages: list[tuple[bytes, int, int]], after: int = 0) -> tuple[list[Op], RemoteLog]:
+    reader = LogReader(SID, DEV, None)
+    ops, log = [], RemoteLog(DEV, [], [], after)
+    for plain, first, last in pages:
+        if last <= after:
+            continue
+        page = reader._page(plain, Entry(first, last, len(plain), False, seal(plain, bytes(32))[1]))
+        ops += page.ops(SID, DEV, max(0, after + 1 - first))
+        page.into(log, SID, DEV, max(0, after + 1 - first))
+    return ops, log
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(message | other, min_size=1, max_size=40), st.integers(0, 45))
+def test_pages_round_trip(items, after):
+    recs = records(items)
+    pages = LogWriter(SID, DEV, bytes(32), None).pages(recs)
+    assert [p[1] for p in pages][0] == 1 and pages[-1][2] == len(recs)
+    for (_, _, last), (_, first, _) in zip(pages, pages[1:]):
+        assert first == last + 1
+    ops, log = read_back(pages, after)
+    want = [o for o in expected_ops(recs) if o.seq > after]
+    # what verify compares: the canonical map of every operation
+    assert [dagcbor.encode(op_to_cbor(o)) for o in ops] == [dagcbor.encode(op_to_cbor(o)) for o in want]
+    # what the import inserts: message rows plus the other operations
+    rows = [(SID, o.body["chat"], DEV, o.seq, o.lamport, o.body["role"], o.body["content"], o.body["tokens"],
+             o.created_at) for o in want if o.kind == "message.add"]
+    assert [r[:9] for r in log.messages] == rows
+    assert [json.loads(r[9]) if r[9] else None for r in log.messages] == \
+        [dagcbor.canon(o.body["extra"]) if o.body["extra"] else None for o in want if o.kind == "message.add"]
+    assert log.ops == [o for o in want if o.kind != "message.add"]
+
+
+def test_pages_stay_under_the_limit():
+    big = "x" * 200_000
+    wide = "\u4e2d" * 70_000  # three bytes each in UTF-8
+    items = [("main", "user", big, 1, None)] * 5 + [("main", "user", wide, None, None)] * 5 + \
+            [("main", "user", "short", None, {"k": "v"})] * 3000
+    recs = records(items)
+    pages = LogWriter(SID, DEV, bytes(32), None).pages(recs)
+    assert all(len(p) <= PAGE_MAX for p, _, _ in pages)
+    assert len(pages) < 20  # and not needlessly small
+    ops, _ = read_back(pages)
+    assert len(ops) == len(recs)
+    one = LogWriter(SID, DEV, bytes(32), None).pages(records([("main", "user", "y" * 600_000, None, None)]))
+    assert len(one) == 1  # an operation larger than a page is a page of its own
+
+
+def test_pages_refuse_a_torn_run():
+    recs = records([("main", "user", "a", None, None)] * 3)
+    with pytest.raises(LogError, match="consecutive"):
+        LogWriter(SID, DEV, bytes(32), None).pages([recs[0], recs[2]])
+
+
+def _page_map(**change) -> bytes:
+    m = {"b": [None, None], "c": ["main", "main"], "d": DEV, "f": 1, "k": ["message.add"] * 2, "l": [1, 2],
+         "n": [None, 3], "r": ["user", "user"], "s": SID, "t": [1, 2], "v": 2, "x": ["a", "b"],
+         "ty": "sessiond/page"}
+    m.update(change)
+    return dagcbor.encode({k: v for k, v in m.items() if v is not ...})
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"v": 1}, "version"),
+    ({"f": 2}, "does not hold seqs"),
+    ({"l": [1]}, "wrong length"),
+    ({"x": ...}, "wrong length"),
+    ({"k": ["message.add", 7]}, "kind is not text"),
+    ({"l": [1, "2"]}, "not an integer"),
+    ({"t": [1, 2.5]}, "not an integer"),
+    ({"n": [None, "3"]}, "wrong type"),
+    ({"b": [None, [1]]}, "wrong type"),
+    ({"x": ["a", None]}, "content is missing"),
+    ({"k": ["chat.create", "message.add"], "b": [{}, None], "c": [None, "main"], "r": [None, "user"],
+      "x": ["a", None], "n": [None, None]}, "1 \\(chat.create\\) has message fields"),
+    ({"k": ["chat.create", "message.add"], "b": [{}, None], "c": [None, "main"], "r": [None, "user"],
+      "x": [None, "b"], "n": [3, None]}, "1 \\(chat.create\\) has message fields"),
+    ({"c": ["main", 5]}, "chat id is missing"),
+    ({"k": ["message.add", "chat.create"]}, "operation that is not a message has one"),
+    ({"k": ["message.add", "chat.create"], "c": ["main", None], "r": ["user", None], "x": ["a", None],
+      "n": [None, None]}, "2 \\(chat.create\\) has no body"),
+    ({"s": "other"}, "swapped"),
+    ({"d": "other"}, "swapped"),
+    ({"ty": "sessiond/node"}, "not a page"),
+])
+def test_malformed_pages_are_refused(change, why):
+    plain = _page_map(**change)
+    reader = LogReader(SID, DEV, None)
+    with pytest.raises(LogError, match=why):
+        reader._page(plain, Entry(1, 2, len(plain), False, seal(plain, bytes(32))[1]))
+
+
+# ------------------------------------------------------------------ checkpoints in one pass
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ABC"), st.integers(0, 5)), max_size=60),
+       st.lists(st.dictionaries(st.sampled_from("ABCD"), st.integers(0, 25), max_size=4), max_size=8))
+def test_conversation_hashes_match_one_by_one(stream, frontiers):
+    # messages of three devices in a global order; each device's seqs increase along it
+    seqs = {"A": 0, "B": 0, "C": 0}
+    msgs = []
+    for device, tok in stream:
+        seqs[device] += 1
+        msgs.append((device, seqs[device], "main", "user", f"{device}{seqs[device]}", tok))
+    prepared = prepare(msgs)
+    assert conversation_hashes(prepared, frontiers) == [conversation_hash(prepared, f) for f in frontiers]
+
+
+def test_check_proofs_names_the_checkpoint_that_does_not_hold():
+    key = SigningKey(bytes(32))
+    pks = {b"\xed" + bytes(key.verify_key)}
+    msgs = prepare([("A", i, "main", "user", f"m{i}", 1) for i in range(1, 101)])
+    proofs = [make_proof(SID, "A", n, msgs, {"A": n * 10}, 1.0, key) for n in range(1, 11)]
+    check_proofs(proofs, msgs, pks)
+    changed = prepare([("A", i, "main", "user", f"m{i}" if i != 55 else "changed", 1) for i in range(1, 101)])
+    with pytest.raises(ProofError, match="checkpoint 6 of device A"):
+        check_proofs(proofs, changed, pks)
+    with pytest.raises(ProofError, match="does not know"):
+        check_proofs(proofs, msgs, set())
