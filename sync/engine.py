@@ -212,14 +212,18 @@ class Syncer(SharingMixin):
             last = await self.db.last_seq(sid)
             levels = _levels_from_cbor(state["tree"])
             if last > state["pushed_seq"]:
-                recs = await self.db.log_records(sid, self.db.device_id, state["pushed_seq"], last)
-                have = [r[0] for r in recs]
-                if have != list(range(state["pushed_seq"] + 1, last + 1)):
-                    raise SyncError(f"this device's log of {sid} is not contiguous between {state['pushed_seq'] + 1} "
-                                    f"and {last} (have {len(have)} operations, first {have[:3]}, last {have[-3:]}); "
-                                    f"not pushing a torn log")
-                levels[0].extend(await ctx.writer.write_pages(recs))
-                out["revision"] = await self._commit_revision(ctx, state, levels, last, max(r[1] for r in recs))
+                async def load(a: int, b: int) -> list[tuple]:
+                    recs = await self.db.log_records(sid, self.db.device_id, a - 1, b)
+                    have = [r[0] for r in recs]
+                    if have != list(range(a, b + 1)):
+                        raise SyncError(f"this device's log of {sid} is not contiguous between {a} and {b} (have "
+                                        f"{len(have)} operations, first {have[:3]}, last {have[-3:]}); not pushing "
+                                        f"a torn log")
+                    return recs
+
+                entries, lamport = await ctx.writer.write_run(load, state["pushed_seq"] + 1, last)
+                levels[0].extend(entries)
+                out["revision"] = await self._commit_revision(ctx, state, levels, last, lamport)
                 out["objects"], out["bytes"] = ctx.writer.written.objects, ctx.writer.written.bytes
                 state = await self.db.sync_state(sid)
             if force and out["revision"] == state["head_rev"]:  # a new manifest even without new operations

@@ -15,6 +15,7 @@ is rewritten O(log n) times over its life: the cost of an append stays flat as t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from bisect import bisect_right
 from itertools import accumulate, compress, repeat
@@ -33,12 +34,16 @@ FANOUT = 16
 PAGE_MAX = 512 * 1024  # plaintext bytes of one page: two 256 KiB chunks, well under the 1 MiB object limit
 VERSION = 1  # of nodes and manifests
 PAGE_VERSION = 2  # pages are column by column since version 2
+STREAM_BYTES = 16 << 20  # read, encoded and sealed at a time by a long push
 _PAGE_HEAD = 512  # bounds a page's keys, column heads, version and type (device and session come on top)
 
 T_PAGE = "sessiond/page"
 MESSAGE = "message.add"
 T_NODE = "sessiond/node"
 T_MANIFEST = "sessiond/manifest"
+
+
+_SEALERS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="sessiond-seal")
 
 
 class LogError(ValueError):
@@ -130,7 +135,8 @@ class LogWriter:
             raise LogError(f"operations to write are not one run of consecutive seqs from {first}")
         times = [round(c * 1000) for c in created]
         col_b: list = [None] * n
-        sizes = [len(x.encode()) if x is not None else 0 for x in contents]
+        # UTF-8 sizes; CPython knows whether a string is ASCII without looking at it
+        sizes = [(len(x) if x.isascii() else len(x.encode())) if x is not None else 0 for x in contents]
         if bodies.count(None) != n or extras.count(None) != n:
             for i, (body, extra) in enumerate(zip(bodies, extras)):
                 if body is not None:
@@ -160,20 +166,64 @@ class LogWriter:
                                        "n": toks, "r": roles, "s": self.sid, "t": times, "v": PAGE_VERSION,
                                        "x": contents, "ty": T_PAGE})
 
-    def _build_pages(self, records: list[tuple]) -> tuple[list[Entry], list[bytes]]:
-        entries, blobs = [], []
-        for plain, first, last in self.pages(records):
-            ct, ref = self._seal(plain)
-            blobs.append(ct)
-            entries.append(Entry(first, last, len(plain), False, ref))
-        return entries, blobs
+    def _seal_pages(self, pages: list[tuple[bytes, int, int]]) -> tuple[list[Entry], list[bytes]]:
+        # libsodium and BLAKE3 release the GIL: two threads seal two pages at once
+        sealed = list(_SEALERS.map(self._seal, [p[0] for p in pages])) if len(pages) > 1 \
+            else [self._seal(p[0]) for p in pages]
+        entries = [Entry(first, last, len(plain), False, ref) for (plain, first, last), (_, ref) in zip(pages, sealed)]
+        return entries, [ct for ct, _ in sealed]
 
     async def write_pages(self, records: list[tuple]) -> list[Entry]:
-        # Encoding and sealing many operations is CPU work: off the event loop, so the API stays quick.
-        entries, blobs = (self._build_pages(records) if len(records) < 64
-                          else await asyncio.to_thread(self._build_pages, records))
+        """Encode, seal and store a run of operations (all in memory) as pages."""
+        if len(records) < 64:
+            entries, blobs = self._seal_pages(self.pages(records))
+        else:  # CPU work: off the event loop, so the API stays quick
+            entries, blobs = await asyncio.to_thread(lambda: self._seal_pages(self.pages(records)))
         await self.put(blobs)
         return entries
+
+    async def write_run(self, load: Callable[[int, int], Awaitable[list[tuple]]], first: int,
+                        last: int) -> tuple[list[Entry], int]:
+        """Store operations first..last as pages, reading them a chunk of about STREAM_BYTES at a time
+        with `load(a, b)` (Database.log_records tuples for seqs a..b), so that memory stays bounded
+        whatever the size of the run, and so that reading, encoding, sealing and writing overlap: the
+        next chunk is read and encoded while the pages before it are sealed and written. Returns
+        (entries, highest Lamport value)."""
+        chunk = 4096
+        entries: list[Entry] = []
+        lamport = 0
+        carry: list[tuple] = []
+        seq = first
+        writing: asyncio.Task | None = None
+        try:
+            while seq <= last:
+                upto = min(last, seq + chunk - 1)
+                recs = carry + await load(seq, upto)
+                seq = upto + 1
+                pages = await asyncio.to_thread(self.pages, recs)
+                per_op = max(1, sum(p[2] - p[1] + 1 for p in pages) and
+                             sum(len(p[0]) for p in pages) // sum(p[2] - p[1] + 1 for p in pages))
+                chunk = min(1 << 17, max(1024, STREAM_BYTES // per_op))
+                if seq <= last:  # the last page may still fill up: its operations go round again
+                    keep = pages.pop()
+                    carry = recs[keep[1] - recs[0][0]:]
+                else:
+                    carry = []
+                if not pages:
+                    continue
+                lamport = max(lamport, max(r[1] for r in recs[:pages[-1][2] - recs[0][0] + 1]))
+                new, blobs = await asyncio.to_thread(self._seal_pages, pages)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(self.put(blobs))
+                entries.extend(new)
+            if writing is not None:
+                await writing
+                writing = None
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+        return entries, lamport
 
     async def compact(self, levels: list[list[Entry]],
                       load_records: Callable[[int, int], Awaitable[list[tuple]]]) -> list[list[Entry]]:
