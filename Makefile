@@ -23,9 +23,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The long versions of the proofs (issue 6): 200 SIGKILLs, the full load test. Results: docs/SECURITY.md.
+# The long versions of the proofs (issue 6): 200 SIGKILLs, 300 schemathesis examples per operation,
+# the full load test. Results: docs/SECURITY.md.
 test-long: $(STAMP)
 	CRASH_KILLS=200 CRASH_SEED=7 $(PY) -m pytest -q tests/test_crash.py
+	SCHEMATHESIS_EXAMPLES=300 FUZZ_EXAMPLES=300 $(PY) -m pytest -q tests/test_schemathesis.py tests/test_fuzz.py
 	$(PY) bench/load.py
 
 bench: $(STAMP)
