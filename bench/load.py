@@ -20,12 +20,21 @@ from _util import Daemon  # noqa: E402
 from sessiond.client import Client  # noqa: E402
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory; field RssAnon is the process's own heap, without the file pages it maps (the
+    read connection maps the database file, and those pages belong to the OS page cache)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return round(int(line.split()[1]) / 1024, 1)
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: float = 600) -> dict:
@@ -36,12 +45,14 @@ def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: f
         made: list[str] = []
         lock = threading.Lock()
         peak = {"a": 0.0, "b": 0.0}
+        peak_anon = {"a": 0.0, "b": 0.0}
         done = threading.Event()
 
         def sampler() -> None:
             while not done.is_set():
-                peak["a"] = max(peak["a"], rss_mb(a.proc.pid))
-                peak["b"] = max(peak["b"], rss_mb(b.proc.pid))
+                for name, d in (("a", a), ("b", b)):
+                    peak[name] = max(peak[name], rss_mb(d.proc.pid))
+                    peak_anon[name] = max(peak_anon[name], rss_mb(d.proc.pid, "RssAnon"))
                 time.sleep(0.2)
 
         def client(k: int) -> None:
@@ -90,6 +101,8 @@ def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: f
             "write_seconds": round(write_s, 2), "appends_per_second": round(sessions * messages / write_s, 1),
             "b_caught_up_seconds_after_writes": round(converge_s, 2),
             "rss_mb_peak": peak, "rss_mb_end": {"a": rss_mb(a.proc.pid), "b": rss_mb(b.proc.pid)},
+            "rss_anon_mb_peak": peak_anon,
+            "cpu_seconds": {"a": cpu_s(a.proc.pid), "b": cpu_s(b.proc.pid)},
         })
     return out
 

@@ -1173,6 +1173,24 @@ class Database:
         await self._write("INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",
                           (sid, store_url, announce_pk))
 
+    async def has_shared_sessions(self) -> bool:
+        return await self._one("SELECT 1 FROM remotes LIMIT 1") is not None
+
+    async def sessions_with_heads(self, pks: list[bytes]) -> list[str]:
+        """Shared sessions that follow any of these heads: a member device's log head (0xed | key), or
+        the session's members slot (0xed | announce key)."""
+        out: set[str] = set()
+        for i in range(0, len(pks), 500):
+            part = pks[i:i + 500]
+            marks = ",".join("?" * len(part))
+            slots = [pk[1:] for pk in part if pk[:1] == b"\xed"]
+            rows = await self._all(f"SELECT session_id FROM peers WHERE head_pk IN ({marks})", tuple(part))
+            if slots:
+                rows += await self._all(f"SELECT session_id FROM remotes WHERE announce_pk IN "
+                                        f"({','.join('?' * len(slots))})", tuple(slots))
+            out.update(r[0] for r in rows)
+        return sorted(out)
+
     async def shared_sessions(self) -> list[str]:
         return [r[0] for r in await self._all("SELECT session_id FROM remotes ORDER BY session_id")]
 

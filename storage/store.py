@@ -66,9 +66,9 @@ class Store(ABC):
     async def close(self) -> None:
         return None
 
-    async def heads_token(self) -> object | None:
-        """Something that changes whenever any head in the store changes, or None if the store cannot
-        tell (then followers check every head they follow on each poll)."""
+    async def head_versions(self) -> dict[bytes, object] | None:
+        """For every head in the store, something that changes whenever that head changes; or None if
+        the store cannot tell cheaply (then followers check every head they follow on each poll)."""
         return None
 
 
@@ -176,12 +176,25 @@ class FileStore(Store):
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
         return await asyncio.to_thread(self._get_head_sync, pk)
 
-    async def heads_token(self) -> object | None:
+    def _head_versions_sync(self) -> dict[bytes, object]:
+        out: dict[bytes, object] = {}
+        with os.scandir(self._heads) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue  # a head being written
+                try:
+                    pk = bytes.fromhex(entry.name)
+                    st = entry.stat()
+                except (ValueError, FileNotFoundError):
+                    continue
+                out[pk] = (st.st_ino, st.st_mtime_ns, st.st_size)  # a head is replaced by a rename: new inode
+        return out
+
+    async def head_versions(self) -> dict[bytes, object] | None:
         try:
-            st = os.stat(self._heads)  # a head is replaced by a rename into this folder
+            return await asyncio.to_thread(self._head_versions_sync)
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_ino)
 
     async def set_head(self, entry: RegistryEntry) -> None:
         await asyncio.to_thread(self._set_head_sync, entry)

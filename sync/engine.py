@@ -54,6 +54,9 @@ def _levels_from_cbor(data: bytes | None) -> list[list[Entry]]:
     return [[Entry.from_cbor(e) for e in lv] for lv in dagcbor.decode(data)]
 
 
+FULL_PULL_EVERY = 30.0  # seconds: every shared session is checked this often even if no head seems to change
+
+
 class Syncer(SharingMixin):
     def __init__(self, db: Database, store: Store, key_dir: str, *, interval: float = 2.0,
                  push_delay: float = 0.05, timeout: float = 30.0, poll_interval: float = 0.25,
@@ -68,7 +71,8 @@ class Syncer(SharingMixin):
         self.on_event = on_event or (lambda ev: None)
         self._stores: dict[str, Store] = {}
         self._pull_errors: dict[str, str] = {}
-        self._heads_tokens: dict[str, object] = {}
+        self._head_versions: dict[str, dict[bytes, object]] = {}  # per store URL: what each head was
+        self._blind = False  # a store that cannot tell which heads changed
         self._last_full_pull = 0.0
         self._pull_now = True
         self._dirty: set[str] = set()
@@ -140,20 +144,37 @@ class Syncer(SharingMixin):
         return max(0.01, wait)
 
     async def _maybe_pull(self) -> None:
-        """Pull when a store says a head changed, and in any case every `interval` seconds."""
-        shared = await self.db.shared_sessions()
-        if not shared:
+        """Pull the shared sessions whose heads (a device's log, or the members slot) changed in the
+        store since the last look; all of them when a store cannot say which changed, when asked to
+        (`sessiond sync`), and now and then in any case. So a follower of many sessions does work in
+        proportion to what changed, not to how many sessions it follows."""
+        if not await self.db.has_shared_sessions():
             return
-        due = self._pull_now or time.monotonic() - self._last_full_pull >= self.interval
+        full = self._pull_now
+        safety_net = self.interval if self._blind else max(self.interval, FULL_PULL_EVERY)
+        if time.monotonic() - self._last_full_pull >= safety_net:
+            full = True
+        changed: set[bytes] = set()
+        self._blind = False
         for url in {self.store.url, *[u for u in self._stores]}:
-            token = await self._open_store(url).heads_token()
-            if token is None or self._heads_tokens.get(url) != token:
-                self._heads_tokens[url] = token
-                due = True
-        if due:
+            try:
+                versions = await self._open_store(url).head_versions()
+            except (StoreError, OSError):
+                versions = None
+            before = self._head_versions.get(url)
+            if versions is None or before is None:
+                self._blind = self._blind or versions is None
+                full = True
+            else:
+                changed.update(pk for pk, v in versions.items() if before.get(pk) != v)
+            if versions is not None:
+                self._head_versions[url] = versions
+        if full:
             self._pull_now = False
             self._last_full_pull = time.monotonic()
             await self.pull_all()
+        elif changed:
+            await self.pull_all(await self.db.sessions_with_heads(sorted(changed)))
 
     async def _push_due(self) -> None:
         t = time.monotonic()

@@ -419,8 +419,9 @@ class SharingMixin:
                                              known=known)
         return await self.db.apply_remote(sid, logs, peers=peers)
 
-    async def pull_all(self) -> None:
-        for sid in await self.db.shared_sessions():
+    async def pull_all(self, sids: list[str] | None = None) -> None:
+        """Pull `sids` (default: every shared session)."""
+        for sid in (await self.db.shared_sessions() if sids is None else sids):
             if self._stopping:
                 return
             try:

@@ -270,3 +270,58 @@ async def test_import_rejects_checkpoints_that_do_not_verify(env, tmp):
         assert await db2.session_ids() == [] and other.keys.session_key(sid) is None  # nothing written
     finally:
         await db2.close()
+
+
+async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
+    """A follower of many shared sessions does work for what changed, not for every session it follows."""
+    store_path = os.path.join(tmp, "store")
+    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
+    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
+    a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
+    b = Syncer(dbb, FileStore(store_path), os.path.join(tmp, "kb"), timeout=10, interval=0.05, poll_interval=0.02)
+    try:
+        await a.start()
+        sids = []
+        for i in range(6):
+            sid = (await dba.create_session({"name": f"s{i}"}))["id"]
+            await dba.append_messages(sid, [{"role": "user", "content": f"first of {i}"}])
+            await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
+            sids.append(sid)
+        pulled: list[str] = []
+        real_pull = b.pull
+
+        async def counting_pull(sid):
+            pulled.append(sid)
+            return await real_pull(sid)
+
+        b.pull = counting_pull
+        await b.start()
+        await wait_for_async(lambda: len(pulled) >= 6)  # the first round looks at everything
+        await asyncio.sleep(0.3)
+        pulled.clear()
+        await dba.append_messages(sids[2], [{"role": "assistant", "content": "news for one session"}])
+        await a.sync_now(sids[2], wait=True, timeout=10)
+
+        async def arrived():
+            return len(await dbb.list_messages(sids[2])) == 2
+
+        for _ in range(200):
+            if await arrived():
+                break
+            await asyncio.sleep(0.02)
+        assert await arrived()
+        await asyncio.sleep(0.3)  # several more polls with nothing new
+        assert set(pulled) == {sids[2]}, pulled
+    finally:
+        await a.stop()
+        await b.stop()
+        await dba.close()
+        await dbb.close()
+
+
+async def wait_for_async(cond, timeout=10.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.02)
