@@ -21,17 +21,29 @@ class Daemon:
         cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", self.home, "--ready-fd", str(w)]
         if self.store:
             cmd += ["--store", self.store]
-        self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The daemon's log goes to a file: a pipe nobody reads fills up and stalls the daemon.
+        self.log_path = os.path.join(self.dir, "daemon.log")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=self._log)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             if f.read(6) != b"ready\n":
-                raise RuntimeError(self.proc.communicate()[1].decode())
+                self.proc.wait(timeout=30)
+                raise RuntimeError(self.log_tail())
         return self
+
+    def log_tail(self, n: int = 4000) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read()[-n:].decode(errors="replace")
 
     def __exit__(self, *exc) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=30)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._log.close()
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def pct(values: list[float], p: float) -> float:

@@ -57,16 +57,22 @@ def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: f
 
         def client(k: int) -> None:
             ca, cb = Client(a.home), Client(b.home)
+            step = "start"
             try:
                 for n in range(k, sessions, clients):
+                    step = f"create {n}"
                     sid = ca.create_session(name=f"load {n}", user=f"user{n % 7}")["id"]
-                    cb.import_code(ca.share(sid, write=True)["code"])
+                    step = f"share {sid}"
+                    code = ca.share(sid, write=True)["code"]
+                    step = f"import {sid}"
+                    cb.import_code(code)
                     with lock:
                         made.append(sid)
                     for i in range(messages):
+                        step = f"append {i} to {sid}"
                         ca.append(sid, "user" if i % 2 == 0 else "assistant", f"session {n} message {i} " + "x" * 60)
             except Exception as exc:  # every error is a finding
-                errors.append(f"client {k}: {exc}")
+                errors.append(f"client {k}, {step}: {exc}")
             finally:
                 ca.close()
                 cb.close()

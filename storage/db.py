@@ -207,6 +207,23 @@ class RemoteLog:
         return len(self.messages) + len(self.ops)
 
 
+def _query_sync(conn: sqlite3.Connection, sql: str, args: tuple, one: bool) -> Any:
+    cur = conn.execute(sql, args)
+    try:
+        return cur.fetchone() if one else cur.fetchall()
+    finally:
+        # Never leave a statement open: an unfinished SELECT keeps its connection's read snapshot, and
+        # every later read on that connection would see the database as it was then (this showed up
+        # under load as a session missing right after it was created, and as torn pushes).
+        cur.close()
+
+
+async def _query(conn: aiosqlite.Connection, sql: str, args: tuple = (), *, one: bool = False) -> Any:
+    """Run one query and close its cursor inside the connection's thread, in one hop: nothing that
+    holds a statement open (a cursor, or a cancelled await between execute and close) ever leaves it."""
+    return await conn._execute(_query_sync, conn._conn, sql, args, one)
+
+
 def _loads(text: str | None, default: Any) -> Any:
     return default if text is None else json.loads(text)
 
@@ -345,23 +362,18 @@ class Database:
 
     async def _fresh(self, sql: str, args: tuple = ()) -> list[aiosqlite.Row]:
         """A read of the latest committed state, for the sync engine's bookkeeping: on the writer's
-        connection while no transaction is open on it (the write lock), so neither another task's
-        unfinished transaction nor a read snapshot held open on the read connection can show it
-        anything but what is committed now."""
+        connection while no transaction is open on it (the write lock), so that no other task's
+        unfinished transaction can show it anything but what is committed now."""
         if self._tx_owner is not None and self._tx_owner is asyncio.current_task():
-            async with self.conn.execute(sql, args) as cur:
-                return list(await cur.fetchall())
+            return await _query(self.conn, sql, args)
         async with self._write_lock:
-            async with self.conn.execute(sql, args) as cur:
-                return list(await cur.fetchall())
+            return await _query(self.conn, sql, args)
 
     async def _one(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
-        async with self._read_conn().execute(sql, args) as cur:
-            return await cur.fetchone()
+        return await _query(self._read_conn(), sql, args, one=True)
 
     async def _all(self, sql: str, args: tuple = ()) -> list[aiosqlite.Row]:
-        async with self._read_conn().execute(sql, args) as cur:
-            return list(await cur.fetchall())
+        return await _query(self._read_conn(), sql, args)
 
     async def _session_row(self, sid: str) -> aiosqlite.Row:
         row = await self._one("SELECT * FROM sessions WHERE id=?", (sid,))
@@ -1021,14 +1033,12 @@ class Database:
     async def log_ops(self, sid: str, device_id: str, after_seq: int, upto_seq: int | None = None) -> list[Op]:
         """This (session, device) log's operations with after_seq < seq <= upto_seq, in seq order."""
         hi = upto_seq if upto_seq is not None else (1 << 62)
-        async with self.reader.execute("SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=? AND"
-                                       " device_id=? AND seq>? AND seq<=? ORDER BY seq",
-                                       (sid, device_id, after_seq, hi)) as cur:
-            ops = [Op(sid, device_id, r["seq"], r["lamport"], r["kind"], json.loads(r["body"]), r["created_at"])
-                   for r in await cur.fetchall()]
-        async with self.reader.execute("SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq>? AND"
-                                       " seq<=? ORDER BY seq", (sid, device_id, after_seq, hi)) as cur:
-            mrows = await cur.fetchall()
+        ops = [Op(sid, device_id, r["seq"], r["lamport"], r["kind"], json.loads(r["body"]), r["created_at"])
+               for r in await _query(self.reader, "SELECT seq, lamport, kind, body, created_at FROM ops WHERE"
+                                     " session_id=? AND device_id=? AND seq>? AND seq<=? ORDER BY seq",
+                                     (sid, device_id, after_seq, hi))]
+        mrows = await _query(self.reader, "SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq>? AND"
+                             " seq<=? ORDER BY seq", (sid, device_id, after_seq, hi))
         for r in mrows:
             body = {"chat": r["chat_id"], "role": r["role"], "content": r["content"]}
             if r["tokens"] is not None:
