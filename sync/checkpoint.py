@@ -52,6 +52,12 @@ def conversation_hash(messages: Iterable[tuple], frontier: dict[str, int]) -> tu
     return h, n, tokens
 
 
+def prepare_rows(rows: list[tuple]) -> list[tuple]:
+    """prepare() straight from message insert rows (Database RemoteLog.messages), in one pass."""
+    dumps = cbor2.dumps
+    return [(r[2], r[3], dumps([r[2], r[3], r[1], r[5], r[6]]), r[7] or 0) for r in rows]
+
+
 def conversation_hashes(messages: list[tuple], frontiers: list[dict[str, int]]) -> list[tuple[bytes, int, int]]:
     """conversation_hash for many frontiers (prepare()d messages in global order). A frontier whose
     messages are the first n of the global order (the usual case: a checkpoint covers all its device

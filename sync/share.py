@@ -25,7 +25,7 @@ from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
 
 from . import dagcbor
-from .checkpoint import ProofError, check_proof, check_proofs, make_proof, prepare
+from .checkpoint import ProofError, check_proof, check_proofs, make_proof, prepare_rows
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
 from .log import LogError, LogReader, Manifest, parse_manifest
 from .sharecode import ShareCode, ShareCodeError, decode as decode_code
@@ -208,8 +208,9 @@ class SharingMixin:
 
             def check() -> None:
                 # messages in the global order (Lamport clock, device, seq); each log is in that order
-                rows = sorted(chain.from_iterable(lg.messages for lg in logs.values()), key=itemgetter(4, 2, 3))
-                msgs = prepare((r[2], r[3], r[1], r[5], r[6], r[7]) for r in rows)
+                parts = [lg.messages for lg in logs.values() if lg.messages]
+                rows = parts[0] if len(parts) == 1 else sorted(chain.from_iterable(parts), key=itemgetter(4, 2, 3))
+                msgs = prepare_rows(rows)
                 try:
                     check_proofs([o.body for o in checkpoints], msgs, pks)
                 except ProofError as exc:

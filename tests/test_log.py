@@ -169,3 +169,9 @@ def test_check_proofs_names_the_checkpoint_that_does_not_hold():
         check_proofs(proofs, changed, pks)
     with pytest.raises(ProofError, match="does not know"):
         check_proofs(proofs, msgs, set())
+
+
+def test_prepare_rows_matches_prepare():
+    rows = [("s", "main", "dev", i, i * 2, "user", f"m{i} \u00e9", i % 3 or None, 1.0, None) for i in range(1, 50)]
+    from sessiond.sync.checkpoint import prepare_rows
+    assert prepare_rows(rows) == prepare([(r[2], r[3], r[1], r[5], r[6], r[7]) for r in rows])
