@@ -201,8 +201,7 @@ class LogWriter:
                 recs = carry + await load(seq, upto)
                 seq = upto + 1
                 pages = await asyncio.to_thread(self.pages, recs)
-                per_op = max(1, sum(p[2] - p[1] + 1 for p in pages) and
-                             sum(len(p[0]) for p in pages) // sum(p[2] - p[1] + 1 for p in pages))
+                per_op = max(1, sum(len(p[0]) for p in pages) // len(recs))  # bytes per operation, about
                 chunk = min(1 << 17, max(1024, STREAM_BYTES // per_op))
                 if seq <= last:  # the last page may still fill up: its operations go round again
                     keep = pages.pop()

@@ -165,3 +165,16 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 
 __all__ = ["DaemonProc", "run_cli", "cli_json", "wait_for", "DaemonNotRunning"]
+
+
+@pytest.fixture(scope="module")
+def api_target():
+    """A daemon of its own for a module of API fuzzing, with one session (id "fuzz", one message) for
+    generated ids to find now and then. Yields (daemon, its OpenAPI document)."""
+    d = tempfile.mkdtemp(prefix="sd-api-")
+    proc = DaemonProc(os.path.join(d, "home")).start()
+    c = proc.client()
+    c.append(c.create_session(id="fuzz", name="target")["id"], "user", "hello")
+    yield proc, c.openapi()
+    proc.stop()
+    shutil.rmtree(d, ignore_errors=True)

@@ -5,29 +5,15 @@ required fields."""
 from __future__ import annotations
 
 import json
-import tempfile
 import os
-import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import DaemonProc, UnixHTTP
+from conftest import UnixHTTP
 
 SEEN: dict[int, int] = {}
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 20))
-
-
-@pytest.fixture(scope="module")
-def fuzz_daemon():
-    d = tempfile.mkdtemp(prefix="sd-fuzz-")
-    proc = DaemonProc(os.path.join(d, "home")).start()
-    c = proc.client()
-    sid = c.create_session(id="fuzz", name="target")["id"]
-    c.append(sid, "user", "hello")
-    yield proc, c.openapi()
-    proc.stop()
-    shutil.rmtree(d, ignore_errors=True)
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.floats(allow_nan=False)
@@ -82,8 +68,8 @@ def routes(doc):
             yield method.upper(), path, op
 
 
-def test_fuzz_every_route(fuzz_daemon):
-    proc, doc = fuzz_daemon
+def test_fuzz_every_route(api_target):
+    proc, doc = api_target
     for method, path, op in routes(doc):
         req = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
         queries = [p["name"] for p in op.get("parameters", []) if p["in"] == "query"]

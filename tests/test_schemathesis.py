@@ -9,9 +9,7 @@ is tested is the real daemon process on its real socket, not an in-process app.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 
 import pytest
 import requests
@@ -26,7 +24,6 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, negativ
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from conftest import DaemonProc
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", 15))
 BASE = "http://sessiond"  # the host is a placeholder: every request goes to the socket
@@ -68,19 +65,12 @@ class UnixAdapter(HTTPAdapter):
 
 
 @pytest.fixture(scope="module")
-def api():
-    d = tempfile.mkdtemp(prefix="sd-schemathesis-")
-    proc = DaemonProc(os.path.join(d, "home")).start()
-    c = proc.client()
-    # something for the generated ids to find now and then
-    sid = c.create_session(id="s1", name="target")["id"]
-    c.append(sid, "user", "hello")
+def api(api_target):
+    proc, doc = api_target
     session = requests.Session()
     session.mount(BASE, UnixAdapter(proc.socket))
-    yield proc, c.openapi(), session
+    yield proc, doc, session
     session.close()
-    proc.stop()
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _operations(doc: dict):
