@@ -73,6 +73,7 @@ class Syncer(SharingMixin):
         self._pull_errors: dict[str, str] = {}
         self._head_versions: dict[str, dict[bytes, object]] = {}  # per store URL: what each head was
         self._blind = False  # a store that cannot tell which heads changed
+        self._last_retry = 0.0
         self._last_full_pull = 0.0
         self._pull_now = True
         self._dirty: set[str] = set()
@@ -169,12 +170,18 @@ class Syncer(SharingMixin):
                 changed.update(pk for pk, v in versions.items() if before.get(pk) != v)
             if versions is not None:
                 self._head_versions[url] = versions
+        # sessions whose last pull failed are tried again every `interval`: the change that made them
+        # due has been seen already and would not make them due again
+        retry: set[str] = set()
+        if self._pull_errors and time.monotonic() - self._last_retry >= self.interval:
+            retry = set(self._pull_errors)
+            self._last_retry = time.monotonic()
         if full:
             self._pull_now = False
             self._last_full_pull = time.monotonic()
             await self.pull_all()
-        elif changed:
-            await self.pull_all(await self.db.sessions_with_heads(sorted(changed)))
+        elif changed or retry:
+            await self.pull_all(sorted(retry.union(await self.db.sessions_with_heads(sorted(changed)))))
 
     async def _push_due(self) -> None:
         t = time.monotonic()

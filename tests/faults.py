@@ -13,6 +13,7 @@ class FaultyStore(Store):
         self.mode: str | None = None  # None, "down", "hang", "slow", "flip-get", "flip-put", "vanish", "rollback"
         self.fail_set_head = 0  # fail this many set_head calls (after the objects went in)
         self.calls = 0
+        self.list_heads = False
         self._old_heads: dict[bytes, object] = {}
 
     async def _gate(self) -> None:
@@ -50,6 +51,11 @@ class FaultyStore(Store):
     async def has(self, h: bytes) -> bool:
         await self._gate()
         return await self.inner.has(h)
+
+    async def head_versions(self):
+        # with list_heads, the listing works whatever the mode (a folder listing that succeeds while
+        # reads fail); without, this store cannot tell which heads changed, like a remote store
+        return await self.inner.head_versions() if self.list_heads else None
 
     async def get_head(self, pk: bytes):
         await self._gate()

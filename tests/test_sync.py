@@ -319,6 +319,40 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
         await dbb.close()
 
 
+
+async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
+    """A pull that failed is tried again soon, although the head change that caused it was already seen."""
+    store_path = os.path.join(tmp, "store")
+    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
+    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
+    a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
+    faulty = FaultyStore(FileStore(store_path))
+    faulty.list_heads = True
+    b = Syncer(dbb, faulty, os.path.join(tmp, "kb"), timeout=2, interval=0.2, poll_interval=0.02)
+    try:
+        await a.start()
+        sid = (await dba.create_session({"name": "flaky"}))["id"]
+        await dba.append_messages(sid, [{"role": "user", "content": "first"}])
+        await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
+        await b.start()
+        await asyncio.sleep(0.2)  # the first (full) round is done
+        faulty.mode = "down"
+        await dba.append_messages(sid, [{"role": "assistant", "content": "while the store is down"}])
+        await a.sync_now(sid, wait=True, timeout=10)
+        await wait_for_async(lambda: sid in b._pull_errors)  # the change was seen, and its pull failed
+        faulty.mode = None
+        for _ in range(150):  # well before the 30 s full pull
+            if len(await dbb.list_messages(sid)) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert len(await dbb.list_messages(sid)) == 2
+        await wait_for_async(lambda: sid not in b._pull_errors)
+    finally:
+        await a.stop()
+        await b.stop()
+        await dba.close()
+        await dbb.close()
+
 async def wait_for_async(cond, timeout=10.0):
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
