@@ -1088,7 +1088,7 @@ class Database:
     # ------------------------------------------------------------------ operations from other devices
     async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], *, peers: list[dict] = (),
                            remote: dict | None = None, access: str | None = None, event: str = "session.synced",
-                           must_create: bool = False, before_commit: Callable[[], object] | None = None) -> int:
+                           before_commit: Callable[[], object] | None = None) -> int:
         """Apply other devices' operations (all of them, in one transaction, in one hop to the database
         thread) and record how far each peer's log has been applied. Returns how many were new here.
 

@@ -54,7 +54,7 @@ class LogError(ValueError):
 def op_to_cbor(op: Op) -> dict:
     """An operation as one map in DAG-CBOR key order (b, k, l, s, t): the form `verify` compares
     (docs/FORMATS.md §4; pages store the same fields column by column)."""
-    if op.kind == "message.add":
+    if op.kind == MESSAGE:
         b = op.body
         body: dict = {"c": b["chat"]}
         if b.get("extra"):

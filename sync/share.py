@@ -232,7 +232,7 @@ class SharingMixin:
             access = "write"
         try:
             new = await self.db.apply_remote(
-                sid, logs, peers=peers, access=access, must_create=existing is None,
+                sid, logs, peers=peers, access=access,
                 remote={"store_url": store.url if store is not self.store else None,
                         "announce_pk": code.announce_pk, "members_rev": rev},
                 event="session.imported", before_commit=gate.result if gate is not None else None)

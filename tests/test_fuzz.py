@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import UnixHTTP
