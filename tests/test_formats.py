@@ -14,7 +14,7 @@ from sessiond.storage.cid import BlobId, CIDError, parse_ipfs_cid
 from sessiond.storage.db import Op
 from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.sync import dagcbor
-from sessiond.sync.crypto import (CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,
+from sessiond.sync.crypto import (CHUNK_SIZE, CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,
                                   object_key, open_sealed, seal)
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
 from sessiond.sync.log import Entry, LogReader, LogWriter
@@ -118,6 +118,28 @@ def test_encrypted_object_damage_is_detected():
         decrypt(bytes(flipped), ref.key, ref.plain.size, ref.padding)
     with pytest.raises(DecryptError):
         open_sealed(ct, EncryptedCID(ref.hash, os.urandom(32), ref.padding, ref.plain))
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 7])
+@pytest.mark.parametrize("pad", [True, False])
+def test_direct_libsodium_path_matches_the_public_binding(size, pad, monkeypatch):
+    """encrypt/decrypt call libsodium through PyNaCl's cffi handle into one buffer; the public binding
+    (one call and one bytes object per chunk) must give the very same ciphertext, and each path must
+    open what the other sealed."""
+    from sessiond.sync import crypto
+    assert crypto._lib is not None, "the fast path is not in use: PyNaCl's layout changed"
+    plain, key = os.urandom(size), os.urandom(32)
+    fast, padding = crypto.encrypt(plain, key, pad)
+    monkeypatch.setattr(crypto, "_lib", None)
+    slow, padding2 = crypto.encrypt(plain, key, pad)
+    assert (bytes(fast), padding) == (slow, padding2)
+    assert crypto.decrypt(fast, key, size, padding) == plain
+    monkeypatch.undo()
+    assert crypto.decrypt(slow, key, size, padding) == plain
+    damaged = bytearray(slow)
+    damaged[-1] ^= 1
+    with pytest.raises(DecryptError, match=f"chunk {max(1, -(-(size + padding) // CHUNK_SIZE)) - 1}"):
+        crypto.decrypt(bytes(damaged), key, size, padding)
 
 
 def test_key_derivation_vectors():
