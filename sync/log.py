@@ -35,6 +35,7 @@ PAGE_MAX = 512 * 1024  # plaintext bytes of one page: two 256 KiB chunks, well u
 VERSION = 1  # of nodes and manifests
 PAGE_VERSION = 2  # pages are column by column since version 2
 STREAM_BYTES = 16 << 20  # read, encoded and sealed at a time by a long push
+_IN_FLIGHT = 2  # chunks of a long push being sealed and written at once
 _PAGE_HEAD = 512  # bounds a page's keys, column heads, version and type (device and session come on top)
 
 T_PAGE = "sessiond/page"
@@ -133,10 +134,14 @@ class LogWriter:
         n, first = len(seqs), seqs[0]
         if seqs != tuple(range(first, first + n)):
             raise LogError(f"operations to write are not one run of consecutive seqs from {first}")
-        times = [round(c * 1000) for c in created]
+        times = list(map(round, map((1000.0).__mul__, created)))  # milliseconds, as round(c * 1000)
         col_b: list = [None] * n
-        # UTF-8 sizes; CPython knows whether a string is ASCII without looking at it
-        sizes = [(len(x) if x.isascii() else len(x.encode())) if x is not None else 0 for x in contents]
+        # UTF-8 sizes. CPython knows whether a string is ASCII without looking at it, so when every
+        # content is ASCII (the common case) its size is its length, and all of it runs in C
+        if None not in contents and all(map(str.isascii, contents)):
+            sizes = list(map(len, contents))
+        else:
+            sizes = [(len(x) if x.isascii() else len(x.encode())) if x is not None else 0 for x in contents]
         if bodies.count(None) != n or extras.count(None) != n:
             for i, (body, extra) in enumerate(zip(bodies, extras)):
                 if body is not None:
@@ -147,8 +152,8 @@ class LogWriter:
                     sizes[i] += len(dagcbor.encode_ordered(col_b[i]))
         # per operation besides content and map: seven more columns, each item at most a 9-byte head
         # plus its text (chat ids and roles may be non-ASCII: 4 bytes per character bounds them)
-        const = 64 + max(map(len, kinds)) + 4 * (max(map(len, filter(None, chats)), default=0)
-                                                 + max(map(len, filter(None, roles)), default=0))
+        const = 64 + max(map(len, set(kinds))) + 4 * (max(map(len, filter(None, set(chats))), default=0)
+                                                      + max(map(len, filter(None, set(roles))), default=0))
         cum = list(accumulate(map(add, sizes, repeat(const)), initial=0))
         limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(self.device) + len(self.sid))
         out, lo = [], 0
@@ -182,28 +187,44 @@ class LogWriter:
         await self.put(blobs)
         return entries
 
+    async def _seal_and_put(self, pages: list[tuple[bytes, int, int]]) -> list[Entry]:
+        loop = asyncio.get_running_loop()
+        # libsodium and BLAKE3 release the GIL: the sealing threads work beside the encoding of the
+        # next chunk and the writing of the one before
+        sealed = await asyncio.gather(*(loop.run_in_executor(_SEALERS, self._seal, p[0]) for p in pages))
+        await self.put([ct for ct, _ in sealed])
+        return [Entry(first, last, len(plain), False, ref) for (plain, first, last), (_, ref) in zip(pages, sealed)]
+
     async def write_run(self, load: Callable[[int, int], Awaitable[list[tuple]]], first: int,
                         last: int) -> tuple[list[Entry], int]:
         """Store operations first..last as pages, reading them a chunk of about STREAM_BYTES at a time
         with `load(a, b)` (Database.log_records tuples for seqs a..b), so that memory stays bounded
-        whatever the size of the run, and so that reading, encoding, sealing and writing overlap: the
-        next chunk is read and encoded while the pages before it are sealed and written. Returns
-        (entries, highest Lamport value)."""
+        whatever the size of the run. The stages overlap: while one chunk is encoded into pages, the
+        next is read from the database and the pages before are sealed and written (at most
+        _IN_FLIGHT chunks at a time). Returns (entries, highest Lamport value)."""
         chunk = 4096
-        entries: list[Entry] = []
         lamport = 0
         carry: list[tuple] = []
         seq = first
-        writing: asyncio.Task | None = None
+        pending: list[asyncio.Future] = []  # sealing and writing, one per chunk, in seq order
+        done: list[Entry] = []
+
+        def read_next() -> asyncio.Future | None:
+            nonlocal seq
+            if seq > last:
+                return None
+            a, seq = seq, min(last, seq + chunk - 1) + 1
+            return asyncio.ensure_future(load(a, seq - 1))
+
+        reading = read_next()
         try:
-            while seq <= last:
-                upto = min(last, seq + chunk - 1)
-                recs = carry + await load(seq, upto)
-                seq = upto + 1
+            while reading is not None:
+                recs = carry + await reading
+                reading = read_next()
                 pages = await asyncio.to_thread(self.pages, recs)
                 per_op = max(1, sum(len(p[0]) for p in pages) // len(recs))  # bytes per operation, about
                 chunk = min(1 << 17, max(1024, STREAM_BYTES // per_op))
-                if seq <= last:  # the last page may still fill up: its operations go round again
+                if reading is not None:  # the last page may still fill up: its operations go round again
                     keep = pages.pop()
                     carry = recs[keep[1] - recs[0][0]:]
                 else:
@@ -211,18 +232,18 @@ class LogWriter:
                 if not pages:
                     continue
                 lamport = max(lamport, max(r[1] for r in recs[:pages[-1][2] - recs[0][0] + 1]))
-                new, blobs = await asyncio.to_thread(self._seal_pages, pages)
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(self.put(blobs))
-                entries.extend(new)
-            if writing is not None:
-                await writing
-                writing = None
+                pending.append(asyncio.ensure_future(self._seal_and_put(pages)))
+                while len(pending) >= _IN_FLIGHT or (pending and pending[0].done()):
+                    done.extend(await pending.pop(0))
+            for task in pending:
+                done.extend(await task)
+            pending = []
         finally:
-            if writing is not None and not writing.done():
-                writing.cancel()
-        return entries, lamport
+            for task in pending + ([reading] if reading is not None else []):
+                task.cancel()
+            if pending or reading is not None:
+                await asyncio.gather(*pending, *([reading] if reading is not None else []), return_exceptions=True)
+        return done, lamport
 
     async def compact(self, levels: list[list[Entry]],
                       load_records: Callable[[int, int], Awaitable[list[tuple]]]) -> list[list[Entry]]:
