@@ -916,6 +916,37 @@ class Database:
             "SELECT device_id, seq, chat_id, role, content, coalesce(tokens, 0) FROM messages WHERE session_id=?"
             " ORDER BY lamport, device_id, seq", (sid,))]
 
+    async def conversation_chain(self, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], list[tuple]]:
+        """For checkpoints, from one snapshot: the session's identity (its row id and creation time, which
+        tell a session from a later one of the same id), its frontier (each device's last seq here,
+        as `devices`), and its messages as (lamport, device, seq, chat, role, content, tokens) with
+        after[d] < seq <= frontier[d] for every device d (after None: all of them), in global order."""
+        def work(conn: sqlite3.Connection) -> tuple[Any, dict[str, int], list[tuple]]:
+            cur = conn.cursor()
+            cur.row_factory = None
+            own = not conn.in_transaction
+            try:
+                if own:
+                    cur.execute("BEGIN")
+                ident = cur.execute("SELECT rowid, created_at FROM sessions WHERE id=?", (sid,)).fetchone()
+                frontier = dict(cur.execute("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,)).fetchall())
+                rows: list[tuple] = []
+                for device, hi in frontier.items():
+                    lo = (after or {}).get(device, 0)
+                    if hi > lo:
+                        rows += cur.execute("SELECT lamport, device_id, seq, chat_id, role, content, coalesce(tokens, 0)"
+                                            " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
+                                            (sid, device, lo, hi)).fetchall()
+            finally:
+                if own:
+                    cur.execute("COMMIT")
+                cur.close()
+            rows.sort(key=lambda r: r[:3])
+            return ident, frontier, rows
+
+        conn = self._read_conn()
+        return await conn._execute(work, conn._conn)
+
     async def add_checkpoint(self, sid: str, body: dict) -> dict:
         await self._begin()
         try:

@@ -14,6 +14,7 @@ everything but the signature.
 from __future__ import annotations
 
 from bisect import bisect_right
+from dataclasses import dataclass
 from typing import Iterable
 
 import blake3
@@ -95,6 +96,37 @@ def conversation_hashes(messages: list[tuple], frontiers: list[dict[str, int]]) 
     return out
 
 
+@dataclass(frozen=True)
+class Chain:
+    """Where a conversation hash stands: the frontier it covers, the hash, how many messages and
+    tokens are in it, and the global-order key (lamport, device, seq) of its last message."""
+
+    frontier: dict
+    hash: bytes = b"\x00" * 32
+    messages: int = 0
+    tokens: int = 0
+    last: tuple = ()
+
+
+def extend(chain: Chain | None, frontier: dict[str, int], rows: list[tuple]) -> Chain | None:
+    """`chain` (None: the empty one) carried on to `frontier`. `rows` are the messages the frontier
+    covers and the chain does not, as (lamport, device, seq, chat, role, content, tokens) in global
+    order. Returns None when one of them sorts before the chain's last message (it arrived late from
+    another device): the hash is then not a continuation, and must be computed from the start.
+
+    This is what makes a checkpoint cost O(new messages) rather than O(session): a session checkpoints
+    every few messages (every 1,000 tokens by default)."""
+    chain = chain or Chain({})
+    if rows and chain.last and rows[0][:3] <= chain.last:
+        return None
+    h, dumps, tokens = chain.hash, cbor2.dumps, 0
+    for _, device, seq, chat, role, content, tok in rows:
+        h = blake3.blake3(h + dumps([device, seq, chat, role, content])).digest()
+        tokens += tok
+    return Chain(dict(frontier), h, chain.messages + len(rows), chain.tokens + tokens,
+                 rows[-1][:3] if rows else chain.last)
+
+
 def _signed(proof: dict) -> bytes:
     body = {k: proof[k] for k in PROOF_FIELDS}
     return dagcbor.encode(body)
@@ -103,9 +135,13 @@ def _signed(proof: dict) -> bytes:
 def make_proof(session: str, device: str, number: int, messages: list[tuple], frontier: dict[str, int],
                created_at: float, key: SigningKey) -> dict:
     h, n, tokens = conversation_hash(messages, frontier)
-    proof = {"created_at": created_at, "device": device, "frontier": dict(frontier), "hash": h.hex(),
-             "messages": n, "number": number, "pk": "ed" + bytes(key.verify_key).hex(), "session": session,
-             "tokens": tokens}
+    return proof_of(session, device, number, Chain(dict(frontier), h, n, tokens), created_at, key)
+
+
+def proof_of(session: str, device: str, number: int, chain: Chain, created_at: float, key: SigningKey) -> dict:
+    proof = {"created_at": created_at, "device": device, "frontier": dict(chain.frontier), "hash": chain.hash.hex(),
+             "messages": chain.messages, "number": number, "pk": "ed" + bytes(key.verify_key).hex(),
+             "session": session, "tokens": chain.tokens}
     proof["signature"] = key.sign(_signed(proof)).signature.hex()
     return proof
 

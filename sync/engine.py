@@ -78,6 +78,7 @@ class Syncer(SharingMixin):
         self._pull_now = True
         self._dirty: set[str] = set()
         self._retry_at: dict[str, float] = {}
+        self._chains: dict[str, tuple] = {}  # per session: (its identity, Chain) of the last checkpoint
         self._attempts: dict[str, int] = {}
         self._errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}

@@ -25,7 +25,7 @@ from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
 
 from . import dagcbor
-from .checkpoint import ProofError, check_proof, check_proofs, make_proof, prepare_rows
+from .checkpoint import Chain, ProofError, check_proof, check_proofs, extend, prepare_rows, proof_of
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
 from .log import LogError, LogReader, Manifest, parse_manifest
 from .sharecode import ShareCode, ShareCodeError, decode as decode_code
@@ -253,10 +253,29 @@ class SharingMixin:
         session = await self.db.get_session(sid)
         if session["access"] == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
-        frontier = await self.db.devices(sid)
-        proof = make_proof(sid, self.db.device_id, await self.db.next_checkpoint_number(sid),
-                           await self.db.conversation(sid), frontier, round(time.time(), 3), self.keys.head_key(sid))
+        chain = await self._conversation_chain(sid)
+        proof = proof_of(sid, self.db.device_id, await self.db.next_checkpoint_number(sid), chain,
+                         round(time.time(), 3), self.keys.head_key(sid))
         return await self.db.add_checkpoint(sid, proof)
+
+    async def _conversation_chain(self, sid: str) -> Chain:
+        """The conversation hash of everything this device has of `sid`, carried on from the last one
+        computed (kept in memory per session) over the new messages only, when they all sort after it;
+        from the start otherwise (after a restart, or when a message from another device arrived late
+        in the global order), off the event loop."""
+        ident, cached = self._chains.get(sid, (None, None))
+        fresh_ident, frontier, rows = await self.db.conversation_chain(sid, cached.frontier if cached else None)
+        chain = None
+        if cached is not None and ident == fresh_ident \
+                and all(frontier.get(d, 0) >= s for d, s in cached.frontier.items()):
+            chain = extend(cached, frontier, rows)
+        if chain is None:
+            if cached is not None:
+                fresh_ident, frontier, rows = await self.db.conversation_chain(sid, None)
+            chain = await asyncio.to_thread(extend, None, frontier, rows) if len(rows) > 256 \
+                else extend(None, frontier, rows)
+        self._chains[sid] = (fresh_ident, chain)
+        return chain
 
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         if proof.get("session") not in (None, sid):

@@ -359,3 +359,58 @@ async def wait_for_async(cond, timeout=10.0):
     while not cond():
         assert loop.time() < end, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(env):
+    """A checkpoint hashes only the messages since the last one (kept per session); its hash must be
+    the one computed from scratch over the whole conversation every time, including when a message
+    from another device arrives late and sorts before the last one hashed, and when a session is
+    deleted and made again under the same id."""
+    from sessiond.storage.db import RemoteLog
+    from sessiond.sync import checkpoint as cp
+
+    db, store, syncer = await env.open(timeout=10)
+    sid = (await db.create_session({"id": "same-id"}))["id"]
+    calls = []
+    real_extend = cp.extend
+
+    def counting(chain, frontier, rows):
+        calls.append((chain is None, len(rows)))
+        return real_extend(chain, frontier, rows)
+
+    import sessiond.sync.share as share_mod
+    share_mod.extend = counting
+
+    async def check():
+        proof = await syncer.make_checkpoint(sid)
+        h, n, tokens = cp.conversation_hash(await db.conversation(sid), await db.devices(sid))
+        assert (proof["hash"], proof["messages"], proof["tokens"]) == (h.hex(), n, tokens)
+        await syncer.verify_proof(sid, proof)
+        return proof
+
+    try:
+        for k in range(5):
+            await db.append_messages(sid, [{"role": "user", "content": f"m{k}-{i}", "tokens": i} for i in range(7)])
+            await check()
+        assert calls[0] == (True, 7) and all(c == (False, 7) for c in calls[1:]), calls  # only the new ones
+        # another device's messages, Lamport 1 and 2: they sort before almost everything here
+        peer = "peer-device"
+        rows = [(sid, "main", peer, s, s, "assistant", f"late {s}", 3, 1.0, None) for s in (1, 2)]
+        await db.apply_remote(sid, {peer: RemoteLog(peer, rows, [], 2)})
+        calls.clear()
+        proof = await check()
+        assert calls == [(False, 2), (True, 37)], calls  # carried on, refused, then from the start
+        assert proof["frontier"] == {db.device_id: await db.last_seq(sid) - 1, peer: 2}  # the proof's own op after
+        await db.append_messages(sid, [{"role": "user", "content": "after", "tokens": 1}])
+        calls.clear()
+        await check()
+        assert calls == [(False, 1)]
+        # the same id, another session: nothing carried over from the old one
+        await db.delete_session(sid)
+        await db.create_session({"id": "same-id"})
+        await db.append_messages(sid, [{"role": "user", "content": "a new story", "tokens": 2}])
+        calls.clear()
+        proof = await check()
+        assert calls == [(True, 1)] and proof["messages"] == 1
+    finally:
+        share_mod.extend = real_extend
