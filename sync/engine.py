@@ -116,6 +116,7 @@ class Syncer(SharingMixin):
         self._dirty.discard(sid)
         self._retry_at.pop(sid, None)
         self._errors.pop(sid, None)
+        self._chains.pop(sid, None)
         self.keys.delete_session_key(sid)
 
     # ---------------------------------------------------------------- the worker
