@@ -925,9 +925,9 @@ class Database:
             cur = conn.cursor()
             cur.row_factory = None
             own = not conn.in_transaction
+            if own:
+                cur.execute("BEGIN")
             try:
-                if own:
-                    cur.execute("BEGIN")
                 ident = cur.execute("SELECT rowid, created_at FROM sessions WHERE id=?", (sid,)).fetchone()
                 frontier = dict(cur.execute("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,)).fetchall())
                 rows: list[tuple] = []
@@ -938,10 +938,10 @@ class Database:
                                             " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
                                             (sid, device, lo, hi)).fetchall()
             finally:
-                if own:
+                if own and conn.in_transaction:
                     cur.execute("COMMIT")
                 cur.close()
-            rows.sort(key=lambda r: r[:3])
+            rows.sort()  # global order: (lamport, device, seq) is unique, so the rest never decides
             return ident, frontier, rows
 
         conn = self._read_conn()

@@ -171,29 +171,22 @@ class LogWriter:
                                        "n": toks, "r": roles, "s": self.sid, "t": times, "v": PAGE_VERSION,
                                        "x": contents, "ty": T_PAGE})
 
-    def _seal_pages(self, pages: list[tuple[bytes, int, int]]) -> tuple[list[Entry], list[bytes]]:
-        # libsodium and BLAKE3 release the GIL: two threads seal two pages at once
-        sealed = list(_SEALERS.map(self._seal, [p[0] for p in pages])) if len(pages) > 1 \
-            else [self._seal(p[0]) for p in pages]
-        entries = [Entry(first, last, len(plain), False, ref) for (plain, first, last), (_, ref) in zip(pages, sealed)]
-        return entries, [ct for ct, _ in sealed]
+    async def _seal_and_put(self, pages: list[tuple[bytes, int, int]], *, inline: bool = False) -> list[Entry]:
+        if inline:  # a few small pages: quicker here than a hop to another thread
+            sealed = [self._seal(p[0]) for p in pages]
+        else:  # libsodium and BLAKE3 release the GIL: the sealing threads work beside the encoding of
+            # the next chunk and the writing of the one before
+            loop = asyncio.get_running_loop()
+            sealed = await asyncio.gather(*(loop.run_in_executor(_SEALERS, self._seal, p[0]) for p in pages))
+        await self.put([ct for ct, _ in sealed])
+        return [Entry(first, last, len(plain), False, ref) for (plain, first, last), (_, ref) in zip(pages, sealed)]
 
     async def write_pages(self, records: list[tuple]) -> list[Entry]:
         """Encode, seal and store a run of operations (all in memory) as pages."""
         if len(records) < 64:
-            entries, blobs = self._seal_pages(self.pages(records))
-        else:  # CPU work: off the event loop, so the API stays quick
-            entries, blobs = await asyncio.to_thread(lambda: self._seal_pages(self.pages(records)))
-        await self.put(blobs)
-        return entries
-
-    async def _seal_and_put(self, pages: list[tuple[bytes, int, int]]) -> list[Entry]:
-        loop = asyncio.get_running_loop()
-        # libsodium and BLAKE3 release the GIL: the sealing threads work beside the encoding of the
-        # next chunk and the writing of the one before
-        sealed = await asyncio.gather(*(loop.run_in_executor(_SEALERS, self._seal, p[0]) for p in pages))
-        await self.put([ct for ct, _ in sealed])
-        return [Entry(first, last, len(plain), False, ref) for (plain, first, last), (_, ref) in zip(pages, sealed)]
+            return await self._seal_and_put(self.pages(records), inline=True)
+        # CPU work: off the event loop, so the API stays quick
+        return await self._seal_and_put(await asyncio.to_thread(self.pages, records))
 
     async def write_run(self, load: Callable[[int, int], Awaitable[list[tuple]]], first: int,
                         last: int) -> tuple[list[Entry], int]:
