@@ -1142,21 +1142,30 @@ class Database:
                         new += 1
                         self._apply_sync(db, op)
                 max_lam, max_t = 0, 0.0
+                added_tokens: int | None = 0  # None: some rows were here already, so count again
                 for rows in msgs:
                     if not rows:
                         continue
                     before = db.total_changes
                     db.executemany("INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport, role,"
                                    " content, tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-                    new += db.total_changes - before
+                    inserted = db.total_changes - before
+                    new += inserted
+                    if added_tokens is not None and inserted == len(rows):
+                        added_tokens += sum(filter(None, map(itemgetter(7), rows)))
+                    else:
+                        added_tokens = None
                     max_lam = max(max_lam, max(map(itemgetter(4), rows)))
                     max_t = max(max_t, max(map(itemgetter(8), rows)))
                 if db.execute("SELECT 1 FROM sessions WHERE id=?", (sid,)).fetchone() is None:
                     raise Invalid(f"the shared logs of {sid!r} do not create the session (no session.create)")
                 if max_lam:
+                    # every row new (the usual pull): add their tokens; a sum over the whole session
+                    # would hold the write lock for tens of milliseconds on a long one
                     db.execute("UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
-                               " tokens_used=(SELECT coalesce(sum(tokens), 0) FROM messages WHERE session_id=?)"
-                               " WHERE id=?", (max_lam, max_t, sid, sid))
+                               " tokens_used=" + ("tokens_used+?" if added_tokens is not None else
+                                                  "(SELECT coalesce(sum(tokens), 0) FROM messages WHERE session_id=?)")
+                               + " WHERE id=?", (max_lam, max_t, added_tokens if added_tokens is not None else sid, sid))
                 for device, lg in logs.items():
                     if len(lg):
                         db.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT("

@@ -414,3 +414,28 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
         assert calls == [(True, 1)] and proof["messages"] == 1
     finally:
         share_mod.extend = real_extend
+
+
+async def test_pulled_messages_add_their_tokens_once(env):
+    """apply_remote adds the tokens of the rows it inserted instead of summing the whole session; rows
+    that were already here (a repeated pull) must not count twice."""
+    from sessiond.storage.db import RemoteLog
+
+    db, store, syncer = await env.open(timeout=10)
+    sid = (await db.create_session({}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "local", "tokens": 5}])
+    peer = "peer-device"
+
+    def rows(seqs):
+        return [(sid, "main", peer, s, 100 + s, "assistant", f"pulled {s}", s, 1.0, None) for s in seqs]
+
+    async def used():
+        return (await db.get_session(sid))["tokens_used"]
+
+    await db.apply_remote(sid, {peer: RemoteLog(peer, rows([1, 2, 3]), [], 3)})
+    assert await used() == 5 + 1 + 2 + 3
+    await db.apply_remote(sid, {peer: RemoteLog(peer, rows([2, 3, 4]), [], 4)})  # 2 and 3 again
+    assert await used() == 5 + 1 + 2 + 3 + 4
+    await db.apply_remote(sid, {peer: RemoteLog(peer, rows([5]) + [(*rows([6])[0][:7], None, 1.0, None)], [], 6)})
+    assert await used() == 5 + 1 + 2 + 3 + 4 + 5  # a message without a token count adds nothing
+    assert await used() == (await db.get_session(sid, counts=True))["tokens"]
