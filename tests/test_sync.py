@@ -438,4 +438,5 @@ async def test_pulled_messages_add_their_tokens_once(env):
     assert await used() == 5 + 1 + 2 + 3 + 4
     await db.apply_remote(sid, {peer: RemoteLog(peer, rows([5]) + [(*rows([6])[0][:7], None, 1.0, None)], [], 6)})
     assert await used() == 5 + 1 + 2 + 3 + 4 + 5  # a message without a token count adds nothing
-    assert await used() == (await db.get_session(sid, counts=True))["tokens"]
+    total = await db._one("SELECT sum(tokens) FROM messages WHERE session_id=?", (sid,))
+    assert await used() == total[0] == (await db.get_session(sid, counts=True))["tokens"]
