@@ -98,10 +98,10 @@ class FileStore(Store):
         hx = h.hex()
         return os.path.join(self._objects, hx[:2], hx)
 
-    def _put_sync(self, data: bytes) -> bytes:
+    def _put_sync(self, data: bytes, h: bytes | None = None) -> bytes:
         if len(data) > MAX_OBJECT_SIZE:
             raise StoreError(f"object of {len(data)} bytes exceeds the 1 MiB limit")
-        h = digest(data)
+        h = h or digest(data)
         path = self._obj_path(h)
         if os.path.exists(path):
             return h
@@ -124,13 +124,17 @@ class FileStore(Store):
     async def put(self, data: bytes) -> bytes:
         return await asyncio.to_thread(self._put_sync, data)
 
-    async def put_many(self, items: list[bytes]) -> list[bytes]:
+    async def put_many(self, items: list[bytes], hashes: list[bytes] | None = None) -> list[bytes]:
+        """put() for several objects. `hashes`, if given, are the objects' BLAKE3 hashes, computed by
+        the caller in this process (sealing hashes every ciphertext anyway): trusted, not recomputed."""
+        hashes = hashes or [None] * len(items)
         if len(items) <= 1:
-            return [await self.put(d) for d in items]
+            return [await asyncio.to_thread(self._put_sync, d, h) for d, h in zip(items, hashes)]
         # Several files written and fsynced at once: the disk sorts the flushes out better than one
         # after another (measured here: 370 objects of 500 KB in 0.34 s with 8 threads, 0.61 s with one).
         loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(_WRITERS, self._put_sync, d) for d in items)))
+        return list(await asyncio.gather(*(loop.run_in_executor(_WRITERS, self._put_sync, d, h)
+                                           for d, h in zip(items, hashes))))
 
     async def get(self, h: bytes) -> bytes:
         return await asyncio.to_thread(self._get_sync, h)

@@ -9,8 +9,9 @@ the *encrypted CID*:
          | key (32) | padding u32 LE | plaintext blob id (raw S5 form)
 
 Object keys are never reused for different plaintexts: a data object's key is BLAKE3 keyed with a
-secret derived from the session key over the plaintext itself (so the same plaintext always gives the
-same object and a retried upload is idempotent); a head manifest's key is derived from the session key,
+secret derived from the session key over the plaintext's BLAKE3 hash (so the same plaintext always
+gives the same object and a retried upload is idempotent; and the hash is the one the plaintext blob
+id carries anyway, so a page is hashed once, not twice); a head manifest's key is derived from the session key,
 the signing key and the revision, and a revision's plaintext is fixed (recorded) before it is uploaded.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ CHUNK_SIZE = 1 << CHUNK_EXPONENT  # 256 KiB
 TAG_SIZE = 16
 PAD_TO = 256  # plaintext is padded with zeros to a multiple of this, hiding exact sizes
 
-CTX_OBJECT = "sessiond 2026-11 object key v1"
+CTX_OBJECT = "sessiond 2026-11 object key v2"
 CTX_MANIFEST = "sessiond 2026-11 manifest key v1"
 CTX_HEAD_SIGNING = "sessiond 2026-11 head signing key v1"
 CTX_ANNOUNCE = "sessiond 2026-11 announce key v1"
@@ -60,8 +61,9 @@ def derive(context: str, material: bytes) -> bytes:
     return blake3.blake3(material, derive_key_context=context).digest()
 
 
-def object_key(session_key: bytes, plaintext: bytes) -> bytes:
-    return blake3.blake3(plaintext, key=derive(CTX_OBJECT, session_key)).digest()
+def object_key(session_key: bytes, plain_hash: bytes) -> bytes:
+    """The key of a data object whose plaintext has BLAKE3 hash `plain_hash` (see BlobId.of)."""
+    return blake3.blake3(plain_hash, key=derive(CTX_OBJECT, session_key)).digest()
 
 
 def manifest_key(session_key: bytes, head_pk: bytes, revision: int) -> bytes:
@@ -178,9 +180,10 @@ def open_unpadded(ciphertext: bytes, key: bytes) -> bytes:
     return decrypt(ciphertext, key, len(ciphertext) - chunks * TAG_SIZE, 0)
 
 
-def seal(plaintext: bytes, key: bytes, pad: bool = True) -> tuple[bytes, EncryptedCID]:
+def seal(plaintext: bytes, key: bytes, pad: bool = True, plain: BlobId | None = None) -> tuple[bytes, EncryptedCID]:
+    """Encrypt; `plain` is the plaintext's blob id if the caller has it already."""
     ciphertext, padding = encrypt(plaintext, key, pad)
-    return ciphertext, EncryptedCID(digest(ciphertext), key, padding, BlobId.of(plaintext))
+    return ciphertext, EncryptedCID(digest(ciphertext), key, padding, plain or BlobId.of(plaintext))
 
 
 def open_sealed(ciphertext: bytes, ecid: EncryptedCID) -> bytes:

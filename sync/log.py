@@ -23,7 +23,7 @@ from operator import add, truediv
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from sessiond.storage.cid import CIDError
+from sessiond.storage.cid import BlobId, CIDError
 from sessiond.storage.db import Op, RemoteLog
 from sessiond.storage.store import Store
 
@@ -108,12 +108,13 @@ class LogWriter:
         self.timeout = timeout
         self.written = Written()
 
-    async def put(self, ciphertexts: list[bytes]) -> None:
+    async def put(self, ciphertexts: list[bytes], hashes: list[bytes] | None = None) -> None:
+        """Store objects; `hashes` are their BLAKE3 hashes when sealing has just computed them."""
         if not ciphertexts:
             return
         put_many = getattr(self.store, "put_many", None)
         if put_many is not None:
-            await asyncio.wait_for(put_many(ciphertexts), self.timeout)
+            await asyncio.wait_for(put_many(ciphertexts, hashes), self.timeout)
         else:
             for c in ciphertexts:
                 await asyncio.wait_for(self.store.put(c), self.timeout)
@@ -121,7 +122,8 @@ class LogWriter:
         self.written.bytes += sum(len(c) for c in ciphertexts)
 
     def _seal(self, plaintext: bytes) -> tuple[bytes, EncryptedCID]:
-        return seal(plaintext, object_key(self.key, plaintext))
+        plain = BlobId.of(plaintext)
+        return seal(plaintext, object_key(self.key, plain.hash), plain=plain)
 
     def pages(self, records: list[tuple]) -> list[tuple[bytes, int, int]]:
         """Cut a run of operations (Database.log_records tuples, consecutive seqs) into page plaintexts
@@ -178,7 +180,7 @@ class LogWriter:
             # the next chunk and the writing of the one before
             loop = asyncio.get_running_loop()
             sealed = await asyncio.gather(*(loop.run_in_executor(_SEALERS, self._seal, p[0]) for p in pages))
-        await self.put([ct for ct, _ in sealed])
+        await self.put([ct for ct, _ in sealed], [ref.hash for _, ref in sealed])
         return [Entry(first, last, len(plain), False, ref) for (plain, first, last), (_, ref) in zip(pages, sealed)]
 
     async def write_pages(self, records: list[tuple]) -> list[Entry]:
