@@ -175,3 +175,12 @@ def test_prepare_rows_matches_prepare():
     rows = [("s", "main", "dev", i, i * 2, "user", f"m{i} \u00e9", i % 3 or None, 1.0, None) for i in range(1, 50)]
     from sessiond.sync.checkpoint import prepare_rows
     assert prepare_rows(rows) == prepare([(r[2], r[3], r[1], r[5], r[6], r[7]) for r in rows])
+
+
+def test_entries_of_an_unknown_kind_are_refused():
+    e = Entry(1, 2, 10, False, seal(b"x", bytes(32))[1], True)
+    m = e.to_cbor()
+    assert m["k"] == 2 and Entry.from_cbor(m) == e
+    for bad in (3, -1, True, "1"):
+        with pytest.raises(LogError, match="malformed entry"):
+            Entry.from_cbor({**m, "k": bad})

@@ -264,3 +264,25 @@ def test_rekey_keeps_writers_and_locks_out_old_codes(make_daemon, store_dir):
     assert [x for _, x in contents(d, sid)] == [x for _, x in contents(a, sid)]
     for dev in (a, b, d):
         assert cli_json(dev.home, "verify")["ok"], dev.home
+
+
+def test_a_message_larger_than_an_object_travels_in_parts(pair, store_dir):
+    a, b = pair
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session()["id"]
+    big = "".join(f"{i} l\u00e9gende \u4e2d " for i in range(300_000))  # ~5.4 MB of UTF-8, non-ASCII
+    ca.append(sid, "user", "before")
+    ca.append(sid, "assistant", big)
+    ca.append(sid, "user", "after")
+    ca.sync(sid, wait=True)
+    objects = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(store_dir, "objects")) for f in fs]
+    assert max(map(os.path.getsize, objects)) <= 1 << 20  # every object stays a valid IPFS block
+    assert cli_json(a.home, "verify")["ok"]
+    cb.import_code(ca.share(sid)["code"])
+    assert contents(b, sid) == [("user", "before"), ("assistant", big), ("user", "after")]
+    assert cli_json(b.home, "verify")["ok"]
+    # a part lost from the store is named, not read around
+    part = sorted(objects, key=os.path.getsize)[-1]
+    os.unlink(part)
+    r = run_cli(a.home, "verify")
+    assert r.returncode != 0 and os.path.basename(part)[:16] in r.stdout + r.stderr, r.stdout + r.stderr
