@@ -120,7 +120,7 @@ async def bench() -> dict:
             # the naive alternative: encrypt and write the whole conversation on every change
             writer = LogWriter(sid, db.device_id, os.urandom(32), store)
             t = time.perf_counter()
-            await writer.write_pages(await db.log_records(sid, db.device_id, 0))
+            await writer.write_pages(await db.log_run(sid, db.device_id, 0))
             naive_s = time.perf_counter() - t
             out["incremental"][str(n)] = {
                 "push_bytes_one_message_median": sorted(singles)[len(singles) // 2],

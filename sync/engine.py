@@ -16,7 +16,7 @@ from typing import Callable
 from nacl.signing import SigningKey
 
 from sessiond.storage.cid import CIDV1_RAW_BLAKE3
-from sessiond.storage.db import Database, Op, now
+from sessiond.storage.db import Database, LogRun, Op, now
 from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object
 
@@ -242,14 +242,14 @@ class Syncer(SharingMixin):
             last = await self.db.last_seq(sid)
             levels = _levels_from_cbor(state["tree"])
             if last > state["pushed_seq"]:
-                async def load(a: int, b: int) -> list[tuple]:
-                    recs = await self.db.log_records(sid, self.db.device_id, a - 1, b)
-                    have = [r[0] for r in recs]
+                async def load(a: int, b: int) -> LogRun:
+                    run = await self.db.log_run(sid, self.db.device_id, a - 1, b)
+                    have = run.seqs
                     if have != list(range(a, b + 1)):
                         raise SyncError(f"this device's log of {sid} is not contiguous between {a} and {b} (have "
                                         f"{len(have)} operations, first {have[:3]}, last {have[-3:]}); not pushing "
                                         f"a torn log")
-                    return recs
+                    return run
 
                 entries, lamport = await ctx.writer.write_run(load, state["pushed_seq"] + 1, last)
                 levels[0].extend(entries)
@@ -262,8 +262,8 @@ class Syncer(SharingMixin):
             if compact and any(len(lv) >= FANOUT for lv in levels):
                 ctx.writer.written = Written()
 
-                async def load_records(first: int, upto: int) -> list[tuple]:
-                    return await self.db.log_records(sid, self.db.device_id, first - 1, upto)
+                async def load_records(first: int, upto: int) -> LogRun:
+                    return await self.db.log_run(sid, self.db.device_id, first - 1, upto)
 
                 levels = await ctx.writer.compact(levels, load_records)
                 out["revision"] = await self._commit_revision(ctx, state, levels, state["pushed_seq"], None)

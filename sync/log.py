@@ -18,13 +18,13 @@ import asyncio
 import concurrent.futures
 import json
 from bisect import bisect_right
-from itertools import accumulate, compress, repeat
+from itertools import accumulate, chain, compress, repeat
 from operator import add, truediv
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from sessiond.storage.cid import BlobId, CIDError
-from sessiond.storage.db import Op, RemoteLog
+from sessiond.storage.db import LogRun, Op, RemoteLog
 from sessiond.storage.store import Store
 
 from . import dagcbor
@@ -107,6 +107,30 @@ class Written:
     bytes: int = 0
 
 
+def _head(major: int, n: int) -> bytes:
+    """A CBOR head in its shortest form (as DAG-CBOR requires)."""
+    if n < 24:
+        return bytes([major << 5 | n])
+    for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * width):
+            return bytes([major << 5 | extra]) + n.to_bytes(width, "big")
+    raise ValueError("CBOR lengths stop at 2^64")
+
+
+_enc = dagcbor.encode_ordered
+# The head of a text string of n bytes for every n under 64 KiB, and null (the contents item of an
+# operation that is not a message) last, where index -1 (LogRun.sizes' mark for it) finds it.
+_TEXT_HEADS = [_head(3, n) for n in range(1 << 16)] + [b"\xf6"]
+_VERSION_ITEM = _enc("v") + _enc(PAGE_VERSION)
+_TYPE_ITEM = _enc("ty") + _enc(T_PAGE)
+
+
+def _text_heads(sizes: list[int]) -> list[bytes]:
+    if max(sizes) < 1 << 16:
+        return list(map(_TEXT_HEADS.__getitem__, sizes))
+    return [_head(3, z) if z >= 0 else b"\xf6" for z in sizes]
+
+
 class LogWriter:
     """Builds pages, nodes and manifests for one (session, device) log."""
 
@@ -135,53 +159,55 @@ class LogWriter:
         plain = BlobId.of(plaintext)
         return seal(plaintext, object_key(self.key, plain.hash), plain=plain)
 
-    def pages(self, records: list[tuple]) -> list[tuple[bytes, int, int]]:
-        """Cut a run of operations (Database.log_records tuples, consecutive seqs) into page plaintexts
-        of at most PAGE_MAX bytes: [(plaintext, first seq, last seq)]. The hot path of a push: the rows
-        are turned into columns in C (zip) and each page is one cbor2 call; only operations that carry
-        a map (extra fields, or a non-message body) are looked at one by one."""
-        if not records:
+    def pages(self, run: LogRun) -> list[tuple[bytes, int, int]]:
+        """Cut a run of operations (consecutive seqs) into page plaintexts of at most PAGE_MAX bytes:
+        [(plaintext, first seq, last seq)]. The hot path of a push, so nothing here is done per
+        operation in Python except for operations that carry a map (extra fields, or the body of an
+        operation that is not a message): the small columns are one cbor2 call each per page, and the
+        contents column is written straight from the run's UTF-8 (a CBOR text head, then the bytes,
+        for each) by one join, without a string per message."""
+        n = len(run)
+        if not n:
             return []
-        seqs, lams, kinds, bodies, created, chats, roles, contents, toks, extras = zip(*records)
-        n, first = len(seqs), seqs[0]
-        if seqs != tuple(range(first, first + n)):
+        first, sizes = run.seqs[0], run.sizes
+        if run.seqs != list(range(first, first + n)):
             raise LogError(f"operations to write are not one run of consecutive seqs from {first}")
-        times = list(map(round, map((1000.0).__mul__, created)))  # milliseconds, as round(c * 1000)
+        times = list(map(round, map((1000.0).__mul__, run.created)))  # milliseconds, as round(c * 1000)
         col_b: list = [None] * n
-        # UTF-8 sizes. CPython knows whether a string is ASCII without looking at it, so when every
-        # content is ASCII (the common case) its size is its length, and all of it runs in C
-        if None not in contents and all(map(str.isascii, contents)):
-            sizes = list(map(len, contents))
-        else:
-            sizes = [(len(x) if x.isascii() else len(x.encode())) if x is not None else 0 for x in contents]
-        if bodies.count(None) != n or extras.count(None) != n:
-            for i, (body, extra) in enumerate(zip(bodies, extras)):
+        est = list(map(max, sizes, repeat(0))) if -1 in sizes else list(sizes)  # bytes per operation
+        if run.bodies.count(None) != n or run.extras.count(None) != n:
+            for i, (body, extra) in enumerate(zip(run.bodies, run.extras)):
                 if body is not None:
                     col_b[i] = dagcbor.canon(json.loads(body))
                 elif extra and (e := json.loads(extra)):
                     col_b[i] = dagcbor.canon(e)
                 if col_b[i] is not None:
-                    sizes[i] += len(dagcbor.encode_ordered(col_b[i]))
+                    est[i] += len(dagcbor.encode_ordered(col_b[i]))
+        kinds, chats, roles = run.kinds, run.chats, run.roles
         # per operation besides content and map: seven more columns, each item at most a 9-byte head
-        # plus its text (chat ids and roles may be non-ASCII: 4 bytes per character bounds them)
-        const = 64 + max(map(len, set(kinds))) + 4 * (max(map(len, filter(None, set(chats))), default=0)
-                                                      + max(map(len, filter(None, set(roles))), default=0))
-        cum = list(accumulate(map(add, sizes, repeat(const)), initial=0))
+        # plus its text (4 bytes per character bounds any UTF-8)
+        const = 64 + 4 * (max(map(len, set(kinds))) + max(map(len, filter(None, set(chats))), default=0)
+                          + max(map(len, filter(None, set(roles))), default=0))
+        cum = list(accumulate(map(add, est, repeat(const)), initial=0))
+        offs = list(accumulate(sizes if -1 not in sizes else map(max, sizes, repeat(0)), initial=0))
+        heads = _text_heads(sizes)
+        blob = memoryview(run.blob)
         limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(self.device) + len(self.sid))
+        dev, sid = _enc(self.device), _enc(self.sid)
         out, lo = [], 0
         while lo < n:
             hi = max(lo + 1, bisect_right(cum, cum[lo] + limit) - 1)
-            out.append((self._page(first + lo, kinds[lo:hi], lams[lo:hi], times[lo:hi], chats[lo:hi],
-                                   roles[lo:hi], contents[lo:hi], toks[lo:hi], col_b[lo:hi]),
-                        first + lo, first + hi - 1))
+            # the map, keys in DAG-CBOR order (length, then bytewise): b c d f k l n r s t v x ty
+            parts = [b"\xad", b"\x61b", _enc(col_b[lo:hi]), b"\x61c", _enc(chats[lo:hi]), b"\x61d", dev,
+                     b"\x61f", _enc(first + lo), b"\x61k", _enc(kinds[lo:hi]), b"\x61l", _enc(run.lams[lo:hi]),
+                     b"\x61n", _enc(run.toks[lo:hi]), b"\x61r", _enc(roles[lo:hi]), b"\x61s", sid,
+                     b"\x61t", _enc(times[lo:hi]), _VERSION_ITEM, b"\x61x", _head(4, hi - lo)]
+            parts += chain.from_iterable(zip(heads[lo:hi], map(blob.__getitem__, map(slice, offs[lo:hi],
+                                                                                       offs[lo + 1:hi + 1]))))
+            parts.append(_TYPE_ITEM)
+            out.append((b"".join(parts), first + lo, first + hi - 1))
             lo = hi
         return out
-
-    def _page(self, first, kinds, lams, times, chats, roles, contents, toks, col_b) -> bytes:
-        # keys in DAG-CBOR order (length, then bytewise): b c d f k l n r s t v x ty
-        return dagcbor.encode_ordered({"b": col_b, "c": chats, "d": self.device, "f": first, "k": kinds, "l": lams,
-                                       "n": toks, "r": roles, "s": self.sid, "t": times, "v": PAGE_VERSION,
-                                       "x": contents, "ty": T_PAGE})
 
     def _seal_page(self, plain: bytes) -> tuple[list[tuple[bytes, EncryptedCID]], EncryptedCID, bool]:
         """Seal one page: (the objects to store, the reference its entry holds, whether it is in parts).
@@ -209,23 +235,23 @@ class LogWriter:
         return [Entry(first, last, len(plain), False, ref, parts)
                 for (plain, first, last), (_, ref, parts) in zip(pages, sealed)]
 
-    async def write_pages(self, records: list[tuple]) -> list[Entry]:
+    async def write_pages(self, run: LogRun) -> list[Entry]:
         """Encode, seal and store a run of operations (all in memory) as pages."""
-        if len(records) < 64:
-            return await self._seal_and_put(self.pages(records), inline=True)
+        if len(run) < 64:
+            return await self._seal_and_put(self.pages(run), inline=True)
         # CPU work: off the event loop, so the API stays quick
-        return await self._seal_and_put(await asyncio.to_thread(self.pages, records))
+        return await self._seal_and_put(await asyncio.to_thread(self.pages, run))
 
-    async def write_run(self, load: Callable[[int, int], Awaitable[list[tuple]]], first: int,
+    async def write_run(self, load: Callable[[int, int], Awaitable[LogRun]], first: int,
                         last: int) -> tuple[list[Entry], int]:
         """Store operations first..last as pages, reading them a chunk of about STREAM_BYTES at a time
-        with `load(a, b)` (Database.log_records tuples for seqs a..b), so that memory stays bounded
+        with `load(a, b)` (Database.log_run for seqs a..b), so that memory stays bounded
         whatever the size of the run. The stages overlap: while one chunk is encoded into pages, the
         next is read from the database and the pages before are sealed and written (at most
         _IN_FLIGHT chunks at a time). Returns (entries, highest Lamport value)."""
         chunk = 4096
         lamport = 0
-        carry: list[tuple] = []
+        carry = LogRun.empty()
         seq = first
         pending: list[asyncio.Future] = []  # sealing and writing, one per chunk, in seq order
         done: list[Entry] = []
@@ -240,19 +266,20 @@ class LogWriter:
         reading = read_next()
         try:
             while reading is not None:
-                recs = carry + await reading
+                run = await reading
+                run = carry + run if len(carry) else run
                 reading = read_next()
-                pages = await asyncio.to_thread(self.pages, recs)
-                per_op = max(1, sum(len(p[0]) for p in pages) // len(recs))  # bytes per operation, about
+                pages = await asyncio.to_thread(self.pages, run)
+                per_op = max(1, sum(len(p[0]) for p in pages) // len(run))  # bytes per operation, about
                 chunk = min(1 << 17, max(1024, STREAM_BYTES // per_op))
                 if reading is not None:  # the last page may still fill up: its operations go round again
                     keep = pages.pop()
-                    carry = recs[keep[1] - recs[0][0]:]
+                    carry = run.tail(keep[1] - run.seqs[0])
                 else:
-                    carry = []
+                    carry = LogRun.empty()
                 if not pages:
                     continue
-                lamport = max(lamport, max(r[1] for r in recs[:pages[-1][2] - recs[0][0] + 1]))
+                lamport = max(lamport, max(run.lams[:pages[-1][2] - run.seqs[0] + 1]))
                 pending.append(asyncio.ensure_future(self._seal_and_put(pages)))
                 while len(pending) >= _IN_FLIGHT or (pending and pending[0].done()):
                     done.extend(await pending.pop(0))
@@ -267,9 +294,9 @@ class LogWriter:
         return done, lamport
 
     async def compact(self, levels: list[list[Entry]],
-                      load_records: Callable[[int, int], Awaitable[list[tuple]]]) -> list[list[Entry]]:
+                      load_records: Callable[[int, int], Awaitable[LogRun]]) -> list[list[Entry]]:
         """Fold full levels upward (see the module doc). `load_records(first, last)` gives this log's
-        operations as Database.log_records tuples."""
+        operations first..last (Database.log_run)."""
         levels = [list(lv) for lv in levels]
         lvl = 0
         while lvl < len(levels):

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from nacl.signing import SigningKey
 
 from sessiond.storage.cid import BlobId, CIDError, digest, parse_ipfs_cid
-from sessiond.storage.db import Op
+from sessiond.storage.db import LogRun, Op
 from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.sync import dagcbor
 from sessiond.sync.crypto import (CHUNK_SIZE, CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,
@@ -177,11 +177,11 @@ def test_page_vector():
               {"name": "Demo", "current_chat": "main", "created_at": 1700000000.0}, 1700000000.0),
            Op("demo", v["device"], 2, 2, "message.add",
               {"chat": "main", "role": "user", "content": "hi", "tokens": 1}, 1700000000.5)]
-    # the push builds pages from database tuples (Database.log_records)
+    # the push builds pages from database columns (Database.log_run)
     records = [(1, 1, "session.create", json.dumps(ops[0].body), 1700000000.0) + (None,) * 5,
                (2, 2, "message.add", None, 1700000000.5, "main", "user", "hi", 1, None)]
     writer = LogWriter(v["session"], v["device"], bytes(32), None)
-    [(page, first, last)] = writer.pages(records)
+    [(page, first, last)] = writer.pages(LogRun.from_records(records))
     assert (page.hex(), first, last) == (v["hex"], 1, 2)
     # the same map written out by hand, column by column, encoded by the general (key-sorting) encoder
     assert page == dagcbor.encode({

@@ -3,12 +3,13 @@ against the plain definitions they speed up."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 from hypothesis import given, settings, strategies as st
 from nacl.signing import SigningKey
 
-from sessiond.storage.db import Op, RemoteLog
+from sessiond.storage.db import MIGRATIONS, LogRun, Op, RemoteLog, _log_run_sync
 from sessiond.sync import dagcbor
 from sessiond.sync.checkpoint import ProofError, check_proofs, conversation_hash, conversation_hashes, make_proof, prepare
 from sessiond.sync.crypto import seal
@@ -67,10 +68,11 @@ def read_back(pages: list[tuple[bytes, int, int]], after: int = 0) -> tuple[list
 @given(st.lists(message | other, min_size=1, max_size=40), st.integers(0, 45))
 def test_pages_round_trip(items, after):
     recs = records(items)
-    pages = LogWriter(SID, DEV, bytes(32), None).pages(recs)
+    pages = LogWriter(SID, DEV, bytes(32), None).pages(LogRun.from_records(recs))
     assert [p[1] for p in pages][0] == 1 and pages[-1][2] == len(recs)
     for (_, _, last), (_, first, _) in zip(pages, pages[1:]):
         assert first == last + 1
+    assert all(dagcbor.encode(dagcbor.decode(p)) == p for p, _, _ in pages)  # canonical DAG-CBOR, byte for byte
     ops, log = read_back(pages, after)
     want = [o for o in expected_ops(recs) if o.seq > after]
     # what verify compares: the canonical map of every operation
@@ -90,19 +92,20 @@ def test_pages_stay_under_the_limit():
     items = [("main", "user", big, 1, None)] * 5 + [("main", "user", wide, None, None)] * 5 + \
             [("main", "user", "short", None, {"k": "v"})] * 3000
     recs = records(items)
-    pages = LogWriter(SID, DEV, bytes(32), None).pages(recs)
+    pages = LogWriter(SID, DEV, bytes(32), None).pages(LogRun.from_records(recs))
     assert all(len(p) <= PAGE_MAX for p, _, _ in pages)
     assert len(pages) < 20  # and not needlessly small
     ops, _ = read_back(pages)
     assert len(ops) == len(recs)
-    one = LogWriter(SID, DEV, bytes(32), None).pages(records([("main", "user", "y" * 600_000, None, None)]))
+    big = LogRun.from_records(records([("main", "user", "y" * 600_000, None, None)]))
+    one = LogWriter(SID, DEV, bytes(32), None).pages(big)
     assert len(one) == 1  # an operation larger than a page is a page of its own
 
 
 def test_pages_refuse_a_torn_run():
     recs = records([("main", "user", "a", None, None)] * 3)
     with pytest.raises(LogError, match="consecutive"):
-        LogWriter(SID, DEV, bytes(32), None).pages([recs[0], recs[2]])
+        LogWriter(SID, DEV, bytes(32), None).pages(LogRun.from_records([recs[0], recs[2]]))
 
 
 def _page_map(**change) -> bytes:
@@ -184,3 +187,37 @@ def test_entries_of_an_unknown_kind_are_refused():
     for bad in (3, -1, True, "1"):
         with pytest.raises(LogError, match="malformed entry"):
             Entry.from_cbor({**m, "k": bad})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(message | other, st.floats(0, 4e9, allow_nan=False)), min_size=0, max_size=30),
+       st.integers(0, 5), st.integers(0, 40))
+def test_log_run_reads_back_what_was_written(items, after, span):
+    """Database.log_run (one statement, columns concatenated by SQLite) gives the same run as the
+    rows themselves: every double exact, every content byte in place (NULs too), operations in seq
+    order, and only this log's."""
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    recs = []
+    for (seq, lam, kind, body, _, chat, role, content, tokens, extra), (_, t) in zip(records([i for i, _ in items]),
+                                                                                   items):
+        if content is not None and seq % 3 == 0:
+            content += "\0"
+        recs.append((seq, lam, kind, body, t, chat, role, content, tokens, extra))
+        if body is None:
+            conn.execute("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
+                         " created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (SID, chat, DEV, seq, lam, role, content, tokens, t, extra))
+        else:
+            conn.execute("INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
+                         " VALUES (?,?,?,?,?,?,?)", (SID, DEV, seq, lam, kind, body, t))
+    conn.execute("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
+                 " VALUES (?, 'main', 'another device', 1, 1, 'user', 'not this log', 0)", (SID,))
+    wanted = [r for r in recs if after < r[0] <= after + span]
+    got = _log_run_sync(conn, SID, DEV, after, after + span)
+    for name in LogRun.__slots__:
+        assert getattr(got, name) == getattr(LogRun.from_records(wanted), name), name
+    for cut in (0, 1, len(wanted) // 2, len(wanted)):  # what a push carries over to the next chunk
+        tail, rest = got.tail(cut), LogRun.from_records(wanted[cut:])
+        assert all(getattr(tail, name) == getattr(rest, name) for name in LogRun.__slots__)
