@@ -227,15 +227,6 @@ class LogRun:
         return (self.seqs, self.lams, self.kinds, self.bodies, self.created, self.chats, self.roles, self.toks,
                 self.extras, self.sizes)
 
-    def tail(self, i: int) -> "LogRun":
-        """The operations from index i on."""
-        head = self.sizes[:i]
-        start = sum(head) + head.count(-1)  # every -1 took one off the sum
-        return LogRun(*(c[i:] for c in self._columns()), self.blob[start:])
-
-    def __add__(self, other: "LogRun") -> "LogRun":
-        return LogRun(*(a + b for a, b in zip(self._columns(), other._columns())), self.blob + other.blob)
-
     @classmethod
     def empty(cls) -> "LogRun":
         return cls([], [], [], [], [], [], [], [], [], [], b"")
@@ -284,9 +275,9 @@ def _log_run_sync(conn: sqlite3.Connection, sid: str, device_id: str, after: int
                         " AND seq>? AND seq<=?", args).fetchall()
     if other:  # among the messages in seq order (a stable sort: the contents keep their order)
         n = len(other)
-        run = run + LogRun(*map(list, zip(*other)), [None] * n, [None] * n, [None] * n, [None] * n, [-1] * n, b"")
-        order = sorted(range(len(run)), key=run.seqs.__getitem__)
-        run = LogRun(*(list(map(c.__getitem__, order)) for c in run._columns()), run.blob)
+        cols = [a + b for a, b in zip(run._columns(), (*map(list, zip(*other)), *([None] * n,) * 4, [-1] * n))]
+        order = sorted(range(len(cols[0])), key=cols[0].__getitem__)
+        run = LogRun(*(list(map(c.__getitem__, order)) for c in cols), run.blob)
     return run
 
 

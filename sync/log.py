@@ -159,20 +159,16 @@ class LogWriter:
         plain = BlobId.of(plaintext)
         return seal(plaintext, object_key(self.key, plain.hash), plain=plain)
 
-    def pages(self, run: LogRun) -> list[tuple[bytes, int, int]]:
-        """Cut a run of operations (consecutive seqs) into page plaintexts of at most PAGE_MAX bytes:
-        [(plaintext, first seq, last seq)]. The hot path of a push, so nothing here is done per
-        operation in Python except for operations that carry a map (extra fields, or the body of an
-        operation that is not a message): the small columns are one cbor2 call each per page, and the
-        contents column is written straight from the run's UTF-8 (a CBOR text head, then the bytes,
-        for each) by one join, without a string per message."""
+    def cut(self, run: LogRun) -> tuple[list[int], list]:
+        """Where the pages of a run of operations (consecutive seqs) begin: ([0, ..., len(run)], the
+        map column). Pages are at most PAGE_MAX bytes; an operation larger than that is a page of
+        its own. Sizes are bounded from above, without encoding anything but the maps."""
         n = len(run)
         if not n:
-            return []
+            return [0], []
         first, sizes = run.seqs[0], run.sizes
         if run.seqs != list(range(first, first + n)):
             raise LogError(f"operations to write are not one run of consecutive seqs from {first}")
-        times = list(map(round, map((1000.0).__mul__, run.created)))  # milliseconds, as round(c * 1000)
         col_b: list = [None] * n
         est = list(map(max, sizes, repeat(0))) if -1 in sizes else list(sizes)  # bytes per operation
         if run.bodies.count(None) != n or run.extras.count(None) != n:
@@ -183,20 +179,39 @@ class LogWriter:
                     col_b[i] = dagcbor.canon(e)
                 if col_b[i] is not None:
                     est[i] += len(dagcbor.encode_ordered(col_b[i]))
-        kinds, chats, roles = run.kinds, run.chats, run.roles
         # per operation besides content and map: seven more columns, each item at most a 9-byte head
         # plus its text (4 bytes per character bounds any UTF-8)
-        const = 64 + 4 * (max(map(len, set(kinds))) + max(map(len, filter(None, set(chats))), default=0)
-                          + max(map(len, filter(None, set(roles))), default=0))
+        const = 64 + 4 * (max(map(len, set(run.kinds))) + max(map(len, filter(None, set(run.chats))), default=0)
+                          + max(map(len, filter(None, set(run.roles))), default=0))
         cum = list(accumulate(map(add, est, repeat(const)), initial=0))
+        limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(self.device) + len(self.sid))
+        bounds = [0]
+        while bounds[-1] < n:
+            lo = bounds[-1]
+            bounds.append(max(lo + 1, bisect_right(cum, cum[lo] + limit) - 1))
+        return bounds, col_b
+
+    def pages(self, run: LogRun, cut: tuple[list[int], list] | None = None,
+              count: int | None = None) -> list[tuple[bytes, int, int]]:
+        """Encode a run of operations as page plaintexts: [(plaintext, first seq, last seq)], cut as
+        `cut` (default: self.cut(run)), the first `count` pages of it (default: all). The hot path of
+        a push, so nothing here is done per operation in Python: the small columns are one cbor2 call
+        each per page, and the contents column is written straight from the run's UTF-8 (a CBOR text
+        head, then the bytes, for each) by one join, without a string per message."""
+        bounds, col_b = cut or self.cut(run)
+        count = len(bounds) - 1 if count is None else count
+        if not count:
+            return []
+        upto = bounds[count]
+        first, sizes = run.seqs[0], run.sizes[:upto]
+        times = list(map(round, map((1000.0).__mul__, run.created[:upto])))  # milliseconds, as round(c * 1000)
         offs = list(accumulate(sizes if -1 not in sizes else map(max, sizes, repeat(0)), initial=0))
         heads = _text_heads(sizes)
         blob = memoryview(run.blob)
-        limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(self.device) + len(self.sid))
+        kinds, chats, roles = run.kinds, run.chats, run.roles
         dev, sid = _enc(self.device), _enc(self.sid)
-        out, lo = [], 0
-        while lo < n:
-            hi = max(lo + 1, bisect_right(cum, cum[lo] + limit) - 1)
+        out = []
+        for lo, hi in zip(bounds[:count], bounds[1:count + 1]):
             # the map, keys in DAG-CBOR order (length, then bytewise): b c d f k l n r s t v x ty
             parts = [b"\xad", b"\x61b", _enc(col_b[lo:hi]), b"\x61c", _enc(chats[lo:hi]), b"\x61d", dev,
                      b"\x61f", _enc(first + lo), b"\x61k", _enc(kinds[lo:hi]), b"\x61l", _enc(run.lams[lo:hi]),
@@ -206,7 +221,6 @@ class LogWriter:
                                                                                        offs[lo + 1:hi + 1]))))
             parts.append(_TYPE_ITEM)
             out.append((b"".join(parts), first + lo, first + hi - 1))
-            lo = hi
         return out
 
     def _seal_page(self, plain: bytes) -> tuple[list[tuple[bytes, EncryptedCID]], EncryptedCID, bool]:
@@ -245,41 +259,35 @@ class LogWriter:
     async def write_run(self, load: Callable[[int, int], Awaitable[LogRun]], first: int,
                         last: int) -> tuple[list[Entry], int]:
         """Store operations first..last as pages, reading them a chunk of about STREAM_BYTES at a time
-        with `load(a, b)` (Database.log_run for seqs a..b), so that memory stays bounded
-        whatever the size of the run. The stages overlap: while one chunk is encoded into pages, the
-        next is read from the database and the pages before are sealed and written (at most
-        _IN_FLIGHT chunks at a time). Returns (entries, highest Lamport value)."""
+        with `load(a, b)` (Database.log_run for seqs a..b), so that memory stays bounded whatever the
+        size of the run. The stages overlap: while one chunk is encoded into pages, the next is read
+        from the database and the pages before are sealed and written (at most _IN_FLIGHT chunks at a
+        time). The last page of a chunk may still fill up: it is not written, and the next read
+        starts at its first operation (reading a page again is cheaper than joining two chunks).
+        Returns (entries, highest Lamport value)."""
         chunk = 4096
         lamport = 0
-        carry = LogRun.empty()
-        seq = first
         pending: list[asyncio.Future] = []  # sealing and writing, one per chunk, in seq order
         done: list[Entry] = []
-
-        def read_next() -> asyncio.Future | None:
-            nonlocal seq
-            if seq > last:
-                return None
-            a, seq = seq, min(last, seq + chunk - 1) + 1
-            return asyncio.ensure_future(load(a, seq - 1))
-
-        reading = read_next()
+        reading: asyncio.Future | None = asyncio.ensure_future(load(first, min(last, first + chunk - 1)))
         try:
             while reading is not None:
                 run = await reading
-                run = carry + run if len(carry) else run
-                reading = read_next()
-                pages = await asyncio.to_thread(self.pages, run)
-                per_op = max(1, sum(len(p[0]) for p in pages) // len(run))  # bytes per operation, about
-                chunk = min(1 << 17, max(1024, STREAM_BYTES // per_op))
-                if reading is not None:  # the last page may still fill up: its operations go round again
-                    keep = pages.pop()
-                    carry = run.tail(keep[1] - run.seqs[0])
+                a, b = run.seqs[0], run.seqs[-1]
+                cut = await asyncio.to_thread(self.cut, run)
+                count = len(cut[0]) - 1
+                if b < last:
+                    count -= 1
+                    start = a + cut[0][count]  # the first operation of the page left out
+                    reading = asyncio.ensure_future(load(start, min(last, b + chunk)))
                 else:
-                    carry = LogRun.empty()
-                if not pages:
+                    reading = None
+                if not count:
                     continue
-                lamport = max(lamport, max(run.lams[:pages[-1][2] - run.seqs[0] + 1]))
+                pages = await asyncio.to_thread(self.pages, run, cut, count)
+                per_op = max(1, sum(len(p[0]) for p in pages) // cut[0][count])  # bytes per operation, about
+                chunk = min(1 << 17, max(1024, STREAM_BYTES // per_op))
+                lamport = max(lamport, max(run.lams[:cut[0][count]]))
                 pending.append(asyncio.ensure_future(self._seal_and_put(pages)))
                 while len(pending) >= _IN_FLIGHT or (pending and pending[0].done()):
                     done.extend(await pending.pop(0))

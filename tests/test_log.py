@@ -13,6 +13,8 @@ from sessiond.storage.db import MIGRATIONS, LogRun, Op, RemoteLog, _log_run_sync
 from sessiond.sync import dagcbor
 from sessiond.sync.checkpoint import ProofError, check_proofs, conversation_hash, conversation_hashes, make_proof, prepare
 from sessiond.sync.crypto import seal
+from sessiond.storage.store import FileStore
+from sessiond.sync import log as log_mod
 from sessiond.sync.log import PAGE_MAX, Entry, LogError, LogReader, LogWriter, op_to_cbor
 
 SID, DEV = "sess", "dev0"
@@ -218,6 +220,32 @@ def test_log_run_reads_back_what_was_written(items, after, span):
     got = _log_run_sync(conn, SID, DEV, after, after + span)
     for name in LogRun.__slots__:
         assert getattr(got, name) == getattr(LogRun.from_records(wanted), name), name
-    for cut in (0, 1, len(wanted) // 2, len(wanted)):  # what a push carries over to the next chunk
-        tail, rest = got.tail(cut), LogRun.from_records(wanted[cut:])
-        assert all(getattr(tail, name) == getattr(rest, name) for name in LogRun.__slots__)
+
+
+async def test_a_long_run_is_written_in_chunks_and_reads_back(tmp_path, monkeypatch):
+    """write_run reads a chunk at a time and leaves each chunk's last page for the next read: every
+    operation is stored once, in order, whatever the chunk and page boundaries."""
+    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)  # chunks of ~1024 operations
+    monkeypatch.setattr(log_mod, "PAGE_MAX", 20_000)
+    items = []
+    for i in range(15000):
+        if i % 997 == 5:
+            items.append(("checkpoint.add", {"at": i}))
+        else:
+            items.append(("main", "user" if i % 2 else "assistant", f"{i} " + "w\u00e9" * (i % 50 if i % 1500 else 9000),
+                          i, {"k": i} if i % 301 == 0 else None))
+    recs = records(items)
+    run = LogRun.from_records(recs)
+    loads = []
+
+    async def load(a, b):
+        loads.append((a, b))
+        return LogRun.from_records(recs[a - 1:b])
+
+    store = FileStore(str(tmp_path / "store"))
+    writer = LogWriter(SID, DEV, bytes(range(32)), store)
+    entries, lamport = await writer.write_run(load, 1, len(recs))
+    assert lamport == max(run.lams) and len(loads) > 3  # several chunks
+    assert [e.first for e in entries] == [1] + [e.last + 1 for e in entries[:-1]] and entries[-1].last == len(recs)
+    ops = await LogReader(SID, DEV, store).ops(entries)
+    assert [dagcbor.encode(op_to_cbor(o)) for o in ops] == [dagcbor.encode(op_to_cbor(o)) for o in expected_ops(recs)]
