@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, repeat
 from operator import itemgetter
 from typing import Any, Callable, Iterable
 
@@ -211,17 +211,37 @@ class LogRun:
     """Operations first..first+n-1 of one device's log, column by column: what a push encodes into
     pages. Message contents are not Python strings: `blob` holds their UTF-8 back to back, and
     `sizes[i]` is operation i's share of it in bytes, or -1 for an operation that is not a message (its
-    `bodies[i]` is then its JSON body, and its chat, role, tokens and extra are None)."""
+    `bodies[i]` is then its JSON body, and its chat, role, tokens and extra are None). pieces() gives
+    each operation's UTF-8 as a view into the blob; runs are cut and joined by their views, so the
+    contents are never copied on the way from SQLite to a page."""
 
-    __slots__ = ("seqs", "lams", "kinds", "bodies", "created", "chats", "roles", "toks", "extras", "sizes", "blob")
+    __slots__ = ("seqs", "lams", "kinds", "bodies", "created", "chats", "roles", "toks", "extras", "sizes", "blob",
+                 "_pieces")
 
     def __init__(self, seqs: list, lams: list, kinds: list, bodies: list, created: list, chats: list,
-                 roles: list, toks: list, extras: list, sizes: list, blob: bytes):
+                 roles: list, toks: list, extras: list, sizes: list, blob: bytes, pieces: list | None = None):
         self.seqs, self.lams, self.kinds, self.bodies, self.created = seqs, lams, kinds, bodies, created
         self.chats, self.roles, self.toks, self.extras, self.sizes, self.blob = chats, roles, toks, extras, sizes, blob
+        self._pieces = pieces
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    def pieces(self) -> list:
+        """Operation i's content as UTF-8 (a memoryview; empty for an operation that is not a message)."""
+        if self._pieces is None:
+            blob, sizes = memoryview(self.blob), self.sizes
+            offs = list(accumulate(sizes if -1 not in sizes else map(max, sizes, repeat(0)), initial=0))
+            self._pieces = list(map(blob.__getitem__, map(slice, offs[:-1], offs[1:])))
+        return self._pieces
+
+    def tail(self, i: int) -> "LogRun":
+        """The operations from index i on (their contents still in this run's blob)."""
+        return LogRun(*(c[i:] for c in self._columns()), b"", self.pieces()[i:])
+
+    def __add__(self, other: "LogRun") -> "LogRun":
+        return LogRun(*(a + b for a, b in zip(self._columns(), other._columns())), b"",
+                      self.pieces() + other.pieces())
 
     def _columns(self) -> tuple:
         return (self.seqs, self.lams, self.kinds, self.bodies, self.created, self.chats, self.roles, self.toks,

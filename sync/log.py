@@ -205,9 +205,8 @@ class LogWriter:
         upto = bounds[count]
         first, sizes = run.seqs[0], run.sizes[:upto]
         times = list(map(round, map((1000.0).__mul__, run.created[:upto])))  # milliseconds, as round(c * 1000)
-        offs = list(accumulate(sizes if -1 not in sizes else map(max, sizes, repeat(0)), initial=0))
         heads = _text_heads(sizes)
-        blob = memoryview(run.blob)
+        pieces = run.pieces()
         kinds, chats, roles = run.kinds, run.chats, run.roles
         dev, sid = _enc(self.device), _enc(self.sid)
         out = []
@@ -217,8 +216,7 @@ class LogWriter:
                      b"\x61f", _enc(first + lo), b"\x61k", _enc(kinds[lo:hi]), b"\x61l", _enc(run.lams[lo:hi]),
                      b"\x61n", _enc(run.toks[lo:hi]), b"\x61r", _enc(roles[lo:hi]), b"\x61s", sid,
                      b"\x61t", _enc(times[lo:hi]), _VERSION_ITEM, b"\x61x", _head(4, hi - lo)]
-            parts += chain.from_iterable(zip(heads[lo:hi], map(blob.__getitem__, map(slice, offs[lo:hi],
-                                                                                       offs[lo + 1:hi + 1]))))
+            parts += chain.from_iterable(zip(heads[lo:hi], pieces[lo:hi]))
             parts.append(_TYPE_ITEM)
             out.append((b"".join(parts), first + lo, first + hi - 1))
         return out
@@ -260,28 +258,37 @@ class LogWriter:
                         last: int) -> tuple[list[Entry], int]:
         """Store operations first..last as pages, reading them a chunk of about STREAM_BYTES at a time
         with `load(a, b)` (Database.log_run for seqs a..b), so that memory stays bounded whatever the
-        size of the run. The stages overlap: while one chunk is encoded into pages, the next is read
-        from the database and the pages before are sealed and written (at most _IN_FLIGHT chunks at a
-        time). The last page of a chunk may still fill up: it is not written, and the next read
-        starts at its first operation (reading a page again is cheaper than joining two chunks).
+        size of the run. The stages overlap: the next chunk is read as soon as one arrives, while this
+        one is cut and encoded into pages and the pages before are sealed and written (at most
+        _IN_FLIGHT chunks at a time). The last page of a chunk may still fill up: its operations go
+        round again with the next chunk (as views of their contents, not copies).
         Returns (entries, highest Lamport value)."""
         chunk = 4096
         lamport = 0
+        carry = LogRun.empty()
+        seq = first
         pending: list[asyncio.Future] = []  # sealing and writing, one per chunk, in seq order
         done: list[Entry] = []
-        reading: asyncio.Future | None = asyncio.ensure_future(load(first, min(last, first + chunk - 1)))
+
+        def read_next() -> asyncio.Future | None:
+            nonlocal seq
+            if seq > last:
+                return None
+            a, seq = seq, min(last, seq + chunk - 1) + 1
+            return asyncio.ensure_future(load(a, seq - 1))
+
+        reading = read_next()
         try:
             while reading is not None:
                 run = await reading
-                a, b = run.seqs[0], run.seqs[-1]
+                reading = read_next()
+                if len(carry):
+                    run = carry + run
                 cut = await asyncio.to_thread(self.cut, run)
                 count = len(cut[0]) - 1
-                if b < last:
+                if reading is not None:
                     count -= 1
-                    start = a + cut[0][count]  # the first operation of the page left out
-                    reading = asyncio.ensure_future(load(start, min(last, b + chunk)))
-                else:
-                    reading = None
+                    carry = run.tail(cut[0][count])
                 if not count:
                     continue
                 pages = await asyncio.to_thread(self.pages, run, cut, count)
