@@ -277,7 +277,17 @@ def _log_run_sync(conn: sqlite3.Connection, sid: str, device_id: str, after: int
     cur = conn.cursor()
     cur.row_factory = None
     args = (sid, device_id, after, upto)
-    seqs, lams, created, chats, roles, toks, extras, sizes, blob = cur.execute(_RUN_SQL, args).fetchone()
+    try:
+        seqs, lams, created, chats, roles, toks, extras, sizes, blob = cur.execute(_RUN_SQL, args).fetchone()
+    except sqlite3.DataError as exc:
+        # More than SQLite's largest value (1 GB) of contents in the range: only messages of
+        # megabytes get there. Read it in halves (a run joins halves without copying contents).
+        lo, hi = cur.execute("SELECT min(seq), max(seq) FROM messages WHERE session_id=? AND device_id=? AND seq>?"
+                             " AND seq<=?", args).fetchone()
+        if getattr(exc, "sqlite_errorcode", None) != 18 or lo is None or lo == hi:  # 18: SQLITE_TOOBIG
+            raise
+        mid = (lo + hi) // 2
+        return _log_run_sync(conn, sid, device_id, after, mid) + _log_run_sync(conn, sid, device_id, mid, upto)
     if seqs is None:
         run = LogRun.empty()
     else:

@@ -263,7 +263,7 @@ class LogWriter:
         _IN_FLIGHT chunks at a time). The last page of a chunk may still fill up: its operations go
         round again with the next chunk (as views of their contents, not copies).
         Returns (entries, highest Lamport value)."""
-        chunk = 4096
+        chunk = 1024  # operations; from the second chunk on, as many as make about STREAM_BYTES
         lamport = 0
         carry = LogRun.empty()
         seq = first
@@ -293,7 +293,7 @@ class LogWriter:
                     continue
                 pages = await asyncio.to_thread(self.pages, run, cut, count)
                 per_op = max(1, sum(len(p[0]) for p in pages) // cut[0][count])  # bytes per operation, about
-                chunk = min(1 << 17, max(1024, STREAM_BYTES // per_op))
+                chunk = min(1 << 17, max(16, STREAM_BYTES // per_op))
                 lamport = max(lamport, max(run.lams[:cut[0][count]]))
                 pending.append(asyncio.ensure_future(self._seal_and_put(pages)))
                 while len(pending) >= _IN_FLIGHT or (pending and pending[0].done()):
