@@ -40,7 +40,7 @@ async def body_json(request: web.Request) -> Any:
     if request.content_length == 0 or not request.can_read_body:
         return {}
     raw = await request.read()
-    if not raw.strip():
+    if not raw:  # no body at all; whitespace alone is not JSON and gets the error below
         return {}
     try:
         return json.loads(raw)

@@ -125,6 +125,7 @@ def test_messages_chats_and_cursors(daemon):
     ("POST", "/v1/sessions", b'{"initial_messages": [{"role": "wizard", "content": "x"}]}', 422, "invalid"),
     ("POST", "/v1/sessions", b'{"expires_in": -5}', 422, "invalid"),
     ("POST", "/v1/sessions", b'\xff\xfe\x00', 400, "bad_json"),
+    ("POST", "/v1/verify", b"\n", 400, "bad_json"),  # whitespace is not an empty body
     ("GET", "/v1/sessions?limit=abc", None, 422, "invalid"),
     ("GET", "/v1/sessions?limit=0", None, 422, "invalid"),
     ("GET", "/v1/sessions?status=gone", None, 422, "invalid"),
