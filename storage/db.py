@@ -311,6 +311,34 @@ def _log_run_sync(conn: sqlite3.Connection, sid: str, device_id: str, after: int
     return run
 
 
+class RunReader:
+    """A read-only connection of its own, for a push's worker threads: each reads its chunks of a long
+    run beside the others (Database.run_reader). Use it from one thread at a time; close it after."""
+
+    def __init__(self, path: str):
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._conn.execute("PRAGMA query_only=1")
+            self._conn.execute("PRAGMA mmap_size=268435456")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def log_run(self, sid: str, device_id: str, after_seq: int, upto_seq: int) -> LogRun:
+        """As Database.log_run, in the calling thread."""
+        return _log_run_sync(self._conn, sid, device_id, after_seq, upto_seq)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "RunReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _query_sync(conn: sqlite3.Connection, sql: str, args: tuple, one: bool) -> Any:
     cur = conn.execute(sql, args)
     try:
@@ -1190,6 +1218,10 @@ class Database:
         push's hot path, read in one statement and one hop to the reader's thread."""
         hi = upto_seq if upto_seq is not None else (1 << 62)
         return await self.reader._execute(_log_run_sync, self.reader._conn, sid, device_id, after_seq, hi)
+
+    def run_reader(self) -> "RunReader":
+        """A read-only connection of its own, for reading long runs from a worker thread."""
+        return RunReader(self.path)
 
     async def get_lamport(self, sid: str) -> int:
         return (await self._session_row(sid))["lamport"]

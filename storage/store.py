@@ -12,6 +12,7 @@ import concurrent.futures
 import fcntl
 import os
 from abc import ABC, abstractmethod
+from typing import Callable
 from urllib.parse import unquote, urlparse
 
 from .cid import digest
@@ -43,6 +44,10 @@ class StaleHead(StoreError):
 
 class Store(ABC):
     url: str
+    # A store whose writes are local file operations may offer put as a plain function, safe to call
+    # from any thread: (data, its BLAKE3 hash or None) -> hash. A push's worker threads then write
+    # without a hop through the event loop per object. Other stores leave it None.
+    blocking_put: Callable[[bytes, bytes | None], bytes] | None = None
 
     @abstractmethod
     async def put(self, data: bytes) -> bytes:
@@ -97,6 +102,11 @@ class FileStore(Store):
     def _obj_path(self, h: bytes) -> str:
         hx = h.hex()
         return os.path.join(self._objects, hx[:2], hx)
+
+    def blocking_put(self, data: bytes, h: bytes | None = None) -> bytes:
+        """put(), from a thread: `h`, if given, is the BLAKE3 hash of `data`, computed by the caller
+        in this process (sealing hashes every ciphertext anyway): trusted, not recomputed."""
+        return self._put_sync(data, h)
 
     def _put_sync(self, data: bytes, h: bytes | None = None) -> bytes:
         if len(data) > MAX_OBJECT_SIZE:

@@ -9,9 +9,10 @@ so a retried push is idempotent and never reuses a key for different plaintext.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from nacl.signing import SigningKey
 
@@ -42,6 +43,15 @@ def manifest_hash_of(entry: RegistryEntry) -> bytes:
     if len(entry.data) != 33 or entry.data[:1] != HEAD_DATA_PREFIX:
         raise RegistryError("head data is not 0x1e followed by a 32-byte BLAKE3 hash")
     return entry.data[1:]
+
+
+def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
+    """`run`, if it holds exactly the operations a..b of this device's log of `sid`."""
+    have = run.seqs
+    if have != list(range(a, b + 1)):
+        raise SyncError(f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
+                        f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log")
+    return run
 
 
 def _levels_to_cbor(levels: list[list[Entry]]) -> list:
@@ -243,15 +253,14 @@ class Syncer(SharingMixin):
             levels = _levels_from_cbor(state["tree"])
             if last > state["pushed_seq"]:
                 async def load(a: int, b: int) -> LogRun:
-                    run = await self.db.log_run(sid, self.db.device_id, a - 1, b)
-                    have = run.seqs
-                    if have != list(range(a, b + 1)):
-                        raise SyncError(f"this device's log of {sid} is not contiguous between {a} and {b} (have "
-                                        f"{len(have)} operations, first {have[:3]}, last {have[-3:]}); not pushing "
-                                        f"a torn log")
-                    return run
+                    return _contiguous(sid, a, b, await self.db.log_run(sid, self.db.device_id, a - 1, b))
 
-                entries, lamport = await ctx.writer.write_run(load, state["pushed_seq"] + 1, last)
+                @contextlib.contextmanager
+                def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
+                    with self.db.run_reader() as reader:  # a worker thread's own connection
+                        yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, self.db.device_id, a - 1, b))
+
+                entries, lamport = await ctx.writer.write_run(load, open_loader, state["pushed_seq"] + 1, last)
                 levels[0].extend(entries)
                 out["revision"] = await self._commit_revision(ctx, state, levels, last, lamport)
                 out["objects"], out["bytes"] = ctx.writer.written.objects, ctx.writer.written.bytes

@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
+import threading
 from bisect import bisect_right
 from itertools import accumulate, chain, compress, repeat
 from operator import add, truediv
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, ContextManager
 
 from sessiond.storage.cid import BlobId, CIDError
 from sessiond.storage.db import LogRun, Op, RemoteLog
@@ -38,8 +40,7 @@ FANOUT = 16
 PAGE_MAX = 1020 * 1024
 VERSION = 1  # of nodes and manifests
 PAGE_VERSION = 2  # pages are column by column since version 2
-STREAM_BYTES = 16 << 20  # read, encoded and sealed at a time by a long push
-_IN_FLIGHT = 2  # chunks of a long push being sealed and written at once
+STREAM_BYTES = 8 << 20  # read, encoded and sealed at a time by one worker of a long push
 _PAGE_HEAD = 512  # bounds a page's keys, column heads, version and type (device and session come on top)
 
 T_PAGE = "sessiond/page"
@@ -50,6 +51,14 @@ T_MANIFEST = "sessiond/manifest"
 
 
 _SEALERS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="sessiond-seal")
+# A long push: worker threads that each read, encode and seal a chunk (one per core: their work
+# releases the GIL), and writer threads for a store with a blocking put, so that files are written and
+# fsynced several at once (the disk orders the flushes better than one after another).
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_PUSHERS = concurrent.futures.ThreadPoolExecutor(_WORKERS, thread_name_prefix="sessiond-push")
+_WRITERS = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sessiond-write")
+_WRITES_OUT = 32  # objects handed to the writers and not yet written, at most (32 MiB)
+_FIRST_CHUNK = 1024  # operations: a run no longer is read at once; a long one begins with a chunk of it
 
 
 class LogError(ValueError):
@@ -254,59 +263,32 @@ class LogWriter:
         # CPU work: off the event loop, so the API stays quick
         return await self._seal_and_put(await asyncio.to_thread(self.pages, run))
 
-    async def write_run(self, load: Callable[[int, int], Awaitable[LogRun]], first: int,
-                        last: int) -> tuple[list[Entry], int]:
-        """Store operations first..last as pages, reading them a chunk of about STREAM_BYTES at a time
-        with `load(a, b)` (Database.log_run for seqs a..b), so that memory stays bounded whatever the
-        size of the run. The stages overlap: the next chunk is read as soon as one arrives, while this
-        one is cut and encoded into pages and the pages before are sealed and written (at most
-        _IN_FLIGHT chunks at a time). The last page of a chunk may still fill up: its operations go
-        round again with the next chunk (as views of their contents, not copies).
-        Returns (entries, highest Lamport value)."""
-        chunk = 1024  # operations; from the second chunk on, as many as make about STREAM_BYTES
-        lamport = 0
-        carry = LogRun.empty()
-        seq = first
-        pending: list[asyncio.Future] = []  # sealing and writing, one per chunk, in seq order
-        done: list[Entry] = []
+    async def write_run(self, load: Callable[[int, int], Awaitable[LogRun]],
+                        open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
+                        first: int, last: int) -> tuple[list[Entry], int]:
+        """Store operations first..last as pages. Returns (entries, highest Lamport value).
 
-        def read_next() -> asyncio.Future | None:
-            nonlocal seq
-            if seq > last:
-                return None
-            a, seq = seq, min(last, seq + chunk - 1) + 1
-            return asyncio.ensure_future(load(a, seq - 1))
-
-        reading = read_next()
+        A short run is read at once with `load(a, b)` (async; Database.log_run for seqs a..b). A long
+        one is read a chunk of about STREAM_BYTES at a time, so that memory stays bounded whatever its
+        size, by worker threads that each take the next chunk and read, encode, seal and write it: the
+        heavy work (SQLite, libsodium, BLAKE3, file writes) releases the GIL, so the workers run side
+        by side, and nothing is handed to the event loop per page. `open_loader()` gives a worker its
+        own reader: a context manager yielding a plain function load(a, b) -> LogRun."""
+        if last - first < _FIRST_CHUNK:
+            run = await load(first, last)
+            return await self.write_pages(run), max(run.lams, default=0)
+        job = _RunJob(self, first, last, open_loader, asyncio.get_running_loop())
+        # asyncio.wait, not gather: cancelling this push must not drop the workers while they run
+        workers = [asyncio.wrap_future(_PUSHERS.submit(job.work)) for _ in range(_WORKERS)]
         try:
-            while reading is not None:
-                run = await reading
-                reading = read_next()
-                if len(carry):
-                    run = carry + run
-                cut = await asyncio.to_thread(self.cut, run)
-                count = len(cut[0]) - 1
-                if reading is not None:
-                    count -= 1
-                    carry = run.tail(cut[0][count])
-                if not count:
-                    continue
-                pages = await asyncio.to_thread(self.pages, run, cut, count)
-                per_op = max(1, sum(len(p[0]) for p in pages) // cut[0][count])  # bytes per operation, about
-                chunk = min(1 << 17, max(16, STREAM_BYTES // per_op))
-                lamport = max(lamport, max(run.lams[:cut[0][count]]))
-                pending.append(asyncio.ensure_future(self._seal_and_put(pages)))
-                while len(pending) >= _IN_FLIGHT or (pending and pending[0].done()):
-                    done.extend(await pending.pop(0))
-            for task in pending:
-                done.extend(await task)
-            pending = []
-        finally:
-            for task in pending + ([reading] if reading is not None else []):
-                task.cancel()
-            if pending or reading is not None:
-                await asyncio.gather(*pending, *([reading] if reading is not None else []), return_exceptions=True)
-        return done, lamport
+            await asyncio.wait(workers)
+            await job.drain()
+        except BaseException:
+            job.stop()  # the workers stop at their next step; let them and their writes wind down
+            await asyncio.wait(workers)
+            await job.drain(cancel=True)
+            raise
+        return job.result()
 
     async def compact(self, levels: list[list[Entry]],
                       load_records: Callable[[int, int], Awaitable[LogRun]]) -> list[list[Entry]]:
@@ -347,6 +329,137 @@ class LogWriter:
     def seal_manifest(self, plain: bytes, head_pk: bytes, rev: int) -> tuple[bytes, EncryptedCID]:
         # Not padded: a reader knows the manifest's size only from the ciphertext.
         return seal(plain, manifest_key(self.key, head_pk, rev), pad=False)
+
+
+class _Stopped(Exception):
+    """A worker of a _RunJob that stops because another failed or the push was cancelled."""
+
+
+class _RunJob:
+    """One long run written by worker threads (LogWriter.write_run). Chunks are handed out in seq
+    order; each worker reads its chunk on its own connection, then waits for its turn to cut it into
+    pages (the last page of a chunk may still fill up, so its operations go round again with the next
+    chunk, as views of their contents), then encodes, seals and writes the pages without waiting for
+    anyone. Only the cut is taken in turn, and it is cheap (sizes only); pages stay full across chunk
+    edges, as if one reader went through the run in order. Writes go to the store from a pool (at most
+    _WRITES_OUT objects at a time): for a store with a blocking put, straight from threads; for any
+    other, through the event loop with the writer's timeout."""
+
+    def __init__(self, writer: "LogWriter", first: int, last: int,
+                 open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
+                 loop: asyncio.AbstractEventLoop):
+        self.writer, self.last, self.open_loader, self.loop = writer, last, open_loader, loop
+        self.blocking_put = writer.store.blocking_put
+        self.cond = threading.Condition()
+        self.next_seq = first
+        self.chunk = _FIRST_CHUNK  # operations; then as many as make about STREAM_BYTES
+        self.given = 0  # chunks handed out
+        self.turn = 0  # the chunk whose cut is next
+        self.carry = LogRun.empty()
+        self.done: dict[int, tuple[list[Entry], int]] = {}  # chunk -> (entries, highest Lamport value)
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.slots = threading.Semaphore(_WRITES_OUT)
+        self.writes: list[concurrent.futures.Future] = []
+
+    def stop(self, error: BaseException | None = None) -> None:
+        with self.cond:
+            if error is not None and self.error is None and not isinstance(error, _Stopped):
+                self.error = error
+            self.stopped = True
+            self.cond.notify_all()
+
+    def work(self) -> None:
+        try:
+            with self.open_loader() as load:
+                while self._chunk(load):
+                    pass
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            self.stop(exc)
+
+    def _chunk(self, load: Callable[[int, int], LogRun]) -> bool:
+        with self.cond:
+            if self.stopped or self.next_seq > self.last:
+                return False
+            k, a = self.given, self.next_seq
+            b = min(self.last, a + self.chunk - 1)
+            self.given, self.next_seq = k + 1, b + 1
+        run = load(a, b)
+        with self.cond:  # the cut, in chunk order
+            while self.turn != k and not self.stopped:
+                self.cond.wait()
+            if self.stopped:
+                raise _Stopped
+            if len(self.carry):
+                run = self.carry + run
+            cut = self.writer.cut(run)
+            count = len(cut[0]) - 1
+            if b < self.last:  # the last page may still fill up: round again with the next chunk
+                count -= 1
+                self.carry = run.tail(cut[0][count])
+            per_op = max(1, (sum(run.sizes) + 48 * len(run)) // max(1, len(run)))  # bytes per operation, about
+            self.chunk = min(1 << 17, max(16, STREAM_BYTES // per_op))
+            self.turn += 1
+            self.cond.notify_all()
+        if not count:
+            return True
+        entries = []
+        for plain, lo, hi in self.writer.pages(run, cut, count):
+            objects, ref, parts = self.writer._seal_page(plain)
+            for ct, obj in objects:
+                self._write(ct, obj.hash)
+            entries.append(Entry(lo, hi, len(plain), False, ref, parts))
+        self.done[k] = (entries, max(run.lams[:cut[0][count]]))
+        return True
+
+    def _write(self, ct: bytes, h: bytes) -> None:
+        while not self.slots.acquire(timeout=0.1):
+            if self.stopped:
+                raise _Stopped
+        if self.stopped:
+            self.slots.release()
+            raise _Stopped
+        if self.blocking_put is not None:
+            fut = _WRITERS.submit(self._put_one, ct, h)
+        else:
+            fut = asyncio.run_coroutine_threadsafe(self.writer.put([ct], [h]), self.loop)
+        with self.cond:
+            self.writes.append(fut)
+        fut.add_done_callback(self._written)
+
+    def _put_one(self, ct: bytes, h: bytes) -> None:
+        self.blocking_put(ct, h)
+        with self.cond:
+            self.writer.written.objects += 1
+            self.writer.written.bytes += len(ct)
+
+    def _written(self, fut: concurrent.futures.Future) -> None:
+        self.slots.release()
+        if not fut.cancelled() and fut.exception() is not None:
+            self.stop(fut.exception())
+
+    async def drain(self, cancel: bool = False) -> None:
+        """Wait for every write handed out; raise the first failure of the job."""
+        with self.cond:
+            writes = list(self.writes)
+        if cancel:
+            for fut in writes:
+                fut.cancel()  # only those not started; a write under way finishes (it is atomic)
+        if writes:
+            waits = [asyncio.wrap_future(f) for f in writes]
+            await asyncio.wait(waits)
+            for w in waits:  # their failures are the job's (see _written): taken, not left unretrieved
+                w.cancelled() or w.exception()
+        if self.error is not None and not cancel:
+            raise self.error
+
+    def result(self) -> tuple[list[Entry], int]:
+        if self.error is not None:
+            raise self.error
+        entries = [e for k in sorted(self.done) for e in self.done[k][0]]
+        return entries, max((lam for _, lam in self.done.values()), default=0)
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -2,8 +2,13 @@
 against the plain definitions they speed up."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import sqlite3
+import threading
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -15,6 +20,8 @@ from sessiond.sync.checkpoint import ProofError, check_proofs, conversation_hash
 from sessiond.sync.crypto import seal
 from sessiond.storage.store import FileStore
 from sessiond.sync import log as log_mod
+from faults import FaultyStore
+from sessiond.storage.store import StoreError
 from sessiond.sync.log import PAGE_MAX, Entry, LogError, LogReader, LogWriter, op_to_cbor
 
 SID, DEV = "sess", "dev0"
@@ -245,16 +252,110 @@ async def test_a_long_run_is_written_in_chunks_and_reads_back(tmp_path, monkeypa
                           i, {"k": i} if i % 301 == 0 else None))
     recs = records(items)
     run = LogRun.from_records(recs)
-    loads = []
+    loads, readers = [], []
 
-    async def load(a, b):
-        loads.append((a, b))
-        return LogRun.from_records(recs[a - 1:b])
+    async def load(a, b):  # a short run only
+        raise AssertionError("a long run is read by the workers")
 
-    store = FileStore(str(tmp_path / "store"))
+    @contextlib.contextmanager
+    def open_loader():
+        readers.append(threading.get_ident())
+
+        def read(a, b):
+            loads.append((a, b))
+            return LogRun.from_records(recs[a - 1:b])
+        yield read
+
+    for store in (FileStore(str(tmp_path / "store")), FaultyStore(FileStore(str(tmp_path / "store2")))):
+        loads.clear()
+        writer = LogWriter(SID, DEV, bytes(range(32)), store)
+        entries, lamport = await writer.write_run(load, open_loader, 1, len(recs))
+        assert lamport == max(run.lams) and len(loads) > 3  # several chunks
+        spans = sorted(loads)  # every operation read once
+        assert [a for a, _ in spans] == [1] + [b + 1 for _, b in spans[:-1]] and spans[-1][1] == len(recs)
+        assert [e.first for e in entries] == [1] + [e.last + 1 for e in entries[:-1]] and entries[-1].last == len(recs)
+        root = getattr(store, "inner", store).root
+        files = [f for _, _, fs in os.walk(os.path.join(root, "objects")) for f in fs]
+        # some pages are in parts; parts that repeat are the same object (same plaintext, same key)
+        assert writer.written.objects >= len(files) > len(entries)
+        assert writer.written.bytes >= sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
+                                           os.walk(os.path.join(root, "objects")) for f in fs)
+        ops = await LogReader(SID, DEV, store).ops(entries)
+        assert [dagcbor.encode(op_to_cbor(o)) for o in ops] == [dagcbor.encode(op_to_cbor(o)) for o in expected_ops(recs)]
+        # pages stay full across chunk edges (a chunk's last page goes round with the next chunk)
+        assert all(e.size <= log_mod.PAGE_MAX or e.parts for e in entries)
+        assert len(entries) <= len(writer.pages(run)) + 2
+    assert len(set(readers)) > 1  # read by several threads at once, each on its own reader
+
+
+def _long_run(n: int = 6000) -> list[tuple]:
+    return records([("main", "user", f"{i} " + "words " * 60, None, None) for i in range(n)])
+
+
+def _loader(recs, fail_at: int | None = None, delay: float = 0.0):
+    @contextlib.contextmanager
+    def open_loader():
+        def read(a, b):
+            time.sleep(delay)
+            if fail_at is not None and a <= fail_at <= b:
+                raise RuntimeError(f"cannot read {a}..{b} (injected)")
+            return LogRun.from_records(recs[a - 1:b])
+        yield read
+    return open_loader
+
+
+async def _no_short(a, b):
+    raise AssertionError("a long run is read by the workers")
+
+
+async def _workers_idle() -> None:
+    """The push's worker pool runs a new job at once: no worker of an earlier push is still busy."""
+    t = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(log_mod._PUSHERS.submit(time.sleep, 0))
+                                            for _ in range(log_mod._WORKERS))), 2)
+    assert time.monotonic() - t < 1
+
+
+async def test_a_long_run_that_cannot_be_read_fails_with_the_reason(tmp_path, monkeypatch):
+    """A worker that fails stops the others; the push fails with that error and nothing is left running."""
+    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
+    recs = _long_run()
+    writer = LogWriter(SID, DEV, bytes(range(32)), FileStore(str(tmp_path / "store")))
+    with pytest.raises(RuntimeError, match="cannot read"):
+        await writer.write_run(_no_short, _loader(recs, fail_at=4000), 1, len(recs))
+    await _workers_idle()
+
+
+async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
+    monkeypatch.setattr(log_mod, "PAGE_MAX", 20_000)
+    recs = _long_run()
+    store = FaultyStore(FileStore(str(tmp_path / "store")))
+    store.mode = "down"
+    with pytest.raises(StoreError, match="down"):
+        await LogWriter(SID, DEV, bytes(range(32)), store).write_run(_no_short, _loader(recs), 1, len(recs))
+    await _workers_idle()
+    store.mode = "hang"
+    t = time.monotonic()
+    with pytest.raises(asyncio.TimeoutError):
+        await LogWriter(SID, DEV, bytes(range(32)), store, timeout=0.3).write_run(_no_short, _loader(recs), 1, len(recs))
+    assert time.monotonic() - t < 5
+    await _workers_idle()
+    store.mode = None  # the store is back: the same run goes through
     writer = LogWriter(SID, DEV, bytes(range(32)), store)
-    entries, lamport = await writer.write_run(load, 1, len(recs))
-    assert lamport == max(run.lams) and len(loads) > 3  # several chunks
-    assert [e.first for e in entries] == [1] + [e.last + 1 for e in entries[:-1]] and entries[-1].last == len(recs)
+    entries, _ = await writer.write_run(_no_short, _loader(recs), 1, len(recs))
     ops = await LogReader(SID, DEV, store).ops(entries)
-    assert [dagcbor.encode(op_to_cbor(o)) for o in ops] == [dagcbor.encode(op_to_cbor(o)) for o in expected_ops(recs)]
+    assert [o.seq for o in ops] == list(range(1, len(recs) + 1))
+
+
+async def test_a_cancelled_long_run_winds_its_workers_down(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
+    recs = _long_run()
+    writer = LogWriter(SID, DEV, bytes(range(32)), FileStore(str(tmp_path / "store")))
+    task = asyncio.ensure_future(writer.write_run(_no_short, _loader(recs, delay=0.05), 1, len(recs)))
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _workers_idle()  # they stopped at their next step instead of reading the rest of the run
