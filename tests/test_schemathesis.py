@@ -89,6 +89,7 @@ def test_schemathesis_every_operation(api, mode):
     proc, doc, session = api
     checked: list[str] = []
     statuses: dict[int, int] = {}
+    succeeded: set[str] = set()  # operations that answered a generated request with a 2xx
     for op in _operations(doc):
         if op.path in ("/v1/events",):  # a stream that stays open: covered by tests/test_daemon.py
             continue
@@ -101,6 +102,8 @@ def test_schemathesis_every_operation(api, mode):
         def run(case):
             response = case.call(base_url=BASE, session=session, timeout=30)
             statuses[response.status_code // 100] = statuses.get(response.status_code // 100, 0) + 1
+            if response.status_code < 300:
+                succeeded.add(f"{op.method.upper()} {op.path}")
             case.validate_response(response, checks=checks)
 
         try:
@@ -113,6 +116,9 @@ def test_schemathesis_every_operation(api, mode):
     assert len(checked) >= (30 if mode == "positive" else 20), checked  # every route was driven
     assert statuses.get(5, 0) == 0
     if mode == "positive":
-        assert statuses.get(2, 0) > 50, statuses  # valid requests do get through, not only 404s
+        # valid requests do get through, not only 404s: counted by operation, not by request, since
+        # how many generated ids happen to exist varies from run to run (seen: 50 to 64 of 467 requests,
+        # always 8 or 9 operations, the ones that need no existing session among them)
+        assert len(succeeded) >= 6, (succeeded, statuses)
     else:
         assert statuses.get(4, 0) > 50, statuses
