@@ -273,6 +273,13 @@ _RUN_SQL = ("SELECT group_concat(seq), group_concat(lamport), group_concat(print
             " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?")
 
 
+# Reads of long runs (a first push, an export) go through the OS page cache without a copy per database
+# page: 3x faster on a 200 MB session. Only address space; the kernel may drop it. As large as SQLite
+# allows (2 GB), so that a session stored beyond the first few hundred MB of the file reads as fast
+# (measured: a 185 MB first push 1.06 s with 256 MB, 0.97 s with this, after 1 GB of other sessions).
+MMAP_SIZE = 0x7FFF0000
+
+
 def _log_run_sync(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upto: int) -> LogRun:
     cur = conn.cursor()
     cur.row_factory = None
@@ -319,7 +326,7 @@ class RunReader:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA query_only=1")
-            self._conn.execute("PRAGMA mmap_size=268435456")
+            self._conn.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
             self._conn.execute("PRAGMA busy_timeout=5000")
         except BaseException:
             self._conn.close()
@@ -436,9 +443,7 @@ class Database:
         reader = await aiosqlite.connect(path, isolation_level=None)
         reader.row_factory = aiosqlite.Row
         await reader.execute("PRAGMA query_only=1")
-        # Reads of long runs (a first push, an export) go through the OS page cache without a copy per
-        # database page: 3x faster on a 200 MB session. Only address space; the kernel may drop it.
-        await reader.execute("PRAGMA mmap_size=268435456")
+        await reader.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
         await reader.execute("PRAGMA busy_timeout=5000")
         return cls(conn, device_id, path, reader)
 

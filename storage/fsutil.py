@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import secrets
 
+_FADVISE = hasattr(os, "posix_fadvise")  # Linux and most Unixes; not macOS
+
 
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -13,10 +15,12 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o600, *, sync: bool = True) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o600, *, sync: bool = True, uncached: bool = False) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix.
 
     The file is created with `mode` from the start (never readable by others, even for an instant).
+    `uncached`: once the file is on disk, drop it from the OS page cache (where the OS can), for
+    files that this process will not read again soon. See FileStore.
     """
     folder = os.path.dirname(path) or "."
     tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}-{secrets.token_hex(6)}")
@@ -28,6 +32,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, *, sync: bool = True
             view = view[n:]
         if sync:
             os.fsync(fd)
+            if uncached and _FADVISE:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages only: they are on disk
     except BaseException:
         os.close(fd)
         try:
