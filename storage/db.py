@@ -298,11 +298,14 @@ def _log_run_sync(conn: sqlite3.Connection, sid: str, device_id: str, after: int
     if seqs is None:
         run = LogRun.empty()
     else:
-        seqs = list(map(int, seqs.split(",")))
+        # each column one json.loads, in C (a quarter quicker than splitting and converting in Python):
+        # the numbers are written by SQLite, so each list is valid JSON once bracketed ('%!.17g' always
+        # writes a float with a point or an exponent, so created stays float)
+        loads = json.loads
+        seqs = loads(f"[{seqs}]")
         n = len(seqs)
-        run = LogRun(seqs, list(map(int, lams.split(","))), ["message.add"] * n, [None] * n,
-                     list(map(float, created.split(","))), json.loads(chats), json.loads(roles), json.loads(toks),
-                     json.loads(extras), list(map(int, sizes.split(","))), blob)
+        run = LogRun(seqs, loads(f"[{lams}]"), ["message.add"] * n, [None] * n, loads(f"[{created}]"), loads(chats),
+                     loads(roles), loads(toks), loads(extras), loads(f"[{sizes}]"), blob)
     if run.seqs != sorted(run.seqs):  # the index gives seq order; should SQLite ever not, sort (contents too)
         order = sorted(range(len(run)), key=run.seqs.__getitem__)
         offs = list(accumulate(run.sizes, initial=0))
