@@ -8,6 +8,7 @@ _nstr = {"type": ["string", "null"]}
 _num = {"type": "number"}
 _nnum = {"type": ["number", "null"]}
 _obj = {"type": "object"}
+_nobj = {"type": ["object", "null"]}  # in a request: null is the same as {} (PATCH: clears it)
 
 SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
     "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 10},
@@ -29,16 +30,16 @@ SCHEMAS: dict[str, dict] = {
     "MessageIn": MESSAGE_IN,
     "SessionCreate": {"type": "object", "additionalProperties": False, "properties": {
         "id": ID, "user": _nstr, "name": _nstr, "system_prompt": _nstr, "model": _nstr,
-        "settings": {"$ref": "#/components/schemas/Settings"},
-        "initial_messages": {"type": "array", "items": {"$ref": "#/components/schemas/MessageIn"}},
-        "metadata": _obj, "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 100}},
-        "preferences": _obj, "expires_at": _nnum, "expires_in": {"type": ["number", "null"], "minimum": 1}}},
+        "settings": {"anyOf": [{"$ref": "#/components/schemas/Settings"}, {"type": "null"}]},
+        "initial_messages": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/MessageIn"}},
+        "metadata": _nobj, "tags": {"type": ["array", "null"], "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+        "preferences": _nobj, "expires_at": _nnum, "expires_in": {"type": ["number", "null"], "minimum": 1}}},
     "SessionPatch": {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
         "user": _nstr, "name": _nstr, "system_prompt": _nstr, "model": _nstr,
-        "settings": {"$ref": "#/components/schemas/Settings"},
-        "initial_messages": {"type": "array", "items": {"$ref": "#/components/schemas/MessageIn"}},
-        "metadata": _obj, "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 100}},
-        "preferences": _obj, "expires_at": _nnum, "expires_in": {"type": ["number", "null"], "minimum": 1}}},
+        "settings": {"anyOf": [{"$ref": "#/components/schemas/Settings"}, {"type": "null"}]},
+        "initial_messages": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/MessageIn"}},
+        "metadata": _nobj, "tags": {"type": ["array", "null"], "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+        "preferences": _nobj, "expires_at": _nnum, "expires_in": {"type": ["number", "null"], "minimum": 1}}},
     "Session": {"type": "object", "required": ["id", "status", "current_chat", "created_at"], "properties": {
         "id": _str, "user": _nstr, "name": _nstr, "system_prompt": _nstr, "model": _nstr,
         "settings": _obj, "initial_messages": {"type": "array"}, "metadata": _obj,

@@ -168,6 +168,27 @@ def test_patch_rules(daemon):
     assert c.get_session(sid)["status"] == "active"
 
 
+def test_null_means_the_default_and_a_patch_with_null_clears(daemon):
+    """What the OpenAPI document promises: null for these fields is accepted, as their empty default."""
+    c = daemon.client()
+    fields = ("settings", "initial_messages", "metadata", "tags", "preferences")
+    st, s = raw(daemon, "POST", "/v1/sessions", json.dumps({k: None for k in fields}).encode())
+    assert st == 201, s
+    got = c.get_session(s["id"])
+    assert (got["settings"], got["metadata"], got["tags"], got["preferences"]) == ({}, {}, [], {})
+    sid = c.create_session(tags=["a", "b"], metadata={"k": 1}, preferences={"p": True})["id"]
+    st, data = raw(daemon, "PATCH", f"/v1/sessions/{sid}", b'{"tags": null, "metadata": null, "preferences": null}')
+    assert st == 200, data
+    got = c.get_session(sid)
+    assert (got["tags"], got["metadata"], got["preferences"]) == ([], {}, {})
+    schemas = c.openapi()["components"]["schemas"]
+    for name in ("SessionCreate", "SessionPatch"):
+        props = schemas[name]["properties"]
+        for k in ("initial_messages", "metadata", "tags", "preferences"):
+            assert "null" in props[k]["type"], (name, k)
+        assert {"type": "null"} in props["settings"]["anyOf"]
+
+
 def test_openapi_matches_routes(daemon):
     doc = daemon.client().openapi()
     assert doc["openapi"].startswith("3.")
