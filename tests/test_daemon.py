@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import stat
 import tempfile
 
@@ -111,6 +112,7 @@ def test_long_home_path_uses_a_private_socket_folder():
         assert d.client().status()["socket"] == d.socket
     finally:
         d.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_old_schema_upgrades_in_place(home):
