@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -38,7 +39,14 @@ def cpu_s(pid: int) -> float:
 
 
 def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: float = 600) -> dict:
-    store = "file://" + os.path.join(tempfile.mkdtemp(prefix="sd-load-"), "store")
+    folder = tempfile.mkdtemp(prefix="sd-load-")
+    try:
+        return _run(f"file://{folder}/store", sessions, messages, clients, timeout)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(store: str, sessions: int, messages: int, clients: int, timeout: float) -> dict:
     out: dict = {"sessions": sessions, "messages_per_session": messages, "clients": clients}
     with Daemon(store) as a, Daemon(store) as b:
         errors: list[str] = []
