@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import sqlite3
@@ -359,3 +360,51 @@ async def test_a_cancelled_long_run_winds_its_workers_down(tmp_path, monkeypatch
     with pytest.raises(asyncio.CancelledError):
         await task
     await _workers_idle()  # they stopped at their next step instead of reading the rest of the run
+
+
+async def test_the_collector_is_paused_only_while_long_runs_are_written(tmp_path, monkeypatch):
+    """write_run turns Python's cyclic collector off for a long run and back on after it, whether the
+    run succeeds, fails or is cancelled; several at once turn it back on when the last ends; and it
+    stays off if it was off before."""
+    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
+    recs = _long_run()
+    seen: list[bool] = []
+
+    def watched(**kw):
+        inner = _loader(recs, **kw)
+
+        @contextlib.contextmanager
+        def open_loader():
+            with inner() as read:
+                def read_watched(a, b):
+                    seen.append(gc.isenabled())
+                    return read(a, b)
+                yield read_watched
+        return open_loader
+
+    assert gc.isenabled()
+    writer = LogWriter(SID, DEV, bytes(range(32)), FileStore(str(tmp_path / "store")))
+    await writer.write_run(_no_short, watched(), 1, len(recs))
+    assert len(seen) > 3 and not any(seen) and gc.isenabled()
+    seen.clear()
+    with pytest.raises(RuntimeError, match="cannot read"):
+        await writer.write_run(_no_short, watched(fail_at=4000), 1, len(recs))
+    assert seen and not any(seen) and gc.isenabled()
+    task = asyncio.ensure_future(writer.write_run(_no_short, watched(delay=0.05), 1, len(recs)))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _workers_idle()
+    assert gc.isenabled()
+    with log_mod._gc_paused():  # two at once: on again only when the last ends
+        with log_mod._gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:  # off before: left off
+        await writer.write_run(_no_short, watched(), 1, len(recs))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
