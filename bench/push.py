@@ -5,7 +5,7 @@ rate measured in the same process. Prints JSON.
 The full push is measured for three message mixes (MIXES below), because its cost is partly per
 message (reading rows, building columns) and partly per byte (crypto, hashing, writing files): the
 fraction of the raw rate it reaches depends on the message size. Each mix is pushed BENCH_RUNS times
-(3), each a new session, with the raw rate measured again just before each push, because this
+(5), each a new session, with the raw rate measured again just before each push, because this
 machine's speed drifts by a quarter from minute to minute: each run's fraction pairs a push with a
 raw rate measured moments before it (the best of three measures, the strictest). The run with the
 median fraction is reported, and every run is listed under "runs".
@@ -37,7 +37,7 @@ CONTENT = "a message of a typical length, with a few words of text in it " * 2  
 
 
 FULL_N = int(os.environ.get("BENCH_FULL", 100_000))
-RUNS = int(os.environ.get("BENCH_RUNS", 3))
+RUNS = int(os.environ.get("BENCH_RUNS", 5))
 # Message lengths (characters) of a full first push, user turns alternating with assistant turns:
 # "short" is the 124-byte message of the incremental runs; "chat" is LMSYS-Chat-1M's averages (about 70
 # tokens per prompt and 215 per response, at ~4 characters a token); "long" is long-form answers.
