@@ -278,6 +278,8 @@ _RUN_SQL = ("SELECT group_concat(seq), group_concat(lamport), group_concat(print
 # allows (2 GB), so that a session stored beyond the first few hundred MB of the file reads as fast
 # (measured: a 185 MB first push 1.06 s with 256 MB, 0.97 s with this, after 1 GB of other sessions).
 MMAP_SIZE = 0x7FFF0000
+# Every read-only connection: the database's reader and a push's workers' own (RunReader).
+_READER_PRAGMAS = ("PRAGMA query_only=1", f"PRAGMA mmap_size={MMAP_SIZE}", "PRAGMA busy_timeout=5000")
 
 
 def _log_run_sync(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upto: int) -> LogRun:
@@ -328,9 +330,8 @@ class RunReader:
     def __init__(self, path: str):
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            self._conn.execute("PRAGMA query_only=1")
-            self._conn.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
-            self._conn.execute("PRAGMA busy_timeout=5000")
+            for pragma in _READER_PRAGMAS:
+                self._conn.execute(pragma)
         except BaseException:
             self._conn.close()
             raise
@@ -445,9 +446,8 @@ class Database:
             device_id = row[0]
         reader = await aiosqlite.connect(path, isolation_level=None)
         reader.row_factory = aiosqlite.Row
-        await reader.execute("PRAGMA query_only=1")
-        await reader.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
-        await reader.execute("PRAGMA busy_timeout=5000")
+        for pragma in _READER_PRAGMAS:
+            await reader.execute(pragma)
         return cls(conn, device_id, path, reader)
 
     async def close(self) -> None:
