@@ -54,12 +54,11 @@ T_MANIFEST = "sessiond/manifest"
 
 _SEALERS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="sessiond-seal")
 # A long push: worker threads that each read, encode and seal a chunk (one per core: their work
-# releases the GIL), and writer threads for a store with a blocking put, so that files are written and
-# fsynced several at once (the disk orders the flushes better than one after another).
+# releases the GIL), and hand the objects to the store (Store.put_in_background: a file store writes
+# and fsyncs several at once on its own threads).
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _PUSHERS = concurrent.futures.ThreadPoolExecutor(_WORKERS, thread_name_prefix="sessiond-push")
-_WRITERS = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sessiond-write")
-_WRITES_OUT = 32  # objects handed to the writers and not yet written, at most (32 MiB)
+_WRITES_OUT = 32  # objects handed to the store and not yet written, at most (32 MiB)
 _FIRST_CHUNK = 1024  # operations: a run no longer is read at once; a long one begins with a chunk of it
 
 
@@ -374,15 +373,15 @@ class _RunJob:
     pages (the last page of a chunk may still fill up, so its operations go round again with the next
     chunk, as views of their contents), then encodes, seals and writes the pages without waiting for
     anyone. Only the cut is taken in turn, and it is cheap (sizes only); pages stay full across chunk
-    edges, as if one reader went through the run in order. Writes go to the store from a pool (at most
-    _WRITES_OUT objects at a time): for a store with a blocking put, straight from threads; for any
-    other, through the event loop with the writer's timeout."""
+    edges, as if one reader went through the run in order. At most _WRITES_OUT objects are being
+    written at a time: by the store's own threads where it offers them (Store.put_in_background), else
+    through the event loop; either way a write that does not end within the writer's timeout fails
+    the push."""
 
     def __init__(self, writer: "LogWriter", first: int, last: int,
                  open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
                  loop: asyncio.AbstractEventLoop):
         self.writer, self.last, self.open_loader, self.loop = writer, last, open_loader, loop
-        self.blocking_put = writer.store.blocking_put
         self.cond = threading.Condition()
         self.next_seq = first
         self.chunk = _FIRST_CHUNK  # operations; then as many as make about STREAM_BYTES
@@ -448,33 +447,41 @@ class _RunJob:
         return True
 
     def _write(self, ct: bytes, h: bytes) -> None:
+        waited = 0.0
         while not self.slots.acquire(timeout=0.1):
             if self.stopped:
                 raise _Stopped
+            waited += 0.1
+            if waited >= self.writer.timeout:  # _WRITES_OUT writes under way and none ends: a hung store
+                raise asyncio.TimeoutError(f"the store finished none of {_WRITES_OUT} writes in "
+                                           f"{self.writer.timeout:g} s")
         if self.stopped:
             self.slots.release()
             raise _Stopped
-        if self.blocking_put is not None:
-            fut = _WRITERS.submit(self._put_one, ct, h)
-        else:
+        fut = self.writer.store.put_in_background(ct, h)
+        if fut is None:  # through the event loop, with the writer's timeout; writer.put counts it
             fut = asyncio.run_coroutine_threadsafe(self.writer.put([ct], [h]), self.loop)
+            size = None
+        else:
+            size = len(ct)
         with self.cond:
             self.writes.append(fut)
-        fut.add_done_callback(self._written)
+        fut.add_done_callback(lambda f: self._written(f, size))
 
-    def _put_one(self, ct: bytes, h: bytes) -> None:
-        self.blocking_put(ct, h)
-        with self.cond:
-            self.writer.written.objects += 1
-            self.writer.written.bytes += len(ct)
-
-    def _written(self, fut: concurrent.futures.Future) -> None:
+    def _written(self, fut: concurrent.futures.Future, size: int | None) -> None:
         self.slots.release()
-        if not fut.cancelled() and fut.exception() is not None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
             self.stop(fut.exception())
+        elif size is not None:
+            with self.cond:
+                self.writer.written.objects += 1
+                self.writer.written.bytes += size
 
     async def drain(self, cancel: bool = False) -> None:
-        """Wait for every write handed out; raise the first failure of the job."""
+        """Wait for every write handed out (at most the writer's timeout: a store that hangs fails
+        the push, and a cancelled push does not wait on it); raise the first failure of the job."""
         with self.cond:
             writes = list(self.writes)
         if cancel:
@@ -482,9 +489,12 @@ class _RunJob:
                 fut.cancel()  # only those not started; a write under way finishes (it is atomic)
         if writes:
             waits = [asyncio.wrap_future(f) for f in writes]
-            await asyncio.wait(waits)
+            _, hung = await asyncio.wait(waits, timeout=self.writer.timeout)
             for w in waits:  # their failures are the job's (see _written): taken, not left unretrieved
-                w.cancelled() or w.exception()
+                w.done() and (w.cancelled() or w.exception())
+            if hung and not cancel:
+                self.stop(asyncio.TimeoutError(f"the store did not finish {len(hung)} writes in "
+                                               f"{self.writer.timeout:g} s"))
         if self.error is not None and not cancel:
             raise self.error
 

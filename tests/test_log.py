@@ -23,6 +23,7 @@ from sessiond.storage.store import FileStore
 from sessiond.sync import log as log_mod
 from faults import FaultyStore
 from sessiond.storage.store import StoreError
+from sessiond.storage.registry import RegistryEntry
 from sessiond.sync.log import PAGE_MAX, Entry, LogError, LogReader, LogWriter, op_to_cbor
 
 SID, DEV = "sess", "dev0"
@@ -327,13 +328,38 @@ async def test_a_long_run_that_cannot_be_read_fails_with_the_reason(tmp_path, mo
     await _workers_idle()
 
 
-async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_out(tmp_path, monkeypatch):
+class _StuckFileStore(FileStore):
+    """A file store whose own writer threads fail or hang (a full disk, a network folder that hangs)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.mode: str | None = None
+        self.release = threading.Event()
+
+    def _put_sync(self, data, h=None):
+        if self.mode == "down":
+            raise OSError(28, "No space left on device")
+        if self.mode == "hang":
+            self.release.wait(30)
+        return super()._put_sync(data, h)
+
+
+@pytest.mark.parametrize("kind, failure", [("through the event loop", (StoreError, "down")),
+                                           ("on the store's threads", (OSError, "No space"))])
+async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_out(tmp_path, monkeypatch, kind,
+                                                                                  failure):
+    """A failing store fails the push with its error, a hung one within the writer's timeout; once the
+    store is back the same run goes through. Both ways a push writes: a store written through the
+    event loop (FaultyStore) and one with writer threads of its own (FileStore.put_in_background)."""
     monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
     monkeypatch.setattr(log_mod, "PAGE_MAX", 20_000)
     recs = _long_run()
-    store = FaultyStore(FileStore(str(tmp_path / "store")))
+    if kind == "through the event loop":
+        store = FaultyStore(FileStore(str(tmp_path / "store")))
+    else:
+        store = _StuckFileStore(str(tmp_path / "store"))
     store.mode = "down"
-    with pytest.raises(StoreError, match="down"):
+    with pytest.raises(failure[0], match=failure[1]):
         await LogWriter(SID, DEV, bytes(range(32)), store).write_run(_no_short, _loader(recs), 1, len(recs))
     await _workers_idle()
     store.mode = "hang"
@@ -343,8 +369,10 @@ async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_ou
     assert time.monotonic() - t < 5
     await _workers_idle()
     store.mode = None  # the store is back: the same run goes through
+    getattr(store, "release", threading.Event()).set()  # and writes that hung end
     writer = LogWriter(SID, DEV, bytes(range(32)), store)
     entries, _ = await writer.write_run(_no_short, _loader(recs), 1, len(recs))
+    assert writer.written.objects >= len(entries) > 3
     ops = await LogReader(SID, DEV, store).ops(entries)
     assert [o.seq for o in ops] == list(range(1, len(recs) + 1))
 
@@ -408,3 +436,25 @@ async def test_the_collector_is_paused_only_while_long_runs_are_written(tmp_path
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_file_store_drops_each_object_from_the_page_cache_once_it_is_on_disk(tmp_path, monkeypatch):
+    """An object is fsynced before its pages are dropped (DONTNEED drops clean pages only, so in the
+    other order they would stay), and reads back whole. Keys and heads stay cached."""
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise on this system")
+    calls: list[tuple] = []
+    real_fsync, real_fadvise = os.fsync, os.posix_fadvise
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", fd)), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: (calls.append(("fadvise", fd, advice)),
+                                                                          real_fadvise(fd, off, n, advice))[1])
+    store = FileStore(str(tmp_path / "store"))
+    data = os.urandom(300_000)
+    h = store.put_in_background(data).result(10)
+    drops = [c for c in calls if c[0] == "fadvise"]
+    assert len(drops) == 1 and drops[0][2] == os.POSIX_FADV_DONTNEED
+    assert calls.index(("fsync", drops[0][1])) < calls.index(drops[0])  # the file's own fsync came first
+    assert store._get_sync(h) == data
+    calls.clear()
+    asyncio.run(store.set_head(RegistryEntry.create(SigningKey(bytes(32)), 1, b"\x1e" + bytes(32))))
+    assert not [c for c in calls if c[0] == "fadvise"]
