@@ -259,9 +259,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             if ev is None:
                 break
             await resp.write(f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode())
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    finally:
+    except ConnectionResetError:
+        pass  # the app went away
+    finally:  # a CancelledError (the daemon stopping, the app gone) goes on up: swallowing it hangs shutdown
         d.events.unsubscribe(queue)
     return resp
 

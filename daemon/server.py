@@ -42,14 +42,19 @@ class Events:
 
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue] = set()
+        self._streams: dict[asyncio.Queue, asyncio.Task] = {}  # the task serving each subscriber
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self._queues.add(q)
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams[q] = task
         return q
 
     def unsubscribe(self, q: asyncio.Queue) -> None:
         self._queues.discard(q)
+        self._streams.pop(q, None)
 
     def publish(self, event: dict) -> None:
         event = {**event, "time": round(time.time(), 3)}
@@ -67,6 +72,18 @@ class Events:
                 q.put_nowait(None)
             except asyncio.QueueFull:
                 pass
+
+    async def shutdown(self, grace: float = 1.0) -> None:
+        """End every stream: subscribers that read get the end of the stream; a stream still open after
+        `grace` seconds (an app that stopped reading, its socket full) is cancelled."""
+        self.close()
+        tasks = set(self._streams.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=grace)
 
 
 class JsonFormatter(logging.Formatter):
@@ -170,7 +187,7 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("daemon stopping", extra={"event": "stop"})
-        self.events.close()
+        await self.events.shutdown()
         for task in list(self._tasks):
             task.cancel()
         if self._runner is not None:

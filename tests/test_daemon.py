@@ -162,3 +162,36 @@ def test_config_file_and_bad_config(home):
     os.unlink(os.path.join(home, "config.toml"))
     res = run_cli(home, "daemon", "--store", "s3://bucket")
     assert res.returncode != 0 and "unsupported store URL" in res.stderr
+
+
+def test_sigterm_with_a_stuck_event_subscriber_exits_promptly(daemon):
+    """An app subscribed to /v1/events that stopped reading (its socket full) must not hold the daemon
+    up when it is told to stop: the stream is cancelled, and the cancellation is not swallowed."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    sub = socket.socket(socket.AF_UNIX)
+    sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sub.connect(daemon.socket)
+    sub.sendall(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    sub.settimeout(10)
+    got = b""
+    while b"sessiond events" not in got:  # subscribed; from now on this app reads nothing more
+        got += sub.recv(4096)
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    for _ in range(8):  # each batch's event names its 5,000 ids: far more than the socket buffers hold
+        c.append_many(sid, [{"role": "user", "content": "x"} for _ in range(5000)])
+    c.close()
+    try:
+        t = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        try:
+            daemon.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the daemon did not stop within 10 s of SIGTERM with a subscriber open") from None
+        assert daemon.proc.returncode == 0 and time.monotonic() - t < 10
+    finally:
+        sub.close()
