@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
+import uuid
 from typing import Any, Iterator
 from urllib.parse import quote, urlencode
 
@@ -56,6 +58,25 @@ def _query(params: dict) -> str:
     return ("?" + urlencode(items)) if items else ""
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def new_idempotency_key() -> str:
+    return str(uuid.uuid4())
+
+
+def _retryable(method: str, key: str | None) -> bool:
+    """Whether a request may be sent again after its connection broke with no answer: the daemon may
+    have done it already. A GET changes nothing; an append carrying an idempotency key is answered by
+    its first result. Anything else is not repeated blindly."""
+    return method == "GET" or key is not None
+
+
+def _lost(method: str, path: str) -> ClientError:
+    return ClientError(f"the connection to the daemon broke before it answered {method} {path}; the request may "
+                       f"or may not have been done: check (e.g. `sessiond ls`, `sessiond show`) before repeating it")
+
+
 def _raise_for(status: int, data: Any) -> None:
     if status >= 400:
         err = data.get("error", {}) if isinstance(data, dict) else {}
@@ -66,7 +87,7 @@ def _raise_for(status: int, data: Any) -> None:
 class _Api:
     """Every route of the API, written once; `_call` does the transport."""
 
-    def _call(self, method: str, path: str, body: Any = None):  # pragma: no cover - overridden
+    def _call(self, method: str, path: str, body: Any = None, key: str | None = None):  # pragma: no cover
         raise NotImplementedError
 
     # daemon
@@ -113,15 +134,20 @@ class _Api:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/switch", {"chat": chat})
 
     # messages
-    def append(self, sid: str, role: str, content: str, **extra):
+    # An append carries an idempotency key (a new one per call unless given), so that a retry after a
+    # broken connection is answered with the first result instead of storing the messages twice.
+    def append(self, sid: str, role: str, content: str, *, idempotency_key: str | None = None, **extra):
         return self._call("POST", f"/v1/sessions/{_q(sid)}/messages",
-                          {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}})
+                          {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},
+                          key=idempotency_key or new_idempotency_key())
 
-    def append_many(self, sid: str, messages: list[dict], chat: str | None = None):
+    def append_many(self, sid: str, messages: list[dict], chat: str | None = None, *,
+                    idempotency_key: str | None = None):
         body: dict = {"messages": messages}
         if chat is not None:
             body["chat"] = chat
-        return self._call("POST", f"/v1/sessions/{_q(sid)}/messages", body)
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/messages", body,
+                          key=idempotency_key or new_idempotency_key())
 
     def messages(self, sid: str, *, chat=None, limit=None, before=None, after=None, all_chats=None):
         return self._call("GET", f"/v1/sessions/{_q(sid)}/messages" + _query(
@@ -214,6 +240,16 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = s
 
 
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive connection that is readable has been closed by the daemon (EOF)."""
+    if conn.sock is None:
+        return False
+    try:
+        return bool(select.select([conn.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class Client(_Api):
     """Blocking client (standard library only, so the CLI starts fast)."""
 
@@ -234,10 +270,15 @@ class Client(_Api):
             self._conn.close()
             self._conn = None
 
-    def _request(self, method: str, path: str, body: Any = None, stream: bool = False):
+    def _request(self, method: str, path: str, body: Any = None, key: str | None = None):
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        if key is not None:
+            headers[IDEMPOTENCY_HEADER] = key
+        retry = _retryable(method, key)
         for attempt in (0, 1):
+            if self._conn is not None and not retry and _closed_by_peer(self._conn):
+                self.close()  # what cannot be retried is not sent on a connection the daemon already closed
             if self._conn is None:
                 self._conn = _UnixHTTPConnection(self.socket, self.timeout)
             try:
@@ -248,14 +289,16 @@ class Client(_Api):
                 raise DaemonNotRunning(self.socket, exc.strerror or "") from None
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self.close()  # a kept-alive connection the daemon closed: retry once on a fresh one
+                if not retry:
+                    raise _lost(method, path) from None
                 if attempt:
                     raise DaemonNotRunning(self.socket, "the connection was closed") from None
             except PermissionError:
                 self.close()
                 raise ClientError(f"permission denied on {self.socket}: the daemon belongs to another user") from None
 
-    def _call(self, method: str, path: str, body: Any = None):
-        resp = self._request(method, path, body)
+    def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
+        resp = self._request(method, path, body, key)
         raw = resp.read()
         try:
             data = json.loads(raw) if raw else None
@@ -313,19 +356,29 @@ class AsyncClient(_Api):
                                                   timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
 
-    async def _call(self, method: str, path: str, body: Any = None):
+    async def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
         import aiohttp
 
-        try:
-            async with self._http().request(method, "http://localhost" + path, json=body) as resp:
-                try:
-                    data = await resp.json(content_type=None)
-                except ValueError:
-                    raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
-                _raise_for(resp.status, data)
-                return data
-        except aiohttp.ClientConnectorError as exc:
-            raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
+        headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
+        for attempt in (0, 1):
+            try:
+                async with self._http().request(method, "http://localhost" + path, json=body,
+                                                headers=headers) as resp:
+                    try:
+                        data = await resp.json(content_type=None)
+                    except ValueError:
+                        raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
+                    _raise_for(resp.status, data)
+                    return data
+            except aiohttp.ClientConnectorError as exc:
+                raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # aiohttp itself retries a GET on a kept-alive connection; an append with its key is
+                # retried here once (answered with the first result if the daemon had committed it)
+                if not _retryable(method, key):
+                    raise _lost(method, path) from None
+                if attempt:
+                    raise DaemonNotRunning(self.socket, "the connection was closed") from None
 
     async def events(self):
         """Async iterator of change events."""

@@ -30,6 +30,7 @@ class Route:
     response: str | None = None
     status: int = 200
     query: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()  # request headers it reads, in openapi.HEADERS
 
 
 def ok(data: Any, status: int = 200) -> web.Response:
@@ -194,9 +195,22 @@ async def switch_chat(request: web.Request) -> web.Response:
     return ok(await db.update_session(sid, {"current_chat": chat}, event="chat.switched"))
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's Idempotency-Key header: 1-255 printable ASCII characters, or absent."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not (0 < len(key) <= 255 and all(" " <= ch <= "~" for ch in key)):
+        raise Invalid(f"the {IDEMPOTENCY_HEADER} header must be 1 to 255 printable ASCII characters "
+                      f"(a new random one per request, e.g. a UUID; the same one only to retry that request)")
+    return key
+
+
 async def append_messages(request: web.Request) -> web.Response:
     body = v.obj(await body_json(request))
     sid = request.match_info["id"]
+    key = idempotency_key(request)
     if "messages" in body:
         v.only(body, ("messages", "chat"))
         msgs = body["messages"]
@@ -211,7 +225,7 @@ async def append_messages(request: web.Request) -> web.Response:
         for m in checked:
             if m.get("tokens") is None:
                 m["tokens"] = est(m["content"])
-        stored = await d.db.append_messages(sid, checked, chat)
+        stored = await d.db.append_messages(sid, checked, chat, key=key)
         # A batch answers with ids, not an echo of every message: the app has the content already.
         return ok({"count": len(stored), "ids": [m["id"] for m in stored], "chat": stored[0]["chat"],
                    "created_at": stored[0]["created_at"], "first_seq": stored[0]["seq"],
@@ -220,7 +234,7 @@ async def append_messages(request: web.Request) -> web.Response:
     d = daemon_of(request)
     if m.get("tokens") is None:
         m["tokens"] = d.estimate(m["content"])
-    stored = await d.db.append_messages(sid, [m], m.get("chat"))
+    stored = await d.db.append_messages(sid, [m], m.get("chat"), key=key)
     return ok({**stored[0], "content": m["content"]}, 201)
 
 
@@ -436,7 +450,7 @@ ROUTES: list[Route] = [
           "Session"),
     Route("POST", "/v1/sessions/{id}/messages", append_messages,
           "Append one message, or a batch in one transaction; answered after the commit", "Append", "Appended",
-          201),
+          201, headers=(IDEMPOTENCY_HEADER,)),
     Route("GET", "/v1/sessions/{id}/messages", list_messages, "List messages (by chat; limit; before/after)", None,
           "MessageList", query=("chat", "limit", "before", "after", "all")),
     Route("GET", "/v1/sessions/{id}/quota", quota, "Tokens used, quota and warning level", None, "Quota"),

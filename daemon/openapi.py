@@ -136,6 +136,16 @@ QUERY = {
     "format": {"type": "string", "enum": ["openai", "json"]}, "session": _str,
 }
 
+HEADERS = {
+    "Idempotency-Key": {
+        "description": "Makes an append safe to retry. A new random key (e.g. a UUID) per request; send the "
+                       "same key again only to retry that request (after a broken connection): the daemon then "
+                       "answers with the first result (the same message ids) and stores nothing twice. Keys are "
+                       "remembered per session, durably, for 24 hours (the last 1,000 per session). The same "
+                       "key with other messages is refused with 422 idempotency_key_reused.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}},
+}
+
 
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -152,6 +162,7 @@ def build_openapi(routes, version: str) -> dict:
         params = [{"name": name, "in": "path", "required": True, "schema": _str}
                   for name in re.findall(r"{(\w+)}", r.path)]
         params += [{"name": q, "in": "query", "required": False, "schema": QUERY[q]} for q in r.query]
+        params += [{"name": h, "in": "header", "required": False, **HEADERS[h]} for h in r.headers]
         if params:
             op["parameters"] = params
         if r.request:

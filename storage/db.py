@@ -15,6 +15,7 @@ written in the same transaction as the change they describe.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sqlite3
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 import aiosqlite
 
-from .errors import Conflict, ContextOverflow, Invalid, LimitReached, NotFound, QuotaExceeded
+from .errors import Conflict, ContextOverflow, IdempotencyKeyReused, Invalid, LimitReached, NotFound, QuotaExceeded
 from .ids import check_id, new_device_id, new_id
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -166,8 +167,24 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     UPDATE sessions SET tokens_used = (SELECT coalesce(sum(tokens), 0) FROM messages WHERE session_id = sessions.id);
     """,
+    # 5: idempotency keys of appends (this device only, never synced): a retried append is answered with
+    # the first one's result. Written in the append's own transaction, so a crash cannot split them.
+    """
+    CREATE TABLE idempotency (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        key TEXT NOT NULL,
+        request TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (session_id, key)
+    );
+    CREATE INDEX idempotency_age ON idempotency(session_id, created_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# How long, and how many per session, appends' idempotency keys are remembered.
+IDEMPOTENCY_TTL = 24 * 3600.0
+IDEMPOTENCY_KEEP = 1000
 
 
 def now() -> float:
@@ -802,18 +819,34 @@ class Database:
             d.update(json.loads(row["extra"]))
         return d
 
-    async def append_messages(self, sid: str, messages: list[dict], chat: str | None = None) -> list[dict]:
+    async def append_messages(self, sid: str, messages: list[dict], chat: str | None = None, *,
+                              key: str | None = None) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). The whole transaction runs in one hop to the database
-        thread: this is the hot path."""
+        thread: this is the hot path.
+
+        With an idempotency `key`, a repeat of the same request (a client's retry) is answered with the
+        first one's result and changes nothing; the same key with other messages is refused."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
         device = self.device_id
+        digest = None if key is None else hashlib.sha256(
+            json.dumps([chat, messages], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
-        def work(db: sqlite3.Connection) -> tuple[list[tuple], str]:
+        def work(db: sqlite3.Connection) -> tuple[list[dict], str | None, bool]:
             db.execute("BEGIN IMMEDIATE")
             try:
+                if key is not None:
+                    seen = db.execute("SELECT request, result FROM idempotency WHERE session_id=? AND key=?",
+                                      (sid, key)).fetchone()
+                    if seen is not None:
+                        if seen[0] != digest:
+                            raise IdempotencyKeyReused(
+                                f"Idempotency-Key {key!r} was already used for other messages in session {sid!r};"
+                                f" send a new key with each new request (the same key only to retry it)")
+                        db.execute("ROLLBACK")
+                        return json.loads(seen[1]), None, False
                 row = db.execute("SELECT status, access, current_chat, lamport, policy, tokens_used FROM sessions"
                                  " WHERE id=?", (sid,)).fetchone()
                 if row is None:
@@ -878,18 +911,29 @@ class Database:
                            " device_id) DO UPDATE SET last_seq=excluded.last_seq", (sid, device, seq0 + n - 1))
                 db.execute("UPDATE sessions SET lamport=?, last_activity=?, tokens_used=tokens_used+? WHERE id=?",
                            (lam0 + n - 1, t, new_tokens, sid))
+                out = [{"id": f"{device}-{r[3]}", "chat": r[1], "role": r[5], "tokens": r[7], "created_at": t,
+                        "device": device, "seq": r[3], "lamport": r[4]} for r in rows]
+                if key is not None:  # remembered in this transaction: committed together, or not at all
+                    db.execute("INSERT INTO idempotency(session_id, key, request, result, created_at)"
+                               " VALUES (?,?,?,?,?)", (sid, key, digest, _dumps(out), t))
+                    db.execute("DELETE FROM idempotency WHERE session_id=? AND created_at < ?",
+                               (sid, t - IDEMPOTENCY_TTL))
+                    edge = db.execute("SELECT created_at FROM idempotency WHERE session_id=? ORDER BY created_at DESC"
+                                      " LIMIT 1 OFFSET ?", (sid, IDEMPOTENCY_KEEP)).fetchone()
+                    if edge is not None:
+                        db.execute("DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0]))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
             interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
-            return rows, chat_id, (used // interval) != ((used + new_tokens) // interval)
+            return out, chat_id, (used // interval) != ((used + new_tokens) // interval)
 
         async with self._write_lock:
-            rows, chat_id, checkpoint_due = await self.conn._execute(work, self.conn._conn)
-        out = [{"id": f"{device}-{r[3]}", "chat": r[1], "role": r[5], "tokens": r[7], "created_at": t,
-                "device": device, "seq": r[3], "lamport": r[4]} for r in rows]
+            out, chat_id, checkpoint_due = await self.conn._execute(work, self.conn._conn)
+        if chat_id is None:  # a repeat: answered as the first time, nothing changed
+            return out
         ev = {"type": "messages.appended", "session": sid, "chat": chat_id, "ids": [m["id"] for m in out]}
         if checkpoint_due:  # the session's tokens passed a multiple of its checkpoint interval
             ev["checkpoint_due"] = True

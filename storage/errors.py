@@ -42,3 +42,8 @@ class QuotaExceeded(SessiondError):
 class ContextOverflow(SessiondError):
     code = "context_overflow"
     status = 409
+
+
+class IdempotencyKeyReused(SessiondError):
+    code = "idempotency_key_reused"
+    status = 422

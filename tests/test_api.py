@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
 from conftest import UnixHTTP
-from sessiond.client import ApiError, AsyncClient
+from sessiond.client import ApiError, AsyncClient, Client, ClientError
 
 
 def raw(daemon, method, path, body=None, headers=None):
@@ -265,3 +266,142 @@ async def test_event_stream_passes_cancellation_on(tmp_path):
         writer.close()
     finally:
         await runner.cleanup()
+
+
+class DropAfterAnswer:
+    """A Unix-socket proxy in front of a daemon. The first `drops` requests go through to the daemon,
+    whose whole answer is read (so whatever it did is committed) and then the app's connection is
+    closed without the answer: the app sees a reset connection. Later requests pass both ways."""
+
+    def __init__(self, upstream: str, drops: int = 1):
+        import socket
+        import tempfile
+        import threading
+
+        self.upstream, self.drops, self.dropped = upstream, drops, 0
+        self.path = os.path.join(tempfile.mkdtemp(prefix="sd-px-"), "px.sock")
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _read_message(f) -> bytes | None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = f.readline()
+            if not line:
+                return None
+            head += line
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return head + f.read(length)
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(conn,), daemon=True).start()
+
+    def _pipe(self, conn) -> None:
+        import socket
+
+        up = socket.socket(socket.AF_UNIX)
+        up.connect(self.upstream)
+        cf, uf = conn.makefile("rb"), up.makefile("rb")
+        try:
+            while (req := self._read_message(cf)) is not None:
+                up.sendall(req)
+                answer = self._read_message(uf)
+                if self.dropped < self.drops:
+                    self.dropped += 1
+                    return  # the daemon answered; the app never hears it
+                conn.sendall(answer)
+        finally:
+            conn.close()
+            up.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_retried_append_is_stored_once(daemon):
+    """The client retries an append whose connection broke after the daemon committed it: the retry
+    carries the same Idempotency-Key, and the daemon answers it with the first result."""
+    c = daemon.client()
+    sid = c.create_session(name="retry")["id"]
+    px = DropAfterAnswer(daemon.socket)
+    try:
+        with Client(socket=px.path) as pc:
+            m = pc.append(sid, "user", "only once")
+            assert px.dropped == 1  # the first answer was lost, the retry's came through
+            px.drops += 1
+            batch = pc.append_many(sid, [{"role": "user", "content": "b1"}, {"role": "assistant", "content": "b2"}])
+    finally:
+        px.close()
+    msgs = c.messages(sid)["messages"]
+    assert [x["content"] for x in msgs] == ["only once", "b1", "b2"]
+    assert m["id"] == msgs[0]["id"] and m["content"] == "only once"
+    assert batch["ids"] == [msgs[1]["id"], msgs[2]["id"]] and batch["count"] == 2
+
+
+def test_idempotency_key_repeats_and_misuse(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="keys")["id"]
+    first = c.append(sid, "user", "hello", idempotency_key="k-1")
+    again = c.append(sid, "user", "hello", idempotency_key="k-1")
+    assert again == first and len(c.messages(sid)["messages"]) == 1
+    with pytest.raises(ApiError) as exc:  # the same key for another message: refused, nothing stored
+        c.append(sid, "user", "something else", idempotency_key="k-1")
+    assert exc.value.status == 422 and exc.value.code == "idempotency_key_reused"
+    b1 = c.append_many(sid, [{"role": "user", "content": "x"}], idempotency_key="k-2")
+    assert c.append_many(sid, [{"role": "user", "content": "x"}], idempotency_key="k-2") == b1
+    other = c.create_session(name="other")["id"]  # keys are per session
+    c.append(other, "user", "hello", idempotency_key="k-1")
+    assert [m["content"] for m in c.messages(other)["messages"]] == ["hello"]
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["hello", "x"]
+    for bad in ("", "x" * 300, "tab\there"):
+        raw = UnixHTTP(daemon.socket)
+        raw.request("POST", f"/v1/sessions/{sid}/messages", body=json.dumps({"role": "user", "content": "y"}),
+                    headers={"Content-Type": "application/json", "Idempotency-Key": bad})
+        r = raw.getresponse()
+        assert r.status == 422 and b"Idempotency-Key" in r.read(), bad
+    assert len(c.messages(sid)["messages"]) == 2
+    daemon.restart()  # remembered durably: a retry after a crash or restart still finds its key
+    c = daemon.client()
+    assert c.append(sid, "user", "hello", idempotency_key="k-1") == first
+
+
+def test_a_request_that_is_not_idempotent_is_not_retried(daemon):
+    c = daemon.client()
+    px = DropAfterAnswer(daemon.socket)
+    try:
+        with Client(socket=px.path) as pc:
+            with pytest.raises(ClientError) as exc:
+                pc.create_session(name="once")
+            assert "may" in str(exc.value)
+            assert pc.status()["pid"]  # a GET is retried freely
+    finally:
+        px.close()
+    assert [s["name"] for s in c.list_sessions()["sessions"]] == ["once"]
+
+
+async def test_async_client_retries_appends_once_with_their_key(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="async")["id"]
+    px = DropAfterAnswer(daemon.socket)
+    try:
+        async with AsyncClient(socket=px.path) as ac:
+            m = await ac.append(sid, "user", "async once")
+            assert px.dropped == 1
+    finally:
+        px.close()
+    msgs = c.messages(sid)["messages"]
+    assert [x["content"] for x in msgs] == ["async once"] and msgs[0]["id"] == m["id"]
