@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import itemgetter
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import aiosqlite
 
@@ -1288,14 +1288,14 @@ class Database:
 
     # ------------------------------------------------------------------ operations from other devices
     async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], *, peers: list[dict] = (),
-                           remote: dict | None = None, access: str | None = None, event: str = "session.synced",
-                           before_commit: Callable[[], object] | None = None) -> int:
+                           remote: dict | None = None, access: str | None = None, event: str = "session.synced"
+                           ) -> int:
         """Apply other devices' operations (all of them, in one transaction, in one hop to the database
         thread) and record how far each peer's log has been applied. Returns how many were new here.
 
         Operations other than messages are applied in the global order (Lamport clock, device, seq);
         messages are plain inserts that nothing else reads while applying, so they go in as one batch.
-        `before_commit` is called last, in the database thread: if it raises, everything is rolled back."""
+        Nothing slow may run in here (such as checking proofs): every local append waits meanwhile."""
         logs = {d: lg for d, lg in logs.items() if d != self.device_id}  # this device's own log is authoritative
         ops = sorted((op for lg in logs.values() for op in lg.ops), key=lambda o: o.order)
         msgs = [lg.messages for lg in logs.values()]
@@ -1351,8 +1351,6 @@ class Database:
                     db.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
                 for p in peers:
                     self._save_peer_sync(db, sid, **p)
-                if before_commit is not None:
-                    before_commit()  # a check running elsewhere meanwhile; if it raises, nothing is written
                 db.execute("COMMIT")
                 return new
             except BaseException:

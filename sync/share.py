@@ -36,6 +36,7 @@ SALT_LEN = 14
 
 
 _CHECKS = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="sessiond-check")
+_SLOW_CHECK = float(os.environ.get("SESSIOND_FAULT_SLOW_PROOF_CHECK") or 0)  # a fault hook for tests (seconds)
 
 
 class ImportError_(Exception):
@@ -202,7 +203,6 @@ class SharingMixin:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")
         checkpoints = sorted((o for lg in logs.values() for o in lg.ops if o.kind == "checkpoint.add"),
                              key=lambda o: o.order)
-        gate = None
         if existing is None and checkpoints:  # every checkpoint must hold for the history it came with
             pks = {m["head_pk"] for m in members}
 
@@ -211,13 +211,15 @@ class SharingMixin:
                 parts = [lg.messages for lg in logs.values() if lg.messages]
                 rows = parts[0] if len(parts) == 1 else sorted(chain.from_iterable(parts), key=itemgetter(4, 2, 3))
                 msgs = prepare_rows(rows)
+                if _SLOW_CHECK:  # tests: stands for the checks of a very long session on a slow device
+                    time.sleep(_SLOW_CHECK)
                 try:
                     check_proofs([o.body for o in checkpoints], msgs, pks)
                 except ProofError as exc:
                     raise ImportError_("checkpoint", f"the session's checkpoints do not verify: {exc}") from None
 
-            # checked in a thread of its own while the database inserts, and waited for before the commit
-            gate = _CHECKS.submit(check)
+            # checked in a thread of its own, before the writer is taken: appends meanwhile do not wait
+            await asyncio.get_running_loop().run_in_executor(_CHECKS, check)
         created = []
         if self.keys.session_key(sid) is None:
             self.keys.set_session_key(sid, code.session_key)
@@ -235,7 +237,7 @@ class SharingMixin:
                 sid, logs, peers=peers, access=access,
                 remote={"store_url": store.url if store is not self.store else None,
                         "announce_pk": code.announce_pk, "members_rev": rev},
-                event="session.imported", before_commit=gate.result if gate is not None else None)
+                event="session.imported")
         except BaseException:
             if "key" in created:
                 self.keys.delete_session_key(sid)
