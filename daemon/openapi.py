@@ -143,7 +143,7 @@ HEADERS = {
                        "answers with the first result (the same message ids) and stores nothing twice. Keys are "
                        "remembered per session, durably, for 24 hours (the last 1,000 per session). The same "
                        "key with other messages is refused with 422 idempotency_key_reused.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}},
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}},
 }
 
 
