@@ -259,3 +259,35 @@ async def start_portal() -> tuple[Portal, Running]:
     running = await Running(make_app(portal)).start()
     portal.authority = f"127.0.0.1:{running.port}"
     return portal, running
+
+
+class Threaded:
+    """An app served from its own thread and event loop, for tests whose body blocks (daemon
+    processes driven through the blocking client)."""
+
+    def __init__(self, app: web.Application):
+        import threading
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.running = self.loop.run_until_complete(Running(self.app).start())
+        self.port = self.running.port
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> "Threaded":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("test server did not start")
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
