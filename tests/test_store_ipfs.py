@@ -364,3 +364,17 @@ async def test_live_kubo():
         assert await store.get_head(e1.pk) == e2
     finally:
         await store.close()
+
+
+def test_formats_md_ipns_vector():
+    """docs/FORMATS.md's IPNS head vector is what the code writes, and reads back as the §9 entry."""
+    import re
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md")).read()
+    block = re.search(r"<!-- ipns-vector:begin -->\n```\n(.*?)```", doc, re.S).group(1)
+    raw = bytes.fromhex("".join(block.split()))
+    key = SigningKey(bytes(range(32)))
+    entry = RegistryEntry.create(key, 1, bytes.fromhex("1ef57455d91bb0b7713217eabc464528510dcc15ce3e59b29d63ab29f89def7cc1"))
+    made = ipns.record_for_head(entry, key, eol=dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc))
+    assert made == raw
+    assert ipns.head_from_record(raw, entry.pk) == entry
+    assert ipns.name_of(entry.pk[1:]) == "k51qzi5uqu5dg9ufswxt229ntzdy7p4125xzv5rtyjso89ajdujg6csfxcj260"
