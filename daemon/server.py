@@ -145,12 +145,24 @@ class Daemon:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    def _configure_network_stores(self) -> None:
+        """What network stores (stores/) need from this device: a secret their portal account keys
+        derive from (a key derived from the device seed under a name no session id can have), a
+        private folder for portal tokens, and the Kubo RPC credentials file if the home has one."""
+        from sessiond import stores
+        from sessiond.sync.keys import KeyStore
+        account_root = bytes(KeyStore(self.home.keys).head_key("\x00store accounts"))
+        kubo_auth = os.path.join(self.home.path, "kubo-auth")
+        stores.configure(account_seed=account_root, token_dir=os.path.join(self.home.path, "store-tokens"),
+                         kubo_auth_file=kubo_auth if os.path.exists(kubo_auth) else None)
+
     async def start(self) -> None:
         self.home.prepare()
         self.take_lock()
         self.db = await Database.open(self.home.db)
         self.db.limits = dict(self.config.limits)
         self.db.listeners.append(self._on_change)
+        self._configure_network_stores()
         store = open_store(self.store_url)
         self.syncer = Syncer(self.db, store, self.home.keys, interval=self.config.sync_interval,
                              push_delay=self.config.push_delay, poll_interval=self.config.poll_interval,

@@ -6,7 +6,7 @@ A higher revision wins; a lower or equal revision is rejected by every store and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -31,6 +31,10 @@ class RegistryEntry:
     revision: int
     data: bytes
     signature: bytes
+    # The key that made this entry, when this process made it (RegistryEntry.create): a store whose
+    # heads need a signature of their own format (an IPNS record) signs with it. Never compared,
+    # printed or serialized.
+    signing_key: SigningKey | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def create(cls, signing_key: SigningKey, revision: int, data: bytes) -> "RegistryEntry":
@@ -39,7 +43,7 @@ class RegistryEntry:
         if len(data) > MAX_DATA:
             raise RegistryError(f"registry data is {len(data)} bytes; at most {MAX_DATA} fit")
         sig = signing_key.sign(_signed_bytes(revision, data)).signature
-        return cls(bytes([KEY_TYPE_ED25519]) + bytes(signing_key.verify_key), revision, data, sig)
+        return cls(bytes([KEY_TYPE_ED25519]) + bytes(signing_key.verify_key), revision, data, sig, signing_key)
 
     def to_bytes(self) -> bytes:
         return (bytes([RECORD_TYPE_REGISTRY_ENTRY]) + self.pk + self.revision.to_bytes(8, "little")

@@ -218,8 +218,12 @@ class FileStore(Store):
 
 
 def open_store(url: str) -> Store:
-    """Open a store from its URL. Supported: file:///absolute/folder (or a plain path)."""
+    """Open a store from its URL. Supported: file:///absolute/folder (or a plain path), and the
+    network stores of stores/config.py (s5+https://PORTAL, ipfs+http://HOST:PORT, ...)."""
     parsed = urlparse(url)
+    if parsed.scheme.startswith(("s5+", "ipfs+")):
+        from ..stores import open_network_store  # imported here: the network stores import this module
+        return open_network_store(url)
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme else url
         if parsed.netloc not in ("", "localhost"):
@@ -227,4 +231,5 @@ def open_store(url: str) -> Store:
         if not path:
             raise StoreError("file store URL has no path")
         return FileStore(path)
-    raise StoreError(f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder")
+    raise StoreError(f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder, "
+                     "s5+https://PORTAL, ipfs+http://HOST:PORT (Kubo) or ipfs+https://GATEWAY")

@@ -1,0 +1,54 @@
+"""Which network store a URL names, and the device-wide settings those stores need.
+
+    s5+https://PORTAL, s5+http://HOST:PORT        an S5 portal (stores/s5.py)
+    ipfs+http://HOST:PORT                         a Kubo node's RPC (stores/kubo.py)
+    ipfs+https://GATEWAY                          a trustless gateway, read-only (stores/gateway.py)
+    ipfs+rpc+https://HOST:PORT                    a Kubo RPC behind TLS
+    ipfs+gateway+http://HOST:PORT                 a gateway without TLS (a LAN or loopback one)
+
+The daemon calls `configure()` once at start with what the stores need from the device: the seed
+portal account keys derive from, the folder for portal tokens (0600 files), and the file holding a
+Kubo RPC's credentials. Stores opened afterwards (the daemon's own, a share code's hint) use them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..storage.store import Store, StoreError
+
+NETWORK_SCHEMES = ("s5+http", "s5+https", "ipfs+http", "ipfs+https", "ipfs+rpc+http", "ipfs+rpc+https",
+                   "ipfs+gateway+http", "ipfs+gateway+https")
+
+
+@dataclass
+class Settings:
+    account_seed: bytes | None = None
+    token_dir: str | None = None
+    kubo_auth_file: str | None = None
+    timeout: float = 30.0
+
+
+_settings = Settings()
+
+
+def configure(*, account_seed: bytes | None = None, token_dir: str | None = None,
+              kubo_auth_file: str | None = None, timeout: float | None = None) -> None:
+    global _settings
+    _settings = Settings(account_seed, token_dir, kubo_auth_file, timeout or 30.0)
+
+
+def open_network_store(url: str) -> Store:
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest.split("/", 1)[0]:
+        raise StoreError(f"store URL {url!r} has no host")
+    s = _settings
+    if scheme in ("s5+http", "s5+https"):
+        from .s5 import S5Store
+        return S5Store(url, account_seed=s.account_seed, token_dir=s.token_dir, timeout=s.timeout)
+    if scheme in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
+        from .kubo import KuboStore
+        return KuboStore(url, auth_file=s.kubo_auth_file, timeout=s.timeout)
+    if scheme in ("ipfs+https", "ipfs+gateway+http", "ipfs+gateway+https"):
+        from .gateway import GatewayStore
+        return GatewayStore(url, timeout=s.timeout)
+    raise StoreError(f"unsupported store URL scheme {scheme!r}")

@@ -1,0 +1,55 @@
+"""The ways a network store fails, each its own class (all StoreError, so every caller that handles a
+store failure handles these). Messages name the store and what to do; they never contain a token."""
+from __future__ import annotations
+
+from ..storage.store import CorruptObject, StoreError
+
+
+class StoreUnreachable(StoreError):
+    """No connection could be made (refused, DNS, reset)."""
+
+
+class AuthRefused(StoreError):
+    """The server refused our credentials, after one fresh login where the store can log in."""
+
+
+class ObjectTooLarge(StoreError):
+    """The object is larger than this store accepts."""
+
+
+class RateLimited(StoreError):
+    """429/503 that did not clear within the retries; `retry_after` is the server's last wish (s)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerError(StoreError):
+    """A 5xx that did not clear within the retries (with jittered backoff), or a reply we cannot use."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class StoreTimeout(StoreError):
+    """The server did not answer in time."""
+
+
+class ReadOnlyStore(StoreError):
+    """A write to a store that can only be read (a gateway)."""
+
+
+class LyingServer(StoreError):
+    """The server answered something provably wrong: bytes that do not hash to what was asked, a CID
+    other than the one computed here, a head that does not verify or goes back in revision. Such an
+    answer is never accepted."""
+
+
+class WrongBytes(LyingServer, CorruptObject):
+    """An object's bytes do not hash to the requested digest (a CorruptObject too, for callers that
+    handle damaged objects)."""
+
+    def __init__(self, h: bytes, why: str):
+        CorruptObject.__init__(self, h, why)

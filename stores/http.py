@@ -1,0 +1,177 @@
+"""One HTTP client for the network stores: a shared aiohttp session, timeouts, the classification of
+every failure into the classes of stores/errors.py, and retries (429/503 after the server's
+Retry-After, other 5xx, timeouts and refused connections with jittered exponential backoff).
+
+Secrets (tokens, passwords) go only into request headers. The client knows them (`secret()`) and
+scrubs them from every message it builds, in case a server echoes them back; nothing here logs a
+header, and the client's repr shows only the base URL.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import aiohttp
+
+from .errors import (AuthRefused, ObjectTooLarge, RateLimited, ServerError, StoreTimeout,
+                     StoreUnreachable)
+from ..storage.store import StoreError
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        import json
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise ServerError(f"the server answered HTTP {self.status} with a body that is not JSON") from None
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 4             # tries in all, for a retryable failure
+    backoff: float = 0.25         # first backoff (s); doubled each retry, then jittered down to half
+    max_backoff: float = 8.0
+    max_retry_after: float = 30.0  # a Retry-After longer than this is not waited for: RateLimited at once
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None if absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HttpClient:
+    """Requests to one server (`base`, e.g. http://127.0.0.1:5001). Not thread-safe: one event loop."""
+
+    def __init__(self, base: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
+                 max_body: int = 4 << 20):
+        self.base = base.rstrip("/")
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.max_body = max_body
+        self._session: aiohttp.ClientSession | None = None
+        self._secrets: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<HttpClient {self.base}>"
+
+    def secret(self, value: str) -> str:
+        """Remember `value` as a secret (scrubbed from every message); returns it."""
+        if value and value not in self._secrets:
+            self._secrets.append(value)
+        return value
+
+    def scrub(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "[redacted]")
+        return text
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout),
+                connector=aiohttp.TCPConnector(limit=16))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def _what(self, method: str, path: str) -> str:
+        return f"{method} {self.base}{path}"
+
+    async def request(self, method: str, path: str, *, params: dict | None = None,
+                      headers: dict | None = None, body: Callable[[], Any] | None = None,
+                      json: Any = None, ok: tuple[int, ...] = (200,), passthrough: tuple[int, ...] = (),
+                      final: Callable[[Reply], bool] | None = None, retry: bool = True,
+                      allow_redirects: bool = True, max_body: int | None = None) -> Reply:
+        """Send one request, retrying what is worth retrying. Returns the reply when its status is in
+        `ok` or `passthrough` (the caller interprets those, e.g. 404); raises a classified StoreError
+        otherwise. `body` is a function making the request body (a FormData cannot be sent twice).
+        `final(reply)` may say that a 5xx is an answer, not a failure (Kubo answers every error 500)."""
+        attempts = self.retry.attempts if retry else 1
+        what = self._what(method, path)
+        last: StoreError | None = None
+        for attempt in range(attempts):
+            delay: float | None = None
+            try:
+                reply = await self._once(method, path, params=params, headers=headers,
+                                         data=body() if body else None, json=json,
+                                         allow_redirects=allow_redirects,
+                                         max_body=max_body or self.max_body)
+            except asyncio.TimeoutError:
+                last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
+            except aiohttp.ClientConnectorError as exc:
+                last = StoreUnreachable(f"{what}: cannot connect ({self.scrub(str(exc.os_error or exc))}); "
+                                        "is the server running and the URL right?")
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError) as exc:
+                last = StoreUnreachable(f"{what}: the connection broke ({type(exc).__name__})")
+            except aiohttp.ClientError as exc:
+                raise StoreError(f"{what}: {self.scrub(str(exc))}") from None
+            else:
+                if reply.status in ok or reply.status in passthrough:
+                    return reply
+                if final is not None and final(reply):
+                    return reply
+                text = self.scrub(reply.body[:300].decode("utf-8", "replace")).strip()
+                detail = f"HTTP {reply.status}" + (f": {text}" if text else "")
+                if reply.status in (401, 403):
+                    raise AuthRefused(f"{what}: the server refused our credentials ({detail})")
+                if reply.status == 413:
+                    raise ObjectTooLarge(f"{what}: the server says the object is too large ({detail})")
+                if reply.status in (429, 503):
+                    wait = retry_after_seconds(reply.headers.get("Retry-After"))
+                    last = RateLimited(f"{what}: the server asks us to slow down ({detail})"
+                                       + (f"; retry after {wait:g} s" if wait is not None else ""), wait)
+                    if wait is not None:
+                        if wait > self.retry.max_retry_after:
+                            raise last
+                        delay = wait
+                elif reply.status >= 500:
+                    last = ServerError(f"{what}: server error ({detail})", reply.status)
+                else:
+                    raise StoreError(f"{what}: the server refused the request ({detail})")
+            if attempt + 1 < attempts:
+                if delay is None:
+                    cap = min(self.retry.max_backoff, self.retry.backoff * (2 ** attempt))
+                    delay = random.uniform(cap / 2, cap)  # jitter: retries of many clients spread out
+                await asyncio.sleep(delay)
+        assert last is not None
+        raise last
+
+    async def _once(self, method: str, path: str, *, params, headers, data, json, allow_redirects,
+                    max_body: int) -> Reply:
+        session = self._session_for_loop()
+        async with asyncio.timeout(self.timeout):
+            async with session.request(method, self.base + path, params=params, headers=headers,
+                                       data=data, json=json, allow_redirects=allow_redirects) as resp:
+                chunks, size = [], 0
+                while True:
+                    chunk = await resp.content.read(1 << 16)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > max_body:
+                        raise ServerError(f"{self._what(method, path)}: the answer is larger than "
+                                          f"{max_body} bytes", resp.status)
+                    chunks.append(chunk)
+                return Reply(resp.status, resp.headers, b"".join(chunks))

@@ -1,0 +1,196 @@
+"""A store on a Kubo node, through its RPC (`ipfs+http://127.0.0.1:5001`; every call is a POST).
+
+Followed (facts only): Kubo's RPC reference (docs.ipfs.tech/reference/kubo/rpc): `block/put` takes the
+block as a multipart file and `cid-codec`, `mhtype`, `pin`, and answers `{"Key", "Size"}`;
+`block/get?arg=CID` answers the bytes; `block/stat?arg=CID` answers `{"Key", "Size"}`;
+`routing/put?arg=/ipns/NAME` takes an IPNS record as a multipart file (`allow-offline=true` stores it
+on a node with no peers); `routing/get?arg=/ipns/NAME` answers a JSON event whose `Extra` is the
+record in base64; every error is HTTP 500 with `{"Message", "Code", "Type": "error"}`. The RPC's
+optional authorization (Kubo's `API.Authorizations`) is a Basic or Bearer `Authorization` header.
+
+Objects are raw blocks under their CIDv1 (raw, BLAKE3; storage/cid.py), so the CID Kubo answers must
+be the one computed here. Heads are IPNS records (stores/ipns.py) signed by the head's own key.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+import aiohttp
+
+from ..storage.cid import BlobId, CIDError, parse_ipfs_cid
+from ..storage.registry import RegistryEntry
+from ..storage.store import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
+from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
+from .heads import SeenRevisions
+from .http import HttpClient, Reply, RetryPolicy
+from .ipns import IpnsError, head_from_record, name_of, record_for_head
+from ..storage.cid import digest
+
+
+def read_auth_file(path: str) -> str:
+    """The Authorization header value in `path`: `Bearer TOKEN`, `Basic B64`, or Kubo's own
+    `API.Authorizations` forms `bearer:TOKEN` and `basic:USER:PASSWORD`, or plain `USER:PASSWORD`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except OSError as exc:
+        raise StoreError(f"cannot read the Kubo RPC credentials file {path}: {exc.strerror}") from None
+    if not text:
+        raise StoreError(f"the Kubo RPC credentials file {path} is empty")
+    low = text.lower()
+    if low.startswith(("bearer ", "basic ")):
+        return text
+    if low.startswith("bearer:"):
+        return "Bearer " + text[7:]
+    if low.startswith("basic:"):
+        text = text[6:]
+    if ":" in text:
+        return "Basic " + base64.b64encode(text.encode()).decode()
+    return "Bearer " + text
+
+
+def _kubo_error(reply: Reply) -> str | None:
+    """Kubo's error message if `reply` is one of its errors (500 with its JSON shape), else None."""
+    if reply.status != 500:
+        return None
+    try:
+        doc = json.loads(reply.body)
+    except ValueError:
+        return None
+    if isinstance(doc, dict) and doc.get("Type") == "error" and isinstance(doc.get("Message"), str):
+        return doc["Message"]
+    return None
+
+
+def _not_found(message: str) -> bool:
+    m = message.lower()
+    return "not found" in m or "could not find" in m
+
+
+class KuboStore(Store):
+    def __init__(self, url: str, *, auth_file: str | None = None, timeout: float = 30.0,
+                 retry: RetryPolicy | None = None):
+        scheme, rest = url.split("://", 1)
+        if scheme not in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
+            raise StoreError(f"not a Kubo RPC URL: {url!r} (expected ipfs+http://HOST:PORT)")
+        authority = rest.split("/", 1)[0]
+        self.url = f"{scheme}://{authority}"
+        http = "https" if scheme.endswith("https") else "http"
+        self.http = HttpClient(f"{http}://{authority}/api/v0", timeout=timeout, retry=retry,
+                               max_body=MAX_OBJECT_SIZE + 4096)
+        self._auth = {"Authorization": self.http.secret(read_auth_file(auth_file))} if auth_file else {}
+        self._heads = SeenRevisions(f"the Kubo node {authority}")
+
+    def __repr__(self) -> str:
+        return f"<KuboStore {self.url}>"
+
+    async def _rpc(self, command: str, params: dict, *, body=None, max_body: int | None = None) -> tuple[Reply, str | None]:
+        """POST one RPC command; (reply, Kubo's error message or None)."""
+        reply = await self.http.request("POST", "/" + command, params=params, headers=self._auth, body=body,
+                                        final=lambda r: _kubo_error(r) is not None, max_body=max_body)
+        return reply, _kubo_error(reply)
+
+    async def put(self, data: bytes) -> bytes:
+        if len(data) > MAX_OBJECT_SIZE:
+            raise ObjectTooLarge(f"object of {len(data)} bytes exceeds the 1 MiB limit")
+        blob = BlobId.of(data)
+
+        def form() -> aiohttp.FormData:
+            f = aiohttp.FormData()
+            f.add_field("file", data, filename="block", content_type="application/octet-stream")
+            return f
+
+        reply, err = await self._rpc("block/put", {"cid-codec": "raw", "mhtype": "blake3", "mhlen": "32",
+                                                    "pin": "true"}, body=form)
+        if err is not None:
+            if "over" in err.lower() and "mib" in err.lower():
+                raise ObjectTooLarge(f"the Kubo node refused the block as too large: {err}")
+            raise ServerError(f"the Kubo node refused block/put: {self.http.scrub(err)}", 500)
+        try:
+            doc = reply.json()
+            answered = parse_ipfs_cid(doc["Key"])
+        except (KeyError, TypeError, CIDError) as exc:
+            raise LyingServer(f"the Kubo node answered block/put with a CID that is not raw/BLAKE3 "
+                              f"({exc}); expected {blob.ipfs_cid()}") from None
+        if answered != blob.hash or doc.get("Size") not in (None, len(data)):
+            raise LyingServer(f"the Kubo node answered CID {doc['Key']} for a block whose CID is "
+                              f"{blob.ipfs_cid()}: the upload is not trusted")
+        return blob.hash
+
+    async def get(self, h: bytes) -> bytes:
+        cid = BlobId(h, 0).ipfs_cid()
+        reply, err = await self._rpc("block/get", {"arg": cid})
+        if err is not None:
+            if _not_found(err):
+                raise ObjectMissing(h)
+            raise ServerError(f"the Kubo node failed block/get {cid}: {self.http.scrub(err)}", 500)
+        if digest(reply.body) != h:
+            raise WrongBytes(h, "the Kubo node sent bytes that do not match the hash")
+        return reply.body
+
+    async def has(self, h: bytes) -> bool:
+        cid = BlobId(h, 0).ipfs_cid()
+        reply, err = await self._rpc("block/stat", {"arg": cid, "offline": "true"})
+        if err is not None:
+            if _not_found(err):
+                return False
+            raise ServerError(f"the Kubo node failed block/stat {cid}: {self.http.scrub(err)}", 500)
+        return True
+
+    async def get_head(self, pk: bytes) -> RegistryEntry | None:
+        name = name_of(pk[1:])
+        reply, err = await self._rpc("routing/get", {"arg": f"/ipns/{name}"}, max_body=1 << 20)
+        if err is not None:
+            if _not_found(err):
+                return None
+            raise ServerError(f"the Kubo node failed routing/get /ipns/{name}: {self.http.scrub(err)}", 500)
+        record = None
+        for line in reply.body.splitlines():  # one JSON event per line; the value event has Extra
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and isinstance(event.get("Extra"), str) and event["Extra"]:
+                try:
+                    record = base64.b64decode(event["Extra"], validate=True)
+                except ValueError:
+                    raise LyingServer(f"the Kubo node answered /ipns/{name} with a record that is not base64") from None
+        if record is None:
+            raise ServerError(f"the Kubo node answered routing/get /ipns/{name} with no record")
+        try:
+            entry = head_from_record(record, pk)
+        except IpnsError as exc:
+            raise LyingServer(f"the Kubo node answered an IPNS record for /ipns/{name} that is refused: {exc}") from None
+        return self._heads.check(pk, entry)
+
+    async def set_head(self, entry: RegistryEntry) -> None:
+        entry.verify()
+        if entry.signing_key is None:
+            raise StoreError("an IPNS head can only be published by the device holding the head's key "
+                             "(this entry came without it)")
+        try:
+            record = record_for_head(entry, entry.signing_key)
+        except IpnsError as exc:
+            raise StoreError(f"cannot publish this head as an IPNS record: {exc}") from None
+        name = name_of(entry.pk[1:])
+
+        def form() -> aiohttp.FormData:
+            f = aiohttp.FormData()
+            f.add_field("file", record, filename="record", content_type="application/vnd.ipfs.ipns-record")
+            return f
+
+        reply, err = await self._rpc("routing/put", {"arg": f"/ipns/{name}", "allow-offline": "true"}, body=form)
+        if err is not None:
+            # Kubo keeps the better of two records (higher sequence) and refuses the other.
+            current = await self.get_head(entry.pk)
+            if current is not None and current.revision >= entry.revision:
+                if current == entry:
+                    return
+                raise StaleHead(f"the Kubo node holds revision {current.revision}; revision "
+                                f"{entry.revision} is not newer")
+            raise ServerError(f"the Kubo node refused routing/put /ipns/{name}: {self.http.scrub(err)}", 500)
+        self._heads.saw(entry)
+
+    async def close(self) -> None:
+        await self.http.close()

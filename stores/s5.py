@@ -1,0 +1,254 @@
+"""A store on an S5 portal, through its HTTP API (`s5+https://PORTAL`, `s5+http://HOST:PORT`).
+
+Followed (facts only, the code is ours):
+* s5-dev/S5 lib/http_api/http_api.dart: `POST /s5/upload` (multipart field `file`, or a raw body)
+  answers `{"cid": <base58btc CID>}`; `GET /s5/download/:cid` answers the bytes of a raw CID;
+  `GET /s5/blob/:cid` answers a 307 to where the bytes are; `GET /s5/registry?pk=` answers
+  `{"pk", "revision", "data", "signature"}` (base64url without padding) or 404; `POST /s5/registry`
+  takes the same JSON and answers 204.
+* s5-dev/S5 lib/service/accounts.dart: `GET /s5/account/register|login?pubKey=` answers
+  `{"challenge": base64url}` (32 bytes); `POST` the same path with JSON `{"pubKey", "response",
+  "signature", "label"}` (and `"email"` to register), where `response` is 65 bytes
+  (type | challenge | 32 more) and `signature` the Ed25519 signature of `response` by `pubKey`
+  (0xed | key); the token comes back in `Set-Cookie: s5-auth-token=...`, and is then accepted as
+  `Authorization: Bearer <token>`.
+* s5-dev/lib5 lib/src/storage_service/sign_challenge.dart: `response = type (1 register, 2 login) |
+  challenge | BLAKE3(utf8(portal authority))`.
+* A portal's raw CID is S5's legacy form `0x26 0x1f | BLAKE3 | size` (storage/cid.py reads it).
+
+Every object read is checked against its BLAKE3 hash, every CID a portal answers against the one
+computed here, every head against its signature, key and the highest revision seen.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from http.cookies import SimpleCookie
+
+import aiohttp
+import blake3
+from nacl.signing import SigningKey
+
+from ..storage.cid import BlobId, CIDError, b58encode, digest
+from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.registry import RegistryEntry
+from ..storage.store import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
+from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
+from .heads import SeenRevisions
+from .http import HttpClient, RetryPolicy
+
+CHALLENGE_REGISTER = 1
+CHALLENGE_LOGIN = 2
+ACCOUNT_KEY_CONTEXT = "sessiond 2026-11 s5 portal account key v1"
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def unb64url(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def account_key(device_seed: bytes, authority: str) -> SigningKey:
+    """The Ed25519 key of this device's account on the portal at `authority`: a different key on
+    every portal (BLAKE3 keyed by a key derived from the device seed), so portals cannot link a
+    user's accounts, and the same key on every run, so the account survives a lost token."""
+    root = blake3.blake3(device_seed, derive_key_context=ACCOUNT_KEY_CONTEXT).digest()
+    return SigningKey(blake3.blake3(authority.lower().encode("utf-8"), key=root).digest())
+
+
+def challenge_response(key: SigningKey, kind: int, challenge: bytes, authority: str) -> tuple[bytes, bytes]:
+    if len(challenge) != 32:
+        raise AuthRefused(f"the portal sent a challenge of {len(challenge)} bytes (expected 32)")
+    response = bytes([kind]) + challenge + blake3.blake3(authority.encode("utf-8")).digest()
+    return response, key.sign(response).signature
+
+
+def portal_raw_cid(h: bytes) -> str:
+    """The CID a portal downloads by: legacy raw form, hash only (the size is optional to it)."""
+    return "z" + b58encode(b"\x26\x1f" + h)
+
+
+class S5Store(Store):
+    def __init__(self, url: str, *, account_seed: bytes | None = None, token_dir: str | None = None,
+                 timeout: float = 30.0, retry: RetryPolicy | None = None):
+        scheme, rest = url.split("://", 1)
+        if scheme not in ("s5+http", "s5+https"):
+            raise StoreError(f"not an S5 portal URL: {url!r} (expected s5+https://PORTAL)")
+        authority = rest.split("/", 1)[0]
+        if not authority:
+            raise StoreError("S5 portal URL has no host: use s5+https://PORTAL or s5+http://HOST:PORT")
+        self.url = f"{scheme}://{authority}"
+        self.authority = authority
+        self.http = HttpClient(f"{scheme[3:]}://{authority}", timeout=timeout, retry=retry,
+                               max_body=MAX_OBJECT_SIZE + 4096)
+        self._key = account_key(account_seed, authority) if account_seed else None
+        self._token_path = None
+        if token_dir:
+            ensure_private_dir(token_dir)
+            name = hashlib.sha256(authority.lower().encode()).hexdigest()[:24]
+            self._token_path = os.path.join(token_dir, f"s5-{name}.token")
+        self._token: str | None = self._load_token()
+        self._login_lock = asyncio.Lock()
+        self._heads = SeenRevisions(f"the S5 portal {authority}")
+
+    def __repr__(self) -> str:
+        return f"<S5Store {self.url}>"
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    def _load_token(self) -> str | None:
+        if not self._token_path:
+            return None
+        try:
+            with open(self._token_path, encoding="ascii") as f:
+                token = f.read().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        return self.http.secret(token) or None
+
+    def _save_token(self, token: str) -> None:
+        self._token = self.http.secret(token)
+        if self._token_path:
+            atomic_write(self._token_path, token.encode("ascii"), 0o600)
+
+    def _auth(self) -> dict:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    async def _challenge_login(self, path: str, kind: int) -> str | None:
+        """One challenge round on `path`; the token, or None if the portal refused the signed answer
+        with an error that is not about credentials (e.g. "this key is not registered")."""
+        pub = b64url(b"\xed" + bytes(self._key.verify_key))
+        reply = await self.http.request("GET", path, params={"pubKey": pub}, headers=self._auth() if kind == CHALLENGE_REGISTER else None, retry=False)
+        try:
+            challenge = unb64url(reply.json()["challenge"])
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(f"the S5 portal {self.authority} sent a login challenge we cannot read") from None
+        response, signature = challenge_response(self._key, kind, challenge, self.authority)
+        body = {"pubKey": pub, "response": b64url(response), "signature": b64url(signature), "label": "sessiond"}
+        if kind == CHALLENGE_REGISTER:
+            body["email"] = None
+        try:
+            reply = await self.http.request("POST", path, json=body, retry=False, passthrough=(400, 404, 500))
+        except ServerError:
+            return None
+        if reply.status != 200:
+            return None
+        cookie = SimpleCookie()
+        try:
+            cookie.load(reply.headers.get("Set-Cookie", ""))
+        except Exception:
+            pass
+        morsel = cookie.get("s5-auth-token")
+        if morsel is None or not morsel.value:
+            raise AuthRefused(f"the S5 portal {self.authority} accepted the login but sent no token")
+        return morsel.value
+
+    async def _login(self, failed_token: str | None) -> None:
+        if self._key is None:
+            raise AuthRefused(f"the S5 portal {self.authority} requires an account, and this store has no "
+                              "device key to log in with")
+        async with self._login_lock:
+            if self._token != failed_token:
+                return  # another request logged in meanwhile
+            token = await self._challenge_login("/s5/account/login", CHALLENGE_LOGIN)
+            if token is None:
+                token = await self._challenge_login("/s5/account/register", CHALLENGE_REGISTER)
+            if token is None:
+                raise AuthRefused(f"the S5 portal {self.authority} refused both login and registration "
+                                  "for this device's account")
+            self._save_token(token)
+
+    async def _call(self, method: str, path: str, **kw):
+        """A request with our token; on 401/403 one fresh login, then the request once more."""
+        token = self._token
+        try:
+            return await self.http.request(method, path, headers=self._auth(), **kw)
+        except AuthRefused:
+            await self._login(token)
+        try:
+            return await self.http.request(method, path, headers=self._auth(), **kw)
+        except AuthRefused as exc:
+            raise AuthRefused(f"{exc} (after a fresh login)") from None
+
+    # -- objects --------------------------------------------------------------------------------
+
+    async def put(self, data: bytes) -> bytes:
+        if len(data) > MAX_OBJECT_SIZE:
+            raise ObjectTooLarge(f"object of {len(data)} bytes exceeds the 1 MiB limit")
+        blob = BlobId.of(data)
+
+        def form() -> aiohttp.FormData:
+            f = aiohttp.FormData()
+            f.add_field("file", data, filename="blob", content_type="application/octet-stream")
+            return f
+
+        reply = await self._call("POST", "/s5/upload", body=form)
+        try:
+            answered = BlobId.parse(reply.json()["cid"])
+        except (KeyError, TypeError, CIDError) as exc:
+            raise ServerError(f"the S5 portal {self.authority} answered the upload with no usable CID "
+                              f"({exc})") from None
+        if answered != blob:
+            raise LyingServer(f"the S5 portal {self.authority} answered CID {answered} for an object whose "
+                              f"id is {blob}: the upload is not trusted")
+        return blob.hash
+
+    async def get(self, h: bytes) -> bytes:
+        reply = await self._call("GET", f"/s5/download/{portal_raw_cid(h)}", passthrough=(404,))
+        if reply.status == 404:
+            raise ObjectMissing(h)
+        if digest(reply.body) != h:
+            raise WrongBytes(h, f"the S5 portal {self.authority} sent bytes that do not match the hash")
+        return reply.body
+
+    async def has(self, h: bytes) -> bool:
+        try:
+            await self.get(h)
+        except ObjectMissing:
+            return False
+        return True
+
+    # -- heads ----------------------------------------------------------------------------------
+
+    async def get_head(self, pk: bytes) -> RegistryEntry | None:
+        reply = await self._call("GET", "/s5/registry", params={"pk": b64url(pk)}, passthrough=(404,))
+        if reply.status == 404:
+            return None
+        doc = reply.json()
+        try:
+            entry = RegistryEntry(unb64url(doc["pk"]), int(doc["revision"]), unb64url(doc["data"]),
+                                  unb64url(doc["signature"]))
+        except (KeyError, TypeError, ValueError):
+            raise LyingServer(f"the S5 portal {self.authority} answered a registry entry we cannot read") from None
+        if isinstance(doc["revision"], bool) or not 0 <= entry.revision < 1 << 64:
+            raise LyingServer(f"the S5 portal {self.authority} answered a registry entry with a bad revision")
+        return self._heads.check(pk, entry)
+
+    async def set_head(self, entry: RegistryEntry) -> None:
+        entry.verify()
+        body = {"pk": b64url(entry.pk), "revision": entry.revision, "data": b64url(entry.data),
+                "signature": b64url(entry.signature)}
+        try:
+            await self._call("POST", "/s5/registry", json=body, ok=(200, 204), retry=True)
+        except (ServerError, StoreError) as exc:
+            if type(exc) not in (ServerError, StoreError):
+                raise  # unreachable, timeout, auth: not a refusal of this revision
+            # A portal refuses an old revision with an error (S5's registry throws); tell it apart.
+            current = await self.get_head(entry.pk)
+            if current is not None and current.revision >= entry.revision:
+                if current == entry:
+                    self._heads.saw(entry)
+                    return
+                raise StaleHead(f"the S5 portal holds revision {current.revision}; revision "
+                                f"{entry.revision} is not newer") from None
+            raise
+        self._heads.saw(entry)
+
+    async def close(self) -> None:
+        await self.http.close()

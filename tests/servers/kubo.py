@@ -1,0 +1,201 @@
+"""A strict loopback Kubo node: the RPC commands sessiond uses, and a trustless gateway over the same
+blocks and records.
+
+Written from Kubo's RPC reference (docs.ipfs.tech/reference/kubo/rpc: POST only, a GET answers 405;
+`block/put` with a multipart file and `cid-codec`/`mhtype`/`pin`, answering `{"Key","Size"}`;
+`block/get`, `block/stat`; `routing/put` with a multipart IPNS record and `allow-offline`;
+`routing/get` answering `{"Extra": base64 record, "Type": 5, ...}`; errors as 500 with
+`{"Message","Code","Type":"error"}`; blocks over 1 MiB refused; `API.Authorizations` refused with
+403), and from the trustless gateway spec (ipfs/specs src/http-gateways/trustless-gateway.md:
+`GET /ipfs/{cid}?format=raw` as application/vnd.ipld.raw, `GET /ipns/{name}?format=ipns-record` as
+application/vnd.ipfs.ipns-record). Records put are checked as Kubo's IPNS validator does (signature,
+name, a higher sequence replaces a lower one, never the reverse).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from sessiond.storage.cid import CIDError, parse_ipfs_cid, digest
+from sessiond.stores.ipns import IpnsError, key_of_name, name_of, verify_record
+from servers.s5portal import Running
+
+
+@dataclass
+class Faults:
+    status: int | None = None     # answer this status to the next `times` requests
+    times: int = 0
+    retry_after: str | None = None
+    wrong_bytes: bool = False
+    wrong_cid: bool = False
+    forged_record: bool = False   # routing/get and the gateway answer a record with a broken signature
+    rollback: int | None = None   # ... answer the record of this older sequence
+    hang: asyncio.Event | None = None
+
+
+@dataclass
+class Node:
+    blocks: dict = field(default_factory=dict)     # BLAKE3 -> bytes
+    pins: set = field(default_factory=set)
+    records: dict = field(default_factory=dict)    # name -> [(sequence, record bytes)], oldest first
+    auth: str | None = None                        # the Authorization header required, if any
+    faults: Faults = field(default_factory=Faults)
+    requests: list = field(default_factory=list)
+
+
+def kubo_error(message: str) -> web.Response:
+    return web.json_response({"Message": message, "Code": 0, "Type": "error"}, status=500)
+
+
+def _served_record(node: Node, name: str) -> bytes | None:
+    history = node.records.get(name)
+    if not history:
+        return None
+    record = history[-1][1]
+    if node.faults.rollback is not None:
+        record = next(r for s, r in history if s == node.faults.rollback)
+    if node.faults.forged_record:
+        record = record[:-5] + bytes([record[-5] ^ 1]) + record[-4:]  # a flipped byte in the signed data
+    return record
+
+
+def _fault_middleware(node: Node):
+    @web.middleware
+    async def faults(request: web.Request, handler):
+        node.requests.append((request.method, request.path_qs, request.headers.get("Authorization")))
+        f = node.faults
+        if f.hang is not None:
+            await f.hang.wait()
+        if f.status is not None and f.times > 0:
+            f.times -= 1
+            return web.Response(status=f.status, text="simulated fault",
+                                headers={"Retry-After": f.retry_after} if f.retry_after else {})
+        return await handler(request)
+    return faults
+
+
+async def _one_file(request: web.Request) -> bytes:
+    if request.content_type != "multipart/form-data":
+        raise web.HTTPBadRequest(text="expected a multipart/form-data body")
+    reader = await request.multipart()
+    data = None
+    async for part in reader:
+        if data is not None:
+            raise web.HTTPBadRequest(text="expected exactly one file")
+        data = bytes(await part.read())
+    if data is None:
+        raise web.HTTPBadRequest(text="file argument 'data' is required")
+    return data
+
+
+def make_rpc_app(node: Node) -> web.Application:
+    async def rpc(request: web.Request):
+        if request.method != "POST":
+            return web.Response(status=405, text="405 - Method Not Allowed")
+        if node.auth is not None and request.headers.get("Authorization") != node.auth:
+            return web.Response(status=403, text="403 - Forbidden")
+        cmd = request.match_info["cmd"]
+        q = request.query
+        if cmd == "block/put":
+            if (q.get("cid-codec"), q.get("mhtype"), q.get("pin")) != ("raw", "blake3", "true"):
+                return kubo_error("expected cid-codec=raw, mhtype=blake3, pin=true")
+            data = await _one_file(request)
+            if len(data) > 1 << 20:
+                return kubo_error("produced block is over 1MiB: big blocks can't be exchanged with other peers")
+            h = digest(data)
+            node.blocks[h] = data
+            node.pins.add(h)
+            key_hash = digest(b"not " + data) if node.faults.wrong_cid else h
+            from sessiond.storage.cid import BlobId
+            return web.json_response({"Key": BlobId(key_hash, 0).ipfs_cid(), "Size": len(data)})
+        if cmd in ("block/get", "block/stat"):
+            try:
+                h = parse_ipfs_cid(q["arg"])
+            except (KeyError, CIDError) as exc:
+                return kubo_error(f"invalid cid: {exc}")
+            data = node.blocks.get(h)
+            if data is None:
+                return kubo_error(f"block was not found locally (offline): ipld: could not find {q['arg']}")
+            if cmd == "block/stat":
+                return web.json_response({"Key": q["arg"], "Size": len(data)})
+            if node.faults.wrong_bytes:
+                data = b"X" + data[1:]
+            return web.Response(body=data, content_type="text/plain")
+        if cmd in ("routing/put", "routing/get"):
+            arg = q.get("arg", "")
+            if not arg.startswith("/ipns/"):
+                return kubo_error("invalid key: only /ipns/ keys are supported here")
+            name = arg[6:]
+            try:
+                pk = key_of_name(name)
+            except IpnsError as exc:
+                return kubo_error(f"invalid IPNS name: {exc}")
+            name = name_of(pk)
+            if cmd == "routing/get":
+                record = _served_record(node, name)
+                if record is None:
+                    return kubo_error("routing: not found")
+                return web.json_response({"Extra": base64.b64encode(record).decode(), "ID": "",
+                                          "Responses": None, "Type": 5})
+            if q.get("allow-offline") != "true":
+                return kubo_error("can't put while offline: pass `--allow-offline` to override")
+            record = await _one_file(request)
+            try:
+                rec = verify_record(record, pk)
+            except IpnsError as exc:
+                return kubo_error(f"record validation failed: {exc}")
+            history = node.records.setdefault(name, [])
+            if history and history[-1][0] >= rec.sequence:
+                return kubo_error("can't replace a newer value with an older value")
+            history.append((rec.sequence, record))
+            return web.Response(text=json.dumps({"Extra": "", "ID": "", "Responses": None, "Type": 5}) + "\n")
+        return web.Response(status=404, text="404 page not found")
+
+    app = web.Application(middlewares=[_fault_middleware(node)], client_max_size=8 << 20)
+    app.router.add_route("*", "/api/v0/{cmd:.+}", rpc)
+    return app
+
+
+def make_gateway_app(node: Node) -> web.Application:
+    async def ipfs(request: web.Request):
+        if request.query.get("format") != "raw" and request.headers.get("Accept") != "application/vnd.ipld.raw":
+            return web.Response(status=400, text="only raw blocks are served (format=raw)")
+        try:
+            h = parse_ipfs_cid(request.match_info["cid"])
+        except CIDError:
+            return web.Response(status=400, text="invalid CID")
+        data = node.blocks.get(h)
+        if data is None:
+            return web.Response(status=404, text="block not found")
+        if node.faults.wrong_bytes:
+            data = b"X" + data[1:]
+        return web.Response(body=data, content_type="application/vnd.ipld.raw")
+
+    async def ipns_route(request: web.Request):
+        if request.query.get("format") != "ipns-record" and \
+                request.headers.get("Accept") != "application/vnd.ipfs.ipns-record":
+            return web.Response(status=400, text="only IPNS records are served (format=ipns-record)")
+        try:
+            name = name_of(key_of_name(request.match_info["name"]))
+        except IpnsError:
+            return web.Response(status=400, text="invalid IPNS name")
+        record = _served_record(node, name)
+        if record is None:
+            return web.Response(status=404, text="no record")
+        return web.Response(body=record, content_type="application/vnd.ipfs.ipns-record")
+
+    app = web.Application(middlewares=[_fault_middleware(node)])
+    app.router.add_get("/ipfs/{cid}", ipfs)
+    app.router.add_get("/ipns/{name}", ipns_route)
+    return app
+
+
+async def start_node(auth: str | None = None) -> tuple[Node, Running, Running]:
+    node = Node(auth=auth)
+    rpc = await Running(make_rpc_app(node)).start()
+    gateway = await Running(make_gateway_app(node)).start()
+    return node, rpc, gateway
