@@ -153,3 +153,102 @@ def test_concurrent_creations_of_one_chat_id_converge(make_daemon, store_dir):
     wait_for(converged, timeout=30, interval=0.2)
     assert chat(a)["name"] in ("from A", "from B")
     assert chat(a)["system_prompt"] == chat(a)["name"].replace("from ", "You are ") + "."
+
+
+# ---------------------------------------------------------------------------------------------- rekey
+import pytest  # noqa: E402
+
+from sessiond.client import ApiError  # noqa: E402
+
+REKEY_STEPS = ("rekey:pending", "rekey:published", "rekey:rotated", "rekey:switched", "rekey:announced")
+
+
+def _messages(d, sid):
+    return [m["content"] for m in d.client().messages(sid, limit=10_000)["messages"]]
+
+
+def _key(d, sid):
+    import os
+
+    with open(os.path.join(d.home, "keys", "sessions", sid + ".key"), "rb") as f:
+        return f.read()
+
+
+def _shared_pair(make_daemon, store_dir, env_a=None):
+    url = "file://" + store_dir
+    a, b = make_daemon(url, env=env_a).start(), make_daemon(url).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="rekeyed")["id"]
+    ca.append(sid, "user", "before")
+    cb.import_code(ca.share(sid, write=True)["code"])
+    cb.append(sid, "assistant", "B joins")  # B's push makes it a member (a writer)
+    cb.sync(wait=True)
+    ca.sync(wait=True)
+    wait_for(lambda: "B joins" in _messages(a, sid), timeout=15)
+    return a, b, sid
+
+
+@pytest.mark.parametrize("step", REKEY_STEPS)
+def test_a_rekey_killed_at_any_step_finishes_after_a_restart(make_daemon, store_dir, step):
+    a, b, sid = _shared_pair(make_daemon, store_dir, env_a={"SESSIOND_CRASH_AT": step})
+    old = _key(a, sid)
+    r = run_cli(a.home, "rekey", sid)
+    assert r.returncode != 0  # the daemon died in the middle
+    a.proc.wait(timeout=15)
+    a.env.pop("SESSIOND_CRASH_AT")
+    a.start()
+    # the rekey is finished at start: this device is on a new key, and the other writer follows it
+    wait_for(lambda: _key(a, sid) != old, timeout=15)
+    a.client().append(sid, "user", "after the rekey")
+    wait_for(lambda: "after the rekey" in _messages(b, sid), timeout=20)
+    assert _key(b, sid) == _key(a, sid) != old
+    b.client().append(sid, "assistant", "B after the rekey")
+    wait_for(lambda: "B after the rekey" in _messages(a, sid), timeout=20)
+    for d in (a, b):
+        assert cli_json(d.home, "verify")["ok"], d.home
+        st = d.client().sync(sid, wait=True, timeout=10)
+        assert not st["sessions"][sid].get("pull_error"), st
+
+
+def test_rekey_refuses_an_unknown_device_to_drop(make_daemon, store_dir):
+    a, b, sid = _shared_pair(make_daemon, store_dir)
+    old = _key(a, sid)
+    with pytest.raises(ApiError) as e:
+        a.client().rekey(sid, drop=["notadevice"])
+    assert e.value.status == 422 and "notadevice" in str(e.value)
+    assert _key(a, sid) == old  # nothing changed
+    res = a.client().rekey(sid, drop=[b.client().status()["device_id"]])
+    assert res["kept"] == [] and res["dropped"] == [b.client().status()["device_id"]]
+
+
+def test_concurrent_rekeys_answer_a_conflict_or_succeed(make_daemon, store_dir):
+    import threading
+
+    a, b, sid = _shared_pair(make_daemon, store_dir)
+    results: dict = {}
+
+    def rekey(name, d):
+        try:
+            results[name] = d.client().rekey(sid)
+        except ApiError as exc:
+            results[name] = exc
+
+    threads = [threading.Thread(target=rekey, args=(n, d)) for n, d in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 2
+    for r in results.values():  # never an internal error: a result, or a clear 409
+        assert isinstance(r, dict) or (r.status == 409 and r.code == "conflict"), r
+    # and afterwards both devices write and read each other under one key
+    a.client().append(sid, "user", "A after")
+    b.client().append(sid, "assistant", "B after")
+
+    def both():
+        for d in (a, b):
+            d.client().sync(sid, wait=True, timeout=10)
+        return all({"A after", "B after"} <= set(_messages(d, sid)) for d in (a, b))
+
+    wait_for(both, timeout=30, interval=0.2)
+    assert _key(a, sid) == _key(b, sid)
