@@ -252,3 +252,14 @@ def test_concurrent_rekeys_answer_a_conflict_or_succeed(make_daemon, store_dir):
 
     wait_for(both, timeout=30, interval=0.2)
     assert _key(a, sid) == _key(b, sid)
+
+
+def test_ending_an_ended_session_adds_no_checkpoint(daemon):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append(sid, "user", "hello")
+    first = cli_json(daemon.home, "end", sid)
+    assert len(first["checkpoints"]) == 1
+    again = cli_json(daemon.home, "end", sid)
+    assert again["status"] == "ended" and again["checkpoints"] == first["checkpoints"]
+    assert len(c.checkpoints(sid)["checkpoints"]) == 1
