@@ -292,8 +292,11 @@ class Daemon:
 
     async def end(self, sid: str) -> dict:
         """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
-        session = await self.db.set_status(sid, "ended")
-        if session["access"] != "read" and await self.db.last_seq(sid):
+        async with self._checkpoint_lock:  # two ends at once: one final checkpoint
+            was = (await self.db.get_session(sid))["status"]
+            session = await self.db.set_status(sid, "ended")
+        # ending an ended session changes nothing: the same answer, no second final checkpoint
+        if was != "ended" and session["access"] != "read" and await self.db.last_seq(sid):
             try:
                 await self.syncer.make_checkpoint(sid)
             except ImportError_:

@@ -6,7 +6,10 @@ per-session Lamport clock. Messages are operations stored in the `messages` tabl
 (`sessions`, `chats`, `messages`) are what the API reads. Operations from other devices are applied
 with the same code, and the result does not depend on the order they arrive in:
 
-* fields of a session or chat are last-writer-wins per field, by (lamport, device id);
+* fields of a session or chat are last-writer-wins per field, by (lamport, device id); creating a chat
+  writes its fields like an update, so one chat id created on two devices at once converges on the
+  later creation's fields; an update that arrives before its chat is applied when the chat comes;
+* a session's end is final: a pause or resume made concurrently elsewhere does not undo it;
 * messages are ordered by (lamport, device id, seq) and de-duplicated by (device id, seq).
 
 A device's own operations with seq above its pushed mark are the durable push queue: they are
@@ -42,6 +45,8 @@ JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences"
 POLICY_KEYS = ("token_quota", "checkpoint_interval", "idle_timeout", "max_context_tokens", "context_margin",
                "auto_compact")
 CHAT_POLICY_KEYS = ("max_context_tokens", "context_margin", "auto_compact")
+# Chat fields a chat.update may change (each last-writer-wins by (lamport, device id)).
+CHAT_FIELDS = ("compacted", "policy", "name", "system_prompt", "model", "settings")
 DEFAULT_CHECKPOINT_INTERVAL = 1000
 DEFAULT_CONTEXT_MARGIN = 0.8
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
@@ -593,14 +598,23 @@ class Database:
                 self._apply_sync(db, Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat,
                                         op.created_at))
         elif op.kind == "session.update":
-            row = db.execute("SELECT stamps FROM sessions WHERE id=?", (op.session_id,)).fetchone()
+            row = db.execute("SELECT stamps, status FROM sessions WHERE id=?", (op.session_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no session {op.session_id!r} to update")
             stamps = json.loads(row["stamps"])
+            current_status = row["status"]
             sets, args = [], []
             for k, v in b.items():
                 if k not in PATCHABLE and k not in ("status", "current_chat"):
                     continue  # fields from a newer version are ignored, not fatal
+                if k == "status" and "ended" in (v, current_status):
+                    # an end is final, as it is locally: a pause or resume made concurrently elsewhere
+                    # does not undo it, whichever arrives first (of two ends, the later one's stamp stays)
+                    if v == "ended" and (current_status != "ended" or _stamp_newer(stamp, stamps.get(k))):
+                        stamps[k], current_status = stamp, "ended"
+                        sets.append("status=?")
+                        args.append(v)
+                    continue
                 if _stamp_newer(stamp, stamps.get(k)):
                     stamps[k] = stamp
                     sets.append(f"{k}=?")
@@ -610,26 +624,29 @@ class Database:
                 args.append(_dumps(stamps))
                 db.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id=?", (*args, op.session_id))
         elif op.kind == "chat.create":
-            db.execute(
+            # A chat created on two devices at once under one id is one chat: a creation writes each of
+            # its fields at its stamp, like an update, so the later creation by (lamport, device) wins
+            # them whichever arrives first (and later updates win over both).
+            fields = {"name": b.get("name"), "system_prompt": b.get("system_prompt"), "model": b.get("model"),
+                      "settings": b.get("settings") or {}, "policy": b.get("policy") or {},
+                      "created_at": b.get("created_at", op.created_at)}
+            cur = db.execute(
                 "INSERT INTO chats(session_id, id, name, system_prompt, model, settings, created_at, stamps, policy)"
                 " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                (op.session_id, b["id"], b.get("name"), b.get("system_prompt"), b.get("model"),
-                 _dumps(b.get("settings") or {}), b.get("created_at", op.created_at), "{}",
-                 _dumps(b.get("policy") or {})))
+                (op.session_id, b["id"], fields["name"], fields["system_prompt"], fields["model"],
+                 _dumps(fields["settings"]), fields["created_at"], _dumps({k: stamp for k in fields}),
+                 _dumps(fields["policy"])))
+            if cur.rowcount:
+                # updates of this chat that arrived before its creation (another device's log read
+                # first) were kept in `ops` with nowhere to go: apply them now
+                for r in db.execute("SELECT device_id, seq, lamport, body, created_at FROM ops WHERE session_id=?"
+                                    " AND kind='chat.update' AND json_extract(body, '$.chat')=?",
+                                    (op.session_id, b["id"])).fetchall():
+                    self._update_chat(db, Op(op.session_id, r[0], r[1], r[2], "chat.update", json.loads(r[3]), r[4]))
+            else:
+                self._update_chat(db, op, {"chat": b["id"], **fields}, (*CHAT_FIELDS, "created_at"))
         elif op.kind == "chat.update":
-            row = db.execute("SELECT stamps FROM chats WHERE session_id=? AND id=?", (op.session_id, b.get("chat"))).fetchone()
-            if row is not None:
-                stamps = json.loads(row["stamps"])
-                sets, args = [], []
-                for k, v in b.items():
-                    if k in ("compacted", "policy", "name", "system_prompt", "model", "settings") \
-                            and _stamp_newer(stamp, stamps.get(k)):
-                        stamps[k] = stamp
-                        sets.append(f"{k}=?")
-                        args.append(_dumps(v) if k in ("compacted", "policy", "settings") and v is not None else v)
-                if sets:
-                    db.execute(f"UPDATE chats SET {', '.join(sets)}, stamps=? WHERE session_id=? AND id=?",
-                               (*args, _dumps(stamps), op.session_id, b["chat"]))
+            self._update_chat(db, op)
         elif op.kind == "checkpoint.add":
             db.execute(
                 "INSERT OR IGNORE INTO checkpoints(session_id, device_id, number, hash, tokens, messages, frontier,"
@@ -640,6 +657,26 @@ class Database:
         db.execute(
             "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
             (op.lamport, op.created_at, op.session_id))
+
+    @staticmethod
+    def _update_chat(db: sqlite3.Connection, op: Op, body: dict | None = None, keys: tuple = CHAT_FIELDS) -> None:
+        """Fields of a chat, last-writer-wins each by (lamport, device id). An update of a chat not (yet)
+        here does nothing: the chat's creation applies it when it comes (see chat.create)."""
+        b = op.body if body is None else body
+        stamp = [op.lamport, op.device_id]
+        row = db.execute("SELECT stamps FROM chats WHERE session_id=? AND id=?", (op.session_id, b.get("chat"))).fetchone()
+        if row is None:
+            return
+        stamps = json.loads(row["stamps"])
+        sets, args = [], []
+        for k, v in b.items():
+            if k in keys and _stamp_newer(stamp, stamps.get(k)):
+                stamps[k] = stamp
+                sets.append(f"{k}=?")
+                args.append(_dumps(v) if k in ("compacted", "policy", "settings") and v is not None else v)
+        if sets:
+            db.execute(f"UPDATE chats SET {', '.join(sets)}, stamps=? WHERE session_id=? AND id=?",
+                       (*args, _dumps(stamps), op.session_id, b["chat"]))
 
     # ------------------------------------------------------------------ sessions
     async def create_session(self, spec: dict) -> dict:

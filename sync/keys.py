@@ -113,11 +113,14 @@ class KeyStore:
         return [cur] + [old[i:i + 32] for i in range(0, len(old) - len(old) % 32, 32)]
 
     def rotate(self, sid: str, new_key: bytes, new_write: bytes | None) -> None:
-        """Make `new_key` the session's key, keeping the old ones (rekey)."""
-        keys = self.session_keys(sid)
+        """Make `new_key` the session's key, keeping the old ones (rekey). Safe to repeat after a crash
+        part-way (a rekey resumed): a key already current or already kept is not kept twice."""
         base = self._session_path(sid)[:-4]
-        atomic_write(base + ".old", b"".join(keys), 0o600)
-        atomic_write(base + ".key", new_key, 0o600)
+        keys = self.session_keys(sid)
+        if not keys or keys[0] != new_key:
+            kept = list(dict.fromkeys(k for k in keys if k != new_key))
+            atomic_write(base + ".old", b"".join(kept), 0o600)
+            atomic_write(base + ".key", new_key, 0o600)
         if new_write is not None:
             atomic_write(base + ".write", new_write, 0o600)
         else:
@@ -126,6 +129,24 @@ class KeyStore:
             except FileNotFoundError:
                 pass
 
+    # A rekey under way: the new keys and what is left to do, written before anything of the rekey
+    # reaches the store, so that a crash at any step is finished at the next start (sync/share.py).
+    def set_rekey_pending(self, sid: str, record: bytes) -> None:
+        atomic_write(self._session_path(sid)[:-4] + ".rekey", record, 0o600)
+
+    def rekey_pending(self, sid: str) -> bytes | None:
+        try:
+            with open(self._session_path(sid)[:-4] + ".rekey", "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def clear_rekey_pending(self, sid: str) -> None:
+        try:
+            os.unlink(self._session_path(sid)[:-4] + ".rekey")
+        except FileNotFoundError:
+            pass
+
     def set_session_key(self, sid: str, key: bytes) -> None:
         if len(key) != 32:
             raise KeyError_("a session key is 32 bytes")
@@ -133,7 +154,7 @@ class KeyStore:
 
     def delete_session_key(self, sid: str) -> None:
         path = self._session_path(sid)
-        for p in (path, path[:-4] + ".write", path[:-4] + ".old"):
+        for p in (path, path[:-4] + ".write", path[:-4] + ".old", path[:-4] + ".rekey"):
             try:
                 os.unlink(p)
             except FileNotFoundError:
