@@ -1,0 +1,131 @@
+"""A device that comes back to a shared session (rm + import, a restored device key) or to its store
+(restart without --store, a store that lost objects) gets back everything it ever published, never
+reuses a sequence number, and the store ends up holding its whole log again (issue 19)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from conftest import DaemonProc, cli_json, run_cli, wait_for
+
+
+@pytest.fixture
+def url(store_dir):
+    return "file://" + store_dir
+
+
+def contents(d, sid):
+    return [(m["role"], m["content"]) for m in d.client().messages(sid, limit=100_000, all_chats=True)["messages"]]
+
+
+def ids(d, sid):
+    return [m["id"] for m in d.client().messages(sid, limit=100_000, all_chats=True)["messages"]]
+
+
+def converged(devices, sid, n):
+    def check():
+        for d in devices:
+            d.client().sync(wait=True)
+        got = [contents(d, sid) for d in devices]
+        return len(got[0]) == n and all(g == got[0] for g in got)
+    wait_for(check, timeout=20, interval=0.2)
+
+
+def verified(d):
+    rep = cli_json(d.home, "verify")
+    assert rep["ok"], rep
+    return rep
+
+
+def third_sees_all(make_daemon, url, code, sid, expected):
+    c = make_daemon(url).start()
+    c.client().import_code(code)
+    assert contents(c, sid) == expected
+    verified(c)
+
+
+def _shared(make_daemon, url):
+    a = make_daemon(url).start()
+    b = make_daemon(url).start()
+    ca = a.client()
+    sid = ca.create_session(name="again")["id"]
+    ca.append(sid, "user", "a1")
+    code = ca.share(sid, write=True)["code"]
+    b.client().import_code(code)
+    b.client().append(sid, "assistant", "b1")
+    b.client().append(sid, "assistant", "b2")
+    converged([a, b], sid, 3)
+    return a, b, sid, code
+
+
+def test_follower_rm_and_import_gets_its_own_messages_back(make_daemon, url):
+    a, b, sid, code = _shared(make_daemon, url)
+    before = ids(b, sid)
+    b.client().delete_session(sid)
+    b.client().import_code(code)
+    assert contents(b, sid) == [("user", "a1"), ("assistant", "b1"), ("assistant", "b2")]
+    new = b.client().append(sid, "user", "b3")
+    assert new["id"] not in before  # a sequence number it published is never used again
+    converged([a, b], sid, 4)
+    assert contents(a, sid)[-1] == ("user", "b3")
+    verified(a)
+    verified(b)
+    third_sees_all(make_daemon, url, code, sid, contents(a, sid))
+
+
+def test_creator_rm_and_import(make_daemon, url):
+    a, b, sid, code = _shared(make_daemon, url)
+    before = ids(a, sid)
+    a.client().delete_session(sid)
+    res = run_cli(a.home, "import", input=code)
+    assert res.returncode == 0, res.stderr
+    assert contents(a, sid) == [("user", "a1"), ("assistant", "b1"), ("assistant", "b2")]
+    assert a.client().get_session(sid)["name"] == "again"
+    new = a.client().append(sid, "user", "a2")
+    assert new["id"] not in before
+    converged([a, b], sid, 4)
+    verified(a)
+    verified(b)
+    third_sees_all(make_daemon, url, code, sid, contents(a, sid))
+
+
+def test_restored_device_key_reads_its_own_log(make_daemon, url, tmp_path):
+    a, b, sid, code = _shared(make_daemon, url)
+    before = ids(b, sid)
+    device = b.client().status()["device_id"]
+    words = cli_json(b.home, "key", "export")["mnemonic"]
+    b.stop()
+    shutil.rmtree(b.home)  # the device is lost; its key backup is not
+    home = str(tmp_path / "restored")
+    res = run_cli(home, "key", "import", input=words)
+    assert res.returncode == 0, res.stderr
+    r = make_daemon(url)
+    r.home = home
+    r.start()
+    r.client().import_code(code)
+    assert r.client().status()["device_id"] == device  # the restored device is the same device again
+    assert contents(r, sid) == [("user", "a1"), ("assistant", "b1"), ("assistant", "b2")]
+    new = r.client().append(sid, "user", "b3")
+    assert new["id"] not in before
+    converged([a, r], sid, 4)
+    verified(a)
+    verified(r)
+    third_sees_all(make_daemon, url, code, sid, contents(a, sid))
+
+
+def test_restored_key_in_a_used_home_is_refused_clearly(make_daemon, url, tmp_path):
+    a, b, sid, code = _shared(make_daemon, url)
+    words = cli_json(b.home, "key", "export")["mnemonic"]
+    b.stop()
+    home = str(tmp_path / "used")
+    assert run_cli(home, "key", "import", input=words).returncode == 0
+    r = make_daemon(url)
+    r.home = home
+    r.start()
+    r.client().create_session(name="local work")["id"]
+    res = run_cli(home, "import", input=code)
+    assert res.returncode == 1
+    assert "device" in res.stderr and "fresh home" in res.stderr, res.stderr
+    assert sid not in [s["id"] for s in r.client().list_sessions()["sessions"]]
