@@ -39,6 +39,23 @@ def socket_path(home: str) -> str:
     return os.path.join(base, tag, SOCKET_NAME)
 
 
+def normalize_store_url(url: str) -> str:
+    """A store URL as the daemon records it: a file store (file:///path, or a plain path, relative
+    ones taken from the current folder) becomes file:///absolute/path."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+        raise HomeError(f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// "
+                        f"is taken as a host name); for a folder here use file://{os.path.abspath(parsed.netloc + parsed.path)}")
+    if parsed.scheme in ("", "file"):
+        path = unquote(parsed.path) if parsed.scheme else url
+        if not path:
+            raise HomeError(f"store URL {url!r} has no path")
+        return "file://" + os.path.abspath(os.path.expanduser(path))
+    return url
+
+
 def check_private_dir(path: str, what: str) -> None:
     """Refuse a folder that another user owns or that group/others can enter."""
     st = os.stat(path)

@@ -92,11 +92,13 @@ class FileStore(Store):
     """A store in a folder: objects/<2 hex>/<64 hex>, heads/<66 hex>. The folder may be shared
     between machines (a synced or network folder); each device writes only its own heads."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, *, create: bool = True):
         self.root = os.path.abspath(root)
         self.url = "file://" + self.root
         self._objects = os.path.join(self.root, "objects")
         self._heads = os.path.join(self.root, "heads")
+        if not create and not os.path.isdir(self._heads):
+            raise StoreError(f"there is no store at {self.root}")
         ensure_private_dir(self.root)
         ensure_private_dir(self._objects)
         ensure_private_dir(self._heads)
@@ -217,8 +219,9 @@ class FileStore(Store):
         await asyncio.to_thread(self._set_head_sync, entry)
 
 
-def open_store(url: str) -> Store:
-    """Open a store from its URL. Supported: file:///absolute/folder (or a plain path)."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open a store from its URL. Supported: file:///absolute/folder (or a plain path). With
+    create=False, a store that does not exist yet is an error instead of being made."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme else url
@@ -226,5 +229,5 @@ def open_store(url: str) -> Store:
             raise StoreError(f"file store URL must be file:///path (got host {parsed.netloc!r})")
         if not path:
             raise StoreError("file store URL has no path")
-        return FileStore(path)
+        return FileStore(path, create=create)
     raise StoreError(f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder")

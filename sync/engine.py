@@ -24,7 +24,7 @@ from sessiond.storage.store import StaleHead, Store, StoreError, check_object
 from . import dagcbor
 from .crypto import DecryptError, EncryptedCID, manifest_key, open_sealed, open_unpadded
 from .keys import KeyStore
-from .share import SharingMixin
+from .share import ImportError_, SharingMixin
 from .log import FANOUT, Entry, LogError, LogReader, LogWriter, Written, op_to_cbor, parse_manifest
 
 log = logging.getLogger("sessiond.sync")
@@ -343,7 +343,7 @@ class Syncer(SharingMixin):
                 st["retry_in"] = round(max(0.0, self._retry_at[s] - time.monotonic()), 2)
             if s in self._pull_errors:
                 st["pull_error"] = self._pull_errors[s]
-            st["state"] = "error" if st.get("last_error") and st["pending"] else (
+            st["state"] = "error" if st.get("last_error") and st["pending"] or st.get("pull_error") else (
                 "pending" if st["pending"] else "synced")
         return states
 
@@ -400,6 +400,17 @@ class Syncer(SharingMixin):
             return report
         store = await self._store_for(sid)
         my_pk = self.keys.head_pk(sid)
+        try:  # a device left out of a rekey cannot open the others' new logs: say so, not "damaged"
+            _, _, notice = await self.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
+            if notice is not None and notice.get("a") != bytes(remote["announce_pk"]) \
+                    and not any(b.get("k") == my_pk for b in notice.get("b", [])):
+                report["problems"].append("revoked: the session was rekeyed without this device; it keeps what it "
+                                          "has, but can neither read nor check what is written from now on (ask "
+                                          "for a new share code)")
+                report["ok"] = False
+                return report
+        except ImportError_ as exc:
+            report["problems"].append(f"members: {exc}")
         for peer in await self.db.peers(sid):
             pk = bytes(peer["head_pk"])
             if pk == my_pk:

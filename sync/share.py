@@ -58,12 +58,12 @@ class SharingMixin:
     """Methods of Syncer that deal with other devices (see engine.Syncer)."""
 
     # ------------------------------------------------------------------ stores per session
-    def _open_store(self, url: str | None) -> Store:
+    def _open_store(self, url: str | None, *, create: bool = True) -> Store:
         if not url or url == self.store.url:
             return self.store
         st = self._stores.get(url)
         if st is None:
-            st = self._stores[url] = open_store(url)
+            st = self._stores[url] = open_store(url, create=create)
         return st
 
     async def _store_for(self, sid: str) -> Store:
@@ -177,7 +177,7 @@ class SharingMixin:
         store = self.store
         try:
             if code.store_url and code.store_url != self.store.url:
-                hinted = self._open_store(code.store_url)
+                hinted = self._open_store(code.store_url, create=False)  # a code makes no folders
                 if await self._has_members(hinted, code) and not await self._has_members(self.store, code):
                     store = hinted
         except StoreError:

@@ -129,3 +129,48 @@ def test_restored_key_in_a_used_home_is_refused_clearly(make_daemon, url, tmp_pa
     assert res.returncode == 1
     assert "device" in res.stderr and "fresh home" in res.stderr, res.stderr
     assert sid not in [s["id"] for s in r.client().list_sessions()["sessions"]]
+
+
+# ------------------------------------------------------------------------------ errors that were hidden
+def test_pull_errors_are_shown_and_verify_says_revoked(make_daemon, url):
+    a = make_daemon(url).start()
+    b = make_daemon(url).start()
+    sid = a.client().create_session(name="revoked")["id"]
+    a.client().append(sid, "user", "before")
+    b.client().import_code(a.client().share(sid)["code"])  # a read-only follower
+    a.client().rekey(sid)
+    a.client().append(sid, "user", "after")
+    a.client().sync(wait=True)
+    res = run_cli(b.home, "sync", "--wait")
+    assert res.returncode == 1
+    assert "rekeyed" in res.stdout + res.stderr, (res.stdout, res.stderr)
+    assert f"{sid}: synced" not in res.stdout
+    st = run_cli(b.home, "status", "--sessions")
+    assert st.returncode == 0
+    assert "everything pushed" not in st.stdout and "rekeyed" in st.stdout, st.stdout
+    assert cli_json(b.home, "status")["sync"][sid]["state"] == "error"
+    rep = run_cli(b.home, "verify")
+    assert rep.returncode == 1
+    assert "revoked" in rep.stdout and "damaged" not in rep.stdout, rep.stdout
+
+
+def test_failed_import_creates_no_store_folder(make_daemon, url, tmp_path):
+    a = make_daemon(url).start()
+    sid = a.client().create_session()["id"]
+    code = a.client().share(sid)["code"]
+    b = make_daemon().start()  # its own store: the code's store is only a hint
+    a.stop()
+    shutil.rmtree(url[len("file://"):])  # the code's store is gone
+    res = run_cli(b.home, "import", input=code)
+    assert res.returncode == 1
+    assert not os.path.exists(url[len("file://"):])
+
+
+def test_start_with_another_store_on_a_running_daemon_is_refused(make_daemon, url, tmp_path):
+    a = make_daemon(url).start()
+    other = "file://" + str(tmp_path / "other")
+    res = run_cli(a.home, "start", "--store", other)
+    assert res.returncode != 0
+    assert "running" in res.stderr and url in res.stderr, res.stderr
+    assert run_cli(a.home, "start", "--store", url).returncode == 0  # the same store: just running
+    assert run_cli(a.home, "start").returncode == 0
