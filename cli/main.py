@@ -73,7 +73,7 @@ def cmd_daemon(args) -> int:
     from sessiond.daemon.home import resolve_home
     from sessiond.daemon.server import run
 
-    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd)
+    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd, change_store=args.change_store)
 
 
 def cmd_start(args) -> int:
@@ -99,6 +99,8 @@ def cmd_start(args) -> int:
     cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", home.path, "--ready-fd", str(write_fd)]
     if store:
         cmd += ["--store", store]
+    if args.change_store:
+        cmd += ["--change-store"]
     out_path = os.path.join(home.logs, "daemon.out")
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, pass_fds=(write_fd,),
@@ -515,6 +517,8 @@ def cmd_verify(args) -> int:
         else:
             lines.append(f"FAILED  {s['session']}:")
             lines += [f"          {p}" for p in s["problems"]]
+            if s.get("repair"):
+                lines.append(f"          (to repair: {s['repair']})")
     if not rep["sessions"]:
         lines.append("no sessions to verify")
     emit(args, rep, "\n".join(lines))
@@ -683,10 +687,15 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = cmd("daemon", cmd_daemon, "run the daemon in the foreground")
-    p.add_argument("--store", help="store URL (default: the home's config.toml, else file://<home>/store)")
+    p.add_argument("--store", help="store URL (default: the one this home used before, else config.toml's, "
+                                   "else file://<home>/store)")
+    p.add_argument("--change-store", action="store_true", dest="change_store",
+                   help="confirm moving this home to another store than the one it used before")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p = cmd("start", cmd_start, "start the daemon in the background; returns once it answers")
-    p.add_argument("--store", help="store URL")
+    p.add_argument("--store", help="store URL (default: the one this home used before)")
+    p.add_argument("--change-store", action="store_true", dest="change_store",
+                   help="confirm moving this home to another store than the one it used before")
     cmd("stop", cmd_stop, "stop the daemon")
     p = cmd("status", cmd_status, "socket, pid, version, device id, counts and sync state")
     p.add_argument("--sessions", action="store_true", help="list every session's sync state")

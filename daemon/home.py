@@ -53,7 +53,7 @@ def normalize_store_url(url: str) -> str:
         if not path:
             raise HomeError(f"store URL {url!r} has no path")
         return "file://" + os.path.abspath(os.path.expanduser(path))
-    return url
+    raise HomeError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder")
 
 
 def check_private_dir(path: str, what: str) -> None:
@@ -160,6 +160,23 @@ class Home:
     @property
     def default_store(self) -> str:
         return "file://" + os.path.join(self.path, "store")
+
+    @property
+    def store_record(self) -> str:
+        return os.path.join(self.path, "store-url")
+
+    def remembered_store(self) -> str | None:
+        """The store this home syncs with, recorded at its first start (None before that)."""
+        try:
+            with open(self.store_record, encoding="utf-8") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def remember_store(self, url: str) -> None:
+        from sessiond.storage.fsutil import atomic_write
+
+        atomic_write(self.store_record, (url + "\n").encode(), 0o600)
 
     def prepare(self) -> None:
         make_private_dir(self.path, "home folder")

@@ -1239,6 +1239,23 @@ class Database:
                                  (sid, device_id or self.device_id))
         return rows[0][0] if rows else 0
 
+    async def move_store(self, old_url: str) -> int:
+        """The daemon moves to another store: sessions shared through the old one stay there (their
+        remote names it), every other session's log is to be pushed to the new store from its start.
+        Returns how many sessions are pushed again."""
+        await self._begin()
+        try:
+            await self.conn.execute("UPDATE remotes SET store_url=? WHERE store_url IS NULL", (old_url,))
+            cur = await self.conn.execute(
+                "UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL "
+                "WHERE session_id NOT IN (SELECT session_id FROM remotes)")
+            n = cur.rowcount
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit()
+        return n
+
     async def adopt_device_id(self, device_id: str) -> None:
         """Become `device_id` (a device key restored into a fresh home finds its earlier logs published
         under that id). Refused once this home has written anything of its own under its current id."""

@@ -174,3 +174,100 @@ def test_start_with_another_store_on_a_running_daemon_is_refused(make_daemon, ur
     assert "running" in res.stderr and url in res.stderr, res.stderr
     assert run_cli(a.home, "start", "--store", url).returncode == 0  # the same store: just running
     assert run_cli(a.home, "start").returncode == 0
+
+
+# ------------------------------------------------------------------------------ the store is remembered
+def test_restart_without_store_keeps_the_store_it_started_with(make_daemon, url, tmp_path):
+    a, b, sid, code = _shared(make_daemon, url)
+    a.stop()
+    a.store = None  # started again without --store: not the home's default store, the one it used
+    a.start()
+    assert a.client().status()["store"] == url
+    a.client().append(sid, "user", "after a restart without --store")
+    a.stop()
+    a.store = url
+    a.start()
+    a.client().append(sid, "user", "and with it again")
+    converged([a, b], sid, 5)
+    verified(a)
+    verified(b)
+    third_sees_all(make_daemon, url, code, sid, contents(a, sid))
+    # another store than the remembered one is refused, with what to do
+    a.stop()
+    a.store = "file://" + str(tmp_path / "elsewhere")
+    with pytest.raises(RuntimeError) as e:
+        a.start()
+    assert url in str(e.value) and "--change-store" in str(e.value)
+    assert not os.path.exists(tmp_path / "elsewhere")
+
+
+def test_relative_store_path_is_made_absolute(make_daemon, tmp_path):
+    d = make_daemon()
+    env = {**os.environ}
+    import subprocess
+    import sys
+
+    cwd = tmp_path / "here"
+    cwd.mkdir()
+    try:
+        res = subprocess.run([sys.executable, "-m", "sessiond.cli.main", "start", "--home", d.home, "--store",
+                              "rel-store"], cwd=cwd, capture_output=True, text=True, env=env, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert d.client().status()["store"] == "file://" + str(cwd / "rel-store")
+    finally:
+        run_cli(d.home, "stop")
+
+
+def test_change_store_confirmed_pushes_everything_there(make_daemon, url, tmp_path):
+    a, b, sid, code = _shared(make_daemon, url)
+    own = a.client().create_session(name="not shared")["id"]
+    a.client().append(own, "user", "mine only")
+    a.client().sync(wait=True)
+    a.stop()
+    new = "file://" + str(tmp_path / "new-store")
+    try:
+        res = run_cli(a.home, "start", "--store", new, "--change-store")
+        assert res.returncode == 0, res.stderr
+        assert a.client().status()["store"] == new
+        a.client().sync(wait=True)
+        rep = verified(a)  # the unshared session is all in the new store
+        assert {s["session"] for s in rep["sessions"]} == {sid, own}
+        a.client().append(sid, "user", "the shared one still syncs where its code points")
+        converged([a, b], sid, 4)
+        verified(b)
+    finally:
+        run_cli(a.home, "stop")
+
+
+def test_sync_pushes_again_what_the_store_lost(make_daemon, url, store_dir):
+    a = make_daemon(url).start()
+    sid = a.client().create_session(name="lost")["id"]
+    a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(40)])
+    a.client().sync(wait=True)
+    verified(a)
+    shutil.rmtree(os.path.join(store_dir, "objects"))  # the store lost every object
+    os.makedirs(os.path.join(store_dir, "objects"))
+    rep = run_cli(a.home, "verify")
+    assert rep.returncode == 1 and "missing" in rep.stdout, rep.stdout
+    res = run_cli(a.home, "sync", "--wait")
+    assert res.returncode == 0, res.stdout + res.stderr
+    verified(a)
+    b = make_daemon(url).start()  # and a new importer gets everything
+    b.client().import_code(a.client().share(sid)["code"])
+    assert contents(b, sid) == contents(a, sid)
+
+
+def test_sync_repairs_a_lost_page_that_verify_found(make_daemon, url, store_dir):
+    a = make_daemon(url).start()
+    sid = a.client().create_session(name="lost page")["id"]
+    for i in range(5):  # a few pushes: a few pages
+        a.client().append(sid, "user", f"m{i}")
+        a.client().sync(wait=True)
+    objs = sorted((os.path.join(r, f) for r, _, fs in os.walk(os.path.join(store_dir, "objects")) for f in fs),
+                  key=os.path.getmtime)
+    os.unlink(objs[0])  # the oldest object: a page of the first push
+    rep = run_cli(a.home, "verify")
+    assert rep.returncode == 1, rep.stdout
+    res = run_cli(a.home, "sync", "--wait")
+    assert res.returncode == 0, res.stdout + res.stderr
+    verified(a)
