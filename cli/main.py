@@ -73,15 +73,22 @@ def cmd_daemon(args) -> int:
     from sessiond.daemon.home import resolve_home
     from sessiond.daemon.server import run
 
-    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd)
+    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd, change_store=args.change_store)
 
 
 def cmd_start(args) -> int:
-    from sessiond.daemon.home import Home, resolve_home
+    from sessiond.daemon.home import Home, HomeError, normalize_store_url, resolve_home
 
     home = Home(resolve_home(args.home))
     try:
+        store = normalize_store_url(args.store) if args.store else None
+    except HomeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    try:
         info = Client(home.path, timeout=5).status()
+        if store is not None and info.get("store") != store:
+            raise CliError(f"the daemon already running for this home (pid {info['pid']}) uses store "
+                           f"{info.get('store')}, not {store}; stop it first (`sessiond stop`) to change stores")
         emit(args, {"started": False, "pid": info["pid"], "socket": info["socket"]},
              f"sessiond is already running (pid {info['pid']}) on {info['socket']}")
         return 0
@@ -90,8 +97,10 @@ def cmd_start(args) -> int:
     home.prepare()
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", home.path, "--ready-fd", str(write_fd)]
-    if args.store:
-        cmd += ["--store", args.store]
+    if store:
+        cmd += ["--store", store]
+    if args.change_store:
+        cmd += ["--change-store"]
     out_path = os.path.join(home.logs, "daemon.out")
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, pass_fds=(write_fd,),
@@ -139,18 +148,24 @@ def cmd_status(args) -> int:
     sync = info.get("sync", {})
     pending = sum(s["pending"] for s in sync.values())
     errors = {sid: s["last_error"] for sid, s in sync.items() if s.get("last_error") and s["pending"]}
+    pull_errors = {sid: s["pull_error"] for sid, s in sync.items() if s.get("pull_error")}
     lines = [f"sessiond {info['version']} (pid {info['pid']}), up {info['uptime']:.0f}s",
              f"socket:   {info['socket']}", f"home:     {info['home']}", f"store:    {info.get('store')}",
              f"device:   {info['device_id']}",
              f"sessions: {counts['sessions']} ({counts['active']} active, {counts['paused']} paused, "
              f"{counts['ended']} ended), {counts['chats']} chats, {counts['messages']} messages",
-             f"sync:     {pending} change(s) waiting to be pushed" if pending else "sync:     everything pushed"]
+             (f"sync:     {pending} change(s) waiting to be pushed" if pending else
+              "sync:     nothing waiting to be pushed" if pull_errors else "sync:     everything pushed")
+             + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else "")]
     if args.sessions:
-        rows = [[sid, s["state"], s["pending"], s["head_rev"], when(s.get("last_push")), short(s.get("last_error"), 50)]
+        rows = [[sid, s["state"], s["pending"], s["head_rev"], when(s.get("last_push")),
+                 short(s.get("last_error") or (f"pull: {s['pull_error']}" if s.get("pull_error") else None), 50)]
                 for sid, s in sync.items()]
         lines.append(table(rows, ["session", "state", "pending", "revision", "last push", "last error"]))
     for sid, err in list(errors.items())[:5]:
         lines.append(f"  {sid}: {err}")
+    for sid, err in list(pull_errors.items())[:5]:
+        lines.append(f"  {sid}: cannot pull: {err}")
     emit(args, info, "\n".join(lines))
     return 0
 
@@ -480,9 +495,12 @@ def cmd_sync(args) -> int:
     lines = []
     for sid, st in res["sessions"].items():
         lines.append(f"{sid}: {st['state']}, revision {st['head_rev']}, {st['pending']} pending"
-                     + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else ""))
+                     + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else "")
+                     + (f", cannot pull: {st['pull_error']}" if st.get("pull_error") else ""))
     if args.wait:
-        lines.append("all pushed" if res["complete"] else "not everything could be pushed yet (see errors above)")
+        lines.append("all pushed and pulled" if res["complete"] else
+                     "not everything could be pushed yet (see errors above)" if not res["pushed"] else
+                     "everything is pushed, but not everything could be pulled (see errors above)")
     else:
         lines.append("sync requested")
     emit(args, res, "\n".join(lines))
@@ -499,6 +517,8 @@ def cmd_verify(args) -> int:
         else:
             lines.append(f"FAILED  {s['session']}:")
             lines += [f"          {p}" for p in s["problems"]]
+            if s.get("repair"):
+                lines.append(f"          (to repair: {s['repair']})")
     if not rep["sessions"]:
         lines.append("no sessions to verify")
     emit(args, rep, "\n".join(lines))
@@ -667,10 +687,15 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = cmd("daemon", cmd_daemon, "run the daemon in the foreground")
-    p.add_argument("--store", help="store URL (default: the home's config.toml, else file://<home>/store)")
+    p.add_argument("--store", help="store URL (default: the one this home used before, else config.toml's, "
+                                   "else file://<home>/store)")
+    p.add_argument("--change-store", action="store_true", dest="change_store",
+                   help="confirm moving this home to another store than the one it used before")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p = cmd("start", cmd_start, "start the daemon in the background; returns once it answers")
-    p.add_argument("--store", help="store URL")
+    p.add_argument("--store", help="store URL (default: the one this home used before)")
+    p.add_argument("--change-store", action="store_true", dest="change_store",
+                   help="confirm moving this home to another store than the one it used before")
     cmd("stop", cmd_stop, "stop the daemon")
     p = cmd("status", cmd_status, "socket, pid, version, device id, counts and sync state")
     p.add_argument("--sessions", action="store_true", help="list every session's sync state")

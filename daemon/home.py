@@ -39,6 +39,23 @@ def socket_path(home: str) -> str:
     return os.path.join(base, tag, SOCKET_NAME)
 
 
+def normalize_store_url(url: str) -> str:
+    """A store URL as the daemon records it: a file store (file:///path, or a plain path, relative
+    ones taken from the current folder) becomes file:///absolute/path."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+        raise HomeError(f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// "
+                        f"is taken as a host name); for a folder here use file://{os.path.abspath(parsed.netloc + parsed.path)}")
+    if parsed.scheme in ("", "file"):
+        path = unquote(parsed.path) if parsed.scheme else url
+        if not path:
+            raise HomeError(f"store URL {url!r} has no path")
+        return "file://" + os.path.abspath(os.path.expanduser(path))
+    raise HomeError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder")
+
+
 def check_private_dir(path: str, what: str) -> None:
     """Refuse a folder that another user owns or that group/others can enter."""
     st = os.stat(path)
@@ -143,6 +160,23 @@ class Home:
     @property
     def default_store(self) -> str:
         return "file://" + os.path.join(self.path, "store")
+
+    @property
+    def store_record(self) -> str:
+        return os.path.join(self.path, "store-url")
+
+    def remembered_store(self) -> str | None:
+        """The store this home syncs with, recorded at its first start (None before that)."""
+        try:
+            with open(self.store_record, encoding="utf-8") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def remember_store(self, url: str) -> None:
+        from sessiond.storage.fsutil import atomic_write
+
+        atomic_write(self.store_record, (url + "\n").encode(), 0o600)
 
     def prepare(self) -> None:
         make_private_dir(self.path, "home folder")

@@ -23,7 +23,7 @@ from sessiond.storage.store import StoreError, open_store
 from sessiond.sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 
 from .api import make_app
-from .home import Config, Home, HomeError
+from .home import Config, Home, HomeError, normalize_store_url
 
 log = logging.getLogger("sessiond")
 
@@ -111,10 +111,11 @@ def setup_logging(home: Home, foreground: bool) -> None:
 
 
 class Daemon:
-    def __init__(self, home: Home, config: Config, store_url: str):
+    def __init__(self, home: Home, config: Config, store_url: str | None, *, change_store: bool = False):
         self.home = home
         self.config = config
-        self.store_url = store_url
+        self.store_url = store_url  # the store asked for (None: the remembered one); the one used once started
+        self.change_store = change_store
         self.version = VERSION
         self.started = time.monotonic()
         self.events = Events()
@@ -162,6 +163,7 @@ class Daemon:
         self.db = await Database.open(self.home.db)
         self.db.limits = dict(self.config.limits)
         self.db.listeners.append(self._on_change)
+        await self._choose_store()
         self._configure_network_stores()
         store = open_store(self.store_url)
         self.syncer = Syncer(self.db, store, self.home.keys, interval=self.config.sync_interval,
@@ -189,6 +191,25 @@ class Daemon:
         site = web.SockSite(self._runner, sock)
         await site.start()
         log.info("daemon started", extra={"event": "start"})
+
+    async def _choose_store(self) -> None:
+        """The store is remembered in the home (<home>/store-url) from the first start on: a start
+        without --store uses it, and another one is refused unless --change-store confirms the move.
+        On a move, sessions shared through the old store keep syncing there (where their codes point;
+        the other devices are there), and every other session is pushed to the new store in full."""
+        remembered = self.home.remembered_store()
+        wanted = self.store_url
+        if wanted is None:
+            self.store_url = remembered or self.home.default_store
+        elif remembered is not None and wanted != remembered:
+            if not self.change_store:
+                raise HomeError(f"this home syncs with the store {remembered} (remembered from its first start), "
+                                f"not {wanted}; start without --store to keep it, or add --change-store to move "
+                                f"this home to {wanted} (its sessions are pushed there in full)")
+            moved = await self.db.move_store(remembered)
+            log.info("store changed", extra={"event": "store", "objects": moved})
+        if remembered != self.store_url:
+            self.home.remember_store(self.store_url)
 
     def _on_change(self, event: dict) -> None:
         self.events.publish(event)
@@ -366,13 +387,13 @@ def _socket_answers(path: str) -> bool:
 
 
 async def serve(home_path: str, store: str | None = None, *, ready_fd: int | None = None,
-                announce: bool = True) -> None:
+                announce: bool = True, change_store: bool = False) -> None:
     home = Home(home_path)
     home.prepare()
     config = Config.load(home.path)
-    store_url = store or config.store or home.default_store
+    wanted = store or config.store
     setup_logging(home, foreground=True)
-    daemon = Daemon(home, config, store_url)
+    daemon = Daemon(home, config, normalize_store_url(wanted) if wanted else None, change_store=change_store)
     try:
         await daemon.start()
     except BaseException:
@@ -383,7 +404,7 @@ async def serve(home_path: str, store: str | None = None, *, ready_fd: int | Non
         loop.add_signal_handler(sig, daemon.request_stop)
     if announce:
         print(f"sessiond {VERSION} listening on {home.socket}", flush=True)
-        print(f"  home: {home.path}\n  store: {store_url}\n  device: {daemon.db.device_id}", flush=True)
+        print(f"  home: {home.path}\n  store: {daemon.store_url}\n  device: {daemon.db.device_id}", flush=True)
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
@@ -393,12 +414,12 @@ async def serve(home_path: str, store: str | None = None, *, ready_fd: int | Non
         await daemon.stop()
 
 
-def run(home_path: str, store: str | None = None, *, ready_fd: int | None = None) -> int:
+def run(home_path: str, store: str | None = None, *, ready_fd: int | None = None, change_store: bool = False) -> int:
     # The sync worker's threads do CPU work (encoding, sealing); a short GIL switch interval keeps the
     # event loop answering apps within a fraction of a millisecond meanwhile.
     sys.setswitchinterval(0.0005)
     try:
-        asyncio.run(serve(home_path, store, ready_fd=ready_fd))
+        asyncio.run(serve(home_path, store, ready_fd=ready_fd, change_store=change_store))
     except HomeError as exc:
         print(f"sessiond: {exc}", file=sys.stderr)
         return 2

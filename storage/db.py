@@ -1320,20 +1320,57 @@ class Database:
                                  (sid, device_id or self.device_id))
         return rows[0][0] if rows else 0
 
+    async def move_store(self, old_url: str) -> int:
+        """The daemon moves to another store: sessions shared through the old one stay there (their
+        remote names it), every other session's log is to be pushed to the new store from its start.
+        Returns how many sessions are pushed again."""
+        await self._begin()
+        try:
+            await self.conn.execute("UPDATE remotes SET store_url=? WHERE store_url IS NULL", (old_url,))
+            cur = await self.conn.execute(
+                "UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL "
+                "WHERE session_id NOT IN (SELECT session_id FROM remotes)")
+            n = cur.rowcount
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit()
+        return n
+
+    async def adopt_device_id(self, device_id: str) -> None:
+        """Become `device_id` (a device key restored into a fresh home finds its earlier logs published
+        under that id). Refused once this home has written anything of its own under its current id."""
+        if device_id == self.device_id:
+            return
+        await self._begin()
+        try:
+            if await self._one("SELECT 1 FROM logs WHERE device_id=? LIMIT 1", (self.device_id,)) is not None:
+                raise Conflict(f"this home is device {self.device_id} and has written sessions as that device")
+            await self.conn.execute("UPDATE meta SET value=? WHERE key='device_id'", (device_id,))
+        except BaseException:
+            await self._rollback()
+            raise
+        await self._commit()
+        self.device_id = device_id
+
     async def devices(self, sid: str) -> dict[str, int]:
         return {r[0]: r[1] for r in await self._all("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))}
 
     # ------------------------------------------------------------------ operations from other devices
     async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], *, peers: list[dict] = (),
-                           remote: dict | None = None, access: str | None = None, event: str = "session.synced"
-                           ) -> int:
+                           remote: dict | None = None, access: str | None = None, event: str = "session.synced",
+                           own: dict | None = None) -> int:
         """Apply other devices' operations (all of them, in one transaction, in one hop to the database
         thread) and record how far each peer's log has been applied. Returns how many were new here.
 
         Operations other than messages are applied in the global order (Lamport clock, device, seq);
         messages are plain inserts that nothing else reads while applying, so they go in as one batch.
-        Nothing slow may run in here (such as checking proofs): every local append waits meanwhile."""
-        logs = {d: lg for d, lg in logs.items() if d != self.device_id}  # this device's own log is authoritative
+        Nothing slow may run in here (such as checking proofs): every local append waits meanwhile.
+        `own` ({pushed_seq, head_rev, tree}): this device's own log as published in the store is taken in
+        too (an import after `rm` or onto a restored key), and the push state continues from it, so no
+        sequence number it published is used again."""
+        if own is None:  # otherwise this device's own log is authoritative
+            logs = {d: lg for d, lg in logs.items() if d != self.device_id}
         ops = sorted((op for lg in logs.values() for op in lg.ops), key=lambda o: o.order)
         msgs = [lg.messages for lg in logs.values()]
 
@@ -1386,6 +1423,12 @@ class Database:
                                "announce_pk=excluded.announce_pk, members_rev=max(members_rev, excluded.members_rev)",
                                (sid, remote["store_url"], remote["announce_pk"], remote.get("members_rev", 0)))
                     db.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
+                if own is not None:
+                    db.execute("INSERT INTO sync_state(session_id, pushed_seq, head_rev, tree) VALUES (?,?,?,?) "
+                               "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=excluded.pushed_seq, "
+                               "head_rev=max(head_rev, excluded.head_rev), tree=excluded.tree, pending=NULL "
+                               "WHERE pushed_seq < excluded.pushed_seq",
+                               (sid, own["pushed_seq"], own["head_rev"], own["tree"]))
                 for p in peers:
                     self._save_peer_sync(db, sid, **p)
                 db.execute("COMMIT")

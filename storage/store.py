@@ -92,11 +92,13 @@ class FileStore(Store):
     """A store in a folder: objects/<2 hex>/<64 hex>, heads/<66 hex>. The folder may be shared
     between machines (a synced or network folder); each device writes only its own heads."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, *, create: bool = True):
         self.root = os.path.abspath(root)
         self.url = "file://" + self.root
         self._objects = os.path.join(self.root, "objects")
         self._heads = os.path.join(self.root, "heads")
+        if not create and not os.path.isdir(self._heads):
+            raise StoreError(f"there is no store at {self.root}")
         ensure_private_dir(self.root)
         ensure_private_dir(self._objects)
         ensure_private_dir(self._heads)
@@ -217,9 +219,10 @@ class FileStore(Store):
         await asyncio.to_thread(self._set_head_sync, entry)
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """Open a store from its URL. Supported: file:///absolute/folder (or a plain path), and the
-    network stores of stores/config.py (s5+https://PORTAL, ipfs+http://HOST:PORT, ...)."""
+    network stores of stores/config.py (s5+https://PORTAL, ipfs+http://HOST:PORT, ...). With
+    create=False, a folder store that does not exist yet is an error instead of being made."""
     parsed = urlparse(url)
     if parsed.scheme.startswith(("s5+", "ipfs+")):
         from ..stores import open_network_store  # imported here: the network stores import this module
@@ -230,6 +233,6 @@ def open_store(url: str) -> Store:
             raise StoreError(f"file store URL must be file:///path (got host {parsed.netloc!r})")
         if not path:
             raise StoreError("file store URL has no path")
-        return FileStore(path)
+        return FileStore(path, create=create)
     raise StoreError(f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder, "
                      "s5+https://PORTAL, ipfs+http://HOST:PORT (Kubo) or ipfs+https://GATEWAY")

@@ -24,7 +24,7 @@ from sessiond.storage.store import StaleHead, Store, StoreError, check_object
 from . import dagcbor
 from .crypto import DecryptError, EncryptedCID, manifest_key, open_sealed, open_unpadded
 from .keys import KeyStore
-from .share import SharingMixin
+from .share import ImportError_, SharingMixin
 from .log import FANOUT, Entry, LogError, LogReader, LogWriter, Written, op_to_cbor, parse_manifest
 
 log = logging.getLogger("sessiond.sync")
@@ -90,6 +90,7 @@ class Syncer(SharingMixin):
         self._retry_at: dict[str, float] = {}
         self._chains: dict[str, tuple] = {}  # per session: (its identity, Chain) of the last checkpoint
         self._attempts: dict[str, int] = {}
+        self._repair: set[str] = set()  # sessions whose log verify found incomplete in the store
         self._errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
@@ -343,12 +344,47 @@ class Syncer(SharingMixin):
                 st["retry_in"] = round(max(0.0, self._retry_at[s] - time.monotonic()), 2)
             if s in self._pull_errors:
                 st["pull_error"] = self._pull_errors[s]
-            st["state"] = "error" if st.get("last_error") and st["pending"] else (
+            st["state"] = "error" if st.get("last_error") and st["pending"] or st.get("pull_error") else (
                 "pending" if st["pending"] else "synced")
         return states
 
+    async def _store_lacks_log(self, sid: str) -> bool:
+        """Whether the store lost what this device pushed of `sid`: its head, the manifest, or an object
+        the manifest points to (or verify found one missing further down). Cheap: no object is read."""
+        if sid in self._repair:
+            return True
+        state = await self.db.sync_state(sid)
+        if not state["head_rev"] or state["pending"] or self.keys.session_key(sid) is None:
+            return False
+        store = await self._store_for(sid)
+        try:
+            head = await asyncio.wait_for(store.get_head(self.keys.head_pk(sid)), self.timeout)
+            if head is None or head.revision < state["head_rev"]:
+                return True
+            hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in _levels_from_cbor(state["tree"]) for e in lv]
+            for h in hashes:
+                if not await asyncio.wait_for(store.has(h), self.timeout):
+                    return True
+        except (StoreError, RegistryError, OSError, asyncio.TimeoutError):
+            return False  # a store that does not answer is not one that lost data; the push reports it
+        return False
+
+    async def repair(self, sid: str) -> bool:
+        """Push this device's whole log of `sid` again if the store lacks any of it. Returns whether it will."""
+        async with self._lock(sid):
+            if not await self.db.last_seq(sid) or not await self._store_lacks_log(sid):
+                return False
+            await self.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
+            self._repair.discard(sid)
+        log.warning("the store lacks objects of this device's log; pushing all of it again",
+                    extra={"session": sid, "event": "repair"})
+        self._dirty.add(sid)
+        return True
+
     async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
         targets = [sid] if sid else await self.db.session_ids()
+        for s in targets:
+            await self.repair(s)
         marks = {s: await self.db.last_seq(s) for s in targets}
         for s in targets:
             self._dirty.add(s)
@@ -393,6 +429,9 @@ class Syncer(SharingMixin):
 
     async def verify_session(self, sid: str) -> dict:
         report = await self._verify_own(sid)
+        if report["problems"] and (report["revision"] is not None or report["problems"][0].startswith("head: missing")):
+            self._repair.add(sid)  # what the store lost of this device's log, `sessiond sync` pushes again
+            report["repair"] = "`sessiond sync` pushes this device's whole log of the session again"
         report["devices"] = 1 if report["revision"] else 0
         key = self.keys.session_keys(sid)
         remote = await self.db.remote(sid)
@@ -400,6 +439,17 @@ class Syncer(SharingMixin):
             return report
         store = await self._store_for(sid)
         my_pk = self.keys.head_pk(sid)
+        try:  # a device left out of a rekey cannot open the others' new logs: say so, not "damaged"
+            _, _, notice = await self.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
+            if notice is not None and notice.get("a") != bytes(remote["announce_pk"]) \
+                    and not any(b.get("k") == my_pk for b in notice.get("b", [])):
+                report["problems"].append("revoked: the session was rekeyed without this device; it keeps what it "
+                                          "has, but can neither read nor check what is written from now on (ask "
+                                          "for a new share code)")
+                report["ok"] = False
+                return report
+        except ImportError_ as exc:
+            report["problems"].append(f"members: {exc}")
         for peer in await self.db.peers(sid):
             pk = bytes(peer["head_pk"])
             if pk == my_pk:

@@ -66,12 +66,12 @@ class SharingMixin:
     """Methods of Syncer that deal with other devices (see engine.Syncer)."""
 
     # ------------------------------------------------------------------ stores per session
-    def _open_store(self, url: str | None) -> Store:
+    def _open_store(self, url: str | None, *, create: bool = True) -> Store:
         if not url or url == self.store.url:
             return self.store
         st = self._stores.get(url)
         if st is None:
-            st = self._stores[url] = open_store(url)
+            st = self._stores[url] = open_store(url, create=create)
         return st
 
     async def _store_for(self, sid: str) -> Store:
@@ -185,7 +185,7 @@ class SharingMixin:
         store = self.store
         try:
             if code.store_url and code.store_url != self.store.url:
-                hinted = self._open_store(code.store_url)
+                hinted = self._open_store(code.store_url, create=False)  # a code makes no folders
                 if await self._has_members(hinted, code) and not await self._has_members(self.store, code):
                     store = hinted
         except StoreError:
@@ -204,8 +204,23 @@ class SharingMixin:
             raise ImportError_("revoked", f"this share code was revoked: session {sid} was rekeyed after it was "
                                           f"made; ask for a new code")
         my_pk = self.keys.head_pk(sid)
+        mine = next((m for m in members if m["head_pk"] == my_pk), None)
+        if mine is not None:
+            await self._adopt_device(sid, mine["device_id"])
         logs, peers = await self._fetch_logs(store, sid, code.session_key,
                                              [m for m in members if m["head_pk"] != my_pk], full=True)
+        # This device's own log as the store holds it: after `rm`, or on a restored device key, the
+        # messages it published come back, and its next sequence number follows the last it published.
+        own = None
+        if mine is not None:
+            man, lg = await self._fetch_log(store, sid, code.session_key, my_pk, mine["device_id"], min_rev=0,
+                                            after_seq=0)
+            if man is not None and man.last_seq > (await self.db.last_seq(sid) if existing is not None else 0):
+                from .engine import _levels_to_cbor
+
+                logs[man.device] = lg
+                own = {"pushed_seq": man.last_seq, "head_rev": man.rev,
+                       "tree": dagcbor.encode(_levels_to_cbor(man.levels))}
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")
         checkpoints = sorted((o for lg in logs.values() for o in lg.ops if o.kind == "checkpoint.add"),
@@ -244,7 +259,7 @@ class SharingMixin:
                 sid, logs, peers=peers, access=access,
                 remote={"store_url": store.url if store is not self.store else None,
                         "announce_pk": code.announce_pk, "members_rev": rev},
-                event="session.imported")
+                event="session.imported", own=own)
         except BaseException:
             if "key" in created:
                 self.keys.delete_session_key(sid)
@@ -252,6 +267,21 @@ class SharingMixin:
         log.info("imported", extra={"session": sid, "event": "import"})
         return {"session": sid, "new": new, "capability": code.capability, "already": existing is not None,
                 "devices": len(logs)}
+
+    async def _adopt_device(self, sid: str, device: str | None) -> None:
+        """The members list names this device's head key under another device id: this home holds a
+        device key restored with `key import`. A fresh home becomes that device again; one that has
+        written as itself cannot (its head key would then carry two devices' logs)."""
+        if device in (None, "None") or device == self.db.device_id:
+            return
+        try:
+            await self.db.adopt_device_id(device)
+        except Exception:
+            raise ImportError_("conflict", f"this device's key published session {sid} as device {device}, but "
+                                           f"this home is device {self.db.device_id} and has sessions of its own; "
+                                           f"import the code into a fresh home that holds the restored key "
+                                           f"(`sessiond key import --home NEW`)") from None
+        log.info("took the device id of a restored device key", extra={"session": sid, "event": "import"})
 
     # ------------------------------------------------------------------ checkpoints
     async def _known_pks(self, sid: str) -> set[bytes]:
