@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from sessiond.client import ApiError, Client, ClientError, DaemonNotRunning
-from sessiond.daemon.home import HomeError, holds_lock, lock_held, read_lock, resolve_home
+from sessiond.daemon.home import HomeError, holds_lock, read_lock, resolve_home
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -157,7 +157,7 @@ def cmd_stop(args) -> int:
     # The lock file names the daemon (its pid), whatever answers on the socket: a hung daemon can still
     # be stopped, and the check that the pid holds the lock means no other process is ever signalled.
     home = resolve_home(args.home)
-    pid = read_lock(home)[0] if lock_held(home) else None
+    pid = read_lock(home)[0]
     if pid is None or not holds_lock(pid, home):
         emit(args, {"stopped": False, "running": False}, "no sessiond daemon is running for this home")
         return 0
