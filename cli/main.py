@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from sessiond.client import ApiError, Client, ClientError, DaemonNotRunning
+from sessiond.daemon.home import HomeError, holds_lock, read_lock, resolve_home
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -25,15 +26,31 @@ class CliError(Exception):
 
 
 # ------------------------------------------------------------------------------------------ output
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(m: re.Match) -> str:
+    return m.group().encode("unicode_escape").decode("ascii")
+
+
+def safe(text: Any, keep_lines: bool = False) -> str:
+    """Text as a terminal may show it: control characters (which could move the cursor, recolour or
+    rewrite the screen) and lone surrogates become escapes like \\x1b. Only for human output;
+    --json prints the exact text."""
+    text = "" if text is None else str(text)
+    return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).sub(_escape, text)
+
+
 def emit(args, data: Any, human: str | None = None) -> None:
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     elif human is not None:
-        print(human)
+        print(safe(human, keep_lines=True))
 
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:
-    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    cells = [[safe(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for r in cells:
@@ -50,7 +67,7 @@ def when(t: float | None) -> str:
 def short(text: str | None, n: int = 60) -> str:
     if text is None:
         return ""
-    text = text.replace("\n", " ")
+    text = safe(text.replace("\n", " "))
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -121,24 +138,49 @@ def cmd_start(args) -> int:
     return 0
 
 
-def cmd_stop(args) -> int:
-    c = client(args)
+def _alive(pid: int) -> bool:
     try:
-        pid = c.status()["pid"]
-    except DaemonNotRunning:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    """Poll until process `pid` has exited, up to a deadline."""
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def cmd_stop(args) -> int:
+    # The lock file names the daemon (its pid), whatever answers on the socket: a hung daemon can still
+    # be stopped, and the check that the pid holds the lock means no other process is ever signalled.
+    home = resolve_home(args.home)
+    pid = read_lock(home)[0]
+    if pid is None or not holds_lock(pid, home):
         emit(args, {"stopped": False, "running": False}, "no sessiond daemon is running for this home")
         return 0
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        raise CliError(f"the daemon (pid {pid}) did not stop within 15 s")
-    emit(args, {"stopped": True, "pid": pid}, f"sessiond stopped (pid {pid})")
+    if _wait_gone(pid, args.timeout) or not holds_lock(pid, home):  # exited, or past its last step
+        emit(args, {"stopped": True, "pid": pid, "killed": False}, f"sessiond stopped (pid {pid})")
+        return 0
+    # Still that daemon (it holds the lock), and hung: end it. Acknowledged writes are committed already.
+    os.kill(pid, signal.SIGKILL)
+    print(f"sessiond: the daemon (pid {pid}) did not stop within {args.timeout:g} s; killed it (SIGKILL)",
+          file=sys.stderr)
+    if not _wait_gone(pid, 10):
+        raise CliError(f"the daemon (pid {pid}) is still running after SIGKILL")
+    emit(args, {"stopped": True, "pid": pid, "killed": True}, f"sessiond stopped (pid {pid}, killed)")
     return 0
 
 
@@ -226,9 +268,9 @@ def cmd_ls(args) -> int:
 def cmd_show(args) -> int:
     s = client(args).get_session(args.id)
     sync = s.get("sync", {})
-    lines = [f"id:            {s['id']}", f"name:          {s['name'] or ''}", f"user:          {s['user'] or ''}",
-             f"status:        {s['status']}", f"model:         {s['model'] or ''}",
-             f"settings:      {json.dumps(s['settings'])}", f"tags:          {', '.join(s['tags'])}",
+    lines = [f"id:            {s['id']}", f"name:          {safe(s['name'])}", f"user:          {safe(s['user'])}",
+             f"status:        {s['status']}", f"model:         {safe(s['model'])}",
+             f"settings:      {json.dumps(s['settings'])}", f"tags:          {safe(', '.join(s['tags']))}",
              f"system prompt: {short(s['system_prompt'], 70)}", f"current chat:  {s['current_chat']}",
              f"chats:         {s['chat_count']}", f"messages:      {s['message_count']} ({s['tokens']} tokens)",
              f"created:       {when(s['created_at'])}", f"last activity: {when(s['last_activity'])}",
@@ -236,7 +278,7 @@ def cmd_show(args) -> int:
              f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
              f"{sync.get('pending', 0)} pending" + (f", last error: {sync['last_error']}" if sync.get("last_error") else "")]
     if s["metadata"]:
-        lines.append(f"metadata:      {json.dumps(s['metadata'], ensure_ascii=False)}")
+        lines.append(f"metadata:      {safe(json.dumps(s['metadata'], ensure_ascii=False))}")
     emit(args, s, "\n".join(lines))
     return 0
 
@@ -326,7 +368,7 @@ def cmd_checkpoints(args) -> int:
 
 def _read_json(path: str):
     """JSON from a file, or from standard input for '-'."""
-    text = sys.stdin.read() if path == "-" else _read_file(path)
+    text = _read_text("-") if path == "-" else _read_file(path)
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -367,7 +409,7 @@ def cmd_cleanup(args) -> int:
     res = client(args).cleanup(args.older_than, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     lines = [f"{verb} {len(res['sessions'])} session(s) idle for longer than {args.older_than_text}"]
-    lines += [f"  {s['id']}  {s['name'] or ''}  last active {when(s['last_activity'])}" for s in res["sessions"]]
+    lines += [f"  {s['id']}  {safe(s['name'])}  last active {when(s['last_activity'])}" for s in res["sessions"]]
     emit(args, res, "\n".join(lines))
     return 0
 
@@ -485,7 +527,8 @@ def cmd_log(args) -> int:
         print("no messages")
     for m in msgs:
         head = f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else "")
-        print(f"{head} {m['id']}:\n{m['content']}\n" if not args.short else f"{m['role']:>9}: {short(m['content'], 100)}")
+        print(f"{head} {m['id']}:\n{safe(m['content'], keep_lines=True)}\n" if not args.short
+              else f"{m['role']:>9}: {short(m['content'], 100)}")
     return 0
 
 
@@ -530,7 +573,7 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
     """Passphrases come from a file (or '-' for standard input), never from the command line."""
     if path is None:
         return None
-    data = sys.stdin.read() if path == "-" else _read_file(path)
+    data = _read_text("-") if path == "-" else _read_file(path)
     phrase = data.rstrip("\r\n")
     if not phrase:
         raise CliError(f"the passphrase file is empty{confirm_hint}", EXIT_USAGE)
@@ -560,7 +603,8 @@ def cmd_share(args) -> int:
         buf = io.StringIO()
         segno.make(res["code"], error="l").terminal(out=buf, compact=True)
         res["qr"] = buf.getvalue()
-        lines.append(buf.getvalue())
+        if not args.json:  # standard output carries the code alone, so `share --qr | sessiond import` works
+            print(buf.getvalue(), file=sys.stderr)
     emit(args, res, "\n".join(lines))
     return 0
 
@@ -590,7 +634,7 @@ def cmd_import(args) -> int:
 
         code = getpass.getpass("share code: ").strip()
     else:
-        code = sys.stdin.read().strip()
+        code = _read_text("-").strip()
     res = client(args).import_code(code, _passphrase(args.passphrase_file, ""))
     emit(args, res, res["session"])
     if not args.json:
@@ -610,7 +654,17 @@ def _keystore(args):
 
 
 def cmd_key_export(args) -> int:
-    _, ks = _keystore(args)
+    from sessiond.daemon.home import Home, check_private_dir
+    from sessiond.sync.keys import KeyStore
+
+    # Export reads the key a home has; it never makes a home (or a key) for a mistyped --home.
+    home = Home(resolve_home(args.home))
+    if not os.path.isfile(os.path.join(home.keys, "device.key")):
+        raise CliError(f"{home.path} has no device key (is --home right? a home gets its key when its daemon "
+                       f"first starts)")
+    check_private_dir(home.path, "home folder")
+    check_private_dir(home.keys, "key folder")
+    ks = KeyStore(home.keys)
     words = ks.export_mnemonic()
     emit(args, {"mnemonic": words, "words": len(words.split())},
          "Your device key backup (keep it secret; anyone with it can sign as this device):\n\n" + words)
@@ -631,7 +685,7 @@ def cmd_key_import(args) -> int:
 
         phrase = getpass.getpass("backup words (24, space-separated): ")
     else:
-        phrase = sys.stdin.read()
+        phrase = _read_text("-")
     try:
         mnemonic_to_seed(phrase)
     except KeyError_ as exc:
@@ -670,13 +724,27 @@ def _add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
         p.add_argument("--idle-timeout", type=duration, dest="idle_timeout", help="end the session after this idle time")
 
 
+class _UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are raised, not printed and exited on, so that main() can answer them in JSON
+    when --json is given (subcommand parsers are of this class too)."""
+
+    def error(self, message: str):
+        raise _UsageError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS,
                         help="the daemon's home folder (default: $SESSIOND_HOME or the user data folder)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
-    parser = argparse.ArgumentParser(prog="sessiond", description="Private, durable LLM chat sessions on every device.")
+    parser = _Parser(prog="sessiond", description="Private, durable LLM chat sessions on every device.")
     parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -696,7 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="store URL (default: the one this home used before)")
     p.add_argument("--change-store", action="store_true", dest="change_store",
                    help="confirm moving this home to another store than the one it used before")
-    cmd("stop", cmd_stop, "stop the daemon")
+    p = cmd("stop", cmd_stop, "stop the daemon")
+    p.add_argument("--timeout", type=float, default=15.0,
+                   help="seconds to wait for a clean stop before killing the daemon (default 15)")
     p = cmd("status", cmd_status, "socket, pid, version, device id, counts and sync state")
     p.add_argument("--sessions", action="store_true", help="list every session's sync state")
 
@@ -848,21 +918,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_utf8(argv: list[str]) -> str | None:
+    """The first argument that is not UTF-8 text (Python carries such bytes as lone surrogates)."""
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"argument {i} ({ascii(os.fsencode(arg))[1:]}) is not UTF-8 text; give text as UTF-8"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    wants_json = "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+    early = argparse.Namespace(json=wants_json)
+    bad = _not_utf8(argv)
+    if bad:
+        return _fail(early, "usage", bad, EXIT_USAGE)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+    except _UsageError as exc:
+        if not wants_json:
+            exc.parser.print_usage(sys.stderr)
+        where = exc.parser.prog.partition(" ")[2]  # the subcommand, if any
+        return _fail(early, "usage", f"{where}: {exc}" if where else str(exc), EXIT_USAGE)
     except SystemExit as exc:
         return int(exc.code or 0)
     if getattr(args, "fn", None) is None:
+        if args.json:
+            return _fail(args, "usage", "give a command (see `sessiond --help`)", EXIT_USAGE)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     if getattr(args, "older_than_text", None) is not None:
         try:
             args.older_than = duration(args.older_than_text)
         except argparse.ArgumentTypeError as exc:
-            print(f"sessiond: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return _fail(args, "usage", str(exc), EXIT_USAGE)
+    home = resolve_home(args.home)
+    if os.path.lexists(home) and not os.path.isdir(home):
+        return _fail(args, "bad_home", f"the home {home} is not a folder; give a folder with --home (or "
+                     f"$SESSIOND_HOME)", EXIT_USAGE)
     try:
         return args.fn(args) or 0
     except DaemonNotRunning as exc:
@@ -873,6 +969,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, "error", str(exc), exc.code)
     except ClientError as exc:
         return _fail(args, "error", str(exc), EXIT_ERROR)
+    except HomeError as exc:
+        return _fail(args, "bad_home", str(exc), EXIT_ERROR)
     except UnicodeDecodeError:
         return _fail(args, "error", "standard input is not UTF-8 text", EXIT_USAGE)
     except KeyboardInterrupt:
@@ -884,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(args, code: str, message: str, exit_code: int) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"error": {"code": code, "message": message}}))
-    print(f"sessiond: {message}", file=sys.stderr)
+    print(f"sessiond: {safe(message, keep_lines=True)}", file=sys.stderr)
     return exit_code
 
 

@@ -296,6 +296,12 @@ class Client(_Api):
             except PermissionError:
                 self.close()
                 raise ClientError(f"permission denied on {self.socket}: the daemon belongs to another user") from None
+            except TimeoutError:
+                self.close()
+                raise ClientError(f"the daemon on {self.socket} did not answer within {self.timeout:g} s") from None
+            except OSError as exc:  # e.g. a home that is a file, a path too long for a socket
+                self.close()
+                raise ClientError(f"cannot connect to {self.socket}: {exc.strerror or exc}") from None
 
     def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
         resp = self._request(method, path, body, key)

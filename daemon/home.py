@@ -1,6 +1,7 @@
 """Where a daemon keeps its things, and the checks that keep them private."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import stat
@@ -29,14 +30,84 @@ def resolve_home(home: str | None) -> str:
 
 
 def socket_path(home: str) -> str:
-    """The socket lives in the home (0700). If that path is too long for a Unix socket, it lives in a
-    0700 folder of its own under the runtime directory, named after the home."""
+    """Where clients find a home's socket: in the home (0700), or, if that path is too long for a Unix
+    socket, where the home's daemon recorded it (its lock file), so that it does not depend on the
+    client's environment."""
     path = os.path.join(home, SOCKET_NAME)
     if len(path.encode()) <= MAX_SOCKET_PATH:
         return path
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sessiond-{os.getuid()}"
-    tag = hashlib.blake2s(home.encode(), digest_size=8).hexdigest()
-    return os.path.join(base, tag, SOCKET_NAME)
+    return read_lock(home)[1] or runtime_socket_path(home)
+
+
+def runtime_socket_path(home: str) -> str:
+    """Where a daemon puts its socket: in the home if the path fits, else in a 0700 folder of its own,
+    named after the home, under the runtime directory (or /tmp/sessiond-UID if that is too long too)."""
+    path = os.path.join(home, SOCKET_NAME)
+    if len(path.encode()) <= MAX_SOCKET_PATH:
+        return path
+    tag = hashlib.blake2s(home.encode(errors="surrogateescape"), digest_size=8).hexdigest()
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    for base in (runtime if os.path.isabs(runtime) else "", f"/tmp/sessiond-{os.getuid()}"):
+        path = os.path.join(base, tag, SOCKET_NAME)
+        if base and len(path.encode(errors="surrogateescape")) <= MAX_SOCKET_PATH:
+            return path
+    raise HomeError(f"no folder for the socket of {home}: the runtime directory path is too long")
+
+
+def lock_path(home: str) -> str:
+    return os.path.join(home, "daemon.lock")
+
+
+def read_lock(home: str) -> tuple[int | None, str | None]:
+    """The pid and socket path a daemon wrote in the home's lock file (None where unknown). Whether a
+    daemon still holds the lock is another question (`lock_held`)."""
+    try:
+        with open(lock_path(home), "rb") as f:
+            lines = os.fsdecode(f.read(4096)).splitlines()
+    except OSError:
+        return None, None
+    pid = int(lines[0]) if lines and lines[0].strip().isdigit() else None
+    sock = lines[1].strip() if len(lines) > 1 and os.path.isabs(lines[1].strip()) else None
+    return pid, sock
+
+
+def lock_held(home: str) -> bool:
+    """True while a daemon holds the home's lock."""
+    try:
+        fd = os.open(lock_path(home), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock this took
+    return False
+
+
+def holds_lock(pid: int, home: str) -> bool:
+    """Whether process `pid` has the home's lock file open: that it is really this home's daemon, not
+    another process that got its pid later. Without /proc, trust a held lock."""
+    try:
+        want = os.stat(lock_path(home))
+    except OSError:
+        return False
+    fd_dir = f"/proc/{pid}/fd"
+    if not os.path.isdir("/proc/self/fd"):
+        return lock_held(home)
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            st = os.stat(os.path.join(fd_dir, name))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+            return True
+    return False
 
 
 def normalize_store_url(url: str) -> str:
@@ -68,6 +139,8 @@ def check_private_dir(path: str, what: str) -> None:
 
 
 def make_private_dir(path: str, what: str) -> None:
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise HomeError(f"{what} {path} exists and is not a folder; choose another path (--home DIR)")
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # makedirs' mode is masked by the umask; be exact
@@ -128,8 +201,15 @@ class Config:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise HomeError(f"{path}: {key!r} must be a whole number of at least 1")
                 cfg.limits[key] = value
-            else:
-                cfg.extra[key] = value
+            else:  # a mistyped key would otherwise be ignored without a word
+                import difflib
+
+                known = ["store", "sync_interval", "push_delay", "poll_interval", "cleanup_interval",
+                         "delete_expired", "token_estimator", *LIMIT_KEYS]
+                close = difflib.get_close_matches(key, known, n=1)
+                raise HomeError(f"{path}: unknown setting {key!r}"
+                                + (f"; did you mean {close[0]!r}?" if close else "")
+                                + f" (known settings: {', '.join(known)})")
         return cfg
 
 
@@ -139,7 +219,8 @@ class Home:
 
     @property
     def socket(self) -> str:
-        return socket_path(self.path)
+        """Where this process would put the daemon's socket (see `socket_path` for where clients look)."""
+        return runtime_socket_path(self.path)
 
     @property
     def db(self) -> str:
@@ -147,7 +228,7 @@ class Home:
 
     @property
     def lock(self) -> str:
-        return os.path.join(self.path, "daemon.lock")
+        return lock_path(self.path)
 
     @property
     def logs(self) -> str:

@@ -23,7 +23,7 @@ from sessiond.storage.store import StoreError, open_store
 from sessiond.sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 
 from .api import make_app
-from .home import Config, Home, HomeError, normalize_store_url
+from .home import Config, Home, HomeError, normalize_store_url, read_lock
 
 log = logging.getLogger("sessiond")
 
@@ -136,14 +136,14 @@ class Daemon:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                pid = os.read(fd, 32).decode().strip()
-            finally:
-                os.close(fd)
+            os.close(fd)
+            pid = read_lock(self.home.path)[0]
             raise AlreadyRunning(f"a sessiond daemon is already running for {self.home.path}"
                                  + (f" (pid {pid})" if pid else "") + "; stop it with `sessiond stop`") from None
+        # The lock file says who holds it and where its socket is: clients find the socket from the
+        # home, whatever their own environment (a long home's socket is under this process's runtime dir).
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, os.fsencode(f"{os.getpid()}\n{self.home.socket}\n"))
         self._lock_fd = fd
 
     def _configure_network_stores(self) -> None:

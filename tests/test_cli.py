@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -123,3 +129,178 @@ def test_cli_survives_garbage(home, argv, stdin, monkeypatch):
     monkeypatch.setattr(_sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), errors="strict"))
     code = main([*argv, "--home", home] if argv and not argv[0].startswith("-") else argv)
     assert isinstance(code, int)
+
+
+# ------------------------------------------------------------------ issue 19: CLI errors and output
+def _no_traceback(res):
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 2, res.stderr  # a message (and perhaps usage), not a dump
+
+
+def test_home_that_is_a_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("not a folder")
+    for args in (["start"], ["daemon"], ["ls"], ["stop"], ["key", "export"], ["key", "import"]):
+        res = run_cli(str(f), *args)
+        assert res.returncode != 0 and "not a folder" in res.stderr, (args, res.stderr)
+        _no_traceback(res)
+        res = run_cli(str(f), *args, "--json")
+        assert res.returncode != 0 and "not a folder" in json.loads(res.stdout)["error"]["message"], args
+    assert f.read_text() == "not a folder"
+
+
+def _long_home(base) -> str:
+    return os.path.join(str(base), "x" * 60, "y" * 60, "home")
+
+
+def test_long_runtime_dir_still_gives_a_socket(tmp_path):
+    """A long home puts its socket under XDG_RUNTIME_DIR; if that is long too, the daemon still starts."""
+    base = tempfile.mkdtemp(prefix="sd-")
+    home = _long_home(base)
+    runtime = tmp_path / ("r" * 120)
+    runtime.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    try:
+        res = run_cli(home, "start", env=env)
+        _no_traceback(res)
+        assert res.returncode == 0, res.stderr
+        st = cli_json(home, "status", env=env)
+        assert len(st["socket"].encode()) <= 100
+        assert cli_json(home, "new", "--id", "long", env=env)["id"] == "long"
+    finally:
+        stop = run_cli(home, "stop", env=env)
+        shutil.rmtree(base, ignore_errors=True)
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+
+
+def test_clients_find_the_socket_from_the_home_not_their_environment(tmp_path):
+    base = tempfile.mkdtemp(prefix="sd-")
+    home = _long_home(base)
+    mine, theirs = tempfile.mkdtemp(prefix="sd-rt-"), tempfile.mkdtemp(prefix="sd-rt-")
+    try:
+        assert run_cli(home, "start", env={"XDG_RUNTIME_DIR": mine}).returncode == 0
+        other = {"XDG_RUNTIME_DIR": theirs}
+        st = run_cli(home, "status", "--json", env=other)
+        assert st.returncode == 0, st.stderr
+        assert json.loads(st.stdout)["socket"].startswith(mine)
+        assert run_cli(None, "ls", env={**other, "SESSIOND_HOME": home}).returncode == 0
+        stop = run_cli(home, "stop", env=other)
+        assert stop.returncode == 0 and "stopped" in stop.stdout, stop
+        assert run_cli(home, "status", env={"XDG_RUNTIME_DIR": mine}).returncode == 3
+    finally:
+        run_cli(home, "stop")
+        for d in (base, mine, theirs):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_stop_kills_a_hung_daemon_after_a_bounded_wait(daemon):
+    pid = daemon.proc.pid
+    os.kill(pid, signal.SIGSTOP)  # hung: neither answers on its socket nor acts on SIGTERM
+    try:
+        t0 = time.monotonic()
+        res = run_cli(daemon.home, "stop", "--timeout", "1")
+        took = time.monotonic() - t0
+    finally:
+        if daemon.proc.poll() is None:
+            os.kill(pid, signal.SIGCONT)
+    _no_traceback(res)
+    assert res.returncode == 0 and "killed" in res.stderr and f"pid {pid}" in res.stderr, res
+    assert took < 30
+    assert daemon.proc.wait(timeout=10) == -signal.SIGKILL
+    # the next start works, and what was acknowledged before is there
+    daemon.start()
+    assert daemon.client().status()["pid"] == daemon.proc.pid
+
+
+def test_stop_never_signals_a_process_that_is_not_the_daemon(home):
+    os.makedirs(home, mode=0o700)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(os.path.join(home, "daemon.lock"), "w") as f:
+            f.write(f"{bystander.pid}\n")  # a stale lock file whose pid now belongs to someone else
+        res = run_cli(home, "stop")
+        assert res.returncode == 0 and "no sessiond daemon is running" in res.stdout
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_unknown_config_key_is_refused_by_name(home):
+    os.makedirs(home, mode=0o700)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write("delete_expird = true\n")
+    res = run_cli(home, "daemon")
+    assert res.returncode != 0
+    assert "'delete_expird'" in res.stderr and "'delete_expired'" in res.stderr, res.stderr
+    _no_traceback(res)
+    res = run_cli(home, "start", "--json")
+    assert res.returncode == 1 and "delete_expird" in json.loads(res.stdout)["error"]["message"]
+
+
+@pytest.mark.parametrize("args", [
+    ["frobnicate"], ["new", "--temperature", "hot"], ["add"], ["add", "x", "--role", "wizard", "t"],
+    ["new", "--expires-in", "soon"], ["log"], ["cleanup", "--older-than", "soon"], [],
+])
+def test_argument_errors_answer_in_json(home, args):
+    for argv in ([*args, "--json"], ["--json", *args]):
+        res = run_cli(home, *argv)
+        assert res.returncode == 2, res
+        err = json.loads(res.stdout)["error"]
+        assert err["code"] == "usage" and err["message"]
+
+
+def test_share_qr_keeps_standard_output_for_the_code(make_daemon, store_dir):
+    url = "file://" + store_dir
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    sid = cli_json(a.home, "new", "--id", "qr")["id"]
+    res = run_cli(a.home, "share", sid, "--qr", check=True)
+    code = res.stdout.strip()
+    assert "\n" not in code and code.startswith("sessiond")  # the code alone
+    assert "▀" in res.stderr or "█" in res.stderr or "▄" in res.stderr  # the QR, for the eyes
+    imp = run_cli(b.home, "import", input=res.stdout)
+    assert imp.returncode == 0, imp.stderr
+    assert imp.stdout.strip() == sid
+
+
+def test_control_characters_are_escaped_for_people_and_exact_in_json(daemon):
+    evil = "evil\x1b[2J\x07\r\x9bname"
+    sid = cli_json(daemon.home, "new", "--name", evil, "--tag", "t\x1bx", "--model", "m\x08")["id"]
+    run_cli(daemon.home, "chat", "new", sid, "--name", evil, check=True)
+    run_cli(daemon.home, "add", sid, "--role", "user", "line one\nline\x1b]0;title\x07 two", check=True)
+    outs = [run_cli(daemon.home, *args, check=True).stdout
+            for args in (["ls"], ["show", sid], ["chat", "ls", sid], ["log", sid], ["log", sid, "--short"])]
+    for out in outs:
+        for c in "\x1b\x07\r\x9b\x08":
+            assert c not in out, (c, out)
+    assert "evil\\x1b[2J\\x07\\r\\x9bname" in outs[0] and "\\x1b" in outs[3] and "\\x1b" in outs[4]
+    assert "line one\nline" in outs[3]  # a message's own lines stay lines
+    assert cli_json(daemon.home, "show", sid)["name"] == evil
+    assert cli_json(daemon.home, "log", sid)["messages"][0]["content"] == "line one\nline\x1b]0;title\x07 two"
+
+
+def test_key_export_never_makes_a_home(daemon, tmp_path):
+    typo = str(tmp_path / "hmoe")
+    res = run_cli(typo, "key", "export")
+    assert res.returncode == 1 and "no device key" in res.stderr and "--home" in res.stderr
+    _no_traceback(res)
+    assert not os.path.exists(typo)
+    res = run_cli(typo, "key", "export", "--json")
+    assert "no device key" in json.loads(res.stdout)["error"]["message"]
+    assert len(cli_json(daemon.home, "key", "export")["mnemonic"].split()) == 24
+
+
+def test_text_that_is_not_utf8_is_a_clear_error(daemon):
+    sid = cli_json(daemon.home, "new")["id"]
+    for argv in ([b"add", sid, "--role", "user", b"\xff"], [b"new", b"--name", b"caf\xe9"]):
+        res = run_cli(daemon.home, *argv)
+        assert res.returncode == 2 and "not UTF-8" in res.stderr, res
+        _no_traceback(res)
+        res = run_cli(daemon.home, *argv, "--json")
+        assert res.returncode == 2 and "not UTF-8" in json.loads(res.stdout)["error"]["message"]
+    for argv in (["add", sid, "--role", "user", "-"], ["new", "--system", "-"], ["import-file", "-", "--format", "json"],
+                 ["import"], ["share", sid, "--passphrase-file", "-"], ["verify-proof", sid, "-"]):
+        res = run_cli(daemon.home, *argv, input=b"caf\xe9\xff\n")
+        assert res.returncode == 2 and "UTF-8" in res.stderr, (argv, res)
+        _no_traceback(res)
+    assert cli_json(daemon.home, "log", sid)["messages"] == []

@@ -1,6 +1,7 @@
 """Local security: what other local users, logs, process lists and the store can learn (issue 6)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -78,3 +79,22 @@ def test_store_and_key_files_after_a_full_run(daemon):
             assert os.stat(os.path.join(root, f)).st_mode & 0o777 == 0o600
         for d in dirs:
             assert os.stat(os.path.join(root, d)).st_mode & 0o777 == 0o700
+
+
+def test_home_open_to_others_is_refused_with_what_to_run(daemon):
+    """start and key export on a 0755 home: one line saying what to run, never a traceback."""
+    daemon.stop()
+    os.chmod(daemon.home, 0o755)
+    try:
+        for args in (["start"], ["key", "export"], ["daemon"]):
+            res = run_cli(daemon.home, *args)
+            assert res.returncode != 0, (args, res)
+            assert "Traceback" not in res.stderr and f"chmod 700 {daemon.home}" in res.stderr, (args, res.stderr)
+            assert "mnemonic" not in res.stdout and len(res.stdout.split()) < 24
+            if args == ["daemon"]:  # the foreground daemon reports on standard error only
+                continue
+            res = run_cli(daemon.home, *args, "--json")
+            assert res.returncode != 0 and "chmod 700" in json.loads(res.stdout)["error"]["message"], args
+        assert os.stat(daemon.home).st_mode & 0o777 == 0o755  # changed nothing
+    finally:
+        os.chmod(daemon.home, 0o700)
