@@ -476,9 +476,15 @@ class Syncer(SharingMixin):
         return report
 
     async def _verify_own(self, sid: str) -> dict:
+        """This device's log of `sid` in the store, checked against the local database. The report is
+        about one head: it names the revision and the manifest it read (`manifest`, its BLAKE3 hash),
+        and every object reachable from that manifest is read and checked (hash, tags, plaintext id,
+        decoding) even after another one failed; each one that is damaged or missing is listed in
+        `damaged` as {"object": hash, "problem": ...} and named in `problems`."""
         problems: list[str] = []
-        report = {"session": sid, "ok": False, "revision": None, "objects": 0, "operations": 0,
-                  "unpushed": 0, "problems": problems}
+        damaged: list[dict] = []
+        report = {"session": sid, "ok": False, "revision": None, "manifest": None, "objects": 0, "operations": 0,
+                  "unpushed": 0, "problems": problems, "damaged": damaged}
         state = await self.db.sync_state(sid)
         last = await self.db.last_seq(sid)
         report["unpushed"] = max(0, last - state["pushed_seq"])
@@ -509,23 +515,27 @@ class Syncer(SharingMixin):
             return report
         try:
             mhash = manifest_hash_of(head)
+        except RegistryError as exc:
+            problems.append(f"head (revision {head.revision}): {_describe(exc)}")
+            return report
+        report["manifest"] = mhash.hex()
+        try:
             ct = await asyncio.wait_for(store.get(mhash), self.timeout)
             report["objects"] += 1
             plain = _open_manifest(ct, mhash, self.keys.session_keys(sid), head_pk, head.revision)
             manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
-        except (RegistryError, StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError) as exc:
-            problems.append(f"manifest (revision {head.revision}): {_describe(exc)}")
+        except (StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError) as exc:
+            damaged.append({"object": mhash.hex(), "problem": _describe(exc)})
+            problems.append(f"manifest {mhash.hex()} (revision {head.revision}): {_describe(exc)}")
             return report
         if manifest.device != self.db.device_id:
             problems.append(f"manifest names device {manifest.device}, not this device")
             return report
         reader = LogReader(sid, self.db.device_id, store, self.timeout)
-        remote: list[Op] = []
-        for e in manifest.entries():
-            try:
-                remote.extend(await reader.ops([e]))
-            except (StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError) as exc:
-                problems.append(f"seqs {e.first}..{e.last} (object {e.ref.hash.hex()}): {_describe(exc)}")
+        remote, bad = await reader.audit(manifest.entries())
+        for h, e, exc in bad:
+            damaged.append({"object": h.hex(), "problem": _describe(exc)})
+            problems.append(f"object {h.hex()} (seqs {e.first}..{e.last}): {_describe(exc)}")
         report["objects"] += reader.fetched
         report["operations"] = len(remote)
         local = await self.db.log_ops(sid, self.db.device_id, 0, manifest.last_seq)
@@ -536,9 +546,10 @@ class Syncer(SharingMixin):
                 problems.append(f"the store holds {len(remote_enc)} operations up to seq {manifest.last_seq}; "
                                 f"this device has {len(local_enc)}")
             else:
-                bad = [o.seq for o, a, b in zip(local, local_enc, remote_enc) if a != b]
-                if bad:
-                    problems.append(f"{len(bad)} operations differ from the local database (first at seq {bad[0]})")
+                bad_seqs = [o.seq for o, a, b in zip(local, local_enc, remote_enc) if a != b]
+                if bad_seqs:
+                    problems.append(f"{len(bad_seqs)} operations differ from the local database "
+                                    f"(first at seq {bad_seqs[0]})")
         report["ok"] = not problems
         return report
 

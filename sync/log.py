@@ -29,10 +29,10 @@ from typing import Awaitable, Callable, ContextManager, Iterator
 
 from sessiond.storage.cid import BlobId, CIDError
 from sessiond.storage.db import LogRun, Op, RemoteLog
-from sessiond.storage.store import Store
+from sessiond.storage.store import Store, StoreError
 
 from . import dagcbor
-from .crypto import EncryptedCID, manifest_key, object_key, open_sealed, seal
+from .crypto import DecryptError, EncryptedCID, manifest_key, object_key, open_sealed, seal
 
 FANOUT = 16
 # Plaintext bytes of one page: four 256 KiB chunks less 4 KiB, so that with padding and tags the object
@@ -606,8 +606,55 @@ class LogReader:
             out.last_seq = e.last
         return out
 
+    async def audit(self, entries: list[Entry]) -> tuple[list[Op], list[tuple[bytes, Entry, BaseException]]]:
+        """Read and check every object under `entries`, going on past a damaged or missing one, for
+        `verify`: (the operations of every sound page, in log order; (object hash, the entry it was
+        reached by, what is wrong) for each object that cannot be read or is not what its entry says).
+        Unlike pages(), which stops at the first problem, this names every damaged object that can
+        be reached: only what lies below a damaged node or parts object cannot be listed."""
+        ops: list[Op] = []
+        bad: list[tuple[bytes, Entry, BaseException]] = []
+        unreadable = (StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError)
+
+        async def visit(e: Entry) -> None:
+            try:
+                plain = await self._get(e.ref)
+                if e.node:
+                    children = self._children(plain, e)
+                elif e.parts:
+                    refs = self._part_refs(plain, e)
+            except unreadable as exc:
+                bad.append((e.ref.hash, e, exc))
+                return
+            if e.node:
+                for c in children:
+                    await visit(c)
+                return
+            if e.parts:
+                chunks = []
+                for r in refs:
+                    try:
+                        chunks.append(await self._get(r))
+                    except unreadable as exc:
+                        bad.append((r.hash, e, exc))
+                if len(chunks) != len(refs):
+                    return
+                plain = b"".join(chunks)
+            try:
+                ops.extend(self._page(plain, e).ops(self.sid, self.device))
+            except LogError as exc:
+                bad.append((e.ref.hash, e, exc))
+
+        for e in entries:
+            await visit(e)
+        return ops, bad
+
     async def _joined(self, plain: bytes, e: Entry) -> bytes:
         """The plaintext of a page stored in parts (`plain` is its parts object)."""
+        return b"".join([await self._get(r) for r in self._part_refs(plain, e)])
+
+    def _part_refs(self, plain: bytes, e: Entry) -> list[EncryptedCID]:
+        """The checked list of parts of a page stored in parts (`plain` is its parts object)."""
         name = e.ref.hash.hex()[:16]
         try:
             m = dagcbor.decode(plain)
@@ -622,7 +669,7 @@ class LogReader:
             raise LogError(f"parts object {name} is malformed: {exc}") from None
         if sum(r.plain.size for r in refs) != e.size or not refs:
             raise LogError(f"parts object {name} does not add up to the {e.size} bytes its entry names")
-        return b"".join([await self._get(r) for r in refs])
+        return refs
 
     def _children(self, plain: bytes, e: Entry) -> list[Entry]:
         name = e.ref.hash.hex()[:16]
