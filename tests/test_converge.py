@@ -227,23 +227,18 @@ def test_any_order_gives_the_same_database(logs, seed, interleave):
     _converges(logs, *_two_orders(logs, seed, interleave))
 
 
-# Two kinds of operations do not converge on today's code (storage/db.py _apply_sync). Each has a
-# hypothesis test and its smallest case, marked xfail(strict=False) until _apply_sync is fixed.
-_COLLIDE = ("chat.create of an id another device also created (without knowing of it): INSERT ... ON CONFLICT "
-            "DO NOTHING keeps whichever arrived first, so name, model and settings depend on the order")
-_CROSS = ("chat.update of a chat another device created, delivered before that chat.create (a follower reads "
-          "the members' heads one after another while they move): the UPDATE finds no row and the change is "
-          "lost for good, so the chat's compaction, name or settings depend on the order")
+# Two kinds of operations that did not converge before (storage/db.py _apply_sync), each with a hypothesis
+# test and its smallest case: a chat.create of an id another device also created (the first to arrive used
+# to win), and a chat.update of another device's chat delivered before that chat.create (the update used to
+# find no row and be lost).
 
 
-@pytest.mark.xfail(strict=False, reason=_COLLIDE)
 @_FOUND
 @given(logs=histories(collide=True), seed=_SEEDS, interleave=_HOW)
 def test_any_order_gives_the_same_database_with_colliding_chat_ids(logs, seed, interleave):
     _converges(logs, *_two_orders(logs, seed, interleave))
 
 
-@pytest.mark.xfail(strict=False, reason=_CROSS)
 @_FOUND
 @given(logs=histories(cross_updates=True), seed=_SEEDS, interleave=_HOW)
 def test_any_order_gives_the_same_database_with_changes_to_other_devices_chats(logs, seed, interleave):
@@ -265,7 +260,6 @@ def _both_orders(a: _Device, b: _Device, create: Op) -> None:
     _converges([a.log, b.log], [first, rest_a, rest_b], [first, rest_b, rest_a])
 
 
-@pytest.mark.xfail(strict=False, reason=_COLLIDE)
 def test_colliding_chat_creations_converge():
     a, b, create = _two_devices()
     a.op("chat.create", {"id": "c1", "name": "from a", "model": "m1", "settings": {}, "created_at": T0 + 1}, T0 + 1)
@@ -273,7 +267,6 @@ def test_colliding_chat_creations_converge():
     _both_orders(a, b, create)
 
 
-@pytest.mark.xfail(strict=False, reason=_CROSS)
 def test_a_change_to_another_devices_chat_arriving_first_converges():
     a, b, create = _two_devices()
     made = a.op("chat.create", {"id": "c1", "name": "c1", "settings": {}, "created_at": T0 + 1}, T0 + 1)
