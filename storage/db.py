@@ -375,6 +375,10 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def message_id(device_id: str, seq: int) -> str:
     return f"{device_id}-{seq}"
 
@@ -848,8 +852,10 @@ class Database:
                 if quota and used + new_tokens > quota:
                     raise QuotaExceeded(
                         f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
-                        f"more. Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
-                        f"(`sessiond set {sid} --token-quota N`)", used=used, quota=quota, needed=new_tokens)
+                        f"more. Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
+                        f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} MESSAGE_ID` "
+                        f"(history up to that message). Compacting does not help: it frees context, not quota",
+                        used=used, quota=quota, needed=new_tokens)
                 got = db.execute("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, device)).fetchone()
                 seq = got[0] if got else 0
                 for c in sorted(chats):  # context budgets, before anything is written
@@ -1150,8 +1156,12 @@ class Database:
         """Sessions past their expiry or idle timeout that are not ended yet."""
         out = []
         for r in await self._all("SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE status!='ended'"):
+            # a value that is not a number (stored by an older sessiond) never expires its session, and
+            # must not stop the others from expiring
+            exp = r["expires_at"] if _is_number(r["expires_at"]) else None
             idle = json.loads(r["policy"]).get("idle_timeout")
-            if (r["expires_at"] is not None and r["expires_at"] <= t) or (idle and r["last_activity"] + idle <= t):
+            idle = idle if _is_number(idle) and _is_number(r["last_activity"]) else None
+            if (exp is not None and exp <= t) or (idle and r["last_activity"] + idle <= t):
                 out.append({"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]})
         return out
 
