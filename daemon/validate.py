@@ -311,7 +311,7 @@ def chat_spec(c: Any, where: str = "chat", lenient: bool = False) -> dict:
     p = c.get("policy")
     if lenient and p is not None:
         p = _known(p, f"{where}.policy", CHAT_POLICY)
-    return {"id": check_id(c.get("id"), f"{where} id"), "name": opt_str(c, "name", where=where + "."),
+    return {"id": check_id(c.get("id"), f"{where}: chat id"), "name": opt_str(c, "name", where=where + "."),
             "system_prompt": opt_str(c, "system_prompt", MAX_TEXT, where + "."),
             "model": opt_str(c, "model", 200, where + "."),
             "settings": settings(c.get("settings"), f"{where}.settings", lenient=lenient),
