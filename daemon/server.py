@@ -304,6 +304,9 @@ class Daemon:
                 done.append(s["id"])
             except SessiondError:
                 continue  # e.g. a read-only import: its owner's devices end it
+            except Exception:  # one session that cannot be ended must not keep the others from it
+                log.exception("could not expire a session", extra={"session": s["id"]})
+                continue
         if done:
             log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
         return done
