@@ -132,6 +132,9 @@ class Daemon:
         self.home.prepare()
         self.take_lock()
         self.db = await Database.open(self.home.db)
+        for sid in await self.db.repair_unpushable():
+            log.warning("an unpushed change held a value no snapshot can (an integer beyond 64 bits, NaN): "
+                        "rewritten so that it can be pushed", extra={"session": sid})
         self.db.limits = dict(self.config.limits)
         self.db.listeners.append(self._on_change)
         store = open_store(self.store_url)
