@@ -115,6 +115,7 @@ def test_messages_chats_and_cursors(daemon):
     ("POST", "/v1/sessions", b"[1,2]", 422, "invalid"),
     ("POST", "/v1/sessions", b'{"id": "../../etc"}', 422, "invalid"),
     ("POST", "/v1/sessions", b'{"id": ""}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"id": "abc\\n"}', 422, "invalid"),  # "$" matched before a final newline
     ("POST", "/v1/sessions", b'{"bogus": 1}', 422, "invalid"),
     ("POST", "/v1/sessions", b'{"settings": {"temperature": "hot"}}', 422, "invalid"),
     ("POST", "/v1/sessions", b'{"settings": {"top_p": 2}}', 422, "invalid"),
