@@ -373,15 +373,26 @@ def _read_json(path: str):
         return json.loads(text)
     except ValueError as exc:
         raise CliError(f"{'standard input' if path == '-' else path} is not JSON: {exc}", EXIT_USAGE) from None
+    except RecursionError:
+        raise CliError(f"{'standard input' if path == '-' else path} is nested too deeply to be read", EXIT_USAGE) \
+            from None
 
 
 def cmd_verify_proof(args) -> int:
     proof = _read_json(args.proof)
     if isinstance(proof, dict) and "checkpoints" in proof and "number" not in proof:
         proofs = proof["checkpoints"]  # the output of `sessiond end --json` or `checkpoints --json`
+        if not isinstance(proofs, list):
+            raise CliError(f"{args.proof}: \"checkpoints\" must be a list of checkpoint proofs", EXIT_USAGE)
     else:
         proofs = proof if isinstance(proof, list) else [proof]
-    results = [client(args).verify_proof(args.id, p if isinstance(p, dict) else {}) for p in proofs]
+    if not proofs:  # nothing checked is not a success
+        raise CliError(f"{args.proof} holds no checkpoint proofs: give a proof, a list of them, or the output of "
+                       f"`sessiond end --json` / `checkpoints --json`", EXIT_USAGE)
+    for i, p in enumerate(proofs):
+        if not isinstance(p, dict):
+            raise CliError(f"{args.proof}: proof {i} is not a JSON object (a checkpoint proof)", EXIT_USAGE)
+    results = [client(args).verify_proof(args.id, p) for p in proofs]
     emit(args, {"ok": all(r["ok"] for r in results), "results": results},
          "\n".join(f"ok      checkpoint #{r['number']} of {r['device']}: {r['messages']} messages, {r['tokens']} tokens"
                    if r["ok"] else f"FAILED  {r['problem']}" for r in results))

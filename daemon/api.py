@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
+import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -37,6 +37,15 @@ def ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
 
+# A JSON escape of a UTF-16 surrogate: in a pair it is one character, alone it is not text at all.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _bad_json(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": {"code": "bad_json", "message": message}}),
+                              content_type="application/json")
+
+
 async def body_json(request: web.Request) -> Any:
     if request.content_length == 0 or not request.can_read_body:
         return {}
@@ -44,11 +53,14 @@ async def body_json(request: web.Request) -> Any:
     if not raw:  # no body at all; whitespace alone is not JSON and gets the error below
         return {}
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": {"code": "bad_json",
-                                                            "message": f"request body is not valid JSON: {exc}"}}),
-                                 content_type="application/json") from None
+        raise _bad_json(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad_json("request body is nested too deeply to be read (sessions hold at most 32 levels)") from None
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then is every string looked at
+        v.find_lone_surrogate(data)
+    return data
 
 
 def daemon_of(request: web.Request):
@@ -65,39 +77,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def create_session(request: web.Request) -> web.Response:
-    body = v.obj(await body_json(request))
-    v.only(body, ("id", "user", "name", "system_prompt", "model", "settings", "initial_messages", "metadata",
-                  "tags", "preferences", "expires_at", "expires_in", "policy") + v.POLICY_SHORTCUTS)
-    spec: dict[str, Any] = {
-        "id": v.opt_str(body, "id", 128),
-        "user": v.opt_str(body, "user", 200),
-        "name": v.opt_str(body, "name"),
-        "system_prompt": v.opt_str(body, "system_prompt", v.MAX_TEXT),
-        "model": v.opt_str(body, "model", 200),
-        "settings": v.settings(body.get("settings")),
-        "initial_messages": v.initial_messages(body.get("initial_messages")),
-        "metadata": v.opt_obj(body, "metadata") or {},
-        "tags": v.tags(body.get("tags")),
-        "preferences": v.opt_obj(body, "preferences") or {},
-    }
-    spec["expires_at"] = _expiry(body)
-    spec["policy"] = v.policy(body) or {}
+    spec = v.session_spec(v.obj(await body_json(request)))
     d = daemon_of(request)
     for m in spec["initial_messages"]:
         if m.get("tokens") is None:
             m["tokens"] = d.estimate(m["content"])
     session = await d.db.create_session(spec)
     return ok(session, 201)
-
-
-def _expiry(body: dict) -> float | None:
-    if body.get("expires_at") is not None and body.get("expires_in") is not None:
-        raise Invalid("give expires_at or expires_in, not both")
-    if body.get("expires_in") is not None:
-        return round(time.time() + v.number(body["expires_in"], "expires_in", 1, 10 * 365 * 86400), 3)
-    if body.get("expires_at") is not None:
-        return v.number(body["expires_at"], "expires_at", 0, 1e11)
-    return None
 
 
 async def list_sessions(request: web.Request) -> web.Response:
@@ -132,8 +118,6 @@ async def patch_session(request: web.Request) -> web.Response:
     for key, max_len in (("name", v.MAX_SHORT), ("user", 200), ("system_prompt", v.MAX_TEXT), ("model", 200)):
         if key in body:
             fields[key] = v.opt_str(body, key, max_len)
-    if "settings" in body:
-        fields["settings"] = v.settings(body["settings"])
     for key in ("metadata", "preferences"):
         if key in body:
             fields[key] = v.opt_obj(body, key) or {}
@@ -142,9 +126,12 @@ async def patch_session(request: web.Request) -> web.Response:
     if "initial_messages" in body:
         fields["initial_messages"] = v.initial_messages(body["initial_messages"])
     if "expires_at" in body or "expires_in" in body:
-        fields["expires_at"] = _expiry(body)
+        fields["expires_at"] = v.expiry(body)
     db = daemon_of(request).db
     current = await db.get_session(request.match_info["id"])
+    if "settings" in body:  # merged per field, like policy fields; null clears them all
+        fields["settings"] = v.settings(body["settings"], base=current["settings"]) \
+            if body["settings"] is not None else {}
     pol = v.policy(body, current["policy"])
     if pol is not None:
         fields["policy"] = pol

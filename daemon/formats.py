@@ -1,14 +1,17 @@
 """Plain formats in and out: OpenAI chat messages, a session as JSON, and ChatGPT's conversations.json.
 
 Parsing is complete before anything is written, so a malformed file imports nothing; a file that
-becomes several sessions (ChatGPT branches) is removed again if any part fails.
+becomes several sessions (ChatGPT branches) is removed again if any part fails. What a file holds is
+checked by the API's own functions (daemon/validate.py): an import accepts exactly what
+POST /v1/sessions and POST .../messages would.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from sessiond.storage.db import ROLES
-from sessiond.storage.errors import Invalid
+from ..storage.db import ROLES
+from ..storage.errors import Invalid
+from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
 
@@ -75,14 +78,17 @@ def _message(m: Any, where: str) -> dict:
     if role == "developer":
         role = "system"
     if role not in ROLES:
-        raise Invalid(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
+        raise Invalid(f"{where}: role {role!r:.40} is not one of {', '.join(ROLES)}")
     out = {"role": role, "content": _text(m.get("content"), where)}
-    for k in ("name", "tool_call_id"):
-        if isinstance(m.get(k), str):
+    for k in ("name", "tool_call_id", "tokens", "metadata"):
+        if m.get(k) is not None:
             out[k] = m[k]
-    if isinstance(m.get("tokens"), int) and m["tokens"] >= 0:
-        out["tokens"] = m["tokens"]
-    return out
+    return v.message(out, where)
+
+
+def _spec(body: dict, where: str) -> dict:
+    """A session's fields from a file, checked as POST /v1/sessions checks them."""
+    return v._within(where, lambda: v.session_spec(body))
 
 
 def parse_openai(data: Any) -> dict:
@@ -97,7 +103,7 @@ def parse_openai(data: Any) -> dict:
     system = []
     while parsed and parsed[0]["role"] == "system":
         system.append(parsed.pop(0)["content"])
-    spec = {"system_prompt": "\n\n".join(system) or None, "model": model if isinstance(model, str) else None}
+    spec = _spec({"system_prompt": "\n\n".join(system) or None, "model": model}, "the file")
     return {"spec": spec, "messages": parsed}
 
 
@@ -108,23 +114,28 @@ def parse_json(data: Any) -> dict:
     if not isinstance(s, dict):
         raise Invalid("session file has no \"session\" object")
     chats = data.get("chats") or []
-    if not isinstance(chats, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in chats):
+    if not isinstance(chats, list):
         raise Invalid("session file's \"chats\" must be a list of objects with an id")
-    spec = {k: s.get(k) for k in ("id", "user", "name", "system_prompt", "model", "settings", "initial_messages",
-                                  "metadata", "tags", "preferences", "policy", "expires_at")}
-    spec = {k: v for k, v in spec.items() if v is not None}
+    spec = _spec({k: s.get(k) for k in ("id", "user", "name", "system_prompt", "model", "settings",
+                                        "initial_messages", "metadata", "tags", "preferences", "policy",
+                                        "expires_at")}, "session")
+    spec = {k: x for k, x in spec.items() if x is not None}
     if chats:
-        spec["chats"] = [{k: c.get(k) for k in ("id", "name", "system_prompt", "model", "settings", "policy")}
-                         for c in chats]
-        spec["current_chat"] = s.get("current_chat") or chats[0]["id"]
-    known = {c["id"] for c in chats} or {"main"}
+        spec["chats"] = [v.chat_spec(c, f"chats[{i}]") for i, c in enumerate(chats)]
+        ids = [c["id"] for c in spec["chats"]]
+        if len(set(ids)) != len(ids):
+            raise Invalid("session file's \"chats\" name one chat id twice")
+        spec["current_chat"] = s.get("current_chat") or ids[0]
+        if spec["current_chat"] not in ids:
+            raise Invalid(f"session.current_chat {spec['current_chat']!r:.80} is not one of the file's chats")
+    known = {c["id"] for c in spec.get("chats", ())} or {"main"}
     msgs = data.get("messages") or []
     if not isinstance(msgs, list):
         raise Invalid("session file's \"messages\" must be a list")
     parsed = []
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
-        chat = m.get("chat", "main")
+        chat = pm.get("chat", "main")
         if chat not in known:
             raise Invalid(f"messages[{i}] is in chat {chat!r}, which the file does not define")
         pm["chat"] = chat
@@ -143,8 +154,15 @@ def parse_chatgpt(data: Any) -> list[dict]:
             raise Invalid(f"{where} has no \"mapping\" (is this a ChatGPT conversations.json?)")
         mapping = conv["mapping"]
         current = conv.get("current_node")
-        if current not in mapping:
-            raise Invalid(f"{where}: current_node {current!r} is not in its mapping")
+        if not isinstance(current, str) or current not in mapping:
+            raise Invalid(f"{where}: current_node {current!r:.80} is not in its mapping")
+        for node_id, node in mapping.items():
+            if not isinstance(node, dict):
+                continue  # reported if a path reaches it
+            if node.get("parent") is not None and not isinstance(node["parent"], str):
+                raise Invalid(f"{where}: node {node_id!r:.80} has a parent that is not a node id")
+            if node.get("children") is not None and not isinstance(node["children"], list):
+                raise Invalid(f"{where}: node {node_id!r:.80} has children that are not a list")
 
         def path_to(node_id: str) -> list[str]:
             path, seen = [], set()
@@ -164,7 +182,10 @@ def parse_chatgpt(data: Any) -> list[dict]:
                 return None
             if not isinstance(msg, dict):
                 raise Invalid(f"{where}: node {node_id!r} has a malformed message")
-            role = (msg.get("author") or {}).get("role")
+            author = msg.get("author") or {}
+            if not isinstance(author, dict):
+                raise Invalid(f"{where}: node {node_id!r:.80} has a malformed author")
+            role = author.get("role")
             content = msg.get("content") or {}
             parts = content.get("parts") if isinstance(content, dict) else None
             if isinstance(content, dict) and parts is None and isinstance(content.get("text"), str):
@@ -174,7 +195,7 @@ def parse_chatgpt(data: Any) -> list[dict]:
             text = "".join(p for p in parts if isinstance(p, str))
             if role not in ROLES or not text.strip():
                 return None  # hidden system scaffolding, images, empty turns
-            return {"role": role, "content": text, "node": node_id}
+            return {**v.message({"role": role, "content": text}, f"{where}: node {node_id!r:.80}"), "node": node_id}
 
         main_path = path_to(current)
         main_msgs = [m for m in (message_of(n) for n in main_path) if m]
@@ -189,10 +210,12 @@ def parse_chatgpt(data: Any) -> list[dict]:
                 continue
             last_shared = next((m["node"] for m in reversed(main_msgs) if m["node"] in shared), None)
             forks.append({"messages": branch_msgs, "from_node": last_shared})
-        title = conv.get("title") if isinstance(conv.get("title"), str) else None
-        out.append({"spec": {"name": title, "metadata": {"source": "chatgpt", "conversation":
-                                                         conv.get("id") or conv.get("conversation_id")}},
-                    "messages": main_msgs, "forks": forks})
+        if conv.get("title") is not None and not isinstance(conv["title"], str):
+            raise Invalid(f"{where}: title must be a string")
+        spec = _spec({"name": conv.get("title"), "metadata": {
+            "source": "chatgpt", "conversation": conv.get("id") or conv.get("conversation_id")}}, where)
+        out.append({"spec": {"name": spec["name"], "metadata": spec["metadata"]}, "messages": main_msgs,
+                    "forks": forks})
     return out
 
 
@@ -205,6 +228,10 @@ async def import_file(db, data: Any, fmt: str, estimate) -> list[dict]:
         plan = parse_chatgpt(data)
     else:
         raise Invalid(f"unknown import format {fmt!r}: use openai, json or chatgpt")
+    for item in plan:  # as POST /v1/sessions does
+        for m in item["spec"].get("initial_messages") or ():
+            if m.get("tokens") is None:
+                m["tokens"] = estimate(m["content"])
     created: list[dict] = []
     try:
         for item in plan:

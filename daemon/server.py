@@ -161,6 +161,9 @@ class Daemon:
         self.home.prepare()
         self.take_lock()
         self.db = await Database.open(self.home.db)
+        for sid in await self.db.repair_unpushable():
+            log.warning("an unpushed change held a value no snapshot can (an integer beyond 64 bits, NaN): "
+                        "rewritten so that it can be pushed", extra={"session": sid})
         self.db.limits = dict(self.config.limits)
         self.db.listeners.append(self._on_change)
         await self._choose_store()
@@ -357,6 +360,9 @@ class Daemon:
                 done.append(s["id"])
             except SessiondError:
                 continue  # e.g. a read-only import: its owner's devices end it
+            except Exception:  # one session that cannot be ended must not keep the others from it
+                log.exception("could not expire a session", extra={"session": s["id"]})
+                continue
         if done:
             log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
         return done

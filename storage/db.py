@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -397,6 +398,32 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+_INT_LIMITS = (-(1 << 64), (1 << 64) - 1)  # what DAG-CBOR can encode (sync/dagcbor.py)
+
+
+def _pushable(v: Any) -> tuple[Any, bool]:
+    """`v` with what DAG-CBOR cannot encode replaced (an integer beyond 64 bits by its decimal text,
+    NaN and Infinity by null), and whether anything was."""
+    if isinstance(v, dict):
+        out, changed = {}, False
+        for k, x in v.items():
+            out[k], c = _pushable(x)
+            changed |= c
+        return out, changed
+    if isinstance(v, list):
+        pairs = [_pushable(x) for x in v]
+        return [x for x, _ in pairs], any(c for _, c in pairs)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None, True
+    if isinstance(v, int) and not isinstance(v, bool) and not _INT_LIMITS[0] <= v <= _INT_LIMITS[1]:
+        return str(v), True
+    return v, False
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def message_id(device_id: str, seq: int) -> str:
     return f"{device_id}-{seq}"
 
@@ -471,6 +498,53 @@ class Database:
         for pragma in _READER_PRAGMAS:
             await reader.execute(pragma)
         return cls(conn, device_id, path, reader)
+
+    async def repair_unpushable(self) -> list[str]:
+        """Make this device's unpushed operations pushable again, and return the sessions changed.
+
+        Before the API held values to what DAG-CBOR can encode, a session could take an integer
+        beyond 64 bits (or a NaN) and then fail every push for ever. Such an operation was never
+        pushed, so no other device has it, and it may still be rewritten: the integer becomes its
+        decimal text, the NaN or Infinity null, in the operation and in what it materialised. The
+        session's owner can then replace the value (`sessiond set --metadata ...`)."""
+        def work(db: sqlite3.Connection) -> list[str]:
+            pushed = "coalesce((SELECT pushed_seq FROM sync_state y WHERE y.session_id=t.session_id), 0)"
+            found: dict[str, list] = {}
+            for table, col in (("ops", "body"), ("messages", "extra")):
+                for sid, seq, text in db.execute(
+                        f"SELECT session_id, seq, {col} FROM {table} t WHERE device_id=? AND {col} IS NOT NULL"
+                        f" AND seq > {pushed} AND ({col} GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]"
+                        f"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' OR {col} GLOB '*NaN*'"
+                        f" OR {col} GLOB '*Infinity*')", (self.device_id,)).fetchall():
+                    fixed, changed = _pushable(json.loads(text))
+                    if changed:
+                        found.setdefault(sid, []).append((table, col, seq, _dumps(fixed)))
+            if not found:
+                return []
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for sid, fixes in found.items():
+                    for table, col, seq, text in fixes:
+                        db.execute(f"UPDATE {table} SET {col}=? WHERE session_id=? AND device_id=? AND seq=?",
+                                   (text, sid, self.device_id, seq))
+                    for table, cols, key in (("sessions", JSON_FIELDS, "id"), ("chats", ("settings", "policy"),
+                                                                               "session_id")):
+                        for row in db.execute(f"SELECT id, {', '.join(cols)} FROM {table} WHERE {key}=?",
+                                              (sid,)).fetchall():
+                            for k, text in zip(cols, row[1:]):
+                                fixed, changed = _pushable(json.loads(text)) if text else (None, False)
+                                if changed:
+                                    db.execute(f"UPDATE {table} SET {k}=? WHERE {key}=? AND id=?",
+                                               (_dumps(fixed), sid, row[0]))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return sorted(found)
+
+        async with self._write_lock:
+            return await self.conn._execute(work, self.conn._conn)
 
     async def close(self) -> None:
         if self.reader is not self.conn:
@@ -918,8 +992,10 @@ class Database:
                 if quota and used + new_tokens > quota:
                     raise QuotaExceeded(
                         f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
-                        f"more. Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
-                        f"(`sessiond set {sid} --token-quota N`)", used=used, quota=quota, needed=new_tokens)
+                        f"more. Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
+                        f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} MESSAGE_ID` "
+                        f"(history up to that message). Compacting does not help: it frees context, not quota",
+                        used=used, quota=quota, needed=new_tokens)
                 got = db.execute("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, device)).fetchone()
                 seq = got[0] if got else 0
                 for c in sorted(chats):  # context budgets, before anything is written
@@ -1231,8 +1307,12 @@ class Database:
         """Sessions past their expiry or idle timeout that are not ended yet."""
         out = []
         for r in await self._all("SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE status!='ended'"):
+            # a value that is not a number (stored by an older sessiond) never expires its session, and
+            # must not stop the others from expiring
+            exp = r["expires_at"] if _is_number(r["expires_at"]) else None
             idle = json.loads(r["policy"]).get("idle_timeout")
-            if (r["expires_at"] is not None and r["expires_at"] <= t) or (idle and r["last_activity"] + idle <= t):
+            idle = idle if _is_number(idle) and _is_number(r["last_activity"]) else None
+            if (exp is not None and exp <= t) or (idle and r["last_activity"] + idle <= t):
                 out.append({"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]})
         return out
 

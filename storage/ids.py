@@ -8,7 +8,7 @@ import time
 from .errors import Invalid
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: "$" also matches before a final newline
 
 
 def new_id() -> str:

@@ -18,6 +18,10 @@ class DagCborError(ValueError):
     pass
 
 
+# The integers a DAG-CBOR value can hold: major type 0 up to 2^64-1, major type 1 down to -2^64.
+INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1
+
+
 class Link(bytes):
     """A CID (binary form) to be written as a tag-42 link."""
 
@@ -43,7 +47,7 @@ def canon(value: Any) -> Any:
             raise DagCborError("NaN and Infinity are not allowed")
         return value
     if value is None or isinstance(value, (bool, int, str, bytes)):
-        if isinstance(value, int) and not isinstance(value, bool) and not -(1 << 64) <= value < (1 << 64):
+        if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
             raise DagCborError("integer out of the 64-bit range")
         return value
     raise DagCborError(f"cannot encode {type(value).__name__} in DAG-CBOR")

@@ -21,9 +21,11 @@ from nacl.public import SealedBox
 from nacl.signing import SigningKey, VerifyKey
 
 from sessiond.storage.db import RemoteLog
+from sessiond.storage.errors import Invalid
 from sessiond.storage.registry import RegistryEntry, RegistryError
 from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
 
+from ..daemon import validate
 from . import dagcbor
 from .checkpoint import Chain, ProofError, check_proof, check_proofs, extend, prepare_rows, proof_of
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
@@ -511,6 +513,11 @@ class SharingMixin:
                 raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
             reader = LogReader(sid, man.device, store, self.timeout)
             ops = await (reader.ops if as_ops else reader.log)(man.entries(), after_seq)
+            if not as_ops:  # what the API would refuse is refused from another device too
+                validate.remote_log(ops)
+        except Invalid as exc:
+            raise ImportError_("invalid", f"the log of device {device or pk.hex()[:16]} holds what this sessiond "
+                                          f"refuses, so nothing of it is applied: {exc.message}") from None
         except (RegistryError, StoreError, DecryptError, LogError) as exc:
             raise ImportError_("damaged", f"the log of device {device or pk.hex()[:16]} is damaged: {exc}") from None
         except asyncio.TimeoutError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+import unicodedata
 from dataclasses import dataclass
 
 import blake3
@@ -35,6 +36,7 @@ CHECKSUM_LEN = 5
 CHECKSUM_CONTEXT = b"sessiond share code v1"
 OPSLIMIT = 3  # Argon2id passes
 MEMLIMIT_LOG2 = 27  # 128 MiB
+MAX_EXPIRY = 1 << 40  # unix seconds: year 36812; anything beyond (or before 1970) is not a real expiry
 
 
 class ShareCodeError(ValueError):
@@ -95,7 +97,10 @@ def _checksum(body: bytes) -> bytes:
 def _kdf(passphrase: str, salt: bytes, ops: int, mem_log2: int) -> bytes:
     if not 1 <= ops <= 10 or not 20 <= mem_log2 <= 30:
         raise ShareCodeError("malformed", "share code asks for Argon2id parameters out of the allowed range")
-    return argon2id.kdf(32, passphrase.encode(), salt, opslimit=ops, memlimit=1 << mem_log2)
+    # the text a person types, whatever its Unicode spelling: "café" composed (NFC) or decomposed (NFD)
+    # is one passphrase (for ASCII, NFC changes nothing, so codes made before this keep working)
+    text = unicodedata.normalize("NFC", passphrase)
+    return argon2id.kdf(32, text.encode(), salt, opslimit=ops, memlimit=1 << mem_log2)
 
 
 def needs_passphrase(text: str) -> bool:
@@ -157,7 +162,8 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
                 raise ValueError("a key is not 32 bytes")
         if code.store_url is not None and not isinstance(code.store_url, str):
             raise ValueError("bad store hint")
-        if code.expires_at is not None and not isinstance(code.expires_at, int):
+        if code.expires_at is not None and (not isinstance(code.expires_at, int) or isinstance(code.expires_at, bool)
+                                            or not 0 <= code.expires_at < MAX_EXPIRY):
             raise ValueError("bad expiry")
     except (dagcbor.DagCborError, KeyError, TypeError, ValueError) as exc:
         raise ShareCodeError("malformed", f"share code content is malformed: {exc}") from None

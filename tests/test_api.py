@@ -116,6 +116,7 @@ def test_messages_chats_and_cursors(daemon):
     ("POST", "/v1/sessions", b"[1,2]", 422, "invalid"),
     ("POST", "/v1/sessions", b'{"id": "../../etc"}', 422, "invalid"),
     ("POST", "/v1/sessions", b'{"id": ""}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"id": "abc\\n"}', 422, "invalid"),  # "$" matched before a final newline
     ("POST", "/v1/sessions", b'{"bogus": 1}', 422, "invalid"),
     ("POST", "/v1/sessions", b'{"settings": {"temperature": "hot"}}', 422, "invalid"),
     ("POST", "/v1/sessions", b'{"settings": {"top_p": 2}}', 422, "invalid"),
@@ -127,6 +128,18 @@ def test_messages_chats_and_cursors(daemon):
     ("POST", "/v1/sessions", b'{"expires_in": -5}', 422, "invalid"),
     ("POST", "/v1/sessions", b'\xff\xfe\x00', 400, "bad_json"),
     ("POST", "/v1/verify", b"\n", 400, "bad_json"),  # whitespace is not an empty body
+    # what DAG-CBOR cannot hold could never be pushed (issue 19): refused before anything is stored
+    ("POST", "/v1/sessions", b'{"metadata": {"n": 18446744073709551616}}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"preferences": {"a": [-18446744073709551617]}}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"initial_messages": [{"role": "user", "content": "x", "metadata": {"n": '
+                             b'99999999999999999999999}}]}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"metadata": {"n": NaN}}', 422, "invalid"),
+    # lone surrogates are not text, in any field; a JSON nesting too deep for the parser is a bad body
+    ("POST", "/v1/sessions", b'{"name": "\\ud800"}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"metadata": {"k\\udfff": 1}}', 422, "invalid"),
+    ("POST", "/v1/sessions", b'{"tags": ["ok", "\\uDC00x"]}', 422, "invalid"),
+    ("POST", "/v1/sessions", b"[" * 100_000 + b"]" * 100_000, 400, "bad_json"),
+    ("POST", "/v1/sessions", b'{"metadata": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001, 400, "bad_json"),
     ("GET", "/v1/sessions?limit=abc", None, 422, "invalid"),
     ("GET", "/v1/sessions?limit=0", None, 422, "invalid"),
     ("GET", "/v1/sessions?status=gone", None, 422, "invalid"),
@@ -149,6 +162,10 @@ def test_bad_requests_get_clear_json_errors(daemon, method, path, body, status, 
     b'{"messages": []}', b'{"messages": "x"}', b'{"messages": [{"role": "user"}]}',
     b'{"role": "user", "content": "x", "chat": "missing"}', b'{"role": "user", "content": "x", "extra": 1}',
     b'{"messages": [{"role": "user", "content": "ok"}, {"role": "nobody", "content": "bad"}]}',
+    b'{"role": "user", "content": "\\ud800"}', b'{"role": "user", "content": "x", "name": "\\udbff"}',
+    b'{"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "a\\ud800b"}]}',
+    b'{"role": "user", "content": "x", "metadata": {"n": 18446744073709551616}}',
+    b'{"role": "user", "content": "x", "tokens": 1e30}',
 ])
 def test_bad_appends_change_nothing(daemon, body):
     c = daemon.client()
@@ -405,3 +422,30 @@ async def test_async_client_retries_appends_once_with_their_key(daemon):
         px.close()
     msgs = c.messages(sid)["messages"]
     assert [x["content"] for x in msgs] == ["async once"] and msgs[0]["id"] == m["id"]
+
+
+def test_what_can_be_pushed_is_accepted_to_the_edge(daemon):
+    """The limits are DAG-CBOR's, not narrower: 64-bit integers either way, and escaped surrogate pairs
+    (one character) are text."""
+    c = daemon.client()
+    st, s = raw(daemon, "POST", "/v1/sessions", b'{"name": "\\ud83d\\ude00", "metadata": {"big": 18446744073709551615,'
+                                                b' "small": -18446744073709551616}}')
+    assert st == 201, s
+    assert s["name"] == "\U0001F600" and s["metadata"] == {"big": (1 << 64) - 1, "small": -(1 << 64)}
+    st, _ = raw(daemon, "POST", f"/v1/sessions/{s['id']}/messages",
+                b'{"role": "user", "content": "\\ud83d\\ude00", "metadata": {"n": 18446744073709551615}}')
+    assert st == 201
+    c.sync(wait=True)
+    assert c.verify()["ok"]
+
+
+def test_settings_patch_merges_per_field(daemon):
+    """Like policy fields: a PATCH of one setting keeps the others, and null clears one."""
+    c = daemon.client()
+    sid = c.create_session(settings={"temperature": 0.3, "max_tokens": 100})["id"]
+    assert c.update_session(sid, settings={"top_p": 0.5})["settings"] == {"temperature": 0.3, "max_tokens": 100,
+                                                                          "top_p": 0.5}
+    st, s = raw(daemon, "PATCH", f"/v1/sessions/{sid}", b'{"settings": {"temperature": null, "top_k": 7}}')
+    assert st == 200 and s["settings"] == {"max_tokens": 100, "top_p": 0.5, "top_k": 7}, s
+    st, s = raw(daemon, "PATCH", f"/v1/sessions/{sid}", b'{"settings": {"top_k": "many"}}')
+    assert st == 422 and c.get_session(sid)["settings"]["top_k"] == 7

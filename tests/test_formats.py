@@ -303,3 +303,28 @@ def test_share_code_decoder_never_crashes(text):
         decode("sessiond1" + text)
     except ShareCodeError:
         pass
+
+
+def test_share_code_passphrases_are_unicode_normalised():
+    """A passphrase is the text a person types: NFC and NFD spellings of it are one passphrase."""
+    import unicodedata
+
+    from sessiond.sync.sharecode import ShareCode, decode
+
+    code = ShareCode("s1", bytes(32), bytes(range(32)))
+    nfc, nfd = unicodedata.normalize("NFC", "café crème"), unicodedata.normalize("NFD", "café crème")
+    assert nfc != nfd
+    assert decode(code.encode(nfc), nfd) == code
+    assert decode(code.encode(nfd), nfc) == code
+
+
+def test_share_code_with_an_absurd_expiry_is_malformed():
+    from sessiond.sync.sharecode import ShareCode, ShareCodeError, decode
+
+    for x in (-(1 << 62), 1 << 62, -1):
+        code = ShareCode("s1", bytes(32), bytes(range(32)))
+        m = {**code._map(), "x": x}
+        code._map = lambda m=m: m  # a crafted code: its own expiry, checksum valid
+        with pytest.raises(ShareCodeError) as e:
+            decode(code.encode())
+        assert e.value.kind in ("malformed", "expired"), e.value

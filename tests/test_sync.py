@@ -442,3 +442,63 @@ async def test_pulled_messages_add_their_tokens_once(env):
     assert await used() == 5 + 1 + 2 + 3 + 4 + 5  # a message without a token count adds nothing
     total = await db._one("SELECT sum(tokens) FROM messages WHERE session_id=?", (sid,))
     assert await used() == total[0] == (await db.get_session(sid, counts=True))["tokens"]
+
+
+@pytest.mark.parametrize("fields,expect", [
+    ({"expires_at": "tomorrow"}, "expires_at"),
+    ({"settings": {"temperature": "hot"}}, "settings.temperature"),
+    ({"tags": "abc"}, "tags"),
+    ({"policy": {"token_quota": -5}}, "token_quota"),
+    ({"name": 5}, "name"),
+    ({"status": "gone"}, "status"),
+])
+async def test_a_bad_operation_from_another_device_is_refused_at_pull(tmp, fields, expect):
+    """An operation the API would refuse, written by another device (an older or hostile sessiond), is
+    refused when pulled and when imported: nothing of it is applied, and the daemon goes on."""
+    from sessiond.sync.share import ImportError_
+
+    store_path = os.path.join(tmp, "store")
+    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
+    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
+    dbc = await Database.open(os.path.join(tmp, "c.sqlite"))
+    a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
+    b = Syncer(dbb, FileStore(store_path), os.path.join(tmp, "kb"), timeout=10)
+    c = Syncer(dbc, FileStore(store_path), os.path.join(tmp, "kc"), timeout=10)
+    try:
+        await a.start()
+        sid = (await dba.create_session({"name": "shared"}))["id"]
+        await dba.append_messages(sid, [{"role": "user", "content": "first", "tokens": 1}])
+        code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+        await b.import_code(code, None)
+        await dba.append_messages(sid, [{"role": "user", "content": "after", "tokens": 1}])
+        await dba.update_session(sid, fields)  # past the API's checks
+        await a.sync_now(sid, wait=True, timeout=10)
+        with pytest.raises(ImportError_) as e:
+            await b.pull(sid)
+        assert expect in str(e.value) and e.value.kind == "invalid", str(e.value)
+        got = await dbb.get_session(sid)
+        assert got["name"] == "shared" and got["expires_at"] is None and got["tags"] == [] and got["status"] == "active"
+        assert [m["content"] for m in await dbb.list_messages(sid)] == ["first"]
+        with pytest.raises(ImportError_) as e:
+            await c.import_code(code, None)
+        assert expect in str(e.value)
+        assert await dbc.session_ids() == []
+    finally:
+        await a.stop()
+        await b.stop()
+        await c.stop()
+        for db in (dba, dbb, dbc):
+            await db.close()
+
+
+async def test_expiry_check_survives_a_stored_bad_value(tmp):
+    """A non-number expires_at stored by an older sessiond must not stop every other session's expiry."""
+    db = await Database.open(os.path.join(tmp, "db.sqlite"))
+    try:
+        bad = (await db.create_session({"expires_at": "tomorrow"}))["id"]
+        gone = (await db.create_session({"expires_at": 1000.0}))["id"]
+        await db.create_session({"policy": {"idle_timeout": "soon"}})
+        assert [s["id"] for s in await db.expired(2000.0)] == [gone]
+        assert bad
+    finally:
+        await db.close()
