@@ -25,7 +25,7 @@ from _util import Daemon, pct  # noqa: E402
 
 from sessiond.client import Client  # noqa: E402
 from sessiond.storage.db import MIGRATIONS  # noqa: E402
-from sessiond.storage.registry import RegistryEntry  # noqa: E402
+from sessiond.stores.registry import RegistryEntry  # noqa: E402
 from sessiond.sync import dagcbor  # noqa: E402
 from sessiond.sync.crypto import decrypt, manifest_key, CHUNK_SIZE, TAG_SIZE  # noqa: E402
 from sessiond.sync.keys import KeyStore  # noqa: E402

@@ -28,7 +28,7 @@ from nacl._sodium import ffi, lib
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
 
 from sessiond.storage.db import Database
-from sessiond.storage.store import FileStore
+from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer
 from sessiond.sync.log import LogWriter
 

@@ -11,8 +11,8 @@ import sys
 import time
 from typing import Any
 
-from sessiond.client import ApiError, Client, ClientError, DaemonNotRunning
-from sessiond.daemon.home import HomeError, holds_lock, read_lock, resolve_home
+from ..client import ApiError, Client, ClientError, DaemonNotRunning
+from ..daemon.home import HomeError, holds_lock, read_lock, resolve_home
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -87,14 +87,14 @@ def client(args) -> Client:
 
 # ------------------------------------------------------------------------------------------ daemon
 def cmd_daemon(args) -> int:
-    from sessiond.daemon.home import resolve_home
-    from sessiond.daemon.server import run
+    from ..daemon.home import resolve_home
+    from ..daemon.server import run
 
     return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd, change_store=args.change_store)
 
 
 def cmd_start(args) -> int:
-    from sessiond.daemon.home import Home, HomeError, normalize_store_url, resolve_home
+    from ..daemon.home import Home, HomeError, normalize_store_url, resolve_home
 
     home = Home(resolve_home(args.home))
     try:
@@ -429,7 +429,7 @@ def cmd_export(args) -> int:
     data = client(args).export(args.id, args.format, args.chat)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
-        from sessiond.storage.fsutil import atomic_write
+        from ..storage.fsutil import atomic_write
 
         atomic_write(args.output, text.encode() + b"\n", 0o600)
         if args.json:
@@ -656,8 +656,8 @@ def cmd_import(args) -> int:
 
 # ------------------------------------------------------------------------------------------ keys
 def _keystore(args):
-    from sessiond.daemon.home import Home, resolve_home
-    from sessiond.sync.keys import KeyStore
+    from ..daemon.home import Home, resolve_home
+    from ..sync.keys import KeyStore
 
     home = Home(resolve_home(args.home))
     home.prepare()
@@ -665,8 +665,8 @@ def _keystore(args):
 
 
 def cmd_key_export(args) -> int:
-    from sessiond.daemon.home import Home, check_private_dir
-    from sessiond.sync.keys import KeyStore
+    from ..daemon.home import Home, check_private_dir
+    from ..sync.keys import KeyStore
 
     # Export reads the key a home has; it never makes a home (or a key) for a mistyped --home.
     home = Home(resolve_home(args.home))
@@ -683,7 +683,7 @@ def cmd_key_export(args) -> int:
 
 
 def cmd_key_import(args) -> int:
-    from sessiond.sync.keys import KeyError_, mnemonic_to_seed
+    from ..sync.keys import KeyError_, mnemonic_to_seed
 
     home, ks = _keystore(args)
     try:

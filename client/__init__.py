@@ -1,6 +1,6 @@
 """Python client for the sessiond socket API.
 
-    from sessiond.client import Client, AsyncClient
+    from . import Client, AsyncClient
     with Client() as c:                       # the daemon of $SESSIOND_HOME or the default home
         s = c.create_session(name="demo", system_prompt="Be brief.")
         c.append(s["id"], "user", "Hello")
@@ -23,7 +23,7 @@ import uuid
 from typing import Any, Iterator
 from urllib.parse import quote, urlencode
 
-from sessiond.daemon.home import resolve_home, socket_path
+from ..daemon.home import resolve_home, socket_path
 
 
 class ClientError(Exception):

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from sessiond.storage.errors import Invalid, NotFound, SessiondError
+from ..storage.errors import Invalid, NotFound, SessiondError
 
 from . import validate as v
 from .openapi import build_openapi

@@ -190,7 +190,7 @@ class Config:
                     raise HomeError(f"{path}: 'delete_expired' must be true or false")
                 cfg.delete_expired = value
             elif key == "token_estimator":
-                from sessiond.storage import tokens
+                from ..storage import tokens
 
                 try:
                     tokens.get(value)
@@ -255,7 +255,7 @@ class Home:
             return None
 
     def remember_store(self, url: str) -> None:
-        from sessiond.storage.fsutil import atomic_write
+        from ..storage.fsutil import atomic_write
 
         atomic_write(self.store_record, (url + "\n").encode(), 0o600)
 

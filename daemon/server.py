@@ -15,12 +15,12 @@ from importlib.metadata import PackageNotFoundError, version as pkg_version
 
 from aiohttp import web
 
-from sessiond.storage.db import Database
-from sessiond.storage.errors import SessiondError
-from sessiond.sync.share import ImportError_
-from sessiond.storage.store import StoreError, open_store
+from ..storage.db import Database
+from ..storage.errors import SessiondError
+from ..sync.share import ImportError_
+from ..stores import StoreError, open_store
 
-from sessiond.sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
+from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 
 from .api import make_app
 from .home import Config, Home, HomeError, normalize_store_url, read_lock
@@ -126,7 +126,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._checkpoint_lock = asyncio.Lock()
-        from sessiond.storage import tokens
+        from ..storage import tokens
 
         self._estimator = tokens.get(config.token_estimator)
 
@@ -151,7 +151,7 @@ class Daemon:
         derive from (a key derived from the device seed under a name no session id can have), a
         private folder for portal tokens, and the Kubo RPC credentials file if the home has one."""
         from sessiond import stores
-        from sessiond.sync.keys import KeyStore
+        from ..sync.keys import KeyStore
         account_root = bytes(KeyStore(self.home.keys).head_key("\x00store accounts"))
         kubo_auth = os.path.join(self.home.path, "kubo-auth")
         stores.configure(account_seed=account_root, token_dir=os.path.join(self.home.path, "store-tokens"),

@@ -1,11 +1,15 @@
-"""Network stores behind the one `Store` interface (storage/store.py): S5 portals, a Kubo node's RPC,
-and trustless IPFS gateways. `open_network_store(url)` picks one by URL; storage.store.open_store
-hands these URL schemes to it.
+"""Remote content-addressed stores behind the one `Store` interface (base.py), side by side: a folder
+(file.py), S5 portals (s5.py), a Kubo node's RPC (kubo.py) and trustless IPFS gateways (gateway.py).
+`open_store(url)` picks one by URL. Content ids (cid.py) and signed heads (registry.py, ipns.py) are
+the formats they share.
 
-Imports flow daemon -> sync -> stores/storage: nothing here imports sync/, daemon/ or cli/.
+Imports flow daemon -> sync -> stores -> storage: nothing here imports sync/, daemon/ or cli/.
 """
 from __future__ import annotations
 
-from .config import configure, open_network_store, NETWORK_SCHEMES
+from .base import MAX_OBJECT_SIZE, CorruptObject, ObjectMissing, StaleHead, Store, StoreError, check_object
+from .config import NETWORK_SCHEMES, configure, open_network_store, open_store
+from .file import FileStore
 
-__all__ = ["configure", "open_network_store", "NETWORK_SCHEMES"]
+__all__ = ["MAX_OBJECT_SIZE", "NETWORK_SCHEMES", "CorruptObject", "FileStore", "ObjectMissing", "StaleHead", "Store",
+           "StoreError", "check_object", "configure", "open_network_store", "open_store"]

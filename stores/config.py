@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..storage.store import Store, StoreError
+from urllib.parse import unquote, urlparse
+
+from .base import Store, StoreError
+from .file import FileStore
 
 NETWORK_SCHEMES = ("s5+http", "s5+https", "ipfs+http", "ipfs+https", "ipfs+rpc+http", "ipfs+rpc+https",
                    "ipfs+gateway+http", "ipfs+gateway+https")
@@ -52,3 +55,21 @@ def open_network_store(url: str) -> Store:
         from .gateway import GatewayStore
         return GatewayStore(url, timeout=s.timeout)
     raise StoreError(f"unsupported store URL scheme {scheme!r}")
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open a store from its URL. Supported: file:///absolute/folder (or a plain path), and the
+    network stores of stores/config.py (s5+https://PORTAL, ipfs+http://HOST:PORT, ...). With
+    create=False, a folder store that does not exist yet is an error instead of being made."""
+    parsed = urlparse(url)
+    if parsed.scheme.startswith(("s5+", "ipfs+")):
+        return open_network_store(url)
+    if parsed.scheme in ("", "file"):
+        path = unquote(parsed.path) if parsed.scheme else url
+        if parsed.netloc not in ("", "localhost"):
+            raise StoreError(f"file store URL must be file:///path (got host {parsed.netloc!r})")
+        if not path:
+            raise StoreError("file store URL has no path")
+        return FileStore(path, create=create)
+    raise StoreError(f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder, "
+                     "s5+https://PORTAL, ipfs+http://HOST:PORT (Kubo) or ipfs+https://GATEWAY")

@@ -2,7 +2,7 @@
 store failure handles these). Messages name the store and what to do; they never contain a token."""
 from __future__ import annotations
 
-from ..storage.store import CorruptObject, StoreError
+from .base import CorruptObject, StoreError
 
 
 class StoreUnreachable(StoreError):

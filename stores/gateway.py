@@ -9,9 +9,9 @@ highest sequence seen.
 """
 from __future__ import annotations
 
-from ..storage.cid import BlobId, digest
-from ..storage.registry import RegistryEntry
-from ..storage.store import MAX_OBJECT_SIZE, ObjectMissing, Store, StoreError
+from .cid import BlobId, digest
+from .registry import RegistryEntry
+from .base import MAX_OBJECT_SIZE, ObjectMissing, Store, StoreError
 from .errors import LyingServer, ReadOnlyStore, WrongBytes
 from .heads import SeenRevisions
 from .http import HttpClient, RetryPolicy

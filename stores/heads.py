@@ -3,7 +3,7 @@ and its revision never goes below one this process has already seen from that st
 rolls a head back is lying, and its answer is refused)."""
 from __future__ import annotations
 
-from ..storage.registry import RegistryEntry, RegistryError
+from .registry import RegistryEntry, RegistryError
 from .errors import LyingServer
 
 

@@ -19,7 +19,7 @@ import aiohttp
 
 from .errors import (AuthRefused, ObjectTooLarge, RateLimited, ServerError, StoreTimeout,
                      StoreUnreachable)
-from ..storage.store import StoreError
+from .base import StoreError
 
 
 @dataclass

@@ -21,8 +21,8 @@ import cbor2
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from ..storage.cid import CIDV1_RAW_BLAKE3, b58decode, multibase_decode, _b32encode, CIDError
-from ..storage.registry import RegistryEntry
+from .cid import CIDV1_RAW_BLAKE3, b58decode, multibase_decode, _b32encode, CIDError
+from .registry import RegistryEntry
 
 MAX_RECORD = 10 * 1024
 SIG_PREFIX = b"ipns-signature:"

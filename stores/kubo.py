@@ -18,14 +18,14 @@ import json
 
 import aiohttp
 
-from ..storage.cid import BlobId, CIDError, parse_ipfs_cid
-from ..storage.registry import RegistryEntry
-from ..storage.store import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
+from .cid import BlobId, CIDError, parse_ipfs_cid
+from .registry import RegistryEntry
+from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
 from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
 from .http import HttpClient, Reply, RetryPolicy
 from .ipns import IpnsError, head_from_record, name_of, record_for_head
-from ..storage.cid import digest
+from .cid import digest
 
 
 def read_auth_file(path: str) -> str:

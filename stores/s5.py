@@ -31,10 +31,10 @@ import aiohttp
 import blake3
 from nacl.signing import SigningKey
 
-from ..storage.cid import BlobId, CIDError, b58encode, digest
+from .cid import BlobId, CIDError, b58encode, digest
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from ..storage.registry import RegistryEntry
-from ..storage.store import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
+from .registry import RegistryEntry
+from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
 from .http import HttpClient, RetryPolicy

@@ -37,7 +37,7 @@ try:
 except (ImportError, AttributeError):  # another PyNaCl layout: the public binding still works
     _ffi = _lib = None
 
-from sessiond.storage.cid import BlobId, CIDError, digest
+from ..stores.cid import BlobId, CIDError, digest
 
 CID_TYPE_ENCRYPTED = 0xAE
 ENCRYPTION_XCHACHA20_POLY1305 = 0xA6

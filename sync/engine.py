@@ -16,10 +16,10 @@ from typing import Callable, Iterator
 
 from nacl.signing import SigningKey
 
-from sessiond.storage.cid import CIDV1_RAW_BLAKE3
-from sessiond.storage.db import Database, LogRun, Op, now
-from sessiond.storage.registry import RegistryEntry, RegistryError
-from sessiond.storage.store import StaleHead, Store, StoreError, check_object
+from ..stores.cid import CIDV1_RAW_BLAKE3
+from ..storage.db import Database, LogRun, Op, now
+from ..stores.registry import RegistryEntry, RegistryError
+from ..stores import StaleHead, Store, StoreError, check_object
 
 from . import dagcbor
 from .crypto import DecryptError, EncryptedCID, manifest_key, open_sealed, open_unpadded
@@ -327,7 +327,7 @@ class Syncer(SharingMixin):
         if head is None:
             return None
         h = manifest_hash_of(head)
-        from sessiond.storage.cid import _b32encode
+        from ..stores.cid import _b32encode
 
         return {"revision": head.revision, "head_key": head.pk.hex(),
                 "manifest_ipfs_cid": "b" + _b32encode(CIDV1_RAW_BLAKE3 + h), "manifest_blake3": h.hex()}

@@ -14,8 +14,8 @@ from collections import OrderedDict
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
 
-from sessiond.storage.fsutil import atomic_write, ensure_private_dir
-from sessiond.storage.ids import ID_RE
+from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.ids import ID_RE
 
 from .crypto import CTX_HEAD_SIGNING, derive
 

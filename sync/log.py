@@ -27,9 +27,9 @@ from operator import add, truediv
 from dataclasses import dataclass
 from typing import Awaitable, Callable, ContextManager, Iterator
 
-from sessiond.storage.cid import BlobId, CIDError
-from sessiond.storage.db import LogRun, Op, RemoteLog
-from sessiond.storage.store import Store, StoreError
+from ..stores.cid import BlobId, CIDError
+from ..storage.db import LogRun, Op, RemoteLog
+from ..stores import Store, StoreError
 
 from . import dagcbor
 from .crypto import DecryptError, EncryptedCID, manifest_key, object_key, open_sealed, seal

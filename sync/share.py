@@ -20,10 +20,10 @@ from typing import Any
 from nacl.public import SealedBox
 from nacl.signing import SigningKey, VerifyKey
 
-from sessiond.storage.db import RemoteLog
-from sessiond.storage.errors import Invalid
-from sessiond.storage.registry import RegistryEntry, RegistryError
-from sessiond.storage.store import StaleHead, Store, StoreError, check_object, open_store
+from ..storage.db import RemoteLog
+from ..storage.errors import Invalid
+from ..stores.registry import RegistryEntry, RegistryError
+from ..stores import StaleHead, Store, StoreError, check_object, open_store
 
 from ..daemon import validate
 from . import dagcbor

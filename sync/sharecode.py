@@ -25,7 +25,7 @@ from nacl.bindings import (crypto_aead_xchacha20poly1305_ietf_decrypt,
 from nacl.exceptions import CryptoError
 from nacl.pwhash import argon2id
 
-from sessiond.storage.ids import ID_RE
+from ..storage.ids import ID_RE
 
 from . import dagcbor
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sessiond.storage.store import ObjectMissing, Store, StoreError
+from sessiond.stores import ObjectMissing, Store, StoreError
 
 
 class FaultyStore(Store):

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from nacl.signing import SigningKey
 
-from sessiond.storage.cid import BlobId, CIDError, digest, parse_ipfs_cid
+from sessiond.stores.cid import BlobId, CIDError, digest, parse_ipfs_cid
 from sessiond.storage.db import LogRun, Op
-from sessiond.storage.registry import RegistryEntry, RegistryError
+from sessiond.stores.registry import RegistryEntry, RegistryError
 from sessiond.sync import dagcbor
 from sessiond.sync.crypto import (CHUNK_SIZE, CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,
                                   object_key, open_sealed, seal)

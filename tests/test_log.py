@@ -19,11 +19,11 @@ from sessiond.storage.db import MIGRATIONS, LogRun, Op, RemoteLog, _log_run_sync
 from sessiond.sync import dagcbor
 from sessiond.sync.checkpoint import ProofError, check_proofs, conversation_hash, conversation_hashes, make_proof, prepare
 from sessiond.sync.crypto import seal
-from sessiond.storage.store import FileStore
+from sessiond.stores import FileStore
 from sessiond.sync import log as log_mod
 from faults import FaultyStore
-from sessiond.storage.store import StoreError
-from sessiond.storage.registry import RegistryEntry
+from sessiond.stores import StoreError
+from sessiond.stores.registry import RegistryEntry
 from sessiond.sync.log import PAGE_MAX, Entry, LogError, LogReader, LogWriter, op_to_cbor
 
 SID, DEV = "sess", "dev0"

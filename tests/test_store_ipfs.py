@@ -12,9 +12,9 @@ import pytest
 from nacl.signing import SigningKey
 
 from servers.kubo import start_node
-from sessiond.storage.cid import BlobId, digest
-from sessiond.storage.registry import RegistryEntry
-from sessiond.storage.store import ObjectMissing, StaleHead, StoreError, open_store
+from sessiond.stores.cid import BlobId, digest
+from sessiond.stores.registry import RegistryEntry
+from sessiond.stores import ObjectMissing, StaleHead, StoreError, open_store
 from sessiond.stores import ipns
 from sessiond.stores.errors import (AuthRefused, LyingServer, ObjectTooLarge, RateLimited, ReadOnlyStore,
                                     ServerError, StoreTimeout, StoreUnreachable, WrongBytes)

@@ -11,9 +11,9 @@ import pytest
 from nacl.signing import SigningKey
 
 from servers.s5portal import start_portal
-from sessiond.storage.cid import digest
-from sessiond.storage.registry import RegistryEntry
-from sessiond.storage.store import CorruptObject, ObjectMissing, StaleHead, StoreError, open_store
+from sessiond.stores.cid import digest
+from sessiond.stores.registry import RegistryEntry
+from sessiond.stores import CorruptObject, ObjectMissing, StaleHead, StoreError, open_store
 from sessiond.stores.errors import (AuthRefused, LyingServer, ObjectTooLarge, RateLimited, ServerError,
                                     StoreTimeout, StoreUnreachable, WrongBytes)
 from sessiond.stores.http import RetryPolicy

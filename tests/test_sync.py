@@ -11,7 +11,7 @@ import pytest
 from conftest import cli_json, run_cli, wait_for
 from faults import FaultyStore
 from sessiond.storage.db import Database
-from sessiond.storage.store import FileStore
+from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer
 
 

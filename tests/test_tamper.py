@@ -10,8 +10,8 @@ import pytest
 
 from faults import FaultyStore
 from sessiond.storage.db import Database
-from sessiond.storage.registry import RegistryEntry
-from sessiond.storage.store import FileStore
+from sessiond.stores.registry import RegistryEntry
+from sessiond.stores import FileStore
 from sessiond.sync import dagcbor
 from sessiond.sync.crypto import CHUNK_SIZE, TAG_SIZE, manifest_key, seal
 from sessiond.sync.engine import Syncer, _open_manifest, head_data

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import DaemonProc
 from sessiond.storage.db import Database
 from sessiond.storage.fsutil import atomic_write
-from sessiond.storage.registry import RegistryEntry
-from sessiond.storage.store import FileStore
+from sessiond.stores.registry import RegistryEntry
+from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer, _open_manifest, manifest_hash_of
 from sessiond.sync.keys import KeyStore
 from sessiond.sync.log import LogReader, parse_manifest

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from sessiond.storage.cid import CIDError, parse_ipfs_cid, digest
+from sessiond.stores.cid import CIDError, parse_ipfs_cid, digest
 from sessiond.stores.ipns import IpnsError, key_of_name, name_of, verify_record
 from servers.s5portal import Running
 
@@ -110,7 +110,7 @@ def make_rpc_app(node: Node) -> web.Application:
             node.blocks[h] = data
             node.pins.add(h)
             key_hash = digest(b"not " + data) if node.faults.wrong_cid else h
-            from sessiond.storage.cid import BlobId
+            from sessiond.stores.cid import BlobId
             return web.json_response({"Key": BlobId(key_hash, 0).ipfs_cid(), "Size": len(data)})
         if cmd in ("block/get", "block/stat"):
             try:

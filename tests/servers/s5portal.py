@@ -21,8 +21,8 @@ from aiohttp import web
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from sessiond.storage.cid import BlobId, CIDError, b58encode, digest
-from sessiond.storage.registry import RegistryEntry, RegistryError
+from sessiond.stores.cid import BlobId, CIDError, b58encode, digest
+from sessiond.stores.registry import RegistryEntry, RegistryError
 
 
 def b64url(raw: bytes) -> str:

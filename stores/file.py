@@ -1,88 +1,15 @@
-"""Content-addressed object stores with signed mutable heads.
-
-`Store` is the one interface every backend implements. Objects are addressed by the BLAKE3 digest of
-their bytes; heads are S5 registry entries addressed by their public key. Every read verifies: an
-object whose bytes do not hash to the requested digest, or a head whose signature does not verify,
-raises `CorruptObject`/`RegistryError` and is never returned.
-"""
+"""The folder store: objects and heads as files in a folder (which may be a synced or network folder)."""
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import fcntl
 import os
-from abc import ABC, abstractmethod
-from urllib.parse import unquote, urlparse
 
+from ..storage.fsutil import atomic_write, ensure_private_dir
+from .base import MAX_OBJECT_SIZE, CorruptObject, ObjectMissing, StaleHead, Store, StoreError, check_object
 from .cid import digest
-from .fsutil import atomic_write, ensure_private_dir
 from .registry import RegistryEntry, RegistryError
-
-MAX_OBJECT_SIZE = 1 << 20  # every stored object is at most 1 MiB (so it is also a valid raw IPFS block)
-
-
-class StoreError(Exception):
-    """The store could not do what was asked (down, refused, timed out)."""
-
-
-class ObjectMissing(StoreError):
-    def __init__(self, h: bytes):
-        super().__init__(f"object {h.hex()} is missing from the store")
-        self.hash = h
-
-
-class CorruptObject(StoreError):
-    def __init__(self, h: bytes, why: str):
-        super().__init__(f"object {h.hex()} is damaged: {why}")
-        self.hash = h
-
-
-class StaleHead(StoreError):
-    """A head was offered with a revision not higher than the one the store holds."""
-
-
-class Store(ABC):
-    url: str
-
-    @abstractmethod
-    async def put(self, data: bytes) -> bytes:
-        """Store `data`; return its BLAKE3 digest. Idempotent."""
-
-    @abstractmethod
-    async def get(self, h: bytes) -> bytes:
-        """Return the bytes whose digest is `h`, verified; ObjectMissing or CorruptObject otherwise."""
-
-    @abstractmethod
-    async def has(self, h: bytes) -> bool: ...
-
-    @abstractmethod
-    async def get_head(self, pk: bytes) -> RegistryEntry | None:
-        """The newest verified registry entry for `pk` (0xed | key), or None."""
-
-    @abstractmethod
-    async def set_head(self, entry: RegistryEntry) -> None:
-        """Publish `entry`; StaleHead if the store already holds an equal or higher revision."""
-
-    async def close(self) -> None:
-        return None
-
-    def put_in_background(self, data: bytes, h: bytes | None = None) -> concurrent.futures.Future | None:
-        """Start storing `data` on the store's own threads and return the write's future (its result:
-        the hash), from any thread; `h` as in put_many. A store whose writes are local file work offers
-        this, so that a push's worker threads write without a hop through the event loop per object.
-        Other stores return None: write through put() on the event loop."""
-        return None
-
-    async def head_versions(self) -> dict[bytes, object] | None:
-        """For every head in the store, something that changes whenever that head changes; or None if
-        the store cannot tell cheaply (then followers check every head they follow on each poll)."""
-        return None
-
-
-def check_object(h: bytes, data: bytes) -> bytes:
-    if digest(data) != h:
-        raise CorruptObject(h, "its bytes do not match its BLAKE3 hash")
-    return data
 
 
 _WRITERS = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="sessiond-store")
@@ -217,22 +144,3 @@ class FileStore(Store):
 
     async def set_head(self, entry: RegistryEntry) -> None:
         await asyncio.to_thread(self._set_head_sync, entry)
-
-
-def open_store(url: str, *, create: bool = True) -> Store:
-    """Open a store from its URL. Supported: file:///absolute/folder (or a plain path), and the
-    network stores of stores/config.py (s5+https://PORTAL, ipfs+http://HOST:PORT, ...). With
-    create=False, a folder store that does not exist yet is an error instead of being made."""
-    parsed = urlparse(url)
-    if parsed.scheme.startswith(("s5+", "ipfs+")):
-        from ..stores import open_network_store  # imported here: the network stores import this module
-        return open_network_store(url)
-    if parsed.scheme in ("", "file"):
-        path = unquote(parsed.path) if parsed.scheme else url
-        if parsed.netloc not in ("", "localhost"):
-            raise StoreError(f"file store URL must be file:///path (got host {parsed.netloc!r})")
-        if not path:
-            raise StoreError("file store URL has no path")
-        return FileStore(path, create=create)
-    raise StoreError(f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder, "
-                     "s5+https://PORTAL, ipfs+http://HOST:PORT (Kubo) or ipfs+https://GATEWAY")
