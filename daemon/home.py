@@ -112,7 +112,7 @@ def holds_lock(pid: int, home: str) -> bool:
 
 def normalize_store_url(url: str) -> str:
     """A store URL as the daemon records it: a file store (file:///path, or a plain path, relative
-    ones taken from the current folder) becomes file:///absolute/path."""
+    ones taken from the current folder) becomes file:///absolute/path; a network store's URL is kept."""
     from urllib.parse import unquote, urlparse
 
     parsed = urlparse(url)
@@ -124,7 +124,14 @@ def normalize_store_url(url: str) -> str:
         if not path:
             raise HomeError(f"store URL {url!r} has no path")
         return "file://" + os.path.abspath(os.path.expanduser(path))
-    raise HomeError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder")
+    from ..stores import NETWORK_SCHEMES
+
+    if parsed.scheme in NETWORK_SCHEMES:
+        if not parsed.netloc:
+            raise HomeError(f"store URL {url!r} has no host")
+        return url.rstrip("/")
+    raise HomeError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder, "
+                    f"s5+https://PORTAL, ipfs+http://HOST:PORT (a Kubo node) or ipfs+https://GATEWAY")
 
 
 def check_private_dir(path: str, what: str) -> None:
