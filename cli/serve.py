@@ -35,6 +35,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--quota", type=size, default=1 << 30, help="storage per account (default 1G)")
     p.add_argument("--cert", help="TLS certificate chain (PEM); serve HTTPS")
     p.add_argument("--key", help="TLS private key (PEM), with --cert")
+    p.add_argument("--access-log", action="store_true", dest="access_log",
+                   help="log every request (method, path, status; never a header) to standard error")
     serve_sub = p.add_subparsers(dest="serve_command", metavar="ACTION")
     q = serve_sub.add_parser("invite", parents=[common], help="print a one-time invite for a new device")
     q.set_defaults(fn=cmd_invite)
@@ -89,8 +91,11 @@ def cmd_serve(args) -> int:
             print(f"sessiond relay serving on {url} (data {os.path.abspath(data)}, registration "
                   f"{'open' if args.open_registration else 'by invite'})", flush=True)
 
+    import logging
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.access_log else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready))
+        asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready, access_log=args.access_log))
     except OSError as exc:
         return _fail(f"cannot listen on {args.listen}: {exc.strerror or exc}")
     return 0

@@ -237,9 +237,12 @@ def public_url(host: str, port: int, tls: bool) -> str:
 
 async def run(relay: Relay, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
               on_ready: Callable[[str, int], None] = lambda url, port: None,
-              stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set (or SIGINT/SIGTERM when none is given)."""
-    runner = web.AppRunner(make_app(relay), access_log=None, shutdown_timeout=5.0)
+              stop: asyncio.Event | None = None, access_log: bool = False) -> None:
+    """Serve until `stop` is set (or SIGINT/SIGTERM when none is given). `access_log`: a line per
+    request on the `sessiond.relay.access` logger (method, path and query, status; never a header)."""
+    runner = web.AppRunner(make_app(relay), shutdown_timeout=5.0,
+                           access_log=logging.getLogger("sessiond.relay.access") if access_log else None,
+                           access_log_format='%t "%r" %s %b %Tf')
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

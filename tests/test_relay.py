@@ -337,15 +337,16 @@ async def test_a_store_without_the_feed_keeps_working(tmp_path):
 
 @pytest.fixture
 def relay_process(tmp_path):
-    data = str(tmp_path / "relay-data")
-    proc = subprocess.Popen([PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0",
-                             "--data", data, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    data, log_path = str(tmp_path / "relay-data"), str(tmp_path / "relay.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0",
+                                 "--data", data, "--json", "--access-log"], stdout=subprocess.PIPE, stderr=log)
     line = proc.stdout.readline()
     if not line:
         proc.kill()
-        raise RuntimeError(f"sessiond serve did not start: {proc.stderr.read().decode()[-2000:]}")
+        raise RuntimeError(f"sessiond serve did not start: {open(log_path).read()[-2000:]}")
     info = json.loads(line)
-    yield data, info
+    yield data, info, log_path
     proc.terminate()
     assert proc.wait(15) == 0
 
@@ -368,13 +369,17 @@ def contents(d, sid):
 
 
 def test_two_daemons_sync_through_sessiond_serve(make_daemon, relay_process):
-    data, info = relay_process
+    data, info, log_path = relay_process
     assert info["url"] == f"s5+http://127.0.0.1:{info['port']}"
     host = info["url"].split("://", 1)[1]
     invites = [subprocess.run([PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data],
                               capture_output=True, text=True, check=True).stdout.strip() for _ in range(2)]
     a = make_daemon(f"s5+http://{invites[0]}@{host}").start()
-    b = make_daemon(f"s5+http://{invites[1]}@{host}").start()
+    b = make_daemon()  # its store, with its invite, in config.toml rather than in argv
+    os.makedirs(b.home, mode=0o700)
+    with open(os.path.join(b.home, "config.toml"), "w") as f:
+        f.write(f'store = "s5+http://{invites[1]}@{host}"\n')
+    b.start()
     ca, cb = a.client(), b.client()
     sid = ca.create_session(name="relayed", initial_messages=[{"role": "user", "content": "hello"}])["id"]
     ca.append_many(sid, [{"role": "user", "content": f"a{i}"} for i in range(5)])
@@ -390,3 +395,7 @@ def test_two_daemons_sync_through_sessiond_serve(make_daemon, relay_process):
         assert time.monotonic() - t0 < 1.0
     cb.append(sid, "assistant", "from b")
     wait_for(lambda: contents(a, sid)[-1:] == [("assistant", "from b")], timeout=10)
+    # the daemons learnt of new heads from the change feed: long-polls, held open by the relay
+    log = open(log_path).read()
+    assert log.count("GET /s5/registry/changes?") >= 4 and "&wait=0 " in log and "&wait=23&" in log
+    assert invites[0] not in log and invites[1] not in log and "Bearer" not in log
