@@ -20,7 +20,7 @@ def size(text: str) -> int:
 
 def default_data() -> str:
     import platformdirs
-    return os.path.join(platformdirs.user_data_dir("sessiond"), "relay")
+    return platformdirs.user_data_dir("sessiond-relay", appauthor=False)
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(fn=cmd_serve)
     p.add_argument("--listen", default="127.0.0.1:5050", help="HOST:PORT to listen on (default 127.0.0.1:5050; "
                    "port 0 picks a free one)")
-    p.add_argument("--data", default=None, help="the relay's folder (default: the user data folder's sessiond/relay)")
+    p.add_argument("--data", default=None, help="the relay's folder (default: the user data folder's sessiond-relay)")
     p.add_argument("--open-registration", action="store_true", dest="open_registration",
                    help="let any key register (default: only with an invite from `sessiond serve invite`)")
     p.add_argument("--quota", type=size, default=1 << 30, help="storage per account (default 1G)")

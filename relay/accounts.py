@@ -11,6 +11,11 @@ On disk (DATA/):
 Registration is closed unless the relay runs with --open-registration, or the register request
 carries a valid invite (JSON field `invite`; stores/s5.py sends the userinfo of the store URL,
 s5+http://INVITE@HOST:PORT). A key already registered may always log in, invite or not.
+
+The authority signed into the response is the request's Host header (what the client connected to;
+a reverse proxy must pass it on). A response signed for another server does not verify here, and
+stores/s5.py derives a different account key per authority, so an answer made for one server is
+useless on another.
 """
 from __future__ import annotations
 
