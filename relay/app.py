@@ -114,7 +114,12 @@ def make_app(relay: Relay) -> web.Application:
             async for part in reader:
                 if part.name != "file" or data is not None:
                     raise BadRequest(f"unexpected multipart field {part.name!r} (expected one field 'file')")
-                data = bytes(await part.read())
+                data = bytearray()
+                while chunk := await part.read_chunk(1 << 16):
+                    data += chunk
+                    if len(data) > MAX_OBJECT_SIZE:
+                        raise TooLarge(f"object larger than the relay's limit of {MAX_OBJECT_SIZE} bytes")
+                data = bytes(data)
             if data is None:
                 raise BadRequest("the multipart body has no 'file' field")
         else:

@@ -32,6 +32,8 @@ class Objects:
         self.used: dict[str, int] = {}
         for account in os.listdir(self.pins):
             folder = os.path.join(self.pins, account)
+            if not os.path.isdir(folder):
+                continue
             total = 0
             for name in os.listdir(folder):
                 if name.startswith("."):

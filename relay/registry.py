@@ -26,9 +26,11 @@ class Registry:
         self.feed = feed
         self._lock = asyncio.Lock()
         for name in sorted(os.listdir(self.folder)):
-            if name.startswith("."):
-                continue
-            entry = self._read(bytes.fromhex(name))
+            try:
+                pk = bytes.fromhex(name)
+            except ValueError:
+                continue  # a temporary file of an interrupted write, or a stranger
+            entry = self._read(pk)
             if entry is not None:
                 feed.load(entry.pk, entry.revision)
 

@@ -198,6 +198,14 @@ async def test_quota_per_account(relay, tmp_path):
         await b.put(b"b" * 600)  # another account has its own quota
         status, _ = await raw(served, "POST", "/s5/upload", a._token, data=b"z" * ((1 << 20) + 1))
         assert status == 413
+        form = aiohttp.FormData()
+        form.add_field("file", b"z" * (3 << 20), filename="blob", content_type="application/octet-stream")
+        try:
+            status, _ = await raw(served, "POST", "/s5/upload", a._token, data=form)
+        except aiohttp.ClientError:
+            status = 413  # the relay answered and closed before the whole body was sent
+        assert status == 413
+        assert sorted(served.relay.objects.used.values()) == [600, 600]  # refused uploads took nothing
     finally:
         await a.close()
         await b.close()
