@@ -409,3 +409,24 @@ def test_two_daemons_sync_through_sessiond_serve(make_daemon, relay_process):
     assert log.count("GET /s5/registry/changes?") >= 4 and "&wait=0 " in log
     assert re.search(r"changes\?since=\d+&wait=[1-9]", log)  # a long-poll, held open until a head changed
     assert invites[0] not in log and invites[1] not in log and "Bearer" not in log
+
+
+async def test_bad_logins_are_clear_4xx_and_create_nothing(relay, tmp_path):
+    served = await relay(open_registration=True)
+    key = SigningKey(b"\x11" * 32)
+    pub = b64url(b"\xed" + bytes(key.verify_key))
+    assert (await raw(served, "GET", "/s5/account/login?pubKey=AAAA"))[0] == 400
+    assert (await raw(served, "GET", "/s5/account/register"))[0] == 400
+    body = {"pubKey": pub, "response": b64url(b"\x01" * 65), "signature": b64url(b"\x00" * 64),
+            "label": "x", "email": None}
+    status, text = await raw(served, "POST", "/s5/account/register", json=body)
+    assert status == 400 and b"no challenge" in text
+    status, text = await raw(served, "GET", f"/s5/account/register?pubKey={pub}")
+    challenge = __import__("base64").urlsafe_b64decode(json.loads(text)["challenge"] + "=")
+    import blake3
+    response = b"\x01" + challenge + blake3.blake3(b"elsewhere.example").digest()  # signed for another server
+    body = {**body, "response": b64url(response), "signature": b64url(key.sign(response).signature)}
+    status, text = await raw(served, "POST", "/s5/account/register", json=body)
+    assert status == 400 and b"authority" in text
+    assert (await raw(served, "POST", "/s5/account/register", data=b"{"))[0] == 400
+    assert os.listdir(tmp_path / "relay" / "accounts") == [] and os.listdir(tmp_path / "relay" / "tokens") == []
