@@ -14,6 +14,8 @@ from typing import Any
 from ..client import ApiError, Client, ClientError, DaemonNotRunning
 from ..daemon.home import HomeError, holds_lock, read_lock, resolve_home
 
+from . import serve
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
@@ -926,6 +928,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = key_sub.add_parser("import", parents=[common], help="restore the device key from words on standard input")
     q.set_defaults(fn=cmd_key_import)
     q.add_argument("--force", action="store_true")
+    serve.register(sub, common)
     return parser
 
 
