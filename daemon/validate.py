@@ -63,6 +63,11 @@ def settings(v: Any, where: str = "settings") -> dict:
     for k, val in v.items():
         if val is None:
             continue
+        if k == "provider":
+            if not isinstance(val, str) or not 0 < len(val) <= 100 or "\x00" in val:
+                raise Invalid(f"{where}.provider must be the name of a provider in config.toml ([providers.NAME])")
+            out[k] = val
+            continue
         lo, hi, integer = ranges[k]
         out[k] = number(val, f"{where}.{k}", lo, hi, integer)
     return out
