@@ -158,9 +158,9 @@ class Providers:
             self._http = None
 
     def _timeout(self, p: Provider, stream: bool) -> aiohttp.ClientTimeout:
-        if stream:  # a stream may last long; what must not last is the silence between two chunks
-            return aiohttp.ClientTimeout(total=None, sock_connect=p.connect_timeout, sock_read=p.timeout)
-        return aiohttp.ClientTimeout(total=p.timeout + p.connect_timeout, sock_connect=p.connect_timeout)
+        # An answer may take long; what must not last is a silence: before the first byte, or between two
+        # chunks of a stream, at most `timeout` seconds.
+        return aiohttp.ClientTimeout(total=None, sock_connect=p.connect_timeout, sock_read=p.timeout)
 
     async def _open(self, p: Provider, method: str, path: str, body: Any, stream: bool) -> aiohttp.ClientResponse:
         headers = p.headers()

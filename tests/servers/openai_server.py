@@ -96,11 +96,19 @@ def make_app(p: Provider) -> web.Application:
                  "total_tokens": p.prompt_tokens(body) + len(pieces)}
         cid, created = f"chatcmpl-{len(p.requests)}", int(time.time())
         if not body.get("stream"):
-            p.completed += 1
-            return web.json_response({
+            raw = json.dumps({
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop", "logprobs": None}], "usage": usage})
+                             "finish_reason": "stop", "logprobs": None}], "usage": usage}).encode()
+            if f.cut_after is not None:  # half the body, then the connection drops
+                resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+                resp.content_length = len(raw)
+                await resp.prepare(request)
+                await resp.write(raw[:len(raw) // 2])
+                request.transport.abort()
+                return resp
+            p.completed += 1
+            return web.Response(body=raw, content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
