@@ -78,7 +78,8 @@ async def measure(direct: str, via: str, key: str, sid: str) -> dict:
                      "chunks": sorted(set(c))}
     out["added_first_token_ms_p50"] = round(out["sessiond"]["first_token_ms_p50"] - out["direct"]["first_token_ms_p50"], 3)
     out["added_answer_ms_p50"] = round(out["sessiond"]["answer_ms_p50"] - out["direct"]["answer_ms_p50"], 3)
-    out["no_buffering"] = out["sessiond"]["chunks"] == out["direct"]["chunks"] == [WORDS]
+    # every chunk came through as its own event: as many per answer as straight from the provider
+    out["no_buffering"] = out["sessiond"]["chunks"] == out["direct"]["chunks"] and len(out["direct"]["chunks"]) == 1
     return out
 
 
