@@ -30,7 +30,7 @@ from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
 from sessiond.storage.db import Database
 from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer
-from sessiond.sync.log import LogWriter
+from sessiond.sync.push import LogWriter
 
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "100,10000,100000").split(",")]
 CONTENT = "a message of a typical length, with a few words of text in it " * 2  # ~130 characters
