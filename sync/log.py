@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, ContextManager, Iterator
 
 from ..stores.cid import BlobId, CIDError
-from ..storage.db import LogRun, Op, RemoteLog
+from ..storage.model import LogRun, Op, RemoteLog
 from ..stores import Store, StoreError
 
 from . import dagcbor
