@@ -66,7 +66,7 @@ async def apply_op(tx: Transaction, op: Op) -> None:
              dumps(b["provenance"]) if b.get("provenance") else None))
         for chat in b.get("chats", []):
             await apply_op(tx, Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat,
-                                    op.created_at))
+                                  op.created_at))
     elif op.kind == "session.update":
         row = await tx.fetchone("SELECT stamps, status FROM sessions WHERE id=?", (op.session_id,))
         if row is None:
@@ -109,9 +109,9 @@ async def apply_op(tx: Transaction, op: Op) -> None:
         if created:
             # updates of this chat that arrived before its creation (another device's log read
             # first) were kept in `ops` with nowhere to go: apply them now
-            for r in await tx.fetchall("SELECT device_id, seq, lamport, body, created_at FROM ops WHERE session_id=?"
-                                   " AND kind='chat.update' AND json_extract(body, '$.chat')=?",
-                                   (op.session_id, b["id"])):
+            for r in await tx.fetchall("SELECT device_id, seq, lamport, body, created_at FROM ops WHERE"
+                                       " session_id=? AND kind='chat.update' AND json_extract(body, '$.chat')=?",
+                                       (op.session_id, b["id"])):
                 await update_chat(tx, Op(op.session_id, r[0], r[1], r[2], "chat.update", json.loads(r[3]), r[4]))
         else:
             await update_chat(tx, op, {"chat": b["id"], **fields}, (*CHAT_FIELDS, "created_at"))
@@ -127,6 +127,7 @@ async def apply_op(tx: Transaction, op: Op) -> None:
     await tx.execute(
         "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
         (op.lamport, op.created_at, op.session_id))
+
 
 async def update_chat(tx: Transaction, op: Op, body: dict | None = None, keys: tuple = CHAT_FIELDS) -> None:
     """Fields of a chat, last-writer-wins each by (lamport, device id). An update of a chat not (yet)
@@ -145,7 +146,7 @@ async def update_chat(tx: Transaction, op: Op, body: dict | None = None, keys: t
             args.append(dumps(v) if k in ("compacted", "policy", "settings") and v is not None else v)
     if sets:
         await tx.execute(f"UPDATE chats SET {', '.join(sets)}, stamps=? WHERE session_id=? AND id=?",
-                   (*args, dumps(stamps), op.session_id, b["chat"]))
+                         (*args, dumps(stamps), op.session_id, b["chat"]))
 
 
 async def save_peer(tx: Transaction, sid: str, head_pk: bytes, device_id: str | None = None, rev: int | None = None,
