@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _util import Daemon, pct  # noqa: E402
 
 from sessiond.client import Client  # noqa: E402
-from sessiond.storage.db import MIGRATIONS  # noqa: E402
+from sessiond.storage.schema import MIGRATIONS  # noqa: E402
 from sessiond.stores.registry import RegistryEntry  # noqa: E402
 from sessiond.sync import dagcbor  # noqa: E402
 from sessiond.sync.crypto import decrypt, manifest_key, CHUNK_SIZE, TAG_SIZE  # noqa: E402

@@ -30,7 +30,7 @@ except ImportError:
     ffi = lib = None
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
 
-from sessiond.storage.db import Database
+from sessiond.storage.database import Database
 from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer
 from sessiond.sync.push import LogWriter

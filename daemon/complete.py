@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from ..storage.db import ANSWER_KEYS
+from ..storage.model import ANSWER_KEYS
 from ..storage.errors import Conflict, Invalid, QuotaExceeded
 
 from . import validate as v

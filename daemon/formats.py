@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..storage.db import ROLES
+from ..storage.model import ROLES
 from ..storage.errors import Invalid
 from . import validate as v
 

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version as pkg_version
 
 from aiohttp import web
 
-from ..storage.db import Database
+from ..storage.database import Database
 from ..storage.errors import SessiondError
 from ..sync.share import ImportError_
 from ..stores import StoreError, open_store

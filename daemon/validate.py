@@ -13,7 +13,7 @@ from itertools import compress
 from operator import itemgetter
 from typing import Any
 
-from ..storage.db import ROLES, SETTINGS_KEYS, STATUSES
+from ..storage.model import ROLES, SETTINGS_KEYS, STATUSES
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..sync.dagcbor import INT_MAX, INT_MIN
@@ -406,7 +406,7 @@ def remote_op(kind: str, body: Any, where: str) -> None:
 
 
 def remote_log(lg) -> None:
-    """Another device's operations as pulled (a storage.db.RemoteLog), before anything is applied:
+    """Another device's operations as pulled (a storage.model.RemoteLog), before anything is applied:
     an Invalid names the first operation that the API would not have accepted. Checked a column at a
     time where it can be: this runs on every pull."""
     for op in lg.ops:

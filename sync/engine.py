@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 from nacl.signing import SigningKey
 
 from ..stores.cid import CIDV1_RAW_BLAKE3
-from ..storage.db import Database, LogRun, Op, now
+from ..storage.database import Database
+from ..storage.model import LogRun, Op, now
 from ..stores.registry import RegistryEntry, RegistryError
 from ..stores import StaleHead, Store, StoreError, check_object
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import accumulate, chain, compress, repeat
 from operator import add, truediv
 
-from ..storage.db import LogRun, Op, RemoteLog
+from ..storage.model import LogRun, Op, RemoteLog
 from ..stores.cid import CIDError
 
 from . import dagcbor

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..storage.db import Op, RemoteLog
+from ..storage.model import Op, RemoteLog
 from ..stores import Store, StoreError
 
 from .crypto import DecryptError, EncryptedCID, open_sealed

@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import Awaitable, Callable, ContextManager
 
-from ..storage.db import LogRun
+from ..storage.model import LogRun
 from ..stores import Store
 from ..stores.cid import BlobId
 

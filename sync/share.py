@@ -20,7 +20,7 @@ from typing import Any
 from nacl.public import SealedBox
 from nacl.signing import SigningKey, VerifyKey
 
-from ..storage.db import RemoteLog
+from ..storage.model import RemoteLog
 from ..storage.errors import Invalid
 from ..stores.registry import RegistryEntry, RegistryError
 from ..stores import StaleHead, Store, StoreError, check_object, open_store

@@ -1,4 +1,4 @@
-"""The claim the log design rests on (storage/db.py, issue 14 "Habits"): applying the same operations
+"""The claim the log design rests on (storage/apply.py, issue 14 "Habits"): applying the same operations
 in any order gives the same database.
 
 Hypothesis writes the logs of two or three devices working on one session: messages, chat creations,
@@ -21,7 +21,8 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from sessiond.storage.db import Database, Op, RemoteLog
+from sessiond.storage.database import Database
+from sessiond.storage.model import Op, RemoteLog
 
 SID = "01converge0000000000000000"
 DEVICES = ["a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2", "c3c3c3c3c3c3c3c3"]
@@ -227,7 +228,7 @@ def test_any_order_gives_the_same_database(logs, seed, interleave):
     _converges(logs, *_two_orders(logs, seed, interleave))
 
 
-# Two kinds of operations that did not converge before (storage/db.py _apply_sync), each with a hypothesis
+# Two kinds of operations that did not converge before (storage/apply.py apply_op), each with a hypothesis
 # test and its smallest case: a chat.create of an id another device also created (the first to arrive used
 # to win), and a chat.update of another device's chat delivered before that chat.create (the update used to
 # find no row and be lost).

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import DaemonProc, run_cli
 from sessiond.client import Client, DaemonNotRunning
-from sessiond.storage.db import SCHEMA_VERSION, Database
+from sessiond.storage.database import Database
+from sessiond.storage.schema import SCHEMA_VERSION
 
 
 def mode(path):

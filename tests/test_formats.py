@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from nacl.signing import SigningKey
 
 from sessiond.stores.cid import BlobId, CIDError, digest, parse_ipfs_cid
-from sessiond.storage.db import LogRun, Op
+from sessiond.storage.model import LogRun, Op
 from sessiond.stores.registry import RegistryEntry, RegistryError
 from sessiond.sync import dagcbor
 from sessiond.sync.crypto import (CHUNK_SIZE, CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,

@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from nacl.signing import SigningKey
 
-from sessiond.storage.db import MIGRATIONS, LogRun, Op, RemoteLog, _log_run_sync
+from sessiond.storage.logrun import read_run
+from sessiond.storage.model import LogRun, Op, RemoteLog
+from sessiond.storage.schema import MIGRATIONS
 from sessiond.sync import dagcbor
 from sessiond.sync.checkpoint import ProofError, check_proofs, conversation_hash, conversation_hashes, make_proof, prepare
 from sessiond.sync.crypto import seal
@@ -230,7 +232,7 @@ def test_log_run_reads_back_what_was_written(items, after, span, small_limit):
     conn.execute("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
                  " VALUES (?, 'main', 'another device', 1, 1, 'user', 'not this log', 0)", (SID,))
     wanted = [r for r in recs if after < r[0] <= after + span]
-    got = _log_run_sync(conn, SID, DEV, after, after + span)
+    got = read_run(conn, SID, DEV, after, after + span)
     want = LogRun.from_records(wanted)
     for name in ("seqs", "lams", "kinds", "bodies", "created", "chats", "roles", "toks", "extras", "sizes", "blob"):
         assert getattr(got, name) == getattr(want, name), name

@@ -340,7 +340,7 @@ def test_a_session_poisoned_before_validation_can_be_fixed(home):
     unpushed operations pushable again, and `set --metadata` replaces the value."""
     import asyncio
 
-    from sessiond.storage.db import Database
+    from sessiond.storage.database import Database
 
     os.makedirs(home, mode=0o700)
     d = DaemonProc(home).start()

@@ -7,7 +7,8 @@ import json
 import random
 
 from conftest import cli_json, run_cli, wait_for
-from sessiond.storage.db import Database, Op, RemoteLog
+from sessiond.storage.database import Database
+from sessiond.storage.model import Op, RemoteLog
 
 SID = "merge-me"
 

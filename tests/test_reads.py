@@ -10,7 +10,7 @@ import asyncio
 import os
 import random
 
-from sessiond.storage.db import Database
+from sessiond.storage.database import Database
 
 
 async def test_cancelled_reads_do_not_pin_an_old_snapshot(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import cli_json, run_cli, wait_for
 from faults import FaultyStore
-from sessiond.storage.db import Database
+from sessiond.storage.database import Database
 from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer
 
@@ -368,7 +368,7 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
     the one computed from scratch over the whole conversation every time, including when a message
     from another device arrives late and sorts before the last one hashed, and when a session is
     deleted and made again under the same id."""
-    from sessiond.storage.db import RemoteLog
+    from sessiond.storage.model import RemoteLog
     from sessiond.sync import checkpoint as cp
 
     db, store, syncer = await env.open(timeout=10)
@@ -421,7 +421,7 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
 async def test_pulled_messages_add_their_tokens_once(env):
     """apply_remote adds the tokens of the rows it inserted instead of summing the whole session; rows
     that were already here (a repeated pull) must not count twice."""
-    from sessiond.storage.db import RemoteLog
+    from sessiond.storage.model import RemoteLog
 
     db, store, syncer = await env.open(timeout=10)
     sid = (await db.create_session({}))["id"]

@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 from faults import FaultyStore
-from sessiond.storage.db import Database
+from sessiond.storage.database import Database
 from sessiond.stores.registry import RegistryEntry
 from sessiond.stores import FileStore
 from sessiond.sync import dagcbor

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import DaemonProc
-from sessiond.storage.db import Database
+from sessiond.storage.database import Database
 from sessiond.storage.fsutil import atomic_write
 from sessiond.stores.registry import RegistryEntry
 from sessiond.stores import FileStore

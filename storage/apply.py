@@ -1,0 +1,237 @@
+"""Operations into tables: how one operation (this device's or another's) changes the materialised
+sessions, chats and checkpoints, how this device writes an operation of its own, and how a batch of other
+devices' operations is taken in (apply_remote). Everything here runs inside a write transaction, through
+the Transaction it is given.
+
+The result does not depend on the order operations arrive in: fields of a session or chat are
+last-writer-wins per field by (lamport, device id); a session's end is final; messages are ordered by
+(lamport, device id, seq) and de-duplicated by (device id, seq).
+"""
+from __future__ import annotations
+
+import json
+from operator import itemgetter
+
+from .connections import Connections, Transaction
+from .errors import Invalid, NotFound
+from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
+
+
+def stamp_newer(stamp: tuple, old: list | None) -> bool:
+    return old is None or tuple(stamp) > tuple(old)
+
+
+async def next_seq(tx: Transaction, device_id: str, sid: str, lamport: int, n: int = 1) -> tuple[int, int]:
+    """Reserve `n` sequence numbers of this device's log and return (first seq, first lamport)."""
+    row = await tx.fetchone("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, device_id))
+    first = (row[0] if row else 0) + 1
+    await tx.execute(
+        "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) "
+        "ON CONFLICT(session_id, device_id) DO UPDATE SET last_seq=excluded.last_seq",
+        (sid, device_id, first + n - 1))
+    return first, lamport + 1
+
+
+async def local_op(tx: Transaction, device_id: str, sid: str, lamport: int, kind: str, body: dict, t: float) -> Op:
+    """Write one operation of this device's own (the next of its log) and apply it."""
+    seq, lam = await next_seq(tx, device_id, sid, lamport)
+    op = Op(sid, device_id, seq, lam, kind, body, t)
+    await tx.execute(
+        "INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at) VALUES (?,?,?,?,?,?,?)",
+        (sid, op.device_id, op.seq, op.lamport, kind, dumps(body), t))
+    await apply_op(tx, op)
+    return op
+
+
+async def apply_op(tx: Transaction, op: Op) -> None:
+    """Materialise one non-message operation (inside a transaction).
+    Idempotent and order-independent: fields are last-writer-wins by (lamport, device id)."""
+    b = op.body
+    stamp = [op.lamport, op.device_id]
+    if op.kind == "session.create":
+        fields = {k: b.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at",
+                                         "current_chat")}
+        for k in JSON_FIELDS:
+            fields[k] = dumps(b.get(k, [] if k in ("tags", "initial_messages") else {}))
+        fields["status"] = "active"
+        stamps = {k: stamp for k in fields}
+        await tx.execute(
+            "INSERT INTO sessions(id, user, name, system_prompt, model, settings, initial_messages, metadata,"
+            " tags, preferences, status, current_chat, created_at, last_activity, expires_at, lamport, stamps,"
+            " policy, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+            (op.session_id, fields["user"], fields["name"], fields["system_prompt"], fields["model"],
+             fields["settings"], fields["initial_messages"], fields["metadata"], fields["tags"],
+             fields["preferences"], "active", fields["current_chat"], b.get("created_at", op.created_at),
+             op.created_at, fields["expires_at"], op.lamport, dumps(stamps), fields["policy"],
+             dumps(b["provenance"]) if b.get("provenance") else None))
+        for chat in b.get("chats", []):
+            await apply_op(tx, Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat,
+                                  op.created_at))
+    elif op.kind == "session.update":
+        row = await tx.fetchone("SELECT stamps, status FROM sessions WHERE id=?", (op.session_id,))
+        if row is None:
+            raise NotFound(f"no session {op.session_id!r} to update")
+        stamps = json.loads(row["stamps"])
+        current_status = row["status"]
+        sets, args = [], []
+        for k, v in b.items():
+            if k not in PATCHABLE and k not in ("status", "current_chat"):
+                continue  # fields from a newer version are ignored, not fatal
+            if k == "status" and "ended" in (v, current_status):
+                # an end is final, as it is locally: a pause or resume made concurrently elsewhere
+                # does not undo it, whichever arrives first (of two ends, the later one's stamp stays)
+                if v == "ended" and (current_status != "ended" or stamp_newer(stamp, stamps.get(k))):
+                    stamps[k], current_status = stamp, "ended"
+                    sets.append("status=?")
+                    args.append(v)
+                continue
+            if stamp_newer(stamp, stamps.get(k)):
+                stamps[k] = stamp
+                sets.append(f"{k}=?")
+                args.append(dumps(v) if k in JSON_FIELDS else v)
+        if sets:
+            sets.append("stamps=?")
+            args.append(dumps(stamps))
+            await tx.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id=?", (*args, op.session_id))
+    elif op.kind == "chat.create":
+        # A chat created on two devices at once under one id is one chat: a creation writes each of
+        # its fields at its stamp, like an update, so the later creation by (lamport, device) wins
+        # them whichever arrives first (and later updates win over both).
+        fields = {"name": b.get("name"), "system_prompt": b.get("system_prompt"), "model": b.get("model"),
+                  "settings": b.get("settings") or {}, "policy": b.get("policy") or {},
+                  "created_at": b.get("created_at", op.created_at)}
+        created = await tx.execute(
+            "INSERT INTO chats(session_id, id, name, system_prompt, model, settings, created_at, stamps, policy)"
+            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            (op.session_id, b["id"], fields["name"], fields["system_prompt"], fields["model"],
+             dumps(fields["settings"]), fields["created_at"], dumps({k: stamp for k in fields}),
+             dumps(fields["policy"])))
+        if created:
+            # updates of this chat that arrived before its creation (another device's log read
+            # first) were kept in `ops` with nowhere to go: apply them now
+            for r in await tx.fetchall("SELECT device_id, seq, lamport, body, created_at FROM ops WHERE"
+                                       " session_id=? AND kind='chat.update' AND json_extract(body, '$.chat')=?",
+                                       (op.session_id, b["id"])):
+                await update_chat(tx, Op(op.session_id, r[0], r[1], r[2], "chat.update", json.loads(r[3]), r[4]))
+        else:
+            await update_chat(tx, op, {"chat": b["id"], **fields}, (*CHAT_FIELDS, "created_at"))
+    elif op.kind == "chat.update":
+        await update_chat(tx, op)
+    elif op.kind == "checkpoint.add":
+        await tx.execute(
+            "INSERT OR IGNORE INTO checkpoints(session_id, device_id, number, hash, tokens, messages, frontier,"
+            " created_at, pk, signature) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (op.session_id, op.device_id, b["number"], bytes.fromhex(b["hash"]), b["tokens"], b["messages"],
+             dumps(b["frontier"]), b["created_at"], bytes.fromhex(b["pk"]), bytes.fromhex(b["signature"])))
+    # Unknown kinds (written by a newer version) are kept in the log and ignored here.
+    await tx.execute(
+        "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
+        (op.lamport, op.created_at, op.session_id))
+
+
+async def update_chat(tx: Transaction, op: Op, body: dict | None = None, keys: tuple = CHAT_FIELDS) -> None:
+    """Fields of a chat, last-writer-wins each by (lamport, device id). An update of a chat not (yet)
+    here does nothing: the chat's creation applies it when it comes (see chat.create)."""
+    b = op.body if body is None else body
+    stamp = [op.lamport, op.device_id]
+    row = await tx.fetchone("SELECT stamps FROM chats WHERE session_id=? AND id=?", (op.session_id, b.get("chat")))
+    if row is None:
+        return
+    stamps = json.loads(row["stamps"])
+    sets, args = [], []
+    for k, v in b.items():
+        if k in keys and stamp_newer(stamp, stamps.get(k)):
+            stamps[k] = stamp
+            sets.append(f"{k}=?")
+            args.append(dumps(v) if k in ("compacted", "policy", "settings") and v is not None else v)
+    if sets:
+        await tx.execute(f"UPDATE chats SET {', '.join(sets)}, stamps=? WHERE session_id=? AND id=?",
+                         (*args, dumps(stamps), op.session_id, b["chat"]))
+
+
+async def save_peer(tx: Transaction, sid: str, head_pk: bytes, device_id: str | None = None, rev: int | None = None,
+                    applied_seq: int | None = None, last_error: str | None = None) -> None:
+    await tx.execute(
+        "INSERT INTO peers(session_id, head_pk, device_id, rev, applied_seq, last_error) VALUES (?,?,?,?,?,?) "
+        "ON CONFLICT(session_id, head_pk) DO UPDATE SET device_id=coalesce(excluded.device_id, device_id), "
+        "rev=max(rev, excluded.rev), applied_seq=max(applied_seq, excluded.applied_seq), "
+        "last_error=excluded.last_error",
+        (sid, head_pk, device_id, rev or 0, applied_seq or 0, last_error))
+
+
+async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], *, peers: list[dict] = (),
+                       remote: dict | None = None, access: str | None = None, event: str = "session.synced",
+                       own: dict | None = None) -> int:
+    """Apply other devices' operations (all of them, in one transaction) and record how far each peer's
+    log has been applied. Returns how many were new here.
+
+    Operations other than messages are applied in the global order (Lamport clock, device, seq);
+    messages are plain inserts that nothing else reads while applying, so they go in as one batch per log.
+    Nothing slow may run in here (such as checking proofs): every local append waits meanwhile.
+    `own` ({pushed_seq, head_rev, tree}): this device's own log as published in the store is taken in
+    too (an import after `rm` or onto a restored key), and the push state continues from it, so no
+    sequence number it published is used again."""
+    if own is None:  # otherwise this device's own log is authoritative
+        logs = {d: lg for d, lg in logs.items() if d != c.device_id}
+    ops = sorted((op for lg in logs.values() for op in lg.ops), key=lambda o: o.order)
+    msgs = [lg.messages for lg in logs.values()]
+    async with c.transaction() as tx:
+        new = await _apply_logs(tx, sid, ops, msgs, logs, peers=peers, remote=remote, access=access, own=own)
+        chats = sorted(set().union(*(map(itemgetter(1), rows) for rows in msgs)) - {None})
+        tx.emit({"type": event, "session": sid, "new": new, "chats": chats})
+    return new
+
+
+async def _apply_logs(tx: Transaction, sid: str, ops: list[Op], msgs: list[list[tuple]], logs: dict[str, RemoteLog],
+                      *, peers: list[dict], remote: dict | None, access: str | None, own: dict | None) -> int:
+    new = 0
+    for op in ops:
+        if await tx.execute("INSERT OR IGNORE INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
+                            " VALUES (?,?,?,?,?,?,?)",
+                            (sid, op.device_id, op.seq, op.lamport, op.kind, dumps(op.body), op.created_at)):
+            new += 1
+            await apply_op(tx, op)
+    max_lam, max_t = 0, 0.0
+    added_tokens: int | None = 0  # None: some rows were here already, so count again
+    for rows in msgs:
+        if not rows:
+            continue
+        inserted = await tx.executemany("INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport,"
+                                        " role, content, tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        new += inserted
+        if added_tokens is not None and inserted == len(rows):
+            added_tokens += sum(map(row_charge, map(itemgetter(7), rows), map(itemgetter(9), rows)))
+        else:
+            added_tokens = None
+        max_lam = max(max_lam, max(map(itemgetter(4), rows)))
+        max_t = max(max_t, max(map(itemgetter(8), rows)))
+    if await tx.fetchone("SELECT 1 FROM sessions WHERE id=?", (sid,)) is None:
+        raise Invalid(f"the shared logs of {sid!r} do not create the session (no session.create)")
+    if max_lam:
+        # every row new (the usual pull): add their tokens; a sum over the whole session
+        # would hold the write lock for tens of milliseconds on a long one
+        await tx.execute("UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
+                         " tokens_used=" + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL)
+                         + " WHERE id=?", (max_lam, max_t, added_tokens if added_tokens is not None else sid, sid))
+    for device, lg in logs.items():
+        if len(lg):
+            await tx.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT("
+                             "session_id, device_id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
+                             (sid, device, lg.last_seq))
+    if access is not None:
+        await tx.execute("UPDATE sessions SET access=? WHERE id=?", (access, sid))
+    if remote is not None:
+        await tx.execute("INSERT INTO remotes(session_id, store_url, announce_pk, members_rev) VALUES (?,?,?,?) "
+                         "ON CONFLICT(session_id) DO UPDATE SET store_url=excluded.store_url, "
+                         "announce_pk=excluded.announce_pk, members_rev=max(members_rev, excluded.members_rev)",
+                         (sid, remote["store_url"], remote["announce_pk"], remote.get("members_rev", 0)))
+        await tx.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
+    if own is not None:
+        await tx.execute("INSERT INTO sync_state(session_id, pushed_seq, head_rev, tree) VALUES (?,?,?,?) "
+                         "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=excluded.pushed_seq, "
+                         "head_rev=max(head_rev, excluded.head_rev), tree=excluded.tree, pending=NULL "
+                         "WHERE pushed_seq < excluded.pushed_seq",
+                         (sid, own["pushed_seq"], own["head_rev"], own["tree"]))
+    for p in peers:
+        await save_peer(tx, sid, **p)
+    return new

@@ -1,0 +1,79 @@
+"""Chats of a session: create, read, list, and find one by id or name."""
+from __future__ import annotations
+
+import json
+
+from .apply import local_op
+from .connections import Connections, Row
+from .errors import Conflict, LimitReached, NotFound
+from .ids import check_id, new_id
+from .model import message_id, now
+from .sessions import session_row, writable_row
+
+
+def cutoff_id(compacted: str | None) -> str | None:
+    """The id of the last message a chat's compaction dropped (its stored cutoff), or None."""
+    if not compacted:
+        return None
+    lam, dev, seq = json.loads(compacted)
+    return message_id(dev, seq)
+
+
+def chat_dict(row: Row, current: str | None) -> dict:
+    return {"id": row["id"], "name": row["name"], "system_prompt": row["system_prompt"], "model": row["model"],
+            "settings": json.loads(row["settings"]), "created_at": row["created_at"],
+            "current": row["id"] == current, "policy": json.loads(row["policy"]),
+            "compacted_upto": cutoff_id(row["compacted"])}
+
+
+class Chats:
+    def __init__(self, c: Connections):
+        self.c = c
+
+    async def create(self, sid: str, spec: dict) -> dict:
+        cid = spec.get("id")
+        cid = check_id(cid, "chat id") if cid is not None else new_id()
+        t = now()
+        body = {"id": cid, "name": spec.get("name") or cid, "system_prompt": spec.get("system_prompt"),
+                "model": spec.get("model"), "settings": spec.get("settings") or {}, "created_at": t}
+        if spec.get("policy"):
+            body["policy"] = spec["policy"]
+        async with self.c.transaction() as tx:
+            row = await writable_row(tx, sid)
+            if await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
+                raise Conflict(f"session {sid!r} already has a chat {cid!r}")
+            cap = self.c.limits.get("max_chats_per_session")
+            if cap and (await tx.fetchone("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0] >= cap:
+                raise LimitReached(f"session {sid!r} already has {cap} chats (max_chats_per_session)",
+                                   limit="max_chats_per_session", value=cap)
+            op = await local_op(tx, self.c.device_id, sid, row["lamport"], "chat.create", body, t)
+            if spec.get("switch"):
+                await local_op(tx, self.c.device_id, sid, op.lamport, "session.update", {"current_chat": cid}, t)
+            tx.emit({"type": "chat.created", "session": sid, "chat": cid})
+        return await self.get(sid, cid)
+
+    async def get(self, sid: str, cid: str) -> dict:
+        q = self.c.committed
+        srow = await session_row(q, sid)
+        row = await q.fetchone("SELECT * FROM chats WHERE session_id=? AND id=?", (sid, cid))
+        if row is None:
+            raise NotFound(f"session {sid!r} has no chat {cid!r} (see `sessiond chat ls {sid}`)")
+        return chat_dict(row, srow["current_chat"])
+
+    async def list(self, sid: str) -> list[dict]:
+        q = self.c.committed
+        srow = await session_row(q, sid)
+        rows = await q.fetchall("SELECT * FROM chats WHERE session_id=? ORDER BY created_at, id", (sid,))
+        return [chat_dict(r, srow["current_chat"]) for r in rows]
+
+    async def resolve(self, sid: str, ref: str) -> str:
+        """A chat given by id or, failing that, by a unique name."""
+        q = self.c.committed
+        if await q.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, ref)):
+            return ref
+        rows = await q.fetchall("SELECT id FROM chats WHERE session_id=? AND name=?", (sid, ref))
+        if len(rows) == 1:
+            return rows[0][0]
+        if rows:
+            raise Conflict(f"several chats of session {sid!r} are named {ref!r}; use the chat id")
+        raise NotFound(f"session {sid!r} has no chat {ref!r} (see `sessiond chat ls {sid}`)")

@@ -1,0 +1,68 @@
+"""Checkpoints: signed hashes of a session's conversation, stored as operations; and the chain of
+messages a checkpoint hashes, read in one snapshot on the bulk-read thread."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from .apply import local_op
+from .connections import Connections
+from .model import now
+from .sessions import session_row
+
+
+def read_chain(conn: sqlite3.Connection, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], list[tuple]]:
+    """Database.conversation_chain, on a stdlib connection of its own (one read transaction)."""
+    cur = conn.cursor()
+    cur.row_factory = None
+    cur.execute("BEGIN")
+    try:
+        ident = cur.execute("SELECT rowid, created_at FROM sessions WHERE id=?", (sid,)).fetchone()
+        frontier = dict(cur.execute("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,)).fetchall())
+        rows: list[tuple] = []
+        for device, hi in frontier.items():
+            lo = (after or {}).get(device, 0)
+            if hi > lo:
+                rows += cur.execute("SELECT lamport, device_id, seq, chat_id, role, content, coalesce(tokens, 0)"
+                                    " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
+                                    (sid, device, lo, hi)).fetchall()
+    finally:
+        if conn.in_transaction:
+            cur.execute("COMMIT")
+        cur.close()
+    rows.sort()  # global order: (lamport, device, seq) is unique, so the rest never decides
+    return ident, frontier, rows
+
+
+class Checkpoints:
+    def __init__(self, c: Connections):
+        self.c = c
+
+    async def add(self, sid: str, body: dict) -> dict:
+        async with self.c.transaction() as tx:
+            row = await session_row(tx, sid)
+            await local_op(tx, self.c.device_id, sid, row["lamport"], "checkpoint.add", body, now())
+            tx.emit({"type": "checkpoint.created", "session": sid, "number": body["number"]})
+        return body
+
+    async def list(self, sid: str) -> list[dict]:
+        q = self.c.committed
+        await session_row(q, sid)
+        return [{"session": sid, "device": r["device_id"], "number": r["number"], "hash": r["hash"].hex(),
+                 "tokens": r["tokens"], "messages": r["messages"], "frontier": json.loads(r["frontier"]),
+                 "created_at": r["created_at"], "pk": r["pk"].hex(), "signature": r["signature"].hex()}
+                for r in await q.fetchall("SELECT * FROM checkpoints WHERE session_id=? ORDER BY created_at,"
+                                          " device_id, number", (sid,))]
+
+    async def next_number(self, sid: str) -> int:
+        row = await self.c.committed.fetchone("SELECT max(number) FROM checkpoints WHERE session_id=? AND"
+                                              " device_id=?", (sid, self.c.device_id))
+        return (row[0] or 0) + 1
+
+    async def chain(self, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], list[tuple]]:
+        """For checkpoints, from one snapshot: the session's identity (its row id and creation time, which
+        tell a session from a later one of the same id), its frontier (each device's last seq here,
+        as `devices`), and its messages as (lamport, device, seq, chat, role, content, tokens) with
+        after[d] < seq <= frontier[d] for every device d (after None: all of them), in global order."""
+        return await self.c.bulk(read_chain, sid, after)

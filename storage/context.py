@@ -1,0 +1,165 @@
+"""Budgets: a chat's context budget and its compaction (which messages still count as context), and a
+session's token quota."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .apply import local_op
+from .chats import Chats
+from .connections import Connections
+from .errors import ContextOverflow, Invalid
+from .model import CHAT_POLICY_KEYS, message_id, now
+from .sessions import session_row, writable_row
+
+DEFAULT_CONTEXT_MARGIN = 0.8
+WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
+
+
+def warning_level(used: int, quota: int | None) -> str:
+    if not quota:
+        return "safe"
+    frac = used / quota
+    return next(name for limit, name in WARNING_LEVELS if frac >= limit)
+
+
+async def chat_budget(q: Any, sid: str, chat: str, policy: dict) -> tuple[dict, list | None]:
+    """The chat's budget policy (its own over the session's) and its compaction cutoff, read through `q`."""
+    row = await q.fetchone("SELECT policy, compacted FROM chats WHERE session_id=? AND id=?", (sid, chat))
+    return budget_of(row[0] if row else None, row[1] if row else None, policy)
+
+
+def budget_of(chat_policy: str | None, compacted: str | None, policy: dict) -> tuple[dict, list | None]:
+    """As chat_budget, from the chat row's policy and compacted columns (JSON text) already read."""
+    cp = json.loads(chat_policy) if chat_policy and chat_policy != "{}" else {}
+    merged = {k: cp.get(k, policy.get(k)) for k in CHAT_POLICY_KEYS}
+    return merged, (json.loads(compacted) if compacted else None)
+
+
+async def active(q: Any, sid: str, chat: str, cut: list | None) -> list[tuple]:
+    """The chat's active context: (lamport, device, seq, role, tokens) after the compaction cutoff
+    (system messages always stay)."""
+    if cut is None:
+        rows = await q.fetchall("SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
+                                " session_id=? AND chat_id=? ORDER BY lamport, device_id, seq", (sid, chat))
+    else:
+        rows = await q.fetchall("SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
+                                " session_id=? AND chat_id=? AND ((lamport, device_id, seq) > (?,?,?) OR"
+                                " role='system') ORDER BY lamport, device_id, seq", (sid, chat, *cut))
+    return rows
+
+
+def cut_for(active: list[tuple], target: float, cut: list | None) -> list | None:
+    """Drop the oldest non-system messages until the rest is at most `target` tokens."""
+    total = sum(r[4] for r in active)
+    new_cut = cut
+    for lam, dev, seq, role, tokens in active:
+        if total <= target:
+            break
+        if role == "system":
+            continue
+        total -= tokens
+        new_cut = [lam, dev, seq]
+    return new_cut
+
+
+async def context_check(tx: Any, sid: str, chat: str, policy: dict, adding: int,
+                        budget_read: tuple[dict, list | None] | None = None) -> list | None:
+    """Check the chat's context budget for `adding` more tokens (inside the append's transaction;
+    `budget_read`: its chat_budget if already read). Returns a new compaction cutoff if the chat must
+    compact first, None if it fits; raises ContextOverflow if it cannot fit."""
+    p, cut = budget_read or await chat_budget(tx, sid, chat, policy)
+    budget = p.get("max_context_tokens")
+    if not budget:
+        return None
+    margin = p.get("context_margin") or DEFAULT_CONTEXT_MARGIN
+    rows = await active(tx, sid, chat, cut)
+    total = sum(r[4] for r in rows)
+    if total + adding <= budget * margin:
+        return None
+    if p.get("auto_compact") is False:
+        raise ContextOverflow(
+            f"chat {chat!r} of session {sid!r} holds {total} tokens of context; {adding} more would pass its "
+            f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact`) "
+            f"or start another chat", active=total, budget=budget, adding=adding)
+    if adding > budget * margin:
+        raise ContextOverflow(f"these messages alone ({adding} tokens) exceed chat {chat!r}'s context budget "
+                              f"of {budget} x {margin}", budget=budget, adding=adding)
+    return cut_for(rows, max(0, budget * margin / 2 - adding), cut)
+
+
+class Context:
+    def __init__(self, c: Connections, chats: Chats):
+        self.c = c
+        self.chats = chats
+
+    async def compact(self, sid: str, chat: str | None = None, *, target_tokens: int | None = None,
+                      undo: bool = False) -> dict:
+        """Compact a chat's active context down to `target_tokens` (or its budget's half), or undo all
+        compaction. Dropped messages stay in the history."""
+        q = self.c.committed
+        srow = await writable_row(q, sid)
+        chat = chat or srow["current_chat"]
+        policy = json.loads(srow["policy"])
+        await self.chats.get(sid, chat)
+        p, cut = await chat_budget(q, sid, chat, policy)
+        if undo:
+            cut = None
+        else:
+            target = target_tokens
+            if target is None:
+                budget = p.get("max_context_tokens")
+                if not budget:
+                    raise Invalid(f"chat {chat!r} has no context budget: give --target-tokens")
+                target = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) / 2
+            cut = cut_for(await active(q, sid, chat, cut), target, cut)
+        async with self.c.transaction() as tx:
+            row = await writable_row(tx, sid)
+            await local_op(tx, self.c.device_id, sid, row["lamport"], "chat.update",
+                           {"chat": chat, "compacted": cut}, now())
+            tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
+        return await self.context(sid, chat)
+
+    async def context(self, sid: str, chat: str | None = None) -> dict:
+        q = self.c.committed
+        srow = await session_row(q, sid)
+        chat = chat or srow["current_chat"]
+        await self.chats.get(sid, chat)
+        policy = json.loads(srow["policy"])
+        p, cut = await chat_budget(q, sid, chat, policy)
+        rows = await active(q, sid, chat, cut)
+        total = (await q.fetchone("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
+        return {"session": sid, "chat": chat, "policy": p,
+                "compacted_upto": message_id(cut[1], cut[2]) if cut else None,
+                "active_messages": len(rows), "active_tokens": sum(r[4] for r in rows),
+                "compacted_messages": total - len(rows), "messages": total}
+
+    async def messages(self, sid: str, chat: str) -> list[dict]:
+        """The chat's active context as messages to send to a model, oldest first: every message the
+        compaction has not set aside (system messages always stay), as {role, content[, name,
+        tool_call_id]}."""
+        q = self.c.committed
+        srow = await session_row(q, sid)
+        _, cut = await chat_budget(q, sid, chat, json.loads(srow["policy"]))
+        sql = "SELECT role, content, extra FROM messages WHERE session_id=? AND chat_id=?"
+        args: tuple = (sid, chat)
+        if cut is not None:
+            sql += " AND ((lamport, device_id, seq) > (?,?,?) OR role='system')"
+            args += tuple(cut)
+        out = []
+        for role, content, extra in await q.fetchall(sql + " ORDER BY lamport, device_id, seq", args):
+            m = {"role": role, "content": content}
+            if extra:
+                e = json.loads(extra)
+                m.update({k: e[k] for k in ("name", "tool_call_id") if e.get(k) is not None})
+            out.append(m)
+        return out
+
+    async def quota(self, sid: str) -> dict:
+        row = await session_row(self.c.committed, sid)
+        policy = json.loads(row["policy"])
+        quota = policy.get("token_quota")
+        used = row["tokens_used"]
+        return {"session": sid, "tokens_used": used, "token_quota": quota,
+                "remaining": (quota - used) if quota else None, "level": warning_level(used, quota),
+                "thresholds": {"warning": 0.7, "critical": 0.9, "exhausted": 1.0}}

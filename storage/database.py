@@ -1,0 +1,315 @@
+"""The device's session database: SQLite (WAL, foreign keys) through aiosqlite's public API. `Database` is
+the one object the rest of sessiond holds; it is composed of small parts, one per concern (sessions.py,
+chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py), over the
+connections and transactions of connections.py. Operations into tables: apply.py.
+
+Every change is an *operation* written by one device with a per-(session, device) sequence number and a
+per-session Lamport clock. Messages are operations stored in the `messages` table; every other change
+(session created, settings changed, chat created, ...) is a row in `ops`. The materialised tables
+(`sessions`, `chats`, `messages`) are what the API reads. Operations from other devices are applied with
+the same code, and the result does not depend on the order they arrive in (see apply.py). A device's own
+operations with seq above its pushed mark are the durable push queue: they are written in the same
+transaction as the change they describe.
+
+THE READ RULE. Which connection a read goes to is decided by what it must see, never by who is asking:
+
+1. A read of committed state goes to the read-only connection: `c.committed.fetchone/fetchall`. It
+   never sees a transaction half done, and never waits for a writer.
+2. A read inside a write transaction goes through the transaction you hold:
+       async with c.transaction() as tx:
+           row = await tx.fetchone(...)      # sees this transaction's own writes
+           await tx.execute(...)
+   Helpers that may run either way take the reads object (`q`: c.committed or tx) as a parameter.
+3. A read that must see the latest write, including a transaction under way right now (the sync engine's
+   bookkeeping: push state, peers, remotes, last seq) uses `c.latest(...)`: on the writer, under the write
+   lock, between transactions. Never from inside a transaction (the lock is not re-entrant).
+4. Long reads (a push's runs, a checkpoint's chain) run on the bulk-read thread (`c.bulk(fn, ...)`, a
+   stdlib connection of its own), or on a RunReader in the caller's worker thread.
+No read runs on the writer outside a transaction other than (3). Every read is one `execute_fetchall`:
+its statement is finished in the connection's thread, so no read snapshot is ever left open.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from .apply import apply_remote
+from .chats import Chats
+from .checkpoints import Checkpoints
+from .connections import Connections, Row
+from .context import Context
+from .logrun import LogReads, RunReader
+from .messages import Messages
+from .model import LogRun, Op, RemoteLog
+from .schema import schema_version
+from .sessions import Sessions
+from .stats import Stats
+from .syncstate import SyncState
+
+
+class Database:
+    """The session database, used only from the daemon's event loop."""
+
+    def __init__(self, c: Connections):
+        self.c = c
+        self.sessions = Sessions(c)
+        self.chats = Chats(c)
+        self.messages = Messages(c)
+        self.budgets = Context(c, self.chats)
+        self.checkpointer = Checkpoints(c)
+        self.statistics = Stats(c, self.sessions, self.chats)
+        self.syncstate = SyncState(c)
+        self.log = LogReads(c)
+
+    @classmethod
+    async def open(cls, path: str, *, upto: int | None = None) -> "Database":
+        return cls(await Connections.open(path, upto=upto))
+
+    async def close(self) -> None:
+        await self.c.close()
+
+    # ------------------------------------------------------------------ what the rest of sessiond reads
+    @property
+    def device_id(self) -> str:
+        return self.c.device_id
+
+    @property
+    def path(self) -> str:
+        return self.c.path
+
+    @property
+    def listeners(self) -> list[Callable[[dict], Any]]:
+        """Callables told each event (a dict) after its commit."""
+        return self.c.listeners
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """max_active_sessions(_per_user), max_chats_per_session, max_messages_per_chat."""
+        return self.c.limits
+
+    @limits.setter
+    def limits(self, value: dict[str, int]) -> None:
+        self.c.limits = value
+
+    @property
+    def conn(self):
+        """The writer's aiosqlite connection (tests that build old schemas write through it)."""
+        return self.c.writer
+
+    @property
+    def reader(self):
+        """The read-only aiosqlite connection."""
+        return self.c.reader
+
+    async def read_all(self, sql: str, args: tuple = ()) -> list[Row]:
+        """Any read of committed state (rule 1)."""
+        return await self.c.committed.fetchall(sql, args)
+
+    async def read_one(self, sql: str, args: tuple = ()) -> Row | None:
+        return await self.c.committed.fetchone(sql, args)
+
+    _all = read_all  # the names tests on other branches still call
+    _one = read_one
+
+    async def schema_version(self) -> int:
+        return await schema_version(self.c.reader)
+
+    async def repair_unpushable(self) -> list[str]:
+        return await self.syncstate.repair_unpushable()
+
+    # ------------------------------------------------------------------ sessions
+    async def create_session(self, spec: dict) -> dict:
+        return await self.sessions.create(spec)
+
+    async def get_session(self, sid: str, *, counts: bool = False) -> dict:
+        return await self.sessions.get(sid, counts=counts)
+
+    async def list_sessions(self, *, user: str | None = None, status: str | None = None,
+                            tag: str | None = None, limit: int = 50, after: str | None = None) -> list[dict]:
+        return await self.sessions.list(user=user, status=status, tag=tag, limit=limit, after=after)
+
+    async def session_ids(self) -> list[str]:
+        return await self.sessions.ids()
+
+    async def update_session(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
+        return await self.sessions.update(sid, fields, event=event)
+
+    async def set_status(self, sid: str, status: str) -> dict:
+        return await self.sessions.set_status(sid, status)
+
+    async def delete_session(self, sid: str) -> None:
+        await self.sessions.delete(sid)
+
+    async def expired(self, t: float) -> list[dict]:
+        return await self.sessions.expired(t)
+
+    async def older_than(self, t: float) -> list[dict]:
+        return await self.sessions.older_than(t)
+
+    async def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> dict:
+        """A new session with the same settings, chats and initial context, and no conversation."""
+        spec = await self._copy_spec(sid)
+        spec.update(id=new_id, provenance={"kind": "clone", "session": sid})
+        if name:
+            spec["name"] = name
+        return await self.create_session(spec)
+
+    async def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> dict:
+        """A new session holding the history up to and including message `at` (in every chat)."""
+        lam, dev, seq, _ = await self.messages.order(sid, at)
+        spec = await self._copy_spec(sid)
+        spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at})
+        if name:
+            spec["name"] = name
+        rows = await self.read_all("SELECT chat_id, role, content, tokens, extra FROM messages WHERE session_id=?"
+                                   " AND (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
+                                   (sid, lam, dev, seq))
+        new = await self.create_session(spec)
+        if rows:
+            msgs = [{"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
+                    for r in rows]
+            try:
+                await self.append_messages(new["id"], msgs)
+            except BaseException:
+                await self.delete_session(new["id"])
+                raise
+        return await self.get_session(new["id"], counts=True)
+
+    async def _copy_spec(self, sid: str) -> dict:
+        s = await self.get_session(sid)
+        chats = [{"id": c["id"], "name": c["name"], "system_prompt": c["system_prompt"], "model": c["model"],
+                  "settings": c["settings"], "policy": c["policy"]} for c in await self.list_chats(sid)]
+        spec = {k: s[k] for k in ("user", "system_prompt", "model", "settings", "initial_messages", "metadata",
+                                  "tags", "preferences", "policy")}
+        spec.update(chats=chats, current_chat=s["current_chat"], name=s["name"])
+        return spec
+
+    # ------------------------------------------------------------------ chats
+    async def create_chat(self, sid: str, spec: dict) -> dict:
+        return await self.chats.create(sid, spec)
+
+    async def get_chat(self, sid: str, cid: str) -> dict:
+        return await self.chats.get(sid, cid)
+
+    async def list_chats(self, sid: str) -> list[dict]:
+        return await self.chats.list(sid)
+
+    async def resolve_chat(self, sid: str, ref: str) -> str:
+        return await self.chats.resolve(sid, ref)
+
+    # ------------------------------------------------------------------ messages
+    async def append_messages(self, sid: str, messages: list[dict], chat: str | None = None, *,
+                              key: str | None = None, answer: bool = False) -> list[dict]:
+        return await self.messages.append(sid, messages, chat, key=key, answer=answer)
+
+    async def chat_history(self, sid: str, chat: str) -> list[tuple[str, str]]:
+        return await self.messages.history(sid, chat)
+
+    async def idempotent_result(self, sid: str, key: str) -> list[dict] | None:
+        return await self.messages.idempotent_result(sid, key)
+
+    async def get_message(self, sid: str, mid: str) -> dict:
+        return await self.messages.get(sid, mid)
+
+    async def list_messages(self, sid: str, *, chat: str | None = None, limit: int = 100,
+                            before: str | None = None, after: str | None = None, all_chats: bool = False) -> list[dict]:
+        return await self.messages.list(sid, chat=chat, limit=limit, before=before, after=after, all_chats=all_chats)
+
+    async def conversation(self, sid: str) -> list[tuple]:
+        return await self.messages.conversation(sid)
+
+    # ------------------------------------------------------------------ context budgets, quotas, checkpoints, stats
+    async def compact(self, sid: str, chat: str | None = None, *, target_tokens: int | None = None,
+                      undo: bool = False) -> dict:
+        return await self.budgets.compact(sid, chat, target_tokens=target_tokens, undo=undo)
+
+    async def context(self, sid: str, chat: str | None = None) -> dict:
+        return await self.budgets.context(sid, chat)
+
+    async def quota(self, sid: str) -> dict:
+        return await self.budgets.quota(sid)
+
+    async def context_messages(self, sid: str, chat: str) -> list[dict]:
+        return await self.budgets.messages(sid, chat)
+
+    async def conversation_chain(self, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], list[tuple]]:
+        return await self.checkpointer.chain(sid, after)
+
+    async def add_checkpoint(self, sid: str, body: dict) -> dict:
+        return await self.checkpointer.add(sid, body)
+
+    async def checkpoints(self, sid: str) -> list[dict]:
+        return await self.checkpointer.list(sid)
+
+    async def next_checkpoint_number(self, sid: str) -> int:
+        return await self.checkpointer.next_number(sid)
+
+    async def stats(self, sid: str | None = None, user: str | None = None) -> dict:
+        return await self.statistics.stats(sid, user)
+
+    async def counts(self) -> dict:
+        return await self.statistics.counts()
+
+    # ------------------------------------------------------------------ the log, for sync
+    async def log_ops(self, sid: str, device_id: str, after_seq: int, upto_seq: int | None = None) -> list[Op]:
+        return await self.log.log_ops(sid, device_id, after_seq, upto_seq)
+
+    async def log_run(self, sid: str, device_id: str, after_seq: int, upto_seq: int | None = None) -> LogRun:
+        return await self.log.log_run(sid, device_id, after_seq, upto_seq)
+
+    def run_reader(self) -> RunReader:
+        return self.log.run_reader()
+
+    async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], *, peers: list[dict] = (),
+                           remote: dict | None = None, access: str | None = None, event: str = "session.synced",
+                           own: dict | None = None) -> int:
+        return await apply_remote(self.c, sid, logs, peers=peers, remote=remote, access=access, event=event, own=own)
+
+    # ------------------------------------------------------------------ push and pull bookkeeping
+    async def get_lamport(self, sid: str) -> int:
+        return await self.syncstate.get_lamport(sid)
+
+    async def last_seq(self, sid: str, device_id: str | None = None) -> int:
+        return await self.syncstate.last_seq(sid, device_id)
+
+    async def devices(self, sid: str) -> dict[str, int]:
+        return await self.syncstate.devices(sid)
+
+    async def move_store(self, old_url: str) -> int:
+        return await self.syncstate.move_store(old_url)
+
+    async def adopt_device_id(self, device_id: str) -> None:
+        await self.syncstate.adopt_device_id(device_id)
+
+    async def peers(self, sid: str) -> list[dict]:
+        return await self.syncstate.peers(sid)
+
+    async def remote(self, sid: str) -> dict | None:
+        return await self.syncstate.remote(sid)
+
+    async def set_remote(self, sid: str, **fields) -> None:
+        await self.syncstate.set_remote(sid, **fields)
+
+    async def add_remote(self, sid: str, store_url: str | None, announce_pk: bytes) -> None:
+        await self.syncstate.add_remote(sid, store_url, announce_pk)
+
+    async def has_shared_sessions(self) -> bool:
+        return await self.syncstate.has_shared_sessions()
+
+    async def sessions_with_heads(self, pks: list[bytes]) -> list[str]:
+        return await self.syncstate.sessions_with_heads(pks)
+
+    async def shared_sessions(self) -> list[str]:
+        return await self.syncstate.shared_sessions()
+
+    async def sync_state(self, sid: str) -> dict:
+        return await self.syncstate.sync_state(sid)
+
+    async def all_sync_states(self) -> dict[str, dict]:
+        return await self.syncstate.all_sync_states()
+
+    async def save_sync_state(self, sid: str, **fields) -> None:
+        await self.syncstate.save_sync_state(sid, **fields)
+
+    async def sessions_needing_push(self) -> list[str]:
+        return await self.syncstate.sessions_needing_push()

@@ -1,0 +1,169 @@
+"""The records of the local cache and their vocabularies: operations (Op), another device's log as read
+(RemoteLog), a run of this device's log column by column (LogRun), message ids, and the fields a session or
+chat has. Plain data: no SQL here."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from itertools import accumulate, repeat
+from typing import Any
+
+from .errors import Invalid
+
+ROLES = ("system", "user", "assistant", "tool")
+STATUSES = ("active", "paused", "ended")
+# provider: the name of a [providers.NAME] table in config.toml that answers for the session (issue 16)
+SETTINGS_KEYS = ("temperature", "top_k", "top_p", "max_tokens", "provider")
+# Session fields a PATCH may change (status changes go through pause/resume/end).
+PATCHABLE = ("name", "user", "system_prompt", "model", "settings", "metadata", "tags", "preferences", "policy",
+             "expires_at", "initial_messages")
+JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences", "policy")
+# Session policy (issue 5): token_quota, checkpoint_interval, idle_timeout, and the chats' default
+# max_context_tokens, context_margin and auto_compact.
+POLICY_KEYS = ("token_quota", "checkpoint_interval", "idle_timeout", "max_context_tokens", "context_margin",
+               "auto_compact")
+CHAT_POLICY_KEYS = ("max_context_tokens", "context_margin", "auto_compact")
+# Chat fields a chat.update may change (each last-writer-wins by (lamport, device id)).
+CHAT_FIELDS = ("compacted", "policy", "name", "system_prompt", "model", "settings")
+# Extra fields of a model's answer (issue 16), kept with the message and synced with it: the model and
+# provider that wrote it, the provider's usage {prompt_tokens, completion_tokens}, its response times
+# {first_token_ms, total_ms}, and interrupted/error when the answer stopped before its end.
+ANSWER_KEYS = ("model", "provider", "usage", "response", "interrupted", "error")
+EXTRA_KEYS = ("name", "tool_call_id", "metadata", *ANSWER_KEYS)
+PLAIN_KEYS = frozenset({"role", "content", "tokens", "chat"})  # a message with only these has no extra
+DEFAULT_CHECKPOINT_INTERVAL = 1000
+
+
+def now() -> float:
+    """Wall-clock time rounded to milliseconds, the precision that travels in snapshots."""
+    return round(time.time() * 1000) / 1000
+
+
+@dataclass
+class Op:
+    """One operation of one device's log."""
+
+    session_id: str
+    device_id: str
+    seq: int
+    lamport: int
+    kind: str
+    body: dict
+    created_at: float
+
+    @property
+    def order(self) -> tuple:
+        return (self.lamport, self.device_id, self.seq)
+
+
+@dataclass
+class RemoteLog:
+    """Another device's operations as read from its log, ready for apply_remote: its messages as rows
+    for one batched insert, (session_id, chat_id, device_id, seq, lamport, role, content, tokens,
+    created_at, extra JSON), and its other operations; last_seq is the highest seq read."""
+
+    device_id: str
+    messages: list[tuple]
+    ops: list[Op]
+    last_seq: int
+
+    def __len__(self) -> int:
+        return len(self.messages) + len(self.ops)
+
+
+class LogRun:
+    """Operations first..first+n-1 of one device's log, column by column: what a push encodes into
+    pages. Message contents are not Python strings: `blob` holds their UTF-8 back to back, and
+    `sizes[i]` is operation i's share of it in bytes, or -1 for an operation that is not a message (its
+    `bodies[i]` is then its JSON body, and its chat, role, tokens and extra are None). pieces() gives
+    each operation's UTF-8 as a view into the blob; runs are cut and joined by their views, so the
+    contents are never copied on the way from SQLite to a page."""
+
+    __slots__ = ("seqs", "lams", "kinds", "bodies", "created", "chats", "roles", "toks", "extras", "sizes", "blob",
+                 "_pieces")
+
+    def __init__(self, seqs: list, lams: list, kinds: list, bodies: list, created: list, chats: list,
+                 roles: list, toks: list, extras: list, sizes: list, blob: bytes, pieces: list | None = None):
+        self.seqs, self.lams, self.kinds, self.bodies, self.created = seqs, lams, kinds, bodies, created
+        self.chats, self.roles, self.toks, self.extras, self.sizes, self.blob = chats, roles, toks, extras, sizes, blob
+        self._pieces = pieces
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def pieces(self) -> list:
+        """Operation i's content as UTF-8 (a memoryview; empty for an operation that is not a message)."""
+        if self._pieces is None:
+            blob, sizes = memoryview(self.blob), self.sizes
+            offs = list(accumulate(sizes if -1 not in sizes else map(max, sizes, repeat(0)), initial=0))
+            self._pieces = list(map(blob.__getitem__, map(slice, offs[:-1], offs[1:])))
+        return self._pieces
+
+    def tail(self, i: int) -> "LogRun":
+        """The operations from index i on (their contents still in this run's blob)."""
+        return LogRun(*(c[i:] for c in self._columns()), b"", self.pieces()[i:])
+
+    def __add__(self, other: "LogRun") -> "LogRun":
+        return LogRun(*(a + b for a, b in zip(self._columns(), other._columns())), b"",
+                      self.pieces() + other.pieces())
+
+    def _columns(self) -> tuple:
+        return (self.seqs, self.lams, self.kinds, self.bodies, self.created, self.chats, self.roles, self.toks,
+                self.extras, self.sizes)
+
+    @classmethod
+    def empty(cls) -> "LogRun":
+        return cls([], [], [], [], [], [], [], [], [], [], b"")
+
+    @classmethod
+    def from_records(cls, records: list[tuple]) -> "LogRun":
+        """From tuples (seq, lamport, kind, body JSON, created_at, chat, role, content, tokens, extra
+        JSON); content None for an operation that is not a message."""
+        if not records:
+            return cls.empty()
+        seqs, lams, kinds, bodies, created, chats, roles, contents, toks, extras = map(list, zip(*records))
+        utf8 = [c.encode() if c is not None else b"" for c in contents]
+        sizes = [len(u) if c is not None else -1 for u, c in zip(utf8, contents)]
+        return cls(seqs, lams, kinds, bodies, created, chats, roles, toks, extras, sizes, b"".join(utf8))
+
+
+# One row for a whole run of messages: SQLite concatenates the columns in C, with the GIL released for
+
+
+def message_id(device_id: str, seq: int) -> str:
+    return f"{device_id}-{seq}"
+
+
+def parse_message_id(mid: str) -> tuple[str, int]:
+    dev, sep, seq = mid.rpartition("-")
+    if not sep or not dev or not seq.isdigit():
+        raise Invalid(f"not a message id: {mid!r:.80} (expected DEVICE-SEQ, as listed by `sessiond log`)")
+    return dev, int(seq)
+
+
+
+def dumps(value: Any) -> str:
+    """JSON as stored in the database: compact, UTF-8 kept as is."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def charge(m: dict) -> int:
+    """What a message costs the session's quota: its tokens, plus, for a model's answer, the prompt
+    tokens the provider counted for it (the context sent with the question)."""
+    usage = m.get("usage")
+    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return (m.get("tokens") or 0) + (prompt if type(prompt) is int and prompt > 0 else 0)
+
+
+def row_charge(tokens: int | None, extra: str | None) -> int:
+    """charge() of a stored message row (its tokens and extra columns)."""
+    if extra and '"usage"' in extra:
+        return charge({"tokens": tokens, **json.loads(extra)})
+    return tokens or 0
+
+
+# the session's quota use recounted from its messages (charge() in SQL)
+RECOUNT_SQL = ("(SELECT coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"
+               " max(0, coalesce(json_extract(extra, '$.usage.prompt_tokens'), 0)) END), 0)"
+               " FROM messages WHERE session_id=?)")

@@ -1,0 +1,173 @@
+"""The database schema: its migrations, applied in order, one per transaction, and the version stored."""
+from __future__ import annotations
+
+import aiosqlite
+
+WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
+
+MIGRATIONS: list[str] = [
+    # 1: sessions, chats, messages, operations
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user TEXT,
+        name TEXT,
+        system_prompt TEXT,
+        model TEXT,
+        settings TEXT NOT NULL DEFAULT '{}',
+        initial_messages TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        tags TEXT NOT NULL DEFAULT '[]',
+        preferences TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL DEFAULT 'active',
+        current_chat TEXT,
+        created_at REAL NOT NULL,
+        last_activity REAL NOT NULL,
+        expires_at REAL,
+        lamport INTEGER NOT NULL DEFAULT 0,
+        stamps TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX sessions_user ON sessions(user, id);
+    CREATE INDEX sessions_status ON sessions(status, id);
+    CREATE TABLE chats (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        id TEXT NOT NULL,
+        name TEXT,
+        system_prompt TEXT,
+        model TEXT,
+        settings TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        stamps TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (session_id, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        chat_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        lamport INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        tokens INTEGER,
+        created_at REAL NOT NULL,
+        extra TEXT
+    );
+    CREATE UNIQUE INDEX messages_origin ON messages(session_id, device_id, seq);
+    CREATE INDEX messages_order ON messages(session_id, chat_id, lamport, device_id, seq);
+    CREATE TABLE ops (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        device_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        lamport INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (session_id, device_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE logs (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        device_id TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (session_id, device_id)
+    ) WITHOUT ROWID;
+    """,
+    # 2: push state per session (what of this device's log is safely in the store)
+    """
+    CREATE TABLE sync_state (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        pushed_seq INTEGER NOT NULL DEFAULT 0,
+        head_rev INTEGER NOT NULL DEFAULT 0,
+        tree BLOB,
+        pending BLOB,
+        last_error TEXT,
+        last_push REAL
+    );
+    """,
+    # 3: sessions shared between devices: where they sync, what this device may do, whom it follows
+    """
+    ALTER TABLE sessions ADD COLUMN access TEXT NOT NULL DEFAULT 'owner';
+    CREATE TABLE remotes (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        store_url TEXT,
+        announce_pk BLOB NOT NULL,
+        members_rev INTEGER NOT NULL DEFAULT 0,
+        announced INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE peers (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        head_pk BLOB NOT NULL,
+        device_id TEXT,
+        rev INTEGER NOT NULL DEFAULT 0,
+        applied_seq INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        PRIMARY KEY (session_id, head_pk)
+    ) WITHOUT ROWID;
+    """,
+    # 4: policies (quotas, context budgets, checkpoints), compaction, provenance, checkpoints
+    """
+    ALTER TABLE sessions ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE sessions ADD COLUMN tokens_used INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN provenance TEXT;
+    ALTER TABLE chats ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE chats ADD COLUMN compacted TEXT;
+    CREATE TABLE checkpoints (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        device_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        tokens INTEGER NOT NULL,
+        messages INTEGER NOT NULL,
+        frontier TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        pk BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (session_id, device_id, number)
+    ) WITHOUT ROWID;
+    UPDATE sessions SET tokens_used = (SELECT coalesce(sum(tokens), 0) FROM messages WHERE session_id = sessions.id);
+    """,
+    # 5: idempotency keys of appends (this device only, never synced): a retried append is answered with
+    # the first one's result. Written in the append's own transaction, so a crash cannot split them.
+    """
+    CREATE TABLE idempotency (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        key TEXT NOT NULL,
+        request TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (session_id, key)
+    );
+    CREATE INDEX idempotency_age ON idempotency(session_id, created_at);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    if not await conn.execute_fetchall("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"):
+        return 0
+    rows = await conn.execute_fetchall("SELECT version FROM schema_version")
+    return rows[0][0] if rows else 0
+
+
+async def migrate(conn: aiosqlite.Connection, upto: int | None = None) -> None:
+    """Bring the schema up to date in place, one migration per transaction."""
+    target = SCHEMA_VERSION if upto is None else upto
+    current = await schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(f"the database has schema version {current}, newer than this sessiond "
+                           f"understands ({SCHEMA_VERSION}); upgrade sessiond")
+    for version in range(current + 1, target + 1):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 1:
+                await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                await conn.execute("INSERT INTO schema_version VALUES (0)")
+            for stmt in MIGRATIONS[version - 1].split(";"):
+                if stmt.strip():
+                    await conn.execute(stmt)
+            await conn.execute("UPDATE schema_version SET version=?", (version,))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
