@@ -23,10 +23,9 @@ def default_data() -> str:
     return platformdirs.user_data_dir("sessiond-relay", appauthor=False)
 
 
-def register(sub, common: argparse.ArgumentParser) -> None:
+def register(commands) -> None:
     help = "run a relay for your own devices (the S5 portal API, with a change feed on heads)"
-    p = sub.add_parser("serve", parents=[common], help=help, description=help)
-    p.set_defaults(fn=cmd_serve)
+    p = commands.add("serve", cmd_serve, help)
     p.add_argument("--listen", default="127.0.0.1:5050", help="HOST:PORT to listen on (default 127.0.0.1:5050; "
                    "port 0 picks a free one)")
     p.add_argument("--data", default=None, help="the relay's folder (default: the user data folder's sessiond-relay)")
@@ -37,9 +36,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--key", help="TLS private key (PEM), with --cert")
     p.add_argument("--access-log", action="store_true", dest="access_log",
                    help="log every request (method, path, status; never a header) to standard error")
-    serve_sub = p.add_subparsers(dest="serve_command", metavar="ACTION")
-    q = serve_sub.add_parser("invite", parents=[common], help="print a one-time invite for a new device")
-    q.set_defaults(fn=cmd_invite)
+    q = commands.actions(p, "serve_command").add("invite", cmd_invite, "print a one-time invite for a new device")
     q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
 
 
@@ -49,7 +46,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_invite(args) -> int:
-    from ..relay.accounts import new_invite
+    from ...relay.accounts import new_invite
 
     data = args.data or default_data()
     code = new_invite(data)
@@ -63,7 +60,7 @@ def cmd_invite(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..relay.app import Relay, parse_listen, run, tls_context
+    from ...relay.app import Relay, parse_listen, run, tls_context
 
     try:
         host, port = parse_listen(args.listen)

@@ -1,0 +1,35 @@
+"""The commands of `sessiond`, one module per area. Each module has `register(commands: Commands)`,
+which adds its commands (argparse parsers whose `fn` runs the command).
+
+To add a command: write a module here with `register()` and list it in `COMMAND_MODULES` in
+cli/parser.py; its place in that list is its place in `sessiond --help`."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+Command = Callable[[Any], int]
+
+
+class Commands:
+    """Where a command module adds its commands: every command gets the shared options (--home, --json)
+    and runs its `fn` with the parsed arguments."""
+
+    def __init__(self, subparsers: Any, common: argparse.ArgumentParser, describe: bool = True):
+        self._subparsers = subparsers  # what argparse's add_subparsers() returned
+        self._common = common
+        self._describe = describe
+
+    def add(self, name: str, fn: Command | None, help: str, **kw: Any) -> argparse.ArgumentParser:
+        """A command `name` running `fn` (None: a group whose actions are added with actions())."""
+        if self._describe:
+            kw["description"] = help
+        p = self._subparsers.add_parser(name, parents=[self._common], help=help, **kw)
+        p.set_defaults(fn=fn)
+        return p
+
+    def actions(self, parent: argparse.ArgumentParser, dest: str) -> Commands:
+        """Second-level commands under `parent` (`sessiond chat new`); `dest` names the chosen action.
+        Their --help shows their usage and options without a description (as always)."""
+        return Commands(parent.add_subparsers(dest=dest, metavar="ACTION"), self._common, describe=False)

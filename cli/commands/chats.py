@@ -1,0 +1,50 @@
+"""Chats within a session: `chat new`, `chat ls`, `chat switch`."""
+from __future__ import annotations
+
+from ..connect import client
+from ..inputs import read_text
+from ..options import add_policy, add_settings, policy_of, settings_of
+from ..output import emit, short, table, when
+from . import Commands
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("chat", None, "chats within a session: new, ls, switch")
+    chat = commands.actions(p, "chat_command")
+    q = chat.add("new", cmd_chat_new, "create a chat")
+    q.add_argument("id", help="session id")
+    q.add_argument("--id", dest="chat_id", help="the chat's own id")
+    q.add_argument("--name")
+    q.add_argument("--system")
+    q.add_argument("--model")
+    q.add_argument("--switch", action="store_true", help="make it the current chat")
+    add_settings(q)
+    add_policy(q, chat=True)
+    q = chat.add("ls", cmd_chat_ls, "list chats")
+    q.add_argument("id", help="session id")
+    q = chat.add("switch", cmd_chat_switch, "switch the current chat")
+    q.add_argument("id", help="session id")
+    q.add_argument("chat", help="chat id or name")
+
+
+def cmd_chat_new(args) -> int:
+    chat = client(args).create_chat(args.id, id=args.chat_id, name=args.name,
+                                    system_prompt=read_text(args.system) if args.system else None,
+                                    model=args.model, settings=settings_of(args), switch=args.switch or None,
+                                    policy=policy_of(args) or None)
+    emit(args, chat, chat["id"])
+    return 0
+
+
+def cmd_chat_ls(args) -> int:
+    chats = client(args).list_chats(args.id)["chats"]
+    emit(args, {"chats": chats}, table([["*" if c["current"] else "", c["id"], c["name"], c["model"],
+                                         short(c["system_prompt"], 40), when(c["created_at"])] for c in chats],
+                                       ["", "id", "name", "model", "system prompt", "created"]))
+    return 0
+
+
+def cmd_chat_switch(args) -> int:
+    s = client(args).switch_chat(args.id, args.chat)
+    emit(args, s, f"{s['id']}: current chat is now {s['current_chat']}")
+    return 0

@@ -1,0 +1,160 @@
+"""The daemon's lifetime: `daemon` (run in the foreground), `start`, `stop`, `status`."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ...client import Client, DaemonNotRunning
+from ...daemon.home import holds_lock, read_lock, resolve_home
+from ..connect import client
+from ..errors import EXIT_USAGE, CliError
+from ..output import emit, short, table, when
+from . import Commands
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("daemon", cmd_daemon, "run the daemon in the foreground")
+    p.add_argument("--store", help="store URL (default: the one this home used before, else config.toml's, "
+                                   "else file://<home>/store)")
+    p.add_argument("--change-store", action="store_true", dest="change_store",
+                   help="confirm moving this home to another store than the one it used before")
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p = commands.add("start", cmd_start, "start the daemon in the background; returns once it answers")
+    p.add_argument("--store", help="store URL (default: the one this home used before)")
+    p.add_argument("--change-store", action="store_true", dest="change_store",
+                   help="confirm moving this home to another store than the one it used before")
+    p = commands.add("stop", cmd_stop, "stop the daemon")
+    p.add_argument("--timeout", type=float, default=15.0,
+                   help="seconds to wait for a clean stop before killing the daemon (default 15)")
+    p = commands.add("status", cmd_status, "socket, pid, version, device id, counts and sync state")
+    p.add_argument("--sessions", action="store_true", help="list every session's sync state")
+
+
+def cmd_daemon(args) -> int:
+    from ...daemon.server import run
+
+    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd, change_store=args.change_store)
+
+
+def cmd_start(args) -> int:
+    from ...daemon.home import Home, HomeError, normalize_store_url
+
+    home = Home(resolve_home(args.home))
+    try:
+        store = normalize_store_url(args.store) if args.store else None
+    except HomeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    try:
+        info = Client(home.path, timeout=5).status()
+        if store is not None and info.get("store") != store:
+            raise CliError(f"the daemon already running for this home (pid {info['pid']}) uses store "
+                           f"{info.get('store')}, not {store}; stop it first (`sessiond stop`) to change stores")
+        emit(args, {"started": False, "pid": info["pid"], "socket": info["socket"]},
+             f"sessiond is already running (pid {info['pid']}) on {info['socket']}")
+        return 0
+    except DaemonNotRunning:
+        pass
+    home.prepare()
+    read_fd, write_fd = os.pipe()
+    # The daemon runs this package's entry point (cli/main.py) with the command `daemon`.
+    cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", home.path, "--ready-fd", str(write_fd)]
+    if store:
+        cmd += ["--store", store]
+    if args.change_store:
+        cmd += ["--change-store"]
+    out_path = os.path.join(home.logs, "daemon.out")
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, pass_fds=(write_fd,),
+                            start_new_session=True, close_fds=True)
+    os.close(fd)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        line = ready.read(6)  # "ready\n", or EOF if the daemon exited
+    if line != b"ready\n":
+        proc.wait(timeout=10)
+        with open(out_path, "rb") as f:
+            tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
+        why = tail[-1] if tail else f"exit code {proc.returncode}"
+        raise CliError(f"the daemon did not start: {why}")
+    info = Client(home.path, timeout=10).status()
+    emit(args, {"started": True, "pid": info["pid"], "socket": info["socket"], "device_id": info["device_id"]},
+         f"sessiond started (pid {info['pid']}) on {info['socket']}")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    """Poll until process `pid` has exited, up to a deadline."""
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def cmd_stop(args) -> int:
+    # The lock file names the daemon (its pid), whatever answers on the socket: a hung daemon can still
+    # be stopped, and the check that the pid holds the lock means no other process is ever signalled.
+    home = resolve_home(args.home)
+    pid = read_lock(home)[0]
+    if pid is None or not holds_lock(pid, home):
+        emit(args, {"stopped": False, "running": False}, "no sessiond daemon is running for this home")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    if _wait_gone(pid, args.timeout) or not holds_lock(pid, home):  # exited, or past its last step
+        emit(args, {"stopped": True, "pid": pid, "killed": False}, f"sessiond stopped (pid {pid})")
+        return 0
+    # Still that daemon (it holds the lock), and hung: end it. Acknowledged writes are committed already.
+    os.kill(pid, signal.SIGKILL)
+    print(f"sessiond: the daemon (pid {pid}) did not stop within {args.timeout:g} s; killed it (SIGKILL)",
+          file=sys.stderr)
+    if not _wait_gone(pid, 10):
+        raise CliError(f"the daemon (pid {pid}) is still running after SIGKILL")
+    emit(args, {"stopped": True, "pid": pid, "killed": True}, f"sessiond stopped (pid {pid}, killed)")
+    return 0
+
+
+def cmd_status(args) -> int:
+    info = client(args).status()
+    counts = info["counts"]
+    sync = info.get("sync", {})
+    pending = sum(s["pending"] for s in sync.values())
+    errors = {sid: s["last_error"] for sid, s in sync.items() if s.get("last_error") and s["pending"]}
+    pull_errors = {sid: s["pull_error"] for sid, s in sync.items() if s.get("pull_error")}
+    lines = [f"sessiond {info['version']} (pid {info['pid']}), up {info['uptime']:.0f}s",
+             f"socket:   {info['socket']}", f"home:     {info['home']}", f"store:    {info.get('store')}",
+             f"device:   {info['device_id']}",
+             f"sessions: {counts['sessions']} ({counts['active']} active, {counts['paused']} paused, "
+             f"{counts['ended']} ended), {counts['chats']} chats, {counts['messages']} messages",
+             (f"sync:     {pending} change(s) waiting to be pushed" if pending else
+              "sync:     nothing waiting to be pushed" if pull_errors else "sync:     everything pushed")
+             + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else "")]
+    if args.sessions:
+        rows = [[sid, s["state"], s["pending"], s["head_rev"], when(s.get("last_push")),
+                 short(s.get("last_error") or (f"pull: {s['pull_error']}" if s.get("pull_error") else None), 50)]
+                for sid, s in sync.items()]
+        lines.append(table(rows, ["session", "state", "pending", "revision", "last push", "last error"]))
+    for sid, err in list(errors.items())[:5]:
+        lines.append(f"  {sid}: {err}")
+    for sid, err in list(pull_errors.items())[:5]:
+        lines.append(f"  {sid}: cannot pull: {err}")
+    emit(args, info, "\n".join(lines))
+    return 0

@@ -1,0 +1,166 @@
+"""Managing a session: `quota`, `context`, `compact`, `uncompact`, `clone`, `fork`, `checkpoint`,
+`checkpoints`, `verify-proof`, `stats`, `cleanup`."""
+from __future__ import annotations
+
+import argparse
+
+from ..connect import client
+from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
+from ..inputs import read_json
+from ..options import duration
+from ..output import emit, safe, table, when
+from . import Commands
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("quota", cmd_quota, "tokens used, the quota and its warning level")
+    p.add_argument("id")
+    p = commands.add("context", cmd_context, "a chat's active context: tokens, budget, what is compacted")
+    p.add_argument("id")
+    p.add_argument("--chat")
+    p = commands.add("compact", cmd_compact,
+                     "drop the oldest messages from a chat's active context (history keeps them)")
+    p.add_argument("id")
+    p.add_argument("--chat")
+    p.add_argument("--target-tokens", type=int, dest="target_tokens", help="keep at most this many tokens active")
+    p = commands.add("uncompact", cmd_uncompact, "restore every compacted message of a chat to its context")
+    p.add_argument("id")
+    p.add_argument("--chat")
+    p = commands.add("clone", cmd_clone, "a new session with the same settings and initial context, no conversation")
+    p.add_argument("id")
+    p.add_argument("--id", dest="new_id", help="the new session's id")
+    p.add_argument("--name")
+    p = commands.add("fork", cmd_fork, "a new session with the history up to a message")
+    p.add_argument("id")
+    p.add_argument("--at", required=True, help="message id (see `sessiond log`)")
+    p.add_argument("--id", dest="new_id", help="the new session's id")
+    p.add_argument("--name")
+    p = commands.add("checkpoint", cmd_checkpoint, "make a signed checkpoint of the conversation now")
+    p.add_argument("id")
+    p = commands.add("checkpoints", cmd_checkpoints, "list a session's checkpoints")
+    p.add_argument("id")
+    p = commands.add("verify-proof", cmd_verify_proof, "check checkpoint proofs (JSON file, or '-') against a session")
+    p.add_argument("id")
+    p.add_argument("proof")
+    p = commands.add("stats", cmd_stats, "statistics of one session, one user, or the whole daemon")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--user")
+    p = commands.add("cleanup", cmd_cleanup, "delete sessions idle for longer than a duration (and their keys)")
+    p.add_argument("--older-than", required=True, dest="older_than_text", help="e.g. 7d")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.set_defaults(prepare=_older_than)
+
+
+def cmd_quota(args) -> int:
+    q = client(args).quota(args.id)
+    human = (f"{q['tokens_used']} of {q['token_quota']} tokens used ({q['remaining']} left): {q['level']}"
+             if q["token_quota"] else f"{q['tokens_used']} tokens used; no quota ({q['level']})")
+    emit(args, q, human)
+    return 0
+
+
+def _context_line(c: dict) -> str:
+    budget = c["policy"].get("max_context_tokens")
+    return (f"chat {c['chat']}: {c['active_tokens']} tokens in {c['active_messages']} active messages"
+            + (f" (budget {budget})" if budget else "")
+            + (f"; {c['compacted_messages']} compacted, up to {c['compacted_upto']}" if c["compacted_upto"] else ""))
+
+
+def cmd_context(args) -> int:
+    c = client(args).context(args.id, args.chat)
+    emit(args, c, _context_line(c))
+    return 0
+
+
+def cmd_compact(args) -> int:
+    c = client(args).compact(args.id, chat=args.chat, target_tokens=args.target_tokens)
+    emit(args, c, _context_line(c))
+    return 0
+
+
+def cmd_uncompact(args) -> int:
+    c = client(args).uncompact(args.id, chat=args.chat)
+    emit(args, c, _context_line(c))
+    return 0
+
+
+def cmd_clone(args) -> int:
+    s = client(args).clone(args.id, new_id=args.new_id, name=args.name)
+    emit(args, s, s["id"])
+    return 0
+
+
+def cmd_fork(args) -> int:
+    s = client(args).fork(args.id, args.at, new_id=args.new_id, name=args.name)
+    emit(args, s, s["id"])
+    return 0
+
+
+def cmd_checkpoint(args) -> int:
+    cp = client(args).checkpoint(args.id)
+    emit(args, cp, f"checkpoint #{cp['number']}: {cp['messages']} messages, {cp['tokens']} tokens, hash {cp['hash']}")
+    return 0
+
+
+def cmd_checkpoints(args) -> int:
+    cps = client(args).checkpoints(args.id)["checkpoints"]
+    emit(args, {"checkpoints": cps}, table([[c["number"], c["device"], c["messages"], c["tokens"], c["hash"][:32] + "…",
+                                             when(c["created_at"])] for c in cps],
+                                           ["#", "device", "messages", "tokens", "hash", "created"])
+         if cps else "no checkpoints")
+    return 0
+
+
+def cmd_verify_proof(args) -> int:
+    proof = read_json(args.proof)
+    if isinstance(proof, dict) and "checkpoints" in proof and "number" not in proof:
+        proofs = proof["checkpoints"]  # the output of `sessiond end --json` or `checkpoints --json`
+        if not isinstance(proofs, list):
+            raise CliError(f"{args.proof}: \"checkpoints\" must be a list of checkpoint proofs", EXIT_USAGE)
+    else:
+        proofs = proof if isinstance(proof, list) else [proof]
+    if not proofs:  # nothing checked is not a success
+        raise CliError(f"{args.proof} holds no checkpoint proofs: give a proof, a list of them, or the output of "
+                       f"`sessiond end --json` / `checkpoints --json`", EXIT_USAGE)
+    for i, p in enumerate(proofs):
+        if not isinstance(p, dict):
+            raise CliError(f"{args.proof}: proof {i} is not a JSON object (a checkpoint proof)", EXIT_USAGE)
+    results = [client(args).verify_proof(args.id, p) for p in proofs]
+    emit(args, {"ok": all(r["ok"] for r in results), "results": results},
+         "\n".join(f"ok      checkpoint #{r['number']} of {r['device']}: {r['messages']} messages, {r['tokens']} tokens"
+                   if r["ok"] else f"FAILED  {r['problem']}" for r in results))
+    return 0 if all(r["ok"] for r in results) else EXIT_ERROR
+
+
+def cmd_stats(args) -> int:
+    st = client(args).stats(args.id, args.user)
+    if args.id:
+        lines = [f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
+                 f"{st['tokens']} tokens; created {when(st['created_at'])}, last active {when(st['last_activity'])}"]
+        lines.append(table([[c["chat"], c["name"], c["messages"], c["avg_response_seconds"]] for c in st["per_chat"]],
+                           ["chat", "name", "messages", "avg response s"]))
+    else:
+        lines = [f"{st['sessions']} sessions ({st['active']} active, {st['paused']} paused, {st['ended']} ended), "
+                 f"{st['messages']} messages, {st['tokens']} tokens"]
+        if st.get("users"):
+            lines.append(table([[u["user"] or "(none)", u["sessions"], u["tokens"]] for u in st["users"]],
+                               ["user", "sessions", "tokens"]))
+    emit(args, st, "\n".join(lines))
+    return 0
+
+
+def _older_than(args) -> None:
+    """--older-than is read as a duration after parsing (the report repeats the text as given)."""
+    try:
+        args.older_than = duration(args.older_than_text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_cleanup(args) -> int:
+    res = client(args).cleanup(args.older_than, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    lines = [f"{verb} {len(res['sessions'])} session(s) idle for longer than {args.older_than_text}"]
+    lines += [f"  {s['id']}  {safe(s['name'])}  last active {when(s['last_activity'])}" for s in res["sessions"]]
+    emit(args, res, "\n".join(lines))
+    return 0

@@ -1,0 +1,89 @@
+"""Messages: `add` (append one), `ask` (ask the session's model and record the answer) and `log` (print them)."""
+from __future__ import annotations
+
+import sys
+
+from ...client import ApiError
+
+from ..connect import client
+from ..inputs import read_text
+from ..output import emit, safe, short, when
+from . import Commands
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("add", cmd_add, "append a message")
+    p.add_argument("id")
+    p.add_argument("--role", required=True, choices=["system", "user", "assistant", "tool"])
+    p.add_argument("--chat", help="chat id (default: the current chat)")
+    p.add_argument("--tokens", type=int, help="token count, if the app knows it")
+    p.add_argument("text", help="the message; '-' reads it from standard input")
+    p = commands.add("ask", cmd_ask, "ask the session's model: appends TEXT, prints the answer as it streams, records it")
+    p.add_argument("id")
+    p.add_argument("--chat", help="chat id or name (default: the current chat)")
+    p.add_argument("--model", help="this model instead of the chat's or session's")
+    p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the session's")
+    p.add_argument("text", help="the question; '-' reads it from standard input")
+    p = commands.add("log", cmd_log, "print a session's messages")
+    p.add_argument("id")
+    p.add_argument("--chat")
+    p.add_argument("--all", action="store_true", help="every chat, interleaved in order")
+    p.add_argument("--limit", type=int, default=1_000_000)
+    p.add_argument("--short", action="store_true", help="one line per message")
+
+
+def cmd_add(args) -> int:
+    content = read_text(args.text)
+    m = client(args).append(args.id, args.role, content, chat=args.chat, tokens=args.tokens)
+    emit(args, m, m["id"])
+    return 0
+
+
+def cmd_ask(args) -> int:
+    content = read_text(args.text)
+    stream = client(args).complete_stream(args.id, content, chat=args.chat, model=args.model, provider=args.provider)
+    wrote = False
+    try:
+        for text in stream:
+            if not args.json:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                wrote = True
+    except KeyboardInterrupt:
+        stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
+        if wrote:
+            sys.stdout.write("\n")
+        print("sessiond: stopped; what arrived is recorded, marked interrupted", file=sys.stderr)
+        return 130
+    except ApiError:
+        if wrote:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        raise
+    if args.json:
+        emit(args, stream.message)
+    elif wrote:
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_log(args) -> int:
+    c = client(args)
+    msgs, after = [], None
+    while len(msgs) < args.limit:
+        page = c.messages(args.id, chat=args.chat, limit=min(args.limit - len(msgs), 10_000), after=after,
+                          all_chats=args.all or None)
+        msgs += page["messages"]
+        after = page["next"]
+        if not after:
+            break
+    if args.json:
+        emit(args, {"messages": msgs})
+        return 0
+    if not msgs:
+        print("no messages")
+    for m in msgs:
+        head = f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else "")
+        print(f"{head} {m['id']}:\n{safe(m['content'], keep_lines=True)}\n" if not args.short
+              else f"{m['role']:>9}: {short(m['content'], 100)}")
+    return 0

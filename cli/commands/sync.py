@@ -1,0 +1,147 @@
+"""Sync and sharing: `sync`, `verify`, `share`, `import` (a share code), `rekey`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..connect import client
+from ..errors import EXIT_ERROR, EXIT_USAGE, CliError
+from ..inputs import read_file, read_text
+from ..options import duration
+from ..output import emit, when
+from . import Commands
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("sync", cmd_sync, "push (and pull) now")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--wait", action="store_true", help="wait until everything is pushed")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p = commands.add("verify", cmd_verify, "check the store's copy of each session against this device")
+    p.add_argument("id", nargs="?")
+
+    p = commands.add("share", cmd_share, "print a share code for a session (read-only unless --write)")
+    p.add_argument("id")
+    p.add_argument("--write", action="store_true", help="let the importer add to the session too")
+    p.add_argument("--passphrase-file", dest="passphrase_file",
+                   help="protect the code with the passphrase in this file ('-': standard input)")
+    p.add_argument("--expires", type=duration, help="the code stops working after this long (e.g. 1h, 7d)")
+    p.add_argument("--qr", action="store_true", help="also print it as a QR code")
+    p = commands.add("import", cmd_import,
+                     "import a session from a share code (read from standard input) and keep it in sync")
+    p.add_argument("code", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument("--code-file", dest="code_file", help="read the code from this file (default: standard input)")
+    p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
+
+    p = commands.add("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
+    p.add_argument("id")
+    p.add_argument("--drop", action="append", metavar="DEVICE", help="a writer device that loses access (repeatable)")
+
+
+def cmd_sync(args) -> int:
+    res = client(args).sync(args.id, wait=args.wait, timeout=args.timeout)
+    lines = []
+    for sid, st in res["sessions"].items():
+        lines.append(f"{sid}: {st['state']}, revision {st['head_rev']}, {st['pending']} pending"
+                     + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else "")
+                     + (f", cannot pull: {st['pull_error']}" if st.get("pull_error") else ""))
+    if args.wait:
+        lines.append("all pushed and pulled" if res["complete"] else
+                     "not everything could be pushed yet (see errors above)" if not res["pushed"] else
+                     "everything is pushed, but not everything could be pulled (see errors above)")
+    else:
+        lines.append("sync requested")
+    emit(args, res, "\n".join(lines))
+    return 0 if res["complete"] or not args.wait else EXIT_ERROR
+
+
+def cmd_verify(args) -> int:
+    rep = client(args).verify(args.id)
+    lines = []
+    for s in rep["sessions"]:
+        if s["ok"]:
+            lines.append(f"ok      {s['session']}: revision {s['revision']}, {s['objects']} objects, "
+                         f"{s['operations']} operations" + (f", {s['unpushed']} not yet pushed" if s["unpushed"] else ""))
+        else:
+            lines.append(f"FAILED  {s['session']}:")
+            lines += [f"          {p}" for p in s["problems"]]
+            if s.get("repair"):
+                lines.append(f"          (to repair: {s['repair']})")
+    if not rep["sessions"]:
+        lines.append("no sessions to verify")
+    emit(args, rep, "\n".join(lines))
+    return 0 if rep["ok"] else EXIT_ERROR
+
+
+def _passphrase(path: str | None, confirm_hint: str) -> str | None:
+    """Passphrases come from a file (or '-' for standard input), never from the command line."""
+    if path is None:
+        return None
+    data = read_text("-") if path == "-" else read_file(path)
+    phrase = data.rstrip("\r\n")
+    if not phrase:
+        raise CliError(f"the passphrase file is empty{confirm_hint}", EXIT_USAGE)
+    return phrase
+
+
+def cmd_share(args) -> int:
+    res = client(args).share(args.id, write=args.write, passphrase=_passphrase(args.passphrase_file, ""),
+                             expires_in=args.expires)
+    lines = [res["code"]]
+    if not args.json:
+        grant = ("read-write: whoever imports it can read the whole session and add to it"
+                 if args.write else "read-only: whoever imports it can read the whole session and follow it")
+        notes = [f"# {grant}"]
+        if res.get("expires_at"):
+            notes.append(f"# expires {when(res['expires_at'])}")
+        if res.get("protected"):
+            notes.append("# protected by your passphrase: send the passphrase another way")
+        else:
+            notes.append("# anyone who sees this code can read the session: send it privately")
+        print("\n".join(notes), file=sys.stderr)
+    if args.qr:
+        import io
+
+        import segno
+
+        buf = io.StringIO()
+        segno.make(res["code"], error="l").terminal(out=buf, compact=True)
+        res["qr"] = buf.getvalue()
+        if not args.json:  # standard output carries the code alone, so `share --qr | sessiond import` works
+            print(buf.getvalue(), file=sys.stderr)
+    emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_rekey(args) -> int:
+    res = client(args).rekey(args.id, args.drop or [])
+    lines = [f"rekeyed {res['session']}: {len(res['kept'])} other device(s) keep access"
+             + (f" ({', '.join(res['kept'])})" if res["kept"] else ""),
+             "read-only followers and every earlier share code can read nothing written from now on;",
+             "what they already fetched stays with them. Make new codes with `sessiond share`."]
+    if res["dropped"]:
+        lines.insert(1, f"dropped: {', '.join(res['dropped'])}")
+    emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_import(args) -> int:
+    # A share code is a secret: it is read from standard input (or a file), never taken from the
+    # command line, where every local user could see it in `ps`.
+    if args.code not in (None, "-"):
+        raise CliError("give the share code on standard input (e.g. `sessiond import < code.txt`, or paste it at "
+                       "the prompt), not on the command line, where other users could read it in `ps`", EXIT_USAGE)
+    if args.code_file:
+        code = read_file(args.code_file).strip()
+    elif sys.stdin.isatty():
+        import getpass
+
+        code = getpass.getpass("share code: ").strip()
+    else:
+        code = read_text("-").strip()
+    res = client(args).import_code(code, _passphrase(args.passphrase_file, ""))
+    emit(args, res, res["session"])
+    if not args.json:
+        print(f"# imported {res['session']} ({res['capability']}"
+              + (", already here: brought up to date" if res.get("already") else "") + ")", file=sys.stderr)
+    return 0

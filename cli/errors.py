@@ -1,0 +1,65 @@
+"""How the CLI fails: exit codes, CliError, and the one path that turns any failure into a message on
+standard error (and, with --json, {"error": {"code", "message"}} on standard output)."""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..client import ApiError, ClientError, DaemonNotRunning
+from ..daemon.home import HomeError
+from .output import safe
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+
+
+class CliError(Exception):
+    """A failure a command reports to the user; `code` is the exit code. `kind` is the JSON error code
+    ("error", or "usage" for a UsageError)."""
+
+    kind = "error"
+
+    def __init__(self, message: str, code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+class UsageError(CliError):
+    """The arguments are wrong (exit code 2, JSON error code "usage")."""
+
+    kind = "usage"
+
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_USAGE)
+
+
+def fail(args: Any, code: str, message: str, exit_code: int) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message}}))
+    print(f"sessiond: {safe(message, keep_lines=True)}", file=sys.stderr)
+    return exit_code
+
+
+def run_command(fn: Callable[[Any], int | None], args: Any) -> int:
+    """Run a command; every failure it may meet becomes a message and an exit code, never a traceback."""
+    try:
+        return fn(args) or 0
+    except DaemonNotRunning as exc:
+        return fail(args, "daemon_not_running", str(exc), EXIT_NO_DAEMON)
+    except ApiError as exc:
+        return fail(args, exc.code, exc.message, EXIT_ERROR)
+    except CliError as exc:
+        return fail(args, exc.kind, str(exc), exc.code)
+    except ClientError as exc:
+        return fail(args, "error", str(exc), EXIT_ERROR)
+    except HomeError as exc:
+        return fail(args, "bad_home", str(exc), EXIT_ERROR)
+    except UnicodeDecodeError:
+        return fail(args, "error", "standard input is not UTF-8 text", EXIT_USAGE)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

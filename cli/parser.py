@@ -1,0 +1,53 @@
+"""The argument parser of `sessiond`: the options every command shares, the list of command modules
+(each adds its commands with `register()`), and argument errors raised rather than exited on."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .commands import Commands, chats, daemon, files, keys, manage, messages, serve, sessions, sync
+
+# Every command module, in the order `sessiond --help` lists their commands. A new command (for
+# example `sessiond serve` or `sessiond ask`) is a module in commands/ with register(), listed here.
+COMMAND_MODULES = (daemon, sessions, chats, messages, manage, files, sync, keys, serve)
+
+
+class ParseError(Exception):
+    """An argument error, with the (sub)parser that met it (for its usage line)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are raised, not printed and exited on, so that main() can answer them in JSON
+    when --json is given (subcommand parsers are of this class too)."""
+
+    def error(self, message: str):
+        raise ParseError(self, message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS,
+                        help="the daemon's home folder (default: $SESSIOND_HOME or the user data folder)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+
+    parser = _Parser(prog="sessiond", description="Private, durable LLM chat sessions on every device.")
+    parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
+    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def not_utf8(argv: list[str]) -> str | None:
+    """The first argument that is not UTF-8 text (Python carries such bytes as lone surrogates)."""
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"argument {i} ({ascii(os.fsencode(arg))[1:]}) is not UTF-8 text; give text as UTF-8"
+    return None
