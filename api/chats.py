@@ -4,13 +4,13 @@ from pydantic import with_config
 from typing_extensions import NotRequired, Required, TypedDict
 
 from .sessions import ChatPolicy, Settings
-from .types import ANSWER, BODY, MAX_TEXT, Id, Text
+from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text
 
 
 @with_config(BODY)
 class ChatCreate(ChatPolicy, total=False):
     """A new chat; the context policy's fields are also accepted at the top level, as shortcuts."""
-    id: Id | None
+    id: ChatId | None
     name: Text() | None
     system_prompt: Text(MAX_TEXT) | None
     model: Text(200) | None

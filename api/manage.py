@@ -7,7 +7,7 @@ from pydantic import with_config
 from typing_extensions import NotRequired, Required, TypedDict
 
 from .sessions import Session
-from .types import ANSWER, BODY, QUERY, Id, JsonObject, Number, Text, Whole
+from .types import ANSWER, BODY, QUERY, JsonObject, Number, SessionId, Text, Whole
 
 
 @with_config(ANSWER)
@@ -50,14 +50,14 @@ class Uncompact(TypedDict, total=False):
 
 @with_config(BODY)
 class Clone(TypedDict, total=False):
-    id: Id | None
+    id: SessionId | None
     name: Text() | None
 
 
 @with_config(BODY)
 class Fork(TypedDict, total=False):
     at: Required[Text(300)]  # the last message kept
-    id: Id | None
+    id: SessionId | None
     name: Text() | None
 
 

@@ -6,8 +6,8 @@ from pydantic import AfterValidator, BeforeValidator, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from .messages import MessageIn
-from .types import (ANSWER, BODY, MAX_TEXT, QUERY, YEARS_10, Id, JsonObject, Number, QueryInt, Status, Tags,
-                    Text, refuse)
+from .types import (ANSWER, BODY, MAX_TEXT, QUERY, YEARS_10, JsonObject, Number, QueryInt, SessionId, Status,
+                    Tags, Text, refuse)
 
 # One range per number field, (low, high, whole): the models below, and the checks of operations other
 # devices push (daemon/validate.py), are built from these.
@@ -67,13 +67,18 @@ class _SessionFields(Policy, total=False):
     policy: Policy | None
 
 
-@with_config(BODY)
+# expires_at and expires_in are alternatives: not both given (as numbers, not null).
+_ONE_EXPIRY = {"not": {"required": ["expires_at", "expires_in"],
+                       "properties": {"expires_at": {"type": "number"}, "expires_in": {"type": "number"}}}}
+
+
+@with_config({**BODY, "json_schema_extra": _ONE_EXPIRY})
 class SessionCreate(_SessionFields, total=False):
     """A new session; null is the same as leaving a field out."""
-    id: Id | None
+    id: SessionId | None
 
 
-@with_config({**BODY, "json_schema_extra": {"minProperties": 1}})
+@with_config({**BODY, "json_schema_extra": {**_ONE_EXPIRY, "minProperties": 1}})
 class SessionPatch(_SessionFields, total=False):
     """Changes to a session: the fields given replace the current ones; null clears a field. settings and
     policy (with its shortcuts) are merged per field."""

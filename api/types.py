@@ -54,14 +54,20 @@ def Text(max_len: int = MAX_SHORT, *, min_len: int = 0, nul: bool = False) -> An
                                 json_schema_extra={"pattern": "^[^\\u0000]*$"}), AfterValidator(_no_nul)]
 
 
-def _id(s: str) -> str:
-    if not ID_RE.match(s):
-        raise refuse(f"must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter "
-                     f"or digit (got {s!r:.80})")
-    return s
+def Ident(what: str = "id") -> Any:
+    """A caller-chosen id (`what`: "session id", "chat id", named so in errors)."""
+    def check(s: str) -> str:
+        if not ID_RE.match(s):
+            raise PydanticCustomError("sessiond", "must be 1-128 characters of letters, digits, '.', '_' or '-', "
+                                      "starting with a letter or digit (got {got})", {"what": what, "got": f"{s!r:.80}"})
+        return s
+
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra={"pattern": ID_PATTERN, "maxLength": 128})]
 
 
-Id = Annotated[str, AfterValidator(_id), Field(json_schema_extra={"pattern": ID_PATTERN, "maxLength": 128})]
+Id = Ident()
+SessionId = Ident("session id")
+ChatId = Ident("chat id")
 
 
 def _range_message(lo, hi) -> str:
@@ -134,8 +140,14 @@ def _json_object(v: Any) -> dict:
     return json_value(v)
 
 
-JsonObject = Annotated[dict[str, Any], PlainValidator(_json_object), WithJsonSchema({"type": "object"})]
-JsonValue = Annotated[Any, PlainValidator(json_value), WithJsonSchema({})]
+# The JSON Schema of what json_value() lets through (but the depth), as the component "JsonValue".
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+JSON_VALUE_SCHEMA = {"anyOf": [
+    {"type": ["null", "boolean", "string"]}, {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX},
+    {"type": "number", "not": {"type": "integer"}}, {"type": "array", "items": JSON_VALUE_REF},
+    {"type": "object", "additionalProperties": JSON_VALUE_REF}]}
+JsonObject = Annotated[dict[str, Any], PlainValidator(_json_object),
+                       WithJsonSchema({"type": "object", "additionalProperties": JSON_VALUE_REF})]
 
 
 def _tag_set(v: list[str]) -> list[str]:

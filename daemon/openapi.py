@@ -5,9 +5,10 @@ hand twice, so the document cannot drift from what the handlers accept."""
 import re
 from typing import Any, get_type_hints
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from ..api.errors import ERROR_STATUSES, Error
+from ..api.types import JSON_VALUE_SCHEMA
 
 REF = "#/components/schemas/{model}"
 _PATH_PARAM = {"type": "string"}
@@ -40,6 +41,15 @@ def _params(model: Any, where: str) -> list[dict]:
             for name, tp in hints.items()]
 
 
+def _needs_body(model: Any) -> bool:
+    """Whether a request without a body (taken as {}) is refused: then the document says it is required."""
+    try:
+        TypeAdapter(model).validate_python({})
+    except ValidationError:
+        return True
+    return False
+
+
 def build_openapi(routes, version: str) -> dict:
     keyed = [("Error", "validation", TypeAdapter(Error))]
     for i, r in enumerate(routes):
@@ -63,7 +73,7 @@ def build_openapi(routes, version: str) -> dict:
         if params:
             op["parameters"] = params
         if r.request is not None:
-            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": schemas[f"req{i}"]}}}
+            op["requestBody"] = {"required": _needs_body(r.request), "content": {"application/json": {"schema": schemas[f"req{i}"]}}}
         if r.response is not None:
             ok = {"description": "success", "content": {"application/json": {"schema": schemas[f"res{i}"]}}}
         else:
@@ -75,4 +85,4 @@ def build_openapi(routes, version: str) -> dict:
             "info": {"title": "sessiond socket API", "version": version,
                      "description": "The local API of the sessiond daemon, served on its Unix socket."},
             "servers": [{"url": "http://localhost"}],
-            "paths": paths, "components": {"schemas": _simplify(defs.get("$defs", {}))}}
+            "paths": paths, "components": {"schemas": {**_simplify(defs.get("$defs", {})), "JsonValue": JSON_VALUE_SCHEMA}}}

@@ -81,6 +81,8 @@ def describe(err: dict, where: str = "", schema: dict | None = None) -> str:
     """One pydantic error as a sentence naming the field."""
     loc, kind, ctx = err["loc"], err["type"], err.get("ctx") or {}
     field = _join(where, place(loc) + ctx.get("sub", "")) or "body"
+    if ctx.get("what"):  # an id names what it is: "session id", "chat id"
+        field = _join(where, place(loc[:-1]) + (" " if loc[:-1] else "") + ctx["what"])
     value = err.get("input")
     if kind == "sessiond":  # a sentence's tail, or a whole sentence about the whole body
         return f"{field} {err['msg']}" if loc or where or ctx.get("sub") else err["msg"]
