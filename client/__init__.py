@@ -12,6 +12,10 @@
 Both classes expose the same methods (one per API route); the async one returns awaitables.
 Errors from the daemon raise `ApiError` (with .status, .code, .message); no daemon raises
 `DaemonNotRunning`.
+
+The types of the keyword arguments and of the answers are the API's models (sessiond.api: TypedDicts,
+so an answer is a plain dict). They are imported for type checkers only: the models need pydantic,
+which the client (standard library only, so that the CLI starts fast) does not load.
 """
 from __future__ import annotations
 
@@ -20,10 +24,21 @@ import json
 import select
 import socket
 import uuid
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import quote, urlencode
 
-from ..daemon.home import resolve_home, socket_path
+from ..api.locate import resolve_home, socket_path
+
+if TYPE_CHECKING:  # the API's models, for type checkers (see above)
+    from typing_extensions import Unpack
+
+    from ..api.chats import Chat, ChatCreate, ChatList
+    from ..api.manage import (Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult,
+                              Quota)
+    from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
+    from ..api.meta import Status
+    from ..api.sessions import Deleted, Session, SessionCreate, SessionList, SessionPatch
+    from ..api.sharing import ImportResult, RekeyResult, ShareResult, VerifyReport
 
 
 class ClientError(Exception):
@@ -91,65 +106,68 @@ class _Api:
         raise NotImplementedError
 
     # daemon
-    def status(self):
+    def status(self) -> Status:
         return self._call("GET", "/v1/status")
 
     def openapi(self):
         return self._call("GET", "/v1/openapi.json")
 
     # sessions
-    def create_session(self, **spec):
+    def create_session(self, **spec: Unpack[SessionCreate]) -> Session:
         return self._call("POST", "/v1/sessions", {k: v for k, v in spec.items() if v is not None})
 
-    def list_sessions(self, *, user=None, status=None, tag=None, limit=None, after=None):
+    def list_sessions(self, *, user: str | None = None, status: str | None = None, tag: str | None = None,
+                      limit: int | None = None, after: str | None = None) -> SessionList:
         return self._call("GET", "/v1/sessions" + _query(dict(user=user, status=status, tag=tag, limit=limit,
                                                                 after=after)))
 
-    def get_session(self, sid: str):
+    def get_session(self, sid: str) -> Session:
         return self._call("GET", f"/v1/sessions/{_q(sid)}")
 
-    def update_session(self, sid: str, **fields):
+    def update_session(self, sid: str, **fields: Unpack[SessionPatch]) -> Session:
         return self._call("PATCH", f"/v1/sessions/{_q(sid)}", fields)
 
-    def delete_session(self, sid: str):
+    def delete_session(self, sid: str) -> Deleted:
         return self._call("DELETE", f"/v1/sessions/{_q(sid)}")
 
-    def pause(self, sid: str):
+    def pause(self, sid: str) -> Session:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/pause")
 
-    def resume(self, sid: str):
+    def resume(self, sid: str) -> Session:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/resume")
 
-    def end(self, sid: str):
+    def end(self, sid: str) -> Session:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/end")
 
     # chats
-    def create_chat(self, sid: str, **spec):
+    def create_chat(self, sid: str, **spec: Unpack[ChatCreate]) -> Chat:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/chats", {k: v for k, v in spec.items() if v is not None})
 
-    def list_chats(self, sid: str):
+    def list_chats(self, sid: str) -> ChatList:
         return self._call("GET", f"/v1/sessions/{_q(sid)}/chats")
 
-    def switch_chat(self, sid: str, chat: str):
+    def switch_chat(self, sid: str, chat: str) -> Session:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/switch", {"chat": chat})
 
     # messages
     # An append carries an idempotency key (a new one per call unless given), so that a retry after a
     # broken connection is answered with the first result instead of storing the messages twice.
-    def append(self, sid: str, role: str, content: str, *, idempotency_key: str | None = None, **extra):
+    def append(self, sid: str, role: str, content: str, *, idempotency_key: str | None = None,
+               **extra: Any) -> Message:  # extra: MessageIn's other fields (tokens, chat, name, ...)
         return self._call("POST", f"/v1/sessions/{_q(sid)}/messages",
                           {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},
                           key=idempotency_key or new_idempotency_key())
 
-    def append_many(self, sid: str, messages: list[dict], chat: str | None = None, *,
-                    idempotency_key: str | None = None):
+    def append_many(self, sid: str, messages: list[MessageIn], chat: str | None = None, *,
+                    idempotency_key: str | None = None) -> AppendedBatch:
         body: dict = {"messages": messages}
         if chat is not None:
             body["chat"] = chat
         return self._call("POST", f"/v1/sessions/{_q(sid)}/messages", body,
                           key=idempotency_key or new_idempotency_key())
 
-    def messages(self, sid: str, *, chat=None, limit=None, before=None, after=None, all_chats=None):
+    def messages(self, sid: str, *, chat: str | None = None, limit: int | None = None, before: str | None = None,
+                 after: str | None = None, all_chats: bool | None = None) -> MessageList:
         return self._call("GET", f"/v1/sessions/{_q(sid)}/messages" + _query(
             dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)))
 
@@ -163,51 +181,51 @@ class _Api:
                           key=idempotency_key or new_idempotency_key())
 
     # session management
-    def quota(self, sid: str):
+    def quota(self, sid: str) -> Quota:
         return self._call("GET", f"/v1/sessions/{_q(sid)}/quota")
 
-    def context(self, sid: str, chat: str | None = None):
+    def context(self, sid: str, chat: str | None = None) -> Context:
         return self._call("GET", f"/v1/sessions/{_q(sid)}/context" + _query(dict(chat=chat)))
 
-    def compact(self, sid: str, *, chat: str | None = None, target_tokens: int | None = None):
+    def compact(self, sid: str, *, chat: str | None = None, target_tokens: int | None = None) -> Context:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/compact",
                           {k: v for k, v in dict(chat=chat, target_tokens=target_tokens).items() if v is not None})
 
-    def uncompact(self, sid: str, *, chat: str | None = None):
+    def uncompact(self, sid: str, *, chat: str | None = None) -> Context:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/uncompact", {"chat": chat} if chat else {})
 
-    def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None):
+    def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> Session:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/clone",
                           {k: v for k, v in dict(id=new_id, name=name).items() if v is not None})
 
-    def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None):
+    def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> Session:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/fork",
                           {k: v for k, v in dict(at=at, id=new_id, name=name).items() if v is not None})
 
-    def checkpoint(self, sid: str):
+    def checkpoint(self, sid: str) -> Checkpoint:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/checkpoints")
 
-    def checkpoints(self, sid: str):
+    def checkpoints(self, sid: str) -> CheckpointList:
         return self._call("GET", f"/v1/sessions/{_q(sid)}/checkpoints")
 
-    def verify_proof(self, sid: str, proof: dict):
+    def verify_proof(self, sid: str, proof: dict) -> ProofResult:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/verify-proof", {"proof": proof})
 
     def stats(self, session: str | None = None, user: str | None = None):
         return self._call("GET", "/v1/stats" + _query(dict(session=session, user=user)))
 
-    def cleanup(self, older_than: float, *, dry_run: bool = False):
+    def cleanup(self, older_than: float, *, dry_run: bool = False) -> CleanupResult:
         return self._call("POST", "/v1/cleanup", {"older_than": older_than, "dry_run": dry_run})
 
     def export(self, sid: str, fmt: str = "json", chat: str | None = None):
         return self._call("GET", f"/v1/sessions/{_q(sid)}/export" + _query(dict(format=fmt, chat=chat)))
 
-    def import_file(self, data, fmt: str):
+    def import_file(self, data: Any, fmt: str) -> ImportFileResult:
         return self._call("POST", "/v1/import-file", {"format": fmt, "data": data})
 
     # sharing
     def share(self, sid: str, *, write: bool = False, passphrase: str | None = None,
-              expires_in: float | None = None):
+              expires_in: float | None = None) -> ShareResult:
         body: dict = {"write": write}
         if passphrase is not None:
             body["passphrase"] = passphrase
@@ -215,10 +233,10 @@ class _Api:
             body["expires_in"] = expires_in
         return self._call("POST", f"/v1/sessions/{_q(sid)}/share", body)
 
-    def rekey(self, sid: str, drop: list[str] | None = None):
+    def rekey(self, sid: str, drop: list[str] | None = None) -> RekeyResult:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/rekey", {"drop": drop or []})
 
-    def import_code(self, code: str, passphrase: str | None = None):
+    def import_code(self, code: str, passphrase: str | None = None) -> ImportResult:
         body = {"code": code}
         if passphrase is not None:
             body["passphrase"] = passphrase
@@ -233,7 +251,7 @@ class _Api:
             body["timeout"] = timeout
         return self._call("POST", "/v1/sync", body)
 
-    def verify(self, session: str | None = None):
+    def verify(self, session: str | None = None) -> VerifyReport:
         return self._call("POST", "/v1/verify", {"session": session} if session else {})
 
 

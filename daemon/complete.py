@@ -142,18 +142,15 @@ def sse(event: str, data) -> bytes:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    from .api import body_json, daemon_of, idempotency_key, ok
+    from ..api.messages import IDEMPOTENCY_HEADER
+    from .routes.common import body as read_body, daemon_of, ok
 
-    body = v.obj(await body_json(request))
-    v.only(body, ("content", "chat", "model", "provider", "stream"))
+    body = await read_body(request)  # checked against api/complete.py Complete
     stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise Invalid("stream must be true or false")
-    content = v.opt_str(body, "content", v.MAX_TEXT)
     d = daemon_of(request)
-    plan = await prepare(d, request.match_info["id"], content=content, chat=v.opt_str(body, "chat", 200),
-                         model=v.opt_str(body, "model", 200), provider=v.opt_str(body, "provider", 100),
-                         key=idempotency_key(request))
+    plan = await prepare(d, request.match_info["id"], content=body.get("content"), chat=body.get("chat"),
+                         model=body.get("model"), provider=body.get("provider"),
+                         key=v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER)))
     if not stream:
         if plan.done is not None:
             return ok(plan.done)

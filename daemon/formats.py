@@ -89,7 +89,7 @@ def _message(m: Any, where: str) -> dict:
 
 def _spec(body: dict, where: str) -> dict:
     """A session's fields from a file, checked as POST /v1/sessions checks them."""
-    return v._within(where, lambda: v.session_spec(body))
+    return v.within(where, lambda: v.session_spec(body))
 
 
 def parse_openai(data: Any) -> dict:

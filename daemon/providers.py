@@ -17,7 +17,15 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
-from ..storage.errors import Invalid, SessiondError
+from ..storage.errors import SessiondError
+
+
+class NoProvider(SessiondError):
+    """No provider of this device's config.toml can answer: none is configured, or the one named (by the
+    request, or by the session's settings, which sync from devices configured otherwise) is not here. The
+    request is valid; this device is not set up for it."""
+    code = "no_provider"
+    status = 409
 
 
 class ProviderError(SessiondError):
@@ -137,11 +145,11 @@ class Providers:
         if name is None:
             name = self.default
             if name is None:
-                raise Invalid("no model provider is configured: add a [providers.NAME] table with base_url "
+                raise NoProvider("no model provider is configured: add a [providers.NAME] table with base_url "
                               "(and default_provider) to config.toml in the daemon's home, then restart it")
         p = self.all.get(name)
         if p is None:
-            raise Invalid(f"no provider {name!r} in this device's config.toml (configured: "
+            raise NoProvider(f"no provider {name!r} in this device's config.toml (configured: "
                           f"{', '.join(sorted(self.all)) or 'none'}); add [providers.{name}] or choose another")
         return p
 

@@ -1,136 +1,193 @@
-"""Checking request bodies and query strings. Every failure is an `Invalid` naming the field.
+"""Checking what comes in against the API's models (api/): request bodies, query strings, every importer
+(daemon/formats.py) and the operations pulled from other devices (remote_log). Every failure is an
+`Invalid` (422) naming the field the way the API always has: `metadata.a[2]`, `messages[3].role`.
 
-This is the one contract of what a session may hold: the API, every importer (daemon/formats.py) and
-the operations pulled from other devices (remote_log) are checked by these functions. What passes can
-be stored and pushed: text is valid Unicode, integers fit DAG-CBOR's 64 bits, floats are finite.
+The models hold the checks (types, lengths, ranges, ids, DAG-CBOR limits); this module turns pydantic's
+errors into those messages, and holds the daemon's side of the contract: defaults, expiry from
+expires_in, and the per-field merge of settings and policy in a PATCH (a null removes a field).
+What passes can be stored and pushed: text is valid Unicode, integers fit DAG-CBOR's 64 bits, floats
+are finite.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
+from functools import lru_cache
 from itertools import compress
 from operator import itemgetter
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from ..storage.model import ROLES, SETTINGS_KEYS, STATUSES
+from typing_extensions import is_typeddict
+
+from pydantic import TypeAdapter, ValidationError
+
+from ..api import chats as chat_models, messages as message_models, sessions as session_models
+from ..api.sessions import CHAT_POLICY, POLICY_RANGES, POLICY_SHORTCUTS, SETTING_RANGES  # noqa: F401 (re-exported)
+from ..api.types import INT_MAX, MAX_SHORT, MAX_TEXT, ROLES, STATUSES, Id, Number, Text, Whole  # noqa: F401
+from ..api.types import json_value as _json_value, lone_surrogate
+from ..storage import db as _db
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
-from ..sync.dagcbor import INT_MAX, INT_MIN
+from ..sync import dagcbor
 
-MAX_TEXT = 8 << 20  # one message's content, characters
-MAX_SHORT = 1000
+# The contract (api/) and the storage it feeds agree on these; say so at start-up rather than drift.
+assert ROLES == _db.ROLES and STATUSES == _db.STATUSES and (*SETTING_RANGES, "provider") == _db.SETTINGS_KEYS
+assert INT_MAX == dagcbor.INT_MAX
 
 
+# ------------------------------------------------------------------------- pydantic errors -> Invalid
+def place(loc: tuple) -> str:
+    """pydantic's loc as the API names fields: ('metadata', 'a', 2) -> metadata.a[2]."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _join(where: str, field: str) -> str:
+    if not where or where.endswith(" "):
+        return where + field
+    return f"{where}.{field}" if field and not field.startswith("[") else where + field
+
+
+def _allowed(schema: dict, loc: tuple) -> list[str] | None:
+    """The fields the object at `loc` of a JSON Schema allows, for an 'unknown field' message."""
+    defs = schema.get("$defs", {})
+    node = schema
+    for part in (*loc, None):
+        while "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        options = [defs[o["$ref"].rsplit("/", 1)[1]] if "$ref" in o else o for o in node.get("anyOf") or [node]]
+        if part is None:
+            props = [k for o in options for k in (o.get("properties") or {})]
+            return props or None
+        nxt = None
+        for o in options:
+            while "$ref" in o:
+                o = defs[o["$ref"].rsplit("/", 1)[1]]
+            if isinstance(part, int) and "items" in o:
+                nxt = o["items"]
+            elif isinstance(part, str) and part in (o.get("properties") or {}):
+                nxt = o["properties"][part]
+            if nxt is not None:
+                break
+        if nxt is None:
+            return None
+        node = nxt
+    return None
+
+
+def describe(err: dict, where: str = "", schema: dict | None = None) -> str:
+    """One pydantic error as a sentence naming the field."""
+    loc, kind, ctx = err["loc"], err["type"], err.get("ctx") or {}
+    field = _join(where, place(loc) + ctx.get("sub", "")) or "body"
+    if ctx.get("what"):  # an id names what it is: "session id", "chat id"
+        field = _join(where, place(loc[:-1]) + (" " if loc[:-1] else "") + ctx["what"])
+    value = err.get("input")
+    if kind == "sessiond":  # a sentence's tail, or a whole sentence about the whole body
+        return f"{field} {err['msg']}" if loc or where or ctx.get("sub") else err["msg"]
+    if kind == "extra_forbidden":
+        parent = _join(where, place(loc[:-1])) or "body"
+        allowed = _allowed(schema, loc[:-1]) if schema else None
+        return f"{parent}: unknown field(s) {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    if kind == "missing":
+        return f"{field} is required"
+    if kind == "literal_error":
+        return f"{field} must be one of {ctx.get('expected', '').replace(chr(39), '')} (got {value!r:.40})"
+    if kind == "string_type":
+        return f"{field} must be a string"
+    if kind == "string_unicode":
+        try:
+            lone_surrogate(value)
+        except Exception as exc:  # noqa: BLE001 (a PydanticCustomError with the sentence)
+            return f"{field} {exc}"
+    if kind == "string_too_long":
+        return f"{field} is longer than {ctx.get('max_length')} characters"
+    if kind == "string_too_short":
+        return f"{field} must be at least {ctx.get('min_length')} characters"
+    if kind == "bool_type":
+        return f"{field} must be true or false"
+    if kind in ("dict_type", "model_type", "typed_dict_type", "model_attributes_type"):
+        return f"{field} must be a JSON object"
+    if kind == "list_type":
+        return f"{field} must be a list"
+    if kind == "too_short":
+        return f"{field} must not be empty"
+    if kind == "too_long":
+        return f"{field} has more than {ctx.get('max_length')} items; split it"
+    return f"{field}: {err['msg']}"
+
+
+def invalid(exc: ValidationError, where: str = "", schema: dict | None = None) -> Invalid:
+    return Invalid(describe(exc.errors(include_url=False)[0], where, schema))
+
+
+def _union_members(model: Any) -> list | None:
+    """The object models of a named union (api.messages.Append), else None."""
+    value = getattr(model, "__value__", None)
+    if value is None or get_origin(value) is not Union:
+        return None
+    members = get_args(value)
+    return list(members) if all(is_typeddict(m) for m in members) else None
+
+
+class Checker:
+    """One model's check, its TypeAdapter built once. A named union of objects is checked as the member
+    whose required fields the body has (a body with `messages` is a batch), so that errors are about
+    the request meant, not about every alternative."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        members = _union_members(model)
+        self.members = [(frozenset(m.__required_keys__), Checker(m)) for m in members] if members else None
+        self.adapter = TypeAdapter(model)
+        self.validate = self.adapter.validate_python
+        self._schema: dict | None = None
+
+    def __call__(self, value: Any, where: str = "") -> Any:
+        if self.members:
+            if not isinstance(value, dict):
+                return self.members[0][1](value, where)
+            keys = value.keys()
+            chosen = next((c for req, c in self.members if req <= keys), None) or \
+                next((c for req, c in self.members if req & keys), self.members[0][1])
+            return chosen(value, where)
+        try:
+            return self.validate(value)
+        except ValidationError as exc:
+            if self._schema is None:
+                try:
+                    self._schema = self.adapter.json_schema()
+                except Exception:  # noqa: BLE001 (a type without a JSON Schema: no 'allowed' list)
+                    self._schema = {}
+            raise invalid(exc, where, self._schema) from None
+
+
+@lru_cache(maxsize=None)
+def checker(model: Any) -> Checker:
+    return Checker(model)
+
+
+@lru_cache(maxsize=None)
+def field_checker(model: Any, name: str) -> Checker:
+    """The check of one field of a model, on its own."""
+    return Checker(get_type_hints(model, include_extras=True)[name])
+
+
+# ------------------------------------------------------------------------------------- small pieces
 def obj(value: Any, where: str = "body") -> dict:
     if not isinstance(value, dict):
         raise Invalid(f"{where} must be a JSON object")
     return value
 
 
-def only(body: dict, allowed: tuple[str, ...], where: str = "body") -> None:
-    extra = sorted(set(body) - set(allowed))
-    if extra:
-        raise Invalid(f"{where}: unknown field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(allowed)}")
-
-
-def text(s: str, where: str) -> str:
-    """`s` if it is valid Unicode text: a lone surrogate ("\\ud800" in JSON) can be neither stored
-    as UTF-8 nor pushed."""
-    if not s.isascii():
-        try:
-            s.encode()
-        except UnicodeEncodeError as exc:
-            raise Invalid(f"{where} is not valid Unicode text: it has a lone surrogate "
-                          f"(\\u{ord(s[exc.start]):04x}) at character {exc.start}") from None
-    return s
-
-
-def opt_str(body: dict, key: str, max_len: int = MAX_SHORT, where: str = "") -> str | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise Invalid(f"{where}{key} must be a string")
-    if len(v) > max_len:
-        raise Invalid(f"{where}{key} is longer than {max_len} characters")
-    if "\x00" in v:
-        raise Invalid(f"{where}{key} must not contain NUL characters")
-    return text(v, where + key)
-
-
-def req_str(body: dict, key: str, max_len: int = MAX_SHORT, where: str = "") -> str:
-    if body.get(key) is None:
-        raise Invalid(f"{where}{key} is required")
-    return opt_str(body, key, max_len, where)  # type: ignore[return-value]
-
-
-def number(v: Any, key: str, lo: float | None = None, hi: float | None = None, integer: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
-        raise Invalid(f"{key} must be a finite number")
-    if integer and not (isinstance(v, int) or float(v).is_integer()):
-        raise Invalid(f"{key} must be a whole number")
-    if lo is not None and v < lo or hi is not None and v > hi:
-        raise Invalid(f"{key} must be between {lo} and {hi}")
-    return int(v) if integer else v
-
-
-SETTING_RANGES = {"temperature": (0, 10, False), "top_k": (1, 1 << 31, True), "top_p": (0, 1, False),
-                  "max_tokens": (1, 1 << 31, True)}
-
-
-def settings(v: Any, where: str = "settings", base: dict | None = None, lenient: bool = False) -> dict:
-    """Model settings. With `base` (a PATCH), the fields given replace those of `base` one by one and a
-    null removes one; without, nulls are left out. `lenient` (operations from other devices) keeps
-    fields a newer sessiond may know, as they are."""
-    if v is None:
-        return {}
-    obj(v, where)
-    if not lenient:
-        only(v, SETTINGS_KEYS, where)
-    out = dict(base or {})
-    for k, val in v.items():
-        if val is None:
-            out.pop(k, None)
-        elif k == "provider":
-            if not isinstance(val, str) or not 0 < len(val) <= 100 or "\x00" in val:
-                raise Invalid(f"{where}.provider must be the name of a provider in config.toml ([providers.NAME])")
-            out[k] = val
-        elif k in SETTING_RANGES:
-            lo, hi, integer = SETTING_RANGES[k]
-            out[k] = number(val, f"{where}.{k}", lo, hi, integer)
-        else:
-            out[k] = json_value(val, f"{where}.{k}")
-    return out
-
-
-def json_value(v: Any, key: str, depth: int = 0) -> Any:
-    """Plain JSON that DAG-CBOR can hold (objects with text keys, arrays, valid Unicode text, integers
-    of at most 64 bits, finite floats, booleans, null). Errors name the place, e.g. metadata.a[2]."""
-    if depth > 32:
-        raise Invalid(f"{key} is nested too deeply")
-    if isinstance(v, str):
-        return text(v, key)
-    if isinstance(v, dict):
-        out = {}
-        for k, x in v.items():
-            if not isinstance(k, str):
-                raise Invalid(f"{key} has a key that is not text")
-            text(k, f"a key of {key}")
-            out[k] = json_value(x, f"{key}.{k:.40}", depth + 1)
-        return out
-    if isinstance(v, list):
-        return [json_value(x, f"{key}[{i}]", depth + 1) for i, x in enumerate(v)]
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise Invalid(f"{key} must not contain NaN or Infinity")
-    elif isinstance(v, int) and not isinstance(v, bool):
-        if not INT_MIN <= v <= INT_MAX:
-            raise Invalid(f"{key} is an integer out of the 64-bit range (-2^64 to 2^64-1) that sessions can "
-                          f"hold and sync; store it as a string")
-    elif v is not None and not isinstance(v, bool):
-        raise Invalid(f"{key} holds a {type(v).__name__}, which is not plain JSON")
-    return v
+def json_value(v: Any, key: str) -> Any:
+    """Plain JSON that DAG-CBOR can hold; errors name the place, e.g. metadata.a[2]."""
+    try:
+        return _json_value(v)
+    except Exception as exc:  # the PydanticCustomError of api.types
+        ctx = getattr(exc, "context", None) or {}
+        raise Invalid(f"{key}{ctx.get('sub', '')} {exc}") from None
 
 
 def find_lone_surrogate(value: Any, where: str = "body") -> None:
@@ -140,168 +197,164 @@ def find_lone_surrogate(value: Any, where: str = "body") -> None:
     while stack:
         v, at = stack.pop()
         if isinstance(v, str):
-            text(v, at)
+            json_value(v, at)
         elif isinstance(v, dict):
             for k, x in v.items():
-                text(k, f"a key of {at}")
+                json_value(k, f"a key of {at}")
                 stack.append((x, f"{at}.{k:.40}"))
         elif isinstance(v, list):
             stack.extend((x, f"{at}[{i}]") for i, x in enumerate(v))
 
 
-def opt_obj(body: dict, key: str) -> dict | None:
-    v = body.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, dict):
-        raise Invalid(f"{key} must be a JSON object")
-    return json_value(v, key)
-
-
-def tags(v: Any) -> list[str]:
-    if v is None:
-        return []
-    if not isinstance(v, list) or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in v):
-        raise Invalid("tags must be a list of non-empty strings of at most 100 characters")
-    for i, t in enumerate(v):
-        text(t, f"tags[{i}]")
-    return sorted(set(v))
-
-
-def message(m: Any, where: str = "message") -> dict:
-    obj(m, where)
-    only(m, ("role", "content", "tokens", "chat", "name", "tool_call_id", "metadata"), where)
-    role = m.get("role")
-    if role not in ROLES:
-        raise Invalid(f"{where}.role must be one of {', '.join(ROLES)} (got {role!r:.40})")
-    content = m.get("content")
-    if not isinstance(content, str):
-        raise Invalid(f"{where}.content must be a string")
-    if len(content) > MAX_TEXT:
-        raise Invalid(f"{where}.content is longer than {MAX_TEXT} characters")
-    out = {"role": role, "content": text(content, f"{where}.content")}
-    if m.get("tokens") is not None:
-        out["tokens"] = number(m["tokens"], f"{where}.tokens", 0, 1 << 40, True)
-    for k in ("chat", "name", "tool_call_id"):
-        if m.get(k) is not None:
-            out[k] = req_str(m, k, 200, where + ".")
-    if m.get("metadata") is not None:
-        out["metadata"] = json_value(obj(m["metadata"], f"{where}.metadata"), f"{where}.metadata")
-    return out
-
-
-_PLAIN_KEYS = ({"role", "content"}, {"role", "content", "tokens"})
-
-
-def messages(msgs: list) -> list[dict]:
-    """A batch: the common shape ({role, content[, tokens]}) is checked inline, anything else by message()."""
-    out = []
-    for i, m in enumerate(msgs):
-        if type(m) is dict and m.keys() in _PLAIN_KEYS and m["role"] in ROLES and type(m["content"]) is str \
-                and len(m["content"]) <= MAX_TEXT:
-            tok = m.get("tokens")
-            if tok is None or (type(tok) is int and 0 <= tok <= 1 << 40):
-                out.append(m)
-                continue
-        out.append(message(m, f"messages[{i}]"))
-    return out
-
-
-def initial_messages(v: Any) -> list[dict]:
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise Invalid("initial_messages must be a list of {role, content} objects")
-    out = []
-    for i, m in enumerate(v):
-        msg = message(m, f"initial_messages[{i}]")
-        msg.pop("chat", None)
-        out.append(msg)
-    return out
-
-
-def query_int(query, key: str, default: int, lo: int, hi: int) -> int:
-    raw = query.get(key)
-    if raw is None:
-        return default
+def within(where: str, check):
+    """check(), its Invalid prefixed with the place it is about."""
     try:
-        v = int(raw)
-    except ValueError:
-        raise Invalid(f"query parameter {key} must be a whole number") from None
-    if not lo <= v <= hi:
-        raise Invalid(f"query parameter {key} must be between {lo} and {hi}")
-    return v
+        return check()
+    except Invalid as exc:
+        raise Invalid(f"{where}: {exc.message}") from None
 
 
-POLICY_RANGES = {"token_quota": (1, 1 << 50, True), "checkpoint_interval": (1, 1 << 40, True),
-                 "idle_timeout": (1, 10 * 365 * 86400, False), "max_context_tokens": (1, 1 << 40, True),
-                 "context_margin": (0.05, 1, False)}
-POLICY_SHORTCUTS = tuple(POLICY_RANGES) + ("auto_compact",)
+_within = within  # the name importers used
 
 
-def policy(body: dict, base: dict | None = None, chat: bool = False) -> dict | None:
-    """Policy fields from body["policy"] and the top-level shortcuts; None if the body names none.
-    A null value removes a field."""
-    given: dict = {}
-    if body.get("policy") is not None:
-        obj(body["policy"], "policy")
-        given.update(body["policy"])
+def _given(d: dict) -> dict:
+    """The fields of a checked object that are not null."""
+    return {k: x for k, x in d.items() if x is not None}
+
+
+def merged(given: dict, base: dict | None = None) -> dict:
+    """`base` with the fields given replacing its own one by one; a null removes one."""
+    out = dict(base or {})
+    for k, x in given.items():
+        if x is None:
+            out.pop(k, None)
+        else:
+            out[k] = x
+    return out
+
+
+def expiry(body: dict) -> float | None:
+    """A checked body's expiry time: expires_in counts from now."""
+    if body.get("expires_in") is not None:
+        return round(time.time() + body["expires_in"], 3)
+    return body.get("expires_at")
+
+
+def policy(body: dict, base: dict | None = None) -> dict | None:
+    """A checked body's policy fields, from body["policy"] and the top-level shortcuts, merged into `base`;
+    None if the body names none."""
+    given = dict(body.get("policy") or {})
     for k in POLICY_SHORTCUTS:
         if k in body:
             given[k] = body[k]
     if not given and "policy" not in body:
         return None
-    allowed = ("max_context_tokens", "context_margin", "auto_compact") if chat else POLICY_SHORTCUTS
-    only(given, allowed, "policy")
-    out = dict(base or {})
-    for k, val in given.items():
-        if val is None:
-            out.pop(k, None)
-        elif k == "auto_compact":
-            if not isinstance(val, bool):
-                raise Invalid("auto_compact must be true or false")
-            out[k] = val
-        else:
-            lo, hi, integer = POLICY_RANGES[k]
-            out[k] = number(val, k, lo, hi, integer)
-    return out
+    return merged(given, base)
 
 
-# ------------------------------------------------------------------ whole sessions and chats
-SESSION_FIELDS = ("id", "user", "name", "system_prompt", "model", "settings", "initial_messages", "metadata",
-                  "tags", "preferences", "expires_at", "expires_in", "policy") + POLICY_SHORTCUTS
-CHAT_POLICY = ("max_context_tokens", "context_margin", "auto_compact")
+# ----------------------------------------------------------------------------------------- messages
+_MESSAGE = checker(message_models.MessageIn)
+_BATCH = checker(message_models.MessageBatch)
+_IDEMPOTENCY_KEY = checker(message_models.IdempotencyKey)
 
 
-def expiry(body: dict) -> float | None:
-    if body.get("expires_at") is not None and body.get("expires_in") is not None:
-        raise Invalid("give expires_at or expires_in, not both")
-    if body.get("expires_in") is not None:
-        return round(time.time() + number(body["expires_in"], "expires_in", 1, 10 * 365 * 86400), 3)
-    if body.get("expires_at") is not None:
-        return number(body["expires_at"], "expires_at", 0, 1e11)
-    return None
+def message(m: Any, where: str = "message") -> dict:
+    """One message, checked; null fields left out."""
+    out = _MESSAGE(m, where)
+    return _given(out) if None in out.values() else out
 
 
-def session_spec(body: dict) -> dict:
-    """A new session's fields (POST /v1/sessions, and every file importer), checked."""
-    only(body, SESSION_FIELDS)
-    sid = opt_str(body, "id", 128)
-    spec: dict[str, Any] = {
-        "id": check_id(sid, "session id") if sid is not None else None,
-        "user": opt_str(body, "user", 200),
-        "name": opt_str(body, "name"),
-        "system_prompt": opt_str(body, "system_prompt", MAX_TEXT),
-        "model": opt_str(body, "model", 200),
-        "settings": settings(body.get("settings")),
-        "initial_messages": initial_messages(body.get("initial_messages")),
-        "metadata": opt_obj(body, "metadata") or {},
-        "tags": tags(body.get("tags")),
-        "preferences": opt_obj(body, "preferences") or {},
-    }
-    spec["expires_at"] = expiry(body)
-    spec["policy"] = policy(body) or {}
-    return spec
+def given(msgs: list[dict]) -> list[dict]:
+    """Checked messages with their null fields left out (in place: the hot path)."""
+    for i, m in enumerate(msgs):
+        if None in m.values():
+            msgs[i] = _given(m)
+    return msgs
+
+
+def messages(msgs: list) -> list[dict]:
+    """A batch's messages, checked (one TypeAdapter call for the whole batch)."""
+    return given(_BATCH({"messages": msgs})["messages"])
+
+
+def initial_messages(v: Any) -> list[dict]:
+    out = [] if v is None else field_checker(session_models.SessionCreate, "initial_messages")(v, "initial_messages")
+    return [_given({k: x for k, x in m.items() if k != "chat"}) for m in out or ()]
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The request's Idempotency-Key header: 1-255 printable ASCII characters, or absent."""
+    if value is None:
+        return None
+    try:
+        return _IDEMPOTENCY_KEY.validate(value)
+    except ValidationError as exc:
+        raise Invalid(exc.errors(include_url=False)[0]["msg"]) from None
+
+
+def query(model: Any, q) -> dict:
+    """A query string checked against its model (`limit` must be a whole number, ...)."""
+    return checker(model)(dict(q), "query parameter ")
+
+
+# -------------------------------------------------------------------------------- sessions and chats
+_SESSION_CREATE = checker(session_models.CreateBody)
+
+
+def session_spec(body: Any) -> dict:
+    """A new session's fields (POST /v1/sessions, and every file importer), checked, with defaults."""
+    return new_session(_SESSION_CREATE(body))
+
+
+def new_session(b: dict) -> dict:
+    """A new session's fields from a checked SessionCreate body, with defaults."""
+    return {"id": b.get("id"), "user": b.get("user"), "name": b.get("name"),
+            "system_prompt": b.get("system_prompt"), "model": b.get("model"),
+            "settings": _given(b.get("settings") or {}),
+            "initial_messages": initial_messages(b.get("initial_messages")),
+            "metadata": b.get("metadata") or {}, "tags": b.get("tags") or [],
+            "preferences": b.get("preferences") or {}, "expires_at": expiry(b),
+            "policy": _given(policy(b) or {})}
+
+
+def session_patch(b: dict, current: dict) -> dict:
+    """A checked PATCH body's changes to the session `current`: fields given replace its own; null
+    clears one; settings and policy are merged per field (a null settings clears them all)."""
+    fields: dict[str, Any] = {k: b[k] for k in ("name", "user", "system_prompt", "model") if k in b}
+    for k in ("metadata", "preferences"):
+        if k in b:
+            fields[k] = b[k] or {}
+    if "tags" in b:
+        fields["tags"] = b["tags"] or []
+    if "initial_messages" in b:
+        fields["initial_messages"] = initial_messages(b["initial_messages"])
+    if "expires_at" in b or "expires_in" in b:
+        fields["expires_at"] = expiry(b)
+    if "settings" in b:
+        fields["settings"] = merged(b["settings"], current["settings"]) if b["settings"] is not None else {}
+    pol = policy(b, current["policy"])
+    if pol is not None:
+        fields["policy"] = pol
+    return fields
+
+
+def new_chat(b: dict) -> dict:
+    """POST /v1/sessions/{id}/chats: the new chat's fields from a checked ChatCreate body."""
+    return {"id": b.get("id"), "name": b.get("name"), "system_prompt": b.get("system_prompt"),
+            "model": b.get("model"), "settings": _given(b.get("settings") or {}), "switch": bool(b.get("switch")),
+            "policy": _given(policy(b) or {})}
+
+
+def settings(v: Any, where: str = "settings", lenient: bool = False) -> dict:
+    """Model settings as a file or another device holds them (nulls left out); `lenient` (operations
+    from other devices) keeps fields a newer sessiond may know, as they are."""
+    if v is None:
+        return {}
+    obj(v, where)
+    if not lenient:
+        return _given(checker(session_models.Settings)(v, where))
+    return {k: (field_checker(session_models.Settings, k)(x, f"{where}.{k}") if k in _db.SETTINGS_KEYS
+                else json_value(x, f"{where}.{k}")) for k, x in v.items() if x is not None}
 
 
 def _known(p: Any, where: str, keys: tuple[str, ...]) -> dict:
@@ -315,44 +368,43 @@ def chat_spec(c: Any, where: str = "chat", lenient: bool = False) -> dict:
     p = c.get("policy")
     if lenient and p is not None:
         p = _known(p, f"{where}.policy", CHAT_POLICY)
-    return {"id": check_id(c.get("id"), f"{where}: chat id"), "name": opt_str(c, "name", where=where + "."),
-            "system_prompt": opt_str(c, "system_prompt", MAX_TEXT, where + "."),
-            "model": opt_str(c, "model", 200, where + "."),
+    pol = within(where, lambda: checker(session_models.ChatPolicy)(p, "policy")) if p is not None else {}
+    text = field_checker(chat_models.ChatCreate, "name"), field_checker(chat_models.ChatCreate, "system_prompt"), \
+        field_checker(chat_models.ChatCreate, "model")
+    return {"id": check_id(c.get("id"), f"{where}: chat id"),
+            "name": text[0](c.get("name"), f"{where}.name"),
+            "system_prompt": text[1](c.get("system_prompt"), f"{where}.system_prompt"),
+            "model": text[2](c.get("model"), f"{where}.model"),
             "settings": settings(c.get("settings"), f"{where}.settings", lenient=lenient),
-            "policy": _within(where, lambda: policy({"policy": p}, chat=True)) or {}}
-
-
-def _within(where: str, check):
-    """check(), its Invalid prefixed with the place it is about."""
-    try:
-        return check()
-    except Invalid as exc:
-        raise Invalid(f"{where}: {exc.message}") from None
+            "policy": _given(pol or {})}
 
 
 # ------------------------------------------------------------------ operations from other devices
-_SESSION_TEXT = {"user": 200, "name": MAX_SHORT, "system_prompt": MAX_TEXT, "model": 200}
+_SESSION_TEXT = ("user", "name", "system_prompt", "model")
+_TIME = checker(Number(0, 1e11))
+_COUNT = checker(Whole(0, INT_MAX))
 
 
 def _session_fields(b: dict, where: str) -> None:
     """The session fields an operation carries, checked as the API checks them; fields a newer
     sessiond may write are left alone (applying ignores them)."""
     w = where + ": "
-    for k, n in _SESSION_TEXT.items():
-        opt_str(b, k, n, w)
+    for k in _SESSION_TEXT:
+        field_checker(session_models.SessionCreate, k)(b.get(k), w + k)
     if b.get("settings") is not None:
         settings(b["settings"], w + "settings", lenient=True)
     if b.get("initial_messages") is not None:
-        _within(where, lambda: initial_messages(b["initial_messages"]))
+        within(where, lambda: initial_messages(b["initial_messages"]))
     for k in ("metadata", "preferences", "provenance"):
         if b.get(k) is not None:
             obj(b[k], w + k)
-    if "tags" in b:
-        _within(where, lambda: tags(b["tags"]))
+    if "tags" in b and b["tags"] is not None:
+        within(where, lambda: field_checker(session_models.SessionCreate, "tags")(b["tags"], "tags"))
     if b.get("policy") is not None:
-        _within(where, lambda: policy({"policy": _known(b["policy"], "policy", POLICY_SHORTCUTS)}))
+        within(where, lambda: checker(session_models.Policy)(_known(b["policy"], "policy", POLICY_SHORTCUTS),
+                                                            "policy"))
     if b.get("expires_at") is not None:
-        number(b["expires_at"], w + "expires_at", 0, 1e11)
+        _TIME(b["expires_at"], w + "expires_at")
     if b.get("current_chat") is not None:
         check_id(b["current_chat"], w + "current_chat")
     if "status" in b and b["status"] not in STATUSES:
@@ -373,40 +425,41 @@ def remote_op(kind: str, body: Any, where: str) -> None:
     if kind == "session.create":
         _session_fields(body, where)
         if body.get("created_at") is not None:
-            number(body["created_at"], w + "created_at", 0, 1e11)
+            _TIME(body["created_at"], w + "created_at")
         chats = body.get("chats") or []
         if not isinstance(chats, list):
             raise Invalid(f"{w}chats must be a list")
         for i, c in enumerate(chats):
-            _within(where, lambda: chat_spec(c, f"chats[{i}]", lenient=True))
+            within(where, lambda: chat_spec(c, f"chats[{i}]", lenient=True))
     elif kind == "session.update":
         _session_fields(body, where)
     elif kind == "chat.create":
-        _within(where, lambda: chat_spec(body, lenient=True))
+        within(where, lambda: chat_spec(body, lenient=True))
     elif kind == "chat.update":
         check_id(body.get("chat"), w + "chat id")
-        for k, n in (("name", MAX_SHORT), ("system_prompt", MAX_TEXT), ("model", 200)):
-            opt_str(body, k, n, w)
+        for k in ("name", "system_prompt", "model"):
+            field_checker(chat_models.ChatCreate, k)(body.get(k), w + k)
         if body.get("settings") is not None:
             settings(body["settings"], w + "settings", lenient=True)
         if body.get("policy") is not None:
-            _within(where, lambda: policy({"policy": _known(body["policy"], "policy", CHAT_POLICY)}, chat=True))
+            within(where, lambda: checker(session_models.ChatPolicy)(_known(body["policy"], "policy", CHAT_POLICY),
+                                                                    "policy"))
         cut = body.get("compacted")
         if cut is not None and not (isinstance(cut, list) and len(cut) == 3 and type(cut[0]) is int
                                     and isinstance(cut[1], str) and type(cut[2]) is int):
             raise Invalid(f"{w}compacted must be null or [lamport, device, seq]")
     elif kind == "checkpoint.add":
         for k in ("number", "tokens", "messages"):
-            number(body.get(k), w + k, 0, INT_MAX, True)
-        number(body.get("created_at"), w + "created_at", 0, 1e11)
+            _COUNT(body.get(k), w + k)
+        _TIME(body.get("created_at"), w + "created_at")
         for k in ("hash", "pk", "signature"):
             _hex(body.get(k), w + k)
         for k, x in obj(body.get("frontier"), w + "frontier").items():
-            number(x, f"{w}frontier.{k:.40}", 0, INT_MAX, True)
+            _COUNT(x, f"{w}frontier.{k:.40}")
 
 
 def remote_log(lg) -> None:
-    """Another device's operations as pulled (a storage.model.RemoteLog), before anything is applied:
+    """Another device's operations as pulled (a storage.db.RemoteLog), before anything is applied:
     an Invalid names the first operation that the API would not have accepted. Checked a column at a
     time where it can be: this runs on every pull."""
     for op in lg.ops:
@@ -423,8 +476,9 @@ def remote_log(lg) -> None:
     if tokens and (min(tokens) < 0 or max(tokens) > 1 << 40):
         bad = next(r for r in rows if r[7] is not None and not 0 <= r[7] <= 1 << 40)
         raise Invalid(f"message {bad[3]}: tokens must be between 0 and {1 << 40}")
+    name = field_checker(message_models.MessageIn, "name")
     for r in compress(rows, map(itemgetter(9), rows)):  # the rows with extra fields
         where = f"message {r[3]}"
         extra = json_value(obj(json.loads(r[9]), where), where)
         for k in ("name", "tool_call_id"):
-            opt_str(extra, k, 200, where + ": ")
+            name(extra.get(k), f"{where}: {k}")

@@ -29,7 +29,8 @@ def resolve(doc, schema):
 
 def body_strategy(doc, schema):
     schema = resolve(doc, schema)
-    options = [schema] if "oneOf" not in schema else [resolve(doc, s) for s in schema["oneOf"]]
+    alternatives = schema.get("oneOf") or schema.get("anyOf")
+    options = [schema] if not alternatives else [resolve(doc, s) for s in alternatives]
     props = {}
     for o in options:
         props.update(o.get("properties", {}))
@@ -52,8 +53,9 @@ def check_response(doc, route, status, data):
     if content is None:
         return
     s = resolve(doc, content["schema"])
-    if "oneOf" in s:
-        assert any(all(k in data for k in resolve(doc, o).get("required", [])) for o in s["oneOf"]), (route, data)
+    alternatives = s.get("oneOf") or s.get("anyOf")
+    if alternatives:
+        assert any(all(k in data for k in resolve(doc, o).get("required", [])) for o in alternatives), (route, data)
     else:
         for k in s.get("required", []):
             assert k in data, (route["operationId"], k, data)

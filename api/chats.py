@@ -1,0 +1,43 @@
+"""Chats: the conversations of a session, each with its own prompt, model, settings and context policy."""
+
+from pydantic import with_config
+from typing_extensions import NotRequired, Required, TypedDict
+
+from .sessions import ChatPolicy, Settings
+from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text
+
+
+@with_config(BODY)
+class ChatCreate(ChatPolicy, total=False):
+    """A new chat; the context policy's fields are also accepted at the top level, as shortcuts."""
+    id: ChatId | None
+    name: Text() | None
+    system_prompt: Text(MAX_TEXT) | None
+    model: Text(200) | None
+    settings: Settings | None
+    switch: bool | None  # make it the session's current chat
+    policy: ChatPolicy | None
+
+
+@with_config(BODY)
+class Switch(TypedDict):
+    chat: Text(200)  # id or name
+
+
+@with_config(ANSWER)
+class Chat(TypedDict):
+    id: str
+    current: bool
+    name: NotRequired[str | None]
+    system_prompt: NotRequired[str | None]
+    model: NotRequired[str | None]
+    settings: NotRequired[dict]
+    created_at: NotRequired[float]
+
+
+@with_config(ANSWER)
+class ChatList(TypedDict):
+    chats: list[Chat]
+
+
+__all__ = ["ChatCreate", "Switch", "Chat", "ChatList", "Required"]

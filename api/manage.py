@@ -1,0 +1,128 @@
+"""Managing sessions: quota, context and compaction, clones and forks, checkpoints and proofs, import and
+export of plain files, statistics and clean-up."""
+
+from typing import Any, Literal
+
+from pydantic import with_config
+from typing_extensions import NotRequired, Required, TypedDict
+
+from .sessions import Session
+from .types import ANSWER, BODY, QUERY, JsonObject, Number, SessionId, Text, Whole
+
+
+@with_config(ANSWER)
+class Quota(TypedDict):
+    session: str
+    tokens_used: int
+    level: Literal["safe", "warning", "critical", "exhausted"]
+    token_quota: NotRequired[int | None]
+    remaining: NotRequired[int | None]
+    thresholds: NotRequired[dict]
+
+
+@with_config(QUERY)
+class ChatQuery(TypedDict, total=False):
+    chat: str  # id or name; the current chat when absent
+
+
+@with_config(ANSWER)
+class Context(TypedDict):
+    session: str
+    chat: str
+    policy: NotRequired[dict]
+    compacted_upto: NotRequired[str | None]
+    active_messages: NotRequired[int]
+    active_tokens: NotRequired[int]
+    compacted_messages: NotRequired[int]
+    messages: NotRequired[int]
+
+
+@with_config(BODY)
+class Compact(TypedDict, total=False):
+    chat: Text(200) | None
+    target_tokens: Whole(0, 1 << 40) | None
+
+
+@with_config(BODY)
+class Uncompact(TypedDict, total=False):
+    chat: Text(200) | None
+
+
+@with_config(BODY)
+class Clone(TypedDict, total=False):
+    id: SessionId | None
+    name: Text() | None
+
+
+@with_config(BODY)
+class Fork(TypedDict, total=False):
+    at: Required[Text(300)]  # the last message kept
+    id: SessionId | None
+    name: Text() | None
+
+
+@with_config(ANSWER)
+class Checkpoint(TypedDict):
+    number: int
+    hash: str
+    signature: str
+    session: NotRequired[str]
+    device: NotRequired[str]
+    tokens: NotRequired[int]
+    messages: NotRequired[int]
+    frontier: NotRequired[dict]
+    created_at: NotRequired[float]
+    pk: NotRequired[str]
+
+
+@with_config(ANSWER)
+class CheckpointList(TypedDict):
+    checkpoints: list[Checkpoint]
+
+
+@with_config(BODY)
+class ProofRequest(TypedDict):
+    proof: JsonObject
+
+
+@with_config(ANSWER)
+class ProofResult(TypedDict):
+    ok: bool
+
+
+@with_config(QUERY)
+class ExportQuery(TypedDict, total=False):
+    format: Literal["openai", "json"]
+    chat: str
+
+
+@with_config(BODY)
+class ImportFile(TypedDict):
+    format: Literal["openai", "json", "chatgpt"]
+    data: Any  # the file's parsed JSON, checked by its importer
+
+
+@with_config(ANSWER)
+class ImportFileResult(TypedDict):
+    sessions: list[Session]
+
+
+@with_config(QUERY)
+class StatsQuery(TypedDict, total=False):
+    session: str
+    user: str
+
+
+@with_config(BODY)
+class Cleanup(TypedDict, total=False):
+    older_than: Required[Number(0, 1e10)]  # seconds idle
+    dry_run: bool
+
+
+@with_config(ANSWER)
+class CleanupResult(TypedDict):
+    sessions: list
+    deleted: NotRequired[bool]
+
+
+AnyJson = Any

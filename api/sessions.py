@@ -1,0 +1,157 @@
+"""Sessions: their settings, policy, the create and change requests, and the session as answered."""
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, with_config
+from typing_extensions import NotRequired, TypedDict
+
+from .messages import MessageIn
+from .types import (ANSWER, BODY, MAX_TEXT, QUERY, YEARS_10, JsonObject, Number, QueryInt, SessionId, Status,
+                    Tags, Text, refuse)
+
+# One range per number field, (low, high, whole): the models below, and the checks of operations other
+# devices push (daemon/validate.py), are built from these.
+SETTING_RANGES = {"temperature": (0, 10, False), "top_k": (1, 1 << 31, True), "top_p": (0, 1, False),
+                  "max_tokens": (1, 1 << 31, True)}
+POLICY_RANGES = {"token_quota": (1, 1 << 50, True), "checkpoint_interval": (1, 1 << 40, True),
+                 "idle_timeout": (1, YEARS_10, False), "max_context_tokens": (1, 1 << 40, True),
+                 "context_margin": (0.05, 1, False)}
+CHAT_POLICY = ("max_context_tokens", "context_margin", "auto_compact")
+POLICY_SHORTCUTS = tuple(POLICY_RANGES) + ("auto_compact",)
+
+
+def _n(ranges: dict, key: str) -> Any:
+    lo, hi, whole = ranges[key]
+    return Number(lo, hi, integer=whole)
+
+
+@with_config(BODY)
+class Settings(TypedDict, total=False):
+    """Model settings. In a PATCH each field given replaces the current one and a null removes it."""
+    temperature: _n(SETTING_RANGES, "temperature") | None
+    top_k: _n(SETTING_RANGES, "top_k") | None
+    top_p: _n(SETTING_RANGES, "top_p") | None
+    max_tokens: _n(SETTING_RANGES, "max_tokens") | None
+    provider: Text(100, min_len=1) | None  # a [providers.NAME] of config.toml that answers for it (issue 16)
+
+
+@with_config(BODY)
+class ChatPolicy(TypedDict, total=False):
+    """A chat's context policy. A null removes a field (the session's or the daemon's value applies)."""
+    max_context_tokens: _n(POLICY_RANGES, "max_context_tokens") | None
+    context_margin: _n(POLICY_RANGES, "context_margin") | None
+    auto_compact: bool | None
+
+
+@with_config(BODY)
+class Policy(ChatPolicy, total=False):
+    """A session's policy: its chats' context policy, a token quota, checkpoints, idling."""
+    token_quota: _n(POLICY_RANGES, "token_quota") | None
+    checkpoint_interval: _n(POLICY_RANGES, "checkpoint_interval") | None
+    idle_timeout: _n(POLICY_RANGES, "idle_timeout") | None
+
+
+@with_config(BODY)
+class _SessionFields(Policy, total=False):
+    # Policy's fields are also accepted at the top level, as shortcuts for `policy`.
+    user: Text(200) | None
+    name: Text() | None
+    system_prompt: Text(MAX_TEXT) | None
+    model: Text(200) | None
+    settings: Settings | None
+    initial_messages: list[MessageIn] | None
+    metadata: JsonObject | None
+    tags: Tags | None
+    preferences: JsonObject | None
+    expires_at: Number(0, 1e11) | None
+    expires_in: Number(1, YEARS_10) | None
+    policy: Policy | None
+
+
+# expires_at and expires_in are alternatives: not both given (as numbers, not null).
+_ONE_EXPIRY = {"not": {"required": ["expires_at", "expires_in"],
+                       "properties": {"expires_at": {"type": "number"}, "expires_in": {"type": "number"}}}}
+
+
+@with_config({**BODY, "json_schema_extra": _ONE_EXPIRY})
+class SessionCreate(_SessionFields, total=False):
+    """A new session; null is the same as leaving a field out."""
+    id: SessionId | None
+
+
+@with_config({**BODY, "json_schema_extra": {**_ONE_EXPIRY, "minProperties": 1}})
+class SessionPatch(_SessionFields, total=False):
+    """Changes to a session: the fields given replace the current ones; null clears a field. settings and
+    policy (with its shortcuts) are merged per field."""
+
+
+def _one_expiry(body: dict) -> dict:
+    if body.get("expires_at") is not None and body.get("expires_in") is not None:
+        raise refuse("give expires_at or expires_in, not both")
+    return body
+
+
+def _no_status(body: Any) -> Any:
+    if isinstance(body, dict) and "status" in body:
+        raise refuse("status changes through POST /v1/sessions/{id}/pause, /resume or /end")
+    return body
+
+
+def _something(body: dict) -> dict:
+    if not body:
+        raise refuse("nothing to change: give at least one field")
+    return body
+
+
+# The request bodies as checked, whole-body rules included.
+CreateBody = Annotated[SessionCreate, AfterValidator(_one_expiry)]
+PatchBody = Annotated[SessionPatch, BeforeValidator(_no_status), AfterValidator(_something),
+                      AfterValidator(_one_expiry)]
+
+
+# ------------------------------------------------------------------------------------------- answers
+@with_config(ANSWER)
+class Session(TypedDict):
+    id: str
+    status: Status
+    current_chat: str | None
+    created_at: float
+    user: NotRequired[str | None]
+    name: NotRequired[str | None]
+    system_prompt: NotRequired[str | None]
+    model: NotRequired[str | None]
+    settings: NotRequired[dict]
+    initial_messages: NotRequired[list]
+    metadata: NotRequired[dict]
+    tags: NotRequired[list[str]]
+    preferences: NotRequired[dict]
+    last_activity: NotRequired[float]
+    expires_at: NotRequired[float | None]
+    message_count: NotRequired[int]
+    chat_count: NotRequired[int]
+    tokens: NotRequired[int]
+    sync: NotRequired[dict]
+
+
+@with_config(ANSWER)
+class SessionList(TypedDict):
+    sessions: list[Session]
+    next: str | None
+
+
+@with_config(ANSWER)
+class Deleted(TypedDict):
+    deleted: str
+
+
+@with_config(QUERY)
+class SessionsQuery(TypedDict, total=False):
+    user: str
+    status: Status
+    tag: str
+    limit: QueryInt(1, 1000)
+    after: str
+
+
+__all__ = ["Settings", "ChatPolicy", "Policy", "SessionCreate", "SessionPatch", "CreateBody", "PatchBody",
+           "Session", "SessionList", "Deleted", "SessionsQuery"]

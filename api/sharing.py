@@ -1,0 +1,73 @@
+"""Sharing between devices: share codes, importing them, rekeying, pushing and verifying snapshots."""
+
+from typing import Literal
+
+from pydantic import with_config
+from typing_extensions import NotRequired, Required, TypedDict
+
+from .types import ANSWER, BODY, YEARS_10, Number, Text
+
+
+@with_config(BODY)
+class ShareRequest(TypedDict, total=False):
+    write: bool  # read-write (another writer device) instead of read-only
+    passphrase: Text(1000, min_len=8) | None
+    expires_in: Number(1, YEARS_10) | None
+
+
+@with_config(ANSWER)
+class ShareResult(TypedDict):
+    code: str
+    session: str
+    capability: Literal["read-only", "read-write"]
+    expires_at: NotRequired[int | None]
+    store: NotRequired[str | None]
+    protected: NotRequired[bool]
+
+
+@with_config(BODY)
+class ImportRequest(TypedDict, total=False):
+    code: Required[Text(20_000)]
+    passphrase: Text(1000) | None
+
+
+@with_config(ANSWER)
+class ImportResult(TypedDict):
+    session: str
+    new: NotRequired[int]
+    capability: NotRequired[str]
+    already: NotRequired[bool]
+    devices: NotRequired[int]
+
+
+@with_config(BODY)
+class RekeyRequest(TypedDict, total=False):
+    drop: list[str] | None  # device ids losing access
+
+
+@with_config(ANSWER)
+class RekeyResult(TypedDict):
+    session: str
+    kept: list[str]
+    dropped: list[str]
+
+
+@with_config(BODY)
+class SyncRequest(TypedDict, total=False):
+    session: Text(128) | None
+    wait: bool
+    timeout: Number(0, 3600)
+
+
+SyncResult = dict
+
+
+@with_config(BODY)
+class VerifyRequest(TypedDict, total=False):
+    session: Text(128) | None
+
+
+@with_config(ANSWER)
+class VerifyReport(TypedDict):
+    ok: bool
+    sessions: list

@@ -1,0 +1,176 @@
+"""The field types every request model is made of, each with its check and its JSON Schema in one place.
+
+A check that pydantic cannot express natively is a small function attached with Annotated; it raises
+`refuse(...)`, whose message is the tail of a sentence ("must be ...") and whose optional `sub` names a
+place inside the field (metadata's `.a[2]`): the daemon prefixes the field's dotted name.
+What passes can be stored and pushed: text is valid Unicode (pydantic refuses lone surrogates itself),
+integers fit DAG-CBOR's 64 bits, floats are finite, JSON values nest at most 32 levels.
+"""
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+ROLES = ("system", "user", "assistant", "tool")
+STATUSES = ("active", "paused", "ended")
+MAX_TEXT = 8 << 20  # one message's content, characters
+MAX_SHORT = 1000
+MAX_DEPTH = 32
+INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # what DAG-CBOR holds
+YEARS_10 = 10 * 365 * 86400
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: "$" also matches before a final newline
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # the same in JSON Schema (ECMA "$" is the very end)
+
+# Request bodies: unknown fields are refused, and nothing is coerced (no "5" for 5, no 1 for true).
+BODY = ConfigDict(extra="forbid", strict=True)
+# Answers: documented, not checked at run time; a newer daemon may add fields.
+ANSWER = ConfigDict(extra="allow")
+# Query strings: every value is text; parameters a route does not read are ignored.
+QUERY = ConfigDict(extra="ignore", strict=True)
+
+
+def refuse(message: str, sub: str = "") -> PydanticCustomError:
+    return PydanticCustomError("sessiond", message.replace("{", "{{").replace("}", "}}"), {"sub": sub})
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+Status = Literal["active", "paused", "ended"]
+
+
+def _no_nul(s: str) -> str:
+    if "\x00" in s:
+        raise refuse("must not contain NUL characters")
+    return s
+
+
+def Text(max_len: int = MAX_SHORT, *, min_len: int = 0, nul: bool = False) -> Any:
+    """Text of at most `max_len` characters; without `nul`, NUL characters are refused."""
+    if nul:
+        return Annotated[str, Field(min_length=min_len, max_length=max_len)]
+    return Annotated[str, Field(min_length=min_len, max_length=max_len,
+                                json_schema_extra={"pattern": "^[^\\u0000]*$"}), AfterValidator(_no_nul)]
+
+
+def Ident(what: str = "id") -> Any:
+    """A caller-chosen id (`what`: "session id", "chat id", named so in errors)."""
+    def check(s: str) -> str:
+        if not ID_RE.match(s):
+            raise PydanticCustomError("sessiond", "must be 1-128 characters of letters, digits, '.', '_' or '-', "
+                                      "starting with a letter or digit (got {got})", {"what": what, "got": f"{s!r:.80}"})
+        return s
+
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra={"pattern": ID_PATTERN, "maxLength": 128})]
+
+
+Id = Ident()
+SessionId = Ident("session id")
+ChatId = Ident("chat id")
+
+
+def _range_message(lo, hi) -> str:
+    return f"must be between {lo} and {hi}"
+
+
+def Number(lo: float, hi: float, *, integer: bool = False) -> Any:
+    """A finite JSON number within [lo, hi], kept as given (an int stays an int); with `integer`, a whole
+    number (1.0 is 1)."""
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
+            raise refuse("must be a finite number")
+        if integer and not (isinstance(v, int) or v.is_integer()):
+            raise refuse("must be a whole number")
+        if v < lo or v > hi:
+            raise refuse(_range_message(lo, hi))
+        return int(v) if integer else v
+
+    schema = {"type": "integer" if integer else "number", "minimum": lo, "maximum": hi}
+    return Annotated[int if integer else float, PlainValidator(check), WithJsonSchema(schema)]
+
+
+def Whole(lo: int, hi: int) -> Any:
+    return Number(lo, hi, integer=True)
+
+
+def json_value(v: Any, sub: str = "", depth: int = 0) -> Any:
+    """`v` if it is plain JSON that DAG-CBOR can hold (objects with text keys, arrays, valid Unicode text,
+    integers of at most 64 bits, finite floats, booleans, null), else refuse(), naming the place."""
+    if depth > MAX_DEPTH:
+        raise refuse("is nested too deeply", sub)
+    if isinstance(v, str):
+        lone_surrogate(v, sub)
+        return v
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise refuse("has a key that is not text", sub)
+            lone_surrogate(k, sub, "has a key that is not valid Unicode text: it has")
+            out[k] = json_value(x, f"{sub}.{k:.40}", depth + 1)
+        return out
+    if isinstance(v, list):
+        return [json_value(x, f"{sub}[{i}]", depth + 1) for i, x in enumerate(v)]
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise refuse("must not contain NaN or Infinity", sub)
+    elif isinstance(v, int) and not isinstance(v, bool):
+        if not INT_MIN <= v <= INT_MAX:
+            raise refuse("is an integer out of the 64-bit range (-2^64 to 2^64-1) that sessions can hold and "
+                         "sync; store it as a string", sub)
+    elif v is not None and not isinstance(v, bool):
+        raise refuse(f"holds a {type(v).__name__}, which is not plain JSON", sub)
+    return v
+
+
+def lone_surrogate(s: str, sub: str = "", what: str = "is not valid Unicode text: it has") -> None:
+    """Refuse text holding a lone surrogate ("\\ud800" in JSON): it can be neither stored as UTF-8 nor pushed."""
+    if not s.isascii():
+        try:
+            s.encode()
+        except UnicodeEncodeError as exc:
+            raise refuse(f"{what} a lone surrogate (\\u{ord(s[exc.start]):04x}) at character {exc.start}",
+                         sub) from None
+
+
+def _json_object(v: Any) -> dict:
+    if not isinstance(v, dict):
+        raise refuse("must be a JSON object")
+    return json_value(v)
+
+
+# The JSON Schema of what json_value() lets through (but the depth), as the component "JsonValue".
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+JSON_VALUE_SCHEMA = {"anyOf": [
+    {"type": ["null", "boolean", "string"]}, {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX},
+    {"type": "number", "not": {"type": "integer"}}, {"type": "array", "items": JSON_VALUE_REF},
+    {"type": "object", "additionalProperties": JSON_VALUE_REF}]}
+JsonObject = Annotated[dict[str, Any], PlainValidator(_json_object),
+                       WithJsonSchema({"type": "object", "additionalProperties": JSON_VALUE_REF})]
+
+
+def _tag_set(v: list[str]) -> list[str]:
+    return sorted(set(v))
+
+
+Tags = Annotated[list[Text(100, min_len=1)], AfterValidator(_tag_set)]
+
+
+def QueryInt(lo: int, hi: int) -> Any:
+    """A whole number given as query-string text."""
+    def check(raw: Any) -> int:
+        try:
+            v = int(raw)
+        except (TypeError, ValueError):
+            raise refuse("must be a whole number") from None
+        if not lo <= v <= hi:
+            raise refuse(_range_message(lo, hi))
+        return v
+
+    return Annotated[int, PlainValidator(check), WithJsonSchema({"type": "integer", "minimum": lo, "maximum": hi})]
+
+
+# A yes/no query parameter: 1, true or yes (any case) is yes, anything else no.
+QueryBool = Annotated[bool, PlainValidator(lambda raw: str(raw).lower() in ("1", "true", "yes")),
+                      WithJsonSchema({"type": "string", "enum": ["0", "1", "true", "false"]})]

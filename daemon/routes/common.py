@@ -1,0 +1,60 @@
+"""What every handler uses: reading the request (its body and query checked against the route's own
+models from the route table), the daemon, and JSON answers."""
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from .. import validate as v
+
+ROUTE_KEY = "sessiond.route"  # the request's Route (daemon/routes/__init__.py), set by the app
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def daemon_of(request: web.Request):
+    return request.app["daemon"]
+
+
+# A JSON escape of a UTF-16 surrogate: in a pair it is one character, alone it is not text at all.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _bad_json(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": {"code": "bad_json", "message": message}}),
+                              content_type="application/json")
+
+
+async def body_json(request: web.Request) -> Any:
+    """The request's body parsed (an empty body is {}); malformed JSON is a 400 bad_json."""
+    if request.content_length == 0 or not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw:  # no body at all; whitespace alone is not JSON and gets the error below
+        return {}
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad_json(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad_json("request body is nested too deeply to be read (sessions hold at most 32 levels)") from None
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then is every string looked at
+        v.find_lone_surrogate(data)
+    return data
+
+
+async def body(request: web.Request) -> dict:
+    """The request's body, checked against the route's request model (a 422 naming the field)."""
+    return v.checker(request[ROUTE_KEY].request)(await body_json(request))
+
+
+def query(request: web.Request) -> dict:
+    """The query string, checked against the route's query model (parameters it does not name are ignored)."""
+    return v.query(request[ROUTE_KEY].query, request.query)
+
+
+def session_id(request: web.Request) -> str:
+    return request.match_info["id"]

@@ -1,0 +1,20 @@
+"""Plain files: a session exported as OpenAI messages or full JSON; OpenAI, session JSON and ChatGPT
+files imported (daemon/formats.py does the formats)."""
+from aiohttp import web
+
+from ..formats import export, import_file as do_import
+from .common import body, daemon_of, ok, query, session_id
+
+
+async def export_session(request: web.Request) -> web.Response:
+    q = query(request)
+    db = daemon_of(request).db
+    sid = session_id(request)
+    chat = q.get("chat")
+    return ok(await export(db, sid, q.get("format", "json"), await db.resolve_chat(sid, chat) if chat else None))
+
+
+async def import_file(request: web.Request) -> web.Response:
+    b = await body(request)
+    d = daemon_of(request)
+    return ok({"sessions": await do_import(d.db, b["data"], b["format"], d.estimate)}, 201)

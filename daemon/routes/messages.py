@@ -1,0 +1,49 @@
+"""Messages: appending (one, or a batch in one transaction; safe to retry with an Idempotency-Key) and
+listing. The hot path: a batch is checked by one TypeAdapter call (daemon/validate.py)."""
+from aiohttp import web
+
+from ...api.messages import IDEMPOTENCY_HEADER
+from .. import validate as v
+from .common import body, daemon_of, ok, query, session_id
+
+
+async def append_messages(request: web.Request) -> web.Response:
+    b = await body(request)  # a MessageIn, or a MessageBatch when it has `messages`
+    sid = session_id(request)
+    key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+    d = daemon_of(request)
+    est = d.estimate
+    if "messages" in b:
+        checked = v.given(b["messages"])
+        for m in checked:
+            if m.get("tokens") is None:
+                m["tokens"] = est(m["content"])
+        stored = await d.db.append_messages(sid, checked, b.get("chat"), key=key)
+        # A batch answers with ids, not an echo of every message: the app has the content already.
+        return ok({"count": len(stored), "ids": [m["id"] for m in stored], "chat": stored[0]["chat"],
+                   "created_at": stored[0]["created_at"], "first_seq": stored[0]["seq"],
+                   "last_seq": stored[-1]["seq"]}, 201)
+    m = v.given([b])[0]
+    if m.get("tokens") is None:
+        m["tokens"] = est(m["content"])
+    stored = await d.db.append_messages(sid, [m], m.get("chat"), key=key)
+    return ok({**stored[0], "content": m["content"]}, 201)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    q = query(request)
+    limit = q.get("limit", 100)
+    db = daemon_of(request).db
+    sid = session_id(request)
+    chat = q.get("chat")
+    if chat is not None:
+        chat = await db.resolve_chat(sid, chat)
+    before, after = q.get("before"), q.get("after")
+    rows = await db.list_messages(sid, chat=chat, limit=limit + 1, before=before, after=after,
+                                  all_chats=q.get("all", False))
+    if before and not after:
+        more = len(rows) > limit
+        rows = rows[-limit:]
+        return ok({"messages": rows, "next": rows[0]["id"] if more and rows else None})
+    nxt = rows[limit - 1]["id"] if len(rows) > limit else None
+    return ok({"messages": rows[:limit], "next": nxt})

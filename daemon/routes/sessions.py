@@ -1,0 +1,56 @@
+"""Sessions: create, list, read, change, delete; pause, resume, end."""
+from aiohttp import web
+
+from .. import validate as v
+from .common import body, daemon_of, ok, query, session_id
+
+
+async def create_session(request: web.Request) -> web.Response:
+    spec = v.new_session(await body(request))
+    d = daemon_of(request)
+    for m in spec["initial_messages"]:
+        if m.get("tokens") is None:
+            m["tokens"] = d.estimate(m["content"])
+    return ok(await d.db.create_session(spec), 201)
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    q = query(request)
+    limit = q.get("limit", 50)
+    rows = await daemon_of(request).db.list_sessions(user=q.get("user"), status=q.get("status"), tag=q.get("tag"),
+                                                     limit=limit + 1, after=q.get("after"))
+    nxt = rows[limit - 1]["id"] if len(rows) > limit else None
+    return ok({"sessions": rows[:limit], "next": nxt})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    sid = session_id(request)
+    session = await d.db.get_session(sid, counts=True)
+    session["sync"] = await d.sync_status(sid)
+    return ok(session)
+
+
+async def patch_session(request: web.Request) -> web.Response:
+    changes = await body(request)
+    db = daemon_of(request).db
+    sid = session_id(request)
+    current = await db.get_session(sid)
+    return ok(await db.update_session(sid, v.session_patch(changes, current)))
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    await daemon_of(request).delete_session(session_id(request))
+    return ok({"deleted": session_id(request)})
+
+
+async def pause(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).db.set_status(session_id(request), "paused"))
+
+
+async def resume(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).db.set_status(session_id(request), "active"))
+
+
+async def end(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).end(session_id(request)))

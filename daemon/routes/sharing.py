@@ -1,0 +1,31 @@
+"""Sharing between devices: share codes, importing them, rekeying; pushing and verifying snapshots."""
+from aiohttp import web
+
+from .common import body, daemon_of, ok, session_id
+
+
+async def share(request: web.Request) -> web.Response:
+    b = await body(request)
+    return ok(await daemon_of(request).share(session_id(request), write=b.get("write", False),
+                                             passphrase=b.get("passphrase"), expires_in=b.get("expires_in")), 201)
+
+
+async def import_code(request: web.Request) -> web.Response:
+    b = await body(request)
+    return ok(await daemon_of(request).import_code(b["code"], b.get("passphrase")), 201)
+
+
+async def rekey(request: web.Request) -> web.Response:
+    b = await body(request)
+    return ok(await daemon_of(request).rekey(session_id(request), b.get("drop") or []))
+
+
+async def sync_now(request: web.Request) -> web.Response:
+    b = await body(request)
+    return ok(await daemon_of(request).sync_now(b.get("session"), wait=b.get("wait", False),
+                                                timeout=b.get("timeout", 60)))
+
+
+async def verify(request: web.Request) -> web.Response:
+    b = await body(request)
+    return ok(await daemon_of(request).verify(b.get("session")))
