@@ -591,7 +591,7 @@ class Sessions(RuleBasedStateMachine):
             if time.monotonic() > deadline:
                 raise AssertionError("devices did not converge:\n  " + "\n  ".join(problems[:20]) +
                                      "\nsteps:\n  " + "\n  ".join(self.trace))
-            time.sleep(0.2)
+            time.sleep(0.2)  # the poll interval (the deadline is above)
         for d in self.devices:
             rep = d.client().verify()
             bad = [r for r in rep["sessions"] if not r["ok"]]
