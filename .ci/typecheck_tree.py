@@ -6,6 +6,7 @@ imports between folders (`from ..storage import database`). This links each mapp
 .typecheck/sessiond/ (read from pyproject.toml, so a new package is picked up) and removes stale links;
 mypy then runs with mypy_path = .typecheck on the package `sessiond`. Usage: python .ci/typecheck_tree.py
 """
+
 from __future__ import annotations
 
 import os

@@ -248,7 +248,7 @@ async def test_async_client_and_events(daemon):
                 await c2.create_session(id=pid)
                 try:
                     await asyncio.wait_for(subscribed.wait(), 0.2)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return False
                 return True
 

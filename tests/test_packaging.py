@@ -1,6 +1,7 @@
 """The wheel holds the whole package (issue 18): every folder pyproject maps to a sub-package of
 `sessiond`, each of its files at any depth (a nested package missing from `packages`, a data file missing
 from `package-data` fail here), the `sessiond` command, and the license as an SPDX expression."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,8 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=SKIP)
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp / "out"), str(src)], capture_output=True, text=True, timeout=120)
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    res = subprocess.run([*pip_wheel, "-w", str(tmp / "out"), str(src)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     [whl] = (tmp / "out").glob("sessiond-*.whl")
     with zipfile.ZipFile(whl) as z:
@@ -59,8 +60,10 @@ def test_the_wheel_holds_every_file_of_every_package(project, wheel):
                 in_wheel = package.replace(".", "/") + "/" + rel
                 if in_wheel not in names:
                     missing.append(in_wheel)
-    assert not missing, ("not in the wheel (a nested package missing from [tool.setuptools] packages, or a "
-                         f"data file from package-data?): {missing}")
+    assert not missing, (
+        "not in the wheel (a nested package missing from [tool.setuptools] packages, or a "
+        f"data file from package-data?): {missing}"
+    )
 
 
 def test_the_wheel_has_the_command_and_the_license(project, wheel):

@@ -4,6 +4,7 @@ A fixed sleep is either too short on a loaded machine (a flaky test) or too long
 suite). `wait_for` (blocking) and `eventually` (asyncio) poll instead and return the condition's first
 truthy value, or fail with `what` once `timeout` seconds have passed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-             what: str = "condition") -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while True:
         v = predicate()
@@ -27,8 +27,12 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)  # the poll interval, not a wait for something
 
 
-async def eventually(predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0,
-                     interval: float = 0.02, what: str = "condition") -> Any:
+async def eventually(
+    predicate: Callable[[], Any | Awaitable[Any]],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> Any:
     """`predicate` may be a plain function or return an awaitable (an async function)."""
     deadline = time.monotonic() + timeout
     while True:
