@@ -10,12 +10,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
 from sessiond.client import AsyncClient, Client, DaemonNotRunning
 from sessiond.daemon.home import socket_path
+from waiting import eventually, wait_for  # re-exported: tests import them from here
 
 PY = sys.executable
 
@@ -154,17 +154,7 @@ def cli_json(home: str, *args: str, **kw):
     return json.loads(res.stdout)
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
-__all__ = ["DaemonProc", "run_cli", "cli_json", "wait_for", "DaemonNotRunning"]
+__all__ = ["DaemonProc", "run_cli", "cli_json", "wait_for", "eventually", "DaemonNotRunning"]
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ class FaultyStore(Store):
         if self.mode == "down":
             raise StoreError("store is down (injected)")
         if self.mode == "hang":
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # the fault itself (a store that never answers), not a wait
         if self.mode == "slow":
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the fault itself (a slow store), not a wait
 
     async def put(self, data: bytes) -> bytes:
         await self._gate()

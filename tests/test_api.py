@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import UnixHTTP
+from conftest import UnixHTTP, eventually
 from sessiond.client import ApiError, AsyncClient, Client, ClientError
 
 
@@ -228,16 +228,31 @@ def test_status(daemon):
 async def test_async_client_and_events(daemon):
     async with AsyncClient(daemon.home) as c:
         seen = []
+        probes: set[str] = set()
+        subscribed = asyncio.Event()
 
         async def watch():
             async for ev in c.events():
+                if ev.get("session") in probes:  # the stream is live: it carries what happens from now on
+                    subscribed.set()
+                    continue
                 seen.append(ev)
                 if ev["type"] == "messages.appended":
                     return
 
         async with AsyncClient(daemon.home) as c2:
             task = asyncio.create_task(watch())
-            await asyncio.sleep(0.2)
+
+            async def probe() -> bool:  # a change made before the subscription took hold is not seen: again
+                probes.add(pid := f"probe-{len(probes)}")
+                await c2.create_session(id=pid)
+                try:
+                    await asyncio.wait_for(subscribed.wait(), 0.2)
+                except TimeoutError:
+                    return False
+                return True
+
+            await eventually(probe, timeout=10, what="the event stream's subscription")
             s = await c2.create_session(name="ev")
             await c2.append(s["id"], "user", "hello")
             await asyncio.wait_for(task, 10)

@@ -48,7 +48,7 @@ def test_kill_9_during_appends_pushes_and_pulls(make_daemon, store_dir):
     rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
     try:
         for _ in range(KILLS):
-            time.sleep(rnd.uniform(0.05, 0.5))
+            time.sleep(rnd.uniform(0.05, 0.5))  # the scenario: a kill at a random moment of the appends
             victim = rnd.choice((a, b))
             victim.kill()
             victim.start()

@@ -24,6 +24,7 @@ from sessiond.sync.crypto import seal
 from sessiond.stores import FileStore
 from sessiond.sync import pages as pages_mod, push as push_mod
 from faults import FaultyStore
+from waiting import eventually
 from sessiond.stores import StoreError
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync.pages import PAGE_MAX, Entry, LogError, op_to_cbor, parse_page
@@ -307,12 +308,24 @@ def _loader(recs, fail_at: int | None = None, delay: float = 0.0):
     @contextlib.contextmanager
     def open_loader():
         def read(a, b):
-            time.sleep(delay)
+            time.sleep(delay)  # the scenario, not a wait: a slow source, so that a run is still going
             if fail_at is not None and a <= fail_at <= b:
                 raise RuntimeError(f"cannot read {a}..{b} (injected)")
             return LogRun.from_records(recs[a - 1:b])
         yield read
     return open_loader
+
+
+def _counted(open_loader, reads: list):
+    """open_loader, recording each range read (from a worker thread) in `reads`."""
+    @contextlib.contextmanager
+    def counted():
+        with open_loader() as read:
+            def read_counted(a, b):
+                reads.append((a, b))
+                return read(a, b)
+            yield read_counted
+    return counted
 
 
 async def _no_short(a, b):
@@ -392,8 +405,9 @@ async def test_a_cancelled_long_run_winds_its_workers_down(tmp_path, monkeypatch
     monkeypatch.setattr(push_mod, "STREAM_BYTES", 40_000)
     recs = _long_run()
     writer = LogWriter(SID, DEV, bytes(range(32)), FileStore(str(tmp_path / "store")))
-    task = asyncio.ensure_future(writer.write_run(_no_short, _loader(recs, delay=0.05), 1, len(recs)))
-    await asyncio.sleep(0.2)
+    reads: list[tuple[int, int]] = []
+    task = asyncio.ensure_future(writer.write_run(_no_short, _counted(_loader(recs, delay=0.05), reads), 1, len(recs)))
+    await eventually(lambda: reads)  # the workers are reading the run
     assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -429,8 +443,9 @@ async def test_the_collector_is_paused_only_while_long_runs_are_written(tmp_path
     with pytest.raises(RuntimeError, match="cannot read"):
         await writer.write_run(_no_short, watched(fail_at=4000), 1, len(recs))
     assert seen and not any(seen) and gc.isenabled()
+    seen.clear()
     task = asyncio.ensure_future(writer.write_run(_no_short, watched(delay=0.05), 1, len(recs)))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: seen)  # the workers are reading the run
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from conftest import PY, wait_for
+from conftest import PY, eventually, wait_for
 from servers.s5portal import start_portal
 from sessiond.relay.accounts import new_invite
 from sessiond.relay.app import Relay, run
@@ -89,6 +89,27 @@ def store_for(served: Served, tmp_path, *, seed: bytes | None = None, invite: st
 def head(revision: int, key: SigningKey | None = None) -> RegistryEntry:
     key = key or SigningKey(b"\x07" * 32)
     return RegistryEntry.create(key, revision, b"\x1e" + digest(str(revision).encode()))
+
+
+def parked_waits(served: Served) -> list[float]:
+    """The `wait` of each change-feed request the relay holds open now, waiting for a change."""
+    feed = served.relay.feed
+    real = feed.wait
+    parked: list[float] = []
+
+    async def wait(cursor, epoch, timeout):
+        reset, changes = feed.since(cursor, epoch)
+        parks = not (changes or reset or timeout <= 0)  # as Feed.wait decides
+        if parks:
+            parked.append(timeout)
+        try:
+            return await real(cursor, epoch, timeout)
+        finally:
+            if parks:
+                parked.remove(timeout)
+
+    feed.wait = wait
+    return parked
 
 
 async def raw(served: Served, method: str, path: str, token: str | None = None, **kw):
@@ -291,19 +312,21 @@ async def test_tls(tmp_path):
 
 async def test_change_feed_reaches_a_follower_within_100_ms(relay, tmp_path):
     served = await relay(open_registration=True)
+    parked = parked_waits(served)
     writer, follower = store_for(served, tmp_path), store_for(served, tmp_path)
     try:
         await writer.set_head(head(1))
         assert await follower.head_versions() == {head(1).pk: 1}
         other = SigningKey(b"\x09" * 32)
         for rev, entry in ((2, head(2)), (1, head(1, other)), (3, head(3))):
-            await asyncio.sleep(0.05 if rev == 2 else 0)  # let the follower's long-poll be waiting
+            if rev == 2:  # the follower's long-poll is waiting on the relay (the next ones: as it comes)
+                await eventually(lambda: parked, what="the follower's long-poll waiting")
             t0 = time.monotonic()
             await writer.set_head(entry)
             set_at = time.monotonic()
             while (await follower.head_versions()).get(entry.pk) != rev:
                 assert time.monotonic() - t0 < 2, "the follower never heard of the new head"
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.002)  # the poll interval (the deadline is the assert above)
             assert time.monotonic() - set_at < 0.1
         # the raw feed: a long-poll waiting on a cursor answers as soon as a head is set
         token = writer._token
@@ -312,7 +335,7 @@ async def test_change_feed_reaches_a_follower_within_100_ms(relay, tmp_path):
         assert doc["reset"] and {c["pk"] for c in doc["changes"]} == {b64url(head(1).pk), b64url(head(1, other).pk)}
         waiting = asyncio.create_task(raw(served, "GET", f"/s5/registry/changes?since={doc['cursor']}"
                                           f"&epoch={doc['epoch']}&wait=20", token))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: 20 in parked, what="the raw long-poll waiting")  # (the follower's waits 7 s)
         assert not waiting.done()
         t0 = time.monotonic()
         await writer.set_head(head(4))

@@ -4,9 +4,25 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
+import platform
 
-from conftest import PY, cli_json, run_cli
+from conftest import PY, cli_json, run_cli, wait_for
+
+_READ = {"x86_64": 0, "aarch64": 63, "arm64": 63}  # the read(2) system call's number
+
+
+def reading_stdin(pid: int) -> bool:
+    """Whether the process is blocked in read(0, ...): it has done all it does before its input comes.
+    Where /proc/PID/syscall cannot tell (another architecture, no permission), whether it has started."""
+    nr = _READ.get(platform.machine())
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        nr = None
+    if nr is None:
+        return os.path.exists(f"/proc/{pid}/cmdline")
+    return len(fields) > 1 and fields[0] == str(nr) and fields[1] == "0x0"
 
 
 def all_text(home: str) -> str:
@@ -33,7 +49,7 @@ def test_no_secret_in_logs_errors_or_process_lists(make_daemon, store_dir, tmp_p
     # an import whose standard input is still open: look at it from outside while it waits
     proc = subprocess.Popen([PY, "-m", "sessiond.cli.main", "import", "--home", b.home, "--passphrase-file", str(pf)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(0.3)
+    wait_for(lambda: reading_stdin(proc.pid), timeout=30, what="the import waiting on its standard input")
     cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     out, err = proc.communicate(code.encode(), timeout=60)

@@ -153,8 +153,11 @@ def test_passphrase_and_expiry(pair, tmp_path):
     r = run_cli(b.home, "import", "--passphrase-file", str(pf), input=code)
     assert r.returncode == 0 and r.stdout.strip() == sid
     sid2 = a.client().create_session()["id"]
-    code2 = a.client().share(sid2, expires_in=1)["code"]
-    time.sleep(1.5)
+    shared = a.client().share(sid2, expires_in=1)
+    code2 = shared["code"]
+    # not a wait for an event: the scenario is a code past its expiry, and the clock (the same one the
+    # importer reads) is what has to move on
+    wait_for(lambda: time.time() > shared["expires_at"], timeout=5, what="the code's expiry")
     r = run_cli(b.home, "import", input=code2)
     assert r.returncode == 1 and "expired" in r.stderr
     assert session_count(b) == 1
@@ -250,10 +253,9 @@ def test_rekey_keeps_writers_and_locks_out_old_codes(make_daemon, store_dir):
     wait_for(lambda: ("user", "after the rekey") in contents(b, sid), timeout=15)
     cb.append(sid, "assistant", "B after the rekey")
     wait_for(lambda: ("assistant", "B after the rekey") in contents(a, sid), timeout=15)
-    time.sleep(1)
-    assert ("user", "after the rekey") not in contents(c, sid)
-    st = cc.sync(sid, wait=True, timeout=5)
+    st = cc.sync(sid, wait=True, timeout=5)  # C has looked (a whole pull) and ...
     assert "rekeyed" in st["sessions"][sid].get("pull_error", ""), st
+    assert ("user", "after the rekey") not in contents(c, sid)  # ... found nothing it can read
     # a code made before the rekey no longer imports
     with pytest.raises(ApiError) as e:
         cd.import_code(read_code)

@@ -583,7 +583,7 @@ class Sessions(RuleBasedStateMachine):
             if time.monotonic() > deadline:
                 raise AssertionError("devices did not converge:\n  " + "\n  ".join(problems[:20]) +
                                      "\nsteps:\n  " + "\n  ".join(self.trace))
-            time.sleep(0.2)
+            time.sleep(0.2)  # the poll interval (the deadline is above)
         for d in self.devices:
             rep = d.client().verify()
             # A follower locked out by a rekey cannot check what is written after it; its report must

@@ -1,14 +1,14 @@
 """Encrypted snapshots in the store: push, verify, faults, tampering, and what the store can see."""
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
-from conftest import cli_json, run_cli, wait_for
+from conftest import cli_json, eventually, run_cli, wait_for
 from faults import FaultyStore
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
@@ -160,11 +160,14 @@ async def test_push_survives_a_failing_and_hanging_store(env):
     await syncer.start()
     s = await db.create_session({"name": "faults"})
     sid = s["id"]
+    error = None
     for mode in ("down", "hang"):
         store.mode = mode
         await db.append_messages(sid, [{"role": "user", "content": f"during {mode} {i}"} for i in range(5)])
-        await asyncio.sleep(0.8)
-        st = (await syncer.status(sid))[sid]
+        # (the error of the mode before stays shown until a push fails anew: wait for this mode's own)
+        st = await eventually(lambda: _failed_push(syncer, sid, other_than=error), timeout=15,
+                              what=f"a push failing on the {mode} store")
+        error = st["last_error"]
         assert st["pending"] > 0 and st["last_error"], st  # queued, with the reason shown
     store.mode = "slow"
     await db.append_messages(sid, [{"role": "assistant", "content": "while slow"}])
@@ -280,7 +283,8 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
     dba = await Database.open(os.path.join(tmp, "a.sqlite"))
     dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
     a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
-    b = Syncer(dbb, FileStore(store_path), os.path.join(tmp, "kb"), timeout=10, interval=0.05, poll_interval=0.02)
+    store_b = FileStore(store_path)
+    b = Syncer(dbb, store_b, os.path.join(tmp, "kb"), timeout=10, interval=0.05, poll_interval=0.02)
     try:
         await a.start()
         sids = []
@@ -292,14 +296,19 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
         pulled: list[str] = []
         real_pull = b.pull
 
+        finished: list[str] = []
+
         async def counting_pull(sid):
             pulled.append(sid)
-            return await real_pull(sid)
+            try:
+                return await real_pull(sid)
+            finally:
+                finished.append(sid)
 
         b.pull = counting_pull
+        polls = count_calls(store_b, "head_versions")
         await b.start()
-        await wait_for_async(lambda: len(pulled) >= 6)  # the first round looks at everything
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(finished) >= 6)  # the first round looks at everything
         pulled.clear()
         await dba.append_messages(sids[2], [{"role": "assistant", "content": "news for one session"}])
         await a.sync_now(sids[2], wait=True, timeout=10)
@@ -307,12 +316,9 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
         async def arrived():
             return len(await dbb.list_messages(sids[2])) == 2
 
-        for _ in range(200):
-            if await arrived():
-                break
-            await asyncio.sleep(0.02)
-        assert await arrived()
-        await asyncio.sleep(0.3)  # several more polls with nothing new
+        await eventually(arrived, timeout=4, what="the news on the follower")
+        seen = len(polls)
+        await eventually(lambda: len(polls) >= seen + 5, what="several more polls")  # with nothing new
         assert set(pulled) == {sids[2]}, pulled
     finally:
         await a.stop()
@@ -336,31 +342,51 @@ async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
         sid = (await dba.create_session({"name": "flaky"}))["id"]
         await dba.append_messages(sid, [{"role": "user", "content": "first"}])
         await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
+        finished: list[str] = []
+        real_pull = b.pull
+
+        async def counting_pull(sid):
+            try:
+                return await real_pull(sid)
+            finally:
+                finished.append(sid)
+
+        b.pull = counting_pull
         await b.start()
-        await asyncio.sleep(0.2)  # the first (full) round is done
+        await eventually(lambda: finished)  # the first (full) round is done
         faulty.mode = "down"
         await dba.append_messages(sid, [{"role": "assistant", "content": "while the store is down"}])
         await a.sync_now(sid, wait=True, timeout=10)
-        await wait_for_async(lambda: sid in b._pull_errors)  # the change was seen, and its pull failed
+        await eventually(lambda: sid in b._pull_errors)  # the change was seen, and its pull failed
         faulty.mode = None
-        for _ in range(150):  # well before the 30 s full pull
-            if len(await dbb.list_messages(sid)) == 2:
-                break
-            await asyncio.sleep(0.02)
-        assert len(await dbb.list_messages(sid)) == 2
-        await wait_for_async(lambda: sid not in b._pull_errors)
+
+        async def pulled():
+            return len(await dbb.list_messages(sid)) == 2
+
+        await eventually(pulled, timeout=3, what="the retried pull")  # well before the 30 s full pull
+        await eventually(lambda: sid not in b._pull_errors)
     finally:
         await a.stop()
         await b.stop()
         await dba.close()
         await dbb.close()
 
-async def wait_for_async(cond, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "timed out"
-        await asyncio.sleep(0.02)
+def count_calls(obj, name: str) -> list[float]:
+    """Record (the time of) each call of obj.name from now on."""
+    calls: list[float] = []
+    real = getattr(obj, name)
+
+    async def counted(*args, **kw):
+        calls.append(time.monotonic())
+        return await real(*args, **kw)
+
+    setattr(obj, name, counted)
+    return calls
+
+
+async def _failed_push(syncer, sid, other_than=None):
+    st = (await syncer.status(sid))[sid]
+    return st if st["pending"] > 0 and st["last_error"] and st["last_error"] != other_than else None
 
 
 async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(env):

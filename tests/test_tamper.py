@@ -1,7 +1,6 @@
 """The tamper matrix and storage faults under live sync (issue 6), in-process over real folders."""
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -9,6 +8,7 @@ import tempfile
 import pytest
 
 from faults import FaultyStore
+from waiting import eventually
 from sessiond.storage.database import Database
 from sessiond.stores.registry import RegistryEntry
 from sessiond.stores import FileStore
@@ -166,13 +166,6 @@ async def test_storage_faults_under_live_sync(world):
     async def contents(db):
         return [m["content"] for m in await db.list_messages(sid, limit=10_000, all_chats=True)]
 
-    async def until(pred, timeout=15):
-        for _ in range(int(timeout / 0.05)):
-            if await pred():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("not in time")
-
     n = 0
     for mode in ("down", "hang", "slow", "flip-get", "vanish", "rollback"):
         before = await contents(db_b)
@@ -180,13 +173,14 @@ async def test_storage_faults_under_live_sync(world):
         await db_a.append_messages(sid, [{"role": "user", "content": f"during {mode}"}])
         await db_b.append_messages(sid, [{"role": "assistant", "content": f"b during {mode}"}])
         n += 2
-        await asyncio.sleep(0.6)
+        calls = faulty.calls  # B's sync meets the misbehaving store (twice: pushing, then again or pulling)
+        await eventually(lambda: faulty.calls >= calls + 2, timeout=15, what=f"B's sync on the {mode} store")
         now_b = await contents(db_b)
         assert now_b[: len(before)] == before  # nothing lost or reordered on B while the store misbehaves
         if mode not in ("slow",):
             assert "b during " + mode in now_b
         faulty.mode = None
-        await until(lambda: _same(db_a, db_b, sid))
+        await eventually(lambda: _same(db_a, db_b, sid), timeout=15, what="A and B the same")
     assert len(await contents(db_a)) == 1 + n
     for s in (a, b):
         rep = await s.verify(sid)

@@ -69,7 +69,7 @@ def make_app(p: Provider) -> web.Application:
     async def completions(request: web.Request):
         f = p.faults
         if f.hang:
-            await asyncio.sleep(f.hang)
+            await asyncio.sleep(f.hang)  # the fault itself (a provider that does not answer), not a wait
         if (bad := auth(request)) is not None:
             return bad
         body = await request.json()
@@ -127,7 +127,7 @@ def make_app(p: Provider) -> web.Application:
                     request.transport.abort()  # the connection drops: no [DONE], no end of the chunked body
                     return resp
                 if f.delay and i:
-                    await asyncio.sleep(f.delay)
+                    await asyncio.sleep(f.delay)  # the fault itself (a slow stream), not a wait
                 await resp.write(chunk({"content": piece}))
             await resp.write(chunk({}, "stop"))
             if with_usage:
