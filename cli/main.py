@@ -15,6 +15,7 @@ from ..client import ApiError, Client, ClientError, DaemonNotRunning
 from ..daemon.home import HomeError, holds_lock, read_lock, resolve_home
 
 from . import serve
+from . import service
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -966,6 +967,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_key_import)
     q.add_argument("--force", action="store_true")
     serve.register(sub, common)
+    service.register(sub, common)
     return parser
 
 
