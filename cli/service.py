@@ -368,6 +368,8 @@ def cmd_uninstall(args) -> int:
         human = "\n".join(f"removed {p}" for p in removed)
         if not stopped and res is None:
             human += f"\n({'launchctl' if manager == 'launchd' else 'systemctl'} is not installed: nothing to stop)"
+        elif not stopped:
+            human += f"\n(the service manager did not stop it: {_why(res)})"
     _emit(args, out, human)
     return 0
 

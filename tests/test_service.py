@@ -398,3 +398,19 @@ def test_launchd_install_and_uninstall(tmp):
     out = json.loads(run_cli(home, "service", "uninstall", "--manager", "launchd", "--json", env=env,
                              check=True).stdout)
     assert out["removed"] == [plist] and calls(log) == [f"bootout gui/{uid}/{label}"]
+
+
+def test_install_for_a_long_home_points_clients_at_the_units_socket(tmp):
+    env, log = cli_env(tmp)
+    runtime = os.path.join(tmp, "rt")
+    os.mkdir(runtime, 0o700)
+    env["XDG_RUNTIME_DIR"] = runtime
+    home = os.path.join(tmp, "y" * 100, "home")
+    out = json.loads(run_cli(home, "service", "install", "--json", env=env, check=True).stdout)
+    name = service.unit_name(home)
+    with open(os.path.join(tmp, "config dir", "systemd", "user", f"{name}.socket")) as f:
+        listen = parse_unit(f.read())["Socket"]["ListenStream"][0]
+    assert listen == out["socket"] and listen.startswith(runtime + "/")
+    # before the service's daemon ever ran, a client (whatever its environment) looks there
+    assert socket_path(home) == listen and read_lock(home) == (None, listen)
+    assert stat.S_IMODE(os.stat(os.path.dirname(listen)).st_mode) == 0o700
