@@ -23,6 +23,7 @@ from ..stores import StoreError, open_store
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 
 from .api import make_app
+from .activation import handed_socket
 from .home import Config, Home, HomeError, normalize_store_url, read_lock
 
 log = logging.getLogger("sessiond")
@@ -122,6 +123,7 @@ class Daemon:
         self.db: Database = None  # type: ignore[assignment]
         self.syncer = None
         self._lock_fd: int | None = None
+        self._handed = None  # the socket a service manager handed over (it keeps the socket file)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -184,18 +186,20 @@ class Daemon:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         path = self.home.socket
-        if os.path.exists(path):
+        sock = self._handed = handed_socket(path)  # socket-activated: the service manager bound it
+        if sock is None and os.path.exists(path):
             if _socket_answers(path):
                 raise AlreadyRunning(f"another process answers on {path}; stop it first")
             os.unlink(path)  # left behind by a daemon that was killed
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # the socket is 0600 from the moment it exists
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        sock.listen(256)
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)  # the socket is 0600 from the moment it exists
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o600)
+            sock.listen(256)
         site = web.SockSite(self._runner, sock)
         await site.start()
         if self.config.openai_listen is not None:
@@ -247,7 +251,8 @@ class Daemon:
             await self.db.close()
         if self._lock_fd is not None:  # only the daemon holding the lock owns the socket
             try:
-                os.unlink(self.home.socket)
+                if self._handed is None:  # a handed socket's file is its service manager's, which keeps listening
+                    os.unlink(self.home.socket)
             except FileNotFoundError:
                 pass
             os.close(self._lock_fd)

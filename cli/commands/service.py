@@ -1,0 +1,414 @@
+"""`sessiond service install|uninstall|status`: run a home's daemon as a service of the user's session.
+
+Linux: a systemd user unit pair, socket-activated. `<name>.socket` listens on the home's socket path
+(where the CLI and apps look for it; 0600 in a 0700 folder) and starts `<name>.service` (the daemon,
+which takes that socket: daemon/activation.py) at the first connection. macOS: a launchd agent that
+runs the daemon at login and again if it fails; the daemon binds its socket itself there.
+
+One home, one name: `sessiond` for the default home, `sessiond-<8 hex of the home's hash>` for any
+other, so that several homes can each have their service. Nothing secret goes into a unit file or
+onto the daemon's command line: a store URL carrying credentials is refused (the home keeps it).
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import plistlib
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from ...daemon.home import (Home, HomeError, lock_held, lock_path, normalize_store_url, read_lock, resolve_home,
+                           runtime_socket_path)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class ServiceError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+def register(commands) -> None:
+    help = "run the daemon as a service that starts itself (systemd user unit with socket activation; launchd agent)"
+    p = commands.add("service", lambda args: _fail(args, "usage", "give an action: service install|uninstall|status",
+                                                   EXIT_USAGE), help)
+    actions = commands.actions(p, "service_command")
+    for name, fn, text in (("install", cmd_install, "write the unit files (the home and --store carried into them) "
+                            "and enable them"),
+                           ("uninstall", cmd_uninstall, "stop and disable the service and remove its files"),
+                           ("status", cmd_status, "whether the service is installed, enabled and active")):
+        q = actions.add(name, _guarded(fn), text)
+        q.add_argument("--manager", choices=["auto", "systemd", "launchd"], default="auto", help=argparse.SUPPRESS)
+        if name == "install":
+            q.add_argument("--store", help="store URL the service's daemon uses (default: the one the home "
+                                           "remembers, else config.toml's, else file://<home>/store)")
+
+
+def _guarded(fn):
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except ServiceError as exc:
+            return _fail(args, "service", str(exc), exc.code)
+        except HomeError as exc:
+            return _fail(args, "bad_home", str(exc), EXIT_ERROR)
+    return run
+
+
+def _fail(args, code: str, message: str, exit_code: int) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message}}))
+    print(f"sessiond: {message}", file=sys.stderr)
+    return exit_code
+
+
+def _emit(args, data: dict, human: str) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else human)
+
+
+# ------------------------------------------------------------------------------------------ the spec
+@dataclass
+class Spec:
+    """What a home's service runs, and where: the same data makes the systemd units and the plist."""
+
+    home: str
+    name: str                 # unit name without suffix (systemd); the launchd label derives from it
+    socket: str               # the socket path clients use for this home
+    argv: list[str]           # the daemon's command line
+    env: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "org.sessiond." + self.name
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.home, "logs", "daemon.out")
+
+
+def unit_name(home: str) -> str:
+    import platformdirs
+
+    if home == platformdirs.user_data_dir("sessiond", appauthor=False):
+        return "sessiond"
+    return "sessiond-" + hashlib.blake2s(home.encode(errors="surrogateescape"), digest_size=4).hexdigest()
+
+
+def daemon_argv(home: str, store: str | None) -> list[str]:
+    """The current interpreter (the venv's, not resolved: resolving would leave the venv) running this
+    package, as `sessiond start` does."""
+    argv = [os.path.abspath(sys.executable), "-m", "sessiond.cli.main", "daemon", "--home", home]
+    return argv + (["--store", store] if store else [])
+
+
+def make_spec(home: str, store: str | None) -> Spec:
+    for what, text in (("home", home), ("store URL", store or "")):
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ServiceError(f"the {what} {text!r} has a control character (a newline?); a unit file cannot "
+                               f"carry it: choose another", EXIT_USAGE)
+    if store is not None:
+        store = normalize_store_url(store)
+        parsed = urlparse(store)
+        if parsed.username or parsed.password:
+            raise ServiceError("the store URL carries credentials (an invite or a token before '@'); they would "
+                               "show in the unit file and in `ps`. Let the home keep them: put store = \"URL\" in "
+                               f"{os.path.join(home, 'config.toml')} (or start the daemon once with --store), then "
+                               "run `sessiond service install` without --store", EXIT_USAGE)
+    path = runtime_socket_path(home)
+    env = {}
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.dirname(path) != home and runtime and path.startswith(runtime.rstrip("/") + "/"):
+        env["XDG_RUNTIME_DIR"] = runtime  # the daemon computes the same socket path as the unit's
+    return Spec(home=home, name=unit_name(home), socket=path, argv=daemon_argv(home, store), env=env)
+
+
+# ------------------------------------------------------------------------------------------ systemd
+def _escape_specifiers(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def exec_quote(arg: str) -> str:
+    """One argument of ExecStart= (systemd.service(5) "Command lines"): quoted when it has spaces,
+    quotes or backslashes; % (specifiers) and $ (variables) doubled so they are taken literally."""
+    arg = _escape_specifiers(arg).replace("$", "$$")
+    if arg and not any(c in arg for c in " \t\"'\\;"):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def env_quote(key: str, value: str) -> str:
+    return exec_quote(f"{key}={value}").replace("$$", "$")  # Environment= does not expand $
+
+
+def systemd_units(spec: Spec) -> dict[str, str]:
+    home = _escape_specifiers(spec.home)
+    socket_unit = f"""\
+# Written by `sessiond service install`; remove it with `sessiond service uninstall`.
+[Unit]
+Description=sessiond socket for {home}
+
+[Socket]
+ListenStream={_escape_specifiers(spec.socket)}
+SocketMode=0600
+DirectoryMode=0700
+FileDescriptorName=sessiond
+Service={spec.name}.service
+RemoveOnStop=yes
+
+[Install]
+WantedBy=sockets.target
+"""
+    env = "".join(f"Environment={env_quote(k, v)}\n" for k, v in sorted(spec.env.items()))
+    service_unit = f"""\
+# Written by `sessiond service install`; remove it with `sessiond service uninstall`.
+# No secrets here: the store's credentials, if any, stay in the home (store-url, config.toml).
+[Unit]
+Description=sessiond daemon for {home}
+Requires={spec.name}.socket
+After={spec.name}.socket
+
+[Service]
+Type=simple
+ExecStart={" ".join(exec_quote(a) for a in spec.argv)}
+{env}Restart=on-failure
+UMask=0077
+
+[Install]
+Also={spec.name}.socket
+"""
+    return {f"{spec.name}.socket": socket_unit, f"{spec.name}.service": service_unit}
+
+
+def systemd_dir() -> str:
+    config = os.environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(config):
+        config = os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(config, "systemd", "user")
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess | None:
+    """Run a service manager's command; None if it is not installed."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    except subprocess.TimeoutExpired:
+        raise ServiceError(f"`{' '.join(argv)}` did not answer within 60 s") from None
+
+
+def _why(res: subprocess.CompletedProcess) -> str:
+    text = (res.stderr or res.stdout or "").strip().splitlines()
+    return text[-1] if text else f"exit code {res.returncode}"
+
+
+def _systemctl_user(*args: str) -> subprocess.CompletedProcess | None:
+    return _run(["systemctl", "--user", *args])
+
+
+# ------------------------------------------------------------------------------------------ launchd
+def launchd_plist(spec: Spec) -> bytes:
+    data = {
+        "Label": spec.label,
+        "ProgramArguments": list(spec.argv),
+        "RunAtLoad": True,
+        "KeepAlive": {"SuccessfulExit": False},  # again after a failure; `sessiond stop` stays stopped
+        "ProcessType": "Background",
+        "Umask": 0o077,
+        "StandardOutPath": spec.log,
+        "StandardErrorPath": spec.log,
+    }
+    if spec.env:
+        data["EnvironmentVariables"] = dict(spec.env)
+    return plistlib.dumps(data, fmt=plistlib.FMT_XML, sort_keys=False)
+
+
+def launchd_dir() -> str:
+    return os.path.join(os.path.expanduser("~"), "Library", "LaunchAgents")
+
+
+def _gui() -> str:
+    return f"gui/{os.getuid()}"
+
+
+# ------------------------------------------------------------------------------------------ commands
+def _manager(args) -> str:
+    if args.manager != "auto":
+        return args.manager
+    return "launchd" if sys.platform == "darwin" else "systemd"
+
+
+def _files(manager: str, spec: Spec) -> dict[str, bytes]:
+    if manager == "launchd":
+        return {os.path.join(launchd_dir(), spec.label + ".plist"): launchd_plist(spec)}
+    folder = systemd_dir()
+    return {os.path.join(folder, name): text.encode() for name, text in systemd_units(spec).items()}
+
+
+def _service_running(manager: str, spec: Spec) -> bool | None:
+    """Whether the service manager runs this home's daemon (None: cannot ask it)."""
+    if manager == "launchd":
+        res = _run(["launchctl", "print", f"{_gui()}/{spec.label}"])
+        return None if res is None else (res.returncode == 0 and "state = running" in res.stdout)
+    res = _systemctl_user("is-active", f"{spec.name}.service")
+    if res is None or res.stdout.strip() not in ("active", "inactive", "activating", "deactivating", "failed"):
+        return None
+    return res.stdout.strip() in ("active", "activating", "reloading")
+
+
+def _record_socket(home: str, path: str) -> None:
+    """Write the socket path into the home's lock file (where clients look when the home is too long
+    for a socket in it), unless a daemon holds the lock (it wrote its own). The daemon the service
+    starts writes the same; until then, clients must find the service's socket to start it."""
+    fd = os.open(lock_path(home), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, os.fsencode(f"\n{path}\n"))
+    finally:
+        os.close(fd)
+
+
+def cmd_install(args) -> int:
+    from ...storage.fsutil import atomic_write
+
+    manager = _manager(args)
+    home = Home(resolve_home(args.home))
+    spec = make_spec(home.path, args.store)
+    home.prepare()  # the home (and a runtime socket folder) exist, private, before the manager binds there
+    if lock_held(home.path) and not _service_running(manager, spec):
+        pid = read_lock(home.path)[0]
+        raise ServiceError(f"a sessiond daemon started by hand runs for {home.path}" + (f" (pid {pid})" if pid else "")
+                           + f"; stop it first (`sessiond stop --home {home.path}`), then install: the service "
+                           f"takes over its socket")
+    if os.path.dirname(spec.socket) != home.path:
+        _record_socket(home.path, spec.socket)
+    files = _files(manager, spec)
+    for path, data in files.items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, data, 0o644)
+    out = {"installed": True, "manager": manager, "name": spec.name if manager == "systemd" else spec.label,
+           "home": home.path, "socket": spec.socket, "files": sorted(files), "command": spec.argv}
+    if manager == "launchd":
+        plist = next(iter(files))
+        steps = [["launchctl", "bootout", f"{_gui()}/{spec.label}"], ["launchctl", "bootstrap", _gui(), plist]]
+    else:
+        steps = [["systemctl", "--user", "daemon-reload"],
+                 ["systemctl", "--user", "enable", "--now", f"{spec.name}.socket"]]
+    done, why = _apply(steps, optional_first=manager == "launchd")
+    out["enabled"] = done
+    lines = [f"wrote {p}" for p in sorted(files)]
+    if done and manager == "systemd":
+        lines.append(f"enabled {spec.name}.socket: the daemon starts at the first request on {spec.socket}")
+    elif done:
+        lines.append(f"loaded {spec.label}: the daemon runs now and at every login")
+    else:
+        out["todo"] = [shlex.join(s) for s in (steps[1:] if manager == "launchd" else steps)]
+        out["reason"] = why
+        lines.append(f"not enabled ({why}); to enable it, run:")
+        lines += ["  " + c for c in out["todo"]]
+    _emit(args, out, "\n".join(lines))
+    return 0
+
+
+def _apply(steps: list[list[str]], optional_first: bool = False) -> tuple[bool, str]:
+    """Run a manager's commands in order. (False, why) when the manager is missing or has no user
+    session to talk to; a manager that refuses a step is an error."""
+    for i, argv in enumerate(steps):
+        res = _run(argv)
+        if res is None:
+            return False, f"{argv[0]} is not installed"
+        if res.returncode != 0:
+            if i == 0 and optional_first:
+                continue  # bootout of an agent that was not loaded
+            if i == 0:
+                return False, f"no user service manager to talk to: {_why(res)}"
+            raise ServiceError(f"`{' '.join(argv)}` failed: {_why(res)}")
+    return True, ""
+
+
+def cmd_uninstall(args) -> int:
+    manager = _manager(args)
+    home = resolve_home(args.home)
+    spec = make_spec(home, None)
+    files = list(_files(manager, spec))
+    if manager == "launchd":
+        res = _run(["launchctl", "bootout", f"{_gui()}/{spec.label}"])
+    else:
+        res = _systemctl_user("disable", "--now", f"{spec.name}.socket", f"{spec.name}.service")
+    stopped = res is not None and res.returncode == 0
+    removed = []
+    wants = os.path.join(systemd_dir(), "sockets.target.wants", f"{spec.name}.socket")
+    for path in files + ([wants] if manager == "systemd" else []):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    if manager == "systemd" and removed:
+        _systemctl_user("daemon-reload")
+    out = {"uninstalled": bool(removed), "manager": manager, "home": home, "removed": removed, "stopped": stopped}
+    if not removed:
+        human = f"no service installed for {home}"
+    else:
+        human = "\n".join(f"removed {p}" for p in removed)
+        if not stopped and res is None:
+            human += f"\n({'launchctl' if manager == 'launchd' else 'systemctl'} is not installed: nothing to stop)"
+        elif not stopped:
+            human += f"\n(the service manager did not stop it: {_why(res)})"
+    _emit(args, out, human)
+    return 0
+
+
+def cmd_status(args) -> int:
+    manager = _manager(args)
+    home = resolve_home(args.home)
+    spec = make_spec(home, None)
+    files = list(_files(manager, spec))
+    installed = all(os.path.exists(p) for p in files)
+    out = {"manager": manager, "name": spec.name if manager == "systemd" else spec.label, "home": home,
+           "files": files, "installed": installed, "socket": spec.socket}
+    if manager == "launchd":
+        res = _run(["launchctl", "print", f"{_gui()}/{spec.label}"])
+        out["enabled"] = None if res is None else res.returncode == 0
+        out["active"] = None if res is None else (res.returncode == 0 and "state = running" in res.stdout)
+        out["source"] = "files" if res is None else "launchctl"
+    else:
+        enabled = _systemctl_user("is-enabled", f"{spec.name}.socket")
+        known = enabled is not None and enabled.stdout.strip() in ("enabled", "disabled", "static", "linked",
+                                                                    "masked", "not-found", "indirect", "alias")
+        if known:
+            out["enabled"] = enabled.stdout.strip() == "enabled"
+            act = {u: (_systemctl_user("is-active", f"{spec.name}.{u}").stdout.strip() or "unknown")
+                   for u in ("socket", "service")}
+            states = ("active", "inactive", "activating", "deactivating", "failed", "reloading")
+            out["active"] = (act["socket"] == "active") if act["socket"] in states else None
+            out["units"] = act
+            out["source"] = "systemctl"
+        else:  # no systemctl or no user manager: what the files say
+            out["enabled"] = os.path.exists(os.path.join(systemd_dir(), "sockets.target.wants", f"{spec.name}.socket"))
+            out["active"] = None
+            out["source"] = "files"
+    out["daemon_running"] = lock_held(home)
+    yn = {True: "yes", False: "no", None: "unknown"}
+    human = "\n".join([f"service:   {out['name']} ({manager})", f"home:      {home}",
+                       f"installed: {yn[installed]}" + (f" ({', '.join(files)})" if installed else ""),
+                       f"enabled:   {yn[out['enabled']]}", f"active:    {yn[out['active']]}"
+                       + (f" (socket {out['units']['socket']}, daemon {out['units']['service']})" if "units" in out else ""),
+                       f"daemon:    {'running' if out['daemon_running'] else 'not running'}",
+                       f"socket:    {spec.socket}"])
+    _emit(args, out, human)
+    return 0

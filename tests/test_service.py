@@ -1,0 +1,416 @@
+"""`sessiond service` (issue 18): the unit files and plist it writes, what it asks systemctl/launchctl,
+and socket activation for real: a process that binds the socket and hands it to the daemon as fd 3,
+as systemd does, without systemd."""
+from __future__ import annotations
+
+import json
+import os
+import plistlib
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from conftest import PY, run_cli, wait_for
+from sessiond.cli.commands import service
+from sessiond.client import Client
+from sessiond.daemon import activation
+from sessiond.daemon.home import read_lock, socket_path
+
+
+@pytest.fixture
+def tmp():
+    d = tempfile.mkdtemp(prefix="sd-svc-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ socket activation
+# Plays the service manager's part after fork: moves the listening socket to fd 3, sets LISTEN_PID to
+# its own pid (which the daemon keeps across exec) or to another one, and execs the daemon.
+WRAPPER = r"""
+import fcntl, os, sys
+sock_fd, ready_fd, pid_mode, home = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = fcntl.fcntl(sock_fd, fcntl.F_DUPFD, 10)
+r = fcntl.fcntl(ready_fd, fcntl.F_DUPFD, 10)
+os.close(sock_fd)
+os.close(ready_fd)
+os.dup2(s, 3)
+os.close(s)
+os.environ["LISTEN_PID"] = str(os.getpid() if pid_mode == "self" else os.getppid())
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_FDNAMES"] = "sessiond"
+os.execv(sys.executable, [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", home, "--ready-fd", str(r)])
+"""
+
+
+def bind_unix(path: str, mode: int = 0o600) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        s.bind(path)
+    finally:
+        os.umask(old)
+    s.listen(16)
+    return s
+
+
+def spawn_activated(home: str, sock: socket.socket, pid_mode: str = "self") -> tuple[subprocess.Popen, bool]:
+    """The daemon, handed `sock` as fd 3; returns the process and whether it said it is ready."""
+    r, w = os.pipe()
+    proc = subprocess.Popen([PY, "-c", WRAPPER, str(sock.fileno()), str(w), pid_mode, home],
+                            pass_fds=(sock.fileno(), w), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        ready = f.read(6) == b"ready\n"
+    return proc, ready
+
+
+def private_home(tmp: str) -> str:
+    home = os.path.join(tmp, "home")
+    os.mkdir(home, 0o700)
+    os.chmod(home, 0o700)
+    return home
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.terminate()
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, err.decode()
+
+
+def test_daemon_serves_on_the_socket_it_is_handed_and_stops(tmp):
+    home = private_home(tmp)
+    path = os.path.join(home, "sessiond.sock")
+    sock = bind_unix(path)
+    inode = os.stat(path).st_ino
+    proc, ready = spawn_activated(home, sock)
+    try:
+        assert ready, finish(proc)
+        c = Client(home, timeout=30)
+        info = c.status()
+        assert info["pid"] == proc.pid and info["socket"] == path
+        sid = c.create_session(name="activated")["id"]
+        c.append(sid, "user", "through the handed socket")
+        assert read_lock(home) == (proc.pid, path)  # clients find it as before
+        # A daemon that had bound a socket of its own would have refused (ours answers there) or
+        # replaced the file; the file is still the one this test bound.
+        assert os.stat(path).st_ino == inode
+        res = run_cli(home, "stop", "--json", check=True)
+        assert json.loads(res.stdout)["stopped"] is True
+        assert proc.wait(timeout=30) == 0
+        # The socket file belongs to the manager, which keeps listening: the daemon left it in place.
+        assert os.stat(path).st_ino == inode and stat.S_ISSOCK(os.stat(path).st_mode)
+    finally:
+        finish(proc)
+    # A second activation on the same socket (the next request, under systemd) finds the session.
+    proc, ready = spawn_activated(home, sock)
+    try:
+        assert ready, finish(proc)
+        assert [m["content"] for m in Client(home, timeout=30).messages(sid)["messages"]] == ["through the handed socket"]
+        run_cli(home, "stop", check=True)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        finish(proc)
+        sock.close()
+
+
+def test_socket_for_another_pid_is_ignored(tmp):
+    home = private_home(tmp)
+    other = os.path.join(tmp, "other.sock")
+    sock = bind_unix(other)
+    proc, ready = spawn_activated(home, sock, pid_mode="parent")
+    try:
+        assert ready, finish(proc)
+        path = os.path.join(home, "sessiond.sock")
+        info = Client(home, timeout=30).status()
+        assert info["pid"] == proc.pid and info["socket"] == path  # it bound its own socket
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        run_cli(home, "stop", check=True)
+        assert proc.wait(timeout=30) == 0
+        assert not os.path.exists(path)  # its own socket, so it removed it
+    finally:
+        finish(proc)
+        sock.close()
+
+
+@pytest.mark.parametrize("case", ["wrong_path", "tcp", "open_mode"])
+def test_handed_socket_that_is_not_the_homes_is_refused(tmp, case):
+    home = private_home(tmp)
+    if case == "wrong_path":
+        sock = bind_unix(os.path.join(tmp, "elsewhere.sock"))
+        want = "not to " + os.path.join(home, "sessiond.sock")
+    elif case == "tcp":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        want = "not a Unix socket"
+    else:
+        sock = bind_unix(os.path.join(home, "sessiond.sock"), 0o666)
+        want = "open to group or others"
+    proc, ready = spawn_activated(home, sock)
+    try:
+        assert not ready
+        code, err = finish(proc)
+        assert code == 2 and "socket activation" in err and want in err, err
+        assert "Traceback" not in err
+    finally:
+        sock.close()
+
+
+def test_listen_fds_follows_the_protocol():
+    env = {"LISTEN_PID": str(os.getpid() + 1), "LISTEN_FDS": "1", "LISTEN_FDNAMES": "sessiond", "OTHER": "x"}
+    assert activation.listen_fds(env) == []
+    assert env == {"OTHER": "x"}  # unset after reading, whoever they were for
+    assert activation.listen_fds({}) == []
+    with pytest.raises(activation.ActivationError, match="not numbers"):
+        activation.listen_fds({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "one"})
+
+
+# ------------------------------------------------------------------------------ unit file content
+def spec_for(home: str, store: str | None = None) -> service.Spec:
+    return service.make_spec(home, store)
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    out: dict[str, dict[str, list[str]]] = {}
+    section = None
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = out.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        section.setdefault(key, []).append(value)
+    return out
+
+
+def test_units_carry_home_store_socket_and_modes(tmp):
+    home = os.path.join(tmp, "my home")
+    store = os.path.join(tmp, "the store")
+    spec = spec_for(home, store)
+    units = service.systemd_units(spec)
+    assert set(units) == {f"{spec.name}.socket", f"{spec.name}.service"}
+    sock = parse_unit(units[f"{spec.name}.socket"])
+    assert sock["Socket"]["ListenStream"] == [os.path.join(home, "sessiond.sock")] == [socket_path(home)]
+    assert sock["Socket"]["SocketMode"] == ["0600"] and sock["Socket"]["DirectoryMode"] == ["0700"]
+    assert sock["Socket"]["Service"] == [f"{spec.name}.service"]
+    assert sock["Install"]["WantedBy"] == ["sockets.target"]
+    svc = parse_unit(units[f"{spec.name}.service"])
+    argv = shlex.split(svc["Service"]["ExecStart"][0])  # systemd's quoting, for these characters, is the shell's
+    assert argv == [os.path.abspath(sys.executable), "-m", "sessiond.cli.main", "daemon", "--home", home,
+                    "--store", "file://" + store]
+    assert f'"{home}"' in svc["Service"]["ExecStart"][0]
+    assert svc["Service"]["Restart"] == ["on-failure"]
+    assert svc["Unit"]["Requires"] == [f"{spec.name}.socket"]
+    # without --store the unit names none: the daemon uses the one the home remembers
+    plain = parse_unit(service.systemd_units(spec_for(home))[f"{spec.name}.service"])
+    assert "--store" not in plain["Service"]["ExecStart"][0]
+
+
+def test_exec_quoting_keeps_specifiers_and_variables_literal():
+    assert service.exec_quote("/a b/c") == '"/a b/c"'
+    assert service.exec_quote('say "hi"\\') == '"say \\"hi\\"\\\\"'
+    assert service.exec_quote("100%$HOME") == "100%%$$HOME"
+    assert service.exec_quote("plain") == "plain"
+    units = service.systemd_units(spec_for("/tmp/odd %h $USER home"))
+    name = service.unit_name("/tmp/odd %h $USER home")
+    svc = parse_unit(units[f"{name}.service"])["Service"]["ExecStart"][0]
+    assert '--home "/tmp/odd %%h $$USER home"' in svc  # $ expands only in command lines
+    assert parse_unit(units[f"{name}.socket"])["Socket"]["ListenStream"] == ["/tmp/odd %%h $USER home/sessiond.sock"]
+
+
+def test_store_with_credentials_is_refused(tmp):
+    with pytest.raises(service.ServiceError, match="credentials"):
+        spec_for(os.path.join(tmp, "h"), "s5+http://INVITECODE@relay.example:5050")
+
+
+def test_one_name_per_home(tmp, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", os.path.join(tmp, "data"))
+    monkeypatch.delenv("SESSIOND_HOME", raising=False)
+    assert service.unit_name(os.path.join(tmp, "data", "sessiond")) == "sessiond"
+    a, b = service.unit_name(os.path.join(tmp, "a")), service.unit_name(os.path.join(tmp, "b"))
+    assert a != b and a.startswith("sessiond-") and len(a) == len("sessiond-") + 8
+    assert service.unit_name(os.path.join(tmp, "a")) == a
+
+
+def test_long_home_unit_uses_the_runtime_socket_clients_find(tmp, monkeypatch):
+    runtime = os.path.join(tmp, "rt")
+    os.mkdir(runtime, 0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    home = os.path.join(tmp, "x" * 90, "home")
+    spec = spec_for(home)
+    assert spec.socket.startswith(runtime + "/") and spec.env == {"XDG_RUNTIME_DIR": runtime}
+    svc = parse_unit(service.systemd_units(spec)[f"{spec.name}.service"])
+    assert svc["Service"]["Environment"] == [f"XDG_RUNTIME_DIR={runtime}"]
+
+
+def test_launchd_plist_content(tmp):
+    home = os.path.join(tmp, "my home")
+    spec = spec_for(home, os.path.join(tmp, "store"))
+    data = plistlib.loads(service.launchd_plist(spec))
+    assert data["Label"] == spec.label and spec.name in spec.label
+    assert data["ProgramArguments"] == spec.argv and data["ProgramArguments"][5] == home
+    assert data["RunAtLoad"] is True and data["KeepAlive"] == {"SuccessfulExit": False}
+    assert data["Umask"] == 0o077
+    assert data["StandardErrorPath"] == os.path.join(home, "logs", "daemon.out")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verifies_the_units(tmp):
+    # the executable's path has a space too: systemd must read the quoted path as one argument
+    bindir = os.path.join(tmp, "py bin")
+    os.mkdir(bindir)
+    os.symlink(sys.executable, os.path.join(bindir, "python"))
+    spec = spec_for(os.path.join(tmp, "my home"), os.path.join(tmp, "store"))
+    spec.argv[0] = os.path.join(bindir, "python")
+    units_dir = os.path.join(tmp, "units")
+    os.mkdir(units_dir)
+    for name, text in service.systemd_units(spec).items():
+        with open(os.path.join(units_dir, name), "w") as f:
+            f.write(text)
+    runtime = os.path.join(tmp, "rt")
+    os.mkdir(runtime, 0o700)
+    res = subprocess.run(["systemd-analyze", "--user", "verify", f"{spec.name}.socket", f"{spec.name}.service"],
+                         cwd=units_dir, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "XDG_RUNTIME_DIR": runtime})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    for bad in ("ignoring", "Unknown", "not executable", "Failed", "bad unit"):
+        assert bad not in out, out
+
+
+# ------------------------------------------------------------------------------ the CLI
+FAKE = """#!/bin/sh
+printf '%s\\n' "$*" >> "{log}"
+case "$*" in
+  *is-enabled*) echo enabled ;;
+  *is-active*) echo active ;;
+esac
+exit 0
+"""
+
+
+def cli_env(tmp: str, fake: str | None = None) -> tuple[dict, str]:
+    """A fake user: HOME and XDG_CONFIG_HOME in tmp, and a PATH with nothing but `fake` (a script
+    standing for systemctl/launchctl that records its arguments), or no manager at all."""
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    log = os.path.join(tmp, "calls.log")
+    if fake:
+        path = os.path.join(bindir, fake)
+        with open(path, "w") as f:
+            f.write(FAKE.format(log=log))
+        os.chmod(path, 0o755)
+    env = {"HOME": os.path.join(tmp, "user"), "XDG_CONFIG_HOME": os.path.join(tmp, "config dir"), "PATH": bindir}
+    return env, log
+
+
+def calls(log: str) -> list[str]:
+    try:
+        with open(log) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def test_install_without_systemctl_writes_files_and_says_what_to_run(tmp):
+    env, log = cli_env(tmp)
+    home = os.path.join(tmp, "my home")
+    res = run_cli(home, "service", "install", "--store", os.path.join(tmp, "st"), "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    unit_dir = os.path.join(tmp, "config dir", "systemd", "user")
+    name = service.unit_name(home)
+    assert out["enabled"] is False and "systemctl is not installed" in out["reason"]
+    assert out["todo"] == ["systemctl --user daemon-reload", f"systemctl --user enable --now {name}.socket"]
+    assert sorted(out["files"]) == sorted(os.path.join(unit_dir, f"{name}.{k}") for k in ("socket", "service"))
+    for path in out["files"]:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    text = open(os.path.join(unit_dir, f"{name}.service")).read()
+    assert f'--home "{home}"' in text and f"--store file://{tmp}/st" in text
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700  # the home exists, private, before a manager binds in it
+    human = run_cli(home, "service", "install", env=env)
+    assert "to enable it, run:" in human.stdout and f"systemctl --user enable --now {name}.socket" in human.stdout
+    st = json.loads(run_cli(home, "service", "status", "--json", env=env, check=True).stdout)
+    assert st["installed"] is True and st["enabled"] is False and st["source"] == "files"
+    assert st["daemon_running"] is False
+    res = run_cli(home, "service", "uninstall", "--json", env=env, check=True)
+    assert sorted(json.loads(res.stdout)["removed"]) == sorted(out["files"])
+    assert os.listdir(unit_dir) == []
+    st = json.loads(run_cli(home, "service", "status", "--json", env=env, check=True).stdout)
+    assert st["installed"] is False
+    res = run_cli(home, "service", "uninstall", env=env, check=True)
+    assert "no service installed" in res.stdout
+
+
+def test_install_with_systemctl_enables_the_socket_and_uninstall_disables(tmp):
+    env, log = cli_env(tmp, "systemctl")
+    home = os.path.join(tmp, "home")
+    name = service.unit_name(home)
+    out = json.loads(run_cli(home, "service", "install", "--json", env=env, check=True).stdout)
+    assert out["enabled"] is True and out["name"] == name
+    assert calls(log) == ["--user daemon-reload", f"--user enable --now {name}.socket"]
+    st = json.loads(run_cli(home, "service", "status", "--json", env=env, check=True).stdout)
+    assert st["source"] == "systemctl" and st["enabled"] is True and st["active"] is True
+    assert f"--user is-enabled {name}.socket" in calls(log)
+    open(log, "w").close()
+    out = json.loads(run_cli(home, "service", "uninstall", "--json", env=env, check=True).stdout)
+    assert out["stopped"] is True and len(out["removed"]) == 2
+    assert calls(log) == [f"--user disable --now {name}.socket {name}.service", "--user daemon-reload"]
+
+
+def test_install_refuses_a_store_with_credentials_and_writes_nothing(tmp):
+    env, log = cli_env(tmp, "systemctl")
+    home = os.path.join(tmp, "home")
+    res = run_cli(home, "service", "install", "--store", "s5+http://SECRETINVITE@relay.example:5050", env=env)
+    assert res.returncode == 2 and "credentials" in res.stderr and "Traceback" not in res.stderr
+    assert calls(log) == [] and not os.path.exists(os.path.join(tmp, "config dir"))
+
+
+def test_install_refuses_while_a_daemon_started_by_hand_runs(tmp, daemon):
+    env, log = cli_env(tmp)
+    res = run_cli(daemon.home, "service", "install", env=env)
+    assert res.returncode == 1 and "started by hand" in res.stderr and "sessiond stop" in res.stderr
+    assert not os.path.exists(os.path.join(tmp, "config dir"))
+
+
+def test_launchd_install_and_uninstall(tmp):
+    env, log = cli_env(tmp, "launchctl")
+    home = os.path.join(tmp, "home")
+    out = json.loads(run_cli(home, "service", "install", "--manager", "launchd", "--json", env=env,
+                             check=True).stdout)
+    label = "org.sessiond." + service.unit_name(home)
+    plist = os.path.join(tmp, "user", "Library", "LaunchAgents", label + ".plist")
+    assert out["files"] == [plist] and out["enabled"] is True
+    with open(plist, "rb") as f:
+        assert plistlib.load(f)["ProgramArguments"][-2:] == ["--home", home]
+    uid = os.getuid()
+    assert calls(log) == [f"bootout gui/{uid}/{label}", f"bootstrap gui/{uid} {plist}"]
+    open(log, "w").close()
+    out = json.loads(run_cli(home, "service", "uninstall", "--manager", "launchd", "--json", env=env,
+                             check=True).stdout)
+    assert out["removed"] == [plist] and calls(log) == [f"bootout gui/{uid}/{label}"]
+
+
+def test_install_for_a_long_home_points_clients_at_the_units_socket(tmp):
+    env, log = cli_env(tmp)
+    runtime = os.path.join(tmp, "rt")
+    os.mkdir(runtime, 0o700)
+    env["XDG_RUNTIME_DIR"] = runtime
+    home = os.path.join(tmp, "y" * 100, "home")
+    out = json.loads(run_cli(home, "service", "install", "--json", env=env, check=True).stdout)
+    name = service.unit_name(home)
+    with open(os.path.join(tmp, "config dir", "systemd", "user", f"{name}.socket")) as f:
+        listen = parse_unit(f.read())["Socket"]["ListenStream"][0]
+    assert listen == out["socket"] and listen.startswith(runtime + "/")
+    # before the service's daemon ever ran, a client (whatever its environment) looks there
+    assert socket_path(home) == listen and read_lock(home) == (None, listen)
+    assert stat.S_IMODE(os.stat(os.path.dirname(listen)).st_mode) == 0o700
