@@ -38,7 +38,7 @@ from .registry import RegistryEntry
 from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
-from .http import HttpClient, RetryPolicy
+from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
 
 CHALLENGE_REGISTER = 1
 CHALLENGE_LOGIN = 2
@@ -77,7 +77,8 @@ def portal_raw_cid(h: bytes) -> str:
 
 class S5Store(Store):
     def __init__(self, url: str, *, account_seed: bytes | None = None, token_dir: str | None = None,
-                 timeout: float = 30.0, retry: RetryPolicy | None = None):
+                 timeout: float = 30.0, retry: RetryPolicy | None = None,
+                 max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
         scheme, rest = url.split("://", 1)
         if scheme not in ("s5+http", "s5+https"):
             raise StoreError(f"not an S5 portal URL: {url!r} (expected s5+https://PORTAL)")
@@ -90,7 +91,7 @@ class S5Store(Store):
         self.url = f"{scheme}://{authority}"
         self.authority = authority
         self.http = HttpClient(f"{scheme[3:]}://{authority}", timeout=timeout, retry=retry,
-                               max_body=MAX_OBJECT_SIZE + 4096)
+                               max_body=MAX_OBJECT_SIZE + 4096, max_requests_per_second=max_requests_per_second)
         self._invite = self.http.secret(unquote(invite)) if invite else None
         self._key = account_key(account_seed, authority) if account_seed else None
         self._token_path = None
@@ -226,7 +227,7 @@ class S5Store(Store):
     # -- heads ----------------------------------------------------------------------------------
 
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
-        reply = await self._call("GET", "/s5/registry", params={"pk": b64url(pk)}, passthrough=(404,))
+        reply = await self._call("GET", "/s5/registry", params={"pk": b64url(pk)}, passthrough=(404,), capped=True)
         if reply.status == 404:
             return None
         doc = reply.json()
