@@ -118,7 +118,7 @@ async def push_both(relay: Relay, tmp: str) -> dict:
         if name == "relay":
             reqs = relay.requests(mark)
             res["relay_requests"] = dict(Counter(route(m, p) for m, p, _ in reqs))
-            res["relay_errors"] = sum(1 for _, _, s in reqs if s >= 400)
+            res["relay_refusals"] = dict(Counter(f"{route(m, p)} {s}" for m, p, s in reqs if s >= 400))
         await syncer.stop()
         await db.close()
         out[name] = res

@@ -175,12 +175,20 @@ class S5Store(Store):
             self._save_token(token)
 
     async def _call(self, method: str, path: str, **kw):
-        """A request with our token; on 401/403 one fresh login, then the request once more."""
+        """A request with our token; on 401/403 one fresh login, then the request once more. With no
+        token yet and a key to log in with, the login comes first (every route but the registry read
+        needs it, and a first push sends many uploads at once: each would go out in full to be
+        refused); a token that fresh is not renewed again on a refusal."""
+        fresh = False
+        if self._token is None and self._key is not None and not (method == "GET" and path == "/s5/registry"):
+            await self._login(None)
+            fresh = True
         token = self._token
-        try:
-            return await self.http.request(method, path, headers=self._auth(), **kw)
-        except AuthRefused:
-            await self._login(token)
+        if not fresh:
+            try:
+                return await self.http.request(method, path, headers=self._auth(), **kw)
+            except AuthRefused:
+                await self._login(token)
         try:
             return await self.http.request(method, path, headers=self._auth(), **kw)
         except AuthRefused as exc:

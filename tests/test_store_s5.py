@@ -312,3 +312,18 @@ async def test_has_reads_no_object(portal):
         assert [m for m, _, _ in p.requests[before:]] == ["HEAD", "GET"]
     finally:
         await store.close()
+
+
+async def test_a_store_without_a_token_logs_in_before_sending(portal):
+    """Concurrent first requests (a push uploads many objects at once) used to go out without a
+    token, each refused 401 after sending its whole body, then again after the login."""
+    import asyncio
+    p, running, tmp = portal
+    store = make_store(running, tmp)
+    try:
+        await asyncio.gather(*(store.put(b"object %d" % i * 1000) for i in range(8)))
+        uploads = [a for m, path, a in p.requests if path == "/s5/upload"]
+        assert len(uploads) == 8 and all(a and a.startswith("Bearer ") for a in uploads)
+        assert p.logins == 1
+    finally:
+        await store.close()
