@@ -155,7 +155,7 @@ class KuboStore(Store):
             raise ServerError(f"the Kubo node failed block/stat {cid}: {self.http.scrub(err)}", 500)
         return True
 
-    async def release(self, hashes: list[bytes]) -> None:
+    async def unpin(self, hashes: list[bytes]) -> None:
         """Unpin objects the log no longer references (`pin/rm`), so the node's garbage collection may
         drop them. Kubo unpins its arguments in order and stops at the first that is not pinned; so a
         batch that fails that way is done again one by one, where "not pinned" is success (released

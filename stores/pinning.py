@@ -1,6 +1,6 @@
 """A store wrapper that keeps a session's objects pinned on a remote pinning service, for users with no
 always-on node: every object put through it (and the manifest every published head points to) is
-asked to be pinned there, and `release()` removes those pins again.
+asked to be pinned there, and `unpin()` removes those pins again.
 
 Followed (facts only, the code is ours): the IPFS Pinning Service API, ipfs/pinning-services-api-spec
 ipfs-pinning-service.yaml (v0.1.x): `POST /pins` with the JSON `Pin` `{"cid", "name"?, "origins"?,
@@ -221,11 +221,11 @@ class PinningStore(Store):
             self._want(entry.data[1:33])
         await self._flush_quietly()
 
-    async def release(self, hashes: list[bytes]) -> None:
+    async def unpin(self, hashes: list[bytes]) -> None:
         """Remove our pin requests for these objects (DELETE /pins/{requestid}), and the inner store's
         pins. A pin request this device does not remember (made by another device, or before the
         state file was lost) is looked up by CID first. Already gone (404) is success."""
-        await self.inner.release(hashes)
+        await self.inner.unpin(hashes)
         cids = [BlobId(h, 0).ipfs_cid() for h in dict.fromkeys(hashes)]
         async with self._lock:
             for c in cids:

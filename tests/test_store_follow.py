@@ -115,4 +115,4 @@ async def test_get_heads_default_on_the_folder_store(tmp_path):
     got = await store.get_heads([e.pk for e in es])
     assert got == {es[0].pk: es[0], es[1].pk: None, es[2].pk: None}
     assert await store.get_heads([]) == {}
-    await store.release([digest(b"anything")])  # a folder keeps what it holds: no-op, no error
+    await store.unpin([digest(b"anything")])  # a folder keeps what it holds: no-op, no error

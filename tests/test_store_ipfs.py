@@ -386,23 +386,23 @@ async def test_kubo_release_unpins_in_batches_and_is_idempotent(node):
     try:
         hs = [await store.put(b"object %d" % i) for i in range(5)]
         assert all([await store.pinned(h) for h in hs])
-        await store.release(hs[:2])
+        await store.unpin(hs[:2])
         assert hs[0] not in n.pins and hs[1] not in n.pins and hs[2] in n.pins
         assert not await store.pinned(hs[0]) and await store.pinned(hs[2])
         assert hs[0] in n.blocks  # unpinned, not deleted: the node's GC decides
         calls = len(n.requests)
         # one already released in the middle of a batch: Kubo stops at it; the rest is done one by one
-        await store.release([hs[2], hs[0], hs[3]])
+        await store.unpin([hs[2], hs[0], hs[3]])
         assert hs[2] not in n.pins and hs[3] not in n.pins and hs[4] in n.pins
         assert len(n.requests) - calls == 4  # the batch, then each of the three
-        await store.release([hs[0]])  # twice: no error
-        await store.release([])
+        await store.unpin([hs[0]])  # twice: no error
+        await store.unpin([])
         assert all(m == "POST" for m, _, _ in n.requests)
         # every argument goes as its own `arg`, strictly as Kubo takes a list
         assert any(p.count("arg=") == 2 for _, p, _ in n.requests if p.startswith("/api/v0/pin/rm"))
         n.faults.status, n.faults.times = 500, 10
         with pytest.raises(ServerError):
-            await store.release([hs[4]])
+            await store.unpin([hs[4]])
         assert hs[4] in n.pins
     finally:
         await store.close()

@@ -171,13 +171,13 @@ async def test_release_unpins_everywhere_and_is_idempotent(env):
     hs = [await store.put(b"r%d" % i) for i in range(3)]
     await store.set_head(head(1, b"m"))
     other = make(state_dir=str(tmp / "other"))  # knows none of the request ids: looks them up
-    await other.release([hs[0]])
+    await other.unpin([hs[0]])
     assert not svc.live(cid(b"r0")) and digest(b"r0") not in node.pins
-    await store.release(hs[:2])  # r0's request is gone already (404): fine
+    await store.unpin(hs[:2])  # r0's request is gone already (404): fine
     assert not svc.live(cid(b"r1")) and svc.live(cid(b"r2"))
     assert digest(b"r1") not in node.pins and digest(b"r2") in node.pins
     assert all(m in ("GET", "POST", "DELETE") for m, _ in svc.requests)
-    await store.release(hs[:2])
+    await store.unpin(hs[:2])
     # released objects put again are pinned again
     await store.put(b"r1")
     await store.flush()
