@@ -7,6 +7,7 @@ raises `CorruptObject`/`RegistryError` and is never returned.
 """
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from abc import ABC, abstractmethod
 
@@ -71,6 +72,34 @@ class Store(ABC):
     async def head_versions(self) -> dict[bytes, object] | None:
         """For every head in the store, something that changes whenever that head changes; or None if
         the store cannot tell cheaply (then followers check every head they follow on each poll)."""
+        return None
+
+    async def get_heads(self, pks: list[bytes], *, concurrency: int = 4) -> dict[bytes, "RegistryEntry | None | StoreError"]:
+        """Read many heads (a follower's poll round where the store has no change feed): each pk maps
+        to its newest verified entry, None if it has none, or the StoreError that reading it raised
+        (one failing head does not hide the others). At most `concurrency` reads are in flight; a
+        network store's request-rate cap (stores/http.py) spaces them further, so a round over N
+        heads takes about N / max_requests_per_second seconds and never floods the server."""
+        out: dict[bytes, RegistryEntry | None | StoreError] = {}
+        if not pks:
+            return out
+        todo = iter(dict.fromkeys(pks))  # each head once, in order
+
+        async def worker() -> None:
+            for pk in todo:  # the shared iterator hands each pk to one worker
+                try:
+                    out[pk] = await self.get_head(pk)
+                except StoreError as exc:
+                    out[pk] = exc
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(pks))))))
+        return {pk: out[pk] for pk in dict.fromkeys(pks)}
+
+    async def unpin(self, hashes: list[bytes]) -> None:
+        """(Not named `release`: test doubles of stores use that name for an Event.) The log no longer references these objects: a store that keeps objects alive on purpose
+        (a Kubo node's pins, a pinning service's pin requests) lets them go; others keep them (a
+        folder or portal keeps what it holds; collecting it is not this call's business). Idempotent:
+        releasing an object not held, or twice, is no error."""
         return None
 
 

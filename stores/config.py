@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from .base import Store, StoreError
 from .file import FileStore
+from .http import DEFAULT_MAX_REQUESTS_PER_SECOND
 
 NETWORK_SCHEMES = ("s5+http", "s5+https", "ipfs+http", "ipfs+https", "ipfs+rpc+http", "ipfs+rpc+https",
                    "ipfs+gateway+http", "ipfs+gateway+https")
@@ -29,15 +30,29 @@ class Settings:
     token_dir: str | None = None
     kubo_auth_file: str | None = None
     timeout: float = 30.0
+    # the cap on a network store's polled requests (head reads; stores/http.py); None: no cap
+    max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND
+    # a pinning service (stores/pinning.py) that every Kubo store's objects are also pinned on
+    pinning_service: str | None = None
+    pinning_token_file: str | None = None
+    pinning_state_dir: str | None = None
 
 
 _settings = Settings()
 
 
 def configure(*, account_seed: bytes | None = None, token_dir: str | None = None,
-              kubo_auth_file: str | None = None, timeout: float | None = None) -> None:
+              kubo_auth_file: str | None = None, timeout: float | None = None,
+              max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
+              pinning_service: str | None = None, pinning_token_file: str | None = None,
+              pinning_state_dir: str | None = None) -> None:
     global _settings
-    _settings = Settings(account_seed, token_dir, kubo_auth_file, timeout or 30.0)
+    if max_requests_per_second is not None and max_requests_per_second <= 0:
+        raise StoreError(f"max_requests_per_second must be a positive number (got {max_requests_per_second})")
+    if bool(pinning_service) != bool(pinning_token_file):
+        raise StoreError("a pinning service needs both its URL and the file holding its access token")
+    _settings = Settings(account_seed, token_dir, kubo_auth_file, timeout or 30.0, max_requests_per_second,
+                         pinning_service, pinning_token_file, pinning_state_dir or token_dir)
 
 
 def open_network_store(url: str) -> Store:
@@ -47,13 +62,20 @@ def open_network_store(url: str) -> Store:
     s = _settings
     if scheme in ("s5+http", "s5+https"):
         from .s5 import S5Store
-        return S5Store(url, account_seed=s.account_seed, token_dir=s.token_dir, timeout=s.timeout)
+        return S5Store(url, account_seed=s.account_seed, token_dir=s.token_dir, timeout=s.timeout,
+                       max_requests_per_second=s.max_requests_per_second)
     if scheme in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
         from .kubo import KuboStore
-        return KuboStore(url, auth_file=s.kubo_auth_file, timeout=s.timeout)
+        kubo = KuboStore(url, auth_file=s.kubo_auth_file, timeout=s.timeout,
+                         max_requests_per_second=s.max_requests_per_second)
+        if s.pinning_service:
+            from .pinning import PinningStore
+            return PinningStore(kubo, s.pinning_service, token_file=s.pinning_token_file,
+                                state_dir=s.pinning_state_dir, timeout=s.timeout)
+        return kubo
     if scheme in ("ipfs+https", "ipfs+gateway+http", "ipfs+gateway+https"):
         from .gateway import GatewayStore
-        return GatewayStore(url, timeout=s.timeout)
+        return GatewayStore(url, timeout=s.timeout, max_requests_per_second=s.max_requests_per_second)
     raise StoreError(f"unsupported store URL scheme {scheme!r}")
 
 

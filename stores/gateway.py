@@ -14,12 +14,13 @@ from .registry import RegistryEntry
 from .base import MAX_OBJECT_SIZE, ObjectMissing, Store, StoreError
 from .errors import LyingServer, ReadOnlyStore, WrongBytes
 from .heads import SeenRevisions
-from .http import HttpClient, RetryPolicy
+from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
 from .ipns import MAX_RECORD, IpnsError, head_from_record, name_of
 
 
 class GatewayStore(Store):
-    def __init__(self, url: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None):
+    def __init__(self, url: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
+                 max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
         scheme, rest = url.split("://", 1)
         if scheme not in ("ipfs+https", "ipfs+gateway+http", "ipfs+gateway+https"):
             raise StoreError(f"not a gateway URL: {url!r} (expected ipfs+https://GATEWAY)")
@@ -27,7 +28,7 @@ class GatewayStore(Store):
         self.url = f"{scheme}://{authority}"
         http = "https" if scheme.endswith("https") else "http"
         self.http = HttpClient(f"{http}://{authority}", timeout=timeout, retry=retry,
-                               max_body=MAX_OBJECT_SIZE + 4096)
+                               max_body=MAX_OBJECT_SIZE + 4096, max_requests_per_second=max_requests_per_second)
         self._heads = SeenRevisions(f"the gateway {authority}")
 
     def __repr__(self) -> str:
@@ -63,7 +64,7 @@ class GatewayStore(Store):
         name = name_of(pk[1:])
         reply = await self.http.request("GET", f"/ipns/{name}", params={"format": "ipns-record"},
                                         headers={"Accept": "application/vnd.ipfs.ipns-record"},
-                                        passthrough=(404, 410), max_body=MAX_RECORD)
+                                        passthrough=(404, 410), max_body=MAX_RECORD, capped=True)
         if reply.status in (404, 410):
             return None
         try:

@@ -58,15 +58,50 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+DEFAULT_MAX_REQUESTS_PER_SECOND = 20.0
+
+
+class RateCap:
+    """A token bucket: at most `rate` requests a second on average, `burst` at once (default: one
+    second's worth). `acquire()` waits for a token; waiters are served in order, each at its own slot,
+    so many concurrent callers are spread out instead of released together."""
+
+    def __init__(self, rate: float | None, burst: float | None = None):
+        if rate is not None and rate <= 0:
+            raise ValueError("max_requests_per_second must be positive (or None for no cap)")
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else (rate or 1.0))
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self.waited = 0.0  # seconds spent waiting for the cap, in all (for status and tests)
+
+    async def acquire(self) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= 1.0  # reserve our token now: the next caller queues behind us
+        if self._tokens < 0:
+            wait = -self._tokens / self.rate
+            self.waited += wait
+            await asyncio.sleep(wait)
+
+
 class HttpClient:
-    """Requests to one server (`base`, e.g. http://127.0.0.1:5001). Not thread-safe: one event loop."""
+    """Requests to one server (`base`, e.g. http://127.0.0.1:5001). Not thread-safe: one event loop.
+
+    `max_requests_per_second` caps the requests sent with `capped=True`: the ones a follower repeats
+    on every poll (head reads), whose number grows with the sessions it follows. Object transfers are
+    not capped: they are work proportional to what changed, bounded by the callers' concurrency."""
 
     def __init__(self, base: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
-                 max_body: int = 4 << 20):
+                 max_body: int = 4 << 20, max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
         self.base = base.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.max_body = max_body
+        self.cap = RateCap(max_requests_per_second)
         self._session: aiohttp.ClientSession | None = None
         self._secrets: list[str] = []
 
@@ -103,16 +138,19 @@ class HttpClient:
                       headers: dict | None = None, body: Callable[[], Any] | None = None,
                       json: Any = None, ok: tuple[int, ...] = (200,), passthrough: tuple[int, ...] = (),
                       final: Callable[[Reply], bool] | None = None, retry: bool = True,
-                      allow_redirects: bool = True, max_body: int | None = None) -> Reply:
+                      allow_redirects: bool = True, max_body: int | None = None, capped: bool = False) -> Reply:
         """Send one request, retrying what is worth retrying. Returns the reply when its status is in
         `ok` or `passthrough` (the caller interprets those, e.g. 404); raises a classified StoreError
         otherwise. `body` is a function making the request body (a FormData cannot be sent twice).
-        `final(reply)` may say that a 5xx is an answer, not a failure (Kubo answers every error 500)."""
+        `final(reply)` may say that a 5xx is an answer, not a failure (Kubo answers every error 500).
+        `capped`: every attempt waits for the request-rate cap first (a retry is a request too)."""
         attempts = self.retry.attempts if retry else 1
         what = self._what(method, path)
         last: StoreError | None = None
         for attempt in range(attempts):
             delay: float | None = None
+            if capped:
+                await self.cap.acquire()
             try:
                 reply = await self._once(method, path, params=params, headers=headers,
                                          data=body() if body else None, json=json,

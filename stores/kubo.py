@@ -23,7 +23,7 @@ from .registry import RegistryEntry
 from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
 from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
-from .http import HttpClient, Reply, RetryPolicy
+from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy
 from .ipns import IpnsError, head_from_record, name_of, record_for_head
 from .cid import digest
 
@@ -68,9 +68,24 @@ def _not_found(message: str) -> bool:
     return "not found" in m or "could not find" in m
 
 
+def _not_pinned(message: str) -> bool:
+    return "not pinned" in message.lower()
+
+
+def _same_cid(text: str, h: bytes) -> bool:
+    try:
+        return parse_ipfs_cid(text) == h
+    except CIDError:
+        return False
+
+
+PIN_RM_BATCH = 64  # CIDs per pin/rm call: well inside any URL length limit (~65 characters each)
+
+
 class KuboStore(Store):
     def __init__(self, url: str, *, auth_file: str | None = None, timeout: float = 30.0,
-                 retry: RetryPolicy | None = None):
+                 retry: RetryPolicy | None = None,
+                 max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
         scheme, rest = url.split("://", 1)
         if scheme not in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
             raise StoreError(f"not a Kubo RPC URL: {url!r} (expected ipfs+http://HOST:PORT)")
@@ -78,17 +93,19 @@ class KuboStore(Store):
         self.url = f"{scheme}://{authority}"
         http = "https" if scheme.endswith("https") else "http"
         self.http = HttpClient(f"{http}://{authority}/api/v0", timeout=timeout, retry=retry,
-                               max_body=MAX_OBJECT_SIZE + 4096)
+                               max_body=MAX_OBJECT_SIZE + 4096, max_requests_per_second=max_requests_per_second)
         self._auth = {"Authorization": self.http.secret(read_auth_file(auth_file))} if auth_file else {}
         self._heads = SeenRevisions(f"the Kubo node {authority}")
 
     def __repr__(self) -> str:
         return f"<KuboStore {self.url}>"
 
-    async def _rpc(self, command: str, params: dict, *, body=None, max_body: int | None = None) -> tuple[Reply, str | None]:
+    async def _rpc(self, command: str, params, *, body=None, max_body: int | None = None,
+                   capped: bool = False) -> tuple[Reply, str | None]:
         """POST one RPC command; (reply, Kubo's error message or None)."""
         reply = await self.http.request("POST", "/" + command, params=params, headers=self._auth, body=body,
-                                        final=lambda r: _kubo_error(r) is not None, max_body=max_body)
+                                        final=lambda r: _kubo_error(r) is not None, max_body=max_body,
+                                        capped=capped)
         return reply, _kubo_error(reply)
 
     async def put(self, data: bytes) -> bytes:
@@ -138,9 +155,38 @@ class KuboStore(Store):
             raise ServerError(f"the Kubo node failed block/stat {cid}: {self.http.scrub(err)}", 500)
         return True
 
+    async def unpin(self, hashes: list[bytes]) -> None:
+        """Unpin objects the log no longer references (`pin/rm`), so the node's garbage collection may
+        drop them. Kubo unpins its arguments in order and stops at the first that is not pinned; so a
+        batch that fails that way is done again one by one, where "not pinned" is success (released
+        already, or never pinned here)."""
+        cids = [BlobId(h, 0).ipfs_cid() for h in dict.fromkeys(hashes)]
+        for i in range(0, len(cids), PIN_RM_BATCH):
+            batch = cids[i:i + PIN_RM_BATCH]
+            reply, err = await self._rpc("pin/rm", [("arg", c) for c in batch] + [("recursive", "true")])
+            if err is None:
+                continue
+            if not _not_pinned(err):
+                raise ServerError(f"the Kubo node failed pin/rm: {self.http.scrub(err)}", 500)
+            for cid in batch:
+                reply, err = await self._rpc("pin/rm", [("arg", cid), ("recursive", "true")])
+                if err is not None and not _not_pinned(err):
+                    raise ServerError(f"the Kubo node failed pin/rm {cid}: {self.http.scrub(err)}", 500)
+
+    async def pinned(self, h: bytes) -> bool:
+        """Whether the node holds a pin on this object (`pin/ls`)."""
+        cid = BlobId(h, 0).ipfs_cid()
+        reply, err = await self._rpc("pin/ls", {"arg": cid, "type": "all"})
+        if err is not None:
+            if _not_pinned(err):
+                return False
+            raise ServerError(f"the Kubo node failed pin/ls {cid}: {self.http.scrub(err)}", 500)
+        keys = reply.json().get("Keys") if isinstance(reply.json(), dict) else None
+        return isinstance(keys, dict) and any(_same_cid(k, h) for k in keys)
+
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
         name = name_of(pk[1:])
-        reply, err = await self._rpc("routing/get", {"arg": f"/ipns/{name}"}, max_body=1 << 20)
+        reply, err = await self._rpc("routing/get", {"arg": f"/ipns/{name}"}, max_body=1 << 20, capped=True)
         if err is not None:
             if _not_found(err):
                 return None

@@ -38,7 +38,7 @@ from .registry import RegistryEntry
 from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
-from .http import HttpClient, RetryPolicy
+from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
 
 CHALLENGE_REGISTER = 1
 CHALLENGE_LOGIN = 2
@@ -77,7 +77,8 @@ def portal_raw_cid(h: bytes) -> str:
 
 class S5Store(Store):
     def __init__(self, url: str, *, account_seed: bytes | None = None, token_dir: str | None = None,
-                 timeout: float = 30.0, retry: RetryPolicy | None = None):
+                 timeout: float = 30.0, retry: RetryPolicy | None = None,
+                 max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
         scheme, rest = url.split("://", 1)
         if scheme not in ("s5+http", "s5+https"):
             raise StoreError(f"not an S5 portal URL: {url!r} (expected s5+https://PORTAL)")
@@ -90,7 +91,7 @@ class S5Store(Store):
         self.url = f"{scheme}://{authority}"
         self.authority = authority
         self.http = HttpClient(f"{scheme[3:]}://{authority}", timeout=timeout, retry=retry,
-                               max_body=MAX_OBJECT_SIZE + 4096)
+                               max_body=MAX_OBJECT_SIZE + 4096, max_requests_per_second=max_requests_per_second)
         self._invite = self.http.secret(unquote(invite)) if invite else None
         self._key = account_key(account_seed, authority) if account_seed else None
         self._token_path = None
@@ -174,12 +175,20 @@ class S5Store(Store):
             self._save_token(token)
 
     async def _call(self, method: str, path: str, **kw):
-        """A request with our token; on 401/403 one fresh login, then the request once more."""
+        """A request with our token; on 401/403 one fresh login, then the request once more. With no
+        token yet and a key to log in with, the login comes first (every route but the registry read
+        needs it, and a first push sends many uploads at once: each would go out in full to be
+        refused); a token that fresh is not renewed again on a refusal."""
+        fresh = False
+        if self._token is None and self._key is not None and not (method == "GET" and path == "/s5/registry"):
+            await self._login(None)
+            fresh = True
         token = self._token
-        try:
-            return await self.http.request(method, path, headers=self._auth(), **kw)
-        except AuthRefused:
-            await self._login(token)
+        if not fresh:
+            try:
+                return await self.http.request(method, path, headers=self._auth(), **kw)
+            except AuthRefused:
+                await self._login(token)
         try:
             return await self.http.request(method, path, headers=self._auth(), **kw)
         except AuthRefused as exc:
@@ -217,16 +226,22 @@ class S5Store(Store):
         return reply.body
 
     async def has(self, h: bytes) -> bool:
-        try:
-            await self.get(h)
-        except ObjectMissing:
+        """A HEAD of the download (S5's router answers HEAD on its GET routes, as aiohttp's does): no
+        bytes travel. A portal that refuses HEAD (405, 501) is asked with a GET, verified."""
+        reply = await self._call("HEAD", f"/s5/download/{portal_raw_cid(h)}", passthrough=(404, 405, 501))
+        if reply.status == 404:
             return False
+        if reply.status in (405, 501):
+            try:
+                await self.get(h)
+            except ObjectMissing:
+                return False
         return True
 
     # -- heads ----------------------------------------------------------------------------------
 
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
-        reply = await self._call("GET", "/s5/registry", params={"pk": b64url(pk)}, passthrough=(404,))
+        reply = await self._call("GET", "/s5/registry", params={"pk": b64url(pk)}, passthrough=(404,), capped=True)
         if reply.status == 404:
             return None
         doc = reply.json()

@@ -378,3 +378,58 @@ def test_formats_md_ipns_vector():
     assert made == raw
     assert ipns.head_from_record(raw, entry.pk) == entry
     assert ipns.name_of(entry.pk[1:]) == "k51qzi5uqu5dg9ufswxt229ntzdy7p4125xzv5rtyjso89ajdujg6csfxcj260"
+
+
+async def test_kubo_release_unpins_in_batches_and_is_idempotent(node):
+    n, rpc, gw, tmp = node
+    store = kubo(rpc)
+    try:
+        hs = [await store.put(b"object %d" % i) for i in range(5)]
+        assert all([await store.pinned(h) for h in hs])
+        await store.unpin(hs[:2])
+        assert hs[0] not in n.pins and hs[1] not in n.pins and hs[2] in n.pins
+        assert not await store.pinned(hs[0]) and await store.pinned(hs[2])
+        assert hs[0] in n.blocks  # unpinned, not deleted: the node's GC decides
+        calls = len(n.requests)
+        # one already released in the middle of a batch: Kubo stops at it; the rest is done one by one
+        await store.unpin([hs[2], hs[0], hs[3]])
+        assert hs[2] not in n.pins and hs[3] not in n.pins and hs[4] in n.pins
+        assert len(n.requests) - calls == 4  # the batch, then each of the three
+        await store.unpin([hs[0]])  # twice: no error
+        await store.unpin([])
+        assert all(m == "POST" for m, _, _ in n.requests)
+        # every argument goes as its own `arg`, strictly as Kubo takes a list
+        assert any(p.count("arg=") == 2 for _, p, _ in n.requests if p.startswith("/api/v0/pin/rm"))
+        n.faults.status, n.faults.times = 500, 10
+        with pytest.raises(ServerError):
+            await store.unpin([hs[4]])
+        assert hs[4] in n.pins
+    finally:
+        await store.close()
+
+
+async def test_kubo_pin_rm_strict():
+    """The loopback node answers pin/rm and pin/ls as Kubo does (its errors, its shapes)."""
+    import aiohttp
+    n, rpc, gw = await start_node()
+    try:
+        h = digest(b"x")
+        n.blocks[h], n.pins = b"x", {h}
+        cid = BlobId(h, 0).ipfs_cid()
+        base = f"http://127.0.0.1:{rpc.port}/api/v0"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base}/pin/rm?arg={cid}") as r:
+                assert r.status == 405
+            async with s.post(f"{base}/pin/ls?arg={cid}") as r:
+                assert (await r.json())["Keys"] == {cid: {"Type": "recursive", "Name": ""}}
+            async with s.post(f"{base}/pin/rm?arg={cid}") as r:
+                assert (await r.json()) == {"Pins": [cid]}
+            async with s.post(f"{base}/pin/rm?arg={cid}") as r:
+                assert r.status == 500 and (await r.json())["Message"] == "not pinned or pinned indirectly"
+            async with s.post(f"{base}/pin/ls?arg={cid}") as r:
+                assert r.status == 500 and "is not pinned" in (await r.json())["Message"]
+            async with s.post(f"{base}/pin/rm") as r:
+                assert r.status == 500
+    finally:
+        await rpc.stop()
+        await gw.stop()

@@ -291,3 +291,39 @@ async def test_live_portal(tmp_path):
         assert await store.get_head(e.pk) == e
     finally:
         await store.close()
+
+
+async def test_has_reads_no_object(portal):
+    """has() is the cheap check the engine's repair uses on every object of a log ("no object is
+    read"): a HEAD, never a download of the bytes."""
+    p, running, tmp = portal
+    store = make_store(running, tmp)
+    try:
+        h = await store.put(b"\x01" * 200_000)
+        before = len(p.requests)
+        assert await store.has(h) and not await store.has(digest(b"nope"))
+        assert [m for m, _, _ in p.requests[before:]] == ["HEAD", "HEAD"]
+        p.faults.wrong_bytes = True  # a HEAD carries no bytes to check: presence only
+        assert await store.has(h)
+        p.faults.wrong_bytes = False
+        p.faults.status, p.faults.times = 405, 1  # a portal without HEAD: asked again with a GET, verified
+        before = len(p.requests)
+        assert await store.has(h)
+        assert [m for m, _, _ in p.requests[before:]] == ["HEAD", "GET"]
+    finally:
+        await store.close()
+
+
+async def test_a_store_without_a_token_logs_in_before_sending(portal):
+    """Concurrent first requests (a push uploads many objects at once) used to go out without a
+    token, each refused 401 after sending its whole body, then again after the login."""
+    import asyncio
+    p, running, tmp = portal
+    store = make_store(running, tmp)
+    try:
+        await asyncio.gather(*(store.put(b"object %d" % i * 1000) for i in range(8)))
+        uploads = [a for m, path, a in p.requests if path == "/s5/upload"]
+        assert len(uploads) == 8 and all(a and a.startswith("Bearer ") for a in uploads)
+        assert p.logins == 1
+    finally:
+        await store.close()

@@ -4,7 +4,11 @@ blocks and records.
 Written from Kubo's RPC reference (docs.ipfs.tech/reference/kubo/rpc: POST only, a GET answers 405;
 `block/put` with a multipart file and `cid-codec`/`mhtype`/`pin`, answering `{"Key","Size"}`;
 `block/get`, `block/stat`; `routing/put` with a multipart IPNS record and `allow-offline`;
-`routing/get` answering `{"Extra": base64 record, "Type": 5, ...}`; errors as 500 with
+`routing/get` answering `{"Extra": base64 record, "Type": 5, ...}`; `pin/rm?arg=CID&arg=...`
+(`recursive` default true) answering `{"Pins": [CID, ...]}`, unpinning in order and failing on the first
+argument that is not pinned with "not pinned or pinned indirectly" (Kubo's core/commands/pin/pin.go
+loops over the arguments and returns the first error); `pin/ls?arg=CID&type=all` answering
+`{"Keys": {CID: {"Type": "recursive", "Name": ""}}}`, or the error "path '...' is not pinned"; errors as 500 with
 `{"Message","Code","Type":"error"}`; blocks over 1 MiB refused; `API.Authorizations` refused with
 403), and from the trustless gateway spec (ipfs/specs src/http-gateways/trustless-gateway.md:
 `GET /ipfs/{cid}?format=raw` as application/vnd.ipld.raw, `GET /ipns/{name}?format=ipns-record` as
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from sessiond.stores.cid import CIDError, parse_ipfs_cid, digest
+from sessiond.stores.cid import BlobId, CIDError, parse_ipfs_cid, digest
 from sessiond.stores.ipns import IpnsError, key_of_name, name_of, verify_record
 from servers.s5portal import Running
 
@@ -110,7 +114,6 @@ def make_rpc_app(node: Node) -> web.Application:
             node.blocks[h] = data
             node.pins.add(h)
             key_hash = digest(b"not " + data) if node.faults.wrong_cid else h
-            from sessiond.stores.cid import BlobId
             return web.json_response({"Key": BlobId(key_hash, 0).ipfs_cid(), "Size": len(data)})
         if cmd in ("block/get", "block/stat"):
             try:
@@ -125,6 +128,32 @@ def make_rpc_app(node: Node) -> web.Application:
             if node.faults.wrong_bytes:
                 data = b"X" + data[1:]
             return web.Response(body=data, content_type="text/plain")
+        if cmd in ("pin/rm", "pin/ls"):
+            args = q.getall("arg", [])
+            if cmd == "pin/rm" and not args:
+                return kubo_error("argument \"ipfs-path\" is required")
+            if q.get("recursive", "true") not in ("true", "false") or q.get("type", "all") not in (
+                    "all", "recursive", "direct", "indirect"):
+                return kubo_error("invalid option value")
+            if cmd == "pin/ls" and not args:
+                return web.json_response({"Keys": {c: {"Type": "recursive", "Name": ""} for c in
+                                                   sorted(BlobId(h, 0).ipfs_cid() for h in node.pins)}})
+            keys, removed = {}, []
+            for arg in args:
+                try:
+                    h = parse_ipfs_cid(arg.removeprefix("/ipfs/"))
+                except CIDError as exc:
+                    return kubo_error(f"invalid path {arg!r}: {exc}")
+                if h not in node.pins:
+                    if cmd == "pin/rm":
+                        return kubo_error("not pinned or pinned indirectly")
+                    return kubo_error(f"path '{arg}' is not pinned")
+                if cmd == "pin/rm":
+                    node.pins.discard(h)
+                    removed.append(BlobId(h, 0).ipfs_cid())
+                else:
+                    keys[BlobId(h, 0).ipfs_cid()] = {"Type": "recursive", "Name": ""}
+            return web.json_response({"Pins": removed} if cmd == "pin/rm" else {"Keys": keys})
         if cmd in ("routing/put", "routing/get"):
             arg = q.get("arg", "")
             if not arg.startswith("/ipns/"):

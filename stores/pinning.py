@@ -1,0 +1,265 @@
+"""A store wrapper that keeps a session's objects pinned on a remote pinning service, for users with no
+always-on node: every object put through it (and the manifest every published head points to) is
+asked to be pinned there, and `unpin()` removes those pins again.
+
+Followed (facts only, the code is ours): the IPFS Pinning Service API, ipfs/pinning-services-api-spec
+ipfs-pinning-service.yaml (v0.1.x): `POST /pins` with the JSON `Pin` `{"cid", "name"?, "origins"?,
+"meta"?}` answers 202 and a `PinStatus` `{"requestid", "status", "created", "pin", "delegates",
+"info"?}`; `GET /pins?cid=A&cid=B` (at most 10 CIDs, `style: form, explode: true`; `status` likewise,
+one of queued/pinning/pinned/failed; `limit` 1..1000, default 10) answers `PinResults` `{"count",
+"results": [PinStatus]}`; `DELETE /pins/{requestid}` answers 202; errors are `{"error": {"reason",
+"details"?}}` with 400/401/404/409/4XX/5XX; every request carries `Authorization: Bearer <token>`.
+
+Batching: CIDs to pin are collected and sent when BATCH are waiting and whenever a head is published
+(the point where a push is complete). The API has no bulk create, so a batch is one `GET /pins?cid=`
+per 10 CIDs (pins this or another device already requested are not asked again; a `failed` one is)
+and one `POST /pins` for each CID not yet pinned there. Idempotent and durable: the pins requested
+(CID -> requestid) and the CIDs still waiting are kept in a small JSON file (atomic writes), so a
+restart neither forgets a waiting pin nor asks for one twice. A pinning service that fails (down,
+token refused, out of funds) never fails a push: the object and head are in the inner store; the CIDs
+stay waiting, the error is kept in `status()`, and the next batch tries again.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+from urllib.parse import quote
+
+from ..storage.fsutil import atomic_write, ensure_private_dir
+from .base import Store, StoreError
+from .cid import BlobId, CIDError, parse_ipfs_cid
+from .errors import AuthRefused, ServerError
+from .http import HttpClient, RetryPolicy
+from .registry import RegistryEntry
+
+log = logging.getLogger("sessiond.stores.pinning")
+
+BATCH = 32              # CIDs waiting before a batch is sent without waiting for a head
+CIDS_PER_QUERY = 10     # the spec's maxItems for the `cid` filter of GET /pins
+LIVE = ("queued", "pinning", "pinned")  # a pin request in one of these needs no new request
+
+
+def read_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise StoreError(f"cannot read the pinning service token file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise StoreError(f"the pinning service token file {path} is not text") from None
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    if not token or any(c.isspace() for c in token):
+        raise StoreError(f"the pinning service token file {path} must hold one access token "
+                         "(no spaces or line breaks)")
+    return token
+
+
+class PinningStore(Store):
+    def __init__(self, inner: Store, service: str, *, token_file: str, state_dir: str | None = None,
+                 timeout: float = 30.0, retry: RetryPolicy | None = None, batch: int = BATCH):
+        if not service.startswith(("http://", "https://")):
+            raise StoreError(f"a pinning service URL is http(s)://HOST[/PATH] (got {service!r})")
+        self.inner = inner
+        self.url = inner.url
+        self.service = service.rstrip("/")
+        self.batch = batch
+        self.http = HttpClient(self.service, timeout=timeout, retry=retry, max_body=4 << 20,
+                               max_requests_per_second=None)
+        self._token_file = token_file
+        self._token = self.http.secret(read_token(token_file))
+        self._state_path = None
+        if state_dir:
+            ensure_private_dir(state_dir)
+            name = hashlib.sha256(self.service.encode()).hexdigest()[:24]
+            self._state_path = os.path.join(state_dir, f"pins-{name}.json")
+        self._pins: dict[str, str] = {}      # CID -> requestid of our pin request
+        self._pending: dict[str, None] = {}  # CIDs waiting to be pinned, in order
+        self._load()
+        self._lock = asyncio.Lock()
+        self.last_error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<PinningStore {self.url} pinned on {self.service}>"
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if not self._state_path:
+            return
+        try:
+            with open(self._state_path, "rb") as f:
+                doc = json.loads(f.read())
+            pins, pending = doc["pins"], doc["pending"]
+            if not isinstance(pins, dict) or not isinstance(pending, list):
+                raise ValueError
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError, OSError):
+            # a damaged state file loses nothing the service does not know: every CID is asked about
+            # (GET /pins?cid=) before a new pin request; start afresh
+            log.warning("pinning state %s is unreadable; starting afresh", self._state_path)
+            return
+        self._pins = {str(k): str(v) for k, v in pins.items()}
+        self._pending = dict.fromkeys(str(c) for c in pending)
+
+    def _save(self) -> None:
+        if self._state_path:
+            doc = {"service": self.service, "pins": self._pins, "pending": list(self._pending)}
+            atomic_write(self._state_path, json.dumps(doc, separators=(",", ":")).encode(), 0o600)
+
+    def status(self) -> dict:
+        return {"service": self.service, "pinned": len(self._pins), "pending": len(self._pending),
+                "last_error": self.last_error}
+
+    # -- the service ----------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, **kw):
+        """A request with the token; on 401/403 the token file is read again (a token renewed by its
+        owner) and, if it changed, the request is sent once more."""
+        try:
+            return await self.http.request(method, path, headers={"Authorization": f"Bearer {self._token}"}, **kw)
+        except AuthRefused:
+            fresh = read_token(self._token_file)
+            if fresh == self._token:
+                raise AuthRefused(f"the pinning service {self.service} refused the access token in "
+                                  f"{self._token_file}; put a valid one there") from None
+            self._token = self.http.secret(fresh)
+        try:
+            return await self.http.request(method, path, headers={"Authorization": f"Bearer {self._token}"}, **kw)
+        except AuthRefused:
+            raise AuthRefused(f"the pinning service {self.service} refused the access token in "
+                              f"{self._token_file} (read again); put a valid one there") from None
+
+    async def _existing(self, cids: list[str], statuses: tuple[str, ...]) -> dict[str, list[dict]]:
+        """The pin requests the service holds for these CIDs (at most 10), by CID."""
+        params: list[tuple[str, str]] = [("cid", c) for c in cids] + [("status", s) for s in statuses]
+        params.append(("limit", "1000"))
+        reply = await self._call("GET", "/pins", params=params)
+        doc = reply.json()
+        results = doc.get("results") if isinstance(doc, dict) else None
+        if not isinstance(results, list):
+            raise ServerError(f"the pinning service {self.service} answered GET /pins without results")
+        found: dict[str, list[dict]] = {}
+        wanted = {self._norm(c): c for c in cids}
+        for r in results:
+            cid = r.get("pin", {}).get("cid") if isinstance(r, dict) and isinstance(r.get("pin"), dict) else None
+            rid = r.get("requestid") if isinstance(r, dict) else None
+            if isinstance(cid, str) and isinstance(rid, str) and self._norm(cid) in wanted:
+                found.setdefault(wanted[self._norm(cid)], []).append(r)
+        return found
+
+    @staticmethod
+    def _norm(cid: str) -> bytes | str:
+        """A CID's hash, so that the service may answer it in another base."""
+        try:
+            return parse_ipfs_cid(cid)
+        except CIDError:
+            return cid
+
+    async def _pin(self, cid: str) -> str:
+        reply = await self._call("POST", "/pins", json={"cid": cid, "name": f"sessiond {cid[-12:]}"},
+                                 ok=(200, 201, 202))
+        doc = reply.json()
+        rid = doc.get("requestid") if isinstance(doc, dict) else None
+        if not isinstance(rid, str) or not rid:
+            raise ServerError(f"the pinning service {self.service} answered POST /pins without a requestid")
+        return rid
+
+    async def flush(self) -> int:
+        """Send the waiting pin requests now; the number of new pin requests made. Raises the
+        service's failure (the CIDs not done stay waiting, durably)."""
+        async with self._lock:
+            todo = [c for c in self._pending if c not in self._pins]
+            for c in list(self._pending):
+                if c in self._pins:
+                    del self._pending[c]
+            self._save()
+            made = 0
+            for i in range(0, len(todo), CIDS_PER_QUERY):
+                chunk = todo[i:i + CIDS_PER_QUERY]
+                found = await self._existing(chunk, LIVE)
+                for cid in chunk:
+                    if cid in found:
+                        self._pins[cid] = found[cid][0]["requestid"]
+                    else:
+                        self._pins[cid] = await self._pin(cid)
+                        made += 1
+                    self._pending.pop(cid, None)
+                self._save()
+            self.last_error = None
+            return made
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.flush()
+        except StoreError as exc:
+            self.last_error = str(exc)
+            log.warning("pinning on %s: %s (%d CIDs wait for the next try)", self.service, exc, len(self._pending))
+
+    def _want(self, h: bytes) -> None:
+        cid = BlobId(h, 0).ipfs_cid()
+        if cid not in self._pins:
+            self._pending[cid] = None
+
+    # -- Store ----------------------------------------------------------------------------------
+
+    async def put(self, data: bytes) -> bytes:
+        h = await self.inner.put(data)
+        self._want(h)
+        if len(self._pending) >= self.batch:
+            await self._flush_quietly()
+        return h
+
+    async def set_head(self, entry: RegistryEntry) -> None:
+        await self.inner.set_head(entry)
+        if len(entry.data) >= 33 and entry.data[0] == 0x1E:  # 0x1e | BLAKE3 of the manifest
+            self._want(entry.data[1:33])
+        await self._flush_quietly()
+
+    async def unpin(self, hashes: list[bytes]) -> None:
+        """Remove our pin requests for these objects (DELETE /pins/{requestid}), and the inner store's
+        pins. A pin request this device does not remember (made by another device, or before the
+        state file was lost) is looked up by CID first. Already gone (404) is success."""
+        await self.inner.unpin(hashes)
+        cids = [BlobId(h, 0).ipfs_cid() for h in dict.fromkeys(hashes)]
+        async with self._lock:
+            for c in cids:
+                self._pending.pop(c, None)
+            self._save()
+            unknown = [c for c in cids if c not in self._pins]
+            rids: dict[str, list[str]] = {c: [self._pins[c]] for c in cids if c in self._pins}
+            for i in range(0, len(unknown), CIDS_PER_QUERY):
+                found = await self._existing(unknown[i:i + CIDS_PER_QUERY], LIVE + ("failed",))
+                for c, results in found.items():
+                    rids[c] = [r["requestid"] for r in results]
+            for c, ids in rids.items():
+                for rid in ids:
+                    await self._call("DELETE", f"/pins/{quote(rid, safe='')}", ok=(200, 202, 204), passthrough=(404,))
+                self._pins.pop(c, None)
+                self._save()
+
+    async def get(self, h: bytes) -> bytes:
+        return await self.inner.get(h)
+
+    async def has(self, h: bytes) -> bool:
+        return await self.inner.has(h)
+
+    async def get_head(self, pk: bytes) -> RegistryEntry | None:
+        return await self.inner.get_head(pk)
+
+    async def get_heads(self, pks: list[bytes], *, concurrency: int = 4) -> dict[bytes, Any]:
+        return await self.inner.get_heads(pks, concurrency=concurrency)
+
+    async def head_versions(self) -> dict[bytes, object] | None:
+        return await self.inner.head_versions()
+
+    async def close(self) -> None:
+        if self._pending:
+            self._save()  # waiting CIDs are asked for at the next start
+        await self.http.close()
+        await self.inner.close()

@@ -1,0 +1,226 @@
+"""The pinning-service wrapper (stores/pinning.py) over a Kubo store, against a strict loopback
+Pinning Service API (tests/servers/pinning.py) and the loopback Kubo node; one test per fault."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import aiohttp
+import pytest
+from nacl.signing import SigningKey
+
+from servers.kubo import start_node
+from servers.pinning import start_service
+from sessiond.stores import StoreError, configure, open_store
+from sessiond.stores.cid import BlobId, digest
+from sessiond.stores.errors import AuthRefused
+from sessiond.stores.http import RetryPolicy
+from sessiond.stores.kubo import KuboStore
+from sessiond.stores.pinning import PinningStore
+from sessiond.stores.registry import RegistryEntry
+
+FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, max_retry_after=5)
+KEY = SigningKey(b"\x05" * 32)
+
+
+def cid(data: bytes) -> str:
+    return BlobId(digest(data), 0).ipfs_cid()
+
+
+def head(rev: int, manifest: bytes) -> RegistryEntry:
+    return RegistryEntry.create(KEY, rev, b"\x1e" + digest(manifest))
+
+
+@pytest.fixture
+async def env(tmp_path):
+    node, rpc, gw = await start_node()
+    svc, running = await start_service()
+    (tmp_path / "token").write_text("s3cret-token\n")
+    made = []
+
+    def make(**kw) -> PinningStore:
+        kw.setdefault("token_file", str(tmp_path / "token"))
+        kw.setdefault("state_dir", str(tmp_path / "state"))
+        kw.setdefault("retry", FAST)
+        kubo = KuboStore(f"ipfs+http://127.0.0.1:{rpc.port}", retry=FAST, timeout=5)
+        s = PinningStore(kubo, f"http://127.0.0.1:{running.port}", timeout=5, **kw)
+        made.append(s)
+        return s
+
+    yield node, svc, make, tmp_path
+    for s in made:
+        await s.close()
+    await running.stop()
+    await rpc.stop()
+    await gw.stop()
+
+
+def posts(svc) -> int:
+    return sum(1 for m, p in svc.requests if m == "POST")
+
+
+async def test_objects_and_manifest_pinned_once_and_durably(env):
+    node, svc, make, tmp = env
+    store = make()
+    blobs = [b"page %d" % i for i in range(3)]
+    for b in blobs:
+        await store.put(b)
+    assert svc.requests == []  # batched: nothing until the head (or a full batch)
+    await store.set_head(head(1, b"manifest 1"))
+    pinned = {p["pin"]["cid"] for p in svc.pins.values()}
+    assert pinned == {cid(b) for b in blobs} | {cid(b"manifest 1")}
+    assert all(digest(b) in node.blocks for b in blobs)  # the inner store has them too
+    assert store.status()["pending"] == 0 and store.status()["last_error"] is None
+    state = tmp / "state" / os.listdir(tmp / "state")[0]
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+    assert set(json.loads(state.read_text())["pins"]) == pinned
+    # idempotent: the same objects again, and a restart, ask nothing of the service
+    n = len(svc.requests)
+    await store.put(blobs[0])
+    await store.set_head(head(2, b"manifest 1"))
+    assert len(svc.requests) == n
+    await store.close()
+    again = make()
+    await again.put(blobs[1])
+    await again.set_head(head(3, b"manifest 1"))
+    assert len(svc.requests) == n and len(svc.pins) == 4
+    # only one GET per 10 CIDs, one POST per new CID
+    await again.put(b"new page")
+    await again.set_head(head(4, b"manifest 2"))
+    assert len(svc.requests) == n + 1 + 2 and len(svc.pins) == 6
+
+
+async def test_full_batch_sent_without_a_head(env):
+    node, svc, make, tmp = env
+    store = make(batch=12)
+    for i in range(11):
+        await store.put(b"b%d" % i)
+    assert svc.requests == []
+    await store.put(b"b11")
+    gets = [p for m, p in svc.requests if m == "GET"]
+    assert len(gets) == 2 and all(p.count("cid=") <= 10 for p in gets)  # the spec's 10 CIDs per query
+    assert all("status=pinned" in p and "status=queued" in p for p in gets)
+    assert posts(svc) == 12
+
+
+async def test_pins_requested_elsewhere_are_not_asked_again_but_failed_ones_are(env):
+    node, svc, make, tmp = env
+    other = make(state_dir=str(tmp / "other-state"))
+    await other.put(b"shared")
+    await other.put(b"doomed")
+    await other.set_head(head(1, b"m"))
+    doomed = next(p for p in svc.pins.values() if p["pin"]["cid"] == cid(b"doomed"))
+    doomed["status"] = "failed"
+    n = posts(svc)
+    store = make()  # another device: an empty state file
+    await store.put(b"shared")
+    await store.put(b"doomed")
+    await store.set_head(head(2, b"m"))
+    assert posts(svc) == n + 1  # only the failed one is asked again
+    assert len(svc.live(cid(b"shared"))) == 1 and len(svc.live(cid(b"doomed"))) == 1
+
+
+async def test_service_down_never_fails_a_push_and_nothing_is_forgotten(env):
+    node, svc, make, tmp = env
+    store = make()
+    await store.put(b"kept")
+    svc.faults.status, svc.faults.times = 502, 100
+    await store.set_head(head(1, b"m"))  # the head is published in Kubo even so
+    assert await store.get_head(head(1, b"m").pk) == head(1, b"m")
+    st = store.status()
+    assert st["pending"] == 2 and "502" in st["last_error"]
+    await store.close()
+    svc.faults.times = 0
+    restarted = make()  # the waiting CIDs survived the restart
+    assert restarted.status()["pending"] == 2
+    assert await restarted.flush() == 2
+    assert {p["pin"]["cid"] for p in svc.pins.values()} == {cid(b"kept"), cid(b"m")}
+    assert restarted.status() == {**restarted.status(), "pending": 0, "last_error": None}
+
+
+async def test_rate_limited_then_retried(env):
+    node, svc, make, tmp = env
+    store = make()
+    await store.put(b"x")
+    svc.faults.status, svc.faults.times, svc.faults.retry_after = 429, 2, "0"
+    assert await store.flush() == 1
+    assert svc.faults.times == 0
+
+
+async def test_refused_token_is_read_again_once_and_never_shown(env):
+    node, svc, make, tmp = env
+    (tmp / "token").write_text("wrong-token\n")
+    store = make()
+    await store.put(b"x")
+    with pytest.raises(AuthRefused) as err:
+        await store.flush()
+    assert "wrong-token" not in str(err.value) and "wrong-token" not in repr(store)
+    await store.set_head(head(1, b"m"))  # the push goes on; the error is kept
+    assert "refused" in store.status()["last_error"] and "wrong-token" not in store.status()["last_error"]
+    (tmp / "token").write_text("s3cret-token\n")  # renewed by its owner: picked up on the next 401
+    assert await store.flush() == 2
+    with pytest.raises(StoreError, match="one access token"):
+        (tmp / "token").write_text("two tokens\n")
+        make()
+
+
+async def test_release_unpins_everywhere_and_is_idempotent(env):
+    node, svc, make, tmp = env
+    store = make()
+    hs = [await store.put(b"r%d" % i) for i in range(3)]
+    await store.set_head(head(1, b"m"))
+    other = make(state_dir=str(tmp / "other"))  # knows none of the request ids: looks them up
+    await other.unpin([hs[0]])
+    assert not svc.live(cid(b"r0")) and digest(b"r0") not in node.pins
+    await store.unpin(hs[:2])  # r0's request is gone already (404): fine
+    assert not svc.live(cid(b"r1")) and svc.live(cid(b"r2"))
+    assert digest(b"r1") not in node.pins and digest(b"r2") in node.pins
+    assert all(m in ("GET", "POST", "DELETE") for m, _ in svc.requests)
+    await store.unpin(hs[:2])
+    # released objects put again are pinned again
+    await store.put(b"r1")
+    await store.flush()
+    assert svc.live(cid(b"r1"))
+
+
+async def test_configured_pinning_wraps_kubo_stores(env, tmp_path):
+    node, svc, make, tmp = env
+    port = int(make().service.rsplit(":", 1)[1])
+    try:
+        configure(pinning_service=f"http://127.0.0.1:{port}", pinning_token_file=str(tmp / "token"),
+                  pinning_state_dir=str(tmp / "cfg"))
+        store = open_store("ipfs+http://127.0.0.1:1")
+        assert isinstance(store, PinningStore) and isinstance(store.inner, KuboStore)
+        await store.close()
+        assert not isinstance(open_store("s5+http://127.0.0.1:1"), PinningStore)
+        with pytest.raises(StoreError, match="token"):
+            configure(pinning_service="http://127.0.0.1:1")
+    finally:
+        configure()
+
+
+async def test_the_loopback_service_is_strict(env):
+    node, svc, make, tmp = env
+    base = make().service
+    auth = {"Authorization": "Bearer s3cret-token"}
+    c = cid(b"x")
+    async with aiohttp.ClientSession() as s:
+        async def call(method, path, **kw):
+            async with s.request(method, base + path, **kw) as r:
+                return r.status, (await r.json() if r.content_type == "application/json" else None)
+        assert (await call("GET", "/pins"))[0] == 401
+        status, body = await call("GET", "/pins", headers={"Authorization": "Bearer nope"})
+        assert status == 401 and body["error"]["reason"] == "UNAUTHORIZED"
+        many = "&".join(f"cid={cid(b'%d' % i)}" for i in range(11))
+        assert (await call("GET", "/pins?" + many, headers=auth))[0] == 400
+        assert (await call("GET", "/pins?limit=0", headers=auth))[0] == 400
+        assert (await call("GET", "/pins?status=done", headers=auth))[0] == 400
+        assert (await call("POST", "/pins", headers=auth, json={"cid": c, "extra": 1}))[0] == 400
+        assert (await call("POST", "/pins", headers=auth, json={"cid": "not a cid"}))[0] == 400
+        status, pin = await call("POST", "/pins", headers=auth, json={"cid": c})
+        assert status == 202 and pin["status"] == "queued" and pin["delegates"]
+        status, res = await call("GET", "/pins", headers=auth)  # no filter: only pinned ones
+        assert res["count"] == 1 and res["results"][0]["status"] == "pinned"
+        assert (await call("DELETE", f"/pins/{pin['requestid']}", headers=auth))[0] == 202
+        assert (await call("DELETE", f"/pins/{pin['requestid']}", headers=auth))[0] == 404
