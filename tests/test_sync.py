@@ -290,13 +290,13 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
             await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
             sids.append(sid)
         pulled: list[str] = []
-        real_pull = b.pull
+        real_pull = b.follower.pull
 
         async def counting_pull(sid):
             pulled.append(sid)
             return await real_pull(sid)
 
-        b.pull = counting_pull
+        b.follower.pull = counting_pull  # the worker pulls through its follower
         await b.start()
         await wait_for_async(lambda: len(pulled) >= 6)  # the first round looks at everything
         await asyncio.sleep(0.3)
@@ -341,14 +341,14 @@ async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
         faulty.mode = "down"
         await dba.append_messages(sid, [{"role": "assistant", "content": "while the store is down"}])
         await a.sync_now(sid, wait=True, timeout=10)
-        await wait_for_async(lambda: sid in b._pull_errors)  # the change was seen, and its pull failed
+        await wait_for_async(lambda: sid in b.ctx.pull_errors)  # the change was seen, and its pull failed
         faulty.mode = None
         for _ in range(150):  # well before the 30 s full pull
             if len(await dbb.list_messages(sid)) == 2:
                 break
             await asyncio.sleep(0.02)
         assert len(await dbb.list_messages(sid)) == 2
-        await wait_for_async(lambda: sid not in b._pull_errors)
+        await wait_for_async(lambda: sid not in b.ctx.pull_errors)
     finally:
         await a.stop()
         await b.stop()
@@ -380,8 +380,8 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
         calls.append((chain is None, len(rows)))
         return real_extend(chain, frontier, rows)
 
-    import sessiond.sync.share as share_mod
-    share_mod.extend = counting
+    import sessiond.sync.proofs as proofs_mod
+    proofs_mod.extend = counting
 
     async def check():
         proof = await syncer.make_checkpoint(sid)
@@ -415,7 +415,7 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
         proof = await check()
         assert calls == [(True, 1)] and proof["messages"] == 1
     finally:
-        share_mod.extend = real_extend
+        proofs_mod.extend = real_extend
 
 
 async def test_pulled_messages_add_their_tokens_once(env):
