@@ -24,10 +24,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The long versions of the proofs (issue 6): 200 SIGKILLs, 300 schemathesis examples per operation,
-# the full load test. Results: docs/SECURITY.md.
+# 50 stateful sequences of 30 steps over three daemons (issue 19), the full load test. Results: docs/SECURITY.md.
 test-long: $(STAMP)
 	CRASH_KILLS=200 CRASH_SEED=7 $(PY) -m pytest -q tests/test_crash.py
 	SCHEMATHESIS_EXAMPLES=300 FUZZ_EXAMPLES=300 $(PY) -m pytest -q tests/test_schemathesis.py tests/test_fuzz.py
+	STATEFUL_EXAMPLES=50 STATEFUL_STEPS=30 $(PY) -m pytest -q --timeout=7200 tests/test_stateful.py
 	$(PY) bench/load.py
 
 bench: $(STAMP)

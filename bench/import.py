@@ -29,7 +29,7 @@ from sessiond.stores.registry import RegistryEntry  # noqa: E402
 from sessiond.sync import dagcbor  # noqa: E402
 from sessiond.sync.crypto import decrypt, manifest_key, CHUNK_SIZE, TAG_SIZE  # noqa: E402
 from sessiond.sync.keys import KeyStore  # noqa: E402
-from sessiond.sync.log import Entry  # noqa: E402
+from sessiond.sync.pages import Entry  # noqa: E402
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt  # noqa: E402
 import blake3  # noqa: E402
 

@@ -14,6 +14,8 @@ from typing import Any
 from ..client import ApiError, Client, ClientError, DaemonNotRunning
 from ..daemon.home import HomeError, holds_lock, read_lock, resolve_home
 
+from . import serve
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
@@ -214,7 +216,8 @@ def cmd_status(args) -> int:
 
 # ------------------------------------------------------------------------------------------ sessions
 def _settings(args) -> dict | None:
-    s = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "max_tokens") if getattr(args, k) is not None}
+    s = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "max_tokens", "provider")
+         if getattr(args, k, None) is not None}
     return s or None
 
 
@@ -464,8 +467,8 @@ def cmd_set(args) -> int:
         fields["system_prompt"] = _read_text(args.system)
     if args.tag is not None:
         fields["tags"] = args.tag
-    if _settings(args):
-        fields["settings"] = _settings(args)
+    if _settings(args):  # over the session's current settings: --provider alone keeps its temperature
+        fields["settings"] = {**client(args).get_session(args.id)["settings"], **_settings(args)}
     if args.metadata is not None:
         fields["metadata"] = _json_arg(args.metadata, "--metadata")
     if args.expires_in is not None:
@@ -518,6 +521,34 @@ def cmd_add(args) -> int:
     content = _read_text(args.text)
     m = client(args).append(args.id, args.role, content, chat=args.chat, tokens=args.tokens)
     emit(args, m, m["id"])
+    return 0
+
+
+def cmd_ask(args) -> int:
+    content = _read_text(args.text)
+    stream = client(args).complete_stream(args.id, content, chat=args.chat, model=args.model, provider=args.provider)
+    wrote = False
+    try:
+        for text in stream:
+            if not args.json:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                wrote = True
+    except KeyboardInterrupt:
+        stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
+        if wrote:
+            sys.stdout.write("\n")
+        print("sessiond: stopped; what arrived is recorded, marked interrupted", file=sys.stderr)
+        return 130
+    except ApiError:
+        if wrote:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        raise
+    if args.json:
+        emit(args, stream.message)
+    elif wrote:
+        sys.stdout.write("\n")
     return 0
 
 
@@ -791,6 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata", help="metadata as a JSON object")
     p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
     p.add_argument("--expires-in", type=duration, dest="expires_in", help="expire after this long (e.g. 7d)")
+    p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     _add_settings(p)
     _add_policy(p)
 
@@ -803,6 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append")
     p.add_argument("--metadata")
     p.add_argument("--expires-in", type=duration, dest="expires_in")
+    p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     _add_settings(p)
     _add_policy(p)
 
@@ -846,6 +879,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", help="chat id (default: the current chat)")
     p.add_argument("--tokens", type=int, help="token count, if the app knows it")
     p.add_argument("text", help="the message; '-' reads it from standard input")
+    p = cmd("ask", cmd_ask, "ask the session's model: appends TEXT, prints the answer as it streams, records it")
+    p.add_argument("id")
+    p.add_argument("--chat", help="chat id or name (default: the current chat)")
+    p.add_argument("--model", help="this model instead of the chat's or session's")
+    p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the session's")
+    p.add_argument("text", help="the question; '-' reads it from standard input")
     p = cmd("log", cmd_log, "print a session's messages")
     p.add_argument("id")
     p.add_argument("--chat")
@@ -926,6 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = key_sub.add_parser("import", parents=[common], help="restore the device key from words on standard input")
     q.set_defaults(fn=cmd_key_import)
     q.add_argument("--force", action="store_true")
+    serve.register(sub, common)
     return parser
 
 

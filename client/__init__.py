@@ -153,6 +153,15 @@ class _Api:
         return self._call("GET", f"/v1/sessions/{_q(sid)}/messages" + _query(
             dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)))
 
+    # talking to a model (issue 16)
+    def complete(self, sid: str, content: str | None = None, *, chat: str | None = None, model: str | None = None,
+                 provider: str | None = None, idempotency_key: str | None = None):
+        """Append `content` as the user's message (if given), ask the session's model, and return the
+        answer as stored (with its usage, response times, and "interrupted" if it stopped early)."""
+        return self._call("POST", f"/v1/sessions/{_q(sid)}/complete",
+                          _complete_body(content, chat, model, provider, False),
+                          key=idempotency_key or new_idempotency_key())
+
     # session management
     def quota(self, sid: str):
         return self._call("GET", f"/v1/sessions/{_q(sid)}/quota")
@@ -226,6 +235,71 @@ class _Api:
 
     def verify(self, session: str | None = None):
         return self._call("POST", "/v1/verify", {"session": session} if session else {})
+
+
+def _complete_body(content, chat, model, provider, stream: bool) -> dict:
+    body = {k: x for k, x in dict(content=content, chat=chat, model=model, provider=provider).items() if x is not None}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _stream_event(event: str, data: Any, stream) -> str | None:
+    """One event of a streamed answer: a delta's text, or None (the stored message is kept on the
+    stream as .message; an error raises ApiError, with the partial answer as recorded in .details)."""
+    if event == "delta":
+        return data.get("content", "")
+    if event == "message":
+        stream.message = data
+    elif event == "error":
+        err = data.get("error", {})
+        details = dict(err.get("details") or {})
+        if data.get("message") is not None:
+            stream.message = details["message"] = data["message"]
+        raise ApiError(502 if err.get("code") != "provider_timeout" else 504, err.get("code", "provider_error"),
+                       err.get("message", "the model's answer failed"), details)
+    return None
+
+
+class CompletionStream:
+    """A streamed answer: iterate over it for the text as it arrives; afterwards .message is the stored
+    answer. close() (or leaving a `with` block) early stops the generation; the daemon records what
+    arrived, marked interrupted."""
+
+    def __init__(self, conn: "http.client.HTTPConnection", resp: "http.client.HTTPResponse"):
+        self._conn, self._resp = conn, resp
+        self.message: dict | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        event, data = "message", []
+        try:
+            while True:
+                line = self._resp.readline()
+                if not line:
+                    break
+                line = line.decode("utf-8").rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip(" "))
+                elif not line and data:
+                    text = _stream_event(event, json.loads("\n".join(data)), self)
+                    event, data = "message", []
+                    if text:
+                        yield text
+        finally:
+            self.close()
+        if self.message is None:
+            raise ClientError("the daemon's answer stream ended before the stored message")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "CompletionStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -313,6 +387,36 @@ class Client(_Api):
         _raise_for(resp.status, data)
         return data
 
+    def complete_stream(self, sid: str, content: str | None = None, *, chat: str | None = None,
+                        model: str | None = None, provider: str | None = None,
+                        idempotency_key: str | None = None) -> CompletionStream:
+        """As complete(), streamed: `for text in c.complete_stream(...)` gives the answer as it arrives,
+        then the stream's .message is the stored answer."""
+        conn = _UnixHTTPConnection(self.socket, self.timeout)  # its own: closing it stops the generation
+        body = json.dumps(_complete_body(content, chat, model, provider, True)).encode()
+        try:
+            conn.request("POST", f"/v1/sessions/{_q(sid)}/complete", body=body,
+                         headers={"Content-Type": "application/json",
+                                  IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()})
+            resp = conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            conn.close()
+            raise DaemonNotRunning(self.socket, exc.strerror or "") from None
+        if resp.status >= 400:
+            raw = resp.read()
+            conn.close()
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
+            _raise_for(resp.status, data)
+        if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
+            stream = CompletionStream(conn, resp)
+            stream.message = json.loads(resp.read())
+            conn.close()
+            return stream
+        return CompletionStream(conn, resp)
+
     def events(self) -> Iterator[dict]:
         """Yield change events as they happen (blocking)."""
         conn = _UnixHTTPConnection(self.socket, None)  # type: ignore[arg-type]
@@ -386,6 +490,48 @@ class AsyncClient(_Api):
                 if attempt:
                     raise DaemonNotRunning(self.socket, "the connection was closed") from None
 
+    async def complete_stream(self, sid: str, content: str | None = None, *, chat: str | None = None,
+                              model: str | None = None, provider: str | None = None,
+                              idempotency_key: str | None = None):
+        """As complete(), streamed: `async for text in c.complete_stream(...)` yields the answer as it
+        arrives; the last item is not text but the stored answer, a dict (stop early by breaking out:
+        the daemon records what arrived, marked interrupted)."""
+        import aiohttp
+
+        holder = CompletionStream.__new__(CompletionStream)
+        holder.message = None
+        try:
+            resp = await self._http().post(f"http://localhost/v1/sessions/{_q(sid)}/complete",
+                                           json=_complete_body(content, chat, model, provider, True),
+                                           headers={IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()},
+                                           timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout))
+        except aiohttp.ClientConnectorError as exc:
+            raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
+        try:
+            if resp.status >= 400:
+                _raise_for(resp.status, await resp.json(content_type=None))
+            if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                yield await resp.json(content_type=None)
+                return
+            event, data = "message", []
+            async for raw in resp.content:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip(" "))
+                elif not line and data:
+                    text = _stream_event(event, json.loads("\n".join(data)), holder)
+                    event, data = "message", []
+                    if text:
+                        yield text
+                    elif holder.message is not None:
+                        yield holder.message
+                        return
+            raise ClientError("the daemon's answer stream ended before the stored message")
+        finally:
+            resp.close()  # early: the connection closes, and the daemon stops the generation
+
     async def events(self):
         """Async iterator of change events."""
         import aiohttp
@@ -405,4 +551,4 @@ class AsyncClient(_Api):
                     data = None
 
 
-__all__ = ["Client", "AsyncClient", "ApiError", "ClientError", "DaemonNotRunning"]
+__all__ = ["Client", "AsyncClient", "ApiError", "ClientError", "DaemonNotRunning", "CompletionStream"]

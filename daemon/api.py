@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, NotFound, SessiondError
 
-from . import validate as v
+from . import complete, openai_compat, validate as v
 from .openapi import build_openapi
 
 log = logging.getLogger("sessiond.api")
@@ -31,6 +31,8 @@ class Route:
     status: int = 200
     query: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()  # request headers it reads, in openapi.HEADERS
+    errors: tuple[int, ...] = ()  # error statuses beyond the common ones
+    stream: bool = False  # may answer with text/event-stream too
 
 
 def ok(data: Any, status: int = 200) -> web.Response:
@@ -472,6 +474,16 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/import", import_code, "Import a session from a share code, verified, all or nothing",
           "ImportRequest", "ImportResult", 201),
     Route("POST", "/v1/sync", sync_now, "Push (and pull) now; optionally wait until done", "SyncRequest", "SyncResult"),
+    Route("POST", "/v1/sessions/{id}/complete", complete.handle,
+          "Append a user message (optional), send the chat's active context to the model, record and return the "
+          "answer (stream: server-sent events of deltas, then the stored message)", "Complete", "Message", 201,
+          headers=(IDEMPOTENCY_HEADER,), errors=(502, 504), stream=True),
+    Route("POST", "/openai/v1/chat/completions", openai_compat.chat_completions,
+          "OpenAI-compatible chat completions, recorded into the session named by X-Sessiond-Session (or a new "
+          "one, named in the answer's header)", "ChatCompletionRequest", "Any", headers=(openai_compat.SESSION_HEADER,),
+          errors=(502, 504), stream=True),
+    Route("GET", "/openai/v1/models", openai_compat.models, "The provider's models (OpenAI-compatible)", None, "Any",
+          headers=(openai_compat.SESSION_HEADER,), errors=(502, 504)),
     Route("POST", "/v1/verify", verify, "Verify the pushed snapshots against the local database", "VerifyRequest",
           "VerifyReport"),
 ]

@@ -58,7 +58,8 @@ async def export(db, sid: str, fmt: str, chat: str | None = None) -> dict:
         if c["model"] or s["model"]:
             out["model"] = c["model"] or s["model"]
         for k, v in (c["settings"] or s["settings"]).items():
-            out[k] = v
+            if k != "provider":  # sessiond's own (which provider answers), not an OpenAI parameter
+                out[k] = v
         return out
     if fmt == "json":
         chats = await db.list_chats(sid)

@@ -112,7 +112,7 @@ def holds_lock(pid: int, home: str) -> bool:
 
 def normalize_store_url(url: str) -> str:
     """A store URL as the daemon records it: a file store (file:///path, or a plain path, relative
-    ones taken from the current folder) becomes file:///absolute/path."""
+    ones taken from the current folder) becomes file:///absolute/path; a network store's URL is kept."""
     from urllib.parse import unquote, urlparse
 
     parsed = urlparse(url)
@@ -124,7 +124,14 @@ def normalize_store_url(url: str) -> str:
         if not path:
             raise HomeError(f"store URL {url!r} has no path")
         return "file://" + os.path.abspath(os.path.expanduser(path))
-    raise HomeError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder")
+    from ..stores import NETWORK_SCHEMES
+
+    if parsed.scheme in NETWORK_SCHEMES:
+        if not parsed.netloc:
+            raise HomeError(f"store URL {url!r} has no host")
+        return url.rstrip("/")
+    raise HomeError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder, "
+                    f"s5+https://PORTAL, ipfs+http://HOST:PORT (a Kubo node) or ipfs+https://GATEWAY")
 
 
 def check_private_dir(path: str, what: str) -> None:
@@ -163,6 +170,10 @@ class Config:
     delete_expired: bool = False
     token_estimator: str = "chars4"
     limits: dict = field(default_factory=dict)
+    # model providers (issue 16): name -> {"base_url", "api_key_file"?, "api_key_env"?, "timeout"?, "top_k"?}
+    providers: dict = field(default_factory=dict)
+    default_provider: str | None = None
+    openai_listen: tuple[str, int] | None = None  # (host, port) of the OpenAI-compatible TCP listener
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -197,6 +208,14 @@ class Config:
                 except ValueError as exc:
                     raise HomeError(f"{path}: {exc}") from None
                 cfg.token_estimator = value
+            elif key == "providers":
+                cfg.providers = check_providers(path, value)
+            elif key == "default_provider":
+                if not isinstance(value, str) or not value:
+                    raise HomeError(f"{path}: 'default_provider' must be the name of a [providers.NAME] table")
+                cfg.default_provider = value
+            elif key == "openai_listen":
+                cfg.openai_listen = check_listen(path, value)
             elif key in LIMIT_KEYS:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise HomeError(f"{path}: {key!r} must be a whole number of at least 1")
@@ -205,12 +224,64 @@ class Config:
                 import difflib
 
                 known = ["store", "sync_interval", "push_delay", "poll_interval", "cleanup_interval",
-                         "delete_expired", "token_estimator", *LIMIT_KEYS]
+                         "delete_expired", "token_estimator", "default_provider", "providers",
+                         "openai_listen", *LIMIT_KEYS]
                 close = difflib.get_close_matches(key, known, n=1)
                 raise HomeError(f"{path}: unknown setting {key!r}"
                                 + (f"; did you mean {close[0]!r}?" if close else "")
                                 + f" (known settings: {', '.join(known)})")
+        if cfg.default_provider is not None and cfg.default_provider not in cfg.providers:
+            raise HomeError(f"{path}: default_provider = {cfg.default_provider!r} names no [providers.NAME] table "
+                            f"(defined: {', '.join(sorted(cfg.providers)) or 'none'})")
+        if cfg.default_provider is None and len(cfg.providers) == 1:
+            cfg.default_provider = next(iter(cfg.providers))
         return cfg
+
+
+PROVIDER_KEYS = ("base_url", "api_key_file", "api_key_env", "timeout", "connect_timeout", "top_k")
+
+
+def check_providers(path: str, value) -> dict:
+    """The [providers.NAME] tables, each checked; the key itself is never read here (only when needed)."""
+    if not isinstance(value, dict):
+        raise HomeError(f"{path}: 'providers' must be tables: [providers.NAME] with base_url = \"http://...\"")
+    out = {}
+    for name, p in value.items():
+        where = f"{path}: [providers.{name}]"
+        if not isinstance(p, dict):
+            raise HomeError(f"{where} must be a table with base_url = \"http://host:port/v1\"")
+        extra = sorted(set(p) - set(PROVIDER_KEYS))
+        if extra:
+            raise HomeError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(PROVIDER_KEYS)}")
+        url = p.get("base_url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) < 10:
+            raise HomeError(f"{where}: base_url must be an http:// or https:// URL such as "
+                            f"\"http://127.0.0.1:11434/v1\" (the part before /chat/completions)")
+        if "api_key_file" in p and "api_key_env" in p:
+            raise HomeError(f"{where}: give api_key_file or api_key_env, not both")
+        for k in ("api_key_file", "api_key_env"):
+            if k in p and (not isinstance(p[k], str) or not p[k]):
+                raise HomeError(f"{where}: {k} must be a non-empty string")
+        for k in ("timeout", "connect_timeout"):
+            if k in p and (isinstance(p[k], bool) or not isinstance(p[k], (int, float)) or p[k] <= 0):
+                raise HomeError(f"{where}: {k} must be a positive number of seconds")
+        if "top_k" in p and not isinstance(p["top_k"], bool):
+            raise HomeError(f"{where}: top_k must be true (the provider accepts top_k) or false")
+        out[name] = {"base_url": url.rstrip("/"), "api_key_file": p.get("api_key_file"),
+                     "api_key_env": p.get("api_key_env"), "timeout": float(p.get("timeout", 120)),
+                     "connect_timeout": float(p.get("connect_timeout", 10)), "top_k": p.get("top_k", False)}
+    return out
+
+
+def check_listen(path: str, value) -> tuple[str, int]:
+    msg = f"{path}: openai_listen must be \"HOST:PORT\", e.g. \"127.0.0.1:8765\""
+    if not isinstance(value, str) or ":" not in value:
+        raise HomeError(msg)
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise HomeError(msg)
+    return host, int(port)
 
 
 @dataclass
@@ -237,6 +308,11 @@ class Home:
     @property
     def keys(self) -> str:
         return os.path.join(self.path, "keys")
+
+    @property
+    def openai_key(self) -> str:
+        """The bearer key of the OpenAI-compatible TCP listener (0600, made on its first start)."""
+        return os.path.join(self.path, "openai-api-key")
 
     @property
     def default_store(self) -> str:

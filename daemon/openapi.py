@@ -14,7 +14,8 @@ SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
     "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 10},
     "top_k": {"type": ["integer", "null"], "minimum": 1},
     "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-    "max_tokens": {"type": ["integer", "null"], "minimum": 1}}}
+    "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+    "provider": {"type": ["string", "null"], "minLength": 1, "maxLength": 100, "pattern": "^[^\\x00]*$"}}}
 ROLE = {"type": "string", "enum": ["system", "user", "assistant", "tool"]}
 MESSAGE_IN = {"type": "object", "required": ["role", "content"], "additionalProperties": False, "properties": {
     "role": ROLE, "content": _str, "tokens": {"type": ["integer", "null"], "minimum": 0}, "chat": _nstr,
@@ -124,6 +125,15 @@ SCHEMAS: dict[str, dict] = {
     "ImportResult": {"type": "object", "required": ["session"], "properties": {
         "session": _str, "new": {"type": "integer"}, "capability": _str, "already": {"type": "boolean"},
         "devices": {"type": "integer"}}},
+    "Complete": {"type": "object", "additionalProperties": False, "properties": {
+        "content": _nstr, "chat": _nstr, "model": {"type": ["string", "null"], "maxLength": 200},
+        "provider": {"type": ["string", "null"], "maxLength": 100}, "stream": {"type": "boolean"}}},
+    "ChatCompletionRequest": {"type": "object", "required": ["messages"], "properties": {
+        "model": {"type": "string", "maxLength": 200}, "stream": {"type": "boolean"},
+        "messages": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["role"], "properties": {
+                "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+                "content": {"type": ["string", "array", "null"]}}}}}},
     "VerifyRequest": {"type": "object", "additionalProperties": False, "properties": {"session": _nstr}},
     "VerifyReport": {"type": "object", "required": ["ok", "sessions"], "properties": {
         "ok": {"type": "boolean"}, "sessions": {"type": "array"}}},
@@ -144,6 +154,9 @@ HEADERS = {
                        "remembered per session, durably, for 24 hours (the last 1,000 per session). The same "
                        "key with other messages is refused with 422 idempotency_key_reused.",
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}},
+    "X-Sessiond-Session": {
+        "description": "The session that records this call (absent: a new session, whose id comes back in "
+                       "this header of the answer)", "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"}},
 }
 
 
@@ -171,10 +184,17 @@ def build_openapi(routes, version: str) -> dict:
             ok_resp = {"description": "success", "content": {"application/json": {"schema": _ref(r.response)}}}
         else:
             ok_resp = {"description": "an event stream", "content": {"text/event-stream": {"schema": _str}}}
+        if r.stream and r.response:  # with "stream": true, the same answer as server-sent events
+            ok_resp["content"]["text/event-stream"] = {"schema": _str}
         op["responses"] = {str(r.status): ok_resp, "400": _error("malformed request"),
                            "404": _error("unknown session, chat or message"), "409": _error("conflict"),
                            "422": _error("invalid field"), "429": _error("a limit was reached"),
                            "503": _error("the store is unavailable")}
+        for status in r.errors:
+            op["responses"][str(status)] = _error({502: "the model provider failed, refused or cannot be reached",
+                                                   504: "the model provider timed out"}[status])
+        if r.stream:  # a streamed answer's status is 200 (the stored message comes last in the stream)
+            op["responses"].setdefault("200", ok_resp)
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {"openapi": "3.1.0",
             "info": {"title": "sessiond socket API", "version": version,

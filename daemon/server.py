@@ -129,6 +129,11 @@ class Daemon:
         from ..storage import tokens
 
         self._estimator = tokens.get(config.token_estimator)
+        from .openai_compat import Compat
+        from .providers import Providers
+
+        self.providers = Providers(config.providers, config.default_provider)
+        self.compat = Compat(self)
 
     # ---------------------------------------------------------------- lifecycle
     def take_lock(self) -> None:
@@ -193,6 +198,12 @@ class Daemon:
         sock.listen(256)
         site = web.SockSite(self._runner, sock)
         await site.start()
+        if self.config.openai_listen is not None:
+            try:
+                await self.compat.start_tcp(*self.config.openai_listen)
+            except OSError as exc:
+                raise HomeError(f"openai_listen = \"{':'.join(map(str, self.config.openai_listen))}\" in "
+                                f"config.toml: cannot listen there ({exc.strerror or exc})") from None
         log.info("daemon started", extra={"event": "start"})
 
     async def _choose_store(self) -> None:
@@ -226,8 +237,10 @@ class Daemon:
         await self.events.shutdown()
         for task in list(self._tasks):
             task.cancel()
+        await self.compat.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.providers.close()
         if self.syncer is not None:
             await self.syncer.stop()
         if self.db is not None:
@@ -251,7 +264,8 @@ class Daemon:
         return {"version": self.version, "device_id": self.db.device_id, "pid": os.getpid(),
                 "uptime": round(time.monotonic() - self.started, 3), "socket": self.home.socket,
                 "home": self.home.path, "store": self.store_url, "counts": await self.db.counts(),
-                "sync": await self.syncer.status()}
+                "sync": await self.syncer.status(), "openai": self.compat.status(),
+                "providers": {"default": self.providers.default, "names": sorted(self.providers.all)}}
 
     async def sync_status(self, sid: str) -> dict:
         return (await self.syncer.status(sid)).get(sid, {})

@@ -92,6 +92,10 @@ def settings(v: Any, where: str = "settings", base: dict | None = None, lenient:
     for k, val in v.items():
         if val is None:
             out.pop(k, None)
+        elif k == "provider":
+            if not isinstance(val, str) or not 0 < len(val) <= 100 or "\x00" in val:
+                raise Invalid(f"{where}.provider must be the name of a provider in config.toml ([providers.NAME])")
+            out[k] = val
         elif k in SETTING_RANGES:
             lo, hi, integer = SETTING_RANGES[k]
             out[k] = number(val, f"{where}.{k}", lo, hi, integer)

@@ -36,7 +36,8 @@ from .ids import check_id, new_device_id, new_id
 
 ROLES = ("system", "user", "assistant", "tool")
 STATUSES = ("active", "paused", "ended")
-SETTINGS_KEYS = ("temperature", "top_k", "top_p", "max_tokens")
+# provider: the name of a [providers.NAME] table in config.toml that answers for the session (issue 16)
+SETTINGS_KEYS = ("temperature", "top_k", "top_p", "max_tokens", "provider")
 # Session fields a PATCH may change (status changes go through pause/resume/end).
 PATCHABLE = ("name", "user", "system_prompt", "model", "settings", "metadata", "tags", "preferences", "policy",
              "expires_at", "initial_messages")
@@ -48,6 +49,11 @@ POLICY_KEYS = ("token_quota", "checkpoint_interval", "idle_timeout", "max_contex
 CHAT_POLICY_KEYS = ("max_context_tokens", "context_margin", "auto_compact")
 # Chat fields a chat.update may change (each last-writer-wins by (lamport, device id)).
 CHAT_FIELDS = ("compacted", "policy", "name", "system_prompt", "model", "settings")
+# Extra fields of a model's answer (issue 16), kept with the message and synced with it: the model and
+# provider that wrote it, the provider's usage {prompt_tokens, completion_tokens}, its response times
+# {first_token_ms, total_ms}, and interrupted/error when the answer stopped before its end.
+ANSWER_KEYS = ("model", "provider", "usage", "response", "interrupted", "error")
+EXTRA_KEYS = ("name", "tool_call_id", "metadata") + ANSWER_KEYS
 DEFAULT_CHECKPOINT_INTERVAL = 1000
 DEFAULT_CONTEXT_MARGIN = 0.8
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
@@ -191,6 +197,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_KEEP = 1000
+
+
+_PLAIN = {"role", "content", "tokens", "chat"}
 
 
 def now() -> float:
@@ -440,6 +449,26 @@ def _cutoff_id(compacted: str | None) -> str | None:
         return None
     lam, dev, seq = json.loads(compacted)
     return message_id(dev, seq)
+
+
+def charge(m: dict) -> int:
+    """What a message costs the session's quota: its tokens, plus, for a model's answer, the prompt
+    tokens the provider counted for it (the context sent with the question)."""
+    usage = m.get("usage")
+    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return (m.get("tokens") or 0) + (prompt if type(prompt) is int and prompt > 0 else 0)
+
+
+def _row_charge(tokens: int | None, extra: str | None) -> int:
+    if extra and '"usage"' in extra:
+        return charge({"tokens": tokens, **json.loads(extra)})
+    return tokens or 0
+
+
+# the session's quota use recounted from its messages (charge() in SQL)
+_RECOUNT = ("(SELECT coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"
+            " max(0, coalesce(json_extract(extra, '$.usage.prompt_tokens'), 0)) END), 0)"
+            " FROM messages WHERE session_id=?)")
 
 
 def warning_level(used: int, quota: int | None) -> str:
@@ -931,13 +960,16 @@ class Database:
         return d
 
     async def append_messages(self, sid: str, messages: list[dict], chat: str | None = None, *,
-                              key: str | None = None) -> list[dict]:
+                              key: str | None = None, answer: bool = False) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). The whole transaction runs in one hop to the database
         thread: this is the hot path.
 
         With an idempotency `key`, a repeat of the same request (a client's retry) is answered with the
-        first one's result and changes nothing; the same key with other messages is refused."""
+        first one's result and changes nothing; the same key with other messages is refused.
+
+        `answer`: a model's answer that the provider already gave (and counted): it is recorded even
+        past the token quota or a context budget that cannot compact (the checks ran before asking)."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
@@ -987,9 +1019,9 @@ class Database:
                             raise LimitReached(f"chat {c!r} of session {sid!r} holds {have} messages; {adding} more "
                                                f"would pass max_messages_per_chat ({cap}). Start another chat or "
                                                f"clone the session", limit="max_messages_per_chat", value=cap)
-                new_tokens = sum(m.get("tokens") or 0 for m in messages)
+                new_tokens = sum(map(charge, messages))
                 quota = policy.get("token_quota")
-                if quota and used + new_tokens > quota:
+                if quota and used + new_tokens > quota and not answer:
                     raise QuotaExceeded(
                         f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
                         f"more. Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
@@ -1000,7 +1032,12 @@ class Database:
                 seq = got[0] if got else 0
                 for c in sorted(chats):  # context budgets, before anything is written
                     chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
-                    cut = self._context_check(db, sid, c, policy, chat_tokens)
+                    try:
+                        cut = self._context_check(db, sid, c, policy, chat_tokens)
+                    except ContextOverflow:
+                        if not answer:
+                            raise
+                        cut = None
                     if cut is not None:
                         seq += 1
                         lamport += 1
@@ -1013,8 +1050,8 @@ class Database:
                 rows = []
                 for i, m in enumerate(messages):
                     extra = None
-                    if "name" in m or "tool_call_id" in m or "metadata" in m:
-                        e = {k: m[k] for k in ("name", "tool_call_id", "metadata") if m.get(k) is not None}
+                    if not m.keys() <= _PLAIN:
+                        e = {k: m[k] for k in EXTRA_KEYS if m.get(k) is not None}
                         extra = _dumps(e) if e else None
                     rows.append((sid, m.get("chat") or chat_id, device, seq0 + i, lam0 + i, m["role"], m["content"],
                                  m.get("tokens"), t, extra))
@@ -1198,6 +1235,48 @@ class Database:
                 "active_messages": len(active), "active_tokens": sum(r[4] for r in active),
                 "compacted_messages": total - len(active), "messages": total}
 
+    async def context_messages(self, sid: str, chat: str) -> list[dict]:
+        """The chat's active context as messages to send to a model, oldest first: every message the
+        compaction has not set aside (system messages always stay), as {role, content[, name,
+        tool_call_id]}."""
+        srow = await self._session_row(sid)
+        policy = json.loads(srow["policy"])
+
+        def work(db: sqlite3.Connection):
+            _, cut = self._chat_budget(db, sid, chat, policy)
+            sql = "SELECT role, content, extra FROM messages WHERE session_id=? AND chat_id=?"
+            args: tuple = (sid, chat)
+            if cut is not None:
+                sql += " AND ((lamport, device_id, seq) > (?,?,?) OR role='system')"
+                args += tuple(cut)
+            return db.execute(sql + " ORDER BY lamport, device_id, seq", args).fetchall()
+
+        out = []
+        for role, content, extra in await self.reader._execute(work, self.reader._conn):
+            m = {"role": role, "content": content}
+            if extra:
+                e = json.loads(extra)
+                m.update({k: e[k] for k in ("name", "tool_call_id") if e.get(k) is not None})
+            out.append(m)
+        return out
+
+    async def chat_history(self, sid: str, chat: str) -> list[tuple[str, str]]:
+        """Every message of a chat as (role, content), oldest first (compacted ones too)."""
+        return [tuple(r) for r in await self._all("SELECT role, content FROM messages WHERE session_id=? AND"
+                                                  " chat_id=? ORDER BY lamport, device_id, seq", (sid, chat))]
+
+    async def idempotent_result(self, sid: str, key: str) -> list[dict] | None:
+        """What an append with this idempotency key stored, if one did (and is still remembered)."""
+        row = await self._fresh("SELECT result FROM idempotency WHERE session_id=? AND key=?", (sid, key))
+        return json.loads(row[0][0]) if row else None
+
+    async def get_message(self, sid: str, mid: str) -> dict:
+        dev, seq = parse_message_id(mid)
+        row = await self._one("SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq=?", (sid, dev, seq))
+        if row is None:
+            raise NotFound(f"session {sid!r} has no message {mid!r}")
+        return self._message_dict(row)
+
     # ------------------------------------------------------------------ quotas, checkpoints, statistics
     async def quota(self, sid: str) -> dict:
         row = await self._session_row(sid)
@@ -1274,17 +1353,27 @@ class Database:
             s = await self.get_session(sid, counts=True)
             chats = []
             for c in await self.list_chats(sid):
-                rows = await self._all("SELECT role, created_at FROM messages WHERE session_id=? AND chat_id=?"
+                rows = await self._all("SELECT role, created_at, extra FROM messages WHERE session_id=? AND chat_id=?"
                                        " ORDER BY lamport, device_id, seq", (sid, c["id"]))
                 waits, pending = [], None
-                for role, t in rows:
+                firsts, totals = [], []  # a model's answers through sessiond: their measured times
+                for role, t, extra in rows:
+                    if extra and '"response"' in extra:
+                        r = json.loads(extra).get("response") or {}
+                        if isinstance(r.get("first_token_ms"), int):
+                            firsts.append(r["first_token_ms"])
+                        if isinstance(r.get("total_ms"), int):
+                            totals.append(r["total_ms"])
                     if role == "user":
                         pending = t if pending is None else pending
                     elif role == "assistant" and pending is not None:
                         waits.append(t - pending)
                         pending = None
                 chats.append({"chat": c["id"], "name": c["name"], "messages": len(rows),
-                              "avg_response_seconds": round(sum(waits) / len(waits), 3) if waits else None})
+                              "avg_response_seconds": round(sum(waits) / len(waits), 3) if waits else None,
+                              "answers": len(totals),
+                              "avg_first_token_seconds": round(sum(firsts) / len(firsts) / 1000, 3) if firsts else None,
+                              "avg_answer_seconds": round(sum(totals) / len(totals) / 1000, 3) if totals else None})
             return {"session": sid, "status": s["status"], "chats": len(chats), "messages": s["message_count"],
                     "tokens": s["tokens_used"], "created_at": s["created_at"], "last_activity": s["last_activity"],
                     "per_chat": chats}
@@ -1476,7 +1565,7 @@ class Database:
                     inserted = db.total_changes - before
                     new += inserted
                     if added_tokens is not None and inserted == len(rows):
-                        added_tokens += sum(filter(None, map(itemgetter(7), rows)))
+                        added_tokens += sum(map(_row_charge, map(itemgetter(7), rows), map(itemgetter(9), rows)))
                     else:
                         added_tokens = None
                     max_lam = max(max_lam, max(map(itemgetter(4), rows)))
@@ -1487,8 +1576,7 @@ class Database:
                     # every row new (the usual pull): add their tokens; a sum over the whole session
                     # would hold the write lock for tens of milliseconds on a long one
                     db.execute("UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
-                               " tokens_used=" + ("tokens_used+?" if added_tokens is not None else
-                                                  "(SELECT coalesce(sum(tokens), 0) FROM messages WHERE session_id=?)")
+                               " tokens_used=" + ("tokens_used+?" if added_tokens is not None else _RECOUNT)
                                + " WHERE id=?", (max_lam, max_t, added_tokens if added_tokens is not None else sid, sid))
                 for device, lg in logs.items():
                     if len(lg):

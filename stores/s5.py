@@ -26,6 +26,7 @@ import base64
 import hashlib
 import os
 from http.cookies import SimpleCookie
+from urllib.parse import unquote
 
 import aiohttp
 import blake3
@@ -81,12 +82,16 @@ class S5Store(Store):
         if scheme not in ("s5+http", "s5+https"):
             raise StoreError(f"not an S5 portal URL: {url!r} (expected s5+https://PORTAL)")
         authority = rest.split("/", 1)[0]
+        # s5+http://INVITE@HOST:PORT: an invite to a `sessiond serve` relay whose registration is
+        # closed, sent once, with the registration (JSON field `invite`). Never part of self.url.
+        invite, _, authority = authority.rpartition("@")
         if not authority:
             raise StoreError("S5 portal URL has no host: use s5+https://PORTAL or s5+http://HOST:PORT")
         self.url = f"{scheme}://{authority}"
         self.authority = authority
         self.http = HttpClient(f"{scheme[3:]}://{authority}", timeout=timeout, retry=retry,
                                max_body=MAX_OBJECT_SIZE + 4096)
+        self._invite = self.http.secret(unquote(invite)) if invite else None
         self._key = account_key(account_seed, authority) if account_seed else None
         self._token_path = None
         if token_dir:
@@ -96,6 +101,8 @@ class S5Store(Store):
         self._token: str | None = self._load_token()
         self._login_lock = asyncio.Lock()
         self._heads = SeenRevisions(f"the S5 portal {authority}")
+        self._feed: ChangeFeed | None = None
+        self._no_feed = False
 
     def __repr__(self) -> str:
         return f"<S5Store {self.url}>"
@@ -133,6 +140,8 @@ class S5Store(Store):
         body = {"pubKey": pub, "response": b64url(response), "signature": b64url(signature), "label": "sessiond"}
         if kind == CHALLENGE_REGISTER:
             body["email"] = None
+            if self._invite:
+                body["invite"] = self._invite
         try:
             reply = await self.http.request("POST", path, json=body, retry=False, passthrough=(400, 404, 500))
         except ServerError:
@@ -250,5 +259,91 @@ class S5Store(Store):
             raise
         self._heads.saw(entry)
 
+    async def head_versions(self) -> dict[bytes, object] | None:
+        """Every head's revision as the relay's change feed (`sessiond serve`) last told it: one
+        long-poll request kept open in the background, so a new head is known as soon as it is set and
+        this answer costs no request. None from a portal without the feed (then followers read each
+        head), and while the feed is failing."""
+        if self._no_feed:
+            return None
+        if self._feed is None:
+            feed = ChangeFeed(self)
+            try:
+                if not await feed.poll(0):
+                    self._no_feed = True  # a portal without the feed: asked once, never again
+                    return None
+            except StoreError:
+                return None
+            self._feed = feed
+            feed.start()
+        return self._feed.versions()
+
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.stop()
+            self._feed = None
         await self.http.close()
+
+
+class ChangeFeed:
+    """The follower side of the relay's `GET /s5/registry/changes` long-poll (relay/feed.py)."""
+
+    def __init__(self, store: S5Store):
+        self.store = store
+        self.epoch: str | None = None
+        self.cursor = 0
+        self.heads: dict[bytes, int] = {}
+        self.healthy = True
+        self._task: asyncio.Task | None = None
+
+    async def poll(self, wait: float) -> bool:
+        """One request; False if the server has no feed (404/405). Raises StoreError on a failure."""
+        params = {"since": str(self.cursor), "wait": f"{wait:g}"}
+        if self.epoch:
+            params["epoch"] = self.epoch
+        reply = await self.store._call("GET", "/s5/registry/changes", params=params, passthrough=(404, 405),
+                                       retry=False)
+        if reply.status in (404, 405):
+            return False
+        doc = reply.json()
+        try:
+            changes = [(unb64url(c["pk"]), int(c["revision"])) for c in doc["changes"]]
+            epoch, cursor, reset = str(doc["epoch"]), int(doc["cursor"]), bool(doc["reset"])
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(f"the relay {self.store.authority} answered a change feed we cannot read") from None
+        heads = {} if reset else dict(self.heads)
+        heads.update(changes)
+        self.heads, self.epoch, self.cursor = heads, epoch, cursor
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"s5-feed-{self.store.authority}")
+
+    async def _run(self) -> None:
+        # the server waits up to 25 s; the request must end well within the client's own timeout
+        wait = max(0.5, min(25.0, self.store.http.timeout * 0.8 - 1))
+        backoff = 0.25
+        while True:
+            try:
+                ok = await self.poll(wait)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # down, refused, unreadable: followers fall back to reading each head
+                ok = False
+            self.healthy = ok
+            if ok:
+                backoff = 0.25
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def versions(self) -> dict[bytes, object] | None:
+        return dict(self.heads) if self.healthy else None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass

@@ -23,20 +23,6 @@ from nacl.bindings import (crypto_aead_xchacha20poly1305_ietf_decrypt,
                            crypto_aead_xchacha20poly1305_ietf_encrypt)
 from nacl.exceptions import CryptoError
 
-try:
-    # PyNaCl's own cffi handle on libsodium. Its public binding allocates a zeroed buffer per call,
-    # copies the result into a new bytes object and holds the GIL while doing so: at 256 KiB chunks
-    # that halves the speed of the cipher (measured here: 0.55 against 1.2 GB/s). Through the handle,
-    # an object is sealed straight into one buffer and the GIL is released for the whole C call. The
-    # functions are libsodium's; only the buffer handling is ours. tests/test_formats.py checks both
-    # paths give the same bytes.
-    from nacl._sodium import ffi as _ffi, lib as _lib
-
-    if _lib.sodium_init() < 0 or _lib.crypto_aead_xchacha20poly1305_ietf_abytes() != 16:
-        raise ImportError("libsodium did not initialise")
-except (ImportError, AttributeError):  # another PyNaCl layout: the public binding still works
-    _ffi = _lib = None
-
 from ..stores.cid import BlobId, CIDError, digest
 
 CID_TYPE_ENCRYPTED = 0xAE
@@ -110,34 +96,32 @@ class EncryptedCID:
         return padded + chunks * TAG_SIZE
 
 
+# Through PyNaCl's public binding, one call per 256 KiB chunk; each call takes bytes and returns a new
+# bytes object (a zeroed buffer, the cipher with the GIL released, a copy out). What costs beside the
+# cipher is memory traffic, so this makes no copy it can avoid: a chunk is cut straight from the
+# plaintext (the binding takes no views), only the last one is padded, and a one-chunk object that
+# needs no padding is passed as it is. Measured against libsodium called directly into one buffer:
+# bench/push.py and bench/results/push.json.
+_ZEROS = bytes(PAD_TO)
+
+
 def encrypt(plaintext: bytes, key: bytes, pad: bool = True) -> tuple[bytes, int]:
     """Return (ciphertext, padding)."""
-    padding = (-len(plaintext)) % PAD_TO if pad else 0
-    if _lib is None or len(key) != 32:
-        return _encrypt_binding(plaintext, key, padding), padding
+    if type(plaintext) is not bytes:
+        plaintext = bytes(plaintext)  # the binding takes bytes only
     n = len(plaintext)
-    padded = n + padding
-    chunks = max(1, -(-padded // CHUNK_SIZE))
-    out = bytearray(padded + chunks * TAG_SIZE)
-    dst = _ffi.from_buffer("unsigned char[]", out)
-    src = _ffi.from_buffer("unsigned char[]", plaintext)
-    for i in range(chunks):
-        off = i * CHUNK_SIZE
-        size = min(CHUNK_SIZE, padded - off)
-        if off + size <= n:
-            m = src + off
-        else:  # the last chunk, with its padding: a copy of at most one chunk
-            m = _ffi.from_buffer("unsigned char[]", bytes(plaintext[off:]) + bytes(off + size - n))
-        _lib.crypto_aead_xchacha20poly1305_ietf_encrypt(dst + off + i * TAG_SIZE, _ffi.NULL, m, size, _ffi.NULL, 0,
-                                                        _ffi.NULL, _nonce(i), key)
-    return bytes(out) if len(out) <= 4096 else out, padding
-
-
-def _encrypt_binding(plaintext: bytes, key: bytes, padding: int) -> bytes:
-    data = plaintext + b"\0" * padding if padding else plaintext
-    view = memoryview(data)
-    return b"".join(crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(view[off:off + CHUNK_SIZE]), None, _nonce(i), key)
-                    for i, off in enumerate(range(0, max(1, len(data)), CHUNK_SIZE)))
+    padding = (-n) % PAD_TO if pad else 0
+    full = n // CHUNK_SIZE if padding or n % CHUNK_SIZE else max(0, n // CHUNK_SIZE - 1)  # chunks without padding
+    if full == 0:  # one chunk
+        m = b"".join((plaintext, _ZEROS[:padding])) if padding else plaintext
+        return crypto_aead_xchacha20poly1305_ietf_encrypt(m, None, _nonce(0), key), padding
+    out = [crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE], None,
+                                                      _nonce(i), key) for i in range(full)]
+    off = full * CHUNK_SIZE
+    if off < n + padding:  # the last chunk, with its padding
+        last = b"".join((memoryview(plaintext)[off:], _ZEROS[:padding]))
+        out.append(crypto_aead_xchacha20poly1305_ietf_encrypt(last, None, _nonce(full), key))
+    return b"".join(out), padding
 
 
 def decrypt(ciphertext: bytes, key: bytes, plain_size: int, padding: int) -> bytes:
@@ -147,29 +131,24 @@ def decrypt(ciphertext: bytes, key: bytes, plain_size: int, padding: int) -> byt
         raise DecryptError(f"object is {len(ciphertext)} bytes, expected {padded + chunks * TAG_SIZE} "
                            f"(truncated, extended or a chunk missing)")
     step = CHUNK_SIZE + TAG_SIZE
-    if _lib is None or len(key) != 32:
-        out = []
-        view = memoryview(ciphertext)
-        for i in range(chunks):
-            try:
-                out.append(crypto_aead_xchacha20poly1305_ietf_decrypt(bytes(view[i * step:(i + 1) * step]), None,
-                                                                      _nonce(i), key))
-            except CryptoError:
-                raise DecryptError(f"chunk {i} fails authentication (wrong key, or the object was altered)") from None
-        data = out[0] if len(out) == 1 else b"".join(out)
-    else:
-        buf = bytearray(padded)
-        dst = _ffi.from_buffer("unsigned char[]", buf)
-        src = _ffi.from_buffer("unsigned char[]", ciphertext)
-        for i in range(chunks):
-            size = min(step, len(ciphertext) - i * step)
-            if _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(dst + i * CHUNK_SIZE, _ffi.NULL, _ffi.NULL,
-                                                               src + i * step, size, _ffi.NULL, 0, _nonce(i), key):
-                raise DecryptError(f"chunk {i} fails authentication (wrong key, or the object was altered)")
-        data = bytes(buf)
-    if padding and data[plain_size:].strip(b"\0"):
-        raise DecryptError("padding is not zero")
-    return data[:plain_size] if padding else data
+    out = []
+    for i in range(chunks):
+        sealed = ciphertext if chunks == 1 and type(ciphertext) is bytes else bytes(ciphertext[i * step:(i + 1) * step])
+        try:
+            out.append(crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, None, _nonce(i), key))
+        except CryptoError:
+            raise DecryptError(f"chunk {i} fails authentication (wrong key, or the object was altered)") from None
+    last = out[-1]
+    if 0 < padding <= len(last):  # as sealed here (padding < PAD_TO): checked and cut in the last chunk alone
+        if last[len(last) - padding:].strip(b"\0"):
+            raise DecryptError("padding is not zero")
+        out[-1] = last[:len(last) - padding]
+    elif padding:  # an encrypted CID that claims more padding than one chunk
+        data = b"".join(out)
+        if data[plain_size:].strip(b"\0"):
+            raise DecryptError("padding is not zero")
+        return data[:plain_size]
+    return out[0] if chunks == 1 else b"".join(out)
 
 
 def open_unpadded(ciphertext: bytes, key: bytes) -> bytes:

@@ -17,7 +17,8 @@ from sessiond.sync import dagcbor
 from sessiond.sync.crypto import (CHUNK_SIZE, CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,
                                   object_key, open_sealed, seal)
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
-from sessiond.sync.log import Entry, LogReader, LogWriter
+from sessiond.sync.pages import Entry, parse_page
+from sessiond.sync.push import LogWriter
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md")
 
@@ -120,26 +121,44 @@ def test_encrypted_object_damage_is_detected():
         open_sealed(ct, EncryptedCID(ref.hash, os.urandom(32), ref.padding, ref.plain))
 
 
-@pytest.mark.parametrize("size", [0, 1, 255, 256, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 7])
+@pytest.mark.parametrize("size", [0, 1, 255, 256, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 7,
+                                  4 * CHUNK_SIZE])
 @pytest.mark.parametrize("pad", [True, False])
-def test_direct_libsodium_path_matches_the_public_binding(size, pad, monkeypatch):
-    """encrypt/decrypt call libsodium through PyNaCl's cffi handle into one buffer; the public binding
-    (one call and one bytes object per chunk) must give the very same ciphertext, and each path must
-    open what the other sealed."""
+def test_chunked_sealing_matches_the_format_written_out_plainly(size, pad):
+    """encrypt/decrypt avoid copies (chunks cut straight from the plaintext, padding added to the last
+    one only, a one-chunk object passed as it is): the ciphertext must be the format's definition
+    written out plainly (pad the whole, then one XChaCha20-Poly1305 call per 256 KiB chunk, nonce =
+    the chunk's index), decrypt must open it, and a damaged chunk is named."""
+    from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt as aead
     from sessiond.sync import crypto
-    assert crypto._lib is not None, "the fast path is not in use: PyNaCl's layout changed"
     plain, key = os.urandom(size), os.urandom(32)
-    fast, padding = crypto.encrypt(plain, key, pad)
-    monkeypatch.setattr(crypto, "_lib", None)
-    slow, padding2 = crypto.encrypt(plain, key, pad)
-    assert (bytes(fast), padding) == (slow, padding2)
-    assert crypto.decrypt(fast, key, size, padding) == plain
-    monkeypatch.undo()
-    assert crypto.decrypt(slow, key, size, padding) == plain
-    damaged = bytearray(slow)
+    sealed, padding = crypto.encrypt(plain, key, pad)
+    assert padding == ((-size) % 256 if pad else 0)
+    whole = plain + bytes(padding)
+    plainly = b"".join(aead(whole[off:off + CHUNK_SIZE], None, i.to_bytes(24, "little"), key)
+                       for i, off in enumerate(range(0, max(1, len(whole)), CHUNK_SIZE)))
+    assert sealed == plainly
+    assert crypto.decrypt(sealed, key, size, padding) == plain
+    assert crypto.decrypt(memoryview(bytearray(sealed)), key, size, padding) == plain
+    assert crypto.encrypt(bytearray(plain), key, pad) == (sealed, padding)
+    damaged = bytearray(sealed)
     damaged[-1] ^= 1
     with pytest.raises(DecryptError, match=f"chunk {max(1, -(-(size + padding) // CHUNK_SIZE)) - 1}"):
         crypto.decrypt(bytes(damaged), key, size, padding)
+
+
+def test_padding_is_checked_however_much_an_encrypted_cid_claims():
+    """Padding is zeros, whatever an encrypted CID claims: more than one chunk of it too."""
+    from sessiond.sync import crypto
+    key = os.urandom(32)
+    sealed, _ = crypto.encrypt(bytes(2 * CHUNK_SIZE), key, pad=False)
+    assert crypto.decrypt(sealed, key, 10, 2 * CHUNK_SIZE - 10) == bytes(10)
+    sealed, _ = crypto.encrypt(bytes(CHUNK_SIZE) + b"x" + bytes(CHUNK_SIZE - 1), key, pad=False)
+    with pytest.raises(DecryptError, match="padding is not zero"):
+        crypto.decrypt(sealed, key, 10, 2 * CHUNK_SIZE - 10)
+    sealed, _ = crypto.encrypt(b"abc" + b"x" + bytes(252), key, pad=False)
+    with pytest.raises(DecryptError, match="padding is not zero"):
+        crypto.decrypt(sealed, key, 3, 253)
 
 
 def test_key_derivation_vectors():
@@ -191,7 +210,7 @@ def test_page_vector():
         "b": [ops[0].body, None]})
     # and reading it back gives the operations written
     e = Entry(1, 2, len(page), False, seal(page, bytes(32))[1])
-    parsed = LogReader(v["session"], v["device"], None)._page(page, e)
+    parsed = parse_page(page, e, v["session"], v["device"])
     assert parsed.ops(v["session"], v["device"]) == [
         Op(o.session_id, o.device_id, o.seq, o.lamport, o.kind,
            {**o.body, "extra": None} if o.kind == "message.add" else o.body, o.created_at) for o in ops]

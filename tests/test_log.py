@@ -20,11 +20,14 @@ from sessiond.sync import dagcbor
 from sessiond.sync.checkpoint import ProofError, check_proofs, conversation_hash, conversation_hashes, make_proof, prepare
 from sessiond.sync.crypto import seal
 from sessiond.stores import FileStore
-from sessiond.sync import log as log_mod
+from sessiond.sync import pages as pages_mod, push as push_mod
 from faults import FaultyStore
 from sessiond.stores import StoreError
 from sessiond.stores.registry import RegistryEntry
-from sessiond.sync.log import PAGE_MAX, Entry, LogError, LogReader, LogWriter, op_to_cbor
+from sessiond.sync.pages import PAGE_MAX, Entry, LogError, op_to_cbor, parse_page
+from sessiond.sync.pull import LogReader
+from sessiond.sync.push import LogWriter
+from sessiond.sync.workers import Workers, shared
 
 SID, DEV = "sess", "dev0"
 
@@ -64,12 +67,11 @@ def expected_ops(recs: list[tuple]) -> list[Op]:
 
 
 def read_back(pages: list[tuple[bytes, int, int]], after: int = 0) -> tuple[list[Op], RemoteLog]:
-    reader = LogReader(SID, DEV, None)
     ops, log = [], RemoteLog(DEV, [], [], after)
     for plain, first, last in pages:
         if last <= after:
             continue
-        page = reader._page(plain, Entry(first, last, len(plain), False, seal(plain, bytes(32))[1]))
+        page = parse_page(plain, Entry(first, last, len(plain), False, seal(plain, bytes(32))[1]), SID, DEV)
         ops += page.ops(SID, DEV, max(0, after + 1 - first))
         page.into(log, SID, DEV, max(0, after + 1 - first))
     return ops, log
@@ -152,9 +154,8 @@ def _page_map(**change) -> bytes:
 ])
 def test_malformed_pages_are_refused(change, why):
     plain = _page_map(**change)
-    reader = LogReader(SID, DEV, None)
     with pytest.raises(LogError, match=why):
-        reader._page(plain, Entry(1, 2, len(plain), False, seal(plain, bytes(32))[1]))
+        parse_page(plain, Entry(1, 2, len(plain), False, seal(plain, bytes(32))[1]), SID, DEV)
 
 
 # ------------------------------------------------------------------ checkpoints in one pass
@@ -240,11 +241,17 @@ def test_log_run_reads_back_what_was_written(items, after, span, small_limit):
         assert again.seqs == got.seqs[cut:] + got.seqs and [bytes(p) for p in again.pieces()] == utf8[cut:] + utf8
 
 
+def _small_pages(monkeypatch, size: int) -> None:
+    """Pages of at most `size` bytes: the cut (pages.py) and the writer's parts and merges (push.py)."""
+    monkeypatch.setattr(pages_mod, "PAGE_MAX", size)
+    monkeypatch.setattr(push_mod, "PAGE_MAX", size)
+
+
 async def test_a_long_run_is_written_in_chunks_and_reads_back(tmp_path, monkeypatch):
     """write_run reads a chunk at a time and leaves each chunk's last page for the next read: every
     operation is stored once, in order, whatever the chunk and page boundaries."""
-    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)  # chunks of ~1024 operations
-    monkeypatch.setattr(log_mod, "PAGE_MAX", 20_000)
+    monkeypatch.setattr(push_mod, "STREAM_BYTES", 40_000)  # chunks of ~1024 operations
+    _small_pages(monkeypatch, 20_000)
     items = []
     for i in range(15000):
         if i % 997 == 5:
@@ -285,7 +292,7 @@ async def test_a_long_run_is_written_in_chunks_and_reads_back(tmp_path, monkeypa
         ops = await LogReader(SID, DEV, store).ops(entries)
         assert [dagcbor.encode(op_to_cbor(o)) for o in ops] == [dagcbor.encode(op_to_cbor(o)) for o in expected_ops(recs)]
         # pages stay full across chunk edges (a chunk's last page goes round with the next chunk)
-        assert all(e.size <= log_mod.PAGE_MAX or e.parts for e in entries)
+        assert all(e.size <= pages_mod.PAGE_MAX or e.parts for e in entries)
         assert len(entries) <= len(writer.pages(run)) + 2
     assert len(set(readers)) > 1  # read by several threads at once, each on its own reader
 
@@ -310,17 +317,19 @@ async def _no_short(a, b):
     raise AssertionError("a long run is read by the workers")
 
 
-async def _workers_idle() -> None:
-    """The push's worker pool runs a new job at once: no worker of an earlier push is still busy."""
+async def _workers_idle(workers: Workers | None = None) -> None:
+    """The push's worker pool runs a new job at once: no worker of an earlier push is still busy
+    (`workers`: those the writers were given; by default the shared ones of a writer given none)."""
+    workers = workers or shared()
     t = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(log_mod._PUSHERS.submit(time.sleep, 0))
-                                            for _ in range(log_mod._WORKERS))), 2)
+    await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(workers.push.submit(time.sleep, 0))
+                                            for _ in range(workers.push_threads))), 2)
     assert time.monotonic() - t < 1
 
 
 async def test_a_long_run_that_cannot_be_read_fails_with_the_reason(tmp_path, monkeypatch):
     """A worker that fails stops the others; the push fails with that error and nothing is left running."""
-    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
+    monkeypatch.setattr(push_mod, "STREAM_BYTES", 40_000)
     recs = _long_run()
     writer = LogWriter(SID, DEV, bytes(range(32)), FileStore(str(tmp_path / "store")))
     with pytest.raises(RuntimeError, match="cannot read"):
@@ -351,8 +360,8 @@ async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_ou
     """A failing store fails the push with its error, a hung one within the writer's timeout; once the
     store is back the same run goes through. Both ways a push writes: a store written through the
     event loop (FaultyStore) and one with writer threads of its own (FileStore.put_in_background)."""
-    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
-    monkeypatch.setattr(log_mod, "PAGE_MAX", 20_000)
+    monkeypatch.setattr(push_mod, "STREAM_BYTES", 40_000)
+    _small_pages(monkeypatch, 20_000)
     recs = _long_run()
     if kind == "through the event loop":
         store = FaultyStore(FileStore(str(tmp_path / "store")))
@@ -378,7 +387,7 @@ async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_ou
 
 
 async def test_a_cancelled_long_run_winds_its_workers_down(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
+    monkeypatch.setattr(push_mod, "STREAM_BYTES", 40_000)
     recs = _long_run()
     writer = LogWriter(SID, DEV, bytes(range(32)), FileStore(str(tmp_path / "store")))
     task = asyncio.ensure_future(writer.write_run(_no_short, _loader(recs, delay=0.05), 1, len(recs)))
@@ -394,7 +403,7 @@ async def test_the_collector_is_paused_only_while_long_runs_are_written(tmp_path
     """write_run turns Python's cyclic collector off for a long run and back on after it, whether the
     run succeeds, fails or is cancelled; several at once turn it back on when the last ends; and it
     stays off if it was off before."""
-    monkeypatch.setattr(log_mod, "STREAM_BYTES", 40_000)
+    monkeypatch.setattr(push_mod, "STREAM_BYTES", 40_000)
     recs = _long_run()
     seen: list[bool] = []
 
@@ -425,8 +434,8 @@ async def test_the_collector_is_paused_only_while_long_runs_are_written(tmp_path
         await task
     await _workers_idle()
     assert gc.isenabled()
-    with log_mod._gc_paused():  # two at once: on again only when the last ends
-        with log_mod._gc_paused():
+    with writer.workers.gc_paused():  # two at once: on again only when the last ends
+        with writer.workers.gc_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled()
@@ -458,3 +467,28 @@ def test_file_store_drops_each_object_from_the_page_cache_once_it_is_on_disk(tmp
     calls.clear()
     asyncio.run(store.set_head(RegistryEntry.create(SigningKey(bytes(32)), 1, b"\x1e" + bytes(32))))
     assert not [c for c in calls if c[0] == "fadvise"]
+
+
+async def test_workers_and_store_threads_belong_to_their_owner(tmp_path, monkeypatch):
+    """A writer given Workers pushes on their threads, none of them started before use; close() ends
+    them and later use is refused. A FileStore's writer threads start with its first write and end
+    with close()."""
+    monkeypatch.setattr(push_mod, "STREAM_BYTES", 40_000)
+    recs = _long_run()
+    before = set(threading.enumerate())  # threads, not names: the shared Workers' threads have the same names
+    workers = Workers(push_threads=2)
+    store = FileStore(str(tmp_path / "store"))
+    assert not set(threading.enumerate()) - before  # nothing started yet
+    writer = LogWriter(SID, DEV, bytes(range(32)), store, workers=workers)
+    entries, _ = await writer.write_run(_no_short, _loader(recs), 1, len(recs))
+    assert [o.seq for o in await LogReader(SID, DEV, store).ops(entries)] == list(range(1, len(recs) + 1))
+    ours = [t for t in set(threading.enumerate()) - before
+            if t.name.startswith(("sessiond-push", "sessiond-seal", "sessiond-store"))]
+    assert {t.name.split("_")[0] for t in ours} == {"sessiond-push", "sessiond-store"}
+    await asyncio.to_thread(workers.close)
+    await store.close()
+    assert not [t for t in ours if t.is_alive()]
+    with pytest.raises(RuntimeError, match="closed"):
+        await LogWriter(SID, DEV, bytes(range(32)), store, workers=workers).write_run(
+            _no_short, _loader(recs), 1, len(recs))
+    assert gc.isenabled()

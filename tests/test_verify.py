@@ -27,7 +27,8 @@ from sessiond.stores.registry import RegistryEntry
 from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer, _open_manifest, manifest_hash_of
 from sessiond.sync.keys import KeyStore
-from sessiond.sync.log import LogReader, parse_manifest
+from sessiond.sync.manifest import parse_manifest
+from sessiond.sync.pull import LogReader
 
 
 class _Overlay(FileStore):

@@ -1,0 +1,236 @@
+"""Talking to a model (issue 16): POST /v1/sessions/{id}/complete appends the user's message, sends the
+chat's active context with the session's settings to its provider, and records the answer with the
+provider's usage and response times, as one JSON answer or as a server-sent-event stream of deltas.
+
+Before anything is sent: the quota is checked (quota_exceeded), and appending the question compacts
+the chat first if its context budget says so, as every append does. A provider error leaves the
+question recorded; an answer that stopped early (the provider cut the stream, the app went away) is
+recorded with what arrived, marked "interrupted": true. With an Idempotency-Key, a retried request
+stores neither the question nor the answer twice, and asks the model again only if no answer was
+recorded the first time."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from ..storage.db import ANSWER_KEYS
+from ..storage.errors import Conflict, Invalid, QuotaExceeded
+
+from . import validate as v
+from .providers import Provider, ProviderError, delta_text, usage_of
+
+log = logging.getLogger("sessiond.complete")
+
+
+@dataclass
+class Plan:
+    sid: str
+    chat: str
+    provider: Provider
+    model: str
+    request: dict  # the chat-completions body, without stream
+    answer_key: str | None = None
+    done: dict | None = None  # the answer a previous try with the same key recorded
+    timing: dict = field(default_factory=dict)
+
+
+def check_writable(session: dict) -> None:
+    sid = session["id"]
+    if session["access"] == "read":
+        raise Conflict(f"session {sid!r} was imported with a read-only share code; this device can follow it but not "
+                       f"add to it (ask for a code made with `sessiond share --write`)")
+    if session["status"] != "active":
+        raise Conflict(f"session {sid!r} is {session['status']}; "
+                       + ("resume it first (`sessiond resume`)" if session["status"] == "paused"
+                          else "an ended session takes no new messages (clone it to continue)"))
+
+
+def check_quota(session: dict) -> None:
+    quota = (session.get("policy") or {}).get("token_quota")
+    used = session["tokens_used"]
+    if quota and used >= quota:
+        sid = session["id"]
+        raise QuotaExceeded(f"session {sid!r} has used {used} of its {quota} tokens, so nothing is sent to the model. "
+                            f"Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
+                            f"(`sessiond set {sid} --token-quota N`)", used=used, quota=quota, needed=0)
+
+
+def provider_for(d, session: dict, name: str | None) -> Provider:
+    return d.providers.get(name or (session.get("settings") or {}).get("provider"))
+
+
+def request_settings(provider: Provider, session: dict, chat: dict) -> dict:
+    """The session's sampling settings (a chat's own override them) as chat-completions parameters."""
+    s = {**(session.get("settings") or {}), **(chat.get("settings") or {})}
+    out = {k: s[k] for k in ("temperature", "top_p", "max_tokens") if s.get(k) is not None}
+    if provider.top_k and s.get("top_k") is not None:
+        out["top_k"] = s["top_k"]
+    return out
+
+
+async def prepare(d, sid: str, *, content: str | None, chat: str | None, model: str | None,
+                  provider: str | None, key: str | None) -> Plan:
+    """Everything checked, the question recorded, the request to the provider built."""
+    db = d.db
+    session = await db.get_session(sid)
+    chat_id = await db.resolve_chat(sid, chat) if chat else session["current_chat"]
+    chat_row = await db.get_chat(sid, chat_id)
+    p = provider_for(d, session, provider)
+    model = model or chat_row.get("model") or session.get("model")
+    if not model:
+        raise Invalid(f"no model to ask: give one (--model / \"model\") or set the session's "
+                      f"(`sessiond set {sid} --model NAME`)")
+    answer_key = f"{key}:answer" if key is not None else None
+    if answer_key is not None:
+        seen = await db.idempotent_result(sid, answer_key)
+        if seen:  # a retry of a request that got its answer: the same answer, nothing asked or stored again
+            if content is not None:
+                await db.append_messages(sid, [{"role": "user", "content": content, "tokens": d.estimate(content)}],
+                                         chat_id, key=f"{key}:question")  # answered from its record (or refused)
+            return Plan(sid, chat_id, p, model, {}, answer_key, done=await db.get_message(sid, seen[0]["id"]))
+    check_writable(session)
+    check_quota(session)
+    if content is not None:  # the question is recorded first: it stays, whatever the model does
+        await db.append_messages(sid, [{"role": "user", "content": content, "tokens": d.estimate(content)}],
+                                 chat_id, key=f"{key}:question" if key is not None else None)
+    messages = []
+    system = chat_row.get("system_prompt") or session.get("system_prompt")
+    if system:
+        messages.append({"role": "system", "content": system})
+    for m in session.get("initial_messages") or []:
+        messages.append({k: m[k] for k in ("role", "content", "name", "tool_call_id") if m.get(k) is not None})
+    messages += await db.context_messages(sid, chat_id)
+    req = {"model": model, "messages": messages, **request_settings(p, session, chat_row)}
+    return Plan(sid, chat_id, p, model, req, answer_key)
+
+
+async def record(d, plan: Plan, text: str, usage: dict | None, *, started: float, first: float | None,
+                 interrupted: bool = False, error: str | None = None) -> dict:
+    """The answer as the chat's next assistant message, with its usage and times; returned as stored."""
+    end = time.monotonic()
+    m: dict = {"role": "assistant", "content": text, "model": plan.model, "provider": plan.provider.name,
+               "response": {"first_token_ms": round(((first or end) - started) * 1000),
+                            "total_ms": round((end - started) * 1000)}}
+    m["tokens"] = usage["completion_tokens"] if usage and "completion_tokens" in usage else d.estimate(text)
+    if usage:
+        m["usage"] = usage
+    if interrupted:
+        m["interrupted"] = True
+    if error:
+        m["error"] = error
+    stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
+    return {**stored[0], "content": text, **{k: m[k] for k in ANSWER_KEYS if k in m}}
+
+
+def _answer_text(data: dict) -> str:
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        msg = choices[0].get("message") or {}
+        text = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(text, str):
+            return text
+    return ""
+
+
+def sse(event: str, data) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    from .api import body_json, daemon_of, idempotency_key, ok
+
+    body = v.obj(await body_json(request))
+    v.only(body, ("content", "chat", "model", "provider", "stream"))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise Invalid("stream must be true or false")
+    content = v.opt_str(body, "content", v.MAX_TEXT)
+    d = daemon_of(request)
+    plan = await prepare(d, request.match_info["id"], content=content, chat=v.opt_str(body, "chat", 200),
+                         model=v.opt_str(body, "model", 200), provider=v.opt_str(body, "provider", 100),
+                         key=idempotency_key(request))
+    if not stream:
+        if plan.done is not None:
+            return ok(plan.done)
+        started = time.monotonic()
+        data = await d.providers.complete(plan.provider, plan.request)
+        return ok(await record(d, plan, _answer_text(data), usage_of(data), started=started, first=None), 201)
+    return await _stream(request, d, plan)
+
+
+async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    if plan.done is not None:
+        await resp.prepare(request)
+        await resp.write(sse("delta", {"content": plan.done["content"]}))
+        await resp.write(sse("message", plan.done))
+        return resp
+    started = time.monotonic()
+    chunks = d.providers.stream(plan.provider, plan.request)
+    parts: list[str] = []
+    usage = None
+    first = None
+    # Errors before the first chunk (unreachable, 401, 404, 429, a timeout) answer as JSON with their own
+    # status: nothing has been said yet.
+    try:
+        head = await chunks.__anext__()
+    except StopAsyncIteration:
+        head = None
+    await resp.prepare(request)
+    error: ProviderError | None = None
+    gone = False
+    try:
+        chunk = head
+        while chunk is not None:
+            text = delta_text(chunk)
+            usage = usage_of(chunk) or usage
+            if text:
+                if first is None:
+                    first = time.monotonic()
+                parts.append(text)
+                try:
+                    await resp.write(sse("delta", {"content": text}))
+                except (ConnectionResetError, ConnectionError, RuntimeError):
+                    gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
+                    break
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                chunk = None
+    except ProviderError as exc:
+        error = exc
+    except asyncio.CancelledError:
+        gone = True
+        await chunks.aclose()
+        if parts:  # recorded even so: shielded from the cancellation of this request
+            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first,
+                                        interrupted=True))
+        raise
+    finally:
+        await chunks.aclose()
+    text = "".join(parts)
+    stored = None
+    if text or not (gone or error):
+        stored = await record(d, plan, text, usage, started=started, first=first, interrupted=bool(gone or error),
+                              error=error.code if error else None)
+    if gone:
+        log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "complete.interrupted"})
+        return resp
+    try:
+        if error is not None:
+            body = {"error": {"code": error.code, "message": error.message, **({"details": error.details}
+                                                                              if error.details else {})}}
+            if stored is not None:
+                body["message"] = stored
+            await resp.write(sse("error", body))
+        else:
+            await resp.write(sse("message", stored))
+        await resp.write_eof()
+    except (ConnectionResetError, ConnectionError, RuntimeError):
+        pass
+    return resp

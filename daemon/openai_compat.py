@@ -1,0 +1,333 @@
+"""An OpenAI-compatible endpoint that records any app (issue 16).
+
+POST /openai/v1/chat/completions and GET /openai/v1/models, on the daemon's socket and, when config.toml
+sets openai_listen = "HOST:PORT", on that TCP address behind a bearer key kept in the home (0600, made on
+the first start). A request names its session with the X-Sessiond-Session header, or gets a new one,
+whose id comes back in the same header. The request goes on to the session's provider (a stream chunk by
+chunk, as each arrives), and the session records only what is new: apps resend the whole history with
+every call, so the request's messages are matched against the chat's stored history (role and
+content, from the start) and only the suffix past what is stored is appended, then the answer.
+Errors answer in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+
+from aiohttp import web
+
+from ..storage.errors import Invalid, SessiondError
+
+from . import validate as v
+from .complete import Plan, check_quota, check_writable, provider_for, record, request_settings
+from .providers import ProviderError, delta_text, usage_of
+
+log = logging.getLogger("sessiond.openai")
+SESSION_HEADER = "X-Sessiond-Session"
+PREFIX = "/openai/v1"
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+          409: "conflict_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def oai_error(status: int, code: str, message: str, sid: str | None = None, param: str | None = None,
+              headers: dict | None = None) -> web.Response:
+    typ = "insufficient_quota" if code == "quota_exceeded" else _TYPES.get(status, "api_error")
+    h = dict(headers or {})
+    if sid:
+        h[SESSION_HEADER] = sid
+    return web.json_response({"error": {"message": message, "type": typ, "param": param, "code": code}},
+                             status=status, headers=h)
+
+
+def _from(exc: SessiondError, sid: str | None) -> web.Response:
+    headers = {}
+    after = exc.details.get("retry_after") if isinstance(exc.details, dict) else None
+    if after is not None:
+        headers["Retry-After"] = str(int(after + 0.999))
+    return oai_error(exc.status, exc.code, exc.message, sid, headers=headers)
+
+
+def _text(content) -> str:
+    """A message's content as text: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _messages(body: dict) -> list[dict]:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise Invalid("messages must be a non-empty list of {role, content} objects")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise Invalid(f"messages[{i}] must be an object with a role")
+        role = "system" if m["role"] == "developer" else m["role"]
+        if not isinstance(m.get("content"), (str, list, type(None))):
+            raise Invalid(f"messages[{i}].content must be a string, a list of parts, or null")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise Invalid(f"messages[{i}].role must be system, developer, user, assistant or tool")
+        text = _text(m.get("content"))
+        if len(text) > v.MAX_TEXT:
+            raise Invalid(f"messages[{i}].content is longer than {v.MAX_TEXT} characters")
+        rec = {"role": role, "content": text}
+        for k in ("name", "tool_call_id"):
+            if isinstance(m.get(k), str) and 0 < len(m[k]) <= 200:
+                rec[k] = m[k]
+        out.append(rec)
+    return out
+
+
+def new_part(session: dict, chat: dict, history: list[tuple[str, str]], msgs: list[dict]) -> list[dict]:
+    """What of the request's messages the chat has not stored yet. The request may open with the
+    session's own system prompt and initial messages (sessiond keeps those apart); the rest is matched
+    against the stored history from its start, by role and content, and only the part past the longest
+    common prefix is new."""
+    i = 0
+    system = chat.get("system_prompt") or session.get("system_prompt")
+    if system and msgs and msgs[0]["role"] == "system" and msgs[0]["content"] == system:
+        i = 1
+    initial = [(m["role"], m["content"]) for m in session.get("initial_messages") or []]
+    if initial and [(m["role"], m["content"]) for m in msgs[i:i + len(initial)]] == initial:
+        i += len(initial)
+    rest = msgs[i:]
+    k = 0
+    while k < len(rest) and k < len(history) and (rest[k]["role"], rest[k]["content"]) == history[k]:
+        k += 1
+    return rest[k:]
+
+
+class Compat:
+    """The routes' state: one lock per session, so that two calls of one app match and append in turn."""
+
+    def __init__(self, daemon):
+        self.d = daemon
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._runner: web.AppRunner | None = None
+        self.base_url: str | None = None
+
+    def lock(self, sid: str) -> asyncio.Lock:
+        lock = self._locks.get(sid)
+        if lock is None:
+            if len(self._locks) > 10_000:
+                self._locks = {k: lk for k, lk in self._locks.items() if lk.locked()}
+            lock = self._locks[sid] = asyncio.Lock()
+        return lock
+
+    # ------------------------------------------------------------------ the TCP listener
+    async def start_tcp(self, host: str, port: int) -> None:
+        key_file = self.d.home.openai_key
+        self.key = ensure_key(key_file)
+        app = web.Application(middlewares=[self._auth], client_max_size=256 << 20)
+        app["daemon"] = self.d
+        for method, path, handler in ROUTES:
+            app.router.add_route(method, path, handler)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                    backlog=256)
+        await web.SockSite(self._runner, sock).start()
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        self.base_url = f"http://{shown}:{bound}{PREFIX}"
+        log.info("OpenAI-compatible endpoint listening", extra={"event": "openai.listen"})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        given = request.headers.get("Authorization", "")
+        token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(token.encode(), self.key.encode()):
+            return oai_error(401, "invalid_api_key", "a valid bearer key is required: use the key in the file "
+                             "`sessiond status --json` names as openai.api_key_file")
+        return await handler(request)
+
+    def status(self) -> dict:
+        return {"base_url": self.base_url, "api_key_file": self.d.home.openai_key if self.base_url else None,
+                "socket_path": PREFIX}
+
+
+def ensure_key(path: str) -> str:
+    """The listener's bearer key: read it, or make one (0600 from the start; temp file, fsync, rename)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            key = f.read().strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    key = "sk-sessiond-" + secrets.token_urlsafe(32)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (key + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return key
+
+
+# ---------------------------------------------------------------------------------------------- routes
+def _compat(request: web.Request) -> Compat:
+    return request.app["daemon"].compat
+
+
+async def models(request: web.Request) -> web.Response:
+    d = request.app["daemon"]
+    sid = request.headers.get(SESSION_HEADER)
+    try:
+        session = await d.db.get_session(sid) if sid else {}
+        p = provider_for(d, session, None)
+        return web.json_response(await d.providers.models(p))
+    except SessiondError as exc:
+        return _from(exc, sid)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    d = request.app["daemon"]
+    sid = request.headers.get(SESSION_HEADER) or None
+    try:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            return oai_error(400, "bad_json", f"request body is not valid JSON: {exc}", sid)
+        if not isinstance(body, dict):
+            return oai_error(400, "invalid_request", "the body must be a JSON object", sid)
+        msgs = _messages(body)
+        model = body.get("model")
+        if model is not None and (not isinstance(model, str) or len(model) > 200):
+            raise Invalid("model must be a string of at most 200 characters")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise Invalid("stream must be true or false")
+        if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
+            p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
+            if not model:
+                raise Invalid("model is required")
+            session = await d.db.create_session({"model": model, "name": "openai app",
+                                                 "metadata": {"created_by": "openai endpoint"}})
+            sid = session["id"]
+        else:
+            session = await d.db.get_session(sid)
+            p = provider_for(d, session, None)
+        chat_id = session["current_chat"]
+        chat = await d.db.get_chat(sid, chat_id)
+        model = model or chat.get("model") or session.get("model")
+        if not model:
+            raise Invalid("model is required (or set the session's model: `sessiond set ID --model NAME`)")
+        async with _compat(request).lock(sid):
+            check_writable(session)
+            check_quota(session)
+            new = new_part(session, chat, await d.db.chat_history(sid, chat_id), msgs)
+            if new:
+                for m in new:
+                    m["tokens"] = d.estimate(m["content"])
+                await d.db.append_messages(sid, new, chat_id)
+        # The app's own request goes on as it is (its tools, formats, ...), with sessiond's defaults for
+        # the sampling settings it does not give.
+        req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"},
+               "model": model}
+        plan = Plan(sid, chat_id, p, model, req)
+    except SessiondError as exc:
+        return _from(exc, sid)
+    if not stream:
+        started = time.monotonic()
+        try:
+            data = await d.providers.complete(p, req)
+        except ProviderError as exc:
+            return _from(exc, sid)
+        choices = data.get("choices") or [{}]
+        msg = (choices[0] or {}).get("message") or {}
+        text = _text(msg.get("content"))
+        await record(d, plan, text, usage_of(data), started=started, first=None)
+        return web.json_response(data, headers={SESSION_HEADER: sid})
+    return await _stream(request, d, plan, body)
+
+
+async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.StreamResponse:
+    want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    started = time.monotonic()
+    chunks = d.providers.stream(plan.provider, plan.request)
+    try:
+        head = await chunks.__anext__()
+    except StopAsyncIteration:
+        head = None
+    except ProviderError as exc:
+        await chunks.aclose()
+        return _from(exc, plan.sid)
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                                   SESSION_HEADER: plan.sid})
+    await resp.prepare(request)
+    parts: list[str] = []
+    usage = first = None
+    error: ProviderError | None = None
+    gone = False
+    try:
+        chunk = head
+        while chunk is not None:
+            text = delta_text(chunk)
+            if text:
+                first = first or time.monotonic()
+                parts.append(text)
+            u = usage_of(chunk)
+            usage = u or usage
+            # passed on as it came, one event per chunk; the usage-only chunk sessiond asked for is
+            # passed on only to an app that asked for it too
+            if want_usage or chunk.get("choices") or not u:
+                try:
+                    await resp.write(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")
+                except (ConnectionResetError, ConnectionError, RuntimeError):
+                    gone = True
+                    break
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                chunk = None
+    except ProviderError as exc:
+        error = exc
+    except asyncio.CancelledError:
+        await chunks.aclose()
+        if parts:
+            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first,
+                                        interrupted=True))
+        raise
+    finally:
+        await chunks.aclose()
+    text = "".join(parts)
+    if text or not (gone or error):
+        await record(d, plan, text, usage, started=started, first=first, interrupted=bool(gone or error),
+                     error=error.code if error else None)
+    if gone:
+        return resp
+    try:
+        if error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
+            await resp.write(b"data: " + json.dumps({"error": {"message": error.message, "type": "api_error",
+                                                               "param": None, "code": error.code}}).encode() + b"\n\n")
+        else:
+            await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+    except (ConnectionResetError, ConnectionError, RuntimeError):
+        pass
+    return resp
+
+
+ROUTES = [("POST", PREFIX + "/chat/completions", chat_completions), ("GET", PREFIX + "/models", models)]

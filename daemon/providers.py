@@ -1,0 +1,277 @@
+"""Model providers (issue 16): OpenAI-compatible chat-completions endpoints named in config.toml, and
+the client that talks to them (aiohttp; JSON answers and server-sent-event streams).
+
+Every failure is a `ProviderError` with its own code and HTTP status, so each caller can answer in its
+own format: unreachable, unauthorized (401/403), model not found (404), rate limited (429, with the
+provider's Retry-After), the provider's own failure (5xx), a timeout, and a stream cut before its end.
+
+API keys are read from their file or environment variable when a request needs them, and are never
+stored, logged, or put in an error message."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import aiohttp
+
+from ..storage.errors import Invalid, SessiondError
+
+
+class ProviderError(SessiondError):
+    code = "provider_error"
+    status = 502
+
+
+def _error(code: str, status: int, message: str, **details) -> ProviderError:
+    err = ProviderError(message, **details)
+    err.code, err.status = code, status
+    return err
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    api_key_file: str | None = None
+    api_key_env: str | None = None
+    timeout: float = 120.0  # seconds for a whole JSON answer, or between two chunks of a stream
+    connect_timeout: float = 10.0
+    top_k: bool = False  # whether the provider takes top_k (OpenAI's own API does not)
+
+    def api_key(self) -> str | None:
+        """The key, read now (never kept): from api_key_file, or api_key_env, or none (a local server)."""
+        if self.api_key_file:
+            try:
+                with open(os.path.expanduser(self.api_key_file), encoding="utf-8") as f:
+                    key = f.read().strip()
+            except OSError as exc:
+                raise _error("provider_key_unreadable", 502, f"provider {self.name!r}: cannot read its api_key_file "
+                             f"{self.api_key_file} ({exc.strerror}); fix the path in config.toml") from None
+            if not key:
+                raise _error("provider_key_unreadable", 502,
+                             f"provider {self.name!r}: its api_key_file {self.api_key_file} is empty")
+            return key
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env, "").strip()
+            if not key:
+                raise _error("provider_key_unreadable", 502, f"provider {self.name!r}: the environment variable "
+                             f"{self.api_key_env} (its api_key_env) is not set in the daemon's environment")
+            return key
+        return None
+
+    def headers(self) -> dict:
+        key = self.api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _provider_message(raw: bytes) -> str:
+    """The provider's own error message, if its body says one (OpenAI shape or plain text), shortened."""
+    try:
+        data = json.loads(raw)
+        err = data.get("error") if isinstance(data, dict) else None
+        msg = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else None
+        if msg:
+            return str(msg)[:300]
+    except ValueError:
+        pass
+    return raw.decode("utf-8", "replace").strip()[:300]
+
+
+def classify(p: Provider, status: int, raw: bytes, headers, model: str | None) -> ProviderError:
+    said = _provider_message(raw)
+    tail = f": {said}" if said else ""
+    if status in (401, 403):
+        return _error("provider_unauthorized", 502, f"provider {p.name!r} refused sessiond's key (HTTP {status}{tail}); "
+                      f"check api_key_file / api_key_env of [providers.{p.name}] in config.toml",
+                      provider=p.name, provider_status=status)
+    if status == 404:
+        return _error("model_not_found", 404, f"provider {p.name!r} has no model {model!r} (HTTP 404{tail}); "
+                      f"choose another with --model (its models: GET /openai/v1/models)",
+                      provider=p.name, model=model, provider_status=status)
+    if status == 429:
+        after = _retry_after(headers.get("Retry-After"))
+        return _error("provider_rate_limited", 429, f"provider {p.name!r} is rate limiting (HTTP 429{tail})"
+                      + (f"; retry after {after:g} s" if after is not None else "; retry later"),
+                      provider=p.name, provider_status=status, retry_after=after)
+    if status >= 500:
+        return _error("provider_failed", 502, f"provider {p.name!r} failed (HTTP {status}{tail}); retry later",
+                      provider=p.name, provider_status=status)
+    return _error("provider_rejected", 422, f"provider {p.name!r} refused the request (HTTP {status}{tail})",
+                  provider=p.name, provider_status=status)
+
+
+def unreachable(p: Provider, exc: BaseException) -> ProviderError:
+    return _error("provider_unreachable", 502, f"provider {p.name!r} at {p.base_url} cannot be reached ({exc or type(exc).__name__}); "
+                  f"is it running? (base_url in [providers.{p.name}] of config.toml)", provider=p.name)
+
+
+def timed_out(p: Provider, what: str) -> ProviderError:
+    return _error("provider_timeout", 504, f"provider {p.name!r} sent nothing for {p.timeout:g} s ({what}); "
+                  f"raise timeout in [providers.{p.name}] if the model is slow", provider=p.name)
+
+
+def stream_cut(p: Provider, why: str) -> ProviderError:
+    return _error("provider_stream_cut", 502, f"provider {p.name!r} cut the answer off before its end ({why})",
+                  provider=p.name)
+
+
+class Providers:
+    """The configured providers, and one HTTP client session shared by all requests to them."""
+
+    def __init__(self, tables: dict, default: str | None):
+        self.all = {name: Provider(name, **t) for name, t in tables.items()}
+        self.default = default
+        self._http: aiohttp.ClientSession | None = None
+
+    def get(self, name: str | None) -> Provider:
+        if name is None:
+            name = self.default
+            if name is None:
+                raise Invalid("no model provider is configured: add a [providers.NAME] table with base_url "
+                              "(and default_provider) to config.toml in the daemon's home, then restart it")
+        p = self.all.get(name)
+        if p is None:
+            raise Invalid(f"no provider {name!r} in this device's config.toml (configured: "
+                          f"{', '.join(sorted(self.all)) or 'none'}); add [providers.{name}] or choose another")
+        return p
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                auto_decompress=True)
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _timeout(self, p: Provider, stream: bool) -> aiohttp.ClientTimeout:
+        # An answer may take long; what must not last is a silence: before the first byte, or between two
+        # chunks of a stream, at most `timeout` seconds.
+        return aiohttp.ClientTimeout(total=None, sock_connect=p.connect_timeout, sock_read=p.timeout)
+
+    async def _open(self, p: Provider, method: str, path: str, body: Any, stream: bool) -> aiohttp.ClientResponse:
+        headers = p.headers()
+        try:
+            resp = await self.http().request(method, p.base_url + path, json=body, headers=headers,
+                                             timeout=self._timeout(p, stream))
+        except asyncio.TimeoutError:
+            raise timed_out(p, "no answer") from None
+        except (aiohttp.ClientConnectionError, aiohttp.InvalidURL, OSError) as exc:
+            raise unreachable(p, exc) from None
+        if resp.status >= 400:
+            try:
+                raw = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                raw = b""
+            finally:
+                resp.release()
+            raise classify(p, resp.status, raw, resp.headers, body.get("model") if isinstance(body, dict) else None)
+        return resp
+
+    async def request_json(self, p: Provider, method: str, path: str, body: Any = None) -> dict:
+        """One JSON request (a non-streamed completion, the model list)."""
+        resp = await self._open(p, method, path, body, False)
+        try:
+            raw = await resp.read()
+        except asyncio.TimeoutError:
+            raise timed_out(p, "reading the answer") from None
+        except aiohttp.ClientError as exc:
+            raise stream_cut(p, str(exc) or type(exc).__name__) from None
+        finally:
+            resp.release()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise _error("provider_bad_answer", 502, f"provider {p.name!r} answered with something that is not "
+                         f"JSON: {raw[:120]!r}", provider=p.name) from None
+        if not isinstance(data, dict):
+            raise _error("provider_bad_answer", 502, f"provider {p.name!r} answered with JSON that is not an object",
+                         provider=p.name)
+        return data
+
+    async def complete(self, p: Provider, body: dict) -> dict:
+        body = {k: x for k, x in body.items() if k != "stream_options"}  # only for streams
+        return await self.request_json(p, "POST", "/chat/completions", {**body, "stream": False})
+
+    async def models(self, p: Provider) -> dict:
+        return await self.request_json(p, "GET", "/models")
+
+    async def stream(self, p: Provider, body: dict) -> AsyncIterator[dict]:
+        """A streamed completion: each chunk as the provider sent it (parsed JSON), as it arrives. Ends
+        after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut.
+        Closing the iterator early closes the connection, which stops the provider's generation."""
+        body = {**body, "stream": True}
+        opts = dict(body.get("stream_options") or {})
+        opts["include_usage"] = True
+        body["stream_options"] = opts
+        resp = await self._open(p, "POST", "/chat/completions", body, True)
+        try:
+            data: list[bytes] = []
+            while True:
+                try:
+                    line = await resp.content.readline()
+                except asyncio.TimeoutError:
+                    raise timed_out(p, "in the middle of the answer") from None
+                except aiohttp.ClientError as exc:
+                    raise stream_cut(p, str(exc) or type(exc).__name__) from None
+                if not line:
+                    raise stream_cut(p, "the connection closed without [DONE]")
+                line = line.rstrip(b"\r\n")
+                if line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+                    continue
+                if line or not data:
+                    continue  # comments, event names, ids; or a blank line with no event
+                payload = b"\n".join(data)
+                data = []
+                if payload == b"[DONE]":
+                    return
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise _error("provider_bad_answer", 502, f"provider {p.name!r} sent a stream event that is not "
+                                 f"JSON: {payload[:120]!r}", provider=p.name) from None
+                if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
+                    raise stream_cut(p, _provider_message(payload))
+                yield chunk
+        finally:
+            resp.close()  # stops the provider's generation if we stopped reading early
+
+
+def delta_text(chunk: dict) -> str:
+    """The text a streamed chunk adds (its first choice's delta.content)."""
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        return ""
+    delta = choices[0].get("delta") or {}
+    text = delta.get("content") if isinstance(delta, dict) else None
+    return text if isinstance(text, str) else ""
+
+
+def finish_reason(chunk: dict) -> str | None:
+    choices = chunk.get("choices")
+    if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+        return choices[0].get("finish_reason")
+    return None
+
+
+def usage_of(data: dict) -> dict | None:
+    """{prompt_tokens, completion_tokens} from a provider's usage object, if it sent one."""
+    u = data.get("usage")
+    if not isinstance(u, dict):
+        return None
+    out = {k: u[k] for k in ("prompt_tokens", "completion_tokens") if type(u.get(k)) is int and u[k] >= 0}
+    return out or None

@@ -1,0 +1,11 @@
+"""`sessiond serve`: a relay for one's own devices, speaking the subset of the S5 portal HTTP API that
+stores/s5.py speaks (so `--store s5+http://HOST:PORT` reaches it), plus a change feed on heads.
+
+    objects.py    blobs in a folder, pinned per account, a storage quota per account
+    registry.py   heads (S5 registry entries): signature checked, revision only moves forward
+    accounts.py   the S5 challenge login, hashed tokens, invites
+    feed.py       which heads changed since a cursor, with long-poll
+    app.py        the HTTP routes and the server
+
+Imports flow relay -> storage only: nothing here imports sync/, daemon/ or cli/.
+"""

@@ -1,0 +1,265 @@
+"""The relay's HTTP API and server.
+
+S5 portal subset (the same routes and shapes as tests/servers/s5portal.py, which stores/s5.py speaks):
+    POST   /s5/upload               multipart field `file` (or a raw body)   -> {"cid": legacy raw CID}
+    GET    /s5/download/{cid}       the bytes, verbatim                       (account)
+    GET    /s5/blob/{cid}           307 to /s5/download/{cid}                 (account)
+    DELETE /s5/delete/{cid}         remove the caller's own pin               (account)
+    GET    /s5/registry?pk=         {"pk", "revision", "data", "signature"} or 404 (anyone)
+    POST   /s5/registry             the same JSON; 204                        (account)
+    GET    /s5/account/register|login?pubKey=    {"challenge"}
+    POST   /s5/account/register|login            {"pubKey", "response", "signature", "label"[, "email",
+                                                 "invite"]} -> Set-Cookie: s5-auth-token=...
+Relay only:
+    GET    /s5/registry/changes?since=N&epoch=E&wait=S   (account)
+        -> {"epoch", "cursor", "reset", "changes": [{"pk", "revision"}]}: the heads set after cursor N
+        of epoch E (all heads if E is not the relay's current epoch), waiting up to S seconds (at most
+        25) for one if there is none yet.
+
+Errors are plain-text 4xx naming what is wrong; 401 without a valid Bearer token; 413 for an object
+over 1 MiB or past the account's quota; 409 for a head that does not move forward.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+from typing import Callable
+
+from aiohttp import web
+
+from ..stores.cid import BlobId, CIDError, b58encode
+from ..storage.fsutil import ensure_private_dir
+from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
+from ..stores.base import MAX_OBJECT_SIZE
+from .accounts import LOGIN, REGISTER, Accounts, LoginRefused
+from .feed import Feed
+from .objects import Objects, QuotaExceeded, TooLarge
+from .registry import Refused, Registry
+from .wire import BadRequest, b64url, field, unb64url
+
+log = logging.getLogger("sessiond.relay")
+
+MAX_WAIT = 25.0
+DEFAULT_QUOTA = 1 << 30
+
+
+class Relay:
+    def __init__(self, data_dir: str, *, open_registration: bool = False, quota: int = DEFAULT_QUOTA):
+        ensure_private_dir(data_dir)
+        self.data_dir = data_dir
+        self.feed = Feed()
+        self.registry = Registry(data_dir, self.feed)
+        self.objects = Objects(data_dir, quota)
+        self.accounts = Accounts(data_dir, open_registration=open_registration)
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message)
+
+
+def _cid_hash(text: str) -> bytes:
+    try:
+        return BlobId.parse(text).hash
+    except CIDError as exc:
+        raise BadRequest(f"not a blob CID: {exc}") from None
+
+
+async def _json(request: web.Request) -> dict:
+    try:
+        doc = await request.json()
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the body must be a JSON object")
+    return doc
+
+
+def make_app(relay: Relay) -> web.Application:
+    @web.middleware
+    async def errors(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except BadRequest as exc:
+            return _text(400, str(exc))
+        except LoginRefused as exc:
+            return _text(exc.status, str(exc))
+        except Refused as exc:
+            return _text(exc.status, str(exc))
+        except (QuotaExceeded, TooLarge) as exc:
+            return _text(413, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("relay: %s %s failed", request.method, request.path)
+            return _text(500, "internal error in the relay (see its log)")
+
+    def account(request: web.Request) -> str:
+        auth = request.headers.get("Authorization", "")
+        acct = relay.accounts.account_of(auth[7:].strip()) if auth.startswith("Bearer ") else None
+        if acct is None:
+            raise web.HTTPUnauthorized(text="log in first: this route needs an account's Bearer token")
+        return acct
+
+    async def upload(request: web.Request):
+        acct = account(request)
+        if request.content_type == "multipart/form-data":
+            data = None
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name != "file" or data is not None:
+                    raise BadRequest(f"unexpected multipart field {part.name!r} (expected one field 'file')")
+                data = bytearray()
+                while chunk := await part.read_chunk(1 << 16):
+                    data += chunk
+                    if len(data) > MAX_OBJECT_SIZE:
+                        raise TooLarge(f"object larger than the relay's limit of {MAX_OBJECT_SIZE} bytes")
+                data = bytes(data)
+            if data is None:
+                raise BadRequest("the multipart body has no 'file' field")
+        else:
+            data = await request.read()
+        h = await relay.objects.put(acct, data)
+        return web.json_response({"cid": "z" + b58encode(BlobId(h, len(data)).to_legacy_bytes())})
+
+    async def download(request: web.Request):
+        account(request)
+        h = _cid_hash(request.match_info["cid"])
+        data = await asyncio.to_thread(relay.objects.read, h)
+        if data is None:
+            raise web.HTTPNotFound(text="no such object on this relay")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def blob_redirect(request: web.Request):
+        account(request)
+        _cid_hash(request.match_info["cid"])
+        raise web.HTTPTemporaryRedirect(f"/s5/download/{request.match_info['cid']}")
+
+    async def delete(request: web.Request):
+        acct = account(request)
+        if not await relay.objects.delete(acct, _cid_hash(request.match_info["cid"])):
+            raise web.HTTPNotFound(text="this account keeps no such object (only its own uploads can be deleted)")
+        return web.Response(status=204)
+
+    def pk_param(request: web.Request) -> bytes:
+        pk = unb64url(request.query.get("pk"), "pk")
+        if len(pk) != 33 or pk[0] != 0xED:
+            raise BadRequest("pk must be 0xed followed by a 32-byte Ed25519 key, base64url")
+        return pk
+
+    async def registry_get(request: web.Request):
+        entry = await relay.registry.get(pk_param(request))
+        if entry is None:
+            return web.Response(status=404, text="")
+        return web.json_response({"pk": b64url(entry.pk), "revision": entry.revision,
+                                  "data": b64url(entry.data), "signature": b64url(entry.signature)})
+
+    async def registry_post(request: web.Request):
+        account(request)
+        doc = await _json(request)
+        if set(doc) != {"pk", "revision", "data", "signature"}:
+            raise BadRequest("a registry entry has exactly the fields pk, revision, data, signature")
+        rev = doc["revision"]
+        if not isinstance(rev, int) or isinstance(rev, bool) or not 0 <= rev <= MAX_REVISION:
+            raise BadRequest("revision must be an integer from 0 to 2^64-1")
+        data, sig = field(doc, "data"), field(doc, "signature")
+        if len(data) > MAX_DATA:
+            raise BadRequest(f"data is {len(data)} bytes; at most {MAX_DATA} fit in a registry entry")
+        if len(sig) != 64:
+            raise BadRequest("signature must be 64 bytes")
+        await relay.registry.set(RegistryEntry(field(doc, "pk"), rev, data, sig))
+        return web.Response(status=204)
+
+    async def changes(request: web.Request):
+        account(request)
+        q = request.query
+        try:
+            since = int(q.get("since", "0"))
+            wait = min(MAX_WAIT, float(q.get("wait", "0")))
+        except ValueError:
+            raise BadRequest("since must be an integer and wait a number of seconds") from None
+        if since < 0 or not wait >= 0:
+            raise BadRequest("since and wait must not be negative")
+        reset, items = await relay.feed.wait(since, q.get("epoch"), wait)
+        return web.json_response({"epoch": relay.feed.epoch, "cursor": relay.feed.cursor, "reset": reset,
+                                  "changes": [{"pk": b64url(pk), "revision": rev} for pk, rev in items]})
+
+    def challenge_get(kind: int):
+        async def handler(request: web.Request):
+            pub = unb64url(request.query.get("pubKey"), "pubKey")
+            return web.json_response({"challenge": b64url(relay.accounts.challenge(kind, pub))})
+        return handler
+
+    def challenge_post(kind: int):
+        async def handler(request: web.Request):
+            doc = await _json(request)
+            token = await relay.accounts.answer(kind, doc, request.host)
+            resp = web.Response(status=200)
+            resp.set_cookie("s5-auth-token", token, max_age=30 * 86400, httponly=True, path="/",
+                            secure=request.secure)
+            return resp
+        return handler
+
+    app = web.Application(middlewares=[errors], client_max_size=MAX_OBJECT_SIZE + (64 << 10))
+    app.router.add_post("/s5/upload", upload)
+    app.router.add_get("/s5/download/{cid}", download)
+    app.router.add_get("/s5/blob/{cid}", blob_redirect)
+    app.router.add_delete("/s5/delete/{cid}", delete)
+    app.router.add_get("/s5/registry", registry_get)
+    app.router.add_post("/s5/registry", registry_post)
+    app.router.add_get("/s5/registry/changes", changes)
+    for kind, name in ((REGISTER, "register"), (LOGIN, "login")):
+        app.router.add_get(f"/s5/account/{name}", challenge_get(kind))
+        app.router.add_post(f"/s5/account/{name}", challenge_post(kind))
+    return app
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--listen {text!r} is not HOST:PORT (e.g. 127.0.0.1:5050, 0.0.0.0:443)")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def public_url(host: str, port: int, tls: bool) -> str:
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"s5+{'https' if tls else 'http'}://{shown}:{port}"
+
+
+async def run(relay: Relay, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+              on_ready: Callable[[str, int], None] = lambda url, port: None,
+              stop: asyncio.Event | None = None, access_log: bool = False) -> None:
+    """Serve until `stop` is set (or SIGINT/SIGTERM when none is given). `access_log`: a line per
+    request on the `sessiond.relay.access` logger (method, path and query, status; never a header)."""
+    runner = web.AppRunner(make_app(relay), shutdown_timeout=5.0,
+                           access_log=logging.getLogger("sessiond.relay.access") if access_log else None,
+                           access_log_format='%t "%r" %s %b %Tf')
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        bound = runner.addresses[0][1]
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        on_ready(public_url(host, bound, ssl_context is not None), bound)
+        await stop.wait()
+        await relay.feed.close()
+    finally:
+        await runner.cleanup()

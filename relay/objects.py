@@ -1,0 +1,112 @@
+"""Objects kept by the relay: `DATA/objects/<2 hex>/<64 hex>`, named by the BLAKE3 hash the relay
+computes from the uploaded bytes, written atomically, served verbatim. Each account that uploads an
+object pins it (`DATA/pins/<account>/<64 hex>`, holding the object's size), and its pins count against
+its quota. A delete removes only the caller's own pin; the object goes when no pin is left. So no
+account can delete what another still keeps."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from ..stores.cid import digest
+from ..storage.fsutil import atomic_write, ensure_private_dir, fsync_dir
+from ..stores.base import MAX_OBJECT_SIZE
+
+
+class QuotaExceeded(Exception):
+    pass
+
+
+class TooLarge(Exception):
+    pass
+
+
+class Objects:
+    def __init__(self, data_dir: str, quota: int):
+        self.quota = quota
+        self.objects = os.path.join(data_dir, "objects")
+        self.pins = os.path.join(data_dir, "pins")
+        ensure_private_dir(self.objects)
+        ensure_private_dir(self.pins)
+        self._lock = asyncio.Lock()  # object files and pins change under it: an upload and a delete never cross
+        self.used: dict[str, int] = {}
+        for account in os.listdir(self.pins):
+            folder = os.path.join(self.pins, account)
+            if not os.path.isdir(folder):
+                continue
+            total = 0
+            for name in os.listdir(folder):
+                if name.startswith("."):
+                    continue
+                try:
+                    with open(os.path.join(folder, name), "rb") as f:
+                        total += int(f.read() or b"0")
+                except (OSError, ValueError):
+                    continue
+            self.used[account] = total
+
+    def path(self, h: bytes) -> str:
+        hx = h.hex()
+        return os.path.join(self.objects, hx[:2], hx)
+
+    def _pin_path(self, account: str, h: bytes) -> str:
+        return os.path.join(self.pins, account, h.hex())
+
+    def read(self, h: bytes) -> bytes | None:
+        try:
+            with open(self.path(h), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _write(self, account: str, h: bytes, data: bytes) -> None:
+        path = self.path(h)
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            atomic_write(path, data, 0o600)
+        ensure_private_dir(os.path.join(self.pins, account))
+        atomic_write(self._pin_path(account, h), str(len(data)).encode(), 0o600)
+
+    async def put(self, account: str, data: bytes) -> bytes:
+        if len(data) > MAX_OBJECT_SIZE:
+            raise TooLarge(f"object of {len(data)} bytes exceeds the relay's limit of {MAX_OBJECT_SIZE} bytes")
+        h = await asyncio.to_thread(digest, data)
+        async with self._lock:
+            if os.path.exists(self._pin_path(account, h)) and os.path.exists(self.path(h)):
+                return h  # already this account's: no new storage used
+            used = self.used.get(account, 0)
+            if used + len(data) > self.quota:
+                raise QuotaExceeded(f"this account's storage quota is used up: {used} of {self.quota} bytes "
+                                    f"used, and the object needs {len(data)} more; ask the relay's owner "
+                                    "for a larger quota (sessiond serve --quota)")
+            await asyncio.to_thread(self._write, account, h, data)
+            self.used[account] = used + len(data)
+        return h
+
+    def _unpin(self, account: str, h: bytes) -> int | None:
+        pin = self._pin_path(account, h)
+        try:
+            with open(pin, "rb") as f:
+                size = int(f.read() or b"0")
+        except FileNotFoundError:
+            return None
+        os.unlink(pin)
+        fsync_dir(os.path.dirname(pin))
+        hx = h.hex()
+        still_pinned = any(os.path.exists(os.path.join(self.pins, other, hx)) for other in os.listdir(self.pins))
+        if not still_pinned:
+            try:
+                os.unlink(self.path(h))
+                fsync_dir(os.path.dirname(self.path(h)))
+            except FileNotFoundError:
+                pass
+        return size
+
+    async def delete(self, account: str, h: bytes) -> bool:
+        """Remove `account`'s pin on `h`; False if it has none (whoever else pins the object)."""
+        async with self._lock:
+            size = await asyncio.to_thread(self._unpin, account, h)
+            if size is None:
+                return False
+            self.used[account] = max(0, self.used.get(account, 0) - size)
+            return True

@@ -1,0 +1,69 @@
+"""A log's head manifest (docs/FORMATS.md, "Snapshot layout"): the object a device's signed head points
+to, listing level by level the entries that cover its log. Its encoding and the checks a reader makes
+of it; sealing it is sync/push.py's (LogWriter.seal_manifest), opening it the engine's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import dagcbor
+from .pages import VERSION, Entry, LogError
+
+T_MANIFEST = "sessiond/manifest"
+
+
+@dataclass
+class Manifest:
+    sid: str
+    device: str
+    head_pk: bytes
+    rev: int
+    last_seq: int
+    lamport: int
+    levels: list[list[Entry]]
+    prev: bytes | None
+
+    def entries(self) -> list[Entry]:
+        """All top entries in log order (highest level first)."""
+        return [e for lv in reversed(self.levels) for e in lv]
+
+
+def encode_manifest(sid: str, device: str, rev: int, head_pk: bytes, last_seq: int, lamport: int,
+                    levels: list[list[Entry]], prev: bytes | None) -> bytes:
+    """The plaintext of a manifest (DAG-CBOR; `prev`, the previous manifest's hash, as a link)."""
+    m = {"d": device, "k": head_pk, "l": [[e.to_cbor() for e in lv] for lv in levels], "n": last_seq,
+         "r": rev, "s": sid, "v": VERSION, "ty": T_MANIFEST, "lam": lamport}
+    if prev is not None:
+        m["prev"] = dagcbor.Link(prev)
+    return dagcbor.encode(m)
+
+
+def parse_manifest(plain: bytes, *, sid: str, head_pk: bytes, rev: int) -> Manifest:
+    try:
+        m = dagcbor.decode(plain)
+    except dagcbor.DagCborError as exc:
+        raise LogError(f"head manifest is not valid: {exc}") from None
+    if not isinstance(m, dict) or m.get("ty") != T_MANIFEST:
+        raise LogError("head object is not a sessiond manifest")
+    if m.get("v") != VERSION:
+        raise LogError(f"manifest version {m.get('v')!r} is not supported by this sessiond")
+    if m.get("s") != sid:
+        raise LogError(f"manifest belongs to session {m.get('s')!r}, not {sid!r} (swapped objects)")
+    if m.get("k") != head_pk:
+        raise LogError("manifest names another signing key than the head that points to it")
+    if m.get("r") != rev:
+        raise LogError(f"manifest says revision {m.get('r')!r} but its head has revision {rev} (replayed)")
+    try:
+        levels = [[Entry.from_cbor(e) for e in lv] for lv in m["l"]]
+        man = Manifest(sid, str(m["d"]), head_pk, rev, int(m["n"]), int(m.get("lam", 0)), levels,
+                       bytes(m["prev"]) if m.get("prev") is not None else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LogError(f"malformed manifest: {exc!r}") from None
+    expect = 1
+    for e in man.entries():
+        if e.first != expect or e.last < e.first:
+            raise LogError(f"manifest entries are not contiguous at seq {expect} (reordered or damaged manifest)")
+        expect = e.last + 1
+    if expect - 1 != man.last_seq:
+        raise LogError(f"manifest covers up to seq {expect - 1} but claims {man.last_seq}")
+    return man

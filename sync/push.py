@@ -1,0 +1,335 @@
+"""This device's log of one session, written as encrypted objects to a store (docs/FORMATS.md,
+"Snapshot layout"): LogWriter seals and stores pages, nodes and manifests, and folds the levels; a
+long run is written by worker threads (_RunJob).
+
+The log is a sequence of operations numbered 1..n. It is stored as *pages* (runs of operations) and
+*nodes* (lists of entries), all encrypted objects, and a *head manifest* that lists, level by level,
+the entries that cover the log:
+
+    levels[L] is a list of at most F-1 entries once a push completes; entries of level L+1 cover
+    earlier operations than entries of level L. A push appends a page of the new operations to
+    level 0; whenever a level holds F entries, its oldest F become one entry of the level above:
+    one merged page if they are pages that fit in PAGE_MAX together, otherwise a node listing them.
+
+So a push writes the new operations once, plus a manifest of O(F log n) entries, and every operation
+is rewritten O(log n) times over its life: the cost of an append stays flat as the session grows.
+The plaintexts are sync/pages.py's and sync/manifest.py's; the threads are sync/workers.py's.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from dataclasses import dataclass
+from typing import Awaitable, Callable, ContextManager
+
+from ..storage.db import LogRun
+from ..stores import Store
+from ..stores.cid import BlobId
+
+from .crypto import EncryptedCID, manifest_key, object_key, seal
+from .manifest import encode_manifest
+from .pages import PAGE_MAX, Entry, cut as cut_run, encode_node, encode_pages, encode_parts
+from .workers import Workers, shared
+
+FANOUT = 16
+STREAM_BYTES = 8 << 20  # read, encoded and sealed at a time by one worker of a long push
+# A long push: worker threads (Workers.push) that each read, encode and seal a chunk, and hand the
+# objects to the store (Store.put_in_background: a file store writes and fsyncs several at once on its
+# own threads).
+_WRITES_OUT = 32  # objects handed to the store and not yet written, at most (32 MiB)
+_FIRST_CHUNK = 1024  # operations: a run no longer is read at once; a long one begins with a chunk of it
+
+
+@dataclass
+class Written:
+    """What a push put in the store (for statistics and the benchmark)."""
+
+    objects: int = 0
+    bytes: int = 0
+
+
+class LogWriter:
+    """Builds pages, nodes and manifests for one (session, device) log."""
+
+    def __init__(self, sid: str, device: str, session_key: bytes, store: Store, timeout: float = 30.0, *,
+                 workers: Workers | None = None):
+        self.sid = sid
+        self.device = device
+        self.key = session_key
+        self.store = store
+        self.timeout = timeout
+        self.written = Written()
+        self._workers = workers  # None: workers.shared(), taken when first needed
+
+    @property
+    def workers(self) -> Workers:
+        if self._workers is None:
+            self._workers = shared()
+        return self._workers
+
+    async def put(self, ciphertexts: list[bytes], hashes: list[bytes] | None = None) -> None:
+        """Store objects; `hashes` are their BLAKE3 hashes when sealing has just computed them."""
+        if not ciphertexts:
+            return
+        put_many = getattr(self.store, "put_many", None)
+        if put_many is not None:
+            await asyncio.wait_for(put_many(ciphertexts, hashes), self.timeout)
+        else:
+            for c in ciphertexts:
+                await asyncio.wait_for(self.store.put(c), self.timeout)
+        self.written.objects += len(ciphertexts)
+        self.written.bytes += sum(len(c) for c in ciphertexts)
+
+    def _seal(self, plaintext: bytes) -> tuple[bytes, EncryptedCID]:
+        plain = BlobId.of(plaintext)
+        return seal(plaintext, object_key(self.key, plain.hash), plain=plain)
+
+    def cut(self, run: LogRun) -> tuple[list[int], list]:
+        """Where the pages of a run begin (pages.cut, for this log)."""
+        return cut_run(run, self.sid, self.device)
+
+    def pages(self, run: LogRun, cut: tuple[list[int], list] | None = None,
+              count: int | None = None) -> list[tuple[bytes, int, int]]:
+        """A run of operations as page plaintexts [(plaintext, first seq, last seq)] (pages.encode_pages,
+        for this log)."""
+        return encode_pages(run, self.sid, self.device, cut, count)
+
+    def _seal_page(self, plain: bytes) -> tuple[list[tuple[bytes, EncryptedCID]], EncryptedCID, bool]:
+        """Seal one page: (the objects to store, the reference its entry holds, whether it is in parts).
+        A page is larger than PAGE_MAX only when one operation is (a message of megabytes): it is cut
+        into parts of PAGE_MAX bytes, each its own object, listed in order by a parts object, so that
+        every object stays under the 1 MiB limit."""
+        if len(plain) <= PAGE_MAX:
+            ct, ref = self._seal(plain)
+            return [(ct, ref)], ref, False
+        view = memoryview(plain)
+        sealed = [self._seal(bytes(view[i:i + PAGE_MAX])) for i in range(0, len(plain), PAGE_MAX)]
+        index = self._seal(encode_parts([ref for _, ref in sealed], self.sid, self.device))
+        return sealed + [index], index[1], True
+
+    async def _seal_and_put(self, pages: list[tuple[bytes, int, int]], *, inline: bool = False) -> list[Entry]:
+        if inline:  # a few small pages: quicker here than a hop to another thread
+            sealed = [self._seal_page(p[0]) for p in pages]
+        else:  # libsodium and BLAKE3 release the GIL: the sealing threads work beside the encoding of
+            # the next chunk and the writing of the one before
+            loop = asyncio.get_running_loop()
+            sealers = self.workers.seal
+            sealed = await asyncio.gather(*(loop.run_in_executor(sealers, self._seal_page, p[0]) for p in pages))
+        objects = [o for objs, _, _ in sealed for o in objs]
+        await self.put([ct for ct, _ in objects], [ref.hash for _, ref in objects])
+        return [Entry(first, last, len(plain), False, ref, parts)
+                for (plain, first, last), (_, ref, parts) in zip(pages, sealed)]
+
+    async def write_pages(self, run: LogRun) -> list[Entry]:
+        """Encode, seal and store a run of operations (all in memory) as pages."""
+        if len(run) < 64:
+            return await self._seal_and_put(self.pages(run), inline=True)
+        # CPU work: off the event loop, so the API stays quick
+        return await self._seal_and_put(await asyncio.to_thread(self.pages, run))
+
+    async def write_run(self, load: Callable[[int, int], Awaitable[LogRun]],
+                        open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
+                        first: int, last: int) -> tuple[list[Entry], int]:
+        """Store operations first..last as pages. Returns (entries, highest Lamport value).
+
+        A short run is read at once with `load(a, b)` (async; Database.log_run for seqs a..b). A long
+        one is read a chunk of about STREAM_BYTES at a time, so that memory stays bounded whatever its
+        size, by worker threads that each take the next chunk and read, encode, seal and write it: the
+        heavy work (SQLite, libsodium, BLAKE3, file writes) releases the GIL, so the workers run side
+        by side, and nothing is handed to the event loop per page. `open_loader()` gives a worker its
+        own reader: a context manager yielding a plain function load(a, b) -> LogRun."""
+        if last - first < _FIRST_CHUNK:
+            run = await load(first, last)
+            return await self.write_pages(run), max(run.lams, default=0)
+        job = _RunJob(self, first, last, open_loader, asyncio.get_running_loop())
+        pool = self.workers
+        with pool.gc_paused():
+            # asyncio.wait, not gather: cancelling this push must not drop the workers while they run
+            workers = [asyncio.wrap_future(pool.push.submit(job.work)) for _ in range(pool.push_threads)]
+            try:
+                await asyncio.wait(workers)
+                await job.drain()
+            except BaseException:
+                job.stop()  # the workers stop at their next step; let them and their writes wind down
+                await asyncio.wait(workers)
+                await job.drain(cancel=True)
+                raise
+            return job.result()
+
+    async def compact(self, levels: list[list[Entry]],
+                      load_records: Callable[[int, int], Awaitable[LogRun]]) -> list[list[Entry]]:
+        """Fold full levels upward (see the module doc). `load_records(first, last)` gives this log's
+        operations first..last (Database.log_run)."""
+        levels = [list(lv) for lv in levels]
+        lvl = 0
+        while lvl < len(levels):
+            while len(levels[lvl]) >= FANOUT:
+                group, levels[lvl] = levels[lvl][:FANOUT], levels[lvl][FANOUT:]
+                size = sum(e.size for e in group)
+                if not any(e.node or e.parts for e in group) and size <= PAGE_MAX:
+                    merged = await self.write_pages(await load_records(group[0].first, group[-1].last))
+                    new = merged[0] if len(merged) == 1 else await self._node(merged)
+                else:
+                    new = await self._node(group)
+                if lvl + 1 == len(levels):
+                    levels.append([])
+                levels[lvl + 1].append(new)
+            lvl += 1
+        return levels
+
+    async def _node(self, entries: list[Entry]) -> Entry:
+        plain = encode_node(entries, self.sid, self.device)
+        ct, ref = self._seal(plain)
+        await self.put([ct])
+        return Entry(entries[0].first, entries[-1].last, sum(e.size for e in entries), True, ref)
+
+    def manifest(self, rev: int, head_pk: bytes, last_seq: int, lamport: int, levels: list[list[Entry]],
+                 prev: bytes | None) -> bytes:
+        return encode_manifest(self.sid, self.device, rev, head_pk, last_seq, lamport, levels, prev)
+
+    def seal_manifest(self, plain: bytes, head_pk: bytes, rev: int) -> tuple[bytes, EncryptedCID]:
+        # Not padded: a reader knows the manifest's size only from the ciphertext.
+        return seal(plain, manifest_key(self.key, head_pk, rev), pad=False)
+
+
+class _Stopped(Exception):
+    """A worker of a _RunJob that stops because another failed or the push was cancelled."""
+
+
+class _RunJob:
+    """One long run written by worker threads (LogWriter.write_run). Chunks are handed out in seq
+    order; each worker reads its chunk on its own connection, then waits for its turn to cut it into
+    pages (the last page of a chunk may still fill up, so its operations go round again with the next
+    chunk, as views of their contents), then encodes, seals and writes the pages without waiting for
+    anyone. Only the cut is taken in turn, and it is cheap (sizes only); pages stay full across chunk
+    edges, as if one reader went through the run in order. At most _WRITES_OUT objects are being
+    written at a time: by the store's own threads where it offers them (Store.put_in_background), else
+    through the event loop; either way a write that does not end within the writer's timeout fails
+    the push."""
+
+    def __init__(self, writer: "LogWriter", first: int, last: int,
+                 open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
+                 loop: asyncio.AbstractEventLoop):
+        self.writer, self.last, self.open_loader, self.loop = writer, last, open_loader, loop
+        self.cond = threading.Condition()
+        self.next_seq = first
+        self.chunk = _FIRST_CHUNK  # operations; then as many as make about STREAM_BYTES
+        self.given = 0  # chunks handed out
+        self.turn = 0  # the chunk whose cut is next
+        self.carry = LogRun.empty()
+        self.done: dict[int, tuple[list[Entry], int]] = {}  # chunk -> (entries, highest Lamport value)
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.slots = threading.Semaphore(_WRITES_OUT)
+        self.writes: list[concurrent.futures.Future] = []
+
+    def stop(self, error: BaseException | None = None) -> None:
+        with self.cond:
+            if error is not None and self.error is None and not isinstance(error, _Stopped):
+                self.error = error
+            self.stopped = True
+            self.cond.notify_all()
+
+    def work(self) -> None:
+        try:
+            with self.open_loader() as load:
+                while self._chunk(load):
+                    pass
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            self.stop(exc)
+
+    def _chunk(self, load: Callable[[int, int], LogRun]) -> bool:
+        with self.cond:
+            if self.stopped or self.next_seq > self.last:
+                return False
+            k, a = self.given, self.next_seq
+            b = min(self.last, a + self.chunk - 1)
+            self.given, self.next_seq = k + 1, b + 1
+        run = load(a, b)
+        with self.cond:  # the cut, in chunk order
+            while self.turn != k and not self.stopped:
+                self.cond.wait()
+            if self.stopped:
+                raise _Stopped
+            if len(self.carry):
+                run = self.carry + run
+            cut = self.writer.cut(run)
+            count = len(cut[0]) - 1
+            if b < self.last:  # the last page may still fill up: round again with the next chunk
+                count -= 1
+                self.carry = run.tail(cut[0][count])
+            per_op = max(1, (sum(run.sizes) + 48 * len(run)) // max(1, len(run)))  # bytes per operation, about
+            self.chunk = min(1 << 17, max(16, STREAM_BYTES // per_op))
+            self.turn += 1
+            self.cond.notify_all()
+        if not count:
+            return True
+        entries = []
+        for plain, lo, hi in self.writer.pages(run, cut, count):
+            objects, ref, parts = self.writer._seal_page(plain)
+            for ct, obj in objects:
+                self._write(ct, obj.hash)
+            entries.append(Entry(lo, hi, len(plain), False, ref, parts))
+        self.done[k] = (entries, max(run.lams[:cut[0][count]]))
+        return True
+
+    def _write(self, ct: bytes, h: bytes) -> None:
+        waited = 0.0
+        while not self.slots.acquire(timeout=0.1):
+            if self.stopped:
+                raise _Stopped
+            waited += 0.1
+            if waited >= self.writer.timeout:  # _WRITES_OUT writes under way and none ends: a hung store
+                raise asyncio.TimeoutError(f"the store finished none of {_WRITES_OUT} writes in "
+                                           f"{self.writer.timeout:g} s")
+        if self.stopped:
+            self.slots.release()
+            raise _Stopped
+        fut = self.writer.store.put_in_background(ct, h)
+        if fut is None:  # through the event loop, with the writer's timeout; writer.put counts it
+            fut = asyncio.run_coroutine_threadsafe(self.writer.put([ct], [h]), self.loop)
+            size = None
+        else:
+            size = len(ct)
+        with self.cond:
+            self.writes.append(fut)
+        fut.add_done_callback(lambda f: self._written(f, size))
+
+    def _written(self, fut: concurrent.futures.Future, size: int | None) -> None:
+        self.slots.release()
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            self.stop(fut.exception())
+        elif size is not None:
+            with self.cond:
+                self.writer.written.objects += 1
+                self.writer.written.bytes += size
+
+    async def drain(self, cancel: bool = False) -> None:
+        """Wait for every write handed out (at most the writer's timeout: a store that hangs fails
+        the push, and a cancelled push does not wait on it); raise the first failure of the job."""
+        with self.cond:
+            writes = list(self.writes)
+        if cancel:
+            for fut in writes:
+                fut.cancel()  # only those not started; a write under way finishes (it is atomic)
+        if writes:
+            waits = [asyncio.wrap_future(f) for f in writes]
+            _, hung = await asyncio.wait(waits, timeout=self.writer.timeout)
+            for w in waits:  # their failures are the job's (see _written): taken, not left unretrieved
+                w.done() and (w.cancelled() or w.exception())
+            if hung and not cancel:
+                self.stop(asyncio.TimeoutError(f"the store did not finish {len(hung)} writes in "
+                                               f"{self.writer.timeout:g} s"))
+        if self.error is not None and not cancel:
+            raise self.error
+
+    def result(self) -> tuple[list[Entry], int]:
+        if self.error is not None:
+            raise self.error
+        entries = [e for k in sorted(self.done) for e in self.done[k][0]]
+        return entries, max((lam for _, lam in self.done.values()), default=0)
