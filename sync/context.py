@@ -5,6 +5,8 @@ sessions were imported from, opened once by URL), the timeout of every store cal
 the per-session locks (one for pushing, one for rekeying) and the maps of what went wrong (pull
 errors, sessions whose log needs a repair). It also says which store a session syncs through.
 
+`workers` are the threads this device's pushes are written on (workers.py), owned by the Syncer.
+
 The parts (pusher.py, members.py, rekey.py, fetch.py, importer.py, follower.py, verify.py, proofs.py,
 share.py) each take this object and the other parts they call, so that what a part uses is written
 in its constructor; engine.Syncer builds them all and owns the worker loop.
@@ -19,6 +21,7 @@ from ..storage.db import Database
 from ..stores import Store, open_store
 
 from .keys import KeyStore
+from .workers import Workers
 
 
 @dataclass
@@ -28,6 +31,7 @@ class SyncContext:
     keys: KeyStore
     timeout: float  # seconds, for every store call
     on_event: Callable[[dict], None]
+    workers: Workers | None = None  # the threads pushes run on (the Syncer's; None: workers.shared())
     stores: dict[str, Store] = field(default_factory=dict)  # the other stores, by URL
     pull_errors: dict[str, str] = field(default_factory=dict)  # per session: why its last pull failed
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store

@@ -10,8 +10,9 @@ each get the one `SyncContext` (context.py) and the other parts they call:
     verify.py    checking the store against the database       proofs.py    making and checking checkpoints
     share.py     making share codes                            heads.py     head data, manifest opening
 
-Syncer keeps the public methods the daemon calls, delegating to the parts. It also owns the thread
-pool in which the checkpoints of an imported session are checked.
+Syncer keeps the public methods the daemon calls, delegating to the parts. It owns the threads: the
+push workers (workers.py, handed to every LogWriter) and the pool in which the checkpoints of an
+imported session are checked; both end at stop.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from .pusher import Pusher
 from .rekey import Rekeyer
 from .share import Sharer
 from .verify import Verifier
+from .workers import Workers
 
 log = logging.getLogger("sessiond.sync")
 
@@ -45,7 +47,7 @@ class Syncer:
                  push_delay: float = 0.05, timeout: float = 30.0, poll_interval: float = 0.25,
                  on_event: Callable[[dict], None] | None = None):
         self.ctx = ctx = SyncContext(db=db, store=store, keys=KeyStore(key_dir), timeout=timeout,
-                                     on_event=on_event or (lambda ev: None))
+                                     on_event=on_event or (lambda ev: None), workers=Workers())
         self.interval = interval
         self.push_delay = push_delay
         self.poll_interval = poll_interval
@@ -98,8 +100,10 @@ class Syncer:
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        if self._checks is None:
+        if self._checks is None:  # started again after a stop
             self._checks = self._new_pool()
+        if self.ctx.workers is None:
+            self.ctx.workers = Workers()
         self._dirty.update(await self.db.sessions_needing_push())  # resume after a restart
         self._task = asyncio.create_task(self._run(), name="sessiond-sync")
         if self._dirty:
@@ -117,6 +121,9 @@ class Syncer:
         if self._checks is not None:
             self._checks.shutdown(wait=False, cancel_futures=True)
             self._checks = None
+        if self.ctx.workers is not None:  # the push threads: a cancelled long run winds down first
+            workers, self.ctx.workers = self.ctx.workers, None
+            await asyncio.to_thread(workers.close)
         await self.ctx.close_stores()
 
     def notify(self, sid: str) -> None:

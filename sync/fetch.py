@@ -16,7 +16,9 @@ from ..stores.registry import RegistryError
 from .crypto import DecryptError
 from .errors import ImportError_
 from .heads import manifest_hash_of, open_manifest
-from .log import LogError, LogReader, Manifest, parse_manifest
+from .manifest import Manifest, parse_manifest
+from .pages import LogError
+from .pull import LogReader
 
 
 async def fetch_logs(store: Store, sid: str, session_key: bytes | list[bytes], members: list[dict], *,

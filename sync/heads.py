@@ -11,7 +11,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 
 from . import dagcbor
 from .crypto import DecryptError, manifest_key, open_unpadded
-from .log import Entry
+from .pages import Entry
 
 HEAD_DATA_PREFIX = b"\x1e"
 

@@ -27,8 +27,9 @@ from . import dagcbor
 from .context import SyncContext
 from .errors import SyncError
 from .heads import head_data, levels_from_cbor, levels_to_cbor, manifest_hash_of
-from .log import FANOUT, Entry, LogWriter, Written
 from .members import Members
+from .pages import Entry
+from .push import FANOUT, LogWriter, Written
 
 log = logging.getLogger("sessiond.sync")
 
@@ -51,7 +52,7 @@ class _OnePush:
         key = ctx.keys.session_key(sid, create=True)
         self.head_key: SigningKey = ctx.keys.head_key(sid)
         self.head_pk = ctx.keys.head_pk(sid)
-        self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout)
+        self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
 
 
 class Pusher:

@@ -17,8 +17,10 @@ from .crypto import DecryptError
 from .errors import ImportError_, describe
 from .fetch import fetch_log
 from .heads import manifest_hash_of, open_manifest
-from .log import LogError, LogReader, op_to_cbor, parse_manifest
+from .manifest import parse_manifest
 from .members import Members
+from .pages import LogError, op_to_cbor
+from .pull import LogReader
 
 
 class Verifier:
