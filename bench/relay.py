@@ -31,7 +31,7 @@ from _util import Daemon, pct  # noqa: E402
 from push import full_push  # noqa: E402
 
 from sessiond.client import Client  # noqa: E402
-from sessiond.storage.db import Database  # noqa: E402
+from sessiond.storage.database import Database  # noqa: E402
 from sessiond.stores import FileStore  # noqa: E402
 from sessiond.stores.s5 import S5Store  # noqa: E402
 from sessiond.sync.engine import Syncer  # noqa: E402

@@ -22,6 +22,7 @@ from ..stores import StoreError, open_store
 
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 
+from . import validate
 from .api import make_app
 from .activation import handed_socket
 from .home import Config, Home, HomeError, normalize_store_url, read_lock
@@ -178,7 +179,7 @@ class Daemon:
         store = open_store(self.store_url)
         self.syncer = Syncer(self.db, store, self.home.keys, interval=self.config.sync_interval,
                              push_delay=self.config.push_delay, poll_interval=self.config.poll_interval,
-                             on_event=self.events.publish)
+                             on_event=self.events.publish, check_remote=validate.remote_log)
         await self.syncer.start()
         if self.config.cleanup_interval:
             self._tasks.add(asyncio.get_running_loop().create_task(self._cleanup_loop()))

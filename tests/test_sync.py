@@ -12,6 +12,7 @@ from conftest import cli_json, eventually, run_cli, wait_for
 from faults import FaultyStore
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
+from sessiond.daemon import validate
 from sessiond.sync.engine import Syncer
 
 
@@ -294,7 +295,7 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
             await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
             sids.append(sid)
         pulled: list[str] = []
-        real_pull = b.pull
+        real_pull = b.follower.pull
 
         finished: list[str] = []
 
@@ -305,7 +306,7 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
             finally:
                 finished.append(sid)
 
-        b.pull = counting_pull
+        b.follower.pull = counting_pull  # the worker pulls through its follower
         polls = count_calls(store_b, "head_versions")
         await b.start()
         await eventually(lambda: len(finished) >= 6)  # the first round looks at everything
@@ -343,7 +344,7 @@ async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
         await dba.append_messages(sid, [{"role": "user", "content": "first"}])
         await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
         finished: list[str] = []
-        real_pull = b.pull
+        real_pull = b.follower.pull
 
         async def counting_pull(sid):
             try:
@@ -351,20 +352,20 @@ async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
             finally:
                 finished.append(sid)
 
-        b.pull = counting_pull
+        b.follower.pull = counting_pull  # the worker pulls through its follower
         await b.start()
         await eventually(lambda: finished)  # the first (full) round is done
         faulty.mode = "down"
         await dba.append_messages(sid, [{"role": "assistant", "content": "while the store is down"}])
         await a.sync_now(sid, wait=True, timeout=10)
-        await eventually(lambda: sid in b._pull_errors)  # the change was seen, and its pull failed
+        await eventually(lambda: sid in b.ctx.pull_errors)  # the change was seen, and its pull failed
         faulty.mode = None
 
         async def pulled():
             return len(await dbb.list_messages(sid)) == 2
 
         await eventually(pulled, timeout=3, what="the retried pull")  # well before the 30 s full pull
-        await eventually(lambda: sid not in b._pull_errors)
+        await eventually(lambda: sid not in b.ctx.pull_errors)
     finally:
         await a.stop()
         await b.stop()
@@ -406,8 +407,8 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
         calls.append((chain is None, len(rows)))
         return real_extend(chain, frontier, rows)
 
-    import sessiond.sync.share as share_mod
-    share_mod.extend = counting
+    import sessiond.sync.proofs as proofs_mod
+    proofs_mod.extend = counting
 
     async def check():
         proof = await syncer.make_checkpoint(sid)
@@ -441,7 +442,7 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
         proof = await check()
         assert calls == [(True, 1)] and proof["messages"] == 1
     finally:
-        share_mod.extend = real_extend
+        proofs_mod.extend = real_extend
 
 
 async def test_pulled_messages_add_their_tokens_once(env):
@@ -488,8 +489,9 @@ async def test_a_bad_operation_from_another_device_is_refused_at_pull(tmp, field
     dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
     dbc = await Database.open(os.path.join(tmp, "c.sqlite"))
     a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
-    b = Syncer(dbb, FileStore(store_path), os.path.join(tmp, "kb"), timeout=10)
-    c = Syncer(dbc, FileStore(store_path), os.path.join(tmp, "kc"), timeout=10)
+    # the daemon's check of what other devices wrote, as server.Daemon gives it to its Syncer
+    b = Syncer(dbb, FileStore(store_path), os.path.join(tmp, "kb"), timeout=10, check_remote=validate.remote_log)
+    c = Syncer(dbc, FileStore(store_path), os.path.join(tmp, "kc"), timeout=10, check_remote=validate.remote_log)
     try:
         await a.start()
         sid = (await dba.create_session({"name": "shared"}))["id"]

@@ -1,0 +1,77 @@
+"""What the parts of the sync engine share, in one small object handed to each of them.
+
+`SyncContext` holds the database, the device's keys, the stores (this daemon's own, and those other
+sessions were imported from, opened once by URL), the timeout of every store call, the event sink,
+the per-session locks (one for pushing, one for rekeying) and the maps of what went wrong (pull
+errors, sessions whose log needs a repair). It also says which store a session syncs through.
+
+`workers` are the threads this device's pushes are written on (workers.py), owned by the Syncer.
+
+The parts (pusher.py, members.py, rekey.py, fetch.py, importer.py, follower.py, verify.py, proofs.py,
+share.py) each take this object and the other parts they call, so that what a part uses is written
+in its constructor; engine.Syncer builds them all and owns the worker loop.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..storage.database import Database
+from ..storage.model import RemoteLog
+from ..stores import Store, open_store
+
+from .keys import KeyStore
+from .workers import Workers
+
+
+@dataclass
+class SyncContext:
+    db: Database
+    store: Store  # this daemon's store; a session imported from another store syncs through that one
+    keys: KeyStore
+    timeout: float  # seconds, for every store call
+    on_event: Callable[[dict], None]
+    workers: Workers | None = None  # the threads pushes run on (the Syncer's; None: workers.shared())
+    # refuses (Invalid) what another device wrote that the API would not accept; the daemon gives its
+    # validation (daemon/validate.py remote_log), so that sync needs no import of the daemon
+    check_remote: Callable[[RemoteLog], None] | None = None
+    stores: dict[str, Store] = field(default_factory=dict)  # the other stores, by URL
+    pull_errors: dict[str, str] = field(default_factory=dict)  # per session: why its last pull failed
+    repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
+    stopping: bool = False  # set by Syncer.stop: long loops end early
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per session: one push at a time
+    rekey_locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per session: one rekey at a time
+
+    # ------------------------------------------------------------------ stores per session
+    def open_store(self, url: str | None, *, create: bool = True) -> Store:
+        """The store at `url` (this daemon's own store for None or its URL), opened once."""
+        if not url or url == self.store.url:
+            return self.store
+        st = self.stores.get(url)
+        if st is None:
+            st = self.stores[url] = open_store(url, create=create)
+        return st
+
+    async def store_for(self, sid: str) -> Store:
+        """The store session `sid` syncs through: the one it was imported from, else this daemon's."""
+        remote = await self.db.remote(sid)
+        return self.open_store(remote["store_url"] if remote else None)
+
+    def store_urls(self) -> set[str]:
+        return {self.store.url, *self.stores}
+
+    async def close_stores(self) -> None:
+        await self.store.close()
+        for st in self.stores.values():
+            await st.close()
+
+    # ------------------------------------------------------------------ locks
+    def lock(self, sid: str) -> asyncio.Lock:
+        lock = self.locks.get(sid)
+        if lock is None:
+            lock = self.locks[sid] = asyncio.Lock()
+        return lock
+
+    def rekey_lock(self, sid: str) -> asyncio.Lock:
+        return self.rekey_locks.setdefault(sid, asyncio.Lock())

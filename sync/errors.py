@@ -1,0 +1,22 @@
+"""The errors of the sync engine, and how a failure is told to the user."""
+from __future__ import annotations
+
+import asyncio
+
+
+class SyncError(Exception):
+    """A push that must not go on (a torn local log, a head in the store this device did not write)."""
+
+
+class ImportError_(Exception):
+    """An import or pull that cannot be completed; `kind` names the problem."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "the store did not answer in time"
+    return str(exc) or type(exc).__name__

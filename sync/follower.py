@@ -1,0 +1,139 @@
+"""Following the other devices of shared sessions: pulling what they wrote.
+
+A pull reads the session's members slot (taking a rekey notice found there, or finishing one a crash cut
+short), then fetches the logs of the members whose heads moved and applies them. `poll` decides, each
+round of the worker, which sessions to pull: those whose heads changed in the store since the last look
+(when the store can say), those whose last pull failed, and now and then all of them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..stores import StoreError
+
+from .context import SyncContext
+from .errors import ImportError_
+from .fetch import fetch_logs
+from .members import Members
+from .rekey import Rekeyer
+
+log = logging.getLogger("sessiond.sync")
+FULL_PULL_EVERY = 30.0  # seconds: every shared session is checked this often even if no head seems to change
+
+
+class Follower:
+    """Pulls shared sessions; remembers what each store's heads were, and why pulls failed (ctx.pull_errors)."""
+
+    def __init__(self, ctx: SyncContext, members: Members, rekeyer: Rekeyer, *, interval: float):
+        self.ctx = ctx
+        self.members = members
+        self.rekeyer = rekeyer
+        self.interval = interval
+        self.pull_now = True  # pull every shared session in the next round (at the start, or asked to)
+        self._head_versions: dict[str, dict[bytes, object]] = {}  # per store URL: what each head was
+        self._blind = False  # a store that cannot tell which heads changed
+        self._last_retry = 0.0
+        self._last_full_pull = 0.0
+
+    async def poll(self) -> None:
+        """Pull the shared sessions whose heads (a device's log, or the members slot) changed in the
+        store since the last look; all of them when a store cannot say which changed, when asked to
+        (`sessiond sync`), and now and then in any case. So a follower of many sessions does work in
+        proportion to what changed, not to how many sessions it follows."""
+        ctx = self.ctx
+        if not await ctx.db.has_shared_sessions():
+            return
+        full = self.pull_now
+        safety_net = self.interval if self._blind else max(self.interval, FULL_PULL_EVERY)
+        if time.monotonic() - self._last_full_pull >= safety_net:
+            full = True
+        changed: set[bytes] = set()
+        self._blind = False
+        for url in ctx.store_urls():
+            try:
+                versions = await ctx.open_store(url).head_versions()
+            except (StoreError, OSError):
+                versions = None
+            before = self._head_versions.get(url)
+            if versions is None or before is None:
+                self._blind = self._blind or versions is None
+                full = True
+            else:
+                changed.update(pk for pk, v in versions.items() if before.get(pk) != v)
+            if versions is not None:
+                self._head_versions[url] = versions
+        # sessions whose last pull failed are tried again every `interval`: the change that made them
+        # due has been seen already and would not make them due again
+        retry: set[str] = set()
+        if ctx.pull_errors and time.monotonic() - self._last_retry >= self.interval:
+            retry = set(ctx.pull_errors)
+            self._last_retry = time.monotonic()
+        if full:
+            self.pull_now = False
+            self._last_full_pull = time.monotonic()
+            await self.pull_all()
+        elif changed or retry:
+            await self.pull_all(sorted(retry.union(await ctx.db.sessions_with_heads(sorted(changed)))))
+
+    async def pull(self, sid: str) -> int:
+        """Bring in what other devices wrote to `sid` since the last pull. Returns new operations."""
+        ctx = self.ctx
+        db, keys = ctx.db, ctx.keys
+        remote = await db.remote(sid)
+        key = keys.session_key(sid)
+        if remote is None or key is None:
+            return 0
+        if keys.rekey_pending(sid) is not None:  # a rekey cut short by a crash: finish it first
+            async with ctx.rekey_lock(sid):
+                await self.rekeyer.resume(sid)
+            remote, key = await db.remote(sid), keys.session_key(sid)
+        store = ctx.open_store(remote["store_url"])
+        try:
+            rev, members, notice = await self.members.read_members(store, sid, key, bytes(remote["announce_pk"]),
+                                                                   min_rev=remote["members_rev"])
+            if notice is not None:
+                async with ctx.rekey_lock(sid):
+                    await self.rekeyer.take(sid, notice)
+                now = await db.remote(sid)
+                if bytes(now["announce_pk"]) != bytes(remote["announce_pk"]):
+                    return await self.pull(sid)  # now on the new key and members slot (switched here or meanwhile)
+        except ImportError_ as exc:
+            if exc.kind == "missing" and remote["members_rev"] == 0:
+                return 0  # shared from here, not announced yet: nobody else can have written
+            raise
+        if rev > remote["members_rev"]:
+            await db.set_remote(sid, members_rev=rev)
+        my_pk = keys.head_pk(sid)
+        known = {bytes(p["head_pk"]): p for p in await db.peers(sid)}
+        heads = [m for m in members if m["head_pk"] != my_pk]
+        changed = []
+        for m in heads:
+            k = known.get(m["head_pk"])
+            head = await asyncio.wait_for(store.get_head(m["head_pk"]), ctx.timeout)
+            if head is not None and (k is None or head.revision != k["rev"]):
+                changed.append(m)
+        if not changed:
+            return 0
+        logs, peers = await fetch_logs(store, sid, keys.session_keys(sid), changed, full=False, known=known,
+                                       timeout=ctx.timeout, check=ctx.check_remote)
+        return await db.apply_remote(sid, logs, peers=peers)
+
+    async def pull_all(self, sids: list[str] | None = None) -> None:
+        """Pull `sids` (default: every shared session)."""
+        ctx = self.ctx
+        for sid in (await ctx.db.shared_sessions() if sids is None else sids):
+            if ctx.stopping:
+                return
+            try:
+                await self.pull(sid)
+                ctx.pull_errors.pop(sid, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                msg = str(exc) or type(exc).__name__
+                if ctx.pull_errors.get(sid) != msg:
+                    log.warning("pull failed", extra={"session": sid, "error": msg})
+                    ctx.on_event({"type": "sync.error", "session": sid, "error": msg})
+                ctx.pull_errors[sid] = msg

@@ -1,0 +1,51 @@
+"""What a device's head points to, and the level tree a push records.
+
+A head (a signed registry entry) holds `0x1e | BLAKE3(manifest)`; the manifest has no encrypted CID of
+its own: its key comes from the session key, the head key and the revision. `sync_state.tree` records
+this device's log as levels of entries (dag-cbor), between pushes and in an imported own log.
+"""
+from __future__ import annotations
+
+from ..stores import check_object
+from ..stores.registry import RegistryEntry, RegistryError
+
+from . import dagcbor
+from .crypto import DecryptError, manifest_key, open_unpadded
+from .pages import Entry
+
+HEAD_DATA_PREFIX = b"\x1e"
+
+
+def head_data(manifest_hash: bytes) -> bytes:
+    return HEAD_DATA_PREFIX + manifest_hash
+
+
+def manifest_hash_of(entry: RegistryEntry) -> bytes:
+    if len(entry.data) != 33 or entry.data[:1] != HEAD_DATA_PREFIX:
+        raise RegistryError("head data is not 0x1e followed by a 32-byte BLAKE3 hash")
+    return entry.data[1:]
+
+
+def open_manifest(ct: bytes, mhash: bytes, session_key: bytes | list[bytes], head_pk: bytes, rev: int) -> bytes:
+    """A head manifest has no encrypted CID of its own: its key comes from the revision and its plaintext
+    is checked by parsing. Returns the plaintext."""
+
+    check_object(mhash, ct)  # the store should have checked; a lying one may not have
+    keys = [session_key] if isinstance(session_key, bytes) else session_key
+    for i, key in enumerate(keys):  # the current key, then those from before a rekey
+        try:
+            return open_unpadded(ct, manifest_key(key, head_pk, rev))
+        except DecryptError:
+            if i == len(keys) - 1:
+                raise
+    raise DecryptError("no key to open the manifest with")
+
+
+def levels_to_cbor(levels: list[list[Entry]]) -> list:
+    return [[e.to_cbor() for e in lv] for lv in levels]
+
+
+def levels_from_cbor(data: bytes | None) -> list[list[Entry]]:
+    if not data:
+        return [[]]
+    return [[Entry.from_cbor(e) for e in lv] for lv in dagcbor.decode(data)]

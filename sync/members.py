@@ -1,0 +1,114 @@
+"""The members slot of a shared session: who writes it.
+
+Who writes a session is recorded in its *members* slot: an S5 registry entry signed by the session's
+announce key (derived from the write secret, so every holder of a read-write code can add itself),
+whose data is `0x1e | BLAKE3(members object) | salt (14)`. The members object, encrypted under
+`members_key(session key, salt)`, lists every writer's head public key and device id. A device follows
+exactly the heads listed there: a head signed by any other key is never read. A rekey (rekey.py)
+leaves its notice in this slot too.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from nacl.signing import SigningKey
+
+from ..stores import StaleHead, Store, StoreError, check_object
+from ..stores.registry import RegistryEntry, RegistryError
+
+from . import dagcbor
+from .context import SyncContext
+from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
+from .errors import ImportError_
+
+T_MEMBERS = "sessiond/members"
+SALT_LEN = 14
+
+
+def announce_key(write_secret: bytes) -> SigningKey:
+    return SigningKey(derive(CTX_ANNOUNCE, write_secret))
+
+
+def seal_small(plain: bytes, key: bytes) -> bytes:
+    return encrypt(plain, key, pad=False)[0]
+
+
+class Members:
+    """Reads a session's members slot and adds writers to it."""
+
+    def __init__(self, ctx: SyncContext):
+        self.ctx = ctx
+
+    async def read_members(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes,
+                           min_rev: int = 0) -> tuple[int, list[dict], dict | None]:
+        """(revision, members, rekey notice or None) of a session's members slot."""
+        timeout = self.ctx.timeout
+        pk = b"\xed" + announce_pk
+        try:
+            entry = await asyncio.wait_for(store.get_head(pk), timeout)
+        except RegistryError as exc:
+            raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
+        if entry is None:
+            raise ImportError_("missing", f"the store has no members entry for session {sid} "
+                                          f"(wrong store, or the sharer has not pushed yet)")
+        if entry.pk != pk:
+            raise ImportError_("forged", "the members entry is signed by another key")
+        if entry.revision < min_rev:
+            raise ImportError_("replayed", f"the members entry was rolled back to revision {entry.revision} "
+                                           f"(this device has seen {min_rev})")
+        if len(entry.data) != 1 + 32 + SALT_LEN or entry.data[0] != 0x1E:
+            raise ImportError_("malformed", "the members entry's data is not 0x1e | hash | salt")
+        h, salt = entry.data[1:33], entry.data[33:]
+        try:
+            ct = await asyncio.wait_for(store.get(h), timeout)
+            check_object(h, ct)
+            m = dagcbor.decode(open_unpadded(ct, members_key(session_key, salt)))
+        except (StoreError, DecryptError, dagcbor.DagCborError) as exc:
+            raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
+        if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
+            raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
+        members = []
+        for item in m.get("m", []):
+            if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
+                members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
+        notice = m.get("rekey")
+        return entry.revision, members, notice if isinstance(notice, dict) else None
+
+    async def ensure_member(self, sid: str, *, extra: list[dict] = ()) -> int:
+        """Make sure this device (and every writer it knows of) is in the members list. Returns the
+        members revision. Needs the write secret."""
+        ctx = self.ctx
+        write_secret = ctx.keys.write_secret(sid)
+        session_key = ctx.keys.session_key(sid)
+        if write_secret is None or session_key is None:
+            raise ImportError_("read_only", f"this device cannot add writers to {sid} (no write secret)")
+        ak = announce_key(write_secret)
+        store = await ctx.store_for(sid)
+        me = {"head_pk": ctx.keys.head_pk(sid), "device_id": ctx.db.device_id}
+        known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await ctx.db.peers(sid)]]
+        for _attempt in range(5):
+            try:
+                rev, members, _ = await self.read_members(store, sid, session_key, bytes(ak.verify_key))
+            except ImportError_ as exc:
+                if exc.kind != "missing":
+                    raise
+                rev, members = 0, []
+            have = {m["head_pk"] for m in members}
+            missing = [k for k in known if k["head_pk"] not in have]
+            if not missing:
+                return rev
+            merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
+            plain = dagcbor.encode({"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid,
+                                    "v": 1, "ty": T_MEMBERS})
+            salt = os.urandom(SALT_LEN)
+            ct = seal_small(plain, members_key(session_key, salt))
+            h = await asyncio.wait_for(store.put(ct), ctx.timeout)
+            entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + h + salt)
+            try:
+                await asyncio.wait_for(store.set_head(entry), ctx.timeout)
+            except StaleHead:
+                continue  # another writer announced at the same time: read again and merge
+            await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
+            return rev + 1
+        raise ImportError_("busy", "could not update the members list (it kept changing); will retry")

@@ -1,0 +1,68 @@
+"""Checkpoints of a session, as the engine makes and checks them: signing a proof of everything this
+device has now (recorded in its log), and checking a proof against the local conversation. The proof
+format itself is checkpoint.py; this keeps the per-session conversation hash carried on between
+checkpoints, so that one hashes only the messages since the last.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .checkpoint import Chain, ProofError, check_proof, extend, proof_of
+from .context import SyncContext
+from .errors import ImportError_
+
+
+class Proofs:
+    """Makes and checks checkpoints; caches the conversation chain of each session (in memory)."""
+
+    def __init__(self, ctx: SyncContext):
+        self.ctx = ctx
+        self._chains: dict[str, tuple] = {}  # per session: (its identity, Chain) of the last checkpoint
+
+    def forget(self, sid: str) -> None:
+        self._chains.pop(sid, None)
+
+    async def _known_pks(self, sid: str) -> set[bytes]:
+        return {self.ctx.keys.head_pk(sid)} | {bytes(p["head_pk"]) for p in await self.ctx.db.peers(sid)}
+
+    async def make_checkpoint(self, sid: str) -> dict:
+        """Sign a checkpoint of everything this device knows of `sid` now, and record it in the log."""
+        db = self.ctx.db
+        session = await db.get_session(sid)
+        if session["access"] == "read":
+            raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
+        chain = await self._conversation_chain(sid)
+        proof = proof_of(sid, db.device_id, await db.next_checkpoint_number(sid), chain,
+                         round(time.time(), 3), self.ctx.keys.head_key(sid))
+        return await db.add_checkpoint(sid, proof)
+
+    async def _conversation_chain(self, sid: str) -> Chain:
+        """The conversation hash of everything this device has of `sid`, carried on from the last one
+        computed (kept in memory per session) over the new messages only, when they all sort after it;
+        from the start otherwise (after a restart, or when a message from another device arrived late
+        in the global order), off the event loop."""
+        db = self.ctx.db
+        ident, cached = self._chains.get(sid, (None, None))
+        fresh_ident, frontier, rows = await db.conversation_chain(sid, cached.frontier if cached else None)
+        chain = None
+        if cached is not None and ident == fresh_ident \
+                and all(frontier.get(d, 0) >= s for d, s in cached.frontier.items()):
+            chain = extend(cached, frontier, rows)
+        if chain is None:
+            if cached is not None:
+                fresh_ident, frontier, rows = await db.conversation_chain(sid, None)
+            chain = await asyncio.to_thread(extend, None, frontier, rows) if len(rows) > 256 \
+                else extend(None, frontier, rows)
+        self._chains[sid] = (fresh_ident, chain)
+        return chain
+
+    async def verify_proof(self, sid: str, proof: dict) -> dict:
+        if proof.get("session") not in (None, sid):
+            raise ImportError_("checkpoint", f"the proof is for session {proof.get('session')}, not {sid}")
+        try:
+            check_proof(proof, await self.ctx.db.conversation(sid), await self._known_pks(sid))
+        except ProofError as exc:
+            return {"ok": False, "session": sid, "problem": str(exc)}
+        return {"ok": True, "session": sid, "number": proof["number"], "device": proof["device"],
+                "messages": proof["messages"], "tokens": proof["tokens"]}

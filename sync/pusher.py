@@ -1,0 +1,196 @@
+"""Pushing this device's log of a session to its store, durably and in order.
+
+Order of a push: data objects (pages, nodes), then the manifest, then the head. The manifest's
+plaintext and revision are recorded in SQLite (`sync_state.pending`, the outbox) before the manifest
+is uploaded, and the pushed mark moves only after the store holds the new head. A crash at any point
+resumes from the recorded state: the same objects and the same manifest are written again (they are
+deterministic), so a retried push is idempotent and never reuses a key for different plaintext.
+Full levels of the log are folded upward as revisions of their own (compaction). When the store lost
+part of what was pushed, `repair` makes the next push send the whole log again.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from typing import Callable, Iterator
+
+from nacl.signing import SigningKey
+
+from ..storage.model import LogRun, now
+from ..stores import StaleHead, Store, StoreError
+from ..stores.cid import CIDV1_RAW_BLAKE3
+from ..stores.registry import RegistryEntry, RegistryError
+
+from . import dagcbor
+from .context import SyncContext
+from .errors import SyncError
+from .heads import head_data, levels_from_cbor, levels_to_cbor, manifest_hash_of
+from .members import Members
+from .pages import Entry
+from .push import FANOUT, LogWriter, Written
+
+log = logging.getLogger("sessiond.sync")
+
+
+def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
+    """`run`, if it holds exactly the operations a..b of this device's log of `sid`."""
+    have = run.seqs
+    if have != list(range(a, b + 1)):
+        raise SyncError(f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
+                        f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log")
+    return run
+
+
+class _OnePush:
+    """What one push of one session needs: its keys and a writer that counts what it wrote."""
+
+    def __init__(self, ctx: SyncContext, sid: str, store: Store):
+        self.sid = sid
+        self.store = store
+        key = ctx.keys.session_key(sid, create=True)
+        self.head_key: SigningKey = ctx.keys.head_key(sid)
+        self.head_pk = ctx.keys.head_pk(sid)
+        self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
+
+
+class Pusher:
+    """Pushes this device's log of each session; announces this device in the members slot on the way."""
+
+    def __init__(self, ctx: SyncContext, members: Members):
+        self.ctx = ctx
+        self.members = members
+
+    async def push(self, sid: str, *, compact: bool = True, force: bool = False) -> dict:
+        """Push this device's new operations of `sid`, then (as a revision of its own) fold full levels
+        of the log upward. Returns what each step wrote."""
+        db = self.ctx.db
+        async with self.ctx.lock(sid):
+            try:
+                await db.get_session(sid)
+            except Exception:
+                return {"session": sid, "skipped": "deleted"}
+            one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid))
+            state = await db.sync_state(sid)
+            if state["pending"]:
+                await self._publish(one, state["pending"])
+                state = await db.sync_state(sid)
+            out = {"session": sid, "revision": state["head_rev"], "objects": 0, "bytes": 0,
+                   "compaction_objects": 0, "compaction_bytes": 0}
+            last = await db.last_seq(sid)
+            levels = levels_from_cbor(state["tree"])
+            if last > state["pushed_seq"]:
+                async def load(a: int, b: int) -> LogRun:
+                    return _contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
+
+                @contextlib.contextmanager
+                def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
+                    with db.run_reader() as reader:  # a worker thread's own connection
+                        yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, db.device_id, a - 1, b))
+
+                entries, lamport = await one.writer.write_run(load, open_loader, state["pushed_seq"] + 1, last)
+                levels[0].extend(entries)
+                out["revision"] = await self._commit_revision(one, state, levels, last, lamport)
+                out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes
+                state = await db.sync_state(sid)
+            if force and out["revision"] == state["head_rev"]:  # a new manifest even without new operations
+                out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                state = await db.sync_state(sid)
+            if compact and any(len(lv) >= FANOUT for lv in levels):
+                one.writer.written = Written()
+
+                async def load_records(first: int, upto: int) -> LogRun:
+                    return await db.log_run(sid, db.device_id, first - 1, upto)
+
+                levels = await one.writer.compact(levels, load_records)
+                out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                out["compaction_objects"] = one.writer.written.objects
+                out["compaction_bytes"] = one.writer.written.bytes
+            remote = await db.remote(sid)
+            if remote is not None and not remote["announced"] and out["revision"] \
+                    and self.ctx.keys.write_secret(sid) is not None:
+                await self.members.ensure_member(sid)  # so that the other devices find this device's log
+            return out
+
+    async def _commit_revision(self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int,
+                               lamport: int | None) -> int:
+        current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
+        rev = max(state["head_rev"], current.revision if current else 0) + 1
+        prev = CIDV1_RAW_BLAKE3 + manifest_hash_of(current) if current else None
+        if lamport is None:
+            lamport = (await self.ctx.db.get_lamport(one.sid))
+        plain = one.writer.manifest(rev, one.head_pk, last, lamport, levels, prev)
+        pending = dagcbor.encode({"m": plain, "r": rev, "s": last, "t": levels_to_cbor(levels)})
+        await self.ctx.db.save_sync_state(one.sid, pending=pending)  # fixed before anything of rev is uploaded
+        await self._publish(one, pending)
+        return rev
+
+    async def _publish(self, one: _OnePush, pending: bytes) -> None:
+        sid, writer, head_key, head_pk = one.sid, one.writer, one.head_key, one.head_pk
+        p = dagcbor.decode(pending)
+        rev, plain = p["r"], p["m"]
+        ct, ref = writer.seal_manifest(plain, head_pk, rev)
+        await writer.put([ct])
+        entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
+        try:
+            await asyncio.wait_for(one.store.set_head(entry), self.ctx.timeout)
+        except StaleHead:
+            current = await asyncio.wait_for(one.store.get_head(head_pk), self.ctx.timeout)
+            if current is None or current.data != entry.data or current.revision != rev:
+                raise SyncError(f"the store holds a newer head (revision {current.revision if current else '?'}) "
+                                f"for this device's log of {sid} that this device did not write") from None
+        await self.ctx.db.save_sync_state(sid, pushed_seq=p["s"], head_rev=rev, tree=dagcbor.encode(p["t"]),
+                                          pending=None, last_error=None, last_push=now())
+        log.info("pushed", extra={"session": sid, "rev": rev, "objects": writer.written.objects,
+                                  "bytes": writer.written.bytes})
+        self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": p["s"]})
+
+    async def snapshot_id(self, sid: str) -> dict | None:
+        """Where this device's latest snapshot of `sid` is: its head revision and manifest object ids."""
+        state = await self.ctx.db.sync_state(sid)
+        if not state["head_rev"]:
+            return None
+        store = await self.ctx.store_for(sid)
+        head = await asyncio.wait_for(store.get_head(self.ctx.keys.head_pk(sid)), self.ctx.timeout)
+        if head is None:
+            return None
+        h = manifest_hash_of(head)
+        cid = base64.b32encode(CIDV1_RAW_BLAKE3 + h).decode("ascii").lower().rstrip("=")
+        return {"revision": head.revision, "head_key": head.pk.hex(),
+                "manifest_ipfs_cid": "b" + cid, "manifest_blake3": h.hex()}
+
+    # ---------------------------------------------------------------- repair
+    async def _store_lacks_log(self, sid: str) -> bool:
+        """Whether the store lost what this device pushed of `sid`: its head, the manifest, or an object
+        the manifest points to (or verify found one missing further down). Cheap: no object is read."""
+        ctx = self.ctx
+        if sid in ctx.repair:
+            return True
+        state = await ctx.db.sync_state(sid)
+        if not state["head_rev"] or state["pending"] or ctx.keys.session_key(sid) is None:
+            return False
+        store = await ctx.store_for(sid)
+        try:
+            head = await asyncio.wait_for(store.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
+            if head is None or head.revision < state["head_rev"]:
+                return True
+            hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels_from_cbor(state["tree"]) for e in lv]
+            for h in hashes:
+                if not await asyncio.wait_for(store.has(h), ctx.timeout):
+                    return True
+        except (StoreError, RegistryError, OSError, asyncio.TimeoutError):
+            return False  # a store that does not answer is not one that lost data; the push reports it
+        return False
+
+    async def repair(self, sid: str) -> bool:
+        """Reset the push state of `sid` so that its next push sends this device's whole log again, if
+        the store lacks any of it. Returns whether it did (the caller queues the push)."""
+        async with self.ctx.lock(sid):
+            if not await self.ctx.db.last_seq(sid) or not await self._store_lacks_log(sid):
+                return False
+            await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
+            self.ctx.repair.discard(sid)
+        log.warning("the store lacks objects of this device's log; pushing all of it again",
+                    extra={"session": sid, "event": "repair"})
+        return True

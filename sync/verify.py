@@ -1,0 +1,165 @@
+"""Verifying what the store holds of a session against the local database.
+
+This device's own log is read in full (every object reachable from its head, each one checked, all
+damage listed, and marked for repair so that `sessiond sync` pushes it again); the logs of the other
+devices are compared with what this device applied of them; a device left out of a rekey is told so.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from ..stores import StoreError
+from ..stores.registry import RegistryError
+
+from . import dagcbor
+from .context import SyncContext
+from .crypto import DecryptError
+from .errors import ImportError_, describe
+from .fetch import fetch_log
+from .heads import manifest_hash_of, open_manifest
+from .manifest import parse_manifest
+from .members import Members
+from .pages import LogError, op_to_cbor
+from .pull import LogReader
+
+
+class Verifier:
+    """Checks sessions in the store; marks those whose own log needs a repair (ctx.repair)."""
+
+    def __init__(self, ctx: SyncContext, members: Members):
+        self.ctx = ctx
+        self.members = members
+
+    async def verify(self, sid: str | None = None) -> dict:
+        targets = [sid] if sid else await self.ctx.db.session_ids()
+        reports = [await self.verify_session(s) for s in targets]
+        return {"ok": all(r["ok"] for r in reports), "sessions": reports}
+
+    async def verify_session(self, sid: str) -> dict:
+        ctx = self.ctx
+        report = await self._verify_own(sid)
+        if report["problems"] and (report["revision"] is not None or report["problems"][0].startswith("head: missing")):
+            ctx.repair.add(sid)  # what the store lost of this device's log, `sessiond sync` pushes again
+            report["repair"] = "`sessiond sync` pushes this device's whole log of the session again"
+        report["devices"] = 1 if report["revision"] else 0
+        key = ctx.keys.session_keys(sid)
+        remote = await ctx.db.remote(sid)
+        if remote is None or key is None:
+            return report
+        store = await ctx.store_for(sid)
+        my_pk = ctx.keys.head_pk(sid)
+        try:  # a device left out of a rekey cannot open the others' new logs: say so, not "damaged"
+            _, _, notice = await self.members.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
+            if notice is not None and notice.get("a") != bytes(remote["announce_pk"]) \
+                    and not any(b.get("k") == my_pk for b in notice.get("b", [])):
+                report["problems"].append("revoked: the session was rekeyed without this device; it keeps what it "
+                                          "has, but can neither read nor check what is written from now on (ask "
+                                          "for a new share code)")
+                report["ok"] = False
+                return report
+        except ImportError_ as exc:
+            report["problems"].append(f"members: {exc}")
+        for peer in await ctx.db.peers(sid):
+            pk = bytes(peer["head_pk"])
+            if pk == my_pk:
+                continue
+            name = peer["device_id"] or pk.hex()[:16]
+            try:
+                man, ops = await fetch_log(store, sid, key, pk, peer["device_id"], min_rev=peer["rev"],
+                                           after_seq=0, as_ops=True, timeout=ctx.timeout)
+            except Exception as exc:
+                report["problems"].append(f"device {name}: {describe(exc)}")
+                continue
+            if man is None:
+                if peer["rev"]:
+                    report["problems"].append(f"device {name}: head missing from the store")
+                continue
+            report["devices"] += 1
+            upto = min(man.last_seq, peer["applied_seq"])
+            local = await ctx.db.log_ops(sid, man.device, 0, upto)
+            remote_ops = [o for o in ops if o.seq <= upto]
+            if [dagcbor.encode(op_to_cbor(o)) for o in local] != [dagcbor.encode(op_to_cbor(o)) for o in remote_ops]:
+                report["problems"].append(f"device {name}: the store's log differs from what this device applied")
+            report["operations"] += len(ops)
+        report["ok"] = not report["problems"]
+        return report
+
+    async def _verify_own(self, sid: str) -> dict:
+        """This device's log of `sid` in the store, checked against the local database. The report is
+        about one head: it names the revision and the manifest it read (`manifest`, its BLAKE3 hash),
+        and every object reachable from that manifest is read and checked (hash, tags, plaintext id,
+        decoding) even after another one failed; each one that is damaged or missing is listed in
+        `damaged` as {"object": hash, "problem": ...} and named in `problems`."""
+        ctx = self.ctx
+        db, keys, timeout = ctx.db, ctx.keys, ctx.timeout
+        problems: list[str] = []
+        damaged: list[dict] = []
+        report = {"session": sid, "ok": False, "revision": None, "manifest": None, "objects": 0, "operations": 0,
+                  "unpushed": 0, "problems": problems, "damaged": damaged}
+        state = await db.sync_state(sid)
+        last = await db.last_seq(sid)
+        report["unpushed"] = max(0, last - state["pushed_seq"])
+        if state["head_rev"] == 0:
+            if last:
+                problems.append("not pushed yet: run `sessiond sync --wait` and verify again")
+            else:
+                report["ok"] = True
+            return report
+        key = keys.session_key(sid)
+        if key is None:
+            problems.append("the session key is missing from this device's key folder")
+            return report
+        head_pk = keys.head_pk(sid)
+        store = await ctx.store_for(sid)
+        try:
+            head = await asyncio.wait_for(store.get_head(head_pk), timeout)
+        except (RegistryError, StoreError, asyncio.TimeoutError, OSError) as exc:
+            problems.append(f"head: {describe(exc)}")
+            return report
+        if head is None:
+            problems.append("head: missing from the store (nothing published under this device's key)")
+            return report
+        report["revision"] = head.revision
+        if head.revision < state["head_rev"]:
+            problems.append(f"head: rolled back to revision {head.revision}; this device published "
+                            f"revision {state['head_rev']}")
+            return report
+        try:
+            mhash = manifest_hash_of(head)
+        except RegistryError as exc:
+            problems.append(f"head (revision {head.revision}): {describe(exc)}")
+            return report
+        report["manifest"] = mhash.hex()
+        try:
+            ct = await asyncio.wait_for(store.get(mhash), timeout)
+            report["objects"] += 1
+            plain = open_manifest(ct, mhash, keys.session_keys(sid), head_pk, head.revision)
+            manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
+        except (StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError) as exc:
+            damaged.append({"object": mhash.hex(), "problem": describe(exc)})
+            problems.append(f"manifest {mhash.hex()} (revision {head.revision}): {describe(exc)}")
+            return report
+        if manifest.device != db.device_id:
+            problems.append(f"manifest names device {manifest.device}, not this device")
+            return report
+        reader = LogReader(sid, db.device_id, store, timeout)
+        remote, bad = await reader.audit(manifest.entries())
+        for h, e, exc in bad:
+            damaged.append({"object": h.hex(), "problem": describe(exc)})
+            problems.append(f"object {h.hex()} (seqs {e.first}..{e.last}): {describe(exc)}")
+        report["objects"] += reader.fetched
+        report["operations"] = len(remote)
+        local = await db.log_ops(sid, db.device_id, 0, manifest.last_seq)
+        if not problems:
+            local_enc = [dagcbor.encode(op_to_cbor(o)) for o in local]
+            remote_enc = [dagcbor.encode(op_to_cbor(o)) for o in remote]
+            if len(local_enc) != len(remote_enc):
+                problems.append(f"the store holds {len(remote_enc)} operations up to seq {manifest.last_seq}; "
+                                f"this device has {len(local_enc)}")
+            else:
+                bad_seqs = [o.seq for o, a, b in zip(local, local_enc, remote_enc) if a != b]
+                if bad_seqs:
+                    problems.append(f"{len(bad_seqs)} operations differ from the local database "
+                                    f"(first at seq {bad_seqs[0]})")
+        report["ok"] = not problems
+        return report
