@@ -1,7 +1,9 @@
 """Chats: the conversations of a session, each with its own prompt, model, settings and context policy."""
 
+from typing import NotRequired, Required
+
 from pydantic import with_config
-from typing_extensions import NotRequired, Required, TypedDict
+from typing_extensions import TypedDict
 
 from .sessions import ChatPolicy, Settings
 from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text
@@ -10,6 +12,7 @@ from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text
 @with_config(BODY)
 class ChatCreate(ChatPolicy, total=False):
     """A new chat; the context policy's fields are also accepted at the top level, as shortcuts."""
+
     id: ChatId | None
     name: Text() | None
     system_prompt: Text(MAX_TEXT) | None
@@ -40,4 +43,4 @@ class ChatList(TypedDict):
     chats: list[Chat]
 
 
-__all__ = ["ChatCreate", "Switch", "Chat", "ChatList", "Required"]
+__all__ = ["Chat", "ChatCreate", "ChatList", "Required", "Switch"]

@@ -1,10 +1,10 @@
 """Talking to a model (issue 16): the body of POST /v1/sessions/{id}/complete, and the OpenAI-compatible
 chat-completions request as far as sessiond reads it (the rest is passed on to the provider)."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Required
 
 from pydantic import ConfigDict, Field, with_config
-from typing_extensions import Literal, Required, TypedDict
+from typing_extensions import TypedDict
 
 from .types import BODY, MAX_TEXT, Text
 
@@ -14,6 +14,7 @@ class Complete(TypedDict, total=False):
     """Append `content` as the user's message (optional: leave it out to answer what is there), send the
     chat's active context to the model, record the answer. `stream`: server-sent events `delta`
     ({content}) and then `message` (the stored answer), or `error`."""
+
     content: Text(MAX_TEXT, nul=True) | None
     chat: Text(200) | None  # id or name; default the session's current chat
     model: Text(200) | None  # default the chat's or the session's model
@@ -30,6 +31,7 @@ class ChatMessage(TypedDict, total=False):
 @with_config(ConfigDict(extra="allow"))
 class ChatCompletionRequest(TypedDict, total=False):
     """OpenAI's chat-completions request; fields sessiond does not read are passed on to the provider."""
+
     model: Text(200)
     stream: bool
     messages: Required[Annotated[list[ChatMessage], Field(min_length=1)]]

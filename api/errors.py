@@ -2,8 +2,10 @@
 status: 400 malformed JSON (bad_json), 404 not_found, 409 conflict, 422 an invalid field (invalid; the
 message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503 the store is unavailable."""
 
+from typing import NotRequired
+
 from pydantic import with_config
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from .types import ANSWER
 
@@ -20,7 +22,13 @@ class Error(TypedDict):
     error: ErrorDetail
 
 
-ERROR_STATUSES = {400: "malformed request", 404: "unknown session, chat or message", 409: "conflict",
-                  422: "invalid field", 429: "a limit was reached", 503: "the store is unavailable"}
+ERROR_STATUSES = {
+    400: "malformed request",
+    404: "unknown session, chat or message",
+    409: "conflict",
+    422: "invalid field",
+    429: "a limit was reached",
+    503: "the store is unavailable",
+}
 # Statuses only some routes answer with (named in their Route's `errors`).
 EXTRA_STATUSES = {502: "the model provider failed, refused or cannot be reached", 504: "the model provider timed out"}

@@ -1,6 +1,7 @@
 """Where a client finds a daemon: a home's folder and the socket in it (or the one its daemon recorded in
 the home's lock file). Part of the contract between the daemon and its clients; standard library and
 platformdirs only, so that the client and the CLI start fast."""
+
 import hashlib
 import os
 

@@ -1,10 +1,10 @@
 """Managing sessions: quota, context and compaction, clones and forks, checkpoints and proofs, import and
 export of plain files, statistics and clean-up."""
 
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, Required
 
 from pydantic import with_config
-from typing_extensions import NotRequired, Required, TypedDict
+from typing_extensions import TypedDict
 
 from .sessions import Session
 from .types import ANSWER, BODY, QUERY, JsonObject, Number, SessionId, Text, Whole

@@ -1,9 +1,9 @@
 """Messages: one or a batch appended, the Idempotency-Key header, messages as answered, the list query."""
 
-from typing import Annotated, Union
+from typing import Annotated, NotRequired, Required, Union
 
 from pydantic import Field, PlainValidator, WithJsonSchema, with_config
-from typing_extensions import NotRequired, Required, TypeAliasType, TypedDict
+from typing_extensions import TypeAliasType, TypedDict
 
 from .types import ANSWER, BODY, MAX_TEXT, QUERY, JsonObject, QueryBool, QueryInt, Role, Text, Whole, refuse
 
@@ -15,6 +15,7 @@ class MessageIn(TypedDict, total=False):
     """A message: role and content, with optional token count (estimated by the daemon when absent),
     names and metadata. Appended, `chat` (id or name) defaults to the session's current chat; a
     session's initial messages ignore it."""
+
     role: Required[Role]
     content: Required[Text(MAX_TEXT, nul=True)]
     tokens: Whole(0, 1 << 40) | None
@@ -27,30 +28,37 @@ class MessageIn(TypedDict, total=False):
 @with_config(BODY)
 class MessageBatch(TypedDict, total=False):
     """Messages appended in one transaction, to `chat` unless a message names its own."""
+
     messages: Required[Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_BATCH)]]
     chat: Text(200) | None
 
 
 # POST /v1/sessions/{id}/messages takes either; a body with `messages` is a batch.
-Append = TypeAliasType("Append", Union[MessageIn, MessageBatch])
+Append = TypeAliasType("Append", MessageIn | MessageBatch)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_DESCRIPTION = (
     "Makes an append safe to retry. A new random key (e.g. a UUID) per request; send the same key again only "
     "to retry that request (after a broken connection): the daemon then answers with the first result (the "
     "same message ids) and stores nothing twice. Keys are remembered per session, durably, for 24 hours (the "
-    "last 1,000 per session). The same key with other messages is refused with 422 idempotency_key_reused.")
+    "last 1,000 per session). The same key with other messages is refused with 422 idempotency_key_reused."
+)
 
 
 def _key(key: object) -> str:
     if not (isinstance(key, str) and 0 < len(key) <= 255 and all(" " <= ch <= "~" for ch in key)):
-        raise refuse(f"the {IDEMPOTENCY_HEADER} header must be 1 to 255 printable ASCII characters (a new random "
-                     f"one per request, e.g. a UUID; the same one only to retry that request)")
+        raise refuse(
+            f"the {IDEMPOTENCY_HEADER} header must be 1 to 255 printable ASCII characters (a new random "
+            f"one per request, e.g. a UUID; the same one only to retry that request)"
+        )
     return key
 
 
-IdempotencyKey = Annotated[str, PlainValidator(_key), WithJsonSchema(
-    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"})]
+IdempotencyKey = Annotated[
+    str,
+    PlainValidator(_key),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}),
+]
 
 
 @with_config(QUERY)
@@ -79,6 +87,7 @@ class Message(TypedDict):
 @with_config(ANSWER)
 class AppendedBatch(TypedDict):
     """A batch is answered with ids, not an echo of every message: the app has the content already."""
+
     count: int
     ids: list[str]
     chat: str
@@ -87,7 +96,7 @@ class AppendedBatch(TypedDict):
     last_seq: NotRequired[int]
 
 
-Appended = TypeAliasType("Appended", Union[Message, AppendedBatch])
+Appended = TypeAliasType("Appended", Message | AppendedBatch)
 
 
 @with_config(ANSWER)

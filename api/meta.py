@@ -1,7 +1,9 @@
 """About the daemon itself: its status."""
 
+from typing import NotRequired
+
 from pydantic import with_config
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from .types import ANSWER
 

@@ -1,21 +1,42 @@
 """Sessions: their settings, policy, the create and change requests, and the session as answered."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 from pydantic import AfterValidator, BeforeValidator, with_config
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from .messages import MessageIn
-from .types import (ANSWER, BODY, MAX_TEXT, QUERY, YEARS_10, JsonObject, Number, QueryInt, SessionId, Status,
-                    Tags, Text, refuse)
+from .types import (
+    ANSWER,
+    BODY,
+    MAX_TEXT,
+    QUERY,
+    YEARS_10,
+    JsonObject,
+    Number,
+    QueryInt,
+    SessionId,
+    Status,
+    Tags,
+    Text,
+    refuse,
+)
 
 # One range per number field, (low, high, whole): the models below, and the checks of operations other
 # devices push (daemon/validate.py), are built from these.
-SETTING_RANGES = {"temperature": (0, 10, False), "top_k": (1, 1 << 31, True), "top_p": (0, 1, False),
-                  "max_tokens": (1, 1 << 31, True)}
-POLICY_RANGES = {"token_quota": (1, 1 << 50, True), "checkpoint_interval": (1, 1 << 40, True),
-                 "idle_timeout": (1, YEARS_10, False), "max_context_tokens": (1, 1 << 40, True),
-                 "context_margin": (0.05, 1, False)}
+SETTING_RANGES = {
+    "temperature": (0, 10, False),
+    "top_k": (1, 1 << 31, True),
+    "top_p": (0, 1, False),
+    "max_tokens": (1, 1 << 31, True),
+}
+POLICY_RANGES = {
+    "token_quota": (1, 1 << 50, True),
+    "checkpoint_interval": (1, 1 << 40, True),
+    "idle_timeout": (1, YEARS_10, False),
+    "max_context_tokens": (1, 1 << 40, True),
+    "context_margin": (0.05, 1, False),
+}
 CHAT_POLICY = ("max_context_tokens", "context_margin", "auto_compact")
 POLICY_SHORTCUTS = tuple(POLICY_RANGES) + ("auto_compact",)
 
@@ -28,6 +49,7 @@ def _n(ranges: dict, key: str) -> Any:
 @with_config(BODY)
 class Settings(TypedDict, total=False):
     """Model settings. In a PATCH each field given replaces the current one and a null removes it."""
+
     temperature: _n(SETTING_RANGES, "temperature") | None
     top_k: _n(SETTING_RANGES, "top_k") | None
     top_p: _n(SETTING_RANGES, "top_p") | None
@@ -38,6 +60,7 @@ class Settings(TypedDict, total=False):
 @with_config(BODY)
 class ChatPolicy(TypedDict, total=False):
     """A chat's context policy. A null removes a field (the session's or the daemon's value applies)."""
+
     max_context_tokens: _n(POLICY_RANGES, "max_context_tokens") | None
     context_margin: _n(POLICY_RANGES, "context_margin") | None
     auto_compact: bool | None
@@ -46,6 +69,7 @@ class ChatPolicy(TypedDict, total=False):
 @with_config(BODY)
 class Policy(ChatPolicy, total=False):
     """A session's policy: its chats' context policy, a token quota, checkpoints, idling."""
+
     token_quota: _n(POLICY_RANGES, "token_quota") | None
     checkpoint_interval: _n(POLICY_RANGES, "checkpoint_interval") | None
     idle_timeout: _n(POLICY_RANGES, "idle_timeout") | None
@@ -69,13 +93,18 @@ class _SessionFields(Policy, total=False):
 
 
 # expires_at and expires_in are alternatives: not both given (as numbers, not null).
-_ONE_EXPIRY = {"not": {"required": ["expires_at", "expires_in"],
-                       "properties": {"expires_at": {"type": "number"}, "expires_in": {"type": "number"}}}}
+_ONE_EXPIRY = {
+    "not": {
+        "required": ["expires_at", "expires_in"],
+        "properties": {"expires_at": {"type": "number"}, "expires_in": {"type": "number"}},
+    }
+}
 
 
 @with_config({**BODY, "json_schema_extra": _ONE_EXPIRY})
 class SessionCreate(_SessionFields, total=False):
     """A new session; null is the same as leaving a field out."""
+
     id: SessionId | None
 
 
@@ -105,8 +134,9 @@ def _something(body: dict) -> dict:
 
 # The request bodies as checked, whole-body rules included.
 CreateBody = Annotated[SessionCreate, AfterValidator(_one_expiry)]
-PatchBody = Annotated[SessionPatch, BeforeValidator(_no_status), AfterValidator(_something),
-                      AfterValidator(_one_expiry)]
+PatchBody = Annotated[
+    SessionPatch, BeforeValidator(_no_status), AfterValidator(_something), AfterValidator(_one_expiry)
+]
 
 
 # ------------------------------------------------------------------------------------------- answers
@@ -153,5 +183,16 @@ class SessionsQuery(TypedDict, total=False):
     after: str
 
 
-__all__ = ["Settings", "ChatPolicy", "Policy", "SessionCreate", "SessionPatch", "CreateBody", "PatchBody",
-           "Session", "SessionList", "Deleted", "SessionsQuery"]
+__all__ = [
+    "ChatPolicy",
+    "CreateBody",
+    "Deleted",
+    "PatchBody",
+    "Policy",
+    "Session",
+    "SessionCreate",
+    "SessionList",
+    "SessionPatch",
+    "SessionsQuery",
+    "Settings",
+]

@@ -1,9 +1,9 @@
 """Sharing between devices: share codes, importing them, rekeying, pushing and verifying snapshots."""
 
-from typing import Literal
+from typing import Literal, NotRequired, Required
 
 from pydantic import with_config
-from typing_extensions import NotRequired, Required, TypedDict
+from typing_extensions import TypedDict
 
 from .types import ANSWER, BODY, YEARS_10, Number, Text
 

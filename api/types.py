@@ -50,16 +50,24 @@ def Text(max_len: int = MAX_SHORT, *, min_len: int = 0, nul: bool = False) -> An
     """Text of at most `max_len` characters; without `nul`, NUL characters are refused."""
     if nul:
         return Annotated[str, Field(min_length=min_len, max_length=max_len)]
-    return Annotated[str, Field(min_length=min_len, max_length=max_len,
-                                json_schema_extra={"pattern": "^[^\\u0000]*$"}), AfterValidator(_no_nul)]
+    return Annotated[
+        str,
+        Field(min_length=min_len, max_length=max_len, json_schema_extra={"pattern": "^[^\\u0000]*$"}),
+        AfterValidator(_no_nul),
+    ]
 
 
 def Ident(what: str = "id") -> Any:
     """A caller-chosen id (`what`: "session id", "chat id", named so in errors)."""
+
     def check(s: str) -> str:
         if not ID_RE.match(s):
-            raise PydanticCustomError("sessiond", "must be 1-128 characters of letters, digits, '.', '_' or '-', "
-                                      "starting with a letter or digit (got {got})", {"what": what, "got": f"{s!r:.80}"})
+            raise PydanticCustomError(
+                "sessiond",
+                "must be 1-128 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit (got {got})",
+                {"what": what, "got": f"{s!r:.80}"},
+            )
         return s
 
     return Annotated[str, AfterValidator(check), Field(json_schema_extra={"pattern": ID_PATTERN, "maxLength": 128})]
@@ -77,6 +85,7 @@ def _range_message(lo, hi) -> str:
 def Number(lo: float, hi: float, *, integer: bool = False) -> Any:
     """A finite JSON number within [lo, hi], kept as given (an int stays an int); with `integer`, a whole
     number (1.0 is 1)."""
+
     def check(v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
             raise refuse("must be a finite number")
@@ -117,8 +126,11 @@ def json_value(v: Any, sub: str = "", depth: int = 0) -> Any:
             raise refuse("must not contain NaN or Infinity", sub)
     elif isinstance(v, int) and not isinstance(v, bool):
         if not INT_MIN <= v <= INT_MAX:
-            raise refuse("is an integer out of the 64-bit range (-2^64 to 2^64-1) that sessions can hold and "
-                         "sync; store it as a string", sub)
+            raise refuse(
+                "is an integer out of the 64-bit range (-2^64 to 2^64-1) that sessions can hold and "
+                "sync; store it as a string",
+                sub,
+            )
     elif v is not None and not isinstance(v, bool):
         raise refuse(f"holds a {type(v).__name__}, which is not plain JSON", sub)
     return v
@@ -130,8 +142,9 @@ def lone_surrogate(s: str, sub: str = "", what: str = "is not valid Unicode text
         try:
             s.encode()
         except UnicodeEncodeError as exc:
-            raise refuse(f"{what} a lone surrogate (\\u{ord(s[exc.start]):04x}) at character {exc.start}",
-                         sub) from None
+            raise refuse(
+                f"{what} a lone surrogate (\\u{ord(s[exc.start]):04x}) at character {exc.start}", sub
+            ) from None
 
 
 def _json_object(v: Any) -> dict:
@@ -142,12 +155,20 @@ def _json_object(v: Any) -> dict:
 
 # The JSON Schema of what json_value() lets through (but the depth), as the component "JsonValue".
 JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
-JSON_VALUE_SCHEMA = {"anyOf": [
-    {"type": ["null", "boolean", "string"]}, {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX},
-    {"type": "number", "not": {"type": "integer"}}, {"type": "array", "items": JSON_VALUE_REF},
-    {"type": "object", "additionalProperties": JSON_VALUE_REF}]}
-JsonObject = Annotated[dict[str, Any], PlainValidator(_json_object),
-                       WithJsonSchema({"type": "object", "additionalProperties": JSON_VALUE_REF})]
+JSON_VALUE_SCHEMA = {
+    "anyOf": [
+        {"type": ["null", "boolean", "string"]},
+        {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "array", "items": JSON_VALUE_REF},
+        {"type": "object", "additionalProperties": JSON_VALUE_REF},
+    ]
+}
+JsonObject = Annotated[
+    dict[str, Any],
+    PlainValidator(_json_object),
+    WithJsonSchema({"type": "object", "additionalProperties": JSON_VALUE_REF}),
+]
 
 
 def _tag_set(v: list[str]) -> list[str]:
@@ -159,6 +180,7 @@ Tags = Annotated[list[Text(100, min_len=1)], AfterValidator(_tag_set)]
 
 def QueryInt(lo: int, hi: int) -> Any:
     """A whole number given as query-string text."""
+
     def check(raw: Any) -> int:
         try:
             v = int(raw)
@@ -172,5 +194,8 @@ def QueryInt(lo: int, hi: int) -> Any:
 
 
 # A yes/no query parameter: 1, true or yes (any case) is yes, anything else no.
-QueryBool = Annotated[bool, PlainValidator(lambda raw: str(raw).lower() in ("1", "true", "yes")),
-                      WithJsonSchema({"type": "string", "enum": ["0", "1", "true", "false"]})]
+QueryBool = Annotated[
+    bool,
+    PlainValidator(lambda raw: str(raw).lower() in ("1", "true", "yes")),
+    WithJsonSchema({"type": "string", "enum": ["0", "1", "true", "false"]}),
+]

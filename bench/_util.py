@@ -1,4 +1,5 @@
 """Shared helpers for the benchmarks: a real daemon in a temporary home."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ class Daemon:
         self.store = store
         self.proc = None
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         r, w = os.pipe()
         cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", self.home, "--ready-fd", str(w)]
         if self.store:

@@ -2,6 +2,7 @@
 
 Targets (issue 2, this 2-core machine): single append p99 <= 2 ms; batched >= 50,000 messages/s.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon, pct  # noqa: E402
+from _util import Daemon, pct
 
-from sessiond.client import Client  # noqa: E402
+from sessiond.client import Client
 
 SINGLE = int(os.environ.get("BENCH_SINGLE", 3000))
 BATCH = int(os.environ.get("BENCH_BATCH", 5000))
@@ -40,8 +41,10 @@ def run(config: str | None) -> dict:
             c.append(sid, "user", f"single message {i} with a little text in it")
             lat.append((time.perf_counter() - t) * 1000)
         single_total = time.perf_counter() - t0
-        msgs = [{"role": "assistant", "content": f"batched message {i} " + "lorem ipsum " * 8, "tokens": 20}
-                for i in range(BATCH)]
+        msgs = [
+            {"role": "assistant", "content": f"batched message {i} " + "lorem ipsum " * 8, "tokens": 20}
+            for i in range(BATCH)
+        ]
         t0 = time.perf_counter()
         for _ in range(BATCHES):
             c.append_many(sid, msgs)
@@ -59,13 +62,18 @@ def run(config: str | None) -> dict:
 
 
 def main() -> None:
-    print(json.dumps({
-        # The append path alone: the sync worker is held back so it does not share the two cores.
-        "sync_idle": run("push_delay = 3600\nsync_interval = 3600\n"),
-        # Default settings: the sync worker encrypts and pushes the same messages meanwhile.
-        "default_settings": run(None),
-        "targets": {"single_p99_ms": 2.0, "batched_messages_per_second": 50000},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                # The append path alone: the sync worker is held back so it does not share the two cores.
+                "sync_idle": run("push_delay = 3600\nsync_interval = 3600\n"),
+                # Default settings: the sync worker encrypts and pushes the same messages meanwhile.
+                "default_settings": run(None),
+                "targets": {"single_p99_ms": 2.0, "batched_messages_per_second": 50000},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

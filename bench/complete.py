@@ -7,6 +7,7 @@ alternately, BENCH_N times each. Reported: first token and whole answer, median 
 sessiond adds at the median. Target: at most 2 ms more at the median for the first token, and no
 buffering (every chunk arrives through sessiond as its own event, as many as straight from the provider).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,11 +20,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon, pct  # noqa: E402
+import aiohttp
+from _util import Daemon, pct
 
-import aiohttp  # noqa: E402
-
-from sessiond.client import Client  # noqa: E402
+from sessiond.client import Client
 
 N = int(os.environ.get("BENCH_N", 200))
 WORDS = int(os.environ.get("BENCH_WORDS", 50))
@@ -65,18 +65,26 @@ async def measure(direct: str, via: str, key: str, sid: str) -> dict:
             await one(http, via, {"Authorization": f"Bearer {key}", "X-Sessiond-Session": sid}, body)
         for i in range(N):
             body["messages"][0]["content"] = f"{i} {text}"
-            for name, url, headers in (("direct", direct, {}), ("sessiond", via, {
-                    "Authorization": f"Bearer {key}", "X-Sessiond-Session": sid})):
+            for name, url, headers in (
+                ("direct", direct, {}),
+                ("sessiond", via, {"Authorization": f"Bearer {key}", "X-Sessiond-Session": sid}),
+            ):
                 f, t, c = await one(http, url, headers, body)
                 res[name][0].append(f)
                 res[name][1].append(t)
                 res[name][2].append(c)
     out = {}
     for name, (f, t, c) in res.items():
-        out[name] = {"first_token_ms_p50": round(pct(f, 50), 3), "first_token_ms_p90": round(pct(f, 90), 3),
-                     "answer_ms_p50": round(pct(t, 50), 3), "answer_ms_p90": round(pct(t, 90), 3),
-                     "chunks": sorted(set(c))}
-    out["added_first_token_ms_p50"] = round(out["sessiond"]["first_token_ms_p50"] - out["direct"]["first_token_ms_p50"], 3)
+        out[name] = {
+            "first_token_ms_p50": round(pct(f, 50), 3),
+            "first_token_ms_p90": round(pct(f, 90), 3),
+            "answer_ms_p50": round(pct(t, 50), 3),
+            "answer_ms_p90": round(pct(t, 90), 3),
+            "chunks": sorted(set(c)),
+        }
+    out["added_first_token_ms_p50"] = round(
+        out["sessiond"]["first_token_ms_p50"] - out["direct"]["first_token_ms_p50"], 3
+    )
     out["added_answer_ms_p50"] = round(out["sessiond"]["answer_ms_p50"] - out["direct"]["answer_ms_p50"], 3)
     # every chunk came through as its own event: as many per answer as straight from the provider
     out["no_buffering"] = out["sessiond"]["chunks"] == out["direct"]["chunks"] and len(out["direct"]["chunks"]) == 1
@@ -85,14 +93,19 @@ async def measure(direct: str, via: str, key: str, sid: str) -> dict:
 
 def main() -> None:
     port = free_port()
-    provider = subprocess.Popen([sys.executable, os.path.join(HERE, "..", "tests", "servers", "openai_server.py"),
-                                 str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONPATH": os.path.join(HERE, "..", "tests")})
+    provider = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "..", "tests", "servers", "openai_server.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": os.path.join(HERE, "..", "tests")},
+    )
     home = os.path.join(tempfile.mkdtemp(prefix="sd-bench-"), "home")
     os.makedirs(home, mode=0o700)
     with open(os.path.join(home, "config.toml"), "w") as f:
-        f.write(f'openai_listen = "127.0.0.1:0"\ndefault_provider = "loop"\n'
-                f'[providers.loop]\nbase_url = "http://127.0.0.1:{port}/v1"\n')
+        f.write(
+            f'openai_listen = "127.0.0.1:0"\ndefault_provider = "loop"\n'
+            f'[providers.loop]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+        )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -109,14 +122,20 @@ def main() -> None:
             with open(info["api_key_file"]) as f:
                 key = f.read().strip()
             sid = c.create_session(name="bench", model="echo-1")["id"]
-            out = asyncio.run(measure(f"http://127.0.0.1:{port}/v1/chat/completions",
-                                      info["base_url"] + "/chat/completions", key, sid))
+            out = asyncio.run(
+                measure(
+                    f"http://127.0.0.1:{port}/v1/chat/completions", info["base_url"] + "/chat/completions", key, sid
+                )
+            )
             out["recorded_messages"] = c.status()["counts"]["messages"]  # each question and answer via sessiond
     finally:
         provider.terminate()
         provider.wait(timeout=10)
-    print(json.dumps({"bench": "complete", "runs": N, "words": WORDS, **out,
-                      "target_added_first_token_ms_p50": 2.0}, indent=2))
+    print(
+        json.dumps(
+            {"bench": "complete", "runs": N, "words": WORDS, **out, "target_added_first_token_ms_p50": 2.0}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 
 Targets (issue 4): import <= 2x the raw limit and <= 3 s; propagation <= 1 s.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,17 +22,17 @@ from operator import truediv
 import cbor2
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon, pct  # noqa: E402
+import blake3
+from _util import Daemon, pct
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
 
-from sessiond.client import Client  # noqa: E402
-from sessiond.storage.schema import MIGRATIONS  # noqa: E402
-from sessiond.stores.registry import RegistryEntry  # noqa: E402
-from sessiond.sync import dagcbor  # noqa: E402
-from sessiond.sync.crypto import decrypt, manifest_key, CHUNK_SIZE, TAG_SIZE  # noqa: E402
-from sessiond.sync.keys import KeyStore  # noqa: E402
-from sessiond.sync.pages import Entry  # noqa: E402
-from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt  # noqa: E402
-import blake3  # noqa: E402
+from sessiond.client import Client
+from sessiond.storage.schema import MIGRATIONS
+from sessiond.stores.registry import RegistryEntry
+from sessiond.sync import dagcbor
+from sessiond.sync.crypto import CHUNK_SIZE, TAG_SIZE, decrypt, manifest_key
+from sessiond.sync.keys import KeyStore
+from sessiond.sync.pages import Entry
 
 N = int(os.environ.get("BENCH_MESSAGES", 100_000))
 CONTENT = "a message of a typical length, with a few words of text in it " * 2
@@ -75,16 +76,36 @@ def raw_limit(store: str, home: str, sid: str, tmp: str) -> float:
         path = os.path.join(store, "objects", ref.hash.hex()[:2], ref.hash.hex())
         ct = open(path, "rb").read()
         blake3.blake3(ct).digest()
-        plain = b"".join(crypto_aead_xchacha20poly1305_ietf_decrypt(ct[i:i + CHUNK_SIZE + TAG_SIZE], None,
-                                                                    (n).to_bytes(24, "little"), ref.key)
-                         for n, i in enumerate(range(0, len(ct), CHUNK_SIZE + TAG_SIZE)))
-        p = cbor2.loads(plain[:ref.plain.size])
+        plain = b"".join(
+            crypto_aead_xchacha20poly1305_ietf_decrypt(
+                ct[i : i + CHUNK_SIZE + TAG_SIZE], None, (n).to_bytes(24, "little"), ref.key
+            )
+            for n, i in enumerate(range(0, len(ct), CHUNK_SIZE + TAG_SIZE))
+        )
+        p = cbor2.loads(plain[: ref.plain.size])
         f, n = p["f"], len(p["k"])
-        rows.extend(r for r in zip(repeat(sid), p["c"], repeat(p["d"]), range(f, f + n), p["l"], p["r"], p["x"],
-                                   p["n"], map(truediv, p["t"], repeat(1000)), repeat(None)) if r[6] is not None)
+        rows.extend(
+            r
+            for r in zip(
+                repeat(sid),
+                p["c"],
+                repeat(p["d"]),
+                range(f, f + n),
+                p["l"],
+                p["r"],
+                p["x"],
+                p["n"],
+                map(truediv, p["t"], repeat(1000)),
+                repeat(None),
+            )
+            if r[6] is not None
+        )
     db.execute("BEGIN")
-    db.executemany("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
-                   " created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    db.executemany(
+        "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
+        " created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
     db.execute("COMMIT")
     return time.perf_counter() - t
 
@@ -117,15 +138,20 @@ def main() -> None:
                 time.sleep(0.005)
             delays.append(time.perf_counter() - t)
             time.sleep(0.2)
-        print(json.dumps({
-            "messages": N,
-            "import_seconds": round(import_s, 3),
-            "raw_limit_seconds": round(raw_s, 3),
-            "import_over_raw": round(import_s / raw_s, 2),
-            "propagation_seconds_median": round(pct(delays, 50), 3),
-            "propagation_seconds_max": round(max(delays), 3),
-            "targets": {"import_seconds": 3.0, "import_over_raw": 2.0, "propagation_seconds": 1.0},
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "messages": N,
+                    "import_seconds": round(import_s, 3),
+                    "raw_limit_seconds": round(raw_s, 3),
+                    "import_over_raw": round(import_s / raw_s, 2),
+                    "propagation_seconds_median": round(pct(delays, 50), 3),
+                    "propagation_seconds_max": round(max(delays), 3),
+                    "targets": {"import_seconds": 3.0, "import_over_raw": 2.0, "propagation_seconds": 1.0},
+                },
+                indent=2,
+            )
+        )
         del res
 
 

@@ -5,6 +5,7 @@ both daemons' memory (RSS). Prints JSON.
 Full size (issue 6): 1,000 sessions x 100 messages from 16 clients: `python bench/load.py`.
 LOAD_SESSIONS, LOAD_MESSAGES, LOAD_CLIENTS make it smaller (the test suite runs a small one).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon  # noqa: E402
+from _util import Daemon
 
-from sessiond.client import Client  # noqa: E402
+from sessiond.client import Client
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -108,19 +109,33 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float)
             mb = [m["id"] for m in cb.messages(sid, limit=messages + 10)["messages"]]
             identical &= ma == mb and len(ma) == messages
         done.set()
-        out.update({
-            "errors": errors[:20], "error_count": len(errors),
-            "messages_written": ta["messages"], "messages_on_b": tb["messages"],
-            "identical": identical and ta["messages"] == tb["messages"] == sessions * messages,
-            "write_seconds": round(write_s, 2), "appends_per_second": round(sessions * messages / write_s, 1),
-            "b_caught_up_seconds_after_writes": round(converge_s, 2),
-            "rss_mb_peak": peak, "rss_mb_end": {"a": rss_mb(a.proc.pid), "b": rss_mb(b.proc.pid)},
-            "rss_anon_mb_peak": peak_anon,
-            "cpu_seconds": {"a": cpu_s(a.proc.pid), "b": cpu_s(b.proc.pid)},
-        })
+        out.update(
+            {
+                "errors": errors[:20],
+                "error_count": len(errors),
+                "messages_written": ta["messages"],
+                "messages_on_b": tb["messages"],
+                "identical": identical and ta["messages"] == tb["messages"] == sessions * messages,
+                "write_seconds": round(write_s, 2),
+                "appends_per_second": round(sessions * messages / write_s, 1),
+                "b_caught_up_seconds_after_writes": round(converge_s, 2),
+                "rss_mb_peak": peak,
+                "rss_mb_end": {"a": rss_mb(a.proc.pid), "b": rss_mb(b.proc.pid)},
+                "rss_anon_mb_peak": peak_anon,
+                "cpu_seconds": {"a": cpu_s(a.proc.pid), "b": cpu_s(b.proc.pid)},
+            }
+        )
     return out
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(int(os.environ.get("LOAD_SESSIONS", 1000)), int(os.environ.get("LOAD_MESSAGES", 100)),
-                         int(os.environ.get("LOAD_CLIENTS", 16))), indent=2))
+    print(
+        json.dumps(
+            run(
+                int(os.environ.get("LOAD_SESSIONS", 1000)),
+                int(os.environ.get("LOAD_MESSAGES", 100)),
+                int(os.environ.get("LOAD_CLIENTS", 16)),
+            ),
+            indent=2,
+        )
+    )

@@ -13,6 +13,7 @@ median fraction is reported, and every run is listed under "runs".
 Targets (issue 3): incremental bytes <= 8 KiB plus the message, flat in session size; full push >= 25%
 of the raw rate.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,6 +25,7 @@ import tempfile
 import time
 
 import blake3
+
 try:  # only to measure what the public binding costs beside libsodium called directly; sessiond does not use it
     from nacl._sodium import ffi, lib
 except ImportError:
@@ -45,10 +47,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", 5))
 # "short" is the 124-byte message of the incremental runs; "chat" is LMSYS-Chat-1M's averages (about 70
 # tokens per prompt and 215 per response, at ~4 characters a token); "long" is long-form answers.
 MIXES = {"short": (124, 124), "chat": (280, 860), "long": (600, 3000)}
-WORDS = ("the of and to in is you that it for on with as are this be at have or by from not but what all were "
-         "when we there can an your which their said if do will each about how up out them then she many some so "
-         "these would other into has more her two like him see time could no make than first been its who now "
-         "people my made over did down only way find use may water long little very after words called").split()
+WORDS = ["the", "of", "and", "to", "in", "is", "you", "that", "it", "for", "on", "with", "as", "are", "this", "be", "at", "have", "or", "by", "from", "not", "but", "what", "all", "were", "when", "we", "there", "can", "an", "your", "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "she", "many", "some", "so", "these", "would", "other", "into", "has", "more", "her", "two", "like", "him", "see", "time", "could", "no", "make", "than", "first", "been", "its", "who", "now", "people", "my", "made", "over", "did", "down", "only", "way", "find", "use", "may", "water", "long", "little", "very", "after", "words", "called"]
 
 
 def text(rng: random.Random, n: int) -> str:
@@ -66,17 +65,27 @@ async def full_push(db: Database, syncer: Syncer, n: int, user: int, assistant: 
     pool = [[text(rng, user) for _ in range(16)], [text(rng, assistant) for _ in range(16)]]
     sid = (await db.create_session({}))["id"]
     for i in range(0, n, 10_000):
-        await db.append_messages(sid, [{"role": ("user", "assistant")[j % 2], "content": f"{j} {pool[j % 2][j % 16]}"}
-                                       for j in range(i, min(n, i + 10_000))])
+        await db.append_messages(
+            sid,
+            [
+                {"role": ("user", "assistant")[j % 2], "content": f"{j} {pool[j % 2][j % 16]}"}
+                for j in range(i, min(n, i + 10_000))
+            ],
+        )
     # Let the kernel finish writing out the 100-200 MB just put in the database, so that the time is
     # the push's own and not the flushing of the set-up (the daemon meets messages as they come).
     os.sync()
     t = time.perf_counter()
     res = await syncer.push(sid)
     s = time.perf_counter() - t
-    return {"messages": n, "message_chars_user_assistant": [user, assistant], "stored_bytes": res["bytes"],
-            "seconds": round(s, 3), "stored_mb_per_s": round(res["bytes"] / s / 1e6, 1),
-            "messages_per_s": round(n / s)}
+    return {
+        "messages": n,
+        "message_chars_user_assistant": [user, assistant],
+        "stored_bytes": res["bytes"],
+        "seconds": round(s, 3),
+        "stored_mb_per_s": round(res["bytes"] / s / 1e6, 1),
+        "messages_per_s": round(n / s),
+    }
 
 
 def raw_rate(nbytes: int) -> dict:
@@ -90,7 +99,7 @@ def raw_rate(nbytes: int) -> dict:
     step = 256 * 1024
     t = time.perf_counter()
     for i, off in enumerate(range(0, len(data), step)):
-        ct = crypto_aead_xchacha20poly1305_ietf_encrypt(data[off:off + step], None, i.to_bytes(24, "little"), key)
+        ct = crypto_aead_xchacha20poly1305_ietf_encrypt(data[off : off + step], None, i.to_bytes(24, "little"), key)
         blake3.blake3(ct).digest()
     binding = nbytes / (time.perf_counter() - t)
     if lib is None:
@@ -99,8 +108,9 @@ def raw_rate(nbytes: int) -> dict:
     dst, src = ffi.from_buffer("unsigned char[]", out), ffi.from_buffer("unsigned char[]", data)
     t = time.perf_counter()
     for i, off in enumerate(range(0, len(data), step)):
-        lib.crypto_aead_xchacha20poly1305_ietf_encrypt(dst, ffi.NULL, src + off, min(step, nbytes - off), ffi.NULL, 0,
-                                                       ffi.NULL, i.to_bytes(24, "little"), key)
+        lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            dst, ffi.NULL, src + off, min(step, nbytes - off), ffi.NULL, 0, ffi.NULL, i.to_bytes(24, "little"), key
+        )
         blake3.blake3(out).digest()
     direct = nbytes / (time.perf_counter() - t)
     return {"binding": binding, "direct": direct, "raw": max(binding, direct)}
@@ -116,8 +126,9 @@ async def bench() -> dict:
         for n in SIZES:
             sid = (await db.create_session({}))["id"]
             for i in range(0, n, 10_000):
-                await db.append_messages(sid, [{"role": "user", "content": f"{j} {CONTENT}"}
-                                               for j in range(i, min(n, i + 10_000))])
+                await db.append_messages(
+                    sid, [{"role": "user", "content": f"{j} {CONTENT}"} for j in range(i, min(n, i + 10_000))]
+                )
             ops = await db.log_ops(sid, db.device_id, 0)
             plain_bytes = len(json.dumps([o.body for o in ops]))
             t = time.perf_counter()
@@ -139,7 +150,9 @@ async def bench() -> dict:
             out["incremental"][str(n)] = {
                 "push_bytes_one_message_median": sorted(singles)[len(singles) // 2],
                 "push_bytes_one_message_max": max(singles),
-                "push_bytes_one_message_mean_with_background_merges": round(sum(with_compaction) / len(with_compaction)),
+                "push_bytes_one_message_mean_with_background_merges": round(
+                    sum(with_compaction) / len(with_compaction)
+                ),
                 "push_seconds_one_message_median": round(sorted(single_s)[len(single_s) // 2], 5),
                 "naive_full_snapshot_bytes": writer.written.bytes,
                 "naive_full_snapshot_seconds": round(naive_s, 4),
@@ -150,8 +163,10 @@ async def bench() -> dict:
         rates = raw_rate(64 << 20)
         raw = rates["raw"]
         out["raw_blake3_xchacha_mb_per_s"] = round(raw / 1e6, 1)
-        out["raw_rate_by_call_mb_per_s"] = {"pynacl_binding": round(rates["binding"] / 1e6, 1),
-                                             "libsodium_direct": rates["direct"] and round(rates["direct"] / 1e6, 1)}
+        out["raw_rate_by_call_mb_per_s"] = {
+            "pynacl_binding": round(rates["binding"] / 1e6, 1),
+            "libsodium_direct": rates["direct"] and round(rates["direct"] / 1e6, 1),
+        }
         out["full_push"] = {}
         for name, (user, assistant) in MIXES.items():
             runs = []
@@ -162,8 +177,13 @@ async def bench() -> dict:
                 res["fraction_of_raw_rate"] = round(res["stored_mb_per_s"] * 1e6 / raw_now, 3)
                 runs.append(res)
             median = sorted(runs, key=lambda r: r["fraction_of_raw_rate"])[len(runs) // 2]
-            out["full_push"][name] = {**median, "runs": [{k: r[k] for k in ("seconds", "stored_mb_per_s", "raw_mb_per_s",
-                                                                                "fraction_of_raw_rate")} for r in runs]}
+            out["full_push"][name] = {
+                **median,
+                "runs": [
+                    {k: r[k] for k in ("seconds", "stored_mb_per_s", "raw_mb_per_s", "fraction_of_raw_rate")}
+                    for r in runs
+                ],
+            }
         out["targets"] = {"incremental_bytes_max": 8192 + len(CONTENT), "full_push_fraction_of_raw": 0.25}
         await syncer.stop()
         await db.close()

@@ -13,6 +13,7 @@
 Targets (issue 15): push and import over the relay within 1.5x the folder store's times; an append
 costs at most 3 requests (page, manifest, head); an append reaches a following device within 1 s.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,14 +28,14 @@ import time
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon, pct  # noqa: E402
-from push import full_push  # noqa: E402
+from _util import Daemon, pct
+from push import full_push
 
-from sessiond.client import Client  # noqa: E402
-from sessiond.storage.database import Database  # noqa: E402
-from sessiond.stores import FileStore  # noqa: E402
-from sessiond.stores.s5 import S5Store  # noqa: E402
-from sessiond.sync.engine import Syncer  # noqa: E402
+from sessiond.client import Client
+from sessiond.storage.database import Database
+from sessiond.stores import FileStore
+from sessiond.stores.s5 import S5Store
+from sessiond.sync.engine import Syncer
 
 N = int(os.environ.get("BENCH_MESSAGES", 100_000))
 APPENDS = int(os.environ.get("BENCH_APPENDS", 15))
@@ -49,11 +50,25 @@ class Relay:
         self.data = os.path.join(tmp, "relay")
         self.log_path = os.path.join(tmp, "relay.log")
 
-    def __enter__(self) -> "Relay":
+    def __enter__(self) -> Relay:
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "sessiond.cli.main", "serve", "--json", "--listen",
-                                      "127.0.0.1:0", "--data", self.data, "--open-registration", "--access-log"],
-                                     stdout=subprocess.PIPE, stderr=self._log)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sessiond.cli.main",
+                "serve",
+                "--json",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                self.data,
+                "--open-registration",
+                "--access-log",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(timeout=30)
@@ -192,20 +207,33 @@ def main() -> None:
             pushes = asyncio.run(push_both(relay, tmp))
             folder = import_and_follow("file://" + os.path.join(tmp, "store"), None)
             over_relay = import_and_follow(relay.url, relay)
-        print(json.dumps({
-            "messages": N,
-            "first_push": pushes,
-            "import_seconds": {"folder": folder["import_seconds"], "relay": over_relay["import_seconds"],
-                               "relay_over_folder": round(over_relay["import_seconds"] / folder["import_seconds"], 2)},
-            "append_to_follower_seconds": {
-                "folder": {"median": folder["append_to_follower_seconds_median"],
-                           "max": folder["append_to_follower_seconds_max"]},
-                "relay": {"median": over_relay["append_to_follower_seconds_median"],
-                          "max": over_relay["append_to_follower_seconds_max"]}},
-            "relay_requests_per_append": {k: v for k, v in over_relay.items() if "requests" in k},
-            "run_seconds": round(time.perf_counter() - started, 1),
-            "targets": {"relay_over_folder": 1.5, "requests_per_append": 3, "append_to_follower_seconds": 1.0},
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "messages": N,
+                    "first_push": pushes,
+                    "import_seconds": {
+                        "folder": folder["import_seconds"],
+                        "relay": over_relay["import_seconds"],
+                        "relay_over_folder": round(over_relay["import_seconds"] / folder["import_seconds"], 2),
+                    },
+                    "append_to_follower_seconds": {
+                        "folder": {
+                            "median": folder["append_to_follower_seconds_median"],
+                            "max": folder["append_to_follower_seconds_max"],
+                        },
+                        "relay": {
+                            "median": over_relay["append_to_follower_seconds_median"],
+                            "max": over_relay["append_to_follower_seconds_max"],
+                        },
+                    },
+                    "relay_requests_per_append": {k: v for k, v in over_relay.items() if "requests" in k},
+                    "run_seconds": round(time.perf_counter() - started, 1),
+                    "targets": {"relay_over_folder": 1.5, "requests_per_append": 3, "append_to_follower_seconds": 1.0},
+                },
+                indent=2,
+            )
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

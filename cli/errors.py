@@ -1,5 +1,6 @@
 """How the CLI fails: exit codes, CliError, and the one path that turns any failure into a message on
 standard error (and, with --json, {"error": {"code", "message"}} on standard output)."""
+
 from __future__ import annotations
 
 import json

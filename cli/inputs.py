@@ -1,4 +1,5 @@
 """What the CLI reads from the user besides options: text ('-' for standard input), files, and JSON."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def read_json(path: str):
     except ValueError as exc:
         raise CliError(f"{'standard input' if path == '-' else path} is not JSON: {exc}", EXIT_USAGE) from None
     except RecursionError:
-        raise CliError(f"{'standard input' if path == '-' else path} is nested too deeply to be read", EXIT_USAGE) \
-            from None
+        raise CliError(
+            f"{'standard input' if path == '-' else path} is nested too deeply to be read", EXIT_USAGE
+        ) from None
 
 
 def json_arg(text: str | None, what: str):

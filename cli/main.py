@@ -1,5 +1,6 @@
 """`sessiond`: the command line's entry point. Every command takes --home DIR and --json; every error
 exits non-zero. The commands are in commands/, the parser in parser.py, failures in errors.py."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ from .parser import ParseError, build_parser, not_utf8
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    wants_json = "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+    wants_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
     early = argparse.Namespace(json=wants_json)
     bad = not_utf8(argv)
     if bad:
@@ -41,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
             return fail(args, exc.kind, str(exc), exc.code)
     home = resolve_home(args.home)
     if os.path.lexists(home) and not os.path.isdir(home):
-        return fail(args, "bad_home", f"the home {home} is not a folder; give a folder with --home (or "
-                    f"$SESSIOND_HOME)", EXIT_USAGE)
+        return fail(
+            args,
+            "bad_home",
+            f"the home {home} is not a folder; give a folder with --home (or $SESSIOND_HOME)",
+            EXIT_USAGE,
+        )
     return run_command(args.fn, args)
 
 

@@ -1,5 +1,6 @@
 """Options shared by several commands: durations (90s, 7d), a chat's sampling settings and its
 context/quota policy; each group is added to a parser here and read back from the parsed arguments here."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,22 +24,39 @@ def add_settings(p: argparse.ArgumentParser) -> None:
 
 
 def settings_of(args) -> dict | None:
-    s = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "max_tokens", "provider")
-         if getattr(args, k, None) is not None}
+    s = {
+        k: getattr(args, k)
+        for k in ("temperature", "top_k", "top_p", "max_tokens", "provider")
+        if getattr(args, k, None) is not None
+    }
     return s or None
 
 
 def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
-    p.add_argument("--max-context-tokens", type=int, dest="max_context_tokens",
-                   help="context budget; the chat compacts itself past budget x margin")
+    p.add_argument(
+        "--max-context-tokens",
+        type=int,
+        dest="max_context_tokens",
+        help="context budget; the chat compacts itself past budget x margin",
+    )
     p.add_argument("--context-margin", type=float, dest="context_margin", help="safety margin (default 0.8)")
-    p.add_argument("--no-auto-compact", action="store_true", dest="no_auto_compact",
-                   help="refuse appends past the budget (context_overflow) instead of compacting")
+    p.add_argument(
+        "--no-auto-compact",
+        action="store_true",
+        dest="no_auto_compact",
+        help="refuse appends past the budget (context_overflow) instead of compacting",
+    )
     if not chat:
         p.add_argument("--token-quota", type=int, dest="token_quota", help="tokens this session may use in all")
-        p.add_argument("--checkpoint-interval", type=int, dest="checkpoint_interval",
-                       help="make a signed checkpoint every N tokens (default 1000)")
-        p.add_argument("--idle-timeout", type=duration, dest="idle_timeout", help="end the session after this idle time")
+        p.add_argument(
+            "--checkpoint-interval",
+            type=int,
+            dest="checkpoint_interval",
+            help="make a signed checkpoint every N tokens (default 1000)",
+        )
+        p.add_argument(
+            "--idle-timeout", type=duration, dest="idle_timeout", help="end the session after this idle time"
+        )
 
 
 def policy_of(args) -> dict:

@@ -1,5 +1,6 @@
 """What the CLI prints: JSON for scripts (--json, the exact data) or text for people, with every
 untrusted string made safe for a terminal first; tables and the formats of times and short texts."""
+
 from __future__ import annotations
 
 import json

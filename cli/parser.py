@@ -1,5 +1,6 @@
 """The argument parser of `sessiond`: the options every command shares, the list of command modules
 (each adds its commands with `register()`), and argument errors raised rather than exited on."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", default=argparse.SUPPRESS,
-                        help="the daemon's home folder (default: $SESSIOND_HOME or the user data folder)")
+    common.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        help="the daemon's home folder (default: $SESSIOND_HOME or the user data folder)",
+    )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
     parser = _Parser(prog="sessiond", description="Private, durable LLM chat sessions on every device.")

@@ -17,6 +17,7 @@ The types of the keyword arguments and of the answers are the API's models (sess
 so an answer is a plain dict). They are imported for type checkers only: the models need pydantic,
 which the client (standard library only, so that the CLI starts fast) does not load.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -24,7 +25,8 @@ import json
 import select
 import socket
 import uuid
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from ..api.locate import resolve_home, socket_path
@@ -33,8 +35,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from typing_extensions import Unpack
 
     from ..api.chats import Chat, ChatCreate, ChatList
-    from ..api.manage import (Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult,
-                              Quota)
+    from ..api.manage import Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult, Quota
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
     from ..api.meta import Status
     from ..api.sessions import Deleted, Session, SessionCreate, SessionList, SessionPatch
@@ -47,8 +48,10 @@ class ClientError(Exception):
 
 class DaemonNotRunning(ClientError):
     def __init__(self, path: str, why: str = ""):
-        super().__init__(f"no sessiond daemon answers on {path}{f' ({why})' if why else ''}; "
-                         f"start one with `sessiond start` (background) or `sessiond daemon` (foreground)")
+        super().__init__(
+            f"no sessiond daemon answers on {path}{f' ({why})' if why else ''}; "
+            f"start one with `sessiond start` (background) or `sessiond daemon` (foreground)"
+        )
         self.path = path
 
 
@@ -88,15 +91,16 @@ def _retryable(method: str, key: str | None) -> bool:
 
 
 def _lost(method: str, path: str) -> ClientError:
-    return ClientError(f"the connection to the daemon broke before it answered {method} {path}; the request may "
-                       f"or may not have been done: check (e.g. `sessiond ls`, `sessiond show`) before repeating it")
+    return ClientError(
+        f"the connection to the daemon broke before it answered {method} {path}; the request may "
+        f"or may not have been done: check (e.g. `sessiond ls`, `sessiond show`) before repeating it"
+    )
 
 
 def _raise_for(status: int, data: Any) -> None:
     if status >= 400:
         err = data.get("error", {}) if isinstance(data, dict) else {}
-        raise ApiError(status, err.get("code", "http_error"), err.get("message", f"HTTP {status}"),
-                       err.get("details"))
+        raise ApiError(status, err.get("code", "http_error"), err.get("message", f"HTTP {status}"), err.get("details"))
 
 
 class _Api:
@@ -116,10 +120,18 @@ class _Api:
     def create_session(self, **spec: Unpack[SessionCreate]) -> Session:
         return self._call("POST", "/v1/sessions", {k: v for k, v in spec.items() if v is not None})
 
-    def list_sessions(self, *, user: str | None = None, status: str | None = None, tag: str | None = None,
-                      limit: int | None = None, after: str | None = None) -> SessionList:
-        return self._call("GET", "/v1/sessions" + _query(dict(user=user, status=status, tag=tag, limit=limit,
-                                                                after=after)))
+    def list_sessions(
+        self,
+        *,
+        user: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> SessionList:
+        return self._call(
+            "GET", "/v1/sessions" + _query(dict(user=user, status=status, tag=tag, limit=limit, after=after))
+        )
 
     def get_session(self, sid: str) -> Session:
         return self._call("GET", f"/v1/sessions/{_q(sid)}")
@@ -152,33 +164,61 @@ class _Api:
     # messages
     # An append carries an idempotency key (a new one per call unless given), so that a retry after a
     # broken connection is answered with the first result instead of storing the messages twice.
-    def append(self, sid: str, role: str, content: str, *, idempotency_key: str | None = None,
-               **extra: Any) -> Message:  # extra: MessageIn's other fields (tokens, chat, name, ...)
-        return self._call("POST", f"/v1/sessions/{_q(sid)}/messages",
-                          {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},
-                          key=idempotency_key or new_idempotency_key())
+    def append(
+        self, sid: str, role: str, content: str, *, idempotency_key: str | None = None, **extra: Any
+    ) -> Message:  # extra: MessageIn's other fields (tokens, chat, name, ...)
+        return self._call(
+            "POST",
+            f"/v1/sessions/{_q(sid)}/messages",
+            {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},
+            key=idempotency_key or new_idempotency_key(),
+        )
 
-    def append_many(self, sid: str, messages: list[MessageIn], chat: str | None = None, *,
-                    idempotency_key: str | None = None) -> AppendedBatch:
+    def append_many(
+        self, sid: str, messages: list[MessageIn], chat: str | None = None, *, idempotency_key: str | None = None
+    ) -> AppendedBatch:
         body: dict = {"messages": messages}
         if chat is not None:
             body["chat"] = chat
-        return self._call("POST", f"/v1/sessions/{_q(sid)}/messages", body,
-                          key=idempotency_key or new_idempotency_key())
+        return self._call(
+            "POST", f"/v1/sessions/{_q(sid)}/messages", body, key=idempotency_key or new_idempotency_key()
+        )
 
-    def messages(self, sid: str, *, chat: str | None = None, limit: int | None = None, before: str | None = None,
-                 after: str | None = None, all_chats: bool | None = None) -> MessageList:
-        return self._call("GET", f"/v1/sessions/{_q(sid)}/messages" + _query(
-            dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)))
+    def messages(
+        self,
+        sid: str,
+        *,
+        chat: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+        after: str | None = None,
+        all_chats: bool | None = None,
+    ) -> MessageList:
+        return self._call(
+            "GET",
+            f"/v1/sessions/{_q(sid)}/messages"
+            + _query(dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)),
+        )
 
     # talking to a model (issue 16)
-    def complete(self, sid: str, content: str | None = None, *, chat: str | None = None, model: str | None = None,
-                 provider: str | None = None, idempotency_key: str | None = None):
+    def complete(
+        self,
+        sid: str,
+        content: str | None = None,
+        *,
+        chat: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        idempotency_key: str | None = None,
+    ):
         """Append `content` as the user's message (if given), ask the session's model, and return the
         answer as stored (with its usage, response times, and "interrupted" if it stopped early)."""
-        return self._call("POST", f"/v1/sessions/{_q(sid)}/complete",
-                          _complete_body(content, chat, model, provider, False),
-                          key=idempotency_key or new_idempotency_key())
+        return self._call(
+            "POST",
+            f"/v1/sessions/{_q(sid)}/complete",
+            _complete_body(content, chat, model, provider, False),
+            key=idempotency_key or new_idempotency_key(),
+        )
 
     # session management
     def quota(self, sid: str) -> Quota:
@@ -188,19 +228,28 @@ class _Api:
         return self._call("GET", f"/v1/sessions/{_q(sid)}/context" + _query(dict(chat=chat)))
 
     def compact(self, sid: str, *, chat: str | None = None, target_tokens: int | None = None) -> Context:
-        return self._call("POST", f"/v1/sessions/{_q(sid)}/compact",
-                          {k: v for k, v in dict(chat=chat, target_tokens=target_tokens).items() if v is not None})
+        return self._call(
+            "POST",
+            f"/v1/sessions/{_q(sid)}/compact",
+            {k: v for k, v in dict(chat=chat, target_tokens=target_tokens).items() if v is not None},
+        )
 
     def uncompact(self, sid: str, *, chat: str | None = None) -> Context:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/uncompact", {"chat": chat} if chat else {})
 
     def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> Session:
-        return self._call("POST", f"/v1/sessions/{_q(sid)}/clone",
-                          {k: v for k, v in dict(id=new_id, name=name).items() if v is not None})
+        return self._call(
+            "POST",
+            f"/v1/sessions/{_q(sid)}/clone",
+            {k: v for k, v in dict(id=new_id, name=name).items() if v is not None},
+        )
 
     def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> Session:
-        return self._call("POST", f"/v1/sessions/{_q(sid)}/fork",
-                          {k: v for k, v in dict(at=at, id=new_id, name=name).items() if v is not None})
+        return self._call(
+            "POST",
+            f"/v1/sessions/{_q(sid)}/fork",
+            {k: v for k, v in dict(at=at, id=new_id, name=name).items() if v is not None},
+        )
 
     def checkpoint(self, sid: str) -> Checkpoint:
         return self._call("POST", f"/v1/sessions/{_q(sid)}/checkpoints")
@@ -224,8 +273,9 @@ class _Api:
         return self._call("POST", "/v1/import-file", {"format": fmt, "data": data})
 
     # sharing
-    def share(self, sid: str, *, write: bool = False, passphrase: str | None = None,
-              expires_in: float | None = None) -> ShareResult:
+    def share(
+        self, sid: str, *, write: bool = False, passphrase: str | None = None, expires_in: float | None = None
+    ) -> ShareResult:
         body: dict = {"write": write}
         if passphrase is not None:
             body["passphrase"] = passphrase
@@ -274,8 +324,12 @@ def _stream_event(event: str, data: Any, stream) -> str | None:
         details = dict(err.get("details") or {})
         if data.get("message") is not None:
             stream.message = details["message"] = data["message"]
-        raise ApiError(502 if err.get("code") != "provider_timeout" else 504, err.get("code", "provider_error"),
-                       err.get("message", "the model's answer failed"), details)
+        raise ApiError(
+            502 if err.get("code") != "provider_timeout" else 504,
+            err.get("code", "provider_error"),
+            err.get("message", "the model's answer failed"),
+            details,
+        )
     return None
 
 
@@ -284,7 +338,7 @@ class CompletionStream:
     answer. close() (or leaving a `with` block) early stops the generation; the daemon records what
     arrived, marked interrupted."""
 
-    def __init__(self, conn: "http.client.HTTPConnection", resp: "http.client.HTTPResponse"):
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse):
         self._conn, self._resp = conn, resp
         self.message: dict | None = None
 
@@ -313,7 +367,7 @@ class CompletionStream:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "CompletionStream":
+    def __enter__(self) -> CompletionStream:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -351,7 +405,7 @@ class Client(_Api):
         self.timeout = timeout
         self._conn: _UnixHTTPConnection | None = None
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -405,17 +459,30 @@ class Client(_Api):
         _raise_for(resp.status, data)
         return data
 
-    def complete_stream(self, sid: str, content: str | None = None, *, chat: str | None = None,
-                        model: str | None = None, provider: str | None = None,
-                        idempotency_key: str | None = None) -> CompletionStream:
+    def complete_stream(
+        self,
+        sid: str,
+        content: str | None = None,
+        *,
+        chat: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> CompletionStream:
         """As complete(), streamed: `for text in c.complete_stream(...)` gives the answer as it arrives,
         then the stream's .message is the stored answer."""
         conn = _UnixHTTPConnection(self.socket, self.timeout)  # its own: closing it stops the generation
         body = json.dumps(_complete_body(content, chat, model, provider, True)).encode()
         try:
-            conn.request("POST", f"/v1/sessions/{_q(sid)}/complete", body=body,
-                         headers={"Content-Type": "application/json",
-                                  IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()})
+            conn.request(
+                "POST",
+                f"/v1/sessions/{_q(sid)}/complete",
+                body=body,
+                headers={
+                    "Content-Type": "application/json",
+                    IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key(),
+                },
+            )
             resp = conn.getresponse()
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             conn.close()
@@ -465,7 +532,7 @@ class AsyncClient(_Api):
         self.timeout = timeout
         self._session = None
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -480,8 +547,9 @@ class AsyncClient(_Api):
         import aiohttp
 
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.socket),
-                                                  timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=self.socket), timeout=aiohttp.ClientTimeout(total=self.timeout)
+            )
         return self._session
 
     async def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
@@ -490,8 +558,7 @@ class AsyncClient(_Api):
         headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
         for attempt in (0, 1):
             try:
-                async with self._http().request(method, "http://localhost" + path, json=body,
-                                                headers=headers) as resp:
+                async with self._http().request(method, "http://localhost" + path, json=body, headers=headers) as resp:
                     try:
                         data = await resp.json(content_type=None)
                     except ValueError:
@@ -508,9 +575,16 @@ class AsyncClient(_Api):
                 if attempt:
                     raise DaemonNotRunning(self.socket, "the connection was closed") from None
 
-    async def complete_stream(self, sid: str, content: str | None = None, *, chat: str | None = None,
-                              model: str | None = None, provider: str | None = None,
-                              idempotency_key: str | None = None):
+    async def complete_stream(
+        self,
+        sid: str,
+        content: str | None = None,
+        *,
+        chat: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        idempotency_key: str | None = None,
+    ):
         """As complete(), streamed: `async for text in c.complete_stream(...)` yields the answer as it
         arrives; the last item is not text but the stored answer, a dict (stop early by breaking out:
         the daemon records what arrived, marked interrupted)."""
@@ -519,10 +593,12 @@ class AsyncClient(_Api):
         holder = CompletionStream.__new__(CompletionStream)
         holder.message = None
         try:
-            resp = await self._http().post(f"http://localhost/v1/sessions/{_q(sid)}/complete",
-                                           json=_complete_body(content, chat, model, provider, True),
-                                           headers={IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()},
-                                           timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout))
+            resp = await self._http().post(
+                f"http://localhost/v1/sessions/{_q(sid)}/complete",
+                json=_complete_body(content, chat, model, provider, True),
+                headers={IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()},
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout),
+            )
         except aiohttp.ClientConnectorError as exc:
             raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
         try:
@@ -569,4 +645,4 @@ class AsyncClient(_Api):
                     data = None
 
 
-__all__ = ["Client", "AsyncClient", "ApiError", "ClientError", "DaemonNotRunning", "CompletionStream"]
+__all__ = ["ApiError", "AsyncClient", "Client", "ClientError", "CompletionStream", "DaemonNotRunning"]

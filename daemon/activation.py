@@ -10,6 +10,7 @@ The socket handed over must be what clients expect: a listening AF_UNIX stream s
 home's socket path, owned by this user and 0600. Anything else is refused with an error saying what
 is wrong, rather than served on (an app would not find it, or another user could reach it).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -68,8 +69,10 @@ def handed_socket(expected_path: str, environ: dict | None = None) -> socket.soc
     if len(fds) > 1:
         named = [fd for fd, name in fds if name == FD_NAME]
         if len(named) != 1:
-            raise ActivationError(f"socket activation: {len(fds)} sockets were passed and not exactly one is named "
-                                  f"{FD_NAME!r} (FileDescriptorName=); give the service one socket")
+            raise ActivationError(
+                f"socket activation: {len(fds)} sockets were passed and not exactly one is named "
+                f"{FD_NAME!r} (FileDescriptorName=); give the service one socket"
+            )
         fds = [(named[0], FD_NAME)]
     fd = fds[0][0]
     try:
@@ -87,21 +90,28 @@ def handed_socket(expected_path: str, environ: dict | None = None) -> socket.soc
 
 def check(sock: socket.socket, expected_path: str) -> None:
     if sock.family != socket.AF_UNIX:
-        raise ActivationError(f"socket activation: the socket passed is not a Unix socket (family {sock.family!r}); "
-                              f"sessiond listens on a Unix socket only: use ListenStream={expected_path}")
+        raise ActivationError(
+            f"socket activation: the socket passed is not a Unix socket (family {sock.family!r}); "
+            f"sessiond listens on a Unix socket only: use ListenStream={expected_path}"
+        )
     if sock.type != socket.SOCK_STREAM:
-        raise ActivationError(f"socket activation: the socket passed is not a stream socket ({sock.type!r}); "
-                              f"use ListenStream= in the socket unit")
+        raise ActivationError(
+            f"socket activation: the socket passed is not a stream socket ({sock.type!r}); "
+            f"use ListenStream= in the socket unit"
+        )
     if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        raise ActivationError("socket activation: the socket passed is not listening; use ListenStream= "
-                              "and Accept=no in the socket unit")
+        raise ActivationError(
+            "socket activation: the socket passed is not listening; use ListenStream= and Accept=no in the socket unit"
+        )
     name = sock.getsockname()
     path = os.fsdecode(name) if isinstance(name, (bytes, str)) else ""
     if path != expected_path:
         shown = "an unnamed or abstract socket" if not path or path.startswith("\0") else path
-        raise ActivationError(f"socket activation: the socket passed is bound to {shown}, not to {expected_path} "
-                              f"where clients look for this home's daemon; reinstall the service "
-                              f"(`sessiond service install`) so that its ListenStream= is that path")
+        raise ActivationError(
+            f"socket activation: the socket passed is bound to {shown}, not to {expected_path} "
+            f"where clients look for this home's daemon; reinstall the service "
+            f"(`sessiond service install`) so that its ListenStream= is that path"
+        )
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -109,8 +119,12 @@ def check(sock: socket.socket, expected_path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise ActivationError(f"socket activation: {path} is not a socket file")
     if st.st_uid != os.getuid():
-        raise ActivationError(f"socket activation: the socket {path} is owned by uid {st.st_uid}, not you "
-                              f"(uid {os.getuid()}); refusing to serve on it")
+        raise ActivationError(
+            f"socket activation: the socket {path} is owned by uid {st.st_uid}, not you "
+            f"(uid {os.getuid()}); refusing to serve on it"
+        )
     if stat.S_IMODE(st.st_mode) & 0o077:
-        raise ActivationError(f"socket activation: the socket {path} is open to group or others (mode "
-                              f"{stat.S_IMODE(st.st_mode):04o}); set SocketMode=0600 in the socket unit")
+        raise ActivationError(
+            f"socket activation: the socket {path} is open to group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); set SocketMode=0600 in the socket unit"
+        )

@@ -2,6 +2,7 @@
 route table (daemon/routes/__init__.py), which drives the router, each request's checks and the OpenAPI
 document at GET /v1/openapi.json; the handlers live in daemon/routes/ by area. This module assembles
 them and turns every error into the one JSON error shape (api/errors.py)."""
+
 import asyncio
 import logging
 
@@ -49,6 +50,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def _bound(route: Route) -> Handler:
     """The route's handler, with the request knowing its route (and so its models)."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         request[ROUTE_KEY] = route
         return await route.handler(request)
@@ -66,4 +68,4 @@ def make_app(daemon) -> web.Application:
     return app
 
 
-__all__ = ["make_app", "ROUTES", "Route", "NotFound", "error_body"]
+__all__ = ["ROUTES", "NotFound", "Route", "error_body", "make_app"]

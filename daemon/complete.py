@@ -8,6 +8,7 @@ question recorded; an answer that stopped early (the provider cut the stream, th
 recorded with what arrived, marked "interrupted": true. With an Idempotency-Key, a retried request
 stores neither the question nor the answer twice, and asks the model again only if no answer was
 recorded the first time."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +19,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from ..storage.model import ANSWER_KEYS
 from ..storage.errors import Conflict, Invalid, QuotaExceeded
-
+from ..storage.model import ANSWER_KEYS
 from . import validate as v
 from .providers import Provider, ProviderError, delta_text, usage_of
 
@@ -42,12 +42,19 @@ class Plan:
 def check_writable(session: dict) -> None:
     sid = session["id"]
     if session["access"] == "read":
-        raise Conflict(f"session {sid!r} was imported with a read-only share code; this device can follow it but not "
-                       f"add to it (ask for a code made with `sessiond share --write`)")
+        raise Conflict(
+            f"session {sid!r} was imported with a read-only share code; this device can follow it but not "
+            f"add to it (ask for a code made with `sessiond share --write`)"
+        )
     if session["status"] != "active":
-        raise Conflict(f"session {sid!r} is {session['status']}; "
-                       + ("resume it first (`sessiond resume`)" if session["status"] == "paused"
-                          else "an ended session takes no new messages (clone it to continue)"))
+        raise Conflict(
+            f"session {sid!r} is {session['status']}; "
+            + (
+                "resume it first (`sessiond resume`)"
+                if session["status"] == "paused"
+                else "an ended session takes no new messages (clone it to continue)"
+            )
+        )
 
 
 def check_quota(session: dict) -> None:
@@ -55,9 +62,14 @@ def check_quota(session: dict) -> None:
     used = session["tokens_used"]
     if quota and used >= quota:
         sid = session["id"]
-        raise QuotaExceeded(f"session {sid!r} has used {used} of its {quota} tokens, so nothing is sent to the model. "
-                            f"Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
-                            f"(`sessiond set {sid} --token-quota N`)", used=used, quota=quota, needed=0)
+        raise QuotaExceeded(
+            f"session {sid!r} has used {used} of its {quota} tokens, so nothing is sent to the model. "
+            f"Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
+            f"(`sessiond set {sid} --token-quota N`)",
+            used=used,
+            quota=quota,
+            needed=0,
+        )
 
 
 def provider_for(d, session: dict, name: str | None) -> Provider:
@@ -73,8 +85,9 @@ def request_settings(provider: Provider, session: dict, chat: dict) -> dict:
     return out
 
 
-async def prepare(d, sid: str, *, content: str | None, chat: str | None, model: str | None,
-                  provider: str | None, key: str | None) -> Plan:
+async def prepare(
+    d, sid: str, *, content: str | None, chat: str | None, model: str | None, provider: str | None, key: str | None
+) -> Plan:
     """Everything checked, the question recorded, the request to the provider built."""
     db = d.db
     session = await db.get_session(sid)
@@ -83,21 +96,30 @@ async def prepare(d, sid: str, *, content: str | None, chat: str | None, model: 
     p = provider_for(d, session, provider)
     model = model or chat_row.get("model") or session.get("model")
     if not model:
-        raise Invalid(f"no model to ask: give one (--model / \"model\") or set the session's "
-                      f"(`sessiond set {sid} --model NAME`)")
+        raise Invalid(
+            f'no model to ask: give one (--model / "model") or set the session\'s (`sessiond set {sid} --model NAME`)'
+        )
     answer_key = f"{key}:answer" if key is not None else None
     if answer_key is not None:
         seen = await db.idempotent_result(sid, answer_key)
         if seen:  # a retry of a request that got its answer: the same answer, nothing asked or stored again
             if content is not None:
-                await db.append_messages(sid, [{"role": "user", "content": content, "tokens": d.estimate(content)}],
-                                         chat_id, key=f"{key}:question")  # answered from its record (or refused)
+                await db.append_messages(
+                    sid,
+                    [{"role": "user", "content": content, "tokens": d.estimate(content)}],
+                    chat_id,
+                    key=f"{key}:question",
+                )  # answered from its record (or refused)
             return Plan(sid, chat_id, p, model, {}, answer_key, done=await db.get_message(sid, seen[0]["id"]))
     check_writable(session)
     check_quota(session)
     if content is not None:  # the question is recorded first: it stays, whatever the model does
-        await db.append_messages(sid, [{"role": "user", "content": content, "tokens": d.estimate(content)}],
-                                 chat_id, key=f"{key}:question" if key is not None else None)
+        await db.append_messages(
+            sid,
+            [{"role": "user", "content": content, "tokens": d.estimate(content)}],
+            chat_id,
+            key=f"{key}:question" if key is not None else None,
+        )
     messages = []
     system = chat_row.get("system_prompt") or session.get("system_prompt")
     if system:
@@ -109,13 +131,29 @@ async def prepare(d, sid: str, *, content: str | None, chat: str | None, model: 
     return Plan(sid, chat_id, p, model, req, answer_key)
 
 
-async def record(d, plan: Plan, text: str, usage: dict | None, *, started: float, first: float | None,
-                 interrupted: bool = False, error: str | None = None) -> dict:
+async def record(
+    d,
+    plan: Plan,
+    text: str,
+    usage: dict | None,
+    *,
+    started: float,
+    first: float | None,
+    interrupted: bool = False,
+    error: str | None = None,
+) -> dict:
     """The answer as the chat's next assistant message, with its usage and times; returned as stored."""
     end = time.monotonic()
-    m: dict = {"role": "assistant", "content": text, "model": plan.model, "provider": plan.provider.name,
-               "response": {"first_token_ms": round(((first or end) - started) * 1000),
-                            "total_ms": round((end - started) * 1000)}}
+    m: dict = {
+        "role": "assistant",
+        "content": text,
+        "model": plan.model,
+        "provider": plan.provider.name,
+        "response": {
+            "first_token_ms": round(((first or end) - started) * 1000),
+            "total_ms": round((end - started) * 1000),
+        },
+    }
     m["tokens"] = usage["completion_tokens"] if usage and "completion_tokens" in usage else d.estimate(text)
     if usage:
         m["usage"] = usage
@@ -143,14 +181,21 @@ def sse(event: str, data) -> bytes:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     from ..api.messages import IDEMPOTENCY_HEADER
-    from .routes.common import body as read_body, daemon_of, ok
+    from .routes.common import body as read_body
+    from .routes.common import daemon_of, ok
 
     body = await read_body(request)  # checked against api/complete.py Complete
     stream = body.get("stream", False)
     d = daemon_of(request)
-    plan = await prepare(d, request.match_info["id"], content=body.get("content"), chat=body.get("chat"),
-                         model=body.get("model"), provider=body.get("provider"),
-                         key=v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER)))
+    plan = await prepare(
+        d,
+        request.match_info["id"],
+        content=body.get("content"),
+        chat=body.get("chat"),
+        model=body.get("model"),
+        provider=body.get("provider"),
+        key=v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER)),
+    )
     if not stream:
         if plan.done is not None:
             return ok(plan.done)
@@ -205,23 +250,35 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
         gone = True
         await chunks.aclose()
         if parts:  # recorded even so: shielded from the cancellation of this request
-            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first,
-                                        interrupted=True))
+            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first, interrupted=True))
         raise
     finally:
         await chunks.aclose()
     text = "".join(parts)
     stored = None
     if text or not (gone or error):
-        stored = await record(d, plan, text, usage, started=started, first=first, interrupted=bool(gone or error),
-                              error=error.code if error else None)
+        stored = await record(
+            d,
+            plan,
+            text,
+            usage,
+            started=started,
+            first=first,
+            interrupted=bool(gone or error),
+            error=error.code if error else None,
+        )
     if gone:
         log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "complete.interrupted"})
         return resp
     try:
         if error is not None:
-            body = {"error": {"code": error.code, "message": error.message, **({"details": error.details}
-                                                                              if error.details else {})}}
+            body = {
+                "error": {
+                    "code": error.code,
+                    "message": error.message,
+                    **({"details": error.details} if error.details else {}),
+                }
+            }
             if stored is not None:
                 body["message"] = stored
             await resp.write(sse("error", body))

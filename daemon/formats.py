@@ -5,12 +5,13 @@ becomes several sessions (ChatGPT branches) is removed again if any part fails. 
 checked by the API's own functions (daemon/validate.py): an import accepts exactly what
 POST /v1/sessions and POST .../messages would.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-from ..storage.model import ROLES
 from ..storage.errors import Invalid
+from ..storage.model import ROLES
 from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
@@ -27,8 +28,11 @@ def _text(content: Any, where: str) -> str:
         for i, part in enumerate(content):
             if isinstance(part, str):
                 out.append(part)
-            elif isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text") \
-                    and isinstance(part.get("text"), str):
+            elif (
+                isinstance(part, dict)
+                and part.get("type") in ("text", "input_text", "output_text")
+                and isinstance(part.get("text"), str)
+            ):
                 out.append(part["text"])
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
@@ -64,10 +68,30 @@ async def export(db, sid: str, fmt: str, chat: str | None = None) -> dict:
     if fmt == "json":
         chats = await db.list_chats(sid)
         msgs = await db.list_messages(sid, limit=1 << 30, all_chats=True)
-        return {"format": JSON_FORMAT, "session": s, "chats": chats, "checkpoints": await db.checkpoints(sid),
-                "messages": [{k: m.get(k) for k in ("id", "chat", "role", "content", "tokens", "created_at", "name",
-                                                      "tool_call_id", "metadata") if m.get(k) is not None}
-                             for m in msgs]}
+        return {
+            "format": JSON_FORMAT,
+            "session": s,
+            "chats": chats,
+            "checkpoints": await db.checkpoints(sid),
+            "messages": [
+                {
+                    k: m.get(k)
+                    for k in (
+                        "id",
+                        "chat",
+                        "role",
+                        "content",
+                        "tokens",
+                        "created_at",
+                        "name",
+                        "tool_call_id",
+                        "metadata",
+                    )
+                    if m.get(k) is not None
+                }
+                for m in msgs
+            ],
+        }
     raise Invalid(f"unknown export format {fmt!r}: use openai or json")
 
 
@@ -99,7 +123,7 @@ def parse_openai(data: Any) -> dict:
     else:
         msgs, model = data, None
     if not isinstance(msgs, list) or not msgs:
-        raise Invalid("an OpenAI chat file is a list of messages, or an object with a non-empty \"messages\" list")
+        raise Invalid('an OpenAI chat file is a list of messages, or an object with a non-empty "messages" list')
     parsed = [_message(m, f"messages[{i}]") for i, m in enumerate(msgs)]
     system = []
     while parsed and parsed[0]["role"] == "system":
@@ -110,29 +134,46 @@ def parse_openai(data: Any) -> dict:
 
 def parse_json(data: Any) -> dict:
     if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
-        raise Invalid(f"not a sessiond session file (its \"format\" must be {JSON_FORMAT!r})")
+        raise Invalid(f'not a sessiond session file (its "format" must be {JSON_FORMAT!r})')
     s = data.get("session")
     if not isinstance(s, dict):
-        raise Invalid("session file has no \"session\" object")
+        raise Invalid('session file has no "session" object')
     chats = data.get("chats") or []
     if not isinstance(chats, list):
-        raise Invalid("session file's \"chats\" must be a list of objects with an id")
-    spec = _spec({k: s.get(k) for k in ("id", "user", "name", "system_prompt", "model", "settings",
-                                        "initial_messages", "metadata", "tags", "preferences", "policy",
-                                        "expires_at")}, "session")
+        raise Invalid('session file\'s "chats" must be a list of objects with an id')
+    spec = _spec(
+        {
+            k: s.get(k)
+            for k in (
+                "id",
+                "user",
+                "name",
+                "system_prompt",
+                "model",
+                "settings",
+                "initial_messages",
+                "metadata",
+                "tags",
+                "preferences",
+                "policy",
+                "expires_at",
+            )
+        },
+        "session",
+    )
     spec = {k: x for k, x in spec.items() if x is not None}
     if chats:
         spec["chats"] = [v.chat_spec(c, f"chats[{i}]") for i, c in enumerate(chats)]
         ids = [c["id"] for c in spec["chats"]]
         if len(set(ids)) != len(ids):
-            raise Invalid("session file's \"chats\" name one chat id twice")
+            raise Invalid('session file\'s "chats" name one chat id twice')
         spec["current_chat"] = s.get("current_chat") or ids[0]
         if spec["current_chat"] not in ids:
             raise Invalid(f"session.current_chat {spec['current_chat']!r:.80} is not one of the file's chats")
     known = {c["id"] for c in spec.get("chats", ())} or {"main"}
     msgs = data.get("messages") or []
     if not isinstance(msgs, list):
-        raise Invalid("session file's \"messages\" must be a list")
+        raise Invalid('session file\'s "messages" must be a list')
     parsed = []
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
@@ -152,7 +193,7 @@ def parse_chatgpt(data: Any) -> list[dict]:
     for ci, conv in enumerate(convs):
         where = f"conversation {ci}"
         if not isinstance(conv, dict) or not isinstance(conv.get("mapping"), dict):
-            raise Invalid(f"{where} has no \"mapping\" (is this a ChatGPT conversations.json?)")
+            raise Invalid(f'{where} has no "mapping" (is this a ChatGPT conversations.json?)')
         mapping = conv["mapping"]
         current = conv.get("current_node")
         if not isinstance(current, str) or current not in mapping:
@@ -213,10 +254,16 @@ def parse_chatgpt(data: Any) -> list[dict]:
             forks.append({"messages": branch_msgs, "from_node": last_shared})
         if conv.get("title") is not None and not isinstance(conv["title"], str):
             raise Invalid(f"{where}: title must be a string")
-        spec = _spec({"name": conv.get("title"), "metadata": {
-            "source": "chatgpt", "conversation": conv.get("id") or conv.get("conversation_id")}}, where)
-        out.append({"spec": {"name": spec["name"], "metadata": spec["metadata"]}, "messages": main_msgs,
-                    "forks": forks})
+        spec = _spec(
+            {
+                "name": conv.get("title"),
+                "metadata": {"source": "chatgpt", "conversation": conv.get("id") or conv.get("conversation_id")},
+            },
+            where,
+        )
+        out.append(
+            {"spec": {"name": spec["name"], "metadata": spec["metadata"]}, "messages": main_msgs, "forks": forks}
+        )
     return out
 
 
@@ -241,9 +288,13 @@ async def import_file(db, data: Any, fmt: str, estimate) -> list[dict]:
             ids = await _append(db, s["id"], item["messages"], estimate)
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
-                f = await db.create_session({"name": f"{s['name'] or 'conversation'} (branch)",
-                                             "metadata": item["spec"].get("metadata") or {},
-                                             "provenance": {"kind": "fork", "session": s["id"], "message": at}})
+                f = await db.create_session(
+                    {
+                        "name": f"{s['name'] or 'conversation'} (branch)",
+                        "metadata": item["spec"].get("metadata") or {},
+                        "provenance": {"kind": "fork", "session": s["id"], "message": at},
+                    }
+                )
                 created.append(f)
                 await _append(db, f["id"], fork["messages"], estimate)
     except BaseException:

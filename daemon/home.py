@@ -1,4 +1,5 @@
 """Where a daemon keeps its things, and the checks that keep them private."""
+
 from __future__ import annotations
 
 import fcntl
@@ -7,8 +8,17 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 
-from ..api.locate import (MAX_SOCKET_PATH, SOCKET_NAME, HomeError, default_home, lock_path,  # noqa: F401
-                          read_lock, resolve_home, runtime_socket_path, socket_path)
+from ..api.locate import (
+    MAX_SOCKET_PATH,
+    SOCKET_NAME,
+    HomeError,
+    default_home,
+    lock_path,
+    read_lock,
+    resolve_home,
+    runtime_socket_path,
+    socket_path,
+)
 
 
 def lock_held(home: str) -> bool:
@@ -57,8 +67,10 @@ def normalize_store_url(url: str) -> str:
 
     parsed = urlparse(url)
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
-        raise HomeError(f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// "
-                        f"is taken as a host name); for a folder here use file://{os.path.abspath(parsed.netloc + parsed.path)}")
+        raise HomeError(
+            f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// "
+            f"is taken as a host name); for a folder here use file://{os.path.abspath(parsed.netloc + parsed.path)}"
+        )
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme else url
         if not path:
@@ -70,19 +82,25 @@ def normalize_store_url(url: str) -> str:
         if not parsed.netloc:
             raise HomeError(f"store URL {url!r} has no host")
         return url.rstrip("/")
-    raise HomeError(f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder, "
-                    f"s5+https://PORTAL, ipfs+http://HOST:PORT (a Kubo node) or ipfs+https://GATEWAY")
+    raise HomeError(
+        f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder, "
+        f"s5+https://PORTAL, ipfs+http://HOST:PORT (a Kubo node) or ipfs+https://GATEWAY"
+    )
 
 
 def check_private_dir(path: str, what: str) -> None:
     """Refuse a folder that another user owns or that group/others can enter."""
     st = os.stat(path)
     if st.st_uid != os.getuid():
-        raise HomeError(f"{what} {path} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); "
-                        f"refusing to use it. Choose a folder of your own with --home.")
+        raise HomeError(
+            f"{what} {path} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); "
+            f"refusing to use it. Choose a folder of your own with --home."
+        )
     if stat.S_IMODE(st.st_mode) & 0o077:
-        raise HomeError(f"{what} {path} is open to group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                        f"refusing to keep sessions there. Fix it with: chmod 700 {path}")
+        raise HomeError(
+            f"{what} {path} is open to group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"refusing to keep sessions there. Fix it with: chmod 700 {path}"
+        )
 
 
 def make_private_dir(path: str, what: str) -> None:
@@ -94,8 +112,7 @@ def make_private_dir(path: str, what: str) -> None:
     check_private_dir(path, what)
 
 
-LIMIT_KEYS = ("max_active_sessions", "max_active_sessions_per_user", "max_chats_per_session",
-              "max_messages_per_chat")
+LIMIT_KEYS = ("max_active_sessions", "max_active_sessions_per_user", "max_chats_per_session", "max_messages_per_chat")
 
 
 @dataclass
@@ -117,7 +134,7 @@ class Config:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, home: str) -> "Config":
+    def load(cls, home: str) -> Config:
         path = os.path.join(home, "config.toml")
         try:
             with open(path, "rb") as f:
@@ -163,16 +180,30 @@ class Config:
             else:  # a mistyped key would otherwise be ignored without a word
                 import difflib
 
-                known = ["store", "sync_interval", "push_delay", "poll_interval", "cleanup_interval",
-                         "delete_expired", "token_estimator", "default_provider", "providers",
-                         "openai_listen", *LIMIT_KEYS]
+                known = [
+                    "store",
+                    "sync_interval",
+                    "push_delay",
+                    "poll_interval",
+                    "cleanup_interval",
+                    "delete_expired",
+                    "token_estimator",
+                    "default_provider",
+                    "providers",
+                    "openai_listen",
+                    *LIMIT_KEYS,
+                ]
                 close = difflib.get_close_matches(key, known, n=1)
-                raise HomeError(f"{path}: unknown setting {key!r}"
-                                + (f"; did you mean {close[0]!r}?" if close else "")
-                                + f" (known settings: {', '.join(known)})")
+                raise HomeError(
+                    f"{path}: unknown setting {key!r}"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f" (known settings: {', '.join(known)})"
+                )
         if cfg.default_provider is not None and cfg.default_provider not in cfg.providers:
-            raise HomeError(f"{path}: default_provider = {cfg.default_provider!r} names no [providers.NAME] table "
-                            f"(defined: {', '.join(sorted(cfg.providers)) or 'none'})")
+            raise HomeError(
+                f"{path}: default_provider = {cfg.default_provider!r} names no [providers.NAME] table "
+                f"(defined: {', '.join(sorted(cfg.providers)) or 'none'})"
+            )
         if cfg.default_provider is None and len(cfg.providers) == 1:
             cfg.default_provider = next(iter(cfg.providers))
         return cfg
@@ -189,14 +220,16 @@ def check_providers(path: str, value) -> dict:
     for name, p in value.items():
         where = f"{path}: [providers.{name}]"
         if not isinstance(p, dict):
-            raise HomeError(f"{where} must be a table with base_url = \"http://host:port/v1\"")
+            raise HomeError(f'{where} must be a table with base_url = "http://host:port/v1"')
         extra = sorted(set(p) - set(PROVIDER_KEYS))
         if extra:
             raise HomeError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(PROVIDER_KEYS)}")
         url = p.get("base_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) < 10:
-            raise HomeError(f"{where}: base_url must be an http:// or https:// URL such as "
-                            f"\"http://127.0.0.1:11434/v1\" (the part before /chat/completions)")
+            raise HomeError(
+                f"{where}: base_url must be an http:// or https:// URL such as "
+                f'"http://127.0.0.1:11434/v1" (the part before /chat/completions)'
+            )
         if "api_key_file" in p and "api_key_env" in p:
             raise HomeError(f"{where}: give api_key_file or api_key_env, not both")
         for k in ("api_key_file", "api_key_env"):
@@ -207,14 +240,19 @@ def check_providers(path: str, value) -> dict:
                 raise HomeError(f"{where}: {k} must be a positive number of seconds")
         if "top_k" in p and not isinstance(p["top_k"], bool):
             raise HomeError(f"{where}: top_k must be true (the provider accepts top_k) or false")
-        out[name] = {"base_url": url.rstrip("/"), "api_key_file": p.get("api_key_file"),
-                     "api_key_env": p.get("api_key_env"), "timeout": float(p.get("timeout", 120)),
-                     "connect_timeout": float(p.get("connect_timeout", 10)), "top_k": p.get("top_k", False)}
+        out[name] = {
+            "base_url": url.rstrip("/"),
+            "api_key_file": p.get("api_key_file"),
+            "api_key_env": p.get("api_key_env"),
+            "timeout": float(p.get("timeout", 120)),
+            "connect_timeout": float(p.get("connect_timeout", 10)),
+            "top_k": p.get("top_k", False),
+        }
     return out
 
 
 def check_listen(path: str, value) -> tuple[str, int]:
-    msg = f"{path}: openai_listen must be \"HOST:PORT\", e.g. \"127.0.0.1:8765\""
+    msg = f'{path}: openai_listen must be "HOST:PORT", e.g. "127.0.0.1:8765"'
     if not isinstance(value, str) or ":" not in value:
         raise HomeError(msg)
     host, _, port = value.rpartition(":")

@@ -8,6 +8,7 @@ chunk, as each arrives), and the session records only what is new: apps resend t
 every call, so the request's messages are matched against the chat's stored history (role and
 content, from the start) and only the suffix past what is stored is appended, then the answer.
 Errors answer in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,6 @@ import time
 from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
-
 from . import validate as v
 from .complete import Plan, check_quota, check_writable, provider_for, record, request_settings
 from .providers import ProviderError, delta_text, usage_of
@@ -31,18 +31,26 @@ log = logging.getLogger("sessiond.openai")
 SESSION_HEADER = "X-Sessiond-Session"
 PREFIX = "/openai/v1"
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          409: "conflict_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
-def oai_error(status: int, code: str, message: str, sid: str | None = None, param: str | None = None,
-              headers: dict | None = None) -> web.Response:
+def oai_error(
+    status: int, code: str, message: str, sid: str | None = None, param: str | None = None, headers: dict | None = None
+) -> web.Response:
     typ = "insufficient_quota" if code == "quota_exceeded" else _TYPES.get(status, "api_error")
     h = dict(headers or {})
     if sid:
         h[SESSION_HEADER] = sid
-    return web.json_response({"error": {"message": message, "type": typ, "param": param, "code": code}},
-                             status=status, headers=h)
+    return web.json_response(
+        {"error": {"message": message, "type": typ, "param": param, "code": code}}, status=status, headers=h
+    )
 
 
 def _from(exc: SessiondError, sid: str | None) -> web.Response:
@@ -96,7 +104,7 @@ def new_part(session: dict, chat: dict, history: list[tuple[str, str]], msgs: li
     if system and msgs and msgs[0]["role"] == "system" and msgs[0]["content"] == system:
         i = 1
     initial = [(m["role"], m["content"]) for m in session.get("initial_messages") or []]
-    if initial and [(m["role"], m["content"]) for m in msgs[i:i + len(initial)]] == initial:
+    if initial and [(m["role"], m["content"]) for m in msgs[i : i + len(initial)]] == initial:
         i += len(initial)
     rest = msgs[i:]
     k = 0
@@ -132,8 +140,9 @@ class Compat:
             app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                    backlog=256)
+        sock = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=256
+        )
         await web.SockSite(self._runner, sock).start()
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
@@ -150,13 +159,20 @@ class Compat:
         given = request.headers.get("Authorization", "")
         token = given[7:].strip() if given[:7].lower() == "bearer " else ""
         if not hmac.compare_digest(token.encode(), self.key.encode()):
-            return oai_error(401, "invalid_api_key", "a valid bearer key is required: use the key in the file "
-                             "`sessiond status --json` names as openai.api_key_file")
+            return oai_error(
+                401,
+                "invalid_api_key",
+                "a valid bearer key is required: use the key in the file "
+                "`sessiond status --json` names as openai.api_key_file",
+            )
         return await handler(request)
 
     def status(self) -> dict:
-        return {"base_url": self.base_url, "api_key_file": self.d.home.openai_key if self.base_url else None,
-                "socket_path": PREFIX}
+        return {
+            "base_url": self.base_url,
+            "api_key_file": self.d.home.openai_key if self.base_url else None,
+            "socket_path": PREFIX,
+        }
 
 
 def ensure_key(path: str) -> str:
@@ -223,8 +239,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:
                 raise Invalid("model is required")
-            session = await d.db.create_session({"model": model, "name": "openai app",
-                                                 "metadata": {"created_by": "openai endpoint"}})
+            session = await d.db.create_session(
+                {"model": model, "name": "openai app", "metadata": {"created_by": "openai endpoint"}}
+            )
             sid = session["id"]
         else:
             session = await d.db.get_session(sid)
@@ -244,8 +261,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 await d.db.append_messages(sid, new, chat_id)
         # The app's own request goes on as it is (its tools, formats, ...), with sessiond's defaults for
         # the sampling settings it does not give.
-        req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"},
-               "model": model}
+        req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"}, "model": model}
         plan = Plan(sid, chat_id, p, model, req)
     except SessiondError as exc:
         return _from(exc, sid)
@@ -274,8 +290,9 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.Stream
     except ProviderError as exc:
         await chunks.aclose()
         return _from(exc, plan.sid)
-    resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                                   SESSION_HEADER: plan.sid})
+    resp = web.StreamResponse(
+        status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", SESSION_HEADER: plan.sid}
+    )
     await resp.prepare(request)
     parts: list[str] = []
     usage = first = None
@@ -307,21 +324,33 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.Stream
     except asyncio.CancelledError:
         await chunks.aclose()
         if parts:
-            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first,
-                                        interrupted=True))
+            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first, interrupted=True))
         raise
     finally:
         await chunks.aclose()
     text = "".join(parts)
     if text or not (gone or error):
-        await record(d, plan, text, usage, started=started, first=first, interrupted=bool(gone or error),
-                     error=error.code if error else None)
+        await record(
+            d,
+            plan,
+            text,
+            usage,
+            started=started,
+            first=first,
+            interrupted=bool(gone or error),
+            error=error.code if error else None,
+        )
     if gone:
         return resp
     try:
         if error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
-            await resp.write(b"data: " + json.dumps({"error": {"message": error.message, "type": "api_error",
-                                                               "param": None, "code": error.code}}).encode() + b"\n\n")
+            await resp.write(
+                b"data: "
+                + json.dumps(
+                    {"error": {"message": error.message, "type": "api_error", "param": None, "code": error.code}}
+                ).encode()
+                + b"\n\n"
+            )
         else:
             await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

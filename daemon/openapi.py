@@ -2,6 +2,7 @@
 (daemon/routes/__init__.py): request and answer schemas are the models' JSON Schemas (named ones as
 components), parameters come from the routes' query and header models. Nothing here is written by
 hand twice, so the document cannot drift from what the handlers accept."""
+
 import re
 from typing import Any, get_type_hints
 
@@ -37,8 +38,10 @@ def _simplify(node: Any) -> Any:
 def _params(model: Any, where: str) -> list[dict]:
     """A query model's fields as OpenAPI parameters (all optional)."""
     hints = get_type_hints(model, include_extras=True)
-    return [{"name": name, "in": where, "required": False, "schema": _simplify(TypeAdapter(tp).json_schema())}
-            for name, tp in hints.items()]
+    return [
+        {"name": name, "in": where, "required": False, "schema": _simplify(TypeAdapter(tp).json_schema())}
+        for name, tp in hints.items()
+    ]
 
 
 def _needs_body(model: Any) -> bool:
@@ -64,30 +67,53 @@ def build_openapi(routes, version: str) -> dict:
     paths: dict[str, dict] = {}
     for i, r in enumerate(routes):
         op: dict = {"summary": r.summary, "operationId": r.handler.__name__}
-        params = [{"name": name, "in": "path", "required": True, "schema": _PATH_PARAM}
-                  for name in re.findall(r"{(\w+)}", r.path)]
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": _PATH_PARAM}
+            for name in re.findall(r"{(\w+)}", r.path)
+        ]
         if r.query is not None:
             params += _params(r.query, "query")
-        params += [{"name": h.name, "in": "header", "required": False, "description": h.description,
-                    "schema": _simplify(TypeAdapter(h.model).json_schema())} for h in r.headers]
+        params += [
+            {
+                "name": h.name,
+                "in": "header",
+                "required": False,
+                "description": h.description,
+                "schema": _simplify(TypeAdapter(h.model).json_schema()),
+            }
+            for h in r.headers
+        ]
         if params:
             op["parameters"] = params
         if r.request is not None:
-            op["requestBody"] = {"required": _needs_body(r.request), "content": {"application/json": {"schema": schemas[f"req{i}"]}}}
+            op["requestBody"] = {
+                "required": _needs_body(r.request),
+                "content": {"application/json": {"schema": schemas[f"req{i}"]}},
+            }
         if r.response is not None:
             ok = {"description": "success", "content": {"application/json": {"schema": schemas[f"res{i}"]}}}
         else:
             ok = {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
         if r.stream and r.response is not None:  # with "stream": true, the same answer as server-sent events
             ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
-        op["responses"] = {str(r.status): ok, **{str(st): {"description": desc, **error}
-                                                   for st, desc in {**ERROR_STATUSES, **{
-                                                       s: EXTRA_STATUSES[s] for s in r.errors}}.items()}}
+        op["responses"] = {
+            str(r.status): ok,
+            **{
+                str(st): {"description": desc, **error}
+                for st, desc in {**ERROR_STATUSES, **{s: EXTRA_STATUSES[s] for s in r.errors}}.items()
+            },
+        }
         if r.stream:  # a streamed answer's status is 200 (the stored message comes last in the stream)
             op["responses"].setdefault("200", ok)
         paths.setdefault(r.path, {})[r.method.lower()] = op
-    return {"openapi": "3.1.0",
-            "info": {"title": "sessiond socket API", "version": version,
-                     "description": "The local API of the sessiond daemon, served on its Unix socket."},
-            "servers": [{"url": "http://localhost"}],
-            "paths": paths, "components": {"schemas": {**_simplify(defs.get("$defs", {})), "JsonValue": JSON_VALUE_SCHEMA}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sessiond socket API",
+            "version": version,
+            "description": "The local API of the sessiond daemon, served on its Unix socket.",
+        },
+        "servers": [{"url": "http://localhost"}],
+        "paths": paths,
+        "components": {"schemas": {**_simplify(defs.get("$defs", {})), "JsonValue": JSON_VALUE_SCHEMA}},
+    }

@@ -7,13 +7,15 @@ provider's Retry-After), the provider's own failure (5xx), a timeout, and a stre
 
 API keys are read from their file or environment variable when a request needs them, and are never
 stored, logged, or put in an error message."""
+
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 
@@ -24,6 +26,7 @@ class NoProvider(SessiondError):
     """No provider of this device's config.toml can answer: none is configured, or the one named (by the
     request, or by the session's settings, which sync from devices configured otherwise) is not here. The
     request is valid; this device is not set up for it."""
+
     code = "no_provider"
     status = 409
 
@@ -56,17 +59,28 @@ class Provider:
                 with open(os.path.expanduser(self.api_key_file), encoding="utf-8") as f:
                     key = f.read().strip()
             except OSError as exc:
-                raise _error("provider_key_unreadable", 502, f"provider {self.name!r}: cannot read its api_key_file "
-                             f"{self.api_key_file} ({exc.strerror}); fix the path in config.toml") from None
+                raise _error(
+                    "provider_key_unreadable",
+                    502,
+                    f"provider {self.name!r}: cannot read its api_key_file "
+                    f"{self.api_key_file} ({exc.strerror}); fix the path in config.toml",
+                ) from None
             if not key:
-                raise _error("provider_key_unreadable", 502,
-                             f"provider {self.name!r}: its api_key_file {self.api_key_file} is empty")
+                raise _error(
+                    "provider_key_unreadable",
+                    502,
+                    f"provider {self.name!r}: its api_key_file {self.api_key_file} is empty",
+                )
             return key
         if self.api_key_env:
             key = os.environ.get(self.api_key_env, "").strip()
             if not key:
-                raise _error("provider_key_unreadable", 502, f"provider {self.name!r}: the environment variable "
-                             f"{self.api_key_env} (its api_key_env) is not set in the daemon's environment")
+                raise _error(
+                    "provider_key_unreadable",
+                    502,
+                    f"provider {self.name!r}: the environment variable "
+                    f"{self.api_key_env} (its api_key_env) is not set in the daemon's environment",
+                )
             return key
         return None
 
@@ -99,38 +113,76 @@ def classify(p: Provider, status: int, raw: bytes, headers, model: str | None) -
     said = _provider_message(raw)
     tail = f": {said}" if said else ""
     if status in (401, 403):
-        return _error("provider_unauthorized", 502, f"provider {p.name!r} refused sessiond's key (HTTP {status}{tail}); "
-                      f"check api_key_file / api_key_env of [providers.{p.name}] in config.toml",
-                      provider=p.name, provider_status=status)
+        return _error(
+            "provider_unauthorized",
+            502,
+            f"provider {p.name!r} refused sessiond's key (HTTP {status}{tail}); "
+            f"check api_key_file / api_key_env of [providers.{p.name}] in config.toml",
+            provider=p.name,
+            provider_status=status,
+        )
     if status == 404:
-        return _error("model_not_found", 404, f"provider {p.name!r} has no model {model!r} (HTTP 404{tail}); "
-                      f"choose another with --model (its models: GET /openai/v1/models)",
-                      provider=p.name, model=model, provider_status=status)
+        return _error(
+            "model_not_found",
+            404,
+            f"provider {p.name!r} has no model {model!r} (HTTP 404{tail}); "
+            f"choose another with --model (its models: GET /openai/v1/models)",
+            provider=p.name,
+            model=model,
+            provider_status=status,
+        )
     if status == 429:
         after = _retry_after(headers.get("Retry-After"))
-        return _error("provider_rate_limited", 429, f"provider {p.name!r} is rate limiting (HTTP 429{tail})"
-                      + (f"; retry after {after:g} s" if after is not None else "; retry later"),
-                      provider=p.name, provider_status=status, retry_after=after)
+        return _error(
+            "provider_rate_limited",
+            429,
+            f"provider {p.name!r} is rate limiting (HTTP 429{tail})"
+            + (f"; retry after {after:g} s" if after is not None else "; retry later"),
+            provider=p.name,
+            provider_status=status,
+            retry_after=after,
+        )
     if status >= 500:
-        return _error("provider_failed", 502, f"provider {p.name!r} failed (HTTP {status}{tail}); retry later",
-                      provider=p.name, provider_status=status)
-    return _error("provider_rejected", 422, f"provider {p.name!r} refused the request (HTTP {status}{tail})",
-                  provider=p.name, provider_status=status)
+        return _error(
+            "provider_failed",
+            502,
+            f"provider {p.name!r} failed (HTTP {status}{tail}); retry later",
+            provider=p.name,
+            provider_status=status,
+        )
+    return _error(
+        "provider_rejected",
+        422,
+        f"provider {p.name!r} refused the request (HTTP {status}{tail})",
+        provider=p.name,
+        provider_status=status,
+    )
 
 
 def unreachable(p: Provider, exc: BaseException) -> ProviderError:
-    return _error("provider_unreachable", 502, f"provider {p.name!r} at {p.base_url} cannot be reached ({exc or type(exc).__name__}); "
-                  f"is it running? (base_url in [providers.{p.name}] of config.toml)", provider=p.name)
+    return _error(
+        "provider_unreachable",
+        502,
+        f"provider {p.name!r} at {p.base_url} cannot be reached ({exc or type(exc).__name__}); "
+        f"is it running? (base_url in [providers.{p.name}] of config.toml)",
+        provider=p.name,
+    )
 
 
 def timed_out(p: Provider, what: str) -> ProviderError:
-    return _error("provider_timeout", 504, f"provider {p.name!r} sent nothing for {p.timeout:g} s ({what}); "
-                  f"raise timeout in [providers.{p.name}] if the model is slow", provider=p.name)
+    return _error(
+        "provider_timeout",
+        504,
+        f"provider {p.name!r} sent nothing for {p.timeout:g} s ({what}); "
+        f"raise timeout in [providers.{p.name}] if the model is slow",
+        provider=p.name,
+    )
 
 
 def stream_cut(p: Provider, why: str) -> ProviderError:
-    return _error("provider_stream_cut", 502, f"provider {p.name!r} cut the answer off before its end ({why})",
-                  provider=p.name)
+    return _error(
+        "provider_stream_cut", 502, f"provider {p.name!r} cut the answer off before its end ({why})", provider=p.name
+    )
 
 
 class Providers:
@@ -145,19 +197,23 @@ class Providers:
         if name is None:
             name = self.default
             if name is None:
-                raise NoProvider("no model provider is configured: add a [providers.NAME] table with base_url "
-                              "(and default_provider) to config.toml in the daemon's home, then restart it")
+                raise NoProvider(
+                    "no model provider is configured: add a [providers.NAME] table with base_url "
+                    "(and default_provider) to config.toml in the daemon's home, then restart it"
+                )
         p = self.all.get(name)
         if p is None:
-            raise NoProvider(f"no provider {name!r} in this device's config.toml (configured: "
-                          f"{', '.join(sorted(self.all)) or 'none'}); add [providers.{name}] or choose another")
+            raise NoProvider(
+                f"no provider {name!r} in this device's config.toml (configured: "
+                f"{', '.join(sorted(self.all)) or 'none'}); add [providers.{name}] or choose another"
+            )
         return p
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                auto_decompress=True)
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=True
+            )
         return self._http
 
     async def close(self) -> None:
@@ -173,16 +229,17 @@ class Providers:
     async def _open(self, p: Provider, method: str, path: str, body: Any, stream: bool) -> aiohttp.ClientResponse:
         headers = p.headers()
         try:
-            resp = await self.http().request(method, p.base_url + path, json=body, headers=headers,
-                                             timeout=self._timeout(p, stream))
-        except asyncio.TimeoutError:
+            resp = await self.http().request(
+                method, p.base_url + path, json=body, headers=headers, timeout=self._timeout(p, stream)
+            )
+        except TimeoutError:
             raise timed_out(p, "no answer") from None
         except (aiohttp.ClientConnectionError, aiohttp.InvalidURL, OSError) as exc:
             raise unreachable(p, exc) from None
         if resp.status >= 400:
             try:
                 raw = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             finally:
                 resp.release()
@@ -194,7 +251,7 @@ class Providers:
         resp = await self._open(p, method, path, body, False)
         try:
             raw = await resp.read()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise timed_out(p, "reading the answer") from None
         except aiohttp.ClientError as exc:
             raise stream_cut(p, str(exc) or type(exc).__name__) from None
@@ -203,11 +260,19 @@ class Providers:
         try:
             data = json.loads(raw)
         except ValueError:
-            raise _error("provider_bad_answer", 502, f"provider {p.name!r} answered with something that is not "
-                         f"JSON: {raw[:120]!r}", provider=p.name) from None
+            raise _error(
+                "provider_bad_answer",
+                502,
+                f"provider {p.name!r} answered with something that is not JSON: {raw[:120]!r}",
+                provider=p.name,
+            ) from None
         if not isinstance(data, dict):
-            raise _error("provider_bad_answer", 502, f"provider {p.name!r} answered with JSON that is not an object",
-                         provider=p.name)
+            raise _error(
+                "provider_bad_answer",
+                502,
+                f"provider {p.name!r} answered with JSON that is not an object",
+                provider=p.name,
+            )
         return data
 
     async def complete(self, p: Provider, body: dict) -> dict:
@@ -231,7 +296,7 @@ class Providers:
             while True:
                 try:
                     line = await resp.content.readline()
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise timed_out(p, "in the middle of the answer") from None
                 except aiohttp.ClientError as exc:
                     raise stream_cut(p, str(exc) or type(exc).__name__) from None
@@ -250,8 +315,12 @@ class Providers:
                 try:
                     chunk = json.loads(payload)
                 except ValueError:
-                    raise _error("provider_bad_answer", 502, f"provider {p.name!r} sent a stream event that is not "
-                                 f"JSON: {payload[:120]!r}", provider=p.name) from None
+                    raise _error(
+                        "provider_bad_answer",
+                        502,
+                        f"provider {p.name!r} sent a stream event that is not JSON: {payload[:120]!r}",
+                        provider=p.name,
+                    ) from None
                 if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
                     raise stream_cut(p, _provider_message(payload))
                 yield chunk

@@ -1,5 +1,6 @@
 """The daemon process: one per home. Opens the database, takes the home's lock, serves the API on a
 Unix socket, runs the sync worker, and shuts down cleanly on SIGTERM/SIGINT."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,20 +12,19 @@ import signal
 import socket
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version as pkg_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as pkg_version
 
 from aiohttp import web
 
 from ..storage.database import Database
 from ..storage.errors import SessiondError
-from ..sync.share import ImportError_
 from ..stores import StoreError, open_store
-
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
-
+from ..sync.share import ImportError_
 from . import validate
-from .api import make_app
 from .activation import handed_socket
+from .api import make_app
 from .home import Config, Home, HomeError, normalize_store_url, read_lock
 
 log = logging.getLogger("sessiond")
@@ -90,8 +90,12 @@ class Events:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
+        out = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         for key in ("session", "event", "error", "rev", "objects", "bytes"):
             if hasattr(record, key):
                 out[key] = getattr(record, key)
@@ -146,8 +150,11 @@ class Daemon:
         except BlockingIOError:
             os.close(fd)
             pid = read_lock(self.home.path)[0]
-            raise AlreadyRunning(f"a sessiond daemon is already running for {self.home.path}"
-                                 + (f" (pid {pid})" if pid else "") + "; stop it with `sessiond stop`") from None
+            raise AlreadyRunning(
+                f"a sessiond daemon is already running for {self.home.path}"
+                + (f" (pid {pid})" if pid else "")
+                + "; stop it with `sessiond stop`"
+            ) from None
         # The lock file says who holds it and where its socket is: clients find the socket from the
         # home, whatever their own environment (a long home's socket is under this process's runtime dir).
         os.ftruncate(fd, 0)
@@ -159,27 +166,42 @@ class Daemon:
         derive from (a key derived from the device seed under a name no session id can have), a
         private folder for portal tokens, and the Kubo RPC credentials file if the home has one."""
         from sessiond import stores
+
         from ..sync.keys import KeyStore
+
         account_root = bytes(KeyStore(self.home.keys).head_key("\x00store accounts"))
         kubo_auth = os.path.join(self.home.path, "kubo-auth")
-        stores.configure(account_seed=account_root, token_dir=os.path.join(self.home.path, "store-tokens"),
-                         kubo_auth_file=kubo_auth if os.path.exists(kubo_auth) else None)
+        stores.configure(
+            account_seed=account_root,
+            token_dir=os.path.join(self.home.path, "store-tokens"),
+            kubo_auth_file=kubo_auth if os.path.exists(kubo_auth) else None,
+        )
 
     async def start(self) -> None:
         self.home.prepare()
         self.take_lock()
         self.db = await Database.open(self.home.db)
         for sid in await self.db.repair_unpushable():
-            log.warning("an unpushed change held a value no snapshot can (an integer beyond 64 bits, NaN): "
-                        "rewritten so that it can be pushed", extra={"session": sid})
+            log.warning(
+                "an unpushed change held a value no snapshot can (an integer beyond 64 bits, NaN): "
+                "rewritten so that it can be pushed",
+                extra={"session": sid},
+            )
         self.db.limits = dict(self.config.limits)
         self.db.listeners.append(self._on_change)
         await self._choose_store()
         self._configure_network_stores()
         store = open_store(self.store_url)
-        self.syncer = Syncer(self.db, store, self.home.keys, interval=self.config.sync_interval,
-                             push_delay=self.config.push_delay, poll_interval=self.config.poll_interval,
-                             on_event=self.events.publish, check_remote=validate.remote_log)
+        self.syncer = Syncer(
+            self.db,
+            store,
+            self.home.keys,
+            interval=self.config.sync_interval,
+            push_delay=self.config.push_delay,
+            poll_interval=self.config.poll_interval,
+            on_event=self.events.publish,
+            check_remote=validate.remote_log,
+        )
         await self.syncer.start()
         if self.config.cleanup_interval:
             self._tasks.add(asyncio.get_running_loop().create_task(self._cleanup_loop()))
@@ -207,8 +229,10 @@ class Daemon:
             try:
                 await self.compat.start_tcp(*self.config.openai_listen)
             except OSError as exc:
-                raise HomeError(f"openai_listen = \"{':'.join(map(str, self.config.openai_listen))}\" in "
-                                f"config.toml: cannot listen there ({exc.strerror or exc})") from None
+                raise HomeError(
+                    f'openai_listen = "{":".join(map(str, self.config.openai_listen))}" in '
+                    f"config.toml: cannot listen there ({exc.strerror or exc})"
+                ) from None
         log.info("daemon started", extra={"event": "start"})
 
     async def _choose_store(self) -> None:
@@ -222,9 +246,11 @@ class Daemon:
             self.store_url = remembered or self.home.default_store
         elif remembered is not None and wanted != remembered:
             if not self.change_store:
-                raise HomeError(f"this home syncs with the store {remembered} (remembered from its first start), "
-                                f"not {wanted}; start without --store to keep it, or add --change-store to move "
-                                f"this home to {wanted} (its sessions are pushed there in full)")
+                raise HomeError(
+                    f"this home syncs with the store {remembered} (remembered from its first start), "
+                    f"not {wanted}; start without --store to keep it, or add --change-store to move "
+                    f"this home to {wanted} (its sessions are pushed there in full)"
+                )
             moved = await self.db.move_store(remembered)
             log.info("store changed", extra={"event": "store", "objects": moved})
         if remembered != self.store_url:
@@ -267,11 +293,19 @@ class Daemon:
 
     # ---------------------------------------------------------------- used by the API
     async def status(self) -> dict:
-        return {"version": self.version, "device_id": self.db.device_id, "pid": os.getpid(),
-                "uptime": round(time.monotonic() - self.started, 3), "socket": self.home.socket,
-                "home": self.home.path, "store": self.store_url, "counts": await self.db.counts(),
-                "sync": await self.syncer.status(), "openai": self.compat.status(),
-                "providers": {"default": self.providers.default, "names": sorted(self.providers.all)}}
+        return {
+            "version": self.version,
+            "device_id": self.db.device_id,
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - self.started, 3),
+            "socket": self.home.socket,
+            "home": self.home.path,
+            "store": self.store_url,
+            "counts": await self.db.counts(),
+            "sync": await self.syncer.status(),
+            "openai": self.compat.status(),
+            "providers": {"default": self.providers.default, "names": sorted(self.providers.all)},
+        }
 
     async def sync_status(self, sid: str) -> dict:
         return (await self.syncer.status(sid)).get(sid, {})
@@ -347,9 +381,13 @@ class Daemon:
                 pass
         res = await self.syncer.sync_now(sid, wait=True, timeout=10)
         snapshot = await self.syncer.snapshot_id(sid)
-        return {**session, "tokens_used": (await self.db.get_session(sid))["tokens_used"],
-                "checkpoints": await self.db.checkpoints(sid), "snapshot": snapshot,
-                "pushed": res["complete"]}
+        return {
+            **session,
+            "tokens_used": (await self.db.get_session(sid))["tokens_used"],
+            "checkpoints": await self.db.checkpoints(sid),
+            "snapshot": snapshot,
+            "pushed": res["complete"],
+        }
 
     async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:
         victims = await self.db.older_than(time.time() - older_than)
@@ -393,7 +431,7 @@ class Daemon:
         return await self.syncer.verify(sid)
 
 
-def _share_error(exc: "ImportError_") -> SessiondError:
+def _share_error(exc: ImportError_) -> SessiondError:
     status = {"store": 503, "conflict": 409, "read_only": 409, "busy": 503}.get(exc.kind, 422)
     err = SessiondError(str(exc))
     err.code, err.status = exc.kind, status
@@ -412,8 +450,14 @@ def _socket_answers(path: str) -> bool:
         s.close()
 
 
-async def serve(home_path: str, store: str | None = None, *, ready_fd: int | None = None,
-                announce: bool = True, change_store: bool = False) -> None:
+async def serve(
+    home_path: str,
+    store: str | None = None,
+    *,
+    ready_fd: int | None = None,
+    announce: bool = True,
+    change_store: bool = False,
+) -> None:
     home = Home(home_path)
     home.prepare()
     config = Config.load(home.path)

@@ -8,24 +8,26 @@ expires_in, and the per-field merge of settings and policy in a PATCH (a null re
 What passes can be stored and pushed: text is valid Unicode, integers fit DAG-CBOR's 64 bits, floats
 are finite.
 """
+
 from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import compress
 from operator import itemgetter
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from pydantic import TypeAdapter, ValidationError
 from typing_extensions import is_typeddict
 
-from pydantic import TypeAdapter, ValidationError
-
-from ..api import chats as chat_models, messages as message_models, sessions as session_models
+from ..api import chats as chat_models
+from ..api import messages as message_models
+from ..api import sessions as session_models
 from ..api.sessions import CHAT_POLICY, POLICY_RANGES, POLICY_SHORTCUTS, SETTING_RANGES  # noqa: F401 (re-exported)
-from ..api.types import INT_MAX, MAX_SHORT, MAX_TEXT, ROLES, STATUSES, Id, Number, Text, Whole  # noqa: F401
-from ..api.types import json_value as _json_value, lone_surrogate
-from ..storage import db as _db
+from ..api.types import INT_MAX, MAX_SHORT, MAX_TEXT, ROLES, STATUSES, Id, Number, Text, Whole, lone_surrogate  # noqa: F401
+from ..api.types import json_value as _json_value
+from ..storage import model as _db
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..sync import dagcbor
@@ -99,7 +101,7 @@ def describe(err: dict, where: str = "", schema: dict | None = None) -> str:
     if kind == "string_unicode":
         try:
             lone_surrogate(value)
-        except Exception as exc:  # noqa: BLE001 (a PydanticCustomError with the sentence)
+        except Exception as exc:
             return f"{field} {exc}"
     if kind == "string_too_long":
         return f"{field} is longer than {ctx.get('max_length')} characters"
@@ -149,8 +151,9 @@ class Checker:
             if not isinstance(value, dict):
                 return self.members[0][1](value, where)
             keys = value.keys()
-            chosen = next((c for req, c in self.members if req <= keys), None) or \
-                next((c for req, c in self.members if req & keys), self.members[0][1])
+            chosen = next((c for req, c in self.members if req <= keys), None) or next(
+                (c for req, c in self.members if req & keys), self.members[0][1]
+            )
             return chosen(value, where)
         try:
             return self.validate(value)
@@ -158,17 +161,17 @@ class Checker:
             if self._schema is None:
                 try:
                     self._schema = self.adapter.json_schema()
-                except Exception:  # noqa: BLE001 (a type without a JSON Schema: no 'allowed' list)
+                except Exception:
                     self._schema = {}
             raise invalid(exc, where, self._schema) from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def checker(model: Any) -> Checker:
     return Checker(model)
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_checker(model: Any, name: str) -> Checker:
     """The check of one field of a model, on its own."""
     return Checker(get_type_hints(model, include_extras=True)[name])
@@ -308,13 +311,20 @@ def session_spec(body: Any) -> dict:
 
 def new_session(b: dict) -> dict:
     """A new session's fields from a checked SessionCreate body, with defaults."""
-    return {"id": b.get("id"), "user": b.get("user"), "name": b.get("name"),
-            "system_prompt": b.get("system_prompt"), "model": b.get("model"),
-            "settings": _given(b.get("settings") or {}),
-            "initial_messages": initial_messages(b.get("initial_messages")),
-            "metadata": b.get("metadata") or {}, "tags": b.get("tags") or [],
-            "preferences": b.get("preferences") or {}, "expires_at": expiry(b),
-            "policy": _given(policy(b) or {})}
+    return {
+        "id": b.get("id"),
+        "user": b.get("user"),
+        "name": b.get("name"),
+        "system_prompt": b.get("system_prompt"),
+        "model": b.get("model"),
+        "settings": _given(b.get("settings") or {}),
+        "initial_messages": initial_messages(b.get("initial_messages")),
+        "metadata": b.get("metadata") or {},
+        "tags": b.get("tags") or [],
+        "preferences": b.get("preferences") or {},
+        "expires_at": expiry(b),
+        "policy": _given(policy(b) or {}),
+    }
 
 
 def session_patch(b: dict, current: dict) -> dict:
@@ -340,9 +350,15 @@ def session_patch(b: dict, current: dict) -> dict:
 
 def new_chat(b: dict) -> dict:
     """POST /v1/sessions/{id}/chats: the new chat's fields from a checked ChatCreate body."""
-    return {"id": b.get("id"), "name": b.get("name"), "system_prompt": b.get("system_prompt"),
-            "model": b.get("model"), "settings": _given(b.get("settings") or {}), "switch": bool(b.get("switch")),
-            "policy": _given(policy(b) or {})}
+    return {
+        "id": b.get("id"),
+        "name": b.get("name"),
+        "system_prompt": b.get("system_prompt"),
+        "model": b.get("model"),
+        "settings": _given(b.get("settings") or {}),
+        "switch": bool(b.get("switch")),
+        "policy": _given(policy(b) or {}),
+    }
 
 
 def settings(v: Any, where: str = "settings", lenient: bool = False) -> dict:
@@ -353,8 +369,15 @@ def settings(v: Any, where: str = "settings", lenient: bool = False) -> dict:
     obj(v, where)
     if not lenient:
         return _given(checker(session_models.Settings)(v, where))
-    return {k: (field_checker(session_models.Settings, k)(x, f"{where}.{k}") if k in _db.SETTINGS_KEYS
-                else json_value(x, f"{where}.{k}")) for k, x in v.items() if x is not None}
+    return {
+        k: (
+            field_checker(session_models.Settings, k)(x, f"{where}.{k}")
+            if k in _db.SETTINGS_KEYS
+            else json_value(x, f"{where}.{k}")
+        )
+        for k, x in v.items()
+        if x is not None
+    }
 
 
 def _known(p: Any, where: str, keys: tuple[str, ...]) -> dict:
@@ -369,14 +392,19 @@ def chat_spec(c: Any, where: str = "chat", lenient: bool = False) -> dict:
     if lenient and p is not None:
         p = _known(p, f"{where}.policy", CHAT_POLICY)
     pol = within(where, lambda: checker(session_models.ChatPolicy)(p, "policy")) if p is not None else {}
-    text = field_checker(chat_models.ChatCreate, "name"), field_checker(chat_models.ChatCreate, "system_prompt"), \
-        field_checker(chat_models.ChatCreate, "model")
-    return {"id": check_id(c.get("id"), f"{where}: chat id"),
-            "name": text[0](c.get("name"), f"{where}.name"),
-            "system_prompt": text[1](c.get("system_prompt"), f"{where}.system_prompt"),
-            "model": text[2](c.get("model"), f"{where}.model"),
-            "settings": settings(c.get("settings"), f"{where}.settings", lenient=lenient),
-            "policy": _given(pol or {})}
+    text = (
+        field_checker(chat_models.ChatCreate, "name"),
+        field_checker(chat_models.ChatCreate, "system_prompt"),
+        field_checker(chat_models.ChatCreate, "model"),
+    )
+    return {
+        "id": check_id(c.get("id"), f"{where}: chat id"),
+        "name": text[0](c.get("name"), f"{where}.name"),
+        "system_prompt": text[1](c.get("system_prompt"), f"{where}.system_prompt"),
+        "model": text[2](c.get("model"), f"{where}.model"),
+        "settings": settings(c.get("settings"), f"{where}.settings", lenient=lenient),
+        "policy": _given(pol or {}),
+    }
 
 
 # ------------------------------------------------------------------ operations from other devices
@@ -401,8 +429,7 @@ def _session_fields(b: dict, where: str) -> None:
     if "tags" in b and b["tags"] is not None:
         within(where, lambda: field_checker(session_models.SessionCreate, "tags")(b["tags"], "tags"))
     if b.get("policy") is not None:
-        within(where, lambda: checker(session_models.Policy)(_known(b["policy"], "policy", POLICY_SHORTCUTS),
-                                                            "policy"))
+        within(where, lambda: checker(session_models.Policy)(_known(b["policy"], "policy", POLICY_SHORTCUTS), "policy"))
     if b.get("expires_at") is not None:
         _TIME(b["expires_at"], w + "expires_at")
     if b.get("current_chat") is not None:
@@ -442,11 +469,18 @@ def remote_op(kind: str, body: Any, where: str) -> None:
         if body.get("settings") is not None:
             settings(body["settings"], w + "settings", lenient=True)
         if body.get("policy") is not None:
-            within(where, lambda: checker(session_models.ChatPolicy)(_known(body["policy"], "policy", CHAT_POLICY),
-                                                                    "policy"))
+            within(
+                where,
+                lambda: checker(session_models.ChatPolicy)(_known(body["policy"], "policy", CHAT_POLICY), "policy"),
+            )
         cut = body.get("compacted")
-        if cut is not None and not (isinstance(cut, list) and len(cut) == 3 and type(cut[0]) is int
-                                    and isinstance(cut[1], str) and type(cut[2]) is int):
+        if cut is not None and not (
+            isinstance(cut, list)
+            and len(cut) == 3
+            and type(cut[0]) is int
+            and isinstance(cut[1], str)
+            and type(cut[2]) is int
+        ):
             raise Invalid(f"{w}compacted must be null or [lamport, device, seq]")
     elif kind == "checkpoint.add":
         for k in ("number", "tokens", "messages"):
@@ -459,7 +493,7 @@ def remote_op(kind: str, body: Any, where: str) -> None:
 
 
 def remote_log(lg) -> None:
-    """Another device's operations as pulled (a storage.db.RemoteLog), before anything is applied:
+    """Another device's operations as pulled (a storage.model.RemoteLog), before anything is applied:
     an Invalid names the first operation that the API would not have accepted. Checked a column at a
     time where it can be: this runs on every pull."""
     for op in lg.ops:

@@ -17,6 +17,7 @@ a reverse proxy must pass it on). A response signed for another server does not 
 stores/s5.py derives a different account key per authority, so an answer made for one server is
 useless on another.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -130,12 +131,15 @@ class Accounts:
         acct = account_id(pub)
         if not os.path.exists(self._account_path(acct)):
             if not self.open_registration and not self._take_invite(invite):
-                raise LoginRefused(401, "registration on this relay is closed: ask its owner for an invite "
-                                        "(sessiond serve invite) and use the store URL s5+http://INVITE@HOST:PORT"
-                                   if not invite else "this invite is unknown or already used: ask the "
-                                                      "relay's owner for a new one (sessiond serve invite)")
-            doc = {"pubKey": pub.hex(), "label": label if isinstance(label, str) else None,
-                   "created": int(time.time())}
+                raise LoginRefused(
+                    401,
+                    "registration on this relay is closed: ask its owner for an invite "
+                    "(sessiond serve invite) and use the store URL s5+http://INVITE@HOST:PORT"
+                    if not invite
+                    else "this invite is unknown or already used: ask the "
+                    "relay's owner for a new one (sessiond serve invite)",
+                )
+            doc = {"pubKey": pub.hex(), "label": label if isinstance(label, str) else None, "created": int(time.time())}
             atomic_write(self._account_path(acct), json.dumps(doc).encode(), 0o600)
         return self._issue(acct)
 

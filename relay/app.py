@@ -19,6 +19,7 @@ Relay only:
 Errors are plain-text 4xx naming what is wrong; 401 without a valid Bearer token; 413 for an object
 over 1 MiB or past the account's quota; 409 for a head that does not move forward.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,14 +28,14 @@ import os
 import signal
 import socket
 import ssl
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
-from ..stores.cid import BlobId, CIDError, b58encode
 from ..storage.fsutil import ensure_private_dir
-from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
 from ..stores.base import MAX_OBJECT_SIZE
+from ..stores.cid import BlobId, CIDError, b58encode
+from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
 from .accounts import LOGIN, REGISTER, Accounts, LoginRefused
 from .feed import Feed
 from .objects import Objects, QuotaExceeded, TooLarge
@@ -156,8 +157,14 @@ def make_app(relay: Relay) -> web.Application:
         entry = await relay.registry.get(pk_param(request))
         if entry is None:
             return web.Response(status=404, text="")
-        return web.json_response({"pk": b64url(entry.pk), "revision": entry.revision,
-                                  "data": b64url(entry.data), "signature": b64url(entry.signature)})
+        return web.json_response(
+            {
+                "pk": b64url(entry.pk),
+                "revision": entry.revision,
+                "data": b64url(entry.data),
+                "signature": b64url(entry.signature),
+            }
+        )
 
     async def registry_post(request: web.Request):
         account(request)
@@ -186,13 +193,20 @@ def make_app(relay: Relay) -> web.Application:
         if since < 0 or not wait >= 0:
             raise BadRequest("since and wait must not be negative")
         reset, items = await relay.feed.wait(since, q.get("epoch"), wait)
-        return web.json_response({"epoch": relay.feed.epoch, "cursor": relay.feed.cursor, "reset": reset,
-                                  "changes": [{"pk": b64url(pk), "revision": rev} for pk, rev in items]})
+        return web.json_response(
+            {
+                "epoch": relay.feed.epoch,
+                "cursor": relay.feed.cursor,
+                "reset": reset,
+                "changes": [{"pk": b64url(pk), "revision": rev} for pk, rev in items],
+            }
+        )
 
     def challenge_get(kind: int):
         async def handler(request: web.Request):
             pub = unb64url(request.query.get("pubKey"), "pubKey")
             return web.json_response({"challenge": b64url(relay.accounts.challenge(kind, pub))})
+
         return handler
 
     def challenge_post(kind: int):
@@ -200,9 +214,9 @@ def make_app(relay: Relay) -> web.Application:
             doc = await _json(request)
             token = await relay.accounts.answer(kind, doc, request.host)
             resp = web.Response(status=200)
-            resp.set_cookie("s5-auth-token", token, max_age=30 * 86400, httponly=True, path="/",
-                            secure=request.secure)
+            resp.set_cookie("s5-auth-token", token, max_age=30 * 86400, httponly=True, path="/", secure=request.secure)
             return resp
+
         return handler
 
     app = web.Application(middlewares=[errors], client_max_size=MAX_OBJECT_SIZE + (64 << 10))
@@ -240,14 +254,24 @@ def public_url(host: str, port: int, tls: bool) -> str:
     return f"s5+{'https' if tls else 'http'}://{shown}:{port}"
 
 
-async def run(relay: Relay, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
-              on_ready: Callable[[str, int], None] = lambda url, port: None,
-              stop: asyncio.Event | None = None, access_log: bool = False) -> None:
+async def run(
+    relay: Relay,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    on_ready: Callable[[str, int], None] = lambda url, port: None,
+    stop: asyncio.Event | None = None,
+    access_log: bool = False,
+) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when none is given). `access_log`: a line per
     request on the `sessiond.relay.access` logger (method, path and query, status; never a header)."""
-    runner = web.AppRunner(make_app(relay), shutdown_timeout=5.0,
-                           access_log=logging.getLogger("sessiond.relay.access") if access_log else None,
-                           access_log_format='%t "%r" %s %b %Tf')
+    runner = web.AppRunner(
+        make_app(relay),
+        shutdown_timeout=5.0,
+        access_log=logging.getLogger("sessiond.relay.access") if access_log else None,
+        access_log_format='%t "%r" %s %b %Tf',
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

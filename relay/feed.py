@@ -7,6 +7,7 @@ Sequence numbers live in memory: at start the heads already on disk are numbered
 gets a new random `epoch`. A follower presenting another epoch (the relay restarted) gets every head
 again (`reset`), so nothing set while it was away is missed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,9 +46,8 @@ class Feed:
             return reset, changes
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.cursor > cursor or self._closing),
-                                       timeout)
-            except asyncio.TimeoutError:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.cursor > cursor or self._closing), timeout)
+            except TimeoutError:
                 pass
         return self.since(cursor, epoch)
 

@@ -3,14 +3,15 @@ computes from the uploaded bytes, written atomically, served verbatim. Each acco
 object pins it (`DATA/pins/<account>/<64 hex>`, holding the object's size), and its pins count against
 its quota. A delete removes only the caller's own pin; the object goes when no pin is left. So no
 account can delete what another still keeps."""
+
 from __future__ import annotations
 
 import asyncio
 import os
 
-from ..stores.cid import digest
 from ..storage.fsutil import atomic_write, ensure_private_dir, fsync_dir
 from ..stores.base import MAX_OBJECT_SIZE
+from ..stores.cid import digest
 
 
 class QuotaExceeded(Exception):
@@ -76,9 +77,11 @@ class Objects:
                 return h  # already this account's: no new storage used
             used = self.used.get(account, 0)
             if used + len(data) > self.quota:
-                raise QuotaExceeded(f"this account's storage quota is used up: {used} of {self.quota} bytes "
-                                    f"used, and the object needs {len(data)} more; ask the relay's owner "
-                                    "for a larger quota (sessiond serve --quota)")
+                raise QuotaExceeded(
+                    f"this account's storage quota is used up: {used} of {self.quota} bytes "
+                    f"used, and the object needs {len(data)} more; ask the relay's owner "
+                    "for a larger quota (sessiond serve --quota)"
+                )
             await asyncio.to_thread(self._write, account, h, data)
             self.used[account] = used + len(data)
         return h

@@ -1,6 +1,7 @@
 """Heads kept by the relay: S5 registry entries in `DATA/heads/<pk hex>` (the entry's wire bytes,
 written atomically). An entry is kept only if its signature verifies and its revision is higher than
 the one held; the check and the write happen under one lock, so two writers cannot both win."""
+
 from __future__ import annotations
 
 import asyncio
@@ -65,8 +66,11 @@ class Registry:
             if current is not None and entry.revision <= current.revision:
                 if current == entry:
                     return False
-                raise Refused(409, f"revision {entry.revision} is not newer than the revision held "
-                                   f"({current.revision}); a head only moves forward")
+                raise Refused(
+                    409,
+                    f"revision {entry.revision} is not newer than the revision held "
+                    f"({current.revision}); a head only moves forward",
+                )
             await asyncio.to_thread(atomic_write, self._path(entry.pk), entry.to_bytes(), 0o600)
             await self.feed.changed(entry.pk, entry.revision)
         return True

@@ -1,5 +1,6 @@
 """The wire encodings of the S5 portal API: base64url without padding for keys, entries and
 challenges. `BadRequest` is a 400 naming the field that is wrong."""
+
 from __future__ import annotations
 
 import base64

@@ -7,6 +7,7 @@ The result does not depend on the order operations arrive in: fields of a sessio
 last-writer-wins per field by (lamport, device id); a session's end is final; messages are ordered by
 (lamport, device id, seq) and de-duplicated by (device id, seq).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,8 @@ async def next_seq(tx: Transaction, device_id: str, sid: str, lamport: int, n: i
     await tx.execute(
         "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) "
         "ON CONFLICT(session_id, device_id) DO UPDATE SET last_seq=excluded.last_seq",
-        (sid, device_id, first + n - 1))
+        (sid, device_id, first + n - 1),
+    )
     return first, lamport + 1
 
 
@@ -38,7 +40,8 @@ async def local_op(tx: Transaction, device_id: str, sid: str, lamport: int, kind
     op = Op(sid, device_id, seq, lam, kind, body, t)
     await tx.execute(
         "INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at) VALUES (?,?,?,?,?,?,?)",
-        (sid, op.device_id, op.seq, op.lamport, kind, dumps(body), t))
+        (sid, op.device_id, op.seq, op.lamport, kind, dumps(body), t),
+    )
     await apply_op(tx, op)
     return op
 
@@ -49,24 +52,39 @@ async def apply_op(tx: Transaction, op: Op) -> None:
     b = op.body
     stamp = [op.lamport, op.device_id]
     if op.kind == "session.create":
-        fields = {k: b.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at",
-                                         "current_chat")}
+        fields = {k: b.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at", "current_chat")}
         for k in JSON_FIELDS:
             fields[k] = dumps(b.get(k, [] if k in ("tags", "initial_messages") else {}))
         fields["status"] = "active"
-        stamps = {k: stamp for k in fields}
+        stamps = dict.fromkeys(fields, stamp)
         await tx.execute(
             "INSERT INTO sessions(id, user, name, system_prompt, model, settings, initial_messages, metadata,"
             " tags, preferences, status, current_chat, created_at, last_activity, expires_at, lamport, stamps,"
             " policy, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-            (op.session_id, fields["user"], fields["name"], fields["system_prompt"], fields["model"],
-             fields["settings"], fields["initial_messages"], fields["metadata"], fields["tags"],
-             fields["preferences"], "active", fields["current_chat"], b.get("created_at", op.created_at),
-             op.created_at, fields["expires_at"], op.lamport, dumps(stamps), fields["policy"],
-             dumps(b["provenance"]) if b.get("provenance") else None))
+            (
+                op.session_id,
+                fields["user"],
+                fields["name"],
+                fields["system_prompt"],
+                fields["model"],
+                fields["settings"],
+                fields["initial_messages"],
+                fields["metadata"],
+                fields["tags"],
+                fields["preferences"],
+                "active",
+                fields["current_chat"],
+                b.get("created_at", op.created_at),
+                op.created_at,
+                fields["expires_at"],
+                op.lamport,
+                dumps(stamps),
+                fields["policy"],
+                dumps(b["provenance"]) if b.get("provenance") else None,
+            ),
+        )
         for chat in b.get("chats", []):
-            await apply_op(tx, Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat,
-                                  op.created_at))
+            await apply_op(tx, Op(op.session_id, op.device_id, op.seq, op.lamport, "chat.create", chat, op.created_at))
     elif op.kind == "session.update":
         row = await tx.fetchone("SELECT stamps, status FROM sessions WHERE id=?", (op.session_id,))
         if row is None:
@@ -97,21 +115,37 @@ async def apply_op(tx: Transaction, op: Op) -> None:
         # A chat created on two devices at once under one id is one chat: a creation writes each of
         # its fields at its stamp, like an update, so the later creation by (lamport, device) wins
         # them whichever arrives first (and later updates win over both).
-        fields = {"name": b.get("name"), "system_prompt": b.get("system_prompt"), "model": b.get("model"),
-                  "settings": b.get("settings") or {}, "policy": b.get("policy") or {},
-                  "created_at": b.get("created_at", op.created_at)}
+        fields = {
+            "name": b.get("name"),
+            "system_prompt": b.get("system_prompt"),
+            "model": b.get("model"),
+            "settings": b.get("settings") or {},
+            "policy": b.get("policy") or {},
+            "created_at": b.get("created_at", op.created_at),
+        }
         created = await tx.execute(
             "INSERT INTO chats(session_id, id, name, system_prompt, model, settings, created_at, stamps, policy)"
             " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-            (op.session_id, b["id"], fields["name"], fields["system_prompt"], fields["model"],
-             dumps(fields["settings"]), fields["created_at"], dumps({k: stamp for k in fields}),
-             dumps(fields["policy"])))
+            (
+                op.session_id,
+                b["id"],
+                fields["name"],
+                fields["system_prompt"],
+                fields["model"],
+                dumps(fields["settings"]),
+                fields["created_at"],
+                dumps(dict.fromkeys(fields, stamp)),
+                dumps(fields["policy"]),
+            ),
+        )
         if created:
             # updates of this chat that arrived before its creation (another device's log read
             # first) were kept in `ops` with nowhere to go: apply them now
-            for r in await tx.fetchall("SELECT device_id, seq, lamport, body, created_at FROM ops WHERE"
-                                       " session_id=? AND kind='chat.update' AND json_extract(body, '$.chat')=?",
-                                       (op.session_id, b["id"])):
+            for r in await tx.fetchall(
+                "SELECT device_id, seq, lamport, body, created_at FROM ops WHERE"
+                " session_id=? AND kind='chat.update' AND json_extract(body, '$.chat')=?",
+                (op.session_id, b["id"]),
+            ):
                 await update_chat(tx, Op(op.session_id, r[0], r[1], r[2], "chat.update", json.loads(r[3]), r[4]))
         else:
             await update_chat(tx, op, {"chat": b["id"], **fields}, (*CHAT_FIELDS, "created_at"))
@@ -121,12 +155,24 @@ async def apply_op(tx: Transaction, op: Op) -> None:
         await tx.execute(
             "INSERT OR IGNORE INTO checkpoints(session_id, device_id, number, hash, tokens, messages, frontier,"
             " created_at, pk, signature) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (op.session_id, op.device_id, b["number"], bytes.fromhex(b["hash"]), b["tokens"], b["messages"],
-             dumps(b["frontier"]), b["created_at"], bytes.fromhex(b["pk"]), bytes.fromhex(b["signature"])))
+            (
+                op.session_id,
+                op.device_id,
+                b["number"],
+                bytes.fromhex(b["hash"]),
+                b["tokens"],
+                b["messages"],
+                dumps(b["frontier"]),
+                b["created_at"],
+                bytes.fromhex(b["pk"]),
+                bytes.fromhex(b["signature"]),
+            ),
+        )
     # Unknown kinds (written by a newer version) are kept in the log and ignored here.
     await tx.execute(
         "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?) WHERE id=?",
-        (op.lamport, op.created_at, op.session_id))
+        (op.lamport, op.created_at, op.session_id),
+    )
 
 
 async def update_chat(tx: Transaction, op: Op, body: dict | None = None, keys: tuple = CHAT_FIELDS) -> None:
@@ -145,23 +191,41 @@ async def update_chat(tx: Transaction, op: Op, body: dict | None = None, keys: t
             sets.append(f"{k}=?")
             args.append(dumps(v) if k in ("compacted", "policy", "settings") and v is not None else v)
     if sets:
-        await tx.execute(f"UPDATE chats SET {', '.join(sets)}, stamps=? WHERE session_id=? AND id=?",
-                         (*args, dumps(stamps), op.session_id, b["chat"]))
+        await tx.execute(
+            f"UPDATE chats SET {', '.join(sets)}, stamps=? WHERE session_id=? AND id=?",
+            (*args, dumps(stamps), op.session_id, b["chat"]),
+        )
 
 
-async def save_peer(tx: Transaction, sid: str, head_pk: bytes, device_id: str | None = None, rev: int | None = None,
-                    applied_seq: int | None = None, last_error: str | None = None) -> None:
+async def save_peer(
+    tx: Transaction,
+    sid: str,
+    head_pk: bytes,
+    device_id: str | None = None,
+    rev: int | None = None,
+    applied_seq: int | None = None,
+    last_error: str | None = None,
+) -> None:
     await tx.execute(
         "INSERT INTO peers(session_id, head_pk, device_id, rev, applied_seq, last_error) VALUES (?,?,?,?,?,?) "
         "ON CONFLICT(session_id, head_pk) DO UPDATE SET device_id=coalesce(excluded.device_id, device_id), "
         "rev=max(rev, excluded.rev), applied_seq=max(applied_seq, excluded.applied_seq), "
         "last_error=excluded.last_error",
-        (sid, head_pk, device_id, rev or 0, applied_seq or 0, last_error))
+        (sid, head_pk, device_id, rev or 0, applied_seq or 0, last_error),
+    )
 
 
-async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], *, peers: list[dict] = (),
-                       remote: dict | None = None, access: str | None = None, event: str = "session.synced",
-                       own: dict | None = None) -> int:
+async def apply_remote(
+    c: Connections,
+    sid: str,
+    logs: dict[str, RemoteLog],
+    *,
+    peers: list[dict] = (),
+    remote: dict | None = None,
+    access: str | None = None,
+    event: str = "session.synced",
+    own: dict | None = None,
+) -> int:
     """Apply other devices' operations (all of them, in one transaction) and record how far each peer's
     log has been applied. Returns how many were new here.
 
@@ -182,13 +246,25 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], *, 
     return new
 
 
-async def _apply_logs(tx: Transaction, sid: str, ops: list[Op], msgs: list[list[tuple]], logs: dict[str, RemoteLog],
-                      *, peers: list[dict], remote: dict | None, access: str | None, own: dict | None) -> int:
+async def _apply_logs(
+    tx: Transaction,
+    sid: str,
+    ops: list[Op],
+    msgs: list[list[tuple]],
+    logs: dict[str, RemoteLog],
+    *,
+    peers: list[dict],
+    remote: dict | None,
+    access: str | None,
+    own: dict | None,
+) -> int:
     new = 0
     for op in ops:
-        if await tx.execute("INSERT OR IGNORE INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
-                            " VALUES (?,?,?,?,?,?,?)",
-                            (sid, op.device_id, op.seq, op.lamport, op.kind, dumps(op.body), op.created_at)):
+        if await tx.execute(
+            "INSERT OR IGNORE INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (sid, op.device_id, op.seq, op.lamport, op.kind, dumps(op.body), op.created_at),
+        ):
             new += 1
             await apply_op(tx, op)
     max_lam, max_t = 0, 0.0
@@ -196,8 +272,11 @@ async def _apply_logs(tx: Transaction, sid: str, ops: list[Op], msgs: list[list[
     for rows in msgs:
         if not rows:
             continue
-        inserted = await tx.executemany("INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport,"
-                                        " role, content, tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        inserted = await tx.executemany(
+            "INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport,"
+            " role, content, tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
         new += inserted
         if added_tokens is not None and inserted == len(rows):
             added_tokens += sum(map(row_charge, map(itemgetter(7), rows), map(itemgetter(9), rows)))
@@ -210,28 +289,36 @@ async def _apply_logs(tx: Transaction, sid: str, ops: list[Op], msgs: list[list[
     if max_lam:
         # every row new (the usual pull): add their tokens; a sum over the whole session
         # would hold the write lock for tens of milliseconds on a long one
-        await tx.execute("UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
-                         " tokens_used=" + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL)
-                         + " WHERE id=?", (max_lam, max_t, added_tokens if added_tokens is not None else sid, sid))
+        await tx.execute(
+            "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
+            " tokens_used=" + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL) + " WHERE id=?",
+            (max_lam, max_t, added_tokens if added_tokens is not None else sid, sid),
+        )
     for device, lg in logs.items():
         if len(lg):
-            await tx.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT("
-                             "session_id, device_id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
-                             (sid, device, lg.last_seq))
+            await tx.execute(
+                "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT("
+                "session_id, device_id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
+                (sid, device, lg.last_seq),
+            )
     if access is not None:
         await tx.execute("UPDATE sessions SET access=? WHERE id=?", (access, sid))
     if remote is not None:
-        await tx.execute("INSERT INTO remotes(session_id, store_url, announce_pk, members_rev) VALUES (?,?,?,?) "
-                         "ON CONFLICT(session_id) DO UPDATE SET store_url=excluded.store_url, "
-                         "announce_pk=excluded.announce_pk, members_rev=max(members_rev, excluded.members_rev)",
-                         (sid, remote["store_url"], remote["announce_pk"], remote.get("members_rev", 0)))
+        await tx.execute(
+            "INSERT INTO remotes(session_id, store_url, announce_pk, members_rev) VALUES (?,?,?,?) "
+            "ON CONFLICT(session_id) DO UPDATE SET store_url=excluded.store_url, "
+            "announce_pk=excluded.announce_pk, members_rev=max(members_rev, excluded.members_rev)",
+            (sid, remote["store_url"], remote["announce_pk"], remote.get("members_rev", 0)),
+        )
         await tx.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
     if own is not None:
-        await tx.execute("INSERT INTO sync_state(session_id, pushed_seq, head_rev, tree) VALUES (?,?,?,?) "
-                         "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=excluded.pushed_seq, "
-                         "head_rev=max(head_rev, excluded.head_rev), tree=excluded.tree, pending=NULL "
-                         "WHERE pushed_seq < excluded.pushed_seq",
-                         (sid, own["pushed_seq"], own["head_rev"], own["tree"]))
+        await tx.execute(
+            "INSERT INTO sync_state(session_id, pushed_seq, head_rev, tree) VALUES (?,?,?,?) "
+            "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=excluded.pushed_seq, "
+            "head_rev=max(head_rev, excluded.head_rev), tree=excluded.tree, pending=NULL "
+            "WHERE pushed_seq < excluded.pushed_seq",
+            (sid, own["pushed_seq"], own["head_rev"], own["tree"]),
+        )
     for p in peers:
         await save_peer(tx, sid, **p)
     return new

@@ -1,4 +1,5 @@
 """Chats of a session: create, read, list, and find one by id or name."""
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,17 @@ def cutoff_id(compacted: str | None) -> str | None:
 
 
 def chat_dict(row: Row, current: str | None) -> dict:
-    return {"id": row["id"], "name": row["name"], "system_prompt": row["system_prompt"], "model": row["model"],
-            "settings": json.loads(row["settings"]), "created_at": row["created_at"],
-            "current": row["id"] == current, "policy": json.loads(row["policy"]),
-            "compacted_upto": cutoff_id(row["compacted"])}
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "system_prompt": row["system_prompt"],
+        "model": row["model"],
+        "settings": json.loads(row["settings"]),
+        "created_at": row["created_at"],
+        "current": row["id"] == current,
+        "policy": json.loads(row["policy"]),
+        "compacted_upto": cutoff_id(row["compacted"]),
+    }
 
 
 class Chats:
@@ -34,8 +42,14 @@ class Chats:
         cid = spec.get("id")
         cid = check_id(cid, "chat id") if cid is not None else new_id()
         t = now()
-        body = {"id": cid, "name": spec.get("name") or cid, "system_prompt": spec.get("system_prompt"),
-                "model": spec.get("model"), "settings": spec.get("settings") or {}, "created_at": t}
+        body = {
+            "id": cid,
+            "name": spec.get("name") or cid,
+            "system_prompt": spec.get("system_prompt"),
+            "model": spec.get("model"),
+            "settings": spec.get("settings") or {},
+            "created_at": t,
+        }
         if spec.get("policy"):
             body["policy"] = spec["policy"]
         async with self.c.transaction() as tx:
@@ -44,8 +58,11 @@ class Chats:
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
             cap = self.c.limits.get("max_chats_per_session")
             if cap and (await tx.fetchone("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0] >= cap:
-                raise LimitReached(f"session {sid!r} already has {cap} chats (max_chats_per_session)",
-                                   limit="max_chats_per_session", value=cap)
+                raise LimitReached(
+                    f"session {sid!r} already has {cap} chats (max_chats_per_session)",
+                    limit="max_chats_per_session",
+                    value=cap,
+                )
             op = await local_op(tx, self.c.device_id, sid, row["lamport"], "chat.create", body, t)
             if spec.get("switch"):
                 await local_op(tx, self.c.device_id, sid, op.lamport, "session.update", {"current_chat": cid}, t)

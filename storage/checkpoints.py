@@ -1,5 +1,6 @@
 """Checkpoints: signed hashes of a session's conversation, stored as operations; and the chain of
 messages a checkpoint hashes, read in one snapshot on the bulk-read thread."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from .model import now
 from .sessions import session_row
 
 
-def read_chain(conn: sqlite3.Connection, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], list[tuple]]:
+def read_chain(
+    conn: sqlite3.Connection, sid: str, after: dict[str, int] | None
+) -> tuple[Any, dict[str, int], list[tuple]]:
     """Database.conversation_chain, on a stdlib connection of its own (one read transaction)."""
     cur = conn.cursor()
     cur.row_factory = None
@@ -24,9 +27,11 @@ def read_chain(conn: sqlite3.Connection, sid: str, after: dict[str, int] | None)
         for device, hi in frontier.items():
             lo = (after or {}).get(device, 0)
             if hi > lo:
-                rows += cur.execute("SELECT lamport, device_id, seq, chat_id, role, content, coalesce(tokens, 0)"
-                                    " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
-                                    (sid, device, lo, hi)).fetchall()
+                rows += cur.execute(
+                    "SELECT lamport, device_id, seq, chat_id, role, content, coalesce(tokens, 0)"
+                    " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
+                    (sid, device, lo, hi),
+                ).fetchall()
     finally:
         if conn.in_transaction:
             cur.execute("COMMIT")
@@ -49,15 +54,28 @@ class Checkpoints:
     async def list(self, sid: str) -> list[dict]:
         q = self.c.committed
         await session_row(q, sid)
-        return [{"session": sid, "device": r["device_id"], "number": r["number"], "hash": r["hash"].hex(),
-                 "tokens": r["tokens"], "messages": r["messages"], "frontier": json.loads(r["frontier"]),
-                 "created_at": r["created_at"], "pk": r["pk"].hex(), "signature": r["signature"].hex()}
-                for r in await q.fetchall("SELECT * FROM checkpoints WHERE session_id=? ORDER BY created_at,"
-                                          " device_id, number", (sid,))]
+        return [
+            {
+                "session": sid,
+                "device": r["device_id"],
+                "number": r["number"],
+                "hash": r["hash"].hex(),
+                "tokens": r["tokens"],
+                "messages": r["messages"],
+                "frontier": json.loads(r["frontier"]),
+                "created_at": r["created_at"],
+                "pk": r["pk"].hex(),
+                "signature": r["signature"].hex(),
+            }
+            for r in await q.fetchall(
+                "SELECT * FROM checkpoints WHERE session_id=? ORDER BY created_at, device_id, number", (sid,)
+            )
+        ]
 
     async def next_number(self, sid: str) -> int:
-        row = await self.c.committed.fetchone("SELECT max(number) FROM checkpoints WHERE session_id=? AND"
-                                              " device_id=?", (sid, self.c.device_id))
+        row = await self.c.committed.fetchone(
+            "SELECT max(number) FROM checkpoints WHERE session_id=? AND device_id=?", (sid, self.c.device_id)
+        )
         return (row[0] or 0) + 1
 
     async def chain(self, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], list[tuple]]:

@@ -13,6 +13,7 @@ Only aiosqlite's public API is used: a read is one `execute_fetchall` (one hop t
 statement is finished there, so no read snapshot is ever left open on a connection); a batch insert is
 one `executemany`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +21,8 @@ import concurrent.futures
 import contextlib
 import os
 import sqlite3
-from typing import Any, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import aiosqlite
 
@@ -94,8 +96,14 @@ class Transaction:
 class Connections:
     """The writer, the reader and the bulk thread of one database file, and who may use which."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, bulk: sqlite3.Connection,
-                 device_id: str, path: str):
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        bulk: sqlite3.Connection,
+        device_id: str,
+        path: str,
+    ):
         self.writer = writer
         self.reader = reader
         self.committed = Committed(reader)
@@ -108,7 +116,7 @@ class Connections:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str, *, upto: int | None = None) -> "Connections":
+    async def open(cls, path: str, *, upto: int | None = None) -> Connections:
         if not os.path.exists(path):  # create it private from the first byte
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         writer = await aiosqlite.connect(path, isolation_level=None)
@@ -164,7 +172,7 @@ class Connections:
                 # whose await was cancelled still runs), so it always ends the transaction. It is queued
                 # as soon as it is called: a second cancellation cannot keep it from running.
                 with contextlib.suppress(sqlite3.OperationalError):  # none active (BEGIN failed, or SQLite
-                    await self.writer.execute("ROLLBACK")           # rolled back itself)
+                    await self.writer.execute("ROLLBACK")  # rolled back itself)
                 raise
         self.emit(tx.events)
 

@@ -1,5 +1,6 @@
 """Budgets: a chat's context budget and its compaction (which messages still count as context), and a
 session's token quota."""
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,18 @@ async def active(q: Any, sid: str, chat: str, cut: list | None) -> list[tuple]:
     """The chat's active context: (lamport, device, seq, role, tokens) after the compaction cutoff
     (system messages always stay)."""
     if cut is None:
-        rows = await q.fetchall("SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
-                                " session_id=? AND chat_id=? ORDER BY lamport, device_id, seq", (sid, chat))
+        rows = await q.fetchall(
+            "SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
+            " session_id=? AND chat_id=? ORDER BY lamport, device_id, seq",
+            (sid, chat),
+        )
     else:
-        rows = await q.fetchall("SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
-                                " session_id=? AND chat_id=? AND ((lamport, device_id, seq) > (?,?,?) OR"
-                                " role='system') ORDER BY lamport, device_id, seq", (sid, chat, *cut))
+        rows = await q.fetchall(
+            "SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
+            " session_id=? AND chat_id=? AND ((lamport, device_id, seq) > (?,?,?) OR"
+            " role='system') ORDER BY lamport, device_id, seq",
+            (sid, chat, *cut),
+        )
     return rows
 
 
@@ -63,8 +70,9 @@ def cut_for(active: list[tuple], target: float, cut: list | None) -> list | None
     return new_cut
 
 
-async def context_check(tx: Any, sid: str, chat: str, policy: dict, adding: int,
-                        budget_read: tuple[dict, list | None] | None = None) -> list | None:
+async def context_check(
+    tx: Any, sid: str, chat: str, policy: dict, adding: int, budget_read: tuple[dict, list | None] | None = None
+) -> list | None:
     """Check the chat's context budget for `adding` more tokens (inside the append's transaction;
     `budget_read`: its chat_budget if already read). Returns a new compaction cutoff if the chat must
     compact first, None if it fits; raises ContextOverflow if it cannot fit."""
@@ -81,10 +89,17 @@ async def context_check(tx: Any, sid: str, chat: str, policy: dict, adding: int,
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} holds {total} tokens of context; {adding} more would pass its "
             f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact`) "
-            f"or start another chat", active=total, budget=budget, adding=adding)
+            f"or start another chat",
+            active=total,
+            budget=budget,
+            adding=adding,
+        )
     if adding > budget * margin:
-        raise ContextOverflow(f"these messages alone ({adding} tokens) exceed chat {chat!r}'s context budget "
-                              f"of {budget} x {margin}", budget=budget, adding=adding)
+        raise ContextOverflow(
+            f"these messages alone ({adding} tokens) exceed chat {chat!r}'s context budget of {budget} x {margin}",
+            budget=budget,
+            adding=adding,
+        )
     return cut_for(rows, max(0, budget * margin / 2 - adding), cut)
 
 
@@ -93,8 +108,9 @@ class Context:
         self.c = c
         self.chats = chats
 
-    async def compact(self, sid: str, chat: str | None = None, *, target_tokens: int | None = None,
-                      undo: bool = False) -> dict:
+    async def compact(
+        self, sid: str, chat: str | None = None, *, target_tokens: int | None = None, undo: bool = False
+    ) -> dict:
         """Compact a chat's active context down to `target_tokens` (or its budget's half), or undo all
         compaction. Dropped messages stay in the history."""
         q = self.c.committed
@@ -115,8 +131,9 @@ class Context:
             cut = cut_for(await active(q, sid, chat, cut), target, cut)
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid)
-            await local_op(tx, self.c.device_id, sid, row["lamport"], "chat.update",
-                           {"chat": chat, "compacted": cut}, now())
+            await local_op(
+                tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
+            )
             tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
         return await self.context(sid, chat)
 
@@ -129,10 +146,16 @@ class Context:
         p, cut = await chat_budget(q, sid, chat, policy)
         rows = await active(q, sid, chat, cut)
         total = (await q.fetchone("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
-        return {"session": sid, "chat": chat, "policy": p,
-                "compacted_upto": message_id(cut[1], cut[2]) if cut else None,
-                "active_messages": len(rows), "active_tokens": sum(r[4] for r in rows),
-                "compacted_messages": total - len(rows), "messages": total}
+        return {
+            "session": sid,
+            "chat": chat,
+            "policy": p,
+            "compacted_upto": message_id(cut[1], cut[2]) if cut else None,
+            "active_messages": len(rows),
+            "active_tokens": sum(r[4] for r in rows),
+            "compacted_messages": total - len(rows),
+            "messages": total,
+        }
 
     async def messages(self, sid: str, chat: str) -> list[dict]:
         """The chat's active context as messages to send to a model, oldest first: every message the
@@ -160,6 +183,11 @@ class Context:
         policy = json.loads(row["policy"])
         quota = policy.get("token_quota")
         used = row["tokens_used"]
-        return {"session": sid, "tokens_used": used, "token_quota": quota,
-                "remaining": (quota - used) if quota else None, "level": warning_level(used, quota),
-                "thresholds": {"warning": 0.7, "critical": 0.9, "exhausted": 1.0}}
+        return {
+            "session": sid,
+            "tokens_used": used,
+            "token_quota": quota,
+            "remaining": (quota - used) if quota else None,
+            "level": warning_level(used, quota),
+            "thresholds": {"warning": 0.7, "critical": 0.9, "exhausted": 1.0},
+        }

@@ -28,10 +28,12 @@ THE READ RULE. Which connection a read goes to is decided by what it must see, n
 No read runs on the writer outside a transaction other than (3). Every read is one `execute_fetchall`:
 its statement is finished in the connection's thread, so no read snapshot is ever left open.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .apply import apply_remote
 from .chats import Chats
@@ -62,7 +64,7 @@ class Database:
         self.log = LogReads(c)
 
     @classmethod
-    async def open(cls, path: str, *, upto: int | None = None) -> "Database":
+    async def open(cls, path: str, *, upto: int | None = None) -> Database:
         return cls(await Connections.open(path, upto=upto))
 
     async def close(self) -> None:
@@ -124,8 +126,15 @@ class Database:
     async def get_session(self, sid: str, *, counts: bool = False) -> dict:
         return await self.sessions.get(sid, counts=counts)
 
-    async def list_sessions(self, *, user: str | None = None, status: str | None = None,
-                            tag: str | None = None, limit: int = 50, after: str | None = None) -> list[dict]:
+    async def list_sessions(
+        self,
+        *,
+        user: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[dict]:
         return await self.sessions.list(user=user, status=status, tag=tag, limit=limit, after=after)
 
     async def session_ids(self) -> list[str]:
@@ -161,13 +170,17 @@ class Database:
         spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at})
         if name:
             spec["name"] = name
-        rows = await self.read_all("SELECT chat_id, role, content, tokens, extra FROM messages WHERE session_id=?"
-                                   " AND (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
-                                   (sid, lam, dev, seq))
+        rows = await self.read_all(
+            "SELECT chat_id, role, content, tokens, extra FROM messages WHERE session_id=?"
+            " AND (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
+            (sid, lam, dev, seq),
+        )
         new = await self.create_session(spec)
         if rows:
-            msgs = [{"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
-                    for r in rows]
+            msgs = [
+                {"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
+                for r in rows
+            ]
             try:
                 await self.append_messages(new["id"], msgs)
             except BaseException:
@@ -177,10 +190,31 @@ class Database:
 
     async def _copy_spec(self, sid: str) -> dict:
         s = await self.get_session(sid)
-        chats = [{"id": c["id"], "name": c["name"], "system_prompt": c["system_prompt"], "model": c["model"],
-                  "settings": c["settings"], "policy": c["policy"]} for c in await self.list_chats(sid)]
-        spec = {k: s[k] for k in ("user", "system_prompt", "model", "settings", "initial_messages", "metadata",
-                                  "tags", "preferences", "policy")}
+        chats = [
+            {
+                "id": c["id"],
+                "name": c["name"],
+                "system_prompt": c["system_prompt"],
+                "model": c["model"],
+                "settings": c["settings"],
+                "policy": c["policy"],
+            }
+            for c in await self.list_chats(sid)
+        ]
+        spec = {
+            k: s[k]
+            for k in (
+                "user",
+                "system_prompt",
+                "model",
+                "settings",
+                "initial_messages",
+                "metadata",
+                "tags",
+                "preferences",
+                "policy",
+            )
+        }
         spec.update(chats=chats, current_chat=s["current_chat"], name=s["name"])
         return spec
 
@@ -198,8 +232,9 @@ class Database:
         return await self.chats.resolve(sid, ref)
 
     # ------------------------------------------------------------------ messages
-    async def append_messages(self, sid: str, messages: list[dict], chat: str | None = None, *,
-                              key: str | None = None, answer: bool = False) -> list[dict]:
+    async def append_messages(
+        self, sid: str, messages: list[dict], chat: str | None = None, *, key: str | None = None, answer: bool = False
+    ) -> list[dict]:
         return await self.messages.append(sid, messages, chat, key=key, answer=answer)
 
     async def chat_history(self, sid: str, chat: str) -> list[tuple[str, str]]:
@@ -211,16 +246,25 @@ class Database:
     async def get_message(self, sid: str, mid: str) -> dict:
         return await self.messages.get(sid, mid)
 
-    async def list_messages(self, sid: str, *, chat: str | None = None, limit: int = 100,
-                            before: str | None = None, after: str | None = None, all_chats: bool = False) -> list[dict]:
+    async def list_messages(
+        self,
+        sid: str,
+        *,
+        chat: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+        after: str | None = None,
+        all_chats: bool = False,
+    ) -> list[dict]:
         return await self.messages.list(sid, chat=chat, limit=limit, before=before, after=after, all_chats=all_chats)
 
     async def conversation(self, sid: str) -> list[tuple]:
         return await self.messages.conversation(sid)
 
     # ------------------------------------------------------------------ context budgets, quotas, checkpoints, stats
-    async def compact(self, sid: str, chat: str | None = None, *, target_tokens: int | None = None,
-                      undo: bool = False) -> dict:
+    async def compact(
+        self, sid: str, chat: str | None = None, *, target_tokens: int | None = None, undo: bool = False
+    ) -> dict:
         return await self.budgets.compact(sid, chat, target_tokens=target_tokens, undo=undo)
 
     async def context(self, sid: str, chat: str | None = None) -> dict:
@@ -232,7 +276,9 @@ class Database:
     async def context_messages(self, sid: str, chat: str) -> list[dict]:
         return await self.budgets.messages(sid, chat)
 
-    async def conversation_chain(self, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], list[tuple]]:
+    async def conversation_chain(
+        self, sid: str, after: dict[str, int] | None
+    ) -> tuple[Any, dict[str, int], list[tuple]]:
         return await self.checkpointer.chain(sid, after)
 
     async def add_checkpoint(self, sid: str, body: dict) -> dict:
@@ -260,9 +306,17 @@ class Database:
     def run_reader(self) -> RunReader:
         return self.log.run_reader()
 
-    async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], *, peers: list[dict] = (),
-                           remote: dict | None = None, access: str | None = None, event: str = "session.synced",
-                           own: dict | None = None) -> int:
+    async def apply_remote(
+        self,
+        sid: str,
+        logs: dict[str, RemoteLog],
+        *,
+        peers: list[dict] = (),
+        remote: dict | None = None,
+        access: str | None = None,
+        event: str = "session.synced",
+        own: dict | None = None,
+    ) -> int:
         return await apply_remote(self.c, sid, logs, peers=peers, remote=remote, access=access, event=event, own=own)
 
     # ------------------------------------------------------------------ push and pull bookkeeping

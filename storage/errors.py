@@ -1,4 +1,5 @@
 """Errors the storage layer raises; the daemon maps each `code` to an HTTP status."""
+
 from __future__ import annotations
 
 

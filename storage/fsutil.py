@@ -1,4 +1,5 @@
 """Atomic, durable file writes: temp file in the same folder, fsync, rename, fsync the folder."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Identifiers: time-sortable generated ids and validation of caller-chosen ones."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,10 @@ def new_id() -> str:
 
 def check_id(value: object, what: str = "id") -> str:
     if not isinstance(value, str) or not ID_RE.match(value):
-        raise Invalid(f"{what} must be 1-128 characters of letters, digits, '.', '_' or '-', "
-                      f"starting with a letter or digit (got {value!r:.80})")
+        raise Invalid(
+            f"{what} must be 1-128 characters of letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit (got {value!r:.80})"
+        )
     return value
 
 

@@ -2,6 +2,7 @@
 export, in one statement per run. These use plain `sqlite3` connections of their own (the Database's
 bulk-read thread, or a RunReader in a push's worker thread), so that a long read never queues in front of
 the API's reads."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,13 @@ from itertools import accumulate
 from .connections import Connections, open_reader
 from .model import LogRun, Op
 
-_RUN_SQL = ("SELECT group_concat(seq), group_concat(lamport), group_concat(printf('%!.17g', created_at)),"
-            " json_group_array(chat_id), json_group_array(role), json_group_array(tokens),"
-            " json_group_array(extra), group_concat(length(CAST(content AS BLOB))),"
-            " CAST(group_concat(content, '') AS BLOB)"
-            " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?")
+_RUN_SQL = (
+    "SELECT group_concat(seq), group_concat(lamport), group_concat(printf('%!.17g', created_at)),"
+    " json_group_array(chat_id), json_group_array(role), json_group_array(tokens),"
+    " json_group_array(extra), group_concat(length(CAST(content AS BLOB))),"
+    " CAST(group_concat(content, '') AS BLOB)"
+    " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
+)
 
 
 def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upto: int) -> LogRun:
@@ -27,8 +30,9 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
     except sqlite3.DataError as exc:
         # More than SQLite's largest value (1 GB) of contents in the range: only messages of
         # megabytes get there. Read it in halves (a run joins halves without copying contents).
-        lo, hi = cur.execute("SELECT min(seq), max(seq) FROM messages WHERE session_id=? AND device_id=? AND seq>?"
-                             " AND seq<=?", args).fetchone()
+        lo, hi = cur.execute(
+            "SELECT min(seq), max(seq) FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?", args
+        ).fetchone()
         if getattr(exc, "sqlite_errorcode", None) != 18 or lo is None or lo == hi:  # 18: SQLITE_TOOBIG
             raise
         mid = (lo + hi) // 2
@@ -42,15 +46,30 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
         loads = json.loads
         seqs = loads(f"[{seqs}]")
         n = len(seqs)
-        run = LogRun(seqs, loads(f"[{lams}]"), ["message.add"] * n, [None] * n, loads(f"[{created}]"), loads(chats),
-                     loads(roles), loads(toks), loads(extras), loads(f"[{sizes}]"), blob)
+        run = LogRun(
+            seqs,
+            loads(f"[{lams}]"),
+            ["message.add"] * n,
+            [None] * n,
+            loads(f"[{created}]"),
+            loads(chats),
+            loads(roles),
+            loads(toks),
+            loads(extras),
+            loads(f"[{sizes}]"),
+            blob,
+        )
     if run.seqs != sorted(run.seqs):  # the index gives seq order; should SQLite ever not, sort (contents too)
         order = sorted(range(len(run)), key=run.seqs.__getitem__)
         offs = list(accumulate(run.sizes, initial=0))
-        run = LogRun(*(list(map(c.__getitem__, order)) for c in run._columns()),
-                     b"".join([run.blob[offs[i]:offs[i + 1]] for i in order]))
-    other = cur.execute("SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=? AND device_id=?"
-                        " AND seq>? AND seq<=?", args).fetchall()
+        run = LogRun(
+            *(list(map(c.__getitem__, order)) for c in run._columns()),
+            b"".join([run.blob[offs[i] : offs[i + 1]] for i in order]),
+        )
+    other = cur.execute(
+        "SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
+        args,
+    ).fetchall()
     if other:  # among the messages in seq order (a stable sort: the contents keep their order)
         n = len(other)
         cols = [a + b for a, b in zip(run._columns(), (*map(list, zip(*other)), *([None] * n,) * 4, [-1] * n))]
@@ -73,7 +92,7 @@ class RunReader:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "RunReader":
+    def __enter__(self) -> RunReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -91,12 +110,18 @@ class LogReads:
         """This (session, device) log's operations with after_seq < seq <= upto_seq, in seq order."""
         hi = upto_seq if upto_seq is not None else (1 << 62)
         q = self.c.committed
-        ops = [Op(sid, device_id, r["seq"], r["lamport"], r["kind"], json.loads(r["body"]), r["created_at"])
-               for r in await q.fetchall("SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=?"
-                                         " AND device_id=? AND seq>? AND seq<=? ORDER BY seq",
-                                         (sid, device_id, after_seq, hi))]
-        for r in await q.fetchall("SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
-                                  " ORDER BY seq", (sid, device_id, after_seq, hi)):
+        ops = [
+            Op(sid, device_id, r["seq"], r["lamport"], r["kind"], json.loads(r["body"]), r["created_at"])
+            for r in await q.fetchall(
+                "SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=?"
+                " AND device_id=? AND seq>? AND seq<=? ORDER BY seq",
+                (sid, device_id, after_seq, hi),
+            )
+        ]
+        for r in await q.fetchall(
+            "SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=? ORDER BY seq",
+            (sid, device_id, after_seq, hi),
+        ):
             body = {"chat": r["chat_id"], "role": r["role"], "content": r["content"]}
             if r["tokens"] is not None:
                 body["tokens"] = r["tokens"]

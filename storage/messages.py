@@ -1,5 +1,6 @@
 """Messages: append (the hot path: limits, quota, context budget, idempotency keys, one batched insert)
 and read them back (a page of a chat, the whole conversation)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +10,17 @@ from .apply import apply_op
 from .connections import Connections, Row
 from .context import budget_of, context_check
 from .errors import Conflict, ContextOverflow, IdempotencyKeyReused, Invalid, LimitReached, NotFound, QuotaExceeded
-from .model import (DEFAULT_CHECKPOINT_INTERVAL, EXTRA_KEYS, PLAIN_KEYS, Op, charge, dumps, message_id, now,
-                    parse_message_id)
+from .model import (
+    DEFAULT_CHECKPOINT_INTERVAL,
+    EXTRA_KEYS,
+    PLAIN_KEYS,
+    Op,
+    charge,
+    dumps,
+    message_id,
+    now,
+    parse_message_id,
+)
 from .sessions import session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
@@ -19,9 +29,17 @@ IDEMPOTENCY_KEEP = 1000
 
 
 def message_dict(row: Row) -> dict:
-    d = {"id": message_id(row["device_id"], row["seq"]), "chat": row["chat_id"], "role": row["role"],
-         "content": row["content"], "tokens": row["tokens"], "created_at": row["created_at"],
-         "device": row["device_id"], "seq": row["seq"], "lamport": row["lamport"]}
+    d = {
+        "id": message_id(row["device_id"], row["seq"]),
+        "chat": row["chat_id"],
+        "role": row["role"],
+        "content": row["content"],
+        "tokens": row["tokens"],
+        "created_at": row["created_at"],
+        "device": row["device_id"],
+        "seq": row["seq"],
+        "lamport": row["lamport"],
+    }
     if row["extra"]:
         d.update(json.loads(row["extra"]))
     return d
@@ -31,8 +49,9 @@ class Messages:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def append(self, sid: str, messages: list[dict], chat: str | None = None, *,
-                     key: str | None = None, answer: bool = False) -> list[dict]:
+    async def append(
+        self, sid: str, messages: list[dict], chat: str | None = None, *, key: str | None = None, answer: bool = False
+    ) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). This is the hot path: the common case is six statements
         (the session row with its log's last seq and the chat's budget in one read, one batched insert).
@@ -46,51 +65,75 @@ class Messages:
             raise Invalid("no messages to append")
         t = now()
         device = self.c.device_id
-        digest = None if key is None else hashlib.sha256(
-            json.dumps([chat, messages], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        digest = (
+            None
+            if key is None
+            else hashlib.sha256(
+                json.dumps([chat, messages], sort_keys=True, separators=(",", ":")).encode()
+            ).hexdigest()
+        )
         async with self.c.transaction() as tx:
             if key is not None:
-                seen = await tx.fetchone("SELECT request, result FROM idempotency WHERE session_id=? AND key=?",
-                                         (sid, key))
+                seen = await tx.fetchone(
+                    "SELECT request, result FROM idempotency WHERE session_id=? AND key=?", (sid, key)
+                )
                 if seen is not None:
                     if seen[0] != digest:
                         raise IdempotencyKeyReused(
                             f"Idempotency-Key {key!r} was already used for other messages in session {sid!r};"
-                            f" send a new key with each new request (the same key only to retry it)")
+                            f" send a new key with each new request (the same key only to retry it)"
+                        )
                     return json.loads(seen[1])  # a repeat: answered as the first time, nothing changed
             row = await tx.fetchone(
                 "SELECT s.status, s.access, s.current_chat, s.lamport, s.policy, s.tokens_used,"
                 " (SELECT last_seq FROM logs WHERE session_id=s.id AND device_id=?),"
                 " c.id, c.policy, c.compacted"
                 " FROM sessions s LEFT JOIN chats c ON c.session_id=s.id AND c.id=coalesce(?, s.current_chat)"
-                " WHERE s.id=?", (device, chat, sid))
+                " WHERE s.id=?",
+                (device, chat, sid),
+            )
             if row is None:
                 raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
             status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted = row
             if access == "read":
-                raise Conflict(f"session {sid!r} was imported with a read-only share code; this device can "
-                               f"follow it but not change it (ask for a code made with `sessiond share --write`)")
+                raise Conflict(
+                    f"session {sid!r} was imported with a read-only share code; this device can "
+                    f"follow it but not change it (ask for a code made with `sessiond share --write`)"
+                )
             if status != "active":
-                raise Conflict(f"session {sid!r} is {status}; "
-                               + ("resume it first (`sessiond resume`)" if status == "paused"
-                                  else "an ended session takes no new messages (clone it to continue)"))
+                raise Conflict(
+                    f"session {sid!r} is {status}; "
+                    + (
+                        "resume it first (`sessiond resume`)"
+                        if status == "paused"
+                        else "an ended session takes no new messages (clone it to continue)"
+                    )
+                )
             chat_id = chat or current
             chats = {m.get("chat") or chat_id for m in messages}
             for c in chats:
-                if c != current and not (c == chat_id and chat_row is not None) and await tx.fetchone(
-                        "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, c)) is None:
+                if (
+                    c != current
+                    and not (c == chat_id and chat_row is not None)
+                    and await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, c)) is None
+                ):
                     raise NotFound(f"session {sid!r} has no chat {c!r} (see `sessiond chat ls {sid}`)")
             policy = json.loads(policy_text) if policy_text != "{}" else {}
             cap = self.c.limits.get("max_messages_per_chat")
             if cap:
                 for c in chats:
-                    have = (await tx.fetchone("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?",
-                                              (sid, c)))[0]
+                    have = (
+                        await tx.fetchone("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, c))
+                    )[0]
                     adding = sum(1 for m in messages if (m.get("chat") or chat_id) == c)
                     if have + adding > cap:
-                        raise LimitReached(f"chat {c!r} of session {sid!r} holds {have} messages; {adding} more "
-                                           f"would pass max_messages_per_chat ({cap}). Start another chat or "
-                                           f"clone the session", limit="max_messages_per_chat", value=cap)
+                        raise LimitReached(
+                            f"chat {c!r} of session {sid!r} holds {have} messages; {adding} more "
+                            f"would pass max_messages_per_chat ({cap}). Start another chat or "
+                            f"clone the session",
+                            limit="max_messages_per_chat",
+                            value=cap,
+                        )
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
             if quota and used + new_tokens > quota and not answer:
@@ -99,7 +142,10 @@ class Messages:
                     f"more. Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
                     f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} MESSAGE_ID` "
                     f"(history up to that message). Compacting does not help: it frees context, not quota",
-                    used=used, quota=quota, needed=new_tokens)
+                    used=used,
+                    quota=quota,
+                    needed=new_tokens,
+                )
             seq = seq or 0
             for c in sorted(chats):  # context budgets, before anything is written
                 chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
@@ -115,9 +161,11 @@ class Messages:
                     seq += 1
                     lamport += 1
                     body = {"chat": c, "compacted": cut}
-                    await tx.execute("INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
-                                     " VALUES (?,?,?,?,?,?,?)", (sid, device, seq, lamport, "chat.update",
-                                                                 dumps(body), t))
+                    await tx.execute(
+                        "INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (sid, device, seq, lamport, "chat.update", dumps(body), t),
+                    )
                     await apply_op(tx, Op(sid, device, seq, lamport, "chat.update", body, t))
             seq0, lam0 = seq + 1, lamport + 1
             n = len(messages)
@@ -127,23 +175,59 @@ class Messages:
                 if not m.keys() <= PLAIN_KEYS:
                     e = {k: m[k] for k in EXTRA_KEYS if m.get(k) is not None}
                     extra = dumps(e) if e else None
-                rows.append((sid, m.get("chat") or chat_id, device, seq0 + i, lam0 + i, m["role"], m["content"],
-                             m.get("tokens"), t, extra))
-            await tx.executemany("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content,"
-                                 " tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-            await tx.execute("INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
-                             " device_id) DO UPDATE SET last_seq=excluded.last_seq", (sid, device, seq0 + n - 1))
-            await tx.execute("UPDATE sessions SET lamport=?, last_activity=?, tokens_used=tokens_used+? WHERE id=?",
-                             (lam0 + n - 1, t, new_tokens, sid))
-            out = [{"id": f"{device}-{r[3]}", "chat": r[1], "role": r[5], "tokens": r[7], "created_at": t,
-                    "device": device, "seq": r[3], "lamport": r[4]} for r in rows]
+                rows.append(
+                    (
+                        sid,
+                        m.get("chat") or chat_id,
+                        device,
+                        seq0 + i,
+                        lam0 + i,
+                        m["role"],
+                        m["content"],
+                        m.get("tokens"),
+                        t,
+                        extra,
+                    )
+                )
+            await tx.executemany(
+                "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content,"
+                " tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            await tx.execute(
+                "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
+                " device_id) DO UPDATE SET last_seq=excluded.last_seq",
+                (sid, device, seq0 + n - 1),
+            )
+            await tx.execute(
+                "UPDATE sessions SET lamport=?, last_activity=?, tokens_used=tokens_used+? WHERE id=?",
+                (lam0 + n - 1, t, new_tokens, sid),
+            )
+            out = [
+                {
+                    "id": f"{device}-{r[3]}",
+                    "chat": r[1],
+                    "role": r[5],
+                    "tokens": r[7],
+                    "created_at": t,
+                    "device": device,
+                    "seq": r[3],
+                    "lamport": r[4],
+                }
+                for r in rows
+            ]
             if key is not None:  # remembered in this transaction: committed together, or not at all
-                await tx.execute("INSERT INTO idempotency(session_id, key, request, result, created_at)"
-                                 " VALUES (?,?,?,?,?)", (sid, key, digest, dumps(out), t))
-                await tx.execute("DELETE FROM idempotency WHERE session_id=? AND created_at < ?",
-                                 (sid, t - IDEMPOTENCY_TTL))
-                edge = await tx.fetchone("SELECT created_at FROM idempotency WHERE session_id=? ORDER BY created_at"
-                                         " DESC LIMIT 1 OFFSET ?", (sid, IDEMPOTENCY_KEEP))
+                await tx.execute(
+                    "INSERT INTO idempotency(session_id, key, request, result, created_at) VALUES (?,?,?,?,?)",
+                    (sid, key, digest, dumps(out), t),
+                )
+                await tx.execute(
+                    "DELETE FROM idempotency WHERE session_id=? AND created_at < ?", (sid, t - IDEMPOTENCY_TTL)
+                )
+                edge = await tx.fetchone(
+                    "SELECT created_at FROM idempotency WHERE session_id=? ORDER BY created_at DESC LIMIT 1 OFFSET ?",
+                    (sid, IDEMPOTENCY_KEEP),
+                )
                 if edge is not None:
                     await tx.execute("DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0]))
             ev = {"type": "messages.appended", "session": sid, "chat": chat_id, "ids": [m["id"] for m in out]}
@@ -155,9 +239,13 @@ class Messages:
 
     async def history(self, sid: str, chat: str) -> list[tuple[str, str]]:
         """Every message of a chat as (role, content), oldest first (compacted ones too)."""
-        return [tuple(r) for r in await self.c.committed.fetchall(
-            "SELECT role, content FROM messages WHERE session_id=? AND chat_id=? ORDER BY lamport, device_id, seq",
-            (sid, chat))]
+        return [
+            tuple(r)
+            for r in await self.c.committed.fetchall(
+                "SELECT role, content FROM messages WHERE session_id=? AND chat_id=? ORDER BY lamport, device_id, seq",
+                (sid, chat),
+            )
+        ]
 
     async def idempotent_result(self, sid: str, key: str) -> list[dict] | None:
         """What an append with this idempotency key stored, if one did (and is still remembered)."""
@@ -166,8 +254,9 @@ class Messages:
 
     async def get(self, sid: str, mid: str) -> dict:
         dev, seq = parse_message_id(mid)
-        row = await self.c.committed.fetchone("SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq=?",
-                                              (sid, dev, seq))
+        row = await self.c.committed.fetchone(
+            "SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq=?", (sid, dev, seq)
+        )
         if row is None:
             raise NotFound(f"session {sid!r} has no message {mid!r}")
         return message_dict(row)
@@ -175,14 +264,24 @@ class Messages:
     async def order(self, sid: str, mid: str) -> tuple:
         """(lamport, device, seq, chat) of message `mid`."""
         dev, seq = parse_message_id(mid)
-        row = await self.c.committed.fetchone("SELECT lamport, device_id, seq, chat_id FROM messages WHERE"
-                                              " session_id=? AND device_id=? AND seq=?", (sid, dev, seq))
+        row = await self.c.committed.fetchone(
+            "SELECT lamport, device_id, seq, chat_id FROM messages WHERE session_id=? AND device_id=? AND seq=?",
+            (sid, dev, seq),
+        )
         if row is None:
             raise NotFound(f"session {sid!r} has no message {mid!r}")
         return tuple(row)
 
-    async def list(self, sid: str, *, chat: str | None = None, limit: int = 100, before: str | None = None,
-                   after: str | None = None, all_chats: bool = False) -> list[dict]:
+    async def list(
+        self,
+        sid: str,
+        *,
+        chat: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+        after: str | None = None,
+        all_chats: bool = False,
+    ) -> list[dict]:
         srow = await session_row(self.c.committed, sid)
         where, args = ["session_id=?"], [sid]
         if not all_chats:
@@ -198,8 +297,10 @@ class Messages:
             where.append("(lamport, device_id, seq) < (?,?,?)")
             args += [lam, dev, seq]
         order = "DESC" if before and not after else "ASC"
-        sql = (f"SELECT * FROM messages WHERE {' AND '.join(where)} "
-               f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?")
+        sql = (
+            f"SELECT * FROM messages WHERE {' AND '.join(where)} "
+            f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?"
+        )
         rows = await self.c.committed.fetchall(sql, (*args, limit))
         if order == "DESC":
             rows.reverse()
@@ -207,6 +308,11 @@ class Messages:
 
     async def conversation(self, sid: str) -> list[tuple]:
         """Every message of the session in its global order, as (device, seq, chat, role, content, tokens)."""
-        return [tuple(r) for r in await self.c.committed.fetchall(
-            "SELECT device_id, seq, chat_id, role, content, coalesce(tokens, 0) FROM messages WHERE session_id=?"
-            " ORDER BY lamport, device_id, seq", (sid,))]
+        return [
+            tuple(r)
+            for r in await self.c.committed.fetchall(
+                "SELECT device_id, seq, chat_id, role, content, coalesce(tokens, 0) FROM messages WHERE session_id=?"
+                " ORDER BY lamport, device_id, seq",
+                (sid,),
+            )
+        ]

@@ -1,6 +1,7 @@
 """The records of the local cache and their vocabularies: operations (Op), another device's log as read
 (RemoteLog), a run of this device's log column by column (LogRun), message ids, and the fields a session or
 chat has. Plain data: no SQL here."""
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,30 @@ STATUSES = ("active", "paused", "ended")
 # provider: the name of a [providers.NAME] table in config.toml that answers for the session (issue 16)
 SETTINGS_KEYS = ("temperature", "top_k", "top_p", "max_tokens", "provider")
 # Session fields a PATCH may change (status changes go through pause/resume/end).
-PATCHABLE = ("name", "user", "system_prompt", "model", "settings", "metadata", "tags", "preferences", "policy",
-             "expires_at", "initial_messages")
+PATCHABLE = (
+    "name",
+    "user",
+    "system_prompt",
+    "model",
+    "settings",
+    "metadata",
+    "tags",
+    "preferences",
+    "policy",
+    "expires_at",
+    "initial_messages",
+)
 JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences", "policy")
 # Session policy (issue 5): token_quota, checkpoint_interval, idle_timeout, and the chats' default
 # max_context_tokens, context_margin and auto_compact.
-POLICY_KEYS = ("token_quota", "checkpoint_interval", "idle_timeout", "max_context_tokens", "context_margin",
-               "auto_compact")
+POLICY_KEYS = (
+    "token_quota",
+    "checkpoint_interval",
+    "idle_timeout",
+    "max_context_tokens",
+    "context_margin",
+    "auto_compact",
+)
 CHAT_POLICY_KEYS = ("max_context_tokens", "context_margin", "auto_compact")
 # Chat fields a chat.update may change (each last-writer-wins by (lamport, device id)).
 CHAT_FIELDS = ("compacted", "policy", "name", "system_prompt", "model", "settings")
@@ -80,11 +98,36 @@ class LogRun:
     each operation's UTF-8 as a view into the blob; runs are cut and joined by their views, so the
     contents are never copied on the way from SQLite to a page."""
 
-    __slots__ = ("seqs", "lams", "kinds", "bodies", "created", "chats", "roles", "toks", "extras", "sizes", "blob",
-                 "_pieces")
+    __slots__ = (
+        "_pieces",
+        "blob",
+        "bodies",
+        "chats",
+        "created",
+        "extras",
+        "kinds",
+        "lams",
+        "roles",
+        "seqs",
+        "sizes",
+        "toks",
+    )
 
-    def __init__(self, seqs: list, lams: list, kinds: list, bodies: list, created: list, chats: list,
-                 roles: list, toks: list, extras: list, sizes: list, blob: bytes, pieces: list | None = None):
+    def __init__(
+        self,
+        seqs: list,
+        lams: list,
+        kinds: list,
+        bodies: list,
+        created: list,
+        chats: list,
+        roles: list,
+        toks: list,
+        extras: list,
+        sizes: list,
+        blob: bytes,
+        pieces: list | None = None,
+    ):
         self.seqs, self.lams, self.kinds, self.bodies, self.created = seqs, lams, kinds, bodies, created
         self.chats, self.roles, self.toks, self.extras, self.sizes, self.blob = chats, roles, toks, extras, sizes, blob
         self._pieces = pieces
@@ -100,24 +143,33 @@ class LogRun:
             self._pieces = list(map(blob.__getitem__, map(slice, offs[:-1], offs[1:])))
         return self._pieces
 
-    def tail(self, i: int) -> "LogRun":
+    def tail(self, i: int) -> LogRun:
         """The operations from index i on (their contents still in this run's blob)."""
         return LogRun(*(c[i:] for c in self._columns()), b"", self.pieces()[i:])
 
-    def __add__(self, other: "LogRun") -> "LogRun":
-        return LogRun(*(a + b for a, b in zip(self._columns(), other._columns())), b"",
-                      self.pieces() + other.pieces())
+    def __add__(self, other: LogRun) -> LogRun:
+        return LogRun(*(a + b for a, b in zip(self._columns(), other._columns())), b"", self.pieces() + other.pieces())
 
     def _columns(self) -> tuple:
-        return (self.seqs, self.lams, self.kinds, self.bodies, self.created, self.chats, self.roles, self.toks,
-                self.extras, self.sizes)
+        return (
+            self.seqs,
+            self.lams,
+            self.kinds,
+            self.bodies,
+            self.created,
+            self.chats,
+            self.roles,
+            self.toks,
+            self.extras,
+            self.sizes,
+        )
 
     @classmethod
-    def empty(cls) -> "LogRun":
+    def empty(cls) -> LogRun:
         return cls([], [], [], [], [], [], [], [], [], [], b"")
 
     @classmethod
-    def from_records(cls, records: list[tuple]) -> "LogRun":
+    def from_records(cls, records: list[tuple]) -> LogRun:
         """From tuples (seq, lamport, kind, body JSON, created_at, chat, role, content, tokens, extra
         JSON); content None for an operation that is not a message."""
         if not records:
@@ -142,7 +194,6 @@ def parse_message_id(mid: str) -> tuple[str, int]:
     return dev, int(seq)
 
 
-
 def dumps(value: Any) -> str:
     """JSON as stored in the database: compact, UTF-8 kept as is."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
@@ -164,6 +215,8 @@ def row_charge(tokens: int | None, extra: str | None) -> int:
 
 
 # the session's quota use recounted from its messages (charge() in SQL)
-RECOUNT_SQL = ("(SELECT coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"
-               " max(0, coalesce(json_extract(extra, '$.usage.prompt_tokens'), 0)) END), 0)"
-               " FROM messages WHERE session_id=?)")
+RECOUNT_SQL = (
+    "(SELECT coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"
+    " max(0, coalesce(json_extract(extra, '$.usage.prompt_tokens'), 0)) END), 0)"
+    " FROM messages WHERE session_id=?)"
+)

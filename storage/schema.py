@@ -1,4 +1,5 @@
 """The database schema: its migrations, applied in order, one per transaction, and the version stored."""
+
 from __future__ import annotations
 
 import aiosqlite
@@ -155,8 +156,10 @@ async def migrate(conn: aiosqlite.Connection, upto: int | None = None) -> None:
     target = SCHEMA_VERSION if upto is None else upto
     current = await schema_version(conn)
     if current > SCHEMA_VERSION:
-        raise RuntimeError(f"the database has schema version {current}, newer than this sessiond "
-                           f"understands ({SCHEMA_VERSION}); upgrade sessiond")
+        raise RuntimeError(
+            f"the database has schema version {current}, newer than this sessiond "
+            f"understands ({SCHEMA_VERSION}); upgrade sessiond"
+        )
     for version in range(current + 1, target + 1):
         await conn.execute("BEGIN IMMEDIATE")
         try:

@@ -1,5 +1,6 @@
 """Sessions: create, read, list, change, pause/resume/end, delete; and the session row every other part
 looks up first (session_row, writable_row)."""
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,31 @@ async def session_row(q: Any, sid: str) -> Row:
 async def writable_row(q: Any, sid: str) -> Row:
     row = await session_row(q, sid)
     if row["access"] == "read":
-        raise Conflict(f"session {sid!r} was imported with a read-only share code; this device can follow it "
-                       f"but not change it (ask its owner for a code made with `sessiond share --write`)")
+        raise Conflict(
+            f"session {sid!r} was imported with a read-only share code; this device can follow it "
+            f"but not change it (ask its owner for a code made with `sessiond share --write`)"
+        )
     return row
 
 
 def session_dict(row: Row) -> dict:
-    d = {k: row[k] for k in ("id", "user", "name", "system_prompt", "model", "status", "current_chat",
-                              "created_at", "last_activity", "expires_at", "access", "tokens_used")}
+    d = {
+        k: row[k]
+        for k in (
+            "id",
+            "user",
+            "name",
+            "system_prompt",
+            "model",
+            "status",
+            "current_chat",
+            "created_at",
+            "last_activity",
+            "expires_at",
+            "access",
+            "tokens_used",
+        )
+    }
     d["provenance"] = json.loads(row["provenance"]) if row["provenance"] else None
     for k in JSON_FIELDS:
         d[k] = json.loads(row[k])
@@ -45,8 +63,9 @@ class Sessions:
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
         t = now()
-        chats = spec.get("chats") or [{"id": "main", "name": "main", "system_prompt": None, "model": None,
-                                        "settings": {}}]
+        chats = spec.get("chats") or [
+            {"id": "main", "name": "main", "system_prompt": None, "model": None, "settings": {}}
+        ]
         chats = [{**c, "created_at": t} for c in chats]
         body = {k: spec.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at")}
         for k in JSON_FIELDS:
@@ -67,13 +86,23 @@ class Sessions:
     async def _check_limits(self, tx: Any, user: str | None) -> None:
         cap = self.c.limits.get("max_active_sessions")
         if cap and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active'"))[0] >= cap:
-            raise LimitReached(f"this daemon already has {cap} active sessions (max_active_sessions); end or "
-                               f"delete one first", limit="max_active_sessions", value=cap)
+            raise LimitReached(
+                f"this daemon already has {cap} active sessions (max_active_sessions); end or delete one first",
+                limit="max_active_sessions",
+                value=cap,
+            )
         cap = self.c.limits.get("max_active_sessions_per_user")
-        if cap and user is not None and (await tx.fetchone(
-                "SELECT count(*) FROM sessions WHERE status='active' AND user=?", (user,)))[0] >= cap:
-            raise LimitReached(f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
-                               f"end or delete one first", limit="max_active_sessions_per_user", value=cap)
+        if (
+            cap
+            and user is not None
+            and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active' AND user=?", (user,)))[0] >= cap
+        ):
+            raise LimitReached(
+                f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
+                f"end or delete one first",
+                limit="max_active_sessions_per_user",
+                value=cap,
+            )
 
     async def get(self, sid: str, *, counts: bool = False) -> dict:
         q = self.c.committed
@@ -86,8 +115,15 @@ class Sessions:
             d["chat_count"] = (await q.fetchone("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0]
         return d
 
-    async def list(self, *, user: str | None = None, status: str | None = None, tag: str | None = None,
-                   limit: int = 50, after: str | None = None) -> list[dict]:
+    async def list(
+        self,
+        *,
+        user: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[dict]:
         where, args = [], []
         if user is not None:
             where.append("user=?")
@@ -111,8 +147,9 @@ class Sessions:
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid)
             if "current_chat" in fields:
-                if not await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?",
-                                         (sid, fields["current_chat"])):
+                if not await tx.fetchone(
+                    "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
+                ):
                     raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
             await local_op(tx, self.c.device_id, sid, row["lamport"], "session.update", fields, now())
             tx.emit({"type": event, "session": sid, "fields": sorted(fields)})
@@ -125,10 +162,11 @@ class Sessions:
             return session_dict(row)
         if current == "ended":
             raise Conflict(f"session {sid!r} has ended; an ended session cannot be paused or resumed")
-        if status == "paused" and current != "active" or status == "active" and current != "paused":
+        if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
             raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
-        return await self.update(sid, {"status": status},
-                                 event=f"session.{'resumed' if status == 'active' else status}")
+        return await self.update(
+            sid, {"status": status}, event=f"session.{'resumed' if status == 'active' else status}"
+        )
 
     async def delete(self, sid: str) -> None:
         async with self.c.transaction() as tx:
@@ -140,7 +178,8 @@ class Sessions:
         """Sessions past their expiry or idle timeout that are not ended yet."""
         out = []
         for r in await self.c.committed.fetchall(
-                "SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE status!='ended'"):
+            "SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE status!='ended'"
+        ):
             # a value that is not a number (stored by an older sessiond) never expires its session, and
             # must not stop the others from expiring
             exp = r["expires_at"] if _is_number(r["expires_at"]) else None
@@ -151,8 +190,12 @@ class Sessions:
         return out
 
     async def older_than(self, t: float) -> list[dict]:
-        return [dict(r) for r in await self.c.committed.fetchall(
-            "SELECT id, name, status, last_activity FROM sessions WHERE last_activity < ? ORDER BY id", (t,))]
+        return [
+            dict(r)
+            for r in await self.c.committed.fetchall(
+                "SELECT id, name, status, last_activity FROM sessions WHERE last_activity < ? ORDER BY id", (t,)
+            )
+        ]
 
 
 def _is_number(v: Any) -> bool:

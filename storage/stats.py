@@ -1,5 +1,6 @@
 """Statistics: of one session (per chat, with response times), of all sessions or one user's, and the
 daemon's counts."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,11 @@ class Stats:
             s = await self.sessions.get(sid, counts=True)
             chats = []
             for c in await self.chats.list(sid):
-                rows = await q.fetchall("SELECT role, created_at, extra FROM messages WHERE session_id=? AND"
-                                        " chat_id=? ORDER BY lamport, device_id, seq", (sid, c["id"]))
+                rows = await q.fetchall(
+                    "SELECT role, created_at, extra FROM messages WHERE session_id=? AND"
+                    " chat_id=? ORDER BY lamport, device_id, seq",
+                    (sid, c["id"]),
+                )
                 waits, pending = [], None
                 firsts, totals = [], []  # a model's answers through sessiond: their measured times
                 for role, t, extra in rows:
@@ -37,27 +41,52 @@ class Stats:
                     elif role == "assistant" and pending is not None:
                         waits.append(t - pending)
                         pending = None
-                chats.append({"chat": c["id"], "name": c["name"], "messages": len(rows),
-                              "avg_response_seconds": round(sum(waits) / len(waits), 3) if waits else None,
-                              "answers": len(totals),
-                              "avg_first_token_seconds": round(sum(firsts) / len(firsts) / 1000, 3) if firsts else None,
-                              "avg_answer_seconds": round(sum(totals) / len(totals) / 1000, 3) if totals else None})
-            return {"session": sid, "status": s["status"], "chats": len(chats), "messages": s["message_count"],
-                    "tokens": s["tokens_used"], "created_at": s["created_at"], "last_activity": s["last_activity"],
-                    "per_chat": chats}
+                chats.append(
+                    {
+                        "chat": c["id"],
+                        "name": c["name"],
+                        "messages": len(rows),
+                        "avg_response_seconds": round(sum(waits) / len(waits), 3) if waits else None,
+                        "answers": len(totals),
+                        "avg_first_token_seconds": round(sum(firsts) / len(firsts) / 1000, 3) if firsts else None,
+                        "avg_answer_seconds": round(sum(totals) / len(totals) / 1000, 3) if totals else None,
+                    }
+                )
+            return {
+                "session": sid,
+                "status": s["status"],
+                "chats": len(chats),
+                "messages": s["message_count"],
+                "tokens": s["tokens_used"],
+                "created_at": s["created_at"],
+                "last_activity": s["last_activity"],
+                "per_chat": chats,
+            }
         where, args = ("WHERE s.user=?", (user,)) if user is not None else ("", ())
         row = await q.fetchone(
             f"SELECT count(*), coalesce(sum(s.tokens_used), 0), "
             f"coalesce(sum((SELECT count(*) FROM messages m WHERE m.session_id=s.id)), 0), "
             f"coalesce(sum(s.status='active'), 0), coalesce(sum(s.status='paused'), 0), "
-            f"coalesce(sum(s.status='ended'), 0) FROM sessions s {where}", args)
-        out = {"sessions": row[0], "tokens": row[1], "messages": row[2], "active": row[3], "paused": row[4],
-               "ended": row[5]}
+            f"coalesce(sum(s.status='ended'), 0) FROM sessions s {where}",
+            args,
+        )
+        out = {
+            "sessions": row[0],
+            "tokens": row[1],
+            "messages": row[2],
+            "active": row[3],
+            "paused": row[4],
+            "ended": row[5],
+        }
         if user is not None:
             out["user"] = user
         else:
-            out["users"] = [{"user": r[0], "sessions": r[1], "tokens": r[2]} for r in await q.fetchall(
-                "SELECT user, count(*), coalesce(sum(tokens_used), 0) FROM sessions GROUP BY user ORDER BY user")]
+            out["users"] = [
+                {"user": r[0], "sessions": r[1], "tokens": r[2]}
+                for r in await q.fetchall(
+                    "SELECT user, count(*), coalesce(sum(tokens_used), 0) FROM sessions GROUP BY user ORDER BY user"
+                )
+            ]
         return out
 
     async def counts(self) -> dict:

@@ -4,6 +4,7 @@ of unpushed operations no snapshot can hold.
 
 The sync engine's reads of its own bookkeeping use Connections.latest (see the read rule in
 storage/database.py): they wait for a transaction under way and see its end."""
+
 from __future__ import annotations
 
 import json
@@ -43,16 +44,19 @@ class SyncState:
 
     # ------------------------------------------------------------------ this device's log
     async def last_seq(self, sid: str, device_id: str | None = None) -> int:
-        rows = await self.c.latest("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?",
-                                   (sid, device_id or self.c.device_id))
+        rows = await self.c.latest(
+            "SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, device_id or self.c.device_id)
+        )
         return rows[0][0] if rows else 0
 
     async def get_lamport(self, sid: str) -> int:
         return (await session_row(self.c.committed, sid))["lamport"]
 
     async def devices(self, sid: str) -> dict[str, int]:
-        return {r[0]: r[1] for r in await self.c.committed.fetchall(
-            "SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))}
+        return {
+            r[0]: r[1]
+            for r in await self.c.committed.fetchall("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))
+        }
 
     async def adopt_device_id(self, device_id: str) -> None:
         """Become `device_id` (a device key restored into a fresh home finds its earlier logs published
@@ -79,32 +83,45 @@ class SyncState:
             found: dict[str, list] = {}
             for table, col in (("ops", "body"), ("messages", "extra")):
                 for sid, seq, text in await tx.fetchall(
-                        f"SELECT session_id, seq, {col} FROM {table} t WHERE device_id=? AND {col} IS NOT NULL"
-                        f" AND seq > {pushed} AND ({col} GLOB '*{digits}*' OR {col} GLOB '*NaN*'"
-                        f" OR {col} GLOB '*Infinity*')", (self.c.device_id,)):
+                    f"SELECT session_id, seq, {col} FROM {table} t WHERE device_id=? AND {col} IS NOT NULL"
+                    f" AND seq > {pushed} AND ({col} GLOB '*{digits}*' OR {col} GLOB '*NaN*'"
+                    f" OR {col} GLOB '*Infinity*')",
+                    (self.c.device_id,),
+                ):
                     fixed, changed = pushable(json.loads(text))
                     if changed:
                         found.setdefault(sid, []).append((table, col, seq, dumps(fixed)))
             for sid, fixes in found.items():
                 for table, col, seq, text in fixes:
-                    await tx.execute(f"UPDATE {table} SET {col}=? WHERE session_id=? AND device_id=? AND seq=?",
-                                     (text, sid, self.c.device_id, seq))
-                for table, cols, key in (("sessions", JSON_FIELDS, "id"),
-                                         ("chats", ("settings", "policy"), "session_id")):
+                    await tx.execute(
+                        f"UPDATE {table} SET {col}=? WHERE session_id=? AND device_id=? AND seq=?",
+                        (text, sid, self.c.device_id, seq),
+                    )
+                for table, cols, key in (
+                    ("sessions", JSON_FIELDS, "id"),
+                    ("chats", ("settings", "policy"), "session_id"),
+                ):
                     for row in await tx.fetchall(f"SELECT id, {', '.join(cols)} FROM {table} WHERE {key}=?", (sid,)):
                         for k, text in zip(cols, row[1:]):
                             fixed, changed = pushable(json.loads(text)) if text else (None, False)
                             if changed:
-                                await tx.execute(f"UPDATE {table} SET {k}=? WHERE {key}=? AND id=?",
-                                                 (dumps(fixed), sid, row[0]))
+                                await tx.execute(
+                                    f"UPDATE {table} SET {k}=? WHERE {key}=? AND id=?", (dumps(fixed), sid, row[0])
+                                )
         return sorted(found)
 
     # ------------------------------------------------------------------ push state
     async def sync_state(self, sid: str) -> dict:
         rows = await self.c.latest("SELECT * FROM sync_state WHERE session_id=?", (sid,))
         if not rows:
-            return {"pushed_seq": 0, "head_rev": 0, "tree": None, "pending": None, "last_error": None,
-                    "last_push": None}
+            return {
+                "pushed_seq": 0,
+                "head_rev": 0,
+                "tree": None,
+                "pending": None,
+                "last_error": None,
+                "last_push": None,
+            }
         return dict(rows[0])
 
     async def all_sync_states(self) -> dict[str, dict]:
@@ -112,10 +129,20 @@ class SyncState:
             "SELECT s.id AS session_id, coalesce(l.last_seq, 0) AS last_seq, coalesce(y.pushed_seq, 0) AS pushed_seq,"
             " coalesce(y.head_rev, 0) AS head_rev, y.last_error AS last_error, y.last_push AS last_push"
             " FROM sessions s LEFT JOIN logs l ON l.session_id=s.id AND l.device_id=?"
-            " LEFT JOIN sync_state y ON y.session_id=s.id ORDER BY s.id", (self.c.device_id,))
-        return {r["session_id"]: {"pending": r["last_seq"] - r["pushed_seq"], "pushed_seq": r["pushed_seq"],
-                                  "last_seq": r["last_seq"], "head_rev": r["head_rev"],
-                                  "last_error": r["last_error"], "last_push": r["last_push"]} for r in rows}
+            " LEFT JOIN sync_state y ON y.session_id=s.id ORDER BY s.id",
+            (self.c.device_id,),
+        )
+        return {
+            r["session_id"]: {
+                "pending": r["last_seq"] - r["pushed_seq"],
+                "pushed_seq": r["pushed_seq"],
+                "last_seq": r["last_seq"],
+                "head_rev": r["head_rev"],
+                "last_error": r["last_error"],
+                "last_push": r["last_push"],
+            }
+            for r in rows
+        }
 
     async def save_sync_state(self, sid: str, **fields) -> None:
         cols = ", ".join(f"{k}=excluded.{k}" for k in fields)
@@ -123,13 +150,16 @@ class SyncState:
         marks = ", ".join("?" for _ in fields)
         await self.c.write(
             f"INSERT INTO sync_state(session_id, {names}) VALUES (?, {marks}) "
-            f"ON CONFLICT(session_id) DO UPDATE SET {cols}", (sid, *fields.values()))
+            f"ON CONFLICT(session_id) DO UPDATE SET {cols}",
+            (sid, *fields.values()),
+        )
 
     async def sessions_needing_push(self) -> list[str]:
         rows = await self.c.committed.fetchall(
             "SELECT l.session_id FROM logs l LEFT JOIN sync_state y ON y.session_id=l.session_id"
             " WHERE l.device_id=? AND (l.last_seq > coalesce(y.pushed_seq, 0) OR y.pending IS NOT NULL)",
-            (self.c.device_id,))
+            (self.c.device_id,),
+        )
         return [r[0] for r in rows]
 
     async def move_store(self, old_url: str) -> int:
@@ -138,13 +168,14 @@ class SyncState:
         Returns how many sessions are pushed again."""
         async with self.c.transaction() as tx:
             await tx.execute("UPDATE remotes SET store_url=? WHERE store_url IS NULL", (old_url,))
-            return await tx.execute("UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL "
-                                    "WHERE session_id NOT IN (SELECT session_id FROM remotes)")
+            return await tx.execute(
+                "UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL "
+                "WHERE session_id NOT IN (SELECT session_id FROM remotes)"
+            )
 
     # ------------------------------------------------------------------ shared sessions
     async def peers(self, sid: str) -> list[dict]:
-        return [dict(r) for r in await self.c.latest("SELECT * FROM peers WHERE session_id=? ORDER BY head_pk",
-                                                      (sid,))]
+        return [dict(r) for r in await self.c.latest("SELECT * FROM peers WHERE session_id=? ORDER BY head_pk", (sid,))]
 
     async def remote(self, sid: str) -> dict | None:
         rows = await self.c.latest("SELECT * FROM remotes WHERE session_id=?", (sid,))
@@ -155,8 +186,10 @@ class SyncState:
         await self.c.write(f"UPDATE remotes SET {sets} WHERE session_id=?", (*fields.values(), sid))
 
     async def add_remote(self, sid: str, store_url: str | None, announce_pk: bytes) -> None:
-        await self.c.write("INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",
-                           (sid, store_url, announce_pk))
+        await self.c.write(
+            "INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",
+            (sid, store_url, announce_pk),
+        )
 
     async def has_shared_sessions(self) -> bool:
         return await self.c.committed.fetchone("SELECT 1 FROM remotes LIMIT 1") is not None
@@ -167,13 +200,14 @@ class SyncState:
         q = self.c.committed
         out: set[str] = set()
         for i in range(0, len(pks), 500):
-            part = pks[i:i + 500]
+            part = pks[i : i + 500]
             marks = ",".join("?" * len(part))
             slots = [pk[1:] for pk in part if pk[:1] == b"\xed"]
             rows = await q.fetchall(f"SELECT session_id FROM peers WHERE head_pk IN ({marks})", tuple(part))
             if slots:
-                rows += await q.fetchall(f"SELECT session_id FROM remotes WHERE announce_pk IN "
-                                         f"({','.join('?' * len(slots))})", tuple(slots))
+                rows += await q.fetchall(
+                    f"SELECT session_id FROM remotes WHERE announce_pk IN ({','.join('?' * len(slots))})", tuple(slots)
+                )
             out.update(r[0] for r in rows)
         return sorted(out)
 

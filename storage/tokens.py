@@ -4,10 +4,11 @@ The default, "chars4", is one token per four characters (rounded up, at least on
 thumb for English text with BPE tokenizers. "words" is four tokens per three words. Others can be
 registered with `register`, and chosen with `token_estimator = "NAME"` in config.toml.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 Estimator = Callable[[str], int]
 

@@ -5,11 +5,24 @@ the formats they share.
 
 Imports flow daemon -> sync -> stores -> storage: nothing here imports sync/, daemon/ or cli/.
 """
+
 from __future__ import annotations
 
 from .base import MAX_OBJECT_SIZE, CorruptObject, ObjectMissing, StaleHead, Store, StoreError, check_object
 from .config import NETWORK_SCHEMES, configure, open_network_store, open_store
 from .file import FileStore
 
-__all__ = ["MAX_OBJECT_SIZE", "NETWORK_SCHEMES", "CorruptObject", "FileStore", "ObjectMissing", "StaleHead", "Store",
-           "StoreError", "check_object", "configure", "open_network_store", "open_store"]
+__all__ = [
+    "MAX_OBJECT_SIZE",
+    "NETWORK_SCHEMES",
+    "CorruptObject",
+    "FileStore",
+    "ObjectMissing",
+    "StaleHead",
+    "Store",
+    "StoreError",
+    "check_object",
+    "configure",
+    "open_network_store",
+    "open_store",
+]

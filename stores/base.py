@@ -5,6 +5,7 @@ their bytes; heads are S5 registry entries addressed by their public key. Every 
 object whose bytes do not hash to the requested digest, or a head whose signature does not verify,
 raises `CorruptObject`/`RegistryError` and is never returned.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -74,13 +75,15 @@ class Store(ABC):
         the store cannot tell cheaply (then followers check every head they follow on each poll)."""
         return None
 
-    async def get_heads(self, pks: list[bytes], *, concurrency: int = 4) -> dict[bytes, "RegistryEntry | None | StoreError"]:
+    async def get_heads(
+        self, pks: list[bytes], *, concurrency: int = 4
+    ) -> dict[bytes, RegistryEntry | StoreError | None]:
         """Read many heads (a follower's poll round where the store has no change feed): each pk maps
         to its newest verified entry, None if it has none, or the StoreError that reading it raised
         (one failing head does not hide the others). At most `concurrency` reads are in flight; a
         network store's request-rate cap (stores/http.py) spaces them further, so a round over N
         heads takes about N / max_requests_per_second seconds and never floods the server."""
-        out: dict[bytes, RegistryEntry | None | StoreError] = {}
+        out: dict[bytes, RegistryEntry | StoreError | None] = {}
         if not pks:
             return out
         todo = iter(dict.fromkeys(pks))  # each head once, in order

@@ -6,6 +6,7 @@ Text form:              multibase; we write base32 lower-case without padding ('
                         (base58btc), 'u' (base64url) and 'f' (base16).
 IPFS CIDv1:             0x01 0x55 0x1e 0x20 | blake3(32), written as multibase base32.
 """
+
 from __future__ import annotations
 
 import base64
@@ -99,7 +100,7 @@ class BlobId:
     size: int
 
     @classmethod
-    def of(cls, data: bytes) -> "BlobId":
+    def of(cls, data: bytes) -> BlobId:
         return cls(digest(data), len(data))
 
     def to_bytes(self) -> bytes:
@@ -125,7 +126,7 @@ class BlobId:
         return "b" + _b32encode(CIDV1_RAW_BLAKE3 + self.hash)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "BlobId":
+    def from_bytes(cls, raw: bytes) -> BlobId:
         if raw[:2] == MAGIC_BLOB:
             if len(raw) < 3 or raw[2] != MH_BLAKE3:
                 raise CIDError("blob id: unsupported hash function (only BLAKE3, 0x1e, is supported)")
@@ -146,7 +147,7 @@ class BlobId:
         return cls(body[:32], int.from_bytes(size_bytes, "little"))
 
     @classmethod
-    def parse(cls, text: str) -> "BlobId":
+    def parse(cls, text: str) -> BlobId:
         text = text.strip()
         return cls.from_bytes(multibase_decode(text))
 

@@ -10,18 +10,26 @@ The daemon calls `configure()` once at start with what the stores need from the 
 portal account keys derive from, the folder for portal tokens (0600 files), and the file holding a
 Kubo RPC's credentials. Stores opened afterwards (the daemon's own, a share code's hint) use them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from urllib.parse import unquote, urlparse
 
 from .base import Store, StoreError
 from .file import FileStore
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND
 
-NETWORK_SCHEMES = ("s5+http", "s5+https", "ipfs+http", "ipfs+https", "ipfs+rpc+http", "ipfs+rpc+https",
-                   "ipfs+gateway+http", "ipfs+gateway+https")
+NETWORK_SCHEMES = (
+    "s5+http",
+    "s5+https",
+    "ipfs+http",
+    "ipfs+https",
+    "ipfs+rpc+http",
+    "ipfs+rpc+https",
+    "ipfs+gateway+http",
+    "ipfs+gateway+https",
+)
 
 
 @dataclass
@@ -41,18 +49,32 @@ class Settings:
 _settings = Settings()
 
 
-def configure(*, account_seed: bytes | None = None, token_dir: str | None = None,
-              kubo_auth_file: str | None = None, timeout: float | None = None,
-              max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
-              pinning_service: str | None = None, pinning_token_file: str | None = None,
-              pinning_state_dir: str | None = None) -> None:
+def configure(
+    *,
+    account_seed: bytes | None = None,
+    token_dir: str | None = None,
+    kubo_auth_file: str | None = None,
+    timeout: float | None = None,
+    max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
+    pinning_service: str | None = None,
+    pinning_token_file: str | None = None,
+    pinning_state_dir: str | None = None,
+) -> None:
     global _settings
     if max_requests_per_second is not None and max_requests_per_second <= 0:
         raise StoreError(f"max_requests_per_second must be a positive number (got {max_requests_per_second})")
     if bool(pinning_service) != bool(pinning_token_file):
         raise StoreError("a pinning service needs both its URL and the file holding its access token")
-    _settings = Settings(account_seed, token_dir, kubo_auth_file, timeout or 30.0, max_requests_per_second,
-                         pinning_service, pinning_token_file, pinning_state_dir or token_dir)
+    _settings = Settings(
+        account_seed,
+        token_dir,
+        kubo_auth_file,
+        timeout or 30.0,
+        max_requests_per_second,
+        pinning_service,
+        pinning_token_file,
+        pinning_state_dir or token_dir,
+    )
 
 
 def open_network_store(url: str) -> Store:
@@ -62,19 +84,34 @@ def open_network_store(url: str) -> Store:
     s = _settings
     if scheme in ("s5+http", "s5+https"):
         from .s5 import S5Store
-        return S5Store(url, account_seed=s.account_seed, token_dir=s.token_dir, timeout=s.timeout,
-                       max_requests_per_second=s.max_requests_per_second)
+
+        return S5Store(
+            url,
+            account_seed=s.account_seed,
+            token_dir=s.token_dir,
+            timeout=s.timeout,
+            max_requests_per_second=s.max_requests_per_second,
+        )
     if scheme in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
         from .kubo import KuboStore
-        kubo = KuboStore(url, auth_file=s.kubo_auth_file, timeout=s.timeout,
-                         max_requests_per_second=s.max_requests_per_second)
+
+        kubo = KuboStore(
+            url, auth_file=s.kubo_auth_file, timeout=s.timeout, max_requests_per_second=s.max_requests_per_second
+        )
         if s.pinning_service:
             from .pinning import PinningStore
-            return PinningStore(kubo, s.pinning_service, token_file=s.pinning_token_file,
-                                state_dir=s.pinning_state_dir, timeout=s.timeout)
+
+            return PinningStore(
+                kubo,
+                s.pinning_service,
+                token_file=s.pinning_token_file,
+                state_dir=s.pinning_state_dir,
+                timeout=s.timeout,
+            )
         return kubo
     if scheme in ("ipfs+https", "ipfs+gateway+http", "ipfs+gateway+https"):
         from .gateway import GatewayStore
+
         return GatewayStore(url, timeout=s.timeout, max_requests_per_second=s.max_requests_per_second)
     raise StoreError(f"unsupported store URL scheme {scheme!r}")
 
@@ -93,5 +130,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
         if not path:
             raise StoreError("file store URL has no path")
         return FileStore(path, create=create)
-    raise StoreError(f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder, "
-                     "s5+https://PORTAL, ipfs+http://HOST:PORT (Kubo) or ipfs+https://GATEWAY")
+    raise StoreError(
+        f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder, "
+        "s5+https://PORTAL, ipfs+http://HOST:PORT (Kubo) or ipfs+https://GATEWAY"
+    )

@@ -1,5 +1,6 @@
 """The ways a network store fails, each its own class (all StoreError, so every caller that handles a
 store failure handles these). Messages name the store and what to do; they never contain a token."""
+
 from __future__ import annotations
 
 from .base import CorruptObject, StoreError

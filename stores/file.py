@@ -1,4 +1,5 @@
 """The folder store: objects and heads as files in a folder (which may be a synced or network folder)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,9 @@ class FileStore(Store):
     def put_in_background(self, data: bytes, h: bytes | None = None) -> concurrent.futures.Future:
         with self._writers_lock:  # called from a push's worker threads
             if self._writers is None:
-                self._writers = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS,
-                                                                      thread_name_prefix="sessiond-store")
+                self._writers = concurrent.futures.ThreadPoolExecutor(
+                    WRITER_THREADS, thread_name_prefix="sessiond-store"
+                )
             return self._writers.submit(self._put_sync, data, h)
 
     async def close(self) -> None:
@@ -90,8 +92,9 @@ class FileStore(Store):
         if len(items) <= 1:
             return [await asyncio.to_thread(self._put_sync, d, h) for d, h in zip(items, hashes)]
         # Several at once on the writer threads (see WRITER_THREADS).
-        return list(await asyncio.gather(*(asyncio.wrap_future(self.put_in_background(d, h))
-                                           for d, h in zip(items, hashes))))
+        return list(
+            await asyncio.gather(*(asyncio.wrap_future(self.put_in_background(d, h)) for d, h in zip(items, hashes)))
+        )
 
     async def get(self, h: bytes) -> bytes:
         return await asyncio.to_thread(self._get_sync, h)

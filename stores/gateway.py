@@ -7,36 +7,50 @@ Followed (facts only): ipfs/specs src/http-gateways/trustless-gateway.md: `GET /
 trusted: every block is hashed, every record verified (stores/ipns.py) and checked against the
 highest sequence seen.
 """
+
 from __future__ import annotations
 
-from .cid import BlobId, digest
-from .registry import RegistryEntry
 from .base import MAX_OBJECT_SIZE, ObjectMissing, Store, StoreError
+from .cid import BlobId, digest
 from .errors import LyingServer, ReadOnlyStore, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
 from .ipns import MAX_RECORD, IpnsError, head_from_record, name_of
+from .registry import RegistryEntry
 
 
 class GatewayStore(Store):
-    def __init__(self, url: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
-                 max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
+    ):
         scheme, rest = url.split("://", 1)
         if scheme not in ("ipfs+https", "ipfs+gateway+http", "ipfs+gateway+https"):
             raise StoreError(f"not a gateway URL: {url!r} (expected ipfs+https://GATEWAY)")
         authority = rest.split("/", 1)[0]
         self.url = f"{scheme}://{authority}"
         http = "https" if scheme.endswith("https") else "http"
-        self.http = HttpClient(f"{http}://{authority}", timeout=timeout, retry=retry,
-                               max_body=MAX_OBJECT_SIZE + 4096, max_requests_per_second=max_requests_per_second)
+        self.http = HttpClient(
+            f"{http}://{authority}",
+            timeout=timeout,
+            retry=retry,
+            max_body=MAX_OBJECT_SIZE + 4096,
+            max_requests_per_second=max_requests_per_second,
+        )
         self._heads = SeenRevisions(f"the gateway {authority}")
 
     def __repr__(self) -> str:
         return f"<GatewayStore {self.url}>"
 
     def _read_only(self, what: str) -> ReadOnlyStore:
-        return ReadOnlyStore(f"{self.url} is a read-only gateway: it cannot {what}. Use a Kubo node "
-                             "(ipfs+http://127.0.0.1:5001) or an S5 portal to write")
+        return ReadOnlyStore(
+            f"{self.url} is a read-only gateway: it cannot {what}. Use a Kubo node "
+            "(ipfs+http://127.0.0.1:5001) or an S5 portal to write"
+        )
 
     async def put(self, data: bytes) -> bytes:
         raise self._read_only("store objects")
@@ -45,8 +59,13 @@ class GatewayStore(Store):
         raise self._read_only("publish heads")
 
     async def get(self, h: bytes) -> bytes:
-        reply = await self.http.request("GET", f"/ipfs/{BlobId(h, 0).ipfs_cid()}", params={"format": "raw"},
-                                        headers={"Accept": "application/vnd.ipld.raw"}, passthrough=(404, 410))
+        reply = await self.http.request(
+            "GET",
+            f"/ipfs/{BlobId(h, 0).ipfs_cid()}",
+            params={"format": "raw"},
+            headers={"Accept": "application/vnd.ipld.raw"},
+            passthrough=(404, 410),
+        )
         if reply.status in (404, 410):
             raise ObjectMissing(h)
         if digest(reply.body) != h:
@@ -62,16 +81,23 @@ class GatewayStore(Store):
 
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
         name = name_of(pk[1:])
-        reply = await self.http.request("GET", f"/ipns/{name}", params={"format": "ipns-record"},
-                                        headers={"Accept": "application/vnd.ipfs.ipns-record"},
-                                        passthrough=(404, 410), max_body=MAX_RECORD, capped=True)
+        reply = await self.http.request(
+            "GET",
+            f"/ipns/{name}",
+            params={"format": "ipns-record"},
+            headers={"Accept": "application/vnd.ipfs.ipns-record"},
+            passthrough=(404, 410),
+            max_body=MAX_RECORD,
+            capped=True,
+        )
         if reply.status in (404, 410):
             return None
         try:
             entry = head_from_record(reply.body, pk)
         except IpnsError as exc:
-            raise LyingServer(f"the gateway {self.url} answered an IPNS record for /ipns/{name} that is "
-                              f"refused: {exc}") from None
+            raise LyingServer(
+                f"the gateway {self.url} answered an IPNS record for /ipns/{name} that is refused: {exc}"
+            ) from None
         return self._heads.check(pk, entry)
 
     async def close(self) -> None:

@@ -1,10 +1,11 @@
 """What every network store checks on a head it reads: the entry verifies, it is for the key asked,
 and its revision never goes below one this process has already seen from that store (a server that
 rolls a head back is lying, and its answer is refused)."""
+
 from __future__ import annotations
 
-from .registry import RegistryEntry, RegistryError
 from .errors import LyingServer
+from .registry import RegistryEntry, RegistryError
 
 
 class SeenRevisions:
@@ -18,12 +19,15 @@ class SeenRevisions:
         try:
             entry.verify()
         except RegistryError:
-            raise LyingServer(f"{self.where} answered a head whose signature does not verify "
-                              "(forged or damaged); it is ignored") from None
+            raise LyingServer(
+                f"{self.where} answered a head whose signature does not verify (forged or damaged); it is ignored"
+            ) from None
         seen = self._seen.get(pk)
         if seen is not None and entry.revision < seen:
-            raise LyingServer(f"{self.where} answered revision {entry.revision} of a head already seen "
-                              f"at revision {seen}: a rollback, refused")
+            raise LyingServer(
+                f"{self.where} answered revision {entry.revision} of a head already seen "
+                f"at revision {seen}: a rollback, refused"
+            )
         self._seen[pk] = entry.revision
         return entry
 

@@ -6,20 +6,21 @@ Secrets (tokens, passwords) go only into request headers. The client knows them 
 scrubs them from every message it builds, in case a server echoes them back; nothing here logs a
 header, and the client's repr shows only the base URL.
 """
+
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
-from .errors import (AuthRefused, ObjectTooLarge, RateLimited, ServerError, StoreTimeout,
-                     StoreUnreachable)
 from .base import StoreError
+from .errors import AuthRefused, ObjectTooLarge, RateLimited, ServerError, StoreTimeout, StoreUnreachable
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Reply:
 
     def json(self) -> Any:
         import json
+
         try:
             return json.loads(self.body)
         except ValueError:
@@ -38,8 +40,8 @@ class Reply:
 
 @dataclass
 class RetryPolicy:
-    attempts: int = 4             # tries in all, for a retryable failure
-    backoff: float = 0.25         # first backoff (s); doubled each retry, then jittered down to half
+    attempts: int = 4  # tries in all, for a retryable failure
+    backoff: float = 0.25  # first backoff (s); doubled each retry, then jittered down to half
     max_backoff: float = 8.0
     max_retry_after: float = 30.0  # a Retry-After longer than this is not waited for: RateLimited at once
 
@@ -95,8 +97,15 @@ class HttpClient:
     on every poll (head reads), whose number grows with the sessions it follows. Object transfers are
     not capped: they are work proportional to what changed, bounded by the callers' concurrency."""
 
-    def __init__(self, base: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
-                 max_body: int = 4 << 20, max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
+    def __init__(
+        self,
+        base: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_body: int = 4 << 20,
+        max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
+    ):
         self.base = base.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -123,7 +132,8 @@ class HttpClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout),
-                connector=aiohttp.TCPConnector(limit=16))
+                connector=aiohttp.TCPConnector(limit=16),
+            )
         return self._session
 
     async def close(self) -> None:
@@ -134,11 +144,23 @@ class HttpClient:
     def _what(self, method: str, path: str) -> str:
         return f"{method} {self.base}{path}"
 
-    async def request(self, method: str, path: str, *, params: dict | None = None,
-                      headers: dict | None = None, body: Callable[[], Any] | None = None,
-                      json: Any = None, ok: tuple[int, ...] = (200,), passthrough: tuple[int, ...] = (),
-                      final: Callable[[Reply], bool] | None = None, retry: bool = True,
-                      allow_redirects: bool = True, max_body: int | None = None, capped: bool = False) -> Reply:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        headers: dict | None = None,
+        body: Callable[[], Any] | None = None,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+        passthrough: tuple[int, ...] = (),
+        final: Callable[[Reply], bool] | None = None,
+        retry: bool = True,
+        allow_redirects: bool = True,
+        max_body: int | None = None,
+        capped: bool = False,
+    ) -> Reply:
         """Send one request, retrying what is worth retrying. Returns the reply when its status is in
         `ok` or `passthrough` (the caller interprets those, e.g. 404); raises a classified StoreError
         otherwise. `body` is a function making the request body (a FormData cannot be sent twice).
@@ -152,15 +174,23 @@ class HttpClient:
             if capped:
                 await self.cap.acquire()
             try:
-                reply = await self._once(method, path, params=params, headers=headers,
-                                         data=body() if body else None, json=json,
-                                         allow_redirects=allow_redirects,
-                                         max_body=max_body or self.max_body)
-            except asyncio.TimeoutError:
+                reply = await self._once(
+                    method,
+                    path,
+                    params=params,
+                    headers=headers,
+                    data=body() if body else None,
+                    json=json,
+                    allow_redirects=allow_redirects,
+                    max_body=max_body or self.max_body,
+                )
+            except TimeoutError:
                 last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
             except aiohttp.ClientConnectorError as exc:
-                last = StoreUnreachable(f"{what}: cannot connect ({self.scrub(str(exc.os_error or exc))}); "
-                                        "is the server running and the URL right?")
+                last = StoreUnreachable(
+                    f"{what}: cannot connect ({self.scrub(str(exc.os_error or exc))}); "
+                    "is the server running and the URL right?"
+                )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError) as exc:
                 last = StoreUnreachable(f"{what}: the connection broke ({type(exc).__name__})")
             except aiohttp.ClientError as exc:
@@ -178,8 +208,11 @@ class HttpClient:
                     raise ObjectTooLarge(f"{what}: the server says the object is too large ({detail})")
                 if reply.status in (429, 503):
                     wait = retry_after_seconds(reply.headers.get("Retry-After"))
-                    last = RateLimited(f"{what}: the server asks us to slow down ({detail})"
-                                       + (f"; retry after {wait:g} s" if wait is not None else ""), wait)
+                    last = RateLimited(
+                        f"{what}: the server asks us to slow down ({detail})"
+                        + (f"; retry after {wait:g} s" if wait is not None else ""),
+                        wait,
+                    )
                     if wait is not None:
                         if wait > self.retry.max_retry_after:
                             raise last
@@ -190,18 +223,26 @@ class HttpClient:
                     raise StoreError(f"{what}: the server refused the request ({detail})")
             if attempt + 1 < attempts:
                 if delay is None:
-                    cap = min(self.retry.max_backoff, self.retry.backoff * (2 ** attempt))
+                    cap = min(self.retry.max_backoff, self.retry.backoff * (2**attempt))
                     delay = random.uniform(cap / 2, cap)  # jitter: retries of many clients spread out
                 await asyncio.sleep(delay)
         assert last is not None
         raise last
 
-    async def _once(self, method: str, path: str, *, params, headers, data, json, allow_redirects,
-                    max_body: int) -> Reply:
+    async def _once(
+        self, method: str, path: str, *, params, headers, data, json, allow_redirects, max_body: int
+    ) -> Reply:
         session = self._session_for_loop()
         async with asyncio.timeout(self.timeout):
-            async with session.request(method, self.base + path, params=params, headers=headers,
-                                       data=data, json=json, allow_redirects=allow_redirects) as resp:
+            async with session.request(
+                method,
+                self.base + path,
+                params=params,
+                headers=headers,
+                data=data,
+                json=json,
+                allow_redirects=allow_redirects,
+            ) as resp:
                 chunks, size = [], 0
                 while True:
                     chunk = await resp.content.read(1 << 16)
@@ -209,7 +250,8 @@ class HttpClient:
                         break
                     size += len(chunk)
                     if size > max_body:
-                        raise ServerError(f"{self._what(method, path)}: the answer is larger than "
-                                          f"{max_body} bytes", resp.status)
+                        raise ServerError(
+                            f"{self._what(method, path)}: the answer is larger than {max_body} bytes", resp.status
+                        )
                     chunks.append(chunk)
                 return Reply(resp.status, resp.headers, b"".join(chunks))

@@ -11,6 +11,7 @@ so a reader rebuilds the exact registry entry and checks both signatures.
 Reading checks everything the spec lists (size, signature V2 over "ipns-signature:" | data, the key
 against the name, V1 copies equal to the signed data, validity not past) and then the registry entry.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,17 +22,17 @@ import cbor2
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from .cid import CIDV1_RAW_BLAKE3, b58decode, multibase_decode, _b32encode, CIDError
+from .cid import CIDV1_RAW_BLAKE3, CIDError, _b32encode, b58decode, multibase_decode
 from .registry import RegistryEntry
 
 MAX_RECORD = 10 * 1024
 SIG_PREFIX = b"ipns-signature:"
-DEFAULT_TTL_NS = 60 * 10**9                 # readers may cache a head for a minute
-DEFAULT_LIFETIME = dt.timedelta(days=365)   # a head stays valid for a year after its last push
+DEFAULT_TTL_NS = 60 * 10**9  # readers may cache a head for a minute
+DEFAULT_LIFETIME = dt.timedelta(days=365)  # a head stays valid for a year after its last push
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-_ED25519_PROTO = b"\x08\x01\x12\x20"        # PublicKey{Type: Ed25519, Data: 32 bytes}
-_LIBP2P_KEY_CID = b"\x01\x72"              # CIDv1, libp2p-key
-_IDENTITY_36 = b"\x00\x24"                 # identity multihash, 36 bytes
+_ED25519_PROTO = b"\x08\x01\x12\x20"  # PublicKey{Type: Ed25519, Data: 32 bytes}
+_LIBP2P_KEY_CID = b"\x01\x72"  # CIDv1, libp2p-key
+_IDENTITY_36 = b"\x00\x24"  # identity multihash, 36 bytes
 
 
 class IpnsError(ValueError):
@@ -39,6 +40,7 @@ class IpnsError(ValueError):
 
 
 # -- names ------------------------------------------------------------------------------------------
+
 
 def _b36encode(raw: bytes) -> str:
     n = int.from_bytes(raw, "big")
@@ -151,7 +153,7 @@ def decode_entry(raw: bytes) -> dict:
             n, i = _read_varint(raw, i)
             if i + n > len(raw):
                 raise IpnsError("IPNS record: a field runs past the end")
-            v, i = raw[i:i + n], i + n
+            v, i = raw[i : i + n], i + n
         else:
             raise IpnsError(f"IPNS record: unexpected protobuf wire type {wire}")
         name = _VARINT_FIELDS.get(num) if wire == 0 else _BYTES_FIELDS.get(num)
@@ -164,11 +166,13 @@ def decode_entry(raw: bytes) -> dict:
 
 # -- DAG-CBOR for the signed data (maps sorted by key length, then bytes) ----------------------------
 
+
 def _dag_cbor(value) -> bytes:
     def order(v):
         if isinstance(v, dict):
             return {k: order(v[k]) for k in sorted(v, key=lambda k: (len(k.encode()), k.encode()))}
         return v
+
     return cbor2.dumps(order(value))
 
 
@@ -178,7 +182,7 @@ _RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.
 
 
 def format_validity(when: dt.datetime) -> bytes:
-    when = when.astimezone(dt.timezone.utc)
+    when = when.astimezone(dt.UTC)
     return (when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond:06d}000Z").encode()
 
 
@@ -188,8 +192,11 @@ def parse_validity(raw: bytes) -> dt.datetime:
         raise IpnsError("IPNS record: validity is not an RFC 3339 date")
     y, mo, d, h, mi, s, frac, tz = m.groups()
     micro = int((frac or "0").ljust(9, "0")[:6])
-    offset = dt.timezone.utc if tz in "Zz" else dt.timezone(
-        (1 if tz[0] == "+" else -1) * dt.timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])))
+    offset = (
+        dt.UTC
+        if tz in "Zz"
+        else dt.timezone((1 if tz[0] == "+" else -1) * dt.timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])))
+    )
     try:
         return dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micro, tzinfo=offset)
     except ValueError:
@@ -198,28 +205,46 @@ def parse_validity(raw: bytes) -> dt.datetime:
 
 # -- records ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class IpnsRecord:
     public_key: bytes  # 32 bytes, Ed25519
     value: bytes
     sequence: int
     validity: dt.datetime
-    ttl: int           # nanoseconds
-    data: dict         # the whole signed DAG-CBOR map
+    ttl: int  # nanoseconds
+    data: dict  # the whole signed DAG-CBOR map
     raw: bytes
 
 
-def create_record(key: SigningKey, value: bytes, sequence: int, *, eol: dt.datetime | None = None,
-                  ttl_ns: int = DEFAULT_TTL_NS, extra: dict | None = None) -> bytes:
-    eol = eol or dt.datetime.now(dt.timezone.utc) + DEFAULT_LIFETIME
+def create_record(
+    key: SigningKey,
+    value: bytes,
+    sequence: int,
+    *,
+    eol: dt.datetime | None = None,
+    ttl_ns: int = DEFAULT_TTL_NS,
+    extra: dict | None = None,
+) -> bytes:
+    eol = eol or dt.datetime.now(dt.UTC) + DEFAULT_LIFETIME
     validity = format_validity(eol)
     data = {"Value": value, "Validity": validity, "ValidityType": 0, "Sequence": sequence, "TTL": ttl_ns}
     data.update(extra or {})
     cbor = _dag_cbor(data)
     sig2 = key.sign(SIG_PREFIX + cbor).signature
     sig1 = key.sign(value + validity + b"EOL").signature  # V1: value | validity | "EOL", for old readers
-    record = encode_entry({"value": value, "signatureV1": sig1, "validityType": 0, "validity": validity,
-                           "sequence": sequence, "ttl": ttl_ns, "signatureV2": sig2, "data": cbor})
+    record = encode_entry(
+        {
+            "value": value,
+            "signatureV1": sig1,
+            "validityType": 0,
+            "validity": validity,
+            "sequence": sequence,
+            "ttl": ttl_ns,
+            "signatureV2": sig2,
+            "data": cbor,
+        }
+    )
     if len(record) > MAX_RECORD:
         raise IpnsError(f"IPNS record of {len(record)} bytes exceeds the 10 KiB limit")
     return record
@@ -250,28 +275,39 @@ def verify_record(raw: bytes, public_key: bytes, *, now: dt.datetime | None = No
         if not isinstance(data.get(k), t) or isinstance(data.get(k), bool):
             raise IpnsError(f"IPNS record data has no valid {k}")
     if "signatureV1" in f or "value" in f:
-        pairs = (("value", "Value", b""), ("validity", "Validity", b""), ("validityType", "ValidityType", 0),
-                 ("sequence", "Sequence", 0), ("ttl", "TTL", 0))
+        pairs = (
+            ("value", "Value", b""),
+            ("validity", "Validity", b""),
+            ("validityType", "ValidityType", 0),
+            ("sequence", "Sequence", 0),
+            ("ttl", "TTL", 0),
+        )
         for pb, cb, default in pairs:
             if f.get(pb, default) != data[cb]:
                 raise IpnsError(f"IPNS record: the V1 {pb} differs from the signed {cb}")
     if data["ValidityType"] != 0:
         raise IpnsError(f"IPNS record validity type {data['ValidityType']} unsupported (only 0, EOL)")
     eol = parse_validity(data["Validity"])
-    if eol <= (now or dt.datetime.now(dt.timezone.utc)):
+    if eol <= (now or dt.datetime.now(dt.UTC)):
         raise IpnsError("IPNS record has expired")
     return IpnsRecord(public_key, data["Value"], data["Sequence"], eol, data["TTL"], data, raw)
 
 
 # -- heads <-> records ------------------------------------------------------------------------------
 
+
 def record_for_head(entry: RegistryEntry, key: SigningKey, *, eol: dt.datetime | None = None) -> bytes:
     if bytes(key.verify_key) != entry.pk[1:]:
         raise IpnsError("the signing key is not the head's key")
     if len(entry.data) < 33 or entry.data[0] != 0x1E:
         raise IpnsError("head data is not 0x1e followed by a BLAKE3 hash")
-    return create_record(key, ipfs_path(entry.data[1:33]), entry.revision, eol=eol,
-                         extra={"_s5": {"d": entry.data, "s": entry.signature}})
+    return create_record(
+        key,
+        ipfs_path(entry.data[1:33]),
+        entry.revision,
+        eol=eol,
+        extra={"_s5": {"d": entry.data, "s": entry.signature}},
+    )
 
 
 def head_from_record(raw: bytes, pk: bytes, *, now: dt.datetime | None = None) -> RegistryEntry:

@@ -11,6 +11,7 @@ optional authorization (Kubo's `API.Authorizations`) is a Basic or Bearer `Autho
 Objects are raw blocks under their CIDv1 (raw, BLAKE3; storage/cid.py), so the CID Kubo answers must
 be the one computed here. Heads are IPNS records (stores/ipns.py) signed by the head's own key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,14 +19,13 @@ import json
 
 import aiohttp
 
-from .cid import BlobId, CIDError, parse_ipfs_cid
-from .registry import RegistryEntry
 from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
+from .cid import BlobId, CIDError, digest, parse_ipfs_cid
 from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy
 from .ipns import IpnsError, head_from_record, name_of, record_for_head
-from .cid import digest
+from .registry import RegistryEntry
 
 
 def read_auth_file(path: str) -> str:
@@ -83,29 +83,48 @@ PIN_RM_BATCH = 64  # CIDs per pin/rm call: well inside any URL length limit (~65
 
 
 class KuboStore(Store):
-    def __init__(self, url: str, *, auth_file: str | None = None, timeout: float = 30.0,
-                 retry: RetryPolicy | None = None,
-                 max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth_file: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
+    ):
         scheme, rest = url.split("://", 1)
         if scheme not in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
             raise StoreError(f"not a Kubo RPC URL: {url!r} (expected ipfs+http://HOST:PORT)")
         authority = rest.split("/", 1)[0]
         self.url = f"{scheme}://{authority}"
         http = "https" if scheme.endswith("https") else "http"
-        self.http = HttpClient(f"{http}://{authority}/api/v0", timeout=timeout, retry=retry,
-                               max_body=MAX_OBJECT_SIZE + 4096, max_requests_per_second=max_requests_per_second)
+        self.http = HttpClient(
+            f"{http}://{authority}/api/v0",
+            timeout=timeout,
+            retry=retry,
+            max_body=MAX_OBJECT_SIZE + 4096,
+            max_requests_per_second=max_requests_per_second,
+        )
         self._auth = {"Authorization": self.http.secret(read_auth_file(auth_file))} if auth_file else {}
         self._heads = SeenRevisions(f"the Kubo node {authority}")
 
     def __repr__(self) -> str:
         return f"<KuboStore {self.url}>"
 
-    async def _rpc(self, command: str, params, *, body=None, max_body: int | None = None,
-                   capped: bool = False) -> tuple[Reply, str | None]:
+    async def _rpc(
+        self, command: str, params, *, body=None, max_body: int | None = None, capped: bool = False
+    ) -> tuple[Reply, str | None]:
         """POST one RPC command; (reply, Kubo's error message or None)."""
-        reply = await self.http.request("POST", "/" + command, params=params, headers=self._auth, body=body,
-                                        final=lambda r: _kubo_error(r) is not None, max_body=max_body,
-                                        capped=capped)
+        reply = await self.http.request(
+            "POST",
+            "/" + command,
+            params=params,
+            headers=self._auth,
+            body=body,
+            final=lambda r: _kubo_error(r) is not None,
+            max_body=max_body,
+            capped=capped,
+        )
         return reply, _kubo_error(reply)
 
     async def put(self, data: bytes) -> bytes:
@@ -118,8 +137,9 @@ class KuboStore(Store):
             f.add_field("file", data, filename="block", content_type="application/octet-stream")
             return f
 
-        reply, err = await self._rpc("block/put", {"cid-codec": "raw", "mhtype": "blake3", "mhlen": "32",
-                                                    "pin": "true"}, body=form)
+        reply, err = await self._rpc(
+            "block/put", {"cid-codec": "raw", "mhtype": "blake3", "mhlen": "32", "pin": "true"}, body=form
+        )
         if err is not None:
             if "over" in err.lower() and "mib" in err.lower():
                 raise ObjectTooLarge(f"the Kubo node refused the block as too large: {err}")
@@ -128,11 +148,15 @@ class KuboStore(Store):
             doc = reply.json()
             answered = parse_ipfs_cid(doc["Key"])
         except (KeyError, TypeError, CIDError) as exc:
-            raise LyingServer(f"the Kubo node answered block/put with a CID that is not raw/BLAKE3 "
-                              f"({exc}); expected {blob.ipfs_cid()}") from None
+            raise LyingServer(
+                f"the Kubo node answered block/put with a CID that is not raw/BLAKE3 "
+                f"({exc}); expected {blob.ipfs_cid()}"
+            ) from None
         if answered != blob.hash or doc.get("Size") not in (None, len(data)):
-            raise LyingServer(f"the Kubo node answered CID {doc['Key']} for a block whose CID is "
-                              f"{blob.ipfs_cid()}: the upload is not trusted")
+            raise LyingServer(
+                f"the Kubo node answered CID {doc['Key']} for a block whose CID is "
+                f"{blob.ipfs_cid()}: the upload is not trusted"
+            )
         return blob.hash
 
     async def get(self, h: bytes) -> bytes:
@@ -162,7 +186,7 @@ class KuboStore(Store):
         already, or never pinned here)."""
         cids = [BlobId(h, 0).ipfs_cid() for h in dict.fromkeys(hashes)]
         for i in range(0, len(cids), PIN_RM_BATCH):
-            batch = cids[i:i + PIN_RM_BATCH]
+            batch = cids[i : i + PIN_RM_BATCH]
             reply, err = await self._rpc("pin/rm", [("arg", c) for c in batch] + [("recursive", "true")])
             if err is None:
                 continue
@@ -207,14 +231,17 @@ class KuboStore(Store):
         try:
             entry = head_from_record(record, pk)
         except IpnsError as exc:
-            raise LyingServer(f"the Kubo node answered an IPNS record for /ipns/{name} that is refused: {exc}") from None
+            raise LyingServer(
+                f"the Kubo node answered an IPNS record for /ipns/{name} that is refused: {exc}"
+            ) from None
         return self._heads.check(pk, entry)
 
     async def set_head(self, entry: RegistryEntry) -> None:
         entry.verify()
         if entry.signing_key is None:
-            raise StoreError("an IPNS head can only be published by the device holding the head's key "
-                             "(this entry came without it)")
+            raise StoreError(
+                "an IPNS head can only be published by the device holding the head's key (this entry came without it)"
+            )
         try:
             record = record_for_head(entry, entry.signing_key)
         except IpnsError as exc:
@@ -233,8 +260,9 @@ class KuboStore(Store):
             if current is not None and current.revision >= entry.revision:
                 if current == entry:
                     return
-                raise StaleHead(f"the Kubo node holds revision {current.revision}; revision "
-                                f"{entry.revision} is not newer")
+                raise StaleHead(
+                    f"the Kubo node holds revision {current.revision}; revision {entry.revision} is not newer"
+                )
             raise ServerError(f"the Kubo node refused routing/put /ipns/{name}: {self.http.scrub(err)}", 500)
         self._heads.saw(entry)
 

@@ -19,6 +19,7 @@ restart neither forgets a waiting pin nor asks for one twice. A pinning service 
 token refused, out of funds) never fails a push: the object and head are in the inner store; the CIDs
 stay waiting, the error is kept in `status()`, and the next batch tries again.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,8 +39,8 @@ from .registry import RegistryEntry
 
 log = logging.getLogger("sessiond.stores.pinning")
 
-BATCH = 32              # CIDs waiting before a batch is sent without waiting for a head
-CIDS_PER_QUERY = 10     # the spec's maxItems for the `cid` filter of GET /pins
+BATCH = 32  # CIDs waiting before a batch is sent without waiting for a head
+CIDS_PER_QUERY = 10  # the spec's maxItems for the `cid` filter of GET /pins
 LIVE = ("queued", "pinning", "pinned")  # a pin request in one of these needs no new request
 
 
@@ -54,22 +55,31 @@ def read_token(path: str) -> str:
     if token.lower().startswith("bearer "):
         token = token[7:].strip()
     if not token or any(c.isspace() for c in token):
-        raise StoreError(f"the pinning service token file {path} must hold one access token "
-                         "(no spaces or line breaks)")
+        raise StoreError(f"the pinning service token file {path} must hold one access token (no spaces or line breaks)")
     return token
 
 
 class PinningStore(Store):
-    def __init__(self, inner: Store, service: str, *, token_file: str, state_dir: str | None = None,
-                 timeout: float = 30.0, retry: RetryPolicy | None = None, batch: int = BATCH):
+    def __init__(
+        self,
+        inner: Store,
+        service: str,
+        *,
+        token_file: str,
+        state_dir: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        batch: int = BATCH,
+    ):
         if not service.startswith(("http://", "https://")):
             raise StoreError(f"a pinning service URL is http(s)://HOST[/PATH] (got {service!r})")
         self.inner = inner
         self.url = inner.url
         self.service = service.rstrip("/")
         self.batch = batch
-        self.http = HttpClient(self.service, timeout=timeout, retry=retry, max_body=4 << 20,
-                               max_requests_per_second=None)
+        self.http = HttpClient(
+            self.service, timeout=timeout, retry=retry, max_body=4 << 20, max_requests_per_second=None
+        )
         self._token_file = token_file
         self._token = self.http.secret(read_token(token_file))
         self._state_path = None
@@ -77,7 +87,7 @@ class PinningStore(Store):
             ensure_private_dir(state_dir)
             name = hashlib.sha256(self.service.encode()).hexdigest()[:24]
             self._state_path = os.path.join(state_dir, f"pins-{name}.json")
-        self._pins: dict[str, str] = {}      # CID -> requestid of our pin request
+        self._pins: dict[str, str] = {}  # CID -> requestid of our pin request
         self._pending: dict[str, None] = {}  # CIDs waiting to be pinned, in order
         self._load()
         self._lock = asyncio.Lock()
@@ -113,8 +123,12 @@ class PinningStore(Store):
             atomic_write(self._state_path, json.dumps(doc, separators=(",", ":")).encode(), 0o600)
 
     def status(self) -> dict:
-        return {"service": self.service, "pinned": len(self._pins), "pending": len(self._pending),
-                "last_error": self.last_error}
+        return {
+            "service": self.service,
+            "pinned": len(self._pins),
+            "pending": len(self._pending),
+            "last_error": self.last_error,
+        }
 
     # -- the service ----------------------------------------------------------------------------
 
@@ -126,14 +140,18 @@ class PinningStore(Store):
         except AuthRefused:
             fresh = read_token(self._token_file)
             if fresh == self._token:
-                raise AuthRefused(f"the pinning service {self.service} refused the access token in "
-                                  f"{self._token_file}; put a valid one there") from None
+                raise AuthRefused(
+                    f"the pinning service {self.service} refused the access token in "
+                    f"{self._token_file}; put a valid one there"
+                ) from None
             self._token = self.http.secret(fresh)
         try:
             return await self.http.request(method, path, headers={"Authorization": f"Bearer {self._token}"}, **kw)
         except AuthRefused:
-            raise AuthRefused(f"the pinning service {self.service} refused the access token in "
-                              f"{self._token_file} (read again); put a valid one there") from None
+            raise AuthRefused(
+                f"the pinning service {self.service} refused the access token in "
+                f"{self._token_file} (read again); put a valid one there"
+            ) from None
 
     async def _existing(self, cids: list[str], statuses: tuple[str, ...]) -> dict[str, list[dict]]:
         """The pin requests the service holds for these CIDs (at most 10), by CID."""
@@ -162,8 +180,9 @@ class PinningStore(Store):
             return cid
 
     async def _pin(self, cid: str) -> str:
-        reply = await self._call("POST", "/pins", json={"cid": cid, "name": f"sessiond {cid[-12:]}"},
-                                 ok=(200, 201, 202))
+        reply = await self._call(
+            "POST", "/pins", json={"cid": cid, "name": f"sessiond {cid[-12:]}"}, ok=(200, 201, 202)
+        )
         doc = reply.json()
         rid = doc.get("requestid") if isinstance(doc, dict) else None
         if not isinstance(rid, str) or not rid:
@@ -181,7 +200,7 @@ class PinningStore(Store):
             self._save()
             made = 0
             for i in range(0, len(todo), CIDS_PER_QUERY):
-                chunk = todo[i:i + CIDS_PER_QUERY]
+                chunk = todo[i : i + CIDS_PER_QUERY]
                 found = await self._existing(chunk, LIVE)
                 for cid in chunk:
                     if cid in found:
@@ -234,7 +253,7 @@ class PinningStore(Store):
             unknown = [c for c in cids if c not in self._pins]
             rids: dict[str, list[str]] = {c: [self._pins[c]] for c in cids if c in self._pins}
             for i in range(0, len(unknown), CIDS_PER_QUERY):
-                found = await self._existing(unknown[i:i + CIDS_PER_QUERY], LIVE + ("failed",))
+                found = await self._existing(unknown[i : i + CIDS_PER_QUERY], LIVE + ("failed",))
                 for c, results in found.items():
                     rids[c] = [r["requestid"] for r in results]
             for c, ids in rids.items():

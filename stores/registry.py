@@ -4,6 +4,7 @@ Wire form:  0x07 | pk (0xed | 32-byte Ed25519 public key) | revision u64 LE | le
 Signed:     0x07 | revision u64 LE | len u8 | data
 A higher revision wins; a lower or equal revision is rejected by every store and every reader.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ class RegistryEntry:
     signing_key: SigningKey | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def create(cls, signing_key: SigningKey, revision: int, data: bytes) -> "RegistryEntry":
+    def create(cls, signing_key: SigningKey, revision: int, data: bytes) -> RegistryEntry:
         if not 0 <= revision <= MAX_REVISION:
             raise RegistryError("revision out of range")
         if len(data) > MAX_DATA:
@@ -46,11 +47,17 @@ class RegistryEntry:
         return cls(bytes([KEY_TYPE_ED25519]) + bytes(signing_key.verify_key), revision, data, sig, signing_key)
 
     def to_bytes(self) -> bytes:
-        return (bytes([RECORD_TYPE_REGISTRY_ENTRY]) + self.pk + self.revision.to_bytes(8, "little")
-                + bytes([len(self.data)]) + self.data + self.signature)
+        return (
+            bytes([RECORD_TYPE_REGISTRY_ENTRY])
+            + self.pk
+            + self.revision.to_bytes(8, "little")
+            + bytes([len(self.data)])
+            + self.data
+            + self.signature
+        )
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "RegistryEntry":
+    def from_bytes(cls, raw: bytes) -> RegistryEntry:
         """Parse and verify the signature; raises RegistryError naming what is wrong."""
         if len(raw) < 1 + 33 + 8 + 1 + 64:
             raise RegistryError(f"registry entry truncated ({len(raw)} bytes)")
@@ -65,7 +72,7 @@ class RegistryEntry:
             raise RegistryError(f"registry data length {n} exceeds {MAX_DATA}")
         if len(raw) != 43 + n + 64:
             raise RegistryError("registry entry has the wrong length for its data")
-        entry = cls(pk, revision, raw[43:43 + n], raw[43 + n:])
+        entry = cls(pk, revision, raw[43 : 43 + n], raw[43 + n :])
         entry.verify()
         return entry
 

@@ -19,6 +19,7 @@ Followed (facts only, the code is ours):
 Every object read is checked against its BLAKE3 hash, every CID a portal answers against the one
 computed here, every head against its signature, key and the highest revision seen.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,13 +33,13 @@ import aiohttp
 import blake3
 from nacl.signing import SigningKey
 
-from .cid import BlobId, CIDError, b58encode, digest
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from .registry import RegistryEntry
 from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
+from .cid import BlobId, CIDError, b58encode, digest
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
+from .registry import RegistryEntry
 
 CHALLENGE_REGISTER = 1
 CHALLENGE_LOGIN = 2
@@ -76,9 +77,16 @@ def portal_raw_cid(h: bytes) -> str:
 
 
 class S5Store(Store):
-    def __init__(self, url: str, *, account_seed: bytes | None = None, token_dir: str | None = None,
-                 timeout: float = 30.0, retry: RetryPolicy | None = None,
-                 max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND):
+    def __init__(
+        self,
+        url: str,
+        *,
+        account_seed: bytes | None = None,
+        token_dir: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
+    ):
         scheme, rest = url.split("://", 1)
         if scheme not in ("s5+http", "s5+https"):
             raise StoreError(f"not an S5 portal URL: {url!r} (expected s5+https://PORTAL)")
@@ -90,8 +98,13 @@ class S5Store(Store):
             raise StoreError("S5 portal URL has no host: use s5+https://PORTAL or s5+http://HOST:PORT")
         self.url = f"{scheme}://{authority}"
         self.authority = authority
-        self.http = HttpClient(f"{scheme[3:]}://{authority}", timeout=timeout, retry=retry,
-                               max_body=MAX_OBJECT_SIZE + 4096, max_requests_per_second=max_requests_per_second)
+        self.http = HttpClient(
+            f"{scheme[3:]}://{authority}",
+            timeout=timeout,
+            retry=retry,
+            max_body=MAX_OBJECT_SIZE + 4096,
+            max_requests_per_second=max_requests_per_second,
+        )
         self._invite = self.http.secret(unquote(invite)) if invite else None
         self._key = account_key(account_seed, authority) if account_seed else None
         self._token_path = None
@@ -132,7 +145,13 @@ class S5Store(Store):
         """One challenge round on `path`; the token, or None if the portal refused the signed answer
         with an error that is not about credentials (e.g. "this key is not registered")."""
         pub = b64url(b"\xed" + bytes(self._key.verify_key))
-        reply = await self.http.request("GET", path, params={"pubKey": pub}, headers=self._auth() if kind == CHALLENGE_REGISTER else None, retry=False)
+        reply = await self.http.request(
+            "GET",
+            path,
+            params={"pubKey": pub},
+            headers=self._auth() if kind == CHALLENGE_REGISTER else None,
+            retry=False,
+        )
         try:
             challenge = unb64url(reply.json()["challenge"])
         except (KeyError, TypeError, ValueError):
@@ -161,8 +180,9 @@ class S5Store(Store):
 
     async def _login(self, failed_token: str | None) -> None:
         if self._key is None:
-            raise AuthRefused(f"the S5 portal {self.authority} requires an account, and this store has no "
-                              "device key to log in with")
+            raise AuthRefused(
+                f"the S5 portal {self.authority} requires an account, and this store has no device key to log in with"
+            )
         async with self._login_lock:
             if self._token != failed_token:
                 return  # another request logged in meanwhile
@@ -170,8 +190,9 @@ class S5Store(Store):
             if token is None:
                 token = await self._challenge_login("/s5/account/register", CHALLENGE_REGISTER)
             if token is None:
-                raise AuthRefused(f"the S5 portal {self.authority} refused both login and registration "
-                                  "for this device's account")
+                raise AuthRefused(
+                    f"the S5 portal {self.authority} refused both login and registration for this device's account"
+                )
             self._save_token(token)
 
     async def _call(self, method: str, path: str, **kw):
@@ -210,11 +231,14 @@ class S5Store(Store):
         try:
             answered = BlobId.parse(reply.json()["cid"])
         except (KeyError, TypeError, CIDError) as exc:
-            raise ServerError(f"the S5 portal {self.authority} answered the upload with no usable CID "
-                              f"({exc})") from None
+            raise ServerError(
+                f"the S5 portal {self.authority} answered the upload with no usable CID ({exc})"
+            ) from None
         if answered != blob:
-            raise LyingServer(f"the S5 portal {self.authority} answered CID {answered} for an object whose "
-                              f"id is {blob}: the upload is not trusted")
+            raise LyingServer(
+                f"the S5 portal {self.authority} answered CID {answered} for an object whose "
+                f"id is {blob}: the upload is not trusted"
+            )
         return blob.hash
 
     async def get(self, h: bytes) -> bytes:
@@ -246,8 +270,9 @@ class S5Store(Store):
             return None
         doc = reply.json()
         try:
-            entry = RegistryEntry(unb64url(doc["pk"]), int(doc["revision"]), unb64url(doc["data"]),
-                                  unb64url(doc["signature"]))
+            entry = RegistryEntry(
+                unb64url(doc["pk"]), int(doc["revision"]), unb64url(doc["data"]), unb64url(doc["signature"])
+            )
         except (KeyError, TypeError, ValueError):
             raise LyingServer(f"the S5 portal {self.authority} answered a registry entry we cannot read") from None
         if isinstance(doc["revision"], bool) or not 0 <= entry.revision < 1 << 64:
@@ -256,8 +281,12 @@ class S5Store(Store):
 
     async def set_head(self, entry: RegistryEntry) -> None:
         entry.verify()
-        body = {"pk": b64url(entry.pk), "revision": entry.revision, "data": b64url(entry.data),
-                "signature": b64url(entry.signature)}
+        body = {
+            "pk": b64url(entry.pk),
+            "revision": entry.revision,
+            "data": b64url(entry.data),
+            "signature": b64url(entry.signature),
+        }
         try:
             await self._call("POST", "/s5/registry", json=body, ok=(200, 204), retry=True)
         except (ServerError, StoreError) as exc:
@@ -269,8 +298,9 @@ class S5Store(Store):
                 if current == entry:
                     self._heads.saw(entry)
                     return
-                raise StaleHead(f"the S5 portal holds revision {current.revision}; revision "
-                                f"{entry.revision} is not newer") from None
+                raise StaleHead(
+                    f"the S5 portal holds revision {current.revision}; revision {entry.revision} is not newer"
+                ) from None
             raise
         self._heads.saw(entry)
 
@@ -316,8 +346,9 @@ class ChangeFeed:
         params = {"since": str(self.cursor), "wait": f"{wait:g}"}
         if self.epoch:
             params["epoch"] = self.epoch
-        reply = await self.store._call("GET", "/s5/registry/changes", params=params, passthrough=(404, 405),
-                                       retry=False)
+        reply = await self.store._call(
+            "GET", "/s5/registry/changes", params=params, passthrough=(404, 405), retry=False
+        )
         if reply.status in (404, 405):
             return False
         doc = reply.json()

@@ -11,11 +11,12 @@ A proof is {"created_at", "device", "frontier", "hash", "messages", "number", "p
 "tokens", "signature"} (hex for bytes), signed with the device's head key over the DAG-CBOR of
 everything but the signature.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import blake3
 import cbor2
@@ -34,8 +35,10 @@ class ProofError(ValueError):
 def prepare(messages: Iterable[tuple]) -> list[tuple]:
     """Encode (device, seq, chat, role, content, tokens) messages once, for checking many proofs."""
     dumps = cbor2.dumps  # a list of text and integers: DAG-CBOR as cbor2 writes it
-    return [(device, seq, dumps([device, seq, chat, role, content]), tok or 0)
-            for device, seq, chat, role, content, tok in messages]
+    return [
+        (device, seq, dumps([device, seq, chat, role, content]), tok or 0)
+        for device, seq, chat, role, content, tok in messages
+    ]
 
 
 def conversation_hash(messages: Iterable[tuple], frontier: dict[str, int]) -> tuple[bytes, int, int]:
@@ -123,8 +126,9 @@ def extend(chain: Chain | None, frontier: dict[str, int], rows: list[tuple]) -> 
     for _, device, seq, chat, role, content, tok in rows:
         h = blake3.blake3(h + dumps([device, seq, chat, role, content])).digest()
         tokens += tok
-    return Chain(dict(frontier), h, chain.messages + len(rows), chain.tokens + tokens,
-                 rows[-1][:3] if rows else chain.last)
+    return Chain(
+        dict(frontier), h, chain.messages + len(rows), chain.tokens + tokens, rows[-1][:3] if rows else chain.last
+    )
 
 
 def _signed(proof: dict) -> bytes:
@@ -132,16 +136,31 @@ def _signed(proof: dict) -> bytes:
     return dagcbor.encode(body)
 
 
-def make_proof(session: str, device: str, number: int, messages: list[tuple], frontier: dict[str, int],
-               created_at: float, key: SigningKey) -> dict:
+def make_proof(
+    session: str,
+    device: str,
+    number: int,
+    messages: list[tuple],
+    frontier: dict[str, int],
+    created_at: float,
+    key: SigningKey,
+) -> dict:
     h, n, tokens = conversation_hash(messages, frontier)
     return proof_of(session, device, number, Chain(dict(frontier), h, n, tokens), created_at, key)
 
 
 def proof_of(session: str, device: str, number: int, chain: Chain, created_at: float, key: SigningKey) -> dict:
-    proof = {"created_at": created_at, "device": device, "frontier": dict(chain.frontier), "hash": chain.hash.hex(),
-             "messages": chain.messages, "number": number, "pk": "ed" + bytes(key.verify_key).hex(),
-             "session": session, "tokens": chain.tokens}
+    proof = {
+        "created_at": created_at,
+        "device": device,
+        "frontier": dict(chain.frontier),
+        "hash": chain.hash.hex(),
+        "messages": chain.messages,
+        "number": number,
+        "pk": "ed" + bytes(key.verify_key).hex(),
+        "session": session,
+        "tokens": chain.tokens,
+    }
     proof["signature"] = key.sign(_signed(proof)).signature.hex()
     return proof
 
@@ -174,6 +193,8 @@ def check_proofs(proofs: list[dict], messages: list[tuple], known_pks: set[bytes
         messages = prepare(messages)
     for proof, (h, n, tokens) in zip(proofs, conversation_hashes(messages, frontiers)):
         if h.hex() != proof["hash"] or n != proof["messages"] or tokens != proof["tokens"]:
-            raise ProofError(f"the conversation does not match checkpoint {proof['number']} of device "
-                             f"{proof['device']}: history was changed ({n} messages here, {proof['messages']} "
-                             f"in the proof)")
+            raise ProofError(
+                f"the conversation does not match checkpoint {proof['number']} of device "
+                f"{proof['device']}: history was changed ({n} messages here, {proof['messages']} "
+                f"in the proof)"
+            )

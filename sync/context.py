@@ -11,16 +11,16 @@ The parts (pusher.py, members.py, rekey.py, fetch.py, importer.py, follower.py, 
 share.py) each take this object and the other parts they call, so that what a part uses is written
 in its constructor; engine.Syncer builds them all and owns the worker loop.
 """
+
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..stores import Store, open_store
-
 from .keys import KeyStore
 from .workers import Workers
 

@@ -14,13 +14,13 @@ gives the same object and a retried upload is idempotent; and the hash is the on
 id carries anyway, so a page is hashed once, not twice); a head manifest's key is derived from the session key,
 the signing key and the revision, and a revision's plaintext is fixed (recorded) before it is uploaded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import blake3
-from nacl.bindings import (crypto_aead_xchacha20poly1305_ietf_decrypt,
-                           crypto_aead_xchacha20poly1305_ietf_encrypt)
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt, crypto_aead_xchacha20poly1305_ietf_encrypt
 from nacl.exceptions import CryptoError
 
 from ..stores.cid import BlobId, CIDError, digest
@@ -72,11 +72,16 @@ class EncryptedCID:
     plain: BlobId  # BLAKE3 and size of the unpadded plaintext
 
     def to_bytes(self) -> bytes:
-        return (bytes([CID_TYPE_ENCRYPTED, ENCRYPTION_XCHACHA20_POLY1305, CHUNK_EXPONENT, 0x1F]) + self.hash
-                + self.key + self.padding.to_bytes(4, "little") + self.plain.to_bytes())
+        return (
+            bytes([CID_TYPE_ENCRYPTED, ENCRYPTION_XCHACHA20_POLY1305, CHUNK_EXPONENT, 0x1F])
+            + self.hash
+            + self.key
+            + self.padding.to_bytes(4, "little")
+            + self.plain.to_bytes()
+        )
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "EncryptedCID":
+    def from_bytes(cls, raw: bytes) -> EncryptedCID:
         if len(raw) < 4 + 32 + 32 + 4 + 35:
             raise CIDError(f"encrypted CID truncated ({len(raw)} bytes)")
         if raw[0] != CID_TYPE_ENCRYPTED:
@@ -115,8 +120,12 @@ def encrypt(plaintext: bytes, key: bytes, pad: bool = True) -> tuple[bytes, int]
     if full == 0:  # one chunk
         m = b"".join((plaintext, _ZEROS[:padding])) if padding else plaintext
         return crypto_aead_xchacha20poly1305_ietf_encrypt(m, None, _nonce(0), key), padding
-    out = [crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE], None,
-                                                      _nonce(i), key) for i in range(full)]
+    out = [
+        crypto_aead_xchacha20poly1305_ietf_encrypt(
+            plaintext[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE], None, _nonce(i), key
+        )
+        for i in range(full)
+    ]
     off = full * CHUNK_SIZE
     if off < n + padding:  # the last chunk, with its padding
         last = b"".join((memoryview(plaintext)[off:], _ZEROS[:padding]))
@@ -128,21 +137,25 @@ def decrypt(ciphertext: bytes, key: bytes, plain_size: int, padding: int) -> byt
     padded = plain_size + padding
     chunks = max(1, -(-padded // CHUNK_SIZE))
     if len(ciphertext) != padded + chunks * TAG_SIZE:
-        raise DecryptError(f"object is {len(ciphertext)} bytes, expected {padded + chunks * TAG_SIZE} "
-                           f"(truncated, extended or a chunk missing)")
+        raise DecryptError(
+            f"object is {len(ciphertext)} bytes, expected {padded + chunks * TAG_SIZE} "
+            f"(truncated, extended or a chunk missing)"
+        )
     step = CHUNK_SIZE + TAG_SIZE
     out = []
     for i in range(chunks):
-        sealed = ciphertext if chunks == 1 and type(ciphertext) is bytes else bytes(ciphertext[i * step:(i + 1) * step])
+        sealed = (
+            ciphertext if chunks == 1 and type(ciphertext) is bytes else bytes(ciphertext[i * step : (i + 1) * step])
+        )
         try:
             out.append(crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, None, _nonce(i), key))
         except CryptoError:
             raise DecryptError(f"chunk {i} fails authentication (wrong key, or the object was altered)") from None
     last = out[-1]
     if 0 < padding <= len(last):  # as sealed here (padding < PAD_TO): checked and cut in the last chunk alone
-        if last[len(last) - padding:].strip(b"\0"):
+        if last[len(last) - padding :].strip(b"\0"):
             raise DecryptError("padding is not zero")
-        out[-1] = last[:len(last) - padding]
+        out[-1] = last[: len(last) - padding]
     elif padding:  # an encrypted CID that claims more padding than one chunk
         data = b"".join(out)
         if data[plain_size:].strip(b"\0"):

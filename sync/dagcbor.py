@@ -6,6 +6,7 @@ use its plain mode on maps we have put in order ourselves); no NaN or Infinity; 
 the binary CID with a leading 0x00. Decoding is strict: bytes that do not re-encode to themselves
 are rejected, so every value has exactly one encoding.
 """
+
 from __future__ import annotations
 
 import math

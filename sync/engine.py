@@ -14,22 +14,23 @@ Syncer keeps the public methods the daemon calls, delegating to the parts. It ow
 push workers (workers.py, handed to every LogWriter) and the pool in which the checkpoints of an
 imported session are checked; both end at stop.
 """
+
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..stores import Store
-
 from .context import SyncContext
 from .errors import SyncError, describe
 from .follower import Follower
-from .heads import head_data, manifest_hash_of, open_manifest as _open_manifest  # noqa: F401 (tests import them here)
+from .heads import head_data, manifest_hash_of
+from .heads import open_manifest as _open_manifest
 from .importer import Importer
 from .keys import KeyStore
 from .members import Members
@@ -44,16 +45,31 @@ log = logging.getLogger("sessiond.sync")
 
 
 class Syncer:
-    def __init__(self, db: Database, store: Store, key_dir: str, *, interval: float = 2.0,
-                 push_delay: float = 0.05, timeout: float = 30.0, poll_interval: float = 0.25,
-                 on_event: Callable[[dict], None] | None = None,
-                 check_remote: Callable[[RemoteLog], None] | None = None):
+    def __init__(
+        self,
+        db: Database,
+        store: Store,
+        key_dir: str,
+        *,
+        interval: float = 2.0,
+        push_delay: float = 0.05,
+        timeout: float = 30.0,
+        poll_interval: float = 0.25,
+        on_event: Callable[[dict], None] | None = None,
+        check_remote: Callable[[RemoteLog], None] | None = None,
+    ):
         """`check_remote`: refuses (storage.errors.Invalid) another device's log holding what the API would
         refuse; the daemon passes its validation (daemon/validate.py remote_log). Without it only the
         log's format is checked."""
-        self.ctx = ctx = SyncContext(db=db, store=store, keys=KeyStore(key_dir), timeout=timeout,
-                                     on_event=on_event or (lambda ev: None), workers=Workers(),
-                                     check_remote=check_remote)
+        self.ctx = ctx = SyncContext(
+            db=db,
+            store=store,
+            keys=KeyStore(key_dir),
+            timeout=timeout,
+            on_event=on_event or (lambda ev: None),
+            workers=Workers(),
+            check_remote=check_remote,
+        )
         self.interval = interval
         self.push_delay = push_delay
         self.poll_interval = poll_interval
@@ -149,7 +165,7 @@ class Syncer:
         while not self.ctx.stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._next_wait())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             woke = self._wake.is_set()
             self._wake.clear()
@@ -216,8 +232,11 @@ class Syncer:
                 st["retry_in"] = round(max(0.0, self._retry_at[s] - time.monotonic()), 2)
             if s in pull_errors:
                 st["pull_error"] = pull_errors[s]
-            st["state"] = "error" if st.get("last_error") and st["pending"] or st.get("pull_error") else (
-                "pending" if st["pending"] else "synced")
+            st["state"] = (
+                "error"
+                if (st.get("last_error") and st["pending"]) or st.get("pull_error")
+                else ("pending" if st["pending"] else "synced")
+            )
         return states
 
     async def repair(self, sid: str) -> bool:
@@ -251,7 +270,7 @@ class Syncer:
                 async with self._progress:
                     try:
                         await asyncio.wait_for(self._progress.wait(), timeout=min(left, 0.5))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
             for s in targets:  # and bring in what the other devices wrote, now
                 if await self.db.remote(s) is not None:
@@ -281,8 +300,9 @@ class Syncer:
     async def pull_all(self, sids: list[str] | None = None) -> None:
         await self.follower.pull_all(sids)
 
-    async def read_members(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes,
-                           min_rev: int = 0) -> tuple[int, list[dict], dict | None]:
+    async def read_members(
+        self, store: Store, sid: str, session_key: bytes, announce_pk: bytes, min_rev: int = 0
+    ) -> tuple[int, list[dict], dict | None]:
         return await self.members.read_members(store, sid, session_key, announce_pk, min_rev)
 
     async def ensure_member(self, sid: str, *, extra: list[dict] = ()) -> int:
@@ -310,4 +330,4 @@ class Syncer:
         return await self.verifier.verify_session(sid)
 
 
-__all__ = ["Syncer", "SyncError", "head_data", "manifest_hash_of"]
+__all__ = ["SyncError", "Syncer", "head_data", "manifest_hash_of"]

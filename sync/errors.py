@@ -1,4 +1,5 @@
 """The errors of the sync engine, and how a failure is told to the user."""
+
 from __future__ import annotations
 
 import asyncio

@@ -2,16 +2,17 @@
 checked operations it lists. Used to import a share code, to follow other devices, and to verify
 what they wrote. Nothing here applies anything to the database.
 """
+
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..storage.model import RemoteLog
 from ..storage.errors import Invalid
+from ..storage.model import RemoteLog
 from ..stores import Store, StoreError
 from ..stores.registry import RegistryError
-
 from .crypto import DecryptError
 from .errors import ImportError_
 from .heads import manifest_hash_of, open_manifest
@@ -20,10 +21,17 @@ from .pages import LogError
 from .pull import LogReader
 
 
-async def fetch_logs(store: Store, sid: str, session_key: bytes | list[bytes], members: list[dict], *,
-                     full: bool, timeout: float,
-                     known: dict[bytes, dict] | None = None,
-                     check: Callable[[RemoteLog], None] | None = None) -> tuple[dict[str, RemoteLog], list[dict]]:
+async def fetch_logs(
+    store: Store,
+    sid: str,
+    session_key: bytes | list[bytes],
+    members: list[dict],
+    *,
+    full: bool,
+    timeout: float,
+    known: dict[bytes, dict] | None = None,
+    check: Callable[[RemoteLog], None] | None = None,
+) -> tuple[dict[str, RemoteLog], list[dict]]:
     """Fetch and check every member's log (everything, or only what is new). Raises ImportError_
     naming the first problem; nothing is applied by this function. `check` refuses (with Invalid)
     content the API would refuse (the daemon gives its validation: SyncContext.check_remote)."""
@@ -32,9 +40,17 @@ async def fetch_logs(store: Store, sid: str, session_key: bytes | list[bytes], m
     for m in members:
         pk = m["head_pk"]
         k = (known or {}).get(pk, {})
-        man, lg = await fetch_log(store, sid, session_key, pk, m.get("device_id"), timeout=timeout,
-                                  min_rev=k.get("rev", 0), after_seq=0 if full else k.get("applied_seq", 0),
-                                  check=check)
+        man, lg = await fetch_log(
+            store,
+            sid,
+            session_key,
+            pk,
+            m.get("device_id"),
+            timeout=timeout,
+            min_rev=k.get("rev", 0),
+            after_seq=0 if full else k.get("applied_seq", 0),
+            check=check,
+        )
         if man is None:
             continue
         have = logs.get(man.device)
@@ -44,30 +60,47 @@ async def fetch_logs(store: Store, sid: str, session_key: bytes | list[bytes], m
             have.messages.extend(lg.messages)
             have.ops.extend(lg.ops)
             have.last_seq = max(have.last_seq, lg.last_seq)
-        peers.append({"head_pk": pk, "device_id": man.device, "rev": man.rev, "applied_seq": man.last_seq,
-                      "last_error": None})
+        peers.append(
+            {"head_pk": pk, "device_id": man.device, "rev": man.rev, "applied_seq": man.last_seq, "last_error": None}
+        )
     return logs, peers
 
 
-async def fetch_log(store: Store, sid: str, session_key: bytes | list[bytes], pk: bytes, device: str | None, *,
-                    min_rev: int, after_seq: int, timeout: float, as_ops: bool = False,
-                    check: Callable[[RemoteLog], None] | None = None) -> tuple[Manifest | None, Any]:
+async def fetch_log(
+    store: Store,
+    sid: str,
+    session_key: bytes | list[bytes],
+    pk: bytes,
+    device: str | None,
+    *,
+    min_rev: int,
+    after_seq: int,
+    timeout: float,
+    as_ops: bool = False,
+    check: Callable[[RemoteLog], None] | None = None,
+) -> tuple[Manifest | None, Any]:
     """One member's log: (manifest, RemoteLog), or with as_ops (manifest, [Op]) for comparing; `check`
     as in fetch_logs."""
     try:
         head = await asyncio.wait_for(store.get_head(pk), timeout)
     except RegistryError as exc:
-        raise ImportError_("forged", f"the head of device {device or pk.hex()[:16]} is not validly signed: {exc}") from None
+        raise ImportError_(
+            "forged", f"the head of device {device or pk.hex()[:16]} is not validly signed: {exc}"
+        ) from None
     if head is None:
         return None, None  # a member that has not pushed anything yet
     if head.revision < min_rev:
-        raise ImportError_("replayed", f"the head of device {device or pk.hex()[:16]} went back to revision "
-                                       f"{head.revision} (this device has seen {min_rev}): a replayed old head")
+        raise ImportError_(
+            "replayed",
+            f"the head of device {device or pk.hex()[:16]} went back to revision "
+            f"{head.revision} (this device has seen {min_rev}): a replayed old head",
+        )
     try:
         mhash = manifest_hash_of(head)
         ct = await asyncio.wait_for(store.get(mhash), timeout)
-        man = parse_manifest(open_manifest(ct, mhash, session_key, pk, head.revision), sid=sid, head_pk=pk,
-                             rev=head.revision)
+        man = parse_manifest(
+            open_manifest(ct, mhash, session_key, pk, head.revision), sid=sid, head_pk=pk, rev=head.revision
+        )
         if device is not None and device != "None" and man.device != device:
             raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
         reader = LogReader(sid, man.device, store, timeout)
@@ -75,10 +108,13 @@ async def fetch_log(store: Store, sid: str, session_key: bytes | list[bytes], pk
         if not as_ops and check is not None:  # what the API would refuse is refused from another device too
             check(ops)
     except Invalid as exc:
-        raise ImportError_("invalid", f"the log of device {device or pk.hex()[:16]} holds what this sessiond "
-                                      f"refuses, so nothing of it is applied: {exc.message}") from None
+        raise ImportError_(
+            "invalid",
+            f"the log of device {device or pk.hex()[:16]} holds what this sessiond "
+            f"refuses, so nothing of it is applied: {exc.message}",
+        ) from None
     except (RegistryError, StoreError, DecryptError, LogError) as exc:
         raise ImportError_("damaged", f"the log of device {device or pk.hex()[:16]} is damaged: {exc}") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ImportError_("store", "the store did not answer in time") from None
     return man, ops

@@ -5,6 +5,7 @@ short), then fetches the logs of the members whose heads moved and applies them.
 round of the worker, which sessions to pull: those whose heads changed in the store since the last look
 (when the store can say), those whose last pull failed, and now and then all of them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,6 @@ import logging
 import time
 
 from ..stores import StoreError
-
 from .context import SyncContext
 from .errors import ImportError_
 from .fetch import fetch_logs
@@ -91,8 +91,9 @@ class Follower:
             remote, key = await db.remote(sid), keys.session_key(sid)
         store = ctx.open_store(remote["store_url"])
         try:
-            rev, members, notice = await self.members.read_members(store, sid, key, bytes(remote["announce_pk"]),
-                                                                   min_rev=remote["members_rev"])
+            rev, members, notice = await self.members.read_members(
+                store, sid, key, bytes(remote["announce_pk"]), min_rev=remote["members_rev"]
+            )
             if notice is not None:
                 async with ctx.rekey_lock(sid):
                     await self.rekeyer.take(sid, notice)
@@ -116,14 +117,22 @@ class Follower:
                 changed.append(m)
         if not changed:
             return 0
-        logs, peers = await fetch_logs(store, sid, keys.session_keys(sid), changed, full=False, known=known,
-                                       timeout=ctx.timeout, check=ctx.check_remote)
+        logs, peers = await fetch_logs(
+            store,
+            sid,
+            keys.session_keys(sid),
+            changed,
+            full=False,
+            known=known,
+            timeout=ctx.timeout,
+            check=ctx.check_remote,
+        )
         return await db.apply_remote(sid, logs, peers=peers)
 
     async def pull_all(self, sids: list[str] | None = None) -> None:
         """Pull `sids` (default: every shared session)."""
         ctx = self.ctx
-        for sid in (await ctx.db.shared_sessions() if sids is None else sids):
+        for sid in await ctx.db.shared_sessions() if sids is None else sids:
             if ctx.stopping:
                 return
             try:

@@ -4,11 +4,11 @@ A head (a signed registry entry) holds `0x1e | BLAKE3(manifest)`; the manifest h
 its own: its key comes from the session key, the head key and the revision. `sync_state.tree` records
 this device's log as levels of entries (dag-cbor), between pushes and in an imported own log.
 """
+
 from __future__ import annotations
 
 from ..stores import check_object
 from ..stores.registry import RegistryEntry, RegistryError
-
 from . import dagcbor
 from .crypto import DecryptError, manifest_key, open_unpadded
 from .pages import Entry

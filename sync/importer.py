@@ -4,19 +4,19 @@ session's checkpoints against that history, then applying it all at once.
 
 The checkpoint checks run off the event loop, through `run_check` (the Syncer's thread pool).
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from itertools import chain
 from operator import itemgetter
-from typing import Awaitable, Callable
 
 from ..stores import Store, StoreError
 from ..stores.registry import RegistryError
-
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
@@ -24,7 +24,8 @@ from .errors import ImportError_
 from .fetch import fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
-from .sharecode import ShareCode, ShareCodeError, decode as decode_code
+from .sharecode import ShareCode, ShareCodeError
+from .sharecode import decode as decode_code
 
 log = logging.getLogger("sessiond.sync")
 _SLOW_CHECK = float(os.environ.get("SESSIOND_FAULT_SLOW_PROOF_CHECK") or 0)  # a fault hook for tests (seconds)
@@ -58,36 +59,61 @@ class Importer:
             existing = await db.get_session(sid)
         except Exception:
             existing = None
-        if existing is not None and existing["access"] == "owner" and await db.remote(sid) is not None \
-                and keys.session_key(sid) == code.session_key:
+        if (
+            existing is not None
+            and existing["access"] == "owner"
+            and await db.remote(sid) is not None
+            and keys.session_key(sid) == code.session_key
+        ):
             return {"session": sid, "new": 0, "capability": "owner", "already": True}
         if existing is not None and keys.session_key(sid) not in (None, code.session_key):
             raise ImportError_("conflict", f"a different session with id {sid} already exists on this device")
         rev, members, notice = await self.members.read_members(store, sid, code.session_key, code.announce_pk)
         if notice is not None:
-            raise ImportError_("revoked", f"this share code was revoked: session {sid} was rekeyed after it was "
-                                          f"made; ask for a new code")
+            raise ImportError_(
+                "revoked",
+                f"this share code was revoked: session {sid} was rekeyed after it was made; ask for a new code",
+            )
         my_pk = keys.head_pk(sid)
         mine = next((m for m in members if m["head_pk"] == my_pk), None)
         if mine is not None:
             await self._adopt_device(sid, mine["device_id"])
-        logs, peers = await fetch_logs(store, sid, code.session_key,
-                                       [m for m in members if m["head_pk"] != my_pk], full=True, timeout=ctx.timeout,
-                                       check=ctx.check_remote)
+        logs, peers = await fetch_logs(
+            store,
+            sid,
+            code.session_key,
+            [m for m in members if m["head_pk"] != my_pk],
+            full=True,
+            timeout=ctx.timeout,
+            check=ctx.check_remote,
+        )
         # This device's own log as the store holds it: after `rm`, or on a restored device key, the
         # messages it published come back, and its next sequence number follows the last it published.
         own = None
         if mine is not None:
-            man, lg = await fetch_log(store, sid, code.session_key, my_pk, mine["device_id"], min_rev=0,
-                                      after_seq=0, timeout=ctx.timeout, check=ctx.check_remote)
+            man, lg = await fetch_log(
+                store,
+                sid,
+                code.session_key,
+                my_pk,
+                mine["device_id"],
+                min_rev=0,
+                after_seq=0,
+                timeout=ctx.timeout,
+                check=ctx.check_remote,
+            )
             if man is not None and man.last_seq > (await db.last_seq(sid) if existing is not None else 0):
                 logs[man.device] = lg
-                own = {"pushed_seq": man.last_seq, "head_rev": man.rev,
-                       "tree": dagcbor.encode(levels_to_cbor(man.levels))}
+                own = {
+                    "pushed_seq": man.last_seq,
+                    "head_rev": man.rev,
+                    "tree": dagcbor.encode(levels_to_cbor(man.levels)),
+                }
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")
-        checkpoints = sorted((o for lg in logs.values() for o in lg.ops if o.kind == "checkpoint.add"),
-                             key=lambda o: o.order)
+        checkpoints = sorted(
+            (o for lg in logs.values() for o in lg.ops if o.kind == "checkpoint.add"), key=lambda o: o.order
+        )
         if existing is None and checkpoints:  # every checkpoint must hold for the history it came with
             pks = {m["head_pk"] for m in members}
 
@@ -119,22 +145,35 @@ class Importer:
             access = "write"
         try:
             new = await db.apply_remote(
-                sid, logs, peers=peers, access=access,
-                remote={"store_url": store.url if store is not ctx.store else None,
-                        "announce_pk": code.announce_pk, "members_rev": rev},
-                event="session.imported", own=own)
+                sid,
+                logs,
+                peers=peers,
+                access=access,
+                remote={
+                    "store_url": store.url if store is not ctx.store else None,
+                    "announce_pk": code.announce_pk,
+                    "members_rev": rev,
+                },
+                event="session.imported",
+                own=own,
+            )
         except BaseException:
             if "key" in created:
                 keys.delete_session_key(sid)
             raise
         log.info("imported", extra={"session": sid, "event": "import"})
-        return {"session": sid, "new": new, "capability": code.capability, "already": existing is not None,
-                "devices": len(logs)}
+        return {
+            "session": sid,
+            "new": new,
+            "capability": code.capability,
+            "already": existing is not None,
+            "devices": len(logs),
+        }
 
     async def _has_members(self, store: Store, code: ShareCode) -> bool:
         try:
             return await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout) is not None
-        except (StoreError, RegistryError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, StoreError, RegistryError, OSError):
             return False
 
     async def _adopt_device(self, sid: str, device: str | None) -> None:
@@ -147,8 +186,11 @@ class Importer:
         try:
             await db.adopt_device_id(device)
         except Exception:
-            raise ImportError_("conflict", f"this device's key published session {sid} as device {device}, but "
-                                           f"this home is device {db.device_id} and has sessions of its own; "
-                                           f"import the code into a fresh home that holds the restored key "
-                                           f"(`sessiond key import --home NEW`)") from None
+            raise ImportError_(
+                "conflict",
+                f"this device's key published session {sid} as device {device}, but "
+                f"this home is device {db.device_id} and has sessions of its own; "
+                f"import the code into a fresh home that holds the restored key "
+                f"(`sessiond key import --home NEW`)",
+            ) from None
         log.info("took the device id of a restored device key", extra={"session": sid, "event": "import"})

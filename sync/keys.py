@@ -5,6 +5,7 @@
 * sessions/<session id>.key: the session's random 32-byte key. Deleting it makes every copy of the
   session's snapshots in any store unreadable (crypto-shredding).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,6 @@ from nacl.signing import SigningKey
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from ..storage.ids import ID_RE
-
 from .crypto import CTX_HEAD_SIGNING, derive
 
 _WORDS = Mnemonic("english")
@@ -110,7 +110,7 @@ class KeyStore:
                 old = f.read()
         except FileNotFoundError:
             old = b""
-        return [cur] + [old[i:i + 32] for i in range(0, len(old) - len(old) % 32, 32)]
+        return [cur] + [old[i : i + 32] for i in range(0, len(old) - len(old) % 32, 32)]
 
     def rotate(self, sid: str, new_key: bytes, new_write: bytes | None) -> None:
         """Make `new_key` the session's key, keeping the old ones (rekey). Safe to repeat after a crash

@@ -2,6 +2,7 @@
 to, listing level by level the entries that cover its log. Its encoding and the checks a reader makes
 of it; sealing it is sync/push.py's (LogWriter.seal_manifest), opening it the engine's.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,11 +29,28 @@ class Manifest:
         return [e for lv in reversed(self.levels) for e in lv]
 
 
-def encode_manifest(sid: str, device: str, rev: int, head_pk: bytes, last_seq: int, lamport: int,
-                    levels: list[list[Entry]], prev: bytes | None) -> bytes:
+def encode_manifest(
+    sid: str,
+    device: str,
+    rev: int,
+    head_pk: bytes,
+    last_seq: int,
+    lamport: int,
+    levels: list[list[Entry]],
+    prev: bytes | None,
+) -> bytes:
     """The plaintext of a manifest (DAG-CBOR; `prev`, the previous manifest's hash, as a link)."""
-    m = {"d": device, "k": head_pk, "l": [[e.to_cbor() for e in lv] for lv in levels], "n": last_seq,
-         "r": rev, "s": sid, "v": VERSION, "ty": T_MANIFEST, "lam": lamport}
+    m = {
+        "d": device,
+        "k": head_pk,
+        "l": [[e.to_cbor() for e in lv] for lv in levels],
+        "n": last_seq,
+        "r": rev,
+        "s": sid,
+        "v": VERSION,
+        "ty": T_MANIFEST,
+        "lam": lamport,
+    }
     if prev is not None:
         m["prev"] = dagcbor.Link(prev)
     return dagcbor.encode(m)
@@ -55,8 +73,16 @@ def parse_manifest(plain: bytes, *, sid: str, head_pk: bytes, rev: int) -> Manif
         raise LogError(f"manifest says revision {m.get('r')!r} but its head has revision {rev} (replayed)")
     try:
         levels = [[Entry.from_cbor(e) for e in lv] for lv in m["l"]]
-        man = Manifest(sid, str(m["d"]), head_pk, rev, int(m["n"]), int(m.get("lam", 0)), levels,
-                       bytes(m["prev"]) if m.get("prev") is not None else None)
+        man = Manifest(
+            sid,
+            str(m["d"]),
+            head_pk,
+            rev,
+            int(m["n"]),
+            int(m.get("lam", 0)),
+            levels,
+            bytes(m["prev"]) if m.get("prev") is not None else None,
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise LogError(f"malformed manifest: {exc!r}") from None
     expect = 1

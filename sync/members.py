@@ -7,6 +7,7 @@ whose data is `0x1e | BLAKE3(members object) | salt (14)`. The members object, e
 exactly the heads listed there: a head signed by any other key is never read. A rekey (rekey.py)
 leaves its notice in this slot too.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,6 @@ from nacl.signing import SigningKey
 
 from ..stores import StaleHead, Store, StoreError, check_object
 from ..stores.registry import RegistryEntry, RegistryError
-
 from . import dagcbor
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
@@ -40,8 +40,9 @@ class Members:
     def __init__(self, ctx: SyncContext):
         self.ctx = ctx
 
-    async def read_members(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes,
-                           min_rev: int = 0) -> tuple[int, list[dict], dict | None]:
+    async def read_members(
+        self, store: Store, sid: str, session_key: bytes, announce_pk: bytes, min_rev: int = 0
+    ) -> tuple[int, list[dict], dict | None]:
         """(revision, members, rekey notice or None) of a session's members slot."""
         timeout = self.ctx.timeout
         pk = b"\xed" + announce_pk
@@ -50,13 +51,17 @@ class Members:
         except RegistryError as exc:
             raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
         if entry is None:
-            raise ImportError_("missing", f"the store has no members entry for session {sid} "
-                                          f"(wrong store, or the sharer has not pushed yet)")
+            raise ImportError_(
+                "missing",
+                f"the store has no members entry for session {sid} (wrong store, or the sharer has not pushed yet)",
+            )
         if entry.pk != pk:
             raise ImportError_("forged", "the members entry is signed by another key")
         if entry.revision < min_rev:
-            raise ImportError_("replayed", f"the members entry was rolled back to revision {entry.revision} "
-                                           f"(this device has seen {min_rev})")
+            raise ImportError_(
+                "replayed",
+                f"the members entry was rolled back to revision {entry.revision} (this device has seen {min_rev})",
+            )
         if len(entry.data) != 1 + 32 + SALT_LEN or entry.data[0] != 0x1E:
             raise ImportError_("malformed", "the members entry's data is not 0x1e | hash | salt")
         h, salt = entry.data[1:33], entry.data[33:]
@@ -99,8 +104,9 @@ class Members:
             if not missing:
                 return rev
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
-            plain = dagcbor.encode({"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid,
-                                    "v": 1, "ty": T_MEMBERS})
+            plain = dagcbor.encode(
+                {"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid, "v": 1, "ty": T_MEMBERS}
+            )
             salt = os.urandom(SALT_LEN)
             ct = seal_small(plain, members_key(session_key, salt))
             h = await asyncio.wait_for(store.put(ct), ctx.timeout)

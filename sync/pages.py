@@ -4,6 +4,7 @@ object), and the entries that reference them; how a run of operations is cut int
 checks a reader makes of each. No store and no keys here: sealing is sync/push.py's, fetching
 sync/pull.py's.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ from operator import add, truediv
 
 from ..storage.model import LogRun, Op, RemoteLog
 from ..stores.cid import CIDError
-
 from . import dagcbor
 from .crypto import EncryptedCID
 
@@ -66,11 +66,16 @@ class Entry:
     parts: bool = False  # a page too large for one object: ref is its list of parts
 
     def to_cbor(self) -> dict:
-        return {"c": self.ref.to_bytes(), "f": self.first, "k": 1 if self.node else 2 if self.parts else 0,
-                "n": self.size, "t": self.last}
+        return {
+            "c": self.ref.to_bytes(),
+            "f": self.first,
+            "k": 1 if self.node else 2 if self.parts else 0,
+            "n": self.size,
+            "t": self.last,
+        }
 
     @classmethod
-    def from_cbor(cls, m: dict) -> "Entry":
+    def from_cbor(cls, m: dict) -> Entry:
         try:
             kind = m["k"]
             if kind not in (0, 1, 2) or isinstance(kind, bool):
@@ -127,8 +132,11 @@ def cut(run: LogRun, sid: str, device: str) -> tuple[list[int], list]:
                 est[i] += len(dagcbor.encode_ordered(col_b[i]))
     # per operation besides content and map: seven more columns, each item at most a 9-byte head
     # plus its text (4 bytes per character bounds any UTF-8)
-    const = 64 + 4 * (max(map(len, set(run.kinds))) + max(map(len, filter(None, set(run.chats))), default=0)
-                      + max(map(len, filter(None, set(run.roles))), default=0))
+    const = 64 + 4 * (
+        max(map(len, set(run.kinds)))
+        + max(map(len, filter(None, set(run.chats))), default=0)
+        + max(map(len, filter(None, set(run.roles))), default=0)
+    )
     cum = list(accumulate(map(add, est, repeat(const)), initial=0))
     limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(device) + len(sid))
     bounds = [0]
@@ -138,8 +146,9 @@ def cut(run: LogRun, sid: str, device: str) -> tuple[list[int], list]:
     return bounds, col_b
 
 
-def encode_pages(run: LogRun, sid: str, device: str, cut_: tuple[list[int], list] | None = None,
-                 count: int | None = None) -> list[tuple[bytes, int, int]]:
+def encode_pages(
+    run: LogRun, sid: str, device: str, cut_: tuple[list[int], list] | None = None, count: int | None = None
+) -> list[tuple[bytes, int, int]]:
     """Encode a run of operations as page plaintexts: [(plaintext, first seq, last seq)], cut as
     `cut_` (default: cut(run, ...)), the first `count` pages of it (default: all). The hot path of
     a push, so nothing here is done per operation in Python: the small columns are one cbor2 call
@@ -157,12 +166,34 @@ def encode_pages(run: LogRun, sid: str, device: str, cut_: tuple[list[int], list
     kinds, chats, roles = run.kinds, run.chats, run.roles
     dev, sid_item = _enc(device), _enc(sid)
     out = []
-    for lo, hi in zip(bounds[:count], bounds[1:count + 1]):
+    for lo, hi in zip(bounds[:count], bounds[1 : count + 1]):
         # the map, keys in DAG-CBOR order (length, then bytewise): b c d f k l n r s t v x ty
-        parts = [b"\xad", b"\x61b", _enc(col_b[lo:hi]), b"\x61c", _enc(chats[lo:hi]), b"\x61d", dev,
-                 b"\x61f", _enc(first + lo), b"\x61k", _enc(kinds[lo:hi]), b"\x61l", _enc(run.lams[lo:hi]),
-                 b"\x61n", _enc(run.toks[lo:hi]), b"\x61r", _enc(roles[lo:hi]), b"\x61s", sid_item,
-                 b"\x61t", _enc(times[lo:hi]), _VERSION_ITEM, b"\x61x", _head(4, hi - lo)]
+        parts = [
+            b"\xad",
+            b"\x61b",
+            _enc(col_b[lo:hi]),
+            b"\x61c",
+            _enc(chats[lo:hi]),
+            b"\x61d",
+            dev,
+            b"\x61f",
+            _enc(first + lo),
+            b"\x61k",
+            _enc(kinds[lo:hi]),
+            b"\x61l",
+            _enc(run.lams[lo:hi]),
+            b"\x61n",
+            _enc(run.toks[lo:hi]),
+            b"\x61r",
+            _enc(roles[lo:hi]),
+            b"\x61s",
+            sid_item,
+            b"\x61t",
+            _enc(times[lo:hi]),
+            _VERSION_ITEM,
+            b"\x61x",
+            _head(4, hi - lo),
+        ]
         parts += chain.from_iterable(zip(heads[lo:hi], pieces[lo:hi]))
         parts.append(_TYPE_ITEM)
         out.append((b"".join(parts), first + lo, first + hi - 1))
@@ -171,14 +202,16 @@ def encode_pages(run: LogRun, sid: str, device: str, cut_: tuple[list[int], list
 
 def encode_node(entries: list[Entry], sid: str, device: str) -> bytes:
     """The plaintext of a node listing `entries` (consecutive, in log order)."""
-    return dagcbor.encode_ordered({"d": device, "e": [e.to_cbor() for e in entries], "s": sid,
-                                   "v": VERSION, "ty": T_NODE})
+    return dagcbor.encode_ordered(
+        {"d": device, "e": [e.to_cbor() for e in entries], "s": sid, "v": VERSION, "ty": T_NODE}
+    )
 
 
 def encode_parts(refs: list[EncryptedCID], sid: str, device: str) -> bytes:
     """The plaintext of a parts object: the parts of one page, in order."""
-    return dagcbor.encode_ordered({"d": device, "p": [ref.to_bytes() for ref in refs], "s": sid,
-                                   "v": VERSION, "ty": T_PARTS})
+    return dagcbor.encode_ordered(
+        {"d": device, "p": [ref.to_bytes() for ref in refs], "s": sid, "v": VERSION, "ty": T_PARTS}
+    )
 
 
 # ---------------------------------------------------------------------------------------------- reading and checking
@@ -229,7 +262,7 @@ def parse_node(plain: bytes, e: Entry, sid: str, device: str) -> list[Entry]:
     return children
 
 
-def parse_page(plain: bytes, e: Entry, sid: str, device: str) -> "Page":
+def parse_page(plain: bytes, e: Entry, sid: str, device: str) -> Page:
     """The checked page `e` references (`plain` is its plaintext, joined if it is in parts)."""
     name = e.ref.hash.hex()[:16]
     try:
@@ -291,8 +324,12 @@ class Page:
             if not set(map(type, col)) <= text or col.count(None) != len(others):
                 return f"a message's {what} is missing or not text, or an operation that is not a message has one"
         for i in others:
-            if self.chats[i] is not None or self.roles[i] is not None or self.contents[i] is not None \
-                    or self.tokens[i] is not None:
+            if (
+                self.chats[i] is not None
+                or self.roles[i] is not None
+                or self.contents[i] is not None
+                or self.tokens[i] is not None
+            ):
                 return f"operation {self.first + i} ({self.kinds[i]}) has message fields but is not a message"
             if self.maps[i] is None:
                 return f"operation {self.first + i} ({self.kinds[i]}) has no body"
@@ -303,8 +340,13 @@ class Page:
         for i in range(start, len(self.kinds)):
             kind, t = self.kinds[i], self.times[i] / 1000
             if kind == MESSAGE:
-                body = {"chat": self.chats[i], "role": self.roles[i], "content": self.contents[i],
-                        "tokens": self.tokens[i], "extra": self.maps[i]}
+                body = {
+                    "chat": self.chats[i],
+                    "role": self.roles[i],
+                    "content": self.contents[i],
+                    "tokens": self.tokens[i],
+                    "extra": self.maps[i],
+                }
             else:
                 body = self.maps[i]
             out.append(Op(sid, device, self.first + i, self.lamports[i], kind, body, t))
@@ -326,12 +368,24 @@ class Page:
                     extras[i] = json.dumps(m, separators=(",", ":"), ensure_ascii=False)
             extras = extras[start:]
         k = slice(start, n)
-        rows = zip(repeat(sid), self.chats[k], repeat(device), range(self.first + start, self.first + n),
-                   self.lamports[k], self.roles[k], self.contents[k], self.tokens[k],
-                   map(truediv, self.times[k], repeat(1000)), extras)
+        rows = zip(
+            repeat(sid),
+            self.chats[k],
+            repeat(device),
+            range(self.first + start, self.first + n),
+            self.lamports[k],
+            self.roles[k],
+            self.contents[k],
+            self.tokens[k],
+            map(truediv, self.times[k], repeat(1000)),
+            extras,
+        )
         if others:
             log.messages.extend(compress(rows, map(MESSAGE.__eq__, self.kinds[k])))
-            log.ops.extend(Op(sid, device, self.first + i, self.lamports[i], self.kinds[i], self.maps[i],
-                              self.times[i] / 1000) for i in others if i >= start)
+            log.ops.extend(
+                Op(sid, device, self.first + i, self.lamports[i], self.kinds[i], self.maps[i], self.times[i] / 1000)
+                for i in others
+                if i >= start
+            )
         else:
             log.messages.extend(rows)

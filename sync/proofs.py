@@ -3,6 +3,7 @@ device has now (recorded in its log), and checking a proof against the local con
 format itself is checkpoint.py; this keeps the per-session conversation hash carried on between
 checkpoints, so that one hashes only the messages since the last.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,14 @@ class Proofs:
         if session["access"] == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
         chain = await self._conversation_chain(sid)
-        proof = proof_of(sid, db.device_id, await db.next_checkpoint_number(sid), chain,
-                         round(time.time(), 3), self.ctx.keys.head_key(sid))
+        proof = proof_of(
+            sid,
+            db.device_id,
+            await db.next_checkpoint_number(sid),
+            chain,
+            round(time.time(), 3),
+            self.ctx.keys.head_key(sid),
+        )
         return await db.add_checkpoint(sid, proof)
 
     async def _conversation_chain(self, sid: str) -> Chain:
@@ -46,14 +53,20 @@ class Proofs:
         ident, cached = self._chains.get(sid, (None, None))
         fresh_ident, frontier, rows = await db.conversation_chain(sid, cached.frontier if cached else None)
         chain = None
-        if cached is not None and ident == fresh_ident \
-                and all(frontier.get(d, 0) >= s for d, s in cached.frontier.items()):
+        if (
+            cached is not None
+            and ident == fresh_ident
+            and all(frontier.get(d, 0) >= s for d, s in cached.frontier.items())
+        ):
             chain = extend(cached, frontier, rows)
         if chain is None:
             if cached is not None:
                 fresh_ident, frontier, rows = await db.conversation_chain(sid, None)
-            chain = await asyncio.to_thread(extend, None, frontier, rows) if len(rows) > 256 \
+            chain = (
+                await asyncio.to_thread(extend, None, frontier, rows)
+                if len(rows) > 256
                 else extend(None, frontier, rows)
+            )
         self._chains[sid] = (fresh_ident, chain)
         return chain
 
@@ -64,5 +77,11 @@ class Proofs:
             check_proof(proof, await self.ctx.db.conversation(sid), await self._known_pks(sid))
         except ProofError as exc:
             return {"ok": False, "session": sid, "problem": str(exc)}
-        return {"ok": True, "session": sid, "number": proof["number"], "device": proof["device"],
-                "messages": proof["messages"], "tokens": proof["tokens"]}
+        return {
+            "ok": True,
+            "session": sid,
+            "number": proof["number"],
+            "device": proof["device"],
+            "messages": proof["messages"],
+            "tokens": proof["tokens"],
+        }

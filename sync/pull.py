@@ -1,13 +1,13 @@
 """Reading a device's log back from a store (docs/FORMATS.md, "Snapshot layout"): LogReader fetches the
 objects under a manifest's entries, opens and checks each one (sync/pages.py's checks), and returns the
 operations, for a pull, an import or `verify` (audit)."""
+
 from __future__ import annotations
 
 import asyncio
 
 from ..storage.model import Op, RemoteLog
 from ..stores import Store, StoreError
-
 from .crypto import DecryptError, EncryptedCID, open_sealed
 from .pages import Entry, LogError, Page, parse_node, parse_page, parse_parts
 

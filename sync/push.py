@@ -15,21 +15,23 @@ So a push writes the new operations once, plus a manifest of O(F log n) entries,
 is rewritten O(log n) times over its life: the cost of an append stays flat as the session grows.
 The plaintexts are sync/pages.py's and sync/manifest.py's; the threads are sync/workers.py's.
 """
+
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, ContextManager
+from typing import ContextManager
 
 from ..storage.model import LogRun
 from ..stores import Store
 from ..stores.cid import BlobId
-
 from .crypto import EncryptedCID, manifest_key, object_key, seal
 from .manifest import encode_manifest
-from .pages import PAGE_MAX, Entry, cut as cut_run, encode_node, encode_pages, encode_parts
+from .pages import PAGE_MAX, Entry, encode_node, encode_pages, encode_parts
+from .pages import cut as cut_run
 from .workers import Workers, shared
 
 FANOUT = 16
@@ -52,8 +54,16 @@ class Written:
 class LogWriter:
     """Builds pages, nodes and manifests for one (session, device) log."""
 
-    def __init__(self, sid: str, device: str, session_key: bytes, store: Store, timeout: float = 30.0, *,
-                 workers: Workers | None = None):
+    def __init__(
+        self,
+        sid: str,
+        device: str,
+        session_key: bytes,
+        store: Store,
+        timeout: float = 30.0,
+        *,
+        workers: Workers | None = None,
+    ):
         self.sid = sid
         self.device = device
         self.key = session_key
@@ -89,8 +99,9 @@ class LogWriter:
         """Where the pages of a run begin (pages.cut, for this log)."""
         return cut_run(run, self.sid, self.device)
 
-    def pages(self, run: LogRun, cut: tuple[list[int], list] | None = None,
-              count: int | None = None) -> list[tuple[bytes, int, int]]:
+    def pages(
+        self, run: LogRun, cut: tuple[list[int], list] | None = None, count: int | None = None
+    ) -> list[tuple[bytes, int, int]]:
         """A run of operations as page plaintexts [(plaintext, first seq, last seq)] (pages.encode_pages,
         for this log)."""
         return encode_pages(run, self.sid, self.device, cut, count)
@@ -104,7 +115,7 @@ class LogWriter:
             ct, ref = self._seal(plain)
             return [(ct, ref)], ref, False
         view = memoryview(plain)
-        sealed = [self._seal(bytes(view[i:i + PAGE_MAX])) for i in range(0, len(plain), PAGE_MAX)]
+        sealed = [self._seal(bytes(view[i : i + PAGE_MAX])) for i in range(0, len(plain), PAGE_MAX)]
         index = self._seal(encode_parts([ref for _, ref in sealed], self.sid, self.device))
         return sealed + [index], index[1], True
 
@@ -118,8 +129,10 @@ class LogWriter:
             sealed = await asyncio.gather(*(loop.run_in_executor(sealers, self._seal_page, p[0]) for p in pages))
         objects = [o for objs, _, _ in sealed for o in objs]
         await self.put([ct for ct, _ in objects], [ref.hash for _, ref in objects])
-        return [Entry(first, last, len(plain), False, ref, parts)
-                for (plain, first, last), (_, ref, parts) in zip(pages, sealed)]
+        return [
+            Entry(first, last, len(plain), False, ref, parts)
+            for (plain, first, last), (_, ref, parts) in zip(pages, sealed)
+        ]
 
     async def write_pages(self, run: LogRun) -> list[Entry]:
         """Encode, seal and store a run of operations (all in memory) as pages."""
@@ -128,9 +141,13 @@ class LogWriter:
         # CPU work: off the event loop, so the API stays quick
         return await self._seal_and_put(await asyncio.to_thread(self.pages, run))
 
-    async def write_run(self, load: Callable[[int, int], Awaitable[LogRun]],
-                        open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
-                        first: int, last: int) -> tuple[list[Entry], int]:
+    async def write_run(
+        self,
+        load: Callable[[int, int], Awaitable[LogRun]],
+        open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
+        first: int,
+        last: int,
+    ) -> tuple[list[Entry], int]:
         """Store operations first..last as pages. Returns (entries, highest Lamport value).
 
         A short run is read at once with `load(a, b)` (async; Database.log_run for seqs a..b). A long
@@ -157,8 +174,9 @@ class LogWriter:
                 raise
             return job.result()
 
-    async def compact(self, levels: list[list[Entry]],
-                      load_records: Callable[[int, int], Awaitable[LogRun]]) -> list[list[Entry]]:
+    async def compact(
+        self, levels: list[list[Entry]], load_records: Callable[[int, int], Awaitable[LogRun]]
+    ) -> list[list[Entry]]:
         """Fold full levels upward (see the module doc). `load_records(first, last)` gives this log's
         operations first..last (Database.log_run)."""
         levels = [list(lv) for lv in levels]
@@ -184,8 +202,9 @@ class LogWriter:
         await self.put([ct])
         return Entry(entries[0].first, entries[-1].last, sum(e.size for e in entries), True, ref)
 
-    def manifest(self, rev: int, head_pk: bytes, last_seq: int, lamport: int, levels: list[list[Entry]],
-                 prev: bytes | None) -> bytes:
+    def manifest(
+        self, rev: int, head_pk: bytes, last_seq: int, lamport: int, levels: list[list[Entry]], prev: bytes | None
+    ) -> bytes:
         return encode_manifest(self.sid, self.device, rev, head_pk, last_seq, lamport, levels, prev)
 
     def seal_manifest(self, plain: bytes, head_pk: bytes, rev: int) -> tuple[bytes, EncryptedCID]:
@@ -208,9 +227,14 @@ class _RunJob:
     through the event loop; either way a write that does not end within the writer's timeout fails
     the push."""
 
-    def __init__(self, writer: "LogWriter", first: int, last: int,
-                 open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
-                 loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        writer: LogWriter,
+        first: int,
+        last: int,
+        open_loader: Callable[[], ContextManager[Callable[[int, int], LogRun]]],
+        loop: asyncio.AbstractEventLoop,
+    ):
         self.writer, self.last, self.open_loader, self.loop = writer, last, open_loader, loop
         self.cond = threading.Condition()
         self.next_seq = first
@@ -273,7 +297,7 @@ class _RunJob:
             for ct, obj in objects:
                 self._write(ct, obj.hash)
             entries.append(Entry(lo, hi, len(plain), False, ref, parts))
-        self.done[k] = (entries, max(run.lams[:cut[0][count]]))
+        self.done[k] = (entries, max(run.lams[: cut[0][count]]))
         return True
 
     def _write(self, ct: bytes, h: bytes) -> None:
@@ -283,8 +307,9 @@ class _RunJob:
                 raise _Stopped
             waited += 0.1
             if waited >= self.writer.timeout:  # _WRITES_OUT writes under way and none ends: a hung store
-                raise asyncio.TimeoutError(f"the store finished none of {_WRITES_OUT} writes in "
-                                           f"{self.writer.timeout:g} s")
+                raise TimeoutError(
+                    f"the store finished none of {_WRITES_OUT} writes in {self.writer.timeout:g} s"
+                )
         if self.stopped:
             self.slots.release()
             raise _Stopped
@@ -323,8 +348,9 @@ class _RunJob:
             for w in waits:  # their failures are the job's (see _written): taken, not left unretrieved
                 w.done() and (w.cancelled() or w.exception())
             if hung and not cancel:
-                self.stop(asyncio.TimeoutError(f"the store did not finish {len(hung)} writes in "
-                                               f"{self.writer.timeout:g} s"))
+                self.stop(
+                    TimeoutError(f"the store did not finish {len(hung)} writes in {self.writer.timeout:g} s")
+                )
         if self.error is not None and not cancel:
             raise self.error
 

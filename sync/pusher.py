@@ -8,13 +8,14 @@ deterministic), so a retried push is idempotent and never reuses a key for diffe
 Full levels of the log are folded upward as revisions of their own (compaction). When the store lost
 part of what was pushed, `repair` makes the next push send the whole log again.
 """
+
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
 import logging
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from nacl.signing import SigningKey
 
@@ -22,7 +23,6 @@ from ..storage.model import LogRun, now
 from ..stores import StaleHead, Store, StoreError
 from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.registry import RegistryEntry, RegistryError
-
 from . import dagcbor
 from .context import SyncContext
 from .errors import SyncError
@@ -38,8 +38,10 @@ def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
     """`run`, if it holds exactly the operations a..b of this device's log of `sid`."""
     have = run.seqs
     if have != list(range(a, b + 1)):
-        raise SyncError(f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
-                        f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log")
+        raise SyncError(
+            f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
+            f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log"
+        )
     return run
 
 
@@ -76,11 +78,18 @@ class Pusher:
             if state["pending"]:
                 await self._publish(one, state["pending"])
                 state = await db.sync_state(sid)
-            out = {"session": sid, "revision": state["head_rev"], "objects": 0, "bytes": 0,
-                   "compaction_objects": 0, "compaction_bytes": 0}
+            out = {
+                "session": sid,
+                "revision": state["head_rev"],
+                "objects": 0,
+                "bytes": 0,
+                "compaction_objects": 0,
+                "compaction_bytes": 0,
+            }
             last = await db.last_seq(sid)
             levels = levels_from_cbor(state["tree"])
             if last > state["pushed_seq"]:
+
                 async def load(a: int, b: int) -> LogRun:
                     return _contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
 
@@ -108,18 +117,23 @@ class Pusher:
                 out["compaction_objects"] = one.writer.written.objects
                 out["compaction_bytes"] = one.writer.written.bytes
             remote = await db.remote(sid)
-            if remote is not None and not remote["announced"] and out["revision"] \
-                    and self.ctx.keys.write_secret(sid) is not None:
+            if (
+                remote is not None
+                and not remote["announced"]
+                and out["revision"]
+                and self.ctx.keys.write_secret(sid) is not None
+            ):
                 await self.members.ensure_member(sid)  # so that the other devices find this device's log
             return out
 
-    async def _commit_revision(self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int,
-                               lamport: int | None) -> int:
+    async def _commit_revision(
+        self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int, lamport: int | None
+    ) -> int:
         current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
         rev = max(state["head_rev"], current.revision if current else 0) + 1
         prev = CIDV1_RAW_BLAKE3 + manifest_hash_of(current) if current else None
         if lamport is None:
-            lamport = (await self.ctx.db.get_lamport(one.sid))
+            lamport = await self.ctx.db.get_lamport(one.sid)
         plain = one.writer.manifest(rev, one.head_pk, last, lamport, levels, prev)
         pending = dagcbor.encode({"m": plain, "r": rev, "s": last, "t": levels_to_cbor(levels)})
         await self.ctx.db.save_sync_state(one.sid, pending=pending)  # fixed before anything of rev is uploaded
@@ -138,12 +152,23 @@ class Pusher:
         except StaleHead:
             current = await asyncio.wait_for(one.store.get_head(head_pk), self.ctx.timeout)
             if current is None or current.data != entry.data or current.revision != rev:
-                raise SyncError(f"the store holds a newer head (revision {current.revision if current else '?'}) "
-                                f"for this device's log of {sid} that this device did not write") from None
-        await self.ctx.db.save_sync_state(sid, pushed_seq=p["s"], head_rev=rev, tree=dagcbor.encode(p["t"]),
-                                          pending=None, last_error=None, last_push=now())
-        log.info("pushed", extra={"session": sid, "rev": rev, "objects": writer.written.objects,
-                                  "bytes": writer.written.bytes})
+                raise SyncError(
+                    f"the store holds a newer head (revision {current.revision if current else '?'}) "
+                    f"for this device's log of {sid} that this device did not write"
+                ) from None
+        await self.ctx.db.save_sync_state(
+            sid,
+            pushed_seq=p["s"],
+            head_rev=rev,
+            tree=dagcbor.encode(p["t"]),
+            pending=None,
+            last_error=None,
+            last_push=now(),
+        )
+        log.info(
+            "pushed",
+            extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
+        )
         self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": p["s"]})
 
     async def snapshot_id(self, sid: str) -> dict | None:
@@ -157,8 +182,12 @@ class Pusher:
             return None
         h = manifest_hash_of(head)
         cid = base64.b32encode(CIDV1_RAW_BLAKE3 + h).decode("ascii").lower().rstrip("=")
-        return {"revision": head.revision, "head_key": head.pk.hex(),
-                "manifest_ipfs_cid": "b" + cid, "manifest_blake3": h.hex()}
+        return {
+            "revision": head.revision,
+            "head_key": head.pk.hex(),
+            "manifest_ipfs_cid": "b" + cid,
+            "manifest_blake3": h.hex(),
+        }
 
     # ---------------------------------------------------------------- repair
     async def _store_lacks_log(self, sid: str) -> bool:
@@ -179,7 +208,7 @@ class Pusher:
             for h in hashes:
                 if not await asyncio.wait_for(store.has(h), ctx.timeout):
                     return True
-        except (StoreError, RegistryError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, StoreError, RegistryError, OSError):
             return False  # a store that does not answer is not one that lost data; the push reports it
         return False
 
@@ -191,6 +220,8 @@ class Pusher:
                 return False
             await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
             self.ctx.repair.discard(sid)
-        log.warning("the store lacks objects of this device's log; pushing all of it again",
-                    extra={"session": sid, "event": "repair"})
+        log.warning(
+            "the store lacks objects of this device's log; pushing all of it again",
+            extra={"session": sid, "event": "repair"},
+        )
         return True

@@ -6,6 +6,7 @@ announced, this device's log pushed under the new key). The record goes first an
 crash at any step leaves it, and the next pull of the session (the first round after a start)
 finishes the rekey from it. A device taking another's rekey keeps such a record while it switches.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,6 @@ from nacl.signing import VerifyKey
 
 from ..stores import StaleHead, Store
 from ..stores.registry import RegistryEntry
-
 from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
@@ -62,23 +62,35 @@ class Rekeyer:
             new_key, new_write = os.urandom(32), os.urandom(32)
             new_announce = bytes(announce_key(new_write).verify_key)
             for _attempt in range(5):
-                rev, members, notice = await self.members.read_members(store, sid, old_key,
-                                                                       bytes(remote["announce_pk"]))
+                rev, members, notice = await self.members.read_members(
+                    store, sid, old_key, bytes(remote["announce_pk"])
+                )
                 if notice is not None:
                     ctx.keys.clear_rekey_pending(sid)  # ours never reached the store
-                    raise ImportError_("conflict", f"session {sid} was rekeyed by another device at the same time; "
-                                                   f"this device takes that key at its next pull (`sessiond sync`), "
-                                                   f"then run rekey again if you still want to")
+                    raise ImportError_(
+                        "conflict",
+                        f"session {sid} was rekeyed by another device at the same time; "
+                        f"this device takes that key at its next pull (`sessiond sync`), "
+                        f"then run rekey again if you still want to",
+                    )
                 others = {m["device_id"] for m in members if m["head_pk"] != my_pk}
                 unknown = [d for d in drop if d not in others]
                 if unknown:
                     ctx.keys.clear_rekey_pending(sid)
-                    raise ImportError_("unknown_device", f"no writer device {', '.join(map(repr, unknown))} in session "
-                                                         f"{sid} to drop (its other writers: "
-                                                         f"{', '.join(sorted(others)) or 'none'})")
+                    raise ImportError_(
+                        "unknown_device",
+                        f"no writer device {', '.join(map(repr, unknown))} in session "
+                        f"{sid} to drop (its other writers: "
+                        f"{', '.join(sorted(others)) or 'none'})",
+                    )
                 keep = [m for m in members if m["head_pk"] != my_pk and m["device_id"] not in drop]
-                record = {"k": new_key, "w": new_write, "a": new_announce, "m": [
-                    {"d": m["device_id"], "k": m["head_pk"]} for m in keep], "own": True}
+                record = {
+                    "k": new_key,
+                    "w": new_write,
+                    "a": new_announce,
+                    "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in keep],
+                    "own": True,
+                }
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
                 _crash_point("rekey:pending")
                 try:
@@ -91,27 +103,40 @@ class Rekeyer:
             _crash_point("rekey:published")
             await self._finish(sid, record)
         log.info("rekeyed", extra={"session": sid, "event": "rekey"})
-        return {"session": sid, "kept": [m["device_id"] for m in keep],
-                "dropped": [m["device_id"] for m in members if m["head_pk"] != my_pk and m not in keep]}
+        return {
+            "session": sid,
+            "kept": [m["device_id"] for m in keep],
+            "dropped": [m["device_id"] for m in members if m["head_pk"] != my_pk and m not in keep],
+        }
 
-    async def _publish_notice(self, store: Store, sid: str, old_key: bytes, old_write: bytes, rev: int,
-                              members: list[dict], record: dict) -> None:
+    async def _publish_notice(
+        self, store: Store, sid: str, old_key: bytes, old_write: bytes, rev: int, members: list[dict], record: dict
+    ) -> None:
         """The notice, as revision rev+1 of the old members slot: a box for each kept writer, and one for
         this device too (so that even without its record it can take its own rekey, as the others do)."""
         secret = dagcbor.encode({"a": record["a"], "k": record["k"], "w": record["w"]})
         pks = [m["k"] for m in record["m"]] + [self.ctx.keys.head_pk(sid)]
         boxes = [{"k": pk, "x": SealedBox(VerifyKey(pk[1:]).to_curve25519_public_key()).encrypt(secret)} for pk in pks]
         notice = {"a": record["a"], "b": boxes, "t": int(time.time())}
-        plain = dagcbor.encode({"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in members], "rekey": notice,
-                                "s": sid, "v": 1, "ty": T_MEMBERS})
+        plain = dagcbor.encode(
+            {
+                "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in members],
+                "rekey": notice,
+                "s": sid,
+                "v": 1,
+                "ty": T_MEMBERS,
+            }
+        )
         salt = os.urandom(SALT_LEN)
         h = await asyncio.wait_for(store.put(seal_small(plain, members_key(old_key, salt))), self.ctx.timeout)
-        await asyncio.wait_for(store.set_head(RegistryEntry.create(announce_key(old_write), rev + 1,
-                                                                   b"\x1e" + h + salt)), self.ctx.timeout)
+        await asyncio.wait_for(
+            store.set_head(RegistryEntry.create(announce_key(old_write), rev + 1, b"\x1e" + h + salt)), self.ctx.timeout
+        )
 
     async def _finish(self, sid: str, record: dict) -> None:
-        await self._switch_key(sid, record["k"], record["w"], record["a"],
-                               [{"device_id": m["d"], "head_pk": m["k"]} for m in record["m"]])
+        await self._switch_key(
+            sid, record["k"], record["w"], record["a"], [{"device_id": m["d"], "head_pk": m["k"]} for m in record["m"]]
+        )
         self.ctx.keys.clear_rekey_pending(sid)
 
     async def resume(self, sid: str) -> None:
@@ -123,8 +148,12 @@ class Rekeyer:
         record = dagcbor.decode(raw)
         remote = await ctx.db.remote(sid)
         old_key, old_write = ctx.keys.session_key(sid), ctx.keys.write_secret(sid)
-        if record.get("own") and remote is not None and old_key != record["k"] \
-                and bytes(remote["announce_pk"]) != record["a"]:
+        if (
+            record.get("own")
+            and remote is not None
+            and old_key != record["k"]
+            and bytes(remote["announce_pk"]) != record["a"]
+        ):
             # this device's own rekey: was its notice published?
             store = await ctx.store_for(sid)
             rev, members, notice = await self.members.read_members(store, sid, old_key, bytes(remote["announce_pk"]))
@@ -137,7 +166,9 @@ class Rekeyer:
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
 
-    async def _switch_key(self, sid: str, key: bytes, write: bytes | None, announce: bytes, members: list[dict]) -> None:
+    async def _switch_key(
+        self, sid: str, key: bytes, write: bytes | None, announce: bytes, members: list[dict]
+    ) -> None:
         self.ctx.keys.rotate(sid, key, write)
         _crash_point("rekey:rotated")
         await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
@@ -157,14 +188,22 @@ class Rekeyer:
         if remote is not None and bytes(remote["announce_pk"]) == notice.get("a"):
             return False  # already switched
         if box is None:
-            raise ImportError_("revoked", f"session {sid} was rekeyed without this device: it keeps what it has "
-                                          f"but receives nothing new (ask for a new share code)")
+            raise ImportError_(
+                "revoked",
+                f"session {sid} was rekeyed without this device: it keeps what it has "
+                f"but receives nothing new (ask for a new share code)",
+            )
         try:
             secret = dagcbor.decode(SealedBox(keys.head_key(sid).to_curve25519_private_key()).decrypt(box))
         except Exception:
             raise ImportError_("damaged", f"the rekey notice of {sid} cannot be opened by this device") from None
-        record = {"k": secret["k"], "w": secret.get("w") if keys.write_secret(sid) else None, "a": secret["a"],
-                  "m": [], "own": False}
+        record = {
+            "k": secret["k"],
+            "w": secret.get("w") if keys.write_secret(sid) else None,
+            "a": secret["a"],
+            "m": [],
+            "own": False,
+        }
         keys.set_rekey_pending(sid, dagcbor.encode(record))  # a crash while switching resumes it
         await self._finish(sid, record)
         log.info("took new session key", extra={"session": sid, "event": "rekey"})

@@ -5,10 +5,11 @@ session gets its announce key the first time it is shared, and a writer device a
 members slot (members.py). Importing a code is importer.py; following the other devices, follower.py.
 `ImportError_` is re-exported here for the daemon, which imports it from this module.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .context import SyncContext
 from .errors import ImportError_
@@ -28,8 +29,10 @@ class Sharer:
         ctx = self.ctx
         session = await ctx.db.get_session(sid)
         if session["access"] == "read" and write:
-            raise ImportError_("read_only", f"session {sid} was imported read-only here; it can only be "
-                                            f"shared read-only from this device")
+            raise ImportError_(
+                "read_only",
+                f"session {sid} was imported read-only here; it can only be shared read-only from this device",
+            )
         key = ctx.keys.session_key(sid, create=True)
         res = await self.sync_now(sid, wait=True, timeout=ctx.timeout)
         if not res["pushed"]:  # everything up to now is in the store (later changes follow as usual)
@@ -46,8 +49,14 @@ class Sharer:
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None
         code = ShareCode(sid, key, bytes(remote["announce_pk"]), store.url, write_secret if write else None, expires_at)
-        return {"code": code.encode(passphrase), "session": sid, "capability": code.capability,
-                "expires_at": expires_at, "store": store.url, "protected": passphrase is not None}
+        return {
+            "code": code.encode(passphrase),
+            "session": sid,
+            "capability": code.capability,
+            "expires_at": expires_at,
+            "store": store.url,
+            "protected": passphrase is not None,
+        }
 
 
 __all__ = ["ImportError_", "Sharer"]

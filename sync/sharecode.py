@@ -11,6 +11,7 @@
 The map: {"a": announce public key (32), "c": "r" | "w", "k": session key (32), "s": session id,
 "u": store URL hint, "w": write secret (32, write codes only), "x": expiry (unix seconds, optional)}.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,13 +21,11 @@ import unicodedata
 from dataclasses import dataclass
 
 import blake3
-from nacl.bindings import (crypto_aead_xchacha20poly1305_ietf_decrypt,
-                           crypto_aead_xchacha20poly1305_ietf_encrypt)
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt, crypto_aead_xchacha20poly1305_ietf_encrypt
 from nacl.exceptions import CryptoError
 from nacl.pwhash import argon2id
 
 from ..storage.ids import ID_RE
-
 from . import dagcbor
 
 PREFIX = "sessiond1"
@@ -62,8 +61,12 @@ class ShareCode:
         return "read-write" if self.write_secret else "read-only"
 
     def _map(self) -> dict:
-        m: dict = {"a": self.announce_pk, "c": "w" if self.write_secret else "r", "k": self.session_key,
-                   "s": self.session_id}
+        m: dict = {
+            "a": self.announce_pk,
+            "c": "w" if self.write_secret else "r",
+            "k": self.session_key,
+            "s": self.session_id,
+        }
         if self.store_url:
             m["u"] = self.store_url
         if self.write_secret:
@@ -81,9 +84,12 @@ class ShareCode:
             salt = _salt or os.urandom(16)
             nonce = _nonce or os.urandom(24)
             key = _kdf(passphrase, salt, OPSLIMIT, MEMLIMIT_LOG2)
-            payload = (bytes([OPSLIMIT, MEMLIMIT_LOG2]) + salt + nonce
-                       + crypto_aead_xchacha20poly1305_ietf_encrypt(payload, bytes([VERSION, FLAG_PASSPHRASE]),
-                                                                    nonce, key))
+            payload = (
+                bytes([OPSLIMIT, MEMLIMIT_LOG2])
+                + salt
+                + nonce
+                + crypto_aead_xchacha20poly1305_ietf_encrypt(payload, bytes([VERSION, FLAG_PASSPHRASE]), nonce, key)
+            )
             flags |= FLAG_PASSPHRASE
         body = bytes([VERSION, flags]) + payload
         raw = body + _checksum(body)
@@ -111,12 +117,15 @@ def _unwrap(text: str) -> tuple[bytes, int]:
     t = "".join(text.split()).lower().replace("-", "")
     if not t.startswith(PREFIX):
         raise ShareCodeError("malformed", f"not a sessiond share code (it should start with {PREFIX!r})")
-    data = t[len(PREFIX):]
+    data = t[len(PREFIX) :]
     if not data:
         raise ShareCodeError("malformed", "share code is only its prefix: the rest is missing")
     if any(ch not in "abcdefghijklmnopqrstuvwxyz234567" for ch in data):
-        raise ShareCodeError("malformed", "share code has characters that cannot appear in a code "
-                                          "(only a-z and 2-7 after the prefix); check it was copied whole")
+        raise ShareCodeError(
+            "malformed",
+            "share code has characters that cannot appear in a code "
+            "(only a-z and 2-7 after the prefix); check it was copied whole",
+        )
     try:
         raw = base64.b32decode(data.upper() + "=" * ((-len(data)) % 8))
     except Exception:
@@ -125,11 +134,15 @@ def _unwrap(text: str) -> tuple[bytes, int]:
         raise ShareCodeError("checksum", "share code is truncated")
     body, check = raw[:-CHECKSUM_LEN], raw[-CHECKSUM_LEN:]
     if _checksum(body) != check:
-        raise ShareCodeError("checksum", "share code fails its checksum: it is mistyped or truncated "
-                                         "(copy it again, whole)")
+        raise ShareCodeError(
+            "checksum", "share code fails its checksum: it is mistyped or truncated (copy it again, whole)"
+        )
     if body[0] != VERSION:
-        raise ShareCodeError("version", f"share code version {body[0]} is not supported by this sessiond "
-                                        f"(it reads version {VERSION}); upgrade sessiond")
+        raise ShareCodeError(
+            "version",
+            f"share code version {body[0]} is not supported by this sessiond "
+            f"(it reads version {VERSION}); upgrade sessiond",
+        )
     return body, body[1]
 
 
@@ -140,8 +153,9 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
         raise ShareCodeError("version", "share code uses features this sessiond does not know; upgrade sessiond")
     if flags & FLAG_PASSPHRASE:
         if passphrase is None:
-            raise ShareCodeError("passphrase_required", "this share code is protected by a passphrase; "
-                                                        "give it with --passphrase-file")
+            raise ShareCodeError(
+                "passphrase_required", "this share code is protected by a passphrase; give it with --passphrase-file"
+            )
         if len(payload) < 2 + 16 + 24 + 16:
             raise ShareCodeError("malformed", "protected share code is too short")
         ops, mem, salt, nonce, ct = payload[0], payload[1], payload[2:18], payload[18:42], payload[42:]
@@ -151,8 +165,14 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
             raise ShareCodeError("passphrase", "wrong passphrase for this share code") from None
     try:
         m = dagcbor.decode(payload)
-        code = ShareCode(session_id=m["s"], session_key=m["k"], announce_pk=m["a"], store_url=m.get("u"),
-                         write_secret=m.get("w"), expires_at=m.get("x"))
+        code = ShareCode(
+            session_id=m["s"],
+            session_key=m["k"],
+            announce_pk=m["a"],
+            store_url=m.get("u"),
+            write_secret=m.get("w"),
+            expires_at=m.get("x"),
+        )
         if m["c"] not in ("r", "w") or (m["c"] == "w") != (code.write_secret is not None):
             raise ValueError("capability does not match the keys it carries")
         if not isinstance(code.session_id, str) or not ID_RE.match(code.session_id):
@@ -162,8 +182,11 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
                 raise ValueError("a key is not 32 bytes")
         if code.store_url is not None and not isinstance(code.store_url, str):
             raise ValueError("bad store hint")
-        if code.expires_at is not None and (not isinstance(code.expires_at, int) or isinstance(code.expires_at, bool)
-                                            or not 0 <= code.expires_at < MAX_EXPIRY):
+        if code.expires_at is not None and (
+            not isinstance(code.expires_at, int)
+            or isinstance(code.expires_at, bool)
+            or not 0 <= code.expires_at < MAX_EXPIRY
+        ):
             raise ValueError("bad expiry")
     except (dagcbor.DagCborError, KeyError, TypeError, ValueError) as exc:
         raise ShareCodeError("malformed", f"share code content is malformed: {exc}") from None

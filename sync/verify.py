@@ -4,13 +4,13 @@ This device's own log is read in full (every object reachable from its head, eac
 damage listed, and marked for repair so that `sessiond sync` pushes it again); the logs of the other
 devices are compared with what this device applied of them; a device left out of a rekey is told so.
 """
+
 from __future__ import annotations
 
 import asyncio
 
 from ..stores import StoreError
 from ..stores.registry import RegistryError
-
 from . import dagcbor
 from .context import SyncContext
 from .crypto import DecryptError
@@ -50,11 +50,16 @@ class Verifier:
         my_pk = ctx.keys.head_pk(sid)
         try:  # a device left out of a rekey cannot open the others' new logs: say so, not "damaged"
             _, _, notice = await self.members.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
-            if notice is not None and notice.get("a") != bytes(remote["announce_pk"]) \
-                    and not any(b.get("k") == my_pk for b in notice.get("b", [])):
-                report["problems"].append("revoked: the session was rekeyed without this device; it keeps what it "
-                                          "has, but can neither read nor check what is written from now on (ask "
-                                          "for a new share code)")
+            if (
+                notice is not None
+                and notice.get("a") != bytes(remote["announce_pk"])
+                and not any(b.get("k") == my_pk for b in notice.get("b", []))
+            ):
+                report["problems"].append(
+                    "revoked: the session was rekeyed without this device; it keeps what it "
+                    "has, but can neither read nor check what is written from now on (ask "
+                    "for a new share code)"
+                )
                 report["ok"] = False
                 return report
         except ImportError_ as exc:
@@ -65,8 +70,17 @@ class Verifier:
                 continue
             name = peer["device_id"] or pk.hex()[:16]
             try:
-                man, ops = await fetch_log(store, sid, key, pk, peer["device_id"], min_rev=peer["rev"],
-                                           after_seq=0, as_ops=True, timeout=ctx.timeout)
+                man, ops = await fetch_log(
+                    store,
+                    sid,
+                    key,
+                    pk,
+                    peer["device_id"],
+                    min_rev=peer["rev"],
+                    after_seq=0,
+                    as_ops=True,
+                    timeout=ctx.timeout,
+                )
             except Exception as exc:
                 report["problems"].append(f"device {name}: {describe(exc)}")
                 continue
@@ -94,8 +108,17 @@ class Verifier:
         db, keys, timeout = ctx.db, ctx.keys, ctx.timeout
         problems: list[str] = []
         damaged: list[dict] = []
-        report = {"session": sid, "ok": False, "revision": None, "manifest": None, "objects": 0, "operations": 0,
-                  "unpushed": 0, "problems": problems, "damaged": damaged}
+        report = {
+            "session": sid,
+            "ok": False,
+            "revision": None,
+            "manifest": None,
+            "objects": 0,
+            "operations": 0,
+            "unpushed": 0,
+            "problems": problems,
+            "damaged": damaged,
+        }
         state = await db.sync_state(sid)
         last = await db.last_seq(sid)
         report["unpushed"] = max(0, last - state["pushed_seq"])
@@ -113,7 +136,7 @@ class Verifier:
         store = await ctx.store_for(sid)
         try:
             head = await asyncio.wait_for(store.get_head(head_pk), timeout)
-        except (RegistryError, StoreError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, RegistryError, StoreError, OSError) as exc:
             problems.append(f"head: {describe(exc)}")
             return report
         if head is None:
@@ -121,8 +144,9 @@ class Verifier:
             return report
         report["revision"] = head.revision
         if head.revision < state["head_rev"]:
-            problems.append(f"head: rolled back to revision {head.revision}; this device published "
-                            f"revision {state['head_rev']}")
+            problems.append(
+                f"head: rolled back to revision {head.revision}; this device published revision {state['head_rev']}"
+            )
             return report
         try:
             mhash = manifest_hash_of(head)
@@ -135,7 +159,7 @@ class Verifier:
             report["objects"] += 1
             plain = open_manifest(ct, mhash, keys.session_keys(sid), head_pk, head.revision)
             manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
-        except (StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, StoreError, DecryptError, LogError, OSError) as exc:
             damaged.append({"object": mhash.hex(), "problem": describe(exc)})
             problems.append(f"manifest {mhash.hex()} (revision {head.revision}): {describe(exc)}")
             return report
@@ -154,12 +178,15 @@ class Verifier:
             local_enc = [dagcbor.encode(op_to_cbor(o)) for o in local]
             remote_enc = [dagcbor.encode(op_to_cbor(o)) for o in remote]
             if len(local_enc) != len(remote_enc):
-                problems.append(f"the store holds {len(remote_enc)} operations up to seq {manifest.last_seq}; "
-                                f"this device has {len(local_enc)}")
+                problems.append(
+                    f"the store holds {len(remote_enc)} operations up to seq {manifest.last_seq}; "
+                    f"this device has {len(local_enc)}"
+                )
             else:
                 bad_seqs = [o.seq for o, a, b in zip(local, local_enc, remote_enc) if a != b]
                 if bad_seqs:
-                    problems.append(f"{len(bad_seqs)} operations differ from the local database "
-                                    f"(first at seq {bad_seqs[0]})")
+                    problems.append(
+                        f"{len(bad_seqs)} operations differ from the local database (first at seq {bad_seqs[0]})"
+                    )
         report["ok"] = not problems
         return report

@@ -4,6 +4,7 @@ They belong to an owner's lifetime, not to module import: the daemon makes one `
 Syncer) at start, hands it to every LogWriter, and closes it at stop. A LogWriter given none uses
 `shared()`, one made on first use and kept until the process exits (tools, tests, benchmarks).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -11,7 +12,7 @@ import contextlib
 import gc
 import os
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def default_push_threads() -> int:

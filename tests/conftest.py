@@ -1,12 +1,13 @@
 """Real daemons in temporary homes, over real sockets, as separate processes."""
+
 from __future__ import annotations
 
 import http.client
 import json
 import os
-import socket
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,13 +46,12 @@ class DaemonProc:
     def socket(self) -> str:
         return socket_path(self.home)
 
-    def start(self, timeout: float = 20) -> "DaemonProc":
+    def start(self, timeout: float = 20) -> DaemonProc:
         r, w = os.pipe()
         cmd = [PY, "-m", "sessiond.cli.main", "daemon", "--home", self.home, "--ready-fd", str(w)]
         if self.store:
             cmd += ["--store", self.store]
-        self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=self.env)
+        self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             line = f.read(6)
@@ -87,7 +87,7 @@ class DaemonProc:
             self.proc.stdout.close()
             self.proc.stderr.close()
 
-    def restart(self) -> "DaemonProc":
+    def restart(self) -> DaemonProc:
         self.stop()
         return self.start()
 
@@ -134,8 +134,9 @@ def store_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def run_cli(home: str | None, *args: str, input: str | bytes | None = None, env: dict | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    home: str | None, *args: str, input: str | bytes | None = None, env: dict | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
     cmd = [PY, "-m", "sessiond.cli.main", *args]
     if home is not None:
         cmd += ["--home", home]
@@ -154,7 +155,7 @@ def cli_json(home: str, *args: str, **kw):
     return json.loads(res.stdout)
 
 
-__all__ = ["DaemonProc", "run_cli", "cli_json", "wait_for", "eventually", "DaemonNotRunning"]
+__all__ = ["DaemonNotRunning", "DaemonProc", "cli_json", "eventually", "run_cli", "wait_for"]
 
 
 @pytest.fixture(scope="module")

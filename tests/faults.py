@@ -1,4 +1,5 @@
 """A store wrapper that fails the way real stores fail: down, hanging, slow, lying."""
+
 from __future__ import annotations
 
 import asyncio

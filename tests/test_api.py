@@ -1,4 +1,5 @@
 """The socket API over a real Unix socket, against a real daemon process."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,11 +23,19 @@ def raw(daemon, method, path, body=None, headers=None):
 
 def test_session_lifecycle(daemon):
     c = daemon.client()
-    s = c.create_session(id="chat-1", name="Demo", system_prompt="You are terse.", model="llama-3",
-                         user="alice", tags=["work", "demo"], settings={"temperature": 0.2, "top_k": 40,
-                                                                         "top_p": 0.9, "max_tokens": 512},
-                         initial_messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-                         metadata={"app": "test"}, preferences={"lang": "en"}, expires_in=3600)
+    s = c.create_session(
+        id="chat-1",
+        name="Demo",
+        system_prompt="You are terse.",
+        model="llama-3",
+        user="alice",
+        tags=["work", "demo"],
+        settings={"temperature": 0.2, "top_k": 40, "top_p": 0.9, "max_tokens": 512},
+        initial_messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+        metadata={"app": "test"},
+        preferences={"lang": "en"},
+        expires_in=3600,
+    )
     assert s["id"] == "chat-1" and s["status"] == "active" and s["current_chat"] == "main"
     assert s["settings"] == {"temperature": 0.2, "top_k": 40, "top_p": 0.9, "max_tokens": 512}
     assert s["tags"] == ["demo", "work"] and s["expires_at"] > s["created_at"]
@@ -111,62 +120,80 @@ def test_messages_chats_and_cursors(daemon):
     assert e.value.status == 404
 
 
-@pytest.mark.parametrize("method,path,body,status,code", [
-    ("POST", "/v1/sessions", b"{not json", 400, "bad_json"),
-    ("POST", "/v1/sessions", b"[1,2]", 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"id": "../../etc"}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"id": ""}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"id": "abc\\n"}', 422, "invalid"),  # "$" matched before a final newline
-    ("POST", "/v1/sessions", b'{"bogus": 1}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"settings": {"temperature": "hot"}}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"settings": {"top_p": 2}}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"settings": {"seed": 1}}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"tags": "x"}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"metadata": [1]}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"name": 5}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"initial_messages": [{"role": "wizard", "content": "x"}]}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"expires_in": -5}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'\xff\xfe\x00', 400, "bad_json"),
-    ("POST", "/v1/verify", b"\n", 400, "bad_json"),  # whitespace is not an empty body
-    # what DAG-CBOR cannot hold could never be pushed (issue 19): refused before anything is stored
-    ("POST", "/v1/sessions", b'{"metadata": {"n": 18446744073709551616}}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"preferences": {"a": [-18446744073709551617]}}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"initial_messages": [{"role": "user", "content": "x", "metadata": {"n": '
-                             b'99999999999999999999999}}]}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"metadata": {"n": NaN}}', 422, "invalid"),
-    # lone surrogates are not text, in any field; a JSON nesting too deep for the parser is a bad body
-    ("POST", "/v1/sessions", b'{"name": "\\ud800"}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"metadata": {"k\\udfff": 1}}', 422, "invalid"),
-    ("POST", "/v1/sessions", b'{"tags": ["ok", "\\uDC00x"]}', 422, "invalid"),
-    ("POST", "/v1/sessions", b"[" * 100_000 + b"]" * 100_000, 400, "bad_json"),
-    ("POST", "/v1/sessions", b'{"metadata": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001, 400, "bad_json"),
-    ("GET", "/v1/sessions?limit=abc", None, 422, "invalid"),
-    ("GET", "/v1/sessions?limit=0", None, 422, "invalid"),
-    ("GET", "/v1/sessions?status=gone", None, 422, "invalid"),
-    ("GET", "/v1/sessions/nope", None, 404, "not_found"),
-    ("PATCH", "/v1/sessions/nope", b'{"name": "x"}', 404, "not_found"),
-    ("DELETE", "/v1/sessions/nope", None, 404, "not_found"),
-    ("POST", "/v1/sessions/nope/messages", b'{"role": "user", "content": "x"}', 404, "not_found"),
-    ("GET", "/v1/nothing", None, 404, "not_found"),
-    ("PUT", "/v1/sessions", b"{}", 405, "method_not_allowed"),
-])
+@pytest.mark.parametrize(
+    "method,path,body,status,code",
+    [
+        ("POST", "/v1/sessions", b"{not json", 400, "bad_json"),
+        ("POST", "/v1/sessions", b"[1,2]", 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"id": "../../etc"}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"id": ""}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"id": "abc\\n"}', 422, "invalid"),  # "$" matched before a final newline
+        ("POST", "/v1/sessions", b'{"bogus": 1}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"settings": {"temperature": "hot"}}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"settings": {"top_p": 2}}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"settings": {"seed": 1}}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"tags": "x"}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"metadata": [1]}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"name": 5}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"initial_messages": [{"role": "wizard", "content": "x"}]}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"expires_in": -5}', 422, "invalid"),
+        ("POST", "/v1/sessions", b"\xff\xfe\x00", 400, "bad_json"),
+        ("POST", "/v1/verify", b"\n", 400, "bad_json"),  # whitespace is not an empty body
+        # what DAG-CBOR cannot hold could never be pushed (issue 19): refused before anything is stored
+        ("POST", "/v1/sessions", b'{"metadata": {"n": 18446744073709551616}}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"preferences": {"a": [-18446744073709551617]}}', 422, "invalid"),
+        (
+            "POST",
+            "/v1/sessions",
+            b'{"initial_messages": [{"role": "user", "content": "x", "metadata": {"n": 99999999999999999999999}}]}',
+            422,
+            "invalid",
+        ),
+        ("POST", "/v1/sessions", b'{"metadata": {"n": NaN}}', 422, "invalid"),
+        # lone surrogates are not text, in any field; a JSON nesting too deep for the parser is a bad body
+        ("POST", "/v1/sessions", b'{"name": "\\ud800"}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"metadata": {"k\\udfff": 1}}', 422, "invalid"),
+        ("POST", "/v1/sessions", b'{"tags": ["ok", "\\uDC00x"]}', 422, "invalid"),
+        ("POST", "/v1/sessions", b"[" * 100_000 + b"]" * 100_000, 400, "bad_json"),
+        ("POST", "/v1/sessions", b'{"metadata": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001, 400, "bad_json"),
+        ("GET", "/v1/sessions?limit=abc", None, 422, "invalid"),
+        ("GET", "/v1/sessions?limit=0", None, 422, "invalid"),
+        ("GET", "/v1/sessions?status=gone", None, 422, "invalid"),
+        ("GET", "/v1/sessions/nope", None, 404, "not_found"),
+        ("PATCH", "/v1/sessions/nope", b'{"name": "x"}', 404, "not_found"),
+        ("DELETE", "/v1/sessions/nope", None, 404, "not_found"),
+        ("POST", "/v1/sessions/nope/messages", b'{"role": "user", "content": "x"}', 404, "not_found"),
+        ("GET", "/v1/nothing", None, 404, "not_found"),
+        ("PUT", "/v1/sessions", b"{}", 405, "method_not_allowed"),
+    ],
+)
 def test_bad_requests_get_clear_json_errors(daemon, method, path, body, status, code):
     st, data = raw(daemon, method, path, body)
     assert st == status, data
     assert data["error"]["code"] == code and data["error"]["message"]
 
 
-@pytest.mark.parametrize("body", [
-    b'{"role": "user"}', b'{"content": "x"}', b'{"role": "user", "content": 5}',
-    b'{"role": "user", "content": "x", "tokens": -1}', b'{"role": "user", "content": "x", "tokens": 1.5}',
-    b'{"messages": []}', b'{"messages": "x"}', b'{"messages": [{"role": "user"}]}',
-    b'{"role": "user", "content": "x", "chat": "missing"}', b'{"role": "user", "content": "x", "extra": 1}',
-    b'{"messages": [{"role": "user", "content": "ok"}, {"role": "nobody", "content": "bad"}]}',
-    b'{"role": "user", "content": "\\ud800"}', b'{"role": "user", "content": "x", "name": "\\udbff"}',
-    b'{"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "a\\ud800b"}]}',
-    b'{"role": "user", "content": "x", "metadata": {"n": 18446744073709551616}}',
-    b'{"role": "user", "content": "x", "tokens": 1e30}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"role": "user"}',
+        b'{"content": "x"}',
+        b'{"role": "user", "content": 5}',
+        b'{"role": "user", "content": "x", "tokens": -1}',
+        b'{"role": "user", "content": "x", "tokens": 1.5}',
+        b'{"messages": []}',
+        b'{"messages": "x"}',
+        b'{"messages": [{"role": "user"}]}',
+        b'{"role": "user", "content": "x", "chat": "missing"}',
+        b'{"role": "user", "content": "x", "extra": 1}',
+        b'{"messages": [{"role": "user", "content": "ok"}, {"role": "nobody", "content": "bad"}]}',
+        b'{"role": "user", "content": "\\ud800"}',
+        b'{"role": "user", "content": "x", "name": "\\udbff"}',
+        b'{"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "a\\ud800b"}]}',
+        b'{"role": "user", "content": "x", "metadata": {"n": 18446744073709551616}}',
+        b'{"role": "user", "content": "x", "tokens": 1e30}',
+    ],
+)
 def test_bad_appends_change_nothing(daemon, body):
     c = daemon.client()
     sid = c.create_session()["id"]
@@ -190,7 +217,7 @@ def test_null_means_the_default_and_a_patch_with_null_clears(daemon):
     """What the OpenAPI document promises: null for these fields is accepted, as their empty default."""
     c = daemon.client()
     fields = ("settings", "initial_messages", "metadata", "tags", "preferences")
-    st, s = raw(daemon, "POST", "/v1/sessions", json.dumps({k: None for k in fields}).encode())
+    st, s = raw(daemon, "POST", "/v1/sessions", json.dumps(dict.fromkeys(fields)).encode())
     assert st == 201, s
     got = c.get_session(s["id"])
     assert (got["settings"], got["metadata"], got["tags"], got["preferences"]) == ({}, {}, [], {})
@@ -401,8 +428,12 @@ def test_idempotency_key_repeats_and_misuse(daemon):
     assert [m["content"] for m in c.messages(sid)["messages"]] == ["hello", "x"]
     for bad in ("", "x" * 300, "tab\there"):
         raw = UnixHTTP(daemon.socket)
-        raw.request("POST", f"/v1/sessions/{sid}/messages", body=json.dumps({"role": "user", "content": "y"}),
-                    headers={"Content-Type": "application/json", "Idempotency-Key": bad})
+        raw.request(
+            "POST",
+            f"/v1/sessions/{sid}/messages",
+            body=json.dumps({"role": "user", "content": "y"}),
+            headers={"Content-Type": "application/json", "Idempotency-Key": bad},
+        )
         r = raw.getresponse()
         assert r.status == 422 and b"Idempotency-Key" in r.read(), bad
     assert len(c.messages(sid)["messages"]) == 2
@@ -443,12 +474,20 @@ def test_what_can_be_pushed_is_accepted_to_the_edge(daemon):
     """The limits are DAG-CBOR's, not narrower: 64-bit integers either way, and escaped surrogate pairs
     (one character) are text."""
     c = daemon.client()
-    st, s = raw(daemon, "POST", "/v1/sessions", b'{"name": "\\ud83d\\ude00", "metadata": {"big": 18446744073709551615,'
-                                                b' "small": -18446744073709551616}}')
+    st, s = raw(
+        daemon,
+        "POST",
+        "/v1/sessions",
+        b'{"name": "\\ud83d\\ude00", "metadata": {"big": 18446744073709551615, "small": -18446744073709551616}}',
+    )
     assert st == 201, s
-    assert s["name"] == "\U0001F600" and s["metadata"] == {"big": (1 << 64) - 1, "small": -(1 << 64)}
-    st, _ = raw(daemon, "POST", f"/v1/sessions/{s['id']}/messages",
-                b'{"role": "user", "content": "\\ud83d\\ude00", "metadata": {"n": 18446744073709551615}}')
+    assert s["name"] == "\U0001f600" and s["metadata"] == {"big": (1 << 64) - 1, "small": -(1 << 64)}
+    st, _ = raw(
+        daemon,
+        "POST",
+        f"/v1/sessions/{s['id']}/messages",
+        b'{"role": "user", "content": "\\ud83d\\ude00", "metadata": {"n": 18446744073709551615}}',
+    )
     assert st == 201
     c.sync(wait=True)
     assert c.verify()["ok"]
@@ -458,8 +497,11 @@ def test_settings_patch_merges_per_field(daemon):
     """Like policy fields: a PATCH of one setting keeps the others, and null clears one."""
     c = daemon.client()
     sid = c.create_session(settings={"temperature": 0.3, "max_tokens": 100})["id"]
-    assert c.update_session(sid, settings={"top_p": 0.5})["settings"] == {"temperature": 0.3, "max_tokens": 100,
-                                                                          "top_p": 0.5}
+    assert c.update_session(sid, settings={"top_p": 0.5})["settings"] == {
+        "temperature": 0.3,
+        "max_tokens": 100,
+        "top_p": 0.5,
+    }
     st, s = raw(daemon, "PATCH", f"/v1/sessions/{sid}", b'{"settings": {"temperature": null, "top_k": 7}}')
     assert st == 200 and s["settings"] == {"max_tokens": 100, "top_p": 0.5, "top_k": 7}, s
     st, s = raw(daemon, "PATCH", f"/v1/sessions/{sid}", b'{"settings": {"top_k": "many"}}')

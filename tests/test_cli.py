@@ -1,4 +1,5 @@
 """The `sessiond` command line, as a person and a script would use it."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,25 @@ def test_start_new_add_log_stop(home):
         assert again.returncode == 0 and "already running" in again.stdout
         st = run_cli(home, "status", check=True).stdout
         assert "socket:" in st and "device:" in st and "sessions: 0" in st
-        sid = run_cli(home, "new", "--name", "cli", "--system", "Be kind.", "--model", "m1", "--user", "u1",
-                      "--tag", "a", "--tag", "b", "--temperature", "0.3", check=True).stdout.strip()
+        sid = run_cli(
+            home,
+            "new",
+            "--name",
+            "cli",
+            "--system",
+            "Be kind.",
+            "--model",
+            "m1",
+            "--user",
+            "u1",
+            "--tag",
+            "a",
+            "--tag",
+            "b",
+            "--temperature",
+            "0.3",
+            check=True,
+        ).stdout.strip()
         assert sid
         run_cli(home, "add", sid, "--role", "user", "hello there", check=True)
         run_cli(home, "add", sid, "--role", "assistant", "-", input="from stdin\nsecond line", check=True)
@@ -72,10 +90,17 @@ def test_home_from_environment(daemon):
     assert res.returncode == 0 and res.stdout.strip() == "via-env"
 
 
-@pytest.mark.parametrize("args", [
-    ["frobnicate"], ["new", "--temperature", "hot"], ["add"], ["add", "x", "--role", "wizard", "t"],
-    ["new", "--expires-in", "soon"], ["log"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["frobnicate"],
+        ["new", "--temperature", "hot"],
+        ["add"],
+        ["add", "x", "--role", "wizard", "t"],
+        ["new", "--expires-in", "soon"],
+        ["log"],
+    ],
+)
 def test_bad_arguments_exit_2(home, args):
     res = run_cli(home, *args)
     assert res.returncode == 2, res
@@ -95,8 +120,17 @@ def test_errors_from_the_daemon_exit_nonzero_with_json(daemon):
 
 def test_every_command_has_json(daemon):
     sid = cli_json(daemon.home, "new")["id"]
-    for args in (["status"], ["ls"], ["show", sid], ["chat", "ls", sid], ["log", sid], ["sync", "--wait"],
-                 ["verify"], ["add", sid, "--role", "user", "x"], ["key", "export"]):
+    for args in (
+        ["status"],
+        ["ls"],
+        ["show", sid],
+        ["chat", "ls", sid],
+        ["log", sid],
+        ["sync", "--wait"],
+        ["verify"],
+        ["add", sid, "--role", "user", "x"],
+        ["key", "export"],
+    ):
         res = run_cli(daemon.home, *args, "--json")
         assert res.returncode == 0, (args, res.stderr)
         json.loads(res.stdout)
@@ -105,20 +139,62 @@ def test_every_command_has_json(daemon):
 def test_help_lists_commands(home):
     res = run_cli(None, "--help")
     assert res.returncode == 0
-    for name in ("daemon", "start", "stop", "status", "new", "ls", "show", "rm", "chat", "add", "log", "sync",
-                 "verify", "key"):
+    for name in (
+        "daemon",
+        "start",
+        "stop",
+        "status",
+        "new",
+        "ls",
+        "show",
+        "rm",
+        "chat",
+        "add",
+        "log",
+        "sync",
+        "verify",
+        "key",
+    ):
         assert name in res.stdout
 
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(argv=st.lists(st.one_of(st.sampled_from(["new", "add", "log", "import", "share", "export", "import-file",
-                                                "verify-proof", "cleanup", "--json", "--role", "user", "-",
-                                                "--older-than", "--format", "chatgpt", "key", "import", "--at"]),
-                               st.text(max_size=12)), max_size=6),
-       stdin=st.binary(max_size=64))
+@given(
+    argv=st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "new",
+                    "add",
+                    "log",
+                    "import",
+                    "share",
+                    "export",
+                    "import-file",
+                    "verify-proof",
+                    "cleanup",
+                    "--json",
+                    "--role",
+                    "user",
+                    "-",
+                    "--older-than",
+                    "--format",
+                    "chatgpt",
+                    "key",
+                    "import",
+                    "--at",
+                ]
+            ),
+            st.text(max_size=12),
+        ),
+        max_size=6,
+    ),
+    stdin=st.binary(max_size=64),
+)
 def test_cli_survives_garbage(home, argv, stdin, monkeypatch):
     """Arbitrary arguments and standard input: an exit code and a message, never a traceback."""
     import io
@@ -238,10 +314,19 @@ def test_unknown_config_key_is_refused_by_name(home):
     assert res.returncode == 1 and "delete_expird" in json.loads(res.stdout)["error"]["message"]
 
 
-@pytest.mark.parametrize("args", [
-    ["frobnicate"], ["new", "--temperature", "hot"], ["add"], ["add", "x", "--role", "wizard", "t"],
-    ["new", "--expires-in", "soon"], ["log"], ["cleanup", "--older-than", "soon"], [],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["frobnicate"],
+        ["new", "--temperature", "hot"],
+        ["add"],
+        ["add", "x", "--role", "wizard", "t"],
+        ["new", "--expires-in", "soon"],
+        ["log"],
+        ["cleanup", "--older-than", "soon"],
+        [],
+    ],
+)
 def test_argument_errors_answer_in_json(home, args):
     for argv in ([*args, "--json"], ["--json", *args]):
         res = run_cli(home, *argv)
@@ -268,8 +353,10 @@ def test_control_characters_are_escaped_for_people_and_exact_in_json(daemon):
     sid = cli_json(daemon.home, "new", "--name", evil, "--tag", "t\x1bx", "--model", "m\x08")["id"]
     run_cli(daemon.home, "chat", "new", sid, "--name", evil, check=True)
     run_cli(daemon.home, "add", sid, "--role", "user", "line one\nline\x1b]0;title\x07 two", check=True)
-    outs = [run_cli(daemon.home, *args, check=True).stdout
-            for args in (["ls"], ["show", sid], ["chat", "ls", sid], ["log", sid], ["log", sid, "--short"])]
+    outs = [
+        run_cli(daemon.home, *args, check=True).stdout
+        for args in (["ls"], ["show", sid], ["chat", "ls", sid], ["log", sid], ["log", sid, "--short"])
+    ]
     for out in outs:
         for c in "\x1b\x07\r\x9b\x08":
             assert c not in out, (c, out)
@@ -298,8 +385,14 @@ def test_text_that_is_not_utf8_is_a_clear_error(daemon):
         _no_traceback(res)
         res = run_cli(daemon.home, *argv, "--json")
         assert res.returncode == 2 and "not UTF-8" in json.loads(res.stdout)["error"]["message"]
-    for argv in (["add", sid, "--role", "user", "-"], ["new", "--system", "-"], ["import-file", "-", "--format", "json"],
-                 ["import"], ["share", sid, "--passphrase-file", "-"], ["verify-proof", sid, "-"]):
+    for argv in (
+        ["add", sid, "--role", "user", "-"],
+        ["new", "--system", "-"],
+        ["import-file", "-", "--format", "json"],
+        ["import"],
+        ["share", sid, "--passphrase-file", "-"],
+        ["verify-proof", sid, "-"],
+    ):
         res = run_cli(daemon.home, *argv, input=b"caf\xe9\xff\n")
         assert res.returncode == 2 and "UTF-8" in res.stderr, (argv, res)
         _no_traceback(res)

@@ -10,6 +10,7 @@ pulls deliver them. The only order kept is each device's own (a pull reads a log
 seq order); across devices anything goes, since a follower reads the members' heads one after the
 other while they move. The two databases must then hold the same user-visible state.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,8 @@ import random
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from sessiond.storage.database import Database
 from sessiond.storage.model import Op, RemoteLog
@@ -57,21 +59,53 @@ def histories(draw, collide: bool = False, cross_updates: bool = False):
     devs = [_Device(DEVICES[i]) for i in range(n)]
     everyone: list[Op] = []
     created: set[str] = {"main"}
-    first = devs[0].op("session.create", {
-        "name": "s", "created_at": T0, "current_chat": "main", "settings": {}, "tags": [],
-        "chats": [{"id": "main", "name": "main", "system_prompt": None, "model": None, "settings": {},
-                   "created_at": T0}]}, T0)
+    first = devs[0].op(
+        "session.create",
+        {
+            "name": "s",
+            "created_at": T0,
+            "current_chat": "main",
+            "settings": {},
+            "tags": [],
+            "chats": [
+                {"id": "main", "name": "main", "system_prompt": None, "model": None, "settings": {}, "created_at": T0}
+            ],
+        },
+        T0,
+    )
     everyone.append(first)
     for d in devs[1:]:  # the others import the session
         d.lamport = first.lamport
-    steps = draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(
-        ["message", "message", "chat", "chat", "chat_update", "chat_update", "session_update", "status",
-         "checkpoint", "catch_up", "catch_up"]), st.integers(0, 1 << 16)), min_size=1, max_size=30))
+    steps = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, n - 1),
+                st.sampled_from(
+                    [
+                        "message",
+                        "message",
+                        "chat",
+                        "chat",
+                        "chat_update",
+                        "chat_update",
+                        "session_update",
+                        "status",
+                        "checkpoint",
+                        "catch_up",
+                        "catch_up",
+                    ]
+                ),
+                st.integers(0, 1 << 16),
+            ),
+            min_size=1,
+            max_size=30,
+        )
+    )
     for i, (who, action, x) in enumerate(steps):
         d = devs[who]
         t = T0 + 1 + i
         known = sorted(d.chats)
-        if action == "catch_up" or action == "chat_update" and cross_updates and x % 2:
+        if action == "catch_up" or (action == "chat_update" and cross_updates and x % 2):
             # the device pulls everyone's logs so far (often just before changing a chat: that is
             # how it comes to change another device's chat)
             d.lamport = max([d.lamport] + [o.lamport for o in everyone])
@@ -80,8 +114,12 @@ def histories(draw, collide: bool = False, cross_updates: bool = False):
         if action == "catch_up":
             continue
         if action == "message":
-            body = {"chat": known[x % len(known)], "role": ["user", "assistant", "system"][x % 3],
-                    "content": f"m{i} from {d.name[:2]}", "tokens": x % 7 or None}
+            body = {
+                "chat": known[x % len(known)],
+                "role": ["user", "assistant", "system"][x % 3],
+                "content": f"m{i} from {d.name[:2]}",
+                "tokens": x % 7 or None,
+            }
             op = d.op("message.add", body, t)
         elif action == "chat":
             if collide:
@@ -90,9 +128,18 @@ def histories(draw, collide: bool = False, cross_updates: bool = False):
                     continue  # a device never creates a chat it knows exists (the API refuses it)
             else:
                 cid = f"{d.name[:2]}-{d.seq + 1}"
-            op = d.op("chat.create", {"id": cid, "name": f"{cid} by {d.name[:2]}", "system_prompt": None,
-                                      "model": ["m1", "m2", None][x % 3], "settings": {"temperature": x % 5},
-                                      "created_at": t}, t)
+            op = d.op(
+                "chat.create",
+                {
+                    "id": cid,
+                    "name": f"{cid} by {d.name[:2]}",
+                    "system_prompt": None,
+                    "model": ["m1", "m2", None][x % 3],
+                    "settings": {"temperature": x % 5},
+                    "created_at": t,
+                },
+                t,
+            )
             d.chats.add(cid)
             d.own.add(cid)
             created.add(cid)
@@ -114,18 +161,34 @@ def histories(draw, collide: bool = False, cross_updates: bool = False):
                 body = {"chat": chat, "name": f"renamed {x % 11}", "settings": {"top_k": x % 9}}
             op = d.op("chat.update", body, t)
         elif action == "session_update":
-            fields = [{"name": f"name {x % 13}"}, {"settings": {"temperature": x % 3}}, {"tags": [f"t{x % 4}"]},
-                      {"metadata": {"k": x % 6}}, {"current_chat": known[x % len(known)]},
-                      {"policy": {"token_quota": 1000 + x % 5}}, {"name": f"n{x % 3}", "tags": []}]
+            fields = [
+                {"name": f"name {x % 13}"},
+                {"settings": {"temperature": x % 3}},
+                {"tags": [f"t{x % 4}"]},
+                {"metadata": {"k": x % 6}},
+                {"current_chat": known[x % len(known)]},
+                {"policy": {"token_quota": 1000 + x % 5}},
+                {"name": f"n{x % 3}", "tags": []},
+            ]
             op = d.op("session.update", fields[x % len(fields)], t)
         elif action == "status":
             op = d.op("session.update", {"status": ["paused", "active", "ended"][x % 3]}, t)
         else:  # checkpoint
             d.checkpoints += 1
-            op = d.op("checkpoint.add", {
-                "number": d.checkpoints, "hash": f"{x:064x}", "tokens": x % 100, "messages": x % 10,
-                "frontier": {d.name: d.seq}, "created_at": t, "pk": "ed" + f"{x:064x}",
-                "signature": f"{x:0128x}"}, t)
+            op = d.op(
+                "checkpoint.add",
+                {
+                    "number": d.checkpoints,
+                    "hash": f"{x:064x}",
+                    "tokens": x % 100,
+                    "messages": x % 10,
+                    "frontier": {d.name: d.seq},
+                    "created_at": t,
+                    "pk": "ed" + f"{x:064x}",
+                    "signature": f"{x:0128x}",
+                },
+                t,
+            )
         everyone.append(op)
     return [d.log for d in devs]
 
@@ -136,14 +199,28 @@ def _remote(log: list[Op]) -> RemoteLog:
     for o in log:
         if o.kind == "message.add":
             b = o.body
-            out.messages.append((SID, b["chat"], o.device_id, o.seq, o.lamport, b["role"], b["content"],
-                                 b.get("tokens"), o.created_at, None))
+            out.messages.append(
+                (
+                    SID,
+                    b["chat"],
+                    o.device_id,
+                    o.seq,
+                    o.lamport,
+                    b["role"],
+                    b["content"],
+                    b.get("tokens"),
+                    o.created_at,
+                    None,
+                )
+            )
         else:
             out.ops.append(o)
     return out
 
 
-def _schedule(logs: list[list[Op]], rnd: random.Random, by_device: list[int] | None = None) -> list[dict[str, list[Op]]]:
+def _schedule(
+    logs: list[list[Op]], rnd: random.Random, by_device: list[int] | None = None
+) -> list[dict[str, list[Op]]]:
     """An order of delivery: batches (one apply_remote each) of the next few operations of one or
     more devices, each device's in its own order. The session's creation comes first (the import).
     With `by_device`, the devices' logs one after another in that order (in batches of 1-3); else
@@ -177,17 +254,25 @@ def _two_orders(logs: list[list[Op]], seed: int, interleave: bool) -> tuple[list
 
 async def _dump(db: Database) -> dict:
     """Every user-visible row (the per-field clocks, `stamps`, are bookkeeping and left out)."""
+
     async def q(sql: str) -> list:
         return await db.reader.execute_fetchall(sql)
 
     out = {}
-    for table, order in (("sessions", "id"), ("chats", "session_id, id"),
-                         ("messages", "session_id, lamport, device_id, seq"), ("checkpoints", "device_id, number"),
-                         ("ops", "device_id, seq"), ("logs", "device_id")):
+    for table, order in (
+        ("sessions", "id"),
+        ("chats", "session_id, id"),
+        ("messages", "session_id, lamport, device_id, seq"),
+        ("checkpoints", "device_id, number"),
+        ("ops", "device_id, seq"),
+        ("logs", "device_id"),
+    ):
         names = [r[1] for r in await q(f"PRAGMA table_info({table})")]
         keep = ", ".join(c for c in names if c != "stamps")
-        out[table] = [tuple(bytes(v).hex() if isinstance(v, (bytes, memoryview)) else v for v in r)
-                      for r in await q(f"SELECT {keep} FROM {table} ORDER BY {order}")]
+        out[table] = [
+            tuple(bytes(v).hex() if isinstance(v, (bytes, memoryview)) else v for v in r)
+            for r in await q(f"SELECT {keep} FROM {table} ORDER BY {order}")
+        ]
     out["context"] = [json.dumps(await db.context(SID, c["id"]), sort_keys=True) for c in await db.list_chats(SID)]
     return out
 
@@ -248,8 +333,16 @@ def test_any_order_gives_the_same_database_with_changes_to_other_devices_chats(l
 
 def _two_devices() -> tuple[_Device, _Device, Op]:
     a, b = _Device(DEVICES[0]), _Device(DEVICES[1])
-    create = a.op("session.create", {"name": "s", "created_at": T0, "current_chat": "main", "chats": [
-        {"id": "main", "name": "main", "settings": {}, "created_at": T0}]}, T0)
+    create = a.op(
+        "session.create",
+        {
+            "name": "s",
+            "created_at": T0,
+            "current_chat": "main",
+            "chats": [{"id": "main", "name": "main", "settings": {}, "created_at": T0}],
+        },
+        T0,
+    )
     b.lamport = create.lamport
     return a, b, create
 

@@ -1,6 +1,7 @@
 """Crash test: appends and sync from several clients while daemons are killed with SIGKILL at random
 moments; afterwards every acknowledged message is present exactly once on every device, and verify
 passes. CRASH_KILLS sets how many kills (CI: 20; `make test-long`: 200)."""
+
 from __future__ import annotations
 
 import os

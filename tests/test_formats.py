@@ -1,4 +1,5 @@
 """Wire formats, checked byte for byte against the vectors in docs/FORMATS.md."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,26 @@ import re
 
 import blake3
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from sessiond.stores.cid import BlobId, CIDError, digest, parse_ipfs_cid
 from sessiond.storage.model import LogRun, Op
+from sessiond.stores.cid import BlobId, CIDError, digest, parse_ipfs_cid
 from sessiond.stores.registry import RegistryEntry, RegistryError
 from sessiond.sync import dagcbor
-from sessiond.sync.crypto import (CHUNK_SIZE, CTX_HEAD_SIGNING, DecryptError, EncryptedCID, decrypt, derive, manifest_key,
-                                  object_key, open_sealed, seal)
+from sessiond.sync.crypto import (
+    CHUNK_SIZE,
+    CTX_HEAD_SIGNING,
+    DecryptError,
+    EncryptedCID,
+    decrypt,
+    derive,
+    manifest_key,
+    object_key,
+    open_sealed,
+    seal,
+)
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
 from sessiond.sync.pages import Entry, parse_page
 from sessiond.sync.push import LogWriter
@@ -53,13 +65,20 @@ def test_ipfs_cid_vector_from_kubo():
 def test_blob_id_size_encoding():
     assert BlobId.of(b"").to_bytes()[35:] == b""
     assert BlobId(b"\x00" * 32, 256).to_bytes()[35:] == b"\x00\x01"
-    assert BlobId.from_bytes(BlobId(b"\x01" * 32, 2 ** 40).to_bytes()).size == 2 ** 40
+    assert BlobId.from_bytes(BlobId(b"\x01" * 32, 2**40).to_bytes()).size == 2**40
 
 
-@pytest.mark.parametrize("text,why", [
-    ("", "empty"), ("xabc", "unknown multibase"), ("b!!!", "base32"), ("z0OIl", "base58"),
-    ("f123", "base16"), ("b" + "a" * 10, "magic"),
-])
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        ("", "empty"),
+        ("xabc", "unknown multibase"),
+        ("b!!!", "base32"),
+        ("z0OIl", "base58"),
+        ("f123", "base16"),
+        ("b" + "a" * 10, "magic"),
+    ],
+)
 def test_blob_id_rejects(text, why):
     with pytest.raises(CIDError, match=why):
         BlobId.parse(text)
@@ -67,8 +86,12 @@ def test_blob_id_rejects(text, why):
 
 def test_blob_id_rejects_bad_bytes():
     good = BlobId.of(b"x").to_bytes()
-    for bad, why in ((good[:20], "truncated"), (b"\x5b\x82\x1f" + good[3:], "hash function"),
-                     (good + b"\x00", "trailing zero"), (good[:35] + b"\x01" * 9, "longer than 8")):
+    for bad, why in (
+        (good[:20], "truncated"),
+        (b"\x5b\x82\x1f" + good[3:], "hash function"),
+        (good + b"\x00", "trailing zero"),
+        (good[:35] + b"\x01" * 9, "longer than 8"),
+    ):
         with pytest.raises(CIDError, match=why):
             BlobId.from_bytes(bad)
 
@@ -108,7 +131,7 @@ def test_encrypted_object_damage_is_detected():
     big = os.urandom(600_000)
     ct, ref = seal(big, os.urandom(32))
     step = 256 * 1024 + 16
-    for bad in (ct[:-1], ct[:step * 2], ct[:step], ct + b"\x00", ct[step:] + ct[:step]):
+    for bad in (ct[:-1], ct[: step * 2], ct[:step], ct + b"\x00", ct[step:] + ct[:step]):
         with pytest.raises(DecryptError):
             open_sealed(bad, ref)
         with pytest.raises(DecryptError):  # even with the hash check out of the way
@@ -121,8 +144,9 @@ def test_encrypted_object_damage_is_detected():
         open_sealed(ct, EncryptedCID(ref.hash, os.urandom(32), ref.padding, ref.plain))
 
 
-@pytest.mark.parametrize("size", [0, 1, 255, 256, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 7,
-                                  4 * CHUNK_SIZE])
+@pytest.mark.parametrize(
+    "size", [0, 1, 255, 256, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 7, 4 * CHUNK_SIZE]
+)
 @pytest.mark.parametrize("pad", [True, False])
 def test_chunked_sealing_matches_the_format_written_out_plainly(size, pad):
     """encrypt/decrypt avoid copies (chunks cut straight from the plaintext, padding added to the last
@@ -130,13 +154,17 @@ def test_chunked_sealing_matches_the_format_written_out_plainly(size, pad):
     written out plainly (pad the whole, then one XChaCha20-Poly1305 call per 256 KiB chunk, nonce =
     the chunk's index), decrypt must open it, and a damaged chunk is named."""
     from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt as aead
+
     from sessiond.sync import crypto
+
     plain, key = os.urandom(size), os.urandom(32)
     sealed, padding = crypto.encrypt(plain, key, pad)
     assert padding == ((-size) % 256 if pad else 0)
     whole = plain + bytes(padding)
-    plainly = b"".join(aead(whole[off:off + CHUNK_SIZE], None, i.to_bytes(24, "little"), key)
-                       for i, off in enumerate(range(0, max(1, len(whole)), CHUNK_SIZE)))
+    plainly = b"".join(
+        aead(whole[off : off + CHUNK_SIZE], None, i.to_bytes(24, "little"), key)
+        for i, off in enumerate(range(0, max(1, len(whole)), CHUNK_SIZE))
+    )
     assert sealed == plainly
     assert crypto.decrypt(sealed, key, size, padding) == plain
     assert crypto.decrypt(memoryview(bytearray(sealed)), key, size, padding) == plain
@@ -150,6 +178,7 @@ def test_chunked_sealing_matches_the_format_written_out_plainly(size, pad):
 def test_padding_is_checked_however_much_an_encrypted_cid_claims():
     """Padding is zeros, whatever an encrypted CID claims: more than one chunk of it too."""
     from sessiond.sync import crypto
+
     key = os.urandom(32)
     sealed, _ = crypto.encrypt(bytes(2 * CHUNK_SIZE), key, pad=False)
     assert crypto.decrypt(sealed, key, 10, 2 * CHUNK_SIZE - 10) == bytes(10)
@@ -172,8 +201,13 @@ def test_key_derivation_vectors():
 
 
 def test_dag_cbor_vector_and_rules():
-    val = {"bb": [1.5, -2, 0], "a": 1, "ccc": dagcbor.Link(bytes.fromhex("01551e20") + b"\x00" * 32),
-           "d": {"z": None, "y": True}, "e": "é"}
+    val = {
+        "bb": [1.5, -2, 0],
+        "a": 1,
+        "ccc": dagcbor.Link(bytes.fromhex("01551e20") + b"\x00" * 32),
+        "d": {"z": None, "y": True},
+        "e": "é",
+    }
     enc = dagcbor.encode(val)
     assert enc.hex() == V["dag_cbor"]["hex"]
     assert dagcbor.encode(dagcbor.decode(enc)) == enc
@@ -181,39 +215,80 @@ def test_dag_cbor_vector_and_rules():
     for bad in (float("nan"), float("inf"), {1: 2}, object(), 1 << 70):
         with pytest.raises(dagcbor.DagCborError):
             dagcbor.encode(bad)
-    for raw, why in ((bytes.fromhex("a2616201616101"), "deterministic"),  # keys out of order
-                     (bytes.fromhex("f93e00"), "deterministic"),  # a half float
-                     (bytes.fromhex("1800"), "deterministic"),  # a non-shortest integer
-                     (bytes.fromhex("c11a514b67b0"), "DAG-CBOR"),  # tag 1 (a date)
-                     (bytes.fromhex("ff"), "CBOR")):
+    for raw, why in (
+        (bytes.fromhex("a2616201616101"), "deterministic"),  # keys out of order
+        (bytes.fromhex("f93e00"), "deterministic"),  # a half float
+        (bytes.fromhex("1800"), "deterministic"),  # a non-shortest integer
+        (bytes.fromhex("c11a514b67b0"), "DAG-CBOR"),  # tag 1 (a date)
+        (bytes.fromhex("ff"), "CBOR"),
+    ):
         with pytest.raises(dagcbor.DagCborError, match=why):
             dagcbor.decode(raw)
 
 
 def test_page_vector():
     v = V["page"]
-    ops = [Op("demo", v["device"], 1, 1, "session.create",
-              {"name": "Demo", "current_chat": "main", "created_at": 1700000000.0}, 1700000000.0),
-           Op("demo", v["device"], 2, 2, "message.add",
-              {"chat": "main", "role": "user", "content": "hi", "tokens": 1}, 1700000000.5)]
+    ops = [
+        Op(
+            "demo",
+            v["device"],
+            1,
+            1,
+            "session.create",
+            {"name": "Demo", "current_chat": "main", "created_at": 1700000000.0},
+            1700000000.0,
+        ),
+        Op(
+            "demo",
+            v["device"],
+            2,
+            2,
+            "message.add",
+            {"chat": "main", "role": "user", "content": "hi", "tokens": 1},
+            1700000000.5,
+        ),
+    ]
     # the push builds pages from database columns (Database.log_run)
-    records = [(1, 1, "session.create", json.dumps(ops[0].body), 1700000000.0) + (None,) * 5,
-               (2, 2, "message.add", None, 1700000000.5, "main", "user", "hi", 1, None)]
+    records = [
+        (1, 1, "session.create", json.dumps(ops[0].body), 1700000000.0) + (None,) * 5,
+        (2, 2, "message.add", None, 1700000000.5, "main", "user", "hi", 1, None),
+    ]
     writer = LogWriter(v["session"], v["device"], bytes(32), None)
     [(page, first, last)] = writer.pages(LogRun.from_records(records))
     assert (page.hex(), first, last) == (v["hex"], 1, 2)
     # the same map written out by hand, column by column, encoded by the general (key-sorting) encoder
-    assert page == dagcbor.encode({
-        "ty": "sessiond/page", "v": 2, "s": v["session"], "d": v["device"], "f": 1,
-        "k": ["session.create", "message.add"], "l": [1, 2], "t": [1700000000000, 1700000000500],
-        "c": [None, "main"], "r": [None, "user"], "x": [None, "hi"], "n": [None, 1],
-        "b": [ops[0].body, None]})
+    assert page == dagcbor.encode(
+        {
+            "ty": "sessiond/page",
+            "v": 2,
+            "s": v["session"],
+            "d": v["device"],
+            "f": 1,
+            "k": ["session.create", "message.add"],
+            "l": [1, 2],
+            "t": [1700000000000, 1700000000500],
+            "c": [None, "main"],
+            "r": [None, "user"],
+            "x": [None, "hi"],
+            "n": [None, 1],
+            "b": [ops[0].body, None],
+        }
+    )
     # and reading it back gives the operations written
     e = Entry(1, 2, len(page), False, seal(page, bytes(32))[1])
     parsed = parse_page(page, e, v["session"], v["device"])
     assert parsed.ops(v["session"], v["device"]) == [
-        Op(o.session_id, o.device_id, o.seq, o.lamport, o.kind,
-           {**o.body, "extra": None} if o.kind == "message.add" else o.body, o.created_at) for o in ops]
+        Op(
+            o.session_id,
+            o.device_id,
+            o.seq,
+            o.lamport,
+            o.kind,
+            {**o.body, "extra": None} if o.kind == "message.add" else o.body,
+            o.created_at,
+        )
+        for o in ops
+    ]
 
 
 def test_mnemonic_round_trip_and_errors(tmp_path):
@@ -257,8 +332,12 @@ def test_blob_id_parser_never_crashes(text):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_binary_decoders_never_crash(raw):
-    for fn, errors in ((BlobId.from_bytes, CIDError), (EncryptedCID.from_bytes, CIDError),
-                       (RegistryEntry.from_bytes, RegistryError), (dagcbor.decode, dagcbor.DagCborError)):
+    for fn, errors in (
+        (BlobId.from_bytes, CIDError),
+        (EncryptedCID.from_bytes, CIDError),
+        (RegistryEntry.from_bytes, RegistryError),
+        (dagcbor.decode, dagcbor.DagCborError),
+    ):
         try:
             fn(raw)
         except errors:
@@ -266,10 +345,18 @@ def test_binary_decoders_never_crash(raw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 63) | st.text() | st.binary()
-                    | st.floats(allow_nan=False, allow_infinity=False),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**63)
+        | st.text()
+        | st.binary()
+        | st.floats(allow_nan=False, allow_infinity=False),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
+        max_leaves=20,
+    )
+)
 def test_dag_cbor_is_deterministic(value):
     enc = dagcbor.encode(value)
     assert dagcbor.encode(dagcbor.decode(enc)) == enc
@@ -292,16 +379,21 @@ def test_share_code_vectors():
     assert needs_passphrase(v["read_only_protected"]) and not needs_passphrase(v["read_only"])
     # grouped and wrapped codes still read
     code = v["read_only"]
-    assert decode("\n".join(code[i:i + 40] for i in range(0, len(code), 40)).upper()) == ro
-    for bad, kind in ((code[:-3], "checksum"), (code[:40], "checksum"), ("sessiond1", "malformed"),
-                      ("nope" + code, "malformed"), (code[:20] + "1" + code[21:], "malformed")):
+    assert decode("\n".join(code[i : i + 40] for i in range(0, len(code), 40)).upper()) == ro
+    for bad, kind in (
+        (code[:-3], "checksum"),
+        (code[:40], "checksum"),
+        ("sessiond1", "malformed"),
+        ("nope" + code, "malformed"),
+        (code[:20] + "1" + code[21:], "malformed"),
+    ):
         with pytest.raises(ShareCodeError) as e:
             decode(bad)
         assert e.value.kind == kind, (bad, e.value)
     for i in range(len("sessiond1"), len(code)):  # every single-character typo is caught by the checksum
         ch = "a" if code[i] != "a" else "b"
         with pytest.raises(ShareCodeError):
-            decode(code[:i] + ch + code[i + 1:])
+            decode(code[:i] + ch + code[i + 1 :])
     with pytest.raises(ShareCodeError) as e:
         decode(v["read_write_expiring"], now=2_000_000_000)
     assert e.value.kind == "expired"

@@ -2,12 +2,14 @@
 built from the schema's fields with arbitrary values, arbitrary JSON, arbitrary query strings) must
 never get a 5xx, errors must be the documented JSON shape, and successes must carry the schema's
 required fields."""
+
 from __future__ import annotations
 
 import json
 import os
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import UnixHTTP
 
@@ -15,10 +17,11 @@ SEEN: dict[int, int] = {}
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 20))
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.floats(allow_nan=False)
-                           | st.text(max_size=30),
-                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                           max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 
 
 def resolve(doc, schema):
@@ -36,7 +39,7 @@ def body_strategy(doc, schema):
         props.update(o.get("properties", {}))
     if not props:
         return json_values
-    keyed = st.fixed_dictionaries({}, optional={k: json_values for k in props})
+    keyed = st.fixed_dictionaries({}, optional=dict.fromkeys(props, json_values))
     return st.one_of(keyed, json_values)
 
 
@@ -47,7 +50,8 @@ def check_response(doc, route, status, data):
         assert isinstance(data["error"].get("code"), str) and isinstance(data["error"].get("message"), str)
         return
     schema = route["responses"].get(str(status)) or next(
-        (r for code, r in route["responses"].items() if code.startswith("2")), None)
+        (r for code, r in route["responses"].items() if code.startswith("2")), None
+    )
     assert schema is not None, (route, status)
     content = schema.get("content", {}).get("application/json")
     if content is None:
@@ -76,19 +80,25 @@ def test_fuzz_every_route(api_target):
         queries = [p["name"] for p in op.get("parameters", []) if p["in"] == "query"]
 
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-        @given(body=body_strategy(doc, req) if req else st.none(),
-               raw=st.one_of(st.none(), st.binary(max_size=40)),
-               sid=st.sampled_from(["fuzz", "missing", "fuzz%2F..", "%00", "x" * 200]),
-               query=st.dictionaries(st.sampled_from(queries or ["x"]), st.text(max_size=12), max_size=3))
+        @given(
+            body=body_strategy(doc, req) if req else st.none(),
+            raw=st.one_of(st.none(), st.binary(max_size=40)),
+            sid=st.sampled_from(["fuzz", "missing", "fuzz%2F..", "%00", "x" * 200]),
+            query=st.dictionaries(st.sampled_from(queries or ["x"]), st.text(max_size=12), max_size=3),
+        )
         def one(body, raw, sid, query):
             target = path.replace("{id}", sid)
             if query:
                 from urllib.parse import urlencode
+
                 target += "?" + urlencode(query)
             if isinstance(body, dict) and "timeout" in body:
                 body["timeout"] = 1  # a fuzzed sync may wait, but not for an hour
-            payload = raw if raw is not None and method != "GET" else (
-                json.dumps(body).encode() if body is not None else None)
+            payload = (
+                raw
+                if raw is not None and method != "GET"
+                else (json.dumps(body).encode() if body is not None else None)
+            )
             c = UnixHTTP(proc.socket)
             try:
                 c.request(method, target, body=payload, headers={"Content-Type": "application/json"})

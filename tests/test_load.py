@@ -1,4 +1,5 @@
 """A small run of bench/load.py: concurrent clients, many sessions, a second daemon following them."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
-from load import run  # noqa: E402
+from load import run
 
 
 def test_load_small():

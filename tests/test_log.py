@@ -1,5 +1,6 @@
 """Pages (column by column) and checkpoint chains: the push's and the import's hot paths, checked
 against the plain definitions they speed up."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,34 +13,51 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from faults import FaultyStore
 from sessiond.storage.logrun import read_run
 from sessiond.storage.model import LogRun, Op, RemoteLog
 from sessiond.storage.schema import MIGRATIONS
-from sessiond.sync import dagcbor
-from sessiond.sync.checkpoint import ProofError, check_proofs, conversation_hash, conversation_hashes, make_proof, prepare
-from sessiond.sync.crypto import seal
-from sessiond.stores import FileStore
-from sessiond.sync import pages as pages_mod, push as push_mod
-from faults import FaultyStore
-from waiting import eventually
-from sessiond.stores import StoreError
+from sessiond.stores import FileStore, StoreError
 from sessiond.stores.registry import RegistryEntry
+from sessiond.sync import dagcbor
+from sessiond.sync import pages as pages_mod
+from sessiond.sync import push as push_mod
+from sessiond.sync.checkpoint import (
+    ProofError,
+    check_proofs,
+    conversation_hash,
+    conversation_hashes,
+    make_proof,
+    prepare,
+)
+from sessiond.sync.crypto import seal
 from sessiond.sync.pages import PAGE_MAX, Entry, LogError, op_to_cbor, parse_page
 from sessiond.sync.pull import LogReader
 from sessiond.sync.push import LogWriter
 from sessiond.sync.workers import Workers, shared
+from waiting import eventually
 
 SID, DEV = "sess", "dev0"
 
 texts = st.text(max_size=40) | st.text(alphabet="ab\u00e9\u4e2d\U0001f600", min_size=0, max_size=3000)
-message = st.tuples(st.sampled_from(["main", "side", "\u00e9t\u00e9"]), st.sampled_from(["user", "assistant"]),
-                    texts, st.none() | st.integers(0, 1 << 40),
-                    st.none() | st.dictionaries(st.text(max_size=5), st.integers(-(1 << 63), (1 << 63) - 1) | st.text(max_size=5), max_size=3))
-other = st.tuples(st.sampled_from(["chat.create", "session.update", "checkpoint.add", "future.kind"]),
-                  st.dictionaries(st.text(max_size=5), st.integers(-(1 << 63), (1 << 63) - 1) | st.text(max_size=5) | st.none(), max_size=3))
+message = st.tuples(
+    st.sampled_from(["main", "side", "\u00e9t\u00e9"]),
+    st.sampled_from(["user", "assistant"]),
+    texts,
+    st.none() | st.integers(0, 1 << 40),
+    st.none()
+    | st.dictionaries(st.text(max_size=5), st.integers(-(1 << 63), (1 << 63) - 1) | st.text(max_size=5), max_size=3),
+)
+other = st.tuples(
+    st.sampled_from(["chat.create", "session.update", "checkpoint.add", "future.kind"]),
+    st.dictionaries(
+        st.text(max_size=5), st.integers(-(1 << 63), (1 << 63) - 1) | st.text(max_size=5) | st.none(), max_size=3
+    ),
+)
 
 
 def records(items: list, first: int = 1) -> list[tuple]:
@@ -49,8 +67,20 @@ def records(items: list, first: int = 1) -> list[tuple]:
         seq, t = first + i, 1700000000 + i / 1000
         if len(item) == 5:
             chat, role, content, tokens, extra = item
-            out.append((seq, seq * 2, "message.add", None, t, chat, role, content, tokens,
-                        json.dumps(extra) if extra is not None else None))
+            out.append(
+                (
+                    seq,
+                    seq * 2,
+                    "message.add",
+                    None,
+                    t,
+                    chat,
+                    role,
+                    content,
+                    tokens,
+                    json.dumps(extra) if extra is not None else None,
+                )
+            )
         else:
             kind, body = item
             out.append((seq, seq * 2, kind, json.dumps(body), t, None, None, None, None, None))
@@ -94,19 +124,26 @@ def test_pages_round_trip(items, after):
     # what verify compares: the canonical map of every operation
     assert [dagcbor.encode(op_to_cbor(o)) for o in ops] == [dagcbor.encode(op_to_cbor(o)) for o in want]
     # what the import inserts: message rows plus the other operations
-    rows = [(SID, o.body["chat"], DEV, o.seq, o.lamport, o.body["role"], o.body["content"], o.body["tokens"],
-             o.created_at) for o in want if o.kind == "message.add"]
+    rows = [
+        (SID, o.body["chat"], DEV, o.seq, o.lamport, o.body["role"], o.body["content"], o.body["tokens"], o.created_at)
+        for o in want
+        if o.kind == "message.add"
+    ]
     assert [r[:9] for r in log.messages] == rows
-    assert [json.loads(r[9]) if r[9] else None for r in log.messages] == \
-        [dagcbor.canon(o.body["extra"]) if o.body["extra"] else None for o in want if o.kind == "message.add"]
+    assert [json.loads(r[9]) if r[9] else None for r in log.messages] == [
+        dagcbor.canon(o.body["extra"]) if o.body["extra"] else None for o in want if o.kind == "message.add"
+    ]
     assert log.ops == [o for o in want if o.kind != "message.add"]
 
 
 def test_pages_stay_under_the_limit():
     big = "x" * 200_000
     wide = "\u4e2d" * 70_000  # three bytes each in UTF-8
-    items = [("main", "user", big, 1, None)] * 5 + [("main", "user", wide, None, None)] * 5 + \
-            [("main", "user", "short", None, {"k": "v"})] * 3000
+    items = (
+        [("main", "user", big, 1, None)] * 5
+        + [("main", "user", wide, None, None)] * 5
+        + [("main", "user", "short", None, {"k": "v"})] * 3000
+    )
     recs = records(items)
     pages = LogWriter(SID, DEV, bytes(32), None).pages(LogRun.from_records(recs))
     assert all(len(p) <= PAGE_MAX for p, _, _ in pages)
@@ -125,36 +162,77 @@ def test_pages_refuse_a_torn_run():
 
 
 def _page_map(**change) -> bytes:
-    m = {"b": [None, None], "c": ["main", "main"], "d": DEV, "f": 1, "k": ["message.add"] * 2, "l": [1, 2],
-         "n": [None, 3], "r": ["user", "user"], "s": SID, "t": [1, 2], "v": 2, "x": ["a", "b"],
-         "ty": "sessiond/page"}
+    m = {
+        "b": [None, None],
+        "c": ["main", "main"],
+        "d": DEV,
+        "f": 1,
+        "k": ["message.add"] * 2,
+        "l": [1, 2],
+        "n": [None, 3],
+        "r": ["user", "user"],
+        "s": SID,
+        "t": [1, 2],
+        "v": 2,
+        "x": ["a", "b"],
+        "ty": "sessiond/page",
+    }
     m.update(change)
     return dagcbor.encode({k: v for k, v in m.items() if v is not ...})
 
 
-@pytest.mark.parametrize("change, why", [
-    ({"v": 1}, "version"),
-    ({"f": 2}, "does not hold seqs"),
-    ({"l": [1]}, "wrong length"),
-    ({"x": ...}, "wrong length"),
-    ({"k": ["message.add", 7]}, "kind is not text"),
-    ({"l": [1, "2"]}, "not an integer"),
-    ({"t": [1, 2.5]}, "not an integer"),
-    ({"n": [None, "3"]}, "wrong type"),
-    ({"b": [None, [1]]}, "wrong type"),
-    ({"x": ["a", None]}, "content is missing"),
-    ({"k": ["chat.create", "message.add"], "b": [{}, None], "c": [None, "main"], "r": [None, "user"],
-      "x": ["a", None], "n": [None, None]}, "1 \\(chat.create\\) has message fields"),
-    ({"k": ["chat.create", "message.add"], "b": [{}, None], "c": [None, "main"], "r": [None, "user"],
-      "x": [None, "b"], "n": [3, None]}, "1 \\(chat.create\\) has message fields"),
-    ({"c": ["main", 5]}, "chat id is missing"),
-    ({"k": ["message.add", "chat.create"]}, "operation that is not a message has one"),
-    ({"k": ["message.add", "chat.create"], "c": ["main", None], "r": ["user", None], "x": ["a", None],
-      "n": [None, None]}, "2 \\(chat.create\\) has no body"),
-    ({"s": "other"}, "swapped"),
-    ({"d": "other"}, "swapped"),
-    ({"ty": "sessiond/node"}, "not a page"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"v": 1}, "version"),
+        ({"f": 2}, "does not hold seqs"),
+        ({"l": [1]}, "wrong length"),
+        ({"x": ...}, "wrong length"),
+        ({"k": ["message.add", 7]}, "kind is not text"),
+        ({"l": [1, "2"]}, "not an integer"),
+        ({"t": [1, 2.5]}, "not an integer"),
+        ({"n": [None, "3"]}, "wrong type"),
+        ({"b": [None, [1]]}, "wrong type"),
+        ({"x": ["a", None]}, "content is missing"),
+        (
+            {
+                "k": ["chat.create", "message.add"],
+                "b": [{}, None],
+                "c": [None, "main"],
+                "r": [None, "user"],
+                "x": ["a", None],
+                "n": [None, None],
+            },
+            "1 \\(chat.create\\) has message fields",
+        ),
+        (
+            {
+                "k": ["chat.create", "message.add"],
+                "b": [{}, None],
+                "c": [None, "main"],
+                "r": [None, "user"],
+                "x": [None, "b"],
+                "n": [3, None],
+            },
+            "1 \\(chat.create\\) has message fields",
+        ),
+        ({"c": ["main", 5]}, "chat id is missing"),
+        ({"k": ["message.add", "chat.create"]}, "operation that is not a message has one"),
+        (
+            {
+                "k": ["message.add", "chat.create"],
+                "c": ["main", None],
+                "r": ["user", None],
+                "x": ["a", None],
+                "n": [None, None],
+            },
+            "2 \\(chat.create\\) has no body",
+        ),
+        ({"s": "other"}, "swapped"),
+        ({"d": "other"}, "swapped"),
+        ({"ty": "sessiond/node"}, "not a page"),
+    ],
+)
 def test_malformed_pages_are_refused(change, why):
     plain = _page_map(**change)
     with pytest.raises(LogError, match=why):
@@ -163,8 +241,10 @@ def test_malformed_pages_are_refused(change, why):
 
 # ------------------------------------------------------------------ checkpoints in one pass
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("ABC"), st.integers(0, 5)), max_size=60),
-       st.lists(st.dictionaries(st.sampled_from("ABCD"), st.integers(0, 25), max_size=4), max_size=8))
+@given(
+    st.lists(st.tuples(st.sampled_from("ABC"), st.integers(0, 5)), max_size=60),
+    st.lists(st.dictionaries(st.sampled_from("ABCD"), st.integers(0, 25), max_size=4), max_size=8),
+)
 def test_conversation_hashes_match_one_by_one(stream, frontiers):
     # messages of three devices in a global order; each device's seqs increase along it
     seqs = {"A": 0, "B": 0, "C": 0}
@@ -192,6 +272,7 @@ def test_check_proofs_names_the_checkpoint_that_does_not_hold():
 def test_prepare_rows_matches_prepare():
     rows = [("s", "main", "dev", i, i * 2, "user", f"m{i} \u00e9", i % 3 or None, 1.0, None) for i in range(1, 50)]
     from sessiond.sync.checkpoint import prepare_rows
+
     assert prepare_rows(rows) == prepare([(r[2], r[3], r[1], r[5], r[6], r[7]) for r in rows])
 
 
@@ -205,8 +286,12 @@ def test_entries_of_an_unknown_kind_are_refused():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(message | other, st.floats(0, 4e9, allow_nan=False)), min_size=0, max_size=30),
-       st.integers(0, 5), st.integers(0, 40), st.booleans())
+@given(
+    st.lists(st.tuples(message | other, st.floats(0, 4e9, allow_nan=False)), min_size=0, max_size=30),
+    st.integers(0, 5),
+    st.integers(0, 40),
+    st.booleans(),
+)
 def test_log_run_reads_back_what_was_written(items, after, span, small_limit):
     """Database.log_run (one statement, columns concatenated by SQLite) gives the same run as the
     rows themselves: every double exact, every content byte in place (NULs too), operations in seq
@@ -218,20 +303,28 @@ def test_log_run_reads_back_what_was_written(items, after, span, small_limit):
     for migration in MIGRATIONS:
         conn.executescript(migration)
     recs = []
-    for (seq, lam, kind, body, _, chat, role, content, tokens, extra), (_, t) in zip(records([i for i, _ in items]),
-                                                                                   items):
+    for (seq, lam, kind, body, _, chat, role, content, tokens, extra), (_, t) in zip(
+        records([i for i, _ in items]), items
+    ):
         if content is not None and seq % 3 == 0:
             content += "\0"
         recs.append((seq, lam, kind, body, t, chat, role, content, tokens, extra))
         if body is None:
-            conn.execute("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
-                         " created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                         (SID, chat, DEV, seq, lam, role, content, tokens, t, extra))
+            conn.execute(
+                "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
+                " created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (SID, chat, DEV, seq, lam, role, content, tokens, t, extra),
+            )
         else:
-            conn.execute("INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
-                         " VALUES (?,?,?,?,?,?,?)", (SID, DEV, seq, lam, kind, body, t))
-    conn.execute("INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
-                 " VALUES (?, 'main', 'another device', 1, 1, 'user', 'not this log', 0)", (SID,))
+            conn.execute(
+                "INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at) VALUES (?,?,?,?,?,?,?)",
+                (SID, DEV, seq, lam, kind, body, t),
+            )
+    conn.execute(
+        "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
+        " VALUES (?, 'main', 'another device', 1, 1, 'user', 'not this log', 0)",
+        (SID,),
+    )
     wanted = [r for r in recs if after < r[0] <= after + span]
     got = read_run(conn, SID, DEV, after, after + span)
     want = LogRun.from_records(wanted)
@@ -260,8 +353,15 @@ async def test_a_long_run_is_written_in_chunks_and_reads_back(tmp_path, monkeypa
         if i % 997 == 5:
             items.append(("checkpoint.add", {"at": i}))
         else:
-            items.append(("main", "user" if i % 2 else "assistant", f"{i} " + "w\u00e9" * (i % 50 if i % 1500 else 9000),
-                          i, {"k": i} if i % 301 == 0 else None))
+            items.append(
+                (
+                    "main",
+                    "user" if i % 2 else "assistant",
+                    f"{i} " + "w\u00e9" * (i % 50 if i % 1500 else 9000),
+                    i,
+                    {"k": i} if i % 301 == 0 else None,
+                )
+            )
     recs = records(items)
     run = LogRun.from_records(recs)
     loads, readers = [], []
@@ -275,7 +375,8 @@ async def test_a_long_run_is_written_in_chunks_and_reads_back(tmp_path, monkeypa
 
         def read(a, b):
             loads.append((a, b))
-            return LogRun.from_records(recs[a - 1:b])
+            return LogRun.from_records(recs[a - 1 : b])
+
         yield read
 
     for store in (FileStore(str(tmp_path / "store")), FaultyStore(FileStore(str(tmp_path / "store2")))):
@@ -290,10 +391,13 @@ async def test_a_long_run_is_written_in_chunks_and_reads_back(tmp_path, monkeypa
         files = [f for _, _, fs in os.walk(os.path.join(root, "objects")) for f in fs]
         # some pages are in parts; parts that repeat are the same object (same plaintext, same key)
         assert writer.written.objects >= len(files) > len(entries)
-        assert writer.written.bytes >= sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
-                                           os.walk(os.path.join(root, "objects")) for f in fs)
+        assert writer.written.bytes >= sum(
+            os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(root, "objects")) for f in fs
+        )
         ops = await LogReader(SID, DEV, store).ops(entries)
-        assert [dagcbor.encode(op_to_cbor(o)) for o in ops] == [dagcbor.encode(op_to_cbor(o)) for o in expected_ops(recs)]
+        assert [dagcbor.encode(op_to_cbor(o)) for o in ops] == [
+            dagcbor.encode(op_to_cbor(o)) for o in expected_ops(recs)
+        ]
         # pages stay full across chunk edges (a chunk's last page goes round with the next chunk)
         assert all(e.size <= pages_mod.PAGE_MAX or e.parts for e in entries)
         assert len(entries) <= len(writer.pages(run)) + 2
@@ -311,20 +415,26 @@ def _loader(recs, fail_at: int | None = None, delay: float = 0.0):
             time.sleep(delay)  # the scenario, not a wait: a slow source, so that a run is still going
             if fail_at is not None and a <= fail_at <= b:
                 raise RuntimeError(f"cannot read {a}..{b} (injected)")
-            return LogRun.from_records(recs[a - 1:b])
+            return LogRun.from_records(recs[a - 1 : b])
+
         yield read
+
     return open_loader
 
 
 def _counted(open_loader, reads: list):
     """open_loader, recording each range read (from a worker thread) in `reads`."""
+
     @contextlib.contextmanager
     def counted():
         with open_loader() as read:
+
             def read_counted(a, b):
                 reads.append((a, b))
                 return read(a, b)
+
             yield read_counted
+
     return counted
 
 
@@ -337,8 +447,10 @@ async def _workers_idle(workers: Workers | None = None) -> None:
     (`workers`: those the writers were given; by default the shared ones of a writer given none)."""
     workers = workers or shared()
     t = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(workers.push.submit(time.sleep, 0))
-                                            for _ in range(workers.push_threads))), 2)
+    await asyncio.wait_for(
+        asyncio.gather(*(asyncio.wrap_future(workers.push.submit(time.sleep, 0)) for _ in range(workers.push_threads))),
+        2,
+    )
     assert time.monotonic() - t < 1
 
 
@@ -368,10 +480,11 @@ class _StuckFileStore(FileStore):
         return super()._put_sync(data, h)
 
 
-@pytest.mark.parametrize("kind, failure", [("through the event loop", (StoreError, "down")),
-                                           ("on the store's threads", (OSError, "No space"))])
-async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_out(tmp_path, monkeypatch, kind,
-                                                                                  failure):
+@pytest.mark.parametrize(
+    "kind, failure",
+    [("through the event loop", (StoreError, "down")), ("on the store's threads", (OSError, "No space"))],
+)
+async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_out(tmp_path, monkeypatch, kind, failure):
     """A failing store fails the push with its error, a hung one within the writer's timeout; once the
     store is back the same run goes through. Both ways a push writes: a store written through the
     event loop (FaultyStore) and one with writer threads of its own (FileStore.put_in_background)."""
@@ -389,7 +502,9 @@ async def test_a_long_run_to_a_failing_store_fails_and_to_a_hanging_one_times_ou
     store.mode = "hang"
     t = time.monotonic()
     with pytest.raises(asyncio.TimeoutError):
-        await LogWriter(SID, DEV, bytes(range(32)), store, timeout=0.3).write_run(_no_short, _loader(recs), 1, len(recs))
+        await LogWriter(SID, DEV, bytes(range(32)), store, timeout=0.3).write_run(
+            _no_short, _loader(recs), 1, len(recs)
+        )
     assert time.monotonic() - t < 5
     await _workers_idle()
     store.mode = None  # the store is back: the same run goes through
@@ -429,10 +544,13 @@ async def test_the_collector_is_paused_only_while_long_runs_are_written(tmp_path
         @contextlib.contextmanager
         def open_loader():
             with inner() as read:
+
                 def read_watched(a, b):
                     seen.append(gc.isenabled())
                     return read(a, b)
+
                 yield read_watched
+
         return open_loader
 
     assert gc.isenabled()
@@ -472,8 +590,11 @@ def test_file_store_drops_each_object_from_the_page_cache_once_it_is_on_disk(tmp
     calls: list[tuple] = []
     real_fsync, real_fadvise = os.fsync, os.posix_fadvise
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", fd)), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: (calls.append(("fadvise", fd, advice)),
-                                                                          real_fadvise(fd, off, n, advice))[1])
+    monkeypatch.setattr(
+        os,
+        "posix_fadvise",
+        lambda fd, off, n, advice: (calls.append(("fadvise", fd, advice)), real_fadvise(fd, off, n, advice))[1],
+    )
     store = FileStore(str(tmp_path / "store"))
     data = os.urandom(300_000)
     h = store.put_in_background(data).result(10)
@@ -499,13 +620,17 @@ async def test_workers_and_store_threads_belong_to_their_owner(tmp_path, monkeyp
     writer = LogWriter(SID, DEV, bytes(range(32)), store, workers=workers)
     entries, _ = await writer.write_run(_no_short, _loader(recs), 1, len(recs))
     assert [o.seq for o in await LogReader(SID, DEV, store).ops(entries)] == list(range(1, len(recs) + 1))
-    ours = [t for t in set(threading.enumerate()) - before
-            if t.name.startswith(("sessiond-push", "sessiond-seal", "sessiond-store"))]
+    ours = [
+        t
+        for t in set(threading.enumerate()) - before
+        if t.name.startswith(("sessiond-push", "sessiond-seal", "sessiond-store"))
+    ]
     assert {t.name.split("_")[0] for t in ours} == {"sessiond-push", "sessiond-store"}
     await asyncio.to_thread(workers.close)
     await store.close()
     assert not [t for t in ours if t.is_alive()]
     with pytest.raises(RuntimeError, match="closed"):
         await LogWriter(SID, DEV, bytes(range(32)), store, workers=workers).write_run(
-            _no_short, _loader(recs), 1, len(recs))
+            _no_short, _loader(recs), 1, len(recs)
+        )
     assert gc.isenabled()

@@ -1,4 +1,5 @@
 """Session management as LLM SDKs know it, through the CLI and the API of a real daemon (issue 5)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ def test_tokens_quota_and_levels(daemon):
     assert sh(h, "quota", sid)["level"] == "critical"
     res = run_cli(h, "add", sid, "--role", "user", "--tokens", "11", "too much")
     # only ways out that work: compaction frees context, not quota (tokens_used never goes down)
-    assert res.returncode == 1 and "compact" not in res.stderr and "clone" in res.stderr \
-        and "--token-quota" in res.stderr and "fork" in res.stderr, res.stderr
+    assert (
+        res.returncode == 1
+        and "compact" not in res.stderr
+        and "clone" in res.stderr
+        and "--token-quota" in res.stderr
+        and "fork" in res.stderr
+    ), res.stderr
     res = run_cli(h, "add", sid, "--role", "user", "--tokens", "11", "too much", "--json")
     assert json.loads(res.stdout)["error"]["code"] == "quota_exceeded"
     assert sh(h, "quota", sid)["tokens_used"] == 90  # the refused append changed nothing
@@ -68,8 +74,15 @@ def test_compaction_keeps_history(daemon):
 def test_clone_and_fork(daemon):
     h = daemon.home
     c = daemon.client()
-    sid = c.create_session(name="orig", system_prompt="sp", model="m", settings={"top_k": 5}, tags=["t"],
-                           initial_messages=[{"role": "user", "content": "hi"}], token_quota=500)["id"]
+    sid = c.create_session(
+        name="orig",
+        system_prompt="sp",
+        model="m",
+        settings={"top_k": 5},
+        tags=["t"],
+        initial_messages=[{"role": "user", "content": "hi"}],
+        token_quota=500,
+    )["id"]
     c.create_chat(sid, name="second", system_prompt="other")
     ids = [c.append(sid, "user", f"m{i}")["id"] for i in range(5)]
     cl = sh(h, "clone", sid, "--name", "copy")
@@ -115,8 +128,10 @@ def test_checkpoints_end_and_proofs(daemon, tmp_path):
 def test_limits(home):
     os.makedirs(home, mode=0o700)
     with open(os.path.join(home, "config.toml"), "w") as f:
-        f.write("max_active_sessions = 3\nmax_active_sessions_per_user = 1\nmax_chats_per_session = 2\n"
-                "max_messages_per_chat = 3\n")
+        f.write(
+            "max_active_sessions = 3\nmax_active_sessions_per_user = 1\nmax_chats_per_session = 2\n"
+            "max_messages_per_chat = 3\n"
+        )
     d = DaemonProc(home).start()
     try:
         c = d.client()
@@ -182,21 +197,52 @@ def test_statistics(daemon):
     assert all_["sessions"] == 2 and {u["user"] for u in all_["users"]} == {"ann", "bob"}
 
 
-CHATGPT = [{
-    "title": "Branchy", "id": "conv1", "current_node": "n4",
-    "mapping": {
-        "root": {"id": "root", "message": None, "parent": None, "children": ["n1"]},
-        "n1": {"id": "n1", "parent": "root", "children": ["n2"], "message": {
-            "author": {"role": "user"}, "content": {"content_type": "text", "parts": ["Hi"]}}},
-        "n2": {"id": "n2", "parent": "n1", "children": ["n3", "b3"], "message": {
-            "author": {"role": "assistant"}, "content": {"content_type": "text", "parts": ["Hello!"]}}},
-        "n3": {"id": "n3", "parent": "n2", "children": ["n4"], "message": {
-            "author": {"role": "user"}, "content": {"content_type": "text", "parts": ["Tell me a joke"]}}},
-        "n4": {"id": "n4", "parent": "n3", "children": [], "message": {
-            "author": {"role": "assistant"}, "content": {"content_type": "text", "parts": ["A joke."]}}},
-        "b3": {"id": "b3", "parent": "n2", "children": [], "message": {
-            "author": {"role": "user"}, "content": {"content_type": "text", "parts": ["Tell me a poem"]}}},
-    }}]
+CHATGPT = [
+    {
+        "title": "Branchy",
+        "id": "conv1",
+        "current_node": "n4",
+        "mapping": {
+            "root": {"id": "root", "message": None, "parent": None, "children": ["n1"]},
+            "n1": {
+                "id": "n1",
+                "parent": "root",
+                "children": ["n2"],
+                "message": {"author": {"role": "user"}, "content": {"content_type": "text", "parts": ["Hi"]}},
+            },
+            "n2": {
+                "id": "n2",
+                "parent": "n1",
+                "children": ["n3", "b3"],
+                "message": {"author": {"role": "assistant"}, "content": {"content_type": "text", "parts": ["Hello!"]}},
+            },
+            "n3": {
+                "id": "n3",
+                "parent": "n2",
+                "children": ["n4"],
+                "message": {
+                    "author": {"role": "user"},
+                    "content": {"content_type": "text", "parts": ["Tell me a joke"]},
+                },
+            },
+            "n4": {
+                "id": "n4",
+                "parent": "n3",
+                "children": [],
+                "message": {"author": {"role": "assistant"}, "content": {"content_type": "text", "parts": ["A joke."]}},
+            },
+            "b3": {
+                "id": "b3",
+                "parent": "n2",
+                "children": [],
+                "message": {
+                    "author": {"role": "user"},
+                    "content": {"content_type": "text", "parts": ["Tell me a poem"]},
+                },
+            },
+        },
+    }
+]
 
 
 def test_plain_formats(daemon, tmp_path):
@@ -206,8 +252,11 @@ def test_plain_formats(daemon, tmp_path):
     c.append(sid, "user", "hello")
     c.append(sid, "assistant", "hi!")
     oa = sh(h, "export", sid, "--format", "openai")
-    assert oa["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hello"},
-                              {"role": "assistant", "content": "hi!"}]
+    assert oa["messages"] == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi!"},
+    ]
     assert oa["model"] == "gpt-x" and oa["temperature"] == 0.5
     f = tmp_path / "oa.json"
     f.write_text(json.dumps(oa))
@@ -229,12 +278,15 @@ def test_plain_formats(daemon, tmp_path):
     assert [m["content"] for m in c.messages(branch["id"])["messages"]] == ["Hi", "Hello!", "Tell me a poem"]
     assert branch["provenance"]["kind"] == "fork" and branch["provenance"]["session"] == main["id"]
     before = c.stats()["sessions"]
-    for bad, fmt, expect in (("[1, 2]", "openai", "messages[0]"), ('{"messages": []}', "openai", "non-empty"),
-                             ('[{"role": "user", "content": [{"type": "image_url"}]}]', "openai", "image_url"),
-                             ('{"format": "nope"}', "json", "not a sessiond session file"),
-                             ('[{"mapping": {}, "current_node": "x"}]', "chatgpt", "current_node"),
-                             ('[{"current_node": "a", "mapping": {"a": {"parent": "a"}}}]', "chatgpt", "cycle"),
-                             ("not json", "openai", "not JSON")):
+    for bad, fmt, expect in (
+        ("[1, 2]", "openai", "messages[0]"),
+        ('{"messages": []}', "openai", "non-empty"),
+        ('[{"role": "user", "content": [{"type": "image_url"}]}]', "openai", "image_url"),
+        ('{"format": "nope"}', "json", "not a sessiond session file"),
+        ('[{"mapping": {}, "current_node": "x"}]', "chatgpt", "current_node"),
+        ('[{"current_node": "a", "mapping": {"a": {"parent": "a"}}}]', "chatgpt", "cycle"),
+        ("not json", "openai", "not JSON"),
+    ):
         f.write_text(bad)
         res = run_cli(h, "import-file", str(f), "--format", fmt)
         assert res.returncode != 0 and expect in res.stderr, (bad, res.stderr)
@@ -262,37 +314,62 @@ def test_everything_travels_by_share_code(make_daemon, store_dir):
 
 
 def _session_file(**session) -> dict:
-    return {"format": "sessiond.session.v1", "session": {"id": "from-file", **session},
-            "chats": [{"id": "main", "name": "main"}], "messages": [{"role": "user", "content": "hi"}]}
+    return {
+        "format": "sessiond.session.v1",
+        "session": {"id": "from-file", **session},
+        "chats": [{"id": "main", "name": "main"}],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
 
 
-@pytest.mark.parametrize("data,fmt,expect", [
-    (_session_file(expires_at="tomorrow"), "json", "expires_at"),
-    (_session_file(tags="abc"), "json", "tags"),
-    (_session_file(settings={"temperature": "hot"}), "json", "settings.temperature"),
-    (_session_file(policy={"token_quota": -5}), "json", "token_quota"),
-    (_session_file(metadata={"n": 1 << 64}), "json", "metadata"),
-    (_session_file(name="\ud800"), "json", "name"),
-    (_session_file(id="../../etc"), "json", "session id"),
-    ({**_session_file(), "chats": [{"id": "../../etc"}], "messages": []}, "json", "chat id"),
-    ({**_session_file(), "chats": [{"id": "main", "settings": {"top_p": 7}}]}, "json", "settings.top_p"),
-    ({**_session_file(), "messages": [{"role": "user", "content": "x", "tokens": 1e30}]}, "json", "messages[0].tokens"),
-    ({**_session_file(), "messages": [{"role": "user", "content": "x", "metadata": {"n": -(1 << 70)}}]}, "json",
-     "messages[0].metadata"),
-    ({**_session_file(), "session": {"id": "x", "current_chat": "other"}}, "json", "current_chat"),
-    ({"messages": [{"role": "user", "content": "x", "tokens": 1e30}]}, "openai", "messages[0].tokens"),
-    ({"messages": [{"role": "user", "content": "x"}], "model": 5}, "openai", "model"),
-    ([{**CHATGPT[0], "id": 1 << 80}], "chatgpt", "conversation"),
-    ([{**CHATGPT[0], "title": 5}], "chatgpt", "title"),
-    ([{"current_node": ["n"], "mapping": {}}], "chatgpt", "current_node"),
-    ([{"current_node": "a", "mapping": {"a": {"parent": ["b"]}}}], "chatgpt", "parent"),
-    ([{"current_node": "a", "mapping": {"a": {"message": {"author": "user", "content": {"parts": ["x"]}}}}}],
-     "chatgpt", "author"),
-    ([{"current_node": "a", "mapping": {"a": {"message": {"author": {"role": "user"}, "content": {"parts": "x"}}}}}],
-     "chatgpt", "parts"),
-    ([{"current_node": "a", "mapping": {"a": {"children": 5, "message": None}}}], "chatgpt", "children"),
-    ([5], "chatgpt", "conversation 0"),
-])
+@pytest.mark.parametrize(
+    "data,fmt,expect",
+    [
+        (_session_file(expires_at="tomorrow"), "json", "expires_at"),
+        (_session_file(tags="abc"), "json", "tags"),
+        (_session_file(settings={"temperature": "hot"}), "json", "settings.temperature"),
+        (_session_file(policy={"token_quota": -5}), "json", "token_quota"),
+        (_session_file(metadata={"n": 1 << 64}), "json", "metadata"),
+        (_session_file(name="\ud800"), "json", "name"),
+        (_session_file(id="../../etc"), "json", "session id"),
+        ({**_session_file(), "chats": [{"id": "../../etc"}], "messages": []}, "json", "chat id"),
+        ({**_session_file(), "chats": [{"id": "main", "settings": {"top_p": 7}}]}, "json", "settings.top_p"),
+        (
+            {**_session_file(), "messages": [{"role": "user", "content": "x", "tokens": 1e30}]},
+            "json",
+            "messages[0].tokens",
+        ),
+        (
+            {**_session_file(), "messages": [{"role": "user", "content": "x", "metadata": {"n": -(1 << 70)}}]},
+            "json",
+            "messages[0].metadata",
+        ),
+        ({**_session_file(), "session": {"id": "x", "current_chat": "other"}}, "json", "current_chat"),
+        ({"messages": [{"role": "user", "content": "x", "tokens": 1e30}]}, "openai", "messages[0].tokens"),
+        ({"messages": [{"role": "user", "content": "x"}], "model": 5}, "openai", "model"),
+        ([{**CHATGPT[0], "id": 1 << 80}], "chatgpt", "conversation"),
+        ([{**CHATGPT[0], "title": 5}], "chatgpt", "title"),
+        ([{"current_node": ["n"], "mapping": {}}], "chatgpt", "current_node"),
+        ([{"current_node": "a", "mapping": {"a": {"parent": ["b"]}}}], "chatgpt", "parent"),
+        (
+            [{"current_node": "a", "mapping": {"a": {"message": {"author": "user", "content": {"parts": ["x"]}}}}}],
+            "chatgpt",
+            "author",
+        ),
+        (
+            [
+                {
+                    "current_node": "a",
+                    "mapping": {"a": {"message": {"author": {"role": "user"}, "content": {"parts": "x"}}}},
+                }
+            ],
+            "chatgpt",
+            "parts",
+        ),
+        ([{"current_node": "a", "mapping": {"a": {"children": 5, "message": None}}}], "chatgpt", "children"),
+        ([5], "chatgpt", "conversation 0"),
+    ],
+)
 def test_import_file_is_validated_like_the_api(daemon, tmp_path, data, fmt, expect):
     """Every importer goes through the API's checks: a bad file is a 422 naming the place, and imports nothing."""
     h = daemon.home
@@ -324,8 +401,13 @@ def test_verify_proof_needs_proofs(daemon, tmp_path):
     sid = sh(h, "new")["id"]
     sh(h, "add", sid, "--role", "user", "x")
     f = tmp_path / "p.json"
-    for bad, expect in (("[]", "no checkpoint proofs"), ('{"checkpoints": []}', "no checkpoint proofs"),
-                        ('{"checkpoints": 5}', "checkpoints"), ("5", "proof"), ("[1]", "proof")):
+    for bad, expect in (
+        ("[]", "no checkpoint proofs"),
+        ('{"checkpoints": []}', "no checkpoint proofs"),
+        ('{"checkpoints": 5}', "checkpoints"),
+        ("5", "proof"),
+        ("[1]", "proof"),
+    ):
         f.write_text(bad)
         res = run_cli(h, "verify-proof", sid, str(f))
         assert res.returncode != 0 and expect in res.stderr and "Traceback" not in res.stderr, (bad, res.stderr)
@@ -349,10 +431,14 @@ def test_a_session_poisoned_before_validation_can_be_fixed(home):
     async def poison():
         db = await Database.open(os.path.join(home, "sessions.db"))
         try:
-            bad = (await db.create_session({"name": "poisoned", "metadata": {"n": 1 << 64, "ok": 1},
-                                            "settings": {"temperature": 0.5}}))["id"]
-            await db.append_messages(bad, [{"role": "user", "content": "x", "tokens": 1,
-                                            "metadata": {"big": -(1 << 65)}}])
+            bad = (
+                await db.create_session(
+                    {"name": "poisoned", "metadata": {"n": 1 << 64, "ok": 1}, "settings": {"temperature": 0.5}}
+                )
+            )["id"]
+            await db.append_messages(
+                bad, [{"role": "user", "content": "x", "tokens": 1, "metadata": {"big": -(1 << 65)}}]
+            )
             return bad
         finally:
             await db.close()

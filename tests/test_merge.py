@@ -1,6 +1,7 @@
 """Every kind of operation merges the same way everywhere (issue 19, item 5): the same operations
 applied in any order, in any batches, give the same database; concurrent creations of one chat id
 converge on every device."""
+
 from __future__ import annotations
 
 import json
@@ -18,25 +19,73 @@ def _ops() -> dict[str, list[Op]]:
     two concurrent creations of chat `dup`, an update of a chat that reaches a device before the
     chat's creation does, concurrent status changes (an end among them), switches, compaction,
     checkpoints."""
+
     def op(dev, seq, lam, kind, body, t=1000.0):
         return Op(SID, dev, seq, lam, kind, body, t + lam)
 
     a = [
-        op("dev-a", 1, 1, "session.create", {"name": "s", "created_at": 1000.0, "current_chat": "main",
-                                             "chats": [{"id": "main", "name": "main", "created_at": 1000.0}]}),
-        op("dev-a", 2, 2, "chat.create", {"id": "dup", "name": "from A", "system_prompt": "You are A.",
-                                          "model": "model-a", "settings": {"temperature": 0.1}, "created_at": 1002.0,
-                                          "policy": {"max_context_tokens": 100}}),
+        op(
+            "dev-a",
+            1,
+            1,
+            "session.create",
+            {
+                "name": "s",
+                "created_at": 1000.0,
+                "current_chat": "main",
+                "chats": [{"id": "main", "name": "main", "created_at": 1000.0}],
+            },
+        ),
+        op(
+            "dev-a",
+            2,
+            2,
+            "chat.create",
+            {
+                "id": "dup",
+                "name": "from A",
+                "system_prompt": "You are A.",
+                "model": "model-a",
+                "settings": {"temperature": 0.1},
+                "created_at": 1002.0,
+                "policy": {"max_context_tokens": 100},
+            },
+        ),
         op("dev-a", 3, 3, "chat.update", {"chat": "dup", "name": "A renamed"}),
         op("dev-a", 4, 4, "session.update", {"status": "ended"}),
         op("dev-a", 5, 6, "chat.create", {"id": "late", "name": "late", "settings": {}, "created_at": 1006.0}),
-        op("dev-a", 6, 9, "checkpoint.add", {"number": 1, "hash": "00" * 32, "tokens": 0, "messages": 0,
-                                             "frontier": {"dev-a": 5}, "created_at": 1009.0, "pk": "11" * 33,
-                                             "signature": "22" * 64}),
+        op(
+            "dev-a",
+            6,
+            9,
+            "checkpoint.add",
+            {
+                "number": 1,
+                "hash": "00" * 32,
+                "tokens": 0,
+                "messages": 0,
+                "frontier": {"dev-a": 5},
+                "created_at": 1009.0,
+                "pk": "11" * 33,
+                "signature": "22" * 64,
+            },
+        ),
     ]
     b = [
-        op("dev-b", 1, 2, "chat.create", {"id": "dup", "name": "from B", "system_prompt": "You are B.",
-                                          "model": "model-b", "settings": {}, "created_at": 1002.5}),
+        op(
+            "dev-b",
+            1,
+            2,
+            "chat.create",
+            {
+                "id": "dup",
+                "name": "from B",
+                "system_prompt": "You are B.",
+                "model": "model-b",
+                "settings": {},
+                "created_at": 1002.5,
+            },
+        ),
         op("dev-b", 2, 3, "session.update", {"current_chat": "dup", "settings": {"top_k": 3}}),
         op("dev-b", 3, 5, "session.update", {"status": "paused", "name": "B's name"}),
         op("dev-b", 4, 6, "chat.update", {"chat": "dup", "compacted": [2, "dev-b", 9]}),
@@ -100,8 +149,11 @@ async def test_the_same_operations_in_any_order_give_the_same_database(tmp_path)
     chats = {c["id"]: c for c in reference["chats"]}
     # the later creation of `dup` by (Lamport clock, device id) wins the fields it sets: B's (2, dev-b)
     # is after A's (2, dev-a); A's rename (3) and B's compaction (6) are later still, C's undo (9) last
-    assert (chats["dup"]["name"], chats["dup"]["system_prompt"], chats["dup"]["model"]) == \
-        ("A renamed", "You are B.", "model-b")
+    assert (chats["dup"]["name"], chats["dup"]["system_prompt"], chats["dup"]["model"]) == (
+        "A renamed",
+        "You are B.",
+        "model-b",
+    )
     assert json.loads(chats["dup"]["policy"]) == {} and chats["dup"]["compacted"] is None
     # C's update of chat `late` is kept even where it arrives before the chat's creation
     assert (chats["late"]["system_prompt"], chats["late"]["model"]) == ("late prompt", "m-late")
@@ -138,8 +190,20 @@ def test_concurrent_creations_of_one_chat_id_converge(make_daemon, store_dir):
         cli_json(d.home, "sync", "--wait")
     # each creates chat `dup` before it has seen the other's
     for d, name in ((a, "A"), (b, "B")):
-        r = run_cli(d.home, "chat", "new", sid, "--id", "dup", "--name", f"from {name}", "--system",
-                    f"You are {name}.", "--model", f"model-{name}")
+        r = run_cli(
+            d.home,
+            "chat",
+            "new",
+            sid,
+            "--id",
+            "dup",
+            "--name",
+            f"from {name}",
+            "--system",
+            f"You are {name}.",
+            "--model",
+            f"model-{name}",
+        )
         assert r.returncode == 0, r.stderr
 
     def chat(d):

@@ -2,6 +2,7 @@
 endpoint driven by the official `openai` package, against a loopback provider (tests/servers/openai_server.py)
 and real daemons. An optional live test runs when SESSIOND_TEST_OPENAI_URL (and SESSIOND_TEST_OPENAI_MODEL)
 are set, e.g. a local Ollama: http://127.0.0.1:11434/v1 and llama3.2."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +15,7 @@ import subprocess
 import time
 
 import openai
+
 try:  # the openai package's own HTTP library: httpx, renamed httpx2 in its newer releases
     import httpx2 as httpx
 except ImportError:
@@ -33,8 +35,10 @@ def write_config(home: str, text: str) -> None:
 
 
 def config(port: int, *, extra: str = "", provider_extra: str = "") -> str:
-    return (f'default_provider = "loop"\n{extra}\n[providers.loop]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
-            f'{provider_extra}\n')
+    return (
+        f'default_provider = "loop"\n{extra}\n[providers.loop]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+        f"{provider_extra}\n"
+    )
 
 
 @pytest.fixture
@@ -70,14 +74,20 @@ def test_ask_streams_and_records_the_answer_with_usage_times_and_settings(setup)
     make, p, _ = setup
     d = make()
     c = d.client()
-    sid = c.create_session(system_prompt="Be terse.", model="echo-1",
-                           settings={"temperature": 0.3, "top_p": 0.9, "top_k": 20, "max_tokens": 64},
-                           initial_messages=[{"role": "user", "content": "primer"}])["id"]
+    sid = c.create_session(
+        system_prompt="Be terse.",
+        model="echo-1",
+        settings={"temperature": 0.3, "top_p": 0.9, "top_k": 20, "max_tokens": 64},
+        initial_messages=[{"role": "user", "content": "primer"}],
+    )["id"]
     res = run_cli(d.home, "ask", sid, "hello there", check=True)
     assert res.stdout == "echo: hello there\n"
     sent = p.requests[-1]
-    assert sent["messages"] == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "primer"},
-                                {"role": "user", "content": "hello there"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "primer"},
+        {"role": "user", "content": "hello there"},
+    ]
     assert sent["temperature"] == 0.3 and sent["top_p"] == 0.9 and sent["max_tokens"] == 64
     assert "top_k" not in sent  # the provider does not say it takes top_k
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
@@ -102,8 +112,10 @@ def test_provider_per_session_and_top_k_where_accepted(setup, provider):
     make, p, server = setup
     d = make(extra="", provider_extra="")
     # a second provider that takes top_k, named per session with --provider
-    write_config(d.home, config(server.port) + f'[providers.other]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n'
-                 "top_k = true\n")
+    write_config(
+        d.home,
+        config(server.port) + f'[providers.other]\nbase_url = "http://127.0.0.1:{server.port}/v1"\ntop_k = true\n',
+    )
     d.restart()
     sid = cli_json(d.home, "new", "--model", "echo-2", "--top-k", "7", "--temperature", "0.5")["id"]
     cli_json(d.home, "set", sid, "--provider", "other")
@@ -133,15 +145,24 @@ def test_complete_json_stream_and_async_client(setup):
 
     async def go():
         from sessiond.client import AsyncClient
+
         async with AsyncClient(c.home) as ac:
             m = await ac.complete(sid, "three")
             parts = [x async for x in ac.complete_stream(sid, "four")]
             return m, parts
+
     m3, parts = asyncio.run(go())
     assert m3["content"] == "echo: three" and parts[:-1] == ["echo:", " four"] and parts[-1]["content"] == "echo: four"
-    assert history(c, sid) == [("user", "one"), ("assistant", "echo: one"), ("user", "two words"),
-                               ("assistant", "echo: two words"), ("user", "three"), ("assistant", "echo: three"),
-                               ("user", "four"), ("assistant", "echo: four")]
+    assert history(c, sid) == [
+        ("user", "one"),
+        ("assistant", "echo: one"),
+        ("user", "two words"),
+        ("assistant", "echo: two words"),
+        ("user", "three"),
+        ("assistant", "echo: three"),
+        ("user", "four"),
+        ("assistant", "echo: four"),
+    ]
 
 
 def test_context_is_what_compaction_left_and_quota_refuses_before_sending(setup):
@@ -204,9 +225,13 @@ def test_each_provider_error_is_a_clear_error_and_the_question_stays(setup, stre
             return "".join(s), s
         return c.complete(sid, text, **kw), None
 
-    cases = [("status", 401, "provider_unauthorized", 502), ("status", 500, "provider_failed", 502),
-             ("status", 429, "provider_rate_limited", 429), ("model", "nope", "model_not_found", 404),
-             ("hang", 1.5, "provider_timeout", 504)]
+    cases = [
+        ("status", 401, "provider_unauthorized", 502),
+        ("status", 500, "provider_failed", 502),
+        ("status", 429, "provider_rate_limited", 429),
+        ("model", "nope", "model_not_found", 404),
+        ("hang", 1.5, "provider_timeout", 504),
+    ]
     for i, (kind, value, code, status) in enumerate(cases):
         kw = {}
         if kind == "status":
@@ -257,8 +282,11 @@ def test_ctrl_c_stops_the_generation_and_records_what_arrived_once(setup):
     sid = c.create_session(model="echo-1")["id"]
     p.faults.delay = 0.1
     words = " ".join(f"w{i}" for i in range(100))
-    proc = subprocess.Popen([PY, "-m", "sessiond.cli.main", "ask", sid, words, "--home", d.home],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [PY, "-m", "sessiond.cli.main", "ask", sid, words, "--home", d.home],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     got = b""
     while b"w3" not in got:  # some of the answer has arrived
         got += os.read(proc.stdout.fileno(), 100)
@@ -288,28 +316,42 @@ def test_openai_sdk_over_tcp_records_only_what_is_new(setup):
     client = openai.OpenAI(base_url=info["base_url"], api_key=key, max_retries=0)
     # no session named: a new one, whose id comes back in the header
     raw = client.chat.completions.with_raw_response.create(
-        model="echo-1", messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": "a"}])
+        model="echo-1", messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": "a"}]
+    )
     sid = raw.headers["X-Sessiond-Session"]
     r1 = raw.parse()
     assert r1.choices[0].message.content == "echo: a" and r1.usage.completion_tokens == 2
-    app = openai.OpenAI(base_url=info["base_url"], api_key=key, max_retries=0,
-                        default_headers={"X-Sessiond-Session": sid})
-    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "a"},
-            {"role": "assistant", "content": "echo: a"}, {"role": "user", "content": "b c"}]
+    app = openai.OpenAI(
+        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
+    )
+    msgs = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "echo: a"},
+        {"role": "user", "content": "b c"},
+    ]
     chunks = list(app.chat.completions.create(model="echo-1", messages=msgs, stream=True))
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert text == "echo: b c" and all(ch.usage is None for ch in chunks)  # not asked for: not passed on
     msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": "d"}]
-    chunks = list(app.chat.completions.create(model="echo-1", messages=msgs, stream=True,
-                                              stream_options={"include_usage": True}))
+    chunks = list(
+        app.chat.completions.create(model="echo-1", messages=msgs, stream=True, stream_options={"include_usage": True})
+    )
     assert chunks[-1].usage.completion_tokens == 2 and chunks[-1].choices == []
     # the same full history once more (an app's retry): nothing duplicated, one more answer
     again = app.chat.completions.create(model="echo-1", messages=msgs)
     assert again.choices[0].message.content == "echo: d"
     c = d.client()
-    assert history(c, sid) == [("system", "sys"), ("user", "a"), ("assistant", "echo: a"), ("user", "b c"),
-                               ("assistant", "echo: b c"), ("user", "d"), ("assistant", "echo: d"),
-                               ("assistant", "echo: d")]
+    assert history(c, sid) == [
+        ("system", "sys"),
+        ("user", "a"),
+        ("assistant", "echo: a"),
+        ("user", "b c"),
+        ("assistant", "echo: b c"),
+        ("user", "d"),
+        ("assistant", "echo: d"),
+        ("assistant", "echo: d"),
+    ]
     assert all(m.get("usage") for m in assistant(c, sid))
     assert [m.id for m in app.models.list().data] == ["echo-1", "echo-2"]
     # the key is required, and a wrong one is refused
@@ -338,8 +380,13 @@ def test_openai_endpoint_on_the_socket_and_a_cut_stream(setup):
     assert _status(d)["base_url"] is None  # no TCP listener unless configured
     http = httpx.Client(transport=httpx.HTTPTransport(uds=d.socket))
     sid = d.client().create_session(model="echo-1", system_prompt="sys")["id"]
-    app = openai.OpenAI(base_url="http://localhost/openai/v1", api_key="unused", http_client=http, max_retries=0,
-                        default_headers={"X-Sessiond-Session": sid})
+    app = openai.OpenAI(
+        base_url="http://localhost/openai/v1",
+        api_key="unused",
+        http_client=http,
+        max_retries=0,
+        default_headers={"X-Sessiond-Session": sid},
+    )
     msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "x y"}]
     r = app.chat.completions.create(model="echo-1", messages=msgs)
     assert r.choices[0].message.content == "echo: x y"
@@ -367,11 +414,18 @@ def test_started_on_one_device_continued_with_ask_on_the_other(setup, store_dir)
     res = run_cli(b.home, "ask", sid, "from phone", check=True)
     assert res.stdout == "echo: from phone\n"
     # the phone sent the whole conversation, laptop's exchange included
-    assert [m["content"] for m in p.requests[-1]["messages"]] == ["Be kind.", "from laptop", "echo: from laptop",
-                                                                  "from phone"]
+    assert [m["content"] for m in p.requests[-1]["messages"]] == [
+        "Be kind.",
+        "from laptop",
+        "echo: from laptop",
+        "from phone",
+    ]
     t0 = time.monotonic()
-    wait_for(lambda: history(ca, sid)[-2:] == [("user", "from phone"), ("assistant", "echo: from phone")],
-             timeout=5, interval=0.02)
+    wait_for(
+        lambda: history(ca, sid)[-2:] == [("user", "from phone"), ("assistant", "echo: from phone")],
+        timeout=5,
+        interval=0.02,
+    )
     assert time.monotonic() - t0 < 1.0
     back = assistant(ca, sid)[-1]
     assert back["usage"] and back["provider"] == "loop" and back["device"] == b.client().status()["device_id"]
@@ -379,18 +433,22 @@ def test_started_on_one_device_continued_with_ask_on_the_other(setup, store_dir)
 
 
 # ---------------------------------------------------------------------------------------------- configuration
-@pytest.mark.parametrize("text, says", [
-    ('[providers.x]\nbase_url = "ftp://h"\n', "base_url must be an http"),
-    ('[providers.x]\nbase_url = "http://h:1/v1"\napi_key_file = "/k"\napi_key_env = "K"\n', "not both"),
-    ('[providers.x]\nbase_url = "http://h:1/v1"\ncolour = 1\n', "unknown key(s) colour"),
-    ('default_provider = "y"\n[providers.x]\nbase_url = "http://h:1/v1"\n', "names no [providers.NAME]"),
-    ('openai_listen = "nowhere"\n', "openai_listen must be"),
-    ('[providers.x]\nbase_url = "http://h:1/v1"\ntimeout = -1\n', "timeout must be a positive"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('[providers.x]\nbase_url = "ftp://h"\n', "base_url must be an http"),
+        ('[providers.x]\nbase_url = "http://h:1/v1"\napi_key_file = "/k"\napi_key_env = "K"\n', "not both"),
+        ('[providers.x]\nbase_url = "http://h:1/v1"\ncolour = 1\n', "unknown key(s) colour"),
+        ('default_provider = "y"\n[providers.x]\nbase_url = "http://h:1/v1"\n', "names no [providers.NAME]"),
+        ('openai_listen = "nowhere"\n', "openai_listen must be"),
+        ('[providers.x]\nbase_url = "http://h:1/v1"\ntimeout = -1\n', "timeout must be a positive"),
+    ],
+)
 def test_bad_provider_config_is_a_clear_error(home, text, says):
     write_config(home, text)
-    res = subprocess.run([PY, "-m", "sessiond.cli.main", "daemon", "--home", home], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [PY, "-m", "sessiond.cli.main", "daemon", "--home", home], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr
 
 
@@ -420,8 +478,10 @@ def test_key_is_read_when_needed_and_never_stored(setup, tmp_path):
     assert res.returncode == 1 and "SESSIOND_TEST_KEY_VAR" in res.stderr
 
 
-@pytest.mark.skipif(not os.environ.get("SESSIOND_TEST_OPENAI_URL"), reason="set SESSIOND_TEST_OPENAI_URL (and "
-                    "SESSIOND_TEST_OPENAI_MODEL) to talk to a real OpenAI-compatible server")
+@pytest.mark.skipif(
+    not os.environ.get("SESSIOND_TEST_OPENAI_URL"),
+    reason="set SESSIOND_TEST_OPENAI_URL (and SESSIOND_TEST_OPENAI_MODEL) to talk to a real OpenAI-compatible server",
+)
 def test_live_provider(make_daemon):
     url = os.environ["SESSIOND_TEST_OPENAI_URL"]
     model = os.environ.get("SESSIOND_TEST_OPENAI_MODEL", "llama3.2")

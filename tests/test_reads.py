@@ -4,6 +4,7 @@ An unfinished SELECT keeps its connection's read snapshot; before every query ra
 cursor inside the database thread, a read cancelled between execute and close left one open, and
 from then on the read connection showed the database as it was. Under load that surfaced as
 `create` answering 404 for the session it had just created (bench/load.py), and as torn pushes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,9 @@ async def test_cancelled_reads_do_not_pin_an_old_snapshot(tmp_path):
         await db.append_messages(base, [{"role": "user", "content": "x"}] * 50)
         rng = random.Random(1)
         for _ in range(300):
-            readers = [asyncio.ensure_future(db.list_messages(base)) for _ in range(3)] + \
-                      [asyncio.ensure_future(db.get_session(base)) for _ in range(3)]
+            readers = [asyncio.ensure_future(db.list_messages(base)) for _ in range(3)] + [
+                asyncio.ensure_future(db.get_session(base)) for _ in range(3)
+            ]
             for _ in range(rng.randint(0, 6)):
                 await asyncio.sleep(0)  # cancel at every stage: queued, executing, fetching, closing
             for t in readers:

@@ -2,6 +2,7 @@
 127.0.0.1 (random ports): objects, heads, the challenge login, closed registration and invites,
 quotas, deletes, TLS, the change feed and its latency; and two real daemons syncing through the
 relay started as a real `sessiond serve` process."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,11 +23,11 @@ from conftest import PY, eventually, wait_for
 from servers.s5portal import start_portal
 from sessiond.relay.accounts import new_invite
 from sessiond.relay.app import Relay, run
-from sessiond.stores.cid import BlobId, b58encode, digest
-from sessiond.stores.registry import RegistryEntry
 from sessiond.stores import ObjectMissing, StaleHead
+from sessiond.stores.cid import BlobId, b58encode, digest
 from sessiond.stores.errors import AuthRefused, ObjectTooLarge
 from sessiond.stores.http import RetryPolicy
+from sessiond.stores.registry import RegistryEntry
 from sessiond.stores.s5 import S5Store, b64url, portal_raw_cid
 
 FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05)
@@ -40,7 +41,7 @@ class Served:
         self.port = 0
         self.relay: Relay | None = None
 
-    async def start(self, ssl_context=None) -> "Served":
+    async def start(self, ssl_context=None) -> Served:
         self.relay = Relay(self.data, **self.kw)
         self._stop = asyncio.Event()
         ready = asyncio.Event()
@@ -49,8 +50,9 @@ class Served:
             self.url, self.port = url, port
             ready.set()
 
-        self._task = asyncio.create_task(run(self.relay, "127.0.0.1", 0, ssl_context=ssl_context,
-                                             on_ready=on_ready, stop=self._stop))
+        self._task = asyncio.create_task(
+            run(self.relay, "127.0.0.1", 0, ssl_context=ssl_context, on_ready=on_ready, stop=self._stop)
+        )
         await asyncio.wait_for(ready.wait(), 10)
         return self
 
@@ -82,8 +84,14 @@ def store_for(served: Served, tmp_path, *, seed: bytes | None = None, invite: st
     _n += 1
     seed = seed or bytes([_n]) * 32
     userinfo = f"{invite}@" if invite else ""
-    return S5Store(f"s5+http://{userinfo}127.0.0.1:{served.port}", account_seed=seed,
-                   token_dir=str(tmp_path / f"tokens-{seed.hex()[:8]}"), retry=FAST, timeout=10, **kw)
+    return S5Store(
+        f"s5+http://{userinfo}127.0.0.1:{served.port}",
+        account_seed=seed,
+        token_dir=str(tmp_path / f"tokens-{seed.hex()[:8]}"),
+        retry=FAST,
+        timeout=10,
+        **kw,
+    )
 
 
 def head(revision: int, key: SigningKey | None = None) -> RegistryEntry:
@@ -161,19 +169,32 @@ async def test_forged_and_rolled_back_heads_are_refused(relay, tmp_path):
         with pytest.raises(StaleHead):
             await store.set_head(head(3))
         e = head(6)
-        doc = {"pk": b64url(e.pk), "revision": 6, "data": b64url(e.data),
-               "signature": b64url(bytes([e.signature[0] ^ 1]) + e.signature[1:])}
+        doc = {
+            "pk": b64url(e.pk),
+            "revision": 6,
+            "data": b64url(e.data),
+            "signature": b64url(bytes([e.signature[0] ^ 1]) + e.signature[1:]),
+        }
         status, body = await raw(served, "POST", "/s5/registry", store._token, json=doc)
         assert status == 400 and b"signature" in body
         doc = {**doc, "signature": b64url(e.signature), "revision": 7}  # a signature for another revision
         assert (await raw(served, "POST", "/s5/registry", store._token, json=doc))[0] == 400
-        doc = {"pk": b64url(head(4).pk), "revision": 4, "data": b64url(head(4).data),
-               "signature": b64url(head(4).signature)}
+        doc = {
+            "pk": b64url(head(4).pk),
+            "revision": 4,
+            "data": b64url(head(4).data),
+            "signature": b64url(head(4).signature),
+        }
         status, body = await raw(served, "POST", "/s5/registry", store._token, json=doc)
         assert status == 409 and b"not newer" in body
         assert (await raw(served, "POST", "/s5/registry", None, json=doc))[0] == 401
-        for bad in (b"not json", b"[1]", json.dumps({**doc, "revision": "4"}).encode(),
-                    json.dumps({**doc, "extra": 1}).encode(), json.dumps({**doc, "pk": "!!"}).encode()):
+        for bad in (
+            b"not json",
+            b"[1]",
+            json.dumps({**doc, "revision": "4"}).encode(),
+            json.dumps({**doc, "extra": 1}).encode(),
+            json.dumps({**doc, "pk": "!!"}).encode(),
+        ):
             assert (await raw(served, "POST", "/s5/registry", store._token, data=bad))[0] == 400
         assert (await raw(served, "GET", "/s5/registry?pk=AAAA"))[0] == 400
         assert (await raw(served, "GET", "/s5/download/notacid", store._token))[0] == 400
@@ -277,9 +298,30 @@ def self_signed(folder) -> tuple[str, str] | None:
     cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
     if shutil.which("openssl") is None:
         return None
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -289,6 +331,7 @@ async def test_tls(tmp_path):
         pytest.skip("no openssl to make a certificate with")
     cert, key = made
     from sessiond.relay.app import tls_context
+
     served = await Served(str(tmp_path / "relay"), open_registration=True).start(tls_context(cert, key))
     try:
         assert served.url.startswith("s5+https://127.0.0.1:")
@@ -333,8 +376,9 @@ async def test_change_feed_reaches_a_follower_within_100_ms(relay, tmp_path):
         status, body = await raw(served, "GET", "/s5/registry/changes?since=0", token)
         doc = json.loads(body)
         assert doc["reset"] and {c["pk"] for c in doc["changes"]} == {b64url(head(1).pk), b64url(head(1, other).pk)}
-        waiting = asyncio.create_task(raw(served, "GET", f"/s5/registry/changes?since={doc['cursor']}"
-                                          f"&epoch={doc['epoch']}&wait=20", token))
+        waiting = asyncio.create_task(
+            raw(served, "GET", f"/s5/registry/changes?since={doc['cursor']}&epoch={doc['epoch']}&wait=20", token)
+        )
         await eventually(lambda: 20 in parked, what="the raw long-poll waiting")  # (the follower's waits 7 s)
         assert not waiting.done()
         t0 = time.monotonic()
@@ -352,8 +396,13 @@ async def test_change_feed_reaches_a_follower_within_100_ms(relay, tmp_path):
 
 async def test_a_store_without_the_feed_keeps_working(tmp_path):
     p, running = await start_portal()
-    store = S5Store(f"s5+http://127.0.0.1:{running.port}", account_seed=b"\x01" * 32,
-                    token_dir=str(tmp_path / "t"), retry=FAST, timeout=5)
+    store = S5Store(
+        f"s5+http://127.0.0.1:{running.port}",
+        account_seed=b"\x01" * 32,
+        token_dir=str(tmp_path / "t"),
+        retry=FAST,
+        timeout=5,
+    )
     try:
         assert await store.head_versions() is None
         assert await store.head_versions() is None
@@ -367,12 +416,27 @@ async def test_a_store_without_the_feed_keeps_working(tmp_path):
 
 # ------------------------------------------------------------------------ the real `sessiond serve`
 
+
 @pytest.fixture
 def relay_process(tmp_path):
     data, log_path = str(tmp_path / "relay-data"), str(tmp_path / "relay.log")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0",
-                                 "--data", data, "--json", "--access-log"], stdout=subprocess.PIPE, stderr=log)
+        proc = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "sessiond.cli.main",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                data,
+                "--json",
+                "--access-log",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
     line = proc.stdout.readline()
     if not line:
         proc.kill()
@@ -385,14 +449,19 @@ def relay_process(tmp_path):
 
 def test_serve_invite_cli_and_bad_flags(tmp_path):
     data = str(tmp_path / "d")
-    out = subprocess.run([PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data, "--json"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     code = json.loads(out.stdout)["invite"]
     assert len(os.listdir(os.path.join(data, "invites"))) == 1
     assert code not in open(os.path.join(data, "invites", os.listdir(os.path.join(data, "invites"))[0])).read()
     for args, what in ((["--listen", "nowhere"], "HOST:PORT"), (["--cert", "x.pem"], "--cert and --key")):
-        res = subprocess.run([PY, "-m", "sessiond.cli.main", "serve", "--data", data, *args],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [PY, "-m", "sessiond.cli.main", "serve", "--data", data, *args], capture_output=True, text=True
+        )
         assert res.returncode == 2 and what in res.stderr and "Traceback" not in res.stderr
 
 
@@ -404,8 +473,15 @@ def test_two_daemons_sync_through_sessiond_serve(make_daemon, relay_process):
     data, info, log_path = relay_process
     assert info["url"] == f"s5+http://127.0.0.1:{info['port']}"
     host = info["url"].split("://", 1)[1]
-    invites = [subprocess.run([PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data],
-                              capture_output=True, text=True, check=True).stdout.strip() for _ in range(2)]
+    invites = [
+        subprocess.run(
+            [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
     a = make_daemon(f"s5+http://{invites[0]}@{host}").start()
     b = make_daemon()  # its store, with its invite, in config.toml rather than in argv
     os.makedirs(b.home, mode=0o700)
@@ -440,13 +516,19 @@ async def test_bad_logins_are_clear_4xx_and_create_nothing(relay, tmp_path):
     pub = b64url(b"\xed" + bytes(key.verify_key))
     assert (await raw(served, "GET", "/s5/account/login?pubKey=AAAA"))[0] == 400
     assert (await raw(served, "GET", "/s5/account/register"))[0] == 400
-    body = {"pubKey": pub, "response": b64url(b"\x01" * 65), "signature": b64url(b"\x00" * 64),
-            "label": "x", "email": None}
+    body = {
+        "pubKey": pub,
+        "response": b64url(b"\x01" * 65),
+        "signature": b64url(b"\x00" * 64),
+        "label": "x",
+        "email": None,
+    }
     status, text = await raw(served, "POST", "/s5/account/register", json=body)
     assert status == 400 and b"no challenge" in text
     status, text = await raw(served, "GET", f"/s5/account/register?pubKey={pub}")
     challenge = __import__("base64").urlsafe_b64decode(json.loads(text)["challenge"] + "=")
     import blake3
+
     response = b"\x01" + challenge + blake3.blake3(b"elsewhere.example").digest()  # signed for another server
     body = {**body, "response": b64url(response), "signature": b64url(key.sign(response).signature)}
     status, text = await raw(served, "POST", "/s5/account/register", json=body)

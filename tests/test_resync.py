@@ -1,6 +1,7 @@
 """A device that comes back to a shared session (rm + import, a restored device key) or to its store
 (restart without --store, a store that lost objects) gets back everything it ever published, never
 reuses a sequence number, and the store ends up holding its whole log again (issue 19)."""
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,7 @@ def converged(devices, sid, n):
             d.client().sync(wait=True)
         got = [contents(d, sid) for d in devices]
         return len(got[0]) == n and all(g == got[0] for g in got)
+
     wait_for(check, timeout=20, interval=0.2)
 
 
@@ -160,10 +162,10 @@ def test_failed_import_creates_no_store_folder(make_daemon, url, tmp_path):
     code = a.client().share(sid)["code"]
     b = make_daemon().start()  # its own store: the code's store is only a hint
     a.stop()
-    shutil.rmtree(url[len("file://"):])  # the code's store is gone
+    shutil.rmtree(url[len("file://") :])  # the code's store is gone
     res = run_cli(b.home, "import", input=code)
     assert res.returncode == 1
-    assert not os.path.exists(url[len("file://"):])
+    assert not os.path.exists(url[len("file://") :])
 
 
 def test_start_with_another_store_on_a_running_daemon_is_refused(make_daemon, url, tmp_path):
@@ -210,8 +212,14 @@ def test_relative_store_path_is_made_absolute(make_daemon, tmp_path):
     cwd = tmp_path / "here"
     cwd.mkdir()
     try:
-        res = subprocess.run([sys.executable, "-m", "sessiond.cli.main", "start", "--home", d.home, "--store",
-                              "rel-store"], cwd=cwd, capture_output=True, text=True, env=env, timeout=60)
+        res = subprocess.run(
+            [sys.executable, "-m", "sessiond.cli.main", "start", "--home", d.home, "--store", "rel-store"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert res.returncode == 0, res.stderr
         assert d.client().status()["store"] == "file://" + str(cwd / "rel-store")
     finally:
@@ -263,8 +271,10 @@ def test_sync_repairs_a_lost_page_that_verify_found(make_daemon, url, store_dir)
     for i in range(5):  # a few pushes: a few pages
         a.client().append(sid, "user", f"m{i}")
         a.client().sync(wait=True)
-    objs = sorted((os.path.join(r, f) for r, _, fs in os.walk(os.path.join(store_dir, "objects")) for f in fs),
-                  key=os.path.getmtime)
+    objs = sorted(
+        (os.path.join(r, f) for r, _, fs in os.walk(os.path.join(store_dir, "objects")) for f in fs),
+        key=os.path.getmtime,
+    )
     os.unlink(objs[0])  # the oldest object: a page of the first push
     rep = run_cli(a.home, "verify")
     assert rep.returncode == 1, rep.stdout

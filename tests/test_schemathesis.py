@@ -8,6 +8,7 @@ is tested is the real daemon process on its real socket, not an in-process app. 
 each request is aimed at a fresh real session, so most operations get through to a 2xx, and a valid
 request (by the document) that is refused as invalid is a failure: document and handlers must agree.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,11 +22,14 @@ from hypothesis.errors import Unsatisfiable
 from requests.adapters import HTTPAdapter
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                              response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
-
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", 15))
 BASE = "http://sessiond"  # the host is a placeholder: every request goes to the socket
@@ -82,15 +86,26 @@ def _operations(doc: dict):
 
 
 POSITIVE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-NEGATIVE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-            negative_data_rejection]
+NEGATIVE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 # What a schema cannot say: a generated id, chat or message names nothing that exists (404), a generated
 # share code, proof or file (import-file's data is any JSON; its importer checks it) is not one. Every other operation must answer some valid request with a 2xx.
-NEED_REAL_VALUES = {"POST /v1/import", "POST /v1/sessions/{id}/verify-proof", "POST /v1/import-file",
-                    "POST /v1/sessions/{id}/rekey",  # rekey: only a session shared read-write has keys to rotate
-                    # the model routes answer 2xx only with a model provider configured (this daemon has none;
-                    # tests/test_model.py drives them against a loopback provider)
-                    "POST /v1/sessions/{id}/complete", "POST /openai/v1/chat/completions", "GET /openai/v1/models"}
+NEED_REAL_VALUES = {
+    "POST /v1/import",
+    "POST /v1/sessions/{id}/verify-proof",
+    "POST /v1/import-file",
+    "POST /v1/sessions/{id}/rekey",  # rekey: only a session shared read-write has keys to rotate
+    # the model routes answer 2xx only with a model provider configured (this daemon has none;
+    # tests/test_model.py drives them against a loopback provider)
+    "POST /v1/sessions/{id}/complete",
+    "POST /openai/v1/chat/completions",
+    "GET /openai/v1/models",
+}
 
 
 class Seeds:
@@ -140,8 +155,7 @@ def test_schemathesis_every_operation(api, mode):
         gen_mode = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
         checks = POSITIVE if mode == "positive" else NEGATIVE
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=op.as_strategy(generation_mode=gen_mode))
         def run(case):
             if mode == "positive":
@@ -150,8 +164,12 @@ def test_schemathesis_every_operation(api, mode):
             statuses[response.status_code // 100] = statuses.get(response.status_code // 100, 0) + 1
             if response.status_code < 300:
                 succeeded.add(name)
-            elif mode == "positive" and response.status_code == 422 and \
-                    response.json()["error"]["code"] == "invalid" and name not in NEED_REAL_VALUES:
+            elif (
+                mode == "positive"
+                and response.status_code == 422
+                and response.json()["error"]["code"] == "invalid"
+                and name not in NEED_REAL_VALUES
+            ):
                 refused.append((name, case.body, case.query, response.json()["error"]["message"]))
             case.validate_response(response, checks=checks)
 

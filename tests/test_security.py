@@ -1,10 +1,11 @@
 """Local security: what other local users, logs, process lists and the store can learn (issue 6)."""
+
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import platform
+import subprocess
 
 from conftest import PY, cli_json, run_cli, wait_for
 
@@ -47,8 +48,12 @@ def test_no_secret_in_logs_errors_or_process_lists(make_daemon, store_dir, tmp_p
     session_key = open(os.path.join(a.home, "keys", "sessions", sid + ".key"), "rb").read()
 
     # an import whose standard input is still open: look at it from outside while it waits
-    proc = subprocess.Popen([PY, "-m", "sessiond.cli.main", "import", "--home", b.home, "--passphrase-file", str(pf)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [PY, "-m", "sessiond.cli.main", "import", "--home", b.home, "--passphrase-file", str(pf)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     wait_for(lambda: reading_stdin(proc.pid), timeout=30, what="the import waiting on its standard input")
     cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -1,6 +1,7 @@
 """`sessiond service` (issue 18): the unit files and plist it writes, what it asks systemctl/launchctl,
 and socket activation for real: a process that binds the socket and hands it to the daemon as fd 3,
 as systemd does, without systemd."""
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,12 @@ def bind_unix(path: str, mode: int = 0o600) -> socket.socket:
 def spawn_activated(home: str, sock: socket.socket, pid_mode: str = "self") -> tuple[subprocess.Popen, bool]:
     """The daemon, handed `sock` as fd 3; returns the process and whether it said it is ready."""
     r, w = os.pipe()
-    proc = subprocess.Popen([PY, "-c", WRAPPER, str(sock.fileno()), str(w), pid_mode, home],
-                            pass_fds=(sock.fileno(), w), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [PY, "-c", WRAPPER, str(sock.fileno()), str(w), pid_mode, home],
+        pass_fds=(sock.fileno(), w),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     os.close(w)
     with os.fdopen(r, "rb") as f:
         ready = f.read(6) == b"ready\n"
@@ -113,7 +118,9 @@ def test_daemon_serves_on_the_socket_it_is_handed_and_stops(tmp):
     proc, ready = spawn_activated(home, sock)
     try:
         assert ready, finish(proc)
-        assert [m["content"] for m in Client(home, timeout=30).messages(sid)["messages"]] == ["through the handed socket"]
+        assert [m["content"] for m in Client(home, timeout=30).messages(sid)["messages"]] == [
+            "through the handed socket"
+        ]
         run_cli(home, "stop", check=True)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -205,8 +212,16 @@ def test_units_carry_home_store_socket_and_modes(tmp):
     assert sock["Install"]["WantedBy"] == ["sockets.target"]
     svc = parse_unit(units[f"{spec.name}.service"])
     argv = shlex.split(svc["Service"]["ExecStart"][0])  # systemd's quoting, for these characters, is the shell's
-    assert argv == [os.path.abspath(sys.executable), "-m", "sessiond.cli.main", "daemon", "--home", home,
-                    "--store", "file://" + store]
+    assert argv == [
+        os.path.abspath(sys.executable),
+        "-m",
+        "sessiond.cli.main",
+        "daemon",
+        "--home",
+        home,
+        "--store",
+        "file://" + store,
+    ]
     assert f'"{home}"' in svc["Service"]["ExecStart"][0]
     assert svc["Service"]["Restart"] == ["on-failure"]
     assert svc["Unit"]["Requires"] == [f"{spec.name}.socket"]
@@ -278,9 +293,14 @@ def test_systemd_analyze_verifies_the_units(tmp):
             f.write(text)
     runtime = os.path.join(tmp, "rt")
     os.mkdir(runtime, 0o700)
-    res = subprocess.run(["systemd-analyze", "--user", "verify", f"{spec.name}.socket", f"{spec.name}.service"],
-                         cwd=units_dir, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "XDG_RUNTIME_DIR": runtime})
+    res = subprocess.run(
+        ["systemd-analyze", "--user", "verify", f"{spec.name}.socket", f"{spec.name}.service"],
+        cwd=units_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "XDG_RUNTIME_DIR": runtime},
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     for bad in ("ignoring", "Unknown", "not executable", "Failed", "bad unit"):
@@ -385,8 +405,7 @@ def test_install_refuses_while_a_daemon_started_by_hand_runs(tmp, daemon):
 def test_launchd_install_and_uninstall(tmp):
     env, log = cli_env(tmp, "launchctl")
     home = os.path.join(tmp, "home")
-    out = json.loads(run_cli(home, "service", "install", "--manager", "launchd", "--json", env=env,
-                             check=True).stdout)
+    out = json.loads(run_cli(home, "service", "install", "--manager", "launchd", "--json", env=env, check=True).stdout)
     label = "org.sessiond." + service.unit_name(home)
     plist = os.path.join(tmp, "user", "Library", "LaunchAgents", label + ".plist")
     assert out["files"] == [plist] and out["enabled"] is True
@@ -395,8 +414,9 @@ def test_launchd_install_and_uninstall(tmp):
     uid = os.getuid()
     assert calls(log) == [f"bootout gui/{uid}/{label}", f"bootstrap gui/{uid} {plist}"]
     open(log, "w").close()
-    out = json.loads(run_cli(home, "service", "uninstall", "--manager", "launchd", "--json", env=env,
-                             check=True).stdout)
+    out = json.loads(
+        run_cli(home, "service", "uninstall", "--manager", "launchd", "--json", env=env, check=True).stdout
+    )
     assert out["removed"] == [plist] and calls(log) == [f"bootout gui/{uid}/{label}"]
 
 

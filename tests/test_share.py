@@ -1,4 +1,5 @@
 """Sharing between real daemons in separate homes over one file:// store."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,8 @@ import os
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import cli_json, run_cli, wait_for
 from sessiond.client import ApiError
@@ -35,9 +37,16 @@ def session_count(d):
 def test_read_only_share_import_resume_follow(pair):
     a, b = pair
     ca, cb = a.client(), b.client()
-    s = ca.create_session(name="shared", system_prompt="You are a pirate.", model="m-7", user="ann",
-                          settings={"temperature": 0.7, "max_tokens": 100}, tags=["t1"],
-                          initial_messages=[{"role": "user", "content": "ahoy"}], metadata={"x": [1, 2]})
+    s = ca.create_session(
+        name="shared",
+        system_prompt="You are a pirate.",
+        model="m-7",
+        user="ann",
+        settings={"temperature": 0.7, "max_tokens": 100},
+        tags=["t1"],
+        initial_messages=[{"role": "user", "content": "ahoy"}],
+        metadata={"x": [1, 2]},
+    )
     sid = s["id"]
     ca.append_many(sid, [{"role": "user", "content": f"q{i}"} for i in range(20)])
     side = ca.create_chat(sid, name="side", system_prompt="other prompt")
@@ -47,8 +56,20 @@ def test_read_only_share_import_resume_follow(pair):
     res = cb.import_code(code["code"])
     assert res["session"] == sid and res["capability"] == "read-only"
     sa, sb = ca.get_session(sid), cb.get_session(sid)
-    for k in ("name", "system_prompt", "model", "user", "settings", "tags", "initial_messages", "metadata",
-              "current_chat", "status", "message_count", "chat_count"):
+    for k in (
+        "name",
+        "system_prompt",
+        "model",
+        "user",
+        "settings",
+        "tags",
+        "initial_messages",
+        "metadata",
+        "current_chat",
+        "status",
+        "message_count",
+        "chat_count",
+    ):
         assert sa[k] == sb[k], k
     assert sb["access"] == "read"
     assert ids(a, sid) == ids(b, sid)
@@ -100,11 +121,13 @@ def test_three_devices_converge(make_daemon, store_dir):
     for round_ in range(3):
         for name, d in (("a", a), ("b", b), ("c", c)):
             d.client().append_many(sid, [{"role": "user", "content": f"{name}{round_}.{i}"} for i in range(5)])
+
     def converged():
         for d in (a, b, c):
             d.client().sync(wait=True)
         got = [ids(d, sid) for d in (a, b, c)]
         return len(got[0]) == 45 and got[0] == got[1] == got[2]
+
     wait_for(converged, timeout=20, interval=0.3)
 
 
@@ -122,11 +145,13 @@ def test_concurrent_appends_converge(pair, steps):
         sent += [m["content"] for m in msgs]
         if sync:
             d.client().sync(wait=True)
+
     def same():
         a.client().sync(wait=True)
         b.client().sync(wait=True)
         x, y = contents(a, sid), contents(b, sid)
         return x == y and len(x) == len(sent)
+
     wait_for(same, timeout=20, interval=0.2)
     got = [c for _, c in contents(a, sid)]
     assert sorted(got) == sorted(sent)  # nothing lost, nothing duplicated
@@ -169,9 +194,14 @@ def test_bad_codes_are_named_and_write_nothing(pair):
     a.client().append(sid, "user", "x")
     code = a.client().share(sid)["code"]
     mid = len(code) // 2
-    typo = code[:mid] + ("a" if code[mid] != "a" else "b") + code[mid + 1:]
-    for bad, expect in ((code[:-10], "truncated|checksum"), (typo, "checksum"), ("hello", "not a sessiond share code"),
-                        ("sessiond1!!", "characters"), ("", "required|share code")):
+    typo = code[:mid] + ("a" if code[mid] != "a" else "b") + code[mid + 1 :]
+    for bad, expect in (
+        (code[:-10], "truncated|checksum"),
+        (typo, "checksum"),
+        ("hello", "not a sessiond share code"),
+        ("sessiond1!!", "characters"),
+        ("", "required|share code"),
+    ):
         r = run_cli(b.home, "import", input=bad)
         assert r.returncode != 0
         assert any(word in r.stderr for word in expect.split("|")), (bad, r.stderr)
@@ -302,8 +332,9 @@ def test_appends_do_not_wait_for_an_import_s_proof_checks(make_daemon, store_dir
     ca, cb = a.client(), b.client()
     sid = ca.create_session(name="big")["id"]
     for i in range(0, 20_000, 10_000):
-        ca.append_many(sid, [{"role": "user", "content": f"{j} a message of a typical length"}
-                             for j in range(i, i + 10_000)])
+        ca.append_many(
+            sid, [{"role": "user", "content": f"{j} a message of a typical length"} for j in range(i, i + 10_000)]
+        )
     ca.checkpoint(sid)
     code = ca.share(sid)["code"]
     local = cb.create_session(name="local")["id"]

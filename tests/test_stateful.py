@@ -23,6 +23,7 @@ KNOWN_BUGS gates the rules that hit defects still open in issue 19, so that this
 while they are fixed; the lead empties it as the fixes merge. Each flag names the issue item it maps
 to. The invariants themselves are never relaxed by a flag: a flag only keeps a rule from being drawn.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,7 +33,8 @@ import shutil
 import tempfile
 import time
 
-from hypothesis import HealthCheck, Phase, settings, strategies as st
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from conftest import DaemonProc, run_cli
@@ -67,8 +69,17 @@ STEPS = int(os.environ.get("STATEFUL_STEPS", 10))
 N_DEVICES = 3
 CONVERGE_TIMEOUT = 30.0
 
-SESSION_FIELDS = ("name", "system_prompt", "model", "settings", "metadata", "tags", "status", "message_count",
-                  "chat_count")
+SESSION_FIELDS = (
+    "name",
+    "system_prompt",
+    "model",
+    "settings",
+    "metadata",
+    "tags",
+    "status",
+    "message_count",
+    "chat_count",
+)
 CHAT_FIELDS = ("id", "name", "system_prompt", "model", "settings", "policy", "compacted_upto", "created_at")
 MESSAGE_FIELDS = ("id", "chat", "role", "content", "tokens", "device", "seq", "lamport", "created_at")
 
@@ -105,7 +116,7 @@ class Device:
 
 
 class Msg:
-    __slots__ = ("id", "content", "chat", "step", "order")
+    __slots__ = ("chat", "content", "id", "order", "step")
 
     def __init__(self, mid: str, content: str, chat: str, step: int, order: int):
         self.id, self.content, self.chat, self.step, self.order = mid, content, chat, step, order
@@ -129,6 +140,7 @@ class SessionModel:
 
 def _traced(fn):
     """A failing step names the whole sequence that led to it (the shrinker is off by default)."""
+
     @functools.wraps(fn)
     def step(self, *a, **k):
         try:
@@ -136,6 +148,7 @@ def _traced(fn):
         except BaseException as exc:
             exc.add_note("steps:\n  " + "\n  ".join(self.trace))
             raise
+
     return step
 
 
@@ -148,6 +161,7 @@ def _unless(flag: str):
         if flag in KNOWN_BUGS:
             return lambda *a, **k: None  # a plain method: not a rule
         return fn
+
     return deco
 
 
@@ -298,12 +312,15 @@ class Sessions(RuleBasedStateMachine):
         s = self.draw_session(data, lambda s: bool(s.writers()))
         dev = data.draw(st.sampled_from(s.writers()), label="device")
         name = self.fresh("name")
-        fields = {"name": name, "metadata": {"set": name, "by": dev},
-                  "settings": {"temperature": temperature, "top_p": top_p}}
+        fields = {
+            "name": name,
+            "metadata": {"set": name, "by": dev},
+            "settings": {"temperature": temperature, "top_p": top_p},
+        }
         self.note(f"D{dev} set {s.sid} {fields}")
         got = self.devices[dev].client().update_session(s.sid, **fields)
         for k, v in fields.items():
-            assert got[k] == v or k == "settings" and {kk: got[k].get(kk) for kk in v} == v, (k, got[k])
+            assert got[k] == v or (k == "settings" and {kk: got[k].get(kk) for kk in v} == v), (k, got[k])
         s.fields.update(fields)
         s.members.add(dev)
 
@@ -314,8 +331,11 @@ class Sessions(RuleBasedStateMachine):
         dev = data.draw(st.sampled_from(s.writers()), label="device")
         self.note(f"D{dev} {action} {s.sid} (was {s.status})")
         target = {"pause": "paused", "resume": "active", "end": "ended"}[action]
-        allowed = (s.status == target or s.status != "ended" and
-                   (target == "ended" or (s.status, target) in (("active", "paused"), ("paused", "active"))))
+        allowed = (
+            s.status == target
+            or (s.status != "ended"
+            and (target == "ended" or (s.status, target) in (("active", "paused"), ("paused", "active"))))
+        )
         c = self.devices[dev].client()
         if not allowed:
             try:
@@ -355,8 +375,9 @@ class Sessions(RuleBasedStateMachine):
         self.note(f"D{dev} fork {s.sid} --at {history[at]['id']}")
         new = c.fork(s.sid, history[at]["id"])
         got = c.messages(new["id"], all_chats=True, limit=100_000)["messages"]
-        assert [(m["chat"], m["role"], m["content"]) for m in got] == \
-               [(m["chat"], m["role"], m["content"]) for m in history[:at + 1]], "fork did not copy the history"
+        assert [(m["chat"], m["role"], m["content"]) for m in got] == [
+            (m["chat"], m["role"], m["content"]) for m in history[: at + 1]
+        ], "fork did not copy the history"
         f = SessionModel(new["id"], dev, new["current_chat"])
         f.chats = {ch["id"] for ch in c.list_chats(new["id"])["chats"]}
         f.status = "active"
@@ -379,13 +400,19 @@ class Sessions(RuleBasedStateMachine):
     @rule(data=st.data(), write=st.booleans())
     @_traced
     def share(self, data, write):
-        s = self.draw_session(data, lambda s: bool(s.writers()) and any(
-            d not in s.revoked and s.holders.get(d) != "write" for d in range(N_DEVICES)))
+        s = self.draw_session(
+            data,
+            lambda s: (
+                bool(s.writers()) and any(d not in s.revoked and s.holders.get(d) != "write" for d in range(N_DEVICES))
+            ),
+        )
         if s is None:
             return
         src = data.draw(st.sampled_from(s.writers()), label="from")
-        dst = data.draw(st.sampled_from([d for d in range(N_DEVICES)
-                                         if d not in s.revoked and s.holders.get(d) != "write"]), label="to")
+        dst = data.draw(
+            st.sampled_from([d for d in range(N_DEVICES) if d not in s.revoked and s.holders.get(d) != "write"]),
+            label="to",
+        )
         self.note(f"D{src} share {s.sid} {'--write' if write else ''} -> D{dst} import")
         code = self.devices[src].client().share(s.sid, write=write)["code"]
         s.members.add(src)
@@ -496,7 +523,7 @@ class Sessions(RuleBasedStateMachine):
             chats = c.list_chats(sid)["chats"]
             out[sid] = {
                 "session": {k: sess.get(k) for k in SESSION_FIELDS},
-                "chats": sorted((tuple(json.dumps(ch.get(k), sort_keys=True) for k in CHAT_FIELDS) for ch in chats)),
+                "chats": sorted(tuple(json.dumps(ch.get(k), sort_keys=True) for k in CHAT_FIELDS) for ch in chats),
                 "messages": [tuple(json.dumps(m.get(k)) for k in MESSAGE_FIELDS) for m in msgs],
                 "raw": msgs,
             }
@@ -516,8 +543,10 @@ class Sessions(RuleBasedStateMachine):
             for d in live[1:]:
                 for part in ("session", "chats", "messages"):
                     if views[d][sid][part] != views[live[0]][sid][part]:
-                        problems.append(f"{sid}: D{d} and D{live[0]} differ in {part}: "
-                                        f"{_diff(views[d][sid][part], views[live[0]][sid][part])}")
+                        problems.append(
+                            f"{sid}: D{d} and D{live[0]} differ in {part}: "
+                            f"{_diff(views[d][sid][part], views[live[0]][sid][part])}"
+                        )
             for d in live:
                 problems += [f"{sid} on D{d}: {p}" for p in self._check_model(s, views[d][sid]["raw"], set(s.msgs))]
                 sess = views[d][sid]["session"]
@@ -532,8 +561,10 @@ class Sessions(RuleBasedStateMachine):
                     problems.append(f"{sid} on D{d}: chats {sorted(chats)}, expected {sorted(s.chats)}")
             for d, must in s.revoked.items():
                 if sid in views[d]:
-                    problems += [f"{sid} on revoked D{d}: {p}"
-                                 for p in self._check_model(s, views[d][sid]["raw"], must, subset=True)]
+                    problems += [
+                        f"{sid} on revoked D{d}: {p}"
+                        for p in self._check_model(s, views[d][sid]["raw"], must, subset=True)
+                    ]
         return problems
 
     def _check_model(self, s: SessionModel, msgs: list[dict], must: set[str], subset: bool = False) -> list[str]:
@@ -550,9 +581,10 @@ class Sessions(RuleBasedStateMachine):
             problems.append(f"messages nobody acknowledged: {[(i, by_id[i]['content']) for i in extra]}")
         for i, m in by_id.items():
             want = s.msgs.get(i)
-            if want is not None and (m["content"] != want.content or want.chat and m["chat"] != want.chat):
-                problems.append(f"message {i} is {m['chat']}:{m['content']!r}, acknowledged as "
-                                f"{want.chat}:{want.content!r}")
+            if want is not None and (m["content"] != want.content or (want.chat and m["chat"] != want.chat)):
+                problems.append(
+                    f"message {i} is {m['chat']}:{m['content']!r}, acknowledged as {want.chat}:{want.content!r}"
+                )
         steps = [(s.msgs[i].step, s.msgs[i].order) for i in ids if i in s.msgs]
         if steps != sorted(steps):
             problems.append(f"causal order broken: steps {steps}")
@@ -581,16 +613,28 @@ class Sessions(RuleBasedStateMachine):
             if not problems:
                 break
             if time.monotonic() > deadline:
-                raise AssertionError("devices did not converge:\n  " + "\n  ".join(problems[:20]) +
-                                     "\nsteps:\n  " + "\n  ".join(self.trace))
+                raise AssertionError(
+                    "devices did not converge:\n  "
+                    + "\n  ".join(problems[:20])
+                    + "\nsteps:\n  "
+                    + "\n  ".join(self.trace)
+                )
             time.sleep(0.2)  # the poll interval (the deadline is above)
         for d in self.devices:
             rep = d.client().verify()
             # A follower locked out by a rekey cannot check what is written after it; its report must
             # say exactly that (not "damaged"), and only for the sessions it was locked out of.
-            bad = [r for r in rep["sessions"] if not r["ok"] and not (
-                d.index in self.sessions[r["session"]].revoked
-                and r["problems"] and all(p.startswith("revoked:") for p in r["problems"]) and not r["damaged"])]
+            bad = [
+                r
+                for r in rep["sessions"]
+                if not r["ok"]
+                and not (
+                    d.index in self.sessions[r["session"]].revoked
+                    and r["problems"]
+                    and all(p.startswith("revoked:") for p in r["problems"])
+                    and not r["damaged"]
+                )
+            ]
             assert not bad, f"verify on D{d.index}: {bad}\nsteps:\n  " + "\n  ".join(self.trace)
         self.step += 1
 
@@ -607,6 +651,12 @@ def _diff(a, b):
 # No shrinking unless STATEFUL_SHRINK=1: each try restarts three daemons, so shrinking a long sequence
 # takes longer than the run; a failure names its whole sequence of steps instead (see `note`).
 _phases = [p for p in Phase if p is not Phase.shrink or os.environ.get("STATEFUL_SHRINK") == "1"]
-Sessions.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-                                      suppress_health_check=list(HealthCheck), print_blob=True, phases=_phases)
+Sessions.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+    phases=_phases,
+)
 TestSessions = Sessions.TestCase

@@ -1,5 +1,6 @@
 """Two real daemons syncing one shared session through a network store: the loopback S5 portal and
 the loopback Kubo node (tests/servers), over real TCP, with `--store s5+http://...` / `ipfs+http://...`."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Follow cost where a store has no change feed: the request-rate cap on head reads (stores/http.py)
 and the batched head read (Store.get_heads), against the loopback Kubo node and S5 portal."""
+
 from __future__ import annotations
 
 import time

@@ -1,6 +1,7 @@
 """IPNS records (stores/ipns.py) against real records; the Kubo RPC store (stores/kubo.py) and the
 trustless gateway store (stores/gateway.py) against a strict loopback node (tests/servers/kubo.py),
 one test per fault class; live tests when SESSIOND_TEST_KUBO=URL is set."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,15 +13,23 @@ import pytest
 from nacl.signing import SigningKey
 
 from servers.kubo import start_node
+from sessiond.stores import ObjectMissing, StaleHead, StoreError, ipns, open_store
 from sessiond.stores.cid import BlobId, digest
-from sessiond.stores.registry import RegistryEntry
-from sessiond.stores import ObjectMissing, StaleHead, StoreError, open_store
-from sessiond.stores import ipns
-from sessiond.stores.errors import (AuthRefused, LyingServer, ObjectTooLarge, RateLimited, ReadOnlyStore,
-                                    ServerError, StoreTimeout, StoreUnreachable, WrongBytes)
+from sessiond.stores.errors import (
+    AuthRefused,
+    LyingServer,
+    ObjectTooLarge,
+    RateLimited,
+    ReadOnlyStore,
+    ServerError,
+    StoreTimeout,
+    StoreUnreachable,
+    WrongBytes,
+)
 from sessiond.stores.gateway import GatewayStore
 from sessiond.stores.http import RetryPolicy
 from sessiond.stores.kubo import KuboStore
+from sessiond.stores.registry import RegistryEntry
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, max_retry_after=5)
 
@@ -36,8 +45,9 @@ VECTORS = {
         "5431323a31373a30332e3639343035325a28003080a0f1c2b134420d696e76616c69642073747566664a9201a5635454"
         "4c1b000001a3185c50006556616c7565583e2f697066732f6261666b7161687477676576786d6d72616f357578693262"
         "616d6a7a67363233666e79716867326c686e7a717869356c736d7571686d6d716853657175656e6365006856616c6964"
-        "697479581b323132332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500"
-        , False),
+        "697479581b323132332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500",
+        False,
+    ),
     "k51qzi5uqu5dilgf7gorsh9vcqqq4myo6jd4zmqkuy9pxyxi5fua3uf7axph4y_v1-v2-broken-signature-v1": (
         "0a3e2f697066732f6261666b7161687477676576786d6d72616f357578693262616d6a7a67363233666e79716867326c"
         "686e7a717869356c736d7571686d6d69120d696e76616c69642073747566661800221b323132332d30382d3134543132"
@@ -45,14 +55,16 @@ VECTORS = {
         "c89b5d944761780e77b48b6b09ab3eb1b4f614606b55537b58a5ac67432832d564998d847d071cb5074a9201a5635454"
         "4c1b000001a3185c50006556616c7565583e2f697066732f6261666b7161687477676576786d6d72616f357578693262"
         "616d6a7a67363233666e79716867326c686e7a717869356c736d7571686d6d696853657175656e6365006856616c6964"
-        "697479581b323132332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500"
-        , True),
+        "697479581b323132332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500",
+        True,
+    ),
     "k51qzi5uqu5dit2ku9mutlfgwyz8u730on38kd10m97m36bjt66my99hb6103f_v2": (
         "42406a7698585e2b170709d4947e148b18b120d76db43515edacf290df96b71e29c0ca5a16510256814f8255532ec454"
         "9ade26f4ca8335f4c41e2cfffeb1ba0aa5014a78a56354544c1b000001a3185c50006556616c756558242f697066732f"
         "6261666b7161647477676977773633746d70657168657a6c646e357a67696853657175656e6365006856616c69646974"
-        "79581b323132332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500"
-        , True),
+        "79581b323132332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500",
+        True,
+    ),
     "k51qzi5uqu5dlkw8pxuw9qmqayfdeh4kfebhmreauqdc6a7c3y7d5i9fi8mk9w_v1-v2": (
         "0a212f697066732f6261666b7161646477676576786d6d72616f6a7377673333736d711240a541216e40968b8cc13903"
         "938db6732e55ef6802cee665d645de06c454aaefcf0654750bc84e9b41250b35e4d41da539c5a5427fc30e08dc94a4bd"
@@ -60,8 +72,9 @@ VECTORS = {
         "51b86443894bebd3214602ec2c36270e4cd0508a666dfa355660c4fa8ba290ae7de44d76ab52c4739f397e7141974e6a"
         "41a039801260cfd3c05b006a4a250d4a75a56354544c1b000001a3185c50006556616c756558212f697066732f626166"
         "6b7161646477676576786d6d72616f6a7377673333736d716853657175656e6365006856616c6964697479581b323132"
-        "332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500"
-        , True),
+        "332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500",
+        True,
+    ),
     "k51qzi5uqu5dlmit2tuwdvnx4sbnyqgmvbxftl0eo3f33wwtb9gr7yozae9kpw_v1-v2-broken-v1-value": (
         "0a362f697066732f6261666b7161676c756d767a7869326c6f6d34716765796c65656275786133747465627a676b7933"
         "706f6a736867637112404e6d6b3def154edc4dff610c0380a64332583738c359d27eb0b8a884e993db089da6076f310f"
@@ -70,13 +83,15 @@ VECTORS = {
         "2f86b6e9bf3c2af8d43a4aba65ac1a1b26d60dc2f85163055e47f206d656067b7d1bb7044a9201a56354544c1b000001"
         "a3185c50006556616c7565583e2f697066732f6261666b7161687477676576786d6d72616f6a7377673333736d717168"
         "6f326c756e617167653474706e6e7377346964776d6677686b7a696853657175656e6365006856616c6964697479581b"
-        "323132332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500"
-        , False),
+        "323132332d30382d31345431323a31373a30332e3639343035325a6c56616c69646974795479706500",
+        False,
+    ),
     "k51qzi5uqu5dm4tm0wt8srkg9h9suud4wuiwjimndrkydqm81cqtlb5ak6p7ku_v1": (
         "0a242f697066732f6261666b7161647477676577773633746d70657168657a6c646e357a67691240479d7b28e45d004a"
         "b234a9047c81e1660f540d3cfd71e2174a2d33daa12ed8ac262c8c7c6ba089f3a4751fd3b06b7be7cb3a5418147ab4ee"
-        "976aae06cceb58071800221b323132332d30382d31345431323a31373a30332e3639343035325a28003080a0f1c2b134"
-        , False),
+        "976aae06cceb58071800221b323132332d30382d31345431323a31373a30332e3639343035325a28003080a0f1c2b134",
+        False,
+    ),
     "k51qzi5uqu5dghjous0agrwavl8vzl64xckoqzwqeqwudfr74kfd11zcyk3b7l": (
         "0a412f697066732f6261667972656962733475747067626e37757165676d6432676f717a34626b79666c726532656b32"
         "697776373433666876796c7769347a6565696d12407d058529e9bdefd49ac49d2287b2ff0be18fa1506a3c96288e5282"
@@ -86,8 +101,9 @@ VECTORS = {
         "3a004a9501a56354544c1b2bcb8300046300006556616c756558412f697066732f626166797265696273347574706762"
         "6e37757165676d6432676f717a34626b79666c726532656b32697776373433666876796c7769347a6565696d68536571"
         "75656e6365006856616c6964697479581b323132332d30342d31335430383a30393a35312e3839313339365a6c56616c"
-        "69646974795479706500"
-        , True),
+        "69646974795479706500",
+        True,
+    ),
     "k51qzi5uqu5djokp3m1keo36hoxtd6u3a1d2rg1camf6al7p3huy63dojlm57c": (
         "0a472f697066732f62616679626569623366666c3274656971646e6376336d6b7a347232336235637472776b7a727268"
         "637464626e653669626f61797875786b3575692f726f6f7432124051695764a5c82d600d857e218eefee1a2ba53a1a7f"
@@ -97,8 +113,9 @@ VECTORS = {
         "468dea541d96fa0c4a9e01a56354544c1b000001a3185c50006556616c756558472f697066732f626166796265696233"
         "66666c3274656971646e6376336d6b7a347232336235637472776b7a727268637464626e653669626f61797875786b35"
         "75692f726f6f74326853657175656e6365006856616c6964697479581e323132362d30312d33315431353a35363a3132"
-        "2e3731343839393239335a6c56616c69646974795479706500"
-        , True),
+        "2e3731343839393239335a6c56616c69646974795479706500",
+        True,
+    ),
     "12D3KooWLQzUv2FHWGVPXTXSZpdHs7oHbXub2G5WC8Tx4NQhyd2d": (
         "0a412f697066732f6261666b7265696379736732336b69777633346567326437717765697078776f73646f327079346c"
         "647634326e62617567756c75656e357636616d1240d88810a0677b10fccc0804a7b55b7341d61bc6bdbbdb262e72ac55"
@@ -108,8 +125,9 @@ VECTORS = {
         "6a034a9501a56354544c1b2bcb8300046300006556616c756558412f697066732f6261666b7265696379736732336b69"
         "777633346567326437717765697078776f73646f327079346c647634326e62617567756c75656e357636616d68536571"
         "75656e6365006856616c6964697479581b323132332d30342d31325431333a34343a35392e3830313732385a6c56616c"
-        "69646974795479706500"
-        , True),
+        "69646974795479706500",
+        True,
+    ),
 }
 
 
@@ -133,8 +151,10 @@ def test_spec_vector_values_and_refusals():
     v = {n.split("_", 1)[1]: bytes.fromhex(h) for n, (h, _) in VECTORS.items() if "_" in n}
     pk = lambda suffix: ipns.key_of_name(next(n for n in VECTORS if n.endswith("_" + suffix)).split("_")[0])
     assert ipns.verify_record(v["v1-v2"], pk("v1-v2")).value == b"/ipfs/bafkqaddwgevxmmraojswg33smq"
-    assert ipns.verify_record(v["v1-v2-broken-signature-v1"], pk("v1-v2-broken-signature-v1")).value == \
-        b"/ipfs/bafkqahtwgevxmmrao5uxi2bamjzg623fnyqhg2lhnzqxi5lsmuqhmmi"
+    assert (
+        ipns.verify_record(v["v1-v2-broken-signature-v1"], pk("v1-v2-broken-signature-v1")).value
+        == b"/ipfs/bafkqahtwgevxmmrao5uxi2bamjzg623fnyqhg2lhnzqxi5lsmuqhmmi"
+    )
     with pytest.raises(ipns.IpnsError, match="V2"):
         ipns.verify_record(v["v1"], pk("v1"))
     with pytest.raises(ipns.IpnsError, match="V1 value"):
@@ -145,7 +165,7 @@ def test_spec_vector_values_and_refusals():
     with pytest.raises(ipns.IpnsError, match="signature"):
         ipns.verify_record(v["v2"], pk("v1-v2"))
     with pytest.raises(ipns.IpnsError, match="expired"):
-        ipns.verify_record(v["v2"], pk("v2"), now=dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc))
+        ipns.verify_record(v["v2"], pk("v2"), now=dt.datetime(2200, 1, 1, tzinfo=dt.UTC))
 
 
 def test_head_record_round_trip_and_tampering():
@@ -161,7 +181,7 @@ def test_head_record_round_trip_and_tampering():
     with pytest.raises(ipns.IpnsError):
         ipns.head_from_record(raw, other.pk)  # another key's name
     for i in range(0, len(raw), 7):
-        bad = raw[:i] + bytes([raw[i] ^ 0x40]) + raw[i + 1:]
+        bad = raw[:i] + bytes([raw[i] ^ 0x40]) + raw[i + 1 :]
         try:
             got = ipns.head_from_record(bad, entry.pk)
         except ipns.IpnsError:
@@ -220,10 +240,10 @@ async def test_kubo_round_trip(node):
 
 async def test_kubo_refuses_get(node):
     import aiohttp
+
     n, rpc, gw, tmp = node
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"http://127.0.0.1:{rpc.port}/api/v0/block/get?arg=x") as r:
-            assert r.status == 405
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{rpc.port}/api/v0/block/get?arg=x") as r:
+        assert r.status == 405
 
 
 async def test_kubo_auth_from_file(tmp_path):
@@ -348,7 +368,9 @@ def test_open_store_schemes():
         open_store("ipfs+ftp://x")
 
 
-@pytest.mark.skipif(not os.environ.get("SESSIOND_TEST_KUBO"), reason="set SESSIOND_TEST_KUBO=ipfs+http://127.0.0.1:5001")
+@pytest.mark.skipif(
+    not os.environ.get("SESSIOND_TEST_KUBO"), reason="set SESSIOND_TEST_KUBO=ipfs+http://127.0.0.1:5001"
+)
 async def test_live_kubo():
     store = KuboStore(os.environ["SESSIOND_TEST_KUBO"])
     try:
@@ -369,12 +391,15 @@ async def test_live_kubo():
 def test_formats_md_ipns_vector():
     """docs/FORMATS.md's IPNS head vector is what the code writes, and reads back as the §9 entry."""
     import re
+
     doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md")).read()
     block = re.search(r"<!-- ipns-vector:begin -->\n```\n(.*?)```", doc, re.S).group(1)
     raw = bytes.fromhex("".join(block.split()))
     key = SigningKey(bytes(range(32)))
-    entry = RegistryEntry.create(key, 1, bytes.fromhex("1ef57455d91bb0b7713217eabc464528510dcc15ce3e59b29d63ab29f89def7cc1"))
-    made = ipns.record_for_head(entry, key, eol=dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc))
+    entry = RegistryEntry.create(
+        key, 1, bytes.fromhex("1ef57455d91bb0b7713217eabc464528510dcc15ce3e59b29d63ab29f89def7cc1")
+    )
+    made = ipns.record_for_head(entry, key, eol=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
     assert made == raw
     assert ipns.head_from_record(raw, entry.pk) == entry
     assert ipns.name_of(entry.pk[1:]) == "k51qzi5uqu5dg9ufswxt229ntzdy7p4125xzv5rtyjso89ajdujg6csfxcj260"
@@ -411,6 +436,7 @@ async def test_kubo_release_unpins_in_batches_and_is_idempotent(node):
 async def test_kubo_pin_rm_strict():
     """The loopback node answers pin/rm and pin/ls as Kubo does (its errors, its shapes)."""
     import aiohttp
+
     n, rpc, gw = await start_node()
     try:
         h = digest(b"x")

@@ -1,5 +1,6 @@
 """The pinning-service wrapper (stores/pinning.py) over a Kubo store, against a strict loopback
 Pinning Service API (tests/servers/pinning.py) and the loopback Kubo node; one test per fault."""
+
 from __future__ import annotations
 
 import json
@@ -188,8 +189,11 @@ async def test_configured_pinning_wraps_kubo_stores(env, tmp_path):
     node, svc, make, tmp = env
     port = int(make().service.rsplit(":", 1)[1])
     try:
-        configure(pinning_service=f"http://127.0.0.1:{port}", pinning_token_file=str(tmp / "token"),
-                  pinning_state_dir=str(tmp / "cfg"))
+        configure(
+            pinning_service=f"http://127.0.0.1:{port}",
+            pinning_token_file=str(tmp / "token"),
+            pinning_state_dir=str(tmp / "cfg"),
+        )
         store = open_store("ipfs+http://127.0.0.1:1")
         assert isinstance(store, PinningStore) and isinstance(store.inner, KuboStore)
         await store.close()
@@ -206,9 +210,11 @@ async def test_the_loopback_service_is_strict(env):
     auth = {"Authorization": "Bearer s3cret-token"}
     c = cid(b"x")
     async with aiohttp.ClientSession() as s:
+
         async def call(method, path, **kw):
             async with s.request(method, base + path, **kw) as r:
                 return r.status, (await r.json() if r.content_type == "application/json" else None)
+
         assert (await call("GET", "/pins"))[0] == 401
         status, body = await call("GET", "/pins", headers={"Authorization": "Bearer nope"})
         assert status == 401 and body["error"]["reason"] == "UNAUTHORIZED"

@@ -1,5 +1,6 @@
 """The S5 portal store (stores/s5.py) against a strict loopback portal (tests/servers/s5portal.py),
 one test per fault class; and, when SESSIOND_TEST_S5=URL is set, against a real portal."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +12,20 @@ import pytest
 from nacl.signing import SigningKey
 
 from servers.s5portal import start_portal
-from sessiond.stores.cid import digest
-from sessiond.stores.registry import RegistryEntry
 from sessiond.stores import CorruptObject, ObjectMissing, StaleHead, StoreError, open_store
-from sessiond.stores.errors import (AuthRefused, LyingServer, ObjectTooLarge, RateLimited, ServerError,
-                                    StoreTimeout, StoreUnreachable, WrongBytes)
+from sessiond.stores.cid import digest
+from sessiond.stores.errors import (
+    AuthRefused,
+    LyingServer,
+    ObjectTooLarge,
+    RateLimited,
+    ServerError,
+    StoreTimeout,
+    StoreUnreachable,
+    WrongBytes,
+)
 from sessiond.stores.http import RetryPolicy
+from sessiond.stores.registry import RegistryEntry
 from sessiond.stores.s5 import S5Store, account_key
 
 SEED = bytes(range(32))
@@ -272,10 +281,10 @@ async def test_open_store_picks_the_portal(portal):
 
 async def test_wrong_methods_refused_by_the_portal(portal):
     import aiohttp
+
     p, running, tmp = portal
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"http://127.0.0.1:{running.port}/s5/upload") as r:
-            assert r.status == 405
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{running.port}/s5/upload") as r:
+        assert r.status == 405
 
 
 @pytest.mark.skipif(not os.environ.get("SESSIOND_TEST_S5"), reason="set SESSIOND_TEST_S5=s5+https://PORTAL")
@@ -318,6 +327,7 @@ async def test_a_store_without_a_token_logs_in_before_sending(portal):
     """Concurrent first requests (a push uploads many objects at once) used to go out without a
     token, each refused 401 after sending its whole body, then again after the login."""
     import asyncio
+
     p, running, tmp = portal
     store = make_store(running, tmp)
     try:

@@ -1,4 +1,5 @@
 """Encrypted snapshots in the store: push, verify, faults, tampering, and what the store can see."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,9 @@ import pytest
 
 from conftest import cli_json, eventually, run_cli, wait_for
 from faults import FaultyStore
+from sessiond.daemon import validate
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
-from sessiond.daemon import validate
 from sessiond.sync.engine import Syncer
 
 
@@ -99,8 +100,9 @@ def test_verify_detects_damage_done_by_hand(daemon):
 def test_store_holds_no_plaintext(daemon):
     c = daemon.client()
     markers = [f"MARKER{i}XYZZY" for i in range(6)]
-    sid = c.create_session(name=markers[0], system_prompt=markers[1], metadata={"k": markers[2]},
-                           tags=[markers[3]])["id"]
+    sid = c.create_session(name=markers[0], system_prompt=markers[1], metadata={"k": markers[2]}, tags=[markers[3]])[
+        "id"
+    ]
     c.create_chat(sid, name=markers[4])
     c.append_many(sid, [{"role": "user", "content": f"{markers[5]} {i} " + "lorem ipsum " * 50} for i in range(2000)])
     c.sync(wait=True)
@@ -136,8 +138,9 @@ class Env:
         return self.db, self.store, self.syncer
 
     def new_syncer(self, timeout=0.5, store=None):
-        s = Syncer(self.db, store or self.store, os.path.join(self.tmp, "keys"), interval=0.05, push_delay=0,
-                   timeout=timeout)
+        s = Syncer(
+            self.db, store or self.store, os.path.join(self.tmp, "keys"), interval=0.05, push_delay=0, timeout=timeout
+        )
         self.extra.append(s)
         return s
 
@@ -166,8 +169,9 @@ async def test_push_survives_a_failing_and_hanging_store(env):
         store.mode = mode
         await db.append_messages(sid, [{"role": "user", "content": f"during {mode} {i}"} for i in range(5)])
         # (the error of the mode before stays shown until a push fails anew: wait for this mode's own)
-        st = await eventually(lambda: _failed_push(syncer, sid, other_than=error), timeout=15,
-                              what=f"a push failing on the {mode} store")
+        st = await eventually(
+            lambda: _failed_push(syncer, sid, other_than=error), timeout=15, what=f"a push failing on the {mode} store"
+        )
         error = st["last_error"]
         assert st["pending"] > 0 and st["last_error"], st  # queued, with the reason shown
     store.mode = "slow"
@@ -238,8 +242,9 @@ async def test_incremental_push_is_small_and_flat(env):
         s = await db.create_session({})
         sid = s["id"]
         for i in range(0, n, 5000):
-            await db.append_messages(sid, [{"role": "user", "content": f"message {j} " + "x" * 80}
-                                           for j in range(i, min(n, i + 5000))])
+            await db.append_messages(
+                sid, [{"role": "user", "content": f"message {j} " + "x" * 80} for j in range(i, min(n, i + 5000))]
+            )
         await syncer.push(sid)
         worst = 0
         for k in range(40):  # enough single pushes to fold level 0 upward twice
@@ -249,6 +254,7 @@ async def test_incremental_push_is_small_and_flat(env):
         sizes[n] = worst
         levels = (await db.sync_state(sid))["tree"]
         from sessiond.sync import dagcbor
+
         assert all(len(lv) < 16 for lv in dagcbor.decode(levels))  # the manifest stays bounded
         assert (await syncer.verify(sid))["ok"]
     assert max(sizes.values()) <= 8 * 1024 + 100, sizes
@@ -328,7 +334,6 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
         await dbb.close()
 
 
-
 async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
     """A pull that failed is tried again soon, although the head change that caused it was already seen."""
     store_path = os.path.join(tmp, "store")
@@ -372,6 +377,7 @@ async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
         await dba.close()
         await dbb.close()
 
+
 def count_calls(obj, name: str) -> list[float]:
     """Record (the time of) each call of obj.name from now on."""
     calls: list[float] = []
@@ -408,6 +414,7 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
         return real_extend(chain, frontier, rows)
 
     import sessiond.sync.proofs as proofs_mod
+
     proofs_mod.extend = counting
 
     async def check():
@@ -471,14 +478,17 @@ async def test_pulled_messages_add_their_tokens_once(env):
     assert await used() == total[0] == (await db.get_session(sid, counts=True))["tokens"]
 
 
-@pytest.mark.parametrize("fields,expect", [
-    ({"expires_at": "tomorrow"}, "expires_at"),
-    ({"settings": {"temperature": "hot"}}, "settings.temperature"),
-    ({"tags": "abc"}, "tags"),
-    ({"policy": {"token_quota": -5}}, "token_quota"),
-    ({"name": 5}, "name"),
-    ({"status": "gone"}, "status"),
-])
+@pytest.mark.parametrize(
+    "fields,expect",
+    [
+        ({"expires_at": "tomorrow"}, "expires_at"),
+        ({"settings": {"temperature": "hot"}}, "settings.temperature"),
+        ({"tags": "abc"}, "tags"),
+        ({"policy": {"token_quota": -5}}, "token_quota"),
+        ({"name": 5}, "name"),
+        ({"status": "gone"}, "status"),
+    ],
+)
 async def test_a_bad_operation_from_another_device_is_refused_at_pull(tmp, fields, expect):
     """An operation the API would refuse, written by another device (an older or hostile sessiond), is
     refused when pulled and when imported: nothing of it is applied, and the daemon goes on."""

@@ -1,4 +1,5 @@
 """The tamper matrix and storage faults under live sync (issue 6), in-process over real folders."""
+
 from __future__ import annotations
 
 import os
@@ -8,14 +9,14 @@ import tempfile
 import pytest
 
 from faults import FaultyStore
-from waiting import eventually
 from sessiond.storage.database import Database
-from sessiond.stores.registry import RegistryEntry
 from sessiond.stores import FileStore
+from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor
 from sessiond.sync.crypto import CHUNK_SIZE, TAG_SIZE, manifest_key, seal
 from sessiond.sync.engine import Syncer, _open_manifest, head_data
 from sessiond.sync.share import ImportError_
+from waiting import eventually
 
 
 class Recording(FileStore):
@@ -37,8 +38,15 @@ async def world():
 
     async def node(name: str, store=None, timeout=5.0, follow=True):
         db = await Database.open(os.path.join(tmp, name + ".db"))
-        s = Syncer(db, store or FileStore(os.path.join(tmp, "store")), os.path.join(tmp, name + "-keys"),
-                   interval=0.1, poll_interval=0.05, push_delay=0, timeout=timeout)
+        s = Syncer(
+            db,
+            store or FileStore(os.path.join(tmp, "store")),
+            os.path.join(tmp, name + "-keys"),
+            interval=0.1,
+            poll_interval=0.05,
+            push_delay=0,
+            timeout=timeout,
+        )
         if follow:  # as in the daemon: every change wakes the worker
             db.listeners.append(lambda ev, s=s: s.notify(ev["session"]) if ev.get("session") else None)
         await s.start()
@@ -76,15 +84,24 @@ async def test_tamper_matrix(world):
     referenced = sorted(probe_store.read)
     assert len(referenced) >= 4
     obj = lambda h: os.path.join(store_dir, "objects", h.hex()[:2], h.hex())  # noqa: E731
-    other_obj = next(p for p in (os.path.join(r, f) for r, _, fs in os.walk(os.path.join(store_dir, "objects"))
-                                 for f in fs) if bytes.fromhex(os.path.basename(p)) not in referenced)
+    other_obj = next(
+        p
+        for p in (os.path.join(r, f) for r, _, fs in os.walk(os.path.join(store_dir, "objects")) for f in fs)
+        if bytes.fromhex(os.path.basename(p)) not in referenced
+    )
     big = max(referenced, key=lambda h: os.path.getsize(obj(h)))
     assert os.path.getsize(obj(big)) > CHUNK_SIZE + TAG_SIZE
     edge = CHUNK_SIZE + TAG_SIZE
 
     cases = []
     for h in referenced:
-        cases.append((f"bit flip in {h.hex()[:8]}", h, lambda b: b[:len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1:]))
+        cases.append(
+            (
+                f"bit flip in {h.hex()[:8]}",
+                h,
+                lambda b: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1 :],
+            )
+        )
         cases.append((f"truncated {h.hex()[:8]}", h, lambda b: b[:-1]))
     for cut in (edge - 1, edge, edge + 1):
         cases.append((f"truncated at {cut}", big, lambda b, cut=cut: b[:cut]))
@@ -128,6 +145,7 @@ async def test_tamper_matrix(world):
     m_plain = _open_manifest(open(obj(entry.data[1:]), "rb").read(), entry.data[1:], key, entry.pk, entry.revision)
     m = dagcbor.decode(m_plain)
     import cbor2
+
     reordered = cbor2.dumps(dict(reversed(list(m.items()))))
     assert reordered != m_plain
     rev = entry.revision + 1

@@ -7,6 +7,7 @@ API and puts the object back). A thread keeps appending to every session meanwhi
 level 0 folds upward during the verifies: the report says which manifest it read, and the test
 computes, from that manifest and the undamaged bytes, which objects it reaches.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,13 +19,14 @@ import threading
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import DaemonProc
 from sessiond.storage.database import Database
 from sessiond.storage.fsutil import atomic_write
-from sessiond.stores.registry import RegistryEntry
 from sessiond.stores import FileStore
+from sessiond.stores.registry import RegistryEntry
 from sessiond.sync.engine import Syncer, _open_manifest, manifest_hash_of
 from sessiond.sync.keys import KeyStore
 from sessiond.sync.manifest import parse_manifest
@@ -47,13 +49,15 @@ class _Overlay(FileStore):
         return await super().get(h)
 
 
-async def _walk(store: str, keys: KeyStore, sid: str, mhash: bytes, rev: int,
-                good: dict[bytes, bytes] | None = None) -> set[bytes]:
+async def _walk(
+    store: str, keys: KeyStore, sid: str, mhash: bytes, rev: int, good: dict[bytes, bytes] | None = None
+) -> set[bytes]:
     """Every object the manifest `mhash` (of revision `rev`) reaches, itself included."""
     st = _Overlay(store, good or {})
     pk = keys.head_pk(sid)
-    man = parse_manifest(_open_manifest(await st.get(mhash), mhash, keys.session_keys(sid), pk, rev),
-                         sid=sid, head_pk=pk, rev=rev)
+    man = parse_manifest(
+        _open_manifest(await st.get(mhash), mhash, keys.session_keys(sid), pk, rev), sid=sid, head_pk=pk, rev=rev
+    )
     await LogReader(sid, man.device, st).pages(man.entries())
     return st.read
 
@@ -113,8 +117,12 @@ def test_verify_names_every_flipped_bit_while_pushes_run(live):
     keys = KeyStore(os.path.join(d.home, "keys"))
     seen = {"reached": 0, "examples": 0, "moved": 0}
 
-    @settings(max_examples=15, deadline=None, derandomize=False,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=15,
+        deadline=None,
+        derandomize=False,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(session=st.integers(0, len(sids) - 1), pick=st.integers(0, 1 << 30), bit=st.integers(0, 1 << 40))
     def example(session: int, pick: int, bit: int) -> None:
         sid = sids[session]

@@ -3,6 +3,7 @@ which adds its commands (argparse parsers whose `fn` runs the command).
 
 To add a command: write a module here with `register()` and list it in `COMMAND_MODULES` in
 cli/parser.py; its place in that list is its place in `sessiond --help`."""
+
 from __future__ import annotations
 
 import argparse

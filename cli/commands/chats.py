@@ -1,4 +1,5 @@
 """Chats within a session: `chat new`, `chat ls`, `chat switch`."""
+
 from __future__ import annotations
 
 from ..connect import client
@@ -28,19 +29,40 @@ def register(commands: Commands) -> None:
 
 
 def cmd_chat_new(args) -> int:
-    chat = client(args).create_chat(args.id, id=args.chat_id, name=args.name,
-                                    system_prompt=read_text(args.system) if args.system else None,
-                                    model=args.model, settings=settings_of(args), switch=args.switch or None,
-                                    policy=policy_of(args) or None)
+    chat = client(args).create_chat(
+        args.id,
+        id=args.chat_id,
+        name=args.name,
+        system_prompt=read_text(args.system) if args.system else None,
+        model=args.model,
+        settings=settings_of(args),
+        switch=args.switch or None,
+        policy=policy_of(args) or None,
+    )
     emit(args, chat, chat["id"])
     return 0
 
 
 def cmd_chat_ls(args) -> int:
     chats = client(args).list_chats(args.id)["chats"]
-    emit(args, {"chats": chats}, table([["*" if c["current"] else "", c["id"], c["name"], c["model"],
-                                         short(c["system_prompt"], 40), when(c["created_at"])] for c in chats],
-                                       ["", "id", "name", "model", "system prompt", "created"]))
+    emit(
+        args,
+        {"chats": chats},
+        table(
+            [
+                [
+                    "*" if c["current"] else "",
+                    c["id"],
+                    c["name"],
+                    c["model"],
+                    short(c["system_prompt"], 40),
+                    when(c["created_at"]),
+                ]
+                for c in chats
+            ],
+            ["", "id", "name", "model", "system prompt", "created"],
+        ),
+    )
     return 0
 
 

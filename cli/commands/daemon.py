@@ -1,4 +1,5 @@
 """The daemon's lifetime: `daemon` (run in the foreground), `start`, `stop`, `status`."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,18 +19,32 @@ from . import Commands
 
 def register(commands: Commands) -> None:
     p = commands.add("daemon", cmd_daemon, "run the daemon in the foreground")
-    p.add_argument("--store", help="store URL (default: the one this home used before, else config.toml's, "
-                                   "else file://<home>/store)")
-    p.add_argument("--change-store", action="store_true", dest="change_store",
-                   help="confirm moving this home to another store than the one it used before")
+    p.add_argument(
+        "--store",
+        help="store URL (default: the one this home used before, else config.toml's, else file://<home>/store)",
+    )
+    p.add_argument(
+        "--change-store",
+        action="store_true",
+        dest="change_store",
+        help="confirm moving this home to another store than the one it used before",
+    )
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p = commands.add("start", cmd_start, "start the daemon in the background; returns once it answers")
     p.add_argument("--store", help="store URL (default: the one this home used before)")
-    p.add_argument("--change-store", action="store_true", dest="change_store",
-                   help="confirm moving this home to another store than the one it used before")
+    p.add_argument(
+        "--change-store",
+        action="store_true",
+        dest="change_store",
+        help="confirm moving this home to another store than the one it used before",
+    )
     p = commands.add("stop", cmd_stop, "stop the daemon")
-    p.add_argument("--timeout", type=float, default=15.0,
-                   help="seconds to wait for a clean stop before killing the daemon (default 15)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for a clean stop before killing the daemon (default 15)",
+    )
     p = commands.add("status", cmd_status, "socket, pid, version, device id, counts and sync state")
     p.add_argument("--sessions", action="store_true", help="list every session's sync state")
 
@@ -51,10 +66,15 @@ def cmd_start(args) -> int:
     try:
         info = Client(home.path, timeout=5).status()
         if store is not None and info.get("store") != store:
-            raise CliError(f"the daemon already running for this home (pid {info['pid']}) uses store "
-                           f"{info.get('store')}, not {store}; stop it first (`sessiond stop`) to change stores")
-        emit(args, {"started": False, "pid": info["pid"], "socket": info["socket"]},
-             f"sessiond is already running (pid {info['pid']}) on {info['socket']}")
+            raise CliError(
+                f"the daemon already running for this home (pid {info['pid']}) uses store "
+                f"{info.get('store')}, not {store}; stop it first (`sessiond stop`) to change stores"
+            )
+        emit(
+            args,
+            {"started": False, "pid": info["pid"], "socket": info["socket"]},
+            f"sessiond is already running (pid {info['pid']}) on {info['socket']}",
+        )
         return 0
     except DaemonNotRunning:
         pass
@@ -68,8 +88,15 @@ def cmd_start(args) -> int:
         cmd += ["--change-store"]
     out_path = os.path.join(home.logs, "daemon.out")
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, pass_fds=(write_fd,),
-                            start_new_session=True, close_fds=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=fd,
+        stderr=fd,
+        pass_fds=(write_fd,),
+        start_new_session=True,
+        close_fds=True,
+    )
     os.close(fd)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as ready:
@@ -81,8 +108,11 @@ def cmd_start(args) -> int:
         why = tail[-1] if tail else f"exit code {proc.returncode}"
         raise CliError(f"the daemon did not start: {why}")
     info = Client(home.path, timeout=10).status()
-    emit(args, {"started": True, "pid": info["pid"], "socket": info["socket"], "device_id": info["device_id"]},
-         f"sessiond started (pid {info['pid']}) on {info['socket']}")
+    emit(
+        args,
+        {"started": True, "pid": info["pid"], "socket": info["socket"], "device_id": info["device_id"]},
+        f"sessiond started (pid {info['pid']}) on {info['socket']}",
+    )
     return 0
 
 
@@ -124,8 +154,9 @@ def cmd_stop(args) -> int:
         return 0
     # Still that daemon (it holds the lock), and hung: end it. Acknowledged writes are committed already.
     os.kill(pid, signal.SIGKILL)
-    print(f"sessiond: the daemon (pid {pid}) did not stop within {args.timeout:g} s; killed it (SIGKILL)",
-          file=sys.stderr)
+    print(
+        f"sessiond: the daemon (pid {pid}) did not stop within {args.timeout:g} s; killed it (SIGKILL)", file=sys.stderr
+    )
     if not _wait_gone(pid, 10):
         raise CliError(f"the daemon (pid {pid}) is still running after SIGKILL")
     emit(args, {"stopped": True, "pid": pid, "killed": True}, f"sessiond stopped (pid {pid}, killed)")
@@ -139,18 +170,35 @@ def cmd_status(args) -> int:
     pending = sum(s["pending"] for s in sync.values())
     errors = {sid: s["last_error"] for sid, s in sync.items() if s.get("last_error") and s["pending"]}
     pull_errors = {sid: s["pull_error"] for sid, s in sync.items() if s.get("pull_error")}
-    lines = [f"sessiond {info['version']} (pid {info['pid']}), up {info['uptime']:.0f}s",
-             f"socket:   {info['socket']}", f"home:     {info['home']}", f"store:    {info.get('store')}",
-             f"device:   {info['device_id']}",
-             f"sessions: {counts['sessions']} ({counts['active']} active, {counts['paused']} paused, "
-             f"{counts['ended']} ended), {counts['chats']} chats, {counts['messages']} messages",
-             (f"sync:     {pending} change(s) waiting to be pushed" if pending else
-              "sync:     nothing waiting to be pushed" if pull_errors else "sync:     everything pushed")
-             + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else "")]
+    lines = [
+        f"sessiond {info['version']} (pid {info['pid']}), up {info['uptime']:.0f}s",
+        f"socket:   {info['socket']}",
+        f"home:     {info['home']}",
+        f"store:    {info.get('store')}",
+        f"device:   {info['device_id']}",
+        f"sessions: {counts['sessions']} ({counts['active']} active, {counts['paused']} paused, "
+        f"{counts['ended']} ended), {counts['chats']} chats, {counts['messages']} messages",
+        (
+            f"sync:     {pending} change(s) waiting to be pushed"
+            if pending
+            else "sync:     nothing waiting to be pushed"
+            if pull_errors
+            else "sync:     everything pushed"
+        )
+        + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else ""),
+    ]
     if args.sessions:
-        rows = [[sid, s["state"], s["pending"], s["head_rev"], when(s.get("last_push")),
-                 short(s.get("last_error") or (f"pull: {s['pull_error']}" if s.get("pull_error") else None), 50)]
-                for sid, s in sync.items()]
+        rows = [
+            [
+                sid,
+                s["state"],
+                s["pending"],
+                s["head_rev"],
+                when(s.get("last_push")),
+                short(s.get("last_error") or (f"pull: {s['pull_error']}" if s.get("pull_error") else None), 50),
+            ]
+            for sid, s in sync.items()
+        ]
         lines.append(table(rows, ["session", "state", "pending", "revision", "last push", "last error"]))
     for sid, err in list(errors.items())[:5]:
         lines.append(f"  {sid}: {err}")

@@ -1,4 +1,5 @@
 """Plain files: `export` (a session as OpenAI messages or full JSON) and `import-file`."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--format", choices=["openai", "json"], default="json")
     p.add_argument("--chat", help="(openai) which chat; default: the current one")
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
-    p = commands.add("import-file", cmd_import_file,
-                     "import OpenAI messages, a session JSON, or ChatGPT's conversations.json")
+    p = commands.add(
+        "import-file", cmd_import_file, "import OpenAI messages, a session JSON, or ChatGPT's conversations.json"
+    )
     p.add_argument("path", help="the file ('-' reads standard input)")
     p.add_argument("--format", choices=["openai", "json", "chatgpt"], required=True)
 

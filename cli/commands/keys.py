@@ -1,4 +1,5 @@
 """The device key: `key export` (24 backup words) and `key import` (restore them)."""
+
 from __future__ import annotations
 
 import os
@@ -36,14 +37,18 @@ def cmd_key_export(args) -> int:
     # Export reads the key a home has; it never makes a home (or a key) for a mistyped --home.
     home = Home(resolve_home(args.home))
     if not os.path.isfile(os.path.join(home.keys, "device.key")):
-        raise CliError(f"{home.path} has no device key (is --home right? a home gets its key when its daemon "
-                       f"first starts)")
+        raise CliError(
+            f"{home.path} has no device key (is --home right? a home gets its key when its daemon first starts)"
+        )
     check_private_dir(home.path, "home folder")
     check_private_dir(home.keys, "key folder")
     ks = KeyStore(home.keys)
     words = ks.export_mnemonic()
-    emit(args, {"mnemonic": words, "words": len(words.split())},
-         "Your device key backup (keep it secret; anyone with it can sign as this device):\n\n" + words)
+    emit(
+        args,
+        {"mnemonic": words, "words": len(words.split())},
+        "Your device key backup (keep it secret; anyone with it can sign as this device):\n\n" + words,
+    )
     return 0
 
 
@@ -72,8 +77,10 @@ def cmd_key_import(args) -> int:
         with sqlite3.connect(f"file:{home.db}?mode=ro", uri=True) as conn:
             n = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
         if n:
-            raise CliError(f"this home already has {n} session(s) pushed under its current key; import a key "
-                           f"into a fresh home (--home), or pass --force to replace it anyway")
+            raise CliError(
+                f"this home already has {n} session(s) pushed under its current key; import a key "
+                f"into a fresh home (--home), or pass --force to replace it anyway"
+            )
     ks.import_mnemonic(phrase)
     emit(args, {"imported": True}, "device key restored")
     return 0

@@ -1,5 +1,6 @@
 """Managing a session: `quota`, `context`, `compact`, `uncompact`, `clone`, `fork`, `checkpoint`,
 `checkpoints`, `verify-proof`, `stats`, `cleanup`."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ def register(commands: Commands) -> None:
     p = commands.add("context", cmd_context, "a chat's active context: tokens, budget, what is compacted")
     p.add_argument("id")
     p.add_argument("--chat")
-    p = commands.add("compact", cmd_compact,
-                     "drop the oldest messages from a chat's active context (history keeps them)")
+    p = commands.add(
+        "compact", cmd_compact, "drop the oldest messages from a chat's active context (history keeps them)"
+    )
     p.add_argument("id")
     p.add_argument("--chat")
     p.add_argument("--target-tokens", type=int, dest="target_tokens", help="keep at most this many tokens active")
@@ -53,17 +55,22 @@ def register(commands: Commands) -> None:
 
 def cmd_quota(args) -> int:
     q = client(args).quota(args.id)
-    human = (f"{q['tokens_used']} of {q['token_quota']} tokens used ({q['remaining']} left): {q['level']}"
-             if q["token_quota"] else f"{q['tokens_used']} tokens used; no quota ({q['level']})")
+    human = (
+        f"{q['tokens_used']} of {q['token_quota']} tokens used ({q['remaining']} left): {q['level']}"
+        if q["token_quota"]
+        else f"{q['tokens_used']} tokens used; no quota ({q['level']})"
+    )
     emit(args, q, human)
     return 0
 
 
 def _context_line(c: dict) -> str:
     budget = c["policy"].get("max_context_tokens")
-    return (f"chat {c['chat']}: {c['active_tokens']} tokens in {c['active_messages']} active messages"
-            + (f" (budget {budget})" if budget else "")
-            + (f"; {c['compacted_messages']} compacted, up to {c['compacted_upto']}" if c["compacted_upto"] else ""))
+    return (
+        f"chat {c['chat']}: {c['active_tokens']} tokens in {c['active_messages']} active messages"
+        + (f" (budget {budget})" if budget else "")
+        + (f"; {c['compacted_messages']} compacted, up to {c['compacted_upto']}" if c["compacted_upto"] else "")
+    )
 
 
 def cmd_context(args) -> int:
@@ -104,10 +111,19 @@ def cmd_checkpoint(args) -> int:
 
 def cmd_checkpoints(args) -> int:
     cps = client(args).checkpoints(args.id)["checkpoints"]
-    emit(args, {"checkpoints": cps}, table([[c["number"], c["device"], c["messages"], c["tokens"], c["hash"][:32] + "…",
-                                             when(c["created_at"])] for c in cps],
-                                           ["#", "device", "messages", "tokens", "hash", "created"])
-         if cps else "no checkpoints")
+    emit(
+        args,
+        {"checkpoints": cps},
+        table(
+            [
+                [c["number"], c["device"], c["messages"], c["tokens"], c["hash"][:32] + "…", when(c["created_at"])]
+                for c in cps
+            ],
+            ["#", "device", "messages", "tokens", "hash", "created"],
+        )
+        if cps
+        else "no checkpoints",
+    )
     return 0
 
 
@@ -116,35 +132,57 @@ def cmd_verify_proof(args) -> int:
     if isinstance(proof, dict) and "checkpoints" in proof and "number" not in proof:
         proofs = proof["checkpoints"]  # the output of `sessiond end --json` or `checkpoints --json`
         if not isinstance(proofs, list):
-            raise CliError(f"{args.proof}: \"checkpoints\" must be a list of checkpoint proofs", EXIT_USAGE)
+            raise CliError(f'{args.proof}: "checkpoints" must be a list of checkpoint proofs', EXIT_USAGE)
     else:
         proofs = proof if isinstance(proof, list) else [proof]
     if not proofs:  # nothing checked is not a success
-        raise CliError(f"{args.proof} holds no checkpoint proofs: give a proof, a list of them, or the output of "
-                       f"`sessiond end --json` / `checkpoints --json`", EXIT_USAGE)
+        raise CliError(
+            f"{args.proof} holds no checkpoint proofs: give a proof, a list of them, or the output of "
+            f"`sessiond end --json` / `checkpoints --json`",
+            EXIT_USAGE,
+        )
     for i, p in enumerate(proofs):
         if not isinstance(p, dict):
             raise CliError(f"{args.proof}: proof {i} is not a JSON object (a checkpoint proof)", EXIT_USAGE)
     results = [client(args).verify_proof(args.id, p) for p in proofs]
-    emit(args, {"ok": all(r["ok"] for r in results), "results": results},
-         "\n".join(f"ok      checkpoint #{r['number']} of {r['device']}: {r['messages']} messages, {r['tokens']} tokens"
-                   if r["ok"] else f"FAILED  {r['problem']}" for r in results))
+    emit(
+        args,
+        {"ok": all(r["ok"] for r in results), "results": results},
+        "\n".join(
+            f"ok      checkpoint #{r['number']} of {r['device']}: {r['messages']} messages, {r['tokens']} tokens"
+            if r["ok"]
+            else f"FAILED  {r['problem']}"
+            for r in results
+        ),
+    )
     return 0 if all(r["ok"] for r in results) else EXIT_ERROR
 
 
 def cmd_stats(args) -> int:
     st = client(args).stats(args.id, args.user)
     if args.id:
-        lines = [f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
-                 f"{st['tokens']} tokens; created {when(st['created_at'])}, last active {when(st['last_activity'])}"]
-        lines.append(table([[c["chat"], c["name"], c["messages"], c["avg_response_seconds"]] for c in st["per_chat"]],
-                           ["chat", "name", "messages", "avg response s"]))
+        lines = [
+            f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
+            f"{st['tokens']} tokens; created {when(st['created_at'])}, last active {when(st['last_activity'])}"
+        ]
+        lines.append(
+            table(
+                [[c["chat"], c["name"], c["messages"], c["avg_response_seconds"]] for c in st["per_chat"]],
+                ["chat", "name", "messages", "avg response s"],
+            )
+        )
     else:
-        lines = [f"{st['sessions']} sessions ({st['active']} active, {st['paused']} paused, {st['ended']} ended), "
-                 f"{st['messages']} messages, {st['tokens']} tokens"]
+        lines = [
+            f"{st['sessions']} sessions ({st['active']} active, {st['paused']} paused, {st['ended']} ended), "
+            f"{st['messages']} messages, {st['tokens']} tokens"
+        ]
         if st.get("users"):
-            lines.append(table([[u["user"] or "(none)", u["sessions"], u["tokens"]] for u in st["users"]],
-                               ["user", "sessions", "tokens"]))
+            lines.append(
+                table(
+                    [[u["user"] or "(none)", u["sessions"], u["tokens"]] for u in st["users"]],
+                    ["user", "sessions", "tokens"],
+                )
+            )
     emit(args, st, "\n".join(lines))
     return 0
 

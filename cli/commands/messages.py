@@ -1,10 +1,10 @@
 """Messages: `add` (append one), `ask` (ask the session's model and record the answer) and `log` (print them)."""
+
 from __future__ import annotations
 
 import sys
 
 from ...client import ApiError
-
 from ..connect import client
 from ..inputs import read_text
 from ..output import emit, safe, short, when
@@ -18,7 +18,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--chat", help="chat id (default: the current chat)")
     p.add_argument("--tokens", type=int, help="token count, if the app knows it")
     p.add_argument("text", help="the message; '-' reads it from standard input")
-    p = commands.add("ask", cmd_ask, "ask the session's model: appends TEXT, prints the answer as it streams, records it")
+    p = commands.add(
+        "ask", cmd_ask, "ask the session's model: appends TEXT, prints the answer as it streams, records it"
+    )
     p.add_argument("id")
     p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--model", help="this model instead of the chat's or session's")
@@ -71,8 +73,9 @@ def cmd_log(args) -> int:
     c = client(args)
     msgs, after = [], None
     while len(msgs) < args.limit:
-        page = c.messages(args.id, chat=args.chat, limit=min(args.limit - len(msgs), 10_000), after=after,
-                          all_chats=args.all or None)
+        page = c.messages(
+            args.id, chat=args.chat, limit=min(args.limit - len(msgs), 10_000), after=after, all_chats=args.all or None
+        )
         msgs += page["messages"]
         after = page["next"]
         if not after:
@@ -84,6 +87,9 @@ def cmd_log(args) -> int:
         print("no messages")
     for m in msgs:
         head = f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else "")
-        print(f"{head} {m['id']}:\n{safe(m['content'], keep_lines=True)}\n" if not args.short
-              else f"{m['role']:>9}: {short(m['content'], 100)}")
+        print(
+            f"{head} {m['id']}:\n{safe(m['content'], keep_lines=True)}\n"
+            if not args.short
+            else f"{m['role']:>9}: {short(m['content'], 100)}"
+        )
     return 0

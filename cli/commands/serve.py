@@ -1,4 +1,5 @@
 """`sessiond serve`: run the relay (relay/); `sessiond serve invite`: make a one-time invite."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,22 +21,34 @@ def size(text: str) -> int:
 
 def default_data() -> str:
     import platformdirs
+
     return platformdirs.user_data_dir("sessiond-relay", appauthor=False)
 
 
 def register(commands) -> None:
     help = "run a relay for your own devices (the S5 portal API, with a change feed on heads)"
     p = commands.add("serve", cmd_serve, help)
-    p.add_argument("--listen", default="127.0.0.1:5050", help="HOST:PORT to listen on (default 127.0.0.1:5050; "
-                   "port 0 picks a free one)")
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:5050",
+        help="HOST:PORT to listen on (default 127.0.0.1:5050; port 0 picks a free one)",
+    )
     p.add_argument("--data", default=None, help="the relay's folder (default: the user data folder's sessiond-relay)")
-    p.add_argument("--open-registration", action="store_true", dest="open_registration",
-                   help="let any key register (default: only with an invite from `sessiond serve invite`)")
+    p.add_argument(
+        "--open-registration",
+        action="store_true",
+        dest="open_registration",
+        help="let any key register (default: only with an invite from `sessiond serve invite`)",
+    )
     p.add_argument("--quota", type=size, default=1 << 30, help="storage per account (default 1G)")
     p.add_argument("--cert", help="TLS certificate chain (PEM); serve HTTPS")
     p.add_argument("--key", help="TLS private key (PEM), with --cert")
-    p.add_argument("--access-log", action="store_true", dest="access_log",
-                   help="log every request (method, path, status; never a header) to standard error")
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        dest="access_log",
+        help="log every request (method, path, status; never a header) to standard error",
+    )
     q = commands.actions(p, "serve_command").add("invite", cmd_invite, "print a one-time invite for a new device")
     q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
 
@@ -54,8 +67,10 @@ def cmd_invite(args) -> int:
         print(json.dumps({"invite": code, "data": data}))
     else:
         print(code)
-        print(f"one use; on the new device: --store s5+http://{code}@HOST:PORT "
-              "(or store = \"...\" in its config.toml)", file=sys.stderr)
+        print(
+            f'one use; on the new device: --store s5+http://{code}@HOST:PORT (or store = "..." in its config.toml)',
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -82,15 +97,31 @@ def cmd_serve(args) -> int:
 
     def ready(url: str, bound: int) -> None:
         if args.json:
-            print(json.dumps({"url": url, "port": bound, "data": os.path.abspath(data),
-                              "open_registration": args.open_registration}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "url": url,
+                        "port": bound,
+                        "data": os.path.abspath(data),
+                        "open_registration": args.open_registration,
+                    }
+                ),
+                flush=True,
+            )
         else:
-            print(f"sessiond relay serving on {url} (data {os.path.abspath(data)}, registration "
-                  f"{'open' if args.open_registration else 'by invite'})", flush=True)
+            print(
+                f"sessiond relay serving on {url} (data {os.path.abspath(data)}, registration "
+                f"{'open' if args.open_registration else 'by invite'})",
+                flush=True,
+            )
 
     import logging
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.access_log else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO if args.access_log else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready, access_log=args.access_log))
     except OSError as exc:

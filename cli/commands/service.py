@@ -9,6 +9,7 @@ One home, one name: `sessiond` for the default home, `sessiond-<8 hex of the hom
 other, so that several homes can each have their service. Nothing secret goes into a unit file or
 onto the daemon's command line: a store URL carrying credentials is refused (the home keeps it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,16 @@ import sys
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from ...daemon.home import (Home, HomeError, lock_held, lock_path, normalize_store_url, read_lock, resolve_home,
-                           runtime_socket_path)
+from ...daemon.home import (
+    Home,
+    HomeError,
+    lock_held,
+    lock_path,
+    normalize_store_url,
+    read_lock,
+    resolve_home,
+    runtime_socket_path,
+)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -39,18 +48,25 @@ class ServiceError(Exception):
 
 def register(commands) -> None:
     help = "run the daemon as a service that starts itself (systemd user unit with socket activation; launchd agent)"
-    p = commands.add("service", lambda args: _fail(args, "usage", "give an action: service install|uninstall|status",
-                                                   EXIT_USAGE), help)
+    p = commands.add(
+        "service",
+        lambda args: _fail(args, "usage", "give an action: service install|uninstall|status", EXIT_USAGE),
+        help,
+    )
     actions = commands.actions(p, "service_command")
-    for name, fn, text in (("install", cmd_install, "write the unit files (the home and --store carried into them) "
-                            "and enable them"),
-                           ("uninstall", cmd_uninstall, "stop and disable the service and remove its files"),
-                           ("status", cmd_status, "whether the service is installed, enabled and active")):
+    for name, fn, text in (
+        ("install", cmd_install, "write the unit files (the home and --store carried into them) and enable them"),
+        ("uninstall", cmd_uninstall, "stop and disable the service and remove its files"),
+        ("status", cmd_status, "whether the service is installed, enabled and active"),
+    ):
         q = actions.add(name, _guarded(fn), text)
         q.add_argument("--manager", choices=["auto", "systemd", "launchd"], default="auto", help=argparse.SUPPRESS)
         if name == "install":
-            q.add_argument("--store", help="store URL the service's daemon uses (default: the one the home "
-                                           "remembers, else config.toml's, else file://<home>/store)")
+            q.add_argument(
+                "--store",
+                help="store URL the service's daemon uses (default: the one the home "
+                "remembers, else config.toml's, else file://<home>/store)",
+            )
 
 
 def _guarded(fn):
@@ -61,6 +77,7 @@ def _guarded(fn):
             return _fail(args, "service", str(exc), exc.code)
         except HomeError as exc:
             return _fail(args, "bad_home", str(exc), EXIT_ERROR)
+
     return run
 
 
@@ -81,9 +98,9 @@ class Spec:
     """What a home's service runs, and where: the same data makes the systemd units and the plist."""
 
     home: str
-    name: str                 # unit name without suffix (systemd); the launchd label derives from it
-    socket: str               # the socket path clients use for this home
-    argv: list[str]           # the daemon's command line
+    name: str  # unit name without suffix (systemd); the launchd label derives from it
+    socket: str  # the socket path clients use for this home
+    argv: list[str]  # the daemon's command line
     env: dict = field(default_factory=dict)
 
     @property
@@ -113,16 +130,22 @@ def daemon_argv(home: str, store: str | None) -> list[str]:
 def make_spec(home: str, store: str | None) -> Spec:
     for what, text in (("home", home), ("store URL", store or "")):
         if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            raise ServiceError(f"the {what} {text!r} has a control character (a newline?); a unit file cannot "
-                               f"carry it: choose another", EXIT_USAGE)
+            raise ServiceError(
+                f"the {what} {text!r} has a control character (a newline?); a unit file cannot "
+                f"carry it: choose another",
+                EXIT_USAGE,
+            )
     if store is not None:
         store = normalize_store_url(store)
         parsed = urlparse(store)
         if parsed.username or parsed.password:
-            raise ServiceError("the store URL carries credentials (an invite or a token before '@'); they would "
-                               "show in the unit file and in `ps`. Let the home keep them: put store = \"URL\" in "
-                               f"{os.path.join(home, 'config.toml')} (or start the daemon once with --store), then "
-                               "run `sessiond service install` without --store", EXIT_USAGE)
+            raise ServiceError(
+                "the store URL carries credentials (an invite or a token before '@'); they would "
+                'show in the unit file and in `ps`. Let the home keep them: put store = "URL" in '
+                f"{os.path.join(home, 'config.toml')} (or start the daemon once with --store), then "
+                "run `sessiond service install` without --store",
+                EXIT_USAGE,
+            )
     path = runtime_socket_path(home)
     env = {}
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
@@ -291,23 +314,35 @@ def cmd_install(args) -> int:
     home.prepare()  # the home (and a runtime socket folder) exist, private, before the manager binds there
     if lock_held(home.path) and not _service_running(manager, spec):
         pid = read_lock(home.path)[0]
-        raise ServiceError(f"a sessiond daemon started by hand runs for {home.path}" + (f" (pid {pid})" if pid else "")
-                           + f"; stop it first (`sessiond stop --home {home.path}`), then install: the service "
-                           f"takes over its socket")
+        raise ServiceError(
+            f"a sessiond daemon started by hand runs for {home.path}"
+            + (f" (pid {pid})" if pid else "")
+            + f"; stop it first (`sessiond stop --home {home.path}`), then install: the service "
+            f"takes over its socket"
+        )
     if os.path.dirname(spec.socket) != home.path:
         _record_socket(home.path, spec.socket)
     files = _files(manager, spec)
     for path, data in files.items():
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, data, 0o644)
-    out = {"installed": True, "manager": manager, "name": spec.name if manager == "systemd" else spec.label,
-           "home": home.path, "socket": spec.socket, "files": sorted(files), "command": spec.argv}
+    out = {
+        "installed": True,
+        "manager": manager,
+        "name": spec.name if manager == "systemd" else spec.label,
+        "home": home.path,
+        "socket": spec.socket,
+        "files": sorted(files),
+        "command": spec.argv,
+    }
     if manager == "launchd":
         plist = next(iter(files))
         steps = [["launchctl", "bootout", f"{_gui()}/{spec.label}"], ["launchctl", "bootstrap", _gui(), plist]]
     else:
-        steps = [["systemctl", "--user", "daemon-reload"],
-                 ["systemctl", "--user", "enable", "--now", f"{spec.name}.socket"]]
+        steps = [
+            ["systemctl", "--user", "daemon-reload"],
+            ["systemctl", "--user", "enable", "--now", f"{spec.name}.socket"],
+        ]
     done, why = _apply(steps, optional_first=manager == "launchd")
     out["enabled"] = done
     lines = [f"wrote {p}" for p in sorted(files)]
@@ -379,8 +414,14 @@ def cmd_status(args) -> int:
     spec = make_spec(home, None)
     files = list(_files(manager, spec))
     installed = all(os.path.exists(p) for p in files)
-    out = {"manager": manager, "name": spec.name if manager == "systemd" else spec.label, "home": home,
-           "files": files, "installed": installed, "socket": spec.socket}
+    out = {
+        "manager": manager,
+        "name": spec.name if manager == "systemd" else spec.label,
+        "home": home,
+        "files": files,
+        "installed": installed,
+        "socket": spec.socket,
+    }
     if manager == "launchd":
         res = _run(["launchctl", "print", f"{_gui()}/{spec.label}"])
         out["enabled"] = None if res is None else res.returncode == 0
@@ -388,12 +429,22 @@ def cmd_status(args) -> int:
         out["source"] = "files" if res is None else "launchctl"
     else:
         enabled = _systemctl_user("is-enabled", f"{spec.name}.socket")
-        known = enabled is not None and enabled.stdout.strip() in ("enabled", "disabled", "static", "linked",
-                                                                    "masked", "not-found", "indirect", "alias")
+        known = enabled is not None and enabled.stdout.strip() in (
+            "enabled",
+            "disabled",
+            "static",
+            "linked",
+            "masked",
+            "not-found",
+            "indirect",
+            "alias",
+        )
         if known:
             out["enabled"] = enabled.stdout.strip() == "enabled"
-            act = {u: (_systemctl_user("is-active", f"{spec.name}.{u}").stdout.strip() or "unknown")
-                   for u in ("socket", "service")}
+            act = {
+                u: (_systemctl_user("is-active", f"{spec.name}.{u}").stdout.strip() or "unknown")
+                for u in ("socket", "service")
+            }
             states = ("active", "inactive", "activating", "deactivating", "failed", "reloading")
             out["active"] = (act["socket"] == "active") if act["socket"] in states else None
             out["units"] = act
@@ -404,11 +455,17 @@ def cmd_status(args) -> int:
             out["source"] = "files"
     out["daemon_running"] = lock_held(home)
     yn = {True: "yes", False: "no", None: "unknown"}
-    human = "\n".join([f"service:   {out['name']} ({manager})", f"home:      {home}",
-                       f"installed: {yn[installed]}" + (f" ({', '.join(files)})" if installed else ""),
-                       f"enabled:   {yn[out['enabled']]}", f"active:    {yn[out['active']]}"
-                       + (f" (socket {out['units']['socket']}, daemon {out['units']['service']})" if "units" in out else ""),
-                       f"daemon:    {'running' if out['daemon_running'] else 'not running'}",
-                       f"socket:    {spec.socket}"])
+    human = "\n".join(
+        [
+            f"service:   {out['name']} ({manager})",
+            f"home:      {home}",
+            f"installed: {yn[installed]}" + (f" ({', '.join(files)})" if installed else ""),
+            f"enabled:   {yn[out['enabled']]}",
+            f"active:    {yn[out['active']]}"
+            + (f" (socket {out['units']['socket']}, daemon {out['units']['service']})" if "units" in out else ""),
+            f"daemon:    {'running' if out['daemon_running'] else 'not running'}",
+            f"socket:    {spec.socket}",
+        ]
+    )
     _emit(args, out, human)
     return 0

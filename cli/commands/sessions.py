@@ -1,4 +1,5 @@
 """Sessions: `new`, `set`, `ls`, `show`, `rm`, and the status changes `pause`, `resume`, `end`."""
+
 from __future__ import annotations
 
 import json
@@ -49,18 +50,29 @@ def register(commands: Commands) -> None:
     p.add_argument("id")
     p = commands.add("rm", cmd_rm, "delete a session (and its key) from this device")
     p.add_argument("id")
-    for action, helptext in (("pause", "pause a session"), ("resume", "resume a paused session"),
-                             ("end", "end a session")):
+    for action, helptext in (
+        ("pause", "pause a session"),
+        ("resume", "resume a paused session"),
+        ("end", "end a session"),
+    ):
         p = commands.add(action, _status_cmd(action), helptext)
         p.add_argument("id")
 
 
 def cmd_new(args) -> int:
-    spec = dict(id=args.id, name=args.name, system_prompt=read_text(args.system) if args.system else None,
-                model=args.model, user=args.user, tags=args.tag or None, settings=settings_of(args),
-                metadata=json_arg(args.metadata, "--metadata"),
-                initial_messages=json_arg(args.initial, "--initial"),
-                expires_in=args.expires_in, policy=policy_of(args) or None)
+    spec = dict(
+        id=args.id,
+        name=args.name,
+        system_prompt=read_text(args.system) if args.system else None,
+        model=args.model,
+        user=args.user,
+        tags=args.tag or None,
+        settings=settings_of(args),
+        metadata=json_arg(args.metadata, "--metadata"),
+        initial_messages=json_arg(args.initial, "--initial"),
+        expires_in=args.expires_in,
+        policy=policy_of(args) or None,
+    )
     s = client(args).create_session(**spec)
     emit(args, s, s["id"])
     return 0
@@ -94,31 +106,50 @@ def cmd_ls(args) -> int:
     c = client(args)
     rows, after = [], None
     while True:
-        page = c.list_sessions(user=args.user, status=args.status, tag=args.tag, limit=min(args.limit - len(rows), 1000),
-                               after=after)
+        page = c.list_sessions(
+            user=args.user, status=args.status, tag=args.tag, limit=min(args.limit - len(rows), 1000), after=after
+        )
         rows += page["sessions"]
         after = page["next"]
         if not after or len(rows) >= args.limit:
             break
-    emit(args, {"sessions": rows},
-         table([[s["id"], s["name"], s["user"], s["status"], s["model"], ",".join(s["tags"]), when(s["last_activity"])]
-                for s in rows], ["id", "name", "user", "status", "model", "tags", "last activity"])
-         if rows else "no sessions")
+    emit(
+        args,
+        {"sessions": rows},
+        table(
+            [
+                [s["id"], s["name"], s["user"], s["status"], s["model"], ",".join(s["tags"]), when(s["last_activity"])]
+                for s in rows
+            ],
+            ["id", "name", "user", "status", "model", "tags", "last activity"],
+        )
+        if rows
+        else "no sessions",
+    )
     return 0
 
 
 def cmd_show(args) -> int:
     s = client(args).get_session(args.id)
     sync = s.get("sync", {})
-    lines = [f"id:            {s['id']}", f"name:          {safe(s['name'])}", f"user:          {safe(s['user'])}",
-             f"status:        {s['status']}", f"model:         {safe(s['model'])}",
-             f"settings:      {json.dumps(s['settings'])}", f"tags:          {safe(', '.join(s['tags']))}",
-             f"system prompt: {short(s['system_prompt'], 70)}", f"current chat:  {s['current_chat']}",
-             f"chats:         {s['chat_count']}", f"messages:      {s['message_count']} ({s['tokens']} tokens)",
-             f"created:       {when(s['created_at'])}", f"last activity: {when(s['last_activity'])}",
-             f"expires:       {when(s['expires_at'])}",
-             f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
-             f"{sync.get('pending', 0)} pending" + (f", last error: {sync['last_error']}" if sync.get("last_error") else "")]
+    lines = [
+        f"id:            {s['id']}",
+        f"name:          {safe(s['name'])}",
+        f"user:          {safe(s['user'])}",
+        f"status:        {s['status']}",
+        f"model:         {safe(s['model'])}",
+        f"settings:      {json.dumps(s['settings'])}",
+        f"tags:          {safe(', '.join(s['tags']))}",
+        f"system prompt: {short(s['system_prompt'], 70)}",
+        f"current chat:  {s['current_chat']}",
+        f"chats:         {s['chat_count']}",
+        f"messages:      {s['message_count']} ({s['tokens']} tokens)",
+        f"created:       {when(s['created_at'])}",
+        f"last activity: {when(s['last_activity'])}",
+        f"expires:       {when(s['expires_at'])}",
+        f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
+        f"{sync.get('pending', 0)} pending" + (f", last error: {sync['last_error']}" if sync.get("last_error") else ""),
+    ]
     if s["metadata"]:
         lines.append(f"metadata:      {safe(json.dumps(s['metadata'], ensure_ascii=False))}")
     emit(args, s, "\n".join(lines))
@@ -133,16 +164,26 @@ def cmd_rm(args) -> int:
 
 def _status_cmd(action: str):
     """`pause`, `resume` or `end`: the client method of that name; `end` also reports the final proofs."""
+
     def run(args) -> int:
         s = getattr(client(args), action)(args.id)
         human = f"{s['id']}: {s['status']}"
         if action == "end":
             snap = s.get("snapshot") or {}
-            human += (f"\nfinal tokens: {s['tokens_used']}\ncheckpoints: {len(s['checkpoints'])}"
-                      + (f" (last: #{s['checkpoints'][-1]['number']} {s['checkpoints'][-1]['hash'][:16]}…)"
-                         if s["checkpoints"] else "")
-                      + (f"\nsnapshot: revision {snap['revision']}, manifest {snap['manifest_ipfs_cid']}" if snap
-                         else "\nsnapshot: not pushed yet"))
+            human += (
+                f"\nfinal tokens: {s['tokens_used']}\ncheckpoints: {len(s['checkpoints'])}"
+                + (
+                    f" (last: #{s['checkpoints'][-1]['number']} {s['checkpoints'][-1]['hash'][:16]}…)"
+                    if s["checkpoints"]
+                    else ""
+                )
+                + (
+                    f"\nsnapshot: revision {snap['revision']}, manifest {snap['manifest_ipfs_cid']}"
+                    if snap
+                    else "\nsnapshot: not pushed yet"
+                )
+            )
         emit(args, s, human)
         return 0
+
     return run

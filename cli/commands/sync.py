@@ -1,4 +1,5 @@
 """Sync and sharing: `sync`, `verify`, `share`, `import` (a share code), `rekey`."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,16 @@ def register(commands: Commands) -> None:
     p = commands.add("share", cmd_share, "print a share code for a session (read-only unless --write)")
     p.add_argument("id")
     p.add_argument("--write", action="store_true", help="let the importer add to the session too")
-    p.add_argument("--passphrase-file", dest="passphrase_file",
-                   help="protect the code with the passphrase in this file ('-': standard input)")
+    p.add_argument(
+        "--passphrase-file",
+        dest="passphrase_file",
+        help="protect the code with the passphrase in this file ('-': standard input)",
+    )
     p.add_argument("--expires", type=duration, help="the code stops working after this long (e.g. 1h, 7d)")
     p.add_argument("--qr", action="store_true", help="also print it as a QR code")
-    p = commands.add("import", cmd_import,
-                     "import a session from a share code (read from standard input) and keep it in sync")
+    p = commands.add(
+        "import", cmd_import, "import a session from a share code (read from standard input) and keep it in sync"
+    )
     p.add_argument("code", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--code-file", dest="code_file", help="read the code from this file (default: standard input)")
     p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
@@ -42,13 +47,19 @@ def cmd_sync(args) -> int:
     res = client(args).sync(args.id, wait=args.wait, timeout=args.timeout)
     lines = []
     for sid, st in res["sessions"].items():
-        lines.append(f"{sid}: {st['state']}, revision {st['head_rev']}, {st['pending']} pending"
-                     + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else "")
-                     + (f", cannot pull: {st['pull_error']}" if st.get("pull_error") else ""))
+        lines.append(
+            f"{sid}: {st['state']}, revision {st['head_rev']}, {st['pending']} pending"
+            + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else "")
+            + (f", cannot pull: {st['pull_error']}" if st.get("pull_error") else "")
+        )
     if args.wait:
-        lines.append("all pushed and pulled" if res["complete"] else
-                     "not everything could be pushed yet (see errors above)" if not res["pushed"] else
-                     "everything is pushed, but not everything could be pulled (see errors above)")
+        lines.append(
+            "all pushed and pulled"
+            if res["complete"]
+            else "not everything could be pushed yet (see errors above)"
+            if not res["pushed"]
+            else "everything is pushed, but not everything could be pulled (see errors above)"
+        )
     else:
         lines.append("sync requested")
     emit(args, res, "\n".join(lines))
@@ -60,8 +71,10 @@ def cmd_verify(args) -> int:
     lines = []
     for s in rep["sessions"]:
         if s["ok"]:
-            lines.append(f"ok      {s['session']}: revision {s['revision']}, {s['objects']} objects, "
-                         f"{s['operations']} operations" + (f", {s['unpushed']} not yet pushed" if s["unpushed"] else ""))
+            lines.append(
+                f"ok      {s['session']}: revision {s['revision']}, {s['objects']} objects, "
+                f"{s['operations']} operations" + (f", {s['unpushed']} not yet pushed" if s["unpushed"] else "")
+            )
         else:
             lines.append(f"FAILED  {s['session']}:")
             lines += [f"          {p}" for p in s["problems"]]
@@ -85,12 +98,16 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
 
 
 def cmd_share(args) -> int:
-    res = client(args).share(args.id, write=args.write, passphrase=_passphrase(args.passphrase_file, ""),
-                             expires_in=args.expires)
+    res = client(args).share(
+        args.id, write=args.write, passphrase=_passphrase(args.passphrase_file, ""), expires_in=args.expires
+    )
     lines = [res["code"]]
     if not args.json:
-        grant = ("read-write: whoever imports it can read the whole session and add to it"
-                 if args.write else "read-only: whoever imports it can read the whole session and follow it")
+        grant = (
+            "read-write: whoever imports it can read the whole session and add to it"
+            if args.write
+            else "read-only: whoever imports it can read the whole session and follow it"
+        )
         notes = [f"# {grant}"]
         if res.get("expires_at"):
             notes.append(f"# expires {when(res['expires_at'])}")
@@ -115,10 +132,12 @@ def cmd_share(args) -> int:
 
 def cmd_rekey(args) -> int:
     res = client(args).rekey(args.id, args.drop or [])
-    lines = [f"rekeyed {res['session']}: {len(res['kept'])} other device(s) keep access"
-             + (f" ({', '.join(res['kept'])})" if res["kept"] else ""),
-             "read-only followers and every earlier share code can read nothing written from now on;",
-             "what they already fetched stays with them. Make new codes with `sessiond share`."]
+    lines = [
+        f"rekeyed {res['session']}: {len(res['kept'])} other device(s) keep access"
+        + (f" ({', '.join(res['kept'])})" if res["kept"] else ""),
+        "read-only followers and every earlier share code can read nothing written from now on;",
+        "what they already fetched stays with them. Make new codes with `sessiond share`.",
+    ]
     if res["dropped"]:
         lines.insert(1, f"dropped: {', '.join(res['dropped'])}")
     emit(args, res, "\n".join(lines))
@@ -129,8 +148,11 @@ def cmd_import(args) -> int:
     # A share code is a secret: it is read from standard input (or a file), never taken from the
     # command line, where every local user could see it in `ps`.
     if args.code not in (None, "-"):
-        raise CliError("give the share code on standard input (e.g. `sessiond import < code.txt`, or paste it at "
-                       "the prompt), not on the command line, where other users could read it in `ps`", EXIT_USAGE)
+        raise CliError(
+            "give the share code on standard input (e.g. `sessiond import < code.txt`, or paste it at "
+            "the prompt), not on the command line, where other users could read it in `ps`",
+            EXIT_USAGE,
+        )
     if args.code_file:
         code = read_file(args.code_file).strip()
     elif sys.stdin.isatty():
@@ -142,6 +164,10 @@ def cmd_import(args) -> int:
     res = client(args).import_code(code, _passphrase(args.passphrase_file, ""))
     emit(args, res, res["session"])
     if not args.json:
-        print(f"# imported {res['session']} ({res['capability']}"
-              + (", already here: brought up to date" if res.get("already") else "") + ")", file=sys.stderr)
+        print(
+            f"# imported {res['session']} ({res['capability']}"
+            + (", already here: brought up to date" if res.get("already") else "")
+            + ")",
+            file=sys.stderr,
+        )
     return 0

@@ -5,12 +5,20 @@ OpenAPI document (daemon/openapi.py), so the three cannot drift.
 
 Adding a route: a handler in the module of its area, its models in api/, and one line below.
 """
+
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from ...api import chats as C, complete as Cm, manage as M, messages as Msg, meta as Meta, sessions as S, sharing as Sh
+from ...api import chats as C
+from ...api import complete as Cm
+from ...api import manage as M
+from ...api import messages as Msg
+from ...api import meta as Meta
+from ...api import sessions as S
+from ...api import sharing as Sh
 from .. import complete, openai_compat
 from . import chats, events, files, manage, messages, meta, sessions, sharing
 
@@ -40,81 +48,241 @@ class Route:
 
 
 IDEMPOTENCY = Header(Msg.IDEMPOTENCY_HEADER, Msg.IdempotencyKey, Msg.IDEMPOTENCY_DESCRIPTION)
-SESSION = Header(openai_compat.SESSION_HEADER, str, "The session that records this call (absent: a new session, "
-                 "whose id comes back in this header of the answer)")
+SESSION = Header(
+    openai_compat.SESSION_HEADER,
+    str,
+    "The session that records this call (absent: a new session, whose id comes back in this header of the answer)",
+)
 
 ROUTES: list[Route] = [
-    Route("GET", "/v1/status", meta.status, "Daemon version, device id, uptime, counts and sync state",
-          response=Meta.Status),
+    Route(
+        "GET",
+        "/v1/status",
+        meta.status,
+        "Daemon version, device id, uptime, counts and sync state",
+        response=Meta.Status,
+    ),
     Route("GET", "/v1/openapi.json", meta.openapi, "This OpenAPI document", response=Any),
     Route("POST", "/v1/sessions", sessions.create_session, "Create a session", S.CreateBody, S.Session, 201),
-    Route("GET", "/v1/sessions", sessions.list_sessions, "List sessions (filter by user, status, tag; paginated)",
-          response=S.SessionList, query=S.SessionsQuery),
-    Route("GET", "/v1/sessions/{id}", sessions.get_session, "One session with counts and sync state",
-          response=S.Session),
+    Route(
+        "GET",
+        "/v1/sessions",
+        sessions.list_sessions,
+        "List sessions (filter by user, status, tag; paginated)",
+        response=S.SessionList,
+        query=S.SessionsQuery,
+    ),
+    Route(
+        "GET", "/v1/sessions/{id}", sessions.get_session, "One session with counts and sync state", response=S.Session
+    ),
     Route("PATCH", "/v1/sessions/{id}", sessions.patch_session, "Change a session's fields", S.PatchBody, S.Session),
-    Route("DELETE", "/v1/sessions/{id}", sessions.delete_session, "Delete a session and its key from this device",
-          response=S.Deleted),
-    Route("POST", "/v1/sessions/{id}/pause", sessions.pause, "Pause a session (appends are refused)",
-          response=S.Session),
+    Route(
+        "DELETE",
+        "/v1/sessions/{id}",
+        sessions.delete_session,
+        "Delete a session and its key from this device",
+        response=S.Deleted,
+    ),
+    Route(
+        "POST", "/v1/sessions/{id}/pause", sessions.pause, "Pause a session (appends are refused)", response=S.Session
+    ),
     Route("POST", "/v1/sessions/{id}/resume", sessions.resume, "Resume a paused session", response=S.Session),
     Route("POST", "/v1/sessions/{id}/end", sessions.end, "End a session", response=S.Session),
-    Route("POST", "/v1/sessions/{id}/chats", chats.create_chat, "Create a chat in a session", C.ChatCreate, C.Chat,
-          201),
+    Route(
+        "POST", "/v1/sessions/{id}/chats", chats.create_chat, "Create a chat in a session", C.ChatCreate, C.Chat, 201
+    ),
     Route("GET", "/v1/sessions/{id}/chats", chats.list_chats, "List a session's chats", response=C.ChatList),
-    Route("POST", "/v1/sessions/{id}/switch", chats.switch_chat, "Make a chat the session's current chat",
-          C.Switch, S.Session),
-    Route("POST", "/v1/sessions/{id}/messages", messages.append_messages,
-          "Append one message, or a batch in one transaction; answered after the commit", Msg.Append,
-          Msg.Appended, 201, headers=(IDEMPOTENCY,)),
-    Route("GET", "/v1/sessions/{id}/messages", messages.list_messages, "List messages (by chat; limit; before/after)",
-          response=Msg.MessageList, query=Msg.MessagesQuery),
-    Route("GET", "/v1/sessions/{id}/quota", manage.quota, "Tokens used, quota and warning level",
-          response=M.Quota),
-    Route("GET", "/v1/sessions/{id}/context", manage.context, "A chat's active context and compaction state",
-          response=M.Context, query=M.ChatQuery),
-    Route("POST", "/v1/sessions/{id}/compact", manage.compact, "Compact a chat's active context now", M.Compact,
-          M.Context),
-    Route("POST", "/v1/sessions/{id}/uncompact", manage.uncompact, "Restore a chat's compacted messages to its "
-          "context", M.Uncompact, M.Context),
-    Route("POST", "/v1/sessions/{id}/clone", manage.clone, "A new session with the same settings, no conversation",
-          M.Clone, S.Session, 201),
-    Route("POST", "/v1/sessions/{id}/fork", manage.fork, "A new session with the history up to a message", M.Fork,
-          S.Session, 201),
-    Route("POST", "/v1/sessions/{id}/checkpoints", manage.make_checkpoint, "Make a signed checkpoint now",
-          response=M.Checkpoint, status=201),
-    Route("GET", "/v1/sessions/{id}/checkpoints", manage.list_checkpoints, "List checkpoints",
-          response=M.CheckpointList),
-    Route("POST", "/v1/sessions/{id}/verify-proof", manage.verify_proof, "Check a checkpoint proof against the "
-          "session", M.ProofRequest, M.ProofResult),
-    Route("GET", "/v1/sessions/{id}/export", files.export_session, "The session as OpenAI messages or full JSON",
-          response=Any, query=M.ExportQuery),
-    Route("POST", "/v1/import-file", files.import_file, "Import OpenAI messages, a session JSON or ChatGPT's "
-          "conversations.json", M.ImportFile, M.ImportFileResult, 201),
-    Route("GET", "/v1/stats", manage.stats, "Statistics: one session, one user, or the whole daemon",
-          response=Any, query=M.StatsQuery),
-    Route("POST", "/v1/cleanup", manage.cleanup, "Delete sessions idle for longer than older_than seconds",
-          M.Cleanup, M.CleanupResult),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/switch",
+        chats.switch_chat,
+        "Make a chat the session's current chat",
+        C.Switch,
+        S.Session,
+    ),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/messages",
+        messages.append_messages,
+        "Append one message, or a batch in one transaction; answered after the commit",
+        Msg.Append,
+        Msg.Appended,
+        201,
+        headers=(IDEMPOTENCY,),
+    ),
+    Route(
+        "GET",
+        "/v1/sessions/{id}/messages",
+        messages.list_messages,
+        "List messages (by chat; limit; before/after)",
+        response=Msg.MessageList,
+        query=Msg.MessagesQuery,
+    ),
+    Route("GET", "/v1/sessions/{id}/quota", manage.quota, "Tokens used, quota and warning level", response=M.Quota),
+    Route(
+        "GET",
+        "/v1/sessions/{id}/context",
+        manage.context,
+        "A chat's active context and compaction state",
+        response=M.Context,
+        query=M.ChatQuery,
+    ),
+    Route(
+        "POST", "/v1/sessions/{id}/compact", manage.compact, "Compact a chat's active context now", M.Compact, M.Context
+    ),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/uncompact",
+        manage.uncompact,
+        "Restore a chat's compacted messages to its context",
+        M.Uncompact,
+        M.Context,
+    ),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/clone",
+        manage.clone,
+        "A new session with the same settings, no conversation",
+        M.Clone,
+        S.Session,
+        201,
+    ),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/fork",
+        manage.fork,
+        "A new session with the history up to a message",
+        M.Fork,
+        S.Session,
+        201,
+    ),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/checkpoints",
+        manage.make_checkpoint,
+        "Make a signed checkpoint now",
+        response=M.Checkpoint,
+        status=201,
+    ),
+    Route(
+        "GET", "/v1/sessions/{id}/checkpoints", manage.list_checkpoints, "List checkpoints", response=M.CheckpointList
+    ),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/verify-proof",
+        manage.verify_proof,
+        "Check a checkpoint proof against the session",
+        M.ProofRequest,
+        M.ProofResult,
+    ),
+    Route(
+        "GET",
+        "/v1/sessions/{id}/export",
+        files.export_session,
+        "The session as OpenAI messages or full JSON",
+        response=Any,
+        query=M.ExportQuery,
+    ),
+    Route(
+        "POST",
+        "/v1/import-file",
+        files.import_file,
+        "Import OpenAI messages, a session JSON or ChatGPT's conversations.json",
+        M.ImportFile,
+        M.ImportFileResult,
+        201,
+    ),
+    Route(
+        "GET",
+        "/v1/stats",
+        manage.stats,
+        "Statistics: one session, one user, or the whole daemon",
+        response=Any,
+        query=M.StatsQuery,
+    ),
+    Route(
+        "POST",
+        "/v1/cleanup",
+        manage.cleanup,
+        "Delete sessions idle for longer than older_than seconds",
+        M.Cleanup,
+        M.CleanupResult,
+    ),
     Route("GET", "/v1/events", events.events, "Server-sent events for every change"),
-    Route("POST", "/v1/sessions/{id}/share", sharing.share, "Make a share code (read-only, or read-write with "
-          "write)", Sh.ShareRequest, Sh.ShareResult, 201),
-    Route("POST", "/v1/sessions/{id}/rekey", sharing.rekey,
-          "Rotate the session key; every writer device but those dropped keeps access", Sh.RekeyRequest,
-          Sh.RekeyResult),
-    Route("POST", "/v1/import", sharing.import_code, "Import a session from a share code, verified, all or "
-          "nothing", Sh.ImportRequest, Sh.ImportResult, 201),
-    Route("POST", "/v1/sync", sharing.sync_now, "Push (and pull) now; optionally wait until done", Sh.SyncRequest,
-          Sh.SyncResult),
-    Route("POST", "/v1/sessions/{id}/complete", complete.handle,
-          "Append a user message (optional), send the chat's active context to the model, record and return the "
-          "answer (stream: server-sent events of deltas, then the stored message)", Cm.Complete, Msg.Message, 201,
-          headers=(IDEMPOTENCY,), errors=(502, 504), stream=True),
-    Route("POST", "/openai/v1/chat/completions", openai_compat.chat_completions,
-          "OpenAI-compatible chat completions, recorded into the session named by X-Sessiond-Session (or a new "
-          "one, named in the answer's header)", Cm.ChatCompletionRequest, Any, headers=(SESSION,),
-          errors=(502, 504), stream=True),
-    Route("GET", "/openai/v1/models", openai_compat.models, "The provider's models (OpenAI-compatible)",
-          response=Any, headers=(SESSION,), errors=(502, 504)),
-    Route("POST", "/v1/verify", sharing.verify, "Verify the pushed snapshots against the local database",
-          Sh.VerifyRequest, Sh.VerifyReport),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/share",
+        sharing.share,
+        "Make a share code (read-only, or read-write with write)",
+        Sh.ShareRequest,
+        Sh.ShareResult,
+        201,
+    ),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/rekey",
+        sharing.rekey,
+        "Rotate the session key; every writer device but those dropped keeps access",
+        Sh.RekeyRequest,
+        Sh.RekeyResult,
+    ),
+    Route(
+        "POST",
+        "/v1/import",
+        sharing.import_code,
+        "Import a session from a share code, verified, all or nothing",
+        Sh.ImportRequest,
+        Sh.ImportResult,
+        201,
+    ),
+    Route(
+        "POST",
+        "/v1/sync",
+        sharing.sync_now,
+        "Push (and pull) now; optionally wait until done",
+        Sh.SyncRequest,
+        Sh.SyncResult,
+    ),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/complete",
+        complete.handle,
+        "Append a user message (optional), send the chat's active context to the model, record and return the "
+        "answer (stream: server-sent events of deltas, then the stored message)",
+        Cm.Complete,
+        Msg.Message,
+        201,
+        headers=(IDEMPOTENCY,),
+        errors=(502, 504),
+        stream=True,
+    ),
+    Route(
+        "POST",
+        "/openai/v1/chat/completions",
+        openai_compat.chat_completions,
+        "OpenAI-compatible chat completions, recorded into the session named by X-Sessiond-Session (or a new "
+        "one, named in the answer's header)",
+        Cm.ChatCompletionRequest,
+        Any,
+        headers=(SESSION,),
+        errors=(502, 504),
+        stream=True,
+    ),
+    Route(
+        "GET",
+        "/openai/v1/models",
+        openai_compat.models,
+        "The provider's models (OpenAI-compatible)",
+        response=Any,
+        headers=(SESSION,),
+        errors=(502, 504),
+    ),
+    Route(
+        "POST",
+        "/v1/verify",
+        sharing.verify,
+        "Verify the pushed snapshots against the local database",
+        Sh.VerifyRequest,
+        Sh.VerifyReport,
+    ),
 ]

@@ -1,4 +1,5 @@
 """Chats of a session: create, list, switch the current one."""
+
 from aiohttp import web
 
 from .. import validate as v

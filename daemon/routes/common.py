@@ -1,5 +1,6 @@
 """What every handler uses: reading the request (its body and query checked against the route's own
 models from the route table), the daemon, and JSON answers."""
+
 import json
 import re
 from typing import Any
@@ -24,8 +25,9 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _bad_json(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": {"code": "bad_json", "message": message}}),
-                              content_type="application/json")
+    return web.HTTPBadRequest(
+        text=json.dumps({"error": {"code": "bad_json", "message": message}}), content_type="application/json"
+    )
 
 
 async def body_json(request: web.Request) -> Any:

@@ -1,4 +1,5 @@
 """Server-sent events: every change, as it happens."""
+
 import asyncio
 import json
 
@@ -17,7 +18,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         while True:
             try:
                 ev = await asyncio.wait_for(queue.get(), timeout=15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
             if ev is None:

@@ -1,8 +1,10 @@
 """Plain files: a session exported as OpenAI messages or full JSON; OpenAI, session JSON and ChatGPT
 files imported (daemon/formats.py does the formats)."""
+
 from aiohttp import web
 
-from ..formats import export, import_file as do_import
+from ..formats import export
+from ..formats import import_file as do_import
 from .common import body, daemon_of, ok, query, session_id
 
 

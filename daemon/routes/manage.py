@@ -1,5 +1,6 @@
 """Managing a session: quota, context and compaction, clones and forks, checkpoints and proofs;
 statistics and clean-up across sessions."""
+
 from aiohttp import web
 
 from .common import body, daemon_of, ok, query, session_id
@@ -40,8 +41,9 @@ async def clone(request: web.Request) -> web.Response:
 
 async def fork(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).db.fork(session_id(request), b["at"], new_id=b.get("id"),
-                                               name=b.get("name")), 201)
+    return ok(
+        await daemon_of(request).db.fork(session_id(request), b["at"], new_id=b.get("id"), name=b.get("name")), 201
+    )
 
 
 async def make_checkpoint(request: web.Request) -> web.Response:

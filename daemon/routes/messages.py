@@ -1,5 +1,6 @@
 """Messages: appending (one, or a batch in one transaction; safe to retry with an Idempotency-Key) and
 listing. The hot path: a batch is checked by one TypeAdapter call (daemon/validate.py)."""
+
 from aiohttp import web
 
 from ...api.messages import IDEMPOTENCY_HEADER
@@ -20,9 +21,17 @@ async def append_messages(request: web.Request) -> web.Response:
                 m["tokens"] = est(m["content"])
         stored = await d.db.append_messages(sid, checked, b.get("chat"), key=key)
         # A batch answers with ids, not an echo of every message: the app has the content already.
-        return ok({"count": len(stored), "ids": [m["id"] for m in stored], "chat": stored[0]["chat"],
-                   "created_at": stored[0]["created_at"], "first_seq": stored[0]["seq"],
-                   "last_seq": stored[-1]["seq"]}, 201)
+        return ok(
+            {
+                "count": len(stored),
+                "ids": [m["id"] for m in stored],
+                "chat": stored[0]["chat"],
+                "created_at": stored[0]["created_at"],
+                "first_seq": stored[0]["seq"],
+                "last_seq": stored[-1]["seq"],
+            },
+            201,
+        )
     m = v.given([b])[0]
     if m.get("tokens") is None:
         m["tokens"] = est(m["content"])
@@ -39,8 +48,9 @@ async def list_messages(request: web.Request) -> web.Response:
     if chat is not None:
         chat = await db.resolve_chat(sid, chat)
     before, after = q.get("before"), q.get("after")
-    rows = await db.list_messages(sid, chat=chat, limit=limit + 1, before=before, after=after,
-                                  all_chats=q.get("all", False))
+    rows = await db.list_messages(
+        sid, chat=chat, limit=limit + 1, before=before, after=after, all_chats=q.get("all", False)
+    )
     if before and not after:
         more = len(rows) > limit
         rows = rows[-limit:]

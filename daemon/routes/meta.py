@@ -1,4 +1,5 @@
 """The daemon itself: its status and this API's OpenAPI document."""
+
 from aiohttp import web
 
 from .common import daemon_of, ok

@@ -1,4 +1,5 @@
 """Sessions: create, list, read, change, delete; pause, resume, end."""
+
 from aiohttp import web
 
 from .. import validate as v
@@ -17,8 +18,9 @@ async def create_session(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     q = query(request)
     limit = q.get("limit", 50)
-    rows = await daemon_of(request).db.list_sessions(user=q.get("user"), status=q.get("status"), tag=q.get("tag"),
-                                                     limit=limit + 1, after=q.get("after"))
+    rows = await daemon_of(request).db.list_sessions(
+        user=q.get("user"), status=q.get("status"), tag=q.get("tag"), limit=limit + 1, after=q.get("after")
+    )
     nxt = rows[limit - 1]["id"] if len(rows) > limit else None
     return ok({"sessions": rows[:limit], "next": nxt})
 

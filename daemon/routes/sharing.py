@@ -1,4 +1,5 @@
 """Sharing between devices: share codes, importing them, rekeying; pushing and verifying snapshots."""
+
 from aiohttp import web
 
 from .common import body, daemon_of, ok, session_id
@@ -6,8 +7,15 @@ from .common import body, daemon_of, ok, session_id
 
 async def share(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).share(session_id(request), write=b.get("write", False),
-                                             passphrase=b.get("passphrase"), expires_in=b.get("expires_in")), 201)
+    return ok(
+        await daemon_of(request).share(
+            session_id(request),
+            write=b.get("write", False),
+            passphrase=b.get("passphrase"),
+            expires_in=b.get("expires_in"),
+        ),
+        201,
+    )
 
 
 async def import_code(request: web.Request) -> web.Response:
@@ -22,8 +30,9 @@ async def rekey(request: web.Request) -> web.Response:
 
 async def sync_now(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).sync_now(b.get("session"), wait=b.get("wait", False),
-                                                timeout=b.get("timeout", 60)))
+    return ok(
+        await daemon_of(request).sync_now(b.get("session"), wait=b.get("wait", False), timeout=b.get("timeout", 60))
+    )
 
 
 async def verify(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ loops over the arguments and returns the first error); `pin/ls?arg=CID&type=all`
 application/vnd.ipfs.ipns-record). Records put are checked as Kubo's IPNS validator does (signature,
 name, a higher sequence replaces a lower one, never the reverse).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,29 +25,29 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from sessiond.stores.cid import BlobId, CIDError, parse_ipfs_cid, digest
-from sessiond.stores.ipns import IpnsError, key_of_name, name_of, verify_record
 from servers.s5portal import Running
+from sessiond.stores.cid import BlobId, CIDError, digest, parse_ipfs_cid
+from sessiond.stores.ipns import IpnsError, key_of_name, name_of, verify_record
 
 
 @dataclass
 class Faults:
-    status: int | None = None     # answer this status to the next `times` requests
+    status: int | None = None  # answer this status to the next `times` requests
     times: int = 0
     retry_after: str | None = None
     wrong_bytes: bool = False
     wrong_cid: bool = False
-    forged_record: bool = False   # routing/get and the gateway answer a record with a broken signature
-    rollback: int | None = None   # ... answer the record of this older sequence
+    forged_record: bool = False  # routing/get and the gateway answer a record with a broken signature
+    rollback: int | None = None  # ... answer the record of this older sequence
     hang: asyncio.Event | None = None
 
 
 @dataclass
 class Node:
-    blocks: dict = field(default_factory=dict)     # BLAKE3 -> bytes
+    blocks: dict = field(default_factory=dict)  # BLAKE3 -> bytes
     pins: set = field(default_factory=set)
-    records: dict = field(default_factory=dict)    # name -> [(sequence, record bytes)], oldest first
-    auth: str | None = None                        # the Authorization header required, if any
+    records: dict = field(default_factory=dict)  # name -> [(sequence, record bytes)], oldest first
+    auth: str | None = None  # the Authorization header required, if any
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)
 
@@ -76,9 +77,11 @@ def _fault_middleware(node: Node):
             await f.hang.wait()
         if f.status is not None and f.times > 0:
             f.times -= 1
-            return web.Response(status=f.status, text="simulated fault",
-                                headers={"Retry-After": f.retry_after} if f.retry_after else {})
+            return web.Response(
+                status=f.status, text="simulated fault", headers={"Retry-After": f.retry_after} if f.retry_after else {}
+            )
         return await handler(request)
+
     return faults
 
 
@@ -131,13 +134,23 @@ def make_rpc_app(node: Node) -> web.Application:
         if cmd in ("pin/rm", "pin/ls"):
             args = q.getall("arg", [])
             if cmd == "pin/rm" and not args:
-                return kubo_error("argument \"ipfs-path\" is required")
+                return kubo_error('argument "ipfs-path" is required')
             if q.get("recursive", "true") not in ("true", "false") or q.get("type", "all") not in (
-                    "all", "recursive", "direct", "indirect"):
+                "all",
+                "recursive",
+                "direct",
+                "indirect",
+            ):
                 return kubo_error("invalid option value")
             if cmd == "pin/ls" and not args:
-                return web.json_response({"Keys": {c: {"Type": "recursive", "Name": ""} for c in
-                                                   sorted(BlobId(h, 0).ipfs_cid() for h in node.pins)}})
+                return web.json_response(
+                    {
+                        "Keys": {
+                            c: {"Type": "recursive", "Name": ""}
+                            for c in sorted(BlobId(h, 0).ipfs_cid() for h in node.pins)
+                        }
+                    }
+                )
             keys, removed = {}, []
             for arg in args:
                 try:
@@ -168,8 +181,9 @@ def make_rpc_app(node: Node) -> web.Application:
                 record = _served_record(node, name)
                 if record is None:
                     return kubo_error("routing: not found")
-                return web.json_response({"Extra": base64.b64encode(record).decode(), "ID": "",
-                                          "Responses": None, "Type": 5})
+                return web.json_response(
+                    {"Extra": base64.b64encode(record).decode(), "ID": "", "Responses": None, "Type": 5}
+                )
             if q.get("allow-offline") != "true":
                 return kubo_error("can't put while offline: pass `--allow-offline` to override")
             record = await _one_file(request)
@@ -205,8 +219,10 @@ def make_gateway_app(node: Node) -> web.Application:
         return web.Response(body=data, content_type="application/vnd.ipld.raw")
 
     async def ipns_route(request: web.Request):
-        if request.query.get("format") != "ipns-record" and \
-                request.headers.get("Accept") != "application/vnd.ipfs.ipns-record":
+        if (
+            request.query.get("format") != "ipns-record"
+            and request.headers.get("Accept") != "application/vnd.ipfs.ipns-record"
+        ):
             return web.Response(status=400, text="only IPNS records are served (format=ipns-record)")
         try:
             name = name_of(key_of_name(request.match_info["name"]))

@@ -7,6 +7,7 @@ stream_options.include_usage is set) and non-streaming answers, usage counts, an
 it misbehave the ways a real provider does: 401, 404 for an unknown model, 429 with Retry-After, 500,
 a stream cut off in the middle, a slow stream, no answer at all. It keeps every request it got, and
 notices when a client goes away in the middle of a stream."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,20 +22,20 @@ MODELS = ("echo-1", "echo-2")
 
 @dataclass
 class Faults:
-    status: int | None = None      # answer the next `times` completions with this status (401, 429, 500)
+    status: int | None = None  # answer the next `times` completions with this status (401, 429, 500)
     times: int = 1
     retry_after: int | None = None  # Retry-After of a 429
-    cut_after: int | None = None    # a stream closes its connection after this many word chunks, no [DONE]
-    delay: float = 0.0              # seconds between two chunks of a stream
-    hang: float = 0.0               # seconds before answering anything
+    cut_after: int | None = None  # a stream closes its connection after this many word chunks, no [DONE]
+    delay: float = 0.0  # seconds between two chunks of a stream
+    hang: float = 0.0  # seconds before answering anything
 
 
 @dataclass
 class Provider:
-    key: str | None = None          # the bearer key it requires, if any
+    key: str | None = None  # the bearer key it requires, if any
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)  # every completion request's JSON body
-    streams_stopped: int = 0        # streams whose client went away before the end
+    streams_stopped: int = 0  # streams whose client went away before the end
     completed: int = 0
 
     def answer(self, body: dict) -> str:
@@ -50,8 +51,9 @@ class Provider:
 
 
 def _err(status: int, message: str, typ: str, code: str | None, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": typ, "param": None, "code": code}},
-                             status=status, headers=headers)
+    return web.json_response(
+        {"error": {"message": message, "type": typ, "param": None, "code": code}}, status=status, headers=headers
+    )
 
 
 def make_app(p: Provider) -> web.Application:
@@ -63,8 +65,12 @@ def make_app(p: Provider) -> web.Application:
     async def models(request: web.Request):
         if (bad := auth(request)) is not None:
             return bad
-        return web.json_response({"object": "list", "data": [
-            {"id": m, "object": "model", "created": 1700000000, "owned_by": "loopback"} for m in MODELS]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "loopback"} for m in MODELS],
+            }
+        )
 
     async def completions(request: web.Request):
         f = p.faults
@@ -80,31 +86,56 @@ def make_app(p: Provider) -> web.Application:
             if f.times == 0:
                 f.status = None
             if status == 429:
-                return _err(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded",
-                            {"Retry-After": str(f.retry_after)} if f.retry_after is not None else None)
+                return _err(
+                    429,
+                    "Rate limit reached for requests",
+                    "requests",
+                    "rate_limit_exceeded",
+                    {"Retry-After": str(f.retry_after)} if f.retry_after is not None else None,
+                )
             if status == 401:
                 return _err(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
             return _err(status, "The server had an error while processing your request.", "server_error", None)
         model = body.get("model")
         if model not in MODELS:
-            return _err(404, f"The model `{model}` does not exist or you do not have access to it.",
-                        "invalid_request_error", "model_not_found")
+            return _err(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "invalid_request_error",
+                "model_not_found",
+            )
         text = p.answer(body)
         words = text.split(" ")
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
-        usage = {"prompt_tokens": p.prompt_tokens(body), "completion_tokens": len(pieces),
-                 "total_tokens": p.prompt_tokens(body) + len(pieces)}
+        usage = {
+            "prompt_tokens": p.prompt_tokens(body),
+            "completion_tokens": len(pieces),
+            "total_tokens": p.prompt_tokens(body) + len(pieces),
+        }
         cid, created = f"chatcmpl-{len(p.requests)}", int(time.time())
         if not body.get("stream"):
-            raw = json.dumps({
-                "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop", "logprobs": None}], "usage": usage}).encode()
+            raw = json.dumps(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            ).encode()
             if f.cut_after is not None:  # half the body, then the connection drops
                 resp = web.StreamResponse(headers={"Content-Type": "application/json"})
                 resp.content_length = len(raw)
                 await resp.prepare(request)
-                await resp.write(raw[:len(raw) // 2])
+                await resp.write(raw[: len(raw) // 2])
                 request.transport.abort()
                 return resp
             p.completed += 1
@@ -114,8 +145,13 @@ def make_app(p: Provider) -> web.Application:
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict, finish: str | None = None) -> bytes:
-            c = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            c = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            }
             if with_usage:
                 c["usage"] = None
             return b"data: " + json.dumps(c).encode() + b"\n\n"
@@ -131,9 +167,20 @@ def make_app(p: Provider) -> web.Application:
                 await resp.write(chunk({"content": piece}))
             await resp.write(chunk({}, "stop"))
             if with_usage:
-                await resp.write(b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk",
-                                                         "created": created, "model": model, "choices": [],
-                                                         "usage": usage}).encode() + b"\n\n")
+                await resp.write(
+                    b"data: "
+                    + json.dumps(
+                        {
+                            "id": cid,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": model,
+                            "choices": [],
+                            "usage": usage,
+                        }
+                    ).encode()
+                    + b"\n\n"
+                )
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             p.completed += 1

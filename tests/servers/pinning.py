@@ -8,6 +8,7 @@ and `meta` optional; nothing else) answering 202 and a `PinStatus`; `GET`/`DELET
 error is `{"error": {"reason", "details"}}`. A new request is `queued`, and `pinned` when next read
 (a service that fetches quickly). `faults` simulate a misbehaving service (401, 429, 5xx).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,16 +26,16 @@ LIST_PARAMS = {"cid", "name", "match", "status", "before", "after", "limit", "me
 
 @dataclass
 class Faults:
-    status: int | None = None   # answer this status to the next `times` requests
+    status: int | None = None  # answer this status to the next `times` requests
     times: int = 0
     retry_after: str | None = None
-    fail_pins: bool = False     # new pin requests end `failed` instead of `pinned`
+    fail_pins: bool = False  # new pin requests end `failed` instead of `pinned`
 
 
 @dataclass
 class Service:
     tokens: set = field(default_factory=lambda: {"s3cret-token"})
-    pins: dict = field(default_factory=dict)   # requestid -> PinStatus (dict)
+    pins: dict = field(default_factory=dict)  # requestid -> PinStatus (dict)
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)  # (method, path_qs)
     _tick: int = 0
@@ -54,8 +55,11 @@ def make_app(svc: Service) -> web.Application:
         f = svc.faults
         if f.status is not None and f.times > 0:
             f.times -= 1
-            return web.json_response({"error": {"reason": "SIMULATED", "details": "simulated fault"}},
-                                     status=f.status, headers={"Retry-After": f.retry_after} if f.retry_after else {})
+            return web.json_response(
+                {"error": {"reason": "SIMULATED", "details": "simulated fault"}},
+                status=f.status,
+                headers={"Retry-After": f.retry_after} if f.retry_after else {},
+            )
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or auth[7:] not in svc.tokens:
             return failure(401, "UNAUTHORIZED", "Access token is missing or invalid")
@@ -100,7 +104,11 @@ def make_app(svc: Service) -> web.Application:
             pin = json.loads(await request.read())
         except ValueError:
             return failure(400, "BAD_REQUEST", "the body is not JSON")
-        if not isinstance(pin, dict) or not isinstance(pin.get("cid"), str) or set(pin) - {"cid", "name", "origins", "meta"}:
+        if (
+            not isinstance(pin, dict)
+            or not isinstance(pin.get("cid"), str)
+            or set(pin) - {"cid", "name", "origins", "meta"}
+        ):
             return failure(400, "BAD_REQUEST", "a Pin is {cid, name?, origins?, meta?}")
         try:
             parse_ipfs_cid(pin["cid"])
@@ -109,10 +117,15 @@ def make_app(svc: Service) -> web.Application:
         if "name" in pin and (not isinstance(pin["name"], str) or len(pin["name"]) > 255):
             return failure(400, "BAD_REQUEST", "name: a string of at most 255 characters")
         svc._tick += 1
-        created = (dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=svc._tick))
+        created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=svc._tick)
         rid = str(uuid.uuid4())
-        status = {"requestid": rid, "status": "queued", "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                  "pin": pin, "delegates": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWLoopbackPinningService"]}
+        status = {
+            "requestid": rid,
+            "status": "queued",
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "pin": pin,
+            "delegates": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWLoopbackPinningService"],
+        }
         svc.pins[rid] = status
         return web.json_response(status, status=202)
 
@@ -138,6 +151,7 @@ def make_app(svc: Service) -> web.Application:
 
 async def start_service():
     from servers.s5portal import Running
+
     svc = Service()
     running = await Running(make_app(svc)).start()
     return svc, running

@@ -8,6 +8,7 @@ JSON must have exactly the portal's keys and types and a valid signature, and ev
 registry read and the login needs a Bearer token the portal issued. `faults` switches simulate a
 misbehaving portal, so every error class a store raises has a test.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,15 +36,15 @@ def unb64url(text: str) -> bytes:
 
 @dataclass
 class Faults:
-    reject_tokens: bool = False   # every token is refused (401), even fresh ones
-    expire_tokens: bool = False   # the tokens issued so far are forgotten (next request: 401, re-login)
-    status: int | None = None     # answer this status to the next `times` requests (429, 500, 503)
+    reject_tokens: bool = False  # every token is refused (401), even fresh ones
+    expire_tokens: bool = False  # the tokens issued so far are forgotten (next request: 401, re-login)
+    status: int | None = None  # answer this status to the next `times` requests (429, 500, 503)
     times: int = 0
     retry_after: str | None = None
-    wrong_bytes: bool = False     # downloads answer other bytes
-    truncated: bool = False       # downloads promise more bytes than they send
-    wrong_cid: bool = False       # uploads answer another CID
-    forged_head: bool = False     # registry reads answer an entry with a broken signature
+    wrong_bytes: bool = False  # downloads answer other bytes
+    truncated: bool = False  # downloads promise more bytes than they send
+    wrong_cid: bool = False  # uploads answer another CID
+    forged_head: bool = False  # registry reads answer an entry with a broken signature
     rollback_head: int | None = None  # registry reads answer this older revision (kept from history)
     hang: asyncio.Event | None = None  # requests wait on this event (a server that does not answer)
     registration_open: bool = True
@@ -52,13 +53,13 @@ class Faults:
 @dataclass
 class Portal:
     authority: str = ""
-    blobs: dict = field(default_factory=dict)        # hash -> bytes
-    registry: dict = field(default_factory=dict)     # pk -> [entries, oldest first]
-    accounts: dict = field(default_factory=dict)     # pubKey (b64url) -> account id
-    tokens: dict = field(default_factory=dict)       # token -> account id
-    challenges: dict = field(default_factory=dict)   # (kind, pubKey) -> challenge
+    blobs: dict = field(default_factory=dict)  # hash -> bytes
+    registry: dict = field(default_factory=dict)  # pk -> [entries, oldest first]
+    accounts: dict = field(default_factory=dict)  # pubKey (b64url) -> account id
+    tokens: dict = field(default_factory=dict)  # token -> account id
+    challenges: dict = field(default_factory=dict)  # (kind, pubKey) -> challenge
     faults: Faults = field(default_factory=Faults)
-    requests: list = field(default_factory=list)     # (method, path, Authorization header)
+    requests: list = field(default_factory=list)  # (method, path, Authorization header)
     logins: int = 0
 
 
@@ -128,8 +129,9 @@ def make_app(portal: Portal) -> web.Application:
         if portal.faults.wrong_bytes:
             data = b"X" + data[1:] if data else b"X"
         if portal.faults.truncated:
-            resp = web.StreamResponse(headers={"Content-Length": str(len(data) + 100),
-                                               "Content-Type": "application/octet-stream"})
+            resp = web.StreamResponse(
+                headers={"Content-Length": str(len(data) + 100), "Content-Type": "application/octet-stream"}
+            )
             await resp.prepare(request)
             await resp.write(data)
             request.transport.close()  # the connection drops before the promised length
@@ -151,8 +153,9 @@ def make_app(portal: Portal) -> web.Application:
         sig = entry.signature
         if portal.faults.forged_head:
             sig = bytes([sig[0] ^ 1]) + sig[1:]
-        return web.json_response({"pk": b64url(entry.pk), "revision": entry.revision,
-                                  "data": b64url(entry.data), "signature": b64url(sig)})
+        return web.json_response(
+            {"pk": b64url(entry.pk), "revision": entry.revision, "data": b64url(entry.data), "signature": b64url(sig)}
+        )
 
     async def registry_post(request: web.Request):
         need_auth(request)
@@ -164,8 +167,7 @@ def make_app(portal: Portal) -> web.Application:
         for k in ("pk", "data", "signature"):
             if not isinstance(doc[k], str) or "=" in doc[k]:
                 raise web.HTTPBadRequest(text=f"{k} must be base64url without padding")
-        entry = RegistryEntry(unb64url(doc["pk"]), doc["revision"], unb64url(doc["data"]),
-                              unb64url(doc["signature"]))
+        entry = RegistryEntry(unb64url(doc["pk"]), doc["revision"], unb64url(doc["data"]), unb64url(doc["signature"]))
         try:
             entry.verify()
         except RegistryError:
@@ -184,6 +186,7 @@ def make_app(portal: Portal) -> web.Application:
             challenge = secrets.token_bytes(32)
             portal.challenges[(kind, pub)] = challenge
             return web.json_response({"challenge": b64url(challenge)})
+
         return handler
 
     def challenge_post(kind: int):
@@ -217,9 +220,11 @@ def make_app(portal: Portal) -> web.Application:
             portal.tokens[token] = portal.accounts[pub]
             portal.logins += 1
             resp = web.Response(status=200)
-            resp.headers["Set-Cookie"] = (f"s5-auth-token={token}; Path=/; Domain={portal.authority}; "
-                                          "Max-Age=2592000; HttpOnly; Secure")
+            resp.headers["Set-Cookie"] = (
+                f"s5-auth-token={token}; Path=/; Domain={portal.authority}; Max-Age=2592000; HttpOnly; Secure"
+            )
             return resp
+
         return handler
 
     app = web.Application(middlewares=[faults], client_max_size=8 << 20)
@@ -243,7 +248,7 @@ class Running:
         self.runner = web.AppRunner(app, access_log=None)
         self.port = 0
 
-    async def start(self, port: int = 0) -> "Running":
+    async def start(self, port: int = 0) -> Running:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port)
         await site.start()
@@ -267,6 +272,7 @@ class Threaded:
 
     def __init__(self, app: web.Application):
         import threading
+
         self.app = app
         self.loop = asyncio.new_event_loop()
         self.port = 0
@@ -280,7 +286,7 @@ class Threaded:
         self._ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "Threaded":
+    def start(self) -> Threaded:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("test server did not start")
