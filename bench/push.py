@@ -25,11 +25,6 @@ import tempfile
 import time
 
 import blake3
-
-try:  # only to measure what the public binding costs beside libsodium called directly; sessiond does not use it
-    from nacl._sodium import ffi, lib
-except ImportError:
-    ffi = lib = None
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
 
 from sessiond.storage.database import Database
@@ -47,7 +42,96 @@ RUNS = int(os.environ.get("BENCH_RUNS", 5))
 # "short" is the 124-byte message of the incremental runs; "chat" is LMSYS-Chat-1M's averages (about 70
 # tokens per prompt and 215 per response, at ~4 characters a token); "long" is long-form answers.
 MIXES = {"short": (124, 124), "chat": (280, 860), "long": (600, 3000)}
-WORDS = ["the", "of", "and", "to", "in", "is", "you", "that", "it", "for", "on", "with", "as", "are", "this", "be", "at", "have", "or", "by", "from", "not", "but", "what", "all", "were", "when", "we", "there", "can", "an", "your", "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "she", "many", "some", "so", "these", "would", "other", "into", "has", "more", "her", "two", "like", "him", "see", "time", "could", "no", "make", "than", "first", "been", "its", "who", "now", "people", "my", "made", "over", "did", "down", "only", "way", "find", "use", "may", "water", "long", "little", "very", "after", "words", "called"]
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "you",
+    "that",
+    "it",
+    "for",
+    "on",
+    "with",
+    "as",
+    "are",
+    "this",
+    "be",
+    "at",
+    "have",
+    "or",
+    "by",
+    "from",
+    "not",
+    "but",
+    "what",
+    "all",
+    "were",
+    "when",
+    "we",
+    "there",
+    "can",
+    "an",
+    "your",
+    "which",
+    "their",
+    "said",
+    "if",
+    "do",
+    "will",
+    "each",
+    "about",
+    "how",
+    "up",
+    "out",
+    "them",
+    "then",
+    "she",
+    "many",
+    "some",
+    "so",
+    "these",
+    "would",
+    "other",
+    "into",
+    "has",
+    "more",
+    "her",
+    "two",
+    "like",
+    "him",
+    "see",
+    "time",
+    "could",
+    "no",
+    "make",
+    "than",
+    "first",
+    "been",
+    "its",
+    "who",
+    "now",
+    "people",
+    "my",
+    "made",
+    "over",
+    "did",
+    "down",
+    "only",
+    "way",
+    "find",
+    "use",
+    "may",
+    "water",
+    "long",
+    "little",
+    "very",
+    "after",
+    "words",
+    "called",
+]
 
 
 def text(rng: random.Random, n: int) -> str:
@@ -90,10 +174,9 @@ async def full_push(db: Database, syncer: Syncer, n: int, user: int, assistant: 
 
 def raw_rate(nbytes: int) -> dict:
     """BLAKE3 + XChaCha20-Poly1305 over `nbytes` in 256 KiB chunks (the chunk size of the format), one
-    thread, called two ways: through PyNaCl's public binding (what sync/crypto.py uses), and straight
-    into libsodium through PyNaCl's cffi handle into a reused buffer (what it used before it kept to
-    the public API). The faster of the two is the raw rate the push is held against, so that the
-    way sessiond calls cannot flatter the ratio."""
+    thread, through PyNaCl's public binding (what sync/crypto.py uses): the raw rate a push is held
+    against. (Calling libsodium through PyNaCl's private cffi handle was faster at large calls; the
+    project keeps to public APIs, benchmarks included.)"""
     data = os.urandom(nbytes)
     key = os.urandom(32)
     step = 256 * 1024
@@ -102,18 +185,7 @@ def raw_rate(nbytes: int) -> dict:
         ct = crypto_aead_xchacha20poly1305_ietf_encrypt(data[off : off + step], None, i.to_bytes(24, "little"), key)
         blake3.blake3(ct).digest()
     binding = nbytes / (time.perf_counter() - t)
-    if lib is None:
-        return {"binding": binding, "direct": None, "raw": binding}
-    out = bytearray(step + 16)
-    dst, src = ffi.from_buffer("unsigned char[]", out), ffi.from_buffer("unsigned char[]", data)
-    t = time.perf_counter()
-    for i, off in enumerate(range(0, len(data), step)):
-        lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            dst, ffi.NULL, src + off, min(step, nbytes - off), ffi.NULL, 0, ffi.NULL, i.to_bytes(24, "little"), key
-        )
-        blake3.blake3(out).digest()
-    direct = nbytes / (time.perf_counter() - t)
-    return {"binding": binding, "direct": direct, "raw": max(binding, direct)}
+    return {"binding": binding, "raw": binding}
 
 
 async def bench() -> dict:
@@ -165,7 +237,6 @@ async def bench() -> dict:
         out["raw_blake3_xchacha_mb_per_s"] = round(raw / 1e6, 1)
         out["raw_rate_by_call_mb_per_s"] = {
             "pynacl_binding": round(rates["binding"] / 1e6, 1),
-            "libsodium_direct": rates["direct"] and round(rates["direct"] / 1e6, 1),
         }
         out["full_push"] = {}
         for name, (user, assistant) in MIXES.items():
