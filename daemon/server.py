@@ -25,9 +25,11 @@ from ..sync.share import ImportError_
 from . import validate
 from .activation import handed_socket
 from .api import make_app
-from .home import Config, Home, HomeError, normalize_store_url, read_lock
+from .home import Config, Home, HomeError, normalize_store_url, pinning_token_file, read_lock
 
 log = logging.getLogger("sessiond")
+
+KUBO_SCHEMES = ("ipfs+http://", "ipfs+rpc+http://", "ipfs+rpc+https://")  # stores/config.py's Kubo RPC URLs
 
 try:
     VERSION = pkg_version("sessiond")
@@ -171,10 +173,28 @@ class Daemon:
 
         account_root = bytes(KeyStore(self.home.keys).head_key("\x00store accounts"))
         kubo_auth = os.path.join(self.home.path, "kubo-auth")
+        pinning: dict = {}
+        if self.config.pinning_service:
+            # The service fetches what it pins by CID from the IPFS network: only a Kubo node's objects
+            # are there (an S5 portal's, a relay's or a folder's are not), so pinning wraps Kubo stores.
+            if not (self.store_url or "").startswith(KUBO_SCHEMES):
+                raise HomeError(
+                    f"config.toml sets pinning_service, but this home's store is {self.store_url}: a pinning "
+                    f"service fetches the objects it pins from the IPFS network, so it needs an IPFS node's "
+                    f"store (--store ipfs+http://HOST:PORT); remove pinning_service or change the store"
+                )
+            pinning = {
+                "pinning_service": self.config.pinning_service,
+                "pinning_token_file": pinning_token_file(self.home.path),
+                "pinning_state_dir": os.path.join(self.home.path, "pinning"),  # pin request ids (0600)
+            }
+        rate = self.config.max_requests_per_second
         stores.configure(
             account_seed=account_root,
             token_dir=os.path.join(self.home.path, "store-tokens"),
             kubo_auth_file=kubo_auth if os.path.exists(kubo_auth) else None,
+            **({"max_requests_per_second": rate} if rate is not None else {}),  # else stores/http.py's default
+            **pinning,
         )
 
     async def start(self) -> None:
