@@ -129,6 +129,7 @@ class Pusher:
 
                 levels = await one.writer.compact(levels, load_records)
                 out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                await self._unpin(one, one.writer.unreferenced)
                 out["compaction_objects"] = one.writer.written.objects
                 out["compaction_bytes"] = one.writer.written.bytes
             remote = await db.remote(sid)
@@ -220,6 +221,28 @@ class Pusher:
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
         )
         self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": p["s"]})
+
+    async def _unpin(self, one: _OnePush, hashes: list[bytes]) -> None:
+        """Let the store drop the pages a compaction merged away (Store.unpin: a Kubo node's pins, a
+        pinning service's pin requests; other stores keep what they hold), once the head no longer
+        references them. Nothing else needs them: a reader starts from the current head and never
+        walks `prev` to older manifests (docs/FORMATS.md, "Snapshot layout"), a checkpoint proof is a
+        hash over messages and names no object, and a group folded into a node is still referenced by
+        it (compact lists only merged pages). A reader that read the previous head a moment ago may
+        still fetch them: unpinning is not deleting (a node's garbage collection runs much later), and
+        and a read that finds one gone fails and is retried from the newer head (sync/follower.py). Old manifests stay
+        pinned (the head's `prev` chain). Best effort: a failure is logged, never fails the push."""
+        if not hashes:
+            return
+        try:
+            await asyncio.wait_for(one.store.unpin(hashes), self.ctx.timeout)
+        except (TimeoutError, StoreError, OSError) as exc:
+            log.warning(
+                "could not unpin %d objects the log no longer references: %s",
+                len(hashes),
+                exc,
+                extra={"session": one.sid, "objects": len(hashes)},
+            )
 
     async def snapshot_id(self, sid: str) -> dict | None:
         """Where this device's latest snapshot of `sid` is: its head revision and manifest object ids."""
