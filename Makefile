@@ -65,6 +65,9 @@ bench: $(TEST_STAMP)
 	$(PY) bench/push.py
 	$(PY) bench/import.py
 	$(PY) bench/load.py
+	$(PY) bench/complete.py
+	$(PY) bench/relay.py
+	$(PY) bench/floors.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .typecheck

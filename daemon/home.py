@@ -131,6 +131,11 @@ class Config:
     providers: dict = field(default_factory=dict)
     default_provider: str | None = None
     openai_listen: tuple[str, int] | None = None  # (host, port) of the OpenAI-compatible TCP listener
+    # the cap on a network store's repeated requests (a follower's head reads); None: stores/http.py's default
+    max_requests_per_second: float | None = None
+    # an IPFS Pinning Service API endpoint that keeps an ipfs+http:// store's objects pinned; its access
+    # token is read from <home>/pinning-token (0600)
+    pinning_service: str | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -173,6 +178,15 @@ class Config:
                 cfg.default_provider = value
             elif key == "openai_listen":
                 cfg.openai_listen = check_listen(path, value)
+            elif key == "max_requests_per_second":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                    raise HomeError(
+                        f"{path}: 'max_requests_per_second' must be a positive number (requests a second "
+                        f"a follower may send to a network store; default 20)"
+                    )
+                cfg.max_requests_per_second = float(value)
+            elif key == "pinning_service":
+                cfg.pinning_service = check_pinning_service(path, value)
             elif key in LIMIT_KEYS:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise HomeError(f"{path}: {key!r} must be a whole number of at least 1")
@@ -191,6 +205,8 @@ class Config:
                     "default_provider",
                     "providers",
                     "openai_listen",
+                    "max_requests_per_second",
+                    "pinning_service",
                     *LIMIT_KEYS,
                 ]
                 close = difflib.get_close_matches(key, known, n=1)
@@ -249,6 +265,44 @@ def check_providers(path: str, value) -> dict:
             "top_k": p.get("top_k", False),
         }
     return out
+
+
+def check_pinning_service(path: str, value) -> str:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(value) if isinstance(value, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise HomeError(
+            f"{path}: pinning_service must be the http(s) URL of an IPFS Pinning Service API endpoint, e.g. "
+            f'"https://api.pinata.cloud/psa" (its access token goes in the file pinning-token beside config.toml)'
+        )
+    return value.rstrip("/")
+
+
+PINNING_TOKEN = "pinning-token"
+
+
+def pinning_token_file(home: str) -> str:
+    """The pinning service's access token file: refused unless it exists, is yours and is 0600 (a
+    bearer token lets anyone who reads it pin and unpin on your account)."""
+    path = os.path.join(home, PINNING_TOKEN)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise HomeError(
+            f"config.toml sets pinning_service, but {path} does not exist: put the service's access "
+            f"token there (one line) and chmod 600 {path}"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise HomeError(f"{path} (the pinning service's access token) is not a file")
+    if st.st_uid != os.getuid():
+        raise HomeError(f"{path} (the pinning service's access token) is owned by uid {st.st_uid}, not you")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise HomeError(
+            f"{path} (the pinning service's access token) is open to group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it. Fix it with: chmod 600 {path}"
+        )
+    return path
 
 
 def check_listen(path: str, value) -> tuple[str, int]:

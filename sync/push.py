@@ -70,6 +70,7 @@ class LogWriter:
         self.store = store
         self.timeout = timeout
         self.written = Written()
+        self.unreferenced: list[bytes] = []  # what the last compact() merged away
         self._workers = workers  # None: workers.shared(), taken when first needed
 
     @property
@@ -178,7 +179,9 @@ class LogWriter:
         self, levels: list[list[Entry]], load_records: Callable[[int, int], Awaitable[LogRun]]
     ) -> list[list[Entry]]:
         """Fold full levels upward (see the module doc). `load_records(first, last)` gives this log's
-        operations first..last (Database.log_run)."""
+        operations first..last (Database.log_run). The pages merged away, which the new levels no longer
+        reference, are listed in `self.unreferenced` (a group folded into a node stays referenced by it)."""
+        self.unreferenced = []
         levels = [list(lv) for lv in levels]
         lvl = 0
         while lvl < len(levels):
@@ -188,6 +191,8 @@ class LogWriter:
                 if not any(e.node or e.parts for e in group) and size <= PAGE_MAX:
                     merged = await self.write_pages(await load_records(group[0].first, group[-1].last))
                     new = merged[0] if len(merged) == 1 else await self._node(merged)
+                    kept = {e.ref.hash for e in merged}
+                    self.unreferenced += [e.ref.hash for e in group if e.ref.hash not in kept]
                 else:
                     new = await self._node(group)
                 if lvl + 1 == len(levels):

@@ -45,6 +45,14 @@ def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
     return run
 
 
+class _StoreAhead(Exception):
+    """The store refused a head because it holds a higher revision of it (`head`)."""
+
+    def __init__(self, head: RegistryEntry):
+        super().__init__(f"the store holds revision {head.revision}")
+        self.head = head
+
+
 class _OnePush:
     """What one push of one session needs: its keys and a writer that counts what it wrote."""
 
@@ -63,6 +71,13 @@ class Pusher:
     def __init__(self, ctx: SyncContext, members: Members):
         self.ctx = ctx
         self.members = members
+        # Per session: the head this process last published or read in the store, as (store URL, head
+        # key, revision, manifest hash). A commit that follows it takes the next revision and links the
+        # manifest without reading the head again: an append is then 3 requests on an S5 portal or relay
+        # (page, manifest, head), not 4. The first commit of a session in a process still reads the
+        # head: the home may be older than the store (restored from a backup), and writing a revision
+        # the store already holds would seal a different manifest under that revision's key and nonce.
+        self._published: dict[str, tuple[str | None, bytes, int, bytes]] = {}
 
     async def push(self, sid: str, *, compact: bool = True, force: bool = False) -> dict:
         """Push this device's new operations of `sid`, then (as a revision of its own) fold full levels
@@ -114,6 +129,7 @@ class Pusher:
 
                 levels = await one.writer.compact(levels, load_records)
                 out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                await self._unpin(one, one.writer.unreferenced)
                 out["compaction_objects"] = one.writer.written.objects
                 out["compaction_bytes"] = one.writer.written.bytes
             remote = await db.remote(sid)
@@ -129,18 +145,49 @@ class Pusher:
     async def _commit_revision(
         self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int, lamport: int | None
     ) -> int:
-        current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
-        rev = max(state["head_rev"], current.revision if current else 0) + 1
-        prev = CIDV1_RAW_BLAKE3 + manifest_hash_of(current) if current else None
         if lamport is None:
             lamport = await self.ctx.db.get_lamport(one.sid)
+        known = self._published.get(one.sid)
+        if known is not None and known[:3] == (getattr(one.store, "url", None), one.head_pk, state["head_rev"]):
+            current_rev, current_hash = known[2], known[3]
+        else:
+            current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
+            current_rev = max(state["head_rev"], current.revision if current else 0)
+            current_hash = manifest_hash_of(current) if current else None
+        try:
+            return await self._commit_at(one, current_rev + 1, current_hash, levels, last, lamport, ahead_ok=True)
+        except _StoreAhead as ahead:
+            # Someone published a higher revision of this head since this process last saw it (the
+            # store is ahead of what we know): go on from the store's head, as a first commit would.
+            log.warning(
+                "the store holds a newer head of this device's log than this process published; going on from it",
+                extra={"session": one.sid, "rev": ahead.head.revision},
+            )
+            head = ahead.head
+            return await self._commit_at(one, head.revision + 1, manifest_hash_of(head), levels, last, lamport)
+
+    async def _commit_at(
+        self,
+        one: _OnePush,
+        rev: int,
+        prev_hash: bytes | None,
+        levels: list[list[Entry]],
+        last: int,
+        lamport: int,
+        *,
+        ahead_ok: bool = False,
+    ) -> int:
+        prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
         plain = one.writer.manifest(rev, one.head_pk, last, lamport, levels, prev)
         pending = dagcbor.encode({"m": plain, "r": rev, "s": last, "t": levels_to_cbor(levels)})
         await self.ctx.db.save_sync_state(one.sid, pending=pending)  # fixed before anything of rev is uploaded
-        await self._publish(one, pending)
+        await self._publish(one, pending, ahead_ok=ahead_ok)
         return rev
 
-    async def _publish(self, one: _OnePush, pending: bytes) -> None:
+    async def _publish(self, one: _OnePush, pending: bytes, *, ahead_ok: bool = False) -> None:
+        """Upload the recorded manifest and publish its head. A head refused as stale (StaleHead) is read:
+        if the store holds this very entry (a push retried after a crash), it is done; if it holds a
+        higher revision, `ahead_ok` raises _StoreAhead so that the commit goes on from it, else SyncError."""
         sid, writer, head_key, head_pk = one.sid, one.writer, one.head_key, one.head_pk
         p = dagcbor.decode(pending)
         rev, plain = p["r"], p["m"]
@@ -150,8 +197,11 @@ class Pusher:
         try:
             await asyncio.wait_for(one.store.set_head(entry), self.ctx.timeout)
         except StaleHead:
+            self._published.pop(sid, None)
             current = await asyncio.wait_for(one.store.get_head(head_pk), self.ctx.timeout)
             if current is None or current.data != entry.data or current.revision != rev:
+                if ahead_ok and current is not None and current.revision > rev:
+                    raise _StoreAhead(current) from None
                 raise SyncError(
                     f"the store holds a newer head (revision {current.revision if current else '?'}) "
                     f"for this device's log of {sid} that this device did not write"
@@ -165,11 +215,34 @@ class Pusher:
             last_error=None,
             last_push=now(),
         )
+        self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
         log.info(
             "pushed",
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
         )
         self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": p["s"]})
+
+    async def _unpin(self, one: _OnePush, hashes: list[bytes]) -> None:
+        """Let the store drop the pages a compaction merged away (Store.unpin: a Kubo node's pins, a
+        pinning service's pin requests; other stores keep what they hold), once the head no longer
+        references them. Nothing else needs them: a reader starts from the current head and never
+        walks `prev` to older manifests (docs/FORMATS.md, "Snapshot layout"), a checkpoint proof is a
+        hash over messages and names no object, and a group folded into a node is still referenced by
+        it (compact lists only merged pages). A reader that read the previous head a moment ago may
+        still fetch them: unpinning is not deleting (a node's garbage collection runs much later), and
+        and a read that finds one gone fails and is retried from the newer head (sync/follower.py). Old manifests stay
+        pinned (the head's `prev` chain). Best effort: a failure is logged, never fails the push."""
+        if not hashes:
+            return
+        try:
+            await asyncio.wait_for(one.store.unpin(hashes), self.ctx.timeout)
+        except (TimeoutError, StoreError, OSError) as exc:
+            log.warning(
+                "could not unpin %d objects the log no longer references: %s",
+                len(hashes),
+                exc,
+                extra={"session": one.sid, "objects": len(hashes)},
+            )
 
     async def snapshot_id(self, sid: str) -> dict | None:
         """Where this device's latest snapshot of `sid` is: its head revision and manifest object ids."""
@@ -220,6 +293,7 @@ class Pusher:
                 return False
             await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
             self.ctx.repair.discard(sid)
+            self._published.pop(sid, None)
         log.warning(
             "the store lacks objects of this device's log; pushing all of it again",
             extra={"session": sid, "event": "repair"},

@@ -459,3 +459,63 @@ async def test_kubo_pin_rm_strict():
     finally:
         await rpc.stop()
         await gw.stop()
+
+
+async def test_a_push_that_merges_pages_unpins_them_in_kubo(node, tmp_path):
+    """Compaction merges 16 small pages into one: the pusher unpins the 16 (pin/rm) once the new head
+    no longer references them, keeps everything the head references pinned, and an unpin that fails
+    never fails the push."""
+    from sessiond.storage.database import Database
+    from sessiond.sync import dagcbor
+    from sessiond.sync.engine import Syncer
+    from sessiond.sync.pages import Entry
+
+    n, rpc, gw, _ = node
+    db = await Database.open(str(tmp_path / "db.sqlite"))
+    syncer = Syncer(db, kubo(rpc), str(tmp_path / "keys"), timeout=10)
+    try:
+        sid = (await db.create_session({"name": "merge"}))["id"]
+
+        def pages() -> list:
+            return [Entry.from_cbor(e).ref.hash for lv in dagcbor.decode(state["tree"]) for e in lv]
+
+        await db.append_messages(sid, [{"role": "user", "content": "first"}])
+        await syncer.push(sid)
+        for i in range(14):  # level 0: 15 pages, each pinned
+            await db.append_messages(sid, [{"role": "user", "content": f"m{i}"}])
+            await syncer.push(sid)
+        state = await db.sync_state(sid)
+        before = pages()
+        assert len(before) == 15 and all(h in n.pins for h in before)
+        n.requests.clear()
+        await db.append_messages(sid, [{"role": "user", "content": "the 16th"}])
+        res = await syncer.push(sid)  # level 0 is full: its 16 pages are merged into one
+        assert res["compaction_objects"] == 2  # the merged page and its manifest
+        state = await db.sync_state(sid)
+        after = pages()
+        assert len(after) == 1 and after[0] in n.pins
+        assert not any(h in n.pins for h in before)  # the 15 older pages and the 16th: unpinned
+        assert all(h in n.blocks for h in before)  # unpinned, not deleted: the node's GC decides
+        assert [p for _, p, _ in n.requests if "pin/rm" in p]  # one batch
+        assert (await syncer.verify(sid))["ok"]
+        # an unpin that fails is logged, and the push succeeds
+        for i in range(15):
+            await db.append_messages(sid, [{"role": "user", "content": f"again {i}"}])
+            await syncer.push(sid)
+        state = await db.sync_state(sid)
+        level0 = [Entry.from_cbor(e).ref.hash for e in dagcbor.decode(state["tree"])[0]]
+        await db.append_messages(sid, [{"role": "user", "content": "the 32nd"}])
+        real = syncer.store.unpin
+
+        async def failing(hashes):
+            raise StoreError("pin/rm refused (injected)")
+
+        syncer.store.unpin = failing
+        res = await syncer.push(sid)
+        syncer.store.unpin = real
+        assert res["compaction_objects"] == 2 and all(h in n.pins for h in level0)  # still pinned: logged only
+        assert (await db.sync_state(sid))["pushed_seq"] == await db.last_seq(sid)
+        assert (await syncer.verify(sid))["ok"]
+    finally:
+        await syncer.stop()
+        await db.close()

@@ -230,3 +230,81 @@ async def test_the_loopback_service_is_strict(env):
         assert res["count"] == 1 and res["results"][0]["status"] == "pinned"
         assert (await call("DELETE", f"/pins/{pin['requestid']}", headers=auth))[0] == 202
         assert (await call("DELETE", f"/pins/{pin['requestid']}", headers=auth))[0] == 404
+
+
+# ---------------------------------------------------------------- the daemon's pinning_service setting
+
+
+def _daemon_home(make_daemon, store_url: str, config: str, token: str | None = "s3cret-token\n", mode=0o600):
+    d = make_daemon(store_url)
+    os.makedirs(d.home, mode=0o700)
+    (open(os.path.join(d.home, "config.toml"), "w")).write(config)
+    if token is not None:
+        path = os.path.join(d.home, "pinning-token")
+        with open(path, "w") as f:
+            f.write(token)
+        os.chmod(path, mode)
+    return d
+
+
+@pytest.fixture
+def threaded_kubo_and_service():
+    from servers.kubo import Node, make_rpc_app
+    from servers.pinning import Service
+    from servers.pinning import make_app as make_pinning_app
+    from servers.s5portal import Threaded
+
+    node, svc = Node(), Service()
+    rpc = Threaded(make_rpc_app(node)).start()
+    service = Threaded(make_pinning_app(svc)).start()
+    yield node, f"ipfs+http://127.0.0.1:{rpc.port}", svc, f"http://127.0.0.1:{service.port}"
+    service.stop()
+    rpc.stop()
+
+
+def test_a_daemon_with_pinning_service_pins_what_it_pushes(make_daemon, threaded_kubo_and_service):
+    from waiting import wait_for
+
+    node, kubo_url, svc, service_url = threaded_kubo_and_service
+    config = f'pinning_service = "{service_url}"\nmax_requests_per_second = 50\n'
+    d = _daemon_home(make_daemon, kubo_url, config).start()
+    c = d.client()
+    sid = c.create_session(name="pinned", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+    c.append(sid, "assistant", "hi")
+    manifest = c.end(sid)["snapshot"]["manifest_ipfs_cid"]  # ends it: a checkpoint, everything pushed
+
+    def live() -> set:
+        return {p["pin"]["cid"] for p in svc.pins.values() if p["status"] != "failed"}
+
+    # every object the daemon put in the Kubo node (pages, manifests, the members slot's objects) is
+    # pinned at the service too, with the token from <home>/pinning-token; the head's manifest among them
+    wait_for(lambda: {BlobId(h, 0).ipfs_cid() for h in node.blocks} <= live(), timeout=20, what="all pinned")
+    assert manifest in live() and len(node.blocks) >= 2  # a page and the manifest, at least
+    assert all(m in ("GET", "POST", "DELETE") for m, _ in svc.requests)
+    (state,) = os.listdir(os.path.join(d.home, "pinning"))  # the pin request ids, kept in the home
+    assert stat.S_IMODE(os.stat(os.path.join(d.home, "pinning", state)).st_mode) == 0o600
+    for log in os.listdir(os.path.join(d.home, "logs")):
+        assert "s3cret-token" not in open(os.path.join(d.home, "logs", log), errors="replace").read()
+
+
+@pytest.mark.parametrize(
+    "config, token, mode, store, message",
+    [
+        ('pinning_service = "ftp://pins.example"\n', "t\n", 0o600, "kubo", "pinning_service must be the http(s) URL"),
+        ("pinning_service = 3\n", "t\n", 0o600, "kubo", "pinning_service must be the http(s) URL"),
+        ('pinning_service = "https://pins.example"\n', None, 0o600, "kubo", "pinning-token does not exist"),
+        ('pinning_service = "https://pins.example"\n', "t\n", 0o644, "kubo", "open to group or others"),
+        ('pinning_service = "https://pins.example"\n', "t\n", 0o600, "file", "needs an IPFS node's store"),
+        ("max_requests_per_second = 0\n", None, 0o600, "kubo", "'max_requests_per_second' must be a positive"),
+        ('max_requests_per_second = "fast"\n', None, 0o600, "kubo", "'max_requests_per_second' must be a"),
+        ('pinning_servce = "https://pins.example"\n', None, 0o600, "kubo", "did you mean 'pinning_service'"),
+    ],
+)
+def test_pinning_and_rate_config_errors_are_clear(make_daemon, config, token, mode, store, message):
+    from conftest import run_cli
+
+    d = _daemon_home(make_daemon, "ipfs+http://127.0.0.1:9" if store == "kubo" else None, config, token, mode)
+    args = ["daemon"] + (["--store", d.store] if d.store else [])
+    res = run_cli(d.home, *args)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr

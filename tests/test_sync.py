@@ -540,3 +540,45 @@ async def test_expiry_check_survives_a_stored_bad_value(tmp):
         assert bad
     finally:
         await db.close()
+
+
+async def test_an_append_to_an_idle_session_costs_three_store_requests(env):
+    """Page, manifest, head: the pusher knows the head it published last and does not read it again
+    before each commit (it reads it once per session and process, and after a StaleHead)."""
+    from sessiond.stores.registry import RegistryEntry
+
+    db, store, syncer = await env.open(timeout=10)
+    sid = (await db.create_session({"name": "idle"}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "first"}])
+    await syncer.push(sid)  # the first commit of the session in this process reads the head once
+    for i in range(3):
+        before = store.calls
+        await db.append_messages(sid, [{"role": "user", "content": f"one more {i}"}])
+        res = await syncer.push(sid)
+        assert store.calls - before == 3, (i, store.calls - before)
+        assert res["objects"] == 2 and res["revision"] == i + 2  # a page and a manifest
+    # The store holds a newer head than this process published (here: put there behind its back; for
+    # a device, a home restored from a backup older than the store): set_head is refused (StaleHead),
+    # the head is read, and the commit goes on from the store's revision.
+    head = await store.inner.get_head(syncer.keys.head_pk(sid))
+    await store.inner.set_head(RegistryEntry.create(syncer.keys.head_key(sid), head.revision + 5, head.data))
+    await db.append_messages(sid, [{"role": "user", "content": "after the store moved on"}])
+    res = await syncer.push(sid)
+    assert res["revision"] == head.revision + 6
+    rep = await syncer.verify(sid)
+    assert rep["ok"] and rep["sessions"][0]["operations"] == 6, rep
+    before = store.calls  # and the next append costs 3 again
+    await db.append_messages(sid, [{"role": "user", "content": "and on"}])
+    assert (await syncer.push(sid))["revision"] == head.revision + 7 and store.calls - before == 3
+    # A store rolled back (a backup of it restored: an older head): the next head is still published
+    # above the revision this device pushed, never at one it already used, in 3 requests
+    path = store.inner._head_path(syncer.keys.head_pk(sid))
+    old = open(path, "rb").read()
+    await db.append_messages(sid, [{"role": "user", "content": "before the rollback"}])
+    await syncer.push(sid)
+    open(path, "wb").write(old)
+    before = store.calls
+    await db.append_messages(sid, [{"role": "user", "content": "after the rollback"}])
+    assert (await syncer.push(sid))["revision"] == head.revision + 9 and store.calls - before == 3
+    rep = await syncer.verify(sid)
+    assert rep["ok"] and rep["sessions"][0]["operations"] == 9, rep
