@@ -7,5 +7,6 @@ stores/s5.py speaks (so `--store s5+http://HOST:PORT` reaches it), plus a change
     feed.py       which heads changed since a cursor, with long-poll
     app.py        the HTTP routes and the server
 
-Imports flow relay -> storage only: nothing here imports sync/, daemon/ or cli/.
+Imports flow relay -> stores/ (cid, registry entries, the object size cap) and storage/ (fsutil) only:
+nothing here imports sync/, daemon/, client/ or cli/.
 """

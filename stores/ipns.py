@@ -1,7 +1,7 @@
 """IPNS records as sessiond heads (docs/FORMATS.md, "IPNS heads"), written from the IPNS spec
 (ipfs/specs src/ipns/ipns-record.md): names, the IpnsEntry protobuf, V2 signatures, verification.
 
-A head (an S5 registry entry, storage/registry.py) becomes an IPNS record signed by the same Ed25519
+A head (an S5 registry entry, stores/registry.py) becomes an IPNS record signed by the same Ed25519
 key: name = the key's peer id as a CIDv1 `libp2p-key` in base36 (`k51…`), Value `/ipfs/<CID of the
 manifest object>`, Sequence = revision, a validity (EOL, RFC 3339) and a TTL; the V1 fields and a V1
 signature are written too, for older readers. The record's DAG-CBOR data also carries the registry

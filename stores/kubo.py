@@ -8,7 +8,7 @@ on a node with no peers); `routing/get?arg=/ipns/NAME` answers a JSON event whos
 record in base64; every error is HTTP 500 with `{"Message", "Code", "Type": "error"}`. The RPC's
 optional authorization (Kubo's `API.Authorizations`) is a Basic or Bearer `Authorization` header.
 
-Objects are raw blocks under their CIDv1 (raw, BLAKE3; storage/cid.py), so the CID Kubo answers must
+Objects are raw blocks under their CIDv1 (raw, BLAKE3; stores/cid.py), so the CID Kubo answers must
 be the one computed here. Heads are IPNS records (stores/ipns.py) signed by the head's own key.
 """
 

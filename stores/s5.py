@@ -14,7 +14,7 @@ Followed (facts only, the code is ours):
   `Authorization: Bearer <token>`.
 * s5-dev/lib5 lib/src/storage_service/sign_challenge.dart: `response = type (1 register, 2 login) |
   challenge | BLAKE3(utf8(portal authority))`.
-* A portal's raw CID is S5's legacy form `0x26 0x1f | BLAKE3 | size` (storage/cid.py reads it).
+* A portal's raw CID is S5's legacy form `0x26 0x1f | BLAKE3 | size` (stores/cid.py reads it).
 
 Every object read is checked against its BLAKE3 hash, every CID a portal answers against the one
 computed here, every head against its signature, key and the highest revision seen.

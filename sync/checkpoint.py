@@ -1,4 +1,4 @@
-"""Checkpoints: signed proofs of a conversation's content at a point in time (docs/FORMATS.md §9).
+"""Checkpoints: signed proofs of a conversation's content at a point in time (docs/FORMATS.md §8).
 
 The conversation hash is a BLAKE3 chain over the session's messages in their global order
 (Lamport clock, device id, seq), restricted to the checkpoint's *frontier* (for each device, the

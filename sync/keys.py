@@ -130,7 +130,7 @@ class KeyStore:
                 pass
 
     # A rekey under way: the new keys and what is left to do, written before anything of the rekey
-    # reaches the store, so that a crash at any step is finished at the next start (sync/share.py).
+    # reaches the store, so that a crash at any step is finished at the next start (sync/rekey.py).
     def set_rekey_pending(self, sid: str, record: bytes) -> None:
         atomic_write(self._session_path(sid)[:-4] + ".rekey", record, 0o600)
 

@@ -1,0 +1,155 @@
+"""`Client`: the blocking client, HTTP/1.1 (http.client) over the daemon's Unix socket, standard library
+only so that the CLI starts fast. One kept-alive connection; a request whose connection broke before an
+answer is sent again once only if it is idempotent (calls.retryable)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import select
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from ..api.locate import resolve_home, socket_path
+from .calls import IDEMPOTENCY_HEADER, Api, complete_body, new_idempotency_key, quote_id, retryable
+from .errors import ClientError, DaemonNotRunning, lost, raise_for
+from .streams import CompletionStream, change_events
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive connection that is readable has been closed by the daemon (EOF)."""
+    if conn.sock is None:
+        return False
+    try:
+        return bool(select.select([conn.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+class Client(Api):
+    """Blocking client (standard library only, so the CLI starts fast)."""
+
+    def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
+        self.home = resolve_home(home)
+        self.socket = socket or socket_path(self.home)
+        self.timeout = timeout
+        self._conn: _UnixHTTPConnection | None = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _request(self, method: str, path: str, body: Any = None, key: str | None = None):
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        if key is not None:
+            headers[IDEMPOTENCY_HEADER] = key
+        retry = retryable(method, key)
+        for attempt in (0, 1):
+            if self._conn is not None and not retry and _closed_by_peer(self._conn):
+                self.close()  # what cannot be retried is not sent on a connection the daemon already closed
+            if self._conn is None:
+                self._conn = _UnixHTTPConnection(self.socket, self.timeout)
+            try:
+                self._conn.request(method, path, body=payload, headers=headers)
+                return self._conn.getresponse()
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                self.close()
+                raise DaemonNotRunning(self.socket, exc.strerror or "") from None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()  # a kept-alive connection the daemon closed: retry once on a fresh one
+                if not retry:
+                    raise lost(method, path) from None
+                if attempt:
+                    raise DaemonNotRunning(self.socket, "the connection was closed") from None
+            except PermissionError:
+                self.close()
+                raise ClientError(f"permission denied on {self.socket}: the daemon belongs to another user") from None
+            except TimeoutError:
+                self.close()
+                raise ClientError(f"the daemon on {self.socket} did not answer within {self.timeout:g} s") from None
+            except OSError as exc:  # e.g. a home that is a file, a path too long for a socket
+                self.close()
+                raise ClientError(f"cannot connect to {self.socket}: {exc.strerror or exc}") from None
+
+    def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
+        resp = self._request(method, path, body, key)
+        raw = resp.read()
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
+        raise_for(resp.status, data)
+        return data
+
+    def complete_stream(
+        self,
+        sid: str,
+        content: str | None = None,
+        *,
+        chat: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> CompletionStream:
+        """As complete(), streamed: `for text in c.complete_stream(...)` gives the answer as it arrives,
+        then the stream's .message is the stored answer."""
+        conn = _UnixHTTPConnection(self.socket, self.timeout)  # its own: closing it stops the generation
+        body = json.dumps(complete_body(content, chat, model, provider, True)).encode()
+        try:
+            conn.request(
+                "POST",
+                f"/v1/sessions/{quote_id(sid)}/complete",
+                body=body,
+                headers={
+                    "Content-Type": "application/json",
+                    IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key(),
+                },
+            )
+            resp = conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            conn.close()
+            raise DaemonNotRunning(self.socket, exc.strerror or "") from None
+        if resp.status >= 400:
+            raw = resp.read()
+            conn.close()
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
+            raise_for(resp.status, data)
+        if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
+            stream = CompletionStream(conn, resp)
+            stream.message = json.loads(resp.read())
+            conn.close()
+            return stream
+        return CompletionStream(conn, resp)
+
+    def events(self) -> Iterator[dict]:
+        """Yield change events as they happen (blocking)."""
+        conn = _UnixHTTPConnection(self.socket, None)  # type: ignore[arg-type]
+        try:
+            conn.request("GET", "/v1/events")
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonNotRunning(self.socket, exc.strerror or "") from None
+        yield from change_events(conn.getresponse())

@@ -1,0 +1,265 @@
+"""The API's calls, written once: `Api` has one method per route of the socket API, and the blocking
+`Client` (blocking.py) and the asyncio `AsyncClient` (aio.py) inherit them, each giving `_call`, the
+transport (the async one's `_call` is a coroutine, so there every method returns an awaitable).
+
+Also here: how a path and a query string are written, the idempotency key an append or a completion
+carries, and which requests may be sent again after a broken connection.
+
+The types of the keyword arguments and of the answers are the API's models (sessiond.api: TypedDicts,
+so an answer is a plain dict). They are imported for type checkers only: the models need pydantic,
+which the client (standard library only, so that the CLI starts fast) does not load.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+if TYPE_CHECKING:  # the API's models, for type checkers (see above)
+    from typing_extensions import Unpack
+
+    from ..api.chats import Chat, ChatCreate, ChatList
+    from ..api.manage import Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult, Quota
+    from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
+    from ..api.meta import Status
+    from ..api.sessions import Deleted, Session, SessionCreate, SessionList, SessionPatch
+    from ..api.sharing import ImportResult, RekeyResult, ShareResult, VerifyReport
+
+# api/messages.py's IDEMPOTENCY_HEADER, repeated: importing api/messages.py would load pydantic.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def quote_id(sid: str) -> str:
+    """An id as one path segment."""
+    return quote(sid, safe="")
+
+
+def query_string(params: dict) -> str:
+    items = {k: v for k, v in params.items() if v is not None}
+    for k, v in items.items():
+        if isinstance(v, bool):
+            items[k] = "1" if v else "0"
+    return ("?" + urlencode(items)) if items else ""
+
+
+def new_idempotency_key() -> str:
+    return str(uuid.uuid4())
+
+
+def retryable(method: str, key: str | None) -> bool:
+    """Whether a request may be sent again after its connection broke with no answer: the daemon may
+    have done it already. A GET changes nothing; an append carrying an idempotency key is answered by
+    its first result. Anything else is not repeated blindly."""
+    return method == "GET" or key is not None
+
+
+def complete_body(content, chat, model, provider, stream: bool) -> dict:
+    body = {k: x for k, x in dict(content=content, chat=chat, model=model, provider=provider).items() if x is not None}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+class Api:
+    """Every route of the API, written once; `_call` does the transport (Client, AsyncClient)."""
+
+    def _call(self, method: str, path: str, body: Any = None, key: str | None = None):  # pragma: no cover
+        raise NotImplementedError
+
+    # daemon
+    def status(self) -> Status:
+        return self._call("GET", "/v1/status")
+
+    def openapi(self):
+        return self._call("GET", "/v1/openapi.json")
+
+    # sessions
+    def create_session(self, **spec: Unpack[SessionCreate]) -> Session:
+        return self._call("POST", "/v1/sessions", {k: v for k, v in spec.items() if v is not None})
+
+    def list_sessions(
+        self,
+        *,
+        user: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> SessionList:
+        return self._call(
+            "GET", "/v1/sessions" + query_string(dict(user=user, status=status, tag=tag, limit=limit, after=after))
+        )
+
+    def get_session(self, sid: str) -> Session:
+        return self._call("GET", f"/v1/sessions/{quote_id(sid)}")
+
+    def update_session(self, sid: str, **fields: Unpack[SessionPatch]) -> Session:
+        return self._call("PATCH", f"/v1/sessions/{quote_id(sid)}", fields)
+
+    def delete_session(self, sid: str) -> Deleted:
+        return self._call("DELETE", f"/v1/sessions/{quote_id(sid)}")
+
+    def pause(self, sid: str) -> Session:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/pause")
+
+    def resume(self, sid: str) -> Session:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/resume")
+
+    def end(self, sid: str) -> Session:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/end")
+
+    # chats
+    def create_chat(self, sid: str, **spec: Unpack[ChatCreate]) -> Chat:
+        return self._call(
+            "POST", f"/v1/sessions/{quote_id(sid)}/chats", {k: v for k, v in spec.items() if v is not None}
+        )
+
+    def list_chats(self, sid: str) -> ChatList:
+        return self._call("GET", f"/v1/sessions/{quote_id(sid)}/chats")
+
+    def switch_chat(self, sid: str, chat: str) -> Session:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/switch", {"chat": chat})
+
+    # messages
+    # An append carries an idempotency key (a new one per call unless given), so that a retry after a
+    # broken connection is answered with the first result instead of storing the messages twice.
+    def append(
+        self, sid: str, role: str, content: str, *, idempotency_key: str | None = None, **extra: Any
+    ) -> Message:  # extra: MessageIn's other fields (tokens, chat, name, ...)
+        return self._call(
+            "POST",
+            f"/v1/sessions/{quote_id(sid)}/messages",
+            {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},
+            key=idempotency_key or new_idempotency_key(),
+        )
+
+    def append_many(
+        self, sid: str, messages: list[MessageIn], chat: str | None = None, *, idempotency_key: str | None = None
+    ) -> AppendedBatch:
+        body: dict = {"messages": messages}
+        if chat is not None:
+            body["chat"] = chat
+        return self._call(
+            "POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=idempotency_key or new_idempotency_key()
+        )
+
+    def messages(
+        self,
+        sid: str,
+        *,
+        chat: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+        after: str | None = None,
+        all_chats: bool | None = None,
+    ) -> MessageList:
+        return self._call(
+            "GET",
+            f"/v1/sessions/{quote_id(sid)}/messages"
+            + query_string(dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)),
+        )
+
+    # talking to a model (issue 16)
+    def complete(
+        self,
+        sid: str,
+        content: str | None = None,
+        *,
+        chat: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        idempotency_key: str | None = None,
+    ):
+        """Append `content` as the user's message (if given), ask the session's model, and return the
+        answer as stored (with its usage, response times, and "interrupted" if it stopped early)."""
+        return self._call(
+            "POST",
+            f"/v1/sessions/{quote_id(sid)}/complete",
+            complete_body(content, chat, model, provider, False),
+            key=idempotency_key or new_idempotency_key(),
+        )
+
+    # session management
+    def quota(self, sid: str) -> Quota:
+        return self._call("GET", f"/v1/sessions/{quote_id(sid)}/quota")
+
+    def context(self, sid: str, chat: str | None = None) -> Context:
+        return self._call("GET", f"/v1/sessions/{quote_id(sid)}/context" + query_string(dict(chat=chat)))
+
+    def compact(self, sid: str, *, chat: str | None = None, target_tokens: int | None = None) -> Context:
+        return self._call(
+            "POST",
+            f"/v1/sessions/{quote_id(sid)}/compact",
+            {k: v for k, v in dict(chat=chat, target_tokens=target_tokens).items() if v is not None},
+        )
+
+    def uncompact(self, sid: str, *, chat: str | None = None) -> Context:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/uncompact", {"chat": chat} if chat else {})
+
+    def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> Session:
+        return self._call(
+            "POST",
+            f"/v1/sessions/{quote_id(sid)}/clone",
+            {k: v for k, v in dict(id=new_id, name=name).items() if v is not None},
+        )
+
+    def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> Session:
+        return self._call(
+            "POST",
+            f"/v1/sessions/{quote_id(sid)}/fork",
+            {k: v for k, v in dict(at=at, id=new_id, name=name).items() if v is not None},
+        )
+
+    def checkpoint(self, sid: str) -> Checkpoint:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/checkpoints")
+
+    def checkpoints(self, sid: str) -> CheckpointList:
+        return self._call("GET", f"/v1/sessions/{quote_id(sid)}/checkpoints")
+
+    def verify_proof(self, sid: str, proof: dict) -> ProofResult:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/verify-proof", {"proof": proof})
+
+    def stats(self, session: str | None = None, user: str | None = None):
+        return self._call("GET", "/v1/stats" + query_string(dict(session=session, user=user)))
+
+    def cleanup(self, older_than: float, *, dry_run: bool = False) -> CleanupResult:
+        return self._call("POST", "/v1/cleanup", {"older_than": older_than, "dry_run": dry_run})
+
+    def export(self, sid: str, fmt: str = "json", chat: str | None = None):
+        return self._call("GET", f"/v1/sessions/{quote_id(sid)}/export" + query_string(dict(format=fmt, chat=chat)))
+
+    def import_file(self, data: Any, fmt: str) -> ImportFileResult:
+        return self._call("POST", "/v1/import-file", {"format": fmt, "data": data})
+
+    # sharing
+    def share(
+        self, sid: str, *, write: bool = False, passphrase: str | None = None, expires_in: float | None = None
+    ) -> ShareResult:
+        body: dict = {"write": write}
+        if passphrase is not None:
+            body["passphrase"] = passphrase
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/share", body)
+
+    def rekey(self, sid: str, drop: list[str] | None = None) -> RekeyResult:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/rekey", {"drop": drop or []})
+
+    def import_code(self, code: str, passphrase: str | None = None) -> ImportResult:
+        body = {"code": code}
+        if passphrase is not None:
+            body["passphrase"] = passphrase
+        return self._call("POST", "/v1/import", body)
+
+    # sync
+    def sync(self, session: str | None = None, *, wait: bool = False, timeout: float | None = None):
+        body: dict = {"wait": wait}
+        if session is not None:
+            body["session"] = session
+        if timeout is not None:
+            body["timeout"] = timeout
+        return self._call("POST", "/v1/sync", body)
+
+    def verify(self, session: str | None = None) -> VerifyReport:
+        return self._call("POST", "/v1/verify", {"session": session} if session else {})

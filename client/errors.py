@@ -1,0 +1,43 @@
+"""What the client raises: `ClientError` and its two kinds, `DaemonNotRunning` (nothing answers on the
+socket) and `ApiError` (the daemon answered with an error, as the API's error shape describes it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ClientError(Exception):
+    pass
+
+
+class DaemonNotRunning(ClientError):
+    def __init__(self, path: str, why: str = ""):
+        super().__init__(
+            f"no sessiond daemon answers on {path}{f' ({why})' if why else ''}; "
+            f"start one with `sessiond start` (background) or `sessiond daemon` (foreground)"
+        )
+        self.path = path
+
+
+class ApiError(ClientError):
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def raise_for(status: int, data: Any) -> None:
+    """Raise the ApiError an answer carries (an HTTP status of 400 or more); nothing otherwise."""
+    if status >= 400:
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        raise ApiError(status, err.get("code", "http_error"), err.get("message", f"HTTP {status}"), err.get("details"))
+
+
+def lost(method: str, path: str) -> ClientError:
+    """The error for a request that cannot be repeated and whose connection broke before an answer."""
+    return ClientError(
+        f"the connection to the daemon broke before it answered {method} {path}; the request may "
+        f"or may not have been done: check (e.g. `sessiond ls`, `sessiond show`) before repeating it"
+    )

@@ -1,0 +1,109 @@
+"""Reading the daemon's server-sent event streams: the change events of GET /v1/events and a streamed
+answer of POST /v1/sessions/{id}/complete. `SseParser` reads either, a line at a time, for both
+clients; `CompletionStream` is the blocking client's streamed answer."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import ApiError, ClientError
+
+
+class SseParser:
+    """Server-sent events, fed one line at a time: `feed` returns (event name, decoded JSON data) when
+    the blank line that ends an event arrives, else None. Comments (": keep-alive") are skipped."""
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.data: list[str] = []
+
+    def feed(self, raw: bytes) -> tuple[str, Any] | None:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data.append(line[5:].lstrip(" "))
+        elif not line and self.data:
+            done = self.event, json.loads("\n".join(self.data))
+            self.event, self.data = "message", []
+            return done
+        return None
+
+
+class StreamedAnswer:
+    """Where the async client keeps a streamed answer's stored message as it arrives."""
+
+    def __init__(self) -> None:
+        self.message: dict | None = None
+
+
+def stream_event(event: str, data: Any, stream: StreamedAnswer | CompletionStream) -> str | None:
+    """One event of a streamed answer: a delta's text, or None (the stored message is kept on the
+    stream as .message; an error raises ApiError, with the partial answer as recorded in .details)."""
+    if event == "delta":
+        return data.get("content", "")
+    if event == "message":
+        stream.message = data
+    elif event == "error":
+        err = data.get("error", {})
+        details = dict(err.get("details") or {})
+        if data.get("message") is not None:
+            stream.message = details["message"] = data["message"]
+        raise ApiError(
+            502 if err.get("code") != "provider_timeout" else 504,
+            err.get("code", "provider_error"),
+            err.get("message", "the model's answer failed"),
+            details,
+        )
+    return None
+
+
+class CompletionStream:
+    """A streamed answer: iterate over it for the text as it arrives; afterwards .message is the stored
+    answer. close() (or leaving a `with` block) early stops the generation; the daemon records what
+    arrived, marked interrupted."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse):
+        self._conn, self._resp = conn, resp
+        self.message: dict | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        parser = SseParser()
+        try:
+            while True:
+                line = self._resp.readline()
+                if not line:
+                    break
+                done = parser.feed(line)
+                if done is not None:
+                    text = stream_event(*done, self)
+                    if text:
+                        yield text
+        finally:
+            self.close()
+        if self.message is None:
+            raise ClientError("the daemon's answer stream ended before the stored message")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> CompletionStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def change_events(resp: http.client.HTTPResponse) -> Iterator[dict]:
+    """The change events of GET /v1/events as they arrive (blocking), until the daemon ends the stream."""
+    parser = SseParser()
+    while True:
+        line = resp.fp.readline()
+        if not line:
+            return
+        done = parser.feed(line)
+        if done is not None:
+            yield done[1]
