@@ -114,6 +114,7 @@ class Connections:
         self.listeners: list[Callable[[dict], Any]] = []  # told each event after its commit
         self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, ...
         self._lock = asyncio.Lock()
+        self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Connections:
@@ -130,6 +131,10 @@ class Connections:
             await writer.execute("PRAGMA foreign_keys=ON")
             await writer.execute("PRAGMA busy_timeout=5000")
             await migrate(writer, upto)
+            if upto is None or upto >= 6:
+                # an import a crash cut short (its session hidden, see apply_remote): nothing of it stays,
+                # and it can be run again (its rows go with it: ON DELETE CASCADE)
+                await writer.execute("DELETE FROM sessions WHERE importing=1")
             # (set-up, before anyone else holds this object: the only reads on the writer outside a
             # transaction)
             rows = await writer.execute_fetchall("SELECT value FROM meta WHERE key='device_id'")

@@ -26,6 +26,8 @@ from .sessions import session_row
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_KEEP = 1000
+# a message of a session whose import is under way is not there yet (see apply_remote)
+_VISIBLE = " AND NOT EXISTS (SELECT 1 FROM sessions WHERE id=messages.session_id AND importing)"
 
 
 def message_dict(row: Row) -> dict:
@@ -89,7 +91,7 @@ class Messages:
                 " (SELECT last_seq FROM logs WHERE session_id=s.id AND device_id=?),"
                 " c.id, c.policy, c.compacted"
                 " FROM sessions s LEFT JOIN chats c ON c.session_id=s.id AND c.id=coalesce(?, s.current_chat)"
-                " WHERE s.id=?",
+                " WHERE s.id=? AND NOT s.importing",
                 (device, chat, sid),
             )
             if row is None:
@@ -255,7 +257,7 @@ class Messages:
     async def get(self, sid: str, mid: str) -> dict:
         dev, seq = parse_message_id(mid)
         row = await self.c.committed.fetchone(
-            "SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq=?", (sid, dev, seq)
+            "SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq=?" + _VISIBLE, (sid, dev, seq)
         )
         if row is None:
             raise NotFound(f"session {sid!r} has no message {mid!r}")
@@ -265,7 +267,8 @@ class Messages:
         """(lamport, device, seq, chat) of message `mid`."""
         dev, seq = parse_message_id(mid)
         row = await self.c.committed.fetchone(
-            "SELECT lamport, device_id, seq, chat_id FROM messages WHERE session_id=? AND device_id=? AND seq=?",
+            "SELECT lamport, device_id, seq, chat_id FROM messages WHERE session_id=? AND device_id=? AND seq=?"
+            + _VISIBLE,
             (sid, dev, seq),
         )
         if row is None:

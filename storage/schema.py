@@ -140,6 +140,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idempotency_age ON idempotency(session_id, created_at);
     """,
+    # 6: a session being imported in several write transactions (storage/apply.py, apply_remote) is
+    # hidden from every read until its last one: `importing` is 1 meanwhile. One left so by a crash is
+    # deleted when the database is opened (Connections.open).
+    """
+    ALTER TABLE sessions ADD COLUMN importing INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,8 +14,9 @@ from .model import JSON_FIELDS, now
 
 
 async def session_row(q: Any, sid: str) -> Row:
-    """The session's row, read through `q` (the committed state, or the transaction you hold)."""
-    row = await q.fetchone("SELECT * FROM sessions WHERE id=?", (sid,))
+    """The session's row, read through `q` (the committed state, or the transaction you hold). A session
+    whose import is under way is not there yet (see apply_remote)."""
+    row = await q.fetchone("SELECT * FROM sessions WHERE id=? AND NOT importing", (sid,))
     if row is None:
         raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
     return row
@@ -85,7 +86,10 @@ class Sessions:
 
     async def _check_limits(self, tx: Any, user: str | None) -> None:
         cap = self.c.limits.get("max_active_sessions")
-        if cap and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active'"))[0] >= cap:
+        if (
+            cap
+            and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active' AND NOT importing"))[0] >= cap
+        ):
             raise LimitReached(
                 f"this daemon already has {cap} active sessions (max_active_sessions); end or delete one first",
                 limit="max_active_sessions",
@@ -95,7 +99,12 @@ class Sessions:
         if (
             cap
             and user is not None
-            and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active' AND user=?", (user,)))[0] >= cap
+            and (
+                await tx.fetchone(
+                    "SELECT count(*) FROM sessions WHERE status='active' AND user=? AND NOT importing", (user,)
+                )
+            )[0]
+            >= cap
         ):
             raise LimitReached(
                 f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
@@ -124,7 +133,7 @@ class Sessions:
         limit: int = 50,
         after: str | None = None,
     ) -> list[dict]:
-        where, args = [], []
+        where, args = ["NOT importing"], []
         if user is not None:
             where.append("user=?")
             args.append(user)
@@ -137,11 +146,13 @@ class Sessions:
         if after is not None:
             where.append("id>?")
             args.append(after)
-        sql = "SELECT * FROM sessions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
+        sql = "SELECT * FROM sessions WHERE " + " AND ".join(where) + " ORDER BY id LIMIT ?"
         return [session_dict(r) for r in await self.c.committed.fetchall(sql, (*args, limit))]
 
     async def ids(self) -> list[str]:
-        return [r[0] for r in await self.c.committed.fetchall("SELECT id FROM sessions ORDER BY id")]
+        return [
+            r[0] for r in await self.c.committed.fetchall("SELECT id FROM sessions WHERE NOT importing ORDER BY id")
+        ]
 
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         async with self.c.transaction() as tx:
@@ -178,7 +189,7 @@ class Sessions:
         """Sessions past their expiry or idle timeout that are not ended yet."""
         out = []
         for r in await self.c.committed.fetchall(
-            "SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE status!='ended'"
+            "SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE status!='ended' AND NOT importing"
         ):
             # a value that is not a number (stored by an older sessiond) never expires its session, and
             # must not stop the others from expiring
@@ -193,7 +204,9 @@ class Sessions:
         return [
             dict(r)
             for r in await self.c.committed.fetchall(
-                "SELECT id, name, status, last_activity FROM sessions WHERE last_activity < ? ORDER BY id", (t,)
+                "SELECT id, name, status, last_activity FROM sessions WHERE last_activity < ? AND NOT importing"
+                " ORDER BY id",
+                (t,),
             )
         ]
 

@@ -62,7 +62,9 @@ class Stats:
                 "last_activity": s["last_activity"],
                 "per_chat": chats,
             }
-        where, args = ("WHERE s.user=?", (user,)) if user is not None else ("", ())
+        where, args = (
+            ("WHERE NOT s.importing AND s.user=?", (user,)) if user is not None else ("WHERE NOT s.importing", ())
+        )
         row = await q.fetchone(
             f"SELECT count(*), coalesce(sum(s.tokens_used), 0), "
             f"coalesce(sum((SELECT count(*) FROM messages m WHERE m.session_id=s.id)), 0), "
@@ -84,7 +86,8 @@ class Stats:
             out["users"] = [
                 {"user": r[0], "sessions": r[1], "tokens": r[2]}
                 for r in await q.fetchall(
-                    "SELECT user, count(*), coalesce(sum(tokens_used), 0) FROM sessions GROUP BY user ORDER BY user"
+                    "SELECT user, count(*), coalesce(sum(tokens_used), 0) FROM sessions WHERE NOT importing"
+                    " GROUP BY user ORDER BY user"
                 )
             ]
         return out
@@ -92,9 +95,15 @@ class Stats:
     async def counts(self) -> dict:
         q = self.c.committed
         out = {"sessions": 0, "active": 0, "paused": 0, "ended": 0}
-        for status, n in await q.fetchall("SELECT status, count(*) FROM sessions GROUP BY status"):
+        for status, n in await q.fetchall("SELECT status, count(*) FROM sessions WHERE NOT importing GROUP BY status"):
             out[status] = n
             out["sessions"] += n
-        out["messages"] = (await q.fetchone("SELECT count(*) FROM messages"))[0]
-        out["chats"] = (await q.fetchone("SELECT count(*) FROM chats"))[0]
+        # all rows, less those of a session being imported (none, almost always: a range of an index)
+        for key, table in (("messages", "messages"), ("chats", "chats")):
+            out[key] = (
+                await q.fetchone(
+                    f"SELECT (SELECT count(*) FROM {table}) - (SELECT count(*) FROM {table}"
+                    f" WHERE session_id IN (SELECT id FROM sessions WHERE importing))"
+                )
+            )[0]
         return out

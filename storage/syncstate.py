@@ -129,7 +129,7 @@ class SyncState:
             "SELECT s.id AS session_id, coalesce(l.last_seq, 0) AS last_seq, coalesce(y.pushed_seq, 0) AS pushed_seq,"
             " coalesce(y.head_rev, 0) AS head_rev, y.last_error AS last_error, y.last_push AS last_push"
             " FROM sessions s LEFT JOIN logs l ON l.session_id=s.id AND l.device_id=?"
-            " LEFT JOIN sync_state y ON y.session_id=s.id ORDER BY s.id",
+            " LEFT JOIN sync_state y ON y.session_id=s.id WHERE NOT s.importing ORDER BY s.id",
             (self.c.device_id,),
         )
         return {
