@@ -26,6 +26,7 @@ from .sessions import session_row
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_KEEP = 1000
+PRUNE_EVERY = 64  # appended messages between two prunings of a session's keys
 # a message of a session whose import is under way is not there yet (see apply_remote)
 _VISIBLE = " AND NOT EXISTS (SELECT 1 FROM sessions WHERE id=messages.session_id AND importing)"
 
@@ -75,28 +76,28 @@ class Messages:
             ).hexdigest()
         )
         async with self.c.transaction() as tx:
-            if key is not None:
-                seen = await tx.fetchone(
-                    "SELECT request, result FROM idempotency WHERE session_id=? AND key=?", (sid, key)
-                )
-                if seen is not None:
-                    if seen[0] != digest:
-                        raise IdempotencyKeyReused(
-                            f"Idempotency-Key {key!r} was already used for other messages in session {sid!r};"
-                            f" send a new key with each new request (the same key only to retry it)"
-                        )
-                    return json.loads(seen[1])  # a repeat: answered as the first time, nothing changed
+            # One read for the session, its log's last seq, the chat's budget and (with a key) an earlier
+            # answer to the same key: every statement is a hop to the writer's thread.
             row = await tx.fetchone(
                 "SELECT s.status, s.access, s.current_chat, s.lamport, s.policy, s.tokens_used,"
                 " (SELECT last_seq FROM logs WHERE session_id=s.id AND device_id=?),"
-                " c.id, c.policy, c.compacted"
+                " c.id, c.policy, c.compacted,"
+                " (SELECT request || ' ' || result FROM idempotency WHERE session_id=s.id AND key=?)"
                 " FROM sessions s LEFT JOIN chats c ON c.session_id=s.id AND c.id=coalesce(?, s.current_chat)"
                 " WHERE s.id=? AND NOT s.importing",
-                (device, chat, sid),
+                (device, key, chat, sid),
             )
+            if row is not None and row[10] is not None:
+                request, _, result = row[10].partition(" ")  # the request's digest is hex: no space in it
+                if request != digest:
+                    raise IdempotencyKeyReused(
+                        f"Idempotency-Key {key!r} was already used for other messages in session {sid!r};"
+                        f" send a new key with each new request (the same key only to retry it)"
+                    )
+                return json.loads(result)  # a repeat: answered as the first time, nothing changed
             if row is None:
                 raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
-            status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted = row
+            status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted, _ = row
             if access == "read":
                 raise Conflict(
                     f"session {sid!r} was imported with a read-only share code; this device can "
@@ -223,15 +224,22 @@ class Messages:
                     "INSERT INTO idempotency(session_id, key, request, result, created_at) VALUES (?,?,?,?,?)",
                     (sid, key, digest, dumps(out), t),
                 )
-                await tx.execute(
-                    "DELETE FROM idempotency WHERE session_id=? AND created_at < ?", (sid, t - IDEMPOTENCY_TTL)
-                )
-                edge = await tx.fetchone(
-                    "SELECT created_at FROM idempotency WHERE session_id=? ORDER BY created_at DESC LIMIT 1 OFFSET ?",
-                    (sid, IDEMPOTENCY_KEEP),
-                )
-                if edge is not None:
-                    await tx.execute("DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0]))
+                # Forgetting old keys costs three statements: done when this device's log of the session
+                # passes a multiple of PRUNE_EVERY, so a session keeps at most IDEMPOTENCY_KEEP + PRUNE_EVERY
+                # keys, each at least IDEMPOTENCY_TTL.
+                if (seq0 - 1) // PRUNE_EVERY != (seq0 + n - 1) // PRUNE_EVERY:
+                    await tx.execute(
+                        "DELETE FROM idempotency WHERE session_id=? AND created_at < ?", (sid, t - IDEMPOTENCY_TTL)
+                    )
+                    edge = await tx.fetchone(
+                        "SELECT created_at FROM idempotency WHERE session_id=? ORDER BY created_at DESC"
+                        " LIMIT 1 OFFSET ?",
+                        (sid, IDEMPOTENCY_KEEP),
+                    )
+                    if edge is not None:
+                        await tx.execute(
+                            "DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0])
+                        )
             ev = {"type": "messages.appended", "session": sid, "chat": chat_id, "ids": [m["id"] for m in out]}
             interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
             if (used // interval) != ((used + new_tokens) // interval):
