@@ -47,7 +47,16 @@ RUNS = int(os.environ.get("BENCH_RUNS", 5))
 # "short" is the 124-byte message of the incremental runs; "chat" is LMSYS-Chat-1M's averages (about 70
 # tokens per prompt and 215 per response, at ~4 characters a token); "long" is long-form answers.
 MIXES = {"short": (124, 124), "chat": (280, 860), "long": (600, 3000)}
-WORDS = ["the", "of", "and", "to", "in", "is", "you", "that", "it", "for", "on", "with", "as", "are", "this", "be", "at", "have", "or", "by", "from", "not", "but", "what", "all", "were", "when", "we", "there", "can", "an", "your", "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "she", "many", "some", "so", "these", "would", "other", "into", "has", "more", "her", "two", "like", "him", "see", "time", "could", "no", "make", "than", "first", "been", "its", "who", "now", "people", "my", "made", "over", "did", "down", "only", "way", "find", "use", "may", "water", "long", "little", "very", "after", "words", "called"]
+# fmt: off
+WORDS = [
+    "the", "of", "and", "to", "in", "is", "you", "that", "it", "for", "on", "with", "as", "are", "this", "be", "at",
+    "have", "or", "by", "from", "not", "but", "what", "all", "were", "when", "we", "there", "can", "an", "your",
+    "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "she", "many",
+    "some", "so", "these", "would", "other", "into", "has", "more", "her", "two", "like", "him", "see", "time",
+    "could", "no", "make", "than", "first", "been", "its", "who", "now", "people", "my", "made", "over", "did",
+    "down", "only", "way", "find", "use", "may", "water", "long", "little", "very", "after", "words", "called",
+]
+# fmt: on
 
 
 def text(rng: random.Random, n: int) -> str:
@@ -135,7 +144,7 @@ async def bench() -> dict:
             first = await syncer.push(sid)
             first_s = time.perf_counter() - t
             singles, single_s, with_compaction = [], [], []
-            for k in range(50):
+            for _ in range(50):
                 await db.append_messages(sid, [{"role": "user", "content": CONTENT}])
                 t = time.perf_counter()
                 res = await syncer.push(sid)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from functools import cache, lru_cache
+from functools import cache
 from itertools import compress
 from operator import itemgetter
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -457,7 +457,7 @@ def remote_op(kind: str, body: Any, where: str) -> None:
         if not isinstance(chats, list):
             raise Invalid(f"{w}chats must be a list")
         for i, c in enumerate(chats):
-            within(where, lambda: chat_spec(c, f"chats[{i}]", lenient=True))
+            within(where, lambda c=c, i=i: chat_spec(c, f"chats[{i}]", lenient=True))
     elif kind == "session.update":
         _session_fields(body, where)
     elif kind == "chat.create":

@@ -16,7 +16,7 @@ def cutoff_id(compacted: str | None) -> str | None:
     """The id of the last message a chat's compaction dropped (its stored cutoff), or None."""
     if not compacted:
         return None
-    lam, dev, seq = json.loads(compacted)
+    _lam, dev, seq = json.loads(compacted)
     return message_id(dev, seq)
 
 

@@ -146,11 +146,10 @@ class Sessions:
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid)
-            if "current_chat" in fields:
-                if not await tx.fetchone(
-                    "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
-                ):
-                    raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
+            if "current_chat" in fields and not await tx.fetchone(
+                "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
+            ):
+                raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
             await local_op(tx, self.c.device_id, sid, row["lamport"], "session.update", fields, now())
             tx.emit({"type": event, "session": sid, "fields": sorted(fields)})
         return await self.get(sid)

@@ -9,7 +9,7 @@ import os
 import threading
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from .base import MAX_OBJECT_SIZE, CorruptObject, ObjectMissing, StaleHead, Store, StoreError, check_object
+from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError, check_object
 from .cid import digest
 from .registry import RegistryEntry, RegistryError
 

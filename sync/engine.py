@@ -30,7 +30,7 @@ from .context import SyncContext
 from .errors import SyncError, describe
 from .follower import Follower
 from .heads import head_data, manifest_hash_of
-from .heads import open_manifest as _open_manifest
+from .heads import open_manifest as _open_manifest  # noqa: F401 (re-exported for the tests)
 from .importer import Importer
 from .keys import KeyStore
 from .members import Members

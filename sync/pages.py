@@ -7,6 +7,7 @@ sync/pull.py's.
 
 from __future__ import annotations
 
+import itertools
 import json
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ def encode_pages(
     kinds, chats, roles = run.kinds, run.chats, run.roles
     dev, sid_item = _enc(device), _enc(sid)
     out = []
-    for lo, hi in zip(bounds[:count], bounds[1 : count + 1]):
+    for lo, hi in itertools.pairwise(bounds[: count + 1]):
         # the map, keys in DAG-CBOR order (length, then bytewise): b c d f k l n r s t v x ty
         parts = [
             b"\xad",
