@@ -11,6 +11,7 @@ last-writer-wins per field by (lamport, device id); a session's end is final; me
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from operator import itemgetter
 
 from .connections import Connections, Transaction
@@ -18,7 +19,7 @@ from .errors import Invalid, NotFound
 from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
 
 
-def stamp_newer(stamp: tuple, old: list | None) -> bool:
+def stamp_newer(stamp: list | tuple, old: list | None) -> bool:
     return old is None or tuple(stamp) > tuple(old)
 
 
@@ -220,7 +221,7 @@ async def apply_remote(
     sid: str,
     logs: dict[str, RemoteLog],
     *,
-    peers: list[dict] = (),
+    peers: Sequence[dict] = (),
     remote: dict | None = None,
     access: str | None = None,
     event: str = "session.synced",
@@ -253,7 +254,7 @@ async def _apply_logs(
     msgs: list[list[tuple]],
     logs: dict[str, RemoteLog],
     *,
-    peers: list[dict],
+    peers: Sequence[dict],
     remote: dict | None,
     access: str | None,
     own: dict | None,

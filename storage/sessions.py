@@ -3,6 +3,7 @@ looks up first (session_row, writable_row)."""
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any
 
@@ -110,9 +111,9 @@ class Sessions:
         if counts:
             # count(*) is read off the covering index (~7 ms for 100,000 messages); the token total is kept
             # in the session row by every insert (a sum over the messages took 40-70 ms)
-            d["message_count"] = (await q.fetchone("SELECT count(*) FROM messages WHERE session_id=?", (sid,)))[0]
+            d["message_count"] = (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=?", (sid,)))[0][0]
             d["tokens"] = d["tokens_used"]
-            d["chat_count"] = (await q.fetchone("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0]
+            d["chat_count"] = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0]
         return d
 
     async def list(
@@ -140,7 +141,7 @@ class Sessions:
         sql = "SELECT * FROM sessions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
         return [session_dict(r) for r in await self.c.committed.fetchall(sql, (*args, limit))]
 
-    async def ids(self) -> list[str]:
+    async def ids(self) -> builtins.list[str]:  # `list` here is the method above
         return [r[0] for r in await self.c.committed.fetchall("SELECT id FROM sessions ORDER BY id")]
 
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
@@ -173,7 +174,7 @@ class Sessions:
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             tx.emit({"type": "session.deleted", "session": sid})
 
-    async def expired(self, t: float) -> list[dict]:
+    async def expired(self, t: float) -> builtins.list[dict]:
         """Sessions past their expiry or idle timeout that are not ended yet."""
         out = []
         for r in await self.c.committed.fetchall(
@@ -188,7 +189,7 @@ class Sessions:
                 out.append({"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]})
         return out
 
-    async def older_than(self, t: float) -> list[dict]:
+    async def older_than(self, t: float) -> builtins.list[dict]:
         return [
             dict(r)
             for r in await self.c.committed.fetchall(

@@ -70,6 +70,7 @@ class Stats:
             f"coalesce(sum(s.status='ended'), 0) FROM sessions s {where}",
             args,
         )
+        assert row is not None  # an aggregate answers one row
         out = {
             "sessions": row[0],
             "tokens": row[1],
@@ -95,6 +96,6 @@ class Stats:
         for status, n in await q.fetchall("SELECT status, count(*) FROM sessions GROUP BY status"):
             out[status] = n
             out["sessions"] += n
-        out["messages"] = (await q.fetchone("SELECT count(*) FROM messages"))[0]
-        out["chats"] = (await q.fetchone("SELECT count(*) FROM chats"))[0]
+        out["messages"] = (await q.fetchall("SELECT count(*) FROM messages"))[0][0]
+        out["chats"] = (await q.fetchall("SELECT count(*) FROM chats"))[0][0]
         return out

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 from nacl.public import SealedBox
 from nacl.signing import VerifyKey
@@ -44,7 +45,7 @@ class Rekeyer:
         self.members = members
         self.pusher = pusher
 
-    async def rekey(self, sid: str, drop: list[str] = ()) -> dict:
+    async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
         """Rotate the session key. Every writer device except those in `drop` gets the new key, sealed to
         its head key, through a notice in the old members slot; everyone else (read-only followers, old
         codes) can read nothing written from now on."""
