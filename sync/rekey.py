@@ -156,6 +156,7 @@ class Rekeyer:
             and bytes(remote["announce_pk"]) != record["a"]
         ):
             # this device's own rekey: was its notice published?
+            assert old_key is not None  # this device's own rekey began with the key it held
             store = await ctx.store_for(sid)
             rev, members, notice = await self.members.read_members(store, sid, old_key, bytes(remote["announce_pk"]))
             if notice is not None and notice.get("a") != record["a"]:
@@ -163,6 +164,7 @@ class Rekeyer:
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
                 return
             if notice is None:
+                assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
                 await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
