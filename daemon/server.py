@@ -126,9 +126,9 @@ class Daemon:
         self.started = time.monotonic()
         self.events = Events()
         self.db: Database = None  # type: ignore[assignment]
-        self.syncer = None
+        self.syncer: Syncer = None  # type: ignore[assignment]  # set by start(), before any request
         self._lock_fd: int | None = None
-        self._handed = None  # the socket a service manager handed over (it keeps the socket file)
+        self._handed: socket.socket | None = None  # the socket a service manager handed over (it keeps the socket file)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -191,6 +191,7 @@ class Daemon:
         self.db.listeners.append(self._on_change)
         await self._choose_store()
         self._configure_network_stores()
+        assert self.store_url is not None  # _choose_store chose one
         store = open_store(self.store_url)
         self.syncer = Syncer(
             self.db,
@@ -253,6 +254,7 @@ class Daemon:
                 )
             moved = await self.db.move_store(remembered)
             log.info("store changed", extra={"event": "store", "objects": moved})
+        assert self.store_url is not None  # the one asked for, the remembered one or the default
         if remembered != self.store_url:
             self.home.remember_store(self.store_url)
 
