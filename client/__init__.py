@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode
 from ..api.locate import resolve_home, socket_path
 
 if TYPE_CHECKING:  # the API's models, for type checkers (see above)
+    import aiohttp
     from typing_extensions import Unpack
 
     from ..api.chats import Chat, ChatCreate, ChatList
@@ -346,10 +347,10 @@ class CompletionStream:
         event, data = "message", []
         try:
             while True:
-                line = self._resp.readline()
-                if not line:
+                raw = self._resp.readline()
+                if not raw:
                     break
-                line = line.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8").rstrip("\r\n")
                 if line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("data:"):
@@ -512,10 +513,10 @@ class Client(_Api):
         resp = conn.getresponse()
         data = None
         while True:
-            line = resp.fp.readline()
-            if not line:
+            raw = resp.fp.readline()
+            if not raw:
                 return
-            line = line.decode().rstrip("\n")
+            line = raw.decode().rstrip("\n")
             if line.startswith("data: "):
                 data = json.loads(line[6:])
             elif line == "" and data is not None:
@@ -530,7 +531,7 @@ class AsyncClient(_Api):
         self.home = resolve_home(home)
         self.socket = socket or socket_path(self.home)
         self.timeout = timeout
-        self._session = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
