@@ -9,11 +9,10 @@ SUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.installed-run-$(SUM)
 TEST_STAMP := $(VENV)/.installed-test-$(SUM)
 
-# LINT_STRICT=1: `make lint` (and so `make test`) fails on any ruff finding, any file `ruff format` would
-# change, and any mypy error. LINT_STRICT=0 (until the tree's one formatting/typing pass is merged) fails
-# only on what can never be right: syntax errors and undefined names (E9, F63, F7, F82).
-# To turn the full check on for good, set the default below to 1. Try it now: `make lint LINT_STRICT=1`.
-LINT_STRICT ?= 0
+# LINT_STRICT=1 (the default): `make lint` (and so `make test`) fails on any ruff finding, any file
+# `ruff format` would change, and any mypy error. LINT_STRICT=0 fails only on what can never be right:
+# syntax errors and undefined names (E9, F63, F7, F82), for a branch caught mid-way.
+LINT_STRICT ?= 1
 
 .PHONY: run test test-long bench install lint typecheck-tree clean
 

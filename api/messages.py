@@ -1,6 +1,6 @@
 """Messages: one or a batch appended, the Idempotency-Key header, messages as answered, the list query."""
 
-from typing import Annotated, NotRequired, Required, Union
+from typing import Annotated, NotRequired, Required
 
 from pydantic import Field, PlainValidator, WithJsonSchema, with_config
 from typing_extensions import TypeAliasType, TypedDict

@@ -2,7 +2,8 @@
 
 from typing import Annotated, Any, NotRequired
 
-from pydantic import AfterValidator, BeforeValidator, with_config
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, with_config
+from pydantic.config import JsonDict
 from typing_extensions import TypedDict
 
 from .messages import MessageIn
@@ -93,7 +94,7 @@ class _SessionFields(Policy, total=False):
 
 
 # expires_at and expires_in are alternatives: not both given (as numbers, not null).
-_ONE_EXPIRY = {
+_ONE_EXPIRY: JsonDict = {
     "not": {
         "required": ["expires_at", "expires_in"],
         "properties": {"expires_at": {"type": "number"}, "expires_in": {"type": "number"}},
@@ -101,14 +102,14 @@ _ONE_EXPIRY = {
 }
 
 
-@with_config({**BODY, "json_schema_extra": _ONE_EXPIRY})
+@with_config(ConfigDict(**BODY, json_schema_extra=_ONE_EXPIRY))
 class SessionCreate(_SessionFields, total=False):
     """A new session; null is the same as leaving a field out."""
 
     id: SessionId | None
 
 
-@with_config({**BODY, "json_schema_extra": {**_ONE_EXPIRY, "minProperties": 1}})
+@with_config(ConfigDict(**BODY, json_schema_extra={**_ONE_EXPIRY, "minProperties": 1}))
 class SessionPatch(_SessionFields, total=False):
     """Changes to a session: the fields given replace the current ones; null clears a field. settings and
     policy (with its shortcuts) are merged per field."""

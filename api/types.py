@@ -175,7 +175,8 @@ def _tag_set(v: list[str]) -> list[str]:
     return sorted(set(v))
 
 
-Tags = Annotated[list[Text(100, min_len=1)], AfterValidator(_tag_set)]
+_Tag = Text(100, min_len=1)
+Tags = Annotated[list[_Tag], AfterValidator(_tag_set)]
 
 
 def QueryInt(lo: int, hi: int) -> Any:

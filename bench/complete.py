@@ -114,7 +114,7 @@ def main() -> None:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the loopback provider did not start")
+                    raise RuntimeError("the loopback provider did not start") from None
                 time.sleep(0.05)
         with Daemon(home=home) as d:
             c = Client(d.home)

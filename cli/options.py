@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 
@@ -23,7 +24,7 @@ def add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, dest="max_tokens")
 
 
-def settings_of(args) -> dict | None:
+def settings_of(args) -> Any:  # a Settings body or None (the daemon checks it)
     s = {
         k: getattr(args, k)
         for k in ("temperature", "top_k", "top_p", "max_tokens", "provider")
@@ -59,7 +60,7 @@ def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
         )
 
 
-def policy_of(args) -> dict:
+def policy_of(args) -> Any:  # a ChatPolicy body, maybe empty (the daemon checks it)
     out = {}
     for k in ("token_quota", "max_context_tokens", "context_margin", "checkpoint_interval", "idle_timeout"):
         if getattr(args, k, None) is not None:

@@ -4,12 +4,15 @@ use, so that importing the client stays standard library only). The same methods
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.locate import resolve_home, socket_path
 from .calls import IDEMPOTENCY_HEADER, Api, complete_body, new_idempotency_key, quote_id, retryable
 from .errors import ClientError, DaemonNotRunning, lost, raise_for
 from .streams import SseParser, StreamedAnswer, stream_event
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class AsyncClient(Api):
@@ -19,7 +22,7 @@ class AsyncClient(Api):
         self.home = resolve_home(home)
         self.socket = socket or socket_path(self.home)
         self.timeout = timeout
-        self._session = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -5,6 +5,7 @@ them and turns every error into the one JSON error shape (api/errors.py)."""
 
 import asyncio
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -17,7 +18,7 @@ log = logging.getLogger("sessiond.api")
 
 
 def error_body(code: str, message: str, **details) -> dict:
-    err = {"code": code, "message": message}
+    err: dict[str, Any] = {"code": code, "message": message}
     if details:
         err["details"] = details
     return {"error": err}

@@ -206,7 +206,8 @@ def parse_chatgpt(data: Any) -> list[dict]:
             if node.get("children") is not None and not isinstance(node["children"], list):
                 raise Invalid(f"{where}: node {node_id!r:.80} has children that are not a list")
 
-        def path_to(node_id: str) -> list[str]:
+        # Both helpers run within this iteration; the defaults bind this conversation's values all the same.
+        def path_to(node_id: str, where: str = where, mapping: dict = mapping) -> list[str]:
             path, seen = [], set()
             while node_id is not None:
                 if node_id in seen:
@@ -218,7 +219,7 @@ def parse_chatgpt(data: Any) -> list[dict]:
                 node_id = mapping[node_id].get("parent")
             return list(reversed(path))
 
-        def message_of(node_id: str) -> dict | None:
+        def message_of(node_id: str, where: str = where, mapping: dict = mapping) -> dict | None:
             msg = mapping[node_id].get("message")
             if not msg:
                 return None
@@ -241,7 +242,7 @@ def parse_chatgpt(data: Any) -> list[dict]:
 
         main_path = path_to(current)
         main_msgs = [m for m in (message_of(n) for n in main_path) if m]
-        leaves = [n for n, v in mapping.items() if isinstance(v, dict) and not v.get("children") and n != current]
+        leaves = [n for n, nd in mapping.items() if isinstance(nd, dict) and not nd.get("children") and n != current]
         forks = []
         on_main = set(main_path)
         for leaf in sorted(leaves):

@@ -9,15 +9,15 @@ import tomllib
 from dataclasses import dataclass, field
 
 from ..api.locate import (
-    MAX_SOCKET_PATH,
-    SOCKET_NAME,
+    MAX_SOCKET_PATH,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
+    SOCKET_NAME,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
     HomeError,
-    default_home,
+    default_home,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
     lock_path,
-    read_lock,
-    resolve_home,
+    read_lock,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
+    resolve_home,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
     runtime_socket_path,
-    socket_path,
+    socket_path,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
 )
 
 

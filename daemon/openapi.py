@@ -7,6 +7,7 @@ import re
 from typing import Any, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic.json_schema import JsonSchemaMode
 
 from ..api.errors import ERROR_STATUSES, EXTRA_STATUSES, Error
 from ..api.types import JSON_VALUE_SCHEMA
@@ -54,14 +55,14 @@ def _needs_body(model: Any) -> bool:
 
 
 def build_openapi(routes, version: str) -> dict:
-    keyed = [("Error", "validation", TypeAdapter(Error))]
+    keyed: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = [("Error", "validation", TypeAdapter(Error))]
     for i, r in enumerate(routes):
         if r.request is not None:
             keyed.append((f"req{i}", "validation", TypeAdapter(r.request)))
         if r.response is not None:
             keyed.append((f"res{i}", "serialization", TypeAdapter(r.response)))
-    schemas, defs = TypeAdapter.json_schemas(keyed, ref_template=REF)
-    schemas = {key: _simplify(s) for (key, _), s in schemas.items()}
+    by_key, defs = TypeAdapter.json_schemas(keyed, ref_template=REF)
+    schemas = {key: _simplify(s) for (key, _), s in by_key.items()}
     error = {"content": {"application/json": {"schema": schemas["Error"]}}}
 
     paths: dict[str, dict] = {}
@@ -90,6 +91,7 @@ def build_openapi(routes, version: str) -> dict:
                 "required": _needs_body(r.request),
                 "content": {"application/json": {"schema": schemas[f"req{i}"]}},
             }
+        ok: dict[str, Any]
         if r.response is not None:
             ok = {"description": "success", "content": {"application/json": {"schema": schemas[f"res{i}"]}}}
         else:

@@ -10,7 +10,6 @@ stored, logged, or put in an error message."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator

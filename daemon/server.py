@@ -128,9 +128,9 @@ class Daemon:
         self.started = time.monotonic()
         self.events = Events()
         self.db: Database = None  # type: ignore[assignment]
-        self.syncer = None
+        self.syncer: Syncer = None  # type: ignore[assignment]  # set by start(), before any request
         self._lock_fd: int | None = None
-        self._handed = None  # the socket a service manager handed over (it keeps the socket file)
+        self._handed: socket.socket | None = None  # the socket a service manager handed over (it keeps the socket file)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -167,13 +167,13 @@ class Daemon:
         """What network stores (stores/) need from this device: a secret their portal account keys
         derive from (a key derived from the device seed under a name no session id can have), a
         private folder for portal tokens, and the Kubo RPC credentials file if the home has one."""
-        from sessiond import stores
-
+        from .. import stores
+        from ..stores.http import DEFAULT_MAX_REQUESTS_PER_SECOND
         from ..sync.keys import KeyStore
 
         account_root = bytes(KeyStore(self.home.keys).head_key("\x00store accounts"))
         kubo_auth = os.path.join(self.home.path, "kubo-auth")
-        pinning: dict = {}
+        pinning: dict[str, str | None] = {}
         if self.config.pinning_service:
             # The service fetches what it pins by CID from the IPFS network: only a Kubo node's objects
             # are there (an S5 portal's, a relay's or a folder's are not), so pinning wraps Kubo stores.
@@ -193,8 +193,10 @@ class Daemon:
             account_seed=account_root,
             token_dir=os.path.join(self.home.path, "store-tokens"),
             kubo_auth_file=kubo_auth if os.path.exists(kubo_auth) else None,
-            **({"max_requests_per_second": rate} if rate is not None else {}),  # else stores/http.py's default
-            **pinning,
+            max_requests_per_second=rate if rate is not None else DEFAULT_MAX_REQUESTS_PER_SECOND,
+            pinning_service=pinning.get("pinning_service"),
+            pinning_token_file=pinning.get("pinning_token_file"),
+            pinning_state_dir=pinning.get("pinning_state_dir"),
         )
 
     async def start(self) -> None:
@@ -211,6 +213,7 @@ class Daemon:
         self.db.listeners.append(self._on_change)
         await self._choose_store()
         self._configure_network_stores()
+        assert self.store_url is not None  # _choose_store chose one
         store = open_store(self.store_url)
         self.syncer = Syncer(
             self.db,
@@ -273,6 +276,7 @@ class Daemon:
                 )
             moved = await self.db.move_store(remembered)
             log.info("store changed", extra={"event": "store", "objects": moved})
+        assert self.store_url is not None  # the one asked for, the remembered one or the default
         if remembered != self.store_url:
             self.home.remember_store(self.store_url)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import time
-from functools import cache, lru_cache
+from collections.abc import Mapping
+from functools import cache
 from itertools import compress
 from operator import itemgetter
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -79,13 +80,13 @@ def _allowed(schema: dict, loc: tuple) -> list[str] | None:
     return None
 
 
-def describe(err: dict, where: str = "", schema: dict | None = None) -> str:
+def describe(err: Mapping[str, Any], where: str = "", schema: dict | None = None) -> str:
     """One pydantic error as a sentence naming the field."""
     loc, kind, ctx = err["loc"], err["type"], err.get("ctx") or {}
     field = _join(where, place(loc) + ctx.get("sub", "")) or "body"
     if ctx.get("what"):  # an id names what it is: "session id", "chat id"
         field = _join(where, place(loc[:-1]) + (" " if loc[:-1] else "") + ctx["what"])
-    value = err.get("input")
+    value: Any = err.get("input")  # any JSON value
     if kind == "sessiond":  # a sentence's tail, or a whole sentence about the whole body
         return f"{field} {err['msg']}" if loc or where or ctx.get("sub") else err["msg"]
     if kind == "extra_forbidden":
@@ -457,7 +458,7 @@ def remote_op(kind: str, body: Any, where: str) -> None:
         if not isinstance(chats, list):
             raise Invalid(f"{w}chats must be a list")
         for i, c in enumerate(chats):
-            within(where, lambda: chat_spec(c, f"chats[{i}]", lenient=True))
+            within(where, lambda c=c, i=i: chat_spec(c, f"chats[{i}]", lenient=True))
     elif kind == "session.update":
         _session_fields(body, where)
     elif kind == "chat.create":

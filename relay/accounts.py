@@ -81,7 +81,7 @@ class Accounts:
         self._check_key(pub)
         now = time.monotonic()
         while self._challenges:  # forget expired ones, and the oldest past the cap
-            key, (_, at) = next(iter(self._challenges.items()))
+            _key, (_, at) = next(iter(self._challenges.items()))
             if now - at < CHALLENGE_TTL and len(self._challenges) < MAX_CHALLENGES:
                 break
             self._challenges.popitem(last=False)

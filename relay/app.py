@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import ssl
 from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from ..storage.fsutil import ensure_private_dir
 from ..stores.base import MAX_OBJECT_SIZE
@@ -110,17 +109,18 @@ def make_app(relay: Relay) -> web.Application:
     async def upload(request: web.Request):
         acct = account(request)
         if request.content_type == "multipart/form-data":
-            data = None
+            data: bytes | None = None
             reader = await request.multipart()
             async for part in reader:
+                assert isinstance(part, BodyPartReader)  # as before, a nested multipart body fails here
                 if part.name != "file" or data is not None:
                     raise BadRequest(f"unexpected multipart field {part.name!r} (expected one field 'file')")
-                data = bytearray()
+                buf = bytearray()
                 while chunk := await part.read_chunk(1 << 16):
-                    data += chunk
-                    if len(data) > MAX_OBJECT_SIZE:
+                    buf += chunk
+                    if len(buf) > MAX_OBJECT_SIZE:
                         raise TooLarge(f"object larger than the relay's limit of {MAX_OBJECT_SIZE} bytes")
-                data = bytes(data)
+                data = bytes(buf)
             if data is None:
                 raise BadRequest("the multipart body has no 'file' field")
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from operator import itemgetter
 
 from .connections import Connections, Transaction
@@ -19,7 +20,7 @@ from .errors import Conflict, Invalid, NotFound
 from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
 
 
-def stamp_newer(stamp: tuple, old: list | None) -> bool:
+def stamp_newer(stamp: list | tuple, old: list | None) -> bool:
     return old is None or tuple(stamp) > tuple(old)
 
 
@@ -228,7 +229,7 @@ async def apply_remote(
     sid: str,
     logs: dict[str, RemoteLog],
     *,
-    peers: list[dict] = (),
+    peers: Sequence[dict] = (),
     remote: dict | None = None,
     access: str | None = None,
     event: str = "session.synced",
@@ -348,7 +349,7 @@ async def _apply_logs(
     msgs: list[list[tuple]],
     logs: dict[str, RemoteLog],
     *,
-    peers: list[dict],
+    peers: Sequence[dict],
     remote: dict | None,
     access: str | None,
     own: dict | None,
@@ -367,7 +368,7 @@ async def _finish(
     logs: dict[str, RemoteLog],
     tally: _Tally,
     *,
-    peers: list[dict],
+    peers: Sequence[dict],
     remote: dict | None,
     access: str | None,
     own: dict | None,

@@ -16,7 +16,7 @@ def cutoff_id(compacted: str | None) -> str | None:
     """The id of the last message a chat's compaction dropped (its stored cutoff), or None."""
     if not compacted:
         return None
-    lam, dev, seq = json.loads(compacted)
+    _lam, dev, seq = json.loads(compacted)
     return message_id(dev, seq)
 
 
@@ -57,7 +57,7 @@ class Chats:
             if await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
             cap = self.c.limits.get("max_chats_per_session")
-            if cap and (await tx.fetchone("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0] >= cap:
+            if cap and (await tx.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] >= cap:
                 raise LimitReached(
                     f"session {sid!r} already has {cap} chats (max_chats_per_session)",
                     limit="max_chats_per_session",

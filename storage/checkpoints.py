@@ -3,6 +3,7 @@ messages a checkpoint hashes, read in one snapshot on the bulk-read thread."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from typing import Any
@@ -76,9 +77,10 @@ class Checkpoints:
         row = await self.c.committed.fetchone(
             "SELECT max(number) FROM checkpoints WHERE session_id=? AND device_id=?", (sid, self.c.device_id)
         )
+        assert row is not None  # an aggregate answers one row
         return (row[0] or 0) + 1
 
-    async def chain(self, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], list[tuple]]:
+    async def chain(self, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], builtins.list[tuple]]:
         """For checkpoints, from one snapshot: the session's identity (its row id and creation time, which
         tell a session from a later one of the same id), its frontier (each device's last seq here,
         as `devices`), and its messages as (lamport, device, seq, chat, role, content, tokens) with

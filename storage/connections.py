@@ -62,7 +62,7 @@ class Committed:
         return list(await self._conn.execute_fetchall(sql, args))
 
     async def fetchone(self, sql: str, args: tuple = ()) -> Row | None:
-        rows = await self._conn.execute_fetchall(sql, args)
+        rows = list(await self._conn.execute_fetchall(sql, args))
         return rows[0] if rows else None
 
 
@@ -78,7 +78,7 @@ class Transaction:
         return list(await self._conn.execute_fetchall(sql, args))
 
     async def fetchone(self, sql: str, args: tuple = ()) -> Row | None:
-        rows = await self._conn.execute_fetchall(sql, args)
+        rows = list(await self._conn.execute_fetchall(sql, args))
         return rows[0] if rows else None
 
     async def execute(self, sql: str, args: tuple = ()) -> int:
@@ -137,7 +137,7 @@ class Connections:
                 await writer.execute("DELETE FROM sessions WHERE importing=1")
             # (set-up, before anyone else holds this object: the only reads on the writer outside a
             # transaction)
-            rows = await writer.execute_fetchall("SELECT value FROM meta WHERE key='device_id'")
+            rows = list(await writer.execute_fetchall("SELECT value FROM meta WHERE key='device_id'"))
             if rows:
                 device_id = rows[0][0]
             else:

@@ -145,7 +145,7 @@ class Context:
         policy = json.loads(srow["policy"])
         p, cut = await chat_budget(q, sid, chat, policy)
         rows = await active(q, sid, chat, cut)
-        total = (await q.fetchone("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
+        total = (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0][0]
         return {
             "session": sid,
             "chat": chat,

@@ -32,7 +32,7 @@ its statement is finished in the connection's thread, so no read snapshot is eve
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .apply import apply_remote
@@ -311,7 +311,7 @@ class Database:
         sid: str,
         logs: dict[str, RemoteLog],
         *,
-        peers: list[dict] = (),
+        peers: Sequence[dict] = (),
         remote: dict | None = None,
         access: str | None = None,
         event: str = "session.synced",

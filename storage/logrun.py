@@ -62,8 +62,8 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
     if run.seqs != sorted(run.seqs):  # the index gives seq order; should SQLite ever not, sort (contents too)
         order = sorted(range(len(run)), key=run.seqs.__getitem__)
         offs = list(accumulate(run.sizes, initial=0))
-        run = LogRun(
-            *(list(map(c.__getitem__, order)) for c in run._columns()),
+        run = LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+            *(list(map(c.__getitem__, order)) for c in run._columns()),  # type: ignore[arg-type]
             b"".join([run.blob[offs[i] : offs[i + 1]] for i in order]),
         )
     other = cur.execute(
@@ -74,7 +74,7 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
         n = len(other)
         cols = [a + b for a, b in zip(run._columns(), (*map(list, zip(*other)), *([None] * n,) * 4, [-1] * n))]
         order = sorted(range(len(cols[0])), key=cols[0].__getitem__)
-        run = LogRun(*(list(map(c.__getitem__, order)) for c in cols), run.blob)
+        run = LogRun(*(list(map(c.__getitem__, order)) for c in cols), run.blob)  # type: ignore[call-arg, arg-type]  # mypy cannot count the ten columns a generator unpacks
     return run
 
 

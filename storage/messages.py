@@ -3,6 +3,7 @@ and read them back (a page of a chat, the whole conversation)."""
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 
@@ -126,8 +127,8 @@ class Messages:
             if cap:
                 for c in chats:
                     have = (
-                        await tx.fetchone("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, c))
-                    )[0]
+                        await tx.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, c))
+                    )[0][0]
                     adding = sum(1 for m in messages if (m.get("chat") or chat_id) == c)
                     if have + adding > cap:
                         raise LimitReached(
@@ -317,7 +318,7 @@ class Messages:
             rows.reverse()
         return [message_dict(r) for r in rows]
 
-    async def conversation(self, sid: str) -> list[tuple]:
+    async def conversation(self, sid: str) -> builtins.list[tuple]:  # `list` here is the method above
         """Every message of the session in its global order, as (device, seq, chat, role, content, tokens)."""
         return [
             tuple(r)

@@ -145,10 +145,12 @@ class LogRun:
 
     def tail(self, i: int) -> LogRun:
         """The operations from index i on (their contents still in this run's blob)."""
-        return LogRun(*(c[i:] for c in self._columns()), b"", self.pieces()[i:])
+        return LogRun(*(c[i:] for c in self._columns()), b"", self.pieces()[i:])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
 
     def __add__(self, other: LogRun) -> LogRun:
-        return LogRun(*(a + b for a, b in zip(self._columns(), other._columns())), b"", self.pieces() + other.pieces())
+        return LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+            *(a + b for a, b in zip(self._columns(), other._columns())), b"", self.pieces() + other.pieces()
+        )
 
     def _columns(self) -> tuple:
         return (

@@ -153,7 +153,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 async def schema_version(conn: aiosqlite.Connection) -> int:
     if not await conn.execute_fetchall("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"):
         return 0
-    rows = await conn.execute_fetchall("SELECT version FROM schema_version")
+    rows = list(await conn.execute_fetchall("SELECT version FROM schema_version"))
     return rows[0][0] if rows else 0
 
 

@@ -3,6 +3,7 @@ looks up first (session_row, writable_row)."""
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any
 
@@ -119,9 +120,9 @@ class Sessions:
         if counts:
             # count(*) is read off the covering index (~7 ms for 100,000 messages); the token total is kept
             # in the session row by every insert (a sum over the messages took 40-70 ms)
-            d["message_count"] = (await q.fetchone("SELECT count(*) FROM messages WHERE session_id=?", (sid,)))[0]
+            d["message_count"] = (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=?", (sid,)))[0][0]
             d["tokens"] = d["tokens_used"]
-            d["chat_count"] = (await q.fetchone("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0]
+            d["chat_count"] = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0]
         return d
 
     async def list(
@@ -149,7 +150,7 @@ class Sessions:
         sql = "SELECT * FROM sessions WHERE " + " AND ".join(where) + " ORDER BY id LIMIT ?"
         return [session_dict(r) for r in await self.c.committed.fetchall(sql, (*args, limit))]
 
-    async def ids(self) -> list[str]:
+    async def ids(self) -> builtins.list[str]:  # `list` here is the method above
         return [
             r[0] for r in await self.c.committed.fetchall("SELECT id FROM sessions WHERE NOT importing ORDER BY id")
         ]
@@ -157,11 +158,10 @@ class Sessions:
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid)
-            if "current_chat" in fields:
-                if not await tx.fetchone(
-                    "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
-                ):
-                    raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
+            if "current_chat" in fields and not await tx.fetchone(
+                "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
+            ):
+                raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
             await local_op(tx, self.c.device_id, sid, row["lamport"], "session.update", fields, now())
             tx.emit({"type": event, "session": sid, "fields": sorted(fields)})
         return await self.get(sid)
@@ -185,7 +185,7 @@ class Sessions:
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             tx.emit({"type": "session.deleted", "session": sid})
 
-    async def expired(self, t: float) -> list[dict]:
+    async def expired(self, t: float) -> builtins.list[dict]:
         """Sessions past their expiry or idle timeout that are not ended yet."""
         out = []
         for r in await self.c.committed.fetchall(
@@ -200,7 +200,7 @@ class Sessions:
                 out.append({"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]})
         return out
 
-    async def older_than(self, t: float) -> list[dict]:
+    async def older_than(self, t: float) -> builtins.list[dict]:
         return [
             dict(r)
             for r in await self.c.committed.fetchall(

@@ -72,6 +72,7 @@ class Stats:
             f"coalesce(sum(s.status='ended'), 0) FROM sessions s {where}",
             args,
         )
+        assert row is not None  # an aggregate answers one row
         out = {
             "sessions": row[0],
             "tokens": row[1],
@@ -101,9 +102,9 @@ class Stats:
         # all rows, less those of a session being imported (none, almost always: a range of an index)
         for key, table in (("messages", "messages"), ("chats", "chats")):
             out[key] = (
-                await q.fetchone(
+                await q.fetchall(
                     f"SELECT (SELECT count(*) FROM {table}) - (SELECT count(*) FROM {table}"
                     f" WHERE session_id IN (SELECT id FROM sessions WHERE importing))"
                 )
-            )[0]
+            )[0][0]
         return out

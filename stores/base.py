@@ -99,10 +99,11 @@ class Store(ABC):
         return {pk: out[pk] for pk in dict.fromkeys(pks)}
 
     async def unpin(self, hashes: list[bytes]) -> None:
-        """(Not named `release`: test doubles of stores use that name for an Event.) The log no longer references these objects: a store that keeps objects alive on purpose
-        (a Kubo node's pins, a pinning service's pin requests) lets them go; others keep them (a
-        folder or portal keeps what it holds; collecting it is not this call's business). Idempotent:
-        releasing an object not held, or twice, is no error."""
+        """(Not named `release`: test doubles of stores use that name for an Event.) The log no longer
+        references these objects: a store that keeps objects alive on purpose (a Kubo node's pins, a
+        pinning service's pin requests) lets them go; others keep them (a folder or portal keeps what it
+        holds; collecting it is not this call's business). Idempotent: releasing an object not held, or
+        twice, is no error."""
         return None
 
 

@@ -101,6 +101,7 @@ def open_network_store(url: str) -> Store:
         if s.pinning_service:
             from .pinning import PinningStore
 
+            assert s.pinning_token_file is not None  # given together with pinning_service (checked on load)
             return PinningStore(
                 kubo,
                 s.pinning_service,

@@ -7,9 +7,10 @@ import concurrent.futures
 import fcntl
 import os
 import threading
+from collections.abc import Sequence
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from .base import MAX_OBJECT_SIZE, CorruptObject, ObjectMissing, StaleHead, Store, StoreError, check_object
+from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError, check_object
 from .cid import digest
 from .registry import RegistryEntry, RegistryError
 
@@ -85,7 +86,7 @@ class FileStore(Store):
     async def put(self, data: bytes) -> bytes:
         return await asyncio.to_thread(self._put_sync, data)
 
-    async def put_many(self, items: list[bytes], hashes: list[bytes] | None = None) -> list[bytes]:
+    async def put_many(self, items: list[bytes], hashes: Sequence[bytes | None] | None = None) -> list[bytes]:
         """put() for several objects. `hashes`, if given, are the objects' BLAKE3 hashes, computed by
         the caller in this process (sealing hashes every ciphertext anyway): trusted, not recomputed."""
         hashes = hashes or [None] * len(items)

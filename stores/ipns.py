@@ -147,6 +147,7 @@ def decode_entry(raw: bytes) -> dict:
     while i < len(raw):
         key, i = _read_varint(raw, i)
         num, wire = key >> 3, key & 7
+        v: int | bytes
         if wire == 0:
             v, i = _read_varint(raw, i)
         elif wire == 2:

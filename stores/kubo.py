@@ -172,7 +172,7 @@ class KuboStore(Store):
 
     async def has(self, h: bytes) -> bool:
         cid = BlobId(h, 0).ipfs_cid()
-        reply, err = await self._rpc("block/stat", {"arg": cid, "offline": "true"})
+        _reply, err = await self._rpc("block/stat", {"arg": cid, "offline": "true"})
         if err is not None:
             if _not_found(err):
                 return False
@@ -187,13 +187,13 @@ class KuboStore(Store):
         cids = [BlobId(h, 0).ipfs_cid() for h in dict.fromkeys(hashes)]
         for i in range(0, len(cids), PIN_RM_BATCH):
             batch = cids[i : i + PIN_RM_BATCH]
-            reply, err = await self._rpc("pin/rm", [("arg", c) for c in batch] + [("recursive", "true")])
+            _reply, err = await self._rpc("pin/rm", [("arg", c) for c in batch] + [("recursive", "true")])
             if err is None:
                 continue
             if not _not_pinned(err):
                 raise ServerError(f"the Kubo node failed pin/rm: {self.http.scrub(err)}", 500)
             for cid in batch:
-                reply, err = await self._rpc("pin/rm", [("arg", cid), ("recursive", "true")])
+                _reply, err = await self._rpc("pin/rm", [("arg", cid), ("recursive", "true")])
                 if err is not None and not _not_pinned(err):
                     raise ServerError(f"the Kubo node failed pin/rm {cid}: {self.http.scrub(err)}", 500)
 
@@ -253,7 +253,7 @@ class KuboStore(Store):
             f.add_field("file", record, filename="record", content_type="application/vnd.ipfs.ipns-record")
             return f
 
-        reply, err = await self._rpc("routing/put", {"arg": f"/ipns/{name}", "allow-offline": "true"}, body=form)
+        _reply, err = await self._rpc("routing/put", {"arg": f"/ipns/{name}", "allow-offline": "true"}, body=form)
         if err is not None:
             # Kubo keeps the better of two records (higher sequence) and refuses the other.
             current = await self.get_head(entry.pk)

@@ -27,6 +27,7 @@ import base64
 import hashlib
 import os
 from http.cookies import SimpleCookie
+from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
@@ -144,6 +145,7 @@ class S5Store(Store):
     async def _challenge_login(self, path: str, kind: int) -> str | None:
         """One challenge round on `path`; the token, or None if the portal refused the signed answer
         with an error that is not about credentials (e.g. "this key is not registered")."""
+        assert self._key is not None  # called only for a store given a key
         pub = b64url(b"\xed" + bytes(self._key.verify_key))
         reply = await self.http.request(
             "GET",
@@ -157,7 +159,12 @@ class S5Store(Store):
         except (KeyError, TypeError, ValueError):
             raise ServerError(f"the S5 portal {self.authority} sent a login challenge we cannot read") from None
         response, signature = challenge_response(self._key, kind, challenge, self.authority)
-        body = {"pubKey": pub, "response": b64url(response), "signature": b64url(signature), "label": "sessiond"}
+        body: dict[str, Any] = {
+            "pubKey": pub,
+            "response": b64url(response),
+            "signature": b64url(signature),
+            "label": "sessiond",
+        }
         if kind == CHALLENGE_REGISTER:
             body["email"] = None
             if self._invite:

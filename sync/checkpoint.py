@@ -14,6 +14,7 @@ everything but the signature.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def conversation_hashes(messages: list[tuple], frontiers: list[dict[str, int]]) 
     for i, (device, seq, _, _) in enumerate(messages):
         seqs.setdefault(device, []).append(seq)
         where.setdefault(device, []).append(i)
-    ordered = all(all(a < b for a, b in zip(s, s[1:])) for s in seqs.values())
+    ordered = all(all(a < b for a, b in itertools.pairwise(s)) for s in seqs.values())
     out: list = [None] * len(frontiers)
     prefix: dict[int, list[int]] = {}
     for k, frontier in enumerate(frontiers):

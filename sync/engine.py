@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
@@ -30,7 +30,7 @@ from .context import SyncContext
 from .errors import SyncError, describe
 from .follower import Follower
 from .heads import head_data, manifest_hash_of
-from .heads import open_manifest as _open_manifest
+from .heads import open_manifest as _open_manifest  # noqa: F401 (re-exported for the tests)
 from .importer import Importer
 from .keys import KeyStore
 from .members import Members
@@ -305,7 +305,7 @@ class Syncer:
     ) -> tuple[int, list[dict], dict | None]:
         return await self.members.read_members(store, sid, session_key, announce_pk, min_rev)
 
-    async def ensure_member(self, sid: str, *, extra: list[dict] = ()) -> int:
+    async def ensure_member(self, sid: str, *, extra: Sequence[dict] = ()) -> int:
         return await self.members.ensure_member(sid, extra=extra)
 
     async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
@@ -314,7 +314,7 @@ class Syncer:
     async def import_code(self, text: str, passphrase: str | None) -> dict:
         return await self.importer.import_code(text, passphrase)
 
-    async def rekey(self, sid: str, drop: list[str] = ()) -> dict:
+    async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
         return await self.rekeyer.rekey(sid, drop)
 
     async def make_checkpoint(self, sid: str) -> dict:

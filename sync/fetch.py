@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..storage.errors import Invalid
 from ..storage.model import RemoteLog
@@ -106,7 +106,7 @@ async def fetch_log(
         reader = LogReader(sid, man.device, store, timeout)
         ops = await (reader.ops if as_ops else reader.log)(man.entries(), after_seq)
         if not as_ops and check is not None:  # what the API would refuse is refused from another device too
-            check(ops)
+            check(cast(RemoteLog, ops))  # reader.log answered, not reader.ops
     except Invalid as exc:
         raise ImportError_(
             "invalid",

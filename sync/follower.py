@@ -89,6 +89,8 @@ class Follower:
             async with ctx.rekey_lock(sid):
                 await self.rekeyer.resume(sid)
             remote, key = await db.remote(sid), keys.session_key(sid)
+            if remote is None or key is None:
+                return 0
         store = ctx.open_store(remote["store_url"])
         try:
             rev, members, notice = await self.members.read_members(
@@ -98,6 +100,7 @@ class Follower:
                 async with ctx.rekey_lock(sid):
                     await self.rekeyer.take(sid, notice)
                 now = await db.remote(sid)
+                assert now is not None  # taking a notice switches the remote; it does not remove it
                 if bytes(now["announce_pk"]) != bytes(remote["announce_pk"]):
                     return await self.pull(sid)  # now on the new key and members slot (switched here or meanwhile)
         except ImportError_ as exc:

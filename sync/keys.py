@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections import OrderedDict
+from typing import Literal, overload
 
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
@@ -78,6 +79,10 @@ class KeyStore:
             raise KeyError_(f"not a session id: {sid!r:.80}")
         return os.path.join(self.sessions_dir, sid + ".key")
 
+    @overload
+    def session_key(self, sid: str, *, create: Literal[True]) -> bytes: ...
+    @overload
+    def session_key(self, sid: str, *, create: bool = False) -> bytes | None: ...
     def session_key(self, sid: str, *, create: bool = False) -> bytes | None:
         path = self._session_path(sid)
         key = _read_key(path)
@@ -86,6 +91,10 @@ class KeyStore:
             atomic_write(path, key, 0o600)
         return key
 
+    @overload
+    def write_secret(self, sid: str, *, create: Literal[True]) -> bytes: ...
+    @overload
+    def write_secret(self, sid: str, *, create: bool = False) -> bytes | None: ...
     def write_secret(self, sid: str, *, create: bool = False) -> bytes | None:
         """The secret that lets a device add itself as a writer of `sid` (held by owners and by devices
         that imported a read-write code)."""

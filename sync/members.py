@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 
 from nacl.signing import SigningKey
 
@@ -80,7 +81,7 @@ class Members:
         notice = m.get("rekey")
         return entry.revision, members, notice if isinstance(notice, dict) else None
 
-    async def ensure_member(self, sid: str, *, extra: list[dict] = ()) -> int:
+    async def ensure_member(self, sid: str, *, extra: Sequence[dict] = ()) -> int:
         """Make sure this device (and every writer it knows of) is in the members list. Returns the
         members revision. Needs the write secret."""
         ctx = self.ctx

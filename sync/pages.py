@@ -7,11 +7,13 @@ sync/pull.py's.
 
 from __future__ import annotations
 
+import itertools
 import json
 from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, repeat
 from operator import add, truediv
+from typing import Any
 
 from ..storage.model import LogRun, Op, RemoteLog
 from ..stores.cid import CIDError
@@ -166,7 +168,7 @@ def encode_pages(
     kinds, chats, roles = run.kinds, run.chats, run.roles
     dev, sid_item = _enc(device), _enc(sid)
     out = []
-    for lo, hi in zip(bounds[:count], bounds[1 : count + 1]):
+    for lo, hi in itertools.pairwise(bounds[: count + 1]):
         # the map, keys in DAG-CBOR order (length, then bytewise): b c d f k l n r s t v x ty
         parts = [
             b"\xad",
@@ -277,7 +279,7 @@ def parse_page(plain: bytes, e: Entry, sid: str, device: str) -> Page:
     if m.get("f") != e.first:
         raise LogError(f"page {name} does not hold seqs {e.first}..{e.last}")
     n = e.last - e.first + 1
-    cols = [m.get(k) for k in ("k", "l", "t", "c", "r", "x", "n", "b")]
+    cols: list[Any] = [m.get(k) for k in ("k", "l", "t", "c", "r", "x", "n", "b")]
     if not all(isinstance(c, list) and len(c) == n for c in cols):
         raise LogError(f"page {name} does not hold seqs {e.first}..{e.last} (columns of the wrong length)")
     page = Page(e.first, *cols)
@@ -359,6 +361,7 @@ class Page:
         if start >= n:
             return
         others = self.others()
+        extras: repeat[None] | list[str | None]
         if self.maps.count(None) == len(self.maps):
             extras = repeat(None)
         else:

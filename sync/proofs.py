@@ -67,6 +67,7 @@ class Proofs:
                 if len(rows) > 256
                 else extend(None, frontier, rows)
             )
+            assert chain is not None  # from the start (None), extend always answers a chain
         self._chains[sid] = (fresh_ident, chain)
         return chain
 

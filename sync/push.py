@@ -22,8 +22,8 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from typing import ContextManager
 
 from ..storage.model import LogRun
 from ..stores import Store
@@ -312,9 +312,7 @@ class _RunJob:
                 raise _Stopped
             waited += 0.1
             if waited >= self.writer.timeout:  # _WRITES_OUT writes under way and none ends: a hung store
-                raise TimeoutError(
-                    f"the store finished none of {_WRITES_OUT} writes in {self.writer.timeout:g} s"
-                )
+                raise TimeoutError(f"the store finished none of {_WRITES_OUT} writes in {self.writer.timeout:g} s")
         if self.stopped:
             self.slots.release()
             raise _Stopped
@@ -353,9 +351,7 @@ class _RunJob:
             for w in waits:  # their failures are the job's (see _written): taken, not left unretrieved
                 w.done() and (w.cancelled() or w.exception())
             if hung and not cancel:
-                self.stop(
-                    TimeoutError(f"the store did not finish {len(hung)} writes in {self.writer.timeout:g} s")
-                )
+                self.stop(TimeoutError(f"the store did not finish {len(hung)} writes in {self.writer.timeout:g} s"))
         if self.error is not None and not cancel:
             raise self.error
 

@@ -148,6 +148,7 @@ class Pusher:
         if lamport is None:
             lamport = await self.ctx.db.get_lamport(one.sid)
         known = self._published.get(one.sid)
+        current_hash: bytes | None
         if known is not None and known[:3] == (getattr(one.store, "url", None), one.head_pk, state["head_rev"]):
             current_rev, current_hash = known[2], known[3]
         else:

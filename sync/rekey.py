@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 from nacl.public import SealedBox
 from nacl.signing import VerifyKey
@@ -44,7 +45,7 @@ class Rekeyer:
         self.members = members
         self.pusher = pusher
 
-    async def rekey(self, sid: str, drop: list[str] = ()) -> dict:
+    async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
         """Rotate the session key. Every writer device except those in `drop` gets the new key, sealed to
         its head key, through a notice in the old members slot; everyone else (read-only followers, old
         codes) can read nothing written from now on."""
@@ -155,6 +156,7 @@ class Rekeyer:
             and bytes(remote["announce_pk"]) != record["a"]
         ):
             # this device's own rekey: was its notice published?
+            assert old_key is not None  # this device's own rekey began with the key it held
             store = await ctx.store_for(sid)
             rev, members, notice = await self.members.read_members(store, sid, old_key, bytes(remote["announce_pk"]))
             if notice is not None and notice.get("a") != record["a"]:
@@ -162,6 +164,7 @@ class Rekeyer:
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
                 return
             if notice is None:
+                assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
                 await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})

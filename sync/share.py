@@ -43,6 +43,7 @@ class Sharer:
             ws = ctx.keys.write_secret(sid, create=True)
             await ctx.db.add_remote(sid, None, bytes(announce_key(ws).verify_key))
             remote = await ctx.db.remote(sid)
+            assert remote is not None  # just added
         write_secret = ctx.keys.write_secret(sid)
         if write_secret is not None:
             await self.members.ensure_member(sid)

@@ -8,6 +8,7 @@ devices are compared with what this device applied of them; a device left out of
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from ..stores import StoreError
 from ..stores.registry import RegistryError
@@ -108,7 +109,7 @@ class Verifier:
         db, keys, timeout = ctx.db, ctx.keys, ctx.timeout
         problems: list[str] = []
         damaged: list[dict] = []
-        report = {
+        report: dict[str, Any] = {
             "session": sid,
             "ok": False,
             "revision": None,
@@ -168,9 +169,9 @@ class Verifier:
             return report
         reader = LogReader(sid, db.device_id, store, timeout)
         remote, bad = await reader.audit(manifest.entries())
-        for h, e, exc in bad:
-            damaged.append({"object": h.hex(), "problem": describe(exc)})
-            problems.append(f"object {h.hex()} (seqs {e.first}..{e.last}): {describe(exc)}")
+        for h, e, err in bad:
+            damaged.append({"object": h.hex(), "problem": describe(err)})
+            problems.append(f"object {h.hex()} (seqs {e.first}..{e.last}): {describe(err)}")
         report["objects"] += reader.fetched
         report["operations"] = len(remote)
         local = await db.log_ops(sid, db.device_id, 0, manifest.last_seq)

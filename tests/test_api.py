@@ -359,7 +359,6 @@ class DropAfterAnswer:
         return head + f.read(length)
 
     def _serve(self) -> None:
-        import socket
         import threading
 
         while True:

@@ -159,7 +159,7 @@ def test_help_lists_commands(home):
 
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st
+from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

@@ -19,7 +19,6 @@ import os
 import random
 import tempfile
 
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 

@@ -125,7 +125,8 @@ def test_old_schema_upgrades_in_place(home):
         db = await Database.open(path, upto=1)
         assert await db.schema_version() == 1
         await db.conn.execute(
-            "INSERT INTO sessions(id, name, created_at, last_activity, current_chat) VALUES ('old', 'from v1', 1, 1, 'main')"
+            "INSERT INTO sessions(id, name, created_at, last_activity, current_chat)"
+            " VALUES ('old', 'from v1', 1, 1, 'main')"
         )
         await db.conn.execute("INSERT INTO chats(session_id, id, name, created_at) VALUES ('old', 'main', 'main', 1)")
         await db.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import sqlite3
@@ -115,8 +116,8 @@ def read_back(pages: list[tuple[bytes, int, int]], after: int = 0) -> tuple[list
 def test_pages_round_trip(items, after):
     recs = records(items)
     pages = LogWriter(SID, DEV, bytes(32), None).pages(LogRun.from_records(recs))
-    assert [p[1] for p in pages][0] == 1 and pages[-1][2] == len(recs)
-    for (_, _, last), (_, first, _) in zip(pages, pages[1:]):
+    assert pages[0][1] == 1 and pages[-1][2] == len(recs)
+    for (_, _, last), (_, first, _) in itertools.pairwise(pages):
         assert first == last + 1
     assert all(dagcbor.encode(dagcbor.decode(p)) == p for p, _, _ in pages)  # canonical DAG-CBOR, byte for byte
     ops, log = read_back(pages, after)

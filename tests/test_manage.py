@@ -54,7 +54,7 @@ def test_compaction_keeps_history(daemon):
     assert len(sh(h, "log", sid)["messages"]) == 7  # the history keeps everything
     c = daemon.client()
     active = c.messages(sid)["messages"]
-    assert [m["content"] for m in active][0] == "rules"
+    assert active[0]["content"] == "rules"
     un = sh(h, "uncompact", sid)
     assert un["compacted_messages"] == 0 and un["active_tokens"] == 100
     co = sh(h, "compact", sid, "--target-tokens", "30")

@@ -101,7 +101,7 @@ def _ops() -> dict[str, list[Op]]:
 
 async def _dump(db: Database) -> dict:
     def rows(sql):
-        return [{k: (json.loads(r[k]) if k in ("stamps",) else r[k]) for k in r.keys()} for r in sql]
+        return [{k: (json.loads(r[k]) if k in ("stamps",) else r[k]) for k in r.keys()} for r in sql]  # noqa: SIM118 (a Row iterates over values)
 
     return {
         "sessions": rows(await db._all("SELECT * FROM sessions ORDER BY id")),

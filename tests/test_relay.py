@@ -12,7 +12,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 
 import aiohttp
@@ -122,9 +121,11 @@ def parked_waits(served: Served) -> list[float]:
 
 async def raw(served: Served, method: str, path: str, token: str | None = None, **kw):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as s:
-        async with s.request(method, f"http://127.0.0.1:{served.port}{path}", headers=headers, **kw) as r:
-            return r.status, await r.read()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, f"http://127.0.0.1:{served.port}{path}", headers=headers, **kw) as r,
+    ):
+        return r.status, await r.read()
 
 
 async def test_objects_and_heads_through_the_s5_store(relay, tmp_path):

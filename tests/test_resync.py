@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from conftest import DaemonProc, cli_json, run_cli, wait_for
+from conftest import cli_json, run_cli, wait_for
 
 
 @pytest.fixture

@@ -94,7 +94,8 @@ NEGATIVE = [
     negative_data_rejection,
 ]
 # What a schema cannot say: a generated id, chat or message names nothing that exists (404), a generated
-# share code, proof or file (import-file's data is any JSON; its importer checks it) is not one. Every other operation must answer some valid request with a 2xx.
+# share code, proof or file (import-file's data is any JSON; its importer checks it) is not one. Every other
+# operation must answer some valid request with a 2xx.
 NEED_REAL_VALUES = {
     "POST /v1/import",
     "POST /v1/sessions/{id}/verify-proof",

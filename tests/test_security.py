@@ -91,7 +91,7 @@ def test_store_and_key_files_after_a_full_run(daemon):
     c.share(sid, write=True)
     c.sync(wait=True)
     store = os.path.join(daemon.home, "store")
-    for root, dirs, files in os.walk(store):
+    for root, _dirs, files in os.walk(store):
         for f in files:
             data = open(os.path.join(root, f), "rb").read()
             assert b"PLAINTEXT" not in data and sid.encode() not in data

@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 
-from conftest import PY, run_cli, wait_for
+from conftest import PY, run_cli
 from sessiond.cli.commands import service
 from sessiond.client import Client
 from sessiond.daemon import activation

@@ -331,10 +331,9 @@ class Sessions(RuleBasedStateMachine):
         dev = data.draw(st.sampled_from(s.writers()), label="device")
         self.note(f"D{dev} {action} {s.sid} (was {s.status})")
         target = {"pause": "paused", "resume": "active", "end": "ended"}[action]
-        allowed = (
-            s.status == target
-            or (s.status != "ended"
-            and (target == "ended" or (s.status, target) in (("active", "paused"), ("paused", "active"))))
+        allowed = s.status == target or (
+            s.status != "ended"
+            and (target == "ended" or (s.status, target) in (("active", "paused"), ("paused", "active")))
         )
         c = self.devices[dev].client()
         if not allowed:
@@ -499,7 +498,7 @@ class Sessions(RuleBasedStateMachine):
         # (the device id lives in the database, so a fresh home may get a new one; the head keys come from
         # the restored key: what must hold is that nothing this device wrote is lost or overwritten)
         c = d.client()
-        for sid, code in codes.items():
+        for code in codes.values():
             c.import_code(code)
         for s in self.sessions.values():
             s.revoked.pop(dev, None)  # the fresh home has nothing of what it was locked out of

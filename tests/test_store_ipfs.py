@@ -149,7 +149,10 @@ def test_real_ipns_records(name):
 
 def test_spec_vector_values_and_refusals():
     v = {n.split("_", 1)[1]: bytes.fromhex(h) for n, (h, _) in VECTORS.items() if "_" in n}
-    pk = lambda suffix: ipns.key_of_name(next(n for n in VECTORS if n.endswith("_" + suffix)).split("_")[0])
+
+    def pk(suffix):
+        return ipns.key_of_name(next(n for n in VECTORS if n.endswith("_" + suffix)).split("_")[0])
+
     assert ipns.verify_record(v["v1-v2"], pk("v1-v2")).value == b"/ipfs/bafkqaddwgevxmmraojswg33smq"
     assert (
         ipns.verify_record(v["v1-v2-broken-signature-v1"], pk("v1-v2-broken-signature-v1")).value
@@ -209,7 +212,10 @@ def gateway(gw, **kw) -> GatewayStore:
     return GatewayStore(f"ipfs+gateway+http://127.0.0.1:{gw.port}", **kw)
 
 
-def head(revision: int, key=SigningKey(b"\x09" * 32)) -> RegistryEntry:
+HEAD_KEY = SigningKey(b"\x09" * 32)
+
+
+def head(revision: int, key=HEAD_KEY) -> RegistryEntry:
     return RegistryEntry.create(key, revision, b"\x1e" + digest(b"m%d" % revision))
 
 

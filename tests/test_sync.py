@@ -247,7 +247,7 @@ async def test_incremental_push_is_small_and_flat(env):
             )
         await syncer.push(sid)
         worst = 0
-        for k in range(40):  # enough single pushes to fold level 0 upward twice
+        for _ in range(40):  # enough single pushes to fold level 0 upward twice
             await db.append_messages(sid, [{"role": "user", "content": "one more message"}])
             res = await syncer.push(sid)
             worst = max(worst, res["bytes"])

@@ -109,8 +109,7 @@ async def test_tamper_matrix(world):
     cases.append(("swapped with another session's object", referenced[0], lambda b: open(other_obj, "rb").read()))
 
     own = set(await _own_objects(a, sid))
-    n = 0
-    for name, h, mutate in cases:
+    for n, (name, h, mutate) in enumerate(cases):
         path = obj(h)
         good = open(path, "rb").read()
         open(path, "wb").write(mutate(good))
@@ -125,7 +124,6 @@ async def test_tamper_matrix(world):
                 assert not rep["ok"] or not still_damaged, (name, os.path.getsize(path), rep)
         finally:
             open(path, "wb").write(good)
-        n += 1
     assert (await a.verify(sid))["ok"]
 
     # a head signed by another key: the other session's head file put in place of this one's
@@ -153,7 +151,7 @@ async def test_tamper_matrix(world):
     h2 = await a.store.put(ct)
     await a.store.set_head(RegistryEntry.create(a.keys.head_key(sid), rev, head_data(h2)))
     dbx, x = await node("reordered")
-    with pytest.raises(ImportError_, match="deterministic|not valid"):
+    with pytest.raises(ImportError_, match=r"deterministic|not valid"):
         await x.import_code(code, None)
     assert await dbx.session_ids() == []
     assert not (await a.verify(sid))["ok"]

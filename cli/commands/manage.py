@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from typing import Any
 
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
@@ -64,7 +66,7 @@ def cmd_quota(args) -> int:
     return 0
 
 
-def _context_line(c: dict) -> str:
+def _context_line(c: Mapping[str, Any]) -> str:
     budget = c["policy"].get("max_context_tokens")
     return (
         f"chat {c['chat']}: {c['active_tokens']} tokens in {c['active_messages']} active messages"
@@ -144,7 +146,8 @@ def cmd_verify_proof(args) -> int:
     for i, p in enumerate(proofs):
         if not isinstance(p, dict):
             raise CliError(f"{args.proof}: proof {i} is not a JSON object (a checkpoint proof)", EXIT_USAGE)
-    results = [client(args).verify_proof(args.id, p) for p in proofs]
+    # the answers as plain dicts: ProofResult names only "ok", the daemon answers the checkpoint's fields too
+    results: list[dict[str, Any]] = [dict(client(args).verify_proof(args.id, p)) for p in proofs]
     emit(
         args,
         {"ok": all(r["ok"] for r in results), "results": results},

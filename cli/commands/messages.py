@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from ...client import ApiError
 from ..connect import client
@@ -71,7 +72,8 @@ def cmd_ask(args) -> int:
 
 def cmd_log(args) -> int:
     c = client(args)
-    msgs, after = [], None
+    msgs: list[Any] = []  # Message answers
+    after = None
     while len(msgs) < args.limit:
         page = c.messages(
             args.id, chat=args.chat, limit=min(args.limit - len(msgs), 10_000), after=after, all_chats=args.all or None

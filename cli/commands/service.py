@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 from ...daemon.home import (
@@ -326,7 +327,7 @@ def cmd_install(args) -> int:
     for path, data in files.items():
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, data, 0o644)
-    out = {
+    out: dict[str, Any] = {
         "installed": True,
         "manager": manager,
         "name": spec.name if manager == "systemd" else spec.label,
@@ -395,14 +396,20 @@ def cmd_uninstall(args) -> int:
             pass
     if manager == "systemd" and removed:
         _systemctl_user("daemon-reload")
-    out = {"uninstalled": bool(removed), "manager": manager, "home": home, "removed": removed, "stopped": stopped}
+    out: dict[str, Any] = {
+        "uninstalled": bool(removed),
+        "manager": manager,
+        "home": home,
+        "removed": removed,
+        "stopped": stopped,
+    }
     if not removed:
         human = f"no service installed for {home}"
     else:
         human = "\n".join(f"removed {p}" for p in removed)
         if not stopped and res is None:
             human += f"\n({'launchctl' if manager == 'launchd' else 'systemctl'} is not installed: nothing to stop)"
-        elif not stopped:
+        elif not stopped and res is not None:  # (res is None is the branch above)
             human += f"\n(the service manager did not stop it: {_why(res)})"
     _emit(args, out, human)
     return 0
@@ -414,7 +421,7 @@ def cmd_status(args) -> int:
     spec = make_spec(home, None)
     files = list(_files(manager, spec))
     installed = all(os.path.exists(p) for p in files)
-    out = {
+    out: dict[str, Any] = {
         "manager": manager,
         "name": spec.name if manager == "systemd" else spec.label,
         "home": home,
@@ -439,10 +446,11 @@ def cmd_status(args) -> int:
             "indirect",
             "alias",
         )
-        if known:
+        if known and enabled is not None:  # (known implies it)
             out["enabled"] = enabled.stdout.strip() == "enabled"
             act = {
-                u: (_systemctl_user("is-active", f"{spec.name}.{u}").stdout.strip() or "unknown")
+                # systemctl ran just above (is-enabled), so it answers here too
+                u: (_systemctl_user("is-active", f"{spec.name}.{u}").stdout.strip() or "unknown")  # type: ignore[union-attr]
                 for u in ("socket", "service")
             }
             states = ("active", "inactive", "activating", "deactivating", "failed", "reloading")

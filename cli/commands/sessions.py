@@ -104,7 +104,8 @@ def cmd_set(args) -> int:
 
 def cmd_ls(args) -> int:
     c = client(args)
-    rows, after = [], None
+    rows: list[Any] = []  # Session answers
+    after = None
     while True:
         page = c.list_sessions(
             user=args.user, status=args.status, tag=args.tag, limit=min(args.limit - len(rows), 1000), after=after

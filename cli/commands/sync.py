@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError
@@ -98,9 +99,11 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
 
 
 def cmd_share(args) -> int:
-    res = client(args).share(
-        args.id, write=args.write, passphrase=_passphrase(args.passphrase_file, ""), expires_in=args.expires
-    )
+    res: dict[str, Any] = dict(
+        client(args).share(
+            args.id, write=args.write, passphrase=_passphrase(args.passphrase_file, ""), expires_in=args.expires
+        )
+    )  # a plain dict: --qr adds "qr" to what is printed
     lines = [res["code"]]
     if not args.json:
         grant = (
