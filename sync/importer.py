@@ -161,6 +161,17 @@ class Importer:
             if "key" in created:
                 keys.delete_session_key(sid)
             raise
+        if code.write_secret is not None:
+            # A writer is a member from its import on, not from its first push: a rekey keeps exactly the
+            # members, so a device that has not written yet would otherwise lose access.
+            try:
+                await self.members.ensure_member(sid)
+            except (ImportError_, StoreError, RegistryError, TimeoutError, OSError) as exc:
+                raise ImportError_(
+                    "store",
+                    f"session {sid} was imported, but this device could not add itself to its writers "
+                    f"({exc}); import the code again",
+                ) from None
         log.info("imported", extra={"session": sid, "event": "import"})
         return {
             "session": sid,
