@@ -487,6 +487,8 @@ class Sessions(RuleBasedStateMachine):
         c = d.client()
         for code in codes.values():
             c.import_code(code)
+        # an import that finds this device's head key in a members list makes the fresh home that device again
+        d.device_id = c.status()["device_id"]
         for s in self.sessions.values():
             s.revoked.pop(dev, None)  # the fresh home has nothing of what it was locked out of
 
