@@ -51,7 +51,17 @@ async def fetch_logs(
             after_seq=0 if full else k.get("applied_seq", 0),
             check=check,
         )
-        if man is None:
+        if man is None:  # a writer that has not pushed yet: followed from now on, so that its first head is seen
+            device = m.get("device_id")
+            peers.append(
+                {
+                    "head_pk": pk,
+                    "device_id": None if device in (None, "None") else device,
+                    "rev": 0,
+                    "applied_seq": 0,
+                    "last_error": None,
+                }
+            )
             continue
         have = logs.get(man.device)
         if have is None:

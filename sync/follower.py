@@ -116,7 +116,9 @@ class Follower:
         for m in heads:
             k = known.get(m["head_pk"])
             head = await asyncio.wait_for(store.get_head(m["head_pk"]), ctx.timeout)
-            if head is not None and (k is None or head.revision != k["rev"]):
+            # a member not known yet is taken in even without a head (it imported, wrote nothing yet):
+            # its head is then followed, and its first push is seen
+            if k is None or (head is not None and head.revision != k["rev"]):
                 changed.append(m)
         if not changed:
             return 0

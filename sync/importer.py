@@ -131,36 +131,55 @@ class Importer:
 
             # checked in a thread of its own, before the writer is taken: appends meanwhile do not wait
             await self.run_check(check)
-        created = []
-        if keys.session_key(sid) is None:
-            keys.set_session_key(sid, code.session_key)
-            created.append("key")
-        if code.write_secret is not None and keys.write_secret(sid) is None:
-            keys.set_write_secret(sid, code.write_secret)
-            created.append("write")
-        access = None
-        if existing is None:
-            access = "write" if code.write_secret else "read"
-        elif existing["access"] == "read" and code.write_secret:
-            access = "write"
-        try:
-            new = await db.apply_remote(
-                sid,
-                logs,
-                peers=peers,
-                access=access,
-                remote={
-                    "store_url": store.url if store is not ctx.store else None,
-                    "announce_pk": code.announce_pk,
-                    "members_rev": rev,
-                },
-                event="session.imported",
-                own=own,
-            )
-        except BaseException:
-            if "key" in created:
+        async with ctx.lock(sid):  # no push of `sid` meanwhile: none can make or use a key of its own for it
+            fresh = existing is None and not await self._exists(sid)
+            if fresh:
+                # Key files of a session that does not exist here are leftovers, never this session's keys:
+                # a push under way when `rm` removed them makes a new random key (its `create=True`), a crash
+                # can come between the delete and their removal, a rekey taken meanwhile writes the new one.
+                # Kept, this device would read the members slot and write its log under a wrong key.
                 keys.delete_session_key(sid)
-            raise
+            created = []
+            if keys.session_key(sid) is None:
+                keys.set_session_key(sid, code.session_key)
+                created.append("key")
+            if code.write_secret is not None and keys.write_secret(sid) is None:
+                keys.set_write_secret(sid, code.write_secret)
+                created.append("write")
+            access = None
+            if existing is None:
+                access = "write" if code.write_secret else "read"
+            elif existing["access"] == "read" and code.write_secret:
+                access = "write"
+            try:
+                new = await db.apply_remote(
+                    sid,
+                    logs,
+                    peers=peers,
+                    access=access,
+                    remote={
+                        "store_url": store.url if store is not ctx.store else None,
+                        "announce_pk": code.announce_pk,
+                        "members_rev": rev,
+                    },
+                    event="session.imported",
+                    own=own,
+                )
+            except BaseException:
+                if fresh or "key" in created:
+                    keys.delete_session_key(sid)
+                raise
+        if code.write_secret is not None:
+            # A writer is a member from its import on, not from its first push: a rekey keeps exactly the
+            # members, so a device that has not written yet would otherwise lose access.
+            try:
+                await self.members.ensure_member(sid)
+            except (ImportError_, StoreError, RegistryError, TimeoutError, OSError) as exc:
+                raise ImportError_(
+                    "store",
+                    f"session {sid} was imported, but this device could not add itself to its writers "
+                    f"({exc}); import the code again",
+                ) from None
         log.info("imported", extra={"session": sid, "event": "import"})
         return {
             "session": sid,
@@ -169,6 +188,13 @@ class Importer:
             "already": existing is not None,
             "devices": len(logs),
         }
+
+    async def _exists(self, sid: str) -> bool:
+        try:
+            await self.ctx.db.get_session(sid)
+        except Exception:  # the database's "not found" (as for `existing` above)
+            return False
+        return True
 
     async def _has_members(self, store: Store, code: ShareCode) -> bool:
         try:

@@ -281,3 +281,25 @@ def test_sync_repairs_a_lost_page_that_verify_found(make_daemon, url, store_dir)
     res = run_cli(a.home, "sync", "--wait")
     assert res.returncode == 0, res.stdout + res.stderr
     verified(a)
+
+
+def test_import_after_rm_ignores_a_key_file_left_for_the_deleted_session(make_daemon, url):
+    """A key file can outlive its session: a push under way when `rm` deleted the key made a new one
+    (`session_key(create=True)`), or a crash came between the delete and the key's removal. The import
+    that brings the session back must use the code's key, not that leftover: with it, this device read
+    the members slot under a wrong key ("chunk 0 fails authentication") and wrote under it."""
+    a, b, sid, code = _shared(make_daemon, url)
+    b.client().delete_session(sid)
+    b.stop()
+    with open(os.path.join(b.home, "keys", "sessions", sid + ".key"), "wb") as f:
+        f.write(os.urandom(32))  # what the racing push (or the crash) leaves
+    b.start()
+    b.client().import_code(code)
+    assert contents(b, sid) == [("user", "a1"), ("assistant", "b1"), ("assistant", "b2")]
+    res = b.client().sync(sid, wait=True, timeout=10)
+    assert res["complete"], res
+    b.client().append(sid, "user", "b3")
+    converged([a, b], sid, 4)
+    verified(a)
+    verified(b)
+    third_sees_all(make_daemon, url, code, sid, contents(a, sid))

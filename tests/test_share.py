@@ -362,3 +362,22 @@ def test_appends_do_not_wait_for_an_import_s_proof_checks(make_daemon, store_dir
     during = [end - start for start, end in spans if end > t0 and start < t1]
     assert len(during) >= 5 and max(during) < 1.0, f"an append waited {max(during):.2f} s for the import"
     assert cb.get_session(sid)["message_count"] == 20_000
+
+
+def test_rekey_keeps_a_writer_that_has_not_written_yet(make_daemon, store_dir):
+    """A device that imported a read-write code is a writer from the import on, before it writes
+    anything: a rekey keeps it, and it reads and writes under the new key."""
+    url = "file://" + store_dir
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="silent writer")["id"]
+    ca.append(sid, "user", "before the rekey")
+    cb.import_code(ca.share(sid, write=True)["code"])  # B writes nothing
+    res = ca.rekey(sid)
+    assert res["kept"] == [cb.status()["device_id"]], res
+    ca.append(sid, "user", "after the rekey")
+    wait_for(lambda: ("user", "after the rekey") in contents(b, sid), timeout=15)
+    cb.append(sid, "assistant", "B after the rekey")
+    wait_for(lambda: ("assistant", "B after the rekey") in contents(a, sid), timeout=15)
+    for dev in (a, b):
+        assert cli_json(dev.home, "verify")["ok"], dev.home

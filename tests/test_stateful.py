@@ -40,24 +40,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from conftest import DaemonProc, run_cli
 from sessiond.client import ApiError
 
-KNOWN_BUGS = {
-    # issue 19, item 1: `rm` + import of the same read-write code loses this device's own messages and
-    # reuses their ids (the creator's re-import even fails: "the shared logs do not contain the session's
-    # creation").
-    "rm_reimport",
-    # issue 19, item 1 (second half): a device key restored into a fresh home (`key export` / `key
-    # import`), then the session imported again, skips its own head and reuses its sequence numbers.
-    "key_restore",
-    # issue 19, item 2: a daemon started without `--store` silently uses the home's default store, and
-    # sync never recovers when the first store comes back.
-    "store_switch",
-    # issue 19, item 5: two devices creating a chat with the same id never converge.
-    "chat_collision",
-    # Found by this test, not yet in issue 19: a device that imported a read-write code but has not
-    # written anything yet is not in the members list, so a rekey does not keep it ("kept": []) and it
-    # loses access, although the README says writer devices keep access.
-    "rekey_silent_writer",
-}
+# Empty: every rule is drawn. A rule that hits a defect still open is gated here by its flag (a name of
+# ALL_FLAGS, with a comment naming the issue item) until the fix merges; STATEFUL_ENABLE checks the fix.
+# Fixed, for the record: rm_reimport, key_restore (issue 19, item 1), store_switch (item 2),
+# chat_collision (item 5), rekey_silent_writer (a read-write import now joins the members slot at once).
+KNOWN_BUGS: set[str] = set()
 
 ALL_FLAGS = {"rm_reimport", "key_restore", "store_switch", "chat_collision", "rekey_silent_writer"}
 # STATEFUL_ENABLE=rm_reimport,chat_collision (or "all") draws those rules anyway: to check a fix.
@@ -500,6 +487,8 @@ class Sessions(RuleBasedStateMachine):
         c = d.client()
         for code in codes.values():
             c.import_code(code)
+        # an import that finds this device's head key in a members list makes the fresh home that device again
+        d.device_id = c.status()["device_id"]
         for s in self.sessions.values():
             s.revoked.pop(dev, None)  # the fresh home has nothing of what it was locked out of
 
