@@ -335,8 +335,11 @@ class Daemon:
         return (await self.syncer.status(sid)).get(sid, {})
 
     async def delete_session(self, sid: str) -> None:
-        await self.db.delete_session(sid)
-        self.syncer.forget(sid)
+        # In turn with the session's push: a push under way ends before its key is destroyed, so none
+        # can make a new key for a session that is gone (a stray key an import would have to discard).
+        async with self.syncer.ctx.lock(sid):
+            await self.db.delete_session(sid)
+            self.syncer.forget(sid)
 
     async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
         if sid is not None:
