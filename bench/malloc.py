@@ -1,4 +1,4 @@
-"""Sealing 1 MiB pages with and without the daemon's malloc tuning (daemon/server.py tune_malloc).
+"""Sealing 1 MiB pages with and without the daemon's malloc tuning (daemon/malloc.py tune_malloc).
 
 Each variant runs in a fresh process (the setting cannot be undone in one): it seals PAGES pages of
 1020 KiB through sync/crypto.py (the push's path) and reports the CPU time (thread_time) of the best
@@ -25,7 +25,7 @@ def measure(tuned: bool) -> dict:
     from sessiond.sync.crypto import encrypt
 
     if tuned:
-        from sessiond.daemon.server import tune_malloc
+        from sessiond.daemon.malloc import tune_malloc
 
         assert tune_malloc(), "mallopt refused"
     pages = [os.urandom(SIZE) for _ in range(PAGES)]
@@ -61,7 +61,7 @@ def main() -> None:
                 "machine": f"{os.cpu_count()} cores, {platform.machine()}, load average {os.getloadavg()[0]:.1f}",
                 "command": "python bench/malloc.py",
                 "what": f"sync/crypto.py encrypt of {PAGES} pages of 1020 KiB, CPU time, best of {ROUNDS} rounds, "
-                "each variant in a fresh process, run twice interleaved; tuned = daemon/server.py tune_malloc() "
+                "each variant in a fresh process, run twice interleaved; tuned = daemon/malloc.py tune_malloc() "
                 "(mallopt M_MMAP_THRESHOLD 4 MiB, M_TRIM_THRESHOLD 32 MiB)",
                 "glibc": platform.libc_ver()[1] or None,
                 "runs": out,

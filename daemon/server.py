@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -22,10 +21,13 @@ from ..storage.errors import SessiondError
 from ..stores import StoreError, open_store
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.share import ImportError_
-from . import validate
+from . import remote_checks
 from .activation import handed_socket
 from .api import make_app
+from .events import Events
 from .home import Config, Home, HomeError, normalize_store_url, pinning_token_file, read_lock
+from .logs import setup_logging
+from .malloc import tune_malloc
 
 log = logging.getLogger("sessiond")
 
@@ -39,83 +41,6 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 class AlreadyRunning(HomeError):
     pass
-
-
-class Events:
-    """Fan-out of change events to server-sent-event subscribers."""
-
-    def __init__(self) -> None:
-        self._queues: set[asyncio.Queue] = set()
-        self._streams: dict[asyncio.Queue, asyncio.Task] = {}  # the task serving each subscriber
-
-    def subscribe(self) -> asyncio.Queue:
-        q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
-        self._queues.add(q)
-        task = asyncio.current_task()
-        if task is not None:
-            self._streams[q] = task
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue) -> None:
-        self._queues.discard(q)
-        self._streams.pop(q, None)
-
-    def publish(self, event: dict) -> None:
-        event = {**event, "time": round(time.time(), 3)}
-        for q in list(self._queues):
-            try:
-                q.put_nowait(event)
-            except asyncio.QueueFull:  # a subscriber that stopped reading is dropped: its stream ends
-                self._queues.discard(q)
-                q.get_nowait()
-                q.put_nowait(None)
-
-    def close(self) -> None:
-        for q in list(self._queues):
-            try:
-                q.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
-
-    async def shutdown(self, grace: float = 1.0) -> None:
-        """End every stream: subscribers that read get the end of the stream; a stream still open after
-        `grace` seconds (an app that stopped reading, its socket full) is cancelled."""
-        self.close()
-        tasks = set(self._streams.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=grace)
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "time": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key in ("session", "event", "error", "rev", "objects", "bytes"):
-            if hasattr(record, key):
-                out[key] = getattr(record, key)
-        if record.exc_info:
-            out["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
-def setup_logging(home: Home, foreground: bool) -> None:
-    root = logging.getLogger("sessiond")
-    root.setLevel(logging.INFO)
-    root.handlers.clear()
-    path = os.path.join(home.logs, "sessiond.log")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
-    handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
-    root.propagate = False
 
 
 class Daemon:
@@ -223,7 +148,7 @@ class Daemon:
             push_delay=self.config.push_delay,
             poll_interval=self.config.poll_interval,
             on_event=self.events.publish,
-            check_remote=validate.remote_log,
+            check_remote=remote_checks.remote_log,
         )
         await self.syncer.start()
         if self.config.cleanup_interval:
@@ -509,33 +434,6 @@ async def serve(
         await daemon.wait_stopped()
     finally:
         await daemon.stop()
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
-MMAP_THRESHOLD = 4 << 20  # bytes: a 1 MiB page's buffers come from the heap, not fresh mmaps
-TRIM_THRESHOLD = 32 << 20  # bytes of free heap top kept rather than given back at once
-
-
-def tune_malloc() -> bool:
-    """Keep the sealing of 1 MiB pages off fresh mmapped memory. PyNaCl's public binding allocates a
-    new output and input buffer of 256 KiB per chunk (sync/crypto.py); over glibc's default mmap
-    threshold (128 KiB, raised dynamically only after a free) each is a new mapping, zero-filled page
-    by page: ~600 minor page faults per 1 MiB page sealed. Measured (bench/malloc.py, 2 shared cores,
-    bench/results/malloc.json): 384-413 MB/s by default, 1063-1170 MB/s with this, no page faults. The
-    same as MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=33554432 in the environment.
-    glibc only: elsewhere (musl, macOS) nothing is done. Returns whether it was set."""
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt that does this)
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def run(home_path: str, store: str | None = None, *, ready_fd: int | None = None, change_store: bool = False) -> int:

@@ -304,7 +304,7 @@ async def test_event_stream_passes_cancellation_on(tmp_path):
     from aiohttp import web
 
     from sessiond.daemon.api import make_app
-    from sessiond.daemon.server import Events
+    from sessiond.daemon.events import Events
 
     class Owner:  # what the events route uses of the daemon
         version = "test"

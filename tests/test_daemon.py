@@ -210,7 +210,7 @@ def test_the_daemon_tunes_malloc_on_glibc():
 
     code = (
         "import resource, os\n"
-        "from sessiond.daemon.server import tune_malloc\n"
+        "from sessiond.daemon.malloc import tune_malloc\n"
         "from sessiond.sync.crypto import encrypt\n"
         "ok = tune_malloc()\n"
         "p = os.urandom(1020 * 1024); encrypt(p, bytes(32))\n"

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import cli_json, eventually, run_cli, wait_for
 from faults import FaultyStore
-from sessiond.daemon import validate
+from sessiond.daemon import remote_checks
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer
@@ -500,8 +500,8 @@ async def test_a_bad_operation_from_another_device_is_refused_at_pull(tmp, field
     dbc = await Database.open(os.path.join(tmp, "c.sqlite"))
     a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
     # the daemon's check of what other devices wrote, as server.Daemon gives it to its Syncer
-    b = Syncer(dbb, FileStore(store_path), os.path.join(tmp, "kb"), timeout=10, check_remote=validate.remote_log)
-    c = Syncer(dbc, FileStore(store_path), os.path.join(tmp, "kc"), timeout=10, check_remote=validate.remote_log)
+    b = Syncer(dbb, FileStore(store_path), os.path.join(tmp, "kb"), timeout=10, check_remote=remote_checks.remote_log)
+    c = Syncer(dbc, FileStore(store_path), os.path.join(tmp, "kc"), timeout=10, check_remote=remote_checks.remote_log)
     try:
         await a.start()
         sid = (await dba.create_session({"name": "shared"}))["id"]
