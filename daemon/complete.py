@@ -165,6 +165,26 @@ async def record(
     return {**stored[0], "content": text, **{k: m[k] for k in ANSWER_KEYS if k in m}}
 
 
+async def record_streamed(
+    d, plan: Plan, parts: list[str], usage, *, started: float, first: float | None, gone: bool, error
+) -> dict | None:
+    """A streamed answer as it ended: recorded whole, or marked interrupted when the app left or the
+    provider failed mid-answer (nothing at all is recorded when nothing arrived before that)."""
+    text = "".join(parts)
+    if not text and (gone or error):
+        return None
+    return await record(
+        d,
+        plan,
+        text,
+        usage,
+        started=started,
+        first=first,
+        interrupted=bool(gone or error),
+        error=error.code if error else None,
+    )
+
+
 def _answer_text(data: dict) -> str:
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -254,19 +274,7 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
         raise
     finally:
         await chunks.aclose()
-    text = "".join(parts)
-    stored = None
-    if text or not (gone or error):
-        stored = await record(
-            d,
-            plan,
-            text,
-            usage,
-            started=started,
-            first=first,
-            interrupted=bool(gone or error),
-            error=error.code if error else None,
-        )
+    stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
     if gone:
         log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "complete.interrupted"})
         return resp

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
 from . import validate as v
-from .complete import Plan, check_quota, check_writable, provider_for, record, request_settings
+from .complete import Plan, check_quota, check_writable, provider_for, record, record_streamed, request_settings
 from .providers import ProviderError, delta_text, usage_of
 
 log = logging.getLogger("sessiond.openai")
@@ -328,18 +328,7 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.Stream
         raise
     finally:
         await chunks.aclose()
-    text = "".join(parts)
-    if text or not (gone or error):
-        await record(
-            d,
-            plan,
-            text,
-            usage,
-            started=started,
-            first=first,
-            interrupted=bool(gone or error),
-            error=error.code if error else None,
-        )
+    await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
     if gone:
         return resp
     try:
