@@ -1,17 +1,23 @@
 """The connections to the database file and its write transactions: the machinery under the read rule
 stated at the top of storage/database.py.
 
-* the writer: one aiosqlite connection (its own thread) that every write goes through. A write
-  transaction spans several awaits, so writers take turns on an asyncio lock (a statement from another
-  coroutine would otherwise land inside someone else's transaction);
-* the reader: a second aiosqlite connection, read-only, for reads of committed state (`Committed`);
-* the bulk thread: a stdlib `sqlite3` connection in a one-thread executor, both owned here (made in
-  open, shut in close), for long reads (a push's runs, a checkpoint's chain) that would otherwise queue
-  in front of the API's reads on the reader.
+* the writer: one stdlib `sqlite3` connection, used inline on the daemon's event loop. Every write goes
+  through it. A write transaction spans several awaits (a caller may await other work inside it), so
+  writers take turns on an asyncio lock (a statement from another coroutine would otherwise land inside
+  someone else's transaction);
+* the reader: a second stdlib connection, read-only, also inline, for reads of committed state
+  (`Committed`);
+* the bulk thread: a stdlib connection in a one-thread executor, both owned here (made in open, shut in
+  close), for long reads (a push's runs, a checkpoint's chain) that would otherwise hold up the loop;
+* the checkpointer: the WAL is copied back into the database file by a background thread on a
+  connection of its own (`PRAGMA wal_checkpoint(PASSIVE)`), never by a commit on the append path.
 
-Only aiosqlite's public API is used: a read is one `execute_fetchall` (one hop to its thread, and the
-statement is finished there, so no read snapshot is ever left open on a connection); a batch insert is
-one `executemany`.
+Why inline and not a thread per connection (aiosqlite, which sessiond used before): in WAL mode with
+synchronous=NORMAL a commit does not fsync, so every statement of an append is a few microseconds of
+SQLite work, while each hop to a connection's thread and back costs ~50-100 us of scheduling and a
+wake-up of the loop. An append was ~6 hops (BEGIN, a read, inserts, COMMIT): measured, the hops were
+most of an append's CPU and most of its latency (bench/results/compare.json). The work that is long
+(checkpoints, the runs a push reads, exports) stays off the loop, on threads of its own.
 """
 
 from __future__ import annotations
@@ -19,17 +25,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
-
-import aiosqlite
 
 from .ids import new_device_id
 from .schema import migrate
 
-Row = aiosqlite.Row
+Row = sqlite3.Row
+log = logging.getLogger("sessiond.storage")
 
 # Reads of long runs (a first push, an export) go through the OS page cache without a copy per database
 # page: 3x faster on a 200 MB session. Only address space; the kernel may drop it. As large as SQLite
@@ -38,6 +45,9 @@ Row = aiosqlite.Row
 MMAP_SIZE = 0x7FFF0000
 # Every read-only connection: the database's reader and a push's workers' own (RunReader).
 READER_PRAGMAS = ("PRAGMA query_only=1", f"PRAGMA mmap_size={MMAP_SIZE}", "PRAGMA busy_timeout=5000")
+# The background checkpoint runs once this many rows have changed since the last one (about 800 appends;
+# SQLite's own automatic checkpoint, which would run inside a commit, is off on the writer).
+CHECKPOINT_ROWS = 2000
 
 
 def open_reader(path: str) -> sqlite3.Connection:
@@ -52,17 +62,38 @@ def open_reader(path: str) -> sqlite3.Connection:
     return conn
 
 
+class Inline:
+    """A stdlib connection behind the awaitable calls the schema code and old tests use
+    (`execute`, `execute_fetchall`, `executemany`); each runs at once on the calling thread."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    async def execute(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, tuple(args))
+
+    async def execute_fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, tuple(args)).fetchall()
+
+    async def executemany(self, sql: str, rows: Iterable[tuple]) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)
+
+    async def close(self) -> None:
+        self.conn.close()
+
+
 class Committed:
     """Reads of committed state, on the read-only connection. Never shows a transaction half done."""
 
-    def __init__(self, conn: aiosqlite.Connection):
+    def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
 
     async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
-        return list(await self._conn.execute_fetchall(sql, args))
+        return self._conn.execute(sql, args).fetchall()
 
     async def fetchone(self, sql: str, args: tuple = ()) -> Row | None:
-        rows = list(await self._conn.execute_fetchall(sql, args))
+        # fetchall, not fetchone: the statement is finished here, so no read snapshot is left open
+        rows = self._conn.execute(sql, args).fetchall()
         return rows[0] if rows else None
 
 
@@ -70,45 +101,87 @@ class Transaction:
     """One write transaction on the writer, held by the coroutine that opened it (Connections.transaction).
     Its reads see its own writes; `emit` queues an event for the listeners, told after the commit."""
 
-    def __init__(self, conn: aiosqlite.Connection):
+    def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self.events: list[dict] = []
 
     async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
-        return list(await self._conn.execute_fetchall(sql, args))
+        return self._conn.execute(sql, args).fetchall()
 
     async def fetchone(self, sql: str, args: tuple = ()) -> Row | None:
-        rows = list(await self._conn.execute_fetchall(sql, args))
+        rows = self._conn.execute(sql, args).fetchall()
         return rows[0] if rows else None
 
     async def execute(self, sql: str, args: tuple = ()) -> int:
         """One statement; returns how many rows it changed."""
-        return (await self._conn.execute(sql, args)).rowcount
+        return self._conn.execute(sql, args).rowcount
 
     async def executemany(self, sql: str, rows: Iterable[tuple]) -> int:
-        """One statement for many rows, in one hop; returns how many rows it changed in all."""
-        return (await self._conn.executemany(sql, rows)).rowcount
+        """One statement for many rows; returns how many rows it changed in all."""
+        return self._conn.executemany(sql, rows).rowcount
 
     def emit(self, event: dict) -> None:
         self.events.append(event)
 
 
+class Checkpointer:
+    """Copies the WAL back into the database file on a thread and connection of its own, when enough has
+    been written since the last time (told by the writer after each commit), so no commit ever stalls on
+    a checkpoint's fsyncs. PASSIVE: it never waits for, nor blocks, a reader or the writer."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="sessiond-db-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as e:  # busy or I/O: the next wake tries again; the WAL keeps the data
+                    log.warning("background WAL checkpoint failed: %s", e)
+                if self._stop:
+                    return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+
+
 class Connections:
-    """The writer, the reader and the bulk thread of one database file, and who may use which."""
+    """The writer, the reader, the bulk thread and the checkpointer of one database file, and who may use
+    which."""
 
     def __init__(
         self,
-        writer: aiosqlite.Connection,
-        reader: aiosqlite.Connection,
+        writer: sqlite3.Connection,
+        reader: sqlite3.Connection,
         bulk: sqlite3.Connection,
         device_id: str,
         path: str,
     ):
-        self.writer = writer
-        self.reader = reader
+        self._writer = writer
+        self._reader = reader
+        self.writer = Inline(writer)  # for the schema code and tests that build old schemas
+        self.reader = Inline(reader)
         self.committed = Committed(reader)
         self._bulk_conn = bulk
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-bulk")
+        self._checkpointer = Checkpointer(path)
+        self._changes_mark = 0
         self.device_id = device_id
         self.path = path
         self.listeners: list[Callable[[dict], Any]] = []  # told each event after its commit
@@ -120,46 +193,49 @@ class Connections:
     async def open(cls, path: str, *, upto: int | None = None) -> Connections:
         if not os.path.exists(path):  # create it private from the first byte
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        writer = await aiosqlite.connect(path, isolation_level=None)
+        writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         reader = bulk = None
         try:
-            writer.row_factory = aiosqlite.Row
-            await writer.execute("PRAGMA journal_mode=WAL")
+            writer.row_factory = sqlite3.Row
+            writer.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a committed transaction survives a crash of the process (kill -9);
             # only a power loss may lose the very last commits, and never corrupts the database.
-            await writer.execute("PRAGMA synchronous=NORMAL")
-            await writer.execute("PRAGMA foreign_keys=ON")
-            await writer.execute("PRAGMA busy_timeout=5000")
-            await migrate(writer, upto)
+            writer.execute("PRAGMA synchronous=NORMAL")
+            writer.execute("PRAGMA foreign_keys=ON")
+            writer.execute("PRAGMA busy_timeout=5000")
+            # checkpoints run on the Checkpointer's thread, never inside a commit on the append path
+            writer.execute("PRAGMA wal_autocheckpoint=0")
+            await migrate(Inline(writer), upto)
             if upto is None or upto >= 6:
                 # an import a crash cut short (its session hidden, see apply_remote): nothing of it stays,
                 # and it can be run again (its rows go with it: ON DELETE CASCADE)
-                await writer.execute("DELETE FROM sessions WHERE importing=1")
+                writer.execute("DELETE FROM sessions WHERE importing=1")
             # (set-up, before anyone else holds this object: the only reads on the writer outside a
             # transaction)
-            rows = list(await writer.execute_fetchall("SELECT value FROM meta WHERE key='device_id'"))
+            rows = writer.execute("SELECT value FROM meta WHERE key='device_id'").fetchall()
             if rows:
                 device_id = rows[0][0]
             else:
                 device_id = new_device_id()
-                await writer.execute("INSERT INTO meta(key, value) VALUES ('device_id', ?)", (device_id,))
-            reader = await aiosqlite.connect(path, isolation_level=None)
-            reader.row_factory = aiosqlite.Row
+                writer.execute("INSERT INTO meta(key, value) VALUES ('device_id', ?)", (device_id,))
+            reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            reader.row_factory = sqlite3.Row
             for pragma in READER_PRAGMAS:
-                await reader.execute(pragma)
+                reader.execute(pragma)
             bulk = open_reader(path)
         except BaseException:
             for c in (reader, writer):
                 if c is not None:
-                    await c.close()
+                    c.close()
             raise
         return cls(writer, reader, bulk, device_id, path)
 
     async def close(self) -> None:
         self._bulk.shutdown(wait=True)
         self._bulk_conn.close()
-        await self.reader.close()
-        await self.writer.close()
+        self._checkpointer.close()
+        self._reader.close()
+        self._writer.close()
 
     # ------------------------------------------------------------------ writes
     @contextlib.asynccontextmanager
@@ -167,24 +243,33 @@ class Connections:
         """BEGIN IMMEDIATE ... COMMIT on the writer, in turn with every other write. Rolled back if the
         block raises (or is cancelled); its events go to the listeners after the commit."""
         async with self._lock:
-            tx = Transaction(self.writer)
+            tx = Transaction(self._writer)
+            self._writer.execute("BEGIN IMMEDIATE")
             try:
-                await self.writer.execute("BEGIN IMMEDIATE")
                 yield tx
-                await self.writer.execute("COMMIT")
+                self._writer.execute("COMMIT")
             except BaseException:
-                # Queued behind whatever this transaction still has in the writer's thread (a statement
-                # whose await was cancelled still runs), so it always ends the transaction. It is queued
-                # as soon as it is called: a second cancellation cannot keep it from running.
-                with contextlib.suppress(sqlite3.OperationalError):  # none active (BEGIN failed, or SQLite
-                    await self.writer.execute("ROLLBACK")  # rolled back itself)
+                if self._writer.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                    self._writer.execute("ROLLBACK")
                 raise
+        self._committed()
         self.emit(tx.events)
 
     async def write(self, sql: str, args: tuple = ()) -> int:
         """One write statement on its own (autocommit), in turn with the transactions."""
         async with self._lock:
-            return (await self.writer.execute(sql, args)).rowcount
+            n = self._writer.execute(sql, args).rowcount
+        self._committed()
+        return n
+
+    def _committed(self) -> None:
+        """After each commit: wake the checkpointer once CHECKPOINT_ROWS rows have changed since it last
+        ran (SQLite's count of changed rows stands in for the pages written to the WAL: it is free to read,
+        and the stdlib has no WAL hook)."""
+        changed = self._writer.total_changes
+        if changed - self._changes_mark >= CHECKPOINT_ROWS:
+            self._changes_mark = changed
+            self._checkpointer.wake()
 
     def emit(self, events: Iterable[dict]) -> None:
         for ev in events:
@@ -197,7 +282,7 @@ class Connections:
         transactions (under the write lock), so it waits for a transaction under way and sees its end.
         Never call it inside a transaction (the lock is not re-entrant): read through the Transaction."""
         async with self._lock:
-            return list(await self.writer.execute_fetchall(sql, args))
+            return self._writer.execute(sql, args).fetchall()
 
     async def bulk(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(connection, *args) in the bulk-read thread, on its own read-only connection."""

@@ -1,4 +1,4 @@
-"""The device's session database: SQLite (WAL, foreign keys) through aiosqlite's public API. `Database` is
+"""The device's session database: SQLite (WAL, foreign keys) through the stdlib's sqlite3. `Database` is
 the one object the rest of sessiond holds; it is composed of small parts, one per concern (sessions.py,
 chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py), over the
 connections and transactions of connections.py. Operations into tables: apply.py.
@@ -25,8 +25,8 @@ THE READ RULE. Which connection a read goes to is decided by what it must see, n
    lock, between transactions. Never from inside a transaction (the lock is not re-entrant).
 4. Long reads (a push's runs, a checkpoint's chain) run on the bulk-read thread (`c.bulk(fn, ...)`, a
    stdlib connection of its own), or on a RunReader in the caller's worker thread.
-No read runs on the writer outside a transaction other than (3). Every read is one `execute_fetchall`:
-its statement is finished in the connection's thread, so no read snapshot is ever left open.
+No read runs on the writer outside a transaction other than (3). Every read fetches all its rows at once:
+its statement is finished before it returns, so no read snapshot is ever left open.
 """
 
 from __future__ import annotations
@@ -95,12 +95,12 @@ class Database:
 
     @property
     def conn(self):
-        """The writer's aiosqlite connection (tests that build old schemas write through it)."""
+        """The writer, behind awaitable calls (tests that build old schemas write through it)."""
         return self.c.writer
 
     @property
     def reader(self):
-        """The read-only aiosqlite connection."""
+        """The read-only connection, behind awaitable calls."""
         return self.c.reader
 
     async def read_all(self, sql: str, args: tuple = ()) -> list[Row]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import aiosqlite
+from typing import Any
 
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
@@ -150,14 +150,14 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-async def schema_version(conn: aiosqlite.Connection) -> int:
+async def schema_version(conn: Any) -> int:
     if not await conn.execute_fetchall("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"):
         return 0
     rows = list(await conn.execute_fetchall("SELECT version FROM schema_version"))
     return rows[0][0] if rows else 0
 
 
-async def migrate(conn: aiosqlite.Connection, upto: int | None = None) -> None:
+async def migrate(conn: Any, upto: int | None = None) -> None:
     """Bring the schema up to date in place, one migration per transaction."""
     target = SCHEMA_VERSION if upto is None else upto
     current = await schema_version(conn)
