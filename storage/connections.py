@@ -79,6 +79,8 @@ class Inline:
         return self.conn.executemany(sql, rows)
 
     async def close(self) -> None:
+        async with self._lock:
+            self._commit_batch()
         self.conn.close()
 
 
@@ -182,6 +184,9 @@ class Connections:
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-bulk")
         self._checkpointer = Checkpointer(path)
         self._changes_mark = 0
+        self._batch: asyncio.Future[None] | None = None  # the SQLite transaction under way, if any
+        self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0  # SQLite commits so far (statistics; each serves one or more transactions)
         self.device_id = device_id
         self.path = path
         self.listeners: list[Callable[[dict], Any]] = []  # told each event after its commit
@@ -231,6 +236,8 @@ class Connections:
         return cls(writer, reader, bulk, device_id, path)
 
     async def close(self) -> None:
+        async with self._lock:
+            self._commit_batch()
         self._bulk.shutdown(wait=True)
         self._bulk_conn.close()
         self._checkpointer.close()
@@ -240,27 +247,80 @@ class Connections:
     # ------------------------------------------------------------------ writes
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """BEGIN IMMEDIATE ... COMMIT on the writer, in turn with every other write. Rolled back if the
-        block raises (or is cancelled); its events go to the listeners after the commit."""
+        """A write transaction, in turn with every other write; it returns once it is committed, and its
+        events go to the listeners then. Rolled back if the block raises (or is cancelled).
+
+        Group commit: the transactions of one turn of the event loop share one SQLite transaction. Each
+        is a SAVEPOINT in it (undone alone if its block raises); the first opens it (BEGIN IMMEDIATE)
+        and schedules the COMMIT, which runs when the loop next gets to it, after whatever else was
+        ready to run. No caller goes on before the commit its changes are in, so nothing is answered
+        before it is on disk; under load, one commit serves many appends."""
         async with self._lock:
+            batch = self._join_batch()
             tx = Transaction(self._writer)
-            self._writer.execute("BEGIN IMMEDIATE")
+            self._writer.execute("SAVEPOINT tx")
             try:
                 yield tx
-                self._writer.execute("COMMIT")
             except BaseException:
-                if self._writer.in_transaction:  # SQLite may have rolled back itself (a full disk)
-                    self._writer.execute("ROLLBACK")
+                self._undo_savepoint()
                 raise
-        self._committed()
+            self._writer.execute("RELEASE tx")
+        await asyncio.shield(batch)  # a caller cancelled here leaves the others waiting on it alone
         self.emit(tx.events)
 
     async def write(self, sql: str, args: tuple = ()) -> int:
-        """One write statement on its own (autocommit), in turn with the transactions."""
-        async with self._lock:
-            n = self._writer.execute(sql, args).rowcount
-        self._committed()
+        """One write statement on its own, in turn with the transactions."""
+        async with self.transaction() as tx:
+            n = await tx.execute(sql, args)
         return n
+
+    def _join_batch(self) -> asyncio.Future[None]:
+        """The SQLite transaction under way, or a new one with its commit scheduled (under the lock)."""
+        if self._batch is None:
+            self._writer.execute("BEGIN IMMEDIATE")
+            loop = asyncio.get_running_loop()
+            self._batch = loop.create_future()
+            self._flusher = loop.create_task(self._flush())
+        return self._batch
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            self._commit_batch()
+
+    def _commit_batch(self) -> None:
+        """COMMIT the transactions batched so far (under the lock), and tell their callers."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        try:
+            if not self._writer.in_transaction:
+                raise sqlite3.OperationalError("SQLite rolled the transaction back after an error")
+            self._writer.execute("COMMIT")
+        except BaseException as e:
+            if self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
+            if not batch.done():
+                batch.set_exception(e)
+                batch.exception()  # (retrieved: a batch whose callers were all cancelled logs nothing)
+            return
+        if not batch.done():
+            batch.set_result(None)
+        self.commits += 1
+        self._committed()
+
+    def _undo_savepoint(self) -> None:
+        """Undo the transaction whose block raised, and only it: the batch it is in goes on."""
+        if self._writer.in_transaction:
+            self._writer.execute("ROLLBACK TO tx")
+            self._writer.execute("RELEASE tx")
+            return
+        # SQLite rolled back the whole batch itself (a full disk, an I/O error): so are the others in it
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.set_exception(
+                sqlite3.OperationalError("the write was rolled back with a transaction batched with it that failed")
+            )
+            batch.exception()
 
     def _committed(self) -> None:
         """After each commit: wake the checkpointer once CHECKPOINT_ROWS rows have changed since it last
@@ -282,6 +342,7 @@ class Connections:
         transactions (under the write lock), so it waits for a transaction under way and sees its end.
         Never call it inside a transaction (the lock is not re-entrant): read through the Transaction."""
         async with self._lock:
+            self._commit_batch()  # what it reads is committed: the sync engine may push it at once
             return self._writer.execute(sql, args).fetchall()
 
     async def bulk(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -1,0 +1,78 @@
+"""Group commit (storage/connections.py): the write transactions of one turn of the event loop share one
+SQLite commit, none is answered before its commit, and one that fails is undone alone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+
+import pytest
+
+from sessiond.storage.database import Database
+
+
+@pytest.fixture
+async def db(tmp_path):
+    d = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    yield d
+    await d.close()
+
+
+async def test_concurrent_appends_share_commits_and_each_is_committed_when_answered(db, tmp_path):
+    sids = [(await db.create_session({}))["id"] for _ in range(8)]
+    other = sqlite3.connect(os.path.join(tmp_path, "db.sqlite"))  # another connection: sees commits only
+    seen_uncommitted = []
+
+    async def append(sid: str, i: int) -> None:
+        await db.append_messages(sid, [{"role": "user", "content": f"m{i}"}])
+        n = other.execute("SELECT count(*) FROM messages WHERE session_id=?", (sid,)).fetchone()[0]
+        if n < i + 1:  # answered before it was on disk
+            seen_uncommitted.append((sid, i))
+
+    async def writer(sid: str) -> None:
+        for i in range(25):
+            await append(sid, i)
+
+    before = db.c.commits
+    await asyncio.gather(*(writer(s) for s in sids))
+    assert seen_uncommitted == []
+    assert db.c.commits - before < 8 * 25  # shared: fewer commits than transactions
+    for sid in sids:
+        assert [m["content"] for m in await db.list_messages(sid)] == [f"m{i}" for i in range(25)]
+    other.close()
+
+
+async def test_a_failing_transaction_is_undone_alone_and_the_batch_commits(db, tmp_path):
+    sid = (await db.create_session({}))["id"]
+
+    async def fails() -> None:
+        async with db.c.transaction() as tx:
+            await tx.execute("UPDATE sessions SET name='half done' WHERE id=?", (sid,))
+            raise RuntimeError("the block failed")
+
+    results = await asyncio.gather(
+        db.append_messages(sid, [{"role": "user", "content": "before"}]),
+        fails(),
+        db.append_messages(sid, [{"role": "user", "content": "after"}]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
+    other = sqlite3.connect(os.path.join(tmp_path, "db.sqlite"))
+    assert other.execute("SELECT name FROM sessions WHERE id=?", (sid,)).fetchone()[0] != "half done"
+    rows = other.execute("SELECT content FROM messages WHERE session_id=? ORDER BY seq", (sid,)).fetchall()
+    other.close()
+    assert [r[0] for r in rows] == ["before", "after"]
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_commit_of_the_others(db):
+    sid = (await db.create_session({}))["id"]
+    first = asyncio.ensure_future(db.append_messages(sid, [{"role": "user", "content": "a"}]))
+    second = asyncio.ensure_future(db.append_messages(sid, [{"role": "user", "content": "b"}]))
+    await asyncio.sleep(0)  # both have written (inline) and wait for the commit they share
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await second
+    # the first's caller stopped waiting, but what it wrote was in the batch, committed with the second
+    assert [m["content"] for m in await db.list_messages(sid)] == ["a", "b"]
