@@ -83,7 +83,7 @@ class Syncer:
         self.members = Members(ctx)
         self.pusher = Pusher(ctx, self.members)
         self.rekeyer = Rekeyer(ctx, self.members, self.pusher)
-        self.follower = Follower(ctx, self.members, self.rekeyer, interval=interval)
+        self.follower = Follower(ctx, self.members, self.rekeyer, interval=interval, min_wait=poll_interval)
         self.importer = Importer(ctx, self.members, self._run_check)
         self.verifier = Verifier(ctx, self.members)
         self.proofs = Proofs(ctx)
