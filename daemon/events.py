@@ -26,6 +26,9 @@ class Events:
         self._streams.pop(q, None)
 
     def publish(self, event: dict) -> None:
+        """Every append and push passes here: with no subscriber it costs one test, nothing is built."""
+        if not self._queues:
+            return
         event = {**event, "time": round(time.time(), 3)}
         for q in list(self._queues):
             try:

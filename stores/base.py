@@ -75,6 +75,13 @@ class Store(ABC):
         the store cannot tell cheaply (then followers check every head they follow on each poll)."""
         return None
 
+    async def head_changes(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
+        """The heads that changed since the token `since` (None: the first call) as (the token for the
+        next call, their pks), in time proportional to the change, not to the number of heads; the pks
+        are None when the store cannot tell this time (a first call, a feed that restarted): look at
+        everything. None if the store has no such feed (then use head_versions)."""
+        return None
+
     async def get_heads(
         self, pks: list[bytes], *, concurrency: int = 4
     ) -> dict[bytes, RegistryEntry | StoreError | None]:

@@ -277,6 +277,9 @@ class PinningStore(Store):
     async def head_versions(self) -> dict[bytes, object] | None:
         return await self.inner.head_versions()
 
+    async def head_changes(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
+        return await self.inner.head_changes(since)
+
     async def close(self) -> None:
         if self._pending:
             self._save()  # waiting CIDs are asked for at the next start

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import os
 from http.cookies import SimpleCookie
@@ -42,6 +43,7 @@ from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
 from .registry import RegistryEntry
 
+MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_changes (older: a full look)
 CHALLENGE_REGISTER = 1
 CHALLENGE_LOGIN = 2
 ACCOUNT_KEY_CONTEXT = "sessiond 2026-11 s5 portal account key v1"
@@ -311,11 +313,8 @@ class S5Store(Store):
             raise
         self._heads.saw(entry)
 
-    async def head_versions(self) -> dict[bytes, object] | None:
-        """Every head's revision as the relay's change feed (`sessiond serve`) last told it: one
-        long-poll request kept open in the background, so a new head is known as soon as it is set and
-        this answer costs no request. None from a portal without the feed (then followers read each
-        head), and while the feed is failing."""
+    async def _change_feed(self) -> ChangeFeed | None:
+        """The relay's change feed, started on first use; None from a portal without it."""
         if self._no_feed:
             return None
         if self._feed is None:
@@ -328,7 +327,21 @@ class S5Store(Store):
                 return None
             self._feed = feed
             feed.start()
-        return self._feed.versions()
+        return self._feed
+
+    async def head_versions(self) -> dict[bytes, object] | None:
+        """Every head's revision as the relay's change feed (`sessiond serve`) last told it: one
+        long-poll request kept open in the background, so a new head is known as soon as it is set and
+        this answer costs no request. None from a portal without the feed (then followers read each
+        head), and while the feed is failing."""
+        feed = await self._change_feed()
+        return feed.versions() if feed is not None else None
+
+    async def head_changes(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
+        """The heads the relay's change feed named since `since` (Store.head_changes): no request, and
+        work in proportion to what changed, not to how many heads the relay holds."""
+        feed = await self._change_feed()
+        return feed.changes_since(since) if feed is not None else None
 
     async def close(self) -> None:
         if self._feed is not None:
@@ -346,6 +359,10 @@ class ChangeFeed:
         self.cursor = 0
         self.heads: dict[bytes, int] = {}
         self.healthy = True
+        # what each answer named, as (cursor after it, heads), newest last, for changes_since; a cursor
+        # before `_known_from` (the feed reset, or old batches were dropped) means "anything may have changed"
+        self._batches: collections.deque[tuple[int, list[bytes]]] = collections.deque()
+        self._known_from = 0
         self._task: asyncio.Task | None = None
 
     async def poll(self, wait: float) -> bool:
@@ -366,6 +383,13 @@ class ChangeFeed:
             raise ServerError(f"the relay {self.store.authority} answered a change feed we cannot read") from None
         heads = {} if reset else dict(self.heads)
         heads.update(changes)
+        if reset or epoch != self.epoch:
+            self._batches.clear()
+            self._known_from = cursor
+        elif changes:
+            self._batches.append((cursor, [pk for pk, _ in changes]))
+            while len(self._batches) > MAX_FEED_BATCHES:
+                self._known_from = self._batches.popleft()[0]
         self.heads, self.epoch, self.cursor = heads, epoch, cursor
         return True
 
@@ -392,6 +416,21 @@ class ChangeFeed:
 
     def versions(self) -> dict[bytes, object] | None:
         return dict(self.heads) if self.healthy else None
+
+    def changes_since(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
+        """(a token for the next call, the heads changed since `since`): None for the heads when the
+        feed cannot tell (a first call, the relay restarted, `since` too old); None while it fails."""
+        if not self.healthy:
+            return None
+        token = (self.epoch, self.cursor)
+        if not isinstance(since, tuple) or since[0] != self.epoch or since[1] < self._known_from:
+            return token, None
+        changed: set[bytes] = set()
+        for cursor, pks in reversed(self._batches):
+            if cursor <= since[1]:
+                break
+            changed.update(pks)
+        return token, changed
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -1,14 +1,17 @@
 """The sync engine: `Syncer` owns the worker loop and composes the parts that do the work.
 
-The worker wakes when a session changes (`notify`), pushes each due session's new operations (backing
-off per session when the store fails), then lets the follower pull what other devices wrote. The parts
-each get the one `SyncContext` (context.py) and the other parts they call:
+A session that changes (`notify`) goes to the push queue (schedule.py): pushed at once when quiet,
+coalesced with what follows while a push of it is under way or just was, a few workers for all
+sessions, backing off per session when the store fails. Beside it one loop lets the follower pull what
+other devices wrote, every `poll_interval`. The parts each get the one `SyncContext` (context.py) and
+the other parts they call:
 
     members.py   the members slot (who writes a session)      pusher.py    this device's log -> store
     rekey.py     key rotation, taking another device's rekey   follower.py  pulling other devices' logs
     fetch.py     reading members' logs from the store          importer.py  importing a share code
     verify.py    checking the store against the database       proofs.py    making and checking checkpoints
     share.py     making share codes                            heads.py     head data, manifest opening
+    schedule.py  when each session is pushed
 
 Syncer keeps the public methods the daemon calls, delegating to the parts. It owns the threads: the
 push workers (workers.py, handed to every LogWriter) and the pool in which the checkpoints of an
@@ -37,6 +40,7 @@ from .members import Members
 from .proofs import Proofs
 from .pusher import Pusher
 from .rekey import Rekeyer
+from .schedule import PushQueue
 from .share import Sharer
 from .verify import Verifier
 from .workers import Workers
@@ -53,6 +57,7 @@ class Syncer:
         *,
         interval: float = 2.0,
         push_delay: float = 0.05,
+        push_concurrency: int = 4,
         timeout: float = 30.0,
         poll_interval: float = 0.25,
         on_event: Callable[[dict], None] | None = None,
@@ -78,15 +83,15 @@ class Syncer:
         self.members = Members(ctx)
         self.pusher = Pusher(ctx, self.members)
         self.rekeyer = Rekeyer(ctx, self.members, self.pusher)
-        self.follower = Follower(ctx, self.members, self.rekeyer, interval=interval)
+        self.follower = Follower(ctx, self.members, self.rekeyer, interval=interval, min_wait=poll_interval)
         self.importer = Importer(ctx, self.members, self._run_check)
         self.verifier = Verifier(ctx, self.members)
         self.proofs = Proofs(ctx)
         self.sharer = Sharer(ctx, self.members, self.sync_now)
-        # the worker's queue: sessions to push, and the backoff of those whose push failed
-        self._dirty: set[str] = set()
-        self._retry_at: dict[str, float] = {}
-        self._attempts: dict[str, int] = {}
+        # which sessions to push when (schedule.py): coalesced per session, a few workers for all of them
+        self.pushes = PushQueue(
+            self._push_one, gap=push_delay, concurrency=push_concurrency, failed=self._failed, done=self._pushed
+        )
         self._errors: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
@@ -126,10 +131,10 @@ class Syncer:
             self._checks = self._new_pool()
         if self.ctx.workers is None:
             self.ctx.workers = Workers()
-        self._dirty.update(await self.db.sessions_needing_push())  # resume after a restart
+        self.pushes.start()
+        for sid in await self.db.sessions_needing_push():  # resume after a restart
+            self.pushes.notify(sid)
         self._task = asyncio.create_task(self._run(), name="sessiond-sync")
-        if self._dirty:
-            self._wake.set()
 
     async def stop(self) -> None:
         self.ctx.stopping = True
@@ -140,6 +145,7 @@ class Syncer:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        await self.pushes.stop()
         if self._checks is not None:
             self._checks.shutdown(wait=False, cancel_futures=True)
             self._checks = None
@@ -149,75 +155,55 @@ class Syncer:
         await self.ctx.close_stores()
 
     def notify(self, sid: str) -> None:
-        self._dirty.add(sid)
-        self._wake.set()
+        """`sid` changed here: push it (at once when it is quiet, else together with what follows)."""
+        self.pushes.notify(sid)
 
     def forget(self, sid: str) -> None:
         """A session was deleted here: stop pushing it and destroy its key (crypto-shredding)."""
-        self._dirty.discard(sid)
-        self._retry_at.pop(sid, None)
+        self.pushes.forget(sid)
         self._errors.pop(sid, None)
         self.proofs.forget(sid)
         self.keys.delete_session_key(sid)
 
-    # ---------------------------------------------------------------- the worker
+    # ---------------------------------------------------------------- the workers
     async def _run(self) -> None:
+        """The follower's loop: pull what other devices wrote, every `poll_interval` (at once when
+        asked). Pushes do not wait for it: the push queue's workers run beside it."""
         while not self.ctx.stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._next_wait())
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(self.interval, self.poll_interval)))
             except TimeoutError:
                 pass
-            woke = self._wake.is_set()
             self._wake.clear()
             if self.ctx.stopping:
                 return
-            if woke and self.push_delay:
-                await asyncio.sleep(self.push_delay)  # let a burst of appends land in one push
             try:
-                await self._push_due()
                 await self.follower.poll()
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one bad round stop the worker
                 log.exception("sync round failed")
 
-    def _next_wait(self) -> float:
-        wait = min(self.interval, self.poll_interval)
-        if self._retry_at:
-            wait = min(wait, min(self._retry_at.values()) - time.monotonic())
-        return max(0.01, wait)
+    async def _push_one(self, sid: str) -> None:
+        if not self.ctx.stopping:
+            await self.pusher.push(sid)
 
-    async def _push_due(self) -> None:
-        t = time.monotonic()
-        due = sorted(s for s in self._dirty if self._retry_at.get(s, 0) <= t)
-        for sid in due:
-            if self.ctx.stopping:
-                return
-            self._dirty.discard(sid)
-            try:
-                await self.pusher.push(sid)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store failed or lied: keep the work queued and back off
-                self._dirty.add(sid)
-                n = self._attempts.get(sid, 0) + 1
-                self._attempts[sid] = n
-                delay = min(30.0, 0.2 * (2 ** (n - 1)))
-                self._retry_at[sid] = time.monotonic() + delay
-                msg = describe(exc)
-                self._errors[sid] = msg
-                try:
-                    await self.db.save_sync_state(sid, last_error=msg)
-                except Exception:
-                    pass
-                log.warning("push failed; retrying in %.1fs", delay, extra={"session": sid, "error": msg})
-                self.ctx.on_event({"type": "sync.error", "session": sid, "error": msg})
-            else:
-                self._attempts.pop(sid, None)
-                self._retry_at.pop(sid, None)
-                self._errors.pop(sid, None)
-            async with self._progress:
-                self._progress.notify_all()
+    async def _failed(self, sid: str, exc: BaseException, delay: float) -> None:
+        msg = describe(exc)
+        self._errors[sid] = msg
+        try:
+            await self.db.save_sync_state(sid, last_error=msg)
+        except Exception:
+            pass
+        log.warning("push failed; retrying in %.1fs", delay, extra={"session": sid, "error": msg})
+        self.ctx.on_event({"type": "sync.error", "session": sid, "error": msg})
+        await self._pushed(sid)
+
+    async def _pushed(self, sid: str) -> None:
+        if sid not in self.pushes.retry_at:  # it went through: the error shown is over
+            self._errors.pop(sid, None)
+        async with self._progress:
+            self._progress.notify_all()
 
     # ---------------------------------------------------------------- API helpers
     async def status(self, sid: str | None = None) -> dict:
@@ -228,8 +214,8 @@ class Syncer:
         for s, st in states.items():
             if s in self._errors:
                 st["last_error"] = self._errors[s]
-            if s in self._retry_at:
-                st["retry_in"] = round(max(0.0, self._retry_at[s] - time.monotonic()), 2)
+            if s in self.pushes.retry_at:
+                st["retry_in"] = round(max(0.0, self.pushes.retry_at[s] - time.monotonic()), 2)
             if s in pull_errors:
                 st["pull_error"] = pull_errors[s]
             st["state"] = (
@@ -243,7 +229,7 @@ class Syncer:
         """Push this device's whole log of `sid` again if the store lacks any of it. Returns whether it will."""
         if not await self.pusher.repair(sid):
             return False
-        self._dirty.add(sid)
+        self.pushes.notify(sid)
         return True
 
     async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
@@ -252,8 +238,7 @@ class Syncer:
             await self.repair(s)
         marks = {s: await self.db.last_seq(s) for s in targets}
         for s in targets:
-            self._dirty.add(s)
-            self._retry_at.pop(s, None)  # "now" means now, not after the backoff
+            self.pushes.now(s)  # "now" means now, not after the gap or the backoff
         self._wake.set()
         pull_errors = self.ctx.pull_errors
         if wait:

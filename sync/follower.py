@@ -20,20 +20,27 @@ from .members import Members
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
-FULL_PULL_EVERY = 30.0  # seconds: every shared session is checked this often even if no head seems to change
+# seconds: every shared session is checked this often even if no head seems to change (a safety net: a
+# store that names or lists its changed heads is exact, so this is rare; a blind store has its own rounds)
+FULL_PULL_EVERY = 300.0
 
 
 class Follower:
     """Pulls shared sessions; remembers what each store's heads were, and why pulls failed (ctx.pull_errors)."""
 
-    def __init__(self, ctx: SyncContext, members: Members, rekeyer: Rekeyer, *, interval: float):
+    def __init__(
+        self, ctx: SyncContext, members: Members, rekeyer: Rekeyer, *, interval: float, min_wait: float = 0.25
+    ):
         self.ctx = ctx
         self.members = members
         self.rekeyer = rekeyer
         self.interval = interval
         self.pull_now = True  # pull every shared session in the next round (at the start, or asked to)
+        self.min_wait = min_wait
         self._head_versions: dict[str, dict[bytes, object]] = {}  # per store URL: what each head was
-        self._blind = False  # a store that cannot tell which heads changed
+        self._tokens: dict[str, object] = {}  # per store URL with a change feed: where its feed was read up to
+        self._blind_wait = min_wait  # the wait between full rounds while a store cannot say what changed
+        self._blind_next = 0.0
         self._last_retry = 0.0
         self._last_full_pull = 0.0
 
@@ -41,39 +48,61 @@ class Follower:
         """Pull the shared sessions whose heads (a device's log, or the members slot) changed in the
         store since the last look; all of them when a store cannot say which changed, when asked to
         (`sessiond sync`), and now and then in any case. So a follower of many sessions does work in
-        proportion to what changed, not to how many sessions it follows."""
+        proportion to what changed, not to how many sessions it follows: a store with a change feed
+        (the relay) names the changed heads (Store.head_changes), one that lists its heads cheaply (a
+        folder) is compared with the last listing, and one that can do neither is read in full rounds
+        spaced out (from `min_wait` up to `interval`) while they find nothing new."""
         ctx = self.ctx
         if not await ctx.db.has_shared_sessions():
             return
-        full = self.pull_now
-        safety_net = self.interval if self._blind else max(self.interval, FULL_PULL_EVERY)
-        if time.monotonic() - self._last_full_pull >= safety_net:
-            full = True
+        t = time.monotonic()
+        full = self.pull_now or t - self._last_full_pull >= FULL_PULL_EVERY
+        blind = False
         changed: set[bytes] = set()
-        self._blind = False
         for url in ctx.store_urls():
+            store = ctx.open_store(url)
             try:
-                versions = await ctx.open_store(url).head_versions()
+                feed = await store.head_changes(self._tokens.get(url))
+            except (StoreError, OSError):
+                feed = None
+            if feed is not None:
+                self._tokens[url], pks = feed
+                if pks is None:
+                    full = True
+                else:
+                    changed.update(pks)
+                continue
+            self._tokens.pop(url, None)
+            try:
+                versions = await store.head_versions()
             except (StoreError, OSError):
                 versions = None
             before = self._head_versions.get(url)
-            if versions is None or before is None:
-                self._blind = self._blind or versions is None
+            if versions is None:
+                blind = True
+            elif before is None:
                 full = True
             else:
                 changed.update(pk for pk, v in versions.items() if before.get(pk) != v)
             if versions is not None:
                 self._head_versions[url] = versions
+            else:
+                self._head_versions.pop(url, None)
+        if blind and t >= self._blind_next:
+            full = True  # a store that cannot say what changed: a full round, when its wait is over
         # sessions whose last pull failed are tried again every `interval`: the change that made them
         # due has been seen already and would not make them due again
         retry: set[str] = set()
-        if ctx.pull_errors and time.monotonic() - self._last_retry >= self.interval:
+        if ctx.pull_errors and t - self._last_retry >= self.interval:
             retry = set(ctx.pull_errors)
-            self._last_retry = time.monotonic()
+            self._last_retry = t
         if full:
             self.pull_now = False
-            self._last_full_pull = time.monotonic()
-            await self.pull_all()
+            self._last_full_pull = t
+            new = await self.pull_all()
+            # nothing new: the next blind round waits twice as long (up to `interval`); news: soon again
+            self._blind_wait = self.min_wait if new else min(self.interval, max(self.min_wait, 2 * self._blind_wait))
+            self._blind_next = time.monotonic() + self._blind_wait
         elif changed or retry:
             await self.pull_all(sorted(retry.union(await ctx.db.sessions_with_heads(sorted(changed)))))
 
@@ -134,14 +163,15 @@ class Follower:
         )
         return await db.apply_remote(sid, logs, peers=peers)
 
-    async def pull_all(self, sids: list[str] | None = None) -> None:
-        """Pull `sids` (default: every shared session)."""
+    async def pull_all(self, sids: list[str] | None = None) -> int:
+        """Pull `sids` (default: every shared session). Returns how many new operations came in."""
         ctx = self.ctx
+        new = 0
         for sid in await ctx.db.shared_sessions() if sids is None else sids:
             if ctx.stopping:
-                return
+                break
             try:
-                await self.pull(sid)
+                new += await self.pull(sid) or 0
                 ctx.pull_errors.pop(sid, None)
             except asyncio.CancelledError:
                 raise
@@ -151,3 +181,4 @@ class Follower:
                     log.warning("pull failed", extra={"session": sid, "error": msg})
                     ctx.on_event({"type": "sync.error", "session": sid, "error": msg})
                 ctx.pull_errors[sid] = msg
+        return new

@@ -46,7 +46,10 @@ class Sharer:
             assert remote is not None  # just added
         write_secret = ctx.keys.write_secret(sid)
         if write_secret is not None:
-            await self.members.ensure_member(sid)
+            # under the push lock: a push that comes now (pushes start at once) announces this device
+            # too, and two announcements at once would leave the losing members object behind
+            async with ctx.lock(sid):
+                await self.members.ensure_member(sid)
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None
         code = ShareCode(sid, key, bytes(remote["announce_pk"]), store.url, write_secret if write else None, expires_at)

@@ -211,8 +211,9 @@ def test_bad_codes_are_named_and_write_nothing(pair):
 
 def test_tampered_store_fails_import_and_writes_nothing(pair, store_dir):
     a, b = pair
-    sid = a.client().create_session()["id"]
-    a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(50)])
+    # one request, so one push: every object in the store is then one the import reads (a push of the
+    # create alone, at once, would leave its manifest behind unreferenced by the newer head)
+    sid = a.client().create_session(initial_messages=[{"role": "user", "content": f"m{i}"} for i in range(50)])["id"]
     code = a.client().share(sid)["code"]
     objects = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(store_dir, "objects")) for f in fs]
     for victim in objects:

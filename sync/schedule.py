@@ -1,0 +1,173 @@
+"""When each session is pushed: appends coalesce into few pushes, and pushes of many sessions share a
+bounded set of workers.
+
+A session that changes is pushed at once when it is quiet: nothing of it in flight, and its last push
+started at least `gap` seconds ago. Otherwise its changes wait and go together in one push (one page,
+one manifest, one head): after the push in flight ends, or `gap` after the last one started. Under
+load the window widens by itself: the sessions that are due wait in one queue served by `concurrency`
+workers, and everything appended to a session while it waits goes in its one push. So a session sees
+at most one push per `gap` (plus the time a push takes), and the first append after a quiet spell is
+not delayed at all.
+
+A failed push keeps the session queued and retries it with exponential backoff (0.2 s doubling, at most
+30 s); `now` skips the wait (a `sessiond sync` asked for it). Nothing here is durable, nor needs to be:
+what to push is in SQLite (a session's log past its pushed mark, sync_state's outbox), and the engine
+queues every session with unpushed operations when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("sessiond.sync")
+
+RETRY_FIRST = 0.2  # seconds before the first retry of a failed push; doubles per failure
+RETRY_MAX = 30.0
+
+
+class PushQueue:
+    """The sessions to push, when each may go, and the workers that push them."""
+
+    def __init__(
+        self,
+        push: Callable[[str], Awaitable[object]],
+        *,
+        gap: float,
+        concurrency: int = 4,
+        failed: Callable[[str, BaseException, float], Awaitable[None]] | None = None,
+        done: Callable[[str], Awaitable[None]] | None = None,
+    ):
+        """`push(sid)` pushes one session; `failed(sid, exc, retry_in)` and `done(sid)` are told after
+        each failed or finished push (the engine records errors and wakes who waits on progress)."""
+        self._push = push
+        self.gap = max(0.0, gap)
+        self.concurrency = max(1, concurrency)
+        self._failed = failed
+        self._done = done
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()  # in _queue: due now, waiting for a worker
+        self._dirty: set[str] = set()  # changed since its last push started
+        self._inflight: set[str] = set()
+        self._not_before: dict[str, float] = {}  # loop time: the gap after a push started, or a retry
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.retry_at: dict[str, float] = {}  # loop time of the next try of a session whose push failed
+        self._attempts: dict[str, int] = {}
+        self._tasks: list[asyncio.Task] = []
+        self.pushes = 0  # pushes started (tests and benchmarks read it)
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._work(), name=f"sessiond-push-{i}") for i in range(self.concurrency)
+            ]
+
+    async def stop(self) -> None:
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+
+    # ---------------------------------------------------------------- what the engine calls
+    def notify(self, sid: str) -> None:
+        """`sid` changed: push it now if it is quiet, else with what comes next."""
+        self._dirty.add(sid)
+        self._schedule(sid)
+
+    def now(self, sid: str) -> None:
+        """Push `sid` as soon as a worker is free: no gap, no backoff."""
+        self._not_before.pop(sid, None)
+        self.retry_at.pop(sid, None)
+        timer = self._timers.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+        self.notify(sid)
+
+    def forget(self, sid: str) -> None:
+        """A session was deleted: nothing more of it is pushed (a push in flight ends by itself)."""
+        self._dirty.discard(sid)
+        self._not_before.pop(sid, None)
+        self.retry_at.pop(sid, None)
+        self._attempts.pop(sid, None)
+        timer = self._timers.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def pending(self) -> set[str]:
+        """Sessions waiting for a push (queued, waiting out the gap or a backoff, or changed in flight)."""
+        return set(self._dirty)
+
+    # ---------------------------------------------------------------- inside
+    def _schedule(self, sid: str) -> None:
+        if sid in self._inflight or sid in self._queued or sid in self._timers:
+            return  # it goes when that push ends, when a worker is free, or when its timer fires
+        loop = asyncio.get_running_loop()
+        at = self._not_before.get(sid)
+        if at is None or at <= loop.time():
+            self._not_before.pop(sid, None)
+            self._queued.add(sid)
+            self._queue.put_nowait(sid)
+        else:
+            self._timers[sid] = loop.call_at(at, self._due, sid)
+
+    def _due(self, sid: str) -> None:
+        self._timers.pop(sid, None)
+        if sid in self._dirty:
+            self._schedule(sid)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            sid = await self._queue.get()
+            self._queued.discard(sid)
+            if sid not in self._dirty:
+                continue  # forgotten meanwhile
+            self._dirty.discard(sid)
+            self._inflight.add(sid)
+            started = loop.time()
+            self.pushes += 1
+            try:
+                await self._push(sid)
+            except asyncio.CancelledError:
+                self._dirty.add(sid)
+                raise
+            except Exception as exc:  # the store failed or lied: keep the work queued and back off
+                self._dirty.add(sid)
+                n = self._attempts.get(sid, 0) + 1
+                self._attempts[sid] = n
+                delay = min(RETRY_MAX, RETRY_FIRST * (2 ** (n - 1)))
+                self.retry_at[sid] = self._not_before[sid] = loop.time() + delay
+                await self._tell(self._failed, sid, exc, delay)
+            else:
+                self._attempts.pop(sid, None)
+                self.retry_at.pop(sid, None)
+                if self.gap:
+                    self._not_before[sid] = max(self._not_before.get(sid, 0.0), started + self.gap)
+                await self._tell(self._done, sid)
+            finally:
+                self._inflight.discard(sid)
+            if sid in self._dirty:
+                self._schedule(sid)
+            elif len(self._not_before) > 1024 and self.pushes % 1024 == 0:
+                t = loop.time()  # forget the gaps that are over, so that the map stays small
+                self._not_before = {s: at for s, at in self._not_before.items() if at > t}
+
+    @staticmethod
+    async def _tell(fn: Callable[..., Awaitable[None]] | None, *args: object) -> None:
+        if fn is None:
+            return
+        try:
+            await fn(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a report that failed must not stop a worker
+            log.exception("push bookkeeping failed")

@@ -1,0 +1,218 @@
+"""Sync under load: appends coalesce into few pushes (sync/schedule.py), and a follower with the relay's
+change feed does work for what changed, not for every session it follows (sync/follower.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from conftest import DaemonProc, eventually, wait_for
+from sessiond.daemon.events import Events
+from sessiond.relay.app import Relay, run
+from sessiond.storage.database import Database
+from sessiond.stores.http import RetryPolicy
+from sessiond.stores.s5 import S5Store
+from sessiond.sync.engine import Syncer
+from sessiond.sync.schedule import PushQueue
+
+
+# ------------------------------------------------------------------------------ the push queue, in-process
+async def test_a_quiet_session_goes_at_once_and_a_busy_one_coalesces():
+    started: list[str] = []
+    gate = asyncio.Event()
+
+    async def push(sid):
+        started.append(sid)
+        await gate.wait()
+
+    q = PushQueue(push, gap=0.0, concurrency=2)
+    q.start()
+    try:
+        q.notify("a")
+        await eventually(lambda: started == ["a"], timeout=2, what="the first push, at once")
+        for _ in range(50):  # appends while its push is in flight: they wait, and go together
+            q.notify("a")
+        q.notify("b")  # another session does not wait for "a"
+        await eventually(lambda: started == ["a", "b"], timeout=2, what="b pushed beside a")
+        gate.set()
+        await eventually(lambda: len(started) == 3 and not q.pending(), timeout=2, what="a's second push")
+        assert started == ["a", "b", "a"]  # 51 changes of a: two pushes
+    finally:
+        await q.stop()
+
+
+async def test_the_gap_holds_a_session_s_next_push_back_and_failures_back_off():
+    calls: list[tuple[str, float]] = []
+    fail = {"x"}
+    loop = asyncio.get_running_loop()
+
+    async def push(sid):
+        calls.append((sid, loop.time()))
+        if sid in fail:
+            raise OSError("store down")
+
+    failed: list[float] = []
+
+    async def on_failed(sid, exc, delay):
+        failed.append(delay)
+
+    q = PushQueue(push, gap=0.3, concurrency=1, failed=on_failed)
+    q.start()
+    try:
+        q.notify("s")
+        await eventually(lambda: len(calls) == 1, timeout=2)
+        q.notify("s")  # within the gap: waits for it
+        await eventually(lambda: len(calls) == 2, timeout=2)
+        assert calls[1][1] - calls[0][1] >= 0.29
+        q.notify("x")
+        await eventually(lambda: len(failed) >= 2, timeout=3, what="a retry after a failure")
+        assert failed[:2] == [0.2, 0.4] and "x" in q.pending() and "x" in q.retry_at
+        fail.clear()
+        q.now("x")  # no waiting out the backoff
+        await eventually(lambda: "x" not in q.pending() and "x" not in q.retry_at, timeout=2)
+    finally:
+        await q.stop()
+
+
+def test_events_cost_nothing_without_a_subscriber(monkeypatch):
+    import sessiond.daemon.events as events_mod
+
+    stamped: list[int] = []
+    real = events_mod.time.time
+    monkeypatch.setattr(events_mod.time, "time", lambda: stamped.append(1) or real())
+    ev = Events()
+    for _ in range(100):
+        ev.publish({"type": "messages.appended", "session": "s"})
+    assert stamped == []  # nobody listens: not even a timestamp is taken
+    q = asyncio.Queue()
+    ev._queues.add(q)
+    ev.publish({"type": "messages.appended", "session": "s"})
+    assert q.get_nowait()["type"] == "messages.appended" and stamped == [1]
+
+
+# ------------------------------------------------------------------------------ end to end, two daemons
+@pytest.fixture(scope="module")
+def pair():
+    d = tempfile.mkdtemp(prefix="sd-co-")
+    url = "file://" + os.path.join(d, "store")
+    made = []
+    for name in ("a", "b"):
+        home = os.path.join(d, name)
+        os.makedirs(home, mode=0o700)
+        with open(os.path.join(home, "config.toml"), "w") as f:
+            f.write("push_delay = 0.3\npoll_interval = 0.05\n")  # a wide gap: coalescing is certain
+        made.append(DaemonProc(home, url).start())
+    yield made
+    for p in made:
+        p.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_quick_appends_become_few_pushes_and_arrive_in_order(pair):
+    a, b = pair
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="busy", initial_messages=[{"role": "user", "content": "start"}])["id"]
+    cb.import_code(ca.share(sid)["code"])
+    before = ca.get_session(sid)["sync"]["head_rev"]
+    n = 40
+    for i in range(n):
+        ca.append(sid, "user" if i % 2 else "assistant", f"quick {i}")
+    want = [m["content"] for m in ca.messages(sid, limit=1000)["messages"]]
+
+    def arrived():
+        got = [m["content"] for m in cb.messages(sid, limit=1000)["messages"]]
+        return got == want
+
+    wait_for(arrived, timeout=10, what="every append on the follower, in order")
+    pushes = wait_for(lambda: (s := ca.get_session(sid)["sync"])["pending"] == 0 and s["head_rev"] - before)
+    assert 1 <= pushes < n // 2, pushes  # one revision per push
+
+
+# ------------------------------------------------------------------------------ a follower on the relay's feed
+class _Count(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+async def test_a_follower_on_the_change_feed_reads_only_the_heads_that_moved(tmp_path):
+    relay = Relay(str(tmp_path / "relay"), open_registration=True)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    port: list[int] = []
+    served = asyncio.create_task(
+        run(relay, "127.0.0.1", 0, on_ready=lambda u, p: (port.append(p), ready.set()), stop=stop, access_log=True)
+    )
+    counter = _Count()
+    access = logging.getLogger("sessiond.relay.access")
+    access.addHandler(counter)
+    access.setLevel(logging.INFO)
+    syncers, dbs = [], []
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        url = f"s5+http://127.0.0.1:{port[0]}"
+
+        def side(name, **kw):
+            store = S5Store(
+                url,
+                account_seed=bytes([len(name)]) * 32,
+                token_dir=str(tmp_path / f"t-{name}"),
+                retry=RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05),
+                timeout=10,
+            )
+            return store
+
+        dba = await Database.open(str(tmp_path / "a.sqlite"))
+        dbb = await Database.open(str(tmp_path / "b.sqlite"))
+        dbs += [dba, dbb]
+        a = Syncer(dba, side("a"), str(tmp_path / "ka"), timeout=10, push_delay=0)
+        store_b = side("bb")
+        b = Syncer(dbb, store_b, str(tmp_path / "kb"), timeout=10, interval=0.5, poll_interval=0.02)
+        syncers += [a, b]
+        await a.start()
+        sids = []
+        for i in range(12):
+            sid = (await dba.create_session({"name": f"s{i}"}))["id"]
+            await dba.append_messages(sid, [{"role": "user", "content": f"first of {i}"}])
+            await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
+            sids.append(sid)
+        polls = 0
+        real_changes = store_b.head_changes
+
+        async def counted(since):
+            nonlocal polls
+            polls += 1
+            return await real_changes(since)
+
+        store_b.head_changes = counted
+        await b.start()
+        await eventually(lambda: polls >= 3 and not b.follower.pull_now, what="the follower's first rounds")
+        await eventually(lambda: polls >= 6)
+        counter.lines.clear()
+        await dba.append_messages(sids[5], [{"role": "assistant", "content": "news for one session"}])
+        await a.push(sids[5])
+
+        async def arrived():
+            return len(await dbb.list_messages(sids[5])) == 2
+
+        await eventually(arrived, timeout=5, what="the news on the follower")
+        seen = polls
+        await eventually(lambda: polls >= seen + 20, what="many more polls with nothing new")
+        head_reads = [line for line in counter.lines if "GET /s5/registry?" in line]
+        # the one session that changed: its members entry and its other device's head; not 12 sessions x 2
+        assert 1 <= len(head_reads) <= 4, head_reads
+    finally:
+        access.removeHandler(counter)
+        for s in syncers:
+            await s.stop()
+        for db in dbs:
+            await db.close()
+        stop.set()
+        await asyncio.wait_for(served, 10)
