@@ -281,7 +281,7 @@ class S5Store(Store):
                 if head.status != 404:
                     out.objects, out.bytes = out.objects + 1, out.bytes + size
                 continue
-            reply = await self._call("DELETE", f"/s5/delete/{cid}", passthrough=(404, 405, 501))
+            reply = await self._call("DELETE", f"/s5/delete/{cid}", ok=(200, 204), passthrough=(404, 405, 501))
             if reply.status in (405, 501):
                 raise CannotDelete(f"the S5 portal {self.authority} does not delete objects (HTTP {reply.status})")
             out.gone.append(h)
