@@ -47,12 +47,12 @@ class CannotDelete(StoreError):
 class Freed:
     """What Store.free did (or, dry, would do): `how` it frees ("deleted": the bytes are gone now;
     "unpinned": released, the node or service drops them at its own garbage collection), how many of
-    the objects it held, their bytes where it can tell, and `gone`: the hashes it no longer holds for
+    the objects it held, their size in bytes (`nbytes`) where it can tell, and `gone`: the hashes it no longer holds for
     this device (freed now, or not held at all), which the caller need not ask about again."""
 
     how: str
     objects: int = 0
-    bytes: int = 0
+    nbytes: int = 0
     gone: list[bytes] = field(default_factory=list)
 
 

@@ -120,7 +120,7 @@ class FileStore(Store):
             except OSError as exc:
                 raise StoreError(f"cannot delete object {h.hex()} from {self.root}: {exc.strerror}") from None
             out.objects += 1
-            out.bytes += size
+            out.nbytes += size
             out.gone.append(h)
         return out
 

@@ -207,7 +207,7 @@ class KuboStore(Store):
                 continue
             reply, err = await self._rpc("block/stat", {"arg": BlobId(h, 0).ipfs_cid(), "offline": "true"})
             size = reply.json().get("Size", 0) if err is None and isinstance(reply.json(), dict) else 0
-            out.objects, out.bytes = out.objects + 1, out.bytes + int(size or 0)
+            out.objects, out.nbytes = out.objects + 1, out.nbytes + int(size or 0)
         if not dry_run:
             await self.unpin(out.gone)
         return out

@@ -279,14 +279,14 @@ class S5Store(Store):
             size = int(head.headers.get("Content-Length") or 0) if head.status == 200 else 0
             if dry_run:
                 if head.status != 404:
-                    out.objects, out.bytes = out.objects + 1, out.bytes + size
+                    out.objects, out.nbytes = out.objects + 1, out.nbytes + size
                 continue
             reply = await self._call("DELETE", f"/s5/delete/{cid}", ok=(200, 204), passthrough=(404, 405, 501))
             if reply.status in (405, 501):
                 raise CannotDelete(f"the S5 portal {self.authority} does not delete objects (HTTP {reply.status})")
             out.gone.append(h)
             if reply.status != 404:  # 404: this account keeps no such object (freed before, or not ours)
-                out.objects, out.bytes = out.objects + 1, out.bytes + size
+                out.objects, out.nbytes = out.objects + 1, out.nbytes + size
         return out
 
     # -- heads ----------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ class Collector:
                 kept += n_live
                 rep["how"] = result.how
                 rep["objects"] += result.objects
-                rep["bytes"] += result.bytes
+                rep["bytes"] += result.nbytes
             if errors:
                 rep["errors"] = errors
             reports.append(rep)

@@ -285,10 +285,10 @@ async def test_gc_frees_only_this_account_s_objects_on_the_relay(relay, tmp_path
         mine = [await a.put(b"a's object %d" % i) for i in range(3)]
         theirs = await b.put(b"b's object")
         dry = await a.free(mine, dry_run=True)
-        assert (dry.objects, dry.bytes, dry.gone) == (3, sum(len(b"a's object 0") for _ in mine), [])
+        assert (dry.objects, dry.nbytes, dry.gone) == (3, sum(len(b"a's object 0") for _ in mine), [])
         assert all([await a.has(h) for h in mine])
         done = await a.free([*mine, theirs])
-        assert (done.how, done.objects, done.bytes) == ("deleted", 3, dry.bytes)
+        assert (done.how, done.objects, done.nbytes) == ("deleted", 3, dry.nbytes)
         assert not any([await a.has(h) for h in mine])
         assert await a.get(theirs) == b"b's object"  # not a's to free: the relay refuses, nothing is lost
     finally:

@@ -476,10 +476,10 @@ async def test_kubo_free_unpins_and_counts_what_was_pinned(node):
         hs = [await store.put(b"object %d" % i) for i in range(3)]
         await store.unpin(hs[2:])  # not pinned any more: neither counted nor an error
         dry = await store.free(hs, dry_run=True)
-        assert (dry.how, dry.objects, dry.bytes) == ("unpinned", 2, 2 * len(b"object 0"))
+        assert (dry.how, dry.objects, dry.nbytes) == ("unpinned", 2, 2 * len(b"object 0"))
         assert all(h in n.pins for h in hs[:2])
         done = await store.free(hs)
-        assert (done.objects, done.bytes) == (2, dry.bytes) and set(done.gone) == set(hs)
+        assert (done.objects, done.nbytes) == (2, dry.nbytes) and set(done.gone) == set(hs)
         assert not any(h in n.pins for h in hs) and all(h in n.blocks for h in hs)
     finally:
         await store.close()
