@@ -5,7 +5,7 @@ from typing import Literal, NotRequired, Required
 from pydantic import with_config
 from typing_extensions import TypedDict
 
-from .types import ANSWER, BODY, YEARS_10, Number, Text
+from .types import ANSWER, BODY, QUERY, YEARS_10, Number, Text
 
 
 @with_config(BODY)
@@ -71,3 +71,66 @@ class VerifyRequest(TypedDict, total=False):
 class VerifyReport(TypedDict):
     ok: bool
     sessions: list
+
+
+@with_config(QUERY)
+class SharesQuery(TypedDict, total=False):
+    session: Text(128)
+
+
+@with_config(ANSWER)
+class IssuedShare(TypedDict):
+    """A share code this device issued, described: never the code, its key or its passphrase."""
+
+    id: int
+    session: str
+    created_at: float
+    capability: Literal["read-only", "read-write"]
+    expires_at: int | None
+    protected: bool  # a passphrase protects the code
+    store: str | None
+    status: Literal["active", "expired", "revoked"]  # revoked: the session was rekeyed since
+
+
+@with_config(ANSWER)
+class ShareList(TypedDict):
+    shares: list[IssuedShare]
+
+
+@with_config(BODY)
+class UnshareRequest(TypedDict, total=False):
+    device: Text(128, min_len=1) | None  # one writer device; absent: every other device
+
+
+@with_config(ANSWER)
+class UnshareResult(TypedDict):
+    session: str
+    kept: list[str]
+    dropped: list[str]
+    codes_revoked: int  # codes of this device that worked until now and no longer do
+    cannot_take_back: list[str]  # what no rekey can undo, said plainly
+
+
+@with_config(BODY)
+class GcRequest(TypedDict, total=False):
+    dry_run: bool
+    grace: Number(0, YEARS_10)  # seconds since this device's logs let an object go
+
+
+@with_config(ANSWER)
+class GcStore(TypedDict):
+    store: str
+    objects: int
+    bytes: int
+    how: str  # "deleted", "unpinned", or why nothing could be
+    errors: NotRequired[list[str]]
+
+
+@with_config(ANSWER)
+class GcReport(TypedDict):
+    dry_run: bool
+    grace: float
+    objects: int  # freed (or, with dry_run, that would be)
+    bytes: int  # of those whose size the store could tell
+    kept: int  # candidates still referenced by a current head, or too young, or on a store that cannot delete
+    stores: list[GcStore]

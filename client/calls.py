@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
     from ..api.meta import Status
     from ..api.sessions import Deleted, Session, SessionCreate, SessionList, SessionPatch
-    from ..api.sharing import ImportResult, RekeyResult, ShareResult, VerifyReport
+    from ..api.sharing import GcReport, ImportResult, RekeyResult, ShareList, ShareResult, UnshareResult, VerifyReport
 
 # api/messages.py's IDEMPOTENCY_HEADER, repeated: importing api/messages.py would load pydantic.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -245,6 +245,18 @@ class Api:
 
     def rekey(self, sid: str, drop: list[str] | None = None) -> RekeyResult:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/rekey", {"drop": drop or []})
+
+    def shares(self, session: str | None = None) -> ShareList:
+        return self._call("GET", "/v1/shares" + query_string(dict(session=session)))
+
+    def unshare(self, sid: str, device: str | None = None) -> UnshareResult:
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/unshare", {"device": device} if device else {})
+
+    def gc(self, *, grace: float | None = None, dry_run: bool = False) -> GcReport:
+        body: dict = {"dry_run": dry_run}
+        if grace is not None:
+            body["grace"] = grace
+        return self._call("POST", "/v1/gc", body)
 
     def import_code(self, code: str, passphrase: str | None = None) -> ImportResult:
         body = {"code": code}

@@ -289,6 +289,18 @@ class Daemon:
         except ImportError_ as exc:
             raise _share_error(exc) from None
 
+    async def issued_shares(self, sid: str | None) -> dict:
+        return {"shares": await self.syncer.issued_shares(sid)}
+
+    async def unshare(self, sid: str, device: str | None) -> dict:
+        try:
+            return await self.syncer.unshare(sid, device)
+        except ImportError_ as exc:
+            raise _share_error(exc) from None
+
+    async def gc(self, *, grace: float, dry_run: bool) -> dict:
+        return await self.syncer.gc(grace=grace, dry_run=dry_run)
+
     # ---------------------------------------------------------------- session management (issue 5)
     def estimate(self, text: str) -> int:
         return self._estimator(text)
@@ -384,7 +396,7 @@ class Daemon:
 
 
 def _share_error(exc: ImportError_) -> SessiondError:
-    status = {"store": 503, "conflict": 409, "read_only": 409, "busy": 503}.get(exc.kind, 422)
+    status = {"store": 503, "conflict": 409, "read_only": 409, "not_shared": 409, "busy": 503}.get(exc.kind, 422)
     err = SessiondError(str(exc))
     err.code, err.status = exc.kind, status
     return err

@@ -40,6 +40,7 @@ from .chats import Chats
 from .checkpoints import Checkpoints
 from .connections import Connections, Row
 from .context import Context
+from .lifecycle import Released, ShareLog
 from .logrun import LogReads, RunReader
 from .messages import Messages
 from .model import LogRun, Op, RemoteLog
@@ -62,6 +63,8 @@ class Database:
         self.statistics = Stats(c, self.sessions, self.chats)
         self.syncstate = SyncState(c)
         self.log = LogReads(c)
+        self.share_log = ShareLog(c)  # the codes this device issued (lifecycle.py)
+        self.released = Released(c)  # objects its logs let go, for gc (lifecycle.py)
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Database:

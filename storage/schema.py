@@ -146,6 +146,32 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN importing INTEGER NOT NULL DEFAULT 0;
     """,
+    # 8 (7 is search's, on another branch; until they meet this one applies as 7): this device's own
+    # records, never synced. `shares`: the share codes it issued, described, never the code or its
+    # secrets (`key_fp` is a keyed hash of the session key it opened: a rekey since makes it differ).
+    # `released`: objects of this device's logs no current head references any more, and since when
+    # (what `sessiond gc` may free after its grace period).
+    """
+    CREATE TABLE shares (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        capability TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at INTEGER,
+        protected INTEGER NOT NULL,
+        store_url TEXT,
+        key_fp BLOB NOT NULL
+    );
+    CREATE INDEX shares_session ON shares(session_id, id);
+    CREATE TABLE released (
+        store_url TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        session_id TEXT NOT NULL,
+        released_at REAL NOT NULL,
+        PRIMARY KEY (store_url, hash)
+    ) WITHOUT ROWID;
+    CREATE INDEX released_age ON released(released_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -8,15 +8,27 @@ Imports flow daemon -> sync -> stores -> storage: nothing here imports sync/, da
 
 from __future__ import annotations
 
-from .base import MAX_OBJECT_SIZE, CorruptObject, ObjectMissing, StaleHead, Store, StoreError, check_object
+from .base import (
+    MAX_OBJECT_SIZE,
+    CannotDelete,
+    CorruptObject,
+    Freed,
+    ObjectMissing,
+    StaleHead,
+    Store,
+    StoreError,
+    check_object,
+)
 from .config import NETWORK_SCHEMES, configure, open_network_store, open_store
 from .file import FileStore
 
 __all__ = [
     "MAX_OBJECT_SIZE",
     "NETWORK_SCHEMES",
+    "CannotDelete",
     "CorruptObject",
     "FileStore",
+    "Freed",
     "ObjectMissing",
     "StaleHead",
     "Store",

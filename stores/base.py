@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 from .cid import digest
 from .registry import RegistryEntry
@@ -36,6 +37,23 @@ class CorruptObject(StoreError):
 
 class StaleHead(StoreError):
     """A head was offered with a revision not higher than the one the store holds."""
+
+
+class CannotDelete(StoreError):
+    """This store offers no way to free an object (a read-only gateway, a portal without deletes)."""
+
+
+@dataclass
+class Freed:
+    """What Store.free did (or, dry, would do): `how` it frees ("deleted": the bytes are gone now;
+    "unpinned": released, the node or service drops them at its own garbage collection), how many of
+    the objects it held, their size in bytes (`nbytes`) where it can tell, and `gone`: the hashes it no longer holds for
+    this device (freed now, or not held at all), which the caller need not ask about again."""
+
+    how: str
+    objects: int = 0
+    nbytes: int = 0
+    gone: list[bytes] = field(default_factory=list)
 
 
 class Store(ABC):
@@ -112,6 +130,13 @@ class Store(ABC):
         holds; collecting it is not this call's business). Idempotent: releasing an object not held, or
         twice, is no error."""
         return None
+
+    async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
+        """Free these objects of this device's logs, which nothing references any more (`sessiond gc`
+        decides that; this call only frees). A store frees only what this device may free: a relay or
+        portal only this account's uploads. `dry_run`: count, change nothing. CannotDelete where the
+        store offers no way (the default)."""
+        raise CannotDelete(f"the store {self.url} offers no way to free objects")
 
 
 def check_object(h: bytes, data: bytes) -> bytes:

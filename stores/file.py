@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError, check_object
+from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, StaleHead, Store, StoreError, check_object
 from .cid import digest
 from .registry import RegistryEntry, RegistryError
 
@@ -105,6 +105,27 @@ class FileStore(Store):
 
     async def has(self, h: bytes) -> bool:
         return await asyncio.to_thread(os.path.exists, self._obj_path(h))
+
+    def _free_sync(self, hashes: list[bytes], dry_run: bool) -> Freed:
+        out = Freed("deleted")
+        for h in dict.fromkeys(hashes):
+            path = self._obj_path(h)
+            try:
+                size = os.stat(path).st_size
+                if not dry_run:
+                    os.unlink(path)
+            except FileNotFoundError:
+                out.gone.append(h)  # not held (freed before, or never here)
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot delete object {h.hex()} from {self.root}: {exc.strerror}") from None
+            out.objects += 1
+            out.nbytes += size
+            out.gone.append(h)
+        return out
+
+    async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
+        return await asyncio.to_thread(self._free_sync, hashes, dry_run)
 
     def _head_path(self, pk: bytes) -> str:
         return os.path.join(self._heads, pk.hex())

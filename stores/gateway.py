@@ -10,7 +10,7 @@ highest sequence seen.
 
 from __future__ import annotations
 
-from .base import MAX_OBJECT_SIZE, ObjectMissing, Store, StoreError
+from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, Store, StoreError
 from .cid import BlobId, digest
 from .errors import LyingServer, ReadOnlyStore, WrongBytes
 from .heads import SeenRevisions
@@ -57,6 +57,9 @@ class GatewayStore(Store):
 
     async def set_head(self, entry: RegistryEntry) -> None:
         raise self._read_only("publish heads")
+
+    async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
+        raise CannotDelete(f"{self.url} is a read-only gateway: it cannot free objects")
 
     async def get(self, h: bytes) -> bytes:
         reply = await self.http.request(

@@ -19,7 +19,7 @@ import json
 
 import aiohttp
 
-from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
+from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, digest, parse_ipfs_cid
 from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
@@ -196,6 +196,21 @@ class KuboStore(Store):
                 _reply, err = await self._rpc("pin/rm", [("arg", cid), ("recursive", "true")])
                 if err is not None and not _not_pinned(err):
                     raise ServerError(f"the Kubo node failed pin/rm {cid}: {self.http.scrub(err)}", 500)
+
+    async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
+        """Unpin (pin/rm): the node's own garbage collection (`ipfs repo gc`, or its automatic one) drops
+        the bytes later. Counted: the objects pinned here, their sizes by block/stat."""
+        out = Freed("unpinned")
+        for h in dict.fromkeys(hashes):
+            out.gone.append(h)
+            if not await self.pinned(h):
+                continue
+            reply, err = await self._rpc("block/stat", {"arg": BlobId(h, 0).ipfs_cid(), "offline": "true"})
+            size = reply.json().get("Size", 0) if err is None and isinstance(reply.json(), dict) else 0
+            out.objects, out.nbytes = out.objects + 1, out.nbytes + int(size or 0)
+        if not dry_run:
+            await self.unpin(out.gone)
+        return out
 
     async def pinned(self, h: bytes) -> bool:
         """Whether the node holds a pin on this object (`pin/ls`)."""

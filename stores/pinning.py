@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from .base import Store, StoreError
+from .base import CannotDelete, Freed, Store, StoreError
 from .cid import BlobId, CIDError, parse_ipfs_cid
 from .errors import AuthRefused, ServerError
 from .http import HttpClient, RetryPolicy
@@ -261,6 +261,17 @@ class PinningStore(Store):
                     await self._call("DELETE", f"/pins/{quote(rid, safe='')}", ok=(200, 202, 204), passthrough=(404,))
                 self._pins.pop(c, None)
                 self._save()
+
+    async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
+        """The inner store frees what it can (its count is the report); then this device's pin requests
+        on the service are removed, so the service lets the objects go."""
+        try:
+            out = await self.inner.free(hashes, dry_run=dry_run)
+        except CannotDelete:
+            out = Freed("unpinned", len(set(hashes)), 0, list(dict.fromkeys(hashes)))
+        if not dry_run:
+            await self.unpin(hashes)
+        return out
 
     async def get(self, h: bytes) -> bytes:
         return await self.inner.get(h)

@@ -36,7 +36,7 @@ import blake3
 from nacl.signing import SigningKey
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from .base import MAX_OBJECT_SIZE, ObjectMissing, StaleHead, Store, StoreError
+from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, b58encode, digest
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
@@ -270,6 +270,26 @@ class S5Store(Store):
             except ObjectMissing:
                 return False
         return True
+
+    async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
+        """DELETE /s5/delete/{cid}: the portal (or relay) drops this account's pin, and the bytes once no
+        account pins them; it refuses (404) what this account did not upload. Sizes come from a HEAD."""
+        out = Freed("deleted")
+        for h in dict.fromkeys(hashes):
+            cid = portal_raw_cid(h)
+            head = await self._call("HEAD", f"/s5/download/{cid}", passthrough=(404, 405, 501))
+            size = int(head.headers.get("Content-Length") or 0) if head.status == 200 else 0
+            if dry_run:
+                if head.status != 404:
+                    out.objects, out.nbytes = out.objects + 1, out.nbytes + size
+                continue
+            reply = await self._call("DELETE", f"/s5/delete/{cid}", ok=(200, 204), passthrough=(404, 405, 501))
+            if reply.status in (405, 501):
+                raise CannotDelete(f"the S5 portal {self.authority} does not delete objects (HTTP {reply.status})")
+            out.gone.append(h)
+            if reply.status != 404:  # 404: this account keeps no such object (freed before, or not ours)
+                out.objects, out.nbytes = out.objects + 1, out.nbytes + size
+        return out
 
     # -- heads ----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ the other parts they call:
     members.py   the members slot (who writes a session)      pusher.py    this device's log -> store
     rekey.py     key rotation, taking another device's rekey   follower.py  pulling other devices' logs
     fetch.py     reading members' logs from the store          importer.py  importing a share code
+    gc.py        freeing objects no current head references
     verify.py    checking the store against the database       proofs.py    making and checking checkpoints
     share.py     making share codes                            heads.py     head data, manifest opening
     schedule.py  when each session is pushed
@@ -32,6 +33,7 @@ from ..stores import Store
 from .context import SyncContext
 from .errors import SyncError, describe
 from .follower import Follower
+from .gc import Collector
 from .heads import head_data, manifest_hash_of
 from .heads import open_manifest as _open_manifest  # noqa: F401 (re-exported for the tests)
 from .importer import Importer
@@ -87,7 +89,8 @@ class Syncer:
         self.importer = Importer(ctx, self.members, self._run_check)
         self.verifier = Verifier(ctx, self.members)
         self.proofs = Proofs(ctx)
-        self.sharer = Sharer(ctx, self.members, self.sync_now)
+        self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now)
+        self.collector = Collector(ctx)
         # which sessions to push when (schedule.py): coalesced per session, a few workers for all of them
         self.pushes = PushQueue(
             self._push_one, gap=push_delay, concurrency=push_concurrency, failed=self._failed, done=self._pushed
@@ -296,11 +299,20 @@ class Syncer:
     async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
         return await self.sharer.share(sid, write=write, passphrase=passphrase, expires_in=expires_in)
 
+    async def issued_shares(self, sid: str | None) -> list[dict]:
+        return await self.sharer.issued(sid)
+
+    async def unshare(self, sid: str, device: str | None) -> dict:
+        return await self.sharer.unshare(sid, device)
+
     async def import_code(self, text: str, passphrase: str | None) -> dict:
         return await self.importer.import_code(text, passphrase)
 
     async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
         return await self.rekeyer.rekey(sid, drop)
+
+    async def gc(self, *, grace: float, dry_run: bool) -> dict:
+        return await self.collector.collect(grace=grace, dry_run=dry_run)
 
     async def make_checkpoint(self, sid: str) -> dict:
         return await self.proofs.make_checkpoint(sid)

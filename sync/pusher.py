@@ -217,6 +217,9 @@ class Pusher:
             last_push=now(),
         )
         self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
+        prev = dagcbor.decode(plain).get("prev")
+        if prev is not None and bytes(prev).startswith(CIDV1_RAW_BLAKE3):  # the manifest the head left
+            await self._released(one, [bytes(prev)[len(CIDV1_RAW_BLAKE3) :]])
         log.info(
             "pushed",
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
@@ -235,6 +238,7 @@ class Pusher:
         pinned (the head's `prev` chain). Best effort: a failure is logged, never fails the push."""
         if not hashes:
             return
+        await self._released(one, hashes)
         try:
             await asyncio.wait_for(one.store.unpin(hashes), self.ctx.timeout)
         except (TimeoutError, StoreError, OSError) as exc:
@@ -244,6 +248,13 @@ class Pusher:
                 exc,
                 extra={"session": one.sid, "objects": len(hashes)},
             )
+
+    async def _released(self, one: _OnePush, hashes: list[bytes]) -> None:
+        """Note objects this device's log no longer references, and since when: `sessiond gc` frees them
+        after its grace period (sync/gc.py), once it has checked that no current head references them."""
+        url = getattr(one.store, "url", None)
+        if url is not None:
+            await self.ctx.db.released.add(url, one.sid, hashes)
 
     async def snapshot_id(self, sid: str) -> dict | None:
         """Where this device's latest snapshot of `sid` is: its head revision and manifest object ids."""

@@ -45,10 +45,10 @@ class Rekeyer:
         self.members = members
         self.pusher = pusher
 
-    async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
-        """Rotate the session key. Every writer device except those in `drop` gets the new key, sealed to
-        its head key, through a notice in the old members slot; everyone else (read-only followers, old
-        codes) can read nothing written from now on."""
+    async def rekey(self, sid: str, drop: Sequence[str] = (), *, drop_all: bool = False) -> dict:
+        """Rotate the session key. Every writer device except those in `drop` (every one, with
+        `drop_all`) gets the new key, sealed to its head key, through a notice in the old members slot;
+        everyone else (read-only followers, old codes) can read nothing written from now on."""
         ctx = self.ctx
         await ctx.db.get_session(sid)
         async with ctx.rekey_lock(sid):
@@ -84,7 +84,7 @@ class Rekeyer:
                         f"{sid} to drop (its other writers: "
                         f"{', '.join(sorted(others)) or 'none'})",
                     )
-                keep = [m for m in members if m["head_pk"] != my_pk and m["device_id"] not in drop]
+                keep = [m for m in members if m["head_pk"] != my_pk and m["device_id"] not in drop and not drop_all]
                 record = {
                     "k": new_key,
                     "w": new_write,

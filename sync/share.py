@@ -8,21 +8,45 @@ members slot (members.py). Importing a code is importer.py; following the other 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
 from .context import SyncContext
 from .errors import ImportError_
 from .members import Members, announce_key
+from .rekey import Rekeyer
 from .sharecode import ShareCode
+
+# What `unshare` cannot undo, said in its answer, the CLI and the README alike.
+CANNOT_TAKE_BACK = [
+    "what the other devices already fetched stays with them, decrypted in their own databases: "
+    "no rekey reaches into another device",
+    "everything written before now stays readable to whoever holds an old code or key: its pages stay in "
+    "the store under the old key (the new head still lists them); only what is written from now on is "
+    "closed to them",
+    "objects this device's logs no longer reference (old manifests) stay in the store until `sessiond gc` "
+    "frees them, after its grace period",
+]
+READ_ONLY_TOO = (
+    "every read-only follower loses access as well (a rekey ends every code issued before it): give those "
+    "you keep a new code with `sessiond share`"
+)
+
+
+def key_fingerprint(key: bytes) -> bytes:
+    """A keyed one-way hash of a session key: tells whether a recorded code still opens the current key
+    (a rekey changes it) without keeping anything that opens the session."""
+    return hashlib.blake2b(key, digest_size=16, person=b"sessiond-sharefp").digest()
 
 
 class Sharer:
     """Makes share codes. `sync_now` is the Syncer's: push `sid` now and wait (see engine.Syncer.sync_now)."""
 
-    def __init__(self, ctx: SyncContext, members: Members, sync_now: Callable[..., Awaitable[dict]]):
+    def __init__(self, ctx: SyncContext, members: Members, rekeyer: Rekeyer, sync_now: Callable[..., Awaitable[dict]]):
         self.ctx = ctx
         self.members = members
+        self.rekeyer = rekeyer
         self.sync_now = sync_now
 
     async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
@@ -53,8 +77,17 @@ class Sharer:
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None
         code = ShareCode(sid, key, bytes(remote["announce_pk"]), store.url, write_secret if write else None, expires_at)
+        text = code.encode(passphrase)
+        await ctx.db.share_log.add(
+            sid,
+            capability=code.capability,
+            expires_at=expires_at,
+            protected=passphrase is not None,
+            store_url=store.url,
+            key_fp=key_fingerprint(key),
+        )
         return {
-            "code": code.encode(passphrase),
+            "code": text,
             "session": sid,
             "capability": code.capability,
             "expires_at": expires_at,
@@ -62,5 +95,52 @@ class Sharer:
             "protected": passphrase is not None,
         }
 
+    async def issued(self, sid: str | None) -> list[dict]:
+        """The codes this device issued (of `sid`, or of every session), each with whether it still
+        works: "revoked" once the session was rekeyed since (by any device), "expired" past its expiry."""
+        ctx = self.ctx
+        if sid is not None:
+            await ctx.db.get_session(sid)
+        t = time.time()
+        fps: dict[str, bytes | None] = {}
+        out = []
+        for r in await ctx.db.share_log.list(sid):
+            s = r["session_id"]
+            if s not in fps:
+                key = ctx.keys.session_key(s)
+                fps[s] = key_fingerprint(key) if key is not None else None
+            status = (
+                "revoked"
+                if fps[s] != bytes(r["key_fp"])
+                else "expired"
+                if r["expires_at"] is not None and r["expires_at"] <= t
+                else "active"
+            )
+            out.append(
+                {
+                    "id": r["id"],
+                    "session": s,
+                    "created_at": r["created_at"],
+                    "capability": r["capability"],
+                    "expires_at": r["expires_at"],
+                    "protected": bool(r["protected"]),
+                    "store": r["store_url"],
+                    "status": status,
+                }
+            )
+        return out
 
-__all__ = ["ImportError_", "Sharer"]
+    async def unshare(self, sid: str, device: str | None) -> dict:
+        """End access the one way that ends it: a rekey. With `device`, that writer device is left out
+        (and, as with every rekey, each read-only follower); without, every other device is."""
+        ctx = self.ctx
+        await ctx.db.get_session(sid)
+        if await ctx.db.remote(sid) is None:
+            raise ImportError_("not_shared", f"session {sid} was never shared from this device: no access to end")
+        active = sum(1 for s in await self.issued(sid) if s["status"] == "active")
+        res = await self.rekeyer.rekey(sid, [device] if device else (), drop_all=device is None)
+        notes = ([READ_ONLY_TOO] if device else []) + CANNOT_TAKE_BACK
+        return {**res, "codes_revoked": active, "cannot_take_back": notes}
+
+
+__all__ = ["CANNOT_TAKE_BACK", "ImportError_", "Sharer", "key_fingerprint"]

@@ -276,6 +276,26 @@ async def test_nothing_deletable_by_another_account(relay, tmp_path):
         await b.close()
 
 
+async def test_gc_frees_only_this_account_s_objects_on_the_relay(relay, tmp_path):
+    """Store.free (what `sessiond gc` calls) through the relay: a dry run counts and deletes nothing;
+    then this account's objects go, with their sizes; another account's object is never freed."""
+    served = await relay(open_registration=True)
+    a, b = store_for(served, tmp_path), store_for(served, tmp_path)
+    try:
+        mine = [await a.put(b"a's object %d" % i) for i in range(3)]
+        theirs = await b.put(b"b's object")
+        dry = await a.free(mine, dry_run=True)
+        assert (dry.objects, dry.nbytes, dry.gone) == (3, sum(len(b"a's object 0") for _ in mine), [])
+        assert all([await a.has(h) for h in mine])
+        done = await a.free([*mine, theirs])
+        assert (done.how, done.objects, done.nbytes) == ("deleted", 3, dry.nbytes)
+        assert not any([await a.has(h) for h in mine])
+        assert await a.get(theirs) == b"b's object"  # not a's to free: the relay refuses, nothing is lost
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_state_survives_a_restart(relay, tmp_path):
     served = await relay(open_registration=True)
     store = store_for(served, tmp_path)

@@ -467,6 +467,24 @@ async def test_kubo_pin_rm_strict():
         await gw.stop()
 
 
+async def test_kubo_free_unpins_and_counts_what_was_pinned(node):
+    """Store.free (what `sessiond gc` calls) on Kubo: a dry run counts pinned objects and their sizes
+    (block/stat) and unpins nothing; then they are unpinned, left for the node's own GC."""
+    n, rpc, gw, tmp = node
+    store = kubo(rpc)
+    try:
+        hs = [await store.put(b"object %d" % i) for i in range(3)]
+        await store.unpin(hs[2:])  # not pinned any more: neither counted nor an error
+        dry = await store.free(hs, dry_run=True)
+        assert (dry.how, dry.objects, dry.nbytes) == ("unpinned", 2, 2 * len(b"object 0"))
+        assert all(h in n.pins for h in hs[:2])
+        done = await store.free(hs)
+        assert (done.objects, done.nbytes) == (2, dry.nbytes) and set(done.gone) == set(hs)
+        assert not any(h in n.pins for h in hs) and all(h in n.blocks for h in hs)
+    finally:
+        await store.close()
+
+
 async def test_a_push_that_merges_pages_unpins_them_in_kubo(node, tmp_path):
     """Compaction merges 16 small pages into one: the pusher unpins the 16 (pin/rm) once the new head
     no longer references them, keeps everything the head references pinned, and an unpin that fails

@@ -1,4 +1,4 @@
-"""Sync and sharing: `sync`, `verify`, `share`, `import` (a share code), `rekey`."""
+"""Sync and sharing: `sync`, `verify`, `share`, `import` (a share code), `rekey`, `shares`, `unshare`, `gc`."""
 
 from __future__ import annotations
 
@@ -42,6 +42,19 @@ def register(commands: Commands) -> None:
     p = commands.add("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
     p.add_argument("id")
     p.add_argument("--drop", action="append", metavar="DEVICE", help="a writer device that loses access (repeatable)")
+
+    p = commands.add("shares", cmd_shares, "list the share codes this device issued (never the codes themselves)")
+    p.add_argument("id", nargs="?", help="only this session's")
+    p = commands.add("unshare", cmd_unshare, "end access to a session by a rekey: one device, or every other one")
+    p.add_argument("id")
+    p.add_argument("--device", help="only this writer device loses access (default: every other device)")
+    p = commands.add("gc", cmd_gc, "free store objects this device's logs no longer reference")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="count what would be freed; free nothing")
+    p.add_argument(
+        "--grace",
+        type=duration,
+        help="only objects let go at least this long ago (seconds, or e.g. 12h; default 24h)",
+    )
 
 
 def cmd_sync(args) -> int:
@@ -173,4 +186,42 @@ def cmd_import(args) -> int:
             + ")",
             file=sys.stderr,
         )
+    return 0
+
+
+def cmd_shares(args) -> int:
+    res = client(args).shares(args.id)
+    lines = [
+        f"{s['id']:>4}  {s['session']}  {s['capability']:<10}  issued {when(s['created_at'])}  "
+        f"expires {when(s['expires_at']) if s['expires_at'] else 'never'}  "
+        f"{'passphrase' if s['protected'] else 'no passphrase'}  {s['status']}"
+        for s in res["shares"]
+    ] or ["no share codes issued from this device" + (f" for {args.id}" if args.id else "")]
+    emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_unshare(args) -> int:
+    res = client(args).unshare(args.id, args.device)
+    who = f"device {args.device}" if args.device else "every other device"
+    lines = [
+        f"rekeyed {res['session']}: {who} can read nothing written from now on"
+        + (f" (dropped: {', '.join(res['dropped'])})" if res["dropped"] else ""),
+        f"{res['codes_revoked']} code(s) issued here stop working"
+        + (f"; {len(res['kept'])} writer device(s) keep access ({', '.join(res['kept'])})" if res["kept"] else ""),
+        "What this cannot take back:",
+        *(f"  - {note}" for note in res["cannot_take_back"]),
+    ]
+    emit(args, res, "\n".join(lines))
+    return 0
+
+
+def cmd_gc(args) -> int:
+    res = client(args).gc(grace=args.grace, dry_run=args.dry_run)
+    verb = "would free" if res["dry_run"] else "freed"
+    lines = [f"{verb} {res['objects']} object(s), {res['bytes']} bytes; {res['kept']} kept (young or referenced)"]
+    for st in res["stores"]:
+        lines.append(f"  {st['store']}: {st['objects']} object(s), {st['bytes']} bytes ({st['how']})")
+        lines += [f"    {e}" for e in st.get("errors", [])]
+    emit(args, res, "\n".join(lines))
     return 0

@@ -2,7 +2,8 @@
 
 from aiohttp import web
 
-from .common import body, daemon_of, ok, session_id
+from ...sync.gc import DEFAULT_GRACE
+from .common import body, daemon_of, ok, query, session_id
 
 
 async def share(request: web.Request) -> web.Response:
@@ -38,3 +39,17 @@ async def sync_now(request: web.Request) -> web.Response:
 async def verify(request: web.Request) -> web.Response:
     b = await body(request)
     return ok(await daemon_of(request).verify(b.get("session")))
+
+
+async def shares(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).issued_shares(query(request).get("session")))
+
+
+async def unshare(request: web.Request) -> web.Response:
+    b = await body(request)
+    return ok(await daemon_of(request).unshare(session_id(request), b.get("device")))
+
+
+async def gc(request: web.Request) -> web.Response:
+    b = await body(request)
+    return ok(await daemon_of(request).gc(grace=b.get("grace", DEFAULT_GRACE), dry_run=b.get("dry_run", False)))

@@ -1,0 +1,121 @@
+"""Share lifecycle (`shares`, `unshare`) and store clean-up (`gc`), end to end: two real daemons over one
+folder store, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from conftest import DaemonProc, cli_json, run_cli, wait_for
+from sessiond.client import ApiError
+
+
+@pytest.fixture(scope="module")
+def two():
+    root = tempfile.mkdtemp(prefix="sd-life-")
+    store = os.path.join(root, "store")
+    url = "file://" + store
+    a = DaemonProc(os.path.join(root, "a"), url).start()
+    b = DaemonProc(os.path.join(root, "b"), url).start()
+    yield a, b, store
+    a.stop()
+    b.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def contents(d, sid):
+    return [m["content"] for m in d.client().messages(sid, limit=1000)["messages"]]
+
+
+def objects_in(store: str) -> set[str]:
+    out = set()
+    for _path, _dirs, files in os.walk(os.path.join(store, "objects")):
+        out.update(f for f in files if not f.startswith("."))
+    return out
+
+
+def test_shares_lists_without_secrets_and_unshare_ends_a_device(two, tmp_path):
+    a, b, _store = two
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="lifecycle")["id"]
+    ca.append(sid, "user", "before")
+    phrase = tmp_path / "phrase"
+    phrase.write_text("correct horse battery\n")
+    write_code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+    read_code = run_cli(
+        a.home, "share", sid, "--expires", "1h", "--passphrase-file", str(phrase), check=True
+    ).stdout.strip()
+    cb.import_code(write_code)
+    cb.append(sid, "assistant", "B was here")  # B becomes a writer member
+    cb.sync(wait=True)
+    wait_for(lambda: "B was here" in contents(a, sid), timeout=15)
+
+    text = run_cli(a.home, "shares", sid, check=True).stdout
+    raw = run_cli(a.home, "shares", "--json", check=True).stdout
+    for out in (text, raw):  # never the codes, nor the passphrase
+        assert write_code not in out and read_code not in out and "horse" not in out
+    listed = json.loads(raw)["shares"]
+    mine = [s for s in listed if s["session"] == sid]
+    assert [(s["capability"], s["protected"], s["status"]) for s in mine] == [
+        ("read-write", False, "active"),
+        ("read-only", True, "active"),
+    ]
+    assert mine[0]["expires_at"] is None and mine[1]["expires_at"] is not None
+
+    b_id = cb.status()["device_id"]
+    res = cli_json(a.home, "unshare", sid, "--device", b_id)
+    assert res["dropped"] == [b_id] and res["codes_revoked"] == 2
+    assert any("already fetched" in n for n in res["cannot_take_back"])
+    assert any("until `sessiond gc`" in n for n in res["cannot_take_back"])
+    human = run_cli(a.home, "shares", sid, check=True).stdout
+    assert human.count("revoked") == 2, human
+
+    ca.append(sid, "user", "after the unshare")
+    st = cb.sync(sid, wait=True, timeout=5)
+    assert "rekeyed without this device" in st["sessions"][sid].get("pull_error", ""), st
+    assert any(p.startswith("revoked") for p in cb.verify(sid)["sessions"][0]["problems"])
+    kept = contents(b, sid)
+    assert "before" in kept and "B was here" in kept  # what B had stays
+    assert "after the unshare" not in kept
+    # errors are clear: 4xx over the socket, one line and a non-zero exit from the CLI
+    with pytest.raises(ApiError) as e:
+        ca.unshare("no-such-session")
+    assert e.value.status == 404
+    never = ca.create_session(name="private")["id"]
+    bad = run_cli(a.home, "unshare", never)
+    assert bad.returncode != 0 and "never shared" in bad.stderr
+
+
+def test_gc_frees_what_heads_let_go_after_the_grace(two):
+    a, b, store = two
+    ca = a.client()
+    sid = ca.create_session(name="gc")["id"]
+    for i in range(6):  # each push moves the head on: the manifest it left is let go
+        ca.append(sid, "user", f"message {i}")
+        ca.sync(sid, wait=True)
+    ca.share(sid)
+    ca.rekey(sid)  # the rekey's push leaves the old-key manifest too
+    before = objects_in(store)
+
+    dry = cli_json(a.home, "gc", "--dry-run", "--grace", "0")
+    assert dry["dry_run"] and dry["objects"] >= 6 and dry["bytes"] > 0, dry
+    assert objects_in(store) == before  # nothing deleted
+
+    default = run_cli(a.home, "gc", check=True).stdout  # the default grace (24 h): nothing this young goes
+    assert default.startswith("freed 0 object(s), 0 bytes"), default
+    assert objects_in(store) == before
+
+    done = cli_json(a.home, "gc", "--grace", "0")
+    assert done["objects"] == dry["objects"] and done["bytes"] == dry["bytes"], (done, dry)
+    assert len(before - objects_in(store)) == done["objects"]
+    assert ca.gc(grace=0)["objects"] == 0  # freed once
+
+    assert ca.verify(sid)["ok"]
+    # a new code imports the whole session on the other daemon, which verifies it
+    b.client().import_code(ca.share(sid)["code"])
+    assert contents(b, sid) == [f"message {i}" for i in range(6)]
+    assert b.client().verify(sid)["ok"]
