@@ -14,7 +14,7 @@ from typing import Any
 from ..api.locate import resolve_home, socket_path
 from .calls import IDEMPOTENCY_HEADER, Api, complete_body, new_idempotency_key, quote_id, retryable
 from .errors import ClientError, DaemonNotRunning, lost, raise_for
-from .streams import CompletionStream, change_events
+from .streams import CompletionStream, EventStream, change_events
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -144,6 +144,18 @@ class Client(Api):
             conn.close()
             return stream
         return CompletionStream(conn, resp)
+
+    def event_stream(self) -> EventStream:
+        """GET /v1/events, subscribed when this returns (the daemon subscribes as it answers): iterate
+        for the change events; close() from any thread ends the iteration."""
+        conn = _UnixHTTPConnection(self.socket, None)  # type: ignore[arg-type]
+        try:
+            conn.request("GET", "/v1/events")
+            resp = conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            conn.close()
+            raise DaemonNotRunning(self.socket, exc.strerror or "") from None
+        return EventStream(conn, resp)
 
     def events(self) -> Iterator[dict]:
         """Yield change events as they happen (blocking)."""

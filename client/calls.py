@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from typing_extensions import Unpack
 
     from ..api.chats import Chat, ChatCreate, ChatList
+    from ..api.doctor import DoctorReport
     from ..api.manage import Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult, Quota
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
     from ..api.meta import Status
@@ -272,6 +273,9 @@ class Api:
         if timeout is not None:
             body["timeout"] = timeout
         return self._call("POST", "/v1/sync", body)
+
+    def doctor(self, *, verify: bool = True) -> DoctorReport:
+        return self._call("GET", "/v1/doctor" + ("" if verify else "?verify=false"))
 
     def verify(self, session: str | None = None) -> VerifyReport:
         return self._call("POST", "/v1/verify", {"session": session} if session else {})

@@ -107,3 +107,27 @@ def change_events(resp: http.client.HTTPResponse) -> Iterator[dict]:
         done = parser.feed(line)
         if done is not None:
             yield done[1]
+
+
+class EventStream:
+    """An open GET /v1/events: iterate for its change events; close() (from any thread) ends it."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse):
+        self._conn, self._resp = conn, resp
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            yield from change_events(self._resp)
+        except (OSError, ValueError):  # closed under the reader
+            return
+
+    def close(self) -> None:
+        import socket
+
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked on it
+            except OSError:
+                pass
+        self._conn.close()

@@ -350,6 +350,9 @@ class Database:
     async def add_remote(self, sid: str, store_url: str | None, announce_pk: bytes) -> None:
         await self.syncstate.add_remote(sid, store_url, announce_pk)
 
+    async def remote_store_urls(self) -> list[str]:
+        return await self.syncstate.remote_store_urls()
+
     async def has_shared_sessions(self) -> bool:
         return await self.syncstate.has_shared_sessions()
 

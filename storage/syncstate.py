@@ -191,6 +191,13 @@ class SyncState:
             (sid, store_url, announce_pk),
         )
 
+    async def remote_store_urls(self) -> list[str]:
+        """The other stores shared sessions sync through (imported from a code naming another store)."""
+        rows = await self.c.committed.fetchall(
+            "SELECT DISTINCT store_url FROM remotes WHERE store_url IS NOT NULL ORDER BY store_url"
+        )
+        return [r[0] for r in rows]
+
     async def has_shared_sessions(self) -> bool:
         return await self.c.committed.fetchone("SELECT 1 FROM remotes LIMIT 1") is not None
 

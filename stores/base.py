@@ -58,6 +58,13 @@ class Freed:
 
 class Store(ABC):
     url: str
+    read_only = False  # a store that only reads (a gateway): put and set_head always refuse
+
+    def server_clock(self) -> tuple[float, float] | None:
+        """The store's clock as of its last answer: (its time, this machine's time when the answer came),
+        from an HTTP store's Date header; None for a store that reports no time (a folder)."""
+        http = getattr(self, "http", None)  # the network stores' HttpClient (stores/http.py)
+        return getattr(http, "last_date", None)
 
     @abstractmethod
     async def put(self, data: bytes) -> bytes:

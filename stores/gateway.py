@@ -20,6 +20,8 @@ from .registry import RegistryEntry
 
 
 class GatewayStore(Store):
+    read_only = True
+
     def __init__(
         self,
         url: str,

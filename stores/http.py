@@ -113,6 +113,8 @@ class HttpClient:
         self.cap = RateCap(max_requests_per_second)
         self._session: aiohttp.ClientSession | None = None
         self._secrets: list[str] = []
+        # the server's clock as of its last answer: (its Date header, this machine's time on receipt)
+        self.last_date: tuple[float, float] | None = None
 
     def __repr__(self) -> str:
         return f"<HttpClient {self.base}>"
@@ -254,4 +256,17 @@ class HttpClient:
                             f"{self._what(method, path)}: the answer is larger than {max_body} bytes", resp.status
                         )
                     chunks.append(chunk)
+                self._note_date(resp.headers.get("Date"))
                 return Reply(resp.status, resp.headers, b"".join(chunks))
+
+    def _note_date(self, value: str | None) -> None:
+        """Keep the server's time from its Date header (RFC 9110: one-second resolution), for `doctor`'s
+        clock-skew check; a missing or malformed header leaves the last one."""
+        if not value:
+            return
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return
+        if when.tzinfo is not None:
+            self.last_date = (when.timestamp(), time.time())

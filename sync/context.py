@@ -15,6 +15,7 @@ in its constructor; engine.Syncer builds them all and owns the worker loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,20 @@ class SyncContext:
     stopping: bool = False  # set by Syncer.stop: long loops end early
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per session: one push at a time
     rekey_locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per session: one rekey at a time
+    _progress_at: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ progress of long work
+    def progress(self, task: str, sid: str, done: int, total: int) -> None:
+        """A `progress` event (push, verify, import: operations done of total), at most ten a second per
+        task and session, and always the last one; on the event loop's thread."""
+        now = time.monotonic()
+        key = (task, sid)
+        if done < total and now - self._progress_at.get(key, 0.0) < 0.1:
+            return
+        self._progress_at[key] = now
+        if done >= total:
+            self._progress_at.pop(key, None)
+        self.on_event({"type": "progress", "task": task, "session": sid, "done": min(done, total), "total": total})
 
     # ------------------------------------------------------------------ stores per session
     def open_store(self, url: str | None, *, create: bool = True) -> Store:

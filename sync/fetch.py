@@ -31,6 +31,7 @@ async def fetch_logs(
     timeout: float,
     known: dict[bytes, dict] | None = None,
     check: Callable[[RemoteLog], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, RemoteLog], list[dict]]:
     """Fetch and check every member's log (everything, or only what is new). Raises ImportError_
     naming the first problem; nothing is applied by this function. `check` refuses (with Invalid)
@@ -50,6 +51,7 @@ async def fetch_logs(
             min_rev=k.get("rev", 0),
             after_seq=0 if full else k.get("applied_seq", 0),
             check=check,
+            progress=progress,
         )
         if man is None:  # a writer that has not pushed yet: followed from now on, so that its first head is seen
             device = m.get("device_id")
@@ -88,6 +90,7 @@ async def fetch_log(
     timeout: float,
     as_ops: bool = False,
     check: Callable[[RemoteLog], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Manifest | None, Any]:
     """One member's log: (manifest, RemoteLog), or with as_ops (manifest, [Op]) for comparing; `check`
     as in fetch_logs."""
@@ -114,6 +117,9 @@ async def fetch_log(
         if device is not None and device != "None" and man.device != device:
             raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
         reader = LogReader(sid, man.device, store, timeout)
+        if progress is not None:
+            last = man.last_seq
+            reader.on_page = lambda seq: progress(seq, last)
         ops = await (reader.ops if as_ops else reader.log)(man.entries(), after_seq)
         if not as_ops and check is not None:  # what the API would refuse is refused from another device too
             check(cast(RemoteLog, ops))  # reader.log answered, not reader.ops

@@ -86,6 +86,7 @@ class Importer:
             full=True,
             timeout=ctx.timeout,
             check=ctx.check_remote,
+            progress=lambda done, total: ctx.progress("import", sid, done, total),
         )
         # This device's own log as the store holds it: after `rm`, or on a restored device key, the
         # messages it published come back, and its next sequence number follows the last it published.

@@ -5,6 +5,7 @@ operations, for a pull, an import or `verify` (audit)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from ..storage.model import Op, RemoteLog
 from ..stores import Store, StoreError
@@ -22,6 +23,7 @@ class LogReader:
         self.store = store
         self.timeout = timeout
         self.fetched = 0
+        self.on_page: Callable[[int], None] | None = None  # told the last seq of each page read (progress)
 
     async def _get(self, ref: EncryptedCID) -> bytes:
         ct = await asyncio.wait_for(self.store.get(ref.hash), self.timeout)
@@ -37,10 +39,13 @@ class LogReader:
             plain = await self._get(e.ref)
             if e.node:
                 out.extend(await self.pages(self._children(plain, e), after_seq))
+                continue
             elif e.parts:
                 out.append((e, self._page(await self._joined(plain, e), e)))
             else:
                 out.append((e, self._page(plain, e)))
+            if self.on_page is not None:
+                self.on_page(e.last)
         return out
 
     async def ops(self, entries: list[Entry], after_seq: int = 0) -> list[Op]:
@@ -97,6 +102,8 @@ class LogReader:
                 ops.extend(self._page(plain, e).ops(self.sid, self.device))
             except LogError as exc:
                 bad.append((e.ref.hash, e, exc))
+            if self.on_page is not None:
+                self.on_page(e.last)
 
         for e in entries:
             await visit(e)

@@ -71,6 +71,8 @@ class LogWriter:
         self.timeout = timeout
         self.written = Written()
         self.unreferenced: list[bytes] = []  # what the last compact() merged away
+        # told (on the event loop) the last seq of each chunk of a long run written (progress)
+        self.on_progress: Callable[[int], None] | None = None
         self._workers = workers  # None: workers.shared(), taken when first needed
 
     @property
@@ -303,6 +305,8 @@ class _RunJob:
                 self._write(ct, obj.hash)
             entries.append(Entry(lo, hi, len(plain), False, ref, parts))
         self.done[k] = (entries, max(run.lams[: cut[0][count]]))
+        if self.writer.on_progress is not None and entries:
+            self.loop.call_soon_threadsafe(self.writer.on_progress, entries[-1].last)
         return True
 
     def _write(self, ct: bytes, h: bytes) -> None:

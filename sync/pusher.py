@@ -113,7 +113,16 @@ class Pusher:
                     with db.run_reader() as reader:  # a worker thread's own connection
                         yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, db.device_id, a - 1, b))
 
-                entries, lamport = await one.writer.write_run(load, open_loader, state["pushed_seq"] + 1, last)
+                first, reached = state["pushed_seq"] + 1, [0]
+
+                def progress(seq: int) -> None:  # chunks end out of order: the bar only goes forward
+                    reached[0] = max(reached[0], seq - first + 1)
+                    self.ctx.progress("push", sid, reached[0], last - first + 1)
+
+                one.writer.on_progress = progress
+                entries, lamport = await one.writer.write_run(load, open_loader, first, last)
+                if reached[0]:  # a long run that told its progress: and now it is done
+                    progress(last)
                 levels[0].extend(entries)
                 out["revision"] = await self._commit_revision(one, state, levels, last, lamport)
                 out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes

@@ -168,6 +168,7 @@ class Verifier:
             problems.append(f"manifest names device {manifest.device}, not this device")
             return report
         reader = LogReader(sid, db.device_id, store, timeout)
+        reader.on_page = lambda seq: ctx.progress("verify", sid, seq, manifest.last_seq)
         remote, bad = await reader.audit(manifest.entries())
         for h, e, err in bad:
             damaged.append({"object": h.hex(), "problem": describe(err)})

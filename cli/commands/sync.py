@@ -11,6 +11,7 @@ from ..errors import EXIT_ERROR, EXIT_USAGE, CliError
 from ..inputs import read_file, read_text
 from ..options import duration
 from ..output import emit, when
+from ..progress import Progress
 from . import Commands
 
 
@@ -58,7 +59,12 @@ def register(commands: Commands) -> None:
 
 
 def cmd_sync(args) -> int:
-    res = client(args).sync(args.id, wait=args.wait, timeout=args.timeout)
+    c = client(args)
+    if args.wait:  # a first push, or a long one: its progress from the daemon, on a terminal
+        with Progress(c, {"push"}, {args.id} if args.id else None):
+            res = c.sync(args.id, wait=True, timeout=args.timeout)
+    else:
+        res = c.sync(args.id, wait=False, timeout=args.timeout)
     lines = []
     for sid, st in res["sessions"].items():
         lines.append(
@@ -81,7 +87,9 @@ def cmd_sync(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    rep = client(args).verify(args.id)
+    c = client(args)
+    with Progress(c, {"verify"}, {args.id} if args.id else None):
+        rep = c.verify(args.id)
     lines = []
     for s in rep["sessions"]:
         if s["ok"]:
@@ -177,7 +185,10 @@ def cmd_import(args) -> int:
         code = getpass.getpass("share code: ").strip()
     else:
         code = read_text("-").strip()
-    res = client(args).import_code(code, _passphrase(args.passphrase_file, ""))
+    c = client(args)
+    passphrase = _passphrase(args.passphrase_file, "")
+    with Progress(c, {"import"}):
+        res = c.import_code(code, passphrase)
     emit(args, res, res["session"])
     if not args.json:
         print(

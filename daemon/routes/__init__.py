@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ...api import chats as C
 from ...api import complete as Cm
+from ...api import doctor as Dr
 from ...api import manage as M
 from ...api import messages as Msg
 from ...api import meta as Meta
@@ -61,6 +62,15 @@ ROUTES: list[Route] = [
         meta.status,
         "Daemon version, device id, uptime, counts and sync state",
         response=Meta.Status,
+    ),
+    Route(
+        "GET",
+        "/v1/doctor",
+        meta.doctor,
+        "Check the home's permissions and keys, each store (a write-read round trip), the clock, pending pushes "
+        "and every session's stored copy; each finding with the command that fixes it",
+        response=Dr.DoctorReport,
+        query=Dr.DoctorQuery,
     ),
     Route("GET", "/v1/openapi.json", meta.openapi, "This OpenAPI document", response=Any),
     Route("POST", "/v1/sessions", sessions.create_session, "Create a session", S.CreateBody, S.Session, 201),

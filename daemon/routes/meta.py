@@ -1,8 +1,9 @@
-"""The daemon itself: its status and this API's OpenAPI document."""
+"""The daemon itself: its status, its health checks (doctor) and this API's OpenAPI document."""
 
 from aiohttp import web
 
-from .common import daemon_of, ok
+from ..doctor import diagnose
+from .common import daemon_of, ok, query
 
 
 async def status(request: web.Request) -> web.Response:
@@ -11,3 +12,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     return ok(request.app["openapi"])
+
+
+async def doctor(request: web.Request) -> web.Response:
+    return ok(await diagnose(daemon_of(request), verify=query(request).get("verify") != "false"))

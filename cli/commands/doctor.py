@@ -1,0 +1,54 @@
+"""`doctor`: what is wrong with this home, and the command that fixes each thing.
+
+With a daemon running, it answers GET /v1/doctor (the home's files, then each store, the clock, the
+pushes and every session's stored copy). Without one, the CLI checks what needs no daemon itself (the
+home's permissions and key files, daemon/doctor_files.py) and says what it could not check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...client import DaemonNotRunning
+from ...daemon.doctor_files import check_home, finding
+from ...daemon.home import resolve_home
+from ..connect import client
+from ..errors import EXIT_ERROR
+from ..output import emit, safe
+from . import Commands
+
+MARK = {"ok": "ok     ", "warn": "WARN   ", "problem": "PROBLEM"}
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("doctor", cmd_doctor, "check permissions, keys, stores, clock, pushes and sessions; say the fix")
+    p.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="skip verifying every session against the store"
+    )
+
+
+def cmd_doctor(args) -> int:
+    home = resolve_home(args.home)
+    report: dict[str, Any]
+    try:
+        report = {**client(args).doctor(verify=args.verify), "daemon": True}
+    except DaemonNotRunning:
+        findings = check_home(home)
+        findings.append(
+            finding(
+                "daemon",
+                "warn",
+                "no daemon is running: only the home's files were checked (not the stores, the clock, "
+                "the pushes or the sessions)",
+                f"sessiond start --home {home}",
+            )
+        )
+        report = {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings, "daemon": False}
+    lines = []
+    for f in report["findings"]:
+        lines.append(f"{MARK.get(f['level'], f['level'])}  {f['check']:<7} {safe(f['message'])}")
+        if f["fix"] and f["level"] != "ok":
+            lines.append(f"{'':18}fix: {safe(f['fix'])}")
+    problems = sum(f["level"] == "problem" for f in report["findings"])
+    lines.append("no problems found" if not problems else f"{problems} problem(s) found")
+    emit(args, report, "\n".join(lines))
+    return 0 if report["ok"] else EXIT_ERROR

@@ -1,0 +1,139 @@
+"""`sessiond doctor` in the daemon (GET /v1/doctor): the home's files (doctor_files.py), then what only
+the running daemon can see: each store it syncs through (reachable, writes accepted, a small object
+written, read back and checked), the clock against a store that reports time, the pushes still to do
+and why the last one failed, and the sessions whose stored copy fails `verify`.
+
+Each finding is {"check", "level", "message", "fix"} (doctor_files.finding); the report's `ok` is
+false when any finding is a problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from ..stores import Store, StoreError
+from ..stores.cid import digest
+from ..sync.errors import describe
+from .doctor_files import check_home, finding
+
+if TYPE_CHECKING:
+    from .server import Daemon
+
+# The object the round trip writes: always the same bytes, so checking again and again stores one
+# object in all, not one more each time (a store is content-addressed: the write is done all the same).
+PROBE = b"sessiond doctor: a round trip through the store\n"
+STORE_TIMEOUT = 10.0  # seconds for each store's whole check
+SKEW_WARN = 30.0  # seconds the clocks may differ before a warning (Date has one-second resolution)
+SKEW_PROBLEM = 300.0  # ... before a problem: expiries of share codes and checkpoint times go wrong
+
+
+async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
+    findings = check_home(daemon.home.path)
+    ctx = daemon.syncer.ctx
+    urls = [ctx.store.url, *[u for u in await daemon.db.remote_store_urls() if u != ctx.store.url]]
+    for url in urls:
+        store = ctx.open_store(url)
+        findings += await check_store(store, own=url == ctx.store.url)
+    findings += await check_pushes(daemon)
+    if verify:
+        findings += await check_verify(daemon)
+    return {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings}
+
+
+async def check_store(store: Store, *, own: bool) -> list[dict]:
+    """Reachable, writes accepted, the probe object read back verified; then the clock."""
+    url = store.url
+    which = "this daemon's store" if own else "the store of shared sessions"
+    fix_down = "sessiond sync --wait  # once the store answers again: pushes what waited"
+    try:
+        async with asyncio.timeout(STORE_TIMEOUT):
+            if store.read_only:
+                await store.has(digest(PROBE))  # a read: reachable
+                out = [
+                    finding(
+                        "store",
+                        "ok",
+                        f"{which} {url} answers; it is read-only (a gateway), so only reads were checked",
+                    )
+                ]
+            else:
+                h = await store.put(PROBE)
+                if h != digest(PROBE):
+                    return [finding("store", "problem", f"{which} {url} stored the probe under another hash", None)]
+                if await store.get(h) != PROBE:  # get() verifies the bytes against the hash
+                    return [finding("store", "problem", f"{which} {url} returned other bytes", None)]
+                out = [finding("store", "ok", f"{which} {url}: a small object written, read back and verified")]
+    except TimeoutError:
+        return [finding("store", "problem", f"{which} {url} did not answer within {STORE_TIMEOUT:g} s", fix_down)]
+    except (StoreError, OSError) as exc:
+        return [finding("store", "problem", f"{which} {url}: {describe(exc)}", fix_down)]
+    return out + [check_clock(store)]
+
+
+def check_clock(store: Store) -> dict:
+    clock = store.server_clock()
+    if clock is None:
+        return finding("clock", "ok", f"clock not checked: {store.url} reports no time (a folder store)")
+    theirs, ours = clock
+    skew = ours - theirs
+    ahead = "ahead of" if skew > 0 else "behind"
+    msg = f"this machine's clock is {abs(skew):.0f} s {ahead} {store.url}'s"
+    if abs(skew) <= SKEW_WARN:
+        return finding("clock", "ok", msg + " (within a second or two is normal)")
+    fix = "sudo timedatectl set-ntp true  # keep the clock set from the network"
+    level = "problem" if abs(skew) > SKEW_PROBLEM else "warn"
+    return finding("clock", level, msg + ": share-code expiries and checkpoint times will be off", fix)
+
+
+async def check_pushes(daemon: Daemon) -> list[dict]:
+    states = await daemon.syncer.status()
+    out = []
+    waiting = 0
+    for sid, st in sorted(states.items()):
+        if st.get("pull_error"):
+            out.append(
+                finding(
+                    "push",
+                    "problem",
+                    f"session {sid}: cannot pull what other devices wrote: {st['pull_error']}",
+                    f"sessiond sync --wait {sid}",
+                )
+            )
+        if not st.get("pending"):
+            continue
+        if st.get("last_error"):
+            out.append(
+                finding(
+                    "push",
+                    "problem",
+                    f"session {sid}: {st['pending']} change(s) not pushed; last error: {st['last_error']}",
+                    f"sessiond sync --wait {sid}",
+                )
+            )
+        else:
+            waiting += 1
+    if waiting:
+        out.append(finding("push", "ok", f"{waiting} session(s) have changes being pushed now"))
+    if not out:
+        out.append(finding("push", "ok", "every session is pushed"))
+    return out
+
+
+async def check_verify(daemon: Daemon) -> list[dict]:
+    t = time.monotonic()
+    report = await daemon.syncer.verify()
+    out = []
+    for s in report["sessions"]:
+        problems = [p for p in s["problems"] if not p.startswith("not pushed yet")]  # the push check says so
+        if not problems:
+            continue
+        fix = f"sessiond sync --wait {s['session']} && sessiond verify {s['session']}"
+        out.append(finding("verify", "problem", f"session {s['session']} fails verify: {'; '.join(problems)}", fix))
+    if not out:
+        n = len(report["sessions"])
+        out.append(
+            finding("verify", "ok", f"{n} session(s) verified against the store in {time.monotonic() - t:.1f} s")
+        )
+    return out

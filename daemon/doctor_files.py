@@ -1,0 +1,171 @@
+"""`doctor`'s checks of the home on disk, which need no daemon: the folders private (0700), the socket
+and every secret file 0600 and yours, the key files present and well formed. The daemon runs them as
+part of GET /v1/doctor; the CLI runs them itself when no daemon answers.
+
+A finding is {"check", "level" (ok, warn or problem), "message", "fix"}: `fix` is the exact command
+that fixes it (None when nothing needs fixing).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from ..api.locate import socket_path
+
+KEY_SIZE = 32  # device.key, <session>.key and <session>.write: 32 bytes; <session>.old: 32 bytes per old key
+SECRET_FILES = ("openai-api-key", "pinning-token", "kubo-auth", "store-url")  # beside config.toml, 0600
+PRIVATE_DIRS = ("", "keys", "keys/sessions", "logs", "store-tokens", "pinning")  # under the home, 0700
+
+
+def finding(check: str, level: str, message: str, fix: str | None = None) -> dict:
+    return {"check": check, "level": level, "message": message, "fix": fix}
+
+
+def _mode_problem(check: str, path: str, st: os.stat_result, want: int, what: str) -> dict | None:
+    if st.st_uid != os.getuid():
+        return finding(check, "problem", f"{what} {path} is owned by uid {st.st_uid}, not you", f"chown $USER {path}")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return finding(
+            check,
+            "problem",
+            f"{what} {path} is open to group or others (mode {mode:04o}, want {want:04o})",
+            f"chmod {want:o} {path}",
+        )
+    return None
+
+
+def check_home(home: str) -> list[dict]:
+    """Every check of the home's files, in order: folders, socket, keys, secret files."""
+    if not os.path.isdir(home):
+        return [
+            finding(
+                "home",
+                "warn",
+                f"the home folder {home} does not exist yet (no daemon has run here)",
+                f"sessiond start --home {home}",
+            )
+        ]
+    return [*_check_dirs(home), *_check_socket(home), *_check_keys(home), *_check_secrets(home)]
+
+
+def _check_dirs(home: str) -> list[dict]:
+    out = []
+    bad = 0
+    for rel in PRIVATE_DIRS:
+        path = os.path.join(home, rel) if rel else home
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        p = _mode_problem("home", path, st, 0o700, "folder")
+        if p:
+            out.append(p)
+            bad += 1
+    if not bad:
+        out.append(finding("home", "ok", f"{home} and its folders are private (0700)"))
+    return out
+
+
+def _check_socket(home: str) -> list[dict]:
+    path = socket_path(home)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return [finding("socket", "ok", f"no socket at {path} (no daemon is running)")]
+    if not stat.S_ISSOCK(st.st_mode):
+        return [finding("socket", "problem", f"{path} is not a socket", f"rm {path} && sessiond start")]
+    p = _mode_problem("socket", path, st, 0o600, "socket")
+    out = [p] if p else [finding("socket", "ok", f"socket {path} is private (0600)")]
+    folder = os.path.dirname(path)
+    if folder != home and os.path.isdir(folder):  # a long home's socket, in a folder of its own
+        q = _mode_problem("socket", folder, os.stat(folder), 0o700, "socket folder")
+        if q:
+            out.append(q)
+    return out
+
+
+def _key_problem(path: str, size: int, multiple: bool) -> str | None:
+    if multiple:
+        return None if size % KEY_SIZE == 0 else f"is damaged ({size} bytes, not a multiple of {KEY_SIZE})"
+    return None if size == KEY_SIZE else f"is damaged ({size} bytes, expected {KEY_SIZE})"
+
+
+def _check_keys(home: str) -> list[dict]:
+    keys = os.path.join(home, "keys")
+    device = os.path.join(keys, "device.key")
+    out: list[dict] = []
+    files = [device]
+    sessions = os.path.join(keys, "sessions")
+    try:
+        files += sorted(os.path.join(sessions, n) for n in os.listdir(sessions))
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        return [finding("keys", "problem", f"cannot read the key folder {sessions}", f"chmod 700 {sessions}")]
+    checked = 0
+    for path in files:
+        name = os.path.basename(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if path == device:
+                out.append(
+                    finding(
+                        "keys",
+                        "warn",
+                        f"no device key at {device} yet (the daemon makes one on its first start; "
+                        f"restore a backup with `sessiond key import` before that)",
+                        f"sessiond key import --home {home}",
+                    )
+                )
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            out.append(finding("keys", "problem", f"{path} is not a file", None))
+            continue
+        p = _mode_problem("keys", path, st, 0o600, "key file")
+        if p:
+            out.append(p)
+        if name.endswith(".rekey"):  # a rekey under way; the daemon finishes it
+            continue
+        if not name.endswith((".key", ".write", ".old")):
+            continue
+        try:
+            with open(path, "rb") as f:
+                size = len(f.read())
+        except PermissionError:
+            out.append(finding("keys", "problem", f"cannot read the key file {path}", f"chmod 600 {path}"))
+            continue
+        why = _key_problem(path, size, name.endswith(".old"))
+        if why:
+            fix = (
+                f"sessiond key import --home {home}  # from your 24-word backup"
+                if path == device
+                else f"sessiond import --home {home}  # the session again, from a share code"
+            )
+            out.append(finding("keys", "problem", f"key file {path} {why}", fix))
+        checked += 1
+    if not out:
+        out.append(finding("keys", "ok", f"{checked} key file(s) in {keys}: private (0600) and well formed"))
+    return out
+
+
+def _check_secrets(home: str) -> list[dict]:
+    out = []
+    paths = [os.path.join(home, n) for n in SECRET_FILES]
+    tokens = os.path.join(home, "store-tokens")
+    if os.path.isdir(tokens):
+        try:
+            paths += sorted(os.path.join(tokens, n) for n in os.listdir(tokens))
+        except PermissionError:
+            pass
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        p = _mode_problem("home", path, st, 0o600, "secret file")
+        if p:
+            out.append(p)
+    return out

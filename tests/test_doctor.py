@@ -1,0 +1,127 @@
+"""`sessiond doctor` (issue 18): a healthy home is all ok; a key file open to others, a store that is
+down and a damaged object in the store are each a problem naming its fix; without a daemon the home's
+files are still checked."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import DaemonProc, run_cli
+from servers.kubo import Node, make_rpc_app
+from servers.s5portal import Threaded
+from sessiond.daemon.doctor import PROBE, check_clock
+from sessiond.stores.cid import digest
+
+
+def doctor(home: str, *extra: str) -> tuple[int, dict]:
+    res = run_cli(home, "doctor", "--json", *extra)
+    return res.returncode, json.loads(res.stdout)
+
+
+def problems(report: dict) -> list[dict]:
+    return [f for f in report["findings"] if f["level"] == "problem"]
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    d = DaemonProc(str(tmp_path_factory.mktemp("doc") / "home")).start()
+    c = d.client()
+    sid = c.create_session(name="doctor", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(20)])
+    assert c.sync(sid, wait=True, timeout=20)["complete"]
+    yield d, sid
+    d.stop()
+
+
+def test_a_healthy_home_is_all_ok(healthy):
+    d, _ = healthy
+    code, rep = doctor(d.home)
+    assert code == 0 and rep["ok"] and rep["daemon"], rep
+    assert {f["level"] for f in rep["findings"]} == {"ok"}
+    checks = {f["check"] for f in rep["findings"]}
+    assert {"home", "socket", "keys", "store", "clock", "push", "verify"} <= checks
+    clock = next(f for f in rep["findings"] if f["check"] == "clock")
+    assert "folder store" in clock["message"]  # skipped, with a note
+    text = run_cli(d.home, "doctor")
+    assert text.returncode == 0 and "no problems found" in text.stdout
+
+
+def test_a_key_file_open_to_others_is_a_problem_naming_chmod(healthy):
+    d, sid = healthy
+    key = os.path.join(d.home, "keys", "sessions", sid + ".key")
+    os.chmod(key, 0o644)
+    try:
+        code, rep = doctor(d.home, "--no-verify")
+        assert code == 1 and not rep["ok"]
+        (p,) = problems(rep)
+        assert p["check"] == "keys" and key in p["message"] and p["fix"] == f"chmod 600 {key}"
+        text = run_cli(d.home, "doctor", "--no-verify")
+        assert text.returncode == 1 and f"fix: chmod 600 {key}" in text.stdout
+    finally:
+        os.chmod(key, 0o600)
+
+
+def test_a_damaged_object_names_the_session_failing_verify(healthy):
+    d, sid = healthy
+    objects = os.path.join(d.home, "store", "objects")
+    saved = {}
+    for folder, _, names in os.walk(objects):
+        for name in names:
+            if name != digest(PROBE).hex():
+                path = os.path.join(folder, name)
+                with open(path, "rb") as f:
+                    saved[path] = f.read()
+                with open(path, "r+b") as f:
+                    f.write(bytes([saved[path][0] ^ 1]))
+    try:
+        code, rep = doctor(d.home)
+        assert code == 1
+        (p,) = problems(rep)
+        assert p["check"] == "verify" and f"session {sid} fails verify" in p["message"], rep
+        assert p["fix"] == f"sessiond sync --wait {sid} && sessiond verify {sid}"
+    finally:
+        for path, data in saved.items():
+            with open(path, "wb") as f:
+                f.write(data)
+
+
+def test_a_store_that_is_down_is_a_problem_and_no_daemon_still_checks_files(make_daemon):
+    server = Threaded(make_rpc_app(Node())).start()
+    d = make_daemon(f"ipfs+http://127.0.0.1:{server.port}").start()
+    try:
+        code, rep = doctor(d.home, "--no-verify")
+        assert code == 0, rep
+        clock = next(f for f in rep["findings"] if f["check"] == "clock")
+        assert clock["level"] == "ok" and "clock is" in clock["message"]  # from the loopback node's Date
+    finally:
+        server.stop()
+    code, rep = doctor(d.home, "--no-verify")
+    assert code == 1
+    (p,) = problems(rep)
+    assert p["check"] == "store" and f"127.0.0.1:{server.port}" in p["message"] and p["fix"]
+    d.stop()
+    code, rep = doctor(d.home)  # no daemon: the files are checked, the rest is said not to be
+    assert code == 0 and rep["daemon"] is False
+    assert {f["check"] for f in rep["findings"]} >= {"home", "keys", "daemon"}
+    assert next(f for f in rep["findings"] if f["check"] == "daemon")["level"] == "warn"
+
+
+class _Clocked:
+    url = "s5+https://portal.example"
+
+    def __init__(self, skew: float):
+        self.skew = skew
+
+    def server_clock(self):
+        return (1000.0, 1000.0 + self.skew)
+
+
+@pytest.mark.parametrize(("skew", "level"), [(1, "ok"), (-45, "warn"), (900, "problem")])
+def test_clock_skew_levels(skew, level):
+    f = check_clock(_Clocked(skew))  # type: ignore[arg-type]
+    assert f["level"] == level
+    assert (f["fix"] is None) == (level == "ok")
+    assert ("ahead of" if skew > 0 else "behind") in f["message"]
