@@ -279,7 +279,7 @@ def parse_llm(data: Any) -> list[dict]:
         key = cid if cid is not None else ("response", lone := lone + 1)
         if key not in sessions:  # a response of no conversation row: a conversation of its own
             sessions[key] = {"where": where, "name": None, "model": None, "turns": []}
-        fields = {k: _str(row, k, where) for k in ("prompt", "system", "response", "model")}
+        fields: dict[str, Any] = {k: _str(row, k, where) for k in ("prompt", "system", "response", "model")}
         fields["id"] = rid
         fields["time"] = timestamp(row.get("datetime_utc"), f"{where}.datetime_utc")
         fields["where"] = where
