@@ -30,9 +30,10 @@ def inline(text: object) -> str:
 
 
 def when(t: float | None) -> str:
-    if t is None:
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
         return "unknown time"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def needs_fence(text: str) -> bool:
@@ -89,8 +90,10 @@ def _settings(s: dict) -> list[str]:
 def _message(m: dict) -> str:
     role = m["role"] + (f" ({m['name']})" if m.get("name") else "")
     meta = m.get("metadata") or {}
-    original = meta.get("created_at") if isinstance(meta.get("created_at"), (int, float)) else None
-    stamp = when(original if original is not None else m.get("created_at"))
+    original = meta.get("created_at")
+    stamp = when(original) if isinstance(original, (int, float)) and not isinstance(original, bool) else "unknown time"
+    if stamp == "unknown time":  # not imported with a time (or with one no calendar has): when it was written here
+        stamp = when(m.get("created_at"))
     return f"### {inline(role)} · {stamp}\n\n{block(m['content'])}\n"
 
 

@@ -12,6 +12,8 @@ import sqlite3
 import tempfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from conftest import DaemonProc, cli_json, run_cli
@@ -293,3 +295,57 @@ def test_times_as_the_apps_write_them():
     for bad in ("soon", -1, float("nan"), True, [1]):
         with pytest.raises(Invalid, match=r"^t: "):
             importers.timestamp(bad, "t")
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+KEYS = [
+    "uuid",
+    "chat_messages",
+    "sender",
+    "content",
+    "text",
+    "type",
+    "created_at",
+    "chat",
+    "history",
+    "currentId",
+    "messages",
+    "parentId",
+    "role",
+    "timestamp",
+    "models",
+    "responses",
+    "conversations",
+    "id",
+    "prompt",
+]
+SHAPED = st.recursive(
+    JSON,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(SHAPED)
+def test_importers_refuse_anything_malformed_with_invalid(data):
+    """Whatever JSON arrives, an importer answers with a plan or Invalid (a 422), never another error (a 500)."""
+    for parse in (importers.parse_claude, importers.parse_openwebui, importers.parse_llm):
+        try:
+            parse(data)
+        except Invalid:
+            pass
+    try:
+        importers.detect(data, "sessiond.session.v1")
+    except Invalid:
+        pass
+
+
+def test_markdown_times_that_no_calendar_has_do_not_fail_the_export():
+    m = {"role": "user", "content": "x", "chat": "main", "created_at": 1.0, "metadata": {"created_at": 1e300}}
+    text = markdown.render({"id": "s", "created_at": 1e300}, [{"id": "main", "current": True}], [m])
+    assert "### user · 1970-01-01 00:00:01 UTC" in text and "- Created: unknown time" in text
