@@ -20,7 +20,7 @@ def is_sqlite(path: str) -> bool:
     try:
         with open(path, "rb") as f:
             return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
+    except (OSError, ValueError):
         return False  # reading it as JSON reports why
 
 

@@ -349,3 +349,9 @@ def test_markdown_times_that_no_calendar_has_do_not_fail_the_export():
     m = {"role": "user", "content": "x", "chat": "main", "created_at": 1.0, "metadata": {"created_at": 1e300}}
     text = markdown.render({"id": "s", "created_at": 1e300}, [{"id": "main", "current": True}], [m])
     assert "### user · 1970-01-01 00:00:01 UTC" in text and "- Created: unknown time" in text
+
+
+def test_sniffing_a_path_no_file_can_have_is_no_crash(tmp_path):
+    from sessiond.cli.llmdb import is_sqlite
+
+    assert not is_sqlite("a\0b") and not is_sqlite(str(tmp_path)) and not is_sqlite(str(tmp_path / "none"))
