@@ -92,14 +92,14 @@ class ProofResult(TypedDict):
 
 @with_config(QUERY)
 class ExportQuery(TypedDict, total=False):
-    format: Literal["openai", "json"]
+    format: Literal["openai", "json", "markdown"]
     chat: str
 
 
 @with_config(BODY)
 class ImportFile(TypedDict):
-    format: Literal["openai", "json", "chatgpt"]
-    data: Any  # the file's parsed JSON, checked by its importer
+    format: NotRequired[Literal["openai", "json", "chatgpt", "claude", "openwebui", "llm"]]  # absent: told by its shape
+    data: Any  # the file's parsed JSON (llm: its tables' rows), checked by its importer
 
 
 @with_config(ANSWER)

@@ -230,8 +230,9 @@ class Api:
     def export(self, sid: str, fmt: str = "json", chat: str | None = None):
         return self._call("GET", f"/v1/sessions/{quote_id(sid)}/export" + query_string(dict(format=fmt, chat=chat)))
 
-    def import_file(self, data: Any, fmt: str) -> ImportFileResult:
-        return self._call("POST", "/v1/import-file", {"format": fmt, "data": data})
+    def import_file(self, data: Any, fmt: str | None = None) -> ImportFileResult:
+        """Import a parsed file; `fmt` None lets the daemon tell the format by the file's shape."""
+        return self._call("POST", "/v1/import-file", {"data": data} if fmt is None else {"format": fmt, "data": data})
 
     # sharing
     def share(

@@ -1,4 +1,5 @@
-"""Plain formats in and out: OpenAI chat messages, a session as JSON, and ChatGPT's conversations.json.
+"""Plain formats in and out: OpenAI chat messages, a session as JSON or Markdown (daemon/markdown.py),
+ChatGPT's conversations.json, and the other apps' files of daemon/importers.py.
 
 Parsing is complete before anything is written, so a malformed file imports nothing; a file that
 becomes several sessions (ChatGPT branches) is removed again if any part fails. What a file holds is
@@ -12,6 +13,7 @@ from typing import Any
 
 from ..storage.errors import Invalid
 from ..storage.model import ROLES
+from . import importers, markdown
 from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
@@ -92,7 +94,11 @@ async def export(db, sid: str, fmt: str, chat: str | None = None) -> dict:
                 for m in msgs
             ],
         }
-    raise Invalid(f"unknown export format {fmt!r}: use openai or json")
+    if fmt == "markdown":
+        chats = await db.list_chats(sid)
+        msgs = await db.list_messages(sid, limit=1 << 30, all_chats=True)
+        return {"format": "markdown", "markdown": markdown.render(s, chats, msgs)}
+    raise Invalid(f"unknown export format {fmt!r}: use openai, json or markdown")
 
 
 # ------------------------------------------------------------------------------------------ import
@@ -268,15 +274,22 @@ def parse_chatgpt(data: Any) -> list[dict]:
     return out
 
 
-async def import_file(db, data: Any, fmt: str, estimate) -> list[dict]:
+PARSERS = {"claude": importers.parse_claude, "openwebui": importers.parse_openwebui, "llm": importers.parse_llm}
+
+
+async def import_file(db, data: Any, fmt: str | None, estimate) -> list[dict]:
+    if fmt is None:
+        fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
         plan = [{**parse_openai(data), "forks": []}]
     elif fmt == "json":
         plan = [{**parse_json(data), "forks": []}]
     elif fmt == "chatgpt":
         plan = parse_chatgpt(data)
+    elif fmt in PARSERS:
+        plan = PARSERS[fmt](data)
     else:
-        raise Invalid(f"unknown import format {fmt!r}: use openai, json or chatgpt")
+        raise Invalid(f"unknown import format {fmt!r}: use openai, json, chatgpt, claude, openwebui or llm")
     for item in plan:  # as POST /v1/sessions does
         for m in item["spec"].get("initial_messages") or ():
             if m.get("tokens") is None:

@@ -1,30 +1,44 @@
-"""Plain files: `export` (a session as OpenAI messages or full JSON) and `import-file`."""
+"""Plain files: `export` (a session as OpenAI messages, full JSON or Markdown) and `import-file`."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 from ..connect import client
+from ..errors import EXIT_USAGE, CliError
 from ..inputs import read_json
-from ..output import emit
+from ..llmdb import is_sqlite, read_logs_db
+from ..output import emit, safe
 from . import Commands
+
+IMPORT_FORMATS = ["openai", "json", "chatgpt", "claude", "openwebui", "llm"]
 
 
 def register(commands: Commands) -> None:
-    p = commands.add("export", cmd_export, "write a session as OpenAI chat messages or full JSON")
+    p = commands.add("export", cmd_export, "write a session as OpenAI chat messages, full JSON or Markdown")
     p.add_argument("id")
-    p.add_argument("--format", choices=["openai", "json"], default="json")
+    p.add_argument("--format", choices=["openai", "json", "markdown"], default="json")
     p.add_argument("--chat", help="(openai) which chat; default: the current one")
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p = commands.add(
-        "import-file", cmd_import_file, "import OpenAI messages, a session JSON, or ChatGPT's conversations.json"
+        "import-file",
+        cmd_import_file,
+        "import OpenAI messages, a session JSON, or ChatGPT's, Claude's, Open WebUI's or llm's history",
     )
     p.add_argument("path", help="the file ('-' reads standard input)")
-    p.add_argument("--format", choices=["openai", "json", "chatgpt"], required=True)
+    p.add_argument(
+        "--format",
+        choices=IMPORT_FORMATS,
+        help="chatgpt/claude: conversations.json; openwebui: its chat export; llm: its logs.db."
+        " Default: told by the file's shape, when that is certain",
+    )
 
 
 def cmd_export(args) -> int:
     data = client(args).export(args.id, args.format, args.chat)
+    if args.format == "markdown":
+        return _write_markdown(args, data)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
         from ...storage.fsutil import atomic_write
@@ -37,7 +51,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _write_markdown(args, data: dict) -> int:
+    text = data["markdown"]
+    if args.output:
+        from ...storage.fsutil import atomic_write
+
+        atomic_write(args.output, text.encode(), 0o600)
+        if args.json:
+            print(json.dumps({"written": args.output}))
+    elif args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:  # exact bytes into a pipe or file; a terminal gets its control characters escaped
+        sys.stdout.write(safe(text, keep_lines=True) if sys.stdout.isatty() else text)
+    return 0
+
+
 def cmd_import_file(args) -> int:
-    res = client(args).import_file(read_json(args.path), args.format)
+    fmt = args.format
+    if fmt == "llm" and args.path == "-":
+        raise CliError("llm's logs.db is a SQLite file: give its path, not standard input", EXIT_USAGE)
+    if fmt == "llm" or (fmt is None and args.path != "-" and is_sqlite(args.path)):
+        data, fmt = read_logs_db(args.path), "llm"
+    else:
+        data = read_json(args.path)
+    res = client(args).import_file(data, fmt)
     emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     return 0

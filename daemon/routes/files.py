@@ -1,5 +1,5 @@
-"""Plain files: a session exported as OpenAI messages or full JSON; OpenAI, session JSON and ChatGPT
-files imported (daemon/formats.py does the formats)."""
+"""Plain files: a session exported as OpenAI messages, full JSON or Markdown; OpenAI, session JSON,
+ChatGPT, Claude, Open WebUI and llm files imported (daemon/formats.py does the formats)."""
 
 from aiohttp import web
 
@@ -19,4 +19,4 @@ async def export_session(request: web.Request) -> web.Response:
 async def import_file(request: web.Request) -> web.Response:
     b = await body(request)
     d = daemon_of(request)
-    return ok({"sessions": await do_import(d.db, b["data"], b["format"], d.estimate)}, 201)
+    return ok({"sessions": await do_import(d.db, b["data"], b.get("format"), d.estimate)}, 201)

@@ -1,0 +1,360 @@
+"""Other apps' histories in: Claude's data export, Open WebUI's chat export, simonw/llm's logs.db.
+
+Each parser turns the whole file into a plan (one session per conversation, its messages in order)
+before anything is written, and refuses a malformed file with the place that is wrong, e.g.
+"conversations.json: conversation 3 (uuid 1f…): chat_messages[5].sender: expected 'human' or
+'assistant'". Every session and message goes through the API's own checks (daemon/validate.py).
+
+A message's original time cannot become its `created_at` (that is when this device wrote it into
+its signed log), so it is kept in the message's metadata as `created_at` (Unix seconds), beside
+`source` and the source's own id. docs/FORMATS.md ("Files other apps write") describes the shapes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..storage.errors import Invalid
+from . import validate as v
+
+CLAUDE_FILE = "conversations.json"
+OPENWEBUI_FILE = "Open WebUI export"
+LLM_FILE = "logs.db"
+
+
+def _kind(x: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(x), type(x).__name__)
+
+
+def _str(obj: dict, key: str, where: str, required: bool = False) -> str | None:
+    x = obj.get(key)
+    if x is None and not required:
+        return None
+    if not isinstance(x, str) or (required and not x):
+        raise Invalid(f"{where}.{key}: expected {'a non-empty' if required else 'a'} string, got {_kind(x)}")
+    return x
+
+
+def timestamp(x: Any, where: str) -> float | None:
+    """A time as the apps write it: ISO 8601 (naive means UTC, as llm writes it) or Unix seconds
+    (milliseconds when too large to be seconds, as JavaScript writes them)."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise Invalid(f"{where}: expected a time (ISO 8601 text or Unix seconds), got {_kind(x)}")
+    if isinstance(x, str):
+        try:
+            t = datetime.fromisoformat(x.strip())
+        except ValueError:
+            raise Invalid(f"{where}: {x!r:.60} is not an ISO 8601 time") from None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        return round(t.timestamp(), 3)
+    if not (0 <= x < 1e14):  # NaN fails this too
+        raise Invalid(f"{where}: {x!r:.40} is not a time")
+    if x > 1e11:  # after the year 5138 in seconds: JavaScript's milliseconds
+        x = x / 1000
+    return round(float(x), 3)
+
+
+def _meta(**fields: Any) -> dict:
+    return {k: x for k, x in fields.items() if x is not None}
+
+
+def _message(role: str, content: str, where: str, **meta: Any) -> dict:
+    return v.message({"role": role, "content": content, "metadata": _meta(**meta)}, where)
+
+
+def _session(where: str, name: str | None, model: str | None = None, system: str | None = None, **meta) -> dict:
+    spec = v.within(
+        where,
+        lambda: v.session_spec(
+            {"name": name or None, "model": model, "system_prompt": system, "metadata": _meta(**meta)}
+        ),
+    )
+    return {k: spec[k] for k in ("name", "model", "system_prompt", "metadata") if spec.get(k) is not None}
+
+
+def _list(data: Any, file: str, what: str) -> list:
+    if not isinstance(data, list):
+        raise Invalid(f"{file}: expected a list of {what}, got {_kind(data)}")
+    return data
+
+
+# ------------------------------------------------------------------------------------------ Claude
+def _claude_text(m: dict, where: str) -> str:
+    """The text blocks of `content`, in order; `text` when there are none (older exports). Thinking,
+    tool use and tool results are Claude's working, not the conversation: they are left out."""
+    content = m.get("content")
+    if content is not None and not isinstance(content, list):
+        raise Invalid(f"{where}.content: expected a list of content blocks, got {_kind(content)}")
+    parts = []
+    for bi, block in enumerate(content or ()):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise Invalid(f"{where}.content[{bi}]: expected a content block (an object with a type)")
+        if block["type"] == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                raise Invalid(f"{where}.content[{bi}].text: expected a string, got {_kind(text)}")
+            parts.append(text)
+    text = _str(m, "text", where)
+    if parts:
+        return "\n\n".join(p for p in parts if p)
+    return text or ""
+
+
+def _attachments(m: dict, where: str) -> list[str] | None:
+    names = []
+    for key in ("attachments", "files"):
+        items = m.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise Invalid(f"{where}.{key}: expected a list, got {_kind(items)}")
+        for i, a in enumerate(items):
+            if not isinstance(a, dict):
+                raise Invalid(f"{where}.{key}[{i}]: expected an object, got {_kind(a)}")
+            name = _str(a, "file_name", f"{where}.{key}[{i}]")
+            if name:
+                names.append(name)
+    return names or None
+
+
+def parse_claude(data: Any) -> list[dict]:
+    """Claude's data export: conversations.json, a list of conversations with their chat_messages
+    in order. One session per conversation."""
+    out = []
+    for ci, conv in enumerate(_list(data, CLAUDE_FILE, "conversations (Claude's data export)")):
+        where = f"{CLAUDE_FILE}: conversation {ci}"
+        if not isinstance(conv, dict):
+            raise Invalid(f"{where}: expected an object, got {_kind(conv)}")
+        uuid = _str(conv, "uuid", where, required=True)
+        where = f"{where} (uuid {uuid:.60})"
+        name = _str(conv, "name", where)
+        created = timestamp(conv.get("created_at"), f"{where}: created_at")
+        msgs = conv.get("chat_messages")
+        if not isinstance(msgs, list):
+            raise Invalid(f"{where}: chat_messages: expected a list, got {_kind(msgs)}")
+        parsed = []
+        for mi, m in enumerate(msgs):
+            at = f"chat_messages[{mi}]"
+            if not isinstance(m, dict):
+                raise Invalid(f"{where}: {at}: expected an object, got {_kind(m)}")
+            sender = m.get("sender")
+            if sender not in ("human", "assistant"):
+                raise Invalid(f"{where}: {at}.sender: expected 'human' or 'assistant', got {sender!r:.40}")
+            mid = _str(m, "uuid", f"{where}: {at}")
+            text = _claude_text(m, f"{where}: {at}")
+            when = timestamp(m.get("created_at"), f"{where}: {at}.created_at")
+            files = _attachments(m, f"{where}: {at}")
+            if not text.strip() and not files:
+                continue  # an empty turn (an interrupted answer): nothing to keep
+            role = "user" if sender == "human" else "assistant"
+            parsed.append(
+                _message(role, text, f"{where}: {at}", source="claude", id=mid, created_at=when, attachments=files)
+            )
+        spec = _session(where, name, source="claude", conversation=uuid, created_at=created)
+        out.append({"spec": spec, "messages": parsed, "forks": []})
+    return out
+
+
+# ---------------------------------------------------------------------------------------- Open WebUI
+def _webui_branch(chat: dict, where: str) -> list[tuple[str, Any]]:
+    """The messages the user sees: history.currentId back through parentId to the first (what
+    Open WebUI shows, regenerated siblings left out); the flat `messages` list when there is no
+    history. Returns (place, message) pairs."""
+    history = chat.get("history")
+    if history is not None and not isinstance(history, dict):
+        raise Invalid(f"{where}: chat.history: expected an object, got {_kind(history)}")
+    current = (history or {}).get("currentId")
+    if current is not None:
+        nodes = history.get("messages")  # type: ignore[union-attr]
+        if not isinstance(nodes, dict):
+            raise Invalid(f"{where}: chat.history.messages: expected an object of messages by id, got {_kind(nodes)}")
+        path: list[tuple[str, Any]] = []
+        seen: set = set()
+        node_id, named_by = current, "chat.history.currentId"
+        while node_id is not None:
+            if not isinstance(node_id, str) or node_id not in nodes:
+                raise Invalid(f"{where}: {named_by} names message {node_id!r:.60}, which chat.history.messages lacks")
+            if node_id in seen:
+                raise Invalid(f"{where}: chat.history.messages: parentId links loop at {node_id!r:.60}")
+            seen.add(node_id)
+            place = f"chat.history.messages[{node_id!r:.60}]"
+            node = nodes[node_id]
+            if not isinstance(node, dict):
+                raise Invalid(f"{where}: {place}: expected an object, got {_kind(node)}")
+            path.append((place, node))
+            node_id, named_by = node.get("parentId"), f"{place}.parentId"
+        return list(reversed(path))
+    flat = chat.get("messages")
+    if flat is None:
+        return []
+    if not isinstance(flat, list):
+        raise Invalid(f"{where}: chat.messages: expected a list, got {_kind(flat)}")
+    return [(f"chat.messages[{i}]", m) for i, m in enumerate(flat)]
+
+
+def parse_openwebui(data: Any) -> list[dict]:
+    """Open WebUI's chat export (Settings > Data Controls > Export Chats, or one chat's JSON): a list
+    of {id, title, chat: {title, models, history: {messages, currentId}, messages}, created_at}."""
+    items = [data] if isinstance(data, dict) else _list(data, OPENWEBUI_FILE, "chats")
+    out = []
+    for ci, item in enumerate(items):
+        where = f"{OPENWEBUI_FILE}: chat {ci}"
+        if not isinstance(item, dict):
+            raise Invalid(f"{where}: expected an object, got {_kind(item)}")
+        cid = _str(item, "id", where)
+        if cid:
+            where = f"{where} (id {cid:.60})"
+        chat = item.get("chat")
+        if not isinstance(chat, dict):
+            raise Invalid(f"{where}: chat: expected an object (is this an Open WebUI export?), got {_kind(chat)}")
+        title = _str(item, "title", where) or _str(chat, "title", f"{where}: chat")
+        models = chat.get("models")
+        if models is not None and not (isinstance(models, list) and all(isinstance(x, str) for x in models)):
+            raise Invalid(f"{where}: chat.models: expected a list of model names")
+        system = _str(chat, "system", f"{where}: chat")
+        created = timestamp(item.get("created_at"), f"{where}: created_at")
+        parsed = []
+        for place, m in _webui_branch(chat, where):
+            at = f"{where}: {place}"
+            if not isinstance(m, dict):
+                raise Invalid(f"{at}: expected an object, got {_kind(m)}")
+            role = m.get("role")
+            if role not in ("user", "assistant", "system"):
+                raise Invalid(f"{at}.role: expected 'user', 'assistant' or 'system', got {role!r:.40}")
+            content = m.get("content")
+            if not isinstance(content, str):
+                raise Invalid(f"{at}.content: expected a string, got {_kind(content)}")
+            when = timestamp(m.get("timestamp"), f"{at}.timestamp")
+            model = _str(m, "model", at)
+            mid = _str(m, "id", at)
+            parsed.append(_message(role, content, at, source="openwebui", id=mid, created_at=when, model=model))
+        spec = _session(
+            where,
+            title,
+            model=(models or [None])[0],
+            system=system or None,
+            source="openwebui",
+            chat=cid,
+            created_at=created,
+        )
+        out.append({"spec": spec, "messages": parsed, "forks": []})
+    return out
+
+
+# ------------------------------------------------------------------------------------- llm's logs.db
+def parse_llm(data: Any) -> list[dict]:
+    """simonw/llm's logs.db, as its two tables' rows ({"conversations": [...], "responses": [...]},
+    which `sessiond import-file` reads from the SQLite file). One session per conversation; each
+    response is the user's prompt and the model's answer, in the order given (the CLI sends them by
+    datetime_utc). A system prompt that changes within a conversation becomes a system message."""
+    if not isinstance(data, dict) or not isinstance(data.get("responses"), list):
+        raise Invalid(f'{LLM_FILE}: expected {{"conversations": [...], "responses": [...]}}, the rows of its tables')
+    convs = _list(data.get("conversations") or [], f"{LLM_FILE}: conversations", "rows")
+    sessions: dict[Any, dict] = {}
+    for i, row in enumerate(convs):
+        where = f"{LLM_FILE}: conversations row {i}"
+        if not isinstance(row, dict):
+            raise Invalid(f"{where}: expected an object, got {_kind(row)}")
+        cid = _str(row, "id", where, required=True)
+        where = f"{LLM_FILE}: conversation {cid:.60}"
+        if cid in sessions:
+            raise Invalid(f"{where}: the id appears twice in the conversations table")
+        sessions[cid] = {"where": where, "name": _str(row, "name", where), "model": _str(row, "model", where)}
+        sessions[cid]["turns"] = []
+    lone = 0
+    for i, row in enumerate(data["responses"]):
+        where = f"{LLM_FILE}: responses row {i}"
+        if not isinstance(row, dict):
+            raise Invalid(f"{where}: expected an object, got {_kind(row)}")
+        rid = _str(row, "id", where, required=True)
+        where = f"{where} (id {rid:.60})"
+        cid = _str(row, "conversation_id", where)
+        key = cid if cid is not None else ("response", lone := lone + 1)
+        if key not in sessions:  # a response of no conversation row: a conversation of its own
+            sessions[key] = {"where": where, "name": None, "model": None, "turns": []}
+        fields: dict[str, Any] = {k: _str(row, k, where) for k in ("prompt", "system", "response", "model")}
+        fields["id"] = rid
+        fields["time"] = timestamp(row.get("datetime_utc"), f"{where}.datetime_utc")
+        fields["where"] = where
+        sessions[key]["turns"].append(fields)
+    out = []
+    for key, s in sessions.items():
+        turns = s["turns"]
+        system = turns[0]["system"] if turns else None
+        msgs = []
+        for t in turns:
+            if t["system"] and t["system"] != system:
+                msgs.append(_message("system", t["system"], t["where"] + ".system", source="llm", response=t["id"]))
+                system = t["system"]
+            if t["prompt"]:
+                msgs.append(
+                    _message(
+                        "user",
+                        t["prompt"],
+                        t["where"] + ".prompt",
+                        source="llm",
+                        response=t["id"],
+                        created_at=t["time"],
+                    )
+                )
+            if t["response"]:
+                msgs.append(
+                    _message(
+                        "assistant",
+                        t["response"],
+                        t["where"] + ".response",
+                        source="llm",
+                        response=t["id"],
+                        created_at=t["time"],
+                        model=t["model"],
+                    )
+                )
+        model = s["model"] or next((t["model"] for t in turns if t["model"]), None)
+        conversation = key if isinstance(key, str) else None
+        spec = _session(
+            s["where"],
+            s["name"],
+            model=model,
+            system=(turns[0]["system"] if turns else None) or None,
+            source="llm",
+            conversation=conversation,
+            created_at=turns[0]["time"] if turns else None,
+        )
+        out.append({"spec": spec, "messages": msgs, "forks": []})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ detect
+def _all_have(items: list, key: str) -> bool:
+    return bool(items) and all(isinstance(x, dict) and key in x for x in items)
+
+
+def detect(data: Any, json_format: str) -> str:
+    """The format of a parsed file, when its shape says so for certain; otherwise ask for --format."""
+    if isinstance(data, dict):
+        if data.get("format") == json_format:
+            return "json"
+        if "responses" in data and "conversations" in data:
+            return "llm"
+        if isinstance(data.get("chat"), dict):
+            return "openwebui"
+        if "mapping" in data:
+            return "chatgpt"
+        if isinstance(data.get("messages"), list) and "chat" not in data:
+            return "openai"
+    elif isinstance(data, list):
+        for key, fmt in (
+            ("chat_messages", "claude"),
+            ("mapping", "chatgpt"),
+            ("chat", "openwebui"),
+            ("role", "openai"),
+        ):
+            if _all_have(data, key):
+                return fmt
+    raise Invalid(
+        "cannot tell this file's format for certain; name it: --format openai, json, chatgpt, claude, openwebui or llm"
+    )

@@ -1,0 +1,357 @@
+"""Other apps' histories in (Claude's conversations.json, Open WebUI's chat export, simonw/llm's logs.db)
+and a session out as Markdown: end to end through the CLI against one daemon for the module, the
+parsing rules in-process."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+
+from conftest import DaemonProc, cli_json, run_cli
+from sessiond.daemon import importers, markdown
+from sessiond.storage.errors import Invalid
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def fixture(name: str):
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def d():
+    tmp = tempfile.mkdtemp(prefix="sd-fmt-")
+    proc = DaemonProc(os.path.join(tmp, "home")).start()
+    yield proc
+    proc.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def count(d) -> int:
+    return d.client().stats()["sessions"]
+
+
+def refused(d, path: str, *args: str, expect: str) -> None:
+    """A malformed file: non-zero exit, one clear line naming the place, a JSON error, nothing imported."""
+    before = count(d)
+    res = run_cli(d.home, "import-file", path, *args)
+    assert res.returncode != 0 and expect in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = run_cli(d.home, "import-file", path, *args, "--json")
+    assert res.returncode != 0 and expect in json.loads(res.stdout)["error"]["message"], res.stdout
+    assert count(d) == before
+
+
+# ----------------------------------------------------------------------------------------- llm logs.db
+LLM_SCHEMA = """
+CREATE TABLE [_llm_migrations] ([name] TEXT PRIMARY KEY, [applied_at] TEXT);
+CREATE TABLE [conversations] ([id] TEXT PRIMARY KEY, [name] TEXT, [model] TEXT);
+CREATE TABLE [responses] (
+   [id] TEXT PRIMARY KEY, [model] TEXT, [prompt] TEXT, [system] TEXT, [prompt_json] TEXT,
+   [options_json] TEXT, [response] TEXT, [response_json] TEXT,
+   [conversation_id] TEXT REFERENCES [conversations]([id]), [duration_ms] INTEGER, [datetime_utc] TEXT,
+   [input_tokens] INTEGER, [output_tokens] INTEGER, [token_details] TEXT, [schema_id] TEXT, [resolved_model] TEXT
+);
+"""
+
+
+def make_logs_db(path: str, responses: list[tuple]) -> str:
+    """A logs.db with llm's tables (its migrations m010..m019) and these (id, conversation_id, prompt,
+    system, response, datetime_utc) responses, in two conversations."""
+    con = sqlite3.connect(path)
+    con.executescript(LLM_SCHEMA)
+    con.executemany(
+        "INSERT INTO conversations VALUES (?,?,?)",
+        [
+            ("01hconv0000000000000000001", "Capital cities", "gpt-4o-mini"),
+            ("01hconv0000000000000000002", None, "claude-3"),
+        ],
+    )
+    con.executemany(
+        "INSERT INTO responses(id, model, conversation_id, prompt, system, response, datetime_utc, duration_ms)"
+        " VALUES (?,?,?,?,?,?,?,?)",
+        [(r[0], "gpt-4o-mini", *r[1:], 800) for r in responses],
+    )
+    con.commit()
+    con.close()
+    return path
+
+
+GOOD_RESPONSES = [
+    # logged out of order on purpose: the import follows datetime_utc
+    ("01hresp2", "01hconv0000000000000000001", "And Peru?", "Be brief.", "Lima.", "2024-06-01T10:01:00.000000"),
+    (
+        "01hresp1",
+        "01hconv0000000000000000001",
+        "Capital of France?",
+        "Be brief.",
+        "Paris.",
+        "2024-06-01T10:00:00.500000",
+    ),
+    ("01hresp3", "01hconv0000000000000000002", "Hi", None, "Hello!", "2024-06-02T08:00:00"),
+]
+
+
+def test_llm_logs_db_imports_one_session_per_conversation(d, tmp_path):
+    db = make_logs_db(str(tmp_path / "logs.db"), GOOD_RESPONSES)
+    made = cli_json(d.home, "import-file", db)["sessions"]  # told a SQLite file by its first bytes
+    assert [s["name"] for s in made] == ["Capital cities", None]
+    first = made[0]
+    assert first["model"] == "gpt-4o-mini" and first["system_prompt"] == "Be brief."
+    assert first["metadata"] == {
+        "source": "llm",
+        "conversation": "01hconv0000000000000000001",
+        "created_at": 1717236000.5,
+    }
+    log = cli_json(d.home, "log", first["id"])
+    msgs = log["messages"] if isinstance(log, dict) else log
+    assert [(m["role"], m["content"]) for m in msgs] == [
+        ("user", "Capital of France?"),
+        ("assistant", "Paris."),
+        ("user", "And Peru?"),
+        ("assistant", "Lima."),
+    ]
+    got = d.client().messages(first["id"])["messages"]
+    assert got[3]["metadata"] == {
+        "source": "llm",
+        "response": "01hresp2",
+        "created_at": 1717236060.0,
+        "model": "gpt-4o-mini",
+    }
+    assert cli_json(d.home, "show", made[1]["id"])["message_count"] == 2
+
+
+def test_llm_logs_db_malformed_imports_nothing(d, tmp_path):
+    bad = make_logs_db(str(tmp_path / "bad.db"), [*GOOD_RESPONSES, ("01hresp4", None, "x", None, "y", "last tuesday")])
+    refused(d, bad, "--format", "llm", expect="logs.db: responses row 3 (id 01hresp4).datetime_utc: 'last tuesday'")
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    refused(d, str(other), expect="has no responses table")
+
+
+# --------------------------------------------------------------------------------------------- Claude
+def test_claude_export_imports_each_conversation_as_a_session(d, tmp_path):
+    made = cli_json(d.home, "import-file", os.path.join(FIXTURES, "claude_conversations.json"), "--format", "claude")
+    first, second = made["sessions"]
+    assert first["name"] == "Sourdough starter" and second["name"] is None
+    assert first["metadata"]["conversation"] == "5b1c7c1e-2f0a-4a63-9d0e-0c1f1d7a9e01"
+    listed = {s["id"] for s in cli_json(d.home, "ls")["sessions"]}
+    assert {first["id"], second["id"]} <= listed
+    msgs = d.client().messages(first["id"])["messages"]
+    # text blocks in order (thinking and tool use left out); the empty last turn skipped
+    assert [(m["role"], m["content"]) for m in msgs] == [
+        ("user", "How do I feed a sourdough starter?"),
+        ("assistant", "Discard half, then add equal weights of flour and water.\n\nKeep it warm."),
+        ("user", "Here is my schedule."),
+    ]
+    assert msgs[0]["metadata"]["created_at"] == 1714554005.0
+    assert msgs[2]["metadata"]["attachments"] == ["schedule.txt"]
+
+
+def test_claude_export_malformed_imports_nothing(d, tmp_path):
+    data = fixture("claude_conversations.json")
+    data.append(copy.deepcopy(data[0]))
+    data[2]["uuid"] = "feedface"
+    data[2]["chat_messages"][1]["sender"] = "robot"
+    f = tmp_path / "conversations.json"
+    f.write_text(json.dumps(data))
+    refused(
+        d,
+        str(f),
+        expect="conversations.json: conversation 2 (uuid feedface): chat_messages[1].sender: expected 'human' or"
+        " 'assistant', got 'robot'",
+    )
+
+
+# ------------------------------------------------------------------------------------------ Open WebUI
+def test_openwebui_export_imports_the_branch_the_user_sees(d):
+    made = cli_json(d.home, "import-file", os.path.join(FIXTURES, "openwebui_export.json"))["sessions"]
+    rust, old = made
+    assert rust["name"] == "Rust lifetimes" and rust["model"] == "llama3.1:8b" and old["model"] == "gpt-4o"
+    msgs = d.client().messages(rust["id"])["messages"]
+    assert [m["content"] for m in msgs] == ["What does 'a mean?", "It names a lifetime.", "Thanks"]
+    assert [m["metadata"]["created_at"] for m in msgs] == [1717236000.0, 1717236010.0, 1717236020.0]
+    assert [m["content"] for m in d.client().messages(old["id"])["messages"]] == ["ping", "pong"]
+    assert cli_json(d.home, "show", old["id"])["metadata"]["source"] == "openwebui"
+
+
+def test_openwebui_export_malformed_imports_nothing(d, tmp_path):
+    data = fixture("openwebui_export.json")
+    data[0]["chat"]["history"]["messages"]["m3"]["parentId"] = "gone"
+    f = tmp_path / "chat-export.json"
+    f.write_text(json.dumps(data))
+    refused(
+        d,
+        str(f),
+        "--format",
+        "openwebui",
+        expect="Open WebUI export: chat 0 (id 0c7f6a52-6a2e-4d0f-9b3e-7f1d2c3b4a01):"
+        " chat.history.messages['m3'].parentId names message 'gone'",
+    )
+    data = fixture("openwebui_export.json")
+    data[1]["chat"]["messages"][1]["role"] = "bot"
+    f.write_text(json.dumps(data))
+    refused(d, str(f), expect="chat 1 (id 0c7f6a52-6a2e-4d0f-9b3e-7f1d2c3b4a02): chat.messages[1].role")
+
+
+# -------------------------------------------------------------------------------------------- Markdown
+def shown(inline) -> str:
+    """The text a reader sees of an inline token (escapes resolved, emphasis marks gone)."""
+    return "".join(c.content for c in inline.children if c.type in ("text", "text_special", "code_inline"))
+
+
+def test_markdown_export_keeps_structure_whatever_the_messages_hold(d, tmp_path):
+    c = d.client()
+    sid = c.create_session(
+        name="Notes *draft*", model="gpt-x", settings={"temperature": 0.5}, system_prompt="Be kind."
+    )["id"]
+    tricky = "# heading\nSome `code` and a fence:\n```\nunclosed"
+    c.append(sid, "user", tricky)
+    c.append(sid, "assistant", "Sure:\n\n```python\nprint('x')\n```\n\n- a list")
+    second = c.create_chat(sid, name="second")["id"]
+    c.append(sid, "user", "## my notes\n````\ncode\n````", chat=second)
+    res = run_cli(d.home, "export", sid, "--format", "markdown", check=True)
+    text = res.stdout
+    tokens = MarkdownIt("commonmark").parse(text)  # the structure a Markdown reader sees
+    headings = [(t.tag, shown(tokens[i + 1])) for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings[0] == ("h1", "Notes *draft*")
+    assert [h for tag, h in headings if tag == "h2"] == ["Chat: main (current)", "Chat: second"]
+    assert [h.split(" · ")[0] for tag, h in headings if tag == "h3"] == ["user", "assistant", "user"]
+    assert len(headings) == 6
+    code = [t.content for t in tokens if t.type == "fence"]
+    assert code == [tricky + "\n", "print('x')\n", "## my notes\n````\ncode\n````\n"]
+    assert "- Model: gpt-x" in text and "- Settings: temperature = 0.5" in text and "Be kind." in text
+    # the tricky message is fenced, verbatim, by a fence longer than anything in it
+    assert f"````text\n{tricky}\n````" in text
+    assert "Sure:\n\n```python\nprint('x')\n```\n\n- a list" in text  # plain Markdown stays as it is
+    assert "`````text\n## my notes\n````\ncode\n````\n`````" in text
+    out = tmp_path / "s.md"
+    assert cli_json(d.home, "export", sid, "--format", "markdown", "-o", str(out)) == {"written": str(out)}
+    assert out.read_text() == text
+    assert c.export(sid, "markdown") == {"format": "markdown", "markdown": text}
+
+
+# ---------------------------------------------------------------------------------------- in-process
+@pytest.mark.parametrize(
+    "text,fenced",
+    [
+        ("plain *markdown* with `code`", False),
+        ("```\ncode\n```\nafter", False),
+        ("~~~\n# inside a fence\n~~~", False),
+        ("# heading", True),
+        ("  ## indented heading", True),
+        ("title\n===", True),
+        ("a\n---", True),
+        ("* * *", True),
+        ("<div>", True),
+        ("```\nnever closed", True),
+        ("````\n```\n", True),
+        ("", True),
+    ],
+)
+def test_markdown_fences_what_could_break_the_document(text, fenced):
+    out = markdown.block(text)
+    assert (out != text) == fenced
+    if fenced:
+        fence = out.split("\n", 1)[0].removesuffix("text")
+        assert out.endswith("\n" + fence) and text in out and fence not in text
+
+
+@pytest.mark.parametrize(
+    "data,fmt",
+    [
+        ([{"uuid": "u", "chat_messages": []}], "claude"),
+        ([{"id": "c", "chat": {"messages": []}}], "openwebui"),
+        ({"conversations": [], "responses": []}, "llm"),
+        ([{"mapping": {}, "current_node": "x"}], "chatgpt"),
+        ([{"role": "user", "content": "hi"}], "openai"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "openai"),
+        ({"format": "sessiond.session.v1"}, "json"),
+    ],
+)
+def test_detect_tells_formats_apart(data, fmt):
+    assert importers.detect(data, "sessiond.session.v1") == fmt
+
+
+@pytest.mark.parametrize("data", [[], {}, [{"uuid": "u", "chat_messages": []}, {"mapping": {}}], "text", 5])
+def test_detect_asks_when_unsure(data):
+    with pytest.raises(Invalid, match="--format"):
+        importers.detect(data, "sessiond.session.v1")
+
+
+def test_times_as_the_apps_write_them():
+    assert importers.timestamp("2024-05-01T09:00:00Z", "t") == importers.timestamp("2024-05-01T09:00:00", "t")
+    assert importers.timestamp(1717236000000, "t") == importers.timestamp(1717236000, "t") == 1717236000.0
+    for bad in ("soon", -1, float("nan"), True, [1]):
+        with pytest.raises(Invalid, match=r"^t: "):
+            importers.timestamp(bad, "t")
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+KEYS = [
+    "uuid",
+    "chat_messages",
+    "sender",
+    "content",
+    "text",
+    "type",
+    "created_at",
+    "chat",
+    "history",
+    "currentId",
+    "messages",
+    "parentId",
+    "role",
+    "timestamp",
+    "models",
+    "responses",
+    "conversations",
+    "id",
+    "prompt",
+]
+SHAPED = st.recursive(
+    JSON,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(SHAPED)
+def test_importers_refuse_anything_malformed_with_invalid(data):
+    """Whatever JSON arrives, an importer answers with a plan or Invalid (a 422), never another error (a 500)."""
+    for parse in (importers.parse_claude, importers.parse_openwebui, importers.parse_llm):
+        try:
+            parse(data)
+        except Invalid:
+            pass
+    try:
+        importers.detect(data, "sessiond.session.v1")
+    except Invalid:
+        pass
+
+
+def test_markdown_times_that_no_calendar_has_do_not_fail_the_export():
+    m = {"role": "user", "content": "x", "chat": "main", "created_at": 1.0, "metadata": {"created_at": 1e300}}
+    text = markdown.render({"id": "s", "created_at": 1e300}, [{"id": "main", "current": True}], [m])
+    assert "### user · 1970-01-01 00:00:01 UTC" in text and "- Created: unknown time" in text
+
+
+def test_sniffing_a_path_no_file_can_have_is_no_crash(tmp_path):
+    from sessiond.cli.llmdb import is_sqlite
+
+    assert not is_sqlite("a\0b") and not is_sqlite(str(tmp_path)) and not is_sqlite(str(tmp_path / "none"))
