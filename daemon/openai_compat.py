@@ -254,7 +254,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         async with _compat(request).lock(sid):
             check_writable(session)
             check_quota(session)
-            new = new_part(session, chat, await d.db.chat_history(sid, chat_id), msgs)
+            # only as much history as the request has messages can match it: a read of O(request), not
+            # O(chat), in front of the first token
+            history = await d.db.chat_history(sid, chat_id, limit=len(msgs))
+            new = new_part(session, chat, history, msgs)
             if new:
                 for m in new:
                     m["tokens"] = d.estimate(m["content"])

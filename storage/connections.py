@@ -79,8 +79,6 @@ class Inline:
         return self.conn.executemany(sql, rows)
 
     async def close(self) -> None:
-        async with self._lock:
-            self._commit_batch()
         self.conn.close()
 
 

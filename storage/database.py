@@ -240,8 +240,8 @@ class Database:
     ) -> list[dict]:
         return await self.messages.append(sid, messages, chat, key=key, answer=answer)
 
-    async def chat_history(self, sid: str, chat: str) -> list[tuple[str, str]]:
-        return await self.messages.history(sid, chat)
+    async def chat_history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
+        return await self.messages.history(sid, chat, limit)
 
     async def idempotent_result(self, sid: str, key: str) -> list[dict] | None:
         return await self.messages.idempotent_result(sid, key)

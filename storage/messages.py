@@ -248,13 +248,15 @@ class Messages:
             tx.emit(ev)
         return out
 
-    async def history(self, sid: str, chat: str) -> list[tuple[str, str]]:
-        """Every message of a chat as (role, content), oldest first (compacted ones too)."""
+    async def history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
+        """The first `limit` (all: -1) messages of a chat as (role, content), oldest first (compacted
+        ones too)."""
         return [
             tuple(r)
             for r in await self.c.committed.fetchall(
-                "SELECT role, content FROM messages WHERE session_id=? AND chat_id=? ORDER BY lamport, device_id, seq",
-                (sid, chat),
+                "SELECT role, content FROM messages WHERE session_id=? AND chat_id=? "
+                "ORDER BY lamport, device_id, seq LIMIT ?",
+                (sid, chat, limit),
             )
         ]
 
