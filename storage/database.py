@@ -43,6 +43,7 @@ from .context import Context
 from .logrun import LogReads, RunReader
 from .messages import Messages
 from .model import LogRun, Op, RemoteLog
+from .outbox import Outbox
 from .schema import schema_version
 from .sessions import Sessions
 from .stats import Stats
@@ -62,6 +63,7 @@ class Database:
         self.statistics = Stats(c, self.sessions, self.chats)
         self.syncstate = SyncState(c)
         self.log = LogReads(c)
+        self.outbox = Outbox(c)  # the mirror stores' outboxes (sync/mirror.py)
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Database:

@@ -146,6 +146,24 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN importing INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7, 8: taken by changes made in parallel on other branches; placeholders here (merged, they are theirs)
+    "",
+    "",
+    # 9: the outbox of each mirror store (sync/mirror.py): what a store that was down has not taken yet,
+    # objects and heads in the order they were written (a head goes after the objects it names). A head
+    # replaces an older one of the same key still waiting. Drained, in order, once the store answers.
+    """
+    CREATE TABLE mirror_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        store_url TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key BLOB NOT NULL,
+        data BLOB NOT NULL,
+        rev INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (store_url, kind, key)
+    );
+    CREATE INDEX mirror_outbox_order ON mirror_outbox(store_url, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -239,6 +239,9 @@ class Syncer:
             )
         return states
 
+    async def store_status(self) -> list[dict]:
+        return await self.ctx.store_status()
+
     async def repair(self, sid: str) -> bool:
         """Push this device's whole log of `sid` again if the store lacks any of it. Returns whether it will."""
         if not await self.pusher.repair(sid):
