@@ -17,7 +17,7 @@ from importlib.metadata import version as pkg_version
 from aiohttp import web
 
 from ..storage.database import Database
-from ..storage.errors import SessiondError
+from ..storage.errors import Invalid, SessiondError
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.mirror import MirrorStore, mirror_urls, open_stores
@@ -26,7 +26,7 @@ from . import remote_checks
 from .activation import handed_socket
 from .api import make_app
 from .events import Events
-from .home import Config, Home, HomeError, normalize_store_urls, pinning_token_file, read_lock
+from .home import Config, Home, HomeError, normalize_store_url, normalize_store_urls, pinning_token_file, read_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
 
@@ -286,9 +286,14 @@ class Daemon:
         except ImportError_ as exc:
             raise _share_error(exc) from None
 
-    async def import_code(self, code: str, passphrase: str | None) -> dict:
+    async def import_code(self, code: str, passphrase: str | None, store: str | None = None) -> dict:
+        """`store`: where the session is, when neither this daemon's store nor the code's hints hold it."""
         try:
-            return await self.syncer.import_code(code, passphrase)
+            url = normalize_store_url(store) if store else None
+        except HomeError as exc:
+            raise Invalid(f"store: {exc}") from None
+        try:
+            return await self.syncer.import_code(code, passphrase, url)
         except ImportError_ as exc:
             raise _share_error(exc) from None
 

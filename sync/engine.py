@@ -314,8 +314,8 @@ class Syncer:
     async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
         return await self.sharer.share(sid, write=write, passphrase=passphrase, expires_in=expires_in)
 
-    async def import_code(self, text: str, passphrase: str | None) -> dict:
-        return await self.importer.import_code(text, passphrase)
+    async def import_code(self, text: str, passphrase: str | None, store_url: str | None = None) -> dict:
+        return await self.importer.import_code(text, passphrase, store_url)
 
     async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
         return await self.rekeyer.rekey(sid, drop)

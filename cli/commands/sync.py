@@ -38,6 +38,10 @@ def register(commands: Commands) -> None:
     p.add_argument("code", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--code-file", dest="code_file", help="read the code from this file (default: standard input)")
     p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
+    p.add_argument(
+        "--store",
+        help="the store the session is in, when neither this daemon's store nor the code's hints hold it",
+    )
 
     p = commands.add("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
     p.add_argument("id")
@@ -164,7 +168,7 @@ def cmd_import(args) -> int:
         code = getpass.getpass("share code: ").strip()
     else:
         code = read_text("-").strip()
-    res = client(args).import_code(code, _passphrase(args.passphrase_file, ""))
+    res = client(args).import_code(code, _passphrase(args.passphrase_file, ""), store=args.store)
     emit(args, res, res["session"])
     if not args.json:
         print(
