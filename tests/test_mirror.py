@@ -202,3 +202,22 @@ def test_two_daemons_sync_through_a_mirror_while_one_store_is_down(make_daemon, 
         return entry.revision if entry else 0
 
     assert asyncio.run(relay_head()) == ca.status()["sync"][sid]["head_rev"] > 1
+
+
+def test_stores_in_config(tmp_path):
+    from sessiond.daemon.home import Config, HomeError, normalize_store_urls
+
+    def load(text: str) -> Config:
+        (tmp_path / "config.toml").write_text(text)
+        return Config.load(str(tmp_path))
+
+    cfg = load('stores = ["file:///a", "s5+https://portal.example/"]\n')
+    assert normalize_store_urls(cfg.store or "") == "file:///a\ns5+https://portal.example"
+    assert normalize_store_urls(["file:///a", "file:///a/"]) == "file:///a"  # the same folder once
+    for bad, says in (
+        ('store = "file:///a"\nstores = ["file:///b"]\n', "not both"),
+        ("stores = []\n", "list of store URLs"),
+        ('stores = "file:///a"\n', "list of store URLs"),
+    ):
+        with pytest.raises(HomeError, match=says):
+            load(bad)
