@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ..storage.outbox import HEAD, Outbox
 from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
 from ..stores.cid import digest
+from ..stores.errors import ReadOnlyStore
 from ..stores.registry import RegistryEntry, RegistryError
 
 log = logging.getLogger("sessiond.sync")
@@ -61,6 +62,7 @@ class Health:
     added: int = 0  # writes queued since start (a drain that found the outbox empty checks none came meanwhile)
     failures: int = 0
     retry_at: float = 0.0  # monotonic: when a store that failed is tried again
+    read_only: bool = False  # a gateway: read from, never written to (nothing is queued for it)
 
 
 class MirrorStore(Store):
@@ -161,6 +163,8 @@ class MirrorStore(Store):
 
     async def _put_to(self, st: Store, items: list[tuple[bytes, bytes]]) -> bool:
         """Put objects to one store directly; on failure queue them. Returns whether it took them."""
+        if self.health[st.url].read_only:
+            return False
         if not self._direct(st):
             await self._queue_objects(st, items)
             return False
@@ -171,6 +175,9 @@ class MirrorStore(Store):
             else:
                 for _, data in items:
                     await asyncio.wait_for(st.put(data), self.timeout)
+        except ReadOnlyStore:
+            self.health[st.url].read_only = True
+            return False
         except _FAILURES as exc:
             self._failed(st, exc)
             await self._queue_objects(st, items)
@@ -194,6 +201,8 @@ class MirrorStore(Store):
         return f"no store of the mirror took the {what} ({why}); they are kept for each store and sent when it answers"
 
     async def _head_to(self, st: Store, entry: RegistryEntry) -> bool | StaleHead:
+        if self.health[st.url].read_only:
+            return False
         if not self._direct(st):
             await self._queue_head(st, entry)
             return False
@@ -202,6 +211,9 @@ class MirrorStore(Store):
         except StaleHead as exc:
             self._ok(st)
             return exc
+        except ReadOnlyStore:
+            self.health[st.url].read_only = True
+            return False
         except _FAILURES as exc:
             self._failed(st, exc)
             await self._queue_head(st, entry)

@@ -221,3 +221,24 @@ def test_stores_in_config(tmp_path):
     ):
         with pytest.raises(HomeError, match=says):
             load(bad)
+
+
+async def test_a_read_only_gateway_in_a_mirror_is_read_never_queued(tmp_path, db):
+    from sessiond.stores.errors import ReadOnlyStore
+
+    class Gateway(Switch):
+        async def put(self, data: bytes) -> bytes:
+            raise ReadOnlyStore(f"{self.url} is a read-only gateway")
+
+        async def set_head(self, entry: RegistryEntry) -> None:
+            raise ReadOnlyStore(f"{self.url} is a read-only gateway")
+
+    a, g = Switch(str(tmp_path / "a")), Gateway(str(tmp_path / "g"))
+    m = MirrorStore([a, g], db.outbox)
+    await m.started()
+    only_g = await g.inner.put(b"on the gateway")
+    await m.put(b"x")
+    await m.set_head(head(SigningKey.generate(), 1))
+    assert {s["url"]: s["pending"] for s in await m.status()} == {a.url: 0, g.url: 0}
+    assert await m.get(only_g) == b"on the gateway"
+    await m.close()
