@@ -72,6 +72,8 @@ def test_a_code_names_the_relay_and_imports_through_its_hint(world):
     assert share["locations"] == [{"network": "relay", "hint": relay.url}]  # the relay is reachable only there
     code = decode(share["code"])
     assert code.store_url is None and code.places() == [("relay", relay.url)]
+    text = run_cli(a.home, "share", sid, check=True).stderr
+    assert f"# found through: relay ({relay.url})" in text
     got = cli_json(b.home, "import", input=share["code"])  # b's own store is a folder: the hint serves
     assert got["session"] == sid and b.client().messages(sid)["messages"][0]["content"] == "through the hint"
 

@@ -118,6 +118,10 @@ def cmd_share(args) -> int:
         notes = [f"# {grant}"]
         if res.get("expires_at"):
             notes.append(f"# expires {when(res['expires_at'])}")
+        if res.get("locations"):  # what the code says of where the session is
+            notes.append(
+                "# found through: " + ", ".join(f"{p['network']} ({p['hint'] or 'no hint'})" for p in res["locations"])
+            )
         if res.get("protected"):
             notes.append("# protected by your passphrase: send the passphrase another way")
         else:
