@@ -9,6 +9,14 @@ from .types import ANSWER
 
 
 @with_config(ANSWER)
+class StoreStatus(TypedDict):
+    url: str
+    reachable: bool | None  # answered last time it was used (None: not used yet, or one store: not tracked)
+    pending: int  # objects and heads waiting in its outbox (a mirror's store that was down)
+    last_error: str | None
+
+
+@with_config(ANSWER)
 class Status(TypedDict):
     version: str
     device_id: str
@@ -17,5 +25,6 @@ class Status(TypedDict):
     pid: NotRequired[int]
     socket: NotRequired[str]
     home: NotRequired[str]
-    store: NotRequired[str | None]
+    store: NotRequired[str | None]  # a mirror's URLs separated by spaces
+    stores: NotRequired[list[StoreStatus]]  # each store: one, or each of a mirror's
     sync: NotRequired[dict]

@@ -16,12 +16,19 @@ class ShareRequest(TypedDict, total=False):
 
 
 @with_config(ANSWER)
+class Location(TypedDict):
+    network: str  # relay, s5, ipfs, folder
+    hint: str | None  # a URL to try (no credentials), or none
+
+
+@with_config(ANSWER)
 class ShareResult(TypedDict):
     code: str
     session: str
     capability: Literal["read-only", "read-write"]
     expires_at: NotRequired[int | None]
-    store: NotRequired[str | None]
+    store: NotRequired[str | None]  # this device's store(s) the session is in (a mirror's separated by spaces)
+    locations: NotRequired[list[Location]]  # what the code says: networks plus hints
     protected: NotRequired[bool]
 
 
@@ -29,6 +36,7 @@ class ShareResult(TypedDict):
 class ImportRequest(TypedDict, total=False):
     code: Required[Text(20_000)]
     passphrase: Text(1000) | None
+    store: Text(2048) | None  # where the session is, when neither this daemon's store nor the code's hints hold it
 
 
 @with_config(ANSWER)

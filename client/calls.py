@@ -260,10 +260,12 @@ class Api:
             body["grace"] = grace
         return self._call("POST", "/v1/gc", body)
 
-    def import_code(self, code: str, passphrase: str | None = None) -> ImportResult:
+    def import_code(self, code: str, passphrase: str | None = None, *, store: str | None = None) -> ImportResult:
         body = {"code": code}
         if passphrase is not None:
             body["passphrase"] = passphrase
+        if store is not None:  # where the session is, when neither the daemon's store nor the code's hints hold it
+            body["store"] = store
         return self._call("POST", "/v1/import", body)
 
     # sync

@@ -88,6 +88,16 @@ def normalize_store_url(url: str) -> str:
     )
 
 
+def normalize_store_urls(urls: str | list[str]) -> str:
+    """Several store URLs (a mirror; a list, or joined by newlines) as the daemon records them: each
+    normalized, duplicates dropped, joined by newlines (sync/mirror.py, SEPARATOR). One URL stays one."""
+    items = urls.split("\n") if isinstance(urls, str) else [u for part in urls for u in part.split("\n")]
+    out = list(dict.fromkeys(normalize_store_url(u.strip()) for u in items if u.strip()))
+    if not out:
+        raise HomeError("no store URL given")
+    return "\n".join(out)
+
+
 def check_private_dir(path: str, what: str) -> None:
     """Refuse a folder that another user owns or that group/others can enter."""
     st = os.stat(path)
@@ -153,7 +163,16 @@ class Config:
             if key == "store":
                 if not isinstance(value, str):
                     raise HomeError(f"{path}: 'store' must be a URL string such as file:///path")
+                if "stores" in data:
+                    raise HomeError(f"{path}: give 'store' (one) or 'stores' (a mirror), not both")
                 cfg.store = value
+            elif key == "stores":
+                if not isinstance(value, list) or not value or not all(isinstance(u, str) and u for u in value):
+                    raise HomeError(
+                        f"{path}: 'stores' must be a list of store URLs, such as "
+                        f'stores = ["file:///path", "s5+https://PORTAL"] (each store gets every write)'
+                    )
+                cfg.store = "\n".join(value)  # normalized with the daemon's --store (normalize_store_urls)
             elif key in ("sync_interval", "push_delay", "poll_interval", "cleanup_interval"):
                 if not isinstance(value, (int, float)) or value < 0:
                     raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")
@@ -196,6 +215,7 @@ class Config:
 
                 known = [
                     "store",
+                    "stores",
                     "sync_interval",
                     "push_delay",
                     "poll_interval",

@@ -17,15 +17,16 @@ from importlib.metadata import version as pkg_version
 from aiohttp import web
 
 from ..storage.database import Database
-from ..storage.errors import SessiondError
-from ..stores import StoreError, open_store
+from ..storage.errors import Invalid, SessiondError
+from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
+from ..sync.mirror import MirrorStore, mirror_urls, open_stores
 from ..sync.share import ImportError_
 from . import remote_checks
 from .activation import handed_socket
 from .api import make_app
 from .events import Events
-from .home import Config, Home, HomeError, normalize_store_url, pinning_token_file, read_lock
+from .home import Config, Home, HomeError, normalize_store_url, normalize_store_urls, pinning_token_file, read_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
 
@@ -37,6 +38,11 @@ try:
     VERSION = pkg_version("sessiond")
 except PackageNotFoundError:  # running from a source tree that was not installed
     VERSION = "0.0.0+src"
+
+
+def _shown(url: str | None) -> str:
+    """A store identity as a person reads it: a mirror's URLs side by side."""
+    return " ".join(mirror_urls(url or ""))
 
 
 class AlreadyRunning(HomeError):
@@ -102,9 +108,9 @@ class Daemon:
         if self.config.pinning_service:
             # The service fetches what it pins by CID from the IPFS network: only a Kubo node's objects
             # are there (an S5 portal's, a relay's or a folder's are not), so pinning wraps Kubo stores.
-            if not (self.store_url or "").startswith(KUBO_SCHEMES):
+            if not any(u.startswith(KUBO_SCHEMES) for u in mirror_urls(self.store_url or "")):
                 raise HomeError(
-                    f"config.toml sets pinning_service, but this home's store is {self.store_url}: a pinning "
+                    f"config.toml sets pinning_service, but this home's store is {_shown(self.store_url)}: a pinning "
                     f"service fetches the objects it pins from the IPFS network, so it needs an IPFS node's "
                     f"store (--store ipfs+http://HOST:PORT); remove pinning_service or change the store"
                 )
@@ -139,7 +145,9 @@ class Daemon:
         await self._choose_store()
         self._configure_network_stores()
         assert self.store_url is not None  # _choose_store chose one
-        store = open_store(self.store_url)
+        store = open_stores(self.store_url, self.db.outbox)
+        if isinstance(store, MirrorStore):
+            await store.started()  # what its stores' outboxes hold is counted before the first push
         self.syncer = Syncer(
             self.db,
             store,
@@ -195,9 +203,9 @@ class Daemon:
         elif remembered is not None and wanted != remembered:
             if not self.change_store:
                 raise HomeError(
-                    f"this home syncs with the store {remembered} (remembered from its first start), "
-                    f"not {wanted}; start without --store to keep it, or add --change-store to move "
-                    f"this home to {wanted} (its sessions are pushed there in full)"
+                    f"this home syncs with the store {_shown(remembered)} (remembered from its first start), "
+                    f"not {_shown(wanted)}; start without --store to keep it, or add --change-store to move "
+                    f"this home to {_shown(wanted)} (its sessions are pushed there in full)"
                 )
             moved = await self.db.move_store(remembered)
             log.info("store changed", extra={"event": "store", "objects": moved})
@@ -249,7 +257,8 @@ class Daemon:
             "uptime": round(time.monotonic() - self.started, 3),
             "socket": self.home.socket,
             "home": self.home.path,
-            "store": self.store_url,
+            "store": _shown(self.store_url),
+            "stores": await self.syncer.store_status(),
             "counts": await self.db.counts(),
             "sync": await self.syncer.status(),
             "openai": self.compat.status(),
@@ -277,9 +286,14 @@ class Daemon:
         except ImportError_ as exc:
             raise _share_error(exc) from None
 
-    async def import_code(self, code: str, passphrase: str | None) -> dict:
+    async def import_code(self, code: str, passphrase: str | None, store: str | None = None) -> dict:
+        """`store`: where the session is, when neither this daemon's store nor the code's hints hold it."""
         try:
-            return await self.syncer.import_code(code, passphrase)
+            url = normalize_store_url(store) if store else None
+        except HomeError as exc:
+            raise Invalid(f"store: {exc}") from None
+        try:
+            return await self.syncer.import_code(code, passphrase, url)
         except ImportError_ as exc:
             raise _share_error(exc) from None
 
@@ -416,7 +430,7 @@ def _socket_answers(path: str) -> bool:
 
 async def serve(
     home_path: str,
-    store: str | None = None,
+    store: str | list[str] | None = None,
     *,
     ready_fd: int | None = None,
     announce: bool = True,
@@ -427,7 +441,7 @@ async def serve(
     config = Config.load(home.path)
     wanted = store or config.store
     setup_logging(home, foreground=True)
-    daemon = Daemon(home, config, normalize_store_url(wanted) if wanted else None, change_store=change_store)
+    daemon = Daemon(home, config, normalize_store_urls(wanted) if wanted else None, change_store=change_store)
     try:
         await daemon.start()
     except BaseException:
@@ -438,7 +452,7 @@ async def serve(
         loop.add_signal_handler(sig, daemon.request_stop)
     if announce:
         print(f"sessiond {VERSION} listening on {home.socket}", flush=True)
-        print(f"  home: {home.path}\n  store: {daemon.store_url}\n  device: {daemon.db.device_id}", flush=True)
+        print(f"  home: {home.path}\n  store: {_shown(daemon.store_url)}\n  device: {daemon.db.device_id}", flush=True)
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
@@ -448,7 +462,9 @@ async def serve(
         await daemon.stop()
 
 
-def run(home_path: str, store: str | None = None, *, ready_fd: int | None = None, change_store: bool = False) -> int:
+def run(
+    home_path: str, store: str | list[str] | None = None, *, ready_fd: int | None = None, change_store: bool = False
+) -> int:
     tune_malloc()
     # The sync worker's threads do CPU work (encoding, sealing); a short GIL switch interval keeps the
     # event loop answering apps within a fraction of a millisecond meanwhile.

@@ -44,6 +44,7 @@ from .lifecycle import Released, ShareLog
 from .logrun import LogReads, RunReader
 from .messages import Messages
 from .model import LogRun, Op, RemoteLog
+from .outbox import Outbox
 from .schema import schema_version
 from .sessions import Sessions
 from .stats import Stats
@@ -65,6 +66,7 @@ class Database:
         self.log = LogReads(c)
         self.share_log = ShareLog(c)  # the codes this device issued (lifecycle.py)
         self.released = Released(c)  # objects its logs let go, for gc (lifecycle.py)
+        self.outbox = Outbox(c)  # the mirror stores' outboxes (sync/mirror.py)
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Database:

@@ -146,8 +146,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN importing INTEGER NOT NULL DEFAULT 0;
     """,
-    # 8 (7 is search's, on another branch; until they meet this one applies as 7): this device's own
-    # records, never synced. `shares`: the share codes it issued, described, never the code or its
+    # 7: this device's own records, never synced. `shares`: the share codes it issued, described, never the code or its
     # secrets (`key_fp` is a keyed hash of the session key it opened: a rekey since makes it differ).
     # `released`: objects of this device's logs no current head references any more, and since when
     # (what `sessiond gc` may free after its grace period).
@@ -171,6 +170,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (store_url, hash)
     ) WITHOUT ROWID;
     CREATE INDEX released_age ON released(released_at);
+    """,
+    # 8: the outbox of each mirror store (sync/mirror.py): what a store that was down has not taken yet,
+    # objects and heads in the order they were written (a head goes after the objects it names). A head
+    # replaces an older one of the same key still waiting. Drained, in order, once the store answers.
+    """
+    CREATE TABLE mirror_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        store_url TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key BLOB NOT NULL,
+        data BLOB NOT NULL,
+        rev INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (store_url, kind, key)
+    );
+    CREATE INDEX mirror_outbox_order ON mirror_outbox(store_url, id);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

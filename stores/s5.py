@@ -363,6 +363,19 @@ class S5Store(Store):
         feed = await self._change_feed()
         return feed.changes_since(since) if feed is not None else None
 
+    async def has_change_feed(self) -> bool:
+        """Whether the server is a relay (`sessiond serve`: it has the change feed) rather than a plain
+        S5 portal. One request the first time (none if the feed is already followed); False when the
+        server does not answer."""
+        if self._no_feed:
+            return False
+        if self._feed is not None:
+            return True
+        try:
+            return await ChangeFeed(self).poll(0)
+        except StoreError:
+            return False
+
     async def close(self) -> None:
         if self._feed is not None:
             await self._feed.stop()

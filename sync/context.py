@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
-from ..stores import Store, open_store
+from ..stores import Store
 from .keys import KeyStore
+from .mirror import MirrorStore, open_stores
 from .workers import Workers
 
 
@@ -60,13 +61,21 @@ class SyncContext:
 
     # ------------------------------------------------------------------ stores per session
     def open_store(self, url: str | None, *, create: bool = True) -> Store:
-        """The store at `url` (this daemon's own store for None or its URL), opened once."""
+        """The store at `url` (this daemon's own store for None or its URL; a mirror's URLs joined by
+        mirror.SEPARATOR), opened once."""
         if not url or url == self.store.url:
             return self.store
         st = self.stores.get(url)
         if st is None:
-            st = self.stores[url] = open_store(url, create=create)
+            st = self.stores[url] = open_stores(url, self.db.outbox, timeout=self.timeout, create=create)
         return st
+
+    async def store_status(self) -> list[dict]:
+        """This daemon's store(s): per store, whether it answered, what waits in its outbox, its last
+        error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked."""
+        if isinstance(self.store, MirrorStore):
+            return await self.store.status()
+        return [{"url": self.store.url, "reachable": None, "pending": 0, "last_error": None}]
 
     async def store_for(self, sid: str) -> Store:
         """The store session `sid` syncs through: the one it was imported from, else this daemon's."""

@@ -228,6 +228,9 @@ class Syncer:
             )
         return states
 
+    async def store_status(self) -> list[dict]:
+        return await self.ctx.store_status()
+
     async def repair(self, sid: str) -> bool:
         """Push this device's whole log of `sid` again if the store lacks any of it. Returns whether it will."""
         if not await self.pusher.repair(sid):
@@ -305,8 +308,8 @@ class Syncer:
     async def unshare(self, sid: str, device: str | None) -> dict:
         return await self.sharer.unshare(sid, device)
 
-    async def import_code(self, text: str, passphrase: str | None) -> dict:
-        return await self.importer.import_code(text, passphrase)
+    async def import_code(self, text: str, passphrase: str | None, store_url: str | None = None) -> dict:
+        return await self.importer.import_code(text, passphrase, store_url)
 
     async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
         return await self.rekeyer.rekey(sid, drop)

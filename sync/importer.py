@@ -39,7 +39,7 @@ class Importer:
         self.members = members
         self.run_check = run_check  # runs a CPU-bound check in a worker thread
 
-    async def import_code(self, text: str, passphrase: str | None) -> dict:
+    async def import_code(self, text: str, passphrase: str | None, store_url: str | None = None) -> dict:
         ctx = self.ctx
         db, keys = ctx.db, ctx.keys
         try:
@@ -47,14 +47,7 @@ class Importer:
         except ShareCodeError as exc:
             raise ImportError_(exc.kind, str(exc)) from None
         sid = code.session_id
-        store = ctx.store
-        try:
-            if code.store_url and code.store_url != ctx.store.url:
-                hinted = ctx.open_store(code.store_url, create=False)  # a code makes no folders
-                if await self._has_members(hinted, code) and not await self._has_members(ctx.store, code):
-                    store = hinted
-        except StoreError:
-            pass  # an unusable hint: look in this daemon's own store
+        store = await self._find_store(code, store_url)
         try:
             existing = await db.get_session(sid)
         except Exception:
@@ -197,10 +190,48 @@ class Importer:
             return False
         return True
 
+    async def _find_store(self, code: ShareCode, store_url: str | None) -> Store:
+        """Where the code's session is (sync/locations.py): the store asked for, else this device's own,
+        else a hint; each only once the session's members slot is read from it."""
+        ctx, sid = self.ctx, code.session_id
+        if store_url:
+            try:
+                asked = ctx.open_store(store_url, create=False)  # a code makes no folders
+            except StoreError as exc:
+                raise ImportError_("bad_store", f"cannot open the store {store_url}: {exc}; check the URL") from None
+            if not await self._has_members(asked, code):
+                raise ImportError_(
+                    "missing", f"the store {store_url} does not hold session {sid} (or did not answer); check the URL"
+                )
+            return asked
+        places = code.places()
+        if not places or await self._has_members(ctx.store, code):
+            return ctx.store  # no location (the oldest codes): this device's own store, as always
+        for _network, hint in places:
+            if not hint or hint == ctx.store.url:
+                continue
+            try:
+                hinted = ctx.open_store(hint, create=False)
+            except StoreError:
+                continue  # an unusable hint (a folder not here, a scheme not known)
+            if await self._has_members(hinted, code):
+                return hinted
+        networks = ", ".join(dict.fromkeys(n for n, _ in places))
+        hints = ", ".join(h for _, h in places if h) or "none"
+        raise ImportError_(
+            "store_needed",
+            f"session {sid} is shared through {networks}, and neither this device's store nor the code's "
+            f"hints ({hints}) hold it; import again with --store URL naming a store of that network that does",
+        )
+
     async def _has_members(self, store: Store, code: ShareCode) -> bool:
+        """Whether `store` holds the session's members slot. A slot that fails its checks (a forged or
+        damaged entry) counts: the import then reads it and says what is wrong, instead of looking on."""
         try:
             return await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout) is not None
-        except (TimeoutError, StoreError, RegistryError, OSError):
+        except RegistryError:
+            return True
+        except (TimeoutError, StoreError, OSError):
             return False
 
     async def _adopt_device(self, sid: str, device: str | None) -> None:

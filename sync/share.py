@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 
 from .context import SyncContext
 from .errors import ImportError_
+from .locations import locations_of
 from .members import Members, announce_key
+from .mirror import mirror_urls
 from .rekey import Rekeyer
 from .sharecode import ShareCode
 
@@ -76,7 +78,10 @@ class Sharer:
                 await self.members.ensure_member(sid)
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None
-        code = ShareCode(sid, key, bytes(remote["announce_pk"]), store.url, write_secret if write else None, expires_at)
+        places = await locations_of(store)  # networks plus hints, not this device's store URLs as such
+        code = ShareCode(
+            sid, key, bytes(remote["announce_pk"]), None, write_secret if write else None, expires_at, tuple(places)
+        )
         text = code.encode(passphrase)
         await ctx.db.share_log.add(
             sid,
@@ -91,7 +96,8 @@ class Sharer:
             "session": sid,
             "capability": code.capability,
             "expires_at": expires_at,
-            "store": store.url,
+            "store": " ".join(mirror_urls(store.url)),
+            "locations": [{"network": n, "hint": h} for n, h in places],
             "protected": passphrase is not None,
         }
 

@@ -8,14 +8,17 @@
                            | XChaCha20-Poly1305(key = Argon2id(passphrase, salt), DAG-CBOR map)
     checksum = first 5 bytes of BLAKE3("sessiond share code v1" | body)
 
-The map: {"a": announce public key (32), "c": "r" | "w", "k": session key (32), "s": session id,
-"u": store URL hint, "w": write secret (32, write codes only), "x": expiry (unix seconds, optional)}.
+The map: {"a": announce public key (32), "c": "r" | "w", "k": session key (32), "l": where the session
+lives, "s": session id, "w": write secret (32, write codes only), "x": expiry (unix seconds, optional)}.
+"l" is a list of {"n": network ("relay", "s5", "ipfs", "folder"), "h": hint (optional: a URL to try)};
+codes made before it carry "u" (the sharer's store URL) instead, and still read (`places`).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -36,6 +39,8 @@ CHECKSUM_CONTEXT = b"sessiond share code v1"
 OPSLIMIT = 3  # Argon2id passes
 MEMLIMIT_LOG2 = 27  # 128 MiB
 MAX_EXPIRY = 1 << 40  # unix seconds: year 36812; anything beyond (or before 1970) is not a real expiry
+MAX_PLACES = 8  # locations in one code
+NETWORK_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")  # "relay", "s5", "ipfs", "folder"; others are future ones
 
 
 class ShareCodeError(ValueError):
@@ -55,6 +60,16 @@ class ShareCode:
     store_url: str | None = None
     write_secret: bytes | None = None
     expires_at: int | None = None
+    # where the session lives: (network, hint URL or None); codes made before this have store_url ("u")
+    locations: tuple[tuple[str, str | None], ...] = ()
+
+    def places(self) -> list[tuple[str, str | None]]:
+        """The code's locations; an old code's store URL as its one location."""
+        if self.locations:
+            return list(self.locations)
+        if self.store_url:
+            return [(network_of_url(self.store_url), self.store_url)]
+        return []
 
     @property
     def capability(self) -> str:
@@ -69,6 +84,8 @@ class ShareCode:
         }
         if self.store_url:
             m["u"] = self.store_url
+        if self.locations:
+            m["l"] = [{"n": n, **({"h": h} if h else {})} for n, h in self.locations]
         if self.write_secret:
             m["w"] = self.write_secret
         if self.expires_at is not None:
@@ -107,6 +124,32 @@ def _kdf(passphrase: str, salt: bytes, ops: int, mem_log2: int) -> bytes:
     # is one passphrase (for ASCII, NFC changes nothing, so codes made before this keep working)
     text = unicodedata.normalize("NFC", passphrase)
     return argon2id.kdf(32, text.encode(), salt, opslimit=ops, memlimit=1 << mem_log2)
+
+
+def network_of_url(url: str) -> str:
+    """The network a store URL is on, as far as its URL tells (a relay speaks the S5 API: "s5")."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme.startswith("s5+"):
+        return "s5"
+    if scheme.startswith("ipfs+"):
+        return "ipfs"
+    return "folder"
+
+
+def _locations(value: object) -> tuple[tuple[str, str | None], ...]:
+    if not isinstance(value, list) or len(value) > MAX_PLACES:
+        raise ValueError(f"locations must be a list of at most {MAX_PLACES}")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) - {"n", "h"}:
+            raise ValueError("a location is a map of n (network) and h (hint)")
+        n, h = item.get("n"), item.get("h")
+        if not isinstance(n, str) or not NETWORK_RE.match(n):
+            raise ValueError("bad network name")
+        if h is not None and (not isinstance(h, str) or not 0 < len(h) <= 2048 or not h.isprintable()):
+            raise ValueError("bad location hint")
+        out.append((n, h))
+    return tuple(out)
 
 
 def needs_passphrase(text: str) -> bool:
@@ -172,6 +215,7 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
             store_url=m.get("u"),
             write_secret=m.get("w"),
             expires_at=m.get("x"),
+            locations=_locations(m.get("l", [])),
         )
         if m["c"] not in ("r", "w") or (m["c"] == "w") != (code.write_secret is not None):
             raise ValueError("capability does not match the keys it carries")

@@ -36,7 +36,7 @@ class UnixHTTP(http.client.HTTPConnection):
 class DaemonProc:
     """A sessiond daemon running as its own process on a home folder."""
 
-    def __init__(self, home: str, store: str | None = None, env: dict | None = None):
+    def __init__(self, home: str, store: str | list[str] | None = None, env: dict | None = None):
         self.home = home
         self.store = store
         self.env = {**os.environ, **(env or {})}
@@ -49,8 +49,8 @@ class DaemonProc:
     def start(self, timeout: float = 20) -> DaemonProc:
         r, w = os.pipe()
         cmd = [PY, "-m", "sessiond.cli.main", "daemon", "--home", self.home, "--ready-fd", str(w)]
-        if self.store:
-            cmd += ["--store", self.store]
+        for url in [self.store] if isinstance(self.store, str) else self.store or ():  # a list: a mirror
+            cmd += ["--store", url]
         self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
         os.close(w)
         with os.fdopen(r, "rb") as f:
@@ -113,7 +113,7 @@ def make_daemon():
     made: list[DaemonProc] = []
     dirs: list[str] = []
 
-    def make(store: str | None = None, **kw) -> DaemonProc:
+    def make(store: str | list[str] | None = None, **kw) -> DaemonProc:
         d = tempfile.mkdtemp(prefix="sd-")
         dirs.append(d)
         proc = DaemonProc(os.path.join(d, "home"), store, **kw)

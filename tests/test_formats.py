@@ -405,6 +405,27 @@ def test_share_code_vectors():
     assert e.value.kind == "passphrase"
 
 
+def test_share_code_locations_vector_and_old_codes():
+    """Codes name networks plus hints ("l"); codes made before them ("u": a store URL) still read."""
+    from sessiond.sync.sharecode import ShareCode, ShareCodeError, decode
+
+    v = V["share_codes"]
+    key, ann = (bytes.fromhex(v[k]) for k in ("session_key_hex", "announce_pk_hex"))
+    places = tuple((n, h) for n, h in v["locations"])
+    code = ShareCode(v["session_id"], key, ann, locations=places)
+    assert code.encode() == v["read_only_with_locations"]
+    assert decode(v["read_only_with_locations"]) == code and code.places() == list(places)
+    assert decode(v["read_only"]).places() == [("folder", "file:///srv/store")]  # an old code's store URL
+    assert ShareCode("s1", key, ann, "s5+http://127.0.0.1:7000").places() == [("s5", "s5+http://127.0.0.1:7000")]
+    for bad in ([{"n": "Relay!"}], [{"n": "s5", "h": 7}], [{"n": "s5", "x": 1}], [{"n": "ipfs"}] * 9, "s5"):
+        m = {**code._map(), "l": bad}
+        crafted = ShareCode("s1", key, ann)
+        crafted._map = lambda m=m: m  # type: ignore[method-assign]
+        with pytest.raises(ShareCodeError) as e:
+            decode(crafted.encode())
+        assert e.value.kind == "malformed", bad
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=400))
 def test_share_code_decoder_never_crashes(text):

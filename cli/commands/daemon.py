@@ -21,7 +21,9 @@ def register(commands: Commands) -> None:
     p = commands.add("daemon", cmd_daemon, "run the daemon in the foreground")
     p.add_argument(
         "--store",
-        help="store URL (default: the one this home used before, else config.toml's, else file://<home>/store)",
+        action="append",
+        help="store URL (default: the one this home used before, else config.toml's, else file://<home>/store); "
+        "repeat it for a mirror: every write goes to each store",
     )
     p.add_argument(
         "--change-store",
@@ -31,7 +33,11 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p = commands.add("start", cmd_start, "start the daemon in the background; returns once it answers")
-    p.add_argument("--store", help="store URL (default: the one this home used before)")
+    p.add_argument(
+        "--store",
+        action="append",
+        help="store URL (default: the one this home used before); repeat it for a mirror of several stores",
+    )
     p.add_argument(
         "--change-store",
         action="store_true",
@@ -56,19 +62,20 @@ def cmd_daemon(args) -> int:
 
 
 def cmd_start(args) -> int:
-    from ...daemon.home import Home, HomeError, normalize_store_url
+    from ...daemon.home import Home, HomeError, normalize_store_urls
 
     home = Home(resolve_home(args.home))
     try:
-        store = normalize_store_url(args.store) if args.store else None
+        store = normalize_store_urls(args.store) if args.store else None
     except HomeError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     try:
         info = Client(home.path, timeout=5).status()
-        if store is not None and info.get("store") != store:
+        shown = store.replace("\n", " ") if store else None
+        if shown is not None and info.get("store") != shown:
             raise CliError(
                 f"the daemon already running for this home (pid {info['pid']}) uses store "
-                f"{info.get('store')}, not {store}; stop it first (`sessiond stop`) to change stores"
+                f"{info.get('store')}, not {shown}; stop it first (`sessiond stop`) to change stores"
             )
         emit(
             args,
@@ -82,8 +89,8 @@ def cmd_start(args) -> int:
     read_fd, write_fd = os.pipe()
     # The daemon runs this package's entry point (cli/main.py) with the command `daemon`.
     cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", home.path, "--ready-fd", str(write_fd)]
-    if store:
-        cmd += ["--store", store]
+    for url in store.split("\n") if store else ():
+        cmd += ["--store", url]
     if args.change_store:
         cmd += ["--change-store"]
     out_path = os.path.join(home.logs, "daemon.out")
@@ -187,6 +194,14 @@ def cmd_status(args) -> int:
         )
         + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else ""),
     ]
+    stores = info.get("stores") or []
+    if len(stores) > 1:  # a mirror: how each of its stores is doing
+        for st in stores:
+            state = {True: "reachable", False: "unreachable", None: "not used yet"}[st.get("reachable")]
+            lines.append(
+                f"  {st['url']}: {state}, {st['pending']} object(s) waiting"
+                + (f"; last error: {short(st['last_error'], 80)}" if st.get("last_error") else "")
+            )
     if args.sessions:
         rows = [
             [

@@ -39,6 +39,10 @@ def register(commands: Commands) -> None:
     p.add_argument("code", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--code-file", dest="code_file", help="read the code from this file (default: standard input)")
     p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
+    p.add_argument(
+        "--store",
+        help="the store the session is in, when neither this daemon's store nor the code's hints hold it",
+    )
 
     p = commands.add("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
     p.add_argument("id")
@@ -135,6 +139,10 @@ def cmd_share(args) -> int:
         notes = [f"# {grant}"]
         if res.get("expires_at"):
             notes.append(f"# expires {when(res['expires_at'])}")
+        if res.get("locations"):  # what the code says of where the session is
+            notes.append(
+                "# found through: " + ", ".join(f"{p['network']} ({p['hint'] or 'no hint'})" for p in res["locations"])
+            )
         if res.get("protected"):
             notes.append("# protected by your passphrase: send the passphrase another way")
         else:
@@ -188,7 +196,7 @@ def cmd_import(args) -> int:
     c = client(args)
     passphrase = _passphrase(args.passphrase_file, "")
     with Progress(c, {"import"}):
-        res = c.import_code(code, passphrase)
+        res = c.import_code(code, passphrase, store=args.store)
     emit(args, res, res["session"])
     if not args.json:
         print(

@@ -21,7 +21,7 @@ async def share(request: web.Request) -> web.Response:
 
 async def import_code(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).import_code(b["code"], b.get("passphrase")), 201)
+    return ok(await daemon_of(request).import_code(b["code"], b.get("passphrase"), b.get("store")), 201)
 
 
 async def rekey(request: web.Request) -> web.Response:

@@ -1,0 +1,385 @@
+"""Mirrors: several stores behind one `Store`, so that the sync engine needs no change to use them.
+
+Writes go to every store. A store that fails a write (or still has writes waiting) gets it through its
+own durable outbox instead (storage/outbox.py, rows in SQLite written before the write returns), which
+a background task drains in order once the store answers again: objects first, then the heads that
+name them. A store that is down therefore blocks none of the others, and catches up, across a restart
+of the daemon too. A write succeeds when at least one store took it directly; when none did, it fails
+(the push retries, as with one store) and the outboxes keep it for the stores anyway.
+
+Reads: an object from whichever store has it (each store verifies what it returns; a store answering
+damaged bytes is skipped for the next), a head as the highest valid revision among the stores, so a
+store serving a stale head loses to a newer one.
+
+`status()` says, per store: whether it answered last time (reachable), what waits in its outbox
+(pending) and the last error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from ..storage.outbox import HEAD, Outbox
+from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
+from ..stores.cid import digest
+from ..stores.errors import ReadOnlyStore
+from ..stores.registry import RegistryEntry, RegistryError
+
+log = logging.getLogger("sessiond.sync")
+
+SEPARATOR = "\n"  # between the URLs of a mirror's identity (a URL holds no newline)
+_FAILURES = (StoreError, RegistryError, TimeoutError, OSError)
+
+
+def mirror_urls(url: str) -> list[str]:
+    """The store URLs of a store identity: one URL, or a mirror's URLs joined by SEPARATOR."""
+    return [u for u in url.split(SEPARATOR) if u]
+
+
+def open_stores(url: str, outbox: Outbox, *, timeout: float = 30.0, create: bool = True) -> Store:
+    """The store a store identity names: one store, or a mirror of several (its drain started; call
+    from the event loop)."""
+    urls = mirror_urls(url)
+    if len(urls) == 1:
+        return open_store(urls[0], create=create)
+    mirror = MirrorStore([open_store(u, create=create) for u in urls], outbox, timeout=timeout)
+    mirror.start()
+    return mirror
+
+
+def describe_error(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+@dataclass
+class Health:
+    reachable: bool | None = None  # None: not used yet
+    last_error: str | None = None
+    pending: int = 0  # rows in its outbox (at least: an estimate between counts, never below the truth)
+    added: int = 0  # writes queued since start (a drain that found the outbox empty checks none came meanwhile)
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic: when a store that failed is tried again
+    read_only: bool = False  # a gateway: read from, never written to (nothing is queued for it)
+
+
+class MirrorStore(Store):
+    def __init__(self, stores: list[Store], outbox: Outbox, *, timeout: float = 30.0, max_backoff: float = 10.0):
+        if len(stores) < 2:
+            raise StoreError("a mirror is two stores or more")
+        self.stores = stores
+        self.url = SEPARATOR.join(s.url for s in stores)
+        self.outbox = outbox
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self.health = {s.url: Health() for s in stores}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self._counted = False  # until the outboxes are counted, every write is queued (behind what waits)
+        self._ready = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"MirrorStore({[s.url for s in self.stores]})"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start draining (on the running event loop): the outboxes are counted first, so a restart
+        resumes what waits there; writes meanwhile are queued behind it."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._drain_loop(), name="sessiond-mirror")
+
+    async def started(self) -> None:
+        """start(), and return once the outboxes are counted (writes go straight to the stores from then)."""
+        self.start()
+        await self._ready.wait()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        for s in self.stores:
+            await s.close()
+
+    # ------------------------------------------------------------------ health
+    def _ok(self, st: Store) -> None:
+        h = self.health[st.url]
+        h.reachable, h.failures, h.retry_at = True, 0, 0.0
+        if not h.pending:
+            h.last_error = None
+
+    def _failed(self, st: Store, exc: BaseException) -> None:
+        h = self.health[st.url]
+        h.reachable = False
+        h.last_error = describe_error(exc)
+        h.failures += 1
+        h.retry_at = time.monotonic() + min(self.max_backoff, 0.2 * 2 ** (h.failures - 1))
+        log.warning("mirror store failed: %s", h.last_error, extra={"store": st.url})
+
+    def _usable(self, st: Store) -> bool:
+        """Not known to be down. A store that failed is tried again by the drain loop (after a backoff),
+        not by the reads and writes meanwhile, which would each wait for it to fail again."""
+        return self.health[st.url].reachable is not False
+
+    def _direct(self, st: Store) -> bool:
+        """Whether a write goes to `st` now (else to its outbox, behind what waits there)."""
+        return self._counted and not self.health[st.url].pending and self._usable(st)
+
+    def _ordered(self) -> list[Store]:
+        """Reads try the stores that answer first."""
+        return sorted(self.stores, key=lambda s: not self._usable(s))
+
+    async def status(self) -> list[dict]:
+        counts = await self.outbox.counts()
+        out = []
+        for s in self.stores:
+            h = self.health[s.url]
+            h.pending = counts.get(s.url, 0)
+            out.append({"url": s.url, "reachable": h.reachable, "pending": h.pending, "last_error": h.last_error})
+        return out
+
+    # ------------------------------------------------------------------ writes
+    async def _queue_objects(self, st: Store, items: list[tuple[bytes, bytes]]) -> None:
+        await self.outbox.add_objects(st.url, items)
+        self._queued(st, len(items))
+
+    async def _queue_head(self, st: Store, entry: RegistryEntry) -> None:
+        await self.outbox.add_head(st.url, entry.pk, entry.to_bytes(), entry.revision)
+        self._queued(st, 1)
+
+    def _queued(self, st: Store, n: int) -> None:
+        h = self.health[st.url]
+        h.pending += n  # an estimate until the next count (a row queued twice counts twice)
+        h.added += 1
+        self._wake.set()
+
+    async def _put_to(self, st: Store, items: list[tuple[bytes, bytes]]) -> bool:
+        """Put objects to one store directly; on failure queue them. Returns whether it took them."""
+        if self.health[st.url].read_only:
+            return False
+        if not self._direct(st):
+            await self._queue_objects(st, items)
+            return False
+        try:
+            put_many = getattr(st, "put_many", None)
+            if put_many is not None and len(items) > 1:
+                await asyncio.wait_for(put_many([d for _, d in items], [h for h, _ in items]), self.timeout)
+            else:
+                for _, data in items:
+                    await asyncio.wait_for(st.put(data), self.timeout)
+        except ReadOnlyStore:
+            self.health[st.url].read_only = True
+            return False
+        except _FAILURES as exc:
+            self._failed(st, exc)
+            await self._queue_objects(st, items)
+            return False
+        self._ok(st)
+        return True
+
+    async def put_many(self, items: list[bytes], hashes: list[bytes | None] | None = None) -> list[bytes]:
+        hs = [h if h is not None else digest(d) for h, d in zip(hashes or [None] * len(items), items)]
+        pairs = list(zip(hs, items))
+        took = await asyncio.gather(*(self._put_to(s, pairs) for s in self.stores))
+        if not any(took):
+            raise StoreError(self._none_took("objects"))
+        return hs
+
+    async def put(self, data: bytes) -> bytes:
+        return (await self.put_many([data]))[0]
+
+    def _none_took(self, what: str) -> str:
+        why = "; ".join(f"{u}: {h.last_error or 'catching up'}" for u, h in self.health.items())
+        return f"no store of the mirror took the {what} ({why}); they are kept for each store and sent when it answers"
+
+    async def _head_to(self, st: Store, entry: RegistryEntry) -> bool | StaleHead:
+        if self.health[st.url].read_only:
+            return False
+        if not self._direct(st):
+            await self._queue_head(st, entry)
+            return False
+        try:
+            await asyncio.wait_for(st.set_head(entry), self.timeout)
+        except StaleHead as exc:
+            self._ok(st)
+            return exc
+        except ReadOnlyStore:
+            self.health[st.url].read_only = True
+            return False
+        except _FAILURES as exc:
+            self._failed(st, exc)
+            await self._queue_head(st, entry)
+            return False
+        self._ok(st)
+        return True
+
+    async def set_head(self, entry: RegistryEntry) -> None:
+        """Published to every store (or its outbox). StaleHead when any store holds an equal or higher
+        revision: the caller reads the head (the highest among them) and decides, as with one store."""
+        results = await asyncio.gather(*(self._head_to(s, entry) for s in self.stores))
+        stale = next((r for r in results if isinstance(r, StaleHead)), None)
+        if stale is not None:
+            raise stale
+        if not any(r is True for r in results):
+            raise StoreError(self._none_took("head"))
+
+    async def unpin(self, hashes: list[bytes]) -> None:
+        for st in self.stores:
+            if self._usable(st):
+                try:
+                    await asyncio.wait_for(st.unpin(hashes), self.timeout)
+                except _FAILURES as exc:
+                    log.warning("could not unpin on %s: %s", st.url, exc)
+
+    # ------------------------------------------------------------------ reads
+    async def get(self, h: bytes) -> bytes:
+        last: BaseException | None = None
+        missing: ObjectMissing | None = None
+        for st in self._ordered():
+            try:
+                data = await asyncio.wait_for(st.get(h), self.timeout)
+            except ObjectMissing as exc:
+                missing = exc
+                continue
+            except _FAILURES as exc:  # down, or damaged bytes (CorruptObject): the next store may have it
+                last = exc
+                if not isinstance(exc, CorruptObject):
+                    self._failed(st, exc)
+                else:
+                    log.warning("mirror store gave damaged bytes: %s", exc, extra={"store": st.url})
+                continue
+            self._ok(st)
+            return data
+        if missing is not None and last is None:
+            raise missing
+        err = last or missing
+        assert err is not None  # a mirror has two stores or more, and each failed
+        raise StoreError(f"no store of the mirror could give object {h.hex()}: {describe_error(err)}")
+
+    async def has(self, h: bytes) -> bool:
+        last: BaseException | None = None
+        for st in self._ordered():
+            try:
+                if await asyncio.wait_for(st.has(h), self.timeout):
+                    return True
+            except _FAILURES as exc:
+                last = exc
+                self._failed(st, exc)
+        if last is not None and all(self.health[s.url].reachable is False for s in self.stores):
+            raise StoreError(f"no store of the mirror answered: {describe_error(last)}")
+        return False
+
+    async def get_head(self, pk: bytes) -> RegistryEntry | None:
+        """The highest valid revision among the stores that answer (each verifies its entry)."""
+        asked = [s for s in self.stores if self._usable(s)] or list(self.stores)
+
+        async def one(st: Store) -> RegistryEntry | BaseException | None:
+            try:
+                entry = await asyncio.wait_for(st.get_head(pk), self.timeout)
+            except _FAILURES as exc:
+                self._failed(st, exc)
+                return exc
+            self._ok(st)
+            return entry
+
+        results = await asyncio.gather(*(one(s) for s in asked))
+        entries = [r for r in results if isinstance(r, RegistryEntry)]
+        if entries:
+            return max(entries, key=lambda e: e.revision)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if len(errors) == len(results):
+            raise StoreError(f"no store of the mirror answered for a head: {describe_error(errors[0])}")
+        return None
+
+    async def head_versions(self) -> dict[bytes, object] | None:
+        """Every head's versions in all the stores, when each can tell cheaply; else None."""
+        per = []
+        for st in self.stores:
+            if not self._usable(st):
+                return None
+            try:
+                v = await asyncio.wait_for(st.head_versions(), self.timeout)
+            except _FAILURES as exc:
+                self._failed(st, exc)
+                return None
+            if v is None:
+                return None
+            per.append(v)
+        keys = set().union(*per)
+        return {k: tuple(v.get(k) for v in per) for k in keys}
+
+    # ------------------------------------------------------------------ catching up
+    async def _drain_loop(self) -> None:
+        counts = await self.outbox.counts()
+        for url, h in self.health.items():
+            h.pending = counts.get(url, 0)
+        self._counted = True
+        self._ready.set()
+        while not self._closed:
+            waits = []
+            for st in self.stores:
+                h = self.health[st.url]
+                if not h.pending and h.reachable is not False:
+                    continue
+                if h.reachable is False and time.monotonic() < h.retry_at:
+                    waits.append(h.retry_at - time.monotonic())
+                    continue
+                try:
+                    if h.pending:
+                        await self._drain(st)
+                    else:  # down, nothing waiting for it: is it back?
+                        await asyncio.wait_for(st.has(bytes(32)), self.timeout)
+                        self._ok(st)
+                except asyncio.CancelledError:
+                    raise
+                except _FAILURES as exc:
+                    self._failed(st, exc)
+                    waits.append(h.retry_at - time.monotonic())
+                except Exception as exc:  # never let the loop die (nor spin): back off as for a failure
+                    log.exception("mirror drain failed", extra={"store": st.url})
+                    self._failed(st, exc)
+                    waits.append(h.retry_at - time.monotonic())
+            self._wake.clear()
+            if any(h.pending and h.reachable is not False for h in self.health.values()):
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.05, min(waits, default=5.0)))
+            except TimeoutError:
+                pass
+
+    async def _drain(self, st: Store) -> None:
+        """Send what waits for `st`, oldest first, until its outbox is empty (or it fails)."""
+        h = self.health[st.url]
+        while not self._closed:
+            added = h.added
+            rows = await self.outbox.first(st.url)
+            if not rows:
+                if h.added != added:  # a write was queued while the outbox was read: read it again
+                    continue
+                h.pending = 0
+                self._ok(st)
+                log.info("mirror store caught up", extra={"store": st.url})
+                return
+            done: list[int] = []
+            try:
+                for rid, kind, _key, data in rows:
+                    if kind == HEAD:
+                        try:
+                            await asyncio.wait_for(st.set_head(RegistryEntry.from_bytes(data)), self.timeout)
+                        except StaleHead:
+                            pass  # it holds this revision or a newer one: nothing to catch up
+                    else:
+                        await asyncio.wait_for(st.put(data), self.timeout)
+                    done.append(rid)
+            finally:
+                await self.outbox.done(done)
+                h.pending = max(0, h.pending - len(done))
+            self._ok(st)

@@ -1,0 +1,243 @@
+"""Mirrors: several stores at once (sync/mirror.py). The logic in-process over real folder stores and a
+real database; then two daemons syncing through a folder and a `sessiond serve` relay while the relay is
+down, and the relay catching up once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+from nacl.signing import SigningKey
+
+from conftest import PY, cli_json, eventually, run_cli, wait_for
+from sessiond.storage.database import Database
+from sessiond.stores import FileStore, ObjectMissing, Store, StoreError
+from sessiond.stores.registry import RegistryEntry
+from sessiond.stores.s5 import S5Store
+from sessiond.sync.keys import KeyStore
+from sessiond.sync.mirror import MirrorStore
+
+
+class Switch(Store):
+    """A folder store that can be made unreachable."""
+
+    def __init__(self, root: str):
+        self.inner = FileStore(root)
+        self.url = self.inner.url
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreError(f"{self.url}: cannot connect (test: switched off)")
+
+    async def put(self, data: bytes) -> bytes:
+        self._check()
+        return await self.inner.put(data)
+
+    async def get(self, h: bytes) -> bytes:
+        self._check()
+        return await self.inner.get(h)
+
+    async def has(self, h: bytes) -> bool:
+        self._check()
+        return await self.inner.has(h)
+
+    async def get_head(self, pk: bytes) -> RegistryEntry | None:
+        self._check()
+        return await self.inner.get_head(pk)
+
+    async def set_head(self, entry: RegistryEntry) -> None:
+        self._check()
+        await self.inner.set_head(entry)
+
+
+@pytest.fixture
+async def db(tmp_path):
+    d = await Database.open(str(tmp_path / "db.sqlite"))
+    yield d
+    await d.close()
+
+
+def head(key: SigningKey, rev: int, data: bytes = b"\x01" * 34) -> RegistryEntry:
+    return RegistryEntry.create(key, rev, data)
+
+
+async def test_a_store_that_is_down_catches_up_even_after_a_restart(tmp_path, db):
+    a, b = Switch(str(tmp_path / "a")), Switch(str(tmp_path / "b"))
+    m = MirrorStore([a, b], db.outbox, max_backoff=0.2)
+    await m.started()
+    key = SigningKey.generate()
+    b.down = True
+    h1 = await m.put(b"first")  # b fails: it goes to b's outbox, a has it
+    await m.set_head(head(key, 1))
+    h2 = await m.put(b"second")  # b is known down: straight to its outbox, no wait
+    await m.set_head(head(key, 2))
+    assert await a.inner.has(h1) and await a.inner.has(h2) and (await a.inner.get_head(head(key, 1).pk)).revision == 2
+    st = {s["url"]: s for s in await m.status()}
+    assert st[a.url] == {"url": a.url, "reachable": True, "pending": 0, "last_error": None}
+    # objects, then one head: the older revision was replaced by the newer in the outbox
+    assert st[b.url]["reachable"] is False and st[b.url]["pending"] == 3 and "switched off" in st[b.url]["last_error"]
+    assert await m.get(h2) == b"second"  # read from whichever has it
+    await m.close()
+
+    m = MirrorStore([a, b], db.outbox, max_backoff=0.2)  # the daemon restarted: the outbox is in SQLite
+    await m.started()
+    assert {s["url"]: s["pending"] for s in await m.status()} == {a.url: 0, b.url: 3}
+    b.down = False
+    await eventually(lambda: m.health[b.url].pending == 0 and m.health[b.url].reachable, what="b caught up")
+    assert await b.inner.get(h1) == b"first" and await b.inner.get(h2) == b"second"
+    assert (await b.inner.get_head(head(key, 1).pk)).revision == 2
+    assert (await m.status())[1] == {"url": b.url, "reachable": True, "pending": 0, "last_error": None}
+    await m.close()
+
+
+async def test_the_highest_revision_wins_and_reads_fall_through(tmp_path, db):
+    a, b = Switch(str(tmp_path / "a")), Switch(str(tmp_path / "b"))
+    m = MirrorStore([a, b], db.outbox)
+    await m.started()
+    key = SigningKey.generate()
+    await a.inner.set_head(head(key, 3, b"\x01" * 34))  # a serves a stale head
+    await b.inner.set_head(head(key, 7, b"\x02" * 34))
+    got = await m.get_head(head(key, 1).pk)
+    assert got is not None and got.revision == 7 and got.data == b"\x02" * 34
+    only_b = await b.inner.put(b"only in b")
+    assert await m.get(only_b) == b"only in b" and await m.has(only_b)
+    with pytest.raises(ObjectMissing):
+        await m.get(bytes(32))
+    a.down = b.down = True  # none answers: a write fails (the push retries) and is kept for both
+    with pytest.raises(StoreError, match="no store of the mirror took"):
+        await m.put(b"nowhere")
+    await m.close()
+
+
+# ------------------------------------------------------------------------ two daemons, a folder and a relay
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Relay:
+    def __init__(self, data: str, port: int):
+        self.data, self.port, self.proc = data, port, None
+        self.url = f"s5+http://127.0.0.1:{port}"
+
+    def start(self) -> Relay:
+        self.proc = subprocess.Popen(
+            [PY, "-m", "sessiond.cli.main", "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data]
+            + ["--open-registration", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert json.loads(self.proc.stdout.readline())["port"] == self.port
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def relay(tmp_path):
+    r = Relay(str(tmp_path / "relay"), free_port()).start()
+    yield r
+    r.stop()
+
+
+def contents(d, sid):
+    return [m["content"] for m in d.client().messages(sid, limit=1000)["messages"]]
+
+
+def stores_of(d) -> dict:
+    return {s["url"]: s for s in d.client().status()["stores"]}
+
+
+def test_two_daemons_sync_through_a_mirror_while_one_store_is_down(make_daemon, store_dir, relay):
+    folder = "file://" + store_dir
+    a = make_daemon([folder, relay.url])  # a mirror: --store repeated
+    b = make_daemon()
+    os.makedirs(b.home, mode=0o700)
+    with open(os.path.join(b.home, "config.toml"), "w") as f:
+        f.write(f'stores = ["{folder}", "{relay.url}"]\n')
+    a.start()
+    b.start()
+    ca, cb = a.client(), b.client()
+    assert a.client().status()["store"] == f"{folder} {relay.url}"
+    sid = ca.create_session(name="mirrored")["id"]
+    ca.append(sid, "user", "before")
+    cb.import_code(ca.share(sid, write=True)["code"])
+    assert contents(b, sid) == ["before"]
+
+    relay.stop()  # the relay is down: writes still reach the other device, through the folder
+    ca.append(sid, "user", "while down")
+    wait_for(lambda: contents(b, sid) == ["before", "while down"], timeout=10, what="b sees a's write")
+    wait_for(lambda: stores_of(a)[relay.url]["pending"] > 0, what="a's relay outbox holds the write")
+    status = cli_json(a.home, "status")["stores"]
+    assert [s["url"] for s in status] == [folder, relay.url] and status[0]["reachable"] is True
+    assert status[1]["reachable"] is False and status[1]["last_error"]
+    text = run_cli(a.home, "status", check=True).stdout
+    assert f"{relay.url}: unreachable" in text and "waiting" in text
+
+    # (that the outbox outlives a restart of the daemon: test_a_store_that_is_down_catches_up_even_after_a_restart)
+    relay.start()  # back: it catches up
+    wait_for(lambda: stores_of(a)[relay.url]["pending"] == 0, timeout=15, what="the relay caught up")
+    assert stores_of(a)[relay.url]["reachable"] is True
+
+    # the relay holds a's log at the revision a pushed last (read as any S5 client would)
+    async def relay_head() -> int:
+        store = S5Store(relay.url)
+        try:
+            entry = await store.get_head(KeyStore(os.path.join(a.home, "keys")).head_pk(sid))
+        finally:
+            await store.close()
+        return entry.revision if entry else 0
+
+    assert asyncio.run(relay_head()) == ca.status()["sync"][sid]["head_rev"] > 1
+
+
+def test_stores_in_config(tmp_path):
+    from sessiond.daemon.home import Config, HomeError, normalize_store_urls
+
+    def load(text: str) -> Config:
+        (tmp_path / "config.toml").write_text(text)
+        return Config.load(str(tmp_path))
+
+    cfg = load('stores = ["file:///a", "s5+https://portal.example/"]\n')
+    assert normalize_store_urls(cfg.store or "") == "file:///a\ns5+https://portal.example"
+    assert normalize_store_urls(["file:///a", "file:///a/"]) == "file:///a"  # the same folder once
+    for bad, says in (
+        ('store = "file:///a"\nstores = ["file:///b"]\n', "not both"),
+        ("stores = []\n", "list of store URLs"),
+        ('stores = "file:///a"\n', "list of store URLs"),
+    ):
+        with pytest.raises(HomeError, match=says):
+            load(bad)
+
+
+async def test_a_read_only_gateway_in_a_mirror_is_read_never_queued(tmp_path, db):
+    from sessiond.stores.errors import ReadOnlyStore
+
+    class Gateway(Switch):
+        async def put(self, data: bytes) -> bytes:
+            raise ReadOnlyStore(f"{self.url} is a read-only gateway")
+
+        async def set_head(self, entry: RegistryEntry) -> None:
+            raise ReadOnlyStore(f"{self.url} is a read-only gateway")
+
+    a, g = Switch(str(tmp_path / "a")), Gateway(str(tmp_path / "g"))
+    m = MirrorStore([a, g], db.outbox)
+    await m.started()
+    only_g = await g.inner.put(b"on the gateway")
+    await m.put(b"x")
+    await m.set_head(head(SigningKey.generate(), 1))
+    assert {s["url"]: s["pending"] for s in await m.status()} == {a.url: 0, g.url: 0}
+    assert await m.get(only_g) == b"on the gateway"
+    await m.close()
