@@ -14,7 +14,7 @@ import json
 import sqlite3
 from typing import Any
 
-from .connections import Connections
+from .connections import Connections, Transaction
 from .errors import Invalid
 from .model import message_id
 
@@ -25,6 +25,26 @@ ELLIPSIS = "…"
 SNIPPET_TOKENS = 16  # the most tokens of a message a snippet shows
 MAX_LIMIT = 1000
 TOKENIZER = "unicode61 remove_diacritics 2"  # as schema migration 7 makes the index
+
+
+MESSAGE_COLUMNS = "session_id, chat_id, device_id, seq, lamport, role, content, tokens, created_at, extra"
+# Rows per INSERT statement: SQLite takes 32,766 parameters per statement from 3.32 on, 999 before.
+ROWS_PER_INSERT = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 99
+
+
+async def insert_messages(tx: Transaction, rows: list[tuple], *, or_ignore: bool = False) -> int:
+    """Insert message rows (MESSAGE_COLUMNS, in order) as few multi-row statements; returns how many went in.
+
+    Not one executemany: every statement that fires the index's trigger makes FTS5 write its pending
+    terms out as a new segment (it flushes at each statement's savepoint), so row by row a batch of
+    100,000 messages wrote 100,000 one-message segments and merged them over and over, 3x the CPU of
+    the same rows in statements of 1,000 (and twice that of the insert before there was an index)."""
+    head = f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO messages({MESSAGE_COLUMNS}) VALUES "
+    n = 0
+    for i in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[i : i + ROWS_PER_INSERT]
+        n += await tx.execute(head + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(part)), tuple(x for r in part for x in r))
+    return n
 
 
 def query_error(exc: sqlite3.OperationalError, q: str) -> Invalid | None:

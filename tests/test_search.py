@@ -4,6 +4,7 @@ file), and `sessiond search` / GET /v1/search end to end (two daemons sharing ov
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -111,6 +112,19 @@ async def test_index_follows_appends_compaction_and_deletes(db):
     await index_agrees(db)
 
 
+async def test_a_batch_goes_into_the_index_in_few_segments(db):
+    """FTS5 writes a segment at every statement firing its trigger: a batch inserted row by row left one
+    per message (and merged them over and over, 3x the CPU)."""
+    sid = (await db.create_session({"name": "batch"}))["id"]
+    async with db.c.transaction() as tx:  # no merging, so that the count is of the segments written
+        await tx.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 0)")
+        await tx.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('crisismerge', 5000)")
+    await db.append_messages(sid, [{"role": "user", "content": f"word{i} common", "tokens": 1} for i in range(2500)])
+    assert (await db.read_one("SELECT count(*) FROM messages_fts_data"))[0] < 20
+    assert len(await found(db, "common", limit=1000)) == 1000 and await found(db, "word2499")
+    await index_agrees(db)
+
+
 @pytest.mark.parametrize("q", ['"unclosed', "a AND", "(fox", "nocolumn:fox", "fox NOT", "*", "AND"])
 async def test_malformed_query_is_invalid(db, q):
     with pytest.raises(Invalid, match="not valid FTS5 syntax"):
@@ -188,3 +202,9 @@ def test_search_finds_what_another_daemon_shared(pair):
     hits = cb.search("pangolin")["hits"]
     assert [(h["session"], h["role"]) for h in hits] == [(sid, "assistant")]
     assert hits[0]["device"] == ca.status()["device_id"]
+    # the index is local: the store holds nothing of it (nor the word, encrypted as everything there)
+    for folder, _, files in os.walk(a.store.removeprefix("file://")):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            assert b"pangolin" not in data and b"messages_fts" not in data, name
