@@ -66,6 +66,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/load.py
 	$(PY) bench/complete.py
 	$(PY) bench/relay.py
+	$(PY) bench/search.py
 	$(PY) bench/floors.py
 
 clean:

@@ -39,7 +39,7 @@ def _simplify(node: Any) -> Any:
 def _params(model: Any, where: str) -> list[dict]:
     """A query model's fields as OpenAPI parameters (optional, but those the model marks Required)."""
     hints = get_type_hints(model, include_extras=True)
-    required = getattr(model, "__required_keys__", frozenset())
+    required: frozenset[str] = getattr(model, "__required_keys__", frozenset())
     out = []
     for name, tp in hints.items():
         if get_origin(tp) in (Required, NotRequired):  # kept by include_extras; the schema is of what it wraps
