@@ -15,7 +15,7 @@ import sqlite3
 from typing import Any
 
 from .connections import Connections, Transaction
-from .errors import Invalid
+from .errors import BadQuery
 from .model import message_id
 
 # Marks snippet() puts around each match (Unicode private-use characters, which chat text hardly holds);
@@ -47,8 +47,8 @@ async def insert_messages(tx: Transaction, rows: list[tuple], *, or_ignore: bool
     return n
 
 
-def query_error(exc: sqlite3.OperationalError, q: str) -> Invalid | None:
-    """The 422 for a malformed FTS5 query, or None when `exc` is some other failure (a busy or broken
+def query_error(exc: sqlite3.OperationalError, q: str) -> BadQuery | None:
+    """The 400 bad_query for a malformed FTS5 query, or None when `exc` is some other failure (a busy or broken
     database). Told apart by running `q` against an empty in-memory table of the same columns and
     tokenizer: what fails there is the query's fault, whatever words SQLite has for it."""
     probe = sqlite3.connect(":memory:")
@@ -56,7 +56,7 @@ def query_error(exc: sqlite3.OperationalError, q: str) -> Invalid | None:
         probe.execute(f"CREATE VIRTUAL TABLE messages_fts USING fts5(content, tokenize='{TOKENIZER}')")
         probe.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rank", (q,)).fetchall()
     except sqlite3.OperationalError as bad:
-        return Invalid(
+        return BadQuery(
             f"search query {q!r:.200} is not valid FTS5 syntax ({bad}): write a phrase in double quotes "
             '("like this"), a prefix with a trailing * (lik*), and AND, OR, NOT in capitals between words; '
             "put a word with punctuation (a:b, x-y) in double quotes"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DaemonProc, UnixHTTP, cli_json, run_cli
 from sessiond.storage.database import Database
-from sessiond.storage.errors import Invalid
+from sessiond.storage.errors import BadQuery
 from sessiond.storage.schema import SCHEMA_VERSION, statements
 
 
@@ -127,7 +127,7 @@ async def test_a_batch_goes_into_the_index_in_few_segments(db):
 
 @pytest.mark.parametrize("q", ['"unclosed', "a AND", "(fox", "nocolumn:fox", "fox NOT", "*", "AND"])
 async def test_malformed_query_is_invalid(db, q):
-    with pytest.raises(Invalid, match="not valid FTS5 syntax"):
+    with pytest.raises(BadQuery, match="not valid FTS5 syntax"):
         await db.search(q)
 
 
@@ -176,7 +176,13 @@ def test_api_search_and_malformed_query(pair):
     c.append(sid, "user", "Quokkas smile")
     assert [h["snippet"] for h in c.search("quokka*")["hits"]] == ["Quokkas smile"]
     conn = UnixHTTP(a.socket)
-    for q, status in (("%22unclosed", 422), ("", 422), ("quokkas&limit=0", 422), ("quokkas&role=robot", 422)):
+    for q, status in (
+        ("%22unclosed", 400),
+        ("a-b", 400),
+        ("", 422),
+        ("quokkas&limit=0", 422),
+        ("quokkas&role=robot", 422),
+    ):
         conn.request("GET", f"/v1/search?q={q}")
         r = conn.getresponse()
         body = json.loads(r.read())
@@ -184,7 +190,8 @@ def test_api_search_and_malformed_query(pair):
         assert body["error"]["message"]
     conn.request("GET", "/v1/search?q=%22unclosed")
     r = conn.getresponse()
-    assert "not valid FTS5 syntax" in json.loads(r.read())["error"]["message"]
+    err = json.loads(r.read())["error"]
+    assert err["code"] == "bad_query" and "not valid FTS5 syntax" in err["message"]
     conn.close()
 
 
