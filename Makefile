@@ -67,6 +67,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/complete.py
 	$(PY) bench/relay.py
 	$(PY) bench/memory.py
+	$(PY) bench/search.py
 	$(PY) bench/floors.py
 
 clean:

@@ -6,11 +6,25 @@ from __future__ import annotations
 import argparse
 import os
 
-from .commands import Commands, chats, daemon, doctor, files, keys, manage, messages, serve, service, sessions, sync
+from .commands import (
+    Commands,
+    chats,
+    daemon,
+    doctor,
+    files,
+    keys,
+    manage,
+    messages,
+    search,
+    serve,
+    service,
+    sessions,
+    sync,
+)
 
 # Every command module, in the order `sessiond --help` lists their commands. A new command (for
 # example `sessiond serve` or `sessiond ask`) is a module in commands/ with register(), listed here.
-COMMAND_MODULES = (daemon, sessions, chats, messages, manage, files, sync, doctor, keys, serve, service)
+COMMAND_MODULES = (daemon, sessions, chats, messages, search, manage, files, sync, doctor, keys, serve, service)
 
 
 class ParseError(Exception):

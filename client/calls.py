@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from ..api.manage import Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult, Quota
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
     from ..api.meta import Status
+    from ..api.search import SearchResult
     from ..api.sessions import Deleted, Session, SessionCreate, SessionList, SessionPatch
     from ..api.sharing import GcReport, ImportResult, RekeyResult, ShareList, ShareResult, UnshareResult, VerifyReport
 
@@ -223,6 +224,20 @@ class Api:
 
     def stats(self, session: str | None = None, user: str | None = None):
         return self._call("GET", "/v1/stats" + query_string(dict(session=session, user=user)))
+
+    def search(
+        self,
+        q: str,
+        *,
+        session: str | None = None,
+        user: str | None = None,
+        role: str | None = None,
+        limit: int | None = None,
+    ) -> SearchResult:
+        """Full-text search over every message on the daemon's device (FTS5 query syntax), best first."""
+        return self._call(
+            "GET", "/v1/search" + query_string(dict(q=q, session=session, user=user, role=role, limit=limit))
+        )
 
     def cleanup(self, older_than: float, *, dry_run: bool = False) -> CleanupResult:
         return self._call("POST", "/v1/cleanup", {"older_than": older_than, "dry_run": dry_run})

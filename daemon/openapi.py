@@ -4,7 +4,7 @@ components), parameters come from the routes' query and header models. Nothing h
 hand twice, so the document cannot drift from what the handlers accept."""
 
 import re
-from typing import Any, get_type_hints
+from typing import Any, NotRequired, Required, get_args, get_origin, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import JsonSchemaMode
@@ -37,12 +37,16 @@ def _simplify(node: Any) -> Any:
 
 
 def _params(model: Any, where: str) -> list[dict]:
-    """A query model's fields as OpenAPI parameters (all optional)."""
+    """A query model's fields as OpenAPI parameters (optional, but those the model marks Required)."""
     hints = get_type_hints(model, include_extras=True)
-    return [
-        {"name": name, "in": where, "required": False, "schema": _simplify(TypeAdapter(tp).json_schema())}
-        for name, tp in hints.items()
-    ]
+    required: frozenset[str] = getattr(model, "__required_keys__", frozenset())
+    out = []
+    for name, tp in hints.items():
+        if get_origin(tp) in (Required, NotRequired):  # kept by include_extras; the schema is of what it wraps
+            tp = get_args(tp)[0]
+        schema = _simplify(TypeAdapter(tp).json_schema())
+        out.append({"name": name, "in": where, "required": name in required, "schema": schema})
+    return out
 
 
 def _needs_body(model: Any) -> bool:

@@ -18,6 +18,7 @@ from operator import itemgetter
 from .connections import Connections, Transaction
 from .errors import Conflict, Invalid, NotFound
 from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
+from .search import insert_messages
 
 
 def stamp_newer(stamp: list | tuple, old: list | None) -> bool:
@@ -322,11 +323,7 @@ async def _insert_messages(tx: Transaction, msgs: list[list[tuple]], tally: _Tal
     for rows in msgs:
         if not rows:
             continue
-        inserted = await tx.executemany(
-            "INSERT OR IGNORE INTO messages(session_id, chat_id, device_id, seq, lamport,"
-            " role, content, tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+        inserted = await insert_messages(tx, rows, or_ignore=True)
         new += inserted
         if tally.tokens is not None and inserted == len(rows):
             tally.tokens += sum(map(row_charge, map(itemgetter(7), rows), map(itemgetter(9), rows)))

@@ -1,6 +1,6 @@
 """The device's session database: SQLite (WAL, foreign keys) through the stdlib's sqlite3. `Database` is
 the one object the rest of sessiond holds; it is composed of small parts, one per concern (sessions.py,
-chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py), over the
+chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py, search.py), over the
 connections and transactions of connections.py. Operations into tables: apply.py.
 
 Every change is an *operation* written by one device with a per-(session, device) sequence number and a
@@ -46,6 +46,7 @@ from .messages import Messages
 from .model import LogRun, Op, RemoteLog
 from .outbox import Outbox
 from .schema import schema_version
+from .search import Search
 from .sessions import Sessions
 from .stats import Stats
 from .syncstate import SyncState
@@ -67,6 +68,7 @@ class Database:
         self.share_log = ShareLog(c)  # the codes this device issued (lifecycle.py)
         self.released = Released(c)  # objects its logs let go, for gc (lifecycle.py)
         self.outbox = Outbox(c)  # the mirror stores' outboxes (sync/mirror.py)
+        self.searcher = Search(c)
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Database:
@@ -265,6 +267,12 @@ class Database:
 
     async def conversation(self, sid: str) -> list[tuple]:
         return await self.messages.conversation(sid)
+
+    async def search(
+        self, q: str, *, session: str | None = None, user: str | None = None, role: str | None = None, limit: int = 20
+    ) -> list[dict]:
+        """Full-text search over every message (storage/search.py), best first."""
+        return await self.searcher.search(q, session=session, user=user, role=role, limit=limit)
 
     # ------------------------------------------------------------------ context budgets, quotas, checkpoints, stats
     async def compact(

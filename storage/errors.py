@@ -30,6 +30,13 @@ class Invalid(SessiondError):
     status = 422
 
 
+class BadQuery(SessiondError):
+    """A search query FTS5 cannot read. Not `invalid`: the field is well-formed text, its syntax is not."""
+
+    code = "bad_query"
+    status = 400
+
+
 class LimitReached(SessiondError):
     code = "limit_reached"
     status = 429

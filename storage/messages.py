@@ -22,6 +22,7 @@ from .model import (
     now,
     parse_message_id,
 )
+from .search import insert_messages
 from .sessions import session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
@@ -193,11 +194,7 @@ class Messages:
                         extra,
                     )
                 )
-            await tx.executemany(
-                "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content,"
-                " tokens, created_at, extra) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
+            await insert_messages(tx, rows)
             await tx.execute(
                 "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
                 " device_id) DO UPDATE SET last_seq=excluded.last_seq",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
@@ -186,8 +187,46 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX mirror_outbox_order ON mirror_outbox(store_url, id);
     """,
+    # 9: full-text search over every message's content (storage/search.py). An external-content FTS5
+    # table: it holds only the index, and reads the text from `messages` by rowid. The triggers keep it in
+    # step with every write to `messages`, whatever path makes it (an append, operations applied from
+    # another device, an import, a session deleted: ON DELETE CASCADE fires them too). The rowids of
+    # `messages` are stable because nothing runs VACUUM; one that ever does must 'rebuild' this index
+    # after it. A local table: nothing of it is pushed. 'rebuild' indexes the messages already here.
+    """
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
+        INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content);
+    END;
+    INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    """A migration's SQL cut into its statements: at each ";" that ends one (sqlite3.complete_statement),
+    so a trigger's body, whose statements end in ";" too, stays whole."""
+    out: list[str] = []
+    current = ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                out.append(current.strip())
+            current = ""
+    if current.strip(" \n;"):
+        out.append(current.strip().rstrip(";"))
+    return out
 
 
 async def schema_version(conn: Any) -> int:
@@ -212,9 +251,8 @@ async def migrate(conn: Any, upto: int | None = None) -> None:
             if version == 1:
                 await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 await conn.execute("INSERT INTO schema_version VALUES (0)")
-            for stmt in MIGRATIONS[version - 1].split(";"):
-                if stmt.strip():
-                    await conn.execute(stmt)
+            for stmt in statements(MIGRATIONS[version - 1]):
+                await conn.execute(stmt)
             await conn.execute("UPDATE schema_version SET version=?", (version,))
             await conn.execute("COMMIT")
         except BaseException:

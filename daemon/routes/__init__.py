@@ -18,10 +18,11 @@ from ...api import doctor as Dr
 from ...api import manage as M
 from ...api import messages as Msg
 from ...api import meta as Meta
+from ...api import search as Se
 from ...api import sessions as S
 from ...api import sharing as Sh
 from .. import complete, openai_compat
-from . import chats, events, files, manage, messages, meta, sessions, sharing
+from . import chats, events, files, manage, messages, meta, search, sessions, sharing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -217,6 +218,15 @@ ROUTES: list[Route] = [
         "Delete sessions idle for longer than older_than seconds",
         M.Cleanup,
         M.CleanupResult,
+    ),
+    Route(
+        "GET",
+        "/v1/search",
+        search.search,
+        'Full-text search over every message on this device (FTS5 syntax: a "phrase", prefix*, AND/OR/NOT), '
+        "best first, each with a highlighted snippet",
+        response=Se.SearchResult,
+        query=Se.SearchQuery,
     ),
     Route("GET", "/v1/events", events.events, "Server-sent events for every change"),
     Route(

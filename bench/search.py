@@ -1,0 +1,180 @@
+"""Full-text search over 100,000 messages: the latency of `GET /v1/search` against a real daemon, and of the
+storage layer's search alone. Prints JSON.
+
+Target (issue 18, this 2-core machine): 100,000 messages searched in <= 50 ms (the median over the
+queries below, each the median of its runs).
+
+The messages are chat-sized (10-80 words, about 300 characters) of a made-up vocabulary whose word
+frequencies follow Zipf's law as natural language does, spread over 100 sessions; they are written in
+one transaction straight into the messages table (storage/search.py's insert_messages, as the append and
+import paths write), whose triggers index them as any write does. The queries span rare to very common
+words, a phrase, a prefix, AND, OR and NOT, with and without a filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import Daemon
+
+from sessiond.client import Client
+from sessiond.storage.database import Database
+from sessiond.storage.search import insert_messages
+
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", 100_000))
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", 100))
+RUNS = int(os.environ.get("BENCH_RUNS", 7))
+VOCABULARY = 20_000
+TARGET_MS = 50.0
+
+
+def vocabulary(rng: random.Random) -> list[str]:
+    words: set[str] = set()
+    while len(words) < VOCABULARY:
+        words.add("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))))
+    ordered = sorted(words)  # a set's order changes with the hash seed: sort, then shuffle with the seed
+    rng.shuffle(ordered)
+    return ordered
+
+
+def queries(vocab: list[str], sample: str, sid: str) -> list[tuple[str, dict]]:
+    """(query, filters): words by frequency rank (0 is the most common), a phrase taken from a message,
+    a prefix, boolean forms, and filters."""
+    w = vocab
+    phrase = " ".join(sample.split()[2:4])
+    return [
+        (w[0], {}),  # in most messages: the worst case, every match ranked
+        (w[20], {}),
+        (w[200], {}),
+        (w[2000], {}),
+        (w[15000], {}),  # rare
+        (f'"{phrase}"', {}),
+        (w[300][:3] + "*", {}),
+        (f"{w[100]} AND {w[150]}", {}),
+        (f"{w[500]} OR {w[600]}", {}),
+        (f"{w[50]} NOT {w[0]}", {}),
+        (w[100], {"role": "assistant"}),
+        (w[100], {"session": sid}),
+    ]
+
+
+async def build(path: str, rng: random.Random, vocab: list[str]) -> tuple[list[str], str, float]:
+    db = await Database.open(path)
+    try:
+        sids = [(await db.create_session({"name": f"bench {i}", "user": f"u{i % 5}"}))["id"] for i in range(SESSIONS)]
+        cum = list(itertools.accumulate(1 / (r + 1) for r in range(VOCABULARY)))
+        rows = []
+        for i in range(MESSAGES):
+            text = " ".join(rng.choices(vocab, cum_weights=cum, k=rng.randint(10, 80)))
+            rows.append(
+                (
+                    sids[i % SESSIONS],
+                    "main",
+                    db.device_id,
+                    1000 + i,
+                    1000 + i,
+                    ("user", "assistant")[i % 2],
+                    text,
+                    70,
+                    1.7e9,
+                    None,
+                )
+            )
+        t = time.perf_counter()
+        async with db.c.transaction() as tx:
+            await insert_messages(tx, rows)
+        return sids, rows[0][6], time.perf_counter() - t
+    finally:
+        await db.close()
+
+
+async def in_process(path: str, qs: list[tuple[str, dict]]) -> dict[str, tuple[float, int]]:
+    db = await Database.open(path)
+    try:
+        out = {}
+        for q, f in qs:
+            times = []
+            for _ in range(RUNS):
+                t = time.perf_counter()
+                hits = await db.search(q, **f)
+                times.append((time.perf_counter() - t) * 1000)
+            out[q + (f" {f}" if f else "")] = (statistics.median(times), len(hits))
+        return out
+    finally:
+        await db.close()
+
+
+def match_counts(path: str, qs: list[str]) -> list[int]:
+    """How many messages each query matches (for the report), on a read-only connection of its own."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [
+            conn.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?", (q,)).fetchone()[0] for q in qs
+        ]
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    rng = random.Random(18)
+    vocab = vocabulary(rng)
+    home = os.path.join(tempfile.mkdtemp(prefix="sd-bench-"), "home")
+    os.makedirs(home, mode=0o700)
+    path = os.path.join(home, "sessions.db")
+    sids, sample, insert_s = asyncio.run(build(path, rng, vocab))
+    qs = queries(vocab, sample, sids[0])
+    storage = asyncio.run(in_process(path, qs))
+    socket = {}
+    with Daemon(home=home) as d, Client(d.home) as c:
+        c.search(vocab[1])  # warm up
+        for q, f in qs:
+            times = []
+            for _ in range(RUNS):
+                t = time.perf_counter()
+                res = c.search(q, **f)
+                times.append((time.perf_counter() - t) * 1000)
+            socket[q + (f" {f}" if f else "")] = (statistics.median(times), len(res["hits"]))
+    counts = match_counts(path, [q for q, _ in qs])
+    per_query = [
+        {
+            "query": name,
+            "matching_messages": n,  # before any filter
+            "socket_ms": round(socket[name][0], 2),
+            "storage_ms": round(storage[name][0], 2),
+            "hits": socket[name][1],
+        }
+        for name, n in zip(socket, counts)
+    ]
+    shutil.rmtree(os.path.dirname(home), ignore_errors=True)
+    median = statistics.median(p["socket_ms"] for p in per_query)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python bench/search.py",
+        "messages": MESSAGES,
+        "sessions": SESSIONS,
+        "runs_per_query": RUNS,
+        "index_on_insert_seconds": round(insert_s, 2),
+        "median_ms": round(median, 2),
+        "storage_median_ms": round(statistics.median(p["storage_ms"] for p in per_query), 2),
+        "worst_ms": max(p["socket_ms"] for p in per_query),
+        "target_ms": TARGET_MS,
+        "ok": median <= TARGET_MS,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "queries": per_query,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

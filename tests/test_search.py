@@ -1,0 +1,217 @@
+"""Search: the FTS5 index in step with every write to the messages table (in-process, on a real database
+file), and `sessiond search` / GET /v1/search end to end (two daemons sharing over a file store)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import DaemonProc, UnixHTTP, cli_json, run_cli
+from sessiond.storage.database import Database
+from sessiond.storage.errors import BadQuery
+from sessiond.storage.schema import SCHEMA_VERSION, statements
+
+
+async def index_agrees(db: Database) -> None:
+    """FTS5's own check of the index against the messages table: raises if they differ."""
+    async with db.c.transaction() as tx:
+        await tx.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)")
+
+
+async def found(db: Database, q: str, **kw) -> list[str]:
+    return [h["id"] for h in await db.search(q, **kw)]
+
+
+@pytest.fixture
+async def db(tmp_path):
+    d = await Database.open(str(tmp_path / "sessions.db"))
+    yield d
+    await d.close()
+
+
+def test_statements_keep_trigger_bodies_whole():
+    sql = "CREATE TABLE a (x);\nCREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; SELECT ';'; END;\nSELECT 2;"
+    assert statements(sql) == [
+        "CREATE TABLE a (x);",
+        "CREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; SELECT ';'; END;",
+        "SELECT 2;",
+    ]
+
+
+async def test_migration_indexes_the_messages_already_there(tmp_path):
+    path = str(tmp_path / "sessions.db")
+    old = await Database.open(path, upto=8)
+    s = await old.create_session({"name": "before search"})
+    await old.append_messages(s["id"], [{"role": "user", "content": "an albatross before the upgrade", "tokens": 1}])
+    await old.close()
+    db = await Database.open(path)
+    try:
+        assert await db.schema_version() == SCHEMA_VERSION == 9
+        assert len(await found(db, "albatross")) == 1
+        await index_agrees(db)
+    finally:
+        await db.close()
+
+
+async def test_index_follows_appends_compaction_and_deletes(db):
+    a = (await db.create_session({"name": "a", "user": "ann"}))["id"]
+    b = (await db.create_session({"name": "b", "user": "bob"}))["id"]
+    side = (await db.create_chat(a, {"name": "side"}))["id"]
+    msgs = [
+        {"role": "user", "content": "tell me about the red fox", "tokens": 5},
+        {"role": "assistant", "content": "The red fox (Vulpes vulpes) is a fox; fox, fox, fox.", "tokens": 9},
+        {"role": "user", "content": "and a grey wolf?", "tokens": 5},
+    ]
+    stored = await db.append_messages(a, msgs)
+    await db.append_messages(a, [{"role": "user", "content": "a fox in the side chat", "tokens": 5}], side)
+    await db.append_messages(b, [{"role": "user", "content": "Foxes are clever", "tokens": 3}])
+    await index_agrees(db)
+
+    hits = await db.search("fox")
+    assert len(hits) == 3 and hits[0]["id"] == stored[1]["id"]  # bm25: the message saying it most first
+    top = hits[0]
+    assert (top["session"], top["chat"], top["role"], top["seq"]) == (a, "main", "assistant", stored[1]["seq"])
+    assert top["created_at"] == stored[1]["created_at"] and top["compacted"] is False
+    assert all(top["snippet"][x:y].lower() == "fox" for x, y in top["highlights"]) and top["highlights"]
+    # FTS5 syntax: phrase, prefix, AND / OR / NOT
+    assert set(await found(db, '"red fox"')) == {stored[0]["id"], stored[1]["id"]}
+    assert await found(db, '"fox red"') == []
+    assert len(await found(db, "fox*")) == 4 and len(await found(db, "fox")) == 3
+    assert set(await found(db, "wolf OR vulpes")) == {stored[1]["id"], stored[2]["id"]}
+    assert len(await found(db, "fox NOT red")) == 1 and await found(db, "grey AND wolf") == [stored[2]["id"]]
+    # filters: session, user, role, limit
+    assert len(await found(db, "fox", session=a)) == 3 and len(await found(db, "fox*", user="bob")) == 1
+    assert await found(db, "fox", role="assistant") == [stored[1]["id"]]
+    assert len(await found(db, "fox*", limit=1)) == 1
+
+    # compaction sets messages aside but keeps them in the history: still found, and marked
+    await db.compact(a, "main", target_tokens=0)
+    hits = {h["id"]: h for h in await db.search("fox OR wolf", session=a)}
+    assert hits[stored[0]["id"]]["compacted"] and hits[stored[1]["id"]]["compacted"]
+    assert not next(h for h in hits.values() if h["chat"] == side)["compacted"]
+    await db.compact(a, "main", undo=True)
+    assert not any(h["compacted"] for h in await db.search("fox OR wolf", session=a))
+    await index_agrees(db)
+
+    # a chat's messages deleted (whatever path deletes rows): gone from the index
+    async with db.c.transaction() as tx:
+        await tx.execute("DELETE FROM messages WHERE session_id=? AND chat_id=?", (a, side))
+    assert len(await found(db, "fox*")) == 3
+    await index_agrees(db)
+    # a session being imported is hidden; deleted, its messages are gone
+    async with db.c.transaction() as tx:
+        await tx.execute("UPDATE sessions SET importing=1 WHERE id=?", (b,))
+    assert await found(db, "foxes") == []
+    async with db.c.transaction() as tx:
+        await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (b,))
+    assert len(await found(db, "foxes")) == 1
+    await db.delete_session(a)
+    assert await found(db, "fox OR wolf") == [] and len(await found(db, "fox*")) == 1
+    await index_agrees(db)
+
+
+async def test_a_batch_goes_into_the_index_in_few_segments(db):
+    """FTS5 writes a segment at every statement firing its trigger: a batch inserted row by row left one
+    per message (and merged them over and over, 3x the CPU)."""
+    sid = (await db.create_session({"name": "batch"}))["id"]
+    async with db.c.transaction() as tx:  # no merging, so that the count is of the segments written
+        await tx.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('automerge', 0)")
+        await tx.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('crisismerge', 5000)")
+    await db.append_messages(sid, [{"role": "user", "content": f"word{i} common", "tokens": 1} for i in range(2500)])
+    assert (await db.read_one("SELECT count(*) FROM messages_fts_data"))[0] < 20
+    assert len(await found(db, "common", limit=1000)) == 1000 and await found(db, "word2499")
+    await index_agrees(db)
+
+
+@pytest.mark.parametrize("q", ['"unclosed', "a AND", "(fox", "nocolumn:fox", "fox NOT", "*", "AND"])
+async def test_malformed_query_is_invalid(db, q):
+    with pytest.raises(BadQuery, match="not valid FTS5 syntax"):
+        await db.search(q)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    base = tmp_path_factory.mktemp("search")
+    url = "file://" + str(base / "store")
+    a = DaemonProc(str(base / "a"), url).start()
+    b = DaemonProc(str(base / "b"), url).start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def test_cli_search_json_text_and_errors(pair):
+    a, _ = pair
+    c = a.client()
+    sid = c.create_session(name="cli", user="cara")["id"]
+    mid = c.append(sid, "user", "where did the narwhal go")["id"]
+    c.append(sid, "assistant", "no idea")
+    res = cli_json(a.home, "search", "narwhal", "--session", sid, "--user", "cara", "--role", "user")
+    assert res["query"] == "narwhal" and [h["id"] for h in res["hits"]] == [mid]
+    hit = res["hits"][0]
+    assert (hit["session"], hit["chat"], hit["role"]) == (sid, "main", "user")
+    assert hit["snippet"] == "where did the narwhal go" and hit["highlights"] == [[14, 21]]
+    assert c.search("narwhal", role="assistant")["hits"] == []
+
+    text = run_cli(a.home, "search", "narwha*", check=True).stdout
+    assert "where did the [narwhal] go" in text and sid in text and mid in text
+
+    bad = run_cli(a.home, "search", '"unclosed')
+    assert bad.returncode != 0 and "not valid FTS5 syntax" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = run_cli(a.home, "search", "x", "--limit", "0", "--json")
+    assert bad.returncode != 0 and json.loads(bad.stdout)["error"]["message"].startswith("--limit")
+
+    # deleted (`sessiond rm`): gone
+    c.delete_session(sid)
+    assert cli_json(a.home, "search", "narwhal")["hits"] == []
+
+
+def test_api_search_and_malformed_query(pair):
+    a, _ = pair
+    c = a.client()
+    sid = c.create_session(name="api")["id"]
+    c.append(sid, "user", "Quokkas smile")
+    assert [h["snippet"] for h in c.search("quokka*")["hits"]] == ["Quokkas smile"]
+    conn = UnixHTTP(a.socket)
+    for q, status in (
+        ("%22unclosed", 400),
+        ("a-b", 400),
+        ("", 422),
+        ("quokkas&limit=0", 422),
+        ("quokkas&role=robot", 422),
+    ):
+        conn.request("GET", f"/v1/search?q={q}")
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        assert r.status == status, (q, body)
+        assert body["error"]["message"]
+    conn.request("GET", "/v1/search?q=%22unclosed")
+    r = conn.getresponse()
+    err = json.loads(r.read())["error"]
+    assert err["code"] == "bad_query" and "not valid FTS5 syntax" in err["message"]
+    conn.close()
+
+
+def test_search_finds_what_another_daemon_shared(pair):
+    a, b = pair
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="shared")["id"]
+    ca.append_many(
+        sid,
+        [{"role": "user", "content": f"line {i}"} for i in range(50)]
+        + [{"role": "assistant", "content": "the pangolin is shared"}],
+    )
+    assert cb.search("pangolin")["hits"] == []
+    cb.import_code(ca.share(sid)["code"])
+    hits = cb.search("pangolin")["hits"]
+    assert [(h["session"], h["role"]) for h in hits] == [(sid, "assistant")]
+    assert hits[0]["device"] == ca.status()["device_id"]
+    # the index is local: the store holds nothing of it (nor the word, encrypted as everything there)
+    for folder, _, files in os.walk(a.store.removeprefix("file://")):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            assert b"pangolin" not in data and b"messages_fts" not in data, name
