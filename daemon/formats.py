@@ -9,6 +9,7 @@ POST /v1/sessions and POST .../messages would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..storage.errors import Invalid
@@ -277,7 +278,11 @@ def parse_chatgpt(data: Any) -> list[dict]:
 PARSERS = {"claude": importers.parse_claude, "openwebui": importers.parse_openwebui, "llm": importers.parse_llm}
 
 
-async def import_file(db, data: Any, fmt: str | None, estimate) -> list[dict]:
+async def import_file(
+    db, data: Any, fmt: str | None, estimate, progress: Callable[[int, int], None] | None = None
+) -> list[dict]:
+    """Every conversation of the file as a session (and its branches), or nothing: a failure part-way
+    deletes what was created. `progress(done, total)`: messages written so far, of all the file's."""
     if fmt is None:
         fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
@@ -294,12 +299,20 @@ async def import_file(db, data: Any, fmt: str | None, estimate) -> list[dict]:
         for m in item["spec"].get("initial_messages") or ():
             if m.get("tokens") is None:
                 m["tokens"] = estimate(m["content"])
+    total = sum(len(item["messages"]) + sum(len(f["messages"]) for f in item["forks"]) for item in plan)
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
     created: list[dict] = []
     try:
         for item in plan:
             s = await db.create_session({k: v for k, v in item["spec"].items() if v is not None})
             created.append(s)
-            ids = await _append(db, s["id"], item["messages"], estimate)
+            ids = await _append(db, s["id"], item["messages"], estimate, step)
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
                 f = await db.create_session(
@@ -310,7 +323,7 @@ async def import_file(db, data: Any, fmt: str | None, estimate) -> list[dict]:
                     }
                 )
                 created.append(f)
-                await _append(db, f["id"], fork["messages"], estimate)
+                await _append(db, f["id"], fork["messages"], estimate, step)
     except BaseException:
         for s in created:
             try:
@@ -321,7 +334,12 @@ async def import_file(db, data: Any, fmt: str | None, estimate) -> list[dict]:
     return [await db.get_session(s["id"], counts=True) for s in created]
 
 
-async def _append(db, sid: str, messages: list[dict], estimate) -> dict:
+# A long conversation goes in as appends of this many messages: progress between them, and no one
+# transaction holding the writer long (a failure still undoes the whole import: its sessions go).
+APPEND_BATCH = 5000
+
+
+async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[int], None]) -> dict:
     """Append in order; returns {chatgpt node id: message id} where nodes are known."""
     if not messages:
         return {}
@@ -331,5 +349,9 @@ async def _append(db, sid: str, messages: list[dict], estimate) -> dict:
         if c.get("tokens") is None:
             c["tokens"] = estimate(c["content"])
         clean.append(c)
-    stored = await db.append_messages(sid, clean)
+    stored: list[dict] = []
+    for i in range(0, len(clean), APPEND_BATCH):
+        batch = clean[i : i + APPEND_BATCH]
+        stored += await db.append_messages(sid, batch)
+        step(len(batch))
     return {m["node"]: s["id"] for m, s in zip(messages, stored) if m.get("node")}

@@ -100,3 +100,14 @@ async def test_a_first_push_of_a_large_session_reports_progress(tmp_path):
     finally:
         await a.stop()
         await db.close()
+
+
+def test_import_file_draws_a_bar(big, tmp_path):
+    d, _ = big
+    path = tmp_path / "long.json"  # an OpenAI messages file long enough to go in as several appends
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": f"line {i}"} for i in range(12000)]}))
+    code, out, err = under_terminal(d.home, "import-file", str(path), "--json")
+    assert code == 0, err
+    assert json.loads(out)["sessions"][0]["message_count"] == 12000
+    assert BAR in err and "import-file" in err
+    assert "12000/12000" in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", err)

@@ -10,6 +10,7 @@ from ..errors import EXIT_USAGE, CliError
 from ..inputs import read_json
 from ..llmdb import is_sqlite, read_logs_db
 from ..output import emit, safe
+from ..progress import Progress
 from . import Commands
 
 IMPORT_FORMATS = ["openai", "json", "chatgpt", "claude", "openwebui", "llm"]
@@ -74,6 +75,8 @@ def cmd_import_file(args) -> int:
         data, fmt = read_logs_db(args.path), "llm"
     else:
         data = read_json(args.path)
-    res = client(args).import_file(data, fmt)
+    c = client(args)
+    with Progress(c, {"import-file"}):
+        res = c.import_file(data, fmt)
     emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     return 0

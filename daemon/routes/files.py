@@ -19,4 +19,10 @@ async def export_session(request: web.Request) -> web.Response:
 async def import_file(request: web.Request) -> web.Response:
     b = await body(request)
     d = daemon_of(request)
-    return ok({"sessions": await do_import(d.db, b["data"], b.get("format"), d.estimate)}, 201)
+    ctx = d.syncer.ctx if d.syncer is not None else None
+
+    def progress(done: int, total: int) -> None:  # `progress` events: the CLI's bar (cli/progress.py)
+        if ctx is not None:
+            ctx.progress("import-file", "", done, total)
+
+    return ok({"sessions": await do_import(d.db, b["data"], b.get("format"), d.estimate, progress)}, 201)
