@@ -9,6 +9,8 @@ POST /v1/sessions and POST .../messages would.
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +47,39 @@ def _text(content: Any, where: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ export
-async def export(db, sid: str, fmt: str, chat: str | None = None) -> dict:
+# An export reads its messages in pages of this many: progress between them, and other requests served
+# in between (a 100,000-message session is not one long read holding the event loop).
+EXPORT_PAGE = 10_000
+
+
+async def _messages(db, sid: str, total: int, progress, *, chat: str | None = None) -> list[dict]:
+    """Every message of one chat, or of the session (all chats, merged in the session's order), read page
+    by page along each chat's index."""
+    if chat is None:
+        chats = [c["id"] for c in await db.list_chats(sid)]
+        done = [0]
+        per_chat = [await _chat_messages(db, sid, c, total, progress, done) for c in chats]
+        return list(heapq.merge(*per_chat, key=lambda m: (m["lamport"], m["device"], m["seq"])))
+    return await _chat_messages(db, sid, chat, total, progress, [0])
+
+
+async def _chat_messages(db, sid: str, chat: str, total: int, progress, done: list[int]) -> list[dict]:
+    out: list[dict] = []
+    after = None
+    while True:
+        page = await db.list_messages(sid, chat=chat, limit=EXPORT_PAGE, after=after)
+        out += page
+        done[0] += len(page)
+        if progress is not None:
+            progress(done[0], max(total, done[0]))
+        if len(page) < EXPORT_PAGE:
+            return out
+        after = page[-1]["id"]
+        await asyncio.sleep(0)  # let other requests in between pages
+
+
+async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None) -> dict:
+    """The session in a format; `progress(done, total)`: messages read so far."""
     s = await db.get_session(sid, counts=True)
     if fmt == "openai":
         chat = chat or s["current_chat"]
@@ -55,7 +89,8 @@ async def export(db, sid: str, fmt: str, chat: str | None = None) -> dict:
         if system:
             msgs.append({"role": "system", "content": system})
         msgs += [{"role": m["role"], "content": m["content"]} for m in s["initial_messages"]]
-        for m in await db.list_messages(sid, chat=chat, limit=1 << 30):
+        n = (await db.read_one("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
+        for m in await _messages(db, sid, n, progress, chat=chat):
             item = {"role": m["role"], "content": m["content"]}
             for k in ("name", "tool_call_id"):
                 if m.get(k):
@@ -70,7 +105,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None) -> dict:
         return out
     if fmt == "json":
         chats = await db.list_chats(sid)
-        msgs = await db.list_messages(sid, limit=1 << 30, all_chats=True)
+        msgs = await _messages(db, sid, s["message_count"], progress)
         return {
             "format": JSON_FORMAT,
             "session": s,
@@ -97,7 +132,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None) -> dict:
         }
     if fmt == "markdown":
         chats = await db.list_chats(sid)
-        msgs = await db.list_messages(sid, limit=1 << 30, all_chats=True)
+        msgs = await _messages(db, sid, s["message_count"], progress)
         return {"format": "markdown", "markdown": markdown.render(s, chats, msgs)}
     raise Invalid(f"unknown export format {fmt!r}: use openai, json or markdown")
 

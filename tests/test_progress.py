@@ -111,3 +111,24 @@ def test_import_file_draws_a_bar(big, tmp_path):
     assert json.loads(out)["sessions"][0]["message_count"] == 12000
     assert BAR in err and "import-file" in err
     assert "12000/12000" in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", err)
+
+
+def test_export_reads_in_pages_keeps_the_order_and_draws_a_bar(big):
+    d, _ = big
+    c = d.client()
+    sid = c.create_session(name="two chats")["id"]
+    c.create_chat(sid, id="b", name="b")
+    for k in range(6):  # 12,000 messages, the two chats interleaved in the session's order
+        c.append_many(sid, [{"role": "user", "content": f"{k} main {i}"} for i in range(1000)], chat="main")
+        c.append_many(sid, [{"role": "user", "content": f"{k} b {i}"} for i in range(1000)], chat="b")
+    code, out, err = under_terminal(d.home, "export", sid)
+    assert code == 0, err
+    msgs = json.loads(out)["messages"]
+    assert [m["content"] for m in msgs] == [
+        f"{k} {chat} {i}" for k in range(6) for chat in ("main", "b") for i in range(1000)
+    ]  # the session's order across chats, as one read gave it
+    assert BAR in err and f"export {sid}" in err
+    assert "12000/12000" in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", err)
+    code, out, err = under_terminal(d.home, "export", sid, "--format", "openai", "--chat", "b")
+    assert code == 0, err
+    assert [m["content"] for m in json.loads(out)["messages"]] == [f"{k} b {i}" for k in range(6) for i in range(1000)]

@@ -37,7 +37,9 @@ def register(commands: Commands) -> None:
 
 
 def cmd_export(args) -> int:
-    data = client(args).export(args.id, args.format, args.chat)
+    c = client(args)
+    with Progress(c, {"export"}):
+        data = c.export(args.id, args.format, args.chat)
     if args.format == "markdown":
         return _write_markdown(args, data)
     text = json.dumps(data, indent=2, ensure_ascii=False)

@@ -13,7 +13,15 @@ async def export_session(request: web.Request) -> web.Response:
     db = daemon_of(request).db
     sid = session_id(request)
     chat = q.get("chat")
-    return ok(await export(db, sid, q.get("format", "json"), await db.resolve_chat(sid, chat) if chat else None))
+    d = daemon_of(request)
+    ctx = d.syncer.ctx if d.syncer is not None else None
+
+    def progress(done: int, total: int) -> None:  # `progress` events: the CLI's bar (cli/progress.py)
+        if ctx is not None:
+            ctx.progress("export", sid, done, total)
+
+    chat_id = await db.resolve_chat(sid, chat) if chat else None
+    return ok(await export(db, sid, q.get("format", "json"), chat_id, progress))
 
 
 async def import_file(request: web.Request) -> web.Response:
