@@ -48,8 +48,13 @@ else
 	@echo "lint: LINT_STRICT=0, only syntax errors and undefined names fail; the full check: make lint LINT_STRICT=1"
 endif
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each test file whole on one worker (its
+# module-scoped daemons started once). Most tests wait on daemons in other processes, so three workers
+# keep two cores busy; TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 3
+
 test: lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The long versions of the proofs (issue 6): 200 SIGKILLs, 300 schemathesis examples per operation,
 # 50 stateful sequences of 30 steps over three daemons (issue 19), the full load test. Results: docs/SECURITY.md.

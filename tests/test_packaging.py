@@ -26,7 +26,7 @@ def project() -> dict:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> zipfile.ZipFile:
+def wheel_file(tmp_path_factory) -> Path:
     # built from a copy, so no build/ or egg-info lands in the working tree; without build isolation, so
     # offline and in seconds (setuptools comes with the test extras)
     tmp = tmp_path_factory.mktemp("wheel")
@@ -36,7 +36,12 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     res = subprocess.run([*pip_wheel, "-w", str(tmp / "out"), str(src)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     [whl] = (tmp / "out").glob("sessiond-*.whl")
-    with zipfile.ZipFile(whl) as z:
+    return whl
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_file):
+    with zipfile.ZipFile(wheel_file) as z:
         yield z
 
 
@@ -76,3 +81,59 @@ def test_the_wheel_has_the_command_and_the_license(project, wheel):
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     runtime = [r for r in requires if "extra ==" not in r]
     assert len(runtime) == len(project["project"]["dependencies"])  # the test tools are an extra only
+
+
+def test_the_wheel_installed_on_its_own_runs_a_daemon(wheel_file, tmp_path):
+    """What `pipx install .` does: the wheel into a venv of its own, run from elsewhere than this tree. Its
+    dependencies come from this environment's site-packages as a plain path (no .pth of it runs, so the
+    editable install of this tree is not seen): whatever the wheel lacks fails here."""
+    import site
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    py = venv / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q"]
+    res = subprocess.run([*pip, str(wheel_file)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    deps = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
+    Path(purelib, "deps.pth").write_text("\n".join(sorted(deps)) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    sessiond = str(venv / "bin" / "sessiond")
+    where = subprocess.run(
+        [str(py), "-c", "import sessiond.cli.main as m; print(m.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert where.startswith(str(venv)), where  # the installed copy, not this tree
+    home = tmp_path / "home"
+    res = subprocess.run(
+        [sessiond, "start", "--home", str(home), "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        assert res.returncode == 0, res.stderr
+        res = subprocess.run(
+            [sessiond, "new", "--home", str(home), "--name", "from the wheel", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+    finally:
+        subprocess.run([sessiond, "stop", "--home", str(home)], cwd=tmp_path, env=env, capture_output=True, timeout=60)
