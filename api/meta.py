@@ -17,6 +17,13 @@ class StoreStatus(TypedDict):
 
 
 @with_config(ANSWER)
+class PushStats(TypedDict):
+    started: int  # pushes started since the daemon started
+    active_sessions: int  # sessions pushed in the last 2 s
+    gap: float  # seconds a busy session's next push waits now (push_delay, wider under load, at most 1 s)
+
+
+@with_config(ANSWER)
 class Status(TypedDict):
     version: str
     device_id: str
@@ -28,3 +35,4 @@ class Status(TypedDict):
     store: NotRequired[str | None]  # a mirror's URLs separated by spaces
     stores: NotRequired[list[StoreStatus]]  # each store: one, or each of a mirror's
     sync: NotRequired[dict]
+    pushes: NotRequired[PushStats]

@@ -4,12 +4,21 @@ both daemons' memory (RSS). Prints JSON.
 
 Full size (issue 6): 1,000 sessions x 100 messages from 16 clients: `python bench/load.py`.
 LOAD_SESSIONS, LOAD_MESSAGES, LOAD_CLIENTS make it smaller (the test suite runs a small one).
+LOAD_PROCS spreads the clients over that many processes (default 1: threads of this one), for when
+the bench's own GIL is the limit: `bench_cpu_seconds` says how much CPU the clients used.
+
+CPU: `cpu_ms_per_append` is daemon A's user+system CPU during the writes divided by the appends (its
+start-up is not counted; it includes each session's create and share and the pushes meanwhile);
+`pushes_per_second` is A's pushes started during the writes (GET /v1/status `pushes`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import multiprocessing
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -32,27 +41,73 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU time the process has used so far, in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: float = 600) -> dict:
+def cpu_s(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    return round(sum(cpu_split(pid)), 1)
+
+
+def own_cpu() -> float:
+    """This process's user + system CPU so far (the bench's own clients, when they are threads here)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def clients_of(a_home: str, b_home: str, ks: list[int], sessions: int, messages: int, clients: int) -> tuple:
+    """Run clients number `ks` (threads of this process); returns (errors, sessions made, CPU used)."""
+    errors: list[str] = []
+    made: list[str] = []
+    lock = threading.Lock()
+    cpu0 = own_cpu()
+
+    def client(k: int) -> None:
+        ca, cb = Client(a_home), Client(b_home)
+        step = "start"
+        try:
+            for n in range(k, sessions, clients):
+                step = f"create {n}"
+                sid = ca.create_session(name=f"load {n}", user=f"user{n % 7}")["id"]
+                step = f"share {sid}"
+                code = ca.share(sid, write=True)["code"]
+                step = f"import {sid}"
+                cb.import_code(code)
+                with lock:
+                    made.append(sid)
+                for i in range(messages):
+                    step = f"append {i} to {sid}"
+                    ca.append(sid, "user" if i % 2 == 0 else "assistant", f"session {n} message {i} " + "x" * 60)
+        except Exception as exc:  # every error is a finding
+            errors.append(f"client {k}, {step}: {exc}")
+        finally:
+            ca.close()
+            cb.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in ks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors, made, own_cpu() - cpu0
+
+
+def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: float = 600, procs: int = 1) -> dict:
     folder = tempfile.mkdtemp(prefix="sd-load-")
     try:
-        return _run(f"file://{folder}/store", sessions, messages, clients, timeout)
+        return _run(f"file://{folder}/store", sessions, messages, clients, timeout, max(1, min(procs, clients)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run(store: str, sessions: int, messages: int, clients: int, timeout: float) -> dict:
-    out: dict = {"sessions": sessions, "messages_per_session": messages, "clients": clients}
+def _run(store: str, sessions: int, messages: int, clients: int, timeout: float, procs: int) -> dict:
+    out: dict = {"sessions": sessions, "messages_per_session": messages, "clients": clients, "client_processes": procs}
     with Daemon(store) as a, Daemon(store) as b:
-        errors: list[str] = []
-        made: list[str] = []
-        lock = threading.Lock()
         peak = {"a": 0.0, "b": 0.0}
         peak_anon = {"a": 0.0, "b": 0.0}
         done = threading.Event()
@@ -64,37 +119,27 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float)
                     peak_anon[name] = max(peak_anon[name], rss_mb(d.proc.pid, "RssAnon"))
                 time.sleep(0.2)
 
-        def client(k: int) -> None:
-            ca, cb = Client(a.home), Client(b.home)
-            step = "start"
-            try:
-                for n in range(k, sessions, clients):
-                    step = f"create {n}"
-                    sid = ca.create_session(name=f"load {n}", user=f"user{n % 7}")["id"]
-                    step = f"share {sid}"
-                    code = ca.share(sid, write=True)["code"]
-                    step = f"import {sid}"
-                    cb.import_code(code)
-                    with lock:
-                        made.append(sid)
-                    for i in range(messages):
-                        step = f"append {i} to {sid}"
-                        ca.append(sid, "user" if i % 2 == 0 else "assistant", f"session {n} message {i} " + "x" * 60)
-            except Exception as exc:  # every error is a finding
-                errors.append(f"client {k}, {step}: {exc}")
-            finally:
-                ca.close()
-                cb.close()
-
         threading.Thread(target=sampler, daemon=True).start()
+        cpu0 = {"a": cpu_split(a.proc.pid), "b": cpu_split(b.proc.pid)}
+        with Client(a.home) as c0:
+            pushes0 = c0.status().get("pushes", {}).get("started", 0)  # an older daemon: 0
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout)
+        groups = [list(range(p, clients, procs)) for p in range(procs)]
+        if procs == 1:
+            errors, made, bench_cpu = clients_of(a.home, b.home, groups[0], sessions, messages, clients)
+        else:  # fresh processes (spawn): no threads of this one carried over
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(procs, mp_context=ctx) as pool:
+                parts = list(
+                    pool.map(clients_of, *zip(*[(a.home, b.home, g, sessions, messages, clients) for g in groups]))
+                )
+            errors = [e for p in parts for e in p[0]]
+            made = [m for p in parts for m in p[1]]
+            bench_cpu = sum(p[2] for p in parts)
         write_s = time.perf_counter() - t0
+        cpu1 = {"a": cpu_split(a.proc.pid), "b": cpu_split(b.proc.pid)}
         ca, cb = Client(a.home), Client(b.home)
+        pushes = ca.status().get("pushes", {}).get("started", 0) - pushes0
         deadline = time.monotonic() + timeout
         while True:
             ca.sync(wait=True, timeout=60)
@@ -123,6 +168,15 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float)
                 "rss_mb_end": {"a": rss_mb(a.proc.pid), "b": rss_mb(b.proc.pid)},
                 "rss_anon_mb_peak": peak_anon,
                 "cpu_seconds": {"a": cpu_s(a.proc.pid), "b": cpu_s(b.proc.pid)},
+                # during the writes only: user and system seconds, and A's per append
+                "cpu_during_writes": {
+                    k: {"user": round(cpu1[k][0] - cpu0[k][0], 2), "system": round(cpu1[k][1] - cpu0[k][1], 2)}
+                    for k in ("a", "b")
+                },
+                "cpu_ms_per_append": round(1000 * (sum(cpu1["a"]) - sum(cpu0["a"])) / (sessions * messages), 3),
+                "bench_cpu_seconds": round(bench_cpu, 2),
+                "pushes_per_second": round(pushes / write_s, 1),
+                "appends_per_push": round(sessions * messages / max(1, pushes), 1),
             }
         )
     return out
@@ -135,6 +189,7 @@ if __name__ == "__main__":
                 int(os.environ.get("LOAD_SESSIONS", 1000)),
                 int(os.environ.get("LOAD_MESSAGES", 100)),
                 int(os.environ.get("LOAD_CLIENTS", 16)),
+                procs=int(os.environ.get("LOAD_PROCS", 1)),
             ),
             indent=2,
         )

@@ -261,6 +261,7 @@ class Daemon:
             "stores": await self.syncer.store_status(),
             "counts": await self.db.counts(),
             "sync": await self.syncer.status(),
+            "pushes": self.syncer.pushes.stats(),
             "openai": self.compat.status(),
             "providers": {"default": self.providers.default, "names": sorted(self.providers.all)},
         }

@@ -9,6 +9,12 @@ workers, and everything appended to a session while it waits goes in its one pus
 at most one push per `gap` (plus the time a push takes), and the first append after a quiet spell is
 not delayed at all.
 
+The gap adapts to how many sessions are busy: with `active` sessions pushed in the last WINDOW seconds,
+a session's next push waits `active / pushes_per_second` (at least `gap`, at most `max_gap`). So the
+pushes of all sessions together stay near `pushes_per_second` however many clients write (16 clients
+appending to 16 sessions: 16 pushes a second, each carrying that second's appends, instead of 160 of
+a few appends each), and a change still reaches the store within `max_gap` plus a push.
+
 A failed push keeps the session queued and retries it with exponential backoff (0.2 s doubling, at most
 30 s); `now` skips the wait (a `sessiond sync` asked for it). Nothing here is durable, nor needs to be:
 what to push is in SQLite (a session's log past its pushed mark, sync_state's outbox), and the engine
@@ -18,6 +24,7 @@ queues every session with unpushed operations when it starts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -25,6 +32,7 @@ log = logging.getLogger("sessiond.sync")
 
 RETRY_FIRST = 0.2  # seconds before the first retry of a failed push; doubles per failure
 RETRY_MAX = 30.0
+WINDOW = 2.0  # seconds of push starts that count a session as active (longer than max_gap)
 
 
 class PushQueue:
@@ -36,6 +44,8 @@ class PushQueue:
         *,
         gap: float,
         concurrency: int = 4,
+        pushes_per_second: float = 20.0,
+        max_gap: float = 1.0,
         failed: Callable[[str, BaseException, float], Awaitable[None]] | None = None,
         done: Callable[[str], Awaitable[None]] | None = None,
     ):
@@ -43,6 +53,8 @@ class PushQueue:
         each failed or finished push (the engine records errors and wakes who waits on progress)."""
         self._push = push
         self.gap = max(0.0, gap)
+        self.pushes_per_second = pushes_per_second
+        self.max_gap = max(self.gap, max_gap)
         self.concurrency = max(1, concurrency)
         self._failed = failed
         self._done = done
@@ -56,6 +68,8 @@ class PushQueue:
         self._attempts: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self.pushes = 0  # pushes started (tests and benchmarks read it)
+        self._recent: collections.deque[tuple[float, str]] = collections.deque()  # (loop time, sid) of starts
+        self._active: collections.Counter[str] = collections.Counter()  # sessions in _recent, with counts
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -102,6 +116,31 @@ class PushQueue:
         if timer is not None:
             timer.cancel()
 
+    def current_gap(self, at: float | None = None) -> float:
+        """The gap after a push that starts now: wider the more sessions are being pushed (see above)."""
+        if at is not None:
+            self._forget_before(at - WINDOW)
+        if not self.gap or not self._active:
+            return self.gap
+        return min(self.max_gap, max(self.gap, len(self._active) / self.pushes_per_second))
+
+    def stats(self) -> dict:
+        """What `status` shows of the pushes: how many started, how many sessions are busy, the gap now."""
+        try:
+            at: float | None = asyncio.get_running_loop().time()
+        except RuntimeError:
+            at = None
+        gap = self.current_gap(at)
+        return {"started": self.pushes, "active_sessions": len(self._active), "gap": round(gap, 3)}
+
+    def _forget_before(self, t: float) -> None:
+        recent, active = self._recent, self._active
+        while recent and recent[0][0] < t:
+            sid = recent.popleft()[1]
+            active[sid] -= 1
+            if not active[sid]:
+                del active[sid]
+
     def pending(self) -> set[str]:
         """Sessions waiting for a push (queued, waiting out the gap or a backoff, or changed in flight)."""
         return set(self._dirty)
@@ -135,6 +174,8 @@ class PushQueue:
             self._inflight.add(sid)
             started = loop.time()
             self.pushes += 1
+            self._recent.append((started, sid))
+            self._active[sid] += 1
             try:
                 await self._push(sid)
             except asyncio.CancelledError:
@@ -151,7 +192,8 @@ class PushQueue:
                 self._attempts.pop(sid, None)
                 self.retry_at.pop(sid, None)
                 if self.gap:
-                    self._not_before[sid] = max(self._not_before.get(sid, 0.0), started + self.gap)
+                    gap = self.current_gap(started)
+                    self._not_before[sid] = max(self._not_before.get(sid, 0.0), started + gap)
                 await self._tell(self._done, sid)
             finally:
                 self._inflight.discard(sid)

@@ -4,9 +4,12 @@ change feed does work for what changed, not for every session it follows (sync/f
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -79,6 +82,32 @@ async def test_the_gap_holds_a_session_s_next_push_back_and_failures_back_off():
         await q.stop()
 
 
+async def test_the_gap_widens_with_the_number_of_busy_sessions_up_to_its_cap():
+    calls: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def push(sid):
+        calls.append((sid, loop.time()))
+
+    # 20 busy sessions at 40 pushes a second: each waits 0.5 s (not 0.05) before its next push
+    q = PushQueue(push, gap=0.05, concurrency=4, pushes_per_second=40, max_gap=0.4)
+    q.start()
+    try:
+        q.notify("alone")
+        await eventually(lambda: len(calls) == 1, timeout=2)
+        assert q.stats()["gap"] == 0.05  # one busy session: the configured gap
+        for i in range(20):
+            q.notify(f"s{i}")
+        await eventually(lambda: len(calls) == 21, timeout=2, what="20 quiet sessions pushed at once")
+        assert q.stats() == {"started": 21, "active_sessions": 21, "gap": 0.4}  # 21/40 s, capped at 0.4
+        q.notify("s19")  # its push just started: the next one waits the widened gap
+        await eventually(lambda: len(calls) == 22, timeout=2)
+        first = next(t for s, t in calls if s == "s19")
+        assert calls[-1][0] == "s19" and calls[-1][1] - first >= 0.39
+    finally:
+        await q.stop()
+
+
 def test_events_cost_nothing_without_a_subscriber(monkeypatch):
     import sessiond.daemon.events as events_mod
 
@@ -131,6 +160,12 @@ def test_quick_appends_become_few_pushes_and_arrive_in_order(pair):
     wait_for(arrived, timeout=10, what="every append on the follower, in order")
     pushes = wait_for(lambda: (s := ca.get_session(sid)["sync"])["pending"] == 0 and s["head_rev"] - before)
     assert 1 <= pushes < n // 2, pushes  # one revision per push
+    stats = ca.status()["pushes"]  # the push queue as the socket API shows it
+    assert stats["started"] >= pushes and stats["gap"] >= 0.3, stats
+    out = subprocess.run(
+        [sys.executable, "-m", "sessiond.cli.main", "status", "--home", a.home, "--json"], capture_output=True
+    )
+    assert out.returncode == 0 and json.loads(out.stdout)["pushes"]["started"] >= pushes, out
 
 
 # ------------------------------------------------------------------------------ a follower on the relay's feed

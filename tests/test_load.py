@@ -15,3 +15,4 @@ def test_load_small():
     assert res["error_count"] == 0, res["errors"]
     assert res["identical"], res
     assert res["rss_mb_end"]["a"] < 300 and res["rss_mb_end"]["b"] < 300, res
+    assert res["pushes_per_second"] > 0 and res["cpu_ms_per_append"] > 0, res  # read from the daemon's status

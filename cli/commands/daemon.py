@@ -194,6 +194,9 @@ def cmd_status(args) -> int:
         )
         + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else ""),
     ]
+    if "pushes" in info:
+        p = info["pushes"]
+        lines.append(f"pushes:   {p['started']} started, {p['active_sessions']} session(s) busy, gap {p['gap']:g}s")
     stores = info.get("stores") or []
     if len(stores) > 1:  # a mirror: how each of its stores is doing
         for st in stores:
