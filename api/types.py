@@ -124,6 +124,13 @@ def json_value(v: Any, sub: str = "", depth: int = 0) -> Any:
     if isinstance(v, float):
         if not math.isfinite(v):
             raise refuse("must not contain NaN or Infinity", sub)
+        # Beyond 2^64 every float is a whole number, and JSON (and the API's schema, JsonValue) counts a
+        # whole number as an integer, whatever its spelling: 1e86 is an integer out of range there too.
+        if not INT_MIN <= v <= INT_MAX:
+            raise refuse(
+                "is a number out of the 64-bit range (-2^64 to 2^64) that sessions can hold; store it as a string",
+                sub,
+            )
     elif isinstance(v, int) and not isinstance(v, bool):
         if not INT_MIN <= v <= INT_MAX:
             raise refuse(

@@ -101,6 +101,7 @@ NEED_REAL_VALUES = {
     "POST /v1/sessions/{id}/verify-proof",
     "POST /v1/import-file",
     "POST /v1/sessions/{id}/rekey",  # rekey: only a session shared read-write has keys to rotate
+    "POST /v1/sessions/{id}/unshare",  # unshare (a rekey too): only a session shared before
     # the model routes answer 2xx only with a model provider configured (this daemon has none;
     # tests/test_model.py drives them against a loopback provider)
     "POST /v1/sessions/{id}/complete",
