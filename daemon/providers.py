@@ -290,8 +290,9 @@ class Providers:
     async def models(self, p: Provider) -> dict:
         return await self.request_json(p, "GET", "/models")
 
-    async def stream(self, p: Provider, body: dict) -> AsyncIterator[dict]:
-        """A streamed completion: each chunk as the provider sent it (parsed JSON), as it arrives. Ends
+    async def stream(self, p: Provider, body: dict) -> AsyncIterator[tuple[bytes, dict]]:
+        """A streamed completion: each chunk as it arrives, as the provider sent it (the event's data, its
+        bytes) and parsed (a dict; the OpenAI endpoint passes the bytes on, the text is read from the dict). Ends
         after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut.
         Closing the iterator early closes the connection, which stops the provider's generation."""
         body = {**body, "stream": True}
@@ -333,7 +334,7 @@ class Providers:
                     ) from None
                 if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
                     raise stream_cut(p, _provider_message(payload))
-                yield chunk
+                yield payload, chunk
         finally:
             if done:
                 self._keep(resp)
