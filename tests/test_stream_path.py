@@ -87,10 +87,13 @@ class _Db:
     (after the provider got the request: the question is recorded while the provider thinks), then
     succeeds or fails."""
 
-    def __init__(self, fail: bool):
+    def __init__(self, fail: bool, provider: Provider | None = None):
         self.fail = fail
         self.go = asyncio.Event()
         self.appended: list[list[dict]] = []
+        self.provider = provider
+        self.asked_before_sql: bool | None = None
+        self.asked = 0  # the provider's requests before this one
 
     async def get_session(self, sid):
         return {"id": sid, "current_chat": "main", "access": "write", "status": "active", "tokens_used": 0}
@@ -103,6 +106,9 @@ class _Db:
 
     async def append_messages(self, sid, messages, chat=None, *, key=None, answer=False):
         if not answer:
+            if self.provider is not None:  # the SQL blocks the loop: the request must have left before it
+                time.sleep(0.05)  # the blocking step itself (its SQL), not a wait for something
+                self.asked_before_sql = len(self.provider.requests) > self.asked
             await self.go.wait()
             if self.fail:
                 raise Conflict(f"session {sid!r} is ended; an ended session takes no new messages")
@@ -129,7 +135,7 @@ async def _endpoint(server, db, body: dict, p) -> tuple[int, bytes, _Daemon]:
         app["daemon"] = d
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    asked = len(p.requests)
+    asked = 0
 
     async def release():
         deadline = time.monotonic() + 5
@@ -139,6 +145,10 @@ async def _endpoint(server, db, body: dict, p) -> tuple[int, bytes, _Daemon]:
         db.go.set()
 
     try:
+        async for _ in d.providers.stream(d.providers.get(None), BODY):
+            pass  # a connection to the provider is open, as on a daemon that asked it before
+        await d.providers.settled()
+        asked = db.asked = len(p.requests)
         async with TestClient(TestServer(app)) as http:
             releasing = asyncio.create_task(release())
             resp = await asyncio.wait_for(
@@ -153,10 +163,11 @@ async def _endpoint(server, db, body: dict, p) -> tuple[int, bytes, _Daemon]:
 
 def test_the_provider_is_asked_while_the_question_is_recorded_and_answers_after(loop_provider):
     p, server = loop_provider
-    db = _Db(fail=False)
+    db = _Db(fail=False, provider=p)
     body = {"model": "echo-1", "stream": True, "messages": [{"role": "user", "content": "x y"}]}
     status, got, _ = asyncio.run(_endpoint(server, db, body, p))
     assert status == 200
+    assert db.asked_before_sql is True
     events = [line[6:] for line in got.split(b"\n") if line.startswith(b"data: ")]
     assert events[-1] == b"[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
