@@ -30,6 +30,13 @@ WORDS = int(os.environ.get("BENCH_WORDS", 50))
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (as bench/load.py reads it)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -122,18 +129,30 @@ def main() -> None:
             with open(info["api_key_file"]) as f:
                 key = f.read().strip()
             sid = c.create_session(name="bench", model="echo-1")["id"]
+            cpu0 = cpu_s(d.proc.pid)
             out = asyncio.run(
                 measure(
                     f"http://127.0.0.1:{port}/v1/chat/completions", info["base_url"] + "/chat/completions", key, sid
                 )
             )
+            # the daemon's CPU per answer (warm-up included): steadier than wall time on a busy machine
+            out["daemon_cpu_ms_per_answer"] = round((cpu_s(d.proc.pid) - cpu0) * 1000 / (N + 10), 3)
             out["recorded_messages"] = c.status()["counts"]["messages"]  # each question and answer via sessiond
     finally:
         provider.terminate()
         provider.wait(timeout=10)
     print(
         json.dumps(
-            {"bench": "complete", "runs": N, "words": WORDS, **out, "target_added_first_token_ms_p50": 2.0}, indent=2
+            {
+                "bench": "complete",
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "runs": N,
+                "words": WORDS,
+                **out,
+                "target_added_first_token_ms_p50": 2.0,
+            },
+            indent=2,
         )
     )
 

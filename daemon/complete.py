@@ -39,6 +39,41 @@ class Plan:
     timing: dict = field(default_factory=dict)
 
 
+class Ahead:
+    """A provider request sent before the question is recorded (the OpenAI endpoint): the provider thinks
+    while the question's transaction commits. The stream's first chunk (or the whole JSON answer) is
+    awaited in a task of its own; `drop` cancels it and closes the connection, which stops the generation,
+    when recording the question failed or the app went away first."""
+
+    def __init__(self, d, plan: Plan, stream: bool):
+        self.chunks = d.providers.stream(plan.provider, plan.request) if stream else None
+        self._task: asyncio.Future = asyncio.ensure_future(
+            self._first() if stream else d.providers.complete(plan.provider, plan.request)
+        )
+
+    async def _first(self):
+        assert self.chunks is not None
+        try:
+            return await self.chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    async def head(self) -> tuple[bytes, dict] | None:
+        """The stream's first event, or None if it had none."""
+        return await self._task
+
+    async def answer(self) -> dict:
+        return await self._task
+
+    async def drop(self) -> None:
+        self._task.cancel()
+        await asyncio.wait([self._task])
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved: a provider error nobody will answer with is not logged
+        if self.chunks is not None:
+            await self.chunks.aclose()
+
+
 def check_writable(session: dict) -> None:
     sid = session["id"]
     if session["access"] == "read":
@@ -247,8 +282,9 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
     error: ProviderError | None = None
     gone = False
     try:
-        chunk = head
-        while chunk is not None:
+        event = head
+        while event is not None:
+            chunk = event[1]
             text = delta_text(chunk)
             usage = usage_of(chunk) or usage
             if text:
@@ -261,9 +297,9 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
                     gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
                     break
             try:
-                chunk = await chunks.__anext__()
+                event = await chunks.__anext__()
             except StopAsyncIteration:
-                chunk = None
+                event = None
     except ProviderError as exc:
         error = exc
     except asyncio.CancelledError:

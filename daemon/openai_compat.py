@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
 from . import validate as v
-from .complete import Plan, check_quota, check_writable, provider_for, record, record_streamed, request_settings
+from .complete import Ahead, Plan, check_quota, check_writable, provider_for, record, record_streamed, request_settings
 from .providers import ProviderError, delta_text, usage_of
 
 log = logging.getLogger("sessiond.openai")
@@ -251,6 +251,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         model = model or chat.get("model") or session.get("model")
         if not model:
             raise Invalid("model is required (or set the session's model: `sessiond set ID --model NAME`)")
+        # The app's own request goes on as it is (its tools, formats, ...), with sessiond's defaults for
+        # the sampling settings it does not give.
+        req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"}, "model": model}
+        plan = Plan(sid, chat_id, p, model, req)
         async with _compat(request).lock(sid):
             check_writable(session)
             check_quota(session)
@@ -258,20 +262,29 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             # O(chat), in front of the first token
             history = await d.db.chat_history(sid, chat_id, limit=len(msgs))
             new = new_part(session, chat, history, msgs)
-            if new:
-                for m in new:
-                    m["tokens"] = d.estimate(m["content"])
-                await d.db.append_messages(sid, new, chat_id)
-        # The app's own request goes on as it is (its tools, formats, ...), with sessiond's defaults for
-        # the sampling settings it does not give.
-        req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"}, "model": model}
-        plan = Plan(sid, chat_id, p, model, req)
+            # Everything that could refuse the request has run: the provider is asked now, and the question
+            # is recorded while it thinks. Nothing reaches the app before the question is committed; if
+            # recording it fails, the provider's request is dropped and the app gets that error instead.
+            started = time.monotonic()
+            ahead = Ahead(d, plan, stream)
+            try:
+                # The request leaves before the question's SQL runs (a blocking step on the loop): aiohttp
+                # builds it in the task's first step and writes its body in a task of its own (on Python
+                # 3.11; eagerly from 3.12), so two turns of the loop.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                if new:
+                    for m in new:
+                        m["tokens"] = d.estimate(m["content"])
+                    await d.db.append_messages(sid, new, chat_id)
+            except BaseException:
+                await ahead.drop()
+                raise
     except SessiondError as exc:
         return _from(exc, sid)
     if not stream:
-        started = time.monotonic()
         try:
-            data = await d.providers.complete(p, req)
+            data = await ahead.answer()
         except ProviderError as exc:
             return _from(exc, sid)
         choices = data.get("choices") or [{}]
@@ -279,20 +292,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         text = _text(msg.get("content"))
         await record(d, plan, text, usage_of(data), started=started, first=None)
         return web.json_response(data, headers={SESSION_HEADER: sid})
-    return await _stream(request, d, plan, body)
+    return await _stream(request, d, plan, body, ahead, started)
 
 
-async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.StreamResponse:
+async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float) -> web.StreamResponse:
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    started = time.monotonic()
-    chunks = d.providers.stream(plan.provider, plan.request)
+    chunks = ahead.chunks
+    assert chunks is not None
     try:
-        head = await chunks.__anext__()
-    except StopAsyncIteration:
-        head = None
+        head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
         return _from(exc, plan.sid)
+    except BaseException:
+        await ahead.drop()
+        raise
     resp = web.StreamResponse(
         status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", SESSION_HEADER: plan.sid}
     )
@@ -302,26 +316,29 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.Stream
     error: ProviderError | None = None
     gone = False
     try:
-        chunk = head
-        while chunk is not None:
+        event = head
+        while event is not None:
+            raw, chunk = event
             text = delta_text(chunk)
             if text:
                 first = first or time.monotonic()
                 parts.append(text)
             u = usage_of(chunk)
             usage = u or usage
-            # passed on as it came, one event per chunk; the usage-only chunk sessiond asked for is
-            # passed on only to an app that asked for it too
+            # passed on as it came (its bytes: nothing decoded and encoded again), one event per chunk; the
+            # usage-only chunk sessiond asked for is passed on only to an app that asked for it too
             if want_usage or chunk.get("choices") or not u:
+                if b"\n" in raw:  # sent on several data: lines: passed on as one
+                    raw = json.dumps(chunk, ensure_ascii=False).encode()
                 try:
-                    await resp.write(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")
+                    await resp.write(b"data: " + raw + b"\n\n")
                 except (ConnectionResetError, ConnectionError, RuntimeError):
                     gone = True
                     break
             try:
-                chunk = await chunks.__anext__()
+                event = await chunks.__anext__()
             except StopAsyncIteration:
-                chunk = None
+                event = None
     except ProviderError as exc:
         error = exc
     except asyncio.CancelledError:

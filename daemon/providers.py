@@ -10,6 +10,7 @@ stored, logged, or put in an error message."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -191,6 +192,7 @@ class Providers:
         self.all = {name: Provider(name, **t) for name, t in tables.items()}
         self.default = default
         self._http: aiohttp.ClientSession | None = None
+        self._drains: set[asyncio.Task] = set()  # streams' ends read in the background (_keep)
 
     def get(self, name: str | None) -> Provider:
         if name is None:
@@ -215,7 +217,14 @@ class Providers:
             )
         return self._http
 
+    async def settled(self) -> None:
+        """Returns once the streams that ended have given their connections back (or dropped them)."""
+        await asyncio.gather(*self._drains, return_exceptions=True)
+
     async def close(self) -> None:
+        for task in list(self._drains):
+            task.cancel()
+        await self.settled()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -281,8 +290,9 @@ class Providers:
     async def models(self, p: Provider) -> dict:
         return await self.request_json(p, "GET", "/models")
 
-    async def stream(self, p: Provider, body: dict) -> AsyncIterator[dict]:
-        """A streamed completion: each chunk as the provider sent it (parsed JSON), as it arrives. Ends
+    async def stream(self, p: Provider, body: dict) -> AsyncIterator[tuple[bytes, dict]]:
+        """A streamed completion: each chunk as it arrives, as the provider sent it (the event's data, its
+        bytes) and parsed (a dict; the OpenAI endpoint passes the bytes on, the text is read from the dict). Ends
         after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut.
         Closing the iterator early closes the connection, which stops the provider's generation."""
         body = {**body, "stream": True}
@@ -290,6 +300,7 @@ class Providers:
         opts["include_usage"] = True
         body["stream_options"] = opts
         resp = await self._open(p, "POST", "/chat/completions", body, True)
+        done = False
         try:
             data: list[bytes] = []
             while True:
@@ -310,6 +321,7 @@ class Providers:
                 payload = b"\n".join(data)
                 data = []
                 if payload == b"[DONE]":
+                    done = True
                     return
                 try:
                     chunk = json.loads(payload)
@@ -322,9 +334,44 @@ class Providers:
                     ) from None
                 if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
                     raise stream_cut(p, _provider_message(payload))
-                yield chunk
+                yield payload, chunk
         finally:
-            resp.close()  # stops the provider's generation if we stopped reading early
+            if done:
+                self._keep(resp)
+            else:
+                resp.close()  # stops the provider's generation if we stopped reading early
+
+    def _keep(self, resp: aiohttp.ClientResponse) -> None:
+        """A stream that ended with [DONE] gives its connection back for the next request: a new TCP
+        connection (and the provider's accept) in front of every first token costs more than the answer's
+        own bookkeeping. The end of the chunked body may not have arrived with [DONE]; it is read in the
+        background (a few bytes), so that the answer's end is not held up by it."""
+        if resp.content.at_eof():
+            resp.release()
+            return
+        task = asyncio.ensure_future(self._drain(resp))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    @staticmethod
+    async def _drain(resp: aiohttp.ClientResponse) -> None:
+        try:
+            left = 1 << 16  # past [DONE] a provider sends nothing more: a connection that does is dropped
+            while left > 0 and not resp.content.at_eof():
+                got = await resp.content.readany()  # bounded by the request's sock_read timeout
+                if not got:
+                    break
+                left -= len(got)
+        except asyncio.CancelledError:
+            resp.close()
+            raise
+        except Exception:  # cut, timed out: that connection is not reused
+            resp.close()
+            return
+        if resp.content.at_eof():
+            resp.release()  # back to the pool (aiohttp reuses it only if the body was read to its end)
+        else:
+            resp.close()
 
 
 def delta_text(chunk: dict) -> str:

@@ -28,6 +28,7 @@ class Faults:
     cut_after: int | None = None  # a stream closes its connection after this many word chunks, no [DONE]
     delay: float = 0.0  # seconds between two chunks of a stream
     hang: float = 0.0  # seconds before answering anything
+    eof_delay: float = 0.0  # seconds between a stream's [DONE] and the end of its body (a proxy's late flush)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Provider:
     key: str | None = None  # the bearer key it requires, if any
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)  # every completion request's JSON body
+    peers: list = field(default_factory=list)  # each completion request's client address (a reused connection)
     streams_stopped: int = 0  # streams whose client went away before the end
     completed: int = 0
 
@@ -80,6 +82,7 @@ def make_app(p: Provider) -> web.Application:
             return bad
         body = await request.json()
         p.requests.append(body)
+        p.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         if f.status is not None and f.times > 0:
             f.times -= 1
             status = f.status
@@ -182,6 +185,8 @@ def make_app(p: Provider) -> web.Application:
                     + b"\n\n"
                 )
             await resp.write(b"data: [DONE]\n\n")
+            if f.eof_delay:
+                await asyncio.sleep(f.eof_delay)  # the fault itself (a late end of the body), not a wait
             await resp.write_eof()
             p.completed += 1
         except (ConnectionResetError, ConnectionError, RuntimeError):
