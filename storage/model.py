@@ -96,20 +96,21 @@ class LogRun:
     `sizes[i]` is operation i's share of it in bytes, or -1 for an operation that is not a message (its
     `bodies[i]` is then its JSON body, and its chat, role, tokens and extra are None). pieces() gives
     each operation's UTF-8 as a view into the blob; runs are cut and joined by their views, so the
-    contents are never copied on the way from SQLite to a page."""
+    contents are never copied on the way from SQLite to a page. `times[i]` is operation i's created_at
+    in whole milliseconds, as Python's round(created_at * 1000) gives it (the page's `t` column)."""
 
     __slots__ = (
         "_pieces",
         "blob",
         "bodies",
         "chats",
-        "created",
         "extras",
         "kinds",
         "lams",
         "roles",
         "seqs",
         "sizes",
+        "times",
         "toks",
     )
 
@@ -119,7 +120,7 @@ class LogRun:
         lams: list,
         kinds: list,
         bodies: list,
-        created: list,
+        times: list,
         chats: list,
         roles: list,
         toks: list,
@@ -128,7 +129,7 @@ class LogRun:
         blob: bytes,
         pieces: list | None = None,
     ):
-        self.seqs, self.lams, self.kinds, self.bodies, self.created = seqs, lams, kinds, bodies, created
+        self.seqs, self.lams, self.kinds, self.bodies, self.times = seqs, lams, kinds, bodies, times
         self.chats, self.roles, self.toks, self.extras, self.sizes, self.blob = chats, roles, toks, extras, sizes, blob
         self._pieces = pieces
 
@@ -158,7 +159,7 @@ class LogRun:
             self.lams,
             self.kinds,
             self.bodies,
-            self.created,
+            self.times,
             self.chats,
             self.roles,
             self.toks,
@@ -177,9 +178,10 @@ class LogRun:
         if not records:
             return cls.empty()
         seqs, lams, kinds, bodies, created, chats, roles, contents, toks, extras = map(list, zip(*records))
+        times = [round(c * 1000) for c in created]
         utf8 = [c.encode() if c is not None else b"" for c in contents]
         sizes = [len(u) if c is not None else -1 for u, c in zip(utf8, contents)]
-        return cls(seqs, lams, kinds, bodies, created, chats, roles, toks, extras, sizes, b"".join(utf8))
+        return cls(seqs, lams, kinds, bodies, times, chats, roles, toks, extras, sizes, b"".join(utf8))
 
 
 # One row for a whole run of messages: SQLite concatenates the columns in C, with the GIL released for

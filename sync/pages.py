@@ -162,7 +162,7 @@ def encode_pages(
         return []
     upto = bounds[count]
     first, sizes = run.seqs[0], run.sizes[:upto]
-    times = list(map(round, map((1000.0).__mul__, run.created[:upto])))  # milliseconds, as round(c * 1000)
+    times = run.times
     heads = _text_heads(sizes)
     pieces = run.pieces()
     kinds, chats, roles = run.kinds, run.chats, run.roles
