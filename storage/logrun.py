@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from bisect import bisect_left
-from itertools import accumulate
 
 from .connections import Connections, open_reader
-from .model import LogRun, Op
+from .model import LogRun, Op, text_head
 
 # created_at in whole milliseconds, rounded as Python's round(created_at * 1000) does (to nearest, ties to
 # even; SQLite's round() takes ties away from zero): t is x truncated, x - t its exact fraction. A time
@@ -24,12 +23,31 @@ _MS = (
     f" WHEN {_F} > 0.5 THEN {_T} + 1 WHEN {_F} < -0.5 THEN {_T} - 1"
     f" WHEN abs({_F}) = 0.5 THEN {_T} + ({_T} & 1) * sign({_F}) ELSE {_T} END"
 )
+# The contents as the CBOR text items a page stores: each one's head (its length in UTF-8 bytes, in the
+# shortest form) is the separator group_concat puts before it, so that SQLite writes the contents column
+# with the GIL released, and Python makes no object per message. The first item's head is not written
+# (group_concat puts no separator before its first value): read_run puts it on.
+_N = "length(CAST(content AS BLOB))"
+_B = "X'" + bytes(range(256)).hex() + "'"  # substr(_B, k + 1, 1) is the byte k
+
+
+def _byte(expr: str) -> str:
+    return f"substr({_B}, ({expr}) + 1, 1)"
+
+
+_HEAD = (
+    f"CASE WHEN {_N} < 24 THEN char(96 + {_N})"
+    f" WHEN {_N} < 256 THEN X'78' || {_byte(_N)}"
+    f" WHEN {_N} < 65536 THEN X'79' || {_byte(f'{_N} >> 8')} || {_byte(f'{_N} & 255')}"
+    f" ELSE X'7a' || {_byte(f'{_N} >> 24')} || {_byte(f'({_N} >> 16) & 255')} || {_byte(f'({_N} >> 8) & 255')}"
+    f" || {_byte(f'{_N} & 255')} END"
+)
 _WHERE = " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
 _RUN_SQL = (
     f"SELECT group_concat(seq), group_concat(lamport), group_concat({_MS}),"
     " json_group_array(chat_id), json_group_array(role), json_group_array(tokens),"
-    " json_group_array(extra), group_concat(length(CAST(content AS BLOB))),"
-    " CAST(group_concat(content, '') AS BLOB)" + _WHERE
+    f" json_group_array(extra), group_concat({_N}),"
+    f" CAST(group_concat(content, {_HEAD}) AS BLOB)" + _WHERE
 )
 
 
@@ -57,6 +75,7 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
         loads = json.loads
         seqs = loads(f"[{seqs}]")
         n = len(seqs)
+        sizes = loads(f"[{sizes}]")
         ms = loads(f"[{times}]")
         if None in ms:  # a time beyond what the statement rounds exactly: all of them in Python
             created = dict(cur.execute("SELECT seq, created_at" + _WHERE, args).fetchall())
@@ -71,12 +90,12 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
             loads(roles),
             loads(toks),
             loads(extras),
-            loads(f"[{sizes}]"),
-            blob,
+            sizes,
+            b"".join((text_head(sizes[0]), blob or b"")),
         )
     if run.seqs != sorted(run.seqs):  # the index gives seq order; should SQLite ever not, sort (contents too)
         order = sorted(range(len(run)), key=run.seqs.__getitem__)
-        offs = list(accumulate(run.sizes, initial=0))
+        offs = run.offsets()
         run = LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
             *(list(map(c.__getitem__, order)) for c in run._columns()),  # type: ignore[arg-type]
             b"".join([run.blob[offs[i] : offs[i + 1]] for i in order]),
