@@ -118,17 +118,19 @@ def _merge(run: LogRun, other: list) -> LogRun:
     n = len(other)
     seqs, lams, kinds, bodies, created = map(list, zip(*other))
     ms = [round(c * 1000) for c in created]
-    nones = [None] * n
+    nones: list = [None] * n
+    inserted: tuple[list, ...] = (seqs, lams, kinds, bodies, ms, nones, nones, nones, nones, [-1] * n)
     cols = []
-    for col, ins in zip(run._columns(), (seqs, lams, kinds, bodies, ms, nones, nones, nones, nones, [-1] * n)):
-        out, prev = [], 0
+    for col, ins in zip(run._columns(), inserted):
+        out: list = []
+        prev = 0
         for i, v in zip(at, ins):
             out += col[prev:i]
             out.append(v)
             prev = i
         out += col[prev:]
         cols.append(out)
-    return LogRun(*cols, run.blob)  # type: ignore[call-arg]  # mypy cannot count the ten columns a list unpacks
+    return LogRun(*cols, run.blob)  # type: ignore[call-arg, arg-type]  # mypy cannot count the ten columns a list unpacks
 
 
 class RunReader:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -155,6 +156,7 @@ class LogRun:
         """Where operation i's content item begins in the blob, for i in 0..len (the last is its end)."""
         if self._offsets is None:
             sizes = self.sizes
+            items: Iterable[int]
             if not sizes or max(sizes) < 1 << 16:
                 items = map(_ITEM_SIZES.__getitem__, sizes)
             else:

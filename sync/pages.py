@@ -108,7 +108,8 @@ def _contents(run: LogRun, offs: list[int], others: list[int], lo: int, hi: int)
     """The items of a page's contents column, operations lo..hi-1: slices of the run's blob (which holds
     the messages' items back to back), with null for each operation that is not a message (`others`)."""
     blob = memoryview(run.blob)
-    out, at = [], offs[lo]
+    out: list = []
+    at = offs[lo]
     for i in others[bisect_left(others, lo) : bisect_left(others, hi)]:
         out += (blob[at : offs[i]], _NULL)
         at = offs[i]
