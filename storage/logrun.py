@@ -7,17 +7,47 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from itertools import accumulate
+from bisect import bisect_left
 
 from .connections import Connections, open_reader
-from .model import LogRun, Op
+from .model import LogRun, Op, text_head
 
+# created_at in whole milliseconds, rounded as Python's round(created_at * 1000) does (to nearest, ties to
+# even; SQLite's round() takes ties away from zero): t is x truncated, x - t its exact fraction. A time
+# too large for that (|x| >= 2^52, never a real one) comes out as null and is read again as a float.
+_X = "created_at * 1000.0"
+_T = f"CAST({_X} AS INTEGER)"
+_F = f"({_X} - {_T})"
+_MS = (
+    f"CASE WHEN abs({_X}) >= 4503599627370496.0 THEN 'null'"
+    f" WHEN {_F} > 0.5 THEN {_T} + 1 WHEN {_F} < -0.5 THEN {_T} - 1"
+    f" WHEN abs({_F}) = 0.5 THEN {_T} + ({_T} & 1) * sign({_F}) ELSE {_T} END"
+)
+# The contents as the CBOR text items a page stores: each one's head (its length in UTF-8 bytes, in the
+# shortest form) is the separator group_concat puts before it, so that SQLite writes the contents column
+# with the GIL released, and Python makes no object per message. The first item's head is not written
+# (group_concat puts no separator before its first value): read_run puts it on.
+_N = "length(CAST(content AS BLOB))"
+_B = "X'" + bytes(range(256)).hex() + "'"  # substr(_B, k + 1, 1) is the byte k
+
+
+def _byte(expr: str) -> str:
+    return f"substr({_B}, ({expr}) + 1, 1)"
+
+
+_HEAD = (
+    f"CASE WHEN {_N} < 24 THEN char(96 + {_N})"
+    f" WHEN {_N} < 256 THEN X'78' || {_byte(_N)}"
+    f" WHEN {_N} < 65536 THEN X'79' || {_byte(f'{_N} >> 8')} || {_byte(f'{_N} & 255')}"
+    f" ELSE X'7a' || {_byte(f'{_N} >> 24')} || {_byte(f'({_N} >> 16) & 255')} || {_byte(f'({_N} >> 8) & 255')}"
+    f" || {_byte(f'{_N} & 255')} END"
+)
+_WHERE = " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
 _RUN_SQL = (
-    "SELECT group_concat(seq), group_concat(lamport), group_concat(printf('%!.17g', created_at)),"
+    f"SELECT group_concat(seq), group_concat(lamport), group_concat({_MS}),"
     " json_group_array(chat_id), json_group_array(role), json_group_array(tokens),"
-    " json_group_array(extra), group_concat(length(CAST(content AS BLOB))),"
-    " CAST(group_concat(content, '') AS BLOB)"
-    " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
+    f" json_group_array(extra), group_concat({_N}),"
+    f" CAST(group_concat(content, {_HEAD}) AS BLOB)" + _WHERE
 )
 
 
@@ -26,7 +56,7 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
     cur.row_factory = None
     args = (sid, device_id, after, upto)
     try:
-        seqs, lams, created, chats, roles, toks, extras, sizes, blob = cur.execute(_RUN_SQL, args).fetchone()
+        seqs, lams, times, chats, roles, toks, extras, sizes, blob = cur.execute(_RUN_SQL, args).fetchone()
     except sqlite3.DataError as exc:
         # More than SQLite's largest value (1 GB) of contents in the range: only messages of
         # megabytes get there. Read it in halves (a run joins halves without copying contents).
@@ -41,27 +71,31 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
         run = LogRun.empty()
     else:
         # each column one json.loads, in C (a quarter quicker than splitting and converting in Python):
-        # the numbers are written by SQLite, so each list is valid JSON once bracketed ('%!.17g' always
-        # writes a float with a point or an exponent, so created stays float)
+        # the numbers are written by SQLite, so each list is valid JSON once bracketed
         loads = json.loads
         seqs = loads(f"[{seqs}]")
         n = len(seqs)
+        sizes = loads(f"[{sizes}]")
+        ms = loads(f"[{times}]")
+        if None in ms:  # a time beyond what the statement rounds exactly: all of them in Python
+            created = dict(cur.execute("SELECT seq, created_at" + _WHERE, args).fetchall())
+            ms = [round(created[s] * 1000) for s in seqs]
         run = LogRun(
             seqs,
             loads(f"[{lams}]"),
             ["message.add"] * n,
             [None] * n,
-            loads(f"[{created}]"),
+            ms,
             loads(chats),
             loads(roles),
             loads(toks),
             loads(extras),
-            loads(f"[{sizes}]"),
-            blob,
+            sizes,
+            b"".join((text_head(sizes[0]), blob or b"")),
         )
     if run.seqs != sorted(run.seqs):  # the index gives seq order; should SQLite ever not, sort (contents too)
         order = sorted(range(len(run)), key=run.seqs.__getitem__)
-        offs = list(accumulate(run.sizes, initial=0))
+        offs = run.offsets()
         run = LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
             *(list(map(c.__getitem__, order)) for c in run._columns()),  # type: ignore[arg-type]
             b"".join([run.blob[offs[i] : offs[i + 1]] for i in order]),
@@ -70,12 +104,33 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
         "SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
         args,
     ).fetchall()
-    if other:  # among the messages in seq order (a stable sort: the contents keep their order)
-        n = len(other)
-        cols = [a + b for a, b in zip(run._columns(), (*map(list, zip(*other)), *([None] * n,) * 4, [-1] * n))]
-        order = sorted(range(len(cols[0])), key=cols[0].__getitem__)
-        run = LogRun(*(list(map(c.__getitem__, order)) for c in cols), run.blob)  # type: ignore[call-arg, arg-type]  # mypy cannot count the ten columns a generator unpacks
+    if other:
+        run = _merge(run, other)
     return run
+
+
+def _merge(run: LogRun, other: list) -> LogRun:
+    """`run` (messages, in seq order) with the other operations `other` (rows of the ops table) put in
+    their places by seq: each column copied once in slices between them, not sorted again (a session
+    has a few such operations among thousands of messages)."""
+    other = sorted(other)
+    at = [bisect_left(run.seqs, row[0]) for row in other]
+    n = len(other)
+    seqs, lams, kinds, bodies, created = map(list, zip(*other))
+    ms = [round(c * 1000) for c in created]
+    nones: list = [None] * n
+    inserted: tuple[list, ...] = (seqs, lams, kinds, bodies, ms, nones, nones, nones, nones, [-1] * n)
+    cols = []
+    for col, ins in zip(run._columns(), inserted):
+        out: list = []
+        prev = 0
+        for i, v in zip(at, ins):
+            out += col[prev:i]
+            out.append(v)
+            prev = i
+        out += col[prev:]
+        cols.append(out)
+    return LogRun(*cols, run.blob)  # type: ignore[call-arg, arg-type]  # mypy cannot count the ten columns a list unpacks
 
 
 class RunReader:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import accumulate
 from typing import Any
 
 from .errors import Invalid
@@ -90,26 +91,43 @@ class RemoteLog:
         return len(self.messages) + len(self.ops)
 
 
+def text_head(n: int) -> bytes:
+    """The CBOR head of a text string of n UTF-8 bytes, in its shortest form (as DAG-CBOR requires)."""
+    if n < 24:
+        return bytes([0x60 | n])
+    for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * width):
+            return bytes([0x60 | extra]) + n.to_bytes(width, "big")
+    raise ValueError("CBOR lengths stop at 2^64")
+
+
+# The bytes a message's content takes in a run's blob (its CBOR head and UTF-8), by its size in bytes for
+# sizes under 64 KiB, and 0 (index -1) for an operation that is not a message (not in the blob).
+_ITEM_SIZES = [n + len(text_head(n)) for n in range(1 << 16)] + [0]
+
+
 class LogRun:
     """Operations first..first+n-1 of one device's log, column by column: what a push encodes into
-    pages. Message contents are not Python strings: `blob` holds their UTF-8 back to back, and
-    `sizes[i]` is operation i's share of it in bytes, or -1 for an operation that is not a message (its
-    `bodies[i]` is then its JSON body, and its chat, role, tokens and extra are None). pieces() gives
-    each operation's UTF-8 as a view into the blob; runs are cut and joined by their views, so the
-    contents are never copied on the way from SQLite to a page."""
+    pages. Message contents are not Python strings: `blob` holds each message's content as the CBOR
+    text item a page stores (its head, then its UTF-8), back to back, as SQLite wrote them; `sizes[i]`
+    is operation i's content in UTF-8 bytes, or -1 for an operation that is not a message (not in the
+    blob: its `bodies[i]` is then its JSON body, and its chat, role, tokens and extra are None). A page's
+    contents column is then slices of the blob (offsets()), never an object per message; runs are cut
+    and joined by their blobs. `times[i]` is operation i's created_at in whole milliseconds, as Python's
+    round(created_at * 1000) gives it (the page's `t` column)."""
 
     __slots__ = (
-        "_pieces",
+        "_offsets",
         "blob",
         "bodies",
         "chats",
-        "created",
         "extras",
         "kinds",
         "lams",
         "roles",
         "seqs",
         "sizes",
+        "times",
         "toks",
     )
 
@@ -119,37 +137,47 @@ class LogRun:
         lams: list,
         kinds: list,
         bodies: list,
-        created: list,
+        times: list,
         chats: list,
         roles: list,
         toks: list,
         extras: list,
         sizes: list,
-        blob: bytes,
-        pieces: list | None = None,
+        blob: bytes | memoryview,
     ):
-        self.seqs, self.lams, self.kinds, self.bodies, self.created = seqs, lams, kinds, bodies, created
+        self.seqs, self.lams, self.kinds, self.bodies, self.times = seqs, lams, kinds, bodies, times
         self.chats, self.roles, self.toks, self.extras, self.sizes, self.blob = chats, roles, toks, extras, sizes, blob
-        self._pieces = pieces
+        self._offsets: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.seqs)
 
+    def offsets(self) -> list[int]:
+        """Where operation i's content item begins in the blob, for i in 0..len (the last is its end)."""
+        if self._offsets is None:
+            sizes = self.sizes
+            items: Iterable[int]
+            if not sizes or max(sizes) < 1 << 16:
+                items = map(_ITEM_SIZES.__getitem__, sizes)
+            else:
+                items = (n + len(text_head(n)) if n >= 0 else 0 for n in sizes)
+            self._offsets = list(accumulate(items, initial=0))
+        return self._offsets
+
     def pieces(self) -> list:
         """Operation i's content as UTF-8 (a memoryview; empty for an operation that is not a message)."""
-        if self._pieces is None:
-            blob, sizes = memoryview(self.blob), self.sizes
-            offs = list(accumulate(sizes if -1 not in sizes else map(max, sizes, repeat(0)), initial=0))
-            self._pieces = list(map(blob.__getitem__, map(slice, offs[:-1], offs[1:])))
-        return self._pieces
+        blob, offs = memoryview(self.blob), self.offsets()
+        return [blob[offs[i + 1] - max(z, 0) : offs[i + 1]] for i, z in enumerate(self.sizes)]
 
     def tail(self, i: int) -> LogRun:
-        """The operations from index i on (their contents still in this run's blob)."""
-        return LogRun(*(c[i:] for c in self._columns()), b"", self.pieces()[i:])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+        """The operations from index i on (their contents a view of this run's blob)."""
+        offs = self.offsets()
+        at = offs[min(i, len(offs) - 1)]
+        return LogRun(*(c[i:] for c in self._columns()), memoryview(self.blob)[at:])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
 
     def __add__(self, other: LogRun) -> LogRun:
         return LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
-            *(a + b for a, b in zip(self._columns(), other._columns())), b"", self.pieces() + other.pieces()
+            *(a + b for a, b in zip(self._columns(), other._columns())), b"".join((self.blob, other.blob))
         )
 
     def _columns(self) -> tuple:
@@ -158,7 +186,7 @@ class LogRun:
             self.lams,
             self.kinds,
             self.bodies,
-            self.created,
+            self.times,
             self.chats,
             self.roles,
             self.toks,
@@ -177,9 +205,11 @@ class LogRun:
         if not records:
             return cls.empty()
         seqs, lams, kinds, bodies, created, chats, roles, contents, toks, extras = map(list, zip(*records))
-        utf8 = [c.encode() if c is not None else b"" for c in contents]
-        sizes = [len(u) if c is not None else -1 for u, c in zip(utf8, contents)]
-        return cls(seqs, lams, kinds, bodies, created, chats, roles, toks, extras, sizes, b"".join(utf8))
+        times = [round(c * 1000) for c in created]
+        utf8 = [c.encode() if c is not None else None for c in contents]
+        sizes = [len(u) if u is not None else -1 for u in utf8]
+        blob = b"".join(text_head(len(u)) + u for u in utf8 if u is not None)
+        return cls(seqs, lams, kinds, bodies, times, chats, roles, toks, extras, sizes, blob)
 
 
 # One row for a whole run of messages: SQLite concatenates the columns in C, with the GIL released for

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from itertools import accumulate, chain, compress, repeat
+from itertools import accumulate, compress, repeat
 from operator import add, truediv
 from typing import Any
 
@@ -99,17 +99,22 @@ def _head(major: int, n: int) -> bytes:
 
 
 _enc = dagcbor.encode_ordered
-# The head of a text string of n bytes for every n under 64 KiB, and null (the contents item of an
-# operation that is not a message) last, where index -1 (LogRun.sizes' mark for it) finds it.
-_TEXT_HEADS = [_head(3, n) for n in range(1 << 16)] + [b"\xf6"]
 _VERSION_ITEM = _enc("v") + _enc(PAGE_VERSION)
 _TYPE_ITEM = _enc("ty") + _enc(T_PAGE)
+_NULL = b"\xf6"  # the contents item of an operation that is not a message
 
 
-def _text_heads(sizes: list[int]) -> list[bytes]:
-    if max(sizes) < 1 << 16:
-        return list(map(_TEXT_HEADS.__getitem__, sizes))
-    return [_head(3, z) if z >= 0 else b"\xf6" for z in sizes]
+def _contents(run: LogRun, offs: list[int], others: list[int], lo: int, hi: int) -> list:
+    """The items of a page's contents column, operations lo..hi-1: slices of the run's blob (which holds
+    the messages' items back to back), with null for each operation that is not a message (`others`)."""
+    blob = memoryview(run.blob)
+    out: list = []
+    at = offs[lo]
+    for i in others[bisect_left(others, lo) : bisect_left(others, hi)]:
+        out += (blob[at : offs[i]], _NULL)
+        at = offs[i]
+    out.append(blob[at : offs[hi]])
+    return out
 
 
 def cut(run: LogRun, sid: str, device: str) -> tuple[list[int], list]:
@@ -154,17 +159,16 @@ def encode_pages(
     """Encode a run of operations as page plaintexts: [(plaintext, first seq, last seq)], cut as
     `cut_` (default: cut(run, ...)), the first `count` pages of it (default: all). The hot path of
     a push, so nothing here is done per operation in Python: the small columns are one cbor2 call
-    each per page, and the contents column is written straight from the run's UTF-8 (a CBOR text
-    head, then the bytes, for each) by one join, without a string per message."""
+    each per page, and the contents column is a slice of the run's blob, which holds the contents as
+    their CBOR items already (LogRun), without an object per message."""
     bounds, col_b = cut_ or cut(run, sid, device)
     count = len(bounds) - 1 if count is None else count
     if not count:
         return []
     upto = bounds[count]
-    first, sizes = run.seqs[0], run.sizes[:upto]
-    times = list(map(round, map((1000.0).__mul__, run.created[:upto])))  # milliseconds, as round(c * 1000)
-    heads = _text_heads(sizes)
-    pieces = run.pieces()
+    first, sizes, times = run.seqs[0], run.sizes[:upto], run.times
+    offs = run.offsets()
+    others = [i for i, z in enumerate(sizes) if z < 0] if -1 in sizes else []
     kinds, chats, roles = run.kinds, run.chats, run.roles
     dev, sid_item = _enc(device), _enc(sid)
     out = []
@@ -196,7 +200,7 @@ def encode_pages(
             b"\x61x",
             _head(4, hi - lo),
         ]
-        parts += chain.from_iterable(zip(heads[lo:hi], pieces[lo:hi]))
+        parts += _contents(run, offs, others, lo, hi)
         parts.append(_TYPE_ITEM)
         out.append((b"".join(parts), first + lo, first + hi - 1))
     return out

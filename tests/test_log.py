@@ -329,13 +329,37 @@ def test_log_run_reads_back_what_was_written(items, after, span, small_limit):
     wanted = [r for r in recs if after < r[0] <= after + span]
     got = read_run(conn, SID, DEV, after, after + span)
     want = LogRun.from_records(wanted)
-    for name in ("seqs", "lams", "kinds", "bodies", "created", "chats", "roles", "toks", "extras", "sizes", "blob"):
+    for name in ("seqs", "lams", "kinds", "bodies", "times", "chats", "roles", "toks", "extras", "sizes", "blob"):
         assert getattr(got, name) == getattr(want, name), name
     utf8 = [r[7].encode() if r[7] is not None else b"" for r in wanted]
     assert [bytes(p) for p in got.pieces()] == utf8
     for cut in (0, 1, len(wanted) // 2, len(wanted)):  # how a push carries a page over to the next chunk
         again = got.tail(cut) + got
         assert again.seqs == got.seqs[cut:] + got.seqs and [bytes(p) for p in again.pieces()] == utf8[cut:] + utf8
+
+
+def test_log_run_rounds_times_as_python_does():
+    """The run's times are rounded to milliseconds by SQLite, exactly as round(created_at * 1000) in
+    Python: ties to even (SQLite's own round() takes them away from zero), negative times, the smallest
+    fractions, and times too large for the statement (read again as floats)."""
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    ties = [0.0625, 0.1875, -0.0625, -0.1875, 1700000000.0625, 1700000000.1875, 0.0005, 0.0015]
+    near = [0.0004999999999999999, 0.00050000000000000001, -0.0004999999999999999, 5e-324, -0.0, 0.0]
+    rng = __import__("random").Random(7)
+    times = ties + near + [rng.uniform(-4e9, 4e9) for _ in range(200)] + [1700000000 + rng.random() for _ in range(200)]
+    assert any((t * 1000) % 1 == 0.5 and round(t * 1000) % 2 == 0 for t in ties)  # a tie SQLite would round up
+    for huge in ([], [1e16, -3e17]):
+        conn.execute("DELETE FROM messages")
+        for seq, t in enumerate(times + huge, 1):
+            conn.execute(
+                "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
+                " VALUES (?, 'main', ?, ?, ?, 'user', 'x', ?)",
+                (SID, DEV, seq, seq, t),
+            )
+        got = read_run(conn, SID, DEV, 0, 1 << 62)
+        assert got.times == [round(t * 1000) for t in times + huge]
 
 
 def _small_pages(monkeypatch, size: int) -> None:
