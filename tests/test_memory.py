@@ -10,6 +10,8 @@ import signal
 from conftest import wait_for
 from sessiond.sync.bounded import LRU, KeyedLocks
 from sessiond.sync.context import SyncContext
+from sessiond.sync.proofs import CHAINS_KEPT, Proofs
+from sessiond.sync.pusher import PUBLISHED_KEPT, Pusher
 
 
 def bare_context() -> SyncContext:
@@ -81,6 +83,18 @@ async def test_keyed_locks_dropped_after_a_failure_or_cancel():
     t1.cancel()
     await asyncio.gather(t1, t2, return_exceptions=True)
     assert len(locks) == 0
+
+
+def test_published_heads_and_proof_chains_are_capped():
+    """The pusher's last published head and the checkpoint chain are kept per session touched: capped."""
+    ctx = bare_context()
+    pusher, proofs = Pusher(ctx, None), Proofs(ctx)  # type: ignore[arg-type]
+    for i in range(10_000):
+        pusher._published[f"s{i}"] = (None, b"pk", 1, b"h")
+        proofs._chains[f"s{i}"] = (None, None)
+    assert len(pusher._published) == PUBLISHED_KEPT < 10_000
+    assert len(proofs._chains) == CHAINS_KEPT < 10_000
+    assert pusher._published.get("s9999") is not None and proofs._chains.get("s0") is None
 
 
 def test_lru_keeps_the_cap_and_the_recent():
