@@ -7,6 +7,8 @@ since the first dump (the baseline). Off by default: tracing costs CPU and memor
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import os
 import signal
 import time
@@ -63,6 +65,9 @@ class MemDebug:
         current, peak = tracemalloc.get_traced_memory()
         key = "traceback" if self.frames > 1 else "lineno"
         lines = [f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} traced {current / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB"]
+        heap = malloc_stats()
+        if heap:
+            lines.append("# malloc: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in heap.items()))
         lines.append(f"## top {TOP} sites")
         for st in snap.statistics(key)[:TOP]:
             lines.append(f"{st.size / 1024:10.1f} KiB {st.count:8d} blocks  {_where(st.traceback)}")
@@ -77,6 +82,27 @@ class MemDebug:
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         return path
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+        + ("keepcost",)
+    ]
+
+
+def malloc_stats() -> dict[str, int]:
+    """glibc's heap totals (mallinfo2, glibc 2.33+): what the allocator holds from the OS, what of it is
+    in use, what is free but kept; {} elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    fn.restype = _Mallinfo2
+    m = fn()
+    return {"heap": m.arena, "mmapped": m.hblkhd, "in use": m.uordblks, "free": m.fordblks, "top": m.keepcost}
 
 
 def _where(tb: tracemalloc.Traceback) -> str:
