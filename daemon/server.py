@@ -28,7 +28,7 @@ from .api import make_app
 from .events import Events
 from .home import Config, Home, HomeError, normalize_store_url, normalize_store_urls, pinning_token_file, read_lock
 from .logs import setup_logging
-from .malloc import trim_periodically, tune_malloc
+from .malloc import tune_malloc
 from .memdebug import MemDebug
 
 log = logging.getLogger("sessiond")
@@ -162,7 +162,6 @@ class Daemon:
         await self.syncer.start()
         if self.config.cleanup_interval:
             self._tasks.add(asyncio.get_running_loop().create_task(self._cleanup_loop()))
-        self._tasks.add(asyncio.get_running_loop().create_task(trim_periodically()))  # free heap back to the OS
         app = make_app(self)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
