@@ -7,7 +7,8 @@ import asyncio
 import os
 import signal
 
-from conftest import wait_for
+from conftest import eventually, wait_for
+from sessiond.storage.connections import Connections
 from sessiond.sync.bounded import LRU, KeyedLocks
 from sessiond.sync.context import SyncContext
 from sessiond.sync.proofs import CHAINS_KEPT, Proofs
@@ -124,3 +125,26 @@ def test_tracemalloc_dump_on_sigusr2(make_daemon):
     text = wait_for(lambda: (t := open(second).read()).endswith("\n") and t, what="the dump written")
     assert "## top 40 sites" in text and "## top 40 growths since the first dump" in text
     assert c.list_sessions() is not None  # the daemon goes on
+
+
+async def test_wal_is_reset_under_steady_writes(tmp_path):
+    """Writes that never pause: every PASSIVE checkpoint runs while a write transaction is open, so the
+    writer never finds the WAL all copied back and never starts it over. Past wal_reset_frames it is
+    reset (TRUNCATE) between two batches: the WAL file, and the wal-index the daemon maps, stay bounded."""
+    path = str(tmp_path / "db.sqlite")
+    c = await Connections.open(path)
+    try:
+        cp = c._checkpointer
+        c.wal_reset_frames = 64
+        await c.write("CREATE TABLE filler (x BLOB)")
+        for _ in range(30):
+            async with c.transaction() as tx:
+                await tx.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(1000),)] * 100)
+                n = cp.passes
+                cp.wake()
+                await eventually(lambda n=n: cp.passes > n, what="a checkpoint during the transaction")
+        await eventually(lambda: c._resetting is None, what="the last reset")
+        assert c.wal_resets >= 1
+        assert os.path.getsize(path + "-wal") < 2 << 20  # without resets: ~3.5 MB, and growing
+    finally:
+        await c.close()
