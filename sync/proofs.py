@@ -55,7 +55,7 @@ class Proofs:
         from the start otherwise (after a restart, or when a message from another device arrived late
         in the global order), off the event loop."""
         db = self.ctx.db
-        ident, cached = self._chains.get(sid, (None, None))
+        ident, cached = self._chains.get(sid) or (None, None)
         fresh_ident, frontier, rows = await db.conversation_chain(sid, cached.frontier if cached else None)
         chain = None
         if (
