@@ -162,7 +162,11 @@ def main() -> None:
                 if caught_up:
                     break
                 time.sleep(0.2)  # polling the follower with a deadline
+            wal = os.path.join(a.home, "sessions.db-wal")
             out = {
+                "date": time.strftime("%Y-%m-%d"),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "command": "python bench/memory.py " + " ".join(sys.argv[1:]),
                 "sessions": args.sessions,
                 "shared_and_followed": args.shared,
                 "store": "folder",
@@ -173,6 +177,7 @@ def main() -> None:
                 "daemon_rss": summary(samples_a, anon_a, args.duration),
                 "follower_rss": summary(samples_b, anon_b, args.duration),
                 "follower_caught_up": caught_up,
+                "daemon_wal_mb_end": round(os.path.getsize(wal) / 1e6, 1) if os.path.exists(wal) else 0.0,
                 "goal_mb": GOAL_MB,
                 "within_goal": max(samples_a) <= GOAL_MB and max(samples_b) <= GOAL_MB,
             }
