@@ -1,8 +1,8 @@
 """Memory under load: daemon A holds 10,000 sessions, 100 of them shared and followed by daemon B through
 a folder store; one client appends to random sessions (a tenth of the appends to the shared ones) for
-the load period while both daemons' RSS is sampled every second. Prints JSON: the samples' summary,
-whether A's RSS stayed flat (the last quarter's mean within 10% or 10 MB of the first quarter's, after
-the first sample), the goal (<= 150 MB), and whether B caught up with every shared session.
+the load period while both daemons' RSS is sampled every second. Prints JSON: per daemon the peak, the
+end, the slope (MB per hour, least squares) and whether RSS stayed flat (see `summary`), the goal
+(<= 150 MB, both daemons), and whether B caught up with the shared sessions.
 
 Full size (issue 17): `python bench/memory.py --duration 3600`. Defaults: 10,000 sessions, 100 shared,
 60 s; --sessions, --shared, --duration, --rate (appends a second) make it smaller or longer.
@@ -15,9 +15,12 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _util import Daemon
@@ -28,18 +31,66 @@ from sessiond.client import Client
 GOAL_MB = 150.0
 
 
-def summary(samples: list[float]) -> dict:
+def slope_mb_per_hour(samples: list[float], period: float = 1.0) -> float:
+    """The least-squares slope of RSS over time, in MB per hour (samples `period` seconds apart)."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    xs = [i * period for i in range(n)]
+    mx, my = sum(xs) / n, sum(samples) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    return round(sum((x - mx) * (y - my) for x, y in zip(xs, samples)) / var * 3600, 1)
+
+
+def summary(samples: list[float], anon: list[float], duration: float) -> dict:
+    """Peak, end, the fit's slope, and whether flat: the last quarter's mean within 10% or 10 MB of the
+    first quarter's (after the first sample), and, for a run of 10 minutes or more, the second half's
+    slope under 10 MB an hour (warm-up excluded; a shorter run's slope is mostly noise, reported only)."""
     q = max(1, len(samples) // 4)
     first, last = samples[1 : q + 1] or samples[:1], samples[-q:]
     m1, m2 = sum(first) / len(first), sum(last) / len(last)
+    late = slope_mb_per_hour(samples[len(samples) // 2 :])
+    flat = m2 - m1 <= max(10.0, 0.1 * m1) and (duration < 600 or late <= 10.0)
     return {
         "first_mb": samples[0],
-        "last_mb": samples[-1],
-        "max_mb": max(samples),
+        "peak_mb": max(samples),
+        "end_mb": samples[-1],
         "first_quarter_mean_mb": round(m1, 1),
         "last_quarter_mean_mb": round(m2, 1),
-        "flat": m2 - m1 <= max(10.0, 0.1 * m1),
+        "slope_mb_per_hour": slope_mb_per_hour(samples),
+        "second_half_slope_mb_per_hour": late,
+        "flat": flat,
+        # RssAnon: the process's own heap, without the database pages mapped (the OS page cache's)
+        "anon_peak_mb": max(anon),
+        "anon_end_mb": anon[-1],
     }
+
+
+def dump_tracemalloc(daemons: list[Daemon], out_dir: str, tag: str) -> None:
+    """SIGUSR2 to each daemon (started with SESSIOND_TRACEMALLOC): its tracemalloc dump, copied out."""
+    for name, d in zip("ab", daemons):
+        before = set(os.listdir(d.home))
+        d.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            new = [f for f in set(os.listdir(d.home)) - before if f.startswith("tracemalloc-")]
+            if new:
+                time.sleep(0.5)  # the file is written in one go; let the write finish
+                shutil.copy(os.path.join(d.home, new[0]), os.path.join(out_dir, f"{name}-{tag}.txt"))
+                break
+            time.sleep(0.1)  # polling for the dump with a deadline
+
+
+def create_sessions(home: str, n: int, threads: int = 4) -> list[str]:
+    """`n` sessions of one message each, made by a few clients at once (the setup, not the measure)."""
+
+    def make(i: int) -> str:
+        c = clients.setdefault(threading.get_ident(), Client(home))
+        return c.create_session(name=f"s{i}", initial_messages=[{"role": "user", "content": f"hello {i}"}])["id"]
+
+    clients: dict[int, Client] = {}
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(make, range(n)))
 
 
 def main() -> None:
@@ -48,24 +99,34 @@ def main() -> None:
     ap.add_argument("--shared", type=int, default=100)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load (3600 for the hour)")
     ap.add_argument("--rate", type=float, default=200.0, help="appends a second during the load")
+    ap.add_argument(
+        "--tracemalloc",
+        metavar="DIR",
+        help="run the daemons with SESSIOND_TRACEMALLOC=1 and put their allocation-site dumps (after the setup, "
+        "every 5 minutes, at the end) in DIR; RSS is then not the daemons' own",
+    )
     args = ap.parse_args()
+    if args.tracemalloc:
+        os.makedirs(args.tracemalloc, exist_ok=True)
+        os.environ["SESSIOND_TRACEMALLOC"] = "1"
     store_dir = tempfile.mkdtemp(prefix="sd-bench-mem-")
     url = "file://" + store_dir
     try:
         with Daemon(url) as a, Daemon(url) as b:
             ca, cb = Client(a.home), Client(b.home)
             t0 = time.monotonic()
-            sids = [
-                ca.create_session(name=f"s{i}", initial_messages=[{"role": "user", "content": f"hello {i}"}])["id"]
-                for i in range(args.sessions)
-            ]
+            sids = create_sessions(a.home, args.sessions)
             shared = sids[: args.shared]
             for sid in shared:
                 cb.import_code(ca.share(sid)["code"])
             setup_s = time.monotonic() - t0
+            if args.tracemalloc:
+                dump_tracemalloc([a, b], args.tracemalloc, "0-start")
             rng = random.Random(17)
             samples_a: list[float] = []
             samples_b: list[float] = []
+            anon_a: list[float] = []
+            anon_b: list[float] = []
             appends = 0
             start = time.monotonic()
             next_sample = start
@@ -73,7 +134,11 @@ def main() -> None:
                 if now >= next_sample:
                     samples_a.append(rss_mb(a.proc.pid))
                     samples_b.append(rss_mb(b.proc.pid))
+                    anon_a.append(rss_mb(a.proc.pid, "RssAnon"))
+                    anon_b.append(rss_mb(b.proc.pid, "RssAnon"))
                     next_sample += 1.0
+                    if args.tracemalloc and len(samples_a) % 300 == 0:
+                        dump_tracemalloc([a, b], args.tracemalloc, f"{len(samples_a):05d}s")
                 sid = rng.choice(shared) if rng.random() < 0.1 else rng.choice(sids)
                 ca.append(sid, "user", f"message {appends} " + "lorem ipsum " * 10)
                 appends += 1
@@ -82,6 +147,10 @@ def main() -> None:
                     time.sleep(behind)  # pacing the load to --rate, not waiting for a result
             samples_a.append(rss_mb(a.proc.pid))
             samples_b.append(rss_mb(b.proc.pid))
+            anon_a.append(rss_mb(a.proc.pid, "RssAnon"))
+            anon_b.append(rss_mb(b.proc.pid, "RssAnon"))
+            if args.tracemalloc:
+                dump_tracemalloc([a, b], args.tracemalloc, "9-end")
             ca.sync(wait=True, timeout=60)
             t1 = time.monotonic()
             caught_up = False
@@ -93,7 +162,11 @@ def main() -> None:
                 if caught_up:
                     break
                 time.sleep(0.2)  # polling the follower with a deadline
+            wal = os.path.join(a.home, "sessions.db-wal")
             out = {
+                "date": time.strftime("%Y-%m-%d"),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "command": "python bench/memory.py " + " ".join(sys.argv[1:]),
                 "sessions": args.sessions,
                 "shared_and_followed": args.shared,
                 "store": "folder",
@@ -101,11 +174,12 @@ def main() -> None:
                 "duration_s": args.duration,
                 "appends": appends,
                 "appends_per_second": round(appends / args.duration, 1),
-                "daemon_rss": summary(samples_a),
-                "follower_rss": summary(samples_b),
+                "daemon_rss": summary(samples_a, anon_a, args.duration),
+                "follower_rss": summary(samples_b, anon_b, args.duration),
                 "follower_caught_up": caught_up,
+                "daemon_wal_mb_end": round(os.path.getsize(wal) / 1e6, 1) if os.path.exists(wal) else 0.0,
                 "goal_mb": GOAL_MB,
-                "within_goal": max(samples_a) <= GOAL_MB,
+                "within_goal": max(samples_a) <= GOAL_MB and max(samples_b) <= GOAL_MB,
             }
             print(json.dumps(out, indent=2))
     finally:

@@ -29,6 +29,7 @@ from .events import Events
 from .home import Config, Home, HomeError, normalize_store_url, normalize_store_urls, pinning_token_file, read_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
+from .memdebug import MemDebug
 
 log = logging.getLogger("sessiond")
 
@@ -451,6 +452,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    MemDebug.install(home.path, loop)  # SESSIOND_TRACEMALLOC: allocation sites on SIGUSR2
     if announce:
         print(f"sessiond {VERSION} listening on {home.socket}", flush=True)
         print(f"  home: {home.path}\n  store: {_shown(daemon.store_url)}\n  device: {daemon.db.device_id}", flush=True)
@@ -467,6 +469,7 @@ def run(
     home_path: str, store: str | list[str] | None = None, *, ready_fd: int | None = None, change_store: bool = False
 ) -> int:
     tune_malloc()
+    MemDebug.start()
     # The sync worker's threads do CPU work (encoding, sealing); a short GIL switch interval keeps the
     # event loop answering apps within a fraction of a millisecond meanwhile.
     sys.setswitchinterval(0.0005)

@@ -18,6 +18,10 @@ and one `POST /pins` for each CID not yet pinned there. Idempotent and durable: 
 restart neither forgets a waiting pin nor asks for one twice. A pinning service that fails (down,
 token refused, out of funds) never fails a push: the object and head are in the inner store; the CIDs
 stay waiting, the error is kept in `status()`, and the next batch tries again.
+
+Bounded: every append adds objects, so the pins remembered are the PINS_KEPT most recent only (in
+memory and in the state file, rewritten at each batch). One forgotten is no loss: wanted again, it is
+asked about (`GET /pins?cid=`) before any new request, and `unpin` looks it up by CID the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ log = logging.getLogger("sessiond.stores.pinning")
 BATCH = 32  # CIDs waiting before a batch is sent without waiting for a head
 CIDS_PER_QUERY = 10  # the spec's maxItems for the `cid` filter of GET /pins
 LIVE = ("queued", "pinning", "pinned")  # a pin request in one of these needs no new request
+PINS_KEPT = 4096  # pin requests remembered (CID -> requestid), the most recent; older ones are looked up
 
 
 def read_token(path: str) -> str:
@@ -70,6 +75,7 @@ class PinningStore(Store):
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         batch: int = BATCH,
+        pins_kept: int = PINS_KEPT,
     ):
         if not service.startswith(("http://", "https://")):
             raise StoreError(f"a pinning service URL is http(s)://HOST[/PATH] (got {service!r})")
@@ -77,6 +83,7 @@ class PinningStore(Store):
         self.url = inner.url
         self.service = service.rstrip("/")
         self.batch = batch
+        self.pins_kept = max(1, pins_kept)
         self.http = HttpClient(
             self.service, timeout=timeout, retry=retry, max_body=4 << 20, max_requests_per_second=None
         )
@@ -87,7 +94,7 @@ class PinningStore(Store):
             ensure_private_dir(state_dir)
             name = hashlib.sha256(self.service.encode()).hexdigest()[:24]
             self._state_path = os.path.join(state_dir, f"pins-{name}.json")
-        self._pins: dict[str, str] = {}  # CID -> requestid of our pin request
+        self._pins: dict[str, str] = {}  # CID -> requestid of our recent pin requests, oldest first
         self._pending: dict[str, None] = {}  # CIDs waiting to be pinned, in order
         self._load()
         self._lock = asyncio.Lock()
@@ -114,13 +121,21 @@ class PinningStore(Store):
             # (GET /pins?cid=) before a new pin request; start afresh
             log.warning("pinning state %s is unreadable; starting afresh", self._state_path)
             return
-        self._pins = {str(k): str(v) for k, v in pins.items()}
+        for k, v in pins.items():
+            self._remember(str(k), str(v))
         self._pending = dict.fromkeys(str(c) for c in pending)
 
     def _save(self) -> None:
         if self._state_path:
             doc = {"service": self.service, "pins": self._pins, "pending": list(self._pending)}
             atomic_write(self._state_path, json.dumps(doc, separators=(",", ":")).encode(), 0o600)
+
+    def _remember(self, cid: str, rid: str) -> None:
+        """Our pin request `rid` for `cid`, as the most recent; the oldest past the cap is forgotten."""
+        self._pins.pop(cid, None)
+        self._pins[cid] = rid
+        while len(self._pins) > self.pins_kept:
+            del self._pins[next(iter(self._pins))]
 
     def status(self) -> dict:
         return {
@@ -204,9 +219,9 @@ class PinningStore(Store):
                 found = await self._existing(chunk, LIVE)
                 for cid in chunk:
                     if cid in found:
-                        self._pins[cid] = found[cid][0]["requestid"]
+                        self._remember(cid, found[cid][0]["requestid"])
                     else:
-                        self._pins[cid] = await self._pin(cid)
+                        self._remember(cid, await self._pin(cid))
                         made += 1
                     self._pending.pop(cid, None)
                 self._save()

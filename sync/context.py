@@ -14,14 +14,15 @@ in its constructor; engine.Syncer builds them all and owns the worker loop.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..stores import Store
+from .bounded import KeyedLocks
 from .keys import KeyStore
 from .mirror import MirrorStore, open_stores
 from .workers import Workers
@@ -42,8 +43,9 @@ class SyncContext:
     pull_errors: dict[str, str] = field(default_factory=dict)  # per session: why its last pull failed
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
     stopping: bool = False  # set by Syncer.stop: long loops end early
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per session: one push at a time
-    rekey_locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per session: one rekey at a time
+    # per session: one push at a time, one rekey at a time (a lock exists only while in use)
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
+    rekey_locks: KeyedLocks = field(default_factory=KeyedLocks)
     _progress_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ progress of long work
@@ -91,11 +93,8 @@ class SyncContext:
             await st.close()
 
     # ------------------------------------------------------------------ locks
-    def lock(self, sid: str) -> asyncio.Lock:
-        lock = self.locks.get(sid)
-        if lock is None:
-            lock = self.locks[sid] = asyncio.Lock()
-        return lock
+    def lock(self, sid: str) -> AbstractAsyncContextManager[None]:
+        return self.locks(sid)
 
-    def rekey_lock(self, sid: str) -> asyncio.Lock:
-        return self.rekey_locks.setdefault(sid, asyncio.Lock())
+    def rekey_lock(self, sid: str) -> AbstractAsyncContextManager[None]:
+        return self.rekey_locks(sid)

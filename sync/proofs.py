@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+from .bounded import LRU
 from .checkpoint import Chain, ProofError, check_proof, extend, proof_of
 from .context import SyncContext
 from .errors import ImportError_
+
+CHAINS_KEPT = 1024
 
 
 class Proofs:
@@ -19,7 +22,9 @@ class Proofs:
 
     def __init__(self, ctx: SyncContext):
         self.ctx = ctx
-        self._chains: dict[str, tuple] = {}  # per session: (its identity, Chain) of the last checkpoint
+        # per session: (its identity, Chain) of the last checkpoint, for the CHAINS_KEPT most recently
+        # checkpointed sessions; one that fell out hashes its whole conversation once at the next
+        self._chains: LRU[str, tuple] = LRU(CHAINS_KEPT)
 
     def forget(self, sid: str) -> None:
         self._chains.pop(sid, None)
@@ -50,7 +55,7 @@ class Proofs:
         from the start otherwise (after a restart, or when a message from another device arrived late
         in the global order), off the event loop."""
         db = self.ctx.db
-        ident, cached = self._chains.get(sid, (None, None))
+        ident, cached = self._chains.get(sid) or (None, None)
         fresh_ident, frontier, rows = await db.conversation_chain(sid, cached.frontier if cached else None)
         chain = None
         if (

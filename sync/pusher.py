@@ -24,6 +24,7 @@ from ..stores import StaleHead, Store, StoreError
 from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
+from .bounded import LRU
 from .context import SyncContext
 from .errors import SyncError
 from .heads import head_data, levels_from_cbor, levels_to_cbor, manifest_hash_of
@@ -32,6 +33,8 @@ from .pages import Entry
 from .push import FANOUT, LogWriter, Written
 
 log = logging.getLogger("sessiond.sync")
+# sessions whose last published head is remembered (to commit without reading it again), most recent
+PUBLISHED_KEPT = 2048
 
 
 def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
@@ -77,7 +80,9 @@ class Pusher:
         # (page, manifest, head), not 4. The first commit of a session in a process still reads the
         # head: the home may be older than the store (restored from a backup), and writing a revision
         # the store already holds would seal a different manifest under that revision's key and nonce.
-        self._published: dict[str, tuple[str | None, bytes, int, bytes]] = {}
+        # Kept for the PUBLISHED_KEPT most recently pushed sessions: one pushed again after falling out
+        # reads its head once more.
+        self._published: LRU[str, tuple[str | None, bytes, int, bytes]] = LRU(PUBLISHED_KEPT)
 
     async def push(self, sid: str, *, compact: bool = True, force: bool = False) -> dict:
         """Push this device's new operations of `sid`, then (as a revision of its own) fold full levels

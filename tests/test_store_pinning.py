@@ -185,6 +185,24 @@ async def test_release_unpins_everywhere_and_is_idempotent(env):
     assert svc.live(cid(b"r1"))
 
 
+async def test_pins_remembered_are_bounded_and_a_forgotten_one_is_looked_up(env):
+    """Every append adds objects: only the most recent pin requests are kept (memory, state file); a
+    forgotten one wanted again is asked about, not pinned twice, and unpinned by its CID."""
+    node, svc, make, tmp = env
+    store = make(pins_kept=5)
+    hs = [await store.put(b"obj %d" % i) for i in range(20)]
+    await store.set_head(head(1, b"m"))
+    assert len(svc.pins) == 21 and store.status()["pinned"] == 5
+    state = tmp / "state" / os.listdir(tmp / "state")[0]
+    assert len(json.loads(state.read_text())["pins"]) == 5
+    n = posts(svc)
+    await store.put(b"obj 0")  # forgotten: looked up, found live, not requested again
+    await store.flush()
+    assert posts(svc) == n and len(svc.live(cid(b"obj 0"))) == 1
+    await store.unpin([hs[1]])  # forgotten: its request is found by CID and deleted
+    assert not svc.live(cid(b"obj 1"))
+
+
 async def test_configured_pinning_wraps_kubo_stores(env, tmp_path):
     node, svc, make, tmp = env
     port = int(make().service.rsplit(":", 1)[1])

@@ -1,0 +1,150 @@
+"""The daemon's memory does not follow the number of sessions touched: per-session tables are bounded
+(locks live only while in use, caches have a cap), and the tracemalloc dump names where memory goes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from conftest import eventually, wait_for
+from sessiond.storage.connections import Connections
+from sessiond.sync.bounded import LRU, KeyedLocks
+from sessiond.sync.context import SyncContext
+from sessiond.sync.proofs import CHAINS_KEPT, Proofs
+from sessiond.sync.pusher import PUBLISHED_KEPT, Pusher
+
+
+def bare_context() -> SyncContext:
+    """A sync context with nothing behind it: enough for its in-memory tables."""
+    return SyncContext(db=None, store=None, keys=None, timeout=1.0, on_event=lambda ev: None)  # type: ignore[arg-type]
+
+
+async def test_session_locks_hold_only_what_is_in_use():
+    ctx = bare_context()
+    for i in range(10_000):  # every session of a big home pushed once, and rekeyed once
+        async with ctx.lock(f"s{i}"):
+            assert f"s{i}" in ctx.locks
+        async with ctx.rekey_lock(f"s{i}"):
+            pass
+    assert len(ctx.locks) == 0 and len(ctx.rekey_locks) == 0
+
+
+async def test_keyed_locks_exclude_and_keep_the_lock_while_waited_on():
+    locks = KeyedLocks()
+    order: list[str] = []
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first():
+        async with locks("a"):
+            inside.set()
+            order.append("first in")
+            await release.wait()
+            order.append("first out")
+
+    async def second():
+        await inside.wait()
+        async with locks("a"):
+            order.append("second in")
+
+    t1, t2 = asyncio.create_task(first()), asyncio.create_task(second())
+    await inside.wait()
+    await asyncio.sleep(0)  # let the second task reach the lock and wait on it
+    assert "a" in locks and locks.locked("a")
+    release.set()
+    await asyncio.gather(t1, t2)
+    assert order == ["first in", "first out", "second in"]
+    assert len(locks) == 0
+
+
+async def test_keyed_locks_dropped_after_a_failure_or_cancel():
+    locks = KeyedLocks()
+    try:
+        async with locks("x"):
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    holder_in = asyncio.Event()
+
+    async def hold():
+        async with locks("y"):
+            holder_in.set()
+            await asyncio.Event().wait()
+
+    async def wait_on_y():
+        async with locks("y"):
+            pass
+
+    t1 = asyncio.create_task(hold())
+    await holder_in.wait()
+    t2 = asyncio.create_task(wait_on_y())
+    await asyncio.sleep(0)
+    t2.cancel()
+    t1.cancel()
+    await asyncio.gather(t1, t2, return_exceptions=True)
+    assert len(locks) == 0
+
+
+def test_published_heads_and_proof_chains_are_capped():
+    """The pusher's last published head and the checkpoint chain are kept per session touched: capped."""
+    ctx = bare_context()
+    pusher, proofs = Pusher(ctx, None), Proofs(ctx)  # type: ignore[arg-type]
+    for i in range(10_000):
+        pusher._published[f"s{i}"] = (None, b"pk", 1, b"h")
+        proofs._chains[f"s{i}"] = (None, None)
+    assert len(pusher._published) == PUBLISHED_KEPT < 10_000
+    assert len(proofs._chains) == CHAINS_KEPT < 10_000
+    assert pusher._published.get("s9999") is not None and proofs._chains.get("s0") is None
+
+
+def test_lru_keeps_the_cap_and_the_recent():
+    c: LRU[str, int] = LRU(100)
+    for i in range(10_000):
+        c[f"s{i}"] = i
+        if i % 10 == 0:
+            assert c.get("s0") == 0  # used often: stays
+    assert len(c) == 100
+    assert "s0" in c and c.get("s9999") == 9999 and c.get("s5000") is None
+    assert c.pop("s0") == 0 and "s0" not in c
+
+
+def test_tracemalloc_dump_on_sigusr2(make_daemon):
+    """SESSIOND_TRACEMALLOC=1: each SIGUSR2 writes the top allocation sites into the home, the second
+    and later ones with what grew since the first."""
+    d = make_daemon(env={"SESSIOND_TRACEMALLOC": "1"}).start()
+    c = d.client()
+    d.proc.send_signal(signal.SIGUSR2)
+    first = os.path.join(d.home, "tracemalloc-1.txt")
+    wait_for(lambda: os.path.exists(first), what="the first dump")
+    for i in range(3):
+        c.create_session(name=f"s{i}")
+    d.proc.send_signal(signal.SIGUSR2)
+    second = os.path.join(d.home, "tracemalloc-2.txt")
+    wait_for(lambda: os.path.exists(second), what="the second dump")
+    text = wait_for(lambda: (t := open(second).read()).endswith("\n") and t, what="the dump written")
+    assert "## top 40 sites" in text and "## top 40 growths since the first dump" in text
+    assert c.list_sessions() is not None  # the daemon goes on
+
+
+async def test_wal_is_reset_under_steady_writes(tmp_path):
+    """Writes that never pause: every PASSIVE checkpoint runs while a write transaction is open, so the
+    writer never finds the WAL all copied back and never starts it over. Past wal_reset_frames it is
+    reset (TRUNCATE) between two batches: the WAL file, and the wal-index the daemon maps, stay bounded."""
+    path = str(tmp_path / "db.sqlite")
+    c = await Connections.open(path)
+    try:
+        cp = c._checkpointer
+        c.wal_reset_frames = 64
+        await c.write("CREATE TABLE filler (x BLOB)")
+        for _ in range(30):
+            async with c.transaction() as tx:
+                await tx.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(1000),)] * 100)
+                n = cp.passes
+                cp.wake()
+                await eventually(lambda n=n: cp.passes > n, what="a checkpoint during the transaction")
+        await eventually(lambda: c._resetting is None, what="the last reset")
+        assert c.wal_resets >= 1
+        assert os.path.getsize(path + "-wal") < 2 << 20  # without resets: ~3.5 MB, and growing
+    finally:
+        await c.close()
