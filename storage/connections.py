@@ -51,8 +51,9 @@ CHECKPOINT_ROWS = 2000
 # WAL frames past which the WAL is reset (`Connections._reset_wal`). Under steady appends the background
 # PASSIVE checkpoint never ends with nothing new since it began, so the writer never starts the WAL over:
 # measured, 3.7 GB of WAL and a 6.5 MB wal-index mapped in the daemon (resident, ~7 bytes a frame) after
-# 10 minutes of 200 appends/s. 65,536 frames: 256 MB with 4 KiB pages, a 460 KB wal-index.
-WAL_RESET_FRAMES = 65536
+# 10 minutes of 200 appends/s. 16,384 frames: 64 MB with 4 KiB pages, a 115 KB wal-index; the PASSIVE
+# checkpoints have copied nearly all of it by then, so the reset has little left to copy.
+WAL_RESET_FRAMES = 16384
 WAL_RESET_WAIT_MS = 200  # how long a reset waits for readers (a push's long read) before trying later
 
 
@@ -236,8 +237,12 @@ class Connections:
                 writer.execute("INSERT INTO meta(key, value) VALUES ('device_id', ?)", (device_id,))
             reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             reader.row_factory = sqlite3.Row
+            # The API's reader lives as long as the daemon and reads a few rows at a time: not memory-mapped,
+            # so the database pages it touched do not pile up in the daemon's RSS (bench/memory.py: a
+            # follower's RSS rose with the file it mapped). The long reads (a push's runs) keep the map.
             for pragma in READER_PRAGMAS:
-                reader.execute(pragma)
+                if not pragma.startswith("PRAGMA mmap_size"):
+                    reader.execute(pragma)
             bulk = open_reader(path)
         except BaseException:
             for c in (reader, writer):
