@@ -1,4 +1,4 @@
-"""Full-text search over every message on this device: the FTS5 index `messages_fts` (schema migration 7),
+"""Full-text search over every message on this device: the FTS5 index `messages_fts` (schema migration 9),
 which triggers keep in step with the `messages` table whatever writes it, ranked by bm25, each hit with a
 snippet of its text and where the matches are in it. The index is local: nothing of it is pushed.
 
@@ -24,7 +24,7 @@ _OPEN, _CLOSE = "\ue000", "\ue001"
 ELLIPSIS = "…"
 SNIPPET_TOKENS = 16  # the most tokens of a message a snippet shows
 MAX_LIMIT = 1000
-TOKENIZER = "unicode61 remove_diacritics 2"  # as schema migration 7 makes the index
+TOKENIZER = "unicode61 remove_diacritics 2"  # as schema migration 9 makes the index
 
 
 MESSAGE_COLUMNS = "session_id, chat_id, device_id, seq, lamport, role, content, tokens, created_at, extra"
