@@ -162,6 +162,7 @@ class Daemon:
         await self.syncer.start()
         if self.config.cleanup_interval:
             self._tasks.add(asyncio.get_running_loop().create_task(self._cleanup_loop()))
+        self._tasks.add(asyncio.get_running_loop().create_task(self.db.searcher.run_indexer()))
         app = make_app(self)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()

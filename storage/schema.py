@@ -188,24 +188,32 @@ MIGRATIONS: list[str] = [
     CREATE INDEX mirror_outbox_order ON mirror_outbox(store_url, id);
     """,
     # 9: full-text search over every message's content (storage/search.py). An external-content FTS5
-    # table: it holds only the index, and reads the text from `messages` by rowid. The triggers keep it in
-    # step with every write to `messages`, whatever path makes it (an append, operations applied from
-    # another device, an import, a session deleted: ON DELETE CASCADE fires them too). The rowids of
-    # `messages` are stable because nothing runs VACUUM; one that ever does must 'rebuild' this index
-    # after it. A local table: nothing of it is pushed. 'rebuild' indexes the messages already here.
+    # table: it holds only the index, and reads the text from `messages` by rowid. A message written goes
+    # first into `messages_fts_pending` (a trigger, whatever path writes it: an append, operations from
+    # another device, an import): indexing it there and then cost an append as much as all the rest of
+    # it (FTS5 writes a segment per statement and merges them as they pile up), so the index takes the
+    # pending messages in batches instead, before every search and a few times a second in the
+    # background (Search.catch_up). A message deleted or changed leaves the index (or the pending list)
+    # at once, by trigger (ON DELETE CASCADE fires them too). The rowids of `messages` are stable because
+    # nothing runs VACUUM; one that ever does must 'rebuild' this index after it. A local table: nothing
+    # of it is pushed. 'rebuild' indexes the messages already here.
     """
     CREATE VIRTUAL TABLE messages_fts USING fts5(
         content, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
     );
+    CREATE TABLE messages_fts_pending (id INTEGER PRIMARY KEY);
     CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-        INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content);
+        INSERT INTO messages_fts_pending(id) VALUES (new.rowid);
     END;
     CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
+        INSERT INTO messages_fts(messages_fts, rowid, content) SELECT 'delete', old.rowid, old.content
+            WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id=old.rowid);
+        DELETE FROM messages_fts_pending WHERE id=old.rowid;
     END;
     CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
-        INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content);
+        INSERT INTO messages_fts(messages_fts, rowid, content) SELECT 'delete', old.rowid, old.content
+            WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id=old.rowid);
+        INSERT OR IGNORE INTO messages_fts_pending(id) VALUES (new.rowid);
     END;
     INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
     """,

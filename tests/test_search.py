@@ -15,7 +15,9 @@ from sessiond.storage.schema import SCHEMA_VERSION, statements
 
 
 async def index_agrees(db: Database) -> None:
-    """FTS5's own check of the index against the messages table: raises if they differ."""
+    """FTS5's own check of the index against the messages table, once it has caught up (as every search
+    does first): raises if they differ."""
+    await db.searcher.catch_up()
     async with db.c.transaction() as tx:
         await tx.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)")
 
@@ -215,3 +217,45 @@ def test_search_finds_what_another_daemon_shared(pair):
             with open(os.path.join(folder, name), "rb") as f:
                 data = f.read()
             assert b"pangolin" not in data and b"messages_fts" not in data, name
+
+
+async def test_appends_list_messages_as_pending_and_the_index_takes_them_in_batches(db):
+    """A single append does not index its message there and then (that cost an append as much as all the
+    rest of it): it is listed as pending, and the index takes the pending ones in batches, before every
+    search (so a search finds everything committed before it) and in the daemon's background."""
+    sid = (await db.create_session({"name": "later"}))["id"]
+    for i in range(5):
+        await db.append_messages(sid, [{"role": "user", "content": f"okapi {i}", "tokens": 1}])
+    assert (await db.read_one("SELECT count(*) FROM messages_fts_pending"))[0] == 5
+    assert len(await found(db, "okapi")) == 5  # the search caught up first
+    assert (await db.read_one("SELECT count(*) FROM messages_fts_pending"))[0] == 0
+    # a pending message deleted or changed before it was indexed leaves nothing behind
+    [m] = await db.append_messages(sid, [{"role": "user", "content": "quokka", "tokens": 1}])
+    async with db.c.transaction() as tx:
+        await tx.execute("UPDATE messages SET content='wombat' WHERE session_id=? AND seq=?", (sid, m["seq"]))
+    assert await found(db, "quokka") == [] and len(await found(db, "wombat")) == 1
+    async with db.c.transaction() as tx:
+        await tx.execute("UPDATE messages SET content='numbat' WHERE session_id=? AND seq=?", (sid, m["seq"]))
+        await tx.execute("DELETE FROM messages WHERE session_id=? AND seq=?", (sid, m["seq"]))
+    assert await found(db, "wombat OR numbat") == []
+    await index_agrees(db)
+
+
+def test_the_daemon_indexes_in_the_background(pair):
+    a, _ = pair
+    c = a.client()
+    sid = c.create_session(name="background")["id"]
+    c.append(sid, "user", "a capybara in the background")
+    db = os.path.join(a.home, "sessions.db")
+    import sqlite3
+
+    from waiting import wait_for
+
+    def indexed() -> bool:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT count(*) FROM messages_fts_pending").fetchone()[0] == 0
+        finally:
+            con.close()
+
+    wait_for(indexed, timeout=10, what="the background indexer")
