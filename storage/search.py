@@ -133,6 +133,8 @@ class Search:
         """The daemon's background task: keeps the index at most `every` seconds behind the messages."""
         while True:
             await asyncio.sleep(every)
+            if self.c.importing:  # an import first: its messages are indexed once it is done
+                continue
             try:
                 if await self.pending():
                     await self.catch_up()
