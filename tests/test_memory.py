@@ -130,7 +130,7 @@ def test_tracemalloc_dump_on_sigusr2(make_daemon):
 async def test_wal_is_reset_under_steady_writes(tmp_path):
     """Writes that never pause: every PASSIVE checkpoint runs while a write transaction is open, so the
     writer never finds the WAL all copied back and never starts it over. Past wal_reset_frames it is
-    reset (TRUNCATE) between two batches: the WAL file, and the wal-index the daemon maps, stay bounded."""
+    reset (RESTART) between two batches: the WAL file, and the wal-index the daemon maps, stay bounded."""
     path = str(tmp_path / "db.sqlite")
     c = await Connections.open(path)
     try:
