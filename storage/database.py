@@ -375,8 +375,8 @@ class Database:
     async def sync_state(self, sid: str) -> dict:
         return await self.syncstate.sync_state(sid)
 
-    async def all_sync_states(self) -> dict[str, dict]:
-        return await self.syncstate.all_sync_states()
+    async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
+        return await self.syncstate.all_sync_states(sids)
 
     async def save_sync_state(self, sid: str, **fields) -> None:
         await self.syncstate.save_sync_state(sid, **fields)

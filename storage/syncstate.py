@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from .connections import Connections
@@ -124,13 +125,18 @@ class SyncState:
             }
         return dict(rows[0])
 
-    async def all_sync_states(self) -> dict[str, dict]:
+    async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
+        """The push state of every session, or of `sids` only (a read of those rows, not of all: a share or a
+        `sync --wait` of one session asks this on every push of any session while it waits)."""
+        where, args = "", ()
+        if sids is not None:
+            where, args = f" AND s.id IN ({','.join('?' * len(sids))})", tuple(sids)
         rows = await self.c.committed.fetchall(
             "SELECT s.id AS session_id, coalesce(l.last_seq, 0) AS last_seq, coalesce(y.pushed_seq, 0) AS pushed_seq,"
             " coalesce(y.head_rev, 0) AS head_rev, y.last_error AS last_error, y.last_push AS last_push"
             " FROM sessions s LEFT JOIN logs l ON l.session_id=s.id AND l.device_id=?"
-            " LEFT JOIN sync_state y ON y.session_id=s.id WHERE NOT s.importing ORDER BY s.id",
-            (self.c.device_id,),
+            f" LEFT JOIN sync_state y ON y.session_id=s.id WHERE NOT s.importing{where} ORDER BY s.id",
+            (self.c.device_id, *args),
         )
         return {
             r["session_id"]: {

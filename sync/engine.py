@@ -210,9 +210,7 @@ class Syncer:
 
     # ---------------------------------------------------------------- API helpers
     async def status(self, sid: str | None = None) -> dict:
-        states = await self.db.all_sync_states()
-        if sid is not None:
-            states = {sid: states[sid]} if sid in states else {}
+        states = await self.db.all_sync_states(None if sid is None else [sid])
         pull_errors = self.ctx.pull_errors
         for s, st in states.items():
             if s in self._errors:
@@ -249,9 +247,10 @@ class Syncer:
         pull_errors = self.ctx.pull_errors
         if wait:
             deadline = time.monotonic() + timeout
+            few = targets if sid else None  # one session: read its state alone on each wake, not all of them
 
             async def done() -> bool:
-                states = await self.db.all_sync_states()
+                states = await self.db.all_sync_states(few)
                 return all(states.get(s, {}).get("pushed_seq", 0) >= m for s, m in marks.items() if s in states)
 
             while not await done():
@@ -272,7 +271,7 @@ class Syncer:
                         pull_errors[s] = str(exc) or type(exc).__name__
         else:
             self.follower.pull_now = True
-        states = await self.status()
+        states = await self.status(sid)
         result = {s: states[s] for s in targets if s in states}
         pushed = all(st["pushed_seq"] >= marks[s] for s, st in result.items())
         complete = pushed and not any(s in pull_errors for s in targets)
