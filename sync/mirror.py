@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..storage.outbox import HEAD, Outbox
@@ -169,12 +170,7 @@ class MirrorStore(Store):
             await self._queue_objects(st, items)
             return False
         try:
-            put_many = getattr(st, "put_many", None)
-            if put_many is not None and len(items) > 1:
-                await asyncio.wait_for(put_many([d for _, d in items], [h for h, _ in items]), self.timeout)
-            else:
-                for _, data in items:
-                    await asyncio.wait_for(st.put(data), self.timeout)
+            await st.put_many([d for _, d in items], [h for h, _ in items], timeout=self.timeout)
         except ReadOnlyStore:
             self.health[st.url].read_only = True
             return False
@@ -185,7 +181,11 @@ class MirrorStore(Store):
         self._ok(st)
         return True
 
-    async def put_many(self, items: list[bytes], hashes: list[bytes | None] | None = None) -> list[bytes]:
+    async def put_many(
+        self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
+    ) -> list[bytes]:
+        """Put to every store (or its outbox); each store's writes are bounded by the mirror's own
+        timeout, so `timeout` is not used."""
         hs = [h if h is not None else digest(d) for h, d in zip(hashes or [None] * len(items), items)]
         pairs = list(zip(hs, items))
         took = await asyncio.gather(*(self._put_to(s, pairs) for s in self.stores))
