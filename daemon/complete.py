@@ -15,28 +15,15 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from ..storage.errors import Conflict, Invalid, QuotaExceeded
-from ..storage.model import ANSWER_KEYS
 from . import validate as v
-from .providers import Provider, ProviderError, delta_text, usage_of
+from .answers import Plan, end, pass_on, record
+from .providers import Provider, usage_of
 
 log = logging.getLogger("sessiond.complete")
-
-
-@dataclass
-class Plan:
-    sid: str
-    chat: str
-    provider: Provider
-    model: str
-    request: dict  # the chat-completions body, without stream
-    answer_key: str | None = None
-    done: dict | None = None  # the answer a previous try with the same key recorded
-    timing: dict = field(default_factory=dict)
 
 
 class Ahead:
@@ -166,60 +153,6 @@ async def prepare(
     return Plan(sid, chat_id, p, model, req, answer_key)
 
 
-async def record(
-    d,
-    plan: Plan,
-    text: str,
-    usage: dict | None,
-    *,
-    started: float,
-    first: float | None,
-    interrupted: bool = False,
-    error: str | None = None,
-) -> dict:
-    """The answer as the chat's next assistant message, with its usage and times; returned as stored."""
-    end = time.monotonic()
-    m: dict = {
-        "role": "assistant",
-        "content": text,
-        "model": plan.model,
-        "provider": plan.provider.name,
-        "response": {
-            "first_token_ms": round(((first or end) - started) * 1000),
-            "total_ms": round((end - started) * 1000),
-        },
-    }
-    m["tokens"] = usage["completion_tokens"] if usage and "completion_tokens" in usage else d.estimate(text)
-    if usage:
-        m["usage"] = usage
-    if interrupted:
-        m["interrupted"] = True
-    if error:
-        m["error"] = error
-    stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
-    return {**stored[0], "content": text, **{k: m[k] for k in ANSWER_KEYS if k in m}}
-
-
-async def record_streamed(
-    d, plan: Plan, parts: list[str], usage, *, started: float, first: float | None, gone: bool, error
-) -> dict | None:
-    """A streamed answer as it ended: recorded whole, or marked interrupted when the app left or the
-    provider failed mid-answer (nothing at all is recorded when nothing arrived before that)."""
-    text = "".join(parts)
-    if not text and (gone or error):
-        return None
-    return await record(
-        d,
-        plan,
-        text,
-        usage,
-        started=started,
-        first=first,
-        interrupted=bool(gone or error),
-        error=error.code if error else None,
-    )
-
-
 def _answer_text(data: dict) -> str:
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -269,9 +202,6 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
         return resp
     started = time.monotonic()
     chunks = d.providers.stream(plan.provider, plan.request)
-    parts: list[str] = []
-    usage = None
-    first = None
     # Errors before the first chunk (unreachable, 401, 404, 429, a timeout) answer as JSON with their own
     # status: nothing has been said yet.
     try:
@@ -279,56 +209,27 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
     except StopAsyncIteration:
         head = None
     await resp.prepare(request)
-    error: ProviderError | None = None
-    gone = False
-    try:
-        event = head
-        while event is not None:
-            chunk = event[1]
-            text = delta_text(chunk)
-            usage = usage_of(chunk) or usage
-            if text:
-                if first is None:
-                    first = time.monotonic()
-                parts.append(text)
-                try:
-                    await resp.write(sse("delta", {"content": text}))
-                except (ConnectionResetError, ConnectionError, RuntimeError):
-                    gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
-                    break
-            try:
-                event = await chunks.__anext__()
-            except StopAsyncIteration:
-                event = None
-    except ProviderError as exc:
-        error = exc
-    except asyncio.CancelledError:
-        gone = True
-        await chunks.aclose()
-        if parts:  # recorded even so: shielded from the cancellation of this request
-            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first, interrupted=True))
-        raise
-    finally:
-        await chunks.aclose()
-    stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
-    if gone:
+    ended = await pass_on(d, plan, resp, chunks, head, _delta, started=started)
+    if ended.gone:
         log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "complete.interrupted"})
         return resp
-    try:
-        if error is not None:
-            body = {
-                "error": {
-                    "code": error.code,
-                    "message": error.message,
-                    **({"details": error.details} if error.details else {}),
-                }
+    if ended.error is not None:
+        error = ended.error
+        body = {
+            "error": {
+                "code": error.code,
+                "message": error.message,
+                **({"details": error.details} if error.details else {}),
             }
-            if stored is not None:
-                body["message"] = stored
-            await resp.write(sse("error", body))
-        else:
-            await resp.write(sse("message", stored))
-        await resp.write_eof()
-    except (ConnectionResetError, ConnectionError, RuntimeError):
-        pass
+        }
+        if ended.stored is not None:
+            body["message"] = ended.stored
+        await end(resp, sse("error", body))
+    else:
+        await end(resp, sse("message", ended.stored))
     return resp
+
+
+def _delta(raw: bytes, chunk: dict, text: str, usage: dict | None) -> bytes | None:
+    """A chunk on this route's wire: a `delta` event with the text it adds (none for a chunk with none)."""
+    return sse("delta", {"content": text}) if text else None

@@ -24,8 +24,9 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
 from . import validate as v
-from .complete import Ahead, Plan, check_quota, check_writable, provider_for, record, record_streamed, request_settings
-from .providers import ProviderError, delta_text, usage_of
+from .answers import Plan, end, pass_on, record
+from .complete import Ahead, check_quota, check_writable, provider_for, request_settings
+from .providers import ProviderError, usage_of
 
 log = logging.getLogger("sessiond.openai")
 SESSION_HEADER = "X-Sessiond-Session"
@@ -311,60 +312,24 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
         status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", SESSION_HEADER: plan.sid}
     )
     await resp.prepare(request)
-    parts: list[str] = []
-    usage = first = None
-    error: ProviderError | None = None
-    gone = False
-    try:
-        event = head
-        while event is not None:
-            raw, chunk = event
-            text = delta_text(chunk)
-            if text:
-                first = first or time.monotonic()
-                parts.append(text)
-            u = usage_of(chunk)
-            usage = u or usage
-            # passed on as it came (its bytes: nothing decoded and encoded again), one event per chunk; the
-            # usage-only chunk sessiond asked for is passed on only to an app that asked for it too
-            if want_usage or chunk.get("choices") or not u:
-                if b"\n" in raw:  # sent on several data: lines: passed on as one
-                    raw = json.dumps(chunk, ensure_ascii=False).encode()
-                try:
-                    await resp.write(b"data: " + raw + b"\n\n")
-                except (ConnectionResetError, ConnectionError, RuntimeError):
-                    gone = True
-                    break
-            try:
-                event = await chunks.__anext__()
-            except StopAsyncIteration:
-                event = None
-    except ProviderError as exc:
-        error = exc
-    except asyncio.CancelledError:
-        await chunks.aclose()
-        if parts:
-            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first, interrupted=True))
-        raise
-    finally:
-        await chunks.aclose()
-    await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
-    if gone:
+
+    def event_of(raw: bytes, chunk: dict, text: str, usage: dict | None) -> bytes | None:
+        # passed on as it came (its bytes: nothing decoded and encoded again), one event per chunk; the
+        # usage-only chunk sessiond asked for is passed on only to an app that asked for it too
+        if not (want_usage or chunk.get("choices") or not usage):
+            return None
+        if b"\n" in raw:  # sent on several data: lines: passed on as one
+            raw = json.dumps(chunk, ensure_ascii=False).encode()
+        return b"data: " + raw + b"\n\n"
+
+    ended = await pass_on(d, plan, resp, chunks, head, event_of, started=started)
+    if ended.gone:
         return resp
-    try:
-        if error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
-            await resp.write(
-                b"data: "
-                + json.dumps(
-                    {"error": {"message": error.message, "type": "api_error", "param": None, "code": error.code}}
-                ).encode()
-                + b"\n\n"
-            )
-        else:
-            await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-    except (ConnectionResetError, ConnectionError, RuntimeError):
-        pass
+    if ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
+        error = {"message": ended.error.message, "type": "api_error", "param": None, "code": ended.error.code}
+        await end(resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+    else:
+        await end(resp, b"data: [DONE]\n\n")
     return resp
 
 

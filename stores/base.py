@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .cid import digest
 from .registry import RegistryEntry
 
 MAX_OBJECT_SIZE = 1 << 20  # every stored object is at most 1 MiB (so it is also a valid raw IPFS block)
+PUT_CONCURRENCY = 4  # Store.put_many's default: at most this many put() calls in flight
 
 
 class StoreError(Exception):
@@ -84,6 +86,38 @@ class Store(ABC):
     @abstractmethod
     async def set_head(self, entry: RegistryEntry) -> None:
         """Publish `entry`; StaleHead if the store already holds an equal or higher revision."""
+
+    async def put_many(
+        self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
+    ) -> list[bytes]:
+        """Store several objects; return their digests in order. `hashes`, if given, are the objects'
+        BLAKE3 hashes computed by the caller in this process (sealing hashes every ciphertext anyway): a
+        store that can use them trusts them, others ignore them. `timeout` (seconds) bounds each
+        object's write (asyncio.TimeoutError past it); a store that writes a batch at once bounds the
+        batch by it. This default calls put() for each, at most PUT_CONCURRENCY at a time; the first
+        failure cancels the others and is raised. A store with a faster batch (a folder) overrides it."""
+
+        async def one(data: bytes) -> bytes:
+            return await (self.put(data) if timeout is None else asyncio.wait_for(self.put(data), timeout))
+
+        if len(items) <= 1:  # the common case (a page is one object): no tasks
+            return [await one(d) for d in items]
+        out: list[bytes] = [b""] * len(items)
+        todo = iter(enumerate(items))
+
+        async def worker() -> None:
+            for i, data in todo:  # the shared iterator hands each object to one worker
+                out[i] = await one(data)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(PUT_CONCURRENCY, len(items)))]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)  # nothing left writing once this returns
+            raise
+        return out
 
     async def close(self) -> None:
         return None

@@ -86,16 +86,17 @@ class FileStore(Store):
     async def put(self, data: bytes) -> bytes:
         return await asyncio.to_thread(self._put_sync, data)
 
-    async def put_many(self, items: list[bytes], hashes: Sequence[bytes | None] | None = None) -> list[bytes]:
-        """put() for several objects. `hashes`, if given, are the objects' BLAKE3 hashes, computed by
-        the caller in this process (sealing hashes every ciphertext anyway): trusted, not recomputed."""
+    async def put_many(
+        self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
+    ) -> list[bytes]:
+        """Store.put_many on the writer threads (see WRITER_THREADS), all at once; `hashes` trusted,
+        not recomputed; `timeout` bounds the batch."""
         hashes = hashes or [None] * len(items)
-        if len(items) <= 1:
-            return [await asyncio.to_thread(self._put_sync, d, h) for d, h in zip(items, hashes)]
-        # Several at once on the writer threads (see WRITER_THREADS).
-        return list(
-            await asyncio.gather(*(asyncio.wrap_future(self.put_in_background(d, h)) for d, h in zip(items, hashes)))
-        )
+        if len(items) == 1:  # the common case (a page is one object): no gather
+            one = asyncio.to_thread(self._put_sync, items[0], hashes[0])
+            return [await (one if timeout is None else asyncio.wait_for(one, timeout))]
+        batch = asyncio.gather(*(asyncio.wrap_future(self.put_in_background(d, h)) for d, h in zip(items, hashes)))
+        return list(await (batch if timeout is None else asyncio.wait_for(batch, timeout)))
 
     async def get(self, h: bytes) -> bytes:
         return await asyncio.to_thread(self._get_sync, h)

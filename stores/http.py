@@ -38,6 +38,20 @@ class Reply:
             raise ServerError(f"the server answered HTTP {self.status} with a body that is not JSON") from None
 
 
+def file_form(
+    data: bytes, filename: str, content_type: str = "application/octet-stream"
+) -> Callable[[], aiohttp.FormData]:
+    """A multipart body of one `file` field holding `data` (an upload to a portal or node), as the
+    `body` of HttpClient.request: made afresh for each try, since a FormData is spent once sent."""
+
+    def form() -> aiohttp.FormData:
+        f = aiohttp.FormData()
+        f.add_field("file", data, filename=filename, content_type=content_type)
+        return f
+
+    return form
+
+
 @dataclass
 class RetryPolicy:
     attempts: int = 4  # tries in all, for a retryable failure

@@ -17,13 +17,11 @@ from __future__ import annotations
 import base64
 import json
 
-import aiohttp
-
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, digest, parse_ipfs_cid
 from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
-from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy
+from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy, file_form
 from .ipns import IpnsError, head_from_record, name_of, record_for_head
 from .registry import RegistryEntry
 
@@ -132,13 +130,10 @@ class KuboStore(Store):
             raise ObjectTooLarge(f"object of {len(data)} bytes exceeds the 1 MiB limit")
         blob = BlobId.of(data)
 
-        def form() -> aiohttp.FormData:
-            f = aiohttp.FormData()
-            f.add_field("file", data, filename="block", content_type="application/octet-stream")
-            return f
-
         reply, err = await self._rpc(
-            "block/put", {"cid-codec": "raw", "mhtype": "blake3", "mhlen": "32", "pin": "true"}, body=form
+            "block/put",
+            {"cid-codec": "raw", "mhtype": "blake3", "mhlen": "32", "pin": "true"},
+            body=file_form(data, "block"),
         )
         if err is not None:
             if "over" in err.lower() and "mib" in err.lower():
@@ -263,11 +258,7 @@ class KuboStore(Store):
             raise StoreError(f"cannot publish this head as an IPNS record: {exc}") from None
         name = name_of(entry.pk[1:])
 
-        def form() -> aiohttp.FormData:
-            f = aiohttp.FormData()
-            f.add_field("file", record, filename="record", content_type="application/vnd.ipfs.ipns-record")
-            return f
-
+        form = file_form(record, "record", "application/vnd.ipfs.ipns-record")
         _reply, err = await self._rpc("routing/put", {"arg": f"/ipns/{name}", "allow-offline": "true"}, body=form)
         if err is not None:
             # Kubo keeps the better of two records (higher sequence) and refuses the other.

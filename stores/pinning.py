@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -243,11 +244,19 @@ class PinningStore(Store):
     # -- Store ----------------------------------------------------------------------------------
 
     async def put(self, data: bytes) -> bytes:
-        h = await self.inner.put(data)
-        self._want(h)
+        return (await self.put_many([data]))[0]
+
+    async def put_many(
+        self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
+    ) -> list[bytes]:
+        """The inner store's put_many (its batch, if it has one), then the pins asked for together, in
+        `timeout` too (as a put and its pins were in one before: a hung service fails the write)."""
+        hs = await self.inner.put_many(items, hashes, timeout=timeout)
+        for h in hs:
+            self._want(h)
         if len(self._pending) >= self.batch:
-            await self._flush_quietly()
-        return h
+            await (self._flush_quietly() if timeout is None else asyncio.wait_for(self._flush_quietly(), timeout))
+        return hs
 
     async def set_head(self, entry: RegistryEntry) -> None:
         await self.inner.set_head(entry)

@@ -31,7 +31,6 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import unquote
 
-import aiohttp
 import blake3
 from nacl.signing import SigningKey
 
@@ -40,7 +39,7 @@ from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, StaleHead
 from .cid import BlobId, CIDError, b58encode, digest
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
-from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
+from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy, file_form
 from .registry import RegistryEntry
 
 MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_changes (older: a full look)
@@ -231,12 +230,7 @@ class S5Store(Store):
             raise ObjectTooLarge(f"object of {len(data)} bytes exceeds the 1 MiB limit")
         blob = BlobId.of(data)
 
-        def form() -> aiohttp.FormData:
-            f = aiohttp.FormData()
-            f.add_field("file", data, filename="blob", content_type="application/octet-stream")
-            return f
-
-        reply = await self._call("POST", "/s5/upload", body=form)
+        reply = await self._call("POST", "/s5/upload", body=file_form(data, "blob"))
         try:
             answered = BlobId.parse(reply.json()["cid"])
         except (KeyError, TypeError, CIDError) as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..storage.outbox import HEAD, Outbox
@@ -161,35 +162,49 @@ class MirrorStore(Store):
         h.added += 1
         self._wake.set()
 
-    async def _put_to(self, st: Store, items: list[tuple[bytes, bytes]]) -> bool:
-        """Put objects to one store directly; on failure queue them. Returns whether it took them."""
+    async def _write_to(
+        self, st: Store, write: Callable[[], Awaitable[object]], queue: Callable[[], Awaitable[None]]
+    ) -> bool | StaleHead:
+        """One write to one store: now if it goes straight there (`_direct`), else, or when it fails,
+        `queue`d in the store's outbox for the drain loop. Returns whether the store took it, or the
+        StaleHead it answered (it holds as high a head: it answered, nothing to queue). A read-only
+        store neither takes nor queues it."""
         if self.health[st.url].read_only:
             return False
         if not self._direct(st):
-            await self._queue_objects(st, items)
+            await queue()
             return False
         try:
-            put_many = getattr(st, "put_many", None)
-            if put_many is not None and len(items) > 1:
-                await asyncio.wait_for(put_many([d for _, d in items], [h for h, _ in items]), self.timeout)
-            else:
-                for _, data in items:
-                    await asyncio.wait_for(st.put(data), self.timeout)
+            await write()
+        except StaleHead as exc:
+            self._ok(st)
+            return exc
         except ReadOnlyStore:
             self.health[st.url].read_only = True
             return False
         except _FAILURES as exc:
             self._failed(st, exc)
-            await self._queue_objects(st, items)
+            await queue()
             return False
         self._ok(st)
         return True
 
-    async def put_many(self, items: list[bytes], hashes: list[bytes | None] | None = None) -> list[bytes]:
+    async def _put_to(self, st: Store, items: list[tuple[bytes, bytes]]) -> bool | StaleHead:
+        return await self._write_to(
+            st,
+            lambda: st.put_many([d for _, d in items], [h for h, _ in items], timeout=self.timeout),
+            lambda: self._queue_objects(st, items),
+        )
+
+    async def put_many(
+        self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
+    ) -> list[bytes]:
+        """Put to every store (or its outbox); each store's writes are bounded by the mirror's own
+        timeout, so `timeout` is not used."""
         hs = [h if h is not None else digest(d) for h, d in zip(hashes or [None] * len(items), items)]
         pairs = list(zip(hs, items))
         took = await asyncio.gather(*(self._put_to(s, pairs) for s in self.stores))
-        if not any(took):
+        if not any(t is True for t in took):
             raise StoreError(self._none_took("objects"))
         return hs
 
@@ -201,25 +216,9 @@ class MirrorStore(Store):
         return f"no store of the mirror took the {what} ({why}); they are kept for each store and sent when it answers"
 
     async def _head_to(self, st: Store, entry: RegistryEntry) -> bool | StaleHead:
-        if self.health[st.url].read_only:
-            return False
-        if not self._direct(st):
-            await self._queue_head(st, entry)
-            return False
-        try:
-            await asyncio.wait_for(st.set_head(entry), self.timeout)
-        except StaleHead as exc:
-            self._ok(st)
-            return exc
-        except ReadOnlyStore:
-            self.health[st.url].read_only = True
-            return False
-        except _FAILURES as exc:
-            self._failed(st, exc)
-            await self._queue_head(st, entry)
-            return False
-        self._ok(st)
-        return True
+        return await self._write_to(
+            st, lambda: asyncio.wait_for(st.set_head(entry), self.timeout), lambda: self._queue_head(st, entry)
+        )
 
     async def set_head(self, entry: RegistryEntry) -> None:
         """Published to every store (or its outbox). StaleHead when any store holds an equal or higher

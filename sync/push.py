@@ -85,12 +85,7 @@ class LogWriter:
         """Store objects; `hashes` are their BLAKE3 hashes when sealing has just computed them."""
         if not ciphertexts:
             return
-        put_many = getattr(self.store, "put_many", None)
-        if put_many is not None:
-            await asyncio.wait_for(put_many(ciphertexts, hashes), self.timeout)
-        else:
-            for c in ciphertexts:
-                await asyncio.wait_for(self.store.put(c), self.timeout)
+        await self.store.put_many(ciphertexts, hashes, timeout=self.timeout)
         self.written.objects += len(ciphertexts)
         self.written.bytes += sum(len(c) for c in ciphertexts)
 

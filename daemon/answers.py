@@ -1,0 +1,164 @@
+"""A model's answer into the session and on to the app: `Plan` (where the answer goes, what is asked),
+`record` (one answer as the chat's next assistant message, with its usage and times) and `pass_on` (a
+provider's stream passed on chunk by chunk as each arrives, then recorded as it ended: whole, or marked
+interrupted). Both routes that talk to a model use them: POST /v1/sessions/{id}/complete
+(complete.py) and the OpenAI-compatible endpoint (openai_compat.py); each says only how a chunk looks
+on its wire."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from ..storage.model import ANSWER_KEYS
+from .providers import Provider, ProviderError, delta_text, usage_of
+
+APP_GONE = (ConnectionResetError, ConnectionError, RuntimeError)  # what writing to an app that went away raises
+
+
+@dataclass
+class Plan:
+    sid: str
+    chat: str
+    provider: Provider
+    model: str
+    request: dict  # the chat-completions body, without stream
+    answer_key: str | None = None
+    done: dict | None = None  # the answer a previous try with the same key recorded
+    timing: dict = field(default_factory=dict)
+
+
+async def record(
+    d,
+    plan: Plan,
+    text: str,
+    usage: dict | None,
+    *,
+    started: float,
+    first: float | None,
+    interrupted: bool = False,
+    error: str | None = None,
+) -> dict:
+    """The answer as the chat's next assistant message, with its usage and times; returned as stored."""
+    end = time.monotonic()
+    m: dict = {
+        "role": "assistant",
+        "content": text,
+        "model": plan.model,
+        "provider": plan.provider.name,
+        "response": {
+            "first_token_ms": round(((first or end) - started) * 1000),
+            "total_ms": round((end - started) * 1000),
+        },
+    }
+    m["tokens"] = usage["completion_tokens"] if usage and "completion_tokens" in usage else d.estimate(text)
+    if usage:
+        m["usage"] = usage
+    if interrupted:
+        m["interrupted"] = True
+    if error:
+        m["error"] = error
+    stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
+    return {**stored[0], "content": text, **{k: m[k] for k in ANSWER_KEYS if k in m}}
+
+
+async def record_streamed(
+    d, plan: Plan, parts: list[str], usage, *, started: float, first: float | None, gone: bool, error
+) -> dict | None:
+    """A streamed answer as it ended: recorded whole, or marked interrupted when the app left or the
+    provider failed mid-answer (nothing at all is recorded when nothing arrived before that)."""
+    text = "".join(parts)
+    if not text and (gone or error):
+        return None
+    return await record(
+        d,
+        plan,
+        text,
+        usage,
+        started=started,
+        first=first,
+        interrupted=bool(gone or error),
+        error=error.code if error else None,
+    )
+
+
+@dataclass
+class Streamed:
+    """How a streamed answer ended: the answer as recorded (None: nothing arrived before it stopped),
+    the provider's error mid-answer, and whether the app went away."""
+
+    stored: dict | None
+    error: ProviderError | None
+    gone: bool
+
+
+# the event for one chunk on the app's wire, from (its raw bytes, the chunk, the text it adds, its
+# usage); None: nothing is sent for it
+EventOf = Callable[[bytes, dict, str, dict | None], bytes | None]
+
+
+async def pass_on(
+    d,
+    plan: Plan,
+    resp: web.StreamResponse,
+    chunks: AsyncGenerator[tuple[bytes, dict], None],
+    head: tuple[bytes, dict] | None,
+    event_of: EventOf,
+    *,
+    started: float,
+) -> Streamed:
+    """Pass a provider's stream on to the app (`resp`, prepared) chunk by chunk as each arrives, from
+    `head`, its first event, already read (errors before it are the caller's: nothing was said yet),
+    then record the answer as it ended. A provider error mid-answer ends the stream (returned, for the
+    caller's last event); an app gone away stops the generation, keeping what arrived; a cancelled
+    request records what arrived even so (shielded) and is cancelled. The stream is closed whatever
+    happens. The caller writes the last event (`end`)."""
+    parts: list[str] = []
+    usage = first = None
+    error: ProviderError | None = None
+    gone = False
+    try:
+        event = head
+        while event is not None:
+            raw, chunk = event
+            text = delta_text(chunk)
+            u = usage_of(chunk)
+            usage = u or usage
+            if text:
+                first = first or time.monotonic()
+                parts.append(text)
+            out = event_of(raw, chunk, text, u)
+            if out is not None:
+                try:
+                    await resp.write(out)
+                except APP_GONE:
+                    gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
+                    break
+            try:
+                event = await chunks.__anext__()
+            except StopAsyncIteration:
+                event = None
+    except ProviderError as exc:
+        error = exc
+    except asyncio.CancelledError:
+        await chunks.aclose()
+        if parts:  # recorded even so: shielded from the cancellation of this request
+            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first, interrupted=True))
+        raise
+    finally:
+        await chunks.aclose()
+    stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
+    return Streamed(stored, error, gone)
+
+
+async def end(resp: web.StreamResponse, last: bytes) -> None:
+    """The stream's last event and its end; an app that went away by then is no error."""
+    try:
+        await resp.write(last)
+        await resp.write_eof()
+    except APP_GONE:
+        pass
