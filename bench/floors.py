@@ -7,7 +7,10 @@ benchmarks' figures can be read against them (the README's cost table quotes bot
 * cbor2 encode/decode of a 9-field operation map (ops/s);
 * SQLite rows/s into a WAL database with synchronous=NORMAL in a temporary folder: one transaction per
   row, and one executemany in a single transaction;
-* an aiohttp HTTP round trip over a Unix socket (p50/p99 ms), as a client's request to the daemon.
+* an aiohttp HTTP round trip over a Unix socket (p50/p99 ms), as a client's request to the daemon;
+* the load row's floor: 16 threads of sessiond's blocking Client appending, as bench/load.py's clients
+  do, to a trivial aiohttp handler in its own process on a Unix socket (requests/s, and the CPU per
+  request of that server and of the clients): what this machine allows the append path at most.
 
 Each rate is the best of 5 rounds of wall time (latencies: percentiles of 2,000 requests) on a
 shared machine; load average is reported beside them.
@@ -148,6 +151,76 @@ def http_floor() -> dict:
     }
 
 
+async def _trivial_server(path: str) -> None:
+    """What an append costs aiohttp alone: the same route shape and an answer of the same size."""
+    from aiohttp import web
+
+    answer = {"id": "m_0123456789abcdefghij", "session": "s", "chat": "main", "seq": 1, "role": "user"}
+
+    async def append(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(answer, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/sessions/{id}/messages", append)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.UnixSite(runner, path).start()
+    await asyncio.Event().wait()
+
+
+def load_floor(clients: int = 16, per_client: int = 1000) -> dict:
+    import resource
+    import subprocess
+    import sys
+    import threading
+
+    from sessiond.client import Client
+
+    def cpu(pid: int) -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def own() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    with tempfile.TemporaryDirectory(prefix="sd-floors-") as d:
+        path = os.path.join(d, "s.sock")
+        server = subprocess.Popen([sys.executable, __file__, "--serve", path])
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(path):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the trivial server did not start")
+                time.sleep(0.02)
+
+            def client(n: int) -> None:
+                with Client(socket=path) as c:
+                    for i in range(n):
+                        c.append("s", "user", f"message {i} " + "x" * 60)
+
+            client(200)  # warm-up
+            s0, c0, t0 = cpu(server.pid), own(), time.perf_counter()
+            threads = [threading.Thread(target=client, args=(per_client,)) for _ in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall, n = time.perf_counter() - t0, clients * per_client
+            s1, c1 = cpu(server.pid), own()
+        finally:
+            server.terminate()
+            server.wait(10)
+    return {
+        "load_floor_clients": clients,
+        "load_floor_requests_per_s": round(n / wall),
+        "load_floor_server_cpu_us_per_request": round((s1 - s0) / n * 1e6),
+        "load_floor_client_cpu_us_per_request": round((c1 - c0) / n * 1e6),
+    }
+
+
 def main() -> None:
     import json
 
@@ -161,11 +234,16 @@ def main() -> None:
         "command": "python bench/floors.py",
         "versions": {"aiohttp": aiohttp.__version__, "pynacl": nacl.__version__},
     }
-    for part in (blake3_floor, xchacha_floor, cbor_floor, sqlite_floor, http_floor):
+    for part in (blake3_floor, xchacha_floor, cbor_floor, sqlite_floor, http_floor, load_floor):
         out.update(part())
     out["load_average_after"] = round(os.getloadavg()[0], 1)
     print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--serve"]:  # load_floor's server process
+        asyncio.run(_trivial_server(sys.argv[2]))
+    else:
+        main()

@@ -1,12 +1,11 @@
-"""`Client`: the blocking client, HTTP/1.1 (http.client) over the daemon's Unix socket, standard library
-only so that the CLI starts fast. One kept-alive connection; a request whose connection broke before an
-answer is sent again once only if it is idempotent (calls.retryable)."""
+"""`Client`: the blocking client, HTTP/1.1 over the daemon's Unix socket (wire.py for the calls, http.client
+for the streams), standard library only so that the CLI starts fast. One kept-alive connection; a request
+whose connection broke before an answer is sent again once only if it is idempotent (calls.retryable)."""
 
 from __future__ import annotations
 
 import http.client
 import json
-import select
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +14,7 @@ from ..api.locate import resolve_home, socket_path
 from .calls import IDEMPOTENCY_HEADER, Api, complete_body, new_idempotency_key, quote_id, retryable
 from .errors import ClientError, DaemonNotRunning, lost, raise_for
 from .streams import CompletionStream, EventStream, change_events
+from .wire import Connection, request_head
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -29,16 +29,6 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = s
 
 
-def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
-    """An idle kept-alive connection that is readable has been closed by the daemon (EOF)."""
-    if conn.sock is None:
-        return False
-    try:
-        return bool(select.select([conn.sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
-
-
 class Client(Api):
     """Blocking client (standard library only, so the CLI starts fast)."""
 
@@ -46,7 +36,7 @@ class Client(Api):
         self.home = resolve_home(home)
         self.socket = socket or socket_path(self.home)
         self.timeout = timeout
-        self._conn: _UnixHTTPConnection | None = None
+        self._conn: Connection | None = None  # the calls' kept-alive connection (wire.py)
 
     def __enter__(self) -> Client:
         return self
@@ -59,24 +49,22 @@ class Client(Api):
             self._conn.close()
             self._conn = None
 
-    def _request(self, method: str, path: str, body: Any = None, key: str | None = None):
+    def _request(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        if key is not None:
-            headers[IDEMPOTENCY_HEADER] = key
+        head = request_head(method, path, payload, key, IDEMPOTENCY_HEADER)
+        request = head if payload is None else head + payload
         retry = retryable(method, key)
         for attempt in (0, 1):
-            if self._conn is not None and not retry and _closed_by_peer(self._conn):
+            if self._conn is not None and not retry and self._conn.closed_by_peer():
                 self.close()  # what cannot be retried is not sent on a connection the daemon already closed
             if self._conn is None:
-                self._conn = _UnixHTTPConnection(self.socket, self.timeout)
+                self._conn = Connection(self.socket, self.timeout)
             try:
-                self._conn.request(method, path, body=payload, headers=headers)
-                return self._conn.getresponse()
+                return self._conn.exchange(request)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 self.close()
                 raise DaemonNotRunning(self.socket, exc.strerror or "") from None
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too
                 self.close()  # a kept-alive connection the daemon closed: retry once on a fresh one
                 if not retry:
                     raise lost(method, path) from None
@@ -91,15 +79,15 @@ class Client(Api):
             except OSError as exc:  # e.g. a home that is a file, a path too long for a socket
                 self.close()
                 raise ClientError(f"cannot connect to {self.socket}: {exc.strerror or exc}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
-        resp = self._request(method, path, body, key)
-        raw = resp.read()
+        status, raw = self._request(method, path, body, key)
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
-            raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
-        raise_for(resp.status, data)
+            raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {status})") from None
+        raise_for(status, data)
         return data
 
     def complete_stream(

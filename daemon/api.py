@@ -24,47 +24,77 @@ def error_body(code: str, message: str, **details) -> dict:
     return {"error": err}
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except SessiondError as exc:
-        return web.json_response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
-    except web.HTTPException as exc:
-        if exc.content_type == "application/json":
-            raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
-        msg = exc.reason
-        if exc.status == 404:
-            msg = f"no such route: {request.method} {request.path} (see GET /v1/openapi.json)"
-        elif exc.status == 405:
-            msg = f"{request.method} is not allowed on {request.path}"
-        elif exc.status == 413:
-            msg = "request body too large"
-        return web.json_response(error_body(code, msg), status=exc.status)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:  # a bug: log it with its traceback, answer without internals
-        log.exception("internal error on %s %s", request.method, request.path)
-        return web.json_response(error_body("internal", "internal error; see the daemon log"), status=500)
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, a method the route has not, a body too large) in our shape."""
+    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
+    msg = exc.reason
+    if exc.status == 404:
+        msg = f"no such route: {request.method} {request.path} (see GET /v1/openapi.json)"
+    elif exc.status == 405:
+        msg = f"{request.method} is not allowed on {request.path}"
+    elif exc.status == 413:
+        msg = "request body too large"
+    return web.json_response(error_body(code, msg), status=exc.status)
 
 
 def _bound(route: Route) -> Handler:
-    """The route's handler, with the request knowing its route (and so its models)."""
+    """The route's handler, with the request knowing its route (and so its models), and every error
+    turned into the API's shape. This is done here rather than in a middleware: an application with
+    any middleware pays aiohttp's middleware chain (two more coroutines, a cache look-up) on every
+    request, and the appends are the hot path."""
+    handler = route.handler
 
     async def handle(request: web.Request) -> web.StreamResponse:
         request[ROUTE_KEY] = route
-        return await route.handler(request)
+        try:
+            return await handler(request)
+        except SessiondError as exc:
+            return web.json_response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+        except web.HTTPException as exc:
+            if exc.content_type == "application/json":
+                raise
+            return _http_error(request, exc)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:  # a bug: log it with its traceback, answer without internals
+            log.exception("internal error on %s %s", request.method, request.path)
+            return web.json_response(error_body("internal", "internal error; see the daemon log"), status=500)
 
-    handle.__name__ = route.handler.__name__
+    handle.__name__ = handler.__name__
     return handle
 
 
+async def _unrouted(request: web.Request) -> web.StreamResponse:
+    """Every request no route takes (the last resource, matching any path and method): a 405 if some
+    route has the path with other methods, else a 404, as the router itself would have refused it."""
+    allowed: set[str] = set()
+    own = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not own:
+            allowed |= (await resource.resolve(request))[1]
+    exc = web.HTTPMethodNotAllowed(request.method, allowed) if allowed else web.HTTPNotFound()
+    return _http_error(request, exc)
+
+
+# The router tries the resources under one path prefix in the order they were added (about twenty
+# under /v1/sessions, each a regular expression): the routes apps call most go first. No two
+# patterns match the same path, so the order changes nothing but the time a look-up takes.
+HOT_PATHS = ("/v1/sessions/{id}/messages", "/v1/sessions/{id}")
+
+
+def router_order(routes: list[Route]) -> list[Route]:
+    """The routes grouped by path (one router resource each), the hot paths first, then as declared."""
+    paths = list(dict.fromkeys(r.path for r in routes))
+    paths.sort(key=lambda p: HOT_PATHS.index(p) if p in HOT_PATHS else len(HOT_PATHS))
+    return [r for p in paths for r in routes if r.path == p]
+
+
 def make_app(daemon) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=256 << 20)
+    app = web.Application(client_max_size=256 << 20)  # no middleware: see _bound
     app["daemon"] = daemon
-    for r in ROUTES:
+    for r in router_order(ROUTES):
         app.router.add_route(r.method, r.path, _bound(r))
+    app.router.add_route("*", "/{tail:.*}", _unrouted)
     app["openapi"] = build_openapi(ROUTES, daemon.version)
     return app
 

@@ -12,8 +12,13 @@ from .. import validate as v
 ROUTE_KEY = "sessiond.route"  # the request's Route (daemon/routes/__init__.py), set by the app
 
 
+# One encoder for every answer: json.dumps with a non-default argument builds a new JSONEncoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def ok(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+    """A JSON answer (UTF-8, not ASCII-escaped), as web.json_response would make it, built directly."""
+    return web.Response(body=_encode(data).encode(), status=status, content_type="application/json", charset="utf-8")
 
 
 def daemon_of(request: web.Request):

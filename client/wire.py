@@ -1,0 +1,138 @@
+"""One kept-alive HTTP/1.1 connection to the daemon's Unix socket, for the blocking client's calls: a
+request goes out in one send (head and body together) and its answer is read whole.
+
+http.client did the same in about twice the CPU (its headers go through the email package's parser,
+and it sends a request's head and body in two writes, which the daemon then reads in two wake-ups).
+The event streams (streams.py) still use http.client: they are long, and read a line at a time.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+
+_EXPECTS_BODY = frozenset({"PATCH", "POST", "PUT"})  # sent with Content-Length: 0 when they have none
+_NO_BODY = frozenset({204, 304})
+
+
+class Disconnected(ConnectionResetError):
+    """The daemon closed the connection before its whole answer arrived."""
+
+
+def request_head(method: str, path: str, payload: bytes | None, key: str | None, key_header: str) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
+    if payload is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+    elif method in _EXPECTS_BODY:
+        head += "Content-Length: 0\r\n"
+    if key is not None:
+        if "\r" in key or "\n" in key or "\0" in key:
+            raise ValueError(f"Invalid header value {key!r}")  # as http.client refused it: no header injection
+        head += f"{key_header}: {key}\r\n"
+    return (head + "\r\n").encode("latin-1")
+
+
+class Connection:
+    def __init__(self, path: str, timeout: float | None):
+        self.path = path
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def closed_by_peer(self) -> bool:
+        """An idle kept-alive connection that is readable has been closed by the daemon (EOF)."""
+        if self.sock is None:
+            return False
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """Send one request, return the answer's status and body."""
+        if self.sock is None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(self.timeout)
+                s.connect(self.path)
+            except BaseException:
+                s.close()
+                raise
+            self.sock = s
+        self.sock.sendall(request)
+        return self._answer(self.sock)
+
+    def _answer(self, sock: socket.socket) -> tuple[int, bytes]:
+        buf = sock.recv(65536)
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            more = sock.recv(65536)
+            if not more:
+                raise Disconnected("the daemon closed the connection before it answered")
+            buf += more
+        lines = buf[:end].split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length, chunked, close = None, False, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+        rest = buf[end + 4 :]
+        if status in _NO_BODY or 100 <= status < 200:
+            body = b""
+        elif chunked:
+            body = self._chunked(sock, rest)
+        elif length is not None:
+            body = self._exactly(sock, rest, length)
+        else:  # no length: the body ends with the connection
+            parts = [rest]
+            while more := sock.recv(65536):
+                parts.append(more)
+            body, close = b"".join(parts), True
+        if close:
+            self.close()
+        return status, body
+
+    @staticmethod
+    def _exactly(sock: socket.socket, have: bytes, length: int) -> bytes:
+        if len(have) >= length:
+            return have[:length]
+        out = bytearray(length)
+        out[: len(have)] = have
+        view, got = memoryview(out), len(have)
+        while got < length:
+            n = sock.recv_into(view[got:])
+            if not n:
+                raise Disconnected("the daemon closed the connection in the middle of its answer")
+            got += n
+        return bytes(out)
+
+    @staticmethod
+    def _chunked(sock: socket.socket, buf: bytes) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            while (eol := buf.find(b"\r\n")) < 0:
+                more = sock.recv(65536)
+                if not more:
+                    raise Disconnected("the daemon closed the connection in the middle of its answer")
+                buf += more
+            size = int(buf[:eol].split(b";", 1)[0], 16)
+            buf = buf[eol + 2 :]
+            if size == 0:  # the last chunk; no trailers are sent: the blank line ends it
+                while len(buf) < 2:
+                    more = sock.recv(65536)
+                    if not more:
+                        break
+                    buf += more
+                return b"".join(parts)
+            chunk = Connection._exactly(sock, buf, size + 2)  # the chunk and its CRLF
+            parts.append(chunk[:size])
+            buf = buf[size + 2 :] if len(buf) >= size + 2 else b""

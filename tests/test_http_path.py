@@ -1,0 +1,200 @@
+"""The socket API's per-request path, in process: the router's order (the hot routes first, every route
+still reaching its own handler), the answers for what no route takes, the Idempotency-Key's fast
+check, and the blocking client's wire (one send per request; chunked, closing and broken answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import tempfile
+import threading
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from sessiond.client import Client, ClientError
+from sessiond.daemon import validate as v
+from sessiond.daemon.api import HOT_PATHS, make_app
+from sessiond.daemon.routes import ROUTES
+from sessiond.storage.errors import Invalid
+
+
+class Owner:  # what make_app and the checks before any database use need of a daemon
+    version = "test"
+
+
+@pytest.fixture(scope="module")
+def app() -> web.Application:
+    return make_app(Owner())
+
+
+def test_hot_routes_are_tried_first_and_every_route_still_reaches_its_handler(app):
+    resources = list(app.router.resources())
+    assert [r.canonical for r in resources[: len(HOT_PATHS)]] == list(HOT_PATHS)
+    assert resources[-1].canonical == "/{tail}"  # the catch-all for what no route takes
+
+    async def resolve_all() -> None:
+        for r in ROUTES:
+            path = r.path.replace("{id}", "s_0123456789abcdefghij")
+            info = await app.router.resolve(make_mocked_request(r.method, path, app=app))
+            assert info.route.method == r.method and info.handler.__name__ == r.handler.__name__, (r.method, r.path)
+
+    asyncio.run(resolve_all())
+
+
+async def _ask(path: str, requests: list[bytes]) -> list[tuple[int, dict]]:
+    out = []
+    reader, writer = await asyncio.open_unix_connection(path)
+    for req in requests:
+        writer.write(req)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        out.append((int(head.split(b" ")[1]), json.loads(await reader.readexactly(length))))
+    writer.close()
+    return out
+
+
+def test_what_no_route_takes_is_a_json_404_or_405(app, tmp_path):
+    async def main() -> list[tuple[int, dict]]:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        path = str(tmp_path / "s.sock")
+        await web.UnixSite(runner, path).start()
+        try:
+            bad_key = b'{"role": "user", "content": "x"}'
+            return await _ask(
+                path,
+                [
+                    b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /v1/sessions/s1/bogus HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"PUT /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                    b"DELETE /v1/sessions/s1/messages HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"POST /v1/sessions/s1/messages HTTP/1.1\r\nHost: x\r\nIdempotency-Key: a\tb\r\n"
+                    + f"Content-Length: {len(bad_key)}\r\n\r\n".encode()
+                    + bad_key,
+                ],
+            )
+        finally:
+            await runner.cleanup()
+
+    (s1, a1), (s2, a2), (s3, a3), (s4, a4), (s5, a5) = asyncio.run(main())
+    assert (s1, a1["error"]) == (
+        404,
+        {"code": "not_found", "message": "no such route: GET /v1/nothing (see GET /v1/openapi.json)"},
+    )
+    assert s2 == 404 and a2["error"]["message"].startswith("no such route: GET /v1/sessions/s1/bogus")
+    assert (s3, a3["error"]) == (405, {"code": "method_not_allowed", "message": "PUT is not allowed on /v1/status"})
+    assert s4 == 405 and a4["error"]["code"] == "method_not_allowed"
+    assert s5 == 422 and "Idempotency-Key header must be 1 to 255 printable ASCII" in a5["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "key, good",
+    [
+        ("3b6f2f7e-8f0e-4d0a-9c57-7e9f8f3a1b2c", True),
+        (" ~", True),
+        ("k" * 255, True),
+        ("k" * 256, False),
+        ("", False),
+        ("tab\there", False),
+        ("del\x7f", False),
+        ("é", False),
+        ("line\n", False),
+    ],
+)
+def test_idempotency_key_fast_check_agrees_with_the_model(key, good):
+    if good:
+        assert v.idempotency_key(key) == key
+    else:
+        with pytest.raises(Invalid, match="1 to 255 printable ASCII"):
+            v.idempotency_key(key)
+
+
+class Scripted:
+    """A Unix socket server answering each connection's requests with the next scripted bytes (None:
+    close the connection without an answer). It records what each request arrived as."""
+
+    def __init__(self, answers: list[bytes | None]):
+        self.answers = answers
+        self.requests: list[bytes] = []
+        self.recv_calls: list[int] = []
+        self.path = os.path.join(tempfile.mkdtemp(prefix="sd-wire-"), "s.sock")
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(self.path)
+        self.sock.listen(4)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            conn, _ = self.sock.accept()
+            with conn:
+                while self.answers:
+                    data, reads = b"", 0
+                    while b"\r\n\r\n" not in data or len(data) < self._length(data):
+                        more = conn.recv(65536)
+                        if not more:
+                            break
+                        data, reads = data + more, reads + 1
+                    if not data:
+                        break
+                    self.requests.append(data)
+                    self.recv_calls.append(reads)
+                    answer = self.answers.pop(0)
+                    if answer is None:
+                        break
+                    conn.sendall(answer)
+                    if b"Connection: close" in answer:
+                        break
+
+    @staticmethod
+    def _length(data: bytes) -> int:
+        head, _, _ = data.partition(b"\r\n\r\n")
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                return len(head) + 4 + int(line.split(b":")[1])
+        return len(head) + 4
+
+
+def _json(status: int, obj, extra: str = "") -> bytes:
+    body = json.dumps(obj).encode()
+    return (
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def test_client_wire_reads_every_answer_shape_and_retries_only_what_is_safe():
+    chunked_body = json.dumps({"chunked": "é" * 3000}).encode()
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(chunked_body[i : i + 1000]), chunked_body[i : i + 1000])
+        for i in range(0, len(chunked_body), 1000)
+    )
+    server = Scripted(
+        [
+            _json(201, {"id": "m1"}),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n",
+            _json(200, {"closing": True}, "Connection: close\r\n"),
+            _json(404, {"error": {"code": "not_found", "message": "no such session"}}),
+            None,  # the connection breaks before an answer: an append with its key is sent again
+            _json(201, {"id": "m2"}),
+            None,  # ... but a request without a key is not
+        ]
+    )
+    with Client(socket=server.path, timeout=10) as c:
+        assert c.append("s1", "user", "hello", idempotency_key="k-1")["id"] == "m1"
+        assert server.recv_calls[0] == 1 and server.requests[0].endswith(b'"hello"}')  # head and body in one send
+        assert b"\r\nIdempotency-Key: k-1\r\n" in server.requests[0]
+        assert c.status() == {"chunked": "é" * 3000}
+        assert c.status() == {"closing": True}
+        with pytest.raises(ClientError, match="no such session") as e:
+            c.get_session("s1")
+        assert e.value.status == 404  # type: ignore[attr-defined]
+        assert c.append("s1", "user", "again", idempotency_key="k-2")["id"] == "m2"
+        assert server.requests[-1] == server.requests[-2]  # the same request, the same key
+        with pytest.raises(ClientError, match="may or may not have been done"):
+            c.create_session(name="x")
+        with pytest.raises(ValueError, match="Invalid header value"):
+            c.append("s1", "user", "x", idempotency_key="a\r\nX-Injected: 1")
