@@ -3,6 +3,9 @@ request goes out in one send (head and body together) and its answer is read who
 
 http.client did the same in about twice the CPU (its headers go through the email package's parser,
 and it sends a request's head and body in two writes, which the daemon then reads in two wake-ups).
+h11, the sans-I/O HTTP/1.1 library, was measured too: ~215 us of CPU per request on this machine, three
+times this whole client's cost per append, so the framing below stays this small reader (Content-Length,
+chunked, or to the end of the connection: the only answers aiohttp gives).
 The event streams (streams.py) still use http.client: they are long, and read a line at a time.
 """
 
