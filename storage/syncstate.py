@@ -128,9 +128,11 @@ class SyncState:
     async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
         """The push state of every session, or of `sids` only (a read of those rows, not of all: a share or a
         `sync --wait` of one session asks this on every push of any session while it waits)."""
-        where, args = "", ()
+        where = ""
+        args: tuple[str, ...] = ()
         if sids is not None:
-            where, args = f" AND s.id IN ({','.join('?' * len(sids))})", tuple(sids)
+            where = f" AND s.id IN ({','.join('?' * len(sids))})"
+            args = tuple(sids)
         rows = await self.c.committed.fetchall(
             "SELECT s.id AS session_id, coalesce(l.last_seq, 0) AS last_seq, coalesce(y.pushed_seq, 0) AS pushed_seq,"
             " coalesce(y.head_rev, 0) AS head_rev, y.last_error AS last_error, y.last_push AS last_push"
