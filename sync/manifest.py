@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import dagcbor
+from .heads import encode_levels
 from .pages import VERSION, Entry, LogError
 
 T_MANIFEST = "sessiond/manifest"
@@ -39,21 +40,22 @@ def encode_manifest(
     levels: list[list[Entry]],
     prev: bytes | None,
 ) -> bytes:
-    """The plaintext of a manifest (DAG-CBOR; `prev`, the previous manifest's hash, as a link)."""
-    m = {
-        "d": device,
-        "k": head_pk,
-        "l": [[e.to_cbor() for e in lv] for lv in levels],
-        "n": last_seq,
-        "r": rev,
-        "s": sid,
-        "v": VERSION,
-        "ty": T_MANIFEST,
-        "lam": lamport,
-    }
+    """The plaintext of a manifest (DAG-CBOR; `prev`, the previous manifest's hash, as a link): the map
+    {d, k, l, n, r, s, v, ty, lam[, prev]} put together in DAG-CBOR key order, the levels from each
+    entry's encoding made once (heads.encode_levels). The same bytes as dagcbor.encode of the map
+    (tests/test_formats.py), at a push's every commit without encoding its entries again."""
+    items = [("d", device), ("k", head_pk), ("l", None), ("n", last_seq), ("r", rev), ("s", sid), ("v", VERSION)]
+    items += [("ty", T_MANIFEST), ("lam", lamport)]
     if prev is not None:
-        m["prev"] = dagcbor.Link(prev)
-    return dagcbor.encode(m)
+        items.append(("prev", dagcbor.Link(prev)))
+    out = [dagcbor.head(5, len(items))]
+    for k, v in items:
+        out.append(_KEYS[k])
+        out.append(encode_levels(levels) if k == "l" else dagcbor.encode_ordered(dagcbor.canon(v)))
+    return b"".join(out)
+
+
+_KEYS = {k: dagcbor.encode_ordered(k) for k in ("d", "k", "l", "n", "r", "s", "v", "ty", "lam", "prev")}
 
 
 def parse_manifest(plain: bytes, *, sid: str, head_pk: bytes, rev: int) -> Manifest:
