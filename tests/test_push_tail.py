@@ -90,3 +90,26 @@ async def test_a_steady_push_decodes_no_tree_and_a_reset_tree_is_read_again(tmp,
     finally:
         await syncer.stop()
         await db.close()
+
+
+def test_a_manifest_read_quickly_is_the_one_read_strictly_and_a_non_canonical_one_is_still_refused():
+    import cbor2
+
+    from sessiond.sync.manifest import parse_manifest
+    from sessiond.sync.pages import LogError
+
+    rng = random.Random(5)
+    refs = [_entry(rng, 1).ref for _ in range(2)]
+    levels = [[Entry(10, 20, 70, False, refs[0])], [Entry(1, 9, 50, True, refs[1])]]  # level 1 holds the older
+    pk, prev = b"\xed" + bytes(32), b"\x01\x55\x1e\x20" + bytes(32)
+    plain = encode_manifest("sid", "dev", 3, pk, 20, 44, levels, prev)
+    man = parse_manifest(plain, sid="sid", head_pk=pk, rev=3)
+    assert (man.device, man.last_seq, man.lamport, man.prev, man.levels) == ("dev", 20, 44, prev, levels)
+    m = dagcbor.decode(plain)
+    shuffled = cbor2.dumps({k: dagcbor.canon(m[k]) for k in reversed(list(m))})  # keys out of DAG-CBOR order
+    with pytest.raises(LogError, match="not deterministic DAG-CBOR"):
+        parse_manifest(shuffled, sid="sid", head_pk=pk, rev=3)
+    del m["lam"]  # an older manifest without a Lamport value: valid, read the strict way
+    assert parse_manifest(dagcbor.encode(m), sid="sid", head_pk=pk, rev=3).lamport == 0
+    with pytest.raises(LogError, match="replayed"):
+        parse_manifest(plain, sid="sid", head_pk=pk, rev=4)
