@@ -63,6 +63,17 @@ def encode_ordered(value: Any) -> bytes:
     return cbor2.dumps(value)
 
 
+def head(major: int, n: int) -> bytes:
+    """A CBOR head in its shortest form (as DAG-CBOR requires): an array's (major 4) or a map's (5)
+    before items encoded apart and put together."""
+    if n < 24:
+        return bytes([major << 5 | n])
+    for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * width):
+            return bytes([major << 5 | extra]) + n.to_bytes(width, "big")
+    raise ValueError("CBOR lengths stop at 2^64")
+
+
 def _tag_hook(*args):
     # cbor2 5.x calls tag_hook(decoder, tag); 6.x calls tag_hook(tag, immutable)
     tag = next(a for a in args if isinstance(a, cbor2.CBORTag))

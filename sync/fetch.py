@@ -12,7 +12,7 @@ from typing import Any, cast
 from ..storage.errors import Invalid
 from ..storage.model import RemoteLog
 from ..stores import Store, StoreError
-from ..stores.registry import RegistryError
+from ..stores.registry import RegistryEntry, RegistryError
 from .crypto import DecryptError
 from .errors import ImportError_
 from .heads import manifest_hash_of, open_manifest
@@ -32,10 +32,12 @@ async def fetch_logs(
     known: dict[bytes, dict] | None = None,
     check: Callable[[RemoteLog], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    heads: dict[bytes, RegistryEntry | None] | None = None,
 ) -> tuple[dict[str, RemoteLog], list[dict]]:
     """Fetch and check every member's log (everything, or only what is new). Raises ImportError_
     naming the first problem; nothing is applied by this function. `check` refuses (with Invalid)
-    content the API would refuse (the daemon gives its validation: SyncContext.check_remote)."""
+    content the API would refuse (the daemon gives its validation: SyncContext.check_remote). `heads`:
+    members' heads the caller has just read (a follower's pull), not read again."""
     logs: dict[str, RemoteLog] = {}
     peers = []
     for m in members:
@@ -52,6 +54,7 @@ async def fetch_logs(
             after_seq=0 if full else k.get("applied_seq", 0),
             check=check,
             progress=progress,
+            heads=heads,
         )
         if man is None:  # a writer that has not pushed yet: followed from now on, so that its first head is seen
             device = m.get("device_id")
@@ -91,11 +94,12 @@ async def fetch_log(
     as_ops: bool = False,
     check: Callable[[RemoteLog], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    heads: dict[bytes, RegistryEntry | None] | None = None,
 ) -> tuple[Manifest | None, Any]:
     """One member's log: (manifest, RemoteLog), or with as_ops (manifest, [Op]) for comparing; `check`
-    as in fetch_logs."""
+    and `heads` as in fetch_logs."""
     try:
-        head = await asyncio.wait_for(store.get_head(pk), timeout)
+        head = heads[pk] if heads is not None and pk in heads else await asyncio.wait_for(store.get_head(pk), timeout)
     except RegistryError as exc:
         raise ImportError_(
             "forged", f"the head of device {device or pk.hex()[:16]} is not validly signed: {exc}"

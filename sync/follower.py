@@ -13,6 +13,7 @@ import logging
 import time
 
 from ..stores import StoreError
+from ..stores.registry import RegistryEntry
 from .context import SyncContext
 from .errors import ImportError_
 from .fetch import fetch_logs
@@ -123,7 +124,7 @@ class Follower:
         store = ctx.open_store(remote["store_url"])
         try:
             rev, members, notice = await self.members.read_members(
-                store, sid, key, bytes(remote["announce_pk"]), min_rev=remote["members_rev"]
+                store, sid, key, bytes(remote["announce_pk"]), min_rev=remote["members_rev"], cached=True
             )
             if notice is not None:
                 async with ctx.rekey_lock(sid):
@@ -142,9 +143,10 @@ class Follower:
         known = {bytes(p["head_pk"]): p for p in await db.peers(sid)}
         heads = [m for m in members if m["head_pk"] != my_pk]
         changed = []
+        read: dict[bytes, RegistryEntry | None] = {}  # the heads read here, not read again by fetch_logs
         for m in heads:
             k = known.get(m["head_pk"])
-            head = await asyncio.wait_for(store.get_head(m["head_pk"]), ctx.timeout)
+            head = read[m["head_pk"]] = await asyncio.wait_for(store.get_head(m["head_pk"]), ctx.timeout)
             # a member not known yet is taken in even without a head (it imported, wrote nothing yet):
             # its head is then followed, and its first push is seen
             if k is None or (head is not None and head.revision != k["rev"]):
@@ -160,6 +162,7 @@ class Follower:
             known=known,
             timeout=ctx.timeout,
             check=ctx.check_remote,
+            heads=read,
         )
         return await db.apply_remote(sid, logs, peers=peers)
 

@@ -45,6 +45,15 @@ def levels_to_cbor(levels: list[list[Entry]]) -> list:
     return [[e.to_cbor() for e in lv] for lv in levels]
 
 
+def encode_levels(levels: list[list[Entry]]) -> bytes:
+    """dagcbor.encode(levels_to_cbor(levels)), from each entry's encoding made once (Entry.encoded): what
+    a push writes into its manifest and records as its tree, without encoding the entries again."""
+    return b"".join(
+        [dagcbor.head(4, len(levels))]
+        + [dagcbor.head(4, len(lv)) + b"".join([e.encoded() for e in lv]) for lv in levels]
+    )
+
+
 def levels_from_cbor(data: bytes | None) -> list[list[Entry]]:
     if not data:
         return [[]]

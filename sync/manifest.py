@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import dagcbor
+from .heads import encode_levels
 from .pages import VERSION, Entry, LogError
 
 T_MANIFEST = "sessiond/manifest"
@@ -39,28 +40,45 @@ def encode_manifest(
     levels: list[list[Entry]],
     prev: bytes | None,
 ) -> bytes:
-    """The plaintext of a manifest (DAG-CBOR; `prev`, the previous manifest's hash, as a link)."""
-    m = {
-        "d": device,
-        "k": head_pk,
-        "l": [[e.to_cbor() for e in lv] for lv in levels],
-        "n": last_seq,
-        "r": rev,
-        "s": sid,
-        "v": VERSION,
-        "ty": T_MANIFEST,
-        "lam": lamport,
-    }
+    """The plaintext of a manifest (DAG-CBOR; `prev`, the previous manifest's hash, as a link): the map
+    {d, k, l, n, r, s, v, ty, lam[, prev]} put together in DAG-CBOR key order, the levels from each
+    entry's encoding made once (heads.encode_levels). The same bytes as dagcbor.encode of the map
+    (tests/test_formats.py), at a push's every commit without encoding its entries again."""
+    items = [("d", device), ("k", head_pk), ("l", None), ("n", last_seq), ("r", rev), ("s", sid), ("v", VERSION)]
+    items += [("ty", T_MANIFEST), ("lam", lamport)]
     if prev is not None:
-        m["prev"] = dagcbor.Link(prev)
-    return dagcbor.encode(m)
+        items.append(("prev", dagcbor.Link(prev)))
+    out = [dagcbor.head(5, len(items))]
+    for k, v in items:
+        out.append(_KEYS[k])
+        out.append(encode_levels(levels) if k == "l" else dagcbor.encode_ordered(dagcbor.canon(v)))
+    return b"".join(out)
+
+
+_KEYS = {k: dagcbor.encode_ordered(k) for k in ("d", "k", "l", "n", "r", "s", "v", "ty", "lam", "prev")}
 
 
 def parse_manifest(plain: bytes, *, sid: str, head_pk: bytes, rev: int) -> Manifest:
+    """The checked manifest `plain` (strict DAG-CBOR: bytes that do not re-encode to themselves are
+    refused). A follower parses one at every pull, and a strict decode re-encodes the whole manifest in
+    Python (~1 ms for a few dozen entries), so it is first read without that check and put together
+    again by encode_manifest, which writes each entry's encoding at C speed: the same bytes, and it is
+    DAG-CBOR as sessiond writes it. Anything else (another encoding, a field this sessiond does not
+    write, a damaged manifest) goes the strict way, which decides as it always has."""
+    try:
+        man = _parse(dagcbor.decode(plain, strict=False), sid=sid, head_pk=head_pk, rev=rev)
+        if encode_manifest(sid, man.device, rev, head_pk, man.last_seq, man.lamport, man.levels, man.prev) == plain:
+            return man
+    except Exception:  # whatever it is, the strict way below says what is wrong
+        pass
     try:
         m = dagcbor.decode(plain)
     except dagcbor.DagCborError as exc:
         raise LogError(f"head manifest is not valid: {exc}") from None
+    return _parse(m, sid=sid, head_pk=head_pk, rev=rev)
+
+
+def _parse(m: object, *, sid: str, head_pk: bytes, rev: int) -> Manifest:
     if not isinstance(m, dict) or m.get("ty") != T_MANIFEST:
         raise LogError("head object is not a sessiond manifest")
     if m.get("v") != VERSION:

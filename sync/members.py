@@ -19,12 +19,15 @@ from nacl.signing import SigningKey
 from ..stores import StaleHead, Store, StoreError, check_object
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
+from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
 from .errors import ImportError_
 
 T_MEMBERS = "sessiond/members"
 SALT_LEN = 14
+# sessions whose members list, as last read, is kept for the follower (Members.read_members, cached=True)
+MEMBERS_KEPT = 1024
 
 
 def announce_key(write_secret: bytes) -> SigningKey:
@@ -40,11 +43,17 @@ class Members:
 
     def __init__(self, ctx: SyncContext):
         self.ctx = ctx
+        # Per session: the members slot's entry as last read (key, revision, data), the session key it
+        # was opened with, and what it said. The entry names its object by hash: while the slot holds the
+        # same entry, its object says the same, so a follower's pull reads the slot's head and not the
+        # object again (nor decrypts and decodes it): one store request less per pull.
+        self._seen: LRU[str, tuple[bytes, int, bytes, bytes, list[dict], dict | None]] = LRU(MEMBERS_KEPT)
 
     async def read_members(
-        self, store: Store, sid: str, session_key: bytes, announce_pk: bytes, min_rev: int = 0
+        self, store: Store, sid: str, session_key: bytes, announce_pk: bytes, min_rev: int = 0, *, cached: bool = False
     ) -> tuple[int, list[dict], dict | None]:
-        """(revision, members, rekey notice or None) of a session's members slot."""
+        """(revision, members, rekey notice or None) of a session's members slot. `cached`: if the slot
+        holds the entry read last time, what its object said then (the follower; an audit reads it again)."""
         timeout = self.ctx.timeout
         pk = b"\xed" + announce_pk
         try:
@@ -66,6 +75,9 @@ class Members:
         if len(entry.data) != 1 + 32 + SALT_LEN or entry.data[0] != 0x1E:
             raise ImportError_("malformed", "the members entry's data is not 0x1e | hash | salt")
         h, salt = entry.data[1:33], entry.data[33:]
+        seen = self._seen.get(sid) if cached else None
+        if seen is not None and seen[:4] == (pk, entry.revision, entry.data, session_key):
+            return entry.revision, [dict(m) for m in seen[4]], seen[5]
         try:
             ct = await asyncio.wait_for(store.get(h), timeout)
             check_object(h, ct)
@@ -79,7 +91,9 @@ class Members:
             if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
                 members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
         notice = m.get("rekey")
-        return entry.revision, members, notice if isinstance(notice, dict) else None
+        notice = notice if isinstance(notice, dict) else None
+        self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice)
+        return entry.revision, members, notice
 
     async def ensure_member(self, sid: str, *, extra: Sequence[dict] = ()) -> int:
         """Make sure this device (and every writer it knows of) is in the members list. Returns the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat
 from operator import add, truediv
 from typing import Any
@@ -66,6 +66,9 @@ class Entry:
     node: bool
     ref: EncryptedCID
     parts: bool = False  # a page too large for one object: ref is its list of parts
+    # its DAG-CBOR encoding, made once: an entry is written into every manifest until it is folded
+    # away, and each push's manifest and recorded tree are its entries' encodings put together
+    _cbor: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_cbor(self) -> dict:
         return {
@@ -75,6 +78,13 @@ class Entry:
             "n": self.size,
             "t": self.last,
         }
+
+    def encoded(self) -> bytes:
+        """dagcbor.encode(self.to_cbor()): its keys are in DAG-CBOR order already, and every value is
+        an integer or bytes, which cbor2 writes in the shortest form."""
+        if self._cbor is None:
+            self._cbor = dagcbor.encode_ordered(self.to_cbor())
+        return self._cbor
 
     @classmethod
     def from_cbor(cls, m: dict) -> Entry:
@@ -88,16 +98,7 @@ class Entry:
 
 
 # ---------------------------------------------------------------------------------------------- writing pages
-def _head(major: int, n: int) -> bytes:
-    """A CBOR head in its shortest form (as DAG-CBOR requires)."""
-    if n < 24:
-        return bytes([major << 5 | n])
-    for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if n < 1 << (8 * width):
-            return bytes([major << 5 | extra]) + n.to_bytes(width, "big")
-    raise ValueError("CBOR lengths stop at 2^64")
-
-
+_head = dagcbor.head
 _enc = dagcbor.encode_ordered
 _VERSION_ITEM = _enc("v") + _enc(PAGE_VERSION)
 _TYPE_ITEM = _enc("ty") + _enc(T_PAGE)

@@ -41,6 +41,10 @@ STREAM_BYTES = 8 << 20  # read, encoded and sealed at a time by one worker of a 
 # own threads).
 _WRITES_OUT = 32  # objects handed to the store and not yet written, at most (32 MiB)
 _FIRST_CHUNK = 1024  # operations: a run no longer is read at once; a long one begins with a chunk of it
+# A run this small is encoded and sealed on the event loop (LogWriter.write_pages): ~150 us at most,
+# less than the loop's side of a hop to a thread and back
+INLINE_OPS = 16
+INLINE_BYTES = 16 << 10
 
 
 @dataclass
@@ -117,12 +121,27 @@ class LogWriter:
         index = self._seal(encode_parts([ref for _, ref in sealed], self.sid, self.device))
         return sealed + [index], index[1], True
 
-    async def _seal_and_put(self, pages: list[tuple[bytes, int, int]], *, inline: bool = False) -> list[Entry]:
-        if inline:  # a few small pages: quicker here than a hop to another thread
-            sealed = [self._seal_page(p[0]) for p in pages]
-        else:  # libsodium and BLAKE3 release the GIL: the sealing threads work beside the encoding of
-            # the next chunk and the writing of the one before
+    def _pages_sealed(self, run: LogRun) -> tuple[list[tuple[bytes, int, int]], list]:
+        """A run's pages, encoded and sealed (in whichever thread calls it)."""
+        pages = self.pages(run)
+        return pages, [self._seal_page(p[0]) for p in pages]
+
+    async def write_pages(self, run: LogRun) -> list[Entry]:
+        """Encode, seal and store a run of operations (all in memory) as pages.
+
+        A push that runs while appends arrive would hold them up for as long as each of its steps on the
+        event loop takes, so the loop does only what is quicker than a hop to another thread (a few
+        small operations: ~10 us a message); a larger run is encoded and sealed in one hop to a sealing
+        thread, and one of several pages (only a run of large messages makes several) on both sealing
+        threads at once, page by page (libsodium and BLAKE3 release the GIL)."""
+        if len(run) <= INLINE_OPS and len(run.blob) <= INLINE_BYTES:
+            pages, sealed = self._pages_sealed(run)
+        elif len(run.blob) <= PAGE_MAX:
             loop = asyncio.get_running_loop()
+            pages, sealed = await loop.run_in_executor(self.workers.seal, self._pages_sealed, run)
+        else:
+            loop = asyncio.get_running_loop()
+            pages = await asyncio.to_thread(self.pages, run)
             sealers = self.workers.seal
             sealed = await asyncio.gather(*(loop.run_in_executor(sealers, self._seal_page, p[0]) for p in pages))
         objects = [o for objs, _, _ in sealed for o in objs]
@@ -131,13 +150,6 @@ class LogWriter:
             Entry(first, last, len(plain), False, ref, parts)
             for (plain, first, last), (_, ref, parts) in zip(pages, sealed)
         ]
-
-    async def write_pages(self, run: LogRun) -> list[Entry]:
-        """Encode, seal and store a run of operations (all in memory) as pages."""
-        if len(run) < 64:
-            return await self._seal_and_put(self.pages(run), inline=True)
-        # CPU work: off the event loop, so the API stays quick
-        return await self._seal_and_put(await asyncio.to_thread(self.pages, run))
 
     async def write_run(
         self,

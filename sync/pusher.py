@@ -16,6 +16,7 @@ import base64
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
@@ -27,7 +28,7 @@ from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .errors import SyncError
-from .heads import head_data, levels_from_cbor, levels_to_cbor, manifest_hash_of
+from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
 from .members import Members
 from .pages import Entry
 from .push import FANOUT, LogWriter, Written
@@ -35,6 +36,41 @@ from .push import FANOUT, LogWriter, Written
 log = logging.getLogger("sessiond.sync")
 # sessions whose last published head is remembered (to commit without reading it again), most recent
 PUBLISHED_KEPT = 2048
+# sessions whose level tree is kept decoded (a push of one of them decodes none), most recently pushed:
+# a few dozen entries each, so a few hundred KB at most
+LEVELS_KEPT = 256
+_ENC = dagcbor.encode_ordered
+_PENDING_HEAD = dagcbor.head(5, 4)  # the map {m, r, s, t} recorded in sync_state.pending
+
+
+@dataclass
+class _Revision:
+    """One revision of this device's log, recorded in `sync_state.pending` before anything of it is
+    uploaded: the manifest's plaintext, the last seq it covers, its level tree (encoded as recorded), and
+    the link to the manifest it follows (`prev`, which the push lets go once it is published), and the
+    levels themselves when this process built them (None when read back after a crash)."""
+
+    rev: int
+    plain: bytes
+    seq: int
+    tree: bytes
+    prev: bytes | None
+    levels: list[list[Entry]] | None = None
+
+    def pending(self) -> bytes:
+        """dagcbor.encode({"m": plain, "r": rev, "s": seq, "t": levels}), put together from its parts
+        (keys in DAG-CBOR order; the tree encoded already)."""
+        return b"".join(
+            (_PENDING_HEAD, _ENC("m"), _ENC(self.plain), _ENC("r"), _ENC(self.rev), _ENC("s"), _ENC(self.seq))
+            + (_ENC("t"), self.tree)
+        )
+
+    @classmethod
+    def recorded(cls, pending: bytes) -> _Revision:
+        """A revision recorded by a push that a crash or a failure cut short (decoded and checked)."""
+        p = dagcbor.decode(pending)
+        prev = dagcbor.decode(p["m"]).get("prev")
+        return cls(p["r"], p["m"], p["s"], dagcbor.encode(p["t"]), bytes(prev) if prev is not None else None)
 
 
 def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
@@ -83,6 +119,17 @@ class Pusher:
         # Kept for the PUBLISHED_KEPT most recently pushed sessions: one pushed again after falling out
         # reads its head once more.
         self._published: LRU[str, tuple[str | None, bytes, int, bytes]] = LRU(PUBLISHED_KEPT)
+        # Per session: the level tree last recorded, as (its bytes in sync_state.tree, its levels), so
+        # that the next push need not decode it again (a strict DAG-CBOR decode re-encodes to check:
+        # ~1 ms of the event loop for a tree of 36 entries). Used only while sync_state holds the very
+        # bytes: a repair or a move to another store changes them, and they are decoded again.
+        self._levels: LRU[str, tuple[bytes, tuple[tuple[Entry, ...], ...]]] = LRU(LEVELS_KEPT)
+
+    def _levels_of(self, sid: str, tree: bytes | None) -> list[list[Entry]]:
+        known = self._levels.get(sid)
+        if tree and known is not None and known[0] == tree:
+            return [list(lv) for lv in known[1]]
+        return levels_from_cbor(tree)
 
     async def push(self, sid: str, *, compact: bool = True, force: bool = False) -> dict:
         """Push this device's new operations of `sid`, then (as a revision of its own) fold full levels
@@ -96,7 +143,7 @@ class Pusher:
             one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid))
             state = await db.sync_state(sid)
             if state["pending"]:
-                await self._publish(one, state["pending"])
+                await self._publish(one, _Revision.recorded(state["pending"]))
                 state = await db.sync_state(sid)
             out = {
                 "session": sid,
@@ -107,7 +154,7 @@ class Pusher:
                 "compaction_bytes": 0,
             }
             last = await db.last_seq(sid)
-            levels = levels_from_cbor(state["tree"])
+            levels = self._levels_of(sid, state["tree"])
             if last > state["pushed_seq"]:
 
                 async def load(a: int, b: int) -> LogRun:
@@ -194,19 +241,18 @@ class Pusher:
     ) -> int:
         prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
         plain = one.writer.manifest(rev, one.head_pk, last, lamport, levels, prev)
-        pending = dagcbor.encode({"m": plain, "r": rev, "s": last, "t": levels_to_cbor(levels)})
-        await self.ctx.db.save_sync_state(one.sid, pending=pending)  # fixed before anything of rev is uploaded
-        await self._publish(one, pending, ahead_ok=ahead_ok)
+        made = _Revision(rev, plain, last, encode_levels(levels), prev, levels)
+        await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
+        await self._publish(one, made, ahead_ok=ahead_ok)
         return rev
 
-    async def _publish(self, one: _OnePush, pending: bytes, *, ahead_ok: bool = False) -> None:
+    async def _publish(self, one: _OnePush, made: _Revision, *, ahead_ok: bool = False) -> None:
         """Upload the recorded manifest and publish its head. A head refused as stale (StaleHead) is read:
         if the store holds this very entry (a push retried after a crash), it is done; if it holds a
         higher revision, `ahead_ok` raises _StoreAhead so that the commit goes on from it, else SyncError."""
         sid, writer, head_key, head_pk = one.sid, one.writer, one.head_key, one.head_pk
-        p = dagcbor.decode(pending)
-        rev, plain = p["r"], p["m"]
-        ct, ref = writer.seal_manifest(plain, head_pk, rev)
+        rev = made.rev
+        ct, ref = writer.seal_manifest(made.plain, head_pk, rev)
         await writer.put([ct])
         entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
         try:
@@ -223,22 +269,24 @@ class Pusher:
                 ) from None
         await self.ctx.db.save_sync_state(
             sid,
-            pushed_seq=p["s"],
+            pushed_seq=made.seq,
             head_rev=rev,
-            tree=dagcbor.encode(p["t"]),
+            tree=made.tree,
             pending=None,
             last_error=None,
             last_push=now(),
         )
         self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
-        prev = dagcbor.decode(plain).get("prev")
-        if prev is not None and bytes(prev).startswith(CIDV1_RAW_BLAKE3):  # the manifest the head left
-            await self._released(one, [bytes(prev)[len(CIDV1_RAW_BLAKE3) :]])
+        if made.levels is not None:
+            self._levels[sid] = (made.tree, tuple(tuple(lv) for lv in made.levels))
+        prev = made.prev
+        if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):  # the manifest the head left
+            await self._released(one, [prev[len(CIDV1_RAW_BLAKE3) :]])
         log.info(
             "pushed",
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
         )
-        self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": p["s"]})
+        self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": made.seq})
 
     async def _unpin(self, one: _OnePush, hashes: list[bytes]) -> None:
         """Let the store drop the pages a compaction merged away (Store.unpin: a Kubo node's pins, a
