@@ -15,6 +15,10 @@ from .context import SyncContext
 from .errors import ImportError_
 
 CHAINS_KEPT = 1024
+# Messages hashed into a checkpoint's chain per turn of the event loop (~3 us each): a checkpoint comes
+# right after the append that passed the session's token mark, and one step of ~100 messages plus the
+# signature (~0.6 ms) held up the next append that came meanwhile (1 in 100 of a single client's: its p99).
+HASH_STEP = 32
 
 
 class Proofs:
@@ -39,6 +43,7 @@ class Proofs:
         if session["access"] == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
         chain = await self._conversation_chain(sid)
+        await asyncio.sleep(0)  # appends that came meanwhile go first: the signature is another step
         proof = proof_of(
             sid,
             db.device_id,
@@ -63,14 +68,14 @@ class Proofs:
             and ident == fresh_ident
             and all(frontier.get(d, 0) >= s for d, s in cached.frontier.items())
         ):
-            chain = extend(cached, frontier, rows)
+            chain = await extend_in_steps(cached, frontier, rows)
         if chain is None:
             if cached is not None:
                 fresh_ident, frontier, rows = await db.conversation_chain(sid, None)
             chain = (
                 await asyncio.to_thread(extend, None, frontier, rows)
                 if len(rows) > 256
-                else extend(None, frontier, rows)
+                else await extend_in_steps(None, frontier, rows)
             )
             assert chain is not None  # from the start (None), extend always answers a chain
         self._chains[sid] = (fresh_ident, chain)
@@ -91,3 +96,15 @@ class Proofs:
             "messages": proof["messages"],
             "tokens": proof["tokens"],
         }
+
+
+async def extend_in_steps(chain: Chain | None, frontier: dict[str, int], rows: list[tuple]) -> Chain | None:
+    """checkpoint.extend, HASH_STEP messages per turn of the event loop (the same chain as one call)."""
+    start = 0
+    while len(rows) - start > HASH_STEP:
+        chain = extend(chain, frontier, rows[start : start + HASH_STEP])
+        if chain is None:  # a message sorts before the chain's last: from the start, as extend says
+            return None
+        start += HASH_STEP
+        await asyncio.sleep(0)
+    return extend(chain, frontier, rows[start:])

@@ -396,6 +396,22 @@ async def _failed_push(syncer, sid, other_than=None):
     return st if st["pending"] > 0 and st["last_error"] and st["last_error"] != other_than else None
 
 
+async def test_a_checkpoint_chain_hashed_in_steps_is_the_chain_hashed_at_once():
+    from sessiond.sync.checkpoint import extend
+    from sessiond.sync.proofs import HASH_STEP, extend_in_steps
+
+    rows = [(i + 1, "dev", i + 1, "main", "user", f"message {i}", 3) for i in range(3 * HASH_STEP + 5)]
+    frontier = {"dev": len(rows)}
+    for cut in (0, 1, HASH_STEP, len(rows) - 1, len(rows)):
+        head = extend(None, {"dev": cut}, rows[:cut])
+        for start in (None, head):
+            tail = rows[cut:] if start is not None else rows
+            assert await extend_in_steps(start, frontier, tail) == extend(start, frontier, tail)
+    # a message that sorts before the chain's last: None, as from extend
+    whole = extend(None, frontier, rows)
+    assert await extend_in_steps(whole, frontier, rows[: HASH_STEP + 2]) is None
+
+
 async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(env):
     """A checkpoint hashes only the messages since the last one (kept per session); its hash must be
     the one computed from scratch over the whole conversation every time, including when a message
@@ -435,7 +451,8 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
         await db.apply_remote(sid, {peer: RemoteLog(peer, rows, [], 2)})
         calls.clear()
         proof = await check()
-        assert calls == [(False, 2), (True, 37)], calls  # carried on, refused, then from the start
+        # carried on, refused, then from the start (proofs.HASH_STEP messages per turn of the loop)
+        assert calls == [(False, 2), (True, proofs_mod.HASH_STEP), (False, 37 - proofs_mod.HASH_STEP)], calls
         assert proof["frontier"] == {db.device_id: await db.last_seq(sid) - 1, peer: 2}  # the proof's own op after
         await db.append_messages(sid, [{"role": "user", "content": "after", "tokens": 1}])
         calls.clear()
