@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -167,7 +168,7 @@ def pair():
         home = os.path.join(d, name)
         os.makedirs(home, mode=0o700)
         with open(os.path.join(home, "config.toml"), "w") as f:
-            f.write("push_delay = 0.3\npoll_interval = 0.05\n")  # a wide gap: coalescing is certain
+            f.write("push_delay = 3.0\npoll_interval = 0.05\n")  # a wide gap: coalescing is certain
         made.append(DaemonProc(home, url).start())
     yield made
     for p in made:
@@ -199,6 +200,20 @@ def test_quick_appends_become_few_pushes_and_arrive_in_order(pair):
         [sys.executable, "-m", "sessiond.cli.main", "status", "--home", a.home, "--json"], capture_output=True
     )
     assert out.returncode == 0 and json.loads(out.stdout)["pushes"]["started"] >= pushes, out
+
+
+def test_the_last_change_reaches_the_follower_without_waiting_out_the_gap(pair):
+    a, b = pair
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="then quiet")["id"]
+    cb.import_code(ca.share(sid)["code"])
+    ca.append(sid, "user", "first")
+    wait_for(lambda: cb.messages(sid)["messages"], timeout=10, what="the first append on the follower")
+    t = time.monotonic()
+    ca.append(sid, "assistant", "second")  # within the 3 s gap after the first push; then nothing more
+    wait_for(lambda: len(cb.messages(sid)["messages"]) == 2, timeout=10, what="the last append on the follower")
+    took = time.monotonic() - t
+    assert took < 2.2, took  # pushed once quiet (0.75 s), not at the end of the gap (3 s after the first push)
 
 
 # ------------------------------------------------------------------------------ a follower on the relay's feed
