@@ -142,6 +142,37 @@ async def test_the_gap_widens_with_the_number_of_busy_sessions_up_to_its_cap():
         await q.stop()
 
 
+async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
+    from types import SimpleNamespace
+
+    from sessiond.sync import follower as follower_mod
+
+    running, most, done = set(), [0], []
+    gate = asyncio.Event()
+
+    async def pull(sid):
+        running.add(sid)
+        most[0] = max(most[0], len(running))
+        await gate.wait()
+        running.discard(sid)
+        done.append(sid)
+        if sid == "s3":
+            raise OSError("store down")
+        return 1
+
+    events: list[dict] = []
+    ctx = SimpleNamespace(stopping=False, pull_errors={}, on_event=events.append)
+    f = follower_mod.Follower(ctx, None, None, interval=1.0)
+    f.pull = pull
+    sids = [f"s{i}" for i in range(20)]
+    task = asyncio.create_task(f.pull_all(sids))
+    await eventually(lambda: len(running) == follower_mod.PULLS_AT_ONCE, timeout=2, what="pulls side by side")
+    gate.set()
+    assert await task == 19  # one failed: recorded, the others went on
+    assert sorted(done) == sorted(sids) and most[0] == follower_mod.PULLS_AT_ONCE
+    assert ctx.pull_errors == {"s3": "store down"} and events[0]["session"] == "s3"
+
+
 def test_events_cost_nothing_without_a_subscriber(monkeypatch):
     import sessiond.daemon.events as events_mod
 
