@@ -5,9 +5,9 @@ A session that changes is pushed at once when it is quiet: nothing of it in flig
 started at least `gap` seconds ago. Otherwise its changes wait and go together in one push (one page,
 one manifest, one head): after the push in flight ends, or `gap` after the last one started. Under
 load the window widens by itself: the sessions that are due wait in one queue served by `concurrency`
-workers, and everything appended to a session while it waits goes in its one push. So a session sees
-at most one push per `gap` (plus the time a push takes), and the first append after a quiet spell is
-not delayed at all.
+workers, and everything appended to a session while it waits goes in its one push. So a session that
+keeps changing sees at most one push per `gap` (plus the time a push takes), and the first append after
+a quiet spell is not delayed at all.
 
 The gap is for coalescing while a session is busy, not for holding back its last change: a session
 waiting out its gap that has had no change for QUIET of the gap (a quarter: 0.25 s at the 1 s cap) goes
