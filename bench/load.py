@@ -15,8 +15,9 @@ The tail: `b_caught_up_seconds_after_writes` is how long after the last write da
 with nothing pressed (no `sessiond sync`): B's count is read every 0.05 s. `tail` says where that time went:
 what A had still to push and B still to pull when the writes ended, when A had pushed everything
 (`a_pushed_at`), and, for the sessions pushed after the end, how long from a session's last append to its
-last push (`append_to_push`) and from that push to B applying it (`push_to_apply`), read from both daemons'
-event streams (GET /v1/events: `sync.pushed` on A, the apply events on B). LOAD_TRACE=1 adds the samples.
+last push (`append_to_push`), from that push to B applying it (`push_to_apply`) and in all
+(`append_to_apply`), read from both daemons' event streams (GET /v1/events: `sync.pushed` on A, the
+apply events on B). LOAD_TRACE=1 adds the samples.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class Tail:
         tail_sids = [sid for sid, t in self.pushed.items() if t >= w_end]
         a2p = sorted(self.pushed[sid] - last[sid] for sid in tail_sids if sid in last)
         p2a = sorted(self.applied[sid] - self.pushed[sid] for sid in tail_sids if sid in self.applied)
+        a2a = sorted(self.applied[sid] - last[sid] for sid in tail_sids if sid in self.applied and sid in last)
 
         def spread(xs: list[float]) -> dict:
             return {"n": len(xs), "median": round(xs[len(xs) // 2], 3), "max": round(xs[-1], 3)} if xs else {"n": 0}
@@ -169,6 +171,7 @@ class Tail:
             "last_apply_at": round(max(self.applied.values()) - w_end, 2) if self.applied else None,
             "append_to_push": spread(a2p),
             "push_to_apply": spread(p2a),
+            "append_to_apply": spread(a2a),  # a tail session's last append -> B applying it
             "sync_pressed": pressed,
         }
         if os.environ.get("LOAD_TRACE"):
