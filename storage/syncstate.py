@@ -128,7 +128,7 @@ class SyncState:
     async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
         """The push state of every session, or of `sids` only (a read of those rows, not of all: a share or a
         `sync --wait` of one session asks this on every push of any session while it waits)."""
-        where, args = "", ()
+        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
         if sids is not None:
             where, args = f" AND s.id IN ({','.join('?' * len(sids))})", tuple(sids)
         rows = await self.c.committed.fetchall(
