@@ -10,6 +10,14 @@ the bench's own GIL is the limit: `bench_cpu_seconds` says how much CPU the clie
 CPU: `cpu_ms_per_append` is daemon A's user+system CPU during the writes divided by the appends (its
 start-up is not counted; it includes each session's create and share and the pushes meanwhile);
 `pushes_per_second` is A's pushes started during the writes (GET /v1/status `pushes`).
+
+The tail: `b_caught_up_seconds_after_writes` is how long after the last write daemon B held every message,
+with nothing pressed (no `sessiond sync`): B's count is read every 0.05 s. `tail` says where that time went:
+what A had still to push and B still to pull when the writes ended, when A had pushed everything
+(`a_pushed_at`), and, for the sessions pushed after the end, how long from a session's last append to its
+last push (`append_to_push`), from that push to B applying it (`push_to_apply`) and in all
+(`append_to_apply`), read from both daemons' event streams (GET /v1/events: `sync.pushed` on A, the
+apply events on B). LOAD_TRACE=1 adds the samples.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ def clients_of(a_home: str, b_home: str, ks: list[int], sessions: int, messages:
     """Run clients number `ks` (threads of this process); returns (errors, sessions made, CPU used)."""
     errors: list[str] = []
     made: list[str] = []
+    last: dict[str, float] = {}  # session -> wall time its last append was answered
     lock = threading.Lock()
     cpu0 = own_cpu()
 
@@ -83,6 +92,7 @@ def clients_of(a_home: str, b_home: str, ks: list[int], sessions: int, messages:
                 for i in range(messages):
                     step = f"append {i} to {sid}"
                     ca.append(sid, "user" if i % 2 == 0 else "assistant", f"session {n} message {i} " + "x" * 60)
+                last[sid] = time.time()
         except Exception as exc:  # every error is a finding
             errors.append(f"client {k}, {step}: {exc}")
         finally:
@@ -94,7 +104,79 @@ def clients_of(a_home: str, b_home: str, ks: list[int], sessions: int, messages:
         t.start()
     for t in threads:
         t.join()
-    return errors, made, own_cpu() - cpu0
+    return errors, made, own_cpu() - cpu0, last
+
+
+class Tail:
+    """After the writes: when B holds everything, and where the time went (see the module's doc)."""
+
+    def __init__(self, a_home: str, b_home: str, total: int):
+        self.total = total
+        self.pushed: dict[str, float] = {}  # session -> wall time of A's last sync.pushed seen
+        self.applied: dict[str, float] = {}  # session -> wall time of B's last apply event seen
+        self.streams = [Client(a_home).event_stream(), Client(b_home).event_stream()]
+        for stream, seen, kind in zip(self.streams, (self.pushed, self.applied), ("sync.pushed", "session.synced")):
+            threading.Thread(target=self._listen, args=(stream, seen, kind), daemon=True).start()
+
+    @staticmethod
+    def _listen(stream, seen: dict[str, float], kind: str) -> None:
+        for ev in stream:
+            if ev.get("type") == kind and ev.get("new", 1):  # on B: a pull that brought something
+                seen[ev["session"]] = time.time()
+
+    def run(self, ca: Client, cb: Client, timeout: float, last: dict[str, float]) -> tuple[float, dict]:
+        t_end, w_end = time.perf_counter(), time.time()
+        samples: list[list] = []
+        a_pushed_at = None
+        a_pending0 = b_missing0 = None
+        deadline = time.monotonic() + timeout
+        pressed = False
+        while True:
+            now = time.perf_counter() - t_end
+            b_missing = self.total - cb.status()["counts"]["messages"]
+            a_pending = None
+            if a_pushed_at is None or b_missing:
+                a_pending = sum(st["pending"] for st in ca.status()["sync"].values())
+                if not a_pending and a_pushed_at is None:
+                    a_pushed_at = round(now, 2)
+            if a_pending0 is None:
+                a_pending0, b_missing0 = a_pending, b_missing
+            samples.append([round(now, 2), a_pending, b_missing])
+            if not b_missing:
+                break
+            if time.monotonic() > deadline:
+                if pressed:
+                    break
+                pressed = True  # B did not catch up by itself: press `sync` on A, as an older bench did
+                ca.sync(wait=True, timeout=60)
+                deadline = time.monotonic() + timeout
+            time.sleep(0.05)
+        caught_up = time.perf_counter() - t_end
+        for s in self.streams:
+            s.close()
+        tail_sids = [sid for sid, t in self.pushed.items() if t >= w_end]
+        a2p = sorted(self.pushed[sid] - last[sid] for sid in tail_sids if sid in last)
+        p2a = sorted(self.applied[sid] - self.pushed[sid] for sid in tail_sids if sid in self.applied)
+        a2a = sorted(self.applied[sid] - last[sid] for sid in tail_sids if sid in self.applied and sid in last)
+
+        def spread(xs: list[float]) -> dict:
+            return {"n": len(xs), "median": round(xs[len(xs) // 2], 3), "max": round(xs[-1], 3)} if xs else {"n": 0}
+
+        out = {
+            "a_unpushed_at_end": a_pending0,
+            "b_missing_at_end": b_missing0,
+            "a_pushed_at": a_pushed_at,
+            "sessions_pushed_after_end": len(tail_sids),
+            "last_push_at": round(max(self.pushed.values()) - w_end, 2) if self.pushed else None,
+            "last_apply_at": round(max(self.applied.values()) - w_end, 2) if self.applied else None,
+            "append_to_push": spread(a2p),
+            "push_to_apply": spread(p2a),
+            "append_to_apply": spread(a2a),  # a tail session's last append -> B applying it
+            "sync_pressed": pressed,
+        }
+        if os.environ.get("LOAD_TRACE"):
+            out["samples"] = samples[:: max(1, len(samples) // 40)]
+        return caught_up, out
 
 
 def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: float = 600, procs: int = 1) -> dict:
@@ -126,7 +208,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
         t0 = time.perf_counter()
         groups = [list(range(p, clients, procs)) for p in range(procs)]
         if procs == 1:
-            errors, made, bench_cpu = clients_of(a.home, b.home, groups[0], sessions, messages, clients)
+            errors, made, bench_cpu, last = clients_of(a.home, b.home, groups[0], sessions, messages, clients)
         else:  # fresh processes (spawn): no threads of this one carried over
             ctx = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(procs, mp_context=ctx) as pool:
@@ -136,18 +218,14 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
             errors = [e for p in parts for e in p[0]]
             made = [m for p in parts for m in p[1]]
             bench_cpu = sum(p[2] for p in parts)
+            last = {sid: t for p in parts for sid, t in p[3].items()}
         write_s = time.perf_counter() - t0
         cpu1 = {"a": cpu_split(a.proc.pid), "b": cpu_split(b.proc.pid)}
         ca, cb = Client(a.home), Client(b.home)
         pushes = ca.status().get("pushes", {}).get("started", 0) - pushes0
-        deadline = time.monotonic() + timeout
-        while True:
-            ca.sync(wait=True, timeout=60)
-            ta, tb = ca.status()["counts"], cb.status()["counts"]
-            if ta["messages"] == tb["messages"] == sessions * messages or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        converge_s = time.perf_counter() - t0 - write_s
+        tail = Tail(a.home, b.home, sessions * messages)
+        converge_s, tail_out = tail.run(ca, cb, timeout, last)
+        ta, tb = ca.status()["counts"], cb.status()["counts"]
         identical = True
         for sid in made[:: max(1, len(made) // 50)]:  # compare a spread of sessions message by message
             ma = [m["id"] for m in ca.messages(sid, limit=messages + 10)["messages"]]
@@ -164,6 +242,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
                 "write_seconds": round(write_s, 2),
                 "appends_per_second": round(sessions * messages / write_s, 1),
                 "b_caught_up_seconds_after_writes": round(converge_s, 2),
+                "tail": tail_out,
                 "rss_mb_peak": peak,
                 "rss_mb_end": {"a": rss_mb(a.proc.pid), "b": rss_mb(b.proc.pid)},
                 "rss_anon_mb_peak": peak_anon,

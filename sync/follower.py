@@ -24,6 +24,8 @@ log = logging.getLogger("sessiond.sync")
 # seconds: every shared session is checked this often even if no head seems to change (a safety net: a
 # store that names or lists its changed heads is exact, so this is rare; a blind store has its own rounds)
 FULL_PULL_EVERY = 300.0
+# sessions pulled at once: a pull waits mostly on the store (and its thread hops), so several overlap
+PULLS_AT_ONCE = 8
 
 
 class Follower:
@@ -167,21 +169,29 @@ class Follower:
         return await db.apply_remote(sid, logs, peers=peers)
 
     async def pull_all(self, sids: list[str] | None = None) -> int:
-        """Pull `sids` (default: every shared session). Returns how many new operations came in."""
+        """Pull `sids` (default: every shared session), PULLS_AT_ONCE at a time. Returns how many new
+        operations came in."""
         ctx = self.ctx
-        new = 0
-        for sid in await ctx.db.shared_sessions() if sids is None else sids:
-            if ctx.stopping:
-                break
-            try:
-                new += await self.pull(sid) or 0
-                ctx.pull_errors.pop(sid, None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                msg = str(exc) or type(exc).__name__
-                if ctx.pull_errors.get(sid) != msg:
-                    log.warning("pull failed", extra={"session": sid, "error": msg})
-                    ctx.on_event({"type": "sync.error", "session": sid, "error": msg})
-                ctx.pull_errors[sid] = msg
-        return new
+        every = await ctx.db.shared_sessions() if sids is None else sids
+        todo = iter(every)
+
+        async def puller() -> int:  # takes the next session from the shared iterator until none is left
+            new = 0
+            for sid in todo:
+                if ctx.stopping:
+                    break
+                try:
+                    new += await self.pull(sid) or 0
+                    ctx.pull_errors.pop(sid, None)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    msg = str(exc) or type(exc).__name__
+                    if ctx.pull_errors.get(sid) != msg:
+                        log.warning("pull failed", extra={"session": sid, "error": msg})
+                        ctx.on_event({"type": "sync.error", "session": sid, "error": msg})
+                    ctx.pull_errors[sid] = msg
+            return new
+
+        n = min(PULLS_AT_ONCE, len(every))
+        return await puller() if n <= 1 else sum(await asyncio.gather(*(puller() for _ in range(n))))

@@ -5,9 +5,15 @@ A session that changes is pushed at once when it is quiet: nothing of it in flig
 started at least `gap` seconds ago. Otherwise its changes wait and go together in one push (one page,
 one manifest, one head): after the push in flight ends, or `gap` after the last one started. Under
 load the window widens by itself: the sessions that are due wait in one queue served by `concurrency`
-workers, and everything appended to a session while it waits goes in its one push. So a session sees
-at most one push per `gap` (plus the time a push takes), and the first append after a quiet spell is
-not delayed at all.
+workers, and everything appended to a session while it waits goes in its one push. So a session that
+keeps changing sees at most one push per `gap` (plus the time a push takes), and the first append after
+a quiet spell is not delayed at all.
+
+The gap is for coalescing while a session is busy, not for holding back its last change: a session
+waiting out its gap that has had no change for QUIET of the gap (a quarter: 0.25 s at the 1 s cap) goes
+at once. So when the writes stop, what they left is pushed within that quarter, not up to a whole gap
+later; a session written faster than that (a stream of appends) still waits out its gap and goes in one
+push.
 
 The gap adapts to how many sessions are busy: with `active` sessions pushed in the last WINDOW seconds,
 a session's next push waits `active / pushes_per_second` (at least `gap`, at most `max_gap`). So the
@@ -33,6 +39,7 @@ log = logging.getLogger("sessiond.sync")
 RETRY_FIRST = 0.2  # seconds before the first retry of a failed push; doubles per failure
 RETRY_MAX = 30.0
 WINDOW = 2.0  # seconds of push starts that count a session as active (longer than max_gap)
+QUIET = 0.25  # of the gap: a session waiting out its gap with no change for this long is pushed at once
 
 
 class PushQueue:
@@ -64,6 +71,8 @@ class PushQueue:
         self._inflight: set[str] = set()
         self._not_before: dict[str, float] = {}  # loop time: the gap after a push started, or a retry
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._changed: dict[str, float] = {}  # loop time of the last change of a session not yet pushed
+        self._quiet: dict[str, asyncio.TimerHandle] = {}  # sessions waiting out a gap: when to see if they are quiet
         self.retry_at: dict[str, float] = {}  # loop time of the next try of a session whose push failed
         self._attempts: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
@@ -79,9 +88,10 @@ class PushQueue:
             ]
 
     async def stop(self) -> None:
-        for h in self._timers.values():
+        for h in [*self._timers.values(), *self._quiet.values()]:
             h.cancel()
         self._timers.clear()
+        self._quiet.clear()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -95,26 +105,28 @@ class PushQueue:
     def notify(self, sid: str) -> None:
         """`sid` changed: push it now if it is quiet, else with what comes next."""
         self._dirty.add(sid)
-        self._schedule(sid)
+        self._changed[sid] = asyncio.get_running_loop().time()
+        if sid in self._timers:
+            if sid not in self._quiet:
+                self._arm_quiet(sid)
+        else:
+            self._schedule(sid)
 
     def now(self, sid: str) -> None:
         """Push `sid` as soon as a worker is free: no gap, no backoff."""
         self._not_before.pop(sid, None)
         self.retry_at.pop(sid, None)
-        timer = self._timers.pop(sid, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_timers(sid)
         self.notify(sid)
 
     def forget(self, sid: str) -> None:
         """A session was deleted: nothing more of it is pushed (a push in flight ends by itself)."""
         self._dirty.discard(sid)
+        self._changed.pop(sid, None)
         self._not_before.pop(sid, None)
         self.retry_at.pop(sid, None)
         self._attempts.pop(sid, None)
-        timer = self._timers.pop(sid, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_timers(sid)
 
     def current_gap(self, at: float | None = None) -> float:
         """The gap after a push that starts now: wider the more sessions are being pushed (see above)."""
@@ -157,11 +169,43 @@ class PushQueue:
             self._queue.put_nowait(sid)
         else:
             self._timers[sid] = loop.call_at(at, self._due, sid)
+            self._arm_quiet(sid)
 
     def _due(self, sid: str) -> None:
         self._timers.pop(sid, None)
+        quiet = self._quiet.pop(sid, None)
+        if quiet is not None:
+            quiet.cancel()
         if sid in self._dirty:
             self._schedule(sid)
+
+    def _cancel_timers(self, sid: str) -> None:
+        for timers in (self._timers, self._quiet):
+            timer = timers.pop(sid, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _arm_quiet(self, sid: str) -> None:
+        """Look at `sid` (waiting out its gap) again when it will have been quiet for QUIET of the gap."""
+        if sid in self.retry_at:
+            return  # a backoff is waited out in full: the store is failing
+        loop = asyncio.get_running_loop()
+        at = self._changed.get(sid, loop.time()) + QUIET * self.current_gap()
+        due = self._timers[sid].when()
+        if at < due:
+            self._quiet[sid] = loop.call_at(at, self._quiet_check, sid)
+
+    def _quiet_check(self, sid: str) -> None:
+        self._quiet.pop(sid, None)
+        if sid not in self._timers or sid not in self._dirty:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._changed.get(sid, 0.0) >= QUIET * self.current_gap() - 0.001:
+            self._timers.pop(sid).cancel()  # quiet: its last change goes now, not at the end of the gap
+            self._not_before.pop(sid, None)
+            self._schedule(sid)
+        else:  # changed meanwhile: look again when that change has been quiet as long
+            self._arm_quiet(sid)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,6 +215,7 @@ class PushQueue:
             if sid not in self._dirty:
                 continue  # forgotten meanwhile
             self._dirty.discard(sid)
+            self._changed.pop(sid, None)
             self._inflight.add(sid)
             started = loop.time()
             self.pushes += 1

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -64,20 +65,51 @@ async def test_the_gap_holds_a_session_s_next_push_back_and_failures_back_off():
     async def on_failed(sid, exc, delay):
         failed.append(delay)
 
-    q = PushQueue(push, gap=0.3, concurrency=1, failed=on_failed)
+    q = PushQueue(push, gap=0.6, concurrency=1, failed=on_failed)
     q.start()
     try:
         q.notify("s")
         await eventually(lambda: len(calls) == 1, timeout=2)
-        q.notify("s")  # within the gap: waits for it
-        await eventually(lambda: len(calls) == 2, timeout=2)
-        assert calls[1][1] - calls[0][1] >= 0.29
+        deadline = loop.time() + 3
+        while len(calls) == 1 and loop.time() < deadline:  # a change every 10 ms, never quiet: it waits out the gap
+            q.notify("s")
+            await asyncio.sleep(0.01)  # the pace of the changes, not a wait for something
+        assert len(calls) == 2 and calls[1][1] - calls[0][1] >= 0.59, calls
         q.notify("x")
         await eventually(lambda: len(failed) >= 2, timeout=3, what="a retry after a failure")
         assert failed[:2] == [0.2, 0.4] and "x" in q.pending() and "x" in q.retry_at
         fail.clear()
         q.now("x")  # no waiting out the backoff
         await eventually(lambda: "x" not in q.pending() and "x" not in q.retry_at, timeout=2)
+    finally:
+        await q.stop()
+
+
+async def test_a_session_that_goes_quiet_within_its_gap_is_pushed_without_waiting_it_out():
+    calls: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def push(sid):
+        calls.append((sid, loop.time()))
+
+    q = PushQueue(push, gap=2.0, concurrency=1)  # quiet after a quarter of the gap: 0.5 s
+    q.start()
+    try:
+        q.notify("s")
+        await eventually(lambda: len(calls) == 1, timeout=2)
+        burst_end = loop.time() + 0.6
+        while loop.time() < burst_end:  # busy for 0.6 s (a change every 10 ms): no push meanwhile
+            q.notify("s")
+            await asyncio.sleep(0.01)  # the pace of the changes, not a wait for something
+        last = loop.time()
+        assert len(calls) == 1 and "s" in q.pending()
+        await eventually(lambda: len(calls) == 2, timeout=3, what="the last change pushed once quiet")
+        quiet_for = calls[1][1] - last
+        assert quiet_for >= 0.45 and calls[1][1] - calls[0][1] < 1.9, (quiet_for, calls)  # before the gap's end
+        assert not q.pending()
+        q.notify("s")  # one change in the gap after that push: it goes once quiet too
+        await eventually(lambda: len(calls) == 3, timeout=3)
+        assert 0.45 <= calls[2][1] - calls[1][1] < 1.9, calls
     finally:
         await q.stop()
 
@@ -100,12 +132,45 @@ async def test_the_gap_widens_with_the_number_of_busy_sessions_up_to_its_cap():
             q.notify(f"s{i}")
         await eventually(lambda: len(calls) == 21, timeout=2, what="20 quiet sessions pushed at once")
         assert q.stats() == {"started": 21, "active_sessions": 21, "gap": 0.4}  # 21/40 s, capped at 0.4
-        q.notify("s19")  # its push just started: the next one waits the widened gap
-        await eventually(lambda: len(calls) == 22, timeout=2)
+        deadline = loop.time() + 2
+        while len(calls) == 21 and loop.time() < deadline:  # its push just started: changing all the time,
+            q.notify("s19")  # the next one waits the widened gap
+            await asyncio.sleep(0.01)  # the pace of the changes, not a wait for something
         first = next(t for s, t in calls if s == "s19")
         assert calls[-1][0] == "s19" and calls[-1][1] - first >= 0.39
     finally:
         await q.stop()
+
+
+async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
+    from types import SimpleNamespace
+
+    from sessiond.sync import follower as follower_mod
+
+    running, most, done = set(), [0], []
+    gate = asyncio.Event()
+
+    async def pull(sid):
+        running.add(sid)
+        most[0] = max(most[0], len(running))
+        await gate.wait()
+        running.discard(sid)
+        done.append(sid)
+        if sid == "s3":
+            raise OSError("store down")
+        return 1
+
+    events: list[dict] = []
+    ctx = SimpleNamespace(stopping=False, pull_errors={}, on_event=events.append)
+    f = follower_mod.Follower(ctx, None, None, interval=1.0)
+    f.pull = pull
+    sids = [f"s{i}" for i in range(20)]
+    task = asyncio.create_task(f.pull_all(sids))
+    await eventually(lambda: len(running) == follower_mod.PULLS_AT_ONCE, timeout=2, what="pulls side by side")
+    gate.set()
+    assert await task == 19  # one failed: recorded, the others went on
+    assert sorted(done) == sorted(sids) and most[0] == follower_mod.PULLS_AT_ONCE
+    assert ctx.pull_errors == {"s3": "store down"} and events[0]["session"] == "s3"
 
 
 def test_events_cost_nothing_without_a_subscriber(monkeypatch):
@@ -134,7 +199,7 @@ def pair():
         home = os.path.join(d, name)
         os.makedirs(home, mode=0o700)
         with open(os.path.join(home, "config.toml"), "w") as f:
-            f.write("push_delay = 0.3\npoll_interval = 0.05\n")  # a wide gap: coalescing is certain
+            f.write("push_delay = 3.0\npoll_interval = 0.05\n")  # a wide gap: coalescing is certain
         made.append(DaemonProc(home, url).start())
     yield made
     for p in made:
@@ -166,6 +231,20 @@ def test_quick_appends_become_few_pushes_and_arrive_in_order(pair):
         [sys.executable, "-m", "sessiond.cli.main", "status", "--home", a.home, "--json"], capture_output=True
     )
     assert out.returncode == 0 and json.loads(out.stdout)["pushes"]["started"] >= pushes, out
+
+
+def test_the_last_change_reaches_the_follower_without_waiting_out_the_gap(pair):
+    a, b = pair
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="then quiet")["id"]
+    cb.import_code(ca.share(sid)["code"])
+    ca.append(sid, "user", "first")
+    wait_for(lambda: cb.messages(sid)["messages"], timeout=10, what="the first append on the follower")
+    t = time.monotonic()
+    ca.append(sid, "assistant", "second")  # within the 3 s gap after the first push; then nothing more
+    wait_for(lambda: len(cb.messages(sid)["messages"]) == 2, timeout=10, what="the last append on the follower")
+    took = time.monotonic() - t
+    assert took < 2.2, took  # pushed once quiet (0.75 s), not at the end of the gap (3 s after the first push)
 
 
 # ------------------------------------------------------------------------------ a follower on the relay's feed
