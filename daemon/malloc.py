@@ -24,11 +24,11 @@ def tune_malloc() -> bool:
     sealing), larger than such an arena ever gets. So each of the daemon's threads (the default executor's
     file and store calls, the push workers, the bulk reader, the checkpointer) kept the most it ever
     held, plus the holes left by what it allocated and the event loop freed, and the holes kept growing:
-    measured (bench/memory.py, 10,000 sessions at 200 appends/s), 8 arenas of 3-5 MB each with under
-    0.6 MB in use, +1.5 MB a minute together, glibc holding twice what was in use. On one heap a hole one
-    thread leaves is reused by the next, and malloc_trim can reach it. The threads hardly contend for it:
-    Python's own objects come from pymalloc under the GIL, and a push worker allocates two buffers per
-    256 KiB it seals.
+    measured (bench/memory.py, 10,000 sessions, no tracing), 8 thread arenas holding 6-7 MB with 1-2 MB in
+    use and rising, the daemon's RSS +12.5 MB/h in the second half of 21 minutes (+5.9 with one arena:
+    bench/results/profile-memory.md). On one heap a hole one thread leaves is reused by the next. The
+    threads hardly contend for it: Python's own objects come from pymalloc under the GIL, and a push
+    worker allocates two buffers per 256 KiB it seals (four threads sealing at once: the same CPU a page).
 
     The same as MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=33554432 MALLOC_ARENA_MAX=1 in the
     environment. glibc only: elsewhere (musl, macOS) nothing is done. Returns whether it was set."""

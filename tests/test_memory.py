@@ -157,7 +157,7 @@ def test_the_daemons_threads_share_one_heap():
     """tune_malloc (called at daemon start) caps glibc at one arena: threads that allocate at the same time
     (the executor's store calls, push workers, the bulk reader) take from the main heap rather than each
     from an arena of its own, whose free top glibc never gave back under the daemon's 32 MB trim threshold
-    (bench/memory.py: 8 arenas of 3-5 MB, under 0.6 MB in use, growing for as long as the daemon ran)."""
+    (bench/memory.py: 8 arenas holding 6-7 MB, 1-2 MB in use, and rising: bench/results/profile-memory.md)."""
     import subprocess
     import sys
 
