@@ -68,6 +68,9 @@ class MemDebug:
         heap = malloc_stats()
         if heap:
             lines.append("# malloc: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in heap.items()))
+        sql = sqlite_stats()
+        if sql:
+            lines.append("# sqlite: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sql.items()))
         lines.append(f"## top {TOP} sites")
         for st in snap.statistics(key)[:TOP]:
             lines.append(f"{st.size / 1024:10.1f} KiB {st.count:8d} blocks  {_where(st.traceback)}")
@@ -103,6 +106,22 @@ def malloc_stats() -> dict[str, int]:
     fn.restype = _Mallinfo2
     m = fn()
     return {"heap": m.arena, "mmapped": m.hblkhd, "in use": m.uordblks, "free": m.fordblks, "top": m.keepcost}
+
+
+def sqlite_stats() -> dict[str, int]:
+    """What SQLite itself holds from malloc in this process, every connection together (page caches,
+    statements, schemas): not Python objects, so not in tracemalloc's count; {} where the library's
+    counters cannot be reached."""
+    import _sqlite3
+
+    try:
+        lib = ctypes.CDLL(_sqlite3.__file__)
+        used, highwater = lib.sqlite3_memory_used, lib.sqlite3_memory_highwater
+    except (OSError, AttributeError):
+        return {}
+    used.restype = highwater.restype = ctypes.c_int64
+    highwater.argtypes = [ctypes.c_int]
+    return {"in use": used(), "peak": highwater(0)}
 
 
 def _where(tb: tracemalloc.Traceback) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import signal
 
 from conftest import eventually, wait_for
@@ -124,6 +125,8 @@ def test_tracemalloc_dump_on_sigusr2(make_daemon):
     wait_for(lambda: os.path.exists(second), what="the second dump")
     text = wait_for(lambda: (t := open(second).read()).endswith("\n") and t, what="the dump written")
     assert "## top 40 sites" in text and "## top 40 growths since the first dump" in text
+    if platform.libc_ver()[0] == "glibc":  # beside Python's heap: the allocator's and SQLite's own
+        assert "\n# malloc: heap " in text and "\n# sqlite: in use " in text, text[:400]
     assert c.list_sessions() is not None  # the daemon goes on
 
 
@@ -148,3 +151,33 @@ async def test_wal_is_reset_under_steady_writes(tmp_path):
         assert os.path.getsize(path + "-wal") < 2 << 20  # without resets: ~3.5 MB, and growing
     finally:
         await c.close()
+
+
+def test_the_daemons_threads_share_one_heap():
+    """tune_malloc (called at daemon start) caps glibc at one arena: threads that allocate at the same time
+    (the executor's store calls, push workers, the bulk reader) take from the main heap rather than each
+    from an arena of its own, whose free top glibc never gave back under the daemon's 32 MB trim threshold
+    (bench/memory.py: 8 arenas holding 6-7 MB, 1-2 MB in use, and rising: bench/results/profile-memory.md)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, threading\n"
+        "from sessiond.daemon.malloc import tune_malloc\n"
+        "ok = tune_malloc()\n"
+        "held, all_in = [], threading.Barrier(6)\n"
+        "def work():\n"
+        "    held.append(bytearray(300_000))  # from malloc (over pymalloc's 512 bytes), in this thread\n"
+        "    all_in.wait()\n"
+        "ts = [threading.Thread(target=work) for _ in range(6)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "print(ok, flush=True)\n"
+        "ctypes.CDLL('libc.so.6').malloc_stats()  # one 'Arena N:' block per arena, on stderr\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    if platform.libc_ver()[0] != "glibc":
+        return
+    assert out.stdout.split() == ["True"], out.stderr
+    arenas = [line for line in out.stderr.splitlines() if line.startswith("Arena ")]
+    assert arenas == ["Arena 0:"], out.stderr  # untuned: 7 (the main one and one per thread)
