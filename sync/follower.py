@@ -85,7 +85,7 @@ class Follower:
                 blind = True
             elif before is None:
                 full = True
-            else:
+            elif versions is not before:  # the same listing: nothing changed (stores/file.py)
                 changed.update(pk for pk, v in versions.items() if before.get(pk) != v)
             if versions is not None:
                 self._head_versions[url] = versions

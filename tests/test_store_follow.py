@@ -117,3 +117,38 @@ async def test_get_heads_default_on_the_folder_store(tmp_path):
     assert got == {es[0].pk: es[0], es[1].pk: None, es[2].pk: None}
     assert await store.get_heads([]) == {}
     await store.unpin([digest(b"anything")])  # a folder keeps what it holds: no-op, no error
+
+
+async def test_folder_store_lists_its_heads_again_only_when_the_folder_changed(tmp_path, monkeypatch):
+    """A follower of a folder store asks for every head's version 4x a second: the listing is reused
+    while the heads folder is unchanged (its mtime), and taken again when a head was written, when the
+    folder had changed just before the last listing (a change in the same clock tick would not show),
+    and after RELIST_EVERY."""
+    import os
+
+    from sessiond.stores import file as file_store
+
+    store = file_store.FileStore(str(tmp_path / "store"))
+    a, b = heads(2)
+    await store.set_head(a)
+    listed = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(file_store.os, "scandir", lambda p: listed.append(p) or real_scandir(p))
+    folder = os.path.join(store.root, "heads")
+
+    def settle():  # the folder last changed 10 s ago
+        old = time.time_ns() - 10_000_000_000
+        os.utime(folder, ns=(old, old))
+
+    fresh = await store.head_versions()  # just written: listed, and not kept
+    assert set(fresh) == {a.pk} and await store.head_versions() is not fresh and len(listed) == 2
+    settle()
+    first = await store.head_versions()
+    assert await store.head_versions() is first and len(listed) == 3  # unchanged: no listing
+    await store.set_head(b)
+    changed = await store.head_versions()
+    assert set(changed) == {a.pk, b.pk} and len(listed) == 4
+    settle()
+    again = await store.head_versions()
+    monkeypatch.setattr(file_store, "RELIST_EVERY", 0.0)
+    assert await store.head_versions() is not again and len(listed) == 6
