@@ -137,14 +137,14 @@ def cut(run: LogRun, sid: str, device: str) -> tuple[list[int], list]:
                 col_b[i] = dagcbor.canon(e)
             if col_b[i] is not None:
                 est[i] += len(dagcbor.encode_ordered(col_b[i]))
-    # per operation besides content and map: seven more columns, each item at most a 9-byte head
-    # plus its text (4 bytes per character bounds any UTF-8)
-    const = 64 + 4 * (
-        max(map(len, set(run.kinds)))
-        + max(map(len, filter(None, set(run.chats))), default=0)
-        + max(map(len, filter(None, set(run.roles))), default=0)
-    )
-    cum = list(accumulate(map(add, est, repeat(const)), initial=0))
+    # per operation besides content and map: seven more columns, each item at most a 9-byte head plus
+    # its text. Each operation's own texts, never a maximum over the run: the cut of a run is then the
+    # cut of any prefix of it but the prefix's last page, so a long push reading in chunks of any size
+    # cuts the same pages (same objects) as one reader of the whole run (sync/push.py's _RunJob).
+    kind, chat, role = ({v: len(v.encode()) if v else 0 for v in set(col)} for col in (run.kinds, run.chats, run.roles))
+    texts = map(add, map(kind.__getitem__, run.kinds), map(chat.__getitem__, run.chats))
+    per_op = map(add, texts, map(role.__getitem__, run.roles))
+    cum = list(accumulate(map(add, est, map(add, per_op, repeat(64))), initial=0))
     limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(device) + len(sid))
     bounds = [0]
     while bounds[-1] < n:
