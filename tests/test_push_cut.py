@@ -8,6 +8,7 @@ import contextlib
 
 from sessiond.storage.model import LogRun
 from sessiond.stores import FileStore
+from sessiond.sync import dagcbor
 from sessiond.sync import pages as pages_mod
 from sessiond.sync import push as push_mod
 from sessiond.sync.pages import cut
@@ -81,3 +82,9 @@ async def test_a_long_push_gives_the_same_pages_however_it_is_read(tmp_path, mon
             workers.close()
         assert [(e.first, e.last, e.ref.hash) for e in entries] == want, (stream_bytes, threads)
     await store.close()
+
+
+def test_a_column_of_one_repeated_item_encodes_as_cbor2_would():
+    """encode_pages writes a column of one text or null repeated without cbor2: the same bytes."""
+    for col in ([], [None] * 3, ["main"] * 30, ["\u00e9t\u00e9"] * 2, ["user", "user", "assistant"], [1, 1.0, True]):
+        assert pages_mod._column(col) == dagcbor.encode_ordered(col), col
