@@ -5,6 +5,7 @@ the API's reads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from bisect import bisect_left
@@ -46,14 +47,16 @@ _WHERE = " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?
 # Not the seqs themselves: a log's seqs are consecutive, so those of the messages are known from their
 # first, last and count, and the other operations' seqs (the ops table); read only when they are not
 # (_SEQS_SQL). The columns come in seq order: the statement walks the messages_origin index
-# (tests/test_push_read.py checks the plan).
+# (tests/test_push_read.py checks the plan). Tokens and extra fields are mostly all null or (tokens) all
+# set: counted, and listed in full (_COLUMN_SQL) only when some are null and some not.
 _RUN_SQL = (
     f"SELECT min(seq), max(seq), count(*), group_concat(lamport), group_concat({_MS}),"
-    " json_group_array(chat_id), json_group_array(role), json_group_array(tokens),"
-    f" json_group_array(extra), group_concat({_N}),"
+    " json_group_array(chat_id), json_group_array(role), count(tokens), group_concat(tokens),"
+    f" count(extra), group_concat({_N}),"
     f" CAST(group_concat(content, {_HEAD}) AS BLOB)" + _WHERE
 )
 _SEQS_SQL = "SELECT group_concat(seq)" + _WHERE
+_COLUMN_SQL = "SELECT json_group_array({})" + _WHERE
 _OPS_SQL = "SELECT seq, lamport, kind, body, created_at" + _WHERE.replace("messages", "ops")
 
 
@@ -62,7 +65,8 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
     cur.row_factory = None
     args = (sid, device_id, after, upto)
     try:
-        lo, hi, n, lams, times, chats, roles, toks, extras, sizes, blob = cur.execute(_RUN_SQL, args).fetchone()
+        row = cur.execute(_RUN_SQL, args).fetchone()
+        lo, hi, n, lams, times, chats, roles, n_toks, toks, n_extras, sizes, blob = row
     except sqlite3.DataError as exc:
         # More than SQLite's largest value (1 GB) of contents in the range: only messages of
         # megabytes get there. Read it in halves (a run joins halves without copying contents).
@@ -97,8 +101,8 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
             ms,
             loads(chats),
             loads(roles),
-            loads(toks),
-            loads(extras),
+            _sparse(cur, args, "tokens", n, n_toks, toks),
+            _sparse(cur, args, "extra", n, n_extras, None),
             sizes,
             b"".join((text_head(sizes[0]), blob or b"")),
         )
@@ -112,6 +116,17 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
     if other:
         run = _merge(run, other)
     return run
+
+
+def _sparse(cur: sqlite3.Cursor, args: tuple, column: str, n: int, count: int, joined: str | None) -> list:
+    """A column of n values of which `count` are not null: all null, all of them as `joined` (numbers
+    joined by SQLite), or else read in full by a statement of its own."""
+    if not count:
+        return [None] * n
+    if count == n and joined is not None:
+        with contextlib.suppress(ValueError):  # not all numbers (a text in a tokens column): in full
+            return json.loads(f"[{joined}]")
+    return json.loads(cur.execute(_COLUMN_SQL.format(column), args).fetchone()[0])
 
 
 def _merge(run: LogRun, other: list) -> LogRun:
