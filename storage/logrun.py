@@ -47,11 +47,13 @@ _WHERE = " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?
 # Not the seqs themselves: a log's seqs are consecutive, so those of the messages are known from their
 # first, last and count, and the other operations' seqs (the ops table); read only when they are not
 # (_SEQS_SQL). The columns come in seq order: the statement walks the messages_origin index
-# (tests/test_push_read.py checks the plan). Tokens and extra fields are mostly all null or (tokens) all
-# set: counted, and listed in full (_COLUMN_SQL) only when some are null and some not.
+# (tests/test_push_read.py checks the plan). The chat is most often one throughout: its least and
+# greatest say so, and the column is read by a statement of its own only when they differ. Tokens and
+# extra fields are mostly all null or (tokens) all set: counted, and listed in full (_COLUMN_SQL) only
+# when some are null and some not.
 _RUN_SQL = (
     f"SELECT min(seq), max(seq), count(*), group_concat(lamport), group_concat({_MS}),"
-    " json_group_array(chat_id), json_group_array(role), count(tokens), group_concat(tokens),"
+    " min(chat_id), max(chat_id), json_group_array(role), count(tokens), group_concat(tokens),"
     f" count(extra), group_concat({_N}),"
     f" CAST(group_concat(content, {_HEAD}) AS BLOB)" + _WHERE
 )
@@ -66,7 +68,7 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
     args = (sid, device_id, after, upto)
     try:
         row = cur.execute(_RUN_SQL, args).fetchone()
-        lo, hi, n, lams, times, chats, roles, n_toks, toks, n_extras, sizes, blob = row
+        lo, hi, n, lams, times, chat, last_chat, roles, n_toks, toks, n_extras, sizes, blob = row
     except sqlite3.DataError as exc:
         # More than SQLite's largest value (1 GB) of contents in the range: only messages of
         # megabytes get there. Read it in halves (a run joins halves without copying contents).
@@ -99,7 +101,7 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
             ["message.add"] * n,
             [None] * n,
             ms,
-            loads(chats),
+            [chat] * n if chat == last_chat else loads(cur.execute(_COLUMN_SQL.format("chat_id"), args).fetchone()[0]),
             loads(roles),
             _sparse(cur, args, "tokens", n, n_toks, toks),
             _sparse(cur, args, "extra", n, n_extras, None),

@@ -19,9 +19,14 @@ def test_the_run_statement_walks_the_seq_index():
         assert "TEMP B-TREE" not in plan, plan
 
 
+def _chat(sid: str, seq: int) -> str:
+    return "side" if sid == "some" and seq % 5 == 0 else "main"
+
+
 def test_tokens_and_extra_fields_read_whether_none_some_or_all_are_set():
-    """Counted first, listed only when needed: the same columns as Database.log_ops gives, and the seqs
-    of messages with other operations between them (read by their own statement)."""
+    """Counted first, listed only when needed (and the chat, when there are several): the columns as
+    written, and the seqs of messages with other operations between them (read by a statement of their
+    own)."""
     conn = sqlite3.connect(":memory:")
     for migration in MIGRATIONS:
         conn.executescript(migration)
@@ -42,8 +47,8 @@ def test_tokens_and_extra_fields_read_whether_none_some_or_all_are_set():
             tokens, extra = values(seq)
             conn.execute(
                 "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
-                " created_at, extra) VALUES (?, 'main', 'd', ?, ?, 'user', ?, ?, 2.5, ?)",
-                (sid, seq, seq, f"m{seq}", tokens, extra),
+                " created_at, extra) VALUES (?, ?, 'd', ?, ?, 'user', ?, ?, 2.5, ?)",
+                (sid, _chat(sid, seq), seq, seq, f"m{seq}", tokens, extra),
             )
         for after, upto in ((0, 40), (1, 16), (17, 40), (5, 30)):
             run = logrun.read_run(conn, sid, "d", after, upto)
@@ -52,4 +57,5 @@ def test_tokens_and_extra_fields_read_whether_none_some_or_all_are_set():
             msgs = [s for s in seqs if s not in (1, 17)]
             assert [t for t, s in zip(run.toks, seqs) if s in msgs] == [values(s)[0] for s in msgs], sid
             assert [e for e, s in zip(run.extras, seqs) if s in msgs] == [values(s)[1] for s in msgs], sid
+            assert [c for c, s in zip(run.chats, seqs) if s in msgs] == [_chat(sid, s) for s in msgs], sid
             assert [k for k, s in zip(run.kinds, seqs) if s not in msgs] == ["chat.create"] * (len(seqs) - len(msgs))
