@@ -131,6 +131,29 @@ def cut(run: LogRun, sid: str, device: str) -> tuple[list[int], list]:
     """Where the pages of a run of operations (consecutive seqs) begin: ([0, ..., len(run)], the
     map column). Pages are at most PAGE_MAX bytes; an operation larger than that is a page of
     its own. Sizes are bounded from above, without encoding anything but the maps."""
+    cum, col_b = measure(run)
+    return [0, *page_ends(cum, page_limit(sid, device))], col_b
+
+
+def page_limit(sid: str, device: str) -> int:
+    """What a page's operations may take (cut's bound), its keys, heads and owner aside."""
+    return PAGE_MAX - _PAGE_HEAD - 4 * (len(device) + len(sid))
+
+
+def page_ends(cum: list[int], limit: int, start: int = 0) -> list[int]:
+    """Where the pages from operation `start` on end (exclusive), greedily: each as many operations as fit
+    in `limit` (by `cum`, measure's), at least one."""
+    n, ends, lo = len(cum) - 1, [], start
+    while lo < n:
+        lo = max(lo + 1, bisect_right(cum, cum[lo] + limit) - 1)
+        ends.append(lo)
+    return ends
+
+
+def measure(run: LogRun) -> tuple[list[int], list]:
+    """(cum, the map column) of a run of operations (consecutive seqs): cum[i] bounds from above the bytes
+    operations 0..i-1 take in a page (cum[0] = 0). Each operation is bounded by its own fields alone, so
+    a long push measures each chunk it reads by itself, beside the others (sync/push.py's _RunJob)."""
     n = len(run)
     if not n:
         return [0], []
@@ -165,12 +188,7 @@ def cut(run: LogRun, sid: str, device: str) -> tuple[list[int], list]:
         else:
             per_op = map(add, per_op, map(lengths.__getitem__, col))
     cum = list(accumulate(map(add, per_op, repeat(const)), initial=0))
-    limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(device) + len(sid))
-    bounds = [0]
-    while bounds[-1] < n:
-        lo = bounds[-1]
-        bounds.append(max(lo + 1, bisect_right(cum, cum[lo] + limit) - 1))
-    return bounds, col_b
+    return cum, col_b
 
 
 def encode_pages(
