@@ -252,7 +252,8 @@ class _RunJob:
         self.turn = 0  # the chunk whose cut is next
         # the last page cut so far, which may still fill up: its operations, their map column, and the
         # bytes they take by pages.measure
-        self.carry, self.carry_maps, self.carry_bytes = LogRun.empty(), [], 0
+        self.carry, self.carry_bytes = LogRun.empty(), 0
+        self.carry_maps: list = []
         self.limit = page_limit(writer.sid, writer.device)
         self.done: dict[int, tuple[list[Entry], int]] = {}  # chunk -> (entries, highest Lamport value)
         self.error: BaseException | None = None
