@@ -63,6 +63,18 @@ _OPS_SQL = "SELECT seq, lamport, kind, body, created_at" + _WHERE.replace("messa
 
 
 def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upto: int) -> LogRun:
+    """Operations after+1..upto of one device's log (LogRun), read by a few statements on one snapshot
+    of the database (a read transaction, unless the caller has one open)."""
+    if conn.in_transaction:
+        return _read_run(conn, sid, device_id, after, upto)
+    conn.execute("BEGIN")
+    try:
+        return _read_run(conn, sid, device_id, after, upto)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upto: int) -> LogRun:
     cur = conn.cursor()
     cur.row_factory = None
     args = (sid, device_id, after, upto)
@@ -76,7 +88,7 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
         if getattr(exc, "sqlite_errorcode", None) != 18 or lo is None or lo == hi:  # 18: SQLITE_TOOBIG
             raise
         mid = (lo + hi) // 2
-        return read_run(conn, sid, device_id, after, mid) + read_run(conn, sid, device_id, mid, upto)
+        return _read_run(conn, sid, device_id, after, mid) + _read_run(conn, sid, device_id, mid, upto)
     other = cur.execute(_OPS_SQL, args).fetchall()
     ordered = True
     if not n:

@@ -52,6 +52,7 @@ def test_tokens_and_extra_fields_read_whether_none_some_or_all_are_set():
             )
         for after, upto in ((0, 40), (1, 16), (17, 40), (5, 30)):
             run = logrun.read_run(conn, sid, "d", after, upto)
+            assert not conn.in_transaction  # its statements' snapshot is let go
             seqs = range(after + 1, upto + 1)
             assert run.seqs == list(seqs), (sid, after, upto)
             msgs = [s for s in seqs if s not in (1, 17)]
