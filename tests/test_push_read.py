@@ -50,6 +50,7 @@ def test_tokens_and_extra_fields_read_whether_none_some_or_all_are_set():
                 " created_at, extra) VALUES (?, ?, 'd', ?, ?, 'user', ?, ?, 2.5, ?)",
                 (sid, _chat(sid, seq), seq, seq, f"m{seq}", tokens, extra),
             )
+        conn.commit()
         for after, upto in ((0, 40), (1, 16), (17, 40), (5, 30)):
             run = logrun.read_run(conn, sid, "d", after, upto)
             assert not conn.in_transaction  # its statements' snapshot is let go
