@@ -5,6 +5,7 @@ the API's reads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from bisect import bisect_left
@@ -43,38 +44,64 @@ _HEAD = (
     f" || {_byte(f'{_N} & 255')} END"
 )
 _WHERE = " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?"
+# Not the seqs themselves: a log's seqs are consecutive, so those of the messages are known from their
+# first, last and count, and the other operations' seqs (the ops table); read only when they are not
+# (_SEQS_SQL). The columns come in seq order: the statement walks the messages_origin index
+# (tests/test_push_read.py checks the plan). The chat is most often one throughout: its least and
+# greatest say so, and the column is read by a statement of its own only when they differ. Tokens and
+# extra fields are mostly all null or (tokens) all set: counted, and listed in full (_COLUMN_SQL) only
+# when some are null and some not.
 _RUN_SQL = (
-    f"SELECT group_concat(seq), group_concat(lamport), group_concat({_MS}),"
-    " json_group_array(chat_id), json_group_array(role), json_group_array(tokens),"
-    f" json_group_array(extra), group_concat({_N}),"
+    f"SELECT min(seq), max(seq), count(*), group_concat(lamport), group_concat({_MS}),"
+    " min(chat_id), max(chat_id), json_group_array(role), count(tokens), group_concat(tokens),"
+    f" count(extra), group_concat({_N}),"
     f" CAST(group_concat(content, {_HEAD}) AS BLOB)" + _WHERE
 )
+_SEQS_SQL = "SELECT group_concat(seq)" + _WHERE
+_COLUMN_SQL = "SELECT json_group_array({})" + _WHERE
+_OPS_SQL = "SELECT seq, lamport, kind, body, created_at" + _WHERE.replace("messages", "ops")
 
 
 def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upto: int) -> LogRun:
+    """Operations after+1..upto of one device's log (LogRun), read by a few statements on one snapshot
+    of the database (a read transaction, unless the caller has one open)."""
+    if conn.in_transaction:
+        return _read_run(conn, sid, device_id, after, upto)
+    conn.execute("BEGIN")
+    try:
+        return _read_run(conn, sid, device_id, after, upto)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upto: int) -> LogRun:
     cur = conn.cursor()
     cur.row_factory = None
     args = (sid, device_id, after, upto)
     try:
-        seqs, lams, times, chats, roles, toks, extras, sizes, blob = cur.execute(_RUN_SQL, args).fetchone()
+        row = cur.execute(_RUN_SQL, args).fetchone()
+        lo, hi, n, lams, times, chat, last_chat, roles, n_toks, toks, n_extras, sizes, blob = row
     except sqlite3.DataError as exc:
         # More than SQLite's largest value (1 GB) of contents in the range: only messages of
         # megabytes get there. Read it in halves (a run joins halves without copying contents).
-        lo, hi = cur.execute(
-            "SELECT min(seq), max(seq) FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?", args
-        ).fetchone()
+        lo, hi = cur.execute("SELECT min(seq), max(seq)" + _WHERE, args).fetchone()
         if getattr(exc, "sqlite_errorcode", None) != 18 or lo is None or lo == hi:  # 18: SQLITE_TOOBIG
             raise
         mid = (lo + hi) // 2
-        return read_run(conn, sid, device_id, after, mid) + read_run(conn, sid, device_id, mid, upto)
-    if seqs is None:
+        return _read_run(conn, sid, device_id, after, mid) + _read_run(conn, sid, device_id, mid, upto)
+    other = cur.execute(_OPS_SQL, args).fetchall()
+    ordered = True
+    if not n:
         run = LogRun.empty()
     else:
         # each column one json.loads, in C (a quarter quicker than splitting and converting in Python):
         # the numbers are written by SQLite, so each list is valid JSON once bracketed
         loads = json.loads
-        seqs = loads(f"[{seqs}]")
-        n = len(seqs)
+        if hi - lo + 1 == n and not any(lo < row[0] < hi for row in other):
+            seqs = list(range(lo, hi + 1))  # no gap: the other operations come before or after them all
+        else:
+            seqs = loads(f"[{cur.execute(_SEQS_SQL, args).fetchone()[0]}]")
+            ordered = seqs == sorted(seqs)
         sizes = loads(f"[{sizes}]")
         ms = loads(f"[{times}]")
         if None in ms:  # a time beyond what the statement rounds exactly: all of them in Python
@@ -86,27 +113,34 @@ def read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, upt
             ["message.add"] * n,
             [None] * n,
             ms,
-            loads(chats),
+            [chat] * n if chat == last_chat else loads(cur.execute(_COLUMN_SQL.format("chat_id"), args).fetchone()[0]),
             loads(roles),
-            loads(toks),
-            loads(extras),
+            _sparse(cur, args, "tokens", n, n_toks, toks),
+            _sparse(cur, args, "extra", n, n_extras, None),
             sizes,
             b"".join((text_head(sizes[0]), blob or b"")),
         )
-    if run.seqs != sorted(run.seqs):  # the index gives seq order; should SQLite ever not, sort (contents too)
+    if not ordered:  # the index gives seq order; should SQLite ever not, sort (contents too)
         order = sorted(range(len(run)), key=run.seqs.__getitem__)
         offs = run.offsets()
         run = LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
             *(list(map(c.__getitem__, order)) for c in run._columns()),  # type: ignore[arg-type]
             b"".join([run.blob[offs[i] : offs[i + 1]] for i in order]),
         )
-    other = cur.execute(
-        "SELECT seq, lamport, kind, body, created_at FROM ops WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
-        args,
-    ).fetchall()
     if other:
         run = _merge(run, other)
     return run
+
+
+def _sparse(cur: sqlite3.Cursor, args: tuple, column: str, n: int, count: int, joined: str | None) -> list:
+    """A column of n values of which `count` are not null: all null, all of them as `joined` (numbers
+    joined by SQLite), or else read in full by a statement of its own."""
+    if not count:
+        return [None] * n
+    if count == n and joined is not None:
+        with contextlib.suppress(ValueError):  # not all numbers (a text in a tokens column): in full
+            return json.loads(f"[{joined}]")
+    return json.loads(cur.execute(_COLUMN_SQL.format(column), args).fetchone()[0])
 
 
 def _merge(run: LogRun, other: list) -> LogRun:

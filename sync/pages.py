@@ -12,7 +12,7 @@ import json
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat
-from operator import add, truediv
+from operator import add, is_not, truediv
 from typing import Any
 
 from ..storage.model import LogRun, Op, RemoteLog
@@ -105,6 +105,16 @@ _TYPE_ITEM = _enc("ty") + _enc(T_PAGE)
 _NULL = b"\xf6"  # the contents item of an operation that is not a message
 
 
+def _column(values: list) -> bytes:
+    """A column as its CBOR array. Most columns of most pages hold one text or null throughout (the
+    kind, the chat, no map, no tokens): that is one item repeated, without cbor2 walking the list. Only
+    texts and null: for them alone does == mean the same encoding (1 == 1.0 == True)."""
+    first = values[0] if values else 0
+    if (first is None or type(first) is str) and values.count(first) == len(values):
+        return _head(4, len(values)) + _enc(first) * len(values)
+    return _enc(values)
+
+
 def _contents(run: LogRun, offs: list[int], others: list[int], lo: int, hi: int) -> list:
     """The items of a page's contents column, operations lo..hi-1: slices of the run's blob (which holds
     the messages' items back to back), with null for each operation that is not a message (`others`)."""
@@ -122,6 +132,29 @@ def cut(run: LogRun, sid: str, device: str) -> tuple[list[int], list]:
     """Where the pages of a run of operations (consecutive seqs) begin: ([0, ..., len(run)], the
     map column). Pages are at most PAGE_MAX bytes; an operation larger than that is a page of
     its own. Sizes are bounded from above, without encoding anything but the maps."""
+    cum, col_b = measure(run)
+    return [0, *page_ends(cum, page_limit(sid, device))], col_b
+
+
+def page_limit(sid: str, device: str) -> int:
+    """What a page's operations may take (cut's bound), its keys, heads and owner aside."""
+    return PAGE_MAX - _PAGE_HEAD - 4 * (len(device) + len(sid))
+
+
+def page_ends(cum: list[int], limit: int, start: int = 0) -> list[int]:
+    """Where the pages from operation `start` on end (exclusive), greedily: each as many operations as fit
+    in `limit` (by `cum`, measure's), at least one."""
+    n, ends, lo = len(cum) - 1, [], start
+    while lo < n:
+        lo = max(lo + 1, bisect_right(cum, cum[lo] + limit) - 1)
+        ends.append(lo)
+    return ends
+
+
+def measure(run: LogRun) -> tuple[list[int], list]:
+    """(cum, the map column) of a run of operations (consecutive seqs): cum[i] bounds from above the bytes
+    operations 0..i-1 take in a page (cum[0] = 0). Each operation is bounded by its own fields alone, so
+    a long push measures each chunk it reads by itself, beside the others (sync/push.py's _RunJob)."""
     n = len(run)
     if not n:
         return [0], []
@@ -129,29 +162,34 @@ def cut(run: LogRun, sid: str, device: str) -> tuple[list[int], list]:
     if run.seqs != list(range(first, first + n)):
         raise LogError(f"operations to write are not one run of consecutive seqs from {first}")
     col_b: list = [None] * n
-    est = list(map(max, sizes, repeat(0))) if -1 in sizes else list(sizes)  # bytes per operation
+    est = list(sizes)  # bytes per operation (-1: not a message, its body counted below)
     if run.bodies.count(None) != n or run.extras.count(None) != n:
-        for i, (body, extra) in enumerate(zip(run.bodies, run.extras)):
+        # the few operations with a map (another operation's body, a message's extra fields), found in C
+        with_body = compress(range(n), map(is_not, run.bodies, repeat(None)))
+        for i in sorted({*with_body, *compress(range(n), run.extras)}):
+            body, extra = run.bodies[i], run.extras[i]
             if body is not None:
                 col_b[i] = dagcbor.canon(json.loads(body))
-            elif extra and (e := json.loads(extra)):
+            elif e := json.loads(extra):
                 col_b[i] = dagcbor.canon(e)
             if col_b[i] is not None:
-                est[i] += len(dagcbor.encode_ordered(col_b[i]))
-    # per operation besides content and map: seven more columns, each item at most a 9-byte head
-    # plus its text (4 bytes per character bounds any UTF-8)
-    const = 64 + 4 * (
-        max(map(len, set(run.kinds)))
-        + max(map(len, filter(None, set(run.chats))), default=0)
-        + max(map(len, filter(None, set(run.roles))), default=0)
-    )
-    cum = list(accumulate(map(add, est, repeat(const)), initial=0))
-    limit = PAGE_MAX - _PAGE_HEAD - 4 * (len(device) + len(sid))
-    bounds = [0]
-    while bounds[-1] < n:
-        lo = bounds[-1]
-        bounds.append(max(lo + 1, bisect_right(cum, cum[lo] + limit) - 1))
-    return bounds, col_b
+                est[i] = max(est[i], 0) + len(dagcbor.encode_ordered(col_b[i]))
+    if -1 in est:  # an operation that is neither a message nor has a body (not written by this sessiond)
+        est = list(map(max, est, repeat(0)))
+    # per operation besides content and map: seven more columns, each item at most a 9-byte head plus
+    # its text. Each operation's own texts, never a maximum over the run: the cut of a run is then the
+    # cut of any prefix of it but the prefix's last page, so a long push reading in chunks of any size
+    # cuts the same pages (same objects) as one reader of the whole run (sync/push.py's _RunJob). A
+    # column whose texts are all of one length (one chat, one kind) adds a constant, not a lookup each.
+    const, per_op = 64, iter(est)
+    for col in (run.kinds, run.chats, run.roles):
+        lengths = {v: len(v.encode()) if v else 0 for v in set(col)}
+        if len(set(lengths.values())) == 1:
+            const += next(iter(lengths.values()))
+        else:
+            per_op = map(add, per_op, map(lengths.__getitem__, col))
+    cum = list(accumulate(map(add, per_op, repeat(const)), initial=0))
+    return cum, col_b
 
 
 def encode_pages(
@@ -178,21 +216,21 @@ def encode_pages(
         parts = [
             b"\xad",
             b"\x61b",
-            _enc(col_b[lo:hi]),
+            _column(col_b[lo:hi]),
             b"\x61c",
-            _enc(chats[lo:hi]),
+            _column(chats[lo:hi]),
             b"\x61d",
             dev,
             b"\x61f",
             _enc(first + lo),
             b"\x61k",
-            _enc(kinds[lo:hi]),
+            _column(kinds[lo:hi]),
             b"\x61l",
             _enc(run.lams[lo:hi]),
             b"\x61n",
-            _enc(run.toks[lo:hi]),
+            _column(run.toks[lo:hi]),
             b"\x61r",
-            _enc(roles[lo:hi]),
+            _column(roles[lo:hi]),
             b"\x61s",
             sid_item,
             b"\x61t",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ..stores import Store
 from ..stores.cid import BlobId
 from .crypto import EncryptedCID, manifest_key, object_key, seal
 from .manifest import encode_manifest
-from .pages import PAGE_MAX, Entry, encode_node, encode_pages, encode_parts
+from .pages import PAGE_MAX, Entry, encode_node, encode_pages, encode_parts, measure, page_ends, page_limit
 from .pages import cut as cut_run
 from .workers import Workers, shared
 
@@ -232,11 +233,12 @@ class _Stopped(Exception):
 
 class _RunJob:
     """One long run written by worker threads (LogWriter.write_run). Chunks are handed out in seq
-    order; each worker reads its chunk on its own connection, then waits for its turn to cut it into
-    pages (the last page of a chunk may still fill up, so its operations go round again with the next
-    chunk, as views of their contents), then encodes, seals and writes the pages without waiting for
-    anyone. Only the cut is taken in turn, and it is cheap (sizes only); pages stay full across chunk
-    edges, as if one reader went through the run in order. At most _WRITES_OUT objects are being
+    order; each worker reads its chunk on its own connection and measures its operations (pages.measure),
+    then waits for its turn to cut it into pages (the last page of a chunk may still fill up, so its
+    operations go round again with the next chunk, as views of their contents), then encodes, seals and
+    writes the pages without waiting for anyone. Only the cut is taken in turn, and it is a bisection per
+    page; pages stay full across chunk edges, and are those one reader of the whole run would cut
+    (pages.cut), whatever the chunks and however the workers' turns fall. At most _WRITES_OUT objects are being
     written at a time: by the store's own threads where it offers them (Store.put_in_background), else
     through the event loop; either way a write that does not end within the writer's timeout fails
     the push."""
@@ -255,7 +257,11 @@ class _RunJob:
         self.chunk = _FIRST_CHUNK  # operations; then as many as make about STREAM_BYTES
         self.given = 0  # chunks handed out
         self.turn = 0  # the chunk whose cut is next
-        self.carry = LogRun.empty()
+        # the last page cut so far, which may still fill up: its operations, their map column, and the
+        # bytes they take by pages.measure
+        self.carry, self.carry_bytes = LogRun.empty(), 0
+        self.carry_maps: list = []
+        self.limit = page_limit(writer.sid, writer.device)
         self.done: dict[int, tuple[list[Entry], int]] = {}  # chunk -> (entries, highest Lamport value)
         self.error: BaseException | None = None
         self.stopped = False
@@ -287,22 +293,36 @@ class _RunJob:
             b = min(self.last, a + self.chunk - 1)
             self.given, self.next_seq = k + 1, b + 1
         run = load(a, b)
-        with self.cond:  # the cut, in chunk order
+        cum, maps = measure(run)  # per operation: beside the other workers, before this chunk's turn
+        per_op = max(1, (sum(run.sizes) + 48 * len(run)) // max(1, len(run)))  # bytes per operation, about
+        with self.cond:  # the cut, in chunk order: only where the pages end, a bisection per page
             while self.turn != k and not self.stopped:
                 self.cond.wait()
             if self.stopped:
                 raise _Stopped
-            if len(self.carry):
-                run = self.carry + run
-            cut = self.writer.cut(run)
-            count = len(cut[0]) - 1
+            carry, carry_maps, c = self.carry, self.carry_maps, len(self.carry)
+            if c:  # the carried page takes the operations of this chunk that still fit in it
+                start = max(0, bisect_right(cum, self.limit - self.carry_bytes) - 1)
+                ends = [c + start] + [c + e for e in page_ends(cum, self.limit, start)]
+            else:
+                ends = page_ends(cum, self.limit)
+            bounds = [0, *ends]  # of carry + run
+            count = len(ends)
             if b < self.last:  # the last page may still fill up: round again with the next chunk
                 count -= 1
-                self.carry = run.tail(cut[0][count])
-            per_op = max(1, (sum(run.sizes) + 48 * len(run)) // max(1, len(run)))  # bytes per operation, about
+                at = bounds[count] - c
+                if at >= 0:
+                    self.carry, self.carry_maps = run.tail(at), maps[at:]
+                    self.carry_bytes = cum[-1] - cum[at]
+                else:  # the whole chunk went into the carried page
+                    self.carry, self.carry_maps = carry + run, carry_maps + maps
+                    self.carry_bytes += cum[-1]
             self.chunk = min(1 << 17, max(16, STREAM_BYTES // per_op))
             self.turn += 1
             self.cond.notify_all()
+        if count and c:
+            run, maps = carry + run, carry_maps + maps
+        cut = (bounds, maps)
         if not count:
             return True
         entries = []

@@ -1,0 +1,91 @@
+"""The cut of a long run into pages does not depend on how the run is read: the same operations give the
+same pages (so the same objects: content addressing, dedup) whether they are read at once or in chunks of
+any size, by one worker thread or several, whatever order the workers take their turns in."""
+
+from __future__ import annotations
+
+import contextlib
+
+from sessiond.storage.model import LogRun
+from sessiond.stores import FileStore
+from sessiond.sync import dagcbor
+from sessiond.sync import pages as pages_mod
+from sessiond.sync import push as push_mod
+from sessiond.sync.pages import cut
+from sessiond.sync.push import LogWriter
+from sessiond.sync.workers import Workers
+
+SID, DEV = "sess", "dev0"
+
+
+def _records(n: int) -> list[tuple]:
+    """Messages whose fields vary in length across the run (a rare long chat id, roles of 4 and 9
+    characters, a few extra maps) and a few other operations: what made a chunk's page sizes depend on
+    which operations happened to share its chunk."""
+    out = []
+    for i in range(n):
+        seq, t = i + 1, 1700000000 + i / 1000
+        if i % 1999 == 7:
+            out.append((seq, seq, "checkpoint.add", f'{{"at": {i}}}', t, None, None, None, None, None))
+            continue
+        chat = "c" * 200 if i % 2500 == 1300 else "main"
+        role = "assistant" if i % 3 == 0 else "user"
+        extra = f'{{"k": {i}}}' if i % 701 == 0 else None
+        out.append((seq, seq, "message.add", None, t, chat, role, f"{i} " + "word " * (i % 40), None, extra))
+    return out
+
+
+def _small_pages(monkeypatch) -> None:
+    monkeypatch.setattr(pages_mod, "PAGE_MAX", 30_000)
+    monkeypatch.setattr(push_mod, "PAGE_MAX", 30_000)
+
+
+def test_the_cut_of_a_run_is_the_cut_of_its_prefixes(monkeypatch):
+    """Every page of the cut of a prefix but its last is a page of the cut of the whole run: a chunked
+    reader that keeps each chunk's last page for the next chunk cuts as one reader of the whole run."""
+    _small_pages(monkeypatch)
+    recs = _records(3000)
+    whole = cut(LogRun.from_records(recs), SID, DEV)[0]
+    for k in (1, 17, 900, 1299, 1301, 2500, 2999):
+        starts = cut(LogRun.from_records(recs[:k]), SID, DEV)[0][:-1]  # where its pages begin
+        assert len(starts) > 3 or k < 900
+        assert starts == whole[: len(starts)], k
+
+
+def _loader(recs):
+    @contextlib.contextmanager
+    def open_loader():
+        def read(a, b):
+            return LogRun.from_records(recs[a - 1 : b])
+
+        yield read
+
+    return open_loader
+
+
+async def test_a_long_push_gives_the_same_pages_however_it_is_read(tmp_path, monkeypatch):
+    async def no_short(a, b):
+        raise AssertionError("a long run is read by the workers")
+
+    _small_pages(monkeypatch)
+    recs = _records(12_000)
+    store = FileStore(str(tmp_path / "store"))
+    whole = await LogWriter(SID, DEV, bytes(range(32)), store).write_pages(LogRun.from_records(recs))
+    want = [(e.first, e.last, e.ref.hash) for e in whole]
+    # chunks of 16 operations (less than a page: the carried page takes whole chunks) up to ~4000
+    for stream_bytes, threads in ((3_000, 2), (40_000, 1), (40_000, 2), (150_000, 2), (700_000, 3)):
+        monkeypatch.setattr(push_mod, "STREAM_BYTES", stream_bytes)
+        workers = Workers(push_threads=threads)
+        try:
+            writer = LogWriter(SID, DEV, bytes(range(32)), store, workers=workers)
+            entries, _ = await writer.write_run(no_short, _loader(recs), 1, len(recs))
+        finally:
+            workers.close()
+        assert [(e.first, e.last, e.ref.hash) for e in entries] == want, (stream_bytes, threads)
+    await store.close()
+
+
+def test_a_column_of_one_repeated_item_encodes_as_cbor2_would():
+    """encode_pages writes a column of one text or null repeated without cbor2: the same bytes."""
+    for col in ([], [None] * 3, ["main"] * 30, ["\u00e9t\u00e9"] * 2, ["user", "user", "assistant"], [1, 1.0, True]):
+        assert pages_mod._column(col) == dagcbor.encode_ordered(col), col

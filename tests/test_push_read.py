@@ -1,0 +1,63 @@
+"""The push's bulk read (storage/logrun.py) takes the messages' columns in seq order without reading their
+seqs: that holds because its statement walks the messages_origin index, which this checks."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sessiond.storage import logrun
+from sessiond.storage.schema import MIGRATIONS
+
+
+def test_the_run_statement_walks_the_seq_index():
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    for sql in (logrun._RUN_SQL, logrun._SEQS_SQL, logrun._COLUMN_SQL.format("tokens")):
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ("s", "d", 0, 10)))
+        assert "INDEX messages_origin (session_id=? AND device_id=? AND seq>? AND seq<?)" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+
+
+def _chat(sid: str, seq: int) -> str:
+    return "side" if sid == "some" and seq % 5 == 0 else "main"
+
+
+def test_tokens_and_extra_fields_read_whether_none_some_or_all_are_set():
+    """Counted first, listed only when needed (and the chat, when there are several): the columns as
+    written, and the seqs of messages with other operations between them (read by a statement of their
+    own)."""
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    cases = {
+        "none": lambda i: (None, None),
+        "all": lambda i: (i * 7, f'{{"k": {i}}}'),
+        "some": lambda i: (i if i % 3 else None, '{"m": 1}' if i % 4 == 1 else None),
+    }
+    for sid, values in cases.items():
+        for seq in range(1, 41):
+            if seq in (1, 17):
+                conn.execute(
+                    "INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
+                    " VALUES (?, 'd', ?, ?, 'chat.create', '{}', 1.0)",
+                    (sid, seq, seq),
+                )
+                continue
+            tokens, extra = values(seq)
+            conn.execute(
+                "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, tokens,"
+                " created_at, extra) VALUES (?, ?, 'd', ?, ?, 'user', ?, ?, 2.5, ?)",
+                (sid, _chat(sid, seq), seq, seq, f"m{seq}", tokens, extra),
+            )
+        conn.commit()
+        for after, upto in ((0, 40), (1, 16), (17, 40), (5, 30)):
+            run = logrun.read_run(conn, sid, "d", after, upto)
+            assert not conn.in_transaction  # its statements' snapshot is let go
+            seqs = range(after + 1, upto + 1)
+            assert run.seqs == list(seqs), (sid, after, upto)
+            msgs = [s for s in seqs if s not in (1, 17)]
+            assert [t for t, s in zip(run.toks, seqs) if s in msgs] == [values(s)[0] for s in msgs], sid
+            assert [e for e, s in zip(run.extras, seqs) if s in msgs] == [values(s)[1] for s in msgs], sid
+            assert [c for c, s in zip(run.chats, seqs) if s in msgs] == [_chat(sid, s) for s in msgs], sid
+            assert [k for k, s in zip(run.kinds, seqs) if s not in msgs] == ["chat.create"] * (len(seqs) - len(msgs))
