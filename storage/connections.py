@@ -392,9 +392,16 @@ class Connections:
     async def latest(self, sql: str, args: tuple = ()) -> list[Row]:
         """The latest committed state, for the sync engine's bookkeeping: on the writer, between
         transactions (under the write lock), so it waits for a transaction under way and sees its end.
-        Never call it inside a transaction (the lock is not re-entrant): read through the Transaction."""
+        Never call it inside a transaction (the lock is not re-entrant): read through the Transaction.
+
+        A batch under way is left to its own flush, in its turn of the loop, rather than committed inside
+        the caller's step: a push's first step, which did it, was the longest of its loop steps (~0.5 ms),
+        the one an append arriving meanwhile waited behind (bench/results/profile-tail.md)."""
+        batch = self._batch
+        if batch is not None:
+            await asyncio.wait([batch])  # (asyncio.wait: a failed batch is its callers' error, not this read's)
         async with self._lock:
-            self._commit_batch()  # what it reads is committed: the sync engine may push it at once
+            self._commit_batch()  # one begun since: what it reads is committed, the engine may push it at once
             return self._writer.execute(sql, args).fetchall()
 
     async def bulk(self, fn: Callable[..., Any], *args: Any) -> Any:
