@@ -44,6 +44,7 @@ from .pusher import Pusher
 from .rekey import Rekeyer
 from .schedule import PushQueue
 from .share import Sharer
+from .tasks import stop_tasks
 from .verify import Verifier
 from .workers import Workers
 
@@ -143,11 +144,7 @@ class Syncer:
         self.ctx.stopping = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await stop_tasks([self._task])
         await self.pushes.stop()
         if self._checks is not None:
             self._checks.shutdown(wait=False, cancel_futures=True)

@@ -28,6 +28,7 @@ from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError,
 from ..stores.cid import digest
 from ..stores.errors import ReadOnlyStore
 from ..stores.registry import RegistryEntry, RegistryError
+from .tasks import stop_tasks
 
 log = logging.getLogger("sessiond.sync")
 
@@ -101,11 +102,7 @@ class MirrorStore(Store):
         self._closed = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await stop_tasks([self._task])
             self._task = None
         for s in self.stores:
             await s.close()

@@ -34,6 +34,8 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable
 
+from .tasks import stop_tasks
+
 log = logging.getLogger("sessiond.sync")
 
 RETRY_FIRST = 0.2  # seconds before the first retry of a failed push; doubles per failure
@@ -92,13 +94,7 @@ class PushQueue:
             h.cancel()
         self._timers.clear()
         self._quiet.clear()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stop_tasks(self._tasks)
         self._tasks = []
 
     # ---------------------------------------------------------------- what the engine calls

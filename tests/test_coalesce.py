@@ -330,3 +330,30 @@ async def test_a_follower_on_the_change_feed_reads_only_the_heads_that_moved(tmp
             await db.close()
         stop.set()
         await asyncio.wait_for(served, 10)
+
+
+async def test_stop_ends_even_when_a_push_swallowed_its_cancellation():
+    """Python 3.11's asyncio.wait_for can lose a cancellation that arrives as what it waits for completes;
+    a push made of such waits then returns normally and its worker goes back to waiting for work, where a
+    single cancel() never reaches it again: the daemon's stop hung there (found under bench/append.py)."""
+    import asyncio
+
+    from sessiond.sync.schedule import PushQueue
+
+    entered = asyncio.Event()
+
+    async def push(sid: str) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return  # as wait_for's race did: the cancellation is lost, the push "completes"
+
+    q = PushQueue(push, gap=0.0, concurrency=1)
+    q.start()
+    q.notify("s")
+    await asyncio.wait_for(entered.wait(), 5)
+    stopping = asyncio.ensure_future(q.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)  # (not wait_for: its own cancel would end the wait)
+    assert stopping in done, "stop() hung on a worker that lost its cancellation"
+    await stopping
