@@ -4,11 +4,9 @@ Unix socket, runs the sync worker, and shuts down cleanly on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from importlib.metadata import PackageNotFoundError
@@ -17,19 +15,18 @@ from importlib.metadata import version as pkg_version
 from aiohttp import web
 
 from ..storage.database import Database
-from ..storage.errors import Invalid, SessiondError
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.mirror import MirrorStore, mirror_urls, open_stores
-from ..sync.share import ImportError_
 from . import remote_checks
-from .activation import handed_socket
 from .api import make_app
 from .events import Events
-from .home import Config, Home, HomeError, normalize_store_url, normalize_store_urls, pinning_token_file, read_lock
+from .home import Config, Home, HomeError, normalize_store_urls, pinning_token_file
+from .listen import listening_socket, take_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
 from .memdebug import MemDebug
+from .operations import Operations
 
 log = logging.getLogger("sessiond")
 
@@ -46,11 +43,7 @@ def _shown(url: str | None) -> str:
     return " ".join(mirror_urls(url or ""))
 
 
-class AlreadyRunning(HomeError):
-    pass
-
-
-class Daemon:
+class Daemon(Operations):
     def __init__(self, home: Home, config: Config, store_url: str | None, *, change_store: bool = False):
         self.home = home
         self.config = config
@@ -62,7 +55,7 @@ class Daemon:
         self.db: Database = None  # type: ignore[assignment]
         self.syncer: Syncer = None  # type: ignore[assignment]  # set by start(), before any request
         self._lock_fd: int | None = None
-        self._handed: socket.socket | None = None  # the socket a service manager handed over (it keeps the socket file)
+        self._handed = False  # the socket a service manager handed over (it keeps the socket file)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -76,25 +69,7 @@ class Daemon:
         self.providers = Providers(config.providers, config.default_provider)
         self.compat = Compat(self)
 
-    # ---------------------------------------------------------------- lifecycle
-    def take_lock(self) -> None:
-        fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            pid = read_lock(self.home.path)[0]
-            raise AlreadyRunning(
-                f"a sessiond daemon is already running for {self.home.path}"
-                + (f" (pid {pid})" if pid else "")
-                + "; stop it with `sessiond stop`"
-            ) from None
-        # The lock file says who holds it and where its socket is: clients find the socket from the
-        # home, whatever their own environment (a long home's socket is under this process's runtime dir).
-        os.ftruncate(fd, 0)
-        os.write(fd, os.fsencode(f"{os.getpid()}\n{self.home.socket}\n"))
-        self._lock_fd = fd
-
+    # ---------------------------------------------------------------- lifecycle (the API's calls: operations.py)
     def _configure_network_stores(self) -> None:
         """What network stores (stores/) need from this device: a secret their portal account keys
         derive from (a key derived from the device seed under a name no session id can have), a
@@ -133,7 +108,7 @@ class Daemon:
 
     async def start(self) -> None:
         self.home.prepare()
-        self.take_lock()
+        self._lock_fd = take_lock(self.home)
         self.db = await Database.open(self.home.db)
         for sid in await self.db.repair_unpushable():
             log.warning(
@@ -166,21 +141,7 @@ class Daemon:
         app = make_app(self)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        path = self.home.socket
-        sock = self._handed = handed_socket(path)  # socket-activated: the service manager bound it
-        if sock is None and os.path.exists(path):
-            if _socket_answers(path):
-                raise AlreadyRunning(f"another process answers on {path}; stop it first")
-            os.unlink(path)  # left behind by a daemon that was killed
-        if sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            old = os.umask(0o177)  # the socket is 0600 from the moment it exists
-            try:
-                sock.bind(path)
-            finally:
-                os.umask(old)
-            os.chmod(path, 0o600)
-            sock.listen(256)
+        sock, self._handed = listening_socket(self.home.socket)
         site = web.SockSite(self._runner, sock)
         await site.start()
         if self.config.openai_listen is not None:
@@ -237,7 +198,7 @@ class Daemon:
             await self.db.close()
         if self._lock_fd is not None:  # only the daemon holding the lock owns the socket
             try:
-                if self._handed is None:  # a handed socket's file is its service manager's, which keeps listening
+                if not self._handed:  # a handed socket's file is its service manager's, which keeps listening
                     os.unlink(self.home.socket)
             except FileNotFoundError:
                 pass
@@ -267,168 +228,6 @@ class Daemon:
             "openai": self.compat.status(),
             "providers": {"default": self.providers.default, "names": sorted(self.providers.all)},
         }
-
-    async def sync_status(self, sid: str) -> dict:
-        return (await self.syncer.status(sid)).get(sid, {})
-
-    async def delete_session(self, sid: str) -> None:
-        # In turn with the session's push: a push under way ends before its key is destroyed, so none
-        # can make a new key for a session that is gone (a stray key an import would have to discard).
-        async with self.syncer.ctx.lock(sid):
-            await self.db.delete_session(sid)
-            self.syncer.forget(sid)
-
-    async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
-        if sid is not None:
-            await self.db.get_session(sid)
-        return await self.syncer.sync_now(sid, wait=wait, timeout=timeout)
-
-    async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
-        try:
-            return await self.syncer.share(sid, write=write, passphrase=passphrase, expires_in=expires_in)
-        except ImportError_ as exc:
-            raise _share_error(exc) from None
-
-    async def import_code(self, code: str, passphrase: str | None, store: str | None = None) -> dict:
-        """`store`: where the session is, when neither this daemon's store nor the code's hints hold it."""
-        try:
-            url = normalize_store_url(store) if store else None
-        except HomeError as exc:
-            raise Invalid(f"store: {exc}") from None
-        try:
-            return await self.syncer.import_code(code, passphrase, url)
-        except ImportError_ as exc:
-            raise _share_error(exc) from None
-
-    async def rekey(self, sid: str, drop: list[str]) -> dict:
-        try:
-            return await self.syncer.rekey(sid, drop)
-        except ImportError_ as exc:
-            raise _share_error(exc) from None
-
-    async def issued_shares(self, sid: str | None) -> dict:
-        return {"shares": await self.syncer.issued_shares(sid)}
-
-    async def unshare(self, sid: str, device: str | None) -> dict:
-        try:
-            return await self.syncer.unshare(sid, device)
-        except ImportError_ as exc:
-            raise _share_error(exc) from None
-
-    async def gc(self, *, grace: float, dry_run: bool) -> dict:
-        return await self.syncer.gc(grace=grace, dry_run=dry_run)
-
-    # ---------------------------------------------------------------- session management (issue 5)
-    def estimate(self, text: str) -> int:
-        return self._estimator(text)
-
-    def _schedule_checkpoint(self, sid: str) -> None:
-        """Checkpoints every N tokens: made right after the append that passed the mark was answered,
-        one at a time."""
-        task = asyncio.get_running_loop().create_task(self._auto_checkpoint(sid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _auto_checkpoint(self, sid: str) -> None:
-        async with self._checkpoint_lock:
-            try:
-                await self.syncer.make_checkpoint(sid)
-            except Exception as exc:  # never fatal: the next mark makes the next one
-                log.warning("automatic checkpoint failed", extra={"session": sid, "error": str(exc)})
-
-    async def checkpoint(self, sid: str) -> dict:
-        try:
-            return await self.syncer.make_checkpoint(sid)
-        except ImportError_ as exc:
-            raise _share_error(exc) from None
-
-    async def verify_proof(self, sid: str, proof: dict) -> dict:
-        await self.db.get_session(sid)
-        try:
-            return await self.syncer.verify_proof(sid, proof)
-        except ImportError_ as exc:
-            raise _share_error(exc) from None
-
-    async def end(self, sid: str) -> dict:
-        """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
-        async with self._checkpoint_lock:  # two ends at once: one final checkpoint
-            was = (await self.db.get_session(sid))["status"]
-            session = await self.db.set_status(sid, "ended")
-        # ending an ended session changes nothing: the same answer, no second final checkpoint
-        if was != "ended" and session["access"] != "read" and await self.db.last_seq(sid):
-            try:
-                await self.syncer.make_checkpoint(sid)
-            except ImportError_:
-                pass
-        res = await self.syncer.sync_now(sid, wait=True, timeout=10)
-        snapshot = await self.syncer.snapshot_id(sid)
-        return {
-            **session,
-            "tokens_used": (await self.db.get_session(sid))["tokens_used"],
-            "checkpoints": await self.db.checkpoints(sid),
-            "snapshot": snapshot,
-            "pushed": res["complete"],
-        }
-
-    async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:
-        victims = await self.db.older_than(time.time() - older_than)
-        if not dry_run:
-            for v in victims:
-                await self.delete_session(v["id"])
-        return {"sessions": victims, "deleted": not dry_run}
-
-    async def _cleanup_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.cleanup_interval)
-            try:
-                await self.expire_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("clean-up failed")
-
-    async def expire_due(self) -> list[str]:
-        """End sessions past their expiry or idle timeout; delete them too if configured."""
-        done = []
-        for s in await self.db.expired(time.time()):
-            try:
-                if self.config.delete_expired:
-                    await self.delete_session(s["id"])
-                else:
-                    await self.db.set_status(s["id"], "ended")
-                done.append(s["id"])
-            except SessiondError:
-                continue  # e.g. a read-only import: its owner's devices end it
-            except Exception:  # one session that cannot be ended must not keep the others from it
-                log.exception("could not expire a session", extra={"session": s["id"]})
-                continue
-        if done:
-            log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
-        return done
-
-    async def verify(self, sid: str | None) -> dict:
-        if sid is not None:
-            await self.db.get_session(sid)
-        return await self.syncer.verify(sid)
-
-
-def _share_error(exc: ImportError_) -> SessiondError:
-    status = {"store": 503, "conflict": 409, "read_only": 409, "not_shared": 409, "busy": 503}.get(exc.kind, 422)
-    err = SessiondError(str(exc))
-    err.code, err.status = exc.kind, status
-    return err
-
-
-def _socket_answers(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.5)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 async def serve(

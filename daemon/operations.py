@@ -1,0 +1,180 @@
+"""What the socket API asks of the daemon beyond the database: the sync engine's calls with their
+errors in the API's shape (share, import, rekey, unshare, gc, verify, checkpoints), and the sessions'
+upkeep (the automatic checkpoints, `end`, clean-up and expiry). A mixin of `Daemon` (daemon/server.py),
+which owns the process and sets the attributes declared here before any request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from ..storage.database import Database
+from ..storage.errors import Invalid, SessiondError
+from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
+from ..sync.share import ImportError_
+from .home import Config, HomeError, normalize_store_url
+
+log = logging.getLogger("sessiond")
+
+
+class Operations:
+    db: Database
+    syncer: Syncer
+    config: Config
+    _tasks: set[asyncio.Task]
+    _checkpoint_lock: asyncio.Lock
+    _estimator: Callable[[str], int]
+
+    # ---------------------------------------------------------------- sync, sharing
+    async def sync_status(self, sid: str) -> dict:
+        return (await self.syncer.status(sid)).get(sid, {})
+
+    async def delete_session(self, sid: str) -> None:
+        # In turn with the session's push: a push under way ends before its key is destroyed, so none
+        # can make a new key for a session that is gone (a stray key an import would have to discard).
+        async with self.syncer.ctx.lock(sid):
+            await self.db.delete_session(sid)
+            self.syncer.forget(sid)
+
+    async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
+        if sid is not None:
+            await self.db.get_session(sid)
+        return await self.syncer.sync_now(sid, wait=wait, timeout=timeout)
+
+    async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
+        try:
+            return await self.syncer.share(sid, write=write, passphrase=passphrase, expires_in=expires_in)
+        except ImportError_ as exc:
+            raise share_error(exc) from None
+
+    async def import_code(self, code: str, passphrase: str | None, store: str | None = None) -> dict:
+        """`store`: where the session is, when neither this daemon's store nor the code's hints hold it."""
+        try:
+            url = normalize_store_url(store) if store else None
+        except HomeError as exc:
+            raise Invalid(f"store: {exc}") from None
+        try:
+            return await self.syncer.import_code(code, passphrase, url)
+        except ImportError_ as exc:
+            raise share_error(exc) from None
+
+    async def rekey(self, sid: str, drop: list[str]) -> dict:
+        try:
+            return await self.syncer.rekey(sid, drop)
+        except ImportError_ as exc:
+            raise share_error(exc) from None
+
+    async def issued_shares(self, sid: str | None) -> dict:
+        return {"shares": await self.syncer.issued_shares(sid)}
+
+    async def unshare(self, sid: str, device: str | None) -> dict:
+        try:
+            return await self.syncer.unshare(sid, device)
+        except ImportError_ as exc:
+            raise share_error(exc) from None
+
+    async def gc(self, *, grace: float, dry_run: bool) -> dict:
+        return await self.syncer.gc(grace=grace, dry_run=dry_run)
+
+    async def verify(self, sid: str | None) -> dict:
+        if sid is not None:
+            await self.db.get_session(sid)
+        return await self.syncer.verify(sid)
+
+    # ---------------------------------------------------------------- session management (issue 5)
+    def estimate(self, text: str) -> int:
+        return self._estimator(text)
+
+    def _schedule_checkpoint(self, sid: str) -> None:
+        """Checkpoints every N tokens: made right after the append that passed the mark was answered,
+        one at a time."""
+        task = asyncio.get_running_loop().create_task(self._auto_checkpoint(sid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _auto_checkpoint(self, sid: str) -> None:
+        async with self._checkpoint_lock:
+            try:
+                await self.syncer.make_checkpoint(sid)
+            except Exception as exc:  # never fatal: the next mark makes the next one
+                log.warning("automatic checkpoint failed", extra={"session": sid, "error": str(exc)})
+
+    async def checkpoint(self, sid: str) -> dict:
+        try:
+            return await self.syncer.make_checkpoint(sid)
+        except ImportError_ as exc:
+            raise share_error(exc) from None
+
+    async def verify_proof(self, sid: str, proof: dict) -> dict:
+        await self.db.get_session(sid)
+        try:
+            return await self.syncer.verify_proof(sid, proof)
+        except ImportError_ as exc:
+            raise share_error(exc) from None
+
+    async def end(self, sid: str) -> dict:
+        """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
+        async with self._checkpoint_lock:  # two ends at once: one final checkpoint
+            was = (await self.db.get_session(sid))["status"]
+            session = await self.db.set_status(sid, "ended")
+        # ending an ended session changes nothing: the same answer, no second final checkpoint
+        if was != "ended" and session["access"] != "read" and await self.db.last_seq(sid):
+            try:
+                await self.syncer.make_checkpoint(sid)
+            except ImportError_:
+                pass
+        res = await self.syncer.sync_now(sid, wait=True, timeout=10)
+        snapshot = await self.syncer.snapshot_id(sid)
+        return {
+            **session,
+            "tokens_used": (await self.db.get_session(sid))["tokens_used"],
+            "checkpoints": await self.db.checkpoints(sid),
+            "snapshot": snapshot,
+            "pushed": res["complete"],
+        }
+
+    async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:
+        victims = await self.db.older_than(time.time() - older_than)
+        if not dry_run:
+            for v in victims:
+                await self.delete_session(v["id"])
+        return {"sessions": victims, "deleted": not dry_run}
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.cleanup_interval)
+            try:
+                await self.expire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("clean-up failed")
+
+    async def expire_due(self) -> list[str]:
+        """End sessions past their expiry or idle timeout; delete them too if configured."""
+        done = []
+        for s in await self.db.expired(time.time()):
+            try:
+                if self.config.delete_expired:
+                    await self.delete_session(s["id"])
+                else:
+                    await self.db.set_status(s["id"], "ended")
+                done.append(s["id"])
+            except SessiondError:
+                continue  # e.g. a read-only import: its owner's devices end it
+            except Exception:  # one session that cannot be ended must not keep the others from it
+                log.exception("could not expire a session", extra={"session": s["id"]})
+                continue
+        if done:
+            log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
+        return done
+
+
+def share_error(exc: ImportError_) -> SessiondError:
+    """A sync engine's refusal as the API's error: its kind is the code, the status follows from it."""
+    status = {"store": 503, "conflict": 409, "read_only": 409, "not_shared": 409, "busy": 503}.get(exc.kind, 422)
+    err = SessiondError(str(exc))
+    err.code, err.status = exc.kind, status
+    return err
