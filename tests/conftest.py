@@ -109,6 +109,16 @@ def daemon(home):
 
 
 @pytest.fixture
+async def devices(tmp_path):
+    """Two devices in this process over one store (tests/devices.py), closed however the test ends."""
+    from devices import Devices
+
+    pair = Devices(str(tmp_path))
+    yield pair
+    await pair.close()
+
+
+@pytest.fixture
 def make_daemon():
     made: list[DaemonProc] = []
     dirs: list[str] = []

@@ -18,10 +18,8 @@ import pytest
 from conftest import DaemonProc, eventually, wait_for
 from sessiond.daemon.events import Events
 from sessiond.relay.app import Relay, run
-from sessiond.storage.database import Database
 from sessiond.stores.http import RetryPolicy
 from sessiond.stores.s5 import S5Store
-from sessiond.sync.engine import Syncer
 from sessiond.sync.schedule import PushQueue
 
 
@@ -257,7 +255,7 @@ class _Count(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-async def test_a_follower_on_the_change_feed_reads_only_the_heads_that_moved(tmp_path):
+async def test_a_follower_on_the_change_feed_reads_only_the_heads_that_moved(tmp_path, devices):
     relay = Relay(str(tmp_path / "relay"), open_registration=True)
     stop, ready = asyncio.Event(), asyncio.Event()
     port: list[int] = []
@@ -268,7 +266,6 @@ async def test_a_follower_on_the_change_feed_reads_only_the_heads_that_moved(tmp
     access = logging.getLogger("sessiond.relay.access")
     access.addHandler(counter)
     access.setLevel(logging.INFO)
-    syncers, dbs = [], []
     try:
         await asyncio.wait_for(ready.wait(), 10)
         url = f"s5+http://127.0.0.1:{port[0]}"
@@ -283,20 +280,13 @@ async def test_a_follower_on_the_change_feed_reads_only_the_heads_that_moved(tmp
             )
             return store
 
-        dba = await Database.open(str(tmp_path / "a.sqlite"))
-        dbb = await Database.open(str(tmp_path / "b.sqlite"))
-        dbs += [dba, dbb]
-        a = Syncer(dba, side("a"), str(tmp_path / "ka"), timeout=10, push_delay=0)
         store_b = side("bb")
-        b = Syncer(dbb, store_b, str(tmp_path / "kb"), timeout=10, interval=0.5, poll_interval=0.02)
-        syncers += [a, b]
+        a, b = await devices.open(
+            store_a=side("a"), store_b=store_b, a={"push_delay": 0}, b={"interval": 0.5, "poll_interval": 0.02}
+        )
+        dba, dbb = devices.dba, devices.dbb
         await a.start()
-        sids = []
-        for i in range(12):
-            sid = (await dba.create_session({"name": f"s{i}"}))["id"]
-            await dba.append_messages(sid, [{"role": "user", "content": f"first of {i}"}])
-            await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
-            sids.append(sid)
+        sids = [await devices.shared(f"s{i}", f"first of {i}") for i in range(12)]
         polls = 0
         real_changes = store_b.head_changes
 
@@ -324,10 +314,7 @@ async def test_a_follower_on_the_change_feed_reads_only_the_heads_that_moved(tmp
         assert 1 <= len(head_reads) <= 4, head_reads
     finally:
         access.removeHandler(counter)
-        for s in syncers:
-            await s.stop()
-        for db in dbs:
-            await db.close()
+        await devices.close()  # before the relay stops
         stop.set()
         await asyncio.wait_for(served, 10)
 

@@ -3,68 +3,31 @@ when the slot changed, and each member's head once."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
-import pytest
-
-from sessiond.storage.database import Database
+from devices import count_calls
 from sessiond.stores.file import FileStore
-from sessiond.sync.engine import Syncer
 
 
-def counting(store, name: str) -> list:
-    calls: list = []
-    real = getattr(store, name)
+async def test_a_pull_reads_the_members_object_only_when_the_slot_changed_and_each_head_once(devices):
+    store_b = FileStore(devices.store_path)
+    a, b = await devices.open(store_b=store_b)
+    dba, dbb = devices.dba, devices.dbb
+    await a.start()
+    sid = await devices.shared("followed", write=True)
+    await b.follower.pull(sid)
+    gets, heads = count_calls(store_b, "get"), count_calls(store_b, "get_head")
 
-    async def counted(*args, **kw):
-        calls.append(args[0] if args else None)
-        return await real(*args, **kw)
+    await dba.append_messages(sid, [{"role": "user", "content": f"news {i}"} for i in range(3)])
+    await a.sync_now(sid, wait=True, timeout=10)
+    assert await b.follower.pull(sid) == 3
+    # the members slot's head and A's head, each read once; A's manifest and its new page
+    assert len(heads) == 2 and len(set(heads)) == 2, heads
+    assert len(gets) == 2, gets
 
-    setattr(store, name, counted)
-    return calls
-
-
-@pytest.fixture
-def tmp():
-    d = tempfile.mkdtemp(prefix="sd-follow-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-async def test_a_pull_reads_the_members_object_only_when_the_slot_changed_and_each_head_once(tmp):
-    path = os.path.join(tmp, "store")
-    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
-    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
-    a = Syncer(dba, FileStore(path), os.path.join(tmp, "ka"), timeout=10)
-    store_b = FileStore(path)
-    b = Syncer(dbb, store_b, os.path.join(tmp, "kb"), timeout=10)
-    try:
-        await a.start()
-        sid = (await dba.create_session({"name": "followed"}))["id"]
-        await dba.append_messages(sid, [{"role": "user", "content": "first"}])
-        await b.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
-        await b.follower.pull(sid)
-        gets, heads = counting(store_b, "get"), counting(store_b, "get_head")
-
-        await dba.append_messages(sid, [{"role": "user", "content": f"news {i}"} for i in range(3)])
-        await a.sync_now(sid, wait=True, timeout=10)
-        assert await b.follower.pull(sid) == 3
-        # the members slot's head and A's head, each read once; A's manifest and its new page
-        assert len(heads) == 2 and len(set(heads)) == 2, heads
-        assert len(gets) == 2, gets
-
-        # a new member in the slot: its object is read again, and the new member followed
-        newcomer = {"head_pk": b"\xed" + bytes(range(32)), "device_id": "newcomer"}
-        await a.members.ensure_member(sid, extra=[newcomer])
-        gets.clear()
-        await b.follower.pull(sid)
-        assert len(gets) == 1  # the members object (nothing new in A's log)
-        assert newcomer["head_pk"] in {bytes(p["head_pk"]) for p in await dbb.peers(sid)}
-        assert len(await dbb.list_messages(sid)) == 4
-    finally:
-        await a.stop()
-        await b.stop()
-        await dba.close()
-        await dbb.close()
+    # a new member in the slot: its object is read again, and the new member followed
+    newcomer = {"head_pk": b"\xed" + bytes(range(32)), "device_id": "newcomer"}
+    await a.members.ensure_member(sid, extra=[newcomer])
+    gets.clear()
+    await b.follower.pull(sid)
+    assert len(gets) == 1  # the members object (nothing new in A's log)
+    assert newcomer["head_pk"] in {bytes(p["head_pk"]) for p in await dbb.peers(sid)}
+    assert len(await dbb.list_messages(sid)) == 4

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 
 import pytest
 
 from conftest import cli_json, eventually, run_cli, wait_for
+from devices import count_calls, watch_pulls
 from faults import FaultyStore
 from sessiond.daemon import remote_checks
 from sessiond.storage.database import Database
@@ -284,111 +284,52 @@ async def test_import_rejects_checkpoints_that_do_not_verify(env, tmp):
         await db2.close()
 
 
-async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
+async def test_follower_pulls_only_sessions_whose_heads_changed(devices):
     """A follower of many shared sessions does work for what changed, not for every session it follows."""
-    store_path = os.path.join(tmp, "store")
-    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
-    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
-    a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
-    store_b = FileStore(store_path)
-    b = Syncer(dbb, store_b, os.path.join(tmp, "kb"), timeout=10, interval=0.05, poll_interval=0.02)
-    try:
-        await a.start()
-        sids = []
-        for i in range(6):
-            sid = (await dba.create_session({"name": f"s{i}"}))["id"]
-            await dba.append_messages(sid, [{"role": "user", "content": f"first of {i}"}])
-            await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
-            sids.append(sid)
-        pulled: list[str] = []
-        real_pull = b.follower.pull
+    store_b = FileStore(devices.store_path)
+    a, b = await devices.open(store_b=store_b, b={"interval": 0.05, "poll_interval": 0.02})
+    dba, dbb = devices.dba, devices.dbb
+    await a.start()
+    sids = [await devices.shared(f"s{i}", f"first of {i}") for i in range(6)]
+    pulled, finished = watch_pulls(b)
+    polls = count_calls(store_b, "head_versions")
+    await b.start()
+    await eventually(lambda: len(finished) >= 6)  # the first round looks at everything
+    pulled.clear()
+    await dba.append_messages(sids[2], [{"role": "assistant", "content": "news for one session"}])
+    await a.sync_now(sids[2], wait=True, timeout=10)
 
-        finished: list[str] = []
+    async def arrived():
+        return len(await dbb.list_messages(sids[2])) == 2
 
-        async def counting_pull(sid):
-            pulled.append(sid)
-            try:
-                return await real_pull(sid)
-            finally:
-                finished.append(sid)
-
-        b.follower.pull = counting_pull  # the worker pulls through its follower
-        polls = count_calls(store_b, "head_versions")
-        await b.start()
-        await eventually(lambda: len(finished) >= 6)  # the first round looks at everything
-        pulled.clear()
-        await dba.append_messages(sids[2], [{"role": "assistant", "content": "news for one session"}])
-        await a.sync_now(sids[2], wait=True, timeout=10)
-
-        async def arrived():
-            return len(await dbb.list_messages(sids[2])) == 2
-
-        await eventually(arrived, timeout=4, what="the news on the follower")
-        seen = len(polls)
-        await eventually(lambda: len(polls) >= seen + 5, what="several more polls")  # with nothing new
-        assert set(pulled) == {sids[2]}, pulled
-    finally:
-        await a.stop()
-        await b.stop()
-        await dba.close()
-        await dbb.close()
+    await eventually(arrived, timeout=4, what="the news on the follower")
+    seen = len(polls)
+    await eventually(lambda: len(polls) >= seen + 5, what="several more polls")  # with nothing new
+    assert set(pulled) == {sids[2]}, pulled
 
 
-async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
+async def test_follower_retries_a_failed_pull_without_a_new_change(devices):
     """A pull that failed is tried again soon, although the head change that caused it was already seen."""
-    store_path = os.path.join(tmp, "store")
-    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
-    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
-    a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
-    faulty = FaultyStore(FileStore(store_path))
+    faulty = FaultyStore(FileStore(devices.store_path))
     faulty.list_heads = True
-    b = Syncer(dbb, faulty, os.path.join(tmp, "kb"), timeout=2, interval=0.2, poll_interval=0.02)
-    try:
-        await a.start()
-        sid = (await dba.create_session({"name": "flaky"}))["id"]
-        await dba.append_messages(sid, [{"role": "user", "content": "first"}])
-        await b.import_code((await a.share(sid, write=False, passphrase=None, expires_in=None))["code"], None)
-        finished: list[str] = []
-        real_pull = b.follower.pull
+    a, b = await devices.open(store_b=faulty, b={"timeout": 2, "interval": 0.2, "poll_interval": 0.02})
+    dba, dbb = devices.dba, devices.dbb
+    await a.start()
+    sid = await devices.shared("flaky")
+    _, finished = watch_pulls(b)
+    await b.start()
+    await eventually(lambda: finished)  # the first (full) round is done
+    faulty.mode = "down"
+    await dba.append_messages(sid, [{"role": "assistant", "content": "while the store is down"}])
+    await a.sync_now(sid, wait=True, timeout=10)
+    await eventually(lambda: sid in b.ctx.pull_errors)  # the change was seen, and its pull failed
+    faulty.mode = None
 
-        async def counting_pull(sid):
-            try:
-                return await real_pull(sid)
-            finally:
-                finished.append(sid)
+    async def pulled():
+        return len(await dbb.list_messages(sid)) == 2
 
-        b.follower.pull = counting_pull  # the worker pulls through its follower
-        await b.start()
-        await eventually(lambda: finished)  # the first (full) round is done
-        faulty.mode = "down"
-        await dba.append_messages(sid, [{"role": "assistant", "content": "while the store is down"}])
-        await a.sync_now(sid, wait=True, timeout=10)
-        await eventually(lambda: sid in b.ctx.pull_errors)  # the change was seen, and its pull failed
-        faulty.mode = None
-
-        async def pulled():
-            return len(await dbb.list_messages(sid)) == 2
-
-        await eventually(pulled, timeout=3, what="the retried pull")  # well before the 30 s full pull
-        await eventually(lambda: sid not in b.ctx.pull_errors)
-    finally:
-        await a.stop()
-        await b.stop()
-        await dba.close()
-        await dbb.close()
-
-
-def count_calls(obj, name: str) -> list[float]:
-    """Record (the time of) each call of obj.name from now on."""
-    calls: list[float] = []
-    real = getattr(obj, name)
-
-    async def counted(*args, **kw):
-        calls.append(time.monotonic())
-        return await real(*args, **kw)
-
-    setattr(obj, name, counted)
-    return calls
+    await eventually(pulled, timeout=3, what="the retried pull")  # well before the 30 s full pull
+    await eventually(lambda: sid not in b.ctx.pull_errors)
 
 
 async def _failed_push(syncer, sid, other_than=None):
