@@ -18,7 +18,7 @@ import tempfile
 import pytest
 
 from conftest import PY, run_cli
-from sessiond.cli.commands import service
+from sessiond.cli import units as service_units
 from sessiond.client import Client
 from sessiond.daemon import activation
 from sessiond.daemon.home import read_lock, socket_path
@@ -181,8 +181,8 @@ def test_listen_fds_follows_the_protocol():
 
 
 # ------------------------------------------------------------------------------ unit file content
-def spec_for(home: str, store: str | None = None) -> service.Spec:
-    return service.make_spec(home, store)
+def spec_for(home: str, store: str | None = None) -> service_units.Spec:
+    return service_units.make_spec(home, store)
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
@@ -203,7 +203,7 @@ def test_units_carry_home_store_socket_and_modes(tmp):
     home = os.path.join(tmp, "my home")
     store = os.path.join(tmp, "the store")
     spec = spec_for(home, store)
-    units = service.systemd_units(spec)
+    units = service_units.systemd_units(spec)
     assert set(units) == {f"{spec.name}.socket", f"{spec.name}.service"}
     sock = parse_unit(units[f"{spec.name}.socket"])
     assert sock["Socket"]["ListenStream"] == [os.path.join(home, "sessiond.sock")] == [socket_path(home)]
@@ -226,34 +226,34 @@ def test_units_carry_home_store_socket_and_modes(tmp):
     assert svc["Service"]["Restart"] == ["on-failure"]
     assert svc["Unit"]["Requires"] == [f"{spec.name}.socket"]
     # without --store the unit names none: the daemon uses the one the home remembers
-    plain = parse_unit(service.systemd_units(spec_for(home))[f"{spec.name}.service"])
+    plain = parse_unit(service_units.systemd_units(spec_for(home))[f"{spec.name}.service"])
     assert "--store" not in plain["Service"]["ExecStart"][0]
 
 
 def test_exec_quoting_keeps_specifiers_and_variables_literal():
-    assert service.exec_quote("/a b/c") == '"/a b/c"'
-    assert service.exec_quote('say "hi"\\') == '"say \\"hi\\"\\\\"'
-    assert service.exec_quote("100%$HOME") == "100%%$$HOME"
-    assert service.exec_quote("plain") == "plain"
-    units = service.systemd_units(spec_for("/tmp/odd %h $USER home"))
-    name = service.unit_name("/tmp/odd %h $USER home")
+    assert service_units.exec_quote("/a b/c") == '"/a b/c"'
+    assert service_units.exec_quote('say "hi"\\') == '"say \\"hi\\"\\\\"'
+    assert service_units.exec_quote("100%$HOME") == "100%%$$HOME"
+    assert service_units.exec_quote("plain") == "plain"
+    units = service_units.systemd_units(spec_for("/tmp/odd %h $USER home"))
+    name = service_units.unit_name("/tmp/odd %h $USER home")
     svc = parse_unit(units[f"{name}.service"])["Service"]["ExecStart"][0]
     assert '--home "/tmp/odd %%h $$USER home"' in svc  # $ expands only in command lines
     assert parse_unit(units[f"{name}.socket"])["Socket"]["ListenStream"] == ["/tmp/odd %%h $USER home/sessiond.sock"]
 
 
 def test_store_with_credentials_is_refused(tmp):
-    with pytest.raises(service.ServiceError, match="credentials"):
+    with pytest.raises(service_units.ServiceError, match="credentials"):
         spec_for(os.path.join(tmp, "h"), "s5+http://INVITECODE@relay.example:5050")
 
 
 def test_one_name_per_home(tmp, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", os.path.join(tmp, "data"))
     monkeypatch.delenv("SESSIOND_HOME", raising=False)
-    assert service.unit_name(os.path.join(tmp, "data", "sessiond")) == "sessiond"
-    a, b = service.unit_name(os.path.join(tmp, "a")), service.unit_name(os.path.join(tmp, "b"))
+    assert service_units.unit_name(os.path.join(tmp, "data", "sessiond")) == "sessiond"
+    a, b = service_units.unit_name(os.path.join(tmp, "a")), service_units.unit_name(os.path.join(tmp, "b"))
     assert a != b and a.startswith("sessiond-") and len(a) == len("sessiond-") + 8
-    assert service.unit_name(os.path.join(tmp, "a")) == a
+    assert service_units.unit_name(os.path.join(tmp, "a")) == a
 
 
 def test_long_home_unit_uses_the_runtime_socket_clients_find(tmp, monkeypatch):
@@ -263,14 +263,14 @@ def test_long_home_unit_uses_the_runtime_socket_clients_find(tmp, monkeypatch):
     home = os.path.join(tmp, "x" * 90, "home")
     spec = spec_for(home)
     assert spec.socket.startswith(runtime + "/") and spec.env == {"XDG_RUNTIME_DIR": runtime}
-    svc = parse_unit(service.systemd_units(spec)[f"{spec.name}.service"])
+    svc = parse_unit(service_units.systemd_units(spec)[f"{spec.name}.service"])
     assert svc["Service"]["Environment"] == [f"XDG_RUNTIME_DIR={runtime}"]
 
 
 def test_launchd_plist_content(tmp):
     home = os.path.join(tmp, "my home")
     spec = spec_for(home, os.path.join(tmp, "store"))
-    data = plistlib.loads(service.launchd_plist(spec))
+    data = plistlib.loads(service_units.launchd_plist(spec))
     assert data["Label"] == spec.label and spec.name in spec.label
     assert data["ProgramArguments"] == spec.argv and data["ProgramArguments"][5] == home
     assert data["RunAtLoad"] is True and data["KeepAlive"] == {"SuccessfulExit": False}
@@ -288,7 +288,7 @@ def test_systemd_analyze_verifies_the_units(tmp):
     spec.argv[0] = os.path.join(bindir, "python")
     units_dir = os.path.join(tmp, "units")
     os.mkdir(units_dir)
-    for name, text in service.systemd_units(spec).items():
+    for name, text in service_units.systemd_units(spec).items():
         with open(os.path.join(units_dir, name), "w") as f:
             f.write(text)
     runtime = os.path.join(tmp, "rt")
@@ -348,7 +348,7 @@ def test_install_without_systemctl_writes_files_and_says_what_to_run(tmp):
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     unit_dir = os.path.join(tmp, "config dir", "systemd", "user")
-    name = service.unit_name(home)
+    name = service_units.unit_name(home)
     assert out["enabled"] is False and "systemctl is not installed" in out["reason"]
     assert out["todo"] == ["systemctl --user daemon-reload", f"systemctl --user enable --now {name}.socket"]
     assert sorted(out["files"]) == sorted(os.path.join(unit_dir, f"{name}.{k}") for k in ("socket", "service"))
@@ -374,7 +374,7 @@ def test_install_without_systemctl_writes_files_and_says_what_to_run(tmp):
 def test_install_with_systemctl_enables_the_socket_and_uninstall_disables(tmp):
     env, log = cli_env(tmp, "systemctl")
     home = os.path.join(tmp, "home")
-    name = service.unit_name(home)
+    name = service_units.unit_name(home)
     out = json.loads(run_cli(home, "service", "install", "--json", env=env, check=True).stdout)
     assert out["enabled"] is True and out["name"] == name
     assert calls(log) == ["--user daemon-reload", f"--user enable --now {name}.socket"]
@@ -406,7 +406,7 @@ def test_launchd_install_and_uninstall(tmp):
     env, log = cli_env(tmp, "launchctl")
     home = os.path.join(tmp, "home")
     out = json.loads(run_cli(home, "service", "install", "--manager", "launchd", "--json", env=env, check=True).stdout)
-    label = "org.sessiond." + service.unit_name(home)
+    label = "org.sessiond." + service_units.unit_name(home)
     plist = os.path.join(tmp, "user", "Library", "LaunchAgents", label + ".plist")
     assert out["files"] == [plist] and out["enabled"] is True
     with open(plist, "rb") as f:
@@ -427,7 +427,7 @@ def test_install_for_a_long_home_points_clients_at_the_units_socket(tmp):
     env["XDG_RUNTIME_DIR"] = runtime
     home = os.path.join(tmp, "y" * 100, "home")
     out = json.loads(run_cli(home, "service", "install", "--json", env=env, check=True).stdout)
-    name = service.unit_name(home)
+    name = service_units.unit_name(home)
     with open(os.path.join(tmp, "config dir", "systemd", "user", f"{name}.socket")) as f:
         listen = parse_unit(f.read())["Socket"]["ListenStream"][0]
     assert listen == out["socket"] and listen.startswith(runtime + "/")

@@ -14,37 +14,16 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
-import plistlib
 import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
-from ...daemon.home import (
-    Home,
-    HomeError,
-    lock_held,
-    lock_path,
-    normalize_store_url,
-    read_lock,
-    resolve_home,
-    runtime_socket_path,
-)
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-
-
-class ServiceError(Exception):
-    def __init__(self, message: str, code: int = EXIT_ERROR):
-        super().__init__(message)
-        self.code = code
+from ...daemon.home import Home, HomeError, lock_held, lock_path, read_lock, resolve_home
+from ..units import EXIT_ERROR, EXIT_USAGE, ServiceError, Spec, launchd_plist, make_spec, systemd_units
 
 
 def register(commands) -> None:
@@ -93,125 +72,6 @@ def _emit(args, data: dict, human: str) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else human)
 
 
-# ------------------------------------------------------------------------------------------ the spec
-@dataclass
-class Spec:
-    """What a home's service runs, and where: the same data makes the systemd units and the plist."""
-
-    home: str
-    name: str  # unit name without suffix (systemd); the launchd label derives from it
-    socket: str  # the socket path clients use for this home
-    argv: list[str]  # the daemon's command line
-    env: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return "org.sessiond." + self.name
-
-    @property
-    def log(self) -> str:
-        return os.path.join(self.home, "logs", "daemon.out")
-
-
-def unit_name(home: str) -> str:
-    import platformdirs
-
-    if home == platformdirs.user_data_dir("sessiond", appauthor=False):
-        return "sessiond"
-    return "sessiond-" + hashlib.blake2s(home.encode(errors="surrogateescape"), digest_size=4).hexdigest()
-
-
-def daemon_argv(home: str, store: str | None) -> list[str]:
-    """The current interpreter (the venv's, not resolved: resolving would leave the venv) running this
-    package, as `sessiond start` does."""
-    argv = [os.path.abspath(sys.executable), "-m", "sessiond.cli.main", "daemon", "--home", home]
-    return argv + (["--store", store] if store else [])
-
-
-def make_spec(home: str, store: str | None) -> Spec:
-    for what, text in (("home", home), ("store URL", store or "")):
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            raise ServiceError(
-                f"the {what} {text!r} has a control character (a newline?); a unit file cannot "
-                f"carry it: choose another",
-                EXIT_USAGE,
-            )
-    if store is not None:
-        store = normalize_store_url(store)
-        parsed = urlparse(store)
-        if parsed.username or parsed.password:
-            raise ServiceError(
-                "the store URL carries credentials (an invite or a token before '@'); they would "
-                'show in the unit file and in `ps`. Let the home keep them: put store = "URL" in '
-                f"{os.path.join(home, 'config.toml')} (or start the daemon once with --store), then "
-                "run `sessiond service install` without --store",
-                EXIT_USAGE,
-            )
-    path = runtime_socket_path(home)
-    env = {}
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if os.path.dirname(path) != home and runtime and path.startswith(runtime.rstrip("/") + "/"):
-        env["XDG_RUNTIME_DIR"] = runtime  # the daemon computes the same socket path as the unit's
-    return Spec(home=home, name=unit_name(home), socket=path, argv=daemon_argv(home, store), env=env)
-
-
-# ------------------------------------------------------------------------------------------ systemd
-def _escape_specifiers(text: str) -> str:
-    return text.replace("%", "%%")
-
-
-def exec_quote(arg: str) -> str:
-    """One argument of ExecStart= (systemd.service(5) "Command lines"): quoted when it has spaces,
-    quotes or backslashes; % (specifiers) and $ (variables) doubled so they are taken literally."""
-    arg = _escape_specifiers(arg).replace("$", "$$")
-    if arg and not any(c in arg for c in " \t\"'\\;"):
-        return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def env_quote(key: str, value: str) -> str:
-    return exec_quote(f"{key}={value}").replace("$$", "$")  # Environment= does not expand $
-
-
-def systemd_units(spec: Spec) -> dict[str, str]:
-    home = _escape_specifiers(spec.home)
-    socket_unit = f"""\
-# Written by `sessiond service install`; remove it with `sessiond service uninstall`.
-[Unit]
-Description=sessiond socket for {home}
-
-[Socket]
-ListenStream={_escape_specifiers(spec.socket)}
-SocketMode=0600
-DirectoryMode=0700
-FileDescriptorName=sessiond
-Service={spec.name}.service
-RemoveOnStop=yes
-
-[Install]
-WantedBy=sockets.target
-"""
-    env = "".join(f"Environment={env_quote(k, v)}\n" for k, v in sorted(spec.env.items()))
-    service_unit = f"""\
-# Written by `sessiond service install`; remove it with `sessiond service uninstall`.
-# No secrets here: the store's credentials, if any, stay in the home (store-url, config.toml).
-[Unit]
-Description=sessiond daemon for {home}
-Requires={spec.name}.socket
-After={spec.name}.socket
-
-[Service]
-Type=simple
-ExecStart={" ".join(exec_quote(a) for a in spec.argv)}
-{env}Restart=on-failure
-UMask=0077
-
-[Install]
-Also={spec.name}.socket
-"""
-    return {f"{spec.name}.socket": socket_unit, f"{spec.name}.service": service_unit}
-
-
 def systemd_dir() -> str:
     config = os.environ.get("XDG_CONFIG_HOME", "")
     if not os.path.isabs(config):
@@ -238,23 +98,6 @@ def _why(res: subprocess.CompletedProcess) -> str:
 
 def _systemctl_user(*args: str) -> subprocess.CompletedProcess | None:
     return _run(["systemctl", "--user", *args])
-
-
-# ------------------------------------------------------------------------------------------ launchd
-def launchd_plist(spec: Spec) -> bytes:
-    data = {
-        "Label": spec.label,
-        "ProgramArguments": list(spec.argv),
-        "RunAtLoad": True,
-        "KeepAlive": {"SuccessfulExit": False},  # again after a failure; `sessiond stop` stays stopped
-        "ProcessType": "Background",
-        "Umask": 0o077,
-        "StandardOutPath": spec.log,
-        "StandardErrorPath": spec.log,
-    }
-    if spec.env:
-        data["EnvironmentVariables"] = dict(spec.env)
-    return plistlib.dumps(data, fmt=plistlib.FMT_XML, sort_keys=False)
 
 
 def launchd_dir() -> str:
