@@ -23,16 +23,11 @@ computed here, every head against its signature, key and the highest revision se
 from __future__ import annotations
 
 import asyncio
-import base64
-import collections
 import hashlib
 import os
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import unquote
-
-import blake3
-from nacl.signing import SigningKey
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, StaleHead, Store, StoreError
@@ -41,36 +36,8 @@ from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, Wrong
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy, file_form
 from .registry import RegistryEntry
-
-MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_changes (older: a full look)
-CHALLENGE_REGISTER = 1
-CHALLENGE_LOGIN = 2
-ACCOUNT_KEY_CONTEXT = "sessiond 2026-11 s5 portal account key v1"
-
-
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def unb64url(text: str) -> bytes:
-    if not isinstance(text, str):
-        raise ValueError("not a string")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def account_key(device_seed: bytes, authority: str) -> SigningKey:
-    """The Ed25519 key of this device's account on the portal at `authority`: a different key on
-    every portal (BLAKE3 keyed by a key derived from the device seed), so portals cannot link a
-    user's accounts, and the same key on every run, so the account survives a lost token."""
-    root = blake3.blake3(device_seed, derive_key_context=ACCOUNT_KEY_CONTEXT).digest()
-    return SigningKey(blake3.blake3(authority.lower().encode("utf-8"), key=root).digest())
-
-
-def challenge_response(key: SigningKey, kind: int, challenge: bytes, authority: str) -> tuple[bytes, bytes]:
-    if len(challenge) != 32:
-        raise AuthRefused(f"the portal sent a challenge of {len(challenge)} bytes (expected 32)")
-    response = bytes([kind]) + challenge + blake3.blake3(authority.encode("utf-8")).digest()
-    return response, key.sign(response).signature
+from .s5account import CHALLENGE_LOGIN, CHALLENGE_REGISTER, account_key, b64url, challenge_response, unb64url
+from .s5feed import ChangeFeed
 
 
 def portal_raw_cid(h: bytes) -> str:
@@ -332,7 +299,7 @@ class S5Store(Store):
         if self._no_feed:
             return None
         if self._feed is None:
-            feed = ChangeFeed(self)
+            feed = ChangeFeed(self._call, self.authority, self.http.timeout)
             try:
                 if not await feed.poll(0):
                     self._no_feed = True  # a portal without the feed: asked once, never again
@@ -366,7 +333,7 @@ class S5Store(Store):
         if self._feed is not None:
             return True
         try:
-            return await ChangeFeed(self).poll(0)
+            return await ChangeFeed(self._call, self.authority, self.http.timeout).poll(0)
         except StoreError:
             return False
 
@@ -375,94 +342,3 @@ class S5Store(Store):
             await self._feed.stop()
             self._feed = None
         await self.http.close()
-
-
-class ChangeFeed:
-    """The follower side of the relay's `GET /s5/registry/changes` long-poll (relay/feed.py)."""
-
-    def __init__(self, store: S5Store):
-        self.store = store
-        self.epoch: str | None = None
-        self.cursor = 0
-        self.heads: dict[bytes, int] = {}
-        self.healthy = True
-        # what each answer named, as (cursor after it, heads), newest last, for changes_since; a cursor
-        # before `_known_from` (the feed reset, or old batches were dropped) means "anything may have changed"
-        self._batches: collections.deque[tuple[int, list[bytes]]] = collections.deque()
-        self._known_from = 0
-        self._task: asyncio.Task | None = None
-
-    async def poll(self, wait: float) -> bool:
-        """One request; False if the server has no feed (404/405). Raises StoreError on a failure."""
-        params = {"since": str(self.cursor), "wait": f"{wait:g}"}
-        if self.epoch:
-            params["epoch"] = self.epoch
-        reply = await self.store._call(
-            "GET", "/s5/registry/changes", params=params, passthrough=(404, 405), retry=False
-        )
-        if reply.status in (404, 405):
-            return False
-        doc = reply.json()
-        try:
-            changes = [(unb64url(c["pk"]), int(c["revision"])) for c in doc["changes"]]
-            epoch, cursor, reset = str(doc["epoch"]), int(doc["cursor"]), bool(doc["reset"])
-        except (KeyError, TypeError, ValueError):
-            raise ServerError(f"the relay {self.store.authority} answered a change feed we cannot read") from None
-        heads = {} if reset else dict(self.heads)
-        heads.update(changes)
-        if reset or epoch != self.epoch:
-            self._batches.clear()
-            self._known_from = cursor
-        elif changes:
-            self._batches.append((cursor, [pk for pk, _ in changes]))
-            while len(self._batches) > MAX_FEED_BATCHES:
-                self._known_from = self._batches.popleft()[0]
-        self.heads, self.epoch, self.cursor = heads, epoch, cursor
-        return True
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"s5-feed-{self.store.authority}")
-
-    async def _run(self) -> None:
-        # the server waits up to 25 s; the request must end well within the client's own timeout
-        wait = max(0.5, min(25.0, self.store.http.timeout * 0.8 - 1))
-        backoff = 0.25
-        while True:
-            try:
-                ok = await self.poll(wait)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # down, refused, unreadable: followers fall back to reading each head
-                ok = False
-            self.healthy = ok
-            if ok:
-                backoff = 0.25
-            else:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    def versions(self) -> dict[bytes, object] | None:
-        return dict(self.heads) if self.healthy else None
-
-    def changes_since(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
-        """(a token for the next call, the heads changed since `since`): None for the heads when the
-        feed cannot tell (a first call, the relay restarted, `since` too old); None while it fails."""
-        if not self.healthy:
-            return None
-        token = (self.epoch, self.cursor)
-        if not isinstance(since, tuple) or since[0] != self.epoch or since[1] < self._known_from:
-            return token, None
-        changed: set[bytes] = set()
-        for cursor, pks in reversed(self._batches):
-            if cursor <= since[1]:
-                break
-            changed.update(pks)
-        return token, changed
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass

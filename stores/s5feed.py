@@ -1,0 +1,107 @@
+"""The follower side of a relay's change feed (`GET /s5/registry/changes`, relay/feed.py): one
+long-poll kept open in the background by an `S5Store` (stores/s5.py), so that followers know which
+heads moved without reading each one."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .errors import ServerError
+from .s5account import unb64url
+
+MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_changes (older: a full look)
+
+
+class ChangeFeed:
+    """The follower side of the relay's `GET /s5/registry/changes` long-poll (relay/feed.py)."""
+
+    def __init__(self, call: Callable[..., Awaitable[Any]], authority: str, timeout: float):
+        """`call`: the store's authenticated request (S5Store._call); `timeout`: its HTTP client's."""
+        self._call = call
+        self.authority = authority
+        self.timeout = timeout
+        self.epoch: str | None = None
+        self.cursor = 0
+        self.heads: dict[bytes, int] = {}
+        self.healthy = True
+        # what each answer named, as (cursor after it, heads), newest last, for changes_since; a cursor
+        # before `_known_from` (the feed reset, or old batches were dropped) means "anything may have changed"
+        self._batches: collections.deque[tuple[int, list[bytes]]] = collections.deque()
+        self._known_from = 0
+        self._task: asyncio.Task | None = None
+
+    async def poll(self, wait: float) -> bool:
+        """One request; False if the server has no feed (404/405). Raises StoreError on a failure."""
+        params = {"since": str(self.cursor), "wait": f"{wait:g}"}
+        if self.epoch:
+            params["epoch"] = self.epoch
+        reply = await self._call("GET", "/s5/registry/changes", params=params, passthrough=(404, 405), retry=False)
+        if reply.status in (404, 405):
+            return False
+        doc = reply.json()
+        try:
+            changes = [(unb64url(c["pk"]), int(c["revision"])) for c in doc["changes"]]
+            epoch, cursor, reset = str(doc["epoch"]), int(doc["cursor"]), bool(doc["reset"])
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(f"the relay {self.authority} answered a change feed we cannot read") from None
+        heads = {} if reset else dict(self.heads)
+        heads.update(changes)
+        if reset or epoch != self.epoch:
+            self._batches.clear()
+            self._known_from = cursor
+        elif changes:
+            self._batches.append((cursor, [pk for pk, _ in changes]))
+            while len(self._batches) > MAX_FEED_BATCHES:
+                self._known_from = self._batches.popleft()[0]
+        self.heads, self.epoch, self.cursor = heads, epoch, cursor
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"s5-feed-{self.authority}")
+
+    async def _run(self) -> None:
+        # the server waits up to 25 s; the request must end well within the client's own timeout
+        wait = max(0.5, min(25.0, self.timeout * 0.8 - 1))
+        backoff = 0.25
+        while True:
+            try:
+                ok = await self.poll(wait)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # down, refused, unreadable: followers fall back to reading each head
+                ok = False
+            self.healthy = ok
+            if ok:
+                backoff = 0.25
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def versions(self) -> dict[bytes, object] | None:
+        return dict(self.heads) if self.healthy else None
+
+    def changes_since(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
+        """(a token for the next call, the heads changed since `since`): None for the heads when the
+        feed cannot tell (a first call, the relay restarted, `since` too old); None while it fails."""
+        if not self.healthy:
+            return None
+        token = (self.epoch, self.cursor)
+        if not isinstance(since, tuple) or since[0] != self.epoch or since[1] < self._known_from:
+            return token, None
+        changed: set[bytes] = set()
+        for cursor, pks in reversed(self._batches):
+            if cursor <= since[1]:
+                break
+            changed.update(pks)
+        return token, changed
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
