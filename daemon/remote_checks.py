@@ -16,7 +16,8 @@ from ..api.sessions import CHAT_POLICY, POLICY_SHORTCUTS
 from ..api.types import INT_MAX, ROLES, STATUSES, Number, Whole
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
-from .validate import _known, chat_spec, checker, field_checker, initial_messages, json_value, obj, settings, within
+from .checker import checker, field_checker
+from .validate import _known, chat_spec, initial_messages, json_value, obj, settings, within
 
 # ------------------------------------------------------------------ operations from other devices
 _SESSION_TEXT = ("user", "name", "system_prompt", "model")
