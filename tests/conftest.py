@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -11,6 +12,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import pytest
 
@@ -142,6 +145,29 @@ def store_dir():
     d = tempfile.mkdtemp(prefix="sd-store-")
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def appends_meanwhile(daemon: DaemonProc, sid: str):
+    """A thread appending to `sid`, one message at a time, until the block ends: yields the list of each
+    append's (start, end) monotonic times, filled as they are answered."""
+    spans: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def appender():
+        with daemon.client() as c:
+            while not stop.is_set():
+                t = time.monotonic()
+                c.append(sid, "user", "meanwhile")
+                spans.append((t, time.monotonic()))
+
+    th = threading.Thread(target=appender)
+    th.start()
+    try:
+        yield spans
+    finally:
+        stop.set()
+        th.join(timeout=60)
 
 
 def run_cli(

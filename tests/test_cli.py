@@ -90,22 +90,6 @@ def test_home_from_environment(daemon):
     assert res.returncode == 0 and res.stdout.strip() == "via-env"
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["frobnicate"],
-        ["new", "--temperature", "hot"],
-        ["add"],
-        ["add", "x", "--role", "wizard", "t"],
-        ["new", "--expires-in", "soon"],
-        ["log"],
-    ],
-)
-def test_bad_arguments_exit_2(home, args):
-    res = run_cli(home, *args)
-    assert res.returncode == 2, res
-
-
 def test_errors_from_the_daemon_exit_nonzero_with_json(daemon):
     res = run_cli(daemon.home, "show", "missing", "--json")
     assert res.returncode == 1
@@ -327,7 +311,8 @@ def test_unknown_config_key_is_refused_by_name(home):
         [],
     ],
 )
-def test_argument_errors_answer_in_json(home, args):
+def test_bad_arguments_exit_2_and_answer_in_json(home, args):
+    assert run_cli(home, *args).returncode == 2
     for argv in ([*args, "--json"], ["--json", *args]):
         res = run_cli(home, *argv)
         assert res.returncode == 2, res

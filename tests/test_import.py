@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import appends_meanwhile, wait_for
 from sessiond.client import ApiError
 
 CONTENT = "a message of a typical length, with a few words of text in it"
@@ -48,16 +48,8 @@ def test_appends_go_on_while_a_long_session_is_imported(make_daemon, store_dir):
     a, b, sid, code = _shared(make_daemon, store_dir, n)
     cb = b.client()
     local = cb.create_session(name="local")["id"]
-    spans: list[tuple[float, float]] = []
     seen: list[tuple] = []
     stop = threading.Event()
-
-    def appender():
-        with b.client() as c:
-            while not stop.is_set():
-                t = time.monotonic()
-                c.append(local, "user", "meanwhile")
-                spans.append((t, time.monotonic()))
 
     def reader():
         with b.client() as c:
@@ -72,19 +64,18 @@ def test_appends_go_on_while_a_long_session_is_imported(make_daemon, store_dir):
                     got = None
                 seen.append((sid in listed, counts["sessions"], got and got["message_count"], t))
 
-    threads = [threading.Thread(target=appender), threading.Thread(target=reader)]
-    for th in threads:
-        th.start()
+    th = threading.Thread(target=reader)
+    th.start()
     try:
-        wait_for(lambda: len(spans) >= 5 and len(seen) >= 2)
-        t0 = time.monotonic()
-        assert cb.import_code(code)["new"] > n  # the messages and the session's operations
-        t1 = time.monotonic()
-        wait_for(lambda: seen[-1][3] > t1, what="reads after the import")
+        with appends_meanwhile(b, local) as spans:
+            wait_for(lambda: len(spans) >= 5 and len(seen) >= 2)
+            t0 = time.monotonic()
+            assert cb.import_code(code)["new"] > n  # the messages and the session's operations
+            t1 = time.monotonic()
+            wait_for(lambda: seen[-1][3] > t1, what="reads after the import")
     finally:
         stop.set()
-        for th in threads:
-            th.join(timeout=60)
+        th.join(timeout=60)
     during = sorted(end - start for start, end in spans if end > t0 and start < t1)
     assert len(during) >= 10, f"only {len(during)} appends during a {t1 - t0:.2f} s import"
     p99 = during[min(len(during) - 1, int(len(during) * 0.99))]

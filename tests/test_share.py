@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import cli_json, run_cli, wait_for
+from conftest import appends_meanwhile, cli_json, run_cli, wait_for
 from sessiond.client import ApiError
 
 
@@ -325,8 +325,6 @@ def test_appends_do_not_wait_for_an_import_s_proof_checks(make_daemon, store_dir
     """An import checks the session's checkpoint proofs before it takes the writer: local appends go
     on meanwhile. On B the proof check takes 3 s (a fault hook: the checks of a very long session on
     a slow device); no append may wait for it."""
-    import threading
-
     url = "file://" + store_dir
     a = make_daemon(url).start()
     b = make_daemon(url, env={"SESSIOND_FAULT_SLOW_PROOF_CHECK": "3"}).start()
@@ -339,26 +337,11 @@ def test_appends_do_not_wait_for_an_import_s_proof_checks(make_daemon, store_dir
     ca.checkpoint(sid)
     code = ca.share(sid)["code"]
     local = cb.create_session(name="local")["id"]
-    spans: list[tuple[float, float]] = []
-    stop = threading.Event()
-
-    def appender():
-        with b.client() as c:
-            while not stop.is_set():
-                t = time.monotonic()
-                c.append(local, "user", "meanwhile")
-                spans.append((t, time.monotonic()))
-
-    th = threading.Thread(target=appender)
-    th.start()
-    try:
+    with appends_meanwhile(b, local) as spans:
         wait_for(lambda: len(spans) >= 5)
         t0 = time.monotonic()
         assert cb.import_code(code)["new"] >= 20_000
         t1 = time.monotonic()
-    finally:
-        stop.set()
-        th.join(timeout=60)
     assert t1 - t0 >= 3  # the (slow) proof check did run
     during = [end - start for start, end in spans if end > t0 and start < t1]
     assert len(during) >= 5 and max(during) < 1.0, f"an append waited {max(during):.2f} s for the import"
