@@ -57,6 +57,25 @@ def _allowed(schema: dict, loc: tuple) -> list[str] | None:
     return None
 
 
+# pydantic's error types whose message is the field's name and a fixed tail ({...}: from the error's ctx)
+_TAILS = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "string_too_long": "is longer than {max_length} characters",
+    "string_too_short": "must be at least {min_length} characters",
+    "bool_type": "must be true or false",
+    **dict.fromkeys(("dict_type", "model_type", "typed_dict_type", "model_attributes_type"), "must be a JSON object"),
+    "list_type": "must be a list",
+    "too_short": "must not be empty",
+    "too_long": "has more than {max_length} items; split it",
+}
+
+
+class _Ctx(dict):
+    def __missing__(self, key: str) -> None:  # as ctx.get(key) read it
+        return None
+
+
 def describe(err: Mapping[str, Any], where: str = "", schema: dict | None = None) -> str:
     """One pydantic error as a sentence naming the field."""
     loc, kind, ctx = err["loc"], err["type"], err.get("ctx") or {}
@@ -70,31 +89,16 @@ def describe(err: Mapping[str, Any], where: str = "", schema: dict | None = None
         parent = _join(where, place(loc[:-1])) or "body"
         allowed = _allowed(schema, loc[:-1]) if schema else None
         return f"{parent}: unknown field(s) {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-    if kind == "missing":
-        return f"{field} is required"
     if kind == "literal_error":
         return f"{field} must be one of {ctx.get('expected', '').replace(chr(39), '')} (got {value!r:.40})"
-    if kind == "string_type":
-        return f"{field} must be a string"
     if kind == "string_unicode":
         try:
             lone_surrogate(value)
         except Exception as exc:
             return f"{field} {exc}"
-    if kind == "string_too_long":
-        return f"{field} is longer than {ctx.get('max_length')} characters"
-    if kind == "string_too_short":
-        return f"{field} must be at least {ctx.get('min_length')} characters"
-    if kind == "bool_type":
-        return f"{field} must be true or false"
-    if kind in ("dict_type", "model_type", "typed_dict_type", "model_attributes_type"):
-        return f"{field} must be a JSON object"
-    if kind == "list_type":
-        return f"{field} must be a list"
-    if kind == "too_short":
-        return f"{field} must not be empty"
-    if kind == "too_long":
-        return f"{field} has more than {ctx.get('max_length')} items; split it"
+    tail = _TAILS.get(kind)
+    if tail is not None:
+        return f"{field} " + tail.format_map(_Ctx(ctx))
     return f"{field}: {err['msg']}"
 
 
