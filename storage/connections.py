@@ -30,12 +30,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from .ids import new_device_id
 from .schema import migrate
 
 Row = sqlite3.Row
+T = TypeVar("T")
 log = logging.getLogger("sessiond.storage")
 
 # Reads of long runs (a first push, an export) go through the OS page cache without a copy per database
@@ -67,6 +68,19 @@ def open_reader(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """fn(conn) in one transaction of its own (Connections.write_off_loop's thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 class Inline:
@@ -190,6 +204,7 @@ class Connections:
         self.committed = Committed(reader)
         self._bulk_conn = bulk
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-bulk")
+        self._off_loop = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-write")
         self._checkpointer = Checkpointer(path)
         self._path = path
         self.wal_reset_frames = WAL_RESET_FRAMES
@@ -257,6 +272,7 @@ class Connections:
         async with self._lock:
             self._commit_batch()
         self._bulk.shutdown(wait=True)
+        self._off_loop.shutdown(wait=True)
         self._bulk_conn.close()
         self._checkpointer.close()
         self._reader.close()
@@ -291,6 +307,30 @@ class Connections:
         async with self.transaction() as tx:
             n = await tx.execute(sql, args)
         return n
+
+    async def write_off_loop(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """fn(writer) as a write transaction of its own, run on a thread, in turn with the other writes (the
+        batch under way commits first, in its own turn, as in latest()); committed when it returns. For
+        plain SQL that SQLite steps with the GIL released (the search index's chunks: FTS5 tokenizing and
+        merging in C), so that the loop meanwhile reads and checks the next request instead of waiting
+        inside the statement. No events; the writer is the thread's alone (the lock is held) until it ends,
+        even if the caller is cancelled."""
+        batch = self._batch
+        if batch is not None:
+            await asyncio.wait([batch])
+        async with self._lock:
+            self._commit_batch()
+            done = asyncio.get_running_loop().run_in_executor(self._off_loop, _transaction, self._writer, fn)
+            try:
+                result = await asyncio.shield(done)
+            except asyncio.CancelledError:
+                while not done.done():  # the lock is not let go while the thread still uses the writer
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([done])
+                raise
+            self.commits += 1
+            self._committed()
+            return result
 
     def _join_batch(self) -> asyncio.Future[None]:
         """The SQLite transaction under way, or a new one with its commit scheduled (under the lock)."""
