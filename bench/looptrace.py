@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import cProfile
 import json
 import os
 import resource
@@ -49,10 +50,16 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
     ckpts: list[tuple] = []  # (start, wall, cpu) of each background WAL checkpoint
     last_stop: dict[int, str | None] = {}
     orig_run = asyncio.events.Handle._run
+    # LOOPTRACE_PROFILE=text: cProfile the steps of tasks whose coroutine's name holds it (out_path.prof)
+    match = os.environ.get("LOOPTRACE_PROFILE")
+    prof = cProfile.Profile() if match else None
 
     def timed_run(self: Any) -> None:
         cb = self._callback
         task = getattr(cb, "__self__", None)
+        profiled = prof is not None and isinstance(task, asyncio.Task) and match in task.get_coro().__qualname__
+        if profiled:
+            prof.enable()
         r0 = resource.getrusage(resource.RUSAGE_THREAD)
         c0 = CPU()
         w0 = NOW()
@@ -61,6 +68,8 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
         finally:
             w = NOW() - w0
             c = CPU() - c0
+            if profiled:
+                prof.disable()
             r1 = resource.getrusage(resource.RUSAGE_THREAD)
             if isinstance(task, asyncio.Task):
                 coro = task.get_coro()
@@ -117,6 +126,8 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
     connections.sqlite3 = Sqlite()  # type: ignore[assignment]
 
     def dump(*_: Any) -> None:
+        if prof is not None:
+            prof.dump_stats(out_path + ".prof")
         with open(out_path, "w") as f:
             json.dump({"steps": steps, "waits": waits, "checkpoints": ckpts}, f)
 
@@ -155,6 +166,8 @@ def drive(n: int, idle: bool) -> dict:
         spans.append((t, NOW()))
     p.send_signal(signal.SIGTERM)
     p.wait(60)
+    if os.environ.get("LOOPTRACE_PROFILE"):
+        print(f"profile: {trace}.prof", file=sys.stderr)
     with open(trace) as f:
         data = json.load(f)
     return analyse(spans, data)
