@@ -55,6 +55,13 @@ CHECKPOINT_ROWS = 2000
 # 10 minutes of 200 appends/s. 16,384 frames: 64 MB with 4 KiB pages, a 115 KB wal-index; the PASSIVE
 # checkpoints have copied nearly all of it by then, so the reset has little left to copy.
 WAL_RESET_FRAMES = 16384
+# How far ahead of the WAL's end its file is kept allocated, in frames (`Checkpointer._allocate`), up to
+# WAL_RESET_FRAMES. A commit that writes past the file's end makes ext4 reserve blocks and grow the file
+# inside the write(), and that waits (uninterruptible) while the checkpointer's fsyncs write back the same
+# file: the loop thread, sampled during 4,000 single appends, was 5-530 times in ext4's write path
+# (ext4_da_get_block_prep, ext4_block_write_begin, ...) with the WAL growing, 0-6 with it allocated ahead
+# (bench/results/profile-tail.md). 8,192 frames (32 MB) is more than is written between two checkpoints.
+WAL_ALLOCATE_AHEAD = 8192
 WAL_RESET_WAIT_MS = 200  # how long a reset waits for readers (a push's long read) before trying later
 
 
@@ -150,10 +157,12 @@ class Checkpointer:
     been written since the last time (told by the writer after each commit), so no commit ever stalls on
     a checkpoint's fsyncs. PASSIVE: it never waits for, nor blocks, a reader or the writer."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, cap: Callable[[], int] = lambda: WAL_RESET_FRAMES):
         self._path = path
+        self._cap = cap  # the most frames the WAL is allocated for (Connections.wal_reset_frames)
         self.frames = 0  # the WAL's length at the last checkpoint, in frames
         self.passes = 0  # checkpoints done (tests read it)
+        self.allocated = 0  # bytes of the WAL file allocated ahead so far
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="sessiond-db-checkpoint", daemon=True)
@@ -166,9 +175,11 @@ class Checkpointer:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=5000")
+            frame_bytes = 24 + conn.execute("PRAGMA page_size").fetchone()[0]
             while True:
                 self._wake.wait()
                 self._wake.clear()
+                self._allocate(frame_bytes)
                 try:
                     _, self.frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.passes += 1
@@ -178,6 +189,29 @@ class Checkpointer:
                     return
         finally:
             conn.close()
+
+    def _allocate(self, frame_bytes: int) -> None:
+        """Keep the WAL file allocated WAL_ALLOCATE_AHEAD frames past its end (at most the length the reset
+        keeps it within), here rather than by the writer's commits. posix_fallocate makes the blocks without
+        writing them; SQLite reads a WAL only as far as its frames' checksums hold, so the zeros past its
+        end are never taken for frames (as the old frames past its end after a reset are not)."""
+        target = 32 + min(self._cap(), self.frames + WAL_ALLOCATE_AHEAD) * frame_bytes
+        if target <= self.allocated or not hasattr(os, "posix_fallocate"):
+            return
+        try:
+            # (the WAL itself carries no POSIX lock of SQLite's, which closing another descriptor would drop:
+            # its locks are on the database and -shm files)
+            fd = os.open(self._path + "-wal", os.O_RDWR)  # never made here: SQLite makes it with the database
+        except FileNotFoundError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, target)
+            self.allocated = target
+        except OSError as e:  # a file system without it, or full: the commits grow the WAL as before
+            log.debug("WAL allocation: %s", e)
+            self.allocated = max(self.allocated, target)  # (not tried again for this length)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._stop = True
@@ -205,9 +239,9 @@ class Connections:
         self._bulk_conn = bulk
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-bulk")
         self._off_loop = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-write")
-        self._checkpointer = Checkpointer(path)
-        self._path = path
         self.wal_reset_frames = WAL_RESET_FRAMES
+        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames)
+        self._path = path
         self.wal_resets = 0  # WAL resets done (tests read it)
         self._resetting: asyncio.Task | None = None
         self._changes_mark = 0
@@ -385,7 +419,7 @@ class Connections:
         ran (SQLite's count of changed rows stands in for the pages written to the WAL: it is free to read,
         and the stdlib has no WAL hook)."""
         changed = self._writer.total_changes
-        if changed - self._changes_mark >= CHECKPOINT_ROWS:
+        if self.commits == 1 or changed - self._changes_mark >= CHECKPOINT_ROWS:  # the first: the WAL allocated
             self._changes_mark = changed
             self._checkpointer.wake()
         if self._checkpointer.frames >= self.wal_reset_frames and self._resetting is None:
