@@ -170,7 +170,13 @@ def drive(n: int, idle: bool) -> dict:
         print(f"profile: {trace}.prof", file=sys.stderr)
     with open(trace) as f:
         data = json.load(f)
+    with open(os.path.join(d, "spans.json"), "w") as f:
+        json.dump(spans, f)
     return analyse(spans, data)
+
+
+# the steps that are an append's own: its request's, its connection's read, its group commit's and the futures'
+OWN = ("RequestHandler", "_SelectorSocketTransport", "Connections._flush", "shield", "Task.task_wakeup", "Future")
 
 
 def kind(label: str) -> str:
@@ -219,6 +225,25 @@ def analyse(spans: list[tuple], data: dict) -> dict:
             per[k][4] += st[2] > 0.0003  # long in CPU too
             per[k][5] += st[4] > 0  # blocked
             per[k][6] += st[5] > 0  # preempted
+    # per append: the loop's CPU in steps of its own (its request, its commit) and in unrelated steps that
+    # ran while it was outstanding (a push, the indexer, a checkpoint): machine-independent, unlike the wall
+    own_cpu, other_cpu = [], []
+    j = 0
+    for s, e in spans:
+        while j < len(steps) and steps[j][0] + steps[j][1] < s:
+            j += 1
+        mine = other = 0.0
+        for st in steps[j:]:
+            if st[0] >= e:
+                break
+            if st[3].startswith(OWN):
+                mine += st[2]
+            else:
+                other += st[2]
+        own_cpu.append(mine * 1e6)
+        other_cpu.append(other * 1e6)
+    own_cpu.sort()
+    other_cpu.sort()
     long_kinds = sorted(
         ((v[1], k, v[0], round(v[2] / v[0] * 1e6), round(v[3] * 1e6), v[4], v[5], v[6]) for k, v in per.items())
     )[::-1]
@@ -227,6 +252,12 @@ def analyse(spans: list[tuple], data: dict) -> dict:
         "p50_ms": round(lat[len(lat) // 2], 3),
         "p99_ms": round(p99, 3),
         "max_ms": round(lat[-1], 3),
+        "own_cpu_us_p50_p99": [round(own_cpu[len(own_cpu) // 2]), round(own_cpu[int(0.99 * (len(own_cpu) - 1))])],
+        "unrelated_cpu_us_p99_p999": [
+            round(other_cpu[int(0.99 * (len(other_cpu) - 1))]),
+            round(other_cpu[int(0.999 * (len(other_cpu) - 1))]),
+        ],
+        "appends_behind_unrelated_over_200us_pct": round(100 * sum(x > 200 for x in other_cpu) / len(other_cpu), 2),
         "wal_checkpoints": len(data["checkpoints"]),
         "wal_checkpoint_ms": sorted(round(c[1] * 1000, 2) for c in data["checkpoints"]),
         "slow_culprits": [(k, n, round(culprit_us[k] / n)) for k, n in culprits.most_common(15)],
