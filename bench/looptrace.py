@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import cProfile
+import gc
 import json
 import os
 import resource
@@ -48,6 +49,16 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
     steps: list[tuple] = []  # (start, wall, cpu, label)
     waits: list[tuple] = []  # (start, wall) of each epoll wait
     ckpts: list[tuple] = []  # (start, wall, cpu) of each background WAL checkpoint
+    collections_: list[tuple] = []  # (start, wall, generation) of each run of the cyclic garbage collector
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_start[0] = NOW()
+        else:
+            collections_.append((gc_start[0], NOW() - gc_start[0], info["generation"]))
+
+    gc.callbacks.append(on_gc)
     last_stop: dict[int, str | None] = {}
     orig_run = asyncio.events.Handle._run
     # LOOPTRACE_PROFILE=text: cProfile the steps of tasks whose coroutine's name holds it (out_path.prof)
@@ -129,7 +140,7 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
         if prof is not None:
             prof.dump_stats(out_path + ".prof")
         with open(out_path, "w") as f:
-            json.dump({"steps": steps, "waits": waits, "checkpoints": ckpts}, f)
+            json.dump({"steps": steps, "waits": waits, "checkpoints": ckpts, "gc": collections_}, f)
 
     sys.argv = ["sessiond", *args]
     from sessiond.cli.main import main
@@ -201,6 +212,7 @@ def analyse(spans: list[tuple], data: dict) -> dict:
         busy = sum(st[1] for st in inside)
         longest = sorted(inside, key=lambda st: -st[1])[:3]
         ck = [c for c in data["checkpoints"] if c[0] < e and c[0] + c[1] > s]
+        gcs = [g for g in data["gc"] if g[0] < e and g[0] + g[1] > s]
         for st in longest[:1]:
             culprits[kind(st[3])] += 1
             culprit_us[kind(st[3])] += st[1] * 1e6
@@ -211,6 +223,7 @@ def analyse(spans: list[tuple], data: dict) -> dict:
                 "steps": len(inside),
                 "longest": [(round(st[1] * 1e6), round(st[2] * 1e6), st[4], st[5], kind(st[3])) for st in longest],
                 "wal_checkpoint": [(round(c[1] * 1e6), round(c[2] * 1e6)) for c in ck],
+                "gc": [(round(g[1] * 1e6), g[2]) for g in gcs],
             }
         )
     # every kind of step: how often, and how often over 300 us
@@ -259,6 +272,9 @@ def analyse(spans: list[tuple], data: dict) -> dict:
         ],
         "appends_behind_unrelated_over_200us_pct": round(100 * sum(x > 200 for x in other_cpu) / len(other_cpu), 2),
         "wal_checkpoints": len(data["checkpoints"]),
+        "gc_runs_by_generation": [sum(g[2] == n for g in data["gc"]) for n in range(3)],
+        "gc_us_max_by_generation": [round(max([g[1] for g in data["gc"] if g[2] == n] or [0]) * 1e6) for n in range(3)],
+        "slow_appends_during_gc": sum(bool(x["gc"]) for x in examples),
         "wal_checkpoint_ms": sorted(round(c[1] * 1000, 2) for c in data["checkpoints"]),
         "slow_culprits": [(k, n, round(culprit_us[k] / n)) for k, n in culprits.most_common(15)],
         "steps_over_300us": [
