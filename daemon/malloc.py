@@ -1,9 +1,7 @@
-"""The process's memory allocator, tuned once at daemon start (glibc only), and the objects of the start
-set aside from Python's cyclic garbage collector once it is done."""
+"""The process's memory allocator, tuned once at daemon start (glibc only)."""
 
 from __future__ import annotations
 
-import gc
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's <malloc.h>
@@ -53,17 +51,3 @@ def tune_malloc() -> bool:
             (M_ARENA_MAX, ARENA_MAX),
         )
     )
-
-
-def freeze_startup_objects() -> int:
-    """Once the daemon has started: collect, then move every object there is (modules, the API's pydantic
-    models, aiohttp: ~54,000 tracked objects) to the collector's permanent generation. A full collection
-    walks every tracked object, on the event loop, whichever request's allocation sets it off; it comes
-    once enough objects have survived since the last (in a long run: the caches filling). Measured on the
-    loaded machine: the daemon's full collections at start took 120-360 ms of wall time; in-process, a full
-    collection of the start's objects 54-110 ms before the freeze, under 0.1 ms after
-    (bench/results/profile-tail.md). They are never freed anyway: they live as long as the process.
-    Returns how many were frozen."""
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()

@@ -28,7 +28,7 @@ from .api import make_app
 from .events import Events
 from .home import Config, Home, HomeError, normalize_store_url, normalize_store_urls, pinning_token_file, read_lock
 from .logs import setup_logging
-from .malloc import freeze_startup_objects, tune_malloc
+from .malloc import tune_malloc
 from .memdebug import MemDebug
 
 log = logging.getLogger("sessiond")
@@ -450,7 +450,6 @@ async def serve(
     except BaseException:
         await daemon.stop()
         raise
-    freeze_startup_objects()  # before the first request: no full collection walks them on the loop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)

@@ -187,31 +187,6 @@ async def test_commits_write_into_a_wal_allocated_ahead_of_them(tmp_path):
         await c.close()
 
 
-def test_the_daemon_sets_its_start_up_objects_aside_from_the_garbage_collector(tmp_path):
-    """A started daemon has frozen what its start made (gc.freeze): a full collection, which a request's
-    allocations set off now and then in a long run, then no longer walks the ~54,000 objects of its modules
-    on the event loop (120-360 ms of wall time each at start on the loaded machine: profile-tail.md)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import gc, os, signal, sys, threading\n"
-        "from sessiond.daemon import server\n"
-        "r, w = os.pipe()\n"
-        "def ready():\n"
-        "    os.read(r, 6)\n"
-        "    print(gc.get_freeze_count(), flush=True)\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "threading.Thread(target=ready, daemon=True).start()\n"
-        "sys.exit(server.run(sys.argv[1], ready_fd=w))\n"
-    )
-    home = str(tmp_path / "home")
-    os.makedirs(home, mode=0o700)
-    out = subprocess.run([sys.executable, "-c", code, home], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert int(out.stdout.split()[-1]) > 10_000, out.stdout  # (after the lines the daemon prints at start)
-
-
 def test_the_daemons_threads_share_one_heap():
     """tune_malloc (called at daemon start) caps glibc at one arena: threads that allocate at the same time
     (the executor's store calls, push workers, the bulk reader) take from the main heap rather than each
