@@ -168,8 +168,8 @@ class Search:
     ) -> list[dict]:
         """The messages matching the FTS5 query `q`, best first (bm25), at most `limit`; filtered by
         session id, the session's user and the message's role. Sessions still being imported are left out."""
-        if await self.pending():  # every message committed before the search is found by it
-            await self.catch_up()
+        if await self.pending():  # every message committed before the search is found by it (off the loop, too)
+            await self.catch_up(off_loop=True)
         where = ["messages_fts MATCH ?", "NOT s.importing"]
         args: list[Any] = [q]
         for column, value in (("m.session_id", session), ("s.user", user), ("m.role", role)):

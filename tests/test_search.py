@@ -295,6 +295,15 @@ async def test_the_background_indexer_steps_its_sql_off_the_event_loop(db):
     assert not await db.searcher.pending()
     assert where and threading.get_ident() not in where, "the index's statements ran on the event loop"
     assert search.BACKGROUND_CHUNK <= 128
+    # and the catch-up a search makes first
+    await db.append_messages(sid, [{"role": "user", "content": f"quoll {i}", "tokens": 1} for i in range(50)])
+    where.clear()
+    db.c._writer.set_trace_callback(lambda sql: where.add(threading.get_ident()) if "messages_fts(" in sql else None)
+    try:
+        assert len(await found(db, "quoll", limit=1000)) == 50
+    finally:
+        db.c._writer.set_trace_callback(None)
+    assert where and threading.get_ident() not in where, "a search's catch-up ran on the event loop"
     await index_agrees(db)
     assert len(await found(db, "numbat", limit=1000)) == 200
 
