@@ -58,9 +58,10 @@ WAL_RESET_FRAMES = 16384
 # How far ahead of the WAL's end its file is kept allocated, in frames (`Checkpointer._allocate`), up to
 # WAL_RESET_FRAMES. A commit that writes past the file's end makes ext4 reserve blocks and grow the file
 # inside the write(), and that waits (uninterruptible) while the checkpointer's fsyncs write back the same
-# file: the loop thread, sampled during 4,000 single appends, was 5-530 times in ext4's write path
-# (ext4_da_get_block_prep, ext4_block_write_begin, ...) with the WAL growing, 0-6 with it allocated ahead
-# (bench/results/profile-tail.md). 8,192 frames (32 MB) is more than is written between two checkpoints.
+# file: the loop thread, sampled during 4,000 single appends, was 18-548 times in ext4's write path
+# (ext4_da_get_block_prep, ext4_block_write_begin, ...) with the WAL growing, 0-21 with it allocated ahead
+# (bench/results/profile-tail.md). 8,192 frames (32 MB) is more than is written between two checkpoints:
+# a single append's commit writes ~6.4 frames and changes ~4 rows, so CHECKPOINT_ROWS is ~3,200 frames.
 WAL_ALLOCATE_AHEAD = 8192
 WAL_RESET_WAIT_MS = 200  # how long a reset waits for readers (a push's long read) before trying later
 
