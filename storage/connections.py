@@ -30,12 +30,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from .ids import new_device_id
 from .schema import migrate
 
 Row = sqlite3.Row
+T = TypeVar("T")
 log = logging.getLogger("sessiond.storage")
 
 # Reads of long runs (a first push, an export) go through the OS page cache without a copy per database
@@ -54,6 +55,14 @@ CHECKPOINT_ROWS = 2000
 # 10 minutes of 200 appends/s. 16,384 frames: 64 MB with 4 KiB pages, a 115 KB wal-index; the PASSIVE
 # checkpoints have copied nearly all of it by then, so the reset has little left to copy.
 WAL_RESET_FRAMES = 16384
+# How far ahead of the WAL's end its file is kept allocated, in frames (`Checkpointer._allocate`), up to
+# WAL_RESET_FRAMES. A commit that writes past the file's end makes ext4 reserve blocks and grow the file
+# inside the write(), and that waits (uninterruptible) while the checkpointer's fsyncs write back the same
+# file: the loop thread, sampled during 4,000 single appends, was 18-548 times in ext4's write path
+# (ext4_da_get_block_prep, ext4_block_write_begin, ...) with the WAL growing, 0-21 with it allocated ahead
+# (bench/results/profile-tail.md). 8,192 frames (32 MB) is more than is written between two checkpoints:
+# a single append's commit writes ~6.4 frames and changes ~4 rows, so CHECKPOINT_ROWS is ~3,200 frames.
+WAL_ALLOCATE_AHEAD = 8192
 WAL_RESET_WAIT_MS = 200  # how long a reset waits for readers (a push's long read) before trying later
 
 
@@ -67,6 +76,19 @@ def open_reader(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """fn(conn) in one transaction of its own (Connections.write_off_loop's thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 class Inline:
@@ -136,10 +158,12 @@ class Checkpointer:
     been written since the last time (told by the writer after each commit), so no commit ever stalls on
     a checkpoint's fsyncs. PASSIVE: it never waits for, nor blocks, a reader or the writer."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, cap: Callable[[], int] = lambda: WAL_RESET_FRAMES):
         self._path = path
+        self._cap = cap  # the most frames the WAL is allocated for (Connections.wal_reset_frames)
         self.frames = 0  # the WAL's length at the last checkpoint, in frames
         self.passes = 0  # checkpoints done (tests read it)
+        self.allocated = 0  # bytes of the WAL file allocated ahead so far
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="sessiond-db-checkpoint", daemon=True)
@@ -152,9 +176,11 @@ class Checkpointer:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=5000")
+            frame_bytes = 24 + conn.execute("PRAGMA page_size").fetchone()[0]
             while True:
                 self._wake.wait()
                 self._wake.clear()
+                self._allocate(frame_bytes)
                 try:
                     _, self.frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.passes += 1
@@ -164,6 +190,29 @@ class Checkpointer:
                     return
         finally:
             conn.close()
+
+    def _allocate(self, frame_bytes: int) -> None:
+        """Keep the WAL file allocated WAL_ALLOCATE_AHEAD frames past its end (at most the length the reset
+        keeps it within), here rather than by the writer's commits. posix_fallocate makes the blocks without
+        writing them; SQLite reads a WAL only as far as its frames' checksums hold, so the zeros past its
+        end are never taken for frames (as the old frames past its end after a reset are not)."""
+        target = 32 + min(self._cap(), self.frames + WAL_ALLOCATE_AHEAD) * frame_bytes
+        if target <= self.allocated or not hasattr(os, "posix_fallocate"):
+            return
+        try:
+            # (the WAL itself carries no POSIX lock of SQLite's, which closing another descriptor would drop:
+            # its locks are on the database and -shm files)
+            fd = os.open(self._path + "-wal", os.O_RDWR)  # never made here: SQLite makes it with the database
+        except FileNotFoundError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, target)
+            self.allocated = target
+        except OSError as e:  # a file system without it, or full: the commits grow the WAL as before
+            log.debug("WAL allocation: %s", e)
+            self.allocated = max(self.allocated, target)  # (not tried again for this length)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._stop = True
@@ -190,9 +239,10 @@ class Connections:
         self.committed = Committed(reader)
         self._bulk_conn = bulk
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-bulk")
-        self._checkpointer = Checkpointer(path)
-        self._path = path
+        self._off_loop = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-write")
         self.wal_reset_frames = WAL_RESET_FRAMES
+        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames)
+        self._path = path
         self.wal_resets = 0  # WAL resets done (tests read it)
         self._resetting: asyncio.Task | None = None
         self._changes_mark = 0
@@ -257,6 +307,7 @@ class Connections:
         async with self._lock:
             self._commit_batch()
         self._bulk.shutdown(wait=True)
+        self._off_loop.shutdown(wait=True)
         self._bulk_conn.close()
         self._checkpointer.close()
         self._reader.close()
@@ -291,6 +342,30 @@ class Connections:
         async with self.transaction() as tx:
             n = await tx.execute(sql, args)
         return n
+
+    async def write_off_loop(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """fn(writer) as a write transaction of its own, run on a thread, in turn with the other writes (the
+        batch under way commits first, in its own turn, as in latest()); committed when it returns. For
+        plain SQL that SQLite steps with the GIL released (the search index's chunks: FTS5 tokenizing and
+        merging in C), so that the loop meanwhile reads and checks the next request instead of waiting
+        inside the statement. No events; the writer is the thread's alone (the lock is held) until it ends,
+        even if the caller is cancelled."""
+        batch = self._batch
+        if batch is not None:
+            await asyncio.wait([batch])
+        async with self._lock:
+            self._commit_batch()
+            done = asyncio.get_running_loop().run_in_executor(self._off_loop, _transaction, self._writer, fn)
+            try:
+                result = await asyncio.shield(done)
+            except asyncio.CancelledError:
+                while not done.done():  # the lock is not let go while the thread still uses the writer
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([done])
+                raise
+            self.commits += 1
+            self._committed()
+            return result
 
     def _join_batch(self) -> asyncio.Future[None]:
         """The SQLite transaction under way, or a new one with its commit scheduled (under the lock)."""
@@ -345,7 +420,7 @@ class Connections:
         ran (SQLite's count of changed rows stands in for the pages written to the WAL: it is free to read,
         and the stdlib has no WAL hook)."""
         changed = self._writer.total_changes
-        if changed - self._changes_mark >= CHECKPOINT_ROWS:
+        if self.commits == 1 or changed - self._changes_mark >= CHECKPOINT_ROWS:  # the first: the WAL allocated
             self._changes_mark = changed
             self._checkpointer.wake()
         if self._checkpointer.frames >= self.wal_reset_frames and self._resetting is None:

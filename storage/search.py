@@ -105,27 +105,38 @@ BACKGROUND_CHUNK = 64
 INDEX_EVERY = 0.25
 
 
+INDEX_SQL = (
+    "INSERT INTO messages_fts(rowid, content) SELECT m.rowid, m.content FROM messages m"
+    " WHERE m.rowid IN (SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?)"
+)
+UNPEND_SQL = "DELETE FROM messages_fts_pending WHERE id IN (SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?)"
+
+
+def _index_chunk(conn: sqlite3.Connection, chunk: int) -> int:
+    """One chunk of the pending messages into the index (in a transaction the caller holds); how many."""
+    conn.execute(INDEX_SQL, (chunk,))
+    return conn.execute(UNPEND_SQL, (chunk,)).rowcount
+
+
 class Search:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def catch_up(self, chunk: int = INDEX_CHUNK) -> int:
+    async def catch_up(self, chunk: int = INDEX_CHUNK, *, off_loop: bool = False) -> int:
         """Index the messages written since the index last caught up (the triggers' pending list), a
         transaction per `chunk`; returns how many. Multi-row statements: FTS5 writes one segment each.
-        Writes waiting for the writer go in between two chunks (its lock is first come, first served)."""
+        Writes waiting for the writer go in between two chunks (its lock is first come, first served).
+        off_loop (the background indexer): each chunk's statements run on the writer's own thread
+        (Connections.write_off_loop), where SQLite tokenizes and merges with the GIL released, so the loop
+        is not held for them: an append that comes meanwhile is read and checked while the chunk ends."""
         done = 0
         while True:
-            async with self.c.transaction() as tx:
-                await tx.execute(
-                    "INSERT INTO messages_fts(rowid, content) SELECT m.rowid, m.content FROM messages m"
-                    " WHERE m.rowid IN (SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?)",
-                    (chunk,),
-                )
-                n = await tx.execute(
-                    "DELETE FROM messages_fts_pending WHERE id IN"
-                    " (SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?)",
-                    (chunk,),
-                )
+            if off_loop:
+                n = await self.c.write_off_loop(lambda conn: _index_chunk(conn, chunk))
+            else:
+                async with self.c.transaction() as tx:
+                    await tx.execute(INDEX_SQL, (chunk,))
+                    n = await tx.execute(UNPEND_SQL, (chunk,))
             done += n
             if n < chunk:
                 return done
@@ -142,7 +153,7 @@ class Search:
                 continue
             try:
                 if await self.pending():
-                    await self.catch_up(BACKGROUND_CHUNK)
+                    await self.catch_up(BACKGROUND_CHUNK, off_loop=True)
             except sqlite3.Error as exc:  # a busy or full disk: the pending list keeps them for next time
                 log.warning("search index: could not catch up: %s", exc)
 
@@ -157,8 +168,8 @@ class Search:
     ) -> list[dict]:
         """The messages matching the FTS5 query `q`, best first (bm25), at most `limit`; filtered by
         session id, the session's user and the message's role. Sessions still being imported are left out."""
-        if await self.pending():  # every message committed before the search is found by it
-            await self.catch_up()
+        if await self.pending():  # every message committed before the search is found by it (off the loop, too)
+            await self.catch_up(off_loop=True)
         where = ["messages_fts MATCH ?", "NOT s.importing"]
         args: list[Any] = [q]
         for column, value in (("m.session_id", session), ("s.user", user), ("m.role", role)):

@@ -153,6 +153,40 @@ async def test_wal_is_reset_under_steady_writes(tmp_path):
         await c.close()
 
 
+async def test_commits_write_into_a_wal_allocated_ahead_of_them(tmp_path):
+    """The checkpointer's thread keeps the WAL file allocated ahead of its end (up to the length the reset
+    keeps it within), so a commit on the loop writes into blocks already there and never grows the file:
+    growing it made ext4 reserve blocks inside the write(), which waited while the checkpoint's fsyncs
+    wrote the same file back (bench/results/profile-tail.md)."""
+    from sessiond.storage import connections
+
+    path = str(tmp_path / "db.sqlite")
+    c = await Connections.open(path)
+    try:
+        cp = c._checkpointer
+        await c.write("CREATE TABLE filler (x BLOB)")  # the first commit: the WAL allocated
+        await eventually(lambda: cp.allocated > 0, what="the WAL allocated")
+        size = os.path.getsize(path + "-wal")
+        frame = 24 + 4096
+        assert size == cp.allocated >= 32 + connections.WAL_ALLOCATE_AHEAD * frame
+        for _ in range(4):  # ~3,000 frames
+            async with c.transaction() as tx:
+                await tx.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(1000),)] * 300)
+        assert os.path.getsize(path + "-wal") == size  # written into, not grown
+        c.wal_reset_frames = 16  # never allocated past the length the reset keeps the WAL within
+        cp.allocated = 0
+        cp.wake()
+        await eventually(lambda: cp.allocated == 32 + 16 * frame, what="allocated to the reset's length")
+    finally:
+        await c.close()
+    assert not os.path.exists(path + "-wal")  # closed cleanly: SQLite removes it, allocated or not
+    c = await Connections.open(path)  # and the database reads back whole
+    try:
+        assert (await c.committed.fetchone("SELECT count(*) FROM filler"))[0] == 1200
+    finally:
+        await c.close()
+
+
 def test_the_daemons_threads_share_one_heap():
     """tune_malloc (called at daemon start) caps glibc at one arena: threads that allocate at the same time
     (the executor's store calls, push workers, the bulk reader) take from the main heap rather than each

@@ -269,6 +269,45 @@ async def test_the_background_indexer_lets_appends_in_between_its_chunks(db):
     assert len(await found(db, "backlog", limit=1000)) == 640
 
 
+async def test_the_background_indexer_steps_its_sql_off_the_event_loop(db):
+    """The background indexer's statements (FTS5 tokenizing and merging, ~5 us a message and a few ms when
+    segments merge) run on the writer's own thread, not on the loop, which an append arriving meanwhile
+    needs (bench/results/profile-tail.md: its chunks were ~1.6% of a single client's appends' p99)."""
+    import asyncio
+    import threading
+
+    from sessiond.storage import search
+
+    sid = (await db.create_session({"name": "off the loop"}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": f"numbat {i}", "tokens": 1} for i in range(200)])
+    where: set[int] = set()
+    db.c._writer.set_trace_callback(lambda sql: where.add(threading.get_ident()) if "messages_fts(" in sql else None)
+    indexer = asyncio.get_running_loop().create_task(db.searcher.run_indexer(every=0.001))
+    try:
+        for _ in range(2000):
+            if not await db.searcher.pending():
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        indexer.cancel()
+        await asyncio.wait([indexer])
+        db.c._writer.set_trace_callback(None)
+    assert not await db.searcher.pending()
+    assert where and threading.get_ident() not in where, "the index's statements ran on the event loop"
+    assert search.BACKGROUND_CHUNK <= 128
+    # and the catch-up a search makes first
+    await db.append_messages(sid, [{"role": "user", "content": f"quoll {i}", "tokens": 1} for i in range(50)])
+    where.clear()
+    db.c._writer.set_trace_callback(lambda sql: where.add(threading.get_ident()) if "messages_fts(" in sql else None)
+    try:
+        assert len(await found(db, "quoll", limit=1000)) == 50
+    finally:
+        db.c._writer.set_trace_callback(None)
+    assert where and threading.get_ident() not in where, "a search's catch-up ran on the event loop"
+    await index_agrees(db)
+    assert len(await found(db, "numbat", limit=1000)) == 200
+
+
 def test_the_daemon_indexes_in_the_background(pair):
     a, _ = pair
     c = a.client()

@@ -353,6 +353,52 @@ async def test_a_checkpoint_chain_hashed_in_steps_is_the_chain_hashed_at_once():
     assert await extend_in_steps(whole, frontier, rows[: HASH_STEP + 2]) is None
 
 
+async def test_a_checkpoint_signs_and_writes_in_steps_of_their_own(env):
+    """A checkpoint comes right after the append that passed the session's token mark, so the client's next
+    append arrives while it works: the signature and the write are loop steps of their own (together one
+    step of 300-700 us in the daemon: ~1% of a single client's appends waited behind it, its p99,
+    bench/results/profile-tail.md)."""
+    import asyncio
+
+    import sessiond.sync.proofs as proofs_mod
+    from sessiond.sync import checkpoint as cp
+
+    db, _, syncer = await env.open(timeout=10)
+    sid = (await db.create_session({"name": "steps"}))["id"]
+    turn = 0
+
+    async def ticker() -> None:
+        nonlocal turn
+        while True:
+            await asyncio.sleep(0)
+            turn += 1
+
+    seen: list[tuple[str, int]] = []
+    real_proof_of, real_add = proofs_mod.proof_of, db.add_checkpoint
+
+    def proof_of(*a):
+        seen.append(("sign", turn))
+        return real_proof_of(*a)
+
+    async def add(*a):
+        seen.append(("write", turn))
+        return await real_add(*a)
+
+    proofs_mod.proof_of, db.add_checkpoint = proof_of, add
+    tick = asyncio.get_running_loop().create_task(ticker())
+    try:
+        for k in range(2):
+            await db.append_messages(sid, [{"role": "user", "content": f"m{k}.{i}", "tokens": 1} for i in range(20)])
+            seen.clear()
+            proof = await syncer.make_checkpoint(sid)
+            assert [k for k, _ in seen] == ["sign", "write"] and seen[0][1] < seen[1][1], seen
+            h, n, _ = cp.conversation_hash(await db.conversation(sid), await db.devices(sid))
+            assert (proof["hash"], proof["messages"]) == (h.hex(), n)
+    finally:
+        tick.cancel()
+        proofs_mod.proof_of, db.add_checkpoint = real_proof_of, real_add
+
+
 async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(env):
     """A checkpoint hashes only the messages since the last one (kept per session); its hash must be
     the one computed from scratch over the whole conversation every time, including when a message
