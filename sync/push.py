@@ -48,6 +48,12 @@ INLINE_OPS = 16
 INLINE_BYTES = 16 << 10
 
 
+def is_long(first: int, last: int) -> bool:
+    """Whether LogWriter.write_run writes operations first..last by worker threads, in chunks (a long
+    run: its pages are full ones, so folding them upward writes nodes and reads nothing)."""
+    return last - first >= _FIRST_CHUNK
+
+
 @dataclass
 class Written:
     """What a push put in the store (for statistics and the benchmark)."""
@@ -167,7 +173,7 @@ class LogWriter:
         heavy work (SQLite, libsodium, BLAKE3, file writes) releases the GIL, so the workers run side
         by side, and nothing is handed to the event loop per page. `open_loader()` gives a worker its
         own reader: a context manager yielding a plain function load(a, b) -> LogRun."""
-        if last - first < _FIRST_CHUNK:
+        if not is_long(first, last):
             run = await load(first, last)
             return await self.write_pages(run), max(run.lams, default=0)
         job = _RunJob(self, first, last, open_loader, asyncio.get_running_loop())

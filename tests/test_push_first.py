@@ -1,0 +1,49 @@
+"""A first push (a long run, written by the worker threads): its full levels are folded before its one
+revision, so it writes one manifest and one head, not two of each (issue 17, row 3)."""
+
+from __future__ import annotations
+
+import os
+
+from sessiond.storage.database import Database
+from sessiond.stores import FileStore
+from sessiond.sync import pages as pages_mod
+from sessiond.sync import push as push_mod
+from sessiond.sync.engine import Syncer
+from sessiond.sync.heads import levels_from_cbor
+
+
+async def test_a_first_push_folds_its_levels_before_its_one_revision(tmp_path, monkeypatch):
+    # pages of ~8 KB: 3,000 messages of ~100 bytes make ~40 of them, more than a level holds (FANOUT)
+    monkeypatch.setattr(pages_mod, "PAGE_MAX", 8_000)
+    monkeypatch.setattr(push_mod, "PAGE_MAX", 8_000)
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    store = FileStore(os.path.join(tmp_path, "store"))
+    syncer = Syncer(db, store, os.path.join(tmp_path, "keys"), timeout=10)
+    heads_set = []
+    set_head = store.set_head
+
+    async def counted(entry):
+        heads_set.append(entry.revision)
+        await set_head(entry)
+
+    monkeypatch.setattr(store, "set_head", counted)
+    try:
+        sid = (await db.create_session({}))["id"]
+        msgs = [{"role": ("user", "assistant")[i % 2], "content": f"{i} " + "some words " * 9} for i in range(3000)]
+        await db.append_messages(sid, msgs)
+        res = await syncer.push(sid)
+        assert heads_set == [1] and res["revision"] == 1, (heads_set, res)
+        levels = levels_from_cbor((await db.sync_state(sid))["tree"])
+        assert len(levels) > 1 and all(len(lv) < push_mod.FANOUT for lv in levels)
+        assert levels[1][0].node and res["compaction_objects"] >= 1
+        rep = await syncer.verify(sid)
+        assert rep["ok"] and rep["sessions"][0]["operations"] == await db.last_seq(sid), rep
+        # a short push after it commits first and folds (if a level is full) in a revision of its own
+        await db.append_messages(sid, [{"role": "user", "content": "one more"}])
+        res = await syncer.push(sid)
+        assert res["objects"] == 2  # its page and manifest
+        assert heads_set == [1, 2] + ([3] if res["compaction_objects"] else []) and res["revision"] == heads_set[-1]
+    finally:
+        await syncer.stop()
+        await db.close()
