@@ -326,18 +326,24 @@ class _RunJob:
             self.chunk = min(1 << 17, max(16, STREAM_BYTES // per_op))
             self.turn += 1
             self.cond.notify_all()
-        if count and c:
-            run, maps = carry + run, carry_maps + maps
-        cut = (bounds, maps)
         if not count:
             return True
+        upto = bounds[count] - c  # of this chunk, the operations in its pages
+        lamport = max(run.lams[:upto], default=0)
+        if c:  # the carried page, filled up with this chunk's first operations: only that page is joined
+            first = carry + run.head(bounds[1] - c)
+            pages = self.writer.pages(first, ([0, len(first)], carry_maps + maps[: bounds[1] - c]), 1)
+            pages += self.writer.pages(run, ([e - c for e in bounds[1 : count + 1]], maps), count - 1)
+            lamport = max(lamport, max(carry.lams))
+        else:
+            pages = self.writer.pages(run, (bounds, maps), count)
         entries = []
-        for plain, lo, hi in self.writer.pages(run, cut, count):
+        for plain, lo, hi in pages:
             objects, ref, parts = self.writer._seal_page(plain)
             for ct, obj in objects:
                 self._write(ct, obj.hash)
             entries.append(Entry(lo, hi, len(plain), False, ref, parts))
-        self.done[k] = (entries, max(run.lams[: cut[0][count]]))
+        self.done[k] = (entries, lamport)
         if self.writer.on_progress is not None and entries:
             self.loop.call_soon_threadsafe(self.writer.on_progress, entries[-1].last)
         return True

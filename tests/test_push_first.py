@@ -47,3 +47,37 @@ async def test_a_first_push_folds_its_levels_before_its_one_revision(tmp_path, m
     finally:
         await syncer.stop()
         await db.close()
+
+
+def test_a_run_knows_it_is_consecutive_without_a_list_of_its_seqs():
+    """LogRun.consecutive() (asked of every chunk of a long push, by the contiguity check and by the cut)
+    is what comparing the seqs with a range says, for runs read, cut, joined, and with a gap."""
+    from sessiond.storage.model import LogRun
+    from sessiond.sync.pages import LogError, measure
+    from sessiond.sync.pusher import SyncError, _contiguous
+
+    def recs(seqs):
+        return [(s, s, "message.add", None, 1.7e9 + s, "main", "user", f"m{s} " * (s % 5), None, None) for s in seqs]
+
+    whole = LogRun.from_records(recs(range(1, 41)))
+    gap = LogRun.from_records(recs([*range(1, 20), *range(21, 42)]))
+    assert whole.consecutive() and not gap.consecutive()
+    for run in (whole, gap):
+        for i in (0, 1, 19, 20, 40):
+            for part in (run.head(i), run.tail(i), run.head(i) + run.tail(i), run.tail(i) + run.head(i)):
+                assert not part or part.consecutive() == (
+                    part.seqs == list(range(part.seqs[0], part.seqs[0] + len(part)))
+                )
+                assert [bytes(p) for p in part.pieces()] == [(f"m{s} " * (s % 5)).encode() for s in part.seqs]
+    assert not (whole.tail(30) + whole.head(10)).consecutive()  # joined in the wrong order: a gap back
+    try:
+        _contiguous("s", 1, 41, gap)
+        raise AssertionError("a torn run was let through")
+    except SyncError:
+        pass
+    assert _contiguous("s", 1, 40, whole) is whole
+    try:
+        measure(gap)
+        raise AssertionError("measured a run with a gap")
+    except LogError:
+        pass
