@@ -104,6 +104,8 @@ def text_head(n: int) -> bytes:
 # The bytes a message's content takes in a run's blob (its CBOR head and UTF-8), by its size in bytes for
 # sizes under 64 KiB, and 0 (index -1) for an operation that is not a message (not in the blob).
 _ITEM_SIZES = [n + len(text_head(n)) for n in range(1 << 16)] + [0]
+# (head width, least size, bound of sizes) of the text heads of one width
+_HEAD_WIDTHS = ((1, 0, 24), (2, 24, 1 << 8), (3, 1 << 8, 1 << 16), (5, 1 << 16, 1 << 32))
 
 
 class LogRun:
@@ -168,12 +170,16 @@ class LogRun:
         if self._offsets is not None:
             return [self._offsets[i] for i in positions]
         sizes, out, at, prev = self.sizes, [], 0, 0
-        big = bool(sizes) and max(sizes) >= 1 << 16
+        low, high = (min(sizes), max(sizes)) if sizes else (0, 0)
+        # every head of one width (all messages, of sizes between two powers): a sum of the sizes
+        width = next((w for w, a, b in _HEAD_WIDTHS if a <= low and high < b), 0)
         for i in positions:
-            if big:
-                at += sum(n + len(text_head(n)) if n >= 0 else 0 for n in sizes[prev:i])
-            else:
+            if width:
+                at += sum(sizes[prev:i]) + width * (i - prev)
+            elif high < 1 << 16:
                 at += sum(map(_ITEM_SIZES.__getitem__, sizes[prev:i]))
+            else:
+                at += sum(n + len(text_head(n)) if n >= 0 else 0 for n in sizes[prev:i])
             out.append(at)
             prev = i
         return out

@@ -81,3 +81,24 @@ def test_a_run_knows_it_is_consecutive_without_a_list_of_its_seqs():
         raise AssertionError("measured a run with a gap")
     except LogError:
         pass
+
+
+def test_offsets_at_a_few_places_are_the_offsets():
+    """LogRun.offsets_at (where a page's contents begin and end) agrees with offsets() for contents of
+    every head width, mixed widths, and operations that are not messages."""
+    import random
+
+    from sessiond.storage.model import LogRun
+
+    rng = random.Random(3)
+    for lengths in ([0, 5, 23], [24, 100, 255], [256, 1000, 65535], [65536, 70000], [3, 300, 30, 70000], [5, None]):
+        recs = []
+        for s in range(1, 60):
+            n = rng.choice(lengths)
+            content = None if n is None else "x" * n
+            kind = "message.add" if content is not None else "chat.add"
+            recs.append((s, s, kind, None if content is not None else "{}", 1.0, "c", "r", content, None, None))
+        run = LogRun.from_records(recs)
+        at = sorted(rng.sample(range(len(run) + 1), 7))
+        assert run.offsets_at(at) == [run.offsets()[i] for i in at], lengths
+        assert LogRun.from_records(recs).offsets_at(at) == [run.offsets()[i] for i in at], lengths
