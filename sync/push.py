@@ -37,10 +37,11 @@ from .workers import Workers, shared
 
 FANOUT = 16
 # Read, encoded and sealed at a time by one worker of a long push. Small enough that one worker's
-# read overlaps the other's encoding, sealing and writing, and that what is left after the last read
-# is little (2 MB against 8 MB: ~10% less process CPU and less wall time for 100,000 short messages,
-# measured alternating on the shared machine, bench/results/profile-push.md); large enough that a
-# chunk's own statements and its turn cost next to nothing.
+# read overlaps the other's encoding, sealing and writing, and that little is left after the last
+# read (with 8 MB, 100,000 short messages were two chunks read side by side, then both encoded and
+# sealed, then all written); large enough that a chunk's own statements and its turn cost next to
+# nothing (2 MB against 8 MB: no more process CPU, measured alternating on the shared machine,
+# bench/results/profile-push.md).
 STREAM_BYTES = 2 << 20
 # A long push: worker threads (Workers.push) that each read, encode and seal a chunk, and hand the
 # objects to the store (Store.put_in_background: a file store writes and fsyncs several at once on its

@@ -77,7 +77,7 @@ class _Revision:
 def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
     """`run`, if it holds exactly the operations a..b of this device's log of `sid`."""
     have = run.seqs
-    if have != list(range(a, b + 1)):
+    if len(have) != max(0, b - a + 1) or (have and have[0] != a) or not run.consecutive():
         raise SyncError(
             f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
             f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log"
