@@ -97,7 +97,8 @@ def _read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, up
         # each column one json.loads, in C (a quarter quicker than splitting and converting in Python):
         # the numbers are written by SQLite, so each list is valid JSON once bracketed
         loads = json.loads
-        if hi - lo + 1 == n and not any(lo < row[0] < hi for row in other):
+        consecutive = hi - lo + 1 == n and not any(lo < row[0] < hi for row in other)
+        if consecutive:
             seqs = list(range(lo, hi + 1))  # no gap: the other operations come before or after them all
         else:
             seqs = loads(f"[{cur.execute(_SEQS_SQL, args).fetchone()[0]}]")
@@ -120,6 +121,7 @@ def _read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, up
             sizes,
             b"".join((text_head(sizes[0]), blob or b"")),
         )
+        run._consecutive = consecutive or None
     if not ordered:  # the index gives seq order; should SQLite ever not, sort (contents too)
         order = sorted(range(len(run)), key=run.seqs.__getitem__)
         offs = run.offsets()

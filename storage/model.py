@@ -104,6 +104,8 @@ def text_head(n: int) -> bytes:
 # The bytes a message's content takes in a run's blob (its CBOR head and UTF-8), by its size in bytes for
 # sizes under 64 KiB, and 0 (index -1) for an operation that is not a message (not in the blob).
 _ITEM_SIZES = [n + len(text_head(n)) for n in range(1 << 16)] + [0]
+# (head width, least size, bound of sizes) of the text heads of one width
+_HEAD_WIDTHS = ((1, 0, 24), (2, 24, 1 << 8), (3, 1 << 8, 1 << 16), (5, 1 << 16, 1 << 32))
 
 
 class LogRun:
@@ -117,6 +119,7 @@ class LogRun:
     round(created_at * 1000) gives it (the page's `t` column)."""
 
     __slots__ = (
+        "_consecutive",
         "_offsets",
         "blob",
         "bodies",
@@ -148,9 +151,38 @@ class LogRun:
         self.seqs, self.lams, self.kinds, self.bodies, self.times = seqs, lams, kinds, bodies, times
         self.chats, self.roles, self.toks, self.extras, self.sizes, self.blob = chats, roles, toks, extras, sizes, blob
         self._offsets: list[int] | None = None
+        self._consecutive: bool | None = None  # known: seqs are first, first+1, ... (see consecutive())
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    def consecutive(self) -> bool:
+        """Whether the seqs are first, first + 1, ... with no gap. Known without looking at each one for a
+        run read_run found so (and its tails and joins), which a long push asks of every chunk twice."""
+        if self._consecutive is None:
+            s = self.seqs
+            self._consecutive = not s or s == list(range(s[0], s[0] + len(s)))
+        return self._consecutive
+
+    def offsets_at(self, positions: list[int]) -> list[int]:
+        """offsets()[i] for each i of `positions` (ascending), summed a stretch at a time, without the
+        list of every operation's offset (a page needs only where it begins and ends)."""
+        if self._offsets is not None:
+            return [self._offsets[i] for i in positions]
+        sizes, out, at, prev = self.sizes, [], 0, 0
+        low, high = (min(sizes), max(sizes)) if sizes else (0, 0)
+        # every head of one width (all messages, of sizes between two powers): a sum of the sizes
+        width = next((w for w, a, b in _HEAD_WIDTHS if a <= low and high < b), 0)
+        for i in positions:
+            if width:
+                at += sum(sizes[prev:i]) + width * (i - prev)
+            elif high < 1 << 16:
+                at += sum(map(_ITEM_SIZES.__getitem__, sizes[prev:i]))
+            else:
+                at += sum(n + len(text_head(n)) if n >= 0 else 0 for n in sizes[prev:i])
+            out.append(at)
+            prev = i
+        return out
 
     def offsets(self) -> list[int]:
         """Where operation i's content item begins in the blob, for i in 0..len (the last is its end)."""
@@ -171,14 +203,25 @@ class LogRun:
 
     def tail(self, i: int) -> LogRun:
         """The operations from index i on (their contents a view of this run's blob)."""
-        offs = self.offsets()
-        at = offs[min(i, len(offs) - 1)]
-        return LogRun(*(c[i:] for c in self._columns()), memoryview(self.blob)[at:])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+        (at,) = self.offsets_at([min(i, len(self))])
+        run = LogRun(*(c[i:] for c in self._columns()), memoryview(self.blob)[at:])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+        run._consecutive = self._consecutive or None
+        return run
+
+    def head(self, i: int) -> LogRun:
+        """The first i operations (their contents a view of this run's blob)."""
+        (at,) = self.offsets_at([min(i, len(self))])
+        run = LogRun(*(c[:i] for c in self._columns()), memoryview(self.blob)[:at])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+        run._consecutive = self._consecutive or None
+        return run
 
     def __add__(self, other: LogRun) -> LogRun:
-        return LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+        run = LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
             *(a + b for a, b in zip(self._columns(), other._columns())), b"".join((self.blob, other.blob))
         )
+        if self._consecutive and other._consecutive and (not self or not other or other.seqs[0] == self.seqs[-1] + 1):
+            run._consecutive = True
+        return run
 
     def _columns(self) -> tuple:
         return (

@@ -115,7 +115,7 @@ def _column(values: list) -> bytes:
     return _enc(values)
 
 
-def _contents(run: LogRun, offs: list[int], others: list[int], lo: int, hi: int) -> list:
+def _contents(run: LogRun, offs: dict[int, int], others: list[int], lo: int, hi: int) -> list:
     """The items of a page's contents column, operations lo..hi-1: slices of the run's blob (which holds
     the messages' items back to back), with null for each operation that is not a message (`others`)."""
     blob = memoryview(run.blob)
@@ -159,7 +159,7 @@ def measure(run: LogRun) -> tuple[list[int], list]:
     if not n:
         return [0], []
     first, sizes = run.seqs[0], run.sizes
-    if run.seqs != list(range(first, first + n)):
+    if not run.consecutive():
         raise LogError(f"operations to write are not one run of consecutive seqs from {first}")
     col_b: list = [None] * n
     est = list(sizes)  # bytes per operation (-1: not a message, its body counted below)
@@ -181,15 +181,21 @@ def measure(run: LogRun) -> tuple[list[int], list]:
     # cut of any prefix of it but the prefix's last page, so a long push reading in chunks of any size
     # cuts the same pages (same objects) as one reader of the whole run (sync/push.py's _RunJob). A
     # column whose texts are all of one length (one chat, one kind) adds a constant, not a lookup each.
-    const, per_op = 64, iter(est)
+    const, varying = 64, []
     for col in (run.kinds, run.chats, run.roles):
         lengths = {v: len(v.encode()) if v else 0 for v in set(col)}
         if len(set(lengths.values())) == 1:
             const += next(iter(lengths.values()))
         else:
-            per_op = map(add, per_op, map(lengths.__getitem__, col))
-    cum = list(accumulate(map(add, per_op, repeat(const)), initial=0))
-    return cum, col_b
+            varying.append((col, lengths))
+    if not varying:
+        return list(accumulate(map(add, est, repeat(const)), initial=0)), col_b
+    # the constant goes into the first varying column's lengths: one map over the run fewer
+    (col, lengths), *rest = varying
+    per_op = map(add, est, map({v: z + const for v, z in lengths.items()}.__getitem__, col))
+    for col, lengths in rest:
+        per_op = map(add, per_op, map(lengths.__getitem__, col))
+    return list(accumulate(per_op, initial=0)), col_b
 
 
 def encode_pages(
@@ -206,8 +212,11 @@ def encode_pages(
         return []
     upto = bounds[count]
     first, sizes, times = run.seqs[0], run.sizes[:upto], run.times
-    offs = run.offsets()
     others = [i for i, z in enumerate(sizes) if z < 0] if -1 in sizes else []
+    # where each page's contents begin and end in the blob, and each other operation's place: summed
+    # from the sizes a stretch at a time, not a list of every operation's offset
+    at = sorted({*bounds[: count + 1], *others})
+    offs = dict(zip(at, run.offsets_at(at)))
     kinds, chats, roles = run.kinds, run.chats, run.roles
     dev, sid_item = _enc(device), _enc(sid)
     out = []

@@ -36,7 +36,13 @@ from .pages import cut as cut_run
 from .workers import Workers, shared
 
 FANOUT = 16
-STREAM_BYTES = 8 << 20  # read, encoded and sealed at a time by one worker of a long push
+# Read, encoded and sealed at a time by one worker of a long push. Small enough that one worker's
+# read overlaps the other's encoding, sealing and writing, and that little is left after the last
+# read (with 8 MB, 100,000 short messages were two chunks read side by side, then both encoded and
+# sealed, then all written); large enough that a chunk's own statements and its turn cost next to
+# nothing (2 MB against 8 MB: no more process CPU, measured alternating on the shared machine,
+# bench/results/profile-push.md).
+STREAM_BYTES = 2 << 20
 # A long push: worker threads (Workers.push) that each read, encode and seal a chunk, and hand the
 # objects to the store (Store.put_in_background: a file store writes and fsyncs several at once on its
 # own threads).
@@ -46,6 +52,12 @@ _FIRST_CHUNK = 1024  # operations: a run no longer is read at once; a long one b
 # less than the loop's side of a hop to a thread and back
 INLINE_OPS = 16
 INLINE_BYTES = 16 << 10
+
+
+def is_long(first: int, last: int) -> bool:
+    """Whether LogWriter.write_run writes operations first..last by worker threads, in chunks (a long
+    run: its pages are full ones, so folding them upward writes nodes and reads nothing)."""
+    return last - first >= _FIRST_CHUNK
 
 
 @dataclass
@@ -167,7 +179,7 @@ class LogWriter:
         heavy work (SQLite, libsodium, BLAKE3, file writes) releases the GIL, so the workers run side
         by side, and nothing is handed to the event loop per page. `open_loader()` gives a worker its
         own reader: a context manager yielding a plain function load(a, b) -> LogRun."""
-        if last - first < _FIRST_CHUNK:
+        if not is_long(first, last):
             run = await load(first, last)
             return await self.write_pages(run), max(run.lams, default=0)
         job = _RunJob(self, first, last, open_loader, asyncio.get_running_loop())
@@ -320,18 +332,24 @@ class _RunJob:
             self.chunk = min(1 << 17, max(16, STREAM_BYTES // per_op))
             self.turn += 1
             self.cond.notify_all()
-        if count and c:
-            run, maps = carry + run, carry_maps + maps
-        cut = (bounds, maps)
         if not count:
             return True
+        upto = bounds[count] - c  # of this chunk, the operations in its pages
+        lamport = max(run.lams[:upto], default=0)
+        if c:  # the carried page, filled up with this chunk's first operations: only that page is joined
+            first = carry + run.head(bounds[1] - c)
+            pages = self.writer.pages(first, ([0, len(first)], carry_maps + maps[: bounds[1] - c]), 1)
+            pages += self.writer.pages(run, ([e - c for e in bounds[1 : count + 1]], maps), count - 1)
+            lamport = max(lamport, max(carry.lams))
+        else:
+            pages = self.writer.pages(run, (bounds, maps), count)
         entries = []
-        for plain, lo, hi in self.writer.pages(run, cut, count):
+        for plain, lo, hi in pages:
             objects, ref, parts = self.writer._seal_page(plain)
             for ct, obj in objects:
                 self._write(ct, obj.hash)
             entries.append(Entry(lo, hi, len(plain), False, ref, parts))
-        self.done[k] = (entries, max(run.lams[: cut[0][count]]))
+        self.done[k] = (entries, lamport)
         if self.writer.on_progress is not None and entries:
             self.loop.call_soon_threadsafe(self.writer.on_progress, entries[-1].last)
         return True

@@ -5,7 +5,8 @@ plaintext and revision are recorded in SQLite (`sync_state.pending`, the outbox)
 is uploaded, and the pushed mark moves only after the store holds the new head. A crash at any point
 resumes from the recorded state: the same objects and the same manifest are written again (they are
 deterministic), so a retried push is idempotent and never reuses a key for different plaintext.
-Full levels of the log are folded upward as revisions of their own (compaction). When the store lost
+Full levels of the log are folded upward as revisions of their own (compaction), except after a long
+run (a first push), where they are folded before its one revision. When the store lost
 part of what was pushed, `repair` makes the next push send the whole log again.
 """
 
@@ -15,7 +16,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from nacl.signing import SigningKey
@@ -31,7 +32,7 @@ from .errors import SyncError
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
 from .members import Members
 from .pages import Entry
-from .push import FANOUT, LogWriter, Written
+from .push import FANOUT, LogWriter, Written, is_long
 
 log = logging.getLogger("sessiond.sync")
 # sessions whose last published head is remembered (to commit without reading it again), most recent
@@ -76,7 +77,7 @@ class _Revision:
 def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
     """`run`, if it holds exactly the operations a..b of this device's log of `sid`."""
     have = run.seqs
-    if have != list(range(a, b + 1)):
+    if len(have) != max(0, b - a + 1) or (have and have[0] != a) or not run.consecutive():
         raise SyncError(
             f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
             f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log"
@@ -176,19 +177,28 @@ class Pusher:
                 if reached[0]:  # a long run that told its progress: and now it is done
                     progress(last)
                 levels[0].extend(entries)
+                unpin: list[bytes] = []
+                if compact and is_long(first, last) and any(len(lv) >= FANOUT for lv in levels):
+                    # A long run (a first push) is folded before its one revision, not in a second: its
+                    # full pages fold into nodes, which takes no read and a few small objects, where a
+                    # second revision costs another manifest and head, each written and fsynced, and two
+                    # more records in SQLite (50-70 ms of a first push on the loaded machine).
+                    written, one.writer.written = one.writer.written, Written()
+                    levels = await one.writer.compact(levels, self._records_of(sid))
+                    unpin = one.writer.unreferenced
+                    out["compaction_objects"] = one.writer.written.objects
+                    out["compaction_bytes"] = one.writer.written.bytes
+                    one.writer.written = written
                 out["revision"] = await self._commit_revision(one, state, levels, last, lamport)
                 out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes
+                await self._unpin(one, unpin)
                 state = await db.sync_state(sid)
             if force and out["revision"] == state["head_rev"]:  # a new manifest even without new operations
                 out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
                 state = await db.sync_state(sid)
             if compact and any(len(lv) >= FANOUT for lv in levels):
                 one.writer.written = Written()
-
-                async def load_records(first: int, upto: int) -> LogRun:
-                    return await db.log_run(sid, db.device_id, first - 1, upto)
-
-                levels = await one.writer.compact(levels, load_records)
+                levels = await one.writer.compact(levels, self._records_of(sid))
                 out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
                 await self._unpin(one, one.writer.unreferenced)
                 out["compaction_objects"] = one.writer.written.objects
@@ -202,6 +212,15 @@ class Pusher:
             ):
                 await self.members.ensure_member(sid)  # so that the other devices find this device's log
             return out
+
+    def _records_of(self, sid: str) -> Callable[[int, int], Awaitable[LogRun]]:
+        """This device's operations first..upto of `sid` (what compaction merges)."""
+        db = self.ctx.db
+
+        async def load_records(first: int, upto: int) -> LogRun:
+            return await db.log_run(sid, db.device_id, first - 1, upto)
+
+        return load_records
 
     async def _commit_revision(
         self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int, lamport: int | None
