@@ -29,6 +29,9 @@ from .sessions import session_row
 IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_KEEP = 1000
 PRUNE_EVERY = 64  # appended messages between two prunings of a session's keys
+# What a request's digest hashes (its chat and messages, keys sorted: the same request, the same digest),
+# with an encoder built once; the bytes are json.dumps(..., sort_keys=True, separators=(",", ":"))'s.
+_digest_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 # a message of a session whose import is under way is not there yet (see apply_remote)
 _VISIBLE = " AND NOT EXISTS (SELECT 1 FROM sessions WHERE id=messages.session_id AND importing)"
 
@@ -70,13 +73,7 @@ class Messages:
             raise Invalid("no messages to append")
         t = now()
         device = self.c.device_id
-        digest = (
-            None
-            if key is None
-            else hashlib.sha256(
-                json.dumps([chat, messages], sort_keys=True, separators=(",", ":")).encode()
-            ).hexdigest()
-        )
+        digest = None if key is None else hashlib.sha256(_digest_json([chat, messages]).encode()).hexdigest()
         async with self.c.transaction() as tx:
             # One read for the session, its log's last seq, the chat's budget and (with a key) an earlier
             # answer to the same key: every statement is a hop to the writer's thread.

@@ -76,3 +76,21 @@ async def test_a_cancelled_caller_does_not_cancel_the_commit_of_the_others(db):
     await second
     # the first's caller stopped waiting, but what it wrote was in the batch, committed with the second
     assert [m["content"] for m in await db.list_messages(sid)] == ["a", "b"]
+
+
+async def test_a_commit_due_while_a_transaction_is_open_waits_for_its_end(db, tmp_path):
+    """The batch's COMMIT runs at once when no one holds the writer, else it waits its turn: a transaction
+    whose block awaits past the scheduled commit is not committed half done, and is committed when it ends."""
+    sid = (await db.create_session({}))["id"]
+    other = sqlite3.connect(os.path.join(tmp_path, "db.sqlite"))
+    before = db.c.commits
+    async with db.c.transaction() as tx:
+        await tx.execute("UPDATE sessions SET name='one' WHERE id=?", (sid,))
+        for _ in range(3):  # the commit scheduled by this transaction's BEGIN comes due meanwhile
+            await asyncio.sleep(0)
+        assert db.c.commits == before
+        assert other.execute("SELECT name FROM sessions WHERE id=?", (sid,)).fetchone()[0] != "one"
+        await tx.execute("UPDATE sessions SET name='two' WHERE id=?", (sid,))
+    assert db.c.commits == before + 1
+    assert other.execute("SELECT name FROM sessions WHERE id=?", (sid,)).fetchone()[0] == "two"
+    other.close()
