@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 
 from sessiond.storage.database import Database
+from sessiond.storage.errors import ContextOverflow
 
 
 @pytest.fixture
@@ -94,3 +95,22 @@ async def test_a_commit_due_while_a_transaction_is_open_waits_for_its_end(db, tm
     assert db.c.commits == before + 1
     assert other.execute("SELECT name FROM sessions WHERE id=?", (sid,)).fetchone()[0] == "two"
     other.close()
+
+
+async def test_a_chat_budget_holds_when_only_the_chat_has_one(db):
+    """The append skips the context count when neither the session nor its chat has a budget; a chat with
+    a budget of its own in a session without one is still counted, compacted or refused."""
+    sid = (await db.create_session({}))["id"]
+    tight = await db.create_chat(sid, {"name": "tight", "policy": {"max_context_tokens": 50, "auto_compact": False}})
+    roomy = await db.create_chat(sid, {"name": "roomy", "policy": {"max_context_tokens": 100}})
+    for _ in range(3):  # the session's own chat: no budget at all
+        await db.append_messages(sid, [{"role": "user", "content": "x", "tokens": 30}])
+    await db.append_messages(sid, [{"role": "user", "content": "a", "tokens": 30}], tight["id"])
+    with pytest.raises(ContextOverflow):
+        await db.append_messages(sid, [{"role": "user", "content": "b", "tokens": 30}], tight["id"])
+    for i in range(4):  # past 80 of 100: compacted down to 40 first
+        await db.append_messages(sid, [{"role": "user", "content": f"r{i}", "tokens": 30}], roomy["id"])
+    ctx = await db.budgets.context(sid, roomy["id"])
+    assert ctx["compacted_messages"] > 0 and ctx["active_tokens"] <= 80
+    assert [m["content"] for m in await db.list_messages(sid, chat=tight["id"])] == ["a"]
+    assert len(await db.list_messages(sid)) == 3
