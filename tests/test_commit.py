@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from sessiond.storage.database import Database
-from sessiond.storage.errors import ContextOverflow
+from sessiond.storage.errors import ContextOverflow, NotFound
 
 
 @pytest.fixture
@@ -114,3 +114,36 @@ async def test_a_chat_budget_holds_when_only_the_chat_has_one(db):
     assert ctx["compacted_messages"] > 0 and ctx["active_tokens"] <= 80
     assert [m["content"] for m in await db.list_messages(sid, chat=tight["id"])] == ["a"]
     assert len(await db.list_messages(sid)) == 3
+
+
+async def test_a_failing_transaction_that_opened_the_batch_is_undone_whole_and_the_next_commits(db, tmp_path):
+    """The transaction that opens a batch has no SAVEPOINT (nothing else is in the batch while it holds the
+    writer): if its block raises, the SQLite transaction is rolled back whole, and those waiting for the
+    writer meanwhile start a new batch of their own and are committed."""
+    sid = (await db.create_session({}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "kept"}])
+
+    async def fails() -> None:
+        async with db.c.transaction() as tx:
+            await tx.execute("UPDATE sessions SET name='half done' WHERE id=?", (sid,))
+            await asyncio.sleep(0)  # the append below queues for the writer meanwhile
+            raise RuntimeError("the block failed")
+
+    first = asyncio.ensure_future(fails())
+    await asyncio.sleep(0)  # it has opened the batch and holds the writer
+    assert db.c._batch is not None
+    results = await asyncio.gather(
+        first, db.append_messages(sid, [{"role": "user", "content": "after"}]), return_exceptions=True
+    )
+    assert isinstance(results[0], RuntimeError) and not isinstance(results[1], BaseException)
+    assert not db.c._writer.in_transaction
+    other = sqlite3.connect(os.path.join(tmp_path, "db.sqlite"))
+    assert other.execute("SELECT name FROM sessions WHERE id=?", (sid,)).fetchone()[0] != "half done"
+    rows = other.execute("SELECT content FROM messages WHERE session_id=? ORDER BY seq", (sid,)).fetchall()
+    other.close()
+    assert [r[0] for r in rows] == ["kept", "after"]
+    # a refused append (bad input) opening its batch changes nothing and leaves the writer usable
+    with pytest.raises(NotFound):
+        await db.append_messages("no-such-session", [{"role": "user", "content": "x"}])
+    await db.append_messages(sid, [{"role": "user", "content": "last"}])
+    assert [m["content"] for m in await db.list_messages(sid)] == ["kept", "after", "last"]
