@@ -12,6 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _util import Daemon, pct
+from load import cpu_split
 
 from sessiond.client import Client
 
@@ -35,12 +36,14 @@ def run(config: str | None) -> dict:
         for _ in range(200):  # warm up
             c.append(sid, "user", "warm")
         lat = []
+        cpu0 = cpu_split(d.proc.pid)
         t0 = time.perf_counter()
         for i in range(SINGLE):
             t = time.perf_counter()
             c.append(sid, "user", f"single message {i} with a little text in it")
             lat.append((time.perf_counter() - t) * 1000)
         single_total = time.perf_counter() - t0
+        cpu1 = cpu_split(d.proc.pid)
         msgs = [
             {"role": "assistant", "content": f"batched message {i} " + "lorem ipsum " * 8, "tokens": 20}
             for i in range(BATCH)
@@ -55,6 +58,9 @@ def run(config: str | None) -> dict:
             "single_p50_ms": round(pct(lat, 50), 3),
             "single_p99_ms": round(pct(lat, 99), 3),
             "single_max_ms": round(max(lat), 3),
+            # the daemon's CPU (user + system, from /proc) per single append, one client: issue 17's row 1
+            "single_daemon_cpu_us": round((sum(cpu1) - sum(cpu0)) / SINGLE * 1e6),
+            "single_daemon_sys_cpu_us": round((cpu1[1] - cpu0[1]) / SINGLE * 1e6),
             "batch_size": BATCH,
             "batched_messages": BATCH * BATCHES,
             "batched_messages_per_second": round(BATCH * BATCHES / batch_total, 1),

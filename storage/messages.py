@@ -22,13 +22,17 @@ from .model import (
     now,
     parse_message_id,
 )
-from .search import insert_messages
+from .search import MESSAGE_COLUMNS, insert_messages
 from .sessions import session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_KEEP = 1000
 PRUNE_EVERY = 64  # appended messages between two prunings of a session's keys
+# What a request's digest hashes (its chat and messages, keys sorted: the same request, the same digest),
+# with an encoder built once; the bytes are json.dumps(..., sort_keys=True, separators=(",", ":"))'s.
+_digest_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+_INSERT_ONE = f"INSERT INTO messages({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 # a message of a session whose import is under way is not there yet (see apply_remote)
 _VISIBLE = " AND NOT EXISTS (SELECT 1 FROM sessions WHERE id=messages.session_id AND importing)"
 
@@ -70,13 +74,7 @@ class Messages:
             raise Invalid("no messages to append")
         t = now()
         device = self.c.device_id
-        digest = (
-            None
-            if key is None
-            else hashlib.sha256(
-                json.dumps([chat, messages], sort_keys=True, separators=(",", ":")).encode()
-            ).hexdigest()
-        )
+        digest = None if key is None else hashlib.sha256(_digest_json([chat, messages]).encode()).hexdigest()
         async with self.c.transaction() as tx:
             # One read for the session, its log's last seq, the chat's budget and (with a key) an earlier
             # answer to the same key: every statement is a hop to the writer's thread.
@@ -152,10 +150,14 @@ class Messages:
                     needed=new_tokens,
                 )
             seq = seq or 0
+            session_budget = "max_context_tokens" in policy
             for c in sorted(chats):  # context budgets, before anything is written
+                known = None
+                if c == chat_id and chat_row is not None:  # its budget came with the session row
+                    if not session_budget and chat_policy in (None, "{}"):
+                        continue  # neither the session nor the chat has one: nothing to count
+                    known = budget_of(chat_policy, compacted, policy)
                 chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
-                # the budget of the request's chat came with the session row
-                known = budget_of(chat_policy, compacted, policy) if c == chat_id and chat_row is not None else None
                 try:
                     cut = await context_check(tx, sid, c, policy, chat_tokens, known)
                 except ContextOverflow:
@@ -194,7 +196,10 @@ class Messages:
                         extra,
                     )
                 )
-            await insert_messages(tx, rows)
+            if n == 1:  # the common case: one statement, its text the same every time
+                await tx.execute(_INSERT_ONE, rows[0])
+            else:
+                await insert_messages(tx, rows)
             await tx.execute(
                 "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
                 " device_id) DO UPDATE SET last_seq=excluded.last_seq",

@@ -269,9 +269,13 @@ def parse_message_id(mid: str) -> tuple[str, int]:
     return dev, int(seq)
 
 
+# One encoder, built once: json.dumps with any non-default argument builds a new JSONEncoder per call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dumps(value: Any) -> str:
     """JSON as stored in the database: compact, UTF-8 kept as is."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _dumps(value)
 
 
 def charge(m: dict) -> int:

@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 
 from sessiond.storage.database import Database
+from sessiond.storage.errors import ContextOverflow, NotFound
 
 
 @pytest.fixture
@@ -76,3 +77,73 @@ async def test_a_cancelled_caller_does_not_cancel_the_commit_of_the_others(db):
     await second
     # the first's caller stopped waiting, but what it wrote was in the batch, committed with the second
     assert [m["content"] for m in await db.list_messages(sid)] == ["a", "b"]
+
+
+async def test_a_commit_due_while_a_transaction_is_open_waits_for_its_end(db, tmp_path):
+    """The batch's COMMIT runs at once when no one holds the writer, else it waits its turn: a transaction
+    whose block awaits past the scheduled commit is not committed half done, and is committed when it ends."""
+    sid = (await db.create_session({}))["id"]
+    other = sqlite3.connect(os.path.join(tmp_path, "db.sqlite"))
+    before = db.c.commits
+    async with db.c.transaction() as tx:
+        await tx.execute("UPDATE sessions SET name='one' WHERE id=?", (sid,))
+        for _ in range(3):  # the commit scheduled by this transaction's BEGIN comes due meanwhile
+            await asyncio.sleep(0)
+        assert db.c.commits == before
+        assert other.execute("SELECT name FROM sessions WHERE id=?", (sid,)).fetchone()[0] != "one"
+        await tx.execute("UPDATE sessions SET name='two' WHERE id=?", (sid,))
+    assert db.c.commits == before + 1
+    assert other.execute("SELECT name FROM sessions WHERE id=?", (sid,)).fetchone()[0] == "two"
+    other.close()
+
+
+async def test_a_chat_budget_holds_when_only_the_chat_has_one(db):
+    """The append skips the context count when neither the session nor its chat has a budget; a chat with
+    a budget of its own in a session without one is still counted, compacted or refused."""
+    sid = (await db.create_session({}))["id"]
+    tight = await db.create_chat(sid, {"name": "tight", "policy": {"max_context_tokens": 50, "auto_compact": False}})
+    roomy = await db.create_chat(sid, {"name": "roomy", "policy": {"max_context_tokens": 100}})
+    for _ in range(3):  # the session's own chat: no budget at all
+        await db.append_messages(sid, [{"role": "user", "content": "x", "tokens": 30}])
+    await db.append_messages(sid, [{"role": "user", "content": "a", "tokens": 30}], tight["id"])
+    with pytest.raises(ContextOverflow):
+        await db.append_messages(sid, [{"role": "user", "content": "b", "tokens": 30}], tight["id"])
+    for i in range(4):  # past 80 of 100: compacted down to 40 first
+        await db.append_messages(sid, [{"role": "user", "content": f"r{i}", "tokens": 30}], roomy["id"])
+    ctx = await db.budgets.context(sid, roomy["id"])
+    assert ctx["compacted_messages"] > 0 and ctx["active_tokens"] <= 80
+    assert [m["content"] for m in await db.list_messages(sid, chat=tight["id"])] == ["a"]
+    assert len(await db.list_messages(sid)) == 3
+
+
+async def test_a_failing_transaction_that_opened_the_batch_is_undone_whole_and_the_next_commits(db, tmp_path):
+    """The transaction that opens a batch has no SAVEPOINT (nothing else is in the batch while it holds the
+    writer): if its block raises, the SQLite transaction is rolled back whole, and those waiting for the
+    writer meanwhile start a new batch of their own and are committed."""
+    sid = (await db.create_session({}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "kept"}])
+
+    async def fails() -> None:
+        async with db.c.transaction() as tx:
+            await tx.execute("UPDATE sessions SET name='half done' WHERE id=?", (sid,))
+            await asyncio.sleep(0)  # the append below queues for the writer meanwhile
+            raise RuntimeError("the block failed")
+
+    first = asyncio.ensure_future(fails())
+    await asyncio.sleep(0)  # it has opened the batch and holds the writer
+    assert db.c._batch is not None
+    results = await asyncio.gather(
+        first, db.append_messages(sid, [{"role": "user", "content": "after"}]), return_exceptions=True
+    )
+    assert isinstance(results[0], RuntimeError) and not isinstance(results[1], BaseException)
+    assert not db.c._writer.in_transaction
+    other = sqlite3.connect(os.path.join(tmp_path, "db.sqlite"))
+    assert other.execute("SELECT name FROM sessions WHERE id=?", (sid,)).fetchone()[0] != "half done"
+    rows = other.execute("SELECT content FROM messages WHERE session_id=? ORDER BY seq", (sid,)).fetchall()
+    other.close()
+    assert [r[0] for r in rows] == ["kept", "after"]
+    # a refused append (bad input) opening its batch changes nothing and leaves the writer usable
+    with pytest.raises(NotFound):
+        await db.append_messages("no-such-session", [{"role": "user", "content": "x"}])
+    await db.append_messages(sid, [{"role": "user", "content": "last"}])
+    assert [m["content"] for m in await db.list_messages(sid)] == ["kept", "after", "last"]
