@@ -23,8 +23,8 @@ most of an append's CPU and most of its latency (bench/results/compare.json). Th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import concurrent.futures
+import contextlib
 import logging
 import os
 import sqlite3
