@@ -9,8 +9,8 @@ stated at the top of storage/database.py.
   (`Committed`);
 * the bulk thread: a stdlib connection in a one-thread executor, both owned here (made in open, shut in
   close), for long reads (a push's runs, a checkpoint's chain) that would otherwise hold up the loop;
-* the checkpointer: the WAL is copied back into the database file by a background thread on a
-  connection of its own (`PRAGMA wal_checkpoint(PASSIVE)`), never by a commit on the append path.
+* the checkpointer (storage/wal.py): the WAL is copied back into the database file by a background thread
+  on a connection of its own (`PRAGMA wal_checkpoint(PASSIVE)`), never by a commit on the append path.
 
 Why inline and not a thread per connection (aiosqlite, which sessiond used before): in WAL mode with
 synchronous=NORMAL a commit does not fsync, so every statement of an append is a few microseconds of
@@ -28,12 +28,12 @@ import contextlib
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .ids import new_device_id
 from .schema import migrate
+from .wal import CHECKPOINT_ROWS, WAL_RESET_FRAMES, WAL_RESET_WAIT_MS, Checkpointer
 
 Row = sqlite3.Row
 T = TypeVar("T")
@@ -46,24 +46,6 @@ log = logging.getLogger("sessiond.storage")
 MMAP_SIZE = 0x7FFF0000
 # Every read-only connection: the database's reader and a push's workers' own (RunReader).
 READER_PRAGMAS = ("PRAGMA query_only=1", f"PRAGMA mmap_size={MMAP_SIZE}", "PRAGMA busy_timeout=5000")
-# The background checkpoint runs once this many rows have changed since the last one (about 800 appends;
-# SQLite's own automatic checkpoint, which would run inside a commit, is off on the writer).
-CHECKPOINT_ROWS = 2000
-# WAL frames past which the WAL is reset (`Connections._reset_wal`). Under steady appends the background
-# PASSIVE checkpoint never ends with nothing new since it began, so the writer never starts the WAL over:
-# measured, 3.7 GB of WAL and a 6.5 MB wal-index mapped in the daemon (resident, ~7 bytes a frame) after
-# 10 minutes of 200 appends/s. 16,384 frames: 64 MB with 4 KiB pages, a 115 KB wal-index; the PASSIVE
-# checkpoints have copied nearly all of it by then, so the reset has little left to copy.
-WAL_RESET_FRAMES = 16384
-# How far ahead of the WAL's end its file is kept allocated, in frames (`Checkpointer._allocate`), up to
-# WAL_RESET_FRAMES. A commit that writes past the file's end makes ext4 reserve blocks and grow the file
-# inside the write(), and that waits (uninterruptible) while the checkpointer's fsyncs write back the same
-# file: the loop thread, sampled during 4,000 single appends, was 18-548 times in ext4's write path
-# (ext4_da_get_block_prep, ext4_block_write_begin, ...) with the WAL growing, 0-21 with it allocated ahead
-# (bench/results/profile-tail.md). 8,192 frames (32 MB) is more than is written between two checkpoints:
-# a single append's commit writes ~6.4 frames and changes ~4 rows, so CHECKPOINT_ROWS is ~3,200 frames.
-WAL_ALLOCATE_AHEAD = 8192
-WAL_RESET_WAIT_MS = 200  # how long a reset waits for readers (a push's long read) before trying later
 
 
 def open_reader(path: str) -> sqlite3.Connection:
@@ -193,73 +175,6 @@ class _Transacting:
             c._lock.release()
         await asyncio.shield(self._batch)  # a caller cancelled here leaves the others waiting on it alone
         c.emit(self._tx.events)
-
-
-class Checkpointer:
-    """Copies the WAL back into the database file on a thread and connection of its own, when enough has
-    been written since the last time (told by the writer after each commit), so no commit ever stalls on
-    a checkpoint's fsyncs. PASSIVE: it never waits for, nor blocks, a reader or the writer."""
-
-    def __init__(self, path: str, cap: Callable[[], int] = lambda: WAL_RESET_FRAMES):
-        self._path = path
-        self._cap = cap  # the most frames the WAL is allocated for (Connections.wal_reset_frames)
-        self.frames = 0  # the WAL's length at the last checkpoint, in frames
-        self.passes = 0  # checkpoints done (tests read it)
-        self.allocated = 0  # bytes of the WAL file allocated ahead so far
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="sessiond-db-checkpoint", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout=5000")
-            frame_bytes = 24 + conn.execute("PRAGMA page_size").fetchone()[0]
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                self._allocate(frame_bytes)
-                try:
-                    _, self.frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.passes += 1
-                except sqlite3.Error as e:  # busy or I/O: the next wake tries again; the WAL keeps the data
-                    log.warning("background WAL checkpoint failed: %s", e)
-                if self._stop:
-                    return
-        finally:
-            conn.close()
-
-    def _allocate(self, frame_bytes: int) -> None:
-        """Keep the WAL file allocated WAL_ALLOCATE_AHEAD frames past its end (at most the length the reset
-        keeps it within), here rather than by the writer's commits. posix_fallocate makes the blocks without
-        writing them; SQLite reads a WAL only as far as its frames' checksums hold, so the zeros past its
-        end are never taken for frames (as the old frames past its end after a reset are not)."""
-        target = 32 + min(self._cap(), self.frames + WAL_ALLOCATE_AHEAD) * frame_bytes
-        if target <= self.allocated or not hasattr(os, "posix_fallocate"):
-            return
-        try:
-            # (the WAL itself carries no POSIX lock of SQLite's, which closing another descriptor would drop:
-            # its locks are on the database and -shm files)
-            fd = os.open(self._path + "-wal", os.O_RDWR)  # never made here: SQLite makes it with the database
-        except FileNotFoundError:
-            return
-        try:
-            os.posix_fallocate(fd, 0, target)
-            self.allocated = target
-        except OSError as e:  # a file system without it, or full: the commits grow the WAL as before
-            log.debug("WAL allocation: %s", e)
-            self.allocated = max(self.allocated, target)  # (not tried again for this length)
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join()
 
 
 class Connections:

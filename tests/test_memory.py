@@ -158,7 +158,7 @@ async def test_commits_write_into_a_wal_allocated_ahead_of_them(tmp_path):
     keeps it within), so a commit on the loop writes into blocks already there and never grows the file:
     growing it made ext4 reserve blocks inside the write(), which waited while the checkpoint's fsyncs
     wrote the same file back (bench/results/profile-tail.md)."""
-    from sessiond.storage import connections
+    from sessiond.storage import wal
 
     path = str(tmp_path / "db.sqlite")
     c = await Connections.open(path)
@@ -168,7 +168,7 @@ async def test_commits_write_into_a_wal_allocated_ahead_of_them(tmp_path):
         await eventually(lambda: cp.allocated > 0, what="the WAL allocated")
         size = os.path.getsize(path + "-wal")
         frame = 24 + 4096
-        assert size == cp.allocated >= 32 + connections.WAL_ALLOCATE_AHEAD * frame
+        assert size == cp.allocated >= 32 + wal.WAL_ALLOCATE_AHEAD * frame
         for _ in range(4):  # ~3,000 frames
             async with c.transaction() as tx:
                 await tx.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(1000),)] * 300)
