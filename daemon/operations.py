@@ -1,31 +1,48 @@
 """What the socket API asks of the daemon beyond the database: the sync engine's calls with their
 errors in the API's shape (share, import, rekey, unshare, gc, verify, checkpoints), and the sessions'
-upkeep (the automatic checkpoints, `end`, clean-up and expiry). A mixin of `Daemon` (daemon/server.py),
-which owns the process and sets the attributes declared here before any request."""
+upkeep (the automatic checkpoints, `end`, clean-up and expiry). An object the `Daemon` (daemon/server.py)
+builds once its database and sync engine are open, given exactly what it uses; the routes call it as
+`daemon.ops`. It owns its background tasks (the clean-up loop, the automatic checkpoints): `start()`
+begins the loop, `cancel()` cancels them all when the daemon stops."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 from ..storage.database import Database
 from ..storage.errors import Invalid, SessiondError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.share import ImportError_
-from .home import Config, HomeError, normalize_store_url
+from .home import HomeError, normalize_store_url
 
 log = logging.getLogger("sessiond")
 
 
 class Operations:
-    db: Database
-    syncer: Syncer
-    config: Config
-    _tasks: set[asyncio.Task]
-    _checkpoint_lock: asyncio.Lock
-    _estimator: Callable[[str], int]
+    def __init__(self, db: Database, syncer: Syncer, *, cleanup_interval: float, delete_expired: bool):
+        self.db = db
+        self.syncer = syncer
+        self.cleanup_interval = cleanup_interval  # seconds between expiry runs; 0: none
+        self.delete_expired = delete_expired  # an expired session is deleted, not only ended
+        self._tasks: set[asyncio.Task] = set()  # the clean-up loop, automatic checkpoints under way
+        self._checkpoint_lock = asyncio.Lock()  # one checkpoint at a time (automatic ones, `end`'s final one)
+
+    def start(self) -> None:
+        """The clean-up loop, if configured (the daemon calls this once it serves)."""
+        if self.cleanup_interval:
+            self._spawn(self._cleanup_loop())
+
+    def cancel(self) -> None:
+        """Cancel every background task (the daemon stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---------------------------------------------------------------- sync, sharing
     async def sync_status(self, sid: str) -> dict:
@@ -84,15 +101,10 @@ class Operations:
         return await self.syncer.verify(sid)
 
     # ---------------------------------------------------------------- session management (issue 5)
-    def estimate(self, text: str) -> int:
-        return self._estimator(text)
-
-    def _schedule_checkpoint(self, sid: str) -> None:
+    def schedule_checkpoint(self, sid: str) -> None:
         """Checkpoints every N tokens: made right after the append that passed the mark was answered,
         one at a time."""
-        task = asyncio.get_running_loop().create_task(self._auto_checkpoint(sid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._auto_checkpoint(sid))
 
     async def _auto_checkpoint(self, sid: str) -> None:
         async with self._checkpoint_lock:
@@ -144,7 +156,7 @@ class Operations:
 
     async def _cleanup_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.cleanup_interval)
+            await asyncio.sleep(self.cleanup_interval)
             try:
                 await self.expire_due()
             except asyncio.CancelledError:
@@ -157,7 +169,7 @@ class Operations:
         done = []
         for s in await self.db.expired(time.time()):
             try:
-                if self.config.delete_expired:
+                if self.delete_expired:
                     await self.delete_session(s["id"])
                 else:
                     await self.db.set_status(s["id"], "ended")

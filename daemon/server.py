@@ -43,7 +43,7 @@ def _shown(url: str | None) -> str:
     return " ".join(mirror_urls(url or ""))
 
 
-class Daemon(Operations):
+class Daemon:
     def __init__(self, home: Home, config: Config, store_url: str | None, *, change_store: bool = False):
         self.home = home
         self.config = config
@@ -54,22 +54,22 @@ class Daemon(Operations):
         self.events = Events()
         self.db: Database = None  # type: ignore[assignment]
         self.syncer: Syncer = None  # type: ignore[assignment]  # set by start(), before any request
+        self.ops: Operations = None  # type: ignore[assignment]  # the routes' calls beyond the database; by start()
         self._lock_fd: int | None = None
         self._handed = False  # the socket a service manager handed over (it keeps the socket file)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task] = set()
-        self._checkpoint_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()  # the daemon's own: the search indexer
         from ..storage import tokens
 
-        self._estimator = tokens.get(config.token_estimator)
+        self.estimate = tokens.get(config.token_estimator)  # text -> tokens, for the routes and the providers
         from .openai_compat import Compat
         from .providers import Providers
 
         self.providers = Providers(config.providers, config.default_provider)
         self.compat = Compat(self)
 
-    # ---------------------------------------------------------------- lifecycle (the API's calls: operations.py)
+    # ---------------------------------------------------------------- lifecycle (the API's other calls: self.ops)
     def _configure_network_stores(self) -> None:
         """What network stores (stores/) need from this device: a secret their portal account keys
         derive from (a key derived from the device seed under a name no session id can have), a
@@ -135,8 +135,13 @@ class Daemon(Operations):
             check_remote=remote_checks.remote_log,
         )
         await self.syncer.start()
-        if self.config.cleanup_interval:
-            self._tasks.add(asyncio.get_running_loop().create_task(self._cleanup_loop()))
+        self.ops = Operations(
+            self.db,
+            self.syncer,
+            cleanup_interval=self.config.cleanup_interval,
+            delete_expired=self.config.delete_expired,
+        )
+        self.ops.start()
         self._tasks.add(asyncio.get_running_loop().create_task(self.db.searcher.run_indexer()))
         app = make_app(self)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -178,8 +183,8 @@ class Daemon(Operations):
 
     def _on_change(self, event: dict) -> None:
         self.events.publish(event)
-        if event.get("checkpoint_due"):
-            self._schedule_checkpoint(event["session"])
+        if event.get("checkpoint_due") and self.ops is not None:
+            self.ops.schedule_checkpoint(event["session"])
         if self.syncer is not None and event.get("session"):
             self.syncer.notify(event["session"])
 
@@ -188,6 +193,8 @@ class Daemon(Operations):
         await self.events.shutdown()
         for task in list(self._tasks):
             task.cancel()
+        if self.ops is not None:
+            self.ops.cancel()
         await self.compat.stop()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -47,7 +47,7 @@ async def fork(request: web.Request) -> web.Response:
 
 
 async def make_checkpoint(request: web.Request) -> web.Response:
-    return ok(await daemon_of(request).checkpoint(session_id(request)), 201)
+    return ok(await daemon_of(request).ops.checkpoint(session_id(request)), 201)
 
 
 async def list_checkpoints(request: web.Request) -> web.Response:
@@ -56,7 +56,7 @@ async def list_checkpoints(request: web.Request) -> web.Response:
 
 async def verify_proof(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).verify_proof(session_id(request), b["proof"]))
+    return ok(await daemon_of(request).ops.verify_proof(session_id(request), b["proof"]))
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -66,4 +66,4 @@ async def stats(request: web.Request) -> web.Response:
 
 async def cleanup(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).cleanup(b["older_than"], dry_run=b.get("dry_run", False)))
+    return ok(await daemon_of(request).ops.cleanup(b["older_than"], dry_run=b.get("dry_run", False)))

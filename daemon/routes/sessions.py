@@ -29,7 +29,7 @@ async def get_session(request: web.Request) -> web.Response:
     d = daemon_of(request)
     sid = session_id(request)
     session = await d.db.get_session(sid, counts=True)
-    session["sync"] = await d.sync_status(sid)
+    session["sync"] = await d.ops.sync_status(sid)
     return ok(session)
 
 
@@ -42,7 +42,7 @@ async def patch_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    await daemon_of(request).delete_session(session_id(request))
+    await daemon_of(request).ops.delete_session(session_id(request))
     return ok({"deleted": session_id(request)})
 
 
@@ -55,4 +55,4 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def end(request: web.Request) -> web.Response:
-    return ok(await daemon_of(request).end(session_id(request)))
+    return ok(await daemon_of(request).ops.end(session_id(request)))

@@ -9,7 +9,7 @@ from .common import body, daemon_of, ok, query, session_id
 async def share(request: web.Request) -> web.Response:
     b = await body(request)
     return ok(
-        await daemon_of(request).share(
+        await daemon_of(request).ops.share(
             session_id(request),
             write=b.get("write", False),
             passphrase=b.get("passphrase"),
@@ -21,35 +21,35 @@ async def share(request: web.Request) -> web.Response:
 
 async def import_code(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).import_code(b["code"], b.get("passphrase"), b.get("store")), 201)
+    return ok(await daemon_of(request).ops.import_code(b["code"], b.get("passphrase"), b.get("store")), 201)
 
 
 async def rekey(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).rekey(session_id(request), b.get("drop") or []))
+    return ok(await daemon_of(request).ops.rekey(session_id(request), b.get("drop") or []))
 
 
 async def sync_now(request: web.Request) -> web.Response:
     b = await body(request)
     return ok(
-        await daemon_of(request).sync_now(b.get("session"), wait=b.get("wait", False), timeout=b.get("timeout", 60))
+        await daemon_of(request).ops.sync_now(b.get("session"), wait=b.get("wait", False), timeout=b.get("timeout", 60))
     )
 
 
 async def verify(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).verify(b.get("session")))
+    return ok(await daemon_of(request).ops.verify(b.get("session")))
 
 
 async def shares(request: web.Request) -> web.Response:
-    return ok(await daemon_of(request).issued_shares(query(request).get("session")))
+    return ok(await daemon_of(request).ops.issued_shares(query(request).get("session")))
 
 
 async def unshare(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).unshare(session_id(request), b.get("device")))
+    return ok(await daemon_of(request).ops.unshare(session_id(request), b.get("device")))
 
 
 async def gc(request: web.Request) -> web.Response:
     b = await body(request)
-    return ok(await daemon_of(request).gc(grace=b.get("grace", DEFAULT_GRACE), dry_run=b.get("dry_run", False)))
+    return ok(await daemon_of(request).ops.gc(grace=b.get("grace", DEFAULT_GRACE), dry_run=b.get("dry_run", False)))
