@@ -122,6 +122,11 @@ class Store(ABC):
     async def close(self) -> None:
         return None
 
+    def write_stats(self) -> dict[str, int]:
+        """What GET /v1/status shows of this store's writes: a folder store the objects and heads its
+        batched writer wrote (`writes`) and in how many batches (`write_batches`); others nothing."""
+        return {}
+
     def put_in_background(self, data: bytes, h: bytes | None = None) -> concurrent.futures.Future | None:
         """Start storing `data` on the store's own threads and return the write's future (its result:
         the hash), from any thread; `h` as in put_many. A store whose writes are local file work offers

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fcntl
 import os
 import threading
 import time
 from collections.abc import Sequence
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, StaleHead, Store, StoreError, check_object
+from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest
+from .filebatch import BatchWriter
 from .registry import RegistryEntry, RegistryError
 
 # Several files written and fsynced at once: the disk sorts the flushes out better than one after
@@ -22,6 +22,10 @@ WRITER_THREADS = 8
 # shortly before the last listing, or this long after the last listing (a safety net)
 RACY_NS = 2_000_000_000
 RELIST_EVERY = 5.0
+# put_many hands at most this many objects (and bytes) to the batched writer (stores/filebatch.py); a
+# larger batch (a first push, a compaction) goes to the WRITER_THREADS, which write side by side
+BATCH_OBJECTS = 8
+BATCH_BYTES = 1 << 20
 
 
 class FileStore(Store):
@@ -41,6 +45,8 @@ class FileStore(Store):
         self._writers: concurrent.futures.ThreadPoolExecutor | None = None  # started on the first write
         self._writers_lock = threading.Lock()
         self._listing: tuple[tuple, float, dict[bytes, object]] | None = None  # heads folder stat, when, heads
+        # the event loop's writes (a push's page, manifest and head; many pushes' at once): one thread
+        self.batch = BatchWriter(self._objects, self._heads, self._obj_path, self._head_path, self._get_head_sync)
 
     def _obj_path(self, h: bytes) -> str:
         hx = h.hex()
@@ -61,6 +67,7 @@ class FileStore(Store):
             writers, self._writers = self._writers, None
         if writers is not None:
             await asyncio.to_thread(writers.shutdown, True)
+        await asyncio.to_thread(self.batch.close)
 
     def _put_sync(self, data: bytes, h: bytes | None = None) -> bytes:
         if len(data) > MAX_OBJECT_SIZE:
@@ -89,18 +96,24 @@ class FileStore(Store):
             raise StoreError(f"cannot read object {h.hex()}: {exc.strerror}") from None
         return check_object(h, data)
 
+    def write_stats(self) -> dict[str, int]:
+        return {"writes": self.batch.writes, "write_batches": self.batch.batches}
+
     async def put(self, data: bytes) -> bytes:
-        return await asyncio.to_thread(self._put_sync, data)
+        return await self.batch.put(data)
 
     async def put_many(
         self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
     ) -> list[bytes]:
-        """Store.put_many on the writer threads (see WRITER_THREADS), all at once; `hashes` trusted,
-        not recomputed; `timeout` bounds the batch."""
+        """Store.put_many: a few small objects (a push's page) through the batched writer, with the other
+        writes of this turn of the loop; more on the writer threads (see WRITER_THREADS), all at once.
+        `hashes` trusted, not recomputed; `timeout` bounds the batch."""
         hashes = hashes or [None] * len(items)
-        if len(items) == 1:  # the common case (a page is one object): no gather
-            one = asyncio.to_thread(self._put_sync, items[0], hashes[0])
-            return [await (one if timeout is None else asyncio.wait_for(one, timeout))]
+        if len(items) <= BATCH_OBJECTS and sum(len(d) for d in items) <= BATCH_BYTES:
+            futs = [self.batch.put(d, h) for d, h in zip(items, hashes)]
+            small = futs[0] if len(futs) == 1 else asyncio.gather(*futs)  # one object (a page): no gather
+            done = await (small if timeout is None else asyncio.wait_for(small, timeout))
+            return [done] if len(futs) == 1 else list(done)
         batch = asyncio.gather(*(asyncio.wrap_future(self.put_in_background(d, h)) for d, h in zip(items, hashes)))
         return list(await (batch if timeout is None else asyncio.wait_for(batch, timeout)))
 
@@ -148,24 +161,6 @@ class FileStore(Store):
             raise RegistryError("the head stored under this key is signed by another key")
         return entry
 
-    def _set_head_sync(self, entry: RegistryEntry) -> None:
-        entry.verify()
-        lock_path = os.path.join(self._heads, ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = self._get_head_sync(entry.pk)
-            except RegistryError:
-                current = None  # a damaged head may be replaced by a valid one
-            if current is not None and entry.revision <= current.revision:
-                if current == entry:
-                    return
-                raise StaleHead(f"the store holds revision {current.revision}; revision {entry.revision} is not newer")
-            atomic_write(self._head_path(entry.pk), entry.to_bytes(), 0o600)
-        finally:
-            os.close(fd)
-
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
         return await asyncio.to_thread(self._get_head_sync, pk)
 
@@ -204,4 +199,4 @@ class FileStore(Store):
             return None
 
     async def set_head(self, entry: RegistryEntry) -> None:
-        await asyncio.to_thread(self._set_head_sync, entry)
+        await self.batch.set_head(entry)

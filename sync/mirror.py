@@ -141,7 +141,10 @@ class MirrorStore(Store):
         for s in self.stores:
             h = self.health[s.url]
             h.pending = counts.get(s.url, 0)
-            out.append({"url": s.url, "reachable": h.reachable, "pending": h.pending, "last_error": h.last_error})
+            out.append(
+                {"url": s.url, "reachable": h.reachable, "pending": h.pending, "last_error": h.last_error}
+                | s.write_stats()
+            )
         return out
 
     # ------------------------------------------------------------------ writes
