@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest
-from .filebatch import BatchWriter
+from .filebatch import BatchWriter, gathered
 from .registry import RegistryEntry, RegistryError
 
 # Several files written and fsynced at once: the disk sorts the flushes out better than one after
@@ -109,13 +109,29 @@ class FileStore(Store):
         writes of this turn of the loop; more on the writer threads (see WRITER_THREADS), all at once.
         `hashes` trusted, not recomputed; `timeout` bounds the batch."""
         hashes = hashes or [None] * len(items)
-        if len(items) <= BATCH_OBJECTS and sum(len(d) for d in items) <= BATCH_BYTES:
-            futs = [self.batch.put(d, h) for d, h in zip(items, hashes)]
-            small = futs[0] if len(futs) == 1 else asyncio.gather(*futs)  # one object (a page): no gather
-            done = await (small if timeout is None else asyncio.wait_for(small, timeout))
-            return [done] if len(futs) == 1 else list(done)
+        if self._batched(items):
+            return await gathered([self.batch.put(d, h) for d, h in zip(items, hashes)], timeout)
         batch = asyncio.gather(*(asyncio.wrap_future(self.put_in_background(d, h)) for d, h in zip(items, hashes)))
         return list(await (batch if timeout is None else asyncio.wait_for(batch, timeout)))
+
+    async def put_then_set_head(
+        self,
+        items: list[bytes],
+        hashes: Sequence[bytes | None] | None,
+        entry: RegistryEntry,
+        *,
+        timeout: float | None = None,
+    ) -> list[bytes]:
+        """Store.put_then_set_head in one batch of the writer: the head written once the objects are
+        durable (a push's manifest and head: one hop to the writer, not two). `timeout` bounds the batch."""
+        if not self._batched(items):
+            return await super().put_then_set_head(items, hashes, entry, timeout=timeout)
+        futs = self.batch.put_then_set_head(list(zip(items, hashes or [None] * len(items))), entry)
+        return (await gathered(futs, timeout))[:-1]
+
+    @staticmethod
+    def _batched(items: list[bytes]) -> bool:
+        return len(items) <= BATCH_OBJECTS and sum(len(d) for d in items) <= BATCH_BYTES
 
     async def get(self, h: bytes) -> bytes:
         return await asyncio.to_thread(self._get_sync, h)

@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..storage import fsutil
 from .base import MAX_OBJECT_SIZE, StaleHead, StoreError
@@ -50,11 +50,7 @@ class _Op:
     result: object = None
     error: BaseException | None = None
     ok: bool = False  # written (or found written) and durable
-
-
-@dataclass
-class _Batch:
-    ops: list[_Op] = field(default_factory=list)
+    after: list[_Op] | None = None  # a head: the objects of the same batch it is written after
 
 
 class BatchWriter:
@@ -84,28 +80,33 @@ class BatchWriter:
     # ---------------------------------------------------------------- the event loop's side
     def put(self, data: bytes, h: bytes | None = None) -> asyncio.Future:
         """The future of storing one object (its hash)."""
-        return self._add(data=data, h=h)
+        return self._add([_Op(asyncio.get_running_loop(), _future(), data=data, h=h)])[0]
 
     def set_head(self, entry: RegistryEntry) -> asyncio.Future:
         """The future of publishing one head (None, or StaleHead)."""
-        return self._add(entry=entry)
+        return self._add([_Op(asyncio.get_running_loop(), _future(), entry=entry)])[0]
 
-    def _add(self, **what: object) -> asyncio.Future:
+    def put_then_set_head(self, items: list[tuple[bytes, bytes | None]], entry: RegistryEntry) -> list[asyncio.Future]:
+        """Store objects (data, hash or None) and then publish a head that may name them, in one batch:
+        the head is written once they are durable, and not at all if one of them failed (its error is
+        the head's). The futures of the objects, then the head's."""
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        op = _Op(loop, fut, **what)  # type: ignore[arg-type]
+        objects = [_Op(loop, _future(), data=d, h=h) for d, h in items]
+        return self._add([*objects, _Op(loop, _future(), entry=entry, after=objects)])
+
+    def _add(self, ops: list[_Op]) -> list[asyncio.Future]:
         with self._cond:
             if self._closing:
                 raise StoreError("the folder store is closed")
-            self._pending.append(op)
+            self._pending.extend(ops)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="sessiond-store-batch", daemon=True)
                 self._thread.start()
             kick = not self._kicked
             self._kicked = True
         if kick:  # after the rest of this turn: what it writes joins the same batch
-            loop.call_soon(self._wake)
-        return fut
+            ops[0].loop.call_soon(self._wake)
+        return [op.fut for op in ops]
 
     def _wake(self) -> None:
         with self._cond:
@@ -213,6 +214,10 @@ class BatchWriter:
             for op in ops:
                 entry = op.entry
                 assert entry is not None
+                failed = next((o for o in op.after or () if not o.ok), None)
+                if failed is not None:  # an object it may name is not stored: not this head either
+                    op.error = failed.error or StoreError("an object of this head was not stored")
+                    continue
                 try:
                     entry.verify()
                     try:
@@ -266,6 +271,21 @@ def _write_file(path: str, data: bytes, *, uncached: bool = False) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
+
+
+async def gathered(futs: list[asyncio.Future], timeout: float | None) -> list:
+    """The results of futures of one batch, in order; the first error among them raised (every one
+    retrieved); `timeout` bounds the wait (the writes go on regardless: each is atomic)."""
+    both = asyncio.gather(*futs, return_exceptions=True)
+    out = await (both if timeout is None else asyncio.wait_for(both, timeout))
+    for r in out:
+        if isinstance(r, BaseException):
+            raise r
+    return out
+
+
+def _future() -> asyncio.Future:
+    return asyncio.get_running_loop().create_future()
 
 
 def _settle(ops: list[_Op]) -> None:

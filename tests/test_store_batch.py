@@ -16,7 +16,7 @@ from nacl.signing import SigningKey
 
 from conftest import eventually, wait_for
 from sessiond.storage import fsutil
-from sessiond.stores import FileStore, StaleHead, filebatch
+from sessiond.stores import FileStore, StaleHead, StoreError, filebatch
 from sessiond.stores.cid import digest
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync.heads import head_data, manifest_hash_of
@@ -112,11 +112,34 @@ async def test_heads_in_a_batch_are_checked_one_by_one(tmp_path):
     await store.close()
 
 
+async def test_a_head_after_objects_in_one_batch_and_none_if_an_object_failed(tmp_path, monkeypatch):
+    store = FileStore(str(tmp_path / "store"))
+    batches = store.batch.batches
+    manifest = b"manifest one"
+    hashes = await store.put_then_set_head([manifest], [digest(manifest)], _head(1, digest(manifest)))
+    assert hashes == [digest(manifest)]
+    assert store.batch.batches == batches + 1  # the manifest and its head: one job
+    assert manifest_hash_of(await store.get_head(PK)) == digest(manifest)
+    real = filebatch._write_file
+
+    def full(path, data, **kw):
+        if path.startswith(store._objects):
+            raise OSError(28, "No space left on device")
+        real(path, data, **kw)
+
+    monkeypatch.setattr(filebatch, "_write_file", full)
+    with pytest.raises(StoreError, match="No space"):
+        await store.put_then_set_head([b"manifest two"], None, _head(2, digest(b"manifest two")))
+    assert (await store.get_head(PK)).revision == 1  # the head naming the lost object was not written
+    await store.close()
+
+
 WRITER = textwrap.dedent(
     """
     import asyncio, os, sys
     from nacl.signing import SigningKey
     from sessiond.stores import FileStore
+    from sessiond.stores.cid import digest
     from sessiond.stores.registry import RegistryEntry
     from sessiond.sync.heads import head_data
 
@@ -126,8 +149,9 @@ WRITER = textwrap.dedent(
         while True:
             rev += 1
             page = await store.put(os.urandom(2000))
-            manifest = await store.put(page + os.urandom(200))
-            await store.set_head(RegistryEntry.create(key, rev, head_data(manifest)))
+            manifest = page + os.urandom(200)
+            entry = RegistryEntry.create(key, rev, head_data(digest(manifest)))
+            await store.put_then_set_head([manifest], None, entry)
 
     async def main():
         store = FileStore(sys.argv[1])
