@@ -36,6 +36,7 @@ from .registry import RegistryEntry, RegistryError
 # Objects at least this large are dropped from the page cache once on disk (see FileStore._put_sync); a
 # push's page or manifest of a few KB is not worth the extra call
 UNCACHED_FROM = 256 * 1024
+CLOSE_WAIT = 30.0  # seconds close() waits for the writes under way
 
 
 @dataclass
@@ -119,7 +120,7 @@ class BatchWriter:
             thread, self._thread = self._thread, None
             self._cond.notify()
         if thread is not None:
-            thread.join()
+            thread.join(CLOSE_WAIT)  # a folder that hangs (a network share) must not hang the daemon's stop
         with self._cond:
             self._closing = False
             self._kicked = False

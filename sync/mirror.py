@@ -137,7 +137,7 @@ class MirrorStore(Store):
 
     async def status(self) -> list[dict]:
         counts = await self.outbox.counts()
-        out = []
+        out: list[dict] = []
         for s in self.stores:
             h = self.health[s.url]
             h.pending = counts.get(s.url, 0)
