@@ -37,6 +37,7 @@ from .registry import RegistryEntry, RegistryError
 # push's page or manifest of a few KB is not worth the extra call
 UNCACHED_FROM = 256 * 1024
 CLOSE_WAIT = 30.0  # seconds close() waits for the writes under way
+IDLE_LOOK = 1.0  # seconds between an idle writer's looks at what is pending
 
 
 @dataclass
@@ -131,7 +132,8 @@ class BatchWriter:
             with self._cond:
                 while not self._pending and not self._closing:
                     self._kicked = False  # idle: the next write wakes it
-                    self._cond.wait()
+                    # (and a look each second: a wake-up scheduled on a loop that then stopped never comes)
+                    self._cond.wait(IDLE_LOOK)
                 if not self._pending:
                     return
                 ops, self._pending = self._pending, []

@@ -134,6 +134,17 @@ async def test_a_head_after_objects_in_one_batch_and_none_if_an_object_failed(tm
     await store.close()
 
 
+def test_a_write_whose_loop_closed_is_written_and_the_writer_goes_on(tmp_path):
+    store = FileStore(str(tmp_path / "store"))
+
+    async def leave() -> None:
+        store.batch.put(b"left behind")  # never awaited: its loop closes before it is answered
+
+    asyncio.run(leave())
+    wait_for(lambda: os.path.exists(store._obj_path(digest(b"left behind"))), timeout=5)
+    assert asyncio.run(store.put(b"next")) == digest(b"next")  # another loop, the same writer
+
+
 WRITER = textwrap.dedent(
     """
     import asyncio, os, sys
