@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from ..storage import fsutil
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest
@@ -79,6 +80,7 @@ class FileStore(Store):
         folder = os.path.dirname(path)
         if not os.path.isdir(folder):
             os.makedirs(folder, mode=0o700, exist_ok=True)
+            fsutil.fsync_dir(self._objects)  # the new folder's entry, before an object in it counts as stored
         # Off the page cache once on disk: the objects are for other devices and backups, and this
         # daemon reads them back only to verify. A first push of a 200 MB session would otherwise push
         # as much of the database out of the cache, and take fresh memory for every page it writes

@@ -66,6 +66,16 @@ async def test_a_new_object_folder_is_made_durable_in_objects(tmp_path, trace):
     await store.close()
 
 
+def test_a_new_object_folder_is_made_durable_by_the_writer_threads_too(tmp_path, trace):
+    """The same for the writer threads of a long push (FileStore.put_in_background)."""
+    store = FileStore(str(tmp_path / "store"))
+    h = store.put_in_background(b"a page of a long push").result(timeout=10)
+    synced = [p for kind, p in trace if kind == "fsync_dir"]
+    assert store._objects in synced
+    assert synced.index(store._objects) < synced.index(os.path.dirname(store._obj_path(h)))
+    asyncio.run(store.close())
+
+
 async def test_one_turn_of_writes_is_one_batch_objects_durable_before_heads(tmp_path, trace):
     store = FileStore(str(tmp_path / "store"))
     first = await store.put(b"first")
