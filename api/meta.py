@@ -14,6 +14,8 @@ class StoreStatus(TypedDict):
     reachable: bool | None  # answered last time it was used (None: not used yet, or one store: not tracked)
     pending: int  # objects and heads waiting in its outbox (a mirror's store that was down)
     last_error: str | None
+    writes: NotRequired[int]  # a folder store: objects and heads written since the daemon started
+    write_batches: NotRequired[int]  # ... in this many batches (each: one thread job, one fsync per folder)
 
 
 @with_config(ANSWER)

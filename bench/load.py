@@ -9,7 +9,8 @@ the bench's own GIL is the limit: `bench_cpu_seconds` says how much CPU the clie
 
 CPU: `cpu_ms_per_append` is daemon A's user+system CPU during the writes divided by the appends (its
 start-up is not counted; it includes each session's create and share and the pushes meanwhile);
-`pushes_per_second` is A's pushes started during the writes (GET /v1/status `pushes`).
+`pushes_per_second` is A's pushes started during the writes (GET /v1/status `pushes`);
+`a_store_writes_per_batch` the objects and heads A's folder store wrote per batch (status `stores`).
 
 The tail: `b_caught_up_seconds_after_writes` is how long after the last write daemon B held every message,
 with nothing pressed (no `sessiond sync`): B's count is read every 0.05 s. `tail` says where that time went:
@@ -222,7 +223,9 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
         write_s = time.perf_counter() - t0
         cpu1 = {"a": cpu_split(a.proc.pid), "b": cpu_split(b.proc.pid)}
         ca, cb = Client(a.home), Client(b.home)
-        pushes = ca.status().get("pushes", {}).get("started", 0) - pushes0
+        st = ca.status()
+        pushes = st.get("pushes", {}).get("started", 0) - pushes0
+        a_store = (st.get("stores") or [{}])[0]  # a folder store's batched writes (an older daemon: none)
         tail = Tail(a.home, b.home, sessions * messages)
         converge_s, tail_out = tail.run(ca, cb, timeout, last)
         ta, tb = ca.status()["counts"], cb.status()["counts"]
@@ -256,6 +259,9 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
                 "bench_cpu_seconds": round(bench_cpu, 2),
                 "pushes_per_second": round(pushes / write_s, 1),
                 "appends_per_push": round(sessions * messages / max(1, pushes), 1),
+                "a_store_writes_per_batch": round(
+                    a_store.get("writes", 0) / max(1, a_store.get("write_batches", 0)), 2
+                ),
             }
         )
     return out

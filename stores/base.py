@@ -119,8 +119,28 @@ class Store(ABC):
             raise
         return out
 
+    async def put_then_set_head(
+        self,
+        items: list[bytes],
+        hashes: Sequence[bytes | None] | None,
+        entry: RegistryEntry,
+        *,
+        timeout: float | None = None,
+    ) -> list[bytes]:
+        """Store objects, then publish a head that may name them: put_many, then set_head once every
+        object is stored (nothing of the head if one failed). Returns the objects' digests. A store that
+        does both in one go (a folder: one batch of its writer) overrides it. `timeout` bounds each step."""
+        out = await self.put_many(items, hashes, timeout=timeout)
+        await (self.set_head(entry) if timeout is None else asyncio.wait_for(self.set_head(entry), timeout))
+        return out
+
     async def close(self) -> None:
         return None
+
+    def write_stats(self) -> dict[str, int]:
+        """What GET /v1/status shows of this store's writes: a folder store the objects and heads its
+        batched writer wrote (`writes`) and in how many batches (`write_batches`); others nothing."""
+        return {}
 
     def put_in_background(self, data: bytes, h: bytes | None = None) -> concurrent.futures.Future | None:
         """Start storing `data` on the store's own threads and return the write's future (its result:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fcntl
 import os
 import threading
 import time
 from collections.abc import Sequence
 
+from ..storage import fsutil
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, StaleHead, Store, StoreError, check_object
+from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest
+from .filebatch import BatchWriter, gathered
 from .registry import RegistryEntry, RegistryError
 
 # Several files written and fsynced at once: the disk sorts the flushes out better than one after
@@ -22,6 +23,10 @@ WRITER_THREADS = 8
 # shortly before the last listing, or this long after the last listing (a safety net)
 RACY_NS = 2_000_000_000
 RELIST_EVERY = 5.0
+# put_many hands at most this many objects (and bytes) to the batched writer (stores/filebatch.py); a
+# larger batch (a first push, a compaction) goes to the WRITER_THREADS, which write side by side
+BATCH_OBJECTS = 8
+BATCH_BYTES = 1 << 20
 
 
 class FileStore(Store):
@@ -41,6 +46,8 @@ class FileStore(Store):
         self._writers: concurrent.futures.ThreadPoolExecutor | None = None  # started on the first write
         self._writers_lock = threading.Lock()
         self._listing: tuple[tuple, float, dict[bytes, object]] | None = None  # heads folder stat, when, heads
+        # the event loop's writes (a push's page, manifest and head; many pushes' at once): one thread
+        self.batch = BatchWriter(self._objects, self._heads, self._obj_path, self._head_path, self._get_head_sync)
 
     def _obj_path(self, h: bytes) -> str:
         hx = h.hex()
@@ -61,6 +68,7 @@ class FileStore(Store):
             writers, self._writers = self._writers, None
         if writers is not None:
             await asyncio.to_thread(writers.shutdown, True)
+        await asyncio.to_thread(self.batch.close)
 
     def _put_sync(self, data: bytes, h: bytes | None = None) -> bytes:
         if len(data) > MAX_OBJECT_SIZE:
@@ -72,6 +80,7 @@ class FileStore(Store):
         folder = os.path.dirname(path)
         if not os.path.isdir(folder):
             os.makedirs(folder, mode=0o700, exist_ok=True)
+            fsutil.fsync_dir(self._objects)  # the new folder's entry, before an object in it counts as stored
         # Off the page cache once on disk: the objects are for other devices and backups, and this
         # daemon reads them back only to verify. A first push of a 200 MB session would otherwise push
         # as much of the database out of the cache, and take fresh memory for every page it writes
@@ -89,20 +98,42 @@ class FileStore(Store):
             raise StoreError(f"cannot read object {h.hex()}: {exc.strerror}") from None
         return check_object(h, data)
 
+    def write_stats(self) -> dict[str, int]:
+        return {"writes": self.batch.writes, "write_batches": self.batch.batches}
+
     async def put(self, data: bytes) -> bytes:
-        return await asyncio.to_thread(self._put_sync, data)
+        return await self.batch.put(data)
 
     async def put_many(
         self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
     ) -> list[bytes]:
-        """Store.put_many on the writer threads (see WRITER_THREADS), all at once; `hashes` trusted,
-        not recomputed; `timeout` bounds the batch."""
+        """Store.put_many: a few small objects (a push's page) through the batched writer, with the other
+        writes of this turn of the loop; more on the writer threads (see WRITER_THREADS), all at once.
+        `hashes` trusted, not recomputed; `timeout` bounds the batch."""
         hashes = hashes or [None] * len(items)
-        if len(items) == 1:  # the common case (a page is one object): no gather
-            one = asyncio.to_thread(self._put_sync, items[0], hashes[0])
-            return [await (one if timeout is None else asyncio.wait_for(one, timeout))]
+        if self._batched(items):
+            return await gathered([self.batch.put(d, h) for d, h in zip(items, hashes)], timeout)
         batch = asyncio.gather(*(asyncio.wrap_future(self.put_in_background(d, h)) for d, h in zip(items, hashes)))
         return list(await (batch if timeout is None else asyncio.wait_for(batch, timeout)))
+
+    async def put_then_set_head(
+        self,
+        items: list[bytes],
+        hashes: Sequence[bytes | None] | None,
+        entry: RegistryEntry,
+        *,
+        timeout: float | None = None,
+    ) -> list[bytes]:
+        """Store.put_then_set_head in one batch of the writer: the head written once the objects are
+        durable (a push's manifest and head: one hop to the writer, not two). `timeout` bounds the batch."""
+        if not self._batched(items):
+            return await super().put_then_set_head(items, hashes, entry, timeout=timeout)
+        futs = self.batch.put_then_set_head(list(zip(items, hashes or [None] * len(items))), entry)
+        return (await gathered(futs, timeout))[:-1]
+
+    @staticmethod
+    def _batched(items: list[bytes]) -> bool:
+        return len(items) <= BATCH_OBJECTS and sum(len(d) for d in items) <= BATCH_BYTES
 
     async def get(self, h: bytes) -> bytes:
         return await asyncio.to_thread(self._get_sync, h)
@@ -148,24 +179,6 @@ class FileStore(Store):
             raise RegistryError("the head stored under this key is signed by another key")
         return entry
 
-    def _set_head_sync(self, entry: RegistryEntry) -> None:
-        entry.verify()
-        lock_path = os.path.join(self._heads, ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = self._get_head_sync(entry.pk)
-            except RegistryError:
-                current = None  # a damaged head may be replaced by a valid one
-            if current is not None and entry.revision <= current.revision:
-                if current == entry:
-                    return
-                raise StaleHead(f"the store holds revision {current.revision}; revision {entry.revision} is not newer")
-            atomic_write(self._head_path(entry.pk), entry.to_bytes(), 0o600)
-        finally:
-            os.close(fd)
-
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
         return await asyncio.to_thread(self._get_head_sync, pk)
 
@@ -204,4 +217,4 @@ class FileStore(Store):
             return None
 
     async def set_head(self, entry: RegistryEntry) -> None:
-        await asyncio.to_thread(self._set_head_sync, entry)
+        await self.batch.set_head(entry)

@@ -315,6 +315,9 @@ class PinningStore(Store):
     async def head_changes(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
         return await self.inner.head_changes(since)
 
+    def write_stats(self) -> dict[str, int]:
+        return self.inner.write_stats()
+
     async def close(self) -> None:
         if self._pending:
             self._save()  # waiting CIDs are asked for at the next start

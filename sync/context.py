@@ -77,7 +77,9 @@ class SyncContext:
         error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked."""
         if isinstance(self.store, MirrorStore):
             return await self.store.status()
-        return [{"url": self.store.url, "reachable": None, "pending": 0, "last_error": None}]
+        return [
+            {"url": self.store.url, "reachable": None, "pending": 0, "last_error": None, **self.store.write_stats()}
+        ]
 
     async def store_for(self, sid: str) -> Store:
         """The store session `sid` syncs through: the one it was imported from, else this daemon's."""

@@ -137,11 +137,14 @@ class MirrorStore(Store):
 
     async def status(self) -> list[dict]:
         counts = await self.outbox.counts()
-        out = []
+        out: list[dict] = []
         for s in self.stores:
             h = self.health[s.url]
             h.pending = counts.get(s.url, 0)
-            out.append({"url": s.url, "reachable": h.reachable, "pending": h.pending, "last_error": h.last_error})
+            out.append(
+                {"url": s.url, "reachable": h.reachable, "pending": h.pending, "last_error": h.last_error}
+                | s.write_stats()
+            )
         return out
 
     # ------------------------------------------------------------------ writes

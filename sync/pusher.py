@@ -272,10 +272,9 @@ class Pusher:
         sid, writer, head_key, head_pk = one.sid, one.writer, one.head_key, one.head_pk
         rev = made.rev
         ct, ref = writer.seal_manifest(made.plain, head_pk, rev)
-        await writer.put([ct])
         entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
-        try:
-            await asyncio.wait_for(one.store.set_head(entry), self.ctx.timeout)
+        try:  # the manifest, then the head naming it (a folder store: in one batch, the head after the fsyncs)
+            await one.store.put_then_set_head([ct], [ref.hash], entry, timeout=self.ctx.timeout)
         except StaleHead:
             self._published.pop(sid, None)
             current = await asyncio.wait_for(one.store.get_head(head_pk), self.ctx.timeout)
@@ -286,6 +285,8 @@ class Pusher:
                     f"the store holds a newer head (revision {current.revision if current else '?'}) "
                     f"for this device's log of {sid} that this device did not write"
                 ) from None
+        writer.written.objects += 1
+        writer.written.bytes += len(ct)
         await self.ctx.db.save_sync_state(
             sid,
             pushed_seq=made.seq,

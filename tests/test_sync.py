@@ -44,6 +44,9 @@ def test_sync_wait_and_status_json(daemon):
     c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(500)])
     res = cli_json(daemon.home, "sync", sid, "--wait")
     assert res["complete"] and res["sessions"][sid]["pending"] == 0
+    # the folder store's batched writes (a page, a manifest, a head at least), as status reports them
+    (store,) = cli_json(daemon.home, "status")["stores"]
+    assert store["writes"] >= 3 and 1 <= store["write_batches"] <= store["writes"]
 
 
 def test_verify_detects_damage_done_by_hand(daemon):

@@ -1,0 +1,301 @@
+"""The folder store's batched writes: what the event loop hands over, written together by one thread.
+
+A push writes a page, a manifest and a head, each awaited before the next; several pushes run at once.
+Written one call at a time, each object and each head cost a hop to a thread and back, and each its own
+fsync of its folder: under load most of a push's CPU is the kernel's, waking threads and handing the GIL
+between them (profile-load.md, "System CPU and batched store writes"). Here every write asked for in
+one turn of the event loop, and every one asked for while a batch is being written, goes in one job of
+one writer thread:
+
+1. each object: a temporary file, written and fsynced, renamed to its name;
+2. each folder that got an object: fsynced once (and `objects/` itself when a folder was new in it);
+3. only then the heads, under the heads folder's lock taken once: each checked against the one stored
+   (StaleHead), written to a temporary file, fsynced, renamed; then the heads folder fsynced once.
+
+The callers are answered once their part of the job is durable: a put after step 2, a head after step 3,
+through one call into the event loop per batch. So a head never names an object that is not durable:
+its writer awaited the object's put, which finished in this batch's step 2 or an earlier batch's; and a
+crash at any moment leaves each head old or new (a rename), every object whole or absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..storage import fsutil
+from .base import MAX_OBJECT_SIZE, StaleHead, StoreError
+from .cid import digest
+from .registry import RegistryEntry, RegistryError
+
+# Objects at least this large are dropped from the page cache once on disk (see FileStore._put_sync); a
+# push's page or manifest of a few KB is not worth the extra call
+UNCACHED_FROM = 256 * 1024
+CLOSE_WAIT = 30.0  # seconds close() waits for the writes under way
+IDLE_LOOK = 1.0  # seconds between an idle writer's looks at what is pending
+
+
+@dataclass
+class _Op:
+    """One write: an object (`data`, its hash `h` if known) or a head (`entry`), and who waits for it."""
+
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future
+    data: bytes | None = None
+    h: bytes | None = None
+    entry: RegistryEntry | None = None
+    result: object = None
+    error: BaseException | None = None
+    ok: bool = False  # written (or found written) and durable
+    after: list[_Op] | None = None  # a head: the objects of the same batch it is written after
+
+
+class BatchWriter:
+    """Writes of one folder store, gathered as described above. Paths come from the store:
+    `obj_path(h)`, `head_path(pk)`, `read_head(pk)` (the stored entry or None, RegistryError if damaged),
+    and the `objects` and `heads` folders."""
+
+    def __init__(
+        self,
+        objects: str,
+        heads: str,
+        obj_path: Callable[[bytes], str],
+        head_path: Callable[[bytes], str],
+        read_head: Callable[[bytes], RegistryEntry | None],
+    ):
+        self._objects, self._heads = objects, heads
+        self._obj_path, self._head_path, self._read_head = obj_path, head_path, read_head
+        self._cond = threading.Condition()
+        self._pending: list[_Op] = []
+        self._kicked = False  # a wake-up of the writer is scheduled on the loop, or the writer is busy
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._dirs: set[str] = set()  # object folders known to exist (and to be durable in objects/)
+        self.batches = 0  # jobs written (GET /v1/status: the store's write_batches)
+        self.writes = 0  # objects and heads written in them (the store's writes)
+
+    # ---------------------------------------------------------------- the event loop's side
+    def put(self, data: bytes, h: bytes | None = None) -> asyncio.Future:
+        """The future of storing one object (its hash)."""
+        return self._add([_Op(asyncio.get_running_loop(), _future(), data=data, h=h)])[0]
+
+    def set_head(self, entry: RegistryEntry) -> asyncio.Future:
+        """The future of publishing one head (None, or StaleHead)."""
+        return self._add([_Op(asyncio.get_running_loop(), _future(), entry=entry)])[0]
+
+    def put_then_set_head(self, items: list[tuple[bytes, bytes | None]], entry: RegistryEntry) -> list[asyncio.Future]:
+        """Store objects (data, hash or None) and then publish a head that may name them, in one batch:
+        the head is written once they are durable, and not at all if one of them failed (its error is
+        the head's). The futures of the objects, then the head's."""
+        loop = asyncio.get_running_loop()
+        objects = [_Op(loop, _future(), data=d, h=h) for d, h in items]
+        return self._add([*objects, _Op(loop, _future(), entry=entry, after=objects)])
+
+    def _add(self, ops: list[_Op]) -> list[asyncio.Future]:
+        with self._cond:
+            if self._closing:
+                raise StoreError("the folder store is closed")
+            self._pending.extend(ops)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sessiond-store-batch", daemon=True)
+                self._thread.start()
+            kick = not self._kicked
+            self._kicked = True
+        if kick:  # after the rest of this turn: what it writes joins the same batch
+            ops[0].loop.call_soon(self._wake)
+        return [op.fut for op in ops]
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Write what is pending, then stop the writer (blocking: from the loop, through a thread)."""
+        with self._cond:
+            self._closing = True
+            thread, self._thread = self._thread, None
+            self._cond.notify()
+        if thread is not None:
+            thread.join(CLOSE_WAIT)  # a folder that hangs (a network share) must not hang the daemon's stop
+        with self._cond:
+            self._closing = False
+            self._kicked = False
+
+    # ---------------------------------------------------------------- the writer thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._kicked = False  # idle: the next write wakes it
+                    # (and a look each second: a wake-up scheduled on a loop that then stopped never comes)
+                    self._cond.wait(IDLE_LOOK)
+                if not self._pending:
+                    return
+                ops, self._pending = self._pending, []
+                self._kicked = True  # busy: writes asked for meanwhile wait for the next batch, no wake-up
+            try:
+                self.write(ops)
+            except BaseException as exc:  # nothing may be left unanswered
+                for op in ops:
+                    if not op.ok and op.error is None:
+                        op.error = exc
+            self.batches += 1
+            self.writes += len(ops)
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
+            for op in ops:
+                by_loop.setdefault(op.loop, []).append(op)
+            for loop, mine in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, mine)
+                except RuntimeError:
+                    pass  # that loop is closed: nobody waits any more
+
+    def write(self, ops: list[_Op]) -> None:
+        """Write a batch (in this thread, blocking), filling in each op's result or error."""
+        objects = [op for op in ops if op.entry is None]
+        heads = [op for op in ops if op.entry is not None]
+        if objects:
+            self._write_objects(objects)
+        if heads:
+            self._write_heads(heads)
+
+    def _write_objects(self, ops: list[_Op]) -> None:
+        dirty: dict[str, list[_Op]] = {}  # folder -> the ops whose rename in it is not yet durable
+        new_dirs = False
+        for op in ops:
+            data = op.data
+            assert data is not None
+            if len(data) > MAX_OBJECT_SIZE:
+                op.error = StoreError(f"object of {len(data)} bytes exceeds the 1 MiB limit")
+                continue
+            h = op.h or digest(data)
+            path = self._obj_path(h)
+            folder = os.path.dirname(path)
+            try:
+                if folder not in self._dirs:
+                    if not os.path.isdir(folder):
+                        os.makedirs(folder, mode=0o700, exist_ok=True)
+                        new_dirs = True
+                    self._dirs.add(folder)
+                if not os.path.exists(path):
+                    _write_file(path, data, uncached=len(data) >= UNCACHED_FROM)
+                    dirty.setdefault(folder, []).append(op)
+                # else: stored before (by an earlier batch, durable then, or by a long push's writer
+                # threads, which answer only once durable)
+            except OSError as exc:
+                op.error = StoreError(f"cannot write object {h.hex()}: {exc.strerror}")
+                continue
+            op.result, op.ok = h, True
+        if new_dirs:
+            dirty.setdefault(self._objects, [])  # a new folder's entry in objects/ must be durable too
+        for folder, waiting in dirty.items():
+            try:
+                fsutil.fsync_dir(folder)
+            except OSError as exc:
+                failed = ops if folder == self._objects else waiting  # a new folder may be lost: all of it
+                if folder == self._objects:
+                    self._dirs.clear()
+                for op in failed:
+                    if op.ok:
+                        op.ok, op.error = False, StoreError(f"cannot make {folder} durable: {exc.strerror}")
+
+    def _write_heads(self, ops: list[_Op]) -> None:
+        try:
+            fd = os.open(os.path.join(self._heads, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            for op in ops:
+                op.error = StoreError(f"cannot lock the heads of {self._heads}: {exc.strerror}")
+            return
+        written: list[_Op] = []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for op in ops:
+                entry = op.entry
+                assert entry is not None
+                failed = next((o for o in op.after or () if not o.ok), None)
+                if failed is not None:  # an object it may name is not stored: not this head either
+                    op.error = failed.error or StoreError("an object of this head was not stored")
+                    continue
+                try:
+                    entry.verify()
+                    try:
+                        current = self._read_head(entry.pk)
+                    except RegistryError:
+                        current = None  # a damaged head may be replaced by a valid one
+                    if current is not None and entry.revision <= current.revision:
+                        if current != entry:
+                            op.error = StaleHead(
+                                f"the store holds revision {current.revision}; revision {entry.revision} is not newer"
+                            )
+                        else:
+                            op.ok = True  # published before (a retried push)
+                        continue
+                    _write_file(self._head_path(entry.pk), entry.to_bytes())
+                    op.ok = True
+                    written.append(op)
+                except RegistryError as exc:
+                    op.error = exc
+                except OSError as exc:
+                    op.error = StoreError(f"cannot write a head in {self._heads}: {exc.strerror}")
+            if written:
+                try:
+                    fsutil.fsync_dir(self._heads)
+                except OSError as exc:
+                    for op in written:
+                        op.ok, op.error = False, StoreError(f"cannot make {self._heads} durable: {exc.strerror}")
+        finally:
+            os.close(fd)
+
+
+def _write_file(path: str, data: bytes, *, uncached: bool = False) -> None:
+    """A temporary file in the same folder, written and fsynced, renamed to `path`; the folder is not
+    fsynced here (the batch does it once per folder)."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}-{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        if uncached and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+async def gathered(futs: list[asyncio.Future], timeout: float | None) -> list:
+    """The results of futures of one batch, in order; the first error among them raised (every one
+    retrieved); `timeout` bounds the wait (the writes go on regardless: each is atomic)."""
+    both = asyncio.gather(*futs, return_exceptions=True)
+    out = await (both if timeout is None else asyncio.wait_for(both, timeout))
+    for r in out:
+        if isinstance(r, BaseException):
+            raise r
+    return out
+
+
+def _future() -> asyncio.Future:
+    return asyncio.get_running_loop().create_future()
+
+
+def _settle(ops: list[_Op]) -> None:
+    for op in ops:
+        if op.fut.done():
+            continue  # cancelled (a timeout): the write happened all the same, and is harmless
+        if not op.ok:
+            op.fut.set_exception(op.error or StoreError("the write was not done"))
+        else:
+            op.fut.set_result(op.result)
