@@ -27,7 +27,14 @@ async def test_a_first_push_folds_its_levels_before_its_one_revision(tmp_path, m
         heads_set.append(entry.revision)
         await set_head(entry)
 
+    put_then_set_head = store.put_then_set_head
+
+    async def counted_with_objects(items, hashes, entry, **kw):  # a push's manifest and head in one batch
+        heads_set.append(entry.revision)
+        return await put_then_set_head(items, hashes, entry, **kw)
+
     monkeypatch.setattr(store, "set_head", counted)
+    monkeypatch.setattr(store, "put_then_set_head", counted_with_objects)
     try:
         sid = (await db.create_session({}))["id"]
         msgs = [{"role": ("user", "assistant")[i % 2], "content": f"{i} " + "some words " * 9} for i in range(3000)]
