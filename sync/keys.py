@@ -156,6 +156,16 @@ class KeyStore:
         except FileNotFoundError:
             pass
 
+    def set_keys(self, sid: str, key: bytes | None, write_secret: bytes | None) -> None:
+        """Write a session's key and write secret (either may be None: left as it is), each atomically,
+        both durable on return: one fsync of the folder makes both names durable (an import writes both)."""
+        if key is not None and len(key) != 32:
+            raise KeyError_("a session key is 32 bytes")
+        path = self._session_path(sid)
+        files = [(p, k) for p, k in ((path, key), (path[:-4] + ".write", write_secret)) if k is not None]
+        for i, (p, k) in enumerate(files):
+            atomic_write(p, k, 0o600, sync_dir=i == len(files) - 1)
+
     def set_session_key(self, sid: str, key: bytes) -> None:
         if len(key) != 32:
             raise KeyError_("a session key is 32 bytes")

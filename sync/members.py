@@ -38,6 +38,16 @@ def seal_small(plain: bytes, key: bytes) -> bytes:
     return encrypt(plain, key, pad=False)[0]
 
 
+def _parse(m: dict) -> tuple[list[dict], dict | None]:
+    """The members (head key, device id) and the rekey notice of a members object, decoded."""
+    members = []
+    for item in m.get("m", []):
+        if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
+            members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
+    notice = m.get("rekey")
+    return members, notice if isinstance(notice, dict) else None
+
+
 class Members:
     """Reads a session's members slot and adds writers to it."""
 
@@ -50,14 +60,24 @@ class Members:
         self._seen: LRU[str, tuple[bytes, int, bytes, bytes, list[dict], dict | None]] = LRU(MEMBERS_KEPT)
 
     async def read_members(
-        self, store: Store, sid: str, session_key: bytes, announce_pk: bytes, min_rev: int = 0, *, cached: bool = False
+        self,
+        store: Store,
+        sid: str,
+        session_key: bytes,
+        announce_pk: bytes,
+        min_rev: int = 0,
+        *,
+        cached: bool = False,
+        entry: RegistryEntry | None = None,
     ) -> tuple[int, list[dict], dict | None]:
         """(revision, members, rekey notice or None) of a session's members slot. `cached`: if the slot
-        holds the entry read last time, what its object said then (the follower; an audit reads it again)."""
+        holds the entry read last time, what its object said then (the follower; an audit reads it again).
+        `entry`: the slot's entry as the caller has just read it from `store` (not read again)."""
         timeout = self.ctx.timeout
         pk = b"\xed" + announce_pk
         try:
-            entry = await asyncio.wait_for(store.get_head(pk), timeout)
+            if entry is None:
+                entry = await asyncio.wait_for(store.get_head(pk), timeout)
         except RegistryError as exc:
             raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
         if entry is None:
@@ -86,12 +106,7 @@ class Members:
             raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
             raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
-        members = []
-        for item in m.get("m", []):
-            if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
-                members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
-        notice = m.get("rekey")
-        notice = notice if isinstance(notice, dict) else None
+        members, notice = _parse(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice)
         return entry.revision, members, notice
 
@@ -109,7 +124,9 @@ class Members:
         known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await ctx.db.peers(sid)]]
         for _attempt in range(5):
             try:
-                rev, members, _ = await self.read_members(store, sid, session_key, bytes(ak.verify_key))
+                # the slot's object is read again only if the slot changed since this process last read
+                # or wrote it (the same entry names the same object: see _seen)
+                rev, members, _ = await self.read_members(store, sid, session_key, bytes(ak.verify_key), cached=True)
             except ImportError_ as exc:
                 if exc.kind != "missing":
                     raise
@@ -119,9 +136,8 @@ class Members:
             if not missing:
                 return rev
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
-            plain = dagcbor.encode(
-                {"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid, "v": 1, "ty": T_MEMBERS}
-            )
+            obj = {"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid, "v": 1, "ty": T_MEMBERS}
+            plain = dagcbor.encode(obj)
             salt = os.urandom(SALT_LEN)
             ct = seal_small(plain, members_key(session_key, salt))
             h = await asyncio.wait_for(store.put(ct), ctx.timeout)
@@ -130,6 +146,10 @@ class Members:
                 await asyncio.wait_for(store.set_head(entry), ctx.timeout)
             except StaleHead:
                 continue  # another writer announced at the same time: read again and merge
+            # What the slot says now, as a read of it would find it: this device's own write does not make
+            # its follower (nor the next ensure_member) read the object back from the store.
+            written, notice = _parse(obj)
+            self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice)
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
             return rev + 1
         raise ImportError_("busy", "could not update the members list (it kept changing); will retry")

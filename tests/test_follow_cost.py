@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+from sessiond.storage import fsutil
 from sessiond.storage.database import Database
 from sessiond.stores.file import FileStore
 from sessiond.sync.engine import Syncer
@@ -63,6 +64,54 @@ async def test_a_pull_reads_the_members_object_only_when_the_slot_changed_and_ea
         assert len(gets) == 1  # the members object (nothing new in A's log)
         assert newcomer["head_pk"] in {bytes(p["head_pk"]) for p in await dbb.peers(sid)}
         assert len(await dbb.list_messages(sid)) == 4
+    finally:
+        await a.stop()
+        await b.stop()
+        await dba.close()
+        await dbb.close()
+
+
+async def test_an_import_reads_the_members_slot_once_and_no_device_reads_back_its_own_members_write(tmp, monkeypatch):
+    """Issue 17 (a share and an import, not their appends): the import's first look at the store and its
+    read of the members slot share one head read; the slot's object, read once, is not read again when the
+    importer adds itself; neither device's follower reads back the members object it wrote itself; and the
+    importer's two key files are made durable by one fsync of their folder."""
+    path = os.path.join(tmp, "store")
+    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
+    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
+    store_a, store_b = FileStore(path), FileStore(path)
+    a = Syncer(dba, store_a, os.path.join(tmp, "ka"), timeout=10)
+    b = Syncer(dbb, store_b, os.path.join(tmp, "kb"), timeout=10)
+    try:
+        await a.start()
+        sid = (await dba.create_session({"name": "shared"}))["id"]
+        await dba.append_messages(sid, [{"role": "user", "content": "first"}])
+        code = (await a.share(sid, write=True, passphrase=None, expires_in=None))["code"]
+        slot = b"\xed" + bytes((await dba.remote(sid))["announce_pk"])
+        a_gets = counting(store_a, "get")
+        shared_obj = (await store_a.get_head(slot)).data[1:33]
+        await a.follower.pull(sid)  # A's follower: the slot holds what A itself wrote
+        assert shared_obj not in a_gets, "A read back the members object it wrote"
+
+        gets, heads = counting(store_b, "get"), counting(store_b, "get_head")
+        synced: list[str] = []
+        real_fsync_dir = fsutil.fsync_dir
+        monkeypatch.setattr(fsutil, "fsync_dir", lambda p: (synced.append(p), real_fsync_dir(p))[1])
+        res = await b.import_code(code, None)
+        assert synced.count(b.keys.sessions_dir) == 1, synced
+        assert b.keys.session_key(sid) == a.keys.session_key(sid)
+        assert b.keys.write_secret(sid) == a.keys.write_secret(sid)
+        assert res["new"] == 2 and res["capability"] == "read-write"
+        assert heads.count(slot) == 2, heads  # the import's look and read (one), B adding itself (one)
+        assert gets.count(shared_obj) == 1, gets
+        written = (await store_b.get_head(slot)).data[1:33]
+        assert written != shared_obj  # B added itself: a new members object
+        gets.clear()
+        await b.follower.pull(sid)
+        assert written not in gets, "B read back the members object it wrote"
+        await a.follower.pull(sid)  # A reads B's members object (news to A), and follows B from now on
+        assert a_gets.count(written) == 1
+        assert len(await dba.peers(sid)) == 1
     finally:
         await a.stop()
         await b.stop()
