@@ -117,3 +117,41 @@ async def test_an_import_reads_the_members_slot_once_and_no_device_reads_back_it
         await b.stop()
         await dba.close()
         await dbb.close()
+
+
+async def test_a_pull_opens_no_key_file_and_a_deleted_key_is_gone_from_memory_too(tmp, monkeypatch):
+    """The key store keeps the session files it read or wrote (a pull read the key, the earlier keys and
+    the rekey record from disk each time); what it writes or deletes it changes in memory too."""
+    from sessiond.sync import keys as keys_mod
+
+    path = os.path.join(tmp, "store")
+    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
+    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
+    a = Syncer(dba, FileStore(path), os.path.join(tmp, "ka"), timeout=10)
+    b = Syncer(dbb, FileStore(path), os.path.join(tmp, "kb"), timeout=10)
+    try:
+        await a.start()
+        sid = (await dba.create_session({"name": "keys"}))["id"]
+        await dba.append_messages(sid, [{"role": "user", "content": "first"}])
+        await b.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+        await b.follower.pull(sid)
+        opened: list[str] = []
+        real = keys_mod._read_file
+        monkeypatch.setattr(keys_mod, "_read_file", lambda p: (opened.append(p), real(p))[1])
+        await dba.append_messages(sid, [{"role": "user", "content": "news"}])
+        await a.sync_now(sid, wait=True, timeout=10)
+        assert await b.follower.pull(sid) == 1
+        assert not [p for p in opened if p.startswith(b.keys.folder)], opened  # B had read them before
+
+        key = b.keys.session_key(sid)
+        assert key is not None and keys_mod.KeyStore(os.path.join(tmp, "kb")).session_key(sid) == key
+        b.keys.delete_session_key(sid)
+        assert b.keys.session_key(sid) is None and b.keys.write_secret(sid) is None
+        assert not [f for f in os.listdir(b.keys.sessions_dir) if f.startswith(sid)]
+        new = b.keys.session_key(sid, create=True)
+        assert new != key and keys_mod.KeyStore(os.path.join(tmp, "kb")).session_key(sid) == new
+    finally:
+        await a.stop()
+        await b.stop()
+        await dba.close()
+        await dbb.close()
