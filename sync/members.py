@@ -69,12 +69,20 @@ class Members:
         *,
         cached: bool = False,
         entry: RegistryEntry | None = None,
+        unchanged: bool = False,
     ) -> tuple[int, list[dict], dict | None]:
         """(revision, members, rekey notice or None) of a session's members slot. `cached`: if the slot
         holds the entry read last time, what its object said then (the follower; an audit reads it again).
-        `entry`: the slot's entry as the caller has just read it from `store` (not read again)."""
+        `entry`: the slot's entry as the caller has just read it from `store` (not read again).
+        `unchanged` (with `cached`): the store has just said that the slot did not change since this
+        process last looked (a follower's poll: Store.head_versions, head_changes), so what it said as
+        last read or written here is taken without reading even its head."""
         timeout = self.ctx.timeout
         pk = b"\xed" + announce_pk
+        if cached and unchanged:
+            seen = self._seen.get(sid)
+            if seen is not None and seen[0] == pk and seen[3] == session_key and seen[1] >= min_rev:
+                return seen[1], [dict(m) for m in seen[4]], seen[5]
         try:
             if entry is None:
                 entry = await asyncio.wait_for(store.get_head(pk), timeout)

@@ -155,3 +155,41 @@ async def test_a_pull_opens_no_key_file_and_a_deleted_key_is_gone_from_memory_to
         await b.stop()
         await dba.close()
         await dbb.close()
+
+
+async def test_a_polled_pull_does_not_read_a_members_slot_the_store_says_is_unchanged(tmp):
+    """A follower's poll knows which heads changed in the store (here: the folder's listing). A pull it
+    makes for a device's new head reads that head, not the members slot's head too, while the slot did
+    not change; once the slot changes, the poll reads it (and follows the new member)."""
+    path = os.path.join(tmp, "store")
+    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
+    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
+    a = Syncer(dba, FileStore(path), os.path.join(tmp, "ka"), timeout=10)
+    store_b = FileStore(path)
+    b = Syncer(dbb, store_b, os.path.join(tmp, "kb"), timeout=10)
+    try:
+        await a.start()
+        sid = (await dba.create_session({"name": "polled"}))["id"]
+        await dba.append_messages(sid, [{"role": "user", "content": "first"}])
+        await b.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+        slot = b"\xed" + bytes((await dbb.remote(sid))["announce_pk"])
+        await b.follower.poll()  # the first look: every shared session, in full
+        heads = counting(store_b, "get_head")
+
+        await dba.append_messages(sid, [{"role": "user", "content": "news"}])
+        await a.sync_now(sid, wait=True, timeout=10)
+        await b.follower.poll()
+        assert len(await dbb.list_messages(sid)) == 2
+        assert slot not in heads and heads == [a.keys.head_pk(sid)], heads
+
+        newcomer = {"head_pk": b"\xed" + bytes(range(32)), "device_id": "newcomer"}
+        await a.members.ensure_member(sid, extra=[newcomer])
+        heads.clear()
+        await b.follower.poll()
+        assert slot in heads
+        assert newcomer["head_pk"] in {bytes(p["head_pk"]) for p in await dbb.peers(sid)}
+    finally:
+        await a.stop()
+        await b.stop()
+        await dba.close()
+        await dbb.close()

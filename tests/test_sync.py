@@ -305,10 +305,10 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(tmp):
 
         finished: list[str] = []
 
-        async def counting_pull(sid):
+        async def counting_pull(sid, *changed):
             pulled.append(sid)
             try:
-                return await real_pull(sid)
+                return await real_pull(sid, *changed)
             finally:
                 finished.append(sid)
 
@@ -351,9 +351,9 @@ async def test_follower_retries_a_failed_pull_without_a_new_change(tmp):
         finished: list[str] = []
         real_pull = b.follower.pull
 
-        async def counting_pull(sid):
+        async def counting_pull(sid, *changed):
             try:
-                return await real_pull(sid)
+                return await real_pull(sid, *changed)
             finally:
                 finished.append(sid)
 
