@@ -173,7 +173,7 @@ class Importer:
             # A writer is a member from its import on, not from its first push: a rekey keeps exactly the
             # members, so a device that has not written yet would otherwise lose access.
             try:
-                await self.members.ensure_member(sid)
+                await self.members.ensure_member(sid, slot=(rev, members))  # the slot as read above
             except (ImportError_, StoreError, RegistryError, TimeoutError, OSError) as exc:
                 raise ImportError_(
                     "store",

@@ -118,9 +118,15 @@ class Members:
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice)
         return entry.revision, members, notice
 
-    async def ensure_member(self, sid: str, *, extra: Sequence[dict] = ()) -> int:
+    async def ensure_member(
+        self, sid: str, *, extra: Sequence[dict] = (), slot: tuple[int, list[dict]] | None = None
+    ) -> int:
         """Make sure this device (and every writer it knows of) is in the members list. Returns the
-        members revision. Needs the write secret."""
+        members revision. Needs the write secret. `slot`: the slot's revision and members as the caller
+        has just read them (an import), or (0, []) for a slot that cannot exist yet (its write secret was
+        made just now): the first attempt goes on from them without reading the slot; if the slot moved
+        on meanwhile, the store refuses the write (StaleHead: an equal or higher revision) and the next
+        attempt reads it."""
         ctx = self.ctx
         write_secret = ctx.keys.write_secret(sid)
         session_key = ctx.keys.session_key(sid)
@@ -130,11 +136,16 @@ class Members:
         store = await ctx.store_for(sid)
         me = {"head_pk": ctx.keys.head_pk(sid), "device_id": ctx.db.device_id}
         known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await ctx.db.peers(sid)]]
-        for _attempt in range(5):
+        for attempt in range(5):
             try:
-                # the slot's object is read again only if the slot changed since this process last read
-                # or wrote it (the same entry names the same object: see _seen)
-                rev, members, _ = await self.read_members(store, sid, session_key, bytes(ak.verify_key), cached=True)
+                if attempt == 0 and slot is not None:
+                    rev, members = slot[0], [dict(m) for m in slot[1]]
+                else:
+                    # the slot's object is read again only if the slot changed since this process last read
+                    # or wrote it (the same entry names the same object: see _seen)
+                    rev, members, _ = await self.read_members(
+                        store, sid, session_key, bytes(ak.verify_key), cached=True
+                    )
             except ImportError_ as exc:
                 if exc.kind != "missing":
                     raise
@@ -153,7 +164,12 @@ class Members:
             try:
                 await asyncio.wait_for(store.set_head(entry), ctx.timeout)
             except StaleHead:
-                continue  # another writer announced at the same time: read again and merge
+                # another writer changed the slot meanwhile: read it again and merge. The members object
+                # just put is referenced by no head: `sessiond gc` frees it after its grace period
+                url = getattr(store, "url", None)
+                if url is not None:
+                    await ctx.db.released.add(url, sid, [h])
+                continue
             # What the slot says now, as a read of it would find it: this device's own write does not make
             # its follower (nor the next ensure_member) read the object back from the store.
             written, notice = _parse(obj)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -72,10 +73,11 @@ async def test_a_pull_reads_the_members_object_only_when_the_slot_changed_and_ea
 
 
 async def test_an_import_reads_the_members_slot_once_and_no_device_reads_back_its_own_members_write(tmp, monkeypatch):
-    """Issue 17 (a share and an import, not their appends): the import's first look at the store and its
-    read of the members slot share one head read; the slot's object, read once, is not read again when the
-    importer adds itself; neither device's follower reads back the members object it wrote itself; and the
-    importer's two key files are made durable by one fsync of their folder."""
+    """Issue 17 (a share and an import, not their appends): a first share does not look for a members slot
+    that cannot exist yet; the import's first look at the store and its read of the members slot share one
+    head read, and the importer adds itself on what it read (the store refuses a stale revision); neither
+    device's follower reads back the members object it wrote itself; and the importer's two key files are
+    made durable by one fsync of their folder."""
     path = os.path.join(tmp, "store")
     dba = await Database.open(os.path.join(tmp, "a.sqlite"))
     dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
@@ -86,8 +88,10 @@ async def test_an_import_reads_the_members_slot_once_and_no_device_reads_back_it
         await a.start()
         sid = (await dba.create_session({"name": "shared"}))["id"]
         await dba.append_messages(sid, [{"role": "user", "content": "first"}])
+        a_heads = counting(store_a, "get_head")
         code = (await a.share(sid, write=True, passphrase=None, expires_in=None))["code"]
         slot = b"\xed" + bytes((await dba.remote(sid))["announce_pk"])
+        assert slot not in a_heads  # a slot signed by a key made in this share cannot exist: not looked for
         a_gets = counting(store_a, "get")
         shared_obj = (await store_a.get_head(slot)).data[1:33]
         await a.follower.pull(sid)  # A's follower: the slot holds what A itself wrote
@@ -102,7 +106,7 @@ async def test_an_import_reads_the_members_slot_once_and_no_device_reads_back_it
         assert b.keys.session_key(sid) == a.keys.session_key(sid)
         assert b.keys.write_secret(sid) == a.keys.write_secret(sid)
         assert res["new"] == 2 and res["capability"] == "read-write"
-        assert heads.count(slot) == 2, heads  # the import's look and read (one), B adding itself (one)
+        assert heads.count(slot) == 1, heads  # the import's look and read; B adds itself on what it read
         assert gets.count(shared_obj) == 1, gets
         written = (await store_b.get_head(slot)).data[1:33]
         assert written != shared_obj  # B added itself: a new members object
@@ -188,6 +192,44 @@ async def test_a_polled_pull_does_not_read_a_members_slot_the_store_says_is_unch
         await b.follower.poll()
         assert slot in heads
         assert newcomer["head_pk"] in {bytes(p["head_pk"]) for p in await dbb.peers(sid)}
+    finally:
+        await a.stop()
+        await b.stop()
+        await dba.close()
+        await dbb.close()
+
+
+async def test_an_importer_adding_itself_on_a_slot_that_moved_on_reads_it_and_keeps_every_member(tmp):
+    """The importer adds itself on the slot as its import read it; if another writer changed the slot
+    meanwhile, the store refuses the stale revision and the importer reads the slot again and merges:
+    nobody is dropped."""
+    path = os.path.join(tmp, "store")
+    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
+    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
+    a = Syncer(dba, FileStore(path), os.path.join(tmp, "ka"), timeout=10)
+    b = Syncer(dbb, FileStore(path), os.path.join(tmp, "kb"), timeout=10)
+    try:
+        await a.start()
+        sid = (await dba.create_session({"name": "raced"}))["id"]
+        await dba.append_messages(sid, [{"role": "user", "content": "first"}])
+        code = (await a.share(sid, write=True, passphrase=None, expires_in=None))["code"]
+        newcomer = {"head_pk": b"\xed" + bytes(range(32)), "device_id": "newcomer"}
+        real_apply = dbb.apply_remote
+
+        async def apply_after_a_change(*args, **kw):  # between B's read of the slot and its write
+            await a.members.ensure_member(sid, extra=[newcomer])
+            return await real_apply(*args, **kw)
+
+        dbb.apply_remote = apply_after_a_change
+        await b.import_code(code, None)
+        remote = await dbb.remote(sid)
+        rev, members, _ = await a.members.read_members(
+            a.ctx.store, sid, a.keys.session_key(sid), bytes(remote["announce_pk"])
+        )
+        assert rev == 3 and remote["members_rev"] == 3  # A's share, A's change, B's merge
+        # the members object B put for the refused revision is referenced by no head: gc's to free
+        assert len(await dbb.released.due(time.time() + 1)) == 1
+        assert {m["head_pk"] for m in members} == {a.keys.head_pk(sid), newcomer["head_pk"], b.keys.head_pk(sid)}
     finally:
         await a.stop()
         await b.stop()
