@@ -110,9 +110,9 @@ class Follower:
             due = await ctx.db.sessions_with_heads(sorted(changed))
             await self.pull_all(sorted(retry.union(due)), changed=changed, retry=retry)
 
-    async def pull(self, sid: str, changed: set[bytes] | None = None) -> int:
+    async def pull(self, sid: str, moved: set[bytes] | None = None) -> int:
         """Bring in what other devices wrote to `sid` since the last pull. Returns new operations.
-        `changed`: the heads the stores said changed since the last poll (the poll's pulls); the members
+        `moved`: the heads the stores said changed since the last poll (the poll's pulls); the members
         slot, if not among them, is taken as last read (Members.read_members `unchanged`)."""
         ctx = self.ctx
         db, keys = ctx.db, ctx.keys
@@ -136,7 +136,7 @@ class Follower:
                 announce_pk,
                 min_rev=remote["members_rev"],
                 cached=True,
-                unchanged=changed is not None and b"\xed" + announce_pk not in changed,
+                unchanged=moved is not None and b"\xed" + announce_pk not in moved,
             )
             if notice is not None:
                 async with ctx.rekey_lock(sid):
@@ -179,7 +179,7 @@ class Follower:
         return await db.apply_remote(sid, logs, peers=peers)
 
     async def pull_all(
-        self, sids: list[str] | None = None, *, changed: set[bytes] | None = None, retry: set[str] = frozenset()
+        self, sids: list[str] | None = None, *, changed: set[bytes] | None = None, retry: set[str] | None = None
     ) -> int:
         """Pull `sids` (default: every shared session), PULLS_AT_ONCE at a time. Returns how many new
         operations came in. `changed`: as in pull, except for the sessions in `retry` (whose last pull
@@ -194,7 +194,7 @@ class Follower:
                 if ctx.stopping:
                     break
                 try:
-                    hint = None if sid in retry else changed
+                    hint = None if retry and sid in retry else changed
                     new += await (self.pull(sid) if hint is None else self.pull(sid, hint)) or 0
                     ctx.pull_errors.pop(sid, None)
                 except asyncio.CancelledError:
