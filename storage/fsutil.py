@@ -16,12 +16,17 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o600, *, sync: bool = True, uncached: bool = False) -> None:
+def atomic_write(
+    path: str, data: bytes, mode: int = 0o600, *, sync: bool = True, uncached: bool = False, sync_dir: bool = True
+) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix.
 
     The file is created with `mode` from the start (never readable by others, even for an instant).
     `uncached`: once the file is on disk, drop it from the OS page cache (where the OS can), for
     files that this process will not read again soon. See FileStore.
+    `sync_dir=False` (with `sync`): the file is on disk but its new name is not yet durable, until the
+    caller fsyncs the folder, which makes every name written there so far durable at once (the last
+    of several writes into one folder does it).
     """
     folder = os.path.dirname(path) or "."
     tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}-{secrets.token_hex(6)}")
@@ -44,7 +49,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, *, sync: bool = True
         raise
     os.close(fd)
     os.replace(tmp, path)
-    if sync:
+    if sync and sync_dir:
         fsync_dir(folder)
 
 

@@ -107,10 +107,13 @@ class Follower:
             self._blind_wait = self.min_wait if new else min(self.interval, max(self.min_wait, 2 * self._blind_wait))
             self._blind_next = time.monotonic() + self._blind_wait
         elif changed or retry:
-            await self.pull_all(sorted(retry.union(await ctx.db.sessions_with_heads(sorted(changed)))))
+            due = await ctx.db.sessions_with_heads(sorted(changed))
+            await self.pull_all(sorted(retry.union(due)), changed=changed, retry=retry)
 
-    async def pull(self, sid: str) -> int:
-        """Bring in what other devices wrote to `sid` since the last pull. Returns new operations."""
+    async def pull(self, sid: str, moved: set[bytes] | None = None) -> int:
+        """Bring in what other devices wrote to `sid` since the last pull. Returns new operations.
+        `moved`: the heads the stores said changed since the last poll (the poll's pulls); the members
+        slot, if not among them, is taken as last read (Members.read_members `unchanged`)."""
         ctx = self.ctx
         db, keys = ctx.db, ctx.keys
         remote = await db.remote(sid)
@@ -124,16 +127,23 @@ class Follower:
             if remote is None or key is None:
                 return 0
         store = ctx.open_store(remote["store_url"])
+        announce_pk = bytes(remote["announce_pk"])
         try:
             rev, members, notice = await self.members.read_members(
-                store, sid, key, bytes(remote["announce_pk"]), min_rev=remote["members_rev"], cached=True
+                store,
+                sid,
+                key,
+                announce_pk,
+                min_rev=remote["members_rev"],
+                cached=True,
+                unchanged=moved is not None and b"\xed" + announce_pk not in moved,
             )
             if notice is not None:
                 async with ctx.rekey_lock(sid):
                     await self.rekeyer.take(sid, notice)
                 now = await db.remote(sid)
                 assert now is not None  # taking a notice switches the remote; it does not remove it
-                if bytes(now["announce_pk"]) != bytes(remote["announce_pk"]):
+                if bytes(now["announce_pk"]) != announce_pk:
                     return await self.pull(sid)  # now on the new key and members slot (switched here or meanwhile)
         except ImportError_ as exc:
             if exc.kind == "missing" and remote["members_rev"] == 0:
@@ -168,9 +178,12 @@ class Follower:
         )
         return await db.apply_remote(sid, logs, peers=peers)
 
-    async def pull_all(self, sids: list[str] | None = None) -> int:
+    async def pull_all(
+        self, sids: list[str] | None = None, *, changed: set[bytes] | None = None, retry: set[str] | None = None
+    ) -> int:
         """Pull `sids` (default: every shared session), PULLS_AT_ONCE at a time. Returns how many new
-        operations came in."""
+        operations came in. `changed`: as in pull, except for the sessions in `retry` (whose last pull
+        failed: read in full)."""
         ctx = self.ctx
         every = await ctx.db.shared_sessions() if sids is None else sids
         todo = iter(every)
@@ -181,7 +194,8 @@ class Follower:
                 if ctx.stopping:
                     break
                 try:
-                    new += await self.pull(sid) or 0
+                    hint = None if retry and sid in retry else changed
+                    new += await (self.pull(sid) if hint is None else self.pull(sid, hint)) or 0
                     ctx.pull_errors.pop(sid, None)
                 except asyncio.CancelledError:
                     raise

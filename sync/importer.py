@@ -16,7 +16,7 @@ from itertools import chain
 from operator import itemgetter
 
 from ..stores import Store, StoreError
-from ..stores.registry import RegistryError
+from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
@@ -47,7 +47,7 @@ class Importer:
         except ShareCodeError as exc:
             raise ImportError_(exc.kind, str(exc)) from None
         sid = code.session_id
-        store = await self._find_store(code, store_url)
+        store, slot = await self._find_store(code, store_url)
         try:
             existing = await db.get_session(sid)
         except Exception:
@@ -61,7 +61,9 @@ class Importer:
             return {"session": sid, "new": 0, "capability": "owner", "already": True}
         if existing is not None and keys.session_key(sid) not in (None, code.session_key):
             raise ImportError_("conflict", f"a different session with id {sid} already exists on this device")
-        rev, members, notice = await self.members.read_members(store, sid, code.session_key, code.announce_pk)
+        rev, members, notice = await self.members.read_members(
+            store, sid, code.session_key, code.announce_pk, entry=slot
+        )
         if notice is not None:
             raise ImportError_(
                 "revoked",
@@ -135,11 +137,15 @@ class Importer:
                 keys.delete_session_key(sid)
             created = []
             if keys.session_key(sid) is None:
-                keys.set_session_key(sid, code.session_key)
                 created.append("key")
             if code.write_secret is not None and keys.write_secret(sid) is None:
-                keys.set_write_secret(sid, code.write_secret)
                 created.append("write")
+            if created:  # both at once: one fsync of the keys folder
+                keys.set_keys(
+                    sid,
+                    code.session_key if "key" in created else None,
+                    code.write_secret if "write" in created else None,
+                )
             access = None
             if existing is None:
                 access = "write" if code.write_secret else "read"
@@ -167,7 +173,7 @@ class Importer:
             # A writer is a member from its import on, not from its first push: a rekey keeps exactly the
             # members, so a device that has not written yet would otherwise lose access.
             try:
-                await self.members.ensure_member(sid)
+                await self.members.ensure_member(sid, slot=(rev, members))  # the slot as read above
             except (ImportError_, StoreError, RegistryError, TimeoutError, OSError) as exc:
                 raise ImportError_(
                     "store",
@@ -190,23 +196,28 @@ class Importer:
             return False
         return True
 
-    async def _find_store(self, code: ShareCode, store_url: str | None) -> Store:
+    async def _find_store(self, code: ShareCode, store_url: str | None) -> tuple[Store, RegistryEntry | None]:
         """Where the code's session is (sync/locations.py): the store asked for, else this device's own,
-        else a hint; each only once the session's members slot is read from it."""
+        else a hint; each only once the session's members slot is read from it. With the slot's entry as
+        read there (None: the store did not say, or it failed its checks: read_members reads it again)."""
         ctx, sid = self.ctx, code.session_id
         if store_url:
             try:
                 asked = ctx.open_store(store_url, create=False)  # a code makes no folders
             except StoreError as exc:
                 raise ImportError_("bad_store", f"cannot open the store {store_url}: {exc}; check the URL") from None
-            if not await self._has_members(asked, code):
+            held, slot = await self._has_members(asked, code)
+            if not held:
                 raise ImportError_(
                     "missing", f"the store {store_url} does not hold session {sid} (or did not answer); check the URL"
                 )
-            return asked
+            return asked, slot
         places = code.places()
-        if not places or await self._has_members(ctx.store, code):
-            return ctx.store  # no location (the oldest codes): this device's own store, as always
+        if not places:
+            return ctx.store, None  # no location (the oldest codes): this device's own store, as always
+        held, slot = await self._has_members(ctx.store, code)
+        if held:
+            return ctx.store, slot
         for _network, hint in places:
             if not hint or hint == ctx.store.url:
                 continue
@@ -214,8 +225,9 @@ class Importer:
                 hinted = ctx.open_store(hint, create=False)
             except StoreError:
                 continue  # an unusable hint (a folder not here, a scheme not known)
-            if await self._has_members(hinted, code):
-                return hinted
+            held, slot = await self._has_members(hinted, code)
+            if held:
+                return hinted, slot
         networks = ", ".join(dict.fromkeys(n for n, _ in places))
         hints = ", ".join(h for _, h in places if h) or "none"
         raise ImportError_(
@@ -224,15 +236,17 @@ class Importer:
             f"hints ({hints}) hold it; import again with --store URL naming a store of that network that does",
         )
 
-    async def _has_members(self, store: Store, code: ShareCode) -> bool:
-        """Whether `store` holds the session's members slot. A slot that fails its checks (a forged or
-        damaged entry) counts: the import then reads it and says what is wrong, instead of looking on."""
+    async def _has_members(self, store: Store, code: ShareCode) -> tuple[bool, RegistryEntry | None]:
+        """Whether `store` holds the session's members slot, and its entry. A slot that fails its checks (a
+        forged or damaged entry) counts: the import then reads it and says what is wrong, instead of
+        looking on."""
         try:
-            return await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout) is not None
+            entry = await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout)
         except RegistryError:
-            return True
+            return True, None
         except (TimeoutError, StoreError, OSError):
-            return False
+            return False, None
+        return entry is not None, entry
 
     async def _adopt_device(self, sid: str, device: str | None) -> None:
         """The members list names this device's head key under another device id: this home holds a

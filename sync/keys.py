@@ -22,21 +22,37 @@ from .crypto import CTX_HEAD_SIGNING, derive
 
 _WORDS = Mnemonic("english")
 CACHE_SESSIONS = 1024
+# session files (a key, a write secret, earlier keys, a rekey record, or that there is none) kept in memory
+FILES_KEPT = 4 * CACHE_SESSIONS
 
 
 class KeyError_(Exception):
     """A key that is missing, malformed, or a backup phrase that does not check out."""
 
 
-def _read_key(path: str) -> bytes | None:
+def _read_file(path: str) -> bytes | None:
+    """The whole of a small file, or None if there is none (os.open/read: 3 system calls, not 7)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
-    if len(data) != 32:
+    try:
+        parts = []
+        while chunk := os.read(fd, 65536):
+            parts.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
+def _checked(path: str, data: bytes | None) -> bytes | None:
+    if data is not None and len(data) != 32:
         raise KeyError_(f"key file {path} is damaged ({len(data)} bytes, expected 32)")
     return data
+
+
+def _read_key(path: str) -> bytes | None:
+    return _checked(path, _read_file(path))
 
 
 class KeyStore:
@@ -54,6 +70,11 @@ class KeyStore:
         # Derived head keys of recently used sessions; idle sessions fall out (least recently used
         # first) and are derived again when needed. Nothing about a session is only in memory.
         self._head_keys: OrderedDict[str, SigningKey] = OrderedDict()
+        # The session key files of recently used sessions as last read or written here (None: no such
+        # file), so that a push, a pull or a share does not open them again: every session key file is
+        # written through this object while the daemon runs (the CLI changes only the device key, and
+        # only with the daemon stopped). A copy of what is on disk, written only after the file is.
+        self._files: OrderedDict[str, bytes | None] = OrderedDict()
 
     @property
     def device_public(self) -> bytes:
@@ -74,6 +95,38 @@ class KeyStore:
     def head_pk(self, sid: str) -> bytes:
         return b"\xed" + bytes(self.head_key(sid).verify_key)
 
+    # ------------------------------------------------------------------ the session files, cached
+    def _load(self, path: str) -> bytes | None:
+        files = self._files
+        if path in files:
+            files.move_to_end(path)
+            return files[path]
+        data = _read_file(path)
+        self._keep(path, data)
+        return data
+
+    def _keep(self, path: str, data: bytes | None) -> None:
+        self._files[path] = data
+        self._files.move_to_end(path)
+        while len(self._files) > FILES_KEPT:
+            self._files.popitem(last=False)
+
+    def _write(self, path: str, data: bytes, *, sync_dir: bool = True) -> None:
+        self._files.pop(path, None)  # a failed write leaves the file as it may be: read it again
+        atomic_write(path, data, 0o600, sync_dir=sync_dir)
+        self._keep(path, data)
+
+    def _unlink(self, path: str) -> None:
+        self._files.pop(path, None)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self._keep(path, None)
+
+    def _key_file(self, path: str) -> bytes | None:
+        return _checked(path, self._load(path))
+
     def _session_path(self, sid: str) -> str:
         if not ID_RE.match(sid):
             raise KeyError_(f"not a session id: {sid!r:.80}")
@@ -85,10 +138,10 @@ class KeyStore:
     def session_key(self, sid: str, *, create: bool = False) -> bytes | None: ...
     def session_key(self, sid: str, *, create: bool = False) -> bytes | None:
         path = self._session_path(sid)
-        key = _read_key(path)
+        key = self._key_file(path)
         if key is None and create:
             key = secrets.token_bytes(32)
-            atomic_write(path, key, 0o600)
+            self._write(path, key)
         return key
 
     @overload
@@ -99,14 +152,14 @@ class KeyStore:
         """The secret that lets a device add itself as a writer of `sid` (held by owners and by devices
         that imported a read-write code)."""
         path = self._session_path(sid)[:-4] + ".write"
-        key = _read_key(path)
+        key = self._key_file(path)
         if key is None and create:
             key = secrets.token_bytes(32)
-            atomic_write(path, key, 0o600)
+            self._write(path, key)
         return key
 
     def set_write_secret(self, sid: str, key: bytes) -> None:
-        atomic_write(self._session_path(sid)[:-4] + ".write", key, 0o600)
+        self._write(self._session_path(sid)[:-4] + ".write", key)
 
     def session_keys(self, sid: str) -> list[bytes]:
         """The current key first, then every earlier key of the session (kept to read what was written
@@ -114,11 +167,7 @@ class KeyStore:
         cur = self.session_key(sid)
         if cur is None:
             return []
-        try:
-            with open(self._session_path(sid)[:-4] + ".old", "rb") as f:
-                old = f.read()
-        except FileNotFoundError:
-            old = b""
+        old = self._load(self._session_path(sid)[:-4] + ".old") or b""
         return [cur] + [old[i : i + 32] for i in range(0, len(old) - len(old) % 32, 32)]
 
     def rotate(self, sid: str, new_key: bytes, new_write: bytes | None) -> None:
@@ -128,46 +177,43 @@ class KeyStore:
         keys = self.session_keys(sid)
         if not keys or keys[0] != new_key:
             kept = list(dict.fromkeys(k for k in keys if k != new_key))
-            atomic_write(base + ".old", b"".join(kept), 0o600)
-            atomic_write(base + ".key", new_key, 0o600)
+            self._write(base + ".old", b"".join(kept))
+            self._write(base + ".key", new_key)
         if new_write is not None:
-            atomic_write(base + ".write", new_write, 0o600)
+            self._write(base + ".write", new_write)
         else:
-            try:
-                os.unlink(base + ".write")
-            except FileNotFoundError:
-                pass
+            self._unlink(base + ".write")
 
     # A rekey under way: the new keys and what is left to do, written before anything of the rekey
     # reaches the store, so that a crash at any step is finished at the next start (sync/rekey.py).
     def set_rekey_pending(self, sid: str, record: bytes) -> None:
-        atomic_write(self._session_path(sid)[:-4] + ".rekey", record, 0o600)
+        self._write(self._session_path(sid)[:-4] + ".rekey", record)
 
     def rekey_pending(self, sid: str) -> bytes | None:
-        try:
-            with open(self._session_path(sid)[:-4] + ".rekey", "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+        return self._load(self._session_path(sid)[:-4] + ".rekey")
 
     def clear_rekey_pending(self, sid: str) -> None:
-        try:
-            os.unlink(self._session_path(sid)[:-4] + ".rekey")
-        except FileNotFoundError:
-            pass
+        self._unlink(self._session_path(sid)[:-4] + ".rekey")
+
+    def set_keys(self, sid: str, key: bytes | None, write_secret: bytes | None) -> None:
+        """Write a session's key and write secret (either may be None: left as it is), each atomically,
+        both durable on return: one fsync of the folder makes both names durable (an import writes both)."""
+        if key is not None and len(key) != 32:
+            raise KeyError_("a session key is 32 bytes")
+        path = self._session_path(sid)
+        files = [(p, k) for p, k in ((path, key), (path[:-4] + ".write", write_secret)) if k is not None]
+        for i, (p, k) in enumerate(files):
+            self._write(p, k, sync_dir=i == len(files) - 1)
 
     def set_session_key(self, sid: str, key: bytes) -> None:
         if len(key) != 32:
             raise KeyError_("a session key is 32 bytes")
-        atomic_write(self._session_path(sid), key, 0o600)
+        self._write(self._session_path(sid), key)
 
     def delete_session_key(self, sid: str) -> None:
         path = self._session_path(sid)
         for p in (path, path[:-4] + ".write", path[:-4] + ".old", path[:-4] + ".rekey"):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+            self._unlink(p)
 
     # ------------------------------------------------------------------ backup as words
     def export_mnemonic(self) -> str:

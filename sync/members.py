@@ -38,6 +38,16 @@ def seal_small(plain: bytes, key: bytes) -> bytes:
     return encrypt(plain, key, pad=False)[0]
 
 
+def _parse(m: dict) -> tuple[list[dict], dict | None]:
+    """The members (head key, device id) and the rekey notice of a members object, decoded."""
+    members = []
+    for item in m.get("m", []):
+        if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
+            members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
+    notice = m.get("rekey")
+    return members, notice if isinstance(notice, dict) else None
+
+
 class Members:
     """Reads a session's members slot and adds writers to it."""
 
@@ -50,14 +60,32 @@ class Members:
         self._seen: LRU[str, tuple[bytes, int, bytes, bytes, list[dict], dict | None]] = LRU(MEMBERS_KEPT)
 
     async def read_members(
-        self, store: Store, sid: str, session_key: bytes, announce_pk: bytes, min_rev: int = 0, *, cached: bool = False
+        self,
+        store: Store,
+        sid: str,
+        session_key: bytes,
+        announce_pk: bytes,
+        min_rev: int = 0,
+        *,
+        cached: bool = False,
+        entry: RegistryEntry | None = None,
+        unchanged: bool = False,
     ) -> tuple[int, list[dict], dict | None]:
         """(revision, members, rekey notice or None) of a session's members slot. `cached`: if the slot
-        holds the entry read last time, what its object said then (the follower; an audit reads it again)."""
+        holds the entry read last time, what its object said then (the follower; an audit reads it again).
+        `entry`: the slot's entry as the caller has just read it from `store` (not read again).
+        `unchanged` (with `cached`): the store has just said that the slot did not change since this
+        process last looked (a follower's poll: Store.head_versions, head_changes), so what it said as
+        last read or written here is taken without reading even its head."""
         timeout = self.ctx.timeout
         pk = b"\xed" + announce_pk
+        if cached and unchanged:
+            seen = self._seen.get(sid)
+            if seen is not None and seen[0] == pk and seen[3] == session_key and seen[1] >= min_rev:
+                return seen[1], [dict(m) for m in seen[4]], seen[5]
         try:
-            entry = await asyncio.wait_for(store.get_head(pk), timeout)
+            if entry is None:
+                entry = await asyncio.wait_for(store.get_head(pk), timeout)
         except RegistryError as exc:
             raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
         if entry is None:
@@ -86,18 +114,19 @@ class Members:
             raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
             raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
-        members = []
-        for item in m.get("m", []):
-            if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
-                members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
-        notice = m.get("rekey")
-        notice = notice if isinstance(notice, dict) else None
+        members, notice = _parse(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice)
         return entry.revision, members, notice
 
-    async def ensure_member(self, sid: str, *, extra: Sequence[dict] = ()) -> int:
+    async def ensure_member(
+        self, sid: str, *, extra: Sequence[dict] = (), slot: tuple[int, list[dict]] | None = None
+    ) -> int:
         """Make sure this device (and every writer it knows of) is in the members list. Returns the
-        members revision. Needs the write secret."""
+        members revision. Needs the write secret. `slot`: the slot's revision and members as the caller
+        has just read them (an import), or (0, []) for a slot that cannot exist yet (its write secret was
+        made just now): the first attempt goes on from them without reading the slot; if the slot moved
+        on meanwhile, the store refuses the write (StaleHead: an equal or higher revision) and the next
+        attempt reads it."""
         ctx = self.ctx
         write_secret = ctx.keys.write_secret(sid)
         session_key = ctx.keys.session_key(sid)
@@ -107,9 +136,16 @@ class Members:
         store = await ctx.store_for(sid)
         me = {"head_pk": ctx.keys.head_pk(sid), "device_id": ctx.db.device_id}
         known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await ctx.db.peers(sid)]]
-        for _attempt in range(5):
+        for attempt in range(5):
             try:
-                rev, members, _ = await self.read_members(store, sid, session_key, bytes(ak.verify_key))
+                if attempt == 0 and slot is not None:
+                    rev, members = slot[0], [dict(m) for m in slot[1]]
+                else:
+                    # the slot's object is read again only if the slot changed since this process last read
+                    # or wrote it (the same entry names the same object: see _seen)
+                    rev, members, _ = await self.read_members(
+                        store, sid, session_key, bytes(ak.verify_key), cached=True
+                    )
             except ImportError_ as exc:
                 if exc.kind != "missing":
                     raise
@@ -119,9 +155,8 @@ class Members:
             if not missing:
                 return rev
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
-            plain = dagcbor.encode(
-                {"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid, "v": 1, "ty": T_MEMBERS}
-            )
+            obj = {"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid, "v": 1, "ty": T_MEMBERS}
+            plain = dagcbor.encode(obj)
             salt = os.urandom(SALT_LEN)
             ct = seal_small(plain, members_key(session_key, salt))
             h = await asyncio.wait_for(store.put(ct), ctx.timeout)
@@ -129,7 +164,16 @@ class Members:
             try:
                 await asyncio.wait_for(store.set_head(entry), ctx.timeout)
             except StaleHead:
-                continue  # another writer announced at the same time: read again and merge
+                # another writer changed the slot meanwhile: read it again and merge. The members object
+                # just put is referenced by no head: `sessiond gc` frees it after its grace period
+                url = getattr(store, "url", None)
+                if url is not None:
+                    await ctx.db.released.add(url, sid, [h])
+                continue
+            # What the slot says now, as a read of it would find it: this device's own write does not make
+            # its follower (nor the next ensure_member) read the object back from the store.
+            written, notice = _parse(obj)
+            self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice)
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
             return rev + 1
         raise ImportError_("busy", "could not update the members list (it kept changing); will retry")

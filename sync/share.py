@@ -65,7 +65,10 @@ class Sharer:
             err = res["sessions"].get(sid, {}).get("last_error") or "the store did not take the snapshot in time"
             raise ImportError_("store", f"cannot share {sid} before it is pushed: {err}")
         remote = await ctx.db.remote(sid)
+        new_slot = False
         if remote is None:  # first share of a session this device owns
+            # a write secret made now: its members slot (signed by a key derived from it) cannot exist yet
+            new_slot = ctx.keys.write_secret(sid) is None
             ws = ctx.keys.write_secret(sid, create=True)
             await ctx.db.add_remote(sid, None, bytes(announce_key(ws).verify_key))
             remote = await ctx.db.remote(sid)
@@ -75,7 +78,10 @@ class Sharer:
             # under the push lock: a push that comes now (pushes start at once) announces this device
             # too, and two announcements at once would leave the losing members object behind
             async with ctx.lock(sid):
-                await self.members.ensure_member(sid)
+                # a push may have announced this device before the lock came (Pusher.push): then it reads
+                # the slot (as it wrote it: cached), lest a second members object be left in the store
+                new_slot = new_slot and not (await ctx.db.remote(sid) or {}).get("announced")
+                await self.members.ensure_member(sid, slot=(0, []) if new_slot else None)
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None
         places = await locations_of(store)  # networks plus hints, not this device's store URLs as such

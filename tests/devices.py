@@ -76,10 +76,10 @@ def watch_pulls(syncer: Syncer) -> tuple[list[str], list[str]]:
     finished: list[str] = []
     real_pull = syncer.follower.pull
 
-    async def pull(sid):
+    async def pull(sid, *changed):
         started.append(sid)
         try:
-            return await real_pull(sid)
+            return await real_pull(sid, *changed)
         finally:
             finished.append(sid)
 
