@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -253,27 +252,9 @@ class BatchWriter:
 
 
 def _write_file(path: str, data: bytes, *, uncached: bool = False) -> None:
-    """A temporary file in the same folder, written and fsynced, renamed to `path`; the folder is not
-    fsynced here (the batch does it once per folder)."""
-    folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}-{secrets.token_hex(6)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        if uncached and hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except BaseException:
-        os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
+    """One file written atomically and fsynced; its folder not fsynced here (the batch does it once per
+    folder, after all its files)."""
+    fsutil.atomic_write(path, data, uncached=uncached, sync_dir=False)
 
 
 async def gathered(futs: list[asyncio.Future], timeout: float | None) -> list:
