@@ -182,7 +182,12 @@ class BatchWriter:
                         new_dirs = True
                     self._dirs.add(folder)
                 if not os.path.exists(path):
-                    _write_file(path, data, uncached=len(data) >= UNCACHED_FROM)
+                    try:
+                        _write_file(path, data, uncached=len(data) >= UNCACHED_FROM)
+                    except FileNotFoundError:  # the folder went since it was seen (the store was emptied): again
+                        os.makedirs(folder, mode=0o700, exist_ok=True)
+                        new_dirs = True
+                        _write_file(path, data, uncached=len(data) >= UNCACHED_FROM)
                     dirty.setdefault(folder, []).append(op)
                 # else: stored before (by an earlier batch, durable then, or by a long push's writer
                 # threads, which answer only once durable)

@@ -215,3 +215,16 @@ def test_a_crash_mid_batch_leaves_every_head_naming_whole_objects(tmp_path):
 
 def _names(heads: str) -> list[str]:
     return [n for n in os.listdir(heads) if not n.startswith(".")]
+
+
+async def test_an_object_folder_removed_since_it_was_written_is_made_again(tmp_path):
+    """The writer remembers the object folders it has seen; a store whose objects/ was emptied under it (a
+    lost store, which `sessiond sync` repairs by pushing everything again) had every write into a folder
+    it remembered fail with "No such file or directory", for as long as the daemon ran."""
+    store = FileStore(str(tmp_path / "store"))
+    h = await store.put(b"an object")
+    folder = os.path.dirname(store._obj_path(h))
+    os.remove(store._obj_path(h))
+    os.rmdir(folder)
+    assert await store.put(b"an object") == h  # the same object again, into the folder that went
+    assert await store.get(h) == b"an object"
