@@ -140,8 +140,8 @@ class Importer:
                 created.append("key")
             if code.write_secret is not None and keys.write_secret(sid) is None:
                 created.append("write")
-            if created:  # both at once: one fsync of the keys folder
-                keys.set_keys(
+            if created:  # both at once: one fsync of the keys folder, in a thread (the loop goes on meanwhile)
+                await keys.store_keys(
                     sid,
                     code.session_key if "key" in created else None,
                     code.write_secret if "write" in created else None,

@@ -4,10 +4,16 @@
   derived from it and the session id, so one backup (the mnemonic) restores them all.
 * sessions/<session id>.key: the session's random 32-byte key. Deleting it makes every copy of the
   session's snapshots in any store unreadable (crypto-shredding).
+
+The daemon makes a session's key files with `make_session_key`, `make_write_secret` and `store_keys`:
+each file is written and fsynced in a worker thread, so that the event loop does not wait out the
+fsyncs (two per file: 5-30 ms of a stalled loop per new session on a busy disk, every request waiting).
+A key being made is made once, whoever else asks for it meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections import OrderedDict
@@ -75,6 +81,9 @@ class KeyStore:
         # written through this object while the daemon runs (the CLI changes only the device key, and
         # only with the daemon stopped). A copy of what is on disk, written only after the file is.
         self._files: OrderedDict[str, bytes | None] = OrderedDict()
+        # Key files being made in a worker thread (make_session_key, make_write_secret): whoever asks for
+        # one meanwhile waits for that one, and no second random key is made for the same file.
+        self._making: dict[str, asyncio.Task[bytes]] = {}
 
     @property
     def device_public(self) -> bytes:
@@ -140,9 +149,64 @@ class KeyStore:
         path = self._session_path(sid)
         key = self._key_file(path)
         if key is None and create:
+            self._not_making(path)
             key = secrets.token_bytes(32)
             self._write(path, key)
         return key
+
+    async def make_session_key(self, sid: str) -> bytes:
+        """The session's key, made (random) and written durably first if it has none, off the event loop."""
+        return await self._made(self._session_path(sid))
+
+    async def make_write_secret(self, sid: str) -> bytes:
+        """The session's write secret, made (random) and written durably first if it has none, off the loop."""
+        return await self._made(self._session_path(sid)[:-4] + ".write")
+
+    async def _made(self, path: str) -> bytes:
+        key = self._key_file(path)
+        if key is not None:
+            return key
+        task = self._making.get(path) or self._start_writing([(path, secrets.token_bytes(32), True)])
+        return (await asyncio.shield(task))[path]  # a caller cancelled does not cancel what others wait for
+
+    def _start_writing(self, files: list[tuple[str, bytes, bool]]) -> asyncio.Task[dict[str, bytes]]:
+        """Write `files` ((path, bytes, fsync the folder after it)) in a worker thread; until they are
+        written, whoever asks for one of them waits for this write (`_made`)."""
+        for p, _, _ in files:
+            self._not_making(p)
+            self._files.pop(p, None)  # a failed write leaves the file as it may be: read it again
+        task = asyncio.ensure_future(self._write_off_loop(files))
+        for p, _, _ in files:
+            self._making[p] = task
+        return task
+
+    async def _write_off_loop(self, files: list[tuple[str, bytes, bool]]) -> dict[str, bytes]:
+        me = asyncio.current_task()
+
+        def write() -> None:
+            for p, k, sync_dir in files:
+                atomic_write(p, k, 0o600, sync_dir=sync_dir)
+
+        try:
+            await asyncio.to_thread(write)
+        finally:
+            dropped = [p for p, _, _ in files if self._making.get(p) is not me]
+            for p, _, _ in files:
+                if p not in dropped:
+                    del self._making[p]
+        for p, k, _ in files:
+            if p in dropped:  # the session's keys were deleted meanwhile (delete_session_key): so is this
+                if _read_file(p) == k:
+                    self._unlink(p)
+            else:
+                self._keep(p, k)
+        if dropped:
+            raise KeyError_(f"the key file {os.path.basename(dropped[0])} was deleted while it was being written")
+        return {p: k for p, k, _ in files}
+
+    def _not_making(self, path: str) -> None:
+        if path in self._making:  # a second random key for the same file would replace the one being made
+            raise KeyError_(f"the key file {os.path.basename(path)} is being made; wait for make_*()")
 
     @overload
     def write_secret(self, sid: str, *, create: Literal[True]) -> bytes: ...
@@ -154,6 +218,7 @@ class KeyStore:
         path = self._session_path(sid)[:-4] + ".write"
         key = self._key_file(path)
         if key is None and create:
+            self._not_making(path)
             key = secrets.token_bytes(32)
             self._write(path, key)
         return key
@@ -198,12 +263,22 @@ class KeyStore:
     def set_keys(self, sid: str, key: bytes | None, write_secret: bytes | None) -> None:
         """Write a session's key and write secret (either may be None: left as it is), each atomically,
         both durable on return: one fsync of the folder makes both names durable (an import writes both)."""
+        for p, k, sync_dir in self._key_files(sid, key, write_secret):
+            self._write(p, k, sync_dir=sync_dir)
+
+    async def store_keys(self, sid: str, key: bytes | None, write_secret: bytes | None) -> None:
+        """`set_keys`, with the files written and fsynced in a worker thread (an import's), not on the loop."""
+        files = self._key_files(sid, key, write_secret)
+        if files:
+            await asyncio.shield(self._start_writing(files))
+
+    def _key_files(self, sid: str, key: bytes | None, write_secret: bytes | None) -> list[tuple[str, bytes, bool]]:
+        """(path, bytes, fsync the folder after it) of the files `set_keys` writes: the folder once, last."""
         if key is not None and len(key) != 32:
             raise KeyError_("a session key is 32 bytes")
         path = self._session_path(sid)
         files = [(p, k) for p, k in ((path, key), (path[:-4] + ".write", write_secret)) if k is not None]
-        for i, (p, k) in enumerate(files):
-            self._write(p, k, sync_dir=i == len(files) - 1)
+        return [(p, k, i == len(files) - 1) for i, (p, k) in enumerate(files)]
 
     def set_session_key(self, sid: str, key: bytes) -> None:
         if len(key) != 32:
@@ -213,6 +288,7 @@ class KeyStore:
     def delete_session_key(self, sid: str) -> None:
         path = self._session_path(sid)
         for p in (path, path[:-4] + ".write", path[:-4] + ".old", path[:-4] + ".rekey"):
+            self._making.pop(p, None)  # one being made is removed when it is written (_make)
             self._unlink(p)
 
     # ------------------------------------------------------------------ backup as words

@@ -96,10 +96,9 @@ class _StoreAhead(Exception):
 class _OnePush:
     """What one push of one session needs: its keys and a writer that counts what it wrote."""
 
-    def __init__(self, ctx: SyncContext, sid: str, store: Store):
+    def __init__(self, ctx: SyncContext, sid: str, store: Store, key: bytes):
         self.sid = sid
         self.store = store
-        key = ctx.keys.session_key(sid, create=True)
         self.head_key: SigningKey = ctx.keys.head_key(sid)
         self.head_pk = ctx.keys.head_pk(sid)
         self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
@@ -141,7 +140,8 @@ class Pusher:
                 await db.get_session(sid)
             except Exception:
                 return {"session": sid, "skipped": "deleted"}
-            one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid))
+            key = await self.ctx.keys.make_session_key(sid)  # written off the loop if it is new
+            one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key)
             state = await db.sync_state(sid)
             if state["pending"]:
                 await self._publish(one, _Revision.recorded(state["pending"]))

@@ -59,7 +59,7 @@ class Sharer:
                 "read_only",
                 f"session {sid} was imported read-only here; it can only be shared read-only from this device",
             )
-        key = ctx.keys.session_key(sid, create=True)
+        key = await ctx.keys.make_session_key(sid)  # a new one written off the event loop
         res = await self.sync_now(sid, wait=True, timeout=ctx.timeout)
         if not res["pushed"]:  # everything up to now is in the store (later changes follow as usual)
             err = res["sessions"].get(sid, {}).get("last_error") or "the store did not take the snapshot in time"
@@ -69,7 +69,7 @@ class Sharer:
         if remote is None:  # first share of a session this device owns
             # a write secret made now: its members slot (signed by a key derived from it) cannot exist yet
             new_slot = ctx.keys.write_secret(sid) is None
-            ws = ctx.keys.write_secret(sid, create=True)
+            ws = await ctx.keys.make_write_secret(sid)
             await ctx.db.add_remote(sid, None, bytes(announce_key(ws).verify_key))
             remote = await ctx.db.remote(sid)
             assert remote is not None  # just added
