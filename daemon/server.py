@@ -29,6 +29,10 @@ from .memdebug import MemDebug
 from .operations import Operations
 
 log = logging.getLogger("sessiond")
+# Events of other devices' operations applied here (a pull, an import): this device's own log did not
+# change, so there is nothing of it to push (a follower pushed once per pull for nothing: its push found
+# no new operation after five reads of its state).
+APPLIED_HERE = frozenset({"session.synced", "session.imported"})
 
 KUBO_SCHEMES = ("ipfs+http://", "ipfs+rpc+http://", "ipfs+rpc+https://")  # stores/config.py's Kubo RPC URLs
 
@@ -185,7 +189,7 @@ class Daemon:
         self.events.publish(event)
         if event.get("checkpoint_due") and self.ops is not None:
             self.ops.schedule_checkpoint(event["session"])
-        if self.syncer is not None and event.get("session"):
+        if self.syncer is not None and event.get("session") and event["type"] not in APPLIED_HERE:
             self.syncer.notify(event["session"])
 
     async def stop(self) -> None:
