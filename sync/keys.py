@@ -83,7 +83,7 @@ class KeyStore:
         self._files: OrderedDict[str, bytes | None] = OrderedDict()
         # Key files being made in a worker thread (make_session_key, make_write_secret): whoever asks for
         # one meanwhile waits for that one, and no second random key is made for the same file.
-        self._making: dict[str, asyncio.Task[bytes]] = {}
+        self._making: dict[str, asyncio.Task[dict[str, bytes]]] = {}
 
     @property
     def device_public(self) -> bytes:
