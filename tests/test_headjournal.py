@@ -154,3 +154,12 @@ def test_two_daemons_follow_through_the_journal(make_daemon, store_dir):
     (store,) = cli_json(b.home, "status")["stores"]
     assert store["journal_records"] >= 1 and store["head_listings"] >= 1
     assert os.path.getsize(os.path.join(store_dir, "heads", headjournal.JOURNAL)) > headjournal.HEADER_SIZE
+
+
+def test_the_record_vector_in_formats_md():
+    import re
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md"), encoding="utf-8").read()
+    hexed = re.search(r"<!-- journal-vector:begin -->\s*```\n(.*?)```", doc, re.S).group(1).strip()
+    pk = b"\xed" + bytes(range(32))
+    assert headjournal.record(pk, 7).hex() == hexed and headjournal.parse(bytes.fromhex(hexed)) == (pk, 7)
