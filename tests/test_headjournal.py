@@ -163,3 +163,24 @@ def test_the_record_vector_in_formats_md():
     hexed = re.search(r"<!-- journal-vector:begin -->\s*```\n(.*?)```", doc, re.S).group(1).strip()
     pk = b"\xed" + bytes(range(32))
     assert headjournal.record(pk, 7).hex() == hexed and headjournal.parse(bytes.fromhex(hexed)) == (pk, 7)
+
+
+async def test_a_full_journal_is_started_again_and_a_newer_format_left_alone(tmp_path, monkeypatch):
+    store = FileStore(str(tmp_path / "s"))
+    await store.set_head(head(0, 1))
+    token, _ = await poll(store, None)
+    path = journal(store)
+    first_id = open(path, "rb").read(headjournal.HEADER_SIZE)
+    monkeypatch.setattr(headjournal, "MAX_JOURNAL", os.path.getsize(path))  # full: the next append starts anew
+    await store.set_head(head(1, 1))
+    assert open(path, "rb").read(headjournal.HEADER_SIZE) != first_id
+    assert os.path.getsize(path) == headjournal.HEADER_SIZE + headjournal.RECORD_SIZE
+    token, pks = await poll(store, token)
+    assert pks == {head(1, 1).pk} and store._watch.listings == 2  # a new journal: listed once
+    monkeypatch.setattr(headjournal, "MAX_JOURNAL", 4 << 20)
+    newer = b"SDHEADS2" + bytes(16)
+    open(path, "wb").write(newer)
+    await store.set_head(head(2, 1))
+    assert open(path, "rb").read() == newer  # not ours to write
+    token, pks = await poll(store, token)
+    assert pks == {head(2, 1).pk}  # the folder changed: listed
