@@ -16,6 +16,8 @@ class StoreStatus(TypedDict):
     last_error: str | None
     writes: NotRequired[int]  # a folder store: objects and heads written since the daemon started
     write_batches: NotRequired[int]  # ... in this many batches (each: one thread job, one fsync per folder)
+    head_listings: NotRequired[int]  # a folder store: full listings of its heads folder by this daemon's follower
+    journal_records: NotRequired[int]  # ... and records of its change journal read instead (stores/headjournal.py)
 
 
 @with_config(ANSWER)

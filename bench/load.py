@@ -10,7 +10,9 @@ the bench's own GIL is the limit: `bench_cpu_seconds` says how much CPU the clie
 CPU: `cpu_ms_per_append` is daemon A's user+system CPU during the writes divided by the appends (its
 start-up is not counted; it includes each session's create and share and the pushes meanwhile);
 `pushes_per_second` is A's pushes started during the writes (GET /v1/status `pushes`);
-`a_store_writes_per_batch` the objects and heads A's folder store wrote per batch (status `stores`).
+`a_store_writes_per_batch` the objects and heads A's folder store wrote per batch (status `stores`);
+`b_head_polls` how B's follower found the changed heads: full listings of the heads folder and records
+of the folder's change journal read instead (stores/headjournal.py).
 
 The tail: `b_caught_up_seconds_after_writes` is how long after the last write daemon B held every message,
 with nothing pressed (no `sessiond sync`): B's count is read every 0.05 s. `tail` says where that time went:
@@ -235,6 +237,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
             mb = [m["id"] for m in cb.messages(sid, limit=messages + 10)["messages"]]
             identical &= ma == mb and len(ma) == messages
         done.set()
+        b_store = (cb.status().get("stores") or [{}])[0]
         out.update(
             {
                 "errors": errors[:20],
@@ -259,6 +262,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
                 "bench_cpu_seconds": round(bench_cpu, 2),
                 "pushes_per_second": round(pushes / write_s, 1),
                 "appends_per_push": round(sessions * messages / max(1, pushes), 1),
+                "b_head_polls": {k: b_store.get(k) for k in ("head_listings", "journal_records")},
                 "a_store_writes_per_batch": round(
                     a_store.get("writes", 0) / max(1, a_store.get("write_batches", 0)), 2
                 ),

@@ -139,7 +139,8 @@ class Store(ABC):
 
     def write_stats(self) -> dict[str, int]:
         """What GET /v1/status shows of this store's writes: a folder store the objects and heads its
-        batched writer wrote (`writes`) and in how many batches (`write_batches`); others nothing."""
+        batched writer wrote (`writes`) and in how many batches (`write_batches`), and how its follower
+        looked for changed heads (`head_listings`, `journal_records`); others nothing."""
         return {}
 
     def put_in_background(self, data: bytes, h: bytes | None = None) -> concurrent.futures.Future | None:

@@ -14,6 +14,7 @@ from ..storage.fsutil import atomic_write, ensure_private_dir
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest
 from .filebatch import BatchWriter, gathered
+from .headjournal import HeadWatch
 from .registry import RegistryEntry, RegistryError
 
 # Several files written and fsynced at once: the disk sorts the flushes out better than one after
@@ -46,6 +47,7 @@ class FileStore(Store):
         self._writers: concurrent.futures.ThreadPoolExecutor | None = None  # started on the first write
         self._writers_lock = threading.Lock()
         self._listing: tuple[tuple, float, dict[bytes, object]] | None = None  # heads folder stat, when, heads
+        self._watch = HeadWatch(self._heads, self._list_heads, lambda: RELIST_EVERY)  # head_changes
         # the event loop's writes (a push's page, manifest and head; many pushes' at once): one thread
         self.batch = BatchWriter(self._objects, self._heads, self._obj_path, self._head_path, self._get_head_sync)
 
@@ -99,7 +101,12 @@ class FileStore(Store):
         return check_object(h, data)
 
     def write_stats(self) -> dict[str, int]:
-        return {"writes": self.batch.writes, "write_batches": self.batch.batches}
+        return {
+            "writes": self.batch.writes,
+            "write_batches": self.batch.batches,
+            "head_listings": self._watch.listings,
+            "journal_records": self._watch.records,
+        }
 
     async def put(self, data: bytes) -> bytes:
         return await self.batch.put(data)
@@ -195,19 +202,36 @@ class FileStore(Store):
             return last[2]
         listed_at = time.monotonic()
         settled = time.time_ns() - st.st_mtime_ns >= RACY_NS
+        out = self._list_heads()
+        self._listing = (key, listed_at, out) if settled else None  # the folder as it was before the listing
+        return out
+
+    def _list_heads(self) -> dict[bytes, object]:
+        """Every head in the folder, as its file's (inode, mtime, size): a head is replaced by a rename."""
         out: dict[bytes, object] = {}
         with os.scandir(self._heads) as it:
             for entry in it:
                 if entry.name.startswith("."):
-                    continue  # a head being written
+                    continue  # a head being written, the journal, the lock
                 try:
                     pk = bytes.fromhex(entry.name)
                     st = entry.stat()
                 except (ValueError, FileNotFoundError):
                     continue
-                out[pk] = (st.st_ino, st.st_mtime_ns, st.st_size)  # a head is replaced by a rename: new inode
-        self._listing = (key, listed_at, out) if settled else None  # the folder as it was before the listing
+                out[pk] = (st.st_ino, st.st_mtime_ns, st.st_size)
         return out
+
+    async def head_changes(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
+        """Store.head_changes from the heads folder's change journal (stores/headjournal.py): the
+        journal's new records and a stat of each head they name, in time proportional to the change;
+        a full listing when the journal cannot say, and every RELIST_EVERY. None if the folder is gone."""
+        try:
+            await asyncio.to_thread(self._watch.poll)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot look at the heads in {self._heads}: {exc.strerror}") from None
+        return self._watch.changes_since(since)
 
     async def head_versions(self) -> dict[bytes, object] | None:
         """As Store.head_versions; the same dict object (not to be changed) while nothing changed."""

@@ -10,7 +10,8 @@ one writer thread:
 1. each object: a temporary file, written and fsynced, renamed to its name;
 2. each folder that got an object: fsynced once (and `objects/` itself when a folder was new in it);
 3. only then the heads, under the heads folder's lock taken once: each checked against the one stored
-   (StaleHead), written to a temporary file, fsynced, renamed; then the heads folder fsynced once.
+   (StaleHead), written to a temporary file, fsynced, renamed; then the heads folder fsynced once, and
+   a record of each head appended to the folder's change journal (stores/headjournal.py) in one write.
 
 The callers are answered once their part of the job is durable: a put after step 2, a head after step 3,
 through one call into the event loop per batch. So a head never names an object that is not durable:
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..storage import fsutil
+from . import headjournal
 from .base import MAX_OBJECT_SIZE, StaleHead, StoreError
 from .cid import digest
 from .registry import RegistryEntry, RegistryError
@@ -252,6 +254,11 @@ class BatchWriter:
                 except OSError as exc:
                     for op in written:
                         op.ok, op.error = False, StoreError(f"cannot make {self._heads} durable: {exc.strerror}")
+                    written = []
+            try:  # once durable, the followers' hint (stores/headjournal.py): one append for the batch
+                headjournal.append(self._heads, [(op.entry.pk, op.entry.revision) for op in written if op.entry])
+            except OSError:
+                pass  # only a hint: followers find these heads by their next full listing
         finally:
             os.close(fd)
 

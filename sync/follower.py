@@ -52,8 +52,8 @@ class Follower:
         store since the last look; all of them when a store cannot say which changed, when asked to
         (`sessiond sync`), and now and then in any case. So a follower of many sessions does work in
         proportion to what changed, not to how many sessions it follows: a store with a change feed
-        (the relay) names the changed heads (Store.head_changes), one that lists its heads cheaply (a
-        folder) is compared with the last listing, and one that can do neither is read in full rounds
+        (the relay, a folder's change journal) names the changed heads (Store.head_changes), one that
+        lists its heads cheaply is compared with the last listing, and one that can do neither is read in full rounds
         spaced out (from `min_wait` up to `interval`) while they find nothing new."""
         ctx = self.ctx
         if not await ctx.db.has_shared_sessions():

@@ -295,7 +295,7 @@ async def test_follower_pulls_only_sessions_whose_heads_changed(devices):
     await a.start()
     sids = [await devices.shared(f"s{i}", f"first of {i}") for i in range(6)]
     pulled, finished = watch_pulls(b)
-    polls = count_calls(store_b, "head_versions")
+    polls = count_calls(store_b, "head_changes")
     await b.start()
     await eventually(lambda: len(finished) >= 6)  # the first round looks at everything
     pulled.clear()
