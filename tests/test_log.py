@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from faults import FaultyStore
+from sessiond.storage import logrun as logrun_mod
 from sessiond.storage.logrun import read_run
 from sessiond.storage.model import LogRun, Op, RemoteLog
 from sessiond.storage.schema import MIGRATIONS
@@ -340,8 +341,9 @@ def test_log_run_reads_back_what_was_written(items, after, span, small_limit):
 
 def test_log_run_rounds_times_as_python_does():
     """The run's times are rounded to milliseconds by SQLite, exactly as round(created_at * 1000) in
-    Python: ties to even (SQLite's own round() takes them away from zero), negative times, the smallest
-    fractions, and times too large for the statement (read again as floats)."""
+    Python: ties to even (SQLite's own round() takes them away from zero), the smallest fractions and
+    the largest times it rounds itself; and a run with times it leaves to Python (negative, or too large
+    for its arithmetic: read again as floats)."""
     conn = sqlite3.connect(":memory:")
     for migration in MIGRATIONS:
         conn.executescript(migration)
@@ -350,16 +352,26 @@ def test_log_run_rounds_times_as_python_does():
     rng = __import__("random").Random(7)
     times = ties + near + [rng.uniform(-4e9, 4e9) for _ in range(200)] + [1700000000 + rng.random() for _ in range(200)]
     assert any((t * 1000) % 1 == 0.5 and round(t * 1000) % 2 == 0 for t in ties)  # a tie SQLite would round up
-    for huge in ([], [1e16, -3e17]):
+    # every time the statement rounds itself (none before 1970, none past its bound of 4.5e12 s), then the
+    # ones it leaves to Python: negative, huge
+    big_ties = [t for k in (2**40, 2**40 + 1, 2**50, 2**50 + 1, 2**51 + 1) if (t := (k + 0.5) / 1000) * 1000 % 1 == 0.5]
+    assert len(big_ties) >= 4
+    since_1970 = [t for t in times if t >= 0] + big_ties + [4.5e12, 4.5e12 - 0.0005, 4.5e12 - 0.00025]
+    since_1970 += [rng.uniform(0, 4.5e12) for _ in range(200)]
+    # 4503599627370.497 s is 2^52 + 1 ms, odd: past 2^52 adding 0.5 rounds, and the statement would get it wrong
+    for more in (since_1970, since_1970 + [4503599627370.497], times, times + [1e16, -3e17]):
         conn.execute("DELETE FROM messages")
-        for seq, t in enumerate(times + huge, 1):
+        for seq, t in enumerate(more, 1):
             conn.execute(
                 "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
                 " VALUES (?, 'main', ?, ?, ?, 'user', 'x', ?)",
                 (SID, DEV, seq, seq, t),
             )
+        if more is since_1970:
+            (by_sql,) = conn.execute(f"SELECT json_group_array({logrun_mod._MS}) FROM messages").fetchone()
+            assert json.loads(by_sql) == [round(t * 1000) for t in more]
         got = read_run(conn, SID, DEV, 0, 1 << 62)
-        assert got.times == [round(t * 1000) for t in times + huge]
+        assert got.times == [round(t * 1000) for t in more]
 
 
 def _small_pages(monkeypatch, size: int) -> None:
