@@ -21,7 +21,7 @@ from nacl.signing import SigningKey
 from faults import FaultyStore
 from sessiond.storage import logrun as logrun_mod
 from sessiond.storage.logrun import read_run
-from sessiond.storage.model import LogRun, Op, RemoteLog
+from sessiond.storage.model import LogRun, Op, RemoteLog, text_head
 from sessiond.storage.schema import MIGRATIONS
 from sessiond.stores import FileStore, StoreError
 from sessiond.stores.registry import RegistryEntry
@@ -671,3 +671,30 @@ async def test_workers_and_store_threads_belong_to_their_owner(tmp_path, monkeyp
             _no_short, _loader(recs), 1, len(recs)
         )
     assert gc.isenabled()
+
+
+def test_offsets_of_heads_tails_and_joins_of_runs_of_one_head_width_and_of_several():
+    """A run keeps the width of its content heads (found once) through its heads, tails and joins; a
+    join of runs of two widths, or with an operation that is not a message, is measured again."""
+
+    def run_of(sizes: list[int], first: int = 1) -> LogRun:
+        return LogRun.from_records(
+            [
+                (first + i, first + i, "message.add", None, 1.0, "main", "user", "x" * n, None, None)
+                if n >= 0
+                else (first + i, first + i, "chat.create", "{}", 1.0, None, None, None, None, None)
+                for i, n in enumerate(sizes)
+            ]
+        )
+
+    two, three, mixed = run_of([30, 200, 255, 24]), run_of([256, 300, 65535], 5), run_of([5, -1, 300], 8)
+    for run in (two, three, mixed, two + three, two.tail(1) + three.head(2), two + three + mixed, mixed.tail(1)):
+        fresh = LogRun(*(list(c) for c in run._columns()), bytes(run.blob))  # type: ignore[call-arg]
+        every = list(range(len(run) + 1))
+        assert (
+            run.offsets_at(every)
+            == fresh.offsets()
+            == list(itertools.accumulate((len(text_head(n)) + n if n >= 0 else 0 for n in run.sizes), initial=0))
+        )
+    assert (two.head_width(), three.head_width(), mixed.head_width()) == (2, 3, 0)
+    assert (two + three).head_width() == 0 and two.tail(2).head_width() == 2 and (two + two).head_width() == 2
