@@ -276,14 +276,24 @@ async def serve(
         await daemon.stop()
 
 
+# The sync worker's threads do CPU work (encoding, sealing); a short GIL switch interval keeps the
+# event loop answering apps within a fraction of a millisecond meanwhile.
+SWITCH_INTERVAL = 0.0005
+
+
+def tune_process() -> None:
+    """What the daemon's process is set to before it serves: the allocator (malloc.py) and the GIL's
+    switch interval. Benchmarks that run the daemon's parts in their own process (bench/push.py) call
+    it too, so that they measure the work as the daemon does it."""
+    tune_malloc()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
 def run(
     home_path: str, store: str | list[str] | None = None, *, ready_fd: int | None = None, change_store: bool = False
 ) -> int:
-    tune_malloc()
+    tune_process()
     MemDebug.start()
-    # The sync worker's threads do CPU work (encoding, sealing); a short GIL switch interval keeps the
-    # event loop answering apps within a fraction of a millisecond meanwhile.
-    sys.setswitchinterval(0.0005)
     try:
         asyncio.run(serve(home_path, store, ready_fd=ready_fd, change_store=change_store))
     except HomeError as exc:

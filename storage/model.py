@@ -121,6 +121,7 @@ class LogRun:
     __slots__ = (
         "_consecutive",
         "_offsets",
+        "_width",
         "blob",
         "bodies",
         "chats",
@@ -152,6 +153,7 @@ class LogRun:
         self.chats, self.roles, self.toks, self.extras, self.sizes, self.blob = chats, roles, toks, extras, sizes, blob
         self._offsets: list[int] | None = None
         self._consecutive: bool | None = None  # known: seqs are first, first+1, ... (see consecutive())
+        self._width: int | None = None  # known: the width of every content head (0: of several), head_width()
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -170,9 +172,9 @@ class LogRun:
         if self._offsets is not None:
             return [self._offsets[i] for i in positions]
         sizes, out, at, prev = self.sizes, [], 0, 0
-        low, high = (min(sizes), max(sizes)) if sizes else (0, 0)
         # every head of one width (all messages, of sizes between two powers): a sum of the sizes
-        width = next((w for w, a, b in _HEAD_WIDTHS if a <= low and high < b), 0)
+        width = self.head_width()
+        high = 0 if width else max(sizes, default=0)
         for i in positions:
             if width:
                 at += sum(sizes[prev:i]) + width * (i - prev)
@@ -183,6 +185,15 @@ class LogRun:
             out.append(at)
             prev = i
         return out
+
+    def head_width(self) -> int:
+        """The width of every content's CBOR head when all operations are messages whose heads are of one
+        width, else 0. Found once per run read (a long push asks of each chunk four times), and kept by
+        its heads, tails and joins."""
+        if self._width is None:
+            low, high = (min(self.sizes), max(self.sizes)) if self.sizes else (0, 0)
+            self._width = next((w for w, a, b in _HEAD_WIDTHS if a <= low and high < b), 0)
+        return self._width
 
     def offsets(self) -> list[int]:
         """Where operation i's content item begins in the blob, for i in 0..len (the last is its end)."""
@@ -206,6 +217,7 @@ class LogRun:
         (at,) = self.offsets_at([min(i, len(self))])
         run = LogRun(*(c[i:] for c in self._columns()), memoryview(self.blob)[at:])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
         run._consecutive = self._consecutive or None
+        run._width = self._width or None  # a part of a run of one head width is of that width
         return run
 
     def head(self, i: int) -> LogRun:
@@ -213,6 +225,7 @@ class LogRun:
         (at,) = self.offsets_at([min(i, len(self))])
         run = LogRun(*(c[:i] for c in self._columns()), memoryview(self.blob)[:at])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
         run._consecutive = self._consecutive or None
+        run._width = self._width or None
         return run
 
     def __add__(self, other: LogRun) -> LogRun:
@@ -221,6 +234,8 @@ class LogRun:
         )
         if self._consecutive and other._consecutive and (not self or not other or other.seqs[0] == self.seqs[-1] + 1):
             run._consecutive = True
+        if self._width and self._width == other._width:
+            run._width = self._width
         return run
 
     def _columns(self) -> tuple:

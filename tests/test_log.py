@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from faults import FaultyStore
+from sessiond.storage import logrun as logrun_mod
 from sessiond.storage.logrun import read_run
-from sessiond.storage.model import LogRun, Op, RemoteLog
+from sessiond.storage.model import LogRun, Op, RemoteLog, text_head
 from sessiond.storage.schema import MIGRATIONS
 from sessiond.stores import FileStore, StoreError
 from sessiond.stores.registry import RegistryEntry
@@ -340,8 +341,9 @@ def test_log_run_reads_back_what_was_written(items, after, span, small_limit):
 
 def test_log_run_rounds_times_as_python_does():
     """The run's times are rounded to milliseconds by SQLite, exactly as round(created_at * 1000) in
-    Python: ties to even (SQLite's own round() takes them away from zero), negative times, the smallest
-    fractions, and times too large for the statement (read again as floats)."""
+    Python: ties to even (SQLite's own round() takes them away from zero), the smallest fractions and
+    the largest times it rounds itself; and a run with times it leaves to Python (negative, or too large
+    for its arithmetic: read again as floats)."""
     conn = sqlite3.connect(":memory:")
     for migration in MIGRATIONS:
         conn.executescript(migration)
@@ -350,16 +352,26 @@ def test_log_run_rounds_times_as_python_does():
     rng = __import__("random").Random(7)
     times = ties + near + [rng.uniform(-4e9, 4e9) for _ in range(200)] + [1700000000 + rng.random() for _ in range(200)]
     assert any((t * 1000) % 1 == 0.5 and round(t * 1000) % 2 == 0 for t in ties)  # a tie SQLite would round up
-    for huge in ([], [1e16, -3e17]):
+    # every time the statement rounds itself (none before 1970, none past its bound of 4.5e12 s), then the
+    # ones it leaves to Python: negative, huge
+    big_ties = [t for k in (2**40, 2**40 + 1, 2**50, 2**50 + 1, 2**51 + 1) if (t := (k + 0.5) / 1000) * 1000 % 1 == 0.5]
+    assert len(big_ties) >= 4
+    since_1970 = [t for t in times if t >= 0] + big_ties + [4.5e12, 4.5e12 - 0.0005, 4.5e12 - 0.00025]
+    since_1970 += [rng.uniform(0, 4.5e12) for _ in range(200)]
+    # 4503599627370.497 s is 2^52 + 1 ms, odd: past 2^52 adding 0.5 rounds, and the statement would get it wrong
+    for more in (since_1970, since_1970 + [4503599627370.497], times, times + [1e16, -3e17]):
         conn.execute("DELETE FROM messages")
-        for seq, t in enumerate(times + huge, 1):
+        for seq, t in enumerate(more, 1):
             conn.execute(
                 "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
                 " VALUES (?, 'main', ?, ?, ?, 'user', 'x', ?)",
                 (SID, DEV, seq, seq, t),
             )
+        if more is since_1970:
+            (by_sql,) = conn.execute(f"SELECT json_group_array({logrun_mod._MS}) FROM messages").fetchone()
+            assert json.loads(by_sql) == [round(t * 1000) for t in more]
         got = read_run(conn, SID, DEV, 0, 1 << 62)
-        assert got.times == [round(t * 1000) for t in times + huge]
+        assert got.times == [round(t * 1000) for t in more]
 
 
 def _small_pages(monkeypatch, size: int) -> None:
@@ -659,3 +671,30 @@ async def test_workers_and_store_threads_belong_to_their_owner(tmp_path, monkeyp
             _no_short, _loader(recs), 1, len(recs)
         )
     assert gc.isenabled()
+
+
+def test_offsets_of_heads_tails_and_joins_of_runs_of_one_head_width_and_of_several():
+    """A run keeps the width of its content heads (found once) through its heads, tails and joins; a
+    join of runs of two widths, or with an operation that is not a message, is measured again."""
+
+    def run_of(sizes: list[int], first: int = 1) -> LogRun:
+        return LogRun.from_records(
+            [
+                (first + i, first + i, "message.add", None, 1.0, "main", "user", "x" * n, None, None)
+                if n >= 0
+                else (first + i, first + i, "chat.create", "{}", 1.0, None, None, None, None, None)
+                for i, n in enumerate(sizes)
+            ]
+        )
+
+    two, three, mixed = run_of([30, 200, 255, 24]), run_of([256, 300, 65535], 5), run_of([5, -1, 300], 8)
+    for run in (two, three, mixed, two + three, two.tail(1) + three.head(2), two + three + mixed, mixed.tail(1)):
+        fresh = LogRun(*(list(c) for c in run._columns()), bytes(run.blob))  # type: ignore[call-arg]
+        every = list(range(len(run) + 1))
+        assert (
+            run.offsets_at(every)
+            == fresh.offsets()
+            == list(itertools.accumulate((len(text_head(n)) + n if n >= 0 else 0 for n in run.sizes), initial=0))
+        )
+    assert (two.head_width(), three.head_width(), mixed.head_width()) == (2, 3, 0)
+    assert (two + three).head_width() == 0 and two.tail(2).head_width() == 2 and (two + two).head_width() == 2

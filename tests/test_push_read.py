@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from sessiond.storage import logrun
+from sessiond.storage.model import text_head
 from sessiond.storage.schema import MIGRATIONS
 
 
@@ -61,3 +62,22 @@ def test_tokens_and_extra_fields_read_whether_none_some_or_all_are_set():
             assert [e for e, s in zip(run.extras, seqs) if s in msgs] == [values(s)[1] for s in msgs], sid
             assert [c for c, s in zip(run.chats, seqs) if s in msgs] == [_chat(sid, s) for s in msgs], sid
             assert [k for k, s in zip(run.kinds, seqs) if s not in msgs] == ["chat.create"] * (len(seqs) - len(msgs))
+
+
+def test_the_contents_carry_the_heads_of_every_width():
+    """The statement writes each content's CBOR head (1, 2, 3 or 5 bytes) as group_concat's separator:
+    the blob is the items a page stores, at each edge of the head widths."""
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    sizes = [0, 1, 23, 24, 255, 256, 257, 65535, 65536, 70000, 5, 300, 30]
+    contents = ["\u00e9" * (n // 2) + "x" * (n % 2) for n in sizes]  # two bytes a character, then one
+    for seq, content in enumerate(contents, 1):
+        conn.execute(
+            "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
+            " VALUES ('s', 'main', 'd', ?, ?, 'user', ?, 1.0)",
+            (seq, seq, content),
+        )
+    run = logrun.read_run(conn, "s", "d", 0, len(sizes))
+    assert run.sizes == sizes
+    assert run.blob == b"".join(text_head(n) + c.encode() for n, c in zip(sizes, contents))
