@@ -190,6 +190,8 @@ class _Transacting:
                 c._writer.execute("RELEASE tx")
         finally:
             c._lock.release()
+        if c._batch is self._batch and not c._lock.locked() and c._alone():
+            c._commit_batch()  # (done: the await below goes on at once, in this same step)
         await asyncio.shield(self._batch)  # a caller cancelled here leaves the others waiting on it alone
         c.emit(self._tx.events)
 
@@ -222,6 +224,7 @@ class Connections:
         self._changes_mark = 0
         self._batch: asyncio.Future[None] | None = None  # the SQLite transaction under way, if any
         self._flusher: asyncio.Task[None] | None = None
+        self._flush_handle: asyncio.Handle | None = None  # the batch's scheduled COMMIT
         self.commits = 0  # SQLite commits so far (statistics; each serves one or more transactions)
         self.device_id = device_id
         self.path = path
@@ -335,8 +338,21 @@ class Connections:
             self._writer.execute("BEGIN IMMEDIATE")
             loop = asyncio.get_running_loop()
             self._batch = loop.create_future()
-            loop.call_soon(self._flush_soon)
+            self._flush_handle = loop.call_soon(self._flush_soon)
         return self._batch
+
+    def _alone(self) -> bool:
+        """Whether the scheduled COMMIT is all the loop has ready to run: then no other transaction can join
+        the batch before it (whatever becomes ready later runs after it), so the transaction that just ended
+        commits it at once, and is answered in its own loop step. Otherwise the COMMIT, its future's
+        callbacks and the caller's wake-up each waited their turn behind whatever else was ready (a push's
+        step, the indexer's), three loop turns in which a single client's append sat (profile-tail.md).
+        Read off the loop's ready queue (asyncio's own loop; any other keeps the scheduled COMMIT)."""
+        ready = getattr(asyncio.get_running_loop(), "_ready", None)
+        if ready is None or len(ready) != 1 or ready[0] is not self._flush_handle:
+            return False
+        self._flush_handle.cancel()
+        return True
 
     def _flush_soon(self) -> None:
         """The scheduled COMMIT: at once when no one holds the writer (the common case: a task per batch

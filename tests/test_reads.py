@@ -58,3 +58,31 @@ async def test_committed_reads_between_transactions_run_on_the_writer(tmp_path):
         assert (await db.c.committed.fetchone("SELECT name FROM sessions WHERE id=?", (sid,)))[0] == "during"
     finally:
         await db.close()
+
+
+async def test_an_append_with_nothing_else_ready_commits_and_returns_in_its_own_loop_step(tmp_path, monkeypatch):
+    """Group commit without the wait: when the scheduled COMMIT is all the loop has ready, no other
+    transaction can join the batch, so the one that ends commits it at once and its caller goes on in the
+    same step (no loop turns in which other work could run first). With others ready, they still share
+    one COMMIT."""
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.create_session({}))["id"]
+        for _ in range(3):  # let whatever the creation set off (the indexer's wake-up) run out
+            await asyncio.sleep(0.01)
+        steps: list[object] = []
+        real = asyncio.events.Handle._run
+
+        def counted(self):
+            steps.append(self._callback)
+            return real(self)
+
+        monkeypatch.setattr(asyncio.events.Handle, "_run", counted)
+        commits = db.c.commits
+        await db.append_messages(sid, [{"role": "user", "content": "alone"}])
+        assert steps == [] and db.c.commits == commits + 1  # committed without a turn of the loop
+        await asyncio.gather(*(db.append_messages(sid, [{"role": "user", "content": f"m{i}"}]) for i in range(5)))
+        assert db.c.commits == commits + 2  # five appends of one turn: still one COMMIT
+        assert len(await db.list_messages(sid)) == 6
+    finally:
+        await db.close()
