@@ -264,7 +264,10 @@ def analyse(spans: list[tuple], data: dict) -> dict:
             if st[0] >= e:
                 break
             if st[3].startswith(OWN):
-                mine += st[2]
+                # (a step begun before the append was sent is the previous append's tail: its answer was
+                # written inside it, so the client sent this one while it ran)
+                if st[0] >= s:
+                    mine += st[2]
             else:
                 other += st[2]
         own_cpu.append(mine * 1e6)
