@@ -269,6 +269,9 @@ class Pusher:
         plain = one.writer.manifest(rev, one.head_pk, last, lamport, levels, prev)
         made = _Revision(rev, plain, last, encode_levels(levels), prev, levels)
         await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
+        # (a write with nothing else ready commits in its own step, storage/connections.py `_alone`: the
+        # loop is given back here as the commit's turn used to)
+        await asyncio.sleep(0)
         await self._publish(one, made, ahead_ok=ahead_ok)
         return rev
 
@@ -304,6 +307,7 @@ class Pusher:
             last_error=None,
             last_push=now(),
         )
+        await asyncio.sleep(0)  # (as above)
         self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
         if made.levels is not None:
             self._levels[sid] = (made.tree, tuple(tuple(lv) for lv in made.levels))
