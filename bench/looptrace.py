@@ -70,7 +70,8 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
     orig_run = asyncio.events.Handle._run
     # LOOPTRACE_PROFILE=text: cProfile the steps of tasks whose coroutine's name holds it (out_path.prof)
     match = os.environ.get("LOOPTRACE_PROFILE")
-    prof = cProfile.Profile() if match else None
+    # timed in thread CPU: a step preempted on a loaded machine does not charge the wait to its calls
+    prof = cProfile.Profile(CPU) if match else None
 
     def timed_run(self: Any) -> None:
         cb = self._callback
@@ -111,7 +112,9 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
             wait_nums.extend((w0, NOW() - w0))
 
     selectors.EpollSelector.select = timed_select  # type: ignore[method-assign]
-    from sessiond.storage import connections
+    import sqlite3 as sqlite3_real
+
+    from sessiond.storage import connections, wal
 
     class Conn:  # the checkpointer's connection, its checkpoint timed
         def __init__(self, conn: Any):
@@ -128,11 +131,11 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
         def close(self) -> None:
             self.conn.close()
 
-    real_connect = connections.sqlite3.connect
+    real_connect = sqlite3_real.connect
 
     class Sqlite:  # only the checkpointer thread's connect is wrapped
         def __getattr__(self, name: str) -> Any:
-            return getattr(connections.sqlite3_real, name)  # type: ignore[attr-defined]
+            return getattr(sqlite3_real, name)
 
         @staticmethod
         def connect(*a: Any, **k: Any) -> Any:
@@ -141,8 +144,9 @@ def traced_daemon(out_path: str, args: list[str]) -> int:
 
             return Conn(conn) if threading.current_thread().name == "sessiond-db-checkpoint" else conn
 
-    connections.sqlite3_real = connections.sqlite3  # type: ignore[attr-defined]
+    # the checkpointer's module (storage/wal.py) and the WAL reset's (connections.py)
     connections.sqlite3 = Sqlite()  # type: ignore[assignment]
+    wal.sqlite3 = Sqlite()  # type: ignore[assignment]
 
     def dump(*_: Any) -> None:
         if prof is not None:
@@ -260,7 +264,10 @@ def analyse(spans: list[tuple], data: dict) -> dict:
             if st[0] >= e:
                 break
             if st[3].startswith(OWN):
-                mine += st[2]
+                # (a step begun before the append was sent is the previous append's tail: its answer was
+                # written inside it, so the client sent this one while it ran)
+                if st[0] >= s:
+                    mine += st[2]
             else:
                 other += st[2]
         own_cpu.append(mine * 1e6)

@@ -13,8 +13,9 @@ transaction as the change they describe.
 
 THE READ RULE. Which connection a read goes to is decided by what it must see, never by who is asking:
 
-1. A read of committed state goes to the read-only connection: `c.committed.fetchone/fetchall`. It
-   never sees a transaction half done, and never waits for a writer.
+1. A read of committed state goes through `c.committed.fetchone/fetchall`. It never sees a transaction
+   half done, and never waits for a writer: it runs on the writer when nothing is open on it (its page
+   cache outlives its commits), else on the read-only connection.
 2. A read inside a write transaction goes through the transaction you hold:
        async with c.transaction() as tx:
            row = await tx.fetchone(...)      # sees this transaction's own writes
@@ -25,8 +26,9 @@ THE READ RULE. Which connection a read goes to is decided by what it must see, n
    lock, between transactions. Never from inside a transaction (the lock is not re-entrant).
 4. Long reads (a push's runs, a checkpoint's chain) run on the bulk-read thread (`c.bulk(fn, ...)`, a
    stdlib connection of its own), or on a RunReader in the caller's worker thread.
-No read runs on the writer outside a transaction other than (3). Every read fetches all its rows at once:
-its statement is finished before it returns, so no read snapshot is ever left open.
+No read runs on the writer outside a transaction other than (3), and (1) between transactions. Every read
+fetches all its rows at once: its statement is finished before it returns, so no read snapshot is ever left
+open.
 """
 
 from __future__ import annotations

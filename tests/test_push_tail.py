@@ -4,6 +4,7 @@ what dagcbor.encode makes of them, and a steady push decodes no tree."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -13,12 +14,14 @@ import pytest
 
 from sessiond.storage.database import Database
 from sessiond.stores.file import FileStore
+from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor, heads
 from sessiond.sync.crypto import seal
 from sessiond.sync.engine import Syncer
 from sessiond.sync.heads import encode_levels, levels_to_cbor
 from sessiond.sync.manifest import encode_manifest
 from sessiond.sync.pages import Entry
+from sessiond.sync.push import LogWriter
 from sessiond.sync.pusher import _Revision
 
 
@@ -88,6 +91,48 @@ async def test_a_steady_push_decodes_no_tree_and_a_reset_tree_is_read_again(tmp,
         report = await syncer.verify(sid)
         assert report["ok"], report
     finally:
+        await syncer.stop()
+        await db.close()
+
+
+async def test_a_push_gives_the_loop_back_between_its_lookups_and_between_sealing_and_signing(tmp, monkeypatch):
+    """The push's start up to its first bulk read was one loop step (300-550 us in the daemon), and so were
+    the manifest's sealing and the head's signature: an append that arrived meanwhile waited them out. A
+    task that counts its own turns of the loop shows that other work now runs in between."""
+    db = await Database.open(os.path.join(tmp, "db.sqlite"))
+    syncer = Syncer(db, FileStore(os.path.join(tmp, "store")), os.path.join(tmp, "keys"), push_delay=0, timeout=10)
+    turns = [0]
+
+    async def other_work() -> None:
+        while True:
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    marks: dict[str, int] = {}
+
+    def marking(name: str, fn):
+        def wrapped(*a, **k):
+            marks[name] = turns[0]
+            return fn(*a, **k)
+
+        return wrapped
+
+    ticker = asyncio.ensure_future(other_work())
+    try:
+        sid = (await db.create_session({"name": "steps"}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "first"}])
+        await syncer.pusher.push(sid)  # (the session's key made, its head read: the steady case below)
+        await db.append_messages(sid, [{"role": "user", "content": "second"}])
+        monkeypatch.setattr(db, "get_session", marking("start", db.get_session))
+        monkeypatch.setattr(db, "log_run", marking("read", db.log_run))
+        monkeypatch.setattr(LogWriter, "seal_manifest", marking("sealed", LogWriter.seal_manifest))
+        monkeypatch.setattr(RegistryEntry, "create", marking("signed", RegistryEntry.create))
+        await syncer.pusher.push(sid)
+        assert marks["read"] - marks["start"] >= 3, marks  # three turns of the loop for others on the way
+        assert marks["signed"] > marks["sealed"], marks
+        assert (await db.sync_state(sid))["pushed_seq"] == await db.last_seq(sid)
+    finally:
+        ticker.cancel()
         await syncer.stop()
         await db.close()
 

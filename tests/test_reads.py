@@ -34,3 +34,27 @@ async def test_cancelled_reads_do_not_pin_an_old_snapshot(tmp_path):
             assert len(await db.list_messages(sid)) == 1
     finally:
         await db.close()
+
+
+async def test_committed_reads_between_transactions_run_on_the_writer(tmp_path):
+    """A read of committed state made while nothing is open on the writer runs on it, whose page cache its
+    own commits keep (the reader's is discarded by each of them); while a transaction is open it runs on
+    the read-only connection, and does not see that transaction's writes."""
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.create_session({"name": "before"}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "x"}])
+        on: dict[str, list[str]] = {"writer": [], "reader": []}
+        db.c._writer.set_trace_callback(on["writer"].append)
+        db.c._reader.set_trace_callback(on["reader"].append)
+        assert (await db.get_session(sid))["name"] == "before"
+        assert [s for s in on["writer"] if s.startswith("SELECT")] and not on["reader"]
+        on["writer"].clear()
+        async with db.c.transaction() as tx:
+            await tx.execute("UPDATE sessions SET name='during' WHERE id=?", (sid,))
+            row = await db.c.committed.fetchone("SELECT name FROM sessions WHERE id=?", (sid,))
+            assert row is not None and row[0] == "before"  # the transaction under way is not seen
+            assert on["reader"] == ["SELECT name FROM sessions WHERE id=?".replace("?", f"'{sid}'")]
+        assert (await db.c.committed.fetchone("SELECT name FROM sessions WHERE id=?", (sid,)))[0] == "during"
+    finally:
+        await db.close()
