@@ -222,7 +222,6 @@ class Connections:
         self._changes_mark = 0
         self._batch: asyncio.Future[None] | None = None  # the SQLite transaction under way, if any
         self._flusher: asyncio.Task[None] | None = None
-        self._flush_handle: asyncio.Handle | None = None  # the batch's scheduled COMMIT
         self.commits = 0  # SQLite commits so far (statistics; each serves one or more transactions)
         self.device_id = device_id
         self.path = path
@@ -336,7 +335,7 @@ class Connections:
             self._writer.execute("BEGIN IMMEDIATE")
             loop = asyncio.get_running_loop()
             self._batch = loop.create_future()
-            self._flush_handle = loop.call_soon(self._flush_soon)
+            loop.call_soon(self._flush_soon)
         return self._batch
 
     def _flush_soon(self) -> None:
