@@ -269,8 +269,8 @@ class Pusher:
         plain = one.writer.manifest(rev, one.head_pk, last, lamport, levels, prev)
         made = _Revision(rev, plain, last, encode_levels(levels), prev, levels)
         await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
-        # (a write with nothing else ready commits in its own step, storage/connections.py `_alone`: the
-        # loop is given back here as the commit's turn used to)
+        # (the loop is given back here: the manifest's sealing and the head's signing below are a step of
+        # their own, not one with the state write before them)
         await asyncio.sleep(0)
         await self._publish(one, made, ahead_ok=ahead_ok)
         return rev
