@@ -188,9 +188,14 @@ class _Transacting:
                 return  # (None: the block's exception goes on)
             if not self._first:
                 c._writer.execute("RELEASE tx")
+            # A future of this transaction's own, resolved by the batch's COMMIT itself: the caller goes on in
+            # the next turn of the loop (through asyncio.shield of the batch, two turns later: the batch's
+            # callback, then the shield's), and one cancelled leaves the others waiting on the batch alone.
+            done = asyncio.get_running_loop().create_future()
+            c._waiters.append(done)
         finally:
             c._lock.release()
-        await asyncio.shield(self._batch)  # a caller cancelled here leaves the others waiting on it alone
+        await done
         c.emit(self._tx.events)
 
 
@@ -221,6 +226,7 @@ class Connections:
         self._resetting: asyncio.Task | None = None
         self._changes_mark = 0
         self._batch: asyncio.Future[None] | None = None  # the SQLite transaction under way, if any
+        self._waiters: list[asyncio.Future[None]] = []  # its transactions' callers, told when it ends
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0  # SQLite commits so far (statistics; each serves one or more transactions)
         self.device_id = device_id
@@ -364,14 +370,23 @@ class Connections:
         except BaseException as e:
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
-            if not batch.done():
-                batch.set_exception(e)
-                batch.exception()  # (retrieved: a batch whose callers were all cancelled logs nothing)
+            self._end_batch(batch, e)
             return
-        if not batch.done():
-            batch.set_result(None)
+        self._end_batch(batch, None)
         self.commits += 1
         self._committed()
+
+    def _end_batch(self, batch: asyncio.Future[None], error: BaseException | None) -> None:
+        """Tell the batch's waiters (`latest`, `write_off_loop`) and its transactions' callers how it ended."""
+        waiters, self._waiters = self._waiters, []
+        for fut in (batch, *waiters):
+            if fut.done():  # a caller cancelled meanwhile
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+                fut.exception()  # (retrieved: a batch whose callers were all cancelled logs nothing)
 
     def _undo_batch(self) -> None:
         """Undo the transaction whose block raised and that opened the batch under way: it is the only one
@@ -380,8 +395,8 @@ class Connections:
         batch, self._batch = self._batch, None
         if self._writer.in_transaction:
             self._writer.execute("ROLLBACK")
-        if batch is not None and not batch.done():
-            batch.set_result(None)  # nothing to commit (a `latest` read may be waiting for it)
+        if batch is not None:
+            self._end_batch(batch, None)  # nothing to commit (a `latest` read may be waiting for it)
 
     def _undo_savepoint(self) -> None:
         """Undo the transaction whose block raised, and only it: the batch it is in goes on."""
@@ -392,10 +407,10 @@ class Connections:
         # SQLite rolled back the whole batch itself (a full disk, an I/O error): so are the others in it
         batch, self._batch = self._batch, None
         if batch is not None:
-            batch.set_exception(
-                sqlite3.OperationalError("the write was rolled back with a transaction batched with it that failed")
+            self._end_batch(
+                batch,
+                sqlite3.OperationalError("the write was rolled back with a transaction batched with it that failed"),
             )
-            batch.exception()
 
     def _committed(self) -> None:
         """After each commit: wake the checkpointer once CHECKPOINT_ROWS rows have changed since it last

@@ -147,3 +147,30 @@ async def test_a_failing_transaction_that_opened_the_batch_is_undone_whole_and_t
         await db.append_messages("no-such-session", [{"role": "user", "content": "x"}])
     await db.append_messages(sid, [{"role": "user", "content": "last"}])
     assert [m["content"] for m in await db.list_messages(sid)] == ["kept", "after", "last"]
+
+
+async def test_a_write_goes_on_in_the_loop_turn_after_its_commit(db):
+    """The caller of a transaction is woken by its COMMIT itself, not through a chain of callbacks (each a
+    turn of the loop more, an epoll wait and the loop's bookkeeping for every append): a write alone takes
+    two turns, its block's and the COMMIT's, and goes on in the third."""
+    sid = (await db.create_session({}))["id"]
+    turns = 0
+    stop = False
+
+    async def tick() -> None:  # one increment per turn of the loop
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.ensure_future(tick())
+    await asyncio.sleep(0)
+    counts = []
+    for i in range(5):
+        before = turns
+        await db.c.write("UPDATE sessions SET name=? WHERE id=?", (f"n{i}", sid))
+        counts.append(turns - before)
+    stop = True
+    await ticker
+    assert counts == [2] * 5
+    assert (await db.get_session(sid))["name"] == "n4"
