@@ -137,6 +137,18 @@ def messages(msgs: list) -> list[dict]:
     return given(_BATCH({"messages": msgs})["messages"])
 
 
+def from_json(model: Any, raw: bytes) -> Any | None:
+    """`raw` parsed and checked against `model` in one call (pydantic's validate_json: no Python objects
+    built for json.loads first), or None when that fails for any reason: the caller then goes the usual way
+    (json.loads, then the route's check), which gives every refusal its usual answer, 400 or 422 and its
+    message. Only for models that read the same from JSON as from Python (MessageIn: text, numbers through
+    their own checks, literal roles)."""
+    try:
+        return checker(model).adapter.validate_json(raw)
+    except (ValueError, RecursionError):  # (ValidationError is a ValueError)
+        return None
+
+
 def initial_messages(v: Any) -> list[dict]:
     out = [] if v is None else field_checker(session_models.SessionCreate, "initial_messages")(v, "initial_messages")
     return [_given({k: x for k, x in m.items() if k != "chat"}) for m in out or ()]

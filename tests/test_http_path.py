@@ -198,3 +198,104 @@ def test_client_wire_reads_every_answer_shape_and_retries_only_what_is_safe():
             c.create_session(name="x")
         with pytest.raises(ValueError, match="Invalid header value"):
             c.append("s1", "user", "x", idempotency_key="a\r\nX-Injected: 1")
+
+
+def test_a_single_message_body_is_parsed_and_checked_in_one_call_and_a_batch_as_before(tmp_path, monkeypatch):
+    """An append of one message reads its body in one validate_json call (no json.loads of it first); a
+    batch, and everything that call refuses, still go through json.loads and the route's check."""
+    from sessiond.daemon.routes import common
+
+    parsed = []
+
+    def loads(raw, *args, **kwargs):
+        parsed.append(raw)
+        return json.loads(raw, *args, **kwargs)
+
+    monkeypatch.setattr(common, "json", type("J", (), {"loads": staticmethod(loads), "dumps": json.dumps}))
+
+    def post(body: bytes) -> bytes:  # with a bad Idempotency-Key: answered once the body is checked
+        return (
+            b"POST /v1/sessions/s1/messages HTTP/1.1\r\nHost: x\r\nIdempotency-Key: a\tb\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+    async def main() -> list[tuple[int, dict]]:
+        runner = web.AppRunner(make_app(Owner()), handle_signals=False, access_log=None)
+        await runner.setup()
+        path = str(tmp_path / "s.sock")
+        await web.UnixSite(runner, path).start()
+        try:
+            return await _ask(
+                path,
+                [
+                    post(b'{"role": "user", "content": "one"}'),
+                    post(b'{"messages": [{"role": "user", "content": "a"}]}'),
+                    post(b'{"role": "user", "content": "x", "tokens": true}'),
+                    post(b'{"role": "user", "content": "x"'),
+                ],
+            )
+        finally:
+            await runner.cleanup()
+
+    (s1, a1), (s2, a2), (s3, a3), (s4, a4) = asyncio.run(main())
+    assert s1 == 422 and "Idempotency-Key" in a1["error"]["message"]  # the body passed its check
+    assert s2 == 422 and "Idempotency-Key" in a2["error"]["message"]
+    assert (s3, a3["error"]["code"]) == (422, "invalid") and "tokens must be a finite number" in a3["error"]["message"]
+    assert (s4, a4["error"]["code"]) == (400, "bad_json")
+    assert parsed == [
+        b'{"messages": [{"role": "user", "content": "a"}]}',
+        b'{"role": "user", "content": "x", "tokens": true}',
+        b'{"role": "user", "content": "x"',
+    ]
+
+
+GOOD_BODIES = [
+    b'{"role": "user", "content": "hi"}',
+    b'{"content": "hi", "role": "tool", "tokens": 3, "chat": "c", "name": null,'
+    b' "metadata": {"a": [1, 2.5, {"b": null}]}}',
+    b'{"role": "user", "content": "x", "tokens": 1.0}',
+    b'{"role": "user", "content": "x", "tokens": 1e2}',
+    b'{"role": "user", "content": "a\\u0000b \\u00e9 \\ud83d\\ude00 \xc3\xa9"}',
+    b'{"role": "user", "role": "assistant", "content": "x", "metadata": {"k": 1, "k": 2}}',
+    b' {"role": "user", "content": "x", "metadata": {"big": 9223372036854775807, "f": 1.0000000000000002}} \n',
+    b'{"role": "user", "content": "x", "metadata": {"big": 18446744073709551615, "small": -9223372036854775808}}',
+]
+# taken the usual way only: the one call refuses them, json.loads and the check do not
+USUAL_ONLY = [
+    b'\xef\xbb\xbf{"role": "user", "content": "x"}',
+    '{"role": "user", "content": "x"}'.encode("utf-16"),
+]
+REFUSED_BODIES = [
+    b'{"role": "user", "content": "x", "metadata": {"big": 18446744073709551616}}',
+    b'{"role": "user", "content": "x", "metadata": {"a": NaN}}',
+    b'{"role": "user", "content": "x", "tokens": true}',
+    b'{"role": "USER", "content": "x"}',
+    b'{"role": "user", "content": "x", "extra": 1}',
+    b'{"role": "user", "content": "x", "tokens": 1.5}',
+    b'{"role": "user"}',
+    b'{"messages": [{"role": "user", "content": "a"}]}',
+    b'{"role": "user", "content": "x"',
+    b"[" * 5000 + b"]" * 5000,
+    b"",
+]
+
+
+@pytest.mark.parametrize("raw", GOOD_BODIES + USUAL_ONLY + REFUSED_BODIES)
+def test_a_message_read_in_one_call_is_what_the_usual_way_reads_and_what_it_refuses_goes_the_usual_way(raw):
+    from sessiond.api.messages import Append, MessageIn
+
+    fast = v.from_json(MessageIn, raw)
+    try:
+        usual = v.checker(Append)(json.loads(raw))
+    except (ValueError, RecursionError, Invalid):
+        assert fast is None
+        return
+    if "messages" in usual:  # a batch: not a MessageIn
+        assert fast is None
+        return
+    if raw in USUAL_ONLY:
+        assert fast is None
+        return
+    assert raw in GOOD_BODIES
+    assert fast == usual and list(fast) == list(usual) and repr(fast) == repr(usual)

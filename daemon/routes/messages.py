@@ -3,13 +3,13 @@ listing. The hot path: a batch is checked by one TypeAdapter call (daemon/valida
 
 from aiohttp import web
 
-from ...api.messages import IDEMPOTENCY_HEADER
+from ...api.messages import IDEMPOTENCY_HEADER, MessageIn
 from .. import validate as v
-from .common import body, daemon_of, ok, query, session_id
+from .common import body_as, daemon_of, ok, query, session_id
 
 
 async def append_messages(request: web.Request) -> web.Response:
-    b = await body(request)  # a MessageIn, or a MessageBatch when it has `messages`
+    b = await body_as(request, MessageIn, b'"messages"')  # a MessageIn, or a MessageBatch when it has `messages`
     sid = session_id(request)
     key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
     d = daemon_of(request)
