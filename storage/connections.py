@@ -165,7 +165,11 @@ class _Transacting:
 
     async def __aenter__(self) -> Transaction:
         c = self._c
-        await c._lock.acquire()
+        c._entering += 1  # (counted while it may wait: the scheduled COMMIT waits for those that do)
+        try:
+            await c._lock.acquire()
+        finally:
+            c._entering -= 1
         try:
             self._first = c._batch is None
             self._batch = c._join_batch()
@@ -234,6 +238,7 @@ class Connections:
         self.listeners: list[Callable[[dict], Any]] = []  # told each event after its commit
         self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, ...
         self._lock = asyncio.Lock()
+        self._entering = 0  # transactions waiting for the lock (_flush_soon)
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
 
     @classmethod
@@ -345,11 +350,15 @@ class Connections:
         return self._batch
 
     def _flush_soon(self) -> None:
-        """The scheduled COMMIT: at once when no one holds the writer (the common case: a task per batch
-        cost an append ~10 us of CPU), else in a task that waits its turn for it."""
+        """The scheduled COMMIT: at once when no one holds the writer or waits for it (the common case: a
+        task per batch cost an append ~10 us of CPU), else in a task that waits its turn for it. Those
+        waiting go first (the lock is first come, first served): transactions that queued behind one that
+        held the writer across turns of the loop (awaiting inside its block; the search index's chunk on
+        its thread; a WAL reset) get it one per turn when it is let go, and so join this batch instead of
+        each committing alone in the turn before the next one's."""
         if self._batch is None:  # committed meanwhile (close, a WAL reset)
             return
-        if self._lock.locked():  # a transaction under way (one that awaits inside its block), a reset
+        if self._lock.locked() or self._entering:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         else:  # nothing is half done on the writer: whoever waits for the lock next starts a new batch
             self._commit_batch()

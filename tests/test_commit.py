@@ -174,3 +174,30 @@ async def test_a_write_goes_on_in_the_loop_turn_after_its_commit(db):
     await ticker
     assert counts == [2] * 5
     assert (await db.get_session(sid))["name"] == "n4"
+
+
+async def test_appends_that_waited_for_the_writer_share_one_commit_after_it(db):
+    """Writes queued on the writer (behind a transaction that awaits inside its block, the search index's
+    chunk on its thread, a WAL reset) go on one at a time, a loop turn each, when it is let go: they join
+    one batch and share its COMMIT, rather than each committing alone in the turn before the next one's."""
+    sids = [(await db.create_session({}))["id"] for _ in range(6)]
+    held = asyncio.Event()
+    go = asyncio.Event()
+
+    async def holder() -> None:
+        async with db.c.transaction() as tx:
+            await tx.execute("UPDATE sessions SET name='held' WHERE id=?", (sids[0],))
+            held.set()
+            await go.wait()
+
+    first = asyncio.ensure_future(holder())
+    await held.wait()
+    queued = [asyncio.ensure_future(db.append_messages(s, [{"role": "user", "content": "x"}])) for s in sids[1:]]
+    for _ in range(3):  # each has started, and waits for the writer
+        await asyncio.sleep(0)
+    before = db.c.commits
+    go.set()
+    await asyncio.gather(first, *queued)
+    assert db.c.commits - before == 2  # the holder's batch, then one for the five that waited
+    for s in sids[1:]:
+        assert [m["content"] for m in await db.list_messages(s)] == ["x"]
