@@ -306,8 +306,9 @@ class Connections:
         Group commit: the transactions of one turn of the event loop share one SQLite transaction. Each
         is a SAVEPOINT in it (undone alone if its block raises); the first opens it (BEGIN IMMEDIATE)
         and schedules the COMMIT, which runs when the loop next gets to it, after whatever else was
-        ready to run. No caller goes on before the commit its changes are in, so nothing is answered
-        before it is on disk; under load, one commit serves many appends."""
+        ready to run and after the transactions then waiting for the writer. No caller goes on before
+        the commit its changes are in, so nothing is answered before it is on disk; under load, one
+        commit serves many appends."""
         return _Transacting(self)
 
     async def write(self, sql: str, args: tuple = ()) -> int:
