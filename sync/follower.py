@@ -46,6 +46,14 @@ class Follower:
         self._blind_next = 0.0
         self._last_retry = 0.0
         self._last_full_pull = 0.0
+        # sessions pulled at the next poll whatever the stores say: just imported (a head that moved during the
+        # import was named to a poll that knew no session following it), or due in a round that failed
+        self._due: set[str] = set()
+        self._carried: set[bytes] = set()  # heads named changed to a round that failed: looked at again
+
+    def follow(self, sid: str) -> None:
+        """`sid` was just imported: pull it at the next poll (what its import read may be behind already)."""
+        self._due.add(sid)
 
     async def poll(self) -> None:
         """Pull the shared sessions whose heads (a device's log, or the members slot) changed in the
@@ -61,7 +69,19 @@ class Follower:
         t = time.monotonic()
         full = self.pull_now or t - self._last_full_pull >= FULL_PULL_EVERY
         blind = False
-        changed: set[bytes] = set()
+        # a store's change feed moves on as it answers: what it named is carried over if this round fails
+        changed, self._carried = self._carried, set()
+        due, self._due = self._due, set()
+        try:
+            await self._round(t, full, blind, changed, due)
+        except BaseException:
+            self._carried |= changed
+            self._due |= due
+            raise
+
+    async def _round(self, t: float, full: bool, blind: bool, changed: set[bytes], due: set[str]) -> None:
+        """One poll (see poll): `changed` and `due` are filled in and pulled; raises with them left for the next."""
+        ctx = self.ctx
         for url in ctx.store_urls():
             store = ctx.open_store(url)
             try:
@@ -102,13 +122,18 @@ class Follower:
         if full:
             self.pull_now = False
             self._last_full_pull = t
-            new = await self.pull_all()
+            try:
+                new = await self.pull_all()
+            except BaseException:
+                self.pull_now = True  # the full round again at the next poll
+                raise
             # nothing new: the next blind round waits twice as long (up to `interval`); news: soon again
             self._blind_wait = self.min_wait if new else min(self.interval, max(self.min_wait, 2 * self._blind_wait))
             self._blind_next = time.monotonic() + self._blind_wait
-        elif changed or retry:
-            due = await ctx.db.sessions_with_heads(sorted(changed))
-            await self.pull_all(sorted(retry.union(due)), changed=changed, retry=retry)
+        elif changed or retry or due:
+            moved = await ctx.db.sessions_with_heads(sorted(changed))
+            # the retried and the just imported are read in full (their members slot too)
+            await self.pull_all(sorted(retry.union(due, moved)), changed=changed, retry=retry | due)
 
     async def pull(self, sid: str, moved: set[bytes] | None = None) -> int:
         """Bring in what other devices wrote to `sid` since the last pull. Returns new operations.
