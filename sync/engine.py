@@ -305,10 +305,10 @@ class Syncer:
         return await self.sharer.unshare(sid, device)
 
     async def import_code(self, text: str, passphrase: str | None, store_url: str | None = None) -> dict:
+        looks = self.follower.looks
         res = await self.importer.import_code(text, passphrase, store_url)
-        # pulled at the next poll: a head that moved after the import read it may have been named to a poll
-        # that knew no session following it yet (tests/test_follow_races.py)
-        self.follower.follow(res["session"])
+        if self.follower.looks != looks:  # a poll meanwhile may have dropped a change of it (Follower.follow)
+            self.follower.follow(res["session"])
         return res
 
     async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:

@@ -50,9 +50,12 @@ class Follower:
         # import was named to a poll that knew no session following it), or due in a round that failed
         self._due: set[str] = set()
         self._carried: set[bytes] = set()  # heads named changed to a round that failed: looked at again
+        self.looks = 0  # rounds that asked the stores what changed (an import compares it before and after)
 
     def follow(self, sid: str) -> None:
-        """`sid` was just imported: pull it at the next poll (what its import read may be behind already)."""
+        """`sid` was just imported while polls went on (`looks` moved): pull it at the next poll. A head of
+        it that moved after the import read it may have been named to a poll that knew no session
+        following that head yet, and would not be named again."""
         self._due.add(sid)
 
     async def poll(self) -> None:
@@ -111,6 +114,7 @@ class Follower:
                 self._head_versions[url] = versions
             else:
                 self._head_versions.pop(url, None)
+        self.looks += 1
         if blind and t >= self._blind_next:
             full = True  # a store that cannot say what changed: a full round, when its wait is over
         # sessions whose last pull failed are tried again every `interval`: the change that made them

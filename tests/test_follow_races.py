@@ -4,6 +4,7 @@ the store had said what changed."""
 
 from __future__ import annotations
 
+from devices import watch_pulls
 from sessiond.stores.file import FileStore
 from sessiond.sync import importer
 
@@ -72,3 +73,22 @@ async def test_a_poll_round_that_fails_after_the_store_said_what_changed_is_not_
     monkeypatch.setattr(dbb, "sessions_with_heads", real)
     await b.follower.poll()
     assert [m["content"] for m in await dbb.list_messages(sid)] == ["first", "news"]
+
+
+async def test_an_import_with_no_poll_meanwhile_costs_the_follower_no_extra_pull(devices):
+    """Only an import that polls overlapped is pulled again: with none, every change after its reads is
+    still in the store's feed for the next poll. Here a poll between the share and the import took the
+    share's head changes (no session followed them yet), and the import read those heads: nothing to pull."""
+    a, b = await devices.open(store_b=FileStore(devices.store_path))
+    dba = devices.dba
+    await a.start()
+    await _followed(devices, "followed before")
+    await b.follower.poll()
+    sid = (await dba.create_session({"name": "imported, quiet"}))["id"]
+    await dba.append_messages(sid, [{"role": "user", "content": "first"}])
+    code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+    await b.follower.poll()  # the share's heads: named, and followed by no session here yet
+    started, _ = watch_pulls(b)
+    await b.import_code(code, None)
+    await b.follower.poll()
+    assert started == []
