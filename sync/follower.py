@@ -187,7 +187,8 @@ class Follower:
         read: dict[bytes, RegistryEntry | None] = {}  # the heads read here, not read again by fetch_logs
         for m in heads:
             k = known.get(m["head_pk"])
-            head = read[m["head_pk"]] = await asyncio.wait_for(store.get_head(m["head_pk"]), ctx.timeout)
+            async with asyncio.timeout(ctx.timeout):  # not wait_for: no task of its own for each read
+                head = read[m["head_pk"]] = await store.get_head(m["head_pk"])
             # a member not known yet is taken in even without a head (it imported, wrote nothing yet):
             # its head is then followed, and its first push is seen
             if k is None or (head is not None and head.revision != k["rev"]):
