@@ -2,7 +2,9 @@
 a folder store; one client appends to random sessions (a tenth of the appends to the shared ones) for
 the load period while both daemons' RSS is sampled every second. Prints JSON: per daemon the peak, the
 end, the slope (MB per hour, least squares) and whether RSS stayed flat (see `summary`), the goal
-(<= 150 MB, both daemons), and whether B caught up with the shared sessions.
+(<= 150 MB, both daemons), and whether B caught up with the shared sessions (`follower`: A's `sync --wait`
+answer, and for each shared session still different, both sides' counts and sync states and why: see
+`check_follower`).
 
 Full size (issue 17): `python bench/memory.py --duration 3600`. Defaults: 10,000 sessions, 100 shared,
 60 s; --sessions, --shared, --duration, --rate (appends a second) make it smaller or longer.
