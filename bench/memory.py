@@ -2,7 +2,9 @@
 a folder store; one client appends to random sessions (a tenth of the appends to the shared ones) for
 the load period while both daemons' RSS is sampled every second. Prints JSON: per daemon the peak, the
 end, the slope (MB per hour, least squares) and whether RSS stayed flat (see `summary`), the goal
-(<= 150 MB, both daemons), and whether B caught up with the shared sessions.
+(<= 150 MB, both daemons), and whether B caught up with the shared sessions (`follower`: A's `sync --wait`
+answer, and for each shared session still different, both sides' counts and sync states and why: see
+`check_follower`).
 
 Full size (issue 17): `python bench/memory.py --duration 3600`. Defaults: 10,000 sessions, 100 shared,
 60 s; --sessions, --shared, --duration, --rate (appends a second) make it smaller or longer.
@@ -93,6 +95,73 @@ def create_sessions(home: str, n: int, threads: int = 4) -> list[str]:
         return list(pool.map(make, range(n)))
 
 
+def _sync_view(st: dict | None) -> dict:
+    """The part of a session's sync state that says who is behind: A's pushes, B's pull error."""
+    st = st or {}
+    keys = ("state", "pending", "last_seq", "pushed_seq", "head_rev", "last_error", "pull_error")
+    return {k: st[k] for k in keys if k in st}
+
+
+def check_follower(ca: Client, cb: Client, shared: list[str], wait: float = 60.0) -> dict:
+    """After the load: A's `sync --wait` (its answer kept: a sync that timed out leaves A's pushes behind,
+    and B cannot have what A has not pushed), the shared sessions still not pushed then pushed one by one
+    (`sync --wait` of each on A), then every shared session compared (message counts of A
+    and B) until they all match or `wait` seconds pass. What still differs is told apart: each session's
+    state on A (pushed_seq against last_seq) and on B (pull_error), then a pull asked of B for that
+    session (`sync --wait` on B) and the counts again: matching after it means B's own polls missed a
+    change that was in the store (a follower bug); not matching with A fully pushed means a pull that
+    does not bring it in (a follower bug too); A not fully pushed means the writer was behind."""
+    t0 = time.monotonic()
+    answer = ca.sync(wait=True, timeout=60)
+    sync_s = time.monotonic() - t0
+    states = answer.get("sessions", {})
+    behind = sorted(s for s, st in states.items() if st.get("pushed_seq", 0) < st.get("last_seq", 0))
+    late = [s for s in shared if s in set(behind)]
+    out: dict = {
+        "a_sync_wait_s": round(sync_s, 1),
+        "a_sync_complete": answer.get("complete"),
+        "a_sessions_not_pushed_at_sync_end": len(behind),
+        "a_shared_not_pushed_at_sync_end": len(late),
+    }
+    # B can only have what A pushed: a loaded A is behind on all its sessions' pushes, so the shared
+    # ones still pending are pushed now, each ahead of the queue (`sync --wait` of that session)
+    t0 = time.monotonic()
+    for sid in late:
+        ca.sync(sid, wait=True, timeout=60)
+    out["a_shared_pushed_by_hand_s"] = round(time.monotonic() - t0, 1)
+    left = set(shared)
+    t1 = time.monotonic()
+    while left and time.monotonic() - t1 < wait:
+        left = {s for s in left if ca.get_session(s).get("message_count") != cb.get_session(s).get("message_count")}
+        if left:
+            time.sleep(0.2)  # polling the follower with a deadline
+    out["caught_up"] = not left
+    out["compared"] = len(shared)
+    out["caught_up_after_s"] = round(time.monotonic() - t1, 1) if not left else None
+    unmatched = []
+    for sid in sorted(left):
+        sa, sb = ca.get_session(sid), cb.get_session(sid)
+        row = {
+            "session": sid,
+            "a_messages": sa.get("message_count"),
+            "b_messages": sb.get("message_count"),
+            "a_sync": _sync_view(sa.get("sync")),
+            "b_sync": _sync_view(sb.get("sync")),
+        }
+        cb.sync(sid, wait=True, timeout=30)  # B pulls this session now, by hand
+        row["b_messages_after_pull"] = cb.get_session(sid).get("message_count")
+        a_pushed = row["a_sync"].get("pushed_seq", 0) >= row["a_sync"].get("last_seq", 0)
+        if row["b_messages_after_pull"] == row["a_messages"]:
+            row["why"] = "B's polls missed a change in the store (a pull by hand brought it in)"
+        elif not a_pushed:
+            row["why"] = "A had not pushed it (the writer behind)"
+        else:
+            row["why"] = "A pushed it, and B's pull by hand does not bring it in"
+        unmatched.append(row)
+    out["unmatched"] = unmatched
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=10_000)
@@ -151,17 +220,7 @@ def main() -> None:
             anon_b.append(rss_mb(b.proc.pid, "RssAnon"))
             if args.tracemalloc:
                 dump_tracemalloc([a, b], args.tracemalloc, "9-end")
-            ca.sync(wait=True, timeout=60)
-            t1 = time.monotonic()
-            caught_up = False
-            while time.monotonic() - t1 < 60:
-                caught_up = all(
-                    ca.get_session(s).get("message_count") == cb.get_session(s).get("message_count")
-                    for s in shared[:20]
-                )
-                if caught_up:
-                    break
-                time.sleep(0.2)  # polling the follower with a deadline
+            follower = check_follower(ca, cb, shared)
             wal = os.path.join(a.home, "sessions.db-wal")
             out = {
                 "date": time.strftime("%Y-%m-%d"),
@@ -176,7 +235,8 @@ def main() -> None:
                 "appends_per_second": round(appends / args.duration, 1),
                 "daemon_rss": summary(samples_a, anon_a, args.duration),
                 "follower_rss": summary(samples_b, anon_b, args.duration),
-                "follower_caught_up": caught_up,
+                "follower_caught_up": follower["caught_up"],
+                "follower": follower,
                 "daemon_wal_mb_end": round(os.path.getsize(wal) / 1e6, 1) if os.path.exists(wal) else 0.0,
                 "goal_mb": GOAL_MB,
                 "within_goal": max(samples_a) <= GOAL_MB and max(samples_b) <= GOAL_MB,

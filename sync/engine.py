@@ -305,7 +305,11 @@ class Syncer:
         return await self.sharer.unshare(sid, device)
 
     async def import_code(self, text: str, passphrase: str | None, store_url: str | None = None) -> dict:
-        return await self.importer.import_code(text, passphrase, store_url)
+        looks = self.follower.looks
+        res = await self.importer.import_code(text, passphrase, store_url)
+        if self.follower.looks != looks:  # a poll meanwhile may have dropped a change of it (Follower.follow)
+            self.follower.follow(res["session"])
+        return res
 
     async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
         return await self.rekeyer.rekey(sid, drop)

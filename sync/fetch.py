@@ -114,7 +114,8 @@ async def fetch_log(
         )
     try:
         mhash = manifest_hash_of(head)
-        ct = await asyncio.wait_for(store.get(mhash), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: no task of its own for each read
+            ct = await store.get(mhash)
         man = parse_manifest(
             open_manifest(ct, mhash, session_key, pk, head.revision), sid=sid, head_pk=pk, rev=head.revision
         )

@@ -46,6 +46,17 @@ class Follower:
         self._blind_next = 0.0
         self._last_retry = 0.0
         self._last_full_pull = 0.0
+        # sessions pulled at the next poll whatever the stores say: just imported (a head that moved during the
+        # import was named to a poll that knew no session following it), or due in a round that failed
+        self._due: set[str] = set()
+        self._carried: set[bytes] = set()  # heads named changed to a round that failed: looked at again
+        self.looks = 0  # rounds that asked the stores what changed (an import compares it before and after)
+
+    def follow(self, sid: str) -> None:
+        """`sid` was just imported while polls went on (`looks` moved): pull it at the next poll. A head of
+        it that moved after the import read it may have been named to a poll that knew no session
+        following that head yet, and would not be named again."""
+        self._due.add(sid)
 
     async def poll(self) -> None:
         """Pull the shared sessions whose heads (a device's log, or the members slot) changed in the
@@ -61,7 +72,19 @@ class Follower:
         t = time.monotonic()
         full = self.pull_now or t - self._last_full_pull >= FULL_PULL_EVERY
         blind = False
-        changed: set[bytes] = set()
+        # a store's change feed moves on as it answers: what it named is carried over if this round fails
+        changed, self._carried = self._carried, set()
+        due, self._due = self._due, set()
+        try:
+            await self._round(t, full, blind, changed, due)
+        except BaseException:
+            self._carried |= changed
+            self._due |= due
+            raise
+
+    async def _round(self, t: float, full: bool, blind: bool, changed: set[bytes], due: set[str]) -> None:
+        """One poll (see poll): `changed` and `due` are filled in and pulled; raises with them left for the next."""
+        ctx = self.ctx
         for url in ctx.store_urls():
             store = ctx.open_store(url)
             try:
@@ -91,6 +114,7 @@ class Follower:
                 self._head_versions[url] = versions
             else:
                 self._head_versions.pop(url, None)
+        self.looks += 1
         if blind and t >= self._blind_next:
             full = True  # a store that cannot say what changed: a full round, when its wait is over
         # sessions whose last pull failed are tried again every `interval`: the change that made them
@@ -102,13 +126,18 @@ class Follower:
         if full:
             self.pull_now = False
             self._last_full_pull = t
-            new = await self.pull_all()
+            try:
+                new = await self.pull_all()
+            except BaseException:
+                self.pull_now = True  # the full round again at the next poll
+                raise
             # nothing new: the next blind round waits twice as long (up to `interval`); news: soon again
             self._blind_wait = self.min_wait if new else min(self.interval, max(self.min_wait, 2 * self._blind_wait))
             self._blind_next = time.monotonic() + self._blind_wait
-        elif changed or retry:
-            due = await ctx.db.sessions_with_heads(sorted(changed))
-            await self.pull_all(sorted(retry.union(due)), changed=changed, retry=retry)
+        elif changed or retry or due:
+            moved = await ctx.db.sessions_with_heads(sorted(changed))
+            # the retried and the just imported are read in full (their members slot too)
+            await self.pull_all(sorted(retry.union(due, moved)), changed=changed, retry=retry | due)
 
     async def pull(self, sid: str, moved: set[bytes] | None = None) -> int:
         """Bring in what other devices wrote to `sid` since the last pull. Returns new operations.
@@ -158,7 +187,8 @@ class Follower:
         read: dict[bytes, RegistryEntry | None] = {}  # the heads read here, not read again by fetch_logs
         for m in heads:
             k = known.get(m["head_pk"])
-            head = read[m["head_pk"]] = await asyncio.wait_for(store.get_head(m["head_pk"]), ctx.timeout)
+            async with asyncio.timeout(ctx.timeout):  # not wait_for: no task of its own for each read
+                head = read[m["head_pk"]] = await store.get_head(m["head_pk"])
             # a member not known yet is taken in even without a head (it imported, wrote nothing yet):
             # its head is then followed, and its first push is seen
             if k is None or (head is not None and head.revision != k["rev"]):

@@ -26,7 +26,8 @@ class LogReader:
         self.on_page: Callable[[int], None] | None = None  # told the last seq of each page read (progress)
 
     async def _get(self, ref: EncryptedCID) -> bytes:
-        ct = await asyncio.wait_for(self.store.get(ref.hash), self.timeout)
+        async with asyncio.timeout(self.timeout):  # not wait_for: no task of its own for each object
+            ct = await self.store.get(ref.hash)
         self.fetched += 1
         return open_sealed(ct, ref)
 
