@@ -42,6 +42,8 @@ class SyncContext:
     stores: dict[str, Store] = field(default_factory=dict)  # the other stores, by URL
     pull_errors: dict[str, str] = field(default_factory=dict)  # per session: why its last pull failed
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
+    # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
+    shared: set[str] = field(default_factory=set)
     stopping: bool = False  # set by Syncer.stop: long loops end early
     # per session: one push at a time, one rekey at a time (a lock exists only while in use)
     locks: KeyedLocks = field(default_factory=KeyedLocks)

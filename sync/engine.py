@@ -94,7 +94,12 @@ class Syncer:
         self.collector = Collector(ctx)
         # which sessions to push when (schedule.py): coalesced per session, a few workers for all of them
         self.pushes = PushQueue(
-            self._push_one, gap=push_delay, concurrency=push_concurrency, failed=self._failed, done=self._pushed
+            self._push_one,
+            gap=push_delay,
+            concurrency=push_concurrency,
+            failed=self._failed,
+            done=self._pushed,
+            first=ctx.shared.__contains__,
         )
         self._errors: dict[str, str] = {}
         self._wake = asyncio.Event()
@@ -135,6 +140,7 @@ class Syncer:
             self._checks = self._new_pool()
         if self.ctx.workers is None:
             self.ctx.workers = Workers()
+        self.ctx.shared.update(await self.db.shared_sessions())  # before the pushes: they go first
         self.pushes.start()
         for sid in await self.db.sessions_needing_push():  # resume after a restart
             self.pushes.notify(sid)
@@ -161,6 +167,7 @@ class Syncer:
     def forget(self, sid: str) -> None:
         """A session was deleted here: stop pushing it and destroy its key (crypto-shredding)."""
         self.pushes.forget(sid)
+        self.ctx.shared.discard(sid)
         self._errors.pop(sid, None)
         self.proofs.forget(sid)
         self.keys.delete_session_key(sid)

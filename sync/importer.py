@@ -169,6 +169,7 @@ class Importer:
                 if fresh or "key" in created:
                     keys.delete_session_key(sid)
                 raise
+            ctx.shared.add(sid)  # it has other devices on it: pushed ahead of unshared sessions
         if code.write_secret is not None:
             # A writer is a member from its import on, not from its first push: a rekey keeps exactly the
             # members, so a device that has not written yet would otherwise lose access.

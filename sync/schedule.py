@@ -21,6 +21,12 @@ pushes of all sessions together stay near `pushes_per_second` however many clien
 appending to 16 sessions: 16 pushes a second, each carrying that second's appends, instead of 160 of
 a few appends each), and a change still reaches the store within `max_gap` plus a push.
 
+Shared sessions go first: when more sessions are due than the workers can take (a device writing to
+thousands of sessions at once), those another device follows (`first(sid)`: the session was shared or
+imported) are taken before the ones that only this device reads, so followers keep seeing changes within
+`max_gap` plus a push while a backlog of unshared sessions waits. Within each kind, first come, first
+served.
+
 A failed push keeps the session queued and retries it with exponential backoff (0.2 s doubling, at most
 30 s); `now` skips the wait (a `sessiond sync` asked for it). Nothing here is durable, nor needs to be:
 what to push is in SQLite (a session's log past its pushed mark, sync_state's outbox), and the engine
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -57,9 +64,11 @@ class PushQueue:
         max_gap: float = 1.0,
         failed: Callable[[str, BaseException, float], Awaitable[None]] | None = None,
         done: Callable[[str], Awaitable[None]] | None = None,
+        first: Callable[[str], bool] | None = None,
     ):
         """`push(sid)` pushes one session; `failed(sid, exc, retry_in)` and `done(sid)` are told after
-        each failed or finished push (the engine records errors and wakes who waits on progress)."""
+        each failed or finished push (the engine records errors and wakes who waits on progress);
+        `first(sid)` says whether a session goes ahead of the others when several are due (shared ones)."""
         self._push = push
         self.gap = max(0.0, gap)
         self.pushes_per_second = pushes_per_second
@@ -67,7 +76,10 @@ class PushQueue:
         self.concurrency = max(1, concurrency)
         self._failed = failed
         self._done = done
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._first = first
+        # (0 for a session that goes first, else 1; order of arrival; sid)
+        self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
+        self._arrivals = itertools.count()
         self._queued: set[str] = set()  # in _queue: due now, waiting for a worker
         self._dirty: set[str] = set()  # changed since its last push started
         self._inflight: set[str] = set()
@@ -162,7 +174,8 @@ class PushQueue:
         if at is None or at <= loop.time():
             self._not_before.pop(sid, None)
             self._queued.add(sid)
-            self._queue.put_nowait(sid)
+            rank = 0 if self._first is not None and self._first(sid) else 1
+            self._queue.put_nowait((rank, next(self._arrivals), sid))
         else:
             self._timers[sid] = loop.call_at(at, self._due, sid)
             self._arm_quiet(sid)
@@ -206,7 +219,7 @@ class PushQueue:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            sid = await self._queue.get()
+            sid = (await self._queue.get())[2]
             self._queued.discard(sid)
             if sid not in self._dirty:
                 continue  # forgotten meanwhile

@@ -71,6 +71,7 @@ class Sharer:
             new_slot = ctx.keys.write_secret(sid) is None
             ws = await ctx.keys.make_write_secret(sid)
             await ctx.db.add_remote(sid, None, bytes(announce_key(ws).verify_key))
+            ctx.shared.add(sid)
             remote = await ctx.db.remote(sid)
             assert remote is not None  # just added
         write_secret = ctx.keys.write_secret(sid)

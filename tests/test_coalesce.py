@@ -18,8 +18,10 @@ import pytest
 from conftest import DaemonProc, eventually, wait_for
 from sessiond.daemon.events import Events
 from sessiond.relay.app import Relay, run
+from sessiond.stores import FileStore
 from sessiond.stores.http import RetryPolicy
 from sessiond.stores.s5 import S5Store
+from sessiond.sync.engine import Syncer
 from sessiond.sync.schedule import PushQueue
 
 
@@ -44,6 +46,31 @@ async def test_a_quiet_session_goes_at_once_and_a_busy_one_coalesces():
         gate.set()
         await eventually(lambda: len(started) == 3 and not q.pending(), timeout=2, what="a's second push")
         assert started == ["a", "b", "a"]  # 51 changes of a: two pushes
+    finally:
+        await q.stop()
+
+
+async def test_shared_sessions_go_ahead_of_a_backlog_of_unshared_ones():
+    """More sessions due than workers: the ones another device follows are taken first, the rest in their
+    order of arrival (a device writing to thousands of sessions kept its followers waiting behind them)."""
+    started: list[str] = []
+    gate = asyncio.Event()
+    shared = {"s1", "s2"}
+
+    async def push(sid):
+        started.append(sid)
+        await gate.wait()
+
+    q = PushQueue(push, gap=0.0, concurrency=1, first=shared.__contains__)
+    q.start()
+    try:
+        q.notify("busy")
+        await eventually(lambda: started == ["busy"], timeout=2, what="the first push")
+        for sid in ("u1", "s1", "u2", "u3", "s2", "u4"):  # due while the one worker is busy
+            q.notify(sid)
+        gate.set()
+        await eventually(lambda: len(started) == 7 and not q.pending(), timeout=2, what="the backlog pushed")
+        assert started == ["busy", "s1", "s2", "u1", "u2", "u3", "u4"]
     finally:
         await q.stop()
 
@@ -243,6 +270,23 @@ def test_the_last_change_reaches_the_follower_without_waiting_out_the_gap(pair):
     wait_for(lambda: len(cb.messages(sid)["messages"]) == 2, timeout=10, what="the last append on the follower")
     took = time.monotonic() - t
     assert took < 2.2, took  # pushed once quiet (0.75 s), not at the end of the gap (3 s after the first push)
+
+
+async def test_the_sessions_pushed_first_are_the_shared_ones_on_both_devices_and_after_a_restart(devices):
+    a, b = await devices.open()
+    await a.start()
+    await b.start()
+    sid = await devices.shared("shared")
+    alone = (await devices.dba.create_session({"name": "only here"}))["id"]
+    assert a.ctx.shared == {sid}  # shared from A
+    assert b.ctx.shared == {sid}  # imported on B
+    await a.stop()
+    again = Syncer(devices.dba, FileStore(devices.store_path), os.path.join(devices.tmp, "ka"), timeout=10)
+    devices.syncers.append(again)
+    await again.start()
+    assert again.ctx.shared == {sid} and alone not in again.ctx.shared  # read back from the database
+    again.forget(sid)
+    assert again.ctx.shared == set()
 
 
 # ------------------------------------------------------------------------------ a follower on the relay's feed
