@@ -151,6 +151,16 @@ class FileStore(Store):
     async def has(self, h: bytes) -> bool:
         return await asyncio.to_thread(os.path.exists, self._obj_path(h))
 
+    async def first_missing(self, hashes: Sequence[bytes], *, timeout: float | None = None) -> bytes | None:
+        """Store.first_missing in one hop to a thread for them all (a log's check before a share asked
+        once per object, one after the other). `timeout` bounds the whole."""
+        paths = [(h, self._obj_path(h)) for h in hashes]
+
+        def first() -> bytes | None:
+            return next((h for h, p in paths if not os.path.exists(p)), None)
+
+        return await asyncio.wait_for(asyncio.to_thread(first), timeout)
+
     def _free_sync(self, hashes: list[bytes], dry_run: bool) -> Freed:
         out = Freed("deleted")
         for h in dict.fromkeys(hashes):
