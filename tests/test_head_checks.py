@@ -1,6 +1,7 @@
-"""What a push pays to check heads and objects in the store: a head's signature is checked once per exact
-bytes in a process (an entry it signed itself is good by construction), and a store's check that it
-still holds a log (before a share, `sessiond sync`) asks once for all the log's objects."""
+"""What a push and a share pay to check the store: a head's signature is checked once per exact bytes in
+a process (an entry it signed itself is good by construction); a store's check that it still holds a log
+(before a share, `sessiond sync`) asks once for all the log's objects; and a share's wait for its push
+is woken by that push, not by every other session's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 import pytest
 from nacl.signing import SigningKey, VerifyKey
 
+from conftest import eventually
+from devices import count_calls
 from faults import FaultyStore
 from sessiond.stores import FileStore, registry
 from sessiond.stores.registry import RegistryEntry, RegistryError
@@ -101,3 +104,41 @@ async def test_the_default_first_missing_asks_each_in_turn(tmp_path):
     os.unlink(inner._obj_path(hashes[1]))
     assert await store.first_missing(hashes) == hashes[1]
     await inner.close()
+
+
+async def test_a_wait_for_one_session_is_woken_by_its_own_push_only(devices):
+    """sync_now(sid, wait=True) (every share) read its session's state again after every push of any
+    session: under 16 clients ~10 wakes per share. Now only its own session's push wakes it."""
+    a, _ = await devices.open(a={"push_delay": 0})
+    db = devices.dba
+    await a.start()
+    sids = [(await db.create_session({"name": f"s{i}"}))["id"] for i in range(7)]
+    target, others = sids[0], sids[1:]
+    for s in sids:
+        await db.append_messages(s, [{"role": "user", "content": f"first of {s}"}])
+    gate = asyncio.Event()
+    real_push = a.pusher.push
+
+    async def push(sid, **kw):
+        if sid == target:
+            await gate.wait()  # the share's own push is slow; the others' end meanwhile
+        return await real_push(sid, **kw)
+
+    a.pusher.push = push
+    looks = count_calls(db, "all_sync_states")
+    waiting = asyncio.create_task(a.sync_now(target, wait=True, timeout=30))
+    await eventually(lambda: [target] in looks, what="the wait's first look")
+    for s in others:
+        a.pushes.now(s)
+
+    async def others_pushed() -> bool:
+        states = await db.all_sync_states(others)
+        return all(states[s]["pushed_seq"] >= 1 for s in others)
+
+    await eventually(others_pushed, timeout=10, what="the other sessions pushed")
+    gate.set()
+    res = await asyncio.wait_for(waiting, 30)
+    assert res["pushed"]
+    own = [c for c in looks if c == [target]]
+    # the first look, the one after its own push, and a look per 0.5 s of the wait at most
+    assert len(own) <= 4, own
