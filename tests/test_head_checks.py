@@ -142,3 +142,23 @@ async def test_a_wait_for_one_session_is_woken_by_its_own_push_only(devices):
     own = [c for c in looks if c == [target]]
     # the first look, the one after its own push, and a look per 0.5 s of the wait at most
     assert len(own) <= 4, own
+
+
+async def test_a_head_is_read_without_python_file_objects(tmp_path, monkeypatch):
+    """A head is read by the folder store's writer thread before each head it writes, and by get_head:
+    with os.open/os.read (four system calls) instead of open() (seven: fstat, ioctl, lseek...), each a
+    GIL hand-over with the event loop's thread."""
+    from sessiond.stores import file as file_module
+
+    store = FileStore(str(tmp_path / "store"))
+    entry = RegistryEntry.create(KEY, 1, head_data(b"\x03" * 32))
+    await store.set_head(entry)
+
+    def no_open(*a, **kw):
+        raise AssertionError("a Python file object opened")
+
+    monkeypatch.setattr(file_module, "open", no_open, raising=False)
+    assert await store.get_head(entry.pk) == entry
+    assert await store.get_head(b"\xed" + bytes(32)) is None
+    await store.set_head(RegistryEntry.create(KEY, 2, head_data(b"\x04" * 32)))
+    await store.close()
