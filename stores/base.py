@@ -79,6 +79,15 @@ class Store(ABC):
     @abstractmethod
     async def has(self, h: bytes) -> bool: ...
 
+    async def first_missing(self, hashes: Sequence[bytes], *, timeout: float | None = None) -> bytes | None:
+        """The first of `hashes` the store does not hold, or None if it holds them all (a check that a
+        log is whole, reading no object). `timeout` bounds each question. This default asks has() for
+        each in turn; a store that can answer for many at once (a folder: one thread hop) overrides it."""
+        for h in hashes:
+            if not await (self.has(h) if timeout is None else asyncio.wait_for(self.has(h), timeout)):
+                return h
+        return None
+
     @abstractmethod
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
         """The newest verified registry entry for `pk` (0xed | key), or None."""

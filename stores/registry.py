@@ -7,6 +7,7 @@ A higher revision wins; a lower or equal revision is rejected by every store and
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from nacl.exceptions import BadSignatureError
@@ -16,6 +17,26 @@ RECORD_TYPE_REGISTRY_ENTRY = 0x07
 KEY_TYPE_ED25519 = 0xED
 MAX_DATA = 48
 MAX_REVISION = (1 << 64) - 1
+# Entries (their wire bytes) whose signature this process made or has checked: the same bytes need not be
+# checked again. An Ed25519 check costs ~160 us of CPU on the 2-core bench machine, and a folder store
+# checked each head it wrote twice (the new entry, then the stored one read back under the lock before the
+# next write) besides its reads of heads this process had just written (profile-load.md, "Signature
+# checks"). Exact bytes only, so an entry with any byte changed is checked as before. Bounded: the oldest
+# go first.
+VERIFIED_KEPT = 4096
+_verified: dict[bytes, None] = {}
+_verified_lock = threading.Lock()  # the folder store's writer thread and the loop's threads both use it
+
+
+def _known_good(raw: bytes) -> bool:
+    return raw in _verified
+
+
+def _remember(raw: bytes) -> None:
+    with _verified_lock:
+        _verified[raw] = None
+        while len(_verified) > VERIFIED_KEPT:
+            del _verified[next(iter(_verified))]
 
 
 class RegistryError(ValueError):
@@ -44,7 +65,9 @@ class RegistryEntry:
         if len(data) > MAX_DATA:
             raise RegistryError(f"registry data is {len(data)} bytes; at most {MAX_DATA} fit")
         sig = signing_key.sign(_signed_bytes(revision, data)).signature
-        return cls(bytes([KEY_TYPE_ED25519]) + bytes(signing_key.verify_key), revision, data, sig, signing_key)
+        entry = cls(bytes([KEY_TYPE_ED25519]) + bytes(signing_key.verify_key), revision, data, sig, signing_key)
+        _remember(entry.to_bytes())  # signed just now with the key its pk names: good by construction
+        return entry
 
     def to_bytes(self) -> bytes:
         return (
@@ -77,7 +100,11 @@ class RegistryEntry:
         return entry
 
     def verify(self) -> None:
+        raw = self.to_bytes()
+        if _known_good(raw):
+            return
         try:
             VerifyKey(self.pk[1:]).verify(_signed_bytes(self.revision, self.data), self.signature)
         except (BadSignatureError, ValueError):
             raise RegistryError("registry entry signature does not verify (forged or damaged head)") from None
+        _remember(raw)

@@ -103,7 +103,10 @@ class Syncer:
         )
         self._errors: dict[str, str] = {}
         self._wake = asyncio.Event()
-        self._progress = asyncio.Condition()
+        # who waits in sync_now for pushes to end, by the session waited for (None: all of them): a
+        # push's end wakes the waiters of its session and of all, not every waiter (16 shares at once
+        # woke on every other session's push, each to read its state again: ~10 wakes per share)
+        self._waiters: dict[str | None, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- what the parts share
@@ -209,8 +212,9 @@ class Syncer:
     async def _pushed(self, sid: str) -> None:
         if sid not in self.pushes.retry_at:  # it went through: the error shown is over
             self._errors.pop(sid, None)
-        async with self._progress:
-            self._progress.notify_all()
+        for key in (sid, None):
+            for ev in self._waiters.get(key, ()):
+                ev.set()
 
     # ---------------------------------------------------------------- API helpers
     async def status(self, sid: str | None = None) -> dict:
@@ -257,15 +261,23 @@ class Syncer:
                 states = await self.db.all_sync_states(few)
                 return all(states.get(s, {}).get("pushed_seq", 0) >= m for s, m in marks.items() if s in states)
 
-            while not await done():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                async with self._progress:
+            woken = asyncio.Event()  # (set by _pushed; registered before the first look: no wake is lost)
+            self._waiters.setdefault(sid, set()).add(woken)
+            try:
+                while not await done():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
                     try:
-                        await asyncio.wait_for(self._progress.wait(), timeout=min(left, 0.5))
+                        await asyncio.wait_for(woken.wait(), timeout=min(left, 0.5))
                     except TimeoutError:
                         pass
+                    woken.clear()  # (what set it is seen by the next look)
+            finally:
+                waiting = self._waiters[sid]
+                waiting.discard(woken)
+                if not waiting:
+                    del self._waiters[sid]
             for s in targets:  # and bring in what the other devices wrote, now
                 if await self.db.remote(s) is not None:
                     try:

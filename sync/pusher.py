@@ -384,9 +384,8 @@ class Pusher:
             if head is None or head.revision < state["head_rev"]:
                 return True
             hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels_from_cbor(state["tree"]) for e in lv]
-            for h in hashes:
-                if not await asyncio.wait_for(store.has(h), ctx.timeout):
-                    return True
+            if await store.first_missing(hashes, timeout=ctx.timeout) is not None:
+                return True
         except (TimeoutError, StoreError, RegistryError, OSError):
             return False  # a store that does not answer is not one that lost data; the push reports it
         return False
