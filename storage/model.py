@@ -101,6 +101,14 @@ def text_head(n: int) -> bytes:
     raise ValueError("CBOR lengths stop at 2^64")
 
 
+def content_head(content: object) -> bytes | None:
+    """A message's content head as the messages table keeps it (schema migration 10): text_head of its
+    UTF-8 length; None for a value that is not text (the push's read then works it out itself)."""
+    if type(content) is not str:
+        return None
+    return text_head(len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass")))
+
+
 # The bytes a message's content takes in a run's blob (its CBOR head and UTF-8), by its size in bytes for
 # sizes under 64 KiB, and 0 (index -1) for an operation that is not a message (not in the blob).
 _ITEM_SIZES = [n + len(text_head(n)) for n in range(1 << 16)] + [0]
