@@ -34,7 +34,8 @@ TOKENIZER = "unicode61 remove_diacritics 2"  # as schema migration 9 makes the i
 MESSAGE_COLUMNS = "session_id, chat_id, device_id, seq, lamport, role, content, tokens, created_at, extra"
 PUSHED_COLUMNS = MESSAGE_COLUMNS + ", content_head, created_ms"  # and model.pushed_form's two
 # Rows per INSERT statement: SQLite takes 32,766 parameters per statement from 3.32 on, 999 before.
-ROWS_PER_INSERT = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 99
+MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+ROWS_PER_INSERT = min(1000, MAX_VARIABLES // 10)  # of MESSAGE_COLUMNS; fewer of PUSHED_COLUMNS before 3.32
 
 
 async def insert_messages(tx: Transaction, rows: list[tuple], *, or_ignore: bool = False, pushed: bool = False) -> int:
@@ -47,8 +48,9 @@ async def insert_messages(tx: Transaction, rows: list[tuple], *, or_ignore: bool
     )
     head = f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO messages({cols}) VALUES "
     n = 0
-    for i in range(0, len(rows), ROWS_PER_INSERT):
-        part = rows[i : i + ROWS_PER_INSERT]
+    step = min(ROWS_PER_INSERT, MAX_VARIABLES // marks.count("?"))
+    for i in range(0, len(rows), step):
+        part = rows[i : i + step]
         if pushed:
             part = [(*r, *pushed_form(r[6], r[8])) for r in part]
         n += await tx.execute(head + ",".join([marks] * len(part)), tuple(x for r in part for x in r))

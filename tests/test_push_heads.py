@@ -8,9 +8,10 @@ from __future__ import annotations
 import random
 import sqlite3
 
-from sessiond.storage import logrun
+from sessiond.storage import logrun, search
 from sessiond.storage.database import Database
 from sessiond.storage.model import text_head
+from sessiond.storage.schema import MIGRATIONS
 from sessiond.storage.search import insert_messages
 
 # contents at each edge of the head widths (1, 2, 3 and 5 bytes), some of two UTF-8 bytes a character
@@ -118,3 +119,25 @@ def test_the_read_takes_stored_heads_and_times_as_they_are():
     run = logrun.read_run(conn, "s", "d", 0, 3)
     assert bytes(run.blob) == b"\x61a<2>a\x61a"
     assert run.times == [5, 1000, 6]
+
+
+async def test_an_append_of_many_stays_within_an_old_sqlites_parameters(monkeypatch):
+    """Before SQLite 3.32 a statement takes at most 999 parameters: 99 rows of the ten message columns, but
+    only 83 of the twelve an append writes."""
+
+    class Tx:
+        def __init__(self):
+            self.conn = sqlite3.connect(":memory:")
+            self.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+            for migration in MIGRATIONS:
+                self.conn.executescript(migration)
+
+        async def execute(self, sql, args=()):
+            return self.conn.execute(sql, args).rowcount
+
+    monkeypatch.setattr(search, "MAX_VARIABLES", 999, raising=False)
+    monkeypatch.setattr(search, "ROWS_PER_INSERT", 99)
+    tx = Tx()
+    for pushed in (False, True):
+        rows = [("s", "main", "d" + str(pushed), i, i, "user", "c", None, 1.0, None) for i in range(1, 201)]
+        assert await insert_messages(tx, rows, pushed=pushed) == 200  # type: ignore[arg-type]
