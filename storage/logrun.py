@@ -19,7 +19,9 @@ from .model import LogRun, Op, text_head
 # odd c is taken down to even. Any other time (before 1970, or past the year 144,000) comes out as null,
 # and the run's times are then read again as floats and rounded in Python. x is computed three times, not
 # up to eight as in a CASE over x's truncation and fraction: 3-4% less CPU for the whole statement
-# (bench/results/profile-push.md).
+# (bench/results/profile-push.md). Only for messages stored without it (created_ms, schema migration 10:
+# those written before it, or by another device): reading this device's appends' own is a fifth less CPU
+# for the whole statement on chat-sized messages.
 _X = "created_at * 1000.0"
 _C = f"CAST({_X} + 0.5 AS INTEGER)"
 _MS = f"CASE WHEN created_at BETWEEN 0 AND 4.5e12 THEN {_C} - ({_C} = {_X} + 0.5 AND {_C} & 1) ELSE 'null' END"
@@ -37,7 +39,10 @@ def _byte(expr: str) -> str:
 
 # The length is an expression SQLite evaluates again at each use: the tests are ordered so that a head of 3
 # bytes (a content of 256 bytes to 64 KiB: most of a chat's) takes two of them, not three, and one of 2
-# bytes no more than before (10% less CPU for the statement on chat-sized messages).
+# bytes no more than before (10% less CPU for the statement on chat-sized messages). Only for messages
+# stored without their head (content_head, schema migration 10: those written before it, or by another
+# device): this device's appends store it, and reading it is 30% less CPU for the whole statement on
+# chat-sized messages than working it out (bench/results/profile-push.md).
 _HEAD = (
     f"CASE WHEN {_N} >= 256 THEN CASE WHEN {_N} < 65536 THEN X'79' || {_byte(f'{_N} >> 8')} || {_byte(f'{_N} & 255')}"
     f" ELSE X'7a' || {_byte(f'{_N} >> 24')} || {_byte(f'({_N} >> 16) & 255')} || {_byte(f'({_N} >> 8) & 255')}"
@@ -53,10 +58,10 @@ _WHERE = " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?
 # extra fields are mostly all null or (tokens) all set: counted, and listed in full (_COLUMN_SQL) only
 # when some are null and some not.
 _RUN_SQL = (
-    f"SELECT min(seq), max(seq), count(*), group_concat(lamport), group_concat({_MS}),"
+    f"SELECT min(seq), max(seq), count(*), group_concat(lamport), group_concat(coalesce(created_ms, {_MS})),"
     " min(chat_id), max(chat_id), json_group_array(role), count(tokens), group_concat(tokens),"
     f" count(extra), group_concat({_N}),"
-    f" CAST(group_concat(content, {_HEAD}) AS BLOB)" + _WHERE
+    f" CAST(group_concat(content, coalesce(content_head, {_HEAD})) AS BLOB)" + _WHERE
 )
 _SEQS_SQL = "SELECT group_concat(seq)" + _WHERE
 _COLUMN_SQL = "SELECT json_group_array({})" + _WHERE

@@ -21,8 +21,9 @@ from .model import (
     message_id,
     now,
     parse_message_id,
+    pushed_form,
 )
-from .search import MESSAGE_COLUMNS, insert_messages
+from .search import PUSHED_COLUMNS, insert_messages
 from .sessions import session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
@@ -32,7 +33,7 @@ PRUNE_EVERY = 64  # appended messages between two prunings of a session's keys
 # What a request's digest hashes (its chat and messages, keys sorted: the same request, the same digest),
 # with an encoder built once; the bytes are json.dumps(..., sort_keys=True, separators=(",", ":"))'s.
 _digest_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
-_INSERT_ONE = f"INSERT INTO messages({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_INSERT_ONE = f"INSERT INTO messages({PUSHED_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 # a message of a session whose import is under way is not there yet (see apply_remote)
 _VISIBLE = " AND NOT EXISTS (SELECT 1 FROM sessions WHERE id=messages.session_id AND importing)"
 
@@ -197,9 +198,9 @@ class Messages:
                     )
                 )
             if n == 1:  # the common case: one statement, its text the same every time
-                await tx.execute(_INSERT_ONE, rows[0])
+                await tx.execute(_INSERT_ONE, (*rows[0], *pushed_form(rows[0][6], t)))
             else:
-                await insert_messages(tx, rows)
+                await insert_messages(tx, rows, pushed=True)
             await tx.execute(
                 "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
                 " device_id) DO UPDATE SET last_seq=excluded.last_seq",

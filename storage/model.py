@@ -101,6 +101,21 @@ def text_head(n: int) -> bytes:
     raise ValueError("CBOR lengths stop at 2^64")
 
 
+def pushed_form(content: object, created_at: float) -> tuple[bytes | None, int | None]:
+    """(content_head, created_ms) of a message as the messages table keeps them (schema migration 10):
+    text_head of its content's UTF-8 length, and its time as a page's `t` column has it (Python's
+    round(created_at * 1000)); each None where the push's read works it out itself (a content that is not
+    text, a time outside 0..4.5e12 s, as the read's own rounding)."""
+    head = None
+    if type(content) is str:  # an append's cost: a lookup for most contents, not text_head's loop
+        n = len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass"))
+        head = _SHORT_HEADS[n] if n < 256 else (0x790000 | n).to_bytes(3, "big") if n < 65536 else text_head(n)
+    return head, round(created_at * 1000) if 0 <= created_at <= 4.5e12 else None
+
+
+_SHORT_HEADS = tuple(text_head(n) for n in range(256))
+
+
 # The bytes a message's content takes in a run's blob (its CBOR head and UTF-8), by its size in bytes for
 # sizes under 64 KiB, and 0 (index -1) for an operation that is not a message (not in the blob).
 _ITEM_SIZES = [n + len(text_head(n)) for n in range(1 << 16)] + [0]

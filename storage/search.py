@@ -19,7 +19,7 @@ from typing import Any
 
 from .connections import Connections, Transaction
 from .errors import BadQuery
-from .model import message_id
+from .model import message_id, pushed_form
 
 # Marks snippet() puts around each match (Unicode private-use characters, which chat text hardly holds);
 # taken out again into `highlights`, offsets into the snippet's text.
@@ -32,19 +32,28 @@ TOKENIZER = "unicode61 remove_diacritics 2"  # as schema migration 9 makes the i
 
 
 MESSAGE_COLUMNS = "session_id, chat_id, device_id, seq, lamport, role, content, tokens, created_at, extra"
+PUSHED_COLUMNS = MESSAGE_COLUMNS + ", content_head, created_ms"  # and model.pushed_form's two
 # Rows per INSERT statement: SQLite takes 32,766 parameters per statement from 3.32 on, 999 before.
-ROWS_PER_INSERT = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 99
+MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+ROWS_PER_INSERT = min(1000, MAX_VARIABLES // 10)  # of MESSAGE_COLUMNS; fewer of PUSHED_COLUMNS before 3.32
 
 
-async def insert_messages(tx: Transaction, rows: list[tuple], *, or_ignore: bool = False) -> int:
+async def insert_messages(tx: Transaction, rows: list[tuple], *, or_ignore: bool = False, pushed: bool = False) -> int:
     """Insert message rows (MESSAGE_COLUMNS, in order) as few multi-row statements; returns how many went in
     (each statement fires the triggers once per row, but is parsed and stepped once: measured faster than
-    executemany for a large batch)."""
-    head = f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO messages({MESSAGE_COLUMNS}) VALUES "
+    executemany for a large batch). `pushed`: with the values a push reads (model.pushed_form; this
+    device's appends, which it pushes: schema migration 10)."""
+    cols, marks = (
+        (PUSHED_COLUMNS, "(?,?,?,?,?,?,?,?,?,?,?,?)") if pushed else (MESSAGE_COLUMNS, "(?,?,?,?,?,?,?,?,?,?)")
+    )
+    head = f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO messages({cols}) VALUES "
     n = 0
-    for i in range(0, len(rows), ROWS_PER_INSERT):
-        part = rows[i : i + ROWS_PER_INSERT]
-        n += await tx.execute(head + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(part)), tuple(x for r in part for x in r))
+    step = min(ROWS_PER_INSERT, MAX_VARIABLES // marks.count("?"))
+    for i in range(0, len(rows), step):
+        part = rows[i : i + step]
+        if pushed:
+            part = [(*r, *pushed_form(r[6], r[8])) for r in part]
+        n += await tx.execute(head + ",".join([marks] * len(part)), tuple(x for r in part for x in r))
     return n
 
 

@@ -3,6 +3,7 @@ revision, so it writes one manifest and one head, not two of each (issue 17, row
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 
 from sessiond.storage.database import Database
@@ -54,6 +55,36 @@ async def test_a_first_push_folds_its_levels_before_its_one_revision(tmp_path, m
     finally:
         await syncer.stop()
         await db.close()
+
+
+async def test_a_fold_writes_its_nodes_side_by_side():
+    """A fold that makes several nodes (a first push of 64 full pages makes 4) hands them all to the store's
+    own threads before it awaits any, so that their fsyncs overlap: not one write after another."""
+
+    class Store:  # a folder store's two ways to write, the threads' writes ending only once both are handed
+        def __init__(self):
+            self.handed: list[concurrent.futures.Future] = []
+            self.put: list[list[bytes]] = []
+
+        def put_in_background(self, data, h):
+            self.handed.append(concurrent.futures.Future())
+            if len(self.handed) == 2:
+                for f in self.handed:
+                    f.set_result(h)
+            return self.handed[-1]
+
+        async def put_many(self, items, hashes=None, *, timeout=None):
+            self.put.append(items)
+            return hashes
+
+    store = Store()
+    writer = push_mod.LogWriter("s", "d", bytes(32), store, timeout=5)  # type: ignore[arg-type]
+    _, ref = writer._seal(b"a page")
+    full = [pages_mod.Entry(i, i, pages_mod.PAGE_MAX, False, ref) for i in range(1, 2 * push_mod.FANOUT + 1)]
+    levels = await writer.compact([full], load_records=None)  # type: ignore[arg-type]  # full pages: nothing read
+    assert [len(lv) for lv in levels] == [0, 2] and all(e.node for e in levels[1])
+    assert len(store.handed) == 2 and not store.put
+    assert writer.written.objects == 2
 
 
 def test_a_run_knows_it_is_consecutive_without_a_list_of_its_seqs():
