@@ -96,9 +96,14 @@ class _StoreAhead(Exception):
 class _OnePush:
     """What one push of one session needs: its keys and a writer that counts what it wrote."""
 
-    def __init__(self, ctx: SyncContext, sid: str, store: Store, key: bytes):
+    def __init__(self, ctx: SyncContext, sid: str, store: Store, key: bytes, key_written: asyncio.Future | None = None):
         self.sid = sid
         self.store = store
+        # A new session key's durable write (KeyStore.session_key_early), awaited before the first
+        # revision is recorded: nothing names an object sealed with the key before its file is on disk
+        self.key_written = key_written
+        if key_written is not None:  # a push that fails first leaves the write's failure to the others
+            key_written.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.head_key: SigningKey = ctx.keys.head_key(sid)
         self.head_pk = ctx.keys.head_pk(sid)
         self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
@@ -144,11 +149,15 @@ class Pusher:
             # append arriving meanwhile waited out (bench/results/profile-tail.md): cut in four here and
             # below, so that a request gets the loop in between.
             await asyncio.sleep(0)
-            key = await self.ctx.keys.make_session_key(sid)  # written off the loop if it is new
-            one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key)
+            # a new key is written off the loop while the first run is read and sealed (see _key_on_disk)
+            key, key_written = self.ctx.keys.session_key_early(sid)
+            if key is None:  # being made by another caller: wait for it
+                key, key_written = await self.ctx.keys.make_session_key(sid), None
+            one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key, key_written)
             await asyncio.sleep(0)
             state = await db.sync_state(sid)
             if state["pending"]:
+                await self._key_on_disk(one)
                 await self._publish(one, _Revision.recorded(state["pending"]))
                 state = await db.sync_state(sid)
             out = {
@@ -229,9 +238,17 @@ class Pusher:
 
         return load_records
 
+    @staticmethod
+    async def _key_on_disk(one: _OnePush) -> None:
+        """Wait for the session key's file if this push made it (before a revision is recorded)."""
+        if one.key_written is not None:
+            await asyncio.shield(one.key_written)  # its failure fails the push; a cancelled push leaves it be
+            one.key_written = None
+
     async def _commit_revision(
         self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int, lamport: int | None
     ) -> int:
+        await self._key_on_disk(one)
         if lamport is None:
             lamport = await self.ctx.db.get_lamport(one.sid)
         known = self._published.get(one.sid)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
 
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
+from sessiond.sync import keys as keys_mod
 from sessiond.sync import pages as pages_mod
 from sessiond.sync import push as push_mod
 from sessiond.sync.engine import Syncer
 from sessiond.sync.heads import levels_from_cbor
+from sessiond.sync.keys import KeyStore
 
 
 async def test_a_first_push_folds_its_levels_before_its_one_revision(tmp_path, monkeypatch):
@@ -140,3 +143,49 @@ def test_offsets_at_a_few_places_are_the_offsets():
         at = sorted(rng.sample(range(len(run) + 1), 7))
         assert run.offsets_at(at) == [run.offsets()[i] for i in at], lengths
         assert LogRun.from_records(recs).offsets_at(at) == [run.offsets()[i] for i in at], lengths
+
+
+async def test_a_first_push_seals_while_its_new_key_is_written_and_publishes_once_it_is_on_disk(tmp_path, monkeypatch):
+    # The key file's write (two fsyncs) waits here until the push has handed the store an object sealed
+    # with that key: before, the push waited for the file before it read anything (the gate's timeout).
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    store = FileStore(os.path.join(tmp_path, "store"))
+    syncer = Syncer(db, store, os.path.join(tmp_path, "keys"), timeout=10)
+    gate, on_disk = threading.Event(), threading.Event()
+    real_write = keys_mod.atomic_write
+
+    def key_write(path, data, *args, **kw):
+        gate.wait(5)
+        real_write(path, data, *args, **kw)
+        on_disk.set()
+
+    monkeypatch.setattr(keys_mod, "atomic_write", key_write)
+    handed: list[bool] = []  # for each object handed to the store: whether the key was on disk then
+    put_in_background = store.put_in_background
+
+    def put(data, h=None):
+        handed.append(on_disk.is_set())
+        gate.set()
+        return put_in_background(data, h)
+
+    published: list[bool] = []
+    put_then_set_head = store.put_then_set_head
+
+    async def publish(items, hashes, entry, **kw):
+        published.append(on_disk.is_set())
+        return await put_then_set_head(items, hashes, entry, **kw)
+
+    monkeypatch.setattr(store, "put_in_background", put)
+    monkeypatch.setattr(store, "put_then_set_head", publish)
+    try:
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": f"{i} " + "words " * 20} for i in range(3000)])
+        res = await syncer.push(sid)
+        assert handed and handed[0] is False, handed  # sealed and handed over before the key file was written
+        assert published == [True] and res["revision"] == 1, (published, res)
+        assert KeyStore(os.path.join(tmp_path, "keys")).session_key(sid) == syncer.ctx.keys.session_key(sid)
+        rep = await syncer.verify(sid)
+        assert rep["ok"] and rep["sessions"][0]["operations"] == await db.last_seq(sid), rep
+    finally:
+        await syncer.stop()
+        await db.close()
