@@ -15,8 +15,9 @@ import os
 from collections.abc import Sequence
 from operator import itemgetter
 
-from .connections import Connections, Transaction
+from .connections import Connections
 from .errors import Conflict, Invalid, NotFound
+from .groupcommit import Transaction
 from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
 from .search import insert_messages
 

@@ -31,6 +31,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
 from .schema import migrate
 from .wal import CHECKPOINT_ROWS, WAL_RESET_FRAMES, WAL_RESET_WAIT_MS, Checkpointer
@@ -112,8 +113,8 @@ class Committed:
 
     def _pick(self) -> sqlite3.Connection:
         c = self._c
-        if c is not None and c._batch is None and not c._lock.locked() and not c._writer.in_transaction:
-            return c._writer
+        if c is not None and c.group.idle():
+            return c.group.writer
         return self._conn
 
     async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
@@ -123,84 +124,6 @@ class Committed:
         # fetchall, not fetchone: the statement is finished here, so no read snapshot is left open
         rows = self._pick().execute(sql, args).fetchall()
         return rows[0] if rows else None
-
-
-class Transaction:
-    """One write transaction on the writer, held by the coroutine that opened it (Connections.transaction).
-    Its reads see its own writes; `emit` queues an event for the listeners, told after the commit."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self._conn = conn
-        self.events: list[dict] = []
-
-    async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
-        return self._conn.execute(sql, args).fetchall()
-
-    async def fetchone(self, sql: str, args: tuple = ()) -> Row | None:
-        rows = self._conn.execute(sql, args).fetchall()
-        return rows[0] if rows else None
-
-    async def execute(self, sql: str, args: tuple = ()) -> int:
-        """One statement; returns how many rows it changed."""
-        return self._conn.execute(sql, args).rowcount
-
-    async def executemany(self, sql: str, rows: Iterable[tuple]) -> int:
-        """One statement for many rows; returns how many rows it changed in all."""
-        return self._conn.executemany(sql, rows).rowcount
-
-    def emit(self, event: dict) -> None:
-        self.events.append(event)
-
-
-class _Transacting:
-    """`Connections.transaction()`'s context: a class, not an @asynccontextmanager (its generator and
-    wrapper were ~5 us of every append). The transaction that opens a batch needs no SAVEPOINT: nothing
-    else is in the batch while it holds the lock, so if it fails the whole SQLite transaction is undone
-    (two statements fewer for every append that has the writer to itself, as one client's do)."""
-
-    __slots__ = ("_batch", "_c", "_first", "_tx")
-
-    def __init__(self, c: Connections):
-        self._c = c
-
-    async def __aenter__(self) -> Transaction:
-        c = self._c
-        c._entering += 1  # (counted while it may wait: the scheduled COMMIT waits for those that do)
-        try:
-            await c._lock.acquire()
-        finally:
-            c._entering -= 1
-        try:
-            self._first = c._batch is None
-            self._batch = c._join_batch()
-            self._tx = Transaction(c._writer)
-            if not self._first:
-                c._writer.execute("SAVEPOINT tx")
-        except BaseException:
-            c._lock.release()
-            raise
-        return self._tx
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        c = self._c
-        try:
-            if kind is not None:
-                if self._first:
-                    c._undo_batch()
-                else:
-                    c._undo_savepoint()
-                return  # (None: the block's exception goes on)
-            if not self._first:
-                c._writer.execute("RELEASE tx")
-            # A future of this transaction's own, resolved by the batch's COMMIT itself: the caller goes on in
-            # the next turn of the loop (through asyncio.shield of the batch, two turns later: the batch's
-            # callback, then the shield's), and one cancelled leaves the others waiting on the batch alone.
-            done = asyncio.get_running_loop().create_future()
-            c._waiters.append(done)
-        finally:
-            c._lock.release()
-        await done
-        c.emit(self._tx.events)
 
 
 class Connections:
@@ -229,16 +152,11 @@ class Connections:
         self.wal_resets = 0  # WAL resets done (tests read it)
         self._resetting: asyncio.Task | None = None
         self._changes_mark = 0
-        self._batch: asyncio.Future[None] | None = None  # the SQLite transaction under way, if any
-        self._waiters: list[asyncio.Future[None]] = []  # its transactions' callers, told when it ends
-        self._flusher: asyncio.Task[None] | None = None
-        self.commits = 0  # SQLite commits so far (statistics; each serves one or more transactions)
         self.device_id = device_id
         self.path = path
         self.listeners: list[Callable[[dict], Any]] = []  # told each event after its commit
         self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, ...
-        self._lock = asyncio.Lock()
-        self._entering = 0  # transactions waiting for the lock (_flush_soon)
+        self.group = GroupCommit(writer, self._committed, self.emit)  # the write transactions
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
 
     @classmethod
@@ -289,8 +207,8 @@ class Connections:
     async def close(self) -> None:
         if self._resetting is not None:
             await asyncio.wait([self._resetting])
-        async with self._lock:
-            self._commit_batch()
+        async with self.group.lock:
+            self.group.commit_batch()
         self._bulk.shutdown(wait=True)
         self._off_loop.shutdown(wait=True)
         self._bulk_conn.close()
@@ -299,17 +217,16 @@ class Connections:
         self._writer.close()
 
     # ------------------------------------------------------------------ writes
-    def transaction(self) -> _Transacting:
+    def transaction(self) -> Transacting:
         """A write transaction, in turn with every other write; it returns once it is committed, and its
-        events go to the listeners then. Rolled back if the block raises (or is cancelled).
+        events go to the listeners then. Rolled back if the block raises (or is cancelled). Group-committed:
+        storage/groupcommit.py."""
+        return self.group.transaction()
 
-        Group commit: the transactions of one turn of the event loop share one SQLite transaction. Each
-        is a SAVEPOINT in it (undone alone if its block raises); the first opens it (BEGIN IMMEDIATE)
-        and schedules the COMMIT, which runs when the loop next gets to it, after whatever else was
-        ready to run and after the transactions then waiting for the writer. No caller goes on before
-        the commit its changes are in, so nothing is answered before it is on disk; under load, one
-        commit serves many appends."""
-        return _Transacting(self)
+    @property
+    def commits(self) -> int:
+        """SQLite commits so far (statistics; each serves one or more transactions)."""
+        return self.group.commits
 
     async def write(self, sql: str, args: tuple = ()) -> int:
         """One write statement on its own, in turn with the transactions."""
@@ -324,11 +241,9 @@ class Connections:
         merging in C), so that the loop meanwhile reads and checks the next request instead of waiting
         inside the statement. No events; the writer is the thread's alone (the lock is held) until it ends,
         even if the caller is cancelled."""
-        batch = self._batch
-        if batch is not None:
-            await asyncio.wait([batch])
-        async with self._lock:
-            self._commit_batch()
+        await self.group.batch_done()
+        async with self.group.lock:
+            self.group.commit_batch()
             done = asyncio.get_running_loop().run_in_executor(self._off_loop, _transaction, self._writer, fn)
             try:
                 result = await asyncio.shield(done)
@@ -337,97 +252,15 @@ class Connections:
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait([done])
                 raise
-            self.commits += 1
-            self._committed()
+            self.group.count_commit()
             return result
-
-    def _join_batch(self) -> asyncio.Future[None]:
-        """The SQLite transaction under way, or a new one with its commit scheduled (under the lock)."""
-        if self._batch is None:
-            self._writer.execute("BEGIN IMMEDIATE")
-            loop = asyncio.get_running_loop()
-            self._batch = loop.create_future()
-            loop.call_soon(self._flush_soon)
-        return self._batch
-
-    def _flush_soon(self) -> None:
-        """The scheduled COMMIT: at once when no one holds the writer or waits for it (the common case: a
-        task per batch cost an append ~10 us of CPU), else in a task that waits its turn for it. Those
-        waiting go first (the lock is first come, first served): transactions that queued behind one that
-        held the writer across turns of the loop (awaiting inside its block; the search index's chunk on
-        its thread; a WAL reset) get it one per turn when it is let go, and so join this batch instead of
-        each committing alone in the turn before the next one's."""
-        if self._batch is None:  # committed meanwhile (close, a WAL reset)
-            return
-        if self._lock.locked() or self._entering:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        else:  # nothing is half done on the writer: whoever waits for the lock next starts a new batch
-            self._commit_batch()
-
-    async def _flush(self) -> None:
-        async with self._lock:
-            self._commit_batch()
-
-    def _commit_batch(self) -> None:
-        """COMMIT the transactions batched so far (under the lock), and tell their callers."""
-        batch, self._batch = self._batch, None
-        if batch is None:
-            return
-        try:
-            if not self._writer.in_transaction:
-                raise sqlite3.OperationalError("SQLite rolled the transaction back after an error")
-            self._writer.execute("COMMIT")
-        except BaseException as e:
-            if self._writer.in_transaction:
-                self._writer.execute("ROLLBACK")
-            self._end_batch(batch, e)
-            return
-        self._end_batch(batch, None)
-        self.commits += 1
-        self._committed()
-
-    def _end_batch(self, batch: asyncio.Future[None], error: BaseException | None) -> None:
-        """Tell the batch's waiters (`latest`, `write_off_loop`) and its transactions' callers how it ended."""
-        waiters, self._waiters = self._waiters, []
-        for fut in (batch, *waiters):
-            if fut.done():  # a caller cancelled meanwhile
-                continue
-            if error is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(error)
-                fut.exception()  # (retrieved: a batch whose callers were all cancelled logs nothing)
-
-    def _undo_batch(self) -> None:
-        """Undo the transaction whose block raised and that opened the batch under way: it is the only one
-        in it (it held the lock throughout), so the SQLite transaction goes whole and the scheduled commit
-        finds nothing to do."""
-        batch, self._batch = self._batch, None
-        if self._writer.in_transaction:
-            self._writer.execute("ROLLBACK")
-        if batch is not None:
-            self._end_batch(batch, None)  # nothing to commit (a `latest` read may be waiting for it)
-
-    def _undo_savepoint(self) -> None:
-        """Undo the transaction whose block raised, and only it: the batch it is in goes on."""
-        if self._writer.in_transaction:
-            self._writer.execute("ROLLBACK TO tx")
-            self._writer.execute("RELEASE tx")
-            return
-        # SQLite rolled back the whole batch itself (a full disk, an I/O error): so are the others in it
-        batch, self._batch = self._batch, None
-        if batch is not None:
-            self._end_batch(
-                batch,
-                sqlite3.OperationalError("the write was rolled back with a transaction batched with it that failed"),
-            )
 
     def _committed(self) -> None:
         """After each commit: wake the checkpointer once CHECKPOINT_ROWS rows have changed since it last
         ran (SQLite's count of changed rows stands in for the pages written to the WAL: it is free to read,
         and the stdlib has no WAL hook)."""
         changed = self._writer.total_changes
-        if self.commits == 1 or changed - self._changes_mark >= CHECKPOINT_ROWS:  # the first: the WAL allocated
+        if self.group.commits == 1 or changed - self._changes_mark >= CHECKPOINT_ROWS:  # the first: the WAL allocated
             self._changes_mark = changed
             self._checkpointer.wake()
         if self._checkpointer.frames >= self.wal_reset_frames and self._resetting is None:
@@ -455,8 +288,8 @@ class Connections:
             # the reset under the lock has only the last few commits to copy (measured: appends waited
             # 30-40 ms for a reset that did it all).
             await asyncio.to_thread(checkpoint, "PASSIVE")
-            async with self._lock:
-                self._commit_batch()  # the batch under way, if any, first: the reset is between two
+            async with self.group.lock:
+                self.group.commit_batch()  # the batch under way, if any, first: the reset is between two
                 if await asyncio.to_thread(checkpoint, "RESTART"):
                     self.wal_resets += 1
                     self._checkpointer.frames = 0
@@ -479,11 +312,9 @@ class Connections:
         A batch under way is left to its own flush, in its turn of the loop, rather than committed inside
         the caller's step: a push's first step, which did it, was the longest of its loop steps (~0.5 ms),
         the one an append arriving meanwhile waited behind (bench/results/profile-tail.md)."""
-        batch = self._batch
-        if batch is not None:
-            await asyncio.wait([batch])  # (asyncio.wait: a failed batch is its callers' error, not this read's)
-        async with self._lock:
-            self._commit_batch()  # one begun since: what it reads is committed, the engine may push it at once
+        await self.group.batch_done()
+        async with self.group.lock:
+            self.group.commit_batch()  # one begun since: what it reads is committed, the engine may push it at once
             return self._writer.execute(sql, args).fetchall()
 
     async def bulk(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -17,8 +17,9 @@ import logging
 import sqlite3
 from typing import Any
 
-from .connections import Connections, Transaction
+from .connections import Connections
 from .errors import BadQuery
+from .groupcommit import Transaction
 from .model import message_id, pushed_form
 
 # Marks snippet() puts around each match (Unicode private-use characters, which chat text hardly holds);

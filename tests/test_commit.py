@@ -131,7 +131,7 @@ async def test_a_failing_transaction_that_opened_the_batch_is_undone_whole_and_t
 
     first = asyncio.ensure_future(fails())
     await asyncio.sleep(0)  # it has opened the batch and holds the writer
-    assert db.c._batch is not None
+    assert db.c.group.batch is not None
     results = await asyncio.gather(
         first, db.append_messages(sid, [{"role": "user", "content": "after"}]), return_exceptions=True
     )
