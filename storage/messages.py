@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 
 from .apply import apply_op
 from .connections import Connections, Row
@@ -55,6 +56,35 @@ def message_dict(row: Row) -> dict:
     return d
 
 
+async def _stored_result(
+    fetchall: Callable[[str, tuple], Awaitable[list[Row]]], sid: str, device: str, result: str
+) -> list[dict]:
+    """What an append answered, from its idempotency record: "FIRST_SEQ COUNT", the messages it wrote in this
+    device's log (a message is never changed nor deleted but with its session, which takes the record too),
+    read back as the append returned them; a record written before that, the answer's JSON itself."""
+    if result.startswith("["):
+        return json.loads(result)
+    first, n = map(int, result.split(" "))
+    rows = await fetchall(
+        "SELECT chat_id, role, tokens, created_at, seq, lamport FROM messages"
+        " WHERE session_id=? AND device_id=? AND seq BETWEEN ? AND ? ORDER BY seq",
+        (sid, device, first, first + n - 1),
+    )
+    return [
+        {
+            "id": f"{device}-{seq}",
+            "chat": chat,
+            "role": role,
+            "tokens": tokens,
+            "created_at": created_at,
+            "device": device,
+            "seq": seq,
+            "lamport": lamport,
+        }
+        for chat, role, tokens, created_at, seq, lamport in rows
+    ]
+
+
 class Messages:
     def __init__(self, c: Connections):
         self.c = c
@@ -95,7 +125,7 @@ class Messages:
                         f"Idempotency-Key {key!r} was already used for other messages in session {sid!r};"
                         f" send a new key with each new request (the same key only to retry it)"
                     )
-                return json.loads(result)  # a repeat: answered as the first time, nothing changed
+                return await _stored_result(tx.fetchall, sid, device, result)  # a repeat: answered as the first time
             if row is None:
                 raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
             status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted, _ = row
@@ -226,7 +256,7 @@ class Messages:
             if key is not None:  # remembered in this transaction: committed together, or not at all
                 await tx.execute(
                     "INSERT INTO idempotency(session_id, key, request, result, created_at) VALUES (?,?,?,?,?)",
-                    (sid, key, digest, dumps(out), t),
+                    (sid, key, digest, f"{seq0} {n}", t),
                 )
                 # Forgetting old keys costs three statements: done when this device's log of the session
                 # passes a multiple of PRUNE_EVERY, so a session keeps at most IDEMPOTENCY_KEEP + PRUNE_EVERY
@@ -264,9 +294,9 @@ class Messages:
         ]
 
     async def idempotent_result(self, sid: str, key: str) -> list[dict] | None:
-        """What an append with this idempotency key stored, if one did (and is still remembered)."""
+        """What an append with this idempotency key answered, if one did (and is still remembered)."""
         rows = await self.c.latest("SELECT result FROM idempotency WHERE session_id=? AND key=?", (sid, key))
-        return json.loads(rows[0][0]) if rows else None
+        return await _stored_result(self.c.latest, sid, self.c.device_id, rows[0][0]) if rows else None
 
     async def get(self, sid: str, mid: str) -> dict:
         dev, seq = parse_message_id(mid)

@@ -1,0 +1,56 @@
+"""An append's Idempotency-Key record (storage/messages.py): it names the messages the append wrote ("FIRST_SEQ
+COUNT" in this device's log) instead of holding the answer's JSON, and a retry is answered from those rows
+exactly as the first time; a record written in the older form (the JSON itself) is still answered."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from sessiond.storage.database import Database
+from sessiond.storage.errors import IdempotencyKeyReused
+
+
+@pytest.fixture
+async def db(tmp_path):
+    d = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    yield d
+    await d.close()
+
+
+async def test_a_retry_is_answered_from_the_messages_the_record_names(db):
+    sid = (await db.create_session({}))["id"]
+    other = await db.create_chat(sid, {"name": "other"})
+    await db.append_messages(sid, [{"role": "user", "content": "before"}])  # the log does not start at the key
+    one = await db.append_messages(sid, [{"role": "user", "content": "hello", "tokens": 3}], key="k-1")
+    batch = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b", "tokens": 7, "chat": other["id"]},
+        {"role": "user", "content": "c", "tokens": 0},
+    ]
+    many = await db.append_messages(sid, [dict(m) for m in batch], key="k-2")
+    await db.append_messages(sid, [{"role": "user", "content": "after"}])
+
+    rows = dict(await db.c.latest("SELECT key, result FROM idempotency WHERE session_id=?", (sid,)))
+    assert rows == {"k-1": f"{one[0]['seq']} 1", "k-2": f"{many[0]['seq']} 3"}  # no JSON: the rows say it
+
+    assert await db.append_messages(sid, [{"role": "user", "content": "hello", "tokens": 3}], key="k-1") == one
+    assert await db.append_messages(sid, [dict(m) for m in batch], key="k-2") == many
+    assert [m["chat"] for m in many] == ["main", other["id"], "main"]
+    assert await db.idempotent_result(sid, "k-2") == many
+    assert await db.idempotent_result(sid, "k-3") is None
+    with pytest.raises(IdempotencyKeyReused):
+        await db.append_messages(sid, [{"role": "user", "content": "not hello"}], key="k-1")
+    n = await db.c.latest("SELECT count(*) FROM messages WHERE session_id=?", (sid,))
+    assert n[0][0] == 6  # the retries wrote nothing
+
+
+async def test_a_record_holding_the_answer_itself_is_still_answered(db):
+    sid = (await db.create_session({}))["id"]
+    first = await db.append_messages(sid, [{"role": "user", "content": "hello"}], key="k-1")
+    # as an earlier sessiond wrote it: the answer's JSON
+    await db.c.write("UPDATE idempotency SET result=? WHERE session_id=? AND key=?", (json.dumps(first), sid, "k-1"))
+    assert await db.append_messages(sid, [{"role": "user", "content": "hello"}], key="k-1") == first
+    assert await db.idempotent_result(sid, "k-1") == first
