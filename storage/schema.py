@@ -130,6 +130,8 @@ MIGRATIONS: list[str] = [
     """,
     # 5: idempotency keys of appends (this device only, never synced): a retried append is answered with
     # the first one's result. Written in the append's own transaction, so a crash cannot split them.
+    # `result` names the messages the append wrote, "FIRST_SEQ COUNT" in this device's log, read back for
+    # a retry (storage/messages.py); a record written before that holds the answer's JSON itself.
     """
     CREATE TABLE idempotency (
         session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
