@@ -127,13 +127,13 @@ def _ints(values: list[int]) -> bytes:
 def _contents(run: LogRun, offs: dict[int, int], others: list[int], lo: int, hi: int) -> list:
     """The items of a page's contents column, operations lo..hi-1: slices of the run's blob (which holds
     the messages' items back to back), with null for each operation that is not a message (`others`)."""
-    blob = memoryview(run.blob)
     out: list = []
     at = offs[lo]
     for i in others[bisect_left(others, lo) : bisect_left(others, hi)]:
-        out += (blob[at : offs[i]], _NULL)
+        out += run.blob_views(at, offs[i])
+        out.append(_NULL)
         at = offs[i]
-    out.append(blob[at : offs[hi]])
+    out += run.blob_views(at, offs[hi])
     return out
 
 
