@@ -104,9 +104,10 @@ class EncryptedCID:
 # Through PyNaCl's public binding, one call per 256 KiB chunk; each call takes bytes and returns a new
 # bytes object (a zeroed buffer, the cipher with the GIL released, a copy out). What costs beside the
 # cipher is memory traffic, so this makes no copy it can avoid: a chunk is cut straight from the
-# plaintext (the binding takes no views), only the last one is padded, and a one-chunk object that
-# needs no padding is passed as it is. Measured against libsodium called directly into one buffer:
-# bench/push.py and bench/results/push.json.
+# plaintext (the binding takes no views), or the plaintext is made as its chunks in the first place
+# (chunks_of: a long push's pages), only the last one is padded, a one-chunk object that needs no
+# padding is passed as it is, and the sealed chunks can be written unjoined (encrypt_chunks). Measured
+# against libsodium called directly into one buffer: bench/push.py and bench/results/push.json.
 _ZEROS = bytes(PAD_TO)
 
 
