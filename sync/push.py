@@ -383,7 +383,8 @@ class _RunJob:
             return True
         upto = bounds[count] - c  # of this chunk, the operations in its pages
         lamport = max(run.lams[:upto], default=0)
-        if c:  # the carried page, filled up with this chunk's first operations: only that page is joined
+        if c:  # the carried page, filled up with this chunk's first operations: its columns joined, its contents
+            # left as pieces (LogRun.__add__), taken as views when the page is encoded
             first = carry + run.head(bounds[1] - c)
             pages = self.writer.page_chunks(first, ([0, len(first)], carry_maps + maps[: bounds[1] - c]), 1)
             pages += self.writer.page_chunks(run, ([e - c for e in bounds[1 : count + 1]], maps), count - 1)
