@@ -17,9 +17,16 @@ def fsync_dir(path: str) -> None:
 
 
 def atomic_write(
-    path: str, data: bytes, mode: int = 0o600, *, sync: bool = True, uncached: bool = False, sync_dir: bool = True
+    path: str,
+    data: bytes | list[bytes],
+    mode: int = 0o600,
+    *,
+    sync: bool = True,
+    uncached: bool = False,
+    sync_dir: bool = True,
 ) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix.
+    `data` may be a list of pieces, written in order as one file by os.writev, without joining them.
 
     The file is created with `mode` from the start (never readable by others, even for an instant).
     `uncached`: once the file is on disk, drop it from the OS page cache (where the OS can), for
@@ -32,10 +39,7 @@ def atomic_write(
     tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}-{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        write_all(fd, data)
         if sync:
             os.fsync(fd)
             if uncached and _FADVISE:
@@ -51,6 +55,20 @@ def atomic_write(
     os.replace(tmp, path)
     if sync and sync_dir:
         fsync_dir(folder)
+
+
+def write_all(fd: int, data: bytes | list[bytes]) -> None:
+    """Write all of `data` (bytes, or pieces in order) to `fd`, whatever each call writes of it."""
+    if isinstance(data, bytes):
+        data = [data]
+    views = [memoryview(d) for d in data if d]
+    while views:
+        n = os.writev(fd, views) if len(views) > 1 else os.write(fd, views[0])
+        while views and n >= len(views[0]):  # the pieces written whole
+            n -= len(views[0])
+            views.pop(0)
+        if n:  # the rest of a piece written in part
+            views[0] = views[0][n:]
 
 
 def ensure_private_dir(path: str) -> None:

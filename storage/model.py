@@ -134,10 +134,11 @@ class LogRun:
     round(created_at * 1000) gives it (the page's `t` column)."""
 
     __slots__ = (
+        "_blob",
         "_consecutive",
         "_offsets",
+        "_parts",
         "_width",
-        "blob",
         "bodies",
         "chats",
         "extras",
@@ -165,13 +166,39 @@ class LogRun:
         blob: bytes | memoryview,
     ):
         self.seqs, self.lams, self.kinds, self.bodies, self.times = seqs, lams, kinds, bodies, times
-        self.chats, self.roles, self.toks, self.extras, self.sizes, self.blob = chats, roles, toks, extras, sizes, blob
+        self.chats, self.roles, self.toks, self.extras, self.sizes = chats, roles, toks, extras, sizes
+        self._blob: bytes | memoryview | None = blob
+        self._parts: list[bytes | memoryview] | None = None  # the blob's pieces while their join is not made
         self._offsets: list[int] | None = None
         self._consecutive: bool | None = None  # known: seqs are first, first+1, ... (see consecutive())
         self._width: int | None = None  # known: the width of every content head (0: of several), head_width()
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    @property
+    def blob(self) -> bytes | memoryview:
+        """The contents' items back to back. A join of runs (+) keeps its operands' blobs as pieces and
+        joins them only here, when first asked: a long push's carried page is encoded from the pieces
+        (blob_views), a copy of up to a page fewer per chunk, with the GIL held."""
+        if self._blob is None:
+            self._blob, self._parts = b"".join(self._parts or ()), None
+        return self._blob
+
+    def blob_views(self, a: int, b: int) -> list[memoryview]:
+        """The blob's bytes a..b, as views: of the pieces of a join not made yet, without making it."""
+        if self._parts is None:
+            return [memoryview(self.blob)[a:b]]
+        out, at = [], 0
+        for piece in self._parts:
+            n = len(piece)
+            if a < at + n and at < b:
+                out.append(memoryview(piece)[max(a - at, 0) : min(b - at, n)])
+            at += n
+        return out or [memoryview(b"")]
+
+    def _pieces(self) -> list[bytes | memoryview]:
+        return self._parts if self._parts is not None else [self.blob]
 
     def consecutive(self) -> bool:
         """Whether the seqs are first, first + 1, ... with no gap. Known without looking at each one for a
@@ -245,8 +272,9 @@ class LogRun:
 
     def __add__(self, other: LogRun) -> LogRun:
         run = LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
-            *(a + b for a, b in zip(self._columns(), other._columns())), b"".join((self.blob, other.blob))
+            *(a + b for a, b in zip(self._columns(), other._columns())), b""
         )
+        run._blob, run._parts = None, [p for p in (*self._pieces(), *other._pieces()) if len(p)]
         if self._consecutive and other._consecutive and (not self or not other or other.seqs[0] == self.seqs[-1] + 1):
             run._consecutive = True
         if self._width and self._width == other._width:

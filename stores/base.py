@@ -152,8 +152,9 @@ class Store(ABC):
         looked for changed heads (`head_listings`, `journal_records`); others nothing."""
         return {}
 
-    def put_in_background(self, data: bytes, h: bytes | None = None) -> concurrent.futures.Future | None:
-        """Start storing `data` on the store's own threads and return the write's future (its result:
+    def put_in_background(self, data: bytes | list[bytes], h: bytes | None = None) -> concurrent.futures.Future | None:
+        """Start storing `data` (an object's bytes, or its pieces in order: a sealed page's chunks, written
+        without joining them) on the store's own threads and return the write's future (its result:
         the hash), from any thread; `h` as in put_many. A store whose writes are local file work offers
         this, so that a push's worker threads write without a hop through the event loop per object.
         Other stores return None: write through put() on the event loop."""

@@ -32,6 +32,14 @@ def digest(data: bytes) -> bytes:
     return blake3.blake3(data, max_threads=blake3.blake3.AUTO if len(data) > (1 << 20) else 1).digest()
 
 
+def digest_parts(parts: list) -> bytes:
+    """digest() of the bytes-like `parts` put together, without putting them together."""
+    h = blake3.blake3()
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
 def _b32encode(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").lower().rstrip("=")
 

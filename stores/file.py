@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ..storage import fsutil
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
-from .cid import digest
+from .cid import digest, digest_parts
 from .filebatch import BatchWriter, gathered
 from .headjournal import HeadWatch
 from .registry import RegistryEntry, RegistryError
@@ -55,7 +55,7 @@ class FileStore(Store):
         hx = h.hex()
         return os.path.join(self._objects, hx[:2], hx)
 
-    def put_in_background(self, data: bytes, h: bytes | None = None) -> concurrent.futures.Future:
+    def put_in_background(self, data: bytes | list[bytes], h: bytes | None = None) -> concurrent.futures.Future:
         with self._writers_lock:  # called from a push's worker threads
             if self._writers is None:
                 self._writers = concurrent.futures.ThreadPoolExecutor(
@@ -72,10 +72,11 @@ class FileStore(Store):
             await asyncio.to_thread(writers.shutdown, True)
         await asyncio.to_thread(self.batch.close)
 
-    def _put_sync(self, data: bytes, h: bytes | None = None) -> bytes:
-        if len(data) > MAX_OBJECT_SIZE:
-            raise StoreError(f"object of {len(data)} bytes exceeds the 1 MiB limit")
-        h = h or digest(data)
+    def _put_sync(self, data: bytes | list[bytes], h: bytes | None = None) -> bytes:
+        size = len(data) if isinstance(data, bytes) else sum(map(len, data))
+        if size > MAX_OBJECT_SIZE:
+            raise StoreError(f"object of {size} bytes exceeds the 1 MiB limit")
+        h = h or (digest(data) if isinstance(data, bytes) else digest_parts(data))
         path = self._obj_path(h)
         if os.path.exists(path):
             return h

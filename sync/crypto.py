@@ -23,7 +23,7 @@ import blake3
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt, crypto_aead_xchacha20poly1305_ietf_encrypt
 from nacl.exceptions import CryptoError
 
-from ..stores.cid import BlobId, CIDError, digest
+from ..stores.cid import BlobId, CIDError, digest, digest_parts
 
 CID_TYPE_ENCRYPTED = 0xAE
 ENCRYPTION_XCHACHA20_POLY1305 = 0xA6
@@ -104,10 +104,44 @@ class EncryptedCID:
 # Through PyNaCl's public binding, one call per 256 KiB chunk; each call takes bytes and returns a new
 # bytes object (a zeroed buffer, the cipher with the GIL released, a copy out). What costs beside the
 # cipher is memory traffic, so this makes no copy it can avoid: a chunk is cut straight from the
-# plaintext (the binding takes no views), only the last one is padded, and a one-chunk object that
-# needs no padding is passed as it is. Measured against libsodium called directly into one buffer:
-# bench/push.py and bench/results/push.json.
+# plaintext (the binding takes no views), or the plaintext is made as its chunks in the first place
+# (chunks_of: a long push's pages), only the last one is padded, a one-chunk object that needs no
+# padding is passed as it is, and the sealed chunks can be written unjoined (encrypt_chunks). Measured
+# against libsodium called directly into one buffer: bench/push.py and bench/results/push.json.
 _ZEROS = bytes(PAD_TO)
+
+
+def chunks_of(parts: list) -> list[bytes]:
+    """The bytes-like `parts` (in order) put together as the pieces a plaintext is sealed in: CHUNK_SIZE
+    bytes each but the last (at least one, maybe empty). One copy of each byte, as one join would make,
+    and none more: `encrypt_chunks` takes the pieces as they are, where a joined plaintext is cut into
+    copies of its chunks (a long push's pages, 1 MiB each, are made so)."""
+    out: list[bytes] = []
+    group: list = []
+    room = CHUNK_SIZE
+    for part in parts:
+        n = len(part)
+        while n > room:  # the part crosses a chunk's end: a view of each side
+            view = memoryview(part)
+            group.append(view[:room])
+            out.append(b"".join(group))
+            part, n, group, room = view[room:], n - room, [], CHUNK_SIZE
+        group.append(part)
+        room -= n
+    if group or not out:
+        out.append(b"".join(group))
+    return out
+
+
+def encrypt_chunks(chunks: list[bytes], key: bytes, pad: bool = True) -> tuple[list[bytes], int]:
+    """Seal a plaintext given as its pieces (chunks_of's: CHUNK_SIZE bytes each but the last): (the
+    sealed chunks, padding). Joined, the sealed chunks are the object's ciphertext (encrypt's); a
+    store can write them as they are (Store.put_in_background), without the copy a join makes."""
+    n = sum(map(len, chunks))
+    padding = (-n) % PAD_TO if pad else 0
+    if padding:  # only the last chunk is padded (padding < PAD_TO, which divides CHUNK_SIZE)
+        chunks = [*chunks[:-1], b"".join((chunks[-1], _ZEROS[:padding]))]
+    return [crypto_aead_xchacha20poly1305_ietf_encrypt(m, None, _nonce(i), key) for i, m in enumerate(chunks)], padding
 
 
 def encrypt(plaintext: bytes, key: bytes, pad: bool = True) -> tuple[bytes, int]:
@@ -115,22 +149,10 @@ def encrypt(plaintext: bytes, key: bytes, pad: bool = True) -> tuple[bytes, int]
     if type(plaintext) is not bytes:
         plaintext = bytes(plaintext)  # the binding takes bytes only
     n = len(plaintext)
-    padding = (-n) % PAD_TO if pad else 0
-    full = n // CHUNK_SIZE if padding or n % CHUNK_SIZE else max(0, n // CHUNK_SIZE - 1)  # chunks without padding
-    if full == 0:  # one chunk
-        m = b"".join((plaintext, _ZEROS[:padding])) if padding else plaintext
-        return crypto_aead_xchacha20poly1305_ietf_encrypt(m, None, _nonce(0), key), padding
-    out = [
-        crypto_aead_xchacha20poly1305_ietf_encrypt(
-            plaintext[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE], None, _nonce(i), key
-        )
-        for i in range(full)
-    ]
-    off = full * CHUNK_SIZE
-    if off < n + padding:  # the last chunk, with its padding
-        last = b"".join((memoryview(plaintext)[off:], _ZEROS[:padding]))
-        out.append(crypto_aead_xchacha20poly1305_ietf_encrypt(last, None, _nonce(full), key))
-    return b"".join(out), padding
+    # cut straight from the plaintext (the binding takes no views); one chunk is passed as it is
+    chunks = [plaintext[i : i + CHUNK_SIZE] for i in range(0, n, CHUNK_SIZE)] if n > CHUNK_SIZE else [plaintext]
+    sealed, padding = encrypt_chunks(chunks, key, pad)
+    return sealed[0] if len(sealed) == 1 else b"".join(sealed), padding
 
 
 def decrypt(ciphertext: bytes, key: bytes, plain_size: int, padding: int) -> bytes:
@@ -176,6 +198,13 @@ def seal(plaintext: bytes, key: bytes, pad: bool = True, plain: BlobId | None = 
     """Encrypt; `plain` is the plaintext's blob id if the caller has it already."""
     ciphertext, padding = encrypt(plaintext, key, pad)
     return ciphertext, EncryptedCID(digest(ciphertext), key, padding, plain or BlobId.of(plaintext))
+
+
+def seal_chunks(chunks: list[bytes], key: bytes, plain: BlobId) -> tuple[list[bytes], EncryptedCID]:
+    """seal() of a padded object given as its pieces (chunks_of's), whose blob id `plain` the caller has:
+    the ciphertext as its sealed chunks (encrypt_chunks), hashed piece by piece."""
+    sealed, padding = encrypt_chunks(chunks, key)
+    return sealed, EncryptedCID(digest_parts(sealed), key, padding, plain)
 
 
 def open_sealed(ciphertext: bytes, ecid: EncryptedCID) -> bytes:

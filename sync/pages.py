@@ -18,7 +18,7 @@ from typing import Any
 from ..storage.model import LogRun, Op, RemoteLog
 from ..stores.cid import CIDError
 from . import dagcbor
-from .crypto import EncryptedCID
+from .crypto import EncryptedCID, chunks_of
 
 # Plaintext bytes of one page: four 256 KiB chunks less 4 KiB, so that with padding and tags the object
 # is under the 1 MiB limit. Large pages, because a full push costs per object as well as per byte: 1 MB
@@ -115,16 +115,25 @@ def _column(values: list) -> bytes:
     return _enc(values)
 
 
+def _ints(values: list[int]) -> bytes:
+    """A column of integers (a run's times) as its CBOR array: one item repeated when it holds one value
+    throughout (the times of messages appended together: an import's 5,000 at a time), without cbor2
+    walking the list. The values are ints (LogRun's times are), so == means the same encoding."""
+    if values and values[0] == values[-1] and values.count(values[0]) == len(values):
+        return _head(4, len(values)) + _enc(values[0]) * len(values)
+    return _enc(values)
+
+
 def _contents(run: LogRun, offs: dict[int, int], others: list[int], lo: int, hi: int) -> list:
     """The items of a page's contents column, operations lo..hi-1: slices of the run's blob (which holds
     the messages' items back to back), with null for each operation that is not a message (`others`)."""
-    blob = memoryview(run.blob)
     out: list = []
     at = offs[lo]
     for i in others[bisect_left(others, lo) : bisect_left(others, hi)]:
-        out += (blob[at : offs[i]], _NULL)
+        out += run.blob_views(at, offs[i])
+        out.append(_NULL)
         at = offs[i]
-    out.append(blob[at : offs[hi]])
+    out += run.blob_views(at, offs[hi])
     return out
 
 
@@ -206,6 +215,22 @@ def encode_pages(
     a push, so nothing here is done per operation in Python: the small columns are one cbor2 call
     each per page, and the contents column is a slice of the run's blob, which holds the contents as
     their CBOR items already (LogRun), without an object per message."""
+    return [(b"".join(parts), lo, hi) for parts, lo, hi in _page_items(run, sid, device, cut_, count)]
+
+
+def encode_page_chunks(
+    run: LogRun, sid: str, device: str, cut_: tuple[list[int], list] | None = None, count: int | None = None
+) -> list[tuple[list[bytes], int, int]]:
+    """encode_pages' pages, each plaintext as the pieces it is sealed in (crypto.chunks_of), not joined:
+    sealed by crypto.encrypt_chunks as they are, where a joined page is cut into copies of its chunks
+    (a long push: one copy of each page's bytes fewer, with the GIL held)."""
+    return [(chunks_of(parts), lo, hi) for parts, lo, hi in _page_items(run, sid, device, cut_, count)]
+
+
+def _page_items(
+    run: LogRun, sid: str, device: str, cut_: tuple[list[int], list] | None, count: int | None
+) -> list[tuple[list, int, int]]:
+    """The pages of encode_pages, each as its encoded items in order (bytes and views of the run's blob)."""
     bounds, col_b = cut_ or cut(run, sid, device)
     count = len(bounds) - 1 if count is None else count
     if not count:
@@ -243,14 +268,14 @@ def encode_pages(
             b"\x61s",
             sid_item,
             b"\x61t",
-            _enc(times[lo:hi]),
+            _ints(times[lo:hi]),
             _VERSION_ITEM,
             b"\x61x",
             _head(4, hi - lo),
         ]
         parts += _contents(run, offs, others, lo, hi)
         parts.append(_TYPE_ITEM)
-        out.append((b"".join(parts), first + lo, first + hi - 1))
+        out.append((parts, first + lo, first + hi - 1))
     return out
 
 

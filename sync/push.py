@@ -29,10 +29,20 @@ from dataclasses import dataclass
 
 from ..storage.model import LogRun
 from ..stores import Store
-from ..stores.cid import BlobId
-from .crypto import EncryptedCID, manifest_key, object_key, seal
+from ..stores.cid import BlobId, digest_parts
+from .crypto import EncryptedCID, manifest_key, object_key, seal, seal_chunks
 from .manifest import encode_manifest
-from .pages import PAGE_MAX, Entry, encode_node, encode_pages, encode_parts, measure, page_ends, page_limit
+from .pages import (
+    PAGE_MAX,
+    Entry,
+    encode_node,
+    encode_page_chunks,
+    encode_pages,
+    encode_parts,
+    measure,
+    page_ends,
+    page_limit,
+)
 from .pages import cut as cut_run
 from .workers import Workers, shared
 
@@ -134,6 +144,24 @@ class LogWriter:
         sealed = [self._seal(bytes(view[i : i + PAGE_MAX])) for i in range(0, len(plain), PAGE_MAX)]
         index = self._seal(encode_parts([ref for _, ref in sealed], self.sid, self.device))
         return sealed + [index], index[1], True
+
+    def page_chunks(self, run: LogRun, cut: tuple[list[int], list], count: int) -> list[tuple[list[bytes], int, int]]:
+        """pages(), each plaintext as the pieces it is sealed in (pages.encode_page_chunks)."""
+        return encode_page_chunks(run, self.sid, self.device, cut, count)
+
+    def _seal_chunks(
+        self, chunks: list[bytes]
+    ) -> tuple[list[tuple[bytes | list[bytes], EncryptedCID]], EncryptedCID, bool]:
+        """_seal_page of a page given as its pieces (page_chunks'). A page of PAGE_MAX bytes or less is one
+        object, its ciphertext left as its sealed chunks, for the store to write as they are
+        (Store.put_in_background) without joining them: a copy of the page fewer, with the GIL held."""
+        size = sum(map(len, chunks))
+        if size > PAGE_MAX:  # one operation larger than a page: in parts (rare)
+            objects, ref, parts = self._seal_page(b"".join(chunks))
+            return list(objects), ref, parts
+        plain = BlobId(digest_parts(chunks), size)
+        sealed, ref = seal_chunks(chunks, object_key(self.key, plain.hash), plain)
+        return [(sealed, ref)], ref, False
 
     def _pages_sealed(self, run: LogRun) -> tuple[list[tuple[bytes, int, int]], list]:
         """A run's pages, encoded and sealed (in whichever thread calls it)."""
@@ -355,25 +383,27 @@ class _RunJob:
             return True
         upto = bounds[count] - c  # of this chunk, the operations in its pages
         lamport = max(run.lams[:upto], default=0)
-        if c:  # the carried page, filled up with this chunk's first operations: only that page is joined
+        if c:  # the carried page, filled up with this chunk's first operations: its columns joined, its contents
+            # left as pieces (LogRun.__add__), taken as views when the page is encoded
             first = carry + run.head(bounds[1] - c)
-            pages = self.writer.pages(first, ([0, len(first)], carry_maps + maps[: bounds[1] - c]), 1)
-            pages += self.writer.pages(run, ([e - c for e in bounds[1 : count + 1]], maps), count - 1)
+            pages = self.writer.page_chunks(first, ([0, len(first)], carry_maps + maps[: bounds[1] - c]), 1)
+            pages += self.writer.page_chunks(run, ([e - c for e in bounds[1 : count + 1]], maps), count - 1)
             lamport = max(lamport, max(carry.lams))
         else:
-            pages = self.writer.pages(run, (bounds, maps), count)
+            pages = self.writer.page_chunks(run, (bounds, maps), count)
         entries = []
-        for plain, lo, hi in pages:
-            objects, ref, parts = self.writer._seal_page(plain)
+        for chunks, lo, hi in pages:
+            objects, ref, parts = self.writer._seal_chunks(chunks)
             for ct, obj in objects:
                 self._write(ct, obj.hash)
-            entries.append(Entry(lo, hi, len(plain), False, ref, parts))
+            entries.append(Entry(lo, hi, sum(map(len, chunks)), False, ref, parts))
         self.done[k] = (entries, lamport)
         if self.writer.on_progress is not None and entries:
             self.loop.call_soon_threadsafe(self.writer.on_progress, entries[-1].last)
         return True
 
-    def _write(self, ct: bytes, h: bytes) -> None:
+    def _write(self, ct: bytes | list[bytes], h: bytes) -> None:
+        """Hand one object (its bytes, or its sealed chunks in order) to the store."""
         waited = 0.0
         while not self.slots.acquire(timeout=0.1):
             if self.stopped:
@@ -386,10 +416,11 @@ class _RunJob:
             raise _Stopped
         fut = self.writer.store.put_in_background(ct, h)
         if fut is None:  # through the event loop, with the writer's timeout; writer.put counts it
-            fut = asyncio.run_coroutine_threadsafe(self.writer.put([ct], [h]), self.loop)
+            data = ct if isinstance(ct, bytes) else b"".join(ct)
+            fut = asyncio.run_coroutine_threadsafe(self.writer.put([data], [h]), self.loop)
             size = None
         else:
-            size = len(ct)
+            size = len(ct) if isinstance(ct, bytes) else sum(map(len, ct))
         with self.cond:
             self.writes.append(fut)
         fut.add_done_callback(lambda f: self._written(f, size))

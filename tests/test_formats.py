@@ -175,6 +175,32 @@ def test_chunked_sealing_matches_the_format_written_out_plainly(size, pad):
         crypto.decrypt(bytes(damaged), key, size, padding)
 
 
+@pytest.mark.parametrize(
+    "sizes",
+    [[], [0], [5], [CHUNK_SIZE], [CHUNK_SIZE - 3, 3], [7, CHUNK_SIZE, 1], [3 * CHUNK_SIZE + 5], [100] * 9000],
+)
+def test_a_page_sealed_as_its_chunks_is_the_object_sealed_whole(sizes):
+    """A long push seals each page from its pieces (chunks_of: CHUNK_SIZE bytes each but the last, cut
+    across the encoder's items) and hands the sealed chunks to the store unjoined: joined, they are the
+    object seal() makes of the joined plaintext, with the same encrypted CID."""
+    from sessiond.stores.cid import digest_parts
+    from sessiond.sync import crypto
+
+    parts = [os.urandom(n) for n in sizes]
+    parts = [memoryview(p) if i % 2 else p for i, p in enumerate(parts)]  # the encoder's views of the blob
+    plain, key = b"".join(parts), os.urandom(32)
+    chunks = crypto.chunks_of(parts)
+    assert b"".join(chunks) == plain and all(type(c) is bytes for c in chunks)
+    assert [len(c) for c in chunks[:-1]] == [CHUNK_SIZE] * (len(chunks) - 1)
+    assert 0 < len(chunks[-1]) <= CHUNK_SIZE if plain else chunks == [b""]
+    ref_plain = BlobId(digest_parts(chunks), len(plain))
+    assert ref_plain == BlobId.of(plain)
+    sealed, ref = crypto.seal_chunks(chunks, key, ref_plain)
+    whole, whole_ref = seal(plain, key)
+    assert b"".join(sealed) == whole and ref == whole_ref
+    assert open_sealed(b"".join(sealed), ref) == plain
+
+
 def test_padding_is_checked_however_much_an_encrypted_cid_claims():
     """Padding is zeros, whatever an encrypted CID claims: more than one chunk of it too."""
     from sessiond.sync import crypto

@@ -5,6 +5,7 @@ any size, by one worker thread or several, whatever order the workers take their
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 from sessiond.storage.model import LogRun
 from sessiond.stores import FileStore
@@ -89,3 +90,24 @@ def test_a_column_of_one_repeated_item_encodes_as_cbor2_would():
     """encode_pages writes a column of one text or null repeated without cbor2: the same bytes."""
     for col in ([], [None] * 3, ["main"] * 30, ["\u00e9t\u00e9"] * 2, ["user", "user", "assistant"], [1, 1.0, True]):
         assert pages_mod._column(col) == dagcbor.encode_ordered(col), col
+
+
+def test_a_join_of_runs_encodes_its_pages_from_the_pieces_of_its_blob(monkeypatch):
+    """A join of runs (a long push's carried page and the next chunk's first operations) keeps the blobs
+    as pieces: its pages, other operations between the messages included, are those of the run read
+    whole, and the joined blob is made only when asked for."""
+    _small_pages(monkeypatch)
+    whole = LogRun.from_records(_records(9000))
+    cuts = cut(whole, SID, DEV)
+    want = pages_mod.encode_pages(whole, SID, DEV, cuts)
+    for edges in ((0, 4000, 9000), (0, 7, 8, 2500, 9000), (0, 1, 9000), (0, 8999, 9000), (0, 0, 3000, 9000)):
+        parts = [whole.tail(a).head(b - a) for a, b in itertools.pairwise(edges)]
+        joined = parts[0]
+        for p in parts[1:]:
+            joined = joined + p
+        got = pages_mod.encode_pages(joined, SID, DEV, cuts)
+        chunked = pages_mod.encode_page_chunks(joined, SID, DEV, cuts)
+        assert joined._parts is not None  # encoded from the pieces: the join not made
+        assert got == want, edges
+        assert [(b"".join(c), lo, hi) for c, lo, hi in chunked] == want, edges
+        assert bytes(joined.blob) == bytes(whole.blob) and joined._parts is None

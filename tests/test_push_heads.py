@@ -141,3 +141,40 @@ async def test_an_append_of_many_stays_within_an_old_sqlites_parameters(monkeypa
     for pushed in (False, True):
         rows = [("s", "main", "d" + str(pushed), i, i, "user", "c", None, 1.0, None) for i in range(1, 201)]
         assert await insert_messages(tx, rows, pushed=pushed) == 200  # type: ignore[arg-type]
+
+
+def test_a_run_of_one_time_is_read_and_encoded_as_one_value_repeated():
+    """The messages of one append share its time (an import appends 5,000 at once): the read takes such
+    a column as one value repeated, without a number made apiece, and a page writes it as one item
+    repeated; both exactly as the general path (any other column of numbers, a lone null, a value that
+    only looks the same in part, falls through to it)."""
+    import cbor2
+
+    from sessiond.sync.pages import _ints
+
+    for joined, n, want in (
+        ("1764000000000,1764000000000,1764000000000", 3, [1764000000000] * 3),
+        ("7", 1, [7]),
+        ("null,null", 2, [None, None]),
+        ("5,55,5", 3, None),
+        ("55,5,5", 3, None),
+        ("5,5", 3, None),
+        ("15,15,5", 3, None),
+    ):
+        assert logrun._one_value(joined, n) == want, joined
+    for values in ([1764000000000] * 1500, [3, 3, 4], [4, 3, 3], [], [5], list(range(30)), [2**40] * 3):
+        assert _ints(values) == cbor2.dumps(values), values
+
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    for seq in range(1, 9):
+        conn.execute(
+            "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at,"
+            " created_ms) VALUES ('s', 'main', 'd', ?, ?, 'user', 'a', 1764000000.5, ?)",
+            (seq, seq, 1764000000500 if seq != 8 else None),
+        )
+    assert logrun.read_run(conn, "s", "d", 0, 7).times == [1764000000500] * 7
+    assert logrun.read_run(conn, "s", "d", 0, 8).times == [1764000000500] * 8  # the last one worked out
+    conn.execute("UPDATE messages SET created_ms=NULL, created_at=-1.0 WHERE seq=3")
+    assert logrun.read_run(conn, "s", "d", 0, 8).times == [1764000000500] * 2 + [-1000] + [1764000000500] * 5

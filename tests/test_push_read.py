@@ -14,7 +14,7 @@ def test_the_run_statement_walks_the_seq_index():
     conn = sqlite3.connect(":memory:")
     for migration in MIGRATIONS:
         conn.executescript(migration)
-    for sql in (logrun._RUN_SQL, logrun._SEQS_SQL, logrun._COLUMN_SQL.format("tokens")):
+    for sql in (logrun._RUN_SQL, logrun._SEQS_SQL, logrun._LAMS_SQL, logrun._COLUMN_SQL.format("tokens")):
         plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ("s", "d", 0, 10)))
         assert "INDEX messages_origin (session_id=? AND device_id=? AND seq>? AND seq<?)" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
@@ -81,3 +81,41 @@ def test_the_contents_carry_the_heads_of_every_width():
     run = logrun.read_run(conn, "s", "d", 0, len(sizes))
     assert run.sizes == sizes
     assert run.blob == b"".join(text_head(n) + c.encode() for n, c in zip(sizes, contents))
+
+
+def test_lamports_are_made_from_the_seqs_when_they_are_the_seqs_plus_one_constant():
+    """A device's own operations take the next Lamport value each: lamport - seq is then one constant and
+    the lamports are made from the seqs, the column not read; where another device's operation moved the
+    clock between two of them it is read in full. Other operations among the messages either way."""
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    lamports = {
+        "plain": lambda seq: seq,
+        "offset": lambda seq: seq + 5,
+        "moved": lambda seq: seq + (0 if seq < 20 else 30),
+    }
+    for sid, lam in lamports.items():
+        for seq in range(1, 41):
+            if seq == 17:
+                conn.execute(
+                    "INSERT INTO ops(session_id, device_id, seq, lamport, kind, body, created_at)"
+                    " VALUES (?, 'd', ?, ?, 'chat.create', '{}', 1.0)",
+                    (sid, seq, lam(seq)),
+                )
+                continue
+            conn.execute(
+                "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
+                " VALUES (?, 'main', 'd', ?, ?, 'user', 'm', 2.5)",
+                (sid, seq, lam(seq)),
+            )
+    conn.commit()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    for sid, lam in lamports.items():
+        for after, upto in ((0, 40), (0, 16), (17, 40), (5, 30), (18, 19)):
+            statements.clear()
+            run = logrun.read_run(conn, sid, "d", after, upto)
+            assert run.lams == [lam(s) for s in range(after + 1, upto + 1)], (sid, after, upto)
+            read_in_full = any("group_concat(lamport)" in s for s in statements)
+            assert read_in_full == (sid == "moved" and after < 19 < upto), (sid, after, upto)

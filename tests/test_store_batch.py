@@ -76,6 +76,36 @@ def test_a_new_object_folder_is_made_durable_by_the_writer_threads_too(tmp_path,
     asyncio.run(store.close())
 
 
+def test_the_writer_threads_write_an_object_given_as_its_pieces(tmp_path, monkeypatch):
+    """A long push hands a page's sealed chunks to FileStore.put_in_background unjoined: the file is
+    their join, under its hash, written whole however little each os.writev call takes."""
+    store = FileStore(str(tmp_path / "store"))
+    pieces = [os.urandom(n) for n in (262_160, 262_160, 1000, 0, 77)]
+    real_writev = os.writev
+    calls: list[int] = []
+
+    def writev(fd, buffers):  # a kernel that takes at most 100,003 bytes a call
+        taken, left = [], 100_003
+        for b in buffers:
+            taken.append(memoryview(b)[:left])
+            left -= len(taken[-1])
+            if not left:
+                break
+        calls.append(real_writev(fd, taken))
+        return calls[-1]
+
+    monkeypatch.setattr(fsutil.os, "writev", writev)
+    data = b"".join(pieces)
+    h = store.put_in_background(pieces).result(timeout=10)
+    assert h == digest(data) and len(calls) > 5
+    with open(store._obj_path(h), "rb") as f:
+        assert f.read() == data
+    assert store.put_in_background(pieces, h).result(timeout=10) == h  # there already
+    with pytest.raises(StoreError, match="exceeds"):
+        store.put_in_background([bytes(1 << 19)] * 3).result(timeout=10)
+    asyncio.run(store.close())
+
+
 async def test_one_turn_of_writes_is_one_batch_objects_durable_before_heads(tmp_path, trace):
     store = FileStore(str(tmp_path / "store"))
     first = await store.put(b"first")
