@@ -107,12 +107,24 @@ _NULL = b"\xf6"  # the contents item of an operation that is not a message
 
 def _column(values: list) -> bytes:
     """A column as its CBOR array. Most columns of most pages hold one text or null throughout (the
-    kind, the chat, no map, no tokens): that is one item repeated, without cbor2 walking the list. Only
+    kind, the chat, no map, no tokens): that is one item repeated, without cbor2 walking the list. A
+    column of a few texts (the roles) is each one's item looked up and joined: half cbor2's time. Only
     texts and null: for them alone does == mean the same encoding (1 == 1.0 == True)."""
     first = values[0] if values else 0
-    if (first is None or type(first) is str) and values.count(first) == len(values):
-        return _head(4, len(values)) + _enc(first) * len(values)
+    if first is None or type(first) is str:
+        if values.count(first) == len(values):
+            return _head(4, len(values)) + _enc(first) * len(values)
+        try:
+            distinct = set(values)
+        except TypeError:  # a map among them (the map column)
+            return _enc(values)
+        if len(distinct) <= _FEW and all(v is None or type(v) is str for v in distinct):
+            items = {v: _enc(v) for v in distinct}
+            return _head(4, len(values)) + b"".join(map(items.__getitem__, values))
     return _enc(values)
+
+
+_FEW = 64  # distinct texts at most in a column that _column encodes by looking each one's item up
 
 
 def _ints(values: list[int]) -> bytes:

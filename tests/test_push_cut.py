@@ -92,6 +92,27 @@ def test_a_column_of_one_repeated_item_encodes_as_cbor2_would():
         assert pages_mod._column(col) == dagcbor.encode_ordered(col), col
 
 
+def test_a_column_of_a_few_texts_encodes_as_cbor2_would(monkeypatch):
+    """A column of a few distinct texts or null (the roles) is written by looking each one's item up, not
+    by cbor2: the same bytes; a column with a map, a number or too many texts goes to cbor2."""
+    calls = []
+    enc = pages_mod._enc
+    monkeypatch.setattr(pages_mod, "_enc", lambda v: calls.append(v) or enc(v))
+    many = [f"r{i}" for i in range(pages_mod._FEW + 1)]
+    for col, by_cbor2 in (
+        (["user", "assistant"] * 50, False),
+        ([None, "user", "\u00e9t\u00e9", None, "x" * 300], False),
+        (["user", None, "tool"] * 7, False),
+        ([None, {"k": 1}, None], True),
+        ([None, 3, None], True),
+        (["a", 1, "a"], True),
+        (many, True),
+    ):
+        calls.clear()
+        assert pages_mod._column(col) == dagcbor.encode_ordered(col), col
+        assert (col in calls) == by_cbor2, col
+
+
 def test_a_join_of_runs_encodes_its_pages_from_the_pieces_of_its_blob(monkeypatch):
     """A join of runs (a long push's carried page and the next chunk's first operations) keeps the blobs
     as pieces: its pages, other operations between the messages included, are those of the run read
