@@ -195,7 +195,9 @@ def measure(run: LogRun) -> tuple[list[int], list]:
                 col_b[i] = dagcbor.canon(e)
             if col_b[i] is not None:
                 est[i] = max(est[i], 0) + len(dagcbor.encode_ordered(col_b[i]))
-    if -1 in est:  # an operation that is neither a message nor has a body (not written by this sessiond)
+    # an operation that is neither a message nor has a body (not written by this sessiond); none when every
+    # content head is of one width (every operation a message: known for a run read, without a scan)
+    if not run.head_width() and -1 in est:
         est = list(map(max, est, repeat(0)))
     # per operation besides content and map: seven more columns, each item at most a 9-byte head plus
     # its text. Each operation's own texts, never a maximum over the run: the cut of a run is then the
@@ -248,8 +250,12 @@ def _page_items(
     if not count:
         return []
     upto = bounds[count]
-    first, sizes, times = run.seqs[0], run.sizes[:upto], run.times
-    others = [i for i, z in enumerate(sizes) if z < 0] if -1 in sizes else []
+    first, times = run.seqs[0], run.times
+    if run.head_width():  # every operation a message (known for a run read): no scan for the others
+        others: list[int] = []
+    else:
+        sizes = run.sizes[:upto]
+        others = [i for i, z in enumerate(sizes) if z < 0] if -1 in sizes else []
     # where each page's contents begin and end in the blob, and each other operation's place: summed
     # from the sizes a stretch at a time, not a list of every operation's offset
     at = sorted({*bounds[: count + 1], *others})
