@@ -120,18 +120,26 @@ def _read_run(conn: sqlite3.Connection, sid: str, device_id: str, after: int, up
         if None in ms:  # a time beyond what the statement rounds exactly: all of them in Python
             created = dict(cur.execute("SELECT seq, created_at" + _WHERE, args).fetchall())
             ms = [round(created[s] * 1000) for s in seqs]
-        run = LogRun(
-            seqs,
-            _lamports(cur, args, seqs, consecutive, lam_lo, lam_hi),
-            ["message.add"] * n,
-            [None] * n,
-            ms,
-            [chat] * n if chat == last_chat else loads(cur.execute(_COLUMN_SQL.format("chat_id"), args).fetchone()[0]),
-            loads(roles),
-            _sparse(cur, args, "tokens", n, n_toks, toks),
-            _sparse(cur, args, "extra", n, n_extras, None),
-            sizes,
-            b"".join((text_head(sizes[0]), blob or b"")),
+        if chat == last_chat:
+            chats = [chat] * n
+        else:
+            chats = loads(cur.execute(_COLUMN_SQL.format("chat_id"), args).fetchone()[0])
+        # the first item's head and the rest as two pieces, not joined (a copy of the ~2 MB a long push
+        # reads per chunk fewer, with the GIL held): a page's contents are views of them (LogRun.of_pieces)
+        run = LogRun.of_pieces(
+            [
+                seqs,
+                _lamports(cur, args, seqs, consecutive, lam_lo, lam_hi),
+                ["message.add"] * n,
+                [None] * n,
+                ms,
+                chats,
+                loads(roles),
+                _sparse(cur, args, "tokens", n, n_toks, toks),
+                _sparse(cur, args, "extra", n, n_extras, None),
+                sizes,
+            ],
+            [text_head(sizes[0]), blob or b""],
         )
         run._consecutive = consecutive or None
     if not ordered:  # the index gives seq order; should SQLite ever not, sort (contents too)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -257,7 +257,7 @@ class LogRun:
     def tail(self, i: int) -> LogRun:
         """The operations from index i on (their contents a view of this run's blob)."""
         (at,) = self.offsets_at([min(i, len(self))])
-        run = LogRun(*(c[i:] for c in self._columns()), memoryview(self.blob)[at:])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+        run = self._with_blob([c[i:] for c in self._columns()], at, None)
         run._consecutive = self._consecutive or None
         run._width = self._width or None  # a part of a run of one head width is of that width
         return run
@@ -265,16 +265,30 @@ class LogRun:
     def head(self, i: int) -> LogRun:
         """The first i operations (their contents a view of this run's blob)."""
         (at,) = self.offsets_at([min(i, len(self))])
-        run = LogRun(*(c[:i] for c in self._columns()), memoryview(self.blob)[:at])  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
+        run = self._with_blob([c[:i] for c in self._columns()], 0, at)
         run._consecutive = self._consecutive or None
         run._width = self._width or None
         return run
 
+    def _with_blob(self, columns: list, a: int, b: int | None) -> LogRun:
+        """A run of `columns` whose blob is this run's bytes a..b (b None: to the end): a view of the
+        blob, or of its pieces while their join is not made (without making it)."""
+        if self._parts is None:
+            return LogRun(*columns, memoryview(self.blob)[a:b])  # type: ignore[call-arg]  # mypy cannot count the ten columns a list unpacks
+        end = sum(map(len, self._parts)) if b is None else b
+        return LogRun.of_pieces(columns, self.blob_views(a, end))
+
+    @classmethod
+    def of_pieces(cls, columns: list, pieces: Sequence[bytes | memoryview]) -> LogRun:
+        """A run of `columns` whose blob is `pieces` joined, the join made only when .blob is asked for."""
+        run = cls(*columns, b"")  # type: ignore[call-arg]  # mypy cannot count the ten columns a list unpacks
+        run._blob, run._parts = None, [p for p in pieces if len(p)]
+        return run
+
     def __add__(self, other: LogRun) -> LogRun:
-        run = LogRun(  # type: ignore[call-arg]  # mypy cannot count the ten columns a generator unpacks
-            *(a + b for a, b in zip(self._columns(), other._columns())), b""
+        run = LogRun.of_pieces(
+            [a + b for a, b in zip(self._columns(), other._columns())], [*self._pieces(), *other._pieces()]
         )
-        run._blob, run._parts = None, [p for p in (*self._pieces(), *other._pieces()) if len(p)]
         if self._consecutive and other._consecutive and (not self or not other or other.seqs[0] == self.seqs[-1] + 1):
             run._consecutive = True
         if self._width and self._width == other._width:

@@ -107,12 +107,24 @@ _NULL = b"\xf6"  # the contents item of an operation that is not a message
 
 def _column(values: list) -> bytes:
     """A column as its CBOR array. Most columns of most pages hold one text or null throughout (the
-    kind, the chat, no map, no tokens): that is one item repeated, without cbor2 walking the list. Only
+    kind, the chat, no map, no tokens): that is one item repeated, without cbor2 walking the list. A
+    column of a few texts (the roles) is each one's item looked up and joined: half cbor2's time. Only
     texts and null: for them alone does == mean the same encoding (1 == 1.0 == True)."""
     first = values[0] if values else 0
-    if (first is None or type(first) is str) and values.count(first) == len(values):
-        return _head(4, len(values)) + _enc(first) * len(values)
+    if first is None or type(first) is str:
+        if values.count(first) == len(values):
+            return _head(4, len(values)) + _enc(first) * len(values)
+        try:
+            distinct = set(values)
+        except TypeError:  # a map among them (the map column)
+            return _enc(values)
+        if len(distinct) <= _FEW and all(v is None or type(v) is str for v in distinct):
+            items = {v: _enc(v) for v in distinct}
+            return _head(4, len(values)) + b"".join(map(items.__getitem__, values))
     return _enc(values)
+
+
+_FEW = 64  # distinct texts at most in a column that _column encodes by looking each one's item up
 
 
 def _ints(values: list[int]) -> bytes:
@@ -183,7 +195,9 @@ def measure(run: LogRun) -> tuple[list[int], list]:
                 col_b[i] = dagcbor.canon(e)
             if col_b[i] is not None:
                 est[i] = max(est[i], 0) + len(dagcbor.encode_ordered(col_b[i]))
-    if -1 in est:  # an operation that is neither a message nor has a body (not written by this sessiond)
+    # an operation that is neither a message nor has a body (not written by this sessiond); none when every
+    # content head is of one width (every operation a message: known for a run read, without a scan)
+    if not run.head_width() and -1 in est:
         est = list(map(max, est, repeat(0)))
     # per operation besides content and map: seven more columns, each item at most a 9-byte head plus
     # its text. Each operation's own texts, never a maximum over the run: the cut of a run is then the
@@ -236,8 +250,12 @@ def _page_items(
     if not count:
         return []
     upto = bounds[count]
-    first, sizes, times = run.seqs[0], run.sizes[:upto], run.times
-    others = [i for i, z in enumerate(sizes) if z < 0] if -1 in sizes else []
+    first, times = run.seqs[0], run.times
+    if run.head_width():  # every operation a message (known for a run read): no scan for the others
+        others: list[int] = []
+    else:
+        sizes = run.sizes[:upto]
+        others = [i for i, z in enumerate(sizes) if z < 0] if -1 in sizes else []
     # where each page's contents begin and end in the blob, and each other operation's place: summed
     # from the sizes a stretch at a time, not a list of every operation's offset
     at = sorted({*bounds[: count + 1], *others})

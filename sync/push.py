@@ -59,6 +59,10 @@ STREAM_BYTES = 2 << 20
 # own threads).
 _WRITES_OUT = 32  # objects handed to the store and not yet written, at most (32 MiB)
 _FIRST_CHUNK = 1024  # operations: a run no longer is read at once; a long one begins with a chunk of it
+# The last chunks of a long run are halves of what is left, down to 1/_LAST_SPLIT of a chunk: with whole
+# chunks to the end, one worker ended 1-5 ms before the other (a chat-sized first push of 100,000
+# messages, 2 ms at the median), its core idle meanwhile (bench/results/profile-push.md)
+_LAST_SPLIT = 8
 # A run this small is encoded and sealed on the event loop (LogWriter.write_pages): ~150 us at most,
 # less than the loop's side of a hop to a thread and back
 INLINE_OPS = 16
@@ -349,7 +353,10 @@ class _RunJob:
             if self.stopped or self.next_seq > self.last:
                 return False
             k, a = self.given, self.next_seq
-            b = min(self.last, a + self.chunk - 1)
+            size, rest = self.chunk, self.last - a + 1
+            if rest < 2 * size:  # the last chunks: halves of what is left, so that the workers end together
+                size = max(size // _LAST_SPLIT, (rest + 1) // 2)
+            b = min(self.last, a + size - 1)
             self.given, self.next_seq = k + 1, b + 1
         run = load(a, b)
         cum, maps = measure(run)  # per operation: beside the other workers, before this chunk's turn

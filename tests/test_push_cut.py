@@ -92,6 +92,27 @@ def test_a_column_of_one_repeated_item_encodes_as_cbor2_would():
         assert pages_mod._column(col) == dagcbor.encode_ordered(col), col
 
 
+def test_a_column_of_a_few_texts_encodes_as_cbor2_would(monkeypatch):
+    """A column of a few distinct texts or null (the roles) is written by looking each one's item up, not
+    by cbor2: the same bytes; a column with a map, a number or too many texts goes to cbor2."""
+    calls = []
+    enc = pages_mod._enc
+    monkeypatch.setattr(pages_mod, "_enc", lambda v: calls.append(v) or enc(v))
+    many = [f"r{i}" for i in range(pages_mod._FEW + 1)]
+    for col, by_cbor2 in (
+        (["user", "assistant"] * 50, False),
+        ([None, "user", "\u00e9t\u00e9", None, "x" * 300], False),
+        (["user", None, "tool"] * 7, False),
+        ([None, {"k": 1}, None], True),
+        ([None, 3, None], True),
+        (["a", 1, "a"], True),
+        (many, True),
+    ):
+        calls.clear()
+        assert pages_mod._column(col) == dagcbor.encode_ordered(col), col
+        assert (col in calls) == by_cbor2, col
+
+
 def test_a_join_of_runs_encodes_its_pages_from_the_pieces_of_its_blob(monkeypatch):
     """A join of runs (a long push's carried page and the next chunk's first operations) keeps the blobs
     as pieces: its pages, other operations between the messages included, are those of the run read
@@ -111,3 +132,45 @@ def test_a_join_of_runs_encodes_its_pages_from_the_pieces_of_its_blob(monkeypatc
         assert got == want, edges
         assert [(b"".join(c), lo, hi) for c, lo, hi in chunked] == want, edges
         assert bytes(joined.blob) == bytes(whole.blob) and joined._parts is None
+
+
+async def test_the_last_chunks_of_a_long_run_are_halves_of_what_is_left(tmp_path, monkeypatch):
+    """So that the workers end together: once less than two chunks are left, each chunk handed out is half
+    of the rest (down to an eighth of a chunk); the pages are those of the run read whole."""
+
+    async def no_short(a, b):
+        raise AssertionError("a long run is read by the workers")
+
+    _small_pages(monkeypatch)
+    monkeypatch.setattr(push_mod, "STREAM_BYTES", 100_000)
+    recs = _records(12_000)
+    store = FileStore(str(tmp_path / "store"))
+    whole = await LogWriter(SID, DEV, bytes(range(32)), store).write_pages(LogRun.from_records(recs))
+    read: list[tuple[int, int]] = []
+
+    @contextlib.contextmanager
+    def open_loader():
+        def load(a, b):
+            read.append((a, b))
+            return LogRun.from_records(recs[a - 1 : b])
+
+        yield load
+
+    workers = Workers(push_threads=2)
+    try:
+        writer = LogWriter(SID, DEV, bytes(range(32)), store, workers=workers)
+        entries, _ = await writer.write_run(no_short, open_loader, 1, len(recs))
+    finally:
+        workers.close()
+    await store.close()
+    assert [(e.first, e.last, e.ref.hash) for e in entries] == [(e.first, e.last, e.ref.hash) for e in whole]
+    read.sort()
+    assert read[0][0] == 1 and read[-1][1] == len(recs)
+    assert all(b + 1 == c for (_, b), (c, _) in itertools.pairwise(read))  # every operation read once
+    sizes = [b - a + 1 for a, b in read]
+    full = max(sizes)
+    assert len(read) > 6 and sizes[-1] < full // 2, sizes
+    tail = [(len(recs) - a + 1, b - a + 1) for a, b in read if len(recs) - a + 1 < full]
+    assert len(tail) >= 2, sizes
+    for rest, size in tail:  # halves of the rest, or an eighth of a chunk at least
+        assert size <= max((rest + 1) // 2, full // 8 + 1), (rest, size, sizes)

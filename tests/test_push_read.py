@@ -119,3 +119,30 @@ def test_lamports_are_made_from_the_seqs_when_they_are_the_seqs_plus_one_constan
             assert run.lams == [lam(s) for s in range(after + 1, upto + 1)], (sid, after, upto)
             read_in_full = any("group_concat(lamport)" in s for s in statements)
             assert read_in_full == (sid == "moved" and after < 19 < upto), (sid, after, upto)
+
+
+def test_a_run_read_keeps_its_first_head_and_contents_as_pieces_through_its_heads_and_tails():
+    """The first content's head (not written by group_concat) and the rest are not joined: the run's
+    heads and tails (a long push's carried page) are views of the pieces, with the bytes of the joined
+    blob, and the join is made only when the blob itself is asked for."""
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    contents = [f"{seq} " + "w" * (seq * 37 % 300) for seq in range(1, 31)]
+    for seq, content in enumerate(contents, 1):
+        conn.execute(
+            "INSERT INTO messages(session_id, chat_id, device_id, seq, lamport, role, content, created_at)"
+            " VALUES ('s', 'main', 'd', ?, ?, 'user', ?, 1.0)",
+            (seq, seq, content),
+        )
+    conn.commit()
+    want = b"".join(text_head(len(c)) + c.encode() for c in contents)
+    offs = logrun.read_run(conn, "s", "d", 0, 30).offsets()
+    for i in (0, 1, 7, 29, 30):
+        run = logrun.read_run(conn, "s", "d", 0, 30)
+        head, tail = run.head(i), run.tail(i)
+        assert run._parts is not None and head._parts is not None and tail._parts is not None  # no join made
+        assert b"".join(head.blob_views(0, offs[i])) == want[: offs[i]], i
+        assert bytes(tail.blob) == want[offs[i] :] and bytes(head.blob) == want[: offs[i]], i
+        assert tail.tail(1).seqs == list(range(i + 2, 31)) and bytes(tail.tail(1).blob) == want[offs[min(i + 1, 30)] :]
+        assert run._parts is not None and bytes(run.blob) == want and run._parts is None
