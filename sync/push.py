@@ -13,7 +13,7 @@ the entries that cover the log:
 
 So a push writes the new operations once, plus a manifest of O(F log n) entries, and every operation
 is rewritten O(log n) times over its life: the cost of an append stays flat as the session grows.
-The plaintexts are sync/pages.py's and sync/manifest.py's; the threads are sync/workers.py's.
+The plaintexts are sync/pagecut.py's (pages), sync/pages.py's and sync/manifest.py's; the threads are sync/workers.py's.
 """
 
 from __future__ import annotations
@@ -32,18 +32,9 @@ from ..stores import Store
 from ..stores.cid import BlobId, digest_parts
 from .crypto import EncryptedCID, manifest_key, object_key, seal, seal_chunks
 from .manifest import encode_manifest
-from .pages import (
-    PAGE_MAX,
-    Entry,
-    encode_node,
-    encode_page_chunks,
-    encode_pages,
-    encode_parts,
-    measure,
-    page_ends,
-    page_limit,
-)
-from .pages import cut as cut_run
+from .pagecut import cut as cut_run
+from .pagecut import encode_page_chunks, encode_pages, measure, page_ends, page_limit
+from .pages import PAGE_MAX, Entry, encode_node, encode_parts
 from .workers import Workers, shared
 
 FANOUT = 16
@@ -126,13 +117,13 @@ class LogWriter:
         return seal(plaintext, object_key(self.key, plain.hash), plain=plain)
 
     def cut(self, run: LogRun) -> tuple[list[int], list]:
-        """Where the pages of a run begin (pages.cut, for this log)."""
+        """Where the pages of a run begin (pagecut.cut, for this log)."""
         return cut_run(run, self.sid, self.device)
 
     def pages(
         self, run: LogRun, cut: tuple[list[int], list] | None = None, count: int | None = None
     ) -> list[tuple[bytes, int, int]]:
-        """A run of operations as page plaintexts [(plaintext, first seq, last seq)] (pages.encode_pages,
+        """A run of operations as page plaintexts [(plaintext, first seq, last seq)] (pagecut.encode_pages,
         for this log)."""
         return encode_pages(run, self.sid, self.device, cut, count)
 
@@ -150,7 +141,7 @@ class LogWriter:
         return sealed + [index], index[1], True
 
     def page_chunks(self, run: LogRun, cut: tuple[list[int], list], count: int) -> list[tuple[list[bytes], int, int]]:
-        """pages(), each plaintext as the pieces it is sealed in (pages.encode_page_chunks)."""
+        """pages(), each plaintext as the pieces it is sealed in (pagecut.encode_page_chunks)."""
         return encode_page_chunks(run, self.sid, self.device, cut, count)
 
     def _seal_chunks(
@@ -296,12 +287,12 @@ class _Stopped(Exception):
 
 class _RunJob:
     """One long run written by worker threads (LogWriter.write_run). Chunks are handed out in seq
-    order; each worker reads its chunk on its own connection and measures its operations (pages.measure),
+    order; each worker reads its chunk on its own connection and measures its operations (pagecut.measure),
     then waits for its turn to cut it into pages (the last page of a chunk may still fill up, so its
     operations go round again with the next chunk, as views of their contents), then encodes, seals and
     writes the pages without waiting for anyone. Only the cut is taken in turn, and it is a bisection per
     page; pages stay full across chunk edges, and are those one reader of the whole run would cut
-    (pages.cut), whatever the chunks and however the workers' turns fall. At most _WRITES_OUT objects are being
+    (pagecut.cut), whatever the chunks and however the workers' turns fall. At most _WRITES_OUT objects are being
     written at a time: by the store's own threads where it offers them (Store.put_in_background), else
     through the event loop; either way a write that does not end within the writer's timeout fails
     the push."""
@@ -321,7 +312,7 @@ class _RunJob:
         self.given = 0  # chunks handed out
         self.turn = 0  # the chunk whose cut is next
         # the last page cut so far, which may still fill up: its operations, their map column, and the
-        # bytes they take by pages.measure
+        # bytes they take by pagecut.measure
         self.carry, self.carry_bytes = LogRun.empty(), 0
         self.carry_maps: list = []
         self.limit = page_limit(writer.sid, writer.device)

@@ -26,6 +26,7 @@ from sessiond.storage.schema import MIGRATIONS
 from sessiond.stores import FileStore, StoreError
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor
+from sessiond.sync import pagecut as pagecut_mod
 from sessiond.sync import pages as pages_mod
 from sessiond.sync import push as push_mod
 from sessiond.sync.checkpoint import (
@@ -377,6 +378,7 @@ def test_log_run_rounds_times_as_python_does():
 def _small_pages(monkeypatch, size: int) -> None:
     """Pages of at most `size` bytes: the cut (pages.py) and the writer's parts and merges (push.py)."""
     monkeypatch.setattr(pages_mod, "PAGE_MAX", size)
+    monkeypatch.setattr(pagecut_mod, "PAGE_MAX", size)
     monkeypatch.setattr(push_mod, "PAGE_MAX", size)
 
 

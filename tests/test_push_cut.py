@@ -10,9 +10,10 @@ import itertools
 from sessiond.storage.model import LogRun
 from sessiond.stores import FileStore
 from sessiond.sync import dagcbor
+from sessiond.sync import pagecut as pagecut_mod
 from sessiond.sync import pages as pages_mod
 from sessiond.sync import push as push_mod
-from sessiond.sync.pages import cut
+from sessiond.sync.pagecut import cut
 from sessiond.sync.push import LogWriter
 from sessiond.sync.workers import Workers
 
@@ -38,6 +39,7 @@ def _records(n: int) -> list[tuple]:
 
 def _small_pages(monkeypatch) -> None:
     monkeypatch.setattr(pages_mod, "PAGE_MAX", 30_000)
+    monkeypatch.setattr(pagecut_mod, "PAGE_MAX", 30_000)
     monkeypatch.setattr(push_mod, "PAGE_MAX", 30_000)
 
 
@@ -89,16 +91,16 @@ async def test_a_long_push_gives_the_same_pages_however_it_is_read(tmp_path, mon
 def test_a_column_of_one_repeated_item_encodes_as_cbor2_would():
     """encode_pages writes a column of one text or null repeated without cbor2: the same bytes."""
     for col in ([], [None] * 3, ["main"] * 30, ["\u00e9t\u00e9"] * 2, ["user", "user", "assistant"], [1, 1.0, True]):
-        assert pages_mod._column(col) == dagcbor.encode_ordered(col), col
+        assert pagecut_mod._column(col) == dagcbor.encode_ordered(col), col
 
 
 def test_a_column_of_a_few_texts_encodes_as_cbor2_would(monkeypatch):
     """A column of a few distinct texts or null (the roles) is written by looking each one's item up, not
     by cbor2: the same bytes; a column with a map, a number or too many texts goes to cbor2."""
     calls = []
-    enc = pages_mod._enc
-    monkeypatch.setattr(pages_mod, "_enc", lambda v: calls.append(v) or enc(v))
-    many = [f"r{i}" for i in range(pages_mod._FEW + 1)]
+    enc = pagecut_mod._enc
+    monkeypatch.setattr(pagecut_mod, "_enc", lambda v: calls.append(v) or enc(v))
+    many = [f"r{i}" for i in range(pagecut_mod._FEW + 1)]
     for col, by_cbor2 in (
         (["user", "assistant"] * 50, False),
         ([None, "user", "\u00e9t\u00e9", None, "x" * 300], False),
@@ -109,7 +111,7 @@ def test_a_column_of_a_few_texts_encodes_as_cbor2_would(monkeypatch):
         (many, True),
     ):
         calls.clear()
-        assert pages_mod._column(col) == dagcbor.encode_ordered(col), col
+        assert pagecut_mod._column(col) == dagcbor.encode_ordered(col), col
         assert (col in calls) == by_cbor2, col
 
 
@@ -120,14 +122,14 @@ def test_a_join_of_runs_encodes_its_pages_from_the_pieces_of_its_blob(monkeypatc
     _small_pages(monkeypatch)
     whole = LogRun.from_records(_records(9000))
     cuts = cut(whole, SID, DEV)
-    want = pages_mod.encode_pages(whole, SID, DEV, cuts)
+    want = pagecut_mod.encode_pages(whole, SID, DEV, cuts)
     for edges in ((0, 4000, 9000), (0, 7, 8, 2500, 9000), (0, 1, 9000), (0, 8999, 9000), (0, 0, 3000, 9000)):
         parts = [whole.tail(a).head(b - a) for a, b in itertools.pairwise(edges)]
         joined = parts[0]
         for p in parts[1:]:
             joined = joined + p
-        got = pages_mod.encode_pages(joined, SID, DEV, cuts)
-        chunked = pages_mod.encode_page_chunks(joined, SID, DEV, cuts)
+        got = pagecut_mod.encode_pages(joined, SID, DEV, cuts)
+        chunked = pagecut_mod.encode_page_chunks(joined, SID, DEV, cuts)
         assert joined._parts is not None  # encoded from the pieces: the join not made
         assert got == want, edges
         assert [(b"".join(c), lo, hi) for c, lo, hi in chunked] == want, edges

@@ -10,6 +10,7 @@ import threading
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
 from sessiond.sync import keys as keys_mod
+from sessiond.sync import pagecut as pagecut_mod
 from sessiond.sync import pages as pages_mod
 from sessiond.sync import push as push_mod
 from sessiond.sync.engine import Syncer
@@ -20,6 +21,7 @@ from sessiond.sync.keys import KeyStore
 async def test_a_first_push_folds_its_levels_before_its_one_revision(tmp_path, monkeypatch):
     # pages of ~8 KB: 3,000 messages of ~100 bytes make ~40 of them, more than a level holds (FANOUT)
     monkeypatch.setattr(pages_mod, "PAGE_MAX", 8_000)
+    monkeypatch.setattr(pagecut_mod, "PAGE_MAX", 8_000)
     monkeypatch.setattr(push_mod, "PAGE_MAX", 8_000)
     db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
     store = FileStore(os.path.join(tmp_path, "store"))
@@ -94,7 +96,8 @@ def test_a_run_knows_it_is_consecutive_without_a_list_of_its_seqs():
     """LogRun.consecutive() (asked of every chunk of a long push, by the contiguity check and by the cut)
     is what comparing the seqs with a range says, for runs read, cut, joined, and with a gap."""
     from sessiond.storage.model import LogRun
-    from sessiond.sync.pages import LogError, measure
+    from sessiond.sync.pagecut import measure
+    from sessiond.sync.pages import LogError
     from sessiond.sync.pusher import SyncError, _contiguous
 
     def recs(seqs):

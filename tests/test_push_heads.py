@@ -150,7 +150,7 @@ def test_a_run_of_one_time_is_read_and_encoded_as_one_value_repeated():
     only looks the same in part, falls through to it)."""
     import cbor2
 
-    from sessiond.sync.pages import _ints
+    from sessiond.sync.pagecut import _ints
 
     for joined, n, want in (
         ("1764000000000,1764000000000,1764000000000", 3, [1764000000000] * 3),

@@ -9,6 +9,7 @@ import pytest
 from sessiond.storage.model import LogRun
 from sessiond.stores import ObjectMissing, Store, StoreError, base
 from sessiond.stores.cid import digest
+from sessiond.sync import pagecut as pagecut_mod
 from sessiond.sync import pages as pages_mod
 from sessiond.sync import push as push_mod
 from sessiond.sync.pull import LogReader
@@ -60,6 +61,7 @@ class PutOnly(Store):
 def _run(monkeypatch) -> LogRun:
     """A run of many small pages, so that one write_pages is one put_many of many objects."""
     monkeypatch.setattr(pages_mod, "PAGE_MAX", 4_000)
+    monkeypatch.setattr(pagecut_mod, "PAGE_MAX", 4_000)
     monkeypatch.setattr(push_mod, "PAGE_MAX", 4_000)
     return LogRun.from_records(records([("main", "user", f"{i} " + "words " * 40, None, None) for i in range(300)]))
 
