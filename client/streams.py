@@ -100,8 +100,11 @@ class CompletionStream:
 def change_events(resp: http.client.HTTPResponse) -> Iterator[dict]:
     """The change events of GET /v1/events as they arrive (blocking), until the daemon ends the stream."""
     parser = SseParser()
+    fp = resp.fp  # its own reference: closing the response (EventStream.close, any thread) sets resp.fp to None
+    if fp is None:  # closed already
+        return
     while True:
-        line = resp.fp.readline()
+        line = fp.readline()
         if not line:
             return
         done = parser.feed(line)
