@@ -7,8 +7,9 @@ LOAD_SESSIONS, LOAD_MESSAGES, LOAD_CLIENTS make it smaller (the test suite runs 
 LOAD_PROCS spreads the clients over that many processes (default 1: threads of this one), for when
 the bench's own GIL is the limit: `bench_cpu_seconds` says how much CPU the clients used.
 
-CPU: `cpu_ms_per_append` is daemon A's user+system CPU during the writes divided by the appends (its
-start-up is not counted; it includes each session's create and share and the pushes meanwhile);
+CPU: `machine` says what bounds the rate (see machine_row). `cpu_ms_per_append` is daemon A's user+system
+CPU during the writes divided by the appends (its start-up is not counted; it includes each session's
+create and share and the pushes meanwhile);
 `pushes_per_second` is A's pushes started during the writes (GET /v1/status `pushes`);
 `a_store_writes_per_batch` the objects and heads A's folder store wrote per batch (status `stores`);
 `b_head_polls` how B's follower found the changed heads: full listings of the heads folder and records
@@ -52,9 +53,9 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def cpu_split(pid: int) -> tuple[float, float]:
-    """User and system CPU time the process has used so far, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
+def cpu_split(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """User and system CPU time the process (or its thread `tid`) has used so far, in seconds."""
+    with open(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
@@ -65,10 +66,39 @@ def cpu_s(pid: int) -> float:
     return round(sum(cpu_split(pid)), 1)
 
 
+def machine_busy() -> tuple[float, float]:
+    """Seconds of CPU the whole machine has spent busy (every core: user, nice, system, irq, softirq, steal)
+    and idle (idle, iowait) so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick, (v[3] + v[4]) / tick
+
+
 def own_cpu() -> float:
     """This process's user + system CPU so far (the bench's own clients, when they are threads here)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def machine_row(appends: int, write_s: float, ours_s: float, loop_s: float, busy_idle: tuple[float, float]) -> dict:
+    """What bounds the rate on this machine, during the writes: daemon A's event-loop thread (its CPU per
+    append, and how busy it was: near 1.0, it is the limit whatever the cores), and the CPU of the two daemons and
+    the clients together per append, with the ceiling that puts on the rate if every core were busy with
+    nothing else (`ceiling_appends_per_second`: cores / that CPU). `busy_cores`: what /proc/stat says the
+    whole machine used meanwhile, others' processes included."""
+    cores = os.cpu_count() or 1
+    busy, idle = busy_idle
+    per = ours_s / appends
+    return {
+        "cores": cores,
+        "busy_cores": round(busy / write_s, 2),
+        "idle_cores": round(idle / write_s, 2),
+        "a_loop_thread_ms_per_append": round(1000 * loop_s / appends, 3),
+        "a_loop_thread_busy": round(loop_s / write_s, 2),
+        "a_b_clients_cpu_ms_per_append": round(1000 * per, 3),
+        "ceiling_appends_per_second": round(cores / per) if per else None,
+    }
 
 
 def clients_of(a_home: str, b_home: str, ks: list[int], sessions: int, messages: int, clients: int) -> tuple:
@@ -206,6 +236,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
 
         threading.Thread(target=sampler, daemon=True).start()
         cpu0 = {"a": cpu_split(a.proc.pid), "b": cpu_split(b.proc.pid)}
+        loop0, machine0 = sum(cpu_split(a.proc.pid, a.proc.pid)), machine_busy()
         with Client(a.home) as c0:
             pushes0 = c0.status().get("pushes", {}).get("started", 0)  # an older daemon: 0
         t0 = time.perf_counter()
@@ -224,6 +255,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
             last = {sid: t for p in parts for sid, t in p[3].items()}
         write_s = time.perf_counter() - t0
         cpu1 = {"a": cpu_split(a.proc.pid), "b": cpu_split(b.proc.pid)}
+        loop1, machine1 = sum(cpu_split(a.proc.pid, a.proc.pid)), machine_busy()
         ca, cb = Client(a.home), Client(b.home)
         st = ca.status()
         pushes = st.get("pushes", {}).get("started", 0) - pushes0
@@ -260,6 +292,13 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
                 },
                 "cpu_ms_per_append": round(1000 * (sum(cpu1["a"]) - sum(cpu0["a"])) / (sessions * messages), 3),
                 "bench_cpu_seconds": round(bench_cpu, 2),
+                "machine": machine_row(
+                    sessions * messages,
+                    write_s,
+                    sum(cpu1["a"]) - sum(cpu0["a"]) + sum(cpu1["b"]) - sum(cpu0["b"]) + bench_cpu,
+                    loop1 - loop0,
+                    (machine1[0] - machine0[0], machine1[1] - machine0[1]),
+                ),
                 "pushes_per_second": round(pushes / write_s, 1),
                 "appends_per_push": round(sessions * messages / max(1, pushes), 1),
                 "b_head_polls": {k: b_store.get(k) for k in ("head_listings", "journal_records")},
