@@ -30,6 +30,7 @@ ERROR_STATUSES = {
     422: "invalid field",
     429: "a limit was reached",
     503: "the store is unavailable",
+    507: "the disk holding the daemon's home is full (nothing was stored)",
 }
 # Statuses only some routes answer with (named in their Route's `errors`).
 EXTRA_STATUSES = {502: "the model provider failed, refused or cannot be reached", 504: "the model provider timed out"}

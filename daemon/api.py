@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..storage.errors import NotFound, SessiondError
+from ..storage.errors import DiskFull, NotFound, SessiondError, is_disk_full
 from .openapi import build_openapi
 from .routes import ROUTES, Handler, Route
 from .routes.common import ROUTE_KEY, body_json, ok  # noqa: F401 (the names other modules used)
@@ -56,12 +56,28 @@ def _bound(route: Route) -> Handler:
             return _http_error(request, exc)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
-        except Exception:  # a bug: log it with its traceback, answer without internals
+        except Exception as exc:
+            if is_disk_full(exc):
+                return _disk_full(request, exc)
+            # a bug: log it with its traceback, answer without internals
             log.exception("internal error on %s %s", request.method, request.path)
             return web.json_response(error_body("internal", "internal error; see the daemon log"), status=500)
 
     handle.__name__ = handler.__name__
     return handle
+
+
+def _disk_full(request: web.Request, exc: Exception) -> web.Response:
+    """A write that met a full disk: 507, saying where and what to do. SQLite rolled its transaction back,
+    so nothing of the request was stored; a retry once there is room does it whole."""
+    home = getattr(getattr(request.app["daemon"], "home", None), "path", None)
+    where = f"the disk holding sessiond's home ({home})" if home else "the disk holding sessiond's home"
+    log.warning("%s %s: disk full: %s", request.method, request.path, exc)
+    err = DiskFull(
+        f"{where} is full ({exc}): nothing of this request was stored. Free some space on it, then send the"
+        f" request again"
+    )
+    return web.json_response(error_body(err.code, err.message), status=err.status)
 
 
 async def _unrouted(request: web.Request) -> web.StreamResponse:

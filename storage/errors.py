@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class SessiondError(Exception):
     code = "error"
@@ -55,3 +58,19 @@ class ContextOverflow(SessiondError):
 class IdempotencyKeyReused(SessiondError):
     code = "idempotency_key_reused"
     status = 422
+
+
+class DiskFull(SessiondError):
+    """The disk holding the daemon's home has no room (or the user's disk quota is used up): the write
+    that met it was rolled back whole."""
+
+    code = "disk_full"
+    status = 507
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is a full disk: SQLite's SQLITE_FULL ("database or disk is full") or a system call's
+    ENOSPC / EDQUOT."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
