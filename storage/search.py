@@ -112,6 +112,7 @@ def is_compacted(compacted: str | None, role: str, lamport: int, device: str, se
 # 64 holds one for ~0.4 ms at most, for ~5 us more CPU per message (more, smaller FTS5 segments).
 INDEX_CHUNK = 2000
 BACKGROUND_CHUNK = 64
+INDEX_RETRY_MAX = 60.0  # seconds: the longest wait between the indexer's tries while it fails
 INDEX_EVERY = 0.25
 
 
@@ -131,6 +132,7 @@ def _index_chunk(conn: sqlite3.Connection, chunk: int) -> int:
 class Search:
     def __init__(self, c: Connections):
         self.c = c
+        self.indexer_wait = INDEX_EVERY  # seconds before the background indexer's next try (run_indexer)
 
     async def catch_up(self, chunk: int = INDEX_CHUNK, *, off_loop: bool = False) -> int:
         """Index the messages written since the index last caught up (the triggers' pending list), a
@@ -156,16 +158,25 @@ class Search:
         return await self.c.committed.fetchone("SELECT 1 FROM messages_fts_pending LIMIT 1") is not None
 
     async def run_indexer(self, every: float = INDEX_EVERY) -> None:
-        """The daemon's background task: keeps the index at most `every` seconds behind the messages."""
+        """The daemon's background task: keeps the index at most `every` seconds behind the messages.
+        When it cannot (a full disk), the pending list keeps the messages and it tries again later, the
+        wait doubling up to INDEX_RETRY_MAX; the log says so once per spell, and again when it is over."""
+        self.indexer_wait, failing = every, None
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(self.indexer_wait)
             if self.c.importing:  # an import first: its messages are indexed once it is done
                 continue
             try:
                 if await self.pending():
                     await self.catch_up(BACKGROUND_CHUNK, off_loop=True)
             except sqlite3.Error as exc:  # a busy or full disk: the pending list keeps them for next time
-                log.warning("search index: could not catch up: %s", exc)
+                if str(exc) != failing:
+                    log.warning("search index: could not catch up (trying again later): %s", exc)
+                failing, self.indexer_wait = str(exc), min(INDEX_RETRY_MAX, self.indexer_wait * 2)
+                continue
+            if failing is not None:
+                log.info("search index: caught up again")
+            self.indexer_wait, failing = every, None
 
     async def search(
         self,

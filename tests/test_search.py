@@ -330,3 +330,44 @@ def test_the_daemon_indexes_in_the_background(pair):
             con.close()
 
     wait_for(indexed, timeout=10, what="the background indexer")
+
+
+async def test_the_background_indexer_backs_off_while_the_disk_is_full_and_says_so_once(db, caplog, monkeypatch):
+    """A full disk: the indexer's chunk fails (the pending list keeps the messages). It tries again ever
+    later, the wait doubling, with one warning for the spell (it was one every 0.25 s, each written to a
+    log on the same full disk), and says when it has caught up again."""
+    import asyncio
+    import logging
+    import time
+
+    sid = (await db.create_session({"name": "full"}))["id"]
+    words = [f"wombat {i} " + " ".join(f"w{i}x{j}" for j in range(40)) for i in range(300)]  # new index pages
+    await db.append_messages(sid, [{"role": "user", "content": w, "tokens": 1} for w in words])
+    waits: list[float] = []  # the wait before each try
+    real = db.searcher.catch_up
+
+    async def catch_up(*args, **kw):
+        waits.append(db.searcher.indexer_wait)
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(db.searcher, "catch_up", catch_up)
+    await db.c.writer.execute("PRAGMA max_page_count=1")  # no page more than the file has: full
+    caplog.set_level(logging.INFO, logger="sessiond.storage")
+    indexer = asyncio.get_running_loop().create_task(db.searcher.run_indexer(every=0.004))
+    try:
+        deadline = time.monotonic() + 10
+        while len(waits) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(waits) >= 5 and await db.searcher.pending()
+        assert waits[:5] == [0.004, 0.008, 0.016, 0.032, 0.064], waits  # doubling, not every 0.004 s
+        warned = [r for r in caplog.records if "search index" in r.getMessage() and r.levelno == logging.WARNING]
+        assert len(warned) == 1 and "disk is full" in warned[0].getMessage()
+        await db.c.writer.execute("PRAGMA max_page_count=1073741823")  # room again
+        while await db.searcher.pending() and time.monotonic() < deadline + 10:
+            await asyncio.sleep(0.01)
+        assert not await db.searcher.pending()
+    finally:
+        indexer.cancel()
+        await asyncio.wait([indexer])
+    assert any("caught up again" in r.getMessage() for r in caplog.records)
+    assert len(await found(db, "wombat", limit=1000)) == 300
