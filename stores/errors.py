@@ -3,6 +3,8 @@ store failure handles these). Messages name the store and what to do; they never
 
 from __future__ import annotations
 
+import errno
+
 from .base import CorruptObject, StoreError
 
 
@@ -16,6 +18,26 @@ class AuthRefused(StoreError):
 
 class ObjectTooLarge(StoreError):
     """The object is larger than this store accepts."""
+
+
+class StoreFull(StoreError):
+    """The store has no room left: the disk under a folder store is full, or its owner's quota is used up."""
+
+
+def write_error(what: str, where: str, exc: OSError) -> StoreError:
+    """A folder store's failed write, as the StoreError it is: StoreFull for a full disk or quota."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(
+            f"{what}: the disk holding {where} is full ({exc.strerror}); free space there, or move this"
+            f" device to another store (restart the daemon with `--store URL --change-store`)"
+        )
+    return StoreError(f"{what}: {exc.strerror}")
+
+
+# Failures that waiting does not mend: a retry after a backoff meets them again until someone acts (frees
+# space, fixes a token, picks another store). `sessiond sync --wait` stops waiting on them.
+def settled(exc: BaseException) -> bool:
+    return isinstance(exc, (StoreFull, AuthRefused, ObjectTooLarge, ReadOnlyStore, LyingServer))
 
 
 class RateLimited(StoreError):

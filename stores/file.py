@@ -13,6 +13,7 @@ from ..storage import fsutil
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest, digest_parts
+from .errors import write_error
 from .filebatch import BatchWriter, gathered
 from .headjournal import HeadWatch
 from .registry import RegistryEntry, RegistryError
@@ -81,14 +82,17 @@ class FileStore(Store):
         if os.path.exists(path):
             return h
         folder = os.path.dirname(path)
-        if not os.path.isdir(folder):
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            fsutil.fsync_dir(self._objects)  # the new folder's entry, before an object in it counts as stored
-        # Off the page cache once on disk: the objects are for other devices and backups, and this
-        # daemon reads them back only to verify. A first push of a 200 MB session would otherwise push
-        # as much of the database out of the cache, and take fresh memory for every page it writes
-        # (measured: a 185 MB push 0.97 s without, 0.77 s with, after 1 GB of other writes).
-        atomic_write(path, data, 0o600, uncached=True)
+        try:
+            if not os.path.isdir(folder):
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+                fsutil.fsync_dir(self._objects)  # the new folder's entry, before an object in it counts as stored
+            # Off the page cache once on disk: the objects are for other devices and backups, and this
+            # daemon reads them back only to verify. A first push of a 200 MB session would otherwise push
+            # as much of the database out of the cache, and take fresh memory for every page it writes
+            # (measured: a 185 MB push 0.97 s without, 0.77 s with, after 1 GB of other writes).
+            atomic_write(path, data, 0o600, uncached=True)
+        except OSError as exc:
+            raise write_error(f"cannot write object {h.hex()}", self._objects, exc) from None
         return h
 
     def _get_sync(self, h: bytes) -> bytes:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..stores import Store
+from ..stores.errors import settled
 from .context import SyncContext
 from .errors import SyncError, describe
 from .follower import Follower
@@ -102,6 +103,9 @@ class Syncer:
             first=ctx.shared.__contains__,
         )
         self._errors: dict[str, str] = {}
+        # sessions whose last push failed in a way waiting does not mend (a full store, refused credentials:
+        # stores/errors.settled), with when: sync_now's wait ends on them instead of running out its timeout
+        self._settled: dict[str, float] = {}
         self._wake = asyncio.Event()
         # who waits in sync_now for pushes to end, by the session waited for (None: all of them): a
         # push's end wakes the waiters of its session and of all, not every waiter (16 shares at once
@@ -172,6 +176,7 @@ class Syncer:
         self.pushes.forget(sid)
         self.ctx.shared.discard(sid)
         self._errors.pop(sid, None)
+        self._settled.pop(sid, None)
         self.proofs.forget(sid)
         self.keys.delete_session_key(sid)
 
@@ -201,6 +206,10 @@ class Syncer:
     async def _failed(self, sid: str, exc: BaseException, delay: float) -> None:
         msg = describe(exc)
         self._errors[sid] = msg
+        if settled(exc):
+            self._settled[sid] = time.monotonic()
+        else:
+            self._settled.pop(sid, None)
         try:
             await self.db.save_sync_state(sid, last_error=msg)
         except Exception:
@@ -212,6 +221,7 @@ class Syncer:
     async def _pushed(self, sid: str) -> None:
         if sid not in self.pushes.retry_at:  # it went through: the error shown is over
             self._errors.pop(sid, None)
+            self._settled.pop(sid, None)
         for key in (sid, None):
             for ev in self._waiters.get(key, ()):
                 ev.set()
@@ -254,12 +264,16 @@ class Syncer:
         self._wake.set()
         pull_errors = self.ctx.pull_errors
         if wait:
-            deadline = time.monotonic() + timeout
+            asked = time.monotonic()
+            deadline = asked + timeout
             few = targets if sid else None  # one session: read its state alone on each wake, not all of them
 
             async def done() -> bool:
+                """Everything asked for is pushed, or what is not failed since it was asked in a way that
+                waiting does not mend (then the answer says why, at once, rather than after `timeout`)."""
                 states = await self.db.all_sync_states(few)
-                return all(states.get(s, {}).get("pushed_seq", 0) >= m for s, m in marks.items() if s in states)
+                behind = [s for s, m in marks.items() if s in states and states[s].get("pushed_seq", 0) < m]
+                return all(self._settled.get(s, -1.0) >= asked for s in behind)
 
             woken = asyncio.Event()  # (set by _pushed; registered before the first look: no wake is lost)
             self._waiters.setdefault(sid, set()).add(woken)

@@ -1,0 +1,72 @@
+"""`sessiond sync --wait` against a store that refuses for a reason waiting does not mend (a quota used up,
+a full disk, refused credentials): it ends as soon as the push has failed, naming the error, instead of
+running out its timeout in silence. Real processes: a relay with a tiny quota, a daemon pushing to it."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import PY, DaemonProc, run_cli
+from sessiond.stores.errors import AuthRefused, StoreFull, StoreUnreachable, settled, write_error
+
+
+@pytest.fixture
+def small_relay(tmp_path):
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "sessiond.cli.main",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            str(tmp_path / "relay"),
+            "--open-registration",
+            "--quota",
+            "2K",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    line = proc.stdout.readline()
+    assert line, "the relay did not start"
+    yield json.loads(line)["url"]
+    proc.terminate()
+    proc.wait(15)
+
+
+def test_sync_wait_ends_at_once_on_a_store_out_of_room(small_relay, tmp_path):
+    d = DaemonProc(str(tmp_path / "home"), small_relay).start()
+    try:
+        c = d.client()
+        sid = c.create_session(name="big")["id"]
+        c.append(sid, "user", "z" * 20_000)  # more than the account's 2 KiB
+        t0 = time.monotonic()
+        res = run_cli(d.home, "sync", "--wait", "--timeout", "60", "--json")
+        took = time.monotonic() - t0
+        assert res.returncode == 1, res.stdout + res.stderr
+        out = json.loads(res.stdout)
+        assert out["pushed"] is False and out["complete"] is False
+        assert "quota" in out["sessions"][sid]["last_error"]
+        assert took < 30, f"sync --wait ran {took:.1f} s of its 60 s timeout"
+        res = run_cli(d.home, "sync", "--wait", "--timeout", "60")  # and the text says why
+        assert res.returncode == 1 and "quota" in res.stdout and "not everything could be pushed" in res.stdout
+    finally:
+        d.stop()
+
+
+def test_which_failures_waiting_does_not_mend():
+    full = write_error("cannot write object ab", "/srv/store/objects", OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(full, StoreFull) and "/srv/store/objects is full" in full.args[0]
+    assert "another store" in full.args[0]
+    other = write_error("cannot write object ab", "/srv/store/objects", OSError(errno.EACCES, "Permission denied"))
+    assert not isinstance(other, StoreFull) and other.args[0] == "cannot write object ab: Permission denied"
+    assert settled(full) and settled(AuthRefused("no"))
+    assert not settled(other) and not settled(StoreUnreachable("down")) and not settled(TimeoutError())
