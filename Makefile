@@ -60,7 +60,7 @@ test: lint
 # 50 stateful sequences of 30 steps over three daemons (issue 19), the full load test. Results: docs/SECURITY.md.
 test-long: $(TEST_STAMP)
 	CRASH_KILLS=200 CRASH_SEED=7 $(PY) -m pytest -q tests/test_crash.py
-	SCHEMATHESIS_EXAMPLES=300 FUZZ_EXAMPLES=300 $(PY) -m pytest -q tests/test_schemathesis.py tests/test_fuzz.py
+	SCHEMATHESIS_EXAMPLES=300 FUZZ_EXAMPLES=300 $(PY) -m pytest -q --timeout=3600 tests/test_schemathesis.py tests/test_fuzz.py
 	STATEFUL_EXAMPLES=50 STATEFUL_STEPS=30 $(PY) -m pytest -q --timeout=7200 tests/test_stateful.py
 	$(PY) bench/load.py
 
