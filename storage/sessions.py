@@ -92,7 +92,7 @@ class Sessions:
             and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active' AND NOT importing"))[0] >= cap
         ):
             raise LimitReached(
-                f"this daemon already has {cap} active sessions (max_active_sessions); end or delete one first",
+                f"this daemon already has {cap} active sessions (max_active_sessions); pause, end or delete one first",
                 limit="max_active_sessions",
                 value=cap,
             )
@@ -109,7 +109,7 @@ class Sessions:
         ):
             raise LimitReached(
                 f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
-                f"end or delete one first",
+                f"pause, end or delete one first",
                 limit="max_active_sessions_per_user",
                 value=cap,
             )
@@ -158,6 +158,10 @@ class Sessions:
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid)
+            if fields.get("status") == "active" and row["status"] != "active":
+                # a paused session does not count as active: resuming it must fit the limits a new one
+                # would, checked in this transaction so that two resumes at once cannot both pass
+                await self._check_limits(tx, row["user"])
             if "current_chat" in fields and not await tx.fetchone(
                 "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
             ):
