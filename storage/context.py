@@ -137,6 +137,18 @@ class Context:
             tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
         return await self.context(sid, chat)
 
+    async def set_cuts(self, sid: str, cuts: dict[str, list]) -> None:
+        """Set chats' compaction cutoffs as given ({chat: [lamport, device, seq]}), in one transaction (a
+        fork taking its source's)."""
+        async with self.c.transaction() as tx:
+            lamport = (await writable_row(tx, sid))["lamport"]
+            for chat, cut in cuts.items():
+                op = await local_op(
+                    tx, self.c.device_id, sid, lamport, "chat.update", {"chat": chat, "compacted": cut}, now()
+                )
+                lamport = op.lamport
+                tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
+
     async def context(self, sid: str, chat: str | None = None) -> dict:
         q = self.c.committed
         srow = await session_row(q, sid)

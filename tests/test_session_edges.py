@@ -4,7 +4,6 @@ must keep, forks of chats that compacted, and the ways out an error names workin
 from __future__ import annotations
 
 import os
-import shlex
 
 import pytest
 
@@ -44,3 +43,45 @@ def test_resume_keeps_the_active_session_limits(home):
         assert c.get_session(other)["status"] == "ended"
     finally:
         d.stop()
+
+
+def test_fork_of_a_chat_that_compacted_keeps_its_context(daemon):
+    c = daemon.client()
+    sid = c.create_session(max_context_tokens=100)["id"]  # compacts past 80, down to 40
+    c.append(sid, "system", "rules", tokens=10)
+    ids = [c.append(sid, "user", f"m{i}", tokens=30)["id"] for i in range(5)]
+    early = c.context(sid)  # (read now: what the context was after the last message below)
+    assert early["compacted_messages"] > 0
+    # at the last message: the whole history (170 tokens, past the budget) and the context as it is
+    fk = c.fork(sid, ids[-1], new_id="late")
+    assert fk["message_count"] == 6 and fk["tokens_used"] == 160
+    src, got = c.context(sid), c.context("late")
+    for k in ("active_messages", "active_tokens", "compacted_messages", "messages"):
+        assert got[k] == src[k], (k, got, src)
+    assert [m["content"] for m in c.messages("late")["messages"]] == ["rules", "m0", "m1", "m2", "m3", "m4"]
+    # at a message before the chat first compacted: nothing of it compacted yet
+    assert c.fork(sid, ids[1], new_id="early")["message_count"] == 3
+    assert c.context("early")["compacted_messages"] == 0 and c.context("early")["active_tokens"] == 70
+    # at one between two compactions: the context as it stood after that message
+    c.uncompact(sid)
+    mid = c.fork(sid, ids[3], new_id="mid")
+    assert mid["message_count"] == 5
+    cut = c.context("mid")
+    assert cut["compacted_messages"] > 0 and cut["active_tokens"] <= 80
+    c.append("mid", "user", "goes on", tokens=30)  # and the fork's budget goes on from there
+    assert c.context("mid")["active_tokens"] <= 80
+
+
+def test_fork_of_a_session_past_its_quota(daemon):
+    # the history a fork copies was accepted once; the quota applies to what is added after it
+    h = daemon.home
+    sid = cli_json(h, "new", "--token-quota", "100")["id"]
+    last = [cli_json(h, "add", sid, "--role", "user", "--tokens", "40", f"m{i}")["id"] for i in range(2)][-1]
+    cli_json(h, "set", sid, "--token-quota", "50")  # lowered below what is used
+    fk = cli_json(h, "fork", sid, "--at", last)
+    assert fk["tokens_used"] == 80 and cli_json(h, "quota", fk["id"])["level"] == "exhausted"
+
+
+def test_fork_of_an_unknown_session_says_so(daemon):
+    res = run_cli(daemon.home, "fork", "nosuch", "--at", "abc-1")
+    assert res.returncode != 0 and "no session 'nosuch'" in res.stderr, res.stderr
