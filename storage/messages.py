@@ -174,8 +174,9 @@ class Messages:
                 raise QuotaExceeded(
                     f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
                     f"more. Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
-                    f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} MESSAGE_ID` "
-                    f"(history up to that message). Compacting does not help: it frees context, not quota",
+                    f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at MESSAGE_ID` "
+                    f"(history up to that message, and the tokens it used). Compacting does not help: it frees "
+                    f"context, not quota",
                     used=used,
                     quota=quota,
                     needed=new_tokens,

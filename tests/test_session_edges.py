@@ -4,6 +4,7 @@ must keep, forks of chats that compacted, and the ways out an error names workin
 from __future__ import annotations
 
 import os
+import shlex
 
 import pytest
 
@@ -80,6 +81,19 @@ def test_fork_of_a_session_past_its_quota(daemon):
     cli_json(h, "set", sid, "--token-quota", "50")  # lowered below what is used
     fk = cli_json(h, "fork", sid, "--at", last)
     assert fk["tokens_used"] == 80 and cli_json(h, "quota", fk["id"])["level"] == "exhausted"
+
+
+def test_quota_error_names_commands_that_run(daemon):
+    h = daemon.home
+    sid = cli_json(h, "new", "--token-quota", "10", "--id", "q")["id"]
+    mid = cli_json(h, "add", sid, "--role", "user", "--tokens", "6", "first")["id"]
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "6", "second")
+    assert res.returncode != 0
+    commands = [c for c in res.stderr.split("`")[1::2] if c.startswith("sessiond ")]
+    assert {c.split()[1] for c in commands} == {"set", "clone", "fork"}, res.stderr
+    for command in commands:  # each, with its placeholders filled in, is a command that works
+        argv = shlex.split(command.replace("MESSAGE_ID", mid).replace(" N", " 20"))[1:]
+        run_cli(h, *argv, check=True)
 
 
 def test_fork_of_an_unknown_session_says_so(daemon):
