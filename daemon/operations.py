@@ -126,8 +126,8 @@ class Operations:
         except ImportError_ as exc:
             raise share_error(exc) from None
 
-    async def end(self, sid: str) -> dict:
-        """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
+    async def _end(self, sid: str) -> dict:
+        """End a session with its final checkpoint (`end`, and expiry: both are its end)."""
         async with self._checkpoint_lock:  # two ends at once: one final checkpoint
             was = (await self.db.get_session(sid))["status"]
             session = await self.db.set_status(sid, "ended")
@@ -137,6 +137,11 @@ class Operations:
                 await self.syncer.make_checkpoint(sid)
             except ImportError_:
                 pass
+        return session
+
+    async def end(self, sid: str) -> dict:
+        """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
+        session = await self._end(sid)
         res = await self.syncer.sync_now(sid, wait=True, timeout=10)
         snapshot = await self.syncer.snapshot_id(sid)
         return {
@@ -172,7 +177,7 @@ class Operations:
                 if self.delete_expired:
                     await self.delete_session(s["id"])
                 else:
-                    await self.db.set_status(s["id"], "ended")
+                    await self._end(s["id"])
                 done.append(s["id"])
             except SessiondError:
                 continue  # e.g. a read-only import: its owner's devices end it

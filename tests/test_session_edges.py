@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from conftest import DaemonProc, cli_json, run_cli
+from conftest import DaemonProc, cli_json, run_cli, wait_for
 from sessiond.client import ApiError
 
 
@@ -99,3 +99,22 @@ def test_quota_error_names_commands_that_run(daemon):
 def test_fork_of_an_unknown_session_says_so(daemon):
     res = run_cli(daemon.home, "fork", "nosuch", "--at", "abc-1")
     assert res.returncode != 0 and "no session 'nosuch'" in res.stderr, res.stderr
+
+
+def test_a_session_that_expires_gets_its_final_checkpoint(home):
+    # expiry ends a session as `end` does: with a signed checkpoint of everything in it
+    d = _limited(home, "cleanup_interval = 0.3\n")
+    try:
+        c = d.client()
+        sid = c.create_session(expires_in=1)["id"]
+        c.append(sid, "user", "the last word", tokens=3)
+        paused = c.create_session(idle_timeout=1)["id"]
+        c.append(paused, "user", "on hold", tokens=2)
+        c.pause(paused)  # paused past its idle timeout: ended too
+        wait_for(lambda: all(c.get_session(s)["status"] == "ended" for s in (sid, paused)), timeout=15)
+        for s, tokens in ((sid, 3), (paused, 2)):
+            cps = wait_for(lambda s=s: c.checkpoints(s)["checkpoints"], timeout=10, what="the final checkpoint")
+            assert cps[-1]["messages"] == 1 and cps[-1]["tokens"] == tokens
+            assert c.verify_proof(s, cps[-1])["ok"]
+    finally:
+        d.stop()
