@@ -118,3 +118,16 @@ def test_a_session_that_expires_gets_its_final_checkpoint(home):
             assert c.verify_proof(s, cps[-1])["ok"]
     finally:
         d.stop()
+
+
+def test_set_turns_automatic_compaction_back_on(daemon):
+    h = daemon.home
+    sid = cli_json(h, "new", "--max-context-tokens", "100", "--no-auto-compact")["id"]
+    assert cli_json(h, "show", sid)["policy"]["auto_compact"] is False
+    cli_json(h, "add", sid, "--role", "user", "--tokens", "70", "a")
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "20", "b", "--json")
+    assert res.returncode != 0 and '"context_overflow"' in res.stdout
+    assert cli_json(h, "set", sid, "--auto-compact")["policy"] == {"max_context_tokens": 100, "auto_compact": True}
+    cli_json(h, "add", sid, "--role", "user", "--tokens", "20", "b")  # compacts now, as by default
+    assert cli_json(h, "context", sid)["compacted_messages"] == 1
+    assert cli_json(h, "set", sid, "--no-auto-compact")["policy"]["auto_compact"] is False
