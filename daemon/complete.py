@@ -18,6 +18,7 @@ import time
 
 from aiohttp import web
 
+from ..storage.context import quota_ways_out
 from ..storage.errors import Conflict, Invalid, QuotaExceeded
 from . import validate as v
 from .answers import Plan, end, pass_on, record
@@ -86,8 +87,7 @@ def check_quota(session: dict) -> None:
         sid = session["id"]
         raise QuotaExceeded(
             f"session {sid!r} has used {used} of its {quota} tokens, so nothing is sent to the model. "
-            f"Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
-            f"(`sessiond set {sid} --token-quota N`)",
+            + quota_ways_out(sid),
             used=used,
             quota=quota,
             needed=0,

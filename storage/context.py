@@ -17,6 +17,15 @@ DEFAULT_CONTEXT_MARGIN = 0.8
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
 
+def quota_ways_out(sid: str) -> str:
+    """What a refusal for a spent quota names as the ways out (of an append, and of a question to a model)."""
+    return (
+        f"Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: `sessiond clone {sid}` "
+        f"(same settings, no history) or `sessiond fork {sid} --at MESSAGE_ID` (history up to that message, and the "
+        f"tokens it used). Compacting does not help: it frees context, not quota"
+    )
+
+
 def warning_level(used: int, quota: int | None) -> str:
     if not quota:
         return "safe"

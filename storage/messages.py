@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from .apply import apply_op
 from .connections import Connections, Row
-from .context import budget_of, context_check
+from .context import budget_of, context_check, quota_ways_out
 from .errors import Conflict, ContextOverflow, IdempotencyKeyReused, Invalid, LimitReached, NotFound, QuotaExceeded
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -173,10 +173,7 @@ class Messages:
             if quota and used + new_tokens > quota and not answer:
                 raise QuotaExceeded(
                     f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
-                    f"more. Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
-                    f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at MESSAGE_ID` "
-                    f"(history up to that message, and the tokens it used). Compacting does not help: it frees "
-                    f"context, not quota",
+                    f"more. " + quota_ways_out(sid),
                     used=used,
                     quota=quota,
                     needed=new_tokens,
