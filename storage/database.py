@@ -174,11 +174,12 @@ class Database:
 
     async def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> dict:
         """A new session holding the history up to and including message `at` (in every chat), each chat's
-        context compacted as it was at that message."""
+        context compacted as it was at that message, and the chat of `at` its current one."""
         await self.get_session(sid)  # an unknown session is named as such, not as a missing message
-        lam, dev, seq, _ = await self.messages.order(sid, at)
+        lam, dev, seq, chat = await self.messages.order(sid, at)
         spec = await self._copy_spec(sid)
-        spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at})
+        # its current chat is the fork point's: the next message follows that one
+        spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at}, current_chat=chat)
         if name:
             spec["name"] = name
         rows = await self.read_all(

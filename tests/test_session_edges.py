@@ -131,3 +131,18 @@ def test_set_turns_automatic_compaction_back_on(daemon):
     cli_json(h, "add", sid, "--role", "user", "--tokens", "20", "b")  # compacts now, as by default
     assert cli_json(h, "context", sid)["compacted_messages"] == 1
     assert cli_json(h, "set", sid, "--no-auto-compact")["policy"]["auto_compact"] is False
+
+
+def test_fork_at_a_message_of_another_chat_goes_on_in_that_chat(daemon):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append(sid, "user", "main 1")
+    c.create_chat(sid, id="side")
+    at = c.append(sid, "user", "side 1", chat="side")["id"]
+    c.append(sid, "user", "main 2")  # the session's current chat is still main
+    assert c.get_session(sid)["current_chat"] == "main"
+    fk = c.fork(sid, at)
+    assert fk["current_chat"] == "side"  # where the fork point is: the next message follows it
+    assert [m["content"] for m in c.messages(fk["id"])["messages"]] == ["side 1"]
+    assert [m["content"] for m in c.messages(fk["id"], all_chats=True)["messages"]] == ["main 1", "side 1"]
+    assert c.get_session(sid)["current_chat"] == "main"  # the source is left as it was
