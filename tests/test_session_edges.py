@@ -146,3 +146,28 @@ def test_fork_at_a_message_of_another_chat_goes_on_in_that_chat(daemon):
     assert [m["content"] for m in c.messages(fk["id"])["messages"]] == ["side 1"]
     assert [m["content"] for m in c.messages(fk["id"], all_chats=True)["messages"]] == ["main 1", "side 1"]
     assert c.get_session(sid)["current_chat"] == "main"  # the source is left as it was
+
+
+def test_a_follower_sees_an_expired_session_ended_when_its_owner_deletes_it(make_daemon, store_dir):
+    # delete_expired deletes the owner's copy; the devices it was shared with keep theirs, and must see
+    # it ended (a read-only follower cannot end it itself), not active for ever
+    url = "file://" + store_dir
+    a, b = make_daemon(url), make_daemon(url).start()
+    os.makedirs(a.home, mode=0o700)
+    with open(os.path.join(a.home, "config.toml"), "w") as f:
+        f.write("cleanup_interval = 0.3\ndelete_expired = true\n")
+    a.start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(expires_in=2)["id"]
+    ca.append(sid, "user", "before the end", tokens=4)
+    cb.import_code(ca.share(sid)["code"])
+    assert cb.get_session(sid)["status"] == "active"
+    wait_for(lambda: sid not in {s["id"] for s in ca.list_sessions()["sessions"]}, timeout=15, what="A deletes it")
+
+    def ended_on_b():
+        cb.sync(sid, wait=True, timeout=5)
+        return cb.get_session(sid)["status"] == "ended"
+
+    wait_for(ended_on_b, timeout=15, what="B sees it ended")
+    cps = cb.checkpoints(sid)["checkpoints"]  # with its final checkpoint, which B can check
+    assert cps and cps[-1]["messages"] == 1 and cb.verify_proof(sid, cps[-1])["ok"]
