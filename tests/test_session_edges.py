@@ -171,3 +171,30 @@ def test_a_follower_sees_an_expired_session_ended_when_its_owner_deletes_it(make
     wait_for(ended_on_b, timeout=15, what="B sees it ended")
     cps = cb.checkpoints(sid)["checkpoints"]  # with its final checkpoint, which B can check
     assert cps and cps[-1]["messages"] == 1 and cb.verify_proof(sid, cps[-1])["ok"]
+
+
+def test_append_names_a_chat_by_name_as_every_other_route_does(daemon):
+    # MessageIn: "`chat` (id or name)"; log, context, compact, switch and ask all take a name
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    research = c.create_chat(sid, name="research")["id"]
+    assert research != "research"
+    one = c.append(sid, "user", "one", chat="research", idempotency_key="k-1")
+    assert one["chat"] == research
+    again = c.append(sid, "user", "one", chat="research", idempotency_key="k-1")  # a retry: the same answer
+    assert again["id"] == one["id"]
+    batch = c.append_many(sid, [{"role": "user", "content": "two"}], chat="research")
+    assert batch["chat"] == research
+    mixed = c.append_many(
+        sid, [{"role": "user", "content": "three", "chat": "research"}, {"role": "user", "content": "m"}]
+    )
+    assert mixed["count"] == 2
+    assert [m["content"] for m in c.messages(sid, chat="research")["messages"]] == ["one", "two", "three"]
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["m"]
+    m = cli_json(daemon.home, "add", sid, "--role", "user", "--chat", "research", "four")
+    assert m["chat"] == research
+    res = run_cli(daemon.home, "add", sid, "--role", "user", "--chat", "nowhere", "x")
+    assert res.returncode != 0 and "has no chat 'nowhere'" in res.stderr
+    assert len(c.messages(sid, all_chats=True)["messages"]) == 5  # the refusal stored nothing
+    res = run_cli(daemon.home, "add", "nosuch", "--role", "user", "--chat", "research", "x")
+    assert res.returncode != 0 and "no session 'nosuch'" in res.stderr, res.stderr
