@@ -95,17 +95,28 @@ async def context_check(
     if total + adding <= budget * margin:
         return None
     if p.get("auto_compact") is False:
+        turn_on = (  # the session's setting, not one the chat was made with (which its own policy keeps)
+            f", turn automatic compaction on (`sessiond set {sid} --auto-compact`)"
+            if policy.get("auto_compact") is False
+            else ""
+        )
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} holds {total} tokens of context; {adding} more would pass its "
-            f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact`) "
-            f"or start another chat",
+            f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact {sid} "
+            f"--chat {chat}`){turn_on} or start another chat",
             active=total,
             budget=budget,
             adding=adding,
         )
     if adding > budget * margin:
+        raise_budget = (  # the session's budget, not the chat's own
+            f"raise the budget (`sessiond set {sid} --max-context-tokens N`), "
+            if policy.get("max_context_tokens") == budget
+            else ""
+        )
         raise ContextOverflow(
-            f"these messages alone ({adding} tokens) exceed chat {chat!r}'s context budget of {budget} x {margin}",
+            f"these messages alone ({adding} tokens) exceed the context budget of chat {chat!r} of session "
+            f"{sid!r} ({budget} x {margin}): {raise_budget}send them in smaller parts, or to another chat",
             budget=budget,
             adding=adding,
         )

@@ -198,3 +198,15 @@ def test_append_names_a_chat_by_name_as_every_other_route_does(daemon):
     assert len(c.messages(sid, all_chats=True)["messages"]) == 5  # the refusal stored nothing
     res = run_cli(daemon.home, "add", "nosuch", "--role", "user", "--chat", "research", "x")
     assert res.returncode != 0 and "no session 'nosuch'" in res.stderr, res.stderr
+
+
+def test_context_overflow_names_the_ways_out(daemon):
+    h = daemon.home
+    sid = cli_json(h, "new", "--max-context-tokens", "10", "--id", "small")["id"]
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "50", "too big for any context")
+    assert res.returncode != 0 and f"`sessiond set {sid} --max-context-tokens N`" in res.stderr, res.stderr
+    cli_json(h, "set", sid, "--max-context-tokens", "100", "--no-auto-compact")
+    cli_json(h, "add", sid, "--role", "user", "--tokens", "70", "a")
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "20", "b")
+    assert res.returncode != 0 and f"`sessiond set {sid} --auto-compact`" in res.stderr, res.stderr
+    assert f"`sessiond compact {sid} --chat main`" in res.stderr
