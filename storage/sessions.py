@@ -85,10 +85,13 @@ class Sessions:
             tx.emit({"type": "session.created", "session": sid})
         return await self.get(sid)
 
-    async def _check_limits(self, tx: Any, user: str | None) -> None:
+    async def _check_limits(self, tx: Any, user: str | None, *, daemon: bool = True) -> None:
+        """One more active session of `user` must fit max_active_sessions_per_user and (`daemon`: one more
+        of the daemon's) max_active_sessions."""
         cap = self.c.limits.get("max_active_sessions")
         if (
-            cap
+            daemon
+            and cap
             and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active' AND NOT importing"))[0] >= cap
         ):
             raise LimitReached(
@@ -162,6 +165,9 @@ class Sessions:
                 # a paused session does not count as active: resuming it must fit the limits a new one
                 # would, checked in this transaction so that two resumes at once cannot both pass
                 await self._check_limits(tx, row["user"])
+            elif row["status"] == "active" and fields.get("user", row["user"]) != row["user"]:
+                # an active session given to another user is one more of theirs
+                await self._check_limits(tx, fields["user"], daemon=False)
             if "current_chat" in fields and not await tx.fetchone(
                 "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
             ):

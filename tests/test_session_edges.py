@@ -210,3 +210,23 @@ def test_context_overflow_names_the_ways_out(daemon):
     res = run_cli(h, "add", sid, "--role", "user", "--tokens", "20", "b")
     assert res.returncode != 0 and f"`sessiond set {sid} --auto-compact`" in res.stderr, res.stderr
     assert f"`sessiond compact {sid} --chat main`" in res.stderr
+
+
+def test_giving_a_session_to_another_user_keeps_their_limit(home):
+    d = _limited(home, "max_active_sessions = 3\nmax_active_sessions_per_user = 1\n")
+    try:
+        c = d.client()
+        c.create_session(user="ann")
+        bobs = c.create_session(user="bob")["id"]
+        with pytest.raises(ApiError) as e:
+            c.update_session(bobs, user="ann")  # ann has her one active session
+        assert e.value.code == "limit_reached" and "'ann'" in e.value.message
+        assert c.get_session(bobs)["user"] == "bob"
+        c.update_session(bobs, name="renamed")  # other changes are not limited
+        c.pause(bobs)
+        assert c.update_session(bobs, user="ann")["user"] == "ann"  # a paused one is not active
+        c.create_session()
+        cys = c.create_session(user="cy")["id"]  # the daemon's three active: a user change adds none
+        assert c.update_session(cys, user="dee")["user"] == "dee"
+    finally:
+        d.stop()
