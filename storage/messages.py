@@ -25,7 +25,7 @@ from .model import (
     pushed_form,
 )
 from .search import PUSHED_COLUMNS, insert_messages
-from .sessions import session_row
+from .sessions import not_active, session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
@@ -135,14 +135,7 @@ class Messages:
                     f"follow it but not change it (ask for a code made with `sessiond share --write`)"
                 )
             if status != "active":
-                raise Conflict(
-                    f"session {sid!r} is {status}; "
-                    + (
-                        "resume it first (`sessiond resume`)"
-                        if status == "paused"
-                        else "an ended session takes no new messages (clone it to continue)"
-                    )
-                )
+                raise Conflict(not_active(sid, status))
             chat_id = chat or current
             chats = {m.get("chat") or chat_id for m in messages}
             for c in chats:

@@ -33,6 +33,15 @@ async def writable_row(q: Any, sid: str) -> Row:
     return row
 
 
+def not_active(sid: str, status: str) -> str:
+    """Why a paused or ended session refuses a message (an append, a question to a model), and the way on."""
+    if status == "paused":
+        return f"session {sid!r} is paused; resume it first (`sessiond resume {sid}`)"
+    return (
+        f"session {sid!r} has ended; an ended session takes no new messages (go on in a clone: `sessiond clone {sid}`)"
+    )
+
+
 def session_dict(row: Row) -> dict:
     d = {
         k: row[k]
@@ -182,7 +191,10 @@ class Sessions:
         if status == current:
             return session_dict(row)
         if current == "ended":
-            raise Conflict(f"session {sid!r} has ended; an ended session cannot be paused or resumed")
+            raise Conflict(
+                f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
+                f"`sessiond clone {sid}`)"
+            )
         if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
             raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
         return await self.update(

@@ -230,3 +230,14 @@ def test_giving_a_session_to_another_user_keeps_their_limit(home):
         assert c.update_session(cys, user="dee")["user"] == "dee"
     finally:
         d.stop()
+
+
+def test_an_ended_session_refuses_with_the_way_on(daemon):
+    h = daemon.home
+    sid = cli_json(h, "new", "--id", "done")["id"]
+    cli_json(h, "end", sid)
+    for action in ("resume", "pause"):
+        res = run_cli(h, action, sid)
+        assert res.returncode != 0 and "has ended" in res.stderr and f"`sessiond clone {sid}`" in res.stderr
+    res = run_cli(h, "add", sid, "--role", "user", "x")
+    assert res.returncode != 0 and f"`sessiond clone {sid}`" in res.stderr, res.stderr
