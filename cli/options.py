@@ -42,10 +42,10 @@ def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
     )
     p.add_argument("--context-margin", type=float, dest="context_margin", help="safety margin (default 0.8)")
     p.add_argument(
-        "--no-auto-compact",
-        action="store_true",
-        dest="no_auto_compact",
-        help="refuse appends past the budget (context_overflow) instead of compacting",
+        "--auto-compact",
+        action=argparse.BooleanOptionalAction,
+        dest="auto_compact",
+        help="past the budget, compact (the default) or, with --no-auto-compact, refuse the append (context_overflow)",
     )
     if not chat:
         p.add_argument("--token-quota", type=int, dest="token_quota", help="tokens this session may use in all")
@@ -65,6 +65,6 @@ def policy_of(args) -> Any:  # a ChatPolicy body, maybe empty (the daemon checks
     for k in ("token_quota", "max_context_tokens", "context_margin", "checkpoint_interval", "idle_timeout"):
         if getattr(args, k, None) is not None:
             out[k] = getattr(args, k)
-    if getattr(args, "no_auto_compact", False):
-        out["auto_compact"] = False
+    if getattr(args, "auto_compact", None) is not None:
+        out["auto_compact"] = args.auto_compact
     return out

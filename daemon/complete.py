@@ -18,7 +18,9 @@ import time
 
 from aiohttp import web
 
+from ..storage.context import quota_ways_out
 from ..storage.errors import Conflict, Invalid, QuotaExceeded
+from ..storage.sessions import not_active
 from . import validate as v
 from .answers import Plan, end, pass_on, record
 from .providers import Provider, usage_of
@@ -69,14 +71,7 @@ def check_writable(session: dict) -> None:
             f"add to it (ask for a code made with `sessiond share --write`)"
         )
     if session["status"] != "active":
-        raise Conflict(
-            f"session {sid!r} is {session['status']}; "
-            + (
-                "resume it first (`sessiond resume`)"
-                if session["status"] == "paused"
-                else "an ended session takes no new messages (clone it to continue)"
-            )
-        )
+        raise Conflict(not_active(sid, session["status"]))
 
 
 def check_quota(session: dict) -> None:
@@ -86,8 +81,7 @@ def check_quota(session: dict) -> None:
         sid = session["id"]
         raise QuotaExceeded(
             f"session {sid!r} has used {used} of its {quota} tokens, so nothing is sent to the model. "
-            f"Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
-            f"(`sessiond set {sid} --token-quota N`)",
+            + quota_ways_out(sid),
             used=used,
             quota=quota,
             needed=0,

@@ -12,7 +12,7 @@ import logging
 import time
 
 from ..storage.database import Database
-from ..storage.errors import Invalid, SessiondError
+from ..storage.errors import Conflict, Invalid, SessiondError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
@@ -126,8 +126,8 @@ class Operations:
         except ImportError_ as exc:
             raise share_error(exc) from None
 
-    async def end(self, sid: str) -> dict:
-        """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
+    async def _end(self, sid: str) -> dict:
+        """End a session with its final checkpoint (`end`, and expiry: both are its end)."""
         async with self._checkpoint_lock:  # two ends at once: one final checkpoint
             was = (await self.db.get_session(sid))["status"]
             session = await self.db.set_status(sid, "ended")
@@ -137,6 +137,11 @@ class Operations:
                 await self.syncer.make_checkpoint(sid)
             except ImportError_:
                 pass
+        return session
+
+    async def end(self, sid: str) -> dict:
+        """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
+        session = await self._end(sid)
         res = await self.syncer.sync_now(sid, wait=True, timeout=10)
         snapshot = await self.syncer.snapshot_id(sid)
         return {
@@ -165,20 +170,36 @@ class Operations:
                 log.exception("clean-up failed")
 
     async def expire_due(self) -> list[str]:
-        """End sessions past their expiry or idle timeout; delete them too if configured."""
-        done = []
+        """End sessions past their expiry or idle timeout; delete them too if configured. Deleted or not,
+        a session is ended first (with its final checkpoint), and with delete_expired its end is pushed
+        before its copy here goes: the devices it was shared with keep theirs, and see it ended."""
+        done, ended = [], []
         for s in await self.db.expired(time.time()):
             try:
-                if self.delete_expired:
-                    await self.delete_session(s["id"])
-                else:
-                    await self.db.set_status(s["id"], "ended")
+                try:
+                    await self._end(s["id"])
+                    ended.append(s["id"])
+                except Conflict:  # a read-only import: its owner's devices end it; deleted here if configured
+                    if not self.delete_expired:
+                        raise
                 done.append(s["id"])
             except SessiondError:
-                continue  # e.g. a read-only import: its owner's devices end it
+                continue
             except Exception:  # one session that cannot be ended must not keep the others from it
                 log.exception("could not expire a session", extra={"session": s["id"]})
                 continue
+        if self.delete_expired and done:
+            pushed = await asyncio.gather(
+                *(self.syncer.sync_now(sid, wait=True, timeout=10) for sid in ended), return_exceptions=True
+            )
+            for sid, res in zip(ended, pushed, strict=True):
+                if not (isinstance(res, dict) and res.get("complete")):
+                    log.warning("an expired session is deleted before its end was pushed", extra={"session": sid})
+            for sid in done:
+                try:
+                    await self.delete_session(sid)
+                except SessiondError:
+                    continue  # (deleted meanwhile)
         if done:
             log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
         return done

@@ -17,6 +17,15 @@ DEFAULT_CONTEXT_MARGIN = 0.8
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
 
+def quota_ways_out(sid: str) -> str:
+    """What a refusal for a spent quota names as the ways out (of an append, and of a question to a model)."""
+    return (
+        f"Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: `sessiond clone {sid}` "
+        f"(same settings, no history) or `sessiond fork {sid} --at MESSAGE_ID` (history up to that message, and the "
+        f"tokens it used). Compacting does not help: it frees context, not quota"
+    )
+
+
 def warning_level(used: int, quota: int | None) -> str:
     if not quota:
         return "safe"
@@ -86,17 +95,28 @@ async def context_check(
     if total + adding <= budget * margin:
         return None
     if p.get("auto_compact") is False:
+        turn_on = (  # the session's setting, not one the chat was made with (which its own policy keeps)
+            f", turn automatic compaction on (`sessiond set {sid} --auto-compact`)"
+            if policy.get("auto_compact") is False
+            else ""
+        )
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} holds {total} tokens of context; {adding} more would pass its "
-            f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact`) "
-            f"or start another chat",
+            f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact {sid} "
+            f"--chat {chat}`){turn_on} or start another chat",
             active=total,
             budget=budget,
             adding=adding,
         )
     if adding > budget * margin:
+        raise_budget = (  # the session's budget, not the chat's own
+            f"raise the budget (`sessiond set {sid} --max-context-tokens N`), "
+            if policy.get("max_context_tokens") == budget
+            else ""
+        )
         raise ContextOverflow(
-            f"these messages alone ({adding} tokens) exceed chat {chat!r}'s context budget of {budget} x {margin}",
+            f"these messages alone ({adding} tokens) exceed the context budget of chat {chat!r} of session "
+            f"{sid!r} ({budget} x {margin}): {raise_budget}send them in smaller parts, or to another chat",
             budget=budget,
             adding=adding,
         )
@@ -136,6 +156,18 @@ class Context:
             )
             tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
         return await self.context(sid, chat)
+
+    async def set_cuts(self, sid: str, cuts: dict[str, list]) -> None:
+        """Set chats' compaction cutoffs as given ({chat: [lamport, device, seq]}), in one transaction (a
+        fork taking its source's)."""
+        async with self.c.transaction() as tx:
+            lamport = (await writable_row(tx, sid))["lamport"]
+            for chat, cut in cuts.items():
+                op = await local_op(
+                    tx, self.c.device_id, sid, lamport, "chat.update", {"chat": chat, "compacted": cut}, now()
+                )
+                lamport = op.lamport
+                tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
 
     async def context(self, sid: str, chat: str | None = None) -> dict:
         q = self.c.committed

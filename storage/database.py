@@ -173,29 +173,56 @@ class Database:
         return await self.create_session(spec)
 
     async def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> dict:
-        """A new session holding the history up to and including message `at` (in every chat)."""
-        lam, dev, seq, _ = await self.messages.order(sid, at)
+        """A new session holding the history up to and including message `at` (in every chat), each chat's
+        context compacted as it was at that message, and the chat of `at` its current one."""
+        await self.get_session(sid)  # an unknown session is named as such, not as a missing message
+        lam, dev, seq, chat = await self.messages.order(sid, at)
         spec = await self._copy_spec(sid)
-        spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at})
+        # its current chat is the fork point's: the next message follows that one
+        spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at}, current_chat=chat)
         if name:
             spec["name"] = name
         rows = await self.read_all(
-            "SELECT chat_id, role, content, tokens, extra FROM messages WHERE session_id=?"
+            "SELECT chat_id, role, content, tokens, extra, lamport, device_id, seq FROM messages WHERE session_id=?"
             " AND (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
             (sid, lam, dev, seq),
         )
+        cuts = await self._cuts_at(sid, (lam, dev, seq))
         new = await self.create_session(spec)
-        if rows:
-            msgs = [
-                {"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
-                for r in rows
-            ]
-            try:
-                await self.append_messages(new["id"], msgs)
-            except BaseException:
-                await self.delete_session(new["id"])
-                raise
+        try:
+            if rows:
+                msgs = [
+                    {"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
+                    for r in rows
+                ]
+                # the history was accepted once: copied as it is, past the quota or a context budget (these
+                # apply to what the fork adds next), its chats then compacted where the source's were
+                stored = await self.append_messages(new["id"], msgs, answer=True)
+                moved = {}
+                for r, m in zip(rows, stored, strict=True):
+                    cut = cuts.get(r[0])
+                    if cut is not None and tuple(r[5:8]) <= tuple(cut):
+                        moved[r[0]] = [m["lamport"], m["device"], m["seq"]]
+                if moved:
+                    await self.budgets.set_cuts(new["id"], moved)
+        except BaseException:
+            await self.delete_session(new["id"])
+            raise
         return await self.get_session(new["id"], counts=True)
+
+    async def _cuts_at(self, sid: str, order: tuple) -> dict[str, list]:
+        """Each chat's compaction cutoff as it stood at the message of this (lamport, device, seq): the
+        last one set before it (last-writer-wins by (lamport, device), as apply.py's update_chat)."""
+        cuts: dict = {}
+        for (body,) in await self.read_all(
+            "SELECT body FROM ops WHERE session_id=? AND kind='chat.update' AND (lamport, device_id, seq) < (?,?,?)"
+            " ORDER BY lamport, device_id, seq",
+            (sid, *order),
+        ):
+            b = json.loads(body)
+            if "compacted" in b:
+                cuts[b.get("chat")] = b["compacted"]
+        return {c: cut for c, cut in cuts.items() if cut is not None}
 
     async def _copy_spec(self, sid: str) -> dict:
         s = await self.get_session(sid)

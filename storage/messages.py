@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from .apply import apply_op
 from .connections import Connections, Row
-from .context import budget_of, context_check
+from .context import budget_of, context_check, quota_ways_out
 from .errors import Conflict, ContextOverflow, IdempotencyKeyReused, Invalid, LimitReached, NotFound, QuotaExceeded
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -25,7 +25,7 @@ from .model import (
     pushed_form,
 )
 from .search import PUSHED_COLUMNS, insert_messages
-from .sessions import session_row
+from .sessions import not_active, session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
@@ -135,14 +135,7 @@ class Messages:
                     f"follow it but not change it (ask for a code made with `sessiond share --write`)"
                 )
             if status != "active":
-                raise Conflict(
-                    f"session {sid!r} is {status}; "
-                    + (
-                        "resume it first (`sessiond resume`)"
-                        if status == "paused"
-                        else "an ended session takes no new messages (clone it to continue)"
-                    )
-                )
+                raise Conflict(not_active(sid, status))
             chat_id = chat or current
             chats = {m.get("chat") or chat_id for m in messages}
             for c in chats:
@@ -173,9 +166,7 @@ class Messages:
             if quota and used + new_tokens > quota and not answer:
                 raise QuotaExceeded(
                     f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
-                    f"more. Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
-                    f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} MESSAGE_ID` "
-                    f"(history up to that message). Compacting does not help: it frees context, not quota",
+                    f"more. " + quota_ways_out(sid),
                     used=used,
                     quota=quota,
                     needed=new_tokens,

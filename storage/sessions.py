@@ -33,6 +33,15 @@ async def writable_row(q: Any, sid: str) -> Row:
     return row
 
 
+def not_active(sid: str, status: str) -> str:
+    """Why a paused or ended session refuses a message (an append, a question to a model), and the way on."""
+    if status == "paused":
+        return f"session {sid!r} is paused; resume it first (`sessiond resume {sid}`)"
+    return (
+        f"session {sid!r} has ended; an ended session takes no new messages (go on in a clone: `sessiond clone {sid}`)"
+    )
+
+
 def session_dict(row: Row) -> dict:
     d = {
         k: row[k]
@@ -85,14 +94,17 @@ class Sessions:
             tx.emit({"type": "session.created", "session": sid})
         return await self.get(sid)
 
-    async def _check_limits(self, tx: Any, user: str | None) -> None:
+    async def _check_limits(self, tx: Any, user: str | None, *, daemon: bool = True) -> None:
+        """One more active session of `user` must fit max_active_sessions_per_user and (`daemon`: one more
+        of the daemon's) max_active_sessions."""
         cap = self.c.limits.get("max_active_sessions")
         if (
-            cap
+            daemon
+            and cap
             and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active' AND NOT importing"))[0] >= cap
         ):
             raise LimitReached(
-                f"this daemon already has {cap} active sessions (max_active_sessions); end or delete one first",
+                f"this daemon already has {cap} active sessions (max_active_sessions); pause, end or delete one first",
                 limit="max_active_sessions",
                 value=cap,
             )
@@ -109,7 +121,7 @@ class Sessions:
         ):
             raise LimitReached(
                 f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
-                f"end or delete one first",
+                f"pause, end or delete one first",
                 limit="max_active_sessions_per_user",
                 value=cap,
             )
@@ -158,6 +170,13 @@ class Sessions:
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid)
+            if fields.get("status") == "active" and row["status"] != "active":
+                # a paused session does not count as active: resuming it must fit the limits a new one
+                # would, checked in this transaction so that two resumes at once cannot both pass
+                await self._check_limits(tx, row["user"])
+            elif row["status"] == "active" and fields.get("user", row["user"]) != row["user"]:
+                # an active session given to another user is one more of theirs
+                await self._check_limits(tx, fields["user"], daemon=False)
             if "current_chat" in fields and not await tx.fetchone(
                 "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
             ):
@@ -172,7 +191,10 @@ class Sessions:
         if status == current:
             return session_dict(row)
         if current == "ended":
-            raise Conflict(f"session {sid!r} has ended; an ended session cannot be paused or resumed")
+            raise Conflict(
+                f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
+                f"`sessiond clone {sid}`)"
+            )
         if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
             raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
         return await self.update(

@@ -186,6 +186,9 @@ def test_context_is_what_compaction_left_and_quota_refuses_before_sending(setup)
     with pytest.raises(ApiError) as e:
         c.complete(sid3, "more?")
     assert e.value.status == 429 and e.value.code == "quota_exceeded" and len(p.requests) == n
+    # the ways out it names are those an append's refusal names: compacting frees context, not quota
+    assert "`sessiond compact" not in e.value.message and f"`sessiond clone {sid3}`" in e.value.message
+    assert f"`sessiond fork {sid3} --at MESSAGE_ID`" in e.value.message
     assert history(c, sid3) == [("user", "x")]
     # an answer the provider gave is recorded even past the quota (its usage is what was spent)
     sid4 = c.create_session(model="echo-1", token_quota=30)["id"]

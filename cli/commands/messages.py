@@ -16,7 +16,7 @@ def register(commands: Commands) -> None:
     p = commands.add("add", cmd_add, "append a message")
     p.add_argument("id")
     p.add_argument("--role", required=True, choices=["system", "user", "assistant", "tool"])
-    p.add_argument("--chat", help="chat id (default: the current chat)")
+    p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--tokens", type=int, help="token count, if the app knows it")
     p.add_argument("text", help="the message; '-' reads it from standard input")
     p = commands.add(

@@ -4,6 +4,7 @@ listing. The hot path: a batch is checked by one TypeAdapter call (daemon/valida
 from aiohttp import web
 
 from ...api.messages import IDEMPOTENCY_HEADER, MessageIn
+from ...storage.errors import IdempotencyKeyReused, NotFound
 from .. import validate as v
 from .common import body_as, daemon_of, ok, query, session_id
 
@@ -19,7 +20,7 @@ async def append_messages(request: web.Request) -> web.Response:
         for m in checked:
             if m.get("tokens") is None:
                 m["tokens"] = est(m["content"])
-        stored = await d.db.append_messages(sid, checked, b.get("chat"), key=key)
+        stored = await _append(d.db, sid, checked, b.get("chat"), key)
         # A batch answers with ids, not an echo of every message: the app has the content already.
         return ok(
             {
@@ -35,8 +36,27 @@ async def append_messages(request: web.Request) -> web.Response:
     m = v.given([b])[0]
     if m.get("tokens") is None:
         m["tokens"] = est(m["content"])
-    stored = await d.db.append_messages(sid, [m], m.get("chat"), key=key)
+    stored = await _append(d.db, sid, [m], m.get("chat"), key)
     return ok({**stored[0], "content": m["content"]}, 201)
+
+
+async def _append(db, sid: str, messages: list[dict], chat: str | None, key: str | None) -> list[dict]:
+    """Append, with chats named by id or by name (as every other route takes them). The append itself
+    looks chats up by id, so the common case costs nothing more: names are resolved only when it
+    refuses, and the append is made again with their ids (a retry by name then digests as its first
+    try did, whose record holds the ids)."""
+    try:
+        return await db.append_messages(sid, messages, chat, key=key)
+    except (NotFound, IdempotencyKeyReused):
+        await db.get_session(sid)  # no such session: said so, not that it has no such chat
+        refs = {r for r in (chat, *(m.get("chat") for m in messages)) if r is not None}
+        ids = {r: await db.resolve_chat(sid, r) for r in refs}  # an unknown chat or session: refused here
+        if all(ids[r] == r for r in refs):
+            raise  # every chat was named by its id: the refusal stands
+    for m in messages:
+        if m.get("chat") is not None:
+            m["chat"] = ids[m["chat"]]
+    return await db.append_messages(sid, messages, ids.get(chat) if chat else None, key=key)
 
 
 async def list_messages(request: web.Request) -> web.Response:

@@ -1,0 +1,243 @@
+"""The session features at their edges, through the API and the CLI of a real daemon: limits a status change
+must keep, forks of chats that compacted, and the ways out an error names working as written."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+import pytest
+
+from conftest import DaemonProc, cli_json, run_cli, wait_for
+from sessiond.client import ApiError
+
+
+def _limited(home: str, config: str) -> DaemonProc:
+    os.makedirs(home, mode=0o700)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(config)
+    return DaemonProc(home).start()
+
+
+def test_resume_keeps_the_active_session_limits(home):
+    # paused sessions do not count as active; resuming one is making it active again, so it must fit the
+    # limits as a new one would, or pause-create-resume walks past them
+    d = _limited(home, "max_active_sessions = 2\nmax_active_sessions_per_user = 1\n")
+    try:
+        c = d.client()
+        a = c.create_session(user="ann")["id"]
+        c.pause(a)
+        b = c.create_session(user="ann")["id"]
+        with pytest.raises(ApiError) as e:
+            c.resume(a)
+        assert e.value.status == 429 and e.value.code == "limit_reached" and "per_user" in e.value.message
+        assert c.get_session(a)["status"] == "paused"  # refused: nothing changed
+        c.pause(b)
+        assert c.resume(a)["status"] == "active"  # room again
+        other = c.create_session(user="bob")["id"]  # the daemon's two
+        c.pause(other)
+        c.create_session()
+        res = run_cli(home, "resume", other)
+        assert res.returncode != 0 and "max_active_sessions" in res.stderr, res.stderr
+        assert c.get_session(other)["status"] == "paused"
+        c.end(other)  # ending a paused session is not a resume: no limit to pass
+        assert c.get_session(other)["status"] == "ended"
+    finally:
+        d.stop()
+
+
+def test_fork_of_a_chat_that_compacted_keeps_its_context(daemon):
+    c = daemon.client()
+    sid = c.create_session(max_context_tokens=100)["id"]  # compacts past 80, down to 40
+    c.append(sid, "system", "rules", tokens=10)
+    ids = [c.append(sid, "user", f"m{i}", tokens=30)["id"] for i in range(5)]
+    early = c.context(sid)  # (read now: what the context was after the last message below)
+    assert early["compacted_messages"] > 0
+    # at the last message: the whole history (170 tokens, past the budget) and the context as it is
+    fk = c.fork(sid, ids[-1], new_id="late")
+    assert fk["message_count"] == 6 and fk["tokens_used"] == 160
+    src, got = c.context(sid), c.context("late")
+    for k in ("active_messages", "active_tokens", "compacted_messages", "messages"):
+        assert got[k] == src[k], (k, got, src)
+    assert [m["content"] for m in c.messages("late")["messages"]] == ["rules", "m0", "m1", "m2", "m3", "m4"]
+    # at a message before the chat first compacted: nothing of it compacted yet
+    assert c.fork(sid, ids[1], new_id="early")["message_count"] == 3
+    assert c.context("early")["compacted_messages"] == 0 and c.context("early")["active_tokens"] == 70
+    # at one between two compactions: the context as it stood after that message
+    c.uncompact(sid)
+    mid = c.fork(sid, ids[3], new_id="mid")
+    assert mid["message_count"] == 5
+    cut = c.context("mid")
+    assert cut["compacted_messages"] > 0 and cut["active_tokens"] <= 80
+    c.append("mid", "user", "goes on", tokens=30)  # and the fork's budget goes on from there
+    assert c.context("mid")["active_tokens"] <= 80
+
+
+def test_fork_of_a_session_past_its_quota(daemon):
+    # the history a fork copies was accepted once; the quota applies to what is added after it
+    h = daemon.home
+    sid = cli_json(h, "new", "--token-quota", "100")["id"]
+    last = [cli_json(h, "add", sid, "--role", "user", "--tokens", "40", f"m{i}")["id"] for i in range(2)][-1]
+    cli_json(h, "set", sid, "--token-quota", "50")  # lowered below what is used
+    fk = cli_json(h, "fork", sid, "--at", last)
+    assert fk["tokens_used"] == 80 and cli_json(h, "quota", fk["id"])["level"] == "exhausted"
+
+
+def test_quota_error_names_commands_that_run(daemon):
+    h = daemon.home
+    sid = cli_json(h, "new", "--token-quota", "10", "--id", "q")["id"]
+    mid = cli_json(h, "add", sid, "--role", "user", "--tokens", "6", "first")["id"]
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "6", "second")
+    assert res.returncode != 0
+    commands = [c for c in res.stderr.split("`")[1::2] if c.startswith("sessiond ")]
+    assert {c.split()[1] for c in commands} == {"set", "clone", "fork"}, res.stderr
+    for command in commands:  # each, with its placeholders filled in, is a command that works
+        argv = shlex.split(command.replace("MESSAGE_ID", mid).replace(" N", " 20"))[1:]
+        run_cli(h, *argv, check=True)
+
+
+def test_fork_of_an_unknown_session_says_so(daemon):
+    res = run_cli(daemon.home, "fork", "nosuch", "--at", "abc-1")
+    assert res.returncode != 0 and "no session 'nosuch'" in res.stderr, res.stderr
+
+
+def test_a_session_that_expires_gets_its_final_checkpoint(home):
+    # expiry ends a session as `end` does: with a signed checkpoint of everything in it
+    d = _limited(home, "cleanup_interval = 0.3\n")
+    try:
+        c = d.client()
+        sid = c.create_session(expires_in=1)["id"]
+        c.append(sid, "user", "the last word", tokens=3)
+        paused = c.create_session(idle_timeout=1)["id"]
+        c.append(paused, "user", "on hold", tokens=2)
+        c.pause(paused)  # paused past its idle timeout: ended too
+        wait_for(lambda: all(c.get_session(s)["status"] == "ended" for s in (sid, paused)), timeout=15)
+        for s, tokens in ((sid, 3), (paused, 2)):
+            cps = wait_for(lambda s=s: c.checkpoints(s)["checkpoints"], timeout=10, what="the final checkpoint")
+            assert cps[-1]["messages"] == 1 and cps[-1]["tokens"] == tokens
+            assert c.verify_proof(s, cps[-1])["ok"]
+    finally:
+        d.stop()
+
+
+def test_set_turns_automatic_compaction_back_on(daemon):
+    h = daemon.home
+    sid = cli_json(h, "new", "--max-context-tokens", "100", "--no-auto-compact")["id"]
+    assert cli_json(h, "show", sid)["policy"]["auto_compact"] is False
+    cli_json(h, "add", sid, "--role", "user", "--tokens", "70", "a")
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "20", "b", "--json")
+    assert res.returncode != 0 and '"context_overflow"' in res.stdout
+    assert cli_json(h, "set", sid, "--auto-compact")["policy"] == {"max_context_tokens": 100, "auto_compact": True}
+    cli_json(h, "add", sid, "--role", "user", "--tokens", "20", "b")  # compacts now, as by default
+    assert cli_json(h, "context", sid)["compacted_messages"] == 1
+    assert cli_json(h, "set", sid, "--no-auto-compact")["policy"]["auto_compact"] is False
+
+
+def test_fork_at_a_message_of_another_chat_goes_on_in_that_chat(daemon):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append(sid, "user", "main 1")
+    c.create_chat(sid, id="side")
+    at = c.append(sid, "user", "side 1", chat="side")["id"]
+    c.append(sid, "user", "main 2")  # the session's current chat is still main
+    assert c.get_session(sid)["current_chat"] == "main"
+    fk = c.fork(sid, at)
+    assert fk["current_chat"] == "side"  # where the fork point is: the next message follows it
+    assert [m["content"] for m in c.messages(fk["id"])["messages"]] == ["side 1"]
+    assert [m["content"] for m in c.messages(fk["id"], all_chats=True)["messages"]] == ["main 1", "side 1"]
+    assert c.get_session(sid)["current_chat"] == "main"  # the source is left as it was
+
+
+def test_a_follower_sees_an_expired_session_ended_when_its_owner_deletes_it(make_daemon, store_dir):
+    # delete_expired deletes the owner's copy; the devices it was shared with keep theirs, and must see
+    # it ended (a read-only follower cannot end it itself), not active for ever
+    url = "file://" + store_dir
+    a, b = make_daemon(url), make_daemon(url).start()
+    os.makedirs(a.home, mode=0o700)
+    with open(os.path.join(a.home, "config.toml"), "w") as f:
+        f.write("cleanup_interval = 0.3\ndelete_expired = true\n")
+    a.start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(expires_in=2)["id"]
+    ca.append(sid, "user", "before the end", tokens=4)
+    cb.import_code(ca.share(sid)["code"])
+    assert cb.get_session(sid)["status"] == "active"
+    wait_for(lambda: sid not in {s["id"] for s in ca.list_sessions()["sessions"]}, timeout=15, what="A deletes it")
+
+    def ended_on_b():
+        cb.sync(sid, wait=True, timeout=5)
+        return cb.get_session(sid)["status"] == "ended"
+
+    wait_for(ended_on_b, timeout=15, what="B sees it ended")
+    cps = cb.checkpoints(sid)["checkpoints"]  # with its final checkpoint, which B can check
+    assert cps and cps[-1]["messages"] == 1 and cb.verify_proof(sid, cps[-1])["ok"]
+
+
+def test_append_names_a_chat_by_name_as_every_other_route_does(daemon):
+    # MessageIn: "`chat` (id or name)"; log, context, compact, switch and ask all take a name
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    research = c.create_chat(sid, name="research")["id"]
+    assert research != "research"
+    one = c.append(sid, "user", "one", chat="research", idempotency_key="k-1")
+    assert one["chat"] == research
+    again = c.append(sid, "user", "one", chat="research", idempotency_key="k-1")  # a retry: the same answer
+    assert again["id"] == one["id"]
+    batch = c.append_many(sid, [{"role": "user", "content": "two"}], chat="research")
+    assert batch["chat"] == research
+    mixed = c.append_many(
+        sid, [{"role": "user", "content": "three", "chat": "research"}, {"role": "user", "content": "m"}]
+    )
+    assert mixed["count"] == 2
+    assert [m["content"] for m in c.messages(sid, chat="research")["messages"]] == ["one", "two", "three"]
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["m"]
+    m = cli_json(daemon.home, "add", sid, "--role", "user", "--chat", "research", "four")
+    assert m["chat"] == research
+    res = run_cli(daemon.home, "add", sid, "--role", "user", "--chat", "nowhere", "x")
+    assert res.returncode != 0 and "has no chat 'nowhere'" in res.stderr
+    assert len(c.messages(sid, all_chats=True)["messages"]) == 5  # the refusal stored nothing
+    res = run_cli(daemon.home, "add", "nosuch", "--role", "user", "--chat", "research", "x")
+    assert res.returncode != 0 and "no session 'nosuch'" in res.stderr, res.stderr
+
+
+def test_context_overflow_names_the_ways_out(daemon):
+    h = daemon.home
+    sid = cli_json(h, "new", "--max-context-tokens", "10", "--id", "small")["id"]
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "50", "too big for any context")
+    assert res.returncode != 0 and f"`sessiond set {sid} --max-context-tokens N`" in res.stderr, res.stderr
+    cli_json(h, "set", sid, "--max-context-tokens", "100", "--no-auto-compact")
+    cli_json(h, "add", sid, "--role", "user", "--tokens", "70", "a")
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "20", "b")
+    assert res.returncode != 0 and f"`sessiond set {sid} --auto-compact`" in res.stderr, res.stderr
+    assert f"`sessiond compact {sid} --chat main`" in res.stderr
+
+
+def test_giving_a_session_to_another_user_keeps_their_limit(home):
+    d = _limited(home, "max_active_sessions = 3\nmax_active_sessions_per_user = 1\n")
+    try:
+        c = d.client()
+        c.create_session(user="ann")
+        bobs = c.create_session(user="bob")["id"]
+        with pytest.raises(ApiError) as e:
+            c.update_session(bobs, user="ann")  # ann has her one active session
+        assert e.value.code == "limit_reached" and "'ann'" in e.value.message
+        assert c.get_session(bobs)["user"] == "bob"
+        c.update_session(bobs, name="renamed")  # other changes are not limited
+        c.pause(bobs)
+        assert c.update_session(bobs, user="ann")["user"] == "ann"  # a paused one is not active
+        c.create_session()
+        cys = c.create_session(user="cy")["id"]  # the daemon's three active: a user change adds none
+        assert c.update_session(cys, user="dee")["user"] == "dee"
+    finally:
+        d.stop()
+
+
+def test_an_ended_session_refuses_with_the_way_on(daemon):
+    h = daemon.home
+    sid = cli_json(h, "new", "--id", "done")["id"]
+    cli_json(h, "end", sid)
+    for action in ("resume", "pause"):
+        res = run_cli(h, action, sid)
+        assert res.returncode != 0 and "has ended" in res.stderr and f"`sessiond clone {sid}`" in res.stderr
+    res = run_cli(h, "add", sid, "--role", "user", "x")
+    assert res.returncode != 0 and f"`sessiond clone {sid}`" in res.stderr, res.stderr
