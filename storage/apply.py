@@ -18,6 +18,7 @@ from operator import itemgetter
 from .connections import Connections
 from .errors import Conflict, Invalid, NotFound
 from .groupcommit import Transaction
+from .limits import check_imported
 from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
 from .search import insert_messages
 
@@ -268,6 +269,8 @@ async def apply_remote(
             row = None
         if row is not None or sum(map(len, msgs)) <= chunk:
             new = await _apply_logs(tx, sid, ops, msgs, logs, peers=peers, remote=remote, access=access, own=own)
+            if row is None:  # a session new here: it must fit the limits on active sessions
+                await check_imported(tx, c.limits, sid)
             tx.emit({"type": event, "session": sid, "new": new, "chats": chats})
             return new
         new = await _apply_ops(tx, sid, ops)
@@ -284,6 +287,7 @@ async def apply_remote(
                 os._exit(137)
         async with c.transaction() as tx:
             await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
+            await check_imported(tx, c.limits, sid)
             await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
             tx.emit({"type": event, "session": sid, "new": new, "chats": chats})
     except BaseException:

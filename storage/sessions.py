@@ -9,8 +9,9 @@ from typing import Any
 
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, LimitReached, NotFound
+from .errors import Conflict, NotFound
 from .ids import check_id, new_id
+from .limits import check_active_limits
 from .model import JSON_FIELDS, now
 
 
@@ -95,36 +96,7 @@ class Sessions:
         return await self.get(sid)
 
     async def _check_limits(self, tx: Any, user: str | None, *, daemon: bool = True) -> None:
-        """One more active session of `user` must fit max_active_sessions_per_user and (`daemon`: one more
-        of the daemon's) max_active_sessions."""
-        cap = self.c.limits.get("max_active_sessions")
-        if (
-            daemon
-            and cap
-            and (await tx.fetchone("SELECT count(*) FROM sessions WHERE status='active' AND NOT importing"))[0] >= cap
-        ):
-            raise LimitReached(
-                f"this daemon already has {cap} active sessions (max_active_sessions); pause, end or delete one first",
-                limit="max_active_sessions",
-                value=cap,
-            )
-        cap = self.c.limits.get("max_active_sessions_per_user")
-        if (
-            cap
-            and user is not None
-            and (
-                await tx.fetchone(
-                    "SELECT count(*) FROM sessions WHERE status='active' AND user=? AND NOT importing", (user,)
-                )
-            )[0]
-            >= cap
-        ):
-            raise LimitReached(
-                f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
-                f"pause, end or delete one first",
-                limit="max_active_sessions_per_user",
-                value=cap,
-            )
+        await check_active_limits(tx, self.c.limits, user, daemon=daemon)
 
     async def get(self, sid: str, *, counts: bool = False) -> dict:
         q = self.c.committed

@@ -241,3 +241,31 @@ def test_an_ended_session_refuses_with_the_way_on(daemon):
         assert res.returncode != 0 and "has ended" in res.stderr and f"`sessiond clone {sid}`" in res.stderr
     res = run_cli(h, "add", sid, "--role", "user", "x")
     assert res.returncode != 0 and f"`sessiond clone {sid}`" in res.stderr, res.stderr
+
+
+def test_an_import_must_fit_the_active_session_limits(tmp_path):
+    # an imported session that is active is one more active session here: it was let in past the limits
+    store = f"file://{tmp_path / 'store'}"
+    a = DaemonProc(str(tmp_path / "a"), store).start()
+    bh = str(tmp_path / "b")
+    os.makedirs(bh, mode=0o700)
+    with open(os.path.join(bh, "config.toml"), "w") as f:
+        f.write("max_active_sessions = 1\n")
+    b = DaemonProc(bh, store).start()
+    try:
+        ca, cb = a.client(), b.client()
+        sid = ca.create_session(name="shared")["id"]
+        ca.append(sid, "user", "hello")
+        code = ca.share(sid, write=True)["code"]
+        mine = cb.create_session(name="b's own")["id"]
+        with pytest.raises(ApiError) as e:
+            cb.import_code(code)
+        assert e.value.status == 429 and e.value.code == "limit_reached" and "max_active_sessions" in e.value.message
+        assert [s["id"] for s in cb.list_sessions()["sessions"]] == [mine]  # nothing of it stayed
+        assert not os.path.exists(os.path.join(bh, "keys", "sessions", f"{sid}.key"))
+        cb.pause(mine)  # room: the same code imports
+        assert cb.import_code(code)["session"] == sid
+        assert [m["content"] for m in cb.messages(sid)["messages"]] == ["hello"]
+    finally:
+        a.stop()
+        b.stop()

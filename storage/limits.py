@@ -1,0 +1,58 @@
+"""The limits on active sessions (max_active_sessions, max_active_sessions_per_user): one check, for every
+way a session becomes active here: create, resume, a change of user, and an import from a share code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import LimitReached
+
+
+async def check_active_limits(
+    tx: Any, limits: dict[str, int], user: str | None, *, daemon: bool = True, besides: str | None = None
+) -> None:
+    """One more active session of `user` must fit max_active_sessions_per_user and (`daemon`: one more of
+    the daemon's) max_active_sessions. `besides`: a session not to count (the one being imported, already in
+    the table). `tx` reads inside the caller's write transaction, so that two at once cannot both pass."""
+    other = "" if besides is None else " AND id<>?"
+    args: tuple = () if besides is None else (besides,)
+    cap = limits.get("max_active_sessions")
+    if (
+        daemon
+        and cap
+        and (await tx.fetchone(f"SELECT count(*) FROM sessions WHERE status='active' AND NOT importing{other}", args))[
+            0
+        ]
+        >= cap
+    ):
+        raise LimitReached(
+            f"this daemon already has {cap} active sessions (max_active_sessions); pause, end or delete one first",
+            limit="max_active_sessions",
+            value=cap,
+        )
+    cap = limits.get("max_active_sessions_per_user")
+    if (
+        cap
+        and user is not None
+        and (
+            await tx.fetchone(
+                f"SELECT count(*) FROM sessions WHERE status='active' AND user=? AND NOT importing{other}",
+                (user, *args),
+            )
+        )[0]
+        >= cap
+    ):
+        raise LimitReached(
+            f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
+            f"pause, end or delete one first",
+            limit="max_active_sessions_per_user",
+            value=cap,
+        )
+
+
+async def check_imported(tx: Any, limits: dict[str, int], sid: str) -> None:
+    """An imported session that is active must fit the limits as a new one would (checked as its import
+    ends, in that transaction: the import is undone whole if it does not)."""
+    row = await tx.fetchone("SELECT status, user FROM sessions WHERE id=?", (sid,))
+    if row is not None and row[0] == "active":
+        await check_active_limits(tx, limits, row[1], besides=sid)
