@@ -234,6 +234,12 @@ MIGRATIONS: list[str] = [
         UPDATE messages SET content_head = NULL, created_ms = NULL WHERE rowid = new.rowid;
     END;
     """,
+    # 11: session ids looked up regardless of case (storage/sessions.py case_twin): two ids that differ only
+    # in case would name one key file on a case-insensitive disk (macOS, Windows), so a new one is refused.
+    # Not unique: a database may hold such a pair already (made on a case-sensitive disk).
+    """
+    CREATE INDEX sessions_id_nocase ON sessions(id COLLATE NOCASE);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -89,6 +89,9 @@ class Sessions:
         async with self.c.transaction() as tx:
             if await tx.fetchone("SELECT 1 FROM sessions WHERE id=?", (sid,)):
                 raise Conflict(f"a session with id {sid!r} already exists; choose another id or omit it")
+            twin = await case_twin(tx, sid)
+            if twin is not None:
+                raise Conflict(case_twin_message(sid, twin) + "; choose another id or omit it")
             await self._check_limits(tx, spec.get("user"))
             await local_op(tx, self.c.device_id, sid, 0, "session.create", body, t)
             await tx.execute("INSERT INTO sync_state(session_id) VALUES (?)", (sid,))
@@ -97,6 +100,9 @@ class Sessions:
 
     async def _check_limits(self, tx: Any, user: str | None, *, daemon: bool = True) -> None:
         await check_active_limits(tx, self.c.limits, user, daemon=daemon)
+
+    async def case_twin(self, sid: str) -> str | None:
+        return await case_twin(self.c.committed, sid)
 
     async def get(self, sid: str, *, counts: bool = False) -> dict:
         q = self.c.committed
@@ -211,3 +217,18 @@ class Sessions:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+async def case_twin(q: Any, sid: str) -> str | None:
+    """A session here whose id differs from `sid` only in case, if any: the two would share key files
+    (keys/sessions/<id>.key) on a case-insensitive disk (macOS, Windows), so no second one is made or
+    imported."""
+    row = await q.fetchone("SELECT id FROM sessions WHERE id=? COLLATE NOCASE AND id<>?", (sid, sid))
+    return None if row is None else row[0]
+
+
+def case_twin_message(sid: str, twin: str) -> str:
+    return (
+        f"session {twin!r} already exists on this device, and {sid!r} differs from it only in case: on a"
+        f" case-insensitive disk (macOS, Windows) the two would share one key file"
+    )

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from itertools import chain
 from operator import itemgetter
 
+from ..storage.sessions import case_twin_message
 from ..stores import Store, StoreError
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
@@ -47,6 +48,11 @@ class Importer:
         except ShareCodeError as exc:
             raise ImportError_(exc.kind, str(exc)) from None
         sid = code.session_id
+        twin = await db.case_twin(sid)
+        if twin is not None:  # before anything touches key files: on such a disk, they would be the twin's
+            raise ImportError_(
+                "conflict", case_twin_message(sid, twin) + "; delete the one here first to import this one"
+            )
         store, slot = await self._find_store(code, store_url)
         try:
             existing = await db.get_session(sid)

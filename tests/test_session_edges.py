@@ -269,3 +269,38 @@ def test_an_import_must_fit_the_active_session_limits(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_ids_that_differ_only_in_case_are_refused(tmp_path):
+    # on a case-insensitive disk (macOS, Windows) "Work" and "work" would share keys/sessions/<id>.key: a
+    # share code of one would open the other's snapshots, and deleting one would shred the other's key
+    store = f"file://{tmp_path / 'store'}"
+    a = DaemonProc(str(tmp_path / "a"), store).start()
+    b = DaemonProc(str(tmp_path / "b"), store).start()
+    try:
+        ca, cb = a.client(), b.client()
+        ca.create_session(id="Work")
+        for make in (
+            lambda: ca.create_session(id="work"),
+            lambda: ca.clone("Work", new_id="WORK"),
+        ):
+            with pytest.raises(ApiError) as e:
+                make()
+            assert e.value.status == 409 and "only in case" in e.value.message and "'Work'" in e.value.message
+        assert [s["id"] for s in ca.list_sessions()["sessions"]] == ["Work"]
+        ca.append("Work", "user", "on a")
+        code = ca.share("Work", write=True)["code"]
+        cb.create_session(id="work")
+        assert cb.sync("work", wait=True, timeout=30)["pushed"]  # (its key file made by its first push)
+        key = os.path.join(str(tmp_path / "b"), "keys", "sessions", "work.key")
+        before = open(key, "rb").read()
+        with pytest.raises(ApiError) as e:
+            cb.import_code(code)
+        assert e.value.status == 409 and "only in case" in e.value.message
+        assert open(key, "rb").read() == before  # its key file untouched
+        assert [s["id"] for s in cb.list_sessions()["sessions"]] == ["work"]
+        cb.delete_session("work")  # then the code imports
+        assert cb.import_code(code)["session"] == "Work"
+    finally:
+        a.stop()
+        b.stop()
