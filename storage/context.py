@@ -219,7 +219,7 @@ class Context:
             "session": sid,
             "tokens_used": used,
             "token_quota": quota,
-            "remaining": (quota - used) if quota else None,
+            "remaining": max(0, quota - used) if quota else None,  # (a model's answer may pass the quota)
             "level": warning_level(used, quota),
             "thresholds": {"warning": 0.7, "critical": 0.9, "exhausted": 1.0},
         }

@@ -42,6 +42,10 @@ def test_tokens_quota_and_levels(daemon):
     sh(h, "add", sid, "--role", "user", "--tokens", "11", "fits now")
     sh(h, "add", sid, "--role", "user", "--tokens", "99", "to the brim")
     assert sh(h, "quota", sid)["level"] == "exhausted"
+    sh(h, "set", sid, "--token-quota", "150")  # lowered below what was used (so can a model's answer pass it)
+    q = sh(h, "quota", sid)
+    assert (q["tokens_used"], q["remaining"], q["level"]) == (200, 0, "exhausted")  # not -50 left
+    assert "200 of 150 tokens used (50 over): exhausted" in run_cli(h, "quota", sid).stdout
 
 
 def test_compaction_keeps_history(daemon):

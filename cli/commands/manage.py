@@ -58,7 +58,13 @@ def register(commands: Commands) -> None:
 def cmd_quota(args) -> int:
     q = client(args).quota(args.id)
     human = (
-        f"{q['tokens_used']} of {q['token_quota']} tokens used ({q['remaining']} left): {q['level']}"
+        f"{q['tokens_used']} of {q['token_quota']} tokens used ("
+        + (
+            f"{q['remaining']} left"
+            if q["tokens_used"] <= q["token_quota"]
+            else f"{q['tokens_used'] - q['token_quota']} over"
+        )
+        + f"): {q['level']}"
         if q["token_quota"]
         else f"{q['tokens_used']} tokens used; no quota ({q['level']})"
     )
