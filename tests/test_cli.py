@@ -362,6 +362,17 @@ def test_key_export_never_makes_a_home(daemon, tmp_path):
     assert len(cli_json(daemon.home, "key", "export")["mnemonic"].split()) == 24
 
 
+def test_key_export_output_imports_as_it_is(daemon, tmp_path):
+    """`sessiond key export > words.txt`, later `sessiond key import < words.txt`: standard output holds
+    the 24 words alone (the warning goes to standard error), so the backup restores as written."""
+    res = run_cli(daemon.home, "key", "export", check=True)
+    assert len(res.stdout.split()) == 24 and "keep it secret" in res.stderr
+    fresh = str(tmp_path / "restored")
+    res = run_cli(fresh, "key", "import", input=res.stdout)
+    assert res.returncode == 0, res.stderr
+    assert run_cli(fresh, "key", "export", check=True).stdout == run_cli(daemon.home, "key", "export").stdout
+
+
 def test_text_that_is_not_utf8_is_a_clear_error(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for argv in ([b"add", sid, "--role", "user", b"\xff"], [b"new", b"--name", b"caf\xe9"]):
