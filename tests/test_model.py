@@ -441,6 +441,8 @@ def test_started_on_one_device_continued_with_ask_on_the_other(setup, store_dir)
         ('[providers.x]\nbase_url = "ftp://h"\n', "base_url must be an http"),
         ('[providers.x]\nbase_url = "http://h:1/v1"\napi_key_file = "/k"\napi_key_env = "K"\n', "not both"),
         ('[providers.x]\nbase_url = "http://h:1/v1"\ncolour = 1\n', "unknown key(s) colour"),
+        # a top-level key appended after a table (`echo 'openai_listen = ...' >> config.toml`) lands in it
+        ('[providers.x]\nbase_url = "http://h:1/v1"\nopenai_listen = "127.0.0.1:8765"\n', "above the first ["),
         ('default_provider = "y"\n[providers.x]\nbase_url = "http://h:1/v1"\n', "names no [providers.NAME]"),
         ('openai_listen = "nowhere"\n', "openai_listen must be"),
         ('[providers.x]\nbase_url = "http://h:1/v1"\ntimeout = -1\n', "timeout must be a positive"),
