@@ -396,6 +396,21 @@ def test_session_file_round_trip_keeps_message_metadata(daemon, tmp_path):
     assert c.messages("round-trip")["messages"][0]["metadata"] == {"trace": [1, 2]}
 
 
+def test_session_file_of_a_session_here_says_how_to_import_it(daemon, tmp_path):
+    """`export -o F` then `import-file F` on the same device: the error says what to do from the CLI
+    (it said "choose another id or omit it", which import-file has no option for)."""
+    h = daemon.home
+    sid = sh(h, "new", "--name", "kept")["id"]
+    sh(h, "add", sid, "--role", "user", "x")
+    f = str(tmp_path / "s.json")
+    run_cli(h, "export", sid, "-o", f, check=True)
+    res = run_cli(h, "import-file", f)
+    assert res.returncode == 1 and f"sessiond rm {sid}" in res.stderr and '"id"' in res.stderr, res.stderr
+    assert [s["id"] for s in sh(h, "ls")["sessions"]] == [sid]  # nothing imported
+    run_cli(h, "rm", sid, check=True)
+    assert sh(h, "import-file", f)["sessions"][0]["id"] == sid  # as the message says: restored
+
+
 def test_verify_proof_needs_proofs(daemon, tmp_path):
     h = daemon.home
     sid = sh(h, "new")["id"]
