@@ -48,10 +48,19 @@ def _shown(url: str | None) -> str:
 
 
 class Daemon:
-    def __init__(self, home: Home, config: Config, store_url: str | None, *, change_store: bool = False):
+    def __init__(
+        self,
+        home: Home,
+        config: Config,
+        store_url: str | None,
+        *,
+        change_store: bool = False,
+        store_from: str = "--store",
+    ):
         self.home = home
         self.config = config
         self.store_url = store_url  # the store asked for (None: the remembered one); the one used once started
+        self.store_from = store_from  # where store_url was asked for: "--store" or "config.toml"
         self.change_store = change_store
         self.version = VERSION
         self.started = time.monotonic()
@@ -174,9 +183,14 @@ class Daemon:
             self.store_url = remembered or self.home.default_store
         elif remembered is not None and wanted != remembered:
             if not self.change_store:
+                keep = (
+                    "start without --store to keep it"
+                    if self.store_from == "--store"
+                    else f"take the store setting out of {self.home.path}/config.toml to keep it"
+                )
                 raise HomeError(
                     f"this home syncs with the store {_shown(remembered)} (remembered from its first start), "
-                    f"not {_shown(wanted)}; start without --store to keep it, or add --change-store to move "
+                    f"not {_shown(wanted)} ({self.store_from}); {keep}, or add --change-store to move "
                     f"this home to {_shown(wanted)} (its sessions are pushed there in full)"
                 )
             moved = await self.db.move_store(remembered)
@@ -254,7 +268,13 @@ async def serve(
     config = Config.load(home.path)
     wanted = store or config.store
     setup_logging(home, foreground=True)
-    daemon = Daemon(home, config, normalize_store_urls(wanted) if wanted else None, change_store=change_store)
+    daemon = Daemon(
+        home,
+        config,
+        normalize_store_urls(wanted) if wanted else None,
+        change_store=change_store,
+        store_from="--store" if store else "config.toml",
+    )
     try:
         await daemon.start()
     except BaseException:

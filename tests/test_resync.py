@@ -226,6 +226,29 @@ def test_relative_store_path_is_made_absolute(make_daemon, tmp_path):
         run_cli(d.home, "stop")
 
 
+def test_store_changed_in_config_toml_says_so(make_daemon, tmp_path):
+    """The README's way to a relay: a home that already ran (on its default folder store) gets
+    `store = ...` in config.toml. The refusal names config.toml, not a --store the user never gave,
+    and `start --change-store` moves it."""
+    d = make_daemon().start()
+    first = d.client().status()["store"]
+    d.stop()
+    new = "file://" + str(tmp_path / "new-store")
+    with open(os.path.join(d.home, "config.toml"), "w") as f:
+        f.write(f'store = "{new}"\n')
+    with pytest.raises(RuntimeError) as e:
+        d.start()
+    said = str(e.value)
+    assert "config.toml" in said and "--change-store" in said and first in said, said
+    assert "without --store" not in said
+    try:
+        res = run_cli(d.home, "start", "--change-store")
+        assert res.returncode == 0, res.stderr
+        assert d.client().status()["store"] == new
+    finally:
+        run_cli(d.home, "stop")
+
+
 def test_change_store_confirmed_pushes_everything_there(make_daemon, url, tmp_path):
     a, b, sid, code = _shared(make_daemon, url)
     own = a.client().create_session(name="not shared")["id"]
