@@ -272,6 +272,14 @@ def test_stop_kills_a_hung_daemon_after_a_bounded_wait(daemon):
     assert daemon.client().status()["pid"] == daemon.proc.pid
 
 
+def test_stop_refuses_a_timeout_that_is_no_wait(daemon):
+    """`stop --timeout -1` (or nan) is a mistake, not "kill it now": refused, the daemon left running."""
+    for bad in ("-1", "nan", "inf"):
+        res = run_cli(daemon.home, "stop", "--timeout", bad, "--json")
+        assert res.returncode == 2 and "--timeout" in json.loads(res.stdout)["error"]["message"], res
+    assert daemon.proc.poll() is None and daemon.client().status()["pid"] == daemon.proc.pid
+
+
 def test_stop_never_signals_a_process_that_is_not_the_daemon(home):
     os.makedirs(home, mode=0o700)
     bystander = subprocess.Popen(["sleep", "60"])

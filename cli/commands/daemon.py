@@ -13,6 +13,7 @@ from ...client import Client, DaemonNotRunning
 from ...daemon.home import holds_lock, read_lock, resolve_home
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError
+from ..options import seconds
 from ..output import emit, short, table, when
 from . import Commands
 
@@ -47,7 +48,7 @@ def register(commands: Commands) -> None:
     p = commands.add("stop", cmd_stop, "stop the daemon")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=15.0,
         help="seconds to wait for a clean stop before killing the daemon (default 15)",
     )
