@@ -18,7 +18,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Conflict, Invalid, QuotaExceeded
+from ..storage.errors import Conflict, Invalid, QuotaExceeded, quota_ways_out
 from . import validate as v
 from .answers import Plan, end, pass_on, record
 from .providers import Provider, usage_of
@@ -86,8 +86,7 @@ def check_quota(session: dict) -> None:
         sid = session["id"]
         raise QuotaExceeded(
             f"session {sid!r} has used {used} of its {quota} tokens, so nothing is sent to the model. "
-            f"Compact it (`sessiond compact`), clone it (`sessiond clone`), or raise the quota "
-            f"(`sessiond set {sid} --token-quota N`)",
+            f"{quota_ways_out(sid)}",
             used=used,
             quota=quota,
             needed=0,

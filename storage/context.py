@@ -88,8 +88,8 @@ async def context_check(
     if p.get("auto_compact") is False:
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} holds {total} tokens of context; {adding} more would pass its "
-            f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact`) "
-            f"or start another chat",
+            f"budget of {budget} x {margin} and automatic compaction is off. Compact it "
+            f"(`sessiond compact {sid} --chat {chat}`) or start another chat (`sessiond chat new {sid} --switch`)",
             active=total,
             budget=budget,
             adding=adding,

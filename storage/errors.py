@@ -47,6 +47,15 @@ class QuotaExceeded(SessiondError):
     status = 429
 
 
+def quota_ways_out(sid: str) -> str:
+    """What a spent quota leaves, as commands that run: compacting frees context, never quota."""
+    return (
+        f"Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
+        f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at MESSAGE_ID` "
+        f"(history up to that message). Compacting does not help: it frees context, not quota"
+    )
+
+
 class ContextOverflow(SessiondError):
     code = "context_overflow"
     status = 409

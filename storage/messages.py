@@ -11,7 +11,16 @@ from collections.abc import Awaitable, Callable
 from .apply import apply_op
 from .connections import Connections, Row
 from .context import budget_of, context_check
-from .errors import Conflict, ContextOverflow, IdempotencyKeyReused, Invalid, LimitReached, NotFound, QuotaExceeded
+from .errors import (
+    Conflict,
+    ContextOverflow,
+    IdempotencyKeyReused,
+    Invalid,
+    LimitReached,
+    NotFound,
+    QuotaExceeded,
+    quota_ways_out,
+)
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
     EXTRA_KEYS,
@@ -173,9 +182,7 @@ class Messages:
             if quota and used + new_tokens > quota and not answer:
                 raise QuotaExceeded(
                     f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
-                    f"more. Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: "
-                    f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} MESSAGE_ID` "
-                    f"(history up to that message). Compacting does not help: it frees context, not quota",
+                    f"more. {quota_ways_out(sid)}",
                     used=used,
                     quota=quota,
                     needed=new_tokens,

@@ -33,7 +33,7 @@ def test_tokens_quota_and_levels(daemon):
         and "compact" not in res.stderr
         and "clone" in res.stderr
         and "--token-quota" in res.stderr
-        and "fork" in res.stderr
+        and f"sessiond fork {sid} --at MESSAGE_ID" in res.stderr  # the command as the CLI takes it
     ), res.stderr
     res = run_cli(h, "add", sid, "--role", "user", "--tokens", "11", "too much", "--json")
     assert json.loads(res.stdout)["error"]["code"] == "quota_exceeded"
@@ -64,6 +64,7 @@ def test_compaction_keeps_history(daemon):
     sh(h, "add", sid2, "--role", "user", "--tokens", "30", "a")
     res = run_cli(h, "add", sid2, "--role", "user", "--tokens", "30", "b", "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "context_overflow"
+    assert f"sessiond compact {sid2}" in json.loads(res.stdout)["error"]["message"]  # a command that runs
     assert len(sh(h, "log", sid2)["messages"]) == 1
     # a chat with its own budget
     chat = sh(h, "chat", "new", sid2, "--name", "roomy", "--max-context-tokens", "1000")["id"]

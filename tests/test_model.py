@@ -186,6 +186,8 @@ def test_context_is_what_compaction_left_and_quota_refuses_before_sending(setup)
     with pytest.raises(ApiError) as e:
         c.complete(sid3, "more?")
     assert e.value.status == 429 and e.value.code == "quota_exceeded" and len(p.requests) == n
+    said = e.value.message  # only ways out that work: compacting frees context, not quota
+    assert "compact it" not in said.lower() and "--token-quota" in said and f"fork {sid3} --at" in said, said
     assert history(c, sid3) == [("user", "x")]
     # an answer the provider gave is recorded even past the quota (its usage is what was spent)
     sid4 = c.create_session(model="echo-1", token_quota=30)["id"]
