@@ -18,6 +18,17 @@ def duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
+def count(text: str) -> int:
+    """How many at most (--limit): a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (a whole number, 1 or more)")
+    return value
+
+
 def seconds(text: str) -> float:
     """A wait in seconds: a finite number, 0 or more."""
     try:

@@ -280,6 +280,19 @@ def test_stop_refuses_a_timeout_that_is_no_wait(daemon):
     assert daemon.proc.poll() is None and daemon.client().status()["pid"] == daemon.proc.pid
 
 
+def test_a_limit_below_one_is_refused_by_the_cli(daemon):
+    """`log --limit 0` printed "no messages" for a session that has some; `ls --limit 0` answered with
+    the socket API's "query parameter limit must be between 1 and 1000" (ls itself takes more)."""
+    sid = cli_json(daemon.home, "new")["id"]
+    run_cli(daemon.home, "add", sid, "--role", "user", "hi", check=True)
+    for argv in (["log", sid], ["ls"]):
+        for bad in ("0", "-1"):
+            res = run_cli(daemon.home, *argv, "--limit", bad, "--json")
+            assert res.returncode == 2, res
+            assert "--limit" in json.loads(res.stdout)["error"]["message"] and "1 or more" in res.stderr
+    assert len(cli_json(daemon.home, "log", sid, "--limit", "1")["messages"]) == 1
+
+
 def test_stop_never_signals_a_process_that_is_not_the_daemon(home):
     os.makedirs(home, mode=0o700)
     bystander = subprocess.Popen(["sleep", "60"])
