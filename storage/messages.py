@@ -311,6 +311,7 @@ class Messages:
             "SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq=?" + _VISIBLE, (sid, dev, seq)
         )
         if row is None:
+            await session_row(self.c.committed, sid)
             raise NotFound(f"session {sid!r} has no message {mid!r}")
         return message_dict(row)
 
@@ -323,6 +324,7 @@ class Messages:
             (sid, dev, seq),
         )
         if row is None:
+            await session_row(self.c.committed, sid)  # no such session: say that, not "no such message"
             raise NotFound(f"session {sid!r} has no message {mid!r}")
         return tuple(row)
 

@@ -97,6 +97,10 @@ def test_clone_and_fork(daemon):
     assert "provenance" in run_cli(h, "show", "forked", "--json").stdout
     res = run_cli(h, "fork", sid, "--at", "nope-1")
     assert res.returncode == 1 and "no message" in res.stderr
+    # a mistyped session id is named as such, not as a message or chat it "has no" of
+    for argv in (["fork", sid + "x", "--at", ids[0]], ["chat", "switch", sid + "x", "main"]):
+        res = run_cli(h, *argv)
+        assert res.returncode == 1 and f"no session '{sid}x'" in res.stderr, res.stderr
 
 
 def test_checkpoints_end_and_proofs(daemon, tmp_path):
