@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import stat
 import tomllib
@@ -191,7 +192,7 @@ class Config:
                     )
                 cfg.store = "\n".join(value)  # normalized with the daemon's --store (normalize_store_urls)
             elif key in ("sync_interval", "push_delay", "poll_interval", "cleanup_interval"):
-                if not isinstance(value, (int, float)) or value < 0:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                     raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")
                 setattr(cfg, key, float(value))
             elif key == "delete_expired":

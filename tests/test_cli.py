@@ -307,6 +307,19 @@ def test_stop_never_signals_a_process_that_is_not_the_daemon(home):
         bystander.wait()
 
 
+@pytest.mark.parametrize("line", ["poll_interval = nan", "sync_interval = inf", "push_delay = -inf"])
+def test_an_interval_that_is_no_number_of_seconds_is_refused(home, line):
+    os.makedirs(home, mode=0o700)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(line + "\n")
+    try:
+        res = run_cli(home, "start", "--json")
+        assert res.returncode == 1 and line.split()[0] in json.loads(res.stdout)["error"]["message"], res
+        assert run_cli(home, "status").returncode == 3  # nothing started
+    finally:
+        run_cli(home, "stop")
+
+
 def test_unknown_config_key_is_refused_by_name(home):
     os.makedirs(home, mode=0o700)
     with open(os.path.join(home, "config.toml"), "w") as f:
