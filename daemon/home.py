@@ -280,7 +280,7 @@ def check_providers(path: str, value) -> dict:
             if k in p and (not isinstance(p[k], str) or not p[k]):
                 raise HomeError(f"{where}: {k} must be a non-empty string")
         for k in ("timeout", "connect_timeout"):
-            if k in p and (isinstance(p[k], bool) or not isinstance(p[k], (int, float)) or p[k] <= 0):
+            if k in p and (isinstance(p[k], bool) or not isinstance(p[k], (int, float)) or not 0 < p[k] < math.inf):
                 raise HomeError(f"{where}: {k} must be a positive number of seconds")
         if "top_k" in p and not isinstance(p["top_k"], bool):
             raise HomeError(f"{where}: top_k must be true (the provider accepts top_k) or false")

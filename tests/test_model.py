@@ -448,6 +448,7 @@ def test_started_on_one_device_continued_with_ask_on_the_other(setup, store_dir)
         ('default_provider = "y"\n[providers.x]\nbase_url = "http://h:1/v1"\n', "names no [providers.NAME]"),
         ('openai_listen = "nowhere"\n', "openai_listen must be"),
         ('[providers.x]\nbase_url = "http://h:1/v1"\ntimeout = -1\n', "timeout must be a positive"),
+        ('[providers.x]\nbase_url = "http://h:1/v1"\nconnect_timeout = nan\n', "connect_timeout must be a positive"),
     ],
 )
 def test_bad_provider_config_is_a_clear_error(home, text, says):
