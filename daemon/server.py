@@ -4,6 +4,7 @@ Unix socket, runs the sync worker, and shuts down cleanly on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -262,6 +263,7 @@ async def serve(
     ready_fd: int | None = None,
     announce: bool = True,
     change_store: bool = False,
+    as_json: bool = False,
 ) -> None:
     home = Home(home_path)
     home.prepare()
@@ -284,7 +286,10 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
     MemDebug.install(home.path, loop)  # SESSIOND_TRACEMALLOC: allocation sites on SIGUSR2
-    if announce:
+    if announce and as_json:  # the keys of GET /v1/status
+        where = {"version": VERSION, "pid": os.getpid(), "socket": home.socket, "home": home.path}
+        print(json.dumps({**where, "store": _shown(daemon.store_url), "device_id": daemon.db.device_id}), flush=True)
+    elif announce:
         print(f"sessiond {VERSION} listening on {home.socket}", flush=True)
         print(f"  home: {home.path}\n  store: {_shown(daemon.store_url)}\n  device: {daemon.db.device_id}", flush=True)
     if ready_fd is not None:
@@ -310,16 +315,17 @@ def tune_process() -> None:
 
 
 def run(
-    home_path: str, store: str | list[str] | None = None, *, ready_fd: int | None = None, change_store: bool = False
-) -> int:
+    home_path: str,
+    store: str | list[str] | None = None,
+    *,
+    ready_fd: int | None = None,
+    change_store: bool = False,
+    as_json: bool = False,
+) -> None:
+    """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it)."""
     tune_process()
     MemDebug.start()
     try:
-        asyncio.run(serve(home_path, store, ready_fd=ready_fd, change_store=change_store))
-    except HomeError as exc:
-        print(f"sessiond: {exc}", file=sys.stderr)
-        return 2
+        asyncio.run(serve(home_path, store, ready_fd=ready_fd, change_store=change_store, as_json=as_json))
     except StoreError as exc:
-        print(f"sessiond: store: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        raise HomeError(f"store: {exc}") from None

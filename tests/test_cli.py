@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import cli_json, run_cli
+from conftest import PY, cli_json, run_cli
 
 
 def test_start_new_add_log_stop(home):
@@ -291,6 +291,33 @@ def test_a_limit_below_one_is_refused_by_the_cli(daemon):
             assert res.returncode == 2, res
             assert "--limit" in json.loads(res.stdout)["error"]["message"] and "1 or more" in res.stderr
     assert len(cli_json(daemon.home, "log", sid, "--limit", "1")["messages"]) == 1
+
+
+def test_daemon_json_prints_json(home):
+    """`sessiond daemon --json`: where it listens as one JSON object, and a failure to start as the
+    error object, like every command (it printed the text lines, and its errors only to stderr)."""
+    os.makedirs(home, mode=0o700)
+    proc = subprocess.Popen(
+        [PY, "-m", "sessiond.cli.main", "daemon", "--home", home, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        status = cli_json(home, "status")
+        assert (info["socket"], info["device_id"], info["pid"]) == (status["socket"], status["device_id"], proc.pid)
+        res = run_cli(home, "daemon", "--json")  # a second daemon on the same home: refused
+        assert res.returncode == 2 and "already" in json.loads(res.stdout)["error"]["message"], res
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
+        proc.stdout.close()
+        proc.stderr.close()
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write("colour = 1\n")
+    res = run_cli(home, "daemon", "--json")
+    assert res.returncode == 2 and "colour" in json.loads(res.stdout)["error"]["message"], res
+    assert "colour" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_stop_never_signals_a_process_that_is_not_the_daemon(home):

@@ -57,9 +57,20 @@ def register(commands: Commands) -> None:
 
 
 def cmd_daemon(args) -> int:
+    from ...daemon.home import HomeError
     from ...daemon.server import run
 
-    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd, change_store=args.change_store)
+    try:
+        run(
+            resolve_home(args.home),
+            args.store,
+            ready_fd=args.ready_fd,
+            change_store=args.change_store,
+            as_json=args.json,
+        )
+    except HomeError as exc:  # `start` shows the last line its daemon wrote: this one
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return 0
 
 
 def cmd_start(args) -> int:
