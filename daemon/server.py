@@ -132,10 +132,11 @@ class Daemon:
             )
         self.db.limits = dict(self.config.limits)
         self.db.listeners.append(self._on_change)
-        await self._choose_store()
+        move_from = self._choose_store()
         self._configure_network_stores()
         assert self.store_url is not None  # _choose_store chose one
         store = open_stores(self.store_url, self.db.outbox)
+        await self._keep_store(move_from)  # it opened: only now the home remembers it
         if isinstance(store, MirrorStore):
             await store.started()  # what its stores' outboxes hold is counted before the first push
         self.syncer = Syncer(
@@ -173,11 +174,12 @@ class Daemon:
                 ) from None
         log.info("daemon started", extra={"event": "start"})
 
-    async def _choose_store(self) -> None:
+    def _choose_store(self) -> str | None:
         """The store is remembered in the home (<home>/store-url) from the first start on: a start
         without --store uses it, and another one is refused unless --change-store confirms the move.
         On a move, sessions shared through the old store keep syncing there (where their codes point;
-        the other devices are there), and every other session is pushed to the new store in full."""
+        the other devices are there), and every other session is pushed to the new store in full.
+        Returns the store moved from, if any (the move is made by _keep_store, once the new one opened)."""
         remembered = self.home.remembered_store()
         wanted = self.store_url
         if wanted is None:
@@ -194,10 +196,15 @@ class Daemon:
                     f"not {_shown(wanted)} ({self.store_from}); {keep}, or add --change-store to move "
                     f"this home to {_shown(wanted)} (its sessions are pushed there in full)"
                 )
-            moved = await self.db.move_store(remembered)
+            return remembered
+        return None
+
+    async def _keep_store(self, move_from: str | None) -> None:
+        if move_from is not None:
+            moved = await self.db.move_store(move_from)
             log.info("store changed", extra={"event": "store", "objects": moved})
         assert self.store_url is not None  # the one asked for, the remembered one or the default
-        if remembered != self.store_url:
+        if self.home.remembered_store() != self.store_url:
             self.home.remember_store(self.store_url)
 
     def _on_change(self, event: dict) -> None:

@@ -249,6 +249,25 @@ def test_store_changed_in_config_toml_says_so(make_daemon, tmp_path):
         run_cli(d.home, "stop")
 
 
+def test_a_folder_store_that_cannot_be_made_is_said_and_not_remembered(make_daemon, tmp_path):
+    """`--store file:///mnt/nas/x` with the share not mounted (here: a path under a file): one line that
+    names the folder and why, no traceback; and the home does not remember that store, so the next
+    start with the right one needs no --change-store."""
+    d = make_daemon()
+    (tmp_path / "a-file").write_text("")
+    bad = "file://" + str(tmp_path / "a-file" / "store")
+    res = run_cli(d.home, "start", "--store", bad)
+    assert res.returncode == 1 and str(tmp_path / "a-file") in res.stderr, res.stderr
+    assert "folder store" in res.stderr and "Error:" not in res.stderr, res.stderr
+    good = "file://" + str(tmp_path / "store")
+    try:
+        res = run_cli(d.home, "start", "--store", good)
+        assert res.returncode == 0, res.stderr
+        assert d.client().status()["store"] == good
+    finally:
+        run_cli(d.home, "stop")
+
+
 def test_change_store_confirmed_pushes_everything_there(make_daemon, url, tmp_path):
     a, b, sid, code = _shared(make_daemon, url)
     own = a.client().create_session(name="not shared")["id"]
