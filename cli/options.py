@@ -4,6 +4,7 @@ context/quota policy; each group is added to a parser here and read back from th
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from typing import Any
 
@@ -15,6 +16,28 @@ def duration(text: str) -> float:
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+def count(text: str) -> int:
+    """How many at most (--limit): a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (a whole number, 1 or more)")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A wait in seconds: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (0 or more, e.g. 15 or 2.5)")
+    return value
 
 
 def add_settings(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
+from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
@@ -109,7 +110,7 @@ def invalid(exc: ValidationError, where: str = "", schema: dict | None = None) -
 def _union_members(model: Any) -> list | None:
     """The object models of a named union (api.messages.Append), else None."""
     value = getattr(model, "__value__", None)
-    if value is None or get_origin(value) is not Union:
+    if value is None or get_origin(value) not in (Union, UnionType):  # Union[A, B] or A | B
         return None
     members = get_args(value)
     return list(members) if all(is_typeddict(m) for m in members) else None

@@ -18,8 +18,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.context import quota_ways_out
-from ..storage.errors import Conflict, Invalid, QuotaExceeded
+from ..storage.errors import Conflict, Invalid, QuotaExceeded, quota_ways_out
 from ..storage.sessions import not_active
 from . import validate as v
 from .answers import Plan, end, pass_on, record

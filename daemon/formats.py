@@ -14,7 +14,7 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
-from ..storage.errors import Invalid
+from ..storage.errors import Conflict, Invalid
 from ..storage.model import ROLES
 from . import importers, markdown
 from . import validate as v
@@ -345,7 +345,16 @@ async def import_file(
     created: list[dict] = []
     try:
         for item in plan:
-            s = await db.create_session({k: v for k, v in item["spec"].items() if v is not None})
+            try:
+                s = await db.create_session({k: v for k, v in item["spec"].items() if v is not None})
+            except Conflict:
+                if not (sid := item["spec"].get("id")):
+                    raise
+                raise Conflict(  # import-file takes no id: say what to do with the file or the session
+                    f"this file holds session {sid!r}, which is on this device already: delete it first "
+                    f"(`sessiond rm {sid}`) to import the file's copy, or remove the session's \"id\" from the "
+                    f"file to import it as a new session"
+                ) from None
             created.append(s)
             ids = await _append(db, s["id"], item["messages"], estimate, step)
             for fork in item["forks"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import stat
 import tomllib
@@ -123,6 +124,23 @@ def make_private_dir(path: str, what: str) -> None:
 
 
 LIMIT_KEYS = ("max_active_sessions", "max_active_sessions_per_user", "max_chats_per_session", "max_messages_per_chat")
+# every key config.toml takes at its top level (above its first [table])
+TOP_KEYS = (
+    "store",
+    "stores",
+    "sync_interval",
+    "push_delay",
+    "poll_interval",
+    "cleanup_interval",
+    "delete_expired",
+    "token_estimator",
+    "default_provider",
+    "providers",
+    "openai_listen",
+    "max_requests_per_second",
+    "pinning_service",
+    *LIMIT_KEYS,
+)
 
 
 @dataclass
@@ -174,7 +192,7 @@ class Config:
                     )
                 cfg.store = "\n".join(value)  # normalized with the daemon's --store (normalize_store_urls)
             elif key in ("sync_interval", "push_delay", "poll_interval", "cleanup_interval"):
-                if not isinstance(value, (int, float)) or value < 0:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                     raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")
                 setattr(cfg, key, float(value))
             elif key == "delete_expired":
@@ -213,27 +231,11 @@ class Config:
             else:  # a mistyped key would otherwise be ignored without a word
                 import difflib
 
-                known = [
-                    "store",
-                    "stores",
-                    "sync_interval",
-                    "push_delay",
-                    "poll_interval",
-                    "cleanup_interval",
-                    "delete_expired",
-                    "token_estimator",
-                    "default_provider",
-                    "providers",
-                    "openai_listen",
-                    "max_requests_per_second",
-                    "pinning_service",
-                    *LIMIT_KEYS,
-                ]
-                close = difflib.get_close_matches(key, known, n=1)
+                close = difflib.get_close_matches(key, TOP_KEYS, n=1)
                 raise HomeError(
                     f"{path}: unknown setting {key!r}"
                     + (f"; did you mean {close[0]!r}?" if close else "")
-                    + f" (known settings: {', '.join(known)})"
+                    + f" (known settings: {', '.join(TOP_KEYS)})"
                 )
         if cfg.default_provider is not None and cfg.default_provider not in cfg.providers:
             raise HomeError(
@@ -258,6 +260,12 @@ def check_providers(path: str, value) -> dict:
         if not isinstance(p, dict):
             raise HomeError(f'{where} must be a table with base_url = "http://host:port/v1"')
         extra = sorted(set(p) - set(PROVIDER_KEYS))
+        top = [k for k in extra if k in TOP_KEYS]
+        if top:  # appended at the end of the file, after this table: TOML puts it in the table
+            raise HomeError(
+                f"{where}: {', '.join(top)} is a top-level setting, but in TOML a key below a [table] "
+                f"header belongs to that table; move it above the first [ line of the file"
+            )
         if extra:
             raise HomeError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(PROVIDER_KEYS)}")
         url = p.get("base_url")
@@ -272,7 +280,7 @@ def check_providers(path: str, value) -> dict:
             if k in p and (not isinstance(p[k], str) or not p[k]):
                 raise HomeError(f"{where}: {k} must be a non-empty string")
         for k in ("timeout", "connect_timeout"):
-            if k in p and (isinstance(p[k], bool) or not isinstance(p[k], (int, float)) or p[k] <= 0):
+            if k in p and (isinstance(p[k], bool) or not isinstance(p[k], (int, float)) or not 0 < p[k] < math.inf):
                 raise HomeError(f"{where}: {k} must be a positive number of seconds")
         if "top_k" in p and not isinstance(p["top_k"], bool):
             raise HomeError(f"{where}: top_k must be true (the provider accepts top_k) or false")

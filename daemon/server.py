@@ -4,6 +4,7 @@ Unix socket, runs the sync worker, and shuts down cleanly on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -48,10 +49,19 @@ def _shown(url: str | None) -> str:
 
 
 class Daemon:
-    def __init__(self, home: Home, config: Config, store_url: str | None, *, change_store: bool = False):
+    def __init__(
+        self,
+        home: Home,
+        config: Config,
+        store_url: str | None,
+        *,
+        change_store: bool = False,
+        store_from: str = "--store",
+    ):
         self.home = home
         self.config = config
         self.store_url = store_url  # the store asked for (None: the remembered one); the one used once started
+        self.store_from = store_from  # where store_url was asked for: "--store" or "config.toml"
         self.change_store = change_store
         self.version = VERSION
         self.started = time.monotonic()
@@ -122,10 +132,11 @@ class Daemon:
             )
         self.db.limits = dict(self.config.limits)
         self.db.listeners.append(self._on_change)
-        await self._choose_store()
+        move_from = self._choose_store()
         self._configure_network_stores()
         assert self.store_url is not None  # _choose_store chose one
         store = open_stores(self.store_url, self.db.outbox)
+        await self._keep_store(move_from)  # it opened: only now the home remembers it
         if isinstance(store, MirrorStore):
             await store.started()  # what its stores' outboxes hold is counted before the first push
         self.syncer = Syncer(
@@ -163,26 +174,37 @@ class Daemon:
                 ) from None
         log.info("daemon started", extra={"event": "start"})
 
-    async def _choose_store(self) -> None:
+    def _choose_store(self) -> str | None:
         """The store is remembered in the home (<home>/store-url) from the first start on: a start
         without --store uses it, and another one is refused unless --change-store confirms the move.
         On a move, sessions shared through the old store keep syncing there (where their codes point;
-        the other devices are there), and every other session is pushed to the new store in full."""
+        the other devices are there), and every other session is pushed to the new store in full.
+        Returns the store moved from, if any (the move is made by _keep_store, once the new one opened)."""
         remembered = self.home.remembered_store()
         wanted = self.store_url
         if wanted is None:
             self.store_url = remembered or self.home.default_store
         elif remembered is not None and wanted != remembered:
             if not self.change_store:
+                keep = (
+                    "start without --store to keep it"
+                    if self.store_from == "--store"
+                    else f"take the store setting out of {self.home.path}/config.toml to keep it"
+                )
                 raise HomeError(
                     f"this home syncs with the store {_shown(remembered)} (remembered from its first start), "
-                    f"not {_shown(wanted)}; start without --store to keep it, or add --change-store to move "
+                    f"not {_shown(wanted)} ({self.store_from}); {keep}, or add --change-store to move "
                     f"this home to {_shown(wanted)} (its sessions are pushed there in full)"
                 )
-            moved = await self.db.move_store(remembered)
+            return remembered
+        return None
+
+    async def _keep_store(self, move_from: str | None) -> None:
+        if move_from is not None:
+            moved = await self.db.move_store(move_from)
             log.info("store changed", extra={"event": "store", "objects": moved})
         assert self.store_url is not None  # the one asked for, the remembered one or the default
-        if remembered != self.store_url:
+        if self.home.remembered_store() != self.store_url:
             self.home.remember_store(self.store_url)
 
     def _on_change(self, event: dict) -> None:
@@ -248,13 +270,20 @@ async def serve(
     ready_fd: int | None = None,
     announce: bool = True,
     change_store: bool = False,
+    as_json: bool = False,
 ) -> None:
     home = Home(home_path)
     home.prepare()
     config = Config.load(home.path)
     wanted = store or config.store
     setup_logging(home, foreground=True)
-    daemon = Daemon(home, config, normalize_store_urls(wanted) if wanted else None, change_store=change_store)
+    daemon = Daemon(
+        home,
+        config,
+        normalize_store_urls(wanted) if wanted else None,
+        change_store=change_store,
+        store_from="--store" if store else "config.toml",
+    )
     try:
         await daemon.start()
     except BaseException:
@@ -264,7 +293,10 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
     MemDebug.install(home.path, loop)  # SESSIOND_TRACEMALLOC: allocation sites on SIGUSR2
-    if announce:
+    if announce and as_json:  # the keys of GET /v1/status
+        where = {"version": VERSION, "pid": os.getpid(), "socket": home.socket, "home": home.path}
+        print(json.dumps({**where, "store": _shown(daemon.store_url), "device_id": daemon.db.device_id}), flush=True)
+    elif announce:
         print(f"sessiond {VERSION} listening on {home.socket}", flush=True)
         print(f"  home: {home.path}\n  store: {_shown(daemon.store_url)}\n  device: {daemon.db.device_id}", flush=True)
     if ready_fd is not None:
@@ -290,16 +322,17 @@ def tune_process() -> None:
 
 
 def run(
-    home_path: str, store: str | list[str] | None = None, *, ready_fd: int | None = None, change_store: bool = False
-) -> int:
+    home_path: str,
+    store: str | list[str] | None = None,
+    *,
+    ready_fd: int | None = None,
+    change_store: bool = False,
+    as_json: bool = False,
+) -> None:
+    """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it)."""
     tune_process()
     MemDebug.start()
     try:
-        asyncio.run(serve(home_path, store, ready_fd=ready_fd, change_store=change_store))
-    except HomeError as exc:
-        print(f"sessiond: {exc}", file=sys.stderr)
-        return 2
+        asyncio.run(serve(home_path, store, ready_fd=ready_fd, change_store=change_store, as_json=as_json))
     except StoreError as exc:
-        print(f"sessiond: store: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        raise HomeError(f"store: {exc}") from None

@@ -93,4 +93,5 @@ class Chats:
             return rows[0][0]
         if rows:
             raise Conflict(f"several chats of session {sid!r} are named {ref!r}; use the chat id")
+        await session_row(q, sid)  # no such session: say that, rather than that it has no such chat
         raise NotFound(f"session {sid!r} has no chat {ref!r} (see `sessiond chat ls {sid}`)")

@@ -17,15 +17,6 @@ DEFAULT_CONTEXT_MARGIN = 0.8
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
 
-def quota_ways_out(sid: str) -> str:
-    """What a refusal for a spent quota names as the ways out (of an append, and of a question to a model)."""
-    return (
-        f"Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: `sessiond clone {sid}` "
-        f"(same settings, no history) or `sessiond fork {sid} --at MESSAGE_ID` (history up to that message, and the "
-        f"tokens it used). Compacting does not help: it frees context, not quota"
-    )
-
-
 def warning_level(used: int, quota: int | None) -> str:
     if not quota:
         return "safe"
@@ -103,7 +94,7 @@ async def context_check(
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} holds {total} tokens of context; {adding} more would pass its "
             f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact {sid} "
-            f"--chat {chat}`){turn_on} or start another chat",
+            f"--chat {chat}`){turn_on} or start another chat (`sessiond chat new {sid} --switch`)",
             active=total,
             budget=budget,
             adding=adding,

@@ -50,6 +50,16 @@ class QuotaExceeded(SessiondError):
     status = 429
 
 
+def quota_ways_out(sid: str) -> str:
+    """What a refusal for a spent quota names as the ways out (of an append, and of a question to a model), as
+    commands that run: compacting frees context, never quota."""
+    return (
+        f"Raise the quota (`sessiond set {sid} --token-quota N`), or go on in a new session: `sessiond clone {sid}` "
+        f"(same settings, no history) or `sessiond fork {sid} --at MESSAGE_ID` (history up to that message, and the "
+        f"tokens it used). Compacting does not help: it frees context, not quota"
+    )
+
+
 class ContextOverflow(SessiondError):
     code = "context_overflow"
     status = 409

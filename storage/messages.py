@@ -10,8 +10,17 @@ from collections.abc import Awaitable, Callable
 
 from .apply import apply_op
 from .connections import Connections, Row
-from .context import budget_of, context_check, quota_ways_out
-from .errors import Conflict, ContextOverflow, IdempotencyKeyReused, Invalid, LimitReached, NotFound, QuotaExceeded
+from .context import budget_of, context_check
+from .errors import (
+    Conflict,
+    ContextOverflow,
+    IdempotencyKeyReused,
+    Invalid,
+    LimitReached,
+    NotFound,
+    QuotaExceeded,
+    quota_ways_out,
+)
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
     EXTRA_KEYS,
@@ -166,7 +175,7 @@ class Messages:
             if quota and used + new_tokens > quota and not answer:
                 raise QuotaExceeded(
                     f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
-                    f"more. " + quota_ways_out(sid),
+                    f"more. {quota_ways_out(sid)}",
                     used=used,
                     quota=quota,
                     needed=new_tokens,
@@ -295,6 +304,7 @@ class Messages:
             "SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq=?" + _VISIBLE, (sid, dev, seq)
         )
         if row is None:
+            await session_row(self.c.committed, sid)
             raise NotFound(f"session {sid!r} has no message {mid!r}")
         return message_dict(row)
 
@@ -307,6 +317,7 @@ class Messages:
             (sid, dev, seq),
         )
         if row is None:
+            await session_row(self.c.committed, sid)  # no such session: say that, not "no such message"
             raise NotFound(f"session {sid!r} has no message {mid!r}")
         return tuple(row)
 

@@ -130,7 +130,13 @@ def open_store(url: str, *, create: bool = True) -> Store:
             raise StoreError(f"file store URL must be file:///path (got host {parsed.netloc!r})")
         if not path:
             raise StoreError("file store URL has no path")
-        return FileStore(path, create=create)
+        try:
+            return FileStore(path, create=create)
+        except OSError as exc:  # a share not mounted, a path under a file, no permission
+            raise StoreError(
+                f"cannot use the folder store {exc.filename or path}: {exc.strerror or exc} (is the path "
+                f"right, and its disk or share mounted?)"
+            ) from None
     raise StoreError(
         f"unsupported store URL scheme {parsed.scheme!r}: use file:///path/to/folder, "
         "s5+https://PORTAL, ipfs+http://HOST:PORT (Kubo) or ipfs+https://GATEWAY"

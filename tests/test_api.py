@@ -204,6 +204,21 @@ def test_bad_appends_change_nothing(daemon, body):
     assert [m["content"] for m in c.messages(sid)["messages"]] == ["before"]
 
 
+def test_a_bad_append_names_its_field_as_sent(daemon):
+    """One message or a batch: the error names the field of the body that was sent (the union's
+    member chosen by its keys), never a model's name, and for a batch the message's index."""
+    sid = daemon.client().create_session()["id"]
+    for body, says in (
+        (b'{"role": "user", "content": "x", "tokens": -5}', "tokens must be between"),
+        (b'{"messages": [{"role": "user", "content": "x", "tokens": -5}]}', "messages[0].tokens must be between"),
+        (b'{"messages": [{"role": "user", "content": "ok"}, {"role": "user"}]}', "messages[1].content is required"),
+        (b'{"messages": []}', "messages must not be empty"),
+    ):
+        st, data = raw(daemon, "POST", f"/v1/sessions/{sid}/messages", body)
+        said = data["error"]["message"]
+        assert st == 422 and said.startswith(says) and "MessageIn" not in said, (body, said)
+
+
 def test_patch_rules(daemon):
     c = daemon.client()
     sid = c.create_session()["id"]

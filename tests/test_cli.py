@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import cli_json, run_cli
+from conftest import PY, cli_json, run_cli
 
 
 def test_start_new_add_log_stop(home):
@@ -272,6 +272,54 @@ def test_stop_kills_a_hung_daemon_after_a_bounded_wait(daemon):
     assert daemon.client().status()["pid"] == daemon.proc.pid
 
 
+def test_stop_refuses_a_timeout_that_is_no_wait(daemon):
+    """`stop --timeout -1` (or nan) is a mistake, not "kill it now": refused, the daemon left running."""
+    for bad in ("-1", "nan", "inf"):
+        res = run_cli(daemon.home, "stop", "--timeout", bad, "--json")
+        assert res.returncode == 2 and "--timeout" in json.loads(res.stdout)["error"]["message"], res
+    assert daemon.proc.poll() is None and daemon.client().status()["pid"] == daemon.proc.pid
+
+
+def test_a_limit_below_one_is_refused_by_the_cli(daemon):
+    """`log --limit 0` printed "no messages" for a session that has some; `ls --limit 0` answered with
+    the socket API's "query parameter limit must be between 1 and 1000" (ls itself takes more)."""
+    sid = cli_json(daemon.home, "new")["id"]
+    run_cli(daemon.home, "add", sid, "--role", "user", "hi", check=True)
+    for argv in (["log", sid], ["ls"]):
+        for bad in ("0", "-1"):
+            res = run_cli(daemon.home, *argv, "--limit", bad, "--json")
+            assert res.returncode == 2, res
+            assert "--limit" in json.loads(res.stdout)["error"]["message"] and "1 or more" in res.stderr
+    assert len(cli_json(daemon.home, "log", sid, "--limit", "1")["messages"]) == 1
+
+
+def test_daemon_json_prints_json(home):
+    """`sessiond daemon --json`: where it listens as one JSON object, and a failure to start as the
+    error object, like every command (it printed the text lines, and its errors only to stderr)."""
+    os.makedirs(home, mode=0o700)
+    proc = subprocess.Popen(
+        [PY, "-m", "sessiond.cli.main", "daemon", "--home", home, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        status = cli_json(home, "status")
+        assert (info["socket"], info["device_id"], info["pid"]) == (status["socket"], status["device_id"], proc.pid)
+        res = run_cli(home, "daemon", "--json")  # a second daemon on the same home: refused
+        assert res.returncode == 2 and "already" in json.loads(res.stdout)["error"]["message"], res
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
+        proc.stdout.close()
+        proc.stderr.close()
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write("colour = 1\n")
+    res = run_cli(home, "daemon", "--json")
+    assert res.returncode == 2 and "colour" in json.loads(res.stdout)["error"]["message"], res
+    assert "colour" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_stop_never_signals_a_process_that_is_not_the_daemon(home):
     os.makedirs(home, mode=0o700)
     bystander = subprocess.Popen(["sleep", "60"])
@@ -284,6 +332,19 @@ def test_stop_never_signals_a_process_that_is_not_the_daemon(home):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+@pytest.mark.parametrize("line", ["poll_interval = nan", "sync_interval = inf", "push_delay = -inf"])
+def test_an_interval_that_is_no_number_of_seconds_is_refused(home, line):
+    os.makedirs(home, mode=0o700)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(line + "\n")
+    try:
+        res = run_cli(home, "start", "--json")
+        assert res.returncode == 1 and line.split()[0] in json.loads(res.stdout)["error"]["message"], res
+        assert run_cli(home, "status").returncode == 3  # nothing started
+    finally:
+        run_cli(home, "stop")
 
 
 def test_unknown_config_key_is_refused_by_name(home):
@@ -360,6 +421,17 @@ def test_key_export_never_makes_a_home(daemon, tmp_path):
     res = run_cli(typo, "key", "export", "--json")
     assert "no device key" in json.loads(res.stdout)["error"]["message"]
     assert len(cli_json(daemon.home, "key", "export")["mnemonic"].split()) == 24
+
+
+def test_key_export_output_imports_as_it_is(daemon, tmp_path):
+    """`sessiond key export > words.txt`, later `sessiond key import < words.txt`: standard output holds
+    the 24 words alone (the warning goes to standard error), so the backup restores as written."""
+    res = run_cli(daemon.home, "key", "export", check=True)
+    assert len(res.stdout.split()) == 24 and "keep it secret" in res.stderr
+    fresh = str(tmp_path / "restored")
+    res = run_cli(fresh, "key", "import", input=res.stdout)
+    assert res.returncode == 0, res.stderr
+    assert run_cli(fresh, "key", "export", check=True).stdout == run_cli(daemon.home, "key", "export").stdout
 
 
 def test_text_that_is_not_utf8_is_a_clear_error(daemon):

@@ -33,7 +33,7 @@ def test_tokens_quota_and_levels(daemon):
         and "compact" not in res.stderr
         and "clone" in res.stderr
         and "--token-quota" in res.stderr
-        and "fork" in res.stderr
+        and f"sessiond fork {sid} --at MESSAGE_ID" in res.stderr  # the command as the CLI takes it
     ), res.stderr
     res = run_cli(h, "add", sid, "--role", "user", "--tokens", "11", "too much", "--json")
     assert json.loads(res.stdout)["error"]["code"] == "quota_exceeded"
@@ -68,6 +68,7 @@ def test_compaction_keeps_history(daemon):
     sh(h, "add", sid2, "--role", "user", "--tokens", "30", "a")
     res = run_cli(h, "add", sid2, "--role", "user", "--tokens", "30", "b", "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "context_overflow"
+    assert f"sessiond compact {sid2}" in json.loads(res.stdout)["error"]["message"]  # a command that runs
     assert len(sh(h, "log", sid2)["messages"]) == 1
     # a chat with its own budget
     chat = sh(h, "chat", "new", sid2, "--name", "roomy", "--max-context-tokens", "1000")["id"]
@@ -100,6 +101,10 @@ def test_clone_and_fork(daemon):
     assert "provenance" in run_cli(h, "show", "forked", "--json").stdout
     res = run_cli(h, "fork", sid, "--at", "nope-1")
     assert res.returncode == 1 and "no message" in res.stderr
+    # a mistyped session id is named as such, not as a message or chat it "has no" of
+    for argv in (["fork", sid + "x", "--at", ids[0]], ["chat", "switch", sid + "x", "main"]):
+        res = run_cli(h, *argv)
+        assert res.returncode == 1 and f"no session '{sid}x'" in res.stderr, res.stderr
 
 
 def test_checkpoints_end_and_proofs(daemon, tmp_path):
@@ -398,6 +403,21 @@ def test_session_file_round_trip_keeps_message_metadata(daemon, tmp_path):
     s = c.import_file(data, "json")["sessions"][0]
     assert s["tags"] == ["a"] and s["expires_at"] == data["session"]["expires_at"]
     assert c.messages("round-trip")["messages"][0]["metadata"] == {"trace": [1, 2]}
+
+
+def test_session_file_of_a_session_here_says_how_to_import_it(daemon, tmp_path):
+    """`export -o F` then `import-file F` on the same device: the error says what to do from the CLI
+    (it said "choose another id or omit it", which import-file has no option for)."""
+    h = daemon.home
+    sid = sh(h, "new", "--name", "kept")["id"]
+    sh(h, "add", sid, "--role", "user", "x")
+    f = str(tmp_path / "s.json")
+    run_cli(h, "export", sid, "-o", f, check=True)
+    res = run_cli(h, "import-file", f)
+    assert res.returncode == 1 and f"sessiond rm {sid}" in res.stderr and '"id"' in res.stderr, res.stderr
+    assert [s["id"] for s in sh(h, "ls")["sessions"]] == [sid]  # nothing imported
+    run_cli(h, "rm", sid, check=True)
+    assert sh(h, "import-file", f)["sessions"][0]["id"] == sid  # as the message says: restored
 
 
 def test_verify_proof_needs_proofs(daemon, tmp_path):

@@ -189,6 +189,8 @@ def test_context_is_what_compaction_left_and_quota_refuses_before_sending(setup)
     # the ways out it names are those an append's refusal names: compacting frees context, not quota
     assert "`sessiond compact" not in e.value.message and f"`sessiond clone {sid3}`" in e.value.message
     assert f"`sessiond fork {sid3} --at MESSAGE_ID`" in e.value.message
+    said = e.value.message  # only ways out that work: compacting frees context, not quota
+    assert "compact it" not in said.lower() and "--token-quota" in said and f"fork {sid3} --at" in said, said
     assert history(c, sid3) == [("user", "x")]
     # an answer the provider gave is recorded even past the quota (its usage is what was spent)
     sid4 = c.create_session(model="echo-1", token_quota=30)["id"]
@@ -444,9 +446,12 @@ def test_started_on_one_device_continued_with_ask_on_the_other(setup, store_dir)
         ('[providers.x]\nbase_url = "ftp://h"\n', "base_url must be an http"),
         ('[providers.x]\nbase_url = "http://h:1/v1"\napi_key_file = "/k"\napi_key_env = "K"\n', "not both"),
         ('[providers.x]\nbase_url = "http://h:1/v1"\ncolour = 1\n', "unknown key(s) colour"),
+        # a top-level key appended after a table (`echo 'openai_listen = ...' >> config.toml`) lands in it
+        ('[providers.x]\nbase_url = "http://h:1/v1"\nopenai_listen = "127.0.0.1:8765"\n', "above the first ["),
         ('default_provider = "y"\n[providers.x]\nbase_url = "http://h:1/v1"\n', "names no [providers.NAME]"),
         ('openai_listen = "nowhere"\n', "openai_listen must be"),
         ('[providers.x]\nbase_url = "http://h:1/v1"\ntimeout = -1\n', "timeout must be a positive"),
+        ('[providers.x]\nbase_url = "http://h:1/v1"\nconnect_timeout = nan\n', "connect_timeout must be a positive"),
     ],
 )
 def test_bad_provider_config_is_a_clear_error(home, text, says):

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -484,6 +485,20 @@ def test_serve_invite_cli_and_bad_flags(tmp_path):
             [PY, "-m", "sessiond.cli.main", "serve", "--data", data, *args], capture_output=True, text=True
         )
         assert res.returncode == 2 and what in res.stderr and "Traceback" not in res.stderr
+        res = subprocess.run(  # with --json, the error is also a JSON object on standard output
+            [PY, "-m", "sessiond.cli.main", "serve", "--data", data, *args, "--json"], capture_output=True, text=True
+        )
+        assert res.returncode == 2 and what in json.loads(res.stdout)["error"]["message"]
+    with socket.socket() as taken:  # a port another program holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        res = subprocess.run(
+            [PY, "-m", "sessiond.cli.main", "serve", "--data", data, "--listen", listen, "--json"],
+            capture_output=True,
+            text=True,
+        )
+    assert res.returncode == 2 and f"cannot listen on {listen}" in json.loads(res.stdout)["error"]["message"]
 
 
 def contents(d, sid):

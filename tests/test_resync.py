@@ -226,6 +226,48 @@ def test_relative_store_path_is_made_absolute(make_daemon, tmp_path):
         run_cli(d.home, "stop")
 
 
+def test_store_changed_in_config_toml_says_so(make_daemon, tmp_path):
+    """The README's way to a relay: a home that already ran (on its default folder store) gets
+    `store = ...` in config.toml. The refusal names config.toml, not a --store the user never gave,
+    and `start --change-store` moves it."""
+    d = make_daemon().start()
+    first = d.client().status()["store"]
+    d.stop()
+    new = "file://" + str(tmp_path / "new-store")
+    with open(os.path.join(d.home, "config.toml"), "w") as f:
+        f.write(f'store = "{new}"\n')
+    with pytest.raises(RuntimeError) as e:
+        d.start()
+    said = str(e.value)
+    assert "config.toml" in said and "--change-store" in said and first in said, said
+    assert "without --store" not in said
+    try:
+        res = run_cli(d.home, "start", "--change-store")
+        assert res.returncode == 0, res.stderr
+        assert d.client().status()["store"] == new
+    finally:
+        run_cli(d.home, "stop")
+
+
+def test_a_folder_store_that_cannot_be_made_is_said_and_not_remembered(make_daemon, tmp_path):
+    """`--store file:///mnt/nas/x` with the share not mounted (here: a path under a file): one line that
+    names the folder and why, no traceback; and the home does not remember that store, so the next
+    start with the right one needs no --change-store."""
+    d = make_daemon()
+    (tmp_path / "a-file").write_text("")
+    bad = "file://" + str(tmp_path / "a-file" / "store")
+    res = run_cli(d.home, "start", "--store", bad)
+    assert res.returncode == 1 and str(tmp_path / "a-file") in res.stderr, res.stderr
+    assert "folder store" in res.stderr and "Error:" not in res.stderr, res.stderr
+    good = "file://" + str(tmp_path / "store")
+    try:
+        res = run_cli(d.home, "start", "--store", good)
+        assert res.returncode == 0, res.stderr
+        assert d.client().status()["store"] == good
+    finally:
+        run_cli(d.home, "stop")
+
+
 def test_change_store_confirmed_pushes_everything_there(make_daemon, url, tmp_path):
     a, b, sid, code = _shared(make_daemon, url)
     own = a.client().create_session(name="not shared")["id"]

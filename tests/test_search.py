@@ -169,6 +169,9 @@ def test_cli_search_json_text_and_errors(pair):
     assert bad.returncode != 0 and "not valid FTS5 syntax" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     bad = run_cli(a.home, "search", "x", "--limit", "0", "--json")
     assert bad.returncode != 0 and json.loads(bad.stdout)["error"]["message"].startswith("--limit")
+    # a mistyped --session is said to be one, not "no messages match"
+    bad = run_cli(a.home, "search", "narwhal", "--session", sid[:-1] + "x", "--json")
+    assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "not_found", bad
 
     # deleted (`sessiond rm`): gone
     c.delete_session(sid)

@@ -13,6 +13,7 @@ from ...client import Client, DaemonNotRunning
 from ...daemon.home import holds_lock, read_lock, resolve_home
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError
+from ..options import seconds
 from ..output import emit, short, table, when
 from . import Commands
 
@@ -47,7 +48,7 @@ def register(commands: Commands) -> None:
     p = commands.add("stop", cmd_stop, "stop the daemon")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=15.0,
         help="seconds to wait for a clean stop before killing the daemon (default 15)",
     )
@@ -56,9 +57,20 @@ def register(commands: Commands) -> None:
 
 
 def cmd_daemon(args) -> int:
+    from ...daemon.home import HomeError
     from ...daemon.server import run
 
-    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd, change_store=args.change_store)
+    try:
+        run(
+            resolve_home(args.home),
+            args.store,
+            ready_fd=args.ready_fd,
+            change_store=args.change_store,
+            as_json=args.json,
+        )
+    except HomeError as exc:  # `start` shows the last line its daemon wrote: this one
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return 0
 
 
 def cmd_start(args) -> int:

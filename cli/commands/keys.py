@@ -44,11 +44,9 @@ def cmd_key_export(args) -> int:
     check_private_dir(home.keys, "key folder")
     ks = KeyStore(home.keys)
     words = ks.export_mnemonic()
-    emit(
-        args,
-        {"mnemonic": words, "words": len(words.split())},
-        "Your device key backup (keep it secret; anyone with it can sign as this device):\n\n" + words,
-    )
+    if not args.json:  # standard output keeps the words alone: `key export > F` restores with `key import < F`
+        print("Your device key backup (keep it secret; anyone with it can sign as this device):", file=sys.stderr)
+    emit(args, {"mnemonic": words, "words": len(words.split())}, words)
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from ...client import ApiError
 from ..connect import client
 from ..inputs import read_text
+from ..options import count
 from ..output import emit, safe, short, when
 from . import Commands
 
@@ -31,7 +32,7 @@ def register(commands: Commands) -> None:
     p.add_argument("id")
     p.add_argument("--chat")
     p.add_argument("--all", action="store_true", help="every chat, interleaved in order")
-    p.add_argument("--limit", type=int, default=1_000_000)
+    p.add_argument("--limit", type=count, default=1_000_000)
     p.add_argument("--short", action="store_true", help="one line per message")
 
 

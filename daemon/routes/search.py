@@ -7,7 +7,9 @@ from .common import daemon_of, ok, query
 
 async def search(request: web.Request) -> web.Response:
     q = query(request)
-    hits = await daemon_of(request).db.search(
-        q["q"], session=q.get("session"), user=q.get("user"), role=q.get("role"), limit=q.get("limit", 20)
-    )
+    db = daemon_of(request).db
+    sid = q.get("session")
+    hits = await db.search(q["q"], session=sid, user=q.get("user"), role=q.get("role"), limit=q.get("limit", 20))
+    if sid is not None and not hits:
+        await db.get_session(sid)  # a session this device does not have is a 404, not "no messages match"
     return ok({"query": q["q"], "hits": hits})
