@@ -4,7 +4,8 @@ Writes go to every store. A store that fails a write (or still has writes waitin
 own durable outbox instead (storage/outbox.py, rows in SQLite written before the write returns), which
 a background task drains in order once the store answers again: objects first, then the heads that
 name them. A store that is down therefore blocks none of the others, and catches up, across a restart
-of the daemon too. A write succeeds when at least one store took it directly; when none did, it fails
+of the daemon too; one that hangs instead of refusing holds a write at most LAG seconds after another
+store took it, and is then failed as a store that is down. A write succeeds when at least one store took it directly; when none did, it fails
 (the push retries, as with one store) and the outboxes keep it for the stores anyway.
 
 Reads: an object from whichever store has it (each store verifies what it returns; a store answering
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from ..storage.outbox import HEAD, Outbox
 from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
 from ..stores.cid import digest
-from ..stores.errors import ReadOnlyStore
+from ..stores.errors import ReadOnlyStore, StoreTimeout
 from ..stores.registry import RegistryEntry, RegistryError
 from .tasks import stop_tasks
 
@@ -34,6 +35,8 @@ log = logging.getLogger("sessiond.sync")
 
 SEPARATOR = "\n"  # between the URLs of a mirror's identity (a URL holds no newline)
 _FAILURES = (StoreError, RegistryError, TimeoutError, OSError)
+# Seconds a write waits for the slower stores of a mirror once one store has taken it (MirrorStore._bounded).
+LAG = 5.0
 
 
 def mirror_urls(url: str) -> list[str]:
@@ -68,7 +71,15 @@ class Health:
 
 
 class MirrorStore(Store):
-    def __init__(self, stores: list[Store], outbox: Outbox, *, timeout: float = 30.0, max_backoff: float = 10.0):
+    def __init__(
+        self,
+        stores: list[Store],
+        outbox: Outbox,
+        *,
+        timeout: float = 30.0,
+        max_backoff: float = 10.0,
+        lag: float = LAG,
+    ):
         if len(stores) < 2:
             raise StoreError("a mirror is two stores or more")
         self.stores = stores
@@ -76,6 +87,7 @@ class MirrorStore(Store):
         self.outbox = outbox
         self.timeout = timeout
         self.max_backoff = max_backoff
+        self.lag = lag  # how long the others wait for a store once one took a write (see _bounded)
         self.health = {s.url: Health() for s in stores}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -163,19 +175,24 @@ class MirrorStore(Store):
         self._wake.set()
 
     async def _write_to(
-        self, st: Store, write: Callable[[], Awaitable[object]], queue: Callable[[], Awaitable[None]]
+        self,
+        st: Store,
+        write: Callable[[], Awaitable[object]],
+        queue: Callable[[], Awaitable[None]],
+        took: asyncio.Event,
     ) -> bool | StaleHead:
         """One write to one store: now if it goes straight there (`_direct`), else, or when it fails,
         `queue`d in the store's outbox for the drain loop. Returns whether the store took it, or the
         StaleHead it answered (it holds as high a head: it answered, nothing to queue). A read-only
-        store neither takes nor queues it."""
+        store neither takes nor queues it. `took` is set by the first store of the mirror that takes it."""
         if self.health[st.url].read_only:
             return False
         if not self._direct(st):
             await queue()
             return False
         try:
-            await write()
+            await self._bounded(st, write, took)
+            took.set()
         except StaleHead as exc:
             self._ok(st)
             return exc
@@ -189,11 +206,38 @@ class MirrorStore(Store):
         self._ok(st)
         return True
 
-    async def _put_to(self, st: Store, items: list[tuple[bytes, bytes]]) -> bool | StaleHead:
+    async def _bounded(self, st: Store, write: Callable[[], Awaitable[object]], took: asyncio.Event) -> None:
+        """`write()` to `st`, given the mirror's whole timeout while no store has taken the write, but only
+        `lag` seconds more once another has: a store that hangs (rather than refusing) would otherwise hold
+        every push for the whole timeout, and the followers reading the stores that answered would see the
+        change that much later. It is then failed as any store that does not answer (backoff), and what it
+        missed goes to its outbox."""
+        task = asyncio.ensure_future(write())
+        other = asyncio.ensure_future(took.wait())
+        try:
+            await asyncio.wait([task, other], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            other.cancel()
+        if task.done():
+            task.result()
+            return
+        try:
+            await asyncio.wait_for(task, self.lag)
+        except TimeoutError:
+            raise StoreTimeout(
+                f"{st.url}: no answer {self.lag:g} s after another store of the mirror took the write; it is"
+                f" sent to this one from its outbox"
+            ) from None
+
+    async def _put_to(self, st: Store, items: list[tuple[bytes, bytes]], took: asyncio.Event) -> bool | StaleHead:
         return await self._write_to(
             st,
             lambda: st.put_many([d for _, d in items], [h for h, _ in items], timeout=self.timeout),
             lambda: self._queue_objects(st, items),
+            took,
         )
 
     async def put_many(
@@ -203,7 +247,8 @@ class MirrorStore(Store):
         timeout, so `timeout` is not used."""
         hs = [h if h is not None else digest(d) for h, d in zip(hashes or [None] * len(items), items)]
         pairs = list(zip(hs, items))
-        took = await asyncio.gather(*(self._put_to(s, pairs) for s in self.stores))
+        first = asyncio.Event()
+        took = await asyncio.gather(*(self._put_to(s, pairs, first) for s in self.stores))
         if not any(t is True for t in took):
             raise StoreError(self._none_took("objects"))
         return hs
@@ -215,15 +260,19 @@ class MirrorStore(Store):
         why = "; ".join(f"{u}: {h.last_error or 'catching up'}" for u, h in self.health.items())
         return f"no store of the mirror took the {what} ({why}); they are kept for each store and sent when it answers"
 
-    async def _head_to(self, st: Store, entry: RegistryEntry) -> bool | StaleHead:
+    async def _head_to(self, st: Store, entry: RegistryEntry, took: asyncio.Event) -> bool | StaleHead:
         return await self._write_to(
-            st, lambda: asyncio.wait_for(st.set_head(entry), self.timeout), lambda: self._queue_head(st, entry)
+            st,
+            lambda: asyncio.wait_for(st.set_head(entry), self.timeout),
+            lambda: self._queue_head(st, entry),
+            took,
         )
 
     async def set_head(self, entry: RegistryEntry) -> None:
         """Published to every store (or its outbox). StaleHead when any store holds an equal or higher
         revision: the caller reads the head (the highest among them) and decides, as with one store."""
-        results = await asyncio.gather(*(self._head_to(s, entry) for s in self.stores))
+        first = asyncio.Event()
+        results = await asyncio.gather(*(self._head_to(s, entry, first) for s in self.stores))
         stale = next((r for r in results if isinstance(r, StaleHead)), None)
         if stale is not None:
             raise stale

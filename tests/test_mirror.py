@@ -241,3 +241,59 @@ async def test_a_read_only_gateway_in_a_mirror_is_read_never_queued(tmp_path, db
     assert {s["url"]: s["pending"] for s in await m.status()} == {a.url: 0, g.url: 0}
     assert await m.get(only_g) == b"on the gateway"
     await m.close()
+
+
+class Hung(Switch):
+    """A folder store that can be made to hang: its writes wait until it is let go (a server that accepts
+    the connection and never answers)."""
+
+    def __init__(self, root: str):
+        super().__init__(root)
+        self.free = asyncio.Event()
+        self.free.set()
+
+    async def put_many(self, items, hashes=None, *, timeout=None):
+        await self.free.wait()
+        return await self.inner.put_many(items, hashes, timeout=timeout)
+
+    async def set_head(self, entry: RegistryEntry) -> None:
+        await self.free.wait()
+        await self.inner.set_head(entry)
+
+
+async def test_a_store_that_hangs_holds_a_write_only_lag_seconds_after_another_took_it(tmp_path, db):
+    # The README: "a store that is down blocks none of the others". One that hangs instead of refusing
+    # held every push for the mirror's whole timeout (30 s by default), and the followers reading the store
+    # that answered saw the change that much later.
+    a, b = Switch(str(tmp_path / "a")), Hung(str(tmp_path / "b"))
+    m = MirrorStore([a, b], db.outbox, timeout=30, max_backoff=0.2, lag=0.3)
+    await m.started()
+    key = SigningKey.generate()
+    b.free.clear()
+    h = await asyncio.wait_for(m.put(b"while b hangs"), 5)  # (it waited the 30 s before)
+    await asyncio.wait_for(m.set_head(head(key, 1)), 5)  # b is known down now: straight to its outbox
+    assert await a.inner.has(h) and (await a.inner.get_head(head(key, 1).pk)).revision == 1
+    st = {s["url"]: s for s in await m.status()}
+    assert st[b.url]["reachable"] is False and st[b.url]["pending"] == 2
+    assert "no answer 0.3 s after another store of the mirror took the write" in st[b.url]["last_error"]
+    b.free.set()  # it answers again: what it missed is sent from its outbox
+    await eventually(lambda: m.health[b.url].pending == 0 and m.health[b.url].reachable, what="b caught up")
+    assert await b.inner.get(h) == b"while b hangs" and (await b.inner.get_head(head(key, 1).pk)).revision == 1
+    await m.close()
+
+
+async def test_a_slow_store_is_waited_for_while_no_other_has_taken_the_write(tmp_path, db):
+    a, b = Hung(str(tmp_path / "a")), Hung(str(tmp_path / "b"))
+    m = MirrorStore([a, b], db.outbox, timeout=30, max_backoff=0.2, lag=0.3)
+    await m.started()
+    a.free.clear()
+    b.free.clear()
+    put = asyncio.ensure_future(m.put(b"both slow"))
+    await asyncio.sleep(0.6)  # past the lag: no store has taken it yet, so neither is given up on
+    assert not put.done()
+    a.free.set()
+    b.free.set()
+    h = await asyncio.wait_for(put, 5)
+    assert await a.inner.has(h) and await b.inner.has(h)
+    assert all(s["reachable"] and s["pending"] == 0 for s in await m.status())
+    await m.close()
