@@ -129,7 +129,8 @@ class MirrorStore(Store):
     def _failed(self, st: Store, exc: BaseException) -> None:
         h = self.health[st.url]
         h.reachable = False
-        h.last_error = describe_error(exc)
+        bare_timeout = isinstance(exc, TimeoutError) and not str(exc)  # (asyncio.wait_for's: no message)
+        h.last_error = f"{st.url}: no answer within {self.timeout:g} s" if bare_timeout else describe_error(exc)
         h.failures += 1
         h.retry_at = time.monotonic() + min(self.max_backoff, 0.2 * 2 ** (h.failures - 1))
         log.warning("mirror store failed: %s", h.last_error, extra={"store": st.url})

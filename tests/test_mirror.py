@@ -297,3 +297,19 @@ async def test_a_slow_store_is_waited_for_while_no_other_has_taken_the_write(tmp
     assert await a.inner.has(h) and await b.inner.has(h)
     assert all(s["reachable"] and s["pending"] == 0 for s in await m.status())
     await m.close()
+
+
+async def test_a_store_that_times_out_says_so_in_its_status(tmp_path, db):
+    a, b = Hung(str(tmp_path / "a")), Hung(str(tmp_path / "b"))
+    m = MirrorStore([a, b], db.outbox, timeout=0.2, max_backoff=0.2)
+    await m.started()
+    key = SigningKey.generate()
+    b.free.clear()
+    a.free.clear()
+    with pytest.raises(StoreError):  # neither took it (both kept it in their outboxes)
+        await asyncio.wait_for(m.set_head(head(key, 1)), 5)
+    st = {s["url"]: s for s in await m.status()}
+    assert st[b.url]["last_error"] == f"{b.url}: no answer within 0.2 s"  # it said "TimeoutError"
+    a.free.set()
+    b.free.set()
+    await m.close()
