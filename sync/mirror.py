@@ -5,8 +5,9 @@ own durable outbox instead (storage/outbox.py, rows in SQLite written before the
 a background task drains in order once the store answers again: objects first, then the heads that
 name them. A store that is down therefore blocks none of the others, and catches up, across a restart
 of the daemon too; one that hangs instead of refusing holds a write at most LAG seconds after another
-store took it, and is then failed as a store that is down. A write succeeds when at least one store took it directly; when none did, it fails
-(the push retries, as with one store) and the outboxes keep it for the stores anyway.
+store took it, and is then failed as a store that is down. A write succeeds when at least one store took
+it directly; when none did, it fails (the push retries, as with one store) and the outboxes keep it for
+the stores anyway.
 
 Reads: an object from whichever store has it (each store verifies what it returns; a store answering
 damaged bytes is skipped for the next), a head as the highest valid revision among the stores, so a
