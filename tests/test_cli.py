@@ -382,3 +382,20 @@ def test_text_that_is_not_utf8_is_a_clear_error(daemon):
         assert res.returncode == 2 and "UTF-8" in res.stderr, (argv, res)
         _no_traceback(res)
     assert cli_json(daemon.home, "log", sid)["messages"] == []
+
+
+def test_export_to_a_folder_or_a_missing_folder_is_a_clear_error(daemon, tmp_path):
+    sid = cli_json(daemon.home, "new", "--name", "kept private")["id"]
+    out = tmp_path / "out"
+    out.mkdir()
+    for fmt in ("json", "markdown"):
+        for target, says in ((out, "is a folder"), (out / "missing" / "x.json", "no folder")):
+            res = run_cli(daemon.home, "export", sid, "--format", fmt, "-o", str(target), "--json")
+            assert res.returncode == 2, res
+            _no_traceback(res)
+            err = json.loads(res.stdout)["error"]
+            assert err["code"] == "usage" and says in err["message"] and str(target) in err["message"], err
+    # no temporary copy of the session left behind, beside the folder or in it
+    assert [n for n in os.listdir(tmp_path) + os.listdir(out) if n.startswith(".tmp-")] == []
+    res = run_cli(daemon.home, "export", sid, "-o", str(out / "s.json"), "--json", check=True)
+    assert json.loads(res.stdout) == {"written": str(out / "s.json")}
