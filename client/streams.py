@@ -97,16 +97,37 @@ class CompletionStream:
         self.close()
 
 
+def body_lines(resp: http.client.HTTPResponse) -> Iterator[bytes]:
+    """A streamed body's lines as they arrive, its chunked framing undone, until its end (the last chunk:
+    the daemon ended it, the connection kept alive) or the connection's. Read from the response's file
+    with a reference of its own: closing the response (EventStream.close, any thread) sets resp.fp to
+    None, and a read after that raises ValueError or OSError."""
+    fp = resp.fp
+    if fp is None:  # closed already
+        return
+    if not resp.chunked:
+        yield from iter(fp.readline, b"")
+        return
+    partial = b""
+    while True:
+        size = fp.readline()
+        if not size:
+            return
+        n = int(size.split(b";", 1)[0], 16)
+        if n == 0:
+            return
+        data = fp.read(n)
+        if len(data) < n or fp.read(2) != b"\r\n":
+            return  # the connection ended inside the chunk
+        *lines, partial = (partial + data).split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+
+
 def change_events(resp: http.client.HTTPResponse) -> Iterator[dict]:
     """The change events of GET /v1/events as they arrive (blocking), until the daemon ends the stream."""
     parser = SseParser()
-    fp = resp.fp  # its own reference: closing the response (EventStream.close, any thread) sets resp.fp to None
-    if fp is None:  # closed already
-        return
-    while True:
-        line = fp.readline()
-        if not line:
-            return
+    for line in body_lines(resp):
         done = parser.feed(line)
         if done is not None:
             yield done[1]
