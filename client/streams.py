@@ -66,15 +66,23 @@ class CompletionStream:
     answer. close() (or leaving a `with` block) early stops the generation; the daemon records what
     arrived, marked interrupted."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse):
+    def __init__(
+        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, sid: str = "", timeout: float = 0
+    ):
         self._conn, self._resp = conn, resp
+        self._sid, self._timeout = sid, timeout
         self.message: dict | None = None
 
     def __iter__(self) -> Iterator[str]:
         parser = SseParser()
         try:
             while True:
-                line = self._resp.readline()
+                try:
+                    line = self._resp.readline()
+                except TimeoutError:
+                    raise self._broken(f"the daemon sent nothing for {self._timeout:g} s") from None
+                except (OSError, http.client.HTTPException):
+                    break
                 if not line:
                     break
                 done = parser.feed(line)
@@ -85,7 +93,13 @@ class CompletionStream:
         finally:
             self.close()
         if self.message is None:
-            raise ClientError("the daemon's answer stream ended before the stored message")
+            raise self._broken("the connection to the daemon broke in the middle of the answer")
+
+    def _broken(self, what: str) -> ClientError:
+        return ClientError(
+            f"{what}; the daemon records what it had of the answer, marked interrupted, unless it stopped "
+            f"first: see `sessiond log {self._sid}`"
+        )
 
     def close(self) -> None:
         self._conn.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ...client import ApiError
+from ...client import ClientError
 from ..connect import client
 from ..inputs import read_text
 from ..output import emit, safe, short, when
@@ -58,7 +58,7 @@ def cmd_ask(args) -> int:
             sys.stdout.write("\n")
         print("sessiond: stopped; what arrived is recorded, marked interrupted", file=sys.stderr)
         return 130
-    except ApiError:
+    except ClientError:  # the daemon's error, or the connection's: on a line of its own
         if wrote:
             sys.stdout.write("\n")
             sys.stdout.flush()

@@ -1,0 +1,130 @@
+"""What an app gets from the Python clients when what answers on the socket fails: no answer, a closed
+connection, an answer that is not HTTP, or one cut short. Always a ClientError that says what happened
+(DaemonNotRunning, ApiError or ClientError itself), never a raw socket, http.client or aiohttp error."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from sessiond.client import ApiError, Client, ClientError
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.fixture
+def canned(tmp_path):
+    """canned(reply, hold=False): the path of a Unix socket whose server reads a request, sends `reply`
+    and then ends the connection, or, with `hold`, keeps it open without a word more (a hung daemon)."""
+    listeners: list[socket.socket] = []
+    release = threading.Event()
+
+    def make(reply: bytes, hold: bool = False) -> str:
+        path = str(tmp_path / f"s{len(listeners)}.sock")
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(path)
+        srv.listen(8)
+        listeners.append(srv)
+
+        def answer(conn: socket.socket) -> None:
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+                if hold:
+                    release.wait(30)
+                    return
+                conn.shutdown(socket.SHUT_WR)  # the end of the answer; what more the client sends is read
+                while conn.recv(65536):
+                    pass
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return path
+
+    yield make
+    release.set()
+    for srv in listeners:
+        srv.close()
+
+
+def _fails_clearly(call, *says: str) -> ClientError:
+    with pytest.raises(ClientError) as info:
+        call()
+    for s in says:
+        assert s in str(info.value), (s, str(info.value))
+    return info.value
+
+
+def _stream(c: Client):
+    return list(c.complete_stream("s1", "hello"))
+
+
+def test_a_hung_daemon_is_a_timeout_that_says_so_on_every_call(canned):
+    c = Client(socket=canned(b"", hold=True), timeout=0.3)
+    for call in (c.status, lambda: c.create_session(name="x"), lambda: _stream(c)):
+        _fails_clearly(call, "did not answer within 0.3 s")
+
+
+def test_a_stream_that_stops_midway_is_a_timeout_that_says_so(canned):
+    delta = b'event: delta\ndata: {"content": "Hel"}\n\n'
+    c = Client(socket=canned(SSE_HEAD + _chunk(delta), hold=True), timeout=0.3)
+    stream = c.complete_stream("s1", "hello")
+    got: list[str] = []
+    with pytest.raises(ClientError, match=r"sent nothing for 0\.3 s") as info:
+        got.extend(stream)
+    assert got == ["Hel"] and "sessiond log s1" in str(info.value)
+
+
+def test_a_stream_cut_midway_says_what_to_check(canned):
+    delta = b'event: delta\ndata: {"content": "Hel"}\n\n'
+    c = Client(socket=canned(SSE_HEAD + _chunk(delta)))  # then the connection closes: no end of the body
+    _fails_clearly(lambda: _stream(c), "broke in the middle of the answer", "sessiond log s1")
+
+
+def test_a_connection_closed_before_an_answer(canned):
+    c = Client(socket=canned(b""))
+    _fails_clearly(lambda: _stream(c), "broke before it answered POST /v1/sessions/s1/complete")
+    with pytest.raises(ClientError):
+        list(c.event_stream())
+    with pytest.raises(ClientError):
+        list(c.events())
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"garbage garbage\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    ],
+)
+def test_an_answer_that_is_not_http(canned, reply):
+    c = Client(socket=canned(reply))
+    for call in (c.status, lambda: c.create_session(name="x")):
+        _fails_clearly(call, "not HTTP")
+    if b"200" not in reply:  # its status line already (http.client reads a bad length as none)
+        _fails_clearly(lambda: _stream(c), "not HTTP")
+        _fails_clearly(c.event_stream, "not HTTP")
+
+
+def test_an_error_answer_of_another_shape_is_an_api_error(canned):
+    body = b'{"error": "boom"}'
+    c = Client(socket=canned(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)))
+    for call in (c.status, lambda: _stream(c), lambda: list(c.event_stream()), lambda: list(c.events())):
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status == 500 and "HTTP 500" in str(info.value)
