@@ -33,6 +33,14 @@ class SseParser:
         return None
 
 
+def broken_answer(what: str, sid: str) -> ClientError:
+    """The error of a streamed answer that stopped before the stored message."""
+    return ClientError(
+        f"{what}; the daemon records what it had of the answer, marked interrupted, unless it stopped "
+        f"first: see `sessiond log {sid}`"
+    )
+
+
 class StreamedAnswer:
     """Where the async client keeps a streamed answer's stored message as it arrives."""
 
@@ -80,7 +88,7 @@ class CompletionStream:
                 try:
                     line = self._resp.readline()
                 except TimeoutError:
-                    raise self._broken(f"the daemon sent nothing for {self._timeout:g} s") from None
+                    raise broken_answer(f"the daemon sent nothing for {self._timeout:g} s", self._sid) from None
                 except (OSError, http.client.HTTPException):
                     break
                 if not line:
@@ -93,13 +101,7 @@ class CompletionStream:
         finally:
             self.close()
         if self.message is None:
-            raise self._broken("the connection to the daemon broke in the middle of the answer")
-
-    def _broken(self, what: str) -> ClientError:
-        return ClientError(
-            f"{what}; the daemon records what it had of the answer, marked interrupted, unless it stopped "
-            f"first: see `sessiond log {self._sid}`"
-        )
+            raise broken_answer("the connection to the daemon broke in the middle of the answer", self._sid)
 
     def close(self) -> None:
         self._conn.close()

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from sessiond.client import ApiError, Client, ClientError
+from sessiond.client import ApiError, AsyncClient, Client, ClientError
 
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 
@@ -128,3 +128,71 @@ def test_an_error_answer_of_another_shape_is_an_api_error(canned):
         with pytest.raises(ApiError) as info:
             call()
         assert info.value.status == 500 and "HTTP 500" in str(info.value)
+
+
+def test_an_event_stream_cut_by_the_daemon_ends_its_iteration(canned):
+    event = b'event: session.created\ndata: {"session": "s1"}\n\n'
+    path = canned(SSE_HEAD + _chunk(event))  # then the connection ends, with no end of the body (kill -9)
+    assert [ev["session"] for ev in Client(socket=path).event_stream()] == ["s1"]
+
+
+# The asyncio client, the same failures.
+
+
+async def _astream(c: AsyncClient) -> list:
+    return [x async for x in c.complete_stream("s1", "hello")]
+
+
+async def _afails_clearly(coro, *says: str) -> ClientError:
+    with pytest.raises(ClientError) as info:
+        await coro
+    for s in says:
+        assert s in str(info.value), (s, str(info.value))
+    return info.value
+
+
+async def test_async_a_hung_daemon_is_a_timeout_that_says_so(canned):
+    async with AsyncClient(socket=canned(b"", hold=True), timeout=0.3) as c:
+        for coro in (c.status(), c.create_session(name="x"), _astream(c)):
+            await _afails_clearly(coro, "did not answer within 0.3 s")
+
+
+async def test_async_a_stream_that_stops_or_breaks_midway_says_so(canned):
+    delta = b'event: delta\ndata: {"content": "Hel"}\n\n'
+    for hold, says in ((True, "sent nothing for 0.3 s"), (False, "broke in the middle of the answer")):
+        async with AsyncClient(socket=canned(SSE_HEAD + _chunk(delta), hold=hold), timeout=0.3) as c:
+            got: list = []
+            with pytest.raises(ClientError) as info:
+                async for text in c.complete_stream("s1", "hello"):
+                    got.append(text)
+            assert got == ["Hel"] and says in str(info.value) and "sessiond log s1" in str(info.value)
+
+
+async def test_async_a_connection_closed_before_an_answer(canned):
+    async with AsyncClient(socket=canned(b"")) as c:
+        await _afails_clearly(_astream(c), "broke before it answered POST /v1/sessions/s1/complete")
+        await _afails_clearly(c.create_session(name="x"), "broke before it answered POST /v1/sessions")
+        await _afails_clearly(c.status(), "no sessiond daemon answers")
+
+
+@pytest.mark.parametrize("reply", [b"garbage garbage\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n"])
+async def test_async_an_answer_that_is_not_http(canned, reply):
+    async with AsyncClient(socket=canned(reply)) as c:
+        for coro in (c.status(), c.create_session(name="x"), _astream(c)):
+            await _afails_clearly(coro, "not HTTP")
+
+
+async def test_async_an_error_answer_of_another_shape_is_an_api_error(canned):
+    body = b'{"error": "boom"}'
+    path = canned(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    for call in (lambda c: c.status(), _astream):
+        async with AsyncClient(socket=path) as c:  # one each: the server closes a connection after its answer
+            with pytest.raises(ApiError) as info:
+                await call(c)
+        assert info.value.status == 500 and "HTTP 500" in str(info.value)
+
+
+async def test_async_an_event_stream_cut_by_the_daemon_ends_its_iteration(canned):
+    event = b'event: session.created\ndata: {"session": "s1"}\n\n'
+    async with AsyncClient(socket=canned(SSE_HEAD + _chunk(event))) as c:
+        assert [ev["session"] async for ev in c.events()] == ["s1"]
