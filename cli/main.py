@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare(args)
         except UsageError as exc:
             return fail(args, exc.kind, str(exc), exc.code)
+    if args.home == "":  # `--home "$H"` with H unset: never read as "the default home"
+        return fail(args, "usage", "--home is empty: give the home's folder, or leave --home out", EXIT_USAGE)
     home = resolve_home(args.home)
     if os.path.lexists(home) and not os.path.isdir(home):
         return fail(

@@ -399,3 +399,16 @@ def test_export_to_a_folder_or_a_missing_folder_is_a_clear_error(daemon, tmp_pat
     assert [n for n in os.listdir(tmp_path) + os.listdir(out) if n.startswith(".tmp-")] == []
     res = run_cli(daemon.home, "export", sid, "-o", str(out / "s.json"), "--json", check=True)
     assert json.loads(res.stdout) == {"written": str(out / "s.json")}
+
+
+def test_an_empty_home_is_refused_not_read_as_the_default(daemon):
+    """`--home "$H"` with H unset must not act on the default home (here $SESSIOND_HOME's, a live daemon)."""
+    sid = cli_json(daemon.home, "new")["id"]
+    env = {"SESSIOND_HOME": daemon.home}
+    for args in (["ls"], ["rm", sid], ["stop"], ["key", "export"]):
+        res = run_cli("", *args, "--json", env=env)
+        assert res.returncode == 2, (args, res)
+        _no_traceback(res)
+        err = json.loads(res.stdout)["error"]
+        assert err["code"] == "usage" and "--home is empty" in err["message"], err
+    assert cli_json(daemon.home, "show", sid)["id"] == sid
