@@ -70,6 +70,9 @@ class Client(Api):
             except (OSError, ValueError, IndexError) as exc:
                 self.close()
                 raise self._failure(exc, method, path) from None
+            except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
+                self.close()
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _failure(self, exc: Exception, method: str, path: str) -> ClientError:

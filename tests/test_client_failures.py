@@ -4,6 +4,8 @@ connection, an answer that is not HTTP, or one cut short. Always a ClientError t
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import threading
 
@@ -196,3 +198,46 @@ async def test_async_an_event_stream_cut_by_the_daemon_ends_its_iteration(canned
     event = b'event: session.created\ndata: {"session": "s1"}\n\n'
     async with AsyncClient(socket=canned(SSE_HEAD + _chunk(event))) as c:
         assert [ev["session"] async for ev in c.events()] == ["s1"]
+
+
+def test_a_call_interrupted_by_ctrl_c_leaves_no_answer_for_the_next(tmp_path):
+    """Ctrl-C (KeyboardInterrupt, as in a REPL or a notebook) during a call: the next call on the same
+    client gets its own answer, not the interrupted call's, which the daemon sends later."""
+    path = str(tmp_path / "s.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(8)
+    asked, release = threading.Event(), threading.Event()
+
+    def answer(conn: socket.socket, n: int) -> None:
+        with conn, contextlib.suppress(OSError):  # (the slow answer may find its connection closed)
+            while data := conn.recv(65536):  # every request on this connection, answered in order
+                if n == 0:
+                    asked.set()
+                    release.wait(30)  # the first is slow: answered after the app gave up on it
+                body = b'{"path": "%s"}' % data.split(b" ")[1]
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                n = 1
+
+    def serve() -> None:
+        for n in range(2):
+            conn, _ = srv.accept()
+            threading.Thread(target=answer, args=(conn, n), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    c = Client(socket=path)
+
+    def interrupt() -> None:
+        asked.wait(10)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C does
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            c.list_sessions()
+        release.set()
+        assert c.status() == {"path": "/v1/status"}
+    finally:
+        release.set()
+        c.close()
+        srv.close()
