@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,13 +31,15 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Client(Api):
-    """Blocking client (standard library only, so the CLI starts fast)."""
+    """Blocking client (standard library only, so the CLI starts fast). Threads may share one: their
+    calls take turns on its connection (a Client per thread makes them in parallel)."""
 
     def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
         self.home = resolve_home(home)
         self.socket = socket or socket_path(self.home)
         self.timeout = timeout
         self._conn: Connection | None = None  # the calls' kept-alive connection (wire.py)
+        self._turn = threading.Lock()  # threads sharing this client take turns on that connection
 
     def __enter__(self) -> Client:
         return self
@@ -54,6 +57,10 @@ class Client(Api):
         head = request_head(method, path, payload, key, IDEMPOTENCY_HEADER)
         request = head if payload is None else head + payload
         retry = retryable(method, key)
+        with self._turn:
+            return self._exchange(method, path, request, retry)
+
+    def _exchange(self, method: str, path: str, request: bytes, retry: bool) -> tuple[int, bytes]:
         for attempt in (0, 1):
             if self._conn is not None and not retry and self._conn.closed_by_peer():
                 self.close()  # what cannot be retried is not sent on a connection the daemon already closed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 
 import pytest
 
@@ -510,3 +511,26 @@ def test_settings_patch_merges_per_field(daemon):
     assert st == 200 and s["settings"] == {"max_tokens": 100, "top_p": 0.5, "top_k": 7}, s
     st, s = raw(daemon, "PATCH", f"/v1/sessions/{sid}", b'{"settings": {"top_k": "many"}}')
     assert st == 422 and c.get_session(sid)["settings"]["top_k"] == 7
+
+
+def test_one_client_shared_by_threads_gives_each_call_its_own_answer(daemon):
+    c = daemon.client()
+    ids = [c.create_session(name=f"t{i}")["id"] for i in range(4)]
+    wrong: list = []
+
+    def ask(sid: str) -> None:
+        for _ in range(100):
+            try:
+                got = c.get_session(sid)["id"]
+            except Exception as exc:  # (what a thread met on the shared connection)
+                got = repr(exc)
+            if got != sid:
+                wrong.append((sid, got))
+
+    threads = [threading.Thread(target=ask, args=(sid,), daemon=True) for sid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "threads hung on the shared connection"
+    assert wrong == []
