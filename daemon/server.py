@@ -292,14 +292,17 @@ def tune_process() -> None:
 def run(
     home_path: str, store: str | list[str] | None = None, *, ready_fd: int | None = None, change_store: bool = False
 ) -> int:
+    """Serve until stopped; a home or a store it cannot use raises StartFailed (the CLI reports it)."""
     tune_process()
     MemDebug.start()
     try:
         asyncio.run(serve(home_path, store, ready_fd=ready_fd, change_store=change_store))
     except HomeError as exc:
-        print(f"sessiond: {exc}", file=sys.stderr)
-        return 2
+        raise StartFailed(str(exc)) from None
     except StoreError as exc:
-        print(f"sessiond: store: {exc}", file=sys.stderr)
-        return 2
+        raise StartFailed(f"store: {exc}") from None
     return 0
+
+
+class StartFailed(Exception):
+    """The daemon cannot serve this home: the message says why and what to do."""

@@ -412,3 +412,12 @@ def test_an_empty_home_is_refused_not_read_as_the_default(daemon):
         err = json.loads(res.stdout)["error"]
         assert err["code"] == "usage" and "--home is empty" in err["message"], err
     assert cli_json(daemon.home, "show", sid)["id"] == sid
+
+
+def test_a_daemon_that_cannot_start_answers_in_json(daemon, tmp_path):
+    res = run_cli(daemon.home, "daemon", "--json")  # a daemon runs there already
+    assert res.returncode == 2, res
+    assert "already running" in json.loads(res.stdout)["error"]["message"] and "already running" in res.stderr
+    res = run_cli(str(tmp_path / "h"), "daemon", "--store", "s3://bucket", "--json")
+    assert res.returncode == 2 and "unsupported store URL" in json.loads(res.stdout)["error"]["message"], res
+    _no_traceback(res)

@@ -56,9 +56,12 @@ def register(commands: Commands) -> None:
 
 
 def cmd_daemon(args) -> int:
-    from ...daemon.server import run
+    from ...daemon.server import StartFailed, run
 
-    return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd, change_store=args.change_store)
+    try:
+        return run(resolve_home(args.home), args.store, ready_fd=args.ready_fd, change_store=args.change_store)
+    except StartFailed as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 def cmd_start(args) -> int:
