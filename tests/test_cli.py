@@ -421,3 +421,14 @@ def test_a_daemon_that_cannot_start_answers_in_json(daemon, tmp_path):
     res = run_cli(str(tmp_path / "h"), "daemon", "--store", "s3://bucket", "--json")
     assert res.returncode == 2 and "unsupported store URL" in json.loads(res.stdout)["error"]["message"], res
     _no_traceback(res)
+
+
+def test_a_relay_that_cannot_serve_answers_in_json(tmp_path):
+    data = str(tmp_path / "relay")
+    for args, says in (
+        (["--listen", "nonsense"], "is not HOST:PORT"),
+        (["--listen", "127.0.0.1:0", "--cert", str(tmp_path / "c.pem")], "--cert and --key go together"),
+    ):
+        res = run_cli(None, "serve", "--data", data, *args, "--json")
+        assert res.returncode == 2 and says in json.loads(res.stdout)["error"]["message"], res
+        _no_traceback(res)

@@ -9,6 +9,8 @@ import os
 import re
 import sys
 
+from ..errors import EXIT_USAGE, CliError
+
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 
 
@@ -53,9 +55,9 @@ def register(commands) -> None:
     q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
 
 
-def _fail(message: str) -> int:
-    print(f"sessiond: {message}", file=sys.stderr)
-    return 2
+def _fail(message: str) -> CliError:
+    """The relay cannot serve as asked (exit code 2; a JSON error with --json)."""
+    return CliError(message, EXIT_USAGE)
 
 
 def cmd_invite(args) -> int:
@@ -80,20 +82,20 @@ def cmd_serve(args) -> int:
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
-        return _fail(str(exc))
+        raise _fail(str(exc)) from None
     if bool(args.cert) != bool(args.key):
-        return _fail("--cert and --key go together: give both to serve HTTPS, or neither")
+        raise _fail("--cert and --key go together: give both to serve HTTPS, or neither")
     ctx = None
     if args.cert:
         try:
             ctx = tls_context(args.cert, args.key)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            return _fail(f"cannot load the TLS certificate/key ({exc}); check --cert and --key")
+            raise _fail(f"cannot load the TLS certificate/key ({exc}); check --cert and --key") from None
     data = args.data or default_data()
     try:
         relay = Relay(data, open_registration=args.open_registration, quota=args.quota)
     except OSError as exc:
-        return _fail(f"cannot use the data folder {data}: {exc.strerror or exc}")
+        raise _fail(f"cannot use the data folder {data}: {exc.strerror or exc}") from None
 
     def ready(url: str, bound: int) -> None:
         if args.json:
@@ -125,5 +127,5 @@ def cmd_serve(args) -> int:
     try:
         asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready, access_log=args.access_log))
     except OSError as exc:
-        return _fail(f"cannot listen on {args.listen}: {exc.strerror or exc}")
+        raise _fail(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
     return 0
