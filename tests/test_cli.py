@@ -432,3 +432,43 @@ def test_a_relay_that_cannot_serve_answers_in_json(tmp_path):
         res = run_cli(None, "serve", "--data", data, *args, "--json")
         assert res.returncode == 2 and says in json.loads(res.stdout)["error"]["message"], res
         _no_traceback(res)
+
+
+def test_ctrl_c_is_an_error_in_json_too(home, monkeypatch, capsys):
+    """Ctrl-C ends a command with exit code 130 and, with --json, the JSON error a script reads."""
+    import sys as _sys
+
+    from sessiond.cli.commands import messages
+    from sessiond.cli.main import main
+
+    class Keyboard:  # standard input at which the user pressed Ctrl-C
+        def isatty(self) -> bool:
+            return False
+
+        @property
+        def buffer(self):
+            raise KeyboardInterrupt
+
+    class Answer:  # a streamed answer the user stops
+        closed = False
+
+        def __iter__(self):
+            yield "partial"
+            raise KeyboardInterrupt
+
+        def close(self) -> None:
+            Answer.closed = True
+
+    class Fake:
+        def complete_stream(self, *a, **kw) -> Answer:
+            return Answer()
+
+    monkeypatch.setattr(_sys, "stdin", Keyboard())
+    monkeypatch.setattr(messages, "client", lambda args: Fake())
+    for argv in (["import"], ["ask", "s1", "hello"]):
+        capsys.readouterr()
+        assert main([*argv, "--home", home, "--json"]) == 130
+        out, err = capsys.readouterr()
+        assert json.loads(out)["error"]["code"] == "interrupted", (argv, out)
+        assert "sessiond: " in err
+    assert Answer.closed  # the generation stopped

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...client import ClientError
 from ..connect import client
+from ..errors import EXIT_INTERRUPTED, fail
 from ..inputs import read_text
 from ..output import emit, safe, short, when
 from . import Commands
@@ -56,8 +57,7 @@ def cmd_ask(args) -> int:
         stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
         if wrote:
             sys.stdout.write("\n")
-        print("sessiond: stopped; what arrived is recorded, marked interrupted", file=sys.stderr)
-        return 130
+        return fail(args, "interrupted", "stopped; what arrived is recorded, marked interrupted", EXIT_INTERRUPTED)
     except ClientError:  # the daemon's error, or the connection's: on a line of its own
         if wrote:
             sys.stdout.write("\n")
