@@ -7,7 +7,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..api.locate import resolve_home, socket_path
-from .calls import IDEMPOTENCY_HEADER, Api, complete_body, new_idempotency_key, quote_id, retryable
+from .calls import (
+    IDEMPOTENCY_HEADER,
+    Api,
+    call_timeout,
+    complete_body,
+    new_idempotency_key,
+    quote_id,
+    retryable,
+)
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
 from .streams import SseParser, StreamedAnswer, broken_answer, stream_event
 
@@ -44,8 +52,9 @@ class AsyncClient(Api):
             )
         return self._session
 
-    def _failure(self, exc: BaseException, method: str, path: str) -> BaseException:
-        """What a failed exchange with the daemon (aiohttp's exception, or a timeout) means to the app."""
+    def _failure(self, exc: BaseException, method: str, path: str, timeout: float | None = None) -> BaseException:
+        """What a failed exchange with the daemon (aiohttp's exception, or a timeout) means to the app
+        (`timeout`: the call's, if not the client's)."""
         import aiohttp
 
         if isinstance(exc, aiohttp.ClientConnectorError):
@@ -56,7 +65,7 @@ class AsyncClient(Api):
                 return DaemonNotRunning(self.socket, str(why.strerror or ""))
             return ClientError(f"cannot connect to {self.socket}: {why.strerror or why}")
         if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
-            return ClientError(f"the daemon on {self.socket} did not answer within {self.timeout:g} s")
+            return ClientError(f"the daemon on {self.socket} did not answer within {timeout or self.timeout:g} s")
         if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
             return lost(method, path)
         if isinstance(exc, aiohttp.ClientResponseError):  # a head aiohttp could not read
@@ -65,13 +74,17 @@ class AsyncClient(Api):
             return ClientError(f"{method} {path} to the daemon on {self.socket} failed: {exc}")
         return exc
 
-    async def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
+    async def _call(self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None):
         import aiohttp
 
         headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
+        limit = call_timeout(self.timeout, wait)
+        longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
         for attempt in (0, 1):
             try:
-                async with self._http().request(method, "http://localhost" + path, json=body, headers=headers) as resp:
+                async with self._http().request(
+                    method, "http://localhost" + path, json=body, headers=headers, **longer
+                ) as resp:
                     status, raw = resp.status, await resp.read()
                 return answer_of(status, raw)
             except aiohttp.ClientConnectorError as exc:
@@ -84,7 +97,7 @@ class AsyncClient(Api):
                 if attempt:
                     raise DaemonNotRunning(self.socket, "the connection was closed") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._failure(exc, method, path) from None
+                raise self._failure(exc, method, path, limit) from None
 
     async def complete_stream(
         self,

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..api.locate import resolve_home, socket_path
-from .calls import IDEMPOTENCY_HEADER, Api, complete_body, new_idempotency_key, quote_id, retryable
+from .calls import (
+    IDEMPOTENCY_HEADER,
+    Api,
+    call_timeout,
+    complete_body,
+    new_idempotency_key,
+    quote_id,
+    retryable,
+)
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
 from .streams import CompletionStream, EventStream
 from .wire import Connection, request_head
@@ -52,22 +60,28 @@ class Client(Api):
             self._conn.close()
             self._conn = None
 
-    def _request(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, bytes]:
+    def _request(
+        self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None
+    ) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode()
         head = request_head(method, path, payload, key, IDEMPOTENCY_HEADER)
         request = head if payload is None else head + payload
         retry = retryable(method, key)
         with self._turn:
-            return self._exchange(method, path, request, retry)
+            return self._exchange(
+                method, path, request, retry, None if wait is None else call_timeout(self.timeout, wait)
+            )
 
-    def _exchange(self, method: str, path: str, request: bytes, retry: bool) -> tuple[int, bytes]:
+    def _exchange(
+        self, method: str, path: str, request: bytes, retry: bool, timeout: float | None
+    ) -> tuple[int, bytes]:
         for attempt in (0, 1):
             if self._conn is not None and not retry and self._conn.closed_by_peer():
                 self.close()  # what cannot be retried is not sent on a connection the daemon already closed
             if self._conn is None:
                 self._conn = Connection(self.socket, self.timeout)
             try:
-                return self._conn.exchange(request)
+                return self._conn.exchange(request, timeout)
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too
                 self.close()  # a kept-alive connection the daemon closed: retry once on a fresh one
                 if not retry:
@@ -76,20 +90,21 @@ class Client(Api):
                     raise DaemonNotRunning(self.socket, "the connection was closed") from None
             except (OSError, ValueError, IndexError) as exc:
                 self.close()
-                raise self._failure(exc, method, path) from None
+                raise self._failure(exc, method, path, timeout) from None
             except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
                 self.close()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _failure(self, exc: Exception, method: str, path: str) -> ClientError:
-        """What a failed exchange with the daemon (a socket's or http.client's exception) means to the app."""
+    def _failure(self, exc: Exception, method: str, path: str, timeout: float | None = None) -> ClientError:
+        """What a failed exchange with the daemon (a socket's or http.client's exception) means to the app
+        (`timeout`: the call's, if not the client's)."""
         if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
             return DaemonNotRunning(self.socket, exc.strerror or "")
         if isinstance(exc, PermissionError):
             return ClientError(f"permission denied on {self.socket}: the daemon belongs to another user")
         if isinstance(exc, TimeoutError):
-            return ClientError(f"the daemon on {self.socket} did not answer within {self.timeout:g} s")
+            return ClientError(f"the daemon on {self.socket} did not answer within {timeout or self.timeout:g} s")
         if isinstance(exc, (ConnectionError, http.client.IncompleteRead)):  # reset, closed (RemoteDisconnected)
             return lost(method, path)
         if isinstance(exc, (ValueError, IndexError, http.client.HTTPException)):
@@ -97,8 +112,8 @@ class Client(Api):
         # e.g. a home that is a file, a path too long for a socket
         return ClientError(f"cannot connect to {self.socket}: {getattr(exc, 'strerror', None) or exc}")
 
-    def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
-        return answer_of(*self._request(method, path, body, key))
+    def _call(self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None):
+        return answer_of(*self._request(method, path, body, key, wait))
 
     def _open(
         self, method: str, path: str, body: bytes | None, headers: dict, timeout: float | None

@@ -22,12 +22,13 @@ def _chunk(data: bytes) -> bytes:
 
 @pytest.fixture
 def canned(tmp_path):
-    """canned(reply, hold=False): the path of a Unix socket whose server reads a request, sends `reply`
+    """canned(reply, hold=False, after=0): the path of a Unix socket whose server reads a request, sends `reply`
+    (`after` seconds later)
     and then ends the connection, or, with `hold`, keeps it open without a word more (a hung daemon)."""
     listeners: list[socket.socket] = []
     release = threading.Event()
 
-    def make(reply: bytes, hold: bool = False) -> str:
+    def make(reply: bytes, hold: bool = False, after: float = 0.0) -> str:
         path = str(tmp_path / f"s{len(listeners)}.sock")
         srv = socket.socket(socket.AF_UNIX)
         srv.bind(path)
@@ -37,6 +38,8 @@ def canned(tmp_path):
         def answer(conn: socket.socket) -> None:
             with conn:
                 conn.recv(65536)
+                if after:
+                    release.wait(after)  # the fault itself (a daemon slow to answer), not a wait
                 conn.sendall(reply)
                 if hold:
                     release.wait(30)
@@ -241,3 +244,20 @@ def test_a_call_interrupted_by_ctrl_c_leaves_no_answer_for_the_next(tmp_path):
         release.set()
         c.close()
         srv.close()
+
+
+SYNCED = b'{"complete": true, "pushed": true, "sessions": {}}'
+SLOW_SYNC = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(SYNCED), SYNCED)
+
+
+def test_a_sync_that_waits_longer_than_the_client_timeout_gets_its_answer(canned):
+    """sync(wait=True, timeout=T): the daemon may take T seconds by request; the client waits for that."""
+    c = Client(socket=canned(SLOW_SYNC, after=1.0), timeout=0.3)
+    assert c.sync(wait=True, timeout=2)["complete"] is True
+    _fails_clearly(c.status, "did not answer within 0.3 s")  # the client's own timeout again
+
+
+async def test_async_a_sync_that_waits_longer_than_the_client_timeout_gets_its_answer(canned):
+    async with AsyncClient(socket=canned(SLOW_SYNC, after=1.0), timeout=0.3) as c:
+        assert (await c.sync(wait=True, timeout=2))["complete"] is True
+        await _afails_clearly(c.status(), "did not answer within 0.3 s")
