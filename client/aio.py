@@ -7,15 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..api.locate import resolve_home, socket_path
-from .calls import (
-    IDEMPOTENCY_HEADER,
-    Api,
-    call_timeout,
-    complete_body,
-    new_idempotency_key,
-    quote_id,
-    retryable,
-)
+from .calls import IDEMPOTENCY_HEADER, Api, call_timeout, complete_body, new_idempotency_key, quote_id, retryable
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
 from .streams import SseParser, StreamedAnswer, broken_answer, stream_event
 

@@ -12,15 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..api.locate import resolve_home, socket_path
-from .calls import (
-    IDEMPOTENCY_HEADER,
-    Api,
-    call_timeout,
-    complete_body,
-    new_idempotency_key,
-    quote_id,
-    retryable,
-)
+from .calls import IDEMPOTENCY_HEADER, Api, call_timeout, complete_body, new_idempotency_key, quote_id, retryable
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
 from .streams import CompletionStream, EventStream
 from .wire import Connection, request_head

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import UnixHTTP, eventually
+from conftest import UnixHTTP, events_route, eventually
 from sessiond.client import ApiError, AsyncClient, Client, ClientError
 
 
@@ -302,30 +302,16 @@ def test_unicode_and_large_content(daemon):
 async def test_event_stream_passes_cancellation_on(tmp_path):
     """The /v1/events handler re-raises CancelledError: a cancelled stream's task ends cancelled,
     instead of returning as if the app had left and keeping the connection's task alive."""
-    from aiohttp import web
-
-    from sessiond.daemon.api import make_app
-    from sessiond.daemon.events import Events
-
-    class Owner:  # what the events route uses of the daemon
-        version = "test"
-        events = Events()
-
-    runner = web.AppRunner(make_app(Owner()), handle_signals=False, access_log=None)
-    await runner.setup()
     path = str(tmp_path / "s.sock")
-    await web.UnixSite(runner, path).start()
-    try:
+    async with events_route(path) as events:
         reader, writer = await asyncio.open_unix_connection(path)
         writer.write(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await asyncio.wait_for(reader.readuntil(b"sessiond events\n\n"), 10)
-        (task,) = Owner.events._streams.values()
+        (task,) = events._streams.values()
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=5)
         assert done and task.cancelled(), "the event stream swallowed its cancellation"
         writer.close()
-    finally:
-        await runner.cleanup()
 
 
 class DropAfterAnswer:

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+from conftest import events_route
 from sessiond.client import Client
 
 
@@ -45,29 +46,15 @@ async def test_a_stream_the_daemon_ends_ends_its_iteration(tmp_path):
     """The daemon ends a subscriber's stream (one 10,000 events behind, daemon/events.py) with the end of
     its chunked body, the connection kept alive: the reader's iteration ends then, not when the daemon
     closes the idle connection (aiohttp's keep-alive: 75 s)."""
-    from aiohttp import web
-
-    from sessiond.daemon.api import make_app
-    from sessiond.daemon.events import Events
-
-    class Owner:  # what the events route uses of the daemon
-        version = "test"
-        events = Events()
-
-    runner = web.AppRunner(make_app(Owner()), handle_signals=False, access_log=None)
-    await runner.setup()
     path = str(tmp_path / "s.sock")
-    await web.UnixSite(runner, path).start()
-    try:
+    async with events_route(path) as events:
         for read in (lambda: list(Client(socket=path).event_stream()), lambda: list(Client(socket=path).events())):
             reader = asyncio.create_task(asyncio.to_thread(read))
             deadline = time.monotonic() + 10
-            while not Owner.events._streams:  # subscribed
+            while not events._streams:  # subscribed
                 assert time.monotonic() < deadline and not reader.done()
                 await asyncio.sleep(0.01)
-            Owner.events.publish({"type": "session.created", "session": "s1"})
-            Owner.events.close()  # what the daemon does to a subscriber that fell behind
+            events.publish({"type": "session.created", "session": "s1"})
+            events.close()  # what the daemon does to a subscriber that fell behind
             seen = await asyncio.wait_for(reader, 10)
             assert [ev["session"] for ev in seen] == ["s1"]
-    finally:
-        await runner.cleanup()
