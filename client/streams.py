@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,26 +72,30 @@ def stream_event(event: str, data: Any, stream: StreamedAnswer | CompletionStrea
 
 class CompletionStream:
     """A streamed answer: iterate over it for the text as it arrives; afterwards .message is the stored
-    answer. close() (or leaving a `with` block) early stops the generation; the daemon records what
-    arrived, marked interrupted."""
+    answer. close() (or leaving a `with` block) early, from any thread, stops the generation and ends
+    the iteration; the daemon records what arrived, marked interrupted."""
 
     def __init__(
         self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, sid: str = "", timeout: float = 0
     ):
         self._conn, self._resp = conn, resp
         self._sid, self._timeout = sid, timeout
+        self._stopped = False  # close() was called: the iteration's end is the app's doing
         self.message: dict | None = None
 
     def __iter__(self) -> Iterator[str]:
         parser = SseParser()
+        lines = body_lines(self._resp)
         try:
             while True:
                 try:
-                    line = self._resp.readline()
+                    line = next(lines, b"")
                 except TimeoutError:
+                    if self._stopped:
+                        return
                     raise broken_answer(f"the daemon sent nothing for {self._timeout:g} s", self._sid) from None
-                except (OSError, http.client.HTTPException):
-                    break
+                except (OSError, ValueError):  # the connection broke, or was closed under the reader
+                    line = b""
                 if not line:
                     break
                 done = parser.feed(line)
@@ -99,12 +104,13 @@ class CompletionStream:
                     if text:
                         yield text
         finally:
-            self.close()
-        if self.message is None:
+            close_under_reader(self._conn)
+        if self.message is None and not self._stopped:
             raise broken_answer("the connection to the daemon broke in the middle of the answer", self._sid)
 
     def close(self) -> None:
-        self._conn.close()
+        self._stopped = True
+        close_under_reader(self._conn)
 
     def __enter__(self) -> CompletionStream:
         return self
@@ -162,12 +168,15 @@ class EventStream:
             return
 
     def close(self) -> None:
-        import socket
+        close_under_reader(self._conn)
 
-        sock = self._conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked on it
-            except OSError:
-                pass
-        self._conn.close()
+
+def close_under_reader(conn: http.client.HTTPConnection) -> None:
+    """Close a stream's connection, waking a reader blocked on it in another thread."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # a close alone does not wake a thread blocked in recv
+        except OSError:
+            pass
+    conn.close()

@@ -261,3 +261,28 @@ async def test_async_a_sync_that_waits_longer_than_the_client_timeout_gets_its_a
     async with AsyncClient(socket=canned(SLOW_SYNC, after=1.0), timeout=0.3) as c:
         assert (await c.sync(wait=True, timeout=2))["complete"] is True
         await _afails_clearly(c.status(), "did not answer within 0.3 s")
+
+
+def test_a_streamed_answer_closed_from_another_thread_ends_its_iteration(canned):
+    """A Stop button: close() from another thread while the reader waits for the model's next words
+    ends the reader's iteration, quietly (the daemon records what arrived, marked interrupted)."""
+    delta = b'event: delta\ndata: {"content": "Hel"}\n\n'
+    stream = Client(socket=canned(SSE_HEAD + _chunk(delta), hold=True)).complete_stream("s1", "hello")
+    got: list[str] = []
+    errors: list[BaseException] = []
+    first = threading.Event()
+
+    def read() -> None:
+        try:
+            for text in stream:
+                got.append(text)
+                first.set()
+        except BaseException as e:  # (what the thread would have died of)
+            errors.append(e)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    assert first.wait(10)
+    stream.close()
+    t.join(timeout=10)
+    assert not t.is_alive() and errors == [] and got == ["Hel"] and stream.message is None
