@@ -472,3 +472,11 @@ def test_ctrl_c_is_an_error_in_json_too(home, monkeypatch, capsys):
         assert json.loads(out)["error"]["code"] == "interrupted", (argv, out)
         assert "sessiond: " in err
     assert Answer.closed  # the generation stopped
+
+
+def test_a_limit_below_one_is_a_usage_error(daemon):
+    for args in (["log", "nosuch", "--limit", "0"], ["log", "nosuch", "--limit", "-1"], ["ls", "--limit", "0"]):
+        res = run_cli(daemon.home, *args, "--json")
+        assert res.returncode == 2, (args, res)  # not "no messages" for a session that does not exist
+        message = json.loads(res.stdout)["error"]["message"]
+        assert "--limit" in message and "must be at least 1" in message, message

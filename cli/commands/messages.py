@@ -9,6 +9,7 @@ from ...client import ClientError
 from ..connect import client
 from ..errors import EXIT_INTERRUPTED, fail
 from ..inputs import read_text
+from ..options import count
 from ..output import emit, safe, short, when
 from . import Commands
 
@@ -32,7 +33,7 @@ def register(commands: Commands) -> None:
     p.add_argument("id")
     p.add_argument("--chat")
     p.add_argument("--all", action="store_true", help="every chat, interleaved in order")
-    p.add_argument("--limit", type=int, default=1_000_000)
+    p.add_argument("--limit", type=count, default=1_000_000)
     p.add_argument("--short", action="store_true", help="one line per message")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import json_arg, read_text
-from ..options import add_policy, add_settings, duration, policy_of, settings_of
+from ..options import add_policy, add_settings, count, duration, policy_of, settings_of
 from ..output import emit, safe, short, table, when
 from . import Commands
 
@@ -45,7 +45,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--user")
     p.add_argument("--status", choices=["active", "paused", "ended"])
     p.add_argument("--tag")
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=count, default=1000)
     p = commands.add("show", cmd_show, "show one session")
     p.add_argument("id")
     p = commands.add("rm", cmd_rm, "delete a session (and its key) from this device")
