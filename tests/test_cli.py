@@ -480,3 +480,15 @@ def test_a_limit_below_one_is_a_usage_error(daemon):
         assert res.returncode == 2, (args, res)  # not "no messages" for a session that does not exist
         message = json.loads(res.stdout)["error"]["message"]
         assert "--limit" in message and "must be at least 1" in message, message
+
+
+def test_start_beside_a_hung_daemon_says_how_to_recover(daemon):
+    os.kill(daemon.proc.pid, signal.SIGSTOP)  # hung: it holds the home and its socket, and answers nothing
+    try:
+        res = run_cli(daemon.home, "start", "--json")
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert res.returncode == 1, res
+    message = json.loads(res.stdout)["error"]["message"]
+    assert f"pid {daemon.proc.pid}" in message and "does not answer" in message and "sessiond stop" in message
+    _no_traceback(res)
