@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     if getattr(args, "fn", None) is None:
+        if getattr(args, "command", None):  # a group (`sessiond chat`) without its action
+            group = args.command
+            return fail(args, "usage", f"{group}: give an action (see `sessiond {group} --help`)", EXIT_USAGE)
         if args.json:
             return fail(args, "usage", "give a command (see `sessiond --help`)", EXIT_USAGE)
         parser.print_help(sys.stderr)

@@ -492,3 +492,11 @@ def test_start_beside_a_hung_daemon_says_how_to_recover(daemon):
     message = json.loads(res.stdout)["error"]["message"]
     assert f"pid {daemon.proc.pid}" in message and "does not answer" in message and "sessiond stop" in message
     _no_traceback(res)
+
+
+def test_a_group_without_its_action_says_which_help_to_read(home):
+    for group in ("chat", "key"):
+        res = run_cli(home, group, "--json")
+        assert res.returncode == 2 and f"sessiond {group} --help" in json.loads(res.stdout)["error"]["message"]
+        res = run_cli(home, group)
+        assert res.returncode == 2 and f"sessiond {group} --help" in res.stderr, res.stderr
