@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..api.locate import resolve_home, socket_path
+from ..api.locate import default_home, resolve_home, socket_path
 from .calls import IDEMPOTENCY_HEADER, Api, call_timeout, complete_body, new_idempotency_key, quote_id, retryable
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
 from .streams import SseParser, StreamedAnswer, broken_answer, stream_event
@@ -22,6 +22,7 @@ class AsyncClient(Api):
         self.home = resolve_home(home)
         self.socket = socket or socket_path(self.home)
         self.timeout = timeout
+        self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AsyncClient:
@@ -54,7 +55,7 @@ class AsyncClient(Api):
             if isinstance(why, PermissionError):
                 return ClientError(f"permission denied on {self.socket}: the daemon belongs to another user")
             if isinstance(why, (FileNotFoundError, ConnectionRefusedError)):
-                return DaemonNotRunning(self.socket, str(why.strerror or ""))
+                return DaemonNotRunning(self.socket, str(why.strerror or ""), self._home_hint)
             return ClientError(f"cannot connect to {self.socket}: {why.strerror or why}")
         if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
             return ClientError(f"the daemon on {self.socket} did not answer within {timeout or self.timeout:g} s")
@@ -87,7 +88,7 @@ class AsyncClient(Api):
                 if not retryable(method, key):
                     raise lost(method, path) from None
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed") from None
+                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._failure(exc, method, path, limit) from None
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..api.locate import resolve_home, socket_path
+from ..api.locate import default_home, resolve_home, socket_path
 from .calls import IDEMPOTENCY_HEADER, Api, call_timeout, complete_body, new_idempotency_key, quote_id, retryable
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
 from .streams import CompletionStream, EventStream
@@ -38,6 +38,7 @@ class Client(Api):
         self.home = resolve_home(home)
         self.socket = socket or socket_path(self.home)
         self.timeout = timeout
+        self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._conn: Connection | None = None  # the calls' kept-alive connection (wire.py)
         self._turn = threading.Lock()  # threads sharing this client take turns on that connection
 
@@ -79,7 +80,7 @@ class Client(Api):
                 if not retry:
                     raise lost(method, path) from None
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed") from None
+                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
             except (OSError, ValueError, IndexError) as exc:
                 self.close()
                 raise self._failure(exc, method, path, timeout) from None
@@ -92,7 +93,7 @@ class Client(Api):
         """What a failed exchange with the daemon (a socket's or http.client's exception) means to the app
         (`timeout`: the call's, if not the client's)."""
         if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
-            return DaemonNotRunning(self.socket, exc.strerror or "")
+            return DaemonNotRunning(self.socket, exc.strerror or "", self._home_hint)
         if isinstance(exc, PermissionError):
             return ClientError(f"permission denied on {self.socket}: the daemon belongs to another user")
         if isinstance(exc, TimeoutError):

@@ -4,6 +4,7 @@ socket) and `ApiError` (the daemon answered with an error, as the API's error sh
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 
@@ -12,10 +13,12 @@ class ClientError(Exception):
 
 
 class DaemonNotRunning(ClientError):
-    def __init__(self, path: str, why: str = ""):
+    def __init__(self, path: str, why: str = "", home: str | None = None):
+        """`home`: the home to name in the commands that start a daemon, if not the default one."""
+        flag = f" --home {shlex.quote(home)}" if home else ""
         super().__init__(
             f"no sessiond daemon answers on {path}{f' ({why})' if why else ''}; "
-            f"start one with `sessiond start` (background) or `sessiond daemon` (foreground)"
+            f"start one with `sessiond start{flag}` (background) or `sessiond daemon{flag}` (foreground)"
         )
         self.path = path
 

@@ -500,3 +500,12 @@ def test_a_group_without_its_action_says_which_help_to_read(home):
         assert res.returncode == 2 and f"sessiond {group} --help" in json.loads(res.stdout)["error"]["message"]
         res = run_cli(home, group)
         assert res.returncode == 2 and f"sessiond {group} --help" in res.stderr, res.stderr
+
+
+def test_no_daemon_for_another_home_says_to_start_that_one(tmp_path):
+    h = str(tmp_path / "my home")
+    res = run_cli(h, "ls", "--json", env={"SESSIOND_HOME": ""})
+    assert res.returncode == 3
+    assert f"sessiond start --home '{h}'" in json.loads(res.stdout)["error"]["message"], res.stdout
+    res = run_cli(None, "ls", "--json", env={"SESSIOND_HOME": h})  # the default home: no --home to give
+    assert "start one with `sessiond start` " in json.loads(res.stdout)["error"]["message"], res.stdout
