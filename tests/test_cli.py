@@ -509,3 +509,9 @@ def test_no_daemon_for_another_home_says_to_start_that_one(tmp_path):
     assert f"sessiond start --home '{h}'" in json.loads(res.stdout)["error"]["message"], res.stdout
     res = run_cli(None, "ls", "--json", env={"SESSIOND_HOME": h})  # the default home: no --home to give
     assert "start one with `sessiond start` " in json.loads(res.stdout)["error"]["message"], res.stdout
+
+
+def test_import_reads_the_code_file_dash_as_standard_input(daemon):
+    res = run_cli(daemon.home, "import", "--code-file", "-", "--json", input="sessiond1notacode\n")
+    assert res.returncode == 1, res  # the code was read, and the daemon judged it
+    assert json.loads(res.stdout)["error"]["message"] == "share code is truncated", res.stdout
