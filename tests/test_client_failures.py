@@ -190,7 +190,11 @@ async def test_async_an_answer_that_is_not_http(canned, reply):
 async def test_async_an_error_answer_of_another_shape_is_an_api_error(canned):
     body = b'{"error": "boom"}'
     path = canned(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    for call in (lambda c: c.status(), _astream):
+
+    async def events(c: AsyncClient) -> list:
+        return [ev async for ev in c.events()]
+
+    for call in (lambda c: c.status(), _astream, events):
         async with AsyncClient(socket=path) as c:  # one each: the server closes a connection after its answer
             with pytest.raises(ApiError) as info:
                 await call(c)
