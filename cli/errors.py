@@ -15,6 +15,7 @@ from .output import safe
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 
 
 class CliError(Exception):
@@ -61,6 +62,6 @@ def run_command(fn: Callable[[Any], int | None], args: Any) -> int:
     except UnicodeDecodeError:
         return fail(args, "error", "standard input is not UTF-8 text", EXIT_USAGE)
     except KeyboardInterrupt:
-        return 130
+        return fail(args, "interrupted", "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
     except BrokenPipeError:
         return 0

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     if getattr(args, "fn", None) is None:
+        if getattr(args, "command", None):  # a group (`sessiond chat`) without its action
+            group = args.command
+            return fail(args, "usage", f"{group}: give an action (see `sessiond {group} --help`)", EXIT_USAGE)
         if args.json:
             return fail(args, "usage", "give a command (see `sessiond --help`)", EXIT_USAGE)
         parser.print_help(sys.stderr)
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare(args)
         except UsageError as exc:
             return fail(args, exc.kind, str(exc), exc.code)
+    if args.home == "":  # `--home "$H"` with H unset: never read as "the default home"
+        return fail(args, "usage", "--home is empty: give the home's folder, or leave --home out", EXIT_USAGE)
     home = resolve_home(args.home)
     if os.path.lexists(home) and not os.path.isdir(home):
         return fail(

@@ -11,7 +11,9 @@
 
 Both classes expose the same methods (one per API route); the async one returns awaitables.
 Errors from the daemon raise `ApiError` (with .status, .code, .message); no daemon raises
-`DaemonNotRunning`.
+`DaemonNotRunning`; anything else that fails on the way (a timeout, a connection broken before or
+during an answer, an answer that is not HTTP) raises `ClientError`, the base of both. Threads may
+share a `Client` (their calls take turns on its connection).
 
     calls.py     every API call as a method of `Api`, written once; idempotency keys, what may be retried
     blocking.py  `Client`: http.client over the Unix socket (standard library only: the CLI starts fast)

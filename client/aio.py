@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..api.locate import resolve_home, socket_path
-from .calls import IDEMPOTENCY_HEADER, Api, complete_body, new_idempotency_key, quote_id, retryable
-from .errors import ClientError, DaemonNotRunning, lost, raise_for
-from .streams import SseParser, StreamedAnswer, stream_event
+from ..api.locate import default_home, resolve_home, socket_path
+from .calls import IDEMPOTENCY_HEADER, Api, call_timeout, complete_body, new_idempotency_key, quote_id, retryable
+from .errors import ClientError, DaemonNotRunning, answer_of, lost
+from .streams import SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
     import aiohttp
@@ -22,6 +22,7 @@ class AsyncClient(Api):
         self.home = resolve_home(home)
         self.socket = socket or socket_path(self.home)
         self.timeout = timeout
+        self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AsyncClient:
@@ -44,28 +45,52 @@ class AsyncClient(Api):
             )
         return self._session
 
-    async def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
+    def _failure(self, exc: BaseException, method: str, path: str, timeout: float | None = None) -> BaseException:
+        """What a failed exchange with the daemon (aiohttp's exception, or a timeout) means to the app
+        (`timeout`: the call's, if not the client's)."""
+        import aiohttp
+
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            why = exc.os_error
+            if isinstance(why, PermissionError):
+                return ClientError(f"permission denied on {self.socket}: the daemon belongs to another user")
+            if isinstance(why, (FileNotFoundError, ConnectionRefusedError)):
+                return DaemonNotRunning(self.socket, str(why.strerror or ""), self._home_hint)
+            return ClientError(f"cannot connect to {self.socket}: {why.strerror or why}")
+        if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
+            return ClientError(f"the daemon on {self.socket} did not answer within {timeout or self.timeout:g} s")
+        if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+            return lost(method, path)
+        if isinstance(exc, aiohttp.ClientResponseError):  # a head aiohttp could not read
+            return ClientError(f"what answers on {self.socket} is not a sessiond daemon: its answer is not HTTP")
+        if isinstance(exc, aiohttp.ClientError):
+            return ClientError(f"{method} {path} to the daemon on {self.socket} failed: {exc}")
+        return exc
+
+    async def _call(self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None):
         import aiohttp
 
         headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
+        limit = call_timeout(self.timeout, wait)
+        longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
         for attempt in (0, 1):
             try:
-                async with self._http().request(method, "http://localhost" + path, json=body, headers=headers) as resp:
-                    try:
-                        data = await resp.json(content_type=None)
-                    except ValueError:
-                        raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
-                    raise_for(resp.status, data)
-                    return data
+                async with self._http().request(
+                    method, "http://localhost" + path, json=body, headers=headers, **longer
+                ) as resp:
+                    status, raw = resp.status, await resp.read()
+                return answer_of(status, raw)
             except aiohttp.ClientConnectorError as exc:
-                raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                raise self._failure(exc, method, path) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError):
                 # aiohttp itself retries a GET on a kept-alive connection; an append with its key is
                 # retried here once (answered with the first result if the daemon had committed it)
                 if not retryable(method, key):
                     raise lost(method, path) from None
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed") from None
+                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._failure(exc, method, path, limit) from None
 
     async def complete_stream(
         self,
@@ -83,47 +108,60 @@ class AsyncClient(Api):
         import aiohttp
 
         holder = StreamedAnswer()
+        path = f"/v1/sessions/{quote_id(sid)}/complete"
         try:
             resp = await self._http().post(
-                f"http://localhost/v1/sessions/{quote_id(sid)}/complete",
+                "http://localhost" + path,
                 json=complete_body(content, chat, model, provider, True),
                 headers={IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()},
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout),
             )
-        except aiohttp.ClientConnectorError as exc:
-            raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failure(exc, "POST", path) from None
         try:
-            if resp.status >= 400:
-                raise_for(resp.status, await resp.json(content_type=None))
-            if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-                yield await resp.json(content_type=None)
+            if resp.status >= 400 or not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                try:
+                    raw = await resp.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise self._failure(exc, "POST", path) from None
+                yield answer_of(resp.status, raw)
                 return
             parser = SseParser()
-            async for raw in resp.content:
-                done = parser.feed(raw)
-                if done is None:
-                    continue
-                text = stream_event(*done, holder)
-                if text:
-                    yield text
-                elif holder.message is not None:
-                    yield holder.message
-                    return
-            raise ClientError("the daemon's answer stream ended before the stored message")
+            try:
+                async for raw in resp.content:
+                    done = parser.feed(raw)
+                    if done is None:
+                        continue
+                    text = stream_event(*done, holder)
+                    if text:
+                        yield text
+                    elif holder.message is not None:
+                        yield holder.message
+                        return
+            except TimeoutError:
+                raise broken_answer(f"the daemon sent nothing for {self.timeout:g} s", sid) from None
+            except aiohttp.ClientError:
+                pass
+            raise broken_answer("the connection to the daemon broke in the middle of the answer", sid)
         finally:
             resp.close()  # early: the connection closes, and the daemon stops the generation
 
     async def events(self):
-        """Async iterator of change events."""
+        """Async iterator of change events, until the daemon ends the stream (or goes away)."""
         import aiohttp
 
         try:
             resp = await self._http().get("http://localhost/v1/events", timeout=aiohttp.ClientTimeout(total=None))
-        except aiohttp.ClientConnectorError as exc:
-            raise DaemonNotRunning(self.socket, str(exc.os_error.strerror or "")) from None
+            if resp.status >= 400:
+                answer_of(resp.status, await resp.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failure(exc, "GET", "/v1/events") from None
         parser = SseParser()
         async with resp:
-            async for raw in resp.content:
-                done = parser.feed(raw)
-                if done is not None:
-                    yield done[1]
+            try:
+                async for raw in resp.content:
+                    done = parser.feed(raw)
+                    if done is not None:
+                        yield done[1]
+            except aiohttp.ClientPayloadError:  # the daemon went away mid-stream: its end, as the blocking client's
+                return

@@ -7,13 +7,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..api.locate import resolve_home, socket_path
-from .calls import IDEMPOTENCY_HEADER, Api, complete_body, new_idempotency_key, quote_id, retryable
-from .errors import ClientError, DaemonNotRunning, lost, raise_for
-from .streams import CompletionStream, EventStream, change_events
+from ..api.locate import default_home, resolve_home, socket_path
+from .calls import IDEMPOTENCY_HEADER, Api, call_timeout, complete_body, new_idempotency_key, quote_id, retryable
+from .errors import ClientError, DaemonNotRunning, answer_of, lost
+from .streams import CompletionStream, EventStream
 from .wire import Connection, request_head
 
 
@@ -30,13 +31,16 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Client(Api):
-    """Blocking client (standard library only, so the CLI starts fast)."""
+    """Blocking client (standard library only, so the CLI starts fast). Threads may share one: their
+    calls take turns on its connection (a Client per thread makes them in parallel)."""
 
     def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
         self.home = resolve_home(home)
         self.socket = socket or socket_path(self.home)
         self.timeout = timeout
+        self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._conn: Connection | None = None  # the calls' kept-alive connection (wire.py)
+        self._turn = threading.Lock()  # threads sharing this client take turns on that connection
 
     def __enter__(self) -> Client:
         return self
@@ -49,46 +53,79 @@ class Client(Api):
             self._conn.close()
             self._conn = None
 
-    def _request(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, bytes]:
+    def _request(
+        self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None
+    ) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode()
         head = request_head(method, path, payload, key, IDEMPOTENCY_HEADER)
         request = head if payload is None else head + payload
         retry = retryable(method, key)
+        with self._turn:
+            return self._exchange(
+                method, path, request, retry, None if wait is None else call_timeout(self.timeout, wait)
+            )
+
+    def _exchange(
+        self, method: str, path: str, request: bytes, retry: bool, timeout: float | None
+    ) -> tuple[int, bytes]:
         for attempt in (0, 1):
             if self._conn is not None and not retry and self._conn.closed_by_peer():
                 self.close()  # what cannot be retried is not sent on a connection the daemon already closed
             if self._conn is None:
                 self._conn = Connection(self.socket, self.timeout)
             try:
-                return self._conn.exchange(request)
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                self.close()
-                raise DaemonNotRunning(self.socket, exc.strerror or "") from None
+                return self._conn.exchange(request, timeout)
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too
                 self.close()  # a kept-alive connection the daemon closed: retry once on a fresh one
                 if not retry:
                     raise lost(method, path) from None
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed") from None
-            except PermissionError:
+                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+            except (OSError, ValueError, IndexError) as exc:
                 self.close()
-                raise ClientError(f"permission denied on {self.socket}: the daemon belongs to another user") from None
-            except TimeoutError:
+                raise self._failure(exc, method, path, timeout) from None
+            except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
                 self.close()
-                raise ClientError(f"the daemon on {self.socket} did not answer within {self.timeout:g} s") from None
-            except OSError as exc:  # e.g. a home that is a file, a path too long for a socket
-                self.close()
-                raise ClientError(f"cannot connect to {self.socket}: {exc.strerror or exc}") from None
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _call(self, method: str, path: str, body: Any = None, key: str | None = None):
-        status, raw = self._request(method, path, body, key)
+    def _failure(self, exc: Exception, method: str, path: str, timeout: float | None = None) -> ClientError:
+        """What a failed exchange with the daemon (a socket's or http.client's exception) means to the app
+        (`timeout`: the call's, if not the client's)."""
+        if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+            return DaemonNotRunning(self.socket, exc.strerror or "", self._home_hint)
+        if isinstance(exc, PermissionError):
+            return ClientError(f"permission denied on {self.socket}: the daemon belongs to another user")
+        if isinstance(exc, TimeoutError):
+            return ClientError(f"the daemon on {self.socket} did not answer within {timeout or self.timeout:g} s")
+        if isinstance(exc, (ConnectionError, http.client.IncompleteRead)):  # reset, closed (RemoteDisconnected)
+            return lost(method, path)
+        if isinstance(exc, (ValueError, IndexError, http.client.HTTPException)):
+            return ClientError(f"what answers on {self.socket} is not a sessiond daemon: its answer is not HTTP")
+        # e.g. a home that is a file, a path too long for a socket
+        return ClientError(f"cannot connect to {self.socket}: {getattr(exc, 'strerror', None) or exc}")
+
+    def _call(self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None):
+        return answer_of(*self._request(method, path, body, key, wait))
+
+    def _open(
+        self, method: str, path: str, body: bytes | None, headers: dict, timeout: float | None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """A request on a connection of its own (a stream's), its answer's head read: (connection, answer);
+        an error answer raises its ApiError."""
+        conn = _UnixHTTPConnection(self.socket, timeout)  # type: ignore[arg-type]
         try:
-            data = json.loads(raw) if raw else None
-        except ValueError:
-            raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {status})") from None
-        raise_for(status, data)
-        return data
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                answer_of(resp.status, resp.read())
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            conn.close()
+            raise self._failure(exc, method, path) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn, resp
 
     def complete_stream(
         self,
@@ -102,54 +139,30 @@ class Client(Api):
     ) -> CompletionStream:
         """As complete(), streamed: `for text in c.complete_stream(...)` gives the answer as it arrives,
         then the stream's .message is the stored answer."""
-        conn = _UnixHTTPConnection(self.socket, self.timeout)  # its own: closing it stops the generation
+        path = f"/v1/sessions/{quote_id(sid)}/complete"
         body = json.dumps(complete_body(content, chat, model, provider, True)).encode()
-        try:
-            conn.request(
-                "POST",
-                f"/v1/sessions/{quote_id(sid)}/complete",
-                body=body,
-                headers={
-                    "Content-Type": "application/json",
-                    IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key(),
-                },
-            )
-            resp = conn.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            conn.close()
-            raise DaemonNotRunning(self.socket, exc.strerror or "") from None
-        if resp.status >= 400:
-            raw = resp.read()
-            conn.close()
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {resp.status})") from None
-            raise_for(resp.status, data)
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()}
+        # a connection of its own: closing it stops the generation
+        conn, resp = self._open("POST", path, body, headers, self.timeout)
+        stream = CompletionStream(conn, resp, sid, self.timeout)
         if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
-            stream = CompletionStream(conn, resp)
-            stream.message = json.loads(resp.read())
-            conn.close()
-            return stream
-        return CompletionStream(conn, resp)
+            try:
+                stream.message = answer_of(resp.status, resp.read())
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._failure(exc, "POST", path) from None
+            finally:
+                conn.close()
+        return stream
 
     def event_stream(self) -> EventStream:
         """GET /v1/events, subscribed when this returns (the daemon subscribes as it answers): iterate
         for the change events; close() from any thread ends the iteration."""
-        conn = _UnixHTTPConnection(self.socket, None)  # type: ignore[arg-type]
-        try:
-            conn.request("GET", "/v1/events")
-            resp = conn.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            conn.close()
-            raise DaemonNotRunning(self.socket, exc.strerror or "") from None
-        return EventStream(conn, resp)
+        return EventStream(*self._open("GET", "/v1/events", None, {}, None))
 
     def events(self) -> Iterator[dict]:
         """Yield change events as they happen (blocking)."""
-        conn = _UnixHTTPConnection(self.socket, None)  # type: ignore[arg-type]
+        stream = self.event_stream()
         try:
-            conn.request("GET", "/v1/events")
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonNotRunning(self.socket, exc.strerror or "") from None
-        yield from change_events(conn.getresponse())
+            yield from stream
+        finally:
+            stream.close()

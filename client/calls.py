@@ -56,6 +56,15 @@ def retryable(method: str, key: str | None) -> bool:
     return method == "GET" or key is not None
 
 
+WAIT_MARGIN = 30.0  # seconds a call that waits by request may take beyond its wait, to answer
+
+
+def call_timeout(timeout: float, wait: float | None) -> float:
+    """A call's timeout: the client's, or longer for one the daemon may spend `wait` seconds on by
+    request (a sync that waits for its pushes)."""
+    return timeout if wait is None else max(timeout, wait + WAIT_MARGIN)
+
+
 def complete_body(content, chat, model, provider, stream: bool) -> dict:
     body = {k: x for k, x in dict(content=content, chat=chat, model=model, provider=provider).items() if x is not None}
     if stream:
@@ -66,7 +75,10 @@ def complete_body(content, chat, model, provider, stream: bool) -> dict:
 class Api:
     """Every route of the API, written once; `_call` does the transport (Client, AsyncClient)."""
 
-    def _call(self, method: str, path: str, body: Any = None, key: str | None = None):  # pragma: no cover
+    def _call(
+        self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None
+    ):  # pragma: no cover
+        """`wait`: the seconds the daemon may take by request (call_timeout)."""
         raise NotImplementedError
 
     # daemon
@@ -290,7 +302,8 @@ class Api:
             body["session"] = session
         if timeout is not None:
             body["timeout"] = timeout
-        return self._call("POST", "/v1/sync", body)
+        # waiting, the daemon answers within `timeout` (its default 60 s), however long the client's own
+        return self._call("POST", "/v1/sync", body, wait=(60.0 if timeout is None else timeout) if wait else None)
 
     def doctor(self, *, verify: bool = True) -> DoctorReport:
         return self._call("GET", "/v1/doctor" + ("" if verify else "?verify=false"))

@@ -3,6 +3,8 @@ socket) and `ApiError` (the daemon answered with an error, as the API's error sh
 
 from __future__ import annotations
 
+import json
+import shlex
 from typing import Any
 
 
@@ -11,10 +13,12 @@ class ClientError(Exception):
 
 
 class DaemonNotRunning(ClientError):
-    def __init__(self, path: str, why: str = ""):
+    def __init__(self, path: str, why: str = "", home: str | None = None):
+        """`home`: the home to name in the commands that start a daemon, if not the default one."""
+        flag = f" --home {shlex.quote(home)}" if home else ""
         super().__init__(
             f"no sessiond daemon answers on {path}{f' ({why})' if why else ''}; "
-            f"start one with `sessiond start` (background) or `sessiond daemon` (foreground)"
+            f"start one with `sessiond start{flag}` (background) or `sessiond daemon{flag}` (foreground)"
         )
         self.path = path
 
@@ -31,8 +35,19 @@ class ApiError(ClientError):
 def raise_for(status: int, data: Any) -> None:
     """Raise the ApiError an answer carries (an HTTP status of 400 or more); nothing otherwise."""
     if status >= 400:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
+        err = data.get("error") if isinstance(data, dict) else None
+        err = err if isinstance(err, dict) else {}  # an answer of another shape: its status alone
         raise ApiError(status, err.get("code", "http_error"), err.get("message", f"HTTP {status}"), err.get("details"))
+
+
+def answer_of(status: int, raw: bytes) -> Any:
+    """An answer's JSON, or the ApiError it carries."""
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {status})") from None
+    raise_for(status, data)
+    return data
 
 
 def lost(method: str, path: str) -> ClientError:

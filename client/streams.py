@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,14 @@ class SseParser:
             self.event, self.data = "message", []
             return done
         return None
+
+
+def broken_answer(what: str, sid: str) -> ClientError:
+    """The error of a streamed answer that stopped before the stored message."""
+    return ClientError(
+        f"{what}; the daemon records what it had of the answer, marked interrupted, unless it stopped "
+        f"first: see `sessiond log {sid}`"
+    )
 
 
 class StreamedAnswer:
@@ -63,18 +72,30 @@ def stream_event(event: str, data: Any, stream: StreamedAnswer | CompletionStrea
 
 class CompletionStream:
     """A streamed answer: iterate over it for the text as it arrives; afterwards .message is the stored
-    answer. close() (or leaving a `with` block) early stops the generation; the daemon records what
-    arrived, marked interrupted."""
+    answer. close() (or leaving a `with` block) early, from any thread, stops the generation and ends
+    the iteration; the daemon records what arrived, marked interrupted."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse):
+    def __init__(
+        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, sid: str = "", timeout: float = 0
+    ):
         self._conn, self._resp = conn, resp
+        self._sid, self._timeout = sid, timeout
+        self._stopped = False  # close() was called: the iteration's end is the app's doing
         self.message: dict | None = None
 
     def __iter__(self) -> Iterator[str]:
         parser = SseParser()
+        lines = body_lines(self._resp)
         try:
             while True:
-                line = self._resp.readline()
+                try:
+                    line = next(lines, b"")
+                except TimeoutError:
+                    if self._stopped:
+                        return
+                    raise broken_answer(f"the daemon sent nothing for {self._timeout:g} s", self._sid) from None
+                except (OSError, ValueError):  # the connection broke, or was closed under the reader
+                    line = b""
                 if not line:
                     break
                 done = parser.feed(line)
@@ -83,12 +104,13 @@ class CompletionStream:
                     if text:
                         yield text
         finally:
-            self.close()
-        if self.message is None:
-            raise ClientError("the daemon's answer stream ended before the stored message")
+            close_under_reader(self._conn)
+        if self.message is None and not self._stopped:
+            raise broken_answer("the connection to the daemon broke in the middle of the answer", self._sid)
 
     def close(self) -> None:
-        self._conn.close()
+        self._stopped = True
+        close_under_reader(self._conn)
 
     def __enter__(self) -> CompletionStream:
         return self
@@ -97,16 +119,37 @@ class CompletionStream:
         self.close()
 
 
+def body_lines(resp: http.client.HTTPResponse) -> Iterator[bytes]:
+    """A streamed body's lines as they arrive, its chunked framing undone, until its end (the last chunk:
+    the daemon ended it, the connection kept alive) or the connection's. Read from the response's file
+    with a reference of its own: closing the response (EventStream.close, any thread) sets resp.fp to
+    None, and a read after that raises ValueError or OSError."""
+    fp = resp.fp
+    if fp is None:  # closed already
+        return
+    if not resp.chunked:
+        yield from iter(fp.readline, b"")
+        return
+    partial = b""
+    while True:
+        size = fp.readline()
+        if not size:
+            return
+        n = int(size.split(b";", 1)[0], 16)
+        if n == 0:
+            return
+        data = fp.read(n)
+        if len(data) < n or fp.read(2) != b"\r\n":
+            return  # the connection ended inside the chunk
+        *lines, partial = (partial + data).split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+
+
 def change_events(resp: http.client.HTTPResponse) -> Iterator[dict]:
     """The change events of GET /v1/events as they arrive (blocking), until the daemon ends the stream."""
     parser = SseParser()
-    fp = resp.fp  # its own reference: closing the response (EventStream.close, any thread) sets resp.fp to None
-    if fp is None:  # closed already
-        return
-    while True:
-        line = fp.readline()
-        if not line:
-            return
+    for line in body_lines(resp):
         done = parser.feed(line)
         if done is not None:
             yield done[1]
@@ -125,12 +168,15 @@ class EventStream:
             return
 
     def close(self) -> None:
-        import socket
+        close_under_reader(self._conn)
 
-        sock = self._conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked on it
-            except OSError:
-                pass
-        self._conn.close()
+
+def close_under_reader(conn: http.client.HTTPConnection) -> None:
+    """Close a stream's connection, waking a reader blocked on it in another thread."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # a close alone does not wake a thread blocked in recv
+        except OSError:
+            pass
+    conn.close()

@@ -55,8 +55,9 @@ class Connection:
         except (OSError, ValueError):
             return True
 
-    def exchange(self, request: bytes) -> tuple[int, bytes]:
-        """Send one request, return the answer's status and body."""
+    def exchange(self, request: bytes, timeout: float | None = None) -> tuple[int, bytes]:
+        """Send one request, return the answer's status and body (`timeout`: this one's, if not the
+        connection's)."""
         if self.sock is None:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -66,8 +67,16 @@ class Connection:
                 s.close()
                 raise
             self.sock = s
-        self.sock.sendall(request)
-        return self._answer(self.sock)
+        if timeout is None:
+            self.sock.sendall(request)
+            return self._answer(self.sock)
+        sock = self.sock
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(request)
+            return self._answer(sock)
+        finally:
+            sock.settimeout(self.timeout)
 
     def _answer(self, sock: socket.socket) -> tuple[int, bytes]:
         buf = sock.recv(65536)

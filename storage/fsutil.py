@@ -46,15 +46,23 @@ def atomic_write(
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages only: they are on disk
     except BaseException:
         os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(tmp)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:  # e.g. `path` is a folder: no copy of the data is left under another name
+        _unlink_quietly(tmp)
+        raise
     if sync and sync_dir:
         fsync_dir(folder)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_all(fd: int, data: bytes | list[bytes]) -> None:

@@ -170,6 +170,28 @@ def appends_meanwhile(daemon: DaemonProc, sid: str):
         th.join(timeout=60)
 
 
+@contextlib.asynccontextmanager
+async def events_route(path: str):
+    """The daemon's own GET /v1/events route alone, served on the Unix socket `path`: yields its Events
+    (publish to the subscribers, close their streams, `_streams` the task serving each)."""
+    from aiohttp import web
+
+    from sessiond.daemon.api import make_app
+    from sessiond.daemon.events import Events
+
+    class Owner:  # what the events route uses of the daemon
+        version = "test"
+        events = Events()
+
+    runner = web.AppRunner(make_app(Owner()), handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.UnixSite(runner, path).start()
+    try:
+        yield Owner.events
+    finally:
+        await runner.cleanup()
+
+
 def run_cli(
     home: str | None, *args: str, input: str | bytes | None = None, env: dict | None = None, check: bool = False
 ) -> subprocess.CompletedProcess:

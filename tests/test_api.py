@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 
 import pytest
 
-from conftest import UnixHTTP, eventually
+from conftest import UnixHTTP, events_route, eventually
 from sessiond.client import ApiError, AsyncClient, Client, ClientError
 
 
@@ -316,30 +317,16 @@ def test_unicode_and_large_content(daemon):
 async def test_event_stream_passes_cancellation_on(tmp_path):
     """The /v1/events handler re-raises CancelledError: a cancelled stream's task ends cancelled,
     instead of returning as if the app had left and keeping the connection's task alive."""
-    from aiohttp import web
-
-    from sessiond.daemon.api import make_app
-    from sessiond.daemon.events import Events
-
-    class Owner:  # what the events route uses of the daemon
-        version = "test"
-        events = Events()
-
-    runner = web.AppRunner(make_app(Owner()), handle_signals=False, access_log=None)
-    await runner.setup()
     path = str(tmp_path / "s.sock")
-    await web.UnixSite(runner, path).start()
-    try:
+    async with events_route(path) as events:
         reader, writer = await asyncio.open_unix_connection(path)
         writer.write(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await asyncio.wait_for(reader.readuntil(b"sessiond events\n\n"), 10)
-        (task,) = Owner.events._streams.values()
+        (task,) = events._streams.values()
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=5)
         assert done and task.cancelled(), "the event stream swallowed its cancellation"
         writer.close()
-    finally:
-        await runner.cleanup()
 
 
 class DropAfterAnswer:
@@ -525,3 +512,26 @@ def test_settings_patch_merges_per_field(daemon):
     assert st == 200 and s["settings"] == {"max_tokens": 100, "top_p": 0.5, "top_k": 7}, s
     st, s = raw(daemon, "PATCH", f"/v1/sessions/{sid}", b'{"settings": {"top_k": "many"}}')
     assert st == 422 and c.get_session(sid)["settings"]["top_k"] == 7
+
+
+def test_one_client_shared_by_threads_gives_each_call_its_own_answer(daemon):
+    c = daemon.client()
+    ids = [c.create_session(name=f"t{i}")["id"] for i in range(4)]
+    wrong: list = []
+
+    def ask(sid: str) -> None:
+        for _ in range(100):
+            try:
+                got = c.get_session(sid)["id"]
+            except Exception as exc:  # (what a thread met on the shared connection)
+                got = repr(exc)
+            if got != sid:
+                wrong.append((sid, got))
+
+    threads = [threading.Thread(target=ask, args=(sid,), daemon=True) for sid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "threads hung on the shared connection"
+    assert wrong == []

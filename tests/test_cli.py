@@ -454,3 +454,128 @@ def test_text_that_is_not_utf8_is_a_clear_error(daemon):
         assert res.returncode == 2 and "UTF-8" in res.stderr, (argv, res)
         _no_traceback(res)
     assert cli_json(daemon.home, "log", sid)["messages"] == []
+
+
+def test_export_to_a_folder_or_a_missing_folder_is_a_clear_error(daemon, tmp_path):
+    sid = cli_json(daemon.home, "new", "--name", "kept private")["id"]
+    out = tmp_path / "out"
+    out.mkdir()
+    for fmt in ("json", "markdown"):
+        for target, says in ((out, "is a folder"), (out / "missing" / "x.json", "no folder")):
+            res = run_cli(daemon.home, "export", sid, "--format", fmt, "-o", str(target), "--json")
+            assert res.returncode == 2, res
+            _no_traceback(res)
+            err = json.loads(res.stdout)["error"]
+            assert err["code"] == "usage" and says in err["message"] and str(target) in err["message"], err
+    # no temporary copy of the session left behind, beside the folder or in it
+    assert [n for n in os.listdir(tmp_path) + os.listdir(out) if n.startswith(".tmp-")] == []
+    res = run_cli(daemon.home, "export", sid, "-o", str(out / "s.json"), "--json", check=True)
+    assert json.loads(res.stdout) == {"written": str(out / "s.json")}
+
+
+def test_an_empty_home_is_refused_not_read_as_the_default(daemon):
+    """`--home "$H"` with H unset must not act on the default home (here $SESSIOND_HOME's, a live daemon)."""
+    sid = cli_json(daemon.home, "new")["id"]
+    env = {"SESSIOND_HOME": daemon.home}
+    for args in (["ls"], ["rm", sid], ["stop"], ["key", "export"]):
+        res = run_cli("", *args, "--json", env=env)
+        assert res.returncode == 2, (args, res)
+        _no_traceback(res)
+        err = json.loads(res.stdout)["error"]
+        assert err["code"] == "usage" and "--home is empty" in err["message"], err
+    assert cli_json(daemon.home, "show", sid)["id"] == sid
+
+
+def test_a_daemon_that_cannot_start_answers_in_json(daemon, tmp_path):
+    res = run_cli(daemon.home, "daemon", "--json")  # a daemon runs there already
+    assert res.returncode == 2, res
+    assert "already running" in json.loads(res.stdout)["error"]["message"] and "already running" in res.stderr
+    res = run_cli(str(tmp_path / "h"), "daemon", "--store", "s3://bucket", "--json")
+    assert res.returncode == 2 and "unsupported store URL" in json.loads(res.stdout)["error"]["message"], res
+    _no_traceback(res)
+
+
+def test_a_relay_that_cannot_serve_answers_in_json(tmp_path):
+    data = str(tmp_path / "relay")
+    for args, says in (
+        (["--listen", "nonsense"], "is not HOST:PORT"),
+        (["--listen", "127.0.0.1:0", "--cert", str(tmp_path / "c.pem")], "--cert and --key go together"),
+    ):
+        res = run_cli(None, "serve", "--data", data, *args, "--json")
+        assert res.returncode == 2 and says in json.loads(res.stdout)["error"]["message"], res
+        _no_traceback(res)
+
+
+def test_ctrl_c_is_an_error_in_json_too(home, monkeypatch, capsys):
+    """Ctrl-C ends a command with exit code 130 and, with --json, the JSON error a script reads."""
+    import sys as _sys
+
+    from sessiond.cli.commands import messages
+    from sessiond.cli.main import main
+
+    class Keyboard:  # standard input at which the user pressed Ctrl-C
+        def isatty(self) -> bool:
+            return False
+
+        @property
+        def buffer(self):
+            raise KeyboardInterrupt
+
+    class Answer:  # a streamed answer the user stops
+        closed = False
+
+        def __iter__(self):
+            yield "partial"
+            raise KeyboardInterrupt
+
+        def close(self) -> None:
+            Answer.closed = True
+
+    class Fake:
+        def complete_stream(self, *a, **kw) -> Answer:
+            return Answer()
+
+    monkeypatch.setattr(_sys, "stdin", Keyboard())
+    monkeypatch.setattr(messages, "client", lambda args: Fake())
+    for argv in (["import"], ["ask", "s1", "hello"]):
+        capsys.readouterr()
+        assert main([*argv, "--home", home, "--json"]) == 130
+        out, err = capsys.readouterr()
+        assert json.loads(out)["error"]["code"] == "interrupted", (argv, out)
+        assert "sessiond: " in err
+    assert Answer.closed  # the generation stopped
+
+
+def test_start_beside_a_hung_daemon_says_how_to_recover(daemon):
+    os.kill(daemon.proc.pid, signal.SIGSTOP)  # hung: it holds the home and its socket, and answers nothing
+    try:
+        res = run_cli(daemon.home, "start", "--json")
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert res.returncode == 1, res
+    message = json.loads(res.stdout)["error"]["message"]
+    assert f"pid {daemon.proc.pid}" in message and "does not answer" in message and "sessiond stop" in message
+    _no_traceback(res)
+
+
+def test_a_group_without_its_action_says_which_help_to_read(home):
+    for group in ("chat", "key"):
+        res = run_cli(home, group, "--json")
+        assert res.returncode == 2 and f"sessiond {group} --help" in json.loads(res.stdout)["error"]["message"]
+        res = run_cli(home, group)
+        assert res.returncode == 2 and f"sessiond {group} --help" in res.stderr, res.stderr
+
+
+def test_no_daemon_for_another_home_says_to_start_that_one(tmp_path):
+    h = str(tmp_path / "my home")
+    res = run_cli(h, "ls", "--json", env={"SESSIOND_HOME": ""})
+    assert res.returncode == 3
+    assert f"sessiond start --home '{h}'" in json.loads(res.stdout)["error"]["message"], res.stdout
+    res = run_cli(None, "ls", "--json", env={"SESSIOND_HOME": h})  # the default home: no --home to give
+    assert "start one with `sessiond start` " in json.loads(res.stdout)["error"]["message"], res.stdout
+
+
+def test_import_reads_the_code_file_dash_as_standard_input(daemon):
+    res = run_cli(daemon.home, "import", "--code-file", "-", "--json", input="sessiond1notacode\n")
+    assert res.returncode == 1, res  # the code was read, and the daemon judged it
+    assert json.loads(res.stdout)["error"]["message"] == "share code is truncated", res.stdout

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
+from conftest import events_route
 from sessiond.client import Client
 
 
@@ -37,3 +40,21 @@ def test_a_stream_closed_from_another_thread_wakes_its_reader(daemon):
     t.join(timeout=10)
     assert not t.is_alive() and errors == []
     assert all(ev.get("session") in (None, sid) for ev in seen)
+
+
+async def test_a_stream_the_daemon_ends_ends_its_iteration(tmp_path):
+    """The daemon ends a subscriber's stream (one 10,000 events behind, daemon/events.py) with the end of
+    its chunked body, the connection kept alive: the reader's iteration ends then, not when the daemon
+    closes the idle connection (aiohttp's keep-alive: 75 s)."""
+    path = str(tmp_path / "s.sock")
+    async with events_route(path) as events:
+        for read in (lambda: list(Client(socket=path).event_stream()), lambda: list(Client(socket=path).events())):
+            reader = asyncio.create_task(asyncio.to_thread(read))
+            deadline = time.monotonic() + 10
+            while not events._streams:  # subscribed
+                assert time.monotonic() < deadline and not reader.done()
+                await asyncio.sleep(0.01)
+            events.publish({"type": "session.created", "session": "s1"})
+            events.close()  # what the daemon does to a subscriber that fell behind
+            seen = await asyncio.wait_for(reader, 10)
+            assert [ev["session"] for ev in seen] == ["s1"]

@@ -263,3 +263,11 @@ async def test_an_object_folder_removed_since_it_was_written_is_made_again(tmp_p
     os.rmdir(folder)
     assert await store.put(b"an object") == h  # the same object again, into the folder that went
     assert await store.get(h) == b"an object"
+
+
+def test_a_write_whose_rename_fails_leaves_no_temporary_copy(tmp_path):
+    target = tmp_path / "taken"
+    target.mkdir()  # a folder where the file should go: the rename fails
+    with pytest.raises(IsADirectoryError):
+        fsutil.atomic_write(str(target), b"a private copy", 0o600)
+    assert sorted(os.listdir(tmp_path)) == ["taken"] and os.listdir(target) == []

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from ...client import Client, DaemonNotRunning
+from ...client import Client, ClientError, DaemonNotRunning
 from ...daemon.home import holds_lock, read_lock, resolve_home
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError
@@ -97,6 +97,12 @@ def cmd_start(args) -> int:
         return 0
     except DaemonNotRunning:
         pass
+    except ClientError as exc:  # a daemon holds the home's socket, but does not answer on it
+        pid = read_lock(home.path)[0]
+        raise CliError(
+            f"a daemon{f' (pid {pid})' if pid else ''} holds this home but does not answer ({exc}); "
+            f"`sessiond stop` ends it (killing it if it must), then start again"
+        ) from None
     home.prepare()
     read_fd, write_fd = os.pipe()
     # The daemon runs this package's entry point (cli/main.py) with the command `daemon`.

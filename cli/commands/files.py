@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..connect import client
-from ..errors import EXIT_USAGE, CliError
+from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
 from ..llmdb import is_sqlite, read_logs_db
 from ..output import emit, safe
@@ -36,7 +37,27 @@ def register(commands: Commands) -> None:
     )
 
 
+def _check_output(path: str) -> None:
+    """-o names a file to write, in a folder that exists: checked before the export is asked for."""
+    if os.path.isdir(path):
+        raise UsageError(f"-o {path} is a folder: give the path of a file to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {path}: there is no folder {folder}; make it first, or give another path")
+
+
+def _write_output(path: str, data: bytes) -> None:
+    from ...storage.fsutil import atomic_write
+
+    try:
+        atomic_write(path, data, 0o600)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def cmd_export(args) -> int:
+    if args.output:
+        _check_output(args.output)
     c = client(args)
     with Progress(c, {"export"}):
         data = c.export(args.id, args.format, args.chat)
@@ -44,9 +65,7 @@ def cmd_export(args) -> int:
         return _write_markdown(args, data)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
-        from ...storage.fsutil import atomic_write
-
-        atomic_write(args.output, text.encode() + b"\n", 0o600)
+        _write_output(args.output, text.encode() + b"\n")
         if args.json:
             print(json.dumps({"written": args.output}))
     else:
@@ -57,9 +76,7 @@ def cmd_export(args) -> int:
 def _write_markdown(args, data: dict) -> int:
     text = data["markdown"]
     if args.output:
-        from ...storage.fsutil import atomic_write
-
-        atomic_write(args.output, text.encode(), 0o600)
+        _write_output(args.output, text.encode())
         if args.json:
             print(json.dumps({"written": args.output}))
     elif args.json:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ...client import ApiError
+from ...client import ClientError
 from ..connect import client
+from ..errors import EXIT_INTERRUPTED, fail
 from ..inputs import read_text
 from ..options import count
 from ..output import emit, safe, short, when
@@ -57,9 +58,8 @@ def cmd_ask(args) -> int:
         stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
         if wrote:
             sys.stdout.write("\n")
-        print("sessiond: stopped; what arrived is recorded, marked interrupted", file=sys.stderr)
-        return 130
-    except ApiError:
+        return fail(args, "interrupted", "stopped; what arrived is recorded, marked interrupted", EXIT_INTERRUPTED)
+    except ClientError:  # the daemon's error, or the connection's: on a line of its own
         if wrote:
             sys.stdout.write("\n")
             sys.stdout.flush()

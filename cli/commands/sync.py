@@ -37,7 +37,9 @@ def register(commands: Commands) -> None:
         "import", cmd_import, "import a session from a share code (read from standard input) and keep it in sync"
     )
     p.add_argument("code", nargs="?", help=argparse.SUPPRESS)
-    p.add_argument("--code-file", dest="code_file", help="read the code from this file (default: standard input)")
+    p.add_argument(
+        "--code-file", dest="code_file", help="read the code from this file ('-', or by default: standard input)"
+    )
     p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
     p.add_argument(
         "--store",
@@ -186,7 +188,7 @@ def cmd_import(args) -> int:
             EXIT_USAGE,
         )
     if args.code_file:
-        code = read_file(args.code_file).strip()
+        code = (read_text("-") if args.code_file == "-" else read_file(args.code_file)).strip()
     elif sys.stdin.isatty():
         import getpass
 
