@@ -36,6 +36,28 @@ class UnixHTTP(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
+@contextlib.contextmanager
+def relay_served(data: str, *flags: str, log_path: str | None = None):
+    """A `sessiond serve` relay process on a free loopback port, its data in `data`; yields what it printed
+    (--json: its url and port), and stops it (cleanly) afterwards."""
+    with open(log_path or os.devnull, "wb") as log:
+        proc = subprocess.Popen(
+            [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", data, "--json", *flags],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    line = proc.stdout.readline() if proc.stdout else b""
+    if not line:
+        proc.kill()
+        said = open(log_path).read()[-2000:] if log_path else ""
+        raise RuntimeError(f"sessiond serve did not start: {said}")
+    try:
+        yield json.loads(line)
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
+
+
 class DaemonProc:
     """A sessiond daemon running as its own process on a home folder."""
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from conftest import PY, eventually, wait_for
+from conftest import PY, eventually, relay_served, wait_for
 from servers.s5portal import start_portal
 from sessiond.relay.accounts import new_invite
 from sessiond.relay.app import Relay, run
@@ -442,31 +442,8 @@ async def test_a_store_without_the_feed_keeps_working(tmp_path):
 @pytest.fixture
 def relay_process(tmp_path):
     data, log_path = str(tmp_path / "relay-data"), str(tmp_path / "relay.log")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "sessiond.cli.main",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data",
-                data,
-                "--json",
-                "--access-log",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-        )
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        raise RuntimeError(f"sessiond serve did not start: {open(log_path).read()[-2000:]}")
-    info = json.loads(line)
-    yield data, info, log_path
-    proc.terminate()
-    assert proc.wait(15) == 0
+    with relay_served(data, "--access-log", log_path=log_path) as info:
+        yield data, info, log_path
 
 
 def test_serve_invite_cli_and_bad_flags(tmp_path):

@@ -6,40 +6,18 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
 import time
 
 import pytest
 
-from conftest import PY, DaemonProc, run_cli
+from conftest import DaemonProc, relay_served, run_cli
 from sessiond.stores.errors import AuthRefused, StoreFull, StoreUnreachable, settled, write_error
 
 
 @pytest.fixture
 def small_relay(tmp_path):
-    proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "sessiond.cli.main",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            str(tmp_path / "relay"),
-            "--open-registration",
-            "--quota",
-            "2K",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    line = proc.stdout.readline()
-    assert line, "the relay did not start"
-    yield json.loads(line)["url"]
-    proc.terminate()
-    proc.wait(15)
+    with relay_served(str(tmp_path / "relay"), "--open-registration", "--quota", "2K") as info:
+        yield info["url"]
 
 
 def test_sync_wait_ends_at_once_on_a_store_out_of_room(small_relay, tmp_path):
