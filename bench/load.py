@@ -66,6 +66,16 @@ def cpu_s(pid: int) -> float:
     return round(sum(cpu_split(pid)), 1)
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread (daemon A's event loop) has waited, runnable, for a CPU so far
+    (/proc schedstat: CPU contention, not its own sleeps); 0 where the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def machine_busy() -> tuple[float, float]:
     """Seconds of CPU the whole machine has spent busy (every core: user, nice, system, irq, softirq, steal)
     and idle (idle, iowait) so far, from /proc/stat."""
@@ -81,12 +91,14 @@ def own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def machine_row(appends: int, write_s: float, ours_s: float, loop_s: float, busy_idle: tuple[float, float]) -> dict:
+def machine_row(
+    appends: int, write_s: float, ours_s: float, loop_s: float, busy_idle: tuple[float, float], queued_s: float
+) -> dict:
     """What bounds the rate on this machine, during the writes: daemon A's event-loop thread (its CPU per
-    append, and how busy it was: near 1.0, it is the limit whatever the cores), and the CPU of the two daemons and
-    the clients together per append, with the ceiling that puts on the rate if every core were busy with
-    nothing else (`ceiling_appends_per_second`: cores / that CPU). `busy_cores`: what /proc/stat says the
-    whole machine used meanwhile, others' processes included."""
+    append; the share of the time it ran, and waited runnable for a CPU: together near 1.0, it is the limit),
+    and the CPU of the two daemons and the clients together per append, with the ceiling that puts on the
+    rate if every core were busy with nothing else (`ceiling_appends_per_second`: cores / that CPU).
+    `busy_cores`: what /proc/stat says the whole machine used meanwhile, others' processes included."""
     cores = os.cpu_count() or 1
     busy, idle = busy_idle
     per = ours_s / appends
@@ -96,6 +108,7 @@ def machine_row(appends: int, write_s: float, ours_s: float, loop_s: float, busy
         "idle_cores": round(idle / write_s, 2),
         "a_loop_thread_ms_per_append": round(1000 * loop_s / appends, 3),
         "a_loop_thread_busy": round(loop_s / write_s, 2),
+        "a_loop_thread_waiting_for_a_cpu": round(queued_s / write_s, 2),
         "a_b_clients_cpu_ms_per_append": round(1000 * per, 3),
         "ceiling_appends_per_second": round(cores / per) if per else None,
     }
@@ -236,7 +249,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
 
         threading.Thread(target=sampler, daemon=True).start()
         cpu0 = {"a": cpu_split(a.proc.pid), "b": cpu_split(b.proc.pid)}
-        loop0, machine0 = sum(cpu_split(a.proc.pid, a.proc.pid)), machine_busy()
+        loop0, machine0, queued0 = sum(cpu_split(a.proc.pid, a.proc.pid)), machine_busy(), runqueue_wait(a.proc.pid)
         with Client(a.home) as c0:
             pushes0 = c0.status().get("pushes", {}).get("started", 0)  # an older daemon: 0
         t0 = time.perf_counter()
@@ -255,7 +268,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
             last = {sid: t for p in parts for sid, t in p[3].items()}
         write_s = time.perf_counter() - t0
         cpu1 = {"a": cpu_split(a.proc.pid), "b": cpu_split(b.proc.pid)}
-        loop1, machine1 = sum(cpu_split(a.proc.pid, a.proc.pid)), machine_busy()
+        loop1, machine1, queued1 = sum(cpu_split(a.proc.pid, a.proc.pid)), machine_busy(), runqueue_wait(a.proc.pid)
         ca, cb = Client(a.home), Client(b.home)
         st = ca.status()
         pushes = st.get("pushes", {}).get("started", 0) - pushes0
@@ -298,6 +311,7 @@ def _run(store: str, sessions: int, messages: int, clients: int, timeout: float,
                     sum(cpu1["a"]) - sum(cpu0["a"]) + sum(cpu1["b"]) - sum(cpu0["b"]) + bench_cpu,
                     loop1 - loop0,
                     (machine1[0] - machine0[0], machine1[1] - machine0[1]),
+                    queued1 - queued0,
                 ),
                 "pushes_per_second": round(pushes / write_s, 1),
                 "appends_per_push": round(sessions * messages / max(1, pushes), 1),
