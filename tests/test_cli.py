@@ -558,6 +558,23 @@ def test_start_beside_a_hung_daemon_says_how_to_recover(daemon):
     _no_traceback(res)
 
 
+def test_status_beside_a_hung_daemon_says_so_in_seconds(daemon):
+    # it waited the client's 300 s for a daemon that holds the socket and answers nothing
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        res = run_cli(daemon.home, "status", "--timeout", "1", "--json")
+        took = time.monotonic() - t0
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert res.returncode == 1 and took < 60, (res, took)
+    message = json.loads(res.stdout)["error"]["message"]
+    assert f"pid {daemon.proc.pid}" in message and "within 1 s" in message and "sessiond stop" in message
+    _no_traceback(res)
+    assert cli_json(daemon.home, "status")["pid"] == daemon.proc.pid  # and answers again once it runs
+    assert run_cli(daemon.home, "status", "--timeout", "0").returncode == 2
+
+
 def test_a_group_without_its_action_says_which_help_to_read(home):
     for group in ("chat", "key"):
         res = run_cli(home, group, "--json")

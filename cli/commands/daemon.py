@@ -11,7 +11,6 @@ import time
 
 from ...client import Client, ClientError, DaemonNotRunning
 from ...daemon.home import holds_lock, read_lock, resolve_home
-from ..connect import client
 from ..errors import EXIT_USAGE, CliError
 from ..options import seconds
 from ..output import emit, short, table, when
@@ -53,6 +52,12 @@ def register(commands: Commands) -> None:
         help="seconds to wait for a clean stop before killing the daemon (default 15)",
     )
     p = commands.add("status", cmd_status, "socket, pid, version, device id, counts and sync state")
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        help="seconds to wait for the daemon's answer before calling it stuck (default 10)",
+    )
     p.add_argument("--sessions", action="store_true", help="list every session's sync state")
 
 
@@ -98,11 +103,7 @@ def cmd_start(args) -> int:
     except DaemonNotRunning:
         pass
     except ClientError as exc:  # a daemon holds the home's socket, but does not answer on it
-        pid = read_lock(home.path)[0]
-        raise CliError(
-            f"a daemon{f' (pid {pid})' if pid else ''} holds this home but does not answer ({exc}); "
-            f"`sessiond stop` ends it (killing it if it must), then start again"
-        ) from None
+        raise _hung(home.path, exc) from None
     home.prepare()
     read_fd, write_fd = os.pipe()
     # The daemon runs this package's entry point (cli/main.py) with the command `daemon`.
@@ -188,8 +189,24 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def _hung(home: str, exc: ClientError) -> CliError:
+    """A daemon holds the home's socket but does not answer on it (stopped, stuck): which, and the way out."""
+    pid = read_lock(home)[0]
+    return CliError(
+        f"a daemon{f' (pid {pid})' if pid else ''} holds this home but does not answer ({exc}); "
+        f"`sessiond stop` ends it (killing it if it must), then start it again"
+    )
+
+
 def cmd_status(args) -> int:
-    info = client(args).status()
+    if not args.timeout:
+        raise CliError("status: --timeout must be more than 0 seconds", EXIT_USAGE)
+    try:  # a status is answered at once: a daemon silent for `--timeout` seconds is stuck, not busy
+        info = Client(args.home, timeout=args.timeout).status()
+    except DaemonNotRunning:
+        raise
+    except ClientError as exc:
+        raise _hung(resolve_home(args.home), exc) from None
     counts = info["counts"]
     sync = info.get("sync", {})
     pending = sum(s["pending"] for s in sync.values())
