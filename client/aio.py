@@ -109,15 +109,24 @@ class AsyncClient(Api):
 
         holder = StreamedAnswer()
         path = f"/v1/sessions/{quote_id(sid)}/complete"
-        try:
-            resp = await self._http().post(
-                "http://localhost" + path,
-                json=complete_body(content, chat, model, provider, True),
-                headers={IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()},
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout),
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._failure(exc, "POST", path) from None
+        headers = {IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()}
+        for attempt in (0, 1):
+            try:
+                resp = await self._http().post(
+                    "http://localhost" + path,
+                    json=complete_body(content, chat, model, provider, True),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout),
+                )
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # a kept-alive connection the daemon had closed (idle, or it restarted): sent again once, as
+                # an append with its key is; the key makes the daemon store the question and ask the model
+                # once, whatever reached it the first time (daemon/complete.py)
+                if attempt or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise self._failure(exc, "POST", path) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._failure(exc, "POST", path) from None
         try:
             if resp.status >= 400 or not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
                 try:

@@ -290,3 +290,44 @@ def test_a_streamed_answer_closed_from_another_thread_ends_its_iteration(canned)
     stream.close()
     t.join(timeout=10)
     assert not t.is_alive() and errors == [] and got == ["Hel"] and stream.message is None
+
+
+async def test_async_a_streamed_question_on_a_connection_the_daemon_closed_is_sent_again(tmp_path):
+    """The question went out on a kept-alive connection the daemon closed as it arrived (idle, restarting):
+    its Idempotency-Key makes a second try safe (the daemon stores it and asks the model once), so it is
+    sent again on a new connection, with the same key, instead of failing as a broken connection."""
+    path = str(tmp_path / "d.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(4)
+    keys: list[bytes] = []
+    status = b'{"version": "x"}'
+    events = b'event: delta\ndata: {"content": "hi"}\n\nevent: message\ndata: {"id": "m1", "content": "hi"}\n\n'
+
+    def key_of(request: bytes) -> bytes:
+        line = next(x for x in request.split(b"\r\n") if x.lower().startswith(b"idempotency-key:"))
+        return line.split(b":", 1)[1].strip()
+
+    def serve() -> None:
+        with srv.accept()[0] as first:  # a status, kept alive; then the question, and closed unanswered
+            first.recv(65536)
+            first.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(status), status)
+            )
+            keys.append(key_of(first.recv(65536)))
+        with srv.accept()[0] as second:  # the question again
+            keys.append(key_of(second.recv(65536)))
+            second.sendall(SSE_HEAD + _chunk(events) + b"0\r\n\r\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        async with AsyncClient(socket=path, timeout=5) as c:
+            await c.status()
+            parts = [x async for x in c.complete_stream("s1", "hello")]
+        assert parts == ["hi", {"id": "m1", "content": "hi"}]
+        assert len(keys) == 2 and keys[0] == keys[1]  # the same key both times
+    finally:
+        srv.close()
+        t.join(5)
