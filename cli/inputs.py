@@ -18,6 +18,16 @@ def read_text(text: str) -> str:
     return text
 
 
+def message_text(text: str) -> str:
+    """A message's or a prompt's text: as given, or for '-' standard input less the one line end that
+    ends it (`echo hi | sessiond add ID --role user -` stores "hi", as `$(...)` in a shell would);
+    line ends within it, and any further blank lines at its end, are kept."""
+    if text != "-":
+        return text
+    data = read_text("-")
+    return data[:-2] if data.endswith("\r\n") else data[:-1] if data.endswith("\n") else data
+
+
 def read_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:

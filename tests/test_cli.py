@@ -48,11 +48,19 @@ def test_start_new_add_log_stop(home):
         run_cli(home, "add", sid, "--role", "assistant", "-", input="from stdin\nsecond line", check=True)
         log = run_cli(home, "log", sid, check=True).stdout
         assert "hello there" in log and "from stdin\nsecond line" in log
+        # what `echo` pipes in ends with its line end: not part of the message (it was stored with it)
+        run_cli(home, "add", sid, "--role", "user", "-", input="echoed\n", check=True)
+        run_cli(home, "add", sid, "--role", "user", "-", input="two blank lines after\n\n\r\n", check=True)
         data = cli_json(home, "log", sid)
-        assert [m["content"] for m in data["messages"]] == ["hello there", "from stdin\nsecond line"]
+        assert [m["content"] for m in data["messages"]] == [
+            "hello there",
+            "from stdin\nsecond line",
+            "echoed",
+            "two blank lines after\n\n",
+        ]
         show = cli_json(home, "show", sid)
         assert show["system_prompt"] == "Be kind." and show["settings"] == {"temperature": 0.3}
-        assert show["tags"] == ["a", "b"] and show["message_count"] == 2
+        assert show["tags"] == ["a", "b"] and show["message_count"] == 4
         ls = run_cli(home, "ls", check=True).stdout
         assert sid in ls and "cli" in ls
         assert [s["id"] for s in cli_json(home, "ls", "--user", "u1")["sessions"]] == [sid]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..connect import client
-from ..inputs import read_text
+from ..inputs import message_text
 from ..options import add_policy, add_settings, policy_of, settings_of
 from ..output import emit, short, table, when
 from . import Commands
@@ -33,7 +33,7 @@ def cmd_chat_new(args) -> int:
         args.id,
         id=args.chat_id,
         name=args.name,
-        system_prompt=read_text(args.system) if args.system else None,
+        system_prompt=message_text(args.system) if args.system else None,
         model=args.model,
         settings=settings_of(args),
         switch=args.switch or None,

@@ -8,7 +8,7 @@ from typing import Any
 from ...client import ClientError
 from ..connect import client
 from ..errors import EXIT_INTERRUPTED, fail
-from ..inputs import read_text
+from ..inputs import message_text
 from ..options import count
 from ..output import emit, safe, short, when
 from . import Commands
@@ -38,14 +38,14 @@ def register(commands: Commands) -> None:
 
 
 def cmd_add(args) -> int:
-    content = read_text(args.text)
+    content = message_text(args.text)
     m = client(args).append(args.id, args.role, content, chat=args.chat, tokens=args.tokens)
     emit(args, m, m["id"])
     return 0
 
 
 def cmd_ask(args) -> int:
-    content = read_text(args.text)
+    content = message_text(args.text)
     stream = client(args).complete_stream(args.id, content, chat=args.chat, model=args.model, provider=args.provider)
     wrote = False
     try:
