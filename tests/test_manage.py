@@ -204,6 +204,8 @@ def test_statistics(daemon):
     assert c.stats(user="ann")["tokens"] == 8 and c.stats(user="bob")["messages"] == 0
     all_ = sh(daemon.home, "stats")
     assert all_["sessions"] == 2 and {u["user"] for u in all_["users"]} == {"ann", "bob"}
+    res = run_cli(daemon.home, "stats", s1, "--user", "bob")  # it answered for s1, --user ignored
+    assert res.returncode == 2 and "not both" in res.stderr
 
 
 CHATGPT = [

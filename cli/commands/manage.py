@@ -168,6 +168,8 @@ def cmd_verify_proof(args) -> int:
 
 
 def cmd_stats(args) -> int:
+    if args.id and args.user:  # (the daemon's statistics are of one session, or of a user's sessions)
+        raise CliError("stats: give a session id or --user, not both", EXIT_USAGE)
     st = client(args).stats(args.id, args.user)
     if args.id:
         lines = [
