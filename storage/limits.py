@@ -14,34 +14,23 @@ async def check_active_limits(
     """One more active session of `user` must fit max_active_sessions_per_user and (`daemon`: one more of
     the daemon's) max_active_sessions. `besides`: a session not to count (the one being imported, already in
     the table). `tx` reads inside the caller's write transaction, so that two at once cannot both pass."""
-    other = "" if besides is None else " AND id<>?"
-    args: tuple = () if besides is None else (besides,)
+
+    async def active(where: str = "", args: tuple = ()) -> int:
+        if besides is not None:
+            where, args = where + " AND id<>?", (*args, besides)
+        return (
+            await tx.fetchone(f"SELECT count(*) FROM sessions WHERE status='active' AND NOT importing{where}", args)
+        )[0]
+
     cap = limits.get("max_active_sessions")
-    if (
-        daemon
-        and cap
-        and (await tx.fetchone(f"SELECT count(*) FROM sessions WHERE status='active' AND NOT importing{other}", args))[
-            0
-        ]
-        >= cap
-    ):
+    if daemon and cap and await active() >= cap:
         raise LimitReached(
             f"this daemon already has {cap} active sessions (max_active_sessions); pause, end or delete one first",
             limit="max_active_sessions",
             value=cap,
         )
     cap = limits.get("max_active_sessions_per_user")
-    if (
-        cap
-        and user is not None
-        and (
-            await tx.fetchone(
-                f"SELECT count(*) FROM sessions WHERE status='active' AND user=? AND NOT importing{other}",
-                (user, *args),
-            )
-        )[0]
-        >= cap
-    ):
+    if cap and user is not None and await active(" AND user=?", (user,)) >= cap:
         raise LimitReached(
             f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
             f"pause, end or delete one first",
