@@ -9,6 +9,7 @@ that fixes it (None when nothing needs fixing).
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 
 from ..api.locate import socket_path
@@ -48,6 +49,56 @@ def check_home(home: str) -> list[dict]:
             )
         ]
     return [*_check_dirs(home), *_check_socket(home), *_check_keys(home), *_check_secrets(home)]
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_database(home: str) -> list[dict]:
+    """sessions.db readable by this sessiond: an SQLite database, not written by a newer sessiond, every
+    page well formed (PRAGMA quick_check: it reads the whole file). Opened read-only; for a home whose
+    daemon is stopped (a running daemon's database is open and working)."""
+    from ..storage.schema import SCHEMA_VERSION
+
+    path = os.path.join(home, "sessions.db")
+    restore = (
+        f"restore {path} from a backup, or move it aside (mv {path} {path}.damaged) and start again "
+        f"(sessions shared with other devices can be imported again from their codes)"
+    )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return [finding("database", "ok", f"no {path} yet (the daemon makes it on its first start)")]
+    except OSError as exc:
+        return [finding("database", "problem", f"cannot read {path} ({exc.strerror or exc})", f"chmod 600 {path}")]
+    if head != SQLITE_MAGIC:
+        return [finding("database", "problem", f"{path} is damaged (not an SQLite database)", restore)]
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [finding("database", "problem", f"cannot open {path} ({exc})", f"chmod 600 {path}")]
+    try:
+        has_version = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'")
+        version = conn.execute("SELECT version FROM schema_version").fetchone()[0] if has_version.fetchone() else 0
+        if version > SCHEMA_VERSION:
+            return [
+                finding(
+                    "database",
+                    "problem",
+                    f"{path} was written by a newer sessiond (schema version {version}; this one reads up to "
+                    f"{SCHEMA_VERSION})",
+                    "upgrade sessiond (pip install --upgrade sessiond), then start it again",
+                )
+            ]
+        bad = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall() if r[0] != "ok"]
+    except sqlite3.Error as exc:
+        return [finding("database", "problem", f"{path} is damaged ({exc})", restore)]
+    finally:
+        conn.close()
+    if bad:
+        return [finding("database", "problem", f"{path} is damaged ({'; '.join(bad)[:300]})", restore)]
+    return [finding("database", "ok", f"{path} is well formed (schema version {version})")]
 
 
 def _check_dirs(home: str) -> list[dict]:

@@ -16,6 +16,7 @@ from importlib.metadata import version as pkg_version
 from aiohttp import web
 
 from ..storage.database import Database
+from ..storage.errors import UnusableDatabase
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.mirror import MirrorStore, mirror_urls, open_stores
@@ -123,7 +124,10 @@ class Daemon:
     async def start(self) -> None:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
-        self.db = await Database.open(self.home.db)
+        try:
+            self.db = await Database.open(self.home.db)
+        except UnusableDatabase as exc:
+            raise HomeError(str(exc)) from None
         for sid in await self.db.repair_unpushable():
             log.warning(
                 "an unpushed change held a value no snapshot can (an integer beyond 64 bits, NaN): "

@@ -31,9 +31,10 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from .errors import UnusableDatabase
 from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
-from .schema import migrate
+from .schema import SCHEMA_VERSION, NewerSchema, migrate
 from .wal import CHECKPOINT_ROWS, WAL_RESET_FRAMES, WAL_RESET_WAIT_MS, Checkpointer
 
 Row = sqlite3.Row
@@ -161,6 +162,28 @@ class Connections:
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Connections:
+        """The database at `path`, made if there is none and migrated to this sessiond's schema. One this
+        sessiond cannot use (newer, damaged) raises UnusableDatabase, saying which and what to do."""
+        try:
+            return await cls._open(path, upto)
+        except NewerSchema as exc:
+            raise UnusableDatabase(
+                f"{path} was written by a newer sessiond (schema version {exc.version}; this one reads up to "
+                f"{SCHEMA_VERSION}): upgrade sessiond (or use another --home with this version); nothing was changed"
+            ) from None
+        except sqlite3.OperationalError as exc:  # locked past the busy timeout, unreadable, no room: not damage
+            raise UnusableDatabase(
+                f"{path} cannot be opened ({exc}): check that it and its folder are yours and the disk has room; "
+                f"`sessiond doctor` checks the home"
+            ) from None
+        except sqlite3.DatabaseError as exc:  # not a database, truncated, a page unreadable
+            raise UnusableDatabase(
+                f"{path} is damaged ({exc}): restore it from a backup, or move it aside to start with an empty "
+                f"cache (sessions shared with other devices can be imported again); `sessiond doctor` checks it"
+            ) from None
+
+    @classmethod
+    async def _open(cls, path: str, upto: int | None) -> Connections:
         if not os.path.exists(path):  # create it private from the first byte
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

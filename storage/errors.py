@@ -18,6 +18,12 @@ class SessiondError(Exception):
         self.status = type(self).status
 
 
+class UnusableDatabase(Exception):
+    """The database file cannot be used by this sessiond: written by a newer one (a higher schema
+    version), or not a database at all (damaged, truncated). The message names the file, what is wrong
+    and what to do; nothing was changed."""
+
+
 class NotFound(SessiondError):
     code = "not_found"
     status = 404

@@ -5,6 +5,15 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+
+class NewerSchema(Exception):
+    """The database was written by a newer sessiond: its schema version is past this one's."""
+
+    def __init__(self, version: int):
+        super().__init__(f"schema version {version}, newer than this sessiond's ({SCHEMA_VERSION})")
+        self.version = version
+
+
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
 MIGRATIONS: list[str] = [
@@ -272,10 +281,7 @@ async def migrate(conn: Any, upto: int | None = None) -> None:
     target = SCHEMA_VERSION if upto is None else upto
     current = await schema_version(conn)
     if current > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"the database has schema version {current}, newer than this sessiond "
-            f"understands ({SCHEMA_VERSION}); upgrade sessiond"
-        )
+        raise NewerSchema(current)
     for version in range(current + 1, target + 1):
         await conn.execute("BEGIN IMMEDIATE")
         try:

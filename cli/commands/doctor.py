@@ -6,10 +6,11 @@ home's permissions and key files, daemon/doctor_files.py) and says what it could
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ...client import DaemonNotRunning
-from ...daemon.doctor_files import check_home, finding
+from ...daemon.doctor_files import check_database, check_home, finding
 from ...daemon.home import resolve_home
 from ..connect import client
 from ..errors import EXIT_ERROR
@@ -33,6 +34,8 @@ def cmd_doctor(args) -> int:
         report = {**client(args).doctor(verify=args.verify), "daemon": True}
     except DaemonNotRunning:
         findings = check_home(home)
+        if os.path.isdir(home):
+            findings += check_database(home)
         findings.append(
             finding(
                 "daemon",
