@@ -19,6 +19,7 @@ from ..storage.database import Database
 from ..storage.errors import UnusableDatabase
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
+from ..sync.keys import DEVICE_KEY, device_key_problem
 from ..sync.mirror import MirrorStore, mirror_urls, open_stores
 from . import remote_checks
 from .api import make_app
@@ -58,12 +59,14 @@ class Daemon:
         *,
         change_store: bool = False,
         store_from: str = "--store",
+        reset_device_key: bool = False,
     ):
         self.home = home
         self.config = config
         self.store_url = store_url  # the store asked for (None: the remembered one); the one used once started
         self.store_from = store_from  # where store_url was asked for: "--store" or "config.toml"
         self.change_store = change_store
+        self.reset_device_key = reset_device_key  # a lost device key may be replaced by a new one
         self.version = VERSION
         self.started = time.monotonic()
         self.events = Events()
@@ -128,6 +131,7 @@ class Daemon:
             self.db = await Database.open(self.home.db)
         except UnusableDatabase as exc:
             raise HomeError(str(exc)) from None
+        await self._check_device_key()
         for sid in await self.db.repair_unpushable():
             log.warning(
                 "an unpushed change held a value no snapshot can (an integer beyond 64 bits, NaN): "
@@ -177,6 +181,33 @@ class Daemon:
                     f"config.toml: cannot listen there ({exc.strerror or exc})"
                 ) from None
         log.info("daemon started", extra={"event": "start"})
+
+    async def _check_device_key(self) -> None:
+        """Refuse to start on a damaged device key, or without one while sessions here were pushed signed
+        with it: a KeyStore would make a new key, and every such session would go on under a new writer,
+        its followers rejecting it (a fork). Unless the database holds nothing signed with the lost key,
+        or --reset-device-key says to make a new one anyway."""
+        path = os.path.join(self.home.keys, DEVICE_KEY)
+        problem = device_key_problem(self.home.keys)
+        restore = f"`sessiond key import --home {self.home.path}` (your 24 backup words)"
+        if problem is None:
+            return
+        if problem != "missing":
+            raise HomeError(f"the device key {path} is {problem}: restore it with {restore}")
+        signed = await self.db.signed_sessions()
+        if not signed:
+            return  # a new home, or nothing of it pushed yet: a new key loses nothing
+        if not self.reset_device_key:
+            raise HomeError(
+                f"the device key {path} is missing, but {signed} session(s) here were pushed signed with it; "
+                f"restore it with {restore}, or start with --reset-device-key to make a new key (this device "
+                f"then can no longer update those sessions where they are shared: their followers reject it)"
+            )
+        log.warning(
+            "--reset-device-key: a new device key replaces the lost one; sessions pushed under the old key "
+            "can no longer be updated from here where they are shared",
+            extra={"event": "start", "objects": signed},
+        )
 
     def _choose_store(self) -> str | None:
         """The store is remembered in the home (<home>/store-url) from the first start on: a start
@@ -275,6 +306,7 @@ async def serve(
     announce: bool = True,
     change_store: bool = False,
     as_json: bool = False,
+    reset_device_key: bool = False,
 ) -> None:
     home = Home(home_path)
     home.prepare()
@@ -287,6 +319,7 @@ async def serve(
         normalize_store_urls(wanted) if wanted else None,
         change_store=change_store,
         store_from="--store" if store else "config.toml",
+        reset_device_key=reset_device_key,
     )
     try:
         await daemon.start()
@@ -332,11 +365,21 @@ def run(
     ready_fd: int | None = None,
     change_store: bool = False,
     as_json: bool = False,
+    reset_device_key: bool = False,
 ) -> None:
     """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it)."""
     tune_process()
     MemDebug.start()
     try:
-        asyncio.run(serve(home_path, store, ready_fd=ready_fd, change_store=change_store, as_json=as_json))
+        asyncio.run(
+            serve(
+                home_path,
+                store,
+                ready_fd=ready_fd,
+                change_store=change_store,
+                as_json=as_json,
+                reset_device_key=reset_device_key,
+            )
+        )
     except StoreError as exc:
         raise HomeError(f"store: {exc}") from None

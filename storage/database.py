@@ -128,6 +128,10 @@ class Database:
     async def repair_unpushable(self) -> list[str]:
         return await self.syncstate.repair_unpushable()
 
+    async def signed_sessions(self) -> int:
+        """Sessions with a head this device signed, pushed to a store (they depend on its device key)."""
+        return await self.syncstate.signed_sessions()
+
     # ------------------------------------------------------------------ sessions
     async def create_session(self, spec: dict) -> dict:
         return await self.sessions.create(spec)

@@ -112,6 +112,12 @@ class SyncState:
         return sorted(found)
 
     # ------------------------------------------------------------------ push state
+    async def signed_sessions(self) -> int:
+        """How many sessions have a head this device signed in a store (pushed at least once): what a new
+        device key would fork."""
+        row = await self.c.committed.fetchone("SELECT count(*) FROM sync_state WHERE head_rev > 0 OR pushed_seq > 0")
+        return int(row[0]) if row else 0
+
     async def sync_state(self, sid: str) -> dict:
         rows = await self.c.latest("SELECT * FROM sync_state WHERE session_id=?", (sid,))
         if not rows:

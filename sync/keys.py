@@ -27,6 +27,7 @@ from ..storage.ids import ID_RE
 from .crypto import CTX_HEAD_SIGNING, derive
 
 _WORDS = Mnemonic("english")
+DEVICE_KEY = "device.key"  # in the key folder: the device's seed
 CACHE_SESSIONS = 1024
 # session files (a key, a write secret, earlier keys, a rekey record, or that there is none) kept in memory
 FILES_KEPT = 4 * CACHE_SESSIONS
@@ -67,7 +68,7 @@ class KeyStore:
         self.sessions_dir = os.path.join(folder, "sessions")
         ensure_private_dir(folder)
         ensure_private_dir(self.sessions_dir)
-        self.device_path = os.path.join(folder, "device.key")
+        self.device_path = os.path.join(folder, DEVICE_KEY)
         seed = _read_key(self.device_path)
         if seed is None:
             seed = secrets.token_bytes(32)
@@ -315,6 +316,25 @@ class KeyStore:
         atomic_write(self.device_path, seed, 0o600)
         self._seed = seed
         self._head_keys.clear()
+
+
+def device_key_problem(folder: str) -> str | None:
+    """What is wrong with the device key file in the key folder `folder`: None if it is there and well
+    formed, else "missing" or "damaged (N bytes, expected 32)". Makes nothing (a KeyStore makes a key)."""
+    data = _read_file(os.path.join(folder, DEVICE_KEY))
+    if data is None:
+        return "missing"
+    if len(data) != 32:
+        return f"damaged ({len(data)} bytes, expected 32)"
+    return None
+
+
+def restore_device_key(folder: str, phrase: str) -> None:
+    """Write the seed of the 24 backup words `phrase` as the device key (atomically, 0600), whatever
+    the file held before (nothing, a damaged key, another key): the caller decides whether it may."""
+    seed = mnemonic_to_seed(phrase)
+    ensure_private_dir(folder)
+    atomic_write(os.path.join(folder, DEVICE_KEY), seed, 0o600)
 
 
 def mnemonic_to_seed(phrase: str) -> bytes:

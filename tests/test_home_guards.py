@@ -16,12 +16,100 @@ from sessiond.storage.schema import SCHEMA_VERSION
 from sessiond.sync.keys import mnemonic_to_seed
 
 
+def _pushed_session(home: str) -> tuple[str, str]:
+    """A home whose daemon made one session and pushed it (signed with the device key); stopped. Returns
+    (the session id, the device key's 24 backup words)."""
+    d = DaemonProc(home).start()
+    try:
+        c = d.client()
+        sid = c.create_session(name="signed")["id"]
+        c.append(sid, "user", "hello")
+        assert c.sync(sid, wait=True, timeout=30)["complete"]
+    finally:
+        d.stop()
+    words = cli_json(home, "key", "export")["mnemonic"]
+    return sid, words
+
+
 def _one_clear_line(res: subprocess.CompletedProcess) -> str:
     assert res.returncode != 0, res.stdout
     assert "Traceback" not in res.stderr, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     return lines[0]
+
+
+def test_key_import_replaces_a_damaged_device_key(home):
+    """`sessiond doctor` names `sessiond key import` as the fix of a damaged device key: it must work."""
+    _, words = _pushed_session(home)
+    device = os.path.join(home, "keys", "device.key")
+    with open(device, "wb") as f:
+        f.write(b"\x00" * 7)  # cut short
+    doctor = run_cli(home, "doctor")
+    assert "key import" in doctor.stdout, doctor.stdout
+    res = run_cli(home, "key", "import", input=words)  # no --force: there is no working key to keep
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "damaged" in res.stdout and "replaced" in res.stdout, res.stdout
+    with open(device, "rb") as f:
+        assert f.read() == mnemonic_to_seed(words)
+    assert stat.S_IMODE(os.stat(device).st_mode) == 0o600
+    assert [n for n in os.listdir(os.path.dirname(device)) if n.startswith("device.key")] == ["device.key"]
+    assert cli_json(home, "key", "export")["mnemonic"] == words
+    d = DaemonProc(home).start()  # and the daemon starts on it again
+    d.stop()
+
+
+def test_key_export_of_a_damaged_key_says_what_to_do(home):
+    _pushed_session(home)
+    with open(os.path.join(home, "keys", "device.key"), "wb") as f:
+        f.write(b"xyz")
+    line = _one_clear_line(run_cli(home, "key", "export"))
+    assert "device.key" in line and "damaged" in line and "key import" in line, line
+
+
+def test_a_lost_device_key_stops_the_start_until_restored_or_reset(home):
+    sid, words = _pushed_session(home)
+    device = os.path.join(home, "keys", "device.key")
+    os.unlink(device)
+    for cmd in (["start"], ["daemon"]):
+        line = _one_clear_line(run_cli(home, *cmd))
+        assert device in line, line
+        assert "key import" in line and "--reset-device-key" in line, line
+        assert not os.path.exists(device)  # no new identity made behind the user's back
+    # the way out: the backup words, no --force needed (there is no key to keep)
+    res = run_cli(home, "key", "import", input=words)
+    assert res.returncode == 0, res.stderr
+    with open(device, "rb") as f:
+        assert f.read() == mnemonic_to_seed(words)
+    d = DaemonProc(home).start()
+    assert d.client().get_session(sid)["name"] == "signed"
+    d.stop()
+    # the other way out, explicit: a new key
+    os.unlink(device)
+    res = run_cli(home, "start", "--reset-device-key")
+    try:
+        assert res.returncode == 0, res.stderr
+        with open(device, "rb") as f:
+            assert f.read() != mnemonic_to_seed(words)
+    finally:
+        run_cli(home, "stop")
+
+
+def test_a_lost_device_key_is_no_matter_when_nothing_was_signed_with_it(home):
+    d = DaemonProc(home).start()
+    d.client().create_session(name="never pushed", id="local")
+    d.stop()
+    with (
+        contextlib.closing(sqlite3.connect(os.path.join(home, "sessions.db"))) as conn,
+        conn,
+    ):  # as if its pushes had all failed
+        conn.execute("UPDATE sync_state SET head_rev=0, pushed_seq=0, tree=NULL, pending=NULL")
+    os.unlink(os.path.join(home, "keys", "device.key"))
+    d = DaemonProc(home).start()
+    assert d.client().get_session("local")["name"] == "never pushed"
+    d.stop()
+    assert os.path.getsize(os.path.join(home, "keys", "device.key")) == 32
 
 
 def test_a_database_of_a_newer_sessiond_is_refused_in_one_line(home):

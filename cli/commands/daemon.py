@@ -31,6 +31,7 @@ def register(commands: Commands) -> None:
         dest="change_store",
         help="confirm moving this home to another store than the one it used before",
     )
+    _reset_device_key_option(p)
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p = commands.add("start", cmd_start, "start the daemon in the background; returns once it answers")
     p.add_argument(
@@ -44,6 +45,7 @@ def register(commands: Commands) -> None:
         dest="change_store",
         help="confirm moving this home to another store than the one it used before",
     )
+    _reset_device_key_option(p)
     p = commands.add("stop", cmd_stop, "stop the daemon")
     p.add_argument(
         "--timeout",
@@ -61,6 +63,17 @@ def register(commands: Commands) -> None:
     p.add_argument("--sessions", action="store_true", help="list every session's sync state")
 
 
+def _reset_device_key_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reset-device-key",
+        action="store_true",
+        dest="reset_device_key",
+        help="if the device key (keys/device.key) is lost, make a new one: this device can then no longer "
+        "update the sessions it pushed where they are shared (their followers reject the new key); "
+        "restore the old key with `sessiond key import` instead if you can",
+    )
+
+
 def cmd_daemon(args) -> int:
     from ...daemon.home import HomeError
     from ...daemon.server import run
@@ -72,6 +85,7 @@ def cmd_daemon(args) -> int:
             ready_fd=args.ready_fd,
             change_store=args.change_store,
             as_json=args.json,
+            reset_device_key=args.reset_device_key,
         )
     except HomeError as exc:  # `start` shows the last line its daemon wrote: this one
         raise CliError(str(exc), EXIT_USAGE) from None
@@ -112,6 +126,8 @@ def cmd_start(args) -> int:
         cmd += ["--store", url]
     if args.change_store:
         cmd += ["--change-store"]
+    if args.reset_device_key:
+        cmd += ["--reset-device-key"]
     out_path = os.path.join(home.logs, "daemon.out")
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     proc = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -21,18 +22,9 @@ def register(commands: Commands) -> None:
     q.add_argument("--force", action="store_true")
 
 
-def _keystore(args):
-    from ...daemon.home import Home
-    from ...sync.keys import KeyStore
-
-    home = Home(resolve_home(args.home))
-    home.prepare()
-    return home, KeyStore(home.keys)
-
-
 def cmd_key_export(args) -> int:
     from ...daemon.home import Home, check_private_dir
-    from ...sync.keys import KeyStore
+    from ...sync.keys import KeyError_, KeyStore
 
     # Export reads the key a home has; it never makes a home (or a key) for a mistyped --home.
     home = Home(resolve_home(args.home))
@@ -42,7 +34,10 @@ def cmd_key_export(args) -> int:
         )
     check_private_dir(home.path, "home folder")
     check_private_dir(home.keys, "key folder")
-    ks = KeyStore(home.keys)
+    try:
+        ks = KeyStore(home.keys)
+    except KeyError_ as exc:
+        raise CliError(f"{exc}: restore it from your backup words (`sessiond key import --home {home.path}`)") from None
     words = ks.export_mnemonic()
     if not args.json:  # standard output keeps the words alone: `key export > F` restores with `key import < F`
         print("Your device key backup (keep it secret; anyone with it can sign as this device):", file=sys.stderr)
@@ -51,9 +46,16 @@ def cmd_key_export(args) -> int:
 
 
 def cmd_key_import(args) -> int:
-    from ...sync.keys import KeyError_, mnemonic_to_seed
+    from ...daemon.home import Home, HomeError
+    from ...sync.keys import DEVICE_KEY, KeyError_, device_key_problem, mnemonic_to_seed, restore_device_key
 
-    home, ks = _keystore(args)
+    # No KeyStore here: one makes a new random key where there is none, and refuses a damaged one, the
+    # two things this command is there to repair.
+    home = Home(resolve_home(args.home))
+    try:
+        home.prepare()
+    except HomeError as exc:
+        raise CliError(f"key import: {exc}") from None
     try:
         Client(home.path, timeout=5).status()
         raise CliError("stop the daemon first (`sessiond stop`): the device key cannot change under a running daemon")
@@ -69,16 +71,35 @@ def cmd_key_import(args) -> int:
         mnemonic_to_seed(phrase)
     except KeyError_ as exc:
         raise CliError(f"key import: {exc}") from None
-    if os.path.exists(home.db) and not args.force:
-        import sqlite3
-
-        with sqlite3.connect(f"file:{home.db}?mode=ro", uri=True) as conn:
-            n = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+    path = os.path.join(home.keys, DEVICE_KEY)
+    problem = device_key_problem(home.keys)
+    if problem is None and os.path.exists(home.db) and not args.force:
+        n = _sessions_in(home.db)
         if n:
             raise CliError(
                 f"this home already has {n} session(s) pushed under its current key; import a key "
                 f"into a fresh home (--home), or pass --force to replace it anyway"
             )
-    ks.import_mnemonic(phrase)
-    emit(args, {"imported": True}, "device key restored")
+    restore_device_key(home.keys, phrase)
+    if problem is None:
+        said = "device key restored"
+    elif problem == "missing":
+        said = f"device key restored to {path} (there was none)"
+    else:
+        said = f"the device key {path} was {problem}: replaced it with the key of your backup words"
+    emit(args, {"imported": True, "replaced": problem or "key", "path": path}, said)
     return 0
+
+
+def _sessions_in(db: str) -> int:
+    """How many sessions the home's database holds (read-only)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise CliError(
+            f"key import: cannot read {db} to see whether sessions depend on the current device key ({exc}); "
+            f"`sessiond doctor` checks it; pass --force to replace the key anyway"
+        ) from None
