@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 
 from .activation import handed_socket
 from .home import Home, HomeError, read_lock
@@ -16,6 +17,27 @@ class AlreadyRunning(HomeError):
     pass
 
 
+def lock_holder(home: str, wait: float = 2.0) -> int | None:
+    """The pid in the home's lock file, waited for a moment: a daemon that has just taken the lock writes
+    its pid right after (a start racing another sees the lock taken, the file not yet written)."""
+    deadline = time.monotonic() + wait
+    while True:
+        pid = read_lock(home)[0]
+        if pid is not None or time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.02)
+
+
+def running_message(home: str) -> str:
+    """What a start says when another daemon holds the home's lock (running, or still starting)."""
+    pid = lock_holder(home)
+    return (
+        f"a sessiond daemon is already running (or starting) for {home}"
+        + (f" (pid {pid})" if pid else "")
+        + "; `sessiond status` shows it, `sessiond stop` stops it"
+    )
+
+
 def take_lock(home: Home) -> int:
     """The home's lock, held for the process's life: its open file descriptor."""
     fd = os.open(home.lock, os.O_RDWR | os.O_CREAT, 0o600)
@@ -23,12 +45,7 @@ def take_lock(home: Home) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        pid = read_lock(home.path)[0]
-        raise AlreadyRunning(
-            f"a sessiond daemon is already running for {home.path}"
-            + (f" (pid {pid})" if pid else "")
-            + "; stop it with `sessiond stop`"
-        ) from None
+        raise AlreadyRunning(running_message(home.path)) from None
     # The lock file says who holds it and where its socket is: clients find the socket from the
     # home, whatever their own environment (a long home's socket is under this process's runtime dir).
     os.ftruncate(fd, 0)

@@ -158,3 +158,63 @@ def test_a_damaged_database_is_refused_in_one_line(home):
         assert [f["level"] for f in found] == ["problem"], (damage, found)
         assert db in found[0]["message"] and "damaged" in found[0]["message"], found
         assert not doctor["ok"]
+
+
+def test_two_starts_at_once_one_daemon_and_a_clear_no(home):
+    """Two `sessiond start` racing on one home: one starts the daemon, the other says that one is running
+    (or starting) with its pid and exits non-zero; never a traceback, never two daemons."""
+    os.makedirs(home, mode=0o700)
+    for _ in range(3):
+        procs = [
+            subprocess.Popen(
+                [PY, "-m", "sessiond.cli.main", "start", "--home", home],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outs = [p.communicate(timeout=120) for p in procs]
+        try:
+            codes = [p.returncode for p in procs]
+            for out, err in outs:
+                assert "Traceback" not in out + err, err
+            running = cli_json(home, "status")
+            pid = running["pid"]
+            assert _daemon_pids(home) == [pid]  # one daemon, the one answering
+            if codes.count(0) == 2:  # the second asked after the first was up: the plain "already running"
+                assert any("already running" in out for out, _ in outs), outs
+                continue
+            assert sorted(codes)[0] == 0 and sorted(codes)[1] != 0, (codes, outs)
+            loser = outs[codes.index(sorted(codes)[1])][1]
+            assert len(loser.strip().splitlines()) == 1, loser
+            # not "the daemon did not start: <a line of the other daemon's output>": a daemon did start
+            assert loser.startswith(f"sessiond: a sessiond daemon is already running (or starting) for {home}"), loser
+            assert f"pid {pid}" in loser, loser
+            assert home in loser, loser
+        finally:
+            run_cli(home, "stop", check=True)
+        assert _daemon_pids(home) == []
+
+
+def _daemon_pids(home: str) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _is_daemon_of(int(name), home):
+            out.append(int(name))
+    return out
+
+
+def _is_daemon_of(pid: int, home: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    if b"daemon" not in argv or home.encode() not in argv:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False

@@ -145,10 +145,7 @@ def cmd_start(args) -> int:
         line = ready.read(6)  # "ready\n", or EOF if the daemon exited
     if line != b"ready\n":
         proc.wait(timeout=10)
-        with open(out_path, "rb") as f:
-            tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
-        why = tail[-1] if tail else f"exit code {proc.returncode}"
-        raise CliError(f"the daemon did not start: {why}")
+        raise _not_started(home.path, proc, out_path)
     info = Client(home.path, timeout=10).status()
     emit(
         args,
@@ -156,6 +153,20 @@ def cmd_start(args) -> int:
         f"sessiond started (pid {info['pid']}) on {info['socket']}",
     )
     return 0
+
+
+def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
+    """Why the daemon `start` spawned did not start: another daemon holds the home (a start racing this
+    one: the shared daemon.out's last line may then be the other daemon's), or the last line it wrote."""
+    from ...daemon.home import lock_held
+    from ...daemon.listen import lock_holder, running_message
+
+    if lock_held(home) and lock_holder(home) != proc.pid:
+        return CliError(running_message(home))
+    with open(out_path, "rb") as f:
+        tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
+    why = tail[-1] if tail else f"exit code {proc.returncode}"
+    return CliError(f"the daemon did not start: {why}")
 
 
 def _alive(pid: int) -> bool:
