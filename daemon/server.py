@@ -165,6 +165,7 @@ class Daemon:
             delete_expired=self.config.delete_expired,
         )
         self.ops.start()
+        await self._settle()
         self._tasks.add(asyncio.get_running_loop().create_task(self.db.searcher.run_indexer()))
         app = make_app(self)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -181,6 +182,12 @@ class Daemon:
                     f"config.toml: cannot listen there ({exc.strerror or exc})"
                 ) from None
         log.info("daemon started", extra={"event": "start"})
+
+    async def _settle(self) -> None:
+        """What the daemon's first request must not see, done before the socket serves: sessions that
+        expired while no daemon ran are ended (and deleted, with delete_expired) as the clean-up does it
+        while running: with their final checkpoint, their end pushed."""
+        await self.ops.expire_due()
 
     async def _check_device_key(self) -> None:
         """Refuse to start on a damaged device key, or without one while sessions here were pushed signed
