@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -317,7 +318,9 @@ async def import_file(
     db, data: Any, fmt: str | None, estimate, progress: Callable[[int, int], None] | None = None
 ) -> list[dict]:
     """Every conversation of the file as a session (and its branches), or nothing: a failure part-way
-    deletes what was created. `progress(done, total)`: messages written so far, of all the file's."""
+    deletes what was created, and a crash part-way leaves them listed as an unfinished file import, which
+    the daemon's next start deletes (daemon/server.py). `progress(done, total)`: messages written so far,
+    of all the file's."""
     if fmt is None:
         fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
@@ -346,7 +349,7 @@ async def import_file(
     try:
         for item in plan:
             try:
-                s = await db.create_session({k: v for k, v in item["spec"].items() if v is not None})
+                s = await db.create_session({k: v for k, v in item["spec"].items() if v is not None}, file_import=True)
             except Conflict:
                 if not (sid := item["spec"].get("id")):
                     raise
@@ -364,7 +367,8 @@ async def import_file(
                         "name": f"{s['name'] or 'conversation'} (branch)",
                         "metadata": item["spec"].get("metadata") or {},
                         "provenance": {"kind": "fork", "session": s["id"], "message": at},
-                    }
+                    },
+                    file_import=True,
                 )
                 created.append(f)
                 await _append(db, f["id"], fork["messages"], estimate, step)
@@ -375,7 +379,18 @@ async def import_file(
             except Exception:
                 pass
         raise
+    await db.end_file_import([s["id"] for s in created])
     return [await db.get_session(s["id"], counts=True) for s in created]
+
+
+async def pause_for_tests(point: str) -> None:
+    """A fault hook for the crash tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment, the
+    daemon reaching POINT makes FLAG_FILE and waits there for ever (the test then kills it: kill -9)."""
+    hook = os.environ.get("SESSIOND_TEST_PAUSE")
+    if hook and hook.partition(":")[0] == point:
+        with open(hook.partition(":")[2], "w"):
+            pass
+        await asyncio.Event().wait()
 
 
 # A long conversation goes in as appends of this many messages: progress between them, and no one
@@ -398,4 +413,5 @@ async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[
         batch = clean[i : i + APPEND_BATCH]
         stored += await db.append_messages(sid, batch)
         step(len(batch))
+        await pause_for_tests("import-file.batch")
     return {m["node"]: s["id"] for m, s in zip(messages, stored) if m.get("node")}

@@ -184,9 +184,17 @@ class Daemon:
         log.info("daemon started", extra={"event": "start"})
 
     async def _settle(self) -> None:
-        """What the daemon's first request must not see, done before the socket serves: sessions that
-        expired while no daemon ran are ended (and deleted, with delete_expired) as the clean-up does it
-        while running: with their final checkpoint, their end pushed."""
+        """What the daemon's first request must not see, done before the socket serves: the sessions of an
+        import from a file that a crash cut short are deleted (an import is all or nothing), and sessions
+        that expired while no daemon ran are ended (and deleted, with delete_expired) as the clean-up
+        does it while running: with their final checkpoint, their end pushed."""
+        for sid in await self.db.unfinished_file_imports():
+            log.warning(
+                "an import from a file was cut short (the daemon stopped part-way): its session is deleted; "
+                "run the import again",
+                extra={"session": sid},
+            )
+            await self.ops.delete_session(sid)
         await self.ops.expire_due()
 
     async def _check_device_key(self) -> None:

@@ -133,8 +133,16 @@ class Database:
         return await self.syncstate.signed_sessions()
 
     # ------------------------------------------------------------------ sessions
-    async def create_session(self, spec: dict) -> dict:
-        return await self.sessions.create(spec)
+    async def create_session(self, spec: dict, *, file_import: bool = False) -> dict:
+        return await self.sessions.create(spec, file_import=file_import)
+
+    async def end_file_import(self, sids: list[str]) -> None:
+        """The import from a file that made `sids` is done: all of them stay."""
+        await self.sessions.end_file_import(sids)
+
+    async def unfinished_file_imports(self) -> list[str]:
+        """The sessions of imports from a file that a crash cut short (to be deleted, as the import failed)."""
+        return await self.sessions.unfinished_file_imports()
 
     async def get_session(self, sid: str, *, counts: bool = False) -> dict:
         return await self.sessions.get(sid, counts=counts)

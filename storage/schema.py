@@ -249,6 +249,14 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX sessions_id_nocase ON sessions(id COLLATE NOCASE);
     """,
+    # 12: the sessions an import from a file (`sessiond import-file`) is making, listed from the transaction
+    # that creates each until the one that ends the import: an import is all or nothing, so the sessions a
+    # crash left listed are deleted at the daemon's next start, before it serves (daemon/server.py).
+    """
+    CREATE TABLE file_imports (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -71,7 +71,9 @@ class Sessions:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def create(self, spec: dict) -> dict:
+    async def create(self, spec: dict, *, file_import: bool = False) -> dict:
+        """A new session. `file_import`: made by an import from a file, listed as such in its creating
+        transaction until `end_file_import` (a crash before that: `unfinished_file_imports` names it)."""
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
         t = now()
@@ -95,8 +97,20 @@ class Sessions:
             await self._check_limits(tx, spec.get("user"))
             await local_op(tx, self.c.device_id, sid, 0, "session.create", body, t)
             await tx.execute("INSERT INTO sync_state(session_id) VALUES (?)", (sid,))
+            if file_import:
+                await tx.execute("INSERT INTO file_imports(session_id) VALUES (?)", (sid,))
             tx.emit({"type": "session.created", "session": sid})
         return await self.get(sid)
+
+    async def end_file_import(self, sids: builtins.list[str]) -> None:
+        """The import from a file that made `sids` is done: all of it stays (one transaction)."""
+        async with self.c.transaction() as tx:
+            await tx.executemany("DELETE FROM file_imports WHERE session_id=?", [(sid,) for sid in sids])
+
+    async def unfinished_file_imports(self) -> builtins.list[str]:
+        """Sessions of an import from a file that did not end (a crash): to be deleted, all of them."""
+        rows = await self.c.committed.fetchall("SELECT session_id FROM file_imports ORDER BY session_id")
+        return [r[0] for r in rows]
 
     async def _check_limits(self, tx: Any, user: str | None, *, daemon: bool = True) -> None:
         await check_active_limits(tx, self.c.limits, user, daemon=daemon)

@@ -64,3 +64,62 @@ def test_with_delete_expired_it_is_gone_before_the_first_request(make_daemon):
         c.get_session(sid)
     assert exc.value.status == 404, exc.value
     assert sid not in [s["id"] for s in c.list_sessions()["sessions"]]
+
+
+def test_an_import_from_a_file_killed_part_way_leaves_nothing(make_daemon, tmp_path):
+    """kill -9 of the daemon in the middle of `sessiond import-file`: at the next start none of the
+    file's sessions is there (nor served, nor pushed later), and the import can be run again."""
+    total = 30_000  # six append batches of daemon/formats.py
+    path = tmp_path / "long.json"
+    path.write_text(
+        json.dumps([{"role": ("user", "assistant")[i % 2], "content": f"message {i}"} for i in range(total)])
+    )
+    flag = tmp_path / "paused"
+    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"import-file.batch:{flag}"}).start()
+    c = d.client()
+    kept = c.create_session(name="kept")["id"]
+    c.append(kept, "user", "stays")
+    imp = subprocess.Popen(
+        [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "openai", "--home", d.home],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+    def midway() -> bool:
+        """The import has written part of the file: the daemon paused after a batch (the test hook), or
+        (without it) a session of the file holds some of its messages and not all."""
+        if flag.exists():
+            return True
+        for s in c.list_sessions()["sessions"]:
+            if s["id"] != kept:
+                try:
+                    n = c.get_session(s["id"])["message_count"]
+                except ClientError:
+                    continue
+                return 0 < n < total
+        return False
+
+    try:
+        wait_for(midway, timeout=60, interval=0.01, what="the import part-way")
+        d.kill()  # SIGKILL: the import is cut short
+    finally:
+        imp.communicate(timeout=60)
+    assert imp.returncode != 0
+    d.start()
+    c = d.client()
+    assert [s["id"] for s in c.list_sessions()["sessions"]] == [kept]
+    assert [m["content"] for m in c.messages(kept)["messages"]] == ["stays"]
+    d.stop()
+    # the import runs again, whole, once nothing pauses it
+    d.env.pop("SESSIOND_TEST_PAUSE")
+    d.start()
+    res = subprocess.run(
+        [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "openai", "--home", d.home, "--json"],
+        capture_output=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    (made,) = json.loads(res.stdout)["sessions"]
+    assert made["message_count"] == total
+    d.restart()  # a finished import is not rolled back
+    assert d.client().get_session(made["id"])["message_count"] == total
