@@ -66,6 +66,8 @@ def normalize_store_url(url: str) -> str:
     ones taken from the current folder) becomes file:///absolute/path; a network store's URL is kept."""
     from urllib.parse import unquote, urlparse
 
+    from ..storage.redact import shown_url
+
     parsed = urlparse(url)
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         raise HomeError(
@@ -81,10 +83,10 @@ def normalize_store_url(url: str) -> str:
 
     if parsed.scheme in NETWORK_SCHEMES:
         if not parsed.netloc:
-            raise HomeError(f"store URL {url!r} has no host")
+            raise HomeError(f"store URL {shown_url(url)!r} has no host")
         return url.rstrip("/")
     raise HomeError(
-        f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder, "
+        f"unsupported store URL scheme {parsed.scheme!r} in {shown_url(url)!r}: use file:///path/to/folder, "
         f"s5+https://PORTAL, ipfs+http://HOST:PORT (a Kubo node) or ipfs+https://GATEWAY"
     )
 
