@@ -160,7 +160,7 @@ def cmd_start(args) -> int:
         proc.wait(timeout=10)
         with open(out_path, "rb") as f:
             tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
-        why = tail[-1] if tail else f"exit code {proc.returncode}"
+        why = scrub_text(tail[-1]) if tail else f"exit code {proc.returncode}"
         raise CliError(f"the daemon did not start: {why}")
     info = Client(home.path, timeout=10).status()
     emit(
