@@ -110,3 +110,19 @@ def test_the_one_helper_hides_every_kind_of_store_credential():
     text = "POST http://bob:hunter22@h:1/api/v0/block/put: cannot connect; 'ipfs+http://u:p@x:2' down"
     assert scrub_text(text) == "POST http://***@h:1/api/v0/block/put: cannot connect; 'ipfs+http://***@x:2' down"
     assert "secret-value" not in scrub_text("the token secret-value was refused", ["secret-value"])
+
+
+def test_store_objects_show_no_credentials(tmp_path):
+    """What a store object itself shows (its repr, a pinning service's status) hides the credentials
+    of its URL, which it keeps for its requests."""
+    from sessiond.stores.kubo import KuboStore
+    from sessiond.stores.pinning import PinningStore
+
+    token_file = tmp_path / "pinning-token"
+    token_file.write_text("bearer-token-value\n")
+    kubo = KuboStore("ipfs+http://alice:PASSWORD-91c@127.0.0.1:5001")
+    pinning = PinningStore(kubo, "https://pins.example/psa?key=QUERYKEY-77", token_file=str(token_file))
+    shown = [repr(kubo), repr(pinning), json.dumps(pinning.status())]
+    assert pinning.status()["service"] == "https://pins.example/psa?key=***"
+    for text in shown:
+        assert "PASSWORD-91c" not in text and "QUERYKEY-77" not in text and "bearer-token-value" not in text, text
