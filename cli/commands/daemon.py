@@ -102,6 +102,8 @@ def cmd_start(args) -> int:
         store = normalize_store_urls(wanted) if wanted else None
     except HomeError as exc:
         raise CliError(scrub_text(str(exc)), EXIT_USAGE) from None
+    if store and len(store.encode()) > MAX_STORE_BYTES:  # what the pipe to the daemon takes at once
+        raise CliError(f"the store URL(s) are {len(store.encode())} bytes; at most {MAX_STORE_BYTES} fit", EXIT_USAGE)
     try:
         info = Client(home.path, timeout=5).status()
         shown = shown_store(store) if store else None  # as status shows it: without its credentials
@@ -129,10 +131,6 @@ def cmd_start(args) -> int:
         # The store URL can carry a secret (an invite, a password): it goes to the daemon through a
         # pipe, not argv, which every local user can read (ps, /proc/PID/cmdline). A few hundred bytes
         # fit the pipe's buffer: written and closed before the daemon starts, read by it to EOF.
-        if len(store.encode()) > MAX_STORE_BYTES:
-            raise CliError(
-                f"the store URL(s) are {len(store.encode())} bytes; at most {MAX_STORE_BYTES} fit", EXIT_USAGE
-            )
         store_read, store_write = os.pipe()
         os.write(store_write, store.encode())
         os.close(store_write)
