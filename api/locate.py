@@ -4,6 +4,7 @@ platformdirs only, so that the client and the CLI start fast."""
 
 import hashlib
 import os
+import stat
 
 import platformdirs
 
@@ -49,6 +50,43 @@ def runtime_socket_path(home: str) -> str:
         if base and len(path.encode(errors="surrogateescape")) <= MAX_SOCKET_PATH:
             return path
     raise HomeError(f"no folder for the socket of {home}: the runtime directory path is too long")
+
+
+def check_socket_folder(path: str) -> None:
+    """A socket outside its home (a long home's, under the runtime directory or /tmp/sessiond-UID):
+    its folder and that folder's parent must be real folders (not symbolic links) of this user that
+    no other user can write to. Otherwise another local user could have made them first, and then
+    replace the socket with their own: a daemon would serve where they can swap it, a client would
+    send its sessions to them. Raises HomeError saying what to fix; a folder not made yet passes
+    (the daemon makes it, 0700)."""
+    folder = os.path.dirname(path)
+    for where, what, others in (
+        (os.path.dirname(folder), "the folder holding the socket's folder", 0o022),
+        (folder, "the socket folder", 0o077),
+    ):
+        try:
+            st = os.lstat(where)
+        except FileNotFoundError:
+            continue
+        fix = (
+            f"another local user may have made it to take over sessiond's socket: remove it (rm -r {where}), "
+            f"or set XDG_RUNTIME_DIR to a private folder of yours"
+        )
+        if stat.S_ISLNK(st.st_mode):
+            raise HomeError(f"{what} {where} is a symbolic link; refusing to use it for the socket: {fix}")
+        if not stat.S_ISDIR(st.st_mode):
+            raise HomeError(f"{what} {where} is not a folder; refusing to use it for the socket: {fix}")
+        if st.st_uid != os.getuid():
+            raise HomeError(
+                f"{what} {where} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); refusing to use it "
+                f"for the socket: {fix}"
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & others:
+            raise HomeError(
+                f"{what} {where} is open to {'writes by ' if others == 0o022 else ''}group or others "
+                f"(mode {mode:04o}); refusing to use it for the socket. Fix it with: chmod 700 {where}"
+            )
 
 
 def lock_path(home: str) -> str:

@@ -59,3 +59,40 @@ def json_arg(text: str | None, what: str):
         return json.loads(text)
     except ValueError as exc:
         raise CliError(f"{what} is not valid JSON: {exc}", EXIT_USAGE) from None
+
+
+STORE_ARGV_WARNING = (
+    "; a URL given here (with an invite or password in it) is visible to every local user in `ps`: "
+    "give such a URL with --store-file"
+)
+
+
+def store_from_file(path: str) -> list[str]:
+    """Store URLs from a file ('-': standard input), one a line; blank lines and # comments skipped. A
+    store URL can carry a secret (an invite, a password): read this way it never is in argv."""
+    text = read_text("-") if path == "-" else read_file(path)
+    urls = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if not urls:
+        where = "standard input" if path == "-" else path
+        raise CliError(
+            f"--store-file: {where} holds no store URL (one a line, e.g. s5+http://INVITE@HOST:PORT)", EXIT_USAGE
+        )
+    return urls
+
+
+def store_args(args) -> list[str] | None:
+    """The store URLs of --store (repeatable or one) and --store-file together; None if neither."""
+    given = args.store if isinstance(args.store, list) else [args.store] if args.store else []
+    if getattr(args, "store_file", None):
+        given = [*given, *store_from_file(args.store_file)]
+    return given or None
+
+
+def read_fd(fd: int) -> str:
+    """All of what an inherited file descriptor (a pipe from `sessiond start`) holds, to its end; closed."""
+    with open(fd, "rb", closefd=True) as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"file descriptor {fd} did not hold UTF-8 text", EXIT_USAGE) from None

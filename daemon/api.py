@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..storage.errors import DiskFull, NotFound, SessiondError, is_disk_full
+from ..storage.redact import scrub_text
 from .openapi import build_openapi
 from .routes import ROUTES, Handler, Route
 from .routes.common import ROUTE_KEY, body_json, ok  # noqa: F401 (the names other modules used)
@@ -18,7 +19,8 @@ log = logging.getLogger("sessiond.api")
 
 
 def error_body(code: str, message: str, **details) -> dict:
-    err: dict[str, Any] = {"code": code, "message": message}
+    # a store URL quoted in an error (a share code's store, an import's --store) shows no credentials
+    err: dict[str, Any] = {"code": code, "message": scrub_text(message)}
     if details:
         err["details"] = details
     return {"error": err}

@@ -13,6 +13,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from ..storage.redact import shown_url
 from ..stores import Store, StoreError
 from ..stores.cid import digest
 from ..sync.errors import describe
@@ -46,7 +47,7 @@ async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
 
 async def check_store(store: Store, *, own: bool) -> list[dict]:
     """Reachable, writes accepted, the probe object read back verified; then the clock."""
-    url = store.url
+    url = shown_url(store.url)  # as shown: without its credentials
     which = "this daemon's store" if own else "the store of shared sessions"
     fix_down = "sessiond sync --wait  # once the store answers again: pushes what waited"
     try:
@@ -77,11 +78,11 @@ async def check_store(store: Store, *, own: bool) -> list[dict]:
 def check_clock(store: Store) -> dict:
     clock = store.server_clock()
     if clock is None:
-        return finding("clock", "ok", f"clock not checked: {store.url} reports no time (a folder store)")
+        return finding("clock", "ok", f"clock not checked: {shown_url(store.url)} reports no time (a folder store)")
     theirs, ours = clock
     skew = ours - theirs
     ahead = "ahead of" if skew > 0 else "behind"
-    msg = f"this machine's clock is {abs(skew):.0f} s {ahead} {store.url}'s"
+    msg = f"this machine's clock is {abs(skew):.0f} s {ahead} {shown_url(store.url)}'s"
     if abs(skew) <= SKEW_WARN:
         return finding("clock", "ok", msg + " (within a second or two is normal)")
     fix = "sudo timedatectl set-ntp true  # keep the clock set from the network"

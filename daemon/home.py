@@ -13,6 +13,7 @@ from ..api.locate import (
     MAX_SOCKET_PATH,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
     SOCKET_NAME,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
     HomeError,
+    check_socket_folder,
     default_home,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
     lock_path,
     read_lock,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
@@ -66,6 +67,8 @@ def normalize_store_url(url: str) -> str:
     ones taken from the current folder) becomes file:///absolute/path; a network store's URL is kept."""
     from urllib.parse import unquote, urlparse
 
+    from ..storage.redact import shown_url
+
     parsed = urlparse(url)
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         raise HomeError(
@@ -81,10 +84,10 @@ def normalize_store_url(url: str) -> str:
 
     if parsed.scheme in NETWORK_SCHEMES:
         if not parsed.netloc:
-            raise HomeError(f"store URL {url!r} has no host")
+            raise HomeError(f"store URL {shown_url(url)!r} has no host")
         return url.rstrip("/")
     raise HomeError(
-        f"unsupported store URL scheme {parsed.scheme!r} in {url!r}: use file:///path/to/folder, "
+        f"unsupported store URL scheme {parsed.scheme!r} in {shown_url(url)!r}: use file:///path/to/folder, "
         f"s5+https://PORTAL, ipfs+http://HOST:PORT (a Kubo node) or ipfs+https://GATEWAY"
     )
 
@@ -121,6 +124,21 @@ def make_private_dir(path: str, what: str) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # makedirs' mode is masked by the umask; be exact
     check_private_dir(path, what)
+
+
+def make_socket_folder(path: str) -> None:
+    """The folder of a socket outside the home, and its parent, made 0700 where missing (os.mkdir: an
+    existing name, a symbolic link too, is never followed) and checked (api.locate.check_socket_folder):
+    this user's, no symbolic link, no other user can write there."""
+    check_socket_folder(path)  # what exists already, before anything is made in it
+    folder = os.path.dirname(path)
+    for where in (os.path.dirname(folder), folder):
+        try:
+            os.mkdir(where, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(where, 0o700)  # mkdir's mode is masked by the umask; be exact
+    check_socket_folder(path)
 
 
 LIMIT_KEYS = ("max_active_sessions", "max_active_sessions_per_user", "max_chats_per_session", "max_messages_per_chat")
@@ -399,6 +417,5 @@ class Home:
         make_private_dir(self.path, "home folder")
         make_private_dir(self.logs, "log folder")
         make_private_dir(self.keys, "key folder")
-        sock_dir = os.path.dirname(self.socket)
-        if sock_dir != self.path:
-            make_private_dir(sock_dir, "socket folder")
+        if os.path.dirname(self.socket) != self.path:
+            make_socket_folder(self.socket)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 
+from ..storage.redact import scrub_text
 from .home import Home
 
 
@@ -15,13 +16,14 @@ class JsonFormatter(logging.Formatter):
             "time": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub_text(record.getMessage()),  # a store URL's credentials never reach the log
         }
         for key in ("session", "event", "error", "rev", "objects", "bytes"):
             if hasattr(record, key):
-                out[key] = getattr(record, key)
+                value = getattr(record, key)
+                out[key] = scrub_text(value) if isinstance(value, str) else value
         if record.exc_info:
-            out["traceback"] = self.formatException(record.exc_info)
+            out["traceback"] = scrub_text(self.formatException(record.exc_info))
         return json.dumps(out, ensure_ascii=False)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from ..storage.errors import SessiondError
+from ..storage.redact import scrub_text, shown_url
 
 
 class NoProvider(SessiondError):
@@ -88,6 +89,16 @@ class Provider:
         key = self.api_key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
+    def scrub(self, text: str) -> str:
+        """Text the provider (or its HTTP library) wrote, safe to show and log: a provider may echo the
+        key it refused ("Incorrect API key provided: sk-abc..."), whole or in part; that key, any piece
+        of it, and anything shaped like a bearer token or an API key are replaced by ***."""
+        try:
+            key = self.api_key()
+        except ProviderError:  # unreadable now: the patterns still apply
+            key = None
+        return scrub_text(text, [key], tokens=True)
+
 
 def _retry_after(value: str | None) -> float | None:
     try:
@@ -110,7 +121,7 @@ def _provider_message(raw: bytes) -> str:
 
 
 def classify(p: Provider, status: int, raw: bytes, headers, model: str | None) -> ProviderError:
-    said = _provider_message(raw)
+    said = p.scrub(_provider_message(raw))
     tail = f": {said}" if said else ""
     if status in (401, 403):
         return _error(
@@ -163,7 +174,8 @@ def unreachable(p: Provider, exc: BaseException) -> ProviderError:
     return _error(
         "provider_unreachable",
         502,
-        f"provider {p.name!r} at {p.base_url} cannot be reached ({exc or type(exc).__name__}); "
+        f"provider {p.name!r} at {shown_url(p.base_url)} cannot be reached "
+        f"({p.scrub(str(exc)) or type(exc).__name__}); "
         f"is it running? (base_url in [providers.{p.name}] of config.toml)",
         provider=p.name,
     )
@@ -181,7 +193,10 @@ def timed_out(p: Provider, what: str) -> ProviderError:
 
 def stream_cut(p: Provider, why: str) -> ProviderError:
     return _error(
-        "provider_stream_cut", 502, f"provider {p.name!r} cut the answer off before its end ({why})", provider=p.name
+        "provider_stream_cut",
+        502,
+        f"provider {p.name!r} cut the answer off before its end ({p.scrub(why)})",
+        provider=p.name,
     )
 
 
@@ -271,7 +286,7 @@ class Providers:
             raise _error(
                 "provider_bad_answer",
                 502,
-                f"provider {p.name!r} answered with something that is not JSON: {raw[:120]!r}",
+                f"provider {p.name!r} answered with something that is not JSON: {p.scrub(repr(raw[:120]))}",
                 provider=p.name,
             ) from None
         if not isinstance(data, dict):
@@ -329,7 +344,7 @@ class Providers:
                     raise _error(
                         "provider_bad_answer",
                         502,
-                        f"provider {p.name!r} sent a stream event that is not JSON: {payload[:120]!r}",
+                        f"provider {p.name!r} sent a stream event that is not JSON: {p.scrub(repr(payload[:120]))}",
                         provider=p.name,
                     ) from None
                 if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):

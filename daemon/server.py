@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ..storage.database import Database
 from ..storage.errors import UnusableDatabase
+from ..storage.redact import scrub_text, shown_store, shown_url
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.keys import DEVICE_KEY, device_key_problem
@@ -46,8 +47,9 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 
 def _shown(url: str | None) -> str:
-    """A store identity as a person reads it: a mirror's URLs side by side."""
-    return " ".join(mirror_urls(url or ""))
+    """A store identity as a person reads it: a mirror's URLs side by side, each without its
+    credentials (an invite, a password, a token: storage/redact.py)."""
+    return shown_store(url)
 
 
 class Daemon:
@@ -304,7 +306,10 @@ class Daemon:
             "socket": self.home.socket,
             "home": self.home.path,
             "store": _shown(self.store_url),
-            "stores": await self.syncer.store_status(),
+            "stores": [
+                {**st, "url": shown_url(st["url"]), "last_error": st["last_error"] and scrub_text(st["last_error"])}
+                for st in await self.syncer.store_status()
+            ],
             "counts": await self.db.counts(),
             "sync": await self.syncer.status(),
             "pushes": self.syncer.pushes.stats(),
@@ -397,4 +402,4 @@ def run(
             )
         )
     except StoreError as exc:
-        raise HomeError(f"store: {exc}") from None
+        raise HomeError(f"store: {scrub_text(str(exc))}") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
+from ..storage.redact import shown_url
 from .base import Store, StoreError
 from .file import FileStore
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND
@@ -80,7 +81,7 @@ def configure(
 def open_network_store(url: str) -> Store:
     scheme, sep, rest = url.partition("://")
     if not sep or not rest.split("/", 1)[0]:
-        raise StoreError(f"store URL {url!r} has no host")
+        raise StoreError(f"store URL {shown_url(url)!r} has no host")
     s = _settings
     if scheme in ("s5+http", "s5+https"):
         from .s5 import S5Store

@@ -10,6 +10,7 @@ highest sequence seen.
 
 from __future__ import annotations
 
+from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, Store, StoreError
 from .cid import BlobId, digest
 from .errors import LyingServer, ReadOnlyStore, WrongBytes
@@ -32,7 +33,7 @@ class GatewayStore(Store):
     ):
         scheme, rest = url.split("://", 1)
         if scheme not in ("ipfs+https", "ipfs+gateway+http", "ipfs+gateway+https"):
-            raise StoreError(f"not a gateway URL: {url!r} (expected ipfs+https://GATEWAY)")
+            raise StoreError(f"not a gateway URL: {shown_url(url)!r} (expected ipfs+https://GATEWAY)")
         authority = rest.split("/", 1)[0]
         self.url = f"{scheme}://{authority}"
         http = "https" if scheme.endswith("https") else "http"
@@ -43,14 +44,14 @@ class GatewayStore(Store):
             max_body=MAX_OBJECT_SIZE + 4096,
             max_requests_per_second=max_requests_per_second,
         )
-        self._heads = SeenRevisions(f"the gateway {authority}")
+        self._heads = SeenRevisions(f"the gateway {shown_url(self.url).partition('://')[2]}")
 
     def __repr__(self) -> str:
-        return f"<GatewayStore {self.url}>"
+        return f"<GatewayStore {shown_url(self.url)}>"
 
     def _read_only(self, what: str) -> ReadOnlyStore:
         return ReadOnlyStore(
-            f"{self.url} is a read-only gateway: it cannot {what}. Use a Kubo node "
+            f"{shown_url(self.url)} is a read-only gateway: it cannot {what}. Use a Kubo node "
             "(ipfs+http://127.0.0.1:5001) or an S5 portal to write"
         )
 
@@ -61,7 +62,7 @@ class GatewayStore(Store):
         raise self._read_only("publish heads")
 
     async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
-        raise CannotDelete(f"{self.url} is a read-only gateway: it cannot free objects")
+        raise CannotDelete(f"{shown_url(self.url)} is a read-only gateway: it cannot free objects")
 
     async def get(self, h: bytes) -> bytes:
         reply = await self.http.request(
@@ -74,7 +75,7 @@ class GatewayStore(Store):
         if reply.status in (404, 410):
             raise ObjectMissing(h)
         if digest(reply.body) != h:
-            raise WrongBytes(h, f"the gateway {self.url} sent bytes that do not match the hash")
+            raise WrongBytes(h, f"the gateway {shown_url(self.url)} sent bytes that do not match the hash")
         return reply.body
 
     async def has(self, h: bytes) -> bool:
@@ -101,7 +102,7 @@ class GatewayStore(Store):
             entry = head_from_record(reply.body, pk)
         except IpnsError as exc:
             raise LyingServer(
-                f"the gateway {self.url} answered an IPNS record for /ipns/{name} that is refused: {exc}"
+                f"the gateway {shown_url(self.url)} answered an IPNS record for /ipns/{name} that is refused: {exc}"
             ) from None
         return self._heads.check(pk, entry)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from ..storage.redact import scrub_text, shown_url, url_secrets
 from .base import StoreError
 from .errors import AuthRefused, ObjectTooLarge, RateLimited, ServerError, StoreTimeout, StoreUnreachable
 
@@ -126,12 +127,12 @@ class HttpClient:
         self.max_body = max_body
         self.cap = RateCap(max_requests_per_second)
         self._session: aiohttp.ClientSession | None = None
-        self._secrets: list[str] = []
+        self._secrets: list[str] = url_secrets(self.base)  # a password or token in the URL itself
         # the server's clock as of its last answer: (its Date header, this machine's time on receipt)
         self.last_date: tuple[float, float] | None = None
 
     def __repr__(self) -> str:
-        return f"<HttpClient {self.base}>"
+        return f"<HttpClient {shown_url(self.base)}>"
 
     def secret(self, value: str) -> str:
         """Remember `value` as a secret (scrubbed from every message); returns it."""
@@ -140,9 +141,7 @@ class HttpClient:
         return value
 
     def scrub(self, text: str) -> str:
-        for s in self._secrets:
-            text = text.replace(s, "[redacted]")
-        return text
+        return scrub_text(text, self._secrets)
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -158,7 +157,7 @@ class HttpClient:
         self._session = None
 
     def _what(self, method: str, path: str) -> str:
-        return f"{method} {self.base}{path}"
+        return f"{method} {shown_url(self.base + path)}"
 
     async def request(
         self,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 
+from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, digest, parse_ipfs_cid
 from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
@@ -92,7 +93,7 @@ class KuboStore(Store):
     ):
         scheme, rest = url.split("://", 1)
         if scheme not in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
-            raise StoreError(f"not a Kubo RPC URL: {url!r} (expected ipfs+http://HOST:PORT)")
+            raise StoreError(f"not a Kubo RPC URL: {shown_url(url)!r} (expected ipfs+http://HOST:PORT)")
         authority = rest.split("/", 1)[0]
         self.url = f"{scheme}://{authority}"
         http = "https" if scheme.endswith("https") else "http"
@@ -104,10 +105,10 @@ class KuboStore(Store):
             max_requests_per_second=max_requests_per_second,
         )
         self._auth = {"Authorization": self.http.secret(read_auth_file(auth_file))} if auth_file else {}
-        self._heads = SeenRevisions(f"the Kubo node {authority}")
+        self._heads = SeenRevisions(f"the Kubo node {shown_url(self.url).partition('://')[2]}")
 
     def __repr__(self) -> str:
-        return f"<KuboStore {self.url}>"
+        return f"<KuboStore {shown_url(self.url)}>"
 
     async def _rpc(
         self, command: str, params, *, body=None, max_body: int | None = None, capped: bool = False

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.redact import shown_url
 from .base import CannotDelete, Freed, Store, StoreError
 from .cid import BlobId, CIDError, parse_ipfs_cid
 from .errors import AuthRefused, ServerError
@@ -102,7 +103,7 @@ class PinningStore(Store):
         self.last_error: str | None = None
 
     def __repr__(self) -> str:
-        return f"<PinningStore {self.url} pinned on {self.service}>"
+        return f"<PinningStore {shown_url(self.url)} pinned on {shown_url(self.service)}>"
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -140,7 +141,7 @@ class PinningStore(Store):
 
     def status(self) -> dict:
         return {
-            "service": self.service,
+            "service": shown_url(self.service),  # a token in its URL is not shown
             "pinned": len(self._pins),
             "pending": len(self._pending),
             "last_error": self.last_error,

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, b58encode, digest
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
@@ -58,7 +59,7 @@ class S5Store(Store):
     ):
         scheme, rest = url.split("://", 1)
         if scheme not in ("s5+http", "s5+https"):
-            raise StoreError(f"not an S5 portal URL: {url!r} (expected s5+https://PORTAL)")
+            raise StoreError(f"not an S5 portal URL: {shown_url(url)!r} (expected s5+https://PORTAL)")
         authority = rest.split("/", 1)[0]
         # s5+http://INVITE@HOST:PORT: an invite to a `sessiond serve` relay whose registration is
         # closed, sent once, with the registration (JSON field `invite`). Never part of self.url.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from ..storage.redact import scrub_text
+
 
 class SyncError(Exception):
     """A push that must not go on (a torn local log, a head in the store this device did not write)."""
@@ -20,4 +22,4 @@ class ImportError_(Exception):
 def describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "the store did not answer in time"
-    return str(exc) or type(exc).__name__
+    return scrub_text(str(exc)) or type(exc).__name__  # a store URL in it shown without its credentials

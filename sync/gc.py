@@ -17,6 +17,7 @@ import logging
 import time
 from collections import defaultdict
 
+from ..storage.redact import shown_store
 from ..stores import CannotDelete, Freed, Store, StoreError
 from ..stores.registry import RegistryError
 from .context import SyncContext
@@ -100,7 +101,7 @@ class Collector:
         reports = []
         kept = waiting
         for url, per_session in sorted(by_store.items()):
-            rep: dict = {"store": url, "objects": 0, "bytes": 0, "how": "deleted"}
+            rep: dict = {"store": shown_store(url), "objects": 0, "bytes": 0, "how": "deleted"}
             errors: list[str] = []
             try:
                 store: Store | None = ctx.open_store(url, create=False)

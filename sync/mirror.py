@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..storage.outbox import HEAD, Outbox
+from ..storage.redact import shown_url
 from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
 from ..stores.cid import digest
 from ..stores.errors import ReadOnlyStore, StoreTimeout
@@ -131,7 +132,9 @@ class MirrorStore(Store):
         h = self.health[st.url]
         h.reachable = False
         bare_timeout = isinstance(exc, TimeoutError) and not str(exc)  # (asyncio.wait_for's: no message)
-        h.last_error = f"{st.url}: no answer within {self.timeout:g} s" if bare_timeout else describe_error(exc)
+        h.last_error = (
+            f"{shown_url(st.url)}: no answer within {self.timeout:g} s" if bare_timeout else describe_error(exc)
+        )
         h.failures += 1
         h.retry_at = time.monotonic() + min(self.max_backoff, 0.2 * 2 ** (h.failures - 1))
         log.warning("mirror store failed: %s", h.last_error, extra={"store": st.url})
@@ -230,7 +233,7 @@ class MirrorStore(Store):
             await asyncio.wait_for(task, self.lag)
         except TimeoutError:
             raise StoreTimeout(
-                f"{st.url}: no answer {self.lag:g} s after another store of the mirror took the write; it is"
+                f"{shown_url(st.url)}: no answer {self.lag:g} s after another store of the mirror took the write; it is"
                 f" sent to this one from its outbox"
             ) from None
 

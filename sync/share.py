@@ -12,11 +12,11 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
+from ..storage.redact import shown_store
 from .context import SyncContext
 from .errors import ImportError_
 from .locations import locations_of
 from .members import Members, announce_key
-from .mirror import mirror_urls
 from .rekey import Rekeyer
 from .sharecode import ShareCode
 
@@ -103,7 +103,7 @@ class Sharer:
             "session": sid,
             "capability": code.capability,
             "expires_at": expires_at,
-            "store": " ".join(mirror_urls(store.url)),
+            "store": shown_store(store.url),  # without credentials (storage/redact.py)
             "locations": [{"network": n, "hint": h} for n, h in places],
             "protected": passphrase is not None,
         }
@@ -137,7 +137,7 @@ class Sharer:
                     "capability": r["capability"],
                     "expires_at": r["expires_at"],
                     "protected": bool(r["protected"]),
-                    "store": r["store_url"],
+                    "store": shown_store(r["store_url"]),
                     "status": status,
                 }
             )

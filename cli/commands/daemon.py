@@ -11,10 +11,18 @@ import time
 
 from ...client import Client, ClientError, DaemonNotRunning
 from ...daemon.home import holds_lock, read_lock, resolve_home
+from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_USAGE, CliError
+from ..inputs import STORE_ARGV_WARNING, read_fd, store_args
 from ..options import seconds
 from ..output import emit, short, table, when
 from . import Commands
+
+MAX_STORE_BYTES = 32768  # the store URL(s) `start` hands its daemon through a pipe (its buffer holds 64 KiB)
+STORE_FILE_HELP = (
+    "read the store URL(s) from this file, one a line ('-': standard input), instead of --store: "
+    "an invite or password in the URL then stays out of the process list"
+)
 
 
 def register(commands: Commands) -> None:
@@ -23,8 +31,10 @@ def register(commands: Commands) -> None:
         "--store",
         action="append",
         help="store URL (default: the one this home used before, else config.toml's, else file://<home>/store); "
-        "repeat it for a mirror: every write goes to each store",
+        "repeat it for a mirror: every write goes to each store" + STORE_ARGV_WARNING,
     )
+    p.add_argument("--store-file", dest="store_file", metavar="PATH", help=STORE_FILE_HELP)
+    p.add_argument("--store-fd", dest="store_fd", type=int, help=argparse.SUPPRESS)  # from `start`
     p.add_argument(
         "--change-store",
         action="store_true",
@@ -37,8 +47,10 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--store",
         action="append",
-        help="store URL (default: the one this home used before); repeat it for a mirror of several stores",
+        help="store URL (default: the one this home used before); repeat it for a mirror of several stores"
+        + STORE_ARGV_WARNING,
     )
+    p.add_argument("--store-file", dest="store_file", metavar="PATH", help=STORE_FILE_HELP)
     p.add_argument(
         "--change-store",
         action="store_true",
@@ -78,17 +90,20 @@ def cmd_daemon(args) -> int:
     from ...daemon.home import HomeError
     from ...daemon.server import run
 
+    store = store_args(args)
+    if args.store_fd is not None:  # `start` hands the store over a pipe: never in argv (/proc/PID/cmdline)
+        store = [*(store or []), *read_fd(args.store_fd).split("\n")]
     try:
         run(
             resolve_home(args.home),
-            args.store,
+            store,
             ready_fd=args.ready_fd,
             change_store=args.change_store,
             as_json=args.json,
             reset_device_key=args.reset_device_key,
         )
     except HomeError as exc:  # `start` shows the last line its daemon wrote: this one
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise CliError(scrub_text(str(exc)), EXIT_USAGE) from None
     return 0
 
 
@@ -96,13 +111,16 @@ def cmd_start(args) -> int:
     from ...daemon.home import Home, HomeError, normalize_store_urls
 
     home = Home(resolve_home(args.home))
+    wanted = store_args(args)
     try:
-        store = normalize_store_urls(args.store) if args.store else None
+        store = normalize_store_urls(wanted) if wanted else None
     except HomeError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise CliError(scrub_text(str(exc)), EXIT_USAGE) from None
+    if store and len(store.encode()) > MAX_STORE_BYTES:  # what the pipe to the daemon takes at once
+        raise CliError(f"the store URL(s) are {len(store.encode())} bytes; at most {MAX_STORE_BYTES} fit", EXIT_USAGE)
     try:
         info = Client(home.path, timeout=5).status()
-        shown = store.replace("\n", " ") if store else None
+        shown = shown_store(store) if store else None  # as status shows it: without its credentials
         if shown is not None and info.get("store") != shown:
             raise CliError(
                 f"the daemon already running for this home (pid {info['pid']}) uses store "
@@ -122,8 +140,16 @@ def cmd_start(args) -> int:
     read_fd, write_fd = os.pipe()
     # The daemon runs this package's entry point (cli/main.py) with the command `daemon`.
     cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", home.path, "--ready-fd", str(write_fd)]
-    for url in store.split("\n") if store else ():
-        cmd += ["--store", url]
+    passed = [write_fd]
+    if store:
+        # The store URL can carry a secret (an invite, a password): it goes to the daemon through a
+        # pipe, not argv, which every local user can read (ps, /proc/PID/cmdline). A few hundred bytes
+        # fit the pipe's buffer: written and closed before the daemon starts, read by it to EOF.
+        store_read, store_write = os.pipe()
+        os.write(store_write, store.encode())
+        os.close(store_write)
+        cmd += ["--store-fd", str(store_read)]
+        passed.append(store_read)
     if args.change_store:
         cmd += ["--change-store"]
     if args.reset_device_key:
@@ -135,12 +161,13 @@ def cmd_start(args) -> int:
         stdin=subprocess.DEVNULL,
         stdout=fd,
         stderr=fd,
-        pass_fds=(write_fd,),
+        pass_fds=tuple(passed),
         start_new_session=True,
         close_fds=True,
     )
     os.close(fd)
-    os.close(write_fd)
+    for passed_fd in passed:
+        os.close(passed_fd)
     with os.fdopen(read_fd, "rb") as ready:
         line = ready.read(6)  # "ready\n", or EOF if the daemon exited
     if line != b"ready\n":
@@ -165,7 +192,7 @@ def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
         return CliError(running_message(home))
     with open(out_path, "rb") as f:
         tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
-    why = tail[-1] if tail else f"exit code {proc.returncode}"
+    why = scrub_text(tail[-1]) if tail else f"exit code {proc.returncode}"
     return CliError(f"the daemon did not start: {why}")
 
 

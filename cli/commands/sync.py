@@ -8,7 +8,7 @@ from typing import Any
 
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError
-from ..inputs import read_file, read_text
+from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import duration
 from ..output import emit, when
 from ..progress import Progress
@@ -43,7 +43,15 @@ def register(commands: Commands) -> None:
     p.add_argument("--passphrase-file", dest="passphrase_file", help="file holding the code's passphrase ('-': stdin)")
     p.add_argument(
         "--store",
-        help="the store the session is in, when neither this daemon's store nor the code's hints hold it",
+        help="the store the session is in, when neither this daemon's store nor the code's hints hold it"
+        + STORE_ARGV_WARNING,
+    )
+    p.add_argument(
+        "--store-file",
+        dest="store_file",
+        metavar="PATH",
+        help="read that store's URL from this file instead of --store ('-': standard input, then give the "
+        "code with --code-file): an invite or password in it stays out of the process list",
     )
 
     p = commands.add("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
@@ -187,6 +195,12 @@ def cmd_import(args) -> int:
             "the prompt), not on the command line, where other users could read it in `ps`",
             EXIT_USAGE,
         )
+    if args.store_file == "-" and args.code_file in (None, "-"):
+        raise CliError(
+            "import: --store-file - and the share code cannot both come from standard input; "
+            "give the code with --code-file FILE",
+            EXIT_USAGE,
+        )
     if args.code_file:
         code = (read_text("-") if args.code_file == "-" else read_file(args.code_file)).strip()
     elif sys.stdin.isatty():
@@ -195,10 +209,13 @@ def cmd_import(args) -> int:
         code = getpass.getpass("share code: ").strip()
     else:
         code = read_text("-").strip()
+    store = store_args(args)
+    if store is not None and len(store) > 1:
+        raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
     c = client(args)
     passphrase = _passphrase(args.passphrase_file, "")
     with Progress(c, {"import"}):
-        res = c.import_code(code, passphrase, store=args.store)
+        res = c.import_code(code, passphrase, store=store[0] if store else None)
     emit(args, res, res["session"])
     if not args.json:
         print(

@@ -1,0 +1,113 @@
+"""Secrets kept out of what is shown: a store URL with its credentials replaced (an invite or
+`user:password@` before the host, a token in its query or fragment), and free text (an error message,
+a log line, a provider's answer) with the credentials of every URL in it and any secret named replaced.
+
+Every place that shows a store URL to a person or a log (status, the daemon's banner, errors, log
+lines) shows `shown_url(url)`; the URL itself, with its credentials, stays in the home (store-url,
+config.toml: 0600 and 0700) and in the requests that need them. Standard library only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from urllib.parse import unquote
+
+HIDDEN = "***"
+# query parameter names that carry credentials (access_token, api_key, apikey, auth, invite, password,
+# secret, sig, token, X-Amz-Signature, ...)
+_SENSITIVE_NAME = re.compile(r"token|key|secret|pass|pwd|auth|invite|sig|credential|session|jwt|code|cookie", re.I)
+# a value that looks like a credential whatever its name: long, and of a token's characters only
+_TOKEN_VALUE = re.compile(r"[A-Za-z0-9_\-.~+/=%]{20,}")
+# a URL in running text: a scheme, then everything up to a space or a quote
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9_\-.~+/=*]{4,}", re.I)
+# API keys by their usual prefixes (OpenAI sk-/sk-proj-, Anthropic sk-ant-, Groq gsk_, xAI xai-,
+# Hugging Face hf_, GitHub ghp_/gho_/github_pat_, GitLab glpat-, Slack xox?-), a masked echo
+# ("sk-abc1****wxyz") included
+_KEY_LIKE = re.compile(
+    r"\b(?:sk|pk|rk|gsk|xai|hf|ghp|gho|ghs|github_pat|glpat|xox[abprs])[-_][A-Za-z0-9_\-.*]{3,}", re.I
+)
+_WORD = re.compile(r"[A-Za-z0-9_\-]{8,}")
+
+
+def _shown_query(query: str) -> str:
+    parts = []
+    for part in query.split("&"):
+        name, eq, value = part.partition("=")
+        if eq and value and (_SENSITIVE_NAME.search(unquote(name)) or _TOKEN_VALUE.fullmatch(value)):
+            part = f"{name}={HIDDEN}"
+        elif not eq and _TOKEN_VALUE.fullmatch(name):  # ?SECRET
+            part = HIDDEN
+        parts.append(part)
+    return "&".join(parts)
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be shown: credentials before the host (`s5+http://INVITE@HOST`,
+    `ipfs+http://USER:PASSWORD@HOST`) become `***@`, credential-like query values `***`, a fragment
+    `***`. A folder's path or a URL with nothing to hide comes back unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() == "file":
+        return url
+    rest, hash_, fragment = rest.partition("#")
+    split = re.search(r"[/?]", rest)
+    authority, tail = (rest[: split.start()], rest[split.start() :]) if split else (rest, "")
+    _userinfo, at, host = authority.rpartition("@")
+    if at:
+        authority = f"{HIDDEN}@{host}"
+    path, q, query = tail.partition("?")
+    if q:
+        query = _shown_query(query)
+    return f"{scheme}://{authority}{path}{q}{query}" + (f"#{HIDDEN}" if hash_ and fragment else hash_)
+
+
+def shown_store(identity: str | None) -> str:
+    """A store identity (one URL, or a mirror's joined by newlines) as a person reads it: each URL
+    shown (`shown_url`), side by side."""
+    return " ".join(shown_url(u) for u in (identity or "").split("\n") if u)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials in `url` (its userinfo, its credential-like query values), each as written and
+    unquoted: what a message built by a client of that URL must never contain."""
+    out: list[str] = []
+    _scheme, sep, rest = url.partition("://")
+    if not sep:
+        return out
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    userinfo, at, _ = authority.rpartition("@")
+    if at and userinfo:
+        user, colon, password = userinfo.partition(":")
+        out += [userinfo, unquote(userinfo)] + ([password, unquote(password)] if colon and password else [user])
+    query = rest.partition("?")[2].partition("#")[0]
+    for part in query.split("&") if query else ():
+        name, eq, value = part.partition("=")
+        if eq and value and (_SENSITIVE_NAME.search(unquote(name)) or _TOKEN_VALUE.fullmatch(value)):
+            out += [value, unquote(value)]
+    return [s for s in dict.fromkeys(out) if len(s) >= 3]
+
+
+def _piece_of(secret: str) -> Callable[[re.Match[str]], str]:
+    def hide(m: re.Match[str]) -> str:
+        return HIDDEN if m.group(0) in secret else m.group(0)
+
+    return hide
+
+
+def scrub_text(text: str, secrets: Iterable[str | None] = (), *, tokens: bool = False) -> str:
+    """`text` with each of `secrets` (and every 8+ character piece of one: a prefix or suffix echoed
+    back) replaced, and every URL in it shown (`shown_url`). With tokens=True, also whatever looks like
+    a bearer token or an API key (`Bearer ...`, `sk-...`): for text a third party wrote, such as a
+    model provider's error."""
+    for secret in secrets:
+        if not secret or len(secret) < 4:
+            continue
+        text = text.replace(secret, HIDDEN)
+        if len(secret) >= 8:
+            text = _WORD.sub(_piece_of(secret), text)
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: shown_url(m.group(0)), text)
+    if tokens:
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {HIDDEN}", text)
+        text = _KEY_LIKE.sub(HIDDEN, text)
+    return text

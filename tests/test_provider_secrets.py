@@ -1,0 +1,88 @@
+"""A model provider's error that echoes the key it refused ("Incorrect API key provided: sk-...", whole
+or masked, or an `Authorization: Bearer ...` quoted back) reaches neither the user nor the log with
+the key in it: against a loopback provider that echoes the key it got, and a real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from aiohttp import web
+
+from conftest import run_cli
+from servers.s5portal import Threaded
+from sessiond.client import ApiError
+
+KEY = "sk-proj-Zq81TESTKEYc4f0a9b7e2d5XyZ"
+
+
+def echoing_provider(mode: dict) -> web.Application:
+    """An OpenAI-shaped provider that refuses every completion, echoing the key it got as mode["how"] says."""
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        got = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        how = mode["how"]
+        if how == "whole":  # OpenAI's own wording, the key in full
+            message = f"Incorrect API key provided: {got}. You can find your API key at https://example/keys."
+            return web.json_response({"error": {"message": message, "code": "invalid_api_key"}}, status=401)
+        if how == "masked":  # the first and last characters, as OpenAI shows a refused key now
+            message = f"Incorrect API key provided: {got[:12]}************{got[-4:]}."
+            return web.json_response({"error": {"message": message}}, status=401)
+        if how == "bearer":  # a proxy quoting the request's header in its 5xx page
+            return web.Response(status=502, text=f"upstream refused the request (Authorization: Bearer {got})")
+        # a stream whose one event is an error naming the key
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(f"data: {json.dumps({'error': {'message': f'key {got} revoked'}})}\n\n".encode())
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+@pytest.fixture
+def provider():
+    mode = {"how": "whole"}
+    server = Threaded(echoing_provider(mode)).start()
+    yield mode, server
+    server.stop()
+
+
+def test_a_refused_key_echoed_by_the_provider_is_never_shown_or_logged(make_daemon, provider, tmp_path):
+    mode, server = provider
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    d = make_daemon()
+    os.makedirs(d.home, mode=0o700)
+    with open(os.path.join(d.home, "config.toml"), "w") as f:
+        f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\napi_key_file = "{key_file}"\n')
+    d.start()
+    c = d.client()
+    sid = c.create_session(model="m")["id"]
+    seen = []
+    for how, code in (
+        ("whole", "provider_unauthorized"),
+        ("masked", "provider_unauthorized"),
+        ("bearer", "provider_failed"),
+    ):
+        mode["how"] = how
+        with pytest.raises(ApiError) as e:
+            c.complete(sid, "hi")
+        assert e.value.code == code and "provider 'loop'" in e.value.message, e.value.message
+        seen.append(e.value.message)
+        res = run_cli(d.home, "ask", sid, "hi")
+        assert res.returncode == 1 and "provider 'loop'" in res.stderr, res.stderr
+        seen += [res.stdout, res.stderr]
+    mode["how"] = "stream"
+    with pytest.raises(ApiError) as e:
+        "".join(c.complete_stream(sid, "hi"))
+    assert e.value.code == "provider_stream_cut" and "revoked" in e.value.message, e.value.message
+    seen.append(e.value.message)
+    assert "Incorrect API key provided" in seen[0]  # the provider's words stay: only the key goes
+    d.stop()
+    for name in os.listdir(os.path.join(d.home, "logs")):
+        seen.append(open(os.path.join(d.home, "logs", name), encoding="utf-8", errors="replace").read())
+    for text in seen:
+        assert KEY not in text and KEY[:12] not in text and KEY[-10:] not in text, text

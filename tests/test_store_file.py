@@ -1,0 +1,80 @@
+"""`--store-file` (start, daemon, import): a store URL carrying a secret (a relay invite, a password)
+read from a file or standard input, never put in argv, where every local user can read it (ps,
+/proc/PID/cmdline). README's walkthrough uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import secretcheck
+from conftest import cli_json, relay_served, run_cli
+
+
+@pytest.fixture
+def homes():
+    with secretcheck.homes() as make:
+        yield make
+
+
+@pytest.fixture
+def relay(tmp_path):
+    data = str(tmp_path / "relay-data")
+    with relay_served(data) as info:  # registration closed: only with an invite
+        yield data, info["url"].split("://", 1)[1]
+
+
+def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(relay, homes, tmp_path):
+    data, host = relay
+    a, b = homes("a"), homes("b")
+    fa, fb = tmp_path / "a-store", tmp_path / "b-store"
+    invite_a, invite_b = secretcheck.invite(data), secretcheck.invite(data)
+    fa.write_text(f"# the relay\ns5+http://{invite_a}@{host}\n")
+    fb.write_text(f"s5+http://{invite_b}@{host}\n")
+    res = run_cli(a, "start", "--store-file", str(fa))
+    assert res.returncode == 0, res.stderr
+    assert cli_json(a, "status")["store"] == f"s5+http://***@{host}"
+    sid = cli_json(a, "new", "--system", "shared")["id"]
+    run_cli(a, "add", sid, "--role", "user", "hi", check=True)
+    code = cli_json(a, "share", sid)["code"]
+    # b's own store is a folder; the session is on the relay, where b needs an account (its invite)
+    assert run_cli(b, "start", "--store", "file://" + str(tmp_path / "b-folder")).returncode == 0
+    imp = run_cli(b, "import", "--store-file", str(fb), input=code)
+    assert imp.returncode == 0, imp.stderr
+    assert "hi" in run_cli(b, "log", sid, check=True).stdout
+    assert len(os.listdir(os.path.join(data, "accounts"))) == 2  # both invites spent, by the two daemons
+    # '-': the URL on standard input (a home of its own, to start with a fresh invite)
+    c = homes("c")
+    invite_c = secretcheck.invite(data)
+    res = run_cli(c, "start", "--store-file", "-", input=f"s5+http://{invite_c}@{host}\n")
+    assert res.returncode == 0, res.stderr
+    st = cli_json(c, "status")
+    for text in (
+        json.dumps(st),
+        secretcheck.cmdline(st["pid"]),
+        secretcheck.logs(a),
+        secretcheck.logs(b),
+        secretcheck.logs(c),
+        imp.stdout,
+        imp.stderr,
+    ):
+        for invite in (invite_a, invite_b, invite_c):
+            assert invite not in text
+    # --help says what --store exposes
+    for cmd in ("start", "import", "daemon"):
+        assert "--store-file" in run_cli(None, cmd, "--help").stdout
+        assert "ps" in " ".join(run_cli(None, cmd, "--help").stdout.split())
+
+
+def test_an_empty_store_file_is_a_clear_error_that_changes_nothing(homes, tmp_path):
+    home = homes("h")
+    empty = tmp_path / "empty"
+    empty.write_text("# nothing yet\n\n")
+    for args in (["start", "--store-file", str(empty)], ["start", "--store-file", str(tmp_path / "missing")]):
+        res = run_cli(home, *args)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert str(args[-1]) in res.stderr, res.stderr
+    assert "no store URL" in run_cli(home, "start", "--store-file", str(empty)).stderr
+    assert not os.path.exists(home)  # nothing made

@@ -1,0 +1,128 @@
+"""A store URL's secrets (a relay invite, a password, a token) never shown back: not in `status` (text
+or --json), the daemon's banner and logs, its errors and `doctor`, nor in the daemon's command line
+(/proc/PID/cmdline, which every local user can read). `--store-file` keeps them out of argv altogether."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+import secretcheck
+from conftest import cli_json, relay_served, run_cli
+
+
+@pytest.fixture
+def homes():
+    with secretcheck.homes() as make:
+        yield make
+
+
+@pytest.fixture
+def relay(tmp_path):
+    data = str(tmp_path / "relay-data")
+    with relay_served(data) as info:  # registration closed: only with an invite
+        yield data, info["url"].split("://", 1)[1]
+
+
+def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(relay, homes):
+    data, host = relay
+    invite = secretcheck.invite(data)
+    home = homes("a")
+    url = f"s5+http://{invite}@{host}"
+    res = run_cli(home, "start", "--store", url)  # the old form still works
+    assert res.returncode == 0, res.stderr
+    st = cli_json(home, "status")
+    cmdline = secretcheck.cmdline(st["pid"])  # what any local user can read (ps)
+    assert "sessiond.cli.main daemon" in cmdline and invite not in cmdline, cmdline
+    # the daemon got its store (through a pipe, not argv): a message pushed, the invite spent on the relay
+    sid = cli_json(home, "new", "--system", "hello")["id"]
+    run_cli(home, "sync", sid, "--wait", check=True)
+    assert len(os.listdir(os.path.join(data, "accounts"))) == 1
+    text = run_cli(home, "status", check=True).stdout
+    assert st["store"] == f"s5+http://***@{host}" and f"store:    s5+http://***@{host}" in text
+    again = run_cli(home, "start", "--store", url)  # already running, on that store
+    assert again.returncode == 0 and "already running" in again.stdout
+    doctor = run_cli(home, "doctor", "--json")
+    run_cli(home, "stop", check=True)
+    banner = open(os.path.join(home, "logs", "daemon.out")).read()
+    assert f"store: s5+http://***@{host}" in banner
+    for shown in (cmdline, text, json.dumps(st), banner, secretcheck.logs(home), again.stdout, doctor.stdout):
+        assert invite not in shown, shown
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_passwords_and_tokens_of_store_urls_are_never_shown(homes):
+    """A Kubo RPC behind basic auth (user:password@) with a token in its query, down: the failures
+    name the store, never its password or token, in status, sync, doctor, logs and start's errors."""
+    home = homes("k")
+    password, token = "PASSWORD-e81f", "TOKEN-5d2c9a"
+    port = _free_port()  # nothing listens: every push fails, naming the store
+    url = f"ipfs+http://alice:{password}@127.0.0.1:{port}/?access_token={token}"
+    res = run_cli(home, "start", "--store", url)
+    assert res.returncode == 0, res.stderr
+    sid = cli_json(home, "new")["id"]
+    sync = run_cli(home, "sync", sid, "--wait", "--timeout", "10")
+    assert sync.returncode != 0 and "cannot connect" in sync.stdout, sync.stdout  # the failure is reported
+    st = cli_json(home, "status")
+    assert st["store"] == f"ipfs+http://***@127.0.0.1:{port}/?access_token=***"
+    assert all("***@" in s["url"] for s in st["stores"])
+    text = run_cli(home, "status", "--sessions").stdout
+    doctor = run_cli(home, "doctor")
+    assert "cannot connect" in doctor.stdout
+    # another store asked of a running daemon: refused, naming both without their secrets
+    other = run_cli(home, "start", "--store", f"ipfs+http://bob:{password}@127.0.0.1:1")
+    assert other.returncode != 0 and "***@127.0.0.1:1" in other.stderr
+    cmdline = secretcheck.cmdline(st["pid"])
+    run_cli(home, "stop", check=True)
+    # a URL the daemon refuses: the error quotes it without its credentials
+    bad = run_cli(home, "daemon", "--store", f"s5+https://user:{password}@/?token={token}")
+    moved = run_cli(home, "start", "--store", f"s5+http://{token}@127.0.0.1:{port}")  # not without --change-store
+    assert bad.returncode != 0 and moved.returncode != 0 and "--change-store" in moved.stderr, moved.stderr
+    seen = [sync.stdout, json.dumps(st), text, doctor.stdout, other.stderr, cmdline, bad.stderr, moved.stderr]
+    for shown in [*seen, secretcheck.logs(home)]:
+        assert password not in shown and token not in shown, shown
+
+
+def test_the_one_helper_hides_every_kind_of_store_credential():
+    from sessiond.storage.redact import scrub_text, shown_store, shown_url
+
+    cases = {
+        "s5+http://INVITE123@relay.example:5050": "s5+http://***@relay.example:5050",
+        "ipfs+http://alice:pw-123@127.0.0.1:5001": "ipfs+http://***@127.0.0.1:5001",
+        "ipfs+https://gw.example/?access_token=abc&x=1": "ipfs+https://gw.example/?access_token=***&x=1",
+        "s5+https://portal.example?apikey=k1&sig=s2#tok": "s5+https://portal.example?apikey=***&sig=***#***",
+        "s5+https://portal.example/p?v=" + "A" * 32: "s5+https://portal.example/p?v=***",
+        "file:///home/me/a@b/store": "file:///home/me/a@b/store",  # a folder's path is no credential
+        "ipfs+http://[::1]:5001": "ipfs+http://[::1]:5001",
+        "s5+https://portal.example": "s5+https://portal.example",
+    }
+    for url, shown in cases.items():
+        assert shown_url(url) == shown, url
+    assert shown_store("file:///a\ns5+http://INV@h:1") == "file:///a s5+http://***@h:1"
+    text = "POST http://bob:hunter22@h:1/api/v0/block/put: cannot connect; 'ipfs+http://u:p@x:2' down"
+    assert scrub_text(text) == "POST http://***@h:1/api/v0/block/put: cannot connect; 'ipfs+http://***@x:2' down"
+    assert "secret-value" not in scrub_text("the token secret-value was refused", ["secret-value"])
+
+
+def test_store_objects_show_no_credentials(tmp_path):
+    """What a store object itself shows (its repr, a pinning service's status) hides the credentials
+    of its URL, which it keeps for its requests."""
+    from sessiond.stores.kubo import KuboStore
+    from sessiond.stores.pinning import PinningStore
+
+    token_file = tmp_path / "pinning-token"
+    token_file.write_text("bearer-token-value\n")
+    kubo = KuboStore("ipfs+http://alice:PASSWORD-91c@127.0.0.1:5001")
+    pinning = PinningStore(kubo, "https://pins.example/psa?key=QUERYKEY-77", token_file=str(token_file))
+    shown = [repr(kubo), repr(pinning), json.dumps(pinning.status())]
+    assert pinning.status()["service"] == "https://pins.example/psa?key=***"
+    for text in shown:
+        assert "PASSWORD-91c" not in text and "QUERYKEY-77" not in text and "bearer-token-value" not in text, text
