@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from functools import cache
+from typing import Any, get_type_hints
 
 from pydantic import ValidationError
 
@@ -21,10 +22,23 @@ from ..api import chats as chat_models
 from ..api import messages as message_models
 from ..api import sessions as session_models
 from ..api.sessions import CHAT_POLICY, POLICY_RANGES, POLICY_SHORTCUTS, SETTING_RANGES  # noqa: F401 (re-exported)
-from ..api.types import INT_MAX, MAX_SHORT, MAX_TEXT, ROLES, STATUSES, Id, Number, Text, Whole, lone_surrogate  # noqa: F401
+from ..api.types import (  # noqa: F401
+    INT_MAX,
+    MAX_SHORT,
+    MAX_TEXT,
+    QUERY_BOOLS,
+    ROLES,
+    STATUSES,
+    Id,
+    Number,
+    QueryBool,
+    Text,
+    Whole,
+    lone_surrogate,
+)
 from ..api.types import json_value as _json_value
 from ..storage import model as _db
-from ..storage.errors import Invalid
+from ..storage.errors import BadParameter, Invalid
 from ..storage.ids import check_id
 from ..sync import dagcbor
 from .checker import checker, field_checker
@@ -169,8 +183,23 @@ def idempotency_key(value: str | None) -> str | None:
         raise Invalid(exc.errors(include_url=False)[0]["msg"]) from None
 
 
+@cache
+def _yes_no(model: Any) -> tuple[str, ...]:
+    """The yes/no (QueryBool) parameters of a query model."""
+    return tuple(k for k, t in get_type_hints(model, include_extras=True).items() if t == QueryBool)
+
+
 def query(model: Any, q) -> dict:
-    """A query string checked against its model (`limit` must be a whole number, ...)."""
+    """A query string checked against its model (`limit` must be a whole number, ...). A yes/no parameter
+    that is not true, false, 1 or 0 is a 400 (bad_parameter) naming it: never read as no."""
+    for k in _yes_no(model):
+        values = q.getall(k, []) if hasattr(q, "getall") else ([q[k]] if k in q else [])
+        for raw in values:
+            if raw not in QUERY_BOOLS:
+                raise BadParameter(
+                    f"query parameter {k} must be true, false, 1 or 0 (e.g. {k}=true), not {raw!r:.60}",
+                    parameter=k,
+                )
     return checker(model)(dict(q), "query parameter ")
 
 
