@@ -333,6 +333,9 @@ class Database:
     async def checkpoints(self, sid: str) -> list[dict]:
         return await self.checkpointer.list(sid)
 
+    async def latest_own_checkpoint(self, sid: str) -> dict | None:
+        return await self.checkpointer.latest_own(sid)
+
     async def next_checkpoint_number(self, sid: str) -> int:
         return await self.checkpointer.next_number(sid)
 

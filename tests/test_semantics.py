@@ -65,3 +65,23 @@ def test_yes_no_query_parameters_take_true_false_1_0_and_refuse_the_rest(d):
     doc = c.openapi()
     params = {p["name"]: p for p in doc["paths"]["/v1/sessions/{id}/messages"]["get"]["parameters"]}
     assert sorted(params["all"]["schema"]["enum"]) == ["0", "1", "false", "true"]
+
+
+# --------------------------------------------------------------------------------- checkpoints
+def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
+    c = d.client()
+    sid = c.create_session()["id"]
+    c.append(sid, "user", "hello", tokens=3)
+    first = c.checkpoint(sid)
+    again = c.checkpoint(sid)  # nothing new: the same one answers
+    assert again == first
+    ended = c.end(sid)
+    assert [cp["number"] for cp in ended["checkpoints"]] == [first["number"]], ended["checkpoints"]
+    assert c.checkpoints(sid)["checkpoints"] == [first]
+    # a message since the latest one: the end does checkpoint it
+    sid2 = c.create_session()["id"]
+    c.append(sid2, "user", "one", tokens=2)
+    cp = c.checkpoint(sid2)
+    c.append(sid2, "user", "two", tokens=2)
+    cps = c.end(sid2)["checkpoints"]
+    assert [x["messages"] for x in cps] == [1, 2] and cps[0] == cp
