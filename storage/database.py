@@ -187,7 +187,8 @@ class Database:
         if name:
             spec["name"] = name
         rows = await self.read_all(
-            "SELECT chat_id, role, content, tokens, extra, lamport, device_id, seq FROM messages WHERE session_id=?"
+            "SELECT chat_id, role, content, tokens, extra, lamport, device_id, seq, created_at FROM messages"
+            " WHERE session_id=?"
             " AND (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
             (sid, lam, dev, seq),
         )
@@ -201,7 +202,9 @@ class Database:
                 ]
                 # the history was accepted once: copied as it is, past the quota or a context budget (these
                 # apply to what the fork adds next), its chats then compacted where the source's were
-                stored = await self.append_messages(new["id"], msgs, answer=True)
+                # each copy keeps its message's own time (the fork's own is the session's created_at); times
+                # are not in the checkpoints' conversation hash (docs/FORMATS.md §8), so proofs are unchanged
+                stored = await self.append_messages(new["id"], msgs, answer=True, times=[r[8] for r in rows])
                 moved = {}
                 for r, m in zip(rows, stored, strict=True):
                     cut = cuts.get(r[0])
@@ -238,6 +241,7 @@ class Database:
                 "model": c["model"],
                 "settings": c["settings"],
                 "policy": c["policy"],
+                "created_at": c["created_at"],  # a copy keeps its chats' times, and so their order
             }
             for c in await self.list_chats(sid)
         ]
@@ -273,9 +277,16 @@ class Database:
 
     # ------------------------------------------------------------------ messages
     async def append_messages(
-        self, sid: str, messages: list[dict], chat: str | None = None, *, key: str | None = None, answer: bool = False
+        self,
+        sid: str,
+        messages: list[dict],
+        chat: str | None = None,
+        *,
+        key: str | None = None,
+        answer: bool = False,
+        times: list[float] | None = None,
     ) -> list[dict]:
-        return await self.messages.append(sid, messages, chat, key=key, answer=answer)
+        return await self.messages.append(sid, messages, chat, key=key, answer=answer, times=times)
 
     async def chat_history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
         return await self.messages.history(sid, chat, limit)

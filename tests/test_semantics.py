@@ -9,10 +9,11 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
-from conftest import DaemonProc, UnixHTTP
+from conftest import DaemonProc, UnixHTTP, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +86,58 @@ def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
     c.append(sid2, "user", "two", tokens=2)
     cps = c.end(sid2)["checkpoints"]
     assert [x["messages"] for x in cps] == [1, 2] and cps[0] == cp
+
+
+# ------------------------------------------------------------------------------ shared sessions
+@pytest.fixture(scope="module")
+def pair():
+    """Two daemons, A and B, sharing one folder store: a session A shares write-enabled B imports."""
+    tmp = tempfile.mkdtemp(prefix="sd-sem2-")
+    url = "file://" + os.path.join(tmp, "store")
+    a = DaemonProc(os.path.join(tmp, "a"), url).start()
+    b = DaemonProc(os.path.join(tmp, "b"), url).start()
+    yield a, b
+    a.stop()
+    b.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def shared(a: DaemonProc, b: DaemonProc, **spec) -> str:
+    """A new session of A, shared read-write with B (imported there): its id."""
+    ca = a.client()
+    sid = ca.create_session(**spec)["id"]
+    ca.sync(sid, wait=True)
+    b.client().import_code(ca.share(sid, write=True)["code"])
+    return sid
+
+
+# ------------------------------------------------------------------------------- forks' times
+def test_a_fork_and_a_clone_keep_the_original_times_of_what_they_copy(pair):
+    a, b = pair
+    ca = a.client()
+    sid = ca.create_session()["id"]
+    ca.create_chat(sid, id="zeta")
+    ca.create_chat(sid, id="alpha")
+    for i in range(3):
+        ca.append(sid, "user", f"m{i}", chat=["main", "zeta", "alpha"][i])
+    src = ca.messages(sid, all_chats=True)["messages"]
+    src_chats = ca.list_chats(sid)["chats"]
+    assert len({m["created_at"] for m in src}) == 3  # three appends, three times
+    wait_for(lambda: time.time() > src[-1]["created_at"] + 0.05)  # the fork's own time is later
+    fork = ca.fork(sid, src[-1]["id"])
+    copied = ca.messages(fork["id"], all_chats=True)["messages"]
+    assert [m["created_at"] for m in copied] == [m["created_at"] for m in src]
+    assert fork["created_at"] > src[-1]["created_at"]
+    # the chats keep their times, so their order: main, zeta, alpha (not sorted by id)
+    for copy in (fork, ca.clone(sid)):
+        chats = ca.list_chats(copy["id"])["chats"]
+        assert [(c["id"], c["created_at"]) for c in chats] == [(c["id"], c["created_at"]) for c in src_chats]
+    # the times travel in the log: another device reads the same ones; a checkpoint of the fork verifies
+    cp = ca.checkpoint(fork["id"])
+    ca.sync(fork["id"], wait=True)
+    cb = b.client()
+    cb.import_code(ca.share(fork["id"])["code"])
+    assert [m["created_at"] for m in cb.messages(fork["id"], all_chats=True)["messages"]] == [
+        m["created_at"] for m in src
+    ]
+    assert cb.verify_proof(fork["id"], cp)["ok"]
