@@ -264,6 +264,21 @@ def new_chat(b: dict) -> dict:
     }
 
 
+def chat_patch(b: dict, current: dict) -> dict:
+    """A checked chat PATCH body's changes to the chat `current` (its fields as stored), as a chat.update
+    carries them: fields given replace its own, null clears one (a null name: the chat's id again);
+    settings and policy are merged per field (a null settings or policy clears all of it)."""
+    fields: dict[str, Any] = {k: b[k] for k in ("system_prompt", "model") if k in b}
+    if "name" in b:
+        fields["name"] = b["name"] if b["name"] is not None else current["id"]
+    if "settings" in b:
+        fields["settings"] = merged(b["settings"], current["settings"]) if b["settings"] is not None else {}
+    pol = policy(b, {} if "policy" in b and b["policy"] is None else current["policy"])
+    if pol is not None:
+        fields["policy"] = pol
+    return fields
+
+
 def settings(v: Any, where: str = "settings", lenient: bool = False) -> dict:
     """Model settings as a file or another device holds them (nulls left out); `lenient` (operations
     from other devices) keeps fields a newer sessiond may know, as they are."""

@@ -266,6 +266,9 @@ class Database:
     async def create_chat(self, sid: str, spec: dict) -> dict:
         return await self.chats.create(sid, spec)
 
+    async def update_chat(self, sid: str, cid: str, change: Callable[[dict], dict]) -> dict:
+        return await self.chats.update(sid, cid, change)
+
     async def get_chat(self, sid: str, cid: str) -> dict:
         return await self.chats.get(sid, cid)
 

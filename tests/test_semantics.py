@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import DaemonProc, UnixHTTP, wait_for
+from conftest import DaemonProc, UnixHTTP, cli_json, run_cli, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +141,77 @@ def test_a_fork_and_a_clone_keep_the_original_times_of_what_they_copy(pair):
         m["created_at"] for m in src
     ]
     assert cb.verify_proof(fork["id"], cp)["ok"]
+
+
+# ------------------------------------------------------------------------------ changing a chat
+def test_a_chat_changes_after_it_is_made_through_api_client_and_cli(d):
+    c = d.client()
+    sid = c.create_session(settings={"temperature": 0.5})["id"]
+    c.create_chat(
+        sid, id="side", name="Side", system_prompt="old", model="m1", settings={"top_k": 5}, max_context_tokens=500
+    )
+    # the client: by id or by name; settings and policy merged per field, a null clears one
+    ch = c.update_chat(sid, "Side", system_prompt="new prompt", model="m2", settings={"max_tokens": 64, "top_k": None})
+    assert (ch["id"], ch["name"], ch["system_prompt"], ch["model"]) == ("side", "Side", "new prompt", "m2")
+    assert ch["settings"] == {"max_tokens": 64} and ch["policy"] == {"max_context_tokens": 500}
+    ch = c.update_chat(sid, "side", name="Renamed", context_margin=0.5, policy={"auto_compact": False})
+    assert ch["name"] == "Renamed" and ch["policy"] == {
+        "max_context_tokens": 500,
+        "context_margin": 0.5,
+        "auto_compact": False,
+    }
+    assert next(x for x in c.list_chats(sid)["chats"] if x["id"] == "side") == ch
+    # the CLI
+    out = cli_json(d.home, "chat", "set", sid, "Renamed", "--temperature", "0.25", "--max-tokens", "32", "--name", "S2")
+    assert out["name"] == "S2" and out["settings"] == {"max_tokens": 32, "temperature": 0.25}
+    out = cli_json(d.home, "chat", "set", sid, "side", "--unset", "system", "--unset", "max-tokens", "--unset", "name")
+    assert out["system_prompt"] is None and out["settings"] == {"temperature": 0.25} and out["name"] == "side"
+    before = c.list_chats(sid)
+    # refusals: clear, naming what went wrong, and nothing changes
+    for args, code, status, words in (
+        (("nochat",), {"name": "x"}, 404, "no chat 'nochat'"),
+        (("side",), {"settings": {"temperature": 99}}, 422, "settings.temperature"),
+        (("side",), {}, 422, "nothing to change"),
+        (("side",), {"id": "other"}, 422, "id"),
+        (("side",), {"context_margin": 7}, 422, "context_margin"),
+    ):
+        status_got, out = raw(d, "PATCH", f"/v1/sessions/{sid}/chats/{args[0]}", code)
+        assert status_got == status and words in out["error"]["message"], (code, status_got, out)
+    status_got, out = raw(d, "PATCH", "/v1/sessions/nosession/chats/main", {"name": "x"})
+    assert status_got == 404 and "no session 'nosession'" in out["error"]["message"]
+    res = run_cli(d.home, "chat", "set", sid, "side")
+    assert res.returncode == 2 and "nothing to change" in res.stderr
+    res = run_cli(d.home, "chat", "set", sid, "side", "--model", "x", "--unset", "model")
+    assert res.returncode == 2 and "--unset model" in res.stderr
+    res = run_cli(d.home, "chat", "set", sid, "side", "--unset", "colour")
+    assert res.returncode == 2 and "colour" in res.stderr
+    assert c.list_chats(sid) == before
+    # an ended session's chats are final
+    c.end(sid)
+    status_got, out = raw(d, "PATCH", f"/v1/sessions/{sid}/chats/side", {"name": "late"})
+    assert status_got == 409 and "ended" in out["error"]["message"] and "clone" in out["error"]["message"]
+    assert c.list_chats(sid) == before
+    # the OpenAPI document has the route, with its request model
+    op = c.openapi()["paths"]["/v1/sessions/{id}/chats/{chat}"]["patch"]
+    assert op["requestBody"] and {p["name"] for p in op["parameters"]} >= {"id", "chat"}
+
+
+def test_a_chat_changed_on_one_device_shows_on_the_other(pair):
+    a, b = pair
+    sid = shared(a, b)
+    ca, cb = a.client(), b.client()
+    cli_json(a.home, "chat", "set", sid, "main", "--system", "be brief", "--model", "m-a", "--temperature", "0.3")
+    ca.sync(sid, wait=True)
+
+    def main_on(client) -> dict:
+        return next(x for x in client.list_chats(sid)["chats"] if x["id"] == "main")
+
+    wait_for(lambda: main_on(cb)["model"] == "m-a", timeout=30)
+    got = main_on(cb)
+    assert (got["system_prompt"], got["settings"]) == ("be brief", {"temperature": 0.3})
+    # and back: B (a writer) clears what A set; A sees it cleared
+    cb.update_chat(sid, "main", system_prompt=None, settings={"temperature": None}, max_context_tokens=900)
+    cb.sync(sid, wait=True)
+    wait_for(lambda: main_on(ca)["system_prompt"] is None, timeout=30)
+    got = main_on(ca)
+    assert got["settings"] == {} and got["policy"] == {"max_context_tokens": 900} and got["model"] == "m-a"
