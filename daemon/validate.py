@@ -245,7 +245,7 @@ def session_patch(b: dict, current: dict) -> dict:
         fields["expires_at"] = expiry(b)
     if "settings" in b:
         fields["settings"] = merged(b["settings"], current["settings"]) if b["settings"] is not None else {}
-    pol = policy(b, current["policy"])
+    pol = policy(b, {} if "policy" in b and b["policy"] is None else current["policy"])  # a null policy: all cleared
     if pol is not None:
         fields["policy"] = pol
     return fields

@@ -215,3 +215,66 @@ def test_a_chat_changed_on_one_device_shows_on_the_other(pair):
     wait_for(lambda: main_on(ca)["system_prompt"] is None, timeout=30)
     got = main_on(ca)
     assert got["settings"] == {} and got["policy"] == {"max_context_tokens": 900} and got["model"] == "m-a"
+
+
+# ------------------------------------------------------------------- clearing a setting (CLI)
+def test_set_unset_clears_a_session_setting_and_the_clearing_syncs(pair):
+    a, b = pair
+    h = a.home
+    sid = cli_json(
+        h,
+        "new",
+        "--provider",
+        "local",
+        "--model",
+        "m",
+        "--max-tokens",
+        "100",
+        "--temperature",
+        "0.7",
+        "--token-quota",
+        "5000",
+        "--tag",
+        "x",
+        "--expires-in",
+        "7d",
+    )["id"]
+    cb = b.client()
+    cb.import_code(a.client().share(sid, write=True)["code"])
+    assert cb.get_session(sid)["settings"]["provider"] == "local"
+    s = cli_json(
+        h,
+        "set",
+        sid,
+        "--unset",
+        "provider",
+        "--unset",
+        "max-tokens",
+        "--unset",
+        "model",
+        "--unset",
+        "token-quota",
+        "--unset",
+        "tag",
+        "--unset",
+        "expires-in",
+    )
+    assert s["settings"] == {"temperature": 0.7} and s["model"] is None and s["policy"] == {}
+    assert s["tags"] == [] and s["expires_at"] is None
+    a.client().sync(sid, wait=True)
+    wait_for(lambda: cb.get_session(sid)["settings"] == {"temperature": 0.7}, timeout=30)
+    got = cb.get_session(sid)
+    assert got["model"] is None and got["policy"] == {} and got["tags"] == [] and got["expires_at"] is None
+    # one way, stated: --unset takes an option's name; a contradiction or an unknown name is a usage error
+    for args, words in (
+        (("--provider", "x", "--unset", "provider"), "--unset provider"),
+        (("--unset", "providr"), "providr"),
+    ):
+        res = run_cli(h, "set", sid, *args)
+        assert res.returncode == 2 and words in res.stderr, res.stderr
+    assert "--unset" in run_cli(h, "set", "--help").stdout
+    # the API's way, which --unset uses: a null clears a field; a null policy (or settings) clears all of it
+    c = a.client()
+    c.update_session(sid, checkpoint_interval=40, settings={"top_k": 3})
+    s = c.update_session(sid, policy=None, settings=None)
+    assert s["policy"] == {} and s["settings"] == {}
