@@ -1,12 +1,12 @@
 """Chats: the conversations of a session, each with its own prompt, model, settings and context policy."""
 
-from typing import NotRequired, Required
+from typing import Annotated, NotRequired, Required
 
-from pydantic import with_config
+from pydantic import AfterValidator, ConfigDict, with_config
 from typing_extensions import TypedDict
 
 from .sessions import ChatPolicy, Settings
-from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text
+from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text, refuse
 
 
 @with_config(BODY)
@@ -22,6 +22,28 @@ class ChatCreate(ChatPolicy, total=False):
     policy: ChatPolicy | None
 
 
+@with_config(ConfigDict(**BODY, json_schema_extra={"minProperties": 1}))
+class ChatPatch(ChatPolicy, total=False):
+    """Changes to a chat: the fields given replace its own; null clears one (a null name gives the chat its id
+    as its name again); settings and policy (with its shortcuts) are merged per field, a null in them clears
+    that field, a null settings or policy clears all of it. Its id cannot change."""
+
+    name: Text() | None
+    system_prompt: Text(MAX_TEXT) | None
+    model: Text(200) | None
+    settings: Settings | None
+    policy: ChatPolicy | None
+
+
+def _something(body: dict) -> dict:
+    if not body:
+        raise refuse("nothing to change: give at least one field")
+    return body
+
+
+ChatPatchBody = Annotated[ChatPatch, AfterValidator(_something)]
+
+
 @with_config(BODY)
 class Switch(TypedDict):
     chat: Text(200)  # id or name
@@ -35,6 +57,7 @@ class Chat(TypedDict):
     system_prompt: NotRequired[str | None]
     model: NotRequired[str | None]
     settings: NotRequired[dict]
+    policy: NotRequired[dict]
     created_at: NotRequired[float]
 
 
@@ -43,4 +66,4 @@ class ChatList(TypedDict):
     chats: list[Chat]
 
 
-__all__ = ["Chat", "ChatCreate", "ChatList", "Required", "Switch"]
+__all__ = ["Chat", "ChatCreate", "ChatList", "ChatPatch", "ChatPatchBody", "Required", "Switch"]

@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import with_config
 from typing_extensions import TypedDict
 
-from .types import ANSWER, QUERY
+from .types import ANSWER, QUERY, QueryBool
 
 
 @with_config(ANSWER)
@@ -24,4 +24,4 @@ class DoctorReport(TypedDict):
 
 @with_config(QUERY)
 class DoctorQuery(TypedDict, total=False):
-    verify: Literal["true", "false"]  # false: skip verifying every session against the store (the slow part)
+    verify: QueryBool  # false (or 0): skip verifying every session against the store (the slow part)

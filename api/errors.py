@@ -1,7 +1,7 @@
 """Every refusal is answered with one JSON shape, {"error": {"code", "message"[, "details"]}}, and a
-status: 400 malformed JSON (bad_json) or search query (bad_query), 404 not_found, 409 conflict, 422 an
-invalid field (invalid; the message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503
-the store is unavailable."""
+status: 400 malformed JSON (bad_json), search query (bad_query) or yes/no query parameter (bad_parameter),
+404 not_found, 409 conflict, 422 an invalid field (invalid; the message names the field, dotted:
+metadata.a[2]), 429 a limit was reached, 503 the store is unavailable."""
 
 from typing import NotRequired
 

@@ -201,9 +201,19 @@ def QueryInt(lo: int, hi: int) -> Any:
     return Annotated[int, PlainValidator(check), WithJsonSchema({"type": "integer", "minimum": lo, "maximum": hi})]
 
 
-# A yes/no query parameter: 1, true or yes (any case) is yes, anything else no.
+# A yes/no query parameter: true or 1 is yes, false or 0 is no; anything else is refused (daemon/validate.py
+# checks these first, and answers 400 naming the parameter and these values).
+QUERY_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _query_bool(raw: Any) -> bool:
+    if isinstance(raw, str) and raw in QUERY_BOOLS:
+        return QUERY_BOOLS[raw]
+    raise refuse("must be true, false, 1 or 0")
+
+
 QueryBool = Annotated[
     bool,
-    PlainValidator(lambda raw: str(raw).lower() in ("1", "true", "yes")),
-    WithJsonSchema({"type": "string", "enum": ["0", "1", "true", "false"]}),
+    PlainValidator(_query_bool),
+    WithJsonSchema({"type": "string", "enum": list(QUERY_BOOLS)}),
 ]

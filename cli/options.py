@@ -8,6 +8,8 @@ import math
 import re
 from typing import Any
 
+from .errors import EXIT_USAGE, CliError
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 
 
@@ -91,3 +93,66 @@ def policy_of(args) -> Any:  # a ChatPolicy body, maybe empty (the daemon checks
     if getattr(args, "auto_compact", None) is not None:
         out["auto_compact"] = args.auto_compact
     return out
+
+
+# What `--unset OPTION` clears: OPTION (a change command's option, without its dashes) -> (the option's dest,
+# where it is in the PATCH body: a field, or settings/policy and a field of it). The body's null clears it.
+_SETTINGS_UNSET = {
+    "temperature": ("temperature", ("settings", "temperature")),
+    "top-k": ("top_k", ("settings", "top_k")),
+    "top-p": ("top_p", ("settings", "top_p")),
+    "max-tokens": ("max_tokens", ("settings", "max_tokens")),
+}
+_CHAT_POLICY_UNSET = {
+    "max-context-tokens": ("max_context_tokens", ("policy", "max_context_tokens")),
+    "context-margin": ("context_margin", ("policy", "context_margin")),
+    "auto-compact": ("auto_compact", ("policy", "auto_compact")),
+}
+CHAT_UNSET = {
+    "name": ("name", ("name",)),
+    "system": ("system", ("system_prompt",)),
+    "model": ("model", ("model",)),
+    **_SETTINGS_UNSET,
+    **_CHAT_POLICY_UNSET,
+}
+SESSION_UNSET = {
+    **CHAT_UNSET,
+    "user": ("user", ("user",)),
+    "tag": ("tag", ("tags",)),
+    "metadata": ("metadata", ("metadata",)),
+    "expires-in": ("expires_in", ("expires_at",)),
+    "provider": ("provider", ("settings", "provider")),
+    "token-quota": ("token_quota", ("policy", "token_quota")),
+    "checkpoint-interval": ("checkpoint_interval", ("policy", "checkpoint_interval")),
+    "idle-timeout": ("idle_timeout", ("policy", "idle_timeout")),
+}
+
+
+def add_unset(p: argparse.ArgumentParser, fields: dict, what: str) -> None:
+    p.add_argument(
+        "--unset",
+        action="append",
+        choices=list(fields),
+        metavar="OPTION",
+        help=f"clear one of {what}'s settings (repeatable): OPTION is the option's name without its dashes, one of "
+        f"{', '.join(fields)}; e.g. --unset max-tokens. A cleared setting no longer applies"
+        + (
+            " (the session's own does, or the daemon's default)"
+            if what == "the chat"
+            else " (the daemon's default does)"
+        ),
+    )
+
+
+def unset_into(args, fields: dict, body: dict) -> dict:
+    """`body` (a PATCH body) with a null for each `--unset OPTION`; an option both given and unset is a usage
+    error, as is nothing to change at all."""
+    for name in dict.fromkeys(getattr(args, "unset", None) or ()):
+        dest, path = fields[name]
+        if getattr(args, dest, None) is not None:
+            raise CliError(f"--{name} and --unset {name} contradict each other: give one of them", EXIT_USAGE)
+        if len(path) == 1:
+            body[path[0]] = None
+        else:
+            body.setdefault(path[0], {})[path[1]] = None
+    return body

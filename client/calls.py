@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from typing_extensions import Unpack
 
-    from ..api.chats import Chat, ChatCreate, ChatList
+    from ..api.chats import Chat, ChatCreate, ChatList, ChatPatch
     from ..api.doctor import DoctorReport
     from ..api.manage import Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult, Quota
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
@@ -131,6 +131,11 @@ class Api:
 
     def list_chats(self, sid: str) -> ChatList:
         return self._call("GET", f"/v1/sessions/{quote_id(sid)}/chats")
+
+    def update_chat(self, sid: str, chat: str, **fields: Unpack[ChatPatch]) -> Chat:
+        """Change chat `chat` (id or name) of session `sid`: the fields given replace its own, None clears one;
+        settings and policy are merged per field."""
+        return self._call("PATCH", f"/v1/sessions/{quote_id(sid)}/chats/{quote_id(chat)}", fields)
 
     def switch_chat(self, sid: str, chat: str) -> Session:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/switch", {"chat": chat})

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from functools import cache
+from typing import Any, get_type_hints
 
 from pydantic import ValidationError
 
@@ -21,10 +22,23 @@ from ..api import chats as chat_models
 from ..api import messages as message_models
 from ..api import sessions as session_models
 from ..api.sessions import CHAT_POLICY, POLICY_RANGES, POLICY_SHORTCUTS, SETTING_RANGES  # noqa: F401 (re-exported)
-from ..api.types import INT_MAX, MAX_SHORT, MAX_TEXT, ROLES, STATUSES, Id, Number, Text, Whole, lone_surrogate  # noqa: F401
+from ..api.types import (  # noqa: F401
+    INT_MAX,
+    MAX_SHORT,
+    MAX_TEXT,
+    QUERY_BOOLS,
+    ROLES,
+    STATUSES,
+    Id,
+    Number,
+    QueryBool,
+    Text,
+    Whole,
+    lone_surrogate,
+)
 from ..api.types import json_value as _json_value
 from ..storage import model as _db
-from ..storage.errors import Invalid
+from ..storage.errors import BadParameter, Invalid
 from ..storage.ids import check_id
 from ..sync import dagcbor
 from .checker import checker, field_checker
@@ -169,8 +183,23 @@ def idempotency_key(value: str | None) -> str | None:
         raise Invalid(exc.errors(include_url=False)[0]["msg"]) from None
 
 
+@cache
+def _yes_no(model: Any) -> tuple[str, ...]:
+    """The yes/no (QueryBool) parameters of a query model."""
+    return tuple(k for k, t in get_type_hints(model, include_extras=True).items() if t == QueryBool)
+
+
 def query(model: Any, q) -> dict:
-    """A query string checked against its model (`limit` must be a whole number, ...)."""
+    """A query string checked against its model (`limit` must be a whole number, ...). A yes/no parameter
+    that is not true, false, 1 or 0 is a 400 (bad_parameter) naming it: never read as no."""
+    for k in _yes_no(model):
+        values = q.getall(k, []) if hasattr(q, "getall") else ([q[k]] if k in q else [])
+        for raw in values:
+            if raw not in QUERY_BOOLS:
+                raise BadParameter(
+                    f"query parameter {k} must be true, false, 1 or 0 (e.g. {k}=true), not {raw!r:.60}",
+                    parameter=k,
+                )
     return checker(model)(dict(q), "query parameter ")
 
 
@@ -216,7 +245,7 @@ def session_patch(b: dict, current: dict) -> dict:
         fields["expires_at"] = expiry(b)
     if "settings" in b:
         fields["settings"] = merged(b["settings"], current["settings"]) if b["settings"] is not None else {}
-    pol = policy(b, current["policy"])
+    pol = policy(b, {} if "policy" in b and b["policy"] is None else current["policy"])  # a null policy: all cleared
     if pol is not None:
         fields["policy"] = pol
     return fields
@@ -233,6 +262,21 @@ def new_chat(b: dict) -> dict:
         "switch": bool(b.get("switch")),
         "policy": _given(policy(b) or {}),
     }
+
+
+def chat_patch(b: dict, current: dict) -> dict:
+    """A checked chat PATCH body's changes to the chat `current` (its fields as stored), as a chat.update
+    carries them: fields given replace its own, null clears one (a null name: the chat's id again);
+    settings and policy are merged per field (a null settings or policy clears all of it)."""
+    fields: dict[str, Any] = {k: b[k] for k in ("system_prompt", "model") if k in b}
+    if "name" in b:
+        fields["name"] = b["name"] if b["name"] is not None else current["id"]
+    if "settings" in b:
+        fields["settings"] = merged(b["settings"], current["settings"]) if b["settings"] is not None else {}
+    pol = policy(b, {} if "policy" in b and b["policy"] is None else current["policy"])
+    if pol is not None:
+        fields["policy"] = pol
+    return fields
 
 
 def settings(v: Any, where: str = "settings", lenient: bool = False) -> dict:

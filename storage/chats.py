@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from .apply import local_op
 from .connections import Connections, Row
@@ -67,6 +68,24 @@ class Chats:
             if spec.get("switch"):
                 await local_op(tx, self.c.device_id, sid, op.lamport, "session.update", {"current_chat": cid}, t)
             tx.emit({"type": "chat.created", "session": sid, "chat": cid})
+        return await self.get(sid, cid)
+
+    async def update(self, sid: str, cid: str, change: Callable[[dict], dict]) -> dict:
+        """Change a chat: `change(the chat as it is)` gives the fields to write (daemon/validate.chat_patch),
+        computed in the write transaction so that a merge of settings starts from what is stored. Written as
+        one chat.update operation, which syncs to other devices. An ended session's chats are final."""
+        async with self.c.transaction() as tx:
+            srow = await writable_row(tx, sid)
+            if srow["status"] == "ended":
+                raise Conflict(
+                    f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)"
+                )
+            row = await tx.fetchone("SELECT * FROM chats WHERE session_id=? AND id=?", (sid, cid))
+            if row is None:
+                raise NotFound(f"session {sid!r} has no chat {cid!r} (see `sessiond chat ls {sid}`)")
+            fields = change(chat_dict(row, srow["current_chat"]))
+            await local_op(tx, self.c.device_id, sid, srow["lamport"], "chat.update", {"chat": cid, **fields}, now())
+            tx.emit({"type": "chat.updated", "session": sid, "chat": cid, "fields": sorted(fields)})
         return await self.get(sid, cid)
 
     async def get(self, sid: str, cid: str) -> dict:

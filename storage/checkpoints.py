@@ -41,6 +41,21 @@ def read_chain(
     return ident, frontier, rows
 
 
+def checkpoint_dict(sid: str, r: Any) -> dict:
+    return {
+        "session": sid,
+        "device": r["device_id"],
+        "number": r["number"],
+        "hash": r["hash"].hex(),
+        "tokens": r["tokens"],
+        "messages": r["messages"],
+        "frontier": json.loads(r["frontier"]),
+        "created_at": r["created_at"],
+        "pk": r["pk"].hex(),
+        "signature": r["signature"].hex(),
+    }
+
+
 class Checkpoints:
     def __init__(self, c: Connections):
         self.c = c
@@ -56,22 +71,19 @@ class Checkpoints:
         q = self.c.committed
         await session_row(q, sid)
         return [
-            {
-                "session": sid,
-                "device": r["device_id"],
-                "number": r["number"],
-                "hash": r["hash"].hex(),
-                "tokens": r["tokens"],
-                "messages": r["messages"],
-                "frontier": json.loads(r["frontier"]),
-                "created_at": r["created_at"],
-                "pk": r["pk"].hex(),
-                "signature": r["signature"].hex(),
-            }
+            checkpoint_dict(sid, r)
             for r in await q.fetchall(
                 "SELECT * FROM checkpoints WHERE session_id=? ORDER BY created_at, device_id, number", (sid,)
             )
         ]
+
+    async def latest_own(self, sid: str) -> dict | None:
+        """This device's latest checkpoint of the session (its highest number), or None."""
+        row = await self.c.committed.fetchone(
+            "SELECT * FROM checkpoints WHERE session_id=? AND device_id=? ORDER BY number DESC LIMIT 1",
+            (sid, self.c.device_id),
+        )
+        return None if row is None else checkpoint_dict(sid, row)
 
     async def next_number(self, sid: str) -> int:
         row = await self.c.committed.fetchone(

@@ -199,7 +199,8 @@ class Database:
         if name:
             spec["name"] = name
         rows = await self.read_all(
-            "SELECT chat_id, role, content, tokens, extra, lamport, device_id, seq FROM messages WHERE session_id=?"
+            "SELECT chat_id, role, content, tokens, extra, lamport, device_id, seq, created_at FROM messages"
+            " WHERE session_id=?"
             " AND (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
             (sid, lam, dev, seq),
         )
@@ -213,7 +214,9 @@ class Database:
                 ]
                 # the history was accepted once: copied as it is, past the quota or a context budget (these
                 # apply to what the fork adds next), its chats then compacted where the source's were
-                stored = await self.append_messages(new["id"], msgs, answer=True)
+                # each copy keeps its message's own time (the fork's own is the session's created_at); times
+                # are not in the checkpoints' conversation hash (docs/FORMATS.md §8), so proofs are unchanged
+                stored = await self.append_messages(new["id"], msgs, answer=True, times=[r[8] for r in rows])
                 moved = {}
                 for r, m in zip(rows, stored, strict=True):
                     cut = cuts.get(r[0])
@@ -250,6 +253,7 @@ class Database:
                 "model": c["model"],
                 "settings": c["settings"],
                 "policy": c["policy"],
+                "created_at": c["created_at"],  # a copy keeps its chats' times, and so their order
             }
             for c in await self.list_chats(sid)
         ]
@@ -274,6 +278,9 @@ class Database:
     async def create_chat(self, sid: str, spec: dict) -> dict:
         return await self.chats.create(sid, spec)
 
+    async def update_chat(self, sid: str, cid: str, change: Callable[[dict], dict]) -> dict:
+        return await self.chats.update(sid, cid, change)
+
     async def get_chat(self, sid: str, cid: str) -> dict:
         return await self.chats.get(sid, cid)
 
@@ -285,9 +292,16 @@ class Database:
 
     # ------------------------------------------------------------------ messages
     async def append_messages(
-        self, sid: str, messages: list[dict], chat: str | None = None, *, key: str | None = None, answer: bool = False
+        self,
+        sid: str,
+        messages: list[dict],
+        chat: str | None = None,
+        *,
+        key: str | None = None,
+        answer: bool = False,
+        times: list[float] | None = None,
     ) -> list[dict]:
-        return await self.messages.append(sid, messages, chat, key=key, answer=answer)
+        return await self.messages.append(sid, messages, chat, key=key, answer=answer, times=times)
 
     async def chat_history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
         return await self.messages.history(sid, chat, limit)
@@ -344,6 +358,9 @@ class Database:
 
     async def checkpoints(self, sid: str) -> list[dict]:
         return await self.checkpointer.list(sid)
+
+    async def latest_own_checkpoint(self, sid: str) -> dict | None:
+        return await self.checkpointer.latest_own(sid)
 
     async def next_checkpoint_number(self, sid: str) -> int:
         return await self.checkpointer.next_number(sid)

@@ -46,6 +46,14 @@ class BadQuery(SessiondError):
     status = 400
 
 
+class BadParameter(SessiondError):
+    """A query-string parameter that is none of the values it takes (a yes/no one that is not true, false,
+    1 or 0): the request itself is malformed, as for bad JSON."""
+
+    code = "bad_parameter"
+    status = 400
+
+
 class LimitReached(SessiondError):
     code = "limit_reached"
     status = 429

@@ -99,7 +99,14 @@ class Messages:
         self.c = c
 
     async def append(
-        self, sid: str, messages: list[dict], chat: str | None = None, *, key: str | None = None, answer: bool = False
+        self,
+        sid: str,
+        messages: list[dict],
+        chat: str | None = None,
+        *,
+        key: str | None = None,
+        answer: bool = False,
+        times: list[float] | None = None,
     ) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). This is the hot path: the common case is six statements
@@ -109,7 +116,9 @@ class Messages:
         first one's result and changes nothing; the same key with other messages is refused.
 
         `answer`: a model's answer that the provider already gave (and counted): it is recorded even
-        past the token quota or a context budget that cannot compact (the checks ran before asking)."""
+        past the token quota or a context budget that cannot compact (the checks ran before asking).
+
+        `times`: each message's own time (a fork's copies keep their original ones); otherwise now."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
@@ -223,12 +232,12 @@ class Messages:
                         m["role"],
                         m["content"],
                         m.get("tokens"),
-                        t,
+                        t if times is None else times[i],
                         extra,
                     )
                 )
             if n == 1:  # the common case: one statement, its text the same every time
-                await tx.execute(_INSERT_ONE, (*rows[0], *pushed_form(rows[0][6], t)))
+                await tx.execute(_INSERT_ONE, (*rows[0], *pushed_form(rows[0][6], rows[0][8])))
             else:
                 await insert_messages(tx, rows, pushed=True)
             await tx.execute(
@@ -246,7 +255,7 @@ class Messages:
                     "chat": r[1],
                     "role": r[5],
                     "tokens": r[7],
-                    "created_at": t,
+                    "created_at": r[8],
                     "device": device,
                     "seq": r[3],
                     "lamport": r[4],

@@ -80,7 +80,7 @@ class Sessions:
         chats = spec.get("chats") or [
             {"id": "main", "name": "main", "system_prompt": None, "model": None, "settings": {}}
         ]
-        chats = [{**c, "created_at": t} for c in chats]
+        chats = [{**c, "created_at": c.get("created_at") or t} for c in chats]  # a clone's or fork's: the original
         body = {k: spec.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at")}
         for k in JSON_FIELDS:
             if k in spec:

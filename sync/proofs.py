@@ -43,6 +43,16 @@ class Proofs:
         if session["access"] == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
         chain = await self._conversation_chain(sid)
+        # nothing new since this device's latest checkpoint (`end` right after one, a second request): a
+        # new one would prove the same conversation again; that one stands, nothing is written
+        latest = await db.latest_own_checkpoint(sid)
+        if (
+            latest is not None
+            and latest["hash"] == chain.hash.hex()
+            and (latest["messages"], latest["tokens"]) == (chain.messages, chain.tokens)
+            and latest["pk"] == self.ctx.keys.head_pk(sid).hex()
+        ):
+            return latest
         await asyncio.sleep(0)  # appends that came meanwhile go first: the signature is another step
         proof = proof_of(
             sid,

@@ -38,7 +38,7 @@ def test_hot_routes_are_tried_first_and_every_route_still_reaches_its_handler(ap
 
     async def resolve_all() -> None:
         for r in ROUTES:
-            path = r.path.replace("{id}", "s_0123456789abcdefghij")
+            path = r.path.replace("{id}", "s_0123456789abcdefghij").replace("{chat}", "main")
             info = await app.router.resolve(make_mocked_request(r.method, path, app=app))
             assert info.route.method == r.method and info.handler.__name__ == r.handler.__name__, (r.method, r.path)
 

@@ -118,11 +118,12 @@ def test_checkpoints_end_and_proofs(daemon, tmp_path):
     end = sh(h, "end", sid)
     assert end["status"] == "ended" and end["tokens_used"] == 120
     assert end["snapshot"]["revision"] >= 1 and end["snapshot"]["manifest_ipfs_cid"].startswith("b")
-    assert len(end["checkpoints"]) == 4
+    assert end["checkpoints"][-1] == cp  # nothing since: no second, identical one
+    assert len(end["checkpoints"]) == 3
     proof_file = tmp_path / "end.json"
     proof_file.write_text(json.dumps(end))
     res = run_cli(h, "verify-proof", sid, str(proof_file))
-    assert res.returncode == 0 and res.stdout.count("ok      checkpoint") == 4, res.stdout
+    assert res.returncode == 0 and res.stdout.count("ok      checkpoint") == 3, res.stdout
     bad = dict(end["checkpoints"][0])
     bad["tokens"] += 1
     proof_file.write_text(json.dumps(bad))

@@ -128,6 +128,8 @@ class Seeds:
         if "id" in (case.path_parameters or {}):
             sid, msg = self.fresh()
             case.path_parameters = {**case.path_parameters, "id": sid}
+            if "chat" in case.path_parameters:  # PATCH .../chats/{chat}: one of the seed's chats, by name
+                case.path_parameters["chat"] = "side"
             if isinstance(case.body, dict):
                 if "at" in case.body:
                     case.body["at"] = msg

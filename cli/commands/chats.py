@@ -1,16 +1,19 @@
-"""Chats within a session: `chat new`, `chat ls`, `chat switch`."""
+"""Chats within a session: `chat new`, `chat set`, `chat ls`, `chat switch`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..connect import client
+from ..errors import EXIT_USAGE, CliError
 from ..inputs import message_text
-from ..options import add_policy, add_settings, policy_of, settings_of
+from ..options import CHAT_UNSET, add_policy, add_settings, add_unset, policy_of, settings_of, unset_into
 from ..output import emit, short, table, when
 from . import Commands
 
 
 def register(commands: Commands) -> None:
-    p = commands.add("chat", None, "chats within a session: new, ls, switch")
+    p = commands.add("chat", None, "chats within a session: new, set, ls, switch")
     chat = commands.actions(p, "chat_command")
     q = chat.add("new", cmd_chat_new, "create a chat")
     q.add_argument("id", help="session id")
@@ -21,6 +24,15 @@ def register(commands: Commands) -> None:
     q.add_argument("--switch", action="store_true", help="make it the current chat")
     add_settings(q)
     add_policy(q, chat=True)
+    q = chat.add("set", cmd_chat_set, "change a chat: name, prompt, model, settings, context policy (--unset clears)")
+    q.add_argument("id", help="session id")
+    q.add_argument("chat", help="chat id or name")
+    q.add_argument("--name")
+    q.add_argument("--system", help="system prompt ('-' reads it from standard input)")
+    q.add_argument("--model")
+    add_settings(q)
+    add_policy(q, chat=True)
+    add_unset(q, CHAT_UNSET, "the chat")
     q = chat.add("ls", cmd_chat_ls, "list chats")
     q.add_argument("id", help="session id")
     q = chat.add("switch", cmd_chat_switch, "switch the current chat")
@@ -40,6 +52,25 @@ def cmd_chat_new(args) -> int:
         policy=policy_of(args) or None,
     )
     emit(args, chat, chat["id"])
+    return 0
+
+
+def cmd_chat_set(args) -> int:
+    fields: dict[str, Any] = {}
+    for key in ("name", "model"):
+        if getattr(args, key) is not None:
+            fields[key] = getattr(args, key)
+    if args.system is not None:
+        fields["system_prompt"] = message_text(args.system)
+    if settings_of(args):
+        fields["settings"] = settings_of(args)
+    if policy_of(args):
+        fields["policy"] = policy_of(args)
+    unset_into(args, CHAT_UNSET, fields)
+    if not fields:
+        raise CliError("nothing to change: give at least one option (see `sessiond chat set --help`)", EXIT_USAGE)
+    chat = client(args).update_chat(args.id, args.chat, **fields)
+    emit(args, chat, f"updated chat {chat['id']} of {args.id}")
     return 0
 
 

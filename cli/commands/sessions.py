@@ -8,7 +8,17 @@ from typing import Any
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import json_arg, message_text
-from ..options import add_policy, add_settings, count, duration, policy_of, settings_of
+from ..options import (
+    SESSION_UNSET,
+    add_policy,
+    add_settings,
+    add_unset,
+    count,
+    duration,
+    policy_of,
+    settings_of,
+    unset_into,
+)
 from ..output import emit, safe, short, table, when
 from . import Commands
 
@@ -28,7 +38,9 @@ def register(commands: Commands) -> None:
     add_settings(p)
     add_policy(p)
 
-    p = commands.add("set", cmd_set, "change a session's name, prompt, model, settings, tags or metadata")
+    p = commands.add(
+        "set", cmd_set, "change a session's name, prompt, model, settings, tags or metadata (--unset clears one)"
+    )
     p.add_argument("id")
     p.add_argument("--name")
     p.add_argument("--system")
@@ -40,6 +52,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     add_settings(p)
     add_policy(p)
+    add_unset(p, SESSION_UNSET, "the session")
 
     p = commands.add("ls", cmd_ls, "list sessions")
     p.add_argument("--user")
@@ -95,6 +108,7 @@ def cmd_set(args) -> int:
         fields["expires_in"] = args.expires_in
     if policy_of(args):
         fields["policy"] = policy_of(args)
+    unset_into(args, SESSION_UNSET, fields)
     if not fields:
         raise CliError("nothing to change: give at least one option (see `sessiond set --help`)", EXIT_USAGE)
     s = client(args).update_session(args.id, **fields)

@@ -104,6 +104,14 @@ ROUTES: list[Route] = [
     ),
     Route("GET", "/v1/sessions/{id}/chats", chats.list_chats, "List a session's chats", response=C.ChatList),
     Route(
+        "PATCH",
+        "/v1/sessions/{id}/chats/{chat}",
+        chats.patch_chat,
+        "Change a chat (by id or name): name, system prompt, model, settings, context policy; synced",
+        C.ChatPatchBody,
+        C.Chat,
+    ),
+    Route(
         "POST",
         "/v1/sessions/{id}/switch",
         chats.switch_chat,

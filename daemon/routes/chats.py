@@ -1,4 +1,4 @@
-"""Chats of a session: create, list, switch the current one."""
+"""Chats of a session: create, list, change, switch the current one."""
 
 from aiohttp import web
 
@@ -13,6 +13,14 @@ async def create_chat(request: web.Request) -> web.Response:
 
 async def list_chats(request: web.Request) -> web.Response:
     return ok({"chats": await daemon_of(request).db.list_chats(session_id(request))})
+
+
+async def patch_chat(request: web.Request) -> web.Response:
+    changes = await body(request)
+    db = daemon_of(request).db
+    sid = session_id(request)
+    chat = await db.resolve_chat(sid, request.match_info["chat"])
+    return ok(await db.update_chat(sid, chat, lambda current: v.chat_patch(changes, current)))
 
 
 async def switch_chat(request: web.Request) -> web.Response:

@@ -15,4 +15,4 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def doctor(request: web.Request) -> web.Response:
-    return ok(await diagnose(daemon_of(request), verify=query(request).get("verify") != "false"))
+    return ok(await diagnose(daemon_of(request), verify=query(request).get("verify", True)))
