@@ -25,6 +25,7 @@ from .errors import ImportError_
 from .fetch import fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
+from .mirror import same_stores
 from .sharecode import ShareCode, ShareCodeError
 from .sharecode import decode as decode_code
 
@@ -226,7 +227,7 @@ class Importer:
         if held:
             return ctx.store, slot
         for _network, hint in places:
-            if not hint or hint == ctx.store.url:
+            if not hint or same_stores(hint, ctx.store.url):
                 continue
             try:
                 hinted = ctx.open_store(hint, create=False)

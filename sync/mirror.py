@@ -30,6 +30,7 @@ from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError,
 from ..stores.cid import digest
 from ..stores.errors import ReadOnlyStore, StoreTimeout
 from ..stores.registry import RegistryEntry, RegistryError
+from ..stores.urls import store_identity
 from .tasks import stop_tasks
 
 log = logging.getLogger("sessiond.sync")
@@ -43,6 +44,16 @@ LAG = 5.0
 def mirror_urls(url: str) -> list[str]:
     """The store URLs of a store identity: one URL, or a mirror's URLs joined by SEPARATOR."""
     return [u for u in url.split(SEPARATOR) if u]
+
+
+def stores_identity(url: str) -> str:
+    """Which store(s) a store identity names, credentials left out (stores/urls.py): two URLs that differ
+    only in an invite or a password are the same store, and a mirror is the same mirror."""
+    return SEPARATOR.join(store_identity(u) for u in mirror_urls(url))
+
+
+def same_stores(a: str, b: str) -> bool:
+    return stores_identity(a) == stores_identity(b)
 
 
 def open_stores(url: str, outbox: Outbox, *, timeout: float = 30.0, create: bool = True) -> Store:

@@ -80,6 +80,7 @@ def cmd_daemon(args) -> int:
 
 def cmd_start(args) -> int:
     from ...daemon.home import Home, HomeError, normalize_store_urls
+    from ...sync.mirror import same_stores
 
     home = Home(resolve_home(args.home))
     try:
@@ -89,7 +90,8 @@ def cmd_start(args) -> int:
     try:
         info = Client(home.path, timeout=5).status()
         shown = store.replace("\n", " ") if store else None
-        if shown is not None and info.get("store") != shown:
+        running = "\n".join(str(info.get("store") or "").split())
+        if store is not None and not same_stores(running, store):  # a URL's credentials are not another store
             raise CliError(
                 f"the daemon already running for this home (pid {info['pid']}) uses store "
                 f"{info.get('store')}, not {shown}; stop it first (`sessiond stop`) to change stores"
