@@ -48,6 +48,19 @@ class RateLimited(StoreError):
         self.retry_after = retry_after
 
 
+# The longest a server's Retry-After is honoured (seconds): a server asking for hours (or a clock far off
+# in its HTTP-date) does not stop a device's pushes for that long; it is asked again after this.
+MAX_SERVER_WAIT = 900.0
+
+
+def server_wait(exc: BaseException) -> float | None:
+    """How long the server asked us to wait before trying again (its Retry-After on a 429 or 503, in
+    seconds or as an HTTP-date, capped at MAX_SERVER_WAIT), or None if it did not say."""
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        return max(0.0, min(exc.retry_after, MAX_SERVER_WAIT))
+    return None
+
+
 class ServerError(StoreError):
     """A 5xx that did not clear within the retries (with jittered backoff), or a reply we cannot use."""
 
