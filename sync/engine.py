@@ -388,8 +388,8 @@ class Syncer:
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         return await self.proofs.verify_proof(sid, proof)
 
-    async def verify(self, sid: str | None = None) -> dict:
-        return await self.verifier.verify(sid)
+    async def verify(self, sid: str | None = None, *, down: dict[str, str] | None = None) -> dict:
+        return await self.verifier.verify(sid, down=down)
 
     async def verify_session(self, sid: str) -> dict:
         return await self.verifier.verify_session(sid)

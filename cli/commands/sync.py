@@ -163,6 +163,8 @@ def cmd_verify(args) -> int:
                 f"ok      {s['session']}: revision {s['revision']}, {s['objects']} objects, "
                 f"{s['operations']} operations" + (f", {s['unpushed']} not yet pushed" if s["unpushed"] else "")
             )
+        elif s.get("store_failure"):  # the store failed: nothing is known of the session, it is not damaged
+            lines.append(f"UNCHECKED {s['session']}: {s['store_failure']}")
         else:
             lines.append(f"FAILED  {s['session']}:")
             lines += [f"          {p}" for p in s["problems"]]
