@@ -40,7 +40,7 @@ def s5(p: Portal, tmp_path, name: str, timeout: float = 10) -> S5Store:
 
 
 async def test_verify_asks_a_hung_store_once_and_reports_no_damage(devices, portal, tmp_path):
-    timeout = 1.5
+    timeout = 2.0
     a, _ = await devices.open(store_a=s5(portal, tmp_path, "a", timeout=timeout), a={"timeout": timeout})
     await a.start()
     sids = []
@@ -53,7 +53,7 @@ async def test_verify_asks_a_hung_store_once_and_reports_no_damage(devices, port
     t0 = time.monotonic()
     rep = await a.verify()
     took = time.monotonic() - t0
-    assert took < 2.5 * timeout, took  # main: the timeout for each of the four sessions
+    assert took < 3 * timeout, took  # main: the timeout for each of the four sessions
     assert not rep["ok"] and [s["session"] for s in rep["sessions"]] == await devices.dba.session_ids()
     for s in rep["sessions"]:
         assert "not answering" in s.get("store_failure", "") and portal.authority in s["store_failure"], s

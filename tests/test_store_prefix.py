@@ -98,3 +98,28 @@ async def test_a_kubo_rpc_and_a_gateway_under_a_path_prefix():
         await gateway.close()
         await rpc.stop()
         await gw.stop()
+
+
+async def test_a_pinning_service_under_a_path_prefix(tmp_path):
+    """A Kubo store under a prefix, pinned on a service under a prefix (the service's URL was already used
+    as given; the Kubo RPC's prefix was dropped)."""
+    from servers.pinning import Service
+    from servers.pinning import make_app as make_pinning_app
+    from sessiond.stores.pinning import PinningStore
+
+    node, svc = Node(), Service()
+    rpc = await mounted(make_rpc_app(node))
+    service = await mounted(make_pinning_app(svc))
+    (tmp_path / "token").write_text("s3cret-token\n")
+    kubo = KuboStore(f"ipfs+http://127.0.0.1:{rpc.port}{PREFIX}", retry=FAST, timeout=5)
+    store = PinningStore(
+        kubo, f"http://127.0.0.1:{service.port}{PREFIX}/", token_file=str(tmp_path / "token"), retry=FAST, timeout=5
+    )
+    try:
+        await store.put(b"pinned behind a proxy")
+        assert await store.flush() == 1 and store.status()["last_error"] is None
+        assert svc.requests and all(path.startswith(PREFIX + "/pins") for _, path in svc.requests)
+    finally:
+        await store.close()
+        await rpc.stop()
+        await service.stop()
