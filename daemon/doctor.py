@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
 from ..stores.cid import digest
+from ..stores.errors import StoreFull, describe_failure, failing
 from ..sync.errors import describe
 from .doctor_files import check_home, finding
 
@@ -36,17 +37,19 @@ async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     findings.append(finding("database", "ok", f"{daemon.db.path} is open (schema version {version})"))
     ctx = daemon.syncer.ctx
     urls = [ctx.store.url, *[u for u in await daemon.db.remote_store_urls() if u != ctx.store.url]]
+    down: dict[str, str] = {}  # stores that failed their check: verify does not ask them again
     for url in urls:
         store = ctx.open_store(url)
-        findings += await check_store(store, own=url == ctx.store.url)
+        findings += await check_store(store, own=url == ctx.store.url, down=down)
     findings += await check_pushes(daemon)
     if verify:
-        findings += await check_verify(daemon)
+        findings += await check_verify(daemon, down)
     return {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings}
 
 
-async def check_store(store: Store, *, own: bool) -> list[dict]:
-    """Reachable, writes accepted, the probe object read back verified; then the clock."""
+async def check_store(store: Store, *, own: bool, down: dict[str, str] | None = None) -> list[dict]:
+    """Reachable, writes accepted, the probe object read back verified; then the clock. A store that
+    fails to answer is put in `down` (its URL -> what is wrong)."""
     url = shown_url(store.url)  # as shown: without its credentials
     which = "this daemon's store" if own else "the store of shared sessions"
     fix_down = "sessiond sync --wait  # once the store answers again: pushes what waited"
@@ -69,8 +72,12 @@ async def check_store(store: Store, *, own: bool) -> list[dict]:
                     return [finding("store", "problem", f"{which} {url} returned other bytes", None)]
                 out = [finding("store", "ok", f"{which} {url}: a small object written, read back and verified")]
     except TimeoutError:
+        if down is not None:
+            down[url] = f"the store {url} is not answering (no answer within {STORE_TIMEOUT:g} s in doctor's check)"
         return [finding("store", "problem", f"{which} {url} did not answer within {STORE_TIMEOUT:g} s", fix_down)]
     except (StoreError, OSError) as exc:
+        if down is not None and failing(exc) and not isinstance(exc, StoreFull):  # a full store still reads
+            down[url] = describe_failure(exc, url)
         return [finding("store", "problem", f"{which} {url}: {describe(exc)}", fix_down)]
     return out + [check_clock(store)]
 
@@ -124,16 +131,35 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
     return out
 
 
-async def check_verify(daemon: Daemon) -> list[dict]:
+async def check_verify(daemon: Daemon, down: dict[str, str] | None = None) -> list[dict]:
+    """Every session verified against its store, except in a store that failed (`down`, from the store
+    checks, or found failing on the way): its sessions are one finding, not one "damaged" each."""
     t = time.monotonic()
-    report = await daemon.syncer.verify()
+    reported = set(down or {})
+    report = await daemon.syncer.verify(down=dict(down or {}))
     out = []
+    unchecked: dict[str, list[str]] = {}
     for s in report["sessions"]:
+        if s.get("store_failure"):
+            unchecked.setdefault(s["store_failure"], []).append(s["session"])
+            continue
         problems = [p for p in s["problems"] if not p.startswith("not pushed yet")]  # the push check says so
         if not problems:
             continue
         fix = f"sessiond sync --wait {s['session']} && sessiond verify {s['session']}"
         out.append(finding("verify", "problem", f"session {s['session']} fails verify: {'; '.join(problems)}", fix))
+    for why, sids in unchecked.items():
+        url = next(s["store"] for s in report["sessions"] if s.get("store_failure") == why)
+        out.append(
+            finding(
+                "verify",
+                "warn" if url in reported else "problem",  # a store check above already counts it
+                f"{len(sids)} session(s) not verified, their store failing ({why}): "
+                + ", ".join(sids[:5])
+                + (", ..." if len(sids) > 5 else ""),
+                "sessiond doctor  # again once the store answers",
+            )
+        )
     if not out:
         n = len(report["sessions"])
         out.append(

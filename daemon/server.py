@@ -21,7 +21,7 @@ from ..storage.redact import scrub_text, shown_store, shown_url
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.keys import DEVICE_KEY, device_key_problem
-from ..sync.mirror import MirrorStore, mirror_urls, open_stores
+from ..sync.mirror import MirrorStore, mirror_urls, open_stores, same_stores
 from . import remote_checks
 from .api import make_app
 from .events import Events
@@ -236,7 +236,7 @@ class Daemon:
         wanted = self.store_url
         if wanted is None:
             self.store_url = remembered or self.home.default_store
-        elif remembered is not None and wanted != remembered:
+        elif remembered is not None and not same_stores(wanted, remembered):  # credentials are not identity
             if not self.change_store:
                 keep = (
                     "start without --store to keep it"

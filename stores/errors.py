@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 
-from .base import CorruptObject, StoreError
+from .base import CannotDelete, CorruptObject, ObjectMissing, StaleHead, StoreError
 
 
 class StoreUnreachable(StoreError):
@@ -48,6 +48,19 @@ class RateLimited(StoreError):
         self.retry_after = retry_after
 
 
+# The longest a server's Retry-After is honoured (seconds): a server asking for hours (or a clock far off
+# in its HTTP-date) does not stop a device's pushes for that long; it is asked again after this.
+MAX_SERVER_WAIT = 900.0
+
+
+def server_wait(exc: BaseException) -> float | None:
+    """How long the server asked us to wait before trying again (its Retry-After on a 429 or 503, in
+    seconds or as an HTTP-date, capped at MAX_SERVER_WAIT), or None if it did not say."""
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        return max(0.0, min(exc.retry_after, MAX_SERVER_WAIT))
+    return None
+
+
 class ServerError(StoreError):
     """A 5xx that did not clear within the retries (with jittered backoff), or a reply we cannot use."""
 
@@ -76,3 +89,60 @@ class WrongBytes(LyingServer, CorruptObject):
 
     def __init__(self, h: bytes, why: str):
         CorruptObject.__init__(self, h, why)
+
+
+# -- a store that fails, told apart from what it holds ---------------------------------------------
+# A store that cannot be reached, does not answer, refuses our credentials or fails on its side says
+# nothing about a session: callers (import, verify, a pull, doctor) report it as the store failing,
+# with its class and what to do, never as the session being absent from it or damaged in it.
+
+_CONTENT = (CorruptObject, ObjectMissing, LyingServer, StaleHead, CannotDelete, ReadOnlyStore)
+
+
+def failing(exc: BaseException) -> bool:
+    """Whether `exc` is the store failing to answer (down, hung, credentials refused, a server error, a
+    rate limit, full), rather than an answer about content (missing, damaged, a lie)."""
+    if isinstance(exc, _CONTENT):
+        return False
+    return isinstance(exc, (StoreError, TimeoutError, OSError))
+
+
+def failure_kind(exc: BaseException) -> str:
+    """A failing store's class, as a person reads it."""
+    if isinstance(exc, StoreUnreachable):
+        return "unreachable"
+    if isinstance(exc, (StoreTimeout, TimeoutError)):
+        return "not answering (timed out)"
+    if isinstance(exc, AuthRefused):
+        return "refusing our credentials"
+    if isinstance(exc, RateLimited):
+        return "rate-limiting us"
+    if isinstance(exc, ServerError):
+        return "failing with server errors"
+    if isinstance(exc, StoreFull):
+        return "full"
+    return "failing"
+
+
+def failure_fix(exc: BaseException) -> str:
+    """What to do about a failing store."""
+    if isinstance(exc, StoreUnreachable):
+        return "check that the store is running and its URL is right, then try again"
+    if isinstance(exc, (StoreTimeout, TimeoutError)):
+        return "check the store (it accepts connections but does not answer), then try again"
+    if isinstance(exc, AuthRefused):
+        return "check this device's credentials for the store (its invite, token or password)"
+    if isinstance(exc, RateLimited):
+        wait = server_wait(exc)
+        return f"try again {f'in {wait:.0f} s' if wait is not None else 'later'}, as the store asks"
+    if isinstance(exc, ServerError):
+        return "the store is failing on its side: try again later, or tell its operator"
+    if isinstance(exc, StoreFull):
+        return "free space in the store, or move to another one"
+    return "check the store and try again"
+
+
+def describe_failure(exc: BaseException, url: str) -> str:
+    """`the store URL is <class> (<what it said>); <what to do>`."""
+    said = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
+    return f"the store {url} is {failure_kind(exc)} ({said}); {failure_fix(exc)}"

@@ -18,6 +18,7 @@ from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
 from .ipns import MAX_RECORD, IpnsError, head_from_record, name_of
 from .registry import RegistryEntry
+from .urls import credentials_header, parse_store_url
 
 
 class GatewayStore(Store):
@@ -31,20 +32,26 @@ class GatewayStore(Store):
         retry: RetryPolicy | None = None,
         max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
     ):
-        scheme, rest = url.split("://", 1)
-        if scheme not in ("ipfs+https", "ipfs+gateway+http", "ipfs+gateway+https"):
-            raise StoreError(f"not a gateway URL: {shown_url(url)!r} (expected ipfs+https://GATEWAY)")
-        authority = rest.split("/", 1)[0]
-        self.url = f"{scheme}://{authority}"
-        http = "https" if scheme.endswith("https") else "http"
+        if url.partition("://")[0] not in ("ipfs+https", "ipfs+gateway+http", "ipfs+gateway+https"):
+            raise StoreError("not a gateway URL (expected ipfs+https://GATEWAY)")
+        # A path (ipfs+https://HOST/PREFIX) is where the gateway is mounted: /PREFIX/ipfs/..., /PREFIX/ipns/...
+        # USER:PASSWORD@ (or TOKEN@) before the host is sent as authorization, and is not part of self.url.
+        parsed = parse_store_url(url, "gateway")
+        authority = parsed.authority
+        self.url = parsed.identity
+        creds = parsed.credentials
+        self._auth = {"Authorization": credentials_header(creds)} if creds else {}
         self.http = HttpClient(
-            f"{http}://{authority}",
+            parsed.base(),
             timeout=timeout,
             retry=retry,
             max_body=MAX_OBJECT_SIZE + 4096,
             max_requests_per_second=max_requests_per_second,
         )
-        self._heads = SeenRevisions(f"the gateway {shown_url(self.url).partition('://')[2]}")
+        for value in (parsed.credentials, *self._auth.values()):
+            if value:
+                self.http.secret(value)
+        self._heads = SeenRevisions(f"the gateway {authority}")
 
     def __repr__(self) -> str:
         return f"<GatewayStore {shown_url(self.url)}>"
@@ -69,7 +76,7 @@ class GatewayStore(Store):
             "GET",
             f"/ipfs/{BlobId(h, 0).ipfs_cid()}",
             params={"format": "raw"},
-            headers={"Accept": "application/vnd.ipld.raw"},
+            headers={"Accept": "application/vnd.ipld.raw", **self._auth},
             passthrough=(404, 410),
         )
         if reply.status in (404, 410):
@@ -91,7 +98,7 @@ class GatewayStore(Store):
             "GET",
             f"/ipns/{name}",
             params={"format": "ipns-record"},
-            headers={"Accept": "application/vnd.ipfs.ipns-record"},
+            headers={"Accept": "application/vnd.ipfs.ipns-record", **self._auth},
             passthrough=(404, 410),
             max_body=MAX_RECORD,
             capped=True,

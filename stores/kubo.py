@@ -25,6 +25,7 @@ from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy, file_form
 from .ipns import IpnsError, head_from_record, name_of, record_for_head
 from .registry import RegistryEntry
+from .urls import credentials_header, parse_store_url
 
 
 def read_auth_file(path: str) -> str:
@@ -91,21 +92,25 @@ class KuboStore(Store):
         retry: RetryPolicy | None = None,
         max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
     ):
-        scheme, rest = url.split("://", 1)
-        if scheme not in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
-            raise StoreError(f"not a Kubo RPC URL: {shown_url(url)!r} (expected ipfs+http://HOST:PORT)")
-        authority = rest.split("/", 1)[0]
-        self.url = f"{scheme}://{authority}"
-        http = "https" if scheme.endswith("https") else "http"
+        if url.partition("://")[0] not in ("ipfs+http", "ipfs+rpc+http", "ipfs+rpc+https"):
+            raise StoreError("not a Kubo RPC URL (expected ipfs+http://HOST:PORT)")
+        # A path (ipfs+rpc+https://HOST/PREFIX) is where a reverse proxy mounts the RPC: /PREFIX/api/v0/...
+        # USER:PASSWORD@ (or TOKEN@) before the host is sent as authorization, and is not part of self.url.
+        parsed = parse_store_url(url, "Kubo RPC")
+        authority = parsed.authority
+        self.url = parsed.identity
         self.http = HttpClient(
-            f"{http}://{authority}/api/v0",
+            parsed.base("/api/v0"),
             timeout=timeout,
             retry=retry,
             max_body=MAX_OBJECT_SIZE + 4096,
             max_requests_per_second=max_requests_per_second,
         )
         self._auth = {"Authorization": self.http.secret(read_auth_file(auth_file))} if auth_file else {}
-        self._heads = SeenRevisions(f"the Kubo node {shown_url(self.url).partition('://')[2]}")
+        if not self._auth and parsed.credentials:
+            self.http.secret(parsed.credentials)
+            self._auth = {"Authorization": self.http.secret(credentials_header(parsed.credentials))}
+        self._heads = SeenRevisions(f"the Kubo node {authority}")
 
     def __repr__(self) -> str:
         return f"<KuboStore {shown_url(self.url)}>"

@@ -27,10 +27,8 @@ import hashlib
 import os
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import unquote
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
-from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, b58encode, digest
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
@@ -39,6 +37,7 @@ from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy, file
 from .registry import RegistryEntry
 from .s5account import CHALLENGE_LOGIN, CHALLENGE_REGISTER, account_key, b64url, challenge_response, unb64url
 from .s5feed import ChangeFeed
+from .urls import parse_store_url
 
 
 def portal_raw_cid(h: bytes) -> str:
@@ -57,30 +56,29 @@ class S5Store(Store):
         retry: RetryPolicy | None = None,
         max_requests_per_second: float | None = DEFAULT_MAX_REQUESTS_PER_SECOND,
     ):
-        scheme, rest = url.split("://", 1)
-        if scheme not in ("s5+http", "s5+https"):
-            raise StoreError(f"not an S5 portal URL: {shown_url(url)!r} (expected s5+https://PORTAL)")
-        authority = rest.split("/", 1)[0]
+        if url.partition("://")[0] not in ("s5+http", "s5+https"):
+            raise StoreError("not an S5 portal URL (expected s5+https://PORTAL)")
         # s5+http://INVITE@HOST:PORT: an invite to a `sessiond serve` relay whose registration is
         # closed, sent once, with the registration (JSON field `invite`). Never part of self.url.
-        invite, _, authority = authority.rpartition("@")
-        if not authority:
-            raise StoreError("S5 portal URL has no host: use s5+https://PORTAL or s5+http://HOST:PORT")
-        self.url = f"{scheme}://{authority}"
+        # A path (s5+https://HOST/PREFIX) is where the portal is mounted: every request goes below it.
+        parsed = parse_store_url(url, "S5 portal")
+        invite, authority = parsed.credentials, parsed.authority
+        self.url = parsed.identity
         self.authority = authority
         self.http = HttpClient(
-            f"{scheme[3:]}://{authority}",
+            parsed.base(),
             timeout=timeout,
             retry=retry,
             max_body=MAX_OBJECT_SIZE + 4096,
             max_requests_per_second=max_requests_per_second,
         )
-        self._invite = self.http.secret(unquote(invite)) if invite else None
+        self._invite = self.http.secret(invite) if invite else None
         self._key = account_key(account_seed, authority) if account_seed else None
         self._token_path = None
         if token_dir:
             ensure_private_dir(token_dir)
-            name = hashlib.sha256(authority.lower().encode()).hexdigest()[:24]
+            # a portal mounted under a path has tokens of its own (none for the bare host: as before)
+            name = hashlib.sha256((authority.lower() + parsed.path).encode()).hexdigest()[:24]
             self._token_path = os.path.join(token_dir, f"s5-{name}.token")
         self._token: str | None = self._load_token()
         self._login_lock = asyncio.Lock()

@@ -24,7 +24,7 @@ from ..storage.model import RemoteLog
 from ..stores import Store
 from .bounded import KeyedLocks
 from .keys import KeyStore
-from .mirror import MirrorStore, open_stores
+from .mirror import MirrorStore, open_stores, same_stores, stores_identity
 from .workers import Workers
 
 
@@ -67,11 +67,12 @@ class SyncContext:
     def open_store(self, url: str | None, *, create: bool = True) -> Store:
         """The store at `url` (this daemon's own store for None or its URL; a mirror's URLs joined by
         mirror.SEPARATOR), opened once."""
-        if not url or url == self.store.url:
+        if not url or same_stores(url, self.store.url):  # credentials (an invite, a password) are no other store
             return self.store
-        st = self.stores.get(url)
+        key = stores_identity(url)
+        st = self.stores.get(key)
         if st is None:
-            st = self.stores[url] = open_stores(url, self.db.outbox, timeout=self.timeout, create=create)
+            st = self.stores[key] = open_stores(url, self.db.outbox, timeout=self.timeout, create=create)
         return st
 
     async def store_status(self) -> list[dict]:

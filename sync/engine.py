@@ -215,7 +215,10 @@ class Syncer:
         except Exception:
             pass
         log.warning("push failed; retrying in %.1fs", delay, extra={"session": sid, "error": msg})
-        self.ctx.on_event({"type": "sync.error", "session": sid, "error": msg})
+        event: dict = {"type": "sync.error", "session": sid, "error": msg, "retry_in": round(delay, 2)}
+        if sid in self.pushes.server_until:
+            event["retry_after"] = True  # the store asked for this wait (Retry-After)
+        self.ctx.on_event(event)
         await self._pushed(sid)
 
     async def _pushed(self, sid: str) -> None:
@@ -235,6 +238,8 @@ class Syncer:
                 st["last_error"] = self._errors[s]
             if s in self.pushes.retry_at:
                 st["retry_in"] = round(max(0.0, self.pushes.retry_at[s] - time.monotonic()), 2)
+            if self._server_wait(s) is not None:
+                st["retry_after"] = True  # retry_in is the store's own Retry-After, not our backoff
             if s in pull_errors:
                 st["pull_error"] = pull_errors[s]
             st["state"] = (
@@ -243,6 +248,12 @@ class Syncer:
                 else ("pending" if st["pending"] else "synced")
             )
         return states
+
+    def _server_wait(self, sid: str) -> float | None:
+        """Seconds left of the wait the store asked for (Retry-After) before `sid` is pushed again."""
+        until = self.pushes.server_until.get(sid)
+        left = until - time.monotonic() if until is not None else None
+        return left if left is not None and left > 0 else None
 
     async def store_status(self) -> list[dict]:
         return await self.ctx.store_status()
@@ -268,12 +279,33 @@ class Syncer:
             deadline = asked + timeout
             few = targets if sid else None  # one session: read its state alone on each wake, not all of them
 
+            told: set[str] = set()  # sessions whose wait for the store's Retry-After was announced
+
             async def done() -> bool:
                 """Everything asked for is pushed, or what is not failed since it was asked in a way that
-                waiting does not mend (then the answer says why, at once, rather than after `timeout`)."""
+                waiting does not mend (then the answer says why, at once, rather than after `timeout`), or
+                the store asked (Retry-After) not to be tried again before the deadline has passed."""
                 states = await self.db.all_sync_states(few)
                 behind = [s for s, m in marks.items() if s in states and states[s].get("pushed_seq", 0) < m]
-                return all(self._settled.get(s, -1.0) >= asked for s in behind)
+                over = True
+                for s in behind:
+                    if self._settled.get(s, -1.0) >= asked:
+                        continue
+                    wait = self._server_wait(s)
+                    if wait is not None and s not in told:  # who waits (`sync --wait`) is told why, and how long
+                        told.add(s)
+                        self.ctx.on_event(
+                            {
+                                "type": "sync.waiting",
+                                "session": s,
+                                "retry_in": round(wait, 2),
+                                "deadline_in": round(max(0.0, deadline - time.monotonic()), 2),
+                                "error": self._errors.get(s),
+                            }
+                        )
+                    if wait is None or time.monotonic() + wait <= deadline:
+                        over = False
+                return over
 
             woken = asyncio.Event()  # (set by _pushed; registered before the first look: no wake is lost)
             self._waiters.setdefault(sid, set()).add(woken)
@@ -356,8 +388,8 @@ class Syncer:
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         return await self.proofs.verify_proof(sid, proof)
 
-    async def verify(self, sid: str | None = None) -> dict:
-        return await self.verifier.verify(sid)
+    async def verify(self, sid: str | None = None, *, down: dict[str, str] | None = None) -> dict:
+        return await self.verifier.verify(sid, down=down)
 
     async def verify_session(self, sid: str) -> dict:
         return await self.verifier.verify_session(sid)

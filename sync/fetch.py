@@ -12,6 +12,7 @@ from typing import Any, cast
 from ..storage.errors import Invalid
 from ..storage.model import RemoteLog
 from ..stores import Store, StoreError
+from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .crypto import DecryptError
 from .errors import ImportError_
@@ -104,6 +105,10 @@ async def fetch_log(
         raise ImportError_(
             "forged", f"the head of device {device or pk.hex()[:16]} is not validly signed: {exc}"
         ) from None
+    except (TimeoutError, StoreError, OSError) as exc:
+        if failing(exc):  # the store failed to answer: nothing is known of this device's head
+            raise ImportError_("store", describe_failure(exc, store.url)) from None
+        raise
     if head is None:
         return None, None  # a member that has not pushed anything yet
     if head.revision < min_rev:
@@ -134,8 +139,10 @@ async def fetch_log(
             f"the log of device {device or pk.hex()[:16]} holds what this sessiond "
             f"refuses, so nothing of it is applied: {exc.message}",
         ) from None
-    except (RegistryError, StoreError, DecryptError, LogError) as exc:
+    except (TimeoutError, StoreError, OSError) as exc:
+        if failing(exc):  # the store failed to answer: the log is not damaged for that
+            raise ImportError_("store", describe_failure(exc, store.url)) from None
         raise ImportError_("damaged", f"the log of device {device or pk.hex()[:16]} is damaged: {exc}") from None
-    except TimeoutError:
-        raise ImportError_("store", "the store did not answer in time") from None
+    except (RegistryError, DecryptError, LogError) as exc:
+        raise ImportError_("damaged", f"the log of device {device or pk.hex()[:16]} is damaged: {exc}") from None
     return man, ops

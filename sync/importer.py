@@ -17,6 +17,7 @@ from operator import itemgetter
 
 from ..storage.sessions import case_twin_message
 from ..stores import Store, StoreError
+from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
@@ -25,6 +26,7 @@ from .errors import ImportError_
 from .fetch import fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
+from .mirror import same_stores
 from .sharecode import ShareCode, ShareCodeError
 from .sharecode import decode as decode_code
 
@@ -213,47 +215,62 @@ class Importer:
                 asked = ctx.open_store(store_url, create=False)  # a code makes no folders
             except StoreError as exc:
                 raise ImportError_("bad_store", f"cannot open the store {store_url}: {exc}; check the URL") from None
-            held, slot = await self._has_members(asked, code)
+            held, slot, failure = await self._has_members(asked, code)
+            if failure is not None:  # a failing store says nothing of the session: say it fails, not "absent"
+                raise ImportError_("store", f"cannot look for session {sid}: {failure}")
             if not held:
-                raise ImportError_(
-                    "missing", f"the store {store_url} does not hold session {sid} (or did not answer); check the URL"
-                )
+                raise ImportError_("missing", f"the store {asked.url} does not hold session {sid}; check the URL")
             return asked, slot
         places = code.places()
         if not places:
             return ctx.store, None  # no location (the oldest codes): this device's own store, as always
-        held, slot = await self._has_members(ctx.store, code)
+        failures: list[str] = []
+        held, slot, failure = await self._has_members(ctx.store, code)
         if held:
             return ctx.store, slot
+        if failure is not None:
+            failures.append(failure)
         for _network, hint in places:
-            if not hint or hint == ctx.store.url:
+            if not hint or same_stores(hint, ctx.store.url):
                 continue
             try:
                 hinted = ctx.open_store(hint, create=False)
             except StoreError:
                 continue  # an unusable hint (a folder not here, a scheme not known)
-            held, slot = await self._has_members(hinted, code)
+            held, slot, failure = await self._has_members(hinted, code)
             if held:
                 return hinted, slot
+            if failure is not None:
+                failures.append(failure)
         networks = ", ".join(dict.fromkeys(n for n, _ in places))
         hints = ", ".join(h for _, h in places if h) or "none"
+        if failures:  # a store that fails may hold it: that is what to fix, not a missing session
+            raise ImportError_(
+                "store",
+                f"cannot look for session {sid} (shared through {networks}; hints: {hints}): "
+                + "; ".join(failures)
+                + "; or import again with --store URL naming another store of that network that holds it",
+            )
         raise ImportError_(
             "store_needed",
             f"session {sid} is shared through {networks}, and neither this device's store nor the code's "
             f"hints ({hints}) hold it; import again with --store URL naming a store of that network that does",
         )
 
-    async def _has_members(self, store: Store, code: ShareCode) -> tuple[bool, RegistryEntry | None]:
-        """Whether `store` holds the session's members slot, and its entry. A slot that fails its checks (a
-        forged or damaged entry) counts: the import then reads it and says what is wrong, instead of
-        looking on."""
+    async def _has_members(self, store: Store, code: ShareCode) -> tuple[bool, RegistryEntry | None, str | None]:
+        """Whether `store` holds the session's members slot, its entry, and why the store could not say
+        (it failed: unreachable, timed out, credentials refused, a server error; None when it answered).
+        A slot that fails its checks (a forged or damaged entry) counts: the import then reads it and
+        says what is wrong, instead of looking on."""
         try:
             entry = await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout)
         except RegistryError:
-            return True, None
-        except (TimeoutError, StoreError, OSError):
-            return False, None
-        return entry is not None, entry
+            return True, None, None
+        except (TimeoutError, StoreError, OSError) as exc:
+            if failing(exc):
+                return False, None, describe_failure(exc, store.url)
+            return False, None, None
+        return entry is not None, entry, None
 
     async def _adopt_device(self, sid: str, device: str | None) -> None:
         """The members list names this device's head key under another device id: this home holds a

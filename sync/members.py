@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from nacl.signing import SigningKey
 
 from ..stores import StaleHead, Store, StoreError, check_object
+from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
@@ -88,6 +89,10 @@ class Members:
                 entry = await asyncio.wait_for(store.get_head(pk), timeout)
         except RegistryError as exc:
             raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
+        except (TimeoutError, StoreError, OSError) as exc:
+            if failing(exc):  # the store failed to answer: nothing is known of the entry
+                raise ImportError_("store", describe_failure(exc, store.url)) from None
+            raise
         if entry is None:
             raise ImportError_(
                 "missing",
@@ -110,7 +115,11 @@ class Members:
             ct = await asyncio.wait_for(store.get(h), timeout)
             check_object(h, ct)
             m = dagcbor.decode(open_unpadded(ct, members_key(session_key, salt)))
-        except (StoreError, DecryptError, dagcbor.DagCborError) as exc:
+        except (TimeoutError, StoreError, OSError) as exc:
+            if failing(exc):  # the store failed to answer, the list is not damaged
+                raise ImportError_("store", describe_failure(exc, store.url)) from None
+            raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
+        except (DecryptError, dagcbor.DagCborError) as exc:
             raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
             raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")

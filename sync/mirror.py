@@ -29,8 +29,9 @@ from ..storage.outbox import HEAD, Outbox
 from ..storage.redact import shown_url
 from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
 from ..stores.cid import digest
-from ..stores.errors import ReadOnlyStore, StoreTimeout
+from ..stores.errors import RateLimited, ReadOnlyStore, StoreTimeout, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
+from ..stores.urls import store_identity
 from .tasks import stop_tasks
 
 log = logging.getLogger("sessiond.sync")
@@ -44,6 +45,16 @@ LAG = 5.0
 def mirror_urls(url: str) -> list[str]:
     """The store URLs of a store identity: one URL, or a mirror's URLs joined by SEPARATOR."""
     return [u for u in url.split(SEPARATOR) if u]
+
+
+def stores_identity(url: str) -> str:
+    """Which store(s) a store identity names, credentials left out (stores/urls.py): two URLs that differ
+    only in an invite or a password are the same store, and a mirror is the same mirror."""
+    return SEPARATOR.join(store_identity(u) for u in mirror_urls(url))
+
+
+def same_stores(a: str, b: str) -> bool:
+    return stores_identity(a) == stores_identity(b)
 
 
 def open_stores(url: str, outbox: Outbox, *, timeout: float = 30.0, create: bool = True) -> Store:
@@ -69,6 +80,7 @@ class Health:
     added: int = 0  # writes queued since start (a drain that found the outbox empty checks none came meanwhile)
     failures: int = 0
     retry_at: float = 0.0  # monotonic: when a store that failed is tried again
+    server_wait: float | None = None  # what the store asked for (Retry-After, s) when it last failed
     read_only: bool = False  # a gateway: read from, never written to (nothing is queued for it)
 
 
@@ -124,7 +136,7 @@ class MirrorStore(Store):
     # ------------------------------------------------------------------ health
     def _ok(self, st: Store) -> None:
         h = self.health[st.url]
-        h.reachable, h.failures, h.retry_at = True, 0, 0.0
+        h.reachable, h.failures, h.retry_at, h.server_wait = True, 0, 0.0, None
         if not h.pending:
             h.last_error = None
 
@@ -136,7 +148,9 @@ class MirrorStore(Store):
             f"{shown_url(st.url)}: no answer within {self.timeout:g} s" if bare_timeout else describe_error(exc)
         )
         h.failures += 1
-        h.retry_at = time.monotonic() + min(self.max_backoff, 0.2 * 2 ** (h.failures - 1))
+        backoff = min(self.max_backoff, 0.2 * 2 ** (h.failures - 1))
+        h.server_wait = server_wait(exc)  # a 429/503 with Retry-After: not asked again before then
+        h.retry_at = time.monotonic() + max(backoff, h.server_wait or 0.0)
         log.warning("mirror store failed: %s", h.last_error, extra={"store": st.url})
 
     def _usable(self, st: Store) -> bool:
@@ -158,10 +172,17 @@ class MirrorStore(Store):
         for s in self.stores:
             h = self.health[s.url]
             h.pending = counts.get(s.url, 0)
-            out.append(
-                {"url": s.url, "reachable": h.reachable, "pending": h.pending, "last_error": h.last_error}
-                | s.write_stats()
-            )
+            row: dict[str, object] = {
+                "url": s.url,
+                "reachable": h.reachable,
+                "pending": h.pending,
+                "last_error": h.last_error,
+            }
+            if h.reachable is False:
+                row["retry_in"] = round(max(0.0, h.retry_at - time.monotonic()), 2)
+                if h.server_wait is not None:
+                    row["retry_after"] = True  # retry_in is the store's own Retry-After
+            out.append(row | s.write_stats())
         return out
 
     # ------------------------------------------------------------------ writes
@@ -255,15 +276,23 @@ class MirrorStore(Store):
         first = asyncio.Event()
         took = await asyncio.gather(*(self._put_to(s, pairs, first) for s in self.stores))
         if not any(t is True for t in took):
-            raise StoreError(self._none_took("objects"))
+            raise self._none_took("objects")
         return hs
 
     async def put(self, data: bytes) -> bytes:
         return (await self.put_many([data]))[0]
 
-    def _none_took(self, what: str) -> str:
+    def _none_took(self, what: str) -> StoreError:
+        """The failure of a write no store took: RateLimited (with the shortest of their waits) when every
+        store that can be written asked to be left alone for a while (Retry-After), so that the push is
+        retried then and not before; else a StoreError naming each store's last error."""
         why = "; ".join(f"{u}: {h.last_error or 'catching up'}" for u, h in self.health.items())
-        return f"no store of the mirror took the {what} ({why}); they are kept for each store and sent when it answers"
+        msg = f"no store of the mirror took the {what} ({why}); they are kept for each store and sent when it answers"
+        writable = [h for h in self.health.values() if not h.read_only]
+        waits = [h.retry_at - time.monotonic() for h in writable if h.server_wait is not None]
+        if writable and len(waits) == len(writable):
+            return RateLimited(msg, max(0.0, min(waits)))
+        return StoreError(msg)
 
     async def _head_to(self, st: Store, entry: RegistryEntry, took: asyncio.Event) -> bool | StaleHead:
         return await self._write_to(
@@ -282,7 +311,7 @@ class MirrorStore(Store):
         if stale is not None:
             raise stale
         if not any(r is True for r in results):
-            raise StoreError(self._none_took("head"))
+            raise self._none_took("head")
 
     async def unpin(self, hashes: list[bytes]) -> None:
         for st in self.stores:

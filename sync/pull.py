@@ -65,12 +65,16 @@ class LogReader:
             out.last_seq = e.last
         return out
 
-    async def audit(self, entries: list[Entry]) -> tuple[list[Op], list[tuple[bytes, Entry, BaseException]]]:
+    async def audit(
+        self, entries: list[Entry], stop: Callable[[BaseException], bool] | None = None
+    ) -> tuple[list[Op], list[tuple[bytes, Entry, BaseException]]]:
         """Read and check every object under `entries`, going on past a damaged or missing one, for
         `verify`: (the operations of every sound page, in log order; (object hash, the entry it was
         reached by, what is wrong) for each object that cannot be read or is not what its entry says).
         Unlike pages(), which stops at the first problem, this names every damaged object that can
-        be reached: only what lies below a damaged node or parts object cannot be listed."""
+        be reached: only what lies below a damaged node or parts object cannot be listed. A failure for
+        which `stop(exc)` is true (the store failing, not an object damaged) is raised at once: every
+        read after it would fail the same way, each after the timeout."""
         ops: list[Op] = []
         bad: list[tuple[bytes, Entry, BaseException]] = []
         unreadable = (StoreError, DecryptError, LogError, asyncio.TimeoutError, OSError)
@@ -83,6 +87,8 @@ class LogReader:
                 elif e.parts:
                     refs = self._part_refs(plain, e)
             except unreadable as exc:
+                if stop is not None and stop(exc):
+                    raise
                 bad.append((e.ref.hash, e, exc))
                 return
             if e.node:
@@ -95,6 +101,8 @@ class LogReader:
                     try:
                         chunks.append(await self._get(r))
                     except unreadable as exc:
+                        if stop is not None and stop(exc):
+                            raise
                         bad.append((r.hash, e, exc))
                 if len(chunks) != len(refs):
                     return

@@ -28,7 +28,9 @@ imported) are taken before the ones that only this device reads, so followers ke
 served.
 
 A failed push keeps the session queued and retries it with exponential backoff (0.2 s doubling, at most
-30 s); `now` skips the wait (a `sessiond sync` asked for it). Nothing here is durable, nor needs to be:
+30 s); `now` skips the wait (a `sessiond sync` asked for it). A store that answered 429 or 503 with a
+Retry-After is not asked again before then (capped: stores/errors.py MAX_SERVER_WAIT), `now` or not:
+`server_until` says until when, for `status` and `sessiond sync --wait`. Nothing here is durable, nor needs to be:
 what to push is in SQLite (a session's log past its pushed mark, sync_state's outbox), and the engine
 queues every session with unpushed operations when it starts.
 """
@@ -41,6 +43,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
+from ..stores.errors import server_wait
 from .tasks import stop_tasks
 
 log = logging.getLogger("sessiond.sync")
@@ -88,6 +91,8 @@ class PushQueue:
         self._changed: dict[str, float] = {}  # loop time of the last change of a session not yet pushed
         self._quiet: dict[str, asyncio.TimerHandle] = {}  # sessions waiting out a gap: when to see if they are quiet
         self.retry_at: dict[str, float] = {}  # loop time of the next try of a session whose push failed
+        # loop time until which the store asked (Retry-After) not to be sent a session's push again
+        self.server_until: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self.pushes = 0  # pushes started (tests and benchmarks read it)
@@ -121,7 +126,13 @@ class PushQueue:
             self._schedule(sid)
 
     def now(self, sid: str) -> None:
-        """Push `sid` as soon as a worker is free: no gap, no backoff."""
+        """Push `sid` as soon as a worker is free: no gap, no backoff; but not before the time the store
+        asked for in a Retry-After (trying earlier only meets another refusal, and is what it asked not to get)."""
+        until = self.server_until.get(sid)
+        if until is not None and until > asyncio.get_running_loop().time():
+            self.notify(sid)  # it goes when that wait is over (its timer is set)
+            return
+        self.server_until.pop(sid, None)
         self._not_before.pop(sid, None)
         self.retry_at.pop(sid, None)
         self._cancel_timers(sid)
@@ -133,6 +144,7 @@ class PushQueue:
         self._changed.pop(sid, None)
         self._not_before.pop(sid, None)
         self.retry_at.pop(sid, None)
+        self.server_until.pop(sid, None)
         self._attempts.pop(sid, None)
         self._cancel_timers(sid)
 
@@ -240,11 +252,18 @@ class PushQueue:
                 n = self._attempts.get(sid, 0) + 1
                 self._attempts[sid] = n
                 delay = min(RETRY_MAX, RETRY_FIRST * (2 ** (n - 1)))
+                asked = server_wait(exc)
+                if asked is not None:  # the store said when (Retry-After): not before then
+                    delay = max(delay, asked)
+                    self.server_until[sid] = loop.time() + delay
+                else:
+                    self.server_until.pop(sid, None)
                 self.retry_at[sid] = self._not_before[sid] = loop.time() + delay
                 await self._tell(self._failed, sid, exc, delay)
             else:
                 self._attempts.pop(sid, None)
                 self.retry_at.pop(sid, None)
+                self.server_until.pop(sid, None)
                 if self.gap:
                     gap = self.current_gap(started)
                     self._not_before[sid] = max(self._not_before.get(sid, 0.0), started + gap)

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from ..stores import StoreError
+from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryError
 from . import dagcbor
 from .context import SyncContext
@@ -24,20 +25,65 @@ from .pages import LogError, op_to_cbor
 from .pull import LogReader
 
 
+class _StoreFailed(Exception):
+    """The store failed to answer (stores/errors.failing) while a session was checked."""
+
+    def __init__(self, url: str, exc: BaseException):
+        super().__init__(url)
+        self.url, self.exc = url, exc
+
+
 class Verifier:
-    """Checks sessions in the store; marks those whose own log needs a repair (ctx.repair)."""
+    """Checks sessions in the store; marks those whose own log needs a repair (ctx.repair).
+
+    A store that fails (unreachable, hung, refusing our credentials, server errors) says nothing about
+    a session: the session is reported as not checked, naming the store's failure and what to do (its
+    `store_failure`), never as damaged or missing, and nothing is marked for repair. Within one run
+    (`verify`, or doctor's), a store that failed once is not asked again: the sessions after it in
+    that store are reported as not checked at once, instead of each waiting out the timeout."""
 
     def __init__(self, ctx: SyncContext, members: Members):
         self.ctx = ctx
         self.members = members
 
-    async def verify(self, sid: str | None = None) -> dict:
+    async def verify(self, sid: str | None = None, *, down: dict[str, str] | None = None) -> dict:
+        """Every session (or `sid`). `down`: stores already known to fail in this run (URL -> what is
+        wrong, e.g. doctor's store check): not asked; filled with those that fail meanwhile."""
         targets = [sid] if sid else await self.ctx.db.session_ids()
-        reports = [await self.verify_session(s) for s in targets]
+        down = {} if down is None else down
+        reports = [await self.verify_session(s, down=down) for s in targets]
         return {"ok": all(r["ok"] for r in reports), "sessions": reports}
 
-    async def verify_session(self, sid: str) -> dict:
+    async def verify_session(self, sid: str, *, down: dict[str, str] | None = None) -> dict:
+        down = {} if down is None else down
+        try:
+            return await self._verify_session(sid, down)
+        except _StoreFailed as failed:
+            if failed.url not in down:
+                down[failed.url] = describe_failure(failed.exc, failed.url)
+            return self._not_checked(sid, failed.url, down[failed.url])
+
+    def _not_checked(self, sid: str, url: str, why: str) -> dict:
+        return {
+            "session": sid,
+            "ok": False,
+            "revision": None,
+            "manifest": None,
+            "objects": 0,
+            "operations": 0,
+            "unpushed": 0,
+            "devices": 0,
+            "problems": [f"not checked: {why}"],
+            "damaged": [],
+            "store": url,
+            "store_failure": why,
+        }
+
+    async def _verify_session(self, sid: str, down: dict[str, str]) -> dict:
         ctx = self.ctx
+        store = await ctx.store_for(sid)
+        if store.url in down:  # failed earlier in this run: not asked again
+            return self._not_checked(sid, store.url, down[store.url])
         report = await self._verify_own(sid)
         if report["problems"] and (report["revision"] is not None or report["problems"][0].startswith("head: missing")):
             ctx.repair.add(sid)  # what the store lost of this device's log, `sessiond sync` pushes again
@@ -47,7 +93,6 @@ class Verifier:
         remote = await ctx.db.remote(sid)
         if remote is None or key is None:
             return report
-        store = await ctx.store_for(sid)
         my_pk = ctx.keys.head_pk(sid)
         try:  # a device left out of a rekey cannot open the others' new logs: say so, not "damaged"
             _, _, notice = await self.members.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
@@ -64,6 +109,8 @@ class Verifier:
                 report["ok"] = False
                 return report
         except ImportError_ as exc:
+            if exc.kind == "store":
+                raise _StoreFailed(store.url, exc) from None
             report["problems"].append(f"members: {exc}")
         for peer in await ctx.db.peers(sid):
             pk = bytes(peer["head_pk"])
@@ -82,7 +129,14 @@ class Verifier:
                     as_ops=True,
                     timeout=ctx.timeout,
                 )
+            except ImportError_ as exc:
+                if exc.kind == "store":
+                    raise _StoreFailed(store.url, exc) from None
+                report["problems"].append(f"device {name}: {describe(exc)}")
+                continue
             except Exception as exc:
+                if failing(exc):
+                    raise _StoreFailed(store.url, exc) from None
                 report["problems"].append(f"device {name}: {describe(exc)}")
                 continue
             if man is None:
@@ -138,6 +192,8 @@ class Verifier:
         try:
             head = await asyncio.wait_for(store.get_head(head_pk), timeout)
         except (TimeoutError, RegistryError, StoreError, OSError) as exc:
+            if failing(exc):
+                raise _StoreFailed(store.url, exc) from None
             problems.append(f"head: {describe(exc)}")
             return report
         if head is None:
@@ -161,6 +217,8 @@ class Verifier:
             plain = open_manifest(ct, mhash, keys.session_keys(sid), head_pk, head.revision)
             manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
         except (TimeoutError, StoreError, DecryptError, LogError, OSError) as exc:
+            if failing(exc):
+                raise _StoreFailed(store.url, exc) from None
             damaged.append({"object": mhash.hex(), "problem": describe(exc)})
             problems.append(f"manifest {mhash.hex()} (revision {head.revision}): {describe(exc)}")
             return report
@@ -169,7 +227,10 @@ class Verifier:
             return report
         reader = LogReader(sid, db.device_id, store, timeout)
         reader.on_page = lambda seq: ctx.progress("verify", sid, seq, manifest.last_seq)
-        remote, bad = await reader.audit(manifest.entries())
+        try:
+            remote, bad = await reader.audit(manifest.entries(), stop=failing)
+        except (TimeoutError, StoreError, OSError) as exc:  # the store failed: stop asking it (stop=failing)
+            raise _StoreFailed(store.url, exc) from None
         for h, e, err in bad:
             damaged.append({"object": h.hex(), "problem": describe(err)})
             problems.append(f"object {h.hex()} (seqs {e.first}..{e.last}): {describe(err)}")

@@ -109,6 +109,7 @@ def cmd_daemon(args) -> int:
 
 def cmd_start(args) -> int:
     from ...daemon.home import Home, HomeError, normalize_store_urls
+    from ...sync.mirror import same_stores
 
     home = Home(resolve_home(args.home))
     wanted = store_args(args)
@@ -121,7 +122,8 @@ def cmd_start(args) -> int:
     try:
         info = Client(home.path, timeout=5).status()
         shown = shown_store(store) if store else None  # as status shows it: without its credentials
-        if shown is not None and info.get("store") != shown:
+        running = "\n".join(str(info.get("store") or "").split())
+        if store is not None and not same_stores(running, store):  # a URL's credentials are not another store
             raise CliError(
                 f"the daemon already running for this home (pid {info['pid']}) uses store "
                 f"{info.get('store')}, not {shown}; stop it first (`sessiond stop`) to change stores"

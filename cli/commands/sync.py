@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from typing import Any
 
+from ...client import Client, ClientError
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
@@ -72,24 +74,82 @@ def register(commands: Commands) -> None:
     )
 
 
+class _StoreWaits:
+    """While `sync --wait` waits: a line on standard error each time the daemon says a session waits for
+    its store's Retry-After (the `sync.waiting` event), so that the wait is not a silent hang."""
+
+    def __init__(self, c, sid: str | None):
+        self.sid = sid
+        self.stream: Any = None
+        self.thread: threading.Thread | None = None
+        self.told = threading.Event()  # a notice was printed
+        try:
+            self.stream = Client(c.home, socket=c.socket).event_stream()  # its own connection: c waits on sync
+        except ClientError:
+            return  # no notice is no failure: the answer says the rest
+        self.thread = threading.Thread(target=self._read, name="sessiond-store-waits", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for ev in self.stream:
+                if ev.get("type") != "sync.waiting" or (self.sid and ev.get("session") != self.sid):
+                    continue
+                wait, left = float(ev.get("retry_in") or 0), float(ev.get("deadline_in") or 0)
+                why = f" ({ev['error']})" if ev.get("error") else ""
+                print(
+                    f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try{why}"
+                    + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting"),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.told.set()
+        except (ClientError, OSError, ValueError):
+            pass
+
+    def close(self, expected: bool = False) -> None:
+        """`expected`: the answer says a session waits for its store (the daemon told so before it
+        answered): let the stream deliver that notice first."""
+        if expected and self.thread is not None:
+            self.told.wait(1.0)
+        if self.stream is not None:
+            self.stream.close()
+        if self.thread is not None:
+            self.thread.join(2)
+
+
 def cmd_sync(args) -> int:
     c = client(args)
     if args.wait:  # a first push, or a long one: its progress from the daemon, on a terminal
-        with Progress(c, {"push"}, {args.id} if args.id else None):
-            res = c.sync(args.id, wait=True, timeout=args.timeout)
+        waits = _StoreWaits(c, args.id)
+        res = None
+        try:
+            with Progress(c, {"push"}, {args.id} if args.id else None):
+                res = c.sync(args.id, wait=True, timeout=args.timeout)
+        finally:
+            waits.close(expected=res is not None and any(st.get("retry_after") for st in res["sessions"].values()))
     else:
         res = c.sync(args.id, wait=False, timeout=args.timeout)
     lines = []
+    asked_to_wait = []  # sessions whose store asked (Retry-After) to wait past this command's timeout
     for sid, st in res["sessions"].items():
+        waiting = bool(st.get("retry_after") and st["pending"])
+        if waiting:
+            asked_to_wait.append(st.get("retry_in") or 0)
         lines.append(
             f"{sid}: {st['state']}, revision {st['head_rev']}, {st['pending']} pending"
             + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else "")
+            + (f", next try in {st.get('retry_in', 0):.0f} s as the store asked (Retry-After)" if waiting else "")
             + (f", cannot pull: {st['pull_error']}" if st.get("pull_error") else "")
         )
     if args.wait:
         lines.append(
             "all pushed and pulled"
             if res["complete"]
+            else f"not everything could be pushed: the store asked (Retry-After) to wait {max(asked_to_wait):.0f} s "
+            f"before the next try, longer than --timeout {args.timeout:g} s; the daemon tries again then by itself "
+            f"(or run `sessiond sync --wait --timeout {max(asked_to_wait) + 30:.0f}`)"
+            if not res["pushed"] and asked_to_wait
             else "not everything could be pushed yet (see errors above)"
             if not res["pushed"]
             else "everything is pushed, but not everything could be pulled (see errors above)"
@@ -111,6 +171,8 @@ def cmd_verify(args) -> int:
                 f"ok      {s['session']}: revision {s['revision']}, {s['objects']} objects, "
                 f"{s['operations']} operations" + (f", {s['unpushed']} not yet pushed" if s["unpushed"] else "")
             )
+        elif s.get("store_failure"):  # the store failed: nothing is known of the session, it is not damaged
+            lines.append(f"UNCHECKED {s['session']}: {s['store_failure']}")
         else:
             lines.append(f"FAILED  {s['session']}:")
             lines += [f"          {p}" for p in s["problems"]]

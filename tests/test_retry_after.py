@@ -1,0 +1,156 @@
+"""A store that answers 429 or 503 with a Retry-After (seconds, or an HTTP-date) is not asked again
+before then: not by the push queue's retries (nor by `sessiond sync`, which otherwise skips the
+backoff), not by a mirror's catch-up; a wish past the cap is capped. `sessiond sync --wait` says that
+it waits for the store's Retry-After, and ends at once with a clear message when that wait is longer
+than its --timeout, instead of hanging silently."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+
+import pytest
+
+from conftest import DaemonProc, run_cli, wait_for
+from servers.s5portal import Portal, Running, Threaded, make_app
+from sessiond.storage.database import Database
+from sessiond.stores.errors import RateLimited
+from sessiond.stores.http import RetryPolicy
+from sessiond.stores.s5 import S5Store
+from sessiond.sync.mirror import MirrorStore
+from sessiond.sync.schedule import PushQueue
+
+FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05)
+MAX_SERVER_WAIT = 900.0  # stores/errors.py: the longest Retry-After honoured
+
+
+@pytest.fixture
+def portal():
+    p = Portal()
+    server = Threaded(make_app(p)).start()
+    p.authority = f"127.0.0.1:{server.port}"
+    yield p, server
+    server.stop()
+
+
+def refuse(p: Portal, retry_after: str, times: int = 10**6, status: int = 429) -> None:
+    p.faults.retry_after, p.faults.status, p.faults.times = retry_after, status, times
+
+
+def state(d: DaemonProc, sid: str) -> dict:
+    with d.client() as c:
+        return c.sync(sid, wait=False, timeout=1)["sessions"][sid]
+
+
+def http_date(seconds_ahead: float) -> str:
+    return email.utils.formatdate(time.time() + seconds_ahead, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "low", "high"),
+    [("120", 100, 121), ("date+150", 100, 151), ("86400", MAX_SERVER_WAIT - 30, MAX_SERVER_WAIT)],
+    ids=["seconds", "http-date", "capped"],
+)
+async def test_the_push_queue_waits_for_the_store_s_retry_after(tmp_path, retry_after, low, high):
+    p = Portal()
+    running = await Running(make_app(p)).start()
+    p.authority = f"127.0.0.1:{running.port}"
+    if retry_after.startswith("date+"):  # an HTTP-date, made now (not when the tests were collected)
+        retry_after = http_date(float(retry_after[5:]))
+    refuse(p, retry_after, status=503)
+    store = S5Store(f"s5+http://{p.authority}", account_seed=b"\x05" * 32, retry=FAST, timeout=5)
+    failed = asyncio.Event()
+    waits: list[float] = []
+
+    async def on_failed(sid, exc, delay):
+        assert isinstance(exc, RateLimited)
+        waits.append(delay)
+        failed.set()
+
+    queue = PushQueue(lambda sid: store.put(b"an object"), gap=0, failed=on_failed)
+    queue.start()
+    try:
+        queue.notify("s1")
+        await asyncio.wait_for(failed.wait(), 10)
+        asked = len(p.requests)
+        loop = asyncio.get_running_loop()
+        assert low <= waits[0] <= high, waits
+        assert low <= queue.retry_at["s1"] - loop.time() <= high
+        queue.now("s1")  # `sessiond sync`: skips our own backoff, never the store's Retry-After
+        await asyncio.sleep(0)  # one turn of the loop: a worker would take the session now
+        assert "s1" not in queue._queued and len(p.requests) == asked
+        assert low - 5 <= queue.retry_at["s1"] - loop.time() <= high
+    finally:
+        await queue.stop()
+        await store.close()
+        await running.stop()
+
+
+def test_sync_wait_ends_at_once_when_the_store_asks_for_longer_than_its_timeout(portal, tmp_path):
+    p, server = portal
+    refuse(p, "120")
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{server.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="limited", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        st = wait_for(lambda: (s := state(d, sid)).get("last_error") and s, timeout=20, what="the push refused")
+        assert 100 <= st["retry_in"] <= 120, st  # main: our own backoff (0.2 s, 0.4 s, ...), not the store's
+        asked = len(p.requests)
+        t0 = time.monotonic()
+        res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "20")
+        took = time.monotonic() - t0
+        assert res.returncode == 1, res
+        assert "Retry-After" in res.stdout and "--timeout 20" in res.stdout, res.stdout
+        assert "Retry-After" in res.stderr and "past --timeout" in res.stderr, res.stderr
+        assert took < 15, took  # not the whole --timeout: waiting could not help
+        assert len(p.requests) == asked  # and the store was not asked again meanwhile
+    finally:
+        d.stop()
+
+
+def test_sync_wait_says_it_waits_for_the_store_s_retry_after_then_completes(portal, tmp_path):
+    p, server = portal
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{server.port}").start()
+    try:
+        refuse(p, "6", times=1)
+        with d.client() as c:
+            sid = c.create_session(name="limited", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        wait_for(lambda: p.faults.times == 0, timeout=20, what="the store's 429")
+        res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "60")
+        assert res.returncode == 0 and "all pushed and pulled" in res.stdout, res
+        assert f"{sid}: waiting" in res.stderr and "for the store's Retry-After" in res.stderr, res.stderr
+    finally:
+        d.stop()
+
+
+async def test_a_mirror_leaves_a_store_alone_for_its_retry_after(tmp_path):
+    portals, servers, stores = [], [], []
+    for i in range(2):
+        p = Portal()
+        running = await Running(make_app(p)).start()
+        p.authority = f"127.0.0.1:{running.port}"
+        refuse(p, "120" if i == 0 else http_date(200))
+        portals.append(p)
+        servers.append(running)
+        stores.append(S5Store(f"s5+http://{p.authority}", account_seed=b"\x06" * 32, retry=FAST, timeout=5))
+    db = await Database.open(str(tmp_path / "db.sqlite"))
+    mirror = MirrorStore(stores, db.outbox, timeout=5)
+    await mirror.started()
+    try:
+        with pytest.raises(RateLimited) as err:
+            await mirror.put(b"to both")
+        assert err.value.retry_after is not None and 100 <= err.value.retry_after <= 120
+        rows = await mirror.status()
+        assert [r["pending"] for r in rows] == [1, 1]  # kept for each store
+        assert 100 <= rows[0]["retry_in"] <= 120 and 150 <= rows[1]["retry_in"] <= 200, rows
+        asked = [len(p.requests) for p in portals]
+        mirror._wake.set()  # the drain loop looks again now: it must leave both alone
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert [len(p.requests) for p in portals] == asked
+    finally:
+        await mirror.close()
+        await db.close()
+        for running in servers:
+            await running.stop()

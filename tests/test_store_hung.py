@@ -1,0 +1,94 @@
+"""A store that hangs (accepts connections, never answers): `verify` and `doctor` report it once as
+not answering, not each session as damaged, and ask it only once per run instead of waiting out the
+timeout for every session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from conftest import DaemonProc, run_cli, wait_for
+from servers.s5portal import Portal, Running, Threaded, make_app
+from sessiond.stores.http import RetryPolicy
+from sessiond.stores.s5 import S5Store
+
+FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05)
+
+
+@pytest.fixture
+async def portal(tmp_path):
+    p = Portal()
+    running = await Running(make_app(p)).start()
+    p.authority = f"127.0.0.1:{running.port}"
+    yield p
+    if p.faults.hang is not None:
+        p.faults.hang.set()  # let the parked requests end
+    await running.stop()
+
+
+def s5(p: Portal, tmp_path, name: str, timeout: float = 10) -> S5Store:
+    return S5Store(
+        f"s5+http://{p.authority}",
+        account_seed=name.encode() * 32,
+        token_dir=str(tmp_path / f"tokens-{name}"),
+        retry=FAST,
+        timeout=timeout,
+    )
+
+
+async def test_verify_asks_a_hung_store_once_and_reports_no_damage(devices, portal, tmp_path):
+    timeout = 2.0
+    a, _ = await devices.open(store_a=s5(portal, tmp_path, "a", timeout=timeout), a={"timeout": timeout})
+    await a.start()
+    sids = []
+    for i in range(4):
+        sid = (await devices.dba.create_session({"name": f"s{i}"}))["id"]
+        await devices.dba.append_messages(sid, [{"role": "user", "content": f"hello {i}"}])
+        sids.append(sid)
+    assert (await a.sync_now(None, wait=True, timeout=20))["complete"]
+    portal.faults.hang = asyncio.Event()  # accepts every connection, answers nothing
+    t0 = time.monotonic()
+    rep = await a.verify()
+    took = time.monotonic() - t0
+    assert took < 3 * timeout, took  # main: the timeout for each of the four sessions
+    assert not rep["ok"] and [s["session"] for s in rep["sessions"]] == await devices.dba.session_ids()
+    for s in rep["sessions"]:
+        assert "not answering" in s.get("store_failure", "") and portal.authority in s["store_failure"], s
+        assert s["damaged"] == [] and "repair" not in s
+    assert not a.ctx.repair
+
+
+def test_doctor_reports_a_hung_store_once_and_no_session_as_damaged(tmp_path):
+    p = Portal()
+    server = Threaded(make_app(p)).start()
+    p.authority = f"127.0.0.1:{server.port}"
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://{p.authority}").start()
+    try:
+        with d.client() as c:
+            sids = [
+                c.create_session(name=f"s{i}", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+                for i in range(2)
+            ]
+            wait_for(lambda: c.sync(None, wait=True, timeout=20)["complete"], timeout=40)
+        hang = asyncio.Event()
+        p.faults.hang = hang
+        t0 = time.monotonic()
+        res = run_cli(d.home, "doctor", "--json")
+        took = time.monotonic() - t0
+        rep = json.loads(res.stdout)
+        assert res.returncode == 1 and not rep["ok"]
+        stores = [f for f in rep["findings"] if f["check"] == "store"]
+        verify = [f for f in rep["findings"] if f["check"] == "verify"]
+        assert [f["level"] for f in stores] == ["problem"] and "did not answer" in stores[0]["message"]
+        assert len(verify) == 1 and verify[0]["level"] == "warn", verify  # main: each session "fails verify"
+        assert "2 session(s) not verified" in verify[0]["message"] and all(s in verify[0]["message"] for s in sids)
+        assert not any("fails verify" in f["message"] for f in rep["findings"])
+        assert took < 25, took  # the store check's 10 s, not 30 s more per session
+    finally:
+        if p.faults.hang is not None:
+            server.loop.call_soon_threadsafe(p.faults.hang.set)
+        d.stop()
+        server.stop()
