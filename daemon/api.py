@@ -11,9 +11,10 @@ from aiohttp import web
 
 from ..storage.errors import DiskFull, NotFound, SessiondError, is_disk_full
 from ..storage.redact import scrub_text
+from .appkeys import DAEMON_KEY, OPENAPI_KEY, ROUTE_KEY
 from .openapi import build_openapi
 from .routes import ROUTES, Handler, Route
-from .routes.common import ROUTE_KEY, body_json, ok  # noqa: F401 (the names other modules used)
+from .routes.common import body_json, ok  # noqa: F401 (the names other modules used)
 
 log = logging.getLogger("sessiond.api")
 
@@ -72,7 +73,7 @@ def _bound(route: Route) -> Handler:
 def _disk_full(request: web.Request, exc: Exception) -> web.Response:
     """A write that met a full disk: 507, saying where and what to do. SQLite rolled its transaction back,
     so nothing of the request was stored; a retry once there is room does it whole."""
-    home = getattr(getattr(request.app["daemon"], "home", None), "path", None)
+    home = getattr(getattr(request.app[DAEMON_KEY], "home", None), "path", None)
     where = f"the disk holding sessiond's home ({home})" if home else "the disk holding sessiond's home"
     log.warning("%s %s: disk full: %s", request.method, request.path, exc)
     err = DiskFull(
@@ -109,11 +110,11 @@ def router_order(routes: list[Route]) -> list[Route]:
 
 def make_app(daemon) -> web.Application:
     app = web.Application(client_max_size=256 << 20)  # no middleware: see _bound
-    app["daemon"] = daemon
+    app[DAEMON_KEY] = daemon
     for r in router_order(ROUTES):
         app.router.add_route(r.method, r.path, _bound(r))
     app.router.add_route("*", "/{tail:.*}", _unrouted)
-    app["openapi"] = build_openapi(ROUTES, daemon.version)
+    app[OPENAPI_KEY] = build_openapi(ROUTES, daemon.version)
     return app
 
 

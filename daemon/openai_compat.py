@@ -25,6 +25,7 @@ from aiohttp import web
 from ..storage.errors import Invalid, SessiondError
 from . import validate as v
 from .answers import Plan, end, pass_on, record
+from .appkeys import DAEMON_KEY
 from .complete import Ahead, check_quota, check_writable, provider_for, request_settings
 from .providers import ProviderError, usage_of
 
@@ -136,7 +137,7 @@ class Compat:
         key_file = self.d.home.openai_key
         self.key = ensure_key(key_file)
         app = web.Application(middlewares=[self._auth], client_max_size=256 << 20)
-        app["daemon"] = self.d
+        app[DAEMON_KEY] = self.d
         for method, path, handler in ROUTES:
             app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -204,11 +205,11 @@ def ensure_key(path: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- routes
 def _compat(request: web.Request) -> Compat:
-    return request.app["daemon"].compat
+    return request.app[DAEMON_KEY].compat
 
 
 async def models(request: web.Request) -> web.Response:
-    d = request.app["daemon"]
+    d = request.app[DAEMON_KEY]
     sid = request.headers.get(SESSION_HEADER)
     try:
         session = await d.db.get_session(sid) if sid else {}
@@ -219,7 +220,7 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    d = request.app["daemon"]
+    d = request.app[DAEMON_KEY]
     sid = request.headers.get(SESSION_HEADER) or None
     try:
         raw = await request.read()

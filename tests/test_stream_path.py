@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import warnings
 
 import pytest
 from aiohttp import web
@@ -15,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import wait_for
 from servers.openai_server import Provider, serve_threaded
+from sessiond.daemon.appkeys import DAEMON_KEY
 from sessiond.daemon.openai_compat import PREFIX, ROUTES, Compat
 from sessiond.daemon.providers import Providers
 from sessiond.storage.errors import Conflict
@@ -130,9 +130,7 @@ class _Daemon:
 async def _endpoint(server, db, body: dict, p) -> tuple[int, bytes, _Daemon]:
     d = _Daemon(server, db)
     app = web.Application()
-    with warnings.catch_warnings():  # the routes read the daemon under this plain key, as the daemon sets it
-        warnings.simplefilter("ignore")
-        app["daemon"] = d
+    app[DAEMON_KEY] = d  # where the routes read the daemon, as the daemon sets it
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     asked = 0

@@ -8,9 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import validate as v
-
-ROUTE_KEY = "sessiond.route"  # the request's Route (daemon/routes/__init__.py), set by the app
-
+from ..appkeys import DAEMON_KEY, ROUTE_KEY
 
 # One encoder for every answer: json.dumps with a non-default argument builds a new JSONEncoder per call.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -22,7 +20,7 @@ def ok(data: Any, status: int = 200) -> web.Response:
 
 
 def daemon_of(request: web.Request):
-    return request.app["daemon"]
+    return request.app[DAEMON_KEY]
 
 
 # A JSON escape of a UTF-16 surrogate: in a pair it is one character, alone it is not text at all.

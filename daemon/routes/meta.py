@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from ..appkeys import OPENAPI_KEY
 from ..doctor import diagnose
 from .common import daemon_of, ok, query
 
@@ -11,7 +12,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return ok(request.app["openapi"])
+    return ok(request.app[OPENAPI_KEY])
 
 
 async def doctor(request: web.Request) -> web.Response:
