@@ -170,7 +170,8 @@ def test_cli_search_json_text_and_errors(pair):
     bad = run_cli(a.home, "search", "x", "--limit", "0", "--json")
     assert bad.returncode != 0 and json.loads(bad.stdout)["error"]["message"].startswith("--limit")
     # a mistyped --session is said to be one, not "no messages match"
-    bad = run_cli(a.home, "search", "narwhal", "--session", sid[:-1] + "x", "--json")
+    typo = sid[:-1] + ("y" if sid.endswith("x") else "x")  # never the id itself
+    bad = run_cli(a.home, "search", "narwhal", "--session", typo, "--json")
     assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == "not_found", bad
 
     # deleted (`sessiond rm`): gone
