@@ -137,7 +137,7 @@ def test_a_record_round_trips_and_a_torn_one_is_refused():
     pk = head(0, 1).pk
     rec = headjournal.record(pk, 7)
     assert len(rec) == headjournal.RECORD_SIZE and headjournal.parse(rec) == (pk, 7)
-    for bad in (rec[:-1] + b"x", rec[:20] + bytes([rec[20] ^ 1]) + rec[21:], rec[:47], b"\0" * 48):
+    for bad in (rec[:-1] + bytes([rec[-1] ^ 1]), rec[:20] + bytes([rec[20] ^ 1]) + rec[21:], rec[:47], b"\0" * 48):
         assert headjournal.parse(bad) is None
 
 
