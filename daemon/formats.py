@@ -384,13 +384,15 @@ async def import_file(
 
 
 async def pause_for_tests(point: str) -> None:
-    """A fault hook for the crash tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment, the
-    daemon reaching POINT makes FLAG_FILE and waits there for ever (the test then kills it: kill -9)."""
+    """A fault hook for the tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment, the daemon
+    reaching POINT makes FLAG_FILE and waits there until the test removes it (or kills it: kill -9)."""
     hook = os.environ.get("SESSIOND_TEST_PAUSE")
     if hook and hook.partition(":")[0] == point:
-        with open(hook.partition(":")[2], "w"):
+        flag = hook.partition(":")[2]
+        with open(flag, "w"):
             pass
-        await asyncio.Event().wait()
+        while os.path.exists(flag):
+            await asyncio.sleep(0.02)  # (a test hook: polls for the test's removal of the flag)
 
 
 # A long conversation goes in as appends of this many messages: progress between them, and no one
