@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..storage.errors import Conflict, Invalid
@@ -315,12 +315,19 @@ PARSERS = {"claude": importers.parse_claude, "openwebui": importers.parse_openwe
 
 
 async def import_file(
-    db, data: Any, fmt: str | None, estimate, progress: Callable[[int, int], None] | None = None
+    db,
+    data: Any,
+    fmt: str | None,
+    estimate,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    remove: Callable[[str], Awaitable[None]],
 ) -> list[dict]:
     """Every conversation of the file as a session (and its branches), or nothing: a failure part-way
     deletes what was created, and a crash part-way leaves them listed as an unfinished file import, which
-    the daemon's next start deletes (daemon/server.py). `progress(done, total)`: messages written so far,
-    of all the file's."""
+    the daemon's next start deletes (daemon/server.py). `remove(sid)` deletes one of them as that start
+    does (daemon.ops.delete_session: its key files too, once a push under way ended). `progress(done,
+    total)`: messages written so far, of all the file's."""
     if fmt is None:
         fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
@@ -375,7 +382,7 @@ async def import_file(
     except BaseException:
         for s in created:
             try:
-                await db.delete_session(s["id"])
+                await remove(s["id"])
             except Exception:
                 pass
         raise
