@@ -19,7 +19,8 @@ import time
 from aiohttp import web
 
 from ..storage.errors import Conflict, Invalid, QuotaExceeded, quota_ways_out
-from ..storage.sessions import not_active
+from ..storage.model import now
+from ..storage.sessions import not_active, past_expiry
 from . import validate as v
 from .answers import Plan, end, pass_on, record
 from .providers import Provider, usage_of
@@ -62,13 +63,15 @@ class Ahead:
             await self.chunks.aclose()
 
 
-def check_writable(session: dict) -> None:
+def check_writable(db, session: dict) -> None:
     sid = session["id"]
     if session["access"] == "read":
         raise Conflict(
             f"session {sid!r} was imported with a read-only share code; this device can follow it but not "
             f"add to it (ask for a code made with `sessiond share --write`)"
         )
+    if past_expiry(session["status"], session.get("expires_at"), now()):
+        db.check_expiry(session)  # past its expiry: refused (and ended) before a model is asked
     if session["status"] != "active":
         raise Conflict(not_active(sid, session["status"]))
 
@@ -126,7 +129,7 @@ async def prepare(
                     key=f"{key}:question",
                 )  # answered from its record (or refused)
             return Plan(sid, chat_id, p, model, {}, answer_key, done=await db.get_message(sid, seen[0]["id"]))
-    check_writable(session)
+    check_writable(db, session)
     check_quota(session)
     if content is not None:  # the question is recorded first: it stays, whatever the model does
         await db.append_messages(

@@ -15,7 +15,13 @@ import stat
 from ..api.locate import socket_path
 
 KEY_SIZE = 32  # device.key, <session>.key and <session>.write: 32 bytes; <session>.old: 32 bytes per old key
-SECRET_FILES = ("openai-api-key", "pinning-token", "kubo-auth", "store-url")  # beside config.toml, 0600
+SECRET_FILES = (
+    "openai-api-key",
+    "pinning-token",
+    "kubo-auth",
+    "store-url",
+    "keys/store-credentials",
+)  # under the home, 0600
 PRIVATE_DIRS = ("", "keys", "keys/sessions", "logs", "store-tokens", "pinning")  # under the home, 0700
 
 

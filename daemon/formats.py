@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..storage.errors import Conflict, Invalid
@@ -315,12 +315,19 @@ PARSERS = {"claude": importers.parse_claude, "openwebui": importers.parse_openwe
 
 
 async def import_file(
-    db, data: Any, fmt: str | None, estimate, progress: Callable[[int, int], None] | None = None
+    db,
+    data: Any,
+    fmt: str | None,
+    estimate,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    remove: Callable[[str], Awaitable[None]],
 ) -> list[dict]:
     """Every conversation of the file as a session (and its branches), or nothing: a failure part-way
     deletes what was created, and a crash part-way leaves them listed as an unfinished file import, which
-    the daemon's next start deletes (daemon/server.py). `progress(done, total)`: messages written so far,
-    of all the file's."""
+    the daemon's next start deletes (daemon/server.py). `remove(sid)` deletes one of them as that start
+    does (daemon.ops.delete_session: its key files too, once a push under way ended). `progress(done,
+    total)`: messages written so far, of all the file's."""
     if fmt is None:
         fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
@@ -375,7 +382,7 @@ async def import_file(
     except BaseException:
         for s in created:
             try:
-                await db.delete_session(s["id"])
+                await remove(s["id"])
             except Exception:
                 pass
         raise
@@ -384,13 +391,15 @@ async def import_file(
 
 
 async def pause_for_tests(point: str) -> None:
-    """A fault hook for the crash tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment, the
-    daemon reaching POINT makes FLAG_FILE and waits there for ever (the test then kills it: kill -9)."""
+    """A fault hook for the tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment, the daemon
+    reaching POINT makes FLAG_FILE and waits there until the test removes it (or kills it: kill -9)."""
     hook = os.environ.get("SESSIOND_TEST_PAUSE")
     if hook and hook.partition(":")[0] == point:
-        with open(hook.partition(":")[2], "w"):
+        flag = hook.partition(":")[2]
+        with open(flag, "w"):
             pass
-        await asyncio.Event().wait()
+        while os.path.exists(flag):
+            await asyncio.sleep(0.02)  # (a test hook: polls for the test's removal of the flag)
 
 
 # A long conversation goes in as appends of this many messages: progress between them, and no one

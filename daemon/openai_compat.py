@@ -258,7 +258,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"}, "model": model}
         plan = Plan(sid, chat_id, p, model, req)
         async with _compat(request).lock(sid):
-            check_writable(session)
+            check_writable(d.db, session)
             check_quota(session)
             # only as much history as the request has messages can match it: a read of O(request), not
             # O(chat), in front of the first token

@@ -28,6 +28,8 @@ class Operations:
         self.delete_expired = delete_expired  # an expired session is deleted, not only ended
         self._tasks: set[asyncio.Task] = set()  # the clean-up loop, automatic checkpoints under way
         self._checkpoint_lock = asyncio.Lock()  # one checkpoint at a time (automatic ones, `end`'s final one)
+        self._expirer: asyncio.Task | None = None  # expire_due run for writes that met an expired session
+        self._expire_again = False  # one more such run asked for while one is under way
 
     def start(self) -> None:
         """The clean-up loop, if configured (the daemon calls this once it serves)."""
@@ -39,10 +41,11 @@ class Operations:
         for task in list(self._tasks):
             task.cancel()
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ---------------------------------------------------------------- sync, sharing
     async def sync_status(self, sid: str) -> dict:
@@ -162,12 +165,28 @@ class Operations:
     async def _cleanup_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cleanup_interval)
-            try:
-                await self.expire_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("clean-up failed")
+            await self._expire_logged()
+
+    async def _expire_logged(self) -> None:
+        try:
+            await self.expire_due()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("clean-up failed")
+
+    def expired_on_write(self, sid: str) -> None:
+        """A write found session `sid` past its expiry (the database refused it): the sessions due are ended
+        now, as the clean-up would at its next run (expire_due), not up to cleanup_interval later. Writes
+        meeting it meanwhile ask for one more run, not one each."""
+        self._expire_again = True
+        if self._expirer is None or self._expirer.done():
+            self._expirer = self._spawn(self._expire_while_asked())
+
+    async def _expire_while_asked(self) -> None:
+        while self._expire_again:
+            self._expire_again = False
+            await self._expire_logged()
 
     async def expire_due(self) -> list[str]:
         """End sessions past their expiry or idle timeout; delete them too if configured. Deleted or not,

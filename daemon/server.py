@@ -167,6 +167,7 @@ class Daemon:
             delete_expired=self.config.delete_expired,
         )
         self.ops.start()
+        self.db.on_expired = self.ops.expired_on_write  # a write past a session's expiry ends it now
         await self._settle()
         self._tasks.add(asyncio.get_running_loop().create_task(self.db.searcher.run_indexer()))
         app = make_app(self)

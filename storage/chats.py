@@ -54,7 +54,7 @@ class Chats:
         if spec.get("policy"):
             body["policy"] = spec["policy"]
         async with self.c.transaction() as tx:
-            row = await writable_row(tx, sid)
+            row = await writable_row(tx, sid, self.c)
             if await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
             cap = self.c.limits.get("max_chats_per_session")
@@ -75,7 +75,7 @@ class Chats:
         computed in the write transaction so that a merge of settings starts from what is stored. Written as
         one chat.update operation, which syncs to other devices. An ended session's chats are final."""
         async with self.c.transaction() as tx:
-            srow = await writable_row(tx, sid)
+            srow = await writable_row(tx, sid, self.c)
             if srow["status"] == "ended":
                 raise Conflict(
                     f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)"

@@ -156,6 +156,7 @@ class Connections:
         self.device_id = device_id
         self.path = path
         self.listeners: list[Callable[[dict], Any]] = []  # told each event after its commit
+        self.on_expired: Callable[[str], Any] | None = None  # told the id of a session a write found expired
         self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, ...
         self.group = GroupCommit(writer, self._committed, self.emit)  # the write transactions
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)

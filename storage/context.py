@@ -125,7 +125,7 @@ class Context:
         """Compact a chat's active context down to `target_tokens` (or its budget's half), or undo all
         compaction. Dropped messages stay in the history."""
         q = self.c.committed
-        srow = await writable_row(q, sid)
+        srow = await writable_row(q, sid, self.c)
         chat = chat or srow["current_chat"]
         policy = json.loads(srow["policy"])
         await self.chats.get(sid, chat)
@@ -141,7 +141,7 @@ class Context:
                 target = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) / 2
             cut = cut_for(await active(q, sid, chat, cut), target, cut)
         async with self.c.transaction() as tx:
-            row = await writable_row(tx, sid)
+            row = await writable_row(tx, sid, self.c)
             await local_op(
                 tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
             )
@@ -152,7 +152,7 @@ class Context:
         """Set chats' compaction cutoffs as given ({chat: [lamport, device, seq]}), in one transaction (a
         fork taking its source's)."""
         async with self.c.transaction() as tx:
-            lamport = (await writable_row(tx, sid))["lamport"]
+            lamport = (await writable_row(tx, sid, self.c))["lamport"]
             for chat, cut in cuts.items():
                 op = await local_op(
                     tx, self.c.device_id, sid, lamport, "chat.update", {"chat": chat, "compacted": cut}, now()

@@ -45,11 +45,11 @@ from .context import Context
 from .lifecycle import Released, ShareLog
 from .logrun import LogReads, RunReader
 from .messages import Messages
-from .model import LogRun, Op, RemoteLog
+from .model import LogRun, Op, RemoteLog, now
 from .outbox import Outbox
 from .schema import schema_version
 from .search import Search
-from .sessions import Sessions
+from .sessions import Sessions, past_expiry, refuse_expired
 from .stats import Stats
 from .syncstate import SyncState
 
@@ -176,6 +176,20 @@ class Database:
 
     async def expired(self, t: float) -> list[dict]:
         return await self.sessions.expired(t)
+
+    @property
+    def on_expired(self) -> Callable[[str], Any] | None:
+        """Told the id of a session a write found past its expiry (the write is refused): the daemon ends it."""
+        return self.c.on_expired
+
+    @on_expired.setter
+    def on_expired(self, fn: Callable[[str], Any] | None) -> None:
+        self.c.on_expired = fn
+
+    def check_expiry(self, session: dict) -> None:
+        """Refuse a write to `session` (as read) past its expiry, as the storage's own writes do."""
+        if past_expiry(session["status"], session.get("expires_at"), now()):
+            refuse_expired(self.c, session["id"], session["expires_at"])
 
     async def older_than(self, t: float) -> list[dict]:
         return await self.sessions.older_than(t)

@@ -34,6 +34,13 @@ class Conflict(SessiondError):
     status = 409
 
 
+class Expired(Conflict):
+    """A write to a session past its expiry (`expires_at`): refused, and the session is being ended as the
+    clean-up ends it."""
+
+    code = "expired"
+
+
 class Invalid(SessiondError):
     code = "invalid"
     status = 422

@@ -34,7 +34,7 @@ from .model import (
     pushed_form,
 )
 from .search import PUSHED_COLUMNS, insert_messages
-from .sessions import not_active, session_row
+from .sessions import not_active, past_expiry, refuse_expired, session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
@@ -131,7 +131,7 @@ class Messages:
                 "SELECT s.status, s.access, s.current_chat, s.lamport, s.policy, s.tokens_used,"
                 " (SELECT last_seq FROM logs WHERE session_id=s.id AND device_id=?),"
                 " c.id, c.policy, c.compacted,"
-                " (SELECT request || ' ' || result FROM idempotency WHERE session_id=s.id AND key=?)"
+                " (SELECT request || ' ' || result FROM idempotency WHERE session_id=s.id AND key=?), s.expires_at"
                 " FROM sessions s LEFT JOIN chats c ON c.session_id=s.id AND c.id=coalesce(?, s.current_chat)"
                 " WHERE s.id=? AND NOT s.importing",
                 (device, key, chat, sid),
@@ -146,12 +146,14 @@ class Messages:
                 return await _stored_result(tx.fetchall, sid, device, result)  # a repeat: answered as the first time
             if row is None:
                 raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
-            status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted, _ = row
+            status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted, _, exp = row
             if access == "read":
                 raise Conflict(
                     f"session {sid!r} was imported with a read-only share code; this device can "
                     f"follow it but not change it (ask for a code made with `sessiond share --write`)"
                 )
+            if exp is not None and past_expiry(status, exp, t):  # (most sessions have no expiry: one test)
+                refuse_expired(self.c, sid, exp)
             if status != "active":
                 raise Conflict(not_active(sid, status))
             chat_id = chat or current

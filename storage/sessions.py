@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import builtins
 import json
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, NotFound
+from .errors import Conflict, Expired, NotFound
 from .ids import check_id, new_id
 from .limits import check_active_limits
 from .model import JSON_FIELDS, now
@@ -24,14 +25,39 @@ async def session_row(q: Any, sid: str) -> Row:
     return row
 
 
-async def writable_row(q: Any, sid: str) -> Row:
+async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False) -> Row:
+    """The row of a session this device may change: not a read-only import, and not past its expiry
+    (unless `ending` it: that is what its expiry does)."""
     row = await session_row(q, sid)
     if row["access"] == "read":
         raise Conflict(
             f"session {sid!r} was imported with a read-only share code; this device can follow it "
             f"but not change it (ask its owner for a code made with `sessiond share --write`)"
         )
+    if not ending and past_expiry(row["status"], row["expires_at"], now()):
+        refuse_expired(c, sid, row["expires_at"])
     return row
+
+
+def past_expiry(status: str, expires_at: Any, t: float) -> bool:
+    """Whether a session that is not ended is past its expiry at `t` (one comparison: the writes' check). A
+    value that is not a number (stored by an older sessiond) never expires its session, as in `expired`."""
+    return expires_at is not None and status != "ended" and _is_number(expires_at) and expires_at <= t
+
+
+def refuse_expired(c: Connections, sid: str, expires_at: float) -> NoReturn:
+    """A write found the session past its expiry: the daemon is told (it ends the session now, as its
+    clean-up would at its next run), and the write is refused, saying when it expired and the way on."""
+    if c.on_expired is not None:
+        c.on_expired(sid)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires_at))
+    raise Expired(
+        f"session {sid!r} expired at {when}; an expired session takes no more changes (it is ended now). Go on in "
+        f"a new session: `sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at "
+        f"MESSAGE_ID` (its history up to that message)",
+        session=sid,
+        expired_at=expires_at,
+    )
 
 
 def not_active(sid: str, status: str) -> str:
@@ -160,8 +186,9 @@ class Sessions:
         ]
 
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
+        ending = fields.get("status") == "ended"  # (an expired session's end: `end`, or its expiry)
         async with self.c.transaction() as tx:
-            row = await writable_row(tx, sid)
+            row = await writable_row(tx, sid, self.c, ending=ending)
             if fields.get("status") == "active" and row["status"] != "active":
                 # a paused session does not count as active: resuming it must fit the limits a new one
                 # would, checked in this transaction so that two resumes at once cannot both pass
@@ -178,7 +205,7 @@ class Sessions:
         return await self.get(sid)
 
     async def set_status(self, sid: str, status: str) -> dict:
-        row = await writable_row(self.c.committed, sid)
+        row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended")
         current = row["status"]
         if status == current:
             return session_dict(row)

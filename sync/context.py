@@ -25,6 +25,7 @@ from ..stores import Store
 from .bounded import KeyedLocks
 from .keys import KeyStore
 from .mirror import MirrorStore, open_stores, same_stores, stores_identity
+from .storecreds import StoreCredentials
 from .workers import Workers
 
 
@@ -49,6 +50,14 @@ class SyncContext:
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     rekey_locks: KeyedLocks = field(default_factory=KeyedLocks)
     _progress_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    _credentials: StoreCredentials | None = None
+
+    @property
+    def credentials(self) -> StoreCredentials:
+        """The credentials kept for the stores sessions were imported from (storecreds.py)."""
+        if self._credentials is None:
+            self._credentials = StoreCredentials(self.keys.folder)
+        return self._credentials
 
     # ------------------------------------------------------------------ progress of long work
     def progress(self, task: str, sid: str, done: int, total: int) -> None:
@@ -72,6 +81,8 @@ class SyncContext:
         key = stores_identity(url)
         st = self.stores.get(key)
         if st is None:
+            # a session's store is recorded without its credentials: those an import was given come back here
+            url = self.credentials.fill(url)
             st = self.stores[key] = open_stores(url, self.db.outbox, timeout=self.timeout, create=create)
         return st
 

@@ -119,7 +119,8 @@ def test_a_fork_and_a_clone_keep_the_original_times_of_what_they_copy(pair):
     ca.create_chat(sid, id="zeta")
     ca.create_chat(sid, id="alpha")
     for i in range(3):
-        ca.append(sid, "user", f"m{i}", chat=["main", "zeta", "alpha"][i])
+        m = ca.append(sid, "user", f"m{i}", chat=["main", "zeta", "alpha"][i])
+        wait_for(lambda: time.time() > m["created_at"] + 0.002)  # the next append's time differs, even under load
     src = ca.messages(sid, all_chats=True)["messages"]
     src_chats = ca.list_chats(sid)["chats"]
     assert len({m["created_at"] for m in src}) == 3  # three appends, three times

@@ -1,0 +1,68 @@
+"""A session imported with `--store URL` where URL carries a Kubo node's user:password: the session's store
+is recorded by its identity (no credentials, by design), and the credentials are kept apart (a 0600 file in
+the home's keys folder), so that its pulls still work after the daemon restarts; and they are in no log, no
+status and not in sessions.db."""
+
+from __future__ import annotations
+
+import base64
+import glob
+import json
+import os
+import stat
+
+import pytest
+
+import secretcheck
+from conftest import cli_json, wait_for
+from servers.kubo import Node, make_rpc_app
+from servers.s5portal import Threaded
+
+PASSWORD = "kubo-pw-7f3a9c"
+USER = "alice"
+
+
+@pytest.fixture
+def guarded_kubo():
+    """A strict loopback Kubo node that answers only requests with alice's Basic credentials."""
+    n = Node(auth="Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
+    server = Threaded(make_rpc_app(n)).start()
+    yield n, server.port
+    server.stop()
+
+
+def contents(d, sid):
+    return [m["content"] for m in d.client().messages(sid, limit=1000)["messages"]]
+
+
+def test_an_import_from_a_store_with_credentials_still_pulls_after_a_restart(make_daemon, guarded_kubo):
+    n, port = guarded_kubo
+    url = f"ipfs+http://{USER}:{PASSWORD}@127.0.0.1:{port}"
+    a = make_daemon(url).start()  # the owner syncs through the guarded node
+    b = make_daemon().start()  # the follower's own store is a folder: the session's is another one
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="guarded")["id"]
+    ca.append(sid, "user", "before")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    code = ca.share(sid)["code"]
+    cb.import_code(code, store=url)
+    assert contents(b, sid) == ["before"]
+
+    b.restart()
+    cb = b.client()
+    ca.append(sid, "user", "after the restart")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    cb.sync(sid)  # a pull now, rather than at the next poll
+    wait_for(lambda: contents(b, sid) == ["before", "after the restart"], timeout=30, what="the pull after the restart")
+    assert not b.client().get_session(sid)["sync"].get("error")
+
+    # kept in a private file of the keys folder; nowhere a person or the database shows it
+    (kept,) = [p for p in glob.glob(os.path.join(b.home, "keys", "*")) if os.path.isfile(p) and "store" in p]
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+    assert PASSWORD in open(kept).read()
+    status = json.dumps(cli_json(b.home, "status"))
+    assert PASSWORD not in status
+    b.stop()
+    assert PASSWORD not in secretcheck.logs(b.home)
+    for db_file in glob.glob(os.path.join(b.home, "sessions.db*")):
+        assert PASSWORD.encode() not in open(db_file, "rb").read(), db_file
