@@ -402,7 +402,7 @@ def test_openai_endpoint_on_the_socket_and_a_cut_stream(setup):
     with pytest.raises(openai.APIError):
         list(app.chat.completions.create(model="echo-1", messages=msgs, stream=True))
     # the app sees the cut before the daemon has stored what came of the answer: wait for it
-    wait_for(lambda: len(assistant(d.client(), sid)) == 2, timeout=5, what="the interrupted answer stored")
+    wait_for(lambda: len(assistant(d.client(), sid)) == 2, timeout=20, what="the interrupted answer stored")
     a = assistant(d.client(), sid)
     assert len(a) == 2 and a[-1]["interrupted"] is True and a[-1]["content"] == "echo: 1"
 
