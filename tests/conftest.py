@@ -249,3 +249,20 @@ def api_target():
     yield proc, c.openapi()
     proc.stop()
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def secret_homes():
+    """Homes whose logs and files tests/secretcheck.py reads for leaked secrets (see secretcheck.homes)."""
+    import secretcheck
+
+    with secretcheck.homes() as make:
+        yield make
+
+
+@pytest.fixture
+def invite_relay(tmp_path):
+    """A `sessiond serve` relay whose registration is closed (only with an invite): (data folder, host:port)."""
+    data = str(tmp_path / "relay-data")
+    with relay_served(data) as info:
+        yield data, info["url"].split("://", 1)[1]

@@ -7,28 +7,13 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 import secretcheck
-from conftest import cli_json, relay_served, run_cli
+from conftest import cli_json, run_cli
 
 
-@pytest.fixture
-def homes():
-    with secretcheck.homes() as make:
-        yield make
-
-
-@pytest.fixture
-def relay(tmp_path):
-    data = str(tmp_path / "relay-data")
-    with relay_served(data) as info:  # registration closed: only with an invite
-        yield data, info["url"].split("://", 1)[1]
-
-
-def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(relay, homes, tmp_path):
-    data, host = relay
-    a, b = homes("a"), homes("b")
+def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(invite_relay, secret_homes, tmp_path):
+    data, host = invite_relay
+    a, b = secret_homes("a"), secret_homes("b")
     fa, fb = tmp_path / "a-store", tmp_path / "b-store"
     invite_a, invite_b = secretcheck.invite(data), secretcheck.invite(data)
     fa.write_text(f"# the relay\ns5+http://{invite_a}@{host}\n")
@@ -46,7 +31,7 @@ def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(relay, hom
     assert "hi" in run_cli(b, "log", sid, check=True).stdout
     assert len(os.listdir(os.path.join(data, "accounts"))) == 2  # both invites spent, by the two daemons
     # '-': the URL on standard input (a home of its own, to start with a fresh invite)
-    c = homes("c")
+    c = secret_homes("c")
     invite_c = secretcheck.invite(data)
     res = run_cli(c, "start", "--store-file", "-", input=f"s5+http://{invite_c}@{host}\n")
     assert res.returncode == 0, res.stderr
@@ -68,8 +53,8 @@ def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(relay, hom
         assert "ps" in " ".join(run_cli(None, cmd, "--help").stdout.split())
 
 
-def test_an_empty_store_file_is_a_clear_error_that_changes_nothing(homes, tmp_path):
-    home = homes("h")
+def test_an_empty_store_file_is_a_clear_error_that_changes_nothing(secret_homes, tmp_path):
+    home = secret_homes("h")
     empty = tmp_path / "empty"
     empty.write_text("# nothing yet\n\n")
     for args in (["start", "--store-file", str(empty)], ["start", "--store-file", str(tmp_path / "missing")]):

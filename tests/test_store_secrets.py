@@ -8,29 +8,14 @@ import json
 import os
 import socket
 
-import pytest
-
 import secretcheck
-from conftest import cli_json, relay_served, run_cli
+from conftest import cli_json, run_cli
 
 
-@pytest.fixture
-def homes():
-    with secretcheck.homes() as make:
-        yield make
-
-
-@pytest.fixture
-def relay(tmp_path):
-    data = str(tmp_path / "relay-data")
-    with relay_served(data) as info:  # registration closed: only with an invite
-        yield data, info["url"].split("://", 1)[1]
-
-
-def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(relay, homes):
-    data, host = relay
+def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(invite_relay, secret_homes):
+    data, host = invite_relay
     invite = secretcheck.invite(data)
-    home = homes("a")
+    home = secret_homes("a")
     url = f"s5+http://{invite}@{host}"
     res = run_cli(home, "start", "--store", url)  # the old form still works
     assert res.returncode == 0, res.stderr
@@ -59,10 +44,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_passwords_and_tokens_of_store_urls_are_never_shown(homes):
+def test_passwords_and_tokens_of_store_urls_are_never_shown(secret_homes):
     """A Kubo RPC behind basic auth (user:password@) with a token in its query, down: the failures
     name the store, never its password or token, in status, sync, doctor, logs and start's errors."""
-    home = homes("k")
+    home = secret_homes("k")
     password, token = "PASSWORD-e81f", "TOKEN-5d2c9a"
     port = _free_port()  # nothing listens: every push fails, naming the store
     url = f"ipfs+http://alice:{password}@127.0.0.1:{port}"
