@@ -8,13 +8,10 @@ import socket
 
 import pytest
 
+from portalstore import s5, served_portal
 from servers.kubo import Node, make_rpc_app
-from servers.s5portal import Portal, Running, Threaded, make_app
-from sessiond.stores.http import RetryPolicy
-from sessiond.stores.s5 import S5Store
+from servers.s5portal import Portal, Threaded, make_app
 from sessiond.sync.errors import ImportError_
-
-FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05)
 
 
 def free_port() -> int:
@@ -25,24 +22,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def portal(tmp_path):
-    p = Portal()
-    running = await Running(make_app(p)).start()
-    p.authority = f"127.0.0.1:{running.port}"
-    yield p
-    if p.faults.hang is not None:
-        p.faults.hang.set()  # let the parked requests end
-    await running.stop()
-
-
-def s5(p: Portal, tmp_path, name: str, timeout: float = 10) -> S5Store:
-    return S5Store(
-        f"s5+http://{p.authority}",
-        account_seed=name.encode() * 32,
-        token_dir=str(tmp_path / f"tokens-{name}"),
-        retry=FAST,
-        timeout=timeout,
-    )
+async def portal():
+    async with served_portal() as p:
+        yield p
 
 
 async def a_shared_code(devices) -> tuple[str, str]:

@@ -11,32 +11,14 @@ import time
 import pytest
 
 from conftest import DaemonProc, run_cli, wait_for
-from servers.s5portal import Portal, Running, Threaded, make_app
-from sessiond.stores.http import RetryPolicy
-from sessiond.stores.s5 import S5Store
-
-FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05)
+from portalstore import s5, served_portal
+from servers.s5portal import Portal, Threaded, make_app
 
 
 @pytest.fixture
-async def portal(tmp_path):
-    p = Portal()
-    running = await Running(make_app(p)).start()
-    p.authority = f"127.0.0.1:{running.port}"
-    yield p
-    if p.faults.hang is not None:
-        p.faults.hang.set()  # let the parked requests end
-    await running.stop()
-
-
-def s5(p: Portal, tmp_path, name: str, timeout: float = 10) -> S5Store:
-    return S5Store(
-        f"s5+http://{p.authority}",
-        account_seed=name.encode() * 32,
-        token_dir=str(tmp_path / f"tokens-{name}"),
-        retry=FAST,
-        timeout=timeout,
-    )
+async def portal():
+    async with served_portal() as p:
+        yield p
 
 
 async def test_verify_asks_a_hung_store_once_and_reports_no_damage(devices, portal, tmp_path):
