@@ -46,8 +46,24 @@ log = logging.getLogger("sessiond.storage")
 # allows (2 GB), so that a session stored beyond the first few hundred MB of the file reads as fast
 # (measured: a 185 MB first push 1.06 s with 256 MB, 0.97 s with this, after 1 GB of other sessions).
 MMAP_SIZE = 0x7FFF0000
+# SQLite's temporary files (a SAVEPOINT's sub-journal past 64 KiB, a sort or temporary b-tree that
+# spills) kept in memory, on every connection: by default SQLite makes them in /var/tmp, outside the
+# home's private folder, with plaintext pages of conversations in them, and each is a file created and
+# deleted. Group commit runs every transaction after a batch's first in a SAVEPOINT (storage/groupcommit.py),
+# whose sub-journal (the pages it changed that existed before it: messages, their indexes, the session
+# row, the idempotency keys) passes 64 KiB often: under bench/load.py daemon A made ~17 such files a
+# second on its event loop's thread, and B ~10. On a file system without a journal every file created
+# walks the inodes freed in the last minutes (ext4's recently_deleted; 10% of A's CPU in a perf profile,
+# bench/results/profile-load.md, eighth pass), so each freed one made every later create dearer.
+# What they hold is bounded by the pages one transaction changes.
+TEMP_IN_MEMORY = "PRAGMA temp_store=MEMORY"
 # Every read-only connection: the database's reader and a push's workers' own (RunReader).
-READER_PRAGMAS = ("PRAGMA query_only=1", f"PRAGMA mmap_size={MMAP_SIZE}", "PRAGMA busy_timeout=5000")
+READER_PRAGMAS = (
+    "PRAGMA query_only=1",
+    f"PRAGMA mmap_size={MMAP_SIZE}",
+    "PRAGMA busy_timeout=5000",
+    TEMP_IN_MEMORY,
+)
 
 
 def open_reader(path: str) -> sqlite3.Connection:
@@ -197,6 +213,7 @@ class Connections:
             writer.execute("PRAGMA synchronous=NORMAL")
             writer.execute("PRAGMA foreign_keys=ON")
             writer.execute("PRAGMA busy_timeout=5000")
+            writer.execute(TEMP_IN_MEMORY)
             # checkpoints run on the Checkpointer's thread, never inside a commit on the append path
             writer.execute("PRAGMA wal_autocheckpoint=0")
             await migrate(Inline(writer), upto)

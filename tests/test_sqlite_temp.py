@@ -1,0 +1,70 @@
+"""SQLite's temporary files stay in memory on every connection of the daemon's database
+(storage/connections.py, TEMP_IN_MEMORY): none is made in /var/tmp, outside the home's private folder,
+with plaintext pages of conversations in it, and no file is created and deleted per transaction (a cost
+that grows with every file freed on a file system without a journal: bench/results/profile-load.md)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sessiond.storage.connections import open_reader
+from sessiond.storage.database import Database
+
+MEMORY = 2  # PRAGMA temp_store: 0 default (a file), 1 file, 2 memory
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads open files from /proc")
+
+
+def sqlite_temp_files() -> list[str]:
+    """The files SQLite made for temporary data that this process has open (made and unlinked at once,
+    named etilqs_*: seen only through the open descriptors)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "etilqs_" in target:
+            found.append(target)
+    return found
+
+
+@pytest.fixture
+async def db(tmp_path):
+    d = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    yield d
+    await d.close()
+
+
+async def test_a_savepoint_past_64_kib_makes_no_temporary_file(db):
+    # group commit runs each transaction after a batch's first in a SAVEPOINT; its sub-journal holds the
+    # pages it changes that existed before it, and SQLite spills one past 64 KiB to a temporary file
+    w = db.c.writer
+    await w.execute("CREATE TABLE scratch(x BLOB)")
+    await w.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)"
+        " INSERT INTO scratch SELECT randomblob(3000) FROM n"
+    )
+    await w.execute("BEGIN IMMEDIATE")
+    try:
+        await w.execute("SAVEPOINT tx")
+        await w.execute("UPDATE scratch SET x = randomblob(3000)")  # ~100 pages, 400 KB of sub-journal
+        assert sqlite_temp_files() == []
+        await w.execute("RELEASE tx")
+    finally:
+        await w.execute("ROLLBACK")
+    assert (await w.execute_fetchall("SELECT count(*) FROM scratch"))[0][0] == 100
+
+
+async def test_every_connection_keeps_temporary_data_in_memory(db, tmp_path):
+    assert (await db.c.writer.execute_fetchall("PRAGMA temp_store"))[0][0] == MEMORY
+    assert (await db.c.reader.execute_fetchall("PRAGMA temp_store"))[0][0] == MEMORY
+    assert await db.c.bulk(lambda conn: conn.execute("PRAGMA temp_store").fetchone()[0]) == MEMORY
+    run_reader = open_reader(os.path.join(tmp_path, "db.sqlite"))  # a push's workers' own connections
+    try:
+        assert run_reader.execute("PRAGMA temp_store").fetchone()[0] == MEMORY
+    finally:
+        run_reader.close()
+
