@@ -131,7 +131,8 @@ class Messages:
                 "SELECT s.status, s.access, s.current_chat, s.lamport, s.policy, s.tokens_used,"
                 " (SELECT last_seq FROM logs WHERE session_id=s.id AND device_id=?),"
                 " c.id, c.policy, c.compacted,"
-                " (SELECT request || ' ' || result FROM idempotency WHERE session_id=s.id AND key=?), s.expires_at"
+                " (SELECT request || ' ' || result FROM idempotency WHERE session_id=s.id AND key=?), s.expires_at,"
+                " s.last_activity"
                 " FROM sessions s LEFT JOIN chats c ON c.session_id=s.id AND c.id=coalesce(?, s.current_chat)"
                 " WHERE s.id=? AND NOT s.importing",
                 (device, key, chat, sid),
@@ -146,14 +147,18 @@ class Messages:
                 return await _stored_result(tx.fetchall, sid, device, result)  # a repeat: answered as the first time
             if row is None:
                 raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
-            status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted, _, exp = row
+            status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted = row[:10]
+            exp, act = row[11], row[12]
             if access == "read":
                 raise Conflict(
                     f"session {sid!r} was imported with a read-only share code; this device can "
                     f"follow it but not change it (ask for a code made with `sessiond share --write`)"
                 )
-            if exp is not None and past_expiry(status, exp, t):  # (most sessions have no expiry: one test)
-                refuse_expired(self.c, sid, exp)
+            policy = json.loads(policy_text) if policy_text != "{}" else {}
+            idle = policy.get("idle_timeout")
+            # (most sessions have neither an expiry nor an idle timeout: two tests)
+            if (exp is not None or idle is not None) and past_expiry(status, exp, t, idle, act):
+                refuse_expired(self.c, sid, exp, idle, act)
             if status != "active":
                 raise Conflict(not_active(sid, status))
             chat_id = chat or current
@@ -165,7 +170,6 @@ class Messages:
                     and await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, c)) is None
                 ):
                     raise NotFound(f"session {sid!r} has no chat {c!r} (see `sessiond chat ls {sid}`)")
-            policy = json.loads(policy_text) if policy_text != "{}" else {}
             cap = self.c.limits.get("max_messages_per_chat")
             if cap:
                 for c in chats:

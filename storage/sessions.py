@@ -26,37 +26,74 @@ async def session_row(q: Any, sid: str) -> Row:
 
 
 async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False) -> Row:
-    """The row of a session this device may change: not a read-only import, and not past its expiry
-    (unless `ending` it: that is what its expiry does)."""
+    """The row of a session this device may change: not a read-only import, and not past its expiry or
+    idle timeout (unless `ending` it: that is what its expiry does)."""
     row = await session_row(q, sid)
     if row["access"] == "read":
         raise Conflict(
             f"session {sid!r} was imported with a read-only share code; this device can follow it "
             f"but not change it (ask its owner for a code made with `sessiond share --write`)"
         )
-    if not ending and past_expiry(row["status"], row["expires_at"], now()):
-        refuse_expired(c, sid, row["expires_at"])
+    if not ending:
+        idle = idle_timeout_of(row["policy"])
+        if past_expiry(row["status"], row["expires_at"], now(), idle, row["last_activity"]):
+            refuse_expired(c, sid, row["expires_at"], idle, row["last_activity"])
     return row
 
 
-def past_expiry(status: str, expires_at: Any, t: float) -> bool:
-    """Whether a session that is not ended is past its expiry at `t` (one comparison: the writes' check). A
-    value that is not a number (stored by an older sessiond) never expires its session, as in `expired`."""
-    return expires_at is not None and status != "ended" and _is_number(expires_at) and expires_at <= t
+def idle_timeout_of(policy: Any) -> Any:
+    """The idle timeout a session's policy (its stored JSON text, or the dict) sets, or None; the text
+    is parsed only when it names one (most policies do not)."""
+    if isinstance(policy, str):
+        if "idle_timeout" not in policy:
+            return None
+        policy = json.loads(policy)
+    return policy.get("idle_timeout") if isinstance(policy, dict) else None
 
 
-def refuse_expired(c: Connections, sid: str, expires_at: float) -> NoReturn:
-    """A write found the session past its expiry: the daemon is told (it ends the session now, as its
-    clean-up would at its next run), and the write is refused, saying when it expired and the way on."""
+def expiry(expires_at: Any, idle_timeout: Any = None, last_activity: Any = None) -> float | None:
+    """When a session expires: at `expires_at`, or `idle_timeout` seconds after its last activity, whichever
+    comes first; None if neither is set. A value that is not a number (stored by an older sessiond) never
+    expires its session, as in `expired`."""
+    when = expires_at if _is_number(expires_at) else None
+    if idle_timeout and _is_number(idle_timeout) and _is_number(last_activity):
+        idle_end = last_activity + idle_timeout
+        if when is None or idle_end < when:
+            when = idle_end
+    return when
+
+
+def past_expiry(status: str, expires_at: Any, t: float, idle_timeout: Any = None, last_activity: Any = None) -> bool:
+    """Whether a session that is not ended is past its expiry, or idle past its idle timeout, at `t` (the
+    writes' check: a write must not revive a session the clean-up is about to end)."""
+    if status == "ended":
+        return False
+    when = expiry(expires_at, idle_timeout, last_activity)
+    return when is not None and when <= t
+
+
+def refuse_expired(
+    c: Connections, sid: str, expires_at: Any, idle_timeout: Any = None, last_activity: Any = None
+) -> NoReturn:
+    """A write found the session past its expiry or idle timeout: the daemon is told (it ends the session
+    now, as its clean-up would at its next run), and the write is refused, saying when and why it expired
+    and the way on."""
     if c.on_expired is not None:
         c.on_expired(sid)
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires_at))
+    when = expiry(expires_at, idle_timeout, last_activity)
+    assert when is not None  # past_expiry said so
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+    why = (
+        f"expired at {at}"
+        if _is_number(expires_at) and when == expires_at
+        else f"expired at {at}, idle for longer than its idle_timeout ({idle_timeout:g} s)"
+    )
     raise Expired(
-        f"session {sid!r} expired at {when}; an expired session takes no more changes (it is ended now). Go on in "
+        f"session {sid!r} {why}; an expired session takes no more changes (it is ended now). Go on in "
         f"a new session: `sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at "
         f"MESSAGE_ID` (its history up to that message)",
         session=sid,
-        expired_at=expires_at,
+        expired_at=when,
     )
 
 
@@ -238,10 +275,8 @@ class Sessions:
         ):
             # a value that is not a number (stored by an older sessiond) never expires its session, and
             # must not stop the others from expiring
-            exp = r["expires_at"] if _is_number(r["expires_at"]) else None
-            idle = json.loads(r["policy"]).get("idle_timeout")
-            idle = idle if _is_number(idle) and _is_number(r["last_activity"]) else None
-            if (exp is not None and exp <= t) or (idle and r["last_activity"] + idle <= t):
+            when = expiry(r["expires_at"], idle_timeout_of(r["policy"]), r["last_activity"])
+            if when is not None and when <= t:
                 out.append({"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]})
         return out
 

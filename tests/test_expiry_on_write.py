@@ -1,6 +1,7 @@
-"""A session whose expiry passes while the daemon runs: the first write after it is refused (409 `expired`,
-naming the session, when it expired and the way on) and the session is ended then, as the clean-up ends it
-(its final checkpoint, its end pushed; deleted with delete_expired), not up to cleanup_interval later."""
+"""A session whose expiry (or idle timeout) passes while the daemon runs: the first write after it is
+refused (409 `expired`, naming the session, when it expired and the way on) and the session is ended then,
+as the clean-up ends it (its final checkpoint, its end pushed; deleted with delete_expired), not up to
+cleanup_interval later."""
 
 from __future__ import annotations
 
@@ -66,24 +67,31 @@ def test_an_append_past_the_expiry_is_refused_and_ends_the_session(make_daemon):
 
 
 def test_the_other_writes_past_the_expiry_are_refused(make_daemon):
+    # the first refusal ends every session then due (expire_due): so each session expires a second after
+    # the one before, and each write is the first to find its own session expired
     d = make_daemon()
     _config(d.home, cleanup_interval=LONG)
     d.start()
     c = d.client()
-    sids, _ = _short_lived(c, 4)
     writes = [
         lambda sid: c.update_session(sid, name="renamed"),
         lambda sid: c.create_chat(sid, name="side"),
         lambda sid: c.pause(sid),
         lambda sid: c.compact(sid, target_tokens=1),
     ]
+    sids = []
+    for i in range(len(writes)):
+        sid = c.create_session(name=f"short-lived {i}", expires_in=1 + i)["id"]
+        c.append(sid, "user", "hello")
+        sids.append(sid)
     for sid, write in zip(sids, writes, strict=True):
-        # each refused while the session is not ended yet (later writes meet an ended session)
-        if c.get_session(sid)["status"] != "ended":
-            _refused(lambda: write(sid), sid)
+        expires = c.get_session(sid)["expires_at"]
+        wait_for(lambda: time.time() > expires + 0.05, timeout=10, what="the session's expiry")
+        _refused(lambda: write(sid), sid)
     for sid in sids:
         wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="each expired session ended")
         assert c.get_session(sid)["name"].startswith("short-lived")
+        assert "side" not in [ch.get("name") for ch in c.list_chats(sid)["chats"]]
 
 
 def test_with_delete_expired_the_write_that_finds_it_expired_deletes_it(make_daemon):
@@ -103,3 +111,55 @@ def test_with_delete_expired_the_write_that_finds_it_expired_deletes_it(make_dae
 
     wait_for(gone, timeout=30, what="the expired session deleted")
     assert sid not in [s["id"] for s in c.list_sessions()["sessions"]]
+
+
+def test_an_append_past_the_idle_timeout_is_refused_and_ends_the_session(make_daemon):
+    # idle for longer than its idle_timeout, the session has expired, whenever the clean-up next runs: a
+    # write then must not revive it (before, it was taken and reset the idle clock)
+    d = make_daemon()
+    _config(d.home, cleanup_interval=LONG)
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="idle", idle_timeout=1)["id"]
+    c.append(sid, "user", "hello")
+    last = c.get_session(sid)["last_activity"]
+    wait_for(lambda: time.time() > last + 1.1, timeout=10, what="the idle timeout")
+    err = _refused(lambda: c.append(sid, "user", "too late"), sid)
+    assert "idle_timeout (1 s)" in err.message, err.message
+    assert err.details.get("expired_at") == pytest.approx(last + 1), err.details
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="the idle session ended")
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["hello"]
+    assert c.clone(sid)["status"] == "active"
+
+
+def test_other_writes_past_the_idle_timeout_are_refused(make_daemon):
+    d = make_daemon()
+    _config(d.home, cleanup_interval=LONG)
+    d.start()
+    c = d.client()
+    # a second apart, so that each write is the first to find its session expired (see above)
+    renamed, paused = (c.create_session(name=f"idle {i}", idle_timeout=1 + i)["id"] for i in range(2))
+    for sid, write in ((renamed, lambda: c.update_session(renamed, name="renamed")), (paused, lambda: c.pause(paused))):
+        s = c.get_session(sid)
+        wait_for(lambda: time.time() > s["last_activity"] + s["policy"]["idle_timeout"] + 0.05, timeout=10)
+        _refused(write, sid)
+    for sid in (renamed, paused):
+        wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="each idle session ended")
+        assert c.get_session(sid)["name"].startswith("idle")
+
+
+def test_writes_within_the_idle_timeout_keep_the_session_going(make_daemon):
+    # each write is activity: a session written more often than its idle timeout never expires
+    d = make_daemon()
+    _config(d.home, cleanup_interval=LONG)
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="busy", idle_timeout=3)["id"]
+    first = c.append(sid, "user", "0")
+    for i in range(1, 4):
+        last = c.get_session(sid)["last_activity"]
+        wait_for(lambda: time.time() > last + 1, timeout=10, what="a second of quiet")
+        c.append(sid, "user", str(i))
+    assert time.time() > first["created_at"] + 3  # past the timeout, counted from the first
+    assert c.get_session(sid)["status"] == "active"
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["0", "1", "2", "3"]

@@ -67,4 +67,3 @@ async def test_every_connection_keeps_temporary_data_in_memory(db, tmp_path):
         assert run_reader.execute("PRAGMA temp_store").fetchone()[0] == MEMORY
     finally:
         run_reader.close()
-
