@@ -48,14 +48,14 @@ log = logging.getLogger("sessiond.storage")
 MMAP_SIZE = 0x7FFF0000
 # SQLite's temporary files (a SAVEPOINT's sub-journal past 64 KiB, a sort or temporary b-tree that
 # spills) kept in memory, on every connection: by default SQLite makes them in /var/tmp, outside the
-# home's private folder, with plaintext pages of conversations in them, and each is a file created and
-# deleted. Group commit runs every transaction after a batch's first in a SAVEPOINT (storage/groupcommit.py),
+# home's private folder, with plaintext pages of conversations in them, each a file created and deleted.
+# Group commit runs every transaction after a batch's first in a SAVEPOINT (storage/groupcommit.py),
 # whose sub-journal (the pages it changed that existed before it: messages, their indexes, the session
-# row, the idempotency keys) passes 64 KiB often: under bench/load.py daemon A made ~17 such files a
-# second on its event loop's thread, and B ~10. On a file system without a journal every file created
-# walks the inodes freed in the last minutes (ext4's recently_deleted; 10% of A's CPU in a perf profile,
-# bench/results/profile-load.md, eighth pass), so each freed one made every later create dearer.
-# What they hold is bounded by the pages one transaction changes.
+# row, the idempotency keys) often passes 64 KiB: under bench/load.py daemon A made ~17 such files a
+# second on its event loop's thread, B ~10. (On a file system without a journal, as this machine's,
+# every file freed makes later creations dearer for minutes: bench/results/profile-load.md, eighth
+# pass; the appends' rate did not measurably change.) What they hold is bounded by the pages one
+# transaction changes.
 TEMP_IN_MEMORY = "PRAGMA temp_store=MEMORY"
 # Every read-only connection: the database's reader and a push's workers' own (RunReader).
 READER_PRAGMAS = (
