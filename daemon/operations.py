@@ -19,6 +19,8 @@ from .home import HomeError, normalize_store_url
 
 log = logging.getLogger("sessiond")
 
+EXPIRY_SLACK = 0.005  # seconds past a session's expiry the clean-up wakes (so that the session is past it)
+
 
 class Operations:
     def __init__(self, db: Database, syncer: Syncer, *, cleanup_interval: float, delete_expired: bool):
@@ -30,6 +32,10 @@ class Operations:
         self._checkpoint_lock = asyncio.Lock()  # one checkpoint at a time (automatic ones, `end`'s final one)
         self._expirer: asyncio.Task | None = None  # expire_due run for writes that met an expired session
         self._expire_again = False  # one more such run asked for while one is under way
+        # sessions created or changed since the clean-up loop planned its next run (their expiry may
+        # come sooner), and the wake-up that makes it look at them
+        self._changed: set[str] = set()
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
         """The clean-up loop, if configured (the daemon calls this once it serves)."""
@@ -162,10 +168,56 @@ class Operations:
                 await self.delete_session(v["id"])
         return {"sessions": victims, "deleted": not dry_run}
 
+    # the events after which a session may expire sooner than the clean-up loop planned (a new session,
+    # a new expiry or idle timeout, one taken from another device, a paused one resumed)
+    EXPIRY_EVENTS = frozenset(
+        {"session.created", "session.updated", "session.synced", "session.imported", "session.resumed"}
+    )
+
+    def session_changed(self, event: dict) -> None:
+        """Told every committed event (the daemon's listener): a session that may expire sooner than the
+        clean-up loop's next run wakes it, to look at that session (cheap: a set and an Event)."""
+        if self.cleanup_interval and event.get("type") in self.EXPIRY_EVENTS and event.get("session"):
+            self._changed.add(event["session"])
+            self._wake.set()
+
     async def _cleanup_loop(self) -> None:
+        """Sessions are ended when they expire, not up to cleanup_interval later: the loop sleeps until
+        the next expiry (at most cleanup_interval, and woken by changes that may bring one sooner)."""
         while True:
-            await asyncio.sleep(self.cleanup_interval)
+            try:
+                due = await self.db.next_expiry()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("clean-up failed")
+                due = None
+            await self._sleep_until(due)
             await self._expire_logged()
+
+    async def _sleep_until(self, due: float | None) -> None:
+        """Sleep until `due` (wall-clock seconds; None: no session can expire), or cleanup_interval at most.
+        A session changed meanwhile whose expiry comes sooner brings the wake-up forward."""
+        loop = asyncio.get_running_loop()
+        latest = loop.time() + self.cleanup_interval
+        while True:
+            wake_at = latest if due is None else min(latest, loop.time() + due - time.time() + EXPIRY_SLACK)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
+            except TimeoutError:
+                return
+            changed, self._changed = self._changed, set()
+            for sid in changed:
+                try:
+                    when = await self.db.expiry_of(sid)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("clean-up failed")
+                    return  # look at every session now
+                if when is not None and (due is None or when < due):
+                    due = when
 
     async def _expire_logged(self) -> None:
         try:

@@ -262,6 +262,8 @@ class Daemon:
 
     def _on_change(self, event: dict) -> None:
         self.events.publish(event)
+        if self.ops is not None:
+            self.ops.session_changed(event)
         if event.get("checkpoint_due") and self.ops is not None:
             self.ops.schedule_checkpoint(event["session"])
         if self.syncer is not None and event.get("session") and event["type"] not in APPLIED_HERE:

@@ -177,6 +177,12 @@ class Database:
     async def expired(self, t: float) -> list[dict]:
         return await self.sessions.expired(t)
 
+    async def next_expiry(self) -> float | None:
+        return await self.sessions.next_expiry()
+
+    async def expiry_of(self, sid: str) -> float | None:
+        return await self.sessions.expiry_of(sid)
+
     @property
     def on_expired(self) -> Callable[[str], Any] | None:
         """Told the id of a session a write found past its expiry (the write is refused): the daemon ends it."""

@@ -263,8 +263,8 @@ class Sessions:
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             tx.emit({"type": "session.deleted", "session": sid})
 
-    async def expired(self, t: float) -> builtins.list[dict]:
-        """Sessions past their expiry or idle timeout that are not ended yet."""
+    async def _expiring(self) -> builtins.list[tuple[Row, float]]:
+        """The sessions not ended that can expire, each with when it does (expiry())."""
         out = []
         # only the rows that can expire: one with an expiry, or a policy naming an idle timeout (a superset
         # of those whose policy sets one; checked below), so a minute's clean-up of 10,000 sessions without
@@ -276,9 +276,30 @@ class Sessions:
             # a value that is not a number (stored by an older sessiond) never expires its session, and
             # must not stop the others from expiring
             when = expiry(r["expires_at"], idle_timeout_of(r["policy"]), r["last_activity"])
-            if when is not None and when <= t:
-                out.append({"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]})
+            if when is not None:
+                out.append((r, when))
         return out
+
+    async def expired(self, t: float) -> builtins.list[dict]:
+        """Sessions past their expiry or idle timeout that are not ended yet."""
+        return [
+            {"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]}
+            for r, when in await self._expiring()
+            if when <= t
+        ]
+
+    async def next_expiry(self) -> float | None:
+        """When the next session not ended expires (its expiry or idle timeout), or None if none can."""
+        return min((when for _, when in await self._expiring()), default=None)
+
+    async def expiry_of(self, sid: str) -> float | None:
+        """When session `sid` expires, if it is not ended and can (None for one that is gone)."""
+        r = await self.c.committed.fetchone(
+            "SELECT expires_at, last_activity, policy, status FROM sessions WHERE id=? AND NOT importing", (sid,)
+        )
+        if r is None or r["status"] == "ended":
+            return None
+        return expiry(r["expires_at"], idle_timeout_of(r["policy"]), r["last_activity"])
 
     async def older_than(self, t: float) -> builtins.list[dict]:
         return [

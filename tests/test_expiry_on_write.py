@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_for
 from sessiond.client import ClientError
 
-LONG = 3600  # a clean-up interval no test waits out: only the write can end the session
+NO_CLEANUP = 0  # no clean-up loop (it would end each session at its expiry): only the write can end it
 
 
 def _config(home: str, **settings) -> None:
@@ -51,7 +51,7 @@ def _refused(call, sid: str) -> ClientError:
 
 def test_an_append_past_the_expiry_is_refused_and_ends_the_session(make_daemon):
     d = make_daemon()
-    _config(d.home, cleanup_interval=LONG)
+    _config(d.home, cleanup_interval=NO_CLEANUP)
     d.start()
     c = d.client()
     (sid,), before = _short_lived(c)
@@ -70,7 +70,7 @@ def test_the_other_writes_past_the_expiry_are_refused(make_daemon):
     # the first refusal ends every session then due (expire_due): so each session expires a second after
     # the one before, and each write is the first to find its own session expired
     d = make_daemon()
-    _config(d.home, cleanup_interval=LONG)
+    _config(d.home, cleanup_interval=NO_CLEANUP)
     d.start()
     c = d.client()
     writes = [
@@ -96,7 +96,7 @@ def test_the_other_writes_past_the_expiry_are_refused(make_daemon):
 
 def test_with_delete_expired_the_write_that_finds_it_expired_deletes_it(make_daemon):
     d = make_daemon()
-    _config(d.home, cleanup_interval=LONG, delete_expired=True)
+    _config(d.home, cleanup_interval=NO_CLEANUP, delete_expired=True)
     d.start()
     c = d.client()
     (sid,), _ = _short_lived(c)
@@ -117,7 +117,7 @@ def test_an_append_past_the_idle_timeout_is_refused_and_ends_the_session(make_da
     # idle for longer than its idle_timeout, the session has expired, whenever the clean-up next runs: a
     # write then must not revive it (before, it was taken and reset the idle clock)
     d = make_daemon()
-    _config(d.home, cleanup_interval=LONG)
+    _config(d.home, cleanup_interval=NO_CLEANUP)
     d.start()
     c = d.client()
     sid = c.create_session(name="idle", idle_timeout=1)["id"]
@@ -134,7 +134,7 @@ def test_an_append_past_the_idle_timeout_is_refused_and_ends_the_session(make_da
 
 def test_other_writes_past_the_idle_timeout_are_refused(make_daemon):
     d = make_daemon()
-    _config(d.home, cleanup_interval=LONG)
+    _config(d.home, cleanup_interval=NO_CLEANUP)
     d.start()
     c = d.client()
     # a second apart, so that each write is the first to find its session expired (see above)
@@ -151,7 +151,7 @@ def test_other_writes_past_the_idle_timeout_are_refused(make_daemon):
 def test_writes_within_the_idle_timeout_keep_the_session_going(make_daemon):
     # each write is activity: a session written more often than its idle timeout never expires
     d = make_daemon()
-    _config(d.home, cleanup_interval=LONG)
+    _config(d.home, cleanup_interval=NO_CLEANUP)
     d.start()
     c = d.client()
     sid = c.create_session(name="busy", idle_timeout=3)["id"]

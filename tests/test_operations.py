@@ -4,6 +4,7 @@ the automatic checkpoints, which `cancel()` ends when the daemon stops. Tested i
 the routes over a real daemon are test_manage's, test_share's and test_api's."""
 
 import asyncio
+import time
 
 from sessiond.daemon.operations import Operations
 from waiting import eventually
@@ -12,10 +13,20 @@ from waiting import eventually
 class _Db:
     def __init__(self) -> None:
         self.expiry_runs = 0
+        self.run_at: list[float] = []  # wall-clock time of each expiry run
+        self.next: float | None = None  # what next_expiry answers
+        self.of: dict[str, float] = {}  # what expiry_of answers
 
     async def expired(self, now: float) -> list[dict]:
         self.expiry_runs += 1
+        self.run_at.append(now)
         return []
+
+    async def next_expiry(self) -> float | None:
+        return self.next
+
+    async def expiry_of(self, sid: str) -> float | None:
+        return self.of.get(sid)
 
 
 class _Syncer:
@@ -48,3 +59,30 @@ async def test_no_cleanup_loop_when_it_is_off():
     ops = Operations(_Db(), _Syncer(), cleanup_interval=0, delete_expired=False)  # type: ignore[arg-type]
     ops.start()
     assert not ops._tasks
+
+
+async def test_the_cleanup_runs_at_the_next_expiry_not_a_whole_interval_later():
+    db = _Db()
+    db.next = time.time() + 0.3
+    ops = Operations(db, _Syncer(), cleanup_interval=3600, delete_expired=False)  # type: ignore[arg-type]
+    ops.start()
+    try:
+        await eventually(lambda: db.expiry_runs >= 1, timeout=10, what="the run at the next expiry")
+        assert db.run_at[0] >= db.next  # not before it
+    finally:
+        ops.cancel()
+
+
+async def test_a_session_changed_to_expire_sooner_wakes_the_cleanup():
+    db = _Db()
+    ops = Operations(db, _Syncer(), cleanup_interval=3600, delete_expired=False)  # type: ignore[arg-type]
+    ops.start()
+    try:
+        await asyncio.sleep(0)  # the loop asks next_expiry (None: nothing can expire) and sleeps
+        ops.session_changed({"type": "messages.appended", "session": "s1"})  # not a change of expiry
+        db.of["s1"] = time.time() + 0.2
+        ops.session_changed({"type": "session.updated", "session": "s1"})  # say, a new expires_at
+        await eventually(lambda: db.expiry_runs >= 1, timeout=10, what="the run at the changed session's expiry")
+        assert db.run_at[0] >= db.of["s1"]
+    finally:
+        ops.cancel()

@@ -14,7 +14,7 @@ import pytest
 from conftest import PY, wait_for
 from sessiond.client import ClientError
 
-LONG = 3600  # a clean-up interval no test waits out: only the start can have expired the session
+NO_CLEANUP = 0  # no clean-up loop (it would end the session at its expiry): only the start can have expired it
 
 
 def _config(home: str, **settings) -> None:
@@ -28,7 +28,7 @@ def _expired_while_stopped(make_daemon, **settings):
     """A daemon with one session that expires while the daemon is stopped; returns (daemon, session id,
     checkpoints it had). The daemon is stopped."""
     d = make_daemon()
-    _config(d.home, cleanup_interval=LONG, **settings)
+    _config(d.home, cleanup_interval=NO_CLEANUP, **settings)
     d.start()
     c = d.client()
     sid = c.create_session(name="short-lived", expires_in=1)["id"]

@@ -1,0 +1,67 @@
+"""Sessions end at their expiry, not up to cleanup_interval later: the daemon's clean-up sleeps until the
+next expiry or idle timeout (daemon/operations.py), and a session created or changed to expire sooner
+wakes it. Here cleanup_interval is an hour, so only that can end them in time; nothing writes to them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from conftest import wait_for
+
+HOUR = 3600
+LATE = 3.0  # seconds past its expiry a session may still read as active on a busy machine (it takes ms)
+
+
+def _config(home: str, **settings) -> None:
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        for k, v in settings.items():
+            f.write(f"{k} = {json.dumps(v)}\n")
+
+
+def _ended_by(c, sid: str, when: float) -> None:
+    """`sid` reads as active shortly before `when`, and as ended soon after it."""
+    wait_for(lambda: time.time() > when - 0.3, timeout=10, what="shortly before its expiry")
+    if time.time() < when - 0.05:
+        assert c.get_session(sid)["status"] == "active"
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=when - time.time() + LATE, what="its end")
+    assert c.checkpoints(sid)["checkpoints"], "ended as `end` ends it: with a final checkpoint"
+
+
+def test_a_session_ends_at_its_expiry(make_daemon):
+    d = make_daemon()
+    _config(d.home, cleanup_interval=HOUR)
+    d.start()
+    c = d.client()
+    keep = c.create_session(name="for good")["id"]
+    later = c.create_session(name="later", expires_in=HOUR)["id"]
+    sid = c.create_session(name="short-lived", expires_in=1)["id"]  # after the one that expires later
+    c.append(sid, "user", "hello")
+    _ended_by(c, sid, c.get_session(sid)["expires_at"])
+    assert [c.get_session(s)["status"] for s in (keep, later)] == ["active", "active"]
+
+
+def test_a_session_ends_at_its_idle_timeout_counted_from_its_last_activity(make_daemon):
+    d = make_daemon()
+    _config(d.home, cleanup_interval=HOUR)
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="idle", idle_timeout=2)["id"]
+    first = c.get_session(sid)["last_activity"]
+    wait_for(lambda: time.time() > first + 1, timeout=10, what="a second of quiet")
+    c.append(sid, "user", "still here")  # activity: the timeout counts from here now
+    last = c.get_session(sid)["last_activity"]
+    assert last > first + 1
+    _ended_by(c, sid, last + 2)
+
+
+def test_a_session_changed_to_expire_sooner_ends_then(make_daemon):
+    d = make_daemon()
+    _config(d.home, cleanup_interval=HOUR)
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="changed", expires_in=HOUR)["id"]
+    c.update_session(sid, expires_in=1)
+    _ended_by(c, sid, c.get_session(sid)["expires_at"])
