@@ -63,6 +63,7 @@ class Operations:
         async with self.syncer.ctx.lock(sid):
             await self.db.delete_session(sid)
             self.syncer.forget(sid)
+        await self.syncer.forget_unused_credentials()
 
     async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
         if sid is not None:

@@ -180,6 +180,15 @@ class Syncer:
         self.proofs.forget(sid)
         self.keys.delete_session_key(sid)
 
+    async def forget_unused_credentials(self) -> None:
+        """After a session is deleted: the credentials kept for a store that no session syncs through any
+        more (the last one imported from it is gone) are deleted too (storecreds.py)."""
+
+        async def in_use() -> list[str]:
+            return [self.ctx.store.url, *await self.ctx.db.remote_store_urls()]
+
+        await self.ctx.credentials.pruned(in_use)
+
     # ---------------------------------------------------------------- the workers
     async def _run(self) -> None:
         """The follower's loop: pull what other devices wrote, every `poll_interval` (at once when

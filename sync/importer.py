@@ -181,7 +181,7 @@ class Importer:
         if store_url and store is not ctx.store:
             # the session's store is recorded without the credentials store_url may carry: kept apart
             # (a 0600 file in the keys folder) for when the store is opened again after a restart
-            await asyncio.to_thread(ctx.credentials.remember, store_url)
+            await ctx.credentials.remembered(store_url)
         if code.write_secret is not None:
             # A writer is a member from its import on, not from its first push: a rekey keeps exactly the
             # members, so a device that has not written yet would otherwise lose access.

@@ -10,10 +10,12 @@ into the URL when the store is opened again (after a restart: a pull, a push, gc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from ..storage.fsutil import atomic_write
@@ -31,6 +33,10 @@ class StoreCredentials:
         self.path = os.path.join(folder, FILE)
         self._known: dict[str, str] | None = None  # read once, on first use
         self._lock = threading.Lock()  # remember() runs in a worker thread
+        # the event loop's turn: an import's remember() after its session is recorded, and a deletion's
+        # prune() with the stores in use read just before it, one at a time (else a prune that read the
+        # stores before an import recorded its session could drop the credentials that import just kept)
+        self._turn = asyncio.Lock()
 
     def _load(self) -> dict[str, str]:
         if self._known is None:
@@ -66,6 +72,40 @@ class StoreCredentials:
                 return False
             atomic_write(self.path, json.dumps(known, sort_keys=True).encode(), 0o600)
             self._known = known
+            return True
+
+    async def remembered(self, url: str) -> bool:
+        """remember(url), in a worker thread, in turn with pruned()."""
+        async with self._turn:
+            return await asyncio.to_thread(self.remember, url)
+
+    async def pruned(self, in_use: Callable[[], Awaitable[list[str]]]) -> bool:
+        """prune() of the store URLs `in_use()` reads, in a worker thread, in turn with remembered()."""
+        async with self._turn:
+            urls = await in_use()
+            return await asyncio.to_thread(self.prune, urls)
+
+    def prune(self, in_use: list[str]) -> bool:
+        """Forget the credentials of every store none of the URLs `in_use` names (each a store identity
+        or a mirror's: the stores sessions still sync through), so that a store's password or invite
+        does not outlive the last session imported from it; True if the file changed. Blocking (a
+        durable write): call it in a worker thread."""
+        with self._lock:
+            known = self._load()
+            if not known:
+                return False
+            used = set()
+            for url in in_use:
+                for u in mirror_urls(url):
+                    try:
+                        used.add(parse_store_url(u).identity)
+                    except StoreError:
+                        continue  # a folder: no credentials
+            kept = {k: v for k, v in known.items() if k in used}
+            if kept == known:
+                return False
+            atomic_write(self.path, json.dumps(kept, sort_keys=True).encode(), 0o600)
+            self._known = kept
             return True
 
     def fill(self, url: str) -> str:

@@ -66,3 +66,34 @@ def test_an_import_from_a_store_with_credentials_still_pulls_after_a_restart(mak
     assert PASSWORD not in secretcheck.logs(b.home)
     for db_file in glob.glob(os.path.join(b.home, "sessions.db*")):
         assert PASSWORD.encode() not in open(db_file, "rb").read(), db_file
+
+
+def test_the_credentials_go_with_the_last_session_imported_from_their_store(make_daemon, guarded_kubo):
+    # a store's password or invite does not outlive the sessions that sync through it
+    n, port = guarded_kubo
+    url = f"ipfs+http://{USER}:{PASSWORD}@127.0.0.1:{port}"
+    a = make_daemon(url).start()
+    b = make_daemon().start()
+    ca, cb = a.client(), b.client()
+    sids = []
+    for name in ("one", "two"):
+        sid = ca.create_session(name=name)["id"]
+        ca.append(sid, "user", name)
+        assert ca.sync(sid, wait=True, timeout=30)["complete"]
+        cb.import_code(ca.share(sid)["code"], store=url)
+        sids.append(sid)
+    kept = os.path.join(b.home, "keys", "store-credentials")
+    assert PASSWORD in open(kept).read()
+    cb.delete_session(sids[0])
+    assert PASSWORD in open(kept).read()  # the other session still syncs through that store
+    cb.delete_session(sids[1])
+    assert PASSWORD not in open(kept).read() and json.loads(open(kept).read()) == {}
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+    # imported again, with the credentials given again: kept again, and it syncs after a restart
+    cb.import_code(ca.share(sids[0])["code"], store=url)
+    assert PASSWORD in open(kept).read()
+    b.restart()
+    ca.append(sids[0], "user", "again")
+    assert ca.sync(sids[0], wait=True, timeout=30)["complete"]
+    b.client().sync(sids[0])
+    wait_for(lambda: contents(b, sids[0]) == ["one", "again"], timeout=30, what="the pull after the restart")
