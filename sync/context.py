@@ -14,6 +14,7 @@ in its constructor; engine.Syncer builds them all and owns the worker loop.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
-from ..stores import Store
+from ..stores import Store, StoreError
+from ..stores.urls import parse_store_url
 from .bounded import KeyedLocks
 from .keys import KeyStore
-from .mirror import MirrorStore, open_stores, same_stores, stores_identity
+from .mirror import MirrorStore, mirror_urls, open_stores, same_stores, stores_identity
 from .storecreds import StoreCredentials
 from .workers import Workers
 
@@ -51,6 +53,9 @@ class SyncContext:
     rekey_locks: KeyedLocks = field(default_factory=KeyedLocks)
     _progress_at: dict[tuple[str, str], float] = field(default_factory=dict)
     _credentials: StoreCredentials | None = None
+    # per store in `stores`: the credentials it was opened with (one per URL of a mirror, None where none)
+    _opened_with: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
+    _closing: set[asyncio.Task] = field(default_factory=set)  # stores replaced, being closed
 
     @property
     def credentials(self) -> StoreCredentials:
@@ -80,11 +85,28 @@ class SyncContext:
             return self.store
         key = stores_identity(url)
         st = self.stores.get(key)
+        given = _credentials_of(url)
+        if st is not None and any(given) and given != self._opened_with.get(key):
+            # credentials other than those it was opened with (none, or wrong ones: an import tried again
+            # with the invite or password it lacked): opened again with them, not refused until a restart
+            del self.stores[key]
+            self._close_later(st)
+            st = None
         if st is None:
             # a session's store is recorded without its credentials: those an import was given come back here
             url = self.credentials.fill(url)
             st = self.stores[key] = open_stores(url, self.db.outbox, timeout=self.timeout, create=create)
+            self._opened_with[key] = _credentials_of(url)
         return st
+
+    def _close_later(self, st: Store) -> None:
+        """Close a store replaced in `stores` (a call under way on it may fail, and is tried again)."""
+        try:
+            task = asyncio.get_running_loop().create_task(st.close())
+        except RuntimeError:  # no event loop (a tool's synchronous use): nothing opened a session on it
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def store_status(self) -> list[dict]:
         """This daemon's store(s): per store, whether it answered, what waits in its outbox, its last
@@ -107,6 +129,7 @@ class SyncContext:
         await self.store.close()
         for st in self.stores.values():
             await st.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     # ------------------------------------------------------------------ locks
     def lock(self, sid: str) -> AbstractAsyncContextManager[None]:
@@ -114,3 +137,14 @@ class SyncContext:
 
     def rekey_lock(self, sid: str) -> AbstractAsyncContextManager[None]:
         return self.rekey_locks(sid)
+
+
+def _credentials_of(url: str) -> tuple[str | None, ...]:
+    """The credentials each URL of a store identity carries (None for none, or for a folder)."""
+    out: list[str | None] = []
+    for u in mirror_urls(url):
+        try:
+            out.append(parse_store_url(u).credentials)
+        except StoreError:
+            out.append(None)
+    return tuple(out)

@@ -17,6 +17,7 @@ import secretcheck
 from conftest import cli_json, wait_for
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Threaded
+from sessiond.client import ClientError
 
 PASSWORD = "kubo-pw-7f3a9c"
 USER = "alice"
@@ -97,3 +98,27 @@ def test_the_credentials_go_with_the_last_session_imported_from_their_store(make
     assert ca.sync(sids[0], wait=True, timeout=30)["complete"]
     b.client().sync(sids[0])
     wait_for(lambda: contents(b, sids[0]) == ["one", "again"], timeout=30, what="the pull after the restart")
+
+
+def test_an_import_tried_again_with_the_credentials_it_lacked_works_at_once(make_daemon, guarded_kubo):
+    # the store opened without credentials (or with wrong ones) is not kept for the retry that gives
+    # the right ones: before, the retry was refused as well, until the daemon restarted
+    n, port = guarded_kubo
+    url = f"ipfs+http://{USER}:{PASSWORD}@127.0.0.1:{port}"
+    a = make_daemon(url).start()
+    b = make_daemon().start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="guarded")["id"]
+    ca.append(sid, "user", "hello")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    code = ca.share(sid)["code"]
+    for wrong in (f"ipfs+http://127.0.0.1:{port}", f"ipfs+http://{USER}:not-the-password@127.0.0.1:{port}"):
+        with pytest.raises(ClientError) as exc:
+            cb.import_code(code, store=wrong)
+        assert "not-the-password" not in exc.value.message, exc.value.message
+    cb.import_code(code, store=url)  # no restart between
+    assert contents(b, sid) == ["hello"]
+    ca.append(sid, "user", "and more")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    cb.sync(sid)
+    wait_for(lambda: contents(b, sid) == ["hello", "and more"], timeout=30, what="the pull with the credentials")
