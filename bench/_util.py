@@ -44,7 +44,23 @@ class Daemon:
         if os.environ.get("BENCH_KEEP"):
             print(f"kept {self.dir}", file=sys.stderr)
         else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            remove(self.dir)
+
+
+def remove(path: str) -> None:
+    """Remove a benchmark's folder, or with BENCH_TRASH set (bench/repeat.py sets it), move it there for
+    the caller to remove once all its runs are done: on a file system without a journal (ext4's
+    recently_deleted), the inodes freed by deleting one run's files make every file the next run creates
+    dearer for minutes (bench/results/profile-load.md, eighth pass), and runs back to back would pay for
+    the run before them."""
+    trash = os.environ.get("BENCH_TRASH")
+    if trash:
+        try:
+            os.rename(path, os.path.join(trash, f"{os.path.basename(path)}-{os.getpid()}-{os.urandom(4).hex()}"))
+            return
+        except OSError:  # another file system: removed now
+            pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def pct(values: list[float], p: float) -> float:

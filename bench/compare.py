@@ -25,12 +25,14 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import remove
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEW_ROOT = os.path.dirname(HERE)
@@ -54,7 +56,7 @@ def prepare_old(rev: str, base: str | None) -> tuple[str, str]:
     stamp = os.path.join(root, ".venv", ".bench-installed")
     if os.path.exists(stamp):
         return root, python
-    shutil.rmtree(root, ignore_errors=True)
+    remove(root)
     os.makedirs(root)
     archive = subprocess.Popen(["git", "-C", NEW_ROOT, "archive", sha], stdout=subprocess.PIPE)
     subprocess.run(["tar", "-x", "-C", root], stdin=archive.stdout, check=True)

@@ -31,14 +31,13 @@ import json
 import multiprocessing
 import os
 import resource
-import shutil
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon
+from _util import Daemon, remove
 
 from sessiond.client import Client
 
@@ -230,7 +229,7 @@ def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: f
     try:
         return _run(f"file://{folder}/store", sessions, messages, clients, timeout, max(1, min(procs, clients)))
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove(folder)
 
 
 def _run(store: str, sessions: int, messages: int, clients: int, timeout: float, procs: int) -> dict:

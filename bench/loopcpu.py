@@ -15,7 +15,6 @@ import asyncio
 import gc
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -23,6 +22,9 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import remove
 
 from sessiond.daemon import server
 
@@ -103,7 +105,7 @@ def main() -> None:
     try:
         asyncio.run(server.serve(home, announce=False))
     finally:
-        shutil.rmtree(os.path.dirname(home), ignore_errors=True)
+        remove(os.path.dirname(home))
     out: dict = {"clients": CLIENTS, "appends_per_round": APPENDS, "rounds": rounds}
     for k in ("loop_cpu_us_per_append", "appends_per_commit", "appends_per_second"):
         out[k] = statistics.median(r[k] for r in rounds) if rounds else None

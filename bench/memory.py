@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon
+from _util import Daemon, remove
 from load import rss_mb
 
 from sessiond.client import Client
@@ -243,7 +243,7 @@ def main() -> None:
             }
             print(json.dumps(out, indent=2))
     finally:
-        shutil.rmtree(store_dir, ignore_errors=True)
+        remove(store_dir)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ import asyncio
 import json
 import os
 import random
-import shutil
+import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(__file__))
 import blake3
+from _util import remove
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
 
 from sessiond.daemon.server import tune_process
@@ -191,7 +193,7 @@ async def bench() -> dict:
         await db.close()
         return out
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
 
 
 if __name__ == "__main__":

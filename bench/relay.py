@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import time
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon, pct
+from _util import Daemon, pct, remove
 from push import full_push
 
 from sessiond.client import Client
@@ -235,7 +234,7 @@ def main() -> None:
             )
         )
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
 
 
 if __name__ == "__main__":

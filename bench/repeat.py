@@ -13,9 +13,11 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 
@@ -53,11 +55,20 @@ def main() -> int:
     ap.add_argument("--note", default="", help="what was measured, on what code")
     a = ap.parse_args()
     runs, loads = [], []
-    for i in range(a.runs):
-        loads.append(" ".join(f"{x:.2f}" for x in os.getloadavg()))
-        print(f"run {i + 1}/{a.runs}: {a.script} (load average {loads[-1]})", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, a.script, *a.args], stdout=subprocess.PIPE, check=True, text=True)
-        runs.append(json.loads(done.stdout))
+    # the runs' folders are removed after the last run, not after each (bench/_util.py remove: on a file
+    # system without a journal, one run's deleted files make the next run's file creations dearer)
+    trash = tempfile.mkdtemp(prefix="sd-bench-trash-")
+    env = {**os.environ, "BENCH_TRASH": trash}
+    try:
+        for i in range(a.runs):
+            loads.append(" ".join(f"{x:.2f}" for x in os.getloadavg()))
+            print(f"run {i + 1}/{a.runs}: {a.script} (load average {loads[-1]})", file=sys.stderr, flush=True)
+            done = subprocess.run(
+                [sys.executable, a.script, *a.args], stdout=subprocess.PIPE, check=True, text=True, env=env
+            )
+            runs.append(json.loads(done.stdout))
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
     record = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",

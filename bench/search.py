@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import random
-import shutil
 import sqlite3
 import statistics
 import sys
@@ -26,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon
+from _util import Daemon, remove
 
 from sessiond.client import Client
 from sessiond.storage.database import Database
@@ -156,7 +155,7 @@ def main() -> None:
         }
         for name, n in zip(socket, counts)
     ]
-    shutil.rmtree(os.path.dirname(home), ignore_errors=True)
+    remove(os.path.dirname(home))
     median = statistics.median(p["socket_ms"] for p in per_query)
     result = {
         "date": time.strftime("%Y-%m-%d"),
