@@ -36,6 +36,7 @@ class Operations:
         # come sooner), and the wake-up that makes it look at them
         self._changed: set[str] = set()
         self._wake = asyncio.Event()
+        self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
 
     def start(self) -> None:
         """The clean-up loop, if configured (the daemon calls this once it serves)."""
@@ -187,7 +188,7 @@ class Operations:
         the next expiry (at most cleanup_interval, and woken by changes that may bring one sooner)."""
         while True:
             try:
-                due = await self.db.next_expiry()
+                due = await self.db.next_expiry(self._last_run)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -217,7 +218,9 @@ class Operations:
                 except Exception:
                     log.exception("clean-up failed")
                     return  # look at every session now
-                if when is not None and (due is None or when < due):
+                # (an expiry the last run passed: a session it could not end, a read-only import; it is
+                # not waited on, or the loop would run again at once, and again)
+                if when is not None and when > self._last_run and (due is None or when < due):
                     due = when
 
     async def _expire_logged(self) -> None:
@@ -246,7 +249,8 @@ class Operations:
         a session is ended first (with its final checkpoint), and with delete_expired its end is pushed
         before its copy here goes: the devices it was shared with keep theirs, and see it ended."""
         done, ended = [], []
-        for s in await self.db.expired(time.time()):
+        self._last_run = t = time.time()
+        for s in await self.db.expired(t):
             try:
                 try:
                     await self._end(s["id"])

@@ -177,8 +177,8 @@ class Database:
     async def expired(self, t: float) -> list[dict]:
         return await self.sessions.expired(t)
 
-    async def next_expiry(self) -> float | None:
-        return await self.sessions.next_expiry()
+    async def next_expiry(self, after: float) -> float | None:
+        return await self.sessions.next_expiry(after)
 
     async def expiry_of(self, sid: str) -> float | None:
         return await self.sessions.expiry_of(sid)

@@ -288,9 +288,11 @@ class Sessions:
             if when <= t
         ]
 
-    async def next_expiry(self) -> float | None:
-        """When the next session not ended expires (its expiry or idle timeout), or None if none can."""
-        return min((when for _, when in await self._expiring()), default=None)
+    async def next_expiry(self, after: float) -> float | None:
+        """When the next session not ended expires (its expiry or idle timeout) after `after`, or None.
+        (One that expired by then and is not ended could not be ended: a read-only import, which its
+        owner's devices end; the clean-up does not wait on it.)"""
+        return min((when for _, when in await self._expiring() if when > after), default=None)
 
     async def expiry_of(self, sid: str) -> float | None:
         """When session `sid` expires, if it is not ended and can (None for one that is gone)."""

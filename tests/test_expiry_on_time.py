@@ -65,3 +65,31 @@ def test_a_session_changed_to_expire_sooner_ends_then(make_daemon):
     sid = c.create_session(name="changed", expires_in=HOUR)["id"]
     c.update_session(sid, expires_in=1)
     _ended_by(c, sid, c.get_session(sid)["expires_at"])
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_read_only_import_past_its_expiry_leaves_the_cleanup_idle(make_daemon, store_dir):
+    # this device cannot end a session it imported read-only (its owner's devices do): the clean-up must
+    # not take its past expiry as the next one to wait for, or it would run again at once, for ever
+    store = f"file://{store_dir}"
+    a, b = make_daemon(store), make_daemon(store)
+    for d in (a, b):
+        _config(d.home, cleanup_interval=HOUR)
+        d.start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="theirs", expires_in=1)["id"]
+    ca.append(sid, "user", "hello")
+    cb.import_code(ca.share(sid)["code"])  # read-only
+    a.stop()  # the owner is away: nobody ends it
+    expires = cb.get_session(sid)["expires_at"]
+    wait_for(lambda: time.time() > expires + 0.5, timeout=10, what="past its expiry")
+    assert cb.get_session(sid)["status"] == "active" and cb.get_session(sid)["access"] == "read"
+    cpu0, t0 = _cpu_seconds(b.proc.pid), time.time()
+    wait_for(lambda: time.time() > t0 + 1.5, timeout=10, what="a while")
+    used = _cpu_seconds(b.proc.pid) - cpu0
+    assert used < 0.5, f"the idle follower used {used:.2f} s of CPU in 1.5 s"

@@ -22,8 +22,8 @@ class _Db:
         self.run_at.append(now)
         return []
 
-    async def next_expiry(self) -> float | None:
-        return self.next
+    async def next_expiry(self, after: float) -> float | None:
+        return self.next if self.next is not None and self.next > after else None
 
     async def expiry_of(self, sid: str) -> float | None:
         return self.of.get(sid)
@@ -84,5 +84,23 @@ async def test_a_session_changed_to_expire_sooner_wakes_the_cleanup():
         ops.session_changed({"type": "session.updated", "session": "s1"})  # say, a new expires_at
         await eventually(lambda: db.expiry_runs >= 1, timeout=10, what="the run at the changed session's expiry")
         assert db.run_at[0] >= db.of["s1"]
+    finally:
+        ops.cancel()
+
+
+async def test_a_session_the_cleanup_cannot_end_does_not_make_it_run_again_and_again():
+    # a read-only import past its expiry is not ended here (its owner's devices end it): its expiry, past,
+    # must not be waited on (the loop would run at once, and again), neither found by the loop nor by a change
+    db = _Db()
+    db.next = time.time() - 5
+    db.of["ro"] = db.next
+    ops = Operations(db, _Syncer(), cleanup_interval=3600, delete_expired=False)  # type: ignore[arg-type]
+    await ops.expire_due()  # as the daemon's start does
+    ops.start()
+    try:
+        for _ in range(20):
+            ops.session_changed({"type": "session.synced", "session": "ro"})
+            await asyncio.sleep(0.01)
+        assert db.expiry_runs <= 2, db.expiry_runs
     finally:
         ops.cancel()
