@@ -230,12 +230,37 @@ def run_cli(
     return res
 
 
+def write_config(home: str, **settings) -> None:
+    """A daemon home's config.toml holding `settings` (each value written as JSON, which TOML reads for
+    numbers, strings and booleans); the home is made if missing."""
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        for k, v in settings.items():
+            f.write(f"{k} = {json.dumps(v)}\n")
+
+
+def started_with(make, **settings) -> DaemonProc:
+    """A daemon from `make` (the make_daemon fixture) with `settings` in its config.toml, started."""
+    d = make()
+    write_config(d.home, **settings)
+    return d.start()
+
+
 def cli_json(home: str, *args: str, **kw):
     res = run_cli(home, *args, "--json", check=True, **kw)
     return json.loads(res.stdout)
 
 
-__all__ = ["DaemonNotRunning", "DaemonProc", "cli_json", "eventually", "run_cli", "wait_for"]
+__all__ = [
+    "DaemonNotRunning",
+    "DaemonProc",
+    "cli_json",
+    "eventually",
+    "run_cli",
+    "started_with",
+    "wait_for",
+    "write_config",
+]
 
 
 @pytest.fixture(scope="module")

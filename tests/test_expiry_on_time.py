@@ -4,21 +4,13 @@ wakes it. Here cleanup_interval is an hour, so only that can end them in time; n
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from conftest import wait_for
+from conftest import started_with, wait_for, write_config
 
 HOUR = 3600
 LATE = 3.0  # seconds past its expiry a session may still read as active on a busy machine (it takes ms)
-
-
-def _config(home: str, **settings) -> None:
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    with open(os.path.join(home, "config.toml"), "w") as f:
-        for k, v in settings.items():
-            f.write(f"{k} = {json.dumps(v)}\n")
 
 
 def _ended_by(c, sid: str, when: float) -> None:
@@ -31,9 +23,7 @@ def _ended_by(c, sid: str, when: float) -> None:
 
 
 def test_a_session_ends_at_its_expiry(make_daemon):
-    d = make_daemon()
-    _config(d.home, cleanup_interval=HOUR)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=HOUR)
     c = d.client()
     keep = c.create_session(name="for good")["id"]
     later = c.create_session(name="later", expires_in=HOUR)["id"]
@@ -44,9 +34,7 @@ def test_a_session_ends_at_its_expiry(make_daemon):
 
 
 def test_a_session_ends_at_its_idle_timeout_counted_from_its_last_activity(make_daemon):
-    d = make_daemon()
-    _config(d.home, cleanup_interval=HOUR)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=HOUR)
     c = d.client()
     sid = c.create_session(name="idle", idle_timeout=2)["id"]
     first = c.get_session(sid)["last_activity"]
@@ -58,9 +46,7 @@ def test_a_session_ends_at_its_idle_timeout_counted_from_its_last_activity(make_
 
 
 def test_a_session_changed_to_expire_sooner_ends_then(make_daemon):
-    d = make_daemon()
-    _config(d.home, cleanup_interval=HOUR)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=HOUR)
     c = d.client()
     sid = c.create_session(name="changed", expires_in=HOUR)["id"]
     c.update_session(sid, expires_in=1)
@@ -79,7 +65,7 @@ def test_a_read_only_import_past_its_expiry_leaves_the_cleanup_idle(make_daemon,
     store = f"file://{store_dir}"
     a, b = make_daemon(store), make_daemon(store)
     for d in (a, b):
-        _config(d.home, cleanup_interval=HOUR)
+        write_config(d.home, cleanup_interval=HOUR)
         d.start()
     ca, cb = a.client(), b.client()
     sid = ca.create_session(name="theirs", expires_in=1)["id"]

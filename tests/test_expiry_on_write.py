@@ -5,23 +5,14 @@ cleanup_interval later."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import started_with, wait_for
 from sessiond.client import ClientError
 
 NO_CLEANUP = 0  # no clean-up loop (it would end each session at its expiry): only the write can end it
-
-
-def _config(home: str, **settings) -> None:
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    with open(os.path.join(home, "config.toml"), "w") as f:
-        for k, v in settings.items():
-            f.write(f"{k} = {json.dumps(v)}\n")
 
 
 def _short_lived(c, n: int = 1) -> tuple[list[str], int]:
@@ -50,9 +41,7 @@ def _refused(call, sid: str) -> ClientError:
 
 
 def test_an_append_past_the_expiry_is_refused_and_ends_the_session(make_daemon):
-    d = make_daemon()
-    _config(d.home, cleanup_interval=NO_CLEANUP)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
     (sid,), before = _short_lived(c)
     err = _refused(lambda: c.append(sid, "user", "too late"), sid)
@@ -69,9 +58,7 @@ def test_an_append_past_the_expiry_is_refused_and_ends_the_session(make_daemon):
 def test_the_other_writes_past_the_expiry_are_refused(make_daemon):
     # the first refusal ends every session then due (expire_due): so each session expires a second after
     # the one before, and each write is the first to find its own session expired
-    d = make_daemon()
-    _config(d.home, cleanup_interval=NO_CLEANUP)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
     writes = [
         lambda sid: c.update_session(sid, name="renamed"),
@@ -95,9 +82,7 @@ def test_the_other_writes_past_the_expiry_are_refused(make_daemon):
 
 
 def test_with_delete_expired_the_write_that_finds_it_expired_deletes_it(make_daemon):
-    d = make_daemon()
-    _config(d.home, cleanup_interval=NO_CLEANUP, delete_expired=True)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP, delete_expired=True)
     c = d.client()
     (sid,), _ = _short_lived(c)
     _refused(lambda: c.append(sid, "user", "too late"), sid)
@@ -116,9 +101,7 @@ def test_with_delete_expired_the_write_that_finds_it_expired_deletes_it(make_dae
 def test_an_append_past_the_idle_timeout_is_refused_and_ends_the_session(make_daemon):
     # idle for longer than its idle_timeout, the session has expired, whenever the clean-up next runs: a
     # write then must not revive it (before, it was taken and reset the idle clock)
-    d = make_daemon()
-    _config(d.home, cleanup_interval=NO_CLEANUP)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
     sid = c.create_session(name="idle", idle_timeout=1)["id"]
     c.append(sid, "user", "hello")
@@ -133,9 +116,7 @@ def test_an_append_past_the_idle_timeout_is_refused_and_ends_the_session(make_da
 
 
 def test_other_writes_past_the_idle_timeout_are_refused(make_daemon):
-    d = make_daemon()
-    _config(d.home, cleanup_interval=NO_CLEANUP)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
     # a second apart, so that each write is the first to find its session expired (see above)
     renamed, paused = (c.create_session(name=f"idle {i}", idle_timeout=1 + i)["id"] for i in range(2))
@@ -150,9 +131,7 @@ def test_other_writes_past_the_idle_timeout_are_refused(make_daemon):
 
 def test_writes_within_the_idle_timeout_keep_the_session_going(make_daemon):
     # each write is activity: a session written more often than its idle timeout never expires
-    d = make_daemon()
-    _config(d.home, cleanup_interval=NO_CLEANUP)
-    d.start()
+    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
     sid = c.create_session(name="busy", idle_timeout=3)["id"]
     first = c.append(sid, "user", "0")

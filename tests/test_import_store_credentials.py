@@ -69,18 +69,29 @@ def test_an_import_from_a_store_with_credentials_still_pulls_after_a_restart(mak
         assert PASSWORD.encode() not in open(db_file, "rb").read(), db_file
 
 
+def _owner_and_follower(make_daemon, guarded_kubo):
+    """The owner, syncing through the guarded node; the follower, whose own store is a folder; the
+    node's URL with the credentials."""
+    _, port = guarded_kubo
+    url = f"ipfs+http://{USER}:{PASSWORD}@127.0.0.1:{port}"
+    return make_daemon(url).start(), make_daemon().start(), url
+
+
+def _pushed(c, text: str) -> str:
+    """A new session named and holding `text`, pushed; its id."""
+    sid = c.create_session(name=text)["id"]
+    c.append(sid, "user", text)
+    assert c.sync(sid, wait=True, timeout=30)["complete"]
+    return sid
+
+
 def test_the_credentials_go_with_the_last_session_imported_from_their_store(make_daemon, guarded_kubo):
     # a store's password or invite does not outlive the sessions that sync through it
-    n, port = guarded_kubo
-    url = f"ipfs+http://{USER}:{PASSWORD}@127.0.0.1:{port}"
-    a = make_daemon(url).start()
-    b = make_daemon().start()
+    a, b, url = _owner_and_follower(make_daemon, guarded_kubo)
     ca, cb = a.client(), b.client()
     sids = []
     for name in ("one", "two"):
-        sid = ca.create_session(name=name)["id"]
-        ca.append(sid, "user", name)
-        assert ca.sync(sid, wait=True, timeout=30)["complete"]
+        sid = _pushed(ca, name)
         cb.import_code(ca.share(sid)["code"], store=url)
         sids.append(sid)
     kept = os.path.join(b.home, "keys", "store-credentials")
@@ -103,16 +114,12 @@ def test_the_credentials_go_with_the_last_session_imported_from_their_store(make
 def test_an_import_tried_again_with_the_credentials_it_lacked_works_at_once(make_daemon, guarded_kubo):
     # the store opened without credentials (or with wrong ones) is not kept for the retry that gives
     # the right ones: before, the retry was refused as well, until the daemon restarted
-    n, port = guarded_kubo
-    url = f"ipfs+http://{USER}:{PASSWORD}@127.0.0.1:{port}"
-    a = make_daemon(url).start()
-    b = make_daemon().start()
+    a, b, url = _owner_and_follower(make_daemon, guarded_kubo)
     ca, cb = a.client(), b.client()
-    sid = ca.create_session(name="guarded")["id"]
-    ca.append(sid, "user", "hello")
-    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    sid = _pushed(ca, "hello")
     code = ca.share(sid)["code"]
-    for wrong in (f"ipfs+http://127.0.0.1:{port}", f"ipfs+http://{USER}:not-the-password@127.0.0.1:{port}"):
+    bare = url.replace(f"{USER}:{PASSWORD}@", "")
+    for wrong in (bare, url.replace(PASSWORD, "not-the-password")):
         with pytest.raises(ClientError) as exc:
             cb.import_code(code, store=wrong)
         assert "not-the-password" not in exc.value.message, exc.value.message

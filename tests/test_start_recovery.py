@@ -5,30 +5,22 @@ short is rolled back whole."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
 import pytest
 
-from conftest import PY, wait_for
+from conftest import PY, wait_for, write_config
 from sessiond.client import ClientError
 
 NO_CLEANUP = 0  # no clean-up loop (it would end the session at its expiry): only the start can have expired it
-
-
-def _config(home: str, **settings) -> None:
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    with open(os.path.join(home, "config.toml"), "w") as f:
-        for k, v in settings.items():
-            f.write(f"{k} = {json.dumps(v)}\n")
 
 
 def _expired_while_stopped(make_daemon, **settings):
     """A daemon with one session that expires while the daemon is stopped; returns (daemon, session id,
     checkpoints it had). The daemon is stopped."""
     d = make_daemon()
-    _config(d.home, cleanup_interval=NO_CLEANUP, **settings)
+    write_config(d.home, cleanup_interval=NO_CLEANUP, **settings)
     d.start()
     c = d.client()
     sid = c.create_session(name="short-lived", expires_in=1)["id"]
