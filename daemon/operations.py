@@ -20,6 +20,10 @@ from .home import HomeError, normalize_store_url
 log = logging.getLogger("sessiond")
 
 EXPIRY_SLACK = 0.005  # seconds past a session's expiry the clean-up wakes (so that the session is past it)
+# at least this many seconds between two runs of the clean-up loop: each run reads every session that can
+# expire (10,000 sessions with idle timeouts ending at scattered times would otherwise have it read them
+# all several times a second); sessions due meanwhile end together
+MIN_RUN_GAP = 1.0
 
 
 class Operations:
@@ -204,6 +208,7 @@ class Operations:
         latest = loop.time() + self.cleanup_interval
         while True:
             wake_at = latest if due is None else min(latest, loop.time() + due - time.time() + EXPIRY_SLACK)
+            wake_at = max(wake_at, loop.time() + self._last_run + MIN_RUN_GAP - time.time())
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))

@@ -104,3 +104,21 @@ async def test_a_session_the_cleanup_cannot_end_does_not_make_it_run_again_and_a
         assert db.expiry_runs <= 2, db.expiry_runs
     finally:
         ops.cancel()
+
+
+async def test_the_cleanup_runs_a_second_apart_at_most_however_many_sessions_expire():
+    # each run reads every session that can expire: sessions expiring one after another, a few ms apart,
+    # end together, a run a second at most, not a run each
+    class Busy(_Db):
+        async def next_expiry(self, after: float) -> float | None:
+            return max(after, time.time()) + 0.005  # always another one just ahead
+
+    db = Busy()
+    ops = Operations(db, _Syncer(), cleanup_interval=3600, delete_expired=False)  # type: ignore[arg-type]
+    ops.start()
+    try:
+        await eventually(lambda: db.expiry_runs >= 3, timeout=10, what="three runs")
+        gaps = [b - a for a, b in zip(db.run_at, db.run_at[1:], strict=False)]
+        assert all(g >= 0.99 for g in gaps), gaps
+    finally:
+        ops.cancel()
