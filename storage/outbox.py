@@ -55,6 +55,28 @@ class Outbox:
             for i in ids:
                 await tx.execute("DELETE FROM mirror_outbox WHERE id=?", (i,))
 
+    async def move(self, old: str, new: str) -> int:
+        """Give the rows waiting under the URL `old` to `new` (the same store, named as it is now), in
+        their order; an object waiting under both stays once, and of a head the newest revision stays.
+        Returns how many rows moved."""
+        async with self.c.transaction() as tx:
+            moved = await tx.execute("UPDATE OR IGNORE mirror_outbox SET store_url=? WHERE store_url=?", (new, old))
+            # what is left under `old` is also waiting under `new`: an object, once is enough; a head,
+            # the newer revision wins (its row's place in the order is the newer row's too)
+            for key, rev, data in await tx.fetchall(
+                "SELECT key, rev, data FROM mirror_outbox WHERE store_url=? AND kind=?", (old, HEAD)
+            ):
+                row = await tx.fetchone(
+                    "SELECT rev FROM mirror_outbox WHERE store_url=? AND kind=? AND key=?", (new, HEAD, key)
+                )
+                if row is not None and row[0] < rev:
+                    await tx.execute(
+                        "UPDATE mirror_outbox SET data=?, rev=? WHERE store_url=? AND kind=? AND key=?",
+                        (data, rev, new, HEAD, key),
+                    )
+            await tx.execute("DELETE FROM mirror_outbox WHERE store_url=?", (old,))
+        return moved
+
     async def counts(self) -> dict[str, int]:
         """Rows waiting, per store URL."""
         rows = await self.c.committed.fetchall("SELECT store_url, count(*) FROM mirror_outbox GROUP BY store_url")

@@ -400,7 +400,7 @@ class MirrorStore(Store):
 
     # ------------------------------------------------------------------ catching up
     async def _drain_loop(self) -> None:
-        counts = await self.outbox.counts()
+        counts = await self._adopt(await self.outbox.counts())
         for url, h in self.health.items():
             h.pending = counts.get(url, 0)
         self._counted = True
@@ -436,6 +436,24 @@ class MirrorStore(Store):
                 await asyncio.wait_for(self._wake.wait(), max(0.05, min(waits, default=5.0)))
             except TimeoutError:
                 pass
+
+    async def _adopt(self, counts: dict[str, int]) -> dict[str, int]:
+        """Rows an earlier sessiond queued under another name of one of these stores (before a store's URL
+        left its credentials out, a Kubo node's was `ipfs+http://USER:PASSWORD@HOST:PORT`) are given to
+        the store as it is named now: otherwise they would wait for ever, and the password with them in
+        sessions.db. Returns the counts as they are then."""
+        ours = {s.url for s in self.stores}
+        moved = 0
+        for url in counts:
+            if url in ours:
+                continue
+            same = store_identity(url)  # (a store no longer in the mirror under any name: left as it is)
+            if same in ours:
+                moved += await self.outbox.move(url, same)
+        if moved:
+            log.info("mirror outbox rows of an earlier version moved to their store", extra={"objects": moved})
+            counts = await self.outbox.counts()
+        return counts
 
     async def _drain(self, st: Store) -> None:
         """Send what waits for `st`, oldest first, until its outbox is empty (or it fails)."""

@@ -313,3 +313,36 @@ async def test_a_store_that_times_out_says_so_in_its_status(tmp_path, db):
     a.free.set()
     b.free.set()
     await m.close()
+
+
+async def test_rows_an_earlier_version_queued_under_a_url_with_credentials_reach_their_store(
+    tmp_path, db, invite_relay
+):
+    # before a store's URL left its credentials out, a relay's outbox rows were keyed by
+    # s5+http://INVITE@HOST:PORT (a Kubo node's by its USER:PASSWORD@): they are given to the store as it
+    # is named now and sent, and no row names the secret any more
+    import secretcheck
+    from sessiond.stores.cid import digest
+
+    data, host = invite_relay
+    invite = secretcheck.invite(data)
+    old_url = f"s5+http://{invite}@{host}"
+    relay = S5Store(old_url, account_seed=b"o" * 32, token_dir=str(tmp_path / "tokens"))
+    assert relay.url == f"s5+http://{host}"  # named without the invite now
+    folder = FileStore(str(tmp_path / "folder"))
+    key = SigningKey.generate()
+    objects = [b"queued by an older sessiond", b"and another"]
+    await db.outbox.add_objects(old_url, [(digest(o), o) for o in objects])  # keyed as the old version did
+    await db.outbox.add_head(old_url, head(key, 3).pk, head(key, 3).to_bytes(), 3)
+    await db.outbox.add_head(relay.url, head(key, 2).pk, head(key, 2).to_bytes(), 2)  # older, new name
+    m = MirrorStore([folder, relay], db.outbox, max_backoff=0.2)
+    await m.started()
+    await eventually(lambda: m.health[relay.url].pending == 0, what="the old rows drained")
+    for o in objects:
+        assert await relay.get(digest(o)) == o
+    assert (await relay.get_head(head(key, 3).pk)).revision == 3  # the newer revision of the head won
+    assert await db.outbox.counts() == {}
+    await m.close()
+    # no row names the invite any more (its bytes stay in free pages until SQLite writes over them)
+    rows = await db.c.writer.execute_fetchall("SELECT count(*) FROM mirror_outbox WHERE instr(store_url, ?)", (invite,))
+    assert rows[0][0] == 0
