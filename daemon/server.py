@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as pkg_version
 
 from aiohttp import web
+from nacl.signing import SigningKey
 
 from ..storage.database import Database
 from ..storage.errors import UnusableDatabase
@@ -145,7 +146,7 @@ class Daemon:
         move_from = self._choose_store()
         self._configure_network_stores()
         assert self.store_url is not None  # _choose_store chose one
-        store = open_stores(self.store_url, self.db.outbox)
+        store = open_stores(self.store_url, self.db.outbox, head_key=self._own_head_key)
         await self._keep_store(move_from)  # it opened: only now the home remembers it
         if isinstance(store, MirrorStore):
             await store.started()  # what its stores' outboxes hold is counted before the first push
@@ -259,6 +260,11 @@ class Daemon:
         assert self.store_url is not None  # the one asked for, the remembered one or the default
         if self.home.remembered_store() != self.store_url:
             self.home.remember_store(self.store_url)
+
+    async def _own_head_key(self, pk: bytes) -> SigningKey | None:
+        """For the mirror's drain (sync/mirror.py head_key): the key of this device's head `pk`, once the
+        sync engine is up (before that: None, and the drain tries that head again later)."""
+        return await self.syncer.ctx.own_head_key(pk) if self.syncer is not None else None
 
     def _on_change(self, event: dict) -> None:
         self.events.publish(event)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
+from nacl.signing import SigningKey
+
 from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..stores import Store, StoreError
@@ -95,9 +97,15 @@ class SyncContext:
         if st is None:
             # a session's store is recorded without its credentials: those an import was given come back here
             url = self.credentials.fill(url)
-            st = self.stores[key] = open_stores(url, self.db.outbox, timeout=self.timeout, create=create)
+            st = self.stores[key] = open_stores(
+                url, self.db.outbox, timeout=self.timeout, create=create, head_key=self.own_head_key
+            )
             self._opened_with[key] = _credentials_of(url)
         return st
+
+    async def own_head_key(self, pk: bytes) -> SigningKey | None:
+        """The key of this device's head `pk`, for a mirror's drain (mirror.MirrorStore head_key)."""
+        return await self.keys.own_head_key(pk, self.db.session_ids)
 
     def _close_later(self, st: Store) -> None:
         """Close a store replaced in `stores` (a call under way on it may fail, and is tried again)."""

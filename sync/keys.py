@@ -17,6 +17,7 @@ import asyncio
 import os
 import secrets
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Literal, overload
 
 from mnemonic import Mnemonic
@@ -77,6 +78,7 @@ class KeyStore:
         # Derived head keys of recently used sessions; idle sessions fall out (least recently used
         # first) and are derived again when needed. Nothing about a session is only in memory.
         self._head_keys: OrderedDict[str, SigningKey] = OrderedDict()
+        self._pk_sids: OrderedDict[bytes, str] = OrderedDict()  # head public key -> its session (recent ones)
         # The session key files of recently used sessions as last read or written here (None: no such
         # file), so that a push, a pull or a share does not open them again: every session key file is
         # written through this object while the daemon runs (the CLI changes only the device key, and
@@ -103,7 +105,27 @@ class KeyStore:
         return key
 
     def head_pk(self, sid: str) -> bytes:
-        return b"\xed" + bytes(self.head_key(sid).verify_key)
+        pk = b"\xed" + bytes(self.head_key(sid).verify_key)
+        self._pk_sids[pk] = sid
+        self._pk_sids.move_to_end(pk)
+        if len(self._pk_sids) > FILES_KEPT:
+            self._pk_sids.popitem(last=False)
+        return pk
+
+    async def own_head_key(self, pk: bytes, session_ids: Callable[[], Awaitable[list[str]]]) -> SigningKey | None:
+        """The key of this device's head `pk` (0xed | public key), or None if it is none of this device's
+        heads: for a head that must be signed again in another format when it is sent later (an IPNS
+        record, from a mirror's outbox, which keeps only the entry). A head not seen since the start is
+        looked for among `session_ids()` (one derivation each, yielding to the loop now and then)."""
+        sid = self._pk_sids.get(pk)
+        if sid is None:
+            for i, s in enumerate(await session_ids()):
+                if self.head_pk(s) == pk:
+                    sid = s
+                    break
+                if i % 256 == 255:
+                    await asyncio.sleep(0)
+        return self.head_key(sid) if sid is not None else None
 
     # ------------------------------------------------------------------ the session files, cached
     def _load(self, path: str) -> bytes | None:

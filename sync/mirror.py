@@ -20,10 +20,13 @@ store serving a stale head loses to a newer one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+from nacl.signing import SigningKey
 
 from ..storage.outbox import HEAD, Outbox
 from ..storage.redact import shown_url
@@ -42,6 +45,10 @@ _FAILURES = (StoreError, RegistryError, TimeoutError, OSError)
 LAG = 5.0
 
 
+# the signing key of this device's head (0xed | public key), or None: see MirrorStore
+HeadKey = Callable[[bytes], Awaitable[SigningKey | None]]
+
+
 def mirror_urls(url: str) -> list[str]:
     """The store URLs of a store identity: one URL, or a mirror's URLs joined by SEPARATOR."""
     return [u for u in url.split(SEPARATOR) if u]
@@ -57,13 +64,15 @@ def same_stores(a: str, b: str) -> bool:
     return stores_identity(a) == stores_identity(b)
 
 
-def open_stores(url: str, outbox: Outbox, *, timeout: float = 30.0, create: bool = True) -> Store:
+def open_stores(
+    url: str, outbox: Outbox, *, timeout: float = 30.0, create: bool = True, head_key: HeadKey | None = None
+) -> Store:
     """The store a store identity names: one store, or a mirror of several (its drain started; call
-    from the event loop)."""
+    from the event loop). `head_key`: see MirrorStore."""
     urls = mirror_urls(url)
     if len(urls) == 1:
         return open_store(urls[0], create=create)
-    mirror = MirrorStore([open_store(u, create=create) for u in urls], outbox, timeout=timeout)
+    mirror = MirrorStore([open_store(u, create=create) for u in urls], outbox, timeout=timeout, head_key=head_key)
     mirror.start()
     return mirror
 
@@ -93,7 +102,11 @@ class MirrorStore(Store):
         timeout: float = 30.0,
         max_backoff: float = 10.0,
         lag: float = LAG,
+        head_key: HeadKey | None = None,
     ):
+        """`head_key(pk)`: the signing key of this device's head `pk` (None if not its own), for a head
+        sent from an outbox, which keeps the entry without its key, to a store that signs heads in a
+        format of its own (Kubo: an IPNS record)."""
         if len(stores) < 2:
             raise StoreError("a mirror is two stores or more")
         self.stores = stores
@@ -102,6 +115,7 @@ class MirrorStore(Store):
         self.timeout = timeout
         self.max_backoff = max_backoff
         self.lag = lag  # how long the others wait for a store once one took a write (see _bounded)
+        self.head_key = head_key
         self.health = {s.url: Health() for s in stores}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -437,6 +451,15 @@ class MirrorStore(Store):
             except TimeoutError:
                 pass
 
+    async def _with_key(self, entry: RegistryEntry) -> RegistryEntry:
+        """`entry` with its signing key, if it is this device's own head (see head_key)."""
+        if entry.signing_key is not None or self.head_key is None:
+            return entry
+        key = await self.head_key(entry.pk)
+        if key is None or b"\xed" + bytes(key.verify_key) != entry.pk:
+            return entry  # another device's head (a store that needs the key refuses it, as before)
+        return dataclasses.replace(entry, signing_key=key)
+
     async def _adopt(self, counts: dict[str, int]) -> dict[str, int]:
         """Rows an earlier sessiond queued under another name of one of these stores (before a store's URL
         left its credentials out, a Kubo node's was `ipfs+http://USER:PASSWORD@HOST:PORT`) are given to
@@ -472,8 +495,9 @@ class MirrorStore(Store):
             try:
                 for rid, kind, _key, data in rows:
                     if kind == HEAD:
+                        entry = await self._with_key(RegistryEntry.from_bytes(data))
                         try:
-                            await asyncio.wait_for(st.set_head(RegistryEntry.from_bytes(data)), self.timeout)
+                            await asyncio.wait_for(st.set_head(entry), self.timeout)
                         except StaleHead:
                             pass  # it holds this revision or a newer one: nothing to catch up
                     else:

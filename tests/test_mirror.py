@@ -346,3 +346,40 @@ async def test_rows_an_earlier_version_queued_under_a_url_with_credentials_reach
     # no row names the invite any more (its bytes stay in free pages until SQLite writes over them)
     rows = await db.c.writer.execute_fetchall("SELECT count(*) FROM mirror_outbox WHERE instr(store_url, ?)", (invite,))
     assert rows[0][0] == 0
+
+
+async def test_a_kubo_store_gets_the_heads_that_waited_in_its_outbox(tmp_path, db):
+    # an outbox keeps a head as its entry, without its key, and a Kubo node takes a head only as an IPNS
+    # record signed with that key: the drain asks for this device's key of the head (KeyStore), instead
+    # of failing at that row for ever (and every row after it)
+    from servers.kubo import start_node
+    from sessiond.stores import open_store
+    from sessiond.stores.cid import digest
+
+    keys = KeyStore(str(tmp_path / "keys"))
+    sid = (await db.create_session({}))["id"]
+
+    async def own_head_key(pk: bytes):
+        return await KeyStore(str(tmp_path / "keys")).own_head_key(pk, db.session_ids)  # as after a restart
+
+    node, rpc, gateway = await start_node()
+    try:
+        kubo, folder = open_store(f"ipfs+http://127.0.0.1:{rpc.port}"), FileStore(str(tmp_path / "folder"))
+        manifest = b"the manifest this head names"
+        entry = RegistryEntry.create(keys.head_key(sid), 4, b"\x1e" + digest(manifest))
+        await db.outbox.add_objects(kubo.url, [(digest(manifest), manifest)])  # as a down store's were
+        await db.outbox.add_head(kubo.url, entry.pk, entry.to_bytes(), entry.revision)
+        await db.outbox.add_objects(kubo.url, [(digest(b"after the head"), b"after the head")])
+        m = MirrorStore([folder, kubo], db.outbox, max_backoff=0.2, head_key=own_head_key)
+        # another device's head, as an outbox keeps it: no key is found for it (a Kubo node refuses it)
+        other = RegistryEntry.from_bytes(head(SigningKey.generate(), 1).to_bytes())
+        assert (await m._with_key(other)).signing_key is None
+        await m.started()
+        await eventually(lambda: m.health[kubo.url].pending == 0, what="the head drained")
+        assert (await kubo.get_head(entry.pk)).revision == 4
+        assert await kubo.get(digest(b"after the head")) == b"after the head"  # the rows after it too
+        await m.close()
+        await kubo.close()
+    finally:
+        await rpc.stop()
+        await gateway.stop()
