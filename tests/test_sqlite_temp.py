@@ -1,7 +1,8 @@
-"""SQLite's temporary files stay in memory on every connection of the daemon's database
-(storage/connections.py, TEMP_IN_MEMORY): none is made in /var/tmp, outside the home's private folder,
-with plaintext pages of conversations in it, and no file is created and deleted per transaction (a cost
-that grows with every file freed on a file system without a journal: bench/results/profile-load.md)."""
+"""What SQLite leaves on disk besides the rows (storage/connections.py): its temporary files stay in memory
+on every connection of the daemon's database (TEMP_IN_MEMORY): none is made in /var/tmp, outside the
+home's private folder, with plaintext pages of conversations in it, and no file is created and deleted
+per transaction (a cost that grows with every file freed on a file system without a journal:
+bench/results/profile-load.md); and what is deleted is overwritten with zeros (SECURE_DELETE)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,17 @@ async def test_every_connection_keeps_temporary_data_in_memory(db, tmp_path):
         assert run_reader.execute("PRAGMA temp_store").fetchone()[0] == MEMORY
     finally:
         run_reader.close()
+
+
+async def test_a_deleted_sessions_messages_are_not_left_in_the_database_file(tmp_path):
+    # secure_delete on the writer (storage/connections.py SECURE_DELETE), whatever the SQLite build's default
+    path = os.path.join(tmp_path, "db.sqlite")
+    db = await Database.open(path)
+    sid = (await db.create_session({}))["id"]
+    marker = "the plans nobody else may read, number"
+    await db.append_messages(sid, [{"role": "user", "content": f"{marker} {i} " + "x" * 500} for i in range(40)])
+    await db.delete_session(sid)
+    await db.close()  # the WAL is checkpointed into the file
+    for name in os.listdir(tmp_path):
+        with open(os.path.join(tmp_path, name), "rb") as f:
+            assert marker.encode() not in f.read(), name
