@@ -22,7 +22,8 @@ from ..storage.redact import scrub_text, shown_store, shown_url
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.keys import DEVICE_KEY, device_key_problem
-from ..sync.mirror import MirrorStore, mirror_urls, open_stores, same_stores
+from ..sync.mirror import MirrorStore, open_stores
+from ..sync.mirrorurls import mirror_urls, same_stores
 from . import remote_checks
 from .api import make_app
 from .events import Events

@@ -28,7 +28,8 @@ from ..stores import Store, StoreError
 from ..stores.urls import parse_store_url
 from .bounded import KeyedLocks
 from .keys import KeyStore
-from .mirror import MirrorStore, mirror_urls, open_stores, same_stores, stores_identity
+from .mirror import MirrorStore, open_stores
+from .mirrorurls import mirror_urls, same_stores, stores_identity
 from .storecreds import StoreCredentials
 from .workers import Workers
 
@@ -82,7 +83,7 @@ class SyncContext:
     # ------------------------------------------------------------------ stores per session
     def open_store(self, url: str | None, *, create: bool = True) -> Store:
         """The store at `url` (this daemon's own store for None or its URL; a mirror's URLs joined by
-        mirror.SEPARATOR), opened once."""
+        mirrorurls.SEPARATOR), opened once."""
         if not url or same_stores(url, self.store.url):  # credentials (an invite, a password) are no other store
             return self.store
         key = stores_identity(url)

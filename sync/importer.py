@@ -26,7 +26,7 @@ from .errors import ImportError_
 from .fetch import fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
-from .mirror import same_stores
+from .mirrorurls import same_stores
 from .sharecode import ShareCode, ShareCodeError
 from .sharecode import decode as decode_code
 

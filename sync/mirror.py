@@ -35,11 +35,11 @@ from ..stores.cid import digest
 from ..stores.errors import RateLimited, ReadOnlyStore, StoreTimeout, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
 from ..stores.urls import store_identity
+from .mirrorurls import SEPARATOR, mirror_urls
 from .tasks import stop_tasks
 
 log = logging.getLogger("sessiond.sync")
 
-SEPARATOR = "\n"  # between the URLs of a mirror's identity (a URL holds no newline)
 _FAILURES = (StoreError, RegistryError, TimeoutError, OSError)
 # Seconds a write waits for the slower stores of a mirror once one store has taken it (MirrorStore._bounded).
 LAG = 5.0
@@ -47,21 +47,6 @@ LAG = 5.0
 
 # the signing key of this device's head (0xed | public key), or None: see MirrorStore
 HeadKey = Callable[[bytes], Awaitable[SigningKey | None]]
-
-
-def mirror_urls(url: str) -> list[str]:
-    """The store URLs of a store identity: one URL, or a mirror's URLs joined by SEPARATOR."""
-    return [u for u in url.split(SEPARATOR) if u]
-
-
-def stores_identity(url: str) -> str:
-    """Which store(s) a store identity names, credentials left out (stores/urls.py): two URLs that differ
-    only in an invite or a password are the same store, and a mirror is the same mirror."""
-    return SEPARATOR.join(store_identity(u) for u in mirror_urls(url))
-
-
-def same_stores(a: str, b: str) -> bool:
-    return stores_identity(a) == stores_identity(b)
 
 
 def open_stores(

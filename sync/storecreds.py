@@ -21,7 +21,7 @@ from urllib.parse import quote
 from ..storage.fsutil import atomic_write
 from ..stores.base import StoreError
 from ..stores.urls import parse_store_url
-from .mirror import SEPARATOR, mirror_urls
+from .mirrorurls import SEPARATOR, mirror_urls
 
 log = logging.getLogger("sessiond")
 

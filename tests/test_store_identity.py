@@ -15,7 +15,7 @@ from sessiond.stores import open_store
 
 def test_credentials_are_not_a_store_s_identity():
     from sessiond.stores.urls import same_store, store_identity
-    from sessiond.sync.mirror import same_stores
+    from sessiond.sync.mirrorurls import same_stores
 
     assert same_store("s5+http://INVITE@127.0.0.1:5050", "s5+http://127.0.0.1:5050/")
     assert same_store("ipfs+http://me:old@node.lan:5001/rpc", "ipfs+http://me:new@node.lan:5001/rpc/")

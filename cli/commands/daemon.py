@@ -109,7 +109,7 @@ def cmd_daemon(args) -> int:
 
 def cmd_start(args) -> int:
     from ...daemon.home import Home, HomeError, normalize_store_urls
-    from ...sync.mirror import same_stores
+    from ...sync.mirrorurls import same_stores
 
     home = Home(resolve_home(args.home))
     wanted = store_args(args)
