@@ -383,3 +383,39 @@ async def test_a_kubo_store_gets_the_heads_that_waited_in_its_outbox(tmp_path, d
     finally:
         await rpc.stop()
         await gateway.stop()
+
+
+def test_a_daemon_s_kubo_mirror_store_catches_up_after_it_was_down(make_daemon, store_dir):
+    # the heads a daemon wrote while its Kubo node was down wait in the node's outbox without their key;
+    # the daemon finds this device's key for them (server.py -> SyncContext.own_head_key) and the node
+    # catches up, head included
+    from servers.kubo import Node, make_rpc_app
+    from servers.s5portal import Threaded
+    from sessiond.stores.kubo import KuboStore
+
+    node = Node()
+    server = Threaded(make_rpc_app(node)).start()
+    kubo_url = f"ipfs+http://127.0.0.1:{server.port}"
+    try:
+        a = make_daemon(["file://" + store_dir, kubo_url]).start()
+        ca = a.client()
+        sid = ca.create_session(name="mirrored on kubo")["id"]
+        ca.append(sid, "user", "before")
+        assert ca.sync(sid, wait=True, timeout=30)["complete"]
+        node.faults.status, node.faults.times = 503, 10**6  # the node is down
+        ca.append(sid, "user", "while down")
+        wait_for(lambda: stores_of(a)[kubo_url]["pending"] > 0, timeout=15, what="the node's outbox holds the write")
+        node.faults.times = 0  # back
+        wait_for(lambda: stores_of(a)[kubo_url]["pending"] == 0, timeout=30, what="the node caught up")
+
+        async def node_head() -> int:
+            store = KuboStore(kubo_url)
+            try:
+                entry = await store.get_head(KeyStore(os.path.join(a.home, "keys")).head_pk(sid))
+            finally:
+                await store.close()
+            return entry.revision if entry else 0
+
+        assert asyncio.run(node_head()) == ca.status()["sync"][sid]["head_rev"] > 1
+    finally:
+        server.stop()
