@@ -208,7 +208,8 @@ class Operations:
         latest = loop.time() + self.cleanup_interval
         while True:
             wake_at = latest if due is None else min(latest, loop.time() + due - time.time() + EXPIRY_SLACK)
-            wake_at = max(wake_at, loop.time() + self._last_run + MIN_RUN_GAP - time.time())
+            gap = min(MIN_RUN_GAP, self.cleanup_interval)  # (a shorter cleanup_interval is the user's choice)
+            wake_at = max(wake_at, loop.time() + self._last_run + gap - time.time())
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
