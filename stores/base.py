@@ -61,6 +61,9 @@ class Freed:
 class Store(ABC):
     url: str
     read_only = False  # a store that only reads (a gateway): put and set_head always refuse
+    # a store that signs each head again in a format of its own (Kubo: an IPNS record), so set_head needs
+    # the entry's signing key, which an entry read back from bytes (a mirror's outbox) does not carry
+    signs_heads = False
 
     def server_clock(self) -> tuple[float, float] | None:
         """The store's clock as of its last answer: (its time, this machine's time when the answer came),

@@ -83,6 +83,8 @@ PIN_RM_BATCH = 64  # CIDs per pin/rm call: well inside any URL length limit (~65
 
 
 class KuboStore(Store):
+    signs_heads = True  # an IPNS record, signed with the head's own key (set_head)
+
     def __init__(
         self,
         url: str,

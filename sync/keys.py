@@ -25,7 +25,7 @@ from nacl.signing import SigningKey
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from ..storage.ids import ID_RE
-from .crypto import CTX_HEAD_SIGNING, derive
+from .crypto import CTX_ANNOUNCE, CTX_HEAD_SIGNING, derive
 
 _WORDS = Mnemonic("english")
 DEVICE_KEY = "device.key"  # in the key folder: the device's seed
@@ -113,19 +113,25 @@ class KeyStore:
         return pk
 
     async def own_head_key(self, pk: bytes, session_ids: Callable[[], Awaitable[list[str]]]) -> SigningKey | None:
-        """The key of this device's head `pk` (0xed | public key), or None if it is none of this device's
-        heads: for a head that must be signed again in another format when it is sent later (an IPNS
-        record, from a mirror's outbox, which keeps only the entry). A head not seen since the start is
-        looked for among `session_ids()` (one derivation each, yielding to the loop now and then)."""
+        """The key of this device's head `pk` (0xed | public key), or of a members slot it can sign (a
+        session's announce key, from its write secret), or None: for a head that must be signed again in
+        another format when it is sent later (an IPNS record, from a mirror's outbox, which keeps only the
+        entry). A head not seen since the start is looked for among `session_ids()` (a derivation or two
+        each, yielding to the loop now and then)."""
         sid = self._pk_sids.get(pk)
-        if sid is None:
-            for i, s in enumerate(await session_ids()):
-                if self.head_pk(s) == pk:
-                    sid = s
-                    break
-                if i % 256 == 255:
-                    await asyncio.sleep(0)
-        return self.head_key(sid) if sid is not None else None
+        if sid is not None:
+            return self.head_key(sid)
+        for i, s in enumerate(await session_ids()):
+            if self.head_pk(s) == pk:
+                return self.head_key(s)
+            ws = self.write_secret(s)  # a members slot's head is signed by the session's announce key
+            if ws is not None:
+                announce = SigningKey(derive(CTX_ANNOUNCE, ws))
+                if b"\xed" + bytes(announce.verify_key) == pk:
+                    return announce
+            if i % 256 == 255:
+                await asyncio.sleep(0)
+        return None
 
     # ------------------------------------------------------------------ the session files, cached
     def _load(self, path: str) -> bytes | None:

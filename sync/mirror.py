@@ -20,13 +20,10 @@ store serving a stale head loses to a newer one.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-
-from nacl.signing import SigningKey
 
 from ..storage.outbox import HEAD, Outbox
 from ..storage.redact import shown_url
@@ -34,8 +31,8 @@ from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError,
 from ..stores.cid import digest
 from ..stores.errors import RateLimited, ReadOnlyStore, StoreTimeout, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
-from ..stores.urls import store_identity
 from .mirrorurls import SEPARATOR, mirror_urls
+from .outboxrows import HeadKey, adopt_renamed, unsendable, with_key
 from .tasks import stop_tasks
 
 log = logging.getLogger("sessiond.sync")
@@ -43,10 +40,6 @@ log = logging.getLogger("sessiond.sync")
 _FAILURES = (StoreError, RegistryError, TimeoutError, OSError)
 # Seconds a write waits for the slower stores of a mirror once one store has taken it (MirrorStore._bounded).
 LAG = 5.0
-
-
-# the signing key of this device's head (0xed | public key), or None: see MirrorStore
-HeadKey = Callable[[bytes], Awaitable[SigningKey | None]]
 
 
 def open_stores(
@@ -399,7 +392,7 @@ class MirrorStore(Store):
 
     # ------------------------------------------------------------------ catching up
     async def _drain_loop(self) -> None:
-        counts = await self._adopt(await self.outbox.counts())
+        counts = await adopt_renamed(self.outbox, [s.url for s in self.stores], await self.outbox.counts())
         for url, h in self.health.items():
             h.pending = counts.get(url, 0)
         self._counted = True
@@ -436,33 +429,6 @@ class MirrorStore(Store):
             except TimeoutError:
                 pass
 
-    async def _with_key(self, entry: RegistryEntry) -> RegistryEntry:
-        """`entry` with its signing key, if it is this device's own head (see head_key)."""
-        if entry.signing_key is not None or self.head_key is None:
-            return entry
-        key = await self.head_key(entry.pk)
-        if key is None or b"\xed" + bytes(key.verify_key) != entry.pk:
-            return entry  # another device's head (a store that needs the key refuses it, as before)
-        return dataclasses.replace(entry, signing_key=key)
-
-    async def _adopt(self, counts: dict[str, int]) -> dict[str, int]:
-        """Rows an earlier sessiond queued under another name of one of these stores (before a store's URL
-        left its credentials out, a Kubo node's was `ipfs+http://USER:PASSWORD@HOST:PORT`) are given to
-        the store as it is named now: otherwise they would wait for ever, and the password with them in
-        sessions.db. Returns the counts as they are then."""
-        ours = {s.url for s in self.stores}
-        moved = 0
-        for url in counts:
-            if url in ours:
-                continue
-            same = store_identity(url)  # (a store no longer in the mirror under any name: left as it is)
-            if same in ours:
-                moved += await self.outbox.move(url, same)
-        if moved:
-            log.info("mirror outbox rows of an earlier version moved to their store", extra={"objects": moved})
-            counts = await self.outbox.counts()
-        return counts
-
     async def _drain(self, st: Store) -> None:
         """Send what waits for `st`, oldest first, until its outbox is empty (or it fails)."""
         h = self.health[st.url]
@@ -480,7 +446,11 @@ class MirrorStore(Store):
             try:
                 for rid, kind, _key, data in rows:
                     if kind == HEAD:
-                        entry = await self._with_key(RegistryEntry.from_bytes(data))
+                        entry = await with_key(RegistryEntry.from_bytes(data), self.head_key)
+                        if entry.signing_key is None and st.signs_heads:
+                            unsendable(st)  # (and it must not hold up the rows after it)
+                            done.append(rid)
+                            continue
                         try:
                             await asyncio.wait_for(st.set_head(entry), self.timeout)
                         except StaleHead:

@@ -355,6 +355,7 @@ async def test_a_kubo_store_gets_the_heads_that_waited_in_its_outbox(tmp_path, d
     from servers.kubo import start_node
     from sessiond.stores import open_store
     from sessiond.stores.cid import digest
+    from sessiond.sync.outboxrows import with_key
 
     keys = KeyStore(str(tmp_path / "keys"))
     sid = (await db.create_session({}))["id"]
@@ -371,13 +372,31 @@ async def test_a_kubo_store_gets_the_heads_that_waited_in_its_outbox(tmp_path, d
         await db.outbox.add_head(kubo.url, entry.pk, entry.to_bytes(), entry.revision)
         await db.outbox.add_objects(kubo.url, [(digest(b"after the head"), b"after the head")])
         m = MirrorStore([folder, kubo], db.outbox, max_backoff=0.2, head_key=own_head_key)
-        # another device's head, as an outbox keeps it: no key is found for it (a Kubo node refuses it)
+        # another device's head, as an outbox keeps it: no key is found for it
         other = RegistryEntry.from_bytes(head(SigningKey.generate(), 1).to_bytes())
-        assert (await m._with_key(other)).signing_key is None
+        assert (await with_key(other, own_head_key)).signing_key is None
         await m.started()
         await eventually(lambda: m.health[kubo.url].pending == 0, what="the head drained")
         assert (await kubo.get_head(entry.pk)).revision == 4
         assert await kubo.get(digest(b"after the head")) == b"after the head"  # the rows after it too
+
+        await m.close()
+        # a members slot's head is signed by the session's announce key (from its write secret): found too
+        from sessiond.sync.members import announce_key
+
+        ws = keys.write_secret(sid, create=True)
+        slot = RegistryEntry.create(announce_key(ws), 2, b"\x1e" + digest(manifest))
+        await db.outbox.add_head(kubo.url, slot.pk, slot.to_bytes(), slot.revision)
+        # a head no key of this device signs any more (its session deleted since): skipped, not a stall
+        gone = RegistryEntry.create(SigningKey.generate(), 1, b"\x1e" + digest(manifest))
+        await db.outbox.add_head(kubo.url, gone.pk, gone.to_bytes(), gone.revision)
+        await db.outbox.add_objects(kubo.url, [(digest(b"after those"), b"after those")])
+        m = MirrorStore([folder, kubo], db.outbox, max_backoff=0.2, head_key=own_head_key)  # a restart
+        await m.started()
+        await eventually(lambda: m.health[kubo.url].pending == 0, what="the slot and the rest drained")
+        assert (await kubo.get_head(slot.pk)).revision == 2
+        assert await kubo.get_head(gone.pk) is None
+        assert await kubo.get(digest(b"after those")) == b"after those"
         await m.close()
         await kubo.close()
     finally:
