@@ -163,6 +163,16 @@ def make_daemon():
 
 
 @pytest.fixture
+async def db(tmp_path):
+    """A real Database in tmp_path/db.sqlite, for the in-process tests of the storage and sync layers."""
+    from sessiond.storage.database import Database
+
+    d = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    yield d
+    await d.close()
+
+
+@pytest.fixture
 def store_dir():
     d = tempfile.mkdtemp(prefix="sd-store-")
     yield d

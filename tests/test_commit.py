@@ -9,15 +9,7 @@ import sqlite3
 
 import pytest
 
-from sessiond.storage.database import Database
 from sessiond.storage.errors import ContextOverflow, NotFound
-
-
-@pytest.fixture
-async def db(tmp_path):
-    d = await Database.open(os.path.join(tmp_path, "db.sqlite"))
-    yield d
-    await d.close()
 
 
 async def test_concurrent_appends_share_commits_and_each_is_committed_when_answered(db, tmp_path):

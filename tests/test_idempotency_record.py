@@ -5,19 +5,10 @@ exactly as the first time; a record written in the older form (the JSON itself) 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from sessiond.storage.database import Database
 from sessiond.storage.errors import IdempotencyKeyReused
-
-
-@pytest.fixture
-async def db(tmp_path):
-    d = await Database.open(os.path.join(tmp_path, "db.sqlite"))
-    yield d
-    await d.close()
 
 
 async def test_a_retry_is_answered_from_the_messages_the_record_names(db):

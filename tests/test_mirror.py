@@ -14,7 +14,6 @@ import pytest
 from nacl.signing import SigningKey
 
 from conftest import PY, cli_json, eventually, run_cli, wait_for
-from sessiond.storage.database import Database
 from sessiond.stores import FileStore, ObjectMissing, Store, StoreError
 from sessiond.stores.registry import RegistryEntry
 from sessiond.stores.s5 import S5Store
@@ -53,13 +52,6 @@ class Switch(Store):
     async def set_head(self, entry: RegistryEntry) -> None:
         self._check()
         await self.inner.set_head(entry)
-
-
-@pytest.fixture
-async def db(tmp_path):
-    d = await Database.open(str(tmp_path / "db.sqlite"))
-    yield d
-    await d.close()
 
 
 def head(key: SigningKey, rev: int, data: bytes = b"\x01" * 34) -> RegistryEntry:

@@ -32,13 +32,6 @@ def sqlite_temp_files() -> list[str]:
     return found
 
 
-@pytest.fixture
-async def db(tmp_path):
-    d = await Database.open(os.path.join(tmp_path, "db.sqlite"))
-    yield d
-    await d.close()
-
-
 async def test_a_savepoint_past_64_kib_makes_no_temporary_file(db):
     # group commit runs each transaction after a batch's first in a SAVEPOINT; its sub-journal holds the
     # pages it changes that existed before it, and SQLite spills one past 64 KiB to a temporary file
