@@ -19,8 +19,7 @@ import time
 from aiohttp import web
 
 from ..storage.errors import Conflict, Invalid, QuotaExceeded, quota_ways_out
-from ..storage.model import now
-from ..storage.sessions import idle_timeout_of, not_active, past_expiry
+from ..storage.sessions import not_active
 from . import validate as v
 from .answers import Plan, end, pass_on, record
 from .providers import Provider, usage_of
@@ -70,14 +69,7 @@ def check_writable(db, session: dict) -> None:
             f"session {sid!r} was imported with a read-only share code; this device can follow it but not "
             f"add to it (ask for a code made with `sessiond share --write`)"
         )
-    if past_expiry(
-        session["status"],
-        session.get("expires_at"),
-        now(),
-        idle_timeout_of(session.get("policy")),
-        session.get("last_activity"),
-    ):
-        db.check_expiry(session)  # past its expiry: refused (and ended) before a model is asked
+    db.check_expiry(session)  # past its expiry or idle timeout: refused (and ended) before a model is asked
     if session["status"] != "active":
         raise Conflict(not_active(sid, session["status"]))
 

@@ -271,8 +271,8 @@ class Daemon:
         self.events.publish(event)
         if self.ops is not None:
             self.ops.session_changed(event)
-        if event.get("checkpoint_due") and self.ops is not None:
-            self.ops.schedule_checkpoint(event["session"])
+            if event.get("checkpoint_due"):
+                self.ops.schedule_checkpoint(event["session"])
         if self.syncer is not None and event.get("session") and event["type"] not in APPLIED_HERE:
             self.syncer.notify(event["session"])
 

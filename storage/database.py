@@ -49,7 +49,7 @@ from .model import LogRun, Op, RemoteLog, now
 from .outbox import Outbox
 from .schema import schema_version
 from .search import Search
-from .sessions import Sessions, idle_timeout_of, past_expiry, refuse_expired
+from .sessions import Sessions, past_expiry, refuse_expired
 from .stats import Stats
 from .syncstate import SyncState
 
@@ -194,9 +194,8 @@ class Database:
 
     def check_expiry(self, session: dict) -> None:
         """Refuse a write to `session` (as read) past its expiry or idle timeout, as the storage's own writes do."""
-        idle = idle_timeout_of(session.get("policy"))
-        if past_expiry(session["status"], session.get("expires_at"), now(), idle, session.get("last_activity")):
-            refuse_expired(self.c, session["id"], session.get("expires_at"), idle, session.get("last_activity"))
+        if past_expiry(session, now()):
+            refuse_expired(self.c, session["id"], session)
 
     async def older_than(self, t: float) -> list[dict]:
         return await self.sessions.older_than(t)

@@ -155,10 +155,10 @@ class Messages:
                     f"follow it but not change it (ask for a code made with `sessiond share --write`)"
                 )
             policy = json.loads(policy_text) if policy_text != "{}" else {}
-            idle = policy.get("idle_timeout")
-            # (most sessions have neither an expiry nor an idle timeout: two tests)
-            if (exp is not None or idle is not None) and past_expiry(status, exp, t, idle, act):
-                refuse_expired(self.c, sid, exp, idle, act)
+            if exp is not None or "idle_timeout" in policy:  # (most sessions have neither: two tests)
+                s = {"status": status, "expires_at": exp, "policy": policy, "last_activity": act}
+                if past_expiry(s, t):
+                    refuse_expired(self.c, sid, s)
             if status != "active":
                 raise Conflict(not_active(sid, status))
             chat_id = chat or current

@@ -34,10 +34,8 @@ async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False
             f"session {sid!r} was imported with a read-only share code; this device can follow it "
             f"but not change it (ask its owner for a code made with `sessiond share --write`)"
         )
-    if not ending:
-        idle = idle_timeout_of(row["policy"])
-        if past_expiry(row["status"], row["expires_at"], now(), idle, row["last_activity"]):
-            refuse_expired(c, sid, row["expires_at"], idle, row["last_activity"])
+    if not ending and past_expiry(row, now()):
+        refuse_expired(c, sid, row)
     return row
 
 
@@ -63,30 +61,33 @@ def expiry(expires_at: Any, idle_timeout: Any = None, last_activity: Any = None)
     return when
 
 
-def past_expiry(status: str, expires_at: Any, t: float, idle_timeout: Any = None, last_activity: Any = None) -> bool:
-    """Whether a session that is not ended is past its expiry, or idle past its idle timeout, at `t` (the
-    writes' check: a write must not revive a session the clean-up is about to end)."""
-    if status == "ended":
+def session_expiry(s: Any) -> float | None:
+    """When session `s` (its row, or its dict: expires_at, policy, last_activity) expires (expiry())."""
+    return expiry(s["expires_at"], idle_timeout_of(s["policy"]), s["last_activity"])
+
+
+def past_expiry(s: Any, t: float) -> bool:
+    """Whether session `s` (its row or dict, with its status), not ended, is past its expiry or idle past its
+    idle timeout at `t` (the writes' check: a write must not revive a session the clean-up is about to end)."""
+    if s["status"] == "ended":
         return False
-    when = expiry(expires_at, idle_timeout, last_activity)
+    when = session_expiry(s)
     return when is not None and when <= t
 
 
-def refuse_expired(
-    c: Connections, sid: str, expires_at: Any, idle_timeout: Any = None, last_activity: Any = None
-) -> NoReturn:
-    """A write found the session past its expiry or idle timeout: the daemon is told (it ends the session
-    now, as its clean-up would at its next run), and the write is refused, saying when and why it expired
-    and the way on."""
+def refuse_expired(c: Connections, sid: str, s: Any) -> NoReturn:
+    """A write found session `sid` (`s`: its row or dict) past its expiry or idle timeout: the daemon is
+    told (it ends the session now, as its clean-up would at its next run), and the write is refused, saying
+    when and why it expired and the way on."""
     if c.on_expired is not None:
         c.on_expired(sid)
-    when = expiry(expires_at, idle_timeout, last_activity)
+    when = session_expiry(s)
     assert when is not None  # past_expiry said so
     at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
     why = (
         f"expired at {at}"
-        if _is_number(expires_at) and when == expires_at
-        else f"expired at {at}, idle for longer than its idle_timeout ({idle_timeout:g} s)"
+        if when == s["expires_at"]
+        else f"expired at {at}, idle for longer than its idle_timeout ({idle_timeout_of(s['policy']):g} s)"
     )
     raise Expired(
         f"session {sid!r} {why}; an expired session takes no more changes (it is ended now). Go on in "
@@ -275,7 +276,7 @@ class Sessions:
         ):
             # a value that is not a number (stored by an older sessiond) never expires its session, and
             # must not stop the others from expiring
-            when = expiry(r["expires_at"], idle_timeout_of(r["policy"]), r["last_activity"])
+            when = session_expiry(r)
             if when is not None:
                 out.append((r, when))
         return out
@@ -301,7 +302,7 @@ class Sessions:
         )
         if r is None or r["status"] == "ended":
             return None
-        return expiry(r["expires_at"], idle_timeout_of(r["policy"]), r["last_activity"])
+        return session_expiry(r)
 
     async def older_than(self, t: float) -> builtins.list[dict]:
         return [

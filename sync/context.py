@@ -24,12 +24,11 @@ from nacl.signing import SigningKey
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
-from ..stores import Store, StoreError
-from ..stores.urls import parse_store_url
+from ..stores import Store
 from .bounded import KeyedLocks
 from .keys import KeyStore
 from .mirror import MirrorStore, open_stores
-from .mirrorurls import mirror_urls, same_stores, stores_identity
+from .mirrorurls import credentials_of, same_stores, stores_identity
 from .storecreds import StoreCredentials
 from .workers import Workers
 
@@ -88,7 +87,7 @@ class SyncContext:
             return self.store
         key = stores_identity(url)
         st = self.stores.get(key)
-        given = _credentials_of(url)
+        given = credentials_of(url)
         if st is not None and any(given) and given != self._opened_with.get(key):
             # credentials other than those it was opened with (none, or wrong ones: an import tried again
             # with the invite or password it lacked): opened again with them, not refused until a restart
@@ -101,7 +100,7 @@ class SyncContext:
             st = self.stores[key] = open_stores(
                 url, self.db.outbox, timeout=self.timeout, create=create, head_key=self.own_head_key
             )
-            self._opened_with[key] = _credentials_of(url)
+            self._opened_with[key] = credentials_of(url)
         return st
 
     async def own_head_key(self, pk: bytes) -> SigningKey | None:
@@ -146,14 +145,3 @@ class SyncContext:
 
     def rekey_lock(self, sid: str) -> AbstractAsyncContextManager[None]:
         return self.rekey_locks(sid)
-
-
-def _credentials_of(url: str) -> tuple[str | None, ...]:
-    """The credentials each URL of a store identity carries (None for none, or for a folder)."""
-    out: list[str | None] = []
-    for u in mirror_urls(url):
-        try:
-            out.append(parse_store_url(u).credentials)
-        except StoreError:
-            out.append(None)
-    return tuple(out)

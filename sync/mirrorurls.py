@@ -3,7 +3,8 @@ the config, or a session's recorded store), and which stores two such identities
 
 from __future__ import annotations
 
-from ..stores.urls import store_identity
+from ..stores.base import StoreError
+from ..stores.urls import parse_store_url, store_identity
 
 SEPARATOR = "\n"  # between the URLs of a mirror's identity (a URL holds no newline)
 
@@ -21,3 +22,14 @@ def stores_identity(url: str) -> str:
 
 def same_stores(a: str, b: str) -> bool:
     return stores_identity(a) == stores_identity(b)
+
+
+def credentials_of(url: str) -> tuple[str | None, ...]:
+    """The credentials each URL of a store identity carries (None for none, or for a folder)."""
+    out: list[str | None] = []
+    for u in mirror_urls(url):
+        try:
+            out.append(parse_store_url(u).credentials)
+        except StoreError:
+            out.append(None)
+    return tuple(out)

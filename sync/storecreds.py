@@ -21,7 +21,7 @@ from urllib.parse import quote
 from ..storage.fsutil import atomic_write
 from ..stores.base import StoreError
 from ..stores.urls import parse_store_url
-from .mirrorurls import SEPARATOR, mirror_urls
+from .mirrorurls import SEPARATOR, mirror_urls, stores_identity
 
 log = logging.getLogger("sessiond")
 
@@ -94,13 +94,7 @@ class StoreCredentials:
             known = self._load()
             if not known:
                 return False
-            used = set()
-            for url in in_use:
-                for u in mirror_urls(url):
-                    try:
-                        used.add(parse_store_url(u).identity)
-                    except StoreError:
-                        continue  # a folder: no credentials
+            used = {u for url in in_use for u in mirror_urls(stores_identity(url))}
             kept = {k: v for k, v in known.items() if k in used}
             if kept == known:
                 return False

@@ -506,3 +506,18 @@ def test_live_provider(make_daemon):
     s = c.complete_stream(sid, "Say hello in three words.")
     text = "".join(s)
     assert text and s.message["content"] == text and s.message["tokens"] > 0
+
+
+def test_a_question_past_the_idle_timeout_is_refused_before_the_model_is_asked(setup):
+    # the question to a model meets the same expiry check as an append (storage/sessions.py past_expiry)
+    make, p, _ = setup
+    c = make(extra="cleanup_interval = 0").client()  # no clean-up loop: only the question can find it expired
+    sid = c.create_session(model="echo-1", idle_timeout=1)["id"]
+    c.append(sid, "user", "hello")
+    last = c.get_session(sid)["last_activity"]
+    wait_for(lambda: time.time() > last + 1.1, timeout=10, what="the idle timeout")
+    n = len(p.requests)
+    with pytest.raises(ApiError) as e:
+        c.complete(sid, "still there?")
+    assert e.value.status == 409 and e.value.code == "expired" and "idle_timeout (1 s)" in e.value.message
+    assert len(p.requests) == n and history(c, sid) == [("user", "hello")]
