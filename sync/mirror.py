@@ -446,11 +446,13 @@ class MirrorStore(Store):
             try:
                 for rid, kind, _key, data in rows:
                     if kind == HEAD:
-                        entry = await with_key(RegistryEntry.from_bytes(data), self.head_key)
-                        if entry.signing_key is None and st.signs_heads:
-                            unsendable(st)  # (and it must not hold up the rows after it)
-                            done.append(rid)
-                            continue
+                        entry = RegistryEntry.from_bytes(data)
+                        if st.signs_heads:  # (only such a store needs the key: looking it up may read every session)
+                            entry = await with_key(entry, self.head_key)
+                            if entry.signing_key is None:
+                                unsendable(st)  # (and it must not hold up the rows after it)
+                                done.append(rid)
+                                continue
                         try:
                             await asyncio.wait_for(st.set_head(entry), self.timeout)
                         except StaleHead:
