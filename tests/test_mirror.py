@@ -152,6 +152,20 @@ def stores_of(d) -> dict:
     return {s["url"]: s for s in d.client().status()["stores"]}
 
 
+def head_revision(store: Store, d, sid: str) -> int:
+    """The revision of daemon `d`'s head of `sid` that `store` holds (0: none), read as any client would;
+    the store is closed after."""
+
+    async def read() -> int:
+        try:
+            entry = await store.get_head(KeyStore(os.path.join(d.home, "keys")).head_pk(sid))
+        finally:
+            await store.close()
+        return entry.revision if entry else 0
+
+    return asyncio.run(read())
+
+
 def test_two_daemons_sync_through_a_mirror_while_one_store_is_down(make_daemon, store_dir, relay):
     folder = "file://" + store_dir
     a = make_daemon([folder, relay.url])  # a mirror: --store repeated
@@ -184,15 +198,7 @@ def test_two_daemons_sync_through_a_mirror_while_one_store_is_down(make_daemon, 
     assert stores_of(a)[relay.url]["reachable"] is True
 
     # the relay holds a's log at the revision a pushed last (read as any S5 client would)
-    async def relay_head() -> int:
-        store = S5Store(relay.url)
-        try:
-            entry = await store.get_head(KeyStore(os.path.join(a.home, "keys")).head_pk(sid))
-        finally:
-            await store.close()
-        return entry.revision if entry else 0
-
-    assert asyncio.run(relay_head()) == ca.status()["sync"][sid]["head_rev"] > 1
+    assert head_revision(S5Store(relay.url), a, sid) == ca.status()["sync"][sid]["head_rev"] > 1
 
 
 def test_stores_in_config(tmp_path):
@@ -418,15 +424,6 @@ def test_a_daemon_s_kubo_mirror_store_catches_up_after_it_was_down(make_daemon, 
         wait_for(lambda: stores_of(a)[kubo_url]["pending"] > 0, timeout=15, what="the node's outbox holds the write")
         node.faults.times = 0  # back
         wait_for(lambda: stores_of(a)[kubo_url]["pending"] == 0, timeout=30, what="the node caught up")
-
-        async def node_head() -> int:
-            store = KuboStore(kubo_url)
-            try:
-                entry = await store.get_head(KeyStore(os.path.join(a.home, "keys")).head_pk(sid))
-            finally:
-                await store.close()
-            return entry.revision if entry else 0
-
-        assert asyncio.run(node_head()) == ca.status()["sync"][sid]["head_rev"] > 1
+        assert head_revision(KuboStore(kubo_url), a, sid) == ca.status()["sync"][sid]["head_rev"] > 1
     finally:
         server.stop()
