@@ -19,7 +19,8 @@ import time
 from aiohttp import web
 
 from ..storage.errors import Conflict, Invalid, QuotaExceeded, quota_ways_out
-from ..storage.sessions import not_active
+from ..storage.model import now
+from ..storage.sessions import not_active, past_expiry
 from . import validate as v
 from .answers import Plan, end, pass_on, record
 from .providers import Provider, usage_of
@@ -69,7 +70,8 @@ def check_writable(db, session: dict) -> None:
             f"session {sid!r} was imported with a read-only share code; this device can follow it but not "
             f"add to it (ask for a code made with `sessiond share --write`)"
         )
-    db.check_expiry(session)  # past its expiry or idle timeout: refused (and ended) before a model is asked
+    if past_expiry(session, now()):
+        db.check_expiry(session)  # past its expiry or idle timeout: refused (and ended) before a model is asked
     if session["status"] != "active":
         raise Conflict(not_active(sid, session["status"]))
 

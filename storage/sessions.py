@@ -61,15 +61,20 @@ def expiry(expires_at: Any, idle_timeout: Any = None, last_activity: Any = None)
     return when
 
 
+def _field(s: Any, k: str) -> Any:
+    """Field `k` of a session's row, or of its dict (a field a dict leaves out: None)."""
+    return s.get(k) if isinstance(s, dict) else s[k]
+
+
 def session_expiry(s: Any) -> float | None:
     """When session `s` (its row, or its dict: expires_at, policy, last_activity) expires (expiry())."""
-    return expiry(s["expires_at"], idle_timeout_of(s["policy"]), s["last_activity"])
+    return expiry(_field(s, "expires_at"), idle_timeout_of(_field(s, "policy")), _field(s, "last_activity"))
 
 
 def past_expiry(s: Any, t: float) -> bool:
     """Whether session `s` (its row or dict, with its status), not ended, is past its expiry or idle past its
     idle timeout at `t` (the writes' check: a write must not revive a session the clean-up is about to end)."""
-    if s["status"] == "ended":
+    if _field(s, "status") == "ended":
         return False
     when = session_expiry(s)
     return when is not None and when <= t
@@ -86,8 +91,8 @@ def refuse_expired(c: Connections, sid: str, s: Any) -> NoReturn:
     at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
     why = (
         f"expired at {at}"
-        if when == s["expires_at"]
-        else f"expired at {at}, idle for longer than its idle_timeout ({idle_timeout_of(s['policy']):g} s)"
+        if when == _field(s, "expires_at")
+        else f"expired at {at}, idle for longer than its idle_timeout ({idle_timeout_of(_field(s, 'policy')):g} s)"
     )
     raise Expired(
         f"session {sid!r} {why}; an expired session takes no more changes (it is ended now). Go on in "
