@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..storage.errors import DiskFull, NotFound, SessiondError, is_disk_full
 from ..storage.redact import scrub_text
+from . import validate as v
 from .appkeys import DAEMON_KEY, OPENAPI_KEY, ROUTE_KEY
 from .openapi import build_openapi
 from .routes import ROUTES, Handler, Route
@@ -46,10 +47,16 @@ def _bound(route: Route) -> Handler:
     any middleware pays aiohttp's middleware chain (two more coroutines, a cache look-up) on every
     request, and the appends are the hot path."""
     handler = route.handler
+    # every route but OpenAI's (whose clients may add parameters of their own) refuses a query parameter
+    # it does not name; the appends have no query string, so they pay one attribute read
+    names = v.query_names(route.query) if not route.path.startswith("/openai/") else None
+    where = f"{route.method} {route.path}"
 
     async def handle(request: web.Request) -> web.StreamResponse:
         request[ROUTE_KEY] = route
         try:
+            if names is not None and request.query_string:
+                v.refuse_unknown_query(where, names, request.query)
             return await handler(request)
         except SessiondError as exc:
             return web.json_response(error_body(exc.code, exc.message, **exc.details), status=exc.status)

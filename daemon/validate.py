@@ -189,6 +189,20 @@ def _yes_no(model: Any) -> tuple[str, ...]:
     return tuple(k for k, t in get_type_hints(model, include_extras=True).items() if t == QueryBool)
 
 
+def query_names(model: Any) -> frozenset[str]:
+    """The parameters a query model names (none for a route without one)."""
+    return frozenset(get_type_hints(model)) if model is not None else frozenset()
+
+
+def refuse_unknown_query(route: str, names: frozenset[str], q) -> None:
+    """A query parameter the route does not take is a 400 (bad_parameter) naming it and the ones it takes:
+    a typo (`?stauts=ended`) must not quietly answer as if it were absent."""
+    for k in q:
+        if k not in names:
+            takes = f"it takes {', '.join(sorted(names))}" if names else "it takes none"
+            raise BadParameter(f"unknown query parameter {k!r:.60} on {route}: {takes}", parameter=k[:60])
+
+
 def query(model: Any, q) -> dict:
     """A query string checked against its model (`limit` must be a whole number, ...). A yes/no parameter
     that is not true, false, 1 or 0 is a 400 (bad_parameter) naming it: never read as no."""

@@ -68,6 +68,32 @@ def test_yes_no_query_parameters_take_true_false_1_0_and_refuse_the_rest(d):
     assert sorted(params["all"]["schema"]["enum"]) == ["0", "1", "false", "true"]
 
 
+def test_a_query_parameter_a_route_does_not_take_is_refused_and_changes_nothing(d):
+    c = d.client()
+    sid = c.create_session(name="typo")["id"]
+    c.end(sid)
+    live = c.create_session(name="live")["id"]
+    # a typo must not answer as if the filter were absent (every session, ended or not)
+    status, out = raw(d, "GET", "/v1/sessions?stauts=active")
+    assert status == 400, out
+    err = out["error"]
+    assert err["code"] == "bad_parameter" and err["details"]["parameter"] == "stauts", err
+    assert "'stauts'" in err["message"] and "GET /v1/sessions" in err["message"], err
+    assert "status" in err["message"] and "limit" in err["message"], err  # the ones it takes
+    # a route that takes none says so; a write refused so changes nothing
+    status, out = raw(d, "POST", f"/v1/sessions/{live}/messages?chat=main", {"role": "user", "content": "x"})
+    assert status == 400 and "takes none" in out["error"]["message"], out
+    assert c.messages(live)["messages"] == []
+    # the parameters a route names still work, and no query string at all
+    status, out = raw(d, "GET", "/v1/sessions?status=ended")
+    assert status == 200 and [s["id"] for s in out["sessions"]] == [sid], out
+    status, out = raw(d, "GET", f"/v1/sessions/{sid}?")
+    assert status == 200, out
+    # OpenAI's routes keep ignoring what they do not know (its clients add parameters of their own)
+    status, out = raw(d, "GET", "/openai/v1/models?api-version=2024-01-01")
+    assert out["error"]["code"] == "no_provider", out  # (this daemon has none) not bad_parameter
+
+
 # --------------------------------------------------------------------------------- checkpoints
 def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
     c = d.client()

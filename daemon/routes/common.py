@@ -78,7 +78,8 @@ async def body_as(request: web.Request, model: Any, unless: bytes) -> dict:
 
 
 def query(request: web.Request) -> dict:
-    """The query string, checked against the route's query model (parameters it does not name are ignored)."""
+    """The query string, checked against the route's query model (a parameter it does not name was refused
+    before the handler ran: daemon/api.py)."""
     return v.query(request[ROUTE_KEY].query, request.query)
 
 
