@@ -35,7 +35,14 @@ from .errors import UnusableDatabase
 from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
-from .wal import CHECKPOINT_ROWS, WAL_RESET_FRAMES, WAL_RESET_WAIT_MS, Checkpointer
+from .wal import (
+    CHECKPOINT_ROWS,
+    SCRUB_RETRY_S,
+    SCRUB_TRIES,
+    WAL_RESET_FRAMES,
+    Checkpointer,
+    checkpoint,
+)
 
 Row = sqlite3.Row
 T = TypeVar("T")
@@ -173,6 +180,10 @@ class Connections:
         self._path = path
         self.wal_resets = 0  # WAL resets done (tests read it)
         self._resetting: asyncio.Task | None = None
+        self.wal_scrubs = 0  # WAL truncations after deletes (tests read it)
+        self._scrub_wanted = False
+        self._closing = False
+        self._scrubbing: asyncio.Task | None = None
         self._changes_mark = 0
         self.device_id = device_id
         self.path = path
@@ -252,8 +263,10 @@ class Connections:
         return cls(writer, reader, bulk, device_id, path)
 
     async def close(self) -> None:
-        if self._resetting is not None:
-            await asyncio.wait([self._resetting])
+        self._closing = True
+        for task in (self._resetting, self._scrubbing):
+            if task is not None:
+                await asyncio.wait([task])
         async with self.group.lock:
             self.group.commit_batch()
         self._bulk.shutdown(wait=True)
@@ -321,29 +334,58 @@ class Connections:
         RESTART, not TRUNCATE: freeing a 64 MB file's blocks made appends wait 30-40 ms; the file is
         reused instead, so it stays at most about WAL_RESET_FRAMES long. Readers still busy after
         WAL_RESET_WAIT_MS: tried again after the next checkpoint."""
-
-        def checkpoint(mode: str) -> bool:
-            conn = sqlite3.connect(self._path, isolation_level=None, timeout=WAL_RESET_WAIT_MS / 1000)
-            try:
-                busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-                return not busy
-            finally:
-                conn.close()
-
         try:
-            # First without the lock: copies (and fsyncs) nearly all the WAL while appends go on, so that
-            # the reset under the lock has only the last few commits to copy (measured: appends waited
-            # 30-40 ms for a reset that did it all).
-            await asyncio.to_thread(checkpoint, "PASSIVE")
-            async with self.group.lock:
-                self.group.commit_batch()  # the batch under way, if any, first: the reset is between two
-                if await asyncio.to_thread(checkpoint, "RESTART"):
-                    self.wal_resets += 1
-                    self._checkpointer.frames = 0
+            if await self._checkpoint_between_batches("RESTART"):
+                self.wal_resets += 1
+                self._checkpointer.frames = 0
         except sqlite3.Error as e:
             log.warning("WAL reset failed: %s", e)
         finally:
             self._resetting = None
+
+    async def _checkpoint_between_batches(self, mode: str) -> bool:
+        """A checkpoint in `mode` under the writer lock, between two batches; True if it did all of it.
+        First a PASSIVE one without the lock: it copies (and fsyncs) nearly all the WAL while appends go
+        on, so that the one under the lock has only the last few commits to copy (measured: appends waited
+        30-40 ms for a reset that did it all)."""
+        await asyncio.to_thread(checkpoint, self._path, "PASSIVE")
+        async with self.group.lock:
+            self.group.commit_batch()  # the batch under way, if any, first
+            return await asyncio.to_thread(checkpoint, self._path, mode)
+
+    def scrub_soon(self) -> None:
+        """After a delete: copy the whole WAL into the database file (where secure_delete zeroed what was
+        deleted) and truncate it, so that no file of the home keeps the deleted rows' pages. The WAL is
+        otherwise reused, not truncated (see _reset_wal), and its old frames past the current end still
+        hold every page written lately. Deletes in a row (a clean-up of many sessions) share one scrub."""
+        self._scrub_wanted = True
+        if self._scrubbing is None:
+            self._scrubbing = asyncio.get_running_loop().create_task(self._scrub())
+
+    async def _scrub(self) -> None:
+        tries = 0
+        try:
+            while self._scrub_wanted:
+                self._scrub_wanted = False
+                if self._resetting is not None:
+                    await asyncio.wait([self._resetting])
+                if await self._checkpoint_between_batches("TRUNCATE"):
+                    self._checkpointer.truncated()
+                    self.wal_scrubs += 1
+                    tries = 0
+                    continue
+                # a reader still on an older snapshot (a push's long read), or the background checkpoint
+                # running: tried again shortly, and the deleted pages stay in the WAL meanwhile
+                tries += 1
+                if tries > SCRUB_TRIES or self._closing:
+                    log.warning("WAL not truncated after a delete (readers stayed busy): the next delete tries again")
+                    return
+                self._scrub_wanted = True
+                await asyncio.sleep(SCRUB_RETRY_S)
+        except sqlite3.Error as e:
+            log.warning("WAL truncation after a delete failed: %s", e)
+        finally:
+            self._scrubbing = None
 
     def emit(self, events: Iterable[dict]) -> None:
         for ev in events:

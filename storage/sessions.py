@@ -268,6 +268,7 @@ class Sessions:
             await session_row(tx, sid)
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             tx.emit({"type": "session.deleted", "session": sid})
+        self.c.scrub_soon()  # and out of the WAL's old frames too
 
     async def _expiring(self) -> builtins.list[tuple[Row, float]]:
         """The sessions not ended that can expire, each with when it does (expiry())."""

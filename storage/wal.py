@@ -30,6 +30,21 @@ WAL_RESET_FRAMES = 16384
 # a single append's commit writes ~6.4 frames and changes ~4 rows, so CHECKPOINT_ROWS is ~3,200 frames.
 WAL_ALLOCATE_AHEAD = 8192
 WAL_RESET_WAIT_MS = 200  # how long a reset waits for readers (a push's long read) before trying later
+# A WAL truncation after a delete (Connections.scrub_soon) that found readers busy is tried again this
+# often, this many times; then the next delete tries again.
+SCRUB_RETRY_S = 0.5
+SCRUB_TRIES = 20
+
+
+def checkpoint(path: str, mode: str) -> bool:
+    """`PRAGMA wal_checkpoint(mode)` on a connection of its own (a thread's); True if it did all of it
+    (no reader or writer kept it from the WAL's end for WAL_RESET_WAIT_MS)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=WAL_RESET_WAIT_MS / 1000)
+    try:
+        busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return not busy
+    finally:
+        conn.close()
 
 
 class Checkpointer:
@@ -50,6 +65,12 @@ class Checkpointer:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def truncated(self) -> None:
+        """The WAL was checkpointed whole and truncated to nothing (Connections.scrub_soon): its file is
+        allocated again from the start at the next wake."""
+        self.frames = 0
+        self.allocated = 0
 
     def _run(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)

@@ -7,9 +7,11 @@ bench/results/profile-load.md); and what is deleted is overwritten with zeros (S
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
+from conftest import DaemonProc, run_cli
 from sessiond.storage.connections import open_reader
 from sessiond.storage.database import Database
 
@@ -75,3 +77,46 @@ async def test_a_deleted_sessions_messages_are_not_left_in_the_database_file(tmp
     for name in os.listdir(tmp_path):
         with open(os.path.join(tmp_path, name), "rb") as f:
             assert marker.encode() not in f.read(), name
+
+
+def _files_holding(folder: str, needle: bytes) -> list[str]:
+    found = []
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                if needle in f.read():
+                    found.append(name)
+    return found
+
+
+def test_a_deleted_session_leaves_no_file_of_the_home_while_the_daemon_runs(tmp_path):
+    # Connections.scrub_soon: the WAL, which is reused rather than truncated, kept the deleted pages in its
+    # old frames, and the database file its copies until a checkpoint: `rm` (and an expiry's clean-up)
+    # checkpoints the WAL whole and truncates it, with the daemon still running
+    home = str(tmp_path / "home")
+    d = DaemonProc(home).start()
+    try:
+        c = d.client()
+        keep = c.create_session(name="kept")["id"]
+        sid = c.create_session(name="gone")["id"]
+        marker = "the plans nobody else may read, number"
+        c.append_many(sid, [{"role": "user", "content": f"{marker} {i} " + "x" * 500} for i in range(40)])
+        c.append(keep, "user", "still here")
+        assert "sessions.db-wal" in _files_holding(home, marker.encode())  # (the test's premise)
+        run_cli(home, "rm", sid, check=True)
+        deadline = time.monotonic() + 10
+        while (left := _files_holding(home, marker.encode())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert left == [], left
+        # and the daemon goes on: the kept session reads, takes an append, and the WAL grows again
+        c.append(keep, "user", "after the delete")
+        assert [m["content"] for m in c.messages(keep)["messages"]] == ["still here", "after the delete"]
+        assert _files_holding(home, b"after the delete") != []
+    finally:
+        d.stop()
+    d.start()  # and opens again with both messages
+    try:
+        assert len(d.client().messages(keep)["messages"]) == 2
+    finally:
+        d.stop()
