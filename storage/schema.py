@@ -257,6 +257,14 @@ MIGRATIONS: list[str] = [
         session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED
     );
     """,
+    # 13: the search index holds deleted messages' words: FTS5 takes a message out of an external-content
+    # index by adding a delete marker, and the words stay in the older segments until they are merged. A
+    # delete of indexed messages (storage/sessions.py) sets this row in its own transaction; the background
+    # indexer then merges the whole index, a few pages at a time, and clears it in the transaction whose
+    # merge found nothing left (storage/search.py, Search.purge). Kept across a restart.
+    """
+    CREATE TABLE search_purge (id INTEGER PRIMARY KEY CHECK (id = 1));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,7 +1,8 @@
 """Full-text search over every message on this device: the FTS5 index `messages_fts` (schema migration 9),
 which takes every message written (triggers list them as pending, whatever writes them) in batches
 before each search and a few times a second, ranked by bm25, each hit with a
-snippet of its text and where the matches are in it. The index is local: nothing of it is pushed.
+snippet of its text and where the matches are in it. The index is local: nothing of it is pushed. A
+delete's words leave it too: the background indexer merges it whole after one (Search.purge).
 
 A search is two reads of committed state (the read rule, rule 1): the ranking, which touches only rowids,
 then the snippets, columns and compaction state of the few hits it kept (a snippet costs far more than a
@@ -123,6 +124,32 @@ INDEX_SQL = (
 UNPEND_SQL = "DELETE FROM messages_fts_pending WHERE id IN (SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?)"
 
 
+# A delete leaves the deleted messages' words in the index's older segments (an external-content FTS5
+# index takes a message out by adding a delete marker) until those are merged: the whole index is merged
+# then (schema migration 13), PURGE_PAGES pages at a time, each chunk a transaction on the writer's
+# thread (~1-3 ms: appends wait for one chunk at most). A negative 'merge' puts every segment on one level
+# and merges them down to one, dropping the markers and what they delete (SQLite's FTS5 'merge' command).
+PURGE_PAGES = 32
+# Set by the transaction of a delete that takes out indexed messages, before its rows go (a session
+# whose messages are all still pending, or that has none, leaves nothing in the index to merge away).
+PURGE_IF_INDEXED = (
+    "INSERT OR IGNORE INTO search_purge(id) SELECT 1 WHERE EXISTS (SELECT 1 FROM messages m WHERE m.session_id=?"
+    " AND NOT EXISTS (SELECT 1 FROM messages_fts_pending p WHERE p.id=m.rowid))"
+)
+
+
+def _purge_chunk(conn: sqlite3.Connection) -> bool:
+    """One chunk of the merge that takes deleted messages' words out of the index (in a transaction the
+    caller holds); False once there was nothing left to merge, which clears the purge in that same
+    transaction, so a delete committed before it was merged too, and one after it sets it again."""
+    before = conn.total_changes
+    conn.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('merge', ?)", (-PURGE_PAGES,))
+    if conn.total_changes - before >= 2:  # (SQLite's documented sign that the 'merge' did some work)
+        return True
+    conn.execute("DELETE FROM search_purge")
+    return False
+
+
 def _index_chunk(conn: sqlite3.Connection, chunk: int) -> int:
     """One chunk of the pending messages into the index (in a transaction the caller holds); how many."""
     conn.execute(INDEX_SQL, (chunk,))
@@ -157,6 +184,20 @@ class Search:
     async def pending(self) -> bool:
         return await self.c.committed.fetchone("SELECT 1 FROM messages_fts_pending LIMIT 1") is not None
 
+    async def purge_wanted(self) -> bool:
+        return await self.c.committed.fetchone("SELECT 1 FROM search_purge") is not None
+
+    async def purge(self) -> int:
+        """Merge the whole index until deleted messages leave no word in it (PURGE_IF_INDEXED), a chunk
+        per transaction on the writer's thread, other writes in between; then the WAL is truncated, as
+        after the delete (its old frames hold the segments merged away). Returns the chunks that merged."""
+        chunks = 0
+        while await self.c.write_off_loop(_purge_chunk):
+            chunks += 1
+            await asyncio.sleep(0)  # other requests in between chunks
+        self.c.scrub_soon()
+        return chunks
+
     async def run_indexer(self, every: float = INDEX_EVERY) -> None:
         """The daemon's background task: keeps the index at most `every` seconds behind the messages.
         When it cannot (a full disk), the pending list keeps the messages and it tries again later, the
@@ -169,6 +210,8 @@ class Search:
             try:
                 if await self.pending():
                     await self.catch_up(BACKGROUND_CHUNK, off_loop=True)
+                if await self.purge_wanted():
+                    await self.purge()
             except sqlite3.Error as exc:  # a busy or full disk: the pending list keeps them for next time
                 if str(exc) != failing:
                     log.warning("search index: could not catch up (trying again later): %s", exc)

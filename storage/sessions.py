@@ -14,6 +14,7 @@ from .errors import Conflict, Expired, NotFound
 from .ids import check_id, new_id
 from .limits import check_active_limits
 from .model import JSON_FIELDS, now
+from .search import PURGE_IF_INDEXED
 
 
 async def session_row(q: Any, sid: str) -> Row:
@@ -266,6 +267,7 @@ class Sessions:
     async def delete(self, sid: str) -> None:
         async with self.c.transaction() as tx:
             await session_row(tx, sid)
+            await tx.execute(PURGE_IF_INDEXED, (sid,))
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             tx.emit({"type": "session.deleted", "session": sid})
         self.c.scrub_soon()  # and out of the WAL's old frames too

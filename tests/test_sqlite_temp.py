@@ -7,6 +7,8 @@ bench/results/profile-load.md); and what is deleted is overwritten with zeros (S
 from __future__ import annotations
 
 import os
+import random
+import string
 import time
 
 import pytest
@@ -120,3 +122,68 @@ def test_a_deleted_session_leaves_no_file_of_the_home_while_the_daemon_runs(tmp_
         assert len(d.client().messages(keep)["messages"]) == 2
     finally:
         d.stop()
+
+
+def test_a_deleted_sessions_words_leave_the_search_index(tmp_path):
+    # FTS5 takes a message out of the index with a delete marker, and its words stayed in the older
+    # segments: after a delete the indexer merges the index whole (storage/search.py, Search.purge), and
+    # the WAL is truncated after it. Words no other message has, each checked by its last 16 letters (a
+    # segment stores a word after the prefix it shares with the word before it)
+    home = str(tmp_path / "home")
+    d = DaemonProc(home).start()
+    try:
+        c = d.client()
+        rnd = random.Random(7)
+
+        def words(n: int) -> list[str]:
+            return ["".join(rnd.choice(string.ascii_lowercase) for _ in range(24)) for _ in range(n)]
+
+        kept_words, gone_words = words(30), words(30)
+        keep = c.create_session(name="kept")["id"]
+        sid = c.create_session(name="gone")["id"]
+        for batch in range(3):  # several segments, as appends over time make
+            c.append_many(keep, [{"role": "user", "content": f"kept {w}"} for w in kept_words[batch::3]])
+            c.append_many(sid, [{"role": "user", "content": f"gone {w}"} for w in gone_words[batch::3]])
+            assert c.search(gone_words[batch])["hits"]  # indexed now (a search catches the index up)
+
+        def tails(ws: list[str]) -> list[str]:
+            return [w for w in ws if _files_holding(home, w[-16:].encode())]
+
+        assert tails(gone_words) == gone_words  # (the test's premise: it can see the index's words)
+        run_cli(home, "rm", sid, check=True)
+        deadline = time.monotonic() + 20
+        while (left := tails(gone_words)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == [], f"{len(left)} deleted words still on disk"
+        # the index still finds every kept message, and nothing of the deleted ones
+        assert all(c.search(w)["hits"] for w in kept_words[::7])
+        assert not c.search("gone")["hits"] and c.search("kept")["hits"]
+        assert tails(kept_words) == kept_words
+    finally:
+        d.stop()
+
+
+async def test_a_purge_of_deleted_words_is_kept_across_a_restart(tmp_path):
+    # the delete's transaction sets it (schema migration 13); a daemon stopped before its indexer merged
+    # merges at its next start
+    path = os.path.join(tmp_path, "db.sqlite")
+    db = await Database.open(path)
+    empty = (await db.create_session({}))["id"]
+    sid = (await db.create_session({}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": f"word{i} of a later delete"} for i in range(20)])
+    await db.delete_session(empty)  # nothing of it was in the index: nothing to merge
+    assert not await db.searcher.purge_wanted()
+    await db.searcher.catch_up()
+    await db.append_messages(sid, [{"role": "user", "content": "one more"}])  # and others of it still pending
+    await db.delete_session(sid)
+    assert await db.searcher.purge_wanted()
+    await db.close()
+    db = await Database.open(path)
+    try:
+        assert await db.searcher.purge_wanted()
+        assert await db.searcher.purge() >= 1
+        assert not await db.searcher.purge_wanted()
+        assert await db.searcher.purge() == 0  # and a second one finds nothing to merge
+        assert await db.search("delete") == []
+    finally:
+        await db.close()
