@@ -377,7 +377,9 @@ class Connections:
                 # a reader still on an older snapshot (a push's long read), or the background checkpoint
                 # running: tried again shortly, and the deleted pages stay in the WAL meanwhile
                 tries += 1
-                if tries > SCRUB_TRIES or self._closing:
+                if self._closing:  # (closing the last connection checkpoints the WAL and deletes it)
+                    return
+                if tries > SCRUB_TRIES:
                     log.warning("WAL not truncated after a delete (readers stayed busy): the next delete tries again")
                     return
                 self._scrub_wanted = True
