@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -183,6 +184,7 @@ class Connections:
         self.wal_scrubs = 0  # WAL truncations after deletes (tests read it)
         self._scrub_wanted = False
         self._closing = False
+        self.deleted_at = 0.0  # time.monotonic() of the last delete this process committed (deleted())
         self._scrubbing: asyncio.Task | None = None
         self._changes_mark = 0
         self.device_id = device_id
@@ -352,6 +354,12 @@ class Connections:
         async with self.group.lock:
             self.group.commit_batch()  # the batch under way, if any, first
             return await asyncio.to_thread(checkpoint, self._path, mode)
+
+    def deleted(self) -> None:
+        """A delete was committed: its pages leave the WAL soon (scrub_soon), and the search index's purge
+        waits for the deletes to stop coming (storage/search.py, PURGE_QUIET_S)."""
+        self.deleted_at = time.monotonic()
+        self.scrub_soon()
 
     def scrub_soon(self) -> None:
         """After a delete: copy the whole WAL into the database file (where secure_delete zeroed what was

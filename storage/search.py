@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from typing import Any
 
 from .connections import Connections
@@ -131,6 +132,9 @@ UNPEND_SQL = "DELETE FROM messages_fts_pending WHERE id IN (SELECT id FROM messa
 # 321 chunks of ~3 ms, ~1 s in all (32 pages: 166 chunks of ~4.6 ms). A negative 'merge' puts every segment on one level
 # and merges them down to one, dropping the markers and what they delete (SQLite's FTS5 'merge' command).
 PURGE_PAGES = 16
+# ...once no delete came for this long: the deletes of one clean-up (or of a script's loop) share one
+# merge of the whole index instead of making one each.
+PURGE_QUIET_S = 1.0
 # Set by the transaction of a delete that takes out indexed messages, before its rows go (a session
 # whose messages are all still pending, or that has none, leaves nothing in the index to merge away).
 PURGE_IF_INDEXED = (
@@ -139,7 +143,7 @@ PURGE_IF_INDEXED = (
 )
 
 
-def _purge_chunk(conn: sqlite3.Connection) -> bool:
+def purge_chunk(conn: sqlite3.Connection) -> bool:
     """One chunk of the merge that takes deleted messages' words out of the index (in a transaction the
     caller holds); False once there was nothing left to merge, which clears the purge in that same
     transaction, so a delete committed before it was merged too, and one after it sets it again."""
@@ -161,6 +165,7 @@ class Search:
     def __init__(self, c: Connections):
         self.c = c
         self.indexer_wait = INDEX_EVERY  # seconds before the background indexer's next try (run_indexer)
+        self.purges = 0  # whole-index merges done after deletes (Search.purge; tests and benches read it)
 
     async def catch_up(self, chunk: int = INDEX_CHUNK, *, off_loop: bool = False) -> int:
         """Index the messages written since the index last caught up (the triggers' pending list), a
@@ -193,9 +198,10 @@ class Search:
         per transaction on the writer's thread, other writes in between; then the WAL is truncated, as
         after the delete (its old frames hold the segments merged away). Returns the chunks that merged."""
         chunks = 0
-        while await self.c.write_off_loop(_purge_chunk):
+        while await self.c.write_off_loop(purge_chunk):
             chunks += 1
             await asyncio.sleep(0)  # other requests in between chunks
+        self.purges += 1
         self.c.scrub_soon()
         return chunks
 
@@ -211,7 +217,7 @@ class Search:
             try:
                 if await self.pending():
                     await self.catch_up(BACKGROUND_CHUNK, off_loop=True)
-                if await self.purge_wanted():
+                if time.monotonic() - self.c.deleted_at >= PURGE_QUIET_S and await self.purge_wanted():
                     await self.purge()
             except sqlite3.Error as exc:  # a busy or full disk: the pending list keeps them for next time
                 if str(exc) != failing:

@@ -270,7 +270,7 @@ class Sessions:
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             tx.emit({"type": "session.deleted", "session": sid})
-        self.c.scrub_soon()  # and out of the WAL's old frames too
+        self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
 
     async def _expiring(self) -> builtins.list[tuple[Row, float]]:
         """The sessions not ended that can expire, each with when it does (expiry())."""

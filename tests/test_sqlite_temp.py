@@ -6,6 +6,7 @@ bench/results/profile-load.md); and what is deleted is overwritten with zeros (S
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import string
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from conftest import DaemonProc, run_cli
+from sessiond.storage import search
 from sessiond.storage.connections import open_reader
 from sessiond.storage.database import Database
 
@@ -186,4 +188,32 @@ async def test_a_purge_of_deleted_words_is_kept_across_a_restart(tmp_path):
         assert await db.searcher.purge() == 0  # and a second one finds nothing to merge
         assert await db.search("delete") == []
     finally:
+        await db.close()
+
+
+async def test_deletes_in_a_row_share_one_purge_of_the_index(tmp_path, monkeypatch):
+    # a clean-up deleting many sessions must not merge the whole index once per session: the indexer
+    # waits until no delete came for PURGE_QUIET_S
+    monkeypatch.setattr(search, "PURGE_QUIET_S", 3.0)
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    indexer = asyncio.create_task(db.searcher.run_indexer(every=0.02))
+    try:
+        sids = [(await db.create_session({}))["id"] for _ in range(6)]
+        for sid in sids:
+            await db.append_messages(
+                sid, [{"role": "user", "content": f"words of {sid} number {i}"} for i in range(30)]
+            )
+        await db.searcher.catch_up()
+        for sid in sids[:5]:  # a clean-up's pace: several of the indexer's turns between two deletes
+            await db.delete_session(sid)
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while await db.searcher.purge_wanted() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not await db.searcher.purge_wanted()
+        assert db.searcher.purges == 1
+        assert len(await db.search("words", limit=100)) == 30  # the one left
+    finally:
+        indexer.cancel()
+        await asyncio.gather(indexer, return_exceptions=True)
         await db.close()
