@@ -38,9 +38,12 @@ from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
 from .wal import (
     CHECKPOINT_ROWS,
+    SCRUB_QUIET_S,
     SCRUB_RETRY_S,
     SCRUB_TRIES,
+    SCRUB_WAIT_MS,
     WAL_RESET_FRAMES,
+    WAL_RESET_WAIT_MS,
     Checkpointer,
     checkpoint,
 )
@@ -184,6 +187,7 @@ class Connections:
         self.wal_scrubs = 0  # WAL truncations after deletes (tests read it)
         self._scrub_wanted = False
         self._closing = False
+        self.checkpoint_locked_ms = 0.0  # how long the last reset or truncation held the writer (benches)
         self.deleted_at = 0.0  # time.monotonic() of the last delete this process committed (deleted())
         self._scrubbing: asyncio.Task | None = None
         self._changes_mark = 0
@@ -266,6 +270,8 @@ class Connections:
 
     async def close(self) -> None:
         self._closing = True
+        if self._scrubbing is not None:  # closing the last connection checkpoints the WAL and deletes it
+            self._scrubbing.cancel()
         for task in (self._resetting, self._scrubbing):
             if task is not None:
                 await asyncio.wait([task])
@@ -345,7 +351,7 @@ class Connections:
         finally:
             self._resetting = None
 
-    async def _checkpoint_between_batches(self, mode: str) -> bool:
+    async def _checkpoint_between_batches(self, mode: str, wait_ms: int = WAL_RESET_WAIT_MS) -> bool:
         """A checkpoint in `mode` under the writer lock, between two batches; True if it did all of it.
         First a PASSIVE one without the lock: it copies (and fsyncs) nearly all the WAL while appends go
         on, so that the one under the lock has only the last few commits to copy (measured: appends waited
@@ -353,7 +359,11 @@ class Connections:
         await asyncio.to_thread(checkpoint, self._path, "PASSIVE")
         async with self.group.lock:
             self.group.commit_batch()  # the batch under way, if any, first
-            return await asyncio.to_thread(checkpoint, self._path, mode)
+            t = time.perf_counter()
+            try:
+                return await asyncio.to_thread(checkpoint, self._path, mode, wait_ms)
+            finally:
+                self.checkpoint_locked_ms = (time.perf_counter() - t) * 1000
 
     def deleted(self) -> None:
         """A delete was committed: its pages leave the WAL soon (scrub_soon), and the search index's purge
@@ -365,7 +375,8 @@ class Connections:
         """After a delete: copy the whole WAL into the database file (where secure_delete zeroed what was
         deleted) and truncate it, so that no file of the home keeps the deleted rows' pages. The WAL is
         otherwise reused, not truncated (see _reset_wal), and its old frames past the current end still
-        hold every page written lately. Deletes in a row (a clean-up of many sessions) share one scrub."""
+        hold every page written lately. Deletes in a row (a clean-up of many sessions) share one scrub: it
+        starts once no delete came for SCRUB_QUIET_S (a truncation holds the writer for tens of ms)."""
         self._scrub_wanted = True
         if self._scrubbing is None:
             self._scrubbing = asyncio.get_running_loop().create_task(self._scrub())
@@ -374,10 +385,12 @@ class Connections:
         tries = 0
         try:
             while self._scrub_wanted:
+                while (quiet := self.deleted_at + SCRUB_QUIET_S - time.monotonic()) > 0:
+                    await asyncio.sleep(quiet)
                 self._scrub_wanted = False
                 if self._resetting is not None:
                     await asyncio.wait([self._resetting])
-                if await self._checkpoint_between_batches("TRUNCATE"):
+                if await self._checkpoint_between_batches("TRUNCATE", SCRUB_WAIT_MS):
                     self._checkpointer.truncated()
                     self.wal_scrubs += 1
                     tries = 0

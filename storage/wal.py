@@ -34,12 +34,20 @@ WAL_RESET_WAIT_MS = 200  # how long a reset waits for readers (a push's long rea
 # often, this many times; then the next delete tries again.
 SCRUB_RETRY_S = 0.5
 SCRUB_TRIES = 20
+# How long a truncation waits for readers or the background checkpoint, with the writer lock held (so
+# every append waits as long): bench/delete.py measured 193 ms with WAL_RESET_WAIT_MS, the background
+# checkpoint running; trying again later instead costs nothing.
+SCRUB_WAIT_MS = 10
+# A truncation frees the WAL's blocks, and appends wait meanwhile (bench/delete.py: 50-60 ms for the
+# 32 MB kept allocated): it waits until no delete came for this long, so that a clean-up's deletes
+# share one.
+SCRUB_QUIET_S = 0.5
 
 
-def checkpoint(path: str, mode: str) -> bool:
+def checkpoint(path: str, mode: str, wait_ms: int = WAL_RESET_WAIT_MS) -> bool:
     """`PRAGMA wal_checkpoint(mode)` on a connection of its own (a thread's); True if it did all of it
-    (no reader or writer kept it from the WAL's end for WAL_RESET_WAIT_MS)."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=WAL_RESET_WAIT_MS / 1000)
+    (no reader or writer kept it from the WAL's end for `wait_ms`)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=wait_ms / 1000)
     try:
         busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         return not busy
