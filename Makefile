@@ -73,6 +73,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/relay.py
 	$(PY) bench/memory.py
 	$(PY) bench/search.py
+	$(PY) bench/delete.py
 	$(PY) bench/floors.py
 
 clean:
