@@ -420,7 +420,7 @@ async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[
     stored: list[dict] = []
     for i in range(0, len(clean), APPEND_BATCH):
         batch = clean[i : i + APPEND_BATCH]
-        stored += await db.append_messages(sid, batch)
+        stored += await db.append_messages(sid, batch, importing=True)  # hidden until the import ends
         step(len(batch))
         await pause_for_tests("import-file.batch")
     return {m["node"]: s["id"] for m, s in zip(messages, stored) if m.get("node")}

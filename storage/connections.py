@@ -242,8 +242,10 @@ class Connections:
             await migrate(Inline(writer), upto)
             if upto is None or upto >= 6:
                 # an import a crash cut short (its session hidden, see apply_remote): nothing of it stays,
-                # and it can be run again (its rows go with it: ON DELETE CASCADE)
-                writer.execute("DELETE FROM sessions WHERE importing=1")
+                # and it can be run again (its rows go with it: ON DELETE CASCADE). One from a file is left
+                # to the daemon's start, which says so and deletes it whole (daemon/server.py).
+                keep = " AND id NOT IN (SELECT session_id FROM file_imports)" if upto is None or upto >= 12 else ""
+                writer.execute("DELETE FROM sessions WHERE importing=1" + keep)
             # (set-up, before anyone else holds this object: the only reads on the writer outside a
             # transaction)
             rows = writer.execute("SELECT value FROM meta WHERE key='device_id'").fetchall()

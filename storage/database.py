@@ -320,8 +320,9 @@ class Database:
         key: str | None = None,
         answer: bool = False,
         times: list[float] | None = None,
+        importing: bool = False,
     ) -> list[dict]:
-        return await self.messages.append(sid, messages, chat, key=key, answer=answer, times=times)
+        return await self.messages.append(sid, messages, chat, key=key, answer=answer, times=times, importing=importing)
 
     async def chat_history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
         return await self.messages.history(sid, chat, limit)

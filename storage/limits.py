@@ -7,6 +7,11 @@ from typing import Any
 
 from .errors import LimitReached
 
+# The sessions a limit counts: every one but those an import from a share code is still writing (it checks
+# them when it ends); those an import from a file is writing count already, hidden as they are, so that
+# the file's sessions are refused as one by one they would be (storage/sessions.py, create).
+COUNTED = "(NOT importing OR id IN (SELECT session_id FROM file_imports))"
+
 
 async def check_active_limits(
     tx: Any, limits: dict[str, int], user: str | None, *, daemon: bool = True, besides: str | None = None
@@ -18,9 +23,7 @@ async def check_active_limits(
     async def active(where: str = "", args: tuple = ()) -> int:
         if besides is not None:
             where, args = where + " AND id<>?", (*args, besides)
-        return (
-            await tx.fetchone(f"SELECT count(*) FROM sessions WHERE status='active' AND NOT importing{where}", args)
-        )[0]
+        return (await tx.fetchone(f"SELECT count(*) FROM sessions WHERE status='active' AND {COUNTED}{where}", args))[0]
 
     cap = limits.get("max_active_sessions")
     if daemon and cap and await active() >= cap:

@@ -107,6 +107,7 @@ class Messages:
         key: str | None = None,
         answer: bool = False,
         times: list[float] | None = None,
+        importing: bool = False,
     ) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). This is the hot path: the common case is six statements
@@ -118,7 +119,10 @@ class Messages:
         `answer`: a model's answer that the provider already gave (and counted): it is recorded even
         past the token quota or a context budget that cannot compact (the checks ran before asking).
 
-        `times`: each message's own time (a fork's copies keep their original ones); otherwise now."""
+        `times`: each message's own time (a fork's copies keep their original ones); otherwise now.
+
+        `importing`: to a session an import from a file is writing, hidden until it ends (Sessions.create's
+        file_import): no event (end_file_import announces the session)."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
@@ -134,8 +138,8 @@ class Messages:
                 " (SELECT request || ' ' || result FROM idempotency WHERE session_id=s.id AND key=?), s.expires_at,"
                 " s.last_activity"
                 " FROM sessions s LEFT JOIN chats c ON c.session_id=s.id AND c.id=coalesce(?, s.current_chat)"
-                " WHERE s.id=? AND NOT s.importing",
-                (device, key, chat, sid),
+                " WHERE s.id=? AND s.importing=?",
+                (device, key, chat, sid, int(importing)),
             )
             if row is not None and row[10] is not None:
                 request, _, result = row[10].partition(" ")  # the request's digest is hex: no space in it
@@ -293,7 +297,8 @@ class Messages:
             interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
             if (used // interval) != ((used + new_tokens) // interval):
                 ev["checkpoint_due"] = True  # the session's tokens passed a multiple of its checkpoint interval
-            tx.emit(ev)
+            if not importing:
+                tx.emit(ev)
         return out
 
     async def history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:

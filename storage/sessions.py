@@ -13,14 +13,15 @@ from .connections import Connections, Row
 from .errors import Conflict, Expired, NotFound
 from .ids import check_id, new_id
 from .limits import check_active_limits
-from .model import JSON_FIELDS, now
+from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, now
 from .search import PURGE_IF_INDEXED
 
 
-async def session_row(q: Any, sid: str) -> Row:
+async def session_row(q: Any, sid: str, *, importing: bool = False) -> Row:
     """The session's row, read through `q` (the committed state, or the transaction you hold). A session
-    whose import is under way is not there yet (see apply_remote)."""
-    row = await q.fetchone("SELECT * FROM sessions WHERE id=? AND NOT importing", (sid,))
+    whose import is under way is not there yet (see apply_remote, and create's file_import), except to
+    that import itself (`importing`)."""
+    row = await q.fetchone("SELECT * FROM sessions WHERE id=? AND importing=?", (sid, int(importing)))
     if row is None:
         raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
     return row
@@ -143,7 +144,10 @@ class Sessions:
 
     async def create(self, spec: dict, *, file_import: bool = False) -> dict:
         """A new session. `file_import`: made by an import from a file, listed as such in its creating
-        transaction until `end_file_import` (a crash before that: `unfinished_file_imports` names it)."""
+        transaction until `end_file_import` (a crash before that: `unfinished_file_imports` names it), and
+        hidden meanwhile as an import from a share code is (`importing`: not listed, searched, counted in
+        statistics nor pushed; no event), so that the file's sessions appear all at once, whole, or not at
+        all; the import's own appends reach it (Messages.append's `importing`)."""
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
         t = now()
@@ -169,12 +173,24 @@ class Sessions:
             await tx.execute("INSERT INTO sync_state(session_id) VALUES (?)", (sid,))
             if file_import:
                 await tx.execute("INSERT INTO file_imports(session_id) VALUES (?)", (sid,))
-            tx.emit({"type": "session.created", "session": sid})
-        return await self.get(sid)
+                await tx.execute("UPDATE sessions SET importing=1 WHERE id=?", (sid,))
+            else:
+                tx.emit({"type": "session.created", "session": sid})
+        return session_dict(await session_row(self.c.committed, sid, importing=file_import))
 
     async def end_file_import(self, sids: builtins.list[str]) -> None:
-        """The import from a file that made `sids` is done: all of it stays (one transaction)."""
+        """The import from a file that made `sids` is done: all of it stays, and shows (one transaction).
+        Each is announced as created then (which pushes it), due a checkpoint if its messages passed its
+        checkpoint interval, as their appends would have made it."""
         async with self.c.transaction() as tx:
+            for sid in sids:
+                row = await session_row(tx, sid, importing=True)
+                await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
+                interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
+                ev: dict[str, Any] = {"type": "session.created", "session": sid}
+                if row["tokens_used"] >= interval:
+                    ev["checkpoint_due"] = True
+                tx.emit(ev)
             await tx.executemany("DELETE FROM file_imports WHERE session_id=?", [(sid,) for sid in sids])
 
     async def unfinished_file_imports(self) -> builtins.list[str]:
@@ -265,8 +281,11 @@ class Sessions:
         )
 
     async def delete(self, sid: str) -> None:
+        """Delete a session, or one an import from a file is still writing (its rollback, or the next
+        start's after a crash)."""
         async with self.c.transaction() as tx:
-            await session_row(tx, sid)
+            if await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None:
+                await session_row(tx, sid)
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             tx.emit({"type": "session.deleted", "session": sid})

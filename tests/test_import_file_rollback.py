@@ -1,5 +1,6 @@
-"""`sessiond import-file` that fails part-way with an ordinary error (not a crash) removes the sessions it
-made as a crashed import's rollback at start does: their key files go too, not only their rows."""
+"""`sessiond import-file`: the sessions it makes are hidden until the whole file is in (not listed,
+searched, counted nor pushed), and one that fails part-way with an ordinary error (not a crash) removes
+them as a crashed import's rollback at start does: their key files go too, not only their rows."""
 
 from __future__ import annotations
 
@@ -31,9 +32,14 @@ def _key_files(home: str) -> set[str]:
     return set(os.listdir(folder)) if os.path.isdir(folder) else set()
 
 
-def test_a_failed_import_file_leaves_no_key_of_the_sessions_it_removed(make_daemon, tmp_path):
+def _store_files(root: str) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+def test_a_file_import_is_hidden_until_it_ends_and_a_failed_one_leaves_nothing(make_daemon, tmp_path):
     flag = tmp_path / "paused"
-    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"import-file.batch:{flag}"})
+    store = tmp_path / "store"
+    d = make_daemon(store=f"file://{store}", env={"SESSIOND_TEST_PAUSE": f"import-file.batch:{flag}"})
     os.makedirs(d.home, mode=0o700, exist_ok=True)
     # the file's second conversation cannot be made: one active session at most (an ordinary refusal)
     (tmp_path / "config.toml").write_text("max_active_sessions = 1\n")
@@ -42,19 +48,21 @@ def test_a_failed_import_file_leaves_no_key_of_the_sessions_it_removed(make_daem
     c = d.client()
     path = tmp_path / "conversations.json"
     path.write_text(json.dumps([_conversation("first", "Hi", "Hello!"), _conversation("second", "Again", "Yes?")]))
-    keys_before = _key_files(d.home)
+    keys_before, objects_before = _key_files(d.home), _store_files(str(store))
     imp = subprocess.Popen(
         [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "chatgpt", "--home", d.home],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
-        # the first conversation's session is written (the import paused after its messages): pushed, it
-        # has its key file, as a session pushed during a long import has
+        # the first conversation's session is written (the import paused after its messages), and nothing
+        # of it shows: not listed, searched, counted or pushed, until the whole file is in
         wait_for(flag.exists, timeout=60, interval=0.01, what="the import's first session written")
-        (first,) = c.list_sessions()["sessions"]
-        assert c.sync(first["id"], wait=True, timeout=30)["complete"]
-        assert f"{first['id']}.key" in _key_files(d.home)
+        assert c.list_sessions()["sessions"] == []
+        assert c.search("Hello")["hits"] == []
+        assert c.stats()["sessions"] == 0
+        assert c.sync(wait=True, timeout=30)["complete"]
+        assert _store_files(str(store)) == objects_before and _key_files(d.home) == keys_before
     finally:
         flag.unlink(missing_ok=True)  # the import goes on, and fails at its second conversation
         out, err = imp.communicate(timeout=120)
@@ -62,15 +70,41 @@ def test_a_failed_import_file_leaves_no_key_of_the_sessions_it_removed(make_daem
     assert b"max_active_sessions" in err, err
     assert c.list_sessions()["sessions"] == []
     assert _key_files(d.home) == keys_before  # no key file of the removed session is left
-    # and the home is as before the import: it runs whole once it fits
+    # and the home is as before the import: it runs whole once it fits, and then shows and is pushed
     d.stop()
     d.env.pop("SESSIOND_TEST_PAUSE")
     os.unlink(os.path.join(d.home, "config.toml"))
     d.start()
+    c = d.client()
     res = subprocess.run(
         [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "chatgpt", "--home", d.home, "--json"],
         capture_output=True,
         timeout=120,
     )
     assert res.returncode == 0, res.stderr
-    assert len(json.loads(res.stdout)["sessions"]) == 2
+    made = json.loads(res.stdout)["sessions"]
+    assert len(made) == 2
+    assert sorted(s["id"] for s in c.list_sessions()["sessions"]) == sorted(s["id"] for s in made)
+    assert len(c.search("Hello")["hits"]) == 1
+    assert c.sync(wait=True, timeout=30)["complete"]
+    assert _store_files(str(store)) > objects_before
+    assert {f"{s['id']}.key" for s in made} <= _key_files(d.home)
+
+
+def test_a_file_import_past_its_checkpoint_interval_gets_its_checkpoint_when_it_shows(make_daemon, tmp_path):
+    # its appends, hidden, announce nothing: the end of the import says it is due, as they would have
+    d = make_daemon().start()
+    c = d.client()
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps([{"role": ("user", "assistant")[i % 2], "content": "word " * 50} for i in range(100)]))
+    res = subprocess.run(
+        [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "openai", "--home", d.home, "--json"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    (made,) = json.loads(res.stdout)["sessions"]
+    assert made["tokens"] > 1000  # past the default checkpoint interval
+    wait_for(lambda: c.checkpoints(made["id"])["checkpoints"], timeout=30, what="the import's checkpoint")
+    (cp,) = c.checkpoints(made["id"])["checkpoints"]
+    assert cp["messages"] == 100, cp
