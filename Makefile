@@ -54,7 +54,7 @@ endif
 TEST_WORKERS ?= 3
 
 # The suite starts many Python processes (daemons, CLI calls): each imports sessiond's modules, which an
-# environment with PYTHONDONTWRITEBYTECODE set (as CI's) compiles from source every time, ~0.3 s of CPU a
+# environment with PYTHONDONTWRITEBYTECODE set (as this machine's) compiles from source every time, ~0.3 s of CPU a
 # process. compileall writes their bytecode once (it skips what is up to date); Python reads it whatever
 # that variable says.
 PACKAGE_DIRS := api cli client daemon relay storage stores sync
