@@ -38,6 +38,7 @@ from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
 from .wal import (
     CHECKPOINT_ROWS,
+    SCRUB_LATEST_S,
     SCRUB_QUIET_S,
     SCRUB_RETRY_S,
     SCRUB_TRIES,
@@ -386,9 +387,11 @@ class Connections:
     async def _scrub(self) -> None:
         tries = 0
         try:
+            latest = time.monotonic() + SCRUB_LATEST_S
             while self._scrub_wanted:
-                while (quiet := self.deleted_at + SCRUB_QUIET_S - time.monotonic()) > 0:
+                while (quiet := min(self.deleted_at + SCRUB_QUIET_S, latest) - time.monotonic()) > 0:
                     await asyncio.sleep(quiet)
+                latest = time.monotonic() + SCRUB_LATEST_S
                 self._scrub_wanted = False
                 if self._resetting is not None:
                     await asyncio.wait([self._resetting])

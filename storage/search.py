@@ -135,6 +135,7 @@ PURGE_PAGES = 16
 # ...once no delete came for this long: the deletes of one clean-up (or of a script's loop) share one
 # merge of the whole index instead of making one each.
 PURGE_QUIET_S = 1.0
+PURGE_LATEST_S = 30.0  # ...or once it has waited this long, if deletes never stop for PURGE_QUIET_S
 # Set by the transaction of a delete that takes out indexed messages, before its rows go (a session
 # whose messages are all still pending, or that has none, leaves nothing in the index to merge away).
 PURGE_IF_INDEXED = (
@@ -166,6 +167,7 @@ class Search:
         self.c = c
         self.indexer_wait = INDEX_EVERY  # seconds before the background indexer's next try (run_indexer)
         self.purges = 0  # whole-index merges done after deletes (Search.purge; tests and benches read it)
+        self._purge_seen: float | None = None  # when the indexer first saw a purge wanted and waited
 
     async def catch_up(self, chunk: int = INDEX_CHUNK, *, off_loop: bool = False) -> int:
         """Index the messages written since the index last caught up (the triggers' pending list), a
@@ -193,6 +195,18 @@ class Search:
     async def purge_wanted(self) -> bool:
         return await self.c.committed.fetchone("SELECT 1 FROM search_purge") is not None
 
+    async def _purge_due(self) -> bool:
+        """Whether the indexer merges the index now: a purge is wanted, and deletes stopped coming for
+        PURGE_QUIET_S, or it has waited PURGE_LATEST_S since this indexer first saw it wanted."""
+        t = time.monotonic()
+        quiet = t - self.c.deleted_at >= PURGE_QUIET_S
+        overdue = self._purge_seen is not None and t - self._purge_seen >= PURGE_LATEST_S
+        if quiet or overdue:
+            return await self.purge_wanted()
+        if self._purge_seen is None and await self.purge_wanted():
+            self._purge_seen = t
+        return False
+
     async def purge(self) -> int:
         """Merge the whole index until deleted messages leave no word in it (PURGE_IF_INDEXED), a chunk
         per transaction on the writer's thread, other writes in between; then the WAL is truncated, as
@@ -202,6 +216,7 @@ class Search:
             chunks += 1
             await asyncio.sleep(0)  # other requests in between chunks
         self.purges += 1
+        self._purge_seen = None
         self.c.scrub_soon()
         return chunks
 
@@ -217,7 +232,7 @@ class Search:
             try:
                 if await self.pending():
                     await self.catch_up(BACKGROUND_CHUNK, off_loop=True)
-                if time.monotonic() - self.c.deleted_at >= PURGE_QUIET_S and await self.purge_wanted():
+                if await self._purge_due():
                     await self.purge()
             except sqlite3.Error as exc:  # a busy or full disk: the pending list keeps them for next time
                 if str(exc) != failing:

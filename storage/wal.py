@@ -42,6 +42,7 @@ SCRUB_WAIT_MS = 10
 # 32 MB kept allocated): it waits until no delete came for this long, so that a clean-up's deletes
 # share one.
 SCRUB_QUIET_S = 0.5
+SCRUB_LATEST_S = 10.0  # ...or once it has waited this long, if deletes never stop for SCRUB_QUIET_S
 
 
 def checkpoint(path: str, mode: str, wait_ms: int = WAL_RESET_WAIT_MS) -> bool:

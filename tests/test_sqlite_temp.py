@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import DaemonProc, run_cli
-from sessiond.storage import search
+from sessiond.storage import connections, search
 from sessiond.storage.connections import open_reader
 from sessiond.storage.database import Database
 
@@ -213,6 +213,31 @@ async def test_deletes_in_a_row_share_one_purge_of_the_index(tmp_path, monkeypat
         assert not await db.searcher.purge_wanted()
         assert db.searcher.purges == 1
         assert len(await db.search("words", limit=100)) == 30  # the one left
+    finally:
+        indexer.cancel()
+        await asyncio.gather(indexer, return_exceptions=True)
+        await db.close()
+
+
+async def test_deletes_that_never_stop_still_get_their_purge_and_truncation(tmp_path, monkeypatch):
+    # a quiet period that never comes (a script deleting a session every half second) does not put the
+    # purge of the index or the WAL's truncation off for ever: each runs once it has waited its longest
+    monkeypatch.setattr(search, "PURGE_QUIET_S", 3600.0)
+    monkeypatch.setattr(search, "PURGE_LATEST_S", 0.3)
+    monkeypatch.setattr(connections, "SCRUB_QUIET_S", 3600.0)
+    monkeypatch.setattr(connections, "SCRUB_LATEST_S", 0.3)
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    indexer = asyncio.create_task(db.searcher.run_indexer(every=0.02))
+    try:
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": f"soon gone {i}"} for i in range(30)])
+        await db.searcher.catch_up()
+        await db.delete_session(sid)
+        deadline = time.monotonic() + 20
+        while (await db.searcher.purge_wanted() or db.c.wal_scrubs < 2) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not await db.searcher.purge_wanted() and db.searcher.purges == 1
+        assert db.c.wal_scrubs >= 2  # after the delete, and after the purge
     finally:
         indexer.cancel()
         await asyncio.gather(indexer, return_exceptions=True)
