@@ -4,6 +4,7 @@ document at GET /v1/openapi.json; the handlers live in daemon/routes/ by area. T
 them and turns every error into the one JSON error shape (api/errors.py)."""
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -121,7 +122,7 @@ def make_app(daemon) -> web.Application:
     for r in router_order(ROUTES):
         app.router.add_route(r.method, r.path, _bound(r))
     app.router.add_route("*", "/{tail:.*}", _unrouted)
-    app[OPENAPI_KEY] = build_openapi(ROUTES, daemon.version)
+    app[OPENAPI_KEY] = functools.cache(lambda: build_openapi(ROUTES, daemon.version))
     return app
 
 

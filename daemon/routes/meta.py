@@ -12,7 +12,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return ok(request.app[OPENAPI_KEY])
+    return ok(request.app[OPENAPI_KEY]())
 
 
 async def doctor(request: web.Request) -> web.Response:
