@@ -122,7 +122,12 @@ def make_app(daemon) -> web.Application:
     for r in router_order(ROUTES):
         app.router.add_route(r.method, r.path, _bound(r))
     app.router.add_route("*", "/{tail:.*}", _unrouted)
-    app[OPENAPI_KEY] = functools.cache(lambda: build_openapi(ROUTES, daemon.version))
+
+    @functools.cache
+    def openapi() -> dict:
+        return build_openapi(ROUTES, daemon.version)
+
+    app[OPENAPI_KEY] = openapi
     return app
 
 

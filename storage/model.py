@@ -118,9 +118,10 @@ _SHORT_HEADS = tuple(text_head(n) for n in range(256))
 
 # The bytes a message's content takes in a run's blob (its CBOR head and UTF-8), by its size in bytes for
 # sizes under 64 KiB, and 0 (index -1) for an operation that is not a message (not in the blob).
-_ITEM_SIZES = [n + len(text_head(n)) for n in range(1 << 16)] + [0]
 # (head width, least size, bound of sizes) of the text heads of one width
 _HEAD_WIDTHS = ((1, 0, 24), (2, 24, 1 << 8), (3, 1 << 8, 1 << 16), (5, 1 << 16, 1 << 32))
+# (made from the widths: calling text_head 65,536 times was 45 ms of every process's start)
+_ITEM_SIZES = [n + width for width, low, high in _HEAD_WIDTHS[:3] for n in range(low, high)] + [0]
 
 
 class LogRun:
