@@ -6,6 +6,7 @@ them and turns every error into the one JSON error shape (api/errors.py)."""
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -127,7 +128,8 @@ def make_app(daemon) -> web.Application:
     def openapi() -> dict:
         return build_openapi(ROUTES, daemon.version)
 
-    app[OPENAPI_KEY] = openapi
+    builder: Callable[[], dict] = openapi
+    app[OPENAPI_KEY] = builder
     return app
 
 
