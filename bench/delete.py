@@ -13,16 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _util import pct, remove
-from search import MESSAGES, SESSIONS, build, vocabulary
+from search import MESSAGES, SESSIONS, built_home
 
 from sessiond.storage.database import Database
 from sessiond.storage.search import PURGE_PAGES, purge_chunk
@@ -97,12 +95,7 @@ async def measure(path: str, sid: str) -> dict:
 
 
 def main() -> None:
-    rng = random.Random(18)
-    vocab = vocabulary(rng)
-    home = os.path.join(tempfile.mkdtemp(prefix="sd-bench-"), "home")
-    os.makedirs(home, mode=0o700)
-    path = os.path.join(home, "sessions.db")
-    sids, _, _ = asyncio.run(build(path, rng, vocab))
+    home, path, _, sids, _, _ = built_home()
     out = asyncio.run(measure(path, sids[0]))
     remove(os.path.dirname(home))
     print(

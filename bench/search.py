@@ -125,13 +125,20 @@ def match_counts(path: str, qs: list[str]) -> list[int]:
         conn.close()
 
 
-def main() -> None:
+def built_home() -> tuple[str, str, list[str], list[str], str, float]:
+    """A private home in a new temporary folder with the bench's database built in it (build): its path,
+    the database's, the vocabulary, the session ids, a message's text and the insert's seconds."""
     rng = random.Random(18)
     vocab = vocabulary(rng)
     home = os.path.join(tempfile.mkdtemp(prefix="sd-bench-"), "home")
     os.makedirs(home, mode=0o700)
     path = os.path.join(home, "sessions.db")
     sids, sample, insert_s = asyncio.run(build(path, rng, vocab))
+    return home, path, vocab, sids, sample, insert_s
+
+
+def main() -> None:
+    home, path, vocab, sids, sample, insert_s = built_home()
     qs = queries(vocab, sample, sids[0])
     storage = asyncio.run(in_process(path, qs))
     socket = {}

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 
-from conftest import PY, wait_for
+from conftest import PY, cli_json, wait_for
 
 
 def _conversation(title: str, *texts: str) -> dict:
@@ -97,13 +97,7 @@ def test_a_file_import_past_its_checkpoint_interval_gets_its_checkpoint_when_it_
     c = d.client()
     path = tmp_path / "long.json"
     path.write_text(json.dumps([{"role": ("user", "assistant")[i % 2], "content": "word " * 50} for i in range(100)]))
-    res = subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "openai", "--home", d.home, "--json"],
-        capture_output=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr
-    (made,) = json.loads(res.stdout)["sessions"]
+    (made,) = cli_json(d.home, "import-file", str(path), "--format", "openai")["sessions"]
     assert made["tokens"] > 1000  # past the default checkpoint interval
     wait_for(lambda: c.checkpoints(made["id"])["checkpoints"], timeout=30, what="the import's checkpoint")
     (cp,) = c.checkpoints(made["id"])["checkpoints"]

@@ -69,13 +69,18 @@ async def test_every_connection_keeps_temporary_data_in_memory(db, tmp_path):
         run_reader.close()
 
 
+async def _database_with(folder, texts: list[str]) -> tuple[Database, str]:
+    """A Database at folder/db.sqlite holding one session of user messages `texts`: (it, the session id)."""
+    db = await Database.open(os.path.join(folder, "db.sqlite"))
+    sid = (await db.create_session({}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": t} for t in texts])
+    return db, sid
+
+
 async def test_a_deleted_sessions_messages_are_not_left_in_the_database_file(tmp_path):
     # secure_delete on the writer (storage/connections.py SECURE_DELETE), whatever the SQLite build's default
-    path = os.path.join(tmp_path, "db.sqlite")
-    db = await Database.open(path)
-    sid = (await db.create_session({}))["id"]
     marker = "the plans nobody else may read, number"
-    await db.append_messages(sid, [{"role": "user", "content": f"{marker} {i} " + "x" * 500} for i in range(40)])
+    db, sid = await _database_with(tmp_path, [f"{marker} {i} " + "x" * 500 for i in range(40)])
     await db.delete_session(sid)
     await db.close()  # the WAL is checkpointed into the file
     for name in os.listdir(tmp_path):
@@ -168,11 +173,8 @@ def test_a_deleted_sessions_words_leave_the_search_index(tmp_path):
 async def test_a_purge_of_deleted_words_is_kept_across_a_restart(tmp_path):
     # the delete's transaction sets it (schema migration 13); a daemon stopped before its indexer merged
     # merges at its next start
-    path = os.path.join(tmp_path, "db.sqlite")
-    db = await Database.open(path)
+    db, sid = await _database_with(tmp_path, [f"word{i} of a later delete" for i in range(20)])
     empty = (await db.create_session({}))["id"]
-    sid = (await db.create_session({}))["id"]
-    await db.append_messages(sid, [{"role": "user", "content": f"word{i} of a later delete"} for i in range(20)])
     await db.delete_session(empty)  # nothing of it was in the index: nothing to merge
     assert not await db.searcher.purge_wanted()
     await db.searcher.catch_up()
@@ -180,7 +182,7 @@ async def test_a_purge_of_deleted_words_is_kept_across_a_restart(tmp_path):
     await db.delete_session(sid)
     assert await db.searcher.purge_wanted()
     await db.close()
-    db = await Database.open(path)
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
     try:
         assert await db.searcher.purge_wanted()
         assert await db.searcher.purge() >= 1
