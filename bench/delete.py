@@ -22,71 +22,96 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _util import pct, remove
 from search import MESSAGES, SESSIONS, built_home
 
+from sessiond.storage import search
 from sessiond.storage.database import Database
 from sessiond.storage.search import PURGE_PAGES, purge_chunk
 
 
-def optimize_floor(path: str) -> float:
-    """The floor: SQLite merging the same index whole in one statement (FTS5 'optimize'), on a copy of the
-    database as the delete left it; seconds."""
+def copy_of(path: str) -> str:
+    """A copy of the database as it is now (SQLite's backup), written out to the disk before returning, so
+    that its writeback does not compete with what is measured next."""
     copy = path + ".floor"
     src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     dst = sqlite3.connect(copy, isolation_level=None)
     try:
         src.backup(dst)
-        t = time.perf_counter()
-        dst.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
-        return time.perf_counter() - t
     finally:
         src.close()
         dst.close()
+    os.sync()
+    return copy
+
+
+def optimize_floor(copy: str) -> float:
+    """The floor: SQLite merging the same index whole in one statement (FTS5 'optimize'), on the copy of
+    the database as the delete left it; seconds. The copy is removed."""
+    conn = sqlite3.connect(copy, isolation_level=None)
+    try:
+        t = time.perf_counter()
+        conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
+        return time.perf_counter() - t
+    finally:
+        conn.close()
         os.remove(copy)
 
 
+async def truncated(db: Database) -> tuple[float, float]:
+    """Wait for the WAL truncation under way or asked for (Connections.scrub_soon): (ms from now to its
+    end, ms it held the writer)."""
+    t = time.perf_counter()
+    scrubs = db.c.wal_scrubs
+    deadline = time.monotonic() + 60
+    while db.c.wal_scrubs == scrubs and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return (time.perf_counter() - t) * 1000, db.c.checkpoint_locked_ms
+
+
 async def measure(path: str, sid: str) -> dict:
+    held: list[float] = []
+
+    def timed_chunk(conn):  # Search.purge's transaction, timed on the writer's thread
+        t = time.perf_counter()
+        try:
+            return purge_chunk(conn)
+        finally:
+            held.append((time.perf_counter() - t) * 1000)
+
+    search.purge_chunk = timed_chunk
     db = await Database.open(path)
     try:
         t = time.perf_counter()
         await db.searcher.catch_up()
         index_s = time.perf_counter() - t
+        # as the daemon does it: the delete, the WAL truncated once deletes stop for SCRUB_QUIET_S, the
+        # index purged once they stop for PURGE_QUIET_S (longer), the WAL truncated again after it
         t = time.perf_counter()
         await db.delete_session(sid)
         delete_ms = (time.perf_counter() - t) * 1000
+        first_truncate_ms, first_held_ms = await truncated(db)
         assert await db.searcher.purge_wanted()
-        floor_s = optimize_floor(path)
-        chunks = []
-        t0 = time.perf_counter()
-        while True:  # Search.purge, each transaction timed
-            t = time.perf_counter()
-            more = await db.c.write_off_loop(purge_chunk)
-            chunks.append((time.perf_counter() - t) * 1000)
-            if not more:
-                break
-            await asyncio.sleep(0)
-        purge_s = time.perf_counter() - t0
+        copy = copy_of(path)
         t = time.perf_counter()
-        scrubs = db.c.wal_scrubs
-        db.c.scrub_soon()
-        deadline = time.monotonic() + 60
-        while db.c.wal_scrubs == scrubs and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        truncate_ms = (time.perf_counter() - t) * 1000
-        locked_ms = db.c.checkpoint_locked_ms
+        await db.searcher.purge()
+        purge_s = time.perf_counter() - t
+        truncate_ms, held_ms = await truncated(db)
         wal = os.path.getsize(path + "-wal")
+        floor_s = optimize_floor(copy)
         return {
             "index_seconds": round(index_s, 2),
             "delete_ms": round(delete_ms, 1),
-            "purge_seconds": round(purge_s, 2),
+            "wal_truncate_after_delete_ms": round(first_truncate_ms, 1),  # its quiet wait, retries included
+            "wal_truncate_after_delete_writer_held_ms": round(first_held_ms, 1),  # what appends wait for
+            "purge_seconds": round(purge_s, 2),  # its pauses included: it takes half the writer at most
             "floor_optimize_seconds": round(floor_s, 2),  # SQLite's merge of the same index in one statement
-            "purge_transactions": len(chunks),
+            "purge_transactions": len(held),
             "purge_pages_per_transaction": PURGE_PAGES,
             "purge_transaction_ms": {
-                "p50": round(statistics.median(chunks), 2),
-                "p99": round(pct(chunks, 99), 2),
-                "max": round(max(chunks), 2),
+                "p50": round(statistics.median(held), 2),
+                "p99": round(pct(held, 99), 2),
+                "max": round(max(held), 2),
             },
-            "wal_truncate_ms": round(truncate_ms, 1),  # from the request to its end, retries included
-            "wal_truncate_writer_held_ms": round(locked_ms, 1),  # what appends wait for
+            "wal_truncate_after_purge_ms": round(truncate_ms, 1),
+            "wal_truncate_after_purge_writer_held_ms": round(held_ms, 1),
             "wal_bytes_after": wal,
             "database_mb": round(os.path.getsize(path) / 1e6, 1),
         }

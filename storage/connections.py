@@ -397,6 +397,7 @@ class Connections:
                     await asyncio.wait([self._resetting])
                 if await self._checkpoint_between_batches("TRUNCATE", SCRUB_WAIT_MS):
                     self._checkpointer.truncated()
+                    self._checkpointer.wake()  # the WAL allocated ahead again, before appends grow it
                     self.wal_scrubs += 1
                     tries = 0
                     continue

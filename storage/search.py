@@ -128,8 +128,8 @@ UNPEND_SQL = "DELETE FROM messages_fts_pending WHERE id IN (SELECT id FROM messa
 # A delete leaves the deleted messages' words in the index's older segments (an external-content FTS5
 # index takes a message out by adding a delete marker) until those are merged: the whole index is merged
 # then (schema migration 13), PURGE_PAGES pages at a time, each chunk a transaction on the writer's
-# thread, so appends wait for one chunk at most: measured on a 100,000-message index (95 MB database),
-# 321 chunks of ~3 ms, ~1 s in all (32 pages: 166 chunks of ~4.6 ms). A negative 'merge' puts every segment on one level
+# thread, so appends wait for one chunk at most: measured on a 100,000-message index (bench/delete.py),
+# ~150-320 chunks of ~2-3 ms (32 pages: ~4.6 ms), 1.25 s in all at half the writer's time. A negative 'merge' puts every segment on one level
 # and merges them down to one, dropping the markers and what they delete (SQLite's FTS5 'merge' command).
 PURGE_PAGES = 16
 # ...once no delete came for this long: the deletes of one clean-up (or of a script's loop) share one
@@ -212,9 +212,15 @@ class Search:
         per transaction on the writer's thread, other writes in between; then the WAL is truncated, as
         after the delete (its old frames hold the segments merged away). Returns the chunks that merged."""
         chunks = 0
-        while await self.c.write_off_loop(purge_chunk):
+        while True:
+            t = time.perf_counter()
+            if not await self.c.write_off_loop(purge_chunk):
+                break
             chunks += 1
-            await asyncio.sleep(0)  # other requests in between chunks
+            # at half the writer's time at most: written flat out, the merge outran the WAL's checkpoints,
+            # the WAL grew past the part kept allocated, and a chunk that grew it waited 50-130 ms on the
+            # file system (bench/delete.py) where one takes ~3
+            await asyncio.sleep(time.perf_counter() - t)
         self.purges += 1
         self._purge_seen = None
         self.c.scrub_soon()
