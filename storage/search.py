@@ -129,8 +129,9 @@ UNPEND_SQL = "DELETE FROM messages_fts_pending WHERE id IN (SELECT id FROM messa
 # index takes a message out by adding a delete marker) until those are merged: the whole index is merged
 # then (schema migration 13), PURGE_PAGES pages at a time, each chunk a transaction on the writer's
 # thread, so appends wait for one chunk at most: measured on a 100,000-message index (bench/delete.py),
-# ~150-320 chunks of ~2-3 ms (32 pages: ~4.6 ms), 1.25 s in all at half the writer's time. A negative 'merge' puts every segment on one level
-# and merges them down to one, dropping the markers and what they delete (SQLite's FTS5 'merge' command).
+# ~150-320 chunks of ~2-3 ms (32 pages: ~4.6 ms), 1.25 s in all at half the writer's time. A negative
+# 'merge' puts every segment on one level and merges them down to one, dropping the markers and what they
+# delete (SQLite's FTS5 'merge' command).
 PURGE_PAGES = 16
 # ...once no delete came for this long: the deletes of one clean-up (or of a script's loop) share one
 # merge of the whole index instead of making one each.
