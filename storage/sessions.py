@@ -284,11 +284,13 @@ class Sessions:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash)."""
         async with self.c.transaction() as tx:
-            if await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None:
+            shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
+            if shown:
                 await session_row(tx, sid)
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
-            tx.emit({"type": "session.deleted", "session": sid})
+            if shown:  # (one never announced goes unannounced)
+                tx.emit({"type": "session.deleted", "session": sid})
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
 
     async def _expiring(self) -> builtins.list[tuple[Row, float]]:
