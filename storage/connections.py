@@ -40,6 +40,7 @@ from .wal import (
     CHECKPOINT_ROWS,
     SCRUB_LATEST_S,
     SCRUB_QUIET_S,
+    SCRUB_RETRY_MAX_S,
     SCRUB_RETRY_S,
     SCRUB_TRIES,
     SCRUB_WAIT_MS,
@@ -395,24 +396,27 @@ class Connections:
                 self._scrub_wanted = False
                 if self._resetting is not None:
                     await asyncio.wait([self._resetting])
-                if await self._checkpoint_between_batches("TRUNCATE", SCRUB_WAIT_MS):
+                why = "readers stayed busy"
+                try:
+                    done = await self._checkpoint_between_batches("TRUNCATE", SCRUB_WAIT_MS)
+                except sqlite3.Error as e:
+                    done, why = False, str(e)
+                if done:
                     self._checkpointer.truncated()
                     self._checkpointer.wake()  # the WAL allocated ahead again, before appends grow it
                     self.wal_scrubs += 1
                     tries = 0
                     continue
-                # a reader still on an older snapshot (a push's long read), or the background checkpoint
-                # running: tried again shortly, and the deleted pages stay in the WAL meanwhile
-                tries += 1
+                # a reader still on an older snapshot (a push's long read), the background checkpoint
+                # running, or a failure (a full disk): tried again, less and less often, until it is done;
+                # the deleted pages stay in the WAL meanwhile
                 if self._closing:  # (closing the last connection checkpoints the WAL and deletes it)
                     return
-                if tries > SCRUB_TRIES:
-                    log.warning("WAL not truncated after a delete (readers stayed busy): the next delete tries again")
-                    return
+                tries += 1
+                if tries == SCRUB_TRIES:
+                    log.warning("the WAL is not truncated yet after a delete (%s): trying again, less often", why)
                 self._scrub_wanted = True
-                await asyncio.sleep(SCRUB_RETRY_S)
-        except sqlite3.Error as e:
-            log.warning("WAL truncation after a delete failed: %s", e)
+                await asyncio.sleep(min(SCRUB_RETRY_MAX_S, SCRUB_RETRY_S * 2 ** max(0, tries - SCRUB_TRIES)))
         finally:
             self._scrubbing = None
 

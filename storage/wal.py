@@ -30,10 +30,12 @@ WAL_RESET_FRAMES = 16384
 # a single append's commit writes ~6.4 frames and changes ~4 rows, so CHECKPOINT_ROWS is ~3,200 frames.
 WAL_ALLOCATE_AHEAD = 8192
 WAL_RESET_WAIT_MS = 200  # how long a reset waits for readers (a push's long read) before trying later
-# A WAL truncation after a delete (Connections.scrub_soon) that found readers busy is tried again this
-# often, this many times; then the next delete tries again.
+# A WAL truncation after a delete (Connections.scrub_soon) that found readers busy (or failed) is tried
+# again this often, SCRUB_TRIES times, then twice as long after each try, up to SCRUB_RETRY_MAX_S apart,
+# until it is done.
 SCRUB_RETRY_S = 0.5
 SCRUB_TRIES = 20
+SCRUB_RETRY_MAX_S = 60.0
 # How long a truncation waits for readers or the background checkpoint, with the writer lock held (so
 # every append waits as long): bench/delete.py measured 193 ms with WAL_RESET_WAIT_MS, the background
 # checkpoint running; trying again later instead costs nothing.

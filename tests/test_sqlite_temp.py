@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sqlite3
 import string
 import time
 
@@ -243,4 +244,35 @@ async def test_deletes_that_never_stop_still_get_their_purge_and_truncation(tmp_
     finally:
         indexer.cancel()
         await asyncio.gather(indexer, return_exceptions=True)
+        await db.close()
+
+
+async def test_a_truncation_kept_from_the_wal_by_a_reader_is_done_once_the_reader_ends(tmp_path, monkeypatch):
+    # a push's long read holds a snapshot, and a truncation cannot pass it: it is tried again, less and
+    # less often, for as long as it takes, not given up (the deleted pages would stay in the WAL)
+    for name, value in (
+        ("SCRUB_QUIET_S", 0.0),
+        ("SCRUB_RETRY_S", 0.02),
+        ("SCRUB_TRIES", 2),
+        ("SCRUB_RETRY_MAX_S", 0.2),
+    ):
+        monkeypatch.setattr(connections, name, value)
+    db, sid = await _database_with(tmp_path, ["kept from the WAL for a while"])
+    reader = sqlite3.connect(os.path.join(tmp_path, "db.sqlite"), isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # a snapshot the truncation must wait for
+        await db.delete_session(sid)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # well past the tries at the first pace
+            assert db.c.wal_scrubs == 0
+            await asyncio.sleep(0.05)
+        reader.execute("COMMIT")
+        deadline = time.monotonic() + 20
+        while db.c.wal_scrubs == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert db.c.wal_scrubs == 1
+        assert _files_holding(str(tmp_path), b"kept from the WAL") == []
+    finally:
+        reader.close()
         await db.close()
