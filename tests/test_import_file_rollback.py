@@ -48,6 +48,7 @@ def test_a_file_import_is_hidden_until_it_ends_and_a_failed_one_leaves_nothing(m
     c = d.client()
     path = tmp_path / "conversations.json"
     path.write_text(json.dumps([_conversation("first", "Hi", "Hello!"), _conversation("second", "Again", "Yes?")]))
+    assert c.sync(wait=True, timeout=30)["complete"]  # whatever the start writes to the store, first
     keys_before, objects_before = _key_files(d.home), _store_files(str(store))
     imp = subprocess.Popen(
         [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "chatgpt", "--home", d.home],
