@@ -403,7 +403,6 @@ class Connections:
                     done, why = False, str(e)
                 if done:
                     self._checkpointer.truncated()
-                    self._checkpointer.wake()  # the WAL allocated ahead again, before appends grow it
                     self.wal_scrubs += 1
                     tries = 0
                     continue

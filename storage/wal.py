@@ -40,8 +40,8 @@ SCRUB_RETRY_MAX_S = 60.0
 # every append waits as long): bench/delete.py measured 193 ms with WAL_RESET_WAIT_MS, the background
 # checkpoint running; trying again later instead costs nothing.
 SCRUB_WAIT_MS = 10
-# A truncation frees the WAL's blocks, and appends wait meanwhile (bench/delete.py: 50-60 ms for the
-# 32 MB kept allocated): it waits until no delete came for this long, so that a clean-up's deletes
+# A truncation frees the WAL's blocks, and appends wait meanwhile (bench/delete.py: 50-100 ms for the
+# 32-64 MB kept allocated): it waits until no delete came for this long, so that a clean-up's deletes
 # share one.
 SCRUB_QUIET_S = 0.5
 SCRUB_LATEST_S = 10.0  # ...or once it has waited this long, if deletes never stop for SCRUB_QUIET_S
@@ -79,9 +79,11 @@ class Checkpointer:
 
     def truncated(self) -> None:
         """The WAL was checkpointed whole and truncated to nothing (Connections.scrub_soon): its file is
-        allocated again from the start at the next wake."""
+        allocated ahead again now, before appends grow it (a write past the allocated part waits on the
+        file system: bench/delete.py)."""
         self.frames = 0
         self.allocated = 0
+        self.wake()
 
     def _run(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
