@@ -405,11 +405,11 @@ async def _finish(
         await tx.execute("INSERT OR IGNORE INTO sync_state(session_id) VALUES (?)", (sid,))
     if own is not None:
         await tx.execute(
-            "INSERT INTO sync_state(session_id, pushed_seq, head_rev, tree) VALUES (?,?,?,?) "
+            "INSERT INTO sync_state(session_id, pushed_seq, head_rev, tree, rekey_claims) VALUES (?,?,?,?,?) "
             "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=excluded.pushed_seq, "
-            "head_rev=max(head_rev, excluded.head_rev), tree=excluded.tree, pending=NULL "
-            "WHERE pushed_seq < excluded.pushed_seq",
-            (sid, own["pushed_seq"], own["head_rev"], own["tree"]),
+            "head_rev=max(head_rev, excluded.head_rev), tree=excluded.tree, pending=NULL, "
+            "rekey_claims=coalesce(excluded.rekey_claims, rekey_claims) WHERE pushed_seq < excluded.pushed_seq",
+            (sid, own["pushed_seq"], own["head_rev"], own["tree"], own.get("rekey_claims")),
         )
     for p in peers:
         await save_peer(tx, sid, **p)

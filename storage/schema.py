@@ -265,6 +265,12 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE search_purge (id INTEGER PRIMARY KEY CHECK (id = 1));
     """,
+    # 14: this device's rekey claims (docs/FORMATS.md §6: each names a rekey notice this device published,
+    # or is about to), as the DAG-CBOR list every manifest it pushes carries: a device taking a notice
+    # checks that the device it names claims it, and that no other device claims another (sync/rekey.py)
+    """
+    ALTER TABLE sync_state ADD COLUMN rekey_claims BLOB;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -128,6 +128,7 @@ class SyncState:
                 "pending": None,
                 "last_error": None,
                 "last_push": None,
+                "rekey_claims": None,
             }
         return dict(rows[0])
 

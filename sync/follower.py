@@ -169,7 +169,7 @@ class Follower:
             )
             if notice is not None:
                 async with ctx.rekey_lock(sid):
-                    await self.rekeyer.take(sid, notice)
+                    await self.rekeyer.take(sid, notice, store, members)
                 now = await db.remote(sid)
                 assert now is not None  # taking a notice switches the remote; it does not remove it
                 if bytes(now["announce_pk"]) != announce_pk:

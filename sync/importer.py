@@ -112,6 +112,8 @@ class Importer:
                     "pushed_seq": man.last_seq,
                     "head_rev": man.rev,
                     "tree": dagcbor.encode(levels_to_cbor(man.levels)),
+                    # its rekey claims go on in the manifests it pushes from here (a restored device key)
+                    "rekey_claims": dagcbor.encode(man.claims) if man.claims else None,
                 }
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")

@@ -5,13 +5,16 @@ of it; sealing it is sync/push.py's (LogWriter.seal_manifest), opening it the en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from . import dagcbor
 from .heads import encode_levels
 from .pages import VERSION, Entry, LogError
 
 T_MANIFEST = "sessiond/manifest"
+# a manifest carries at most this many rekey claims (the device's latest rekeys; docs/FORMATS.md §6)
+CLAIMS_KEPT = 16
 
 
 @dataclass
@@ -24,6 +27,8 @@ class Manifest:
     lamport: int
     levels: list[list[Entry]]
     prev: bytes | None
+    # this device's rekey claims, {"a": new announce key, "h": notice hash, "o": old announce key}, oldest first
+    claims: list[dict] = field(default_factory=list)
 
     def entries(self) -> list[Entry]:
         """All top entries in log order (highest level first)."""
@@ -39,12 +44,15 @@ def encode_manifest(
     lamport: int,
     levels: list[list[Entry]],
     prev: bytes | None,
+    claims: Sequence[dict] = (),
 ) -> bytes:
     """The plaintext of a manifest (DAG-CBOR; `prev`, the previous manifest's hash, as a link): the map
-    {d, k, l, n, r, s, v, ty, lam[, prev]} put together in DAG-CBOR key order, the levels from each
+    {d, k, l, n, r, s, v[, rk], ty, lam[, prev]} put together in DAG-CBOR key order, the levels from each
     entry's encoding made once (heads.encode_levels). The same bytes as dagcbor.encode of the map
     (tests/test_formats.py), at a push's every commit without encoding its entries again."""
     items = [("d", device), ("k", head_pk), ("l", None), ("n", last_seq), ("r", rev), ("s", sid), ("v", VERSION)]
+    if claims:  # (absent when there is none: every manifest before claims reads and re-encodes the same)
+        items.append(("rk", list(claims)))
     items += [("ty", T_MANIFEST), ("lam", lamport)]
     if prev is not None:
         items.append(("prev", dagcbor.Link(prev)))
@@ -55,7 +63,7 @@ def encode_manifest(
     return b"".join(out)
 
 
-_KEYS = {k: dagcbor.encode_ordered(k) for k in ("d", "k", "l", "n", "r", "s", "v", "ty", "lam", "prev")}
+_KEYS = {k: dagcbor.encode_ordered(k) for k in ("d", "k", "l", "n", "r", "s", "v", "rk", "ty", "lam", "prev")}
 
 
 def parse_manifest(plain: bytes, *, sid: str, head_pk: bytes, rev: int) -> Manifest:
@@ -67,7 +75,10 @@ def parse_manifest(plain: bytes, *, sid: str, head_pk: bytes, rev: int) -> Manif
     write, a damaged manifest) goes the strict way, which decides as it always has."""
     try:
         man = _parse(dagcbor.decode(plain, strict=False), sid=sid, head_pk=head_pk, rev=rev)
-        if encode_manifest(sid, man.device, rev, head_pk, man.last_seq, man.lamport, man.levels, man.prev) == plain:
+        again = encode_manifest(
+            sid, man.device, rev, head_pk, man.last_seq, man.lamport, man.levels, man.prev, man.claims
+        )
+        if again == plain:
             return man
     except Exception:  # whatever it is, the strict way below says what is wrong
         pass
@@ -100,9 +111,12 @@ def _parse(m: object, *, sid: str, head_pk: bytes, rev: int) -> Manifest:
             int(m.get("lam", 0)),
             levels,
             bytes(m["prev"]) if m.get("prev") is not None else None,
+            parse_claims(m.get("rk", [])),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise LogError(f"malformed manifest: {exc!r}") from None
+    except LogError as exc:
+        raise LogError(f"malformed manifest: {exc}") from None
     expect = 1
     for e in man.entries():
         if e.first != expect or e.last < e.first:
@@ -111,3 +125,18 @@ def _parse(m: object, *, sid: str, head_pk: bytes, rev: int) -> Manifest:
     if expect - 1 != man.last_seq:
         raise LogError(f"manifest covers up to seq {expect - 1} but claims {man.last_seq}")
     return man
+
+
+def parse_claims(rk: object) -> list[dict]:
+    """A manifest's rekey claims, checked: a list of at most CLAIMS_KEPT maps of exactly {a, h, o}, each
+    32 bytes (docs/FORMATS.md §6)."""
+    if not isinstance(rk, list) or len(rk) > CLAIMS_KEPT:
+        raise LogError(f"rekey claims are not a list of at most {CLAIMS_KEPT}")
+    out = []
+    for c in rk:
+        if not isinstance(c, dict) or set(c) != {"a", "h", "o"}:
+            raise LogError("a rekey claim is not a map of a, h and o")
+        if not all(isinstance(c[k], bytes) and len(c[k]) == 32 for k in "aho"):
+            raise LogError("a rekey claim's a, h and o are not 32 bytes each")
+        out.append({k: bytes(c[k]) for k in "aho"})
+    return out

@@ -31,7 +31,6 @@ from ..storage.model import LogRun
 from ..stores import Store
 from ..stores.cid import BlobId, digest_parts
 from .crypto import EncryptedCID, manifest_key, object_key, seal, seal_chunks
-from .manifest import encode_manifest
 from .pagecut import cut as cut_run
 from .pagecut import encode_page_chunks, encode_pages, measure, page_ends, page_limit
 from .pages import PAGE_MAX, Entry, encode_node, encode_parts
@@ -270,11 +269,6 @@ class LogWriter:
             self.written.objects += len(done)
             self.written.bytes += sum(len(ct) for (ct, _), f in zip(objects, futs) if f is not None)
         await self.put([ct for ct, _ in rest], [h for _, h in rest])
-
-    def manifest(
-        self, rev: int, head_pk: bytes, last_seq: int, lamport: int, levels: list[list[Entry]], prev: bytes | None
-    ) -> bytes:
-        return encode_manifest(self.sid, self.device, rev, head_pk, last_seq, lamport, levels, prev)
 
     def seal_manifest(self, plain: bytes, head_pk: bytes, rev: int) -> tuple[bytes, EncryptedCID]:
         # Not padded: a reader knows the manifest's size only from the ciphertext.

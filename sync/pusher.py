@@ -30,6 +30,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .errors import SyncError
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
+from .manifest import encode_manifest
 from .members import Members
 from .pages import Entry
 from .push import FANOUT, LogWriter, Written, is_long
@@ -107,6 +108,8 @@ class _OnePush:
         self.head_key: SigningKey = ctx.keys.head_key(sid)
         self.head_pk = ctx.keys.head_pk(sid)
         self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
+        # this device's rekey claims, written into every manifest (sync_state.rekey_claims; rekey.py)
+        self.claims: list[dict] = []
 
 
 class Pusher:
@@ -156,6 +159,8 @@ class Pusher:
             one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key, key_written)
             await asyncio.sleep(0)
             state = await db.sync_state(sid)
+            if state.get("rekey_claims"):
+                one.claims = dagcbor.decode(state["rekey_claims"])
             if state["pending"]:
                 await self._key_on_disk(one)
                 await self._publish(one, _Revision.recorded(state["pending"]))
@@ -283,7 +288,7 @@ class Pusher:
         ahead_ok: bool = False,
     ) -> int:
         prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
-        plain = one.writer.manifest(rev, one.head_pk, last, lamport, levels, prev)
+        plain = encode_manifest(one.sid, one.writer.device, rev, one.head_pk, last, lamport, levels, prev, one.claims)
         made = _Revision(rev, plain, last, encode_levels(levels), prev, levels)
         await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
         # (the loop is given back here: the manifest's sealing and the head's signing below are a step of

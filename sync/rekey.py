@@ -23,9 +23,11 @@ from ..stores.registry import RegistryEntry
 from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
-from .errors import ImportError_
+from .errors import ImportError_, describe
+from .manifest import CLAIMS_KEPT
 from .members import SALT_LEN, T_MEMBERS, Members, announce_key, seal_small
 from .pusher import Pusher
+from .rekeyproof import check_notice, notice_hash, open_box
 
 log = logging.getLogger("sessiond.sync")
 
@@ -67,7 +69,8 @@ class Rekeyer:
                     store, sid, old_key, bytes(remote["announce_pk"])
                 )
                 if notice is not None:
-                    ctx.keys.clear_rekey_pending(sid)  # ours never reached the store
+                    await self._withdraw(sid, bytes(remote["announce_pk"]))  # ours never reached the store
+                    ctx.keys.clear_rekey_pending(sid)
                     raise ImportError_(
                         "conflict",
                         f"session {sid} was rekeyed by another device at the same time; "
@@ -77,6 +80,7 @@ class Rekeyer:
                 others = {m["device_id"] for m in members if m["head_pk"] != my_pk}
                 unknown = [d for d in drop if d not in others]
                 if unknown:
+                    await self._withdraw(sid, bytes(remote["announce_pk"]))
                     ctx.keys.clear_rekey_pending(sid)
                     raise ImportError_(
                         "unknown_device",
@@ -90,16 +94,22 @@ class Rekeyer:
                     "w": new_write,
                     "a": new_announce,
                     "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in keep],
+                    "o": bytes(remote["announce_pk"]),
                     "own": True,
                 }
+                record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
                 _crash_point("rekey:pending")
+                await self._claim(sid, record)  # this device's head claims the notice before it is published
+                _crash_point("rekey:claimed")
                 try:
                     await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
                 except StaleHead:
                     continue  # the slot changed meanwhile (a writer joined, or another rekey): look again
                 break
             else:
+                await self._withdraw(sid, bytes(remote["announce_pk"]))
+                ctx.keys.clear_rekey_pending(sid)
                 raise ImportError_("busy", f"could not rekey {sid}: its members list kept changing; try again")
             _crash_point("rekey:published")
             await self._finish(sid, record)
@@ -110,19 +120,52 @@ class Rekeyer:
             "dropped": [m["device_id"] for m in members if m["head_pk"] != my_pk and m not in keep],
         }
 
-    async def _publish_notice(
-        self, store: Store, sid: str, old_key: bytes, old_write: bytes, rev: int, members: list[dict], record: dict
-    ) -> None:
-        """The notice, as revision rev+1 of the old members slot: a box for each kept writer, and one for
-        this device too (so that even without its record it can take its own rekey, as the others do)."""
+    def _notice(self, sid: str, record: dict) -> dict:
+        """The notice of this device's rekey (docs/FORMATS.md §6): a box for each kept writer and one for
+        this device too (so that even without its record it can take its own rekey, as the others do),
+        and this device's id as its author, which its own head's claim confirms."""
         secret = dagcbor.encode({"a": record["a"], "k": record["k"], "w": record["w"]})
         pks = [m["k"] for m in record["m"]] + [self.ctx.keys.head_pk(sid)]
         boxes = [{"k": pk, "x": SealedBox(VerifyKey(pk[1:]).to_curve25519_public_key()).encrypt(secret)} for pk in pks]
-        notice = {"a": record["a"], "b": boxes, "t": int(time.time())}
+        return {"a": record["a"], "b": boxes, "d": self.ctx.db.device_id, "t": int(time.time())}
+
+    async def _claim(self, sid: str, record: dict) -> None:
+        """Add this rekey's claim to this device's manifest and push it (under the old key, where the
+        devices taking the notice look first): in place of an earlier claim of the same generation (a
+        rekey that had to start over). A push that fails fails the rekey, which resumes from its record."""
+        claim = {"a": record["a"], "h": notice_hash(dagcbor.decode(record["n"])), "o": record["o"]}
+        claims = [c for c in await self._claims(sid) if c["o"] != record["o"]] + [claim]
+        await self.ctx.db.save_sync_state(sid, rekey_claims=dagcbor.encode(claims[-CLAIMS_KEPT:]))
+        await self.pusher.push(sid, force=True)
+
+    async def _withdraw(self, sid: str, old_announce: bytes) -> None:
+        """Take back a claim whose notice was never published (another device's rekey came first, or this
+        one gave up): a device taking the other notice would otherwise see two rekeys. If the push fails,
+        the next one carries the change (and this device's switch to the other key pushes anyway)."""
+        claims = await self._claims(sid)
+        if not any(c["o"] == old_announce for c in claims):
+            return
+        kept = [c for c in claims if c["o"] != old_announce]
+        await self.ctx.db.save_sync_state(sid, rekey_claims=dagcbor.encode(kept) if kept else None)
+        try:
+            await self.pusher.push(sid, force=True)
+        except Exception as exc:  # said here; the next push carries it
+            log.warning(
+                "could not push the withdrawal of a rekey claim", extra={"session": sid, "error": describe(exc)}
+            )
+
+    async def _claims(self, sid: str) -> list[dict]:
+        raw = (await self.ctx.db.sync_state(sid)).get("rekey_claims")
+        return list(dagcbor.decode(raw)) if raw else []
+
+    async def _publish_notice(
+        self, store: Store, sid: str, old_key: bytes, old_write: bytes, rev: int, members: list[dict], record: dict
+    ) -> None:
+        """The notice, as revision rev+1 of the old members slot."""
         plain = dagcbor.encode(
             {
                 "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in members],
-                "rekey": notice,
+                "rekey": dagcbor.decode(record["n"]),
                 "s": sid,
                 "v": 1,
                 "ty": T_MEMBERS,
@@ -158,13 +201,20 @@ class Rekeyer:
             # this device's own rekey: was its notice published?
             assert old_key is not None  # this device's own rekey began with the key it held
             store = await ctx.store_for(sid)
-            rev, members, notice = await self.members.read_members(store, sid, old_key, bytes(remote["announce_pk"]))
-            if notice is not None and notice.get("a") != record["a"]:
+            old_announce = bytes(remote["announce_pk"])
+            rev, members, notice = await self.members.read_members(store, sid, old_key, old_announce)
+            if "n" not in record:  # a record from before notices named their author: made here, once
+                record["o"] = old_announce
+                record["n"] = dagcbor.encode(self._notice(sid, record))
+                ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
+            if notice is not None and notice_hash(notice) != notice_hash(dagcbor.decode(record["n"])):
+                await self._withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
                 return
             if notice is None:
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
+                await self._claim(sid, record)
                 await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
@@ -182,28 +232,41 @@ class Rekeyer:
         if await self.ctx.db.last_seq(sid):
             await self.pusher.push(sid, force=True)  # this device's log, now under the new key
 
-    async def take(self, sid: str, notice: dict) -> bool:
-        """A rekey notice in the members slot: open this device's box, or learn that access ended."""
-        keys = self.ctx.keys
+    async def take(self, sid: str, notice: dict, store: Store, members: list[dict]) -> bool:
+        """A rekey notice in the members slot (`members`: the slot's list, the generation the notice
+        ends): check that it is the rekey its author claims and no other device contradicts
+        (rekeyproof.check_notice), open this device's box, or learn that access ended."""
+        ctx, keys = self.ctx, self.ctx.keys
         my_pk = keys.head_pk(sid)
-        box = next((b["x"] for b in notice.get("b", []) if b.get("k") == my_pk), None)
-        remote = await self.ctx.db.remote(sid)
-        if remote is not None and bytes(remote["announce_pk"]) == notice.get("a"):
+        remote = await ctx.db.remote(sid)
+        if remote is None or bytes(remote["announce_pk"]) == notice.get("a"):
             return False  # already switched
-        if box is None:
+        secret = open_box(notice, my_pk, keys.head_key(sid))
+        if secret is None:
             raise ImportError_(
                 "revoked",
                 f"session {sid} was rekeyed without this device: it keeps what it has "
                 f"but receives nothing new (ask for a new share code)",
             )
-        try:
-            secret = dagcbor.decode(SealedBox(keys.head_key(sid).to_curve25519_private_key()).decrypt(box))
-        except Exception:
-            raise ImportError_("damaged", f"the rekey notice of {sid} cannot be opened by this device") from None
-        record = {
-            "k": secret["k"],
+        await check_notice(
+            store,
+            sid,
+            notice,
+            old_announce=bytes(remote["announce_pk"]),
+            members=members,
+            me=my_pk,
+            head_key=keys.head_key(sid),
+            keys=keys.session_keys(sid),
+            new_key=bytes(secret["k"]),
+            new_announce=bytes(secret["a"]),
+            known_revs={bytes(p["head_pk"]): p["rev"] for p in await ctx.db.peers(sid)},
+            read_slot=self.members.read_members,
+            timeout=ctx.timeout,
+        )
+        record: dict = {
+            "k": bytes(secret["k"]),
             "w": secret.get("w") if keys.write_secret(sid) else None,
-            "a": secret["a"],
+            "a": bytes(secret["a"]),
             "m": [],
             "own": False,
         }

@@ -301,3 +301,28 @@ def invite_relay(tmp_path):
     data = str(tmp_path / "relay-data")
     with relay_served(data) as info:
         yield data, info["url"].split("://", 1)[1]
+
+
+def rekeys_at_once(sid: str, devices: dict) -> dict:
+    """`rekey` of `sid` on every daemon of `devices` (name -> DaemonProc) at the same moment, each in a
+    thread: what each answered (a result, or the ApiError it raised)."""
+    from sessiond.client import ApiError
+
+    results: dict = {}
+    start = threading.Barrier(len(devices))
+
+    def rekey(name, d):
+        client = d.client()
+        start.wait(timeout=30)
+        try:
+            results[name] = client.rekey(sid)
+        except ApiError as exc:
+            results[name] = exc
+
+    threads = [threading.Thread(target=rekey, args=item) for item in devices.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == len(devices), results
+    return results

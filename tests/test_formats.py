@@ -29,8 +29,10 @@ from sessiond.sync.crypto import (
     seal,
 )
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
-from sessiond.sync.pages import Entry, parse_page
+from sessiond.sync.manifest import CLAIMS_KEPT, encode_manifest, parse_manifest
+from sessiond.sync.pages import Entry, LogError, parse_page
 from sessiond.sync.push import LogWriter
+from sessiond.sync.rekeyproof import notice_hash
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md")
 
@@ -250,6 +252,39 @@ def test_dag_cbor_vector_and_rules():
     ):
         with pytest.raises(dagcbor.DagCborError, match=why):
             dagcbor.decode(raw)
+
+
+def test_rekey_notice_hash_and_manifest_claim_vectors():
+    v = V["rekey"]
+    pk = bytes.fromhex(v["head_pk_hex"])
+    notice = {"a": b"\x02" * 32, "b": [{"k": pk, "x": b"\x04" * 80}], "d": v["device"], "t": 1700000000}
+    assert notice_hash(notice).hex() == v["notice_hash_hex"]
+    assert notice_hash(dict(reversed(notice.items()))).hex() == v["notice_hash_hex"]  # map order is DAG-CBOR's
+    claim = {"a": b"\x02" * 32, "h": b"\x03" * 32, "o": b"\x01" * 32}
+    plain = encode_manifest(v["session"], v["device"], 3, pk, 0, 5, [], None, [claim])
+    assert plain.hex() == v["manifest_rev_3_lamport_5_no_operations_hex"]
+    assert plain == dagcbor.encode(dagcbor.decode(plain))  # strict DAG-CBOR
+    man = parse_manifest(plain, sid=v["session"], head_pk=pk, rev=3)
+    assert man.claims == [claim] and man.lamport == 5 and man.last_seq == 0
+    # without claims, the manifest is the one sessiond wrote before them: no "rk" key at all
+    assert b"rk" not in encode_manifest(v["session"], v["device"], 3, pk, 0, 5, [], None)
+
+
+@pytest.mark.parametrize(
+    "rk",
+    [
+        "not a list",
+        [{"a": b"\x02" * 32, "h": b"\x03" * 32}],  # o missing
+        [{"a": b"\x02" * 32, "h": b"\x03" * 31, "o": b"\x01" * 32}],  # a short hash
+        [{"a": b"\x02" * 32, "h": b"\x03" * 32, "o": b"\x01" * 32, "x": 1}],  # a field more
+        [{"a": b"\x02" * 32, "h": b"\x03" * 32, "o": b"\x01" * 32}] * (CLAIMS_KEPT + 1),
+    ],
+)
+def test_a_manifest_with_malformed_claims_is_refused(rk):
+    pk = bytes.fromhex(V["rekey"]["head_pk_hex"])
+    m = {"d": "dev", "k": pk, "l": [], "n": 0, "r": 1, "s": "demo", "v": 1, "rk": rk, "ty": "sessiond/manifest"}
+    with pytest.raises(LogError, match="claim"):
+        parse_manifest(dagcbor.encode(m), sid="demo", head_pk=pk, rev=1)
 
 
 def test_page_vector():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import random
 
-from conftest import cli_json, run_cli, wait_for
+from conftest import cli_json, rekeys_at_once, run_cli, wait_for
 from sessiond.storage.database import Database
 from sessiond.storage.model import Op, RemoteLog
 
@@ -225,7 +225,14 @@ import pytest  # noqa: E402
 
 from sessiond.client import ApiError  # noqa: E402
 
-REKEY_STEPS = ("rekey:pending", "rekey:published", "rekey:rotated", "rekey:switched", "rekey:announced")
+REKEY_STEPS = (
+    "rekey:pending",
+    "rekey:claimed",
+    "rekey:published",
+    "rekey:rotated",
+    "rekey:switched",
+    "rekey:announced",
+)
 
 
 def _messages(d, sid):
@@ -287,23 +294,8 @@ def test_rekey_refuses_an_unknown_device_to_drop(make_daemon, store_dir):
 
 
 def test_concurrent_rekeys_answer_a_conflict_or_succeed(make_daemon, store_dir):
-    import threading
-
     a, b, sid = _shared_pair(make_daemon, store_dir)
-    results: dict = {}
-
-    def rekey(name, d):
-        try:
-            results[name] = d.client().rekey(sid)
-        except ApiError as exc:
-            results[name] = exc
-
-    threads = [threading.Thread(target=rekey, args=(n, d)) for n, d in (("a", a), ("b", b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert len(results) == 2
+    results = rekeys_at_once(sid, {"a": a, "b": b})
     for r in results.values():  # never an internal error: a result, or a clear 409
         assert isinstance(r, dict) or (r.status == 409 and r.code == "conflict"), r
     # and afterwards both devices write and read each other under one key

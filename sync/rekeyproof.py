@@ -1,0 +1,177 @@
+"""Telling a real rekey notice from a forged one (docs/FORMATS.md §6, "Rekey").
+
+A rekey notice sits in the session's *old* members slot, which every writer of the old generation can
+sign: a writer the rekey dropped could overwrite the notice with one of its own, naming keys it chose.
+What a dropped device cannot make is another device's head: so the device that rekeys first adds a
+*claim* to the manifest its own head points to ({o: old announce key, a: new announce key, h: the
+notice's hash}), and only then publishes the notice, which names it ("d"). A device taking a notice
+checks, before it switches, that
+
+* the device the notice names is a member of the old generation and its manifest claims this very
+  notice, and
+* no other member's manifest claims another notice of the same generation, and every member's manifest
+  opens under a key this device holds or is given by the notice (or the notices after it): a member
+  whose log moved to a key the notice does not give went to another generation, so two rekeys compete.
+
+Either failure leaves the device where it is and says so. Read-only: nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from blake3 import blake3
+from nacl.public import SealedBox
+from nacl.signing import SigningKey
+
+from ..stores import Store, StoreError
+from ..stores.errors import describe_failure, failing
+from ..stores.registry import RegistryError
+from . import dagcbor
+from .crypto import DecryptError
+from .errors import ImportError_
+from .heads import manifest_hash_of, open_manifest
+from .manifest import parse_manifest
+from .pages import LogError
+
+# how many rekeys after the one being taken are followed to find the keys members' logs moved to
+CHAIN_MAX = 8
+
+# (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members
+ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict], dict | None]]]
+
+
+def notice_hash(notice: dict) -> bytes:
+    """BLAKE3 of the notice map's DAG-CBOR encoding: what a claim names."""
+    return blake3(dagcbor.encode(notice)).digest()
+
+
+def open_box(notice: dict, head_pk: bytes, head_key: SigningKey) -> dict | None:
+    """This device's box of a notice, opened: {"a", "k", "w"?}; None if the notice has no box for it.
+    Raises ImportError_ if there is one that does not open."""
+    box = next((b.get("x") for b in notice.get("b", []) if isinstance(b, dict) and b.get("k") == head_pk), None)
+    if box is None:
+        return None
+    try:
+        secret = dagcbor.decode(SealedBox(head_key.to_curve25519_private_key()).decrypt(bytes(box)))
+        if not (isinstance(secret.get("k"), bytes) and len(secret["k"]) == 32 and isinstance(secret.get("a"), bytes)):
+            raise ValueError("not a rekey secret")
+    except Exception:
+        raise ImportError_("damaged", "the rekey notice's box for this device cannot be opened") from None
+    return secret
+
+
+async def check_notice(
+    store: Store,
+    sid: str,
+    notice: dict,
+    *,
+    old_announce: bytes,
+    members: list[dict],
+    me: bytes,
+    head_key: SigningKey,
+    keys: list[bytes],
+    new_key: bytes,
+    new_announce: bytes,
+    known_revs: dict[bytes, int],
+    read_slot: ReadSlot,
+    timeout: float,
+) -> None:
+    """Refuse (ImportError_) a notice its author's head does not claim, or one another member's log
+    contradicts. `members`: the old generation's (from the slot the notice is in); `me`: this device's
+    head public key; `keys`: the session keys this device holds; `new_key`, `new_announce`: what its box
+    gave; `known_revs`: the revision of each member's head this device has seen (a lower one is a replay)."""
+    author = notice.get("d")
+    names = {m["device_id"]: m for m in members}
+    if not isinstance(author, str) or author not in names:
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"the rekey notice of session {sid} does not name a device of the session as its author "
+            f"(made by an older sessiond, or forged); this device keeps its key. Ask a device you trust "
+            f"for a new share code",
+        )
+    h = notice_hash(notice)
+    keys = [new_key, *await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot), *keys]
+    moved, contradicting = [], []
+    claimed = False
+    for m in members:
+        pk, device = m["head_pk"], m["device_id"]
+        if pk == me and device != author:
+            continue  # (this device's own claims are its own: only as the author is its head read)
+        claims = await _claims(store, sid, pk, device, keys, known_revs.get(pk, 0), timeout)
+        if claims is None:
+            moved.append(device)
+            continue
+        mine = [c for c in claims if c["o"] == old_announce]
+        if device == author:
+            claimed = claimed or any(c["h"] == h and c["a"] == notice.get("a") for c in mine)
+        elif mine:
+            contradicting.append(device)
+    if not claimed and author not in moved:
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"the rekey notice of session {sid} names device {author}, whose log does not claim it "
+            f"(forged, or its log has not reached the store yet); this device keeps its key and looks again "
+            f"at its next pull",
+        )
+    if moved or contradicting or not claimed:
+        others = sorted(set(moved + contradicting) - {author})
+        raise ImportError_(
+            "rekey_conflict",
+            f"session {sid} has a rekey notice by device {author}, but device(s) {', '.join(others) or author} "
+            f"went on under other keys: two devices claim to have rekeyed it (one of them may be a device "
+            f"that was dropped). This device takes neither and keeps what it has. Ask a device you trust "
+            f"for a new share code, then `sessiond rm {sid}` and import it",
+        )
+
+
+async def _later_keys(
+    store: Store, sid: str, key: bytes, announce: bytes, me: bytes, head_key: SigningKey, read_slot: ReadSlot
+) -> list[bytes]:
+    """The keys of the rekeys after the notice's (the new generation's own notice, and so on), for this
+    device: a member may have moved on to them while this device was away."""
+    out: list[bytes] = []
+    for _ in range(CHAIN_MAX):
+        try:
+            _rev, _members, notice = await read_slot(store, sid, key, announce)
+        except ImportError_:
+            break  # not announced yet, or unreadable: no later rekey is known
+        secret = open_box(notice, me, head_key) if notice is not None else None
+        if secret is None:
+            break
+        key, announce = bytes(secret["k"]), bytes(secret["a"])
+        out.append(key)
+    return out
+
+
+async def _claims(
+    store: Store, sid: str, pk: bytes, device: str, keys: list[bytes], min_rev: int, timeout: float
+) -> list[dict] | None:
+    """The rekey claims of a member's current manifest; [] if it has no head; None if its manifest
+    opens under none of `keys`."""
+    try:
+        async with asyncio.timeout(timeout):
+            head = await store.get_head(pk)
+            if head is None:
+                return []
+            if head.revision < min_rev:
+                raise ImportError_(
+                    "replayed",
+                    f"the head of device {device} went back to revision {head.revision} (this device has "
+                    f"seen {min_rev}): a replayed old head",
+                )
+            mhash = manifest_hash_of(head)
+            ct = await store.get(mhash)
+        plain = open_manifest(ct, mhash, keys, pk, head.revision)
+        return parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision).claims
+    except DecryptError:
+        return None
+    except RegistryError as exc:
+        raise ImportError_("forged", f"the head of device {device} is not validly signed: {exc}") from None
+    except LogError as exc:
+        raise ImportError_("damaged", f"the log of device {device} cannot be read: {exc}") from None
+    except (TimeoutError, StoreError, OSError) as exc:
+        if failing(exc):
+            raise ImportError_("store", describe_failure(exc, store.url)) from None
+        raise

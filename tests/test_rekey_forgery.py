@@ -1,0 +1,187 @@
+"""A dropped writer forging a rekey notice (docs/SECURITY.md, "A dropped writer"): the notice sits in
+the old members slot, which every writer of the old generation can sign, so a writer that a rekey
+dropped can overwrite it with its own, boxed to the devices kept. A kept device that was away through
+the rekey must not take it: the notice's author has to claim it in its own head's manifest, and no
+other member may have gone on under other keys (sync/rekeyproof.py). Real daemons, one file:// store;
+the forger is the dropped device's own keys used directly on the store, as a modified sessiond would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+from blake3 import blake3
+from nacl.public import SealedBox
+from nacl.signing import VerifyKey
+
+from conftest import cli_json, rekeys_at_once, wait_for
+from sessiond.stores.cid import CIDV1_RAW_BLAKE3
+from sessiond.stores.file import FileStore
+from sessiond.stores.registry import RegistryEntry
+from sessiond.sync import dagcbor
+from sessiond.sync.crypto import manifest_key, members_key, open_unpadded, seal
+from sessiond.sync.heads import head_data, manifest_hash_of, open_manifest
+from sessiond.sync.keys import KeyStore
+from sessiond.sync.manifest import encode_manifest, parse_manifest
+from sessiond.sync.members import SALT_LEN, T_MEMBERS, announce_key, seal_small
+
+
+def _key(d, sid):
+    with open(os.path.join(d.home, "keys", "sessions", sid + ".key"), "rb") as f:
+        return f.read()
+
+
+def _messages(d, sid):
+    return [m["content"] for m in d.client().messages(sid, limit=10_000)["messages"]]
+
+
+def _device(d):
+    return d.client().status()["device_id"]
+
+
+async def _forge(store_dir: str, forger_home: str, sid: str, author: str, claim: bool) -> bytes:
+    """Overwrite the old members slot with a notice naming keys the forger chose, boxed to every member;
+    with `claim`, the forger's own head claims it first (as a real rekey's author does). Returns the
+    forged session key."""
+    ks = KeyStore(os.path.join(forger_home, "keys"))
+    old_key, old_write = ks.session_key(sid), ks.write_secret(sid)
+    assert old_key is not None and old_write is not None
+    store = FileStore(store_dir, create=False)
+    slot_key = announce_key(old_write)
+    old_announce = bytes(slot_key.verify_key)
+    entry = await store.get_head(b"\xed" + old_announce)
+    assert entry is not None
+    h, salt = entry.data[1:33], entry.data[33:]
+    slot = dagcbor.decode(open_unpadded(await store.get(h), members_key(old_key, salt)))
+    assert "rekey" in slot  # the real rekey's notice, which the forger replaces
+    new_key, new_write = os.urandom(32), os.urandom(32)
+    new_announce = bytes(announce_key(new_write).verify_key)
+    secret = dagcbor.encode({"a": new_announce, "k": new_key, "w": new_write})
+    boxes = [
+        {"k": m["k"], "x": SealedBox(VerifyKey(m["k"][1:]).to_curve25519_public_key()).encrypt(secret)}
+        for m in slot["m"]
+    ]
+    notice = {"a": new_announce, "b": boxes, "d": author, "t": int(time.time())}
+    if claim:  # the forger's own manifest, one revision on, claiming the forged notice
+        pk = ks.head_pk(sid)
+        head = await store.get_head(pk)
+        assert head is not None
+        mhash = manifest_hash_of(head)
+        man = parse_manifest(
+            open_manifest(await store.get(mhash), mhash, old_key, pk, head.revision),
+            sid=sid,
+            head_pk=pk,
+            rev=head.revision,
+        )
+        rev = head.revision + 1
+        c = {"a": new_announce, "h": blake3(dagcbor.encode(notice)).digest(), "o": old_announce}  # FORMATS.md §6
+        plain = encode_manifest(
+            sid, man.device, rev, pk, man.last_seq, man.lamport, man.levels, CIDV1_RAW_BLAKE3 + mhash, [c]
+        )
+        ct, _ = seal(plain, manifest_key(old_key, pk, rev), pad=False)
+        await store.set_head(RegistryEntry.create(ks.head_key(sid), rev, head_data(await store.put(ct))))
+    plain = dagcbor.encode({"m": slot["m"], "rekey": notice, "s": sid, "v": 1, "ty": T_MEMBERS})
+    salt = os.urandom(SALT_LEN)
+    h = await store.put(seal_small(plain, members_key(old_key, salt)))
+    await store.set_head(RegistryEntry.create(slot_key, entry.revision + 1, b"\x1e" + h + salt))
+    return new_key
+
+
+def _three_writers(make_daemon, store_dir):
+    url = "file://" + store_dir
+    r, k, d = (make_daemon(url).start() for _ in range(3))
+    sid = r.client().create_session(name="kept secret")["id"]
+    r.client().append(sid, "user", "before the rekey")
+    code = r.client().share(sid, write=True)["code"]
+    for dev, text in ((k, "K joins"), (d, "D joins")):
+        dev.client().import_code(code)
+        dev.client().append(sid, "assistant", text)  # a push makes it a member (a writer)
+        dev.client().sync(wait=True)
+    r.client().sync(wait=True)
+    for dev in (r, k, d):
+        wait_for(lambda dev=dev: {"K joins", "D joins"} <= set(_messages(dev, sid)), timeout=20)
+    return r, k, d, sid
+
+
+@pytest.mark.parametrize("author", ["forger", "rekeyer"])
+def test_a_kept_device_away_through_a_rekey_refuses_a_dropped_writers_forged_notice(make_daemon, store_dir, author):
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    ids = {"rekeyer": _device(r), "forger": _device(d)}
+    old = _key(k, sid)
+    k.stop()  # K is away through the rekey
+    res = r.client().rekey(sid, drop=[ids["forger"]])
+    assert res["dropped"] == [ids["forger"]]
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(wait=True)
+    d.stop()
+    # D, dropped, overwrites the notice: naming itself (and claiming it in its own head), or naming R
+    forged = asyncio.run(_forge(store_dir, d.home, sid, author=ids[author], claim=author == "forger"))
+    k.start()
+    st = k.client().sync(sid, wait=True, timeout=10)
+    err = st["sessions"][sid].get("pull_error") or ""
+    assert "rekey" in err and "claim" in err, st
+    assert _key(k, sid) == old != forged  # K took neither key: it did not switch to the forger's
+    assert "after the rekey" not in _messages(k, sid)
+    # and it says so again at every pull, without switching
+    st = k.client().sync(sid, wait=True, timeout=10)
+    assert "rekey" in (st["sessions"][sid].get("pull_error") or "")
+    assert _key(k, sid) == old
+
+
+def test_a_device_away_through_two_rekeys_takes_both(make_daemon, store_dir):
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    k.stop()
+    r.client().rekey(sid, drop=[_device(d)])
+    r.client().append(sid, "user", "after the first rekey")
+    r.client().rekey(sid)
+    r.client().append(sid, "user", "after the second rekey")
+    r.client().sync(wait=True)
+    k.start()
+    wait_for(lambda: "after the second rekey" in _messages(k, sid), timeout=30)
+    assert _key(k, sid) == _key(r, sid)
+    k.client().append(sid, "assistant", "K is back")
+    wait_for(lambda: "K is back" in _messages(r, sid), timeout=20)
+    for dev in (r, k):
+        st = dev.client().sync(sid, wait=True, timeout=10)
+        assert not st["sessions"][sid].get("pull_error"), st
+        assert cli_json(dev.home, "verify")["ok"], dev.home
+
+
+def test_a_writer_that_never_wrote_can_rekey_and_the_others_take_it(make_daemon, store_dir):
+    """The claim needs a head: a device with nothing of its own in the log pushes a manifest of no
+    operations to carry it."""
+    url = "file://" + store_dir
+    r, w = make_daemon(url).start(), make_daemon(url).start()
+    sid = r.client().create_session(name="quiet writer")["id"]
+    r.client().append(sid, "user", "hello")
+    w.client().import_code(r.client().share(sid, write=True)["code"])  # a read-write import joins at once
+    res = w.client().rekey(sid)
+    assert res["kept"] == [_device(r)]
+    wait_for(lambda: _key(r, sid) == _key(w, sid), timeout=20)
+    r.client().append(sid, "user", "under the new key")
+    wait_for(lambda: "under the new key" in _messages(w, sid), timeout=20)
+    for dev in (r, w):
+        st = dev.client().sync(sid, wait=True, timeout=10)
+        assert not st["sessions"][sid].get("pull_error"), st
+
+
+def test_a_third_device_takes_the_winner_of_two_concurrent_rekeys(make_daemon, store_dir):
+    """The loser of the race for the slot claimed its notice before publishing it: it takes the claim
+    back, so the devices taking the winner's notice do not see two rekeys for long."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    results = rekeys_at_once(sid, {"r": r, "d": d})
+    assert any(isinstance(x, dict) for x in results.values()), results
+
+    def settled():
+        for dev in (r, k, d):
+            dev.client().sync(sid, wait=True, timeout=10)
+        return len({_key(dev, sid) for dev in (r, k, d)}) == 1
+
+    wait_for(settled, timeout=40, interval=0.3)
+    k.client().append(sid, "assistant", "K after")
+    wait_for(lambda: all("K after" in _messages(dev, sid) for dev in (r, d)), timeout=20)
+    for dev in (r, k, d):
+        st = dev.client().sync(sid, wait=True, timeout=10)
+        assert not st["sessions"][sid].get("pull_error"), st
