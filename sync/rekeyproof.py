@@ -92,7 +92,8 @@ async def check_notice(
             f"for a new share code",
         )
     h = notice_hash(notice)
-    keys = [new_key, *await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot), *keys]
+    later, left_out = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
+    keys = [new_key, *later, *keys]
     moved, contradicting = [], []
     claimed = False
     for m in members:
@@ -115,6 +116,13 @@ async def check_notice(
             f"(forged, or its log has not reached the store yet); this device keeps its key and looks again "
             f"at its next pull",
         )
+    if moved and left_out and not contradicting:
+        # the members went on to a generation after the notice's, which this device was left out of
+        raise ImportError_(
+            "revoked",
+            f"session {sid} was rekeyed again without this device after a rekey that kept it: it keeps "
+            f"what it has but receives nothing new (ask for a new share code)",
+        )
     if moved or contradicting or not claimed:
         others = sorted(set(moved + contradicting) - {author})
         raise ImportError_(
@@ -128,21 +136,24 @@ async def check_notice(
 
 async def _later_keys(
     store: Store, sid: str, key: bytes, announce: bytes, me: bytes, head_key: SigningKey, read_slot: ReadSlot
-) -> list[bytes]:
+) -> tuple[list[bytes], bool]:
     """The keys of the rekeys after the notice's (the new generation's own notice, and so on), for this
-    device: a member may have moved on to them while this device was away."""
+    device: a member may have moved on to them while this device was away. And whether the chain ends
+    in a rekey that left this device out."""
     out: list[bytes] = []
     for _ in range(CHAIN_MAX):
         try:
             _rev, _members, notice = await read_slot(store, sid, key, announce)
         except ImportError_:
             break  # not announced yet, or unreadable: no later rekey is known
-        secret = open_box(notice, me, head_key) if notice is not None else None
-        if secret is None:
+        if notice is None:
             break
+        secret = open_box(notice, me, head_key)
+        if secret is None:
+            return out, True
         key, announce = bytes(secret["k"]), bytes(secret["a"])
         out.append(key)
-    return out
+    return out, False
 
 
 async def _claims(

@@ -185,3 +185,19 @@ def test_a_third_device_takes_the_winner_of_two_concurrent_rekeys(make_daemon, s
     for dev in (r, k, d):
         st = dev.client().sync(sid, wait=True, timeout=10)
         assert not st["sessions"][sid].get("pull_error"), st
+
+
+def test_a_device_kept_by_one_rekey_and_dropped_by_the_next_is_told_it_was_left_out(make_daemon, store_dir):
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    old = _key(k, sid)
+    k_id = _device(k)
+    k.stop()
+    r.client().rekey(sid, drop=[_device(d)])
+    r.client().rekey(sid, drop=[k_id])
+    r.client().append(sid, "user", "after both rekeys")
+    r.client().sync(wait=True)
+    k.start()
+    st = k.client().sync(sid, wait=True, timeout=10)
+    assert "without this device" in (st["sessions"][sid].get("pull_error") or ""), st
+    assert "after both rekeys" not in _messages(k, sid)
+    assert _key(k, sid) == old
