@@ -89,7 +89,7 @@ class Syncer:
         self.rekeyer = Rekeyer(ctx, self.members, self.pusher)
         self.follower = Follower(ctx, self.members, self.rekeyer, interval=interval, min_wait=poll_interval)
         self.importer = Importer(ctx, self.members, self._run_check)
-        self.verifier = Verifier(ctx, self.members)
+        self.verifier = Verifier(ctx, self.members, self.rekeyer)
         self.proofs = Proofs(ctx)
         self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now)
         self.collector = Collector(ctx)

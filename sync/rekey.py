@@ -232,15 +232,17 @@ class Rekeyer:
         if await self.ctx.db.last_seq(sid):
             await self.pusher.push(sid, force=True)  # this device's log, now under the new key
 
-    async def take(self, sid: str, notice: dict, store: Store, members: list[dict]) -> bool:
-        """A rekey notice in the members slot (`members`: the slot's list, the generation the notice
-        ends): check that it is the rekey its author claims and no other device contradicts
-        (rekeyproof.check_notice), open this device's box, or learn that access ended."""
+    async def confirm(self, sid: str, notice: dict, store: Store, members: list[dict]) -> dict | None:
+        """The secret this device's box in a rekey notice holds ({"a", "k", "w"?}), once the notice is
+        checked to be the rekey its author claims, with no other device contradicting it
+        (rekeyproof.check_notice); None if this device has switched to it already. Raises ImportError_
+        (revoked, rekey_unconfirmed, rekey_conflict, or the store's failure). Changes nothing.
+        `members`: the list of the slot the notice is in (the generation it ends)."""
         ctx, keys = self.ctx, self.ctx.keys
         my_pk = keys.head_pk(sid)
         remote = await ctx.db.remote(sid)
         if remote is None or bytes(remote["announce_pk"]) == notice.get("a"):
-            return False  # already switched
+            return None  # already switched
         secret = open_box(notice, my_pk, keys.head_key(sid))
         if secret is None:
             raise ImportError_(
@@ -263,6 +265,15 @@ class Rekeyer:
             read_slot=self.members.read_members,
             timeout=ctx.timeout,
         )
+        return secret
+
+    async def take(self, sid: str, notice: dict, store: Store, members: list[dict]) -> bool:
+        """A rekey notice in the members slot: switch to it once `confirm` holds, or learn that access
+        ended (ImportError_). False if this device had switched already."""
+        keys = self.ctx.keys
+        secret = await self.confirm(sid, notice, store, members)
+        if secret is None:
+            return False
         record: dict = {
             "k": bytes(secret["k"]),
             "w": secret.get("w") if keys.write_secret(sid) else None,

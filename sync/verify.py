@@ -23,6 +23,7 @@ from .manifest import parse_manifest
 from .members import Members
 from .pages import LogError, op_to_cbor
 from .pull import LogReader
+from .rekey import Rekeyer
 
 
 class _StoreFailed(Exception):
@@ -42,9 +43,10 @@ class Verifier:
     (`verify`, or doctor's), a store that failed once is not asked again: the sessions after it in
     that store are reported as not checked at once, instead of each waiting out the timeout."""
 
-    def __init__(self, ctx: SyncContext, members: Members):
+    def __init__(self, ctx: SyncContext, members: Members, rekeyer: Rekeyer):
         self.ctx = ctx
         self.members = members
+        self.rekeyer = rekeyer
 
     async def verify(self, sid: str | None = None, *, down: dict[str, str] | None = None) -> dict:
         """Every session (or `sid`). `down`: stores already known to fail in this run (URL -> what is
@@ -95,7 +97,7 @@ class Verifier:
             return report
         my_pk = ctx.keys.head_pk(sid)
         try:  # a device left out of a rekey cannot open the others' new logs: say so, not "damaged"
-            _, _, notice = await self.members.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
+            _, members, notice = await self.members.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
             if (
                 notice is not None
                 and notice.get("a") != bytes(remote["announce_pk"])
@@ -108,6 +110,15 @@ class Verifier:
                 )
                 report["ok"] = False
                 return report
+            if notice is not None:  # one for this device, not taken: refused (why, said), or the next pull's
+                try:
+                    await self.rekeyer.confirm(sid, notice, store, members)
+                except ImportError_ as exc:
+                    if exc.kind == "store":
+                        raise
+                    report["problems"].append(f"rekey refused: {exc}")
+                    report["ok"] = False
+                    return report
         except ImportError_ as exc:
             if exc.kind == "store":
                 raise _StoreFailed(store.url, exc) from None

@@ -8,6 +8,7 @@ the forger is the dropped device's own keys used directly on the store, as a mod
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -16,7 +17,7 @@ from blake3 import blake3
 from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
-from conftest import cli_json, rekeys_at_once, wait_for
+from conftest import cli_json, rekeys_at_once, run_cli, wait_for
 from sessiond.stores.cid import CIDV1_RAW_BLAKE3
 from sessiond.stores.file import FileStore
 from sessiond.stores.registry import RegistryEntry
@@ -124,9 +125,13 @@ def test_a_kept_device_away_through_a_rekey_refuses_a_dropped_writers_forged_not
     assert "rekey" in err and "claim" in err, st
     assert _key(k, sid) == old != forged  # K took neither key: it did not switch to the forger's
     assert "after the rekey" not in _messages(k, sid)
-    # and it says so again at every pull, without switching
+    # and it says so again at every pull, without switching, and so does verify
     st = k.client().sync(sid, wait=True, timeout=10)
     assert "rekey" in (st["sessions"][sid].get("pull_error") or "")
+    res = run_cli(k.home, "verify", sid, "--json")
+    assert res.returncode != 0, res
+    report = json.loads(res.stdout)
+    assert not report["ok"] and any("rekey refused" in p for p in report["sessions"][0]["problems"]), report
     assert _key(k, sid) == old
 
 
