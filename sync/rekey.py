@@ -229,8 +229,11 @@ class Rekeyer:
         if write is not None:
             await self.members.ensure_member(sid, extra=members)
         _crash_point("rekey:announced")
-        if await self.ctx.db.last_seq(sid):
-            await self.pusher.push(sid, force=True)  # this device's log, now under the new key
+        db = self.ctx.db
+        if await db.last_seq(sid) or (await db.sync_state(sid))["head_rev"]:
+            # this device's log, now under the new key: also a head that holds no operation (made for a
+            # rekey's claim), which a device importing with the new key alone must be able to open
+            await self.pusher.push(sid, force=True)
 
     async def confirm(self, sid: str, notice: dict, store: Store, members: list[dict]) -> dict | None:
         """The secret this device's box in a rekey notice holds ({"a", "k", "w"?}), once the notice is

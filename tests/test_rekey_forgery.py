@@ -170,6 +170,11 @@ def test_a_writer_that_never_wrote_can_rekey_and_the_others_take_it(make_daemon,
     for dev in (r, w):
         st = dev.client().sync(sid, wait=True, timeout=10)
         assert not st["sessions"][sid].get("pull_error"), st
+    # a device new to the session reads every member's log with the new key alone: the rekeying
+    # device's head, which it made only for its claim, went over to the new key too
+    n = make_daemon(url).start()
+    n.client().import_code(w.client().share(sid)["code"])
+    assert _messages(n, sid) == _messages(r, sid)
 
 
 def test_a_third_device_takes_the_winner_of_two_concurrent_rekeys(make_daemon, store_dir):
