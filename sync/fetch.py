@@ -6,7 +6,8 @@ what they wrote. Nothing here applies anything to the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from ..storage.errors import Invalid
@@ -82,6 +83,70 @@ async def fetch_logs(
     return logs, peers
 
 
+class ManifestSealed(ImportError_):
+    """A member's manifest opens under none of the keys given: its log went on under another key (a
+    rekey this device does not hold the key of). To an import or a pull, a damaged log, as it always was."""
+
+
+async def read_manifest(
+    store: Store,
+    sid: str,
+    session_key: bytes | list[bytes],
+    pk: bytes,
+    device: str | None,
+    *,
+    min_rev: int,
+    timeout: float,
+    heads: dict[bytes, RegistryEntry | None] | None = None,
+) -> Manifest | None:
+    """A member's current manifest, checked (its head's signature and revision, the manifest's hash, key,
+    session, revision and device); None if the member has not pushed anything yet. Raises ImportError_
+    naming the problem (ManifestSealed if no key opens it)."""
+    name = device or pk.hex()[:16]
+    try:
+        head = heads[pk] if heads is not None and pk in heads else await asyncio.wait_for(store.get_head(pk), timeout)
+    except RegistryError as exc:
+        raise ImportError_("forged", f"the head of device {name} is not validly signed: {exc}") from None
+    except (TimeoutError, StoreError, OSError) as exc:
+        if failing(exc):  # the store failed to answer: nothing is known of this device's head
+            raise ImportError_("store", describe_failure(exc, store.url)) from None
+        raise
+    if head is None:
+        return None  # a member that has not pushed anything yet
+    if head.revision < min_rev:
+        raise ImportError_(
+            "replayed",
+            f"the head of device {name} went back to revision "
+            f"{head.revision} (this device has seen {min_rev}): a replayed old head",
+        )
+    with _read_failures(store, name):
+        mhash = manifest_hash_of(head)
+        async with asyncio.timeout(timeout):  # not wait_for: no task of its own for each read
+            ct = await store.get(mhash)
+        try:
+            plain = open_manifest(ct, mhash, session_key, pk, head.revision)
+        except DecryptError as exc:
+            raise ManifestSealed("damaged", f"the log of device {name} is damaged: {exc}") from None
+        man = parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision)
+        if device is not None and device != "None" and man.device != device:
+            raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
+    return man
+
+
+@contextlib.contextmanager
+def _read_failures(store: Store, name: str) -> Iterator[None]:
+    """What reading a member's log from `store` raises, as ImportError_: the store's failure (it said
+    nothing of the log), or the log of device `name` damaged."""
+    try:
+        yield
+    except (TimeoutError, StoreError, OSError) as exc:
+        if failing(exc):  # the store failed to answer: the log is not damaged for that
+            raise ImportError_("store", describe_failure(exc, store.url)) from None
+        raise ImportError_("damaged", f"the log of device {name} is damaged: {exc}") from None
+    except (RegistryError, DecryptError, LogError) as exc:
+        raise ImportError_("damaged", f"the log of device {name} is damaged: {exc}") from None
+
+
 async def fetch_log(
     store: Store,
     sid: str,
@@ -99,50 +164,22 @@ async def fetch_log(
 ) -> tuple[Manifest | None, Any]:
     """One member's log: (manifest, RemoteLog), or with as_ops (manifest, [Op]) for comparing; `check`
     and `heads` as in fetch_logs."""
-    try:
-        head = heads[pk] if heads is not None and pk in heads else await asyncio.wait_for(store.get_head(pk), timeout)
-    except RegistryError as exc:
-        raise ImportError_(
-            "forged", f"the head of device {device or pk.hex()[:16]} is not validly signed: {exc}"
-        ) from None
-    except (TimeoutError, StoreError, OSError) as exc:
-        if failing(exc):  # the store failed to answer: nothing is known of this device's head
-            raise ImportError_("store", describe_failure(exc, store.url)) from None
-        raise
-    if head is None:
-        return None, None  # a member that has not pushed anything yet
-    if head.revision < min_rev:
-        raise ImportError_(
-            "replayed",
-            f"the head of device {device or pk.hex()[:16]} went back to revision "
-            f"{head.revision} (this device has seen {min_rev}): a replayed old head",
-        )
-    try:
-        mhash = manifest_hash_of(head)
-        async with asyncio.timeout(timeout):  # not wait_for: no task of its own for each read
-            ct = await store.get(mhash)
-        man = parse_manifest(
-            open_manifest(ct, mhash, session_key, pk, head.revision), sid=sid, head_pk=pk, rev=head.revision
-        )
-        if device is not None and device != "None" and man.device != device:
-            raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
+    man = await read_manifest(store, sid, session_key, pk, device, min_rev=min_rev, timeout=timeout, heads=heads)
+    if man is None:
+        return None, None
+    with _read_failures(store, man.device):
         reader = LogReader(sid, man.device, store, timeout)
         if progress is not None:
             last = man.last_seq
             reader.on_page = lambda seq: progress(seq, last)
         ops = await (reader.ops if as_ops else reader.log)(man.entries(), after_seq)
-        if not as_ops and check is not None:  # what the API would refuse is refused from another device too
+    if not as_ops and check is not None:  # what the API would refuse is refused from another device too
+        try:
             check(cast(RemoteLog, ops))  # reader.log answered, not reader.ops
-    except Invalid as exc:
-        raise ImportError_(
-            "invalid",
-            f"the log of device {device or pk.hex()[:16]} holds what this sessiond "
-            f"refuses, so nothing of it is applied: {exc.message}",
-        ) from None
-    except (TimeoutError, StoreError, OSError) as exc:
-        if failing(exc):  # the store failed to answer: the log is not damaged for that
-            raise ImportError_("store", describe_failure(exc, store.url)) from None
-        raise ImportError_("damaged", f"the log of device {device or pk.hex()[:16]} is damaged: {exc}") from None
-    except (RegistryError, DecryptError, LogError) as exc:
-        raise ImportError_("damaged", f"the log of device {device or pk.hex()[:16]} is damaged: {exc}") from None
+        except Invalid as exc:
+            raise ImportError_(
+                "invalid",
+                f"the log of device {man.device} holds what this sessiond "
+                f"refuses, so nothing of it is applied: {exc.message}",
+            ) from None
     return man, ops

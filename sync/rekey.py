@@ -62,14 +62,13 @@ class Rekeyer:
                 raise ImportError_("read_only", f"only a device that can write {sid} and has shared it can rekey it")
             store = await ctx.store_for(sid)
             my_pk = ctx.keys.head_pk(sid)
+            old_announce = bytes(remote["announce_pk"])
             new_key, new_write = os.urandom(32), os.urandom(32)
             new_announce = bytes(announce_key(new_write).verify_key)
             for _attempt in range(5):
-                rev, members, notice = await self.members.read_members(
-                    store, sid, old_key, bytes(remote["announce_pk"])
-                )
+                rev, members, notice = await self.members.read_members(store, sid, old_key, old_announce)
                 if notice is not None:
-                    await self._withdraw(sid, bytes(remote["announce_pk"]))  # ours never reached the store
+                    await self._withdraw(sid, old_announce)  # ours never reached the store
                     ctx.keys.clear_rekey_pending(sid)
                     raise ImportError_(
                         "conflict",
@@ -80,7 +79,7 @@ class Rekeyer:
                 others = {m["device_id"] for m in members if m["head_pk"] != my_pk}
                 unknown = [d for d in drop if d not in others]
                 if unknown:
-                    await self._withdraw(sid, bytes(remote["announce_pk"]))
+                    await self._withdraw(sid, old_announce)
                     ctx.keys.clear_rekey_pending(sid)
                     raise ImportError_(
                         "unknown_device",
@@ -94,7 +93,7 @@ class Rekeyer:
                     "w": new_write,
                     "a": new_announce,
                     "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in keep],
-                    "o": bytes(remote["announce_pk"]),
+                    "o": old_announce,
                     "own": True,
                 }
                 record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
@@ -108,7 +107,7 @@ class Rekeyer:
                     continue  # the slot changed meanwhile (a writer joined, or another rekey): look again
                 break
             else:
-                await self._withdraw(sid, bytes(remote["announce_pk"]))
+                await self._withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)
                 raise ImportError_("busy", f"could not rekey {sid}: its members list kept changing; try again")
             _crash_point("rekey:published")

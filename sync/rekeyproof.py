@@ -18,22 +18,16 @@ Either failure leaves the device where it is and says so. Read-only: nothing her
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from blake3 import blake3
 from nacl.public import SealedBox
 from nacl.signing import SigningKey
 
-from ..stores import Store, StoreError
-from ..stores.errors import describe_failure, failing
-from ..stores.registry import RegistryError
+from ..stores import Store
 from . import dagcbor
-from .crypto import DecryptError
 from .errors import ImportError_
-from .heads import manifest_hash_of, open_manifest
-from .manifest import parse_manifest
-from .pages import LogError
+from .fetch import ManifestSealed, read_manifest
 
 # how many rekeys after the one being taken are followed to find the keys members' logs moved to
 CHAIN_MAX = 8
@@ -162,27 +156,7 @@ async def _claims(
     """The rekey claims of a member's current manifest; [] if it has no head; None if its manifest
     opens under none of `keys`."""
     try:
-        async with asyncio.timeout(timeout):
-            head = await store.get_head(pk)
-            if head is None:
-                return []
-            if head.revision < min_rev:
-                raise ImportError_(
-                    "replayed",
-                    f"the head of device {device} went back to revision {head.revision} (this device has "
-                    f"seen {min_rev}): a replayed old head",
-                )
-            mhash = manifest_hash_of(head)
-            ct = await store.get(mhash)
-        plain = open_manifest(ct, mhash, keys, pk, head.revision)
-        return parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision).claims
-    except DecryptError:
+        man = await read_manifest(store, sid, keys, pk, device, min_rev=min_rev, timeout=timeout)
+    except ManifestSealed:
         return None
-    except RegistryError as exc:
-        raise ImportError_("forged", f"the head of device {device} is not validly signed: {exc}") from None
-    except LogError as exc:
-        raise ImportError_("damaged", f"the log of device {device} cannot be read: {exc}") from None
-    except (TimeoutError, StoreError, OSError) as exc:
-        if failing(exc):
-            raise ImportError_("store", describe_failure(exc, store.url)) from None
-        raise
+    return [] if man is None else man.claims
