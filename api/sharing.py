@@ -46,6 +46,7 @@ class ImportResult(TypedDict):
     capability: NotRequired[str]
     already: NotRequired[bool]
     devices: NotRequired[int]
+    waiting_for: NotRequired[list[str]]  # writers not yet under the session's latest key: their messages come later
 
 
 @with_config(BODY)

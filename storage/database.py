@@ -434,6 +434,9 @@ class Database:
     async def peers(self, sid: str) -> list[dict]:
         return await self.syncstate.peers(sid)
 
+    async def keep_peers(self, sid: str, pks: list[bytes]) -> None:
+        await self.syncstate.keep_peers(sid, pks)
+
     async def remote(self, sid: str) -> dict | None:
         return await self.syncstate.remote(sid)
 

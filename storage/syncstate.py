@@ -192,6 +192,13 @@ class SyncState:
     async def peers(self, sid: str) -> list[dict]:
         return [dict(r) for r in await self.c.latest("SELECT * FROM peers WHERE session_id=? ORDER BY head_pk", (sid,))]
 
+    async def keep_peers(self, sid: str, pks: list[bytes]) -> None:
+        """Follow only these heads of `sid` from now on (a rekey's new generation): the others' rows go,
+        with what was applied of their logs kept in the session."""
+        await self.c.write(
+            f"DELETE FROM peers WHERE session_id=? AND head_pk NOT IN ({','.join('?' * len(pks))})", (sid, *pks)
+        )
+
     async def remote(self, sid: str) -> dict | None:
         rows = await self.c.latest("SELECT * FROM remotes WHERE session_id=?", (sid,))
         return dict(rows[0]) if rows else None

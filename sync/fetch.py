@@ -35,29 +35,50 @@ async def fetch_logs(
     check: Callable[[RemoteLog], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     heads: dict[bytes, RegistryEntry | None] | None = None,
+    behind_ok: bool = False,
 ) -> tuple[dict[str, RemoteLog], list[dict]]:
     """Fetch and check every member's log (everything, or only what is new). Raises ImportError_
     naming the first problem; nothing is applied by this function. `check` refuses (with Invalid)
     content the API would refuse (the daemon gives its validation: SyncContext.check_remote). `heads`:
-    members' heads the caller has just read (a follower's pull), not read again."""
+    members' heads the caller has just read (a follower's pull), not read again.
+
+    `behind_ok`: a member whose manifest none of the keys opens, and of whose log nothing was applied
+    here yet, is a member that has not taken the session's latest rekey (its validly signed head is
+    still under the key before it): its log is left for when it has, and its peer row says so
+    (`last_error`, BEHIND) instead of the whole fetch failing as a damaged log."""
     logs: dict[str, RemoteLog] = {}
     peers = []
     for m in members:
         pk = m["head_pk"]
         k = (known or {}).get(pk, {})
-        man, lg = await fetch_log(
-            store,
-            sid,
-            session_key,
-            pk,
-            m.get("device_id"),
-            timeout=timeout,
-            min_rev=k.get("rev", 0),
-            after_seq=0 if full else k.get("applied_seq", 0),
-            check=check,
-            progress=progress,
-            heads=heads,
-        )
+        try:
+            man, lg = await fetch_log(
+                store,
+                sid,
+                session_key,
+                pk,
+                m.get("device_id"),
+                timeout=timeout,
+                min_rev=k.get("rev", 0),
+                after_seq=0 if full else k.get("applied_seq", 0),
+                check=check,
+                progress=progress,
+                heads=heads,
+            )
+        except ManifestSealed as exc:
+            if not behind_ok or k.get("applied_seq"):
+                raise  # a log this device read before went on under a key it does not hold: not a lag
+            device = m.get("device_id")
+            peers.append(
+                {
+                    "head_pk": pk,
+                    "device_id": None if device in (None, "None") else device,
+                    "rev": exc.rev,  # read again once its head moves (its push under the new key)
+                    "applied_seq": 0,
+                    "last_error": BEHIND,
+                }
+            )
+            continue
         if man is None:  # a writer that has not pushed yet: followed from now on, so that its first head is seen
             device = m.get("device_id")
             peers.append(
@@ -83,9 +104,19 @@ async def fetch_logs(
     return logs, peers
 
 
+# What a member's peer row says while its log is under a key from before the session's latest rekey.
+BEHIND = "has not taken the session's latest rekey yet: its messages arrive here once it has"
+
+
 class ManifestSealed(ImportError_):
-    """A member's manifest opens under none of the keys given: its log went on under another key (a
-    rekey this device does not hold the key of). To an import or a pull, a damaged log, as it always was."""
+    """A member's manifest opens under none of the keys given: its log is under another key (a member
+    that has not taken the latest rekey, or one that went on under a key this device does not hold).
+    `rev`: the revision of the head it was read from. A damaged log unless the caller allows a member
+    behind (fetch_logs' `behind_ok`)."""
+
+    def __init__(self, kind: str, message: str, rev: int):
+        super().__init__(kind, message)
+        self.rev = rev
 
 
 async def read_manifest(
@@ -126,7 +157,7 @@ async def read_manifest(
         try:
             plain = open_manifest(ct, mhash, session_key, pk, head.revision)
         except DecryptError as exc:
-            raise ManifestSealed("damaged", f"the log of device {name} is damaged: {exc}") from None
+            raise ManifestSealed("damaged", f"the log of device {name} is damaged: {exc}", head.revision) from None
         man = parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision)
         if device is not None and device != "None" and man.device != device:
             raise LogError(f"the manifest names device {man.device}, but the members list says {device}")

@@ -205,6 +205,7 @@ class Follower:
             timeout=ctx.timeout,
             check=ctx.check_remote,
             heads=read,
+            behind_ok=True,
         )
         return await db.apply_remote(sid, logs, peers=peers)
 

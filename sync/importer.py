@@ -23,7 +23,7 @@ from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
 from .errors import ImportError_
-from .fetch import fetch_log, fetch_logs
+from .fetch import BEHIND, fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
 from .mirrorurls import same_stores
@@ -90,6 +90,7 @@ class Importer:
             timeout=ctx.timeout,
             check=ctx.check_remote,
             progress=lambda done, total: ctx.progress("import", sid, done, total),
+            behind_ok=True,  # a writer away through a rekey: its log comes once it takes it
         )
         # This device's own log as the store holds it: after `rm`, or on a restored device key, the
         # messages it published come back, and its next sequence number follows the last it published.
@@ -202,6 +203,8 @@ class Importer:
             "capability": code.capability,
             "already": existing is not None,
             "devices": len(logs),
+            # writers whose logs are still under the key before the latest rekey (away meanwhile)
+            "waiting_for": [p["device_id"] or p["head_pk"].hex()[:16] for p in peers if p["last_error"] == BEHIND],
         }
 
     async def _exists(self, sid: str) -> bool:

@@ -177,9 +177,9 @@ class Rekeyer:
         )
 
     async def _finish(self, sid: str, record: dict) -> None:
-        await self._switch_key(
-            sid, record["k"], record["w"], record["a"], [{"device_id": m["d"], "head_pk": m["k"]} for m in record["m"]]
-        )
+        kept = [{"device_id": m["d"], "head_pk": m["k"]} for m in record["m"]]
+        generation = record.get("own") or "g" in record  # "m" names every other writer kept
+        await self._switch_key(sid, record["k"], record["w"], record["a"], kept, generation)
         self.ctx.keys.clear_rekey_pending(sid)
 
     async def resume(self, sid: str) -> None:
@@ -219,11 +219,17 @@ class Rekeyer:
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
 
     async def _switch_key(
-        self, sid: str, key: bytes, write: bytes | None, announce: bytes, members: list[dict]
+        self, sid: str, key: bytes, write: bytes | None, announce: bytes, members: list[dict], generation: bool
     ) -> None:
+        """Go over to the new key and members slot. `members`: the other writers the rekey kept; with
+        `generation`, exactly those: every other device stops being followed here (a dropped writer keeps
+        the old key and its own head, and whatever it writes from now on must reach no one), and the new
+        slot, which this device's membership merges its known writers into, does not list it."""
         self.ctx.keys.rotate(sid, key, write)
         _crash_point("rekey:rotated")
         await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
+        if generation:
+            await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
         _crash_point("rekey:switched")
         if write is not None:
             await self.members.ensure_member(sid, extra=members)
@@ -276,11 +282,18 @@ class Rekeyer:
         secret = await self.confirm(sid, notice, store, members)
         if secret is None:
             return False
+        my_pk, boxed = keys.head_pk(sid), {bytes(b["k"]) for b in notice.get("b", [])}
         record: dict = {
             "k": bytes(secret["k"]),
             "w": secret.get("w") if keys.write_secret(sid) else None,
             "a": bytes(secret["a"]),
-            "m": [],
+            # the new generation's other writers: those of the old slot the notice has a box for
+            "m": [
+                {"d": m["device_id"], "k": m["head_pk"]}
+                for m in members
+                if bytes(m["head_pk"]) in boxed and m["head_pk"] != my_pk
+            ],
+            "g": True,  # (records from before it named no generation: "m" was empty)
             "own": False,
         }
         keys.set_rekey_pending(sid, dagcbor.encode(record))  # a crash while switching resumes it

@@ -211,3 +211,65 @@ def test_a_device_kept_by_one_rekey_and_dropped_by_the_next_is_told_it_was_left_
     assert "without this device" in (st["sessions"][sid].get("pull_error") or ""), st
     assert "after both rekeys" not in _messages(k, sid)
     assert _key(k, sid) == old
+
+
+def test_a_restored_device_key_goes_on_claiming_its_rekey(make_daemon, store_dir):
+    """The rekeying device's claim is carried in every manifest it pushes; a device restored from its 24
+    words into a fresh home reads the claim back from its own manifest at import (sync/importer.py), so
+    its next push still claims the notice, and a device that was away through the rekey takes it."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    k_id = _device(k)
+    k.stop()  # K is away through the rekey and the restore
+    r.client().rekey(sid, drop=[_device(d)])
+    r.client().append(sid, "user", "after the rekey")
+    code = r.client().share(sid, write=True)["code"]
+    r.client().sync(wait=True)
+    words = run_cli(r.home, "key", "export", check=True).stdout
+    r.stop()
+    restored = make_daemon("file://" + store_dir)
+    assert run_cli(restored.home, "key", "import", input=words).returncode == 0
+    restored.start()
+    # K's log is still under the old key: the import takes the rest, and says whose messages are to come
+    res = restored.client().import_code(code)
+    assert res["waiting_for"] == [k_id], res
+    have = _messages(restored, sid)
+    # D's log, dropped, is not listed in the new slot: what D wrote before the rekey is under the old key
+    # alone, which this device never held (docs/SECURITY.md, "Revoking")
+    assert "after the rekey" in have and "D joins" not in have and "K joins" not in have
+    report = cli_json(restored.home, "verify", sid)
+    assert report["ok"] and k_id in report["sessions"][0]["waiting"][0], report
+    restored.client().append(sid, "user", "from the restored device")  # a new head of R's log
+    restored.client().sync(wait=True)
+    st = restored.client().sync(sid, wait=True, timeout=10)
+    assert not st["sessions"][sid].get("pull_error"), st
+    k.start()
+    wait_for(lambda: "from the restored device" in _messages(k, sid), timeout=30)
+    assert _key(k, sid) == _key(restored, sid)
+    st = k.client().sync(sid, wait=True, timeout=10)
+    assert not st["sessions"][sid].get("pull_error"), st
+    # K went over to the new key, pushing its log under it: the restored device gets what K wrote
+    wait_for(lambda: "K joins" in _messages(restored, sid), timeout=30)
+    assert _messages(restored, sid) == [m for m in _messages(k, sid) if m != "D joins"]
+    report = cli_json(restored.home, "verify", sid)
+    assert report["ok"] and not report["sessions"][0].get("waiting"), report
+
+
+def test_what_a_dropped_writer_writes_afterwards_reaches_no_one(make_daemon, store_dir):
+    """A dropped writer keeps the old key and its own head; the new members slot must not list it, or
+    the kept devices (which hold the old key for the history) would go on following what it writes."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    r.client().rekey(sid, drop=[_device(d)])
+    r.client().append(sid, "user", "after the rekey")
+    wait_for(lambda: "after the rekey" in _messages(k, sid), timeout=30)
+    d.client().append(sid, "assistant", "D after being dropped")  # pushed under the old key, to D's head
+    d.client().sync(sid, wait=True, timeout=10)
+    k.client().append(sid, "assistant", "K after the rekey")
+    for dev in (r, k):
+        wait_for(lambda dev=dev: "K after the rekey" in _messages(dev, sid), timeout=30)
+        dev.client().sync(sid, wait=True, timeout=10)
+        assert "D after being dropped" not in _messages(dev, sid)
+    # and a device new to the session reads what the kept writers wrote, D's log not being one of them
+    n = make_daemon("file://" + store_dir).start()
+    res = n.client().import_code(r.client().share(sid)["code"])
+    assert not res.get("waiting_for"), res
+    assert "K after the rekey" in _messages(n, sid) and "D after being dropped" not in _messages(n, sid)
