@@ -175,6 +175,13 @@ def parse_openai(data: Any) -> dict:
     return {"spec": spec, "messages": parsed}
 
 
+def _file_chat(c: Any, where: str) -> dict:
+    """A chat of a session file, with its creation time when the file gives one (the chats' order)."""
+    spec = v.chat_spec(c, where)
+    created = importers.timestamp(c.get("created_at"), f"{where}.created_at")
+    return {**spec, "created_at": created} if created is not None else spec
+
+
 def parse_json(data: Any) -> dict:
     if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
         raise Invalid(f'not a sessiond session file (its "format" must be {JSON_FORMAT!r})')
@@ -206,7 +213,7 @@ def parse_json(data: Any) -> dict:
     )
     spec = {k: x for k, x in spec.items() if x is not None}
     if chats:
-        spec["chats"] = [v.chat_spec(c, f"chats[{i}]") for i, c in enumerate(chats)]
+        spec["chats"] = [_file_chat(c, f"chats[{i}]") for i, c in enumerate(chats)]
         ids = [c["id"] for c in spec["chats"]]
         if len(set(ids)) != len(ids):
             raise Invalid('session file\'s "chats" name one chat id twice')
@@ -220,7 +227,9 @@ def parse_json(data: Any) -> dict:
     parsed = []
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
-        chat = pm.get("chat", "main")
+        chat = m.get("chat", "main")  # _message keeps a message's own fields; its chat is the file's
+        if not isinstance(chat, str):
+            raise Invalid(f"messages[{i}].chat must be a chat id (a string)")
         if chat not in known:
             raise Invalid(f"messages[{i}] is in chat {chat!r}, which the file does not define")
         pm["chat"] = chat
