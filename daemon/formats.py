@@ -159,19 +159,24 @@ def _spec(body: dict, where: str) -> dict:
     return v.within(where, lambda: v.session_spec(body))
 
 
+# The sampling settings an OpenAI request body (and `export --format openai`) carries beside its model.
+OPENAI_SETTINGS = ("temperature", "top_p", "max_tokens", "top_k")
+
+
 def parse_openai(data: Any) -> dict:
     if isinstance(data, dict):
         msgs = data.get("messages")
         model = data.get("model")
+        settings = {k: data[k] for k in OPENAI_SETTINGS if data.get(k) is not None} or None
     else:
-        msgs, model = data, None
+        msgs, model, settings = data, None, None
     if not isinstance(msgs, list) or not msgs:
         raise Invalid('an OpenAI chat file is a list of messages, or an object with a non-empty "messages" list')
     parsed = [_message(m, f"messages[{i}]") for i, m in enumerate(msgs)]
     system = []
     while parsed and parsed[0]["role"] == "system":
         system.append(parsed.pop(0)["content"])
-    spec = _spec({"system_prompt": "\n\n".join(system) or None, "model": model}, "the file")
+    spec = _spec({"system_prompt": "\n\n".join(system) or None, "model": model, "settings": settings}, "the file")
     return {"spec": spec, "messages": parsed}
 
 

@@ -380,3 +380,21 @@ def test_session_file_round_trip_keeps_each_message_in_its_chat(d, tmp_path):
     data["session"]["id"] = "two-chats-bad"
     f.write_text(json.dumps(data))
     refused(d, str(f), expect="messages[1] is in chat 'nowhere'")
+
+
+def test_openai_file_round_trip_keeps_the_model_settings(d, tmp_path):
+    """`export --format openai` writes the chat's settings beside its model (temperature, top_p, max_tokens,
+    top_k: an OpenAI request body); `import-file` of that file kept the model and dropped the settings."""
+    c = d.client()
+    settings = {"temperature": 0.25, "top_p": 0.9, "max_tokens": 300, "top_k": 40}
+    sid = c.create_session(model="gpt-x", settings=settings)["id"]
+    c.append(sid, "user", "hello")
+    f = tmp_path / "oa.json"
+    run_cli(d.home, "export", sid, "--format", "openai", "-o", str(f), check=True)
+    assert {k: json.loads(f.read_text())[k] for k in settings} == settings
+    new = cli_json(d.home, "import-file", str(f))["sessions"][0]
+    assert new["model"] == "gpt-x" and new["settings"] == settings
+    data = json.loads(f.read_text())
+    data["temperature"] = "hot"
+    f.write_text(json.dumps(data))
+    refused(d, str(f), expect="temperature")
