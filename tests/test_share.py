@@ -188,10 +188,11 @@ def test_passphrase_and_expiry(pair, tmp_path):
     assert session_count(b) == 1
 
 
-def test_passphrase_and_code_cannot_both_come_from_standard_input(pair, tmp_path):
+def test_import_inputs_that_cannot_work_are_usage_errors(pair, tmp_path):
     """`import --passphrase-file -` with the code on standard input too: one input cannot hold both, and
     the error says so and what to do (it read the code, then said "the passphrase file is empty"; both
-    lines in the pipe made the code "have characters that cannot appear in a code")."""
+    lines in the pipe made the code "have characters that cannot appear in a code"). An empty --store was
+    taken for no --store (and the error then said to give one)."""
     a, b = pair
     sid = a.client().create_session()["id"]
     pf = tmp_path / "pass"
@@ -208,6 +209,9 @@ def test_passphrase_and_code_cannot_both_come_from_standard_input(pair, tmp_path
         assert "standard input" in r.stderr and "--code-file" in r.stderr, (args, r.stderr)
         assert json.loads(r.stdout)["error"]["code"] == "usage", r.stdout
     assert session_count(b) == 0
+    r = run_cli(b.home, "import", "--store", "", "--json", input=code)  # `--store "$URL"`, URL unset
+    assert r.returncode == 2 and "--store is empty" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["error"]["code"] == "usage", r.stdout
     cf = tmp_path / "code"
     cf.write_text(code + "\n")
     r = run_cli(b.home, "import", "--code-file", str(cf), "--passphrase-file", "-", input="correct horse battery\n")

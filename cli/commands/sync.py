@@ -257,6 +257,8 @@ def cmd_import(args) -> int:
             "the prompt), not on the command line, where other users could read it in `ps`",
             EXIT_USAGE,
         )
+    if args.store == "":  # `--store "$URL"` with URL unset: never read as "no --store"
+        raise UsageError("import: --store is empty: give the store's URL, or leave --store out")
     # Standard input is read to its end once: the code (its default), a passphrase or a store URL, not two.
     from_stdin = [
         what
