@@ -159,20 +159,32 @@ def _spec(body: dict, where: str) -> dict:
     return v.within(where, lambda: v.session_spec(body))
 
 
+# The sampling settings an OpenAI request body (and `export --format openai`) carries beside its model.
+OPENAI_SETTINGS = ("temperature", "top_p", "max_tokens", "top_k")
+
+
 def parse_openai(data: Any) -> dict:
     if isinstance(data, dict):
         msgs = data.get("messages")
         model = data.get("model")
+        settings = {k: data[k] for k in OPENAI_SETTINGS if data.get(k) is not None} or None
     else:
-        msgs, model = data, None
+        msgs, model, settings = data, None, None
     if not isinstance(msgs, list) or not msgs:
         raise Invalid('an OpenAI chat file is a list of messages, or an object with a non-empty "messages" list')
     parsed = [_message(m, f"messages[{i}]") for i, m in enumerate(msgs)]
     system = []
     while parsed and parsed[0]["role"] == "system":
         system.append(parsed.pop(0)["content"])
-    spec = _spec({"system_prompt": "\n\n".join(system) or None, "model": model}, "the file")
+    spec = _spec({"system_prompt": "\n\n".join(system) or None, "model": model, "settings": settings}, "the file")
     return {"spec": spec, "messages": parsed}
+
+
+def _file_chat(c: Any, where: str) -> dict:
+    """A chat of a session file, with its creation time when the file gives one (the chats' order)."""
+    spec = v.chat_spec(c, where)
+    created = importers.timestamp(c.get("created_at"), f"{where}.created_at")
+    return {**spec, "created_at": created} if created is not None else spec
 
 
 def parse_json(data: Any) -> dict:
@@ -206,7 +218,7 @@ def parse_json(data: Any) -> dict:
     )
     spec = {k: x for k, x in spec.items() if x is not None}
     if chats:
-        spec["chats"] = [v.chat_spec(c, f"chats[{i}]") for i, c in enumerate(chats)]
+        spec["chats"] = [_file_chat(c, f"chats[{i}]") for i, c in enumerate(chats)]
         ids = [c["id"] for c in spec["chats"]]
         if len(set(ids)) != len(ids):
             raise Invalid('session file\'s "chats" name one chat id twice')
@@ -220,7 +232,9 @@ def parse_json(data: Any) -> dict:
     parsed = []
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
-        chat = pm.get("chat", "main")
+        chat = m.get("chat", "main")  # _message keeps a message's own fields; its chat is the file's
+        if not isinstance(chat, str):
+            raise Invalid(f"messages[{i}].chat must be a chat id (a string)")
         if chat not in known:
             raise Invalid(f"messages[{i}] is in chat {chat!r}, which the file does not define")
         pm["chat"] = chat

@@ -355,3 +355,46 @@ def test_sniffing_a_path_no_file_can_have_is_no_crash(tmp_path):
     from sessiond.cli.llmdb import is_sqlite
 
     assert not is_sqlite("a\0b") and not is_sqlite(str(tmp_path)) and not is_sqlite(str(tmp_path / "none"))
+
+
+def test_session_file_round_trip_keeps_each_message_in_its_chat(d, tmp_path):
+    """`export --format json` then `import-file`: each message goes back into the chat it was in, and the
+    chats keep their order (every message went into "main", and "main" was listed after the others)."""
+    c = d.client()
+    sid = c.create_session(name="two chats")["id"]
+    c.append(sid, "user", "in main")
+    side = c.create_chat(sid, name="side")["id"]
+    c.append(sid, "user", "in side", chat=side)
+    c.append(sid, "assistant", "main again", chat="main")
+    f = tmp_path / "two.json"
+    run_cli(d.home, "export", sid, "-o", str(f), check=True)
+    data = json.loads(f.read_text())
+    data["session"]["id"] = "two-chats-copy"
+    f.write_text(json.dumps(data))
+    cli_json(d.home, "import-file", str(f))
+    got = c.messages("two-chats-copy", all_chats=True)["messages"]
+    assert [(m["chat"], m["content"]) for m in got] == [("main", "in main"), (side, "in side"), ("main", "main again")]
+    chat_ids = [[ch["id"] for ch in c.list_chats(s)["chats"]] for s in (sid, "two-chats-copy")]
+    assert chat_ids[0] == chat_ids[1] == ["main", side]
+    data["messages"][1]["chat"] = "nowhere"
+    data["session"]["id"] = "two-chats-bad"
+    f.write_text(json.dumps(data))
+    refused(d, str(f), expect="messages[1] is in chat 'nowhere'")
+
+
+def test_openai_file_round_trip_keeps_the_model_settings(d, tmp_path):
+    """`export --format openai` writes the chat's settings beside its model (temperature, top_p, max_tokens,
+    top_k: an OpenAI request body); `import-file` of that file kept the model and dropped the settings."""
+    c = d.client()
+    settings = {"temperature": 0.25, "top_p": 0.9, "max_tokens": 300, "top_k": 40}
+    sid = c.create_session(model="gpt-x", settings=settings)["id"]
+    c.append(sid, "user", "hello")
+    f = tmp_path / "oa.json"
+    run_cli(d.home, "export", sid, "--format", "openai", "-o", str(f), check=True)
+    assert {k: json.loads(f.read_text())[k] for k in settings} == settings
+    new = cli_json(d.home, "import-file", str(f))["sessions"][0]
+    assert new["model"] == "gpt-x" and new["settings"] == settings
+    data = json.loads(f.read_text())
+    data["temperature"] = "hot"
+    f.write_text(json.dumps(data))
+    refused(d, str(f), expect="temperature")

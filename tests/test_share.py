@@ -188,6 +188,36 @@ def test_passphrase_and_expiry(pair, tmp_path):
     assert session_count(b) == 1
 
 
+def test_import_inputs_that_cannot_work_are_usage_errors(pair, tmp_path):
+    """`import --passphrase-file -` with the code on standard input too: one input cannot hold both, and
+    the error says so and what to do (it read the code, then said "the passphrase file is empty"; both
+    lines in the pipe made the code "have characters that cannot appear in a code"). An empty --store was
+    taken for no --store (and the error then said to give one)."""
+    a, b = pair
+    sid = a.client().create_session()["id"]
+    pf = tmp_path / "pass"
+    pf.write_text("correct horse battery\n")
+    code = a.client().share(sid, passphrase="correct horse battery")["code"]
+    for args, stdin in (
+        (("--passphrase-file", "-"), code + "\n"),
+        (("--passphrase-file", "-"), code + "\ncorrect horse battery\n"),
+        (("--passphrase-file", "-", "--code-file", "-"), code + "\n"),
+        (("--store-file", "-", "--passphrase-file", "-", "--code-file", str(pf)), "file:///nowhere\n"),
+    ):
+        r = run_cli(b.home, "import", *args, "--json", input=stdin)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "standard input" in r.stderr and "--code-file" in r.stderr, (args, r.stderr)
+        assert json.loads(r.stdout)["error"]["code"] == "usage", r.stdout
+    assert session_count(b) == 0
+    r = run_cli(b.home, "import", "--store", "", "--json", input=code)  # `--store "$URL"`, URL unset
+    assert r.returncode == 2 and "--store is empty" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["error"]["code"] == "usage", r.stdout
+    cf = tmp_path / "code"
+    cf.write_text(code + "\n")
+    r = run_cli(b.home, "import", "--code-file", str(cf), "--passphrase-file", "-", input="correct horse battery\n")
+    assert r.returncode == 0 and r.stdout.strip() == sid, r.stderr
+
+
 def test_bad_codes_are_named_and_write_nothing(pair):
     a, b = pair
     sid = a.client().create_session()["id"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...client import Client, ClientError
 from ..connect import client
-from ..errors import EXIT_ERROR, EXIT_USAGE, CliError
+from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import duration
 from ..output import emit, when
@@ -259,11 +259,23 @@ def cmd_import(args) -> int:
             "the prompt), not on the command line, where other users could read it in `ps`",
             EXIT_USAGE,
         )
-    if args.store_file == "-" and args.code_file in (None, "-"):
-        raise CliError(
-            "import: --store-file - and the share code cannot both come from standard input; "
-            "give the code with --code-file FILE",
-            EXIT_USAGE,
+    if args.store == "":  # `--store "$URL"` with URL unset: never read as "no --store"
+        raise UsageError("import: --store is empty: give the store's URL, or leave --store out")
+    # Standard input is read to its end once: the code (its default), a passphrase or a store URL, not two.
+    from_stdin = [
+        what
+        for what, path in (
+            ("the share code", args.code_file or "-"),
+            ("--passphrase-file -", args.passphrase_file),
+            ("--store-file -", args.store_file),
+        )
+        if path == "-"
+    ]
+    if len(from_stdin) > 1:
+        raise UsageError(
+            f"import: {' and '.join(from_stdin)} cannot {'both' if len(from_stdin) == 2 else 'all'} come from "
+            "standard input (it is read once, to its end): give one of them there and the others in files "
+            "(the code with --code-file FILE)"
         )
     if args.code_file:
         code = (read_text("-") if args.code_file == "-" else read_file(args.code_file)).strip()
