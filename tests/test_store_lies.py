@@ -85,3 +85,18 @@ def test_an_import_through_a_store_forging_heads_says_so_and_writes_nothing(make
     # would not help, the store that holds it lies
     assert err["code"] == "forged" and "signature does not verify" in err["message"], err
     assert c.client().list_sessions()["sessions"] == []
+
+
+def test_verify_names_a_failing_store_once_on_a_device_that_only_follows(make_daemon, portal):
+    p, url = portal
+    a, b, sid = shared_pair(make_daemon, url)
+    p.faults.status, p.faults.times = 500, 10**6
+    for d in (a, b):  # A reads its own head first, B (no log of its own yet) the members slot
+        res, out = cli_json(d, "verify")
+        assert res.returncode == 1, res.stdout + res.stderr
+        (s,) = out["sessions"]
+        why = s["store_failure"]
+        assert why.startswith(f"the store {url} is failing with server errors ("), why
+        # main, on B: "the store URL is failing (the store URL is failing with server errors (...); the store
+        # is failing on its side: ...); check the store and try again": the failure described twice
+        assert why.count(f"the store {url}") == 1 and why.endswith("or tell its operator"), why
