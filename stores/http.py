@@ -1,6 +1,7 @@
 """One HTTP client for the network stores: a shared aiohttp session, timeouts, the classification of
 every failure into the classes of stores/errors.py, and retries (429/503 after the server's
-Retry-After, other 5xx, timeouts and refused connections with jittered exponential backoff).
+Retry-After, other 5xx but 507 (no room: StoreFull), timeouts and refused connections with jittered
+exponential backoff).
 
 Secrets (tokens, passwords) go only into request headers. The client knows them (`secret()`) and
 scrubs them from every message it builds, in case a server echoes them back; nothing here logs a
@@ -26,6 +27,7 @@ from .errors import (
     ObjectTooLarge,
     RateLimited,
     ServerError,
+    StoreFull,
     StoreTimeout,
     StoreUnreachable,
     server_wait,
@@ -238,6 +240,8 @@ class HttpClient:
                     raise AuthRefused(f"{what}: the server refused our credentials ({detail})")
                 if reply.status == 413:
                     raise ObjectTooLarge(f"{what}: the server says the object is too large ({detail})")
+                if reply.status == 507:  # Insufficient Storage: a quota used up (the relay's), a full disk
+                    raise StoreFull(f"{what}: the server has no room left for it ({detail})")
                 if reply.status in (429, 503):
                     wait = retry_after_seconds(reply.headers.get("Retry-After"))
                     last = RateLimited(
