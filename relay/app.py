@@ -17,7 +17,8 @@ Relay only:
         25) for one if there is none yet.
 
 Errors are plain-text 4xx naming what is wrong; 401 without a valid Bearer token; 413 for an object
-over 1 MiB or past the account's quota; 409 for a head that does not move forward.
+over 1 MiB; 507 (Insufficient Storage) for one past the account's quota; 409 for a head that does not
+move forward.
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ def make_app(relay: Relay) -> web.Application:
             return _text(exc.status, str(exc))
         except Refused as exc:
             return _text(exc.status, str(exc))
-        except (QuotaExceeded, TooLarge) as exc:
+        except TooLarge as exc:
             return _text(413, str(exc))
+        except QuotaExceeded as exc:  # 507 Insufficient Storage: the account is full, not the object too large
+            return _text(507, str(exc))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -1,6 +1,7 @@
 """One HTTP client for the network stores: a shared aiohttp session, timeouts, the classification of
 every failure into the classes of stores/errors.py, and retries (429/503 after the server's
-Retry-After, other 5xx, timeouts and refused connections with jittered exponential backoff).
+Retry-After, other 5xx but 507 (no room: StoreFull), timeouts and refused connections with jittered
+exponential backoff).
 
 Secrets (tokens, passwords) go only into request headers. The client knows them (`secret()`) and
 scrubs them from every message it builds, in case a server echoes them back; nothing here logs a
@@ -21,7 +22,16 @@ import aiohttp
 
 from ..storage.redact import scrub_text, shown_url, url_secrets
 from .base import StoreError
-from .errors import AuthRefused, ObjectTooLarge, RateLimited, ServerError, StoreTimeout, StoreUnreachable
+from .errors import (
+    AuthRefused,
+    ObjectTooLarge,
+    RateLimited,
+    ServerError,
+    StoreFull,
+    StoreTimeout,
+    StoreUnreachable,
+    server_wait,
+)
 
 
 @dataclass
@@ -130,6 +140,10 @@ class HttpClient:
         self._secrets: list[str] = url_secrets(self.base)  # a password or token in the URL itself
         # the server's clock as of its last answer: (its Date header, this machine's time on receipt)
         self.last_date: tuple[float, float] | None = None
+        # monotonic time before which no request is sent: the server's Retry-After that a request gave
+        # up on (RFC 9110: the wait is the client's, not one request's), so that every caller (a
+        # follower's head reads, the change feed, doctor) leaves the server alone, not only the pushes
+        self.not_before = 0.0
 
     def __repr__(self) -> str:
         return f"<HttpClient {shown_url(self.base)}>"
@@ -183,6 +197,11 @@ class HttpClient:
         `capped`: every attempt waits for the request-rate cap first (a retry is a request too)."""
         attempts = self.retry.attempts if retry else 1
         what = self._what(method, path)
+        left = self.not_before - time.monotonic()
+        if left > 0:
+            raise RateLimited(
+                f"{what}: not sent, the server asked us to wait (Retry-After); {left:.0f} s left of its wait", left
+            )
         last: StoreError | None = None
         for attempt in range(attempts):
             delay: float | None = None
@@ -221,6 +240,8 @@ class HttpClient:
                     raise AuthRefused(f"{what}: the server refused our credentials ({detail})")
                 if reply.status == 413:
                     raise ObjectTooLarge(f"{what}: the server says the object is too large ({detail})")
+                if reply.status == 507:  # Insufficient Storage: a quota used up (the relay's), a full disk
+                    raise StoreFull(f"{what}: the server has no room left for it ({detail})")
                 if reply.status in (429, 503):
                     wait = retry_after_seconds(reply.headers.get("Retry-After"))
                     last = RateLimited(
@@ -230,7 +251,7 @@ class HttpClient:
                     )
                     if wait is not None:
                         if wait > self.retry.max_retry_after:
-                            raise last
+                            raise self._left_alone(last)
                         delay = wait
                 elif reply.status >= 500:
                     last = ServerError(f"{what}: server error ({detail})", reply.status)
@@ -242,7 +263,14 @@ class HttpClient:
                     delay = random.uniform(cap / 2, cap)  # jitter: retries of many clients spread out
                 await asyncio.sleep(delay)
         assert last is not None
-        raise last
+        raise self._left_alone(last)
+
+    def _left_alone(self, exc: StoreError) -> StoreError:
+        """`exc`, the request's failure; a Retry-After in it (capped) holds every request until it is over."""
+        wait = server_wait(exc)
+        if wait is not None:
+            self.not_before = max(self.not_before, time.monotonic() + wait)
+        return exc
 
     async def _once(
         self, method: str, path: str, *, params, headers, data, json, allow_redirects, max_body: int

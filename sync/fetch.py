@@ -13,7 +13,7 @@ from typing import Any, cast
 from ..storage.errors import Invalid
 from ..storage.model import RemoteLog
 from ..stores import Store, StoreError
-from ..stores.errors import describe_failure, failing
+from ..stores.errors import LyingServer, describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .crypto import DecryptError
 from .errors import ImportError_
@@ -138,6 +138,8 @@ async def read_manifest(
         head = heads[pk] if heads is not None and pk in heads else await asyncio.wait_for(store.get_head(pk), timeout)
     except RegistryError as exc:
         raise ImportError_("forged", f"the head of device {name} is not validly signed: {exc}") from None
+    except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
+        raise ImportError_("forged", f"the head of device {name} is refused: {exc}") from None
     except (TimeoutError, StoreError, OSError) as exc:
         if failing(exc):  # the store failed to answer: nothing is known of this device's head
             raise ImportError_("store", describe_failure(exc, store.url)) from None

@@ -17,7 +17,7 @@ from operator import itemgetter
 
 from ..storage.sessions import case_twin_message
 from ..stores import Store, StoreError
-from ..stores.errors import describe_failure, failing
+from ..stores.errors import LyingServer, describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
@@ -273,7 +273,7 @@ class Importer:
         says what is wrong, instead of looking on."""
         try:
             entry = await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout)
-        except RegistryError:
+        except (RegistryError, LyingServer):  # (a network store's own head checks raise the latter)
             return True, None, None
         except (TimeoutError, StoreError, OSError) as exc:
             if failing(exc):

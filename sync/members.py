@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from nacl.signing import SigningKey
 
 from ..stores import StaleHead, Store, StoreError, check_object
-from ..stores.errors import describe_failure, failing
+from ..stores.errors import LyingServer, describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
@@ -89,6 +89,8 @@ class Members:
                 entry = await asyncio.wait_for(store.get_head(pk), timeout)
         except RegistryError as exc:
             raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
+        except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
+            raise ImportError_("forged", f"the session's members entry is refused: {exc}") from None
         except (TimeoutError, StoreError, OSError) as exc:
             if failing(exc):  # the store failed to answer: nothing is known of the entry
                 raise ImportError_("store", describe_failure(exc, store.url)) from None

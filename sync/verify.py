@@ -61,8 +61,9 @@ class Verifier:
         try:
             return await self._verify_session(sid, down)
         except _StoreFailed as failed:
-            if failed.url not in down:
-                down[failed.url] = describe_failure(failed.exc, failed.url)
+            if failed.url not in down:  # (an ImportError_ of kind "store" has described the failure already)
+                exc = failed.exc
+                down[failed.url] = str(exc) if isinstance(exc, ImportError_) else describe_failure(exc, failed.url)
             return self._not_checked(sid, failed.url, down[failed.url])
 
     def _not_checked(self, sid: str, url: str, why: str) -> dict:

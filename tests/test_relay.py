@@ -25,7 +25,7 @@ from sessiond.relay.accounts import new_invite
 from sessiond.relay.app import Relay, run
 from sessiond.stores import ObjectMissing, StaleHead
 from sessiond.stores.cid import BlobId, b58encode, digest
-from sessiond.stores.errors import AuthRefused, ObjectTooLarge
+from sessiond.stores.errors import AuthRefused, StoreFull
 from sessiond.stores.http import RetryPolicy
 from sessiond.stores.registry import RegistryEntry
 from sessiond.stores.s5 import S5Store, b64url, portal_raw_cid
@@ -237,7 +237,7 @@ async def test_quota_per_account(relay, tmp_path):
     try:
         await a.put(b"a" * 600)
         await a.put(b"a" * 600)  # already kept for this account: no more storage
-        with pytest.raises(ObjectTooLarge, match="quota"):
+        with pytest.raises(StoreFull, match="quota"):  # (507: the account has no room; not the object too large)
             await a.put(b"b" * 600)
         await b.put(b"b" * 600)  # another account has its own quota
         status, _ = await raw(served, "POST", "/s5/upload", a._token, data=b"z" * ((1 << 20) + 1))

@@ -1,8 +1,8 @@
 """A store that answers 429 or 503 with a Retry-After (seconds, or an HTTP-date) is not asked again
 before then: not by the push queue's retries (nor by `sessiond sync`, which otherwise skips the
-backoff), not by a mirror's catch-up; a wish past the cap is capped. `sessiond sync --wait` says that
-it waits for the store's Retry-After, and ends at once with a clear message when that wait is longer
-than its --timeout, instead of hanging silently."""
+backoff), not by a mirror's catch-up, not by a follower's reads; a wish past the cap is capped.
+`sessiond sync --wait` says that it waits for the store's Retry-After, and ends at once with a clear
+message when that wait is longer than its --timeout, instead of hanging silently."""
 
 from __future__ import annotations
 
@@ -154,3 +154,61 @@ async def test_a_mirror_leaves_a_store_alone_for_its_retry_after(tmp_path):
         await db.close()
         for running in servers:
             await running.stop()
+
+
+def test_a_follower_leaves_a_store_alone_for_its_retry_after(portal, tmp_path):
+    """The follower's reads (the change feed it looks for, the heads of the sessions it follows) honour a
+    Retry-After as the pushes do: a store asking for two minutes is not asked again meanwhile."""
+    p, server = portal
+    url = f"s5+http://127.0.0.1:{server.port}"
+    a = DaemonProc(str(tmp_path / "a"), url).start()
+    b = DaemonProc(str(tmp_path / "b"), url).start()
+    try:
+        with a.client() as ca, b.client() as cb:
+            sid = ca.create_session(name="followed", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+            cb.import_code(ca.share(sid, write=True)["code"])
+        a.stop()  # only B asks the store from now on
+        refuse(p, "120")
+        asked = len(p.requests)
+        wait_for(lambda: len(p.requests) > asked, timeout=10, what="B's next read of the store")
+        first = wait_for(lambda: state(b, sid).get("pull_error"), timeout=10, what="B's pull refused")
+        assert "rate-limiting us" in first, first
+        since = len(p.requests)
+        time.sleep(3)  # B's polls (every 0.25 s) and its retries of the failed pull (every 2 s) go on meanwhile
+        said = [path for _, path, _ in p.requests[since:]]
+        # main: the heads read again at each retry of the failed pull (every 2 s), and the change feed
+        # looked for at every poll (4 a second) if its first look met the 429
+        assert said == [], said
+        st = state(b, sid)
+        assert "rate-limiting us" in st["pull_error"] and "Retry-After" in st["pull_error"], st
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_no_request_goes_to_a_store_before_its_retry_after_is_over():
+    p = Portal()
+    running = await Running(make_app(p)).start()
+    p.authority = f"127.0.0.1:{running.port}"
+    store = S5Store(
+        f"s5+http://{p.authority}", retry=RetryPolicy(attempts=2, backoff=0.01, max_retry_after=0.5), timeout=5
+    )
+    try:
+        refuse(p, "2", times=1)  # longer than the client waits inside one request: it gives up at once
+        with pytest.raises(RateLimited):
+            await store.get_head(b"\xed" + b"\x01" * 32)
+        asked = len(p.requests)
+        with pytest.raises(RateLimited) as err:  # another request meanwhile: refused here, not sent
+            await store.get_head(b"\xed" + b"\x02" * 32)
+        assert 1 <= err.value.retry_after <= 2 and "not sent" in str(err.value), err.value
+        assert len(p.requests) == asked
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5 and len(p.requests) == asked:
+            try:
+                assert await store.get_head(b"\xed" + b"\x02" * 32) is None  # sent once the wait is over
+            except RateLimited:
+                await asyncio.sleep(0.1)
+        assert len(p.requests) == asked + 1 and time.monotonic() - t0 >= 1.0
+    finally:
+        await store.close()
+        await running.stop()

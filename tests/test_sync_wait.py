@@ -48,3 +48,18 @@ def test_which_failures_waiting_does_not_mend():
     assert not isinstance(other, StoreFull) and other.args[0] == "cannot write object ab: Permission denied"
     assert settled(full) and settled(AuthRefused("no"))
     assert not settled(other) and not settled(StoreUnreachable("down")) and not settled(TimeoutError())
+
+
+def test_a_relay_quota_used_up_is_the_store_full_not_an_object_too_large(small_relay, tmp_path):
+    d = DaemonProc(str(tmp_path / "home"), small_relay).start()
+    try:
+        c = d.client()
+        sid = c.create_session(name="small")["id"]
+        c.append(sid, "user", "z" * 3_000)  # each page well under the 1 MiB object limit, together past 2 KiB
+        res = run_cli(d.home, "sync", "--wait", "--timeout", "60", "--json")
+        assert res.returncode == 1, res.stdout + res.stderr
+        error = json.loads(res.stdout)["sessions"][sid]["last_error"]
+        assert "quota" in error and "no room" in error, error
+        assert "too large" not in error, error  # main: "the server says the object is too large (HTTP 413: ...quota)"
+    finally:
+        d.stop()

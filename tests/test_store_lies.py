@@ -1,0 +1,102 @@
+"""A storage host that lies about heads (a forged signature, a head rolled back to an old revision), seen by
+real daemons through the loopback S5 portal: `verify` and `doctor` on either device name the lie as a
+problem of the session (exit 1, never an internal error), a pull refuses it, and nothing changes here. And
+a store that fails is named once by `verify` on a device that only follows, as it is on the sharer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli, wait_for
+from servers.s5portal import Portal, Threaded, make_app
+
+
+@pytest.fixture
+def portal():
+    p = Portal()
+    server = Threaded(make_app(p)).start()
+    p.authority = f"127.0.0.1:{server.port}"
+    yield p, f"s5+http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def contents(d, sid):
+    return [(m["role"], m["content"]) for m in d.client().messages(sid, limit=1000)["messages"]]
+
+
+def shared_pair(make_daemon, url):
+    """A (the sharer) and B (imported, read-write, has not written) following one session on `url`."""
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="lied about")["id"]
+    ca.append(sid, "user", "one")
+    a.code = ca.share(sid, write=True)["code"]
+    cb.import_code(a.code)
+    ca.append(sid, "user", "two")
+    wait_for(lambda: contents(b, sid)[-1:] == [("user", "two")], timeout=15)
+    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    return a, b, sid
+
+
+def cli_json(d, *args):
+    res = run_cli(d.home, *args, "--json")
+    return res, json.loads(res.stdout)
+
+
+@pytest.mark.parametrize("lie", ["forged", "rolled back"])
+def test_verify_and_doctor_name_a_lying_store_s_heads_and_change_nothing(make_daemon, portal, lie):
+    p, url = portal
+    a, b, sid = shared_pair(make_daemon, url)
+    before = {d: contents(d, sid) for d in (a, b)}
+    if lie == "forged":
+        p.faults.forged_head = True  # every head read answers a broken signature
+        said = "signature does not verify"
+    else:
+        p.faults.rollback_head = 1  # every head read answers its first revision (each has moved on since)
+        said = "a rollback, refused"
+    for d in (a, b):
+        res, out = cli_json(d, "verify")
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "error" not in out, out  # main: {"error": {"code": "internal", ...}}, a 500
+        (s,) = out["sessions"]
+        assert not s["ok"] and said in " ".join(s["problems"]), s
+        assert not s.get("store_failure"), s  # a lie is not the store failing to answer
+        res, out = cli_json(d, "doctor")
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "error" not in out, out  # main: the doctor's report was an internal error too
+        verify = [f for f in out["findings"] if f["check"] == "verify"]
+        assert verify and all(f["level"] == "problem" for f in verify) and said in verify[0]["message"], verify
+    res = run_cli(b.home, "sync", "--wait", "--timeout", "5")
+    assert res.returncode == 1 and said in res.stdout, res.stdout + res.stderr
+    assert {d: contents(d, sid) for d in (a, b)} == before
+
+
+def test_an_import_through_a_store_forging_heads_says_so_and_writes_nothing(make_daemon, portal):
+    p, url = portal
+    a, _, sid = shared_pair(make_daemon, url)
+    c = make_daemon(url).start()
+    p.faults.forged_head = True
+    res = run_cli(c.home, "import", "--json", input=a.code)
+    assert res.returncode == 1, res.stdout + res.stderr
+    err = json.loads(res.stdout)["error"]
+    # main: store_needed, "neither this device's store nor the code's hints hold it": looking elsewhere
+    # would not help, the store that holds it lies
+    assert err["code"] == "forged" and "signature does not verify" in err["message"], err
+    assert c.client().list_sessions()["sessions"] == []
+
+
+def test_verify_names_a_failing_store_once_on_a_device_that_only_follows(make_daemon, portal):
+    p, url = portal
+    a, b, sid = shared_pair(make_daemon, url)
+    p.faults.status, p.faults.times = 500, 10**6
+    for d in (a, b):  # A reads its own head first, B (no log of its own yet) the members slot
+        res, out = cli_json(d, "verify")
+        assert res.returncode == 1, res.stdout + res.stderr
+        (s,) = out["sessions"]
+        why = s["store_failure"]
+        assert why.startswith(f"the store {url} is failing with server errors ("), why
+        # main, on B: "the store URL is failing (the store URL is failing with server errors (...); the store
+        # is failing on its side: ...); check the store and try again": the failure described twice
+        assert why.count(f"the store {url}") == 1 and why.endswith("or tell its operator"), why
