@@ -5,15 +5,18 @@ folder store where a change must travel."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 
 import pytest
 
 from conftest import DaemonProc, UnixHTTP, cli_json, run_cli, wait_for
+from sessiond.client import AsyncClient
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +115,32 @@ def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
     c.append(sid2, "user", "two", tokens=2)
     cps = c.end(sid2)["checkpoints"]
     assert [x["messages"] for x in cps] == [1, 2] and cps[0] == cp
+
+
+async def test_checkpoints_asked_for_at_once_are_one_checkpoint(d):
+    # An app's POST .../checkpoints while another is under way (or an automatic one, or `end`'s final one):
+    # each read the same next number and the same latest checkpoint before either was written, so the log
+    # got several checkpoint.add operations of one number (every device keeping whichever it applied
+    # first) and, with one already stored, a second checkpoint of the same conversation.
+    sid = d.client().create_session(checkpoint_interval=1 << 30)["id"]
+    async with AsyncClient(socket=d.socket) as c:
+        for n in range(1, 4):
+            await c.append_many(sid, [{"role": "user", "content": f"round {n} message {i}"} for i in range(40)])
+            got = await asyncio.gather(*(c.checkpoint(sid) for _ in range(4)))
+            assert all(cp == got[0] for cp in got), [(cp["number"], cp["created_at"]) for cp in got]
+            assert got[0]["number"] == n and got[0]["messages"] == 40 * n
+        cps = (await c.checkpoints(sid))["checkpoints"]
+    assert [cp["number"] for cp in cps] == [1, 2, 3] and cps[-1] == got[0]
+    # and the log this device pushes holds one operation per checkpoint
+    db = sqlite3.connect(f"file:{os.path.join(d.home, 'sessions.db')}?mode=ro", uri=True)
+    try:
+        logged = db.execute(
+            "SELECT json_extract(body, '$.number') FROM ops WHERE session_id=? AND kind='checkpoint.add' ORDER BY seq",
+            (sid,),
+        ).fetchall()
+    finally:
+        db.close()
+    assert [n for (n,) in logged] == [1, 2, 3]
 
 
 # ------------------------------------------------------------------------------ shared sessions
