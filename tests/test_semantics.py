@@ -199,6 +199,22 @@ def test_a_fork_and_a_clone_keep_the_original_times_of_what_they_copy(pair):
     assert cb.verify_proof(fork["id"], cp)["ok"]
 
 
+# ------------------------------------------------------------------------------- initial messages
+def test_initial_messages_given_in_a_change_get_their_token_counts_as_at_creation(d):
+    # every message has a token count, the app's or an estimate: a session's creation gave its initial
+    # messages theirs, a PATCH of them stored them without one
+    c = d.client()
+    first = [{"role": "system", "content": "You are a careful travel agent."}, {"role": "user", "content": "hi"}]
+    sid = c.create_session(initial_messages=first)["id"]
+    made = c.get_session(sid)["initial_messages"]
+    assert [m["tokens"] for m in made] == [8, 1]
+    changed = c.update_session(sid, initial_messages=[*first, {"role": "assistant", "content": "Hello!", "tokens": 40}])
+    assert [m.get("tokens") for m in changed["initial_messages"]] == [8, 1, 40]
+    assert c.get_session(sid)["initial_messages"] == changed["initial_messages"]
+    out = cli_json(d.home, "set", sid, "--system", "x")  # a change without them leaves them as they are
+    assert out["initial_messages"] == changed["initial_messages"]
+
+
 # ------------------------------------------------------------------------------ changing a chat
 def test_a_chat_changes_after_it_is_made_through_api_client_and_cli(d):
     c = d.client()
