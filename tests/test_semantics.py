@@ -97,6 +97,21 @@ def test_a_query_parameter_a_route_does_not_take_is_refused_and_changes_nothing(
     assert out["error"]["code"] == "no_provider", out  # (this daemon has none) not bad_parameter
 
 
+def test_stats_of_a_session_and_a_user_hold_both_filters(d):
+    # GET /v1/stats?session=S&user=U answered S's statistics as if user were not given, whoever S
+    # belongs to: both filters hold, as in a search (S's, if it is U's; a 404 saying whose it is if not)
+    c = d.client()
+    sid = c.create_session(user="ann")["id"]
+    c.append(sid, "user", "hello")
+    status, out = raw(d, "GET", f"/v1/stats?session={sid}&user=bob")
+    assert status == 404 and out["error"]["code"] == "not_found", out
+    assert "'bob'" in out["error"]["message"] and "'ann'" in out["error"]["message"], out
+    status, out = raw(d, "GET", f"/v1/stats?session={sid}&user=ann")
+    assert status == 200 and out["session"] == sid and out["messages"] == 1, out
+    assert raw(d, "GET", f"/v1/stats?session={sid}")[1]["messages"] == 1
+    assert raw(d, "GET", "/v1/stats?user=ann")[1]["user"] == "ann"
+
+
 # --------------------------------------------------------------------------------- checkpoints
 def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
     c = d.client()
