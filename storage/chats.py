@@ -21,6 +21,12 @@ def cutoff_id(compacted: str | None) -> str | None:
     return message_id(dev, seq)
 
 
+def refuse_if_ended(sid: str, session: Row) -> None:
+    """An ended session's chats are final: no new chat, no change of one (its fields, its compaction)."""
+    if session["status"] == "ended":
+        raise Conflict(f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)")
+
+
 def chat_dict(row: Row, current: str | None) -> dict:
     return {
         "id": row["id"],
@@ -55,6 +61,7 @@ class Chats:
             body["policy"] = spec["policy"]
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c)
+            refuse_if_ended(sid, row)
             if await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
             cap = self.c.limits.get("max_chats_per_session")
@@ -76,10 +83,7 @@ class Chats:
         one chat.update operation, which syncs to other devices. An ended session's chats are final."""
         async with self.c.transaction() as tx:
             srow = await writable_row(tx, sid, self.c)
-            if srow["status"] == "ended":
-                raise Conflict(
-                    f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)"
-                )
+            refuse_if_ended(sid, srow)
             row = await tx.fetchone("SELECT * FROM chats WHERE session_id=? AND id=?", (sid, cid))
             if row is None:
                 raise NotFound(f"session {sid!r} has no chat {cid!r} (see `sessiond chat ls {sid}`)")

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from .apply import local_op
-from .chats import Chats
+from .chats import Chats, refuse_if_ended
 from .connections import Connections
 from .errors import ContextOverflow, Invalid
 from .model import CHAT_POLICY_KEYS, message_id, now
@@ -126,6 +126,7 @@ class Context:
         compaction. Dropped messages stay in the history."""
         q = self.c.committed
         srow = await writable_row(q, sid, self.c)
+        refuse_if_ended(sid, srow)
         chat = chat or srow["current_chat"]
         policy = json.loads(srow["policy"])
         await self.chats.get(sid, chat)
@@ -142,6 +143,7 @@ class Context:
             cut = cut_for(await active(q, sid, chat, cut), target, cut)
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c)
+            refuse_if_ended(sid, row)  # (ended meanwhile)
             await local_op(
                 tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
             )

@@ -7,6 +7,7 @@ import json
 
 from .chats import Chats
 from .connections import Connections
+from .errors import NotFound
 from .sessions import Sessions
 
 
@@ -17,9 +18,12 @@ class Stats:
         self.chats = chats
 
     async def stats(self, sid: str | None = None, user: str | None = None) -> dict:
+        """One session's statistics (`sid`; with `user` too, only if it is theirs), one user's, or all."""
         q = self.c.committed
         if sid is not None:
             s = await self.sessions.get(sid, counts=True)
+            if user is not None and s["user"] != user:  # both filters hold, as in a search
+                raise NotFound(f"session {sid!r} is not one of user {user!r}'s (it is {s['user']!r}'s)")
             chats = []
             for c in await self.chats.list(sid):
                 rows = await q.fetchall(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .bounded import LRU
+from .bounded import LRU, KeyedLocks
 from .checkpoint import Chain, ProofError, check_proof, extend, proof_of
 from .context import SyncContext
 from .errors import ImportError_
@@ -29,6 +29,10 @@ class Proofs:
         # per session: (its identity, Chain) of the last checkpoint, for the CHAINS_KEPT most recently
         # checkpointed sessions; one that fell out hashes its whole conversation once at the next
         self._chains: LRU[str, tuple] = LRU(CHAINS_KEPT)
+        # one checkpoint of a session made at a time: two at once (an app's request beside an automatic one
+        # or `end`'s final one) would each read the same latest checkpoint and next number before either is
+        # written, and log two checkpoints of one number, or two of one conversation
+        self._making = KeyedLocks()
 
     def forget(self, sid: str) -> None:
         self._chains.pop(sid, None)
@@ -37,7 +41,13 @@ class Proofs:
         return {self.ctx.keys.head_pk(sid)} | {bytes(p["head_pk"]) for p in await self.ctx.db.peers(sid)}
 
     async def make_checkpoint(self, sid: str) -> dict:
-        """Sign a checkpoint of everything this device knows of `sid` now, and record it in the log."""
+        """Sign a checkpoint of everything this device knows of `sid` now, and record it in the log (one of
+        a session at a time: a second asked for meanwhile follows the first, and is it if nothing came
+        between)."""
+        async with self._making(sid):
+            return await self._make_checkpoint(sid)
+
+    async def _make_checkpoint(self, sid: str) -> dict:
         db = self.ctx.db
         session = await db.get_session(sid)
         if session["access"] == "read":

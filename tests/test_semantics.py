@@ -5,15 +5,18 @@ folder store where a change must travel."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 
 import pytest
 
 from conftest import DaemonProc, UnixHTTP, cli_json, run_cli, wait_for
+from sessiond.client import AsyncClient
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +97,21 @@ def test_a_query_parameter_a_route_does_not_take_is_refused_and_changes_nothing(
     assert out["error"]["code"] == "no_provider", out  # (this daemon has none) not bad_parameter
 
 
+def test_stats_of_a_session_and_a_user_hold_both_filters(d):
+    # GET /v1/stats?session=S&user=U answered S's statistics as if user were not given, whoever S
+    # belongs to: both filters hold, as in a search (S's, if it is U's; a 404 saying whose it is if not)
+    c = d.client()
+    sid = c.create_session(user="ann")["id"]
+    c.append(sid, "user", "hello")
+    status, out = raw(d, "GET", f"/v1/stats?session={sid}&user=bob")
+    assert status == 404 and out["error"]["code"] == "not_found", out
+    assert "'bob'" in out["error"]["message"] and "'ann'" in out["error"]["message"], out
+    status, out = raw(d, "GET", f"/v1/stats?session={sid}&user=ann")
+    assert status == 200 and out["session"] == sid and out["messages"] == 1, out
+    assert raw(d, "GET", f"/v1/stats?session={sid}")[1]["messages"] == 1
+    assert raw(d, "GET", "/v1/stats?user=ann")[1]["user"] == "ann"
+
+
 # --------------------------------------------------------------------------------- checkpoints
 def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
     c = d.client()
@@ -112,6 +130,32 @@ def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
     c.append(sid2, "user", "two", tokens=2)
     cps = c.end(sid2)["checkpoints"]
     assert [x["messages"] for x in cps] == [1, 2] and cps[0] == cp
+
+
+async def test_checkpoints_asked_for_at_once_are_one_checkpoint(d):
+    # An app's POST .../checkpoints while another is under way (or an automatic one, or `end`'s final one):
+    # each read the same next number and the same latest checkpoint before either was written, so the log
+    # got several checkpoint.add operations of one number (every device keeping whichever it applied
+    # first) and, with one already stored, a second checkpoint of the same conversation.
+    sid = d.client().create_session(checkpoint_interval=1 << 30)["id"]
+    async with AsyncClient(socket=d.socket) as c:
+        for n in range(1, 4):
+            await c.append_many(sid, [{"role": "user", "content": f"round {n} message {i}"} for i in range(40)])
+            got = await asyncio.gather(*(c.checkpoint(sid) for _ in range(4)))
+            assert all(cp == got[0] for cp in got), [(cp["number"], cp["created_at"]) for cp in got]
+            assert got[0]["number"] == n and got[0]["messages"] == 40 * n
+        cps = (await c.checkpoints(sid))["checkpoints"]
+    assert [cp["number"] for cp in cps] == [1, 2, 3] and cps[-1] == got[0]
+    # and the log this device pushes holds one operation per checkpoint
+    db = sqlite3.connect(f"file:{os.path.join(d.home, 'sessions.db')}?mode=ro", uri=True)
+    try:
+        logged = db.execute(
+            "SELECT json_extract(body, '$.number') FROM ops WHERE session_id=? AND kind='checkpoint.add' ORDER BY seq",
+            (sid,),
+        ).fetchall()
+    finally:
+        db.close()
+    assert [n for (n,) in logged] == [1, 2, 3]
 
 
 # ------------------------------------------------------------------------------ shared sessions
@@ -168,6 +212,22 @@ def test_a_fork_and_a_clone_keep_the_original_times_of_what_they_copy(pair):
         m["created_at"] for m in src
     ]
     assert cb.verify_proof(fork["id"], cp)["ok"]
+
+
+# ------------------------------------------------------------------------------- initial messages
+def test_initial_messages_given_in_a_change_get_their_token_counts_as_at_creation(d):
+    # every message has a token count, the app's or an estimate: a session's creation gave its initial
+    # messages theirs, a PATCH of them stored them without one
+    c = d.client()
+    first = [{"role": "system", "content": "You are a careful travel agent."}, {"role": "user", "content": "hi"}]
+    sid = c.create_session(initial_messages=first)["id"]
+    made = c.get_session(sid)["initial_messages"]
+    assert [m["tokens"] for m in made] == [8, 1]
+    changed = c.update_session(sid, initial_messages=[*first, {"role": "assistant", "content": "Hello!", "tokens": 40}])
+    assert [m.get("tokens") for m in changed["initial_messages"]] == [8, 1, 40]
+    assert c.get_session(sid)["initial_messages"] == changed["initial_messages"]
+    out = cli_json(d.home, "set", sid, "--system", "x")  # a change without them leaves them as they are
+    assert out["initial_messages"] == changed["initial_messages"]
 
 
 # ------------------------------------------------------------------------------ changing a chat

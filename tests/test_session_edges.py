@@ -243,6 +243,38 @@ def test_an_ended_session_refuses_with_the_way_on(daemon):
     assert res.returncode != 0 and f"`sessiond clone {sid}`" in res.stderr, res.stderr
 
 
+def test_an_ended_sessions_chats_are_final_to_every_route(daemon):
+    # `chat set` on an ended session was refused (its chats are final) while a new chat, a compaction and
+    # its undo (the same chat.update operation `chat set` writes) went in: each is refused alike, and the
+    # refusal changes nothing
+    c = daemon.client()
+    sid = c.create_session(max_context_tokens=1000)["id"]
+    c.create_chat(sid, id="side")
+    for i in range(4):
+        c.append(sid, "user", f"message {i}", tokens=10)
+    c.compact(sid, target_tokens=20)
+    c.end(sid)
+    chats, context = c.list_chats(sid), c.context(sid)
+    for attempt in (
+        lambda: c.create_chat(sid, id="late"),
+        lambda: c.compact(sid, target_tokens=0),
+        lambda: c.uncompact(sid),
+        lambda: c.update_chat(sid, "side", name="late"),
+    ):
+        with pytest.raises(ApiError) as e:
+            attempt()
+        assert e.value.status == 409 and "has ended" in e.value.message, e.value.message
+        assert f"`sessiond clone {sid}`" in e.value.message
+    assert c.list_chats(sid) == chats and c.context(sid) == context
+    res = run_cli(daemon.home, "chat", "new", sid, "--id", "late")
+    assert res.returncode == 1 and "has ended" in res.stderr, res.stderr
+    # a paused session's chats still change: it goes on once resumed
+    other = c.create_session()["id"]
+    c.pause(other)
+    assert c.create_chat(other, id="later")["id"] == "later"
+    assert c.compact(other, target_tokens=0)["chat"] == "main"
+
+
 def test_an_import_must_fit_the_active_session_limits(tmp_path):
     # an imported session that is active is one more active session here: it was let in past the limits
     store = f"file://{tmp_path / 'store'}"

@@ -6,12 +6,17 @@ from .. import validate as v
 from .common import body, daemon_of, ok, query, session_id
 
 
+def _counted(d, initial: list[dict]) -> None:
+    """Initial messages given without a token count get the estimate every message does (in place)."""
+    for m in initial:
+        if m.get("tokens") is None:
+            m["tokens"] = d.estimate(m["content"])
+
+
 async def create_session(request: web.Request) -> web.Response:
     spec = v.new_session(await body(request))
     d = daemon_of(request)
-    for m in spec["initial_messages"]:
-        if m.get("tokens") is None:
-            m["tokens"] = d.estimate(m["content"])
+    _counted(d, spec["initial_messages"])
     return ok(await d.db.create_session(spec), 201)
 
 
@@ -35,10 +40,12 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def patch_session(request: web.Request) -> web.Response:
     changes = await body(request)
-    db = daemon_of(request).db
+    d = daemon_of(request)
     sid = session_id(request)
-    current = await db.get_session(sid)
-    return ok(await db.update_session(sid, v.session_patch(changes, current)))
+    current = await d.db.get_session(sid)
+    fields = v.session_patch(changes, current)
+    _counted(d, fields.get("initial_messages", ()))
+    return ok(await d.db.update_session(sid, fields))
 
 
 async def delete_session(request: web.Request) -> web.Response:
