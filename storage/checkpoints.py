@@ -67,6 +67,11 @@ class Checkpoints:
             tx.emit({"type": "checkpoint.created", "session": sid, "number": body["number"]})
         return body
 
+    async def signers(self, sid: str) -> set[bytes]:
+        """The head keys that signed the checkpoints of `sid` held here."""
+        rows = await self.c.committed.fetchall("SELECT DISTINCT pk FROM checkpoints WHERE session_id=?", (sid,))
+        return {bytes(r[0]) for r in rows}
+
     async def list(self, sid: str) -> list[dict]:
         q = self.c.committed
         await session_row(q, sid)

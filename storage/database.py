@@ -380,6 +380,9 @@ class Database:
     async def checkpoints(self, sid: str) -> list[dict]:
         return await self.checkpointer.list(sid)
 
+    async def checkpoint_signers(self, sid: str) -> set[bytes]:
+        return await self.checkpointer.signers(sid)
+
     async def latest_own_checkpoint(self, sid: str) -> dict | None:
         return await self.checkpointer.latest_own(sid)
 

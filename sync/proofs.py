@@ -38,7 +38,10 @@ class Proofs:
         self._chains.pop(sid, None)
 
     async def _known_pks(self, sid: str) -> set[bytes]:
-        return {self.ctx.keys.head_pk(sid)} | {bytes(p["head_pk"]) for p in await self.ctx.db.peers(sid)}
+        """This device's head key, the writers it follows, and those whose checkpoints it holds (a writer a
+        rekey dropped is followed no more, but what it signed while it was one is still its)."""
+        peers = {bytes(p["head_pk"]) for p in await self.ctx.db.peers(sid)}
+        return {self.ctx.keys.head_pk(sid)} | peers | await self.ctx.db.checkpoint_signers(sid)
 
     async def make_checkpoint(self, sid: str) -> dict:
         """Sign a checkpoint of everything this device knows of `sid` now, and record it in the log (one of

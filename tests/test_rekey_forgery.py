@@ -273,3 +273,23 @@ def test_what_a_dropped_writer_writes_afterwards_reaches_no_one(make_daemon, sto
     res = n.client().import_code(r.client().share(sid)["code"])
     assert not res.get("waiting_for"), res
     assert "K after the rekey" in _messages(n, sid) and "D after being dropped" not in _messages(n, sid)
+
+
+def test_checkpoints_over_a_dropped_writers_messages_after_the_rekey(make_daemon, store_dir):
+    """A checkpoint covering what the dropped writer wrote cannot be checked by a device that joins after
+    the rekey (that log is under the old key alone): its import sets it aside instead of calling the
+    history changed. And a checkpoint the dropped writer signed while it was one still verifies on the
+    devices that hold it, though they no longer follow it."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    cp_d = d.client().checkpoint(sid)
+    d.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: any(c["device"] == _device(d) for c in r.client().checkpoints(sid)["checkpoints"]), timeout=20)
+    cp_r = r.client().checkpoint(sid)  # over R's, K's and D's messages
+    r.client().rekey(sid, drop=[_device(d)])
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(wait=True)
+    assert r.client().verify_proof(sid, cp_d)["ok"]
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert "after the rekey" in _messages(n, sid) and "D joins" not in _messages(n, sid)
+    assert cp_r["number"] in [c["number"] for c in n.client().checkpoints(sid)["checkpoints"]]
