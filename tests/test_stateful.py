@@ -260,6 +260,9 @@ class Sessions(RuleBasedStateMachine):
         cid = data.draw(st.sampled_from(sorted(s.chats)), label="chat") if reuse else self.fresh("c")
         self.note(f"D{dev} chat new {s.sid} --id {cid}")
         c = self.devices[dev].client()
+        if s.status == "ended":  # an ended session's chats are final (a clone goes on)
+            self._refused(lambda: c.create_chat(s.sid, id=cid, name="late"), "chat new")
+            return
         if cid in s.chats:
             try:
                 c.create_chat(s.sid, id=cid, name="again")
@@ -282,6 +285,10 @@ class Sessions(RuleBasedStateMachine):
         a, b = data.draw(st.lists(st.sampled_from(s.writers()), min_size=2, max_size=2, unique=True), label="devices")
         cid = self.fresh("dup")
         self.note(f"D{a} and D{b} both chat new {s.sid} --id {cid}, different prompts and models")
+        if s.status == "ended":
+            for dev in (a, b):
+                self._refused(lambda dev=dev: self.devices[dev].client().create_chat(s.sid, id=cid), "chat new")
+            return
         made = 0
         for dev, model in ((a, "model-a"), (b, "model-b")):
             try:
@@ -345,10 +352,24 @@ class Sessions(RuleBasedStateMachine):
         self.note(f"D{dev} {'uncompact' if undo else f'compact --target-tokens {tokens}'} {s.sid} chat {chat}")
         c = self.devices[dev].client()
         if undo:
-            c.uncompact(s.sid, chat=chat)
+            call = lambda: c.uncompact(s.sid, chat=chat)  # noqa: E731
         else:
-            c.compact(s.sid, chat=chat, target_tokens=tokens)
+            call = lambda: c.compact(s.sid, chat=chat, target_tokens=tokens)  # noqa: E731
+        if s.status == "ended":
+            self._refused(call, "compaction")
+            return
+        call()
         s.members.add(dev)
+
+    @staticmethod
+    def _refused(call, what: str) -> None:
+        """A change an ended session refuses: a 409, and nothing of it happens (the invariants check)."""
+        try:
+            call()
+        except ApiError as exc:
+            assert exc.status == 409 and "has ended" in exc.message, exc.message
+            return
+        raise AssertionError(f"{what} of an ended session was accepted")
 
     @rule(data=st.data())
     @_traced
