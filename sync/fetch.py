@@ -12,10 +12,10 @@ from typing import Any, cast
 
 from ..storage.errors import Invalid
 from ..storage.model import RemoteLog
-from ..stores import Store, StoreError
+from ..stores import Store, StoreError, check_object
 from ..stores.errors import LyingServer, describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
-from .crypto import DecryptError
+from .crypto import DecryptError, manifest_key, open_unpadded
 from .errors import ImportError_
 from .heads import manifest_hash_of, open_manifest
 from .manifest import Manifest, parse_manifest
@@ -216,3 +216,63 @@ async def fetch_log(
                 f"refuses, so nothing of it is applied: {exc.message}",
             ) from None
     return man, ops
+
+
+async def freeze_log(store: Store, sid: str, keys: list[bytes], member: dict, *, timeout: float) -> dict | None:
+    """A writer's log as its head names it now, frozen for a rekey that drops it (docs/FORMATS.md §6): its
+    head key, revision, manifest hash and that manifest's own key, which lets the new generation read
+    the log up to here and nothing it writes afterwards. None if it has pushed nothing, or its manifest
+    opens under none of `keys` (nothing of it was readable here either). Raises ImportError_ as
+    read_manifest does."""
+    pk = bytes(member["head_pk"])
+    name = member.get("device_id") or pk.hex()[:16]
+    with _read_failures(store, name):
+        async with asyncio.timeout(timeout):
+            head = await store.get_head(pk)
+        if head is None:
+            return None  # it has pushed nothing
+        mhash = manifest_hash_of(head)
+        async with asyncio.timeout(timeout):
+            ct = check_object(mhash, await store.get(mhash))
+        for key in keys:
+            mkey = manifest_key(key, pk, head.revision)
+            try:
+                plain = open_unpadded(ct, mkey)
+            except DecryptError:
+                continue
+            man = parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision)
+            return {"d": man.device, "k": pk, "r": head.revision, "h": mhash, "x": mkey}
+    return None
+
+
+async def fetch_frozen(
+    store: Store,
+    sid: str,
+    frozen: dict,
+    *,
+    timeout: float,
+    check: Callable[[RemoteLog], None] | None = None,
+    after_seq: int = 0,
+) -> RemoteLog:
+    """The log a frozen entry of the members slot pins (freeze_log): its manifest read by hash, opened with
+    the key the entry carries, and checked as any member's (it names the session, the head key, the
+    revision and the device); then its operations after `after_seq`, as fetch_log reads them."""
+    name = str(frozen["d"])
+    with _read_failures(store, name):
+        async with asyncio.timeout(timeout):
+            ct = await store.get(bytes(frozen["h"]))
+        plain = open_unpadded(check_object(bytes(frozen["h"]), ct), bytes(frozen["x"]))
+        man = parse_manifest(plain, sid=sid, head_pk=bytes(frozen["k"]), rev=frozen["r"])
+        if man.device != name:
+            raise LogError(f"the frozen manifest names device {man.device}, but the members slot says {name}")
+        lg = await LogReader(sid, man.device, store, timeout).log(man.entries(), after_seq)
+    if check is not None:
+        try:
+            check(lg)
+        except Invalid as exc:
+            raise ImportError_(
+                "invalid",
+                f"the log of device {man.device} holds what this sessiond refuses, so nothing of it is applied:"
+                f" {exc.message}",
+            ) from None
+    return lg

@@ -12,12 +12,13 @@ import asyncio
 import logging
 import time
 
-from ..stores import StoreError
+from ..stores import Store, StoreError
 from ..stores.registry import RegistryEntry
+from .bounded import LRU
 from .context import SyncContext
 from .errors import ImportError_
-from .fetch import fetch_logs
-from .members import Members
+from .fetch import fetch_frozen, fetch_logs
+from .members import MEMBERS_KEPT, Members
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
@@ -51,6 +52,9 @@ class Follower:
         self._due: set[str] = set()
         self._carried: set[bytes] = set()  # heads named changed to a round that failed: looked at again
         self.looks = 0  # rounds that asked the stores what changed (an import compares it before and after)
+        # frozen logs (a rekey's dropped writers, pinned in the members slot) taken in by this process:
+        # (session, head key, revision); each is read once, for what of it was not applied here yet
+        self._frozen_taken: LRU[tuple[str, bytes, int], bool] = LRU(MEMBERS_KEPT)
 
     def follow(self, sid: str) -> None:
         """`sid` was just imported while polls went on (`looks` moved): pull it at the next poll. A head of
@@ -158,7 +162,7 @@ class Follower:
         store = ctx.open_store(remote["store_url"])
         announce_pk = bytes(remote["announce_pk"])
         try:
-            rev, members, notice = await self.members.read_members(
+            rev, members, notice, frozen = await self.members.read_slot(
                 store,
                 sid,
                 key,
@@ -180,6 +184,7 @@ class Follower:
             raise
         if rev > remote["members_rev"]:
             await db.set_remote(sid, members_rev=rev)
+        new = await self._take_frozen(sid, store, frozen) if frozen else 0
         my_pk = keys.head_pk(sid)
         known = {bytes(p["head_pk"]): p for p in await db.peers(sid)}
         heads = [m for m in members if m["head_pk"] != my_pk]
@@ -194,7 +199,7 @@ class Follower:
             if k is None or (head is not None and head.revision != k["rev"]):
                 changed.append(m)
         if not changed:
-            return 0
+            return new
         logs, peers = await fetch_logs(
             store,
             sid,
@@ -207,7 +212,24 @@ class Follower:
             heads=read,
             behind_ok=True,
         )
-        return await db.apply_remote(sid, logs, peers=peers)
+        return new + await db.apply_remote(sid, logs, peers=peers)
+
+    async def _take_frozen(self, sid: str, store: Store, frozen: list[dict]) -> int:
+        """What this device has not applied of the dropped writers' logs as the rekey froze them (the
+        writes they made between this device's last pull of them and the rekey): so it holds what a device
+        importing the session now holds. Each frozen log once a process, its manifest read, then only the
+        pages past what is here."""
+        ctx, new = self.ctx, 0
+        for f in frozen:
+            mark = (sid, bytes(f["k"]), int(f["r"]))
+            if mark in self._frozen_taken:
+                continue
+            have = await ctx.db.last_seq(sid, str(f["d"]))
+            lg = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
+            if len(lg):
+                new += await ctx.db.apply_remote(sid, {lg.device_id: lg})
+            self._frozen_taken[mark] = True
+        return new
 
     async def pull_all(
         self, sids: list[str] | None = None, *, changed: set[bytes] | None = None, retry: set[str] | None = None

@@ -23,7 +23,7 @@ from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
 from .errors import ImportError_
-from .fetch import BEHIND, fetch_log, fetch_logs
+from .fetch import BEHIND, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
 from .mirrorurls import same_stores
@@ -69,7 +69,7 @@ class Importer:
             return {"session": sid, "new": 0, "capability": "owner", "already": True}
         if existing is not None and keys.session_key(sid) not in (None, code.session_key):
             raise ImportError_("conflict", f"a different session with id {sid} already exists on this device")
-        rev, members, notice = await self.members.read_members(
+        rev, members, notice, frozen = await self.members.read_slot(
             store, sid, code.session_key, code.announce_pk, entry=slot
         )
         if notice is not None:
@@ -92,6 +92,16 @@ class Importer:
             progress=lambda done, total: ctx.progress("import", sid, done, total),
             behind_ok=True,  # a writer away through a rekey: its log comes once it takes it
         )
+        # The logs of writers earlier rekeys dropped, as they stood then (the slot pins each one's manifest)
+        for f in frozen:
+            lg = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote)
+            have = logs.get(lg.device_id)
+            if have is None:
+                logs[lg.device_id] = lg
+            else:  # (a device dropped, and later a writer again: INSERT OR IGNORE drops repeats)
+                have.messages.extend(lg.messages)
+                have.ops.extend(lg.ops)
+                have.last_seq = max(have.last_seq, lg.last_seq)
         # This device's own log as the store holds it: after `rm`, or on a restored device key, the
         # messages it published come back, and its next sequence number follows the last it published.
         own = None
@@ -126,7 +136,7 @@ class Importer:
         # a log that is here but shorter than a checkpoint says (an old head served) still fails the check.
         checkpoints = [o for o in checkpoints if _checkable(o.body, logs)]
         if existing is None and checkpoints:  # every checkpoint must hold for the history it came with
-            pks = {m["head_pk"] for m in members}
+            pks = {m["head_pk"] for m in members} | {bytes(f["k"]) for f in frozen}
 
             def check() -> None:
                 # messages in the global order (Lamport clock, device, seq); each log is in that order
@@ -193,7 +203,7 @@ class Importer:
             # A writer is a member from its import on, not from its first push: a rekey keeps exactly the
             # members, so a device that has not written yet would otherwise lose access.
             try:
-                await self.members.ensure_member(sid, slot=(rev, members))  # the slot as read above
+                await self.members.ensure_member(sid, slot=(rev, members, frozen))  # the slot as read above
             except (ImportError_, StoreError, RegistryError, TimeoutError, OSError) as exc:
                 raise ImportError_(
                     "store",

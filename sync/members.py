@@ -39,14 +39,42 @@ def seal_small(plain: bytes, key: bytes) -> bytes:
     return encrypt(plain, key, pad=False)[0]
 
 
-def _parse(m: dict) -> tuple[list[dict], dict | None]:
-    """The members (head key, device id) and the rekey notice of a members object, decoded."""
+def _parse(m: dict) -> tuple[list[dict], dict | None, list[dict]]:
+    """The members (head key, device id), the rekey notice and the frozen logs of a members object,
+    decoded."""
     members = []
     for item in m.get("m", []):
         if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
             members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
     notice = m.get("rekey")
-    return members, notice if isinstance(notice, dict) else None
+    frozen = [f for f in m.get("f", []) if _is_frozen(f)] if isinstance(m.get("f"), list) else []
+    return members, notice if isinstance(notice, dict) else None, frozen
+
+
+def _is_frozen(f: object) -> bool:
+    """A frozen log (docs/FORMATS.md §6): {"d": device id, "k": head public key, "r": revision, "h": its
+    manifest's BLAKE3, "x": the manifest's key}."""
+    return (
+        isinstance(f, dict)
+        and isinstance(f.get("d"), str)
+        and isinstance(f.get("k"), bytes)
+        and len(f["k"]) == 33
+        and isinstance(f.get("r"), int)
+        and not isinstance(f.get("r"), bool)
+        and f["r"] >= 1
+        and isinstance(f.get("h"), bytes)
+        and len(f["h"]) == 32
+        and isinstance(f.get("x"), bytes)
+        and len(f["x"]) == 32
+    )
+
+
+def merge_frozen(have: Sequence[dict], more: Sequence[dict]) -> list[dict]:
+    """Frozen logs, one per head key (the first named wins: a log frozen once stays as it was frozen)."""
+    out: dict[bytes, dict] = {}
+    for f in [*have, *more]:
+        out.setdefault(bytes(f["k"]), dict(f))
+    return [out[k] for k in sorted(out)]
 
 
 class Members:
@@ -58,7 +86,7 @@ class Members:
         # was opened with, and what it said. The entry names its object by hash: while the slot holds the
         # same entry, its object says the same, so a follower's pull reads the slot's head and not the
         # object again (nor decrypts and decodes it): one store request less per pull.
-        self._seen: LRU[str, tuple[bytes, int, bytes, bytes, list[dict], dict | None]] = LRU(MEMBERS_KEPT)
+        self._seen: LRU[str, tuple[bytes, int, bytes, bytes, list[dict], dict | None, list[dict]]] = LRU(MEMBERS_KEPT)
 
     async def read_members(
         self,
@@ -72,7 +100,26 @@ class Members:
         entry: RegistryEntry | None = None,
         unchanged: bool = False,
     ) -> tuple[int, list[dict], dict | None]:
-        """(revision, members, rekey notice or None) of a session's members slot. `cached`: if the slot
+        """(revision, members, rekey notice or None) of a session's members slot: read_slot without the
+        frozen logs."""
+        rev, members, notice, _ = await self.read_slot(
+            store, sid, session_key, announce_pk, min_rev, cached=cached, entry=entry, unchanged=unchanged
+        )
+        return rev, members, notice
+
+    async def read_slot(
+        self,
+        store: Store,
+        sid: str,
+        session_key: bytes,
+        announce_pk: bytes,
+        min_rev: int = 0,
+        *,
+        cached: bool = False,
+        entry: RegistryEntry | None = None,
+        unchanged: bool = False,
+    ) -> tuple[int, list[dict], dict | None, list[dict]]:
+        """(revision, members, rekey notice or None, frozen logs) of a session's members slot. `cached`: if the slot
         holds the entry read last time, what its object said then (the follower; an audit reads it again).
         `entry`: the slot's entry as the caller has just read it from `store` (not read again).
         `unchanged` (with `cached`): the store has just said that the slot did not change since this
@@ -83,7 +130,7 @@ class Members:
         if cached and unchanged:
             seen = self._seen.get(sid)
             if seen is not None and seen[0] == pk and seen[3] == session_key and seen[1] >= min_rev:
-                return seen[1], [dict(m) for m in seen[4]], seen[5]
+                return seen[1], [dict(m) for m in seen[4]], seen[5], seen[6]
         try:
             if entry is None:
                 entry = await asyncio.wait_for(store.get_head(pk), timeout)
@@ -112,7 +159,7 @@ class Members:
         h, salt = entry.data[1:33], entry.data[33:]
         seen = self._seen.get(sid) if cached else None
         if seen is not None and seen[:4] == (pk, entry.revision, entry.data, session_key):
-            return entry.revision, [dict(m) for m in seen[4]], seen[5]
+            return entry.revision, [dict(m) for m in seen[4]], seen[5], seen[6]
         try:
             ct = await asyncio.wait_for(store.get(h), timeout)
             check_object(h, ct)
@@ -125,19 +172,25 @@ class Members:
             raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
             raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
-        members, notice = _parse(m)
-        self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice)
-        return entry.revision, members, notice
+        members, notice, frozen = _parse(m)
+        self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
+        return entry.revision, members, notice, frozen
 
     async def ensure_member(
-        self, sid: str, *, extra: Sequence[dict] = (), slot: tuple[int, list[dict]] | None = None
+        self,
+        sid: str,
+        *,
+        extra: Sequence[dict] = (),
+        slot: tuple[int, list[dict], list[dict]] | None = None,
+        frozen: Sequence[dict] = (),
     ) -> int:
-        """Make sure this device (and every writer it knows of) is in the members list. Returns the
-        members revision. Needs the write secret. `slot`: the slot's revision and members as the caller
-        has just read them (an import), or (0, []) for a slot that cannot exist yet (its write secret was
-        made just now): the first attempt goes on from them without reading the slot; if the slot moved
-        on meanwhile, the store refuses the write (StaleHead: an equal or higher revision) and the next
-        attempt reads it."""
+        """Make sure this device (and every writer it knows of) is in the members list, and `frozen` (the
+        logs of writers a rekey dropped) among its frozen logs. Returns the members revision. Needs the
+        write secret. `slot`: the slot's revision, members and frozen logs as the caller has just read them
+        (an import), or (0, [], []) for a slot that cannot exist yet (its write secret was made just now):
+        the first attempt goes on from them without reading the slot; if the slot moved on meanwhile, the
+        store refuses the write (StaleHead: an equal or higher revision) and the next attempt reads it.
+        What the slot holds is kept: members and frozen logs are only ever added."""
         ctx = self.ctx
         write_secret = ctx.keys.write_secret(sid)
         session_key = ctx.keys.session_key(sid)
@@ -150,23 +203,32 @@ class Members:
         for attempt in range(5):
             try:
                 if attempt == 0 and slot is not None:
-                    rev, members = slot[0], [dict(m) for m in slot[1]]
+                    rev, members, had = slot[0], [dict(m) for m in slot[1]], list(slot[2])
                 else:
                     # the slot's object is read again only if the slot changed since this process last read
                     # or wrote it (the same entry names the same object: see _seen)
-                    rev, members, _ = await self.read_members(
+                    rev, members, _, had = await self.read_slot(
                         store, sid, session_key, bytes(ak.verify_key), cached=True
                     )
             except ImportError_ as exc:
                 if exc.kind != "missing":
                     raise
-                rev, members = 0, []
+                rev, members, had = 0, [], []
             have = {m["head_pk"] for m in members}
             missing = [k for k in known if k["head_pk"] not in have]
-            if not missing:
+            held = {bytes(f["k"]) for f in had}
+            if not missing and all(bytes(f["k"]) in held for f in frozen):
                 return rev
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
-            obj = {"m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged], "s": sid, "v": 1, "ty": T_MEMBERS}
+            obj: dict = {
+                "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged],
+                "s": sid,
+                "v": 1,
+                "ty": T_MEMBERS,
+            }
+            logs = merge_frozen(had, frozen)
+            if logs:  # (absent when there are none: a members object is byte for byte as before)
+                obj["f"] = logs
             plain = dagcbor.encode(obj)
             salt = os.urandom(SALT_LEN)
             ct = seal_small(plain, members_key(session_key, salt))
@@ -183,8 +245,8 @@ class Members:
                 continue
             # What the slot says now, as a read of it would find it: this device's own write does not make
             # its follower (nor the next ensure_member) read the object back from the store.
-            written, notice = _parse(obj)
-            self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice)
+            written, notice, kept = _parse(obj)
+            self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice, kept)
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
             return rev + 1
         raise ImportError_("busy", "could not update the members list (it kept changing); will retry")

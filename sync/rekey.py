@@ -24,8 +24,9 @@ from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
 from .errors import ImportError_, describe
+from .fetch import freeze_log
 from .manifest import CLAIMS_KEPT
-from .members import SALT_LEN, T_MEMBERS, Members, announce_key, seal_small
+from .members import SALT_LEN, T_MEMBERS, Members, announce_key, merge_frozen, seal_small
 from .pusher import Pusher
 from .rekeyproof import check_notice, notice_hash, open_box
 
@@ -66,7 +67,7 @@ class Rekeyer:
             new_key, new_write = os.urandom(32), os.urandom(32)
             new_announce = bytes(announce_key(new_write).verify_key)
             for _attempt in range(5):
-                rev, members, notice = await self.members.read_members(store, sid, old_key, old_announce)
+                rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
                 if notice is not None:
                     await self._withdraw(sid, old_announce)  # ours never reached the store
                     ctx.keys.clear_rekey_pending(sid)
@@ -88,6 +89,7 @@ class Rekeyer:
                         f"{', '.join(sorted(others)) or 'none'})",
                     )
                 keep = [m for m in members if m["head_pk"] != my_pk and m["device_id"] not in drop and not drop_all]
+                dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
                 record = {
                     "k": new_key,
                     "w": new_write,
@@ -95,6 +97,8 @@ class Rekeyer:
                     "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in keep],
                     "o": old_announce,
                     "own": True,
+                    # the dropped writers' logs as they stand, for the new generation (and those frozen before)
+                    "f": merge_frozen(frozen, await self._freeze(store, sid, dropped)),
                 }
                 record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
@@ -118,6 +122,25 @@ class Rekeyer:
             "kept": [m["device_id"] for m in keep],
             "dropped": [m["device_id"] for m in members if m["head_pk"] != my_pk and m not in keep],
         }
+
+    async def _freeze(self, store: Store, sid: str, dropped: list[dict]) -> list[dict]:
+        """The dropped writers' logs, frozen (fetch.freeze_log). A log that cannot be frozen (damaged, or
+        sealed under a key this device never held) is left out, said in the log: the writer being dropped
+        must not be able to stop its own revocation. A store that fails fails the rekey (it is retried)."""
+        out = []
+        for m in dropped:
+            try:
+                f = await freeze_log(store, sid, self.ctx.keys.session_keys(sid), m, timeout=self.ctx.timeout)
+            except ImportError_ as exc:
+                if exc.kind == "store":
+                    raise
+                log.warning(
+                    "a dropped writer's log is not carried over", extra={"session": sid, "error": describe(exc)}
+                )
+                continue
+            if f is not None:
+                out.append(f)
+        return out
 
     def _notice(self, sid: str, record: dict) -> dict:
         """The notice of this device's rekey (docs/FORMATS.md §6): a box for each kept writer and one for
@@ -179,7 +202,7 @@ class Rekeyer:
     async def _finish(self, sid: str, record: dict) -> None:
         kept = [{"device_id": m["d"], "head_pk": m["k"]} for m in record["m"]]
         generation = record.get("own") or "g" in record  # "m" names every other writer kept
-        await self._switch_key(sid, record["k"], record["w"], record["a"], kept, generation)
+        await self._switch_key(sid, record["k"], record["w"], record["a"], kept, generation, record.get("f", []))
         self.ctx.keys.clear_rekey_pending(sid)
 
     async def resume(self, sid: str) -> None:
@@ -219,7 +242,14 @@ class Rekeyer:
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
 
     async def _switch_key(
-        self, sid: str, key: bytes, write: bytes | None, announce: bytes, members: list[dict], generation: bool
+        self,
+        sid: str,
+        key: bytes,
+        write: bytes | None,
+        announce: bytes,
+        members: list[dict],
+        generation: bool,
+        frozen: Sequence[dict] = (),
     ) -> None:
         """Go over to the new key and members slot. `members`: the other writers the rekey kept; with
         `generation`, exactly those: every other device stops being followed here (a dropped writer keeps
@@ -232,7 +262,7 @@ class Rekeyer:
             await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
         _crash_point("rekey:switched")
         if write is not None:
-            await self.members.ensure_member(sid, extra=members)
+            await self.members.ensure_member(sid, extra=members, frozen=frozen)
         _crash_point("rekey:announced")
         db = self.ctx.db
         if await db.last_seq(sid) or (await db.sync_state(sid))["head_rev"]:

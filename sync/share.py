@@ -82,7 +82,7 @@ class Sharer:
                 # a push may have announced this device before the lock came (Pusher.push): then it reads
                 # the slot (as it wrote it: cached), lest a second members object be left in the store
                 new_slot = new_slot and not (await ctx.db.remote(sid) or {}).get("announced")
-                await self.members.ensure_member(sid, slot=(0, []) if new_slot else None)
+                await self.members.ensure_member(sid, slot=(0, [], []) if new_slot else None)
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None
         places = await locations_of(store)  # networks plus hints, not this device's store URLs as such

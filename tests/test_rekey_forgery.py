@@ -233,9 +233,8 @@ def test_a_restored_device_key_goes_on_claiming_its_rekey(make_daemon, store_dir
     res = restored.client().import_code(code)
     assert res["waiting_for"] == [k_id], res
     have = _messages(restored, sid)
-    # D's log, dropped, is not listed in the new slot: what D wrote before the rekey is under the old key
-    # alone, which this device never held (docs/SECURITY.md, "Revoking")
-    assert "after the rekey" in have and "D joins" not in have and "K joins" not in have
+    # D, dropped, is not followed; its log as it stood at the rekey is, frozen in the new slot
+    assert "after the rekey" in have and "D joins" in have and "K joins" not in have
     report = cli_json(restored.home, "verify", sid)
     assert report["ok"] and k_id in report["sessions"][0]["waiting"][0], report
     restored.client().append(sid, "user", "from the restored device")  # a new head of R's log
@@ -249,7 +248,7 @@ def test_a_restored_device_key_goes_on_claiming_its_rekey(make_daemon, store_dir
     assert not st["sessions"][sid].get("pull_error"), st
     # K went over to the new key, pushing its log under it: the restored device gets what K wrote
     wait_for(lambda: "K joins" in _messages(restored, sid), timeout=30)
-    assert _messages(restored, sid) == [m for m in _messages(k, sid) if m != "D joins"]
+    assert _messages(restored, sid) == _messages(k, sid)
     report = cli_json(restored.home, "verify", sid)
     assert report["ok"] and not report["sessions"][0].get("waiting"), report
 
@@ -268,18 +267,19 @@ def test_what_a_dropped_writer_writes_afterwards_reaches_no_one(make_daemon, sto
         wait_for(lambda dev=dev: "K after the rekey" in _messages(dev, sid), timeout=30)
         dev.client().sync(sid, wait=True, timeout=10)
         assert "D after being dropped" not in _messages(dev, sid)
-    # and a device new to the session reads what the kept writers wrote, D's log not being one of them
+    # and a device new to the session reads D's log only as it stood at the rekey
     n = make_daemon("file://" + store_dir).start()
     res = n.client().import_code(r.client().share(sid)["code"])
     assert not res.get("waiting_for"), res
-    assert "K after the rekey" in _messages(n, sid) and "D after being dropped" not in _messages(n, sid)
+    assert _messages(n, sid) == _messages(r, sid)
+    assert "D joins" in _messages(n, sid) and "D after being dropped" not in _messages(n, sid)
 
 
 def test_checkpoints_over_a_dropped_writers_messages_after_the_rekey(make_daemon, store_dir):
-    """A checkpoint covering what the dropped writer wrote cannot be checked by a device that joins after
-    the rekey (that log is under the old key alone): its import sets it aside instead of calling the
-    history changed. And a checkpoint the dropped writer signed while it was one still verifies on the
-    devices that hold it, though they no longer follow it."""
+    """A device that joins after the rekey reads the dropped writer's log as it stood at the rekey (frozen
+    in the new slot), so the checkpoints over it hold, the dropped writer's own too. And a checkpoint the
+    dropped writer signed while it was one still verifies on the devices that hold it, though they no
+    longer follow it."""
     r, k, d, sid = _three_writers(make_daemon, store_dir)
     cp_d = d.client().checkpoint(sid)
     d.client().sync(sid, wait=True, timeout=10)
@@ -291,5 +291,30 @@ def test_checkpoints_over_a_dropped_writers_messages_after_the_rekey(make_daemon
     assert r.client().verify_proof(sid, cp_d)["ok"]
     n = make_daemon("file://" + store_dir).start()
     n.client().import_code(r.client().share(sid)["code"])
-    assert "after the rekey" in _messages(n, sid) and "D joins" not in _messages(n, sid)
-    assert cp_r["number"] in [c["number"] for c in n.client().checkpoints(sid)["checkpoints"]]
+    assert _messages(n, sid) == _messages(r, sid) and "D joins" in _messages(n, sid)
+    assert n.client().checkpoints(sid) == r.client().checkpoints(sid)
+    assert n.client().verify_proof(sid, cp_r)["ok"] and n.client().verify_proof(sid, cp_d)["ok"]
+
+
+def test_every_device_ends_with_the_dropped_writers_log_as_the_rekey_froze_it(make_daemon, store_dir):
+    """What the dropped writer pushed just before the rekey, which a kept device away meanwhile never
+    pulled from its head, reaches that device from the frozen log: every device, and one that imports
+    later, holds the same messages."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    k.stop()
+    d.client().append(sid, "assistant", "D just before the drop")
+    d.client().sync(sid, wait=True, timeout=10)
+    r.client().rekey(sid, drop=[_device(d)])
+    d.client().append(sid, "assistant", "D after the drop")
+    d.client().sync(sid, wait=True, timeout=10)
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(wait=True)
+    k.start()
+    wait_for(lambda: {"after the rekey", "D just before the drop"} <= set(_messages(k, sid)), timeout=30)
+    wait_for(lambda: "D just before the drop" in _messages(r, sid), timeout=30)
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    for dev in (r, k):
+        dev.client().sync(sid, wait=True, timeout=10)
+    assert _messages(k, sid) == _messages(r, sid) == _messages(n, sid)
+    assert "D after the drop" not in _messages(n, sid)
