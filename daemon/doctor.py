@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
 from ..stores.cid import digest
-from ..stores.errors import StoreFull, describe_failure, failing
+from ..stores.errors import LyingServer, StoreFull, describe_failure, failing
 from ..sync.errors import describe
 from .doctor_files import check_home, finding
+from .doctor_fixes import settled_fix
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -40,14 +41,14 @@ async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     down: dict[str, str] = {}  # stores that failed their check: verify does not ask them again
     for url in urls:
         store = ctx.open_store(url)
-        findings += await check_store(store, own=url == ctx.store.url, down=down)
+        findings += await check_store(store, own=url == ctx.store.url, down=down, home=daemon.home.path)
     findings += await check_pushes(daemon)
     if verify:
         findings += await check_verify(daemon, down)
     return {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings}
 
 
-async def check_store(store: Store, *, own: bool, down: dict[str, str] | None = None) -> list[dict]:
+async def check_store(store: Store, *, own: bool, down: dict[str, str] | None = None, home: str = "") -> list[dict]:
     """Reachable, writes accepted, the probe object read back verified; then the clock. A store that
     fails to answer is put in `down` (its URL -> what is wrong)."""
     url = shown_url(store.url)  # as shown: without its credentials
@@ -66,10 +67,11 @@ async def check_store(store: Store, *, own: bool, down: dict[str, str] | None = 
                 ]
             else:
                 h = await store.put(PROBE)
+                lie = settled_fix(LyingServer(""), url, home)
                 if h != digest(PROBE):
-                    return [finding("store", "problem", f"{which} {url} stored the probe under another hash", None)]
+                    return [finding("store", "problem", f"{which} {url} stored the probe under another hash", lie)]
                 if await store.get(h) != PROBE:  # get() verifies the bytes against the hash
-                    return [finding("store", "problem", f"{which} {url} returned other bytes", None)]
+                    return [finding("store", "problem", f"{which} {url} returned other bytes", lie)]
                 out = [finding("store", "ok", f"{which} {url}: a small object written, read back and verified")]
     except TimeoutError:
         if down is not None:
@@ -78,7 +80,7 @@ async def check_store(store: Store, *, own: bool, down: dict[str, str] | None = 
     except (StoreError, OSError) as exc:
         if down is not None and failing(exc) and not isinstance(exc, StoreFull):  # a full store still reads
             down[url] = describe_failure(exc, url)
-        return [finding("store", "problem", f"{which} {url}: {describe(exc)}", fix_down)]
+        return [finding("store", "problem", f"{which} {url}: {describe(exc)}", settled_fix(exc, url, home) or fix_down)]
     return out + [check_clock(store)]
 
 
@@ -99,6 +101,7 @@ def check_clock(store: Store) -> dict:
 
 async def check_pushes(daemon: Daemon) -> list[dict]:
     states = await daemon.syncer.status()
+    home = daemon.home.path
     out = []
     waiting = 0
     for sid, st in sorted(states.items()):
@@ -114,12 +117,13 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
         if not st.get("pending"):
             continue
         if st.get("last_error"):
+            fix = settled_fix(daemon.syncer.last_failure(sid), shown_url(daemon.syncer.ctx.store.url), home)
             out.append(
                 finding(
                     "push",
                     "problem",
                     f"session {sid}: {st['pending']} change(s) not pushed; last error: {st['last_error']}",
-                    f"sessiond sync --wait {sid}",
+                    fix or f"sessiond sync --wait {sid}",
                 )
             )
         else:

@@ -69,6 +69,12 @@ class ServerError(StoreError):
         self.status = status
 
 
+class ShortAnswer(ServerError):
+    """The server's answer broke off: fewer bytes than its Content-Length promised (or a chunked body
+    cut short), the connection closed on the rest. The server was reached and answered; its answer (or a
+    proxy in front of it) is broken. Retried like a 5xx: a cut can be one bad transfer."""
+
+
 class StoreTimeout(StoreError):
     """The server did not answer in time."""
 
@@ -117,6 +123,8 @@ def failure_kind(exc: BaseException) -> str:
         return "refusing our credentials"
     if isinstance(exc, RateLimited):
         return "rate-limiting us"
+    if isinstance(exc, ShortAnswer):
+        return "sending incomplete answers"
     if isinstance(exc, ServerError):
         return "failing with server errors"
     if isinstance(exc, StoreFull):
@@ -135,6 +143,8 @@ def failure_fix(exc: BaseException) -> str:
     if isinstance(exc, RateLimited):
         wait = server_wait(exc)
         return f"try again {f'in {wait:.0f} s' if wait is not None else 'later'}, as the store asks"
+    if isinstance(exc, ShortAnswer):
+        return "the store (or a proxy in front of it) cuts its answers short: try again later, or tell its operator"
     if isinstance(exc, ServerError):
         return "the store is failing on its side: try again later, or tell its operator"
     if isinstance(exc, StoreFull):

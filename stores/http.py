@@ -1,7 +1,7 @@
 """One HTTP client for the network stores: a shared aiohttp session, timeouts, the classification of
 every failure into the classes of stores/errors.py, and retries (429/503 after the server's
-Retry-After, other 5xx but 507 (no room: StoreFull), timeouts and refused connections with jittered
-exponential backoff).
+Retry-After, other 5xx but 507 (no room: StoreFull), answers cut short of their Content-Length,
+timeouts and refused connections with jittered exponential backoff).
 
 Secrets (tokens, passwords) go only into request headers. The client knows them (`secret()`) and
 scrubs them from every message it builds, in case a server echoes them back; nothing here logs a
@@ -27,6 +27,7 @@ from .errors import (
     ObjectTooLarge,
     RateLimited,
     ServerError,
+    ShortAnswer,
     StoreFull,
     StoreTimeout,
     StoreUnreachable,
@@ -218,6 +219,8 @@ class HttpClient:
                     allow_redirects=allow_redirects,
                     max_body=max_body or self.max_body,
                 )
+            except ShortAnswer as exc:  # reached, answered, the answer cut short: retried as a 5xx is
+                last = exc
             except TimeoutError:
                 last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
             except aiohttp.ClientConnectorError as exc:
@@ -288,7 +291,10 @@ class HttpClient:
             ) as resp:
                 chunks, size = [], 0
                 while True:
-                    chunk = await resp.content.read(1 << 16)
+                    try:
+                        chunk = await resp.content.read(1 << 16)
+                    except aiohttp.ClientPayloadError:
+                        raise self._short(method, path, resp, size) from None
                     if not chunk:
                         break
                     size += len(chunk)
@@ -299,6 +305,16 @@ class HttpClient:
                     chunks.append(chunk)
                 self._note_date(resp.headers.get("Date"))
                 return Reply(resp.status, resp.headers, b"".join(chunks))
+
+    def _short(self, method: str, path: str, resp: aiohttp.ClientResponse, size: int) -> ShortAnswer:
+        """The answer broke off after `size` bytes (as read: decoded, if the server compressed it)."""
+        what = self._what(method, path)
+        promised = resp.content_length
+        if promised is not None and not resp.headers.get("Content-Encoding"):
+            said = f"the store sent {size} of {promised} bytes it promised (Content-Length), then closed the connection"
+        else:
+            said = f"the answer broke off after {size} bytes, the connection closed on the rest"
+        return ShortAnswer(f"{what}: {said}", resp.status)
 
     def _note_date(self, value: str | None) -> None:
         """Keep the server's time from its Date header (RFC 9110: one-second resolution), for `doctor`'s

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -38,6 +39,10 @@ from .registry import RegistryEntry
 from .s5account import CHALLENGE_LOGIN, CHALLENGE_REGISTER, account_key, b64url, challenge_response, unb64url
 from .s5feed import ChangeFeed
 from .urls import parse_store_url
+
+# A failed look for the relay's change feed (the store down, a 5xx) is not repeated at every poll: first
+# after FEED_PROBE_BACKOFF[0] seconds, then twice as long each time it fails again, up to [1].
+FEED_PROBE_BACKOFF = (2.0, 60.0)
 
 
 def portal_raw_cid(h: bytes) -> str:
@@ -85,6 +90,8 @@ class S5Store(Store):
         self._heads = SeenRevisions(f"the S5 portal {authority}")
         self._feed: ChangeFeed | None = None
         self._no_feed = False
+        self._feed_probe_at = 0.0  # monotonic time before which a failed look for the feed is not repeated
+        self._feed_probe_wait: float | None = None  # the wait after the next failed look (None: the first)
 
     def __repr__(self) -> str:
         return f"<S5Store {self.url}>"
@@ -298,13 +305,20 @@ class S5Store(Store):
         if self._no_feed:
             return None
         if self._feed is None:
+            if time.monotonic() < self._feed_probe_at:
+                return None  # the last look failed: followers read each head until it is time to look again
             feed = ChangeFeed(self._call, self.authority, self.http.timeout)
             try:
                 if not await feed.poll(0):
                     self._no_feed = True  # a portal without the feed: asked once, never again
                     return None
             except StoreError:
+                first, longest = FEED_PROBE_BACKOFF
+                wait = first if self._feed_probe_wait is None else self._feed_probe_wait
+                self._feed_probe_at = time.monotonic() + wait
+                self._feed_probe_wait = min(wait * 2, longest)
                 return None
+            self._feed_probe_wait = None
             self._feed = feed
             feed.start()
         return self._feed

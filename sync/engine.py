@@ -103,6 +103,7 @@ class Syncer:
             first=ctx.shared.__contains__,
         )
         self._errors: dict[str, str] = {}
+        self._causes: dict[str, BaseException] = {}  # the failure behind each of _errors (doctor's fix)
         # sessions whose last push failed in a way waiting does not mend (a full store, refused credentials:
         # stores/errors.settled), with when: sync_now's wait ends on them instead of running out its timeout
         self._settled: dict[str, float] = {}
@@ -176,6 +177,7 @@ class Syncer:
         self.pushes.forget(sid)
         self.ctx.shared.discard(sid)
         self._errors.pop(sid, None)
+        self._causes.pop(sid, None)
         self._settled.pop(sid, None)
         self.proofs.forget(sid)
         self.keys.delete_session_key(sid)
@@ -215,6 +217,7 @@ class Syncer:
     async def _failed(self, sid: str, exc: BaseException, delay: float) -> None:
         msg = describe(exc)
         self._errors[sid] = msg
+        self._causes[sid] = exc
         if settled(exc):
             self._settled[sid] = time.monotonic()
         else:
@@ -233,6 +236,7 @@ class Syncer:
     async def _pushed(self, sid: str) -> None:
         if sid not in self.pushes.retry_at:  # it went through: the error shown is over
             self._errors.pop(sid, None)
+            self._causes.pop(sid, None)
             self._settled.pop(sid, None)
         for key in (sid, None):
             for ev in self._waiters.get(key, ()):
@@ -257,6 +261,10 @@ class Syncer:
                 else ("pending" if st["pending"] else "synced")
             )
         return states
+
+    def last_failure(self, sid: str) -> BaseException | None:
+        """Why `sid`'s last push failed (its class: what mends it), while that failure is still the last."""
+        return self._causes.get(sid)
 
     def _server_wait(self, sid: str) -> float | None:
         """Seconds left of the wait the store asked for (Retry-After) before `sid` is pushed again."""

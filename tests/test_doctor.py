@@ -11,7 +11,7 @@ import pytest
 
 from conftest import DaemonProc, run_cli
 from servers.kubo import Node, make_rpc_app
-from servers.s5portal import Threaded
+from servers.s5portal import Portal, Threaded, make_app
 from sessiond.daemon.doctor import PROBE, check_clock
 from sessiond.stores.cid import digest
 
@@ -125,3 +125,43 @@ def test_clock_skew_levels(skew, level):
     assert f["level"] == level
     assert (f["fix"] is None) == (level == "ok")
     assert ("ahead of" if skew > 0 else "behind") in f["message"]
+
+
+@pytest.fixture
+def portal():
+    p = Portal()
+    server = Threaded(make_app(p)).start()
+    p.authority = f"127.0.0.1:{server.port}"
+    yield p, f"s5+http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def test_a_store_answering_wrong_bytes_is_not_waited_for(make_daemon, portal):
+    p, url = portal
+    d = make_daemon(url).start()
+    p.faults.wrong_bytes = True  # the probe read back is other bytes
+    code, rep = doctor(d.home, "--no-verify")
+    assert code == 1, rep
+    (store,) = [f for f in problems(rep) if f["check"] == "store"]
+    assert "do not match the hash" in store["message"], store
+    # main: "sessiond sync --wait  # once the store answers again": it answers, wrongly, and will again
+    assert "answers again" not in store["fix"] and "sync --wait" not in store["fix"], store
+    assert "--change-store" in store["fix"], store
+
+
+def test_doctor_s_fix_for_refused_credentials_is_to_fix_them(make_daemon, portal):
+    p, url = portal
+    d = make_daemon(url).start()
+    c = d.client()
+    sid = c.create_session(name="refused")["id"]
+    p.faults.reject_tokens = True  # every token refused, a fresh login's too
+    c.append(sid, "user", "hello")
+    assert run_cli(d.home, "sync", "--wait", "--timeout", "30").returncode == 1
+    code, rep = doctor(d.home, "--no-verify")
+    assert code == 1, rep
+    (push,) = [f for f in problems(rep) if f["check"] == "push" and sid in f["message"]]
+    assert "credentials" in push["message"], push
+    assert "sync --wait" not in push["fix"], push  # main: sessiond sync --wait SID, refused again at once
+    assert "invite" in push["fix"] and "--store-file" in push["fix"], push
+    (store,) = [f for f in problems(rep) if f["check"] == "store"]
+    assert "answers again" not in store["fix"] and "invite" in store["fix"], store

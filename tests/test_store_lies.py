@@ -6,6 +6,7 @@ a store that fails is named once by `verify` on a device that only follows, as i
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -100,3 +101,21 @@ def test_verify_names_a_failing_store_once_on_a_device_that_only_follows(make_da
         # main, on B: "the store URL is failing (the store URL is failing with server errors (...); the store
         # is failing on its side: ...); check the store and try again": the failure described twice
         assert why.count(f"the store {url}") == 1 and why.endswith("or tell its operator"), why
+
+
+def test_a_store_that_sends_fewer_bytes_than_it_promised_is_not_called_unreachable(make_daemon, portal):
+    p, url = portal
+    a, b, sid = shared_pair(make_daemon, url)
+    p.faults.truncated = True  # every download promises 100 bytes more than it sends, then hangs up
+    for d in (a, b):
+        res, out = cli_json(d, "verify")
+        assert res.returncode == 1, res.stdout + res.stderr
+        (s,) = out["sessions"]
+        why = s["store_failure"]
+        # main: "the store URL is unreachable (GET ...: the connection broke (ClientPayloadError)); check that
+        # the store is running and its URL is right, then try again", about a store that answered every request
+        assert "unreachable" not in why and "is running" not in why, why
+        assert why.startswith(f"the store {url} is sending incomplete answers ("), why
+        assert re.search(r"the store sent (\d+) of (\d+) bytes", why), why
+        sent, promised = map(int, re.search(r"sent (\d+) of (\d+) bytes", why).groups())
+        assert promised == sent + 100, why

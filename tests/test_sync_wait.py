@@ -63,3 +63,24 @@ def test_a_relay_quota_used_up_is_the_store_full_not_an_object_too_large(small_r
         assert "too large" not in error, error  # main: "the server says the object is too large (HTTP 413: ...quota)"
     finally:
         d.stop()
+
+
+def test_doctor_s_fix_for_a_store_out_of_room_is_to_make_room_not_to_wait(small_relay, tmp_path):
+    d = DaemonProc(str(tmp_path / "home"), small_relay).start()
+    try:
+        c = d.client()
+        sid = c.create_session(name="big")["id"]
+        c.append(sid, "user", "z" * 20_000)
+        assert run_cli(d.home, "sync", "--wait", "--timeout", "60").returncode == 1
+        res = run_cli(d.home, "doctor", "--json", "--no-verify")
+        assert res.returncode == 1, res.stdout + res.stderr
+        findings = json.loads(res.stdout)["findings"]
+        (push,) = [f for f in findings if f["check"] == "push" and sid in f["message"]]
+        assert push["level"] == "problem" and "quota" in push["message"], push
+        # main: "sessiond sync --wait SID", which fails again at once (the quota is still used up)
+        assert "sync --wait" not in push["fix"], push
+        assert "sessiond gc" in push["fix"] and "--quota" in push["fix"] and "--change-store" in push["fix"], push
+        for store in [f for f in findings if f["check"] == "store" and f["level"] == "problem"]:
+            assert "once the store answers again" not in store["fix"], store
+    finally:
+        d.stop()

@@ -1,0 +1,39 @@
+"""The fix `sessiond doctor` prints for a store's failure, by its class (stores/errors.py): waiting mends
+a store that is down, hung, failing on its side or rate-limiting (`sync --wait` once it answers), but not
+one that is full, refuses this device's credentials, answers what does not verify, or cannot take these
+writes at all: `sync --wait` is refused again at once by those, so each gets what does mend it."""
+
+from __future__ import annotations
+
+import os
+
+from ..stores.errors import AuthRefused, LyingServer, ObjectTooLarge, ReadOnlyStore, StoreFull
+
+MOVE = "sessiond stop && sessiond start --store URL --change-store"
+
+
+def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
+    """What mends `exc`, a failure of the store at `url` that waiting does not mend; None for any other
+    (the caller's `sync --wait`, once the store answers again)."""
+    if isinstance(exc, StoreFull):
+        where = "its owner raises this device's --quota (sessiond serve)" if url.startswith("s5+") else "free space"
+        return (
+            f"sessiond gc  # frees the objects this device's logs let go; if the store is still full: {where},"
+            f" or move this device to another store: {MOVE}"
+        )
+    if isinstance(exc, AuthRefused):
+        if url.startswith("s5+"):
+            return (
+                "sessiond stop && sessiond start --store-file FILE  # FILE holding the store's URL with a new"
+                " invite in its user part (on a relay: sessiond serve invite), as on a first start"
+            )
+        kubo, pinning = os.path.join(home, "kubo-auth"), os.path.join(home, "pinning-token")
+        return (
+            f"chmod 600 {kubo}  # after writing the Kubo RPC's credentials in it (Bearer TOKEN, Basic B64 or"
+            f" user:password); a pinning service's token goes in {pinning}; then sessiond sync --wait"
+        )
+    if isinstance(exc, LyingServer):
+        return f"{MOVE}  # to a store you trust: this one answers what does not verify; or have its operator check it"
+    if isinstance(exc, (ObjectTooLarge, ReadOnlyStore)):
+        return f"{MOVE}  # a store that takes this device's writes"
+    return None
