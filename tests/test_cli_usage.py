@@ -18,6 +18,42 @@ def _usage(res: subprocess.CompletedProcess) -> str:
     return err["message"]
 
 
+def test_expiry_and_idle_times_out_of_range_are_usage_errors_in_the_options_words(daemon):
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    before = cli_json(daemon.home, "show", sid)
+    for option, argv in (
+        ("--expires", ["share", sid, "--expires", "0"]),
+        ("--expires", ["share", sid, "--expires", "3651d"]),
+        ("--expires-in", ["new", "--expires-in", "0"]),
+        ("--expires-in", ["new", "--expires-in", "0.5s"]),
+        ("--expires-in", ["set", sid, "--expires-in", "3651d"]),
+        ("--idle-timeout", ["new", "--idle-timeout", "0s"]),
+        ("--idle-timeout", ["set", sid, "--idle-timeout", "0"]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert option in message and "at least 1 second and at most 10 years" in message, message
+        assert "expires_in" not in message and "idle_timeout" not in message, message
+        res = run_cli(daemon.home, *argv)
+        assert res.returncode == 2 and option in res.stderr and "usage:" in res.stderr, res
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing made
+    assert cli_json(daemon.home, "show", sid) == before  # nor changed
+    assert cli_json(daemon.home, "shares") == {"shares": []}  # nor a code issued
+    # the bounds themselves are taken
+    assert cli_json(daemon.home, "new", "--expires-in", "3650d", "--idle-timeout", "1s")["id"]
+    assert cli_json(daemon.home, "share", sid, "--expires", "1")["code"]
+
+
+def test_sync_timeout_out_of_range_is_a_usage_error(daemon):
+    for value in ("-1", "nan", "inf", "3601"):
+        message = _usage(run_cli(daemon.home, "sync", "--timeout", value, "--json"))
+        assert "--timeout" in message and "3600" in message and "1 hour" in message, message
+        assert "must be a finite number" not in message
+    message = _usage(run_cli(daemon.home, "gc", "--grace", "3651d", "--dry-run", "--json"))
+    assert "--grace" in message and "at most 10 years" in message and "grace must" not in message, message
+    assert cli_json(daemon.home, "sync", "--timeout", "0") is not None
+    assert cli_json(daemon.home, "sync", "--timeout", "3600") is not None
+
+
 def test_usage_exits_say_usage_in_json(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for argv, says in (
@@ -29,3 +65,10 @@ def test_usage_exits_say_usage_in_json(daemon):
         assert says in _usage(run_cli(daemon.home, *argv, "--json")), argv
     res = run_cli(daemon.home, "add", sid, "--role", "user", "-", "--json", input=b"\xff")
     assert "not UTF-8" in _usage(res)
+
+
+def test_the_cli_holds_times_to_the_daemons_range():
+    from sessiond.api.types import YEARS_10
+    from sessiond.cli.options import YEARS_10 as CLI_YEARS_10
+
+    assert CLI_YEARS_10 == YEARS_10
