@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import cli_json, run_cli
+from conftest import PY, cli_json, run_cli
 
 
 def _usage(res: subprocess.CompletedProcess) -> str:
@@ -65,6 +65,17 @@ def test_usage_exits_say_usage_in_json(daemon):
         assert says in _usage(run_cli(daemon.home, *argv, "--json")), argv
     res = run_cli(daemon.home, "add", sid, "--role", "user", "-", "--json", input=b"\xff")
     assert "not UTF-8" in _usage(res)
+
+
+def test_serve_refuses_a_quota_that_holds_nothing(tmp_path):
+    for value in ("0", "100", "1023"):
+        argv = [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
+        try:  # the relay it would start serves until stopped: a short timeout, not the usual 120 s
+            res = subprocess.run([*argv, "--quota", value, "--json"], capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve --quota {value} started a relay") from None
+        message = _usage(res)
+        assert "--quota" in message and "at least 1K" in message, message
 
 
 def test_the_cli_holds_times_to_the_daemons_range():
