@@ -19,20 +19,17 @@ EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 
 
 class CliError(Exception):
-    """A failure a command reports to the user; `code` is the exit code. `kind` is the JSON error code
-    ("error", or "usage" for a UsageError)."""
-
-    kind = "error"
+    """A failure a command reports to the user; `code` is the exit code. `kind` is the JSON error code:
+    "usage" for a usage exit (EXIT_USAGE, a UsageError too), "error" otherwise."""
 
     def __init__(self, message: str, code: int = EXIT_ERROR):
         super().__init__(message)
         self.code = code
+        self.kind = "usage" if code == EXIT_USAGE else "error"
 
 
 class UsageError(CliError):
     """The arguments are wrong (exit code 2, JSON error code "usage")."""
-
-    kind = "usage"
 
     def __init__(self, message: str):
         super().__init__(message, EXIT_USAGE)
@@ -60,7 +57,7 @@ def run_command(fn: Callable[[Any], int | None], args: Any) -> int:
     except HomeError as exc:
         return fail(args, "bad_home", str(exc), EXIT_ERROR)
     except UnicodeDecodeError:
-        return fail(args, "error", "standard input is not UTF-8 text", EXIT_USAGE)
+        return fail(args, "usage", "standard input is not UTF-8 text", EXIT_USAGE)
     except KeyboardInterrupt:
         return fail(args, "interrupted", "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
     except BrokenPipeError:

@@ -11,6 +11,7 @@ from typing import Any
 from .errors import EXIT_USAGE, CliError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+YEARS_10 = 10 * 365 * 86400  # the daemon's longest expiry or idle time (api/types.py: not imported, no pydantic)
 
 
 def duration(text: str) -> float:
@@ -18,6 +19,30 @@ def duration(text: str) -> float:
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+def span(secs: float) -> str:
+    """A number of seconds in words, in the largest unit it is a whole number of: 1 second, 1 hour, 10 years."""
+    for unit, size in (("year", 365 * 86400), ("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if secs >= size and secs % size == 0:
+            n = int(secs // size)
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    return f"{secs:g} second{'' if secs == 1 else 's'}"
+
+
+def duration_in(low: float, high: float):
+    """An argparse type: a duration (as duration()) that the daemon takes, from `low` to `high` seconds; one
+    out of that range is a usage error naming the option as typed, not the daemon's 'expires_in must be...'."""
+
+    def parse(text: str) -> float:
+        value = duration(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be at least {span(low)} and at most {span(high)}, not {text!r} (examples: 90s, 30m, 12h, 7d)"
+            )
+        return value
+
+    return parse
 
 
 def count(text: str) -> int:
@@ -40,6 +65,23 @@ def seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (0 or more, e.g. 15 or 2.5)")
     return value
+
+
+def seconds_up_to(high: float):
+    """An argparse type: a wait in seconds (as seconds()) of at most `high`, the daemon's limit."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not 0 <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"not a number of seconds from 0 to {high:g} ({span(high)}): {text!r} (e.g. 15 or 2.5)"
+            )
+        return value
+
+    return parse
 
 
 def add_settings(p: argparse.ArgumentParser) -> None:
@@ -81,7 +123,10 @@ def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
             help="make a signed checkpoint every N tokens (default 1000)",
         )
         p.add_argument(
-            "--idle-timeout", type=duration, dest="idle_timeout", help="end the session after this idle time"
+            "--idle-timeout",
+            type=duration_in(1, YEARS_10),
+            dest="idle_timeout",
+            help="end the session after this idle time (1 second to 10 years, e.g. 1h)",
         )
 
 

@@ -21,6 +21,20 @@ def size(text: str) -> int:
     return int(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper())
 
 
+MIN_QUOTA = 1024  # a session's objects are some hundreds of bytes each: less is a relay that holds next to nothing
+
+
+def quota(text: str) -> int:
+    """--quota: a size (as size()) of at least MIN_QUOTA; 0 made a relay that refused every upload."""
+    value = size(text)
+    if value < MIN_QUOTA:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 1K ({MIN_QUOTA} bytes), not {text!r}: less room holds next to nothing "
+            "(examples: 500M, 2G)"
+        )
+    return value
+
+
 def default_data() -> str:
     import platformdirs
 
@@ -42,7 +56,7 @@ def register(commands) -> None:
         dest="open_registration",
         help="let any key register (default: only with an invite from `sessiond serve invite`)",
     )
-    p.add_argument("--quota", type=size, default=1 << 30, help="storage per account (default 1G)")
+    p.add_argument("--quota", type=quota, default=1 << 30, help="storage per account, at least 1K (default 1G)")
     p.add_argument("--cert", help="TLS certificate chain (PEM); serve HTTPS")
     p.add_argument("--key", help="TLS private key (PEM), with --cert")
     p.add_argument(

@@ -10,11 +10,12 @@ from ..errors import EXIT_USAGE, CliError
 from ..inputs import json_arg, message_text
 from ..options import (
     SESSION_UNSET,
+    YEARS_10,
     add_policy,
     add_settings,
     add_unset,
     count,
-    duration,
+    duration_in,
     policy_of,
     settings_of,
     unset_into,
@@ -33,7 +34,12 @@ def register(commands: Commands) -> None:
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
     p.add_argument("--metadata", help="metadata as a JSON object")
     p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
-    p.add_argument("--expires-in", type=duration, dest="expires_in", help="expire after this long (e.g. 7d)")
+    p.add_argument(
+        "--expires-in",
+        type=duration_in(1, YEARS_10),
+        dest="expires_in",
+        help="expire after this long (1 second to 10 years, e.g. 7d)",
+    )
     p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     add_settings(p)
     add_policy(p)
@@ -48,7 +54,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--user")
     p.add_argument("--tag", action="append")
     p.add_argument("--metadata")
-    p.add_argument("--expires-in", type=duration, dest="expires_in")
+    p.add_argument("--expires-in", type=duration_in(1, YEARS_10), dest="expires_in")
     p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     add_settings(p)
     add_policy(p)

@@ -11,7 +11,7 @@ from ...client import Client, ClientError
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
-from ..options import duration
+from ..options import YEARS_10, duration_in, seconds_up_to
 from ..output import emit, when
 from ..progress import Progress
 from . import Commands
@@ -21,7 +21,12 @@ def register(commands: Commands) -> None:
     p = commands.add("sync", cmd_sync, "push (and pull) now")
     p.add_argument("id", nargs="?")
     p.add_argument("--wait", action="store_true", help="wait until everything is pushed")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument(
+        "--timeout",
+        type=seconds_up_to(3600),
+        default=60.0,
+        help="how long to wait for the daemon, in seconds: 0 to 3600 (default 60)",
+    )
     p = commands.add("verify", cmd_verify, "check the store's copy of each session against this device")
     p.add_argument("id", nargs="?")
 
@@ -33,7 +38,11 @@ def register(commands: Commands) -> None:
         dest="passphrase_file",
         help="protect the code with the passphrase in this file ('-': standard input)",
     )
-    p.add_argument("--expires", type=duration, help="the code stops working after this long (e.g. 1h, 7d)")
+    p.add_argument(
+        "--expires",
+        type=duration_in(1, YEARS_10),
+        help="the code stops working after this long (1 second to 10 years, e.g. 1h, 7d)",
+    )
     p.add_argument("--qr", action="store_true", help="also print it as a QR code")
     p = commands.add(
         "import", cmd_import, "import a session from a share code (read from standard input) and keep it in sync"
@@ -69,8 +78,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--dry-run", dest="dry_run", action="store_true", help="count what would be freed; free nothing")
     p.add_argument(
         "--grace",
-        type=duration,
-        help="only objects let go at least this long ago (seconds, or e.g. 12h; default 24h)",
+        type=duration_in(0, YEARS_10),
+        help="only objects let go at least this long ago (seconds, or e.g. 12h, at most 10 years; default 24h)",
     )
 
 

@@ -1,0 +1,85 @@
+"""Arguments the CLI checks itself: a value out of the daemon's range is a usage error (exit 2, JSON code
+"usage") naming the option as typed and its range in words, never the API's field name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import PY, cli_json, run_cli
+
+
+def _usage(res: subprocess.CompletedProcess) -> str:
+    """The message of a usage error answered in JSON (exit 2, code "usage")."""
+    assert res.returncode == 2, res
+    err = json.loads(res.stdout)["error"]
+    assert err["code"] == "usage", err
+    assert "Traceback" not in res.stderr
+    return err["message"]
+
+
+def test_expiry_and_idle_times_out_of_range_are_usage_errors_in_the_options_words(daemon):
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    before = cli_json(daemon.home, "show", sid)
+    for option, argv in (
+        ("--expires", ["share", sid, "--expires", "0"]),
+        ("--expires", ["share", sid, "--expires", "3651d"]),
+        ("--expires-in", ["new", "--expires-in", "0"]),
+        ("--expires-in", ["new", "--expires-in", "0.5s"]),
+        ("--expires-in", ["set", sid, "--expires-in", "3651d"]),
+        ("--idle-timeout", ["new", "--idle-timeout", "0s"]),
+        ("--idle-timeout", ["set", sid, "--idle-timeout", "0"]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert option in message and "at least 1 second and at most 10 years" in message, message
+        assert "expires_in" not in message and "idle_timeout" not in message, message
+        res = run_cli(daemon.home, *argv)
+        assert res.returncode == 2 and option in res.stderr and "usage:" in res.stderr, res
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing made
+    assert cli_json(daemon.home, "show", sid) == before  # nor changed
+    assert cli_json(daemon.home, "shares") == {"shares": []}  # nor a code issued
+    # the bounds themselves are taken
+    assert cli_json(daemon.home, "new", "--expires-in", "3650d", "--idle-timeout", "1s")["id"]
+    assert cli_json(daemon.home, "share", sid, "--expires", "1")["code"]
+
+
+def test_sync_timeout_out_of_range_is_a_usage_error(daemon):
+    for value in ("-1", "nan", "inf", "3601"):
+        message = _usage(run_cli(daemon.home, "sync", "--timeout", value, "--json"))
+        assert "--timeout" in message and "3600" in message and "1 hour" in message, message
+        assert "must be a finite number" not in message
+    message = _usage(run_cli(daemon.home, "gc", "--grace", "3651d", "--dry-run", "--json"))
+    assert "--grace" in message and "at most 10 years" in message and "grace must" not in message, message
+    assert cli_json(daemon.home, "sync", "--timeout", "0") is not None
+    assert cli_json(daemon.home, "sync", "--timeout", "3600") is not None
+
+
+def test_usage_exits_say_usage_in_json(daemon):
+    sid = cli_json(daemon.home, "new")["id"]
+    for argv, says in (
+        (["import", "--code-file", "/nonexistent"], "/nonexistent"),
+        (["set", sid], "nothing to change"),
+        (["new", "--metadata", "{bad"], "--metadata"),
+        (["set", sid, "--name", "x", "--unset", "name"], "contradict"),
+    ):
+        assert says in _usage(run_cli(daemon.home, *argv, "--json")), argv
+    res = run_cli(daemon.home, "add", sid, "--role", "user", "-", "--json", input=b"\xff")
+    assert "not UTF-8" in _usage(res)
+
+
+def test_serve_refuses_a_quota_that_holds_nothing(tmp_path):
+    for value in ("0", "100", "1023"):
+        argv = [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
+        try:  # the relay it would start serves until stopped: a short timeout, not the usual 120 s
+            res = subprocess.run([*argv, "--quota", value, "--json"], capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve --quota {value} started a relay") from None
+        message = _usage(res)
+        assert "--quota" in message and "at least 1K" in message, message
+
+
+def test_the_cli_holds_times_to_the_daemons_range():
+    from sessiond.api.types import YEARS_10
+    from sessiond.cli.options import YEARS_10 as CLI_YEARS_10
+
+    assert CLI_YEARS_10 == YEARS_10
