@@ -217,7 +217,7 @@ class Syncer:
     async def _failed(self, sid: str, exc: BaseException, delay: float) -> None:
         msg = describe(exc)
         self._errors[sid] = msg
-        self._causes[sid] = exc
+        self._causes[sid] = exc.with_traceback(None)  # its class and message, not every frame it passed
         if settled(exc):
             self._settled[sid] = time.monotonic()
         else:
