@@ -23,6 +23,13 @@ from waiting import eventually, wait_for  # re-exported: tests import them from 
 
 PY = sys.executable
 
+# A suite started in the background of a shell without job control inherits SIGINT ignored, and so does
+# every process it starts: the tests of Ctrl-C (a KeyboardInterrupt in a client, `sessiond ask` stopped
+# with exit 130) would then test nothing. Ctrl-C is what they test: restore it (its handler is reset to
+# the default in the processes started from here, where Python installs its own).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 class UnixHTTP(http.client.HTTPConnection):
     """Send arbitrary bytes to a daemon's socket, as a misbehaving app would."""
