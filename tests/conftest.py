@@ -151,6 +151,18 @@ async def devices(tmp_path):
 
 
 @pytest.fixture
+def portal():
+    """The S5 portal stand-in (tests/servers/s5portal.py) on loopback: (its state and faults, its store URL)."""
+    from servers.s5portal import Portal, Threaded, make_app
+
+    p = Portal()
+    server = Threaded(make_app(p)).start()
+    p.authority = f"127.0.0.1:{server.port}"
+    yield p, f"s5+http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+@pytest.fixture
 def make_daemon():
     made: list[DaemonProc] = []
     dirs: list[str] = []

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import DaemonProc, run_cli
 from servers.kubo import Node, make_rpc_app
-from servers.s5portal import Portal, Threaded, make_app
+from servers.s5portal import Threaded
 from sessiond.daemon.doctor import PROBE, check_clock
 from sessiond.stores.cid import digest
 
@@ -125,15 +125,6 @@ def test_clock_skew_levels(skew, level):
     assert f["level"] == level
     assert (f["fix"] is None) == (level == "ok")
     assert ("ahead of" if skew > 0 else "behind") in f["message"]
-
-
-@pytest.fixture
-def portal():
-    p = Portal()
-    server = Threaded(make_app(p)).start()
-    p.authority = f"127.0.0.1:{server.port}"
-    yield p, f"s5+http://127.0.0.1:{server.port}"
-    server.stop()
 
 
 def test_a_store_answering_wrong_bytes_is_not_waited_for(make_daemon, portal):

@@ -10,16 +10,7 @@ import pytest
 
 from conftest import wait_for
 from servers.kubo import Node, make_rpc_app
-from servers.s5portal import Portal, Threaded, make_app
-
-
-@pytest.fixture
-def portal():
-    p = Portal()
-    server = Threaded(make_app(p)).start()
-    p.authority = f"127.0.0.1:{server.port}"
-    yield p, f"s5+http://127.0.0.1:{server.port}"
-    server.stop()
+from servers.s5portal import Threaded
 
 
 @pytest.fixture

@@ -11,16 +11,6 @@ import re
 import pytest
 
 from conftest import run_cli, wait_for
-from servers.s5portal import Portal, Threaded, make_app
-
-
-@pytest.fixture
-def portal():
-    p = Portal()
-    server = Threaded(make_app(p)).start()
-    p.authority = f"127.0.0.1:{server.port}"
-    yield p, f"s5+http://127.0.0.1:{server.port}"
-    server.stop()
 
 
 def contents(d, sid):
