@@ -42,13 +42,22 @@ def fail(args: Any, code: str, message: str, exit_code: int) -> int:
     return exit_code
 
 
-def run_command(fn: Callable[[Any], int | None], args: Any) -> int:
-    """Run a command; every failure it may meet becomes a message and an exit code, never a traceback."""
+def run_command(
+    fn: Callable[[Any], int | None],
+    args: Any,
+    explain: Callable[[Any, ApiError], CliError | None] | None = None,
+) -> int:
+    """Run a command; every failure it may meet becomes a message and an exit code, never a traceback.
+    `explain`: what the daemon's refusal means in the command's own words, if it can say (a value the
+    user gave an option, refused as the API field it fills: cli/options.option_error)."""
     try:
         return fn(args) or 0
     except DaemonNotRunning as exc:
         return fail(args, "daemon_not_running", str(exc), EXIT_NO_DAEMON)
     except ApiError as exc:
+        said = explain(args, exc) if explain is not None else None
+        if said is not None:
+            return fail(args, said.kind, str(said), said.code)
         return fail(args, exc.code, exc.message, EXIT_ERROR)
     except CliError as exc:
         return fail(args, exc.kind, str(exc), exc.code)

@@ -9,6 +9,7 @@ import sys
 
 from ..daemon.home import resolve_home
 from .errors import EXIT_USAGE, UsageError, fail, run_command
+from .options import option_error
 from .parser import ParseError, build_parser, not_utf8
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             f"the home {home} is not a folder; give a folder with --home (or $SESSIOND_HOME)",
             EXIT_USAGE,
         )
-    return run_command(args.fn, args)
+    return run_command(args.fn, args, option_error)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,19 @@ SESSION_UNSET = {
 }
 
 
+def option_error(args: Any, exc: Any) -> CliError | None:
+    """A daemon's 422 naming the API field an option the user gave fills ("policy.token_quota must be
+    between 1 and ..."), said of the option as typed (--token-quota ...), as a usage error (exit 2): the
+    value given is what is wrong. None for anything else (the daemon's message stands)."""
+    if getattr(exc, "status", None) != 422:
+        return None
+    field, _, rest = str(getattr(exc, "message", "")).partition(" ")
+    for name, (dest, path) in SESSION_UNSET.items():
+        if ".".join(path) == field and getattr(args, dest, None) is not None and rest:
+            return CliError(f"--{name} {rest}", EXIT_USAGE)
+    return None
+
+
 def add_unset(p: argparse.ArgumentParser, fields: dict, what: str) -> None:
     p.add_argument(
         "--unset",

@@ -83,3 +83,23 @@ def test_the_cli_holds_times_to_the_daemons_range():
     from sessiond.cli.options import YEARS_10 as CLI_YEARS_10
 
     assert CLI_YEARS_10 == YEARS_10
+
+
+def test_a_value_the_daemon_refuses_is_named_by_the_option_that_gave_it(daemon):
+    """Ranges the daemon checks (settings, policy) come back as the option typed, a usage error: not
+    "policy.token_quota must be ..." with exit 1. Nothing is created or changed."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    before = cli_json(daemon.home, "show", sid)
+    count = len(cli_json(daemon.home, "ls")["sessions"])
+    for option, argv in (
+        ("--token-quota", ["new", "--token-quota", "0"]),
+        ("--temperature", ["new", "--temperature", "11"]),
+        ("--context-margin", ["new", "--context-margin", "2"]),
+        ("--max-tokens", ["set", sid, "--max-tokens", "0"]),
+        ("--top-p", ["set", sid, "--top-p", "1.5"]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(option + " must be"), (argv, message)
+        assert "policy." not in message and "settings." not in message, message
+    assert cli_json(daemon.home, "show", sid) == before
+    assert len(cli_json(daemon.home, "ls")["sessions"]) == count
