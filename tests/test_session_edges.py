@@ -336,3 +336,22 @@ def test_ids_that_differ_only_in_case_are_refused(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_switching_to_the_current_chat_changes_nothing(daemon):
+    """As pausing a paused session: a switch to the chat already current writes no operation (nothing to
+    push, no event), and answers the session as it is."""
+    import sqlite3
+
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.create_chat(sid, id="c2")
+    first = c.switch_chat(sid, "c2")
+    db = sqlite3.connect(f"file:{daemon.home}/sessions.db?mode=ro", uri=True)
+    try:
+        ops = db.execute("SELECT count(*) FROM ops WHERE session_id=?", (sid,)).fetchone()[0]
+        again = c.switch_chat(sid, "c2")
+        assert db.execute("SELECT count(*) FROM ops WHERE session_id=?", (sid,)).fetchone()[0] == ops
+    finally:
+        db.close()
+    assert again == first and again["current_chat"] == "c2"

@@ -28,4 +28,7 @@ async def switch_chat(request: web.Request) -> web.Response:
     db = daemon_of(request).db
     sid = session_id(request)
     chat = await db.resolve_chat(sid, ref)
+    session = await db.get_session(sid)
+    if session["current_chat"] == chat and session["access"] != "read":
+        return ok(session)  # already current: nothing to write, push or announce (as pausing a paused session)
     return ok(await db.update_session(sid, {"current_chat": chat}, event="chat.switched"))
