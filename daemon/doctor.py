@@ -19,7 +19,7 @@ from ..stores.cid import digest
 from ..stores.errors import LyingServer, StoreFull, describe_failure, failing
 from ..sync.errors import describe
 from .doctor_files import check_home, finding
-from .doctor_fixes import settled_fix
+from .doctor_fixes import pull_fix, settled_fix
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -111,7 +111,7 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
                     "push",
                     "problem",
                     f"session {sid}: cannot pull what other devices wrote: {st['pull_error']}",
-                    f"sessiond sync --wait {sid}",
+                    pull_fix(daemon.syncer.pull_failure_kind(sid), sid),
                 )
             )
         if not st.get("pending"):

@@ -37,3 +37,28 @@ def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
     if isinstance(exc, (ObjectTooLarge, ReadOnlyStore)):
         return f"{MOVE}  # a store that takes this device's writes"
     return None
+
+
+def pull_fix(kind: str | None, sid: str) -> str:
+    """What mends a session's failed pull, by the failure's kind (sync/errors.ImportError_)."""
+    if kind == "revoked":
+        return (
+            f"sessiond import < code.txt  # a new share code of {sid} from a device that kept it: this device was"
+            " left out of a rekey, and the import takes it over the copy here"
+        )
+    if kind == "rekey_conflict":
+        return (
+            f"sessiond import < code.txt  # a new share code of {sid} from a device you trust: two devices claim"
+            " to have rekeyed it"
+        )
+    if kind == "rekey_unconfirmed":
+        return (
+            f"sessiond sync --wait {sid}  # the rekeying device's head may not be in the store yet; if this stays,"
+            " import a new share code from a device you trust"
+        )
+    if kind in ("forged", "replayed", "damaged", "invalid", "malformed"):
+        return (
+            f"sessiond verify {sid}  # names what is wrong; a store serving forged or old heads is not one to keep:"
+            f" {MOVE}"
+        )
+    return f"sessiond sync --wait {sid}"

@@ -437,6 +437,9 @@ class Database:
     async def peers(self, sid: str) -> list[dict]:
         return await self.syncstate.peers(sid)
 
+    async def push_all_again(self, sid: str) -> None:
+        await self.syncstate.push_all_again(sid)
+
     async def keep_peers(self, sid: str, pks: list[bytes]) -> None:
         await self.syncstate.keep_peers(sid, pks)
 

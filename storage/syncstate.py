@@ -192,6 +192,11 @@ class SyncState:
     async def peers(self, sid: str) -> list[dict]:
         return [dict(r) for r in await self.c.latest("SELECT * FROM peers WHERE session_id=? ORDER BY head_pk", (sid,))]
 
+    async def push_all_again(self, sid: str) -> None:
+        """Push this device's whole log of `sid` again at its next push (under a new key: a rejoin after a
+        rekey), its head's revision going on from where it is."""
+        await self.c.write("UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL WHERE session_id=?", (sid,))
+
     async def keep_peers(self, sid: str, pks: list[bytes]) -> None:
         """Follow only these heads of `sid` from now on (a rekey's new generation): the others' rows go,
         with what was applied of their logs kept in the session."""

@@ -46,6 +46,9 @@ class SyncContext:
     check_remote: Callable[[RemoteLog], None] | None = None
     stores: dict[str, Store] = field(default_factory=dict)  # the other stores, by URL
     pull_errors: dict[str, str] = field(default_factory=dict)  # per session: why its last pull failed
+    # per session whose last pull failed: the failure's kind (an ImportError_'s, else its class), which
+    # `doctor` reads its fix from; set and cleared with pull_errors (pull_failed, pull_ok)
+    pull_kinds: dict[str, str] = field(default_factory=dict)
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
     # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
     shared: set[str] = field(default_factory=set)
@@ -58,6 +61,17 @@ class SyncContext:
     # per store in `stores`: the credentials it was opened with (one per URL of a mirror, None where none)
     _opened_with: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
     _closing: set[asyncio.Task] = field(default_factory=set)  # stores replaced, being closed
+
+    def pull_failed(self, sid: str, exc: BaseException) -> str:
+        """Record why a pull of `sid` failed; returns the message (as shown)."""
+        msg = str(exc) or type(exc).__name__
+        self.pull_errors[sid] = msg
+        self.pull_kinds[sid] = str(getattr(exc, "kind", "") or type(exc).__name__)
+        return msg
+
+    def pull_ok(self, sid: str) -> None:
+        self.pull_errors.pop(sid, None)
+        self.pull_kinds.pop(sid, None)
 
     @property
     def credentials(self) -> StoreCredentials:

@@ -88,7 +88,7 @@ class Syncer:
         self.pusher = Pusher(ctx, self.members)
         self.rekeyer = Rekeyer(ctx, self.members, self.pusher)
         self.follower = Follower(ctx, self.members, self.rekeyer, interval=interval, min_wait=poll_interval)
-        self.importer = Importer(ctx, self.members, self._run_check)
+        self.importer = Importer(ctx, self.members, self._run_check, lambda sid: self.pushes.notify(sid))
         self.verifier = Verifier(ctx, self.members, self.rekeyer)
         self.proofs = Proofs(ctx)
         self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now)
@@ -262,6 +262,10 @@ class Syncer:
             )
         return states
 
+    def pull_failure_kind(self, sid: str) -> str | None:
+        """The kind of `sid`'s last pull failure, while it is the last (doctor's fix)."""
+        return self.ctx.pull_kinds.get(sid)
+
     def last_failure(self, sid: str) -> BaseException | None:
         """Why `sid`'s last push failed (its class: what mends it), while that failure is still the last."""
         return self._causes.get(sid)
@@ -345,9 +349,9 @@ class Syncer:
                 if await self.db.remote(s) is not None:
                     try:
                         await self.follower.pull(s)
-                        pull_errors.pop(s, None)
+                        self.ctx.pull_ok(s)
                     except Exception as exc:
-                        pull_errors[s] = str(exc) or type(exc).__name__
+                        self.ctx.pull_failed(s, exc)
         else:
             self.follower.pull_now = True
         states = await self.status(sid)

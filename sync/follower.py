@@ -249,15 +249,15 @@ class Follower:
                 try:
                     hint = None if retry and sid in retry else changed
                     new += await (self.pull(sid) if hint is None else self.pull(sid, hint)) or 0
-                    ctx.pull_errors.pop(sid, None)
+                    ctx.pull_ok(sid)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    msg = str(exc) or type(exc).__name__
-                    if ctx.pull_errors.get(sid) != msg:
+                    before = ctx.pull_errors.get(sid)
+                    msg = ctx.pull_failed(sid, exc)
+                    if before != msg:
                         log.warning("pull failed", extra={"session": sid, "error": msg})
                         ctx.on_event({"type": "sync.error", "session": sid, "error": msg})
-                    ctx.pull_errors[sid] = msg
             return new
 
         n = min(PULLS_AT_ONCE, len(every))

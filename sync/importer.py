@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from itertools import chain
 from operator import itemgetter
 
+from ..storage.model import RemoteLog
 from ..storage.sessions import case_twin_message
 from ..stores import Store, StoreError
 from ..stores.errors import LyingServer, describe_failure, failing
@@ -27,6 +28,7 @@ from .fetch import BEHIND, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
 from .mirrorurls import same_stores
+from .pages import op_to_cbor
 from .sharecode import ShareCode, ShareCodeError
 from .sharecode import decode as decode_code
 
@@ -37,10 +39,17 @@ _SLOW_CHECK = float(os.environ.get("SESSIOND_FAULT_SLOW_PROOF_CHECK") or 0)  # a
 class Importer:
     """Imports sessions from share codes."""
 
-    def __init__(self, ctx: SyncContext, members: Members, run_check: Callable[[Callable[[], None]], Awaitable[None]]):
+    def __init__(
+        self,
+        ctx: SyncContext,
+        members: Members,
+        run_check: Callable[[Callable[[], None]], Awaitable[None]],
+        push_soon: Callable[[str], None] | None = None,
+    ):
         self.ctx = ctx
         self.members = members
         self.run_check = run_check  # runs a CPU-bound check in a worker thread
+        self.push_soon = push_soon  # queues a push of a session (a device that rejoins after a rekey)
 
     async def import_code(self, text: str, passphrase: str | None, store_url: str | None = None) -> dict:
         ctx = self.ctx
@@ -67,8 +76,9 @@ class Importer:
             and keys.session_key(sid) == code.session_key
         ):
             return {"session": sid, "new": 0, "capability": "owner", "already": True}
-        if existing is not None and keys.session_key(sid) not in (None, code.session_key):
-            raise ImportError_("conflict", f"a different session with id {sid} already exists on this device")
+        # A session here under another key: this device left out of (or away through) a rekey, given a new
+        # code; it goes over to the new key once the code's logs show the same session (its creation)
+        rejoin = existing is not None and keys.session_key(sid) not in (None, code.session_key)
         rev, members, notice, frozen = await self.members.read_slot(
             store, sid, code.session_key, code.announce_pk, entry=slot
         )
@@ -128,6 +138,8 @@ class Importer:
                 }
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")
+        if rejoin and not await self._same_session(sid, logs):
+            raise ImportError_("conflict", f"a different session with id {sid} already exists on this device")
         checkpoints = sorted(
             (o for lg in logs.values() for o in lg.ops if o.kind == "checkpoint.add"), key=lambda o: o.order
         )
@@ -172,7 +184,7 @@ class Importer:
                     code.write_secret if "write" in created else None,
                 )
             access = None
-            if existing is None:
+            if existing is None or rejoin:  # (a rejoin's access is what the new code gives)
                 access = "write" if code.write_secret else "read"
             elif existing["access"] == "read" and code.write_secret:
                 access = "write"
@@ -194,6 +206,8 @@ class Importer:
                 if fresh or "key" in created:
                     keys.delete_session_key(sid)
                 raise
+            if rejoin:
+                await self._rejoin(sid, code, rev, members)
             ctx.shared.add(sid)  # it has other devices on it: pushed ahead of unshared sessions
         if store_url and store is not ctx.store:
             # the session's store is recorded without the credentials store_url may carry: kept apart
@@ -220,6 +234,30 @@ class Importer:
             # writers whose logs are still under the key before the latest rekey (away meanwhile)
             "waiting_for": [p["device_id"] or p["head_pk"].hex()[:16] for p in peers if p["last_error"] == BEHIND],
         }
+
+    async def _same_session(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
+        """Whether the code's logs hold the very creation of the session held here (same device, sequence
+        number and content): a new key for this session, not another one under its id."""
+        create = next((op for lg in logs.values() for op in lg.ops if op.kind == "session.create"), None)
+        if create is None:
+            return False
+        here = await self.ctx.db.log_ops(sid, create.device_id, create.seq - 1, create.seq)
+        return len(here) == 1 and dagcbor.encode(op_to_cbor(here[0])) == dagcbor.encode(op_to_cbor(create))
+
+    async def _rejoin(self, sid: str, code: ShareCode, rev: int, members: list[dict]) -> None:
+        """Go over to the code's generation (as a rekey's switch does, sync/rekey.py): its keys (the old
+        kept for the history), its members slot from its revision, its writers as the heads followed; and,
+        as a writer again, this device's whole log pushed under the new key."""
+        ctx, db, keys = self.ctx, self.ctx.db, self.ctx.keys
+        keys.rotate(sid, code.session_key, code.write_secret)
+        await db.set_remote(sid, announce_pk=code.announce_pk, members_rev=rev, announced=0)
+        my_pk = keys.head_pk(sid)
+        await db.keep_peers(sid, [bytes(m["head_pk"]) for m in members if m["head_pk"] != my_pk])
+        ctx.pull_ok(sid)
+        if code.write_secret is not None:
+            await db.push_all_again(sid)
+            if self.push_soon is not None:
+                self.push_soon(sid)
 
     async def _exists(self, sid: str) -> bool:
         try:

@@ -286,7 +286,8 @@ class Rekeyer:
             raise ImportError_(
                 "revoked",
                 f"session {sid} was rekeyed without this device: it keeps what it has "
-                f"but receives nothing new (ask for a new share code)",
+                f"but receives nothing new (import a new share code from a device that kept it:"
+                " `sessiond import`)",
             )
         await check_notice(
             store,

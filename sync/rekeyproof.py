@@ -115,7 +115,8 @@ async def check_notice(
         raise ImportError_(
             "revoked",
             f"session {sid} was rekeyed again without this device after a rekey that kept it: it keeps "
-            f"what it has but receives nothing new (ask for a new share code)",
+            f"what it has but receives nothing new (import a new share code from a device that kept it:"
+            " `sessiond import`)",
         )
     if moved or contradicting or not claimed:
         others = sorted(set(moved + contradicting) - {author})

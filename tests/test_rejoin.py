@@ -1,0 +1,67 @@
+"""A device left out of a rekey, given a new share code: `sessiond import` takes it over the old copy (the
+same session, proved by its creation in the code's logs), instead of calling it a different session."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import cli_json, run_cli, wait_for
+
+
+def _messages(d, sid):
+    return [m["content"] for m in d.client().messages(sid, limit=10_000)["messages"]]
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_a_device_left_out_of_a_rekey_imports_a_new_code_over_its_copy(make_daemon, store_dir, write):
+    url = "file://" + store_dir
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    sid = a.client().create_session(name="rejoin")["id"]
+    a.client().append(sid, "user", "hi")
+    b.client().import_code(a.client().share(sid, write=True)["code"])
+    b.client().append(sid, "assistant", "from B")
+    b.client().sync(wait=True)
+    wait_for(lambda: "from B" in _messages(a, sid), timeout=20)
+    cli_json(a.home, "unshare", sid)  # every other device dropped
+    a.client().append(sid, "user", "after the unshare")
+    st = b.client().sync(sid, wait=True, timeout=10)
+    assert "rekeyed without this device" in st["sessions"][sid]["pull_error"], st
+    doctor = run_cli(b.home, "doctor", "--no-verify", "--json")
+    fix = next(f["fix"] for f in cli_json_text(doctor)["findings"] if "rekeyed without" in f["message"])
+    assert "sessiond import" in fix, fix
+    code = a.client().share(sid, write=write)["code"]
+    res = run_cli(b.home, "import", "--json", input=code)
+    assert res.returncode == 0, res
+    assert "after the unshare" in _messages(b, sid)
+    st = b.client().sync(sid, wait=True, timeout=10)
+    assert not st["sessions"][sid].get("pull_error"), st
+    assert b.client().get_session(sid)["access"] == ("write" if write else "read")
+    a.client().append(sid, "user", "next")
+    wait_for(lambda: "next" in _messages(b, sid), timeout=20)
+    if write:  # a writer again: what it writes reaches the others
+        b.client().append(sid, "assistant", "B is back")
+        wait_for(lambda: "B is back" in _messages(a, sid), timeout=20)
+    assert cli_json(b.home, "verify")["ok"]
+    assert _messages(a, sid) == _messages(b, sid)
+
+
+def test_a_code_of_another_session_under_the_same_id_is_still_refused(make_daemon, store_dir, tmp_path):
+    """The rejoin needs the session's own creation in the code's logs: a session made elsewhere with the
+    same id (a crafted code) is refused as before, and nothing here changes."""
+    url = "file://" + store_dir
+    a = make_daemon(url).start()
+    other = make_daemon("file://" + str(tmp_path / "elsewhere")).start()
+    sid = a.client().create_session(name="mine")["id"]
+    a.client().append(sid, "user", "mine")
+    a.client().share(sid)
+    other.client().create_session(id=sid, name="theirs")
+    other.client().append(sid, "user", "theirs")
+    res = run_cli(a.home, "import", "--json", input=other.client().share(sid)["code"])
+    assert res.returncode != 0 and "different session" in res.stdout, res
+    assert _messages(a, sid) == ["mine"]
+
+
+def cli_json_text(res):
+    import json
+
+    return json.loads(res.stdout)
