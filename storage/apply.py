@@ -406,9 +406,12 @@ async def _finish(
     if own is not None:
         await tx.execute(
             "INSERT INTO sync_state(session_id, pushed_seq, head_rev, tree, rekey_claims) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=excluded.pushed_seq, "
-            "head_rev=max(head_rev, excluded.head_rev), tree=excluded.tree, pending=NULL, "
-            "rekey_claims=coalesce(excluded.rekey_claims, rekey_claims) WHERE pushed_seq < excluded.pushed_seq",
+            "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=max(pushed_seq, excluded.pushed_seq), "
+            "head_rev=max(head_rev, excluded.head_rev), "
+            "tree=CASE WHEN excluded.pushed_seq > pushed_seq THEN excluded.tree ELSE tree END, "
+            "pending=CASE WHEN excluded.pushed_seq > pushed_seq THEN NULL ELSE pending END, "
+            "rekey_claims=coalesce(excluded.rekey_claims, rekey_claims) "
+            "WHERE pushed_seq < excluded.pushed_seq OR head_rev < excluded.head_rev",
             (sid, own["pushed_seq"], own["head_rev"], own["tree"], own.get("rekey_claims")),
         )
     for p in peers:

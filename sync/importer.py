@@ -127,7 +127,10 @@ class Importer:
                 timeout=ctx.timeout,
                 check=ctx.check_remote,
             )
-            if man is not None and man.last_seq > (await db.last_seq(sid) if existing is not None else 0):
+            here = (await db.last_seq(sid), (await db.sync_state(sid))["head_rev"]) if existing is not None else (0, 0)
+            # (a log of no operations counts too: a head made only for a rekey's claim, whose revision and
+            # claims the next push must go on from, and which a later rekey's switch must push again)
+            if man is not None and (man.last_seq > here[0] or man.rev > here[1]):
                 logs[man.device] = lg
                 own = {
                     "pushed_seq": man.last_seq,

@@ -1,5 +1,6 @@
-"""A device left out of a rekey, given a new share code: `sessiond import` takes it over the old copy (the
-same session, proved by its creation in the code's logs), instead of calling it a different session."""
+"""Coming back to a shared session: a device left out of a rekey, given a new share code (`sessiond import`
+takes it over the old copy: the same session, proved by its creation in the code's logs, instead of
+calling it a different session); and a device key restored into a fresh home after rekeys."""
 
 from __future__ import annotations
 
@@ -65,3 +66,37 @@ def cli_json_text(res):
     import json
 
     return json.loads(res.stdout)
+
+
+def _restore(d, make_daemon, url, sid):
+    """The device's 24 words into a fresh home, and the session imported there with a code it made."""
+    code = d.client().share(sid, write=True)["code"]
+    words = run_cli(d.home, "key", "export", check=True).stdout
+    d.stop()
+    fresh = make_daemon(url)
+    assert run_cli(fresh.home, "key", "import", input=words).returncode == 0
+    fresh.start()
+    fresh.client().import_code(code)
+    return fresh
+
+
+def test_a_restored_writer_whose_log_holds_only_a_rekey_claim_goes_on_through_the_next_rekey(make_daemon, store_dir):
+    """A writer that rekeyed but never wrote has a head holding only its claim. Restored into a fresh home,
+    its import took no state from that head (no operations to take), so the next rekey's switch did not
+    push it under the new key, and the next restore's import called its own log damaged (found by the
+    long stateful test)."""
+    url = "file://" + store_dir
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    sid = a.client().create_session(name="claims")["id"]
+    a.client().append(sid, "user", "hi")
+    b.client().import_code(a.client().share(sid, write=True)["code"])
+    b.client().rekey(sid)  # B's log: no operation, one head with the claim
+    b.client().sync(wait=True)
+    b = _restore(b, make_daemon, url, sid)
+    a.client().rekey(sid)
+    wait_for(lambda: b.client().sync(sid, wait=True, timeout=5)["complete"], timeout=30, interval=0.2)
+    b = _restore(b, make_daemon, url, sid)  # refused before: "the log of device B is damaged"
+    b.client().append(sid, "assistant", "B after both")
+    wait_for(lambda: "B after both" in _messages(a, sid), timeout=20)
+    for d in (a, b):
+        assert cli_json(d.home, "verify")["ok"], d.home
