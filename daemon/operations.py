@@ -289,7 +289,9 @@ class Operations:
 
 def share_error(exc: ImportError_) -> SessiondError:
     """A sync engine's refusal as the API's error: its kind is the code, the status follows from it."""
-    status = {"store": 503, "conflict": 409, "read_only": 409, "not_shared": 409, "busy": 503}.get(exc.kind, 422)
+    status = {"store": 503, "conflict": 409, "read_only": 409, "not_shared": 409, "busy": 503, "behind": 409}.get(
+        exc.kind, 422
+    )
     err = SessiondError(str(exc))
     err.code, err.status = exc.kind, status
     return err

@@ -24,7 +24,7 @@ from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
 from .errors import ImportError_
-from .fetch import BEHIND, fetch_frozen, fetch_log, fetch_logs
+from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
 from .mirrorurls import same_stores
@@ -116,17 +116,28 @@ class Importer:
         # messages it published come back, and its next sequence number follows the last it published.
         own = None
         if mine is not None:
-            man, lg = await fetch_log(
-                store,
-                sid,
-                code.session_key,
-                my_pk,
-                mine["device_id"],
-                min_rev=0,
-                after_seq=0,
-                timeout=ctx.timeout,
-                check=ctx.check_remote,
-            )
+            try:
+                man, lg = await fetch_log(
+                    store,
+                    sid,
+                    [code.session_key, *keys.session_keys(sid)],
+                    my_pk,
+                    mine["device_id"],
+                    min_rev=0,
+                    after_seq=0,
+                    timeout=ctx.timeout,
+                    check=ctx.check_remote,
+                )
+            except ManifestSealed:
+                # Going on without it would number this device's next messages from 1 again, under the
+                # numbers its old log used, and the other devices would drop them as repeats
+                raise ImportError_(
+                    "behind",
+                    f"this device's own log of session {sid} is in the store under a key from before the"
+                    f" session's latest rekey (the device was away through it), which this home does not hold,"
+                    f" so it cannot go on from it: import the session on a home of its own device key (one"
+                    f" made without `sessiond key import`), or on the home that still holds the old key",
+                ) from None
             here = (await db.last_seq(sid), (await db.sync_state(sid))["head_rev"]) if existing is not None else (0, 0)
             # (a log of no operations counts too: a head made only for a rekey's claim, whose revision and
             # claims the next push must go on from, and which a later rekey's switch must push again)

@@ -100,3 +100,27 @@ def test_a_restored_writer_whose_log_holds_only_a_rekey_claim_goes_on_through_th
     wait_for(lambda: "B after both" in _messages(a, sid), timeout=20)
     for d in (a, b):
         assert cli_json(d.home, "verify")["ok"], d.home
+
+
+def test_a_restore_of_a_device_away_through_a_rekey_is_refused_clearly(make_daemon, store_dir):
+    """Its own log is under the old key, which the fresh home never held: going on would number its next
+    messages under the numbers of its old log (dropped by the others as repeats). The import says so
+    and what to do, instead of calling the log damaged, and leaves nothing behind."""
+    url = "file://" + store_dir
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    sid = a.client().create_session(name="away")["id"]
+    b.client().import_code(a.client().share(sid, write=True)["code"])
+    b.client().append(sid, "assistant", "from B")
+    b.client().sync(wait=True)
+    wait_for(lambda: "from B" in _messages(a, sid), timeout=20)
+    words = run_cli(b.home, "key", "export", check=True).stdout
+    b.stop()  # away through the rekey, then lost
+    a.client().rekey(sid)
+    fresh = make_daemon(url)
+    assert run_cli(fresh.home, "key", "import", input=words).returncode == 0
+    fresh.start()
+    res = run_cli(fresh.home, "import", "--json", input=a.client().share(sid)["code"])
+    assert res.returncode == 1, res
+    err = cli_json_text(res)["error"]
+    assert err["code"] == "behind" and "key import" in err["message"], err
+    assert cli_json(fresh.home, "ls")["sessions"] == []
