@@ -168,9 +168,11 @@ async def test_the_gap_widens_with_the_number_of_busy_sessions_up_to_its_cap():
 
 
 async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
+    from functools import partial
     from types import SimpleNamespace
 
     from sessiond.sync import follower as follower_mod
+    from sessiond.sync.context import SyncContext
 
     running, most, done = set(), [0], []
     gate = asyncio.Event()
@@ -186,7 +188,9 @@ async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
         return 1
 
     events: list[dict] = []
-    ctx = SimpleNamespace(stopping=False, pull_errors={}, on_event=events.append)
+    ctx = SimpleNamespace(stopping=False, pull_errors={}, pull_kinds={}, on_event=events.append)
+    ctx.pull_failed = partial(SyncContext.pull_failed, ctx)  # the context's own bookkeeping of failed pulls
+    ctx.pull_ok = partial(SyncContext.pull_ok, ctx)
     f = follower_mod.Follower(ctx, None, None, interval=1.0)
     f.pull = pull
     sids = [f"s{i}" for i in range(20)]

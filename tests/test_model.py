@@ -129,8 +129,8 @@ def test_provider_per_session_and_top_k_where_accepted(setup, provider):
     res = run_cli(d.home, "ask", sid, "--provider", "nope", "x")
     assert res.returncode == 1 and "no provider 'nope'" in res.stderr
     # settings.provider syncs like any setting: it is in the session's settings
-    res = run_cli(d.home, "new", "--provider", "", "--json")
-    assert res.returncode == 1 and "provider" in res.stderr
+    res = run_cli(d.home, "new", "--provider", "", "--json")  # refused as the option typed: a usage error
+    assert res.returncode == 2 and "--provider must be" in res.stderr
 
 
 def test_complete_json_stream_and_async_client(setup):
