@@ -150,6 +150,22 @@ async def devices(tmp_path):
     await pair.close()
 
 
+def follower_pair(url: str, tmp_path) -> tuple[DaemonProc, DaemonProc, str]:
+    """Two daemons on the store at `url`: A makes a session with one message, B imports it read-write and
+    follows it. The caller stops both."""
+    a = DaemonProc(str(tmp_path / "a"), url).start()
+    b = DaemonProc(str(tmp_path / "b"), url).start()
+    try:
+        with a.client() as ca, b.client() as cb:
+            sid = ca.create_session(name="followed", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+            cb.import_code(ca.share(sid, write=True)["code"])
+    except BaseException:
+        a.stop()
+        b.stop()
+        raise
+    return a, b, sid
+
+
 @pytest.fixture
 def portal():
     """The S5 portal stand-in (tests/servers/s5portal.py) on loopback: (its state and faults, its store URL)."""

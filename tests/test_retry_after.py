@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import DaemonProc, run_cli, wait_for
+from conftest import DaemonProc, follower_pair, run_cli, wait_for
 from servers.s5portal import Portal, Running, Threaded, make_app
 from sessiond.storage.database import Database
 from sessiond.stores.errors import RateLimited
@@ -160,13 +160,8 @@ def test_a_follower_leaves_a_store_alone_for_its_retry_after(portal, tmp_path):
     """The follower's reads (the change feed it looks for, the heads of the sessions it follows) honour a
     Retry-After as the pushes do: a store asking for two minutes is not asked again meanwhile."""
     p, server = portal
-    url = f"s5+http://127.0.0.1:{server.port}"
-    a = DaemonProc(str(tmp_path / "a"), url).start()
-    b = DaemonProc(str(tmp_path / "b"), url).start()
+    a, b, sid = follower_pair(f"s5+http://127.0.0.1:{server.port}", tmp_path)
     try:
-        with a.client() as ca, b.client() as cb:
-            sid = ca.create_session(name="followed", initial_messages=[{"role": "user", "content": "hi"}])["id"]
-            cb.import_code(ca.share(sid, write=True)["code"])
         a.stop()  # only B asks the store from now on
         refuse(p, "120")
         asked = len(p.requests)
