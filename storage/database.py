@@ -437,6 +437,9 @@ class Database:
     async def peers(self, sid: str) -> list[dict]:
         return await self.syncstate.peers(sid)
 
+    async def peers_in_error(self, error: str, sids: Sequence[str] | None = None) -> dict[str, list[str]]:
+        return await self.syncstate.peers_in_error(error, sids)
+
     async def push_all_again(self, sid: str) -> None:
         await self.syncstate.push_all_again(sid)
 

@@ -192,6 +192,23 @@ class SyncState:
     async def peers(self, sid: str) -> list[dict]:
         return [dict(r) for r in await self.c.latest("SELECT * FROM peers WHERE session_id=? ORDER BY head_pk", (sid,))]
 
+    async def peers_in_error(self, error: str, sids: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """The members whose peer row says `error` (a log away through a rekey), by session: each named by
+        its device id, or the start of its head key if its log was never read."""
+        where = ""
+        args: tuple[str, ...] = ()
+        if sids is not None:
+            where = f" AND session_id IN ({','.join('?' * len(sids))})"
+            args = tuple(sids)
+        rows = await self.c.committed.fetchall(
+            f"SELECT session_id, device_id, head_pk FROM peers WHERE last_error=?{where} ORDER BY session_id, head_pk",
+            (error, *args),
+        )
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            out.setdefault(r["session_id"], []).append(r["device_id"] or bytes(r["head_pk"]).hex()[:16])
+        return out
+
     async def push_all_again(self, sid: str) -> None:
         """Push this device's whole log of `sid` again at its next push (under a new key: a rejoin after a
         rekey), its head's revision going on from where it is."""

@@ -33,6 +33,7 @@ from ..stores import Store
 from ..stores.errors import settled
 from .context import SyncContext
 from .errors import SyncError, describe
+from .fetch import BEHIND
 from .follower import Follower
 from .gc import Collector
 from .heads import head_data, manifest_hash_of
@@ -246,6 +247,7 @@ class Syncer:
     async def status(self, sid: str | None = None) -> dict:
         states = await self.db.all_sync_states(None if sid is None else [sid])
         pull_errors = self.ctx.pull_errors
+        behind = await self.db.peers_in_error(BEHIND, None if sid is None else [sid])
         for s, st in states.items():
             if s in self._errors:
                 st["last_error"] = self._errors[s]
@@ -255,6 +257,8 @@ class Syncer:
                 st["retry_after"] = True  # retry_in is the store's own Retry-After, not our backoff
             if s in pull_errors:
                 st["pull_error"] = pull_errors[s]
+            if s in behind:  # writers away through the latest rekey: their messages come once they take it
+                st["waiting_for"] = behind[s]
             st["state"] = (
                 "error"
                 if (st.get("last_error") and st["pending"]) or st.get("pull_error")

@@ -237,6 +237,10 @@ def test_a_restored_device_key_goes_on_claiming_its_rekey(make_daemon, store_dir
     assert "after the rekey" in have and "D joins" in have and "K joins" not in have
     report = cli_json(restored.home, "verify", sid)
     assert report["ok"] and k_id in report["sessions"][0]["waiting"][0], report
+    # and the daemon's status says so too, for as long as it lasts
+    assert cli_json(restored.home, "status")["sync"][sid]["waiting_for"] == [k_id]
+    text = run_cli(restored.home, "status", check=True).stdout
+    assert "1 session(s) wait for a device away through a rekey" in text and k_id in text, text
     restored.client().append(sid, "user", "from the restored device")  # a new head of R's log
     restored.client().sync(wait=True)
     st = restored.client().sync(sid, wait=True, timeout=10)
@@ -251,6 +255,7 @@ def test_a_restored_device_key_goes_on_claiming_its_rekey(make_daemon, store_dir
     assert _messages(restored, sid) == _messages(k, sid)
     report = cli_json(restored.home, "verify", sid)
     assert report["ok"] and not report["sessions"][0].get("waiting"), report
+    assert "waiting_for" not in cli_json(restored.home, "status")["sync"][sid]
 
 
 def test_what_a_dropped_writer_writes_afterwards_reaches_no_one(make_daemon, store_dir):

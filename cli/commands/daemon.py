@@ -268,6 +268,7 @@ def cmd_status(args) -> int:
     pending = sum(s["pending"] for s in sync.values())
     errors = {sid: s["last_error"] for sid, s in sync.items() if s.get("last_error") and s["pending"]}
     pull_errors = {sid: s["pull_error"] for sid, s in sync.items() if s.get("pull_error")}
+    waiting = {sid: s["waiting_for"] for sid, s in sync.items() if s.get("waiting_for")}
     lines = [
         f"sessiond {info['version']} (pid {info['pid']}), up {info['uptime']:.0f}s",
         f"socket:   {info['socket']}",
@@ -283,7 +284,8 @@ def cmd_status(args) -> int:
             if pull_errors
             else "sync:     everything pushed"
         )
-        + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else ""),
+        + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else "")
+        + (f"; {len(waiting)} session(s) wait for a device away through a rekey (below)" if waiting else ""),
     ]
     if "pushes" in info:
         p = info["pushes"]
@@ -313,5 +315,10 @@ def cmd_status(args) -> int:
         lines.append(f"  {sid}: {err}")
     for sid, err in list(pull_errors.items())[:5]:
         lines.append(f"  {sid}: cannot pull: {err}")
+    for sid, devices in list(waiting.items())[:5]:
+        lines.append(
+            f"  {sid}: waiting for device(s) {', '.join(devices)}: not yet on the session's latest key; "
+            "what they wrote arrives once they are back and have taken it"
+        )
     emit(args, info, "\n".join(lines))
     return 0

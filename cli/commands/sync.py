@@ -150,6 +150,7 @@ def cmd_sync(args) -> int:
             + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else "")
             + (f", next try in {st.get('retry_in', 0):.0f} s as the store asked (Retry-After)" if waiting else "")
             + (f", cannot pull: {st['pull_error']}" if st.get("pull_error") else "")
+            + (f", waiting for {', '.join(st['waiting_for'])} (away through a rekey)" if st.get("waiting_for") else "")
         )
     if args.wait:
         lines.append(
