@@ -237,6 +237,7 @@ async def apply_remote(
     access: str | None = None,
     event: str = "session.synced",
     own: dict | None = None,
+    rejoin: dict | None = None,
     chunk: int = IMPORT_CHUNK,
 ) -> int:
     """Apply other devices' operations and record how far each peer's log has been applied. Returns how
@@ -248,6 +249,11 @@ async def apply_remote(
     `own` ({pushed_seq, head_rev, tree}): this device's own log as published in the store is taken in
     too (an import after `rm` or onto a restored key), and the push state continues from it, so no
     sequence number it published is used again.
+
+    `rejoin` ({members_rev, keep, push_again}): a session held here goes over to a share code's
+    generation (a device left out of a rekey, given a new code), in the same transaction as its logs:
+    the members slot read from that revision (and this device announced in it anew), only the heads in
+    `keep` followed from now on, and, with `push_again`, this device's whole log pushed again.
 
     A session new here with more than `chunk` messages (a long session imported) goes in in several
     write transactions, so that the writer is free between them: the first creates it hidden
@@ -269,6 +275,8 @@ async def apply_remote(
             row = None
         if row is not None or sum(map(len, msgs)) <= chunk:
             new = await _apply_logs(tx, sid, ops, msgs, logs, peers=peers, remote=remote, access=access, own=own)
+            if rejoin is not None and row is not None:
+                await _switch(tx, sid, **rejoin)
             if row is None:  # a session new here: it must fit the limits on active sessions
                 await check_imported(tx, c.limits, sid)
             tx.emit({"type": event, "session": sid, "new": new, "chats": chats})
@@ -362,6 +370,16 @@ async def _apply_logs(
     await _check_created(tx, sid)
     await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
     return new
+
+
+async def _switch(tx: Transaction, sid: str, *, members_rev: int, keep: Sequence[bytes], push_again: bool) -> None:
+    """A rejoin's switch to a code's generation (apply_remote's `rejoin`)."""
+    await tx.execute("UPDATE remotes SET members_rev=?, announced=0 WHERE session_id=?", (members_rev, sid))
+    await tx.execute(
+        f"DELETE FROM peers WHERE session_id=? AND head_pk NOT IN ({','.join('?' * len(keep))})", (sid, *keep)
+    )
+    if push_again:  # under the new key, its head's revision going on from where it is
+        await tx.execute("UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL WHERE session_id=?", (sid,))
 
 
 async def _finish(

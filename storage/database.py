@@ -415,8 +415,11 @@ class Database:
         access: str | None = None,
         event: str = "session.synced",
         own: dict | None = None,
+        rejoin: dict | None = None,
     ) -> int:
-        return await apply_remote(self.c, sid, logs, peers=peers, remote=remote, access=access, event=event, own=own)
+        return await apply_remote(
+            self.c, sid, logs, peers=peers, remote=remote, access=access, event=event, own=own, rejoin=rejoin
+        )
 
     # ------------------------------------------------------------------ push and pull bookkeeping
     async def get_lamport(self, sid: str) -> int:
@@ -439,9 +442,6 @@ class Database:
 
     async def peers_in_error(self, error: str, sids: Sequence[str] | None = None) -> dict[str, list[str]]:
         return await self.syncstate.peers_in_error(error, sids)
-
-    async def push_all_again(self, sid: str) -> None:
-        await self.syncstate.push_all_again(sid)
 
     async def keep_peers(self, sid: str, pks: list[bytes]) -> None:
         await self.syncstate.keep_peers(sid, pks)

@@ -209,11 +209,6 @@ class SyncState:
             out.setdefault(r["session_id"], []).append(r["device_id"] or bytes(r["head_pk"]).hex()[:16])
         return out
 
-    async def push_all_again(self, sid: str) -> None:
-        """Push this device's whole log of `sid` again at its next push (under a new key: a rejoin after a
-        rekey), its head's revision going on from where it is."""
-        await self.c.write("UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL WHERE session_id=?", (sid,))
-
     async def keep_peers(self, sid: str, pks: list[bytes]) -> None:
         """Follow only these heads of `sid` from now on (a rekey's new generation): the others' rows go,
         with what was applied of their logs kept in the session."""

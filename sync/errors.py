@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from ..storage.redact import scrub_text
+
+
+def crash_point(name: str) -> None:
+    """A fault hook for the crash tests: SESSIOND_CRASH_AT=name makes the daemon die here at once, as
+    under kill -9 (no clean-up, no flush)."""
+    if os.environ.get("SESSIOND_CRASH_AT") == name:
+        os._exit(137)
 
 
 class SyncError(Exception):

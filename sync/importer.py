@@ -23,7 +23,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
-from .errors import ImportError_
+from .errors import ImportError_, crash_point
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .members import Members
@@ -69,16 +69,21 @@ class Importer:
             existing = await db.get_session(sid)
         except Exception:
             existing = None
-        if (
-            existing is not None
-            and existing["access"] == "owner"
-            and await db.remote(sid) is not None
-            and keys.session_key(sid) == code.session_key
-        ):
-            return {"session": sid, "new": 0, "capability": "owner", "already": True}
+        key_here = keys.session_key(sid)
+        remote = await db.remote(sid) if existing is not None else None
         # A session here under another key: this device left out of (or away through) a rekey, given a new
-        # code; it goes over to the new key once the code's logs show the same session (its creation)
-        rejoin = existing is not None and keys.session_key(sid) not in (None, code.session_key)
+        # code; it goes over to the new key once the code's logs show the same session (its creation). Or
+        # such a switch a crash cut short: its key files rotated (below), its database not yet switched.
+        rejoin = (
+            existing is not None
+            and key_here is not None
+            and (
+                key_here != code.session_key
+                or (remote is not None and bytes(remote["announce_pk"]) != code.announce_pk)
+            )
+        )
+        if existing is not None and existing["access"] == "owner" and remote is not None and not rejoin:
+            return {"session": sid, "new": 0, "capability": "owner", "already": True}
         rev, members, notice, frozen = await self.members.read_slot(
             store, sid, code.session_key, code.announce_pk, entry=slot
         )
@@ -202,6 +207,16 @@ class Importer:
                 access = "write" if code.write_secret else "read"
             elif existing["access"] == "read" and code.write_secret:
                 access = "write"
+            switch = None
+            if rejoin:  # the code's keys first (the old kept for the history), then the database, in one step
+                keys.rotate(sid, code.session_key, code.write_secret)
+                crash_point("rejoin:rotated")
+                my_pk = keys.head_pk(sid)
+                switch = {
+                    "members_rev": rev,
+                    "keep": [bytes(m["head_pk"]) for m in members if m["head_pk"] != my_pk],
+                    "push_again": code.write_secret is not None,  # a writer again: its whole log, under the new key
+                }
             try:
                 new = await db.apply_remote(
                     sid,
@@ -215,13 +230,16 @@ class Importer:
                     },
                     event="session.imported",
                     own=own,
+                    rejoin=switch,
                 )
             except BaseException:
                 if fresh or "key" in created:
                     keys.delete_session_key(sid)
                 raise
             if rejoin:
-                await self._rejoin(sid, code, rev, members)
+                ctx.pull_ok(sid)
+                if code.write_secret is not None and self.push_soon is not None:
+                    self.push_soon(sid)
             ctx.shared.add(sid)  # it has other devices on it: pushed ahead of unshared sessions
         if store_url and store is not ctx.store:
             # the session's store is recorded without the credentials store_url may carry: kept apart
@@ -257,21 +275,6 @@ class Importer:
             return False
         here = await self.ctx.db.log_ops(sid, create.device_id, create.seq - 1, create.seq)
         return len(here) == 1 and dagcbor.encode(op_to_cbor(here[0])) == dagcbor.encode(op_to_cbor(create))
-
-    async def _rejoin(self, sid: str, code: ShareCode, rev: int, members: list[dict]) -> None:
-        """Go over to the code's generation (as a rekey's switch does, sync/rekey.py): its keys (the old
-        kept for the history), its members slot from its revision, its writers as the heads followed; and,
-        as a writer again, this device's whole log pushed under the new key."""
-        ctx, db, keys = self.ctx, self.ctx.db, self.ctx.keys
-        keys.rotate(sid, code.session_key, code.write_secret)
-        await db.set_remote(sid, announce_pk=code.announce_pk, members_rev=rev, announced=0)
-        my_pk = keys.head_pk(sid)
-        await db.keep_peers(sid, [bytes(m["head_pk"]) for m in members if m["head_pk"] != my_pk])
-        ctx.pull_ok(sid)
-        if code.write_secret is not None:
-            await db.push_all_again(sid)
-            if self.push_soon is not None:
-                self.push_soon(sid)
 
     async def _exists(self, sid: str) -> bool:
         try:

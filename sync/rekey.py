@@ -23,7 +23,7 @@ from ..stores.registry import RegistryEntry
 from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
-from .errors import ImportError_, describe
+from .errors import ImportError_, crash_point, describe
 from .fetch import freeze_log
 from .manifest import CLAIMS_KEPT
 from .members import SALT_LEN, T_MEMBERS, Members, announce_key, merge_frozen, seal_small
@@ -31,13 +31,6 @@ from .pusher import Pusher
 from .rekeyproof import check_notice, notice_hash, open_box
 
 log = logging.getLogger("sessiond.sync")
-
-
-def _crash_point(name: str) -> None:
-    """A fault hook for the crash tests: SESSIOND_CRASH_AT=name makes the daemon die here at once, as
-    under kill -9 (no clean-up, no flush)."""
-    if os.environ.get("SESSIOND_CRASH_AT") == name:
-        os._exit(137)
 
 
 class Rekeyer:
@@ -102,9 +95,9 @@ class Rekeyer:
                 }
                 record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
-                _crash_point("rekey:pending")
+                crash_point("rekey:pending")
                 await self._claim(sid, record)  # this device's head claims the notice before it is published
-                _crash_point("rekey:claimed")
+                crash_point("rekey:claimed")
                 try:
                     await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
                 except StaleHead:
@@ -114,7 +107,7 @@ class Rekeyer:
                 await self._withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)
                 raise ImportError_("busy", f"could not rekey {sid}: its members list kept changing; try again")
-            _crash_point("rekey:published")
+            crash_point("rekey:published")
             await self._finish(sid, record)
         log.info("rekeyed", extra={"session": sid, "event": "rekey"})
         return {
@@ -256,14 +249,14 @@ class Rekeyer:
         the old key and its own head, and whatever it writes from now on must reach no one), and the new
         slot, which this device's membership merges its known writers into, does not list it."""
         self.ctx.keys.rotate(sid, key, write)
-        _crash_point("rekey:rotated")
+        crash_point("rekey:rotated")
         await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
         if generation:
             await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
-        _crash_point("rekey:switched")
+        crash_point("rekey:switched")
         if write is not None:
             await self.members.ensure_member(sid, extra=members, frozen=frozen)
-        _crash_point("rekey:announced")
+        crash_point("rekey:announced")
         db = self.ctx.db
         if await db.last_seq(sid) or (await db.sync_state(sid))["head_rev"]:
             # this device's log, now under the new key: also a head that holds no operation (made for a

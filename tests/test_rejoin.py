@@ -124,3 +124,48 @@ def test_a_restore_of_a_device_away_through_a_rekey_is_refused_clearly(make_daem
     err = cli_json_text(res)["error"]
     assert err["code"] == "behind" and "key import" in err["message"], err
     assert cli_json(fresh.home, "ls")["sessions"] == []
+
+
+def test_a_rejoin_killed_between_its_keys_and_its_database_finishes_when_imported_again(make_daemon, store_dir):
+    """A rejoin writes the code's keys first (the old kept), then switches the database in the transaction
+    that takes the code's logs (members slot, heads followed, the log pushed again): a crash between the
+    two leaves the keys current and the database on the old generation, and the import given again
+    finishes the switch (told by the database's announce key, not the code's) instead of taking the
+    session as up to date with nothing switched."""
+    url = "file://" + store_dir
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    sid = a.client().create_session(name="rejoin crash")["id"]
+    a.client().append(sid, "user", "hi")
+    b.client().import_code(a.client().share(sid, write=True)["code"])
+    b.client().append(sid, "assistant", "from B")
+    b.client().sync(wait=True)
+    wait_for(lambda: "from B" in _messages(a, sid), timeout=20)
+    cli_json(a.home, "unshare", sid)
+    a.client().append(sid, "user", "after the unshare")
+    code = a.client().share(sid, write=True)["code"]
+    b.stop()
+    b.env["SESSIOND_CRASH_AT"] = "rejoin:rotated"
+    b.start()
+    assert run_cli(b.home, "import", "--json", input=code).returncode != 0  # the daemon died part-way
+    b.proc.wait(timeout=15)
+    b.env.pop("SESSIOND_CRASH_AT")
+    b.start()
+    res = run_cli(b.home, "import", "--json", input=code)
+    assert res.returncode == 0, res
+    assert "after the unshare" in _messages(b, sid)
+    st = b.client().sync(sid, wait=True, timeout=10)
+    assert not st["sessions"][sid].get("pull_error"), st
+    b.client().append(sid, "assistant", "B is back")
+    wait_for(lambda: "B is back" in _messages(a, sid), timeout=20)
+    b.client().sync(wait=True)
+    a.client().rekey(sid)  # and B, a member again, is kept through the next rekey
+    a.client().append(sid, "user", "after the next rekey")
+    wait_for(lambda: "after the next rekey" in _messages(b, sid), timeout=30)
+    b.client().append(sid, "assistant", "B on the newest key")
+    wait_for(lambda: "B on the newest key" in _messages(a, sid), timeout=30)
+    # B's whole log is under the new key: a device that joins now, with only that key, reads all of it
+    c = make_daemon(url).start()
+    c.client().import_code(a.client().share(sid)["code"])
+    assert _messages(a, sid) == _messages(b, sid) == _messages(c, sid)
+    for d in (a, b, c):
+        assert cli_json(d.home, "verify")["ok"], d.home
