@@ -135,11 +135,7 @@ class SyncState:
     async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
         """The push state of every session, or of `sids` only (a read of those rows, not of all: a share or a
         `sync --wait` of one session asks this on every push of any session while it waits)."""
-        where = ""
-        args: tuple[str, ...] = ()
-        if sids is not None:
-            where = f" AND s.id IN ({','.join('?' * len(sids))})"
-            args = tuple(sids)
+        where, args = _only(sids, "s.id")
         rows = await self.c.committed.fetchall(
             "SELECT s.id AS session_id, coalesce(l.last_seq, 0) AS last_seq, coalesce(y.pushed_seq, 0) AS pushed_seq,"
             " coalesce(y.head_rev, 0) AS head_rev, y.last_error AS last_error, y.last_push AS last_push"
@@ -195,11 +191,7 @@ class SyncState:
     async def peers_in_error(self, error: str, sids: Sequence[str] | None = None) -> dict[str, list[str]]:
         """The members whose peer row says `error` (a log away through a rekey), by session: each named by
         its device id, or the start of its head key if its log was never read."""
-        where = ""
-        args: tuple[str, ...] = ()
-        if sids is not None:
-            where = f" AND session_id IN ({','.join('?' * len(sids))})"
-            args = tuple(sids)
+        where, args = _only(sids, "session_id")
         rows = await self.c.committed.fetchall(
             f"SELECT session_id, device_id, head_pk FROM peers WHERE last_error=?{where} ORDER BY session_id, head_pk",
             (error, *args),
@@ -259,3 +251,10 @@ class SyncState:
 
     async def shared_sessions(self) -> list[str]:
         return [r[0] for r in await self.c.committed.fetchall("SELECT session_id FROM remotes ORDER BY session_id")]
+
+
+def _only(sids: Sequence[str] | None, column: str) -> tuple[str, tuple[str, ...]]:
+    """A WHERE clause's part (and its arguments) that keeps the rows of `sids` only; none for None (all)."""
+    if sids is None:
+        return "", ()
+    return f" AND {column} IN ({','.join('?' * len(sids))})", tuple(sids)

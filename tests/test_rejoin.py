@@ -13,8 +13,8 @@ def _messages(d, sid):
     return [m["content"] for m in d.client().messages(sid, limit=10_000)["messages"]]
 
 
-@pytest.mark.parametrize("write", [False, True])
-def test_a_device_left_out_of_a_rekey_imports_a_new_code_over_its_copy(make_daemon, store_dir, write):
+def _left_out(make_daemon, store_dir):
+    """A's session, B a writer of it, then left out by `unshare` (every other device dropped)."""
     url = "file://" + store_dir
     a, b = make_daemon(url).start(), make_daemon(url).start()
     sid = a.client().create_session(name="rejoin")["id"]
@@ -23,8 +23,14 @@ def test_a_device_left_out_of_a_rekey_imports_a_new_code_over_its_copy(make_daem
     b.client().append(sid, "assistant", "from B")
     b.client().sync(wait=True)
     wait_for(lambda: "from B" in _messages(a, sid), timeout=20)
-    cli_json(a.home, "unshare", sid)  # every other device dropped
+    cli_json(a.home, "unshare", sid)
     a.client().append(sid, "user", "after the unshare")
+    return a, b, sid
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_a_device_left_out_of_a_rekey_imports_a_new_code_over_its_copy(make_daemon, store_dir, write):
+    a, b, sid = _left_out(make_daemon, store_dir)
     st = b.client().sync(sid, wait=True, timeout=10)
     assert "rekeyed without this device" in st["sessions"][sid]["pull_error"], st
     doctor = run_cli(b.home, "doctor", "--no-verify", "--json")
@@ -133,15 +139,7 @@ def test_a_rejoin_killed_between_its_keys_and_its_database_finishes_when_importe
     finishes the switch (told by the database's announce key, not the code's) instead of taking the
     session as up to date with nothing switched."""
     url = "file://" + store_dir
-    a, b = make_daemon(url).start(), make_daemon(url).start()
-    sid = a.client().create_session(name="rejoin crash")["id"]
-    a.client().append(sid, "user", "hi")
-    b.client().import_code(a.client().share(sid, write=True)["code"])
-    b.client().append(sid, "assistant", "from B")
-    b.client().sync(wait=True)
-    wait_for(lambda: "from B" in _messages(a, sid), timeout=20)
-    cli_json(a.home, "unshare", sid)
-    a.client().append(sid, "user", "after the unshare")
+    a, b, sid = _left_out(make_daemon, store_dir)
     code = a.client().share(sid, write=True)["code"]
     b.stop()
     b.env["SESSIOND_CRASH_AT"] = "rejoin:rotated"
