@@ -24,7 +24,7 @@ from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
 from .errors import ImportError_, crash_point, describe
-from .fetch import freeze_log
+from .fetch import BEHIND, freeze_log
 from .manifest import CLAIMS_KEPT
 from .members import SALT_LEN, T_MEMBERS, Members, announce_key, merge_frozen, seal_small
 from .pusher import Pusher
@@ -282,6 +282,7 @@ class Rekeyer:
                 f"but receives nothing new (import a new share code from a device that kept it:"
                 " `sessiond import`)",
             )
+        peers = await ctx.db.peers(sid)
         await check_notice(
             store,
             sid,
@@ -293,9 +294,10 @@ class Rekeyer:
             keys=keys.session_keys(sid),
             new_key=bytes(secret["k"]),
             new_announce=bytes(secret["a"]),
-            known_revs={bytes(p["head_pk"]): p["rev"] for p in await ctx.db.peers(sid)},
+            known_revs={bytes(p["head_pk"]): p["rev"] for p in peers},
             read_slot=self.members.read_members,
             timeout=ctx.timeout,
+            behind={bytes(p["head_pk"]): p["rev"] for p in peers if p["last_error"] == BEHIND},
         )
         return secret
 

@@ -12,6 +12,8 @@ checks, before it switches, that
 * no other member's manifest claims another notice of the same generation, and every member's manifest
   opens under a key this device holds or is given by the notice (or the notices after it): a member
   whose log moved to a key the notice does not give went to another generation, so two rekeys compete.
+  A member whose head is still the one this device found sealed when it joined (under a key from before
+  that, the member away through an earlier rekey: `behind`) has not moved since, and contradicts nothing.
 
 Either failure leaves the device where it is and says so. Read-only: nothing here writes anything.
 """
@@ -71,11 +73,13 @@ async def check_notice(
     known_revs: dict[bytes, int],
     read_slot: ReadSlot,
     timeout: float,
+    behind: dict[bytes, int] | None = None,
 ) -> None:
     """Refuse (ImportError_) a notice its author's head does not claim, or one another member's log
     contradicts. `members`: the old generation's (from the slot the notice is in); `me`: this device's
     head public key; `keys`: the session keys this device holds; `new_key`, `new_announce`: what its box
-    gave; `known_revs`: the revision of each member's head this device has seen (a lower one is a replay)."""
+    gave; `known_revs`: the revision of each member's head this device has seen (a lower one is a replay);
+    `behind`: the members whose head this device found under an older key than its own, at that revision."""
     author = notice.get("d")
     names = {m["device_id"]: m for m in members}
     if not isinstance(author, str) or author not in names:
@@ -94,7 +98,7 @@ async def check_notice(
         pk, device = m["head_pk"], m["device_id"]
         if pk == me and device != author:
             continue  # (this device's own claims are its own: only as the author is its head read)
-        claims = await _claims(store, sid, pk, device, keys, known_revs.get(pk, 0), timeout)
+        claims = await _claims(store, sid, pk, device, keys, known_revs.get(pk, 0), (behind or {}).get(pk), timeout)
         if claims is None:
             moved.append(device)
             continue
@@ -152,12 +156,20 @@ async def _later_keys(
 
 
 async def _claims(
-    store: Store, sid: str, pk: bytes, device: str, keys: list[bytes], min_rev: int, timeout: float
+    store: Store,
+    sid: str,
+    pk: bytes,
+    device: str,
+    keys: list[bytes],
+    min_rev: int,
+    behind_rev: int | None,
+    timeout: float,
 ) -> list[dict] | None:
-    """The rekey claims of a member's current manifest; [] if it has no head; None if its manifest
-    opens under none of `keys`."""
+    """The rekey claims of a member's current manifest; [] if it has no head, or if it is the head found
+    sealed at `behind_rev` before (not moved since: nothing it holds is newer than this device's key);
+    None if its manifest opens under none of `keys`."""
     try:
         man = await read_manifest(store, sid, keys, pk, device, min_rev=min_rev, timeout=timeout)
-    except ManifestSealed:
-        return None
+    except ManifestSealed as exc:
+        return [] if behind_rev is not None and exc.rev == behind_rev else None
     return [] if man is None else man.claims

@@ -323,3 +323,35 @@ def test_every_device_ends_with_the_dropped_writers_log_as_the_rekey_froze_it(ma
         dev.client().sync(sid, wait=True, timeout=10)
     assert _messages(k, sid) == _messages(r, sid) == _messages(n, sid)
     assert "D after the drop" not in _messages(n, sid)
+
+
+def test_a_kept_writer_that_never_comes_back_is_dropped_and_its_messages_reach_a_late_import(make_daemon, store_dir):
+    """What `sessiond status` advises for a device waited for: a writer that still has the old key drops it
+    by a rekey, which freezes its log as it stood, so a writer that imported meanwhile (and any device later)
+    gets its messages and waits no more."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    k_id = _device(k)
+    k.stop()  # away through the rekey, and never back
+    r.client().rekey(sid, drop=[_device(d)])
+    n = make_daemon("file://" + store_dir).start()
+    assert n.client().import_code(r.client().share(sid, write=True)["code"])["waiting_for"] == [k_id]
+    assert "K joins" not in _messages(n, sid)
+    text = run_cli(n.home, "status", check=True).stdout
+    assert f"sessiond rekey {sid} --drop DEVICE" in text, text
+    r.client().rekey(sid, drop=[k_id])
+    import time as _t
+
+    _t.sleep(8)
+    print(
+        "DBG",
+        n.client().sync(sid, wait=True, timeout=10),
+        _messages(n, sid),
+        _key(n, sid) == _key(r, sid),
+        run_cli(n.home, "verify", sid).stdout[-1500:],
+    )
+    wait_for(lambda: "K joins" in _messages(n, sid), timeout=30)
+    wait_for(lambda: "waiting_for" not in cli_json(n.home, "status")["sync"][sid], timeout=30)
+    late = make_daemon("file://" + store_dir).start()
+    res = late.client().import_code(r.client().share(sid)["code"])
+    assert not res.get("waiting_for"), res
+    assert _messages(late, sid) == _messages(n, sid) == _messages(r, sid)

@@ -318,7 +318,8 @@ def cmd_status(args) -> int:
     for sid, devices in list(waiting.items())[:5]:
         lines.append(
             f"  {sid}: waiting for device(s) {', '.join(devices)}: not yet on the session's latest key; "
-            "what they wrote arrives once they are back and have taken it"
+            "what they wrote arrives once they are back and have taken it (a device that will not come back: "
+            f"`sessiond rekey {sid} --drop DEVICE` on a writer that has its messages keeps them for everyone)"
         )
     emit(args, info, "\n".join(lines))
     return 0
