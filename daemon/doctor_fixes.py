@@ -1,13 +1,14 @@
 """The fix `sessiond doctor` prints for a store's failure, by its class (stores/errors.py): waiting mends
 a store that is down, hung, failing on its side or rate-limiting (`sync --wait` once it answers), but not
-one that is full, refuses this device's credentials, answers what does not verify, or cannot take these
-writes at all: `sync --wait` is refused again at once by those, so each gets what does mend it."""
+one that is full, refuses this device's credentials, has a TLS certificate this device does not trust,
+answers what does not verify, or cannot take these writes at all: `sync --wait` is refused again at once
+by those, so each gets what does mend it."""
 
 from __future__ import annotations
 
 import os
 
-from ..stores.errors import AuthRefused, LyingServer, ObjectTooLarge, ReadOnlyStore, StoreFull
+from ..stores.errors import AuthRefused, LyingServer, ObjectTooLarge, ReadOnlyStore, StoreFull, TlsRefused
 
 MOVE = "sessiond stop && sessiond start --store URL --change-store"
 
@@ -31,6 +32,11 @@ def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
         return (
             f"chmod 600 {kubo}  # after writing the Kubo RPC's credentials in it (Bearer TOKEN, Basic B64 or"
             f" user:password); a pinning service's token goes in {pinning}; then sessiond sync --wait"
+        )
+    if isinstance(exc, TlsRefused):
+        return (
+            "sessiond stop && SSL_CERT_FILE=/path/to/its-cert.pem sessiond start  # the store's own certificate"
+            " (sessiond serve --cert) or its CA's; or check the URL (https:// to a server speaking TLS there)"
         )
     if isinstance(exc, LyingServer):
         return f"{MOVE}  # to a store you trust: this one answers what does not verify; or have its operator check it"

@@ -102,7 +102,12 @@ class Accounts:
             raise LoginRefused(400, "no challenge is pending for this pubKey (or it expired): GET one first")
         expected = bytes([kind]) + got[0] + blake3.blake3(authority.encode("utf-8")).digest()
         if response != expected:
-            raise LoginRefused(400, "the response is not type | challenge | BLAKE3(authority) for this relay")
+            raise LoginRefused(
+                400,
+                "the response is not type | challenge | BLAKE3(authority) for this relay, which is reached here"
+                f" as {authority!r}: signed for another address? A reverse proxy in front of the relay must"
+                " pass on the Host header the device connected with",
+            )
         try:
             VerifyKey(pub[1:]).verify(response, signature)
         except (BadSignatureError, ValueError):

@@ -16,6 +16,12 @@ class AuthRefused(StoreError):
     """The server refused our credentials, after one fresh login where the store can log in."""
 
 
+class TlsRefused(StoreError):
+    """No secure connection could be made: the server's TLS certificate is not trusted here (self-signed,
+    another host's, expired), or what answers on the port does not speak TLS. Reached, and refused by
+    this device: trying again meets the same certificate."""
+
+
 class ObjectTooLarge(StoreError):
     """The object is larger than this store accepts."""
 
@@ -34,10 +40,17 @@ def write_error(what: str, where: str, exc: OSError) -> StoreError:
     return StoreError(f"{what}: {exc.strerror}")
 
 
+TLS_FIX = (
+    "a store with a certificate of its own (sessiond serve --cert): start this device's daemon with "
+    "SSL_CERT_FILE=/path/to/that-cert.pem (or its CA's); else check the URL (https:// to a server "
+    "speaking TLS on that port)"
+)
+
+
 # Failures that waiting does not mend: a retry after a backoff meets them again until someone acts (frees
 # space, fixes a token, picks another store). `sessiond sync --wait` stops waiting on them.
 def settled(exc: BaseException) -> bool:
-    return isinstance(exc, (StoreFull, AuthRefused, ObjectTooLarge, ReadOnlyStore, LyingServer))
+    return isinstance(exc, (StoreFull, AuthRefused, TlsRefused, ObjectTooLarge, ReadOnlyStore, LyingServer))
 
 
 class RateLimited(StoreError):
@@ -121,6 +134,8 @@ def failure_kind(exc: BaseException) -> str:
         return "not answering (timed out)"
     if isinstance(exc, AuthRefused):
         return "refusing our credentials"
+    if isinstance(exc, TlsRefused):
+        return "not trusted for a secure connection (TLS)"
     if isinstance(exc, RateLimited):
         return "rate-limiting us"
     if isinstance(exc, ShortAnswer):
@@ -140,6 +155,8 @@ def failure_fix(exc: BaseException) -> str:
         return "check the store (it accepts connections but does not answer), then try again"
     if isinstance(exc, AuthRefused):
         return "check this device's credentials for the store (its invite, token or password)"
+    if isinstance(exc, TlsRefused):
+        return TLS_FIX
     if isinstance(exc, RateLimited):
         wait = server_wait(exc)
         return f"try again {f'in {wait:.0f} s' if wait is not None else 'later'}, as the store asks"

@@ -31,6 +31,7 @@ from .errors import (
     StoreFull,
     StoreTimeout,
     StoreUnreachable,
+    TlsRefused,
     server_wait,
 )
 
@@ -223,6 +224,8 @@ class HttpClient:
                 last = exc
             except TimeoutError:
                 last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
+            except aiohttp.ClientSSLError as exc:  # before ClientConnectorError, its base: not a store down
+                raise self._tls_refused(what, exc) from None
             except aiohttp.ClientConnectorError as exc:
                 last = StoreUnreachable(
                     f"{what}: cannot connect ({self.scrub(str(exc.os_error or exc))}); "
@@ -267,6 +270,17 @@ class HttpClient:
                 await asyncio.sleep(delay)
         assert last is not None
         raise self._left_alone(last)
+
+    def _tls_refused(self, what: str, exc: aiohttp.ClientSSLError) -> TlsRefused:
+        """The TLS handshake failed: the certificate is not trusted here, or no TLS answers on the port. Not
+        retried: the next try meets the same certificate."""
+        said = self.scrub(str(getattr(exc, "certificate_error", None) or exc.os_error or exc))
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return TlsRefused(
+                f"{what}: the server's TLS certificate is not trusted by this device ({said}); a certificate of"
+                " its own (sessiond serve --cert) is trusted by starting the daemon with SSL_CERT_FILE=that file"
+            )
+        return TlsRefused(f"{what}: no secure connection (TLS) could be made ({said}); does it serve HTTPS there?")
 
     def _left_alone(self, exc: StoreError) -> StoreError:
         """`exc`, the request's failure; a Retry-After in it (capped) holds every request until it is over."""

@@ -116,9 +116,10 @@ class S5Store(Store):
     def _auth(self) -> dict:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
-    async def _challenge_login(self, path: str, kind: int) -> str | None:
-        """One challenge round on `path`; the token, or None if the portal refused the signed answer
-        with an error that is not about credentials (e.g. "this key is not registered")."""
+    async def _challenge_login(self, path: str, kind: int) -> tuple[str | None, str]:
+        """One challenge round on `path`; the token, or a str saying why the portal refused the signed
+        answer (`HTTP 404: this public key is not registered ...`): an answer, not a failure of the portal
+        (S5 portals answer every refusal 500). A portal failing otherwise (502, an answer cut short) raises."""
         assert self._key is not None  # called only for a store given a key
         pub = b64url(b"\xed" + bytes(self._key.verify_key))
         reply = await self.http.request(
@@ -143,12 +144,10 @@ class S5Store(Store):
             body["email"] = None
             if self._invite:
                 body["invite"] = self._invite
-        try:
-            reply = await self.http.request("POST", path, json=body, retry=False, passthrough=(400, 404, 500))
-        except ServerError:
-            return None
+        reply = await self.http.request("POST", path, json=body, retry=False, passthrough=(400, 404, 500))
         if reply.status != 200:
-            return None
+            text = self.http.scrub(reply.body[:300].decode("utf-8", "replace")).strip()
+            return None, f"HTTP {reply.status}" + (f": {text}" if text else "")
         cookie = SimpleCookie()
         try:
             cookie.load(reply.headers.get("Set-Cookie", ""))
@@ -157,7 +156,7 @@ class S5Store(Store):
         morsel = cookie.get("s5-auth-token")
         if morsel is None or not morsel.value:
             raise AuthRefused(f"the S5 portal {self.authority} accepted the login but sent no token")
-        return morsel.value
+        return morsel.value, ""
 
     async def _login(self, failed_token: str | None) -> None:
         if self._key is None:
@@ -167,12 +166,18 @@ class S5Store(Store):
         async with self._login_lock:
             if self._token != failed_token:
                 return  # another request logged in meanwhile
-            token = await self._challenge_login("/s5/account/login", CHALLENGE_LOGIN)
+            token, login_said = await self._challenge_login("/s5/account/login", CHALLENGE_LOGIN)
             if token is None:
-                token = await self._challenge_login("/s5/account/register", CHALLENGE_REGISTER)
+                token, register_said = await self._challenge_login("/s5/account/register", CHALLENGE_REGISTER)
             if token is None:
+                said = (
+                    f"both: {login_said}"
+                    if login_said == register_said
+                    else f"login: {login_said}; registration: {register_said}"
+                )
                 raise AuthRefused(
                     f"the S5 portal {self.authority} refused both login and registration for this device's account"
+                    f" ({said})"
                 )
             self._save_token(token)
 

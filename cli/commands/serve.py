@@ -73,7 +73,10 @@ def cmd_invite(args) -> int:
     from ...relay.accounts import new_invite
 
     data = args.data or default_data()
-    code = new_invite(data)
+    try:
+        code = new_invite(data)
+    except OSError as exc:  # a file where the folder should be, a folder not writable
+        raise CliError(f"cannot use the data folder {data}: {exc.strerror or exc}", EXIT_USAGE) from None
     if args.json:
         print(json.dumps({"invite": code, "data": data}))
     else:
