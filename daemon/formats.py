@@ -89,7 +89,8 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
         system = c["system_prompt"] or s["system_prompt"]
         if system:
             msgs.append({"role": "system", "content": system})
-        msgs += [{"role": m["role"], "content": m["content"]} for m in s["initial_messages"]]
+        for m in s["initial_messages"]:  # as a question to the model sends them (daemon/complete.py)
+            msgs.append({k: m[k] for k in ("role", "content", "name", "tool_call_id") if m.get(k) is not None})
         n = (await db.read_one("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
         for m in await _messages(db, sid, n, progress, chat=chat):
             item = {"role": m["role"], "content": m["content"]}
@@ -100,7 +101,8 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
         out = {"messages": msgs}
         if c["model"] or s["model"]:
             out["model"] = c["model"] or s["model"]
-        for k, v in (c["settings"] or s["settings"]).items():
+        # the chat's own settings override the session's one by one, as when its model is asked
+        for k, v in {**(s["settings"] or {}), **(c["settings"] or {})}.items():
             if k != "provider":  # sessiond's own (which provider answers), not an OpenAI parameter
                 out[k] = v
         return out
