@@ -376,10 +376,18 @@ async def import_file(
             except Conflict:
                 if not (sid := item["spec"].get("id")):
                     raise
-                raise Conflict(  # import-file takes no id: say what to do with the file or the session
-                    f"this file holds session {sid!r}, which is on this device already: delete it first "
-                    f"(`sessiond rm {sid}`) to import the file's copy, or remove the session's \"id\" from the "
-                    f"file to import it as a new session"
+                # import-file takes no id: say what to do with the file or the session here (which may be one
+                # whose id differs from the file's only in case: the two would share a key file)
+                here = await db.case_twin(sid) or sid
+                held = (
+                    f"session {sid!r}, which is on this device already"
+                    if here == sid
+                    else f"session {sid!r}, and session {here!r} is on this device: the two ids differ only in case"
+                    f" (on a case-insensitive disk they would share one key file)"
+                )
+                raise Conflict(
+                    f"this file holds {held}: delete it first (`sessiond rm {here}`) to import the file's copy, or"
+                    f' remove the session\'s "id" from the file to import it as a new session'
                 ) from None
             created.append(s)
             ids = await _append(db, s["id"], item["messages"], estimate, step)

@@ -11,6 +11,7 @@ import tempfile
 import pytest
 
 from conftest import DaemonProc, run_cli
+from sessiond.client import ApiError
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +54,19 @@ def test_openai_export_of_a_chat_gives_the_settings_and_context_its_model_is_ask
         {"role": "user", "content": "hi", "name": "alice"},
         {"role": "user", "content": "in side"},
     ]
+
+
+def test_a_session_file_whose_id_differs_only_in_case_names_the_session_that_is_here(d, tmp_path):
+    """The refusal said the file's own id was on this device and to `sessiond rm` it: no such session."""
+    c = d.client()
+    c.create_session(id="case-here")
+    data = json.loads(open(exported(d, "case-here", tmp_path)).read())
+    data["session"]["id"] = "CASE-HERE"
+    f = tmp_path / "twin.json"
+    f.write_text(json.dumps(data))
+    res = run_cli(d.home, "import-file", str(f))
+    assert res.returncode == 1, res.stderr
+    assert "'case-here'" in res.stderr and "sessiond rm case-here" in res.stderr, res.stderr
+    assert "sessiond rm CASE-HERE" not in res.stderr
+    with pytest.raises(ApiError):
+        c.get_session("CASE-HERE")
