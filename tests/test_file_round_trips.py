@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from conftest import DaemonProc, run_cli
+from conftest import DaemonProc, run_cli, wait_for
 from sessiond.client import ApiError
 
 
@@ -70,3 +70,59 @@ def test_a_session_file_whose_id_differs_only_in_case_names_the_session_that_is_
     assert "sessiond rm CASE-HERE" not in res.stderr
     with pytest.raises(ApiError):
         c.get_session("CASE-HERE")
+
+
+def _round_trip(d, sid: str, tmp_path) -> dict:
+    """Export `sid`, delete it, import the file: the session back, with the same messages."""
+    c = d.client()
+    before = c.messages(sid, all_chats=True)["messages"]
+    f = exported(d, sid, tmp_path)
+    c.delete_session(sid)
+    res = run_cli(d.home, "import-file", f, "--json")
+    assert res.returncode == 0, res.stdout
+    back = json.loads(res.stdout)["sessions"][0]
+    assert back["id"] == sid
+    after = c.messages(sid, all_chats=True)["messages"]
+    assert [(m["chat"], m["role"], m["content"]) for m in after] == [
+        (m["chat"], m["role"], m["content"]) for m in before
+    ]
+    return back
+
+
+def test_a_session_past_its_lowered_quota_imports_back_and_keeps_its_quota(d, tmp_path):
+    """Its quota was lowered below what it had used (allowed); the import refused its own messages as
+    `quota_exceeded`, naming `sessiond set ID` for a session the failed import had deleted."""
+    c = d.client()
+    sid = c.create_session(id="over-quota")["id"]
+    c.append(sid, "user", "one two three", tokens=12)
+    c.update_session(sid, policy={"token_quota": 3})
+    back = _round_trip(d, sid, tmp_path)
+    assert back["tokens_used"] == 12 and back["policy"]["token_quota"] == 3
+    with pytest.raises(ApiError) as e:  # the quota holds for what comes next
+        c.append(sid, "user", "more")
+    assert e.value.code == "quota_exceeded"
+
+
+def test_a_chat_past_its_lowered_budget_imports_back(d, tmp_path):
+    """A chat without automatic compaction whose budget was lowered below its context: the import refused
+    its messages as `context_overflow`, naming `sessiond compact` for a session that is not there."""
+    c = d.client()
+    sid = c.create_session(id="over-budget", policy={"max_context_tokens": 20, "auto_compact": False})["id"]
+    for _ in range(3):
+        c.append(sid, "user", "x", tokens=5)
+    c.update_session(sid, policy={"max_context_tokens": 10})
+    _round_trip(d, sid, tmp_path)
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "user", "more", tokens=5)
+    assert e.value.code == "context_overflow"
+
+
+def test_an_expired_session_imports_back_and_is_ended(d, tmp_path):
+    """An exported session that had expired: the import refused it as `expired`, saying to `sessiond clone`
+    a session the failed import had deleted. It comes back with its history, and ends, as it was."""
+    c = d.client()
+    sid = c.create_session(id="gone-by", expires_in=1)["id"]
+    c.append(sid, "user", "before the end")
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", what="the session ended at its expiry")
+    _round_trip(d, sid, tmp_path)
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", what="the imported session ended")
