@@ -81,6 +81,8 @@ async def _chat_messages(db, sid: str, chat: str, total: int, progress, done: li
 
 async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None) -> dict:
     """The session in a format; `progress(done, total)`: messages read so far."""
+    if chat is not None and fmt in ("json", "markdown"):
+        raise Invalid(f"chat picks the chat of an openai export; a {fmt} export holds every chat (leave chat out)")
     s = await db.get_session(sid, counts=True)
     if fmt == "openai":
         chat = chat or s["current_chat"]

@@ -126,3 +126,18 @@ def test_an_expired_session_imports_back_and_is_ended(d, tmp_path):
     wait_for(lambda: c.get_session(sid)["status"] == "ended", what="the session ended at its expiry")
     _round_trip(d, sid, tmp_path)
     wait_for(lambda: c.get_session(sid)["status"] == "ended", what="the imported session ended")
+
+
+def test_export_refuses_a_chat_for_a_format_that_holds_every_chat(d, tmp_path):
+    """`--chat` picks the chat of an OpenAI export; with json or markdown it was ignored without a word, and
+    the whole session came out where one chat was asked for."""
+    c = d.client()
+    sid = c.create_session()["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    for fmt in ("json", "markdown"):
+        res = run_cli(d.home, "export", sid, "--format", fmt, "--chat", side)
+        assert res.returncode == 2 and "--chat" in res.stderr and res.stdout == "", res.stderr
+        with pytest.raises(ApiError) as e:
+            c.export(sid, fmt, side)
+        assert e.value.status == 422 and "openai" in e.value.message
+    assert c.export(sid, "openai", side)["messages"] == []
