@@ -81,6 +81,8 @@ async def _chat_messages(db, sid: str, chat: str, total: int, progress, done: li
 
 async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None) -> dict:
     """The session in a format; `progress(done, total)`: messages read so far."""
+    if chat is not None and fmt in ("json", "markdown"):
+        raise Invalid(f"chat picks the chat of an openai export; a {fmt} export holds every chat (leave chat out)")
     s = await db.get_session(sid, counts=True)
     if fmt == "openai":
         chat = chat or s["current_chat"]
@@ -89,7 +91,8 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
         system = c["system_prompt"] or s["system_prompt"]
         if system:
             msgs.append({"role": "system", "content": system})
-        msgs += [{"role": m["role"], "content": m["content"]} for m in s["initial_messages"]]
+        for m in s["initial_messages"]:  # as a question to the model sends them (daemon/complete.py)
+            msgs.append({k: m[k] for k in ("role", "content", "name", "tool_call_id") if m.get(k) is not None})
         n = (await db.read_one("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
         for m in await _messages(db, sid, n, progress, chat=chat):
             item = {"role": m["role"], "content": m["content"]}
@@ -100,7 +103,8 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
         out = {"messages": msgs}
         if c["model"] or s["model"]:
             out["model"] = c["model"] or s["model"]
-        for k, v in (c["settings"] or s["settings"]).items():
+        # the chat's own settings override the session's one by one, as when its model is asked
+        for k, v in {**(s["settings"] or {}), **(c["settings"] or {})}.items():
             if k != "provider":  # sessiond's own (which provider answers), not an OpenAI parameter
                 out[k] = v
         return out
@@ -374,10 +378,18 @@ async def import_file(
             except Conflict:
                 if not (sid := item["spec"].get("id")):
                     raise
-                raise Conflict(  # import-file takes no id: say what to do with the file or the session
-                    f"this file holds session {sid!r}, which is on this device already: delete it first "
-                    f"(`sessiond rm {sid}`) to import the file's copy, or remove the session's \"id\" from the "
-                    f"file to import it as a new session"
+                # import-file takes no id: say what to do with the file or the session here (which may be one
+                # whose id differs from the file's only in case: the two would share a key file)
+                here = await db.case_twin(sid) or sid
+                held = (
+                    f"session {sid!r}, which is on this device already"
+                    if here == sid
+                    else f"session {sid!r}, and session {here!r} is on this device: the two ids differ only in case"
+                    f" (on a case-insensitive disk they would share one key file)"
+                )
+                raise Conflict(
+                    f"this file holds {held}: delete it first (`sessiond rm {here}`) to import the file's copy, or"
+                    f' remove the session\'s "id" from the file to import it as a new session'
                 ) from None
             created.append(s)
             ids = await _append(db, s["id"], item["messages"], estimate, step)

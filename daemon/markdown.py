@@ -21,6 +21,7 @@ _BREAKS = (
     re.compile(r"^ {0,3}((\*\s*){3,}|(_\s*){3,})$"),  # a thematic break
     re.compile(r"^ {0,3}<"),  # an HTML block, which can swallow what follows
 )
+_LINES = re.compile(r"\r\n|\r|\n")
 _ESCAPE = re.compile(r"([\\`*_\[\]<>#|~&])")
 
 
@@ -39,7 +40,7 @@ def when(t: float | None) -> str:
 def needs_fence(text: str) -> bool:
     """Whether `text`, written as Markdown, could break the document around it."""
     open_fence: str | None = None
-    for line in text.split("\n"):
+    for line in _LINES.split(text):  # a lone "\r" ends a line too (CommonMark), so it can start a heading
         m = _FENCE.match(line)
         if open_fence is not None:
             if m and m.group(1)[0] == open_fence[0] and len(m.group(1)) >= len(open_fence) and not m.group(2).strip():

@@ -122,7 +122,10 @@ class Messages:
         `times`: each message's own time (a fork's copies keep their original ones); otherwise now.
 
         `importing`: to a session an import from a file is writing, hidden until it ends (Sessions.create's
-        file_import): no event (end_file_import announces the session)."""
+        file_import): no event (end_file_import announces the session). The file's messages are its history:
+        recorded past its expiry, token quota or a context budget that cannot compact (an exported session
+        whose quota or budget was lowered below what it held, or that expired, comes back as it was); those
+        hold for what is written after the import (end_file_import ends an expired one)."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
@@ -159,7 +162,7 @@ class Messages:
                     f"follow it but not change it (ask for a code made with `sessiond share --write`)"
                 )
             policy = json.loads(policy_text) if policy_text != "{}" else {}
-            if exp is not None or "idle_timeout" in policy:  # (most sessions have neither: two tests)
+            if (exp is not None or "idle_timeout" in policy) and not importing:  # (most have neither: two tests)
                 s = {"status": status, "expires_at": exp, "policy": policy, "last_activity": act}
                 if past_expiry(s, t):
                     refuse_expired(self.c, sid, s)
@@ -191,7 +194,7 @@ class Messages:
                         )
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
-            if quota and used + new_tokens > quota and not answer:
+            if quota and used + new_tokens > quota and not (answer or importing):
                 raise QuotaExceeded(
                     f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
                     f"more. {quota_ways_out(sid)}",
@@ -211,7 +214,7 @@ class Messages:
                 try:
                     cut = await context_check(tx, sid, c, policy, chat_tokens, known)
                 except ContextOverflow:
-                    if not answer:
+                    if not (answer or importing):
                         raise
                     cut = None
                 if cut is not None:

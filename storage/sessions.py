@@ -181,10 +181,14 @@ class Sessions:
     async def end_file_import(self, sids: builtins.list[str]) -> None:
         """The import from a file that made `sids` is done: all of it stays, and shows (one transaction).
         Each is announced as created then (which pushes it), due a checkpoint if its messages passed its
-        checkpoint interval, as their appends would have made it."""
+        checkpoint interval, as their appends would have made it. One past its expiry (a file of an expired
+        session) is ended then, as a write that meets an expired session ends it (Connections.on_expired)."""
+        expired = []
         async with self.c.transaction() as tx:
             for sid in sids:
                 row = await session_row(tx, sid, importing=True)
+                if past_expiry(row, now()):
+                    expired.append(sid)
                 await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
                 interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
                 ev: dict[str, Any] = {"type": "session.created", "session": sid}
@@ -192,6 +196,9 @@ class Sessions:
                     ev["checkpoint_due"] = True
                 tx.emit(ev)
             await tx.executemany("DELETE FROM file_imports WHERE session_id=?", [(sid,) for sid in sids])
+        for sid in expired:
+            if self.c.on_expired is not None:
+                self.c.on_expired(sid)
 
     async def unfinished_file_imports(self) -> builtins.list[str]:
         """Sessions of an import from a file that did not end (a crash): to be deleted, all of them."""

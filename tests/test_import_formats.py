@@ -255,6 +255,8 @@ def test_markdown_export_keeps_structure_whatever_the_messages_hold(d, tmp_path)
         ("* * *", True),
         ("<div>", True),
         ("```\nnever closed", True),
+        ("said:\r# a heading after a lone carriage return", True),  # CommonMark ends a line at \r too
+        ("title\r===", True),
         ("````\n```\n", True),
         ("", True),
     ],

@@ -21,7 +21,7 @@ def register(commands: Commands) -> None:
     p = commands.add("export", cmd_export, "write a session as OpenAI chat messages, full JSON or Markdown")
     p.add_argument("id")
     p.add_argument("--format", choices=["openai", "json", "markdown"], default="json")
-    p.add_argument("--chat", help="(openai) which chat; default: the current one")
+    p.add_argument("--chat", help="(openai only) which chat; default: the current one")
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p = commands.add(
         "import-file",
@@ -56,6 +56,8 @@ def _write_output(path: str, data: bytes) -> None:
 
 
 def cmd_export(args) -> int:
+    if args.chat is not None and args.format != "openai":
+        raise UsageError(f"--chat picks the chat of --format openai; a {args.format} export holds every chat")
     if args.output:
         _check_output(args.output)
     c = client(args)

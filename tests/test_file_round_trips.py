@@ -1,0 +1,143 @@
+"""A session out to a file and back in (`export`, then `import-file`), end to end through the CLI against one
+daemon for the module: what the file says is what comes back, and what refuses a file names what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from conftest import DaemonProc, run_cli, wait_for
+from sessiond.client import ApiError
+
+
+@pytest.fixture(scope="module")
+def d():
+    tmp = tempfile.mkdtemp(prefix="sd-rt-")
+    proc = DaemonProc(os.path.join(tmp, "home")).start()
+    yield proc
+    proc.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def exported(d, sid: str, tmp_path, *args: str) -> str:
+    f = tmp_path / f"{sid}.json"
+    run_cli(d.home, "export", sid, "-o", str(f), *args, check=True)
+    return str(f)
+
+
+def test_openai_export_of_a_chat_gives_the_settings_and_context_its_model_is_asked_with(d, tmp_path):
+    """A chat's own settings override the session's one by one when its model is asked (daemon/complete.py);
+    the export replaced all of the session's with the chat's, so a chat with its own temperature lost the
+    session's top_p, top_k and max_tokens. The initial messages lost their name too."""
+    c = d.client()
+    sid = c.create_session(
+        model="gpt-x",
+        settings={"temperature": 0.3, "top_p": 0.9, "top_k": 5, "max_tokens": 100, "provider": "default"},
+        initial_messages=[{"role": "user", "content": "hi", "name": "alice"}],
+    )["id"]
+    side = c.create_chat(sid, name="side", settings={"temperature": 0.9})["id"]
+    c.append(sid, "user", "in side", chat=side)
+    out = json.loads(open(exported(d, sid, tmp_path, "--format", "openai", "--chat", side)).read())
+    assert out["model"] == "gpt-x"
+    assert {k: out.get(k) for k in ("temperature", "top_p", "top_k", "max_tokens")} == {
+        "temperature": 0.9,
+        "top_p": 0.9,
+        "top_k": 5,
+        "max_tokens": 100,
+    }
+    assert "provider" not in out
+    assert out["messages"] == [
+        {"role": "user", "content": "hi", "name": "alice"},
+        {"role": "user", "content": "in side"},
+    ]
+
+
+def test_a_session_file_whose_id_differs_only_in_case_names_the_session_that_is_here(d, tmp_path):
+    """The refusal said the file's own id was on this device and to `sessiond rm` it: no such session."""
+    c = d.client()
+    c.create_session(id="case-here")
+    data = json.loads(open(exported(d, "case-here", tmp_path)).read())
+    data["session"]["id"] = "CASE-HERE"
+    f = tmp_path / "twin.json"
+    f.write_text(json.dumps(data))
+    res = run_cli(d.home, "import-file", str(f))
+    assert res.returncode == 1, res.stderr
+    assert "'case-here'" in res.stderr and "sessiond rm case-here" in res.stderr, res.stderr
+    assert "sessiond rm CASE-HERE" not in res.stderr
+    with pytest.raises(ApiError):
+        c.get_session("CASE-HERE")
+
+
+def _round_trip(d, sid: str, tmp_path) -> dict:
+    """Export `sid`, delete it, import the file: the session back, with the same messages."""
+    c = d.client()
+    before = c.messages(sid, all_chats=True)["messages"]
+    f = exported(d, sid, tmp_path)
+    c.delete_session(sid)
+    res = run_cli(d.home, "import-file", f, "--json")
+    assert res.returncode == 0, res.stdout
+    back = json.loads(res.stdout)["sessions"][0]
+    assert back["id"] == sid
+    after = c.messages(sid, all_chats=True)["messages"]
+    assert [(m["chat"], m["role"], m["content"]) for m in after] == [
+        (m["chat"], m["role"], m["content"]) for m in before
+    ]
+    return back
+
+
+def test_a_session_past_its_lowered_quota_imports_back_and_keeps_its_quota(d, tmp_path):
+    """Its quota was lowered below what it had used (allowed); the import refused its own messages as
+    `quota_exceeded`, naming `sessiond set ID` for a session the failed import had deleted."""
+    c = d.client()
+    sid = c.create_session(id="over-quota")["id"]
+    c.append(sid, "user", "one two three", tokens=12)
+    c.update_session(sid, policy={"token_quota": 3})
+    back = _round_trip(d, sid, tmp_path)
+    assert back["tokens_used"] == 12 and back["policy"]["token_quota"] == 3
+    with pytest.raises(ApiError) as e:  # the quota holds for what comes next
+        c.append(sid, "user", "more")
+    assert e.value.code == "quota_exceeded"
+
+
+def test_a_chat_past_its_lowered_budget_imports_back(d, tmp_path):
+    """A chat without automatic compaction whose budget was lowered below its context: the import refused
+    its messages as `context_overflow`, naming `sessiond compact` for a session that is not there."""
+    c = d.client()
+    sid = c.create_session(id="over-budget", policy={"max_context_tokens": 20, "auto_compact": False})["id"]
+    for _ in range(3):
+        c.append(sid, "user", "x", tokens=5)
+    c.update_session(sid, policy={"max_context_tokens": 10})
+    _round_trip(d, sid, tmp_path)
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "user", "more", tokens=5)
+    assert e.value.code == "context_overflow"
+
+
+def test_an_expired_session_imports_back_and_is_ended(d, tmp_path):
+    """An exported session that had expired: the import refused it as `expired`, saying to `sessiond clone`
+    a session the failed import had deleted. It comes back with its history, and ends, as it was."""
+    c = d.client()
+    sid = c.create_session(id="gone-by", expires_in=1)["id"]
+    c.append(sid, "user", "before the end")
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", what="the session ended at its expiry")
+    _round_trip(d, sid, tmp_path)
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", what="the imported session ended")
+
+
+def test_export_refuses_a_chat_for_a_format_that_holds_every_chat(d, tmp_path):
+    """`--chat` picks the chat of an OpenAI export; with json or markdown it was ignored without a word, and
+    the whole session came out where one chat was asked for."""
+    c = d.client()
+    sid = c.create_session()["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    for fmt in ("json", "markdown"):
+        res = run_cli(d.home, "export", sid, "--format", fmt, "--chat", side)
+        assert res.returncode == 2 and "--chat" in res.stderr and res.stdout == "", res.stderr
+        with pytest.raises(ApiError) as e:
+            c.export(sid, fmt, side)
+        assert e.value.status == 422 and "openai" in e.value.message
+    assert c.export(sid, "openai", side)["messages"] == []
