@@ -347,7 +347,15 @@ class Providers:
                         f"provider {p.name!r} sent a stream event that is not JSON: {p.scrub(repr(payload[:120]))}",
                         provider=p.name,
                     ) from None
-                if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
+                if not isinstance(chunk, dict):  # a chunk is an object: anything else is no part of an answer
+                    raise _error(
+                        "provider_bad_answer",
+                        502,
+                        f"provider {p.name!r} sent a stream event that is not a JSON object: "
+                        f"{p.scrub(repr(payload[:120]))}",
+                        provider=p.name,
+                    )
+                if "error" in chunk and not chunk.get("choices"):
                     raise stream_cut(p, _provider_message(payload))
                 yield payload, chunk
         finally:
