@@ -300,7 +300,27 @@ class Providers:
 
     async def complete(self, p: Provider, body: dict) -> dict:
         body = {k: x for k, x in body.items() if k != "stream_options"}  # only for streams
-        return await self.request_json(p, "POST", "/chat/completions", {**body, "stream": False})
+        data = await self.request_json(p, "POST", "/chat/completions", {**body, "stream": False})
+        choices = data.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        if isinstance(first, dict) and isinstance(first.get("message"), dict):
+            return data
+        if "error" in data and not choices:  # a failure sent with status 200 (some proxies do)
+            said = p.scrub(_provider_message(json.dumps(data).encode()))
+            raise _error(
+                "provider_failed",
+                502,
+                f"provider {p.name!r} answered with an error instead of an answer (HTTP 200: {said}); retry later",
+                provider=p.name,
+                provider_status=200,
+            )
+        raise _error(
+            "provider_bad_answer",
+            502,
+            f"provider {p.name!r} answered with no message in it (an answer is "
+            f'{{"choices": [{{"message": {{...}}}}]}}): {p.scrub(repr(json.dumps(data)[:120]))}',
+            provider=p.name,
+        )
 
     async def models(self, p: Provider) -> dict:
         return await self.request_json(p, "GET", "/models")

@@ -97,3 +97,30 @@ def test_a_stream_event_that_is_not_an_object_is_a_bad_answer_and_what_arrived_i
     assert "not a JSON object" in oe.value.message
     wait_for(lambda: len(history(c, sid2)) == 2, timeout=20, what="the interrupted answer stored")
     assert history(c, sid2) == [("user", "q"), ("assistant", "part one")]
+
+
+@pytest.mark.parametrize("mode", list(ANSWERS))
+def test_a_json_answer_with_no_answer_in_it_is_an_error_not_an_empty_answer(garbage, mode):
+    d = garbage
+    c = d.client()
+    sid = c.create_session(model="m")["id"]
+    code = "provider_failed" if mode == "error_200" else "provider_bad_answer"
+    with pytest.raises(ApiError) as e:
+        c.complete(sid, "question", provider=mode)
+    assert (e.value.code, e.value.status) == (code, 502), e.value.message
+    assert f"provider {mode!r}" in e.value.message
+    if mode == "error_200":
+        assert "the model is overloaded" in e.value.message
+    assert history(c, sid) == [("user", "question")]  # the question stays; no empty answer
+    # the OpenAI endpoint: OpenAI's error shape (the SDK's own error), not a 500 or a 200 with no answer
+    info = cli_json(d.home, "status")["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    sid2 = c.create_session(model="m", settings={"provider": mode})["id"]
+    app = openai.OpenAI(
+        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid2}
+    )
+    with pytest.raises(openai.APIStatusError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.status_code == 502 and oe.value.code == code, oe.value
+    assert f"provider {mode!r}" in oe.value.message
+    assert history(c, sid2) == [("user", "q")]
