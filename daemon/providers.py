@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import aiohttp
 
 from ..storage.errors import SessiondError
 from ..storage.redact import scrub_text, shown_url
+from ..stores.http import retry_after_seconds
 
 
 class NoProvider(SessiondError):
@@ -101,10 +103,15 @@ class Provider:
 
 
 def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    """A 429's Retry-After in seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3); None for
+    anything else (inf, nan, a word), as if the provider had not said."""
+    if value is None:
         return None
+    try:
+        after = float(value)
+    except ValueError:
+        return retry_after_seconds(value)
+    return max(0.0, after) if math.isfinite(after) else None
 
 
 def _provider_message(raw: bytes) -> str:

@@ -1,0 +1,75 @@
+"""A provider's refusals as the app sees them: a 429's Retry-After in each form RFC 9110 allows (seconds,
+an HTTP date) or a broken one, through POST /v1/sessions/{id}/complete (retry_after in the details) and
+the OpenAI endpoint (the Retry-After header the SDK reads)."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+
+import openai
+import pytest
+from aiohttp import web
+
+from conftest import cli_json
+from servers.s5portal import Threaded
+from sessiond.client import ApiError
+
+
+def refusing_provider(said: dict) -> web.Application:
+    """An OpenAI-shaped provider that answers every completion with said["status"], said["headers"]."""
+
+    async def completions(request: web.Request) -> web.Response:
+        await request.read()
+        err = {"message": said.get("message", "slow down"), "type": said.get("type"), "code": said.get("code")}
+        return web.json_response({"error": err}, status=said["status"], headers=said.get("headers"))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+@pytest.fixture
+def refusing(make_daemon):
+    said: dict = {"status": 429}
+    server = Threaded(refusing_provider(said)).start()
+    d = make_daemon()
+    os.makedirs(d.home, mode=0o700)
+    with open(os.path.join(d.home, "config.toml"), "w") as f:
+        f.write(f'openai_listen = "127.0.0.1:0"\n[providers.p]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
+    d.start()
+    info = cli_json(d.home, "status")["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    sid = d.client().create_session(model="m")["id"]
+    app = openai.OpenAI(
+        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
+    )
+    yield d, said, sid, app
+    server.stop()
+
+
+def test_a_retry_after_as_an_http_date_is_honoured_and_a_broken_one_is_no_error(refusing):
+    d, said, sid, app = refusing
+    c = d.client()
+    msgs = [{"role": "user", "content": "q"}]
+    # an HTTP date, 120 s from now: the seconds until then
+    said["headers"] = {"Retry-After": email.utils.formatdate(time.time() + 120, usegmt=True)}
+    with pytest.raises(ApiError) as e:
+        c.complete(sid, "q")
+    assert e.value.code == "provider_rate_limited" and e.value.status == 429
+    assert 100 <= e.value.details["retry_after"] <= 121, e.value.details
+    assert "retry after 1" in e.value.message, e.value.message
+    with pytest.raises(openai.RateLimitError) as oe:
+        app.chat.completions.create(model="m", messages=msgs)
+    assert 100 <= int(oe.value.response.headers["Retry-After"]) <= 121
+    # a value that is no number of seconds or date (inf, nan, a word): as if none was given, never a 500
+    for value in ("inf", "nan", "1e999", "soon"):
+        said["headers"] = {"Retry-After": value}
+        with pytest.raises(ApiError) as e:
+            c.complete(sid, "q")
+        assert (e.value.code, e.value.details.get("retry_after")) == ("provider_rate_limited", None), value
+        assert "retry later" in e.value.message
+        with pytest.raises(openai.RateLimitError) as oe:
+            app.chat.completions.create(model="m", messages=msgs)
+        assert "Retry-After" not in oe.value.response.headers, value
