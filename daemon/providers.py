@@ -127,6 +127,17 @@ def _provider_message(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").strip()[:300]
 
 
+def _provider_code(raw: bytes) -> str | None:
+    """The provider's own error code, if its body (OpenAI's error shape) gives one."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    return code if isinstance(code, str) and 0 < len(code) <= 100 and code.isprintable() else None
+
+
 def classify(p: Provider, status: int, raw: bytes, headers, model: str | None) -> ProviderError:
     said = p.scrub(_provider_message(raw))
     tail = f": {said}" if said else ""
@@ -168,12 +179,14 @@ def classify(p: Provider, status: int, raw: bytes, headers, model: str | None) -
             provider=p.name,
             provider_status=status,
         )
+    code = _provider_code(raw)  # e.g. OpenAI's context_length_exceeded, which apps act on
     return _error(
         "provider_rejected",
         422,
         f"provider {p.name!r} refused the request (HTTP {status}{tail})",
         provider=p.name,
         provider_status=status,
+        **({"provider_code": code} if code else {}),
     )
 
 

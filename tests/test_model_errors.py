@@ -73,3 +73,29 @@ def test_a_retry_after_as_an_http_date_is_honoured_and_a_broken_one_is_no_error(
         with pytest.raises(openai.RateLimitError) as oe:
             app.chat.completions.create(model="m", messages=msgs)
         assert "Retry-After" not in oe.value.response.headers, value
+
+
+def test_a_request_the_provider_refuses_reaches_an_openai_app_with_the_providers_status_and_code(refusing):
+    # an app asks too much of the context: OpenAI's 400 context_length_exceeded, which apps catch to trim
+    # their history; through sessiond it is still the SDK's BadRequestError with that code
+    d, said, sid, app = refusing
+    said.update(
+        status=400,
+        message="This model's maximum context length is 8192 tokens.",
+        type="invalid_request_error",
+        code="context_length_exceeded",
+    )
+    with pytest.raises(openai.BadRequestError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.status_code == 400 and oe.value.code == "context_length_exceeded", oe.value
+    assert "maximum context length" in oe.value.message and "provider 'p'" in oe.value.message
+    # the socket API keeps its own code, the provider's status and code in the details
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert (e.value.status, e.value.code) == (422, "provider_rejected")
+    assert e.value.details["provider_status"] == 400 and e.value.details["provider_code"] == "context_length_exceeded"
+    # a 4xx with no code of its own: its status, sessiond's code
+    said.update(status=413, message="request too large", code=None)
+    with pytest.raises(openai.APIStatusError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.status_code == 413 and oe.value.code == "provider_rejected", oe.value
