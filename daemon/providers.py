@@ -355,7 +355,7 @@ class Providers:
         opts["include_usage"] = True
         body["stream_options"] = opts
         resp = await self._open(p, "POST", "/chat/completions", body, True)
-        done = False
+        done = began = False
         try:
             data: list[bytes] = []
             while True:
@@ -396,7 +396,16 @@ class Providers:
                         provider=p.name,
                     )
                 if "error" in chunk and not chunk.get("choices"):
+                    if not began:  # no answer yet: the provider failed, as with a 5xx, it cut nothing
+                        raise _error(
+                            "provider_failed",
+                            502,
+                            f"provider {p.name!r} answered with an error instead of an answer "
+                            f"({p.scrub(_provider_message(payload))}); retry later",
+                            provider=p.name,
+                        )
                     raise stream_cut(p, _provider_message(payload))
+                began = True
                 yield payload, chunk
         finally:
             if done:

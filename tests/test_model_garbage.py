@@ -13,7 +13,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from conftest import cli_json, wait_for
+from conftest import cli_json, run_cli, wait_for
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
 
@@ -39,6 +39,10 @@ def garbage_provider() -> web.Application:
             return web.json_response(ANSWERS.get(mode, {"choices": [{"message": {"content": "fine"}}]}))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if mode == "error_first":  # the provider fails before any of the answer, on a stream it opened
+            await resp.write(b'data: {"error": {"message": "upstream overloaded", "code": 502}}\n\n')
+            await resp.write_eof()
+            return resp
         first = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "part one"}}]}
         await resp.write(b"data: " + json.dumps(first).encode() + b"\n\n")
         await resp.write(b"data: " + EVENTS.get(mode, b'{"choices": []}') + b"\n\n")
@@ -59,7 +63,7 @@ def garbage(make_daemon):
     server = Threaded(garbage_provider()).start()
     d = make_daemon()
     os.makedirs(d.home, mode=0o700)
-    modes = [*ANSWERS, *EVENTS]
+    modes = [*ANSWERS, *EVENTS, "error_first"]
     tables = "".join(f'[providers.{m}]\nbase_url = "http://127.0.0.1:{server.port}/{m}/v1"\n' for m in modes)
     with open(os.path.join(d.home, "config.toml"), "w") as f:
         f.write(f'default_provider = "{modes[0]}"\nopenai_listen = "127.0.0.1:0"\n{tables}')
@@ -124,3 +128,25 @@ def test_a_json_answer_with_no_answer_in_it_is_an_error_not_an_empty_answer(garb
     assert oe.value.status_code == 502 and oe.value.code == code, oe.value
     assert f"provider {mode!r}" in oe.value.message
     assert history(c, sid2) == [("user", "q")]
+
+
+def test_a_stream_whose_first_event_is_an_error_is_the_providers_failure_not_a_cut_answer(garbage):
+    d = garbage
+    c = d.client()
+    sid = c.create_session(model="m", settings={"provider": "error_first"})["id"]
+    with pytest.raises(ApiError) as e:
+        "".join(c.complete_stream(sid, "question"))
+    assert (e.value.code, e.value.status) == ("provider_failed", 502), e.value.message
+    assert "upstream overloaded" in e.value.message and "cut the answer off" not in e.value.message
+    assert history(c, sid) == [("user", "question")]  # nothing arrived: nothing recorded as an answer
+    res = run_cli(d.home, "ask", sid, "again")
+    assert res.returncode == 1 and "upstream overloaded" in res.stderr and "cut the answer" not in res.stderr
+    # the OpenAI endpoint: nothing was said yet, so an error answer of its own (the SDK's error)
+    info = cli_json(d.home, "status")["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    app = openai.OpenAI(
+        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
+    )
+    with pytest.raises(openai.APIStatusError) as oe:
+        list(app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}], stream=True))
+    assert oe.value.status_code == 502 and oe.value.code == "provider_failed", oe.value

@@ -32,7 +32,7 @@ def echoing_provider(mode: dict) -> web.Application:
             return web.json_response({"error": {"message": message}}, status=401)
         if how == "bearer":  # a proxy quoting the request's header in its 5xx page
             return web.Response(status=502, text=f"upstream refused the request (Authorization: Bearer {got})")
-        # a stream whose one event is an error naming the key
+        # a stream whose one event (before any of the answer) is an error naming the key
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await resp.write(f"data: {json.dumps({'error': {'message': f'key {got} revoked'}})}\n\n".encode())
@@ -79,7 +79,7 @@ def test_a_refused_key_echoed_by_the_provider_is_never_shown_or_logged(make_daem
     mode["how"] = "stream"
     with pytest.raises(ApiError) as e:
         "".join(c.complete_stream(sid, "hi"))
-    assert e.value.code == "provider_stream_cut" and "revoked" in e.value.message, e.value.message
+    assert e.value.code == "provider_failed" and "revoked" in e.value.message, e.value.message
     seen.append(e.value.message)
     assert "Incorrect API key provided" in seen[0]  # the provider's words stay: only the key goes
     d.stop()
