@@ -138,9 +138,24 @@ def _provider_code(raw: bytes) -> str | None:
     return code if isinstance(code, str) and 0 < len(code) <= 100 and code.isprintable() else None
 
 
-def classify(p: Provider, status: int, raw: bytes, headers, model: str | None) -> ProviderError:
+def classify(
+    p: Provider, status: int, raw: bytes, headers, model: str | None, path: str = "/chat/completions"
+) -> ProviderError:
     said = p.scrub(_provider_message(raw))
     tail = f": {said}" if said else ""
+    if status == 404 and "model" not in said.lower():
+        # not a word about a model: most likely a path the server does not have (a base_url without its
+        # /v1); the code stays the provider's 404, the words say where to look
+        return _error(
+            "model_not_found",
+            404,
+            f"provider {p.name!r} has nothing at {shown_url(p.base_url + path)} (HTTP 404{tail}); "
+            f"check base_url in [providers.{p.name}] of config.toml: the part before /chat/completions, "
+            f"often ending in /v1" + (f" (or the model {model!r} is not there)" if model else ""),
+            provider=p.name,
+            model=model,
+            provider_status=status,
+        )
     if status in (401, 403):
         return _error(
             "provider_unauthorized",
@@ -286,7 +301,8 @@ class Providers:
                 raw = b""
             finally:
                 resp.release()
-            raise classify(p, resp.status, raw, resp.headers, body.get("model") if isinstance(body, dict) else None)
+            model = body.get("model") if isinstance(body, dict) else None
+            raise classify(p, resp.status, raw, resp.headers, model, path)
         return resp
 
     async def request_json(self, p: Provider, method: str, path: str, body: Any = None) -> dict:

@@ -12,7 +12,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from conftest import cli_json
+from conftest import cli_json, run_cli
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
 
@@ -22,6 +22,8 @@ def refusing_provider(said: dict) -> web.Application:
 
     async def completions(request: web.Request) -> web.Response:
         await request.read()
+        if "text" in said:  # a server that has no such path: its own plain 404 page
+            return web.Response(status=said["status"], text=said["text"])
         err = {"message": said.get("message", "slow down"), "type": said.get("type"), "code": said.get("code")}
         return web.json_response({"error": err}, status=said["status"], headers=said.get("headers"))
 
@@ -99,3 +101,23 @@ def test_a_request_the_provider_refuses_reaches_an_openai_app_with_the_providers
     with pytest.raises(openai.APIStatusError) as oe:
         app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
     assert oe.value.status_code == 413 and oe.value.code == "provider_rejected", oe.value
+
+
+def test_a_404_that_is_no_word_about_a_model_names_the_url_not_another_model(refusing):
+    # base_url without its /v1 (Ollama's "http://127.0.0.1:11434"): the server's own 404 for a path it
+    # does not have; telling the user to choose another model sends them the wrong way
+    d, said, sid, app = refusing
+    said.update(status=404, text="404 page not found")
+    res = run_cli(d.home, "ask", sid, "hi")
+    assert res.returncode == 1 and "404 page not found" in res.stderr, res.stderr
+    assert "/v1/chat/completions" in res.stderr and "base_url" in res.stderr, res.stderr
+    assert "choose another with --model" not in res.stderr, res.stderr
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert (e.value.code, e.value.status) == ("model_not_found", 404)  # the code stays: a 404 of the provider
+    # a 404 that speaks of the model is still that model's absence
+    del said["text"]
+    said.update(message="The model `m` does not exist or you do not have access to it.", code="model_not_found")
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert e.value.code == "model_not_found" and "has no model 'm'" in e.value.message, e.value.message
