@@ -1,6 +1,6 @@
-"""A provider's refusals as the app sees them: a 429's Retry-After in each form RFC 9110 allows (seconds,
-an HTTP date) or a broken one, through POST /v1/sessions/{id}/complete (retry_after in the details) and
-the OpenAI endpoint (the Retry-After header the SDK reads)."""
+"""A turn that fails as the app sees it: a provider's refusals (a 429's Retry-After in each form RFC 9110
+allows, or a broken one; another 4xx; a 404 that is no word about a model) through POST
+/v1/sessions/{id}/complete and the OpenAI endpoint; and an answer that cannot be recorded at its end."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from conftest import cli_json, run_cli
+from servers.openai_server import Provider, serve_threaded
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
 
@@ -121,3 +122,31 @@ def test_a_404_that_is_no_word_about_a_model_names_the_url_not_another_model(ref
     with pytest.raises(ApiError) as e:
         d.client().complete(sid, "q")
     assert e.value.code == "model_not_found" and "has no model 'm'" in e.value.message, e.value.message
+
+
+@pytest.mark.parametrize("how", ["pause", "end"])
+def test_a_streamed_answer_that_cannot_be_recorded_ends_with_that_error_not_a_broken_connection(make_daemon, how):
+    # the session is paused (or ended) while the model answers: the answer has streamed to the app but
+    # cannot be stored; the app is told so, in the stream's own error event, and nothing half is stored
+    p, server = serve_threaded(Provider())
+    try:
+        d = make_daemon()
+        os.makedirs(d.home, mode=0o700)
+        with open(os.path.join(d.home, "config.toml"), "w") as f:
+            f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
+        d.start()
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        p.faults.delay = 0.05
+        stream = c.complete_stream(sid, " ".join(f"w{i}" for i in range(30)))
+        got = []
+        with pytest.raises(ApiError) as e:
+            for text in stream:
+                got.append(text)
+                if len(got) == 3:
+                    getattr(c, how)(sid)
+        assert e.value.status == 409 and "not recorded" in e.value.message, e.value.message
+        assert how + "ed" in e.value.message or "paused" in e.value.message, e.value.message
+        assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+    finally:
+        server.stop()
