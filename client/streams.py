@@ -61,8 +61,9 @@ def stream_event(event: str, data: Any, stream: StreamedAnswer | CompletionStrea
         details = dict(err.get("details") or {})
         if data.get("message") is not None:
             stream.message = details["message"] = data["message"]
+        status = err.get("status")
         raise ApiError(
-            502 if err.get("code") != "provider_timeout" else 504,
+            status if type(status) is int else 502 if err.get("code") != "provider_timeout" else 504,
             err.get("code", "provider_error"),
             err.get("message", "the model's answer failed"),
             details,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
 from .providers import Provider, ProviderError, delta_text, usage_of
 
@@ -92,7 +93,7 @@ class Streamed:
     the provider's error mid-answer, and whether the app went away."""
 
     stored: dict | None
-    error: ProviderError | None
+    error: SessiondError | None  # the provider's (ProviderError), or why the answer could not be recorded
     gone: bool
 
 
@@ -151,7 +152,12 @@ async def pass_on(
         raise
     finally:
         await chunks.aclose()
-    stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
+    try:
+        stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
+    except SessiondError as exc:  # paused, ended or deleted meanwhile: the app has the text, not a record of it
+        said = "the answer above was not recorded" if parts else "nothing of an answer was recorded"
+        exc.message = f"{said}: {exc.message}"
+        return Streamed(None, exc, gone)
     return Streamed(stored, error, gone)
 
 

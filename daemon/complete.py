@@ -215,6 +215,7 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
             "error": {
                 "code": error.code,
                 "message": error.message,
+                "status": error.status,  # what the route would have answered, had nothing been said yet
                 **({"details": error.details} if error.details else {}),
             }
         }

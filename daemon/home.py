@@ -304,7 +304,12 @@ def check_providers(path: str, value) -> dict:
             raise HomeError(f"{where}: top_k must be true (the provider accepts top_k) or false")
         out[name] = {
             "base_url": url.rstrip("/"),
-            "api_key_file": p.get("api_key_file"),
+            # a relative path is the home's (beside config.toml), not the daemon's working directory
+            "api_key_file": (
+                os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(p["api_key_file"]))
+                if "api_key_file" in p
+                else None
+            ),
             "api_key_env": p.get("api_key_env"),
             "timeout": float(p.get("timeout", 120)),
             "connect_timeout": float(p.get("connect_timeout", 10)),

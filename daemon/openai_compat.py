@@ -57,10 +57,15 @@ def oai_error(
 
 def _from(exc: SessiondError, sid: str | None) -> web.Response:
     headers = {}
-    after = exc.details.get("retry_after") if isinstance(exc.details, dict) else None
+    details = exc.details if isinstance(exc.details, dict) else {}
+    after = details.get("retry_after")
     if after is not None:
         headers["Retry-After"] = str(int(after + 0.999))
-    return oai_error(exc.status, exc.code, exc.message, sid, headers=headers)
+    status, code = exc.status, exc.code
+    if code == "provider_rejected" and 400 <= details.get("provider_status", 0) < 500:
+        # the app gets the provider's own refusal (a 400 is the SDK's BadRequestError), with its code
+        status, code = details["provider_status"], details.get("provider_code") or code
+    return oai_error(status, code, exc.message, sid, headers=headers)
 
 
 def _text(content) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import aiohttp
 
 from ..storage.errors import SessiondError
 from ..storage.redact import scrub_text, shown_url
+from ..stores.http import retry_after_seconds
 
 
 class NoProvider(SessiondError):
@@ -101,10 +103,15 @@ class Provider:
 
 
 def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    """A 429's Retry-After in seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3); None for
+    anything else (inf, nan, a word), as if the provider had not said."""
+    if value is None:
         return None
+    try:
+        after = float(value)
+    except ValueError:
+        return retry_after_seconds(value)
+    return max(0.0, after) if math.isfinite(after) else None
 
 
 def _provider_message(raw: bytes) -> str:
@@ -120,9 +127,35 @@ def _provider_message(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").strip()[:300]
 
 
-def classify(p: Provider, status: int, raw: bytes, headers, model: str | None) -> ProviderError:
+def _provider_code(raw: bytes) -> str | None:
+    """The provider's own error code, if its body (OpenAI's error shape) gives one."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    return code if isinstance(code, str) and 0 < len(code) <= 100 and code.isprintable() else None
+
+
+def classify(
+    p: Provider, status: int, raw: bytes, headers, model: str | None, path: str = "/chat/completions"
+) -> ProviderError:
     said = p.scrub(_provider_message(raw))
     tail = f": {said}" if said else ""
+    if status == 404 and "model" not in said.lower():
+        # not a word about a model: most likely a path the server does not have (a base_url without its
+        # /v1); the code stays the provider's 404, the words say where to look
+        return _error(
+            "model_not_found",
+            404,
+            f"provider {p.name!r} has nothing at {shown_url(p.base_url + path)} (HTTP 404{tail}); "
+            f"check base_url in [providers.{p.name}] of config.toml: the part before /chat/completions, "
+            f"often ending in /v1" + (f" (or the model {model!r} is not there)" if model else ""),
+            provider=p.name,
+            model=model,
+            provider_status=status,
+        )
     if status in (401, 403):
         return _error(
             "provider_unauthorized",
@@ -161,12 +194,14 @@ def classify(p: Provider, status: int, raw: bytes, headers, model: str | None) -
             provider=p.name,
             provider_status=status,
         )
+    code = _provider_code(raw)  # e.g. OpenAI's context_length_exceeded, which apps act on
     return _error(
         "provider_rejected",
         422,
         f"provider {p.name!r} refused the request (HTTP {status}{tail})",
         provider=p.name,
         provider_status=status,
+        **({"provider_code": code} if code else {}),
     )
 
 
@@ -266,7 +301,8 @@ class Providers:
                 raw = b""
             finally:
                 resp.release()
-            raise classify(p, resp.status, raw, resp.headers, body.get("model") if isinstance(body, dict) else None)
+            model = body.get("model") if isinstance(body, dict) else None
+            raise classify(p, resp.status, raw, resp.headers, model, path)
         return resp
 
     async def request_json(self, p: Provider, method: str, path: str, body: Any = None) -> dict:
@@ -300,7 +336,27 @@ class Providers:
 
     async def complete(self, p: Provider, body: dict) -> dict:
         body = {k: x for k, x in body.items() if k != "stream_options"}  # only for streams
-        return await self.request_json(p, "POST", "/chat/completions", {**body, "stream": False})
+        data = await self.request_json(p, "POST", "/chat/completions", {**body, "stream": False})
+        choices = data.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        if isinstance(first, dict) and isinstance(first.get("message"), dict):
+            return data
+        if "error" in data and not choices:  # a failure sent with status 200 (some proxies do)
+            said = p.scrub(_provider_message(json.dumps(data).encode()))
+            raise _error(
+                "provider_failed",
+                502,
+                f"provider {p.name!r} answered with an error instead of an answer (HTTP 200: {said}); retry later",
+                provider=p.name,
+                provider_status=200,
+            )
+        raise _error(
+            "provider_bad_answer",
+            502,
+            f"provider {p.name!r} answered with no message in it (an answer is "
+            f'{{"choices": [{{"message": {{...}}}}]}}): {p.scrub(repr(json.dumps(data)[:120]))}',
+            provider=p.name,
+        )
 
     async def models(self, p: Provider) -> dict:
         return await self.request_json(p, "GET", "/models")
@@ -315,7 +371,7 @@ class Providers:
         opts["include_usage"] = True
         body["stream_options"] = opts
         resp = await self._open(p, "POST", "/chat/completions", body, True)
-        done = False
+        done = began = False
         try:
             data: list[bytes] = []
             while True:
@@ -347,8 +403,25 @@ class Providers:
                         f"provider {p.name!r} sent a stream event that is not JSON: {p.scrub(repr(payload[:120]))}",
                         provider=p.name,
                     ) from None
-                if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
+                if not isinstance(chunk, dict):  # a chunk is an object: anything else is no part of an answer
+                    raise _error(
+                        "provider_bad_answer",
+                        502,
+                        f"provider {p.name!r} sent a stream event that is not a JSON object: "
+                        f"{p.scrub(repr(payload[:120]))}",
+                        provider=p.name,
+                    )
+                if "error" in chunk and not chunk.get("choices"):
+                    if not began:  # no answer yet: the provider failed, as with a 5xx, it cut nothing
+                        raise _error(
+                            "provider_failed",
+                            502,
+                            f"provider {p.name!r} answered with an error instead of an answer "
+                            f"({p.scrub(_provider_message(payload))}); retry later",
+                            provider=p.name,
+                        )
                     raise stream_cut(p, _provider_message(payload))
+                began = True
                 yield payload, chunk
         finally:
             if done:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from conftest import run_cli
+from servers.openai_server import Provider, serve_threaded
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
 
@@ -31,7 +32,7 @@ def echoing_provider(mode: dict) -> web.Application:
             return web.json_response({"error": {"message": message}}, status=401)
         if how == "bearer":  # a proxy quoting the request's header in its 5xx page
             return web.Response(status=502, text=f"upstream refused the request (Authorization: Bearer {got})")
-        # a stream whose one event is an error naming the key
+        # a stream whose one event (before any of the answer) is an error naming the key
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await resp.write(f"data: {json.dumps({'error': {'message': f'key {got} revoked'}})}\n\n".encode())
@@ -78,7 +79,7 @@ def test_a_refused_key_echoed_by_the_provider_is_never_shown_or_logged(make_daem
     mode["how"] = "stream"
     with pytest.raises(ApiError) as e:
         "".join(c.complete_stream(sid, "hi"))
-    assert e.value.code == "provider_stream_cut" and "revoked" in e.value.message, e.value.message
+    assert e.value.code == "provider_failed" and "revoked" in e.value.message, e.value.message
     seen.append(e.value.message)
     assert "Incorrect API key provided" in seen[0]  # the provider's words stay: only the key goes
     d.stop()
@@ -86,3 +87,30 @@ def test_a_refused_key_echoed_by_the_provider_is_never_shown_or_logged(make_daem
         seen.append(open(os.path.join(d.home, "logs", name), encoding="utf-8", errors="replace").read())
     for text in seen:
         assert KEY not in text and KEY[:12] not in text and KEY[-10:] not in text, text
+
+
+def test_a_relative_api_key_file_is_read_from_the_home_wherever_the_daemon_was_started(make_daemon, tmp_path):
+    # `api_key_file = "provider-key"` beside config.toml: the daemon's working directory is wherever
+    # `sessiond start` ran (or / under a service manager); the key must not depend on it
+    p, server = serve_threaded(Provider(key=KEY))
+    try:
+        d = make_daemon()
+        os.makedirs(d.home, mode=0o700)
+        with open(os.path.join(d.home, "provider-key"), "w") as f:
+            f.write(KEY + "\n")
+        with open(os.path.join(d.home, "config.toml"), "w") as f:
+            f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
+            f.write('api_key_file = "provider-key"\n')
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        cwd = os.getcwd()
+        os.chdir(elsewhere)  # the daemon inherits it
+        try:
+            d.start()
+        finally:
+            os.chdir(cwd)
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        assert c.complete(sid, "hi")["content"] == "echo: hi"
+    finally:
+        server.stop()

@@ -1,0 +1,152 @@
+"""A turn that fails as the app sees it: a provider's refusals (a 429's Retry-After in each form RFC 9110
+allows, or a broken one; another 4xx; a 404 that is no word about a model) through POST
+/v1/sessions/{id}/complete and the OpenAI endpoint; and an answer that cannot be recorded at its end."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+
+import openai
+import pytest
+from aiohttp import web
+
+from conftest import cli_json, run_cli
+from servers.openai_server import Provider, serve_threaded
+from servers.s5portal import Threaded
+from sessiond.client import ApiError
+
+
+def refusing_provider(said: dict) -> web.Application:
+    """An OpenAI-shaped provider that answers every completion with said["status"], said["headers"]."""
+
+    async def completions(request: web.Request) -> web.Response:
+        await request.read()
+        if "text" in said:  # a server that has no such path: its own plain 404 page
+            return web.Response(status=said["status"], text=said["text"])
+        err = {"message": said.get("message", "slow down"), "type": said.get("type"), "code": said.get("code")}
+        return web.json_response({"error": err}, status=said["status"], headers=said.get("headers"))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+@pytest.fixture
+def refusing(make_daemon):
+    said: dict = {"status": 429}
+    server = Threaded(refusing_provider(said)).start()
+    d = make_daemon()
+    os.makedirs(d.home, mode=0o700)
+    with open(os.path.join(d.home, "config.toml"), "w") as f:
+        f.write(f'openai_listen = "127.0.0.1:0"\n[providers.p]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
+    d.start()
+    info = cli_json(d.home, "status")["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    sid = d.client().create_session(model="m")["id"]
+    app = openai.OpenAI(
+        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
+    )
+    yield d, said, sid, app
+    server.stop()
+
+
+def test_a_retry_after_as_an_http_date_is_honoured_and_a_broken_one_is_no_error(refusing):
+    d, said, sid, app = refusing
+    c = d.client()
+    msgs = [{"role": "user", "content": "q"}]
+    # an HTTP date, 120 s from now: the seconds until then
+    said["headers"] = {"Retry-After": email.utils.formatdate(time.time() + 120, usegmt=True)}
+    with pytest.raises(ApiError) as e:
+        c.complete(sid, "q")
+    assert e.value.code == "provider_rate_limited" and e.value.status == 429
+    assert 100 <= e.value.details["retry_after"] <= 121, e.value.details
+    assert "retry after 1" in e.value.message, e.value.message
+    with pytest.raises(openai.RateLimitError) as oe:
+        app.chat.completions.create(model="m", messages=msgs)
+    assert 100 <= int(oe.value.response.headers["Retry-After"]) <= 121
+    # a value that is no number of seconds or date (inf, nan, a word): as if none was given, never a 500
+    for value in ("inf", "nan", "1e999", "soon"):
+        said["headers"] = {"Retry-After": value}
+        with pytest.raises(ApiError) as e:
+            c.complete(sid, "q")
+        assert (e.value.code, e.value.details.get("retry_after")) == ("provider_rate_limited", None), value
+        assert "retry later" in e.value.message
+        with pytest.raises(openai.RateLimitError) as oe:
+            app.chat.completions.create(model="m", messages=msgs)
+        assert "Retry-After" not in oe.value.response.headers, value
+
+
+def test_a_request_the_provider_refuses_reaches_an_openai_app_with_the_providers_status_and_code(refusing):
+    # an app asks too much of the context: OpenAI's 400 context_length_exceeded, which apps catch to trim
+    # their history; through sessiond it is still the SDK's BadRequestError with that code
+    d, said, sid, app = refusing
+    said.update(
+        status=400,
+        message="This model's maximum context length is 8192 tokens.",
+        type="invalid_request_error",
+        code="context_length_exceeded",
+    )
+    with pytest.raises(openai.BadRequestError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.status_code == 400 and oe.value.code == "context_length_exceeded", oe.value
+    assert "maximum context length" in oe.value.message and "provider 'p'" in oe.value.message
+    # the socket API keeps its own code, the provider's status and code in the details
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert (e.value.status, e.value.code) == (422, "provider_rejected")
+    assert e.value.details["provider_status"] == 400 and e.value.details["provider_code"] == "context_length_exceeded"
+    # a 4xx with no code of its own: its status, sessiond's code
+    said.update(status=413, message="request too large", code=None)
+    with pytest.raises(openai.APIStatusError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.status_code == 413 and oe.value.code == "provider_rejected", oe.value
+
+
+def test_a_404_that_is_no_word_about_a_model_names_the_url_not_another_model(refusing):
+    # base_url without its /v1 (Ollama's "http://127.0.0.1:11434"): the server's own 404 for a path it
+    # does not have; telling the user to choose another model sends them the wrong way
+    d, said, sid, app = refusing
+    said.update(status=404, text="404 page not found")
+    res = run_cli(d.home, "ask", sid, "hi")
+    assert res.returncode == 1 and "404 page not found" in res.stderr, res.stderr
+    assert "/v1/chat/completions" in res.stderr and "base_url" in res.stderr, res.stderr
+    assert "choose another with --model" not in res.stderr, res.stderr
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert (e.value.code, e.value.status) == ("model_not_found", 404)  # the code stays: a 404 of the provider
+    # a 404 that speaks of the model is still that model's absence
+    del said["text"]
+    said.update(message="The model `m` does not exist or you do not have access to it.", code="model_not_found")
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert e.value.code == "model_not_found" and "has no model 'm'" in e.value.message, e.value.message
+
+
+@pytest.mark.parametrize("how", ["pause", "end"])
+def test_a_streamed_answer_that_cannot_be_recorded_ends_with_that_error_not_a_broken_connection(make_daemon, how):
+    # the session is paused (or ended) while the model answers: the answer has streamed to the app but
+    # cannot be stored; the app is told so, in the stream's own error event, and nothing half is stored
+    p, server = serve_threaded(Provider())
+    try:
+        d = make_daemon()
+        os.makedirs(d.home, mode=0o700)
+        with open(os.path.join(d.home, "config.toml"), "w") as f:
+            f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
+        d.start()
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        p.faults.delay = 0.05
+        stream = c.complete_stream(sid, " ".join(f"w{i}" for i in range(30)))
+        got = []
+        with pytest.raises(ApiError) as e:
+            for text in stream:
+                got.append(text)
+                if len(got) == 3:
+                    getattr(c, how)(sid)
+        assert e.value.status == 409 and "not recorded" in e.value.message, e.value.message
+        assert how + "ed" in e.value.message or "paused" in e.value.message, e.value.message
+        assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+    finally:
+        server.stop()
