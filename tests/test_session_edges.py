@@ -355,3 +355,33 @@ def test_switching_to_the_current_chat_changes_nothing(daemon):
     finally:
         db.close()
     assert again == first and again["current_chat"] == "c2"
+
+
+def test_a_session_made_with_its_chats_must_fit_max_chats_per_session(tmp_path):
+    # `chat new` keeps max_chats_per_session; a session file (import-file) or a clone made with more chats
+    # than that must be refused too (limit_reached, nothing of it kept), or the limit is a formality
+    big = DaemonProc(str(tmp_path / "big")).start()
+    try:
+        cb = big.client()
+        sid = cb.create_session(id="three-chats", name="three chats")["id"]
+        cb.create_chat(sid, id="c2")
+        cb.create_chat(sid, id="c3")
+        cb.append(sid, "user", "hello")
+        exported = cb.export(sid)
+    finally:
+        big.stop()
+    small = _limited(str(tmp_path / "small"), "max_chats_per_session = 2\n")
+    try:
+        c = small.client()
+        with pytest.raises(ApiError) as e:
+            c.import_file(exported, "json")
+        assert e.value.status == 429 and e.value.code == "limit_reached", e.value
+        assert "max_chats_per_session" in e.value.message and "3 chats" in e.value.message, e.value.message
+        assert c.list_sessions()["sessions"] == []  # nothing of it stayed
+        assert c.stats()["sessions"] == 0
+        del exported["chats"][2]  # two chats fit
+        exported["messages"] = [m for m in exported["messages"] if m["chat"] != "c3"]
+        assert [s["id"] for s in c.import_file(exported, "json")["sessions"]] == ["three-chats"]
+        assert [ch["id"] for ch in c.list_chats("three-chats")["chats"]] == ["main", "c2"]
+    finally:
+        small.stop()
