@@ -293,12 +293,21 @@ class Messages:
                         await tx.execute(
                             "DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0])
                         )
-            ev = {"type": "messages.appended", "session": sid, "chat": chat_id, "ids": [m["id"] for m in out]}
+            # an event names the chat of its ids: a batch whose messages name their own chats is one event per
+            # chat, in the batch's order
+            if len(chats) == 1:
+                evs = [{"type": "messages.appended", "session": sid, "chat": rows[0][1], "ids": [m["id"] for m in out]}]
+            else:
+                by_chat: dict[str, builtins.list[str]] = {}
+                for m in out:
+                    by_chat.setdefault(m["chat"], []).append(m["id"])
+                evs = [{"type": "messages.appended", "session": sid, "chat": c, "ids": i} for c, i in by_chat.items()]
             interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
             if (used // interval) != ((used + new_tokens) // interval):
-                ev["checkpoint_due"] = True  # the session's tokens passed a multiple of its checkpoint interval
+                evs[-1]["checkpoint_due"] = True  # the session's tokens passed a multiple of its checkpoint interval
             if not importing:
-                tx.emit(ev)
+                for ev in evs:
+                    tx.emit(ev)
         return out
 
     async def history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:

@@ -268,7 +268,10 @@ class Sessions:
             ):
                 raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
             await local_op(tx, self.c.device_id, sid, row["lamport"], "session.update", fields, now())
-            tx.emit({"type": event, "session": sid, "fields": sorted(fields)})
+            ev = {"type": event, "session": sid, "fields": sorted(fields)}
+            if "current_chat" in fields:  # (a switch: which chat is current now)
+                ev["chat"] = fields["current_chat"]
+            tx.emit(ev)
         return await self.get(sid)
 
     async def set_status(self, sid: str, status: str) -> dict:
