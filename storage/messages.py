@@ -94,6 +94,21 @@ async def _stored_result(
     ]
 
 
+async def _count(q, sid: str, chat: str) -> int:
+    """The messages of a chat, read through `q` (the committed state, or the transaction held)."""
+    return (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0][0]
+
+
+def _check_room(sid: str, chat: str, have: int, adding: int, cap: int, what: str = "") -> None:
+    if have + adding > cap:
+        raise LimitReached(
+            f"chat {chat!r} of session {sid!r} holds {have} messages; {adding} more{what} would pass "
+            f"max_messages_per_chat ({cap}). Start another chat or clone the session",
+            limit="max_messages_per_chat",
+            value=cap,
+        )
+
+
 class Messages:
     def __init__(self, c: Connections):
         self.c = c
@@ -117,7 +132,8 @@ class Messages:
         first one's result and changes nothing; the same key with other messages is refused.
 
         `answer`: a model's answer that the provider already gave (and counted): it is recorded even
-        past the token quota or a context budget that cannot compact (the checks ran before asking).
+        past the token quota, max_messages_per_chat or a context budget that cannot compact (the checks ran
+        before asking; check_room for the answer's room).
 
         `times`: each message's own time (a fork's copies keep their original ones); otherwise now.
 
@@ -175,20 +191,10 @@ class Messages:
                 ):
                     raise NotFound(f"session {sid!r} has no chat {c!r} (see `sessiond chat ls {sid}`)")
             cap = self.c.limits.get("max_messages_per_chat")
-            if cap:
+            if cap and not answer:  # (an answer's room was checked before the model was asked: check_room)
                 for c in chats:
-                    have = (
-                        await tx.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, c))
-                    )[0][0]
                     adding = sum(1 for m in messages if (m.get("chat") or chat_id) == c)
-                    if have + adding > cap:
-                        raise LimitReached(
-                            f"chat {c!r} of session {sid!r} holds {have} messages; {adding} more "
-                            f"would pass max_messages_per_chat ({cap}). Start another chat or "
-                            f"clone the session",
-                            limit="max_messages_per_chat",
-                            value=cap,
-                        )
+                    _check_room(sid, c, await _count(tx, sid, c), adding, cap)
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
             if quota and used + new_tokens > quota and not answer:
@@ -309,6 +315,13 @@ class Messages:
                 for ev in evs:
                     tx.emit(ev)
         return out
+
+    async def check_room(self, sid: str, chat: str, adding: int, what: str = "") -> None:
+        """Refuse (limit_reached) what would add `adding` messages to a chat past max_messages_per_chat,
+        before it is done: a question to a model needs room for its answer too. `what`: those messages."""
+        cap = self.c.limits.get("max_messages_per_chat")
+        if cap:
+            _check_room(sid, chat, await _count(self.c.committed, sid, chat), adding, cap, what)
 
     async def history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
         """The first `limit` (all: -1) messages of a chat as (role, content), oldest first (compacted
