@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
 from .providers import Provider, ProviderError, delta_text, usage_of
 
@@ -88,11 +89,12 @@ async def record_streamed(
 
 @dataclass
 class Streamed:
-    """How a streamed answer ended: the answer as recorded (None: nothing arrived before it stopped),
-    the provider's error mid-answer, and whether the app went away."""
+    """How a streamed answer ended: the answer as recorded (None: nothing arrived before it stopped, or it
+    could not be recorded), the provider's error mid-answer or the record's refusal, and whether the app
+    went away."""
 
     stored: dict | None
-    error: ProviderError | None
+    error: SessiondError | None  # the provider's (a ProviderError), or the answer's record refused
     gone: bool
 
 
@@ -151,7 +153,12 @@ async def pass_on(
         raise
     finally:
         await chunks.aclose()
-    stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
+    try:
+        stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
+    except SessiondError as exc:  # (the session ended or went away meanwhile): the stream's last event says so
+        lost = SessiondError(f"the model's answer was not recorded: {exc.message}", **exc.details)
+        lost.code, lost.status = exc.code, exc.status
+        return Streamed(None, lost, gone)
     return Streamed(stored, error, gone)
 
 

@@ -133,7 +133,7 @@ class Messages:
 
         `answer`: a model's answer that the provider already gave (and counted): it is recorded even
         past the token quota, max_messages_per_chat or a context budget that cannot compact (the checks ran
-        before asking; check_room for the answer's room).
+        before asking; check_room for the answer's room), and in a session paused while it was asked.
 
         `times`: each message's own time (a fork's copies keep their original ones); otherwise now.
 
@@ -179,7 +179,9 @@ class Messages:
                 s = {"status": status, "expires_at": exp, "policy": policy, "last_activity": act}
                 if past_expiry(s, t):
                     refuse_expired(self.c, sid, s)
-            if status != "active":
+            # a model's answer to a question the session took is recorded though it was paused meanwhile (a
+            # pause stops new questions, not an answer already paid for); an ended session's proofs are final
+            if status != "active" and not (answer and status == "paused"):
                 raise Conflict(not_active(sid, status))
             chat_id = chat or current
             chats = {m.get("chat") or chat_id for m in messages}
