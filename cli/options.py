@@ -183,6 +183,13 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     for name, (dest, path) in SESSION_UNSET.items():
         if ".".join(path) == field and getattr(args, dest, None) is not None and rest:
             return CliError(f"--{name} {rest}", EXIT_USAGE)
+    # the options no `set` has: a new session's or chat's own id ("session id must be ..."; a session named
+    # by its positional ID is a 404, never this), and `new --initial` ("initial_messages[0].role ...")
+    id_dest = {"new": "id", "clone": "new_id", "fork": "new_id", "chat": "chat_id"}.get(getattr(args, "command", ""))
+    if field in ("session", "chat") and rest.startswith("id ") and id_dest and getattr(args, id_dest, None):
+        return CliError(f"--id {rest[3:]}", EXIT_USAGE)
+    if field.startswith("initial_messages") and getattr(args, "initial", None) is not None and rest:
+        return CliError(f"--initial{field[len('initial_messages') :]} {rest}", EXIT_USAGE)
     return None
 
 

@@ -89,8 +89,9 @@ async def record_streamed(
 
 @dataclass
 class Streamed:
-    """How a streamed answer ended: the answer as recorded (None: nothing arrived before it stopped),
-    the provider's error mid-answer, and whether the app went away."""
+    """How a streamed answer ended: the answer as recorded (None: nothing arrived before it stopped, or it
+    could not be recorded), the provider's error mid-answer or the record's refusal, and whether the app
+    went away."""
 
     stored: dict | None
     error: SessiondError | None  # the provider's (ProviderError), or why the answer could not be recorded

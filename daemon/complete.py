@@ -28,6 +28,11 @@ from .providers import Provider, usage_of
 log = logging.getLogger("sessiond.complete")
 
 
+# what check_room names, when asking a model would pass max_messages_per_chat
+WITH_ANSWER = " (the question and the model's answer, so nothing is sent to the model)"
+ANSWER_ONLY = " (the model's answer, so nothing is sent to the model)"
+
+
 class Ahead:
     """A provider request sent before the question is recorded (the OpenAI endpoint): the provider thinks
     while the question's transaction commits. The stream's first chunk (or the whole JSON answer) is
@@ -131,6 +136,10 @@ async def prepare(
             return Plan(sid, chat_id, p, model, {}, answer_key, done=await db.get_message(sid, seen[0]["id"]))
     check_writable(db, session)
     check_quota(session)
+    # room for the answer too: one that could not be recorded would be lost, its tokens spent
+    await db.check_room(
+        sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
+    )
     if content is not None:  # the question is recorded first: it stays, whatever the model does
         await db.append_messages(
             sid,

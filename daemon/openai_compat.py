@@ -26,7 +26,7 @@ from ..storage.errors import Invalid, SessiondError
 from . import validate as v
 from .answers import Plan, end, pass_on, record
 from .appkeys import DAEMON_KEY
-from .complete import Ahead, check_quota, check_writable, provider_for, request_settings
+from .complete import ANSWER_ONLY, Ahead, check_quota, check_writable, provider_for, request_settings
 from .providers import ProviderError, usage_of
 
 log = logging.getLogger("sessiond.openai")
@@ -224,6 +224,9 @@ async def models(request: web.Request) -> web.Response:
         return _from(exc, sid)
 
 
+NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothing is sent to the model)"
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     d = request.app[DAEMON_KEY]
     sid = request.headers.get(SESSION_HEADER) or None
@@ -269,6 +272,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             # O(chat), in front of the first token
             history = await d.db.chat_history(sid, chat_id, limit=len(msgs))
             new = new_part(session, chat, history, msgs)
+            await d.db.check_room(sid, chat_id, len(new) + 1, NEW_AND_ANSWER if new else ANSWER_ONLY)
             # Everything that could refuse the request has run: the provider is asked now, and the question
             # is recorded while it thinks. Nothing reaches the app before the question is committed; if
             # recording it fails, the provider's request is dropped and the app gets that error instead.

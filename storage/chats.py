@@ -75,6 +75,8 @@ class Chats:
             if spec.get("switch"):
                 await local_op(tx, self.c.device_id, sid, op.lamport, "session.update", {"current_chat": cid}, t)
             tx.emit({"type": "chat.created", "session": sid, "chat": cid})
+            if spec.get("switch"):  # announced as `chat switch` announces it
+                tx.emit({"type": "chat.switched", "session": sid, "fields": ["current_chat"], "chat": cid})
         return await self.get(sid, cid)
 
     async def update(self, sid: str, cid: str, change: Callable[[dict], dict]) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 from .apply import local_op
 from .connections import Connections
 from .model import now
-from .sessions import session_row
+from .sessions import session_row, writable_row
 
 
 def read_chain(
@@ -62,7 +62,9 @@ class Checkpoints:
 
     async def add(self, sid: str, body: dict) -> dict:
         async with self.c.transaction() as tx:
-            row = await session_row(tx, sid)
+            # a write like any other: refused past the session's expiry or idle timeout (it would reset the
+            # idle clock and revive a session that has expired); its end's final checkpoint follows the end
+            row = await writable_row(tx, sid, self.c)
             await local_op(tx, self.c.device_id, sid, row["lamport"], "checkpoint.add", body, now())
             tx.emit({"type": "checkpoint.created", "session": sid, "number": body["number"]})
         return body

@@ -324,6 +324,10 @@ class Database:
     ) -> list[dict]:
         return await self.messages.append(sid, messages, chat, key=key, answer=answer, times=times, importing=importing)
 
+    async def check_room(self, sid: str, chat: str, adding: int, what: str = "") -> None:
+        """Refuse, before it is done, what would add `adding` messages to the chat past max_messages_per_chat."""
+        await self.messages.check_room(sid, chat, adding, what)
+
     async def chat_history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
         return await self.messages.history(sid, chat, limit)
 

@@ -94,6 +94,21 @@ async def _stored_result(
     ]
 
 
+async def _count(q, sid: str, chat: str) -> int:
+    """The messages of a chat, read through `q` (the committed state, or the transaction held)."""
+    return (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0][0]
+
+
+def _check_room(sid: str, chat: str, have: int, adding: int, cap: int, what: str = "") -> None:
+    if have + adding > cap:
+        raise LimitReached(
+            f"chat {chat!r} of session {sid!r} holds {have} messages; {adding} more{what} would pass "
+            f"max_messages_per_chat ({cap}). Start another chat or clone the session",
+            limit="max_messages_per_chat",
+            value=cap,
+        )
+
+
 class Messages:
     def __init__(self, c: Connections):
         self.c = c
@@ -117,7 +132,8 @@ class Messages:
         first one's result and changes nothing; the same key with other messages is refused.
 
         `answer`: a model's answer that the provider already gave (and counted): it is recorded even
-        past the token quota or a context budget that cannot compact (the checks ran before asking).
+        past the token quota, max_messages_per_chat or a context budget that cannot compact (the checks ran
+        before asking; check_room for the answer's room), and in a session paused while it was asked.
 
         `times`: each message's own time (a fork's copies keep their original ones); otherwise now.
 
@@ -166,7 +182,9 @@ class Messages:
                 s = {"status": status, "expires_at": exp, "policy": policy, "last_activity": act}
                 if past_expiry(s, t):
                     refuse_expired(self.c, sid, s)
-            if status != "active":
+            # a model's answer to a question the session took is recorded though it was paused meanwhile (a
+            # pause stops new questions, not an answer already paid for); an ended session's proofs are final
+            if status != "active" and not (answer and status == "paused"):
                 raise Conflict(not_active(sid, status))
             chat_id = chat or current
             chats = {m.get("chat") or chat_id for m in messages}
@@ -178,20 +196,10 @@ class Messages:
                 ):
                     raise NotFound(f"session {sid!r} has no chat {c!r} (see `sessiond chat ls {sid}`)")
             cap = self.c.limits.get("max_messages_per_chat")
-            if cap:
+            if cap and not answer:  # (an answer's room was checked before the model was asked: check_room)
                 for c in chats:
-                    have = (
-                        await tx.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, c))
-                    )[0][0]
                     adding = sum(1 for m in messages if (m.get("chat") or chat_id) == c)
-                    if have + adding > cap:
-                        raise LimitReached(
-                            f"chat {c!r} of session {sid!r} holds {have} messages; {adding} more "
-                            f"would pass max_messages_per_chat ({cap}). Start another chat or "
-                            f"clone the session",
-                            limit="max_messages_per_chat",
-                            value=cap,
-                        )
+                    _check_room(sid, c, await _count(tx, sid, c), adding, cap)
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
             if quota and used + new_tokens > quota and not (answer or importing):
@@ -296,13 +304,29 @@ class Messages:
                         await tx.execute(
                             "DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0])
                         )
-            ev = {"type": "messages.appended", "session": sid, "chat": chat_id, "ids": [m["id"] for m in out]}
+            # an event names the chat of its ids: a batch whose messages name their own chats is one event per
+            # chat, in the batch's order
+            if len(chats) == 1:
+                evs = [{"type": "messages.appended", "session": sid, "chat": rows[0][1], "ids": [m["id"] for m in out]}]
+            else:
+                by_chat: dict[str, builtins.list[str]] = {}
+                for m in out:
+                    by_chat.setdefault(m["chat"], []).append(m["id"])
+                evs = [{"type": "messages.appended", "session": sid, "chat": c, "ids": i} for c, i in by_chat.items()]
             interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
             if (used // interval) != ((used + new_tokens) // interval):
-                ev["checkpoint_due"] = True  # the session's tokens passed a multiple of its checkpoint interval
+                evs[-1]["checkpoint_due"] = True  # the session's tokens passed a multiple of its checkpoint interval
             if not importing:
-                tx.emit(ev)
+                for ev in evs:
+                    tx.emit(ev)
         return out
+
+    async def check_room(self, sid: str, chat: str, adding: int, what: str = "") -> None:
+        """Refuse (limit_reached) what would add `adding` messages to a chat past max_messages_per_chat,
+        before it is done: a question to a model needs room for its answer too. `what`: those messages."""
+        cap = self.c.limits.get("max_messages_per_chat")
+        if cap:
+            _check_room(sid, chat, await _count(self.c.committed, sid, chat), adding, cap, what)
 
     async def history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
         """The first `limit` (all: -1) messages of a chat as (role, content), oldest first (compacted

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, Expired, NotFound
+from .errors import Conflict, Expired, LimitReached, NotFound
 from .ids import check_id, new_id
 from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, now
@@ -169,6 +169,13 @@ class Sessions:
             if twin is not None:
                 raise Conflict(case_twin_message(sid, twin) + "; choose another id or omit it")
             await self._check_limits(tx, spec.get("user"))
+            cap = self.c.limits.get("max_chats_per_session")
+            if cap and len(chats) > cap:  # made with its chats (a clone, a fork, a session file): as `chat new`
+                raise LimitReached(
+                    f"session {sid!r} would have {len(chats)} chats, more than max_chats_per_session ({cap})",
+                    limit="max_chats_per_session",
+                    value=cap,
+                )
             await local_op(tx, self.c.device_id, sid, 0, "session.create", body, t)
             await tx.execute("INSERT INTO sync_state(session_id) VALUES (?)", (sid,))
             if file_import:
@@ -268,7 +275,10 @@ class Sessions:
             ):
                 raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
             await local_op(tx, self.c.device_id, sid, row["lamport"], "session.update", fields, now())
-            tx.emit({"type": event, "session": sid, "fields": sorted(fields)})
+            ev = {"type": event, "session": sid, "fields": sorted(fields)}
+            if "current_chat" in fields:  # (a switch: which chat is current now)
+                ev["chat"] = fields["current_chat"]
+            tx.emit(ev)
         return await self.get(sid)
 
     async def set_status(self, sid: str, status: str) -> dict:

@@ -23,7 +23,8 @@ class Stats:
         if sid is not None:
             s = await self.sessions.get(sid, counts=True)
             if user is not None and s["user"] != user:  # both filters hold, as in a search
-                raise NotFound(f"session {sid!r} is not one of user {user!r}'s (it is {s['user']!r}'s)")
+                whose = "it has no user" if s["user"] is None else f"it is {s['user']!r}'s"
+                raise NotFound(f"session {sid!r} is not one of user {user!r}'s ({whose})")
             chats = []
             for c in await self.chats.list(sid):
                 rows = await q.fetchall(

@@ -102,8 +102,8 @@ def test_errors_from_the_daemon_exit_nonzero_with_json(daemon):
     res = run_cli(daemon.home, "show", "missing", "--json")
     assert res.returncode == 1
     assert json.loads(res.stdout)["error"]["code"] == "not_found"
-    res = run_cli(daemon.home, "new", "--id", "bad id!")
-    assert res.returncode == 1 and "session id" in res.stderr
+    res = run_cli(daemon.home, "new", "--id", "bad id!")  # an option's value the daemon refuses: a usage error
+    assert res.returncode == 2 and "--id must be" in res.stderr
     res = run_cli(daemon.home, "new", "--metadata", "{oops")
     assert res.returncode == 2 and "--metadata is not valid JSON" in res.stderr
     res = run_cli(daemon.home, "add", "x", "--role", "user", "-", input=b"\xff\xfe")

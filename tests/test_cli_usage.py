@@ -103,3 +103,28 @@ def test_a_value_the_daemon_refuses_is_named_by_the_option_that_gave_it(daemon):
         assert "policy." not in message and "settings." not in message, message
     assert cli_json(daemon.home, "show", sid) == before
     assert len(cli_json(daemon.home, "ls")["sessions"]) == count
+
+
+def test_a_new_id_or_initial_messages_the_daemon_refuses_are_named_by_their_option(daemon):
+    """`--id` (of `new`, `clone`, `fork` and `chat new`) and `new --initial` are options too: a value the
+    daemon refuses is a usage error naming the option, not "session id ..." or "initial_messages[0].role
+    ..." with exit 1. Nothing is created."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    mid = cli_json(daemon.home, "add", sid, "--role", "user", "hello")["id"]
+    count = len(cli_json(daemon.home, "ls")["sessions"])
+    for option, argv in (
+        ("--id must be", ["new", "--id", "bad id!"]),
+        ("--id must be", ["clone", sid, "--id", "bad id!"]),
+        ("--id must be", ["fork", sid, "--at", mid, "--id", "bad id!"]),
+        ("--id must be", ["chat", "new", sid, "--id", "bad chat!"]),
+        ("--initial must be a list", ["new", "--initial", "{}"]),
+        ("--initial[0].role must be one of", ["new", "--initial", '[{"role": "x", "content": "y"}]']),
+        ("--initial[0].role is required", ["new", "--initial", '[{"content": "y"}]']),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(option), (argv, message)
+    assert len(cli_json(daemon.home, "ls")["sessions"]) == count
+    assert [c["id"] for c in cli_json(daemon.home, "chat", "ls", sid)["chats"]] == ["main"]
+    # a positional session id is not the option: an unknown one is the daemon's error (exit 1)
+    res = run_cli(daemon.home, "clone", "no-such", "--id", "fine")
+    assert res.returncode == 1 and "no session 'no-such'" in res.stderr, res.stderr

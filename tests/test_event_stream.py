@@ -58,3 +58,43 @@ async def test_a_stream_the_daemon_ends_ends_its_iteration(tmp_path):
             events.close()  # what the daemon does to a subscriber that fell behind
             seen = await asyncio.wait_for(reader, 10)
             assert [ev["session"] for ev in seen] == ["s1"]
+
+
+def test_a_client_sees_which_chat_each_change_touched(daemon):
+    """messages.appended names the chat of its ids (a batch's messages may each name their own chat: one
+    event per chat, in the batch's order), and a chat made current by `chat new --switch` is announced as
+    a switch is (chat.switched), so that a client following the stream knows the current chat."""
+    from conftest import wait_for
+
+    c = Client(daemon.home)
+    stream = c.event_stream()
+    seen: list[dict] = []
+
+    def read() -> None:
+        for ev in stream:
+            if not ev["type"].startswith("sync."):
+                seen.append(ev)
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        sid = c.create_session(name="events")["id"]
+        c.create_chat(sid, id="c2")
+        c.create_chat(sid, id="c3", switch=True)
+        assert c.get_session(sid)["current_chat"] == "c3"
+        both = c.append_many(sid, [{"role": "user", "content": "a", "chat": "c2"}, {"role": "user", "content": "b"}])
+        only = c.append_many(sid, [{"role": "user", "content": "c", "chat": "main"}])
+        wait_for(lambda: any(ev.get("ids") == only["ids"] for ev in seen), timeout=10, what="the last change's event")
+    finally:
+        stream.close()
+        t.join(timeout=10)
+    got = [(ev["type"], ev.get("chat"), ev.get("ids")) for ev in seen if ev.get("session") == sid]
+    assert got == [
+        ("session.created", None, None),
+        ("chat.created", "c2", None),
+        ("chat.created", "c3", None),
+        ("chat.switched", "c3", None),
+        ("messages.appended", "c2", both["ids"][:1]),
+        ("messages.appended", "c3", both["ids"][1:]),
+        ("messages.appended", "main", only["ids"]),
+    ], got

@@ -142,3 +142,22 @@ def test_writes_within_the_idle_timeout_keep_the_session_going(make_daemon):
     assert time.time() > first["created_at"] + 3  # past the timeout, counted from the first
     assert c.get_session(sid)["status"] == "active"
     assert [m["content"] for m in c.messages(sid)["messages"]] == ["0", "1", "2", "3"]
+
+
+def test_a_checkpoint_past_the_idle_timeout_is_refused_and_does_not_revive_it(make_daemon):
+    # a checkpoint is written into the session's log like any change: taken past the idle timeout it reset
+    # the idle clock, and the expired session went on taking messages as if it had never idled
+    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
+    c = d.client()
+    sid = c.create_session(name="idle", idle_timeout=1)["id"]
+    c.append(sid, "user", "hello")
+    last = c.get_session(sid)["last_activity"]
+    wait_for(lambda: time.time() > last + 1.1, timeout=10, what="the idle timeout")
+    _refused(lambda: c.checkpoint(sid), sid)
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="the idle session ended")
+    with pytest.raises(ClientError):
+        c.append(sid, "user", "revived?")
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["hello"]
+    # its end made the final checkpoint, and a checkpoint of the ended session is that one
+    (final,) = c.checkpoints(sid)["checkpoints"]
+    assert c.checkpoint(sid)["number"] == final["number"]

@@ -208,6 +208,9 @@ def test_statistics(daemon):
     assert all_["sessions"] == 2 and {u["user"] for u in all_["users"]} == {"ann", "bob"}
     res = run_cli(daemon.home, "stats", s1, "--user", "bob")  # it answered for s1, --user ignored
     assert res.returncode == 2 and "not both" in res.stderr
+    with pytest.raises(ApiError) as e:  # both filters, on a session of no user: said so, not "None's"
+        c.stats(c.create_session()["id"], user="ann")
+    assert e.value.status == 404 and "has no user" in e.value.message and "None" not in e.value.message
 
 
 CHATGPT = [

@@ -355,3 +355,87 @@ def test_switching_to_the_current_chat_changes_nothing(daemon):
     finally:
         db.close()
     assert again == first and again["current_chat"] == "c2"
+
+
+def test_a_session_made_with_its_chats_must_fit_max_chats_per_session(tmp_path):
+    # `chat new` keeps max_chats_per_session; a session file (import-file) or a clone made with more chats
+    # than that must be refused too (limit_reached, nothing of it kept), or the limit is a formality
+    big = DaemonProc(str(tmp_path / "big")).start()
+    try:
+        cb = big.client()
+        sid = cb.create_session(id="three-chats", name="three chats")["id"]
+        cb.create_chat(sid, id="c2")
+        cb.create_chat(sid, id="c3")
+        cb.append(sid, "user", "hello")
+        exported = cb.export(sid)
+    finally:
+        big.stop()
+    small = _limited(str(tmp_path / "small"), "max_chats_per_session = 2\n")
+    try:
+        c = small.client()
+        with pytest.raises(ApiError) as e:
+            c.import_file(exported, "json")
+        assert e.value.status == 429 and e.value.code == "limit_reached", e.value
+        assert "max_chats_per_session" in e.value.message and "3 chats" in e.value.message, e.value.message
+        assert c.list_sessions()["sessions"] == []  # nothing of it stayed
+        assert c.stats()["sessions"] == 0
+        del exported["chats"][2]  # two chats fit
+        exported["messages"] = [m for m in exported["messages"] if m["chat"] != "c3"]
+        assert [s["id"] for s in c.import_file(exported, "json")["sessions"]] == ["three-chats"]
+        assert [ch["id"] for ch in c.list_chats("three-chats")["chats"]] == ["main", "c2"]
+    finally:
+        small.stop()
+
+
+def test_a_question_to_a_model_needs_room_for_its_answer(make_daemon):
+    # max_messages_per_chat: a question that fits while its answer would not was recorded, the model asked
+    # (its tokens spent), and then the answer refused and lost; it must be refused before anything is sent
+    import http.client
+    import json
+    import socket
+
+    from servers.openai_server import Provider, serve_threaded
+
+    p, server = serve_threaded(Provider())
+    try:
+        d = make_daemon()
+        os.makedirs(d.home, mode=0o700)
+        with open(os.path.join(d.home, "config.toml"), "w") as f:
+            f.write(
+                'max_messages_per_chat = 3\ndefault_provider = "loop"\n'
+                f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n'
+            )
+        d.start()
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        c.complete(sid, "one")
+        asked = len(p.requests)
+        with pytest.raises(ApiError) as e:
+            c.complete(sid, "two")
+        assert e.value.status == 429 and e.value.code == "limit_reached", e.value
+        assert "max_messages_per_chat" in e.value.message and "answer" in e.value.message, e.value.message
+        res = run_cli(d.home, "ask", sid, "two")
+        assert res.returncode == 1 and "max_messages_per_chat" in res.stderr, (res.returncode, res.stderr)
+
+        class Unix(http.client.HTTPConnection):  # the OpenAI-compatible endpoint, on the socket
+            def connect(self):
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(d.socket)
+
+        conn = Unix("localhost", timeout=30)
+        history = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "echo: one"}]
+        conn.request(
+            "POST",
+            "/openai/v1/chat/completions",
+            json.dumps({"model": "echo-1", "messages": [*history, {"role": "user", "content": "two"}]}),
+            {"Content-Type": "application/json", "X-Sessiond-Session": sid},
+        )
+        answer = conn.getresponse()
+        assert answer.status == 429 and b"max_messages_per_chat" in answer.read()
+        conn.close()
+        assert len(p.requests) == asked  # the model was not asked
+        assert [m["content"] for m in c.messages(sid)["messages"]] == ["one", "echo: one"]  # nothing recorded
+        c.append(sid, "user", "three")  # a message of its own still fits
+        assert len(c.messages(sid)["messages"]) == 3
+    finally:
+        server.stop()
