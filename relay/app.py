@@ -17,8 +17,9 @@ Relay only:
         25) for one if there is none yet.
 
 Errors are plain-text 4xx naming what is wrong; 401 without a valid Bearer token; 413 for an object
-over 1 MiB; 507 (Insufficient Storage) for one past the account's quota; 409 for a head that does not
-move forward.
+over 1 MiB; 507 (Insufficient Storage) for an object, or a new head, past the account's quota (a head
+its account creates counts objects.HEAD_SIZE bytes; moving a head is free); 409 for a head that does
+not move forward.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class Relay:
         ensure_private_dir(data_dir)
         self.data_dir = data_dir
         self.feed = Feed()
-        self.registry = Registry(data_dir, self.feed)
         self.objects = Objects(data_dir, quota)
+        self.registry = Registry(data_dir, self.feed, self.objects)
         self.accounts = Accounts(data_dir, open_registration=open_registration)
 
 
@@ -170,7 +171,7 @@ def make_app(relay: Relay) -> web.Application:
         )
 
     async def registry_post(request: web.Request):
-        account(request)
+        acct = account(request)
         doc = await _json(request)
         if set(doc) != {"pk", "revision", "data", "signature"}:
             raise BadRequest("a registry entry has exactly the fields pk, revision, data, signature")
@@ -182,7 +183,7 @@ def make_app(relay: Relay) -> web.Application:
             raise BadRequest(f"data is {len(data)} bytes; at most {MAX_DATA} fit in a registry entry")
         if len(sig) != 64:
             raise BadRequest("signature must be 64 bytes")
-        await relay.registry.set(RegistryEntry(field(doc, "pk"), rev, data, sig))
+        await relay.registry.set(RegistryEntry(field(doc, "pk"), rev, data, sig), acct)
         return web.Response(status=204)
 
     async def changes(request: web.Request):
