@@ -37,7 +37,7 @@ from ..storage.fsutil import ensure_private_dir
 from ..stores.base import MAX_OBJECT_SIZE
 from ..stores.cid import BlobId, CIDError, b58encode
 from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
-from .accounts import LOGIN, REGISTER, Accounts, LoginRefused
+from .accounts import LOGIN, REGISTER, TOKEN_TTL, Accounts, LoginRefused
 from .feed import Feed
 from .objects import Objects, QuotaExceeded, TooLarge
 from .registry import Refused, Registry
@@ -50,13 +50,20 @@ DEFAULT_QUOTA = 1 << 30
 
 
 class Relay:
-    def __init__(self, data_dir: str, *, open_registration: bool = False, quota: int = DEFAULT_QUOTA):
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        open_registration: bool = False,
+        quota: int = DEFAULT_QUOTA,
+        token_ttl: float = TOKEN_TTL,
+    ):
         ensure_private_dir(data_dir)
         self.data_dir = data_dir
         self.feed = Feed()
         self.objects = Objects(data_dir, quota)
         self.registry = Registry(data_dir, self.feed, self.objects)
-        self.accounts = Accounts(data_dir, open_registration=open_registration)
+        self.accounts = Accounts(data_dir, open_registration=open_registration, token_ttl=token_ttl)
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -218,7 +225,8 @@ def make_app(relay: Relay) -> web.Application:
             doc = await _json(request)
             token = await relay.accounts.answer(kind, doc, request.host)
             resp = web.Response(status=200)
-            resp.set_cookie("s5-auth-token", token, max_age=30 * 86400, httponly=True, path="/", secure=request.secure)
+            max_age = int(relay.accounts.token_ttl)
+            resp.set_cookie("s5-auth-token", token, max_age=max_age, httponly=True, path="/", secure=request.secure)
             return resp
 
         return handler
