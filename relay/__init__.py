@@ -3,7 +3,8 @@ stores/s5.py speaks (so `--store s5+http://HOST:PORT` reaches it), plus a change
 
     objects.py    blobs in a folder, pinned per account, a storage quota per account
     registry.py   heads (S5 registry entries): signature checked, revision only moves forward
-    accounts.py   the S5 challenge login, hashed tokens, invites
+    accounts.py   the S5 challenge login, hashed tokens (they expire), invites
+    admin.py      the operator's commands: list the accounts, revoke one (or restore it)
     feed.py       which heads changed since a cursor, with long-poll
     app.py        the HTTP routes and the server
 

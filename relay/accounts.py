@@ -4,9 +4,19 @@ challenge; the client `POST`s `response = type (1 register, 2 login) | challenge
 and its Ed25519 signature by `pubKey` (0xed | key). Then a token, sent back as `Authorization: Bearer`.
 
 On disk (DATA/):
-    accounts/<id>.json   one per account: its pubKey; id = SHA-256(pubKey)[:16] in hex
-    tokens/<SHA-256(token) hex>   the account id: tokens are kept hashed, never in clear
-    invites/<SHA-256(code) hex>   an unused invite; registering with the code deletes the file (once)
+    accounts/<id>.json   one per account: {"pubKey", "label", "created"[, "revoked"]}; id =
+                         SHA-256(pubKey)[:16] in hex; label: the invite's (`serve invite --label`)
+    tokens/<SHA-256(token) hex>   {"account", "issued", "expires"}: tokens are kept hashed, never in
+                         clear, and expire after the relay's --token-ttl (default 30 days); an expired
+                         one is refused (401: stores/s5.py logs in again with its key) and its file
+                         deleted, at the next login or start if not before. (A file of an earlier
+                         version holds the bare account id: it expires its --token-ttl after its mtime.)
+    invites/<SHA-256(code) hex>   an unused invite, {"created", "label"}; registering with the code
+                         deletes the file (once)
+
+`sessiond serve revoke ID` (revoke()) marks an account revoked and deletes its tokens: its next request
+is refused, and so is its every login or registration (403), until `revoke --undo`. Its objects and heads
+stay (the sessions it shared are other devices' too) and still count against its quota.
 
 Registration is closed unless the relay runs with --open-registration, or the register request
 carries a valid invite (JSON field `invite`; stores/s5.py sends the userinfo of the store URL,
@@ -39,6 +49,11 @@ REGISTER = 1
 LOGIN = 2
 CHALLENGE_TTL = 300.0
 MAX_CHALLENGES = 10_000
+TOKEN_TTL = 30 * 86400  # a login token's life unless --token-ttl
+REVOKED = (
+    "this device's account was revoked by the relay's owner (sessiond serve revoke); "
+    "ask them to restore it (sessiond serve revoke --undo ID)"
+)
 
 
 class LoginRefused(Exception):
@@ -55,24 +70,82 @@ def account_id(pub: bytes) -> str:
     return _sha(pub)[:32]
 
 
-def new_invite(data_dir: str) -> str:
-    """Make a one-time invite code and keep its hash in DATA/invites; return the code."""
+def new_invite(data_dir: str, label: str | None = None) -> str:
+    """Make a one-time invite code and keep its hash in DATA/invites; return the code. `label` names the
+    device it is for: the account it registers shows it (`serve accounts`) and `serve revoke` takes it."""
     folder = os.path.join(data_dir, "invites")
     ensure_private_dir(data_dir)
     ensure_private_dir(folder)
     code = secrets.token_urlsafe(18)  # letters, digits, - and _: fits in a URL's userinfo as is
-    atomic_write(os.path.join(folder, _sha(code)), str(int(time.time())).encode(), 0o600)
+    doc = {"created": int(time.time()), "label": label}
+    atomic_write(os.path.join(folder, _sha(code)), json.dumps(doc).encode(), 0o600)
     return code
 
 
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def token_doc(path: str, ttl: float) -> dict | None:
+    """A token file's {"account", "expires"}; None if there is none (or it is unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("account"), str) and isinstance(doc.get("expires"), int | float):
+        return doc
+    try:  # an earlier version's file: the bare account id, written at the login
+        acct = raw.decode().strip()
+    except UnicodeDecodeError:
+        return None
+    return {"account": acct, "issued": int(mtime), "expires": mtime + ttl} if acct else None
+
+
+def sweep_tokens(data_dir: str, ttl: float = TOKEN_TTL, now: float | None = None) -> int:
+    """Delete the token files that expired (or hold nothing usable); how many went."""
+    folder = os.path.join(data_dir, "tokens")
+    now = time.time() if now is None else now
+    gone = 0
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if name.startswith("."):
+            continue
+        path = os.path.join(folder, name)
+        doc = token_doc(path, ttl)
+        if doc is None or doc["expires"] <= now:
+            try:
+                os.unlink(path)
+                gone += 1
+            except FileNotFoundError:
+                pass
+    return gone
+
+
 class Accounts:
-    def __init__(self, data_dir: str, *, open_registration: bool):
+    def __init__(self, data_dir: str, *, open_registration: bool, token_ttl: float = TOKEN_TTL):
         self.open_registration = open_registration
+        self.token_ttl = token_ttl
         self.accounts = os.path.join(data_dir, "accounts")
         self.tokens = os.path.join(data_dir, "tokens")
         self.invites = os.path.join(data_dir, "invites")
         for d in (self.accounts, self.tokens, self.invites):
             ensure_private_dir(d)
+        sweep_tokens(data_dir, token_ttl)
+        self.data_dir = data_dir
         self._challenges: OrderedDict[tuple[int, bytes], tuple[bytes, float]] = OrderedDict()
 
     # -- challenges -----------------------------------------------------------------------------
@@ -118,24 +191,42 @@ class Accounts:
     def _account_path(self, acct: str) -> str:
         return os.path.join(self.accounts, acct + ".json")
 
+    def _revoked(self, acct: str) -> bool:
+        doc = read_json(self._account_path(acct))
+        return bool(doc and doc.get("revoked"))
+
     def _issue(self, acct: str) -> str:
+        if self._revoked(acct):
+            raise LoginRefused(403, REVOKED)
+        sweep_tokens(self.data_dir, self.token_ttl)  # a login is rare: the expired files go with it
         token = secrets.token_urlsafe(32)
-        atomic_write(os.path.join(self.tokens, _sha(token)), acct.encode(), 0o600)
+        now = int(time.time())
+        path = os.path.join(self.tokens, _sha(token))
+        doc = {"account": acct, "issued": now, "expires": now + self.token_ttl}
+        atomic_write(path, json.dumps(doc).encode(), 0o600)
+        if self._revoked(acct):  # revoked meanwhile: revoke() marks, then deletes tokens; this one too
+            os.unlink(path)
+            raise LoginRefused(403, REVOKED)
         return token
 
-    def _take_invite(self, code: str | None) -> bool:
+    def _take_invite(self, code: str | None) -> tuple[bool, str | None]:
+        """Spend the invite `code`: (whether it was one, its label)."""
         if not code or not isinstance(code, str):
-            return False
+            return False, None
+        path = os.path.join(self.invites, _sha(code))
+        doc = read_json(path)
         try:
-            os.unlink(os.path.join(self.invites, _sha(code)))  # atomic: of two registrations, one wins
+            os.unlink(path)  # atomic: of two registrations, one wins
         except FileNotFoundError:
-            return False
-        return True
+            return False, None
+        label = doc.get("label") if doc else None
+        return True, label if isinstance(label, str) else None
 
     def _register(self, pub: bytes, label: str | None, invite: str | None) -> str:
         acct = account_id(pub)
         if not os.path.exists(self._account_path(acct)):
-            if not self.open_registration and not self._take_invite(invite):
+            taken, invited_as = self._take_invite(invite)
+            if not self.open_registration and not taken:
                 raise LoginRefused(
                     401,
                     "registration on this relay is closed: ask its owner for an invite "
@@ -144,7 +235,8 @@ class Accounts:
                     else "this invite is unknown or already used: ask the "
                     "relay's owner for a new one (sessiond serve invite)",
                 )
-            doc = {"pubKey": pub.hex(), "label": label if isinstance(label, str) else None, "created": int(time.time())}
+            label = invited_as or (label if isinstance(label, str) else None)
+            doc = {"pubKey": pub.hex(), "label": label, "created": int(time.time())}
             atomic_write(self._account_path(acct), json.dumps(doc).encode(), 0o600)
         return self._issue(acct)
 
@@ -165,10 +257,17 @@ class Accounts:
         return await asyncio.to_thread(self._login, pub)
 
     def account_of(self, token: str) -> str | None:
+        """The account a token is for; None if it is unknown, revoked or expired (its file then goes)."""
         if not token:
             return None
-        try:
-            with open(os.path.join(self.tokens, _sha(token)), "rb") as f:
-                return f.read().decode()
-        except (FileNotFoundError, UnicodeDecodeError):
+        path = os.path.join(self.tokens, _sha(token))
+        doc = token_doc(path, self.token_ttl)
+        if doc is None:
             return None
+        if doc["expires"] <= time.time():
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            return None
+        return doc["account"]

@@ -17,8 +17,9 @@ Relay only:
         25) for one if there is none yet.
 
 Errors are plain-text 4xx naming what is wrong; 401 without a valid Bearer token; 413 for an object
-over 1 MiB; 507 (Insufficient Storage) for one past the account's quota; 409 for a head that does not
-move forward.
+over 1 MiB; 507 (Insufficient Storage) for an object, or a new head, past the account's quota (a head
+its account creates counts objects.HEAD_SIZE bytes; moving a head is free); 409 for a head that does
+not move forward.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ..storage.fsutil import ensure_private_dir
 from ..stores.base import MAX_OBJECT_SIZE
 from ..stores.cid import BlobId, CIDError, b58encode
 from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
-from .accounts import LOGIN, REGISTER, Accounts, LoginRefused
+from .accounts import LOGIN, REGISTER, TOKEN_TTL, Accounts, LoginRefused
 from .feed import Feed
 from .objects import Objects, QuotaExceeded, TooLarge
 from .registry import Refused, Registry
@@ -49,13 +50,20 @@ DEFAULT_QUOTA = 1 << 30
 
 
 class Relay:
-    def __init__(self, data_dir: str, *, open_registration: bool = False, quota: int = DEFAULT_QUOTA):
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        open_registration: bool = False,
+        quota: int = DEFAULT_QUOTA,
+        token_ttl: float = TOKEN_TTL,
+    ):
         ensure_private_dir(data_dir)
         self.data_dir = data_dir
         self.feed = Feed()
-        self.registry = Registry(data_dir, self.feed)
         self.objects = Objects(data_dir, quota)
-        self.accounts = Accounts(data_dir, open_registration=open_registration)
+        self.registry = Registry(data_dir, self.feed, self.objects)
+        self.accounts = Accounts(data_dir, open_registration=open_registration, token_ttl=token_ttl)
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -170,7 +178,7 @@ def make_app(relay: Relay) -> web.Application:
         )
 
     async def registry_post(request: web.Request):
-        account(request)
+        acct = account(request)
         doc = await _json(request)
         if set(doc) != {"pk", "revision", "data", "signature"}:
             raise BadRequest("a registry entry has exactly the fields pk, revision, data, signature")
@@ -182,7 +190,7 @@ def make_app(relay: Relay) -> web.Application:
             raise BadRequest(f"data is {len(data)} bytes; at most {MAX_DATA} fit in a registry entry")
         if len(sig) != 64:
             raise BadRequest("signature must be 64 bytes")
-        await relay.registry.set(RegistryEntry(field(doc, "pk"), rev, data, sig))
+        await relay.registry.set(RegistryEntry(field(doc, "pk"), rev, data, sig), acct)
         return web.Response(status=204)
 
     async def changes(request: web.Request):
@@ -217,7 +225,8 @@ def make_app(relay: Relay) -> web.Application:
             doc = await _json(request)
             token = await relay.accounts.answer(kind, doc, request.host)
             resp = web.Response(status=200)
-            resp.set_cookie("s5-auth-token", token, max_age=30 * 86400, httponly=True, path="/", secure=request.secure)
+            max_age = int(relay.accounts.token_ttl)
+            resp.set_cookie("s5-auth-token", token, max_age=max_age, httponly=True, path="/", secure=request.secure)
             return resp
 
         return handler

@@ -1,6 +1,7 @@
 """Heads kept by the relay: S5 registry entries in `DATA/heads/<pk hex>` (the entry's wire bytes,
 written atomically). An entry is kept only if its signature verifies and its revision is higher than
-the one held; the check and the write happen under one lock, so two writers cannot both win."""
+the one held; the check and the write happen under one lock, so two writers cannot both win. The
+account that creates a head pays for it from its quota (objects.py: HEAD_SIZE); moving one is free."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from ..stores.registry import KEY_TYPE_ED25519, RegistryEntry, RegistryError
 from .feed import Feed
+from .objects import Objects
 
 
 class Refused(Exception):
@@ -21,10 +23,11 @@ class Refused(Exception):
 
 
 class Registry:
-    def __init__(self, data_dir: str, feed: Feed):
+    def __init__(self, data_dir: str, feed: Feed, objects: Objects | None = None):
         self.folder = os.path.join(data_dir, "heads")
         ensure_private_dir(self.folder)
         self.feed = feed
+        self.objects = objects  # charges a new head to the account that sets it; None: heads are free
         self._lock = asyncio.Lock()
         for name in sorted(os.listdir(self.folder)):
             try:
@@ -53,8 +56,9 @@ class Registry:
     async def get(self, pk: bytes) -> RegistryEntry | None:
         return await asyncio.to_thread(self._read, pk)
 
-    async def set(self, entry: RegistryEntry) -> bool:
-        """Keep `entry`; False if it is the very entry already held. Refused otherwise."""
+    async def set(self, entry: RegistryEntry, account: str | None = None) -> bool:
+        """Keep `entry`, set by `account`; False if it is the very entry already held. Refused otherwise;
+        QuotaExceeded for a new head its account has no room for."""
         if len(entry.pk) != 33 or entry.pk[0] != KEY_TYPE_ED25519:
             raise Refused(400, "pk must be 33 bytes: 0xed followed by an Ed25519 public key")
         try:
@@ -71,6 +75,16 @@ class Registry:
                     f"revision {entry.revision} is not newer than the revision held "
                     f"({current.revision}); a head only moves forward",
                 )
-            await asyncio.to_thread(atomic_write, self._path(entry.pk), entry.to_bytes(), 0o600)
+            charged = current is None and account is not None and self.objects is not None
+            if charged:
+                assert self.objects is not None and account is not None
+                await self.objects.charge_head(account, entry.pk)
+            try:
+                await asyncio.to_thread(atomic_write, self._path(entry.pk), entry.to_bytes(), 0o600)
+            except BaseException:
+                if charged:
+                    assert self.objects is not None and account is not None
+                    await self.objects.refund_head(account, entry.pk)
+                raise
             await self.feed.changed(entry.pk, entry.revision)
         return True

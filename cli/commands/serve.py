@@ -1,4 +1,5 @@
-"""`sessiond serve`: run the relay (relay/); `sessiond serve invite`: make a one-time invite."""
+"""`sessiond serve`: run the relay (relay/); `sessiond serve invite`: make a one-time invite; `sessiond serve
+accounts` / `revoke`: list the relay's accounts, cut one off (a lost device) or restore it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import sys
 
 from ..errors import EXIT_USAGE, CliError
+from ..options import duration
 
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 
@@ -57,6 +59,13 @@ def register(commands) -> None:
         help="let any key register (default: only with an invite from `sessiond serve invite`)",
     )
     p.add_argument("--quota", type=quota, default=1 << 30, help="storage per account, at least 1K (default 1G)")
+    p.add_argument(
+        "--token-ttl",
+        type=token_ttl,
+        default=30 * 86400,
+        dest="token_ttl",
+        help="how long a device's login token holds (default 30d); a device logs in again by itself",
+    )
     p.add_argument("--cert", help="TLS certificate chain (PEM); serve HTTPS")
     p.add_argument("--key", help="TLS private key (PEM), with --cert")
     p.add_argument(
@@ -65,8 +74,23 @@ def register(commands) -> None:
         dest="access_log",
         help="log every request (method, path, status; never a header) to standard error",
     )
-    q = commands.actions(p, "serve_command").add("invite", cmd_invite, "print a one-time invite for a new device")
+    actions = commands.actions(p, "serve_command")
+    q = actions.add("invite", cmd_invite, "print a one-time invite for a new device")
     q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
+    q.add_argument("--label", default=None, help="a name for the device (shown by `serve accounts`; `revoke` takes it)")
+    q = actions.add("accounts", cmd_accounts, "list the relay's accounts (label, use, tokens, revoked)")
+    q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
+    q = actions.add("revoke", cmd_revoke, "cut an account off (a lost device): its tokens go and it cannot log in")
+    q.add_argument("account", metavar="ACCOUNT", help="the account's id (or a unique start of it) or label")
+    q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
+    q.add_argument("--undo", action="store_true", help="restore a revoked account: its device logs in again")
+
+
+def token_ttl(text: str) -> float:
+    value = duration(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1s, not {text!r} (examples: 12h, 30d)")
+    return value
 
 
 def cmd_invite(args) -> int:
@@ -74,16 +98,81 @@ def cmd_invite(args) -> int:
 
     data = args.data or default_data()
     try:
-        code = new_invite(data)
+        code = new_invite(data, args.label)
     except OSError as exc:  # a file where the folder should be, a folder not writable
         raise CliError(f"cannot use the data folder {data}: {exc.strerror or exc}", EXIT_USAGE) from None
     if args.json:
-        print(json.dumps({"invite": code, "data": data}))
+        print(json.dumps({"invite": code, "data": data, "label": args.label}))
     else:
         print(code)
         print(
             f'one use; on the new device: --store s5+http://{code}@HOST:PORT (or store = "..." in its config.toml)',
             file=sys.stderr,
+        )
+    return 0
+
+
+def _data_folder(args) -> str:
+    """The relay's folder for `accounts` and `revoke`: one a relay made (it has accounts/), else a usage error."""
+    data = args.data or default_data()
+    if not os.path.isdir(os.path.join(data, "accounts")):
+        raise CliError(
+            f"{data} is not a relay's data folder (no accounts/ in it); give the --data of `sessiond serve`", EXIT_USAGE
+        )
+    return data
+
+
+def _when(t: int | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def cmd_accounts(args) -> int:
+    from ...relay.admin import list_accounts
+
+    data = _data_folder(args)
+    try:
+        accounts = list_accounts(data)
+    except OSError as exc:
+        raise CliError(f"cannot read the data folder {data}: {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps({"data": os.path.abspath(data), "accounts": accounts}))
+        return 0
+    if not accounts:
+        print("no accounts yet (sessiond serve invite makes an invite for a device)")
+    for a in accounts:
+        state = (
+            f"REVOKED {_when(a['revoked'])}"
+            if a["revoked"]
+            else f"{a['tokens']} token(s), last login {_when(a['last_login'])}"
+        )
+        print(
+            f"{a['id']}  {a['label'] or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
+            f"{a['heads']} head(s)  {state}"
+        )
+    return 0
+
+
+def cmd_revoke(args) -> int:
+    from ...relay.admin import NoSuchAccount, find_account, revoke
+
+    data = _data_folder(args)
+    try:
+        acct = find_account(data, args.account)
+        done = revoke(data, acct, undo=args.undo)
+    except NoSuchAccount as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot change the data folder {data}: {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps(done))
+    elif args.undo:
+        print(f"restored {acct} ({done['label'] or 'no label'}): its device logs in again on its next request")
+    else:
+        print(
+            f"revoked {acct} ({done['label'] or 'no label'}): {done['tokens_deleted']} token(s) deleted; "
+            "its device can no longer log in (undo: sessiond serve revoke --undo ID)"
         )
     return 0
 
@@ -105,7 +194,7 @@ def cmd_serve(args) -> int:
             raise CliError(f"cannot load the TLS certificate/key ({exc}); check --cert and --key", EXIT_USAGE) from None
     data = args.data or default_data()
     try:
-        relay = Relay(data, open_registration=args.open_registration, quota=args.quota)
+        relay = Relay(data, open_registration=args.open_registration, quota=args.quota, token_ttl=args.token_ttl)
     except OSError as exc:
         raise CliError(f"cannot use the data folder {data}: {exc.strerror or exc}", EXIT_USAGE) from None
 

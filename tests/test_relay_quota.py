@@ -1,0 +1,80 @@
+"""The relay's quota (`sessiond serve --quota`) counts heads too: a head an account creates takes
+HEAD_SIZE bytes of it, so an account refused objects (507, full) cannot go on storing heads of fresh
+keys without end; moving a head the relay already holds is free, so a full device still moves the heads
+it has. A real `sessiond serve` process on loopback, reached through the S5 store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from nacl.signing import SigningKey
+
+from conftest import PY, relay_served
+from sessiond.stores.errors import StoreFull, describe_failure, failure_kind
+from sessiond.stores.http import RetryPolicy
+from sessiond.stores.registry import RegistryEntry
+from sessiond.stores.s5 import S5Store
+
+HEAD_SIZE = 256  # what a head counts (README, docs/SECURITY.md)
+FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05)
+
+
+def invite(data: str) -> str:
+    return subprocess.run(
+        [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def device(info: dict, data: str, tmp_path, seed: int) -> S5Store:
+    return S5Store(
+        f"s5+http://{invite(data)}@127.0.0.1:{info['port']}",
+        account_seed=bytes([seed]) * 32,
+        token_dir=str(tmp_path / f"tokens-{seed}"),
+        retry=FAST,
+        timeout=10,
+    )
+
+
+def entry(key: SigningKey, revision: int) -> RegistryEntry:
+    return RegistryEntry.create(key, revision, b"\x1e" + bytes([revision]) * 47)
+
+
+async def test_a_full_account_stores_no_new_heads_but_moves_its_own(tmp_path):
+    data = str(tmp_path / "relay")
+    mine = SigningKey.generate()
+    with relay_served(data, "--quota", "2K") as info:
+        store = device(info, data, tmp_path, 1)
+        try:
+            await store.set_head(entry(mine, 1))  # while there is room: it takes HEAD_SIZE of the 2K
+            await store.put(b"y" * (2048 - HEAD_SIZE - 50))
+            with pytest.raises(StoreFull):
+                await store.put(b"z" * 100)
+            for _ in range(3):  # fresh keys: each a new head, and no room for one
+                with pytest.raises(StoreFull, match="new head") as refused:
+                    await store.set_head(entry(SigningKey.generate(), 1))
+            said = describe_failure(refused.value, store.url)
+            assert failure_kind(refused.value) == "full" and "no room left" in said and "quota" in said, said
+            assert os.listdir(os.path.join(data, "heads")) == [bytes(entry(mine, 1).pk).hex()]
+            await store.set_head(entry(mine, 2))  # its own head still moves: a full device keeps syncing
+            assert await store.get_head(entry(mine, 1).pk) == entry(mine, 2)
+        finally:
+            await store.close()
+    # the heads' share of the quota survives a restart (on the same port: the account key is per address)
+    with relay_served(data, "--quota", "2K", "--listen", f"127.0.0.1:{info['port']}") as info:
+        store = device(info, data, tmp_path, 1)
+        other = device(info, data, tmp_path, 2)
+        try:
+            with pytest.raises(StoreFull, match="new head"):
+                await store.set_head(entry(SigningKey.generate(), 1))
+            await store.set_head(entry(mine, 3))
+            for _ in range(2048 // HEAD_SIZE):  # another account has its own quota, heads and all
+                await other.set_head(entry(SigningKey.generate(), 1))
+            with pytest.raises(StoreFull, match="new head"):
+                await other.set_head(entry(SigningKey.generate(), 1))
+            await other.set_head(entry(mine, 4))  # a head another account created: moving it is free
+            assert len(os.listdir(os.path.join(data, "heads"))) == 1 + 2048 // HEAD_SIZE
+        finally:
+            await store.close()
+            await other.close()

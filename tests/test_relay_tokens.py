@@ -1,0 +1,146 @@
+"""The relay's login tokens expire (`sessiond serve --token-ttl`, default 30 days) and an operator can
+cut a lost device off (`sessiond serve revoke`) and list the accounts (`sessiond serve accounts`): a
+device whose token expired logs in again by itself, the expired token is refused and its file deleted;
+a revoked account's tokens go and it cannot log in again until `revoke --undo`, while the other devices
+go on syncing. A real `sessiond serve` process and real daemons on loopback."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+
+import aiohttp
+
+from conftest import DaemonProc, relay_served, run_cli, wait_for
+
+
+def serve(data: str, *args: str):
+    return run_cli(None, "serve", *args, "--data", data)
+
+
+def invite(data: str, label: str | None = None) -> str:
+    res = serve(data, "invite", "--json", *(["--label", label] if label else []))
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["invite"]
+
+
+def token_files(data: str) -> list[str]:
+    return sorted(os.listdir(os.path.join(data, "tokens")))
+
+
+def home_token(home: str) -> str:
+    (path,) = glob.glob(os.path.join(home, "store-tokens", "s5-*.token"))
+    return open(path).read().strip()
+
+
+def sync(home: str):
+    res = run_cli(home, "sync", "--wait", "--timeout", "60", "--json")
+    return res.returncode, json.loads(res.stdout)
+
+
+async def status_with(port: int, token: str) -> int:
+    url = f"http://127.0.0.1:{port}/s5/registry/changes?since=0"
+    async with aiohttp.ClientSession() as s, s.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status
+
+
+async def test_an_expired_token_is_refused_and_deleted_and_the_device_logs_in_again(tmp_path):
+    data = str(tmp_path / "relay")
+    with relay_served(data, "--token-ttl", "2s") as info:
+        home = str(tmp_path / "home")
+        d = DaemonProc(home, f"s5+http://{invite(data)}@127.0.0.1:{info['port']}").start()
+        try:
+            c = d.client()
+            sid = c.create_session(name="t", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+            assert sync(home)[0] == 0
+            old, (old_file,) = home_token(home), token_files(data)
+            expires = json.load(open(os.path.join(data, "tokens", old_file)))["expires"]
+            wait_for(lambda: time.time() > expires + 0.5, timeout=10, what="the token's expiry")
+            assert await status_with(info["port"], old) == 401  # expired: refused, and its file deleted
+            assert old_file not in token_files(data)
+            c.append(sid, "user", "after the token expired")
+            code, out = sync(home)
+            assert code == 0, out  # the daemon logged in again by itself
+            assert home_token(home) != old
+            assert len(token_files(data)) <= 1  # expired files do not pile up
+        finally:
+            d.stop()
+
+
+async def test_revoke_cuts_off_a_lost_device_and_undo_restores_it(tmp_path):
+    data = str(tmp_path / "relay")
+    with relay_served(data) as info:
+        host = f"127.0.0.1:{info['port']}"
+        kept = DaemonProc(str(tmp_path / "laptop"), f"s5+http://{invite(data, 'laptop')}@{host}").start()
+        lost = DaemonProc(str(tmp_path / "phone"), f"s5+http://{invite(data, 'lost-phone')}@{host}").start()
+        try:
+            sids = {}
+            for d in (kept, lost):
+                sids[d] = d.client().create_session(name="s", initial_messages=[{"role": "user", "content": "x"}])["id"]
+                assert sync(d.home)[0] == 0
+            res = serve(data, "accounts", "--json")
+            assert res.returncode == 0, res.stderr
+            accounts = {a["label"]: a for a in json.loads(res.stdout)["accounts"]}
+            assert set(accounts) == {"laptop", "lost-phone"}
+            assert all(a["tokens"] >= 1 and a["used"] > 0 and a["heads"] >= 1 for a in accounts.values()), accounts
+            assert not any(a["revoked"] for a in accounts.values())
+            phone_token = home_token(lost.home)
+
+            res = serve(data, "revoke", "lost-phone", "--json")
+            assert res.returncode == 0, res.stderr
+            done = json.loads(res.stdout)
+            assert done["id"] == accounts["lost-phone"]["id"] and done["tokens_deleted"] >= 1
+            assert await status_with(info["port"], phone_token) == 401  # at once, the relay still running
+            lost.client().append(sids[lost], "user", "from the lost phone")
+            code, out = sync(lost.home)
+            assert code == 1 and "revoked" in out["sessions"][sids[lost]]["last_error"], out
+            kept.client().append(sids[kept], "user", "the laptop goes on")
+            assert sync(kept.home)[0] == 0
+            listed = {a["label"]: a for a in json.loads(serve(data, "accounts", "--json").stdout)["accounts"]}
+            assert listed["lost-phone"]["revoked"] and listed["lost-phone"]["tokens"] == 0
+            assert not listed["laptop"]["revoked"]
+            text = serve(data, "accounts")
+            assert text.returncode == 0 and "REVOKED" in text.stdout and "laptop" in text.stdout
+
+            res = serve(data, "revoke", accounts["lost-phone"]["id"][:8], "--undo", "--json")
+            assert res.returncode == 0 and json.loads(res.stdout)["revoked"] is None, res.stdout + res.stderr
+            lost.client().append(sids[lost], "user", "found again")
+            wait_for(lambda: sync(lost.home)[0] == 0, timeout=60, interval=0.5, what="the restored device syncing")
+        finally:
+            kept.stop()
+            lost.stop()
+
+
+def test_revoke_and_accounts_fail_clearly(tmp_path):
+    data = str(tmp_path / "relay")
+    assert serve(data, "invite").returncode == 0  # makes the folder, no account yet
+    os.makedirs(os.path.join(data, "accounts"), exist_ok=True)
+    res = serve(data, "revoke", "nobody", "--json")
+    assert res.returncode == 1 and "no account 'nobody'" in json.loads(res.stdout)["error"]["message"]
+    res = serve(data, "accounts", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["accounts"] == []
+    for args in (("accounts",), ("revoke", "x")):
+        res = serve(str(tmp_path / "not-a-relay"), *args)
+        assert res.returncode == 2 and "not a relay's data folder" in res.stderr, res.stderr
+    res = run_cli(None, "serve", "--token-ttl", "0s", "--data", data)
+    assert res.returncode == 2 and "at least 1s" in res.stderr
+
+
+async def test_tokens_of_an_earlier_version_expire_a_ttl_after_they_were_written(tmp_path):
+    """A token file of an earlier relay holds the bare account id and never expired: after the upgrade it
+    lasts the --token-ttl from its mtime; one older than that is deleted when the relay starts."""
+    data = str(tmp_path / "relay")
+    folder = os.path.join(data, "tokens")
+    os.makedirs(folder, mode=0o700)
+    for token, age in (("recent-token", 60), ("old-token", 31 * 86400)):
+        path = os.path.join(folder, hashlib.sha256(token.encode()).hexdigest())
+        with open(path, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef")
+        os.utime(path, (time.time() - age, time.time() - age))
+    with relay_served(data) as info:
+        assert len(token_files(data)) == 1
+        assert await status_with(info["port"], "recent-token") == 200
+        assert await status_with(info["port"], "old-token") == 401
