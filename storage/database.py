@@ -214,6 +214,16 @@ class Database:
         await self.get_session(sid)  # an unknown session is named as such, not as a missing message
         lam, dev, seq, chat = await self.messages.order(sid, at)
         spec = await self._copy_spec(sid)
+        # the session as it stood at the message: a chat made after it is not in the fork (one made on two
+        # devices at once under one id, once before the message, is)
+        made: dict[str, bool] = {}
+        for body, after in await self.read_all(
+            "SELECT body, (lamport, device_id, seq) > (?,?,?) FROM ops WHERE session_id=? AND kind='chat.create'",
+            (lam, dev, seq, sid),
+        ):
+            cid = json.loads(body).get("id")
+            made[cid] = made.get(cid, True) and bool(after)
+        spec["chats"] = [c for c in spec["chats"] if not made.get(c["id"])]
         # its current chat is the fork point's: the next message follows that one
         spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at}, current_chat=chat)
         if name:

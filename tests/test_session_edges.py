@@ -148,6 +148,21 @@ def test_fork_at_a_message_of_another_chat_goes_on_in_that_chat(daemon):
     assert c.get_session(sid)["current_chat"] == "main"  # the source is left as it was
 
 
+def test_a_fork_holds_no_chat_made_after_its_fork_point(daemon):
+    """The fork is the session as it stood at the message: a chat made later (and its settings) is not
+    in it; one made before, even with nothing in it yet, is."""
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.create_chat(sid, id="early", system_prompt="made before")
+    at = c.append(sid, "user", "first")["id"]
+    c.append(sid, "assistant", "second")
+    c.create_chat(sid, id="later", system_prompt="made after")
+    c.append(sid, "user", "x", chat="later")
+    fk = c.fork(sid, at)
+    assert sorted(ch["id"] for ch in c.list_chats(fk["id"])["chats"]) == ["early", "main"]
+    assert [m["content"] for m in c.messages(fk["id"], all_chats=True)["messages"]] == ["first"]
+
+
 def test_a_follower_sees_an_expired_session_ended_when_its_owner_deletes_it(make_daemon, store_dir):
     # delete_expired deletes the owner's copy; the devices it was shared with keep theirs, and must see
     # it ended (a read-only follower cannot end it itself), not active for ever
