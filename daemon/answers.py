@@ -67,6 +67,17 @@ async def record(
     return {**stored[0], "content": text, **{k: m[k] for k in ANSWER_KEYS if k in m}}
 
 
+async def record_whole(d, plan: Plan, text: str, usage: dict | None, *, started: float) -> dict:
+    """`record` of a whole (not streamed) answer; refused (the session ended or went away meanwhile), the
+    error says that the model's answer is what was not recorded, not only why."""
+    try:
+        return await record(d, plan, text, usage, started=started, first=None)
+    except SessiondError as exc:
+        exc.message = f"the model's answer was not recorded: {exc.message}"
+        exc.args = (exc.message,)
+        raise
+
+
 async def record_streamed(
     d, plan: Plan, parts: list[str], usage, *, started: float, first: float | None, gone: bool, error
 ) -> dict | None:

@@ -22,7 +22,7 @@ from ..storage.errors import Conflict, Invalid, QuotaExceeded, quota_ways_out
 from ..storage.model import now
 from ..storage.sessions import not_active, past_expiry
 from . import validate as v
-from .answers import Plan, end, pass_on, record
+from .answers import Plan, end, pass_on, record_whole
 from .providers import Provider, usage_of
 
 log = logging.getLogger("sessiond.complete")
@@ -194,7 +194,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return ok(plan.done)
         started = time.monotonic()
         data = await d.providers.complete(plan.provider, plan.request)
-        return ok(await record(d, plan, _answer_text(data), usage_of(data), started=started, first=None), 201)
+        return ok(await record_whole(d, plan, _answer_text(data), usage_of(data), started=started), 201)
     return await _stream(request, d, plan)
 
 

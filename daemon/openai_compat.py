@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
 from . import validate as v
-from .answers import Plan, end, pass_on, record
+from .answers import Plan, end, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .complete import ANSWER_ONLY, Ahead, check_quota, check_writable, provider_for, request_settings
 from .providers import ProviderError, usage_of
@@ -301,7 +301,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = _text(msg.get("content"))
-        await record(d, plan, text, usage_of(data), started=started, first=None)
+        await record_whole(d, plan, text, usage_of(data), started=started)
         return web.json_response(data, headers={SESSION_HEADER: sid})
     return await _stream(request, d, plan, body, ahead, started)
 

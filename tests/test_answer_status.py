@@ -9,7 +9,13 @@ import os
 import subprocess
 import threading
 
+import openai
 import pytest
+
+try:  # the openai package's own HTTP library: httpx, renamed httpx2 in its newer releases
+    import httpx2 as httpx
+except ImportError:
+    import httpx
 
 from conftest import PY, DaemonProc, wait_for
 from servers.openai_server import Provider, serve_threaded
@@ -70,3 +76,38 @@ def test_an_answer_to_a_session_ended_meanwhile_is_refused_saying_so(slow):
     assert "not recorded" in res.stderr and "has ended" in res.stderr, res.stderr
     assert "connection to the daemon broke" not in res.stderr, res.stderr
     assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]  # the end's proofs stand
+
+
+def test_a_whole_answer_to_a_session_ended_meanwhile_says_it_was_not_recorded(slow):
+    """The same without a stream (the socket route and the OpenAI endpoint): the refusal says that the
+    model's answer is what was not recorded, not only that the session has ended."""
+    d, p = slow
+    p.faults.hang = 2.0  # a whole answer, 2 s after the question: time to end the session meanwhile
+    c = d.client()
+    for how in ("route", "openai"):
+        sid = c.create_session(model="echo-1")["id"]
+        out: list = []
+
+        def ask(sid=sid, how=how):
+            try:
+                if how == "route":  # (a client of its own: one is not shared between threads)
+                    d.client().complete(sid, "a b c d e")
+                else:
+                    app = openai.OpenAI(
+                        base_url="http://localhost/openai/v1",
+                        api_key="unused",
+                        http_client=httpx.Client(transport=httpx.HTTPTransport(uds=d.socket)),
+                        max_retries=0,
+                        default_headers={"X-Sessiond-Session": sid},
+                    )
+                    app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "a b c d e"}])
+            except Exception as exc:  # what the client raised is the subject
+                out.append(exc)
+
+        t = threading.Thread(target=ask)
+        t.start()
+        wait_for(lambda sid=sid: len(c.messages(sid)["messages"]) == 1, timeout=30, what="the question")
+        c.end(sid)
+        t.join(timeout=60)
+        assert out and "answer was not recorded" in str(out[0]) and "ended" in str(out[0]), (how, out)
+        assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
