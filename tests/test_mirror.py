@@ -462,3 +462,29 @@ def test_doctor_checks_each_store_of_a_mirror(make_daemon, store_dir, relay):
     assert "outbox" in bad[0]["fix"], bad  # what it missed waits for it: no `sync --wait` to run
     # the session is still verified, through the folder
     assert [f["level"] for f in rep["findings"] if f["check"] == "verify"] == ["ok"], rep
+
+
+def test_sync_pushes_the_log_again_to_a_store_of_the_mirror_that_lost_it(make_daemon, tmp_path):
+    # `sessiond sync` pushes the whole log again when the store lost any of it; through a mirror it asked
+    # whether *any* store held the head and each object, so a store of the mirror that lost everything (its
+    # disk replaced, its folder emptied) stayed empty for ever while sync, verify and doctor said all was well
+    one, two = tmp_path / "one", tmp_path / "two"
+    a = make_daemon([f"file://{one}", f"file://{two}"]).start()
+    ca = a.client()
+    sid = ca.create_session(name="mirrored")["id"]
+    ca.append(sid, "user", "kept twice")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    rev = ca.status()["sync"][sid]["head_rev"]
+    assert head_revision(FileStore(str(two)), a, sid) == rev
+    for root, _dirs, files in os.walk(two):  # the second store loses all it held
+        for f in files:
+            os.remove(os.path.join(root, f))
+    assert head_revision(FileStore(str(two)), a, sid) == 0
+
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    wait_for(lambda: head_revision(FileStore(str(two)), a, sid) >= rev, timeout=15, what="the log pushed again")
+    assert all(s["pending"] == 0 for s in stores_of(a).values())
+    # the whole log is there again: a device reading only that store imports the session
+    b = make_daemon(f"file://{two}").start()
+    b.client().import_code(ca.share(sid)["code"])
+    assert contents(b, sid) == ["kept twice"]
