@@ -18,6 +18,7 @@ from ..stores import Store, StoreError
 from ..stores.cid import digest
 from ..stores.errors import LyingServer, StoreFull, describe_failure, failing
 from ..sync.errors import describe
+from ..sync.mirror import MirrorStore
 from .doctor_files import check_home, finding
 from .doctor_fixes import pull_fix, settled_fix
 
@@ -41,19 +42,44 @@ async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     down: dict[str, str] = {}  # stores that failed their check: verify does not ask them again
     for url in urls:
         store = ctx.open_store(url)
-        findings += await check_store(store, own=url == ctx.store.url, down=down, home=daemon.home.path)
+        findings += await check_stores(store, own=url == ctx.store.url, down=down, home=daemon.home.path)
     findings += await check_pushes(daemon)
     if verify:
         findings += await check_verify(daemon, down)
     return {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings}
 
 
-async def check_store(store: Store, *, own: bool, down: dict[str, str] | None = None, home: str = "") -> list[dict]:
+async def check_stores(store: Store, *, own: bool, down: dict[str, str], home: str) -> list[dict]:
+    """check_store of `store`, or of each store of a mirror: a write through the mirror succeeds when one of
+    its stores takes it (the others' outboxes keep it), so the mirror as a whole would pass with a store
+    down. The mirror is put in `down` only when none of its stores answers (verify reads any of them)."""
+    if not isinstance(store, MirrorStore):
+        return await check_store(store, own=own, down=down, home=home)
+    out: list[dict] = []
+    failed: dict[str, str] = {}
+    for st in store.stores:
+        out += await check_store(st, own=own, down=failed, home=home, mirror=True)
+    if failed and len(failed) == len(store.stores):
+        down[store.url] = "; ".join(failed.values())
+    return out
+
+
+async def check_store(
+    store: Store, *, own: bool, down: dict[str, str] | None = None, home: str = "", mirror: bool = False
+) -> list[dict]:
     """Reachable, writes accepted, the probe object read back verified; then the clock. A store that
-    fails to answer is put in `down` (its URL -> what is wrong)."""
+    fails to answer is put in `down` (its URL -> what is wrong). `mirror`: `store` is one of a mirror's,
+    checked on its own (what it misses waits in its outbox and is sent once it answers)."""
     url = shown_url(store.url)  # as shown: without its credentials
-    which = "this daemon's store" if own else "the store of shared sessions"
-    fix_down = "sessiond sync --wait  # once the store answers again: pushes what waited"
+    if mirror:
+        which = "this daemon's mirror store" if own else "a mirror store of shared sessions"
+    else:
+        which = "this daemon's store" if own else "the store of shared sessions"
+    fix_down = (
+        "sessiond status  # what it missed waits in its outbox and is sent once it answers again"
+        if mirror
+        else "sessiond sync --wait  # once the store answers again: pushes what waited"
+    )
     try:
         async with asyncio.timeout(STORE_TIMEOUT):
             if store.read_only:

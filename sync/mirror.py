@@ -154,6 +154,15 @@ class MirrorStore(Store):
         """Whether a write goes to `st` now (else to its outbox, behind what waits there)."""
         return self._counted and not self.health[st.url].pending and self._usable(st)
 
+    def caught_up(self) -> list[Store]:
+        """The stores that should hold everything written so far: written to (not a gateway), answering,
+        and nothing waiting in their outbox."""
+        return [
+            s
+            for s in self.stores
+            if not (s.read_only or self.health[s.url].read_only or self.health[s.url].pending) and self._usable(s)
+        ]
+
     def _ordered(self) -> list[Store]:
         """Reads try the stores that answer first."""
         return sorted(self.stores, key=lambda s: not self._usable(s))

@@ -32,6 +32,7 @@ from .errors import SyncError
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
 from .manifest import encode_manifest
 from .members import Members
+from .mirror import MirrorStore
 from .pages import Entry
 from .push import FANOUT, LogWriter, Written, is_long
 
@@ -401,15 +402,19 @@ class Pusher:
         if not state["head_rev"] or state["pending"] or ctx.keys.session_key(sid) is None:
             return False
         store = await ctx.store_for(sid)
-        try:
-            head = await asyncio.wait_for(store.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
-            if head is None or head.revision < state["head_rev"]:
-                return True
-            hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels_from_cbor(state["tree"]) for e in lv]
-            if await store.first_missing(hashes, timeout=ctx.timeout) is not None:
-                return True
-        except (TimeoutError, StoreError, RegistryError, OSError):
-            return False  # a store that does not answer is not one that lost data; the push reports it
+        # a mirror: each of its stores that should hold the log (a read through the mirror finds the head and
+        # every object in whichever store has them, so one store's loss would never show)
+        for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
+            try:
+                head = await asyncio.wait_for(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
+                if head is None or head.revision < state["head_rev"]:
+                    return True
+                levels = levels_from_cbor(state["tree"])
+                hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels for e in lv]
+                if await st.first_missing(hashes, timeout=ctx.timeout) is not None:
+                    return True
+            except (TimeoutError, StoreError, RegistryError, OSError):
+                continue  # a store that does not answer is not one that lost data; the push reports it
         return False
 
     async def repair(self, sid: str) -> bool:

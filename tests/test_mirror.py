@@ -427,3 +427,64 @@ def test_a_daemon_s_kubo_mirror_store_catches_up_after_it_was_down(make_daemon, 
         assert head_revision(KuboStore(kubo_url), a, sid) == ca.status()["sync"][sid]["head_rev"] > 1
     finally:
         server.stop()
+
+
+def named(finding: dict, *urls: str) -> str:
+    """The one URL of `urls` a doctor finding names."""
+    (url,) = [u for u in urls if f" {u}" in finding["message"]]
+    return url
+
+
+def test_doctor_checks_each_store_of_a_mirror(make_daemon, store_dir, relay):
+    # doctor wrote its probe through the mirror, which a single store taking was enough for: with the relay
+    # down it said "this daemon's store file:///...\ns5+http://...: a small object written, read back and
+    # verified" (ok, exit 0), and skipped the clock as "a folder store"
+    folder = "file://" + store_dir
+    a = make_daemon([folder, relay.url]).start()
+    sid = a.client().create_session(name="mirrored")["id"]
+    a.client().append(sid, "user", "hello")
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    rep = cli_json(a.home, "doctor")
+    stores = [f for f in rep["findings"] if f["check"] == "store"]
+    assert [named(f, folder, relay.url) for f in stores] == [folder, relay.url], stores
+    assert all(f["level"] == "ok" and "\n" not in f["message"] for f in stores), stores
+    clocks = [f["message"] for f in rep["findings"] if f["check"] == "clock"]
+    assert any(relay.url + "'s" in c for c in clocks), clocks  # the relay's clock is checked
+
+    relay.stop()
+    res = run_cli(a.home, "doctor", "--json")
+    rep = json.loads(res.stdout)
+    assert res.returncode == 1 and not rep["ok"]
+    stores = [f for f in rep["findings"] if f["check"] == "store"]
+    ok, bad = [f for f in stores if f["level"] == "ok"], [f for f in stores if f["level"] == "problem"]
+    assert [named(f, folder, relay.url) for f in ok] == [folder], stores
+    assert len(bad) == 1 and relay.url in bad[0]["message"] and "\n" not in bad[0]["message"], stores
+    assert "outbox" in bad[0]["fix"], bad  # what it missed waits for it: no `sync --wait` to run
+    # the session is still verified, through the folder
+    assert [f["level"] for f in rep["findings"] if f["check"] == "verify"] == ["ok"], rep
+
+
+def test_sync_pushes_the_log_again_to_a_store_of_the_mirror_that_lost_it(make_daemon, tmp_path):
+    # `sessiond sync` pushes the whole log again when the store lost any of it; through a mirror it asked
+    # whether *any* store held the head and each object, so a store of the mirror that lost everything (its
+    # disk replaced, its folder emptied) stayed empty for ever while sync, verify and doctor said all was well
+    one, two = tmp_path / "one", tmp_path / "two"
+    a = make_daemon([f"file://{one}", f"file://{two}"]).start()
+    ca = a.client()
+    sid = ca.create_session(name="mirrored")["id"]
+    ca.append(sid, "user", "kept twice")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    rev = ca.status()["sync"][sid]["head_rev"]
+    assert head_revision(FileStore(str(two)), a, sid) == rev
+    for root, _dirs, files in os.walk(two):  # the second store loses all it held
+        for f in files:
+            os.remove(os.path.join(root, f))
+    assert head_revision(FileStore(str(two)), a, sid) == 0
+
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    wait_for(lambda: head_revision(FileStore(str(two)), a, sid) >= rev, timeout=15, what="the log pushed again")
+    assert all(s["pending"] == 0 for s in stores_of(a).values())
+    # the whole log is there again: a device reading only that store imports the session
+    b = make_daemon(f"file://{two}").start()
+    b.client().import_code(ca.share(sid)["code"])
+    assert contents(b, sid) == ["kept twice"]
