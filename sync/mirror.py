@@ -29,7 +29,7 @@ from ..storage.outbox import HEAD, Outbox
 from ..storage.redact import shown_url
 from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
 from ..stores.cid import digest
-from ..stores.errors import RateLimited, ReadOnlyStore, StoreTimeout, server_wait
+from ..stores.errors import LyingServer, RateLimited, ReadOnlyStore, StoreTimeout, failure_kind, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
 from .mirrorurls import SEPARATOR, mirror_urls
 from .outboxrows import HeadKey, adopt_renamed, unsendable, with_key
@@ -68,6 +68,7 @@ class Health:
     failures: int = 0
     retry_at: float = 0.0  # monotonic: when a store that failed is tried again
     server_wait: float | None = None  # what the store asked for (Retry-After, s) when it last failed
+    failure: str | None = None  # its last failure's kind, as a person reads it (stores.errors.failure_kind)
     read_only: bool = False  # a gateway: read from, never written to (nothing is queued for it)
 
 
@@ -135,6 +136,11 @@ class MirrorStore(Store):
     def _failed(self, st: Store, exc: BaseException) -> None:
         h = self.health[st.url]
         h.reachable = False
+        h.failure = (  # an answer refused is a store that lies (or is damaged), not one that is down
+            "answering what does not verify"
+            if isinstance(exc, (LyingServer, CorruptObject, RegistryError))
+            else failure_kind(exc)
+        )
         bare_timeout = isinstance(exc, TimeoutError) and not str(exc)  # (asyncio.wait_for's: no message)
         h.last_error = (
             f"{shown_url(st.url)}: no answer within {self.timeout:g} s" if bare_timeout else describe_error(exc)
@@ -180,6 +186,7 @@ class MirrorStore(Store):
                 "last_error": h.last_error,
             }
             if h.reachable is False:
+                row["failure"] = h.failure
                 row["retry_in"] = round(max(0.0, h.retry_at - time.monotonic()), 2)
                 if h.server_wait is not None:
                     row["retry_after"] = True  # retry_in is the store's own Retry-After

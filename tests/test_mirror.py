@@ -15,6 +15,7 @@ from nacl.signing import SigningKey
 
 from conftest import PY, cli_json, eventually, run_cli, wait_for
 from sessiond.stores import FileStore, ObjectMissing, Store, StoreError
+from sessiond.stores.errors import LyingServer
 from sessiond.stores.registry import RegistryEntry
 from sessiond.stores.s5 import S5Store
 from sessiond.sync.keys import KeyStore
@@ -310,6 +311,26 @@ async def test_a_store_that_times_out_says_so_in_its_status(tmp_path, db):
     assert st[b.url]["last_error"] == f"{b.url}: no answer within 0.2 s"  # it said "TimeoutError"
     a.free.set()
     b.free.set()
+    await m.close()
+
+
+async def test_a_store_that_lies_is_said_to_lie_not_to_be_unreachable(tmp_path, db):
+    """A store of a mirror whose answer is refused (a rolled-back or forged head, bytes that do not hash):
+    its status names that kind of failure, which `sessiond status` shows, not "unreachable"."""
+
+    class Liar(Switch):
+        async def get_head(self, pk: bytes) -> RegistryEntry | None:
+            raise LyingServer(f"{self.url}: served revision 1 of a head this device has seen at 2")
+
+    a, b = Switch(str(tmp_path / "a")), Liar(str(tmp_path / "b"))
+    m = MirrorStore([a, b], db.outbox, timeout=2, max_backoff=0.2)
+    await m.started()
+    key = SigningKey.generate()
+    await m.set_head(head(key, 1))
+    assert (await m.get_head(b"\xed" + bytes(key.verify_key))) is not None  # a's answer
+    st = {s["url"]: s for s in await m.status()}
+    assert st[a.url]["reachable"] is True and "failure" not in st[a.url]
+    assert st[b.url]["reachable"] is False and st[b.url]["failure"] == "answering what does not verify", st
     await m.close()
 
 

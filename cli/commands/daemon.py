@@ -293,9 +293,12 @@ def cmd_status(args) -> int:
     stores = info.get("stores") or []
     if len(stores) > 1:  # a mirror: how each of its stores is doing
         for st in stores:
-            state = {True: "reachable", False: "unreachable", None: "not used yet"}[st.get("reachable")]
+            reachable = st.get("reachable")
+            state = (
+                "reachable" if reachable else "not used yet" if reachable is None else st.get("failure") or "failing"
+            )
             lines.append(
-                f"  {st['url']}: {state}, {st['pending']} object(s) waiting"
+                f"  {st['url']}: {state}, {st['pending']} write(s) waiting (objects and heads)"
                 + (f"; last error: {short(st['last_error'], 80)}" if st.get("last_error") else "")
             )
     if args.sessions:
