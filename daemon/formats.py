@@ -21,6 +21,7 @@ from . import importers, markdown
 from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
+STATUSES = ("active", "paused", "ended")  # a session file's status: it comes back as it was
 
 
 def _text(content: Any, where: str) -> str:
@@ -243,7 +244,10 @@ def parse_json(data: Any) -> dict:
             raise Invalid(f"messages[{i}] is in chat {chat!r}, which the file does not define")
         pm["chat"] = chat
         parsed.append(pm)
-    return {"spec": spec, "messages": parsed}
+    status = s.get("status") or "active"  # (a file written by hand may leave it out)
+    if status not in STATUSES:
+        raise Invalid(f"session.status {status!r:.40} is not one of {', '.join(STATUSES)}")
+    return {"spec": spec, "messages": parsed, "status": status}
 
 
 def parse_chatgpt(data: Any) -> list[dict]:
@@ -371,6 +375,7 @@ async def import_file(
             progress(done[0], total)
 
     created: list[dict] = []
+    statuses: dict[str, str] = {}
     try:
         for item in plan:
             try:
@@ -392,6 +397,8 @@ async def import_file(
                     f' remove the session\'s "id" from the file to import it as a new session'
                 ) from None
             created.append(s)
+            if item.get("status", "active") != "active":  # (a session file's: set as the import ends)
+                statuses[s["id"]] = item["status"]
             ids = await _append(db, s["id"], item["messages"], estimate, step)
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
@@ -412,7 +419,7 @@ async def import_file(
             except Exception:
                 pass
         raise
-    await db.end_file_import([s["id"] for s in created])
+    await db.end_file_import([s["id"] for s in created], statuses)
     return [await db.get_session(s["id"], counts=True) for s in created]
 
 

@@ -136,9 +136,10 @@ class Database:
     async def create_session(self, spec: dict, *, file_import: bool = False) -> dict:
         return await self.sessions.create(spec, file_import=file_import)
 
-    async def end_file_import(self, sids: list[str]) -> None:
-        """The import from a file that made `sids` is done: all of them stay."""
-        await self.sessions.end_file_import(sids)
+    async def end_file_import(self, sids: list[str], statuses: dict[str, str] | None = None) -> None:
+        """The import from a file that made `sids` is done: all of them stay (`statuses`: those the file
+        has paused or ended, so)."""
+        await self.sessions.end_file_import(sids, statuses)
 
     async def unfinished_file_imports(self) -> list[str]:
         """The sessions of imports from a file that a crash cut short (to be deleted, as the import failed)."""

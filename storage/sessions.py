@@ -178,21 +178,30 @@ class Sessions:
                 tx.emit({"type": "session.created", "session": sid})
         return session_dict(await session_row(self.c.committed, sid, importing=file_import))
 
-    async def end_file_import(self, sids: builtins.list[str]) -> None:
+    async def end_file_import(self, sids: builtins.list[str], statuses: dict[str, str] | None = None) -> None:
         """The import from a file that made `sids` is done: all of it stays, and shows (one transaction).
         Each is announced as created then (which pushes it), due a checkpoint if its messages passed its
-        checkpoint interval, as their appends would have made it. One past its expiry (a file of an expired
-        session) is ended then, as a write that meets an expired session ends it (Connections.on_expired)."""
+        checkpoint interval, as their appends would have made it. `statuses`: the status a session's file
+        gives it, when not active (a file of a paused or ended session: its messages went in while it was
+        active), set in that transaction, so that it shows only as it was; one ended is due its final
+        checkpoint, as `end` makes one. One past its expiry (a file of an expired session) is ended then, as
+        a write that meets an expired session ends it (Connections.on_expired)."""
         expired = []
+        statuses = statuses or {}
         async with self.c.transaction() as tx:
             for sid in sids:
                 row = await session_row(tx, sid, importing=True)
-                if past_expiry(row, now()):
+                status = statuses.get(sid, "active")
+                if status != "ended" and past_expiry(row, now()):
                     expired.append(sid)
+                if status != "active":
+                    await local_op(
+                        tx, self.c.device_id, sid, row["lamport"], "session.update", {"status": status}, now()
+                    )
                 await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
                 interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
                 ev: dict[str, Any] = {"type": "session.created", "session": sid}
-                if row["tokens_used"] >= interval:
+                if row["tokens_used"] >= interval or status == "ended":
                     ev["checkpoint_due"] = True
                 tx.emit(ev)
             await tx.executemany("DELETE FROM file_imports WHERE session_id=?", [(sid,) for sid in sids])

@@ -141,3 +141,44 @@ def test_export_refuses_a_chat_for_a_format_that_holds_every_chat(d, tmp_path):
             c.export(sid, fmt, side)
         assert e.value.status == 422 and "openai" in e.value.message
     assert c.export(sid, "openai", side)["messages"] == []
+
+
+def test_a_paused_session_imports_back_paused(d, tmp_path):
+    """A session paused by hand came back `active` from its own export: the file's status was not read."""
+    c = d.client()
+    sid = c.create_session(id="paused-by-hand")["id"]
+    c.append(sid, "user", "wait for me")
+    c.pause(sid)
+    back = _round_trip(d, sid, tmp_path)
+    assert back["status"] == "paused"
+    assert c.get_session(sid)["status"] == "paused"
+    with pytest.raises(ApiError) as e:  # as paused as it was: it takes no message until resumed
+        c.append(sid, "user", "more")
+    assert e.value.status == 409 and "resume" in e.value.message
+    c.resume(sid)
+    c.append(sid, "user", "more")
+
+
+def test_an_ended_session_imports_back_ended_with_its_final_checkpoint(d, tmp_path):
+    """A session ended by hand (not expired) came back `active` from its own export, taking messages again.
+    It comes back ended, as `end` leaves one: its chats final, and a final checkpoint of its conversation
+    signed by this device."""
+    c = d.client()
+    sid = c.create_session(id="ended-by-hand")["id"]
+    c.append(sid, "user", "the question")
+    c.append(sid, "assistant", "the answer")
+    c.end(sid)
+    back = _round_trip(d, sid, tmp_path)
+    assert back["status"] == "ended"
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "user", "more")
+    assert e.value.status == 409
+    with pytest.raises(ApiError) as e:
+        c.create_chat(sid, name="side")
+    assert e.value.status == 409
+    device = c.status()["device_id"]
+    final = wait_for(
+        lambda: [p for p in c.checkpoints(sid)["checkpoints"] if p["device"] == device and p["messages"] == 2],
+        what="the imported ended session's final checkpoint",
+    )
+    assert c.verify_proof(sid, final[-1])["ok"]
