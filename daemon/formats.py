@@ -379,7 +379,11 @@ async def import_file(
     try:
         for item in plan:
             try:
-                s = await db.create_session({k: v for k, v in item["spec"].items() if v is not None}, file_import=True)
+                s = await db.create_session(
+                    {k: v for k, v in item["spec"].items() if v is not None},
+                    file_import=True,
+                    active=item.get("status", "active") == "active",  # (a paused or ended one: not limited)
+                )
             except Conflict:
                 if not (sid := item["spec"].get("id")):
                     raise

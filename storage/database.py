@@ -133,8 +133,8 @@ class Database:
         return await self.syncstate.signed_sessions()
 
     # ------------------------------------------------------------------ sessions
-    async def create_session(self, spec: dict, *, file_import: bool = False) -> dict:
-        return await self.sessions.create(spec, file_import=file_import)
+    async def create_session(self, spec: dict, *, file_import: bool = False, active: bool = True) -> dict:
+        return await self.sessions.create(spec, file_import=file_import, active=active)
 
     async def end_file_import(self, sids: list[str], statuses: dict[str, str] | None = None) -> None:
         """The import from a file that made `sids` is done: all of them stay (`statuses`: those the file

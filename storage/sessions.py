@@ -142,12 +142,14 @@ class Sessions:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def create(self, spec: dict, *, file_import: bool = False) -> dict:
+    async def create(self, spec: dict, *, file_import: bool = False, active: bool = True) -> dict:
         """A new session. `file_import`: made by an import from a file, listed as such in its creating
         transaction until `end_file_import` (a crash before that: `unfinished_file_imports` names it), and
         hidden meanwhile as an import from a share code is (`importing`: not listed, searched, counted in
         statistics nor pushed; no event), so that the file's sessions appear all at once, whole, or not at
-        all; the import's own appends reach it (Messages.append's `importing`)."""
+        all; the import's own appends reach it (Messages.append's `importing`). `active=False`: one such
+        import that ends paused or ended (its file's status), which the active-session limits do not
+        count, as they do not count a session paused or ended here (resuming it checks them)."""
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
         t = now()
@@ -168,7 +170,8 @@ class Sessions:
             twin = await case_twin(tx, sid)
             if twin is not None:
                 raise Conflict(case_twin_message(sid, twin) + "; choose another id or omit it")
-            await self._check_limits(tx, spec.get("user"))
+            if active:
+                await self._check_limits(tx, spec.get("user"))
             await local_op(tx, self.c.device_id, sid, 0, "session.create", body, t)
             await tx.execute("INSERT INTO sync_state(session_id) VALUES (?)", (sid,))
             if file_import:

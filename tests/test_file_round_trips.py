@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from conftest import DaemonProc, run_cli, wait_for
+from conftest import DaemonProc, run_cli, started_with, wait_for
 from sessiond.client import ApiError
 
 
@@ -182,3 +182,29 @@ def test_an_ended_session_imports_back_ended_with_its_final_checkpoint(d, tmp_pa
         what="the imported ended session's final checkpoint",
     )
     assert c.verify_proof(sid, final[-1])["ok"]
+
+
+def test_a_paused_or_ended_session_file_imports_into_a_home_at_its_active_limit(make_daemon, tmp_path):
+    """A home at max_active_sessions refused the file of a paused or ended session as one more active
+    session ("pause, end or delete one first"), though it comes back paused or ended: neither counts. The
+    limit holds when it would become active: resuming the paused one is refused."""
+    src = make_daemon().start()
+    c = src.client()
+    for sid, stop in (("was-paused", c.pause), ("was-ended", c.end)):
+        c.create_session(id=sid)
+        c.append(sid, "user", "hello")
+        stop(sid)
+    files = {sid: exported(src, sid, tmp_path) for sid in ("was-paused", "was-ended")}
+    full = started_with(make_daemon, max_active_sessions=1)
+    h = full.client()
+    h.create_session(id="the-active-one")
+    for sid, status in (("was-paused", "paused"), ("was-ended", "ended")):
+        res = run_cli(full.home, "import-file", files[sid], "--json")
+        assert res.returncode == 0, res.stdout
+        assert json.loads(res.stdout)["sessions"][0]["status"] == status
+    with pytest.raises(ApiError) as e:
+        h.resume("was-paused")
+    assert e.value.code == "limit_reached"
+    c.create_session(id="now-active")
+    res = run_cli(full.home, "import-file", exported(src, "now-active", tmp_path), "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "limit_reached", res.stdout
