@@ -235,8 +235,11 @@ def parse_json(data: Any) -> dict:
     if not isinstance(msgs, list):
         raise Invalid('session file\'s "messages" must be a list')
     parsed = []
+    at: dict[str, int] = {}  # a file message's id: its place in the file (a chat's compaction cutoff names it)
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
+        if isinstance(m.get("id"), str):
+            at.setdefault(m["id"], i)
         chat = m.get("chat", "main")  # _message keeps a message's own fields; its chat is the file's
         if not isinstance(chat, str):
             raise Invalid(f"messages[{i}].chat must be a chat id (a string)")
@@ -247,7 +250,21 @@ def parse_json(data: Any) -> dict:
     status = s.get("status") or "active"  # (a file written by hand may leave it out)
     if status not in STATUSES:
         raise Invalid(f"session.status {status!r:.40} is not one of {', '.join(STATUSES)}")
-    return {"spec": spec, "messages": parsed, "status": status}
+    return {"spec": spec, "messages": parsed, "status": status, "cuts": _cuts(chats, at)}
+
+
+def _cuts(chats: list, at: dict[str, int]) -> dict[str, int]:
+    """Each compacted chat of a session file: the place in the file's messages of its cutoff (the last
+    message compaction set aside), which the import gives that message's new id."""
+    cuts = {}
+    for i, c in enumerate(chats):
+        upto = c.get("compacted_upto")
+        if upto is None:
+            continue
+        if upto not in at:
+            raise Invalid(f"chats[{i}].compacted_upto {upto!r:.80} is not the id of one of the file's messages")
+        cuts[c["id"]] = at[upto]
+    return cuts
 
 
 def parse_chatgpt(data: Any) -> list[dict]:
@@ -375,7 +392,7 @@ async def import_file(
             progress(done[0], total)
 
     created: list[dict] = []
-    statuses: dict[str, str] = {}
+    finish: dict[str, dict] = {}  # {session: {"status", "cuts"}}: what end_file_import sets
     try:
         for item in plan:
             try:
@@ -401,9 +418,14 @@ async def import_file(
                     f' remove the session\'s "id" from the file to import it as a new session'
                 ) from None
             created.append(s)
-            if item.get("status", "active") != "active":  # (a session file's: set as the import ends)
-                statuses[s["id"]] = item["status"]
-            ids = await _append(db, s["id"], item["messages"], estimate, step)
+            stored = await _append(db, s["id"], item["messages"], estimate, step)
+            # a session file's status and compaction, set as the import ends (over its messages)
+            cuts = {
+                chat: [stored[i][k] for k in ("lamport", "device", "seq")] for chat, i in item.get("cuts", {}).items()
+            }
+            if cuts or item.get("status", "active") != "active":
+                finish[s["id"]] = {"status": item.get("status", "active"), "cuts": cuts}
+            ids = {m["node"]: x["id"] for m, x in zip(item["messages"], stored, strict=True) if m.get("node")}
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
                 f = await db.create_session(
@@ -423,7 +445,7 @@ async def import_file(
             except Exception:
                 pass
         raise
-    await db.end_file_import([s["id"] for s in created], statuses)
+    await db.end_file_import([s["id"] for s in created], finish)
     return [await db.get_session(s["id"], counts=True) for s in created]
 
 
@@ -444,10 +466,10 @@ async def pause_for_tests(point: str) -> None:
 APPEND_BATCH = 5000
 
 
-async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[int], None]) -> dict:
-    """Append in order; returns {chatgpt node id: message id} where nodes are known."""
+async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[int], None]) -> list[dict]:
+    """Append in order; returns the stored messages."""
     if not messages:
-        return {}
+        return []
     clean = []
     for m in messages:
         c = {k: v for k, v in m.items() if k != "node"}
@@ -460,4 +482,4 @@ async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[
         stored += await db.append_messages(sid, batch, importing=True)  # hidden until the import ends
         step(len(batch))
         await pause_for_tests("import-file.batch")
-    return {m["node"]: s["id"] for m, s in zip(messages, stored) if m.get("node")}
+    return stored

@@ -136,10 +136,10 @@ class Database:
     async def create_session(self, spec: dict, *, file_import: bool = False, active: bool = True) -> dict:
         return await self.sessions.create(spec, file_import=file_import, active=active)
 
-    async def end_file_import(self, sids: list[str], statuses: dict[str, str] | None = None) -> None:
-        """The import from a file that made `sids` is done: all of them stay (`statuses`: those the file
-        has paused or ended, so)."""
-        await self.sessions.end_file_import(sids, statuses)
+    async def end_file_import(self, sids: list[str], finish: dict[str, dict] | None = None) -> None:
+        """The import from a file that made `sids` is done: all of them stay (`finish`: the status and
+        compaction cutoffs their files give them)."""
+        await self.sessions.end_file_import(sids, finish)
 
     async def unfinished_file_imports(self) -> list[str]:
         """The sessions of imports from a file that a crash cut short (to be deleted, as the import failed)."""

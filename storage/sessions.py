@@ -181,26 +181,29 @@ class Sessions:
                 tx.emit({"type": "session.created", "session": sid})
         return session_dict(await session_row(self.c.committed, sid, importing=file_import))
 
-    async def end_file_import(self, sids: builtins.list[str], statuses: dict[str, str] | None = None) -> None:
+    async def end_file_import(self, sids: builtins.list[str], finish: dict[str, dict] | None = None) -> None:
         """The import from a file that made `sids` is done: all of it stays, and shows (one transaction).
         Each is announced as created then (which pushes it), due a checkpoint if its messages passed its
-        checkpoint interval, as their appends would have made it. `statuses`: the status a session's file
-        gives it, when not active (a file of a paused or ended session: its messages went in while it was
-        active), set in that transaction, so that it shows only as it was; one ended is due its final
-        checkpoint, as `end` makes one. One past its expiry (a file of an expired session) is ended then, as
-        a write that meets an expired session ends it (Connections.on_expired)."""
+        checkpoint interval, as their appends would have made it. `finish`: what a session's file gives it
+        beyond its messages, set in that transaction over them, so that it shows only as it was: `cuts`,
+        its chats' compaction cutoffs ({chat: [lamport, device, seq]}), and `status`, when not active (its
+        messages went in while it was); one ended is due its final checkpoint, as `end` makes one. One
+        past its expiry (a file of an expired session) is ended then, as a write that meets an expired
+        session ends it (Connections.on_expired)."""
         expired = []
-        statuses = statuses or {}
+        finish = finish or {}
         async with self.c.transaction() as tx:
             for sid in sids:
                 row = await session_row(tx, sid, importing=True)
-                status = statuses.get(sid, "active")
+                status = finish.get(sid, {}).get("status", "active")
                 if status != "ended" and past_expiry(row, now()):
                     expired.append(sid)
+                lamport = row["lamport"]
+                for chat, cut in finish.get(sid, {}).get("cuts", {}).items():
+                    body = {"chat": chat, "compacted": cut}
+                    lamport = (await local_op(tx, self.c.device_id, sid, lamport, "chat.update", body, now())).lamport
                 if status != "active":
-                    await local_op(
-                        tx, self.c.device_id, sid, row["lamport"], "session.update", {"status": status}, now()
-                    )
+                    await local_op(tx, self.c.device_id, sid, lamport, "session.update", {"status": status}, now())
                 await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
                 interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
                 ev: dict[str, Any] = {"type": "session.created", "session": sid}

@@ -208,3 +208,38 @@ def test_a_paused_or_ended_session_file_imports_into_a_home_at_its_active_limit(
     c.create_session(id="now-active")
     res = run_cli(full.home, "import-file", exported(src, "now-active", tmp_path), "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "limit_reached", res.stdout
+
+
+def test_a_compacted_chat_imports_back_compacted_where_it_was(d, tmp_path):
+    """The file names each chat's compaction cutoff (`compacted_upto`), but the import left every chat
+    uncompacted: the whole history was the active context again, sent to the model on the next question
+    and counted against the chat's budget. Each chat comes back compacted at the same message (under its
+    new id)."""
+    c = d.client()
+    sid = c.create_session(id="compacted")["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    for i in range(6):
+        c.append(sid, "user", f"main {i}", tokens=10)
+        c.append(sid, "user", f"side {i}", tokens=10, chat=side)
+    c.compact(sid, target_tokens=25)
+    c.compact(sid, chat=side, target_tokens=45)
+    before = {chat: c.context(sid, chat) for chat in ("main", side)}
+    back = _round_trip(d, sid, tmp_path)
+    assert back["id"] == sid
+    contents = {m["id"]: m["content"] for m in c.messages(sid, all_chats=True)["messages"]}
+    for chat, was in before.items():
+        now = c.context(sid, chat)
+        assert (now["active_messages"], now["active_tokens"], now["compacted_messages"]) == (
+            was["active_messages"],
+            was["active_tokens"],
+            was["compacted_messages"],
+        ), chat
+        assert now["compacted_upto"] is not None and contents[now["compacted_upto"]] == (
+            "main 3" if chat == "main" else "side 1"
+        )
+    data = json.loads(open(exported(d, sid, tmp_path)).read())
+    data["chats"][0]["compacted_upto"] = "no-such-message"
+    f = tmp_path / "bad-cut.json"
+    f.write_text(json.dumps(data))
+    res = run_cli(d.home, "import-file", str(f))
+    assert res.returncode == 1 and "chats[0].compacted_upto 'no-such-message'" in res.stderr, res.stderr
