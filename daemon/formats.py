@@ -16,12 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..storage.errors import Conflict, Invalid
-from ..storage.model import ROLES
-from . import importers, markdown
+from ..storage.model import ANSWER_KEYS, ROLES
+from . import importers, markdown, sessionfile
 from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
-STATUSES = ("active", "paused", "ended")  # a session file's status: it comes back as it was
 
 
 def _text(content: Any, where: str) -> str:
@@ -130,6 +129,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
                         "name",
                         "tool_call_id",
                         "metadata",
+                        *ANSWER_KEYS,  # a model's answer: what it costs the quota (usage), its times
                     )
                     if m.get(k) is not None
                 }
@@ -238,6 +238,7 @@ def parse_json(data: Any) -> dict:
     at: dict[str, int] = {}  # a file message's id: its place in the file (a chat's compaction cutoff names it)
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
+        pm.update(sessionfile.answer(m, f"messages[{i}]"))
         if isinstance(m.get("id"), str):
             at.setdefault(m["id"], i)
         chat = m.get("chat", "main")  # _message keeps a message's own fields; its chat is the file's
@@ -247,24 +248,8 @@ def parse_json(data: Any) -> dict:
             raise Invalid(f"messages[{i}] is in chat {chat!r}, which the file does not define")
         pm["chat"] = chat
         parsed.append(pm)
-    status = s.get("status") or "active"  # (a file written by hand may leave it out)
-    if status not in STATUSES:
-        raise Invalid(f"session.status {status!r:.40} is not one of {', '.join(STATUSES)}")
-    return {"spec": spec, "messages": parsed, "status": status, "cuts": _cuts(chats, at)}
-
-
-def _cuts(chats: list, at: dict[str, int]) -> dict[str, int]:
-    """Each compacted chat of a session file: the place in the file's messages of its cutoff (the last
-    message compaction set aside), which the import gives that message's new id."""
-    cuts = {}
-    for i, c in enumerate(chats):
-        upto = c.get("compacted_upto")
-        if upto is None:
-            continue
-        if upto not in at:
-            raise Invalid(f"chats[{i}].compacted_upto {upto!r:.80} is not the id of one of the file's messages")
-        cuts[c["id"]] = at[upto]
-    return cuts
+    status = sessionfile.status(s)
+    return {"spec": spec, "messages": parsed, "status": status, "cuts": sessionfile.cuts(chats, at)}
 
 
 def parse_chatgpt(data: Any) -> list[dict]:

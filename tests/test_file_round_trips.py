@@ -11,6 +11,7 @@ import tempfile
 import pytest
 
 from conftest import DaemonProc, run_cli, started_with, wait_for
+from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
 
@@ -243,3 +244,32 @@ def test_a_compacted_chat_imports_back_compacted_where_it_was(d, tmp_path):
     f.write_text(json.dumps(data))
     res = run_cli(d.home, "import-file", str(f))
     assert res.returncode == 1 and "chats[0].compacted_upto 'no-such-message'" in res.stderr, res.stderr
+
+
+def test_a_models_answers_import_back_with_their_usage_and_what_they_cost(make_daemon, tmp_path):
+    """An answer recorded by `ask` keeps its model, provider, usage and response times, and costs the quota
+    its prompt tokens too; the export wrote none of them, so the round trip gave back bare assistant messages:
+    the session's tokens used fell by every prompt the model was sent (its quota as good as reset), and
+    `sessiond stats` had no answers to time."""
+    p, server = serve_threaded(Provider())
+    try:
+        d = make_daemon()
+        os.makedirs(d.home, mode=0o700, exist_ok=True)
+        with open(os.path.join(d.home, "config.toml"), "w") as f:
+            f.write(f'default_provider = "loop"\n[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
+        c = d.start().client()
+        sid = c.create_session(id="answered", model="echo-1", system_prompt="Be terse.")["id"]
+        run_cli(d.home, "ask", sid, "hello there", check=True)
+        before = c.get_session(sid)
+        [answer] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+        assert answer["usage"]["prompt_tokens"] > 0  # (what makes the tokens used more than the messages')
+        stats = c.stats(sid)["per_chat"][0]
+        _round_trip(d, sid, tmp_path)
+        assert c.get_session(sid)["tokens_used"] == before["tokens_used"]
+        [back] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+        for k in ("model", "provider", "usage", "response"):
+            assert back[k] == answer[k], k
+        assert c.stats(sid)["per_chat"][0]["answers"] == stats["answers"] == 1
+        assert c.stats(sid)["per_chat"][0]["avg_answer_seconds"] == stats["avg_answer_seconds"]
+    finally:
+        server.stop()
