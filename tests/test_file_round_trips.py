@@ -273,3 +273,32 @@ def test_a_models_answers_import_back_with_their_usage_and_what_they_cost(make_d
         assert c.stats(sid)["per_chat"][0]["avg_answer_seconds"] == stats["avg_answer_seconds"]
     finally:
         server.stop()
+
+
+def test_a_file_past_the_chat_and_message_limits_is_refused_naming_the_file(make_daemon, tmp_path):
+    """A home's max_chats_per_session did not hold for import-file (a file of 3 chats came in where 2 is the
+    limit), while its max_messages_per_chat refused the file with an append's words: 'chat main of session
+    X holds 0 messages ... Start another chat or clone the session', a session the failed import had
+    deleted. Both now refuse the file before anything is written, saying what in the file is past which
+    limit."""
+    src = make_daemon().start()
+    c = src.client()
+    c.create_session(id="many-chats")
+    for name in ("two", "three"):
+        c.create_chat("many-chats", name=name)
+    c.create_session(id="long-chat")
+    c.append_many("long-chat", [{"role": "user", "content": f"m{i}"} for i in range(5)])
+    full = started_with(make_daemon, max_chats_per_session=2, max_messages_per_chat=3)
+    for sid, says in (
+        ("many-chats", "session 'many-chats' has 3 chats, more than this daemon's max_chats_per_session (2)"),
+        (
+            "long-chat",
+            "session 'long-chat' has 5 messages in chat 'main', more than this daemon's max_messages_per_chat (3)",
+        ),
+    ):
+        res = run_cli(full.home, "import-file", exported(src, sid, tmp_path), "--json")
+        err = json.loads(res.stdout)["error"]
+        assert res.returncode == 1 and err["code"] == "limit_reached", res.stdout
+        assert says in err["message"] and "clone" not in err["message"], err["message"]
+        with pytest.raises(ApiError):
+            full.client().get_session(sid)
