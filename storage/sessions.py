@@ -163,7 +163,10 @@ class Sessions:
                 body[k] = spec[k]
         if spec.get("provenance"):
             body["provenance"] = spec["provenance"]
-        body.update(created_at=t, current_chat=spec.get("current_chat") or chats[0]["id"], chats=chats)
+        # (a session file's own creation time, which its import keeps; the import's time is its last activity)
+        body.update(
+            created_at=spec.get("created_at") or t, current_chat=spec.get("current_chat") or chats[0]["id"], chats=chats
+        )
         async with self.c.transaction() as tx:
             if await tx.fetchone("SELECT 1 FROM sessions WHERE id=?", (sid,)):
                 raise Conflict(f"a session with id {sid!r} already exists; choose another id or omit it")

@@ -302,3 +302,16 @@ def test_a_file_past_the_chat_and_message_limits_is_refused_naming_the_file(make
         assert says in err["message"] and "clone" not in err["message"], err["message"]
         with pytest.raises(ApiError):
             full.client().get_session(sid)
+
+
+def test_a_session_imports_back_with_its_creation_time(d, tmp_path):
+    """Its chats kept their creation times but the session took the import's, so a restored archive listed
+    every session as made today, each made after its own chats."""
+    c = d.client()
+    sid = c.create_session(id="made-before")["id"]
+    c.append(sid, "user", "hello")
+    before = c.get_session(sid)
+    chats = c.list_chats(sid)["chats"]
+    _round_trip(d, sid, tmp_path)
+    assert c.get_session(sid)["created_at"] == before["created_at"]
+    assert [x["created_at"] for x in c.list_chats(sid)["chats"]] == [x["created_at"] for x in chats]
