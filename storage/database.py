@@ -43,6 +43,7 @@ from .checkpoints import Checkpoints
 from .connections import Connections, Row
 from .context import Context
 from .lifecycle import Released, ShareLog
+from .limits import check_fork
 from .logrun import LogReads, RunReader
 from .messages import Messages
 from .model import LogRun, Op, RemoteLog, now
@@ -226,6 +227,7 @@ class Database:
             (sid, lam, dev, seq),
         )
         cuts = await self._cuts_at(sid, (lam, dev, seq))
+        check_fork(self.c.limits, sid, at, [r[0] for r in rows])
         new = await self.create_session(spec)
         try:
             if rows:

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from conftest import DaemonProc, run_cli, started_with, wait_for
+from conftest import DaemonProc, run_cli, started_with, wait_for, write_config
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
@@ -315,3 +315,24 @@ def test_a_session_imports_back_with_its_creation_time(d, tmp_path):
     _round_trip(d, sid, tmp_path)
     assert c.get_session(sid)["created_at"] == before["created_at"]
     assert [x["created_at"] for x in c.list_chats(sid)["chats"]] == [x["created_at"] for x in chats]
+
+
+def test_a_fork_past_the_message_limit_is_refused_naming_the_fork_point(make_daemon):
+    """A chat holding more messages than max_messages_per_chat (the limit lowered since): a fork of it was
+    refused with an append's words about the fork itself, 'chat main of session NEWID holds 0 messages ...
+    Start another chat or clone the session', a session the failed fork had just deleted. It names the
+    source, the fork point and what to do."""
+    d = make_daemon().start()
+    c = d.client()
+    sid = c.create_session(id="grew-long")["id"]
+    ids = c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(5)])["ids"]
+    d.stop()
+    write_config(d.home, max_messages_per_chat=3)
+    c = d.start().client()
+    with pytest.raises(ApiError) as e:
+        c.fork(sid, ids[-1], new_id="too-long")
+    assert e.value.code == "limit_reached"
+    assert "'grew-long'" in e.value.message and ids[-1] in e.value.message, e.value.message
+    assert "too-long" not in e.value.message and "holds 0" not in e.value.message, e.value.message
+    assert [s["id"] for s in c.list_sessions()["sessions"]] == [sid]
+    assert c.fork(sid, ids[2], new_id="short-enough")["message_count"] == 3
