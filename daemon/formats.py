@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..storage.errors import Conflict, Invalid, LimitReached
 from ..storage.model import ANSWER_KEYS, ROLES
-from . import importers, markdown, sessionfile
+from . import filelimits, importers, markdown, sessionfile
 from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
@@ -368,7 +367,7 @@ async def import_file(
     else:
         raise Invalid(f"unknown import format {fmt!r}: use openai, json, chatgpt, claude, openwebui or llm")
     for item in plan:
-        _within_limits(db.limits, item["spec"], [item["messages"], *(f["messages"] for f in item["forks"])])
+        filelimits.within_limits(db.limits, item["spec"], [item["messages"], *(f["messages"] for f in item["forks"])])
     for item in plan:  # as POST /v1/sessions does
         for m in item["spec"].get("initial_messages") or ():
             if m.get("tokens") is None:
@@ -383,8 +382,10 @@ async def import_file(
 
     created: list[dict] = []
     finish: dict[str, dict] = {}  # {session: {"status", "cuts"}}: what end_file_import sets
+    user = None  # the user of the session being made (a refusal by the per-user limit is about them)
     try:
         for item in plan:
+            user = item["spec"].get("user")
             try:
                 s = await db.create_session(
                     {k: v for k, v in item["spec"].items() if v is not None},
@@ -418,6 +419,7 @@ async def import_file(
             ids = {m["node"]: x["id"] for m, x in zip(item["messages"], stored, strict=True) if m.get("node")}
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
+                user = None
                 f = await db.create_session(
                     {
                         "name": f"{s['name'] or 'conversation'} (branch)",
@@ -428,42 +430,18 @@ async def import_file(
                 )
                 created.append(f)
                 await _append(db, f["id"], fork["messages"], estimate, step)
-    except BaseException:
+    except BaseException as exc:
         for s in created:
             try:
                 await remove(s["id"])
             except Exception:
                 pass
+        if isinstance(exc, LimitReached):  # the file's own sessions filled the room: say so
+            active = [s for s in created if finish.get(s["id"], {}).get("status", "active") == "active"]
+            raise filelimits.past_active_limit(exc, plan, active, user) from None
         raise
     await db.end_file_import([s["id"] for s in created], finish)
     return [await db.get_session(s["id"], counts=True) for s in created]
-
-
-def _within_limits(limits: dict, spec: dict, histories: list[list[dict]]) -> None:
-    """A file's session (and its branches: `histories`) must fit the daemon's max_chats_per_session and
-    max_messages_per_chat, checked before anything is written and refused naming what in the file is past
-    which (an append's refusal names a session, which the failed import deleted, and a way on in it)."""
-    sid = spec.get("id") or spec.get("name") or "conversation"
-    chats = spec.get("chats") or [{"id": "main"}]
-    cap = limits.get("max_chats_per_session")
-    if cap and len(chats) > cap:
-        raise LimitReached(
-            f"the file's session {sid!r:.80} has {len(chats)} chats, more than this daemon's max_chats_per_session"
-            f" ({cap}); nothing was imported",
-            limit="max_chats_per_session",
-            value=cap,
-        )
-    per_chat = limits.get("max_messages_per_chat")
-    current = spec.get("current_chat") or chats[0]["id"]
-    for msgs in histories if per_chat else ():
-        for chat, n in Counter(m.get("chat") or current for m in msgs).items():
-            if per_chat and n > per_chat:
-                raise LimitReached(
-                    f"the file's session {sid!r:.80} has {n} messages in chat {chat!r:.80}, more than this daemon's"
-                    f" max_messages_per_chat ({per_chat}); nothing was imported",
-                    limit="max_messages_per_chat",
-                    value=per_chat,
-                )
 
 
 async def pause_for_tests(point: str) -> None:

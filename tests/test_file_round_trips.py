@@ -336,3 +336,29 @@ def test_a_fork_past_the_message_limit_is_refused_naming_the_fork_point(make_dae
     assert "too-long" not in e.value.message and "holds 0" not in e.value.message, e.value.message
     assert [s["id"] for s in c.list_sessions()["sessions"]] == [sid]
     assert c.fork(sid, ids[2], new_id="short-enough")["message_count"] == 3
+
+
+def test_a_file_of_more_sessions_than_the_active_limit_is_refused_saying_so(make_daemon, tmp_path):
+    """A file of 3 conversations into an empty home with max_active_sessions = 2 was refused as 'this daemon
+    already has 2 active sessions; pause, end or delete one first', while `sessiond ls` showed none: the 2 were
+    the file's own, hidden until the import ends (and then deleted). The refusal says the file holds more
+    sessions than the room left."""
+    d = started_with(make_daemon, max_active_sessions=2)
+    convs = [
+        {
+            "uuid": f"u{i}",
+            "name": f"conversation {i}",
+            "chat_messages": [{"uuid": f"m{i}", "sender": "human", "text": "hi", "content": []}],
+        }
+        for i in range(3)
+    ]
+    f = tmp_path / "conversations.json"
+    f.write_text(json.dumps(convs))
+    res = run_cli(d.home, "import-file", str(f), "--json")
+    err = json.loads(res.stdout)["error"]
+    assert res.returncode == 1 and err["code"] == "limit_reached", res.stdout
+    assert "already has 2 active sessions" not in err["message"], err["message"]
+    assert "the file holds 3 sessions" in err["message"] and "room for 2" in err["message"], err["message"]
+    assert d.client().list_sessions()["sessions"] == []
+    f.write_text(json.dumps(convs[:2]))
+    run_cli(d.home, "import-file", str(f), check=True)
