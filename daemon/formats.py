@@ -15,9 +15,9 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..storage.errors import Conflict, Invalid
-from ..storage.model import ROLES
-from . import importers, markdown
+from ..storage.errors import Conflict, Invalid, LimitReached
+from ..storage.model import ANSWER_KEYS, ROLES
+from . import filelimits, importers, markdown, sessionfile
 from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
@@ -129,6 +129,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
                         "name",
                         "tool_call_id",
                         "metadata",
+                        *ANSWER_KEYS,  # a model's answer: what it costs the quota (usage), its times
                     )
                     if m.get(k) is not None
                 }
@@ -221,6 +222,8 @@ def parse_json(data: Any) -> dict:
         "session",
     )
     spec = {k: x for k, x in spec.items() if x is not None}
+    if (created := importers.timestamp(s.get("created_at"), "session.created_at")) is not None:
+        spec["created_at"] = created  # (as its chats keep theirs)
     if chats:
         spec["chats"] = [_file_chat(c, f"chats[{i}]") for i, c in enumerate(chats)]
         ids = [c["id"] for c in spec["chats"]]
@@ -234,8 +237,12 @@ def parse_json(data: Any) -> dict:
     if not isinstance(msgs, list):
         raise Invalid('session file\'s "messages" must be a list')
     parsed = []
+    at: dict[str, int] = {}  # a file message's id: its place in the file (a chat's compaction cutoff names it)
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
+        pm.update(sessionfile.answer(m, f"messages[{i}]"))
+        if isinstance(m.get("id"), str):
+            at.setdefault(m["id"], i)
         chat = m.get("chat", "main")  # _message keeps a message's own fields; its chat is the file's
         if not isinstance(chat, str):
             raise Invalid(f"messages[{i}].chat must be a chat id (a string)")
@@ -243,7 +250,8 @@ def parse_json(data: Any) -> dict:
             raise Invalid(f"messages[{i}] is in chat {chat!r}, which the file does not define")
         pm["chat"] = chat
         parsed.append(pm)
-    return {"spec": spec, "messages": parsed}
+    status = sessionfile.status(s)
+    return {"spec": spec, "messages": parsed, "status": status, "cuts": sessionfile.cuts(chats, at)}
 
 
 def parse_chatgpt(data: Any) -> list[dict]:
@@ -358,6 +366,8 @@ async def import_file(
         plan = PARSERS[fmt](data)
     else:
         raise Invalid(f"unknown import format {fmt!r}: use openai, json, chatgpt, claude, openwebui or llm")
+    for item in plan:
+        filelimits.within_limits(db.limits, item["spec"], [item["messages"], *(f["messages"] for f in item["forks"])])
     for item in plan:  # as POST /v1/sessions does
         for m in item["spec"].get("initial_messages") or ():
             if m.get("tokens") is None:
@@ -371,10 +381,17 @@ async def import_file(
             progress(done[0], total)
 
     created: list[dict] = []
+    finish: dict[str, dict] = {}  # {session: {"status", "cuts"}}: what end_file_import sets
+    user = None  # the user of the session being made (a refusal by the per-user limit is about them)
     try:
         for item in plan:
+            user = item["spec"].get("user")
             try:
-                s = await db.create_session({k: v for k, v in item["spec"].items() if v is not None}, file_import=True)
+                s = await db.create_session(
+                    {k: v for k, v in item["spec"].items() if v is not None},
+                    file_import=True,
+                    active=item.get("status", "active") == "active",  # (a paused or ended one: not limited)
+                )
             except Conflict:
                 if not (sid := item["spec"].get("id")):
                     raise
@@ -392,9 +409,17 @@ async def import_file(
                     f' remove the session\'s "id" from the file to import it as a new session'
                 ) from None
             created.append(s)
-            ids = await _append(db, s["id"], item["messages"], estimate, step)
+            stored = await _append(db, s["id"], item["messages"], estimate, step)
+            # a session file's status and compaction, set as the import ends (over its messages)
+            cuts = {
+                chat: [stored[i][k] for k in ("lamport", "device", "seq")] for chat, i in item.get("cuts", {}).items()
+            }
+            if cuts or item.get("status", "active") != "active":
+                finish[s["id"]] = {"status": item.get("status", "active"), "cuts": cuts}
+            ids = {m["node"]: x["id"] for m, x in zip(item["messages"], stored, strict=True) if m.get("node")}
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
+                user = None
                 f = await db.create_session(
                     {
                         "name": f"{s['name'] or 'conversation'} (branch)",
@@ -405,14 +430,17 @@ async def import_file(
                 )
                 created.append(f)
                 await _append(db, f["id"], fork["messages"], estimate, step)
-    except BaseException:
+    except BaseException as exc:
         for s in created:
             try:
                 await remove(s["id"])
             except Exception:
                 pass
+        if isinstance(exc, LimitReached):  # the file's own sessions filled the room: say so
+            active = [s for s in created if finish.get(s["id"], {}).get("status", "active") == "active"]
+            raise filelimits.past_active_limit(exc, plan, active, user) from None
         raise
-    await db.end_file_import([s["id"] for s in created])
+    await db.end_file_import([s["id"] for s in created], finish)
     return [await db.get_session(s["id"], counts=True) for s in created]
 
 
@@ -433,10 +461,10 @@ async def pause_for_tests(point: str) -> None:
 APPEND_BATCH = 5000
 
 
-async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[int], None]) -> dict:
-    """Append in order; returns {chatgpt node id: message id} where nodes are known."""
+async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[int], None]) -> list[dict]:
+    """Append in order; returns the stored messages."""
     if not messages:
-        return {}
+        return []
     clean = []
     for m in messages:
         c = {k: v for k, v in m.items() if k != "node"}
@@ -449,4 +477,4 @@ async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[
         stored += await db.append_messages(sid, batch, importing=True)  # hidden until the import ends
         step(len(batch))
         await pause_for_tests("import-file.batch")
-    return {m["node"]: s["id"] for m, s in zip(messages, stored) if m.get("node")}
+    return stored

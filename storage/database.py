@@ -43,6 +43,7 @@ from .checkpoints import Checkpoints
 from .connections import Connections, Row
 from .context import Context
 from .lifecycle import Released, ShareLog
+from .limits import check_fork
 from .logrun import LogReads, RunReader
 from .messages import Messages
 from .model import LogRun, Op, RemoteLog, now
@@ -133,12 +134,13 @@ class Database:
         return await self.syncstate.signed_sessions()
 
     # ------------------------------------------------------------------ sessions
-    async def create_session(self, spec: dict, *, file_import: bool = False) -> dict:
-        return await self.sessions.create(spec, file_import=file_import)
+    async def create_session(self, spec: dict, *, file_import: bool = False, active: bool = True) -> dict:
+        return await self.sessions.create(spec, file_import=file_import, active=active)
 
-    async def end_file_import(self, sids: list[str]) -> None:
-        """The import from a file that made `sids` is done: all of them stay."""
-        await self.sessions.end_file_import(sids)
+    async def end_file_import(self, sids: list[str], finish: dict[str, dict] | None = None) -> None:
+        """The import from a file that made `sids` is done: all of them stay (`finish`: the status and
+        compaction cutoffs their files give them)."""
+        await self.sessions.end_file_import(sids, finish)
 
     async def unfinished_file_imports(self) -> list[str]:
         """The sessions of imports from a file that a crash cut short (to be deleted, as the import failed)."""
@@ -235,6 +237,7 @@ class Database:
             (sid, lam, dev, seq),
         )
         cuts = await self._cuts_at(sid, (lam, dev, seq))
+        check_fork(self.c.limits, sid, at, [r[0] for r in rows])
         new = await self.create_session(spec)
         try:
             if rows:

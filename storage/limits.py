@@ -1,5 +1,6 @@
 """The limits on active sessions (max_active_sessions, max_active_sessions_per_user): one check, for every
-way a session becomes active here: create, resume, a change of user, and an import from a share code."""
+way a session becomes active here: create, resume, a change of user, and an import from a share code; and
+a fork's copied history against max_messages_per_chat."""
 
 from __future__ import annotations
 
@@ -48,3 +49,21 @@ async def check_imported(tx: Any, limits: dict[str, int], sid: str) -> None:
     row = await tx.fetchone("SELECT status, user FROM sessions WHERE id=?", (sid,))
     if row is not None and row[0] == "active":
         await check_active_limits(tx, limits, row[1], besides=sid)
+
+
+def check_fork(limits: dict[str, int], sid: str, at: str, chats: list[str]) -> None:
+    """A fork of `sid` at message `at`, whose copied history has these messages' chats (one entry per
+    message), must fit max_messages_per_chat (lowered since the chat grew): refused before the fork is made,
+    naming the source and the fork point, not the fork the append would have named (deleted then)."""
+    cap = limits.get("max_messages_per_chat")
+    if not cap:
+        return
+    for chat in dict.fromkeys(chats):
+        if (n := chats.count(chat)) > cap:
+            raise LimitReached(
+                f"a fork of session {sid!r} at message {at!r} would hold {n} messages in chat {chat!r}, more than"
+                f" this daemon's max_messages_per_chat ({cap}): fork at an earlier message, or go on in a clone"
+                f" (`sessiond clone {sid}`: same settings, no history)",
+                limit="max_messages_per_chat",
+                value=cap,
+            )

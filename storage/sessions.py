@@ -142,12 +142,14 @@ class Sessions:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def create(self, spec: dict, *, file_import: bool = False) -> dict:
+    async def create(self, spec: dict, *, file_import: bool = False, active: bool = True) -> dict:
         """A new session. `file_import`: made by an import from a file, listed as such in its creating
         transaction until `end_file_import` (a crash before that: `unfinished_file_imports` names it), and
         hidden meanwhile as an import from a share code is (`importing`: not listed, searched, counted in
         statistics nor pushed; no event), so that the file's sessions appear all at once, whole, or not at
-        all; the import's own appends reach it (Messages.append's `importing`)."""
+        all; the import's own appends reach it (Messages.append's `importing`). `active=False`: one such
+        import that ends paused or ended (its file's status), which the active-session limits do not
+        count, as they do not count a session paused or ended here (resuming it checks them)."""
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
         t = now()
@@ -161,14 +163,18 @@ class Sessions:
                 body[k] = spec[k]
         if spec.get("provenance"):
             body["provenance"] = spec["provenance"]
-        body.update(created_at=t, current_chat=spec.get("current_chat") or chats[0]["id"], chats=chats)
+        # (a session file's own creation time, which its import keeps; the import's time is its last activity)
+        body.update(
+            created_at=spec.get("created_at") or t, current_chat=spec.get("current_chat") or chats[0]["id"], chats=chats
+        )
         async with self.c.transaction() as tx:
             if await tx.fetchone("SELECT 1 FROM sessions WHERE id=?", (sid,)):
                 raise Conflict(f"a session with id {sid!r} already exists; choose another id or omit it")
             twin = await case_twin(tx, sid)
             if twin is not None:
                 raise Conflict(case_twin_message(sid, twin) + "; choose another id or omit it")
-            await self._check_limits(tx, spec.get("user"))
+            if active:
+                await self._check_limits(tx, spec.get("user"))
             cap = self.c.limits.get("max_chats_per_session")
             if cap and len(chats) > cap:  # made with its chats (a clone, a fork, a session file): as `chat new`
                 raise LimitReached(
@@ -185,21 +191,33 @@ class Sessions:
                 tx.emit({"type": "session.created", "session": sid})
         return session_dict(await session_row(self.c.committed, sid, importing=file_import))
 
-    async def end_file_import(self, sids: builtins.list[str]) -> None:
+    async def end_file_import(self, sids: builtins.list[str], finish: dict[str, dict] | None = None) -> None:
         """The import from a file that made `sids` is done: all of it stays, and shows (one transaction).
         Each is announced as created then (which pushes it), due a checkpoint if its messages passed its
-        checkpoint interval, as their appends would have made it. One past its expiry (a file of an expired
-        session) is ended then, as a write that meets an expired session ends it (Connections.on_expired)."""
+        checkpoint interval, as their appends would have made it. `finish`: what a session's file gives it
+        beyond its messages, set in that transaction over them, so that it shows only as it was: `cuts`,
+        its chats' compaction cutoffs ({chat: [lamport, device, seq]}), and `status`, when not active (its
+        messages went in while it was); one ended is due its final checkpoint, as `end` makes one. One
+        past its expiry (a file of an expired session) is ended then, as a write that meets an expired
+        session ends it (Connections.on_expired)."""
         expired = []
+        finish = finish or {}
         async with self.c.transaction() as tx:
             for sid in sids:
                 row = await session_row(tx, sid, importing=True)
-                if past_expiry(row, now()):
+                status = finish.get(sid, {}).get("status", "active")
+                if status != "ended" and past_expiry(row, now()):
                     expired.append(sid)
+                lamport = row["lamport"]
+                for chat, cut in finish.get(sid, {}).get("cuts", {}).items():
+                    body = {"chat": chat, "compacted": cut}
+                    lamport = (await local_op(tx, self.c.device_id, sid, lamport, "chat.update", body, now())).lamport
+                if status != "active":
+                    await local_op(tx, self.c.device_id, sid, lamport, "session.update", {"status": status}, now())
                 await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
                 interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
                 ev: dict[str, Any] = {"type": "session.created", "session": sid}
-                if row["tokens_used"] >= interval:
+                if row["tokens_used"] >= interval or status == "ended":
                     ev["checkpoint_due"] = True
                 tx.emit(ev)
             await tx.executemany("DELETE FROM file_imports WHERE session_id=?", [(sid,) for sid in sids])

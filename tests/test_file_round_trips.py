@@ -10,7 +10,8 @@ import tempfile
 
 import pytest
 
-from conftest import DaemonProc, run_cli, wait_for
+from conftest import DaemonProc, run_cli, started_with, wait_for, write_config
+from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
 
@@ -141,3 +142,223 @@ def test_export_refuses_a_chat_for_a_format_that_holds_every_chat(d, tmp_path):
             c.export(sid, fmt, side)
         assert e.value.status == 422 and "openai" in e.value.message
     assert c.export(sid, "openai", side)["messages"] == []
+
+
+def test_a_paused_session_imports_back_paused(d, tmp_path):
+    """A session paused by hand came back `active` from its own export: the file's status was not read."""
+    c = d.client()
+    sid = c.create_session(id="paused-by-hand")["id"]
+    c.append(sid, "user", "wait for me")
+    c.pause(sid)
+    back = _round_trip(d, sid, tmp_path)
+    assert back["status"] == "paused"
+    assert c.get_session(sid)["status"] == "paused"
+    with pytest.raises(ApiError) as e:  # as paused as it was: it takes no message until resumed
+        c.append(sid, "user", "more")
+    assert e.value.status == 409 and "resume" in e.value.message
+    c.resume(sid)
+    c.append(sid, "user", "more")
+
+
+def test_an_ended_session_imports_back_ended_with_its_final_checkpoint(d, tmp_path):
+    """A session ended by hand (not expired) came back `active` from its own export, taking messages again.
+    It comes back ended, as `end` leaves one: its chats final, and a final checkpoint of its conversation
+    signed by this device."""
+    c = d.client()
+    sid = c.create_session(id="ended-by-hand")["id"]
+    c.append(sid, "user", "the question")
+    c.append(sid, "assistant", "the answer")
+    c.end(sid)
+    back = _round_trip(d, sid, tmp_path)
+    assert back["status"] == "ended"
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "user", "more")
+    assert e.value.status == 409
+    with pytest.raises(ApiError) as e:
+        c.create_chat(sid, name="side")
+    assert e.value.status == 409
+    device = c.status()["device_id"]
+    final = wait_for(
+        lambda: [p for p in c.checkpoints(sid)["checkpoints"] if p["device"] == device and p["messages"] == 2],
+        what="the imported ended session's final checkpoint",
+    )
+    assert c.verify_proof(sid, final[-1])["ok"]
+
+
+def test_a_paused_or_ended_session_file_imports_into_a_home_at_its_active_limit(make_daemon, tmp_path):
+    """A home at max_active_sessions refused the file of a paused or ended session as one more active
+    session ("pause, end or delete one first"), though it comes back paused or ended: neither counts. The
+    limit holds when it would become active: resuming the paused one is refused."""
+    src = make_daemon().start()
+    c = src.client()
+    for sid, stop in (("was-paused", c.pause), ("was-ended", c.end)):
+        c.create_session(id=sid)
+        c.append(sid, "user", "hello")
+        stop(sid)
+    files = {sid: exported(src, sid, tmp_path) for sid in ("was-paused", "was-ended")}
+    full = started_with(make_daemon, max_active_sessions=1)
+    h = full.client()
+    h.create_session(id="the-active-one")
+    for sid, status in (("was-paused", "paused"), ("was-ended", "ended")):
+        res = run_cli(full.home, "import-file", files[sid], "--json")
+        assert res.returncode == 0, res.stdout
+        assert json.loads(res.stdout)["sessions"][0]["status"] == status
+    with pytest.raises(ApiError) as e:
+        h.resume("was-paused")
+    assert e.value.code == "limit_reached"
+    c.create_session(id="now-active")
+    res = run_cli(full.home, "import-file", exported(src, "now-active", tmp_path), "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "limit_reached", res.stdout
+
+
+def test_a_compacted_chat_imports_back_compacted_where_it_was(d, tmp_path):
+    """The file names each chat's compaction cutoff (`compacted_upto`), but the import left every chat
+    uncompacted: the whole history was the active context again, sent to the model on the next question
+    and counted against the chat's budget. Each chat comes back compacted at the same message (under its
+    new id)."""
+    c = d.client()
+    sid = c.create_session(id="compacted")["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    for i in range(6):
+        c.append(sid, "user", f"main {i}", tokens=10)
+        c.append(sid, "user", f"side {i}", tokens=10, chat=side)
+    c.compact(sid, target_tokens=25)
+    c.compact(sid, chat=side, target_tokens=45)
+    before = {chat: c.context(sid, chat) for chat in ("main", side)}
+    back = _round_trip(d, sid, tmp_path)
+    assert back["id"] == sid
+    contents = {m["id"]: m["content"] for m in c.messages(sid, all_chats=True)["messages"]}
+    for chat, was in before.items():
+        now = c.context(sid, chat)
+        assert (now["active_messages"], now["active_tokens"], now["compacted_messages"]) == (
+            was["active_messages"],
+            was["active_tokens"],
+            was["compacted_messages"],
+        ), chat
+        assert now["compacted_upto"] is not None and contents[now["compacted_upto"]] == (
+            "main 3" if chat == "main" else "side 1"
+        )
+    data = json.loads(open(exported(d, sid, tmp_path)).read())
+    data["chats"][0]["compacted_upto"] = "no-such-message"
+    f = tmp_path / "bad-cut.json"
+    f.write_text(json.dumps(data))
+    res = run_cli(d.home, "import-file", str(f))
+    assert res.returncode == 1 and "chats[0].compacted_upto 'no-such-message'" in res.stderr, res.stderr
+
+
+def test_a_models_answers_import_back_with_their_usage_and_what_they_cost(make_daemon, tmp_path):
+    """An answer recorded by `ask` keeps its model, provider, usage and response times, and costs the quota
+    its prompt tokens too; the export wrote none of them, so the round trip gave back bare assistant messages:
+    the session's tokens used fell by every prompt the model was sent (its quota as good as reset), and
+    `sessiond stats` had no answers to time."""
+    p, server = serve_threaded(Provider())
+    try:
+        d = make_daemon()
+        os.makedirs(d.home, mode=0o700, exist_ok=True)
+        with open(os.path.join(d.home, "config.toml"), "w") as f:
+            f.write(f'default_provider = "loop"\n[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
+        c = d.start().client()
+        sid = c.create_session(id="answered", model="echo-1", system_prompt="Be terse.")["id"]
+        run_cli(d.home, "ask", sid, "hello there", check=True)
+        before = c.get_session(sid)
+        [answer] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+        assert answer["usage"]["prompt_tokens"] > 0  # (what makes the tokens used more than the messages')
+        stats = c.stats(sid)["per_chat"][0]
+        _round_trip(d, sid, tmp_path)
+        assert c.get_session(sid)["tokens_used"] == before["tokens_used"]
+        [back] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+        for k in ("model", "provider", "usage", "response"):
+            assert back[k] == answer[k], k
+        assert c.stats(sid)["per_chat"][0]["answers"] == stats["answers"] == 1
+        assert c.stats(sid)["per_chat"][0]["avg_answer_seconds"] == stats["avg_answer_seconds"]
+    finally:
+        server.stop()
+
+
+def test_a_file_past_the_chat_and_message_limits_is_refused_naming_the_file(make_daemon, tmp_path):
+    """A home's max_chats_per_session did not hold for import-file (a file of 3 chats came in where 2 is the
+    limit), while its max_messages_per_chat refused the file with an append's words: 'chat main of session
+    X holds 0 messages ... Start another chat or clone the session', a session the failed import had
+    deleted. Both now refuse the file before anything is written, saying what in the file is past which
+    limit."""
+    src = make_daemon().start()
+    c = src.client()
+    c.create_session(id="many-chats")
+    for name in ("two", "three"):
+        c.create_chat("many-chats", name=name)
+    c.create_session(id="long-chat")
+    c.append_many("long-chat", [{"role": "user", "content": f"m{i}"} for i in range(5)])
+    full = started_with(make_daemon, max_chats_per_session=2, max_messages_per_chat=3)
+    for sid, says in (
+        ("many-chats", "session 'many-chats' has 3 chats, more than this daemon's max_chats_per_session (2)"),
+        (
+            "long-chat",
+            "session 'long-chat' has 5 messages in chat 'main', more than this daemon's max_messages_per_chat (3)",
+        ),
+    ):
+        res = run_cli(full.home, "import-file", exported(src, sid, tmp_path), "--json")
+        err = json.loads(res.stdout)["error"]
+        assert res.returncode == 1 and err["code"] == "limit_reached", res.stdout
+        assert says in err["message"] and "clone" not in err["message"], err["message"]
+        with pytest.raises(ApiError):
+            full.client().get_session(sid)
+
+
+def test_a_session_imports_back_with_its_creation_time(d, tmp_path):
+    """Its chats kept their creation times but the session took the import's, so a restored archive listed
+    every session as made today, each made after its own chats."""
+    c = d.client()
+    sid = c.create_session(id="made-before")["id"]
+    c.append(sid, "user", "hello")
+    before = c.get_session(sid)
+    chats = c.list_chats(sid)["chats"]
+    _round_trip(d, sid, tmp_path)
+    assert c.get_session(sid)["created_at"] == before["created_at"]
+    assert [x["created_at"] for x in c.list_chats(sid)["chats"]] == [x["created_at"] for x in chats]
+
+
+def test_a_fork_past_the_message_limit_is_refused_naming_the_fork_point(make_daemon):
+    """A chat holding more messages than max_messages_per_chat (the limit lowered since): a fork of it was
+    refused with an append's words about the fork itself, 'chat main of session NEWID holds 0 messages ...
+    Start another chat or clone the session', a session the failed fork had just deleted. It names the
+    source, the fork point and what to do."""
+    d = make_daemon().start()
+    c = d.client()
+    sid = c.create_session(id="grew-long")["id"]
+    ids = c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(5)])["ids"]
+    d.stop()
+    write_config(d.home, max_messages_per_chat=3)
+    c = d.start().client()
+    with pytest.raises(ApiError) as e:
+        c.fork(sid, ids[-1], new_id="too-long")
+    assert e.value.code == "limit_reached"
+    assert "'grew-long'" in e.value.message and ids[-1] in e.value.message, e.value.message
+    assert "too-long" not in e.value.message and "holds 0" not in e.value.message, e.value.message
+    assert [s["id"] for s in c.list_sessions()["sessions"]] == [sid]
+    assert c.fork(sid, ids[2], new_id="short-enough")["message_count"] == 3
+
+
+def test_a_file_of_more_sessions_than_the_active_limit_is_refused_saying_so(make_daemon, tmp_path):
+    """A file of 3 conversations into an empty home with max_active_sessions = 2 was refused as 'this daemon
+    already has 2 active sessions; pause, end or delete one first', while `sessiond ls` showed none: the 2 were
+    the file's own, hidden until the import ends (and then deleted). The refusal says the file holds more
+    sessions than the room left."""
+    d = started_with(make_daemon, max_active_sessions=2)
+    convs = [
+        {
+            "uuid": f"u{i}",
+            "name": f"conversation {i}",
+            "chat_messages": [{"uuid": f"m{i}", "sender": "human", "text": "hi", "content": []}],
+        }
+        for i in range(3)
+    ]
+    f = tmp_path / "conversations.json"
+    f.write_text(json.dumps(convs))
+    res = run_cli(d.home, "import-file", str(f), "--json")
+    err = json.loads(res.stdout)["error"]
+    assert res.returncode == 1 and err["code"] == "limit_reached", res.stdout
+    assert "already has 2 active sessions" not in err["message"], err["message"]
+    assert "the file holds 3 sessions" in err["message"] and "room for 2" in err["message"], err["message"]
+    assert d.client().list_sessions()["sessions"] == []
+    f.write_text(json.dumps(convs[:2]))
+    run_cli(d.home, "import-file", str(f), check=True)

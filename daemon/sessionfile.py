@@ -1,0 +1,58 @@
+"""What a session file (`export --format json`, docs/FORMATS.md section 10) holds beyond what POST /v1/sessions
+and an append take, so that it imports back as it was: its status, its chats' compaction cutoffs, and its
+model's answers' own fields. daemon/formats.py reads the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..storage.errors import Invalid
+
+STATUSES = ("active", "paused", "ended")
+
+
+def status(session: dict) -> str:
+    """The session's status in its file (`active` when a file written by hand leaves it out)."""
+    s = session.get("status") or "active"
+    if s not in STATUSES:
+        raise Invalid(f"session.status {s!r:.40} is not one of {', '.join(STATUSES)}")
+    return s
+
+
+def answer(m: dict, where: str) -> dict:
+    """A model's answer's own fields in a session file (daemon/answers.py records them): its model and
+    provider, its usage (whose prompt tokens the quota counts), response times, whether it was cut short."""
+    out: dict[str, Any] = {}
+    for k in ("model", "provider", "error"):
+        if m.get(k) is not None:
+            if not isinstance(m[k], str) or len(m[k]) > (200 if k != "error" else 2000):
+                raise Invalid(f"{where}.{k} must be a string of at most {200 if k != 'error' else 2000} characters")
+            out[k] = m[k]
+    if m.get("interrupted") is not None:
+        if not isinstance(m["interrupted"], bool):
+            raise Invalid(f"{where}.interrupted must be true or false")
+        out["interrupted"] = m["interrupted"]
+    for k, fields in (("usage", ("prompt_tokens", "completion_tokens")), ("response", ("first_token_ms", "total_ms"))):
+        if m.get(k) is None:
+            continue
+        if not isinstance(m[k], dict) or not m[k].keys() <= set(fields):
+            raise Invalid(f"{where}.{k} must be an object of {' and '.join(fields)}")
+        for f, n in m[k].items():
+            if type(n) is not int or not 0 <= n <= 1 << 40:
+                raise Invalid(f"{where}.{k}.{f} must be a whole number between 0 and {1 << 40}")
+        out[k] = m[k]
+    return out
+
+
+def cuts(chats: list, at: dict[str, int]) -> dict[str, int]:
+    """Each compacted chat of a session file: the place in the file's messages of its cutoff (the last
+    message compaction set aside), which the import gives that message's new id."""
+    out = {}
+    for i, c in enumerate(chats):
+        upto = c.get("compacted_upto")
+        if upto is None:
+            continue
+        if upto not in at:
+            raise Invalid(f"chats[{i}].compacted_upto {upto!r:.80} is not the id of one of the file's messages")
+        out[c["id"]] = at[upto]
+    return out
