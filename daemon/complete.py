@@ -175,19 +175,33 @@ def sse(event: str, data) -> bytes:
 async def handle(request: web.Request) -> web.StreamResponse:
     from ..api.messages import IDEMPOTENCY_HEADER
     from .routes.common import body as read_body
-    from .routes.common import daemon_of, ok
+    from .routes.common import daemon_of
 
     body = await read_body(request)  # checked against api/complete.py Complete
-    stream = body.get("stream", False)
     d = daemon_of(request)
+    sid = request.match_info["id"]
+    key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+    if key is None:
+        return await _ask(request, d, sid, body, None)
+    # A retry that comes while its first try still waits for the model (an app that timed out, two of its
+    # workers sending one request) waits for that try to end, then is answered from its record: the model
+    # asked once, not twice with the second answer refused (its key's record already held the first).
+    async with d.asking(f"{sid}\n{key}"):
+        return await _ask(request, d, sid, body, key)
+
+
+async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -> web.StreamResponse:
+    from .routes.common import ok
+
+    stream = body.get("stream", False)
     plan = await prepare(
         d,
-        request.match_info["id"],
+        sid,
         content=body.get("content"),
         chat=body.get("chat"),
         model=body.get("model"),
         provider=body.get("provider"),
-        key=v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER)),
+        key=key,
     )
     if not stream:
         if plan.done is not None:
