@@ -66,3 +66,17 @@ def test_a_retry_while_the_model_thinks_gets_the_one_answer(slow_model, streamed
         ("assistant", "echo: hello"),
     ]
     assert len(p.requests) == 1  # the model was asked once (was: twice, the second answer's tokens lost)
+
+
+def test_the_same_key_with_another_question_is_refused_naming_the_key_sent(slow_model):
+    d, p = slow_model
+    p.faults.hang = 0
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.complete(sid, "hello", idempotency_key="K")
+    with pytest.raises(ApiError) as e:
+        c.complete(sid, "another question", idempotency_key="K")
+    assert (e.value.status, e.value.code) == (422, "idempotency_key_reused")
+    # the key the app sent, not the daemon's own records of its question and answer (K:question, K:answer)
+    assert "'K'" in e.value.message and "K:" not in e.value.message, e.value.message
+    assert len(p.requests) == 1 and len(c.messages(sid)["messages"]) == 2
