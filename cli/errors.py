@@ -61,10 +61,10 @@ def run_command(
         return fail(args, exc.code, exc.message, EXIT_ERROR)
     except CliError as exc:
         return fail(args, exc.kind, str(exc), exc.code)
+    except HomeError as exc:  # (UnsafeSocket too, a ClientError: the client refused the socket's folder)
+        return fail(args, "bad_home", str(exc), EXIT_ERROR)
     except ClientError as exc:
         return fail(args, "error", str(exc), EXIT_ERROR)
-    except HomeError as exc:
-        return fail(args, "bad_home", str(exc), EXIT_ERROR)
     except UnicodeDecodeError:
         return fail(args, "usage", "standard input is not UTF-8 text", EXIT_USAGE)
     except KeyboardInterrupt:

@@ -4,11 +4,19 @@ use, so that importing the client stays standard library only). The same methods
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
-from ..api.locate import check_socket_folder, default_home, resolve_home, socket_path
-from .calls import IDEMPOTENCY_HEADER, Api, call_timeout, complete_body, new_idempotency_key, quote_id, retryable
+from ..api.locate import default_home, resolve_home
+from .calls import (
+    IDEMPOTENCY_HEADER,
+    Api,
+    call_timeout,
+    complete_body,
+    locate_socket,
+    new_idempotency_key,
+    quote_id,
+    retryable,
+)
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
 from .streams import SseParser, StreamedAnswer, broken_answer, stream_event
 
@@ -21,9 +29,7 @@ class AsyncClient(Api):
 
     def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
         self.home = resolve_home(home)
-        self.socket = socket or socket_path(self.home)
-        if socket is None and os.path.dirname(self.socket) != self.home:  # a long home's socket, elsewhere
-            check_socket_folder(self.socket)  # no other user's folder: they could stand in for the daemon
+        self.socket = locate_socket(self.home, socket)
         self.timeout = timeout
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._session: aiohttp.ClientSession | None = None

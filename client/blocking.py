@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..api.locate import check_socket_folder, default_home, resolve_home, socket_path
-from .calls import IDEMPOTENCY_HEADER, Api, call_timeout, complete_body, new_idempotency_key, quote_id, retryable
+from ..api.locate import default_home, resolve_home
+from .calls import (
+    IDEMPOTENCY_HEADER,
+    Api,
+    call_timeout,
+    complete_body,
+    locate_socket,
+    new_idempotency_key,
+    quote_id,
+    retryable,
+)
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
 from .streams import CompletionStream, EventStream
 from .wire import Connection, request_head
@@ -37,9 +45,7 @@ class Client(Api):
 
     def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
         self.home = resolve_home(home)
-        self.socket = socket or socket_path(self.home)
-        if socket is None and os.path.dirname(self.socket) != self.home:  # a long home's socket, elsewhere
-            check_socket_folder(self.socket)  # no other user's folder: they could stand in for the daemon
+        self.socket = locate_socket(self.home, socket)
         self.timeout = timeout
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._conn: Connection | None = None  # the calls' kept-alive connection (wire.py)

@@ -12,6 +12,7 @@ which the client (standard library only, so that the CLI starts fast) does not l
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -30,6 +31,23 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
 
 # api/messages.py's IDEMPOTENCY_HEADER, repeated: importing api/messages.py would load pydantic.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def locate_socket(home: str, socket: str | None) -> str:
+    """The socket a client of `home` talks to (`socket`, if given): a long home's, outside it, only in a folder
+    that no other user could have made or can write to (api/locate.py); UnsafeSocket otherwise."""
+    from ..api.locate import HomeError, check_socket_folder, socket_path
+    from .errors import UnsafeSocket
+
+    if socket:
+        return socket
+    try:
+        path = socket_path(home)
+        if os.path.dirname(path) != home:  # a long home's socket, elsewhere
+            check_socket_folder(path)  # no other user's folder: they could stand in for the daemon
+    except HomeError as exc:
+        raise UnsafeSocket(str(exc)) from None
+    return path
 
 
 def quote_id(sid: str) -> str:

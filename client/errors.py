@@ -7,6 +7,8 @@ import json
 import shlex
 from typing import Any
 
+from ..api.locate import HomeError
+
 
 class ClientError(Exception):
     pass
@@ -21,6 +23,13 @@ class DaemonNotRunning(ClientError):
             f"start one with `sessiond start{flag}` (background) or `sessiond daemon{flag}` (foreground)"
         )
         self.path = path
+
+
+class UnsafeSocket(ClientError, HomeError):
+    """The client will not connect: the socket of a long home, outside it (under the runtime directory),
+    is in a folder another local user could have made or could write to, so what answers there might be
+    theirs, not the daemon; or no such folder can be named. The message says what to fix. Also a HomeError,
+    as the daemon refuses the same folder."""
 
 
 class ApiError(ClientError):

@@ -18,7 +18,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Conflict, Invalid, QuotaExceeded, quota_ways_out
+from ..storage.errors import Conflict, IdempotencyKeyReused, Invalid, QuotaExceeded, quota_ways_out
 from ..storage.model import now
 from ..storage.sessions import not_active, past_expiry
 from . import validate as v
@@ -126,13 +126,8 @@ async def prepare(
     if answer_key is not None:
         seen = await db.idempotent_result(sid, answer_key)
         if seen:  # a retry of a request that got its answer: the same answer, nothing asked or stored again
-            if content is not None:
-                await db.append_messages(
-                    sid,
-                    [{"role": "user", "content": content, "tokens": d.estimate(content)}],
-                    chat_id,
-                    key=f"{key}:question",
-                )  # answered from its record (or refused)
+            if content is not None:  # answered from its record (or refused)
+                await _question(d, sid, content, chat_id, key)
             return Plan(sid, chat_id, p, model, {}, answer_key, done=await db.get_message(sid, seen[0]["id"]))
     check_writable(db, session)
     check_quota(session)
@@ -141,12 +136,7 @@ async def prepare(
         sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
     )
     if content is not None:  # the question is recorded first: it stays, whatever the model does
-        await db.append_messages(
-            sid,
-            [{"role": "user", "content": content, "tokens": d.estimate(content)}],
-            chat_id,
-            key=f"{key}:question" if key is not None else None,
-        )
+        await _question(d, sid, content, chat_id, key)
     messages = []
     system = chat_row.get("system_prompt") or session.get("system_prompt")
     if system:
@@ -156,6 +146,24 @@ async def prepare(
     messages += await db.context_messages(sid, chat_id)
     req = {"model": model, "messages": messages, **request_settings(p, session, chat_row)}
     return Plan(sid, chat_id, p, model, req, answer_key)
+
+
+async def _question(d, sid: str, content: str, chat: str, key: str | None) -> None:
+    """The question recorded as the chat's next user message (under `key`'s record of its question, so a
+    retry stores it once). The same key with another question is refused naming the key the app sent, not
+    the record's own (KEY:question)."""
+    try:
+        await d.db.append_messages(
+            sid,
+            [{"role": "user", "content": content, "tokens": d.estimate(content)}],
+            chat,
+            key=f"{key}:question" if key is not None else None,
+        )
+    except IdempotencyKeyReused:
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was already used for another question in session {sid!r}; send a new key"
+            f" with each new request (the same key only to retry it)"
+        ) from None
 
 
 def _answer_text(data: dict) -> str:
@@ -175,19 +183,33 @@ def sse(event: str, data) -> bytes:
 async def handle(request: web.Request) -> web.StreamResponse:
     from ..api.messages import IDEMPOTENCY_HEADER
     from .routes.common import body as read_body
-    from .routes.common import daemon_of, ok
+    from .routes.common import daemon_of
 
     body = await read_body(request)  # checked against api/complete.py Complete
-    stream = body.get("stream", False)
     d = daemon_of(request)
+    sid = request.match_info["id"]
+    key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+    if key is None:
+        return await _ask(request, d, sid, body, None)
+    # A retry that comes while its first try still waits for the model (an app that timed out, two of its
+    # workers sending one request) waits for that try to end, then is answered from its record: the model
+    # asked once, not twice with the second answer refused (its key's record already held the first).
+    async with d.asking(f"{sid}\n{key}"):
+        return await _ask(request, d, sid, body, key)
+
+
+async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -> web.StreamResponse:
+    from .routes.common import ok
+
+    stream = body.get("stream", False)
     plan = await prepare(
         d,
-        request.match_info["id"],
+        sid,
         content=body.get("content"),
         chat=body.get("chat"),
         model=body.get("model"),
         provider=body.get("provider"),
-        key=v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER)),
+        key=key,
     )
     if not stream:
         if plan.done is not None:

@@ -20,6 +20,7 @@ from ..storage.database import Database
 from ..storage.errors import UnusableDatabase
 from ..storage.redact import scrub_text, shown_store, shown_url
 from ..stores import StoreError
+from ..sync.bounded import KeyedLocks
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.keys import DEVICE_KEY, device_key_problem
 from ..sync.mirror import MirrorStore, open_stores
@@ -90,6 +91,8 @@ class Daemon:
 
         self.providers = Providers(config.providers, config.default_provider)
         self.compat = Compat(self)
+        # the questions to a model under way, by session and Idempotency-Key: a retry waits for its first try
+        self.asking = KeyedLocks()
 
     # ---------------------------------------------------------------- lifecycle (the API's other calls: self.ops)
     def _configure_network_stores(self) -> None:

@@ -123,3 +123,24 @@ def test_a_client_does_not_talk_to_a_socket_planted_in_an_open_folder(where):
         planted.close()
     assert res.returncode != 0 and "refusing to use it for the socket" in res.stderr, (res.stdout, res.stderr)
     assert got == []
+
+
+@pytest.mark.parametrize("command", ["status", "ls", "start"])
+def test_an_app_gets_the_refusal_as_a_client_error(where, monkeypatch, command):
+    """The Python clients refuse such a folder with a ClientError (UnsafeSocket), the base an app catches
+    for every way a call can fail (it was api/locate.py's HomeError, which sessiond.client does not even
+    export); the CLI still says what it is (bad_home), not that a daemon is stuck."""
+    from sessiond.client import AsyncClient, Client, ClientError, UnsafeSocket
+
+    home, runtime, path = where
+    os.mkdir(runtime)
+    os.chmod(runtime, 0o777)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    for make in (Client, AsyncClient):
+        with pytest.raises(ClientError, match="refusing to use it for the socket") as e:
+            make(home)
+        assert isinstance(e.value, UnsafeSocket) and f"chmod 700 {runtime}" in str(e.value)
+    res = run_cli(home, command, "--json", env={"XDG_RUNTIME_DIR": runtime})
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr and "stuck" not in res.stderr, res.stderr
+    assert '"code": "bad_home"' in res.stdout and "refusing to use it for the socket" in res.stdout, res.stdout

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from ...client import Client, ClientError, DaemonNotRunning
+from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import holds_lock, read_lock, resolve_home
 from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_USAGE, CliError
@@ -136,6 +136,8 @@ def cmd_start(args) -> int:
         return 0
     except DaemonNotRunning:
         pass
+    except UnsafeSocket:
+        raise  # its folder refused: said as such, not as a daemon that does not answer
     except ClientError as exc:  # a daemon holds the home's socket, but does not answer on it
         raise _hung(home.path, exc) from None
     home.prepare()
@@ -259,7 +261,7 @@ def cmd_status(args) -> int:
         raise CliError("status: --timeout must be more than 0 seconds", EXIT_USAGE)
     try:  # a status is answered at once: a daemon silent for `--timeout` seconds is stuck, not busy
         info = Client(args.home, timeout=args.timeout).status()
-    except DaemonNotRunning:
+    except (DaemonNotRunning, UnsafeSocket):
         raise
     except ClientError as exc:
         raise _hung(resolve_home(args.home), exc) from None
