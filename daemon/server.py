@@ -195,8 +195,8 @@ class Daemon:
         does it while running: with their final checkpoint, their end pushed."""
         for sid in await self.db.unfinished_file_imports():
             log.warning(
-                "an import from a file was cut short (the daemon stopped part-way): its session is deleted; "
-                "run the import again",
+                "an import from a file or a fork was cut short (the daemon stopped part-way): its session is "
+                "deleted; run it again",
                 extra={"session": sid},
             )
             await self.ops.delete_session(sid)

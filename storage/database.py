@@ -42,6 +42,7 @@ from .chats import Chats
 from .checkpoints import Checkpoints
 from .connections import Connections, Row
 from .context import Context
+from .errors import crash_at
 from .lifecycle import Released, ShareLog
 from .logrun import LogReads, RunReader
 from .messages import Messages
@@ -210,7 +211,11 @@ class Database:
 
     async def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> dict:
         """A new session holding the history up to and including message `at` (in every chat), each chat's
-        context compacted as it was at that message, and the chat of `at` its current one."""
+        context compacted as it was at that message, and the chat of `at` its current one.
+
+        It is written in several transactions (the session, its copied history, the cutoffs) and made as an
+        import from a file is (`file_import`): hidden until the last one, then shown whole; a crash before
+        that leaves no half-made fork, the next start deletes what was written (unfinished_file_imports)."""
         await self.get_session(sid)  # an unknown session is named as such, not as a missing message
         lam, dev, seq, chat = await self.messages.order(sid, at)
         spec = await self._copy_spec(sid)
@@ -225,8 +230,9 @@ class Database:
             (sid, lam, dev, seq),
         )
         cuts = await self._cuts_at(sid, (lam, dev, seq))
-        new = await self.create_session(spec)
+        new = await self.create_session(spec, file_import=True)
         try:
+            crash_at("fork.created")
             if rows:
                 msgs = [
                     {"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
@@ -236,14 +242,18 @@ class Database:
                 # apply to what the fork adds next), its chats then compacted where the source's were
                 # each copy keeps its message's own time (the fork's own is the session's created_at); times
                 # are not in the checkpoints' conversation hash (docs/FORMATS.md §8), so proofs are unchanged
-                stored = await self.append_messages(new["id"], msgs, answer=True, times=[r[8] for r in rows])
+                stored = await self.append_messages(
+                    new["id"], msgs, answer=True, times=[r[8] for r in rows], importing=True
+                )
                 moved = {}
                 for r, m in zip(rows, stored, strict=True):
                     cut = cuts.get(r[0])
                     if cut is not None and tuple(r[5:8]) <= tuple(cut):
                         moved[r[0]] = [m["lamport"], m["device"], m["seq"]]
+                crash_at("fork.copied")
                 if moved:
-                    await self.budgets.set_cuts(new["id"], moved)
+                    await self.budgets.set_cuts(new["id"], moved, importing=True)
+            await self.end_file_import([new["id"]])
         except BaseException:
             await self.delete_session(new["id"])
             raise
