@@ -400,6 +400,9 @@ class Database:
     async def latest_own_checkpoint(self, sid: str) -> dict | None:
         return await self.checkpointer.latest_own(sid)
 
+    async def unproven_ends(self) -> list[str]:
+        return await self.checkpointer.unproven_ends()
+
     async def next_checkpoint_number(self, sid: str) -> int:
         return await self.checkpointer.next_number(sid)
 

@@ -4,7 +4,7 @@ and doctor are clean. SESSIOND_CRASH_AT names the point where the daemon dies (o
 
 from __future__ import annotations
 
-from conftest import cli_json, run_cli
+from conftest import cli_json, run_cli, wait_for
 from sessiond.client import ApiError
 
 
@@ -54,3 +54,40 @@ def test_a_fork_killed_part_way_is_not_left_half_made(make_daemon, store_dir):
         assert c.context("forked")["compacted_upto"] is not None
         d.stop()
 
+
+def test_an_end_killed_before_its_final_checkpoint_gets_it_at_the_next_start(make_daemon, store_dir):
+    """`end` writes the session's status, then its final checkpoint: a crash between them left an ended
+    session without its final proof, and nothing made it later (`end` again: "already ended, nothing to
+    do"; the clean-up's expiry only looks at sessions not ended), so a device following it never got one."""
+    url = f"file://{store_dir}"
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    c = a.client()
+    sid = c.create_session(name="to end")["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(30)])
+    b.client().import_code(c.share(sid)["code"])
+    a.env["SESSIOND_CRASH_AT"] = "end.ended"
+    a.restart()
+    res = run_cli(a.home, "end", sid, "--json")
+    assert res.returncode != 0, res.stdout  # the daemon died answering it
+    a.proc.wait(10)
+    a.env.pop("SESSIOND_CRASH_AT")
+    a.start()
+    c = a.client()
+    assert c.get_session(sid)["status"] == "ended"  # the end was committed: it stands
+    final = [k for k in c.checkpoints(sid)["checkpoints"] if k["messages"] == 30]
+    assert final, c.checkpoints(sid)  # and its final checkpoint was made at the start
+    assert _all_messages(c, sid) == [f"m{i}" for i in range(30)]
+    _clean(a)
+    # the follower sees the end and its final proof
+    assert c.sync(sid, wait=True, timeout=30)["complete"]
+
+    def followed() -> bool:
+        b.client().sync(sid, wait=True, timeout=10)
+        got = b.client().checkpoints(sid)["checkpoints"]
+        return b.client().get_session(sid)["status"] == "ended" and any(k["messages"] == 30 for k in got)
+
+    wait_for(followed, timeout=30, what="the follower has the end and its final checkpoint")
+    # a restart after that makes no second one
+    n = len(c.checkpoints(sid)["checkpoints"])
+    a.restart()
+    assert len(a.client().checkpoints(sid)["checkpoints"]) == n
