@@ -14,6 +14,7 @@ import time
 from ..storage.database import Database
 from ..storage.errors import Conflict, Invalid, SessiondError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
+from ..sync.errors import crash_point
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
 
@@ -146,6 +147,7 @@ class Operations:
         async with self._checkpoint_lock:  # two ends at once: one final checkpoint
             was = (await self.db.get_session(sid))["status"]
             session = await self.db.set_status(sid, "ended")
+        crash_point("end.ended")
         # ending an ended session changes nothing: the same answer, no second final checkpoint
         if was != "ended" and session["access"] != "read" and await self.db.last_seq(sid):
             try:
@@ -153,6 +155,24 @@ class Operations:
             except ImportError_:
                 pass
         return session
+
+    async def finish_ends(self) -> None:
+        """The final checkpoints an `end` or an expiry did not make: `_end` commits the session's end, then
+        makes its checkpoint, and a crash between the two (kill -9) left an ended session without its final
+        proof, which nothing made later (the session is ended: `end` again and the clean-up pass it by).
+        Made at start, before the socket serves."""
+        for sid in await self.db.unproven_ends():
+            log.warning(
+                "a session's end was cut short before its final checkpoint (the daemon stopped part-way): "
+                "making it now",
+                extra={"session": sid},
+            )
+            try:
+                await self.syncer.make_checkpoint(sid)
+            except (ImportError_, SessiondError) as exc:
+                log.warning(
+                    "could not make an ended session's final checkpoint", extra={"session": sid, "error": str(exc)}
+                )
 
     async def end(self, sid: str) -> dict:
         """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""

@@ -195,14 +195,16 @@ class Daemon:
         """What the daemon's first request must not see, done before the socket serves: the sessions of an
         import from a file that a crash cut short are deleted (an import is all or nothing), and sessions
         that expired while no daemon ran are ended (and deleted, with delete_expired) as the clean-up
-        does it while running: with their final checkpoint, their end pushed."""
+        does it while running: with their final checkpoint, their end pushed. A session whose end a crash
+        cut short before its final checkpoint gets it (finish_ends)."""
         for sid in await self.db.unfinished_file_imports():
             log.warning(
-                "an import from a file was cut short (the daemon stopped part-way): its session is deleted; "
-                "run the import again",
+                "an import from a file or a fork was cut short (the daemon stopped part-way): its session is "
+                "deleted; run it again",
                 extra={"session": sid},
             )
             await self.ops.delete_session(sid)
+        await self.ops.finish_ends()
         await self.ops.expire_due()
 
     async def _check_device_key(self) -> None:

@@ -92,6 +92,24 @@ class Checkpoints:
         )
         return None if row is None else checkpoint_dict(sid, row)
 
+    async def unproven_ends(self) -> builtins.list[str]:
+        """The sessions this device ended whose final checkpoint is missing: the end is this device's last
+        status change and no checkpoint of its own follows it in its log, and its latest checkpoint (if any)
+        does not count every message held. `end` commits the status first, then makes the checkpoint; a
+        crash between them (kill -9) leaves these, which the next start proves (Operations.finish_ends)."""
+        dev = self.c.device_id
+        rows = await self.c.committed.fetchall(
+            "SELECT s.id FROM sessions s WHERE s.status='ended' AND s.access!='read' AND NOT s.importing"
+            " AND coalesce((SELECT max(seq) FROM ops WHERE session_id=s.id AND device_id=? AND kind='session.update'"
+            "   AND json_extract(body, '$.status')='ended'), 0)"
+            " > coalesce((SELECT max(seq) FROM ops WHERE session_id=s.id AND device_id=? AND kind='checkpoint.add'), 0)"
+            " AND coalesce((SELECT messages FROM checkpoints WHERE session_id=s.id AND device_id=?"
+            "   ORDER BY number DESC LIMIT 1), -1) != (SELECT count(*) FROM messages WHERE session_id=s.id)"
+            " ORDER BY s.id",
+            (dev, dev, dev),
+        )
+        return [r[0] for r in rows]
+
     async def next_number(self, sid: str) -> int:
         row = await self.c.committed.fetchone(
             "SELECT max(number) FROM checkpoints WHERE session_id=? AND device_id=?", (sid, self.c.device_id)

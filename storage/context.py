@@ -150,17 +150,18 @@ class Context:
             tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
         return await self.context(sid, chat)
 
-    async def set_cuts(self, sid: str, cuts: dict[str, list]) -> None:
+    async def set_cuts(self, sid: str, cuts: dict[str, list], *, importing: bool = False) -> None:
         """Set chats' compaction cutoffs as given ({chat: [lamport, device, seq]}), in one transaction (a
-        fork taking its source's)."""
+        fork taking its source's). `importing`: of a session still hidden (a fork being made): no event."""
         async with self.c.transaction() as tx:
-            lamport = (await writable_row(tx, sid, self.c))["lamport"]
+            lamport = (await writable_row(tx, sid, self.c, importing=importing))["lamport"]
             for chat, cut in cuts.items():
                 op = await local_op(
                     tx, self.c.device_id, sid, lamport, "chat.update", {"chat": chat, "compacted": cut}, now()
                 )
                 lamport = op.lamport
-                tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
+                if not importing:
+                    tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
 
     async def context(self, sid: str, chat: str | None = None) -> dict:
         q = self.c.committed

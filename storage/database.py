@@ -33,7 +33,6 @@ open.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,8 +41,8 @@ from .chats import Chats
 from .checkpoints import Checkpoints
 from .connections import Connections, Row
 from .context import Context
+from .copies import Copies
 from .lifecycle import Released, ShareLog
-from .limits import check_fork
 from .logrun import LogReads, RunReader
 from .messages import Messages
 from .model import LogRun, Op, RemoteLog, now
@@ -72,6 +71,7 @@ class Database:
         self.released = Released(c)  # objects its logs let go, for gc (lifecycle.py)
         self.outbox = Outbox(c)  # the mirror stores' outboxes (sync/mirror.py)
         self.searcher = Search(c)
+        self.copies = Copies(c, self.sessions, self.chats, self.messages, self.budgets)  # clone and fork
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Database:
@@ -203,109 +203,10 @@ class Database:
         return await self.sessions.older_than(t)
 
     async def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> dict:
-        """A new session with the same settings, chats and initial context, and no conversation."""
-        spec = await self._copy_spec(sid)
-        spec.update(id=new_id, provenance={"kind": "clone", "session": sid})
-        if name:
-            spec["name"] = name
-        return await self.create_session(spec)
+        return await self.copies.clone(sid, new_id=new_id, name=name)
 
     async def fork(self, sid: str, at: str, *, new_id: str | None = None, name: str | None = None) -> dict:
-        """A new session holding the history up to and including message `at` (in every chat), each chat's
-        context compacted as it was at that message, and the chat of `at` its current one."""
-        await self.get_session(sid)  # an unknown session is named as such, not as a missing message
-        lam, dev, seq, chat = await self.messages.order(sid, at)
-        spec = await self._copy_spec(sid)
-        # the session as it stood at the message: a chat made after it is not in the fork (one made on two
-        # devices at once under one id, once before the message, is)
-        made: dict[str, bool] = {}
-        for body, after in await self.read_all(
-            "SELECT body, (lamport, device_id, seq) > (?,?,?) FROM ops WHERE session_id=? AND kind='chat.create'",
-            (lam, dev, seq, sid),
-        ):
-            cid = json.loads(body).get("id")
-            made[cid] = made.get(cid, True) and bool(after)
-        spec["chats"] = [c for c in spec["chats"] if not made.get(c["id"])]
-        # its current chat is the fork point's: the next message follows that one
-        spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at}, current_chat=chat)
-        if name:
-            spec["name"] = name
-        rows = await self.read_all(
-            "SELECT chat_id, role, content, tokens, extra, lamport, device_id, seq, created_at FROM messages"
-            " WHERE session_id=?"
-            " AND (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
-            (sid, lam, dev, seq),
-        )
-        cuts = await self._cuts_at(sid, (lam, dev, seq))
-        check_fork(self.c.limits, sid, at, [r[0] for r in rows])
-        new = await self.create_session(spec)
-        try:
-            if rows:
-                msgs = [
-                    {"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
-                    for r in rows
-                ]
-                # the history was accepted once: copied as it is, past the quota or a context budget (these
-                # apply to what the fork adds next), its chats then compacted where the source's were
-                # each copy keeps its message's own time (the fork's own is the session's created_at); times
-                # are not in the checkpoints' conversation hash (docs/FORMATS.md §8), so proofs are unchanged
-                stored = await self.append_messages(new["id"], msgs, answer=True, times=[r[8] for r in rows])
-                moved = {}
-                for r, m in zip(rows, stored, strict=True):
-                    cut = cuts.get(r[0])
-                    if cut is not None and tuple(r[5:8]) <= tuple(cut):
-                        moved[r[0]] = [m["lamport"], m["device"], m["seq"]]
-                if moved:
-                    await self.budgets.set_cuts(new["id"], moved)
-        except BaseException:
-            await self.delete_session(new["id"])
-            raise
-        return await self.get_session(new["id"], counts=True)
-
-    async def _cuts_at(self, sid: str, order: tuple) -> dict[str, list]:
-        """Each chat's compaction cutoff as it stood at the message of this (lamport, device, seq): the
-        last one set before it (last-writer-wins by (lamport, device), as apply.py's update_chat)."""
-        cuts: dict = {}
-        for (body,) in await self.read_all(
-            "SELECT body FROM ops WHERE session_id=? AND kind='chat.update' AND (lamport, device_id, seq) < (?,?,?)"
-            " ORDER BY lamport, device_id, seq",
-            (sid, *order),
-        ):
-            b = json.loads(body)
-            if "compacted" in b:
-                cuts[b.get("chat")] = b["compacted"]
-        return {c: cut for c, cut in cuts.items() if cut is not None}
-
-    async def _copy_spec(self, sid: str) -> dict:
-        s = await self.get_session(sid)
-        chats = [
-            {
-                "id": c["id"],
-                "name": c["name"],
-                "system_prompt": c["system_prompt"],
-                "model": c["model"],
-                "settings": c["settings"],
-                "policy": c["policy"],
-                "created_at": c["created_at"],  # a copy keeps its chats' times, and so their order
-            }
-            for c in await self.list_chats(sid)
-        ]
-        spec = {
-            k: s[k]
-            for k in (
-                "user",
-                "system_prompt",
-                "model",
-                "settings",
-                "initial_messages",
-                "metadata",
-                "tags",
-                "preferences",
-                "policy",
-            )
-        }
-        spec.update(chats=chats, current_chat=s["current_chat"], name=s["name"])
-        return spec
+        return await self.copies.fork(sid, at, new_id=new_id, name=name)
 
     # ------------------------------------------------------------------ chats
     async def create_chat(self, sid: str, spec: dict) -> dict:
@@ -402,6 +303,9 @@ class Database:
 
     async def latest_own_checkpoint(self, sid: str) -> dict | None:
         return await self.checkpointer.latest_own(sid)
+
+    async def unproven_ends(self) -> list[str]:
+        return await self.checkpointer.unproven_ends()
 
     async def next_checkpoint_number(self, sid: str) -> int:
         return await self.checkpointer.next_number(sid)

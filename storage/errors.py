@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
+
+
+def crash_at(name: str) -> None:
+    """A fault hook for the crash tests: SESSIOND_CRASH_AT=name makes the daemon die here at once, as under
+    kill -9 (sync/errors.py's crash_point, for the storage layer, which imports nothing of sync/)."""
+    if os.environ.get("SESSIOND_CRASH_AT") == name:
+        os._exit(137)
 
 
 class SessiondError(Exception):

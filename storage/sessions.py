@@ -27,10 +27,10 @@ async def session_row(q: Any, sid: str, *, importing: bool = False) -> Row:
     return row
 
 
-async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False) -> Row:
+async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False, importing: bool = False) -> Row:
     """The row of a session this device may change: not a read-only import, and not past its expiry or
-    idle timeout (unless `ending` it: that is what its expiry does)."""
-    row = await session_row(q, sid)
+    idle timeout (unless `ending` it: that is what its expiry does). `importing`: of one still hidden."""
+    row = await session_row(q, sid, importing=importing)
     if row["access"] == "read":
         raise Conflict(
             f"session {sid!r} was imported with a read-only share code; this device can follow it "

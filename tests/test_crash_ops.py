@@ -1,0 +1,93 @@
+"""kill -9 in the middle of operations that write more than one transaction: after the restart nothing
+half-done is visible (a session is there whole or not at all), what was acknowledged is there, and verify
+and doctor are clean. SESSIOND_CRASH_AT names the point where the daemon dies (os._exit, as under kill -9)."""
+
+from __future__ import annotations
+
+from conftest import cli_json, run_cli, wait_for
+from sessiond.client import ApiError
+
+
+def _clean(d) -> None:
+    rep = cli_json(d.home, "verify")
+    assert rep["ok"], rep
+    res = run_cli(d.home, "doctor", "--json")
+    assert res.returncode == 0, res.stdout
+
+
+def _all_messages(c, sid: str) -> list[str]:
+    return [m["content"] for m in c.messages(sid, limit=100_000)["messages"]]
+
+
+def test_a_fork_killed_part_way_is_not_left_half_made(make_daemon, store_dir):
+    """A fork writes its session, then the copied history, then the chats' compaction cutoffs: a crash
+    between them left a fork with no messages (or no cutoffs), listed and pushed as if whole."""
+    for point in ("fork.created", "fork.copied"):
+        d = make_daemon(f"file://{store_dir}").start()
+        c = d.client()
+        sid = c.create_session(name="source")["id"]
+        c.append_many(sid, [{"role": "user", "content": f"m{i}", "tokens": 10} for i in range(20)])
+        c.compact(sid, target_tokens=50)  # a cutoff the fork must copy (set before the fork's point)
+        c.append_many(sid, [{"role": "user", "content": f"m{i}", "tokens": 10} for i in range(20, 25)])
+        at = c.messages(sid, limit=100)["messages"][-1]["id"]
+        d.env["SESSIOND_CRASH_AT"] = point
+        d.restart()
+        res = run_cli(d.home, "fork", sid, "--at", at, "--id", "forked", "--json")
+        assert res.returncode != 0, res.stdout  # the daemon died answering it: not acknowledged
+        d.proc.wait(10)
+        d.env.pop("SESSIOND_CRASH_AT")
+        d.start()
+        c = d.client()
+        ids = [s["id"] for s in c.list_sessions()["sessions"]]
+        assert "forked" not in ids, (point, ids)  # not half there: absent
+        try:
+            c.get_session("forked")
+            raise AssertionError(f"{point}: a half-made fork is still there")
+        except ApiError as exc:
+            assert exc.status == 404
+        assert _all_messages(c, sid) == [f"m{i}" for i in range(25)]
+        _clean(d)
+        # the fork asked again is made whole, with the source's cutoff
+        new = c.fork(sid, at, new_id="forked")
+        assert new["id"] == "forked"
+        assert _all_messages(c, "forked") == [f"m{i}" for i in range(25)]
+        assert c.context("forked")["compacted_upto"] is not None
+        d.stop()
+
+
+def test_an_end_killed_before_its_final_checkpoint_gets_it_at_the_next_start(make_daemon, store_dir):
+    """`end` writes the session's status, then its final checkpoint: a crash between them left an ended
+    session without its final proof, and nothing made it later (`end` again: "already ended, nothing to
+    do"; the clean-up's expiry only looks at sessions not ended), so a device following it never got one."""
+    url = f"file://{store_dir}"
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    c = a.client()
+    sid = c.create_session(name="to end")["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(30)])
+    b.client().import_code(c.share(sid)["code"])
+    a.env["SESSIOND_CRASH_AT"] = "end.ended"
+    a.restart()
+    res = run_cli(a.home, "end", sid, "--json")
+    assert res.returncode != 0, res.stdout  # the daemon died answering it
+    a.proc.wait(10)
+    a.env.pop("SESSIOND_CRASH_AT")
+    a.start()
+    c = a.client()
+    assert c.get_session(sid)["status"] == "ended"  # the end was committed: it stands
+    final = [k for k in c.checkpoints(sid)["checkpoints"] if k["messages"] == 30]
+    assert final, c.checkpoints(sid)  # and its final checkpoint was made at the start
+    assert _all_messages(c, sid) == [f"m{i}" for i in range(30)]
+    _clean(a)
+    # the follower sees the end and its final proof
+    assert c.sync(sid, wait=True, timeout=30)["complete"]
+
+    def followed() -> bool:
+        b.client().sync(sid, wait=True, timeout=10)
+        got = b.client().checkpoints(sid)["checkpoints"]
+        return b.client().get_session(sid)["status"] == "ended" and any(k["messages"] == 30 for k in got)
+
+    wait_for(followed, timeout=30, what="the follower has the end and its final checkpoint")
+    # a restart after that makes no second one
+    n = len(c.checkpoints(sid)["checkpoints"])
+    a.restart()
+    assert len(a.client().checkpoints(sid)["checkpoints"]) == n
