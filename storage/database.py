@@ -355,6 +355,13 @@ class Database:
     async def move_store(self, old_url: str) -> int:
         return await self.syncstate.move_store(old_url)
 
+    async def sync_note(self, key: str) -> str | None:
+        """A value the sync engine keeps across restarts (when it last did a periodic job)."""
+        return await self.syncstate.note(key)
+
+    async def set_sync_note(self, key: str, value: str) -> None:
+        await self.syncstate.set_note(key, value)
+
     async def adopt_device_id(self, device_id: str) -> None:
         await self.syncstate.adopt_device_id(device_id)
 

@@ -59,6 +59,15 @@ class SyncState:
             for r in await self.c.committed.fetchall("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))
         }
 
+    async def note(self, key: str) -> str | None:
+        """A note the sync engine keeps in `meta` (as `sync.<key>`), or None."""
+        rows = await self.c.latest("SELECT value FROM meta WHERE key=?", ("sync." + key,))
+        return rows[0][0] if rows else None
+
+    async def set_note(self, key: str, value: str) -> None:
+        async with self.c.transaction() as tx:
+            await tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", ("sync." + key, value))
+
     async def adopt_device_id(self, device_id: str) -> None:
         """Become `device_id` (a device key restored into a fresh home finds its earlier logs published
         under that id). Refused once this home has written anything of its own under its current id."""

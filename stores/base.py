@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from nacl.signing import SigningKey
 
 from .cid import digest
 from .registry import RegistryEntry
@@ -98,6 +101,12 @@ class Store(ABC):
     @abstractmethod
     async def set_head(self, entry: RegistryEntry) -> None:
         """Publish `entry`; StaleHead if the store already holds an equal or higher revision."""
+
+    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
+        """Publish again the head signed by `key` if what the store holds of it stops being valid within
+        `margin`; whether it did. Only a store whose heads expire (Kubo: an IPNS record has an end of
+        life) does anything: a registry entry never expires, so by default nothing is read or written."""
+        return False
 
     async def put_many(
         self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None

@@ -15,6 +15,7 @@ against the name, V1 copies equal to the signed data, validity not past) and the
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass
 
@@ -28,11 +29,27 @@ from .registry import RegistryEntry
 MAX_RECORD = 10 * 1024
 SIG_PREFIX = b"ipns-signature:"
 DEFAULT_TTL_NS = 60 * 10**9  # readers may cache a head for a minute
-DEFAULT_LIFETIME = dt.timedelta(days=365)  # a head stays valid for a year after its last push
+DEFAULT_LIFETIME = dt.timedelta(days=365)  # a head stays valid for a year after it was last published
+LIFETIME_ENV = "SESSIOND_IPNS_LIFETIME"
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _ED25519_PROTO = b"\x08\x01\x12\x20"  # PublicKey{Type: Ed25519, Data: 32 bytes}
 _LIBP2P_KEY_CID = b"\x01\x72"  # CIDv1, libp2p-key
 _IDENTITY_36 = b"\x00\x24"  # identity multihash, 36 bytes
+
+
+def lifetime() -> dt.timedelta:
+    """How long a record this device signs stays valid: DEFAULT_LIFETIME, or SESSIOND_IPNS_LIFETIME
+    seconds (for tests: a record that ends within seconds, so its republishing can be seen)."""
+    text = os.environ.get(LIFETIME_ENV, "").strip()
+    if not text:
+        return DEFAULT_LIFETIME
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 1e9:
+        raise ValueError(f"{LIFETIME_ENV} must be a positive number of seconds (got {text!r})")
+    return dt.timedelta(seconds=seconds)
 
 
 class IpnsError(ValueError):
@@ -227,7 +244,7 @@ def create_record(
     ttl_ns: int = DEFAULT_TTL_NS,
     extra: dict | None = None,
 ) -> bytes:
-    eol = eol or dt.datetime.now(dt.UTC) + DEFAULT_LIFETIME
+    eol = eol or dt.datetime.now(dt.UTC) + lifetime()
     validity = format_validity(eol)
     data = {"Value": value, "Validity": validity, "ValidityType": 0, "Sequence": sequence, "TTL": ttl_ns}
     data.update(extra or {})
@@ -251,9 +268,12 @@ def create_record(
     return record
 
 
-def verify_record(raw: bytes, public_key: bytes, *, now: dt.datetime | None = None) -> IpnsRecord:
+def verify_record(
+    raw: bytes, public_key: bytes, *, now: dt.datetime | None = None, expired_ok: bool = False
+) -> IpnsRecord:
     """Check `raw` as the record of the name of `public_key`, as the spec's "Record Verification"
-    says, in its order; IpnsError naming the first failure."""
+    says, in its order; IpnsError naming the first failure. `expired_ok`: a record past its validity
+    passes (only for its own signer, who republishes it: never to resolve a name)."""
     if len(raw) > MAX_RECORD:
         raise IpnsError(f"IPNS record of {len(raw)} bytes exceeds the 10 KiB limit")
     f = decode_entry(raw)
@@ -289,7 +309,7 @@ def verify_record(raw: bytes, public_key: bytes, *, now: dt.datetime | None = No
     if data["ValidityType"] != 0:
         raise IpnsError(f"IPNS record validity type {data['ValidityType']} unsupported (only 0, EOL)")
     eol = parse_validity(data["Validity"])
-    if eol <= (now or dt.datetime.now(dt.UTC)):
+    if not expired_ok and eol <= (now or dt.datetime.now(dt.UTC)):
         raise IpnsError("IPNS record has expired")
     return IpnsRecord(public_key, data["Value"], data["Sequence"], eol, data["TTL"], data, raw)
 
@@ -314,11 +334,18 @@ def record_for_head(entry: RegistryEntry, key: SigningKey, *, eol: dt.datetime |
 def head_from_record(raw: bytes, pk: bytes, *, now: dt.datetime | None = None) -> RegistryEntry:
     """The registry entry an IPNS record carries, for head key `pk` (0xed | key): both signatures,
     the name, and the Value against the entry's hash checked. IpnsError otherwise."""
-    rec = verify_record(raw, pk[1:], now=now)
+    return head_and_validity(raw, pk, now=now)[0]
+
+
+def head_and_validity(
+    raw: bytes, pk: bytes, *, now: dt.datetime | None = None, expired_ok: bool = False
+) -> tuple[RegistryEntry, dt.datetime]:
+    """head_from_record, and the record's end of validity (`expired_ok`: see verify_record)."""
+    rec = verify_record(raw, pk[1:], now=now, expired_ok=expired_ok)
     s5 = rec.data.get("_s5")
     if not isinstance(s5, dict) or not isinstance(s5.get("d"), bytes) or not isinstance(s5.get("s"), bytes):
         raise IpnsError("IPNS record carries no sessiond head (no _s5 field)")
     entry = RegistryEntry(pk, rec.sequence, s5["d"], s5["s"])
     if len(entry.data) < 33 or rec.value != ipfs_path(entry.data[1:33]):
         raise IpnsError("IPNS record Value does not name the head's manifest")
-    return entry
+    return entry, rec.validity

@@ -15,7 +15,11 @@ be the one computed here. Heads are IPNS records (stores/ipns.py) signed by the 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as dt
 import json
+
+from nacl.signing import SigningKey
 
 from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, StaleHead, Store, StoreError
@@ -23,7 +27,7 @@ from .cid import BlobId, CIDError, digest, parse_ipfs_cid
 from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy, file_form
-from .ipns import IpnsError, head_from_record, name_of, record_for_head
+from .ipns import IpnsError, head_and_validity, head_from_record, name_of, record_for_head
 from .registry import RegistryEntry
 from .urls import credentials_header, parse_store_url
 
@@ -226,7 +230,8 @@ class KuboStore(Store):
         keys = reply.json().get("Keys") if isinstance(reply.json(), dict) else None
         return isinstance(keys, dict) and any(_same_cid(k, h) for k in keys)
 
-    async def get_head(self, pk: bytes) -> RegistryEntry | None:
+    async def _record(self, pk: bytes) -> bytes | None:
+        """The IPNS record the node holds for head `pk` (routing/get), unchecked; None if it has none."""
         name = name_of(pk[1:])
         reply, err = await self._rpc("routing/get", {"arg": f"/ipns/{name}"}, max_body=1 << 20, capped=True)
         if err is not None:
@@ -246,15 +251,64 @@ class KuboStore(Store):
                     raise LyingServer(f"the Kubo node answered /ipns/{name} with a record that is not base64") from None
         if record is None:
             raise ServerError(f"the Kubo node answered routing/get /ipns/{name} with no record")
+        return record
+
+    async def get_head(self, pk: bytes) -> RegistryEntry | None:
+        record = await self._record(pk)
+        if record is None:
+            return None
         try:
             entry = head_from_record(record, pk)
         except IpnsError as exc:
             raise LyingServer(
-                f"the Kubo node answered an IPNS record for /ipns/{name} that is refused: {exc}"
+                f"the Kubo node answered an IPNS record for /ipns/{name_of(pk[1:])} that is refused: {exc}"
             ) from None
         return self._heads.check(pk, entry)
 
+    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
+        """Republish the head signed by `key` if the node's record of it ends within `margin` (or has
+        ended): the same entry, at the same sequence, with a new validity (the IPNS spec's republish; of
+        two records with one sequence the later end of life is kept). Whether it did. A record that does
+        not verify under `key` (forged, damaged) is left for a reader to refuse: only the push that
+        follows a change replaces it."""
+        pk = b"\xed" + bytes(key.verify_key)
+        record = await self._record(pk)
+        if record is None:
+            return False
+        try:
+            entry, eol = head_and_validity(record, pk, expired_ok=True)
+        except IpnsError:
+            return False
+        if eol - dt.datetime.now(dt.UTC) > margin:
+            return False
+        try:
+            await self._publish(dataclasses.replace(entry, signing_key=key))
+        except StaleHead:  # a push of a newer revision came first: nothing left to republish
+            return False
+        return True
+
+    async def _held(self, pk: bytes) -> RegistryEntry | None:
+        """The head the node's record carries for `pk`, even past its end of life; None if it holds none
+        or one that does not verify."""
+        record = await self._record(pk)
+        if record is None:
+            return None
+        try:
+            return head_and_validity(record, pk, expired_ok=True)[0]
+        except IpnsError:
+            return None
+
     async def set_head(self, entry: RegistryEntry) -> None:
+        """Publish `entry`. Kubo keeps, of two records, the one with the higher sequence and, at an equal
+        sequence, the later end of life (so that a republish replaces the record it renews): another entry
+        at the revision the node holds would replace it too. So the head held is read first, and an entry
+        not newer than it is StaleHead (the same entry: published again, a later end of life)."""
+        held = await self._held(entry.pk)
+        if held is not None and held.revision >= entry.revision and held != entry:
+            raise StaleHead(f"the Kubo node holds revision {held.revision}; revision {entry.revision} is not newer")
+        await self._publish(entry)
+
+    async def _publish(self, entry: RegistryEntry) -> None:
         entry.verify()
         if entry.signing_key is None:
             raise StoreError(
@@ -269,8 +323,8 @@ class KuboStore(Store):
         form = file_form(record, "record", "application/vnd.ipfs.ipns-record")
         _reply, err = await self._rpc("routing/put", {"arg": f"/ipns/{name}", "allow-offline": "true"}, body=form)
         if err is not None:
-            # Kubo keeps the better of two records (higher sequence) and refuses the other.
-            current = await self.get_head(entry.pk)
+            # Kubo refuses a record that is not better than the one it holds (a write meanwhile)
+            current = await self._held(entry.pk)
             if current is not None and current.revision >= entry.revision:
                 if current == entry:
                     return

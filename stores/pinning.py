@@ -27,6 +27,7 @@ asked about (`GET /pins?cid=`) before any new request, and `unpin` looks it up b
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -34,6 +35,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
+
+from nacl.signing import SigningKey
 
 from ..storage.fsutil import atomic_write, ensure_private_dir
 from ..storage.redact import shown_url
@@ -264,6 +267,9 @@ class PinningStore(Store):
         if len(entry.data) >= 33 and entry.data[0] == 0x1E:  # 0x1e | BLAKE3 of the manifest
             self._want(entry.data[1:33])
         await self._flush_quietly()
+
+    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
+        return await self.inner.refresh_head(key, margin=margin)
 
     async def unpin(self, hashes: list[bytes]) -> None:
         """Remove our pin requests for these objects (DELETE /pins/{requestid}), and the inner store's

@@ -44,6 +44,7 @@ from .members import Members
 from .proofs import Proofs
 from .pusher import Pusher
 from .rekey import Rekeyer
+from .republish import Republisher
 from .schedule import PushQueue
 from .share import Sharer
 from .tasks import stop_tasks
@@ -94,6 +95,7 @@ class Syncer:
         self.proofs = Proofs(ctx)
         self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now)
         self.collector = Collector(ctx)
+        self.republisher = Republisher(ctx)  # heads whose records expire (Kubo), published again in time
         # which sessions to push when (schedule.py): coalesced per session, a few workers for all of them
         self.pushes = PushQueue(
             self._push_one,
@@ -114,6 +116,7 @@ class Syncer:
         # woke on every other session's push, each to read its state again: ~10 wakes per share)
         self._waiters: dict[str | None, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
+        self._republishing: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- what the parts share
     @property
@@ -154,12 +157,12 @@ class Syncer:
         for sid in await self.db.sessions_needing_push():  # resume after a restart
             self.pushes.notify(sid)
         self._task = asyncio.create_task(self._run(), name="sessiond-sync")
+        self._republishing = asyncio.create_task(self.republisher.run(), name="sessiond-republish")
 
     async def stop(self) -> None:
         self.ctx.stopping = True
         self._wake.set()
-        if self._task is not None:
-            await stop_tasks([self._task])
+        await stop_tasks([t for t in (self._task, self._republishing) if t is not None])
         await self.pushes.stop()
         if self._checks is not None:
             self._checks.shutdown(wait=False, cancel_futures=True)

@@ -20,10 +20,13 @@ store serving a stale head loses to a newer one.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+from nacl.signing import SigningKey
 
 from ..storage.outbox import HEAD, Outbox
 from ..storage.redact import shown_url
@@ -320,6 +323,18 @@ class MirrorStore(Store):
             raise stale
         if not any(r is True for r in results):
             raise self._none_took("head")
+
+    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
+        """Each store whose heads expire (Kubo) republishes its record if due; one that fails is tried
+        again at the next round (see sync/republish.py)."""
+        done = False
+        for st in self.stores:
+            if st.signs_heads and self._usable(st):
+                try:
+                    done |= await asyncio.wait_for(st.refresh_head(key, margin=margin), self.timeout)
+                except _FAILURES as exc:
+                    log.warning("could not republish a head on %s: %s", st.url, exc)
+        return done
 
     async def unpin(self, hashes: list[bytes]) -> None:
         for st in self.stores:

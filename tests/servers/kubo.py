@@ -13,7 +13,9 @@ loops over the arguments and returns the first error); `pin/ls?arg=CID&type=all`
 403), and from the trustless gateway spec (ipfs/specs src/http-gateways/trustless-gateway.md:
 `GET /ipfs/{cid}?format=raw` as application/vnd.ipld.raw, `GET /ipns/{name}?format=ipns-record` as
 application/vnd.ipfs.ipns-record). Records put are checked as Kubo's IPNS validator does (signature,
-name, a higher sequence replaces a lower one, never the reverse).
+name; a record replaces the one held if it is better by the IPNS validator's Select (boxo ipns, as
+js-ipns's ipnsSelector): a higher sequence, or the same sequence and a later end of life (a republish);
+never the reverse, and an equal one is refused).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Node:
     blocks: dict = field(default_factory=dict)  # BLAKE3 -> bytes
     pins: set = field(default_factory=set)
     records: dict = field(default_factory=dict)  # name -> [(sequence, record bytes)], oldest first
+    eols: dict = field(default_factory=dict)  # name -> the end of life of the record held
     auth: str | None = None  # the Authorization header required, if any
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)
@@ -192,9 +195,10 @@ def make_rpc_app(node: Node) -> web.Application:
             except IpnsError as exc:
                 return kubo_error(f"record validation failed: {exc}")
             history = node.records.setdefault(name, [])
-            if history and history[-1][0] >= rec.sequence:
+            if history and (history[-1][0], node.eols[name]) >= (rec.sequence, rec.validity):
                 return kubo_error("can't replace a newer value with an older value")
             history.append((rec.sequence, record))
+            node.eols[name] = rec.validity
             return web.Response(text=json.dumps({"Extra": "", "ID": "", "Responses": None, "Type": 5}) + "\n")
         return web.Response(status=404, text="404 page not found")
 

@@ -1,0 +1,88 @@
+"""Keeping this device's heads readable on a store whose heads expire (Kubo: an IPNS record has an end
+of life, stores/ipns.py).
+
+A record is valid for `ipns.lifetime()` (a year) after it was signed, and readers refuse it once that
+has passed; a session left untouched that long would no longer import or follow. So, about once a day
+(a quarter of the lifetime when that is shorter), the heads this device signs (its own log's head of
+each session it pushed, and the members slot of each session it announced itself in as a writer) are
+given to their store's `refresh_head`, which reads the record the store holds and publishes it again
+(the same sequence, a new validity: the IPNS spec's republish) once less than half its lifetime is
+left. A store whose heads do not expire reads nothing. When the last round ended is kept in the
+database, so that a daemon restarted often does not read every head at each start, and one stopped
+for months does its round at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from nacl.signing import SigningKey
+
+from ..stores import ipns
+from .context import SyncContext
+from .members import announce_key
+
+log = logging.getLogger("sessiond.sync")
+
+NOTE = "heads_refreshed_at"  # the database note: when the last round ended (Unix time)
+MAX_EVERY = 24 * 3600.0  # seconds between two rounds at most
+
+
+class Republisher:
+    def __init__(self, ctx: SyncContext):
+        self.ctx = ctx
+        self.lifetime = ipns.lifetime()
+        self.margin = self.lifetime / 2  # republished once less than half its lifetime is left
+        self.every = min(MAX_EVERY, self.lifetime.total_seconds() / 4)
+
+    async def run(self) -> None:
+        """The background loop (Syncer.start): a round whenever `every` has passed since the last one."""
+        while not self.ctx.stopping:
+            try:
+                last = float(await self.ctx.db.sync_note(NOTE) or 0)
+            except ValueError:
+                last = 0.0
+            wait = last + self.every - time.time()
+            if wait > 0:
+                await asyncio.sleep(min(wait, self.every))
+                continue
+            try:
+                done = await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad round stop the loop: the next one tries again
+                log.exception("republishing heads failed")
+                await asyncio.sleep(min(self.every, 60.0))
+                continue
+            if done:
+                log.info("heads republished before their records expire", extra={"objects": done})
+            await self.ctx.db.set_sync_note(NOTE, repr(time.time()))
+
+    async def round(self) -> int:
+        """Republish every head of this device whose record is due; how many were. A store that fails
+        is logged and tried again at the next round."""
+        done = 0
+        ctx = self.ctx
+        for sid in await ctx.db.session_ids():
+            if ctx.stopping:
+                break
+            if not (await ctx.db.sync_state(sid))["head_rev"]:
+                continue  # never pushed: no head of it anywhere
+            store = await ctx.store_for(sid)
+            keys: list[SigningKey] = [ctx.keys.head_key(sid)]
+            remote = await ctx.db.remote(sid)
+            if remote and remote.get("announced"):
+                ws = ctx.keys.write_secret(sid)
+                if ws is not None:
+                    keys.append(announce_key(ws))  # the members slot this device wrote as a writer
+            for key in keys:
+                try:
+                    done += await store.refresh_head(key, margin=self.margin)  # (each call bounded by the store)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("could not republish a head: %s", exc, extra={"session": sid, "store": store.url})
+            await asyncio.sleep(0)
+        return done
