@@ -93,7 +93,7 @@ class ProofResult(TypedDict):
 @with_config(QUERY)
 class ExportQuery(TypedDict, total=False):
     format: Literal["openai", "json", "markdown"]
-    chat: str
+    chat: str  # openai only (one chat); json and markdown hold every chat, and refuse it (422)
 
 
 @with_config(BODY)

@@ -137,6 +137,8 @@ class Seeds:
                     case.body["chat"] = "side"
             if isinstance(case.query, dict) and "chat" in case.query:
                 case.query["chat"] = "main"
+                if case.path.endswith("/export") and case.query.get("format", "json") != "openai":
+                    del case.query["chat"]  # a chat picks the chat of an openai export; the others hold every chat
             if isinstance(case.query, dict):  # a page marker is a message id or nothing
                 for k in ("before", "after"):
                     case.query.pop(k, None)

@@ -104,6 +104,9 @@ class _Db:
     async def chat_history(self, sid, chat, limit=-1):
         return []
 
+    async def check_room(self, sid, chat, adding, what=""):
+        return None  # (no max_messages_per_chat here)
+
     async def append_messages(self, sid, messages, chat=None, *, key=None, answer=False):
         if not answer:
             if self.provider is not None:  # the SQL blocks the loop: the request must have left before it
