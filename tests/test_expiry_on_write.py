@@ -98,15 +98,22 @@ def test_with_delete_expired_the_write_that_finds_it_expired_deletes_it(make_dae
     assert sid not in [s["id"] for s in c.list_sessions()["sessions"]]
 
 
-def test_an_append_past_the_idle_timeout_is_refused_and_ends_the_session(make_daemon):
-    # idle for longer than its idle_timeout, the session has expired, whenever the clean-up next runs: a
-    # write then must not revive it (before, it was taken and reset the idle clock)
+def _idled(make_daemon):
+    """A session with one message, idle past its idle_timeout (1 s), no clean-up to end it: (client, id,
+    its last activity)."""
     d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
     sid = c.create_session(name="idle", idle_timeout=1)["id"]
     c.append(sid, "user", "hello")
     last = c.get_session(sid)["last_activity"]
     wait_for(lambda: time.time() > last + 1.1, timeout=10, what="the idle timeout")
+    return c, sid, last
+
+
+def test_an_append_past_the_idle_timeout_is_refused_and_ends_the_session(make_daemon):
+    # idle for longer than its idle_timeout, the session has expired, whenever the clean-up next runs: a
+    # write then must not revive it (before, it was taken and reset the idle clock)
+    c, sid, last = _idled(make_daemon)
     err = _refused(lambda: c.append(sid, "user", "too late"), sid)
     assert "idle_timeout (1 s)" in err.message, err.message
     assert err.details.get("expired_at") == pytest.approx(last + 1), err.details
@@ -147,12 +154,7 @@ def test_writes_within_the_idle_timeout_keep_the_session_going(make_daemon):
 def test_a_checkpoint_past_the_idle_timeout_is_refused_and_does_not_revive_it(make_daemon):
     # a checkpoint is written into the session's log like any change: taken past the idle timeout it reset
     # the idle clock, and the expired session went on taking messages as if it had never idled
-    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
-    c = d.client()
-    sid = c.create_session(name="idle", idle_timeout=1)["id"]
-    c.append(sid, "user", "hello")
-    last = c.get_session(sid)["last_activity"]
-    wait_for(lambda: time.time() > last + 1.1, timeout=10, what="the idle timeout")
+    c, sid, last = _idled(make_daemon)
     _refused(lambda: c.checkpoint(sid), sid)
     wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="the idle session ended")
     with pytest.raises(ClientError):
