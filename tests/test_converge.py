@@ -296,7 +296,9 @@ def _converges(logs: list[list[Op]], one: list[dict[str, list[Op]]], two: list[d
         assert a == b, (one, two)
 
 
-_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# make test: 50 orders of each; make test-long: CONVERGE_EXAMPLES=300
+_EXAMPLES = int(os.environ.get("CONVERGE_EXAMPLES", 50))
+_SETTINGS = settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # the known failures: found, not shrunk (each shrink step opens two databases; the smallest cases are
 # the two plain tests below)
 _FOUND = settings(_SETTINGS, phases=[Phase.explicit, Phase.reuse, Phase.generate], report_multiple_bugs=False)
