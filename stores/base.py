@@ -102,6 +102,12 @@ class Store(ABC):
     async def set_head(self, entry: RegistryEntry) -> None:
         """Publish `entry`; StaleHead if the store already holds an equal or higher revision."""
 
+    @property
+    def heads_expire(self) -> bool:
+        """Whether a head here stops being valid unless published again (refresh_head): a store that signs
+        heads in a format with an end of life (Kubo); a mirror or a wrapper, if a store of it does."""
+        return self.signs_heads
+
     async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
         """Publish again the head signed by `key` if what the store holds of it stops being valid within
         `margin`; whether it did. Only a store whose heads expire (Kubo: an IPNS record has an end of

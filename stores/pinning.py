@@ -268,6 +268,10 @@ class PinningStore(Store):
             self._want(entry.data[1:33])
         await self._flush_quietly()
 
+    @property
+    def heads_expire(self) -> bool:
+        return self.inner.heads_expire
+
     async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
         return await self.inner.refresh_head(key, margin=margin)
 

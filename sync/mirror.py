@@ -324,12 +324,15 @@ class MirrorStore(Store):
         if not any(r is True for r in results):
             raise self._none_took("head")
 
+    @property
+    def heads_expire(self) -> bool:
+        return any(st.heads_expire for st in self.stores)
+
     async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
-        """Each store whose heads expire (Kubo) republishes its record if due; one that fails is tried
-        again at the next round (see sync/republish.py)."""
+        """Each store whose heads expire republishes its record if due (a failure: the next round's)."""
         done = False
         for st in self.stores:
-            if st.signs_heads and self._usable(st):
+            if st.heads_expire and self._usable(st):
                 try:
                     done |= await asyncio.wait_for(st.refresh_head(key, margin=margin), self.timeout)
                 except _FAILURES as exc:

@@ -68,9 +68,11 @@ class Republisher:
         for sid in await ctx.db.session_ids():
             if ctx.stopping:
                 break
+            store = await ctx.store_for(sid)
+            if not store.heads_expire:
+                continue  # a folder, a relay, an S5 portal: its heads never expire (no key derived, nothing read)
             if not (await ctx.db.sync_state(sid))["head_rev"]:
                 continue  # never pushed: no head of it anywhere
-            store = await ctx.store_for(sid)
             keys: list[SigningKey] = [ctx.keys.head_key(sid)]
             remote = await ctx.db.remote(sid)
             if remote and remote.get("announced"):
