@@ -167,6 +167,8 @@ def test_schemathesis_every_operation(api, mode):
             if mode == "positive":
                 seeds.aim(case)
             response = case.call(base_url=BASE, session=session, timeout=30)
+            if response.status_code == 400 and response.text.startswith("Got more than 8190 bytes"):
+                return  # a request line or header past aiohttp's 8 KiB, refused by its HTTP parser (plain text, README)
             statuses[response.status_code // 100] = statuses.get(response.status_code // 100, 0) + 1
             if response.status_code < 300:
                 succeeded.add(name)
