@@ -33,7 +33,12 @@ from .sharecode import ShareCode, ShareCodeError
 from .sharecode import decode as decode_code
 
 log = logging.getLogger("sessiond.sync")
-_SLOW_CHECK = float(os.environ.get("SESSIOND_FAULT_SLOW_PROOF_CHECK") or 0)  # a fault hook for tests (seconds)
+
+
+def _slow_check() -> float:
+    """A fault hook for tests (seconds), read when used, as the crash hooks are: a process forked from one
+    that imported this module before the variable was set must see it."""
+    return float(os.environ.get("SESSIOND_FAULT_SLOW_PROOF_CHECK") or 0)
 
 
 class Importer:
@@ -174,8 +179,9 @@ class Importer:
                 parts = [lg.messages for lg in logs.values() if lg.messages]
                 rows = parts[0] if len(parts) == 1 else sorted(chain.from_iterable(parts), key=itemgetter(4, 2, 3))
                 msgs = prepare_rows(rows)
-                if _SLOW_CHECK:  # tests: stands for the checks of a very long session on a slow device
-                    time.sleep(_SLOW_CHECK)
+                slow = _slow_check()
+                if slow:  # tests: stands for the checks of a very long session on a slow device
+                    time.sleep(slow)
                 try:
                     check_proofs([o.body for o in checkpoints], msgs, pks)
                 except ProofError as exc:

@@ -23,6 +23,48 @@ from waiting import eventually, wait_for  # re-exported: tests import them from 
 
 PY = sys.executable
 
+# Daemons and CLI calls start from a fork server that has imported sessiond once (tests/forkserver.py):
+# the same program as `python -m sessiond.cli.main`, in a process of its own, without ~0.65 s of imports each.
+# A test marked `real_exec` (it reads command lines, say) starts them for real, as SESSIOND_TEST_EXEC=1 does all.
+EXEC_ONLY = os.environ.get("SESSIOND_TEST_EXEC") == "1"
+_fork: dict = {}  # "server": this worker's ForkServer (None if it could not start); "exec": the test's marker
+_fork_lock = threading.Lock()
+
+
+def _fork_server():
+    if EXEC_ONLY or _fork.get("exec"):
+        return None
+    with _fork_lock:
+        if "server" not in _fork:
+            from forkserver import ForkServer
+
+            try:
+                _fork["server"] = ForkServer(PY)
+            except (OSError, RuntimeError, AttributeError):  # no pidfd_open (Linux < 5.3): start for real
+                _fork["server"] = None
+        return _fork["server"]
+
+
+def popen_cli(args: list[str], *, env: dict, **kw):
+    """`python -m sessiond.cli.main *args` started: from the fork server where it can be, else for real.
+    kw: stdin, stdout, stderr, pass_fds, as subprocess.Popen takes them."""
+    server = _fork_server()
+    if server is not None and server.can_run(env):
+        return server.spawn(args, env=env, **kw)
+    return subprocess.Popen([PY, "-m", "sessiond.cli.main", *args], env=env, **kw)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _fork["exec"] = item.get_closest_marker("real_exec") is not None  # before the test's fixtures start
+
+
+def pytest_sessionfinish(session):
+    server = _fork.pop("server", None)
+    if server is not None:
+        server.close()
+
+
 # A suite started in the background of a shell without job control inherits SIGINT ignored, and so does
 # every process it starts: the tests of Ctrl-C (a KeyboardInterrupt in a client, `sessiond ask` stopped
 # with exit 130) would then test nothing. Ctrl-C is what they test: restore it (its handler is reset to
@@ -80,10 +122,10 @@ class DaemonProc:
 
     def start(self, timeout: float = 20) -> DaemonProc:
         r, w = os.pipe()
-        cmd = [PY, "-m", "sessiond.cli.main", "daemon", "--home", self.home, "--ready-fd", str(w)]
+        cmd = ["daemon", "--home", self.home, "--ready-fd", str(w)]
         for url in [self.store] if isinstance(self.store, str) else self.store or ():  # a list: a mirror
             cmd += ["--store", url]
-        self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        self.proc = popen_cli(cmd, pass_fds=(w,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             line = f.read(6)
@@ -262,14 +304,23 @@ async def events_route(path: str):
 def run_cli(
     home: str | None, *args: str, input: str | bytes | None = None, env: dict | None = None, check: bool = False
 ) -> subprocess.CompletedProcess:
-    cmd = [PY, "-m", "sessiond.cli.main", *args]
+    cmd = list(args)
     if home is not None:
         cmd += ["--home", home]
     e = {**os.environ, **(env or {})}
     data = input.encode() if isinstance(input, str) else input
-    res = subprocess.run(cmd, input=data, capture_output=True, env=e, timeout=120)
-    res.stdout = res.stdout.decode()
-    res.stderr = res.stderr.decode()
+    proc = popen_cli(
+        cmd, env=e, stdin=None if data is None else subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = proc.communicate(data, timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    res = subprocess.CompletedProcess(
+        [PY, "-m", "sessiond.cli.main", *cmd], proc.returncode, out.decode(), err.decode()
+    )
     if check and res.returncode != 0:
         raise AssertionError(f"{args} exited {res.returncode}: {res.stderr}")
     return res

@@ -7,7 +7,11 @@ import os
 import platform
 import subprocess
 
+import pytest
+
 from conftest import PY, cli_json, run_cli, wait_for
+
+pytestmark = pytest.mark.real_exec  # reads the command lines of the processes it starts
 
 _READ = {"x86_64": 0, "aarch64": 63, "arm64": 63}  # the read(2) system call's number
 

@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 import secretcheck
 from conftest import cli_json, run_cli
+
+pytestmark = pytest.mark.real_exec  # reads the command lines of the processes it starts
 
 
 def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(invite_relay, secret_homes, tmp_path):

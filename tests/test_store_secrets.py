@@ -8,8 +8,12 @@ import json
 import os
 import socket
 
+import pytest
+
 import secretcheck
 from conftest import cli_json, run_cli
+
+pytestmark = pytest.mark.real_exec  # reads the command lines of the processes it starts
 
 
 def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(invite_relay, secret_homes):
