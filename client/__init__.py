@@ -20,7 +20,8 @@ share a `Client` (their calls take turns on its connection).
     calls.py     every API call as a method of `Api`, written once; idempotency keys, what may be retried
     blocking.py  `Client`: http.client over the Unix socket (standard library only: the CLI starts fast)
     aio.py       `AsyncClient`: aiohttp over the Unix socket
-    streams.py   the server-sent event streams: change events, a streamed answer (`CompletionStream`)
+    streams.py   the server-sent event streams: change events (`events()` resumes them after a dropped
+                 connection, Last-Event-ID), a streamed answer (`CompletionStream`)
     errors.py    `ClientError`, `DaemonNotRunning`, `UnsafeSocket`, `ApiError`, and the error an answer carries
 
 The client imports api/ (where a daemon's socket is; the models, for type checkers only) and nothing

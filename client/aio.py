@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..api.locate import default_home, resolve_home
 from .calls import (
     IDEMPOTENCY_HEADER,
+    LAST_EVENT_ID_HEADER,
     Api,
     call_timeout,
     complete_body,
@@ -17,8 +18,8 @@ from .calls import (
     quote_id,
     retryable,
 )
-from .errors import ClientError, DaemonNotRunning, answer_of, lost
-from .streams import SseParser, StreamedAnswer, broken_answer, stream_event
+from .errors import ApiError, ClientError, DaemonNotRunning, answer_of, lost
+from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
     import aiohttp
@@ -164,22 +165,55 @@ class AsyncClient(Api):
         finally:
             resp.close()  # early: the connection closes, and the daemon stops the generation
 
-    async def events(self):
-        """Async iterator of change events, until the daemon ends the stream (or goes away)."""
+    async def _event_stream(self, last_event_id: str | None):
+        """GET /v1/events (after `last_event_id`), its answer's head read."""
         import aiohttp
 
+        headers = {LAST_EVENT_ID_HEADER: last_event_id} if last_event_id else {}
         try:
-            resp = await self._http().get("http://localhost/v1/events", timeout=aiohttp.ClientTimeout(total=None))
+            resp = await self._http().get(
+                "http://localhost/v1/events", headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+            )
             if resp.status >= 400:
                 answer_of(resp.status, await resp.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._failure(exc, "GET", "/v1/events") from None
-        parser = SseParser()
-        async with resp:
-            try:
-                async for raw in resp.content:
-                    done = parser.feed(raw)
-                    if done is not None:
-                        yield done[1]
-            except aiohttp.ClientPayloadError:  # the daemon went away mid-stream: its end, as the blocking client's
+        return resp
+
+    async def events(self, last_event_id: str | None = None, *, reconnect: bool = True, retry_for: float = 30.0):
+        """Async iterator of change events, as Client.events: a stream that ends (the connection dropped,
+        the daemon restarted or ended it) is opened again after the last event read, the events missed
+        meanwhile first, or one `events.lost` event when the daemon no longer has them all; the last
+        connection error is raised once the daemon answers no more for `retry_for` seconds. Without
+        `reconnect`, the iteration ends with the first stream."""
+        import asyncio
+
+        import aiohttp
+
+        resp = await self._event_stream(last_event_id)
+        backoff = Backoff(retry_for)
+        while True:
+            parser = SseParser()
+            async with resp:
+                try:
+                    async for raw in resp.content:
+                        done = parser.feed(raw)
+                        if parser.last_id is not None:
+                            last_event_id = parser.last_id
+                        if done is not None:
+                            backoff.carried()
+                            yield done[1]
+                except aiohttp.ClientPayloadError:  # the daemon went away mid-stream: its end, as the blocking client's
+                    pass
+            if not reconnect:
                 return
+            error: BaseException | None = None
+            while True:
+                await asyncio.sleep(backoff.next(error))
+                try:
+                    resp = await self._event_stream(last_event_id)
+                    break
+                except ApiError:
+                    raise
+                except ClientError as exc:
+                    error = exc

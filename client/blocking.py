@@ -8,12 +8,12 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from ..api.locate import default_home, resolve_home
 from .calls import (
     IDEMPOTENCY_HEADER,
+    LAST_EVENT_ID_HEADER,
     Api,
     call_timeout,
     complete_body,
@@ -23,7 +23,7 @@ from .calls import (
     retryable,
 )
 from .errors import ClientError, DaemonNotRunning, answer_of, lost
-from .streams import CompletionStream, EventStream
+from .streams import CompletionStream, EventStream, ResumingEvents
 from .wire import Connection, request_head
 
 
@@ -163,15 +163,21 @@ class Client(Api):
                 conn.close()
         return stream
 
-    def event_stream(self) -> EventStream:
+    def event_stream(self, last_event_id: str | None = None) -> EventStream:
         """GET /v1/events, subscribed when this returns (the daemon subscribes as it answers): iterate
-        for the change events; close() from any thread ends the iteration."""
-        return EventStream(*self._open("GET", "/v1/events", None, {}, None))
+        for the change events; close() from any thread ends the iteration. `last_event_id` (an event's
+        "id", or a stream's .last_event_id): resume after it, as events() does."""
+        headers = {LAST_EVENT_ID_HEADER: last_event_id} if last_event_id else {}
+        return EventStream(*self._open("GET", "/v1/events", None, headers, None), last_event_id)
 
-    def events(self) -> Iterator[dict]:
-        """Yield change events as they happen (blocking)."""
-        stream = self.event_stream()
-        try:
-            yield from stream
-        finally:
-            stream.close()
+    def events(
+        self, last_event_id: str | None = None, *, reconnect: bool = True, retry_for: float = 30.0
+    ) -> ResumingEvents:
+        """Change events as they happen (blocking), subscribed when this returns; close() from any thread
+        ends the iteration. A stream that ends (the connection dropped, the daemon restarted or ended it)
+        is opened again after the last event read (`last_event_id`: to start after an event of an earlier
+        stream): the events missed meanwhile come first, or one `events.lost` event (its "reason":
+        "restarted", "too_old") when the daemon no longer has them all, so that the app reads again what
+        it follows. Raises the last connection error once the daemon answers no more for `retry_for`
+        seconds; without `reconnect`, the iteration ends with the first stream."""
+        return ResumingEvents(self.event_stream, last_event_id, reconnect, retry_for)

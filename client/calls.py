@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
 
 # api/messages.py's IDEMPOTENCY_HEADER, repeated: importing api/messages.py would load pydantic.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+LAST_EVENT_ID_HEADER = "Last-Event-ID"  # api/events.py's, repeated for the same reason
 
 
 def locate_socket(home: str, socket: str | None) -> str:

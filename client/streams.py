@@ -7,7 +7,9 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import ApiError, ClientError
@@ -15,11 +17,14 @@ from .errors import ApiError, ClientError
 
 class SseParser:
     """Server-sent events, fed one line at a time: `feed` returns (event name, decoded JSON data) when
-    the blank line that ends an event arrives, else None. Comments (": keep-alive") are skipped."""
+    the blank line that ends an event arrives, else None. Comments (": keep-alive") are skipped. `last_id`
+    is the last `id:` line's, also of a block with no data (a change stream's start: where it is)."""
 
     def __init__(self) -> None:
         self.event = "message"
         self.data: list[str] = []
+        self.id: str | None = None
+        self.last_id: str | None = None
 
     def feed(self, raw: bytes) -> tuple[str, Any] | None:
         line = raw.decode("utf-8").rstrip("\r\n")
@@ -27,10 +32,16 @@ class SseParser:
             self.event = line[6:].strip()
         elif line.startswith("data:"):
             self.data.append(line[5:].lstrip(" "))
-        elif not line and self.data:
-            done = self.event, json.loads("\n".join(self.data))
-            self.event, self.data = "message", []
-            return done
+        elif line.startswith("id:"):
+            self.id = line[3:].strip()
+        elif not line:
+            if self.id is not None:
+                self.last_id, self.id = self.id, None
+            if self.data:
+                done = self.event, json.loads("\n".join(self.data))
+                self.event, self.data = "message", []
+                return done
+            self.event = "message"
         return None
 
 
@@ -147,29 +158,110 @@ def body_lines(resp: http.client.HTTPResponse) -> Iterator[bytes]:
             yield line + b"\n"
 
 
-def change_events(resp: http.client.HTTPResponse) -> Iterator[dict]:
-    """The change events of GET /v1/events as they arrive (blocking), until the daemon ends the stream."""
-    parser = SseParser()
-    for line in body_lines(resp):
-        done = parser.feed(line)
-        if done is not None:
-            yield done[1]
-
-
 class EventStream:
-    """An open GET /v1/events: iterate for its change events; close() (from any thread) ends it."""
+    """An open GET /v1/events: iterate for its change events; close() (from any thread) ends it.
+    `last_event_id`: the id of the last event read (or of the stream's start), to resume after."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse):
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, last_event_id=None):
         self._conn, self._resp = conn, resp
+        self.last_event_id: str | None = last_event_id
 
     def __iter__(self) -> Iterator[dict]:
+        parser = SseParser()
         try:
-            yield from change_events(self._resp)
+            for line in body_lines(self._resp):
+                done = parser.feed(line)
+                if parser.last_id is not None:
+                    self.last_event_id = parser.last_id
+                if done is not None:
+                    yield done[1]
         except (OSError, ValueError):  # closed under the reader
             return
 
     def close(self) -> None:
         close_under_reader(self._conn)
+
+
+class Backoff:
+    """The waits between a change stream's reconnections: from 0.05 s, doubling to 1 s; back to the start
+    once a stream carried an event; over once `retry_for` seconds passed without a stream opening."""
+
+    def __init__(self, retry_for: float):
+        self.retry_for = retry_for
+        self.wait = 0.05
+        self.since: float | None = None
+
+    def next(self, error: BaseException | None) -> float:
+        """The wait before the next attempt, after one that failed with `error` (None: a stream that ended);
+        raises `error` once the time is up."""
+        now = time.monotonic()
+        if error is None:
+            self.since = None
+        elif self.since is None:
+            self.since = now
+        elif now - self.since >= self.retry_for:
+            raise error
+        wait, self.wait = self.wait, min(self.wait * 2, 1.0)
+        return wait
+
+    def carried(self) -> None:
+        self.wait = 0.05
+
+
+class ResumingEvents:
+    """Client.events(): change events from streams opened one after the other, each after the last event
+    read (see there). Iterate for the events; close() (from any thread) ends the iteration."""
+
+    def __init__(self, open_stream: Callable[[str | None], EventStream], last_event_id, reconnect, retry_for):
+        self._open, self._reconnect = open_stream, reconnect
+        self._closed = threading.Event()
+        self._stream = open_stream(last_event_id)  # subscribed when this returns; a failure raises now
+        self._events = self._run(Backoff(retry_for))
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self._stream.last_event_id
+
+    def __iter__(self) -> ResumingEvents:
+        return self
+
+    def __next__(self) -> dict:
+        return next(self._events)
+
+    def _run(self, backoff: Backoff) -> Iterator[dict]:
+        try:
+            while True:
+                for ev in self._stream:
+                    backoff.carried()
+                    yield ev
+                self._stream.close()
+                if not self._reconnect:
+                    return
+                error: ClientError | None = None
+                while True:
+                    if self._closed.wait(backoff.next(error)):
+                        return
+                    try:
+                        self._stream = self._open(self._stream.last_event_id)
+                        break
+                    except ApiError:
+                        raise
+                    except ClientError as exc:
+                        error = exc
+                if self._closed.is_set():  # closed while it opened
+                    return
+        finally:
+            self._stream.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._stream.close()
+
+    def __enter__(self) -> ResumingEvents:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def close_under_reader(conn: http.client.HTTPConnection) -> None:

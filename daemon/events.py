@@ -1,35 +1,137 @@
-"""Change events: fanned out to the socket API's server-sent-event subscribers (GET /v1/events)."""
+"""Change events: fanned out to the socket API's server-sent-event subscribers (GET /v1/events), and the
+last of them kept so that a subscriber whose connection dropped resumes where it was (Last-Event-ID).
+
+Every event has an id, RUN-SEQ (api/events.py): RUN names this run of the daemon, SEQ goes up by one per
+event. The kept events are the last KEEP_EVENTS (fewer if they name more than KEEP_IDS message ids between
+them). They are kept while someone subscribes and for KEEP_FOR seconds after the last subscriber left; not
+before the first subscriber of a run (no one can hold an id of it yet) nor after that: then publishing costs
+what it did before ids existed, one test. A resume from an id whose events were not all kept (another run,
+too old, or events that came while none were kept) starts with one `events.lost` event instead."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 import time
+from collections import deque
+
+from ..api.events import LOST
+
+KEEP_EVENTS = 10_000
+KEEP_IDS = 100_000  # message ids named by the kept events (a batch of 100,000 messages names as many)
+KEEP_FOR = 600.0  # seconds the events are kept after the last subscriber left
 
 
 class Events:
-    """Fan-out of change events to server-sent-event subscribers."""
+    """Fan-out of change events to server-sent-event subscribers, and the last ones kept for a resume."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_events: int = KEEP_EVENTS, keep_ids: int = KEEP_IDS, keep_for: float = KEEP_FOR) -> None:
+        self.run = secrets.token_hex(6)  # this run of the daemon: a new one at every start
         self._queues: set[asyncio.Queue] = set()
         self._streams: dict[asyncio.Queue, asyncio.Task] = {}  # the task serving each subscriber
+        self._keep_events, self._keep_ids, self._keep_for = keep_events, keep_ids, keep_for
+        self._seq = 0  # the last id's SEQ given out
+        self._kept: deque[dict] = deque()  # the events after SEQ _kept_after, every one of them, in order
+        self._kept_after = 0
+        self._kept_ids = 0  # message ids the kept events name
+        self._keeping = False
+        self._unkept = False  # events may have come while none were kept (after KEEP_FOR with no subscriber)
+        self._stop_keeping: asyncio.TimerHandle | None = None
 
-    def subscribe(self) -> asyncio.Queue:
+    def position(self) -> str:
+        """The id of the last event: where a stream opened now starts."""
+        return f"{self.run}-{self._seq}"
+
+    def subscribe(self, after: tuple[str, int] | None = None) -> tuple[asyncio.Queue, list[dict]]:
+        """A new subscriber's queue of live events, and what its stream sends first: the kept events after
+        the id `after` (run, seq), or one events.lost event if they were not all kept. Raises ValueError if
+        `after` names an event of this run still to come."""
+        if after is not None and after[0] == self.run and after[1] > self._seq:
+            raise ValueError(f"{after[0]}-{after[1]} names no event this daemon sent: its last is {self.position()}")
+        self._keep()
+        first: list[dict] = []
+        if after is not None:
+            run, seq = after
+            if run != self.run:
+                first = [self._lost(after, "restarted")]
+            elif seq < self._kept_after:
+                first = [self._lost(after, "too_old")]
+            else:
+                first = list(itertools.islice(self._kept, seq - self._kept_after, None))
         q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self._queues.add(q)
         task = asyncio.current_task()
         if task is not None:
             self._streams[q] = task
-        return q
+        return q, first
 
     def unsubscribe(self, q: asyncio.Queue) -> None:
         self._queues.discard(q)
         self._streams.pop(q, None)
+        if not self._queues and self._keeping and self._stop_keeping is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._stop_keeping = loop.call_later(self._keep_for, self._forget)
+
+    def _keep(self) -> None:
+        """Keep events from now on (a subscriber came)."""
+        if self._stop_keeping is not None:
+            self._stop_keeping.cancel()
+            self._stop_keeping = None
+        if not self._keeping:
+            self._keeping = True
+            if self._unkept:  # what came meanwhile is lost to a resume from an id before it
+                self._unkept = False
+                self._seq += 1
+            self._kept_after = self._seq
+
+    def _forget(self) -> None:
+        """KEEP_FOR seconds with no subscriber: stop keeping events (publishing costs one test again)."""
+        self._stop_keeping = None
+        if self._queues:
+            return
+        self._keeping, self._unkept = False, True
+        self._kept.clear()
+        self._kept_ids = 0
+
+    def _lost(self, after: tuple[str, int], reason: str) -> dict:
+        since = f"{after[0]}-{after[1]}"
+        if reason == "restarted":
+            why = f"event {since} is from another run of the daemon (it restarted since, or is another daemon)"
+        else:
+            why = (
+                f"the events after {since} are no longer kept (the daemon keeps its last {self._keep_events:,}, "
+                f"for {self._keep_for:g} s after its last subscriber left)"
+            )
+        return {
+            "type": LOST,
+            "reason": reason,
+            "last_event_id": since,
+            "message": f"{why}: changes may have been missed; read again the state you follow",
+            "time": round(time.time(), 3),
+            "id": self.position(),  # resuming after this is resuming from now
+        }
 
     def publish(self, event: dict) -> None:
-        """Every append and push passes here: with no subscriber it costs one test, nothing is built."""
-        if not self._queues:
+        """Every append and push passes here: with no subscriber for KEEP_FOR seconds it costs one test,
+        nothing is built."""
+        if not self._keeping:
             return
-        event = {**event, "time": round(time.time(), 3)}
+        self._seq = seq = self._seq + 1
+        event = {**event, "time": round(time.time(), 3), "id": f"{self.run}-{seq}"}
+        kept = self._kept
+        kept.append(event)
+        ids = event.get("ids")
+        if ids:
+            self._kept_ids += len(ids)
+        while len(kept) > self._keep_events or (self._kept_ids > self._keep_ids and len(kept) > 1):
+            old = kept.popleft()
+            self._kept_after += 1
+            if old.get("ids"):
+                self._kept_ids -= len(old["ids"])
         for q in list(self._queues):
             try:
                 q.put_nowait(event)
@@ -48,6 +150,9 @@ class Events:
     async def shutdown(self, grace: float = 1.0) -> None:
         """End every stream: subscribers that read get the end of the stream; a stream still open after
         `grace` seconds (an app that stopped reading, its socket full) is cancelled."""
+        if self._stop_keeping is not None:
+            self._stop_keeping.cancel()
+            self._stop_keeping = None
         self.close()
         tasks = set(self._streams.values())
         if tasks:

@@ -204,7 +204,7 @@ async def test_async_an_error_answer_of_another_shape_is_an_api_error(canned):
 async def test_async_an_event_stream_cut_by_the_daemon_ends_its_iteration(canned):
     event = b'event: session.created\ndata: {"session": "s1"}\n\n'
     async with AsyncClient(socket=canned(SSE_HEAD + _chunk(event))) as c:
-        assert [ev["session"] async for ev in c.events()] == ["s1"]
+        assert [ev["session"] async for ev in c.events(reconnect=False)] == ["s1"]
 
 
 def test_a_call_interrupted_by_ctrl_c_leaves_no_answer_for_the_next(tmp_path):

@@ -202,20 +202,25 @@ async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
     assert ctx.pull_errors == {"s3": "store down"} and events[0]["session"] == "s3"
 
 
-def test_events_cost_nothing_without_a_subscriber(monkeypatch):
+async def test_events_cost_nothing_without_a_subscriber(monkeypatch):
+    """Before a run's first subscriber, and once none came for KEEP_FOR seconds, an event costs one test:
+    no timestamp, no id, nothing kept (daemon/events.py)."""
     import sessiond.daemon.events as events_mod
 
     stamped: list[int] = []
     real = events_mod.time.time
     monkeypatch.setattr(events_mod.time, "time", lambda: stamped.append(1) or real())
-    ev = Events()
+    ev = Events(keep_for=0.05)
     for _ in range(100):
         ev.publish({"type": "messages.appended", "session": "s"})
-    assert stamped == []  # nobody listens: not even a timestamp is taken
-    q = asyncio.Queue()
-    ev._queues.add(q)
+    assert stamped == [] and not ev._kept  # nobody listens: not even a timestamp is taken
+    q, _ = ev.subscribe()
     ev.publish({"type": "messages.appended", "session": "s"})
     assert q.get_nowait()["type"] == "messages.appended" and stamped == [1]
+    ev.unsubscribe(q)
+    await eventually(lambda: not ev._keeping, timeout=5, what="the events no longer kept")
+    ev.publish({"type": "messages.appended", "session": "s"})
+    assert stamped == [1] and not ev._kept
 
 
 # ------------------------------------------------------------------------------ end to end, two daemons

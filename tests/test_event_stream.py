@@ -48,7 +48,10 @@ async def test_a_stream_the_daemon_ends_ends_its_iteration(tmp_path):
     closes the idle connection (aiohttp's keep-alive: 75 s)."""
     path = str(tmp_path / "s.sock")
     async with events_route(path) as events:
-        for read in (lambda: list(Client(socket=path).event_stream()), lambda: list(Client(socket=path).events())):
+        for read in (
+            lambda: list(Client(socket=path).event_stream()),
+            lambda: list(Client(socket=path).events(reconnect=False)),
+        ):
             reader = asyncio.create_task(asyncio.to_thread(read))
             deadline = time.monotonic() + 10
             while not events._streams:  # subscribed

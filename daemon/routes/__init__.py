@@ -15,6 +15,7 @@ from aiohttp import web
 from ...api import chats as C
 from ...api import complete as Cm
 from ...api import doctor as Dr
+from ...api import events as Ev
 from ...api import manage as M
 from ...api import messages as Msg
 from ...api import meta as Meta
@@ -50,6 +51,7 @@ class Route:
 
 
 IDEMPOTENCY = Header(Msg.IDEMPOTENCY_HEADER, Msg.IdempotencyKey, Msg.IDEMPOTENCY_DESCRIPTION)
+LAST_EVENT_ID = Header(Ev.LAST_EVENT_ID_HEADER, Ev.EventId, Ev.LAST_EVENT_ID_DESCRIPTION)
 SESSION = Header(
     openai_compat.SESSION_HEADER,
     str,
@@ -236,7 +238,15 @@ ROUTES: list[Route] = [
         response=Se.SearchResult,
         query=Se.SearchQuery,
     ),
-    Route("GET", "/v1/events", events.events, "Server-sent events for every change"),
+    Route(
+        "GET",
+        "/v1/events",
+        events.events,
+        "Server-sent events for every change, each with an id; resumed after a Last-Event-ID (or last_event_id) "
+        "with the events that followed it, or first one events.lost event if they were not kept",
+        query=Ev.EventsQuery,
+        headers=(LAST_EVENT_ID,),
+    ),
     Route(
         "POST",
         "/v1/sessions/{id}/share",

@@ -1,20 +1,53 @@
-"""Server-sent events: every change, as it happens."""
+"""Server-sent events: every change, as it happens; after a Last-Event-ID, what followed it first."""
 
 import asyncio
 import json
 
 from aiohttp import web
 
+from ...api.events import LAST_EVENT_ID_HEADER, parse_event_id
+from ...storage.errors import BadParameter
 from .common import daemon_of
+
+
+def _resume_after(request: web.Request) -> tuple[str, int] | None:
+    """The id the stream resumes after: the Last-Event-ID header's, else the last_event_id parameter's (the
+    header wins: a browser's EventSource sends it on reconnecting, newer than the one in its URL). A
+    malformed one is a 400: the app would otherwise never learn that it resumes nothing."""
+    header = request.headers.getall(LAST_EVENT_ID_HEADER, [])
+    given = header or request.query.getall("last_event_id", [])
+    if not given:
+        return None
+    what = f"the {LAST_EVENT_ID_HEADER} header" if header else "query parameter last_event_id"
+    if len(given) > 1:
+        raise BadParameter(f"{what} is given more than once", parameter="last_event_id")
+    if not given[0] and header:  # EventSource's reset: an empty Last-Event-ID is no id
+        return None
+    after = parse_event_id(given[0])
+    if after is None:
+        raise BadParameter(
+            f"{what} must be the id of an event of GET /v1/events (RUN-SEQ: 12 hex digits, a dash, a number), "
+            f"not {given[0]!r:.60}",
+            parameter="last_event_id",
+        )
+    return after
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await resp.prepare(request)
-    queue = d.events.subscribe()
+    after = _resume_after(request)
     try:
-        await resp.write(b": sessiond events\n\n")
+        queue, first = d.events.subscribe(after)  # the kept events after `after`, with nothing between them
+        start = d.events.position()  # ... and where the live events start
+    except ValueError as exc:
+        raise BadParameter(str(exc), parameter="last_event_id") from None
+    try:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        # a new stream starts with where it is (an id alone, no event): resuming after it misses nothing
+        await resp.write(b": sessiond events\n\n" + (b"" if after is not None else f"id: {start}\n\n".encode()))
+        for ev in first:
+            await resp.write(_sse(ev))
         while True:
             try:
                 ev = await asyncio.wait_for(queue.get(), timeout=15)
@@ -23,9 +56,13 @@ async def events(request: web.Request) -> web.StreamResponse:
                 continue
             if ev is None:
                 break
-            await resp.write(f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode())
+            await resp.write(_sse(ev))
     except ConnectionResetError:
         pass  # the app went away
     finally:  # a CancelledError (the daemon stopping, the app gone) goes on up: swallowing it hangs shutdown
         d.events.unsubscribe(queue)
     return resp
+
+
+def _sse(ev: dict) -> bytes:
+    return f"id: {ev['id']}\nevent: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
