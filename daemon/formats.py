@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..storage.errors import Conflict, Invalid, LimitReached
-from ..storage.model import ANSWER_KEYS, ROLES
+from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES
 from . import filelimits, importers, markdown, sessionfile
 from . import validate as v
 
@@ -202,23 +202,7 @@ def parse_json(data: Any) -> dict:
     if not isinstance(chats, list):
         raise Invalid('session file\'s "chats" must be a list of objects with an id')
     spec = _spec(
-        {
-            k: s.get(k)
-            for k in (
-                "id",
-                "user",
-                "name",
-                "system_prompt",
-                "model",
-                "settings",
-                "initial_messages",
-                "metadata",
-                "tags",
-                "preferences",
-                "policy",
-                "expires_at",
-            )
-        },
+        {k: s.get(k) for k in ("id", *COPIED_FIELDS, "expires_at")},
         "session",
     )
     spec = {k: x for k, x in spec.items() if x is not None}
