@@ -208,6 +208,8 @@ def parse_json(data: Any) -> dict:
     spec = {k: x for k, x in spec.items() if x is not None}
     if (created := importers.timestamp(s.get("created_at"), "session.created_at")) is not None:
         spec["created_at"] = created  # (as its chats keep theirs)
+    if (origin := sessionfile.provenance(s)) is not None:
+        spec["provenance"] = origin  # cloned or forked from (which the spec's checks, as POST's, do not take)
     if chats:
         spec["chats"] = [_file_chat(c, f"chats[{i}]") for i, c in enumerate(chats)]
         ids = [c["id"] for c in spec["chats"]]

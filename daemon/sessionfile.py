@@ -1,12 +1,15 @@
 """What a session file (`export --format json`, docs/FORMATS.md section 10) holds beyond what POST /v1/sessions
 and an append take, so that it imports back as it was: its status, its chats' compaction cutoffs, and its
-model's answers' own fields. daemon/formats.py reads the rest."""
+model's answers' own fields, and where it came from (its provenance). daemon/formats.py
+reads the rest."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..storage.errors import Invalid
+from ..storage.ids import check_id
+from ..storage.model import parse_message_id
 
 STATUSES = ("active", "paused", "ended")
 
@@ -17,6 +20,38 @@ def status(session: dict) -> str:
     if s not in STATUSES:
         raise Invalid(f"session.status {s!r:.40} is not one of {', '.join(STATUSES)}")
     return s
+
+
+# a session's provenance: made by `clone` (of session) or `fork` (of session, at message; a ChatGPT branch: at
+# none), as storage/copies.py and daemon/formats.py write it
+PROVENANCE_KINDS = ("clone", "fork")
+
+
+def provenance(session: dict) -> dict | None:
+    """Where the file's session came from (the session it was cloned or forked from, and at which message),
+    which the import keeps as it is: the file's word, as the session's name is, and shown as such."""
+    p = session.get("provenance")
+    if p is None:
+        return None
+    where = "session.provenance"
+    if not isinstance(p, dict):
+        raise Invalid(f"{where} must be an object (kind, session, message) or null")
+    if not p.keys() <= {"kind", "session", "message"}:
+        extra = sorted(p.keys() - {"kind", "session", "message"})
+        raise Invalid(f"{where} has {', '.join(map(repr, extra))}: it holds only kind, session and message")
+    if p.get("kind") not in PROVENANCE_KINDS:
+        raise Invalid(f"{where}.kind {p.get('kind')!r:.40} is not one of {', '.join(PROVENANCE_KINDS)}")
+    if not isinstance(p.get("session"), str):
+        raise Invalid(f"{where}.session must be the id of the session it was made from")
+    check_id(p["session"], f"{where}.session")
+    if p.get("message") is not None:
+        if p["kind"] != "fork" or not isinstance(p["message"], str):
+            raise Invalid(f"{where}.message must be the id of the message a fork was made at (a fork's only)")
+        try:
+            parse_message_id(p["message"])
+        except Invalid as exc:
+            raise Invalid(f"{where}.message: {exc}") from None
+    return dict(p)
 
 
 def answer(m: dict, where: str) -> dict:

@@ -362,3 +362,51 @@ def test_a_file_of_more_sessions_than_the_active_limit_is_refused_saying_so(make
     assert d.client().list_sessions()["sessions"] == []
     f.write_text(json.dumps(convs[:2]))
     run_cli(d.home, "import-file", str(f), check=True)
+
+
+def _moved(src, dst, sid: str, tmp_path) -> dict:
+    """Export `sid` from the daemon `src` and import the file into `dst`: (the file, the session there)."""
+    data = json.loads(open(exported(src, sid, tmp_path)).read())
+    f = tmp_path / f"{sid}-moved.json"
+    f.write_text(json.dumps(data))
+    res = run_cli(dst.home, "import-file", str(f), "--json")
+    assert res.returncode == 0, res.stdout
+    return data
+
+
+def test_a_fork_and_a_clone_import_into_another_daemon_with_their_provenance(make_daemon, tmp_path):
+    """The file says where the session came from (`provenance`: cloned from, forked from which message), but
+    the import dropped it: the session came back with none, and its next export said so too."""
+    src, dst = make_daemon().start(), make_daemon().start()
+    c = src.client()
+    c.create_session(id="origin")
+    ids = c.append_many("origin", [{"role": "user", "content": f"m{i}"} for i in range(3)])["ids"]
+    c.fork("origin", ids[1], new_id="forked")
+    c.clone("origin", new_id="cloned")
+    for sid in ("forked", "cloned"):
+        data = _moved(src, dst, sid, tmp_path)
+        assert data["session"]["provenance"] == c.get_session(sid)["provenance"] is not None
+        assert dst.client().get_session(sid)["provenance"] == data["session"]["provenance"], sid
+        again = json.loads(open(exported(dst, sid, tmp_path)).read())
+        assert again["session"]["provenance"] == data["session"]["provenance"], sid
+
+
+def test_a_session_file_with_a_malformed_provenance_is_refused_naming_it(d, tmp_path):
+    c = d.client()
+    c.create_session(id="bad-provenance")
+    data = json.loads(open(exported(d, "bad-provenance", tmp_path)).read())
+    c.delete_session("bad-provenance")
+    for bad, says in (
+        ("fork", "session.provenance must be an object"),
+        ({"kind": "magic", "session": "x"}, "session.provenance.kind"),
+        ({"kind": "fork", "session": 7}, "session.provenance.session"),
+        ({"kind": "fork", "session": "x", "message": "nope"}, "session.provenance.message"),
+        ({"kind": "clone", "session": "x", "extra": 1}, "session.provenance"),
+    ):
+        data["session"]["provenance"] = bad
+        f = tmp_path / "bad-provenance.json"
+        f.write_text(json.dumps(data))
+        res = run_cli(d.home, "import-file", str(f))
+        assert res.returncode == 1 and says in res.stderr, (bad, res.stderr)
+    with pytest.raises(ApiError):
+        c.get_session("bad-provenance")
