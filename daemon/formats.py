@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..storage.errors import Conflict, Invalid, LimitReached
-from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES
+from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES, now
 from . import filelimits, importers, markdown, sessionfile
 from . import validate as v
 
@@ -227,6 +227,8 @@ def parse_json(data: Any) -> dict:
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
         pm.update(sessionfile.answer(m, f"messages[{i}]"))
+        if (when := importers.timestamp(m.get("created_at"), f"messages[{i}].created_at")) is not None:
+            pm["created_at"] = when  # its own time, as a fork's copy keeps it (_append takes it out)
         if isinstance(m.get("id"), str):
             at.setdefault(m["id"], i)
         chat = m.get("chat", "main")  # _message keeps a message's own fields; its chat is the file's
@@ -451,16 +453,19 @@ async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[
     """Append in order; returns the stored messages."""
     if not messages:
         return []
-    clean = []
+    clean, times = [], []
+    t = now()
     for m in messages:
-        c = {k: v for k, v in m.items() if k != "node"}
+        c = {k: v for k, v in m.items() if k not in ("node", "created_at")}
         if c.get("tokens") is None:
             c["tokens"] = estimate(c["content"])
         clean.append(c)
+        times.append(m.get("created_at") or t)  # a session file's message: its own time; else the import's
     stored: list[dict] = []
     for i in range(0, len(clean), APPEND_BATCH):
         batch = clean[i : i + APPEND_BATCH]
-        stored += await db.append_messages(sid, batch, importing=True)  # hidden until the import ends
+        # hidden until the import ends
+        stored += await db.append_messages(sid, batch, times=times[i : i + APPEND_BATCH], importing=True)
         step(len(batch))
         await pause_for_tests("import-file.batch")
     return stored

@@ -1,7 +1,7 @@
 """What a session file (`export --format json`, docs/FORMATS.md section 10) holds beyond what POST /v1/sessions
 and an append take, so that it imports back as it was: its status, its chats' compaction cutoffs, and its
-model's answers' own fields, and where it came from (its provenance). daemon/formats.py
-reads the rest."""
+model's answers' own fields, where it came from (its provenance) and its messages' own times.
+daemon/formats.py reads the rest."""
 
 from __future__ import annotations
 

@@ -410,3 +410,21 @@ def test_a_session_file_with_a_malformed_provenance_is_refused_naming_it(d, tmp_
         assert res.returncode == 1 and says in res.stderr, (bad, res.stderr)
     with pytest.raises(ApiError):
         c.get_session("bad-provenance")
+
+
+def test_messages_import_into_another_daemon_with_their_own_times(make_daemon, tmp_path):
+    """The file gives each message's time (`created_at`), but the import gave every message the import's:
+    a restored archive's Markdown export dated the whole conversation today, and `sessiond log` did too (a
+    fork keeps its messages' times; a file did not)."""
+    src, dst = make_daemon().start(), make_daemon().start()
+    c = src.client()
+    sid = c.create_session(id="dated")["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    for i in range(3):
+        c.append(sid, "user", f"main {i}")
+        c.append(sid, "user", f"side {i}", chat=side)
+    before = c.messages(sid, all_chats=True)["messages"]
+    _moved(src, dst, sid, tmp_path)
+    after = dst.client().messages(sid, all_chats=True)["messages"]
+    assert [(m["content"], m["created_at"]) for m in after] == [(m["content"], m["created_at"]) for m in before]
+    assert dst.client().export(sid, "markdown")["markdown"] == c.export(sid, "markdown")["markdown"]
