@@ -239,7 +239,13 @@ def parse_json(data: Any) -> dict:
         pm["chat"] = chat
         parsed.append(pm)
     status = sessionfile.status(s)
-    return {"spec": spec, "messages": parsed, "status": status, "cuts": sessionfile.cuts(chats, at)}
+    return {
+        "spec": spec,
+        "messages": parsed,
+        "status": status,
+        "cuts": sessionfile.cuts(chats, at),
+        "proven": sessionfile.proven(data),
+    }
 
 
 def parse_chatgpt(data: Any) -> list[dict]:
@@ -402,8 +408,9 @@ async def import_file(
             cuts = {
                 chat: [stored[i][k] for k in ("lamport", "device", "seq")] for chat, i in item.get("cuts", {}).items()
             }
-            if cuts or item.get("status", "active") != "active":
-                finish[s["id"]] = {"status": item.get("status", "active"), "cuts": cuts}
+            proven = bool(item.get("proven") and stored)
+            if cuts or proven or item.get("status", "active") != "active":
+                finish[s["id"]] = {"status": item.get("status", "active"), "cuts": cuts, "checkpoint": proven}
             ids = {m["node"]: x["id"] for m, x in zip(item["messages"], stored, strict=True) if m.get("node")}
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None

@@ -1,7 +1,7 @@
 """What a session file (`export --format json`, docs/FORMATS.md section 10) holds beyond what POST /v1/sessions
 and an append take, so that it imports back as it was: its status, its chats' compaction cutoffs, and its
-model's answers' own fields, where it came from (its provenance) and its messages' own times.
-daemon/formats.py reads the rest."""
+model's answers' own fields, where it came from (its provenance), its messages' own times and whether it
+was proven (checkpoints). daemon/formats.py reads the rest."""
 
 from __future__ import annotations
 
@@ -77,6 +77,17 @@ def answer(m: dict, where: str) -> dict:
                 raise Invalid(f"{where}.{k}.{f} must be a whole number between 0 and {1 << 40}")
         out[k] = m[k]
     return out
+
+
+def proven(data: dict) -> bool:
+    """Whether the file's session was proven where it came from (its `checkpoints`). Those proofs are not
+    taken: each hashes the source device's message ids and is signed by that device's key, so none verifies
+    against the import (its messages are this device's now), and the file's word is no proof. The importing
+    device signs one of the whole imported history instead (as its import ends), which verifies here."""
+    cps = data.get("checkpoints")
+    if cps is not None and not isinstance(cps, list):
+        raise Invalid('session file\'s "checkpoints" must be a list (of the proofs `sessiond checkpoints` lists)')
+    return bool(cps)
 
 
 def cuts(chats: list, at: dict[str, int]) -> dict[str, int]:

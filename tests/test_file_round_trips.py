@@ -428,3 +428,28 @@ def test_messages_import_into_another_daemon_with_their_own_times(make_daemon, t
     after = dst.client().messages(sid, all_chats=True)["messages"]
     assert [(m["content"], m["created_at"]) for m in after] == [(m["content"], m["created_at"]) for m in before]
     assert dst.client().export(sid, "markdown")["markdown"] == c.export(sid, "markdown")["markdown"]
+
+
+def test_a_session_files_checkpoints_come_back_as_one_of_the_importers_that_verifies(make_daemon, tmp_path):
+    """The file's checkpoints are its source device's proofs, over that device's message ids and signed by
+    its key: nothing on another device verifies them (`verify-proof` there says so), and the import is right
+    not to list them as the session's. But it dropped them without a trace: the session, proven where it
+    came from, had no checkpoint at all on the device it moved to until its next interval. The importer signs
+    one of the whole imported history, which verifies there, and lists no proof of the file's."""
+    src, dst = make_daemon().start(), make_daemon().start()
+    c = src.client()
+    sid = c.create_session(id="proven")["id"]
+    c.append_many(sid, [{"role": "user", "content": "question"}, {"role": "assistant", "content": "answer"}])
+    c.checkpoint(sid)
+    data = _moved(src, dst, sid, tmp_path)
+    assert len(data["checkpoints"]) == 1
+    h = dst.client()
+    device = h.status()["device_id"]
+    mine = wait_for(
+        lambda: [p for p in h.checkpoints(sid)["checkpoints"] if p["messages"] == 2],
+        what="the importer's checkpoint of the imported history",
+    )
+    assert all(p["device"] == device for p in h.checkpoints(sid)["checkpoints"])
+    assert h.verify_proof(sid, mine[-1])["ok"]
+    assert not h.verify_proof(sid, data["checkpoints"][0])["ok"]  # the source's, against its own copy only
+    assert c.verify_proof(sid, data["checkpoints"][0])["ok"]
