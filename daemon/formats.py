@@ -243,7 +243,7 @@ def parse_json(data: Any) -> dict:
         "spec": spec,
         "messages": parsed,
         "status": status,
-        "cuts": sessionfile.cuts(chats, at),
+        "cuts": sessionfile.cuts(chats, at, [m["chat"] for m in parsed]),
         "proven": sessionfile.proven(data),
     }
 

@@ -90,9 +90,10 @@ def proven(data: dict) -> bool:
     return bool(cps)
 
 
-def cuts(chats: list, at: dict[str, int]) -> dict[str, int]:
+def cuts(chats: list, at: dict[str, int], in_chat: list[str]) -> dict[str, int]:
     """Each compacted chat of a session file: the place in the file's messages of its cutoff (the last
-    message compaction set aside), which the import gives that message's new id."""
+    message compaction set aside, one of that chat's own, as `compact` sets it), which the import gives that
+    message's new id. `in_chat`: the chat of each of the file's messages."""
     out = {}
     for i, c in enumerate(chats):
         upto = c.get("compacted_upto")
@@ -100,5 +101,10 @@ def cuts(chats: list, at: dict[str, int]) -> dict[str, int]:
             continue
         if upto not in at:
             raise Invalid(f"chats[{i}].compacted_upto {upto!r:.80} is not the id of one of the file's messages")
+        if in_chat[at[upto]] != c["id"]:
+            raise Invalid(
+                f"chats[{i}].compacted_upto {upto!r:.80} is a message of chat {in_chat[at[upto]]!r:.80}, not of"
+                f" chat {c['id']!r:.80}: a chat is compacted up to one of its own messages"
+            )
         out[c["id"]] = at[upto]
     return out

@@ -453,3 +453,24 @@ def test_a_session_files_checkpoints_come_back_as_one_of_the_importers_that_veri
     assert h.verify_proof(sid, mine[-1])["ok"]
     assert not h.verify_proof(sid, data["checkpoints"][0])["ok"]  # the source's, against its own copy only
     assert c.verify_proof(sid, data["checkpoints"][0])["ok"]
+
+
+def test_a_chats_compaction_cutoff_at_another_chats_message_is_refused(d, tmp_path):
+    """A file whose chat's `compacted_upto` names a message of another chat was imported with that chat
+    compacted up to wherever the other chat's message sorts (all of it, here), its context naming the other
+    chat's message as its own cutoff: a state `sessiond compact` never makes."""
+    c = d.client()
+    sid = c.create_session(id="cross-cut")["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    c.append(sid, "user", "main 0")
+    c.append(sid, "user", "side 0", chat=side)
+    c.append(sid, "user", "main 1")
+    data = json.loads(open(exported(d, sid, tmp_path)).read())
+    c.delete_session(sid)
+    data["chats"][0]["compacted_upto"] = data["messages"][1]["id"]  # the side chat's message, in main
+    f = tmp_path / "cross-cut.json"
+    f.write_text(json.dumps(data))
+    res = run_cli(d.home, "import-file", str(f))
+    assert res.returncode == 1 and "chats[0].compacted_upto" in res.stderr and side in res.stderr, res.stderr
+    with pytest.raises(ApiError):
+        c.get_session(sid)
