@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..storage.errors import Conflict, Invalid, LimitReached
-from ..storage.model import ANSWER_KEYS, ROLES
+from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES, now
 from . import filelimits, importers, markdown, sessionfile
 from . import validate as v
 
@@ -202,28 +202,14 @@ def parse_json(data: Any) -> dict:
     if not isinstance(chats, list):
         raise Invalid('session file\'s "chats" must be a list of objects with an id')
     spec = _spec(
-        {
-            k: s.get(k)
-            for k in (
-                "id",
-                "user",
-                "name",
-                "system_prompt",
-                "model",
-                "settings",
-                "initial_messages",
-                "metadata",
-                "tags",
-                "preferences",
-                "policy",
-                "expires_at",
-            )
-        },
+        {k: s.get(k) for k in ("id", *COPIED_FIELDS, "expires_at")},
         "session",
     )
     spec = {k: x for k, x in spec.items() if x is not None}
     if (created := importers.timestamp(s.get("created_at"), "session.created_at")) is not None:
         spec["created_at"] = created  # (as its chats keep theirs)
+    if (origin := sessionfile.provenance(s)) is not None:
+        spec["provenance"] = origin  # cloned or forked from (which the spec's checks, as POST's, do not take)
     if chats:
         spec["chats"] = [_file_chat(c, f"chats[{i}]") for i, c in enumerate(chats)]
         ids = [c["id"] for c in spec["chats"]]
@@ -241,6 +227,8 @@ def parse_json(data: Any) -> dict:
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]")
         pm.update(sessionfile.answer(m, f"messages[{i}]"))
+        if (when := importers.timestamp(m.get("created_at"), f"messages[{i}].created_at")) is not None:
+            pm["created_at"] = when  # its own time, as a fork's copy keeps it (_append takes it out)
         if isinstance(m.get("id"), str):
             at.setdefault(m["id"], i)
         chat = m.get("chat", "main")  # _message keeps a message's own fields; its chat is the file's
@@ -251,7 +239,13 @@ def parse_json(data: Any) -> dict:
         pm["chat"] = chat
         parsed.append(pm)
     status = sessionfile.status(s)
-    return {"spec": spec, "messages": parsed, "status": status, "cuts": sessionfile.cuts(chats, at)}
+    return {
+        "spec": spec,
+        "messages": parsed,
+        "status": status,
+        "cuts": sessionfile.cuts(chats, at, [m["chat"] for m in parsed]),
+        "proven": sessionfile.proven(data),
+    }
 
 
 def parse_chatgpt(data: Any) -> list[dict]:
@@ -414,8 +408,9 @@ async def import_file(
             cuts = {
                 chat: [stored[i][k] for k in ("lamport", "device", "seq")] for chat, i in item.get("cuts", {}).items()
             }
-            if cuts or item.get("status", "active") != "active":
-                finish[s["id"]] = {"status": item.get("status", "active"), "cuts": cuts}
+            proven = bool(item.get("proven") and stored)
+            if cuts or proven or item.get("status", "active") != "active":
+                finish[s["id"]] = {"status": item.get("status", "active"), "cuts": cuts, "checkpoint": proven}
             ids = {m["node"]: x["id"] for m, x in zip(item["messages"], stored, strict=True) if m.get("node")}
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
@@ -465,16 +460,19 @@ async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[
     """Append in order; returns the stored messages."""
     if not messages:
         return []
-    clean = []
+    clean, times = [], []
+    t = now()
     for m in messages:
-        c = {k: v for k, v in m.items() if k != "node"}
+        c = {k: v for k, v in m.items() if k not in ("node", "created_at")}
         if c.get("tokens") is None:
             c["tokens"] = estimate(c["content"])
         clean.append(c)
+        times.append(m.get("created_at") or t)  # a session file's message: its own time; else the import's
     stored: list[dict] = []
     for i in range(0, len(clean), APPEND_BATCH):
         batch = clean[i : i + APPEND_BATCH]
-        stored += await db.append_messages(sid, batch, importing=True)  # hidden until the import ends
+        # hidden until the import ends
+        stored += await db.append_messages(sid, batch, times=times[i : i + APPEND_BATCH], importing=True)
         step(len(batch))
         await pause_for_tests("import-file.batch")
     return stored

@@ -1,12 +1,15 @@
 """What a session file (`export --format json`, docs/FORMATS.md section 10) holds beyond what POST /v1/sessions
 and an append take, so that it imports back as it was: its status, its chats' compaction cutoffs, and its
-model's answers' own fields. daemon/formats.py reads the rest."""
+model's answers' own fields, where it came from (its provenance), its messages' own times and whether it
+was proven (checkpoints). daemon/formats.py reads the rest."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..storage.errors import Invalid
+from ..storage.ids import check_id
+from ..storage.model import parse_message_id
 
 STATUSES = ("active", "paused", "ended")
 
@@ -17,6 +20,38 @@ def status(session: dict) -> str:
     if s not in STATUSES:
         raise Invalid(f"session.status {s!r:.40} is not one of {', '.join(STATUSES)}")
     return s
+
+
+# a session's provenance: made by `clone` (of session) or `fork` (of session, at message; a ChatGPT branch: at
+# none), as storage/copies.py and daemon/formats.py write it
+PROVENANCE_KINDS = ("clone", "fork")
+
+
+def provenance(session: dict) -> dict | None:
+    """Where the file's session came from (the session it was cloned or forked from, and at which message),
+    which the import keeps as it is: the file's word, as the session's name is, and shown as such."""
+    p = session.get("provenance")
+    if p is None:
+        return None
+    where = "session.provenance"
+    if not isinstance(p, dict):
+        raise Invalid(f"{where} must be an object (kind, session, message) or null")
+    if not p.keys() <= {"kind", "session", "message"}:
+        extra = sorted(p.keys() - {"kind", "session", "message"})
+        raise Invalid(f"{where} has {', '.join(map(repr, extra))}: it holds only kind, session and message")
+    if p.get("kind") not in PROVENANCE_KINDS:
+        raise Invalid(f"{where}.kind {p.get('kind')!r:.40} is not one of {', '.join(PROVENANCE_KINDS)}")
+    if not isinstance(p.get("session"), str):
+        raise Invalid(f"{where}.session must be the id of the session it was made from")
+    check_id(p["session"], f"{where}.session")
+    if p.get("message") is not None:
+        if p["kind"] != "fork" or not isinstance(p["message"], str):
+            raise Invalid(f"{where}.message must be the id of the message a fork was made at (a fork's only)")
+        try:
+            parse_message_id(p["message"])
+        except Invalid as exc:
+            raise Invalid(f"{where}.message: {exc}") from None
+    return dict(p)
 
 
 def answer(m: dict, where: str) -> dict:
@@ -44,9 +79,21 @@ def answer(m: dict, where: str) -> dict:
     return out
 
 
-def cuts(chats: list, at: dict[str, int]) -> dict[str, int]:
+def proven(data: dict) -> bool:
+    """Whether the file's session was proven where it came from (its `checkpoints`). Those proofs are not
+    taken: each hashes the source device's message ids and is signed by that device's key, so none verifies
+    against the import (its messages are this device's now), and the file's word is no proof. The importing
+    device signs one of the whole imported history instead (as its import ends), which verifies here."""
+    cps = data.get("checkpoints")
+    if cps is not None and not isinstance(cps, list):
+        raise Invalid('session file\'s "checkpoints" must be a list (of the proofs `sessiond checkpoints` lists)')
+    return bool(cps)
+
+
+def cuts(chats: list, at: dict[str, int], in_chat: list[str]) -> dict[str, int]:
     """Each compacted chat of a session file: the place in the file's messages of its cutoff (the last
-    message compaction set aside), which the import gives that message's new id."""
+    message compaction set aside, one of that chat's own, as `compact` sets it), which the import gives that
+    message's new id. `in_chat`: the chat of each of the file's messages."""
     out = {}
     for i, c in enumerate(chats):
         upto = c.get("compacted_upto")
@@ -54,5 +101,10 @@ def cuts(chats: list, at: dict[str, int]) -> dict[str, int]:
             continue
         if upto not in at:
             raise Invalid(f"chats[{i}].compacted_upto {upto!r:.80} is not the id of one of the file's messages")
+        if in_chat[at[upto]] != c["id"]:
+            raise Invalid(
+                f"chats[{i}].compacted_upto {upto!r:.80} is a message of chat {in_chat[at[upto]]!r:.80}, not of"
+                f" chat {c['id']!r:.80}: a chat is compacted up to one of its own messages"
+            )
         out[c["id"]] = at[upto]
     return out

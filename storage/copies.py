@@ -12,6 +12,7 @@ from .context import Context
 from .errors import crash_at
 from .limits import check_fork
 from .messages import Messages
+from .model import COPIED_FIELDS
 from .sessions import Sessions
 
 
@@ -120,19 +121,6 @@ class Copies:
             }
             for c in await self.chats.list(sid)
         ]
-        spec = {
-            k: s[k]
-            for k in (
-                "user",
-                "system_prompt",
-                "model",
-                "settings",
-                "initial_messages",
-                "metadata",
-                "tags",
-                "preferences",
-                "policy",
-            )
-        }
-        spec.update(chats=chats, current_chat=s["current_chat"], name=s["name"])
+        spec = {k: s[k] for k in COPIED_FIELDS}
+        spec.update(chats=chats, current_chat=s["current_chat"])
         return spec

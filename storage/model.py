@@ -31,6 +31,20 @@ PATCHABLE = (
     "expires_at",
     "initial_messages",
 )
+# A session's own fields that a copy of it takes as they are: a clone or fork (storage/copies.py) and a
+# session file's import (daemon/formats.py); its id, chats, status and history are each copy's own matter.
+COPIED_FIELDS = (
+    "user",
+    "name",
+    "system_prompt",
+    "model",
+    "settings",
+    "initial_messages",
+    "metadata",
+    "tags",
+    "preferences",
+    "policy",
+)
 JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences", "policy")
 # Session policy (issue 5): token_quota, checkpoint_interval, idle_timeout, and the chats' default
 # max_context_tokens, context_margin and auto_compact.

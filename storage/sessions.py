@@ -197,7 +197,8 @@ class Sessions:
         checkpoint interval, as their appends would have made it. `finish`: what a session's file gives it
         beyond its messages, set in that transaction over them, so that it shows only as it was: `cuts`,
         its chats' compaction cutoffs ({chat: [lamport, device, seq]}), and `status`, when not active (its
-        messages went in while it was); one ended is due its final checkpoint, as `end` makes one. One
+        messages went in while it was); one ended is due its final checkpoint, as `end` makes one, and so is
+        one whose file held checkpoints (`checkpoint`: the source's proofs, which do not verify here). One
         past its expiry (a file of an expired session) is ended then, as a write that meets an expired
         session ends it (Connections.on_expired)."""
         expired = []
@@ -217,7 +218,7 @@ class Sessions:
                 await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
                 interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
                 ev: dict[str, Any] = {"type": "session.created", "session": sid}
-                if row["tokens_used"] >= interval or status == "ended":
+                if row["tokens_used"] >= interval or status == "ended" or finish.get(sid, {}).get("checkpoint"):
                     ev["checkpoint_due"] = True
                 tx.emit(ev)
             await tx.executemany("DELETE FROM file_imports WHERE session_id=?", [(sid,) for sid in sids])

@@ -362,3 +362,115 @@ def test_a_file_of_more_sessions_than_the_active_limit_is_refused_saying_so(make
     assert d.client().list_sessions()["sessions"] == []
     f.write_text(json.dumps(convs[:2]))
     run_cli(d.home, "import-file", str(f), check=True)
+
+
+def _moved(src, dst, sid: str, tmp_path) -> dict:
+    """Export `sid` from the daemon `src` and import the file into `dst`: (the file, the session there)."""
+    data = json.loads(open(exported(src, sid, tmp_path)).read())
+    f = tmp_path / f"{sid}-moved.json"
+    f.write_text(json.dumps(data))
+    res = run_cli(dst.home, "import-file", str(f), "--json")
+    assert res.returncode == 0, res.stdout
+    return data
+
+
+def test_a_fork_and_a_clone_import_into_another_daemon_with_their_provenance(make_daemon, tmp_path):
+    """The file says where the session came from (`provenance`: cloned from, forked from which message), but
+    the import dropped it: the session came back with none, and its next export said so too."""
+    src, dst = make_daemon().start(), make_daemon().start()
+    c = src.client()
+    c.create_session(id="origin")
+    ids = c.append_many("origin", [{"role": "user", "content": f"m{i}"} for i in range(3)])["ids"]
+    c.fork("origin", ids[1], new_id="forked")
+    c.clone("origin", new_id="cloned")
+    for sid in ("forked", "cloned"):
+        data = _moved(src, dst, sid, tmp_path)
+        assert data["session"]["provenance"] == c.get_session(sid)["provenance"] is not None
+        assert dst.client().get_session(sid)["provenance"] == data["session"]["provenance"], sid
+        again = json.loads(open(exported(dst, sid, tmp_path)).read())
+        assert again["session"]["provenance"] == data["session"]["provenance"], sid
+
+
+def test_a_session_file_with_a_malformed_provenance_is_refused_naming_it(d, tmp_path):
+    c = d.client()
+    c.create_session(id="bad-provenance")
+    data = json.loads(open(exported(d, "bad-provenance", tmp_path)).read())
+    c.delete_session("bad-provenance")
+    for bad, says in (
+        ("fork", "session.provenance must be an object"),
+        ({"kind": "magic", "session": "x"}, "session.provenance.kind"),
+        ({"kind": "fork", "session": 7}, "session.provenance.session"),
+        ({"kind": "fork", "session": "x", "message": "nope"}, "session.provenance.message"),
+        ({"kind": "clone", "session": "x", "extra": 1}, "session.provenance"),
+    ):
+        data["session"]["provenance"] = bad
+        f = tmp_path / "bad-provenance.json"
+        f.write_text(json.dumps(data))
+        res = run_cli(d.home, "import-file", str(f))
+        assert res.returncode == 1 and says in res.stderr, (bad, res.stderr)
+    with pytest.raises(ApiError):
+        c.get_session("bad-provenance")
+
+
+def test_messages_import_into_another_daemon_with_their_own_times(make_daemon, tmp_path):
+    """The file gives each message's time (`created_at`), but the import gave every message the import's:
+    a restored archive's Markdown export dated the whole conversation today, and `sessiond log` did too (a
+    fork keeps its messages' times; a file did not)."""
+    src, dst = make_daemon().start(), make_daemon().start()
+    c = src.client()
+    sid = c.create_session(id="dated")["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    for i in range(3):
+        c.append(sid, "user", f"main {i}")
+        c.append(sid, "user", f"side {i}", chat=side)
+    before = c.messages(sid, all_chats=True)["messages"]
+    _moved(src, dst, sid, tmp_path)
+    after = dst.client().messages(sid, all_chats=True)["messages"]
+    assert [(m["content"], m["created_at"]) for m in after] == [(m["content"], m["created_at"]) for m in before]
+    assert dst.client().export(sid, "markdown")["markdown"] == c.export(sid, "markdown")["markdown"]
+
+
+def test_a_session_files_checkpoints_come_back_as_one_of_the_importers_that_verifies(make_daemon, tmp_path):
+    """The file's checkpoints are its source device's proofs, over that device's message ids and signed by
+    its key: nothing on another device verifies them (`verify-proof` there says so), and the import is right
+    not to list them as the session's. But it dropped them without a trace: the session, proven where it
+    came from, had no checkpoint at all on the device it moved to until its next interval. The importer signs
+    one of the whole imported history, which verifies there, and lists no proof of the file's."""
+    src, dst = make_daemon().start(), make_daemon().start()
+    c = src.client()
+    sid = c.create_session(id="proven")["id"]
+    c.append_many(sid, [{"role": "user", "content": "question"}, {"role": "assistant", "content": "answer"}])
+    c.checkpoint(sid)
+    data = _moved(src, dst, sid, tmp_path)
+    assert len(data["checkpoints"]) == 1
+    h = dst.client()
+    device = h.status()["device_id"]
+    mine = wait_for(
+        lambda: [p for p in h.checkpoints(sid)["checkpoints"] if p["messages"] == 2],
+        what="the importer's checkpoint of the imported history",
+    )
+    assert all(p["device"] == device for p in h.checkpoints(sid)["checkpoints"])
+    assert h.verify_proof(sid, mine[-1])["ok"]
+    assert not h.verify_proof(sid, data["checkpoints"][0])["ok"]  # the source's, against its own copy only
+    assert c.verify_proof(sid, data["checkpoints"][0])["ok"]
+
+
+def test_a_chats_compaction_cutoff_at_another_chats_message_is_refused(d, tmp_path):
+    """A file whose chat's `compacted_upto` names a message of another chat was imported with that chat
+    compacted up to wherever the other chat's message sorts (all of it, here), its context naming the other
+    chat's message as its own cutoff: a state `sessiond compact` never makes."""
+    c = d.client()
+    sid = c.create_session(id="cross-cut")["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    c.append(sid, "user", "main 0")
+    c.append(sid, "user", "side 0", chat=side)
+    c.append(sid, "user", "main 1")
+    data = json.loads(open(exported(d, sid, tmp_path)).read())
+    c.delete_session(sid)
+    data["chats"][0]["compacted_upto"] = data["messages"][1]["id"]  # the side chat's message, in main
+    f = tmp_path / "cross-cut.json"
+    f.write_text(json.dumps(data))
+    res = run_cli(d.home, "import-file", str(f))
+    assert res.returncode == 1 and "chats[0].compacted_upto" in res.stderr and side in res.stderr, res.stderr
+    with pytest.raises(ApiError):
+        c.get_session(sid)
