@@ -212,7 +212,7 @@ class Operations:
         the next expiry (at most cleanup_interval, and woken by changes that may bring one sooner)."""
         while True:
             try:
-                due = await self.db.next_expiry(self._last_run)
+                due = await self.db.next_expiry(self._last_run, ended=self.delete_expired)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -238,7 +238,7 @@ class Operations:
             changed, self._changed = self._changed, set()
             for sid in changed:
                 try:
-                    when = await self.db.expiry_of(sid)
+                    when = await self.db.expiry_of(sid, ended=self.delete_expired)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -273,11 +273,21 @@ class Operations:
     async def expire_due(self) -> list[str]:
         """End sessions past their expiry or idle timeout; delete them too if configured. Deleted or not,
         a session is ended first (with its final checkpoint), and with delete_expired its end is pushed
-        before its copy here goes: the devices it was shared with keep theirs, and see it ended."""
+        before its copy here goes: the devices it was shared with keep theirs, and see it ended.
+
+        With delete_expired, a session past its expiry that is ended already is deleted too: one whose
+        expiry ended it and a crash (kill -9) stopped before its delete, which nothing would delete later
+        otherwise (its end is pushed first, in case the crash came before that), and one a user ended
+        before its expiry (its expiry says how long it is kept, as for one not ended)."""
         done, ended = [], []
         self._last_run = t = time.time()
-        for s in await self.db.expired(t):
+        for s in await self.db.expired(t, ended=self.delete_expired):
             try:
+                if s["status"] == "ended":  # (delete_expired only)
+                    if s["access"] != "read":
+                        ended.append(s["id"])
+                    done.append(s["id"])
+                    continue
                 try:
                     await self._end(s["id"])
                     ended.append(s["id"])
@@ -297,6 +307,7 @@ class Operations:
             for sid, res in zip(ended, pushed, strict=True):
                 if not (isinstance(res, dict) and res.get("complete")):
                     log.warning("an expired session is deleted before its end was pushed", extra={"session": sid})
+            crash_point("expire.pushed")
             for sid in done:
                 try:
                     await self.delete_session(sid)
