@@ -164,8 +164,8 @@ class Database:
     ) -> list[dict]:
         return await self.sessions.list(user=user, status=status, tag=tag, limit=limit, after=after)
 
-    async def session_ids(self) -> list[str]:
-        return await self.sessions.ids()
+    async def session_ids(self, *, hidden: bool = False) -> list[str]:
+        return await self.sessions.ids(hidden=hidden)
 
     async def update_session(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         return await self.sessions.update(sid, fields, event=event)

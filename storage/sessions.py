@@ -272,10 +272,10 @@ class Sessions:
         sql = "SELECT * FROM sessions WHERE " + " AND ".join(where) + " ORDER BY id LIMIT ?"
         return [session_dict(r) for r in await self.c.committed.fetchall(sql, (*args, limit))]
 
-    async def ids(self) -> builtins.list[str]:  # `list` here is the method above
-        return [
-            r[0] for r in await self.c.committed.fetchall("SELECT id FROM sessions WHERE NOT importing ORDER BY id")
-        ]
+    async def ids(self, *, hidden: bool = False) -> builtins.list[str]:  # `list` here is the method above
+        """The sessions here; `hidden`: with those an import is still writing."""
+        where = "" if hidden else " WHERE NOT importing"
+        return [r[0] for r in await self.c.committed.fetchall(f"SELECT id FROM sessions{where} ORDER BY id")]
 
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         ending = fields.get("status") == "ended"  # (an expired session's end: `end`, or its expiry)

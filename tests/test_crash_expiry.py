@@ -6,6 +6,7 @@ stay readable: `rm` promises crypto-shredding). SESSIOND_CRASH_AT names the poin
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import pytest
@@ -76,3 +77,58 @@ def test_a_session_ended_by_hand_is_deleted_at_its_expiry_with_delete_expired(ma
     _gone(c, sid)
     assert _key_files(d.home, sid) == []
     assert c.get_session(kept)["status"] == "ended"
+
+
+def test_rm_killed_before_its_key_files_are_deleted_leaves_no_key(make_daemon, store_dir):
+    """`rm` deletes the session's rows, then its key files: a crash between them left the key of a session
+    that no longer exists, for ever (its store copy readable with it). The next start deletes it."""
+    d = make_daemon(f"file://{store_dir}").start()
+    c = d.client()
+    sid = c.create_session(name="to delete")["id"]
+    c.append(sid, "user", "secret")
+    kept = c.create_session(name="kept")["id"]
+    c.append(kept, "user", "stays")
+    assert c.sync(None, wait=True, timeout=10)["complete"]
+    assert _key_files(d.home, sid) and _key_files(d.home, kept)
+    d.env["SESSIOND_CRASH_AT"] = "delete.rows"
+    d.restart()
+    res = run_cli(d.home, "rm", sid, "--json")
+    assert res.returncode != 0, res.stdout  # the daemon died answering it
+    assert d.proc is not None
+    d.proc.wait(10)
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    c = d.client()
+    _gone(c, sid)
+    assert _key_files(d.home, sid) == []
+    assert _key_files(d.home, kept) == [f"{kept}.key"]
+    assert [m["content"] for m in c.messages(kept)["messages"]] == ["stays"]
+
+
+def test_a_start_deletes_the_key_files_of_sessions_that_do_not_exist(make_daemon, store_dir):
+    """Key files left behind by whatever stopped part-way (an `rm`, an import cut short after its keys were
+    written) are deleted at the next start; those of every session here stay."""
+    d = make_daemon(f"file://{store_dir}").start()
+    c = d.client()
+    sid = c.create_session(name="kept")["id"]
+    c.append(sid, "user", "stays")
+    c.share(sid, write=True)  # a key and a write secret
+    assert c.sync(sid, wait=True, timeout=10)["complete"]
+    d.stop()
+    folder = os.path.join(d.home, "keys", "sessions")
+    mine = _key_files(d.home, sid)
+    assert f"{sid}.key" in mine and f"{sid}.write" in mine
+    for suffix in ("key", "write", "old", "rekey"):  # a removed session's files, whatever they were
+        shutil.copy(os.path.join(folder, f"{sid}.key"), os.path.join(folder, f"ghost.{suffix}"))
+    with open(os.path.join(folder, "notes.txt"), "w") as f:  # not a key file of ours: left alone
+        f.write("mine")
+    # a key's write that a crash cut short before its rename (fsutil.atomic_write's temporary file)
+    shutil.copy(os.path.join(folder, f"{sid}.key"), os.path.join(folder, f".tmp-{sid}.key-0123456789ab"))
+    d.start()
+    c = d.client()
+    assert _key_files(d.home, "ghost") == []
+    assert _key_files(d.home, sid) == mine
+    assert os.path.exists(os.path.join(folder, "notes.txt"))
+    assert not [f for f in os.listdir(folder) if f.startswith(".tmp-")]
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["stays"]
+    assert c.sync(sid, wait=True, timeout=10)["complete"]
