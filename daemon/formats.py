@@ -415,11 +415,17 @@ async def import_file(
             for fork in item["forks"]:
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
                 user = None
+                # its messages on the main branch are the main session's history, copied (stats.py)
+                copied = sum(
+                    m["tokens"] if m.get("tokens") is not None else estimate(m["content"])
+                    for m in fork["messages"]
+                    if m.get("node") in ids
+                )
                 f = await db.create_session(
                     {
                         "name": f"{s['name'] or 'conversation'} (branch)",
                         "metadata": item["spec"].get("metadata") or {},
-                        "provenance": {"kind": "fork", "session": s["id"], "message": at},
+                        "provenance": {"kind": "fork", "session": s["id"], "message": at, "copied_tokens": copied},
                     },
                     file_import=True,
                 )

@@ -68,8 +68,32 @@ class Operations:
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         async with self.syncer.ctx.lock(sid):
             await self.db.delete_session(sid)
+            crash_point("delete.rows")
             self.syncer.forget(sid)
         await self.syncer.forget_unused_credentials()
+
+    async def delete_stray_keys(self, started: float) -> None:
+        """Key files of sessions that do not exist here: `rm` deletes a session's rows, then its key files,
+        and a crash between the two (or an import from a share code cut short after it wrote the code's
+        keys, whose rows the database's opening deleted) left a key on disk for ever, keeping the store's
+        copy readable here after `rm`. Each is looked at under the session's lock, which an import holds
+        from the writing of its keys to that of its rows and a push while it makes a key: a session with
+        no row then has no import or push under way that needs them. Temporary files of a key's write cut
+        short (before `started`, the daemon's start) go too. Done at start, before the socket serves."""
+        keys = self.syncer.keys
+        for name in keys.leftover_temp_files(started):
+            log.warning("a key file's write was cut short (the daemon stopped part-way): %s deleted", name)
+        stray = keys.sessions_with_files() - set(await self.db.session_ids(hidden=True))
+        for sid in sorted(stray):
+            async with self.syncer.ctx.lock(sid):
+                if sid in await self.db.session_ids(hidden=True):
+                    continue  # (made meanwhile)
+                log.warning(
+                    "the key files of a session that is not here were left by a delete or an import cut short "
+                    "(the daemon stopped part-way): deleted",
+                    extra={"session": sid},
+                )
+                keys.delete_session_key(sid)
 
     async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
         if sid is not None:
@@ -212,7 +236,7 @@ class Operations:
         the next expiry (at most cleanup_interval, and woken by changes that may bring one sooner)."""
         while True:
             try:
-                due = await self.db.next_expiry(self._last_run)
+                due = await self.db.next_expiry(self._last_run, ended=self.delete_expired)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -238,7 +262,7 @@ class Operations:
             changed, self._changed = self._changed, set()
             for sid in changed:
                 try:
-                    when = await self.db.expiry_of(sid)
+                    when = await self.db.expiry_of(sid, ended=self.delete_expired)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -273,11 +297,21 @@ class Operations:
     async def expire_due(self) -> list[str]:
         """End sessions past their expiry or idle timeout; delete them too if configured. Deleted or not,
         a session is ended first (with its final checkpoint), and with delete_expired its end is pushed
-        before its copy here goes: the devices it was shared with keep theirs, and see it ended."""
+        before its copy here goes: the devices it was shared with keep theirs, and see it ended.
+
+        With delete_expired, a session past its expiry that is ended already is deleted too: one whose
+        expiry ended it and a crash (kill -9) stopped before its delete, which nothing would delete later
+        otherwise (its end is pushed first, in case the crash came before that), and one a user ended
+        before its expiry (its expiry says how long it is kept, as for one not ended)."""
         done, ended = [], []
         self._last_run = t = time.time()
-        for s in await self.db.expired(t):
+        for s in await self.db.expired(t, ended=self.delete_expired):
             try:
+                if s["status"] == "ended":  # (delete_expired only)
+                    if s["access"] != "read":
+                        ended.append(s["id"])
+                    done.append(s["id"])
+                    continue
                 try:
                     await self._end(s["id"])
                     ended.append(s["id"])
@@ -297,6 +331,7 @@ class Operations:
             for sid, res in zip(ended, pushed, strict=True):
                 if not (isinstance(res, dict) and res.get("complete")):
                     log.warning("an expired session is deleted before its end was pushed", extra={"session": sid})
+            crash_point("expire.pushed")
             for sid in done:
                 try:
                     await self.delete_session(sid)

@@ -74,6 +74,7 @@ class Daemon:
         self.reset_device_key = reset_device_key  # a lost device key may be replaced by a new one
         self.version = VERSION
         self.started = time.monotonic()
+        self.started_at = time.time()  # (wall clock: files older than this were not written by this process)
         self.events = Events()
         self.db: Database = None  # type: ignore[assignment]
         self.syncer: Syncer = None  # type: ignore[assignment]  # set by start(), before any request
@@ -196,7 +197,8 @@ class Daemon:
         import from a file that a crash cut short are deleted (an import is all or nothing), and sessions
         that expired while no daemon ran are ended (and deleted, with delete_expired) as the clean-up
         does it while running: with their final checkpoint, their end pushed. A session whose end a crash
-        cut short before its final checkpoint gets it (finish_ends)."""
+        cut short before its final checkpoint gets it (finish_ends). The key files of sessions not here,
+        which a delete or an import cut short left, are deleted (delete_stray_keys)."""
         for sid in await self.db.unfinished_file_imports():
             log.warning(
                 "an import from a file or a fork was cut short (the daemon stopped part-way): its session is "
@@ -204,6 +206,7 @@ class Daemon:
                 extra={"session": sid},
             )
             await self.ops.delete_session(sid)
+        await self.ops.delete_stray_keys(self.started_at)
         await self.ops.finish_ends()
         await self.ops.expire_due()
 

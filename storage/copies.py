@@ -64,6 +64,9 @@ class Copies:
         )
         cuts = await self._cuts_at(sid, (lam, dev, seq))
         check_fork(self.c.limits, sid, at, [r[0] for r in rows])
+        # the tokens of the history it copies: its own total holds them, the totals of several sessions
+        # count them once (stats.py)
+        spec["provenance"]["copied_tokens"] = sum(r[3] for r in rows)
         new = await self.sessions.create(spec, file_import=True)
         try:
             crash_at("fork.created")

@@ -164,8 +164,8 @@ class Database:
     ) -> list[dict]:
         return await self.sessions.list(user=user, status=status, tag=tag, limit=limit, after=after)
 
-    async def session_ids(self) -> list[str]:
-        return await self.sessions.ids()
+    async def session_ids(self, *, hidden: bool = False) -> list[str]:
+        return await self.sessions.ids(hidden=hidden)
 
     async def update_session(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         return await self.sessions.update(sid, fields, event=event)
@@ -176,14 +176,14 @@ class Database:
     async def delete_session(self, sid: str) -> None:
         await self.sessions.delete(sid)
 
-    async def expired(self, t: float) -> list[dict]:
-        return await self.sessions.expired(t)
+    async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
+        return await self.sessions.expired(t, ended=ended)
 
-    async def next_expiry(self, after: float) -> float | None:
-        return await self.sessions.next_expiry(after)
+    async def next_expiry(self, after: float, *, ended: bool = False) -> float | None:
+        return await self.sessions.next_expiry(after, ended=ended)
 
-    async def expiry_of(self, sid: str) -> float | None:
-        return await self.sessions.expiry_of(sid)
+    async def expiry_of(self, sid: str, *, ended: bool = False) -> float | None:
+        return await self.sessions.expiry_of(sid, ended=ended)
 
     @property
     def on_expired(self) -> Callable[[str], Any] | None:

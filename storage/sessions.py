@@ -273,10 +273,10 @@ class Sessions:
         sql = "SELECT * FROM sessions WHERE " + " AND ".join(where) + " ORDER BY id LIMIT ?"
         return [session_dict(r) for r in await self.c.committed.fetchall(sql, (*args, limit))]
 
-    async def ids(self) -> builtins.list[str]:  # `list` here is the method above
-        return [
-            r[0] for r in await self.c.committed.fetchall("SELECT id FROM sessions WHERE NOT importing ORDER BY id")
-        ]
+    async def ids(self, *, hidden: bool = False) -> builtins.list[str]:  # `list` here is the method above
+        """The sessions here; `hidden`: with those an import is still writing."""
+        where = "" if hidden else " WHERE NOT importing"
+        return [r[0] for r in await self.c.committed.fetchall(f"SELECT id FROM sessions{where} ORDER BY id")]
 
     async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
         ending = fields.get("status") == "ended"  # (an expired session's end: `end`, or its expiry)
@@ -329,15 +329,17 @@ class Sessions:
                 tx.emit({"type": "session.deleted", "session": sid})
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
 
-    async def _expiring(self) -> builtins.list[tuple[Row, float]]:
-        """The sessions not ended that can expire, each with when it does (expiry())."""
+    async def _expiring(self, ended: bool = False) -> builtins.list[tuple[Row, float]]:
+        """The sessions not ended that can expire, each with when it does (expiry()); `ended`: ended ones too
+        (delete_expired deletes a session at its expiry, ended or not)."""
         out = []
         # only the rows that can expire: one with an expiry, or a policy naming an idle timeout (a superset
         # of those whose policy sets one; checked below), so a minute's clean-up of 10,000 sessions without
         # either parses no JSON
         for r in await self.c.committed.fetchall(
-            "SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE status!='ended' AND NOT importing"
-            " AND (expires_at IS NOT NULL OR instr(policy, 'idle_timeout') > 0)"
+            "SELECT id, expires_at, last_activity, policy, status, access FROM sessions WHERE NOT importing"
+            + ("" if ended else " AND status!='ended'")
+            + " AND (expires_at IS NOT NULL OR instr(policy, 'idle_timeout') > 0)"
         ):
             # a value that is not a number (stored by an older sessiond) never expires its session, and
             # must not stop the others from expiring
@@ -346,26 +348,27 @@ class Sessions:
                 out.append((r, when))
         return out
 
-    async def expired(self, t: float) -> builtins.list[dict]:
-        """Sessions past their expiry or idle timeout that are not ended yet."""
+    async def expired(self, t: float, *, ended: bool = False) -> builtins.list[dict]:
+        """Sessions past their expiry or idle timeout that are not ended yet; `ended`: ended ones too (to be
+        deleted: one whose delete a crash cut short after its expiry ended it, one a user ended before it)."""
         return [
-            {"id": r["id"], "expires_at": r["expires_at"], "last_activity": r["last_activity"]}
-            for r, when in await self._expiring()
+            {k: r[k] for k in ("id", "expires_at", "last_activity", "status", "access")}
+            for r, when in await self._expiring(ended)
             if when <= t
         ]
 
-    async def next_expiry(self, after: float) -> float | None:
-        """When the next session not ended expires (its expiry or idle timeout) after `after`, or None.
-        (One that expired by then and is not ended could not be ended: a read-only import, which its
-        owner's devices end; the clean-up does not wait on it.)"""
-        return min((when for _, when in await self._expiring() if when > after), default=None)
+    async def next_expiry(self, after: float, *, ended: bool = False) -> float | None:
+        """When the next session not ended (`ended`: or ended) expires (its expiry or idle timeout) after
+        `after`, or None. (One that expired by then and is still here could not be ended or deleted: a
+        read-only import, which its owner's devices end; the clean-up does not wait on it.)"""
+        return min((when for _, when in await self._expiring(ended) if when > after), default=None)
 
-    async def expiry_of(self, sid: str) -> float | None:
-        """When session `sid` expires, if it is not ended and can (None for one that is gone)."""
+    async def expiry_of(self, sid: str, *, ended: bool = False) -> float | None:
+        """When session `sid` expires, if it can and is not ended (`ended`: or is); None for one that is gone."""
         r = await self.c.committed.fetchone(
             "SELECT expires_at, last_activity, policy, status FROM sessions WHERE id=? AND NOT importing", (sid,)
         )
-        if r is None or r["status"] == "ended":
+        if r is None or (r["status"] == "ended" and not ended):
             return None
         return session_expiry(r)
 

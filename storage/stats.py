@@ -11,6 +11,22 @@ from .errors import NotFound
 from .sessions import Sessions
 
 
+def _copied(*, same_user: bool) -> str:
+    """SQL: the tokens of the history session `s` copied from another session (a fork: its provenance's
+    `copied_tokens`) that a total of several sessions already counts, that session being here (and, in a
+    user's total, theirs too); otherwise 0. A fork holds its copy, and its own total counts it (its quota
+    does), but a total of sessions counts each message's tokens once: where they were spent. A fork made
+    before its provenance said how many tokens it copied (or whose source is gone) is counted whole."""
+    same = " AND o.user IS s.user" if same_user else ""
+    n = "json_extract(s.provenance, '$.copied_tokens')"
+    return (
+        f"(CASE WHEN s.provenance IS NOT NULL AND json_extract(s.provenance, '$.kind')='fork'"
+        f" AND typeof({n})='integer' AND EXISTS (SELECT 1 FROM sessions o WHERE"
+        f" o.id=json_extract(s.provenance, '$.session') AND o.id<>s.id AND NOT o.importing{same})"
+        f" THEN max(0, min({n}, s.tokens_used)) ELSE 0 END)"
+    )
+
+
 class Stats:
     def __init__(self, c: Connections, sessions: Sessions, chats: Chats):
         self.c = c
@@ -71,7 +87,7 @@ class Stats:
             ("WHERE NOT s.importing AND s.user=?", (user,)) if user is not None else ("WHERE NOT s.importing", ())
         )
         row = await q.fetchone(
-            f"SELECT count(*), coalesce(sum(s.tokens_used), 0), "
+            f"SELECT count(*), coalesce(sum(s.tokens_used - {_copied(same_user=user is not None)}), 0), "
             f"coalesce(sum((SELECT count(*) FROM messages m WHERE m.session_id=s.id)), 0), "
             f"coalesce(sum(s.status='active'), 0), coalesce(sum(s.status='paused'), 0), "
             f"coalesce(sum(s.status='ended'), 0) FROM sessions s {where}",
@@ -92,8 +108,8 @@ class Stats:
             out["users"] = [
                 {"user": r[0], "sessions": r[1], "tokens": r[2]}
                 for r in await q.fetchall(
-                    "SELECT user, count(*), coalesce(sum(tokens_used), 0) FROM sessions WHERE NOT importing"
-                    " GROUP BY user ORDER BY user"
+                    f"SELECT s.user, count(*), coalesce(sum(s.tokens_used - {_copied(same_user=True)}), 0)"
+                    " FROM sessions s WHERE NOT s.importing GROUP BY s.user ORDER BY s.user"
                 )
             ]
         return out

@@ -32,6 +32,7 @@ DEVICE_KEY = "device.key"  # in the key folder: the device's seed
 CACHE_SESSIONS = 1024
 # session files (a key, a write secret, earlier keys, a rekey record, or that there is none) kept in memory
 FILES_KEPT = 4 * CACHE_SESSIONS
+SESSION_FILES = ("key", "write", "old", "rekey")  # a session's files: sessions/<session id>.<one of these>
 
 
 class KeyError_(Exception):
@@ -329,9 +330,33 @@ class KeyStore:
             raise KeyError_("a session key is 32 bytes")
         self._write(self._session_path(sid), key)
 
+    def sessions_with_files(self) -> set[str]:
+        """The sessions that have files here (a key, a write secret, earlier keys, a rekey record)."""
+        out = set()
+        for name in os.listdir(self.sessions_dir):
+            sid, dot, suffix = name.rpartition(".")
+            if dot and suffix in SESSION_FILES and ID_RE.match(sid):
+                out.add(sid)
+        return out
+
+    def leftover_temp_files(self, before: float) -> list[str]:
+        """Files a write into the sessions' folder left when the process writing them died before renaming
+        them (atomic_write's temporary files: a key each), last changed before `before` (wall-clock
+        seconds: the daemon's start, so that none of them is a write under way). Removed here."""
+        gone = []
+        for name in os.listdir(self.sessions_dir):
+            path = os.path.join(self.sessions_dir, name)
+            try:
+                if name.startswith(".tmp-") and os.lstat(path).st_mtime < before:
+                    os.unlink(path)
+                    gone.append(name)
+            except FileNotFoundError:
+                pass
+        return gone
+
     def delete_session_key(self, sid: str) -> None:
         path = self._session_path(sid)
-        for p in (path, path[:-4] + ".write", path[:-4] + ".old", path[:-4] + ".rekey"):
+        for p in (path[:-3] + suffix for suffix in SESSION_FILES):
             self._making.pop(p, None)  # one being made is removed when it is written (_make)
             self._unlink(p)
 

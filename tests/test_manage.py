@@ -96,7 +96,12 @@ def test_clone_and_fork(daemon):
     assert cl["initial_messages"][0]["content"] == "hi"
     assert c.get_session(cl["id"])["message_count"] == 0 and len(c.list_chats(cl["id"])["chats"]) == 2
     fk = sh(h, "fork", sid, "--at", ids[2], "--id", "forked")
-    assert fk["id"] == "forked" and fk["provenance"] == {"kind": "fork", "session": sid, "message": ids[2]}
+    assert fk["id"] == "forked" and fk["provenance"] == {
+        "kind": "fork",
+        "session": sid,
+        "message": ids[2],
+        "copied_tokens": 3,  # m0, m1, m2: a token each (stats count them once, in the source)
+    }
     assert [m["content"] for m in c.messages("forked")["messages"]] == ["m0", "m1", "m2"]
     assert "provenance" in run_cli(h, "show", "forked", "--json").stdout
     res = run_cli(h, "fork", sid, "--at", "nope-1")

@@ -17,15 +17,15 @@ class _Db:
         self.next: float | None = None  # what next_expiry answers
         self.of: dict[str, float] = {}  # what expiry_of answers
 
-    async def expired(self, now: float) -> list[dict]:
+    async def expired(self, now: float, **_) -> list[dict]:
         self.expiry_runs += 1
         self.run_at.append(now)
         return []
 
-    async def next_expiry(self, after: float) -> float | None:
+    async def next_expiry(self, after: float, **_) -> float | None:
         return self.next if self.next is not None and self.next > after else None
 
-    async def expiry_of(self, sid: str) -> float | None:
+    async def expiry_of(self, sid: str, **_) -> float | None:
         return self.of.get(sid)
 
 
@@ -110,7 +110,7 @@ async def test_the_cleanup_runs_a_second_apart_at_most_however_many_sessions_exp
     # each run reads every session that can expire: sessions expiring one after another, a few ms apart,
     # end together, a run a second at most, not a run each
     class Busy(_Db):
-        async def next_expiry(self, after: float) -> float | None:
+        async def next_expiry(self, after: float, **_) -> float | None:
             return max(after, time.time()) + 0.005  # always another one just ahead
 
     db = Busy()
