@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
 from . import validate as v
-from .answers import Plan, end, pass_on, record_whole
+from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .complete import ANSWER_ONLY, Ahead, check_quota, check_writable, provider_for, request_settings
 from .providers import ProviderError, usage_of
@@ -295,9 +295,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _from(exc, sid)
     if not stream:
         try:
-            data = await ahead.answer()
+            async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
+                data = await ahead.answer()
         except ProviderError as exc:
             return _from(exc, sid)
+        if watch.gone:
+            await ahead.drop()
+            return left(plan)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = _text(msg.get("content"))
@@ -311,13 +315,17 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
     chunks = ahead.chunks
     assert chunks is not None
     try:
-        head = await ahead.head()
+        async with AppWatch(request) as watch:  # as a whole answer's, as one left mid-stream
+            head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
         return _from(exc, plan.sid)
     except BaseException:
         await ahead.drop()
         raise
+    if watch.gone:
+        await ahead.drop()
+        return left(plan)
     resp = web.StreamResponse(
         status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", SESSION_HEADER: plan.sid}
     )
