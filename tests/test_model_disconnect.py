@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from conftest import wait_for
+from conftest import started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 
 
@@ -21,11 +21,7 @@ def thinking(make_daemon):
     """A daemon whose provider thinks two seconds before it answers; (daemon, provider)."""
     p, server = serve_threaded(Provider())
     p.faults.hang = 2.0  # the fault itself: a model that takes a while, so the app can leave meanwhile
-    d = make_daemon()
-    os.makedirs(d.home, mode=0o700, exist_ok=True)
-    with open(f"{d.home}/config.toml", "w") as f:
-        f.write(f'default_provider = "loop"\n[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
-    d.start()
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1")
     yield d, p
     server.stop()
 

@@ -5,14 +5,13 @@ allows, or a broken one; another 4xx; a 404 that is no word about a model) throu
 from __future__ import annotations
 
 import email.utils
-import os
 import time
 
 import openai
 import pytest
 from aiohttp import web
 
-from conftest import cli_json, run_cli
+from conftest import openai_app, run_cli, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
@@ -37,18 +36,9 @@ def refusing_provider(said: dict) -> web.Application:
 def refusing(make_daemon):
     said: dict = {"status": 429}
     server = Threaded(refusing_provider(said)).start()
-    d = make_daemon()
-    os.makedirs(d.home, mode=0o700)
-    with open(os.path.join(d.home, "config.toml"), "w") as f:
-        f.write(f'openai_listen = "127.0.0.1:0"\n[providers.p]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
-    d.start()
-    info = cli_json(d.home, "status")["openai"]
-    key = open(info["api_key_file"]).read().strip()
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", name="p", openai_listen="127.0.0.1:0")
     sid = d.client().create_session(model="m")["id"]
-    app = openai.OpenAI(
-        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
-    )
-    yield d, said, sid, app
+    yield d, said, sid, openai_app(d, sid)
     server.stop()
 
 
@@ -131,11 +121,7 @@ def test_a_streamed_answer_that_cannot_be_recorded_ends_with_that_error_not_a_br
     # app is told so, in the stream's own error event, and nothing half is stored
     p, server = serve_threaded(Provider())
     try:
-        d = make_daemon()
-        os.makedirs(d.home, mode=0o700)
-        with open(os.path.join(d.home, "config.toml"), "w") as f:
-            f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
-        d.start()
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1")
         c = d.client()
         sid = c.create_session(model="echo-1")["id"]
         p.faults.delay = 0.05
