@@ -305,7 +305,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = _text(msg.get("content"))
-        await record_whole(d, plan, text, usage_of(data), started=started)
+        try:
+            await record_whole(d, plan, text, usage_of(data), started=started)
+        except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape
+            return _from(exc, sid)
         return web.json_response(data, headers={SESSION_HEADER: sid})
     return await _stream(request, d, plan, body, ahead, started)
 

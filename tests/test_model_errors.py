@@ -5,13 +5,14 @@ allows, or a broken one; another 4xx; a 404 that is no word about a model) throu
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 
 import openai
 import pytest
 from aiohttp import web
 
-from conftest import openai_app, run_cli, started_with_provider
+from conftest import openai_app, run_cli, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
@@ -134,6 +135,37 @@ def test_a_streamed_answer_that_cannot_be_recorded_ends_with_that_error_not_a_br
                     getattr(c, how)(sid)
         assert e.value.status == 409 and "not recorded" in e.value.message, e.value.message
         assert how + "ed" in e.value.message or "paused" in e.value.message, e.value.message
+        assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+    finally:
+        server.stop()
+
+
+def test_a_whole_answer_that_cannot_be_recorded_reaches_an_openai_app_over_tcp_in_openais_shape(make_daemon):
+    # the session is ended while the model thinks: the app on the TCP listener is told, as OpenAI's error
+    # (was: a 500 "Internal Server Error" page, the listener having no error handling of its own)
+    p, server = serve_threaded(Provider())
+    p.faults.hang = 2.0  # the model thinks: time to end the session meanwhile
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        out: list = []
+
+        def ask() -> None:
+            try:
+                openai_app(d, sid).chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "q"}])
+            except openai.APIError as exc:  # what the app is told is the subject
+                out.append(exc)
+
+        t = threading.Thread(target=ask)
+        t.start()
+        wait_for(lambda: c.messages(sid)["messages"], what="the question recorded")
+        c.end(sid)
+        t.join(timeout=60)
+        [e] = out
+        assert isinstance(e, openai.APIStatusError) and e.status_code == 409, e
+        assert "answer was not recorded" in e.message and "ended" in e.message, e.message
+        assert e.response.headers["X-Sessiond-Session"] == sid
         assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
     finally:
         server.stop()
