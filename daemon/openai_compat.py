@@ -245,6 +245,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise Invalid("stream must be true or false")
+        if not isinstance(body.get("stream_options"), (dict, type(None))):  # sessiond reads it and adds to it
+            raise Invalid('stream_options must be an object ({"include_usage": true}) or null')
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:

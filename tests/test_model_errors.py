@@ -5,6 +5,7 @@ allows, or a broken one; another 4xx; a 404 that is no word about a model) throu
 from __future__ import annotations
 
 import email.utils
+import json
 import threading
 import time
 
@@ -12,7 +13,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from conftest import openai_app, run_cli, started_with_provider, wait_for
+from conftest import UnixHTTP, openai_app, run_cli, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
@@ -167,5 +168,25 @@ def test_a_whole_answer_that_cannot_be_recorded_reaches_an_openai_app_over_tcp_i
         assert "answer was not recorded" in e.message and "ended" in e.message, e.message
         assert e.response.headers["X-Sessiond-Session"] == sid
         assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("bad", ["yes", [1], 5])
+def test_stream_options_that_is_not_an_object_is_refused_before_anything_is_asked_or_recorded(make_daemon, bad):
+    # was: a 500 "Internal Server Error" page, after a new session and its question were recorded
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1")
+        q = [{"role": "user", "content": "q"}]
+        body = {"model": "echo-1", "stream": True, "stream_options": bad, "messages": q}
+        conn = UnixHTTP(d.socket)
+        conn.request("POST", "/openai/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        said = json.loads(resp.read())
+        # refused as the endpoint's other checks of a body are (stream, messages, model): 422
+        assert resp.status == 422 and "stream_options" in said["error"]["message"], (resp.status, said)
+        assert said["error"]["type"] == "invalid_request_error"
+        assert d.client().list_sessions()["sessions"] == [] and p.requests == []
     finally:
         server.stop()
