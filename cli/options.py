@@ -176,7 +176,8 @@ SESSION_UNSET = {
 def option_error(args: Any, exc: Any) -> CliError | None:
     """A daemon's 422 naming the API field an option the user gave fills ("policy.token_quota must be
     between 1 and ..."), said of the option as typed (--token-quota ...), as a usage error (exit 2): the
-    value given is what is wrong. None for anything else (the daemon's message stands)."""
+    value given is what is wrong; a field the daemon asks for, named as the option to give. None for anything
+    else (the daemon's message stands)."""
     if getattr(exc, "status", None) != 422:
         return None
     field, _, rest = str(getattr(exc, "message", "")).partition(" ")
@@ -190,6 +191,14 @@ def option_error(args: Any, exc: Any) -> CliError | None:
         return CliError(f"--id {rest[3:]}", EXIT_USAGE)
     if field.startswith("initial_messages") and getattr(args, "initial", None) is not None and rest:
         return CliError(f"--initial{field[len('initial_messages') :]} {rest}", EXIT_USAGE)
+    # an option needed and not given: `compact` of a chat with no context budget ("... give target_tokens, ...")
+    message = str(getattr(exc, "message", ""))
+    if (
+        getattr(args, "command", "") == "compact"
+        and getattr(args, "target_tokens", 0) is None
+        and "give target_tokens" in message
+    ):
+        return CliError(message.replace("give target_tokens", "give --target-tokens N"), EXIT_USAGE)
     return None
 
 

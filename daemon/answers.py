@@ -8,6 +8,7 @@ on its wire."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,10 @@ from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
 from .providers import Provider, ProviderError, delta_text, usage_of
 
+log = logging.getLogger("sessiond.complete")
+
 APP_GONE = (ConnectionResetError, ConnectionError, RuntimeError)  # what writing to an app that went away raises
+GONE_POLL = 0.1  # seconds between two looks at whether an app waiting for a model's answer is still there
 
 
 @dataclass
@@ -31,6 +35,52 @@ class Plan:
     answer_key: str | None = None
     done: dict | None = None  # the answer a previous try with the same key recorded
     timing: dict = field(default_factory=dict)
+
+
+def app_gone(request: web.Request) -> bool:
+    """Whether the app that sent `request` closed its connection (aiohttp does not cancel the handler)."""
+    t = request.transport
+    return t is None or t.is_closing()
+
+
+class AppWatch:
+    """`async with AppWatch(request) as w:` around a wait for the provider (its whole answer, a stream's
+    first event): if the app goes away meanwhile (looked at every GONE_POLL s), the wait is cancelled,
+    which drops the provider's request and so stops the generation, and `w.gone` is set. The wait stays
+    in the handler's own task: nothing is added between the provider's first event and the next read."""
+
+    def __init__(self, request: web.Request):
+        self.request = request
+        self.gone = False
+
+    async def __aenter__(self) -> AppWatch:
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(GONE_POLL, self._look)
+        return self
+
+    def _look(self) -> None:
+        if app_gone(self.request):
+            self.gone = True
+            assert self._task is not None
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_later(GONE_POLL, self._look)
+
+    async def __aexit__(self, typ, exc, tb) -> bool:
+        self._handle.cancel()
+        if self.gone and typ is asyncio.CancelledError:
+            assert self._task is not None
+            self._task.uncancel()
+            return True  # the app left: the caller answers nobody (`left`)
+        return False
+
+
+def left(plan: Plan) -> web.Response:
+    """The answer to an app that went away before the model's answer reached it: nothing of the answer is
+    recorded (the question stays), as for a stream it leaves; nobody reads this."""
+    log.info("the app went away before the answer", extra={"session": plan.sid, "event": "complete.app_gone"})
+    return web.Response(status=499, text="the app went away before the answer; nothing of it was recorded")
 
 
 async def record(

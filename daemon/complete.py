@@ -5,7 +5,8 @@ provider's usage and response times, as one JSON answer or as a server-sent-even
 Before anything is sent: the quota is checked (quota_exceeded), and appending the question compacts
 the chat first if its context budget says so, as every append does. A provider error leaves the
 question recorded; an answer that stopped early (the provider cut the stream, the app went away) is
-recorded with what arrived, marked "interrupted": true. With an Idempotency-Key, a retried request
+recorded with what arrived, marked "interrupted": true; an app gone before any of it reached it stops the
+generation and records no answer (answers.AppWatch). With an Idempotency-Key, a retried request
 stores neither the question nor the answer twice, and asks the model again only if no answer was
 recorded the first time."""
 
@@ -22,7 +23,7 @@ from ..storage.errors import Conflict, IdempotencyKeyReused, Invalid, QuotaExcee
 from ..storage.model import now
 from ..storage.sessions import not_active, past_expiry
 from . import validate as v
-from .answers import Plan, end, pass_on, record_whole
+from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .providers import Provider, usage_of
 
 log = logging.getLogger("sessiond.complete")
@@ -215,7 +216,10 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
         if plan.done is not None:
             return ok(plan.done)
         started = time.monotonic()
-        data = await d.providers.complete(plan.provider, plan.request)
+        async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
+            data = await d.providers.complete(plan.provider, plan.request)
+        if watch.gone:
+            return left(plan)
         return ok(await record_whole(d, plan, _answer_text(data), usage_of(data), started=started), 201)
     return await _stream(request, d, plan)
 
@@ -231,10 +235,15 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
     chunks = d.providers.stream(plan.provider, plan.request)
     # Errors before the first chunk (unreachable, 401, 404, 429, a timeout) answer as JSON with their own
     # status: nothing has been said yet.
-    try:
-        head = await chunks.__anext__()
-    except StopAsyncIteration:
-        head = None
+    head = None
+    async with AppWatch(request) as watch:  # as a whole answer's, as one left mid-stream
+        try:
+            head = await chunks.__anext__()
+        except StopAsyncIteration:
+            pass
+    if watch.gone:
+        await chunks.aclose()
+        return left(plan)
     await resp.prepare(request)
     ended = await pass_on(d, plan, resp, chunks, head, _delta, started=started)
     if ended.gone:

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
 from . import validate as v
-from .answers import Plan, end, pass_on, record_whole
+from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .complete import ANSWER_ONLY, Ahead, check_quota, check_writable, provider_for, request_settings
 from .providers import ProviderError, usage_of
@@ -245,6 +245,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise Invalid("stream must be true or false")
+        if not isinstance(body.get("stream_options"), (dict, type(None))):  # sessiond reads it and adds to it
+            raise Invalid('stream_options must be an object ({"include_usage": true}) or null')
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:
@@ -295,13 +297,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _from(exc, sid)
     if not stream:
         try:
-            data = await ahead.answer()
+            async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
+                data = await ahead.answer()
         except ProviderError as exc:
             return _from(exc, sid)
+        if watch.gone:
+            await ahead.drop()
+            return left(plan)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = _text(msg.get("content"))
-        await record_whole(d, plan, text, usage_of(data), started=started)
+        try:
+            await record_whole(d, plan, text, usage_of(data), started=started)
+        except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape
+            return _from(exc, sid)
         return web.json_response(data, headers={SESSION_HEADER: sid})
     return await _stream(request, d, plan, body, ahead, started)
 
@@ -311,13 +320,17 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
     chunks = ahead.chunks
     assert chunks is not None
     try:
-        head = await ahead.head()
+        async with AppWatch(request) as watch:  # as a whole answer's, as one left mid-stream
+            head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
         return _from(exc, plan.sid)
     except BaseException:
         await ahead.drop()
         raise
+    if watch.gone:
+        await ahead.drop()
+        return left(plan)
     resp = web.StreamResponse(
         status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", SESSION_HEADER: plan.sid}
     )

@@ -138,7 +138,10 @@ class Context:
             if target is None:
                 budget = p.get("max_context_tokens")
                 if not budget:
-                    raise Invalid(f"chat {chat!r} has no context budget: give --target-tokens")
+                    raise Invalid(
+                        f"chat {chat!r} has no context budget to compact to: give target_tokens, the tokens to keep "
+                        "active"
+                    )
                 target = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) / 2
             cut = cut_for(await active(q, sid, chat, cut), target, cut)
         async with self.c.transaction() as tx:

@@ -342,6 +342,33 @@ def started_with(make, **settings) -> DaemonProc:
     return d.start()
 
 
+def started_with_provider(
+    make, base_url: str, *, name: str = "loop", table: dict | None = None, start: bool = True, **settings
+) -> DaemonProc:
+    """A daemon from `make` (the make_daemon fixture) whose config.toml holds `settings` (openai_listen,
+    default_provider, ...) and one model provider, [providers.NAME] with `base_url` and `table`'s other keys
+    (api_key_file, timeout, ...); started unless `start` is false."""
+    d = make()
+    write_config(d.home, **settings)  # the top-level keys first: a key below a table belongs to it
+    with open(os.path.join(d.home, "config.toml"), "a") as f:
+        f.write(f"[providers.{name}]\n")
+        for k, v in {"base_url": base_url, **(table or {})}.items():
+            f.write(f"{k} = {json.dumps(v)}\n")
+    return d.start() if start else d
+
+
+def openai_app(d: DaemonProc, sid: str):
+    """An official `openai` client of daemon `d`'s OpenAI endpoint on TCP (openai_listen), with its bearer
+    key, naming session `sid`, never retrying."""
+    import openai
+
+    info = cli_json(d.home, "status")["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    return openai.OpenAI(
+        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
+    )
+
+
 def cli_json(home: str, *args: str, **kw):
     res = run_cli(home, *args, "--json", check=True, **kw)
     return json.loads(res.stdout)
@@ -352,8 +379,10 @@ __all__ = [
     "DaemonProc",
     "cli_json",
     "eventually",
+    "openai_app",
     "run_cli",
     "started_with",
+    "started_with_provider",
     "wait_for",
     "write_config",
 ]

@@ -4,12 +4,11 @@ answer stored once, and every try gets that one answer, not a refusal naming a k
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
 
-from conftest import wait_for
+from conftest import started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
@@ -19,11 +18,7 @@ def slow_model(make_daemon):
     """A daemon whose provider takes a second to answer; (daemon, provider)."""
     p, server = serve_threaded(Provider())
     p.faults.hang = 1.0  # the fault itself: a model that takes a while, so the retry comes while it thinks
-    d = make_daemon()
-    os.makedirs(d.home, mode=0o700, exist_ok=True)
-    with open(f"{d.home}/config.toml", "w") as f:
-        f.write(f'default_provider = "loop"\n[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
-    d.start()
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
     yield d, p
     server.stop()
 

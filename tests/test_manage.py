@@ -76,6 +76,19 @@ def test_compaction_keeps_history(daemon):
     c.append(sid2, "user", "b", tokens=30, chat=chat)
 
 
+def test_compacting_a_chat_with_no_budget_asks_for_the_target_in_the_callers_words(daemon):
+    """The API's refusal names its field, the CLI's its option (was: the API's named --target-tokens)."""
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    with pytest.raises(ApiError) as e:
+        c.compact(sid)
+    assert e.value.status == 422 and "target_tokens" in e.value.message, e.value.message
+    assert "--" not in e.value.message, e.value.message
+    res = run_cli(daemon.home, "compact", sid)
+    assert res.returncode == 2 and "--target-tokens" in res.stderr and "target_tokens" not in res.stderr, res.stderr
+    assert sh(daemon.home, "compact", sid, "--target-tokens", "10")["compacted_messages"] == 0
+
+
 def test_clone_and_fork(daemon):
     h = daemon.home
     c = daemon.client()

@@ -5,14 +5,15 @@ allows, or a broken one; another 4xx; a 404 that is no word about a model) throu
 from __future__ import annotations
 
 import email.utils
-import os
+import json
+import threading
 import time
 
 import openai
 import pytest
 from aiohttp import web
 
-from conftest import cli_json, run_cli
+from conftest import UnixHTTP, openai_app, run_cli, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
@@ -37,18 +38,9 @@ def refusing_provider(said: dict) -> web.Application:
 def refusing(make_daemon):
     said: dict = {"status": 429}
     server = Threaded(refusing_provider(said)).start()
-    d = make_daemon()
-    os.makedirs(d.home, mode=0o700)
-    with open(os.path.join(d.home, "config.toml"), "w") as f:
-        f.write(f'openai_listen = "127.0.0.1:0"\n[providers.p]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
-    d.start()
-    info = cli_json(d.home, "status")["openai"]
-    key = open(info["api_key_file"]).read().strip()
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", name="p", openai_listen="127.0.0.1:0")
     sid = d.client().create_session(model="m")["id"]
-    app = openai.OpenAI(
-        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
-    )
-    yield d, said, sid, app
+    yield d, said, sid, openai_app(d, sid)
     server.stop()
 
 
@@ -131,11 +123,7 @@ def test_a_streamed_answer_that_cannot_be_recorded_ends_with_that_error_not_a_br
     # app is told so, in the stream's own error event, and nothing half is stored
     p, server = serve_threaded(Provider())
     try:
-        d = make_daemon()
-        os.makedirs(d.home, mode=0o700)
-        with open(os.path.join(d.home, "config.toml"), "w") as f:
-            f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
-        d.start()
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1")
         c = d.client()
         sid = c.create_session(model="echo-1")["id"]
         p.faults.delay = 0.05
@@ -149,5 +137,56 @@ def test_a_streamed_answer_that_cannot_be_recorded_ends_with_that_error_not_a_br
         assert e.value.status == 409 and "not recorded" in e.value.message, e.value.message
         assert how + "ed" in e.value.message or "paused" in e.value.message, e.value.message
         assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+    finally:
+        server.stop()
+
+
+def test_a_whole_answer_that_cannot_be_recorded_reaches_an_openai_app_over_tcp_in_openais_shape(make_daemon):
+    # the session is ended while the model thinks: the app on the TCP listener is told, as OpenAI's error
+    # (was: a 500 "Internal Server Error" page, the listener having no error handling of its own)
+    p, server = serve_threaded(Provider())
+    p.faults.hang = 2.0  # the model thinks: time to end the session meanwhile
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        out: list = []
+
+        def ask() -> None:
+            try:
+                openai_app(d, sid).chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "q"}])
+            except openai.APIError as exc:  # what the app is told is the subject
+                out.append(exc)
+
+        t = threading.Thread(target=ask)
+        t.start()
+        wait_for(lambda: c.messages(sid)["messages"], what="the question recorded")
+        c.end(sid)
+        t.join(timeout=60)
+        [e] = out
+        assert isinstance(e, openai.APIStatusError) and e.status_code == 409, e
+        assert "answer was not recorded" in e.message and "ended" in e.message, e.message
+        assert e.response.headers["X-Sessiond-Session"] == sid
+        assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("bad", ["yes", [1], 5])
+def test_stream_options_that_is_not_an_object_is_refused_before_anything_is_asked_or_recorded(make_daemon, bad):
+    # was: a 500 "Internal Server Error" page, after a new session and its question were recorded
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1")
+        q = [{"role": "user", "content": "q"}]
+        body = {"model": "echo-1", "stream": True, "stream_options": bad, "messages": q}
+        conn = UnixHTTP(d.socket)
+        conn.request("POST", "/openai/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        said = json.loads(resp.read())
+        # refused as the endpoint's other checks of a body are (stream, messages, model): 422
+        assert resp.status == 422 and "stream_options" in said["error"]["message"], (resp.status, said)
+        assert said["error"]["type"] == "invalid_request_error"
+        assert d.client().list_sessions()["sessions"] == [] and p.requests == []
     finally:
         server.stop()

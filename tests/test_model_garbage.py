@@ -13,7 +13,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from conftest import cli_json, run_cli, wait_for
+from conftest import openai_app, run_cli, wait_for
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
 
@@ -76,58 +76,46 @@ def history(c, sid):
     return [(m["role"], m["content"]) for m in c.messages(sid, limit=100)["messages"]]
 
 
-@pytest.mark.parametrize("mode", list(EVENTS))
-def test_a_stream_event_that_is_not_an_object_is_a_bad_answer_and_what_arrived_is_kept(garbage, mode):
-    d = garbage
-    c = d.client()
-    sid = c.create_session(model="m")["id"]
-    with pytest.raises(ApiError) as e:
-        "".join(c.complete_stream(sid, "question", provider=mode))
-    assert e.value.code == "provider_bad_answer" and e.value.status == 502, e.value.message
-    assert f"provider {mode!r}" in e.value.message and "not a JSON object" in e.value.message
-    [a] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
-    assert a["content"] == "part one" and a["interrupted"] is True and a["error"] == "provider_bad_answer"
-    assert e.value.details["message"]["id"] == a["id"]
-    assert history(c, sid) == [("user", "question"), ("assistant", "part one")]
-    # the OpenAI endpoint: the app gets the error event; what arrived is recorded once
-    info = cli_json(d.home, "status")["openai"]
-    key = open(info["api_key_file"]).read().strip()
-    sid2 = c.create_session(model="m", settings={"provider": mode})["id"]
-    app = openai.OpenAI(
-        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid2}
-    )
-    with pytest.raises(openai.APIError) as oe:
-        list(app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}], stream=True))
-    assert "not a JSON object" in oe.value.message
-    wait_for(lambda: len(history(c, sid2)) == 2, timeout=20, what="the interrupted answer stored")
-    assert history(c, sid2) == [("user", "q"), ("assistant", "part one")]
+# a stream's garbage event (after a first good one) and a JSON answer with no answer in it, mode by mode
+CASES = [pytest.param(True, m, id=m) for m in EVENTS] + [pytest.param(False, m, id=m) for m in ANSWERS]
 
 
-@pytest.mark.parametrize("mode", list(ANSWERS))
-def test_a_json_answer_with_no_answer_in_it_is_an_error_not_an_empty_answer(garbage, mode):
+@pytest.mark.parametrize(("stream", "mode"), CASES)
+def test_garbage_from_the_provider_is_one_clear_error_and_only_what_arrived_is_kept(garbage, stream, mode):
     d = garbage
     c = d.client()
     sid = c.create_session(model="m")["id"]
     code = "provider_failed" if mode == "error_200" else "provider_bad_answer"
+    says = "the model is overloaded" if mode == "error_200" else "not a JSON object" if stream else ""
+    # what arrived of a stream before the garbage, recorded once, marked interrupted; never an empty answer
+    kept = [("assistant", "part one")] if stream else []
     with pytest.raises(ApiError) as e:
-        c.complete(sid, "question", provider=mode)
+        if stream:
+            "".join(c.complete_stream(sid, "question", provider=mode))
+        else:
+            c.complete(sid, "question", provider=mode)
     assert (e.value.code, e.value.status) == (code, 502), e.value.message
-    assert f"provider {mode!r}" in e.value.message
-    if mode == "error_200":
-        assert "the model is overloaded" in e.value.message
-    assert history(c, sid) == [("user", "question")]  # the question stays; no empty answer
-    # the OpenAI endpoint: OpenAI's error shape (the SDK's own error), not a 500 or a 200 with no answer
-    info = cli_json(d.home, "status")["openai"]
-    key = open(info["api_key_file"]).read().strip()
+    assert f"provider {mode!r}" in e.value.message and says in e.value.message, e.value.message
+    assert history(c, sid) == [("user", "question"), *kept]  # the question stays
+    if stream:
+        [a] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+        assert a["interrupted"] is True and a["error"] == "provider_bad_answer"
+        assert e.value.details["message"]["id"] == a["id"]
+    # the OpenAI endpoint: the SDK's own error (a stream's error event; OpenAI's error shape for a whole
+    # answer, not a 500 or a 200 with no answer), and the same kept
     sid2 = c.create_session(model="m", settings={"provider": mode})["id"]
-    app = openai.OpenAI(
-        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid2}
-    )
-    with pytest.raises(openai.APIStatusError) as oe:
-        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
-    assert oe.value.status_code == 502 and oe.value.code == code, oe.value
-    assert f"provider {mode!r}" in oe.value.message
-    assert history(c, sid2) == [("user", "q")]
+    with pytest.raises(openai.APIError) as oe:
+        answer = openai_app(d, sid2).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "q"}], stream=stream
+        )
+        if stream:
+            list(answer)
+    assert says in oe.value.message, oe.value.message
+    if not stream:
+        assert isinstance(oe.value, openai.APIStatusError) and (oe.value.status_code, oe.value.code) == (502, code)
+        assert f"provider {mode!r}" in oe.value.message
+    # the app may see the stream's error before the daemon has stored what arrived: wait for it
+    wait_for(lambda: history(c, sid2) == [("user", "q"), *kept], timeout=20, what="the session as the app saw it")
 
 
 def test_a_stream_whose_first_event_is_an_error_is_the_providers_failure_not_a_cut_answer(garbage):
@@ -142,11 +130,7 @@ def test_a_stream_whose_first_event_is_an_error_is_the_providers_failure_not_a_c
     res = run_cli(d.home, "ask", sid, "again")
     assert res.returncode == 1 and "upstream overloaded" in res.stderr and "cut the answer" not in res.stderr
     # the OpenAI endpoint: nothing was said yet, so an error answer of its own (the SDK's error)
-    info = cli_json(d.home, "status")["openai"]
-    key = open(info["api_key_file"]).read().strip()
-    app = openai.OpenAI(
-        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
-    )
     with pytest.raises(openai.APIStatusError) as oe:
+        app = openai_app(d, sid)
         list(app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}], stream=True))
     assert oe.value.status_code == 502 and oe.value.code == "provider_failed", oe.value

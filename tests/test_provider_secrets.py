@@ -10,7 +10,7 @@ import os
 import pytest
 from aiohttp import web
 
-from conftest import run_cli
+from conftest import run_cli, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
@@ -55,11 +55,7 @@ def test_a_refused_key_echoed_by_the_provider_is_never_shown_or_logged(make_daem
     mode, server = provider
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
-    d = make_daemon()
-    os.makedirs(d.home, mode=0o700)
-    with open(os.path.join(d.home, "config.toml"), "w") as f:
-        f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\napi_key_file = "{key_file}"\n')
-    d.start()
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", table={"api_key_file": str(key_file)})
     c = d.client()
     sid = c.create_session(model="m")["id"]
     seen = []
@@ -94,13 +90,10 @@ def test_a_relative_api_key_file_is_read_from_the_home_wherever_the_daemon_was_s
     # `sessiond start` ran (or / under a service manager); the key must not depend on it
     p, server = serve_threaded(Provider(key=KEY))
     try:
-        d = make_daemon()
-        os.makedirs(d.home, mode=0o700)
+        url = f"http://127.0.0.1:{server.port}/v1"
+        d = started_with_provider(make_daemon, url, table={"api_key_file": "provider-key"}, start=False)
         with open(os.path.join(d.home, "provider-key"), "w") as f:
             f.write(KEY + "\n")
-        with open(os.path.join(d.home, "config.toml"), "w") as f:
-            f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
-            f.write('api_key_file = "provider-key"\n')
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         cwd = os.getcwd()

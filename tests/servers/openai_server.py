@@ -38,6 +38,7 @@ class Provider:
     requests: list = field(default_factory=list)  # every completion request's JSON body
     peers: list = field(default_factory=list)  # each completion request's client address (a reused connection)
     streams_stopped: int = 0  # streams whose client went away before the end
+    left_unanswered: int = 0  # requests whose client went away while it was still thinking (`hang`)
     completed: int = 0
 
     def answer(self, body: dict) -> str:
@@ -78,6 +79,9 @@ def make_app(p: Provider) -> web.Application:
         f = p.faults
         if f.hang:
             await asyncio.sleep(f.hang)  # the fault itself (a provider that does not answer), not a wait
+            if request.transport is None or request.transport.is_closing():  # its client stopped waiting
+                p.left_unanswered += 1
+                return web.Response(status=499)
         if (bad := auth(request)) is not None:
             return bad
         body = await request.json()

@@ -1,0 +1,67 @@
+"""An app that goes away before a model's answer reaches it, by either route that talks to a model (POST
+/v1/sessions/{id}/complete and the OpenAI-compatible endpoint), whole or streamed: the generation is
+stopped and the session keeps what reached the app, as `sessiond ask`'s Ctrl-C does. An answer the app
+never got is not recorded (was: a whole answer was waited for and recorded, one the app never saw, which
+the app's next call then did not match; a stream left before its first chunk was not stopped)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from conftest import started_with_provider, wait_for
+from servers.openai_server import Provider, serve_threaded
+
+
+@pytest.fixture
+def thinking(make_daemon):
+    """A daemon whose provider thinks two seconds before it answers; (daemon, provider)."""
+    p, server = serve_threaded(Provider())
+    p.faults.hang = 2.0  # the fault itself: a model that takes a while, so the app can leave meanwhile
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1")
+    yield d, p
+    server.stop()
+
+
+def ask_and_leave(d, sid: str, path: str, body: dict, extra: str = "") -> None:
+    """The request sent on the daemon's socket; the connection closed, unanswered, once its question is
+    stored."""
+    raw = json.dumps(body).encode()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.socket)
+    s.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(raw)}\r\n\r\n".encode()
+        + raw
+    )
+    wait_for(lambda: d.client().messages(sid)["messages"], what="the question stored")
+    s.close()
+
+
+@pytest.mark.parametrize("route", ["complete", "openai"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_app_gone_before_the_answer_stops_the_generation_and_records_no_answer(thinking, route, stream):
+    d, p = thinking
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    if route == "complete":
+        ask_and_leave(d, sid, f"/v1/sessions/{sid}/complete", {"content": "hello", "stream": stream})
+    else:
+        body = {"model": "echo-1", "messages": [{"role": "user", "content": "hello"}], "stream": stream}
+        ask_and_leave(d, sid, "/openai/v1/chat/completions", body, f"X-Sessiond-Session: {sid}\r\n")
+    wait_for(lambda: p.left_unanswered + p.completed + p.streams_stopped, timeout=20, what="the provider done")
+    gone = p.left_unanswered
+    # the next question is answered, and the session holds only what its app got
+    p.faults.hang = 0
+    assert c.complete(sid, "again")["content"] == "echo: again"
+    assert [(m["role"], m["content"]) for m in c.messages(sid)["messages"]] == [
+        ("user", "hello"),
+        ("user", "again"),
+        ("assistant", "echo: again"),
+    ]
+    assert gone == 1, "the provider's generation was not stopped"
+    logs = "".join(open(os.path.join(d.home, "logs", f)).read() for f in os.listdir(os.path.join(d.home, "logs")))
+    assert "the app went away before the answer" in logs and "Traceback" not in logs
