@@ -11,7 +11,8 @@ outboxes keep it for the stores anyway.
 
 Reads: an object from whichever store has it (each store verifies what it returns; a store answering
 damaged bytes is skipped for the next), a head as the highest valid revision among the stores, so a
-store serving a stale head loses to a newer one.
+store serving a stale head loses to a newer one. What a read through the mirror cannot show, whether
+each store holds it, `verify` asks each store (sync/mirrorcheck.py).
 
 `status()` says, per store: whether it answered last time (reachable), what waits in its outbox
 (pending) and the last error.
@@ -34,6 +35,7 @@ from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError,
 from ..stores.cid import digest
 from ..stores.errors import LyingServer, RateLimited, ReadOnlyStore, StoreTimeout, failure_kind, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
+from .mirrorcheck import note_head, note_object
 from .mirrordrain import FAILURES, drain_loop
 from .mirrorurls import SEPARATOR, mirror_urls
 from .outboxrows import HeadKey
@@ -365,6 +367,7 @@ class MirrorStore(Store):
                     log.warning("mirror store gave damaged bytes: %s", exc, extra={"store": st.url})
                 continue
             self._ok(st)
+            note_object(h)
             return data
         if missing is not None and last is None:
             raise missing
@@ -401,7 +404,9 @@ class MirrorStore(Store):
         results = await asyncio.gather(*(one(s) for s in asked))
         entries = [r for r in results if isinstance(r, RegistryEntry)]
         if entries:
-            return max(entries, key=lambda e: e.revision)
+            best = max(entries, key=lambda e: e.revision)
+            note_head(best)
+            return best
         errors = [r for r in results if isinstance(r, BaseException)]
         if len(errors) == len(results):
             raise StoreError(f"no store of the mirror answered for a head: {describe_error(errors[0])}")
