@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ..stores import Store, StoreError
+from ..stores import ObjectMissing, Store, StoreError
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryError
 from . import dagcbor
@@ -191,6 +191,11 @@ class Verifier:
             if exc.kind == "store":
                 raise _StoreFailed(store.url, exc) from None
             report["problems"].append(f"members: {exc}")
+            lost = exc.kind == "missing" or isinstance(exc.__context__, ObjectMissing)  # (its entry or its object)
+            if lost and remote["announced"] and ctx.keys.write_secret(sid) is not None:
+                # lost from the store (Members.restore): this device wrote the slot, its sync writes it again
+                fix = "`sessiond sync` writes the session's members slot again"
+                report["repair"] = "; ".join(f for f in (report.get("repair"), fix) if f)
         for peer in await ctx.db.peers(sid):
             pk = bytes(peer["head_pk"])
             if pk == my_pk:

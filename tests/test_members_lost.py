@@ -5,9 +5,10 @@ writers than the session has."""
 
 from __future__ import annotations
 
+import json
 import os
 
-from conftest import cli_json, wait_for
+from conftest import cli_json, run_cli, wait_for
 from sessiond.sync.keys import KeyStore
 
 
@@ -46,6 +47,10 @@ def test_a_members_slot_deleted_from_the_store_is_written_again_by_sync(make_dae
     url = "file://" + store_dir
     a, b, sid = shared(make_daemon, url)
     os.remove(slot_head_file(store_dir, a, b, sid=sid))  # the store lost the slot's entry
+    res = run_cli(a.home, "verify", sid, "--json")  # verify says so, and what writes it again
+    assert res.returncode == 1, res.stdout
+    (s,) = json.loads(res.stdout)["sessions"]
+    assert any(p.startswith("members: ") for p in s["problems"]) and "sessiond sync" in s["repair"], s
 
     res = a.client().sync(sid, wait=True, timeout=30)  # a writer of the slot notices, and writes it again
     assert res["complete"], res
@@ -73,6 +78,8 @@ def test_a_members_slot_whose_object_was_lost_is_written_again_by_sync(make_daem
     named = [os.path.join(r, n) for r, _, fs in os.walk(objects) for n in fs if bytes.fromhex(n) in entry]
     assert len(named) == 1, named
     os.remove(named[0])
+    (s,) = json.loads(run_cli(a.home, "verify", sid, "--json").stdout)["sessions"]
+    assert "sessiond sync" in s.get("repair", ""), s
 
     res = a.client().sync(sid, wait=True, timeout=30)
     assert res["complete"], res
