@@ -177,6 +177,8 @@ async def check_verify(daemon: Daemon, down: dict[str, str] | None = None) -> li
         if not problems:
             continue
         fix = f"sessiond sync --wait {s['session']} && sessiond verify {s['session']}"
+        if s.get("elsewhere"):  # a store of a mirror lost what other devices wrote: they send it again
+            fix += f"  # and `sessiond sync --wait {s['session']}` on device(s) {', '.join(s['elsewhere'])}"
         out.append(finding("verify", "problem", f"session {s['session']} fails verify: {'; '.join(problems)}", fix))
     for why, sids in unchecked.items():
         url = next(s["store"] for s in report["sessions"] if s.get("store_failure") == why)

@@ -29,10 +29,10 @@ from collections.abc import Callable, Sequence
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
-from ..stores import Store
+from ..stores import Store, StoreError
 from ..stores.errors import settled
 from .context import SyncContext
-from .errors import SyncError, describe
+from .errors import ImportError_, SyncError, describe
 from .fetch import BEHIND
 from .follower import Follower
 from .gc import Collector
@@ -287,7 +287,13 @@ class Syncer:
         return await self.ctx.store_status()
 
     async def repair(self, sid: str) -> bool:
-        """Push this device's whole log of `sid` again if the store lacks any of it. Returns whether it will."""
+        """Push this device's whole log of `sid` again if the store lacks any of it, and write its members
+        slot again if the store lost it and this device wrote it (Members.restore). Returns whether the
+        log will be pushed."""
+        try:
+            await self.members.restore(sid)
+        except (ImportError_, StoreError, TimeoutError, OSError) as exc:  # the pull that follows says it
+            log.warning("could not write the members slot again: %s", describe(exc), extra={"session": sid})
         if not await self.pusher.repair(sid):
             return False
         self.pushes.notify(sid)

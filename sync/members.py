@@ -11,6 +11,7 @@ leaves its notice in this slot too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Sequence
 
@@ -24,6 +25,9 @@ from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
 from .errors import ImportError_
+from .mirror import MirrorStore
+
+log = logging.getLogger("sessiond.sync")
 
 T_MEMBERS = "sessiond/members"
 SALT_LEN = 14
@@ -183,6 +187,7 @@ class Members:
         extra: Sequence[dict] = (),
         slot: tuple[int, list[dict], list[dict]] | None = None,
         frozen: Sequence[dict] = (),
+        rewrite: int | None = None,
     ) -> int:
         """Make sure this device (and every writer it knows of) is in the members list, and `frozen` (the
         logs of writers a rekey dropped) among its frozen logs. Returns the members revision. Needs the
@@ -190,7 +195,13 @@ class Members:
         (an import), or (0, [], []) for a slot that cannot exist yet (its write secret was made just now):
         the first attempt goes on from them without reading the slot; if the slot moved on meanwhile, the
         store refuses the write (StaleHead: an equal or higher revision) and the next attempt reads it.
-        What the slot holds is kept: members and frozen logs are only ever added."""
+        What the slot holds is kept: members and frozen logs are only ever added.
+
+        `rewrite`: the slot is written again even if it lists everyone (restore: a store lost it), at a
+        revision past `rewrite` (the highest any store holds, or this device has seen). A slot that reads
+        as missing or whose object is lost is written from what this device knows: its writers, and the
+        frozen logs as this process last read them. Its revision is always past what this device has
+        seen, so that the devices that read the slot before take the new one (not a rollback)."""
         ctx = self.ctx
         write_secret = ctx.keys.write_secret(sid)
         session_key = ctx.keys.session_key(sid)
@@ -211,14 +222,18 @@ class Members:
                         store, sid, session_key, bytes(ak.verify_key), cached=True
                     )
             except ImportError_ as exc:
-                if exc.kind != "missing":
+                if exc.kind != "missing" and not (rewrite is not None and exc.kind == "damaged"):
                     raise
-                rev, members, had = 0, [], []
+                seen = self._seen.get(sid)  # (what the lost slot said, if this process read it)
+                kept = seen[6] if seen is not None and seen[0] == b"\xed" + bytes(ak.verify_key) else []
+                rev, members, had = 0, [], list(kept)
             have = {m["head_pk"] for m in members}
             missing = [k for k in known if k["head_pk"] not in have]
             held = {bytes(f["k"]) for f in had}
-            if not missing and all(bytes(f["k"]) in held for f in frozen):
+            if rewrite is None and not missing and all(bytes(f["k"]) in held for f in frozen):
                 return rev
+            remote = await ctx.db.remote(sid)
+            rev = max(rev, rewrite or 0, remote["members_rev"] if remote else 0)
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
             obj: dict = {
                 "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged],
@@ -237,6 +252,7 @@ class Members:
             try:
                 await asyncio.wait_for(store.set_head(entry), ctx.timeout)
             except StaleHead:
+                rewrite = None if rewrite is None else rewrite + 1  # (past what refused it, if it is gone)
                 # another writer changed the slot meanwhile: read it again and merge. The members object
                 # just put is referenced by no head: `sessiond gc` frees it after its grace period
                 url = getattr(store, "url", None)
@@ -250,3 +266,39 @@ class Members:
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
             return rev + 1
         raise ImportError_("busy", "could not update the members list (it kept changing); will retry")
+
+    async def restore(self, sid: str) -> bool:
+        """Write `sid`'s members slot again if this device wrote it (announced itself in it, holds the
+        write secret) and the store lost it: its entry, the object the entry names, or revisions of it
+        (an older one than this device has seen); for a mirror, any of its stores that should hold
+        everything written so far (a read through the mirror finds the slot in whichever store has it).
+        Without it, a code used afterwards imports nothing, and the devices that follow the session fail
+        their pulls. Returns whether it wrote the slot. A store that does not answer is not one that lost
+        it: left to the push and pull that report it."""
+        ctx = self.ctx
+        remote = await ctx.db.remote(sid)
+        write_secret = ctx.keys.write_secret(sid)
+        if remote is None or not remote["announced"] or write_secret is None or ctx.keys.session_key(sid) is None:
+            return False
+        ak = announce_key(write_secret)
+        if bytes(ak.verify_key) != bytes(remote["announce_pk"]):  # (a rekey under way: it writes the slot)
+            return False
+        pk = b"\xed" + bytes(ak.verify_key)
+        store = await ctx.store_for(sid)
+        lost, highest = False, remote["members_rev"]
+        for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
+            try:
+                entry = await asyncio.wait_for(st.get_head(pk), ctx.timeout)
+                if entry is not None:
+                    highest = max(highest, entry.revision)
+                if entry is None or entry.revision < remote["members_rev"]:
+                    lost = True
+                elif len(entry.data) == 1 + 32 + SALT_LEN and entry.data[0] == 0x1E:
+                    lost |= await st.first_missing([entry.data[1:33]], timeout=ctx.timeout) is not None
+            except (TimeoutError, StoreError, RegistryError, OSError):
+                continue
+        if not lost:
+            return False
+        log.warning("the store lost the session's members slot: writing it again", extra={"session": sid})
+        await self.ensure_member(sid, rewrite=highest)
+        return True

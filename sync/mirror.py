@@ -1,17 +1,18 @@
 """Mirrors: several stores behind one `Store`, so that the sync engine needs no change to use them.
 
 Writes go to every store. A store that fails a write (or still has writes waiting) gets it through its
-own durable outbox instead (storage/outbox.py, rows in SQLite written before the write returns), which
-a background task drains in order once the store answers again: objects first, then the heads that
-name them. A store that is down therefore blocks none of the others, and catches up, across a restart
-of the daemon too; one that hangs instead of refusing holds a write at most LAG seconds after another
-store took it, and is then failed as a store that is down. A write succeeds when at least one store took
-it directly; when none did, it fails (the push retries, as with one store) and the outboxes keep it for
-the stores anyway.
+own durable outbox instead (storage/outbox.py, rows in SQLite written before the write returns), which a
+background task (sync/mirrordrain.py) drains in order once the store answers again: objects first, then
+the heads that name them. A store that is down therefore blocks none of the others, and catches up,
+across a restart of the daemon too; one that hangs instead of refusing holds a write at most LAG seconds
+after another store took it, and is then failed as a store that is down. A write succeeds when at least
+one store took it directly; when none did, it fails (the push retries, as with one store) and the
+outboxes keep it for the stores anyway.
 
 Reads: an object from whichever store has it (each store verifies what it returns; a store answering
 damaged bytes is skipped for the next), a head as the highest valid revision among the stores, so a
-store serving a stale head loses to a newer one.
+store serving a stale head loses to a newer one. What a read through the mirror cannot show, whether
+each store holds it, `verify` asks each store (sync/mirrorcheck.py).
 
 `status()` says, per store: whether it answered last time (reachable), what waits in its outbox
 (pending) and the last error.
@@ -28,19 +29,20 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from ..storage.outbox import HEAD, Outbox
+from ..storage.outbox import Outbox
 from ..storage.redact import shown_url
 from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
 from ..stores.cid import digest
 from ..stores.errors import LyingServer, RateLimited, ReadOnlyStore, StoreTimeout, failure_kind, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
+from .mirrorcheck import note_head, note_object
+from .mirrordrain import FAILURES, drain_loop
 from .mirrorurls import SEPARATOR, mirror_urls
-from .outboxrows import HeadKey, adopt_renamed, unsendable, with_key
+from .outboxrows import HeadKey
 from .tasks import stop_tasks
 
 log = logging.getLogger("sessiond.sync")
 
-_FAILURES = (StoreError, RegistryError, TimeoutError, OSError)
 # Seconds a write waits for the slower stores of a mirror once one store has taken it (MirrorStore._bounded).
 LAG = 5.0
 
@@ -113,7 +115,7 @@ class MirrorStore(Store):
         """Start draining (on the running event loop): the outboxes are counted first, so a restart
         resumes what waits there; writes meanwhile are queued behind it."""
         if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._drain_loop(), name="sessiond-mirror")
+            self._task = asyncio.get_running_loop().create_task(drain_loop(self), name="sessiond-mirror")
 
     async def started(self) -> None:
         """start(), and return once the outboxes are counted (writes go straight to the stores from then)."""
@@ -236,7 +238,7 @@ class MirrorStore(Store):
         except ReadOnlyStore:
             self.health[st.url].read_only = True
             return False
-        except _FAILURES as exc:
+        except FAILURES as exc:
             self._failed(st, exc)
             await queue()
             return False
@@ -335,7 +337,7 @@ class MirrorStore(Store):
             if st.heads_expire and self._usable(st):
                 try:
                     done |= await asyncio.wait_for(st.refresh_head(key, margin=margin), self.timeout)
-                except _FAILURES as exc:
+                except FAILURES as exc:
                     log.warning("could not republish a head on %s: %s", st.url, exc)
         return done
 
@@ -344,7 +346,7 @@ class MirrorStore(Store):
             if self._usable(st):
                 try:
                     await asyncio.wait_for(st.unpin(hashes), self.timeout)
-                except _FAILURES as exc:
+                except FAILURES as exc:
                     log.warning("could not unpin on %s: %s", st.url, exc)
 
     # ------------------------------------------------------------------ reads
@@ -357,7 +359,7 @@ class MirrorStore(Store):
             except ObjectMissing as exc:
                 missing = exc
                 continue
-            except _FAILURES as exc:  # down, or damaged bytes (CorruptObject): the next store may have it
+            except FAILURES as exc:  # down, or damaged bytes (CorruptObject): the next store may have it
                 last = exc
                 if not isinstance(exc, CorruptObject):
                     self._failed(st, exc)
@@ -365,6 +367,7 @@ class MirrorStore(Store):
                     log.warning("mirror store gave damaged bytes: %s", exc, extra={"store": st.url})
                 continue
             self._ok(st)
+            note_object(h)
             return data
         if missing is not None and last is None:
             raise missing
@@ -378,7 +381,7 @@ class MirrorStore(Store):
             try:
                 if await asyncio.wait_for(st.has(h), self.timeout):
                     return True
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 last = exc
                 self._failed(st, exc)
         if last is not None and all(self.health[s.url].reachable is False for s in self.stores):
@@ -392,7 +395,7 @@ class MirrorStore(Store):
         async def one(st: Store) -> RegistryEntry | BaseException | None:
             try:
                 entry = await asyncio.wait_for(st.get_head(pk), self.timeout)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 self._failed(st, exc)
                 return exc
             self._ok(st)
@@ -401,7 +404,9 @@ class MirrorStore(Store):
         results = await asyncio.gather(*(one(s) for s in asked))
         entries = [r for r in results if isinstance(r, RegistryEntry)]
         if entries:
-            return max(entries, key=lambda e: e.revision)
+            best = max(entries, key=lambda e: e.revision)
+            note_head(best)
+            return best
         errors = [r for r in results if isinstance(r, BaseException)]
         if len(errors) == len(results):
             raise StoreError(f"no store of the mirror answered for a head: {describe_error(errors[0])}")
@@ -415,7 +420,7 @@ class MirrorStore(Store):
                 return None
             try:
                 v = await asyncio.wait_for(st.head_versions(), self.timeout)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 self._failed(st, exc)
                 return None
             if v is None:
@@ -423,78 +428,3 @@ class MirrorStore(Store):
             per.append(v)
         keys = set().union(*per)
         return {k: tuple(v.get(k) for v in per) for k in keys}
-
-    # ------------------------------------------------------------------ catching up
-    async def _drain_loop(self) -> None:
-        counts = await adopt_renamed(self.outbox, [s.url for s in self.stores], await self.outbox.counts())
-        for url, h in self.health.items():
-            h.pending = counts.get(url, 0)
-        self._counted = True
-        self._ready.set()
-        while not self._closed:
-            waits = []
-            for st in self.stores:
-                h = self.health[st.url]
-                if not h.pending and h.reachable is not False:
-                    continue
-                if h.reachable is False and time.monotonic() < h.retry_at:
-                    waits.append(h.retry_at - time.monotonic())
-                    continue
-                try:
-                    if h.pending:
-                        await self._drain(st)
-                    else:  # down, nothing waiting for it: is it back?
-                        await asyncio.wait_for(st.has(bytes(32)), self.timeout)
-                        self._ok(st)
-                except asyncio.CancelledError:
-                    raise
-                except _FAILURES as exc:
-                    self._failed(st, exc)
-                    waits.append(h.retry_at - time.monotonic())
-                except Exception as exc:  # never let the loop die (nor spin): back off as for a failure
-                    log.exception("mirror drain failed", extra={"store": st.url})
-                    self._failed(st, exc)
-                    waits.append(h.retry_at - time.monotonic())
-            self._wake.clear()
-            if any(h.pending and h.reachable is not False for h in self.health.values()):
-                continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.05, min(waits, default=5.0)))
-            except TimeoutError:
-                pass
-
-    async def _drain(self, st: Store) -> None:
-        """Send what waits for `st`, oldest first, until its outbox is empty (or it fails)."""
-        h = self.health[st.url]
-        while not self._closed:
-            added = h.added
-            rows = await self.outbox.first(st.url)
-            if not rows:
-                if h.added != added:  # a write was queued while the outbox was read: read it again
-                    continue
-                h.pending = 0
-                self._ok(st)
-                log.info("mirror store caught up", extra={"store": st.url})
-                return
-            done: list[int] = []
-            try:
-                for rid, kind, _key, data in rows:
-                    if kind == HEAD:
-                        entry = RegistryEntry.from_bytes(data)
-                        if st.signs_heads:  # (only such a store needs the key: looking it up may read every session)
-                            entry = await with_key(entry, self.head_key)
-                            if entry.signing_key is None:
-                                unsendable(st)  # (and it must not hold up the rows after it)
-                                done.append(rid)
-                                continue
-                        try:
-                            await asyncio.wait_for(st.set_head(entry), self.timeout)
-                        except StaleHead:
-                            pass  # it holds this revision or a newer one: nothing to catch up
-                    else:
-                        await asyncio.wait_for(st.put(data), self.timeout)
-                    done.append(rid)
-            finally:
-                await self.outbox.done(done)
-                h.pending = max(0, h.pending - len(done))
-            self._ok(st)

@@ -8,9 +8,10 @@ devices are compared with what this device applied of them; a device left out of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
-from ..stores import StoreError
+from ..stores import ObjectMissing, Store, StoreError
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryError
 from . import dagcbor
@@ -21,6 +22,8 @@ from .fetch import BEHIND, ManifestSealed, fetch_log
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
 from .members import Members
+from .mirror import MirrorStore
+from .mirrorcheck import Reads, lacking, noting
 from .pages import LogError, op_to_cbor
 from .pull import LogReader
 from .rekey import Rekeyer
@@ -83,11 +86,73 @@ class Verifier:
         }
 
     async def _verify_session(self, sid: str, down: dict[str, str]) -> dict:
-        ctx = self.ctx
-        store = await ctx.store_for(sid)
+        store = await self.ctx.store_for(sid)
         if store.url in down:  # failed earlier in this run: not asked again
             return self._not_checked(sid, store.url, down[store.url])
-        report = await self._verify_own(sid)
+        if not isinstance(store, MirrorStore):
+            return await self._verify_read(sid, store, {})
+        parts: dict[str, Reads] = {}  # what was read, by whose it is (see _each_store)
+        report = await self._verify_read(sid, store, parts)
+        await self._each_store(sid, store, report, parts)
+        return report
+
+    async def _each_store(self, sid: str, store: MirrorStore, report: dict, parts: dict[str, Reads]) -> None:
+        """A mirror: whether each of its stores holds what was read through it (a read finds each object
+        and head in whichever store has it: a store that lost data never shows in it). `parts`: the reads
+        by whose they are, "" this device's log, "members" the members slot, else a device's log."""
+        ctx = self.ctx
+        rows: list[dict] = []
+        for name, reads in parts.items():
+            rows += [row | {"part": name} for row in await lacking(store, reads, ctx.timeout)]
+        stores: dict[str, dict] = {}
+        problems, elsewhere = report["problems"], report.setdefault("elsewhere", [])
+        remote = await ctx.db.remote(sid)
+        announced = bool(remote and remote["announced"]) and ctx.keys.write_secret(sid) is not None
+        here = False  # whether a store lost what this device wrote (or writes again): its log, the slot
+        for row in rows:
+            url, name = row["url"], row["part"]
+            st = stores.setdefault(url, {"url": url, "ok": True})
+            if row.get("not_checked"):
+                st["ok"], st["not_checked"] = None, row["not_checked"]
+                continue
+            if row["ok"]:
+                continue
+            st["ok"] = False
+            st.setdefault("heads", []).extend(row["heads"])
+            st.setdefault("objects", []).extend(row["objects"])
+            lost = ", ".join(
+                (["its head"] if row["heads"] else []) + ([f"{len(row['objects'])} objects"] * bool(row["objects"]))
+            )
+            here |= name == "" or (name == "members" and announced)
+            if name == "":
+                ctx.repair.add(sid)  # (its next push sends the whole log again: to the stores that lack it)
+                problems.append(f"store {url} lacks this device's log ({lost}): `sessiond sync` sends it again")
+            elif name == "members":
+                who = "`sessiond sync`" if announced else "`sessiond sync` on a device that wrote it"
+                problems.append(f"store {url} lacks the members slot ({lost}): {who} writes it again")
+            else:
+                problems.append(
+                    f"store {url} lacks device {name}'s log ({lost}): `sessiond sync` on device {name} sends it again"
+                )
+                if name not in elsewhere:
+                    elsewhere.append(name)
+        report["stores"] = [stores[s.url] for s in store.stores if s.url in stores]
+        if not elsewhere:
+            del report["elsewhere"]
+        if any(st["ok"] is False for st in report["stores"]):
+            report["ok"] = False
+            fixes = [report.get("repair")]
+            if here:
+                fixes.append("`sessiond sync` sends what this device wrote again to the stores that lost it")
+            if elsewhere:
+                fixes.append(f"`sessiond sync` on device(s) {', '.join(elsewhere)} sends what they wrote")
+            report["repair"] = "; ".join(f for f in fixes if f)
+
+    async def _verify_read(self, sid: str, store: Store, parts: dict[str, Reads]) -> dict:
+        """The session's copy as read from `store` (through a mirror, `parts` gets what was read)."""
+        ctx = self.ctx
+        with self._part(store, parts, ""):
+            report = await self._verify_own(sid)
         if report["problems"] and (report["revision"] is not None or report["problems"][0].startswith("head: missing")):
             ctx.repair.add(sid)  # what the store lost of this device's log, `sessiond sync` pushes again
             report["repair"] = "`sessiond sync` pushes this device's whole log of the session again"
@@ -98,7 +163,8 @@ class Verifier:
             return report
         my_pk = ctx.keys.head_pk(sid)
         try:  # a device left out of a rekey cannot open the others' new logs: say so, not "damaged"
-            _, members, notice = await self.members.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
+            with self._part(store, parts, "members"):
+                _, members, notice = await self.members.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
             if (
                 notice is not None
                 and notice.get("a") != bytes(remote["announce_pk"])
@@ -113,7 +179,8 @@ class Verifier:
                 return report
             if notice is not None:  # one for this device, not taken: refused (why, said), or the next pull's
                 try:
-                    await self.rekeyer.confirm(sid, notice, store, members)
+                    with self._part(store, parts, "members"):
+                        await self.rekeyer.confirm(sid, notice, store, members)
                 except ImportError_ as exc:
                     if exc.kind == "store":
                         raise
@@ -124,23 +191,29 @@ class Verifier:
             if exc.kind == "store":
                 raise _StoreFailed(store.url, exc) from None
             report["problems"].append(f"members: {exc}")
+            lost = exc.kind == "missing" or isinstance(exc.__context__, ObjectMissing)  # (its entry or its object)
+            if lost and remote["announced"] and ctx.keys.write_secret(sid) is not None:
+                # lost from the store (Members.restore): this device wrote the slot, its sync writes it again
+                fix = "`sessiond sync` writes the session's members slot again"
+                report["repair"] = "; ".join(f for f in (report.get("repair"), fix) if f)
         for peer in await ctx.db.peers(sid):
             pk = bytes(peer["head_pk"])
             if pk == my_pk:
                 continue
             name = peer["device_id"] or pk.hex()[:16]
             try:
-                man, ops = await fetch_log(
-                    store,
-                    sid,
-                    key,
-                    pk,
-                    peer["device_id"],
-                    min_rev=peer["rev"],
-                    after_seq=0,
-                    as_ops=True,
-                    timeout=ctx.timeout,
-                )
+                with self._part(store, parts, name):
+                    man, ops = await fetch_log(
+                        store,
+                        sid,
+                        key,
+                        pk,
+                        peer["device_id"],
+                        min_rev=peer["rev"],
+                        after_seq=0,
+                        as_ops=True,
+                        timeout=ctx.timeout,
+                    )
             except ManifestSealed as exc:
                 if peer["applied_seq"]:  # a log read here before went on under a key this device lacks
                     report["problems"].append(f"device {name}: {describe(exc)}")
@@ -170,6 +243,22 @@ class Verifier:
             report["operations"] += len(ops)
         report["ok"] = not report["problems"]
         return report
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _part(store: Store, parts: dict[str, Reads], name: str):
+        """Note what a mirror reads within the block as `parts[name]` (and nothing for one store)."""
+        if not isinstance(store, MirrorStore):
+            yield
+            return
+        with noting() as reads:
+            try:
+                yield
+            finally:
+                have = parts.setdefault(name, Reads())
+                have.objects |= reads.objects
+                for pk, rev in reads.heads.items():
+                    have.heads[pk] = max(rev, have.heads.get(pk, 0))
 
     async def _verify_own(self, sid: str) -> dict:
         """This device's log of `sid` in the store, checked against the local database. The report is

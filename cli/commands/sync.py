@@ -188,6 +188,9 @@ def cmd_verify(args) -> int:
             lines += [f"          {p}" for p in s["problems"]]
             if s.get("repair"):
                 lines.append(f"          (to repair: {s['repair']})")
+        for st in s.get("stores", []):  # a mirror's store that could not be asked whether it holds it all
+            if st.get("not_checked"):
+                lines.append(f"          store {st['url']} not checked: {st['not_checked']}")
         if s.get("waiting"):  # writers away through a rekey, whose logs are not here to check yet
             lines += [f"          not yet checked: {w}" for w in s["waiting"]]
     if not rep["sessions"]:

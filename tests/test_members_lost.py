@@ -1,0 +1,89 @@
+"""A session's members slot (sync/members.py: the signed entry, and the object it names, that lists the
+writers) lost from the store is written again by the devices that wrote it, at their next `sessiond
+sync`: otherwise a share code used afterwards imports nothing ("no members entry"), or follows fewer
+writers than the session has."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from conftest import cli_json, run_cli, wait_for
+from sessiond.sync.keys import KeyStore
+
+
+def contents(d, sid):
+    return [(m["role"], m["content"]) for m in d.client().messages(sid, limit=1000)["messages"]]
+
+
+def synced(d, sid) -> bool:
+    res = d.client().sync(sid, wait=True, timeout=30)
+    assert res["complete"], res  # (a pull that fails: the slot not found, or rolled back)
+    return True
+
+
+def slot_head_file(store: str, *devices, sid: str) -> str:
+    """The folder store's file of the members slot's head: the one head that is no device's log."""
+    logs = {KeyStore(os.path.join(d.home, "keys")).head_pk(sid).hex() for d in devices}
+    (slot,) = [f for f in os.listdir(os.path.join(store, "heads")) if not f.startswith(".") and f not in logs]
+    return os.path.join(store, "heads", slot)
+
+
+def shared(make_daemon, url):
+    a = make_daemon(url).start()
+    b = make_daemon(url).start()
+    sid = a.client().create_session(name="members")["id"]
+    a.client().append(sid, "user", "a1")
+    code = a.client().share(sid, write=True)["code"]
+    b.client().import_code(code)
+    b.client().append(sid, "assistant", "b1")
+    assert b.client().sync(sid, wait=True, timeout=30)["complete"]
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    assert contents(a, sid) == [("user", "a1"), ("assistant", "b1")]
+    return a, b, sid
+
+
+def test_a_members_slot_deleted_from_the_store_is_written_again_by_sync(make_daemon, store_dir):
+    url = "file://" + store_dir
+    a, b, sid = shared(make_daemon, url)
+    os.remove(slot_head_file(store_dir, a, b, sid=sid))  # the store lost the slot's entry
+    res = run_cli(a.home, "verify", sid, "--json")  # verify says so, and what writes it again
+    assert res.returncode == 1, res.stdout
+    (s,) = json.loads(res.stdout)["sessions"]
+    assert any(p.startswith("members: ") for p in s["problems"]) and "sessiond sync" in s["repair"], s
+
+    res = a.client().sync(sid, wait=True, timeout=30)  # a writer of the slot notices, and writes it again
+    assert res["complete"], res
+    c = make_daemon(url).start()  # a code used afterwards imports the session, with both writers
+    c.client().import_code(a.client().share(sid)["code"])
+    assert contents(c, sid) == [("user", "a1"), ("assistant", "b1")]
+    b.client().append(sid, "assistant", "b2")  # b is followed (a writer of the slot)
+    assert b.client().sync(sid, wait=True, timeout=30)["complete"]
+    wait_for(lambda: synced(c, sid) and ("assistant", "b2") in contents(c, sid), what="c follows b")
+    # and the devices that had read the slot before take the new one (its revision is past theirs)
+    a.client().append(sid, "user", "a2")
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    wait_for(lambda: synced(b, sid) and ("user", "a2") in contents(b, sid), what="b follows a")
+    for d in (a, b, c):
+        assert cli_json(d.home, "verify")["ok"]
+
+
+def test_a_members_slot_whose_object_was_lost_is_written_again_by_sync(make_daemon, store_dir):
+    url = "file://" + store_dir
+    a, b, sid = shared(make_daemon, url)
+    with open(slot_head_file(store_dir, a, b, sid=sid), "rb") as f:
+        entry = f.read()
+    # the slot's entry names its object by hash (docs/FORMATS.md: data = 0x1e | BLAKE3 | salt): delete it
+    objects = os.path.join(store_dir, "objects")
+    named = [os.path.join(r, n) for r, _, fs in os.walk(objects) for n in fs if bytes.fromhex(n) in entry]
+    assert len(named) == 1, named
+    os.remove(named[0])
+    (s,) = json.loads(run_cli(a.home, "verify", sid, "--json").stdout)["sessions"]
+    assert "sessiond sync" in s.get("repair", ""), s
+
+    res = a.client().sync(sid, wait=True, timeout=30)
+    assert res["complete"], res
+    c = make_daemon(url).start()
+    c.client().import_code(a.client().share(sid)["code"])
+    assert contents(c, sid) == [("user", "a1"), ("assistant", "b1")]
+    assert cli_json(b.home, "verify")["ok"]
