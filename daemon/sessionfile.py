@@ -25,6 +25,8 @@ def status(session: dict) -> str:
 # a session's provenance: made by `clone` (of session) or `fork` (of session, at message; a ChatGPT branch: at
 # none), as storage/copies.py and daemon/formats.py write it
 PROVENANCE_KINDS = ("clone", "fork")
+# copied_tokens: a fork's copied history's tokens, which the statistics count once (storage/stats.py)
+PROVENANCE_KEYS = frozenset({"kind", "session", "message", "copied_tokens"})
 
 
 def provenance(session: dict) -> dict | None:
@@ -35,10 +37,12 @@ def provenance(session: dict) -> dict | None:
         return None
     where = "session.provenance"
     if not isinstance(p, dict):
-        raise Invalid(f"{where} must be an object (kind, session, message) or null")
-    if not p.keys() <= {"kind", "session", "message"}:
-        extra = sorted(p.keys() - {"kind", "session", "message"})
-        raise Invalid(f"{where} has {', '.join(map(repr, extra))}: it holds only kind, session and message")
+        raise Invalid(f"{where} must be an object (kind, session, message, copied_tokens) or null")
+    if not p.keys() <= PROVENANCE_KEYS:
+        extra = sorted(p.keys() - PROVENANCE_KEYS)
+        raise Invalid(
+            f"{where} has {', '.join(map(repr, extra))}: it holds only kind, session, message and copied_tokens"
+        )
     if p.get("kind") not in PROVENANCE_KINDS:
         raise Invalid(f"{where}.kind {p.get('kind')!r:.40} is not one of {', '.join(PROVENANCE_KINDS)}")
     if not isinstance(p.get("session"), str):
@@ -51,6 +55,11 @@ def provenance(session: dict) -> dict | None:
             parse_message_id(p["message"])
         except Invalid as exc:
             raise Invalid(f"{where}.message: {exc}") from None
+    copied = p.get("copied_tokens")
+    if copied is not None and (
+        p["kind"] != "fork" or not isinstance(copied, int) or isinstance(copied, bool) or not 0 <= copied < 2**53
+    ):
+        raise Invalid(f"{where}.copied_tokens must be the tokens of the history a fork copied (a whole number >= 0)")
     return dict(p)
 
 
