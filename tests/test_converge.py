@@ -296,8 +296,8 @@ def _converges(logs: list[list[Op]], one: list[dict[str, list[Op]]], two: list[d
         assert a == b, (one, two)
 
 
-# make test: 50 orders of each; make test-long: CONVERGE_EXAMPLES=300
-_EXAMPLES = int(os.environ.get("CONVERGE_EXAMPLES", 50))
+# make test: 100 orders of each; make test-long: CONVERGE_EXAMPLES=300
+_EXAMPLES = int(os.environ.get("CONVERGE_EXAMPLES", 100))
 _SETTINGS = settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # the known failures: found, not shrunk (each shrink step opens two databases; the smallest cases are
 # the two plain tests below)

@@ -12,7 +12,7 @@ import time
 from conftest import cli_json, wait_for
 from sessiond.client import ApiError, Client, ClientError
 
-KILLS = int(os.environ.get("CRASH_KILLS", 12))  # make test; make test-long: 200
+KILLS = int(os.environ.get("CRASH_KILLS", 20))  # make test; make test-long: 200
 
 
 def test_kill_9_during_appends_pushes_and_pulls(make_daemon, store_dir):
