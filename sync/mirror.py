@@ -25,7 +25,6 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
@@ -36,7 +35,7 @@ from ..stores.cid import digest
 from ..stores.errors import LyingServer, RateLimited, ReadOnlyStore, StoreTimeout, failure_kind, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
 from .mirrorcheck import note_head, note_object
-from .mirrordrain import FAILURES, drain_loop
+from .mirrordrain import FAILURES, Drain, Health
 from .mirrorurls import SEPARATOR, mirror_urls
 from .outboxrows import HeadKey
 from .tasks import stop_tasks
@@ -64,19 +63,6 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-@dataclass
-class Health:
-    reachable: bool | None = None  # None: not used yet
-    last_error: str | None = None
-    pending: int = 0  # rows in its outbox (at least: an estimate between counts, never below the truth)
-    added: int = 0  # writes queued since start (a drain that found the outbox empty checks none came meanwhile)
-    failures: int = 0
-    retry_at: float = 0.0  # monotonic: when a store that failed is tried again
-    server_wait: float | None = None  # what the store asked for (Retry-After, s) when it last failed
-    failure: str | None = None  # its last failure's kind, as a person reads it (stores.errors.failure_kind)
-    read_only: bool = False  # a gateway: read from, never written to (nothing is queued for it)
-
-
 class MirrorStore(Store):
     def __init__(
         self,
@@ -101,11 +87,10 @@ class MirrorStore(Store):
         self.lag = lag  # how long the others wait for a store once one took a write (see _bounded)
         self.head_key = head_key
         self.health = {s.url: Health() for s in stores}
-        self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._closed = False
-        self._counted = False  # until the outboxes are counted, every write is queued (behind what waits)
-        self._ready = asyncio.Event()
+        self._drain = Drain(
+            stores, outbox, self.health, timeout=timeout, head_key=head_key, ok=self._ok, failed=self._failed
+        )
 
     def __repr__(self) -> str:
         return f"MirrorStore({[s.url for s in self.stores]})"
@@ -114,17 +99,16 @@ class MirrorStore(Store):
     def start(self) -> None:
         """Start draining (on the running event loop): the outboxes are counted first, so a restart
         resumes what waits there; writes meanwhile are queued behind it."""
-        if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(drain_loop(self), name="sessiond-mirror")
+        if self._task is None and not self._drain.closed:
+            self._task = asyncio.get_running_loop().create_task(self._drain.loop(), name="sessiond-mirror")
 
     async def started(self) -> None:
         """start(), and return once the outboxes are counted (writes go straight to the stores from then)."""
         self.start()
-        await self._ready.wait()
+        await self._drain.ready.wait()
 
     async def close(self) -> None:
-        self._closed = True
-        self._wake.set()
+        self._drain.close()
         if self._task is not None:
             await stop_tasks([self._task])
             self._task = None
@@ -163,7 +147,7 @@ class MirrorStore(Store):
 
     def _direct(self, st: Store) -> bool:
         """Whether a write goes to `st` now (else to its outbox, behind what waits there)."""
-        return self._counted and not self.health[st.url].pending and self._usable(st)
+        return self._drain.counted and not self.health[st.url].pending and self._usable(st)
 
     def caught_up(self) -> list[Store]:
         """The stores that should hold everything written so far: written to (not a gateway), answering,
@@ -211,7 +195,7 @@ class MirrorStore(Store):
         h = self.health[st.url]
         h.pending += n  # an estimate until the next count (a row queued twice counts twice)
         h.added += 1
-        self._wake.set()
+        self._drain.wake()
 
     async def _write_to(
         self,

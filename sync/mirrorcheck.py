@@ -13,13 +13,20 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from ..stores import Store
 from ..stores.registry import RegistryEntry
-from .mirrordrain import FAILURES
+from .mirrordrain import FAILURES, Health
 
-if TYPE_CHECKING:
-    from .mirror import MirrorStore
+
+class Mirrored(Protocol):
+    """What `lacking` reads of a mirror (sync/mirror.py's MirrorStore)."""
+
+    stores: list[Store]
+    health: dict[str, Health]
+
+    def caught_up(self) -> list[Store]: ...
 
 
 @dataclass
@@ -57,7 +64,7 @@ def note_head(entry: RegistryEntry | None) -> None:
         reads.heads[entry.pk] = max(entry.revision, reads.heads.get(entry.pk, 0))
 
 
-async def lacking(mirror: MirrorStore, reads: Reads, timeout: float) -> list[dict]:
+async def lacking(mirror: Mirrored, reads: Reads, timeout: float) -> list[dict]:
     """Per store of `mirror` written to (not a read-only gateway): {"url", "ok"} and, for a store that
     lacks any of `reads`, "heads" (the keys, hex, of the heads it lacks or holds an older revision of)
     and "objects" (hashes, hex). A store that cannot be asked now ({"url", "ok": None, "not_checked":
