@@ -44,6 +44,11 @@ class StaleHead(StoreError):
     """A head was offered with a revision not higher than the one the store holds."""
 
 
+class HeadExpired(StoreError):
+    """The store answered a head whose validity has ended (an IPNS record past its end of life): it is
+    no longer a head anyone may follow, until the device that signs it publishes it again."""
+
+
 class CannotDelete(StoreError):
     """This store offers no way to free an object (a read-only gateway, a portal without deletes)."""
 
@@ -108,9 +113,11 @@ class Store(ABC):
         heads in a format with an end of life (Kubo); a mirror or a wrapper, if a store of it does."""
         return self.signs_heads
 
-    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
+    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool | None:
         """Publish again the head signed by `key` if what the store holds of it stops being valid within
-        `margin`; whether it did. Only a store whose heads expire (Kubo: an IPNS record has an end of
+        `margin`; whether it did, or None if the store holds no valid head of it (none, or one that has
+        expired, which Kubo answers as none): nothing is left to publish again, and the caller writes the
+        head anew from its own state. Only a store whose heads expire (Kubo: an IPNS record has an end of
         life) does anything: a registry entry never expires, so by default nothing is read or written."""
         return False
 

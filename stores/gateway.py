@@ -11,12 +11,12 @@ highest sequence seen.
 from __future__ import annotations
 
 from ..storage.redact import shown_url
-from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, Store, StoreError
+from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, HeadExpired, ObjectMissing, Store, StoreError
 from .cid import BlobId, digest
 from .errors import LyingServer, ReadOnlyStore, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
-from .ipns import MAX_RECORD, IpnsError, head_from_record, name_of
+from .ipns import MAX_RECORD, IpnsError, expired_at, expired_head, head_from_record, name_of
 from .registry import RegistryEntry
 from .urls import credentials_header, parse_store_url
 
@@ -108,6 +108,9 @@ class GatewayStore(Store):
         try:
             entry = head_from_record(reply.body, pk)
         except IpnsError as exc:
+            eol = expired_at(reply.body, pk)
+            if eol is not None:
+                raise HeadExpired(expired_head(name, f"the gateway {shown_url(self.url)}", eol)) from None
             raise LyingServer(
                 f"the gateway {shown_url(self.url)} answered an IPNS record for /ipns/{name} that is refused: {exc}"
             ) from None

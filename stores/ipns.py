@@ -337,6 +337,25 @@ def head_from_record(raw: bytes, pk: bytes, *, now: dt.datetime | None = None) -
     return head_and_validity(raw, pk, now=now)[0]
 
 
+def expired_at(raw: bytes, pk: bytes) -> dt.datetime | None:
+    """When the record `raw` of head `pk` ended, if its only fault is that it has ended (None otherwise):
+    a reader says "expired, not republished since" of it, not that the store lies."""
+    try:
+        _entry, eol = head_and_validity(raw, pk, expired_ok=True)
+    except IpnsError:
+        return None
+    return eol if eol <= dt.datetime.now(dt.UTC) else None
+
+
+def expired_head(name: str, where: str, eol: dt.datetime) -> str:
+    """What a reader says of a head whose record `where` answered past its end of life."""
+    return (
+        f"{where} answered the IPNS record of /ipns/{name}, which expired at {eol.strftime('%Y-%m-%d %H:%M:%S')} UTC: "
+        "the device that signs this head has not published it again since (its daemon has not run within "
+        "the record's lifetime); start that device's daemon: it writes its heads again when it starts"
+    )
+
+
 def head_and_validity(
     raw: bytes, pk: bytes, *, now: dt.datetime | None = None, expired_ok: bool = False
 ) -> tuple[RegistryEntry, dt.datetime]:

@@ -22,12 +22,12 @@ import json
 from nacl.signing import SigningKey
 
 from ..storage.redact import shown_url
-from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, StaleHead, Store, StoreError
+from .base import MAX_OBJECT_SIZE, Freed, HeadExpired, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, digest, parse_ipfs_cid
 from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy, file_form
-from .ipns import IpnsError, head_and_validity, head_from_record, name_of, record_for_head
+from .ipns import IpnsError, expired_at, expired_head, head_and_validity, head_from_record, name_of, record_for_head
 from .registry import RegistryEntry
 from .urls import credentials_header, parse_store_url
 
@@ -70,6 +70,14 @@ def _kubo_error(reply: Reply) -> str | None:
 def _not_found(message: str) -> bool:
     m = message.lower()
     return "not found" in m or "could not find" in m
+
+
+def _no_valid_record(message: str) -> bool:
+    """A routing/get error that means the node holds no valid record of the name. Kubo validates a
+    record before answering it, so one past its end of life is "routing: not found", as a name never
+    published (the DHT's SearchValue, libp2p/go-libp2p-kad-dht routing.go; kubo v0.43); a router that
+    answers its validator's error instead says "record is expired" (boxo ipns ErrExpiredRecord)."""
+    return _not_found(message) or "expired" in message.lower()
 
 
 def _not_pinned(message: str) -> bool:
@@ -231,11 +239,12 @@ class KuboStore(Store):
         return isinstance(keys, dict) and any(_same_cid(k, h) for k in keys)
 
     async def _record(self, pk: bytes) -> bytes | None:
-        """The IPNS record the node holds for head `pk` (routing/get), unchecked; None if it has none."""
+        """The IPNS record the node holds for head `pk` (routing/get), unchecked; None if it has none (or
+        none valid: Kubo answers a record past its end of life as not found)."""
         name = name_of(pk[1:])
         reply, err = await self._rpc("routing/get", {"arg": f"/ipns/{name}"}, max_body=1 << 20, capped=True)
         if err is not None:
-            if _not_found(err):
+            if _no_valid_record(err):
                 return None
             raise ServerError(f"the Kubo node failed routing/get /ipns/{name}: {self.http.scrub(err)}", 500)
         record = None
@@ -260,21 +269,27 @@ class KuboStore(Store):
         try:
             entry = head_from_record(record, pk)
         except IpnsError as exc:
+            eol = expired_at(record, pk)
+            if eol is not None:
+                raise HeadExpired(expired_head(name_of(pk[1:]), "the Kubo node", eol)) from None
             raise LyingServer(
                 f"the Kubo node answered an IPNS record for /ipns/{name_of(pk[1:])} that is refused: {exc}"
             ) from None
         return self._heads.check(pk, entry)
 
-    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
+    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool | None:
         """Republish the head signed by `key` if the node's record of it ends within `margin` (or has
-        ended): the same entry, at the same sequence, with a new validity (the IPNS spec's republish; of
-        two records with one sequence the later end of life is kept). Whether it did. A record that does
-        not verify under `key` (forged, damaged) is left for a reader to refuse: only the push that
-        follows a change replaces it."""
+        ended, if the node still answers it): the same entry, at the same sequence, with a new validity
+        (the IPNS spec's republish; of two records with one sequence the later end of life is kept).
+        Whether it did; None if the node holds no valid record of it, as Kubo answers for one past its
+        end of life (or forgotten: its DHT keeps a record 48 h after it was put, whatever its end of
+        life): there is nothing to read and renew, and the caller writes the head again from what it
+        knows. A record that does not verify under `key` (forged, damaged) is left for a reader to
+        refuse: only the push that follows a change replaces it."""
         pk = b"\xed" + bytes(key.verify_key)
         record = await self._record(pk)
         if record is None:
-            return False
+            return None
         try:
             entry, eol = head_and_validity(record, pk, expired_ok=True)
         except IpnsError:

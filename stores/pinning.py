@@ -272,7 +272,7 @@ class PinningStore(Store):
     def heads_expire(self) -> bool:
         return self.inner.heads_expire
 
-    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
+    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool | None:
         return await self.inner.refresh_head(key, margin=margin)
 
     async def unpin(self, hashes: list[bytes]) -> None:

@@ -95,7 +95,12 @@ class Syncer:
         self.proofs = Proofs(ctx)
         self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now)
         self.collector = Collector(ctx)
-        self.republisher = Republisher(ctx)  # heads whose records expire (Kubo), published again in time
+        # heads whose records expire (Kubo), published again in time, or written anew if they expired
+        self.republisher = Republisher(
+            ctx,
+            rewrite_log=lambda sid: self.pusher.push(sid, force=True),
+            rewrite_members=self.members.restore,
+        )
         # which sessions to push when (schedule.py): coalesced per session, a few workers for all of them
         self.pushes = PushQueue(
             self._push_one,

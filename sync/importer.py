@@ -17,7 +17,7 @@ from operator import itemgetter
 
 from ..storage.model import RemoteLog
 from ..storage.sessions import case_twin_message
-from ..stores import Store, StoreError
+from ..stores import HeadExpired, Store, StoreError
 from ..stores.errors import LyingServer, describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
@@ -26,7 +26,7 @@ from .context import SyncContext
 from .errors import ImportError_, crash_point
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
-from .members import Members
+from .members import Members, expiry_hint
 from .mirrorurls import same_stores
 from .pages import op_to_cbor
 from .sharecode import ShareCode, ShareCodeError
@@ -303,12 +303,16 @@ class Importer:
             if failure is not None:  # a failing store says nothing of the session: say it fails, not "absent"
                 raise ImportError_("store", f"cannot look for session {sid}: {failure}")
             if not held:
-                raise ImportError_("missing", f"the store {asked.url} does not hold session {sid}; check the URL")
+                raise ImportError_(
+                    "missing",
+                    f"the store {asked.url} does not hold session {sid}; check the URL{expiry_hint([asked])}",
+                )
             return asked, slot
         places = code.places()
         if not places:
             return ctx.store, None  # no location (the oldest codes): this device's own store, as always
         failures: list[str] = []
+        looked: list[Store] = [ctx.store]
         held, slot, failure = await self._has_members(ctx.store, code)
         if held:
             return ctx.store, slot
@@ -321,6 +325,7 @@ class Importer:
                 hinted = ctx.open_store(hint, create=False)
             except StoreError:
                 continue  # an unusable hint (a folder not here, a scheme not known)
+            looked.append(hinted)
             held, slot, failure = await self._has_members(hinted, code)
             if held:
                 return hinted, slot
@@ -338,7 +343,8 @@ class Importer:
         raise ImportError_(
             "store_needed",
             f"session {sid} is shared through {networks}, and neither this device's store nor the code's "
-            f"hints ({hints}) hold it; import again with --store URL naming a store of that network that does",
+            f"hints ({hints}) hold it; import again with --store URL naming a store of that network that does"
+            + expiry_hint(looked),
         )
 
     async def _has_members(self, store: Store, code: ShareCode) -> tuple[bool, RegistryEntry | None, str | None]:
@@ -348,8 +354,8 @@ class Importer:
         says what is wrong, instead of looking on."""
         try:
             entry = await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout)
-        except (RegistryError, LyingServer):  # (a network store's own head checks raise the latter)
-            return True, None, None
+        except (RegistryError, LyingServer, HeadExpired):  # (a network store's own head checks raise the latter)
+            return True, None, None  # (an expired head: read_members says so)
         except (TimeoutError, StoreError, OSError) as exc:
             if failing(exc):
                 return False, None, describe_failure(exc, store.url)

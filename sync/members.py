@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from nacl.signing import SigningKey
 
-from ..stores import StaleHead, Store, StoreError, check_object
+from ..stores import HeadExpired, StaleHead, Store, StoreError, check_object
 from ..stores.errors import LyingServer, describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
@@ -37,6 +37,18 @@ MEMBERS_KEPT = 1024
 
 def announce_key(write_secret: bytes) -> SigningKey:
     return SigningKey(derive(CTX_ANNOUNCE, write_secret))
+
+
+def expiry_hint(stores: Sequence[Store]) -> str:
+    """What a missing head may also mean on a store whose heads expire (Kubo answers a record past its
+    end of life as not found): "" for other stores."""
+    if not any(st.heads_expire for st in stores):
+        return ""
+    return (
+        "; on IPFS a head is an IPNS record that expires, and a node answers an expired one as not found:"
+        " if no writer's daemon has run within the record's lifetime, its heads expired; start the daemon of"
+        " the device that shared it (it writes its heads again when it starts), then import again"
+    )
 
 
 def seal_small(plain: bytes, key: bytes) -> bytes:
@@ -142,6 +154,8 @@ class Members:
             raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
         except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
             raise ImportError_("forged", f"the session's members entry is refused: {exc}") from None
+        except HeadExpired as exc:  # signed by a writer, but no longer valid: not a lie, a head not renewed
+            raise ImportError_("head_expired", f"the session's members entry cannot be used: {exc}") from None
         except (TimeoutError, StoreError, OSError) as exc:
             if failing(exc):  # the store failed to answer: nothing is known of the entry
                 raise ImportError_("store", describe_failure(exc, store.url)) from None
@@ -149,7 +163,8 @@ class Members:
         if entry is None:
             raise ImportError_(
                 "missing",
-                f"the store has no members entry for session {sid} (wrong store, or the sharer has not pushed yet)",
+                f"the store has no members entry for session {sid} (wrong store, or the sharer has not pushed yet"
+                f"{expiry_hint([store])})",
             )
         if entry.pk != pk:
             raise ImportError_("forged", "the members entry is signed by another key")

@@ -314,16 +314,20 @@ class MirrorStore(Store):
     def heads_expire(self) -> bool:
         return any(st.heads_expire for st in self.stores)
 
-    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool:
-        """Each store whose heads expire republishes its record if due (a failure: the next round's)."""
-        done = False
+    async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool | None:
+        """Each store whose heads expire republishes its record if due (a failure: the next round's).
+        None if one of them holds no valid record of it: the caller writes the head anew (to them all)."""
+        done, gone = False, False
         for st in self.stores:
             if st.heads_expire and self._usable(st):
                 try:
-                    done |= await asyncio.wait_for(st.refresh_head(key, margin=margin), self.timeout)
+                    did = await asyncio.wait_for(st.refresh_head(key, margin=margin), self.timeout)
                 except FAILURES as exc:
                     log.warning("could not republish a head on %s: %s", st.url, exc)
-        return done
+                    continue
+                done |= bool(did)
+                gone |= did is None
+        return None if gone else done
 
     async def unpin(self, hashes: list[bytes]) -> None:
         for st in self.stores:

@@ -10,6 +10,15 @@ given to their store's `refresh_head`, which reads the record the store holds an
 left. A store whose heads do not expire reads nothing. When the last round ended is kept in the
 database, so that a daemon restarted often does not read every head at each start, and one stopped
 for months does its round at once.
+
+A record past its end of life cannot be read to be renewed: Kubo validates a record before it answers
+it, and answers one that has expired "routing: not found", as a name never published (its DHT also
+forgets a record 48 h after it was put, whatever its end of life). So a daemon that was off for longer
+than the lifetime finds nothing to republish (refresh_head: None). It then writes the head anew from
+its own state in the database, at a revision above the one it last published (the IPNS spec's "Local
+Record": the publisher tracks the sequence itself; a node may still hold the expired record, and keeps
+the higher sequence): its log's head by a push of a new manifest over the log it recorded, its members
+slot as a restore does (the writers it knows, past the revision it last wrote).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from nacl.signing import SigningKey
 
@@ -31,8 +41,18 @@ MAX_EVERY = 24 * 3600.0  # seconds between two rounds at most
 
 
 class Republisher:
-    def __init__(self, ctx: SyncContext):
+    def __init__(
+        self,
+        ctx: SyncContext,
+        *,
+        rewrite_log: Callable[[str], Awaitable[object]] | None = None,
+        rewrite_members: Callable[[str], Awaitable[object]] | None = None,
+    ):
+        """`rewrite_log(sid)`: publish this device's log head of `sid` anew (a forced push: a new manifest
+        at the next revision); `rewrite_members(sid)`: write its members slot anew (Members.restore)."""
         self.ctx = ctx
+        self.rewrite_log = rewrite_log
+        self.rewrite_members = rewrite_members
         self.lifetime = ipns.lifetime()
         self.margin = self.lifetime / 2  # republished once less than half its lifetime is left
         self.every = min(MAX_EVERY, self.lifetime.total_seconds() / 4)
@@ -73,15 +93,24 @@ class Republisher:
                 continue  # a folder, a relay, an S5 portal: its heads never expire (no key derived, nothing read)
             if not (await ctx.db.sync_state(sid))["head_rev"]:
                 continue  # never pushed: no head of it anywhere
-            keys: list[SigningKey] = [ctx.keys.head_key(sid)]
+            keys: list[tuple[SigningKey, Callable[[str], Awaitable[object]] | None]] = [
+                (ctx.keys.head_key(sid), self.rewrite_log)
+            ]
             remote = await ctx.db.remote(sid)
             if remote and remote.get("announced"):
                 ws = ctx.keys.write_secret(sid)
                 if ws is not None:
-                    keys.append(announce_key(ws))  # the members slot this device wrote as a writer
-            for key in keys:
+                    keys.append((announce_key(ws), self.rewrite_members))  # the members slot it wrote as a writer
+            for key, rewrite in keys:
                 try:
-                    done += await store.refresh_head(key, margin=self.margin)  # (each call bounded by the store)
+                    did = await store.refresh_head(key, margin=self.margin)  # (each call bounded by the store)
+                    if did is None and rewrite is not None:  # no valid record left to renew: write it anew
+                        log.warning(
+                            "the store holds no valid record of a head of this device (expired?): writing it again",
+                            extra={"session": sid, "store": store.url},
+                        )
+                        did = bool(await rewrite(sid))
+                    done += bool(did)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

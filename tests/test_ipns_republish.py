@@ -13,7 +13,9 @@ from nacl.signing import SigningKey
 from conftest import DaemonProc
 from servers.kubo import Node, make_rpc_app, start_node
 from servers.s5portal import Threaded
+from sessiond.client import ApiError
 from sessiond.stores import ipns
+from sessiond.stores.base import HeadExpired
 from sessiond.stores.cid import digest
 from sessiond.stores.kubo import KuboStore
 from sessiond.stores.registry import RegistryEntry
@@ -68,6 +70,38 @@ async def test_kubo_takes_a_republish_and_refreshes_only_what_is_due():
         await gw.stop()
 
 
+async def test_a_record_past_its_end_of_life_is_not_found_on_kubo_and_its_signer_is_told_so():
+    """Kubo validates a record before it answers it (libp2p/go-libp2p-kad-dht routing.go SearchValue,
+    boxo routing/offline GetValue): one past its end of life is "routing: not found", as if never
+    published. The store reads it as no head, and refresh_head says the node holds none (None), so that
+    its signer writes the head again from what it knows, rather than "nothing due" (False)."""
+    node, rpc, gw = await start_node()
+    store = KuboStore(f"ipfs+http://127.0.0.1:{rpc.port}")
+    try:
+        key = SigningKey(b"\x08" * 32)
+        entry = RegistryEntry.create(key, 4, b"\x1e" + digest(b"manifest"))
+        name = ipns.name_of(entry.pk[1:])
+        form = {"arg": f"/ipns/{name}", "allow-offline": "true"}
+        short = ipns.record_for_head(entry, key, eol=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+        assert (await store._rpc("routing/put", form, body=_form(short)))[1] is None
+        ended = node.eols[name] + dt.timedelta(seconds=0.1)
+        wait_for(lambda: dt.datetime.now(dt.UTC) > ended, timeout=5, what="the record's end of life")
+        assert (await store._rpc("routing/get", {"arg": f"/ipns/{name}"}))[1] == "routing: not found"
+        assert await store.get_head(entry.pk) is None
+        assert await store.refresh_head(key, margin=dt.timedelta(seconds=60)) is None
+        # the node still compares a new record with the expired one: a lower sequence is refused
+        lower = RegistryEntry.create(key, 3, b"\x1e" + digest(b"older"))
+        assert "older value" in (await store._rpc("routing/put", form, body=_form(ipns.record_for_head(lower, key))))[1]
+        # a node that serves it anyway: the reader says it expired (and when), not that the node lies
+        node.faults.serve_expired = True
+        with pytest.raises(HeadExpired, match=f"{name}.*expired"):
+            await store.get_head(entry.pk)
+    finally:
+        await store.close()
+        await rpc.stop()
+        await gw.stop()
+
+
 def _form(record: bytes):
     from sessiond.stores.http import file_form
 
@@ -104,6 +138,59 @@ def test_a_shared_session_stays_importable_past_its_first_records_end(tmp_path):
             now_seq, record = node.records[name][-1]
             entry, eol = ipns.head_and_validity(record, b"\xed" + ipns.key_of_name(name))  # not expired
             assert now_seq == seq == entry.revision and eol > first_eol[name]
+        with b.client() as cb:
+            assert cb.import_code(code)["session"] == sid
+            got = wait_for(lambda: cb.messages(sid)["messages"], timeout=20, what="the message on B")
+            assert [m["content"] for m in got] == ["hi"]
+    finally:
+        a.stop()
+        b.stop()
+        server.stop()
+
+
+def test_heads_expired_while_the_daemon_was_off_are_written_again_at_its_start(tmp_path):
+    """A device's daemon is off for longer than its records' lifetime (Kubo's own default is 48 h; here
+    a few seconds). The node then answers "routing: not found" for both its heads (the log's and the
+    members slot), so there is no record to read and republish: another device's import fails, saying
+    the head may have expired and what to do. Once the daemon runs again, it writes both heads again
+    from its own state, at revisions above those the node held, and the import succeeds."""
+    node = Node()
+    server = Threaded(make_rpc_app(node)).start()
+    url = f"ipfs+http://127.0.0.1:{server.port}"
+    env = {ipns.LIFETIME_ENV: str(LIFETIME)}
+    a = DaemonProc(str(tmp_path / "a"), url, env=env)
+    b = DaemonProc(str(tmp_path / "b"), url)
+    try:
+        a.start()
+        b.start()
+        with a.client() as ca:
+            sid = ca.create_session(name="off for long")["id"]
+            ca.append(sid, "user", "hi")
+            code = ca.share(sid, write=True)["code"]
+            ca.sync(sid, wait=True)
+        a.stop()
+        held = {name: hist[-1][0] for name, hist in node.records.items()}
+        assert len(held) == 2
+        ended = max(node.eols.values()) + dt.timedelta(seconds=0.5)
+        wait_for(lambda: dt.datetime.now(dt.UTC) > ended, timeout=LIFETIME + 5, what="the records' end of life")
+        with b.client() as cb:
+            with pytest.raises(ApiError) as err:
+                cb.import_code(code)
+            assert "expired" in err.value.message, err.value
+            assert "daemon" in err.value.message, err.value
+            node.faults.serve_expired = True  # a node that answers the expired record all the same
+            with pytest.raises(ApiError) as err:
+                cb.import_code(code)
+            assert err.value.code == "head_expired" and "/ipns/k51" in err.value.message, err.value
+            assert "expired at" in err.value.message and "start that device's daemon" in err.value.message
+            node.faults.serve_expired = False
+        a.start()
+
+        def renewed() -> bool:
+            now = dt.datetime.now(dt.UTC)
+            return all(node.records[n][-1][0] > seq and node.eols[n] > now for n, seq in held.items())
+
+        wait_for(renewed, timeout=20, what="both heads written again above the revisions the node held")
         with b.client() as cb:
             assert cb.import_code(code)["session"] == sid
             got = wait_for(lambda: cb.messages(sid)["messages"], timeout=20, what="the message on B")

@@ -27,7 +27,7 @@ from sessiond.stores.errors import (
     WrongBytes,
 )
 from sessiond.stores.gateway import GatewayStore
-from sessiond.stores.http import RetryPolicy
+from sessiond.stores.http import RetryPolicy, file_form
 from sessiond.stores.kubo import KuboStore
 from sessiond.stores.registry import RegistryEntry
 
@@ -390,6 +390,24 @@ async def test_live_kubo():
         e2 = RegistryEntry.create(key, 2, b"\x1e" + h)
         await store.set_head(e2)
         assert await store.get_head(e1.pk) == e2
+        # A record past its end of life: Kubo answers it as not found (it validates before it answers),
+        # so there is nothing to renew (refresh_head: None), and its signer writes the head anew above
+        # the sequence the node may still hold (sync/republish.py); the node takes it.
+        key = SigningKey(os.urandom(32))
+        e3 = RegistryEntry.create(key, 3, b"\x1e" + h)
+        name = ipns.name_of(e3.pk[1:])
+        eol = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
+        form = file_form(ipns.record_for_head(e3, key, eol=eol), "record", "application/vnd.ipfs.ipns-record")
+        _reply, err = await store._rpc("routing/put", {"arg": f"/ipns/{name}", "allow-offline": "true"}, body=form)
+        assert err is None, err
+        assert await store.get_head(e3.pk) == e3
+        while dt.datetime.now(dt.UTC) < eol + dt.timedelta(seconds=0.5):
+            await asyncio.sleep(0.2)
+        assert await store.get_head(e3.pk) is None
+        assert await store.refresh_head(key, margin=dt.timedelta(days=1)) is None
+        e4 = RegistryEntry.create(key, 4, b"\x1e" + h)
+        await store.set_head(e4)
+        assert await store.get_head(e3.pk) == e4
     finally:
         await store.close()
 

@@ -16,13 +16,26 @@ application/vnd.ipfs.ipns-record). Records put are checked as Kubo's IPNS valida
 name; a record replaces the one held if it is better by the IPNS validator's Select (boxo ipns, as
 js-ipns's ipnsSelector): a higher sequence, or the same sequence and a later end of life (a republish);
 never the reverse, and an equal one is refused).
+
+Records past their end of life are treated as Kubo does (v0.43; its DHT's value store,
+libp2p/go-libp2p-kad-dht records/value_store.go, and boxo routing/offline/offline.go): `routing/get`
+validates the record it holds before answering, so one past its end of life is never served: the
+answer is "routing: not found" (the DHT's GetValue finds no valid value: routing.ErrNotFound), exactly
+as for a name never published. `routing/put` still compares a new record with the expired one it holds
+(the DHT's PutValue reads it with getLocal, which checks its age, not its EOL): the same sequence with a
+later end of life replaces it, a lower sequence is refused. `Node.max_record_age` (seconds) models the
+DHT forgetting a record received longer ago than that (amino.DefaultMaxRecordAge, 48 h, whatever its
+EOL): it is then absent for both. `Faults.serve_expired` serves an expired record anyway (a node or
+gateway that does not check, or an older Kubo), for the readers' own check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -41,6 +54,7 @@ class Faults:
     wrong_cid: bool = False
     forged_record: bool = False  # routing/get and the gateway answer a record with a broken signature
     rollback: int | None = None  # ... answer the record of this older sequence
+    serve_expired: bool = False  # routing/get and the gateway answer a record past its end of life too
     hang: asyncio.Event | None = None
 
 
@@ -50,6 +64,8 @@ class Node:
     pins: set = field(default_factory=set)
     records: dict = field(default_factory=dict)  # name -> [(sequence, record bytes)], oldest first
     eols: dict = field(default_factory=dict)  # name -> the end of life of the record held
+    received: dict = field(default_factory=dict)  # name -> when (time.monotonic()) the record held was put
+    max_record_age: float | None = None  # seconds after its put a record is forgotten (a DHT's 48 h)
     auth: str | None = None  # the Authorization header required, if any
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)
@@ -59,10 +75,18 @@ def kubo_error(message: str) -> web.Response:
     return web.json_response({"Message": message, "Code": 0, "Type": "error"}, status=500)
 
 
+def _aged_out(node: Node, name: str) -> bool:
+    """Whether the DHT has forgotten the record held (received more than max_record_age ago)."""
+    got = node.received.get(name)
+    return node.max_record_age is not None and got is not None and time.monotonic() - got > node.max_record_age
+
+
 def _served_record(node: Node, name: str) -> bytes | None:
     history = node.records.get(name)
-    if not history:
+    if not history or _aged_out(node, name):
         return None
+    if node.eols[name] <= dt.datetime.now(dt.UTC) and not node.faults.serve_expired:
+        return None  # validated before it is answered: past its end of life, it is "not found"
     record = history[-1][1]
     if node.faults.rollback is not None:
         record = next(r for s, r in history if s == node.faults.rollback)
@@ -195,10 +219,12 @@ def make_rpc_app(node: Node) -> web.Application:
             except IpnsError as exc:
                 return kubo_error(f"record validation failed: {exc}")
             history = node.records.setdefault(name, [])
-            if history and (history[-1][0], node.eols[name]) >= (rec.sequence, rec.validity):
+            held = history and not _aged_out(node, name)  # (an expired record still counts: see above)
+            if held and (history[-1][0], node.eols[name]) >= (rec.sequence, rec.validity):
                 return kubo_error("can't replace a newer value with an older value")
             history.append((rec.sequence, record))
             node.eols[name] = rec.validity
+            node.received[name] = time.monotonic()
             return web.Response(text=json.dumps({"Extra": "", "ID": "", "Responses": None, "Type": 5}) + "\n")
         return web.Response(status=404, text="404 page not found")
 
