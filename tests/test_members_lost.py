@@ -1,7 +1,7 @@
 """A session's members slot (sync/members.py: the signed entry, and the object it names, that lists the
 writers) lost from the store is written again by the devices that wrote it, at their next `sessiond
-sync`: otherwise a share code used afterwards imports nothing ("no members entry"), or follows fewer
-writers than the session has."""
+sync` or as soon as their followers see its entry gone: otherwise a share code used afterwards imports
+nothing ("no members entry"), or follows fewer writers than the session has."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import json
 import os
 
 from conftest import cli_json, run_cli, wait_for
+from sessiond.client import ApiError
 from sessiond.sync.keys import KeyStore
+from sessiond.sync.members import announce_key
 
 
 def contents(d, sid):
@@ -87,3 +89,36 @@ def test_a_members_slot_whose_object_was_lost_is_written_again_by_sync(make_daem
     c.client().import_code(a.client().share(sid)["code"])
     assert contents(c, sid) == [("user", "a1"), ("assistant", "b1")]
     assert cli_json(b.home, "verify")["ok"]
+
+
+def slot_file(store: str, d, sid: str) -> str:
+    """The folder store's file of the members slot `d` writes now (its announce key: after a rekey, the
+    new one's)."""
+    ws = KeyStore(os.path.join(d.home, "keys")).write_secret(sid)
+    assert ws is not None
+    return os.path.join(store, "heads", "ed" + bytes(announce_key(ws).verify_key).hex())
+
+
+def imports(c, code: str) -> bool:
+    """Whether `code` imports on `c` now (a code used while the slot is lost fails: then it is tried again)."""
+    try:
+        c.client().import_code(code)
+    except ApiError:
+        return False
+    return True
+
+
+def test_a_members_slot_deleted_from_the_store_is_written_again_without_a_sync(make_daemon, store_dir):
+    """The writers' followers notice the slot's head gone from a folder store (a deletion is a change of
+    its heads) and write it again: no one has to run `sessiond sync` for a code to work again."""
+    url = "file://" + store_dir
+    a, b, sid = shared(make_daemon, url)
+    code = a.client().share(sid)["code"]
+    os.remove(slot_file(store_dir, a, sid))
+    c = make_daemon(url).start()
+    wait_for(lambda: imports(c, code), timeout=30, what="the slot written again by a writer's follower")
+    assert contents(c, sid) == [("user", "a1"), ("assistant", "b1")]
+    b.client().append(sid, "assistant", "b2")  # c follows both writers
+    wait_for(lambda: ("assistant", "b2") in contents(c, sid), timeout=30, what="c follows b")
+    for d in (a, b, c):
+        assert cli_json(d.home, "verify")["ok"]
