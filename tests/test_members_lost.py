@@ -122,3 +122,22 @@ def test_a_members_slot_deleted_from_the_store_is_written_again_without_a_sync(m
     wait_for(lambda: ("assistant", "b2") in contents(c, sid), timeout=30, what="c follows b")
     for d in (a, b, c):
         assert cli_json(d.home, "verify")["ok"]
+
+
+def test_a_members_slot_written_again_after_a_restart_keeps_the_frozen_logs(make_daemon, store_dir):
+    """The frozen logs (writers a rekey dropped) the rewritten slot carries come from this device's
+    database, not from what this process read of the slot: a daemon restarted since keeps them."""
+    url = "file://" + store_dir
+    a, b, sid = shared(make_daemon, url)
+    dropped = b.client().status()["device_id"]
+    a.client().rekey(sid, drop=[dropped])  # b's log, as it stands, frozen in the new slot
+    a.client().append(sid, "user", "a2")
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    b.stop()
+    a.restart()  # a has not read the slot since it started
+    os.remove(slot_file(store_dir, a, sid))
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    c = make_daemon(url).start()
+    c.client().import_code(a.client().share(sid)["code"])
+    assert contents(c, sid) == contents(a, sid) == [("user", "a1"), ("assistant", "b1"), ("user", "a2")]
+    assert cli_json(c.home, "verify")["ok"]
