@@ -18,7 +18,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .errors import ImportError_
 from .fetch import fetch_frozen, fetch_logs
-from .members import MEMBERS_KEPT, Members
+from .members import LOST, MEMBERS_KEPT, Members
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
@@ -27,8 +27,6 @@ log = logging.getLogger("sessiond.sync")
 FULL_PULL_EVERY = 300.0
 # sessions pulled at once: a pull waits mostly on the store (and its thread hops), so several overlap
 PULLS_AT_ONCE = 8
-# what a read of the members slot says when the store lost it (its entry, or its object gone or damaged)
-LOST = frozenset({"missing", "damaged", "malformed"})
 
 
 class Follower:

@@ -33,6 +33,9 @@ T_MEMBERS = "sessiond/members"
 SALT_LEN = 14
 # sessions whose members list, as last read, is kept for the follower (Members.read_members, cached=True)
 MEMBERS_KEPT = 1024
+# what a read of the members slot says when the store lost it: its entry gone or not 0x1e | hash | salt,
+# its object gone or damaged. A device that wrote the slot writes it again (Members.restore)
+LOST = frozenset({"missing", "damaged", "malformed"})
 
 
 def announce_key(write_secret: bytes) -> SigningKey:
@@ -308,7 +311,8 @@ class Members:
 
     async def restore(self, sid: str) -> bool:
         """Write `sid`'s members slot again if this device wrote it (announced itself in it, holds the
-        write secret) and the store lost it: its entry, the object the entry names, or revisions of it
+        write secret) and the store lost it: its entry, the object the entry names (or holds it damaged:
+        its bytes, or what they decrypt to, not a members object of this session), or revisions of it
         (an older one than this device has seen); for a mirror, any of its stores that should hold
         everything written so far (a read through the mirror finds the slot in whichever store has it).
         Without it, a code used afterwards imports nothing, and the devices that follow the session fail
@@ -325,6 +329,8 @@ class Members:
         pk = b"\xed" + bytes(ak.verify_key)
         store = await ctx.store_for(sid)
         lost, highest = False, remote["members_rev"]
+        session_key = ctx.keys.session_key(sid)
+        assert session_key is not None  # (checked above)
         for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
             try:
                 entry = await asyncio.wait_for(st.get_head(pk), ctx.timeout)
@@ -332,8 +338,12 @@ class Members:
                     highest = max(highest, entry.revision)
                 if entry is None or entry.revision < remote["members_rev"]:
                     lost = True
-                elif len(entry.data) == 1 + 32 + SALT_LEN and entry.data[0] == 0x1E:
-                    lost |= await st.first_missing([entry.data[1:33]], timeout=ctx.timeout) is not None
+                    continue
+                # the object read and opened, not only looked for: one damaged (its bytes, or what they
+                # decrypt to) is lost as surely as one deleted
+                await self.read_slot(st, sid, session_key, bytes(ak.verify_key), entry=entry)
+            except ImportError_ as exc:
+                lost |= exc.kind in LOST
             except (TimeoutError, StoreError, RegistryError, OSError):
                 continue
         if not lost:

@@ -141,3 +141,29 @@ def test_a_members_slot_written_again_after_a_restart_keeps_the_frozen_logs(make
     c.client().import_code(a.client().share(sid)["code"])
     assert contents(c, sid) == contents(a, sid) == [("user", "a1"), ("assistant", "b1"), ("user", "a2")]
     assert cli_json(c.home, "verify")["ok"]
+
+
+def test_a_damaged_members_object_is_written_again_by_sync(make_daemon, store_dir):
+    """The slot's object present but corrupted: verify says `sessiond sync` writes it again, and it does."""
+    url = "file://" + store_dir
+    a, b, sid = shared(make_daemon, url)
+    with open(slot_file(store_dir, a, sid), "rb") as f:
+        entry = f.read()
+    objects = os.path.join(store_dir, "objects")
+    (named,) = [os.path.join(r, n) for r, _, fs in os.walk(objects) for n in fs if bytes.fromhex(n) in entry]
+    with open(named, "r+b") as f:  # a bit flipped in the middle of the object
+        data = bytearray(f.read())
+        data[len(data) // 2] ^= 0x01
+        f.seek(0)
+        f.write(data)
+    res = run_cli(a.home, "verify", sid, "--json")
+    assert res.returncode == 1, res.stdout
+    (s,) = json.loads(res.stdout)["sessions"]
+    assert any(p.startswith("members: ") for p in s["problems"]) and "sessiond sync" in s.get("repair", ""), s
+
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    c = make_daemon(url).start()
+    c.client().import_code(a.client().share(sid)["code"])
+    assert contents(c, sid) == [("user", "a1"), ("assistant", "b1")]
+    for d in (a, b, c):
+        assert cli_json(d.home, "verify")["ok"]
