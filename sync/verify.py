@@ -191,10 +191,12 @@ class Verifier:
             if exc.kind == "store":
                 raise _StoreFailed(store.url, exc) from None
             report["problems"].append(f"members: {exc}")
-            lost = exc.kind in LOST  # (its entry, or its object: gone or damaged)
-            if lost and remote["announced"] and ctx.keys.write_secret(sid) is not None:
-                # lost from the store (Members.restore): this device wrote the slot, its sync writes it again
-                fix = "`sessiond sync` writes the session's members slot again"
+            if exc.kind in LOST:  # lost from the store (its entry, or its object: gone or damaged)
+                # a device that wrote the slot writes it again (Members.restore): its sync, or its next pull
+                if remote["announced"] and ctx.keys.write_secret(sid) is not None:
+                    fix = "`sessiond sync` writes the session's members slot again"
+                else:
+                    fix = "`sessiond sync` on a device that wrote it writes the session's members slot again"
                 report["repair"] = "; ".join(f for f in (report.get("repair"), fix) if f)
         for peer in await ctx.db.peers(sid):
             pk = bytes(peer["head_pk"])

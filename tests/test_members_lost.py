@@ -167,3 +167,19 @@ def test_a_damaged_members_object_is_written_again_by_sync(make_daemon, store_di
     assert contents(c, sid) == [("user", "a1"), ("assistant", "b1")]
     for d in (a, b, c):
         assert cli_json(d.home, "verify")["ok"]
+
+
+def test_verify_on_a_device_that_cannot_write_the_slot_says_who_writes_it_again(make_daemon, store_dir):
+    """A read-only device cannot write the slot again: verify says which devices can, and how."""
+    url = "file://" + store_dir
+    a, b, sid = shared(make_daemon, url)
+    c = make_daemon(url).start()
+    c.client().import_code(a.client().share(sid)["code"])  # read-only
+    a.stop()  # (the writers away: their pulls would write the slot again at once)
+    b.stop()
+    os.remove(slot_file(store_dir, a, sid))
+    res = run_cli(c.home, "verify", sid, "--json")
+    assert res.returncode == 1, res.stdout
+    (s,) = json.loads(res.stdout)["sessions"]
+    assert any(p.startswith("members: ") for p in s["problems"]), s
+    assert "`sessiond sync` on a device that wrote it" in s.get("repair", ""), s
