@@ -271,6 +271,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sync_state ADD COLUMN rekey_claims BLOB;
     """,
+    # 15: the frozen logs of a shared session's members slot (the logs of writers a rekey dropped, docs/FORMATS.md
+    # §6), as the DAG-CBOR list this device last read or wrote there, merged with those noted before: a slot
+    # the store lost is written again with them (sync/members.py), even by a daemon that has not read it
+    # since it started
+    """
+    ALTER TABLE remotes ADD COLUMN frozen BLOB;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -167,7 +167,10 @@ class HeadWatch:
             try:
                 hs = os.stat(os.path.join(self.heads, pk.hex()))
             except (FileNotFoundError, ValueError):
-                continue  # named but absent: a foreign record, or a head not synced here yet
+                # named but absent: a foreign record, or a head not synced here yet; or deleted since
+                if versions.pop(pk, None) is not None:
+                    changed.add(pk)
+                continue
             v = (hs.st_ino, hs.st_mtime_ns, hs.st_size)
             if versions.get(pk) != v:
                 versions[pk] = v
@@ -182,7 +185,8 @@ class HeadWatch:
         self._settled = time.time_ns() - st.st_mtime_ns >= 2_000_000_000
         before = self.versions or {}
         self.versions = dict(listed)
-        return {pk for pk, v in listed.items() if before.get(pk) != v}
+        # a head deleted is a change too (its slot lost: a follower that wrote it writes it again)
+        return {pk for pk, v in listed.items() if before.get(pk) != v} | (before.keys() - listed.keys())
 
     def _read_journal(self) -> tuple[set[bytes], str]:
         """The heads named by the journal's records since the last poll, and whether they are all there

@@ -18,7 +18,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .errors import ImportError_
 from .fetch import fetch_frozen, fetch_logs
-from .members import MEMBERS_KEPT, Members
+from .members import LOST, MEMBERS_KEPT, Members
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
@@ -114,6 +114,7 @@ class Follower:
                 full = True
             elif versions is not before:  # the same listing: nothing changed (stores/file.py)
                 changed.update(pk for pk, v in versions.items() if before.get(pk) != v)
+                changed.update(before.keys() - versions.keys())  # deleted: a lost members slot is written again
             if versions is not None:
                 self._head_versions[url] = versions
             else:
@@ -143,10 +144,12 @@ class Follower:
             # the retried and the just imported are read in full (their members slot too)
             await self.pull_all(sorted(retry.union(due, moved)), changed=changed, retry=retry | due)
 
-    async def pull(self, sid: str, moved: set[bytes] | None = None) -> int:
+    async def pull(self, sid: str, moved: set[bytes] | None = None, *, restored: bool = False) -> int:
         """Bring in what other devices wrote to `sid` since the last pull. Returns new operations.
         `moved`: the heads the stores said changed since the last poll (the poll's pulls); the members
-        slot, if not among them, is taken as last read (Members.read_members `unchanged`)."""
+        slot, if not among them, is taken as last read (Members.read_members `unchanged`). A members slot
+        found lost (its entry or object gone, or damaged) is written again here if this device wrote it
+        (Members.restore), then read again (`restored`): the writers mend it without a `sessiond sync`."""
         ctx = self.ctx
         db, keys = ctx.db, ctx.keys
         remote = await db.remote(sid)
@@ -181,6 +184,8 @@ class Follower:
         except ImportError_ as exc:
             if exc.kind == "missing" and remote["members_rev"] == 0:
                 return 0  # shared from here, not announced yet: nobody else can have written
+            if exc.kind in LOST and not restored and await self._restore(sid):
+                return await self.pull(sid, restored=True)
             raise
         if rev > remote["members_rev"]:
             await db.set_remote(sid, members_rev=rev)
@@ -213,6 +218,14 @@ class Follower:
             behind_ok=True,
         )
         return new + await db.apply_remote(sid, logs, peers=peers)
+
+    async def _restore(self, sid: str) -> bool:
+        """Members.restore, after a pull found the slot lost: whether it wrote the slot again. Its own
+        failure is not reported: the pull's is (and the next pull tries again)."""
+        try:
+            return await self.members.restore(sid)
+        except (ImportError_, StoreError, TimeoutError, OSError):
+            return False
 
     async def _take_frozen(self, sid: str, store: Store, frozen: list[dict]) -> int:
         """What this device has not applied of the dropped writers' logs as the rekey froze them (the

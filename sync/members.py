@@ -33,6 +33,9 @@ T_MEMBERS = "sessiond/members"
 SALT_LEN = 14
 # sessions whose members list, as last read, is kept for the follower (Members.read_members, cached=True)
 MEMBERS_KEPT = 1024
+# what a read of the members slot says when the store lost it: its entry gone or not 0x1e | hash | salt,
+# its object gone or damaged. A device that wrote the slot writes it again (Members.restore)
+LOST = frozenset({"missing", "damaged", "malformed"})
 
 
 def announce_key(write_secret: bytes) -> SigningKey:
@@ -91,6 +94,17 @@ def merge_frozen(have: Sequence[dict], more: Sequence[dict]) -> list[dict]:
     for f in [*have, *more]:
         out.setdefault(bytes(f["k"]), dict(f))
     return [out[k] for k in sorted(out)]
+
+
+def decode_frozen(blob: bytes | None) -> list[dict]:
+    """The frozen logs noted in the database (remotes.frozen: a DAG-CBOR list), those well formed."""
+    if not blob:
+        return []
+    try:
+        logs = dagcbor.decode(bytes(blob))
+    except dagcbor.DagCborError:
+        return []
+    return [f for f in logs if _is_frozen(f)] if isinstance(logs, list) else []
 
 
 class Members:
@@ -193,7 +207,28 @@ class Members:
             raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
         members, notice, frozen = _parse(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
+        await self.keep_frozen(sid, frozen)
         return entry.revision, members, notice, frozen
+
+    async def known_frozen(self, sid: str) -> list[dict]:
+        """The frozen logs of `sid` this device noted (keep_frozen): durable, unlike what this process read."""
+        remote = await self.ctx.db.remote(sid)
+        return decode_frozen(remote.get("frozen")) if remote is not None else []
+
+    async def keep_frozen(self, sid: str, frozen: Sequence[dict]) -> None:
+        """Note `frozen` (frozen logs read in or written to `sid`'s members slot) in the database, merged
+        with those noted before (a frozen log is never taken out of the slot): a slot the store lost is
+        written again with them, whether or not this process read it (ensure_member). Nothing is written
+        when they are noted already, nor for a session not shared here yet (an import, before it is)."""
+        if not frozen:
+            return
+        remote = await self.ctx.db.remote(sid)
+        if remote is None:
+            return
+        have = decode_frozen(remote.get("frozen"))
+        logs = merge_frozen(have, frozen)
+        if len(logs) != len(have):
+            await self.ctx.db.set_remote(sid, frozen=dagcbor.encode(logs))
 
     async def ensure_member(
         self,
@@ -210,12 +245,13 @@ class Members:
         (an import), or (0, [], []) for a slot that cannot exist yet (its write secret was made just now):
         the first attempt goes on from them without reading the slot; if the slot moved on meanwhile, the
         store refuses the write (StaleHead: an equal or higher revision) and the next attempt reads it.
-        What the slot holds is kept: members and frozen logs are only ever added.
+        What the slot holds is kept: members and frozen logs are only ever added (those this device noted
+        in its database too: keep_frozen).
 
         `rewrite`: the slot is written again even if it lists everyone (restore: a store lost it), at a
         revision past `rewrite` (the highest any store holds, or this device has seen). A slot that reads
         as missing or whose object is lost is written from what this device knows: its writers, and the
-        frozen logs as this process last read them. Its revision is always past what this device has
+        frozen logs it noted (keep_frozen). Its revision is always past what this device has
         seen, so that the devices that read the slot before take the new one (not a rollback)."""
         ctx = self.ctx
         write_secret = ctx.keys.write_secret(sid)
@@ -226,6 +262,7 @@ class Members:
         store = await ctx.store_for(sid)
         me = {"head_pk": ctx.keys.head_pk(sid), "device_id": ctx.db.device_id}
         known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await ctx.db.peers(sid)]]
+        frozen = merge_frozen(frozen, await self.known_frozen(sid))
         for attempt in range(5):
             try:
                 if attempt == 0 and slot is not None:
@@ -233,19 +270,23 @@ class Members:
                 else:
                     # the slot's object is read again only if the slot changed since this process last read
                     # or wrote it (the same entry names the same object: see _seen)
-                    rev, members, _, had = await self.read_slot(
+                    rev, members, notice, had = await self.read_slot(
                         store, sid, session_key, bytes(ak.verify_key), cached=True
                     )
+                    if notice is not None:
+                        # a rekey's notice: the session has moved on to another key and slot (the next pull
+                        # takes it). Written over, the notice would be lost to every device not past it yet
+                        return rev
             except ImportError_ as exc:
                 if exc.kind != "missing" and not (rewrite is not None and exc.kind == "damaged"):
                     raise
-                seen = self._seen.get(sid)  # (what the lost slot said, if this process read it)
-                kept = seen[6] if seen is not None and seen[0] == b"\xed" + bytes(ak.verify_key) else []
-                rev, members, had = 0, [], list(kept)
+                # (the frozen logs: those noted in the database, merged in above)
+                rev, members, had = 0, [], []
             have = {m["head_pk"] for m in members}
             missing = [k for k in known if k["head_pk"] not in have]
             held = {bytes(f["k"]) for f in had}
             if rewrite is None and not missing and all(bytes(f["k"]) in held for f in frozen):
+                await self.keep_frozen(sid, had)  # (an import's slot, read before the session was shared here)
                 return rev
             remote = await ctx.db.remote(sid)
             rev = max(rev, rewrite or 0, remote["members_rev"] if remote else 0)
@@ -279,12 +320,14 @@ class Members:
             written, notice, kept = _parse(obj)
             self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice, kept)
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
+            await self.keep_frozen(sid, logs)
             return rev + 1
         raise ImportError_("busy", "could not update the members list (it kept changing); will retry")
 
     async def restore(self, sid: str) -> bool:
         """Write `sid`'s members slot again if this device wrote it (announced itself in it, holds the
-        write secret) and the store lost it: its entry, the object the entry names, or revisions of it
+        write secret) and the store lost it: its entry, the object the entry names (or holds it damaged:
+        its bytes, or what they decrypt to, not a members object of this session), or revisions of it
         (an older one than this device has seen); for a mirror, any of its stores that should hold
         everything written so far (a read through the mirror finds the slot in whichever store has it).
         Without it, a code used afterwards imports nothing, and the devices that follow the session fail
@@ -301,6 +344,8 @@ class Members:
         pk = b"\xed" + bytes(ak.verify_key)
         store = await ctx.store_for(sid)
         lost, highest = False, remote["members_rev"]
+        session_key = ctx.keys.session_key(sid)
+        assert session_key is not None  # (checked above)
         for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
             try:
                 entry = await asyncio.wait_for(st.get_head(pk), ctx.timeout)
@@ -308,8 +353,12 @@ class Members:
                     highest = max(highest, entry.revision)
                 if entry is None or entry.revision < remote["members_rev"]:
                     lost = True
-                elif len(entry.data) == 1 + 32 + SALT_LEN and entry.data[0] == 0x1E:
-                    lost |= await st.first_missing([entry.data[1:33]], timeout=ctx.timeout) is not None
+                    continue
+                # the object read and opened, not only looked for: one damaged (its bytes, or what they
+                # decrypt to) is lost as surely as one deleted
+                await self.read_slot(st, sid, session_key, bytes(ak.verify_key), entry=entry)
+            except ImportError_ as exc:
+                lost |= exc.kind in LOST
             except (TimeoutError, StoreError, RegistryError, OSError):
                 continue
         if not lost:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ..stores import ObjectMissing, Store, StoreError
+from ..stores import Store, StoreError
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryError
 from . import dagcbor
@@ -21,7 +21,7 @@ from .errors import ImportError_, describe
 from .fetch import BEHIND, ManifestSealed, fetch_log
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
-from .members import Members
+from .members import LOST, Members
 from .mirror import MirrorStore
 from .mirrorcheck import Reads, lacking, noting
 from .pages import LogError, op_to_cbor
@@ -191,10 +191,12 @@ class Verifier:
             if exc.kind == "store":
                 raise _StoreFailed(store.url, exc) from None
             report["problems"].append(f"members: {exc}")
-            lost = exc.kind == "missing" or isinstance(exc.__context__, ObjectMissing)  # (its entry or its object)
-            if lost and remote["announced"] and ctx.keys.write_secret(sid) is not None:
-                # lost from the store (Members.restore): this device wrote the slot, its sync writes it again
-                fix = "`sessiond sync` writes the session's members slot again"
+            if exc.kind in LOST:  # lost from the store (its entry, or its object: gone or damaged)
+                # a device that wrote the slot writes it again (Members.restore): its sync, or its next pull
+                if remote["announced"] and ctx.keys.write_secret(sid) is not None:
+                    fix = "`sessiond sync` writes the session's members slot again"
+                else:
+                    fix = "`sessiond sync` on a device that wrote it writes the session's members slot again"
                 report["repair"] = "; ".join(f for f in (report.get("repair"), fix) if f)
         for peer in await ctx.db.peers(sid):
             pk = bytes(peer["head_pk"])

@@ -197,3 +197,17 @@ async def test_a_full_journal_is_started_again_and_a_newer_format_left_alone(tmp
     assert open(path, "rb").read() == newer  # not ours to write
     token, pks = await poll(store, token)
     assert pks == {head(2, 1).pk}  # the folder changed: listed
+
+
+async def test_a_head_deleted_from_the_folder_is_named_changed(tmp_path):
+    """A head file deleted (a store that lost a members slot) is a change: the followers of its session
+    pull it, and the device that wrote it writes it again (tests/test_members_lost.py)."""
+    store = FileStore(str(tmp_path / "s"))
+    for i in range(3):
+        await store.set_head(head(i, 1))
+    token, _ = await poll(store, None)
+    os.unlink(os.path.join(store.root, "heads", head(1, 1).pk.hex()))
+    token, pks = await poll(store, token)
+    assert pks == {head(1, 1).pk}
+    token, pks = await poll(store, token)
+    assert pks == set()
