@@ -24,6 +24,7 @@ from ..storage.model import now
 from ..storage.sessions import not_active, past_expiry
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
+from .formats import pause_for_tests
 from .providers import Provider, usage_of
 
 log = logging.getLogger("sessiond.complete")
@@ -244,6 +245,7 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
     if watch.gone:
         await chunks.aclose()
         return left(plan)
+    await pause_for_tests("complete.head")
     await resp.prepare(request)
     ended = await pass_on(d, plan, resp, chunks, head, _delta, started=started)
     if ended.gone:

@@ -38,6 +38,7 @@ class Provider:
     requests: list = field(default_factory=list)  # every completion request's JSON body
     peers: list = field(default_factory=list)  # each completion request's client address (a reused connection)
     streams_stopped: int = 0  # streams whose client went away before the end
+    cuts: int = 0  # streams it cut (faults.cut_after): what it wrote is sent, then the connection dropped
     left_unanswered: int = 0  # requests whose client went away while it was still thinking (`hang`)
     completed: int = 0
 
@@ -168,6 +169,7 @@ def make_app(p: Provider) -> web.Application:
             for i, piece in enumerate(pieces):
                 if f.cut_after is not None and i >= f.cut_after:
                     request.transport.abort()  # the connection drops: no [DONE], no end of the chunked body
+                    p.cuts += 1
                     return resp
                 if f.delay and i:
                     await asyncio.sleep(f.delay)  # the fault itself (a slow stream), not a wait
