@@ -167,6 +167,7 @@ EventOf = Callable[[bytes, dict, str, dict | None], bytes | None]
 async def pass_on(
     d,
     plan: Plan,
+    request: web.Request,
     resp: web.StreamResponse,
     chunks: AsyncGenerator[tuple[bytes, dict], None],
     head: tuple[bytes, dict] | None,
@@ -174,9 +175,9 @@ async def pass_on(
     *,
     started: float,
 ) -> Streamed:
-    """Pass a provider's stream on to the app (`resp`, prepared) chunk by chunk as each arrives, from
-    `head`, its first event, already read (errors before it are the caller's: nothing was said yet),
-    then record the answer as it ended. A provider error mid-answer ends the stream (returned, for the
+    """Pass a provider's stream on to the app (`resp`, prepared here for `request`) chunk by chunk as each
+    arrives, from `head`, its first event, already read (errors before it are the caller's: nothing was
+    said yet), then record the answer as it ended. A provider error mid-answer ends the stream (returned, for the
     caller's last event); an app gone away stops the generation, keeping what arrived; a cancelled
     request records what arrived even so (shielded) and is cancelled. The stream is closed whatever
     happens. The caller writes the last event (`end`)."""
@@ -185,6 +186,10 @@ async def pass_on(
     error: ProviderError | None = None
     gone = False
     try:
+        try:
+            await resp.prepare(request)
+        except APP_GONE:  # the app left after the provider's first event, before anything was sent to it
+            gone = True
         event = head
         while event is not None:
             raw, chunk = event
@@ -194,6 +199,8 @@ async def pass_on(
             if text:
                 first = first or time.monotonic()
                 parts.append(text)
+            if gone:
+                break
             out = event_of(raw, chunk, text, u)
             if out is not None:
                 try:

@@ -2,11 +2,16 @@
 and drops the connection at once, while the daemon is busy elsewhere (here: held by a fault hook just
 after the first chunk; in use, the question's commit, an app slow to read): everything it wrote reached
 the daemon and is recorded, marked interrupted (was: aiohttp raised the connection's failure before the
-text it still held, and the answer recorded stopped at what had been read before the cut)."""
+text it still held, and the answer recorded stopped at what had been read before the cut). And an app
+that leaves between the provider's first chunk and the start of the daemon's answer to it: the provider's
+stream is closed (its generation stopped) and the chunk's text recorded, marked interrupted (was: starting
+the answer raised, the provider's stream was left open until garbage collection and the text was lost)."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import threading
 
 import pytest
@@ -75,3 +80,40 @@ def test_everything_a_cut_stream_sent_is_recorded(make_daemon, loop_provider, tm
     [a] = assistant(c, sid)
     assert a["interrupted"] is True and a["error"] == "provider_stream_cut"
     assert a["content"] == "echo: " + " ".join(WORDS[:9])
+
+
+def daemon_connections(d) -> int:
+    """How many sockets the daemon has open at its socket's path (its listener, and one per app connected)."""
+    with open("/proc/net/unix") as f:
+        return sum(1 for line in f if line.rstrip("\n").endswith(" " + d.socket))
+
+
+def test_an_app_gone_before_the_first_chunk_was_passed_on_keeps_it_and_stops_the_provider(
+    make_daemon, loop_provider, tmp_path
+):
+    p, port = loop_provider
+    d, flag = paused(make_daemon, port, "complete.head", tmp_path)
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.role_chunk = False  # the first chunk holds "echo:"
+    p.faults.delay = 0.2  # the fault itself: a slow stream, still going when the app leaves
+    before = daemon_connections(d)
+    raw = json.dumps({"content": " ".join(WORDS), "stream": True}).encode()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.socket)
+    s.sendall(
+        f"POST /v1/sessions/{sid}/complete HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(raw)}\r\n\r\n".encode()
+        + raw
+    )
+    try:
+        wait_for(lambda: os.path.exists(flag), timeout=20, what="the daemon at the hook, with the first chunk")
+    finally:
+        s.close()
+    wait_for(lambda: daemon_connections(d) == before, timeout=20, what="the daemon seeing the app gone")
+    os.remove(flag)
+    wait_for(lambda: p.streams_stopped == 1, timeout=20, what="the provider's generation stopped")
+    [a] = wait_for(lambda: assistant(c, sid), timeout=20, what="what arrived recorded")
+    assert a["interrupted"] is True and a["content"] == "echo:"
+    logs = "".join(open(os.path.join(d.home, "logs", f)).read() for f in os.listdir(os.path.join(d.home, "logs")))
+    assert "Traceback" not in logs

@@ -29,6 +29,7 @@ class Faults:
     delay: float = 0.0  # seconds between two chunks of a stream
     hang: float = 0.0  # seconds before answering anything
     eof_delay: float = 0.0  # seconds between a stream's [DONE] and the end of its body (a proxy's late flush)
+    role_chunk: bool = True  # a stream begins with a chunk of no text (OpenAI's); else with the first word's
 
 
 @dataclass
@@ -165,7 +166,8 @@ def make_app(p: Provider) -> web.Application:
             return b"data: " + json.dumps(c).encode() + b"\n\n"
 
         try:
-            await resp.write(chunk({"role": "assistant", "content": ""}))
+            if f.role_chunk:
+                await resp.write(chunk({"role": "assistant", "content": ""}))
             for i, piece in enumerate(pieces):
                 if f.cut_after is not None and i >= f.cut_after:
                     request.transport.abort()  # the connection drops: no [DONE], no end of the chunked body
