@@ -30,6 +30,7 @@ class Faults:
     hang: float = 0.0  # seconds before answering anything
     eof_delay: float = 0.0  # seconds between a stream's [DONE] and the end of its body (a proxy's late flush)
     role_chunk: bool = True  # a stream begins with a chunk of no text (OpenAI's); else with the first word's
+    first_delay: float = 0.0  # seconds between a stream's first chunk of no text and its first word
 
 
 @dataclass
@@ -168,6 +169,8 @@ def make_app(p: Provider) -> web.Application:
         try:
             if f.role_chunk:
                 await resp.write(chunk({"role": "assistant", "content": ""}))
+                if f.first_delay:
+                    await asyncio.sleep(f.first_delay)  # the fault itself (a model slow to begin), not a wait
             for i, piece in enumerate(pieces):
                 if f.cut_after is not None and i >= f.cut_after:
                     request.transport.abort()  # the connection drops: no [DONE], no end of the chunked body
