@@ -45,7 +45,7 @@ def app_gone(request: web.Request) -> bool:
 
 class AppWatch:
     """`async with AppWatch(request) as w:` around a wait for the provider (its whole answer, a stream's
-    first event): if the app goes away meanwhile (looked at every GONE_POLL s), the wait is cancelled,
+    first event or next one): if the app goes away meanwhile (looked at every GONE_POLL s), the wait is cancelled,
     which drops the provider's request and so stops the generation, and `w.gone` is set. The wait stays
     in the handler's own task: nothing is added between the provider's first event and the next read."""
 
@@ -177,8 +177,9 @@ async def pass_on(
 ) -> Streamed:
     """Pass a provider's stream on to the app (`resp`, prepared here for `request`) chunk by chunk as each
     arrives, from `head`, its first event, already read (errors before it are the caller's: nothing was
-    said yet), then record the answer as it ended. A provider error mid-answer ends the stream (returned, for the
-    caller's last event); an app gone away stops the generation, keeping what arrived; a cancelled
+    said yet), then record the answer as it ended. A provider error mid-answer ends the stream (returned, for
+    the caller's last event); an app gone away (seen at a write, or while waiting for the next chunk) stops
+    the generation, keeping what arrived; a cancelled
     request records what arrived even so (shielded) and is cancelled. The stream is closed whatever
     happens. The caller writes the last event (`end`)."""
     parts: list[str] = []
@@ -208,10 +209,16 @@ async def pass_on(
                 except APP_GONE:
                     gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
                     break
-            try:
-                event = await chunks.__anext__()
-            except StopAsyncIteration:
-                event = None
+            # watched as the first event was: an app that leaves while the model is silent (thinking before
+            # its first words, a pause) stops the generation now, not at the next chunk, which it never gets
+            async with AppWatch(request) as watch:
+                try:
+                    event = await chunks.__anext__()
+                except StopAsyncIteration:
+                    event = None
+            if watch.gone:
+                gone = True
+                break
     except ProviderError as exc:
         error = exc
     except asyncio.CancelledError:

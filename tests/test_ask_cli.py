@@ -1,7 +1,10 @@
 """`sessiond ask` when an answer stops early tells what the session holds: Ctrl-C before any of the answer
 arrived says nothing of it is recorded (was: "what arrived is recorded, marked interrupted", and nothing
-was), Ctrl-C mid-answer that what arrived is; and with --json, a provider's failure mid-answer gives the
-part that was recorded (its message, marked interrupted) beside the error (was: the error alone)."""
+was), and it is so also when the model had opened its stream and was silent, thinking (the daemon stops
+the generation as the app leaves; was: at the model's first words, which it then recorded, though the
+app never got them); Ctrl-C mid-answer says that what arrived is recorded; and with --json, a provider's
+failure mid-answer gives the part that was recorded (its message, marked interrupted) beside the error
+(was: the error alone)."""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def ask(d, sid: str, text: str, *flags: str) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("how", ["thinking"])
+@pytest.mark.parametrize("how", ["thinking", "silent"])
 def test_ctrl_c_before_any_of_the_answer_says_nothing_of_it_is_recorded(loop, how):
     make, p = loop
     d = make()
