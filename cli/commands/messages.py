@@ -73,10 +73,9 @@ def cmd_ask(args) -> int:
         if wrote:
             sys.stdout.write("\n")
             sys.stdout.flush()
-        stored = exc.details.get("message") if isinstance(exc, ApiError) else None
-        if not isinstance(stored, dict) or "id" not in stored:
-            raise
-        return _failed_mid_answer(args, exc, stored)
+        if isinstance(exc, ApiError) and isinstance(exc.details.get("message"), dict):
+            return _failed_mid_answer(args, exc, exc.details["message"])
+        raise
     if args.json:
         emit(args, stream.message)
     elif wrote:
