@@ -45,35 +45,51 @@ def app_gone(request: web.Request) -> bool:
 
 class AppWatch:
     """`async with AppWatch(request) as w:` around a wait for the provider (its whole answer, a stream's
-    first event): if the app goes away meanwhile (looked at every GONE_POLL s), the wait is cancelled,
-    which drops the provider's request and so stops the generation, and `w.gone` is set. The wait stays
-    in the handler's own task: nothing is added between the provider's first event and the next read."""
+    first event or next one): if the app goes away meanwhile (looked at every GONE_POLL s), the wait is
+    cancelled, which drops the provider's request and so stops the generation, and `w.gone` is set. The
+    wait stays in the handler's own task: nothing is added between the provider's first event and the next
+    read. `again=True`: one watch for many waits (a stream's chunks), looking on between them (`gone` is set
+    then too; the caller looks at it before each wait) until `close()`."""
 
-    def __init__(self, request: web.Request):
+    def __init__(self, request: web.Request, *, again: bool = False):
         self.request = request
         self.gone = False
+        self._again = again
+        self._handle: asyncio.TimerHandle | None = None
+        self._inside = False
 
     async def __aenter__(self) -> AppWatch:
         self._task = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_later(GONE_POLL, self._look)
+        self._inside = True
+        if self._handle is None and not self.gone:
+            self._loop = asyncio.get_running_loop()
+            self._handle = self._loop.call_later(GONE_POLL, self._look)
         return self
 
     def _look(self) -> None:
         if app_gone(self.request):
             self.gone = True
-            assert self._task is not None
-            self._task.cancel()
+            self._handle = None
+            if self._inside:
+                assert self._task is not None
+                self._task.cancel()
         else:
             self._handle = self._loop.call_later(GONE_POLL, self._look)
 
     async def __aexit__(self, typ, exc, tb) -> bool:
-        self._handle.cancel()
+        self._inside = False
+        if not self._again:
+            self.close()
         if self.gone and typ is asyncio.CancelledError:
             assert self._task is not None
             self._task.uncancel()
             return True  # the app left: the caller answers nobody (`left`)
         return False
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def left(plan: Plan) -> web.Response:
@@ -167,6 +183,7 @@ EventOf = Callable[[bytes, dict, str, dict | None], bytes | None]
 async def pass_on(
     d,
     plan: Plan,
+    request: web.Request,
     resp: web.StreamResponse,
     chunks: AsyncGenerator[tuple[bytes, dict], None],
     head: tuple[bytes, dict] | None,
@@ -174,17 +191,23 @@ async def pass_on(
     *,
     started: float,
 ) -> Streamed:
-    """Pass a provider's stream on to the app (`resp`, prepared) chunk by chunk as each arrives, from
-    `head`, its first event, already read (errors before it are the caller's: nothing was said yet),
-    then record the answer as it ended. A provider error mid-answer ends the stream (returned, for the
-    caller's last event); an app gone away stops the generation, keeping what arrived; a cancelled
+    """Pass a provider's stream on to the app (`resp`, prepared here for `request`) chunk by chunk as each
+    arrives, from `head`, its first event, already read (errors before it are the caller's: nothing was
+    said yet), then record the answer as it ended. A provider error mid-answer ends the stream (returned, for
+    the caller's last event); an app gone away (seen at a write, or while waiting for the next chunk) stops
+    the generation, keeping what arrived; a cancelled
     request records what arrived even so (shielded) and is cancelled. The stream is closed whatever
     happens. The caller writes the last event (`end`)."""
     parts: list[str] = []
     usage = first = None
     error: ProviderError | None = None
     gone = False
+    watch = AppWatch(request, again=True)
     try:
+        try:
+            await resp.prepare(request)
+        except APP_GONE:  # the app left after the provider's first event, before anything was sent to it
+            gone = True
         event = head
         while event is not None:
             raw, chunk = event
@@ -194,6 +217,8 @@ async def pass_on(
             if text:
                 first = first or time.monotonic()
                 parts.append(text)
+            if gone:
+                break
             out = event_of(raw, chunk, text, u)
             if out is not None:
                 try:
@@ -201,10 +226,19 @@ async def pass_on(
                 except APP_GONE:
                     gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
                     break
-            try:
-                event = await chunks.__anext__()
-            except StopAsyncIteration:
-                event = None
+            # watched as the first event was: an app that leaves while the model is silent (thinking before
+            # its first words, a pause) stops the generation now, not at the next chunk, which it never gets
+            if watch.gone:
+                gone = True
+                break
+            async with watch:
+                try:
+                    event = await chunks.__anext__()
+                except StopAsyncIteration:
+                    event = None
+            if watch.gone:
+                gone = True
+                break
     except ProviderError as exc:
         error = exc
     except asyncio.CancelledError:
@@ -213,6 +247,7 @@ async def pass_on(
             await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first, interrupted=True))
         raise
     finally:
+        watch.close()
         await chunks.aclose()
     try:
         stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)

@@ -5,10 +5,10 @@ provider's usage and response times, as one JSON answer or as a server-sent-even
 Before anything is sent: the quota is checked (quota_exceeded), and appending the question compacts
 the chat first if its context budget says so, as every append does. A provider error leaves the
 question recorded; an answer that stopped early (the provider cut the stream, the app went away) is
-recorded with what arrived, marked "interrupted": true; an app gone before any of it reached it stops the
-generation and records no answer (answers.AppWatch). With an Idempotency-Key, a retried request
-stores neither the question nor the answer twice, and asks the model again only if no answer was
-recorded the first time."""
+recorded with what arrived, marked "interrupted": true; an app gone before the provider's first chunk
+(or whole answer) stops the generation and records no answer (answers.AppWatch). With an
+Idempotency-Key, a retried request stores neither the question nor the answer twice, and asks the model
+again only if no answer was recorded the first time."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ..storage.model import now
 from ..storage.sessions import not_active, past_expiry
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
+from .formats import pause_for_tests
 from .providers import Provider, usage_of
 
 log = logging.getLogger("sessiond.complete")
@@ -244,8 +245,8 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
     if watch.gone:
         await chunks.aclose()
         return left(plan)
-    await resp.prepare(request)
-    ended = await pass_on(d, plan, resp, chunks, head, _delta, started=started)
+    await pause_for_tests("complete.head")
+    ended = await pass_on(d, plan, request, resp, chunks, head, _delta, started=started)
     if ended.gone:
         log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "complete.interrupted"})
         return resp

@@ -334,7 +334,6 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
     resp = web.StreamResponse(
         status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", SESSION_HEADER: plan.sid}
     )
-    await resp.prepare(request)
 
     def event_of(raw: bytes, chunk: dict, text: str, usage: dict | None) -> bytes | None:
         # passed on as it came (its bytes: nothing decoded and encoded again), one event per chunk; the
@@ -345,7 +344,7 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
             raw = json.dumps(chunk, ensure_ascii=False).encode()
         return b"data: " + raw + b"\n\n"
 
-    ended = await pass_on(d, plan, resp, chunks, head, event_of, started=started)
+    ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
     if ended.gone:
         return resp
     if ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"

@@ -23,6 +23,7 @@ import aiohttp
 from ..storage.errors import SessiondError
 from ..storage.redact import scrub_text, shown_url
 from ..stores.http import retry_after_seconds
+from .streambody import Body, LineTooLong
 
 
 class NoProvider(SessiondError):
@@ -372,15 +373,20 @@ class Providers:
         body["stream_options"] = opts
         resp = await self._open(p, "POST", "/chat/completions", body, True)
         done = began = False
+        reader = Body(resp.content)  # all that arrived is read before a failure of the connection is raised
         try:
             data: list[bytes] = []
             while True:
                 try:
-                    line = await resp.content.readline()
+                    line = await reader.readline()
                 except TimeoutError:
                     raise timed_out(p, "in the middle of the answer") from None
                 except aiohttp.ClientError as exc:
                     raise stream_cut(p, str(exc) or type(exc).__name__) from None
+                except LineTooLong as exc:
+                    raise _error(
+                        "provider_bad_answer", 502, f"provider {p.name!r} sent {exc}", provider=p.name
+                    ) from None
                 if not line:
                     raise stream_cut(p, "the connection closed without [DONE]")
                 line = line.rstrip(b"\r\n")
@@ -425,25 +431,28 @@ class Providers:
                 yield payload, chunk
         finally:
             if done:
-                self._keep(resp)
+                self._keep(resp, reader)
             else:
+                reader.stop()
                 resp.close()  # stops the provider's generation if we stopped reading early
 
-    def _keep(self, resp: aiohttp.ClientResponse) -> None:
+    def _keep(self, resp: aiohttp.ClientResponse, reader: Body) -> None:
         """A stream that ended with [DONE] gives its connection back for the next request: a new TCP
         connection (and the provider's accept) in front of every first token costs more than the answer's
         own bookkeeping. The end of the chunked body may not have arrived with [DONE]; it is read in the
         background (a few bytes), so that the answer's end is not held up by it."""
         if resp.content.at_eof():
+            reader.stop()
             resp.release()
             return
-        task = asyncio.ensure_future(self._drain(resp))
+        task = asyncio.ensure_future(self._drain(resp, reader))
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
 
     @staticmethod
-    async def _drain(resp: aiohttp.ClientResponse) -> None:
+    async def _drain(resp: aiohttp.ClientResponse, reader: Body) -> None:
         try:
+            await reader.stopped()  # past [DONE], what is left is read here
             left = 1 << 16  # past [DONE] a provider sends nothing more: a connection that does is dropped
             while left > 0 and not resp.content.at_eof():
                 got = await resp.content.readany()  # bounded by the request's sock_read timeout

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
-from ...client import ClientError
+from ...client import ApiError, ClientError
 from ..connect import client
-from ..errors import EXIT_INTERRUPTED, fail
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, fail
 from ..inputs import message_text
 from ..options import count
 from ..output import emit, safe, short, when
@@ -46,29 +47,50 @@ def cmd_add(args) -> int:
 
 def cmd_ask(args) -> int:
     content = message_text(args.text)
-    stream = client(args).complete_stream(args.id, content, chat=args.chat, model=args.model, provider=args.provider)
-    wrote = False
+    stream = None
+    arrived = wrote = False  # some of the answer's text arrived; some of it was printed
     try:
+        stream = client(args).complete_stream(
+            args.id, content, chat=args.chat, model=args.model, provider=args.provider
+        )
         for text in stream:
+            arrived = arrived or bool(text)
             if not args.json:
                 sys.stdout.write(text)
                 sys.stdout.flush()
                 wrote = True
     except KeyboardInterrupt:
-        stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
+        if stream is not None:
+            stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
         if wrote:
             sys.stdout.write("\n")
-        return fail(args, "interrupted", "stopped; what arrived is recorded, marked interrupted", EXIT_INTERRUPTED)
-    except ClientError:  # the daemon's error, or the connection's: on a line of its own
+        if arrived:
+            said = "stopped; what arrived is recorded, marked interrupted"
+        else:  # (the daemon records no answer when its app leaves before the model's first words)
+            said = "stopped before any of the answer arrived: nothing of it is recorded"
+        return fail(args, "interrupted", said, EXIT_INTERRUPTED)
+    except ClientError as exc:  # the daemon's error, or the connection's: on a line of its own
         if wrote:
             sys.stdout.write("\n")
             sys.stdout.flush()
+        if isinstance(exc, ApiError) and isinstance(exc.details.get("message"), dict):
+            return _failed_mid_answer(args, exc, exc.details["message"])
         raise
     if args.json:
         emit(args, stream.message)
     elif wrote:
         sys.stdout.write("\n")
     return 0
+
+
+def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:
+    """The provider failed mid-answer and the daemon recorded what had arrived: the error, and that record
+    (with --json, beside the error as the answer's own message)."""
+    said = f"{exc.message}; what arrived is recorded as message {stored.get('id')}, marked interrupted"
+    if args.json:
+        print(json.dumps({"error": {"code": exc.code, "message": exc.message}, "message": stored}, ensure_ascii=False))
+    print(f"sessiond: {safe(said, keep_lines=True)}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 def cmd_log(args) -> int:

@@ -29,6 +29,8 @@ class Faults:
     delay: float = 0.0  # seconds between two chunks of a stream
     hang: float = 0.0  # seconds before answering anything
     eof_delay: float = 0.0  # seconds between a stream's [DONE] and the end of its body (a proxy's late flush)
+    role_chunk: bool = True  # a stream begins with a chunk of no text (OpenAI's); else with the first word's
+    first_delay: float = 0.0  # seconds between a stream's first chunk of no text and its first word
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Provider:
     requests: list = field(default_factory=list)  # every completion request's JSON body
     peers: list = field(default_factory=list)  # each completion request's client address (a reused connection)
     streams_stopped: int = 0  # streams whose client went away before the end
+    cuts: int = 0  # streams it cut (faults.cut_after): what it wrote is sent, then the connection dropped
     left_unanswered: int = 0  # requests whose client went away while it was still thinking (`hang`)
     completed: int = 0
 
@@ -164,10 +167,14 @@ def make_app(p: Provider) -> web.Application:
             return b"data: " + json.dumps(c).encode() + b"\n\n"
 
         try:
-            await resp.write(chunk({"role": "assistant", "content": ""}))
+            if f.role_chunk:
+                await resp.write(chunk({"role": "assistant", "content": ""}))
+                if f.first_delay:
+                    await asyncio.sleep(f.first_delay)  # the fault itself (a model slow to begin), not a wait
             for i, piece in enumerate(pieces):
                 if f.cut_after is not None and i >= f.cut_after:
                     request.transport.abort()  # the connection drops: no [DONE], no end of the chunked body
+                    p.cuts += 1
                     return resp
                 if f.delay and i:
                     await asyncio.sleep(f.delay)  # the fault itself (a slow stream), not a wait

@@ -1,0 +1,102 @@
+"""`sessiond ask` when an answer stops early tells what the session holds: Ctrl-C before any of the answer
+arrived says nothing of it is recorded (was: "what arrived is recorded, marked interrupted", and nothing
+was), and it is so also when the model had opened its stream and was silent, thinking (the daemon stops
+the generation as the app leaves; was: at the model's first words, which it then recorded, though the
+app never got them); Ctrl-C mid-answer says that what arrived is recorded; and with --json, a provider's
+failure mid-answer gives the part that was recorded (its message, marked interrupted) beside the error
+(was: the error alone)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import popen_cli, run_cli, started_with_provider, wait_for
+from servers.openai_server import Provider, serve_threaded
+
+
+@pytest.fixture
+def loop(make_daemon):
+    """make(timeout=None): a daemon whose provider is the loopback one (giving up after `timeout` s of
+    silence, if given); yields (make, provider)."""
+    p, server = serve_threaded(Provider())
+
+    def make(timeout: float | None = None):
+        table = {"timeout": timeout} if timeout is not None else {}
+        return started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", table=table)
+
+    yield make, p
+    server.stop()
+
+
+def assistant(c, sid):
+    return [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+
+
+def ask(d, sid: str, text: str, *flags: str) -> subprocess.Popen:
+    return popen_cli(
+        ["ask", sid, text, "--home", d.home, *flags],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("how", ["thinking", "silent"])
+def test_ctrl_c_before_any_of_the_answer_says_nothing_of_it_is_recorded(loop, how):
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    if how == "thinking":  # the fault itself: no answer yet (the daemon's answer not begun)
+        p.faults.hang = 5
+    else:  # the answer's stream open, its first chunk of no text sent, no word yet
+        p.faults.first_delay = 5
+    proc = ask(d, sid, "hello")
+    wait_for(lambda: c.messages(sid)["messages"], timeout=20, what="the question recorded")
+    if how == "silent":
+        wait_for(lambda: p.requests, timeout=20, what="the provider asked")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"marked interrupted" not in err and b"nothing of it is recorded" in err, err
+    wait_for(lambda: p.left_unanswered + p.streams_stopped == 1, timeout=20, what="the provider's request dropped")
+    assert assistant(c, sid) == []
+
+
+def test_ctrl_c_mid_answer_says_what_arrived_is_recorded(loop):
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.delay = 0.1
+    proc = ask(d, sid, " ".join(f"w{i}" for i in range(100)))
+    got = b""
+    while b"w3" not in got:  # some of the answer has arrived
+        got += os.read(proc.stdout.fileno(), 100)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and b"what arrived is recorded, marked interrupted" in err, err
+    [a] = wait_for(lambda: assistant(c, sid), timeout=20)
+    assert a["interrupted"] is True
+
+
+def test_json_gives_the_part_recorded_when_the_provider_fails_mid_answer(loop):
+    make, p = loop
+    d = make(timeout=0.5)
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.delay = 1.5  # the fault itself: a stream that goes silent past the provider's timeout
+    res = run_cli(d.home, "ask", sid, "one two three", "--json")
+    assert res.returncode == 1, res.stderr
+    said = json.loads(res.stdout)
+    assert said["error"]["code"] == "provider_timeout"
+    [a] = assistant(c, sid)
+    assert a["interrupted"] is True and a["content"] == "echo:"
+    assert said["message"]["id"] == a["id"] and said["message"]["interrupted"] is True
+    assert said["message"]["content"] == "echo:"
+    assert "recorded" in res.stderr, res.stderr
