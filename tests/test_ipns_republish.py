@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 
@@ -108,10 +109,10 @@ def _form(record: bytes):
     return file_form(record, "record", "application/vnd.ipfs.ipns-record")
 
 
-def test_a_shared_session_stays_importable_past_its_first_records_end(tmp_path):
-    """A session shared from a Kubo store and then left alone: after the end of life of the records
-    its push and its share signed (the head of its log, its members slot), they are still valid (the
-    same sequence, a later end of life) and another device imports the session."""
+@contextlib.contextmanager
+def kubo_pair(tmp_path, name: str):
+    """A Kubo stand-in and two daemons on it, A (its records' lifetime LIFETIME) having shared a session
+    `name` with one message, "hi", pushed: yields (node, a, b, sid, its read-write code); stops all."""
     node = Node()
     server = Threaded(make_rpc_app(node)).start()
     url = f"ipfs+http://127.0.0.1:{server.port}"
@@ -121,10 +122,30 @@ def test_a_shared_session_stays_importable_past_its_first_records_end(tmp_path):
         a.start()
         b.start()
         with a.client() as ca:
-            sid = ca.create_session(name="left alone")["id"]
+            sid = ca.create_session(name=name)["id"]
             ca.append(sid, "user", "hi")
             code = ca.share(sid, write=True)["code"]
             ca.sync(sid, wait=True)
+        yield node, a, b, sid, code
+    finally:
+        a.stop()
+        b.stop()
+        server.stop()
+
+
+def assert_imports(b: DaemonProc, sid: str, code: str) -> None:
+    """B imports the code and holds the session's one message."""
+    with b.client() as cb:
+        assert cb.import_code(code)["session"] == sid
+        got = wait_for(lambda: cb.messages(sid)["messages"], timeout=20, what="the message on B")
+        assert [m["content"] for m in got] == ["hi"]
+
+
+def test_a_shared_session_stays_importable_past_its_first_records_end(tmp_path):
+    """A session shared from a Kubo store and then left alone: after the end of life of the records
+    its push and its share signed (the head of its log, its members slot), they are still valid (the
+    same sequence, a later end of life) and another device imports the session."""
+    with kubo_pair(tmp_path, "left alone") as (node, a, b, sid, code):
         first = {name: hist[-1] for name, hist in list(node.records.items())}
         assert len(first) == 2  # the log's head and the members slot
         first_eol = {}
@@ -138,14 +159,7 @@ def test_a_shared_session_stays_importable_past_its_first_records_end(tmp_path):
             now_seq, record = node.records[name][-1]
             entry, eol = ipns.head_and_validity(record, b"\xed" + ipns.key_of_name(name))  # not expired
             assert now_seq == seq == entry.revision and eol > first_eol[name]
-        with b.client() as cb:
-            assert cb.import_code(code)["session"] == sid
-            got = wait_for(lambda: cb.messages(sid)["messages"], timeout=20, what="the message on B")
-            assert [m["content"] for m in got] == ["hi"]
-    finally:
-        a.stop()
-        b.stop()
-        server.stop()
+        assert_imports(b, sid, code)
 
 
 def test_heads_expired_while_the_daemon_was_off_are_written_again_at_its_start(tmp_path):
@@ -154,20 +168,7 @@ def test_heads_expired_while_the_daemon_was_off_are_written_again_at_its_start(t
     members slot), so there is no record to read and republish: another device's import fails, saying
     the head may have expired and what to do. Once the daemon runs again, it writes both heads again
     from its own state, at revisions above those the node held, and the import succeeds."""
-    node = Node()
-    server = Threaded(make_rpc_app(node)).start()
-    url = f"ipfs+http://127.0.0.1:{server.port}"
-    env = {ipns.LIFETIME_ENV: str(LIFETIME)}
-    a = DaemonProc(str(tmp_path / "a"), url, env=env)
-    b = DaemonProc(str(tmp_path / "b"), url)
-    try:
-        a.start()
-        b.start()
-        with a.client() as ca:
-            sid = ca.create_session(name="off for long")["id"]
-            ca.append(sid, "user", "hi")
-            code = ca.share(sid, write=True)["code"]
-            ca.sync(sid, wait=True)
+    with kubo_pair(tmp_path, "off for long") as (node, a, b, sid, code):
         a.stop()
         held = {name: hist[-1][0] for name, hist in node.records.items()}
         assert len(held) == 2
@@ -191,14 +192,7 @@ def test_heads_expired_while_the_daemon_was_off_are_written_again_at_its_start(t
             return all(node.records[n][-1][0] > seq and node.eols[n] > now for n, seq in held.items())
 
         wait_for(renewed, timeout=20, what="both heads written again above the revisions the node held")
-        with b.client() as cb:
-            assert cb.import_code(code)["session"] == sid
-            got = wait_for(lambda: cb.messages(sid)["messages"], timeout=20, what="the message on B")
-            assert [m["content"] for m in got] == ["hi"]
-    finally:
-        a.stop()
-        b.stop()
-        server.stop()
+        assert_imports(b, sid, code)
 
 
 if os.environ.get(ipns.LIFETIME_ENV):  # a lifetime set for the whole run would change what is tested here
