@@ -85,6 +85,20 @@ class UnixHTTP(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
+def raw_post(sock_path: str, path: str, body: dict, extra: str = "") -> socket.socket:
+    """A JSON POST written on a daemon's socket, its answer left unread: returns the connection, for a test
+    to close as an app that goes away would. `extra`: more header lines, each ending in CRLF."""
+    raw = json.dumps(body).encode()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    s.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(raw)}\r\n\r\n".encode()
+        + raw
+    )
+    return s
+
+
 @contextlib.contextmanager
 def relay_served(data: str, *flags: str, log_path: str | None = None):
     """A `sessiond serve` relay process on a free loopback port, its data in `data`; yields what it printed

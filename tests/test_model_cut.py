@@ -9,14 +9,12 @@ the answer raised, the provider's stream was left open until garbage collection 
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import threading
 
 import pytest
 
-from conftest import started_with_provider, wait_for
+from conftest import raw_post, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
@@ -98,14 +96,7 @@ def test_an_app_gone_before_the_first_chunk_was_passed_on_keeps_it_and_stops_the
     p.faults.role_chunk = False  # the first chunk holds "echo:"
     p.faults.delay = 0.2  # the fault itself: a slow stream, still going when the app leaves
     before = daemon_connections(d)
-    raw = json.dumps({"content": " ".join(WORDS), "stream": True}).encode()
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(d.socket)
-    s.sendall(
-        f"POST /v1/sessions/{sid}/complete HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(raw)}\r\n\r\n".encode()
-        + raw
-    )
+    s = raw_post(d.socket, f"/v1/sessions/{sid}/complete", {"content": " ".join(WORDS), "stream": True})
     try:
         wait_for(lambda: os.path.exists(flag), timeout=20, what="the daemon at the hook, with the first chunk")
     finally:

@@ -6,13 +6,11 @@ the app's next call then did not match; a stream left before its first chunk was
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 
 import pytest
 
-from conftest import started_with_provider, wait_for
+from conftest import raw_post, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 
 
@@ -29,14 +27,7 @@ def thinking(make_daemon):
 def ask_and_leave(d, sid: str, path: str, body: dict, extra: str = "") -> None:
     """The request sent on the daemon's socket; the connection closed, unanswered, once its question is
     stored."""
-    raw = json.dumps(body).encode()
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(d.socket)
-    s.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}"
-        f"Content-Length: {len(raw)}\r\n\r\n".encode()
-        + raw
-    )
+    s = raw_post(d.socket, path, body, extra)
     wait_for(lambda: d.client().messages(sid)["messages"], what="the question stored")
     s.close()
 
