@@ -98,6 +98,9 @@ def test_a_restored_writer_whose_log_holds_only_a_rekey_claim_goes_on_through_th
     b.client().import_code(a.client().share(sid, write=True)["code"])
     b.client().rekey(sid)  # B's log: no operation, one head with the claim
     b.client().sync(wait=True)
+    # until A has taken the rekey, the session's creation is only in A's log under the old key, which a
+    # code made now does not give: a restore meanwhile is refused, rightly
+    wait_for(lambda: "waiting_for" not in cli_json(b.home, "status")["sync"][sid], timeout=30, what="A switched")
     b = _restore(b, make_daemon, url, sid)
     a.client().rekey(sid)
     wait_for(lambda: b.client().sync(sid, wait=True, timeout=5)["complete"], timeout=30, interval=0.2)
