@@ -125,6 +125,7 @@ class KuboStore(Store):
             self.http.secret(parsed.credentials)
             self._auth = {"Authorization": self.http.secret(credentials_header(parsed.credentials))}
         self._heads = SeenRevisions(f"the Kubo node {authority}")
+        self._records: dict[bytes, tuple[bytes, bool]] = {}  # take_records: put or read since it was last called
 
     def __repr__(self) -> str:
         return f"<KuboStore {shown_url(self.url)}>"
@@ -275,7 +276,32 @@ class KuboStore(Store):
             raise LyingServer(
                 f"the Kubo node answered an IPNS record for /ipns/{name_of(pk[1:])} that is refused: {exc}"
             ) from None
-        return self._heads.check(pk, entry)
+        entry = self._heads.check(pk, entry)
+        if self._records.get(pk, (b"",))[0] != record:
+            self._records[pk] = (record, False)
+        return entry
+
+    def take_records(self) -> dict[bytes, tuple[bytes, bool]]:
+        """The IPNS records put (set_head, refresh_head) or read (get_head) since the last call. Kubo's DHT
+        forgets a record 48 h after it was put, whatever its end of life (go-libp2p-kad-dht
+        amino.DefaultMaxRecordAge; 36 h in older versions), and Kubo's own republisher puts again only the
+        records of keys in its keystore: the records of sessiond's heads, signed here, are put again by
+        the devices that keep them (sync/reput.py)."""
+        out, self._records = self._records, {}
+        return out
+
+    async def put_record(self, pk: bytes, record: bytes) -> bool:
+        """routing/put the same signed bytes again: the DHT takes a record equal to the one it holds and
+        counts its age from now (go-libp2p-kad-dht routing.go PutValue: Select only between different
+        values). False if the node holds a newer record of the head (a write meanwhile)."""
+        name = name_of(pk[1:])
+        form = file_form(record, "record", "application/vnd.ipfs.ipns-record")
+        _reply, err = await self._rpc("routing/put", {"arg": f"/ipns/{name}", "allow-offline": "true"}, body=form)
+        if err is None:
+            return True
+        if "older value" in err.lower():
+            return False
+        raise ServerError(f"the Kubo node refused routing/put /ipns/{name}: {self.http.scrub(err)}", 500)
 
     async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool | None:
         """Republish the head signed by `key` if the node's record of it ends within `margin` (or has
@@ -348,6 +374,7 @@ class KuboStore(Store):
                 )
             raise ServerError(f"the Kubo node refused routing/put /ipns/{name}: {self.http.scrub(err)}", 500)
         self._heads.saw(entry)
+        self._records[entry.pk] = (record, True)
 
     async def close(self) -> None:
         await self.http.close()

@@ -15,7 +15,8 @@ loops over the arguments and returns the first error); `pin/ls?arg=CID&type=all`
 application/vnd.ipfs.ipns-record). Records put are checked as Kubo's IPNS validator does (signature,
 name; a record replaces the one held if it is better by the IPNS validator's Select (boxo ipns, as
 js-ipns's ipnsSelector): a higher sequence, or the same sequence and a later end of life (a republish);
-never the reverse, and an equal one is refused).
+never the reverse, and another record just as good is refused; the same bytes again are taken, and
+counted from then: go-libp2p-kad-dht routing.go PutValue selects only between different values).
 
 Records past their end of life are treated as Kubo does (v0.43; its DHT's value store,
 libp2p/go-libp2p-kad-dht records/value_store.go, and boxo routing/offline/offline.go): `routing/get`
@@ -25,8 +26,9 @@ as for a name never published. `routing/put` still compares a new record with th
 (the DHT's PutValue reads it with getLocal, which checks its age, not its EOL): the same sequence with a
 later end of life replaces it, a lower sequence is refused. `Node.max_record_age` (seconds) models the
 DHT forgetting a record received longer ago than that (amino.DefaultMaxRecordAge, 48 h, whatever its
-EOL): it is then absent for both. `Faults.serve_expired` serves an expired record anyway (a node or
-gateway that does not check, or an older Kubo), for the readers' own check.
+EOL): it is then absent for both, until a put (of the same bytes too) counts it from then.
+`Faults.serve_expired` serves an expired record anyway (a node or gateway that does not check, or an
+older Kubo), for the readers' own check.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Node:
     eols: dict = field(default_factory=dict)  # name -> the end of life of the record held
     received: dict = field(default_factory=dict)  # name -> when (time.monotonic()) the record held was put
     max_record_age: float | None = None  # seconds after its put a record is forgotten (a DHT's 48 h)
+    reputs: dict = field(default_factory=dict)  # name -> how many times the record held was put again unchanged
     auth: str | None = None  # the Authorization header required, if any
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)
@@ -81,7 +84,7 @@ def _aged_out(node: Node, name: str) -> bool:
     return node.max_record_age is not None and got is not None and time.monotonic() - got > node.max_record_age
 
 
-def _served_record(node: Node, name: str) -> bytes | None:
+def served_record(node: Node, name: str) -> bytes | None:
     history = node.records.get(name)
     if not history or _aged_out(node, name):
         return None
@@ -205,7 +208,7 @@ def make_rpc_app(node: Node) -> web.Application:
                 return kubo_error(f"invalid IPNS name: {exc}")
             name = name_of(pk)
             if cmd == "routing/get":
-                record = _served_record(node, name)
+                record = served_record(node, name)
                 if record is None:
                     return kubo_error("routing: not found")
                 return web.json_response(
@@ -220,6 +223,10 @@ def make_rpc_app(node: Node) -> web.Application:
                 return kubo_error(f"record validation failed: {exc}")
             history = node.records.setdefault(name, [])
             held = history and not _aged_out(node, name)  # (an expired record still counts: see above)
+            if held and history[-1][1] == record:  # the same bytes: taken, and aged from now (a re-put)
+                node.received[name] = time.monotonic()
+                node.reputs[name] = node.reputs.get(name, 0) + 1
+                return web.Response(text=json.dumps({"Extra": "", "ID": "", "Responses": None, "Type": 5}) + "\n")
             if held and (history[-1][0], node.eols[name]) >= (rec.sequence, rec.validity):
                 return kubo_error("can't replace a newer value with an older value")
             history.append((rec.sequence, record))
@@ -258,7 +265,7 @@ def make_gateway_app(node: Node) -> web.Application:
             name = name_of(key_of_name(request.match_info["name"]))
         except IpnsError:
             return web.Response(status=400, text="invalid IPNS name")
-        record = _served_record(node, name)
+        record = served_record(node, name)
         if record is None:
             return web.Response(status=404, text="no record")
         return web.Response(body=record, content_type="application/vnd.ipfs.ipns-record")
