@@ -366,6 +366,25 @@ async def test_gateway_reads_verified_and_refuses_writes(node):
         await reader.close()
 
 
+async def test_a_gateway_s_routing_not_found_is_no_head_and_another_500_a_server_error(node):
+    """A trustless gateway on boxo (Kubo's, rainbow) answers an IPNS name it cannot resolve with HTTP 500
+    and the text "routing: not found" (gateway/handler_ipns_record.go: GetIPNSRecord's error through
+    webError, whose default stays 500 for routing.ErrNotFound). That is no head there, as a 404 would
+    be: not a failing gateway (retried, then a server error); a 500 saying anything else still is."""
+    n, rpc, gw, tmp = node
+    reader = gateway(gw)
+    try:
+        unknown = head(1, SigningKey(b"\x0b" * 32)).pk
+        asked = len(n.requests)
+        assert await reader.get_head(unknown) is None
+        assert len(n.requests) == asked + 1  # an answer, not retried
+        n.faults.status, n.faults.times = 500, 10
+        with pytest.raises(ServerError, match="simulated fault"):
+            await reader.get_head(unknown)
+    finally:
+        await reader.close()
+
+
 def test_open_store_schemes():
     assert isinstance(open_store("ipfs+http://127.0.0.1:5001"), KuboStore)
     assert isinstance(open_store("ipfs+https://ipfs.io"), GatewayStore)

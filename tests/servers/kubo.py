@@ -3,20 +3,22 @@ blocks and records.
 
 Written from Kubo's RPC reference (docs.ipfs.tech/reference/kubo/rpc: POST only, a GET answers 405;
 `block/put` with a multipart file and `cid-codec`/`mhtype`/`pin`, answering `{"Key","Size"}`;
-`block/get`, `block/stat`; `routing/put` with a multipart IPNS record and `allow-offline`;
-`routing/get` answering `{"Extra": base64 record, "Type": 5, ...}`; `pin/rm?arg=CID&arg=...`
-(`recursive` default true) answering `{"Pins": [CID, ...]}`, unpinning in order and failing on the first
-argument that is not pinned with "not pinned or pinned indirectly" (Kubo's core/commands/pin/pin.go
-loops over the arguments and returns the first error); `pin/ls?arg=CID&type=all` answering
-`{"Keys": {CID: {"Type": "recursive", "Name": ""}}}`, or the error "path '...' is not pinned"; errors as 500 with
-`{"Message","Code","Type":"error"}`; blocks over 1 MiB refused; `API.Authorizations` refused with
-403), and from the trustless gateway spec (ipfs/specs src/http-gateways/trustless-gateway.md:
-`GET /ipfs/{cid}?format=raw` as application/vnd.ipld.raw, `GET /ipns/{name}?format=ipns-record` as
-application/vnd.ipfs.ipns-record). Records put are checked as Kubo's IPNS validator does (signature,
-name; a record replaces the one held if it is better by the IPNS validator's Select (boxo ipns, as
-js-ipns's ipnsSelector): a higher sequence, or the same sequence and a later end of life (a republish);
-never the reverse, and another record just as good is refused; the same bytes again are taken, and
-counted from then: go-libp2p-kad-dht routing.go PutValue selects only between different values).
+`block/get`, `block/stat`; `routing/put` with a multipart IPNS record and `allow-offline`; `routing/get`
+answering `{"Extra": base64 record, "Type": 5, ...}`; `pin/rm?arg=CID&arg=...` (`recursive` default
+true) answering `{"Pins": [CID, ...]}`, unpinning in order and failing on the first argument that is not
+pinned with "not pinned or pinned indirectly" (Kubo's core/commands/pin/pin.go loops over the arguments
+and returns the first error); `pin/ls?arg=CID&type=all` answering `{"Keys": {CID: {"Type": "recursive",
+"Name": ""}}}`, or the error "path '...' is not pinned"; errors as 500 with
+`{"Message","Code","Type":"error"}`; blocks over 1 MiB refused; `API.Authorizations` refused with 403),
+and from the trustless gateway spec (ipfs/specs src/http-gateways/trustless-gateway.md: `GET
+/ipfs/{cid}?format=raw` as application/vnd.ipld.raw, `GET /ipns/{name}?format=ipns-record` as
+application/vnd.ipfs.ipns-record; a name with no record served is HTTP 500 "routing: not found" as
+boxo's gateway answers it, gateway/handler_ipns_record.go and errors.go webError). Records put are
+checked as Kubo's IPNS validator does (signature, name; a record replaces the one held if it is better
+by the IPNS validator's Select (boxo ipns, as js-ipns's ipnsSelector): a higher sequence, or the same
+sequence and a later end of life (a republish); never the reverse, and another record just as good is
+refused; the same bytes again are taken, and counted from then: go-libp2p-kad-dht routing.go PutValue
+selects only between different values).
 
 Records past their end of life are treated as Kubo does (v0.43; its DHT's value store,
 libp2p/go-libp2p-kad-dht records/value_store.go, and boxo routing/offline/offline.go): `routing/get`
@@ -266,8 +268,8 @@ def make_gateway_app(node: Node) -> web.Application:
         except IpnsError:
             return web.Response(status=400, text="invalid IPNS name")
         record = served_record(node, name)
-        if record is None:
-            return web.Response(status=404, text="no record")
+        if record is None:  # boxo's gateway: GetIPNSRecord's routing.ErrNotFound is no IPLD "not found",
+            return web.Response(status=500, text="routing: not found\n")  # so webError keeps its default 500
         return web.Response(body=record, content_type="application/vnd.ipfs.ipns-record")
 
     app = web.Application(middlewares=[_fault_middleware(node)])
