@@ -24,7 +24,7 @@ from nacl.signing import SigningKey
 from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, Freed, HeadExpired, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, digest, parse_ipfs_cid
-from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
+from .errors import OFFLINE_FIX, LyingServer, ObjectTooLarge, ServerError, StoreOffline, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy, file_form
 from .ipns import IpnsError, expired_at, expired_head, head_and_validity, head_from_record, name_of, record_for_head
@@ -78,6 +78,13 @@ def _no_valid_record(message: str) -> bool:
     published (the DHT's SearchValue, libp2p/go-libp2p-kad-dht routing.go; kubo v0.43); a router that
     answers its validator's error instead says "record is expired" (boxo ipns ErrExpiredRecord)."""
     return _not_found(message) or "expired" in message.lower()
+
+
+def _offline(message: str) -> bool:
+    """Whether routing/get was refused because the node runs offline (`ipfs daemon --offline`): Kubo's
+    RoutingAPI.Get answers coreiface.ErrOffline, "this action must be run in online mode, try running
+    'ipfs daemon' first", before it looks at what it holds (kubo core/coreapi/routing.go)."""
+    return "must be run in online mode" in message.lower()
 
 
 def _not_pinned(message: str) -> bool:
@@ -247,6 +254,12 @@ class KuboStore(Store):
         if err is not None:
             if _no_valid_record(err):
                 return None
+            if _offline(err):
+                raise StoreOffline(
+                    f"the Kubo node {shown_url(self.url)} runs offline (started with `ipfs daemon --offline`): it "
+                    f"refuses to read IPNS records (routing/get: {self.http.scrub(err)}), so no head can be read "
+                    f"or published there; {OFFLINE_FIX}"
+                )
             raise ServerError(f"the Kubo node failed routing/get /ipns/{name}: {self.http.scrub(err)}", 500)
         record = None
         for line in reply.body.splitlines():  # one JSON event per line; the value event has Extra

@@ -71,9 +71,16 @@ class Node:
     received: dict = field(default_factory=dict)  # name -> when (time.monotonic()) the record held was put
     max_record_age: float | None = None  # seconds after its put a record is forgotten (a DHT's 48 h)
     reputs: dict = field(default_factory=dict)  # name -> how many times the record held was put again unchanged
+    offline: bool = False  # started with `ipfs daemon --offline`: routing/get refused (see OFFLINE)
     auth: str | None = None  # the Authorization header required, if any
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)
+
+
+# what Kubo's routing/get answers on a node started with --offline, whatever it holds: kubo core/coreapi
+# routing.go RoutingAPI.Get returns coreiface.ErrOffline when the node is not online (IsOnline = !--offline);
+# routing/put with allow-offline=true still stores the record (checkOnline(allowOffline))
+OFFLINE = "this action must be run in online mode, try running 'ipfs daemon' first"
 
 
 def kubo_error(message: str) -> web.Response:
@@ -210,6 +217,8 @@ def make_rpc_app(node: Node) -> web.Application:
                 return kubo_error(f"invalid IPNS name: {exc}")
             name = name_of(pk)
             if cmd == "routing/get":
+                if node.offline:
+                    return kubo_error(OFFLINE)
                 record = served_record(node, name)
                 if record is None:
                     return kubo_error("routing: not found")
