@@ -87,6 +87,8 @@ class RecordKeeper:
         """Each head a session here publishes or follows on a store whose heads expire, with that store."""
         ctx = self.ctx
         out: dict[bytes, Store] = {}
+        if not ctx.store.heads_expire and not await ctx.db.remote_store_urls():
+            return out  # no session here on such a store: not a walk over all of them every tick
         for sid in await ctx.db.session_ids(hidden=True):
             store = await ctx.store_for(sid)
             if not store.heads_expire:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -102,6 +103,35 @@ async def test_a_record_past_its_end_of_life_is_not_found_on_kubo_and_its_signer
             await store.get_head(entry.pk)
     finally:
         await store.close()
+        await rpc.stop()
+        await gw.stop()
+
+
+async def test_kubo_hands_the_records_it_put_or_read_and_puts_them_again_unchanged():
+    """take_records hands each record put (set_head) or read (get_head) once; put_record puts the same
+    bytes again, which the DHT takes and counts from then; a node holding a newer record refuses it."""
+    node, rpc, gw = await start_node()
+    node.max_record_age = 60.0
+    writer, reader = (KuboStore(f"ipfs+http://127.0.0.1:{rpc.port}") for _ in range(2))
+    try:
+        key = SigningKey(b"\x0c" * 32)
+        first = dataclasses.replace(RegistryEntry.create(key, 1, b"\x1e" + digest(b"one")), signing_key=key)
+        await writer.set_head(first)
+        name = ipns.name_of(first.pk[1:])
+        (record, put) = writer.take_records()[first.pk]
+        assert put and record == node.records[name][-1][1] and writer.take_records() == {}
+        assert await reader.get_head(first.pk) == first
+        assert reader.take_records() == {first.pk: (record, False)}
+        before = node.received[name]
+        assert await reader.put_record(first.pk, record)
+        assert node.received[name] > before and node.reputs[name] == 1 and len(node.records[name]) == 1
+        second = dataclasses.replace(RegistryEntry.create(key, 2, b"\x1e" + digest(b"two")), signing_key=key)
+        await writer.set_head(second)
+        assert not await reader.put_record(first.pk, record)  # the node holds revision 2
+        assert ipns.head_from_record(node.records[name][-1][1], first.pk) == second
+    finally:
+        await writer.close()
+        await reader.close()
         await rpc.stop()
         await gw.stop()
 
