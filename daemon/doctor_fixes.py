@@ -1,14 +1,22 @@
 """The fix `sessiond doctor` prints for a store's failure, by its class (stores/errors.py): waiting mends
 a store that is down, hung, failing on its side or rate-limiting (`sync --wait` once it answers), but not
 one that is full, refuses this device's credentials, has a TLS certificate this device does not trust,
-answers what does not verify, or cannot take these writes at all: `sync --wait` is refused again at once
-by those, so each gets what does mend it."""
+answers what does not verify, runs offline (a Kubo node started with --offline), or cannot take these
+writes at all: `sync --wait` is refused again at once by those, so each gets what does mend it."""
 
 from __future__ import annotations
 
 import os
 
-from ..stores.errors import AuthRefused, LyingServer, ObjectTooLarge, ReadOnlyStore, StoreFull, TlsRefused
+from ..stores.errors import (
+    AuthRefused,
+    LyingServer,
+    ObjectTooLarge,
+    ReadOnlyStore,
+    StoreFull,
+    StoreOffline,
+    TlsRefused,
+)
 
 MOVE = "sessiond stop && sessiond start --store URL --change-store"
 
@@ -37,6 +45,11 @@ def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
         return (
             "sessiond stop && SSL_CERT_FILE=/path/to/its-cert.pem sessiond start  # the store's own certificate"
             " (sessiond serve --cert) or its CA's; or check the URL (https:// to a server speaking TLS there)"
+        )
+    if isinstance(exc, StoreOffline):
+        return (
+            "ipfs shutdown && ipfs daemon  # the Kubo node runs with --offline, which refuses to read IPNS records"
+            " (every head is one): start it online; then sessiond sync --wait"
         )
     if isinstance(exc, LyingServer):
         return f"{MOVE}  # to a store you trust: this one answers what does not verify; or have its operator check it"

@@ -42,6 +42,7 @@ from .checkpoints import Checkpoints
 from .connections import Connections, Row
 from .context import Context
 from .copies import Copies
+from .keptrecords import KeptRecords
 from .lifecycle import Released, ShareLog
 from .logrun import LogReads, RunReader
 from .messages import Messages
@@ -70,6 +71,7 @@ class Database:
         self.share_log = ShareLog(c)  # the codes this device issued (lifecycle.py)
         self.released = Released(c)  # objects its logs let go, for gc (lifecycle.py)
         self.outbox = Outbox(c)  # the mirror stores' outboxes (sync/mirror.py)
+        self.kept_records = KeptRecords(c)  # IPNS records put again before a DHT forgets them (sync/reput.py)
         self.searcher = Search(c)
         self.copies = Copies(c, self.sessions, self.chats, self.messages, self.budgets)  # clone and fork
 

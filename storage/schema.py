@@ -278,6 +278,18 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE remotes ADD COLUMN frozen BLOB;
     """,
+    # 16: the last signed IPNS record of each head this device publishes or follows on a store whose heads
+    # a DHT forgets (Kubo: 48 h after a record was put, whatever its end of life), and when this device
+    # last put it there: the same bytes are put again before the DHT forgets them (sync/reput.py), so a
+    # head stays readable while its writer is away. The best record seen (highest sequence, then latest
+    # end of life) is kept; rows of heads no session follows any more are dropped.
+    """
+    CREATE TABLE kept_records (
+        pk BLOB PRIMARY KEY,
+        record BLOB NOT NULL,
+        put_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -121,6 +121,19 @@ class Store(ABC):
         life) does anything: a registry entry never expires, so by default nothing is read or written."""
         return False
 
+    def take_records(self) -> dict[bytes, tuple[bytes, bool]]:
+        """The signed head records this store put or read since the last call, by head key (0xed | key):
+        (record, whether this device put it). Only a store whose network forgets a record some time after
+        it was put, whatever its validity (Kubo's DHT), hands any: the caller keeps them and gives them
+        back to put_record before that time (sync/reput.py)."""
+        return {}
+
+    async def put_record(self, pk: bytes, record: bytes) -> bool:
+        """Put again, unchanged, a signed head record this store handed (take_records): anyone may put a
+        valid record, and the network counts its age from then. Whether the store took it (False: it holds
+        a newer record of the head, or does not forget records)."""
+        return False
+
     async def put_many(
         self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
     ) -> list[bytes]:

@@ -22,6 +22,12 @@ class TlsRefused(StoreError):
     this device: trying again meets the same certificate."""
 
 
+class StoreOffline(StoreError):
+    """A Kubo node started with `ipfs daemon --offline`: it answers, keeps blocks, and takes records put
+    with allow-offline, but refuses every routing/get (so no head can be read, nor published: a publish
+    reads the head held first). Restarting it online mends it; waiting does not."""
+
+
 class ObjectTooLarge(StoreError):
     """The object is larger than this store accepts."""
 
@@ -47,10 +53,15 @@ TLS_FIX = (
 )
 
 
+OFFLINE_FIX = "restart the Kubo node online (`ipfs daemon`, without --offline), then try again"
+
+
 # Failures that waiting does not mend: a retry after a backoff meets them again until someone acts (frees
 # space, fixes a token, picks another store). `sessiond sync --wait` stops waiting on them.
 def settled(exc: BaseException) -> bool:
-    return isinstance(exc, (StoreFull, AuthRefused, TlsRefused, ObjectTooLarge, ReadOnlyStore, LyingServer))
+    return isinstance(
+        exc, (StoreFull, AuthRefused, TlsRefused, ObjectTooLarge, ReadOnlyStore, LyingServer, StoreOffline)
+    )
 
 
 class RateLimited(StoreError):
@@ -144,6 +155,8 @@ def failure_kind(exc: BaseException) -> str:
         return "failing with server errors"
     if isinstance(exc, StoreFull):
         return "full"
+    if isinstance(exc, StoreOffline):
+        return "offline (a Kubo node started with --offline)"
     return "failing"
 
 
@@ -166,6 +179,8 @@ def failure_fix(exc: BaseException) -> str:
         return "the store is failing on its side: try again later, or tell its operator"
     if isinstance(exc, StoreFull):
         return "free space in the store, or move to another one"
+    if isinstance(exc, StoreOffline):
+        return OFFLINE_FIX
     return "check the store and try again"
 
 

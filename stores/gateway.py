@@ -5,7 +5,8 @@ Followed (facts only): ipfs/specs src/http-gateways/trustless-gateway.md: `GET /
 (or `Accept: application/vnd.ipld.raw`) answers the block's bytes, `GET /ipns/{name}?format=ipns-record`
 (or `Accept: application/vnd.ipfs.ipns-record`) the signed record. Nothing a gateway answers is
 trusted: every block is hashed, every record verified (stores/ipns.py) and checked against the
-highest sequence seen.
+highest sequence seen. A name the gateway finds no record of is no head: a 404 (or 410), or boxo's 500
+"routing: not found" (Kubo's gateway, rainbow); any other 5xx is a failing gateway.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, HeadExpired, ObjectMissi
 from .cid import BlobId, digest
 from .errors import LyingServer, ReadOnlyStore, WrongBytes
 from .heads import SeenRevisions
-from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy
+from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy
 from .ipns import MAX_RECORD, IpnsError, expired_at, expired_head, head_from_record, name_of
 from .registry import RegistryEntry
 from .urls import credentials_header, parse_store_url
+
+NO_RECORD = b"routing: not found"  # go-libp2p's routing.ErrNotFound, as a boxo gateway answers it (HTTP 500)
+
+
+def _no_record(reply: Reply) -> bool:
+    """Whether `reply` is a boxo gateway's answer for an IPNS name it found no record of: HTTP 500 with the
+    text "routing: not found" (gateway/handler_ipns_record.go passes GetIPNSRecord's error to webError with
+    a default of 500, and routing.ErrNotFound is none of the errors it turns into a 404)."""
+    return reply.status == 500 and NO_RECORD in reply.body[:1024].lower()
 
 
 class GatewayStore(Store):
@@ -100,10 +110,11 @@ class GatewayStore(Store):
             params={"format": "ipns-record"},
             headers={"Accept": "application/vnd.ipfs.ipns-record", **self._auth},
             passthrough=(404, 410),
+            final=_no_record,
             max_body=MAX_RECORD,
             capped=True,
         )
-        if reply.status in (404, 410):
+        if reply.status in (404, 410) or _no_record(reply):
             return None
         try:
             entry = head_from_record(reply.body, pk)

@@ -40,16 +40,23 @@ _IDENTITY_36 = b"\x00\x24"  # identity multihash, 36 bytes
 def lifetime() -> dt.timedelta:
     """How long a record this device signs stays valid: DEFAULT_LIFETIME, or SESSIOND_IPNS_LIFETIME
     seconds (for tests: a record that ends within seconds, so its republishing can be seen)."""
-    text = os.environ.get(LIFETIME_ENV, "").strip()
+    seconds = env_seconds(LIFETIME_ENV)
+    return DEFAULT_LIFETIME if seconds is None else dt.timedelta(seconds=seconds)
+
+
+def env_seconds(name: str) -> float | None:
+    """The positive number of seconds the environment variable `name` holds; None if it is unset or
+    empty; ValueError naming it if it holds anything else."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return DEFAULT_LIFETIME
+        return None
     try:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
     if not 0 < seconds < 1e9:
-        raise ValueError(f"{LIFETIME_ENV} must be a positive number of seconds (got {text!r})")
-    return dt.timedelta(seconds=seconds)
+        raise ValueError(f"{name} must be a positive number of seconds (got {text!r})")
+    return seconds
 
 
 class IpnsError(ValueError):
@@ -345,6 +352,16 @@ def expired_at(raw: bytes, pk: bytes) -> dt.datetime | None:
     except IpnsError:
         return None
     return eol if eol <= dt.datetime.now(dt.UTC) else None
+
+
+def rank(raw: bytes, pk: bytes) -> tuple[int, dt.datetime] | None:
+    """(sequence, end of life) of the record `raw` of head `pk`, even past its end of life, as the IPNS
+    validator's Select compares two (the higher sequence, then the later end); None if it does not verify."""
+    try:
+        rec = verify_record(raw, pk[1:], expired_ok=True)
+    except IpnsError:
+        return None
+    return rec.sequence, rec.validity
 
 
 def expired_head(name: str, where: str, eol: dt.datetime) -> str:

@@ -24,7 +24,7 @@ from nacl.signing import SigningKey
 from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, Freed, HeadExpired, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, digest, parse_ipfs_cid
-from .errors import LyingServer, ObjectTooLarge, ServerError, WrongBytes
+from .errors import OFFLINE_FIX, LyingServer, ObjectTooLarge, ServerError, StoreOffline, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy, file_form
 from .ipns import IpnsError, expired_at, expired_head, head_and_validity, head_from_record, name_of, record_for_head
@@ -80,6 +80,13 @@ def _no_valid_record(message: str) -> bool:
     return _not_found(message) or "expired" in message.lower()
 
 
+def _offline(message: str) -> bool:
+    """Whether routing/get was refused because the node runs offline (`ipfs daemon --offline`): Kubo's
+    RoutingAPI.Get answers coreiface.ErrOffline, "this action must be run in online mode, try running
+    'ipfs daemon' first", before it looks at what it holds (kubo core/coreapi/routing.go)."""
+    return "must be run in online mode" in message.lower()
+
+
 def _not_pinned(message: str) -> bool:
     return "not pinned" in message.lower()
 
@@ -125,6 +132,7 @@ class KuboStore(Store):
             self.http.secret(parsed.credentials)
             self._auth = {"Authorization": self.http.secret(credentials_header(parsed.credentials))}
         self._heads = SeenRevisions(f"the Kubo node {authority}")
+        self._records: dict[bytes, tuple[bytes, bool]] = {}  # take_records: put or read since it was last called
 
     def __repr__(self) -> str:
         return f"<KuboStore {shown_url(self.url)}>"
@@ -246,6 +254,12 @@ class KuboStore(Store):
         if err is not None:
             if _no_valid_record(err):
                 return None
+            if _offline(err):
+                raise StoreOffline(
+                    f"the Kubo node {shown_url(self.url)} runs offline (started with `ipfs daemon --offline`): it "
+                    f"refuses to read IPNS records (routing/get: {self.http.scrub(err)}), so no head can be read "
+                    f"or published there; {OFFLINE_FIX}"
+                )
             raise ServerError(f"the Kubo node failed routing/get /ipns/{name}: {self.http.scrub(err)}", 500)
         record = None
         for line in reply.body.splitlines():  # one JSON event per line; the value event has Extra
@@ -275,7 +289,32 @@ class KuboStore(Store):
             raise LyingServer(
                 f"the Kubo node answered an IPNS record for /ipns/{name_of(pk[1:])} that is refused: {exc}"
             ) from None
-        return self._heads.check(pk, entry)
+        entry = self._heads.check(pk, entry)
+        if self._records.get(pk, (b"",))[0] != record:
+            self._records[pk] = (record, False)
+        return entry
+
+    def take_records(self) -> dict[bytes, tuple[bytes, bool]]:
+        """The IPNS records put (set_head, refresh_head) or read (get_head) since the last call. Kubo's DHT
+        forgets a record 48 h after it was put, whatever its end of life (go-libp2p-kad-dht
+        amino.DefaultMaxRecordAge; 36 h in older versions), and Kubo's own republisher puts again only the
+        records of keys in its keystore: the records of sessiond's heads, signed here, are put again by
+        the devices that keep them (sync/reput.py)."""
+        out, self._records = self._records, {}
+        return out
+
+    async def put_record(self, pk: bytes, record: bytes) -> bool:
+        """routing/put the same signed bytes again: the DHT takes a record equal to the one it holds and
+        counts its age from now (go-libp2p-kad-dht routing.go PutValue: Select only between different
+        values). False if the node holds a newer record of the head (a write meanwhile)."""
+        name = name_of(pk[1:])
+        form = file_form(record, "record", "application/vnd.ipfs.ipns-record")
+        _reply, err = await self._rpc("routing/put", {"arg": f"/ipns/{name}", "allow-offline": "true"}, body=form)
+        if err is None:
+            return True
+        if "older value" in err.lower():
+            return False
+        raise ServerError(f"the Kubo node refused routing/put /ipns/{name}: {self.http.scrub(err)}", 500)
 
     async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool | None:
         """Republish the head signed by `key` if the node's record of it ends within `margin` (or has
@@ -348,6 +387,7 @@ class KuboStore(Store):
                 )
             raise ServerError(f"the Kubo node refused routing/put /ipns/{name}: {self.http.scrub(err)}", 500)
         self._heads.saw(entry)
+        self._records[entry.pk] = (record, True)
 
     async def close(self) -> None:
         await self.http.close()

@@ -275,6 +275,12 @@ class PinningStore(Store):
     async def refresh_head(self, key: SigningKey, *, margin: dt.timedelta) -> bool | None:
         return await self.inner.refresh_head(key, margin=margin)
 
+    def take_records(self) -> dict[bytes, tuple[bytes, bool]]:
+        return self.inner.take_records()
+
+    async def put_record(self, pk: bytes, record: bytes) -> bool:
+        return await self.inner.put_record(pk, record)
+
     async def unpin(self, hashes: list[bytes]) -> None:
         """Remove our pin requests for these objects (DELETE /pins/{requestid}), and the inner store's
         pins. A pin request this device does not remember (made by another device, or before the

@@ -45,6 +45,7 @@ from .proofs import Proofs
 from .pusher import Pusher
 from .rekey import Rekeyer
 from .republish import Republisher
+from .reput import RecordKeeper
 from .schedule import PushQueue
 from .share import Sharer
 from .tasks import stop_tasks
@@ -101,6 +102,8 @@ class Syncer:
             rewrite_log=lambda sid: self.pusher.push(sid, force=True),
             rewrite_members=self.members.restore,
         )
+        # the records of heads it publishes or follows, put again before a DHT forgets them (Kubo: 48 h)
+        self.record_keeper = RecordKeeper(ctx)
         # which sessions to push when (schedule.py): coalesced per session, a few workers for all of them
         self.pushes = PushQueue(
             self._push_one,
@@ -122,6 +125,7 @@ class Syncer:
         self._waiters: dict[str | None, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
         self._republishing: asyncio.Task | None = None
+        self._reputting: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- what the parts share
     @property
@@ -163,11 +167,12 @@ class Syncer:
             self.pushes.notify(sid)
         self._task = asyncio.create_task(self._run(), name="sessiond-sync")
         self._republishing = asyncio.create_task(self.republisher.run(), name="sessiond-republish")
+        self._reputting = asyncio.create_task(self.record_keeper.run(), name="sessiond-reput")
 
     async def stop(self) -> None:
         self.ctx.stopping = True
         self._wake.set()
-        await stop_tasks([t for t in (self._task, self._republishing) if t is not None])
+        await stop_tasks([t for t in (self._task, self._republishing, self._reputting) if t is not None])
         await self.pushes.stop()
         if self._checks is not None:
             self._checks.shutdown(wait=False, cancel_futures=True)

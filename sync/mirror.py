@@ -329,6 +329,26 @@ class MirrorStore(Store):
                 gone |= did is None
         return None if gone else done
 
+    def take_records(self) -> dict[bytes, tuple[bytes, bool]]:
+        """The records its stores handed (one of a head per store, read or put: the first put, else the first)."""
+        out: dict[bytes, tuple[bytes, bool]] = {}
+        for st in self.stores:
+            for pk, (record, put) in st.take_records().items():
+                if pk not in out or (put and not out[pk][1]):
+                    out[pk] = (record, put)
+        return out
+
+    async def put_record(self, pk: bytes, record: bytes) -> bool:
+        """Put on each of its stores that forgets records (one that fails: the next round's)."""
+        took = False
+        for st in self.stores:
+            if st.heads_expire and self._usable(st):
+                try:
+                    took |= await asyncio.wait_for(st.put_record(pk, record), self.timeout)
+                except FAILURES as exc:
+                    log.warning("could not put a head's record again on %s: %s", st.url, exc)
+        return took
+
     async def unpin(self, hashes: list[bytes]) -> None:
         for st in self.stores:
             if self._usable(st):

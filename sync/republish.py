@@ -12,8 +12,8 @@ database, so that a daemon restarted often does not read every head at each star
 for months does its round at once.
 
 A record past its end of life cannot be read to be renewed: Kubo validates a record before it answers
-it, and answers one that has expired "routing: not found", as a name never published (its DHT also
-forgets a record 48 h after it was put, whatever its end of life). So a daemon that was off for longer
+it, and answers one that has expired "routing: not found", as a name never published (as its DHT does
+a record put 48 h ago that no device put again since: reput.py). So a daemon that was off for longer
 than the lifetime finds nothing to republish (refresh_head: None). It then writes the head anew from
 its own state in the database, at a revision above the one it last published (the IPNS spec's "Local
 Record": the publisher tracks the sequence itself; a node may still hold the expired record, and keeps

@@ -156,3 +156,25 @@ def test_doctor_s_fix_for_refused_credentials_is_to_fix_them(make_daemon, portal
     assert "invite" in push["fix"] and "--store-file" in push["fix"], push
     (store,) = [f for f in problems(rep) if f["check"] == "store"]
     assert "answers again" not in store["fix"] and "invite" in store["fix"], store
+
+
+def test_a_kubo_node_started_offline_is_named_with_its_fix(make_daemon):
+    """A Kubo node started with `ipfs daemon --offline` keeps blocks but refuses every routing/get, so no
+    head is published: the push fails at once (sync --wait does not wait on it) and doctor names the node
+    as offline, with the fix: start it online."""
+    node = Node(offline=True)
+    server = Threaded(make_rpc_app(node)).start()
+    try:
+        d = make_daemon(f"ipfs+http://127.0.0.1:{server.port}").start()
+        c = d.client()
+        sid = c.create_session(name="offline node")["id"]
+        c.append(sid, "user", "hello")
+        res = run_cli(d.home, "sync", "--wait", "--timeout", "30")
+        assert res.returncode == 1, res.stdout
+        code, rep = doctor(d.home, "--no-verify")
+        assert code == 1, rep
+        (push,) = [f for f in problems(rep) if f["check"] == "push" and sid in f["message"]]
+        assert "--offline" in push["message"], push
+        assert "ipfs daemon" in push["fix"], push
+    finally:
+        server.stop()

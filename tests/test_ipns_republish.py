@@ -5,14 +5,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
+import time
 
 import pytest
 from nacl.signing import SigningKey
 
 from conftest import DaemonProc
-from servers.kubo import Node, make_rpc_app, start_node
+from servers.kubo import Node, make_rpc_app, served_record, start_node
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
 from sessiond.stores import ipns
@@ -20,6 +22,7 @@ from sessiond.stores.base import HeadExpired
 from sessiond.stores.cid import digest
 from sessiond.stores.kubo import KuboStore
 from sessiond.stores.registry import RegistryEntry
+from sessiond.sync.reput import REPUT_ENV
 from waiting import wait_for
 
 LIFETIME = 6.0  # seconds: a record of the daemon under test ends this long after it was signed
@@ -50,10 +53,11 @@ async def test_kubo_takes_a_republish_and_refreshes_only_what_is_due():
         soon = ipns.record_for_head(entry, key, eol=now + dt.timedelta(seconds=30))
         form = {"arg": f"/ipns/{ipns.name_of(entry.pk[1:])}", "allow-offline": "true"}
         assert (await store._rpc("routing/put", form, body=_form(soon)))[1] is None
-        # the same sequence and the same or an earlier end of life: refused, as Kubo's validator does
-        for eol in (now + dt.timedelta(seconds=30), now + dt.timedelta(seconds=10)):
-            again = ipns.record_for_head(entry, key, eol=eol)
-            assert "older value" in (await store._rpc("routing/put", form, body=_form(again)))[1]
+        # the same bytes again: taken (a re-put, which the DHT counts from then); the same sequence and an
+        # earlier end of life: refused, as Kubo's validator does
+        assert (await store._rpc("routing/put", form, body=_form(soon)))[1] is None
+        earlier = ipns.record_for_head(entry, key, eol=now + dt.timedelta(seconds=10))
+        assert "older value" in (await store._rpc("routing/put", form, body=_form(earlier)))[1]
         # not due (more than the margin left): nothing read is written
         assert not await store.refresh_head(key, margin=dt.timedelta(seconds=10))
         assert len(node.records[ipns.name_of(entry.pk[1:])]) == 1
@@ -103,6 +107,35 @@ async def test_a_record_past_its_end_of_life_is_not_found_on_kubo_and_its_signer
         await gw.stop()
 
 
+async def test_kubo_hands_the_records_it_put_or_read_and_puts_them_again_unchanged():
+    """take_records hands each record put (set_head) or read (get_head) once; put_record puts the same
+    bytes again, which the DHT takes and counts from then; a node holding a newer record refuses it."""
+    node, rpc, gw = await start_node()
+    node.max_record_age = 60.0
+    writer, reader = (KuboStore(f"ipfs+http://127.0.0.1:{rpc.port}") for _ in range(2))
+    try:
+        key = SigningKey(b"\x0c" * 32)
+        first = dataclasses.replace(RegistryEntry.create(key, 1, b"\x1e" + digest(b"one")), signing_key=key)
+        await writer.set_head(first)
+        name = ipns.name_of(first.pk[1:])
+        (record, put) = writer.take_records()[first.pk]
+        assert put and record == node.records[name][-1][1] and writer.take_records() == {}
+        assert await reader.get_head(first.pk) == first
+        assert reader.take_records() == {first.pk: (record, False)}
+        before = node.received[name]
+        assert await reader.put_record(first.pk, record)
+        assert node.received[name] > before and node.reputs[name] == 1 and len(node.records[name]) == 1
+        second = dataclasses.replace(RegistryEntry.create(key, 2, b"\x1e" + digest(b"two")), signing_key=key)
+        await writer.set_head(second)
+        assert not await reader.put_record(first.pk, record)  # the node holds revision 2
+        assert ipns.head_from_record(node.records[name][-1][1], first.pk) == second
+    finally:
+        await writer.close()
+        await reader.close()
+        await rpc.stop()
+        await gw.stop()
+
+
 def _form(record: bytes):
     from sessiond.stores.http import file_form
 
@@ -110,14 +143,15 @@ def _form(record: bytes):
 
 
 @contextlib.contextmanager
-def kubo_pair(tmp_path, name: str):
-    """A Kubo stand-in and two daemons on it, A (its records' lifetime LIFETIME) having shared a session
-    `name` with one message, "hi", pushed: yields (node, a, b, sid, its read-write code); stops all."""
-    node = Node()
+def kubo_pair(tmp_path, name: str, *, node: Node | None = None, a_env: dict | None = None, b_env: dict | None = None):
+    """A Kubo stand-in (`node`, else one that keeps records) and two daemons on it, A (by default, its
+    records' lifetime LIFETIME) having shared a session `name` with one message, "hi", pushed: yields
+    (node, a, b, sid, its read-write code); stops all."""
+    node = node or Node()
     server = Threaded(make_rpc_app(node)).start()
     url = f"ipfs+http://127.0.0.1:{server.port}"
-    a = DaemonProc(str(tmp_path / "a"), url, env={ipns.LIFETIME_ENV: str(LIFETIME)})
-    b = DaemonProc(str(tmp_path / "b"), url)
+    a = DaemonProc(str(tmp_path / "a"), url, env={ipns.LIFETIME_ENV: str(LIFETIME)} if a_env is None else a_env)
+    b = DaemonProc(str(tmp_path / "b"), url, env=b_env)
     try:
         a.start()
         b.start()
@@ -193,6 +227,54 @@ def test_heads_expired_while_the_daemon_was_off_are_written_again_at_its_start(t
 
         wait_for(renewed, timeout=20, what="both heads written again above the revisions the node held")
         assert_imports(b, sid, code)
+
+
+FORGETS = 4.0  # seconds: the stand-in's DHT forgets a record this long after it was put (Kubo's: 48 h)
+REPUT = {REPUT_ENV: "1"}  # a daemon that puts the records it keeps again every second (by default 12 h)
+
+
+def served_after(node: Node, since: float) -> dict[str, bool]:
+    """Once every record put before `since` (time.monotonic()) is past the stand-in's FORGETS: whether
+    each head's record is still served (put again since)."""
+    wait_for(lambda: time.monotonic() > since + FORGETS + 1, timeout=FORGETS + 5, what="the DHT's record age")
+    return {name: served_record(node, name) is not None for name in list(node.records)}
+
+
+def test_the_heads_a_running_writer_signs_outlive_the_dht_s_record_age(tmp_path):
+    """Kubo's DHT forgets a record 48 h after it was put, whatever its end of life (a year here), and
+    Kubo's republisher does not put sessiond's records again: a session left alone vanished from the
+    store two days after its last push. The daemon puts the records it signed again, unchanged, before
+    that age (here: a stand-in that forgets in FORGETS seconds, a daemon that puts again every second);
+    past the age, both heads are still served and another device imports the session."""
+    with kubo_pair(tmp_path, "left alone", node=Node(max_record_age=FORGETS), a_env=REPUT) as (node, a, b, sid, code):
+        served = served_after(node, time.monotonic())
+        assert len(served) == 2 and all(served.values()), served  # the log's head and the members slot
+        assert all(node.reputs.get(name) for name in served), node.reputs
+        assert_imports(b, sid, code)
+
+
+def test_a_follower_keeps_the_heads_of_a_writer_gone_away_readable(tmp_path):
+    """A writer shares a session and goes away (its daemon stopped for longer than the DHT keeps a record).
+    A device following it keeps the records it read (A's log head, the members slot) and puts them
+    again: a third device still imports the session from A's log, after the writer's records would have
+    been forgotten."""
+    with kubo_pair(tmp_path, "gone away", node=Node(max_record_age=FORGETS), a_env={}, b_env=REPUT) as (
+        node,
+        a,
+        b,
+        sid,
+        code,
+    ):
+        assert_imports(b, sid, code)
+        a.stop()
+        served = served_after(node, time.monotonic())
+        assert served and all(served.values()), served
+        c = DaemonProc(str(tmp_path / "c"), a.store)
+        try:
+            c.start()
+            assert_imports(c, sid, code)
+        finally:
+            c.stop()
 
 
 if os.environ.get(ipns.LIFETIME_ENV):  # a lifetime set for the whole run would change what is tested here

@@ -25,6 +25,8 @@ from sessiond.stores.errors import (
     StoreTimeout,
     StoreUnreachable,
     WrongBytes,
+    failure_kind,
+    settled,
 )
 from sessiond.stores.gateway import GatewayStore
 from sessiond.stores.http import RetryPolicy, file_form
@@ -364,6 +366,47 @@ async def test_gateway_reads_verified_and_refuses_writes(node):
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_gateway_s_routing_not_found_is_no_head_and_another_500_a_server_error(node):
+    """A trustless gateway on boxo (Kubo's, rainbow) answers an IPNS name it cannot resolve with HTTP 500
+    and the text "routing: not found" (gateway/handler_ipns_record.go: GetIPNSRecord's error through
+    webError, whose default stays 500 for routing.ErrNotFound). That is no head there, as a 404 would
+    be: not a failing gateway (retried, then a server error); a 500 saying anything else still is."""
+    n, rpc, gw, tmp = node
+    reader = gateway(gw)
+    try:
+        unknown = head(1, SigningKey(b"\x0b" * 32)).pk
+        asked = len(n.requests)
+        assert await reader.get_head(unknown) is None
+        assert len(n.requests) == asked + 1  # an answer, not retried
+        n.faults.status, n.faults.times = 500, 10
+        with pytest.raises(ServerError, match="simulated fault"):
+            await reader.get_head(unknown)
+    finally:
+        await reader.close()
+
+
+async def test_a_kubo_node_started_offline_is_named_so_and_waiting_does_not_mend_it(node):
+    """`ipfs daemon --offline` refuses routing/get whatever the node holds (kubo core/coreapi/routing.go:
+    coreiface.ErrOffline, "this action must be run in online mode, try running 'ipfs daemon' first"),
+    while routing/put with allow-offline and the block commands work. So no head can be read there, nor
+    published (a publish reads the head held first). The store says that the node runs with --offline and
+    what to do, as a failure that waiting does not mend, not as a server error to retry."""
+    n, rpc, gw, tmp = node
+    store = kubo(rpc)
+    try:
+        await store.set_head(head(1))
+        n.offline = True
+        h = await store.put(b"offline blocks still work")
+        assert await store.get(h) == b"offline blocks still work"
+        for call in (lambda: store.get_head(head(1).pk), lambda: store.set_head(head(2))):
+            with pytest.raises(StoreError, match="--offline") as err:
+                await call()
+            assert "ipfs daemon" in str(err.value) and settled(err.value), err.value
+            assert "offline" in failure_kind(err.value)
+    finally:
+        await store.close()
 
 
 def test_open_store_schemes():

@@ -3,19 +3,22 @@ blocks and records.
 
 Written from Kubo's RPC reference (docs.ipfs.tech/reference/kubo/rpc: POST only, a GET answers 405;
 `block/put` with a multipart file and `cid-codec`/`mhtype`/`pin`, answering `{"Key","Size"}`;
-`block/get`, `block/stat`; `routing/put` with a multipart IPNS record and `allow-offline`;
-`routing/get` answering `{"Extra": base64 record, "Type": 5, ...}`; `pin/rm?arg=CID&arg=...`
-(`recursive` default true) answering `{"Pins": [CID, ...]}`, unpinning in order and failing on the first
-argument that is not pinned with "not pinned or pinned indirectly" (Kubo's core/commands/pin/pin.go
-loops over the arguments and returns the first error); `pin/ls?arg=CID&type=all` answering
-`{"Keys": {CID: {"Type": "recursive", "Name": ""}}}`, or the error "path '...' is not pinned"; errors as 500 with
-`{"Message","Code","Type":"error"}`; blocks over 1 MiB refused; `API.Authorizations` refused with
-403), and from the trustless gateway spec (ipfs/specs src/http-gateways/trustless-gateway.md:
-`GET /ipfs/{cid}?format=raw` as application/vnd.ipld.raw, `GET /ipns/{name}?format=ipns-record` as
-application/vnd.ipfs.ipns-record). Records put are checked as Kubo's IPNS validator does (signature,
-name; a record replaces the one held if it is better by the IPNS validator's Select (boxo ipns, as
-js-ipns's ipnsSelector): a higher sequence, or the same sequence and a later end of life (a republish);
-never the reverse, and an equal one is refused).
+`block/get`, `block/stat`; `routing/put` with a multipart IPNS record and `allow-offline`; `routing/get`
+answering `{"Extra": base64 record, "Type": 5, ...}`; `pin/rm?arg=CID&arg=...` (`recursive` default
+true) answering `{"Pins": [CID, ...]}`, unpinning in order and failing on the first argument that is not
+pinned with "not pinned or pinned indirectly" (Kubo's core/commands/pin/pin.go loops over the arguments
+and returns the first error); `pin/ls?arg=CID&type=all` answering `{"Keys": {CID: {"Type": "recursive",
+"Name": ""}}}`, or the error "path '...' is not pinned"; errors as 500 with
+`{"Message","Code","Type":"error"}`; blocks over 1 MiB refused; `API.Authorizations` refused with 403),
+and from the trustless gateway spec (ipfs/specs src/http-gateways/trustless-gateway.md: `GET
+/ipfs/{cid}?format=raw` as application/vnd.ipld.raw, `GET /ipns/{name}?format=ipns-record` as
+application/vnd.ipfs.ipns-record; a name with no record served is HTTP 500 "routing: not found" as
+boxo's gateway answers it, gateway/handler_ipns_record.go and errors.go webError). Records put are
+checked as Kubo's IPNS validator does (signature, name; a record replaces the one held if it is better
+by the IPNS validator's Select (boxo ipns, as js-ipns's ipnsSelector): a higher sequence, or the same
+sequence and a later end of life (a republish); never the reverse, and another record just as good is
+refused; the same bytes again are taken, and counted from then: go-libp2p-kad-dht routing.go PutValue
+selects only between different values).
 
 Records past their end of life are treated as Kubo does (v0.43; its DHT's value store,
 libp2p/go-libp2p-kad-dht records/value_store.go, and boxo routing/offline/offline.go): `routing/get`
@@ -25,8 +28,9 @@ as for a name never published. `routing/put` still compares a new record with th
 (the DHT's PutValue reads it with getLocal, which checks its age, not its EOL): the same sequence with a
 later end of life replaces it, a lower sequence is refused. `Node.max_record_age` (seconds) models the
 DHT forgetting a record received longer ago than that (amino.DefaultMaxRecordAge, 48 h, whatever its
-EOL): it is then absent for both. `Faults.serve_expired` serves an expired record anyway (a node or
-gateway that does not check, or an older Kubo), for the readers' own check.
+EOL): it is then absent for both, until a put (of the same bytes too) counts it from then.
+`Faults.serve_expired` serves an expired record anyway (a node or gateway that does not check, or an
+older Kubo), for the readers' own check.
 """
 
 from __future__ import annotations
@@ -66,9 +70,17 @@ class Node:
     eols: dict = field(default_factory=dict)  # name -> the end of life of the record held
     received: dict = field(default_factory=dict)  # name -> when (time.monotonic()) the record held was put
     max_record_age: float | None = None  # seconds after its put a record is forgotten (a DHT's 48 h)
+    reputs: dict = field(default_factory=dict)  # name -> how many times the record held was put again unchanged
+    offline: bool = False  # started with `ipfs daemon --offline`: routing/get refused (see OFFLINE)
     auth: str | None = None  # the Authorization header required, if any
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)
+
+
+# what Kubo's routing/get answers on a node started with --offline, whatever it holds: kubo core/coreapi
+# routing.go RoutingAPI.Get returns coreiface.ErrOffline when the node is not online (IsOnline = !--offline);
+# routing/put with allow-offline=true still stores the record (checkOnline(allowOffline))
+OFFLINE = "this action must be run in online mode, try running 'ipfs daemon' first"
 
 
 def kubo_error(message: str) -> web.Response:
@@ -81,7 +93,7 @@ def _aged_out(node: Node, name: str) -> bool:
     return node.max_record_age is not None and got is not None and time.monotonic() - got > node.max_record_age
 
 
-def _served_record(node: Node, name: str) -> bytes | None:
+def served_record(node: Node, name: str) -> bytes | None:
     history = node.records.get(name)
     if not history or _aged_out(node, name):
         return None
@@ -205,7 +217,9 @@ def make_rpc_app(node: Node) -> web.Application:
                 return kubo_error(f"invalid IPNS name: {exc}")
             name = name_of(pk)
             if cmd == "routing/get":
-                record = _served_record(node, name)
+                if node.offline:
+                    return kubo_error(OFFLINE)
+                record = served_record(node, name)
                 if record is None:
                     return kubo_error("routing: not found")
                 return web.json_response(
@@ -220,6 +234,10 @@ def make_rpc_app(node: Node) -> web.Application:
                 return kubo_error(f"record validation failed: {exc}")
             history = node.records.setdefault(name, [])
             held = history and not _aged_out(node, name)  # (an expired record still counts: see above)
+            if held and history[-1][1] == record:  # the same bytes: taken, and aged from now (a re-put)
+                node.received[name] = time.monotonic()
+                node.reputs[name] = node.reputs.get(name, 0) + 1
+                return web.Response(text=json.dumps({"Extra": "", "ID": "", "Responses": None, "Type": 5}) + "\n")
             if held and (history[-1][0], node.eols[name]) >= (rec.sequence, rec.validity):
                 return kubo_error("can't replace a newer value with an older value")
             history.append((rec.sequence, record))
@@ -258,9 +276,9 @@ def make_gateway_app(node: Node) -> web.Application:
             name = name_of(key_of_name(request.match_info["name"]))
         except IpnsError:
             return web.Response(status=400, text="invalid IPNS name")
-        record = _served_record(node, name)
-        if record is None:
-            return web.Response(status=404, text="no record")
+        record = served_record(node, name)
+        if record is None:  # boxo's gateway: GetIPNSRecord's routing.ErrNotFound is no IPLD "not found",
+            return web.Response(status=500, text="routing: not found\n")  # so webError keeps its default 500
         return web.Response(body=record, content_type="application/vnd.ipfs.ipns-record")
 
     app = web.Application(middlewares=[_fault_middleware(node)])
