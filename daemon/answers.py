@@ -17,7 +17,8 @@ from aiohttp import web
 
 from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
-from .providers import Provider, ProviderError, delta_text, usage_of
+from .provider_config import Provider, ProviderError
+from .providers import delta_text, usage_of
 
 log = logging.getLogger("sessiond.complete")
 

@@ -25,7 +25,8 @@ from ..storage.sessions import not_active, past_expiry
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .formats import pause_for_tests
-from .providers import Provider, usage_of
+from .provider_config import Provider
+from .providers import usage_of
 
 log = logging.getLogger("sessiond.complete")
 

@@ -27,7 +27,8 @@ from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .complete import ANSWER_ONLY, Ahead, check_quota, check_writable, provider_for, request_settings
-from .providers import ProviderError, usage_of
+from .provider_config import ProviderError
+from .providers import usage_of
 
 log = logging.getLogger("sessiond.openai")
 SESSION_HEADER = "X-Sessiond-Session"

@@ -81,7 +81,7 @@ class Operations:
         no row then has no import or push under way that needs them. Temporary files of a key's write cut
         short (before `started`, the daemon's start) go too. Done at start, before the socket serves."""
         keys = self.syncer.keys
-        for name in keys.leftover_temp_files(started):
+        for name in keys.remove_leftover_temp_files(started):
             log.warning("a key file's write was cut short (the daemon stopped part-way): %s deleted", name)
         stray = keys.sessions_with_files() - set(await self.db.session_ids(hidden=True))
         for sid in sorted(stray):

@@ -33,6 +33,18 @@ class ProofError(ValueError):
     pass
 
 
+class UnknownSigner(ProofError):
+    """A proof signed by a head key not among those given: `pk` (0xed | public key)."""
+
+    def __init__(self, message: str, pk: bytes):
+        super().__init__(message)
+        self.pk = pk
+
+
+class OtherHistory(ProofError):
+    """A proof whose conversation hash, count or tokens differ from those of the messages given."""
+
+
 def prepare(messages: Iterable[tuple]) -> list[tuple]:
     """Encode (device, seq, chat, role, content, tokens) messages once, for checking many proofs."""
     dumps = cbor2.dumps  # a list of text and integers: DAG-CBOR as cbor2 writes it
@@ -185,7 +197,7 @@ def check_proofs(proofs: list[dict], messages: list[tuple], known_pks: set[bytes
         except (TypeError, ValueError, AttributeError) as exc:
             raise ProofError(f"proof is malformed: {exc}") from None
         if pk not in known_pks:
-            raise ProofError("proof is signed by a key this session does not know")
+            raise UnknownSigner("proof is signed by a key this session does not know", pk)
         try:
             VerifyKey(pk[1:]).verify(_signed(proof), sig)
         except (BadSignatureError, ValueError, dagcbor.DagCborError):
@@ -194,7 +206,7 @@ def check_proofs(proofs: list[dict], messages: list[tuple], known_pks: set[bytes
         messages = prepare(messages)
     for proof, (h, n, tokens) in zip(proofs, conversation_hashes(messages, frontiers)):
         if h.hex() != proof["hash"] or n != proof["messages"] or tokens != proof["tokens"]:
-            raise ProofError(
+            raise OtherHistory(
                 f"the conversation does not match checkpoint {proof['number']} of device "
                 f"{proof['device']}: history was changed ({n} messages here, {proof['messages']} "
                 f"in the proof)"

@@ -93,7 +93,7 @@ class Syncer:
         self.follower = Follower(ctx, self.members, self.rekeyer, interval=interval, min_wait=poll_interval)
         self.importer = Importer(ctx, self.members, self._run_check, lambda sid: self.pushes.notify(sid))
         self.verifier = Verifier(ctx, self.members, self.rekeyer)
-        self.proofs = Proofs(ctx)
+        self.proofs = Proofs(ctx, self.members)
         self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now)
         self.collector = Collector(ctx)
         # heads whose records expire (Kubo), published again in time, or written anew if they expired

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 from ..stores import Store, StoreError
@@ -23,8 +24,20 @@ from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
 # seconds: every shared session is checked this often even if no head seems to change (a safety net: a
-# store that names or lists its changed heads is exact, so this is rare; a blind store has its own rounds)
+# store that names or lists its changed heads is exact, so this is rare; a blind store has its own rounds).
+# A writer of a session's members slot reads the slot's object again this often too (Follower.pull).
 FULL_PULL_EVERY = 300.0
+FULL_PULL_ENV = "SESSIOND_FULL_PULL_EVERY"
+
+
+def full_pull_every() -> float:
+    """FULL_PULL_EVERY, or SESSIOND_FULL_PULL_EVERY seconds (for tests: rounds within seconds, so that what
+    only they notice can be seen). Read when used, as the fault hooks are: a process forked from one that
+    imported this module before the variable was set must see it."""
+    text = os.environ.get(FULL_PULL_ENV, "").strip()
+    return float(text) if text else FULL_PULL_EVERY
+
+
 # sessions pulled at once: a pull waits mostly on the store (and its thread hops), so several overlap
 PULLS_AT_ONCE = 8
 
@@ -74,7 +87,7 @@ class Follower:
         if not await ctx.db.has_shared_sessions():
             return
         t = time.monotonic()
-        full = self.pull_now or t - self._last_full_pull >= FULL_PULL_EVERY
+        full = self.pull_now or t - self._last_full_pull >= full_pull_every()
         blind = False
         # a store's change feed moves on as it answers: what it named is carried over if this round fails
         changed, self._carried = self._carried, set()
@@ -149,7 +162,11 @@ class Follower:
         `moved`: the heads the stores said changed since the last poll (the poll's pulls); the members
         slot, if not among them, is taken as last read (Members.read_members `unchanged`). A members slot
         found lost (its entry or object gone, or damaged) is written again here if this device wrote it
-        (Members.restore), then read again (`restored`): the writers mend it without a `sessiond sync`."""
+        (Members.restore), then read again (`restored`): the writers mend it without a `sessiond sync`.
+        Its entry lost is a change of the store's heads, which the next poll names; its object lost changes
+        no head, and the slot as last read is taken while its entry stays: a device that wrote the slot
+        reads its object again in a full pull (`moved` None) once every FULL_PULL_EVERY seconds (counted
+        from this process's last read or write of it: Members.object_read_ago)."""
         ctx = self.ctx
         db, keys = ctx.db, ctx.keys
         remote = await db.remote(sid)
@@ -164,6 +181,13 @@ class Follower:
                 return 0
         store = ctx.open_store(remote["store_url"])
         announce_pk = bytes(remote["announce_pk"])
+        ago = self.members.object_read_ago(sid)
+        audit = (
+            moved is None
+            and bool(remote["announced"])
+            and keys.write_secret(sid) is not None
+            and (ago is None or ago >= full_pull_every())
+        )
         try:
             rev, members, notice, frozen = await self.members.read_slot(
                 store,
@@ -171,7 +195,7 @@ class Follower:
                 key,
                 announce_pk,
                 min_rev=remote["members_rev"],
-                cached=True,
+                cached=not audit,
                 unchanged=moved is not None and b"\xed" + announce_pk not in moved,
             )
             if notice is not None:

@@ -339,10 +339,10 @@ class KeyStore:
                 out.add(sid)
         return out
 
-    def leftover_temp_files(self, before: float) -> list[str]:
-        """Files a write into the sessions' folder left when the process writing them died before renaming
-        them (atomic_write's temporary files: a key each), last changed before `before` (wall-clock
-        seconds: the daemon's start, so that none of them is a write under way). Removed here."""
+    def remove_leftover_temp_files(self, before: float) -> list[str]:
+        """Removes the files a write into the sessions' folder left when the process writing them died before
+        renaming them (atomic_write's temporary files: a key each), last changed before `before` (wall-clock
+        seconds: the daemon's start, so that none of them is a write under way); returns their names."""
         gone = []
         for name in os.listdir(self.sessions_dir):
             path = os.path.join(self.sessions_dir, name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 from nacl.signing import SigningKey
@@ -117,6 +118,16 @@ class Members:
         # same entry, its object says the same, so a follower's pull reads the slot's head and not the
         # object again (nor decrypts and decodes it): one store request less per pull.
         self._seen: LRU[str, tuple[bytes, int, bytes, bytes, list[dict], dict | None, list[dict]]] = LRU(MEMBERS_KEPT)
+        # Per session: when this process last read the slot's object from the store, or wrote it
+        # (time.monotonic()): what it says stays known while the entry does not change, but that the store
+        # still holds it is known only as of then (object_read_ago).
+        self._object_read: LRU[str, float] = LRU(MEMBERS_KEPT)
+
+    def object_read_ago(self, sid: str) -> float | None:
+        """Seconds since this process last read `sid`'s members object from the store or wrote it; None if
+        it has not."""
+        at = self._object_read.get(sid)
+        return None if at is None else time.monotonic() - at
 
     async def read_members(
         self,
@@ -207,6 +218,7 @@ class Members:
             raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
         members, notice, frozen = _parse(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
+        self._object_read[sid] = time.monotonic()
         await self.keep_frozen(sid, frozen)
         return entry.revision, members, notice, frozen
 
@@ -319,6 +331,7 @@ class Members:
             # its follower (nor the next ensure_member) read the object back from the store.
             written, notice, kept = _parse(obj)
             self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice, kept)
+            self._object_read[sid] = time.monotonic()
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
             await self.keep_frozen(sid, logs)
             return rev + 1

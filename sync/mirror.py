@@ -107,6 +107,11 @@ class MirrorStore(Store):
         self.start()
         await self._drain.ready.wait()
 
+    def wake(self) -> None:
+        """The drain looks at the outboxes now rather than at its next timer: each store with writes waiting
+        is sent them, or left alone while it is known down (its backoff, or its Retry-After, not yet over)."""
+        self._drain.wake()
+
     async def close(self) -> None:
         self._drain.close()
         if self._task is not None:
@@ -195,7 +200,7 @@ class MirrorStore(Store):
         h = self.health[st.url]
         h.pending += n  # an estimate until the next count (a row queued twice counts twice)
         h.added += 1
-        self._drain.wake()
+        self.wake()
 
     async def _write_to(
         self,

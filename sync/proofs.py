@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ..stores import StoreError
 from .bounded import LRU, KeyedLocks
-from .checkpoint import Chain, ProofError, check_proof, extend, proof_of
+from .checkpoint import Chain, OtherHistory, ProofError, UnknownSigner, check_proof, extend, proof_of
 from .context import SyncContext
 from .errors import ImportError_
+from .fetch import BEHIND
+from .members import Members
 
 CHAINS_KEPT = 1024
 # Messages hashed into a checkpoint's chain per turn of the event loop (~3 us each): a checkpoint comes
@@ -24,8 +27,9 @@ HASH_STEP = 32
 class Proofs:
     """Makes and checks checkpoints; caches the conversation chain of each session (in memory)."""
 
-    def __init__(self, ctx: SyncContext):
+    def __init__(self, ctx: SyncContext, members: Members):
         self.ctx = ctx
+        self.members = members  # (the members slot read when a proof's signer is not known here)
         # per session: (its identity, Chain) of the last checkpoint, for the CHAINS_KEPT most recently
         # checkpointed sessions; one that fell out hashes its whole conversation once at the next
         self._chains: LRU[str, tuple] = LRU(CHAINS_KEPT)
@@ -112,6 +116,10 @@ class Proofs:
             raise ImportError_("checkpoint", f"the proof is for session {proof.get('session')}, not {sid}")
         try:
             check_proof(proof, await self.ctx.db.conversation(sid), await self._known_pks(sid))
+        except UnknownSigner as exc:
+            return {"ok": False, "session": sid, "problem": await self._not_read_yet(sid, exc.pk) or str(exc)}
+        except OtherHistory as exc:
+            return {"ok": False, "session": sid, "problem": await self._not_here_yet(sid, proof) or str(exc)}
         except ProofError as exc:
             return {"ok": False, "session": sid, "problem": str(exc)}
         return {
@@ -122,6 +130,60 @@ class Proofs:
             "messages": proof["messages"],
             "tokens": proof["tokens"],
         }
+
+    async def _not_read_yet(self, sid: str, pk: bytes) -> str | None:
+        """What to say of a proof signed by `pk`, a key `sid` does not know here, when it is the key of a
+        writer this device has not read yet (it joined after this device last read the members slot: its
+        log, and its key with it, come with the next pull): None when the store's slot does not list it
+        either (a key that never wrote the session), or for a session not shared."""
+        ctx = self.ctx
+        remote, key = await ctx.db.remote(sid), ctx.keys.session_key(sid)
+        if remote is None or key is None:
+            return None
+        try:
+            store = await ctx.store_for(sid)
+            _, members, _, frozen = await self.members.read_slot(
+                store, sid, key, bytes(remote["announce_pk"]), cached=True
+            )
+        except (ImportError_, StoreError, TimeoutError, OSError) as exc:
+            return (
+                f"proof is signed by a key this session does not know here; its writers as the store lists them "
+                f"could not be read ({exc}): if the signer joined the session lately, this device has not read "
+                f"it yet: run `sessiond sync {sid}`, then verify again"
+            )
+        device = next((m["device_id"] for m in members if bytes(m["head_pk"]) == pk), None)
+        device = device or next((f["d"] for f in frozen if bytes(f["k"]) == pk), None)
+        if device is None:
+            return None
+        return (
+            f"proof is signed by device {device}, a writer of this session that this device has not read yet "
+            f"(it joined after this device's last pull): run `sessiond sync {sid}` (or wait for the next "
+            f"pull), then verify again"
+        )
+
+    async def _not_here_yet(self, sid: str, proof: dict) -> str | None:
+        """What to say of a proof whose conversation differs from this device's, when the proof covers
+        writes of a device past those that have arrived here (a pull, or an import's writers away through
+        a rekey, still to come): they are missing here, not changed. None when all it covers is here."""
+        have = await self.ctx.db.devices(sid)
+        short = sorted(
+            (str(d), have.get(str(d), 0), int(upto))
+            for d, upto in proof["frontier"].items()
+            if have.get(str(d), 0) < int(upto)
+        )
+        if not short:
+            return None
+        waiting = set((await self.ctx.db.peers_in_error(BEHIND, [sid])).get(sid, []))
+        said = "; ".join(
+            f"device {d}: up to write {upto} in the proof, {here} here"
+            + (f" (device {d} {BEHIND})" if d in waiting else "")
+            for d, here, upto in short
+        )
+        return (
+            f"checkpoint {proof['number']} of device {proof['device']} covers writes that have not arrived here "
+            f"yet ({said}): run `sessiond sync {sid}` (or wait for the session's import and pulls to finish), "
+            f"then verify again"
+        )
 
 
 async def extend_in_steps(chain: Chain | None, frontier: dict[str, int], rows: list[tuple]) -> Chain | None:

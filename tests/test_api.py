@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 
 import pytest
 
 from conftest import UnixHTTP, events_route, eventually
 from sessiond.client import ApiError, AsyncClient, Client, ClientError
+from unixproxy import UnixProxy
 
 
 def raw(daemon, method, path, body=None, headers=None):
@@ -329,22 +329,14 @@ async def test_event_stream_passes_cancellation_on(tmp_path):
         writer.close()
 
 
-class DropAfterAnswer:
+class DropAfterAnswer(UnixProxy):
     """A Unix-socket proxy in front of a daemon. The first `drops` requests go through to the daemon,
     whose whole answer is read (so whatever it did is committed) and then the app's connection is
     closed without the answer: the app sees a reset connection. Later requests pass both ways."""
 
     def __init__(self, upstream: str, drops: int = 1):
-        import socket
-        import tempfile
-        import threading
-
-        self.upstream, self.drops, self.dropped = upstream, drops, 0
-        self.path = os.path.join(tempfile.mkdtemp(prefix="sd-px-"), "px.sock")
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(self.path)
-        self.sock.listen(8)
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.drops, self.dropped = drops, 0
+        super().__init__(upstream)
 
     @staticmethod
     def _read_message(f) -> bytes | None:
@@ -360,21 +352,10 @@ class DropAfterAnswer:
                 length = int(line.split(b":")[1])
         return head + f.read(length)
 
-    def _serve(self) -> None:
-        import threading
+    def handle(self, app, daemon) -> None:
+        threading.Thread(target=self._pipe, args=(app, daemon), daemon=True).start()
 
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pipe, args=(conn,), daemon=True).start()
-
-    def _pipe(self, conn) -> None:
-        import socket
-
-        up = socket.socket(socket.AF_UNIX)
-        up.connect(self.upstream)
+    def _pipe(self, conn, up) -> None:
         cf, uf = conn.makefile("rb"), up.makefile("rb")
         try:
             while (req := self._read_message(cf)) is not None:
@@ -387,9 +368,6 @@ class DropAfterAnswer:
         finally:
             conn.close()
             up.close()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_a_retried_append_is_stored_once(daemon):

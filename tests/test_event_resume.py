@@ -5,13 +5,12 @@ daemon no longer has them (another run, or too old); the clients' events() resum
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import tempfile
 import threading
 
 from conftest import UnixHTTP, events_route, eventually, wait_for
 from sessiond.client import AsyncClient, Client, ClientError
+from unixproxy import UnixProxy
 
 SYNC = ("sync.", "progress")  # the sync worker's events, whose number a test does not choose
 
@@ -159,32 +158,22 @@ def test_an_id_older_than_the_kept_events_gets_events_lost(daemon):
     assert "no longer kept" in lost["message"]
 
 
-class CutProxy:
+class CutProxy(UnixProxy):
     """A Unix-socket proxy in front of a daemon whose connections can be cut, and new ones held, at will."""
 
     def __init__(self, upstream: str):
-        self.upstream = upstream
-        self.path = os.path.join(tempfile.mkdtemp(prefix="sd-cut-"), "p.sock")
-        self.srv = socket.socket(socket.AF_UNIX)
-        self.srv.bind(self.path)
-        self.srv.listen(16)
         self.open = threading.Event()
         self.open.set()
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                a, _ = self.srv.accept()
-            except OSError:
-                return
-            self.open.wait()
-            b = socket.socket(socket.AF_UNIX)
-            b.connect(self.upstream)
-            self.pairs.append((a, b))
-            for x, y in ((a, b), (b, a)):
-                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+    def before_connect(self) -> None:
+        self.open.wait()
+
+    def handle(self, a: socket.socket, b: socket.socket) -> None:
+        self.pairs.append((a, b))
+        for x, y in ((a, b), (b, a)):
+            threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
 
     @staticmethod
     def _pipe(x: socket.socket, y: socket.socket) -> None:
@@ -212,9 +201,6 @@ class CutProxy:
 
     def resume(self) -> None:
         self.open.set()
-
-    def close(self) -> None:
-        self.srv.close()
 
 
 def test_the_clients_events_resume_by_themselves_after_a_dropped_connection(daemon):

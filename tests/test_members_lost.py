@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from conftest import cli_json, run_cli, wait_for
 from sessiond.client import ApiError
 from sessiond.sync.keys import KeyStore
@@ -31,9 +33,9 @@ def slot_head_file(store: str, *devices, sid: str) -> str:
     return os.path.join(store, "heads", slot)
 
 
-def shared(make_daemon, url):
-    a = make_daemon(url).start()
-    b = make_daemon(url).start()
+def shared(make_daemon, url, env: dict | None = None):
+    a = make_daemon(url, env=env).start()
+    b = make_daemon(url, env=env).start()
     sid = a.client().create_session(name="members")["id"]
     a.client().append(sid, "user", "a1")
     code = a.client().share(sid, write=True)["code"]
@@ -108,13 +110,27 @@ def imports(c, code: str) -> bool:
     return True
 
 
-def test_a_members_slot_deleted_from_the_store_is_written_again_without_a_sync(make_daemon, store_dir):
-    """The writers' followers notice the slot's head gone from a folder store (a deletion is a change of
-    its heads) and write it again: no one has to run `sessiond sync` for a code to work again."""
+def slot_object(store: str, d, sid: str) -> str:
+    """The folder store's file of the object the members slot `d` writes names (docs/FORMATS.md: its
+    entry's data is 0x1e | BLAKE3 | salt)."""
+    with open(slot_file(store, d, sid), "rb") as f:
+        entry = f.read()
+    objects = os.path.join(store, "objects")
+    (named,) = [os.path.join(r, n) for r, _, fs in os.walk(objects) for n in fs if bytes.fromhex(n) in entry]
+    return named
+
+
+@pytest.mark.parametrize("lost", ["entry", "object"])
+def test_a_members_slot_lost_from_the_store_is_written_again_without_a_sync(make_daemon, store_dir, lost):
+    """No one has to run `sessiond sync` for a code to work again. The slot's entry deleted: the writers'
+    followers notice its head gone from a folder store (a deletion is a change of its heads). The object
+    the entry names deleted, the entry left as it was: no head changed, so no poll names the slot; the
+    writers' followers read the slot's object again in their full rounds (every FULL_PULL_EVERY seconds,
+    1 here). Either way they write the slot again."""
     url = "file://" + store_dir
-    a, b, sid = shared(make_daemon, url)
+    a, b, sid = shared(make_daemon, url, env={"SESSIOND_FULL_PULL_EVERY": "1"} if lost == "object" else None)
     code = a.client().share(sid)["code"]
-    os.remove(slot_file(store_dir, a, sid))
+    os.remove(slot_file(store_dir, a, sid) if lost == "entry" else slot_object(store_dir, a, sid))
     c = make_daemon(url).start()
     wait_for(lambda: imports(c, code), timeout=30, what="the slot written again by a writer's follower")
     assert contents(c, sid) == [("user", "a1"), ("assistant", "b1")]
@@ -147,11 +163,7 @@ def test_a_damaged_members_object_is_written_again_by_sync(make_daemon, store_di
     """The slot's object present but corrupted: verify says `sessiond sync` writes it again, and it does."""
     url = "file://" + store_dir
     a, b, sid = shared(make_daemon, url)
-    with open(slot_file(store_dir, a, sid), "rb") as f:
-        entry = f.read()
-    objects = os.path.join(store_dir, "objects")
-    (named,) = [os.path.join(r, n) for r, _, fs in os.walk(objects) for n in fs if bytes.fromhex(n) in entry]
-    with open(named, "r+b") as f:  # a bit flipped in the middle of the object
+    with open(slot_object(store_dir, a, sid), "r+b") as f:  # a bit flipped in the middle of the object
         data = bytearray(f.read())
         data[len(data) // 2] ^= 0x01
         f.seek(0)

@@ -145,7 +145,7 @@ async def test_a_mirror_leaves_a_store_alone_for_its_retry_after(tmp_path):
         assert [r["pending"] for r in rows] == [1, 1]  # kept for each store
         assert 100 <= rows[0]["retry_in"] <= 120 and 150 <= rows[1]["retry_in"] <= 200, rows
         asked = [len(p.requests) for p in portals]
-        mirror._drain.wake()  # the drain loop looks again now: it must leave both alone
+        mirror.wake()  # the drain loop looks again now: it must leave both alone
         for _ in range(20):
             await asyncio.sleep(0)
         assert [len(p.requests) for p in portals] == asked

@@ -1,0 +1,108 @@
+"""A provider's streamed answer read event by event (issue 16): the server-sent events of a chat-completions
+stream into its chunks, each as it arrives, until the provider's `data: [DONE]`; and, after a stream that
+ended so, its connection given back for the next request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+
+import aiohttp
+
+from .provider_config import Provider, provider_error
+from .provider_failures import bad_answer, provider_message, read_failed, stream_cut
+from .streambody import Body, LineTooLong
+
+
+async def read_events(p: Provider, reader: Body) -> AsyncGenerator[tuple[bytes, dict], None]:
+    """Each chunk of the stream as the provider sent it (the event's data, its bytes) and parsed (a dict).
+    Returns after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut."""
+    began = False
+    data: list[bytes] = []
+    while True:
+        try:
+            line = await reader.readline()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise read_failed(p, exc, "in the middle of the answer") from None
+        except LineTooLong as exc:
+            raise bad_answer(p, f"sent {exc}") from None
+        if not line:
+            raise stream_cut(p, "the connection closed without [DONE]")
+        line = line.rstrip(b"\r\n")
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+            continue
+        if line or not data:
+            continue  # comments, event names, ids; or a blank line with no event
+        payload = b"\n".join(data)
+        data = []
+        if payload == b"[DONE]":
+            return
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise bad_answer(p, f"sent a stream event that is not JSON: {p.scrub(repr(payload[:120]))}") from None
+        if not isinstance(chunk, dict):  # a chunk is an object: anything else is no part of an answer
+            raise bad_answer(p, f"sent a stream event that is not a JSON object: {p.scrub(repr(payload[:120]))}")
+        if "error" in chunk and not chunk.get("choices"):
+            if not began:  # no answer yet: the provider failed, as with a 5xx, it cut nothing
+                raise provider_error(
+                    "provider_failed",
+                    502,
+                    f"provider {p.name!r} answered with an error instead of an answer "
+                    f"({p.scrub(provider_message(payload))}); retry later",
+                    provider=p.name,
+                )
+            raise stream_cut(p, provider_message(payload))
+        began = True
+        yield payload, chunk
+
+
+class Drains:
+    """The ends of streams read in the background. A stream that ended with [DONE] gives its connection back
+    for the next request: a new TCP connection (and the provider's accept) in front of every first token
+    costs more than the answer's own bookkeeping. The end of the chunked body may not have arrived with
+    [DONE]; it is read here (a few bytes), so that the answer's end is not held up by it."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def keep(self, resp: aiohttp.ClientResponse, reader: Body) -> None:
+        if resp.content.at_eof():
+            reader.stop()
+            resp.release()
+            return
+        task = asyncio.ensure_future(_drain(resp, reader))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settled(self) -> None:
+        """Returns once the streams that ended have given their connections back (or dropped them)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.settled()
+
+
+async def _drain(resp: aiohttp.ClientResponse, reader: Body) -> None:
+    try:
+        await reader.stopped()  # past [DONE], what is left is read here
+        left = 1 << 16  # past [DONE] a provider sends nothing more: a connection that does is dropped
+        while left > 0 and not resp.content.at_eof():
+            got = await resp.content.readany()  # bounded by the request's sock_read timeout
+            if not got:
+                break
+            left -= len(got)
+    except asyncio.CancelledError:
+        resp.close()
+        raise
+    except Exception:  # cut, timed out: that connection is not reused
+        resp.close()
+        return
+    if resp.content.at_eof():
+        resp.release()  # back to the pool (aiohttp reuses it only if the body was read to its end)
+    else:
+        resp.close()

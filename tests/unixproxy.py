@@ -1,0 +1,40 @@
+"""A Unix-socket proxy in front of a daemon, for what an app sees when its connection breaks: each
+connection the app makes is accepted, a connection to the daemon made for it, and the two handed to the
+subclass's `handle` (in the accepting thread: it starts threads of its own for the piping)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+
+
+class UnixProxy:
+    def __init__(self, upstream: str):
+        self.upstream = upstream
+        self.path = os.path.join(tempfile.mkdtemp(prefix="sd-px-"), "px.sock")
+        self.srv = socket.socket(socket.AF_UNIX)
+        self.srv.bind(self.path)
+        self.srv.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                app, _ = self.srv.accept()
+            except OSError:
+                return
+            self.before_connect()
+            daemon = socket.socket(socket.AF_UNIX)
+            daemon.connect(self.upstream)
+            self.handle(app, daemon)
+
+    def before_connect(self) -> None:
+        """Called with each new connection of the app, before the daemon's is made (a proxy may hold it)."""
+
+    def handle(self, app: socket.socket, daemon: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.srv.close()
