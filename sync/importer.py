@@ -247,6 +247,7 @@ class Importer:
                 if code.write_secret is not None and self.push_soon is not None:
                     self.push_soon(sid)
             ctx.shared.add(sid)  # it has other devices on it: pushed ahead of unshared sessions
+        crash_point("import:applied")
         if store_url and store is not ctx.store:
             # the session's store is recorded without the credentials store_url may carry: kept apart
             # (a 0600 file in the keys folder) for when the store is opened again after a restart
