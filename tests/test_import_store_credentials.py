@@ -14,7 +14,7 @@ import stat
 import pytest
 
 import secretcheck
-from conftest import cli_json, wait_for
+from conftest import cli_json, run_cli, wait_for
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Threaded
 from sessiond.client import ClientError
@@ -129,3 +129,30 @@ def test_an_import_tried_again_with_the_credentials_it_lacked_works_at_once(make
     assert ca.sync(sid, wait=True, timeout=30)["complete"]
     cb.sync(sid)
     wait_for(lambda: contents(b, sid) == ["hello", "and more"], timeout=30, what="the pull with the credentials")
+
+
+def _killed_at(d, point: str, *args: str, input: str | None = None) -> None:
+    """Run `sessiond ARGS` on `d` with the daemon set to die at `point` (as under kill -9), then start it."""
+    d.env["SESSIOND_CRASH_AT"] = point
+    d.restart()
+    res = run_cli(d.home, *args, "--json", input=input)
+    assert res.returncode != 0, res.stdout  # the daemon died answering it
+    d.proc.wait(10)
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+
+
+def test_an_import_killed_before_its_credentials_were_kept_still_pulls_after_the_restart(make_daemon, guarded_kubo):
+    """The import committed the session (its store recorded without the credentials), then kept the
+    credentials: killed between the two, the session was there after the restart but every pull of it
+    was refused by its store, whose credentials this home had never kept."""
+    a, b, url = _owner_and_follower(make_daemon, guarded_kubo)
+    ca = a.client()
+    sid = _pushed(ca, "before")
+    _killed_at(b, "import:applied", "import", "--store", url, input=ca.share(sid)["code"])
+    assert contents(b, sid) == ["before"]  # the import's transaction was committed
+    ca.append(sid, "user", "after the crash")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    b.client().sync(sid)
+    wait_for(lambda: contents(b, sid) == ["before", "after the crash"], timeout=30, what="the pull after the restart")
+    assert not b.client().get_session(sid)["sync"].get("error")
