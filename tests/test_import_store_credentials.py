@@ -156,3 +156,18 @@ def test_an_import_killed_before_its_credentials_were_kept_still_pulls_after_the
     b.client().sync(sid)
     wait_for(lambda: contents(b, sid) == ["before", "after the crash"], timeout=30, what="the pull after the restart")
     assert not b.client().get_session(sid)["sync"].get("error")
+
+
+def test_a_delete_killed_before_the_credentials_went_forgets_them_at_the_next_start(make_daemon, guarded_kubo):
+    """`rm` of the last session imported from a store deletes its rows, then its keys and the store's
+    credentials: killed between the two, the password stayed in the keys folder for good (until some
+    later `rm`), for a store no session here uses."""
+    a, b, url = _owner_and_follower(make_daemon, guarded_kubo)
+    ca, cb = a.client(), b.client()
+    sid = _pushed(ca, "one")
+    cb.import_code(ca.share(sid)["code"], store=url)
+    kept = os.path.join(b.home, "keys", "store-credentials")
+    assert PASSWORD in open(kept).read()
+    _killed_at(b, "delete.rows", "rm", sid)
+    assert sid not in [s["id"] for s in b.client().list_sessions()["sessions"]]
+    assert PASSWORD not in open(kept).read()
