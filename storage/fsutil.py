@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 
+from .errors import crash_at
+
 _FADVISE = hasattr(os, "posix_fadvise")  # Linux and most Unixes; not macOS
 
 
@@ -49,6 +51,7 @@ def atomic_write(
         _unlink_quietly(tmp)
         raise
     os.close(fd)
+    crash_at("write:" + os.path.basename(path))  # (tests: killed with the new file written, not renamed)
     try:
         os.replace(tmp, path)
     except BaseException:  # e.g. `path` is a folder: no copy of the data is left under another name

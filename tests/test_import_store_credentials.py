@@ -171,3 +171,18 @@ def test_a_delete_killed_before_the_credentials_went_forgets_them_at_the_next_st
     _killed_at(b, "delete.rows", "rm", sid)
     assert sid not in [s["id"] for s in b.client().list_sessions()["sessions"]]
     assert PASSWORD not in open(kept).read()
+
+
+def test_a_write_of_the_credentials_killed_before_its_rename_leaves_no_copy_of_them(make_daemon, guarded_kubo):
+    """A daemon killed while it wrote the credentials file (the new file written, not yet renamed over the
+    old) left that temporary file in the keys folder for good, the store's password in it, whatever later
+    deletes did: the start removed only the temporary files of the session keys' folder."""
+    a, b, url = _owner_and_follower(make_daemon, guarded_kubo)
+    ca = a.client()
+    sid = _pushed(ca, "one")
+    _killed_at(b, "write:store-credentials", "import", "--store", url, input=ca.share(sid)["code"])
+    keys = os.path.join(b.home, "keys")
+    assert sid not in [s["id"] for s in b.client().list_sessions()["sessions"]]  # the import did not happen
+    for name in os.listdir(keys):
+        path = os.path.join(keys, name)
+        assert not (os.path.isfile(path) and PASSWORD in open(path, errors="replace").read()), name
