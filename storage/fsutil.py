@@ -85,3 +85,13 @@ def write_all(fd: int, data: bytes | list[bytes]) -> None:
 def ensure_private_dir(path: str) -> None:
     """Create `path` (and parents) as 0700 if missing; an existing folder keeps its mode."""
     os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def ensure_durable_dir(path: str) -> None:
+    """ensure_private_dir for a folder whose files are acknowledged once written: when this makes it, its
+    entry in its parent is made durable too (an fsync of the parent), or a power loss could take the new
+    folder, and the fsynced files in it, away. The parent must exist."""
+    if os.path.isdir(path):
+        return
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    fsync_dir(os.path.dirname(path))
