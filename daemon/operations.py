@@ -82,7 +82,7 @@ class Operations:
         short (before `started`, the daemon's start) go too. Done at start, before the socket serves."""
         keys = self.syncer.keys
         for name in keys.remove_leftover_temp_files(started):
-            log.warning("a key file's write was cut short (the daemon stopped part-way): %s deleted", name)
+            log.warning("a write into the key folder was cut short (the daemon stopped part-way): %s deleted", name)
         stray = keys.sessions_with_files() - set(await self.db.session_ids(hidden=True))
         for sid in sorted(stray):
             async with self.syncer.ctx.lock(sid):

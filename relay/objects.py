@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ..storage.fsutil import atomic_write, ensure_private_dir, fsync_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir, ensure_private_dir, fsync_dir
 from ..stores.base import MAX_OBJECT_SIZE
 from ..stores.cid import digest
 
@@ -68,9 +68,9 @@ class Objects:
     def _write(self, account: str, h: bytes, data: bytes) -> None:
         path = self.path(h)
         if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            ensure_durable_dir(os.path.dirname(path))  # (a new folder's entry too: the put is acknowledged)
             atomic_write(path, data, 0o600)
-        ensure_private_dir(os.path.join(self.pins, account))
+        ensure_durable_dir(os.path.join(self.pins, account))
         atomic_write(self._pin_path(account, h), str(len(data)).encode(), 0o600)
 
     async def put(self, account: str, data: bytes) -> bytes:
@@ -121,7 +121,7 @@ class Objects:
         return os.path.join(self.head_pins, account, pk.hex())
 
     def _write_head_pin(self, account: str, pk: bytes) -> None:
-        ensure_private_dir(os.path.join(self.head_pins, account))
+        ensure_durable_dir(os.path.join(self.head_pins, account))
         atomic_write(self._head_pin(account, pk), str(HEAD_SIZE).encode(), 0o600)
 
     async def charge_head(self, account: str, pk: bytes) -> None:

@@ -247,7 +247,22 @@ class Connections:
                 # and it can be run again (its rows go with it: ON DELETE CASCADE). One from a file is left
                 # to the daemon's start, which says so and deletes it whole (daemon/server.py).
                 keep = " AND id NOT IN (SELECT session_id FROM file_imports)" if upto is None or upto >= 12 else ""
-                writer.execute("DELETE FROM sessions WHERE importing=1" + keep)
+                hidden = "SELECT id FROM sessions WHERE importing=1" + keep
+                writer.execute("BEGIN IMMEDIATE")
+                try:
+                    if upto is None or upto >= 13:
+                        # the words of its messages the indexer took meanwhile leave the index, as a delete's
+                        # do (search.py PURGE_IF_INDEXED; the indexer merges the index whole)
+                        writer.execute(
+                            "INSERT OR IGNORE INTO search_purge(id) SELECT 1 WHERE EXISTS (SELECT 1 FROM messages m"
+                            f" WHERE m.session_id IN ({hidden})"
+                            " AND NOT EXISTS (SELECT 1 FROM messages_fts_pending p WHERE p.id=m.rowid))"
+                        )
+                    writer.execute(f"DELETE FROM sessions WHERE id IN ({hidden})")
+                    writer.execute("COMMIT")
+                except BaseException:
+                    writer.execute("ROLLBACK")
+                    raise
             # (set-up, before anyone else holds this object: the only reads on the writer outside a
             # transaction)
             rows = writer.execute("SELECT value FROM meta WHERE key='device_id'").fetchall()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 
+from .errors import crash_at
+
 _FADVISE = hasattr(os, "posix_fadvise")  # Linux and most Unixes; not macOS
 
 
@@ -49,6 +51,7 @@ def atomic_write(
         _unlink_quietly(tmp)
         raise
     os.close(fd)
+    crash_at("write:" + os.path.basename(path))  # (tests: killed with the new file written, not renamed)
     try:
         os.replace(tmp, path)
     except BaseException:  # e.g. `path` is a folder: no copy of the data is left under another name
@@ -82,3 +85,13 @@ def write_all(fd: int, data: bytes | list[bytes]) -> None:
 def ensure_private_dir(path: str) -> None:
     """Create `path` (and parents) as 0700 if missing; an existing folder keeps its mode."""
     os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def ensure_durable_dir(path: str) -> None:
+    """ensure_private_dir for a folder whose files are acknowledged once written: when this makes it, its
+    entry in its parent is made durable too (an fsync of the parent), or a power loss could take the new
+    folder, and the fsynced files in it, away. The parent must exist."""
+    if os.path.isdir(path):
+        return
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    fsync_dir(os.path.dirname(path))

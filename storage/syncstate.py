@@ -175,9 +175,14 @@ class SyncState:
         )
 
     async def sessions_needing_push(self) -> list[str]:
+        """The sessions a push must be resumed for after a restart: this device's log not all pushed, or
+        a shared session this device may write that it is not listed in the members slot of yet (a share
+        or a write import that a crash cut short between its database and the slot: the push lists it)."""
         rows = await self.c.committed.fetchall(
             "SELECT l.session_id FROM logs l LEFT JOIN sync_state y ON y.session_id=l.session_id"
-            " WHERE l.device_id=? AND (l.last_seq > coalesce(y.pushed_seq, 0) OR y.pending IS NOT NULL)",
+            " WHERE l.device_id=? AND (l.last_seq > coalesce(y.pushed_seq, 0) OR y.pending IS NOT NULL)"
+            " UNION SELECT r.session_id FROM remotes r JOIN sessions s ON s.id=r.session_id"
+            " WHERE r.announced=0 AND s.access IN ('owner', 'write') AND s.importing=0",
             (self.c.device_id,),
         )
         return [r[0] for r in rows]

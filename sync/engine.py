@@ -173,6 +173,10 @@ class Syncer:
         self.ctx.stopping = True
         self._wake.set()
         await stop_tasks([t for t in (self._task, self._republishing, self._reputting) if t is not None])
+        try:  # the head records the stores handed since the keeper's last look: kept, not lost with the process
+            await self.record_keeper.collect()
+        except Exception:
+            log.exception("keeping the heads' records at the stop failed")
         await self.pushes.stop()
         if self._checks is not None:
             self._checks.shutdown(wait=False, cancel_futures=True)

@@ -189,6 +189,14 @@ class Importer:
 
             # checked in a thread of its own, before the writer is taken: appends meanwhile do not wait
             await self.run_check(check)
+        keep_credentials = store_url if store_url and store is not ctx.store else None
+        if keep_credentials:
+            # the session's store is recorded without the credentials store_url may carry: kept apart (a
+            # 0600 file in the keys folder) for when the store is opened again after a restart. Kept before
+            # the session is written, so that no crash leaves it here without them (a crash before that
+            # leaves credentials no session uses: the next start forgets them); and again after, in case a
+            # delete meanwhile pruned them (its prune did not see this session yet)
+            await ctx.credentials.remembered(keep_credentials)
         async with ctx.lock(sid):  # no push of `sid` meanwhile: none can make or use a key of its own for it
             fresh = existing is None and not await self._exists(sid)
             if fresh:
@@ -247,10 +255,9 @@ class Importer:
                 if code.write_secret is not None and self.push_soon is not None:
                     self.push_soon(sid)
             ctx.shared.add(sid)  # it has other devices on it: pushed ahead of unshared sessions
-        if store_url and store is not ctx.store:
-            # the session's store is recorded without the credentials store_url may carry: kept apart
-            # (a 0600 file in the keys folder) for when the store is opened again after a restart
-            await ctx.credentials.remembered(store_url)
+        crash_point("import:applied")
+        if keep_credentials:
+            await ctx.credentials.remembered(keep_credentials)
         if code.write_secret is not None:
             # A writer is a member from its import on, not from its first push: a rekey keeps exactly the
             # members, so a device that has not written yet would otherwise lose access.

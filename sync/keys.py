@@ -340,18 +340,20 @@ class KeyStore:
         return out
 
     def remove_leftover_temp_files(self, before: float) -> list[str]:
-        """Removes the files a write into the sessions' folder left when the process writing them died before
-        renaming them (atomic_write's temporary files: a key each), last changed before `before` (wall-clock
-        seconds: the daemon's start, so that none of them is a write under way); returns their names."""
+        """Removes the files a write into the key folder or the sessions' folder left when the process
+        writing them died before renaming them (atomic_write's temporary files: a key each, the device key,
+        the store credentials), last changed before `before` (wall-clock seconds: the daemon's start, so
+        that none of them is a write under way); returns their names."""
         gone = []
-        for name in os.listdir(self.sessions_dir):
-            path = os.path.join(self.sessions_dir, name)
-            try:
-                if name.startswith(".tmp-") and os.lstat(path).st_mtime < before:
-                    os.unlink(path)
-                    gone.append(name)
-            except FileNotFoundError:
-                pass
+        for folder in (self.folder, self.sessions_dir):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                try:
+                    if name.startswith(".tmp-") and os.lstat(path).st_mtime < before:
+                        os.unlink(path)
+                        gone.append(name)
+                except FileNotFoundError:
+                    pass
         return gone
 
     def delete_session_key(self, sid: str) -> None:

@@ -226,13 +226,10 @@ class Pusher:
                 out["compaction_bytes"] = one.writer.written.bytes
             await asyncio.sleep(0)  # (the push's record written: what is left of it in a step of its own)
             remote = await db.remote(sid)
-            if (
-                remote is not None
-                and not remote["announced"]
-                and out["revision"]
-                and self.ctx.keys.write_secret(sid) is not None
-            ):
-                await self.members.ensure_member(sid)  # so that the other devices find this device's log
+            if remote is not None and not remote["announced"] and self.ctx.keys.write_secret(sid) is not None:
+                # so that the other devices find this device's log, and a rekey keeps it: a writer that
+                # has written nothing yet too (a write import that a crash cut short before it was listed)
+                await self.members.ensure_member(sid)
             return out
 
     def _records_of(self, sid: str) -> Callable[[int, int], Awaitable[LogRun]]:

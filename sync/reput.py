@@ -10,8 +10,9 @@ IPNS spec, "Record Republishing"), and the DHT takes the same bytes again and co
 then (go-libp2p-kad-dht routing.go PutValue).
 
 So each record a store hands (Store.take_records: one put by this device, or read from it) is kept in
-the database (`kept_records`, the best seen of each head), with when this device last put it (a record
-read counts from when it was read: its writer put it no later). Every `every` seconds
+the database (`kept_records`, the best seen of each head) within KEEP_EVERY seconds, and at a clean stop,
+with when this device last put it (a record read counts from when it was read: its writer put it no
+later). Every `every` seconds
 (SESSIOND_IPNS_REPUT_EVERY, 12 h by default: well inside the DHT's 48 h) the kept record of each head a
 session here publishes or follows on such a store (its own log's head, its members slot, the log heads
 of the other devices it follows) is put again, unchanged. A record past its end of life is not (no node
@@ -34,6 +35,9 @@ log = logging.getLogger("sessiond.sync")
 REPUT_ENV = "SESSIOND_IPNS_REPUT_EVERY"
 DEFAULT_EVERY = 12 * 3600.0  # seconds between two puts of a record (the DHT forgets it after 48 h)
 MAX_TICK = 600.0  # seconds between two looks at what is due, at most
+# seconds between two keepings of the records the stores handed (a push's), while a store forgets records: a
+# record kept only in memory is lost to a kill -9, and its head forgotten by the DHT 48 h after the push
+KEEP_EVERY = 1.0
 
 
 def reput_every() -> float:
@@ -49,28 +53,39 @@ class RecordKeeper:
         self.tick = min(self.every / 4, MAX_TICK)
 
     async def run(self) -> None:
-        """The background loop (Syncer.start): a round every `tick`."""
+        """The background loop (Syncer.start): a round every `tick`; and, while a store forgets records,
+        what the stores handed kept every KEEP_EVERY (a record only in memory is lost to a kill -9)."""
+        next_round = 0.0
         while not self.ctx.stopping:
             try:
-                done = await self.round()
-                if done:
-                    log.info("heads' records put again before the DHT forgets them", extra={"objects": done})
+                if time.monotonic() >= next_round:
+                    next_round = time.monotonic() + self.tick
+                    done = await self.round()
+                    if done:
+                        log.info("heads' records put again before the DHT forgets them", extra={"objects": done})
+                else:
+                    await self.collect()
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one bad round stop the loop: the next one tries again
                 log.exception("putting heads' records again failed")
-            await asyncio.sleep(self.tick)
+            forgets = any(st.heads_expire for st in self._stores())
+            await asyncio.sleep(max(0.0, min(next_round - time.monotonic(), KEEP_EVERY if forgets else self.tick)))
 
     def _stores(self) -> list[Store]:
         return [self.ctx.store, *self.ctx.stores.values()]
 
     async def collect(self) -> None:
-        """Keep the records the stores handed: of each head, the best (as the IPNS validator selects)."""
+        """Keep the records the stores handed: of each head, the best (as the IPNS validator selects).
+        Also called as the sync engine stops, so that a clean stop loses none."""
+        handed = [rec for st in self._stores() if (rec := st.take_records())]
+        if not handed:
+            return
         kept = self.ctx.db.kept_records
         rows = await kept.all()
         now = time.time()
-        for st in self._stores():
-            for pk, (record, put) in st.take_records().items():
+        for records in handed:
+            for pk, (record, put) in records.items():
                 old = rows.get(pk)
                 if old is not None and old[0] == record:
                     if put:

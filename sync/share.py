@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from ..storage.redact import shown_store
 from .context import SyncContext
-from .errors import ImportError_
+from .errors import ImportError_, crash_point
 from .locations import locations_of
 from .members import Members, announce_key
 from .rekey import Rekeyer
@@ -70,7 +70,9 @@ class Sharer:
             # a write secret made now: its members slot (signed by a key derived from it) cannot exist yet
             new_slot = ctx.keys.write_secret(sid) is None
             ws = await ctx.keys.make_write_secret(sid)
+            crash_point("share:secret")
             await ctx.db.add_remote(sid, None, bytes(announce_key(ws).verify_key))
+            crash_point("share:remote")
             ctx.shared.add(sid)
             remote = await ctx.db.remote(sid)
             assert remote is not None  # just added
@@ -83,6 +85,7 @@ class Sharer:
                 # the slot (as it wrote it: cached), lest a second members object be left in the store
                 new_slot = new_slot and not (await ctx.db.remote(sid) or {}).get("announced")
                 await self.members.ensure_member(sid, slot=(0, [], []) if new_slot else None)
+        crash_point("share:member")
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None
         places = await locations_of(store)  # networks plus hints, not this device's store URLs as such

@@ -14,7 +14,7 @@ import stat
 import pytest
 
 import secretcheck
-from conftest import cli_json, wait_for
+from conftest import cli_json, run_cli, wait_for
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Threaded
 from sessiond.client import ClientError
@@ -129,3 +129,60 @@ def test_an_import_tried_again_with_the_credentials_it_lacked_works_at_once(make
     assert ca.sync(sid, wait=True, timeout=30)["complete"]
     cb.sync(sid)
     wait_for(lambda: contents(b, sid) == ["hello", "and more"], timeout=30, what="the pull with the credentials")
+
+
+def _killed_at(d, point: str, *args: str, input: str | None = None) -> None:
+    """Run `sessiond ARGS` on `d` with the daemon set to die at `point` (as under kill -9), then start it."""
+    d.env["SESSIOND_CRASH_AT"] = point
+    d.restart()
+    res = run_cli(d.home, *args, "--json", input=input)
+    assert res.returncode != 0, res.stdout  # the daemon died answering it
+    d.proc.wait(10)
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+
+
+def test_an_import_killed_before_its_credentials_were_kept_still_pulls_after_the_restart(make_daemon, guarded_kubo):
+    """The import committed the session (its store recorded without the credentials), then kept the
+    credentials: killed between the two, the session was there after the restart but every pull of it
+    was refused by its store, whose credentials this home had never kept."""
+    a, b, url = _owner_and_follower(make_daemon, guarded_kubo)
+    ca = a.client()
+    sid = _pushed(ca, "before")
+    _killed_at(b, "import:applied", "import", "--store", url, input=ca.share(sid)["code"])
+    assert contents(b, sid) == ["before"]  # the import's transaction was committed
+    ca.append(sid, "user", "after the crash")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    b.client().sync(sid)
+    wait_for(lambda: contents(b, sid) == ["before", "after the crash"], timeout=30, what="the pull after the restart")
+    assert not b.client().get_session(sid)["sync"].get("error")
+
+
+def test_a_delete_killed_before_the_credentials_went_forgets_them_at_the_next_start(make_daemon, guarded_kubo):
+    """`rm` of the last session imported from a store deletes its rows, then its keys and the store's
+    credentials: killed between the two, the password stayed in the keys folder for good (until some
+    later `rm`), for a store no session here uses."""
+    a, b, url = _owner_and_follower(make_daemon, guarded_kubo)
+    ca, cb = a.client(), b.client()
+    sid = _pushed(ca, "one")
+    cb.import_code(ca.share(sid)["code"], store=url)
+    kept = os.path.join(b.home, "keys", "store-credentials")
+    assert PASSWORD in open(kept).read()
+    _killed_at(b, "delete.rows", "rm", sid)
+    assert sid not in [s["id"] for s in b.client().list_sessions()["sessions"]]
+    assert PASSWORD not in open(kept).read()
+
+
+def test_a_write_of_the_credentials_killed_before_its_rename_leaves_no_copy_of_them(make_daemon, guarded_kubo):
+    """A daemon killed while it wrote the credentials file (the new file written, not yet renamed over the
+    old) left that temporary file in the keys folder for good, the store's password in it, whatever later
+    deletes did: the start removed only the temporary files of the session keys' folder."""
+    a, b, url = _owner_and_follower(make_daemon, guarded_kubo)
+    ca = a.client()
+    sid = _pushed(ca, "one")
+    _killed_at(b, "write:store-credentials", "import", "--store", url, input=ca.share(sid)["code"])
+    keys = os.path.join(b.home, "keys")
+    assert sid not in [s["id"] for s in b.client().list_sessions()["sessions"]]  # the import did not happen
+    for name in os.listdir(keys):
+        path = os.path.join(keys, name)
+        assert not (os.path.isfile(path) and PASSWORD in open(path, errors="replace").read()), name

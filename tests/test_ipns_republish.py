@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+import sqlite3
 import time
 
 import pytest
@@ -275,6 +276,33 @@ def test_a_follower_keeps_the_heads_of_a_writer_gone_away_readable(tmp_path):
             assert_imports(c, sid, code)
         finally:
             c.stop()
+
+
+def _kept_records(d: DaemonProc) -> int:
+    """How many head records the daemon's database keeps to put again (read-only, beside the daemon)."""
+    with contextlib.closing(sqlite3.connect(f"file:{d.home}/sessions.db?mode=ro", uri=True)) as conn:
+        return int(conn.execute("SELECT count(*) FROM kept_records").fetchone()[0])
+
+
+@pytest.mark.parametrize("how", ["kill -9", "stop"])
+def test_the_records_a_writer_put_before_it_stopped_are_put_again_after_its_restart(tmp_path, how):
+    """The records a store hands (those this device put, those it read) were kept only in memory until the
+    keeper's next round, 10 minutes later by default, and a clean stop did not keep them either: a daemon
+    killed or stopped within 10 minutes of its push lost the records of its heads, did not put them again
+    after its restart, and the DHT forgot them (48 h after the push; here FORGETS seconds): another
+    device could not import the session. They are now kept within a second, and at a clean stop."""
+    with kubo_pair(tmp_path, "stopped", node=Node(max_record_age=FORGETS), a_env={}) as (node, a, b, sid, code):
+        if how == "kill -9":
+            wait_for(lambda: _kept_records(a) == 2, timeout=10, what="the log head's and slot's records kept")
+            a.kill()
+        else:
+            a.stop()
+        assert _kept_records(a) == 2
+        a.env.update(REPUT)
+        a.start()
+        served = served_after(node, time.monotonic())
+        assert len(served) == 2 and all(served.values()), served
+        assert_imports(b, sid, code)
 
 
 if os.environ.get(ipns.LIFETIME_ENV):  # a lifetime set for the whole run would change what is tested here

@@ -78,3 +78,24 @@ async def test_a_full_account_stores_no_new_heads_but_moves_its_own(tmp_path):
         finally:
             await store.close()
             await other.close()
+
+
+async def test_a_new_folder_of_an_acknowledged_object_or_pin_is_durable_in_its_parent(tmp_path, monkeypatch):
+    """The relay answers a put once the object and the uploader's pin are on disk. A put that made a new
+    folder (the object's objects/<2 hex>/, the account's pins/<account>/ or headpins/<account>/) fsynced
+    the files in it but not the parent's entry for the folder: after a power loss the folder, and the
+    acknowledged object or pin in it, could be gone (the folder store, stores/file.py, syncs it)."""
+    from sessiond.relay import objects as relay_objects
+    from sessiond.storage import fsutil
+
+    synced: list[str] = []
+    real = fsutil.fsync_dir
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda p: (synced.append(os.path.abspath(p)), real(p))[1])
+    monkeypatch.setattr(relay_objects, "fsync_dir", fsutil.fsync_dir)
+    objs = relay_objects.Objects(str(tmp_path), quota=1 << 20)
+    h = await objs.put("acct", b"an object")
+    assert os.path.isdir(os.path.join(objs.objects, h.hex()[:2]))
+    for parent in (objs.objects, objs.pins):
+        assert os.path.abspath(parent) in synced, (parent, synced)
+    await objs.charge_head("acct", b"\xed" + bytes(32))
+    assert os.path.abspath(objs.head_pins) in synced, synced

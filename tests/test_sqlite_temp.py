@@ -194,6 +194,26 @@ async def test_a_purge_of_deleted_words_is_kept_across_a_restart(tmp_path):
         await db.close()
 
 
+async def test_an_import_cut_short_after_its_words_were_indexed_is_purged_from_the_index(tmp_path):
+    # a share-code import writes its messages in chunks of their own transactions, the session hidden
+    # (importing=1) until the last; the background indexer takes the chunks written meanwhile. A crash
+    # part-way leaves that state, and the next opening deletes the hidden session: its words stayed in
+    # the index's segments for good, as no purge was asked for (a delete asks for one)
+    db, sid = await _database_with(tmp_path, [f"word{i} of an import cut short" for i in range(20)])
+    await db.searcher.catch_up()
+    async with db.c.transaction() as tx:  # as apply_remote leaves it until its last transaction
+        await tx.execute("UPDATE sessions SET importing=1 WHERE id=?", (sid,))
+    await db.close()
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        assert await db.session_ids(hidden=True) == []
+        assert await db.searcher.purge_wanted()
+        assert await db.searcher.purge() >= 1
+        assert await db.search("import") == []
+    finally:
+        await db.close()
+
+
 async def test_deletes_in_a_row_share_one_purge_of_the_index(tmp_path, monkeypatch):
     # a clean-up deleting many sessions must not merge the whole index once per session: the indexer
     # waits until no delete came for PURGE_QUIET_S

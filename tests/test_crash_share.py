@@ -1,0 +1,84 @@
+"""kill -9 part-way through `share` and `import`: each writes key files, then database rows, then the
+session's members slot in the store, and a crash between them must leave nothing that stays half-made.
+After the restart the daemon finishes what the crash cut short (this device listed in the members slot),
+without the user running anything: verify and doctor are clean, a code made now imports, a rekey keeps
+this device, and the devices converge. SESSIOND_CRASH_AT names the point where the daemon dies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import cli_json, run_cli, wait_for
+from sessiond.stores.file import FileStore
+from sessiond.sync.sharecode import decode
+
+
+def _messages(d, sid: str) -> list[str]:
+    return [m["content"] for m in d.client().messages(sid, limit=10_000)["messages"]]
+
+
+def _killed_at(d, point: str, *args: str, input: str | None = None) -> None:
+    """Run `sessiond ARGS` on `d` with the daemon set to die at `point`, then start it again."""
+    d.env["SESSIOND_CRASH_AT"] = point
+    d.restart()
+    res = run_cli(d.home, *args, "--json", input=input)
+    assert res.returncode != 0, res.stdout  # the daemon died answering it: not acknowledged
+    d.proc.wait(10)
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+
+
+def _clean(d) -> bool:
+    return bool(cli_json(d.home, "verify")["ok"]) and run_cli(d.home, "doctor", "--json").returncode == 0
+
+
+@pytest.mark.parametrize("point", ["share:secret", "share:remote", "share:member"])
+def test_a_share_killed_part_way_is_finished_at_the_next_start(make_daemon, store_dir, point):
+    """`share` makes the write secret, then records the session as shared, then writes its members slot:
+    killed after the record and before the slot, the session was shared with no slot in the store, and
+    verify and doctor said so ("the store has no members entry") until the user ran `sessiond sync`."""
+    url = f"file://{store_dir}"
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    sid = a.client().create_session(name="to share")["id"]
+    a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(10)])
+    _killed_at(a, point, "share", sid, "--write")
+    wait_for(lambda: _clean(a), timeout=20, what="verify and doctor clean after the restart, with no sync asked")
+    b.client().import_code(a.client().share(sid, write=True)["code"])
+    b.client().append(sid, "assistant", "from B")
+    a.client().append(sid, "user", "from A")
+    wait_for(lambda: "from B" in _messages(a, sid) and "from A" in _messages(b, sid), timeout=30)
+    assert _messages(a, sid) == _messages(b, sid)
+    assert _clean(a) and _clean(b)
+
+
+def test_a_write_import_killed_before_joining_the_members_is_a_member_after_the_restart(make_daemon, store_dir):
+    """A write import applies the code's logs, then adds this device to the session's members slot: killed
+    between the two, the session was there (access "write", verify and doctor clean) but this device was
+    no member, so the owner's next rekey, which keeps exactly the members, left it out without a word, and
+    it never saw another message written on the session."""
+    url = f"file://{store_dir}"
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    sid = a.client().create_session(name="to import")["id"]
+    a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(10)])
+    code = a.client().share(sid, write=True)["code"]
+    _killed_at(b, "import:applied", "import", input=code)
+    assert b.client().get_session(sid)["access"] == "write"  # the import's transaction was committed
+    assert _messages(b, sid) == [f"m{i}" for i in range(10)]
+
+    slot = FileStore(store_dir), b"\xed" + decode(code).announce_pk
+    written = asyncio.run(slot[0].get_head(slot[1])).revision  # A's write of the slot, as B read it
+
+    def member() -> bool:  # B writes the slot again, listing itself
+        return asyncio.run(slot[0].get_head(slot[1])).revision > written
+
+    wait_for(member, timeout=20, what="B adding itself to the members slot after its restart, no command run")
+    res = a.client().rekey(sid)
+    assert len(res["kept"]) == 1, res  # B kept through the rekey
+    a.client().append(sid, "user", "after the rekey")
+    wait_for(lambda: "after the rekey" in _messages(b, sid), timeout=30)
+    b.client().append(sid, "assistant", "B on the new key")
+    wait_for(lambda: "B on the new key" in _messages(a, sid), timeout=30)
+    assert _messages(a, sid) == _messages(b, sid)
+    assert _clean(a) and _clean(b)
