@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import PY
+from conftest import PY, run_cli
 
 
 def test_serve_invite_with_a_data_folder_it_cannot_use_is_a_clear_error(tmp_path):
@@ -24,3 +24,32 @@ def test_serve_invite_with_a_data_folder_it_cannot_use_is_a_clear_error(tmp_path
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
         assert f"cannot use the data folder {data}" in json.loads(res.stdout)["error"]["message"]
     assert not_a_folder.read_text() == "a file, not the relay's folder"
+
+
+def test_serve_actions_take_the_data_folder_given_before_the_action(tmp_path):
+    """`sessiond serve --data D invite` (the option before the action, where `serve --help` lists it) makes the
+    invite in D, as `serve invite --data D` does: it used to be dropped for the default folder, so the invite was
+    one the relay at D had never heard of and the device's registration was refused. `accounts` and `revoke`
+    read D the same way. A relay's own option (--quota, --listen, ...) given to an action is refused, not
+    ignored, and nothing is written."""
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path / "home")}
+    data = tmp_path / "relay"
+    res = run_cli(None, "serve", "--data", str(data), "invite", "--label", "phone", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["data"] == str(data)
+    assert len(list((data / "invites").iterdir())) == 1
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+    (data / "accounts").mkdir(mode=0o700)
+    res = run_cli(None, "serve", "--data", str(data), "accounts", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["data"] == str(data)
+    res = run_cli(None, "serve", "--data", str(data), "revoke", "nobody", env=env)
+    assert res.returncode == 1 and "no account 'nobody'" in res.stderr, res.stderr
+    for given in (["--quota", "2G"], ["--listen", "0.0.0.0:6000"], ["--open-registration"], ["--access-log"]):
+        for json_flag in ([], ["--json"]):
+            res = run_cli(None, "serve", *given, "invite", "--data", str(data), *json_flag, env=env)
+            assert res.returncode == 2, (given, res.stdout, res.stderr)
+            assert f"{given[0]} is an option of `sessiond serve`" in res.stderr, res.stderr
+            if json_flag:
+                assert json.loads(res.stdout)["error"]["code"] == "usage"
+    assert len(list((data / "invites").iterdir())) == 1
