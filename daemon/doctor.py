@@ -20,7 +20,7 @@ from ..stores.errors import LyingServer, StoreFull, describe_failure, failing
 from ..sync.errors import describe
 from ..sync.mirror import MirrorStore
 from .doctor_files import check_home, finding
-from .doctor_fixes import pull_fix, settled_fix
+from .doctor_fixes import for_home, pull_fix, settled_fix
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -46,6 +46,8 @@ async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     findings += await check_pushes(daemon)
     if verify:
         findings += await check_verify(daemon, down)
+    for f in findings:
+        f["fix"] = for_home(f["fix"], daemon.home.path)
     return {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings}
 
 

@@ -81,7 +81,8 @@ def test_a_damaged_object_names_the_session_failing_verify(healthy):
         assert code == 1
         (p,) = problems(rep)
         assert p["check"] == "verify" and f"session {sid} fails verify" in p["message"], rep
-        assert p["fix"] == f"sessiond sync --wait {sid} && sessiond verify {sid}"
+        # the exact commands, for this home: without --home they would act on the default home's daemon
+        assert p["fix"] == f"sessiond sync --home {d.home} --wait {sid} && sessiond verify --home {d.home} {sid}"
     finally:
         for path, data in saved.items():
             with open(path, "wb") as f:
