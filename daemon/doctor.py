@@ -179,7 +179,9 @@ async def check_verify(daemon: Daemon, down: dict[str, str] | None = None) -> li
         if not problems:
             continue
         fix = f"sessiond sync --wait {s['session']} && sessiond verify {s['session']}"
-        if s.get("elsewhere"):  # a store of a mirror lost what other devices wrote: they send it again
+        if any(p.startswith("revoked:") for p in problems):  # left out of a rekey: a sync pulls nothing new
+            fix = pull_fix("revoked", s["session"])
+        elif s.get("elsewhere"):  # a store of a mirror lost what other devices wrote: they send it again
             fix += f"  # and `sessiond sync --wait {s['session']}` on device(s) {', '.join(s['elsewhere'])}"
         out.append(finding("verify", "problem", f"session {s['session']} fails verify: {'; '.join(problems)}", fix))
     for why, sids in unchecked.items():
