@@ -442,6 +442,22 @@ def test_key_export_output_imports_as_it_is(daemon, tmp_path):
     assert run_cli(fresh, "key", "export", check=True).stdout == run_cli(daemon.home, "key", "export").stdout
 
 
+def test_key_import_of_bad_words_changes_nothing(daemon, tmp_path):
+    """Words that are no backup (too few, misspelt, none) are refused before anything is written: a mistyped
+    --home, or a wrong paste, used to leave a new home (its keys/ and logs/ folders) behind all the same. A
+    running daemon's home is refused with the command that stops that daemon, --home included."""
+    words = run_cli(daemon.home, "key", "export", check=True).stdout.split()
+    fresh = str(tmp_path / "fresh")
+    for bad in (" ".join(words[:3]), " ".join(["skatch", *words[1:]]), ""):
+        for extra in ([], ["--json"]):
+            res = run_cli(fresh, "key", "import", *extra, input=bad)
+            assert res.returncode != 0, res
+            _no_traceback(res)
+            assert not os.path.exists(fresh), os.listdir(fresh)
+    res = run_cli(daemon.home, "key", "import", input=" ".join(words))
+    assert res.returncode == 1 and f"sessiond stop --home {daemon.home}" in res.stderr, res.stderr
+
+
 def test_text_that_is_not_utf8_is_a_clear_error(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for argv in ([b"add", sid, "--role", "user", b"\xff"], [b"new", b"--name", b"caf\xe9"]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 
 from ...client import Client, DaemonNotRunning
@@ -52,13 +53,23 @@ def cmd_key_import(args) -> int:
     # No KeyStore here: one makes a new random key where there is none, and refuses a damaged one, the
     # two things this command is there to repair.
     home = Home(resolve_home(args.home))
-    try:
-        home.prepare()
-    except HomeError as exc:
-        raise CliError(f"key import: {exc}") from None
+
+    def prepare() -> None:
+        try:
+            home.prepare()
+        except HomeError as exc:
+            raise CliError(f"key import: {exc}") from None
+
+    # A home that is there is checked before the words are asked for; one that is not is made only once the
+    # words are a backup: words refused (a wrong paste, a mistyped --home) leave nothing behind.
+    if os.path.isdir(home.path):
+        prepare()
     try:
         Client(home.path, timeout=5).status()
-        raise CliError("stop the daemon first (`sessiond stop`): the device key cannot change under a running daemon")
+        raise CliError(
+            f"stop the daemon first (`sessiond stop --home {shlex.quote(home.path)}`): the device key cannot"
+            " change under a running daemon"
+        )
     except DaemonNotRunning:
         pass
     if sys.stdin.isatty():
@@ -71,6 +82,7 @@ def cmd_key_import(args) -> int:
         mnemonic_to_seed(phrase)
     except KeyError_ as exc:
         raise CliError(f"key import: {exc}") from None
+    prepare()
     path = os.path.join(home.keys, DEVICE_KEY)
     problem = device_key_problem(home.keys)
     if problem is None and os.path.exists(home.db) and not args.force:
