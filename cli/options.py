@@ -173,6 +173,10 @@ SESSION_UNSET = {
 }
 
 
+# A command's own option that fills an API field of the same name (its dest): command -> {dest: option}.
+_COMMAND_FIELDS = {"add": {"tokens": "--tokens"}, "compact": {"target_tokens": "--target-tokens"}}
+
+
 def option_error(args: Any, exc: Any) -> CliError | None:
     """A daemon's 422 naming the API field an option the user gave fills ("policy.token_quota must be
     between 1 and ..."), said of the option as typed (--token-quota ...), as a usage error (exit 2): the
@@ -184,6 +188,9 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     for name, (dest, path) in SESSION_UNSET.items():
         if ".".join(path) == field and getattr(args, dest, None) is not None and rest:
             return CliError(f"--{name} {rest}", EXIT_USAGE)
+    for dest, option in _COMMAND_FIELDS.get(getattr(args, "command", ""), {}).items():
+        if field == dest and getattr(args, dest, None) is not None and rest:
+            return CliError(f"{option} {rest}", EXIT_USAGE)
     # the options no `set` has: a new session's or chat's own id ("session id must be ..."; a session named
     # by its positional ID is a 404, never this), and `new --initial` ("initial_messages[0].role ...")
     id_dest = {"new": "id", "clone": "new_id", "fork": "new_id", "chat": "chat_id"}.get(getattr(args, "command", ""))

@@ -620,3 +620,24 @@ def test_import_reads_the_code_file_dash_as_standard_input(daemon):
     res = run_cli(daemon.home, "import", "--code-file", "-", "--json", input="sessiond1notacode\n")
     assert res.returncode == 1, res  # the code was read, and the daemon judged it
     assert json.loads(res.stdout)["error"]["message"] == "share code is truncated", res.stdout
+
+
+def test_values_refused_by_the_daemon_are_named_as_the_options_typed(daemon):
+    """`add --tokens -1`, `compact --target-tokens -1` and an empty search QUERY were refused in the API's
+    terms ("tokens must be ...", "target_tokens ...", "query parameter q ...") with exit 1; like every other
+    option the daemon refuses, each now names what the user typed, as a usage error (exit 2), and changes
+    nothing."""
+    sid = cli_json(daemon.home, "new")["id"]
+    cases = [
+        (["add", sid, "--role", "user", "--tokens", "-1", "hi"], "--tokens must be between 0 and"),
+        (["compact", sid, "--target-tokens", "-1"], "--target-tokens must be between 0 and"),
+        (["search", ""], "give a QUERY"),
+        (["search", "  "], "give a QUERY"),
+    ]
+    for args, said in cases:
+        res = run_cli(daemon.home, *args)
+        assert res.returncode == 2 and said in res.stderr, (args, res.stderr)
+        res = run_cli(daemon.home, *args, "--json")
+        err = json.loads(res.stdout)["error"]
+        assert res.returncode == 2 and err["code"] == "usage" and said in err["message"], (args, err)
+    assert cli_json(daemon.home, "log", sid)["messages"] == []
