@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from ...client import ApiError
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
@@ -88,6 +89,16 @@ def _write_markdown(args, data: dict) -> int:
     return 0
 
 
+def _in_file_terms(exc: ApiError, where: str) -> ApiError:
+    """The daemon's refusal of a field of the request's `data` (the file's contents, e.g. "body.data[0].content
+    is not valid Unicode text") said of the place in the file, which is what the user has: "F: [0].content ..."."""
+    prefix = "body.data"
+    if not exc.message.startswith(prefix):
+        return exc
+    place = exc.message[len(prefix) :].removeprefix(".")  # "[0].content ...", or " must be ..." (the whole file)
+    return ApiError(exc.status, exc.code, f"{where}{'' if place.startswith(' ') else ': '}{place}", exc.details)
+
+
 def cmd_import_file(args) -> int:
     fmt = args.format
     if fmt == "llm" and args.path == "-":
@@ -97,7 +108,10 @@ def cmd_import_file(args) -> int:
     else:
         data = read_json(args.path)
     c = client(args)
-    with Progress(c, {"import-file"}):
-        res = c.import_file(data, fmt)
+    try:
+        with Progress(c, {"import-file"}):
+            res = c.import_file(data, fmt)
+    except ApiError as exc:
+        raise _in_file_terms(exc, "standard input" if args.path == "-" else args.path) from None
     emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     return 0
