@@ -53,3 +53,12 @@ def test_serve_actions_take_the_data_folder_given_before_the_action(tmp_path):
             if json_flag:
                 assert json.loads(res.stdout)["error"]["code"] == "usage"
     assert len(list((data / "invites").iterdir())) == 1
+
+
+def test_an_invite_says_to_keep_it_out_of_argv(tmp_path):
+    """The note beside a new invite said to use it as `--store s5+http://INVITE@HOST:PORT`, on the command line
+    where every local user reads it in `ps`, against the README's advice: it now says --store-file."""
+    res = run_cli(None, "serve", "invite", "--data", str(tmp_path / "relay"))
+    assert res.returncode == 0, res.stderr
+    code = res.stdout.strip()
+    assert "--store-file" in res.stderr and f"--store s5+http://{code}" not in res.stderr, res.stderr

@@ -134,7 +134,8 @@ def cmd_invite(args) -> int:
     else:
         print(code)
         print(
-            f'one use; on the new device: --store s5+http://{code}@HOST:PORT (or store = "..." in its config.toml)',
+            f"one use; on the new device: put s5+http://{code}@HOST:PORT in a file (chmod 600) and start with"
+            ' --store-file FILE, keeping the invite out of `ps` (or store = "..." in its config.toml)',
             file=sys.stderr,
         )
     return 0
