@@ -641,3 +641,16 @@ def test_values_refused_by_the_daemon_are_named_as_the_options_typed(daemon):
         err = json.loads(res.stdout)["error"]
         assert res.returncode == 2 and err["code"] == "usage" and said in err["message"], (args, err)
     assert cli_json(daemon.home, "log", sid)["messages"] == []
+
+
+def test_shares_is_a_table_with_its_columns_lined_up(daemon):
+    """`sessiond shares` printed each code's fields one after another with no header, so rows of sessions
+    whose ids differ in length did not line up; it is a table like `ls`, each column under its heading."""
+    short = cli_json(daemon.home, "new", "--id", "s2")["id"]
+    long_ = cli_json(daemon.home, "new")["id"]
+    for sid in (long_, short):
+        run_cli(daemon.home, "share", sid, check=True)
+    lines = run_cli(daemon.home, "shares", check=True).stdout.splitlines()
+    assert len(lines) == 3 and lines[0].split()[:3] == ["#", "SESSION", "ACCESS"], lines
+    column = lines[0].index("ACCESS")
+    assert all(line[column:].startswith("read-only") for line in lines[1:]), lines

@@ -12,7 +12,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import YEARS_10, duration_in, seconds_up_to
-from ..output import emit, when
+from ..output import emit, table, when
 from ..progress import Progress
 from . import Commands
 
@@ -324,13 +324,24 @@ def cmd_import(args) -> int:
 
 def cmd_shares(args) -> int:
     res = client(args).shares(args.id)
-    lines = [
-        f"{s['id']:>4}  {s['session']}  {s['capability']:<10}  issued {when(s['created_at'])}  "
-        f"expires {when(s['expires_at']) if s['expires_at'] else 'never'}  "
-        f"{'passphrase' if s['protected'] else 'no passphrase'}  {s['status']}"
+    rows = [
+        [
+            s["id"],
+            s["session"],
+            s["capability"],
+            when(s["created_at"]),
+            when(s["expires_at"]) if s["expires_at"] else "never",
+            "yes" if s["protected"] else "no",
+            s["status"],
+        ]
         for s in res["shares"]
-    ] or ["no share codes issued from this device" + (f" for {args.id}" if args.id else "")]
-    emit(args, res, "\n".join(lines))
+    ]
+    human = (
+        table(rows, ["#", "session", "access", "issued", "expires", "passphrase", "status"])
+        if rows
+        else "no share codes issued from this device" + (f" for {args.id}" if args.id else "")
+    )
+    emit(args, res, human)
     return 0
 
 
