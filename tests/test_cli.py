@@ -654,3 +654,27 @@ def test_shares_is_a_table_with_its_columns_lined_up(daemon):
     assert len(lines) == 3 and lines[0].split()[:3] == ["#", "SESSION", "ACCESS"], lines
     column = lines[0].index("ACCESS")
     assert all(line[column:].startswith("read-only") for line in lines[1:]), lines
+
+
+def test_show_says_what_new_was_given(daemon):
+    """`sessiond show` left out a session's quota, context budget, idle timeout and checkpoint interval, its
+    initial messages, where it was copied from and whether this device may write it: `new --token-quota 500`
+    could not be seen anywhere in it. It shows them now."""
+    sid = cli_json(
+        daemon.home,
+        "new",
+        "--token-quota",
+        "500",
+        "--idle-timeout",
+        "1h",
+        "--initial",
+        '[{"role": "user", "content": "hi"}]',
+    )["id"]
+    text = run_cli(daemon.home, "show", sid, check=True).stdout
+    assert '"token_quota": 500' in text and '"idle_timeout": 3600' in text, text
+    assert "initial:       1 message(s)" in text and "access:        owner" in text, text
+    cli_json(daemon.home, "add", sid, "--role", "user", "x")
+    at = cli_json(daemon.home, "log", sid)["messages"][0]["id"]
+    fork = cli_json(daemon.home, "fork", sid, "--at", at)["id"]
+    text = run_cli(daemon.home, "show", fork, check=True).stdout
+    assert f"copied from:   fork of {sid} at {at}" in text, text

@@ -171,6 +171,18 @@ def cmd_show(args) -> int:
         f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
         f"{sync.get('pending', 0)} pending" + (f", last error: {sync['last_error']}" if sync.get("last_error") else ""),
     ]
+    more: dict[str, Any] = dict(s)  # the answer's fields beyond the Session model's (access, policy, provenance)
+    lines.insert(4, f"access:        {more.get('access', '-')}")
+    if more.get("policy"):
+        lines.append(f"policy:        {json.dumps(more['policy'])}")
+    if s.get("initial_messages"):
+        lines.append(f"initial:       {len(s['initial_messages'])} message(s)")
+    prov = more.get("provenance")
+    if prov:
+        lines.append(
+            f"copied from:   {prov.get('kind')} of {safe(prov.get('session'))}"
+            + (f" at {safe(prov['message'])}" if prov.get("message") else "")
+        )
     if s["metadata"]:
         lines.append(f"metadata:      {safe(json.dumps(s['metadata'], ensure_ascii=False))}")
     emit(args, s, "\n".join(lines))
