@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -252,7 +253,7 @@ def _hung(home: str, exc: ClientError) -> CliError:
     pid = read_lock(home)[0]
     return CliError(
         f"a daemon{f' (pid {pid})' if pid else ''} holds this home but does not answer ({exc}); "
-        f"`sessiond stop` ends it (killing it if it must), then start it again"
+        f"`sessiond stop --home {shlex.quote(home)}` ends it (killing it if it must), then start it again"
     )
 
 
