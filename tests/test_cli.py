@@ -680,3 +680,13 @@ def test_show_says_what_new_was_given(daemon):
     fork = cli_json(daemon.home, "fork", sid, "--at", at)["id"]
     text = run_cli(daemon.home, "show", fork, check=True).stdout
     assert f"copied from:   fork of {sid} at {at}" in text, text
+
+
+def test_a_second_start_names_the_home_in_the_commands_it_gives(daemon, tmp_path):
+    """Beside a running daemon, `start --store OTHER` and `daemon` said `sessiond stop` (and `sessiond
+    status`): run as given for a home other than the default, those act on the default home's daemon."""
+    other = "file://" + str(tmp_path / "other-store")
+    for args in (["start", "--store", other], ["daemon"]):
+        res = run_cli(daemon.home, *args)
+        assert res.returncode != 0 and f"sessiond stop --home {daemon.home}" in res.stderr, (args, res.stderr)
+    assert daemon.client().status()["pid"] == daemon.proc.pid

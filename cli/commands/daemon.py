@@ -127,7 +127,8 @@ def cmd_start(args) -> int:
         if store is not None and not same_stores(running, store):  # a URL's credentials are not another store
             raise CliError(
                 f"the daemon already running for this home (pid {info['pid']}) uses store "
-                f"{info.get('store')}, not {shown}; stop it first (`sessiond stop`) to change stores"
+                f"{info.get('store')}, not {shown}; stop it first (`sessiond stop --home {shlex.quote(home.path)}`)"
+                " to change stores"
             )
         emit(
             args,
