@@ -67,6 +67,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """A wait in seconds that must be some wait: a finite number more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds more than 0: {text!r} (e.g. 15 or 2.5)")
+    return value
+
+
 def seconds_up_to(high: float):
     """An argparse type: a wait in seconds (as seconds()) of at most `high`, the daemon's limit."""
 

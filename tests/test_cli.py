@@ -598,7 +598,9 @@ def test_status_beside_a_hung_daemon_says_so_in_seconds(daemon):
     assert f"`sessiond stop --home {daemon.home}`" in message, message
     _no_traceback(res)
     assert cli_json(daemon.home, "status")["pid"] == daemon.proc.pid  # and answers again once it runs
-    assert run_cli(daemon.home, "status", "--timeout", "0").returncode == 2
+    for bad in ("0", "-1"):  # one rule, said once: 0 was refused as "must be more than 0" after -1 was
+        res = run_cli(daemon.home, "status", "--timeout", bad)  # told "0 or more"
+        assert res.returncode == 2 and "more than 0" in res.stderr and "0 or more" not in res.stderr, res.stderr
 
 
 def test_a_group_without_its_action_says_which_help_to_read(home):

@@ -15,7 +15,7 @@ from ...daemon.home import holds_lock, read_lock, resolve_home
 from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import STORE_ARGV_WARNING, read_fd, store_args
-from ..options import seconds
+from ..options import positive_seconds, seconds
 from ..output import emit, short, table, when
 from . import Commands
 
@@ -69,7 +69,7 @@ def register(commands: Commands) -> None:
     p = commands.add("status", cmd_status, "socket, pid, version, device id, counts and sync state")
     p.add_argument(
         "--timeout",
-        type=seconds,
+        type=positive_seconds,
         default=10.0,
         help="seconds to wait for the daemon's answer before calling it stuck (default 10)",
     )
@@ -259,8 +259,6 @@ def _hung(home: str, exc: ClientError) -> CliError:
 
 
 def cmd_status(args) -> int:
-    if not args.timeout:
-        raise CliError("status: --timeout must be more than 0 seconds", EXIT_USAGE)
     try:  # a status is answered at once: a daemon silent for `--timeout` seconds is stuck, not busy
         info = Client(args.home, timeout=args.timeout).status()
     except (DaemonNotRunning, UnsafeSocket):
