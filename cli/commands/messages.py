@@ -8,7 +8,7 @@ from typing import Any
 
 from ...client import ApiError, ClientError
 from ..connect import client
-from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, fail
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError, fail
 from ..inputs import message_text
 from ..options import count
 from ..output import emit, safe, short, when
@@ -47,6 +47,8 @@ def cmd_add(args) -> int:
 
 def cmd_ask(args) -> int:
     content = message_text(args.text)
+    if not content.strip():  # recorded and sent, it cost an answer to nothing (`ask ID "$Q"`, Q unset)
+        raise UsageError("the question is empty: give TEXT, or '-' and the question on standard input")
     stream = None
     arrived = wrote = False  # some of the answer's text arrived; some of it was printed
     try:
