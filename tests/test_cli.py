@@ -692,3 +692,15 @@ def test_a_second_start_names_the_home_in_the_commands_it_gives(daemon, tmp_path
         res = run_cli(daemon.home, *args)
         assert res.returncode != 0 and f"sessiond stop --home {daemon.home}" in res.stderr, (args, res.stderr)
     assert daemon.client().status()["pid"] == daemon.proc.pid
+
+
+def test_add_refuses_an_empty_message(daemon):
+    """`sessiond add ID --role user "$TEXT"` with TEXT unset, or an empty pipe into `add ... -`, recorded an
+    empty message, which no command can take out of the session's history again (and which syncs to every
+    device it is shared with); it is a usage error now and the session is unchanged."""
+    sid = cli_json(daemon.home, "new")["id"]
+    for text, stdin in (("", None), (" \n ", None), ("-", ""), ("-", "\n")):
+        for extra in ([], ["--json"]):
+            res = run_cli(daemon.home, "add", sid, "--role", "user", text, *extra, input=stdin)
+            assert res.returncode == 2 and "the message is empty" in res.stderr, (text, stdin, res.stderr)
+    assert cli_json(daemon.home, "log", sid)["messages"] == []

@@ -40,6 +40,8 @@ def register(commands: Commands) -> None:
 
 def cmd_add(args) -> int:
     content = message_text(args.text)
+    if not content.strip():  # no command takes a message out of a session's history again
+        raise UsageError("the message is empty: give TEXT, or '-' and the message on standard input")
     m = client(args).append(args.id, args.role, content, chat=args.chat, tokens=args.tokens)
     emit(args, m, m["id"])
     return 0
