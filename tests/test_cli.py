@@ -704,3 +704,11 @@ def test_add_refuses_an_empty_message(daemon):
             res = run_cli(daemon.home, "add", sid, "--role", "user", text, *extra, input=stdin)
             assert res.returncode == 2 and "the message is empty" in res.stderr, (text, stdin, res.stderr)
     assert cli_json(daemon.home, "log", sid)["messages"] == []
+
+
+def test_version_is_one_option_away(home):
+    """`sessiond --version`, the first thing many try, was refused as an unrecognized argument (exit 2)."""
+    from importlib.metadata import version
+
+    res = run_cli(None, "--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"sessiond {version('sessiond')}", res
