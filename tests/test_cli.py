@@ -712,3 +712,10 @@ def test_version_is_one_option_away(home):
 
     res = run_cli(None, "--version")
     assert res.returncode == 0 and res.stdout.strip() == f"sessiond {version('sessiond')}", res
+
+
+def test_log_help_says_which_messages_limit_keeps(home):
+    """`log --limit N` prints the first N messages, oldest first; its help said nothing (nor of --chat)."""
+    out = run_cli(None, "log", "--help").stdout
+    assert "the first N messages, oldest first" in " ".join(out.split()), out
+    assert "chat id or name" in " ".join(out.split()), out
