@@ -62,3 +62,18 @@ def test_an_invite_says_to_keep_it_out_of_argv(tmp_path):
     assert res.returncode == 0, res.stderr
     code = res.stdout.strip()
     assert "--store-file" in res.stderr and f"--store s5+http://{code}" not in res.stderr, res.stderr
+
+
+def test_revoke_says_how_to_name_an_account_and_how_to_undo_it(tmp_path):
+    """`serve revoke f3` (a start of an id too short to be taken) said "no account 'f3' on this relay", as if
+    there were none; and a revoke's way back, `sessiond serve revoke --undo ID`, left out the relay's --data
+    (without it, the default folder: another relay) and the id it had just named."""
+    data = tmp_path / "relay"
+    (data / "accounts").mkdir(parents=True)
+    acct = "f3ad057e16f7d84761ce5af6bfee420b"
+    (data / "accounts" / f"{acct}.json").write_text(json.dumps({"created": 1, "label": "phone"}))
+    res = run_cli(None, "serve", "revoke", "f3", "--data", str(data))
+    assert res.returncode == 1 and "at least 4 characters" in res.stderr, res.stderr
+    res = run_cli(None, "serve", "revoke", "phone", "--data", str(data))
+    assert res.returncode == 0, res.stderr
+    assert f"sessiond serve revoke --undo {acct} --data {data}" in res.stdout, res.stdout

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import sys
 
 from ..errors import EXIT_USAGE, CliError, UsageError
@@ -201,7 +202,7 @@ def cmd_revoke(args) -> int:
     else:
         print(
             f"revoked {acct} ({done['label'] or 'no label'}): {done['tokens_deleted']} token(s) deleted; "
-            "its device can no longer log in (undo: sessiond serve revoke --undo ID)"
+            f"its device can no longer log in (undo: sessiond serve revoke --undo {acct} --data {shlex.quote(data)})"
         )
     return 0
 
