@@ -167,6 +167,10 @@ def cmd_verify_proof(args) -> int:
     return 0 if all(r["ok"] for r in results) else EXIT_ERROR
 
 
+def _or_dash(x: object) -> object:
+    return "-" if x is None else x
+
+
 def cmd_stats(args) -> int:
     if args.id and args.user:  # (the daemon's statistics are of one session, or of a user's sessions)
         raise CliError("stats: give a session id or --user, not both", EXIT_USAGE)
@@ -176,10 +180,23 @@ def cmd_stats(args) -> int:
             f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
             f"{st['tokens']} tokens; created {when(st['created_at'])}, last active {when(st['last_activity'])}"
         ]
+        # per chat: the model's answers through sessiond and their measured times (averages), then the wait
+        # from a question to the answer that followed it (any answer, an app's own included)
         lines.append(
             table(
-                [[c["chat"], c["name"], c["messages"], c["avg_response_seconds"]] for c in st["per_chat"]],
-                ["chat", "name", "messages", "avg response s"],
+                [
+                    [
+                        c["chat"],
+                        c["name"],
+                        c["messages"],
+                        c.get("answers", 0),
+                        _or_dash(c.get("avg_first_token_seconds")),
+                        _or_dash(c.get("avg_answer_seconds")),
+                        _or_dash(c["avg_response_seconds"]),
+                    ]
+                    for c in st["per_chat"]
+                ],
+                ["chat", "name", "messages", "answers", "first token s", "answer s", "question to answer s"],
             )
         )
     else:
