@@ -324,6 +324,10 @@ def test_openai_sdk_over_tcp_records_only_what_is_new(setup):
     info = _status(d)
     assert info["base_url"].startswith("http://127.0.0.1:") and info["base_url"].endswith("/openai/v1")
     assert stat.S_IMODE(os.stat(info["api_key_file"]).st_mode) == 0o600
+    # `sessiond status` says so too (it was in --json only), and which providers this device configures
+    text = run_cli(d.home, "status", check=True).stdout
+    assert f"openai:   {info['base_url']} (key in {info['api_key_file']})" in text, text
+    assert "provider: loop (default)" in text, text
     key = open(info["api_key_file"]).read().strip()
     client = openai.OpenAI(base_url=info["base_url"], api_key=key, max_retries=0)
     # no session named: a new one, whose id comes back in the header

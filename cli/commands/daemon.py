@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import holds_lock, read_lock, resolve_home
@@ -292,6 +293,16 @@ def cmd_status(args) -> int:
     if "pushes" in info:
         p = info["pushes"]
         lines.append(f"pushes:   {p['started']} started, {p['active_sessions']} session(s) busy, gap {p['gap']:g}s")
+    more: dict[str, Any] = dict(info)  # the answer's fields beyond the Status model's: models and the OpenAI endpoint
+    providers = more.get("providers") or {}
+    if providers.get("names"):
+        lines.append(
+            "provider: "
+            + ", ".join(f"{n} (default)" if n == providers.get("default") else n for n in providers["names"])
+        )
+    openai = more.get("openai") or {}
+    if openai.get("base_url"):
+        lines.append(f"openai:   {openai['base_url']} (key in {openai.get('api_key_file')})")
     stores = info.get("stores") or []
     if len(stores) > 1:  # a mirror: how each of its stores is doing
         for st in stores:
