@@ -719,3 +719,14 @@ def test_log_help_says_which_messages_limit_keeps(home):
     out = run_cli(None, "log", "--help").stdout
     assert "the first N messages, oldest first" in " ".join(out.split()), out
     assert "chat id or name" in " ".join(out.split()), out
+
+
+def test_set_help_says_tag_and_metadata_replace_what_the_session_has(daemon):
+    """`set ID --tag c` on a session tagged a, b leaves it tagged c alone (and --metadata replaces the whole
+    object): `set --help` said nothing of it, so adding a tag that way silently dropped the others."""
+    sid = cli_json(daemon.home, "new", "--tag", "a", "--tag", "b")["id"]
+    assert cli_json(daemon.home, "set", sid, "--tag", "c")["tags"] == ["c"]
+    out = " ".join(run_cli(None, "set", "--help").stdout.split())
+    assert "--tag TAG the session's tags, replacing all it has" in out, out
+    assert "--metadata METADATA a JSON object that replaces the session's metadata whole" in out, out
+    assert "--system SYSTEM system prompt ('-' reads it from standard input)" in out, out

@@ -49,12 +49,21 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("id")
     p.add_argument("--name")
-    p.add_argument("--system")
+    p.add_argument("--system", help="system prompt ('-' reads it from standard input)")
     p.add_argument("--model")
-    p.add_argument("--user")
-    p.add_argument("--tag", action="append")
-    p.add_argument("--metadata")
-    p.add_argument("--expires-in", type=duration_in(1, YEARS_10), dest="expires_in")
+    p.add_argument("--user", help="owner user id")
+    p.add_argument(
+        "--tag",
+        action="append",
+        help="the session's tags, replacing all it has (repeatable: give every tag it should keep)",
+    )
+    p.add_argument("--metadata", help="a JSON object that replaces the session's metadata whole")
+    p.add_argument(
+        "--expires-in",
+        type=duration_in(1, YEARS_10),
+        dest="expires_in",
+        help="expire this long from now (1 second to 10 years, e.g. 7d)",
+    )
     p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     add_settings(p)
     add_policy(p)
