@@ -24,30 +24,8 @@ from ..output import emit, safe, short, table, when
 from . import Commands
 
 
-def register(commands: Commands) -> None:
-    p = commands.add("new", cmd_new, "create a session and print its id")
-    p.add_argument("--id", help="your own id for it (default: a generated, time-sortable id)")
-    p.add_argument("--name")
-    p.add_argument("--system", help="system prompt ('-' reads it from standard input)")
-    p.add_argument("--model")
-    p.add_argument("--user", help="owner user id")
-    p.add_argument("--tag", action="append", help="a tag (repeatable)")
-    p.add_argument("--metadata", help="metadata as a JSON object")
-    p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
-    p.add_argument(
-        "--expires-in",
-        type=duration_in(1, YEARS_10),
-        dest="expires_in",
-        help="expire after this long (1 second to 10 years, e.g. 7d)",
-    )
-    p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
-    add_settings(p)
-    add_policy(p)
-
-    p = commands.add(
-        "set", cmd_set, "change a session's name, prompt, model, settings, tags or metadata (--unset clears one)"
-    )
-    p.add_argument("id")
+def _add_session_options(p, *, change: bool) -> None:
+    """The options `new` and `set` share; `change`: set's, whose --tag and --metadata replace what it has."""
     p.add_argument("--name")
     p.add_argument("--system", help="system prompt ('-' reads it from standard input)")
     p.add_argument("--model")
@@ -55,18 +33,36 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--tag",
         action="append",
-        help="the session's tags, replacing all it has (repeatable: give every tag it should keep)",
+        help="the session's tags, replacing all it has (repeatable: give every tag it should keep)"
+        if change
+        else "a tag (repeatable)",
     )
-    p.add_argument("--metadata", help="a JSON object that replaces the session's metadata whole")
+    p.add_argument(
+        "--metadata",
+        help="a JSON object that replaces the session's metadata whole" if change else "metadata as a JSON object",
+    )
     p.add_argument(
         "--expires-in",
         type=duration_in(1, YEARS_10),
         dest="expires_in",
-        help="expire this long from now (1 second to 10 years, e.g. 7d)",
+        help=f"expire {'this long from now' if change else 'after this long'} (1 second to 10 years, e.g. 7d)",
     )
     p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     add_settings(p)
     add_policy(p)
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("new", cmd_new, "create a session and print its id")
+    p.add_argument("--id", help="your own id for it (default: a generated, time-sortable id)")
+    p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
+    _add_session_options(p, change=False)
+
+    p = commands.add(
+        "set", cmd_set, "change a session's name, prompt, model, settings, tags or metadata (--unset clears one)"
+    )
+    p.add_argument("id")
+    _add_session_options(p, change=True)
     add_unset(p, SESSION_UNSET, "the session")
 
     p = commands.add("ls", cmd_ls, "list sessions")
