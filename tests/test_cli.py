@@ -730,3 +730,17 @@ def test_set_help_says_tag_and_metadata_replace_what_the_session_has(daemon):
     assert "--tag TAG the session's tags, replacing all it has" in out, out
     assert "--metadata METADATA a JSON object that replaces the session's metadata whole" in out, out
     assert "--system SYSTEM system prompt ('-' reads it from standard input)" in out, out
+
+
+def test_json_options_nested_too_deeply_are_a_clear_error(daemon):
+    """`new --metadata` (or --initial) holding JSON nested deeper than Python's parser goes ended in a
+    RecursionError traceback, and with --json no JSON answer; it is a usage error naming the option now,
+    and no session is made."""
+    deep = "[" * 50_000 + "]" * 50_000
+    for option in ("--metadata", "--initial"):
+        res = run_cli(daemon.home, "new", option, deep)
+        _no_traceback(res)
+        assert res.returncode == 2 and f"{option} is nested too deeply" in res.stderr, res.stderr[-500:]
+        res = run_cli(daemon.home, "new", option, deep, "--json")
+        assert res.returncode == 2 and json.loads(res.stdout)["error"]["code"] == "usage", res.stdout[-500:]
+    assert cli_json(daemon.home, "ls")["sessions"] == []
