@@ -196,9 +196,15 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     if getattr(exc, "status", None) != 422:
         return None
     field, _, rest = str(getattr(exc, "message", "")).partition(" ")
+    field = field.removeprefix("body.")  # (the checks of the request's raw JSON name its fields so)
     for name, (dest, path) in SESSION_UNSET.items():
-        if ".".join(path) == field and getattr(args, dest, None) is not None and rest:
+        api = ".".join(path)
+        if getattr(args, dest, None) is None or not rest:
+            continue
+        if field == api:
             return CliError(f"--{name} {rest}", EXIT_USAGE)
+        if field.startswith((api + ".", api + "[")) and name == "metadata":  # a value inside the option's JSON
+            return CliError(f"--{name}{field[len(api) :]} {rest}", EXIT_USAGE)
     for dest, option in _COMMAND_FIELDS.get(getattr(args, "command", ""), {}).items():
         if field == dest and getattr(args, dest, None) is not None and rest:
             return CliError(f"{option} {rest}", EXIT_USAGE)

@@ -744,3 +744,14 @@ def test_json_options_nested_too_deeply_are_a_clear_error(daemon):
         res = run_cli(daemon.home, "new", option, deep, "--json")
         assert res.returncode == 2 and json.loads(res.stdout)["error"]["code"] == "usage", res.stdout[-500:]
     assert cli_json(daemon.home, "ls")["sessions"] == []
+
+
+def test_a_value_inside_a_json_option_is_named_under_the_option(daemon):
+    """A value the daemon refuses inside --metadata (nested past its limit, a lone surrogate escape) was named
+    as the API field ("metadata.a[0]... is nested too deeply"), with exit 1; it is named under the option
+    typed, as --initial's are, and exits 2."""
+    deep = '{"a": ' + "[" * 900 + "]" * 900 + "}"
+    for args in (["new", "--metadata", deep], ["new", "--metadata", '{"k": "\\ud800"}']):
+        res = run_cli(daemon.home, *args)
+        assert res.returncode == 2 and res.stderr.startswith("sessiond: --metadata."), res.stderr[:300]
+    assert cli_json(daemon.home, "ls")["sessions"] == []
