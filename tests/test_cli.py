@@ -755,3 +755,18 @@ def test_a_value_inside_a_json_option_is_named_under_the_option(daemon):
         res = run_cli(daemon.home, *args)
         assert res.returncode == 2 and res.stderr.startswith("sessiond: --metadata."), res.stderr[:300]
     assert cli_json(daemon.home, "ls")["sessions"] == []
+
+
+def test_ls_says_when_there_are_more_sessions_than_it_shows(daemon):
+    """`ls` stops at --limit (1000 by default) and said nothing of the sessions past it: a device with more
+    looked as if it had only those. It says so now (standard error; --json: `more`), and nothing when all
+    are shown."""
+    for i in range(3):
+        cli_json(daemon.home, "new", "--name", f"s{i}")
+    res = run_cli(daemon.home, "ls", "--limit", "2", check=True)
+    assert len(res.stdout.splitlines()) == 3 and "more sessions than these 2" in res.stderr, res
+    assert "--limit" in res.stderr
+    out = cli_json(daemon.home, "ls", "--limit", "2")
+    assert len(out["sessions"]) == 2 and out["more"] is True, out
+    res = run_cli(daemon.home, "ls", "--limit", "3", check=True)
+    assert res.stderr == "" and cli_json(daemon.home, "ls", "--limit", "3")["more"] is False

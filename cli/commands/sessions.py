@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from ..connect import client
@@ -69,7 +70,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--user")
     p.add_argument("--status", choices=["active", "paused", "ended"])
     p.add_argument("--tag")
-    p.add_argument("--limit", type=count, default=1000)
+    p.add_argument("--limit", type=count, default=1000, help="list at most this many (default 1000)")
     p = commands.add("show", cmd_show, "show one session")
     p.add_argument("id")
     p = commands.add("rm", cmd_rm, "delete a session (and its key) from this device")
@@ -131,17 +132,26 @@ def cmd_ls(args) -> int:
     c = client(args)
     rows: list[Any] = []  # Session answers
     after = None
+    want = args.limit + 1  # one more than shown: whether there are more to say so
     while True:
         page = c.list_sessions(
-            user=args.user, status=args.status, tag=args.tag, limit=min(args.limit - len(rows), 1000), after=after
+            user=args.user, status=args.status, tag=args.tag, limit=min(want - len(rows), 1000), after=after
         )
         rows += page["sessions"]
         after = page["next"]
-        if not after or len(rows) >= args.limit:
+        if not after or len(rows) >= want:
             break
+    more = len(rows) > args.limit
+    rows = rows[: args.limit]
+    if more and not args.json:
+        print(
+            f"(there are more sessions than these {len(rows)}: `ls --limit N` lists more, or filter them with "
+            "--user, --status, --tag)",
+            file=sys.stderr,
+        )
     emit(
         args,
-        {"sessions": rows},
+        {"sessions": rows, "more": more},
         table(
             [
                 [s["id"], s["name"], s["user"], s["status"], s["model"], ",".join(s["tags"]), when(s["last_activity"])]
