@@ -69,6 +69,8 @@ def test_a_code_of_another_session_under_the_same_id_is_still_refused(make_daemo
     other.client().append(sid, "user", "theirs")
     res = run_cli(a.home, "import", "--json", input=other.client().share(sid)["code"])
     assert res.returncode != 0 and "different session" in res.stdout, res
+    # and says what to do: keep it, or set it aside (exported) to make room for the code's session
+    assert f"sessiond export {sid} -o" in res.stdout and f"sessiond rm {sid}" in res.stdout, res.stdout
     assert _messages(a, sid) == ["mine"]
 
 
