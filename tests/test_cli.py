@@ -626,6 +626,21 @@ def test_import_reads_the_code_file_dash_as_standard_input(daemon):
     assert json.loads(res.stdout)["error"]["message"] == "share code is truncated", res.stdout
 
 
+def test_import_takes_share_s_whole_output_comments_and_all(daemon, tmp_path):
+    """`sessiond share ID > code.txt 2>&1` (or a paste of the terminal) keeps share's notes, each a line
+    starting with '#', above the code; import read them as part of the code and said "not a sessiond share
+    code (it should start with 'sessiond1')". The notes are skipped now, as their '#' says they may be."""
+    sid = cli_json(daemon.home, "new")["id"]
+    res = run_cli(daemon.home, "share", sid, check=True)
+    whole = tmp_path / "code.txt"
+    whole.write_text(res.stderr + res.stdout)
+    assert whole.read_text().startswith("# ")
+    res = run_cli(daemon.home, "import", "--code-file", str(whole), "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["session"] == sid, res
+    res = run_cli(daemon.home, "import", "--json", input=whole.read_text())
+    assert res.returncode == 0 and json.loads(res.stdout)["session"] == sid, res
+
+
 def test_values_refused_by_the_daemon_are_named_as_the_options_typed(daemon):
     """`add --tokens -1`, `compact --target-tokens -1` and an empty search QUERY were refused in the API's
     terms ("tokens must be ...", "target_tokens ...", "query parameter q ...") with exit 1; like every other

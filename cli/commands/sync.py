@@ -263,6 +263,12 @@ def cmd_rekey(args) -> int:
     return 0
 
 
+def _without_notes(text: str) -> str:
+    """A share code as `share` printed it: its notes (lines starting with '#', on standard error, kept by
+    `share ... > code.txt 2>&1` or a paste of the terminal) left out."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
+
+
 def cmd_import(args) -> int:
     # A share code is a secret: it is read from standard input (or a file), never taken from the
     # command line, where every local user could see it in `ps`.
@@ -291,13 +297,13 @@ def cmd_import(args) -> int:
             "(the code with --code-file FILE)"
         )
     if args.code_file:
-        code = (read_text("-") if args.code_file == "-" else read_file(args.code_file)).strip()
+        code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file))
     elif sys.stdin.isatty():
         import getpass
 
         code = getpass.getpass("share code: ").strip()
     else:
-        code = read_text("-").strip()
+        code = _without_notes(read_text("-"))
     store = store_args(args)
     if store is not None and len(store) > 1:
         raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
