@@ -458,6 +458,23 @@ def test_key_import_of_bad_words_changes_nothing(daemon, tmp_path):
     assert res.returncode == 1 and f"sessiond stop --home {daemon.home}" in res.stderr, res.stderr
 
 
+def test_key_export_s_whole_output_imports(daemon, tmp_path):
+    """`sessiond key export > words.txt 2>&1` (or a paste of the terminal) keeps the notice above the words,
+    and import counted its words too ("a key backup is 24 words; got 39") of a file holding a good backup.
+    The notice is a '#' line now, as share's notes are, and import leaves such lines out (and the notice of
+    earlier versions, which had no '#')."""
+    res = run_cli(daemon.home, "key", "export", check=True)
+    words = res.stdout
+    for whole in (
+        res.stderr + words,
+        "Your device key backup (keep it secret; anyone with it can sign as this device):\n" + words,
+    ):
+        fresh = tmp_path / f"restored-{len(whole)}"
+        res = run_cli(str(fresh), "key", "import", input=whole)
+        assert res.returncode == 0, res.stderr
+        assert run_cli(str(fresh), "key", "export", check=True).stdout == words
+
+
 def test_text_that_is_not_utf8_is_a_clear_error(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for argv in ([b"add", sid, "--role", "user", b"\xff"], [b"new", b"--name", b"caf\xe9"]):

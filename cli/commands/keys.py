@@ -14,6 +14,11 @@ from ..inputs import read_text
 from ..output import emit
 from . import Commands
 
+# What `key export` prints on standard error above the words: a '#' line, which `key import` leaves out (as
+# it does the notice earlier versions printed without the '#').
+NOTICE = "# Your device key backup (keep it secret; anyone with it can sign as this device)"
+OLD_NOTICE = "Your device key backup (keep it secret;"
+
 
 def register(commands: Commands) -> None:
     p = commands.add("key", None, "the device key: export or import a backup as words")
@@ -41,7 +46,7 @@ def cmd_key_export(args) -> int:
         raise CliError(f"{exc}: restore it from your backup words (`sessiond key import --home {home.path}`)") from None
     words = ks.export_mnemonic()
     if not args.json:  # standard output keeps the words alone: `key export > F` restores with `key import < F`
-        print("Your device key backup (keep it secret; anyone with it can sign as this device):", file=sys.stderr)
+        print(f"{NOTICE}:", file=sys.stderr)
     emit(args, {"mnemonic": words, "words": len(words.split())}, words)
     return 0
 
@@ -76,8 +81,10 @@ def cmd_key_import(args) -> int:
         import getpass
 
         phrase = getpass.getpass("backup words (24, space-separated): ")
-    else:
-        phrase = read_text("-")
+    else:  # export's notice left out: a backup saved with `key export > F 2>&1`, or pasted from the terminal
+        phrase = " ".join(
+            line for line in read_text("-").splitlines() if not line.lstrip().startswith(("#", OLD_NOTICE))
+        )
     try:
         mnemonic_to_seed(phrase)
     except KeyError_ as exc:
