@@ -802,3 +802,12 @@ def test_ls_says_when_there_are_more_sessions_than_it_shows(daemon):
     assert len(out["sessions"]) == 2 and out["more"] is True, out
     res = run_cli(daemon.home, "ls", "--limit", "3", check=True)
     assert res.stderr == "" and cli_json(daemon.home, "ls", "--limit", "3")["more"] is False
+
+
+def test_log_refuses_chat_and_all_together(daemon):
+    """`log ID --all --chat C` printed every chat's messages, --chat dropped without a word; the two
+    contradict each other and are refused together."""
+    sid = cli_json(daemon.home, "new")["id"]
+    for extra in ([], ["--json"]):
+        res = run_cli(daemon.home, "log", sid, "--all", "--chat", "main", *extra)
+        assert res.returncode == 2 and "--chat" in res.stderr and "--all" in res.stderr, res.stderr

@@ -98,6 +98,8 @@ def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:
 
 
 def cmd_log(args) -> int:
+    if args.all and args.chat is not None:
+        raise UsageError("log: --chat picks one chat and --all takes every chat: give one of them")
     c = client(args)
     msgs: list[Any] = []  # Message answers
     after = None
