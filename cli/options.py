@@ -14,10 +14,18 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 YEARS_10 = 10 * 365 * 86400  # the daemon's longest expiry or idle time (api/types.py: not imported, no pydantic)
 
 
-def duration(text: str) -> float:
+def duration(text: str, unit_needed: bool = False) -> float:
+    """Seconds in a duration: 90s, 30m, 12h, 7d, 2w, or a bare number of seconds. `unit_needed`: a bare number
+    (but 0, the same in any unit) is refused, for an option whose duration ends or deletes sessions, where 7
+    meant as 7 days and read as 7 seconds does harm."""
     m = _DURATION.match(text.strip())
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
+    if unit_needed and not m.group(2) and float(m.group(1)) != 0:
+        n = m.group(1)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no unit: write {n}s for seconds, or {n}m, {n}h, {n}d, {n}w (minutes, hours, days, weeks)"
+        )
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
@@ -30,12 +38,12 @@ def span(secs: float) -> str:
     return f"{secs:g} second{'' if secs == 1 else 's'}"
 
 
-def duration_in(low: float, high: float):
+def duration_in(low: float, high: float, unit_needed: bool = False):
     """An argparse type: a duration (as duration()) that the daemon takes, from `low` to `high` seconds; one
     out of that range is a usage error naming the option as typed, not the daemon's 'expires_in must be...'."""
 
     def parse(text: str) -> float:
-        value = duration(text)
+        value = duration(text, unit_needed)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
                 f"must be at least {span(low)} and at most {span(high)}, not {text!r} (examples: 90s, 30m, 12h, 7d)"
@@ -135,7 +143,7 @@ def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
         )
         p.add_argument(
             "--idle-timeout",
-            type=duration_in(1, YEARS_10),
+            type=duration_in(1, YEARS_10, unit_needed=True),
             dest="idle_timeout",
             help="end the session after this idle time (1 second to 10 years, e.g. 1h)",
         )

@@ -50,7 +50,9 @@ def register(commands: Commands) -> None:
     p.add_argument("id", nargs="?")
     p.add_argument("--user")
     p = commands.add("cleanup", cmd_cleanup, "delete sessions idle for longer than a duration (and their keys)")
-    p.add_argument("--older-than", required=True, dest="older_than_text", help="e.g. 7d")
+    p.add_argument(
+        "--older-than", required=True, dest="older_than_text", metavar="DURATION", help="with its unit, e.g. 7d or 12h"
+    )
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     p.set_defaults(prepare=_older_than)
 
@@ -218,9 +220,9 @@ def cmd_stats(args) -> int:
 def _older_than(args) -> None:
     """--older-than is read as a duration after parsing (the report repeats the text as given)."""
     try:
-        args.older_than = duration(args.older_than_text)
+        args.older_than = duration(args.older_than_text, unit_needed=True)
     except argparse.ArgumentTypeError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--older-than {exc}") from None
 
 
 def cmd_cleanup(args) -> int:

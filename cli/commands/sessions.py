@@ -44,7 +44,7 @@ def _add_session_options(p, *, change: bool) -> None:
     )
     p.add_argument(
         "--expires-in",
-        type=duration_in(1, YEARS_10),
+        type=duration_in(1, YEARS_10, unit_needed=True),
         dest="expires_in",
         help=f"expire {'this long from now' if change else 'after this long'} (1 second to 10 years, e.g. 7d)",
     )
