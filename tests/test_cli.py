@@ -514,6 +514,27 @@ def test_export_to_a_folder_or_a_missing_folder_is_a_clear_error(daemon, tmp_pat
     assert json.loads(res.stdout) == {"written": str(out / "s.json")}
 
 
+def test_export_never_writes_over_the_daemon_s_own_files(daemon):
+    """`export -o` into the daemon's home replaced what it named: `-o HOME/sessions.db` put the JSON in place
+    of the database (the running daemon went on with the old file, and the next start refused the "damaged"
+    database: every session here lost), `-o HOME/keys/device.key` the device key. A path in the home is refused
+    now, nothing written."""
+    sid = cli_json(daemon.home, "new", "--name", "precious")["id"]
+    db = os.path.join(daemon.home, "sessions.db")
+    key = os.path.join(daemon.home, "keys", "device.key")
+    before = {p: open(p, "rb").read() for p in (db, key)}
+    for target in (db, key, os.path.join(daemon.home, "keys", "new.json"), os.path.join(daemon.home, "x.md")):
+        res = run_cli(daemon.home, "export", sid, "-o", target, "--json")
+        assert res.returncode == 2, res
+        err = json.loads(res.stdout)["error"]
+        assert err["code"] == "usage" and "the daemon's home" in err["message"], err
+        assert not os.path.exists(target) or target in before
+    assert {p: open(p, "rb").read() for p in (db, key)} == before
+    assert run_cli(daemon.home, "stop").returncode == 0
+    daemon.start()
+    assert cli_json(daemon.home, "show", sid)["name"] == "precious"
+
+
 def test_an_empty_home_is_refused_not_read_as_the_default(daemon):
     """`--home "$H"` with H unset must not act on the default home (here $SESSIOND_HOME's, a live daemon)."""
     sid = cli_json(daemon.home, "new")["id"]

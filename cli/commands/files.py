@@ -7,6 +7,7 @@ import os
 import sys
 
 from ...client import ApiError
+from ...daemon.home import resolve_home
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
@@ -38,13 +39,20 @@ def register(commands: Commands) -> None:
     )
 
 
-def _check_output(path: str) -> None:
-    """-o names a file to write, in a folder that exists: checked before the export is asked for."""
+def _check_output(path: str, home: str) -> None:
+    """-o names a file to write, in a folder that exists and not in the daemon's home (its database, keys and
+    store, which a write there would replace): checked before the export is asked for."""
     if os.path.isdir(path):
         raise UsageError(f"-o {path} is a folder: give the path of a file to write")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"-o {path}: there is no folder {folder}; make it first, or give another path")
+    real_home, real_folder = os.path.realpath(home), os.path.realpath(folder)
+    if os.path.commonpath([real_home, real_folder]) == real_home:
+        raise UsageError(
+            f"-o {path} is in the daemon's home {home}, where it keeps its own files (its database, keys and"
+            " store), which a write there can replace: write the export somewhere else"
+        )
 
 
 def _write_output(path: str, data: bytes) -> None:
@@ -60,7 +68,7 @@ def cmd_export(args) -> int:
     if args.chat is not None and args.format != "openai":
         raise UsageError(f"--chat picks the chat of --format openai; a {args.format} export holds every chat")
     if args.output:
-        _check_output(args.output)
+        _check_output(args.output, resolve_home(args.home))
     c = client(args)
     with Progress(c, {"export"}):
         data = c.export(args.id, args.format, args.chat)
