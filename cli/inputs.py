@@ -59,6 +59,8 @@ def json_arg(text: str | None, what: str):
         return json.loads(text)
     except ValueError as exc:
         raise CliError(f"{what} is not valid JSON: {exc}", EXIT_USAGE) from None
+    except RecursionError:
+        raise CliError(f"{what} is nested too deeply to be read", EXIT_USAGE) from None
 
 
 STORE_ARGV_WARNING = (

@@ -14,10 +14,18 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 YEARS_10 = 10 * 365 * 86400  # the daemon's longest expiry or idle time (api/types.py: not imported, no pydantic)
 
 
-def duration(text: str) -> float:
+def duration(text: str, unit_needed: bool = False) -> float:
+    """Seconds in a duration: 90s, 30m, 12h, 7d, 2w, or a bare number of seconds. `unit_needed`: a bare number
+    (but 0, the same in any unit) is refused, for an option whose duration ends or deletes sessions, where 7
+    meant as 7 days and read as 7 seconds does harm."""
     m = _DURATION.match(text.strip())
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
+    if unit_needed and not m.group(2) and float(m.group(1)) != 0:
+        n = m.group(1)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no unit: write {n}s for seconds, or {n}m, {n}h, {n}d, {n}w (minutes, hours, days, weeks)"
+        )
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
@@ -30,12 +38,12 @@ def span(secs: float) -> str:
     return f"{secs:g} second{'' if secs == 1 else 's'}"
 
 
-def duration_in(low: float, high: float):
+def duration_in(low: float, high: float, unit_needed: bool = False):
     """An argparse type: a duration (as duration()) that the daemon takes, from `low` to `high` seconds; one
     out of that range is a usage error naming the option as typed, not the daemon's 'expires_in must be...'."""
 
     def parse(text: str) -> float:
-        value = duration(text)
+        value = duration(text, unit_needed)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
                 f"must be at least {span(low)} and at most {span(high)}, not {text!r} (examples: 90s, 30m, 12h, 7d)"
@@ -64,6 +72,17 @@ def seconds(text: str) -> float:
         value = math.nan
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (0 or more, e.g. 15 or 2.5)")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A wait in seconds that must be some wait: a finite number more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds more than 0: {text!r} (e.g. 15 or 2.5)")
     return value
 
 
@@ -124,7 +143,7 @@ def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
         )
         p.add_argument(
             "--idle-timeout",
-            type=duration_in(1, YEARS_10),
+            type=duration_in(1, YEARS_10, unit_needed=True),
             dest="idle_timeout",
             help="end the session after this idle time (1 second to 10 years, e.g. 1h)",
         )
@@ -173,6 +192,10 @@ SESSION_UNSET = {
 }
 
 
+# A command's own option that fills an API field of the same name (its dest): command -> {dest: option}.
+_COMMAND_FIELDS = {"add": {"tokens": "--tokens"}, "compact": {"target_tokens": "--target-tokens"}}
+
+
 def option_error(args: Any, exc: Any) -> CliError | None:
     """A daemon's 422 naming the API field an option the user gave fills ("policy.token_quota must be
     between 1 and ..."), said of the option as typed (--token-quota ...), as a usage error (exit 2): the
@@ -181,9 +204,18 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     if getattr(exc, "status", None) != 422:
         return None
     field, _, rest = str(getattr(exc, "message", "")).partition(" ")
+    field = field.removeprefix("body.")  # (the checks of the request's raw JSON name its fields so)
     for name, (dest, path) in SESSION_UNSET.items():
-        if ".".join(path) == field and getattr(args, dest, None) is not None and rest:
+        api = ".".join(path)
+        if getattr(args, dest, None) is None or not rest:
+            continue
+        if field == api:
             return CliError(f"--{name} {rest}", EXIT_USAGE)
+        if field.startswith((api + ".", api + "[")) and name == "metadata":  # a value inside the option's JSON
+            return CliError(f"--{name}{field[len(api) :]} {rest}", EXIT_USAGE)
+    for dest, option in _COMMAND_FIELDS.get(getattr(args, "command", ""), {}).items():
+        if field == dest and getattr(args, dest, None) is not None and rest:
+            return CliError(f"{option} {rest}", EXIT_USAGE)
     # the options no `set` has: a new session's or chat's own id ("session id must be ..."; a session named
     # by its positional ID is a 404, never this), and `new --initial` ("initial_messages[0].role ...")
     id_dest = {"new": "id", "clone": "new_id", "fork": "new_id", "chat": "chat_id"}.get(getattr(args, "command", ""))

@@ -43,6 +43,23 @@ class _Parser(argparse.ArgumentParser):
         raise ParseError(self, message)
 
 
+class _Version(argparse.Action):
+    """`sessiond --version`: the installed package's version, looked up only when asked (the CLI starts fast)."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("sessiond")
+        except PackageNotFoundError:  # a source tree that was not installed (as the daemon says)
+            number = "0.0.0+src"
+        print(f"sessiond {number}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -53,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
     parser = _Parser(prog="sessiond", description="Private, durable LLM chat sessions on every device.")
+    parser.add_argument("--version", action=_Version, help="print sessiond's version and exit")
     parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)

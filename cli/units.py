@@ -74,7 +74,8 @@ def make_spec(home: str, store: str | None) -> Spec:
             raise ServiceError(
                 "the store URL carries credentials (an invite or a token before '@'); they would "
                 'show in the unit file and in `ps`. Let the home keep them: put store = "URL" in '
-                f"{os.path.join(home, 'config.toml')} (or start the daemon once with --store), then "
+                f"{os.path.join(home, 'config.toml')} (or start the daemon once with --store-file FILE, FILE "
+                "holding the URL), then "
                 "run `sessiond service install` without --store",
                 EXIT_USAGE,
             )

@@ -20,7 +20,7 @@ from ..stores.errors import LyingServer, StoreFull, describe_failure, failing
 from ..sync.errors import describe
 from ..sync.mirror import MirrorStore
 from .doctor_files import check_home, finding
-from .doctor_fixes import pull_fix, settled_fix
+from .doctor_fixes import for_home, pull_fix, settled_fix
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -46,6 +46,8 @@ async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     findings += await check_pushes(daemon)
     if verify:
         findings += await check_verify(daemon, down)
+    for f in findings:
+        f["fix"] = for_home(f["fix"], daemon.home.path)
     return {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings}
 
 
@@ -177,7 +179,9 @@ async def check_verify(daemon: Daemon, down: dict[str, str] | None = None) -> li
         if not problems:
             continue
         fix = f"sessiond sync --wait {s['session']} && sessiond verify {s['session']}"
-        if s.get("elsewhere"):  # a store of a mirror lost what other devices wrote: they send it again
+        if any(p.startswith("revoked:") for p in problems):  # left out of a rekey: a sync pulls nothing new
+            fix = pull_fix("revoked", s["session"])
+        elif s.get("elsewhere"):  # a store of a mirror lost what other devices wrote: they send it again
             fix += f"  # and `sessiond sync --wait {s['session']}` on device(s) {', '.join(s['elsewhere'])}"
         out.append(finding("verify", "problem", f"session {s['session']} fails verify: {'; '.join(problems)}", fix))
     for why, sids in unchecked.items():

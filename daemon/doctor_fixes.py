@@ -7,6 +7,8 @@ writes at all: `sync --wait` is refused again at once by those, so each gets wha
 from __future__ import annotations
 
 import os
+import re
+import shlex
 
 from ..stores.errors import (
     AuthRefused,
@@ -19,6 +21,18 @@ from ..stores.errors import (
 )
 
 MOVE = "sessiond stop && sessiond start --store URL --change-store"
+_COMMAND = re.compile(r"(?<!`)\bsessiond ([a-z][a-z-]*)")
+
+
+def for_home(fix: str | None, home: str) -> str | None:
+    """`fix` with `--home HOME` after each `sessiond COMMAND` in it, so that it is the exact command for this
+    home: pasted as it was, a fix for a daemon started with --home acted on the default home's daemon. Not
+    the relay's commands (`sessiond serve`: they run on the relay's machine), nor one quoted in backticks (a
+    command for other devices, in a comment); a fix naming its home already is left as it is."""
+    if fix is None or "--home" in fix:
+        return fix
+    home_arg = f"--home {shlex.quote(home)}"
+    return _COMMAND.sub(lambda m: m.group() if m.group(1) == "serve" else f"{m.group()} {home_arg}", fix)
 
 
 def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:

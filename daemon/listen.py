@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import socket
 import time
 
@@ -31,10 +32,11 @@ def lock_holder(home: str, wait: float = 2.0) -> int | None:
 def running_message(home: str) -> str:
     """What a start says when another daemon holds the home's lock (running, or still starting)."""
     pid = lock_holder(home)
+    where = shlex.quote(home)
     return (
         f"a sessiond daemon is already running (or starting) for {home}"
         + (f" (pid {pid})" if pid else "")
-        + "; `sessiond status` shows it, `sessiond stop` stops it"
+        + f"; `sessiond status --home {where}` shows it, `sessiond stop --home {where}` stops it"
     )
 
 

@@ -80,6 +80,8 @@ def find_account(data_dir: str, which: str) -> str:
     found = by_label or by_prefix
     if len(found) == 1:
         return found[0]
+    if not found and 0 < len(which) < 4 and any(a.startswith(which.lower()) for a in accounts):
+        raise NoSuchAccount(f"give at least 4 characters of an account's id, not {which!r} (or its label)")
     if not found:
         raise NoSuchAccount(f"no account {which!r} on this relay (sessiond serve accounts lists them)")
     raise NoSuchAccount(f"{which!r} names {len(found)} accounts ({', '.join(found)}): give the id")

@@ -212,8 +212,15 @@ class BatchWriter:
                         op.ok, op.error = False, write_error(f"cannot make {folder} durable", folder, exc)
 
     def _write_heads(self, ops: list[_Op]) -> None:
+        lock = os.path.join(self._heads, ".lock")
         try:
-            fd = os.open(os.path.join(self._heads, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:  # the store's folder went (emptied by hand, a synced folder wiped): again,
+                # as its objects' folders are (every push fails otherwise, until a restart makes it)
+                os.makedirs(self._heads, mode=0o700, exist_ok=True)
+                fsutil.fsync_dir(os.path.dirname(self._heads))
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             for op in ops:
                 op.error = write_error(f"cannot lock the heads of {self._heads}", self._heads, exc)

@@ -52,8 +52,8 @@ class Collector:
         remote = await ctx.db.remote(sid)
         store = await ctx.store_for(sid)
         out: set[bytes] = set()
-        if remote is not None:  # the members slot: its object is live
-            slot = await asyncio.wait_for(store.get_head(bytes(remote["announce_pk"])), ctx.timeout)
+        if remote is not None:  # the members slot (its registry key: 0xed and the announce key): its object is live
+            slot = await asyncio.wait_for(store.get_head(b"\xed" + bytes(remote["announce_pk"])), ctx.timeout)
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
         pks = [bytes(p["head_pk"]) for p in await ctx.db.peers(sid)]

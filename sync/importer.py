@@ -163,7 +163,14 @@ class Importer:
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
             raise ImportError_("damaged", "the shared logs do not contain the session's creation")
         if rejoin and not await self._same_session(sid, logs):
-            raise ImportError_("conflict", f"a different session with id {sid} already exists on this device")
+            raise ImportError_(
+                "conflict",
+                f"a different session with id {sid} already exists on this device (made here, or imported from a"
+                f" file or another code), and the code's cannot be imported beside it: keep this one, or, to import"
+                f" the code's instead, save this one first (`sessiond export {sid} -o {sid}.json`, which"
+                f' `sessiond import-file` takes back under a new id once its "id" is removed) and delete it here'
+                f" (`sessiond rm {sid}`)",
+            )
         checkpoints = sorted(
             (o for lg in logs.values() for o in lg.ops if o.kind == "checkpoint.add"), key=lambda o: o.order
         )

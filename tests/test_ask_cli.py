@@ -100,3 +100,21 @@ def test_json_gives_the_part_recorded_when_the_provider_fails_mid_answer(loop):
     assert said["message"]["id"] == a["id"] and said["message"]["interrupted"] is True
     assert said["message"]["content"] == "echo:"
     assert "recorded" in res.stderr, res.stderr
+
+
+def test_an_empty_question_is_refused_before_anything_is_recorded_or_sent(loop):
+    """`sessiond ask ID ""` (a shell variable left unset) or an empty standard input recorded an empty user
+    message and sent the chat to the model, which answered it and spent tokens; it is a usage error now, the
+    session unchanged and the model not asked."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    before = len(p.requests)
+    for text, stdin in (("", None), ("  \n", None), ("-", "\n")):
+        for extra in ([], ["--json"]):
+            res = run_cli(d.home, "ask", sid, text, *extra, input=stdin)
+            assert res.returncode == 2 and "question is empty" in res.stderr, (text, res.stderr)
+            if extra:
+                assert json.loads(res.stdout)["error"]["code"] == "usage"
+    assert c.messages(sid)["messages"] == [] and len(p.requests) == before

@@ -442,6 +442,39 @@ def test_key_export_output_imports_as_it_is(daemon, tmp_path):
     assert run_cli(fresh, "key", "export", check=True).stdout == run_cli(daemon.home, "key", "export").stdout
 
 
+def test_key_import_of_bad_words_changes_nothing(daemon, tmp_path):
+    """Words that are no backup (too few, misspelt, none) are refused before anything is written: a mistyped
+    --home, or a wrong paste, used to leave a new home (its keys/ and logs/ folders) behind all the same. A
+    running daemon's home is refused with the command that stops that daemon, --home included."""
+    words = run_cli(daemon.home, "key", "export", check=True).stdout.split()
+    fresh = str(tmp_path / "fresh")
+    for bad in (" ".join(words[:3]), " ".join(["skatch", *words[1:]]), ""):
+        for extra in ([], ["--json"]):
+            res = run_cli(fresh, "key", "import", *extra, input=bad)
+            assert res.returncode != 0, res
+            _no_traceback(res)
+            assert not os.path.exists(fresh), os.listdir(fresh)
+    res = run_cli(daemon.home, "key", "import", input=" ".join(words))
+    assert res.returncode == 1 and f"sessiond stop --home {daemon.home}" in res.stderr, res.stderr
+
+
+def test_key_export_s_whole_output_imports(daemon, tmp_path):
+    """`sessiond key export > words.txt 2>&1` (or a paste of the terminal) keeps the notice above the words,
+    and import counted its words too ("a key backup is 24 words; got 39") of a file holding a good backup.
+    The notice is a '#' line now, as share's notes are, and import leaves such lines out (and the notice of
+    earlier versions, which had no '#')."""
+    res = run_cli(daemon.home, "key", "export", check=True)
+    words = res.stdout
+    for whole in (
+        res.stderr + words,
+        "Your device key backup (keep it secret; anyone with it can sign as this device):\n" + words,
+    ):
+        fresh = tmp_path / f"restored-{len(whole)}"
+        res = run_cli(str(fresh), "key", "import", input=whole)
+        assert res.returncode == 0, res.stderr
+        assert run_cli(str(fresh), "key", "export", check=True).stdout == words
+
+
 def test_text_that_is_not_utf8_is_a_clear_error(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for argv in ([b"add", sid, "--role", "user", b"\xff"], [b"new", b"--name", b"caf\xe9"]):
@@ -479,6 +512,27 @@ def test_export_to_a_folder_or_a_missing_folder_is_a_clear_error(daemon, tmp_pat
     assert [n for n in os.listdir(tmp_path) + os.listdir(out) if n.startswith(".tmp-")] == []
     res = run_cli(daemon.home, "export", sid, "-o", str(out / "s.json"), "--json", check=True)
     assert json.loads(res.stdout) == {"written": str(out / "s.json")}
+
+
+def test_export_never_writes_over_the_daemon_s_own_files(daemon):
+    """`export -o` into the daemon's home replaced what it named: `-o HOME/sessions.db` put the JSON in place
+    of the database (the running daemon went on with the old file, and the next start refused the "damaged"
+    database: every session here lost), `-o HOME/keys/device.key` the device key. A path in the home is refused
+    now, nothing written."""
+    sid = cli_json(daemon.home, "new", "--name", "precious")["id"]
+    db = os.path.join(daemon.home, "sessions.db")
+    key = os.path.join(daemon.home, "keys", "device.key")
+    before = {p: open(p, "rb").read() for p in (db, key)}
+    for target in (db, key, os.path.join(daemon.home, "keys", "new.json"), os.path.join(daemon.home, "x.md")):
+        res = run_cli(daemon.home, "export", sid, "-o", target, "--json")
+        assert res.returncode == 2, res
+        err = json.loads(res.stdout)["error"]
+        assert err["code"] == "usage" and "the daemon's home" in err["message"], err
+        assert not os.path.exists(target) or target in before
+    assert {p: open(p, "rb").read() for p in (db, key)} == before
+    assert run_cli(daemon.home, "stop").returncode == 0
+    daemon.start()
+    assert cli_json(daemon.home, "show", sid)["name"] == "precious"
 
 
 def test_an_empty_home_is_refused_not_read_as_the_default(daemon):
@@ -577,10 +631,14 @@ def test_status_beside_a_hung_daemon_says_so_in_seconds(daemon):
         os.kill(daemon.proc.pid, signal.SIGCONT)
     assert res.returncode == 1 and took < 60, (res, took)
     message = json.loads(res.stdout)["error"]["message"]
-    assert f"pid {daemon.proc.pid}" in message and "within 1 s" in message and "sessiond stop" in message
+    assert f"pid {daemon.proc.pid}" in message and "within 1 s" in message
+    # the way out names this home: a bare `sessiond stop` stopped the default home's daemon, not the stuck one
+    assert f"`sessiond stop --home {daemon.home}`" in message, message
     _no_traceback(res)
     assert cli_json(daemon.home, "status")["pid"] == daemon.proc.pid  # and answers again once it runs
-    assert run_cli(daemon.home, "status", "--timeout", "0").returncode == 2
+    for bad in ("0", "-1"):  # one rule, said once: 0 was refused as "must be more than 0" after -1 was
+        res = run_cli(daemon.home, "status", "--timeout", bad)  # told "0 or more"
+        assert res.returncode == 2 and "more than 0" in res.stderr and "0 or more" not in res.stderr, res.stderr
 
 
 def test_a_group_without_its_action_says_which_help_to_read(home):
@@ -604,3 +662,173 @@ def test_import_reads_the_code_file_dash_as_standard_input(daemon):
     res = run_cli(daemon.home, "import", "--code-file", "-", "--json", input="sessiond1notacode\n")
     assert res.returncode == 1, res  # the code was read, and the daemon judged it
     assert json.loads(res.stdout)["error"]["message"] == "share code is truncated", res.stdout
+
+
+def test_import_takes_share_s_whole_output_comments_and_all(daemon, tmp_path):
+    """`sessiond share ID > code.txt 2>&1` (or a paste of the terminal) keeps share's notes, each a line
+    starting with '#', above the code; import read them as part of the code and said "not a sessiond share
+    code (it should start with 'sessiond1')". The notes are skipped now, as their '#' says they may be."""
+    sid = cli_json(daemon.home, "new")["id"]
+    res = run_cli(daemon.home, "share", sid, check=True)
+    whole = tmp_path / "code.txt"
+    whole.write_text(res.stderr + res.stdout)
+    assert whole.read_text().startswith("# ")
+    res = run_cli(daemon.home, "import", "--code-file", str(whole), "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["session"] == sid, res
+    res = run_cli(daemon.home, "import", "--json", input=whole.read_text())
+    assert res.returncode == 0 and json.loads(res.stdout)["session"] == sid, res
+
+
+def test_values_refused_by_the_daemon_are_named_as_the_options_typed(daemon):
+    """`add --tokens -1`, `compact --target-tokens -1` and an empty search QUERY were refused in the API's
+    terms ("tokens must be ...", "target_tokens ...", "query parameter q ...") with exit 1; like every other
+    option the daemon refuses, each now names what the user typed, as a usage error (exit 2), and changes
+    nothing."""
+    sid = cli_json(daemon.home, "new")["id"]
+    cases = [
+        (["add", sid, "--role", "user", "--tokens", "-1", "hi"], "--tokens must be between 0 and"),
+        (["compact", sid, "--target-tokens", "-1"], "--target-tokens must be between 0 and"),
+        (["search", ""], "give a QUERY"),
+        (["search", "  "], "give a QUERY"),
+    ]
+    for args, said in cases:
+        res = run_cli(daemon.home, *args)
+        assert res.returncode == 2 and said in res.stderr, (args, res.stderr)
+        res = run_cli(daemon.home, *args, "--json")
+        err = json.loads(res.stdout)["error"]
+        assert res.returncode == 2 and err["code"] == "usage" and said in err["message"], (args, err)
+    assert cli_json(daemon.home, "log", sid)["messages"] == []
+
+
+def test_shares_is_a_table_with_its_columns_lined_up(daemon):
+    """`sessiond shares` printed each code's fields one after another with no header, so rows of sessions
+    whose ids differ in length did not line up; it is a table like `ls`, each column under its heading."""
+    short = cli_json(daemon.home, "new", "--id", "s2")["id"]
+    long_ = cli_json(daemon.home, "new")["id"]
+    for sid in (long_, short):
+        run_cli(daemon.home, "share", sid, check=True)
+    lines = run_cli(daemon.home, "shares", check=True).stdout.splitlines()
+    assert len(lines) == 3 and lines[0].split()[:3] == ["#", "SESSION", "ACCESS"], lines
+    column = lines[0].index("ACCESS")
+    assert all(line[column:].startswith("read-only") for line in lines[1:]), lines
+
+
+def test_show_says_what_new_was_given(daemon):
+    """`sessiond show` left out a session's quota, context budget, idle timeout and checkpoint interval, its
+    initial messages, where it was copied from and whether this device may write it: `new --token-quota 500`
+    could not be seen anywhere in it. It shows them now."""
+    sid = cli_json(
+        daemon.home,
+        "new",
+        "--token-quota",
+        "500",
+        "--idle-timeout",
+        "1h",
+        "--initial",
+        '[{"role": "user", "content": "hi"}]',
+    )["id"]
+    text = run_cli(daemon.home, "show", sid, check=True).stdout
+    assert '"token_quota": 500' in text and '"idle_timeout": 3600' in text, text
+    assert "initial:       1 message(s)" in text and "access:        owner" in text, text
+    cli_json(daemon.home, "add", sid, "--role", "user", "x")
+    at = cli_json(daemon.home, "log", sid)["messages"][0]["id"]
+    fork = cli_json(daemon.home, "fork", sid, "--at", at)["id"]
+    text = run_cli(daemon.home, "show", fork, check=True).stdout
+    assert f"copied from:   fork of {sid} at {at}" in text, text
+
+
+def test_a_second_start_names_the_home_in_the_commands_it_gives(daemon, tmp_path):
+    """Beside a running daemon, `start --store OTHER` and `daemon` said `sessiond stop` (and `sessiond
+    status`): run as given for a home other than the default, those act on the default home's daemon."""
+    other = "file://" + str(tmp_path / "other-store")
+    for args in (["start", "--store", other], ["daemon"]):
+        res = run_cli(daemon.home, *args)
+        assert res.returncode != 0 and f"sessiond stop --home {daemon.home}" in res.stderr, (args, res.stderr)
+    assert daemon.client().status()["pid"] == daemon.proc.pid
+
+
+def test_add_refuses_an_empty_message(daemon):
+    """`sessiond add ID --role user "$TEXT"` with TEXT unset, or an empty pipe into `add ... -`, recorded an
+    empty message, which no command can take out of the session's history again (and which syncs to every
+    device it is shared with); it is a usage error now and the session is unchanged."""
+    sid = cli_json(daemon.home, "new")["id"]
+    for text, stdin in (("", None), (" \n ", None), ("-", ""), ("-", "\n")):
+        for extra in ([], ["--json"]):
+            res = run_cli(daemon.home, "add", sid, "--role", "user", text, *extra, input=stdin)
+            assert res.returncode == 2 and "the message is empty" in res.stderr, (text, stdin, res.stderr)
+    assert cli_json(daemon.home, "log", sid)["messages"] == []
+
+
+def test_version_is_one_option_away(home):
+    """`sessiond --version`, the first thing many try, was refused as an unrecognized argument (exit 2)."""
+    from importlib.metadata import version
+
+    res = run_cli(None, "--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"sessiond {version('sessiond')}", res
+
+
+def test_log_help_says_which_messages_limit_keeps(home):
+    """`log --limit N` prints the first N messages, oldest first; its help said nothing (nor of --chat)."""
+    out = run_cli(None, "log", "--help").stdout
+    assert "the first N messages, oldest first" in " ".join(out.split()), out
+    assert "chat id or name" in " ".join(out.split()), out
+
+
+def test_set_help_says_tag_and_metadata_replace_what_the_session_has(daemon):
+    """`set ID --tag c` on a session tagged a, b leaves it tagged c alone (and --metadata replaces the whole
+    object): `set --help` said nothing of it, so adding a tag that way silently dropped the others."""
+    sid = cli_json(daemon.home, "new", "--tag", "a", "--tag", "b")["id"]
+    assert cli_json(daemon.home, "set", sid, "--tag", "c")["tags"] == ["c"]
+    out = " ".join(run_cli(None, "set", "--help").stdout.split())
+    assert "--tag TAG the session's tags, replacing all it has" in out, out
+    assert "--metadata METADATA a JSON object that replaces the session's metadata whole" in out, out
+    assert "--system SYSTEM system prompt ('-' reads it from standard input)" in out, out
+
+
+def test_json_options_nested_too_deeply_are_a_clear_error(daemon):
+    """`new --metadata` (or --initial) holding JSON nested deeper than Python's parser goes ended in a
+    RecursionError traceback, and with --json no JSON answer; it is a usage error naming the option now,
+    and no session is made."""
+    deep = "[" * 50_000 + "]" * 50_000
+    for option in ("--metadata", "--initial"):
+        res = run_cli(daemon.home, "new", option, deep)
+        _no_traceback(res)
+        assert res.returncode == 2 and f"{option} is nested too deeply" in res.stderr, res.stderr[-500:]
+        res = run_cli(daemon.home, "new", option, deep, "--json")
+        assert res.returncode == 2 and json.loads(res.stdout)["error"]["code"] == "usage", res.stdout[-500:]
+    assert cli_json(daemon.home, "ls")["sessions"] == []
+
+
+def test_a_value_inside_a_json_option_is_named_under_the_option(daemon):
+    """A value the daemon refuses inside --metadata (nested past its limit, a lone surrogate escape) was named
+    as the API field ("metadata.a[0]... is nested too deeply"), with exit 1; it is named under the option
+    typed, as --initial's are, and exits 2."""
+    deep = '{"a": ' + "[" * 900 + "]" * 900 + "}"
+    for args in (["new", "--metadata", deep], ["new", "--metadata", '{"k": "\\ud800"}']):
+        res = run_cli(daemon.home, *args)
+        assert res.returncode == 2 and res.stderr.startswith("sessiond: --metadata."), res.stderr[:300]
+    assert cli_json(daemon.home, "ls")["sessions"] == []
+
+
+def test_ls_says_when_there_are_more_sessions_than_it_shows(daemon):
+    """`ls` stops at --limit (1000 by default) and said nothing of the sessions past it: a device with more
+    looked as if it had only those. It says so now (standard error; --json: `more`), and nothing when all
+    are shown."""
+    for i in range(3):
+        cli_json(daemon.home, "new", "--name", f"s{i}")
+    res = run_cli(daemon.home, "ls", "--limit", "2", check=True)
+    assert len(res.stdout.splitlines()) == 3 and "more sessions than these 2" in res.stderr, res
+    assert "--limit" in res.stderr
+    out = cli_json(daemon.home, "ls", "--limit", "2")
+    assert len(out["sessions"]) == 2 and out["more"] is True, out
+    res = run_cli(daemon.home, "ls", "--limit", "3", check=True)
+    assert res.stderr == "" and cli_json(daemon.home, "ls", "--limit", "3")["more"] is False
+
+
+def test_log_refuses_chat_and_all_together(daemon):
+    """`log ID --all --chat C` printed every chat's messages, --chat dropped without a word; the two
+    contradict each other and are refused together."""
+    sid = cli_json(daemon.home, "new")["id"]
+    for extra in ([], ["--json"]):
+        res = run_cli(daemon.home, "log", sid, "--all", "--chat", "main", *extra)
+        assert res.returncode == 2 and "--chat" in res.stderr and "--all" in res.stderr, res.stderr

@@ -133,3 +133,26 @@ def test_a_new_id_or_initial_messages_the_daemon_refuses_are_named_by_their_opti
     # a positional session id is not the option: an unknown one is the daemon's error (exit 1)
     res = run_cli(daemon.home, "clone", "no-such", "--id", "fine")
     assert res.returncode == 1 and "no session 'no-such'" in res.stderr, res.stderr
+
+
+def test_a_duration_that_ends_or_deletes_sessions_needs_its_unit(daemon):
+    """`cleanup --older-than 7` (meaning a week) read 7 as seconds and deleted every session idle for more
+    than 7 s, nearly all of them; `new`/`set --expires-in 7` and `--idle-timeout 60` likewise ended a session
+    within a minute (deleted too with delete_expired). A bare number is refused there now, asking for the unit;
+    nothing is deleted, made or changed. (0, the same in any unit, is judged as before.)"""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    before = _shown(daemon.home, sid)
+    for option, argv in (
+        ("--older-than", ["cleanup", "--older-than", "7"]),
+        ("--expires-in", ["new", "--expires-in", "7"]),
+        ("--expires-in", ["set", sid, "--expires-in", "30"]),
+        ("--idle-timeout", ["set", sid, "--idle-timeout", "60"]),
+        ("--idle-timeout", ["new", "--idle-timeout", "2.5"]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert option in message and "has no unit" in message, message
+        res = run_cli(daemon.home, *argv)
+        assert res.returncode == 2 and "has no unit" in res.stderr, res
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing deleted, nothing made
+    assert _shown(daemon.home, sid) == before
+    assert cli_json(daemon.home, "cleanup", "--older-than", "7d", "--dry-run")["sessions"] == []

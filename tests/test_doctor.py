@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -81,7 +82,8 @@ def test_a_damaged_object_names_the_session_failing_verify(healthy):
         assert code == 1
         (p,) = problems(rep)
         assert p["check"] == "verify" and f"session {sid} fails verify" in p["message"], rep
-        assert p["fix"] == f"sessiond sync --wait {sid} && sessiond verify {sid}"
+        # the exact commands, for this home: without --home they would act on the default home's daemon
+        assert p["fix"] == f"sessiond sync --home {d.home} --wait {sid} && sessiond verify --home {d.home} {sid}"
     finally:
         for path, data in saved.items():
             with open(path, "wb") as f:
@@ -178,3 +180,16 @@ def test_a_kubo_node_started_offline_is_named_with_its_fix(make_daemon):
         assert "ipfs daemon" in push["fix"], push
     finally:
         server.stop()
+
+
+def test_doctor_s_text_lines_up_and_counts_its_warnings(healthy, tmp_path):
+    """Each finding's message starts in one column (the "database" check's name, longer than the others,
+    pushed its message one place right), and a report with warnings says so rather than a bare "no problems
+    found" under them."""
+    d, _ = healthy
+    lines = run_cli(d.home, "doctor", "--no-verify").stdout.splitlines()
+    findings = [line for line in lines if line.startswith("ok ")]
+    starts = {len(re.match(r"\S+\s+\S+\s+", line).group()) for line in findings}  # mark, check, message
+    assert len(starts) == 1, findings
+    res = run_cli(str(tmp_path / "none"), "doctor")  # no daemon, no home: two warnings
+    assert res.returncode == 0 and res.stdout.splitlines()[-1] == "no problems found; 2 warning(s)", res.stdout

@@ -173,6 +173,20 @@ def test_claude_export_malformed_imports_nothing(d, tmp_path):
     )
 
 
+def test_text_that_is_not_unicode_is_named_by_its_place_in_the_file(d, tmp_path):
+    """A lone surrogate (an escape JSON allows, which is no text) was refused naming the request's field
+    ("body.data[0].content ..."), a place in no file the user has; the error names the file and the place
+    in it, as every other malformed file's does."""
+    f = tmp_path / "chat.json"
+    f.write_text('[{"role": "user", "content": "bad \\ud800 text"}]')
+    refused(d, str(f), "--format", "openai", expect=f"{f}: [0].content is not valid Unicode text")
+    f = tmp_path / "session.json"
+    f.write_text('{"messages": [{"role": "user", "content": "\\ud800"}]}')
+    refused(d, str(f), "--format", "openai", expect=f"{f}: messages[0].content is not valid Unicode text")
+    res = run_cli(d.home, "import-file", "-", "--format", "openai", input=f.read_text())
+    assert "standard input: messages[0].content is not valid Unicode text" in res.stderr, res.stderr
+
+
 # ------------------------------------------------------------------------------------------ Open WebUI
 def test_openwebui_export_imports_the_branch_the_user_sees(d):
     made = cli_json(d.home, "import-file", os.path.join(FIXTURES, "openwebui_export.json"))["sessions"]

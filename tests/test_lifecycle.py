@@ -119,3 +119,30 @@ def test_gc_frees_what_heads_let_go_after_the_grace(two):
     b.client().import_code(ca.share(sid)["code"])
     assert contents(b, sid) == [f"message {i}" for i in range(6)]
     assert b.client().verify(sid)["ok"]
+
+
+def test_gc_frees_a_shared_session_s_objects_on_the_relay(make_daemon, tmp_path):
+    """Through a relay (S5) gc read a shared session's members slot under the wrong key (its announce key
+    without the registry's 0xed prefix): the relay refused the read (HTTP 400), so every shared session's
+    objects were kept ("its heads could not be read") and gc freed nothing of them, however full the relay.
+    They are freed now, and the session still verifies and imports whole."""
+    from conftest import relay_served
+
+    with relay_served(str(tmp_path / "relay"), "--open-registration") as info:
+        url = info["url"]
+        a, b = make_daemon(url).start(), make_daemon(url).start()
+        ca = a.client()
+        sid = ca.create_session(name="gc on the relay")["id"]
+        b.client().import_code(ca.share(sid, write=True)["code"])
+        for i in range(4):  # each push moves the head on: the manifest it left is let go
+            ca.append(sid, "user", f"message {i}")
+            ca.sync(sid, wait=True)
+        done = cli_json(a.home, "gc", "--grace", "0")
+        assert not any(st.get("errors") for st in done["stores"]), done
+        assert done["objects"] >= 4, done
+        assert ca.verify(sid)["ok"]
+        wait_for(lambda: contents(b, sid) == [f"message {i}" for i in range(4)], timeout=20, what="B following")
+        c = make_daemon(url).start()
+        c.client().import_code(ca.share(sid)["code"])
+        assert contents(c, sid) == [f"message {i}" for i in range(4)]
+        assert c.client().verify(sid)["ok"]

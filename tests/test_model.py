@@ -102,6 +102,13 @@ def test_ask_streams_and_records_the_answer_with_usage_times_and_settings(setup)
     per_chat = c.stats(sid)["per_chat"][0]
     assert per_chat["answers"] == 1 and per_chat["avg_first_token_seconds"] is not None
     assert per_chat["avg_answer_seconds"] is not None
+    # and `sessiond stats ID` shows them too (it showed only the wait from question to answer, not the times
+    # the model took, which the README says it averages per chat)
+    lines = run_cli(d.home, "stats", sid, check=True).stdout.splitlines()
+    assert lines[1].split()[:9] == ["CHAT", "NAME", "MESSAGES", "ANSWERS", "FIRST", "TOKEN", "S", "ANSWER", "S"], lines
+    row = lines[2].split()
+    assert row[:4] == ["main", "main", "2", "1"], lines
+    assert float(row[4]) == per_chat["avg_first_token_seconds"] and float(row[5]) == per_chat["avg_answer_seconds"]
     # --json prints the stored message; the second question carries the first exchange
     out = cli_json(d.home, "ask", sid, "again")
     assert out["content"] == "echo: again" and out["id"] == assistant(c, sid)[-1]["id"]
@@ -317,6 +324,10 @@ def test_openai_sdk_over_tcp_records_only_what_is_new(setup):
     info = _status(d)
     assert info["base_url"].startswith("http://127.0.0.1:") and info["base_url"].endswith("/openai/v1")
     assert stat.S_IMODE(os.stat(info["api_key_file"]).st_mode) == 0o600
+    # `sessiond status` says so too (it was in --json only), and which providers this device configures
+    text = run_cli(d.home, "status", check=True).stdout
+    assert f"openai:   {info['base_url']} (key in {info['api_key_file']})" in text, text
+    assert "provider: loop (default)" in text, text
     key = open(info["api_key_file"]).read().strip()
     client = openai.OpenAI(base_url=info["base_url"], api_key=key, max_retries=0)
     # no session named: a new one, whose id comes back in the header

@@ -36,6 +36,10 @@ def test_a_device_left_out_of_a_rekey_imports_a_new_code_over_its_copy(make_daem
     doctor = run_cli(b.home, "doctor", "--no-verify", "--json")
     fix = next(f["fix"] for f in cli_json_text(doctor)["findings"] if "rekeyed without" in f["message"])
     assert "sessiond import" in fix, fix
+    # verify's finding names the same way out: a sync (which it said before) pulls nothing for a device left out
+    doctor = run_cli(b.home, "doctor", "--json")
+    fix = next(f["fix"] for f in cli_json_text(doctor)["findings"] if f["check"] == "verify" and sid in f["message"])
+    assert fix.startswith(f"sessiond import --home {b.home} < code.txt"), fix
     code = a.client().share(sid, write=write)["code"]
     res = run_cli(b.home, "import", "--json", input=code)
     assert res.returncode == 0, res
@@ -65,6 +69,8 @@ def test_a_code_of_another_session_under_the_same_id_is_still_refused(make_daemo
     other.client().append(sid, "user", "theirs")
     res = run_cli(a.home, "import", "--json", input=other.client().share(sid)["code"])
     assert res.returncode != 0 and "different session" in res.stdout, res
+    # and says what to do: keep it, or set it aside (exported) to make room for the code's session
+    assert f"sessiond export {sid} -o" in res.stdout and f"sessiond rm {sid}" in res.stdout, res.stdout
     assert _messages(a, sid) == ["mine"]
 
 

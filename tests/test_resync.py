@@ -307,6 +307,26 @@ def test_sync_pushes_again_what_the_store_lost(make_daemon, url, store_dir):
     assert contents(b, sid) == contents(a, sid)
 
 
+def test_a_store_folder_removed_whole_is_written_again(make_daemon, url, store_dir):
+    """The folder store removed whole under a running daemon (emptied by hand, a synced folder wiped): its
+    objects/ came back with the next write but its heads/ did not, so every push failed from then on
+    ("cannot lock the heads of .../heads") until the daemon was restarted, and `sync --wait` (doctor's fix)
+    failed the same way. The next push now makes the folder again and `sync --wait` pushes the whole log."""
+    a = make_daemon(url).start()
+    sid = a.client().create_session(name="wiped")["id"]
+    a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(10)])
+    a.client().sync(wait=True)
+    verified(a)
+    shutil.rmtree(store_dir)
+    a.client().append(sid, "user", "after the wipe")
+    res = run_cli(a.home, "sync", "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    verified(a)
+    b = make_daemon(url).start()  # and a new importer gets everything
+    b.client().import_code(a.client().share(sid)["code"])
+    assert contents(b, sid) == contents(a, sid)
+
+
 def test_sync_repairs_a_lost_page_that_verify_found(make_daemon, url, store_dir, tmp_path):
     a = make_daemon(url).start()
     sid = a.client().create_session(name="lost page")["id"]

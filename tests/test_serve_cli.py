@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import PY
+from conftest import PY, run_cli
 
 
 def test_serve_invite_with_a_data_folder_it_cannot_use_is_a_clear_error(tmp_path):
@@ -24,3 +24,56 @@ def test_serve_invite_with_a_data_folder_it_cannot_use_is_a_clear_error(tmp_path
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
         assert f"cannot use the data folder {data}" in json.loads(res.stdout)["error"]["message"]
     assert not_a_folder.read_text() == "a file, not the relay's folder"
+
+
+def test_serve_actions_take_the_data_folder_given_before_the_action(tmp_path):
+    """`sessiond serve --data D invite` (the option before the action, where `serve --help` lists it) makes the
+    invite in D, as `serve invite --data D` does: it used to be dropped for the default folder, so the invite was
+    one the relay at D had never heard of and the device's registration was refused. `accounts` and `revoke`
+    read D the same way. A relay's own option (--quota, --listen, ...) given to an action is refused, not
+    ignored, and nothing is written."""
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path / "home")}
+    data = tmp_path / "relay"
+    res = run_cli(None, "serve", "--data", str(data), "invite", "--label", "phone", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["data"] == str(data)
+    assert len(list((data / "invites").iterdir())) == 1
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+    (data / "accounts").mkdir(mode=0o700)
+    res = run_cli(None, "serve", "--data", str(data), "accounts", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["data"] == str(data)
+    res = run_cli(None, "serve", "--data", str(data), "revoke", "nobody", env=env)
+    assert res.returncode == 1 and "no account 'nobody'" in res.stderr, res.stderr
+    for given in (["--quota", "2G"], ["--listen", "0.0.0.0:6000"], ["--open-registration"], ["--access-log"]):
+        for json_flag in ([], ["--json"]):
+            res = run_cli(None, "serve", *given, "invite", "--data", str(data), *json_flag, env=env)
+            assert res.returncode == 2, (given, res.stdout, res.stderr)
+            assert f"{given[0]} is an option of `sessiond serve`" in res.stderr, res.stderr
+            if json_flag:
+                assert json.loads(res.stdout)["error"]["code"] == "usage"
+    assert len(list((data / "invites").iterdir())) == 1
+
+
+def test_an_invite_says_to_keep_it_out_of_argv(tmp_path):
+    """The note beside a new invite said to use it as `--store s5+http://INVITE@HOST:PORT`, on the command line
+    where every local user reads it in `ps`, against the README's advice: it now says --store-file."""
+    res = run_cli(None, "serve", "invite", "--data", str(tmp_path / "relay"))
+    assert res.returncode == 0, res.stderr
+    code = res.stdout.strip()
+    assert "--store-file" in res.stderr and f"--store s5+http://{code}" not in res.stderr, res.stderr
+
+
+def test_revoke_says_how_to_name_an_account_and_how_to_undo_it(tmp_path):
+    """`serve revoke f3` (a start of an id too short to be taken) said "no account 'f3' on this relay", as if
+    there were none; and a revoke's way back, `sessiond serve revoke --undo ID`, left out the relay's --data
+    (without it, the default folder: another relay) and the id it had just named."""
+    data = tmp_path / "relay"
+    (data / "accounts").mkdir(parents=True)
+    acct = "f3ad057e16f7d84761ce5af6bfee420b"
+    (data / "accounts" / f"{acct}.json").write_text(json.dumps({"created": 1, "label": "phone"}))
+    res = run_cli(None, "serve", "revoke", "f3", "--data", str(data))
+    assert res.returncode == 1 and "at least 4 characters" in res.stderr, res.stderr
+    res = run_cli(None, "serve", "revoke", "phone", "--data", str(data))
+    assert res.returncode == 0, res.stderr
+    assert f"sessiond serve revoke --undo {acct} --data {data}" in res.stdout, res.stdout

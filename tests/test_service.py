@@ -393,6 +393,8 @@ def test_install_refuses_a_store_with_credentials_and_writes_nothing(tmp):
     res = run_cli(home, "service", "install", "--store", "s5+http://SECRETINVITE@relay.example:5050", env=env)
     assert res.returncode == 2 and "credentials" in res.stderr and "Traceback" not in res.stderr
     assert calls(log) == [] and not os.path.exists(os.path.join(tmp, "config dir"))
+    # the way out it gives keeps the URL out of argv too (it said "start the daemon once with --store")
+    assert "--store-file" in res.stderr and "with --store)" not in res.stderr, res.stderr
 
 
 def test_install_refuses_while_a_daemon_started_by_hand_runs(tmp, daemon):

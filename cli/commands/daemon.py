@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import holds_lock, read_lock, resolve_home
 from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import STORE_ARGV_WARNING, read_fd, store_args
-from ..options import seconds
+from ..options import positive_seconds, seconds
 from ..output import emit, short, table, when
 from . import Commands
 
@@ -68,7 +70,7 @@ def register(commands: Commands) -> None:
     p = commands.add("status", cmd_status, "socket, pid, version, device id, counts and sync state")
     p.add_argument(
         "--timeout",
-        type=seconds,
+        type=positive_seconds,
         default=10.0,
         help="seconds to wait for the daemon's answer before calling it stuck (default 10)",
     )
@@ -126,7 +128,8 @@ def cmd_start(args) -> int:
         if store is not None and not same_stores(running, store):  # a URL's credentials are not another store
             raise CliError(
                 f"the daemon already running for this home (pid {info['pid']}) uses store "
-                f"{info.get('store')}, not {shown}; stop it first (`sessiond stop`) to change stores"
+                f"{info.get('store')}, not {shown}; stop it first (`sessiond stop --home {shlex.quote(home.path)}`)"
+                " to change stores"
             )
         emit(
             args,
@@ -252,13 +255,11 @@ def _hung(home: str, exc: ClientError) -> CliError:
     pid = read_lock(home)[0]
     return CliError(
         f"a daemon{f' (pid {pid})' if pid else ''} holds this home but does not answer ({exc}); "
-        f"`sessiond stop` ends it (killing it if it must), then start it again"
+        f"`sessiond stop --home {shlex.quote(home)}` ends it (killing it if it must), then start it again"
     )
 
 
 def cmd_status(args) -> int:
-    if not args.timeout:
-        raise CliError("status: --timeout must be more than 0 seconds", EXIT_USAGE)
     try:  # a status is answered at once: a daemon silent for `--timeout` seconds is stuck, not busy
         info = Client(args.home, timeout=args.timeout).status()
     except (DaemonNotRunning, UnsafeSocket):
@@ -292,6 +293,16 @@ def cmd_status(args) -> int:
     if "pushes" in info:
         p = info["pushes"]
         lines.append(f"pushes:   {p['started']} started, {p['active_sessions']} session(s) busy, gap {p['gap']:g}s")
+    more: dict[str, Any] = dict(info)  # the answer's fields beyond the Status model's: models and the OpenAI endpoint
+    providers = more.get("providers") or {}
+    if providers.get("names"):
+        lines.append(
+            "provider: "
+            + ", ".join(f"{n} (default)" if n == providers.get("default") else n for n in providers["names"])
+        )
+    openai = more.get("openai") or {}
+    if openai.get("base_url"):
+        lines.append(f"openai:   {openai['base_url']} (key in {openai.get('api_key_file')})")
     stores = info.get("stores") or []
     if len(stores) > 1:  # a mirror: how each of its stores is doing
         for st in stores:

@@ -47,11 +47,16 @@ def cmd_doctor(args) -> int:
         )
         report = {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings, "daemon": False}
     lines = []
+    width = max((len(f["check"]) for f in report["findings"]), default=0)  # each message in one column
     for f in report["findings"]:
-        lines.append(f"{MARK.get(f['level'], f['level'])}  {f['check']:<7} {safe(f['message'])}")
+        lines.append(f"{MARK.get(f['level'], f['level'])}  {f['check']:<{width}} {safe(f['message'])}")
         if f["fix"] and f["level"] != "ok":
-            lines.append(f"{'':18}fix: {safe(f['fix'])}")
+            lines.append(f"{'':{width + 11}}fix: {safe(f['fix'])}")
     problems = sum(f["level"] == "problem" for f in report["findings"])
-    lines.append("no problems found" if not problems else f"{problems} problem(s) found")
+    warnings = sum(f["level"] == "warn" for f in report["findings"])
+    lines.append(
+        ("no problems found" if not problems else f"{problems} problem(s) found")
+        + (f"; {warnings} warning(s)" if warnings else "")
+    )
     emit(args, report, "\n".join(lines))
     return 0 if report["ok"] else EXIT_ERROR

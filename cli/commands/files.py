@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from ...client import ApiError
+from ...daemon.home import resolve_home
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
@@ -37,13 +39,20 @@ def register(commands: Commands) -> None:
     )
 
 
-def _check_output(path: str) -> None:
-    """-o names a file to write, in a folder that exists: checked before the export is asked for."""
+def _check_output(path: str, home: str) -> None:
+    """-o names a file to write, in a folder that exists and not in the daemon's home (its database, keys and
+    store, which a write there would replace): checked before the export is asked for."""
     if os.path.isdir(path):
         raise UsageError(f"-o {path} is a folder: give the path of a file to write")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"-o {path}: there is no folder {folder}; make it first, or give another path")
+    real_home, real_folder = os.path.realpath(home), os.path.realpath(folder)
+    if os.path.commonpath([real_home, real_folder]) == real_home:
+        raise UsageError(
+            f"-o {path} is in the daemon's home {home}, where it keeps its own files (its database, keys and"
+            " store), which a write there can replace: write the export somewhere else"
+        )
 
 
 def _write_output(path: str, data: bytes) -> None:
@@ -59,7 +68,7 @@ def cmd_export(args) -> int:
     if args.chat is not None and args.format != "openai":
         raise UsageError(f"--chat picks the chat of --format openai; a {args.format} export holds every chat")
     if args.output:
-        _check_output(args.output)
+        _check_output(args.output, resolve_home(args.home))
     c = client(args)
     with Progress(c, {"export"}):
         data = c.export(args.id, args.format, args.chat)
@@ -88,6 +97,16 @@ def _write_markdown(args, data: dict) -> int:
     return 0
 
 
+def _in_file_terms(exc: ApiError, where: str) -> ApiError:
+    """The daemon's refusal of a field of the request's `data` (the file's contents, e.g. "body.data[0].content
+    is not valid Unicode text") said of the place in the file, which is what the user has: "F: [0].content ..."."""
+    prefix = "body.data"
+    if not exc.message.startswith(prefix):
+        return exc
+    place = exc.message[len(prefix) :].removeprefix(".")  # "[0].content ...", or " must be ..." (the whole file)
+    return ApiError(exc.status, exc.code, f"{where}{'' if place.startswith(' ') else ': '}{place}", exc.details)
+
+
 def cmd_import_file(args) -> int:
     fmt = args.format
     if fmt == "llm" and args.path == "-":
@@ -97,7 +116,10 @@ def cmd_import_file(args) -> int:
     else:
         data = read_json(args.path)
     c = client(args)
-    with Progress(c, {"import-file"}):
-        res = c.import_file(data, fmt)
+    try:
+        with Progress(c, {"import-file"}):
+            res = c.import_file(data, fmt)
+    except ApiError as exc:
+        raise _in_file_terms(exc, "standard input" if args.path == "-" else args.path) from None
     emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 
 from ...client import Client, DaemonNotRunning
@@ -12,6 +13,11 @@ from ..errors import CliError
 from ..inputs import read_text
 from ..output import emit
 from . import Commands
+
+# What `key export` prints on standard error above the words: a '#' line, which `key import` leaves out (as
+# it does the notice earlier versions printed without the '#').
+NOTICE = "# Your device key backup (keep it secret; anyone with it can sign as this device)"
+OLD_NOTICE = "Your device key backup (keep it secret;"
 
 
 def register(commands: Commands) -> None:
@@ -40,7 +46,7 @@ def cmd_key_export(args) -> int:
         raise CliError(f"{exc}: restore it from your backup words (`sessiond key import --home {home.path}`)") from None
     words = ks.export_mnemonic()
     if not args.json:  # standard output keeps the words alone: `key export > F` restores with `key import < F`
-        print("Your device key backup (keep it secret; anyone with it can sign as this device):", file=sys.stderr)
+        print(f"{NOTICE}:", file=sys.stderr)
     emit(args, {"mnemonic": words, "words": len(words.split())}, words)
     return 0
 
@@ -52,25 +58,38 @@ def cmd_key_import(args) -> int:
     # No KeyStore here: one makes a new random key where there is none, and refuses a damaged one, the
     # two things this command is there to repair.
     home = Home(resolve_home(args.home))
-    try:
-        home.prepare()
-    except HomeError as exc:
-        raise CliError(f"key import: {exc}") from None
+
+    def prepare() -> None:
+        try:
+            home.prepare()
+        except HomeError as exc:
+            raise CliError(f"key import: {exc}") from None
+
+    # A home that is there is checked before the words are asked for; one that is not is made only once the
+    # words are a backup: words refused (a wrong paste, a mistyped --home) leave nothing behind.
+    if os.path.isdir(home.path):
+        prepare()
     try:
         Client(home.path, timeout=5).status()
-        raise CliError("stop the daemon first (`sessiond stop`): the device key cannot change under a running daemon")
+        raise CliError(
+            f"stop the daemon first (`sessiond stop --home {shlex.quote(home.path)}`): the device key cannot"
+            " change under a running daemon"
+        )
     except DaemonNotRunning:
         pass
     if sys.stdin.isatty():
         import getpass
 
         phrase = getpass.getpass("backup words (24, space-separated): ")
-    else:
-        phrase = read_text("-")
+    else:  # export's notice left out: a backup saved with `key export > F 2>&1`, or pasted from the terminal
+        phrase = " ".join(
+            line for line in read_text("-").splitlines() if not line.lstrip().startswith(("#", OLD_NOTICE))
+        )
     try:
         mnemonic_to_seed(phrase)
     except KeyError_ as exc:
         raise CliError(f"key import: {exc}") from None
+    prepare()
     path = os.path.join(home.keys, DEVICE_KEY)
     problem = device_key_problem(home.keys)
     if problem is None and os.path.exists(home.db) and not args.force:

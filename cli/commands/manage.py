@@ -50,7 +50,9 @@ def register(commands: Commands) -> None:
     p.add_argument("id", nargs="?")
     p.add_argument("--user")
     p = commands.add("cleanup", cmd_cleanup, "delete sessions idle for longer than a duration (and their keys)")
-    p.add_argument("--older-than", required=True, dest="older_than_text", help="e.g. 7d")
+    p.add_argument(
+        "--older-than", required=True, dest="older_than_text", metavar="DURATION", help="with its unit, e.g. 7d or 12h"
+    )
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     p.set_defaults(prepare=_older_than)
 
@@ -167,6 +169,10 @@ def cmd_verify_proof(args) -> int:
     return 0 if all(r["ok"] for r in results) else EXIT_ERROR
 
 
+def _or_dash(x: object) -> object:
+    return "-" if x is None else x
+
+
 def cmd_stats(args) -> int:
     if args.id and args.user:  # (the daemon's statistics are of one session, or of a user's sessions)
         raise CliError("stats: give a session id or --user, not both", EXIT_USAGE)
@@ -176,10 +182,23 @@ def cmd_stats(args) -> int:
             f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
             f"{st['tokens']} tokens; created {when(st['created_at'])}, last active {when(st['last_activity'])}"
         ]
+        # per chat: the model's answers through sessiond and their measured times (averages), then the wait
+        # from a question to the answer that followed it (any answer, an app's own included)
         lines.append(
             table(
-                [[c["chat"], c["name"], c["messages"], c["avg_response_seconds"]] for c in st["per_chat"]],
-                ["chat", "name", "messages", "avg response s"],
+                [
+                    [
+                        c["chat"],
+                        c["name"],
+                        c["messages"],
+                        c.get("answers", 0),
+                        _or_dash(c.get("avg_first_token_seconds")),
+                        _or_dash(c.get("avg_answer_seconds")),
+                        _or_dash(c["avg_response_seconds"]),
+                    ]
+                    for c in st["per_chat"]
+                ],
+                ["chat", "name", "messages", "answers", "first token s", "answer s", "question to answer s"],
             )
         )
     else:
@@ -201,9 +220,9 @@ def cmd_stats(args) -> int:
 def _older_than(args) -> None:
     """--older-than is read as a duration after parsing (the report repeats the text as given)."""
     try:
-        args.older_than = duration(args.older_than_text)
+        args.older_than = duration(args.older_than_text, unit_needed=True)
     except argparse.ArgumentTypeError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--older-than {exc}") from None
 
 
 def cmd_cleanup(args) -> int:

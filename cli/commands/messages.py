@@ -8,7 +8,7 @@ from typing import Any
 
 from ...client import ApiError, ClientError
 from ..connect import client
-from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, fail
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError, fail
 from ..inputs import message_text
 from ..options import count
 from ..output import emit, safe, short, when
@@ -32,14 +32,16 @@ def register(commands: Commands) -> None:
     p.add_argument("text", help="the question; '-' reads it from standard input")
     p = commands.add("log", cmd_log, "print a session's messages")
     p.add_argument("id")
-    p.add_argument("--chat")
+    p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--all", action="store_true", help="every chat, interleaved in order")
-    p.add_argument("--limit", type=count, default=1_000_000)
+    p.add_argument("--limit", type=count, default=1_000_000, help="print the first N messages, oldest first")
     p.add_argument("--short", action="store_true", help="one line per message")
 
 
 def cmd_add(args) -> int:
     content = message_text(args.text)
+    if not content.strip():  # no command takes a message out of a session's history again
+        raise UsageError("the message is empty: give TEXT, or '-' and the message on standard input")
     m = client(args).append(args.id, args.role, content, chat=args.chat, tokens=args.tokens)
     emit(args, m, m["id"])
     return 0
@@ -47,6 +49,8 @@ def cmd_add(args) -> int:
 
 def cmd_ask(args) -> int:
     content = message_text(args.text)
+    if not content.strip():  # recorded and sent, it cost an answer to nothing (`ask ID "$Q"`, Q unset)
+        raise UsageError("the question is empty: give TEXT, or '-' and the question on standard input")
     stream = None
     arrived = wrote = False  # some of the answer's text arrived; some of it was printed
     try:
@@ -94,6 +98,8 @@ def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:
 
 
 def cmd_log(args) -> int:
+    if args.all and args.chat is not None:
+        raise UsageError("log: --chat picks one chat and --all takes every chat: give one of them")
     c = client(args)
     msgs: list[Any] = []  # Message answers
     after = None

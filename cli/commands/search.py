@@ -37,6 +37,8 @@ def marked(snippet: str, highlights: list[list[int]], bold: bool) -> str:
 
 
 def cmd_search(args) -> int:
+    if not args.query.strip():
+        raise UsageError("give a QUERY: the words to find (see `sessiond search --help`)")
     if not 1 <= args.limit <= 1000:
         raise UsageError(f"--limit must be between 1 and 1000 (got {args.limit})")
     res = client(args).search(args.query, session=args.session, user=args.user, role=args.role, limit=args.limit)

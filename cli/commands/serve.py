@@ -8,9 +8,10 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import sys
 
-from ..errors import EXIT_USAGE, CliError
+from ..errors import EXIT_USAGE, CliError, UsageError
 from ..options import duration
 
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
@@ -74,16 +75,44 @@ def register(commands) -> None:
         dest="access_log",
         help="log every request (method, path, status; never a header) to standard error",
     )
+    relay_defaults = {dest: ("--" + dest.replace("_", "-"), p.get_default(dest)) for dest in _RELAY_OPTIONS}
     actions = commands.actions(p, "serve_command")
     q = actions.add("invite", cmd_invite, "print a one-time invite for a new device")
-    q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
+    _add_data(q)
     q.add_argument("--label", default=None, help="a name for the device (shown by `serve accounts`; `revoke` takes it)")
+    q.set_defaults(prepare=_action_options(relay_defaults))
     q = actions.add("accounts", cmd_accounts, "list the relay's accounts (label, use, tokens, revoked)")
-    q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
+    _add_data(q)
+    q.set_defaults(prepare=_action_options(relay_defaults))
     q = actions.add("revoke", cmd_revoke, "cut an account off (a lost device): its tokens go and it cannot log in")
     q.add_argument("account", metavar="ACCOUNT", help="the account's id (or a unique start of it) or label")
-    q.add_argument("--data", default=None, help="the relay's folder (as given to `sessiond serve`)")
+    _add_data(q)
     q.add_argument("--undo", action="store_true", help="restore a revoked account: its device logs in again")
+    q.set_defaults(prepare=_action_options(relay_defaults))
+
+
+# What only the relay itself (`sessiond serve` with no action) takes: given to an action, it is refused.
+_RELAY_OPTIONS = ("listen", "open_registration", "quota", "token_ttl", "cert", "key", "access_log")
+
+
+def _add_data(q: argparse.ArgumentParser) -> None:
+    # SUPPRESS: the action's own --data, when given, wins; else `serve --data D ACTION`'s stays (argparse would
+    # otherwise overwrite it with this parser's default, and the action would use the default folder).
+    q.add_argument("--data", default=argparse.SUPPRESS, help="the relay's folder (as given to `sessiond serve`)")
+
+
+def _action_options(relay_defaults: dict):
+    """An action's check of its arguments (main's `prepare`): a relay option given before it is refused."""
+
+    def prepare(args) -> None:
+        for dest, (option, default) in relay_defaults.items():
+            if getattr(args, dest, default) != default:
+                raise UsageError(
+                    f"{option} is an option of `sessiond serve`, which runs the relay; `serve {args.serve_command}`"
+                    " does not take it"
+                )
+
+    return prepare
 
 
 def token_ttl(text: str) -> float:
@@ -106,7 +135,8 @@ def cmd_invite(args) -> int:
     else:
         print(code)
         print(
-            f'one use; on the new device: --store s5+http://{code}@HOST:PORT (or store = "..." in its config.toml)',
+            f"one use; on the new device: put s5+http://{code}@HOST:PORT in a file (chmod 600) and start with"
+            ' --store-file FILE, keeping the invite out of `ps` (or store = "..." in its config.toml)',
             file=sys.stderr,
         )
     return 0
@@ -172,7 +202,7 @@ def cmd_revoke(args) -> int:
     else:
         print(
             f"revoked {acct} ({done['label'] or 'no label'}): {done['tokens_deleted']} token(s) deleted; "
-            "its device can no longer log in (undo: sessiond serve revoke --undo ID)"
+            f"its device can no longer log in (undo: sessiond serve revoke --undo {acct} --data {shlex.quote(data)})"
         )
     return 0
 

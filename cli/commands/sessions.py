@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from ..connect import client
@@ -24,47 +25,52 @@ from ..output import emit, safe, short, table, when
 from . import Commands
 
 
-def register(commands: Commands) -> None:
-    p = commands.add("new", cmd_new, "create a session and print its id")
-    p.add_argument("--id", help="your own id for it (default: a generated, time-sortable id)")
+def _add_session_options(p, *, change: bool) -> None:
+    """The options `new` and `set` share; `change`: set's, whose --tag and --metadata replace what it has."""
     p.add_argument("--name")
     p.add_argument("--system", help="system prompt ('-' reads it from standard input)")
     p.add_argument("--model")
     p.add_argument("--user", help="owner user id")
-    p.add_argument("--tag", action="append", help="a tag (repeatable)")
-    p.add_argument("--metadata", help="metadata as a JSON object")
-    p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
+    p.add_argument(
+        "--tag",
+        action="append",
+        help="the session's tags, replacing all it has (repeatable: give every tag it should keep)"
+        if change
+        else "a tag (repeatable)",
+    )
+    p.add_argument(
+        "--metadata",
+        help="a JSON object that replaces the session's metadata whole" if change else "metadata as a JSON object",
+    )
     p.add_argument(
         "--expires-in",
-        type=duration_in(1, YEARS_10),
+        type=duration_in(1, YEARS_10, unit_needed=True),
         dest="expires_in",
-        help="expire after this long (1 second to 10 years, e.g. 7d)",
+        help=f"expire {'this long from now' if change else 'after this long'} (1 second to 10 years, e.g. 7d)",
     )
     p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     add_settings(p)
     add_policy(p)
 
+
+def register(commands: Commands) -> None:
+    p = commands.add("new", cmd_new, "create a session and print its id")
+    p.add_argument("--id", help="your own id for it (default: a generated, time-sortable id)")
+    p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
+    _add_session_options(p, change=False)
+
     p = commands.add(
         "set", cmd_set, "change a session's name, prompt, model, settings, tags or metadata (--unset clears one)"
     )
     p.add_argument("id")
-    p.add_argument("--name")
-    p.add_argument("--system")
-    p.add_argument("--model")
-    p.add_argument("--user")
-    p.add_argument("--tag", action="append")
-    p.add_argument("--metadata")
-    p.add_argument("--expires-in", type=duration_in(1, YEARS_10), dest="expires_in")
-    p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
-    add_settings(p)
-    add_policy(p)
+    _add_session_options(p, change=True)
     add_unset(p, SESSION_UNSET, "the session")
 
     p = commands.add("ls", cmd_ls, "list sessions")
     p.add_argument("--user")
     p.add_argument("--status", choices=["active", "paused", "ended"])
     p.add_argument("--tag")
-    p.add_argument("--limit", type=count, default=1000)
+    p.add_argument("--limit", type=count, default=1000, help="list at most this many (default 1000)")
     p = commands.add("show", cmd_show, "show one session")
     p.add_argument("id")
     p = commands.add("rm", cmd_rm, "delete a session (and its key) from this device")
@@ -126,17 +132,26 @@ def cmd_ls(args) -> int:
     c = client(args)
     rows: list[Any] = []  # Session answers
     after = None
+    want = args.limit + 1  # one more than shown: whether there are more to say so
     while True:
         page = c.list_sessions(
-            user=args.user, status=args.status, tag=args.tag, limit=min(args.limit - len(rows), 1000), after=after
+            user=args.user, status=args.status, tag=args.tag, limit=min(want - len(rows), 1000), after=after
         )
         rows += page["sessions"]
         after = page["next"]
-        if not after or len(rows) >= args.limit:
+        if not after or len(rows) >= want:
             break
+    more = len(rows) > args.limit
+    rows = rows[: args.limit]
+    if more and not args.json:
+        print(
+            f"(there are more sessions than these {len(rows)}: `ls --limit N` lists more, or filter them with "
+            "--user, --status, --tag)",
+            file=sys.stderr,
+        )
     emit(
         args,
-        {"sessions": rows},
+        {"sessions": rows, "more": more},
         table(
             [
                 [s["id"], s["name"], s["user"], s["status"], s["model"], ",".join(s["tags"]), when(s["last_activity"])]
@@ -171,6 +186,18 @@ def cmd_show(args) -> int:
         f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
         f"{sync.get('pending', 0)} pending" + (f", last error: {sync['last_error']}" if sync.get("last_error") else ""),
     ]
+    more: dict[str, Any] = dict(s)  # the answer's fields beyond the Session model's (access, policy, provenance)
+    lines.insert(4, f"access:        {more.get('access', '-')}")
+    if more.get("policy"):
+        lines.append(f"policy:        {json.dumps(more['policy'])}")
+    if s.get("initial_messages"):
+        lines.append(f"initial:       {len(s['initial_messages'])} message(s)")
+    prov = more.get("provenance")
+    if prov:
+        lines.append(
+            f"copied from:   {prov.get('kind')} of {safe(prov.get('session'))}"
+            + (f" at {safe(prov['message'])}" if prov.get("message") else "")
+        )
     if s["metadata"]:
         lines.append(f"metadata:      {safe(json.dumps(s['metadata'], ensure_ascii=False))}")
     emit(args, s, "\n".join(lines))

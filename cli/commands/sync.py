@@ -12,7 +12,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import YEARS_10, duration_in, seconds_up_to
-from ..output import emit, when
+from ..output import emit, table, when
 from ..progress import Progress
 from . import Commands
 
@@ -263,6 +263,12 @@ def cmd_rekey(args) -> int:
     return 0
 
 
+def _without_notes(text: str) -> str:
+    """A share code as `share` printed it: its notes (lines starting with '#', on standard error, kept by
+    `share ... > code.txt 2>&1` or a paste of the terminal) left out."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
+
+
 def cmd_import(args) -> int:
     # A share code is a secret: it is read from standard input (or a file), never taken from the
     # command line, where every local user could see it in `ps`.
@@ -291,13 +297,13 @@ def cmd_import(args) -> int:
             "(the code with --code-file FILE)"
         )
     if args.code_file:
-        code = (read_text("-") if args.code_file == "-" else read_file(args.code_file)).strip()
+        code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file))
     elif sys.stdin.isatty():
         import getpass
 
         code = getpass.getpass("share code: ").strip()
     else:
-        code = read_text("-").strip()
+        code = _without_notes(read_text("-"))
     store = store_args(args)
     if store is not None and len(store) > 1:
         raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
@@ -324,13 +330,24 @@ def cmd_import(args) -> int:
 
 def cmd_shares(args) -> int:
     res = client(args).shares(args.id)
-    lines = [
-        f"{s['id']:>4}  {s['session']}  {s['capability']:<10}  issued {when(s['created_at'])}  "
-        f"expires {when(s['expires_at']) if s['expires_at'] else 'never'}  "
-        f"{'passphrase' if s['protected'] else 'no passphrase'}  {s['status']}"
+    rows = [
+        [
+            s["id"],
+            s["session"],
+            s["capability"],
+            when(s["created_at"]),
+            when(s["expires_at"]) if s["expires_at"] else "never",
+            "yes" if s["protected"] else "no",
+            s["status"],
+        ]
         for s in res["shares"]
-    ] or ["no share codes issued from this device" + (f" for {args.id}" if args.id else "")]
-    emit(args, res, "\n".join(lines))
+    ]
+    human = (
+        table(rows, ["#", "session", "access", "issued", "expires", "passphrase", "status"])
+        if rows
+        else "no share codes issued from this device" + (f" for {args.id}" if args.id else "")
+    )
+    emit(args, res, human)
     return 0
 
 
