@@ -37,7 +37,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon, remove
+from _util import Daemon, cpu_split, remove
 
 from sessiond.client import Client
 
@@ -47,24 +47,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class CountedDaemon(Daemon):
     """A daemon whose Python file-system calls are counted (bench/_fscount.py)."""
 
-    def __enter__(self) -> CountedDaemon:
-        import subprocess
-
+    def program(self) -> list[str]:
         self.counts_path = os.path.join(self.dir, "fscounts.json")
-        r, w = os.pipe()
-        cmd = [sys.executable, os.path.join(HERE, "_fscount.py"), self.counts_path]
-        cmd += ["daemon", "--home", self.home, "--ready-fd", str(w)]
-        if self.store:
-            cmd += ["--store", self.store]
-        self.log_path = os.path.join(self.dir, "daemon.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=self._log)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            if f.read(6) != b"ready\n":
-                self.proc.wait(timeout=30)
-                raise RuntimeError(self.log_tail())
-        return self
+        return [sys.executable, os.path.join(HERE, "_fscount.py"), self.counts_path]
 
     def fs_counts(self) -> dict[str, int]:
         try:
@@ -82,14 +67,6 @@ class CountedDaemon(Daemon):
                 pass
             time.sleep(0.01)
         raise RuntimeError("the daemon did not write its file-system counts")
-
-
-def cpu_split(pid: int, tid: int | None = None) -> tuple[float, float]:
-    """User and system CPU the process (or its thread `tid`) has used so far, in seconds."""
-    with open(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def thread_cpu(pid: int, threads: dict[str, int]) -> dict[str, float]:
