@@ -17,9 +17,13 @@ class Daemon:
         self.store = store
         self.proc = None
 
+    def program(self) -> list[str]:
+        """How the daemon is started (what comes before `daemon --home ...`)."""
+        return [sys.executable, "-m", "sessiond.cli.main"]
+
     def __enter__(self) -> Daemon:
         r, w = os.pipe()
-        cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", self.home, "--ready-fd", str(w)]
+        cmd = [*self.program(), "daemon", "--home", self.home, "--ready-fd", str(w)]
         if self.store:
             cmd += ["--store", self.store]
         # The daemon's log goes to a file: a pipe nobody reads fills up and stalls the daemon.
@@ -61,6 +65,14 @@ def remove(path: str) -> None:
         except OSError:  # another file system: removed now
             pass
     shutil.rmtree(path, ignore_errors=True)
+
+
+def cpu_split(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """User and system CPU time the process (or its thread `tid`) has used so far, in seconds."""
+    with open(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def pct(values: list[float], p: float) -> float:

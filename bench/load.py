@@ -37,7 +37,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon, remove
+from _util import Daemon, cpu_split, remove
 
 from sessiond.client import Client
 
@@ -50,14 +50,6 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
             if line.startswith(field + ":"):
                 return round(int(line.split()[1]) / 1024, 1)
     return 0.0
-
-
-def cpu_split(pid: int, tid: int | None = None) -> tuple[float, float]:
-    """User and system CPU time the process (or its thread `tid`) has used so far, in seconds."""
-    with open(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def cpu_s(pid: int) -> float:

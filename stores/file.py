@@ -15,6 +15,7 @@ from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, chec
 from .cid import digest, digest_parts
 from .errors import write_error
 from .filebatch import BatchWriter, gathered
+from .fileread import Reader
 from .headjournal import HeadWatch
 from .registry import RegistryEntry, RegistryError
 
@@ -51,6 +52,8 @@ class FileStore(Store):
         self._watch = HeadWatch(self._heads, self._list_heads, lambda: RELIST_EVERY)  # head_changes
         # the event loop's writes (a push's page, manifest and head; many pushes' at once): one thread
         self.batch = BatchWriter(self._objects, self._heads, self._obj_path, self._head_path, self._get_head_sync)
+        # its reads (a head, an object, whether objects are there, a look at the heads): one thread (fileread.py)
+        self._reader = Reader()
 
     def _obj_path(self, h: bytes) -> str:
         hx = h.hex()
@@ -65,13 +68,15 @@ class FileStore(Store):
             return self._writers.submit(self._put_sync, data, h)
 
     async def close(self) -> None:
-        """Stop the writer threads once the writes handed to them are done (each is atomic). A store
-        used again after close() starts them again, as the network stores open a new session."""
+        """Stop the writer threads once the writes handed to them are done (each is atomic), and the
+        reader once what it was asked is read. A store used again after close() starts them again, as
+        the network stores open a new session."""
         with self._writers_lock:
             writers, self._writers = self._writers, None
         if writers is not None:
             await asyncio.to_thread(writers.shutdown, True)
         await asyncio.to_thread(self.batch.close)
+        await asyncio.to_thread(self._reader.close)
 
     def _put_sync(self, data: bytes | list[bytes], h: bytes | None = None) -> bytes:
         size = len(data) if isinstance(data, bytes) else sum(map(len, data))
@@ -148,13 +153,13 @@ class FileStore(Store):
         return len(items) <= BATCH_OBJECTS and sum(len(d) for d in items) <= BATCH_BYTES
 
     async def get(self, h: bytes) -> bytes:
-        return await asyncio.to_thread(self._get_sync, h)
+        return await self._reader.run(self._get_sync, h)
 
     async def get_many(self, hashes: list[bytes]) -> list[bytes]:
         return await asyncio.to_thread(lambda: [self._get_sync(h) for h in hashes])
 
     async def has(self, h: bytes) -> bool:
-        return await asyncio.to_thread(os.path.exists, self._obj_path(h))
+        return await self._reader.run(os.path.exists, self._obj_path(h))
 
     async def first_missing(self, hashes: Sequence[bytes], *, timeout: float | None = None) -> bytes | None:
         """Store.first_missing in one hop to a thread for them all (a log's check before a share asked
@@ -164,7 +169,7 @@ class FileStore(Store):
         def first() -> bytes | None:
             return next((h for h, p in paths if not os.path.exists(p)), None)
 
-        return await asyncio.wait_for(asyncio.to_thread(first), timeout)
+        return await asyncio.wait_for(self._reader.run(first), timeout)
 
     def _free_sync(self, hashes: list[bytes], dry_run: bool) -> Freed:
         out = Freed("deleted")
@@ -201,7 +206,7 @@ class FileStore(Store):
         return entry
 
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
-        return await asyncio.to_thread(self._get_head_sync, pk)
+        return await self._reader.run(self._get_head_sync, pk)
 
     def _head_versions_sync(self) -> dict[bytes, object]:
         # The last listing again while the heads folder itself is unchanged: every head is written by a
@@ -240,7 +245,7 @@ class FileStore(Store):
         journal's new records and a stat of each head they name, in time proportional to the change;
         a full listing when the journal cannot say, and every RELIST_EVERY. None if the folder is gone."""
         try:
-            await asyncio.to_thread(self._watch.poll)
+            await self._reader.run(self._watch.poll)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -250,7 +255,7 @@ class FileStore(Store):
     async def head_versions(self) -> dict[bytes, object] | None:
         """As Store.head_versions; the same dict object (not to be changed) while nothing changed."""
         try:
-            return await asyncio.to_thread(self._head_versions_sync)
+            return await self._reader.run(self._head_versions_sync)
         except FileNotFoundError:
             return None
 

@@ -648,8 +648,8 @@ def test_file_store_drops_each_object_from_the_page_cache_once_it_is_on_disk(tmp
 
 async def test_workers_and_store_threads_belong_to_their_owner(tmp_path, monkeypatch):
     """A writer given Workers pushes on their threads, none of them started before use; close() ends
-    them and later use is refused. A FileStore's writer threads start with its first write and end
-    with close()."""
+    them and later use is refused. A FileStore's writer threads start with its first write, its reader
+    thread with its first read, and they end with close()."""
     monkeypatch.setattr(push_mod, "STREAM_BYTES", 40_000)
     recs = _long_run()
     before = set(threading.enumerate())  # threads, not names: the shared Workers' threads have the same names
@@ -664,7 +664,7 @@ async def test_workers_and_store_threads_belong_to_their_owner(tmp_path, monkeyp
         for t in set(threading.enumerate()) - before
         if t.name.startswith(("sessiond-push", "sessiond-seal", "sessiond-store"))
     ]
-    assert {t.name.split("_")[0] for t in ours} == {"sessiond-push", "sessiond-store"}
+    assert {t.name.split("_")[0] for t in ours} == {"sessiond-push", "sessiond-store", "sessiond-store-read"}
     await asyncio.to_thread(workers.close)
     await store.close()
     assert not [t for t in ours if t.is_alive()]
