@@ -169,7 +169,9 @@ class Database:
     async def session_ids(self, *, hidden: bool = False) -> list[str]:
         return await self.sessions.ids(hidden=hidden)
 
-    async def update_session(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
+    async def update_session(
+        self, sid: str, fields: dict | Callable[[dict], dict], *, event: str = "session.updated"
+    ) -> dict:
         return await self.sessions.update(sid, fields, event=event)
 
     async def set_status(self, sid: str, status: str) -> dict:

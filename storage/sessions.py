@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import json
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .apply import local_op
@@ -278,10 +279,15 @@ class Sessions:
         where = "" if hidden else " WHERE NOT importing"
         return [r[0] for r in await self.c.committed.fetchall(f"SELECT id FROM sessions{where} ORDER BY id")]
 
-    async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
-        ending = fields.get("status") == "ended"  # (an expired session's end: `end`, or its expiry)
+    async def update(self, sid: str, fields: dict | Callable[[dict], dict], *, event: str = "session.updated") -> dict:
+        """Change a session. `fields`: the fields to write, or a function of the session as it is that gives
+        them (a PATCH: daemon/validate.session_patch), called in the write transaction so that a merge of
+        settings or policy starts from what is stored, not from what another change is about to replace."""
+        ending = not callable(fields) and fields.get("status") == "ended"  # (an expiry's end, or `end`)
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c, ending=ending)
+            if callable(fields):
+                fields = fields(session_dict(row))
             if fields.get("status") == "active" and row["status"] != "active":
                 # a paused session does not count as active: resuming it must fit the limits a new one
                 # would, checked in this transaction so that two resumes at once cannot both pass
