@@ -229,10 +229,12 @@ NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothin
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    from .routes.common import read_body  # (routes/ imports this module)
+
     d = request.app[DAEMON_KEY]
     sid = request.headers.get(SESSION_HEADER) or None
     try:
-        raw = await request.read()
+        raw = await read_body(request)
         try:
             body = json.loads(raw)
         except ValueError as exc:

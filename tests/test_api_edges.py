@@ -4,6 +4,13 @@ bad input. Real daemons over their real sockets."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+
+import pytest
+
+from conftest import UnixHTTP
+from sessiond.daemon.openai_compat import SESSION_HEADER
 
 
 async def test_patches_at_once_each_keep_their_fields(daemon):
@@ -25,3 +32,43 @@ async def test_patches_at_once_each_keep_their_fields(daemon):
     finally:
         for c in clients:
             await c.close()
+
+
+def _raw(daemon, method: str, path: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    c = UnixHTTP(daemon.socket, timeout=10)
+    c.request(method, path, body=body, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, json.loads(data)
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/sessions/s/messages", "/openai/v1/chat/completions"])
+def test_a_body_its_content_encoding_cannot_decode_is_a_400_naming_it(daemon, path):
+    """A body labelled gzip that is not (an app's middleware adding the header, a proxy that already
+    inflated it): a 400 saying the body could not be decoded, not a 500 "internal error"; nothing stored."""
+    c = daemon.client()
+    c.create_session(id="s")
+    before = c.messages("s")["messages"]
+    body = json.dumps({"role": "user", "content": "hi"}).encode()
+    status, data = _raw(
+        daemon,
+        "POST",
+        path,
+        body,
+        {"Content-Type": "application/json", "Content-Encoding": "gzip", SESSION_HEADER: "s"},
+    )
+    assert status == 400, data
+    assert data["error"]["code"] == "bad_body"
+    assert "gzip" in data["error"]["message"]
+    assert [s["id"] for s in c.list_sessions()["sessions"]] == ["s"]
+    assert c.messages("s")["messages"] == before
+    # the same body, compressed as it says, is read
+    status, data = _raw(
+        daemon,
+        "POST",
+        "/v1/sessions/s/messages",
+        gzip.compress(body),
+        {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert status == 201 and data["content"] == "hi"

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ...storage.errors import BadBody
 from .. import validate as v
 from ..appkeys import DAEMON_KEY, ROUTE_KEY
 
@@ -33,11 +34,24 @@ def _bad_json(message: str) -> web.HTTPBadRequest:
     )
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request's body as sent, decoded as its Content-Encoding says (aiohttp does that); one that does
+    not decode is a 400 bad_body naming why (aiohttp's own error would have been a 500)."""
+    try:
+        return await request.read()
+    except web.RequestPayloadError as exc:
+        why = getattr(exc.__cause__, "message", None) or str(exc)
+        raise BadBody(
+            f"request body cannot be read: {' '.join(str(why).split())} (send the JSON as it is, or compressed as"
+            f" its Content-Encoding header says)"
+        ) from None
+
+
 async def body_json(request: web.Request) -> Any:
     """The request's body parsed (an empty body is {}); malformed JSON is a 400 bad_json."""
     if request.content_length == 0 or not request.can_read_body:
         return {}
-    return parse_json(await request.read())
+    return parse_json(await read_body(request))
 
 
 def parse_json(raw: bytes) -> Any:
@@ -69,7 +83,7 @@ async def body_as(request: web.Request, model: Any, unless: bytes) -> dict:
     the lone-surrogate scan name a lone one)."""
     if request.content_length == 0 or not request.can_read_body:
         return await body(request)
-    raw = await request.read()
+    raw = await read_body(request)
     if raw and unless not in raw and not _SURROGATE_ESCAPE.search(raw):
         data = v.from_json(model, raw)
         if data is not None:
