@@ -42,6 +42,20 @@ async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False
     return row
 
 
+def check_status_change(sid: str, current: str, status: str) -> None:
+    """Refuse a change of a session's status from `current` to `status` that its lifecycle does not allow:
+    active and paused go to each other and to ended; an end is final."""
+    if status == current or status == "ended":
+        return
+    if current == "ended":
+        raise Conflict(
+            f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
+            f"`sessiond clone {sid}`)"
+        )
+    if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
+        raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
+
+
 def idle_timeout_of(policy: Any) -> Any:
     """The idle timeout a session's policy (its stored JSON text, or the dict) sets, or None; the text
     is parsed only when it names one (most policies do not)."""
@@ -288,6 +302,10 @@ class Sessions:
             row = await writable_row(tx, sid, self.c, ending=ending)
             if callable(fields):
                 fields = fields(session_dict(row))
+            if "status" in fields:  # checked against the status as committed: an end meanwhile is final
+                if fields["status"] == row["status"] and len(fields) == 1:
+                    return session_dict(row)  # (two pauses at once: the second changes nothing)
+                check_status_change(sid, row["status"], fields["status"])
             if fields.get("status") == "active" and row["status"] != "active":
                 # a paused session does not count as active: resuming it must fit the limits a new one
                 # would, checked in this transaction so that two resumes at once cannot both pass
@@ -308,16 +326,9 @@ class Sessions:
 
     async def set_status(self, sid: str, status: str) -> dict:
         row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended")
-        current = row["status"]
-        if status == current:
+        if status == row["status"]:
             return session_dict(row)
-        if current == "ended":
-            raise Conflict(
-                f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
-                f"`sessiond clone {sid}`)"
-            )
-        if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
-            raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
+        check_status_change(sid, row["status"], status)  # (again in update's transaction, as it stands then)
         return await self.update(
             sid, {"status": status}, event=f"session.{'resumed' if status == 'active' else status}"
         )

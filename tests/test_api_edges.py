@@ -10,6 +10,7 @@ import json
 import pytest
 
 from conftest import UnixHTTP
+from sessiond.client import ApiError
 from sessiond.daemon.openai_compat import SESSION_HEADER
 
 
@@ -72,3 +73,45 @@ def test_a_body_its_content_encoding_cannot_decode_is_a_400_naming_it(daemon, pa
         {"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
     assert status == 201 and data["content"] == "hi"
+
+
+async def test_a_pause_or_resume_racing_an_end_never_follows_it(daemon):
+    """An app pausing (or resuming) a session while another ends it: the end is final. Either the pause came
+    first (200, paused, then the end) or it is refused as for an ended session (409); never a 200 for a pause
+    written after the end, announced as session.paused after session.ended."""
+    c = daemon.client()
+    stream = c.event_stream()
+    clients = [daemon.aclient() for _ in range(2)]
+    sids = []
+    try:
+        for i in range(12):
+            sid = (await clients[0].create_session())["id"]
+            sids.append(sid)
+            await clients[0].append(sid, "user", "hi")  # (its end then makes a final checkpoint)
+            if i % 2:
+                await clients[0].pause(sid)
+
+            async def change(sid=sid, i=i):  # sent a little later each time: the race's every moment
+                for _ in range(i // 2):
+                    await asyncio.sleep(0)
+                return await (clients[0].resume if i % 2 else clients[0].pause)(sid)
+
+            answers = await asyncio.gather(change(), clients[1].end(sid), return_exceptions=True)
+            assert isinstance(answers[1], dict) and answers[1]["status"] == "ended", answers
+            if isinstance(answers[0], ApiError):
+                assert answers[0].status == 409 and "ended" in answers[0].message
+            else:
+                assert not isinstance(answers[0], BaseException), answers
+        c.create_session(id="last")
+        statuses: dict[str, list[str]] = {}
+        for ev in stream:
+            if ev.get("session") == "last":
+                break
+            if ev["type"] in ("session.paused", "session.resumed", "session.ended"):
+                statuses.setdefault(ev["session"], []).append(ev["type"])
+    finally:
+        stream.close()
+        for a in clients:
+            await a.close()
+    for sid in sids:
+        assert statuses[sid][-1] == "session.ended", (sid, statuses[sid])
