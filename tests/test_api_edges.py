@@ -115,3 +115,39 @@ async def test_a_pause_or_resume_racing_an_end_never_follows_it(daemon):
             await a.close()
     for sid in sids:
         assert statuses[sid][-1] == "session.ended", (sid, statuses[sid])
+
+
+def _too_long_calls(c):
+    return [
+        lambda: c.get_session("x" * 9000),
+        lambda: c.list_sessions(user="u" * 9000),
+        lambda: c.append("s", "user", "hi", idempotency_key="k" * 9000),
+    ]
+
+
+def _refused_by_the_http_parser(err: ApiError) -> None:
+    assert err.status == 400 and err.code == "http_error", (err.status, err.code, err.message)
+    assert "8190 bytes" in err.message, err.message  # aiohttp's own reason, passed on
+
+
+def test_a_request_line_or_header_too_long_is_an_api_error_with_its_reason(daemon):
+    """aiohttp's HTTP parser refuses a request line or header over 8 KiB with a plain-text 400 (README): the
+    client raises it as the ApiError it is, with that reason, not a ClientError saying the daemon's reply
+    is not JSON."""
+    c = daemon.client()
+    c.create_session(id="s")
+    for call in _too_long_calls(c):
+        with pytest.raises(ApiError) as info:
+            call()
+        _refused_by_the_http_parser(info.value)
+    assert c.messages("s")["messages"] == []
+
+
+async def test_async_a_request_line_or_header_too_long_is_an_api_error_with_its_reason(daemon):
+    async with daemon.aclient() as c:
+        await c.create_session(id="s")
+        for call in _too_long_calls(c):
+            with pytest.raises(ApiError) as info:
+                await call()
+            _refused_by_the_http_parser(info.value)
+        assert (await c.messages("s"))["messages"] == []
