@@ -59,6 +59,7 @@ class Chat(TypedDict):
     settings: NotRequired[dict]
     policy: NotRequired[dict]
     created_at: NotRequired[float]
+    compacted_upto: NotRequired[str | None]  # the last message its compaction set aside, if any
 
 
 @with_config(ANSWER)

@@ -1,6 +1,6 @@
 """Sessions: their settings, policy, the create and change requests, and the session as answered."""
 
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, with_config
 from pydantic.config import JsonDict
@@ -158,10 +158,33 @@ class Session(TypedDict):
     preferences: NotRequired[dict]
     last_activity: NotRequired[float]
     expires_at: NotRequired[float | None]
+    access: NotRequired[Literal["owner", "write", "read"]]  # made here, or imported with a read-write or read-only code
+    tokens_used: NotRequired[int]  # counted against policy.token_quota
+    policy: NotRequired[dict]  # token_quota, checkpoint_interval, idle_timeout, and its chats' context policy
+    provenance: NotRequired[dict | None]  # a clone's or a fork's: {kind, session[, message, copied_tokens]}
     message_count: NotRequired[int]
     chat_count: NotRequired[int]
     tokens: NotRequired[int]
     sync: NotRequired[dict]
+
+
+@with_config(ANSWER)
+class Snapshot(TypedDict):
+    """Where this device's latest pushed snapshot of a session is (docs/FORMATS.md)."""
+
+    revision: int  # its head's
+    head_key: str  # the head's public key, hex
+    manifest_ipfs_cid: str
+    manifest_blake3: str  # hex
+
+
+@with_config(ANSWER)
+class Ended(Session):
+    """An ended session, as `end` answers: its checkpoints (the last one final) and its pushed snapshot."""
+
+    checkpoints: NotRequired[list[dict]]
+    snapshot: NotRequired[Snapshot | None]  # none if it was never pushed (no store)
+    pushed: NotRequired[bool]  # everything was pushed before the answer
 
 
 @with_config(ANSWER)
@@ -188,6 +211,7 @@ __all__ = [
     "ChatPolicy",
     "CreateBody",
     "Deleted",
+    "Ended",
     "PatchBody",
     "Policy",
     "Session",
@@ -196,4 +220,5 @@ __all__ = [
     "SessionPatch",
     "SessionsQuery",
     "Settings",
+    "Snapshot",
 ]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
     from ..api.meta import Status
     from ..api.search import SearchResult
-    from ..api.sessions import Deleted, Session, SessionCreate, SessionList, SessionPatch
+    from ..api.sessions import Deleted, Ended, Session, SessionCreate, SessionList, SessionPatch
     from ..api.sharing import GcReport, ImportResult, RekeyResult, ShareList, ShareResult, UnshareResult, VerifyReport
 
 # api/messages.py's IDEMPOTENCY_HEADER, repeated: importing api/messages.py would load pydantic.
@@ -139,7 +139,7 @@ class Api:
     def resume(self, sid: str) -> Session:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/resume")
 
-    def end(self, sid: str) -> Session:
+    def end(self, sid: str) -> Ended:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/end")
 
     # chats

@@ -151,3 +151,41 @@ async def test_async_a_request_line_or_header_too_long_is_an_api_error_with_its_
                 await call()
             _refused_by_the_http_parser(info.value)
         assert (await c.messages("s"))["messages"] == []
+
+
+def _undocumented(doc: dict, schema: str, answer: dict) -> set[str]:
+    """The fields of `answer` that the OpenAPI document's component `schema` does not name."""
+    return set(answer) - set(doc["components"]["schemas"][schema].get("properties", {}))
+
+
+def test_every_field_of_the_answers_is_in_the_openapi_document(daemon):
+    """What the daemon answers is what GET /v1/openapi.json says it answers: an app (or a client generated from
+    the document) finds every field it gets there, tokens_used, policy and access of a session among them."""
+    c = daemon.client()
+    doc = c.openapi()
+    s = c.create_session(name="x", token_quota=1000)
+    sid = s["id"]
+    m = c.append(sid, "user", "hello")
+    chat = c.create_chat(sid, name="side")
+    sessions = {
+        "create": s,
+        "get": c.get_session(sid),
+        "list": c.list_sessions()["sessions"][0],
+        "patch": c.update_session(sid, name="y"),
+        "switch": c.switch_chat(sid, "side"),
+        "clone": c.clone(sid),
+        "fork": c.fork(sid, m["id"]),
+        "pause": c.pause(sid),
+        "resume": c.resume(sid),
+    }
+    for what, answer in sessions.items():
+        assert not _undocumented(doc, "Session", answer), what
+    ended = c.end(sid)
+    assert not _undocumented(doc, "Ended", ended)
+    assert ended["snapshot"] and ended["pushed"] is True and ended["checkpoints"]
+    for answer in (chat, c.list_chats(sid)["chats"][0]):
+        assert not _undocumented(doc, "Chat", answer)
+    assert not _undocumented(doc, "Message", m)
+    assert not _undocumented(doc, "Quota", c.quota(sid))
+    assert not _undocumented(doc, "Context", c.context(sid))
+    assert not _undocumented(doc, "Checkpoint", c.checkpoints(sid)["checkpoints"][0])

@@ -100,7 +100,13 @@ ROUTES: list[Route] = [
         "POST", "/v1/sessions/{id}/pause", sessions.pause, "Pause a session (appends are refused)", response=S.Session
     ),
     Route("POST", "/v1/sessions/{id}/resume", sessions.resume, "Resume a paused session", response=S.Session),
-    Route("POST", "/v1/sessions/{id}/end", sessions.end, "End a session", response=S.Session),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/end",
+        sessions.end,
+        "End a session: its final checkpoint made, everything pushed",
+        response=S.Ended,
+    ),
     Route(
         "POST", "/v1/sessions/{id}/chats", chats.create_chat, "Create a chat in a session", C.ChatCreate, C.Chat, 201
     ),
