@@ -88,6 +88,12 @@ class ProofRequest(TypedDict):
 @with_config(ANSWER)
 class ProofResult(TypedDict):
     ok: bool
+    session: NotRequired[str]
+    problem: NotRequired[str]  # why the proof does not hold (ok false)
+    number: NotRequired[int]  # the checkpoint's, when it holds
+    device: NotRequired[str]
+    messages: NotRequired[int]
+    tokens: NotRequired[int]
 
 
 @with_config(QUERY)

@@ -27,7 +27,16 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from ..api.meta import Status
     from ..api.search import SearchResult
     from ..api.sessions import Deleted, Ended, Session, SessionCreate, SessionList, SessionPatch
-    from ..api.sharing import GcReport, ImportResult, RekeyResult, ShareList, ShareResult, UnshareResult, VerifyReport
+    from ..api.sharing import (
+        GcReport,
+        ImportResult,
+        RekeyResult,
+        ShareList,
+        ShareResult,
+        SyncResult,
+        UnshareResult,
+        VerifyReport,
+    )
 
 # api/messages.py's IDEMPOTENCY_HEADER, repeated: importing api/messages.py would load pydantic.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -320,7 +329,7 @@ class Api:
         return self._call("POST", "/v1/import", body)
 
     # sync
-    def sync(self, session: str | None = None, *, wait: bool = False, timeout: float | None = None):
+    def sync(self, session: str | None = None, *, wait: bool = False, timeout: float | None = None) -> SyncResult:
         body: dict = {"wait": wait}
         if session is not None:
             body["session"] = session

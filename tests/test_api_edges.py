@@ -189,3 +189,20 @@ def test_every_field_of_the_answers_is_in_the_openapi_document(daemon):
     assert not _undocumented(doc, "Quota", c.quota(sid))
     assert not _undocumented(doc, "Context", c.context(sid))
     assert not _undocumented(doc, "Checkpoint", c.checkpoints(sid)["checkpoints"][0])
+
+
+def test_status_sync_and_proof_answers_are_in_the_openapi_document(daemon):
+    """As above, for the daemon's status (its openai and providers), a sync's answer (documented as any
+    object) and a proof's check (documented as {ok} alone)."""
+    c = daemon.client()
+    doc = c.openapi()
+    sid = c.create_session()["id"]
+    c.append(sid, "user", "hello")
+    assert not _undocumented(doc, "Status", c.status())
+    synced = c.sync(sid, wait=True)
+    assert synced["complete"] is True and not _undocumented(doc, "SyncResult", synced)
+    proof = c.checkpoint(sid)
+    held = c.verify_proof(sid, proof)
+    assert held["ok"] is True and not _undocumented(doc, "ProofResult", held)
+    broken = c.verify_proof(sid, {**proof, "tokens": proof["tokens"] + 1})
+    assert broken["ok"] is False and broken["problem"] and not _undocumented(doc, "ProofResult", broken)
