@@ -333,18 +333,23 @@ class Sessions:
             sid, {"status": status}, event=f"session.{'resumed' if status == 'active' else status}"
         )
 
-    async def delete(self, sid: str) -> None:
+    async def delete(self, sid: str, *, idle_before: float | None = None) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
-        start's after a crash)."""
+        start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
+        looked at in the deleting transaction: a session written to since the clean-up listed it stays.
+        Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
             if shown:
-                await session_row(tx, sid)
+                row = await session_row(tx, sid)
+                if idle_before is not None and row["last_activity"] >= idle_before:
+                    return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
+        return True
 
     async def _expiring(self, ended: bool = False) -> builtins.list[tuple[Row, float]]:
         """The sessions not ended that can expire, each with when it does (expiry()); `ended`: ended ones too

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import threading
 
 import pytest
 
@@ -206,3 +207,40 @@ def test_status_sync_and_proof_answers_are_in_the_openapi_document(daemon):
     assert held["ok"] is True and not _undocumented(doc, "ProofResult", held)
     broken = c.verify_proof(sid, {**proof, "tokens": proof["tokens"] + 1})
     assert broken["ok"] is False and broken["problem"] and not _undocumented(doc, "ProofResult", broken)
+
+
+@pytest.mark.parametrize("meanwhile", ["append", "delete"])
+def test_a_cleanup_deletes_no_session_written_to_while_it_runs(daemon, meanwhile):
+    """`cleanup` lists the idle sessions, then deletes them one by one: a session an app appends to meanwhile
+    is not idle any more and stays, with the message the app was told was stored (201); one the app deletes
+    meanwhile is passed by (not a 404 that stops the clean-up half-way)."""
+    c = daemon.client()
+    for i in range(30):
+        c.create_session(id=f"a{i:02}")
+    c.create_session(id="z-last")  # the last one the clean-up comes to (it goes by id)
+    stream = daemon.client().event_stream()  # subscribed when it returns
+    appended: dict = {}
+
+    def append_once_the_cleanup_runs():
+        with daemon.client() as app:
+            for ev in stream:
+                if ev["type"] == "session.deleted":  # the clean-up has its list, and is deleting
+                    if meanwhile == "delete":
+                        appended.update(app.delete_session("z-last"))
+                    else:
+                        appended.update(app.append("z-last", "user", "still here"))
+                    return
+
+    thread = threading.Thread(target=append_once_the_cleanup_runs)
+    thread.start()
+    try:
+        result = c.cleanup(0)  # every session idle since before now
+        thread.join(10)
+    finally:
+        stream.close()
+    assert appended, f"the {meanwhile} did not run during the clean-up"
+    assert "z-last" not in [s["id"] for s in result["sessions"]]
+    assert [s["id"] for s in result["sessions"]] == [f"a{i:02}" for i in range(30)]
+    if meanwhile == "append":
+        assert [m["content"] for m in c.messages("z-last")["messages"]] == ["still here"]
+    assert [s["id"] for s in c.list_sessions()["sessions"]] == (["z-last"] if meanwhile == "append" else [])
