@@ -25,6 +25,14 @@ if TYPE_CHECKING:
     import aiohttp
 
 
+def _url(path: str):
+    """The URL of `path` (written by calls.py: its ids and query already percent-encoded), as it is: yarl would
+    otherwise drop a chat named ".." or "." as a dot segment."""
+    from yarl import URL
+
+    return URL("http://localhost" + path, encoded=True)
+
+
 class AsyncClient(Api):
     """asyncio client (aiohttp over the Unix socket)."""
 
@@ -85,9 +93,7 @@ class AsyncClient(Api):
         longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
         for attempt in (0, 1):
             try:
-                async with self._http().request(
-                    method, "http://localhost" + path, json=body, headers=headers, **longer
-                ) as resp:
+                async with self._http().request(method, _url(path), json=body, headers=headers, **longer) as resp:
                     status, raw = resp.status, await resp.read()
                 return answer_of(status, raw)
             except aiohttp.ClientConnectorError as exc:
@@ -123,7 +129,7 @@ class AsyncClient(Api):
         for attempt in (0, 1):
             try:
                 resp = await self._http().post(
-                    "http://localhost" + path,
+                    _url(path),
                     json=complete_body(content, chat, model, provider, True),
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout),

@@ -244,3 +244,16 @@ def test_a_cleanup_deletes_no_session_written_to_while_it_runs(daemon, meanwhile
     if meanwhile == "append":
         assert [m["content"] for m in c.messages("z-last")["messages"]] == ["still here"]
     assert [s["id"] for s in c.list_sessions()["sessions"]] == (["z-last"] if meanwhile == "append" else [])
+
+
+async def test_async_client_changes_a_chat_named_dot_or_dot_dot(daemon):
+    """A chat's name is any text, and a chat is changed by name: the asyncio client sends a chat named ".." or
+    "." as that path segment, as the blocking client does, not as a dot segment its URL library removed
+    (which made it a PATCH of /v1/sessions/ID/, "no such route")."""
+    async with daemon.aclient() as c:
+        sid = (await c.create_session(system_prompt="the session's"))["id"]
+        for name in ("..", "."):
+            await c.create_chat(sid, name=name)
+            changed = await c.update_chat(sid, name, system_prompt=f"chat {name}")
+            assert changed["name"] == name and changed["system_prompt"] == f"chat {name}"
+        assert (await c.get_session(sid))["system_prompt"] == "the session's"
