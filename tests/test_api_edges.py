@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import UnixHTTP
+from conftest import UnixHTTP, run_cli
 from sessiond.client import ApiError
 from sessiond.daemon.openai_compat import SESSION_HEADER
 
@@ -257,3 +257,20 @@ async def test_async_client_changes_a_chat_named_dot_or_dot_dot(daemon):
             changed = await c.update_chat(sid, name, system_prompt=f"chat {name}")
             assert changed["name"] == name and changed["system_prompt"] == f"chat {name}"
         assert (await c.get_session(sid))["system_prompt"] == "the session's"
+
+
+def test_messages_of_one_chat_and_of_every_chat_at_once_is_refused(daemon):
+    """chat= (one chat) with all=true (every chat) asks for two things: refused naming both, where the chat was
+    quietly dropped and every chat's messages answered as if it were one chat's."""
+    c = daemon.client()
+    c.create_session(id="s")
+    c.append("s", "user", "in main")
+    c.create_chat("s", name="side")
+    c.append("s", "user", "in side", chat="side")
+    with pytest.raises(ApiError) as info:
+        c.messages("s", chat="side", all_chats=True)
+    assert info.value.status == 422 and "chat" in info.value.message and "all" in info.value.message
+    assert [m["content"] for m in c.messages("s", chat="side", all_chats=False)["messages"]] == ["in side"]
+    assert [m["content"] for m in c.messages("s", all_chats=True)["messages"]] == ["in main", "in side"]
+    out = run_cli(daemon.home, "log", "s", "--chat", "side", "--all", "--json")
+    assert out.returncode != 0 and "--all" in out.stderr and "--chat" in out.stderr

@@ -139,6 +139,8 @@ class Seeds:
                 case.query["chat"] = "main"
                 if case.path.endswith("/export") and case.query.get("format", "json") != "openai":
                     del case.query["chat"]  # a chat picks the chat of an openai export; the others hold every chat
+                if case.path.endswith("/messages") and case.query.get("all") in ("true", "1"):
+                    del case.query["all"]  # one chat's messages, or every chat's: not both
             if isinstance(case.query, dict):  # a page marker is a message id or nothing
                 for k in ("before", "after"):
                     case.query.pop(k, None)

@@ -32,8 +32,9 @@ def register(commands: Commands) -> None:
     p.add_argument("text", help="the question; '-' reads it from standard input")
     p = commands.add("log", cmd_log, "print a session's messages")
     p.add_argument("id")
-    p.add_argument("--chat")
-    p.add_argument("--all", action="store_true", help="every chat, interleaved in order")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--chat", help="chat id or name (default: the current chat)")
+    which.add_argument("--all", action="store_true", help="every chat, interleaved in order")
     p.add_argument("--limit", type=count, default=1_000_000)
     p.add_argument("--short", action="store_true", help="one line per message")
 
