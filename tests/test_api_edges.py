@@ -274,3 +274,22 @@ def test_messages_of_one_chat_and_of_every_chat_at_once_is_refused(daemon):
     assert [m["content"] for m in c.messages("s", all_chats=True)["messages"]] == ["in main", "in side"]
     out = run_cli(daemon.home, "log", "s", "--chat", "side", "--all", "--json")
     assert out.returncode != 0 and "--all" in out.stderr and "--chat" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "method, path", [("POST", "/pause"), ("POST", "/end"), ("DELETE", ""), ("POST", "/checkpoints")]
+)
+def test_a_body_sent_to_a_route_that_takes_none_is_refused(daemon, method, path):
+    """A route that takes no body (pause, resume, end, delete, a checkpoint) refuses one with fields, as every
+    route refuses a field it does not know, and changes nothing; where it did what it does and dropped them."""
+    c = daemon.client()
+    c.create_session(id="s")
+    c.append("s", "user", "hi")
+    status, data = _raw(
+        daemon, method, f"/v1/sessions/s{path}", b'{"reason": "done"}', {"Content-Type": "application/json"}
+    )
+    assert status == 422 and "takes no body" in data["error"]["message"] and "reason" in data["error"]["message"]
+    s = c.get_session("s")
+    assert s["status"] == "active" and c.checkpoints("s")["checkpoints"] == []
+    status, _ = _raw(daemon, method, f"/v1/sessions/s{path}", b"{}", {"Content-Type": "application/json"})
+    assert status in (200, 201)  # an empty object is no body
