@@ -5,6 +5,7 @@ from typing import Annotated, NotRequired, Required
 from pydantic import Field, PlainValidator, WithJsonSchema, with_config
 from typing_extensions import TypeAliasType, TypedDict
 
+from .idempotency import KEY_RULE, good_key
 from .types import ANSWER, BODY, MAX_TEXT, QUERY, JsonObject, QueryBool, QueryInt, Role, Text, Whole, refuse
 
 MAX_BATCH = 100_000
@@ -36,7 +37,6 @@ class MessageBatch(TypedDict, total=False):
 # POST /v1/sessions/{id}/messages takes either; a body with `messages` is a batch.
 Append = TypeAliasType("Append", MessageIn | MessageBatch)
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_DESCRIPTION = (
     "Makes an append safe to retry. A new random key (e.g. a UUID) per request; send the same key again only "
     "to retry that request (after a broken connection): the daemon then answers with the first result (the "
@@ -46,12 +46,9 @@ IDEMPOTENCY_DESCRIPTION = (
 
 
 def _key(key: object) -> str:
-    if not (isinstance(key, str) and 0 < len(key) <= 255 and all(" " <= ch <= "~" for ch in key)):
-        raise refuse(
-            f"the {IDEMPOTENCY_HEADER} header must be 1 to 255 printable ASCII characters (a new random "
-            f"one per request, e.g. a UUID; the same one only to retry that request)"
-        )
-    return key
+    if not good_key(key):
+        raise refuse(KEY_RULE)
+    return key  # type: ignore[return-value]  # (good_key: a str)
 
 
 IdempotencyKey = Annotated[

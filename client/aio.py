@@ -13,8 +13,8 @@ from .calls import (
     Api,
     call_timeout,
     complete_body,
+    key_for,
     locate_socket,
-    new_idempotency_key,
     quote_id,
     retryable,
 )
@@ -125,7 +125,7 @@ class AsyncClient(Api):
 
         holder = StreamedAnswer()
         path = f"/v1/sessions/{quote_id(sid)}/complete"
-        headers = {IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()}
+        headers = {IDEMPOTENCY_HEADER: key_for(idempotency_key)}
         for attempt in (0, 1):
             try:
                 resp = await self._http().post(

@@ -17,6 +17,9 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from ..api.idempotency import IDEMPOTENCY_HEADER, KEY_RULE, good_key  # noqa: F401 (IDEMPOTENCY_HEADER: the clients')
+from .errors import ApiError
+
 if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from typing_extensions import Unpack
 
@@ -38,9 +41,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
         VerifyReport,
     )
 
-# api/messages.py's IDEMPOTENCY_HEADER, repeated: importing api/messages.py would load pydantic.
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-LAST_EVENT_ID_HEADER = "Last-Event-ID"  # api/events.py's, repeated for the same reason
+LAST_EVENT_ID_HEADER = "Last-Event-ID"  # api/events.py's, repeated: importing api/events.py would load pydantic
 
 
 def locate_socket(home: str, socket: str | None) -> str:
@@ -75,6 +76,16 @@ def query_string(params: dict) -> str:
 
 def new_idempotency_key() -> str:
     return str(uuid.uuid4())
+
+
+def key_for(given: str | None) -> str:
+    """The key an append or a question carries: `given`, or a new one. One the API refuses is the ApiError the
+    daemon answers one with (422), raised before sending: some (a non-Latin-1 or control character) cannot be
+    sent as a header at all, and the HTTP library's own error would say nothing of the API's rule."""
+    key = given or new_idempotency_key()
+    if not good_key(key):
+        raise ApiError(422, "invalid", KEY_RULE)
+    return key
 
 
 def retryable(method: str, key: str | None) -> bool:
@@ -178,7 +189,7 @@ class Api:
             "POST",
             f"/v1/sessions/{quote_id(sid)}/messages",
             {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},
-            key=idempotency_key or new_idempotency_key(),
+            key=key_for(idempotency_key),
         )
 
     def append_many(
@@ -187,9 +198,7 @@ class Api:
         body: dict = {"messages": messages}
         if chat is not None:
             body["chat"] = chat
-        return self._call(
-            "POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=idempotency_key or new_idempotency_key()
-        )
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=key_for(idempotency_key))
 
     def messages(
         self,
@@ -224,7 +233,7 @@ class Api:
             "POST",
             f"/v1/sessions/{quote_id(sid)}/complete",
             complete_body(content, chat, model, provider, False),
-            key=idempotency_key or new_idempotency_key(),
+            key=key_for(idempotency_key),
         )
 
     # session management

@@ -122,7 +122,7 @@ def _too_long_calls(c):
     return [
         lambda: c.get_session("x" * 9000),
         lambda: c.list_sessions(user="u" * 9000),
-        lambda: c.append("s", "user", "hi", idempotency_key="k" * 9000),
+        lambda: c.messages("s", before="m" * 9000),
     ]
 
 
@@ -132,7 +132,7 @@ def _refused_by_the_http_parser(err: ApiError) -> None:
 
 
 def test_a_request_line_or_header_too_long_is_an_api_error_with_its_reason(daemon):
-    """aiohttp's HTTP parser refuses a request line or header over 8 KiB with a plain-text 400 (README): the
+    """aiohttp's HTTP parser refuses a request line over 8 KiB with a plain-text 400 (README): the
     client raises it as the ApiError it is, with that reason, not a ClientError saying the daemon's reply
     is not JSON."""
     c = daemon.client()
@@ -293,3 +293,33 @@ def test_a_body_sent_to_a_route_that_takes_none_is_refused(daemon, method, path)
     assert s["status"] == "active" and c.checkpoints("s")["checkpoints"] == []
     status, _ = _raw(daemon, method, f"/v1/sessions/s{path}", b"{}", {"Content-Type": "application/json"})
     assert status in (200, 201)  # an empty object is no body
+
+
+BAD_KEYS = ["€", "a\nb", "a\r\nX-Injected: 1", "\x00"]
+
+
+def test_a_bad_idempotency_key_is_an_api_error_from_either_client(daemon):
+    """An Idempotency-Key the API refuses (not 1-255 printable ASCII characters) is the ApiError (422) the
+    daemon gives for one, from both clients, whatever the characters: not a UnicodeEncodeError or a
+    ValueError about headers from the HTTP library, which an app catching ApiError does not expect."""
+    c = daemon.client()
+    c.create_session(id="s")
+    for key in BAD_KEYS:
+        for call in (
+            lambda: c.append("s", "user", "hi", idempotency_key=key),
+            lambda: c.append_many("s", [{"role": "user", "content": "hi"}], idempotency_key=key),
+        ):
+            with pytest.raises(ApiError) as info:
+                call()
+            assert info.value.status == 422 and "printable ASCII" in info.value.message, key
+    assert c.messages("s")["messages"] == []
+
+
+async def test_async_a_bad_idempotency_key_is_an_api_error(daemon):
+    async with daemon.aclient() as c:
+        await c.create_session(id="s")
+        for key in BAD_KEYS:
+            with pytest.raises(ApiError) as info:
+                await c.append("s", "user", "hi", idempotency_key=key)
+            assert info.value.status == 422 and "printable ASCII" in info.value.message, key
+        assert (await c.messages("s"))["messages"] == []

@@ -3,7 +3,8 @@ listing. The hot path: a batch is checked by one TypeAdapter call (daemon/valida
 
 from aiohttp import web
 
-from ...api.messages import IDEMPOTENCY_HEADER, MessageIn
+from ...api.idempotency import IDEMPOTENCY_HEADER
+from ...api.messages import MessageIn
 from ...storage.errors import IdempotencyKeyReused, Invalid, NotFound
 from .. import validate as v
 from .common import body_as, daemon_of, ok, query, session_id
