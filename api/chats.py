@@ -46,7 +46,7 @@ ChatPatchBody = Annotated[ChatPatch, AfterValidator(_something)]
 
 @with_config(BODY)
 class Switch(TypedDict):
-    chat: Text(200)  # id or name
+    chat: Text(200, min_len=1)  # id or name
 
 
 @with_config(ANSWER)

@@ -39,13 +39,13 @@ class Context(TypedDict):
 
 @with_config(BODY)
 class Compact(TypedDict, total=False):
-    chat: Text(200) | None
+    chat: Text(200, min_len=1) | None
     target_tokens: Whole(0, 1 << 40) | None
 
 
 @with_config(BODY)
 class Uncompact(TypedDict, total=False):
-    chat: Text(200) | None
+    chat: Text(200, min_len=1) | None
 
 
 @with_config(BODY)

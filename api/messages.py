@@ -20,7 +20,7 @@ class MessageIn(TypedDict, total=False):
     role: Required[Role]
     content: Required[Text(MAX_TEXT, nul=True)]
     tokens: Whole(0, 1 << 40) | None
-    chat: Text(200) | None
+    chat: Text(200, min_len=1) | None
     name: Text(200) | None
     tool_call_id: Text(200) | None
     metadata: JsonObject | None
@@ -31,7 +31,7 @@ class MessageBatch(TypedDict, total=False):
     """Messages appended in one transaction, to `chat` unless a message names its own."""
 
     messages: Required[Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_BATCH)]]
-    chat: Text(200) | None
+    chat: Text(200, min_len=1) | None
 
 
 # POST /v1/sessions/{id}/messages takes either; a body with `messages` is a batch.

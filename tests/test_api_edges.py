@@ -323,3 +323,24 @@ async def test_async_a_bad_idempotency_key_is_an_api_error(daemon):
                 await c.append("s", "user", "hi", idempotency_key=key)
             assert info.value.status == 422 and "printable ASCII" in info.value.message, key
         assert (await c.messages("s"))["messages"] == []
+
+
+def test_an_empty_chat_reference_is_refused_not_read_as_the_current_chat(daemon):
+    """No chat has an empty id or name (a chat made with name "" is named by its id): "chat": "" names no chat
+    and is refused (422), where an append with it went to the current chat, and a compaction compacted that."""
+    c = daemon.client()
+    c.create_session(id="s")
+    c.create_chat("s", name="side", switch=True)
+    calls = {
+        "append": lambda: c.append("s", "user", "hi", chat=""),
+        "batch": lambda: c.append_many("s", [{"role": "user", "content": "hi"}], chat=""),
+        "batch message": lambda: c.append_many("s", [{"role": "user", "content": "hi", "chat": ""}]),
+        "compact": lambda: c._call("POST", "/v1/sessions/s/compact", {"chat": "", "target_tokens": 0}),
+        "switch": lambda: c.switch_chat("s", ""),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status == 422 and "chat" in info.value.message, what
+    assert c.messages("s", all_chats=True)["messages"] == []
+    assert c.get_session("s")["current_chat"] != "main"
