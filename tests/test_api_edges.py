@@ -344,3 +344,16 @@ def test_an_empty_chat_reference_is_refused_not_read_as_the_current_chat(daemon)
         assert info.value.status == 422 and "chat" in info.value.message, what
     assert c.messages("s", all_chats=True)["messages"] == []
     assert c.get_session("s")["current_chat"] != "main"
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/sessions/s/messages", "/openai/v1/chat/completions"])
+def test_a_number_too_long_to_read_is_a_bad_json_that_names_it_in_the_apis_terms(daemon, path):
+    """A number of thousands of digits: a 400 saying what sessions hold, not Python's advice to call
+    sys.set_int_max_str_digits() (the daemon's own limit on reading integers, meaningless to an app)."""
+    c = daemon.client()
+    c.create_session(id="s")
+    body = b'{"role": "user", "content": "hi", "tokens": ' + b"9" * 5000 + b"}"
+    status, data = _raw(daemon, "POST", path, body, {"Content-Type": "application/json", SESSION_HEADER: "s"})
+    assert status == 400 and data["error"]["code"] == "bad_json"
+    message = data["error"]["message"]
+    assert "set_int_max_str_digits" not in message and "5000 digits" in message and "64 bits" in message

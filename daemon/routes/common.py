@@ -54,6 +54,21 @@ async def body_json(request: web.Request) -> Any:
     return parse_json(await read_body(request))
 
 
+# Python's refusal of an integer of more digits than it converts (sys.int_info.str_digits_check_threshold)
+_TOO_MANY_DIGITS = re.compile(r"integer string conversion: value has (\d+) digits")
+
+
+def json_error(exc: ValueError) -> str:
+    """What json.loads refused, said to an app: not valid JSON, or a number too long to read (Python's own
+    words for that name a setting of the daemon's interpreter)."""
+    if m := _TOO_MANY_DIGITS.search(str(exc)):
+        return (
+            f"request body holds a number of {m[1]} digits, too long to read: sessions hold integers of at most"
+            f" 64 bits (send a larger one as a string)"
+        )
+    return f"request body is not valid JSON: {exc}"
+
+
 def parse_json(raw: bytes) -> Any:
     """A body's bytes parsed, as body_json does."""
     if not raw:  # no body at all; whitespace alone is not JSON and gets the error below
@@ -61,7 +76,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise _bad_json(f"request body is not valid JSON: {exc}") from None
+        raise _bad_json(json_error(exc)) from None
     except RecursionError:
         raise _bad_json("request body is nested too deeply to be read (sessions hold at most 32 levels)") from None
     if _SURROGATE_ESCAPE.search(raw):  # rare: only then is every string looked at
