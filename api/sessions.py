@@ -104,7 +104,8 @@ _ONE_EXPIRY: JsonDict = {
 
 @with_config(ConfigDict(**BODY, json_schema_extra=_ONE_EXPIRY))
 class SessionCreate(_SessionFields, total=False):
-    """A new session; null is the same as leaving a field out."""
+    """A new session; null is the same as leaving a field out. A policy field is given in `policy` or at the top
+    level (its shortcut), not both."""
 
     id: SessionId | None
 
@@ -112,7 +113,8 @@ class SessionCreate(_SessionFields, total=False):
 @with_config(ConfigDict(**BODY, json_schema_extra={**_ONE_EXPIRY, "minProperties": 1}))
 class SessionPatch(_SessionFields, total=False):
     """Changes to a session: the fields given replace the current ones; null clears a field. settings and
-    policy (with its shortcuts) are merged per field."""
+    policy (with its shortcuts) are merged per field; a policy field is given in `policy` or as its shortcut,
+    not both."""
 
 
 def _one_expiry(body: dict) -> dict:

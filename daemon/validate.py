@@ -120,6 +120,8 @@ def policy(body: dict, base: dict | None = None) -> dict | None:
     given = dict(body.get("policy") or {})
     for k in POLICY_SHORTCUTS:
         if k in body:
+            if k in given:  # which one is meant cannot be told
+                raise Invalid(f"{k} is given twice, in policy and at the top level: give it once")
             given[k] = body[k]
     if not given and "policy" not in body:
         return None

@@ -357,3 +357,24 @@ def test_a_number_too_long_to_read_is_a_bad_json_that_names_it_in_the_apis_terms
     assert status == 400 and data["error"]["code"] == "bad_json"
     message = data["error"]["message"]
     assert "set_int_max_str_digits" not in message and "5000 digits" in message and "64 bits" in message
+
+
+def test_a_policy_field_given_both_in_policy_and_as_its_shortcut_is_refused(daemon):
+    """token_quota (and every policy field) may be given in `policy` or at the top level: given both ways at
+    once, which one is meant cannot be told, and the request is refused (422, naming it) instead of the top
+    level's winning without a word (a null there even cleared the quota the app set in `policy`)."""
+    c = daemon.client()
+    s = c.create_session(id="s", token_quota=100)
+    calls = {
+        "create": lambda: c.create_session(id="t", policy={"token_quota": 5}, token_quota=10),
+        "patch": lambda: c.update_session("s", policy={"token_quota": 50}, token_quota=None),
+        "chat": lambda: c.create_chat("s", policy={"max_context_tokens": 500}, max_context_tokens=1000),
+        "chat patch": lambda: c.update_chat("s", "main", policy={"auto_compact": True}, auto_compact=False),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status == 422 and "twice" in info.value.message, what
+    assert [x["id"] for x in c.list_sessions()["sessions"]] == ["s"]
+    assert c.get_session("s")["policy"] == s["policy"] == {"token_quota": 100}
+    assert [ch["policy"] for ch in c.list_chats("s")["chats"]] == [{}]
