@@ -378,3 +378,15 @@ def test_a_policy_field_given_both_in_policy_and_as_its_shortcut_is_refused(daem
     assert [x["id"] for x in c.list_sessions()["sessions"]] == ["s"]
     assert c.get_session("s")["policy"] == s["policy"] == {"token_quota": 100}
     assert [ch["policy"] for ch in c.list_chats("s")["chats"]] == [{}]
+
+
+def test_the_call_after_a_refusal_that_closed_the_connection_is_sent_on_a_new_one(daemon):
+    """aiohttp's parser refuses a request line over 8 KiB with an HTTP/1.0 answer and closes the connection:
+    the blocking client reads that answer as the end of its kept-alive connection, so the next call (a create,
+    not to be repeated blindly) goes on a new one, instead of failing as 'may or may not have been done'."""
+    c = daemon.client()
+    for _ in range(20):
+        with pytest.raises(ApiError):
+            c.get_session("x" * 9000)
+        c.create_session()
+    assert len(c.list_sessions()["sessions"]) == 20
