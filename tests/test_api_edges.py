@@ -390,3 +390,19 @@ def test_the_call_after_a_refusal_that_closed_the_connection_is_sent_on_a_new_on
             c.get_session("x" * 9000)
         c.create_session()
     assert len(c.list_sessions()["sessions"]) == 20
+
+
+def test_a_query_parameter_given_twice_is_refused_naming_it(daemon):
+    """?status=active&status=ended asks for one status or the other, or both: no parameter takes a list, and the
+    daemon used one of them without a word (an app meaning 'either' got only the active sessions)."""
+    c = daemon.client()
+    c.create_session(id="live")
+    c.end(c.create_session(id="done")["id"])
+    for query in ("status=active&status=ended", "limit=1&limit=50", "all=true&all=false"):
+        path = "/v1/sessions/live/messages" if query.startswith("all") else "/v1/sessions"
+        status, data = _raw(daemon, "GET", f"{path}?{query}", b"", {})
+        assert status == 400 and data["error"]["code"] == "bad_parameter", (query, data)
+        name = query.split("=")[0]
+        assert data["error"]["details"]["parameter"] == name and "twice" in data["error"]["message"], data
+    status, data = _raw(daemon, "GET", "/v1/sessions?status=ended", b"", {})
+    assert status == 200 and [s["id"] for s in data["sessions"]] == ["done"]
