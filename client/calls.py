@@ -251,7 +251,7 @@ class Api:
         )
 
     def uncompact(self, sid: str, *, chat: str | None = None) -> Context:
-        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/uncompact", {"chat": chat} if chat else {})
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/uncompact", {"chat": chat} if chat is not None else {})
 
     def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> Session:
         return self._call(
@@ -321,7 +321,9 @@ class Api:
         return self._call("GET", "/v1/shares" + query_string(dict(session=session)))
 
     def unshare(self, sid: str, device: str | None = None) -> UnshareResult:
-        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/unshare", {"device": device} if device else {})
+        return self._call(
+            "POST", f"/v1/sessions/{quote_id(sid)}/unshare", {"device": device} if device is not None else {}
+        )
 
     def gc(self, *, grace: float | None = None, dry_run: bool = False) -> GcReport:
         body: dict = {"dry_run": dry_run}
@@ -351,4 +353,4 @@ class Api:
         return self._call("GET", "/v1/doctor" + ("" if verify else "?verify=false"))
 
     def verify(self, session: str | None = None) -> VerifyReport:
-        return self._call("POST", "/v1/verify", {"session": session} if session else {})
+        return self._call("POST", "/v1/verify", {"session": session} if session is not None else {})

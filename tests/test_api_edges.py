@@ -406,3 +406,19 @@ def test_a_query_parameter_given_twice_is_refused_naming_it(daemon):
         assert data["error"]["details"]["parameter"] == name and "twice" in data["error"]["message"], data
     status, data = _raw(daemon, "GET", "/v1/sessions?status=ended", b"", {})
     assert status == 200 and [s["id"] for s in data["sessions"]] == ["done"]
+
+
+def test_the_clients_send_an_empty_device_or_chat_as_given_not_as_none(daemon):
+    """unshare(sid, device="") is not unshare(sid) (which ends every other device's access), nor uncompact with
+    chat="" the current chat's: the client sends "" as it was given, and the daemon refuses it (422)."""
+    c = daemon.client()
+    sid = c.create_session(id="s", max_context_tokens=1000)["id"]
+    c.append(sid, "user", "hello there")
+    c.compact(sid, target_tokens=0)
+    c.share(sid, write=True)
+    for call in (lambda: c.unshare(sid, device=""), lambda: c.uncompact(sid, chat="")):
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status == 422
+    assert [s["status"] for s in c.shares(sid)["shares"]] == ["active"]  # no rekey revoked the code
+    assert c.context(sid)["compacted_messages"] == 1
