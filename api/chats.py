@@ -11,7 +11,8 @@ from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text, refuse
 
 @with_config(BODY)
 class ChatCreate(ChatPolicy, total=False):
-    """A new chat; the context policy's fields are also accepted at the top level, as shortcuts."""
+    """A new chat; the context policy's fields are also accepted at the top level, as shortcuts (a field given
+    both ways is refused)."""
 
     id: ChatId | None
     name: Text() | None
@@ -26,7 +27,8 @@ class ChatCreate(ChatPolicy, total=False):
 class ChatPatch(ChatPolicy, total=False):
     """Changes to a chat: the fields given replace its own; null clears one (a null name gives the chat its id
     as its name again); settings and policy (with its shortcuts) are merged per field, a null in them clears
-    that field, a null settings or policy clears all of it. Its id cannot change."""
+    that field, a null settings or policy clears all of it; a policy field is given in `policy` or as its
+    shortcut, not both. Its id cannot change."""
 
     name: Text() | None
     system_prompt: Text(MAX_TEXT) | None
@@ -46,7 +48,7 @@ ChatPatchBody = Annotated[ChatPatch, AfterValidator(_something)]
 
 @with_config(BODY)
 class Switch(TypedDict):
-    chat: Text(200)  # id or name
+    chat: Text(200, min_len=1)  # id or name
 
 
 @with_config(ANSWER)
@@ -59,6 +61,7 @@ class Chat(TypedDict):
     settings: NotRequired[dict]
     policy: NotRequired[dict]
     created_at: NotRequired[float]
+    compacted_upto: NotRequired[str | None]  # the last message its compaction set aside, if any
 
 
 @with_config(ANSWER)

@@ -16,7 +16,7 @@ class Complete(TypedDict, total=False):
     ({content}) and then `message` (the stored answer), or `error`."""
 
     content: Text(MAX_TEXT, nul=True) | None
-    chat: Text(200) | None  # id or name; default the session's current chat
+    chat: Text(200, min_len=1) | None  # id or name; default the session's current chat
     model: Text(200) | None  # default the chat's or the session's model
     provider: Text(100, min_len=1) | None  # default the session's, then config.toml's default_provider
     stream: bool

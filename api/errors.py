@@ -1,6 +1,7 @@
 """Every refusal is answered with one JSON shape, {"error": {"code", "message"[, "details"]}}, and a
-status: 400 malformed JSON (bad_json), search query (bad_query) or query parameter (bad_parameter: one the
-route does not name, or a yes/no one that is not true, false, 1 or 0), 404 not_found, 409 conflict, 422 an
+status: 400 malformed JSON (bad_json), a body its Content-Encoding does not decode (bad_body), search
+query (bad_query) or query parameter (bad_parameter: one the route does not name, or a yes/no one that is
+not true, false, 1 or 0), 404 not_found, 409 conflict, 422 an
 invalid field (invalid; the message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503
 the store is unavailable."""
 

@@ -39,13 +39,13 @@ class Context(TypedDict):
 
 @with_config(BODY)
 class Compact(TypedDict, total=False):
-    chat: Text(200) | None
+    chat: Text(200, min_len=1) | None
     target_tokens: Whole(0, 1 << 40) | None
 
 
 @with_config(BODY)
 class Uncompact(TypedDict, total=False):
-    chat: Text(200) | None
+    chat: Text(200, min_len=1) | None
 
 
 @with_config(BODY)
@@ -88,6 +88,12 @@ class ProofRequest(TypedDict):
 @with_config(ANSWER)
 class ProofResult(TypedDict):
     ok: bool
+    session: NotRequired[str]
+    problem: NotRequired[str]  # why the proof does not hold (ok false)
+    number: NotRequired[int]  # the checkpoint's, when it holds
+    device: NotRequired[str]
+    messages: NotRequired[int]
+    tokens: NotRequired[int]
 
 
 @with_config(QUERY)

@@ -5,6 +5,7 @@ from typing import Annotated, NotRequired, Required
 from pydantic import Field, PlainValidator, WithJsonSchema, with_config
 from typing_extensions import TypeAliasType, TypedDict
 
+from .idempotency import KEY_RULE, good_key
 from .types import ANSWER, BODY, MAX_TEXT, QUERY, JsonObject, QueryBool, QueryInt, Role, Text, Whole, refuse
 
 MAX_BATCH = 100_000
@@ -19,7 +20,7 @@ class MessageIn(TypedDict, total=False):
     role: Required[Role]
     content: Required[Text(MAX_TEXT, nul=True)]
     tokens: Whole(0, 1 << 40) | None
-    chat: Text(200) | None
+    chat: Text(200, min_len=1) | None
     name: Text(200) | None
     tool_call_id: Text(200) | None
     metadata: JsonObject | None
@@ -30,13 +31,12 @@ class MessageBatch(TypedDict, total=False):
     """Messages appended in one transaction, to `chat` unless a message names its own."""
 
     messages: Required[Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_BATCH)]]
-    chat: Text(200) | None
+    chat: Text(200, min_len=1) | None
 
 
 # POST /v1/sessions/{id}/messages takes either; a body with `messages` is a batch.
 Append = TypeAliasType("Append", MessageIn | MessageBatch)
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_DESCRIPTION = (
     "Makes an append safe to retry. A new random key (e.g. a UUID) per request; send the same key again only "
     "to retry that request (after a broken connection): the daemon then answers with the first result (the "
@@ -46,12 +46,9 @@ IDEMPOTENCY_DESCRIPTION = (
 
 
 def _key(key: object) -> str:
-    if not (isinstance(key, str) and 0 < len(key) <= 255 and all(" " <= ch <= "~" for ch in key)):
-        raise refuse(
-            f"the {IDEMPOTENCY_HEADER} header must be 1 to 255 printable ASCII characters (a new random "
-            f"one per request, e.g. a UUID; the same one only to retry that request)"
-        )
-    return key
+    if not good_key(key):
+        raise refuse(KEY_RULE)
+    return key  # type: ignore[return-value]  # (good_key: a str)
 
 
 IdempotencyKey = Annotated[

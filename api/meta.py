@@ -28,6 +28,19 @@ class PushStats(TypedDict):
 
 
 @with_config(ANSWER)
+class OpenAIStatus(TypedDict):
+    base_url: str | None  # the OpenAI-compatible listener (openai_listen), if it runs
+    api_key_file: str | None  # the file holding its bearer key, when it runs
+    socket_path: str  # the endpoint's path prefix on the socket
+
+
+@with_config(ANSWER)
+class Providers(TypedDict):
+    default: str | None  # config.toml's default_provider
+    names: list[str]  # its [providers.NAME]
+
+
+@with_config(ANSWER)
 class Status(TypedDict):
     version: str
     device_id: str
@@ -40,3 +53,5 @@ class Status(TypedDict):
     stores: NotRequired[list[StoreStatus]]  # each store: one, or each of a mirror's
     sync: NotRequired[dict]
     pushes: NotRequired[PushStats]
+    openai: NotRequired[OpenAIStatus]
+    providers: NotRequired[Providers]

@@ -1,6 +1,6 @@
 """Sessions: their settings, policy, the create and change requests, and the session as answered."""
 
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, with_config
 from pydantic.config import JsonDict
@@ -104,7 +104,8 @@ _ONE_EXPIRY: JsonDict = {
 
 @with_config(ConfigDict(**BODY, json_schema_extra=_ONE_EXPIRY))
 class SessionCreate(_SessionFields, total=False):
-    """A new session; null is the same as leaving a field out."""
+    """A new session; null is the same as leaving a field out. A policy field is given in `policy` or at the top
+    level (its shortcut), not both."""
 
     id: SessionId | None
 
@@ -112,7 +113,8 @@ class SessionCreate(_SessionFields, total=False):
 @with_config(ConfigDict(**BODY, json_schema_extra={**_ONE_EXPIRY, "minProperties": 1}))
 class SessionPatch(_SessionFields, total=False):
     """Changes to a session: the fields given replace the current ones; null clears a field. settings and
-    policy (with its shortcuts) are merged per field."""
+    policy (with its shortcuts) are merged per field; a policy field is given in `policy` or as its shortcut,
+    not both."""
 
 
 def _one_expiry(body: dict) -> dict:
@@ -158,10 +160,33 @@ class Session(TypedDict):
     preferences: NotRequired[dict]
     last_activity: NotRequired[float]
     expires_at: NotRequired[float | None]
+    access: NotRequired[Literal["owner", "write", "read"]]  # made here, or imported with a read-write or read-only code
+    tokens_used: NotRequired[int]  # counted against policy.token_quota
+    policy: NotRequired[dict]  # token_quota, checkpoint_interval, idle_timeout, and its chats' context policy
+    provenance: NotRequired[dict | None]  # a clone's or a fork's: {kind, session[, message, copied_tokens]}
     message_count: NotRequired[int]
     chat_count: NotRequired[int]
     tokens: NotRequired[int]
     sync: NotRequired[dict]
+
+
+@with_config(ANSWER)
+class Snapshot(TypedDict):
+    """Where this device's latest pushed snapshot of a session is (docs/FORMATS.md)."""
+
+    revision: int  # its head's
+    head_key: str  # the head's public key, hex
+    manifest_ipfs_cid: str
+    manifest_blake3: str  # hex
+
+
+@with_config(ANSWER)
+class Ended(Session):
+    """An ended session, as `end` answers: its checkpoints (the last one final) and its pushed snapshot."""
+
+    checkpoints: NotRequired[list[dict]]
+    snapshot: NotRequired[Snapshot | None]  # none if it was never pushed (no store)
+    pushed: NotRequired[bool]  # everything was pushed before the answer
 
 
 @with_config(ANSWER)
@@ -188,6 +213,7 @@ __all__ = [
     "ChatPolicy",
     "CreateBody",
     "Deleted",
+    "Ended",
     "PatchBody",
     "Policy",
     "Session",
@@ -196,4 +222,5 @@ __all__ = [
     "SessionPatch",
     "SessionsQuery",
     "Settings",
+    "Snapshot",
 ]

@@ -68,7 +68,11 @@ class SyncRequest(TypedDict, total=False):
     timeout: Number(0, 3600)
 
 
-SyncResult = dict
+@with_config(ANSWER)
+class SyncResult(TypedDict):
+    complete: bool  # everything asked for is pushed, and pulled without an error
+    pushed: bool  # everything asked for is pushed
+    sessions: dict  # each session's sync state, by id (as GET /v1/sessions/{id} gives it in `sync`)
 
 
 @with_config(BODY)

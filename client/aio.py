@@ -13,8 +13,8 @@ from .calls import (
     Api,
     call_timeout,
     complete_body,
+    key_for,
     locate_socket,
-    new_idempotency_key,
     quote_id,
     retryable,
 )
@@ -23,6 +23,14 @@ from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_e
 
 if TYPE_CHECKING:
     import aiohttp
+
+
+def _url(path: str):
+    """The URL of `path` (written by calls.py: its ids and query already percent-encoded), as it is: yarl would
+    otherwise drop a chat named ".." or "." as a dot segment."""
+    from yarl import URL
+
+    return URL("http://localhost" + path, encoded=True)
 
 
 class AsyncClient(Api):
@@ -85,9 +93,7 @@ class AsyncClient(Api):
         longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
         for attempt in (0, 1):
             try:
-                async with self._http().request(
-                    method, "http://localhost" + path, json=body, headers=headers, **longer
-                ) as resp:
+                async with self._http().request(method, _url(path), json=body, headers=headers, **longer) as resp:
                     status, raw = resp.status, await resp.read()
                 return answer_of(status, raw)
             except aiohttp.ClientConnectorError as exc:
@@ -119,11 +125,11 @@ class AsyncClient(Api):
 
         holder = StreamedAnswer()
         path = f"/v1/sessions/{quote_id(sid)}/complete"
-        headers = {IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()}
+        headers = {IDEMPOTENCY_HEADER: key_for(idempotency_key)}
         for attempt in (0, 1):
             try:
                 resp = await self._http().post(
-                    "http://localhost" + path,
+                    _url(path),
                     json=complete_body(content, chat, model, provider, True),
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout),

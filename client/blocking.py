@@ -17,8 +17,8 @@ from .calls import (
     Api,
     call_timeout,
     complete_body,
+    key_for,
     locate_socket,
-    new_idempotency_key,
     quote_id,
     retryable,
 )
@@ -150,7 +150,7 @@ class Client(Api):
         then the stream's .message is the stored answer."""
         path = f"/v1/sessions/{quote_id(sid)}/complete"
         body = json.dumps(complete_body(content, chat, model, provider, True)).encode()
-        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()}
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key_for(idempotency_key)}
         # a connection of its own: closing it stops the generation
         conn, resp = self._open("POST", path, body, headers, self.timeout)
         stream = CompletionStream(conn, resp, sid, self.timeout)

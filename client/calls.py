@@ -17,6 +17,9 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from ..api.idempotency import IDEMPOTENCY_HEADER, KEY_RULE, good_key  # noqa: F401 (IDEMPOTENCY_HEADER: the clients')
+from .errors import ApiError
+
 if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from typing_extensions import Unpack
 
@@ -26,12 +29,19 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
     from ..api.meta import Status
     from ..api.search import SearchResult
-    from ..api.sessions import Deleted, Session, SessionCreate, SessionList, SessionPatch
-    from ..api.sharing import GcReport, ImportResult, RekeyResult, ShareList, ShareResult, UnshareResult, VerifyReport
+    from ..api.sessions import Deleted, Ended, Session, SessionCreate, SessionList, SessionPatch
+    from ..api.sharing import (
+        GcReport,
+        ImportResult,
+        RekeyResult,
+        ShareList,
+        ShareResult,
+        SyncResult,
+        UnshareResult,
+        VerifyReport,
+    )
 
-# api/messages.py's IDEMPOTENCY_HEADER, repeated: importing api/messages.py would load pydantic.
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-LAST_EVENT_ID_HEADER = "Last-Event-ID"  # api/events.py's, repeated for the same reason
+LAST_EVENT_ID_HEADER = "Last-Event-ID"  # api/events.py's, repeated: importing api/events.py would load pydantic
 
 
 def locate_socket(home: str, socket: str | None) -> str:
@@ -66,6 +76,16 @@ def query_string(params: dict) -> str:
 
 def new_idempotency_key() -> str:
     return str(uuid.uuid4())
+
+
+def key_for(given: str | None) -> str:
+    """The key an append or a question carries: `given`, or a new one. One the API refuses is the ApiError the
+    daemon answers one with (422), raised before sending: some (a non-Latin-1 or control character) cannot be
+    sent as a header at all, and the HTTP library's own error would say nothing of the API's rule."""
+    key = given or new_idempotency_key()
+    if not good_key(key):
+        raise ApiError(422, "invalid", KEY_RULE)
+    return key
 
 
 def retryable(method: str, key: str | None) -> bool:
@@ -139,7 +159,7 @@ class Api:
     def resume(self, sid: str) -> Session:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/resume")
 
-    def end(self, sid: str) -> Session:
+    def end(self, sid: str) -> Ended:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/end")
 
     # chats
@@ -169,7 +189,7 @@ class Api:
             "POST",
             f"/v1/sessions/{quote_id(sid)}/messages",
             {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},
-            key=idempotency_key or new_idempotency_key(),
+            key=key_for(idempotency_key),
         )
 
     def append_many(
@@ -178,9 +198,7 @@ class Api:
         body: dict = {"messages": messages}
         if chat is not None:
             body["chat"] = chat
-        return self._call(
-            "POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=idempotency_key or new_idempotency_key()
-        )
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=key_for(idempotency_key))
 
     def messages(
         self,
@@ -215,7 +233,7 @@ class Api:
             "POST",
             f"/v1/sessions/{quote_id(sid)}/complete",
             complete_body(content, chat, model, provider, False),
-            key=idempotency_key or new_idempotency_key(),
+            key=key_for(idempotency_key),
         )
 
     # session management
@@ -233,7 +251,7 @@ class Api:
         )
 
     def uncompact(self, sid: str, *, chat: str | None = None) -> Context:
-        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/uncompact", {"chat": chat} if chat else {})
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/uncompact", {"chat": chat} if chat is not None else {})
 
     def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> Session:
         return self._call(
@@ -303,7 +321,9 @@ class Api:
         return self._call("GET", "/v1/shares" + query_string(dict(session=session)))
 
     def unshare(self, sid: str, device: str | None = None) -> UnshareResult:
-        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/unshare", {"device": device} if device else {})
+        return self._call(
+            "POST", f"/v1/sessions/{quote_id(sid)}/unshare", {"device": device} if device is not None else {}
+        )
 
     def gc(self, *, grace: float | None = None, dry_run: bool = False) -> GcReport:
         body: dict = {"dry_run": dry_run}
@@ -320,7 +340,7 @@ class Api:
         return self._call("POST", "/v1/import", body)
 
     # sync
-    def sync(self, session: str | None = None, *, wait: bool = False, timeout: float | None = None):
+    def sync(self, session: str | None = None, *, wait: bool = False, timeout: float | None = None) -> SyncResult:
         body: dict = {"wait": wait}
         if session is not None:
             body["session"] = session
@@ -333,4 +353,4 @@ class Api:
         return self._call("GET", "/v1/doctor" + ("" if verify else "?verify=false"))
 
     def verify(self, session: str | None = None) -> VerifyReport:
-        return self._call("POST", "/v1/verify", {"session": session} if session else {})
+        return self._call("POST", "/v1/verify", {"session": session} if session is not None else {})

@@ -54,6 +54,10 @@ def answer_of(status: int, raw: bytes) -> Any:
     try:
         data = json.loads(raw) if raw else None
     except ValueError:
+        if status >= 400:  # refused by the HTTP server before sessiond read it (a request line or header over
+            # 8 KiB: an id, a query parameter or a header value too long), with a plain-text reason
+            text = " ".join(raw.decode("utf-8", "replace").split())[:500]
+            raise ApiError(status, "http_error", f"the daemon refused the request (HTTP {status}): {text}") from None
         raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {status})") from None
     raise_for(status, data)
     return data

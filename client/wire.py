@@ -87,7 +87,7 @@ class Connection:
             buf += more
         lines = buf[:end].split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
-        length, chunked, close = None, False, False
+        length, chunked, connection = None, False, b""
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -96,7 +96,10 @@ class Connection:
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"connection":
-                close = value.strip().lower() == b"close"
+                connection = value.strip().lower()
+        # HTTP/1.0 closes the connection after its answer unless it says keep-alive (aiohttp answers a request
+        # its parser refuses so, then closes): the next request must go on a new connection
+        close = connection == b"close" or (lines[0].startswith(b"HTTP/1.0") and connection != b"keep-alive")
         rest = buf[end + 4 :]
         if status in _NO_BODY or 100 <= status < 200:
             body = b""

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..storage.errors import DiskFull, NotFound, SessiondError, is_disk_full
+from ..storage.errors import DiskFull, Invalid, NotFound, SessiondError, is_disk_full
 from ..storage.redact import scrub_text
 from . import validate as v
 from .appkeys import DAEMON_KEY, OPENAPI_KEY, ROUTE_KEY
@@ -53,12 +53,16 @@ def _bound(route: Route) -> Handler:
     # it does not name; the appends have no query string, so they pay one attribute read
     names = v.query_names(route.query) if not route.path.startswith("/openai/") else None
     where = f"{route.method} {route.path}"
+    # a route that takes no body refuses one with fields, as the others refuse a field they do not name
+    no_body = route.request is None and route.method != "GET" and not route.path.startswith("/openai/")
 
     async def handle(request: web.Request) -> web.StreamResponse:
         request[ROUTE_KEY] = route
         try:
             if names is not None and request.query_string:
                 v.refuse_unknown_query(where, names, request.query)
+            if no_body and request.body_exists:
+                refuse_body(where, await body_json(request))
             return await handler(request)
         except SessiondError as exc:
             return web.json_response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
@@ -77,6 +81,13 @@ def _bound(route: Route) -> Handler:
 
     handle.__name__ = handler.__name__
     return handle
+
+
+def refuse_body(where: str, body: object) -> None:
+    """A body sent to a route that takes none: refused (422) unless it is nothing, or an empty object."""
+    if body != {}:
+        fields = f" (fields {', '.join(map(repr, body))})" if isinstance(body, dict) else ""
+        raise Invalid(f"{where} takes no body{fields:.200}: send none")
 
 
 def _disk_full(request: web.Request, exc: Exception) -> web.Response:

@@ -184,7 +184,7 @@ def sse(event: str, data) -> bytes:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    from ..api.messages import IDEMPOTENCY_HEADER
+    from ..api.idempotency import IDEMPOTENCY_HEADER
     from .routes.common import body as read_body
     from .routes.common import daemon_of
 

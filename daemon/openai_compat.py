@@ -229,14 +229,16 @@ NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothin
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    from .routes.common import json_error, read_body  # (routes/ imports this module)
+
     d = request.app[DAEMON_KEY]
     sid = request.headers.get(SESSION_HEADER) or None
     try:
-        raw = await request.read()
+        raw = await read_body(request)
         try:
             body = json.loads(raw)
         except ValueError as exc:
-            return oai_error(400, "bad_json", f"request body is not valid JSON: {exc}", sid)
+            return oai_error(400, "bad_json", json_error(exc), sid)
         if not isinstance(body, dict):
             return oai_error(400, "invalid_request", "the body must be a JSON object", sid)
         msgs = _messages(body)

@@ -12,7 +12,7 @@ import logging
 import time
 
 from ..storage.database import Database
-from ..storage.errors import Conflict, Invalid, SessiondError
+from ..storage.errors import Conflict, Invalid, NotFound, SessiondError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
 from ..sync.share import ImportError_
@@ -63,14 +63,18 @@ class Operations:
     async def sync_status(self, sid: str) -> dict:
         return (await self.syncer.status(sid)).get(sid, {})
 
-    async def delete_session(self, sid: str) -> None:
+    async def delete_session(self, sid: str, *, idle_before: float | None = None) -> bool:
+        """Delete a session, its key files too; `idle_before` (a clean-up's): only if it is still idle since
+        before then (Sessions.delete). Whether it was deleted."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         async with self.syncer.ctx.lock(sid):
-            await self.db.delete_session(sid)
+            if not await self.db.delete_session(sid, idle_before=idle_before):
+                return False
             crash_point("delete.rows")
             self.syncer.forget(sid)
         await self.syncer.forget_unused_credentials()
+        return True
 
     async def delete_stray_keys(self, started: float) -> None:
         """Key files of sessions that do not exist here: `rm` deletes a session's rows, then its key files,
@@ -212,11 +216,21 @@ class Operations:
         }
 
     async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:
-        victims = await self.db.older_than(time.time() - older_than)
-        if not dry_run:
-            for v in victims:
-                await self.delete_session(v["id"])
-        return {"sessions": victims, "deleted": not dry_run}
+        """Delete the sessions idle since before `older_than` seconds ago. Each is deleted only if it still is
+        (written to since it was listed: it stays), and one deleted meanwhile is passed by; the answer lists
+        those deleted (with `dry_run`, those that would be)."""
+        idle_before = time.time() - older_than
+        victims = await self.db.older_than(idle_before)
+        if dry_run:
+            return {"sessions": victims, "deleted": False}
+        deleted = []
+        for v in victims:
+            try:
+                if await self.delete_session(v["id"], idle_before=idle_before):
+                    deleted.append(v)
+            except NotFound:
+                continue  # (deleted meanwhile)
+        return {"sessions": deleted, "deleted": True}
 
     # the events after which a session may expire sooner than the clean-up loop planned (a new session,
     # a new expiry or idle timeout, one taken from another device, a paused one resumed)

@@ -120,6 +120,8 @@ def policy(body: dict, base: dict | None = None) -> dict | None:
     given = dict(body.get("policy") or {})
     for k in POLICY_SHORTCUTS:
         if k in body:
+            if k in given:  # which one is meant cannot be told
+                raise Invalid(f"{k} is given twice, in policy and at the top level: give it once")
             given[k] = body[k]
     if not given and "policy" not in body:
         return None
@@ -196,11 +198,18 @@ def query_names(model: Any) -> frozenset[str]:
 
 def refuse_unknown_query(route: str, names: frozenset[str], q) -> None:
     """A query parameter the route does not take is a 400 (bad_parameter) naming it and the ones it takes:
-    a typo (`?stauts=ended`) must not quietly answer as if it were absent."""
-    for k in q:
+    a typo (`?stauts=ended`) must not quietly answer as if it were absent. So is one given twice (none takes
+    a list): `?status=active&status=ended` must not quietly answer for one of them."""
+    seen = set()
+    for k, _ in q.items():  # (a multidict's keys: each once)
         if k not in names:
             takes = f"it takes {', '.join(sorted(names))}" if names else "it takes none"
             raise BadParameter(f"unknown query parameter {k!r:.60} on {route}: {takes}", parameter=k[:60])
+        if k in seen:
+            raise BadParameter(
+                f"query parameter {k} is given twice on {route}: it takes one value (give it once)", parameter=k
+            )
+        seen.add(k)
 
 
 def query(model: Any, q) -> dict:

@@ -169,14 +169,16 @@ class Database:
     async def session_ids(self, *, hidden: bool = False) -> list[str]:
         return await self.sessions.ids(hidden=hidden)
 
-    async def update_session(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
+    async def update_session(
+        self, sid: str, fields: dict | Callable[[dict], dict], *, event: str = "session.updated"
+    ) -> dict:
         return await self.sessions.update(sid, fields, event=event)
 
     async def set_status(self, sid: str, status: str) -> dict:
         return await self.sessions.set_status(sid, status)
 
-    async def delete_session(self, sid: str) -> None:
-        await self.sessions.delete(sid)
+    async def delete_session(self, sid: str, *, idle_before: float | None = None) -> bool:
+        return await self.sessions.delete(sid, idle_before=idle_before)
 
     async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
         return await self.sessions.expired(t, ended=ended)

@@ -69,6 +69,14 @@ class BadParameter(SessiondError):
     status = 400
 
 
+class BadBody(SessiondError):
+    """A request body that cannot be read as sent: what its Content-Encoding header names does not decode it
+    (a body labelled gzip that is not). Malformed, as bad JSON is."""
+
+    code = "bad_body"
+    status = 400
+
+
 class LimitReached(SessiondError):
     code = "limit_reached"
     status = 429

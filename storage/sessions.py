@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import json
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .apply import local_op
@@ -39,6 +40,20 @@ async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False
     if not ending and past_expiry(row, now()):
         refuse_expired(c, sid, row)
     return row
+
+
+def check_status_change(sid: str, current: str, status: str) -> None:
+    """Refuse a change of a session's status from `current` to `status` that its lifecycle does not allow:
+    active and paused go to each other and to ended; an end is final."""
+    if status == current or status == "ended":
+        return
+    if current == "ended":
+        raise Conflict(
+            f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
+            f"`sessiond clone {sid}`)"
+        )
+    if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
+        raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
 
 
 def idle_timeout_of(policy: Any) -> Any:
@@ -278,10 +293,19 @@ class Sessions:
         where = "" if hidden else " WHERE NOT importing"
         return [r[0] for r in await self.c.committed.fetchall(f"SELECT id FROM sessions{where} ORDER BY id")]
 
-    async def update(self, sid: str, fields: dict, *, event: str = "session.updated") -> dict:
-        ending = fields.get("status") == "ended"  # (an expired session's end: `end`, or its expiry)
+    async def update(self, sid: str, fields: dict | Callable[[dict], dict], *, event: str = "session.updated") -> dict:
+        """Change a session. `fields`: the fields to write, or a function of the session as it is that gives
+        them (a PATCH: daemon/validate.session_patch), called in the write transaction so that a merge of
+        settings or policy starts from what is stored, not from what another change is about to replace."""
+        ending = not callable(fields) and fields.get("status") == "ended"  # (an expiry's end, or `end`)
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c, ending=ending)
+            if callable(fields):
+                fields = fields(session_dict(row))
+            if "status" in fields:  # checked against the status as committed: an end meanwhile is final
+                if fields["status"] == row["status"] and len(fields) == 1:
+                    return session_dict(row)  # (two pauses at once: the second changes nothing)
+                check_status_change(sid, row["status"], fields["status"])
             if fields.get("status") == "active" and row["status"] != "active":
                 # a paused session does not count as active: resuming it must fit the limits a new one
                 # would, checked in this transaction so that two resumes at once cannot both pass
@@ -302,32 +326,30 @@ class Sessions:
 
     async def set_status(self, sid: str, status: str) -> dict:
         row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended")
-        current = row["status"]
-        if status == current:
+        if status == row["status"]:
             return session_dict(row)
-        if current == "ended":
-            raise Conflict(
-                f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
-                f"`sessiond clone {sid}`)"
-            )
-        if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
-            raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
+        check_status_change(sid, row["status"], status)  # (again in update's transaction, as it stands then)
         return await self.update(
             sid, {"status": status}, event=f"session.{'resumed' if status == 'active' else status}"
         )
 
-    async def delete(self, sid: str) -> None:
+    async def delete(self, sid: str, *, idle_before: float | None = None) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
-        start's after a crash)."""
+        start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
+        looked at in the deleting transaction: a session written to since the clean-up listed it stays.
+        Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
             if shown:
-                await session_row(tx, sid)
+                row = await session_row(tx, sid)
+                if idle_before is not None and row["last_activity"] >= idle_before:
+                    return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
+        return True
 
     async def _expiring(self, ended: bool = False) -> builtins.list[tuple[Row, float]]:
         """The sessions not ended that can expire, each with when it does (expiry()); `ended`: ended ones too

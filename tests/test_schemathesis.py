@@ -139,9 +139,14 @@ class Seeds:
                 case.query["chat"] = "main"
                 if case.path.endswith("/export") and case.query.get("format", "json") != "openai":
                     del case.query["chat"]  # a chat picks the chat of an openai export; the others hold every chat
+                if case.path.endswith("/messages") and case.query.get("all") in ("true", "1"):
+                    del case.query["all"]  # one chat's messages, or every chat's: not both
             if isinstance(case.query, dict):  # a page marker is a message id or nothing
                 for k in ("before", "after"):
                     case.query.pop(k, None)
+        if isinstance(case.body, dict) and isinstance(case.body.get("policy"), dict):
+            for k in case.body["policy"]:  # a policy field in policy or as its shortcut, not both
+                case.body.pop(k, None)
         if isinstance(case.body, dict) and case.body.get("wait") and case.body.get("timeout", 60) > 5:
             case.body["timeout"] = 5  # a sync may wait, but not for an hour
 

@@ -32,8 +32,9 @@ def register(commands: Commands) -> None:
     p.add_argument("text", help="the question; '-' reads it from standard input")
     p = commands.add("log", cmd_log, "print a session's messages")
     p.add_argument("id")
-    p.add_argument("--chat", help="chat id or name (default: the current chat)")
-    p.add_argument("--all", action="store_true", help="every chat, interleaved in order")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--chat", help="chat id or name (default: the current chat)")
+    which.add_argument("--all", action="store_true", help="every chat, interleaved in order")
     p.add_argument("--limit", type=count, default=1_000_000, help="print the first N messages, oldest first")
     p.add_argument("--short", action="store_true", help="one line per message")
 
@@ -98,8 +99,6 @@ def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:
 
 
 def cmd_log(args) -> int:
-    if args.all and args.chat is not None:
-        raise UsageError("log: --chat picks one chat and --all takes every chat: give one of them")
     c = client(args)
     msgs: list[Any] = []  # Message answers
     after = None

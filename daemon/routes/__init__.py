@@ -22,6 +22,7 @@ from ...api import meta as Meta
 from ...api import search as Se
 from ...api import sessions as S
 from ...api import sharing as Sh
+from ...api.idempotency import IDEMPOTENCY_HEADER
 from .. import complete, openai_compat
 from . import chats, events, files, manage, messages, meta, search, sessions, sharing
 
@@ -50,7 +51,7 @@ class Route:
     stream: bool = False  # may answer with server-sent events too
 
 
-IDEMPOTENCY = Header(Msg.IDEMPOTENCY_HEADER, Msg.IdempotencyKey, Msg.IDEMPOTENCY_DESCRIPTION)
+IDEMPOTENCY = Header(IDEMPOTENCY_HEADER, Msg.IdempotencyKey, Msg.IDEMPOTENCY_DESCRIPTION)
 LAST_EVENT_ID = Header(Ev.LAST_EVENT_ID_HEADER, Ev.EventId, Ev.LAST_EVENT_ID_DESCRIPTION)
 SESSION = Header(
     openai_compat.SESSION_HEADER,
@@ -100,7 +101,13 @@ ROUTES: list[Route] = [
         "POST", "/v1/sessions/{id}/pause", sessions.pause, "Pause a session (appends are refused)", response=S.Session
     ),
     Route("POST", "/v1/sessions/{id}/resume", sessions.resume, "Resume a paused session", response=S.Session),
-    Route("POST", "/v1/sessions/{id}/end", sessions.end, "End a session", response=S.Session),
+    Route(
+        "POST",
+        "/v1/sessions/{id}/end",
+        sessions.end,
+        "End a session: its final checkpoint made, everything pushed",
+        response=S.Ended,
+    ),
     Route(
         "POST", "/v1/sessions/{id}/chats", chats.create_chat, "Create a chat in a session", C.ChatCreate, C.Chat, 201
     ),

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ...storage.errors import BadBody
 from .. import validate as v
 from ..appkeys import DAEMON_KEY, ROUTE_KEY
 
@@ -33,11 +34,39 @@ def _bad_json(message: str) -> web.HTTPBadRequest:
     )
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request's body as sent, decoded as its Content-Encoding says (aiohttp does that); one that does
+    not decode is a 400 bad_body naming why (aiohttp's own error would have been a 500)."""
+    try:
+        return await request.read()
+    except web.RequestPayloadError as exc:
+        why = getattr(exc.__cause__, "message", None) or str(exc)
+        raise BadBody(
+            f"request body cannot be read: {' '.join(str(why).split())} (send the JSON as it is, or compressed as"
+            f" its Content-Encoding header says)"
+        ) from None
+
+
 async def body_json(request: web.Request) -> Any:
     """The request's body parsed (an empty body is {}); malformed JSON is a 400 bad_json."""
     if request.content_length == 0 or not request.can_read_body:
         return {}
-    return parse_json(await request.read())
+    return parse_json(await read_body(request))
+
+
+# Python's refusal of an integer of more digits than it converts (sys.int_info.str_digits_check_threshold)
+_TOO_MANY_DIGITS = re.compile(r"integer string conversion: value has (\d+) digits")
+
+
+def json_error(exc: ValueError) -> str:
+    """What json.loads refused, said to an app: not valid JSON, or a number too long to read (Python's own
+    words for that name a setting of the daemon's interpreter)."""
+    if m := _TOO_MANY_DIGITS.search(str(exc)):
+        return (
+            f"request body holds a number of {m[1]} digits, too long to read: sessions hold integers of at most"
+            f" 64 bits (send a larger one as a string)"
+        )
+    return f"request body is not valid JSON: {exc}"
 
 
 def parse_json(raw: bytes) -> Any:
@@ -47,7 +76,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise _bad_json(f"request body is not valid JSON: {exc}") from None
+        raise _bad_json(json_error(exc)) from None
     except RecursionError:
         raise _bad_json("request body is nested too deeply to be read (sessions hold at most 32 levels)") from None
     if _SURROGATE_ESCAPE.search(raw):  # rare: only then is every string looked at
@@ -69,7 +98,7 @@ async def body_as(request: web.Request, model: Any, unless: bytes) -> dict:
     the lone-surrogate scan name a lone one)."""
     if request.content_length == 0 or not request.can_read_body:
         return await body(request)
-    raw = await request.read()
+    raw = await read_body(request)
     if raw and unless not in raw and not _SURROGATE_ESCAPE.search(raw):
         data = v.from_json(model, raw)
         if data is not None:

@@ -3,8 +3,9 @@ listing. The hot path: a batch is checked by one TypeAdapter call (daemon/valida
 
 from aiohttp import web
 
-from ...api.messages import IDEMPOTENCY_HEADER, MessageIn
-from ...storage.errors import IdempotencyKeyReused, NotFound
+from ...api.idempotency import IDEMPOTENCY_HEADER
+from ...api.messages import MessageIn
+from ...storage.errors import IdempotencyKeyReused, Invalid, NotFound
 from .. import validate as v
 from .common import body_as, daemon_of, ok, query, session_id
 
@@ -65,6 +66,10 @@ async def list_messages(request: web.Request) -> web.Response:
     db = daemon_of(request).db
     sid = session_id(request)
     chat = q.get("chat")
+    if chat is not None and q.get("all"):
+        raise Invalid(
+            "query parameters chat and all=true ask for one chat's messages and every chat's: give chat, or all=true"
+        )
     if chat is not None:
         chat = await db.resolve_chat(sid, chat)
     before, after = q.get("before"), q.get("after")

@@ -42,9 +42,12 @@ async def patch_session(request: web.Request) -> web.Response:
     changes = await body(request)
     d = daemon_of(request)
     sid = session_id(request)
-    current = await d.db.get_session(sid)
-    fields = v.session_patch(changes, current)
-    _counted(d, fields.get("initial_messages", ()))
+
+    def fields(current: dict) -> dict:  # in the write transaction: merged into what is stored
+        out = v.session_patch(changes, current)
+        _counted(d, out.get("initial_messages", ()))
+        return out
+
     return ok(await d.db.update_session(sid, fields))
 
 

@@ -1,0 +1,13 @@
+"""The Idempotency-Key header's rule, without pydantic: the API's model (api/messages.py) and the clients
+(client/calls.py, which load no pydantic) check a key by this one rule and say the same of a bad one."""
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+KEY_RULE = (
+    f"the {IDEMPOTENCY_HEADER} header must be 1 to 255 printable ASCII characters (a new random one per "
+    f"request, e.g. a UUID; the same one only to retry that request)"
+)
+
+
+def good_key(key: object) -> bool:
+    """Whether `key` is an Idempotency-Key the API takes."""
+    return isinstance(key, str) and 0 < len(key) <= 255 and all(" " <= ch <= "~" for ch in key)
