@@ -204,9 +204,9 @@ class Deleted(TypedDict):
 class SessionsQuery(TypedDict, total=False):
     user: str
     status: Status
-    tag: str
+    tag: Text(100, min_len=1)
     limit: QueryInt(1, 1000)
-    after: str
+    after: Text(128, min_len=1)  # a session id, `next` of the page before
 
 
 __all__ = [

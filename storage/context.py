@@ -127,7 +127,7 @@ class Context:
         q = self.c.committed
         srow = await writable_row(q, sid, self.c)
         refuse_if_ended(sid, srow)
-        chat = chat or srow["current_chat"]
+        chat = srow["current_chat"] if chat is None else chat
         policy = json.loads(srow["policy"])
         await self.chats.get(sid, chat)
         p, cut = await chat_budget(q, sid, chat, policy)
@@ -169,7 +169,7 @@ class Context:
     async def context(self, sid: str, chat: str | None = None) -> dict:
         q = self.c.committed
         srow = await session_row(q, sid)
-        chat = chat or srow["current_chat"]
+        chat = srow["current_chat"] if chat is None else chat
         await self.chats.get(sid, chat)
         policy = json.loads(srow["policy"])
         p, cut = await chat_budget(q, sid, chat, policy)

@@ -422,3 +422,34 @@ def test_the_clients_send_an_empty_device_or_chat_as_given_not_as_none(daemon):
         assert info.value.status == 422
     assert [s["status"] for s in c.shares(sid)["shares"]] == ["active"]  # no rekey revoked the code
     assert c.context(sid)["compacted_messages"] == 1
+
+
+EMPTY_NAMES = [
+    ("POST", "/v1/verify", {"session": ""}, "session"),
+    ("POST", "/v1/sync", {"session": ""}, "session"),
+    ("GET", "/v1/shares?session=", None, "session"),
+    ("GET", "/v1/sessions/s/context?chat=", None, "chat"),
+    ("GET", "/v1/sessions/s/export?format=openai&chat=", None, "chat"),
+    ("GET", "/v1/sessions/s/messages?chat=", None, "chat"),
+    ("GET", "/v1/sessions/s/messages?before=", None, "before"),
+    ("GET", "/v1/sessions/s/messages?after=", None, "after"),
+    ("GET", "/v1/stats?session=", None, "session"),
+    ("GET", "/v1/search?q=hello&session=", None, "session"),
+    ("GET", "/v1/sessions?tag=", None, "tag"),
+    ("GET", "/v1/sessions?after=", None, "after"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,field", EMPTY_NAMES, ids=[p for _, p, _, _ in EMPTY_NAMES])
+def test_an_empty_session_chat_or_filter_is_refused_not_read_as_all_or_current(daemon, method, path, body, field):
+    """An empty string names no session, chat, tag or message: a 422 naming the field, where it was read
+    as absent and so widened the request (every session verified or synced, every code listed, the current
+    chat's context or export, a listing from the start)."""
+    c = daemon.client()
+    c.create_session(id="s", user="ann", tags=["t"])
+    c.create_chat("s", name="side", switch=True)
+    c.append("s", "user", "hello there")
+    raw = json.dumps(body).encode() if body is not None else b""
+    status, data = _raw(daemon, method, path, raw, {"Content-Type": "application/json"} if raw else {})
+    assert status == 422, (path, status, data)
+    assert field in data["error"]["message"], data
