@@ -453,3 +453,24 @@ def test_an_empty_session_chat_or_filter_is_refused_not_read_as_all_or_current(d
     status, data = _raw(daemon, method, path, raw, {"Content-Type": "application/json"} if raw else {})
     assert status == 422, (path, status, data)
     assert field in data["error"]["message"], data
+
+
+async def test_a_compaction_racing_another_never_writes_back_an_earlier_cut(daemon):
+    """Two compactions of one chat at once (an app's and another's, or an append's automatic one): each
+    computes its cut from the chat as stored in its own write transaction, so the later commit never moves
+    the cut back to what it was before the other (which un-compacted the chat: its context grew back past
+    its budget without a word)."""
+    clients = [daemon.aclient() for _ in range(2)]
+    try:
+        for i in range(12):
+            sid = (await clients[0].create_session(id=f"s{i}"))["id"]
+            await clients[0].append_many(sid, [{"role": "user", "content": f"message {n}"} for n in range(20)])
+            await asyncio.gather(
+                clients[0].compact(sid, target_tokens=0),  # every message compacted away
+                clients[1].compact(sid, target_tokens=1 << 30),  # nothing to compact: the cut as it is
+            )
+            ctx = await clients[0].context(sid)
+            assert ctx["compacted_messages"] == 20 and ctx["active_tokens"] == 0, (i, ctx)
+    finally:
+        for c in clients:
+            await c.close()
