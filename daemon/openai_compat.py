@@ -15,7 +15,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import secrets
 import socket
 import time
@@ -23,6 +22,7 @@ import time
 from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
+from ..storage.fsutil import atomic_write
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
@@ -193,19 +193,7 @@ def ensure_key(path: str) -> str:
     except FileNotFoundError:
         pass
     key = "sk-sessiond-" + secrets.token_urlsafe(32)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (key + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomic_write(path, (key + "\n").encode(), 0o600)
     return key
 
 

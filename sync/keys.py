@@ -23,7 +23,7 @@ from typing import Literal, overload
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
 
-from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.fsutil import atomic_write, ensure_private_dir, remove_leftover_temp_files
 from ..storage.ids import ID_RE
 from .crypto import CTX_ANNOUNCE, CTX_HEAD_SIGNING, derive
 
@@ -344,17 +344,9 @@ class KeyStore:
         writing them died before renaming them (atomic_write's temporary files: a key each, the device key,
         the store credentials), last changed before `before` (wall-clock seconds: the daemon's start, so
         that none of them is a write under way); returns their names."""
-        gone = []
-        for folder in (self.folder, self.sessions_dir):
-            for name in os.listdir(folder):
-                path = os.path.join(folder, name)
-                try:
-                    if name.startswith(".tmp-") and os.lstat(path).st_mtime < before:
-                        os.unlink(path)
-                        gone.append(name)
-                except FileNotFoundError:
-                    pass
-        return gone
+        return [
+            name for folder in (self.folder, self.sessions_dir) for name in remove_leftover_temp_files(folder, before)
+        ]
 
     def delete_session_key(self, sid: str) -> None:
         path = self._session_path(sid)
