@@ -122,8 +122,10 @@ def make_private_dir(path: str, what: str) -> None:
     if os.path.lexists(path) and not os.path.isdir(path):
         raise HomeError(f"{what} {path} exists and is not a folder; choose another path (--home DIR)")
     if not os.path.isdir(path):
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)  # makedirs' mode is masked by the umask; be exact
+        from ..storage.fsutil import ensure_durable_dir
+
+        ensure_durable_dir(path)  # its entry in its parent fsynced: the keys and database in it are durable
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; be exact
     check_private_dir(path, what)
 
 

@@ -116,8 +116,22 @@ def ensure_private_dir(path: str) -> None:
 def ensure_durable_dir(path: str) -> None:
     """ensure_private_dir for a folder whose files are acknowledged once written: when this makes it, its
     entry in its parent is made durable too (an fsync of the parent), or a power loss could take the new
-    folder, and the fsynced files in it, away. The parent must exist."""
+    folder, and the fsynced files in it, away. Missing parents are made so too (with the default mode)."""
     if os.path.isdir(path):
         return
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    fsync_dir(os.path.dirname(path))
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        _durable_mkdir(parent, 0o777)
+    _durable_mkdir(path, 0o700)
+
+
+def _durable_mkdir(path: str, mode: int) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if parent != path and not os.path.isdir(parent):
+        _durable_mkdir(parent, 0o777)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:  # made meanwhile
+        if not os.path.isdir(path):
+            raise
+    fsync_dir(parent)

@@ -23,7 +23,7 @@ from typing import Literal, overload
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
 
-from ..storage.fsutil import atomic_write, ensure_private_dir, remove_leftover_temp_files
+from ..storage.fsutil import atomic_write, ensure_durable_dir, remove_leftover_temp_files
 from ..storage.ids import ID_RE
 from .crypto import CTX_ANNOUNCE, CTX_HEAD_SIGNING, derive
 
@@ -68,8 +68,8 @@ class KeyStore:
     def __init__(self, folder: str):
         self.folder = folder
         self.sessions_dir = os.path.join(folder, "sessions")
-        ensure_private_dir(folder)
-        ensure_private_dir(self.sessions_dir)
+        ensure_durable_dir(folder)  # (the device key and the sessions' keys in them are acknowledged once written)
+        ensure_durable_dir(self.sessions_dir)
         self.device_path = os.path.join(folder, DEVICE_KEY)
         seed = _read_key(self.device_path)
         if seed is None:
@@ -380,7 +380,7 @@ def restore_device_key(folder: str, phrase: str) -> None:
     """Write the seed of the 24 backup words `phrase` as the device key (atomically, 0600), whatever
     the file held before (nothing, a damaged key, another key): the caller decides whether it may."""
     seed = mnemonic_to_seed(phrase)
-    ensure_private_dir(folder)
+    ensure_durable_dir(folder)
     atomic_write(os.path.join(folder, DEVICE_KEY), seed, 0o600)
 
 
