@@ -36,7 +36,7 @@ class ShareResult(TypedDict):
 class ImportRequest(TypedDict, total=False):
     code: Required[Text(20_000)]
     passphrase: Text(1000) | None
-    store: Text(2048) | None  # where the session is, when neither this daemon's store nor the code's hints hold it
+    store: Text(2048, min_len=1) | None  # where the session is, when neither this store nor the code's hints hold it
 
 
 @with_config(ANSWER)

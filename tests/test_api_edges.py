@@ -427,6 +427,7 @@ def test_the_clients_send_an_empty_device_or_chat_as_given_not_as_none(daemon):
 EMPTY_NAMES = [
     ("POST", "/v1/verify", {"session": ""}, "session"),
     ("POST", "/v1/sync", {"session": ""}, "session"),
+    ("POST", "/v1/import", {"code": "sessiond1x", "store": ""}, "store"),
     ("GET", "/v1/shares?session=", None, "session"),
     ("GET", "/v1/sessions/s/context?chat=", None, "chat"),
     ("GET", "/v1/sessions/s/export?format=openai&chat=", None, "chat"),
