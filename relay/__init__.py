@@ -7,6 +7,7 @@ stores/s5.py speaks (so `--store s5+http://HOST:PORT` reaches it), plus a change
     admin.py      the operator's commands: list the accounts, revoke one (or restore it)
     feed.py       which heads changed since a cursor, with long-poll
     app.py        the HTTP routes and the server
+    body.py       request bodies: bounded, in time (BODY_TIMEOUT), a malformed one a 400
 
 Imports flow relay -> stores/ (cid, registry entries, the object size cap) and storage/ (fsutil) only:
 nothing here imports sync/, daemon/, client/ or cli/.
