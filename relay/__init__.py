@@ -2,6 +2,7 @@
 stores/s5.py speaks (so `--store s5+http://HOST:PORT` reaches it), plus a change feed on heads.
 
     objects.py    blobs in a folder, pinned per account, a storage quota per account
+    recover.py    at start: temp files, unpinned objects, unwritten heads' charges of a cut write
     registry.py   heads (S5 registry entries): signature checked, revision only moves forward
     accounts.py   the S5 challenge login, hashed tokens (they expire), invites
     admin.py      the operator's commands: list the accounts, revoke one (or restore it)

@@ -42,6 +42,7 @@ from .accounts import LOGIN, REGISTER, TOKEN_TTL, Accounts, LoginRefused
 from .body import BODY_TIMEOUT, TooSlow, read_json, read_upload
 from .feed import Feed
 from .objects import Objects, QuotaExceeded, TooLarge
+from .recover import tidy
 from .registry import Refused, Registry
 from .wire import BadRequest, b64url, field, unb64url
 
@@ -65,6 +66,7 @@ class Relay:
     ):
         ensure_private_dir(data_dir)
         self.data_dir = data_dir
+        tidy(data_dir)  # what a relay stopped mid-write left, before any quota is counted
         self.feed = Feed()
         self.objects = Objects(data_dir, quota)
         self.registry = Registry(data_dir, self.feed, self.objects)
