@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import aiohttp
 import pytest
 
 from sessiond.relay import app as relay_app
+from sessiond.relay.feed import Feed
 from test_relay import Served, store_for
 
 
@@ -113,3 +115,26 @@ async def test_a_malformed_body_is_a_400_not_a_server_error(tmp_path, caplog, pa
         status, text = await post(served, path, body, content_type, token)
         assert status == 400 and said in text, (status, text[:200])
         assert "Traceback" not in caplog.text and "failed" not in caplog.text
+
+
+async def test_a_head_change_costs_the_feed_what_changed_not_every_head_per_follower():
+    """Each follower parked on the change feed was answered by sorting every head the relay holds: with
+    100,000 heads and 2,000 open long-polls (one account can open them) one head set blocked the relay
+    for seconds, and each further set as long again. A follower's answer now costs what changed."""
+    feed = Feed()
+    for i in range(100_000):
+        feed.load(i.to_bytes(33, "big"), 1)
+    cursor = feed.cursor
+    waiters = [asyncio.create_task(feed.wait(cursor, feed.epoch, 30)) for _ in range(2000)]
+    await asyncio.sleep(0)  # each parks
+    started = time.monotonic()
+    await feed.changed(b"\xed" * 33, 7)
+    answers = await asyncio.gather(*waiters)
+    took = time.monotonic() - started
+    assert all(a == (False, [(b"\xed" * 33, 7)]) for a in answers)
+    assert took < 1.0, f"2,000 followers answered in {took:.2f} s"
+    # a follower that is new (or the relay restarted) still gets every head, in the order they changed
+    reset, changes = feed.since(0, None)
+    assert reset and len(changes) == 100_001 and changes[0][0] == bytes(33) and changes[-1] == (b"\xed" * 33, 7)
+    await feed.changed(bytes(33), 2)  # a head moved again goes to the end
+    assert feed.since(cursor, feed.epoch) == (False, [(b"\xed" * 33, 7), (bytes(33), 2)])
