@@ -47,7 +47,7 @@ class Reply:
 
         try:
             return json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise ServerError(f"the server answered HTTP {self.status} with a body that is not JSON") from None
 
 

@@ -252,6 +252,22 @@ async def test_wrong_cid_fails_the_upload(portal):
         await store.close()
 
 
+async def test_an_answer_nested_too_deep_to_parse_is_a_server_error(portal):
+    """JSON nested deeper than the parser goes (a lying or broken server; 1 MiB of `[` fits in an answer)
+    raised RecursionError out of the store, a failure no caller classifies."""
+    p, running, tmp = portal
+    store = make_store(running, tmp)
+    try:
+        await store.put(b"logged in")
+        p.faults.body = b"[" * 100_000
+        with pytest.raises(ServerError, match="not JSON"):
+            await store.put(b"upload me")
+        with pytest.raises(ServerError, match="not JSON"):
+            await store.get_head(head(1).pk)
+    finally:
+        await store.close()
+
+
 async def test_forged_and_rolled_back_heads_refused(portal):
     p, running, tmp = portal
     store = make_store(running, tmp)
