@@ -257,7 +257,8 @@ class Accounts:
         return await asyncio.to_thread(self._login, pub)
 
     def account_of(self, token: str) -> str | None:
-        """The account a token is for; None if it is unknown, revoked or expired (its file then goes)."""
+        """The account a token is for; None if it is unknown, expired (its file then goes) or its account
+        is revoked (whether or not `serve revoke` got to delete the token's file)."""
         if not token:
             return None
         path = os.path.join(self.tokens, _sha(token))
@@ -269,5 +270,7 @@ class Accounts:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+            return None
+        if self._revoked(doc["account"]):
             return None
         return doc["account"]

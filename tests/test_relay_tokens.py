@@ -13,8 +13,10 @@ import os
 import time
 
 import aiohttp
+import pytest
 
 from conftest import DaemonProc, relay_served, run_cli, wait_for
+from sessiond.stores.errors import AuthRefused
 
 
 def serve(data: str, *args: str):
@@ -144,3 +146,32 @@ async def test_tokens_of_an_earlier_version_expire_a_ttl_after_they_were_written
         assert len(token_files(data)) == 1
         assert await status_with(info["port"], "recent-token") == 200
         assert await status_with(info["port"], "old-token") == 401
+
+
+async def test_a_revoked_account_s_token_is_refused_even_if_its_file_stayed(tmp_path):
+    """`serve revoke` marks the account, then deletes its tokens: cut between the two (killed, a full
+    disk, a token file it could not delete), the lost device's token went on working for the rest of
+    its life (30 days) while `serve accounts` showed the account revoked. A token now holds only for an
+    account that is not revoked."""
+    from sessiond.relay.accounts import read_json
+    from sessiond.storage.fsutil import atomic_write
+    from test_relay import Served, store_for
+
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    store = store_for(served, tmp_path)
+    try:
+        await store.put(b"before")
+        token = store._token
+        assert await status_with(served.port, token) == 200
+        (name,) = os.listdir(os.path.join(data, "accounts"))
+        path = os.path.join(data, "accounts", name)
+        doc = read_json(path)
+        atomic_write(path, json.dumps({**doc, "revoked": int(time.time())}).encode())  # revoke's first step only
+        assert token_files(data)  # its token file is still there
+        assert await status_with(served.port, token) == 401
+        with pytest.raises(AuthRefused, match="revoked"):
+            await store.put(b"after")
+    finally:
+        await store.close()
+        await served.stop()
