@@ -175,3 +175,39 @@ async def test_a_revoked_account_s_token_is_refused_even_if_its_file_stayed(tmp_
     finally:
         await store.close()
         await served.stop()
+
+
+async def test_a_label_a_device_registered_with_cannot_write_to_the_operator_s_terminal(tmp_path):
+    """A device registering without a labelled invite names its account itself (the JSON field
+    `label`), and `serve accounts` / `serve revoke` printed that name as it came: escape sequences
+    from any client that could register rewrote the operator's terminal (its title, the screen)."""
+    import base64
+
+    from nacl.signing import SigningKey
+
+    from sessiond.stores.s5account import b64url, challenge_response
+    from test_relay import Served
+
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    key = SigningKey(b"\x33" * 32)
+    pub = b64url(b"\xed" + bytes(key.verify_key))
+    evil = "\x1b]0;owned\x07\x1b[2J\x1b[31mlaptop"
+    base = f"http://127.0.0.1:{served.port}/s5/account/register"
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(base, params={"pubKey": pub}) as r:
+                challenge = base64.urlsafe_b64decode((await r.json())["challenge"] + "=")
+            response, signature = challenge_response(key, 1, challenge, f"127.0.0.1:{served.port}")
+            body = {"pubKey": pub, "response": b64url(response), "signature": b64url(signature), "label": evil}
+            async with s.post(base, json=body) as r:
+                assert r.status == 200, await r.text()
+    finally:
+        await served.stop()
+    listed = serve(data, "accounts")
+    assert listed.returncode == 0 and "laptop" in listed.stdout
+    assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout, repr(listed.stdout)
+    as_json = json.loads(serve(data, "accounts", "--json").stdout)["accounts"]
+    assert as_json[0]["label"] == evil  # --json: the exact data, for scripts
+    revoked = serve(data, "revoke", as_json[0]["id"])
+    assert revoked.returncode == 0 and "\x1b" not in revoked.stdout and "laptop" in revoked.stdout
