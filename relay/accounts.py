@@ -42,7 +42,7 @@ import blake3
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir
 from .wire import field
 
 REGISTER = 1
@@ -74,8 +74,8 @@ def new_invite(data_dir: str, label: str | None = None) -> str:
     """Make a one-time invite code and keep its hash in DATA/invites; return the code. `label` names the
     device it is for: the account it registers shows it (`serve accounts`) and `serve revoke` takes it."""
     folder = os.path.join(data_dir, "invites")
-    ensure_private_dir(data_dir)
-    ensure_private_dir(folder)
+    ensure_durable_dir(data_dir)
+    ensure_durable_dir(folder)
     code = secrets.token_urlsafe(18)  # letters, digits, - and _: fits in a URL's userinfo as is
     doc = {"created": int(time.time()), "label": label}
     atomic_write(os.path.join(folder, _sha(code)), json.dumps(doc).encode(), 0o600)
@@ -143,7 +143,7 @@ class Accounts:
         self.tokens = os.path.join(data_dir, "tokens")
         self.invites = os.path.join(data_dir, "invites")
         for d in (self.accounts, self.tokens, self.invites):
-            ensure_private_dir(d)
+            ensure_durable_dir(d)
         sweep_tokens(data_dir, token_ttl)
         self.data_dir = data_dir
         self._challenges: OrderedDict[tuple[int, bytes], tuple[bytes, float]] = OrderedDict()

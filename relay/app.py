@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..storage.fsutil import ensure_private_dir
+from ..storage.fsutil import ensure_durable_dir
 from ..stores.base import MAX_OBJECT_SIZE
 from ..stores.cid import BlobId, CIDError, b58encode
 from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
@@ -64,7 +64,7 @@ class Relay:
         quota: int = DEFAULT_QUOTA,
         token_ttl: float = TOKEN_TTL,
     ):
-        ensure_private_dir(data_dir)
+        ensure_durable_dir(data_dir)
         self.data_dir = data_dir
         tidy(data_dir)  # what a relay stopped mid-write left, before any quota is counted
         self.feed = Feed()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ..storage.fsutil import atomic_write, ensure_durable_dir, ensure_private_dir, fsync_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir, fsync_dir
 from ..stores.base import MAX_OBJECT_SIZE
 from ..stores.cid import digest
 
@@ -38,7 +38,7 @@ class Objects:
         self.pins = os.path.join(data_dir, "pins")
         self.head_pins = os.path.join(data_dir, "headpins")
         for d in (self.objects, self.pins, self.head_pins):
-            ensure_private_dir(d)
+            ensure_durable_dir(d)
         self._lock = asyncio.Lock()  # object files and pins change under it: an upload and a delete never cross
         self.used: dict[str, int] = {}
         for root in (self.pins, self.head_pins):

@@ -84,3 +84,37 @@ async def test_what_a_cut_write_leaves_is_put_right_and_the_quota_stays_exact(tm
         await store.close()
         await served.stop()
     assert glob.glob(os.path.join(data, "**", ".tmp-*"), recursive=True) == []
+
+
+async def test_a_folder_the_relay_makes_is_durable_before_what_it_holds_is_acknowledged(tmp_path, monkeypatch):
+    """An object, a pin, a head, an account or a token is fsynced with its folder before the relay
+    answers; the folders a put makes (objects/ab/, pins/ACCOUNT/) have their names fsynced in their
+    parents, but the data folder and its own folders (objects/, pins/, heads/, accounts/, tokens/...),
+    made at the relay's first start, did not: a power cut soon after could lose one, and with it what
+    the devices had been told was kept."""
+    from sessiond.storage import fsutil
+
+    synced: list[str] = []
+    real = fsutil.fsync_dir
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda path: (synced.append(os.path.abspath(path)), real(path))[1])
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    store = store_for(served, tmp_path)
+    try:
+        for folder in ("", "objects", "pins", "headpins", "heads", "accounts", "tokens", "invites"):
+            made = os.path.join(data, folder).rstrip("/")  # made at start: its name synced in its parent
+            assert os.path.dirname(made) in synced, made
+        synced.clear()
+        await store.put(b"the first object of its shard and of its account")
+        await store.set_head(entry(SigningKey(b"\x09" * 32)))
+        (account,) = os.listdir(os.path.join(data, "pins"))
+        h = digest(b"the first object of its shard and of its account").hex()
+        for made in (
+            os.path.join(data, "objects", h[:2]),
+            os.path.join(data, "pins", account),
+            os.path.join(data, "headpins", account),
+        ):
+            assert os.path.dirname(made) in synced, made
+    finally:
+        await store.close()
+        await served.stop()
