@@ -146,7 +146,8 @@ class Accounts:
             ensure_durable_dir(d)
         sweep_tokens(data_dir, token_ttl)
         self.data_dir = data_dir
-        self._challenges: OrderedDict[tuple[int, bytes], tuple[bytes, float]] = OrderedDict()
+        # (kind, pubKey, challenge) -> when it was handed out, oldest first
+        self._challenges: OrderedDict[tuple[int, bytes, bytes], float] = OrderedDict()
 
     # -- challenges -----------------------------------------------------------------------------
 
@@ -154,13 +155,12 @@ class Accounts:
         self._check_key(pub)
         now = time.monotonic()
         while self._challenges:  # forget expired ones, and the oldest past the cap
-            _key, (_, at) = next(iter(self._challenges.items()))
+            _slot, at = next(iter(self._challenges.items()))
             if now - at < CHALLENGE_TTL and len(self._challenges) < MAX_CHALLENGES:
                 break
             self._challenges.popitem(last=False)
         c = secrets.token_bytes(32)
-        self._challenges.pop((kind, pub), None)
-        self._challenges[(kind, pub)] = (c, now)
+        self._challenges[(kind, pub, c)] = now
         return c
 
     @staticmethod
@@ -169,11 +169,14 @@ class Accounts:
             raise LoginRefused(400, "pubKey must be 0xed followed by a 32-byte Ed25519 key, base64url")
 
     def _verify(self, kind: int, pub: bytes, response: bytes, signature: bytes, authority: str) -> None:
+        """Check an answer to a challenge handed out for `pub`. The challenge is spent only by an answer
+        that verifies: another client's challenge for the same key, or a garbage answer, leaves it."""
         self._check_key(pub)
-        got = self._challenges.pop((kind, pub), None)
-        if got is None or time.monotonic() - got[1] >= CHALLENGE_TTL:
+        slot = (kind, pub, response[1:33])
+        at = self._challenges.get(slot) if len(response) == 65 and response[0] == kind else None
+        if at is None or time.monotonic() - at >= CHALLENGE_TTL:
             raise LoginRefused(400, "no challenge is pending for this pubKey (or it expired): GET one first")
-        expected = bytes([kind]) + got[0] + blake3.blake3(authority.encode("utf-8")).digest()
+        expected = bytes([kind]) + slot[2] + blake3.blake3(authority.encode("utf-8")).digest()
         if response != expected:
             raise LoginRefused(
                 400,
@@ -185,6 +188,7 @@ class Accounts:
             VerifyKey(pub[1:]).verify(response, signature)
         except (BadSignatureError, ValueError):
             raise LoginRefused(400, "the signature over the response does not verify for this pubKey") from None
+        del self._challenges[slot]  # once: a replayed answer finds none
 
     # -- register / login -----------------------------------------------------------------------
 

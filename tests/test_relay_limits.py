@@ -138,3 +138,38 @@ async def test_a_head_change_costs_the_feed_what_changed_not_every_head_per_foll
     assert reset and len(changes) == 100_001 and changes[0][0] == bytes(33) and changes[-1] == (b"\xed" * 33, 7)
     await feed.changed(bytes(33), 2)  # a head moved again goes to the end
     assert feed.since(cursor, feed.epoch) == (False, [(b"\xed" * 33, 7), (bytes(33), 2)])
+
+
+async def test_nobody_else_can_spoil_a_device_s_pending_login(tmp_path):
+    """The relay kept one challenge per key, dropped as soon as an answer came, verified or not: anyone
+    who knew a device's account key (it is in the login URL: an access log, a proxy's) could stop that
+    device logging in by asking for a challenge of their own for that key, or by posting a garbage
+    answer, just before the device answered."""
+    import base64
+
+    import blake3
+    from nacl.signing import SigningKey
+
+    from sessiond.stores.s5account import b64url, challenge_response
+
+    key = SigningKey(b"\x44" * 32)
+    pub = b64url(b"\xed" + bytes(key.verify_key))
+    async with serving(tmp_path) as served, aiohttp.ClientSession() as s:
+        base = f"http://127.0.0.1:{served.port}/s5/account/register"
+
+        async def challenge() -> bytes:
+            async with s.get(base, params={"pubKey": pub}) as r:
+                return base64.urlsafe_b64decode((await r.json())["challenge"] + "=")
+
+        mine = await challenge()
+        await challenge()  # someone else asks for this key too
+        garbage = b"\x01" + mine + blake3.blake3(f"127.0.0.1:{served.port}".encode()).digest()
+        spoil = {"pubKey": pub, "response": b64url(garbage), "signature": b64url(bytes(64))}
+        status, _ = await post(served, "/s5/account/register", json.dumps(spoil))
+        assert status == 400  # a garbage answer is refused...
+        response, signature = challenge_response(key, 1, mine, f"127.0.0.1:{served.port}")
+        answer = {"pubKey": pub, "response": b64url(response), "signature": b64url(signature)}
+        status, text = await post(served, "/s5/account/register", json.dumps(answer))
+        assert status == 200, text  # ...and the device's own answer still logs it in
+        status, text = await post(served, "/s5/account/register", json.dumps(answer))
+        assert status == 400 and b"no challenge" in text  # once: a replayed answer is refused
