@@ -37,6 +37,11 @@ def _subfolders(folder: str) -> list[str]:
         return []
 
 
+def _files_but(root: str, kept: set[str]) -> list[str]:
+    """The files in the folders of `root` (a shard, an account) whose names are not in `kept`."""
+    return [os.path.join(f, n) for f in _subfolders(root) for n in _files(f) if n not in kept and not n.startswith(".")]
+
+
 def _delete(paths: list[str]) -> int:
     folders = set()
     for path in paths:
@@ -61,22 +66,9 @@ def tidy(data_dir: str) -> dict[str, int]:
     gone = {"temp_files": _delete(temp)}
 
     pinned = {n for f in _subfolders(os.path.join(data_dir, "pins")) for n in _files(f)}
-    unpinned = [
-        os.path.join(f, n)
-        for f in _subfolders(os.path.join(data_dir, "objects"))
-        for n in _files(f)
-        if n not in pinned and not n.startswith(".")
-    ]
-    gone["unpinned_objects"] = _delete(unpinned)
-
+    gone["unpinned_objects"] = _delete(_files_but(os.path.join(data_dir, "objects"), pinned))
     heads = set(_files(os.path.join(data_dir, "heads")))
-    unwritten = [
-        os.path.join(f, n)
-        for f in _subfolders(os.path.join(data_dir, "headpins"))
-        for n in _files(f)
-        if n not in heads and not n.startswith(".")
-    ]
-    gone["head_pins_without_head"] = _delete(unwritten)
+    gone["head_pins_without_head"] = _delete(_files_but(os.path.join(data_dir, "headpins"), heads))
     if any(gone.values()):
         log.warning("relay: put right what writes cut short left in %s: %s", data_dir, gone)
     return gone
