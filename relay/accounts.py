@@ -9,8 +9,10 @@ On disk (DATA/):
     tokens/<SHA-256(token) hex>   {"account", "issued", "expires"}: tokens are kept hashed, never in
                          clear, and expire after the relay's --token-ttl (default 30 days); an expired
                          one is refused (401: stores/s5.py logs in again with its key) and its file
-                         deleted, at the next login or start if not before. (A file of an earlier
-                         version holds the bare account id: it expires its --token-ttl after its mtime.)
+                         deleted, at the next login or start if not before; an account keeps its
+                         newest MAX_TOKENS_PER_ACCOUNT (8), a login past them deletes the oldest. (A
+                         file of an earlier version holds the bare account id: it expires its
+                         --token-ttl after its mtime.)
     invites/<SHA-256(code) hex>   an unused invite, {"created", "label"}; registering with the code
                          deletes the file (once)
 
@@ -50,6 +52,9 @@ LOGIN = 2
 CHALLENGE_TTL = 300.0
 MAX_CHALLENGES = 10_000
 TOKEN_TTL = 30 * 86400  # a login token's life unless --token-ttl
+# The live tokens an account keeps: a login past them deletes its oldest (a device holds one; a key
+# logging in again and again must not pile up files no quota counts)
+MAX_TOKENS_PER_ACCOUNT = 8
 REVOKED = (
     "this device's account was revoked by the relay's owner (sessiond serve revoke); "
     "ask them to restore it (sessiond serve revoke --undo ID)"
@@ -112,26 +117,42 @@ def token_doc(path: str, ttl: float) -> dict | None:
     return {"account": acct, "issued": int(mtime), "expires": mtime + ttl} if acct else None
 
 
-def sweep_tokens(data_dir: str, ttl: float = TOKEN_TTL, now: float | None = None) -> int:
-    """Delete the token files that expired (or hold nothing usable); how many went."""
+def sweep_tokens(
+    data_dir: str, ttl: float = TOKEN_TTL, now: float | None = None, keep: int = MAX_TOKENS_PER_ACCOUNT
+) -> int:
+    """Delete the token files that expired (or hold nothing usable), and an account's oldest past its
+    newest `keep`; how many went."""
     folder = os.path.join(data_dir, "tokens")
     now = time.time() if now is None else now
-    gone = 0
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return 0
+    doomed: list[str] = []
+    live: dict[str, list[tuple[float, int, str]]] = {}
     for name in names:
         if name.startswith("."):
             continue
         path = os.path.join(folder, name)
         doc = token_doc(path, ttl)
         if doc is None or doc["expires"] <= now:
+            doomed.append(path)
+        else:
             try:
-                os.unlink(path)
-                gone += 1
+                written = os.stat(path).st_mtime_ns  # tells apart tokens issued within one second
             except FileNotFoundError:
-                pass
+                continue
+            live.setdefault(doc["account"], []).append((doc["expires"], written, path))
+    for held in live.values():
+        held.sort(reverse=True)  # newest first: the latest expiry
+        doomed += [path for _, _, path in held[keep:]]
+    gone = 0
+    for path in doomed:
+        try:
+            os.unlink(path)
+            gone += 1
+        except FileNotFoundError:
+            pass
     return gone
 
 
@@ -202,7 +223,8 @@ class Accounts:
     def _issue(self, acct: str) -> str:
         if self._revoked(acct):
             raise LoginRefused(403, REVOKED)
-        sweep_tokens(self.data_dir, self.token_ttl)  # a login is rare: the expired files go with it
+        # a login is rare: the expired files go with it, and this account's oldest, to leave room for this one
+        sweep_tokens(self.data_dir, self.token_ttl, keep=MAX_TOKENS_PER_ACCOUNT - 1)
         token = secrets.token_urlsafe(32)
         now = int(time.time())
         path = os.path.join(self.tokens, _sha(token))

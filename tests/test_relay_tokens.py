@@ -211,3 +211,30 @@ async def test_a_label_a_device_registered_with_cannot_write_to_the_operator_s_t
     assert as_json[0]["label"] == evil  # --json: the exact data, for scripts
     revoked = serve(data, "revoke", as_json[0]["id"])
     assert revoked.returncode == 0 and "\x1b" not in revoked.stdout and "laptop" in revoked.stdout
+
+
+async def test_logins_of_one_account_keep_a_bounded_number_of_tokens(tmp_path):
+    """Every login wrote a token file that lasted the whole --token-ttl (30 days): one device key logging
+    in again and again (a loop, a stolen key) piled up files without bound, which no quota counts and
+    every later login had to read through. An account keeps its newest MAX_TOKENS_PER_ACCOUNT tokens."""
+    from sessiond.relay.accounts import MAX_TOKENS_PER_ACCOUNT
+    from sessiond.stores.s5 import S5Store
+    from test_relay import Served
+
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    tokens = []
+    try:
+        for _ in range(MAX_TOKENS_PER_ACCOUNT + 12):
+            store = S5Store(f"s5+http://127.0.0.1:{served.port}", account_seed=b"\x55" * 32)  # no token kept
+            try:
+                await store.put(b"x")
+                tokens.append(store._token)
+            finally:
+                await store.close()
+        assert len(token_files(data)) == MAX_TOKENS_PER_ACCOUNT
+        assert await status_with(served.port, tokens[-1]) == 200  # the newest hold
+        assert await status_with(served.port, tokens[-MAX_TOKENS_PER_ACCOUNT]) == 200
+        assert await status_with(served.port, tokens[0]) == 401  # the oldest went
+    finally:
+        await served.stop()
