@@ -94,4 +94,4 @@ def ensure_durable_dir(path: str) -> None:
     if os.path.isdir(path):
         return
     os.makedirs(path, mode=0o700, exist_ok=True)
-    fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(os.path.abspath(path)))  # abspath: a relative `--data relay` has a parent too

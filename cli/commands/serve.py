@@ -13,6 +13,7 @@ import sys
 
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..options import duration
+from ..output import safe
 
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 
@@ -178,7 +179,7 @@ def cmd_accounts(args) -> int:
             else f"{a['tokens']} token(s), last login {_when(a['last_login'])}"
         )
         print(
-            f"{a['id']}  {a['label'] or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
+            f"{a['id']}  {safe(a['label']) or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
             f"{a['heads']} head(s)  {state}"
         )
     return 0
@@ -198,10 +199,10 @@ def cmd_revoke(args) -> int:
     if args.json:
         print(json.dumps(done))
     elif args.undo:
-        print(f"restored {acct} ({done['label'] or 'no label'}): its device logs in again on its next request")
+        print(f"restored {acct} ({safe(done['label']) or 'no label'}): its device logs in again on its next request")
     else:
         print(
-            f"revoked {acct} ({done['label'] or 'no label'}): {done['tokens_deleted']} token(s) deleted; "
+            f"revoked {acct} ({safe(done['label']) or 'no label'}): {done['tokens_deleted']} token(s) deleted; "
             f"its device can no longer log in (undo: sessiond serve revoke --undo {acct} --data {shlex.quote(data)})"
         )
     return 0
