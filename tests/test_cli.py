@@ -832,3 +832,22 @@ def test_log_refuses_chat_and_all_together(daemon):
     for extra in ([], ["--json"]):
         res = run_cli(daemon.home, "log", sid, "--all", "--chat", "main", *extra)
         assert res.returncode == 2 and "--chat" in res.stderr and "--all" in res.stderr, res.stderr
+
+
+def test_an_empty_prompt_on_standard_input_is_refused_and_changes_nothing(daemon):
+    # `set ID --system - < file` with the file empty (or a pipe whose writer failed) replaced the session's
+    # prompt with nothing; like add and ask, an empty standard input is now refused, and --unset clears
+    sid = cli_json(daemon.home, "new", "--system", "Be kind.")["id"]
+    chat = cli_json(daemon.home, "chat", "new", sid, "--name", "side", "--system", "Be brief.")["id"]
+    for args in (["set", sid], ["chat", "set", sid, chat], ["new"], ["chat", "new", sid]):
+        for stdin in ("", "\n", "  \n"):
+            res = run_cli(daemon.home, *args, "--system", "-", input=stdin)
+            assert res.returncode == 2, (args, res.stdout)
+            assert "standard input is empty" in res.stderr and "--unset system" in res.stderr
+    assert cli_json(daemon.home, "show", sid)["system_prompt"] == "Be kind."
+    assert [c["system_prompt"] for c in cli_json(daemon.home, "chat", "ls", sid)["chats"] if c["id"] == chat] == [
+        "Be brief."
+    ]
+    assert len(cli_json(daemon.home, "ls")["sessions"]) == 1
+    run_cli(daemon.home, "set", sid, "--unset", "system", check=True)  # clearing on purpose still works
+    assert not cli_json(daemon.home, "show", sid)["system_prompt"]
