@@ -169,6 +169,12 @@ OPENAI_SETTINGS = ("temperature", "top_p", "max_tokens", "top_k")
 
 
 def parse_openai(data: Any) -> dict:
+    if isinstance(data, dict) and data.get("format") == JSON_FORMAT:  # its "messages" would import, all else lost
+        raise Invalid(
+            "this is a sessiond session file, not OpenAI chat messages: import it in the json format"
+            " (`sessiond import-file FILE --format json`, or without --format), which keeps its chats, settings"
+            " and status; read as openai, only its messages would be imported"
+        )
     if isinstance(data, dict):
         msgs = data.get("messages")
         model = data.get("model")

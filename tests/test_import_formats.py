@@ -414,3 +414,19 @@ def test_openai_file_round_trip_keeps_the_model_settings(d, tmp_path):
     data["temperature"] = "hot"
     f.write_text(json.dumps(data))
     refused(d, str(f), expect="temperature")
+
+
+def test_a_session_file_imported_as_openai_is_refused_naming_the_json_format(d, tmp_path):
+    """`import-file --format openai` of a sessiond session file (`export --format json`) imported only its
+    messages, all into one chat, and dropped its other chats and its settings without a word; it is refused
+    now, naming the format that keeps them, and nothing is imported."""
+    c = d.client()
+    sid = c.create_session(name="kept whole", settings={"temperature": 0.5})["id"]
+    c.append(sid, "user", "in main")
+    side = c.create_chat(sid, name="side")["id"]
+    c.append(sid, "user", "in side", chat=side)
+    f = tmp_path / "whole.json"
+    run_cli(d.home, "export", sid, "-o", str(f), check=True)
+    refused(d, str(f), "--format", "openai", expect="a sessiond session file")
+    res = run_cli(d.home, "import-file", str(f), "--format", "openai")
+    assert "--format json" in res.stderr, res.stderr
