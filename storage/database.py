@@ -155,6 +155,10 @@ class Database:
         """A session whose id differs from `sid` only in case (see sessions.case_twin), if any."""
         return await self.sessions.case_twin(sid)
 
+    async def imported_from(self, source: str, field: str, value: str) -> str | None:
+        """The session an import from a file made of `source`'s conversation `value` (its metadata `field`)."""
+        return await self.sessions.imported_from(source, field, value)
+
     async def list_sessions(
         self,
         *,

@@ -121,5 +121,16 @@ def cmd_import_file(args) -> int:
             res = c.import_file(data, fmt)
     except ApiError as exc:
         raise _in_file_terms(exc, "standard input" if args.path == "-" else args.path) from None
-    emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
+    if res["sessions"] or args.json:
+        emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
+    if not args.json:
+        for s in res.get("skipped", ()):
+            name = f"{s['name']!r}" if s.get("name") else "a conversation without a title"
+            print(
+                safe(
+                    f"# {name} ({s['source']} {s['conversation']}) was already imported as session {s['session']}:"
+                    f" skipped (delete it first, `sessiond rm {s['session']}`, to import it again)"
+                ),
+                file=sys.stderr,
+            )
     return 0
