@@ -8,8 +8,18 @@ import re
 import time
 from typing import Any
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# Invisible format characters (Unicode's Cf, and the line and paragraph separators): the bidirectional
+# controls (U+202A-U+202E embeddings and overrides, U+2066-U+2069 isolates, U+200E/U+200F/U+061C marks)
+# make a terminal show text in another order than it is (a synced message or name could show as
+# something it is not, "Trojan Source"), and the zero-width ones, U+FEFF and the tag characters hide
+# text. All but the zero-width (non-)joiners, U+200C/U+200D, which scripts and emoji sequences need.
+_FORMAT = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT}]")
+_CONTROL_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT}]")
 
 
 def _escape(m: re.Match) -> str:
@@ -18,8 +28,9 @@ def _escape(m: re.Match) -> str:
 
 def safe(text: Any, keep_lines: bool = False) -> str:
     """Text as a terminal may show it: control characters (which could move the cursor, recolour or
-    rewrite the screen) and lone surrogates become escapes like \\x1b. Only for human output;
-    --json prints the exact text."""
+    rewrite the screen), invisible format characters (bidirectional overrides and isolates, which show
+    text reordered; zero-width ones, which hide it; see _FORMAT) and lone surrogates become escapes like
+    \\x1b or \\u202e. Only for human output; --json prints the exact text."""
     text = "" if text is None else str(text)
     return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).sub(_escape, text)
 

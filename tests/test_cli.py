@@ -851,3 +851,46 @@ def test_an_empty_prompt_on_standard_input_is_refused_and_changes_nothing(daemon
     assert len(cli_json(daemon.home, "ls")["sessions"]) == 1
     run_cli(daemon.home, "set", sid, "--unset", "system", check=True)  # clearing on purpose still works
     assert not cli_json(daemon.home, "show", sid)["system_prompt"]
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\u200b\ufeff\u2028\U000e0041"
+
+
+def test_bidirectional_and_invisible_characters_are_escaped_for_people_and_exact_in_json(daemon):
+    """A name or message (one synced from another device, too) holding U+202E RIGHT-TO-LEFT OVERRIDE or an
+    isolate showed reordered on the terminal (`evil\u202egpj.exe` shows as "evilexe.jpg"), and zero-width
+    characters hid text: now escaped in every human output, as control characters are; --json exact."""
+    evil = "invoice\u202egpj.exe"
+    sid = cli_json(daemon.home, "new", "--name", evil, "--tag", "t\u2066x", "--model", "m\u200b")["id"]
+    run_cli(daemon.home, "chat", "new", sid, "--name", "side" + BIDI, check=True)
+    run_cli(daemon.home, "add", sid, "--role", "user", "line one\nfindme" + BIDI + " two", check=True)
+    outs = [
+        run_cli(daemon.home, *args, check=True).stdout
+        for args in (
+            ["ls"],
+            ["show", sid],
+            ["chat", "ls", sid],
+            ["log", sid],
+            ["log", sid, "--short"],
+            ["log", sid, "--all"],
+            ["search", "findme"],
+        )
+    ]
+    for out in outs:
+        for c in BIDI:
+            assert c not in out, (hex(ord(c)), out)
+    assert "invoice\\u202egpj.exe" in outs[0] and "\\u2066" in outs[1] and "\\u202e" in outs[3]
+    assert "line one\nfindme" in outs[3]  # a message's own lines stay lines
+    assert cli_json(daemon.home, "show", sid)["name"] == evil
+    assert cli_json(daemon.home, "log", sid)["messages"][0]["content"] == "line one\nfindme" + BIDI + " two"
+
+
+def test_safe_escapes_every_invisible_format_character_but_the_joiners():
+    import unicodedata
+
+    from sessiond.cli.output import safe
+
+    invisible = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp")]
+    kept = [c for c in invisible if safe(c) == c]
+    assert kept == ["\u200c", "\u200d"]  # zero-width (non-)joiner: Persian, Indic scripts, emoji sequences
+    assert safe("👨\u200d👩\u200d👧") == "👨\u200d👩\u200d👧" and safe("é 中文 עברית") == "é 中文 עברית"

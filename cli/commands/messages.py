@@ -61,7 +61,7 @@ def cmd_ask(args) -> int:
         for text in stream:
             arrived = arrived or bool(text)
             if not args.json:
-                sys.stdout.write(text)
+                sys.stdout.write(safe(text, keep_lines=True))  # (a model's text: escapes, bidi overrides)
                 sys.stdout.flush()
                 wrote = True
     except KeyboardInterrupt:
@@ -116,10 +116,10 @@ def cmd_log(args) -> int:
     if not msgs:
         print("no messages")
     for m in msgs:
-        head = f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else "")
+        head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else ""))
         print(
             f"{head} {m['id']}:\n{safe(m['content'], keep_lines=True)}\n"
             if not args.short
-            else f"{m['role']:>9}: {short(m['content'], 100)}"
+            else f"{safe(m['role']):>9}: {short(m['content'], 100)}"
         )
     return 0

@@ -13,6 +13,7 @@ import sys
 
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..options import duration
+from ..output import safe
 
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 
@@ -178,8 +179,10 @@ def cmd_accounts(args) -> int:
             else f"{a['tokens']} token(s), last login {_when(a['last_login'])}"
         )
         print(
-            f"{a['id']}  {a['label'] or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
-            f"{a['heads']} head(s)  {state}"
+            safe(
+                f"{a['id']}  {a['label'] or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
+                f"{a['heads']} head(s)  {state}"
+            )
         )
     return 0
 

@@ -12,7 +12,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import YEARS_10, duration_in, seconds_up_to
-from ..output import emit, table, when
+from ..output import emit, safe, table, when
 from ..progress import Progress
 from . import Commands
 
@@ -107,8 +107,11 @@ class _StoreWaits:
                 wait, left = float(ev.get("retry_in") or 0), float(ev.get("deadline_in") or 0)
                 why = f" ({ev['error']})" if ev.get("error") else ""
                 print(
-                    f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try{why}"
-                    + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting"),
+                    safe(
+                        f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try"
+                        + why
+                        + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting")
+                    ),
                     file=sys.stderr,
                     flush=True,
                 )
@@ -234,7 +237,7 @@ def cmd_share(args) -> int:
             notes.append("# protected by your passphrase: send the passphrase another way")
         else:
             notes.append("# anyone who sees this code can read the session: send it privately")
-        print("\n".join(notes), file=sys.stderr)
+        print(safe("\n".join(notes), keep_lines=True), file=sys.stderr)
     if args.qr:
         import io
 
@@ -314,15 +317,19 @@ def cmd_import(args) -> int:
     emit(args, res, res["session"])
     if not args.json:
         print(
-            f"# imported {res['session']} ({res['capability']}"
-            + (", already here: brought up to date" if res.get("already") else "")
-            + ")",
+            safe(
+                f"# imported {res['session']} ({res['capability']}"
+                + (", already here: brought up to date" if res.get("already") else "")
+                + ")"
+            ),
             file=sys.stderr,
         )
         if res.get("waiting_for"):
             print(
-                f"# not yet here: what device(s) {', '.join(res['waiting_for'])} wrote; they have not taken the"
-                " session's latest rekey (away meanwhile), and their messages arrive once they have",
+                safe(
+                    f"# not yet here: what device(s) {', '.join(res['waiting_for'])} wrote; they have not taken the"
+                    " session's latest rekey (away meanwhile), and their messages arrive once they have"
+                ),
                 file=sys.stderr,
             )
     return 0
