@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -894,3 +895,39 @@ def test_safe_escapes_every_invisible_format_character_but_the_joiners():
     kept = [c for c in invisible if safe(c) == c]
     assert kept == ["\u200c", "\u200d"]  # zero-width (non-)joiner: Persian, Indic scripts, emoji sequences
     assert safe("👨\u200d👩\u200d👧") == "👨\u200d👩\u200d👧" and safe("é 中文 עברית") == "é 中文 עברית"
+
+
+def test_the_import_prompt_takes_a_paste_of_share_s_notes_and_code(daemon):
+    """At `sessiond import`'s prompt on a terminal, a paste of what `share` showed (its '#' notes, its QR
+    code, then the code) was read as its first line alone, a note, and the import failed ("not a sessiond share code");
+    the prompt now skips the notes and blank lines, as a code file's are, and reads on to the code."""
+    import pty
+
+    sid = cli_json(daemon.home, "new")["id"]
+    shared = run_cli(daemon.home, "share", sid, "--qr", check=True)  # its QR code between notes and code
+    paste = ("\n" + shared.stderr + shared.stdout).encode()
+    assert paste.count(b"\n# ") >= 2
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [PY, "-m", "sessiond.cli.main", "import", "--json", "--home", daemon.home],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # no controlling terminal but this one on standard input
+    )
+    os.close(slave)
+    try:
+        prompt, deadline = b"", time.monotonic() + 30
+        while b"share code" not in prompt and time.monotonic() < deadline:  # pasted once it asks
+            if select.select([proc.stderr], [], [], 1)[0]:
+                prompt += os.read(proc.stderr.fileno(), 4096)
+        assert b"share code" in prompt, prompt
+        os.write(master, paste)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["session"] == sid

@@ -272,6 +272,35 @@ def _without_notes(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
 
 
+_QR = set(" █▀▄")  # the characters of `share --qr`'s terminal QR code
+
+
+def _code_at_prompt() -> str:
+    """The share code typed or pasted at the terminal, not shown as it comes (a secret, as getpass reads
+    it). A paste of what `share` showed holds its notes ('#' lines) and maybe its QR code above the code:
+    those lines and blank ones are skipped, and the first other line is the code (getpass read the first
+    line, a note, and the import failed). What a paste holds past the code is dropped, not left for the
+    shell to run."""
+    import termios
+
+    fd = sys.stdin.fileno()
+    sys.stderr.write("share code (or share's whole output): ")
+    sys.stderr.flush()
+    before = termios.tcgetattr(fd)
+    quiet = termios.tcgetattr(fd)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSADRAIN, quiet)  # (not FLUSH, as getpass: a paste may be under way)
+    try:
+        while line := sys.stdin.readline():
+            text = line.strip()
+            if text and not text.startswith("#") and not set(text) <= _QR:
+                return text
+        return ""  # Ctrl-D: the daemon says no code is no code
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, before)
+        sys.stderr.write("\n")
+
+
 def cmd_import(args) -> int:
     # A share code is a secret: it is read from standard input (or a file), never taken from the
     # command line, where every local user could see it in `ps`.
@@ -302,9 +331,7 @@ def cmd_import(args) -> int:
     if args.code_file:
         code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file))
     elif sys.stdin.isatty():
-        import getpass
-
-        code = getpass.getpass("share code: ").strip()
+        code = _code_at_prompt()
     else:
         code = _without_notes(read_text("-"))
     store = store_args(args)
