@@ -209,11 +209,15 @@ class Api:
         before: str | None = None,
         after: str | None = None,
         all_chats: bool | None = None,
+        last: bool | None = None,
     ) -> MessageList:
+        """A page of messages, oldest first: the first `limit` (past `after`), or the last ones (before
+        `before`, or with `last` the latest of all); `next` the cursor of the following page (`after`),
+        or with `before`/`last` of the page before (`before`)."""
         return self._call(
             "GET",
             f"/v1/sessions/{quote_id(sid)}/messages"
-            + query_string(dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)),
+            + query_string(dict(chat=chat, limit=limit, before=before, after=after, all=all_chats, last=last)),
         )
 
     # talking to a model (issue 16)

@@ -268,8 +268,11 @@ class Database:
         before: str | None = None,
         after: str | None = None,
         all_chats: bool = False,
+        last: bool = False,
     ) -> list[dict]:
-        return await self.messages.list(sid, chat=chat, limit=limit, before=before, after=after, all_chats=all_chats)
+        return await self.messages.list(
+            sid, chat=chat, limit=limit, before=before, after=after, all_chats=all_chats, last=last
+        )
 
     async def conversation(self, sid: str) -> list[tuple]:
         return await self.messages.conversation(sid)

@@ -931,3 +931,21 @@ def test_the_import_prompt_takes_a_paste_of_share_s_notes_and_code(daemon):
         os.close(master)
     assert proc.returncode == 0, err
     assert json.loads(out)["session"] == sid
+
+
+def test_log_last_prints_the_latest_messages_oldest_first(daemon):
+    """`log --limit N` keeps the oldest N: the latest ones (what a person looking at a long session wants)
+    needed the whole log read; `log --last N` prints the latest N, read from the end (GET ...?last=true)."""
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(10_050)])
+    data = cli_json(daemon.home, "log", sid, "--last", "3")
+    assert [m["content"] for m in data["messages"]] == ["m10047", "m10048", "m10049"]
+    out = run_cli(daemon.home, "log", sid, "--last", "2", "--short", check=True).stdout
+    assert out.splitlines() == ["     user: m10048", "     user: m10049"]
+    many = cli_json(daemon.home, "log", sid, "--last", "10030")["messages"]  # more than one page of 10,000
+    assert [m["content"] for m in many] == [f"m{i}" for i in range(20, 10_050)]
+    assert len(cli_json(daemon.home, "log", sid, "--last", "99999")["messages"]) == 10_050
+    res = run_cli(daemon.home, "log", sid, "--last", "2", "--limit", "2")
+    assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
+    assert "latest" in run_cli(daemon.home, "log", "--help", check=True).stdout
