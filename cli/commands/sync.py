@@ -208,8 +208,9 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
         return None
     data = read_text("-") if path == "-" else read_file(path)
     phrase = data.rstrip("\r\n")
-    if not phrase:
-        raise CliError(f"the passphrase file is empty{confirm_hint}", EXIT_USAGE)
+    if not phrase:  # (--passphrase-file -: there is no file to name)
+        said = "standard input holds no passphrase" if path == "-" else f"the passphrase file {path} is empty"
+        raise CliError(said + confirm_hint, EXIT_USAGE)
     return phrase
 
 
