@@ -253,9 +253,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _no_passphrase() -> str:
+    raise ValueError("the key is encrypted: give it without a passphrase")
+
+
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
+    ctx.load_cert_chain(cert, key, password=_no_passphrase)  # never a prompt on the terminal
     return ctx
 
 

@@ -210,6 +210,38 @@ def cmd_revoke(args) -> int:
     return 0
 
 
+def _tls(tls_context, cert: str, key: str):
+    """The TLS context of --cert and --key, or a usage error naming the option whose file is wrong (it said
+    "check --cert and --key" of whichever failed)."""
+    import ssl
+
+    texts = {}
+    for option, path in (("--cert", cert), ("--key", key)):
+        try:
+            with open(path, "rb") as f:
+                texts[option] = f.read(1 << 20)
+        except OSError as exc:
+            raise CliError(f"{option} {path}: cannot read it: {exc.strerror or exc}", EXIT_USAGE) from None
+    if b"-----BEGIN CERTIFICATE-----" not in texts["--cert"]:
+        raise CliError(f"--cert {cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", EXIT_USAGE)
+    if not re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----", texts["--key"]):
+        raise CliError(f"--key {key} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)", EXIT_USAGE)
+    if b"ENCRYPTED" in texts["--key"]:
+        raise CliError(
+            f"--key {key} is encrypted: a relay starts unattended, so give it the key without a passphrase"
+            " (e.g. `openssl pkey -in KEY -out PLAIN`, kept readable by you alone)",
+            EXIT_USAGE,
+        )
+    try:
+        return tls_context(cert, key)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise CliError(f"--key {key} is not the key of the certificate in --cert {cert}", EXIT_USAGE) from None
+        raise CliError(f"cannot load --cert {cert} with --key {key}: {exc}", EXIT_USAGE) from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot load --cert {cert} with --key {key}: {exc}", EXIT_USAGE) from None
+
+
 def cmd_serve(args) -> int:
     from ...relay.app import Relay, parse_listen, run, tls_context
 
@@ -219,12 +251,7 @@ def cmd_serve(args) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     if bool(args.cert) != bool(args.key):
         raise CliError("--cert and --key go together: give both to serve HTTPS, or neither", EXIT_USAGE)
-    ctx = None
-    if args.cert:
-        try:
-            ctx = tls_context(args.cert, args.key)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise CliError(f"cannot load the TLS certificate/key ({exc}); check --cert and --key", EXIT_USAGE) from None
+    ctx = _tls(tls_context, args.cert, args.key) if args.cert else None
     data = args.data or default_data()
     try:
         relay = Relay(data, open_registration=args.open_registration, quota=args.quota, token_ttl=args.token_ttl)
