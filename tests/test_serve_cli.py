@@ -4,6 +4,7 @@ with --json), never a traceback."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 
 import pytest
@@ -118,3 +119,19 @@ def test_a_tls_file_that_cannot_be_loaded_is_named_by_its_option(tmp_path):
         res = _serve("--listen", "127.0.0.1:0", "--data", str(data), *given)
         assert res.returncode == 2 and expect in res.stderr, (given, res.stderr)
         assert not data.exists()
+
+
+def test_a_port_in_use_makes_no_data_folder(tmp_path):
+    """`serve --data D` on a port already in use made D (and the relay's files in it), then failed to
+    listen: now it listens first, and a failure leaves nothing behind."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        data = tmp_path / "relay"
+        res = _serve("--listen", f"127.0.0.1:{port}", "--data", str(data))
+        assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in res.stderr, res.stderr
+        assert not data.exists()
+    finally:
+        busy.close()

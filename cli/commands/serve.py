@@ -243,7 +243,7 @@ def _tls(tls_context, cert: str, key: str):
 
 
 def cmd_serve(args) -> int:
-    from ...relay.app import Relay, parse_listen, run, tls_context
+    from ...relay.app import Relay, listen, parse_listen, run, tls_context
 
     try:
         host, port = parse_listen(args.listen)
@@ -252,10 +252,16 @@ def cmd_serve(args) -> int:
     if bool(args.cert) != bool(args.key):
         raise CliError("--cert and --key go together: give both to serve HTTPS, or neither", EXIT_USAGE)
     ctx = _tls(tls_context, args.cert, args.key) if args.cert else None
+    try:
+        socks = listen(host, port)  # first: a port in use leaves no data folder behind
+    except OSError as exc:  # (socket.gaierror too: a host that does not resolve)
+        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
     data = args.data or default_data()
     try:
         relay = Relay(data, open_registration=args.open_registration, quota=args.quota, token_ttl=args.token_ttl)
     except OSError as exc:
+        for s in socks:
+            s.close()
         raise CliError(f"cannot use the data folder {data}: {exc.strerror or exc}", EXIT_USAGE) from None
 
     def ready(url: str, bound: int) -> None:
@@ -286,7 +292,7 @@ def cmd_serve(args) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready, access_log=args.access_log))
+        asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready, access_log=args.access_log, socks=socks))
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
     return 0
