@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from typing import Any
 
@@ -33,6 +34,34 @@ def safe(text: Any, keep_lines: bool = False) -> str:
     \\x1b or \\u202e. Only for human output; --json prints the exact text."""
     text = "" if text is None else str(text)
     return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).sub(_escape, text)
+
+
+_QUOTED_COMMAND = re.compile(r"`(sessiond [^`]*)`(?! on (?!this\b))")  # not one "on device X", "on a writer"
+_GROUPS = ("chat", "key", "service")  # commands whose action is a second word
+
+
+def _command_for(command: str, home_arg: str) -> str:
+    words = command.split(" ")
+    if "--home" in words or "--help" in words or len(words) < 2 or words[1] == "serve":  # (serve: the relay's)
+        return command
+    at = 3 if words[1] in _GROUPS and len(words) > 2 and not words[2].startswith("-") else 2
+    return " ".join(words[:at] + [home_arg] + words[at:])
+
+
+def for_home(text: str, home: str | None) -> str:
+    """`text` (a message, the daemon's or the CLI's) with `--home HOME` in each `sessiond COMMAND` quoted in
+    it, when the home in use is not the default one (not $SESSIOND_HOME's either): run as printed, "see
+    `sessiond ls`" or "`sessiond resume S`" acted on the default home's daemon (doctor's fixes do the same,
+    daemon/doctor_fixes.for_home). Not a command the text gives for other devices (followed by "on
+    device X", "on a writer"), nor the relay's `sessiond serve`, nor `--help`."""
+    from ..api.locate import default_home, resolve_home
+
+    if "`sessiond " not in text or resolve_home(home) == default_home():
+        return text
+    home_arg = f"--home {shlex.quote(resolve_home(home))}"
+    return _QUOTED_COMMAND.sub(
+        lambda m: "`" + " && ".join(_command_for(c, home_arg) for c in m.group(1).split(" && ")) + "`", text
+    )
 
 
 def emit(args, data: Any, human: str | None = None) -> None:

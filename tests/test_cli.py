@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -949,3 +950,32 @@ def test_log_last_prints_the_latest_messages_oldest_first(daemon):
     res = run_cli(daemon.home, "log", sid, "--last", "2", "--limit", "2")
     assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
     assert "latest" in run_cli(daemon.home, "log", "--help", check=True).stdout
+
+
+def test_commands_in_messages_name_the_home_they_are_for(daemon):
+    """A daemon of --home H answered "no session 'x' on this device (see `sessiond ls`)", "resume it first
+    (`sessiond resume S`)", "go on in a clone: `sessiond clone S`": run as printed, those act on the
+    default home's daemon. With a home other than the default, the CLI now gives each command with
+    --home H (as doctor's fixes have it); for the default home (here: $SESSIOND_HOME) they stay short."""
+    h = shlex.quote(daemon.home)
+    res = run_cli(daemon.home, "show", "nope")
+    assert res.returncode == 1 and f"`sessiond ls --home {h}`" in res.stderr, res.stderr
+    res = run_cli(daemon.home, "show", "nope", "--json")
+    assert f"`sessiond ls --home {h}`" in json.loads(res.stdout)["error"]["message"]
+    sid = cli_json(daemon.home, "new")["id"]
+    run_cli(daemon.home, "pause", sid, check=True)
+    res = run_cli(daemon.home, "add", sid, "--role", "user", "hi")
+    assert f"`sessiond resume --home {h} {sid}`" in res.stderr, res.stderr
+    run_cli(daemon.home, "end", sid, check=True)
+    res = run_cli(daemon.home, "add", sid, "--role", "user", "hi")
+    assert f"`sessiond clone --home {h} {sid}`" in res.stderr, res.stderr
+    res = run_cli(daemon.home, "chat", "switch", sid, "nochat")
+    assert f"`sessiond chat ls --home {h} {sid}`" in res.stderr, res.stderr
+    res = run_cli(None, "show", "nope", env={"SESSIOND_HOME": daemon.home})
+    assert "(see `sessiond ls`)" in res.stderr, res.stderr
+    path = os.path.join(daemon.home, "..", "conversations.json")  # the CLI's own notes too
+    with open(path, "w") as f:
+        json.dump([{"id": "c", "title": "t", "current_node": "n", "mapping": {"n": {"message": None}}}], f)
+    cli_json(daemon.home, "import-file", path, "--format", "chatgpt")
+    res = run_cli(daemon.home, "import-file", path, "--format", "chatgpt", check=True)
+    assert f"`sessiond rm --home {h} " in res.stderr, res.stderr

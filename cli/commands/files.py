@@ -12,7 +12,7 @@ from ..connect import client
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
 from ..llmdb import is_sqlite, read_logs_db
-from ..output import emit, safe
+from ..output import emit, for_home, safe
 from ..progress import Progress
 from . import Commands
 
@@ -126,11 +126,12 @@ def cmd_import_file(args) -> int:
     if not args.json:
         for s in res.get("skipped", ()):
             name = f"{s['name']!r}" if s.get("name") else "a conversation without a title"
+            said = (
+                f"# {name} ({s['source']} {s['conversation']}) was already imported as session {s['session']}:"
+                f" skipped (delete it first, `sessiond rm {s['session']}`, to import it again)"
+            )
             print(
-                safe(
-                    f"# {name} ({s['source']} {s['conversation']}) was already imported as session {s['session']}:"
-                    f" skipped (delete it first, `sessiond rm {s['session']}`, to import it again)"
-                ),
+                safe(for_home(said, args.home)),
                 file=sys.stderr,
             )
     return 0
