@@ -13,7 +13,6 @@ import sys
 
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..options import duration
-from ..output import safe
 
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 
@@ -179,10 +178,8 @@ def cmd_accounts(args) -> int:
             else f"{a['tokens']} token(s), last login {_when(a['last_login'])}"
         )
         print(
-            safe(
-                f"{a['id']}  {a['label'] or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
-                f"{a['heads']} head(s)  {state}"
-            )
+            f"{a['id']}  {a['label'] or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
+            f"{a['heads']} head(s)  {state}"
         )
     return 0
 
