@@ -65,6 +65,9 @@ class MessagesQuery(TypedDict, total=False):
     before: str
     after: str
     all: QueryBool
+    # the latest `limit` messages (of those after `after`, if given): read from the end, answered oldest
+    # first; `next` is then the cursor (`before`) of the page before them, as with `before`
+    last: QueryBool
 
 
 # ------------------------------------------------------------------------------------------- answers

@@ -236,10 +236,39 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _no_passphrase() -> str:
+    raise ValueError("the key is encrypted: give it without a passphrase")
+
+
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
+    ctx.load_cert_chain(cert, key, password=_no_passphrase)  # never a prompt on the terminal
     return ctx
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address of `host` (as aiohttp's TCPSite binds them), made before anything
+    else is: a port in use is refused before the relay's data folder is made. Port 0: one free port, the
+    first address's, for all of them."""
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        ):
+            s = socket.socket(family, kind, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr[:1] + (port,) + addr[2:])
+            s.listen(128)
+            s.setblocking(False)
+            port = port or s.getsockname()[1]
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
 
 
 def public_url(host: str, port: int, tls: bool) -> str:
@@ -258,9 +287,11 @@ async def run(
     on_ready: Callable[[str, int], None] = lambda url, port: None,
     stop: asyncio.Event | None = None,
     access_log: bool = False,
+    socks: list[socket.socket] | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when none is given). `access_log`: a line per
-    request on the `sessiond.relay.access` logger (method, path and query, status; never a header)."""
+    request on the `sessiond.relay.access` logger (method, path and query, status; never a header).
+    `socks`: listening sockets made already (listen()), served instead of binding `host`:`port`."""
     runner = web.AppRunner(
         make_app(relay),
         shutdown_timeout=5.0,
@@ -270,8 +301,13 @@ async def run(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
+        sites = (
+            [web.SockSite(runner, s, ssl_context=ssl_context) for s in socks]
+            if socks
+            else [web.TCPSite(runner, host, port, ssl_context=ssl_context)]
+        )
+        for site in sites:
+            await site.start()
         bound = runner.addresses[0][1]
         if stop is None:
             stop = asyncio.Event()

@@ -4,6 +4,8 @@ calling it a different session); and a device key restored into a fresh home aft
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import cli_json, run_cli, wait_for
@@ -70,7 +72,8 @@ def test_a_code_of_another_session_under_the_same_id_is_still_refused(make_daemo
     res = run_cli(a.home, "import", "--json", input=other.client().share(sid)["code"])
     assert res.returncode != 0 and "different session" in res.stdout, res
     # and says what to do: keep it, or set it aside (exported) to make room for the code's session
-    assert f"sessiond export {sid} -o" in res.stdout and f"sessiond rm {sid}" in res.stdout, res.stdout
+    said = json.loads(res.stdout)["error"]["message"]  # (the commands for a.home: --home, as it is no default)
+    assert f"sessiond export --home {a.home} {sid} -o" in said and f"sessiond rm --home {a.home} {sid}" in said, said
     assert _messages(a, sid) == ["mine"]
 
 
