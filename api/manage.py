@@ -109,8 +109,20 @@ class ImportFile(TypedDict):
 
 
 @with_config(ANSWER)
+@with_config(ANSWER)
+class ImportedBefore(TypedDict):
+    """A conversation of the file that an earlier import made a session of: skipped, not made again."""
+
+    source: Literal["chatgpt", "claude", "openwebui", "llm"]
+    conversation: str  # the source's id of the conversation
+    name: str | None  # its title in the file
+    session: str  # the session here that holds it
+
+
+@with_config(ANSWER)
 class ImportFileResult(TypedDict):
-    sessions: list[Session]
+    sessions: list[Session]  # made
+    skipped: list[ImportedBefore]
 
 
 @with_config(QUERY)

@@ -65,6 +65,9 @@ class MessagesQuery(TypedDict, total=False):
     before: Text(300, min_len=1)  # a message id
     after: Text(300, min_len=1)
     all: QueryBool
+    # the latest `limit` messages (of those after `after`, if given): read from the end, answered oldest
+    # first; `next` is then the cursor (`before`) of the page before them, as with `before`
+    last: QueryBool
 
 
 # ------------------------------------------------------------------------------------------- answers

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..client import ApiError, ClientError, DaemonNotRunning
 from ..daemon.home import HomeError
-from .output import safe
+from .output import for_home, safe
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -36,6 +36,7 @@ class UsageError(CliError):
 
 
 def fail(args: Any, code: str, message: str, exit_code: int) -> int:
+    message = for_home(message, getattr(args, "home", None))  # the commands it names, for this home
     if getattr(args, "json", False):
         print(json.dumps({"error": {"code": code, "message": message}}))
     print(f"sessiond: {safe(message, keep_lines=True)}", file=sys.stderr)

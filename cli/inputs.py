@@ -28,6 +28,20 @@ def message_text(text: str) -> str:
     return data[:-2] if data.endswith("\r\n") else data[:-1] if data.endswith("\n") else data
 
 
+def prompt_text(text: str, option: str = "--system") -> str:
+    """A system prompt's text as message_text reads it; '-' with nothing (or only blank space) on standard
+    input is refused, as add and ask refuse an empty message: an empty pipe (`set ID --system - <
+    missing-output`) would otherwise replace the prompt with nothing. `--unset system` clears it on purpose."""
+    prompt = message_text(text)
+    if text == "-" and not prompt.strip():
+        raise CliError(
+            f"{option} -: standard input is empty; give the prompt there (or as {option} TEXT)"
+            " (to clear a prompt: --unset system)",
+            EXIT_USAGE,
+        )
+    return prompt
+
+
 def read_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from typing import Any
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# Invisible format characters (Unicode's Cf, and the line and paragraph separators): the bidirectional
+# controls (U+202A-U+202E embeddings and overrides, U+2066-U+2069 isolates, U+200E/U+200F/U+061C marks)
+# make a terminal show text in another order than it is (a synced message or name could show as
+# something it is not, "Trojan Source"), and the zero-width ones, U+FEFF and the tag characters hide
+# text. All but the zero-width (non-)joiners, U+200C/U+200D, which scripts and emoji sequences need.
+_FORMAT = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT}]")
+_CONTROL_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT}]")
 
 
 def _escape(m: re.Match) -> str:
@@ -18,10 +29,39 @@ def _escape(m: re.Match) -> str:
 
 def safe(text: Any, keep_lines: bool = False) -> str:
     """Text as a terminal may show it: control characters (which could move the cursor, recolour or
-    rewrite the screen) and lone surrogates become escapes like \\x1b. Only for human output;
-    --json prints the exact text."""
+    rewrite the screen), invisible format characters (bidirectional overrides and isolates, which show
+    text reordered; zero-width ones, which hide it; see _FORMAT) and lone surrogates become escapes like
+    \\x1b or \\u202e. Only for human output; --json prints the exact text."""
     text = "" if text is None else str(text)
     return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).sub(_escape, text)
+
+
+_QUOTED_COMMAND = re.compile(r"`(sessiond [^`]*)`(?! on (?!this\b))")  # not one "on device X", "on a writer"
+_GROUPS = ("chat", "key", "service")  # commands whose action is a second word
+
+
+def _command_for(command: str, home_arg: str) -> str:
+    words = command.split(" ")
+    if "--home" in words or "--help" in words or len(words) < 2 or words[1] == "serve":  # (serve: the relay's)
+        return command
+    at = 3 if words[1] in _GROUPS and len(words) > 2 and not words[2].startswith("-") else 2
+    return " ".join(words[:at] + [home_arg] + words[at:])
+
+
+def for_home(text: str, home: str | None) -> str:
+    """`text` (a message, the daemon's or the CLI's) with `--home HOME` in each `sessiond COMMAND` quoted in
+    it, when the home in use is not the default one (not $SESSIOND_HOME's either): run as printed, "see
+    `sessiond ls`" or "`sessiond resume S`" acted on the default home's daemon (doctor's fixes do the same,
+    daemon/doctor_fixes.for_home). Not a command the text gives for other devices (followed by "on
+    device X", "on a writer"), nor the relay's `sessiond serve`, nor `--help`."""
+    from ..api.locate import default_home, resolve_home
+
+    if "`sessiond " not in text or resolve_home(home) == default_home():
+        return text
+    home_arg = f"--home {shlex.quote(resolve_home(home))}"
+    return _QUOTED_COMMAND.sub(
+        lambda m: "`" + " && ".join(_command_for(c, home_arg) for c in m.group(1).split(" && ")) + "`", text
+    )
 
 
 def emit(args, data: Any, human: str | None = None) -> None:

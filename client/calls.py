@@ -209,11 +209,15 @@ class Api:
         before: str | None = None,
         after: str | None = None,
         all_chats: bool | None = None,
+        last: bool | None = None,
     ) -> MessageList:
+        """A page of messages, oldest first: the first `limit` (past `after`), or the last ones (before
+        `before`, or with `last` the latest of all); `next` the cursor of the following page (`after`),
+        or with `before`/`last` of the page before (`before`)."""
         return self._call(
             "GET",
             f"/v1/sessions/{quote_id(sid)}/messages"
-            + query_string(dict(chat=chat, limit=limit, before=before, after=after, all=all_chats)),
+            + query_string(dict(chat=chat, limit=limit, before=before, after=after, all=all_chats, last=last)),
         )
 
     # talking to a model (issue 16)
@@ -300,7 +304,8 @@ class Api:
         return self._call("GET", f"/v1/sessions/{quote_id(sid)}/export" + query_string(dict(format=fmt, chat=chat)))
 
     def import_file(self, data: Any, fmt: str | None = None) -> ImportFileResult:
-        """Import a parsed file; `fmt` None lets the daemon tell the format by the file's shape."""
+        """Import a parsed file; `fmt` None lets the daemon tell the format by the file's shape. The answer's
+        `skipped`: conversations an earlier import of the same export made sessions of (not made again)."""
         return self._call("POST", "/v1/import-file", {"data": data} if fmt is None else {"format": fmt, "data": data})
 
     # sharing

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..storage.errors import Conflict, Invalid, LimitReached
 from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES, now
-from . import filelimits, importers, markdown, sessionfile
+from . import filelimits, importers, markdown, reimports, sessionfile
 from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
@@ -169,6 +169,12 @@ OPENAI_SETTINGS = ("temperature", "top_p", "max_tokens", "top_k")
 
 
 def parse_openai(data: Any) -> dict:
+    if isinstance(data, dict) and data.get("format") == JSON_FORMAT:  # its "messages" would import, all else lost
+        raise Invalid(
+            "this is a sessiond session file, not OpenAI chat messages: import it in the json format"
+            " (`sessiond import-file FILE --format json`, or without --format), which keeps its chats, settings"
+            " and status; read as openai, only its messages would be imported"
+        )
     if isinstance(data, dict):
         msgs = data.get("messages")
         model = data.get("model")
@@ -342,12 +348,13 @@ async def import_file(
     progress: Callable[[int, int], None] | None = None,
     *,
     remove: Callable[[str], Awaitable[None]],
-) -> list[dict]:
+) -> tuple[list[dict], list[dict]]:
     """Every conversation of the file as a session (and its branches), or nothing: a failure part-way
     deletes what was created, and a crash part-way leaves them listed as an unfinished file import, which
     the daemon's next start deletes (daemon/server.py). `remove(sid)` deletes one of them as that start
     does (daemon.ops.delete_session: its key files too, once a push under way ended). `progress(done,
-    total)`: messages written so far, of all the file's."""
+    total)`: messages written so far, of all the file's. Returns the sessions made, and the conversations
+    skipped as a session here was imported from each already (daemon/reimports.py)."""
     if fmt is None:
         fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
@@ -360,6 +367,7 @@ async def import_file(
         plan = PARSERS[fmt](data)
     else:
         raise Invalid(f"unknown import format {fmt!r}: use openai, json, chatgpt, claude, openwebui or llm")
+    plan, skipped = await reimports.not_imported_yet(db, plan)
     for item in plan:
         filelimits.within_limits(db.limits, item["spec"], [item["messages"], *(f["messages"] for f in item["forks"])])
     for item in plan:  # as POST /v1/sessions does
@@ -442,7 +450,7 @@ async def import_file(
             raise filelimits.past_active_limit(exc, plan, active, user) from None
         raise
     await db.end_file_import([s["id"] for s in created], finish)
-    return [await db.get_session(s["id"], counts=True) for s in created]
+    return [await db.get_session(s["id"], counts=True) for s in created], skipped
 
 
 async def pause_for_tests(point: str) -> None:

@@ -9,8 +9,10 @@ On disk (DATA/):
     tokens/<SHA-256(token) hex>   {"account", "issued", "expires"}: tokens are kept hashed, never in
                          clear, and expire after the relay's --token-ttl (default 30 days); an expired
                          one is refused (401: stores/s5.py logs in again with its key) and its file
-                         deleted, at the next login or start if not before. (A file of an earlier
-                         version holds the bare account id: it expires its --token-ttl after its mtime.)
+                         deleted, at the next login or start if not before; an account keeps its
+                         newest MAX_TOKENS_PER_ACCOUNT (8), a login past them deletes the oldest. (A
+                         file of an earlier version holds the bare account id: it expires its
+                         --token-ttl after its mtime.)
     invites/<SHA-256(code) hex>   an unused invite, {"created", "label"}; registering with the code
                          deletes the file (once)
 
@@ -42,7 +44,7 @@ import blake3
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir
 from .wire import field
 
 REGISTER = 1
@@ -50,6 +52,9 @@ LOGIN = 2
 CHALLENGE_TTL = 300.0
 MAX_CHALLENGES = 10_000
 TOKEN_TTL = 30 * 86400  # a login token's life unless --token-ttl
+# The live tokens an account keeps: a login past them deletes its oldest (a device holds one; a key
+# logging in again and again must not pile up files no quota counts)
+MAX_TOKENS_PER_ACCOUNT = 8
 REVOKED = (
     "this device's account was revoked by the relay's owner (sessiond serve revoke); "
     "ask them to restore it (sessiond serve revoke --undo ID)"
@@ -74,8 +79,8 @@ def new_invite(data_dir: str, label: str | None = None) -> str:
     """Make a one-time invite code and keep its hash in DATA/invites; return the code. `label` names the
     device it is for: the account it registers shows it (`serve accounts`) and `serve revoke` takes it."""
     folder = os.path.join(data_dir, "invites")
-    ensure_private_dir(data_dir)
-    ensure_private_dir(folder)
+    ensure_durable_dir(data_dir)
+    ensure_durable_dir(folder)
     code = secrets.token_urlsafe(18)  # letters, digits, - and _: fits in a URL's userinfo as is
     doc = {"created": int(time.time()), "label": label}
     atomic_write(os.path.join(folder, _sha(code)), json.dumps(doc).encode(), 0o600)
@@ -112,26 +117,42 @@ def token_doc(path: str, ttl: float) -> dict | None:
     return {"account": acct, "issued": int(mtime), "expires": mtime + ttl} if acct else None
 
 
-def sweep_tokens(data_dir: str, ttl: float = TOKEN_TTL, now: float | None = None) -> int:
-    """Delete the token files that expired (or hold nothing usable); how many went."""
+def sweep_tokens(
+    data_dir: str, ttl: float = TOKEN_TTL, now: float | None = None, keep: int = MAX_TOKENS_PER_ACCOUNT
+) -> int:
+    """Delete the token files that expired (or hold nothing usable), and an account's oldest past its
+    newest `keep`; how many went."""
     folder = os.path.join(data_dir, "tokens")
     now = time.time() if now is None else now
-    gone = 0
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return 0
+    doomed: list[str] = []
+    live: dict[str, list[tuple[float, int, str]]] = {}
     for name in names:
         if name.startswith("."):
             continue
         path = os.path.join(folder, name)
         doc = token_doc(path, ttl)
         if doc is None or doc["expires"] <= now:
+            doomed.append(path)
+        else:
             try:
-                os.unlink(path)
-                gone += 1
+                written = os.stat(path).st_mtime_ns  # tells apart tokens issued within one second
             except FileNotFoundError:
-                pass
+                continue
+            live.setdefault(doc["account"], []).append((doc["expires"], written, path))
+    for held in live.values():
+        held.sort(reverse=True)  # newest first: the latest expiry
+        doomed += [path for _, _, path in held[keep:]]
+    gone = 0
+    for path in doomed:
+        try:
+            os.unlink(path)
+            gone += 1
+        except FileNotFoundError:
+            pass
     return gone
 
 
@@ -143,10 +164,11 @@ class Accounts:
         self.tokens = os.path.join(data_dir, "tokens")
         self.invites = os.path.join(data_dir, "invites")
         for d in (self.accounts, self.tokens, self.invites):
-            ensure_private_dir(d)
+            ensure_durable_dir(d)
         sweep_tokens(data_dir, token_ttl)
         self.data_dir = data_dir
-        self._challenges: OrderedDict[tuple[int, bytes], tuple[bytes, float]] = OrderedDict()
+        # (kind, pubKey, challenge) -> when it was handed out, oldest first
+        self._challenges: OrderedDict[tuple[int, bytes, bytes], float] = OrderedDict()
 
     # -- challenges -----------------------------------------------------------------------------
 
@@ -154,13 +176,12 @@ class Accounts:
         self._check_key(pub)
         now = time.monotonic()
         while self._challenges:  # forget expired ones, and the oldest past the cap
-            _key, (_, at) = next(iter(self._challenges.items()))
+            _slot, at = next(iter(self._challenges.items()))
             if now - at < CHALLENGE_TTL and len(self._challenges) < MAX_CHALLENGES:
                 break
             self._challenges.popitem(last=False)
         c = secrets.token_bytes(32)
-        self._challenges.pop((kind, pub), None)
-        self._challenges[(kind, pub)] = (c, now)
+        self._challenges[(kind, pub, c)] = now
         return c
 
     @staticmethod
@@ -169,11 +190,14 @@ class Accounts:
             raise LoginRefused(400, "pubKey must be 0xed followed by a 32-byte Ed25519 key, base64url")
 
     def _verify(self, kind: int, pub: bytes, response: bytes, signature: bytes, authority: str) -> None:
+        """Check an answer to a challenge handed out for `pub`. The challenge is spent only by an answer
+        that verifies: another client's challenge for the same key, or a garbage answer, leaves it."""
         self._check_key(pub)
-        got = self._challenges.pop((kind, pub), None)
-        if got is None or time.monotonic() - got[1] >= CHALLENGE_TTL:
+        slot = (kind, pub, response[1:33])
+        at = self._challenges.get(slot) if len(response) == 65 and response[0] == kind else None
+        if at is None or time.monotonic() - at >= CHALLENGE_TTL:
             raise LoginRefused(400, "no challenge is pending for this pubKey (or it expired): GET one first")
-        expected = bytes([kind]) + got[0] + blake3.blake3(authority.encode("utf-8")).digest()
+        expected = bytes([kind]) + slot[2] + blake3.blake3(authority.encode("utf-8")).digest()
         if response != expected:
             raise LoginRefused(
                 400,
@@ -185,6 +209,7 @@ class Accounts:
             VerifyKey(pub[1:]).verify(response, signature)
         except (BadSignatureError, ValueError):
             raise LoginRefused(400, "the signature over the response does not verify for this pubKey") from None
+        del self._challenges[slot]  # once: a replayed answer finds none
 
     # -- register / login -----------------------------------------------------------------------
 
@@ -198,7 +223,8 @@ class Accounts:
     def _issue(self, acct: str) -> str:
         if self._revoked(acct):
             raise LoginRefused(403, REVOKED)
-        sweep_tokens(self.data_dir, self.token_ttl)  # a login is rare: the expired files go with it
+        # a login is rare: the expired files go with it, and this account's oldest, to leave room for this one
+        sweep_tokens(self.data_dir, self.token_ttl, keep=MAX_TOKENS_PER_ACCOUNT - 1)
         token = secrets.token_urlsafe(32)
         now = int(time.time())
         path = os.path.join(self.tokens, _sha(token))
@@ -257,7 +283,8 @@ class Accounts:
         return await asyncio.to_thread(self._login, pub)
 
     def account_of(self, token: str) -> str | None:
-        """The account a token is for; None if it is unknown, revoked or expired (its file then goes)."""
+        """The account a token is for; None if it is unknown, expired (its file then goes) or its account
+        is revoked (whether or not `serve revoke` got to delete the token's file)."""
         if not token:
             return None
         path = os.path.join(self.tokens, _sha(token))
@@ -269,5 +296,7 @@ class Accounts:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+            return None
+        if self._revoked(doc["account"]):
             return None
         return doc["account"]

@@ -17,9 +17,10 @@ Relay only:
         25) for one if there is none yet.
 
 Errors are plain-text 4xx naming what is wrong; 401 without a valid Bearer token; 413 for an object
-over 1 MiB; 507 (Insufficient Storage) for an object, or a new head, past the account's quota (a head
-its account creates counts objects.HEAD_SIZE bytes; moving a head is free); 409 for a head that does
-not move forward.
+over 1 MiB (or a JSON body over 4 KiB: body.py); 408 for a body that does not arrive within 60 s;
+507 (Insufficient Storage) for an object, or a new head, past the account's quota (a head its account
+creates counts objects.HEAD_SIZE bytes; moving a head is free); 409 for a head that does not move
+forward.
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ import socket
 import ssl
 from collections.abc import Callable
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from ..storage.fsutil import ensure_private_dir
+from ..storage.fsutil import ensure_durable_dir
 from ..stores.base import MAX_OBJECT_SIZE
 from ..stores.cid import BlobId, CIDError, b58encode
 from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
 from .accounts import LOGIN, REGISTER, TOKEN_TTL, Accounts, LoginRefused
+from .body import BODY_TIMEOUT, TooSlow, read_json, read_upload
 from .feed import Feed
 from .objects import Objects, QuotaExceeded, TooLarge
+from .recover import tidy
 from .registry import Refused, Registry
 from .wire import BadRequest, b64url, field, unb64url
 
@@ -47,6 +50,9 @@ log = logging.getLogger("sessiond.relay")
 
 MAX_WAIT = 25.0
 DEFAULT_QUOTA = 1 << 30
+# A connection that has not sent a whole request for this long is closed (aiohttp's default keeps one
+# for an hour): a client cannot hold the relay's connections by never finishing a request line.
+IDLE_TIMEOUT = 75.0
 
 
 class Relay:
@@ -58,8 +64,9 @@ class Relay:
         quota: int = DEFAULT_QUOTA,
         token_ttl: float = TOKEN_TTL,
     ):
-        ensure_private_dir(data_dir)
+        ensure_durable_dir(data_dir)
         self.data_dir = data_dir
+        tidy(data_dir)  # what a relay stopped mid-write left, before any quota is counted
         self.feed = Feed()
         self.objects = Objects(data_dir, quota)
         self.registry = Registry(data_dir, self.feed, self.objects)
@@ -77,16 +84,6 @@ def _cid_hash(text: str) -> bytes:
         raise BadRequest(f"not a blob CID: {exc}") from None
 
 
-async def _json(request: web.Request) -> dict:
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    return doc
-
-
 def make_app(relay: Relay) -> web.Application:
     @web.middleware
     async def errors(request: web.Request, handler):
@@ -102,6 +99,8 @@ def make_app(relay: Relay) -> web.Application:
             return _text(exc.status, str(exc))
         except TooLarge as exc:
             return _text(413, str(exc))
+        except TooSlow as exc:  # 408 Request Timeout: the client stalled its body
+            return _text(408, str(exc))
         except QuotaExceeded as exc:  # 507 Insufficient Storage: the account is full, not the object too large
             return _text(507, str(exc))
         except asyncio.CancelledError:
@@ -119,23 +118,7 @@ def make_app(relay: Relay) -> web.Application:
 
     async def upload(request: web.Request):
         acct = account(request)
-        if request.content_type == "multipart/form-data":
-            data: bytes | None = None
-            reader = await request.multipart()
-            async for part in reader:
-                assert isinstance(part, BodyPartReader)  # as before, a nested multipart body fails here
-                if part.name != "file" or data is not None:
-                    raise BadRequest(f"unexpected multipart field {part.name!r} (expected one field 'file')")
-                buf = bytearray()
-                while chunk := await part.read_chunk(1 << 16):
-                    buf += chunk
-                    if len(buf) > MAX_OBJECT_SIZE:
-                        raise TooLarge(f"object larger than the relay's limit of {MAX_OBJECT_SIZE} bytes")
-                data = bytes(buf)
-            if data is None:
-                raise BadRequest("the multipart body has no 'file' field")
-        else:
-            data = await request.read()
+        data = await read_upload(request, BODY_TIMEOUT)
         h = await relay.objects.put(acct, data)
         return web.json_response({"cid": "z" + b58encode(BlobId(h, len(data)).to_legacy_bytes())})
 
@@ -179,7 +162,7 @@ def make_app(relay: Relay) -> web.Application:
 
     async def registry_post(request: web.Request):
         acct = account(request)
-        doc = await _json(request)
+        doc = await read_json(request, BODY_TIMEOUT)
         if set(doc) != {"pk", "revision", "data", "signature"}:
             raise BadRequest("a registry entry has exactly the fields pk, revision, data, signature")
         rev = doc["revision"]
@@ -222,7 +205,7 @@ def make_app(relay: Relay) -> web.Application:
 
     def challenge_post(kind: int):
         async def handler(request: web.Request):
-            doc = await _json(request)
+            doc = await read_json(request, BODY_TIMEOUT)
             token = await relay.accounts.answer(kind, doc, request.host)
             resp = web.Response(status=200)
             max_age = int(relay.accounts.token_ttl)
@@ -253,10 +236,39 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _no_passphrase() -> str:
+    raise ValueError("the key is encrypted: give it without a passphrase")
+
+
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
+    ctx.load_cert_chain(cert, key, password=_no_passphrase)  # never a prompt on the terminal
     return ctx
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address of `host` (as aiohttp's TCPSite binds them), made before anything
+    else is: a port in use is refused before the relay's data folder is made. Port 0: one free port, the
+    first address's, for all of them."""
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        ):
+            s = socket.socket(family, kind, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr[:1] + (port,) + addr[2:])
+            s.listen(128)
+            s.setblocking(False)
+            port = port or s.getsockname()[1]
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
 
 
 def public_url(host: str, port: int, tls: bool) -> str:
@@ -275,19 +287,27 @@ async def run(
     on_ready: Callable[[str, int], None] = lambda url, port: None,
     stop: asyncio.Event | None = None,
     access_log: bool = False,
+    socks: list[socket.socket] | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when none is given). `access_log`: a line per
-    request on the `sessiond.relay.access` logger (method, path and query, status; never a header)."""
+    request on the `sessiond.relay.access` logger (method, path and query, status; never a header).
+    `socks`: listening sockets made already (listen()), served instead of binding `host`:`port`."""
     runner = web.AppRunner(
         make_app(relay),
         shutdown_timeout=5.0,
         access_log=logging.getLogger("sessiond.relay.access") if access_log else None,
         access_log_format='%t "%r" %s %b %Tf',
+        keepalive_timeout=IDLE_TIMEOUT,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
+        sites = (
+            [web.SockSite(runner, s, ssl_context=ssl_context) for s in socks]
+            if socks
+            else [web.TCPSite(runner, host, port, ssl_context=ssl_context)]
+        )
+        for site in sites:
+            await site.start()
         bound = runner.addresses[0][1]
         if stop is None:
             stop = asyncio.Event()

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import OrderedDict
 
 
 class Feed:
     def __init__(self) -> None:
         self.epoch = secrets.token_hex(8)
         self.cursor = 0
-        self._heads: dict[bytes, tuple[int, int]] = {}  # pk -> (sequence of its last change, revision)
+        # pk -> (sequence of its last change, revision), in the order of those sequences (a change moves
+        # its head to the end): the heads changed after a cursor are a walk back from the end, so a
+        # follower's answer costs what changed, not every head the relay holds
+        self._heads: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
         self._changed = asyncio.Condition()
         self._closing = False
 
@@ -26,18 +30,27 @@ class Feed:
         """A head found on disk at start."""
         self.cursor += 1
         self._heads[pk] = (self.cursor, revision)
+        self._heads.move_to_end(pk)
 
     async def changed(self, pk: bytes, revision: int) -> None:
         async with self._changed:
             self.cursor += 1
             self._heads[pk] = (self.cursor, revision)
+            self._heads.move_to_end(pk)
             self._changed.notify_all()
 
     def since(self, cursor: int, epoch: str | None) -> tuple[bool, list[tuple[bytes, int]]]:
         reset = epoch != self.epoch or cursor > self.cursor
-        after = 0 if reset else cursor
-        items = sorted((seq, pk, rev) for pk, (seq, rev) in self._heads.items() if seq > after)
-        return reset, [(pk, rev) for _, pk, rev in items]
+        if reset:
+            return reset, [(pk, rev) for pk, (_, rev) in self._heads.items()]
+        items = []
+        for pk in reversed(self._heads):
+            seq, rev = self._heads[pk]
+            if seq <= cursor:
+                break
+            items.append((pk, rev))
+        items.reverse()
+        return reset, items
 
     async def wait(self, cursor: int, epoch: str | None, timeout: float) -> tuple[bool, list[tuple[bytes, int]]]:
         """The changes after `cursor`, waiting up to `timeout` seconds for one if there are none yet."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ..storage.fsutil import atomic_write, ensure_durable_dir, ensure_private_dir, fsync_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir, fsync_dir
 from ..stores.base import MAX_OBJECT_SIZE
 from ..stores.cid import digest
 
@@ -38,7 +38,7 @@ class Objects:
         self.pins = os.path.join(data_dir, "pins")
         self.head_pins = os.path.join(data_dir, "headpins")
         for d in (self.objects, self.pins, self.head_pins):
-            ensure_private_dir(d)
+            ensure_durable_dir(d)
         self._lock = asyncio.Lock()  # object files and pins change under it: an upload and a delete never cross
         self.used: dict[str, int] = {}
         for root in (self.pins, self.head_pins):
@@ -78,13 +78,15 @@ class Objects:
             raise TooLarge(f"object of {len(data)} bytes exceeds the relay's limit of {MAX_OBJECT_SIZE} bytes")
         h = await asyncio.to_thread(digest, data)
         async with self._lock:
-            if os.path.exists(self._pin_path(account, h)) and os.path.exists(self.path(h)):
+            pinned = os.path.exists(self._pin_path(account, h))  # counted already, with its size
+            if pinned and os.path.exists(self.path(h)):
                 return h  # already this account's: no new storage used
             used = self.used.get(account, 0)
-            if used + len(data) > self.quota:
+            if not pinned and used + len(data) > self.quota:
                 raise self._full(account, used, f"the object needs {len(data)} more")
             await asyncio.to_thread(self._write, account, h, data)
-            self.used[account] = used + len(data)
+            if not pinned:
+                self.used[account] = used + len(data)
         return h
 
     def _unpin(self, account: str, h: bytes) -> int | None:
@@ -128,6 +130,8 @@ class Objects:
         """`account` creates the head of `pk`: HEAD_SIZE bytes of its quota; QuotaExceeded if it has no
         room for them (the caller holds the registry's lock, so no other write of `pk` crosses this)."""
         async with self._lock:
+            if os.path.exists(self._head_pin(account, pk)):
+                return  # paid for already (its head was damaged on disk, and is written again)
             used = self.used.get(account, 0)
             if used + HEAD_SIZE > self.quota:
                 raise self._full(

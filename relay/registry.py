@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir
 from ..stores.registry import KEY_TYPE_ED25519, RegistryEntry, RegistryError
 from .feed import Feed
 from .objects import Objects
@@ -25,7 +25,7 @@ class Refused(Exception):
 class Registry:
     def __init__(self, data_dir: str, feed: Feed, objects: Objects | None = None):
         self.folder = os.path.join(data_dir, "heads")
-        ensure_private_dir(self.folder)
+        ensure_durable_dir(self.folder)
         self.feed = feed
         self.objects = objects  # charges a new head to the account that sets it; None: heads are free
         self._lock = asyncio.Lock()

@@ -155,6 +155,10 @@ class Database:
         """A session whose id differs from `sid` only in case (see sessions.case_twin), if any."""
         return await self.sessions.case_twin(sid)
 
+    async def imported_from(self, source: str, field: str, value: str) -> str | None:
+        """The session an import from a file made of `source`'s conversation `value` (its metadata `field`)."""
+        return await self.sessions.imported_from(source, field, value)
+
     async def list_sessions(
         self,
         *,
@@ -264,8 +268,11 @@ class Database:
         before: str | None = None,
         after: str | None = None,
         all_chats: bool = False,
+        last: bool = False,
     ) -> list[dict]:
-        return await self.messages.list(sid, chat=chat, limit=limit, before=before, after=after, all_chats=all_chats)
+        return await self.messages.list(
+            sid, chat=chat, limit=limit, before=before, after=after, all_chats=all_chats, last=last
+        )
 
     async def conversation(self, sid: str) -> list[tuple]:
         return await self.messages.conversation(sid)

@@ -119,14 +119,11 @@ def ensure_durable_dir(path: str) -> None:
     folder, and the fsynced files in it, away. Missing parents are made so too (with the default mode)."""
     if os.path.isdir(path):
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        _durable_mkdir(parent, 0o777)
     _durable_mkdir(path, 0o700)
 
 
 def _durable_mkdir(path: str, mode: int) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.dirname(os.path.abspath(path))  # abspath: a relative `--data relay` has a parent too
     if parent != path and not os.path.isdir(parent):
         _durable_mkdir(parent, 0o777)
     try:

@@ -383,7 +383,10 @@ class Messages:
         before: str | None = None,
         after: str | None = None,
         all_chats: bool = False,
+        last: bool = False,
     ) -> list[dict]:
+        """Up to `limit` messages in order; the first ones (past `after`), or the last ones (before
+        `before`, or with `last`: read from the end, by the index, not the whole log)."""
         srow = await session_row(self.c.committed, sid)
         where, args = ["session_id=?"], [sid]
         if not all_chats:
@@ -398,7 +401,7 @@ class Messages:
             lam, dev, seq, _ = await self.order(sid, before)
             where.append("(lamport, device_id, seq) < (?,?,?)")
             args += [lam, dev, seq]
-        order = "DESC" if before and not after else "ASC"
+        order = "DESC" if last or (before and not after) else "ASC"
         sql = (
             f"SELECT * FROM messages WHERE {' AND '.join(where)} "
             f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?"

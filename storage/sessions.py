@@ -252,6 +252,17 @@ class Sessions:
     async def case_twin(self, sid: str) -> str | None:
         return await case_twin(self.c.committed, sid)
 
+    async def imported_from(self, source: str, field: str, value: str) -> str | None:
+        """The oldest shown session whose metadata says it was imported from `source`'s conversation
+        `value` (metadata `field`), made as that import made it (no provenance: not a fork or clone)."""
+        row = await self.c.committed.fetchone(
+            "SELECT id FROM sessions WHERE NOT importing AND provenance IS NULL AND json_valid(metadata)"
+            " AND json_extract(metadata, '$.source')=? AND json_extract(metadata, ?)=?"
+            " ORDER BY created_at, id LIMIT 1",
+            (source, f'$."{field}"', value),
+        )
+        return row[0] if row else None
+
     async def get(self, sid: str, *, counts: bool = False) -> dict:
         q = self.c.committed
         d = session_dict(await session_row(q, sid))

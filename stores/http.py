@@ -1,7 +1,7 @@
 """One HTTP client for the network stores: a shared aiohttp session, timeouts, the classification of
 every failure into the classes of stores/errors.py, and retries (429/503 after the server's
 Retry-After, other 5xx but 507 (no room: StoreFull), answers cut short of their Content-Length,
-timeouts and refused connections with jittered exponential backoff).
+timeouts (ours, or the server's 408) and refused connections with jittered exponential backoff).
 
 Secrets (tokens, passwords) go only into request headers. The client knows them (`secret()`) and
 scrubs them from every message it builds, in case a server echoes them back; nothing here logs a
@@ -47,7 +47,7 @@ class Reply:
 
         try:
             return json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise ServerError(f"the server answered HTTP {self.status} with a body that is not JSON") from None
 
 
@@ -259,6 +259,8 @@ class HttpClient:
                         if wait > self.retry.max_retry_after:
                             raise self._left_alone(last)
                         delay = wait
+                elif reply.status == 408:  # the server (or a proxy) did not get the whole request in time
+                    last = StoreTimeout(f"{what}: the server did not receive the request in time ({detail})")
                 elif reply.status >= 500:
                     last = ServerError(f"{what}: server error ({detail})", reply.status)
                 else:

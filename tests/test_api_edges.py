@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from conftest import UnixHTTP, run_cli
-from sessiond.client import ApiError
+from sessiond.client import ApiError, AsyncClient
 from sessiond.daemon.openai_compat import SESSION_HEADER
 
 
@@ -422,6 +422,27 @@ def test_the_clients_send_an_empty_device_or_chat_as_given_not_as_none(daemon):
         assert info.value.status == 422
     assert [s["status"] for s in c.shares(sid)["shares"]] == ["active"]  # no rekey revoked the code
     assert c.context(sid)["compacted_messages"] == 1
+
+
+def test_messages_last_pages_from_the_end(daemon):
+    """GET /v1/sessions/{id}/messages?last=true: the latest `limit` messages (oldest first), and `next` the
+    cursor for the page before them (as `before` gives); both clients take `last`."""
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(7)])
+    page = c.messages(sid, last=True, limit=3)
+    assert [m["content"] for m in page["messages"]] == ["m4", "m5", "m6"]
+    assert page["next"] == page["messages"][0]["id"]
+    page = c.messages(sid, before=page["next"], limit=3)
+    assert [m["content"] for m in page["messages"]] == ["m1", "m2", "m3"]
+    page = c.messages(sid, last=True, limit=10)
+    assert len(page["messages"]) == 7 and page["next"] is None
+
+    async def latest():
+        async with AsyncClient(daemon.home) as a:
+            return await a.messages(sid, last=True, limit=1)
+
+    assert [m["content"] for m in asyncio.run(latest())["messages"]] == ["m6"]
 
 
 EMPTY_NAMES = [

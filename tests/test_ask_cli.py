@@ -118,3 +118,17 @@ def test_an_empty_question_is_refused_before_anything_is_recorded_or_sent(loop):
             if extra:
                 assert json.loads(res.stdout)["error"]["code"] == "usage"
     assert c.messages(sid)["messages"] == [] and len(p.requests) == before
+
+
+def test_an_answer_streamed_to_people_has_its_control_and_bidi_characters_escaped(loop):
+    """`ask` wrote the model's answer to the terminal as it came: an answer holding an escape sequence or a
+    right-to-left override (a model can be led to repeat what a synced message or fetched page holds)
+    could rewrite the screen or show its text reordered; now escaped as `log` escapes it, exact in --json."""
+    make, _ = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    res = run_cli(d.home, "ask", sid, "a\u202eb\x1b[2Jc\u2066d")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "echo: a\\u202eb\\x1b[2Jc\\u2066d\n", res.stdout
+    assert assistant(c, sid)[0]["content"] == "echo: a\u202eb\x1b[2Jc\u2066d"

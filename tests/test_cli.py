@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -832,3 +834,148 @@ def test_log_refuses_chat_and_all_together(daemon):
     for extra in ([], ["--json"]):
         res = run_cli(daemon.home, "log", sid, "--all", "--chat", "main", *extra)
         assert res.returncode == 2 and "--chat" in res.stderr and "--all" in res.stderr, res.stderr
+
+
+def test_an_empty_prompt_on_standard_input_is_refused_and_changes_nothing(daemon):
+    # `set ID --system - < file` with the file empty (or a pipe whose writer failed) replaced the session's
+    # prompt with nothing; like add and ask, an empty standard input is now refused, and --unset clears
+    sid = cli_json(daemon.home, "new", "--system", "Be kind.")["id"]
+    chat = cli_json(daemon.home, "chat", "new", sid, "--name", "side", "--system", "Be brief.")["id"]
+    for args in (["set", sid], ["chat", "set", sid, chat], ["new"], ["chat", "new", sid]):
+        for stdin in ("", "\n", "  \n"):
+            res = run_cli(daemon.home, *args, "--system", "-", input=stdin)
+            assert res.returncode == 2, (args, res.stdout)
+            assert "standard input is empty" in res.stderr and "--unset system" in res.stderr
+    assert cli_json(daemon.home, "show", sid)["system_prompt"] == "Be kind."
+    assert [c["system_prompt"] for c in cli_json(daemon.home, "chat", "ls", sid)["chats"] if c["id"] == chat] == [
+        "Be brief."
+    ]
+    assert len(cli_json(daemon.home, "ls")["sessions"]) == 1
+    run_cli(daemon.home, "set", sid, "--unset", "system", check=True)  # clearing on purpose still works
+    assert not cli_json(daemon.home, "show", sid)["system_prompt"]
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\u200b\ufeff\u2028\U000e0041"
+
+
+def test_bidirectional_and_invisible_characters_are_escaped_for_people_and_exact_in_json(daemon):
+    """A name or message (one synced from another device, too) holding U+202E RIGHT-TO-LEFT OVERRIDE or an
+    isolate showed reordered on the terminal (`evil\u202egpj.exe` shows as "evilexe.jpg"), and zero-width
+    characters hid text: now escaped in every human output, as control characters are; --json exact."""
+    evil = "invoice\u202egpj.exe"
+    sid = cli_json(daemon.home, "new", "--name", evil, "--tag", "t\u2066x", "--model", "m\u200b")["id"]
+    run_cli(daemon.home, "chat", "new", sid, "--name", "side" + BIDI, check=True)
+    run_cli(daemon.home, "add", sid, "--role", "user", "line one\nfindme" + BIDI + " two", check=True)
+    outs = [
+        run_cli(daemon.home, *args, check=True).stdout
+        for args in (
+            ["ls"],
+            ["show", sid],
+            ["chat", "ls", sid],
+            ["log", sid],
+            ["log", sid, "--short"],
+            ["log", sid, "--all"],
+            ["search", "findme"],
+        )
+    ]
+    for out in outs:
+        for c in BIDI:
+            assert c not in out, (hex(ord(c)), out)
+    assert "invoice\\u202egpj.exe" in outs[0] and "\\u2066" in outs[1] and "\\u202e" in outs[3]
+    assert "line one\nfindme" in outs[3]  # a message's own lines stay lines
+    assert cli_json(daemon.home, "show", sid)["name"] == evil
+    assert cli_json(daemon.home, "log", sid)["messages"][0]["content"] == "line one\nfindme" + BIDI + " two"
+
+
+def test_safe_escapes_every_invisible_format_character_but_the_joiners():
+    import unicodedata
+
+    from sessiond.cli.output import safe
+
+    invisible = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp")]
+    kept = [c for c in invisible if safe(c) == c]
+    assert kept == ["\u200c", "\u200d"]  # zero-width (non-)joiner: Persian, Indic scripts, emoji sequences
+    assert safe("👨\u200d👩\u200d👧") == "👨\u200d👩\u200d👧" and safe("é 中文 עברית") == "é 中文 עברית"
+
+
+def test_the_import_prompt_takes_a_paste_of_share_s_notes_and_code(daemon):
+    """At `sessiond import`'s prompt on a terminal, a paste of what `share` showed (its '#' notes, its QR
+    code, then the code) was read as its first line alone, a note, and the import failed ("not a sessiond share code");
+    the prompt now skips the notes and blank lines, as a code file's are, and reads on to the code."""
+    import pty
+
+    sid = cli_json(daemon.home, "new")["id"]
+    shared = run_cli(daemon.home, "share", sid, "--qr", check=True)  # its QR code between notes and code
+    paste = ("\n" + shared.stderr + shared.stdout).encode()
+    assert paste.count(b"\n# ") >= 2
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [PY, "-m", "sessiond.cli.main", "import", "--json", "--home", daemon.home],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # no controlling terminal but this one on standard input
+    )
+    os.close(slave)
+    try:
+        prompt, deadline = b"", time.monotonic() + 30
+        while b"share code" not in prompt and time.monotonic() < deadline:  # pasted once it asks
+            if select.select([proc.stderr], [], [], 1)[0]:
+                prompt += os.read(proc.stderr.fileno(), 4096)
+        assert b"share code" in prompt, prompt
+        os.write(master, paste)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["session"] == sid
+
+
+def test_log_last_prints_the_latest_messages_oldest_first(daemon):
+    """`log --limit N` keeps the oldest N: the latest ones (what a person looking at a long session wants)
+    needed the whole log read; `log --last N` prints the latest N, read from the end (GET ...?last=true)."""
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(10_050)])
+    data = cli_json(daemon.home, "log", sid, "--last", "3")
+    assert [m["content"] for m in data["messages"]] == ["m10047", "m10048", "m10049"]
+    out = run_cli(daemon.home, "log", sid, "--last", "2", "--short", check=True).stdout
+    assert out.splitlines() == ["     user: m10048", "     user: m10049"]
+    many = cli_json(daemon.home, "log", sid, "--last", "10030")["messages"]  # more than one page of 10,000
+    assert [m["content"] for m in many] == [f"m{i}" for i in range(20, 10_050)]
+    assert len(cli_json(daemon.home, "log", sid, "--last", "99999")["messages"]) == 10_050
+    res = run_cli(daemon.home, "log", sid, "--last", "2", "--limit", "2")
+    assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
+    assert "latest" in run_cli(daemon.home, "log", "--help", check=True).stdout
+
+
+def test_commands_in_messages_name_the_home_they_are_for(daemon):
+    """A daemon of --home H answered "no session 'x' on this device (see `sessiond ls`)", "resume it first
+    (`sessiond resume S`)", "go on in a clone: `sessiond clone S`": run as printed, those act on the
+    default home's daemon. With a home other than the default, the CLI now gives each command with
+    --home H (as doctor's fixes have it); for the default home (here: $SESSIOND_HOME) they stay short."""
+    h = shlex.quote(daemon.home)
+    res = run_cli(daemon.home, "show", "nope")
+    assert res.returncode == 1 and f"`sessiond ls --home {h}`" in res.stderr, res.stderr
+    res = run_cli(daemon.home, "show", "nope", "--json")
+    assert f"`sessiond ls --home {h}`" in json.loads(res.stdout)["error"]["message"]
+    sid = cli_json(daemon.home, "new")["id"]
+    run_cli(daemon.home, "pause", sid, check=True)
+    res = run_cli(daemon.home, "add", sid, "--role", "user", "hi")
+    assert f"`sessiond resume --home {h} {sid}`" in res.stderr, res.stderr
+    run_cli(daemon.home, "end", sid, check=True)
+    res = run_cli(daemon.home, "add", sid, "--role", "user", "hi")
+    assert f"`sessiond clone --home {h} {sid}`" in res.stderr, res.stderr
+    res = run_cli(daemon.home, "chat", "switch", sid, "nochat")
+    assert f"`sessiond chat ls --home {h} {sid}`" in res.stderr, res.stderr
+    res = run_cli(None, "show", "nope", env={"SESSIOND_HOME": daemon.home})
+    assert "(see `sessiond ls`)" in res.stderr, res.stderr
+    path = os.path.join(daemon.home, "..", "conversations.json")  # the CLI's own notes too
+    with open(path, "w") as f:
+        json.dump([{"id": "c", "title": "t", "current_node": "n", "mapping": {"n": {"message": None}}}], f)
+    cli_json(daemon.home, "import-file", path, "--format", "chatgpt")
+    res = run_cli(daemon.home, "import-file", path, "--format", "chatgpt", check=True)
+    assert f"`sessiond rm --home {h} " in res.stderr, res.stderr

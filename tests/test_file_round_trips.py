@@ -67,7 +67,7 @@ def test_a_session_file_whose_id_differs_only_in_case_names_the_session_that_is_
     f.write_text(json.dumps(data))
     res = run_cli(d.home, "import-file", str(f))
     assert res.returncode == 1, res.stderr
-    assert "'case-here'" in res.stderr and "sessiond rm case-here" in res.stderr, res.stderr
+    assert "'case-here'" in res.stderr and f"sessiond rm --home {d.home} case-here" in res.stderr, res.stderr
     assert "sessiond rm CASE-HERE" not in res.stderr
     with pytest.raises(ApiError):
         c.get_session("CASE-HERE")

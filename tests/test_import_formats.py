@@ -414,3 +414,66 @@ def test_openai_file_round_trip_keeps_the_model_settings(d, tmp_path):
     data["temperature"] = "hot"
     f.write_text(json.dumps(data))
     refused(d, str(f), expect="temperature")
+
+
+def test_a_session_file_imported_as_openai_is_refused_naming_the_json_format(d, tmp_path):
+    """`import-file --format openai` of a sessiond session file (`export --format json`) imported only its
+    messages, all into one chat, and dropped its other chats and its settings without a word; it is refused
+    now, naming the format that keeps them, and nothing is imported."""
+    c = d.client()
+    sid = c.create_session(name="kept whole", settings={"temperature": 0.5})["id"]
+    c.append(sid, "user", "in main")
+    side = c.create_chat(sid, name="side")["id"]
+    c.append(sid, "user", "in side", chat=side)
+    f = tmp_path / "whole.json"
+    run_cli(d.home, "export", sid, "-o", str(f), check=True)
+    refused(d, str(f), "--format", "openai", expect="a sessiond session file")
+    res = run_cli(d.home, "import-file", str(f), "--format", "openai")
+    assert "--format json" in res.stderr, res.stderr
+
+
+def _chatgpt(cid: str, title: str, *texts: str) -> dict:
+    """A linear ChatGPT conversation with its id (conversations.json's shape)."""
+    mapping = {
+        f"n{i}": {
+            "id": f"n{i}",
+            "parent": f"n{i - 1}" if i else None,
+            "children": [f"n{i + 1}"] if i + 1 < len(texts) else [],
+            "message": {"author": {"role": ("user", "assistant")[i % 2]}, "content": {"parts": [text]}},
+        }
+        for i, text in enumerate(texts)
+    }
+    return {"id": cid, "title": title, "mapping": mapping, "current_node": f"n{len(texts) - 1}"}
+
+
+def test_an_export_imported_again_skips_the_conversations_already_here(daemon, tmp_path):
+    """Importing the same ChatGPT, Claude or Open WebUI export twice made every conversation a second
+    session; now a conversation already imported (its source and id, in the session's metadata) is skipped,
+    naming the session that holds it, and only the new ones are made."""
+    gpt = tmp_path / "conversations.json"
+    gpt.write_text(json.dumps([_chatgpt("c-1", "first", "Hi", "Hello!")]))
+    files = [
+        (str(gpt), "chatgpt"),
+        (os.path.join(FIXTURES, "claude_conversations.json"), "claude"),
+        (os.path.join(FIXTURES, "openwebui_export.json"), "openwebui"),
+    ]
+    made = {}
+    for path, fmt in files:
+        made[fmt] = [s["id"] for s in cli_json(daemon.home, "import-file", path, "--format", fmt)["sessions"]]
+    before = sorted(s["id"] for s in cli_json(daemon.home, "ls")["sessions"])
+    for path, fmt in files:
+        again = cli_json(daemon.home, "import-file", path, "--format", fmt)
+        assert again["sessions"] == []
+        assert [s["session"] for s in again["skipped"]] == made[fmt]
+        assert {s["source"] for s in again["skipped"]} == {fmt}
+    res = run_cli(daemon.home, "import-file", str(gpt), check=True)
+    assert res.stdout == "" and f"already imported as session {made['chatgpt'][0]}" in res.stderr, res.stderr
+    assert sorted(s["id"] for s in cli_json(daemon.home, "ls")["sessions"]) == before
+    # the export made again later, with a new conversation beside the old: only the new one is imported
+    gpt.write_text(json.dumps([_chatgpt("c-1", "first", "Hi", "Hello!"), _chatgpt("c-2", "second", "Yo")]))
+    again = cli_json(daemon.home, "import-file", str(gpt))
+    assert [s["name"] for s in again["sessions"]] == ["second"]
+    assert [s["session"] for s in again["skipped"]] == made["chatgpt"]
+    # deleted, a conversation imports again
+    run_cli(daemon.home, "rm", made["chatgpt"][0], check=True)
+    assert [s["name"] for s in cli_json(daemon.home, "import-file", str(gpt))["sessions"]] == ["first"]

@@ -90,7 +90,7 @@ async def test_keyed_locks_dropped_after_a_failure_or_cancel():
 def test_published_heads_and_proof_chains_are_capped():
     """The pusher's last published head and the checkpoint chain are kept per session touched: capped."""
     ctx = bare_context()
-    pusher, proofs = Pusher(ctx, None), Proofs(ctx)  # type: ignore[arg-type]
+    pusher, proofs = Pusher(ctx, None), Proofs(ctx, None)  # type: ignore[arg-type]
     for i in range(10_000):
         pusher._published[f"s{i}"] = (None, b"pk", 1, b"h")
         proofs._chains[f"s{i}"] = (None, None)

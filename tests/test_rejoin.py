@@ -4,6 +4,8 @@ calling it a different session); and a device key restored into a fresh home aft
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import cli_json, run_cli, wait_for
@@ -70,7 +72,8 @@ def test_a_code_of_another_session_under_the_same_id_is_still_refused(make_daemo
     res = run_cli(a.home, "import", "--json", input=other.client().share(sid)["code"])
     assert res.returncode != 0 and "different session" in res.stdout, res
     # and says what to do: keep it, or set it aside (exported) to make room for the code's session
-    assert f"sessiond export {sid} -o" in res.stdout and f"sessiond rm {sid}" in res.stdout, res.stdout
+    said = json.loads(res.stdout)["error"]["message"]  # (the commands for a.home: --home, as it is no default)
+    assert f"sessiond export --home {a.home} {sid} -o" in said and f"sessiond rm --home {a.home} {sid}" in said, said
     assert _messages(a, sid) == ["mine"]
 
 
@@ -102,11 +105,20 @@ def test_a_restored_writer_whose_log_holds_only_a_rekey_claim_goes_on_through_th
     sid = a.client().create_session(name="claims")["id"]
     a.client().append(sid, "user", "hi")
     b.client().import_code(a.client().share(sid, write=True)["code"])
+    a.client().sync(wait=True)
+    a_rev = cli_json(a.home, "status")["sync"][sid]["head_rev"]
     b.client().rekey(sid)  # B's log: no operation, one head with the claim
     b.client().sync(wait=True)
-    # until A has taken the rekey, the session's creation is only in A's log under the old key, which a
-    # code made now does not give: a restore meanwhile is refused, rightly
-    wait_for(lambda: "waiting_for" not in cli_json(b.home, "status")["sync"][sid], timeout=30, what="A switched")
+    # until A has taken the rekey (its log pushed again under the new key: its head's revision moves on),
+    # the session's creation is only in A's log under the old key, which a code made now does not give: a
+    # restore meanwhile is refused, rightly. (B's status names A in waiting_for only once B has read A's
+    # log behind: right after B's own sync it may not have yet, so its absence proved nothing.)
+
+    def a_switched() -> bool:
+        st = cli_json(a.home, "status")["sync"][sid]
+        return st["head_rev"] > a_rev and st["pending"] == 0
+
+    wait_for(a_switched, timeout=30, what="A took B's rekey and pushed its log under the new key")
     b = _restore(b, make_daemon, url, sid)
     a.client().rekey(sid)
     wait_for(lambda: b.client().sync(sid, wait=True, timeout=5)["complete"], timeout=30, interval=0.2)

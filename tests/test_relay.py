@@ -41,7 +41,7 @@ class Served:
         self.port = 0
         self.relay: Relay | None = None
 
-    async def start(self, ssl_context=None) -> Served:
+    async def start(self, ssl_context=None, port: int = 0) -> Served:
         self.relay = Relay(self.data, **self.kw)
         self._stop = asyncio.Event()
         ready = asyncio.Event()
@@ -51,7 +51,7 @@ class Served:
             ready.set()
 
         self._task = asyncio.create_task(
-            run(self.relay, "127.0.0.1", 0, ssl_context=ssl_context, on_ready=on_ready, stop=self._stop)
+            run(self.relay, "127.0.0.1", port, ssl_context=ssl_context, on_ready=on_ready, stop=self._stop)
         )
         await asyncio.wait_for(ready.wait(), 10)
         return self

@@ -13,8 +13,10 @@ import os
 import time
 
 import aiohttp
+import pytest
 
 from conftest import DaemonProc, relay_served, run_cli, wait_for
+from sessiond.stores.errors import AuthRefused
 
 
 def serve(data: str, *args: str):
@@ -144,3 +146,95 @@ async def test_tokens_of_an_earlier_version_expire_a_ttl_after_they_were_written
         assert len(token_files(data)) == 1
         assert await status_with(info["port"], "recent-token") == 200
         assert await status_with(info["port"], "old-token") == 401
+
+
+async def test_a_revoked_account_s_token_is_refused_even_if_its_file_stayed(tmp_path):
+    """`serve revoke` marks the account, then deletes its tokens: cut between the two (killed, a full
+    disk, a token file it could not delete), the lost device's token went on working for the rest of
+    its life (30 days) while `serve accounts` showed the account revoked. A token now holds only for an
+    account that is not revoked."""
+    from sessiond.relay.accounts import read_json
+    from sessiond.storage.fsutil import atomic_write
+    from test_relay import Served, store_for
+
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    store = store_for(served, tmp_path)
+    try:
+        await store.put(b"before")
+        token = store._token
+        assert await status_with(served.port, token) == 200
+        (name,) = os.listdir(os.path.join(data, "accounts"))
+        path = os.path.join(data, "accounts", name)
+        doc = read_json(path)
+        atomic_write(path, json.dumps({**doc, "revoked": int(time.time())}).encode())  # revoke's first step only
+        assert token_files(data)  # its token file is still there
+        assert await status_with(served.port, token) == 401
+        with pytest.raises(AuthRefused, match="revoked"):
+            await store.put(b"after")
+    finally:
+        await store.close()
+        await served.stop()
+
+
+async def test_a_label_a_device_registered_with_cannot_write_to_the_operator_s_terminal(tmp_path):
+    """A device registering without a labelled invite names its account itself (the JSON field
+    `label`), and `serve accounts` / `serve revoke` printed that name as it came: escape sequences
+    from any client that could register rewrote the operator's terminal (its title, the screen)."""
+    import base64
+
+    from nacl.signing import SigningKey
+
+    from sessiond.stores.s5account import b64url, challenge_response
+    from test_relay import Served
+
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    key = SigningKey(b"\x33" * 32)
+    pub = b64url(b"\xed" + bytes(key.verify_key))
+    evil = "\x1b]0;owned\x07\x1b[2J\x1b[31mlaptop"
+    base = f"http://127.0.0.1:{served.port}/s5/account/register"
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(base, params={"pubKey": pub}) as r:
+                challenge = base64.urlsafe_b64decode((await r.json())["challenge"] + "=")
+            response, signature = challenge_response(key, 1, challenge, f"127.0.0.1:{served.port}")
+            body = {"pubKey": pub, "response": b64url(response), "signature": b64url(signature), "label": evil}
+            async with s.post(base, json=body) as r:
+                assert r.status == 200, await r.text()
+    finally:
+        await served.stop()
+    listed = serve(data, "accounts")
+    assert listed.returncode == 0 and "laptop" in listed.stdout
+    assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout, repr(listed.stdout)
+    as_json = json.loads(serve(data, "accounts", "--json").stdout)["accounts"]
+    assert as_json[0]["label"] == evil  # --json: the exact data, for scripts
+    revoked = serve(data, "revoke", as_json[0]["id"])
+    assert revoked.returncode == 0 and "\x1b" not in revoked.stdout and "laptop" in revoked.stdout
+
+
+async def test_logins_of_one_account_keep_a_bounded_number_of_tokens(tmp_path):
+    """Every login wrote a token file that lasted the whole --token-ttl (30 days): one device key logging
+    in again and again (a loop, a stolen key) piled up files without bound, which no quota counts and
+    every later login had to read through. An account keeps its newest MAX_TOKENS_PER_ACCOUNT tokens."""
+    from sessiond.relay.accounts import MAX_TOKENS_PER_ACCOUNT
+    from sessiond.stores.s5 import S5Store
+    from test_relay import Served
+
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    tokens = []
+    try:
+        for _ in range(MAX_TOKENS_PER_ACCOUNT + 12):
+            store = S5Store(f"s5+http://127.0.0.1:{served.port}", account_seed=b"\x55" * 32)  # no token kept
+            try:
+                await store.put(b"x")
+                tokens.append(store._token)
+            finally:
+                await store.close()
+        assert len(token_files(data)) == MAX_TOKENS_PER_ACCOUNT
+        assert await status_with(served.port, tokens[-1]) == 200  # the newest hold
+        assert await status_with(served.port, tokens[-MAX_TOKENS_PER_ACCOUNT]) == 200
+        assert await status_with(served.port, tokens[0]) == 401  # the oldest went
+    finally:
+        await served.stop()

@@ -4,7 +4,10 @@ with --json), never a traceback."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+
+import pytest
 
 from conftest import PY, run_cli
 
@@ -77,3 +80,58 @@ def test_revoke_says_how_to_name_an_account_and_how_to_undo_it(tmp_path):
     res = run_cli(None, "serve", "revoke", "phone", "--data", str(data))
     assert res.returncode == 0, res.stderr
     assert f"sessiond serve revoke --undo {acct} --data {data}" in res.stdout, res.stdout
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "sessiond.cli.main", "serve", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_a_tls_file_that_cannot_be_loaded_is_named_by_its_option(tmp_path):
+    """`serve --cert C --key K` with one of them wrong said "cannot load the TLS certificate/key (...); check
+    --cert and --key": which one? Now the error names the option and its file: a missing file, a file
+    holding no certificate or no key, a key not the certificate's, an encrypted key (which asked for its
+    passphrase on the terminal, from a relay meant to run unattended)."""
+    from test_relay import self_signed
+
+    made = self_signed(tmp_path)
+    if made is None:
+        pytest.skip("no openssl to make a certificate with")
+    cert, key = made
+    other = tmp_path / "other"
+    other.mkdir()
+    _, other_key = self_signed(other)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not PEM at all\n")
+    locked = tmp_path / "locked.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", key, "-out", str(locked), "-aes256", "-passout", "pass:secret"], check=True
+    )
+    for given, expect in (
+        (["--cert", str(tmp_path / "nope.pem"), "--key", key], f"--cert {tmp_path / 'nope.pem'}: cannot read"),
+        (["--cert", cert, "--key", str(tmp_path / "nope.pem")], f"--key {tmp_path / 'nope.pem'}: cannot read"),
+        (["--cert", str(junk), "--key", key], f"--cert {junk} holds no PEM certificate"),
+        (["--cert", cert, "--key", str(junk)], f"--key {junk} holds no PEM private key"),
+        (["--cert", key, "--key", key], f"--cert {key} holds no PEM certificate"),
+        (["--cert", cert, "--key", other_key], f"--key {other_key} is not the key of the certificate in --cert"),
+        (["--cert", cert, "--key", str(locked)], f"--key {locked} is encrypted"),
+    ):
+        data = tmp_path / "relay"
+        res = _serve("--listen", "127.0.0.1:0", "--data", str(data), *given)
+        assert res.returncode == 2 and expect in res.stderr, (given, res.stderr)
+        assert not data.exists()
+
+
+def test_a_port_in_use_makes_no_data_folder(tmp_path):
+    """`serve --data D` on a port already in use made D (and the relay's files in it), then failed to
+    listen: now it listens first, and a failure leaves nothing behind."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        data = tmp_path / "relay"
+        res = _serve("--listen", f"127.0.0.1:{port}", "--data", str(data))
+        assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in res.stderr, res.stderr
+        assert not data.exists()
+    finally:
+        busy.close()

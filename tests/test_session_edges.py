@@ -219,12 +219,12 @@ def test_context_overflow_names_the_ways_out(daemon):
     h = daemon.home
     sid = cli_json(h, "new", "--max-context-tokens", "10", "--id", "small")["id"]
     res = run_cli(h, "add", sid, "--role", "user", "--tokens", "50", "too big for any context")
-    assert res.returncode != 0 and f"`sessiond set {sid} --max-context-tokens N`" in res.stderr, res.stderr
+    assert res.returncode != 0 and f"`sessiond set --home {h} {sid} --max-context-tokens N`" in res.stderr, res.stderr
     cli_json(h, "set", sid, "--max-context-tokens", "100", "--no-auto-compact")
     cli_json(h, "add", sid, "--role", "user", "--tokens", "70", "a")
     res = run_cli(h, "add", sid, "--role", "user", "--tokens", "20", "b")
-    assert res.returncode != 0 and f"`sessiond set {sid} --auto-compact`" in res.stderr, res.stderr
-    assert f"`sessiond compact {sid} --chat main`" in res.stderr
+    assert res.returncode != 0 and f"`sessiond set --home {h} {sid} --auto-compact`" in res.stderr, res.stderr
+    assert f"`sessiond compact --home {h} {sid} --chat main`" in res.stderr
 
 
 def test_giving_a_session_to_another_user_keeps_their_limit(home):
@@ -253,9 +253,9 @@ def test_an_ended_session_refuses_with_the_way_on(daemon):
     cli_json(h, "end", sid)
     for action in ("resume", "pause"):
         res = run_cli(h, action, sid)
-        assert res.returncode != 0 and "has ended" in res.stderr and f"`sessiond clone {sid}`" in res.stderr
+        assert res.returncode != 0 and "has ended" in res.stderr and f"`sessiond clone --home {h} {sid}`" in res.stderr
     res = run_cli(h, "add", sid, "--role", "user", "x")
-    assert res.returncode != 0 and f"`sessiond clone {sid}`" in res.stderr, res.stderr
+    assert res.returncode != 0 and f"`sessiond clone --home {h} {sid}`" in res.stderr, res.stderr
 
 
 def test_an_ended_sessions_chats_are_final_to_every_route(daemon):

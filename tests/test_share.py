@@ -395,3 +395,17 @@ def test_rekey_keeps_a_writer_that_has_not_written_yet(make_daemon, store_dir):
     wait_for(lambda: ("assistant", "B after the rekey") in contents(a, sid), timeout=15)
     for dev in (a, b):
         assert cli_json(dev.home, "verify")["ok"], dev.home
+
+
+def test_an_empty_passphrase_names_where_it_was_read_from(pair, tmp_path):
+    """`share --passphrase-file -` with nothing on standard input said "the passphrase file is empty": there
+    was no file; it names standard input now (and a file by its path)."""
+    a, _ = pair
+    sid = a.client().create_session()["id"]
+    r = run_cli(a.home, "share", sid, "--passphrase-file", "-", input="\n")
+    assert r.returncode == 2 and "standard input holds no passphrase" in r.stderr, r.stderr
+    empty = tmp_path / "pass"
+    empty.write_text("")
+    r = run_cli(a.home, "share", sid, "--passphrase-file", str(empty))
+    assert r.returncode == 2 and f"the passphrase file {empty} is empty" in r.stderr, r.stderr
+    assert a.client().shares(sid)["shares"] == []

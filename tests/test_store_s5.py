@@ -202,6 +202,23 @@ async def test_server_errors_retried_then_reported(portal):
         await store.close()
 
 
+async def test_a_408_is_a_timeout_retried_not_a_refusal(portal):
+    """408 Request Timeout (the relay, or a proxy, did not get the whole request in time: a slow link)
+    was a refusal of the request, never retried, and `sync --wait` gave up on it as on a bad request."""
+    p, running, tmp = portal
+    store = make_store(running, tmp)
+    try:
+        await store.put(b"logged in")
+        p.faults.status, p.faults.times = 408, 1
+        assert await store.put(b"second try") == digest(b"second try")
+        p.faults.status, p.faults.times = 408, 10
+        with pytest.raises(StoreTimeout, match="in time"):
+            await store.put(b"never")
+        assert p.faults.times == 10 - FAST.attempts
+    finally:
+        await store.close()
+
+
 async def test_timeout(portal):
     p, running, tmp = portal
     store = make_store(running, tmp, timeout=0.3, retry=RetryPolicy(attempts=1))
@@ -248,6 +265,22 @@ async def test_wrong_cid_fails_the_upload(portal):
         p.faults.wrong_cid = True
         with pytest.raises(LyingServer, match="not trusted"):
             await store.put(b"upload me")
+    finally:
+        await store.close()
+
+
+async def test_an_answer_nested_too_deep_to_parse_is_a_server_error(portal):
+    """JSON nested deeper than the parser goes (a lying or broken server; 1 MiB of `[` fits in an answer)
+    raised RecursionError out of the store, a failure no caller classifies."""
+    p, running, tmp = portal
+    store = make_store(running, tmp)
+    try:
+        await store.put(b"logged in")
+        p.faults.body = b"[" * 100_000
+        with pytest.raises(ServerError, match="not JSON"):
+            await store.put(b"upload me")
+        with pytest.raises(ServerError, match="not JSON"):
+            await store.get_head(head(1).pk)
     finally:
         await store.close()
 

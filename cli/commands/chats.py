@@ -6,7 +6,7 @@ from typing import Any
 
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError
-from ..inputs import message_text
+from ..inputs import prompt_text
 from ..options import CHAT_UNSET, add_policy, add_settings, add_unset, policy_of, settings_of, unset_into
 from ..output import emit, short, table, when
 from . import Commands
@@ -45,7 +45,7 @@ def cmd_chat_new(args) -> int:
         args.id,
         id=args.chat_id,
         name=args.name,
-        system_prompt=message_text(args.system) if args.system else None,
+        system_prompt=prompt_text(args.system) if args.system else None,
         model=args.model,
         settings=settings_of(args),
         switch=args.switch or None,
@@ -61,7 +61,7 @@ def cmd_chat_set(args) -> int:
         if getattr(args, key) is not None:
             fields[key] = getattr(args, key)
     if args.system is not None:
-        fields["system_prompt"] = message_text(args.system)
+        fields["system_prompt"] = prompt_text(args.system)
     if settings_of(args):
         fields["settings"] = settings_of(args)
     if policy_of(args):

@@ -12,7 +12,7 @@ from ..connect import client
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
 from ..llmdb import is_sqlite, read_logs_db
-from ..output import emit, safe
+from ..output import emit, for_home, safe
 from ..progress import Progress
 from . import Commands
 
@@ -121,5 +121,17 @@ def cmd_import_file(args) -> int:
             res = c.import_file(data, fmt)
     except ApiError as exc:
         raise _in_file_terms(exc, "standard input" if args.path == "-" else args.path) from None
-    emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
+    if res["sessions"] or args.json:
+        emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
+    if not args.json:
+        for s in res.get("skipped", ()):
+            name = f"{s['name']!r}" if s.get("name") else "a conversation without a title"
+            said = (
+                f"# {name} ({s['source']} {s['conversation']}) was already imported as session {s['session']}:"
+                f" skipped (delete it first, `sessiond rm {s['session']}`, to import it again)"
+            )
+            print(
+                safe(for_home(said, args.home)),
+                file=sys.stderr,
+            )
     return 0

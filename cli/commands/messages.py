@@ -35,7 +35,11 @@ def register(commands: Commands) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--chat", help="chat id or name (default: the current chat)")
     which.add_argument("--all", action="store_true", help="every chat, interleaved in order")
-    p.add_argument("--limit", type=count, default=1_000_000, help="print the first N messages, oldest first")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--limit", type=count, default=1_000_000, help="print the first N messages, oldest first")
+    size.add_argument(
+        "--last", type=count, metavar="N", help="print the latest N messages (oldest of them first), read from the end"
+    )
     p.add_argument("--short", action="store_true", help="one line per message")
 
 
@@ -61,7 +65,7 @@ def cmd_ask(args) -> int:
         for text in stream:
             arrived = arrived or bool(text)
             if not args.json:
-                sys.stdout.write(text)
+                sys.stdout.write(safe(text, keep_lines=True))  # (a model's text: escapes, bidi overrides)
                 sys.stdout.flush()
                 wrote = True
     except KeyboardInterrupt:
@@ -98,11 +102,31 @@ def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:
     return EXIT_ERROR
 
 
+def _latest(c, args) -> list[Any]:
+    """The latest `--last` messages, in pages of 10,000 read back from the end (oldest first)."""
+    msgs: list[Any] = []
+    before = None
+    while len(msgs) < args.last:
+        page = c.messages(
+            args.id,
+            chat=args.chat,
+            limit=min(args.last - len(msgs), 10_000),
+            before=before,
+            last=None if before else True,
+            all_chats=args.all or None,
+        )
+        msgs[:0] = page["messages"]
+        before = page["next"]
+        if not before:
+            break
+    return msgs
+
+
 def cmd_log(args) -> int:
     c = client(args)
     msgs: list[Any] = []  # Message answers
     after = None
-    while len(msgs) < args.limit:
+    while args.last is None and len(msgs) < args.limit:
         page = c.messages(
             args.id, chat=args.chat, limit=min(args.limit - len(msgs), 10_000), after=after, all_chats=args.all or None
         )
@@ -110,16 +134,18 @@ def cmd_log(args) -> int:
         after = page["next"]
         if not after:
             break
+    if args.last is not None:
+        msgs = _latest(c, args)
     if args.json:
         emit(args, {"messages": msgs})
         return 0
     if not msgs:
         print("no messages")
     for m in msgs:
-        head = f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else "")
+        head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else ""))
         print(
             f"{head} {m['id']}:\n{safe(m['content'], keep_lines=True)}\n"
             if not args.short
-            else f"{m['role']:>9}: {short(m['content'], 100)}"
+            else f"{safe(m['role']):>9}: {short(m['content'], 100)}"
         )
     return 0

@@ -49,7 +49,8 @@ def cmd_search(args) -> int:
     for h in res["hits"]:
         place = f"{safe(h['session'])} {safe(h['chat'])} {safe(h['id'])}"
         aside = " (compacted)" if h.get("compacted") else ""
-        print(f"{when(h['created_at'])}  {place}  {h['role']}{aside}: {marked(h['snippet'], h['highlights'], bold)}")
+        said = f"{when(h['created_at'])}  {place}  {safe(h['role'])}{aside}"
+        print(f"{said}: {marked(h['snippet'], h['highlights'], bold)}")
     if not res["hits"]:
         print("no messages match", file=sys.stderr)
     return 0

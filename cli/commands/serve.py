@@ -13,6 +13,7 @@ import sys
 
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..options import duration
+from ..output import safe
 
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 
@@ -178,7 +179,7 @@ def cmd_accounts(args) -> int:
             else f"{a['tokens']} token(s), last login {_when(a['last_login'])}"
         )
         print(
-            f"{a['id']}  {a['label'] or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
+            f"{a['id']}  {safe(a['label']) or '-'}  created {_when(a['created'])}  {a['used']} bytes, "
             f"{a['heads']} head(s)  {state}"
         )
     return 0
@@ -198,17 +199,49 @@ def cmd_revoke(args) -> int:
     if args.json:
         print(json.dumps(done))
     elif args.undo:
-        print(f"restored {acct} ({done['label'] or 'no label'}): its device logs in again on its next request")
+        print(f"restored {acct} ({safe(done['label']) or 'no label'}): its device logs in again on its next request")
     else:
         print(
-            f"revoked {acct} ({done['label'] or 'no label'}): {done['tokens_deleted']} token(s) deleted; "
+            f"revoked {acct} ({safe(done['label']) or 'no label'}): {done['tokens_deleted']} token(s) deleted; "
             f"its device can no longer log in (undo: sessiond serve revoke --undo {acct} --data {shlex.quote(data)})"
         )
     return 0
 
 
+def _tls(tls_context, cert: str, key: str):
+    """The TLS context of --cert and --key, or a usage error naming the option whose file is wrong (it said
+    "check --cert and --key" of whichever failed)."""
+    import ssl
+
+    texts = {}
+    for option, path in (("--cert", cert), ("--key", key)):
+        try:
+            with open(path, "rb") as f:
+                texts[option] = f.read(1 << 20)
+        except OSError as exc:
+            raise CliError(f"{option} {path}: cannot read it: {exc.strerror or exc}", EXIT_USAGE) from None
+    if b"-----BEGIN CERTIFICATE-----" not in texts["--cert"]:
+        raise CliError(f"--cert {cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", EXIT_USAGE)
+    if not re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----", texts["--key"]):
+        raise CliError(f"--key {key} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)", EXIT_USAGE)
+    if b"ENCRYPTED" in texts["--key"]:
+        raise CliError(
+            f"--key {key} is encrypted: a relay starts unattended, so give it the key without a passphrase"
+            " (e.g. `openssl pkey -in KEY -out PLAIN`, kept readable by you alone)",
+            EXIT_USAGE,
+        )
+    try:
+        return tls_context(cert, key)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise CliError(f"--key {key} is not the key of the certificate in --cert {cert}", EXIT_USAGE) from None
+        raise CliError(f"cannot load --cert {cert} with --key {key}: {exc}", EXIT_USAGE) from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot load --cert {cert} with --key {key}: {exc}", EXIT_USAGE) from None
+
+
 def cmd_serve(args) -> int:
-    from ...relay.app import Relay, parse_listen, run, tls_context
+    from ...relay.app import Relay, listen, parse_listen, run, tls_context
 
     try:
         host, port = parse_listen(args.listen)
@@ -216,16 +249,17 @@ def cmd_serve(args) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     if bool(args.cert) != bool(args.key):
         raise CliError("--cert and --key go together: give both to serve HTTPS, or neither", EXIT_USAGE)
-    ctx = None
-    if args.cert:
-        try:
-            ctx = tls_context(args.cert, args.key)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise CliError(f"cannot load the TLS certificate/key ({exc}); check --cert and --key", EXIT_USAGE) from None
+    ctx = _tls(tls_context, args.cert, args.key) if args.cert else None
+    try:
+        socks = listen(host, port)  # first: a port in use leaves no data folder behind
+    except OSError as exc:  # (socket.gaierror too: a host that does not resolve)
+        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
     data = args.data or default_data()
     try:
         relay = Relay(data, open_registration=args.open_registration, quota=args.quota, token_ttl=args.token_ttl)
     except OSError as exc:
+        for s in socks:
+            s.close()
         raise CliError(f"cannot use the data folder {data}: {exc.strerror or exc}", EXIT_USAGE) from None
 
     def ready(url: str, bound: int) -> None:
@@ -256,7 +290,7 @@ def cmd_serve(args) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready, access_log=args.access_log))
+        asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready, access_log=args.access_log, socks=socks))
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
     return 0

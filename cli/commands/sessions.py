@@ -8,7 +8,7 @@ from typing import Any
 
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError
-from ..inputs import json_arg, message_text
+from ..inputs import json_arg, prompt_text
 from ..options import (
     SESSION_UNSET,
     YEARS_10,
@@ -88,7 +88,7 @@ def cmd_new(args) -> int:
     spec = dict(
         id=args.id,
         name=args.name,
-        system_prompt=message_text(args.system) if args.system else None,
+        system_prompt=prompt_text(args.system) if args.system else None,
         model=args.model,
         user=args.user,
         tags=args.tag or None,
@@ -109,7 +109,7 @@ def cmd_set(args) -> int:
         if getattr(args, key) is not None:
             fields[key] = getattr(args, key)
     if args.system is not None:
-        fields["system_prompt"] = message_text(args.system)
+        fields["system_prompt"] = prompt_text(args.system)
     if args.tag is not None:
         fields["tags"] = args.tag
     if settings_of(args):

@@ -12,7 +12,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import YEARS_10, duration_in, seconds_up_to
-from ..output import emit, table, when
+from ..output import emit, safe, table, when
 from ..progress import Progress
 from . import Commands
 
@@ -107,8 +107,11 @@ class _StoreWaits:
                 wait, left = float(ev.get("retry_in") or 0), float(ev.get("deadline_in") or 0)
                 why = f" ({ev['error']})" if ev.get("error") else ""
                 print(
-                    f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try{why}"
-                    + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting"),
+                    safe(
+                        f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try"
+                        + why
+                        + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting")
+                    ),
                     file=sys.stderr,
                     flush=True,
                 )
@@ -205,8 +208,9 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
         return None
     data = read_text("-") if path == "-" else read_file(path)
     phrase = data.rstrip("\r\n")
-    if not phrase:
-        raise CliError(f"the passphrase file is empty{confirm_hint}", EXIT_USAGE)
+    if not phrase:  # (--passphrase-file -: there is no file to name)
+        said = "standard input holds no passphrase" if path == "-" else f"the passphrase file {path} is empty"
+        raise CliError(said + confirm_hint, EXIT_USAGE)
     return phrase
 
 
@@ -234,7 +238,7 @@ def cmd_share(args) -> int:
             notes.append("# protected by your passphrase: send the passphrase another way")
         else:
             notes.append("# anyone who sees this code can read the session: send it privately")
-        print("\n".join(notes), file=sys.stderr)
+        print(safe("\n".join(notes), keep_lines=True), file=sys.stderr)
     if args.qr:
         import io
 
@@ -269,6 +273,35 @@ def _without_notes(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
 
 
+_QR = set(" █▀▄")  # the characters of `share --qr`'s terminal QR code
+
+
+def _code_at_prompt() -> str:
+    """The share code typed or pasted at the terminal, not shown as it comes (a secret, as getpass reads
+    it). A paste of what `share` showed holds its notes ('#' lines) and maybe its QR code above the code:
+    those lines and blank ones are skipped, and the first other line is the code (getpass read the first
+    line, a note, and the import failed). What a paste holds past the code is dropped, not left for the
+    shell to run."""
+    import termios
+
+    fd = sys.stdin.fileno()
+    sys.stderr.write("share code (or share's whole output): ")
+    sys.stderr.flush()
+    before = termios.tcgetattr(fd)
+    quiet = termios.tcgetattr(fd)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSADRAIN, quiet)  # (not FLUSH, as getpass: a paste may be under way)
+    try:
+        while line := sys.stdin.readline():
+            text = line.strip()
+            if text and not text.startswith("#") and not set(text) <= _QR:
+                return text
+        return ""  # Ctrl-D: the daemon says no code is no code
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, before)
+        sys.stderr.write("\n")
+
+
 def cmd_import(args) -> int:
     # A share code is a secret: it is read from standard input (or a file), never taken from the
     # command line, where every local user could see it in `ps`.
@@ -299,9 +332,7 @@ def cmd_import(args) -> int:
     if args.code_file:
         code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file))
     elif sys.stdin.isatty():
-        import getpass
-
-        code = getpass.getpass("share code: ").strip()
+        code = _code_at_prompt()
     else:
         code = _without_notes(read_text("-"))
     store = store_args(args)
@@ -314,15 +345,19 @@ def cmd_import(args) -> int:
     emit(args, res, res["session"])
     if not args.json:
         print(
-            f"# imported {res['session']} ({res['capability']}"
-            + (", already here: brought up to date" if res.get("already") else "")
-            + ")",
+            safe(
+                f"# imported {res['session']} ({res['capability']}"
+                + (", already here: brought up to date" if res.get("already") else "")
+                + ")"
+            ),
             file=sys.stderr,
         )
         if res.get("waiting_for"):
             print(
-                f"# not yet here: what device(s) {', '.join(res['waiting_for'])} wrote; they have not taken the"
-                " session's latest rekey (away meanwhile), and their messages arrive once they have",
+                safe(
+                    f"# not yet here: what device(s) {', '.join(res['waiting_for'])} wrote; they have not taken the"
+                    " session's latest rekey (away meanwhile), and their messages arrive once they have"
+                ),
                 file=sys.stderr,
             )
     return 0

@@ -72,11 +72,11 @@ async def list_messages(request: web.Request) -> web.Response:
         )
     if chat is not None:
         chat = await db.resolve_chat(sid, chat)
-    before, after = q.get("before"), q.get("after")
+    before, after, last = q.get("before"), q.get("after"), q.get("last", False)
     rows = await db.list_messages(
-        sid, chat=chat, limit=limit + 1, before=before, after=after, all_chats=q.get("all", False)
+        sid, chat=chat, limit=limit + 1, before=before, after=after, all_chats=q.get("all", False), last=last
     )
-    if before and not after:
+    if last or (before and not after):  # read from the end: `next` is the cursor of the page before
         more = len(rows) > limit
         rows = rows[-limit:]
         return ok({"messages": rows, "next": rows[0]["id"] if more and rows else None})

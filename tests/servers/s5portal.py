@@ -47,6 +47,7 @@ class Faults:
     rollback_head: int | None = None  # registry reads answer this older revision (kept from history)
     hang: asyncio.Event | None = None  # requests wait on this event (a server that does not answer)
     registration_open: bool = True
+    body: bytes | None = None  # every request is answered 200 with these bytes (a server that lies)
 
 
 @dataclass
@@ -82,6 +83,8 @@ def make_app(portal: Portal) -> web.Application:
             f.times -= 1
             headers = {"Retry-After": f.retry_after} if f.retry_after else {}
             return web.Response(status=f.status, text="simulated fault", headers=headers)
+        if f.body is not None:
+            return web.Response(status=200, body=f.body, content_type="application/json")
         try:
             return await handler(request)
         except web.HTTPException:
