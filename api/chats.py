@@ -12,7 +12,8 @@ from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text, refuse
 @with_config(BODY)
 class ChatCreate(ChatPolicy, total=False):
     """A new chat; the context policy's fields are also accepted at the top level, as shortcuts (a field given
-    both ways is refused)."""
+    both ways is refused). A chat is picked by its id or its name, the id first: a name another chat of the
+    session has as its name or id, or an id another chat has as its name, is refused (409)."""
 
     id: ChatId | None
     name: Text() | None
@@ -28,7 +29,8 @@ class ChatPatch(ChatPolicy, total=False):
     """Changes to a chat: the fields given replace its own; null clears one (a null name gives the chat its id
     as its name again); settings and policy (with its shortcuts) are merged per field, a null in them clears
     that field, a null settings or policy clears all of it; a policy field is given in `policy` or as its
-    shortcut, not both. Its id cannot change."""
+    shortcut, not both. Its id cannot change. A name another chat of the session has as its name or id is
+    refused (409): a name picks one chat."""
 
     name: Text() | None
     system_prompt: Text(MAX_TEXT) | None

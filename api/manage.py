@@ -22,7 +22,7 @@ class Quota(TypedDict):
 
 @with_config(QUERY)
 class ChatQuery(TypedDict, total=False):
-    chat: str  # id or name; the current chat when absent
+    chat: Text(200, min_len=1)  # id or name; the current chat when absent
 
 
 @with_config(ANSWER)
@@ -99,7 +99,7 @@ class ProofResult(TypedDict):
 @with_config(QUERY)
 class ExportQuery(TypedDict, total=False):
     format: Literal["openai", "json", "markdown"]
-    chat: str  # openai only (one chat); json and markdown hold every chat, and refuse it (422)
+    chat: Text(200, min_len=1)  # openai only (one chat); json and markdown hold every chat, and refuse it (422)
 
 
 @with_config(BODY)
@@ -127,7 +127,7 @@ class ImportFileResult(TypedDict):
 
 @with_config(QUERY)
 class StatsQuery(TypedDict, total=False):
-    session: str
+    session: Text(128, min_len=1)
     user: str
 
 

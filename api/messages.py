@@ -60,10 +60,10 @@ IdempotencyKey = Annotated[
 
 @with_config(QUERY)
 class MessagesQuery(TypedDict, total=False):
-    chat: str
+    chat: Text(200, min_len=1)  # id or name; the current chat when absent
     limit: QueryInt(1, MAX_BATCH)
-    before: str
-    after: str
+    before: Text(300, min_len=1)  # a message id
+    after: Text(300, min_len=1)
     all: QueryBool
     # the latest `limit` messages (of those after `after`, if given): read from the end, answered oldest
     # first; `next` is then the cursor (`before`) of the page before them, as with `before`

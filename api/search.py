@@ -15,7 +15,7 @@ class SearchQuery(TypedDict, total=False):
     """`q` in FTS5's syntax: words (all of them must match), a "phrase", a prefix*, AND / OR / NOT."""
 
     q: Required[Text(1000, min_len=1)]
-    session: str
+    session: Text(128, min_len=1)
     user: str
     role: Role
     limit: QueryInt(1, MAX_RESULTS)  # default 20

@@ -105,7 +105,7 @@ _ONE_EXPIRY: JsonDict = {
 @with_config(ConfigDict(**BODY, json_schema_extra=_ONE_EXPIRY))
 class SessionCreate(_SessionFields, total=False):
     """A new session; null is the same as leaving a field out. A policy field is given in `policy` or at the top
-    level (its shortcut), not both."""
+    level (its shortcut), not both. An `expires_at` (seconds since the epoch) already past is refused (422)."""
 
     id: SessionId | None
 
@@ -114,7 +114,7 @@ class SessionCreate(_SessionFields, total=False):
 class SessionPatch(_SessionFields, total=False):
     """Changes to a session: the fields given replace the current ones; null clears a field. settings and
     policy (with its shortcuts) are merged per field; a policy field is given in `policy` or as its shortcut,
-    not both."""
+    not both. An `expires_at` already past is refused (422): end a session with POST /v1/sessions/{id}/end."""
 
 
 def _one_expiry(body: dict) -> dict:
@@ -204,9 +204,9 @@ class Deleted(TypedDict):
 class SessionsQuery(TypedDict, total=False):
     user: str
     status: Status
-    tag: str
+    tag: Text(100, min_len=1)
     limit: QueryInt(1, 1000)
-    after: str
+    after: Text(128, min_len=1)  # a session id, `next` of the page before
 
 
 __all__ = [

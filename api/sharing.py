@@ -36,7 +36,7 @@ class ShareResult(TypedDict):
 class ImportRequest(TypedDict, total=False):
     code: Required[Text(20_000)]
     passphrase: Text(1000) | None
-    store: Text(2048) | None  # where the session is, when neither this daemon's store nor the code's hints hold it
+    store: Text(2048, min_len=1) | None  # where the session is, when neither this store nor the code's hints hold it
 
 
 @with_config(ANSWER)
@@ -63,7 +63,7 @@ class RekeyResult(TypedDict):
 
 @with_config(BODY)
 class SyncRequest(TypedDict, total=False):
-    session: Text(128) | None
+    session: Text(128, min_len=1) | None  # absent: every session
     wait: bool
     timeout: Number(0, 3600)
 
@@ -77,7 +77,7 @@ class SyncResult(TypedDict):
 
 @with_config(BODY)
 class VerifyRequest(TypedDict, total=False):
-    session: Text(128) | None
+    session: Text(128, min_len=1) | None  # absent: every session
 
 
 @with_config(ANSWER)
@@ -88,7 +88,7 @@ class VerifyReport(TypedDict):
 
 @with_config(QUERY)
 class SharesQuery(TypedDict, total=False):
-    session: Text(128)
+    session: Text(128, min_len=1)  # absent: the codes of every session
 
 
 @with_config(ANSWER)

@@ -19,7 +19,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Conflict, IdempotencyKeyReused, Invalid, QuotaExceeded, quota_ways_out
+from ..storage.errors import Conflict, IdempotencyKeyReused, Invalid, QuotaExceeded, quota_exhausted, quota_ways_out
 from ..storage.model import now
 from ..storage.sessions import not_active, past_expiry
 from . import validate as v
@@ -90,8 +90,7 @@ def check_quota(session: dict) -> None:
     if quota and used >= quota:
         sid = session["id"]
         raise QuotaExceeded(
-            f"session {sid!r} has used {used} of its {quota} tokens, so nothing is sent to the model. "
-            + quota_ways_out(sid),
+            f"{quota_exhausted(sid, used, quota)}, so nothing is sent to the model. " + quota_ways_out(sid),
             used=used,
             quota=quota,
             needed=0,

@@ -85,7 +85,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
         raise Invalid(f"chat picks the chat of an openai export; a {fmt} export holds every chat (leave chat out)")
     s = await db.get_session(sid, counts=True)
     if fmt == "openai":
-        chat = chat or s["current_chat"]
+        chat = s["current_chat"] if chat is None else chat
         c = await db.get_chat(sid, chat)
         msgs = []
         system = c["system_prompt"] or s["system_prompt"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -121,8 +122,10 @@ def make_private_dir(path: str, what: str) -> None:
     if os.path.lexists(path) and not os.path.isdir(path):
         raise HomeError(f"{what} {path} exists and is not a folder; choose another path (--home DIR)")
     if not os.path.isdir(path):
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)  # makedirs' mode is masked by the umask; be exact
+        from ..storage.fsutil import ensure_durable_dir
+
+        ensure_durable_dir(path)  # its entry in its parent fsynced: the keys and database in it are durable
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; be exact
     check_private_dir(path, what)
 
 
@@ -331,6 +334,10 @@ def check_pinning_service(path: str, value) -> str:
 
 
 PINNING_TOKEN = "pinning-token"
+TOKEN_DIR = "store-tokens"  # network stores' portal tokens (0600 files in a 0700 folder)
+PINNING_DIR = "pinning"  # a pinning service's pin request ids
+STORE_STATE_DIRS = (TOKEN_DIR, PINNING_DIR)
+_OLD_KEY_TEMP = re.compile(r"openai-api-key\.\d+\.tmp")  # ensure_key's temporary file before atomic_write
 
 
 def pinning_token_file(home: str) -> str:
@@ -417,6 +424,19 @@ class Home:
         from ..storage.fsutil import atomic_write
 
         atomic_write(self.store_record, (url + "\n").encode(), 0o600)
+
+    def remove_leftover_temp_files(self, before: float) -> list[str]:
+        """Removes the temporary files that atomic writes into the home itself (store-url, openai-api-key), its
+        store-tokens/ (portal tokens) and pinning/ (pin request ids) left when the daemon was killed between
+        a write and its rename, last changed before `before` (the daemon's start); keys/ has its own
+        (KeyStore). Also openai-api-key.PID.tmp, the name earlier versions wrote that key under. Returns
+        the names, as paths in the home."""
+        from ..storage.fsutil import remove_leftover_temp_files
+
+        gone = remove_leftover_temp_files(self.path, before, also=_OLD_KEY_TEMP)
+        for sub in STORE_STATE_DIRS:
+            gone += [os.path.join(sub, n) for n in remove_leftover_temp_files(os.path.join(self.path, sub), before)]
+        return gone
 
     def prepare(self) -> None:
         make_private_dir(self.path, "home folder")

@@ -15,7 +15,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import secrets
 import socket
 import time
@@ -23,6 +22,7 @@ import time
 from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
+from ..storage.fsutil import atomic_write
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
@@ -193,19 +193,7 @@ def ensure_key(path: str) -> str:
     except FileNotFoundError:
         pass
     key = "sk-sessiond-" + secrets.token_urlsafe(32)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (key + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomic_write(path, (key + "\n").encode(), 0o600)
     return key
 
 
@@ -214,11 +202,21 @@ def _compat(request: web.Request) -> Compat:
     return request.app[DAEMON_KEY].compat
 
 
+def _session_named(request: web.Request) -> str | None:
+    """The session the X-Sessiond-Session header names; None without the header. An empty one names no
+    session and is refused: read as absent, it made a new session, apart from the one the app meant."""
+    sid = request.headers.get(SESSION_HEADER)
+    if sid == "":
+        raise Invalid(f"{SESSION_HEADER} is empty: give a session id, or leave the header out for a new session")
+    return sid
+
+
 async def models(request: web.Request) -> web.Response:
     d = request.app[DAEMON_KEY]
-    sid = request.headers.get(SESSION_HEADER)
+    sid = None
     try:
-        session = await d.db.get_session(sid) if sid else {}
+        sid = _session_named(request)
+        session = await d.db.get_session(sid) if sid is not None else {}
         p = provider_for(d, session, None)
         return web.json_response(await d.providers.models(p))
     except SessiondError as exc:
@@ -232,8 +230,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     from .routes.common import json_error, read_body  # (routes/ imports this module)
 
     d = request.app[DAEMON_KEY]
-    sid = request.headers.get(SESSION_HEADER) or None
+    sid = None
     try:
+        sid = _session_named(request)
         raw = await read_body(request)
         try:
             body = json.loads(raw)

@@ -113,7 +113,7 @@ class Operations:
     async def import_code(self, code: str, passphrase: str | None, store: str | None = None) -> dict:
         """`store`: where the session is, when neither this daemon's store nor the code's hints hold it."""
         try:
-            url = normalize_store_url(store) if store else None
+            url = normalize_store_url(store) if store is not None else None
         except HomeError as exc:
             raise Invalid(f"store: {exc}") from None
         try:

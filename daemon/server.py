@@ -28,7 +28,7 @@ from ..sync.mirrorurls import mirror_urls, same_stores
 from . import remote_checks
 from .api import make_app
 from .events import Events
-from .home import Config, Home, HomeError, normalize_store_urls, pinning_token_file
+from .home import PINNING_DIR, TOKEN_DIR, Config, Home, HomeError, normalize_store_urls, pinning_token_file
 from .listen import listening_socket, take_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
@@ -119,12 +119,12 @@ class Daemon:
             pinning = {
                 "pinning_service": self.config.pinning_service,
                 "pinning_token_file": pinning_token_file(self.home.path),
-                "pinning_state_dir": os.path.join(self.home.path, "pinning"),  # pin request ids (0600)
+                "pinning_state_dir": os.path.join(self.home.path, PINNING_DIR),  # pin request ids (0600)
             }
         rate = self.config.max_requests_per_second
         stores.configure(
             account_seed=account_root,
-            token_dir=os.path.join(self.home.path, "store-tokens"),
+            token_dir=os.path.join(self.home.path, TOKEN_DIR),
             kubo_auth_file=kubo_auth if os.path.exists(kubo_auth) else None,
             max_requests_per_second=rate if rate is not None else DEFAULT_MAX_REQUESTS_PER_SECOND,
             pinning_service=pinning.get("pinning_service"),
@@ -207,6 +207,8 @@ class Daemon:
                 extra={"session": sid},
             )
             await self.ops.delete_session(sid)
+        for name in self.home.remove_leftover_temp_files(self.started_at):
+            log.warning("a write into the home was cut short (the daemon stopped part-way): %s deleted", name)
         await self.ops.delete_stray_keys(self.started_at)
         await self.syncer.forget_unused_credentials()  # (those a delete or an import cut short left)
         await self.ops.finish_ends()

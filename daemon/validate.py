@@ -114,6 +114,19 @@ def expiry(body: dict) -> float | None:
     return body.get("expires_at")
 
 
+def refuse_past_expiry(body: dict) -> None:
+    """A request's expires_at that is already past is refused (422): the session would be made (or left)
+    active only to refuse its first write as expired, or be ended a second later. Only the API's own
+    requests: a session file imported, or another device's change, keeps the expiry it has."""
+    at = body.get("expires_at")
+    if at is not None and at <= time.time():
+        passed = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+        raise Invalid(
+            f"expires_at {at} ({passed}) is past: give a time to come (or expires_in, seconds from now); to end a"
+            " session now, end it (POST /v1/sessions/{id}/end, `sessiond end ID`)"
+        )
+
+
 def policy(body: dict, base: dict | None = None) -> dict | None:
     """A checked body's policy fields, from body["policy"] and the top-level shortcuts, merged into `base`;
     None if the body names none."""

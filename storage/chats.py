@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from .apply import local_op
 from .connections import Connections, Row
@@ -41,6 +42,34 @@ def chat_dict(row: Row, current: str | None) -> dict:
     }
 
 
+async def refuse_taken_name(tx: Any, sid: str, cid: str, name: str, *, new: bool) -> None:
+    """A chat is picked by its id or, failing that, its name (Chats.resolve): chat `cid` named `name` must
+    leave every chat of the session one way to be picked. Refused (409): a name that is another chat's id
+    (the other would be picked), or another chat's name (neither could be), and the id of a `new` chat that
+    is another chat's name (that one could no longer be). An empty name picks no chat (refused where a chat
+    is named). Chats made on other devices at once may still share a name: Chats.resolve says so then."""
+    rows = await tx.fetchall(
+        "SELECT id, name FROM chats WHERE session_id=? AND id<>? AND (id=? OR name=? OR name=?)",
+        (sid, cid, name, name, cid if new else name),
+    )
+    for other, other_name in rows:
+        if other == name:
+            raise Conflict(
+                f"{name!r} is the id of another chat of session {sid!r}: a chat is picked by its id or its name, and"
+                f" {name!r} picks that one; choose another name"
+            )
+        if other_name == name and name:
+            raise Conflict(
+                f"session {sid!r} already has a chat named {name!r} (chat {other!r}): a chat is picked by its name,"
+                " so two cannot share one; choose another name"
+            )
+        if new and other_name == cid:
+            raise Conflict(
+                f"{cid!r} is the name of another chat of session {sid!r} (chat {other!r}): a chat is picked by its"
+                " id first, so that one could no longer be picked by its name; choose another id"
+            )
+
+
 class Chats:
     def __init__(self, c: Connections):
         self.c = c
@@ -49,9 +78,10 @@ class Chats:
         cid = spec.get("id")
         cid = check_id(cid, "chat id") if cid is not None else new_id()
         t = now()
+        name = spec.get("name") or cid
         body = {
             "id": cid,
-            "name": spec.get("name") or cid,
+            "name": name,
             "system_prompt": spec.get("system_prompt"),
             "model": spec.get("model"),
             "settings": spec.get("settings") or {},
@@ -64,6 +94,7 @@ class Chats:
             refuse_if_ended(sid, row)
             if await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
+            await refuse_taken_name(tx, sid, cid, name, new=True)
             cap = self.c.limits.get("max_chats_per_session")
             if cap and (await tx.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] >= cap:
                 raise LimitReached(
@@ -90,6 +121,8 @@ class Chats:
             if row is None:
                 raise NotFound(f"session {sid!r} has no chat {cid!r} (see `sessiond chat ls {sid}`)")
             fields = change(chat_dict(row, srow["current_chat"]))
+            if "name" in fields and fields["name"] != row["name"]:
+                await refuse_taken_name(tx, sid, cid, fields["name"], new=False)
             await local_op(tx, self.c.device_id, sid, srow["lamport"], "chat.update", {"chat": cid, **fields}, now())
             tx.emit({"type": "chat.updated", "session": sid, "chat": cid, "fields": sorted(fields)})
         return await self.get(sid, cid)

@@ -123,35 +123,38 @@ class Context:
         self, sid: str, chat: str | None = None, *, target_tokens: int | None = None, undo: bool = False
     ) -> dict:
         """Compact a chat's active context down to `target_tokens` (or its budget's half), or undo all
-        compaction. Dropped messages stay in the history."""
+        compaction. Dropped messages stay in the history. The cut is computed in the write transaction,
+        from the chat as stored then: one computed before it could be older than an automatic compaction
+        (an append's) or another compact that committed meanwhile, and writing it moved the cut back."""
         q = self.c.committed
         srow = await writable_row(q, sid, self.c)
         refuse_if_ended(sid, srow)
-        chat = chat or srow["current_chat"]
-        policy = json.loads(srow["policy"])
+        chat = srow["current_chat"] if chat is None else chat
         await self.chats.get(sid, chat)
-        p, cut = await chat_budget(q, sid, chat, policy)
-        if undo:
-            cut = None
-        else:
-            target = target_tokens
-            if target is None:
-                budget = p.get("max_context_tokens")
-                if not budget:
-                    raise Invalid(
-                        f"chat {chat!r} has no context budget to compact to: give target_tokens, the tokens to keep "
-                        "active"
-                    )
-                target = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) / 2
-            cut = cut_for(await active(q, sid, chat, cut), target, cut)
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c)
             refuse_if_ended(sid, row)  # (ended meanwhile)
+            cut = None if undo else await self._cut(tx, sid, chat, json.loads(row["policy"]), target_tokens)
             await local_op(
                 tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
             )
             tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
         return await self.context(sid, chat)
+
+    @staticmethod
+    async def _cut(tx: Any, sid: str, chat: str, policy: dict, target_tokens: int | None) -> list | None:
+        """The cut that leaves at most `target_tokens` (or the budget's half) of the chat's active context, from
+        its cut as stored (read through `tx`): never before it."""
+        p, cut = await chat_budget(tx, sid, chat, policy)
+        target = target_tokens
+        if target is None:
+            budget = p.get("max_context_tokens")
+            if not budget:
+                raise Invalid(
+                    f"chat {chat!r} has no context budget to compact to: give target_tokens, the tokens to keep active"
+                )
+            target = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) / 2
+        return cut_for(await active(tx, sid, chat, cut), target, cut)
 
     async def set_cuts(self, sid: str, cuts: dict[str, list], *, importing: bool = False) -> None:
         """Set chats' compaction cutoffs as given ({chat: [lamport, device, seq]}), in one transaction (a
@@ -169,7 +172,7 @@ class Context:
     async def context(self, sid: str, chat: str | None = None) -> dict:
         q = self.c.committed
         srow = await session_row(q, sid)
-        chat = chat or srow["current_chat"]
+        chat = srow["current_chat"] if chat is None else chat
         await self.chats.get(sid, chat)
         policy = json.loads(srow["policy"])
         p, cut = await chat_budget(q, sid, chat, policy)

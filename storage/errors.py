@@ -87,6 +87,12 @@ class QuotaExceeded(SessiondError):
     status = 429
 
 
+def quota_exhausted(sid: str, used: int, quota: int) -> str:
+    """A spent quota said plainly: used X of Y, and when the quota was lowered below what had been used, so."""
+    below = " (its quota is below what it had used)" if used > quota else ""
+    return f"session {sid!r} has exhausted its token quota: used {used} of its {quota} tokens{below}"
+
+
 def quota_ways_out(sid: str) -> str:
     """What a refusal for a spent quota names as the ways out (of an append, and of a question to a model), as
     commands that run: compacting frees context, never quota."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import stat
 
 from .errors import crash_at
 
 _FADVISE = hasattr(os, "posix_fadvise")  # Linux and most Unixes; not macOS
+TEMP_PREFIX = ".tmp-"  # atomic_write's temporary files: .tmp-NAME-RANDOM, beside NAME
 
 
 def fsync_dir(path: str) -> None:
@@ -38,7 +41,7 @@ def atomic_write(
     of several writes into one folder does it).
     """
     folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}-{secrets.token_hex(6)}")
+    tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.path.basename(path)}-{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         write_all(fd, data)
@@ -59,6 +62,29 @@ def atomic_write(
         raise
     if sync and sync_dir:
         fsync_dir(folder)
+
+
+def remove_leftover_temp_files(folder: str, before: float, *, also: re.Pattern[str] | None = None) -> list[str]:
+    """Removes from `folder` the temporary files of atomic_write (and names `also` matches) that a process
+    killed between the write and the rename left, last changed before `before` (wall-clock seconds: the
+    daemon's start, so that none is a write under way); returns their names. A missing folder has none."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    gone = []
+    for name in names:
+        if not (name.startswith(TEMP_PREFIX) or (also is not None and also.fullmatch(name))):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) and st.st_mtime < before:
+                os.unlink(path)
+                gone.append(name)
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 def _unlink_quietly(path: str) -> None:
@@ -90,8 +116,19 @@ def ensure_private_dir(path: str) -> None:
 def ensure_durable_dir(path: str) -> None:
     """ensure_private_dir for a folder whose files are acknowledged once written: when this makes it, its
     entry in its parent is made durable too (an fsync of the parent), or a power loss could take the new
-    folder, and the fsynced files in it, away. The parent must exist."""
+    folder, and the fsynced files in it, away. Missing parents are made so too (with the default mode)."""
     if os.path.isdir(path):
         return
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))  # abspath: a relative `--data relay` has a parent too
+    _durable_mkdir(path, 0o700)
+
+
+def _durable_mkdir(path: str, mode: int) -> None:
+    parent = os.path.dirname(os.path.abspath(path))  # abspath: a relative `--data relay` has a parent too
+    if parent != path and not os.path.isdir(parent):
+        _durable_mkdir(parent, 0o777)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:  # made meanwhile
+        if not os.path.isdir(path):
+            raise
+    fsync_dir(parent)

@@ -19,6 +19,7 @@ from .errors import (
     LimitReached,
     NotFound,
     QuotaExceeded,
+    quota_exhausted,
     quota_ways_out,
 )
 from .model import (
@@ -204,8 +205,13 @@ class Messages:
             quota = policy.get("token_quota")
             if quota and used + new_tokens > quota and not (answer or importing):
                 raise QuotaExceeded(
-                    f"session {sid!r} has used {used} of its {quota} tokens; these messages need {new_tokens} "
-                    f"more. {quota_ways_out(sid)}",
+                    (
+                        f"{quota_exhausted(sid, used, quota)}. "
+                        if used >= quota  # nothing left: however few tokens these are (0 too), they do not fit
+                        else f"session {sid!r} has used {used} of its {quota} tokens; these messages need "
+                        f"{new_tokens} more. "
+                    )
+                    + quota_ways_out(sid),
                     used=used,
                     quota=quota,
                     needed=new_tokens,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from ..storage import fsutil
-from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest, digest_parts
 from .errors import write_error
@@ -43,9 +43,9 @@ class FileStore(Store):
         self._heads = os.path.join(self.root, "heads")
         if not create and not os.path.isdir(self._heads):
             raise StoreError(f"there is no store at {self.root}")
-        ensure_private_dir(self.root)
-        ensure_private_dir(self._objects)
-        ensure_private_dir(self._heads)
+        ensure_durable_dir(self.root)
+        ensure_durable_dir(self._objects)
+        ensure_durable_dir(self._heads)
         self._writers: concurrent.futures.ThreadPoolExecutor | None = None  # started on the first write
         self._writers_lock = threading.Lock()
         self._listing: tuple[tuple, float, dict[bytes, object]] | None = None  # heads folder stat, when, heads

@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from nacl.signing import SigningKey
 
-from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir
 from ..storage.redact import shown_url
 from .base import CannotDelete, Freed, Store, StoreError
 from .cid import BlobId, CIDError, parse_ipfs_cid
@@ -96,7 +96,7 @@ class PinningStore(Store):
         self._token = self.http.secret(read_token(token_file))
         self._state_path = None
         if state_dir:
-            ensure_private_dir(state_dir)
+            ensure_durable_dir(state_dir)
             name = hashlib.sha256(self.service.encode()).hexdigest()[:24]
             self._state_path = os.path.join(state_dir, f"pins-{name}.json")
         self._pins: dict[str, str] = {}  # CID -> requestid of our recent pin requests, oldest first

@@ -29,7 +29,7 @@ import time
 from http.cookies import SimpleCookie
 from typing import Any
 
-from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir
 from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, b58encode, digest
 from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
@@ -81,7 +81,7 @@ class S5Store(Store):
         self._key = account_key(account_seed, authority) if account_seed else None
         self._token_path = None
         if token_dir:
-            ensure_private_dir(token_dir)
+            ensure_durable_dir(token_dir)
             # a portal mounted under a path has tokens of its own (none for the bare host: as before)
             name = hashlib.sha256((authority.lower() + parsed.path).encode()).hexdigest()[:24]
             self._token_path = os.path.join(token_dir, f"s5-{name}.token")

@@ -314,7 +314,7 @@ class Syncer:
         return True
 
     async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
-        targets = [sid] if sid else await self.db.session_ids()
+        targets = [sid] if sid is not None else await self.db.session_ids()
         for s in targets:
             await self.repair(s)
         marks = {s: await self.db.last_seq(s) for s in targets}
@@ -325,7 +325,7 @@ class Syncer:
         if wait:
             asked = time.monotonic()
             deadline = asked + timeout
-            few = targets if sid else None  # one session: read its state alone on each wake, not all of them
+            few = targets if sid is not None else None  # one session: read its state alone on each wake
 
             told: set[str] = set()  # sessions whose wait for the store's Retry-After was announced
 

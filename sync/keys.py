@@ -23,7 +23,7 @@ from typing import Literal, overload
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
 
-from ..storage.fsutil import atomic_write, ensure_private_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir, remove_leftover_temp_files
 from ..storage.ids import ID_RE
 from .crypto import CTX_ANNOUNCE, CTX_HEAD_SIGNING, derive
 
@@ -68,8 +68,8 @@ class KeyStore:
     def __init__(self, folder: str):
         self.folder = folder
         self.sessions_dir = os.path.join(folder, "sessions")
-        ensure_private_dir(folder)
-        ensure_private_dir(self.sessions_dir)
+        ensure_durable_dir(folder)  # (the device key and the sessions' keys in them are acknowledged once written)
+        ensure_durable_dir(self.sessions_dir)
         self.device_path = os.path.join(folder, DEVICE_KEY)
         seed = _read_key(self.device_path)
         if seed is None:
@@ -344,17 +344,9 @@ class KeyStore:
         writing them died before renaming them (atomic_write's temporary files: a key each, the device key,
         the store credentials), last changed before `before` (wall-clock seconds: the daemon's start, so
         that none of them is a write under way); returns their names."""
-        gone = []
-        for folder in (self.folder, self.sessions_dir):
-            for name in os.listdir(folder):
-                path = os.path.join(folder, name)
-                try:
-                    if name.startswith(".tmp-") and os.lstat(path).st_mtime < before:
-                        os.unlink(path)
-                        gone.append(name)
-                except FileNotFoundError:
-                    pass
-        return gone
+        return [
+            name for folder in (self.folder, self.sessions_dir) for name in remove_leftover_temp_files(folder, before)
+        ]
 
     def delete_session_key(self, sid: str) -> None:
         path = self._session_path(sid)
@@ -388,7 +380,7 @@ def restore_device_key(folder: str, phrase: str) -> None:
     """Write the seed of the 24 backup words `phrase` as the device key (atomically, 0600), whatever
     the file held before (nothing, a damaged key, another key): the caller decides whether it may."""
     seed = mnemonic_to_seed(phrase)
-    ensure_private_dir(folder)
+    ensure_durable_dir(folder)
     atomic_write(os.path.join(folder, DEVICE_KEY), seed, 0o600)
 
 

@@ -299,6 +299,7 @@ class Members:
             held = {bytes(f["k"]) for f in had}
             if rewrite is None and not missing and all(bytes(f["k"]) in held for f in frozen):
                 await self.keep_frozen(sid, had)  # (an import's slot, read before the session was shared here)
+                await self._listed(sid, rev)
                 return rev
             remote = await ctx.db.remote(sid)
             rev = max(rev, rewrite or 0, remote["members_rev"] if remote else 0)
@@ -336,6 +337,21 @@ class Members:
             await self.keep_frozen(sid, logs)
             return rev + 1
         raise ImportError_("busy", "could not update the members list (it kept changing); will retry")
+
+    async def _listed(self, sid: str, rev: int) -> None:
+        """This device found itself listed in the slot (revision `rev`): noted as announced, as a write of the
+        slot notes it, or every start would resume a push of the session to list it (SyncState.pending_pushes),
+        which finds it listed again and writes nothing. Only for the slot of the session's current key: a
+        rekey under way lists the devices it keeps in a slot of its own."""
+        remote = await self.ctx.db.remote(sid)
+        ws = self.ctx.keys.write_secret(sid)
+        if (
+            remote is not None
+            and not remote["announced"]
+            and ws is not None
+            and bytes(announce_key(ws).verify_key) == bytes(remote["announce_pk"])
+        ):
+            await self.ctx.db.set_remote(sid, members_rev=max(rev, remote["members_rev"]), announced=1)
 
     async def restore(self, sid: str) -> bool:
         """Write `sid`'s members slot again if this device wrote it (announced itself in it, holds the

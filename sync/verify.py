@@ -54,7 +54,7 @@ class Verifier:
     async def verify(self, sid: str | None = None, *, down: dict[str, str] | None = None) -> dict:
         """Every session (or `sid`). `down`: stores already known to fail in this run (URL -> what is
         wrong, e.g. doctor's store check): not asked; filled with those that fail meanwhile."""
-        targets = [sid] if sid else await self.ctx.db.session_ids()
+        targets = [sid] if sid is not None else await self.ctx.db.session_ids()
         down = {} if down is None else down
         reports = [await self.verify_session(s, down=down) for s in targets]
         return {"ok": all(r["ok"] for r in reports), "sessions": reports}

@@ -443,3 +443,56 @@ def test_messages_last_pages_from_the_end(daemon):
             return await a.messages(sid, last=True, limit=1)
 
     assert [m["content"] for m in asyncio.run(latest())["messages"]] == ["m6"]
+
+
+EMPTY_NAMES = [
+    ("POST", "/v1/verify", {"session": ""}, "session"),
+    ("POST", "/v1/sync", {"session": ""}, "session"),
+    ("POST", "/v1/import", {"code": "sessiond1x", "store": ""}, "store"),
+    ("GET", "/v1/shares?session=", None, "session"),
+    ("GET", "/v1/sessions/s/context?chat=", None, "chat"),
+    ("GET", "/v1/sessions/s/export?format=openai&chat=", None, "chat"),
+    ("GET", "/v1/sessions/s/messages?chat=", None, "chat"),
+    ("GET", "/v1/sessions/s/messages?before=", None, "before"),
+    ("GET", "/v1/sessions/s/messages?after=", None, "after"),
+    ("GET", "/v1/stats?session=", None, "session"),
+    ("GET", "/v1/search?q=hello&session=", None, "session"),
+    ("GET", "/v1/sessions?tag=", None, "tag"),
+    ("GET", "/v1/sessions?after=", None, "after"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,field", EMPTY_NAMES, ids=[p for _, p, _, _ in EMPTY_NAMES])
+def test_an_empty_session_chat_or_filter_is_refused_not_read_as_all_or_current(daemon, method, path, body, field):
+    """An empty string names no session, chat, tag or message: a 422 naming the field, where it was read
+    as absent and so widened the request (every session verified or synced, every code listed, the current
+    chat's context or export, a listing from the start)."""
+    c = daemon.client()
+    c.create_session(id="s", user="ann", tags=["t"])
+    c.create_chat("s", name="side", switch=True)
+    c.append("s", "user", "hello there")
+    raw = json.dumps(body).encode() if body is not None else b""
+    status, data = _raw(daemon, method, path, raw, {"Content-Type": "application/json"} if raw else {})
+    assert status == 422, (path, status, data)
+    assert field in data["error"]["message"], data
+
+
+async def test_a_compaction_racing_another_never_writes_back_an_earlier_cut(daemon):
+    """Two compactions of one chat at once (an app's and another's, or an append's automatic one): each
+    computes its cut from the chat as stored in its own write transaction, so the later commit never moves
+    the cut back to what it was before the other (which un-compacted the chat: its context grew back past
+    its budget without a word)."""
+    clients = [daemon.aclient() for _ in range(2)]
+    try:
+        for i in range(12):
+            sid = (await clients[0].create_session(id=f"s{i}"))["id"]
+            await clients[0].append_many(sid, [{"role": "user", "content": f"message {n}"} for n in range(20)])
+            await asyncio.gather(
+                clients[0].compact(sid, target_tokens=0),  # every message compacted away
+                clients[1].compact(sid, target_tokens=1 << 30),  # nothing to compact: the cut as it is
+            )
+            ctx = await clients[0].context(sid)
+            assert ctx["compacted_messages"] == 20 and ctx["active_tokens"] == 0, (i, ctx)
+    finally:
+        for c in clients:
+            await c.close()

@@ -82,3 +82,35 @@ def test_a_write_import_killed_before_joining_the_members_is_a_member_after_the_
     wait_for(lambda: "B on the new key" in _messages(a, sid), timeout=30)
     assert _messages(a, sid) == _messages(b, sid)
     assert _clean(a) and _clean(b)
+
+
+def _announced(d, sid: str) -> int:
+    """remotes.announced of `sid` in `d`'s database (read with the daemon stopped)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{d.home}/sessions.db?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT announced FROM remotes WHERE session_id=?", (sid,)).fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_a_writer_found_already_listed_in_the_members_slot_is_noted_as_announced(make_daemon, store_dir):
+    """A write import on a device the members slot already lists (it had imported the session before,
+    deleted it, and imports the code again: its head key is the same) found itself there and wrote
+    nothing, but left remotes.announced at 0: every start then resumed a push of the session to list it,
+    found it listed again, and noted nothing, start after start. It is noted as announced when found."""
+    url = f"file://{store_dir}"
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    sid = a.client().create_session(name="shared")["id"]
+    a.client().append(sid, "user", "hello")
+    code = a.client().share(sid, write=True)["code"]
+    b.client().import_code(code)
+    b.client().delete_session(sid)
+    b.client().import_code(code)  # listed already: nothing to write in the slot
+    b.client().sync(sid, wait=True)
+    b.stop()
+    assert _announced(b, sid) == 1
+    b.start()
+    b.client().append(sid, "assistant", "from B")
+    wait_for(lambda: "from B" in _messages(a, sid), timeout=30)

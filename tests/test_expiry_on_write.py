@@ -163,3 +163,25 @@ def test_a_checkpoint_past_the_idle_timeout_is_refused_and_does_not_revive_it(ma
     # its end made the final checkpoint, and a checkpoint of the ended session is that one
     (final,) = c.checkpoints(sid)["checkpoints"]
     assert c.checkpoint(sid)["number"] == final["number"]
+
+
+def test_an_expiry_time_already_past_is_refused_at_create_and_change(daemon):
+    """expires_at before now made an active session (201) whose first write was then refused 409 expired,
+    or a PATCH that ended the session a second later: both are a 422 saying the time is past, nothing
+    created or changed."""
+    c = daemon.client()
+    past = time.time() - 60
+    with pytest.raises(ClientError) as exc:
+        c.create_session(id="late", expires_at=past)
+    assert exc.value.status == 422 and "expires_at" in exc.value.message and "past" in exc.value.message, exc.value
+    assert c.list_sessions()["sessions"] == []
+    sid = c.create_session(id="s", expires_in=3600)["id"]
+    before = c.get_session(sid)["expires_at"]
+    with pytest.raises(ClientError) as exc:
+        c.update_session(sid, expires_at=past)
+    assert exc.value.status == 422 and "expires_at" in exc.value.message and "past" in exc.value.message, exc.value
+    s = c.get_session(sid)
+    assert s["status"] == "active" and s["expires_at"] == before
+    c.append(sid, "user", "still here")
+    future = time.time() + 3600
+    assert c.update_session(sid, expires_at=future)["expires_at"] == pytest.approx(future)

@@ -48,6 +48,26 @@ def test_tokens_quota_and_levels(daemon):
     assert "200 of 150 tokens used (50 over): exhausted" in run_cli(h, "quota", sid).stdout
 
 
+def test_an_append_refused_by_a_quota_lowered_below_its_use_says_the_quota_is_exhausted(daemon):
+    """A quota lowered below the tokens already used refuses every append, one of 0 tokens too: the refusal
+    says the quota is exhausted (used X of Y), not that 'these messages need 0 more'."""
+    c = daemon.client()
+    sid = c.create_session(token_quota=100)["id"]
+    c.append(sid, "user", "x", tokens=80)
+    c.update_session(sid, token_quota=50)
+    for tokens in (0, 5):
+        with pytest.raises(ApiError) as info:
+            c.append(sid, "user", "y", tokens=tokens)
+        err = info.value
+        assert err.status == 429 and err.code == "quota_exceeded", err
+        assert "need 0" not in err.message and "exhausted" in err.message, err.message
+        assert "used 80 of its 50 tokens" in err.message and "quota is below" in err.message, err.message
+    c.update_session(sid, token_quota=90)
+    with pytest.raises(ApiError) as info:
+        c.append(sid, "user", "y", tokens=20)  # room left, not enough: how many they need
+    assert "used 80 of its 90 tokens; these messages need 20 more" in info.value.message, info.value.message
+
+
 def test_compaction_keeps_history(daemon):
     h = daemon.home
     sid = sh(h, "new", "--max-context-tokens", "100")["id"]  # compacts past 80, down to 40

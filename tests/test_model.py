@@ -532,3 +532,23 @@ def test_a_question_past_the_idle_timeout_is_refused_before_the_model_is_asked(s
         c.complete(sid, "still there?")
     assert e.value.status == 409 and e.value.code == "expired" and "idle_timeout (1 s)" in e.value.message
     assert len(p.requests) == n and history(c, sid) == [("user", "hello")]
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/openai/v1/chat/completions"), ("GET", "/openai/v1/models")])
+def test_an_empty_session_header_of_the_openai_endpoint_is_refused_not_a_new_session(setup, method, path):
+    """X-Sessiond-Session: "" (an app's variable left unset) names no session: a 422 naming the header, where
+    it was read as absent, so the question made a new session and went on there, apart from the app's own
+    (and the models listed were the default provider's, whatever the session's)."""
+    from conftest import UnixHTTP
+
+    make, p, _ = setup
+    d = make()
+    c = d.client()
+    body = json.dumps({"model": "echo-1", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    http = UnixHTTP(d.socket, timeout=10)
+    http.request(method, path, body=body if method == "POST" else None, headers={"X-Sessiond-Session": ""})
+    r = http.getresponse()
+    data = json.loads(r.read())
+    http.close()
+    assert r.status == 422 and "X-Sessiond-Session" in data["error"]["message"], data
+    assert c.list_sessions()["sessions"] == []

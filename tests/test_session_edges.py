@@ -454,3 +454,34 @@ def test_a_question_to_a_model_needs_room_for_its_answer(make_daemon):
         assert len(c.messages(sid)["messages"]) == 3
     finally:
         server.stop()
+
+
+def test_a_chat_name_that_would_pick_another_chat_is_refused(daemon):
+    """A chat is picked by its id or its name, the id first: a chat named with another chat's id could never
+    be picked by that name (the other chat was, without a word), and of two chats sharing a name neither
+    could; nor could a chat whose name is a new chat's id. Each is refused (409, naming the name and the
+    other chat) at create and at rename, nothing written."""
+    c = daemon.client()
+    sid = c.create_session(id="s")["id"]
+    main = c.get_session(sid)["current_chat"]
+    side = c.create_chat(sid, id="c1", name="side")
+    assert side["name"] == "side"
+    before = c.list_chats(sid)["chats"]
+    calls = {
+        "create named with another's id": (lambda: c.create_chat(sid, name=main), main),
+        "create named as another": (lambda: c.create_chat(sid, name="side"), "side"),
+        "create with id another's name": (lambda: c.create_chat(sid, id="side"), "side"),
+        "create with no name, its id another's name": (lambda: c.create_chat(sid, id="side", name=None), "side"),
+        "rename to another's id": (lambda: c.update_chat(sid, "side", name=main), main),
+        "rename to another's name": (lambda: c.update_chat(sid, main, name="side"), "side"),
+    }
+    for what, (call, name) in calls.items():
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status == 409 and repr(name) in info.value.message, (what, info.value)
+    assert c.list_chats(sid)["chats"] == before
+    assert c.update_chat(sid, "side", name="side")["name"] == "side"  # its own name again: nothing taken
+    assert c.update_chat(sid, "c1", name=None)["name"] == "c1"  # its id as its name
+    assert c.create_chat(sid, name="side")["name"] == "side"  # free again
+    res = run_cli(daemon.home, "chat", "new", sid, "--name", "c1")
+    assert res.returncode != 0 and "'c1'" in res.stderr, res.stderr

@@ -23,6 +23,7 @@ from ...api import search as Se
 from ...api import sessions as S
 from ...api import sharing as Sh
 from ...api.idempotency import IDEMPOTENCY_HEADER
+from ...api.types import Text
 from .. import complete, openai_compat
 from . import chats, events, files, manage, messages, meta, search, sessions, sharing
 
@@ -55,8 +56,9 @@ IDEMPOTENCY = Header(IDEMPOTENCY_HEADER, Msg.IdempotencyKey, Msg.IDEMPOTENCY_DES
 LAST_EVENT_ID = Header(Ev.LAST_EVENT_ID_HEADER, Ev.EventId, Ev.LAST_EVENT_ID_DESCRIPTION)
 SESSION = Header(
     openai_compat.SESSION_HEADER,
-    str,
-    "The session that records this call (absent: a new session, whose id comes back in this header of the answer)",
+    Text(128, min_len=1),
+    "The session that records this call (absent: a new session, whose id comes back in this header of the answer;"
+    " empty: refused, 422)",
 )
 
 ROUTES: list[Route] = [

@@ -11,7 +11,7 @@ async def quota(request: web.Request) -> web.Response:
 
 
 async def _chat(db, sid: str, ref: str | None) -> str | None:
-    return await db.resolve_chat(sid, ref) if ref else None
+    return await db.resolve_chat(sid, ref) if ref is not None else None  # "" names no chat: refused by the models
 
 
 async def context(request: web.Request) -> web.Response:

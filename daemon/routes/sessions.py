@@ -14,7 +14,9 @@ def _counted(d, initial: list[dict]) -> None:
 
 
 async def create_session(request: web.Request) -> web.Response:
-    spec = v.new_session(await body(request))
+    b = await body(request)
+    v.refuse_past_expiry(b)
+    spec = v.new_session(b)
     d = daemon_of(request)
     _counted(d, spec["initial_messages"])
     return ok(await d.db.create_session(spec), 201)
@@ -40,6 +42,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def patch_session(request: web.Request) -> web.Response:
     changes = await body(request)
+    v.refuse_past_expiry(changes)
     d = daemon_of(request)
     sid = session_id(request)
 
