@@ -33,7 +33,7 @@ def test_tokens_quota_and_levels(daemon):
         and "compact" not in res.stderr
         and "clone" in res.stderr
         and "--token-quota" in res.stderr
-        and f"sessiond fork {sid} --at MESSAGE_ID" in res.stderr  # the command as the CLI takes it
+        and f"sessiond fork --home {h} {sid} --at MESSAGE_ID" in res.stderr  # the command as the CLI takes it
     ), res.stderr
     res = run_cli(h, "add", sid, "--role", "user", "--tokens", "11", "too much", "--json")
     assert json.loads(res.stdout)["error"]["code"] == "quota_exceeded"
@@ -88,7 +88,7 @@ def test_compaction_keeps_history(daemon):
     sh(h, "add", sid2, "--role", "user", "--tokens", "30", "a")
     res = run_cli(h, "add", sid2, "--role", "user", "--tokens", "30", "b", "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "context_overflow"
-    assert f"sessiond compact {sid2}" in json.loads(res.stdout)["error"]["message"]  # a command that runs
+    assert f"sessiond compact --home {h} {sid2}" in json.loads(res.stdout)["error"]["message"]  # a command that runs
     assert len(sh(h, "log", sid2)["messages"]) == 1
     # a chat with its own budget
     chat = sh(h, "chat", "new", sid2, "--name", "roomy", "--max-context-tokens", "1000")["id"]
@@ -461,7 +461,7 @@ def test_session_file_of_a_session_here_says_how_to_import_it(daemon, tmp_path):
     f = str(tmp_path / "s.json")
     run_cli(h, "export", sid, "-o", f, check=True)
     res = run_cli(h, "import-file", f)
-    assert res.returncode == 1 and f"sessiond rm {sid}" in res.stderr and '"id"' in res.stderr, res.stderr
+    assert res.returncode == 1 and f"sessiond rm --home {h} {sid}" in res.stderr and '"id"' in res.stderr, res.stderr
     assert [s["id"] for s in sh(h, "ls")["sessions"]] == [sid]  # nothing imported
     run_cli(h, "rm", sid, check=True)
     assert sh(h, "import-file", f)["sessions"][0]["id"] == sid  # as the message says: restored
