@@ -6,6 +6,7 @@ are set, e.g. a local Ollama: http://127.0.0.1:11434/v1 and llama3.2."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import stat
 import subprocess
 import time
+import urllib.parse
 
 import openai
 
@@ -388,6 +390,46 @@ def test_openai_sdk_over_tcp_records_only_what_is_new(setup):
     # the key survives a restart (made once, on the first start)
     d.restart()
     assert open(_status(d)["api_key_file"]).read().strip() == key
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer ", "Bearer    ", "Basic {key}", "Token {key}", "{key}", "Bearer x{key}"],
+    ids=["absent", "empty", "bearer-alone", "bearer-empty", "bearer-blank", "basic", "token", "no-scheme", "prefixed"],
+)
+def test_openai_listener_refuses_a_missing_key_in_openai_s_shape_and_changes_nothing(setup, authorization):
+    make, p, _ = setup
+    d = make(extra='openai_listen = "127.0.0.1:0"')
+    info = _status(d)
+    key = open(info["api_key_file"]).read().strip()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    before = (c.list_sessions(), history(c, sid))
+    headers = {} if authorization is None else {"Authorization": authorization.format(key=key)}
+    body = json.dumps({"model": "echo-1", "messages": [{"role": "user", "content": "let me in"}]})
+    # http.client, not httpx: it sends a header value as given, trailing blanks included ("Bearer ")
+    url = urllib.parse.urlsplit(info["base_url"])
+    for method, path, extra, data in [
+        ("POST", "/chat/completions", {"X-Sessiond-Session": sid}, body),
+        ("POST", "/chat/completions", {}, body),  # would create a session
+        ("GET", "/models", {}, None),
+    ]:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            conn.request(
+                method, url.path + path, body=data, headers={**headers, **extra, "Content-Type": "application/json"}
+            )
+            r = conn.getresponse()
+            text = r.read().decode()
+        finally:
+            conn.close()
+        assert r.status == 401, (method, path, r.status, text)
+        err = json.loads(text)["error"]
+        assert err["type"] == "authentication_error" and err["code"] == "invalid_api_key", err
+        assert set(err) == {"message", "type", "param", "code"} and key not in text
+    # nothing changed: no session made, nothing recorded, nothing sent to the provider
+    assert (c.list_sessions(), history(c, sid)) == before
+    assert p.requests == []
 
 
 def test_openai_endpoint_on_the_socket_and_a_cut_stream(setup):

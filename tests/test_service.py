@@ -21,7 +21,7 @@ from conftest import PY, run_cli
 from sessiond.cli import units as service_units
 from sessiond.client import Client
 from sessiond.daemon import activation
-from sessiond.daemon.home import read_lock, socket_path
+from sessiond.daemon.home import lock_held, read_lock, socket_path
 
 
 @pytest.fixture
@@ -167,6 +167,39 @@ def test_handed_socket_that_is_not_the_homes_is_refused(tmp, case):
         code, err = finish(proc)
         assert code == 2 and "socket activation" in err and want in err, err
         assert "Traceback" not in err
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("case", ["not_listening", "not_yours"])
+def test_handed_socket_that_is_not_listening_or_not_yours_is_refused(tmp, case):
+    """The two checks the cases above do not reach, with real sockets at the home's own path: one
+    bound but never listen()ed, and one listening but whose file belongs to another uid (nobody's;
+    the test runs as root, so it chowns the file; as anyone else it cannot make such a socket)."""
+    home = private_home(tmp)
+    path = os.path.join(home, "sessiond.sock")
+    if case == "not_listening":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        want = "is not listening"
+    else:
+        if os.getuid() != 0:
+            pytest.skip("making a socket file owned by another uid needs root")
+        sock = bind_unix(path)
+        os.chown(path, 65534, 65534)
+        assert os.stat(path).st_uid == 65534
+        want = f"owned by uid 65534, not you (uid {os.getuid()})"
+    proc, ready = spawn_activated(home, sock)
+    try:
+        assert not ready
+        code, err = finish(proc)
+        assert code == 2 and "socket activation" in err and want in err, err
+        assert "Traceback" not in err
+        assert not lock_held(home)  # refused, and gone
     finally:
         sock.close()
 
