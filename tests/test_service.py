@@ -161,12 +161,15 @@ def test_handed_socket_that_is_not_the_homes_is_refused(tmp, case):
     else:
         sock = bind_unix(os.path.join(home, "sessiond.sock"), 0o666)
         want = "open to group or others"
+    handed = sock.getsockname()
     proc, ready = spawn_activated(home, sock)
     try:
         assert not ready
         code, err = finish(proc)
         assert code == 2 and "socket activation" in err and want in err, err
         assert "Traceback" not in err
+        if isinstance(handed, str):  # a Unix socket's file is the manager's: kept, wherever it is
+            assert stat.S_ISSOCK(os.stat(handed).st_mode)
     finally:
         sock.close()
 
@@ -193,6 +196,7 @@ def test_handed_socket_that_is_not_listening_or_not_yours_is_refused(tmp, case):
         os.chown(path, 65534, 65534)
         assert os.stat(path).st_uid == 65534
         want = f"owned by uid 65534, not you (uid {os.getuid()})"
+    inode = os.stat(path).st_ino
     proc, ready = spawn_activated(home, sock)
     try:
         assert not ready
@@ -200,6 +204,8 @@ def test_handed_socket_that_is_not_listening_or_not_yours_is_refused(tmp, case):
         assert code == 2 and "socket activation" in err and want in err, err
         assert "Traceback" not in err
         assert not lock_held(home)  # refused, and gone
+        # The file is the service manager's (it keeps listening there): the refusal left it in place.
+        assert os.stat(path).st_ino == inode and stat.S_ISSOCK(os.stat(path).st_mode)
     finally:
         sock.close()
 
