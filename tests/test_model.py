@@ -541,6 +541,67 @@ def test_key_is_read_when_needed_and_never_stored(setup, tmp_path):
     assert res.returncode == 1 and "SESSIOND_TEST_KEY_VAR" in res.stderr
 
 
+def _files_holding(root: str, secret: bytes) -> list[str]:
+    """Every file under `root` (a store folder, a home) whose bytes contain `secret`."""
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue  # the socket
+                with open(path, "rb") as f:
+                    if secret in f.read():
+                        found.append(path)
+            except FileNotFoundError:
+                continue  # a temporary file renamed meanwhile: its content is in the file it became
+    return found
+
+
+def test_a_provider_key_reaches_no_store_and_no_other_device(make_daemon, provider, store_dir, tmp_path):
+    """A session that talked to a provider (its key from api_key_file on one device, api_key_env on the
+    other) is pushed, shared read-write, imported, written to and followed both ways: no file of the
+    folder store (objects, heads, members), no share code and no file of either home holds the key."""
+    p, server = provider
+    p.key = "sk-test-" + os.urandom(12).hex()
+    key_file = tmp_path / "key"
+    key_file.write_text(p.key + "\n")
+    url = "file://" + store_dir
+    a = make_daemon(url)
+    write_config(a.home, config(server.port, provider_extra=f'api_key_file = "{key_file}"\n'))
+    a.start()
+    b = make_daemon(url, env={"SESSIOND_TEST_PROVIDER_KEY": p.key})
+    write_config(b.home, config(server.port, provider_extra='api_key_env = "SESSIOND_TEST_PROVIDER_KEY"\n'))
+    b.start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(model="echo-1", system_prompt="sys")["id"]
+    assert ca.complete(sid, "one")["content"] == "echo: one"
+    assert "".join(ca.complete_stream(sid, "two")) == "echo: two"
+    ca.sync(sid, wait=True)
+    code = ca.share(sid, write=True)["code"]
+    assert p.key not in code
+    cb.import_code(code)
+    assert cb.complete(sid, "three")["content"] == "echo: three"
+    cb.sync(sid, wait=True)
+
+    def both_have_everything():
+        ca.sync(sid, wait=True)
+        cb.sync(sid, wait=True)
+        return history(ca, sid) == history(cb, sid) and len(history(ca, sid)) == 6
+
+    wait_for(both_have_everything, timeout=30, what="both devices holding the whole session")
+    assert [r.get("model") for r in p.requests] == ["echo-1"] * 3  # each device did talk to it
+    assert os.listdir(store_dir), "nothing was pushed"
+    assert _files_holding(str(tmp_path), p.key.encode()) == [str(key_file)]  # the search finds it where it is
+    for root in (store_dir, a.home, b.home):
+        assert _files_holding(root, p.key.encode()) == [], root
+    # after a clean stop too (the WAL checkpointed into sessions.db, logs flushed)
+    a.stop()
+    b.stop()
+    for root in (store_dir, a.home, b.home):
+        assert _files_holding(root, p.key.encode()) == [], root
+
+
 @pytest.mark.skipif(
     not os.environ.get("SESSIOND_TEST_OPENAI_URL"),
     reason="set SESSIOND_TEST_OPENAI_URL (and SESSIOND_TEST_OPENAI_MODEL) to talk to a real OpenAI-compatible server",
