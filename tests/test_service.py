@@ -50,14 +50,15 @@ os.execv(sys.executable, [sys.executable, "-m", "sessiond.cli.main", "daemon", "
 """
 
 
-def bind_unix(path: str, mode: int = 0o600) -> socket.socket:
+def bind_unix(path: str, mode: int = 0o600, *, listen: bool = True) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o777 & ~mode)
     try:
         s.bind(path)
     finally:
         os.umask(old)
-    s.listen(16)
+    if listen:
+        s.listen(16)
     return s
 
 
@@ -147,6 +148,24 @@ def test_socket_for_another_pid_is_ignored(tmp):
         sock.close()
 
 
+def assert_refused(home: str, sock: socket.socket, want: str) -> None:
+    """The daemon handed `sock` exits 2 saying `want`, holds no lock, and leaves the socket's file (the
+    service manager's, which keeps listening there) as it was; `sock` is closed."""
+    name = sock.getsockname()
+    inode = os.stat(name).st_ino if isinstance(name, str) else None
+    proc, ready = spawn_activated(home, sock)
+    try:
+        assert not ready
+        code, err = finish(proc)
+        assert code == 2 and "socket activation" in err and want in err, err
+        assert "Traceback" not in err
+        assert not lock_held(home)  # refused, and gone
+        if inode is not None:
+            assert os.stat(name).st_ino == inode and stat.S_ISSOCK(os.stat(name).st_mode)
+    finally:
+        sock.close()
+
+
 @pytest.mark.parametrize("case", ["wrong_path", "tcp", "open_mode"])
 def test_handed_socket_that_is_not_the_homes_is_refused(tmp, case):
     home = private_home(tmp)
@@ -161,17 +180,7 @@ def test_handed_socket_that_is_not_the_homes_is_refused(tmp, case):
     else:
         sock = bind_unix(os.path.join(home, "sessiond.sock"), 0o666)
         want = "open to group or others"
-    handed = sock.getsockname()
-    proc, ready = spawn_activated(home, sock)
-    try:
-        assert not ready
-        code, err = finish(proc)
-        assert code == 2 and "socket activation" in err and want in err, err
-        assert "Traceback" not in err
-        if isinstance(handed, str):  # a Unix socket's file is the manager's: kept, wherever it is
-            assert stat.S_ISSOCK(os.stat(handed).st_mode)
-    finally:
-        sock.close()
+    assert_refused(home, sock, want)
 
 
 @pytest.mark.parametrize("case", ["not_listening", "not_yours"])
@@ -182,12 +191,7 @@ def test_handed_socket_that_is_not_listening_or_not_yours_is_refused(tmp, case):
     home = private_home(tmp)
     path = os.path.join(home, "sessiond.sock")
     if case == "not_listening":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
+        sock = bind_unix(path, listen=False)
         want = "is not listening"
     else:
         if os.getuid() != 0:
@@ -196,18 +200,7 @@ def test_handed_socket_that_is_not_listening_or_not_yours_is_refused(tmp, case):
         os.chown(path, 65534, 65534)
         assert os.stat(path).st_uid == 65534
         want = f"owned by uid 65534, not you (uid {os.getuid()})"
-    inode = os.stat(path).st_ino
-    proc, ready = spawn_activated(home, sock)
-    try:
-        assert not ready
-        code, err = finish(proc)
-        assert code == 2 and "socket activation" in err and want in err, err
-        assert "Traceback" not in err
-        assert not lock_held(home)  # refused, and gone
-        # The file is the service manager's (it keeps listening there): the refusal left it in place.
-        assert os.stat(path).st_ino == inode and stat.S_ISSOCK(os.stat(path).st_mode)
-    finally:
-        sock.close()
+    assert_refused(home, sock, want)
 
 
 def test_listen_fds_follows_the_protocol():
