@@ -80,7 +80,7 @@ class Daemon:
         self.syncer: Syncer = None  # type: ignore[assignment]  # set by start(), before any request
         self.ops: Operations = None  # type: ignore[assignment]  # the routes' calls beyond the database; by start()
         self._lock_fd: int | None = None
-        self._handed = False  # the socket a service manager handed over (it keeps the socket file)
+        self._bound = False  # it bound the socket file itself (not handed over), so it removes it at stop
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()  # the daemon's own: the search indexer
@@ -179,7 +179,8 @@ class Daemon:
         app = make_app(self)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        sock, self._handed = listening_socket(self.home.socket)
+        sock, handed = listening_socket(self.home.socket)
+        self._bound = not handed  # a handed socket's file is its service manager's, which keeps listening
         site = web.SockSite(self._runner, sock)
         await site.start()
         if self.config.openai_listen is not None:
@@ -305,7 +306,9 @@ class Daemon:
             await self.db.close()
         if self._lock_fd is not None:  # only the daemon holding the lock owns the socket
             try:
-                if not self._handed:  # a handed socket's file is its service manager's, which keeps listening
+                # Only a file it bound: not a handed socket's (also when it refused that socket, or
+                # stopped before taking it), nor a stale one, which the next start replaces.
+                if self._bound:
                     os.unlink(self.home.socket)
             except FileNotFoundError:
                 pass

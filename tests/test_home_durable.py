@@ -9,6 +9,8 @@ import os
 from sessiond.daemon import home as home_module
 from sessiond.storage import fsutil
 from sessiond.stores.file import FileStore
+from sessiond.stores.pinning import PinningStore
+from sessiond.stores.s5 import S5Store
 from sessiond.sync.keys import KeyStore
 
 
@@ -39,3 +41,29 @@ def test_a_new_homes_folders_are_fsynced_into_their_parents(tmp_path, monkeypatc
     KeyStore(home.keys)
     FileStore(store)
     assert synced == []  # folders already there: nothing more to make durable
+
+
+async def test_the_folders_a_store_keeps_its_state_in_are_fsynced_into_the_home(tmp_path, monkeypatch):
+    """store-tokens/ (a portal's login token) and pinning/ (pin request ids), made by the stores when the
+    daemon configures them, as the daemon names them (daemon/server.py)."""
+    synced: list[str] = []
+    real = fsutil.fsync_dir
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda p: (synced.append(os.path.abspath(p)), real(p))[1])
+    home = home_module.Home(str(tmp_path / "home"))
+    home.prepare()
+    synced.clear()
+    tokens = os.path.join(home.path, home_module.TOKEN_DIR)
+    pins = os.path.join(home.path, home_module.PINNING_DIR)
+    token_file = tmp_path / "pinning-token"
+    token_file.write_text("t0ken\n")
+    s5 = S5Store("s5+http://127.0.0.1:9", account_seed=b"\x01" * 32, token_dir=tokens)
+    inner = FileStore(str(tmp_path / "store"))
+    pinned = PinningStore(inner, "http://127.0.0.1:9", token_file=str(token_file), state_dir=pins)
+    try:
+        for folder in (tokens, pins):
+            assert os.path.isdir(folder)
+            assert home.path in synced, (folder, synced)
+        assert synced.count(home.path) == 2
+    finally:
+        await s5.close()
+        await pinned.close()

@@ -6,6 +6,7 @@ are set, e.g. a local Ollama: http://127.0.0.1:11434/v1 and llama3.2."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import stat
 import subprocess
 import time
+import urllib.parse
 
 import openai
 
@@ -390,6 +392,46 @@ def test_openai_sdk_over_tcp_records_only_what_is_new(setup):
     assert open(_status(d)["api_key_file"]).read().strip() == key
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer ", "Bearer    ", "Basic {key}", "Token {key}", "{key}", "Bearer x{key}"],
+    ids=["absent", "empty", "bearer-alone", "bearer-empty", "bearer-blank", "basic", "token", "no-scheme", "prefixed"],
+)
+def test_openai_listener_refuses_a_missing_key_in_openai_s_shape_and_changes_nothing(setup, authorization):
+    make, p, _ = setup
+    d = make(extra='openai_listen = "127.0.0.1:0"')
+    info = _status(d)
+    key = open(info["api_key_file"]).read().strip()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    before = (c.list_sessions(), history(c, sid))
+    headers = {} if authorization is None else {"Authorization": authorization.format(key=key)}
+    body = json.dumps({"model": "echo-1", "messages": [{"role": "user", "content": "let me in"}]})
+    # http.client, not httpx: it sends a header value as given, trailing blanks included ("Bearer ")
+    url = urllib.parse.urlsplit(info["base_url"])
+    for method, path, extra, data in [
+        ("POST", "/chat/completions", {"X-Sessiond-Session": sid}, body),
+        ("POST", "/chat/completions", {}, body),  # would create a session
+        ("GET", "/models", {}, None),
+    ]:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            conn.request(
+                method, url.path + path, body=data, headers={**headers, **extra, "Content-Type": "application/json"}
+            )
+            r = conn.getresponse()
+            text = r.read().decode()
+        finally:
+            conn.close()
+        assert r.status == 401, (method, path, r.status, text)
+        err = json.loads(text)["error"]
+        assert err["type"] == "authentication_error" and err["code"] == "invalid_api_key", err
+        assert set(err) == {"message", "type", "param", "code"} and key not in text
+    # nothing changed: no session made, nothing recorded, nothing sent to the provider
+    assert (c.list_sessions(), history(c, sid)) == before
+    assert p.requests == []
+
+
 def test_openai_endpoint_on_the_socket_and_a_cut_stream(setup):
     make, p, _ = setup
     d = make()
@@ -497,6 +539,67 @@ def test_key_is_read_when_needed_and_never_stored(setup, tmp_path):
     d2 = make(provider_extra='api_key_env = "SESSIOND_TEST_KEY_VAR"\n')
     res = run_cli(d2.home, "ask", d2.client().create_session(model="echo-1")["id"], "x")
     assert res.returncode == 1 and "SESSIOND_TEST_KEY_VAR" in res.stderr
+
+
+def _files_holding(root: str, secret: bytes) -> list[str]:
+    """Every file under `root` (a store folder, a home) whose bytes contain `secret`."""
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue  # the socket
+                with open(path, "rb") as f:
+                    if secret in f.read():
+                        found.append(path)
+            except FileNotFoundError:
+                continue  # a temporary file renamed meanwhile: its content is in the file it became
+    return found
+
+
+def test_a_provider_key_reaches_no_store_and_no_other_device(make_daemon, provider, store_dir, tmp_path):
+    """A session that talked to a provider (its key from api_key_file on one device, api_key_env on the
+    other) is pushed, shared read-write, imported, written to and followed both ways: no file of the
+    folder store (objects, heads, members), no share code and no file of either home holds the key."""
+    p, server = provider
+    p.key = "sk-test-" + os.urandom(12).hex()
+    key_file = tmp_path / "key"
+    key_file.write_text(p.key + "\n")
+    url = "file://" + store_dir
+    a = make_daemon(url)
+    write_config(a.home, config(server.port, provider_extra=f'api_key_file = "{key_file}"\n'))
+    a.start()
+    b = make_daemon(url, env={"SESSIOND_TEST_PROVIDER_KEY": p.key})
+    write_config(b.home, config(server.port, provider_extra='api_key_env = "SESSIOND_TEST_PROVIDER_KEY"\n'))
+    b.start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(model="echo-1", system_prompt="sys")["id"]
+    assert ca.complete(sid, "one")["content"] == "echo: one"
+    assert "".join(ca.complete_stream(sid, "two")) == "echo: two"
+    ca.sync(sid, wait=True)
+    code = ca.share(sid, write=True)["code"]
+    assert p.key not in code
+    cb.import_code(code)
+    assert cb.complete(sid, "three")["content"] == "echo: three"
+    cb.sync(sid, wait=True)
+
+    def both_have_everything():
+        ca.sync(sid, wait=True)
+        cb.sync(sid, wait=True)
+        return history(ca, sid) == history(cb, sid) and len(history(ca, sid)) == 6
+
+    wait_for(both_have_everything, timeout=30, what="both devices holding the whole session")
+    assert [r.get("model") for r in p.requests] == ["echo-1"] * 3  # each device did talk to it
+    assert os.listdir(store_dir), "nothing was pushed"
+    assert _files_holding(str(tmp_path), p.key.encode()) == [str(key_file)]  # the search finds it where it is
+    for root in (store_dir, a.home, b.home):
+        assert _files_holding(root, p.key.encode()) == [], root
+    # after a clean stop too (the WAL checkpointed into sessions.db, logs flushed)
+    a.stop()
+    b.stop()
+    for root in (store_dir, a.home, b.home):
+        assert _files_holding(root, p.key.encode()) == [], root
 
 
 @pytest.mark.skipif(

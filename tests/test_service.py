@@ -21,7 +21,7 @@ from conftest import PY, run_cli
 from sessiond.cli import units as service_units
 from sessiond.client import Client
 from sessiond.daemon import activation
-from sessiond.daemon.home import read_lock, socket_path
+from sessiond.daemon.home import lock_held, read_lock, socket_path
 
 
 @pytest.fixture
@@ -50,14 +50,15 @@ os.execv(sys.executable, [sys.executable, "-m", "sessiond.cli.main", "daemon", "
 """
 
 
-def bind_unix(path: str, mode: int = 0o600) -> socket.socket:
+def bind_unix(path: str, mode: int = 0o600, *, listen: bool = True) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o777 & ~mode)
     try:
         s.bind(path)
     finally:
         os.umask(old)
-    s.listen(16)
+    if listen:
+        s.listen(16)
     return s
 
 
@@ -147,6 +148,24 @@ def test_socket_for_another_pid_is_ignored(tmp):
         sock.close()
 
 
+def assert_refused(home: str, sock: socket.socket, want: str) -> None:
+    """The daemon handed `sock` exits 2 saying `want`, holds no lock, and leaves the socket's file (the
+    service manager's, which keeps listening there) as it was; `sock` is closed."""
+    name = sock.getsockname()
+    inode = os.stat(name).st_ino if isinstance(name, str) else None
+    proc, ready = spawn_activated(home, sock)
+    try:
+        assert not ready
+        code, err = finish(proc)
+        assert code == 2 and "socket activation" in err and want in err, err
+        assert "Traceback" not in err
+        assert not lock_held(home)  # refused, and gone
+        if inode is not None:
+            assert os.stat(name).st_ino == inode and stat.S_ISSOCK(os.stat(name).st_mode)
+    finally:
+        sock.close()
+
+
 @pytest.mark.parametrize("case", ["wrong_path", "tcp", "open_mode"])
 def test_handed_socket_that_is_not_the_homes_is_refused(tmp, case):
     home = private_home(tmp)
@@ -161,14 +180,27 @@ def test_handed_socket_that_is_not_the_homes_is_refused(tmp, case):
     else:
         sock = bind_unix(os.path.join(home, "sessiond.sock"), 0o666)
         want = "open to group or others"
-    proc, ready = spawn_activated(home, sock)
-    try:
-        assert not ready
-        code, err = finish(proc)
-        assert code == 2 and "socket activation" in err and want in err, err
-        assert "Traceback" not in err
-    finally:
-        sock.close()
+    assert_refused(home, sock, want)
+
+
+@pytest.mark.parametrize("case", ["not_listening", "not_yours"])
+def test_handed_socket_that_is_not_listening_or_not_yours_is_refused(tmp, case):
+    """The two checks the cases above do not reach, with real sockets at the home's own path: one
+    bound but never listen()ed, and one listening but whose file belongs to another uid (nobody's;
+    the test runs as root, so it chowns the file; as anyone else it cannot make such a socket)."""
+    home = private_home(tmp)
+    path = os.path.join(home, "sessiond.sock")
+    if case == "not_listening":
+        sock = bind_unix(path, listen=False)
+        want = "is not listening"
+    else:
+        if os.getuid() != 0:
+            pytest.skip("making a socket file owned by another uid needs root")
+        sock = bind_unix(path)
+        os.chown(path, 65534, 65534)
+        assert os.stat(path).st_uid == 65534
+        want = f"owned by uid 65534, not you (uid {os.getuid()})"
+    assert_refused(home, sock, want)
 
 
 def test_listen_fds_follows_the_protocol():
