@@ -8,7 +8,8 @@ queries below, each the median of its runs).
 The messages are chat-sized (10-80 words, about 300 characters) of a made-up vocabulary whose word
 frequencies follow Zipf's law as natural language does, spread over 100 sessions; they are written in
 one transaction straight into the messages table (storage/search.py's insert_messages, as the append and
-import paths write), whose triggers index them as any write does. The queries span rare to very common
+import paths write), whose triggers list them for the index as any write does; the index then catches up
+with them (`index_seconds`) before the first query. The queries span rare to very common
 words, a phrase, a prefix, AND, OR and NOT, with and without a filter.
 """
 
@@ -99,9 +100,14 @@ async def build(path: str, rng: random.Random, vocab: list[str]) -> tuple[list[s
         await db.close()
 
 
-async def in_process(path: str, qs: list[tuple[str, dict]]) -> dict[str, tuple[float, int]]:
+async def in_process(path: str, qs: list[tuple[str, dict]]) -> tuple[dict[str, tuple[float, int]], float]:
+    """Each query's median time and hits through the storage layer; and the seconds the index took to
+    catch up with the messages written, done first (a search would do it, inside the first run's time)."""
     db = await Database.open(path)
     try:
+        t = time.perf_counter()
+        await db.searcher.catch_up()
+        index_s = time.perf_counter() - t
         out = {}
         for q, f in qs:
             times = []
@@ -110,7 +116,7 @@ async def in_process(path: str, qs: list[tuple[str, dict]]) -> dict[str, tuple[f
                 hits = await db.search(q, **f)
                 times.append((time.perf_counter() - t) * 1000)
             out[q + (f" {f}" if f else "")] = (statistics.median(times), len(hits))
-        return out
+        return out, index_s
     finally:
         await db.close()
 
@@ -180,7 +186,7 @@ def built_home() -> tuple[str, str, list[str], list[str], str, float]:
 def main() -> None:
     home, path, vocab, sids, sample, insert_s = built_home()
     qs = queries(vocab, sample, sids[0])
-    storage = asyncio.run(in_process(path, qs))
+    storage, index_s = asyncio.run(in_process(path, qs))
     floors = floor(path, qs)
     socket = {}
     with Daemon(home=home) as d, Client(d.home) as c:
@@ -212,7 +218,10 @@ def main() -> None:
         "messages": MESSAGES,
         "sessions": SESSIONS,
         "runs_per_query": RUNS,
-        "index_on_insert_seconds": round(insert_s, 2),
+        # the one transaction writing the messages (their triggers list them for the index), then the
+        # index catching up with them (storage/search.py catch_up)
+        "insert_seconds": round(insert_s, 2),
+        "index_seconds": round(index_s, 2),
         "median_ms": round(median, 2),
         "storage_median_ms": round(statistics.median(p["storage_ms"] for p in per_query), 2),
         "floor_median_ms": round(statistics.median(p["floor_ms"] for p in per_query), 2),
