@@ -85,6 +85,7 @@ bench: $(TEST_STAMP)
 	$(PY) bench/memory.py
 	$(PY) bench/search.py
 	$(PY) bench/delete.py
+	$(PY) bench/checkpoint.py
 	$(PY) bench/floors.py
 
 clean:

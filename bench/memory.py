@@ -13,11 +13,13 @@ Full size (issue 17): `python bench/memory.py --duration 3600`. Defaults: 10,000
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +33,61 @@ from load import rss_mb
 from sessiond.client import Client
 
 GOAL_MB = 150.0
+
+
+# The floor's process (bare_floor): the libraries the daemon imports, an aiohttp server on a Unix socket with
+# no route, then the database read through two connections with SQLite's default page cache (the daemon's
+# writer and API reader have that cache; its third, a push's long reads, maps the file instead)
+FLOOR_CODE = """
+import asyncio, os, sqlite3, sys
+import aiohttp, blake3, cbor2, nacl.bindings, nacl.signing, platformdirs, pydantic, yarl
+from aiohttp import web
+
+def rss():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssAnon"):
+                out[k] = round(int(v.split()[0]) / 1024, 1)
+    return out
+
+async def main(db, sock):
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    await web.UnixSite(runner, sock).start()
+    bare = rss()
+    conns = [sqlite3.connect(f"file:{db}?mode=ro", uri=True) for _ in range(2)]
+    for c in conns:  # every table read once on each connection (its cache, 2 MiB by default, fills)
+        names = [r[0] for r in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
+        for name in names:
+            for _ in c.execute(f'SELECT * FROM "{name}"'):
+                pass
+    cached = rss()
+    await runner.cleanup()
+    print(repr((bare, cached)))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def bare_floor(db: str) -> dict:
+    """The memory floor, in a process of its own (FLOOR_CODE): its RSS with the libraries imported and the
+    socket served, and again once two connections read the whole database `db` (read-only) through
+    SQLite's default page cache; the database's size beside them."""
+    sock = os.path.join(tempfile.mkdtemp(prefix="sd-bench-floor-"), "s")
+    try:
+        done = subprocess.run([sys.executable, "-c", FLOOR_CODE, db, sock], capture_output=True, text=True, check=True)
+    finally:
+        remove(os.path.dirname(sock))
+    bare, cached = ast.literal_eval(done.stdout.strip())
+    return {
+        "bare_process_mb": bare["VmRSS"],
+        "bare_process_anon_mb": bare["RssAnon"],
+        "with_page_cache_mb": cached["VmRSS"],
+        "database_mb": round(os.path.getsize(db) / 1e6, 1),
+        "wal_mb": round(os.path.getsize(db + "-wal") / 1e6, 1) if os.path.exists(db + "-wal") else 0.0,
+    }
 
 
 def slope_mb_per_hour(samples: list[float], period: float = 1.0) -> float:
@@ -221,6 +278,7 @@ def main() -> None:
             if args.tracemalloc:
                 dump_tracemalloc([a, b], args.tracemalloc, "9-end")
             follower = check_follower(ca, cb, shared)
+            floor = bare_floor(os.path.join(a.home, "sessions.db"))
             wal = os.path.join(a.home, "sessions.db-wal")
             out = {
                 "date": time.strftime("%Y-%m-%d"),
@@ -238,6 +296,9 @@ def main() -> None:
                 "follower_caught_up": follower["caught_up"],
                 "follower": follower,
                 "daemon_wal_mb_end": round(os.path.getsize(wal) / 1e6, 1) if os.path.exists(wal) else 0.0,
+                # the same run's floor: a bare process of the same libraries and socket, and SQLite's page
+                # cache for daemon A's database as it is at the end (bare_floor)
+                "floor": floor,
                 "goal_mb": GOAL_MB,
                 "within_goal": max(samples_a) <= GOAL_MB and max(samples_b) <= GOAL_MB,
             }

@@ -1,6 +1,8 @@
 """Push cost: incremental push of one message onto sessions of 100, 10,000 and 100,000 messages, beside a
-naive full snapshot; and a full first push of 100,000 messages beside the raw BLAKE3 + XChaCha20-Poly1305
-rate measured in the same process. Prints JSON.
+naive full snapshot and its floor in the same folders (one_push_floor: the same objects' bytes sealed,
+hashed and written durably one after another, and a signed head, without sessiond code); and a full
+first push of 100,000 messages beside the raw BLAKE3 + XChaCha20-Poly1305 rate measured in the same
+process (BENCH_FULL=0: none). Prints JSON.
 
 The full push is measured for three message mixes (MIXES below), because its cost is partly per
 message (reading rows, building columns) and partly per byte (crypto, hashing, writing files): the
@@ -29,6 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import blake3
 from _util import remove
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
+from nacl.signing import SigningKey
 
 from sessiond.daemon.server import tune_process
 from sessiond.storage.database import Database
@@ -40,7 +43,7 @@ SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "100,10000,100000").split
 CONTENT = "a message of a typical length, with a few words of text in it " * 2  # ~130 characters
 
 
-FULL_N = int(os.environ.get("BENCH_FULL", 100_000))
+FULL_N = int(os.environ.get("BENCH_FULL", 100_000))  # 0: no full first push (the incremental runs alone)
 RUNS = int(os.environ.get("BENCH_RUNS", 5))
 # Message lengths (characters) of a full first push, user turns alternating with assistant turns:
 # "short" is the 124-byte message of the incremental runs; "chat" is LMSYS-Chat-1M's averages (about 70
@@ -102,6 +105,48 @@ async def full_push(db: Database, syncer: Syncer, n: int, user: int, assistant: 
     }
 
 
+def one_push_floor(store_dir: str, objects: int, nbytes: int, runs: int = 50) -> float:
+    """Seconds, the median of `runs`: the bare work of a push of one message, no sessiond code. `objects`
+    objects (a page and a manifest) making `nbytes` together, each BLAKE3 + XChaCha20-Poly1305, then
+    written to a temporary file in the store's objects folder, fsynced, renamed, and the folder fsynced,
+    one after the other as a push awaits each; then a head (an Ed25519 signature over about 150 bytes)
+    written, fsynced and renamed the same way in the heads folder and that folder fsynced."""
+    key, signer = os.urandom(32), SigningKey.generate()
+    folders = [os.path.join(store_dir, "objects", "ff"), os.path.join(store_dir, "heads")]
+    os.makedirs(folders[0], exist_ok=True)
+
+    def durable(folder: str, name: str, data: bytes) -> None:
+        tmp = os.path.join(folder, ".floor-tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, os.path.join(folder, name))
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    times, names = [], []
+    for _ in range(runs):
+        plain = [os.urandom(max(1, nbytes // max(1, objects) - 40)) for _ in range(objects)]
+        t = time.perf_counter()
+        for i, data in enumerate(plain):
+            ct = crypto_aead_xchacha20poly1305_ietf_encrypt(data, None, i.to_bytes(24, "little"), key)
+            name = "floor-" + blake3.blake3(ct).hexdigest()
+            durable(folders[0], name, ct)
+            names.append(os.path.join(folders[0], name))
+        head = signer.sign(os.urandom(150))
+        durable(folders[1], "floor-head", bytes(head))
+        times.append(time.perf_counter() - t)
+    for path in [*names, os.path.join(folders[1], "floor-head")]:
+        os.unlink(path)
+    return sorted(times)[len(times) // 2]
+
+
 def raw_rate(nbytes: int) -> dict:
     """BLAKE3 + XChaCha20-Poly1305 over `nbytes` in 256 KiB chunks (the chunk size of the format), one
     thread, through PyNaCl's public binding (what sync/crypto.py uses): the raw rate a push is held
@@ -136,14 +181,18 @@ async def bench() -> dict:
             t = time.perf_counter()
             first = await syncer.push(sid)
             first_s = time.perf_counter() - t
-            singles, single_s, with_compaction = [], [], []
+            singles, single_s, with_compaction, objects = [], [], [], []
             for _ in range(50):
                 await db.append_messages(sid, [{"role": "user", "content": CONTENT}])
                 t = time.perf_counter()
                 res = await syncer.push(sid)
                 single_s.append(time.perf_counter() - t)
                 singles.append(res["bytes"])
+                objects.append(res["objects"])
                 with_compaction.append(res["bytes"] + res["compaction_bytes"])
+            # the floor beside it, in the same folders: the median push's objects and bytes, nothing else
+            median_objects = sorted(objects)[len(objects) // 2]
+            floor_s = one_push_floor(store.root, median_objects, sorted(singles)[len(singles) // 2])
             # the naive alternative: encrypt and write the whole conversation on every change
             writer = LogWriter(sid, db.device_id, os.urandom(32), store)
             t = time.perf_counter()
@@ -156,6 +205,9 @@ async def bench() -> dict:
                     sum(with_compaction) / len(with_compaction)
                 ),
                 "push_seconds_one_message_median": round(sorted(single_s)[len(single_s) // 2], 5),
+                "push_objects_one_message_median": median_objects,
+                # the same objects' bytes sealed, hashed and written durably, and a signed head (one_push_floor)
+                "floor_seconds_one_message_median": round(floor_s, 5),
                 "naive_full_snapshot_bytes": writer.written.bytes,
                 "naive_full_snapshot_seconds": round(naive_s, 4),
                 "first_push_bytes": first["bytes"],
@@ -169,7 +221,7 @@ async def bench() -> dict:
             "pynacl_binding": round(rates["binding"] / 1e6, 1),
         }
         out["full_push"] = {}
-        for name, (user, assistant) in MIXES.items():
+        for name, (user, assistant) in MIXES.items() if FULL_N else ():
             runs = []
             for _ in range(RUNS):
                 raw_now = max(raw_rate(64 << 20)["raw"] for _ in range(3))  # its peak: a short measure is noisy

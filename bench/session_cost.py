@@ -17,6 +17,9 @@ bench/load.py's CPU that does not shrink with more messages a session):
 * `fs_per_session`: the file-system calls each daemon made from Python (bench/_fscount.py: files
   opened with O_CREAT, fsyncs of files and folders, renames, unlinks, mkdirs; SQLite's own are not
   counted), and `files_per_session`: how many more files each home and the store hold afterwards.
+* `files_floor`: the floor of those calls, per daemon: the same numbers of files created, fsyncs,
+  renames and new folders made by this process alone in the store's folder (files_floor()), its CPU
+  and wall time per session.
 
 COST_PROFILE=FOLDER samples both daemons with py-spy meanwhile (see profile()); bench/_fscount.py's
 FSCOUNT_* variables count calls of named functions or profile the event loop.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -42,6 +46,48 @@ from _util import Daemon, cpu_split, remove
 from sessiond.client import Client
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def files_floor(folder: str, per_session: dict[str, float], sessions: int) -> dict[str, float]:
+    """The floor of a daemon's durable files, per session: as many files created (512 bytes written to
+    each), fsyncs, renames and new folders as it made (`per_session`, from fs_per_session) times
+    `sessions`, made in one thread of this process under `folder` (on the store's file system), with no
+    sessiond code: each file written and fsynced, renamed while renames last; the fsyncs left over are
+    of the folders. This process's CPU (user + system) and wall time, in ms per session."""
+    total = {k: round(per_session.get(k, 0.0) * sessions) for k in ("creates", "fsyncs", "renames", "mkdirs")}
+    os.makedirs(folder)
+    dirs = [folder] + [os.path.join(folder, f"d{i}") for i in range(total["mkdirs"])]
+    data = os.urandom(512)
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for d in dirs[1:]:
+        os.mkdir(d, 0o700)
+    fsyncs, renames = total["fsyncs"], total["renames"]
+    for i in range(total["creates"]):
+        d = dirs[i % len(dirs)]
+        tmp = os.path.join(d, f".tmp-{i}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            if fsyncs:
+                os.fsync(fd)
+                fsyncs -= 1
+        finally:
+            os.close(fd)
+        if renames:
+            os.rename(tmp, os.path.join(d, f"f{i}"))
+            renames -= 1
+    for i in range(fsyncs):  # the folders' fsyncs
+        fd = os.open(dirs[i % len(dirs)], os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
+    per = 1000 / sessions
+    return {
+        "cpu_ms_per_session": round(per * ((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)), 2),
+        "wall_ms_per_session": round(per * wall, 2),
+    }
 
 
 class CountedDaemon(Daemon):
@@ -224,6 +270,10 @@ def _run(store_dir: str, sessions: int, messages: int, clients: int, settle_s: f
                 "files_per_session": {k: round((files1[k] - files0[k]) / sessions, 2) for k in files0},
             }
         )
+        # the floor: the same counts of files, fsyncs and renames alone, in the store's folder (files_floor)
+        out["files_floor"] = {
+            k: files_floor(os.path.join(store_dir, f"floor-{k}"), out["fs_per_session"][k], sessions) for k in ds
+        }
         if os.environ.get("FSCOUNT_TRAIL"):  # every call each daemon made meanwhile (for a small run)
             out["trail"] = {k: fs1[k]["trail"][len(fs0[k]["trail"]) :] for k in ds}
     return out
