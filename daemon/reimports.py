@@ -23,15 +23,15 @@ def source_of(spec: dict) -> tuple[str, str, str] | None:
 async def not_imported_yet(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict]]:
     """`plan` (a file's sessions to make) less the conversations a session here was imported from; and
     those skipped: {"source", "conversation", "name", "session"} each."""
+    keys = [source_of(item["spec"]) for item in plan]
+    here = await db.imported_from({k[0]: k[1] for k in keys if k is not None})
     make: list[dict] = []
     skipped: list[dict] = []
-    for item in plan:
-        key = source_of(item["spec"])
-        here = await db.imported_from(*key) if key is not None else None
-        if key is None or here is None:
+    for item, key in zip(plan, keys, strict=True):
+        sid = here.get((key[0], key[2])) if key is not None else None
+        if key is None or sid is None:
             make.append(item)
         else:
-            source, _, conversation = key
             name = item["spec"].get("name")
-            skipped.append({"source": source, "conversation": conversation, "name": name, "session": here})
+            skipped.append({"source": key[0], "conversation": key[2], "name": name, "session": sid})
     return make, skipped

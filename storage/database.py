@@ -155,9 +155,9 @@ class Database:
         """A session whose id differs from `sid` only in case (see sessions.case_twin), if any."""
         return await self.sessions.case_twin(sid)
 
-    async def imported_from(self, source: str, field: str, value: str) -> str | None:
-        """The session an import from a file made of `source`'s conversation `value` (its metadata `field`)."""
-        return await self.sessions.imported_from(source, field, value)
+    async def imported_from(self, fields: dict[str, str]) -> dict[tuple[str, str], str]:
+        """The sessions imports from files made of other apps' conversations (Sessions.imported_from)."""
+        return await self.sessions.imported_from(fields)
 
     async def list_sessions(
         self,

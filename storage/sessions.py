@@ -252,16 +252,27 @@ class Sessions:
     async def case_twin(self, sid: str) -> str | None:
         return await case_twin(self.c.committed, sid)
 
-    async def imported_from(self, source: str, field: str, value: str) -> str | None:
-        """The oldest shown session whose metadata says it was imported from `source`'s conversation
-        `value` (metadata `field`), made as that import made it (no provenance: not a fork or clone)."""
-        row = await self.c.committed.fetchone(
-            "SELECT id FROM sessions WHERE NOT importing AND provenance IS NULL AND json_valid(metadata)"
-            " AND json_extract(metadata, '$.source')=? AND json_extract(metadata, ?)=?"
-            " ORDER BY created_at, id LIMIT 1",
-            (source, f'$."{field}"', value),
+    async def imported_from(self, fields: dict[str, str]) -> dict[tuple[str, str], str]:
+        """The sessions imports from files made of other apps' conversations, for the sources `fields`
+        names (source -> the metadata field holding its conversation's id): {(source, conversation id):
+        the oldest shown session made of it}, counting only sessions as the import made them (no
+        provenance: not a fork or clone). One pass over the sessions, however many conversations a file
+        holds (a lookup per conversation read every session's metadata once each)."""
+        if not fields:
+            return {}
+        marks = ", ".join("?" for _ in fields)
+        rows = await self.c.committed.fetchall(
+            "SELECT id, json_extract(metadata, '$.source') AS source, metadata FROM sessions"
+            " WHERE NOT importing AND provenance IS NULL AND json_valid(metadata)"
+            f" AND json_extract(metadata, '$.source') IN ({marks}) ORDER BY created_at DESC, id DESC",
+            tuple(fields),
         )
-        return row[0] if row else None
+        out: dict[tuple[str, str], str] = {}
+        for sid, source, metadata in rows:  # newest first: the oldest of a conversation's sessions wins
+            value = json.loads(metadata).get(fields[source])
+            if isinstance(value, str):
+                out[(source, value)] = sid
+        return out
 
     async def get(self, sid: str, *, counts: bool = False) -> dict:
         q = self.c.committed
