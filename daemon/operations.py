@@ -69,7 +69,9 @@ class Operations:
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         async with self.syncer.ctx.lock(sid):
-            if not await self.db.delete_session(sid, idle_before=idle_before):
+            # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
+            own = self.syncer.keys.head_pk(sid)
+            if not await self.db.delete_session(sid, idle_before=idle_before, head_pk=own):
                 return False
             crash_point("delete.rows")
             self.syncer.forget(sid)

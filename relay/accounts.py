@@ -44,7 +44,7 @@ import blake3
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from ..storage.fsutil import atomic_write, ensure_durable_dir
+from ..storage.fsutil import atomic_write, ensure_durable_dir, fsync_dir
 from .wire import field
 
 REGISTER = 1
@@ -245,6 +245,7 @@ class Accounts:
             os.unlink(path)  # atomic: of two registrations, one wins
         except FileNotFoundError:
             return False, None
+        fsync_dir(self.invites)  # durable before the account is: a power loss must not bring the invite back
         label = doc.get("label") if doc else None
         return True, label if isinstance(label, str) else None
 

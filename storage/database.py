@@ -181,8 +181,8 @@ class Database:
     async def set_status(self, sid: str, status: str) -> dict:
         return await self.sessions.set_status(sid, status)
 
-    async def delete_session(self, sid: str, *, idle_before: float | None = None) -> bool:
-        return await self.sessions.delete(sid, idle_before=idle_before)
+    async def delete_session(self, sid: str, *, idle_before: float | None = None, head_pk: bytes | None = None) -> bool:
+        return await self.sessions.delete(sid, idle_before=idle_before, head_pk=head_pk)
 
     async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
         return await self.sessions.expired(t, ended=ended)

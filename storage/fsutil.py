@@ -67,7 +67,8 @@ def atomic_write(
 def remove_leftover_temp_files(folder: str, before: float, *, also: re.Pattern[str] | None = None) -> list[str]:
     """Removes from `folder` the temporary files of atomic_write (and names `also` matches) that a process
     killed between the write and the rename left, last changed before `before` (wall-clock seconds: the
-    daemon's start, so that none is a write under way); returns their names. A missing folder has none."""
+    daemon's start, or long enough ago, so that none is a write under way); returns their names. A missing
+    folder has none."""
     try:
         names = os.listdir(folder)
     except FileNotFoundError:

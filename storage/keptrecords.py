@@ -5,8 +5,24 @@ bytes are opaque here: which of two records is better is the sync engine's to sa
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from .connections import Connections
+
+
+async def drop_session_records(tx: Any, sid: str, own_head_pk: bytes | None) -> None:
+    """In a session's delete transaction (before its rows go): forget the records of the heads it follows,
+    its members slot's and its peers' (from its rows) and this device's own (`own_head_pk`: derived from
+    the device key, which the database does not hold). Each is the session's alone (the keys derive from
+    its id), so no other session loses one; a record a store hands after the delete is dropped by the
+    record keeper's next round (sync/reput.py)."""
+    pks = [bytes(r[0]) for r in await tx.fetchall("SELECT head_pk FROM peers WHERE session_id=?", (sid,))]
+    slot = await tx.fetchone("SELECT announce_pk FROM remotes WHERE session_id=?", (sid,))
+    if slot is not None:
+        pks.append(b"\xed" + bytes(slot[0]))  # stored without the key type; the record's key has it
+    if own_head_pk is not None:
+        pks.append(own_head_pk)
+    await tx.executemany("DELETE FROM kept_records WHERE pk=?", [(pk,) for pk in pks])
 
 
 class KeptRecords:

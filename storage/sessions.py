@@ -13,6 +13,7 @@ from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, Expired, LimitReached, NotFound
 from .ids import check_id, new_id
+from .keptrecords import drop_session_records
 from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, now
 from .search import PURGE_IF_INDEXED
@@ -355,10 +356,11 @@ class Sessions:
             sid, {"status": status}, event=f"session.{'resumed' if status == 'active' else status}"
         )
 
-    async def delete(self, sid: str, *, idle_before: float | None = None) -> bool:
+    async def delete(self, sid: str, *, idle_before: float | None = None, head_pk: bytes | None = None) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
         looked at in the deleting transaction: a session written to since the clean-up listed it stays.
+        The kept IPNS records of the heads it follows go with it, this device's own head's (`head_pk`) too.
         Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
@@ -367,6 +369,7 @@ class Sessions:
                 if idle_before is not None and row["last_activity"] >= idle_before:
                     return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
+            await drop_session_records(tx, sid, head_pk)
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})

@@ -14,7 +14,7 @@ from ..storage.fsutil import atomic_write, ensure_durable_dir
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest, digest_parts
 from .errors import write_error
-from .filebatch import BatchWriter, gathered
+from .filebatch import CLOSE_WAIT, BatchWriter, gathered
 from .fileread import Reader
 from .headjournal import HeadWatch
 from .registry import RegistryEntry, RegistryError
@@ -30,6 +30,14 @@ RELIST_EVERY = 5.0
 # larger batch (a first push, a compaction) goes to the WRITER_THREADS, which write side by side
 BATCH_OBJECTS = 8
 BATCH_BYTES = 1 << 20
+# A write killed between its temporary file and the rename (storage/fsutil.py atomic_write: .tmp-NAME-RANDOM
+# beside NAME) leaves the temporary file; the first write after opening the store starts removing those
+# last changed this long ago (FileStore._start_sweep). The folder may be shared by devices writing into it
+# at this moment: a live write holds its temporary file for well under a second (an object is at most
+# 1 MiB), so one an hour old is no live writer's, with room for the clocks of the devices sharing the
+# folder to disagree by minutes. (A write stalled longer on a hung share finds its file gone at the rename:
+# it fails, as any write error, and is tried again.)
+TEMP_FILE_AGE = 3600.0
 
 
 class FileStore(Store):
@@ -51,9 +59,43 @@ class FileStore(Store):
         self._listing: tuple[tuple, float, dict[bytes, object]] | None = None  # heads folder stat, when, heads
         self._watch = HeadWatch(self._heads, self._list_heads, lambda: RELIST_EVERY)  # head_changes
         # the event loop's writes (a push's page, manifest and head; many pushes' at once): one thread
-        self.batch = BatchWriter(self._objects, self._heads, self._obj_path, self._head_path, self._get_head_sync)
+        self.batch = BatchWriter(
+            self._objects, self._heads, self._obj_path, self._head_path, self._get_head_sync, self._start_sweep
+        )
         # its reads (a head, an object, whether objects are there, a look at the heads): one thread (fileread.py)
         self._reader = Reader()
+        # the leftovers of crashed writes: removed from the first write on (see TEMP_FILE_AGE)
+        self._sweep: threading.Thread | None = None
+        self._sweep_lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def _start_sweep(self) -> None:
+        """Start, once, the removal of old temporary files, on a thread of its own: listing every
+        objects/<2 hex>/ of a large store (on a network share) must hold up neither the event loop nor
+        the first write. Named as the writer threads are (`sessiond-store_`): one of the store's
+        threads, which start with its first write and end with close()."""
+        with self._sweep_lock:
+            if self._sweep is not None:
+                return
+            self._sweep = threading.Thread(
+                target=self._remove_old_temp_files,
+                args=(time.time() - TEMP_FILE_AGE,),
+                daemon=True,
+                name="sessiond-store_sweep",
+            )
+            self._sweep.start()
+
+    def _remove_old_temp_files(self, before: float) -> None:
+        """Remove the temporary files of crashed writes last changed before `before` (TEMP_FILE_AGE)."""
+        try:
+            with os.scandir(self._objects) as it:
+                folders = [e.path for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+            for folder in (self._heads, *folders):
+                if self._closing.is_set():
+                    return
+                fsutil.remove_leftover_temp_files(folder, before)
+        except OSError:
+            pass  # only housekeeping: the next open tries again
 
     def _obj_path(self, h: bytes) -> str:
         hx = h.hex()
@@ -65,6 +107,7 @@ class FileStore(Store):
                 self._writers = concurrent.futures.ThreadPoolExecutor(
                     WRITER_THREADS, thread_name_prefix="sessiond-store"
                 )
+                self._start_sweep()
             return self._writers.submit(self._put_sync, data, h)
 
     async def close(self) -> None:
@@ -77,6 +120,9 @@ class FileStore(Store):
             await asyncio.to_thread(writers.shutdown, True)
         await asyncio.to_thread(self.batch.close)
         await asyncio.to_thread(self._reader.close)
+        self._closing.set()  # a sweep stops at its next folder
+        if self._sweep is not None:
+            await asyncio.to_thread(self._sweep.join, CLOSE_WAIT)  # a hung network share must not hang a stop
 
     def _put_sync(self, data: bytes | list[bytes], h: bytes | None = None) -> bytes:
         size = len(data) if isinstance(data, bytes) else sum(map(len, data))

@@ -60,7 +60,7 @@ class _Op:
 class BatchWriter:
     """Writes of one folder store, gathered as described above. Paths come from the store:
     `obj_path(h)`, `head_path(pk)`, `read_head(pk)` (the stored entry or None, RegistryError if damaged),
-    and the `objects` and `heads` folders."""
+    and the `objects` and `heads` folders; `on_start()` is called as the writer thread starts."""
 
     def __init__(
         self,
@@ -69,8 +69,10 @@ class BatchWriter:
         obj_path: Callable[[bytes], str],
         head_path: Callable[[bytes], str],
         read_head: Callable[[bytes], RegistryEntry | None],
+        on_start: Callable[[], None] = lambda: None,
     ):
         self._objects, self._heads = objects, heads
+        self._on_start = on_start  # called when the writer thread starts (the store's first write)
         self._obj_path, self._head_path, self._read_head = obj_path, head_path, read_head
         self._cond = threading.Condition()
         self._pending: list[_Op] = []
@@ -106,6 +108,7 @@ class BatchWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="sessiond-store-batch", daemon=True)
                 self._thread.start()
+                self._on_start()
             kick = not self._kicked
             self._kicked = True
         if kick:  # after the rest of this turn: what it writes joins the same batch

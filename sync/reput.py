@@ -17,7 +17,8 @@ later). Every `every` seconds
 session here publishes or follows on such a store (its own log's head, its members slot, the log heads
 of the other devices it follows) is put again, unchanged. A record past its end of life is not (no node
 takes it): its signer writes a new one (republish.py). The records of heads no session follows any more
-are forgotten.
+are forgotten (a deleted session's already in its delete, storage/keptrecords.py; these rounds catch one
+a store handed after it).
 """
 
 from __future__ import annotations

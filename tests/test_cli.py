@@ -979,3 +979,7 @@ def test_commands_in_messages_name_the_home_they_are_for(daemon):
     cli_json(daemon.home, "import-file", path, "--format", "chatgpt")
     res = run_cli(daemon.home, "import-file", path, "--format", "chatgpt", check=True)
     assert f"`sessiond rm --home {h} " in res.stderr, res.stderr
+    shared = cli_json(daemon.home, "new")["id"]  # and the hints of outputs that are no error
+    run_cli(daemon.home, "share", shared, check=True)
+    res = run_cli(daemon.home, "rekey", shared, check=True)
+    assert f"Make new codes with `sessiond share --home {h}`." in res.stdout, res.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import time
 
 import pytest
@@ -241,6 +242,8 @@ def test_a_restored_device_key_goes_on_claiming_its_rekey(make_daemon, store_dir
     assert cli_json(restored.home, "status")["sync"][sid]["waiting_for"] == [k_id]
     text = run_cli(restored.home, "status", check=True).stdout
     assert "1 session(s) wait for a device away through a rekey" in text and k_id in text, text
+    # the command its hint quotes runs as printed, on this home (cli/output.for_home)
+    assert f"`sessiond rekey --home {shlex.quote(restored.home)} {sid} --drop DEVICE`" in text, text
     restored.client().append(sid, "user", "from the restored device")  # a new head of R's log
     restored.client().sync(wait=True)
     st = restored.client().sync(sid, wait=True, timeout=10)
@@ -339,7 +342,7 @@ def test_a_kept_writer_that_never_comes_back_is_dropped_and_its_messages_reach_a
     assert n.client().import_code(r.client().share(sid, write=True)["code"])["waiting_for"] == [k_id]
     assert "K joins" not in _messages(n, sid)
     text = run_cli(n.home, "status", check=True).stdout
-    assert f"sessiond rekey {sid} --drop DEVICE" in text, text
+    assert f"`sessiond rekey --home {shlex.quote(n.home)} {sid} --drop DEVICE`" in text, text
     r.client().rekey(sid, drop=[k_id])
     import time as _t
 

@@ -5,6 +5,7 @@ it has. A real `sessiond serve` process on loopback, reached through the S5 stor
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 
@@ -99,3 +100,31 @@ async def test_a_new_folder_of_an_acknowledged_object_or_pin_is_durable_in_its_p
         assert os.path.abspath(parent) in synced, (parent, synced)
     await objs.charge_head("acct", b"\xed" + bytes(32))
     assert os.path.abspath(objs.head_pins) in synced, synced
+
+
+async def test_a_spent_invite_is_durably_gone(tmp_path, monkeypatch):
+    """Registering with an invite deletes its file so that it works once. The deletion was not made
+    durable (no fsync of invites/): after a power loss the invite's file could be back, and the code
+    would register a second account."""
+    import blake3
+
+    from sessiond.relay import accounts as relay_accounts
+    from sessiond.storage import fsutil
+
+    synced: list[str] = []
+    real = fsutil.fsync_dir
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda p: (synced.append(os.path.abspath(p)), real(p))[1])
+    monkeypatch.setattr(relay_accounts, "fsync_dir", fsutil.fsync_dir)
+    data = str(tmp_path / "relay")
+    accts = relay_accounts.Accounts(data, open_registration=False)
+    code = relay_accounts.new_invite(data)
+    key = SigningKey(bytes([7]) * 32)
+    pub = b"\xed" + bytes(key.verify_key)
+    challenge = accts.challenge(relay_accounts.REGISTER, pub)
+    response = bytes([relay_accounts.REGISTER]) + challenge + blake3.blake3(b"relay.test").digest()
+    b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")  # noqa: E731
+    doc = {"pubKey": b64(pub), "response": b64(response), "signature": b64(key.sign(response).signature)}
+    synced.clear()
+    assert await accts.answer(relay_accounts.REGISTER, doc | {"invite": code}, "relay.test")
+    assert os.listdir(accts.invites) == []
+    assert os.path.abspath(accts.invites) in synced, synced

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from nacl.signing import SigningKey
@@ -271,3 +272,41 @@ def test_a_write_whose_rename_fails_leaves_no_temporary_copy(tmp_path):
     with pytest.raises(IsADirectoryError):
         fsutil.atomic_write(str(target), b"a private copy", 0o600)
     assert sorted(os.listdir(tmp_path)) == ["taken"] and os.listdir(target) == []
+
+
+async def test_a_crashed_write_s_old_temporary_files_go_when_the_store_opens(tmp_path):
+    """A write killed between writing its temporary file and renaming it (a crash, a power loss) left
+    `.tmp-NAME-RANDOM` in objects/<2 hex>/ or heads/, and nothing ever removed it: a store in use for
+    years gathered them. The store's first write after opening it starts removing those older than an
+    hour (stores/file.py TEMP_FILE_AGE); newer ones may be another device's write under way in the same
+    shared folder, and stay."""
+    store = FileStore(str(tmp_path / "store"))
+    h = await store.put(b"an object")
+    await store.close()
+    folder = os.path.dirname(store._obj_path(h))
+    old = time.time() - 2 * 3600
+
+    def temp(path: str, mtime: float | None) -> str:
+        with open(path, "wb") as f:
+            f.write(b"half")
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+        return path
+
+    stale = [
+        temp(os.path.join(folder, f".tmp-{h.hex()}-0a0b0c"), old),
+        temp(os.path.join(store._heads, ".tmp-ab-01"), old),
+    ]
+    live = [
+        temp(os.path.join(folder, f".tmp-{h.hex()}-0d0e0f"), None),
+        temp(os.path.join(store._heads, ".tmp-cd-02"), None),
+    ]
+    os.utime(store._obj_path(h), (old, old))  # an old object stays: only temporary files go
+    again = FileStore(str(tmp_path / "store"))
+    try:
+        await again.put(b"another object")
+        wait_for(lambda: not any(map(os.path.exists, stale)), timeout=5, what="the old temporary files removed")
+        assert all(map(os.path.exists, live))
+        assert await again.get(h) == b"an object"
+    finally:
+        await again.close()

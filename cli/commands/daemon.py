@@ -17,7 +17,7 @@ from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import STORE_ARGV_WARNING, read_fd, store_args
 from ..options import positive_seconds, seconds
-from ..output import emit, short, table, when
+from ..output import emit, for_home, short, table, when
 from . import Commands
 
 MAX_STORE_BYTES = 32768  # the store URL(s) `start` hands its daemon through a pipe (its buffer holds 64 KiB)
@@ -332,10 +332,12 @@ def cmd_status(args) -> int:
     for sid, err in list(pull_errors.items())[:5]:
         lines.append(f"  {sid}: cannot pull: {err}")
     for sid, devices in list(waiting.items())[:5]:
-        lines.append(
+        said = (
             f"  {sid}: waiting for device(s) {', '.join(devices)}: not yet on the session's latest key; "
             "what they wrote arrives once they are back and have taken it (a device that will not come back: "
-            f"`sessiond rekey {sid} --drop DEVICE` on a writer that has its messages keeps them for everyone)"
+            f"`sessiond rekey {sid} --drop DEVICE`, run here or on another writer; one that has its messages "
+            "keeps them for everyone)"
         )
+        lines.append(for_home(said, args.home))  # the command as it runs here
     emit(args, info, "\n".join(lines))
     return 0

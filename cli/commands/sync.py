@@ -12,7 +12,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import YEARS_10, duration_in, seconds_up_to
-from ..output import emit, safe, table, when
+from ..output import emit, for_home, safe, table, when
 from ..progress import Progress
 from . import Commands
 
@@ -161,7 +161,7 @@ def cmd_sync(args) -> int:
             if res["complete"]
             else f"not everything could be pushed: the store asked (Retry-After) to wait {max(asked_to_wait):.0f} s "
             f"before the next try, longer than --timeout {args.timeout:g} s; the daemon tries again then by itself "
-            f"(or run `sessiond sync --wait --timeout {max(asked_to_wait) + 30:.0f}`)"
+            + for_home(f"(or run `sessiond sync --wait --timeout {max(asked_to_wait) + 30:.0f}`)", args.home)
             if not res["pushed"] and asked_to_wait
             else "not everything could be pushed yet (see errors above)"
             if not res["pushed"]
@@ -259,7 +259,7 @@ def cmd_rekey(args) -> int:
         f"rekeyed {res['session']}: {len(res['kept'])} other device(s) keep access"
         + (f" ({', '.join(res['kept'])})" if res["kept"] else ""),
         "read-only followers and every earlier share code can read nothing written from now on;",
-        "what they already fetched stays with them. Make new codes with `sessiond share`.",
+        for_home("what they already fetched stays with them. Make new codes with `sessiond share`.", args.home),
     ]
     if res["dropped"]:
         lines.insert(1, f"dropped: {', '.join(res['dropped'])}")
