@@ -21,7 +21,7 @@ Errors are plain-text 4xx naming what is wrong; 401 without a valid Bearer token
 over 1 MiB (or a JSON body over 4 KiB: body.py); 408 for a body that does not arrive within 60 s;
 507 (Insufficient Storage) for an object, or a new head, past the account's quota (a head its account
 creates counts objects.HEAD_SIZE bytes; moving a head is free); 409 for a head that does not move
-forward.
+forward; 429 for a connection past the ones its client address may hold open (conns.py).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from ..stores.cid import BlobId, CIDError, b58encode
 from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
 from .accounts import LOGIN, REGISTER, TOKEN_TTL, Accounts, LoginRefused
 from .body import BODY_TIMEOUT, TooSlow, read_json, read_upload
+from .conns import DEFAULT_PER_ADDRESS, ConnectionCap
 from .feed import Feed
 from .objects import Objects, QuotaExceeded, TooLarge
 from .recover import tidy
@@ -299,10 +300,12 @@ async def run(
     stop: asyncio.Event | None = None,
     access_log: bool = False,
     socks: list[socket.socket] | None = None,
+    per_address: int = DEFAULT_PER_ADDRESS,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when none is given). `access_log`: a line per
     request on the `sessiond.relay.access` logger (method, path and query, status; never a header).
-    `socks`: listening sockets made already (listen()), served instead of binding `host`:`port`."""
+    `socks`: listening sockets made already (listen()), served instead of binding `host`:`port`.
+    `per_address`: the connections one client address may hold open at once (conns.py)."""
     runner = web.AppRunner(
         make_app(relay),
         shutdown_timeout=5.0,
@@ -311,22 +314,23 @@ async def run(
         keepalive_timeout=IDLE_TIMEOUT,
     )
     await runner.setup()
+    servers: list[asyncio.Server] = []
     try:
-        sites = (
-            [web.SockSite(runner, s, ssl_context=ssl_context) for s in socks]
-            if socks
-            else [web.TCPSite(runner, host, port, ssl_context=ssl_context)]
-        )
-        for site in sites:
-            await site.start()
-        bound = runner.addresses[0][1]
+        socks = socks or listen(host, port)
+        assert runner.server is not None  # set up above
+        protocols = ConnectionCap(per_address).protocols(runner.server)
+        loop = asyncio.get_running_loop()
+        for s in socks:  # each connection counted against its address before aiohttp's server gets it
+            servers.append(await loop.create_server(protocols, sock=s, ssl=ssl_context, backlog=128))
+        bound = socks[0].getsockname()[1]
         if stop is None:
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
         on_ready(public_url(host, bound, ssl_context is not None), bound)
         await stop.wait()
         await relay.feed.close()
     finally:
+        for server in servers:
+            server.close()  # no new connections; the open ones are shut down by the runner
         await runner.cleanup()
