@@ -6,9 +6,10 @@ stores/s5.py speaks (so `--store s5+http://HOST:PORT` reaches it), plus a change
     registry.py   heads (S5 registry entries): signature checked, revision only moves forward
     accounts.py   the S5 challenge login, hashed tokens (they expire), invites
     admin.py      the operator's commands: list the accounts, revoke one (or restore it)
-    feed.py       which heads changed since a cursor, with long-poll
+    feed.py       which heads an account follows changed since its cursor, with long-poll
     app.py        the HTTP routes and the server
     body.py       request bodies: bounded, in time (BODY_TIMEOUT), a malformed one a 400
+    conns.py      the connections one client address holds open at once, capped (a 429 past it)
 
 Imports flow relay -> stores/ (cid, registry entries, the object size cap) and storage/ (fsutil) only:
 nothing here imports sync/, daemon/, client/ or cli/.

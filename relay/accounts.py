@@ -22,7 +22,9 @@ stay (the sessions it shared are other devices' too) and still count against its
 
 Registration is closed unless the relay runs with --open-registration, or the register request
 carries a valid invite (JSON field `invite`; stores/s5.py sends the userinfo of the store URL,
-s5+http://INVITE@HOST:PORT). A key already registered may always log in, invite or not.
+s5+http://INVITE@HOST:PORT). A key already registered may always log in, invite or not; registering it
+again is a login and leaves the invite it carries unspent (registrations are taken one at a time, so two
+of one key that cross spend one invite between them).
 
 The authority signed into the response is the request's Host header (what the client connected to;
 a reverse proxy must pass it on). A response signed for another server does not verify here, and
@@ -37,6 +39,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 import time
 from collections import OrderedDict
 
@@ -167,6 +170,9 @@ class Accounts:
             ensure_durable_dir(d)
         sweep_tokens(data_dir, token_ttl)
         self.data_dir = data_dir
+        # registrations (each on a worker thread) one at a time: two of one key crossing must not both find
+        # no account and each spend an invite
+        self._registering = threading.Lock()
         # (kind, pubKey, challenge) -> when it was handed out, oldest first
         self._challenges: OrderedDict[tuple[int, bytes, bytes], float] = OrderedDict()
 
@@ -250,7 +256,14 @@ class Accounts:
         return True, label if isinstance(label, str) else None
 
     def _register(self, pub: bytes, label: str | None, invite: str | None) -> str:
+        """A new account for `pub`, spending its invite; for a key that has one already, a login: the invite
+        is left unspent (for another device) and the account as it was."""
         acct = account_id(pub)
+        with self._registering:
+            self._create(acct, pub, label, invite)
+        return self._issue(acct)
+
+    def _create(self, acct: str, pub: bytes, label: str | None, invite: str | None) -> None:
         if not os.path.exists(self._account_path(acct)):
             taken, invited_as = self._take_invite(invite)
             if not self.open_registration and not taken:
@@ -265,7 +278,6 @@ class Accounts:
             label = invited_as or (label if isinstance(label, str) else None)
             doc = {"pubKey": pub.hex(), "label": label, "created": int(time.time())}
             atomic_write(self._account_path(acct), json.dumps(doc).encode(), 0o600)
-        return self._issue(acct)
 
     def _login(self, pub: bytes) -> str:
         acct = account_id(pub)

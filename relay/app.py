@@ -12,15 +12,16 @@ S5 portal subset (the same routes and shapes as tests/servers/s5portal.py, which
                                                  "invite"]} -> Set-Cookie: s5-auth-token=...
 Relay only:
     GET    /s5/registry/changes?since=N&epoch=E&wait=S   (account)
-        -> {"epoch", "cursor", "reset", "changes": [{"pk", "revision"}]}: the heads set after cursor N
-        of epoch E (all heads if E is not the relay's current epoch), waiting up to S seconds (at most
-        25) for one if there is none yet.
+        -> {"epoch", "cursor", "reset", "scope": "followed", "changes": [{"pk", "revision"}]}: the heads
+        this account follows (set, or read with its token: feed.py) set after its cursor N of epoch E
+        (all it follows if E is not the relay's current epoch), waiting up to S seconds (at most 25) for
+        one if there is none yet. The cursor counts this account's changes only.
 
 Errors are plain-text 4xx naming what is wrong; 401 without a valid Bearer token; 413 for an object
 over 1 MiB (or a JSON body over 4 KiB: body.py); 408 for a body that does not arrive within 60 s;
 507 (Insufficient Storage) for an object, or a new head, past the account's quota (a head its account
 creates counts objects.HEAD_SIZE bytes; moving a head is free); 409 for a head that does not move
-forward.
+forward; 429 for a connection past the ones its client address may hold open (conns.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..stores.cid import BlobId, CIDError, b58encode
 from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
 from .accounts import LOGIN, REGISTER, TOKEN_TTL, Accounts, LoginRefused
 from .body import BODY_TIMEOUT, TooSlow, read_json, read_upload
+from .conns import DEFAULT_PER_ADDRESS, ConnectionCap
 from .feed import Feed
 from .objects import Objects, QuotaExceeded, TooLarge
 from .recover import tidy
@@ -109,9 +111,12 @@ def make_app(relay: Relay) -> web.Application:
             log.exception("relay: %s %s failed", request.method, request.path)
             return _text(500, "internal error in the relay (see its log)")
 
-    def account(request: web.Request) -> str:
+    def account_or_none(request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
-        acct = relay.accounts.account_of(auth[7:].strip()) if auth.startswith("Bearer ") else None
+        return relay.accounts.account_of(auth[7:].strip()) if auth.startswith("Bearer ") else None
+
+    def account(request: web.Request) -> str:
+        acct = account_or_none(request)
         if acct is None:
             raise web.HTTPUnauthorized(text="log in first: this route needs an account's Bearer token")
         return acct
@@ -148,7 +153,11 @@ def make_app(relay: Relay) -> web.Application:
         return pk
 
     async def registry_get(request: web.Request):
-        entry = await relay.registry.get(pk_param(request))
+        pk = pk_param(request)
+        acct = account_or_none(request)  # anyone may read; an account's read makes its feed follow the head
+        if acct is not None:
+            relay.feed.follow(acct, pk)  # before the read: a change after it is named
+        entry = await relay.registry.get(pk)
         if entry is None:
             return web.Response(status=404, text="")
         return web.json_response(
@@ -173,11 +182,13 @@ def make_app(relay: Relay) -> web.Application:
             raise BadRequest(f"data is {len(data)} bytes; at most {MAX_DATA} fit in a registry entry")
         if len(sig) != 64:
             raise BadRequest("signature must be 64 bytes")
-        await relay.registry.set(RegistryEntry(field(doc, "pk"), rev, data, sig), acct)
+        entry = RegistryEntry(field(doc, "pk"), rev, data, sig)
+        relay.feed.follow(acct, entry.pk)  # whoever sets a head hears of the others' changes to it
+        await relay.registry.set(entry, acct)
         return web.Response(status=204)
 
     async def changes(request: web.Request):
-        account(request)
+        acct = account(request)
         q = request.query
         try:
             since = int(q.get("since", "0"))
@@ -186,12 +197,13 @@ def make_app(relay: Relay) -> web.Application:
             raise BadRequest("since must be an integer and wait a number of seconds") from None
         if since < 0 or not wait >= 0:
             raise BadRequest("since and wait must not be negative")
-        reset, items = await relay.feed.wait(since, q.get("epoch"), wait)
+        reset, cursor, items = await relay.feed.wait(acct, since, q.get("epoch"), wait)
         return web.json_response(
             {
                 "epoch": relay.feed.epoch,
-                "cursor": relay.feed.cursor,
+                "cursor": cursor,
                 "reset": reset,
+                "scope": "followed",
                 "changes": [{"pk": b64url(pk), "revision": rev} for pk, rev in items],
             }
         )
@@ -288,10 +300,12 @@ async def run(
     stop: asyncio.Event | None = None,
     access_log: bool = False,
     socks: list[socket.socket] | None = None,
+    per_address: int = DEFAULT_PER_ADDRESS,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when none is given). `access_log`: a line per
     request on the `sessiond.relay.access` logger (method, path and query, status; never a header).
-    `socks`: listening sockets made already (listen()), served instead of binding `host`:`port`."""
+    `socks`: listening sockets made already (listen()), served instead of binding `host`:`port`.
+    `per_address`: the connections one client address may hold open at once (conns.py)."""
     runner = web.AppRunner(
         make_app(relay),
         shutdown_timeout=5.0,
@@ -300,22 +314,23 @@ async def run(
         keepalive_timeout=IDLE_TIMEOUT,
     )
     await runner.setup()
+    servers: list[asyncio.Server] = []
     try:
-        sites = (
-            [web.SockSite(runner, s, ssl_context=ssl_context) for s in socks]
-            if socks
-            else [web.TCPSite(runner, host, port, ssl_context=ssl_context)]
-        )
-        for site in sites:
-            await site.start()
-        bound = runner.addresses[0][1]
+        socks = socks or listen(host, port)
+        assert runner.server is not None  # set up above
+        protocols = ConnectionCap(per_address).protocols(runner.server)
+        loop = asyncio.get_running_loop()
+        for s in socks:  # each connection counted against its address before aiohttp's server gets it
+            servers.append(await loop.create_server(protocols, sock=s, ssl=ssl_context, backlog=128))
+        bound = socks[0].getsockname()[1]
         if stop is None:
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
         on_ready(public_url(host, bound, ssl_context is not None), bound)
         await stop.wait()
         await relay.feed.close()
     finally:
+        for server in servers:
+            server.close()  # no new connections; the open ones are shut down by the runner
         await runner.cleanup()

@@ -1,11 +1,20 @@
-"""The change feed on heads: every accepted head gets the next sequence number; a follower asks for
-the heads changed after its cursor and, if none did, waits (long-poll) until one does or the wait
-ends. So a follower learns of a new head as soon as it is set, with one open request, however many
-heads it follows.
+"""The change feed on heads, one per account: an account asks for the heads changed after its cursor
+and, if none did, waits (long-poll) until one does or the wait ends. So a follower learns of a new head
+as soon as it is set, with one open request, however many heads it follows.
 
-Sequence numbers live in memory: at start the heads already on disk are numbered 1..n, and the feed
-gets a new random `epoch`. A follower presenting another epoch (the relay restarted) gets every head
-again (`reset`), so nothing set while it was away is missed.
+An account's feed names only the heads it follows: those it set (POST /s5/registry) or read with its
+token (GET /s5/registry, found or not: a member that has not pushed yet is followed before its first
+head). So it tells an account nothing of the heads of others (which exist, who writes when and how
+often) beyond what it could read of heads whose keys it knows. Each account has its own cursor (its
+feed's sequence numbers count its own heads' changes only), and a head's change wakes only the
+accounts that follow it.
+
+Sequence numbers and what each account follows live in memory: at start the relay knows every head's
+revision and no account follows any, and the feed gets a new random `epoch`. A follower presenting
+another epoch (the relay restarted) gets `reset` and every head it follows (none after a restart): a
+daemon then reads every head it follows again, which follows them again, so nothing set while it was
+away is missed. An account follows at most MAX_FOLLOWED heads; past them the one that changed (or was
+followed) longest ago is dropped, and its changes reach that account's daemon only by its full rounds.
 """
 
 from __future__ import annotations
@@ -14,58 +23,103 @@ import asyncio
 import secrets
 from collections import OrderedDict
 
+MAX_FOLLOWED = 250_000  # heads one account follows (a device following more: its full rounds see the rest)
+
+
+class _View:
+    """One account's feed: the heads it follows, each with the sequence of its last change (or the
+    account's cursor when it was followed), in the order of those sequences (a change, or a follow, puts
+    its head at the end), so the heads changed after a cursor are a walk back from the end: an answer
+    costs what changed for this account, not every head it follows; the head dropped past MAX_FOLLOWED
+    is the first."""
+
+    __slots__ = ("cursor", "heads", "wake")
+
+    def __init__(self) -> None:
+        self.cursor = 0
+        self.heads: OrderedDict[bytes, int] = OrderedDict()
+        self.wake = asyncio.Event()  # set (and replaced) at each change of a head this account follows
+
 
 class Feed:
-    def __init__(self) -> None:
+    def __init__(self, max_followed: int = MAX_FOLLOWED) -> None:
         self.epoch = secrets.token_hex(8)
-        self.cursor = 0
-        # pk -> (sequence of its last change, revision), in the order of those sequences (a change moves
-        # its head to the end): the heads changed after a cursor are a walk back from the end, so a
-        # follower's answer costs what changed, not every head the relay holds
-        self._heads: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
-        self._changed = asyncio.Condition()
+        self.max_followed = max_followed
+        self._revisions: dict[bytes, int] = {}  # every head the relay holds: its revision
+        self._followers: dict[bytes, tuple[_View, ...]] = {}  # pk -> the feeds of the accounts following it
+        self._views: dict[str, _View] = {}
         self._closing = False
 
     def load(self, pk: bytes, revision: int) -> None:
         """A head found on disk at start."""
-        self.cursor += 1
-        self._heads[pk] = (self.cursor, revision)
-        self._heads.move_to_end(pk)
+        self._revisions[pk] = revision
+
+    def follow(self, account: str, pk: bytes) -> None:
+        """`account` set or read `pk`: its feed names the head's changes from now on."""
+        view = self._views.get(account)
+        if view is None:
+            view = self._views[account] = _View()
+        if pk in view.heads:
+            return
+        # at the end, as changed at the account's cursor now: not news to a follower that has read up to it
+        view.heads[pk] = view.cursor
+        self._followers[pk] = self._followers.get(pk, ()) + (view,)
+        while len(view.heads) > self.max_followed:
+            gone, _ = view.heads.popitem(last=False)
+            left = tuple(v for v in self._followers[gone] if v is not view)
+            if left:
+                self._followers[gone] = left
+            else:
+                del self._followers[gone]
 
     async def changed(self, pk: bytes, revision: int) -> None:
-        async with self._changed:
-            self.cursor += 1
-            self._heads[pk] = (self.cursor, revision)
-            self._heads.move_to_end(pk)
-            self._changed.notify_all()
+        self._revisions[pk] = revision
+        for view in self._followers.get(pk, ()):
+            view.cursor += 1
+            view.heads[pk] = view.cursor
+            view.heads.move_to_end(pk)
+            wake, view.wake = view.wake, asyncio.Event()
+            wake.set()
 
-    def since(self, cursor: int, epoch: str | None) -> tuple[bool, list[tuple[bytes, int]]]:
-        reset = epoch != self.epoch or cursor > self.cursor
+    def since(self, account: str, cursor: int, epoch: str | None) -> tuple[bool, int, list[tuple[bytes, int]]]:
+        """(reset, the account's cursor now, the heads it follows changed after `cursor`, as (pk, revision)):
+        all it follows if `epoch` is not the feed's (or `cursor` is ahead of the account's)."""
+        view = self._views.get(account)
+        now = view.cursor if view is not None else 0
+        reset = epoch != self.epoch or cursor > now
+        if view is None:
+            return reset, now, []
+        revisions = self._revisions
         if reset:
-            return reset, [(pk, rev) for pk, (_, rev) in self._heads.items()]
+            return reset, now, [(pk, revisions[pk]) for pk in view.heads if pk in revisions]
         items = []
-        for pk in reversed(self._heads):
-            seq, rev = self._heads[pk]
+        for pk in reversed(view.heads):
+            seq = view.heads[pk]
             if seq <= cursor:
                 break
-            items.append((pk, rev))
+            items.append((pk, revisions[pk]))
         items.reverse()
-        return reset, items
+        return reset, now, items
 
-    async def wait(self, cursor: int, epoch: str | None, timeout: float) -> tuple[bool, list[tuple[bytes, int]]]:
-        """The changes after `cursor`, waiting up to `timeout` seconds for one if there are none yet."""
-        reset, changes = self.since(cursor, epoch)
-        if changes or reset or timeout <= 0:
-            return reset, changes
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.cursor > cursor or self._closing), timeout)
-            except TimeoutError:
-                pass
-        return self.since(cursor, epoch)
+    async def wait(
+        self, account: str, cursor: int, epoch: str | None, timeout: float
+    ) -> tuple[bool, int, list[tuple[bytes, int]]]:
+        """The changes after `cursor` of the heads `account` follows (as since()), waiting up to `timeout`
+        seconds for one if there are none yet."""
+        answer = self.since(account, cursor, epoch)
+        if answer[0] or answer[2] or timeout <= 0 or self._closing:
+            return answer
+        view = self._views.get(account)
+        if view is None:
+            view = self._views[account] = _View()
+        try:
+            await asyncio.wait_for(view.wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        return self.since(account, cursor, epoch)
 
     async def close(self) -> None:
         """Answer every waiting follower now (the relay is stopping)."""
-        async with self._changed:
-            self._closing = True
-            self._changed.notify_all()
+        self._closing = True
+        for view in self._views.values():
+            view.wake.set()

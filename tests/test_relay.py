@@ -105,13 +105,13 @@ def parked_waits(served: Served) -> list[float]:
     real = feed.wait
     parked: list[float] = []
 
-    async def wait(cursor, epoch, timeout):
-        reset, changes = feed.since(cursor, epoch)
+    async def wait(account, cursor, epoch, timeout):
+        reset, _, changes = feed.since(account, cursor, epoch)
         parks = not (changes or reset or timeout <= 0)  # as Feed.wait decides
         if parks:
             parked.append(timeout)
         try:
-            return await real(cursor, epoch, timeout)
+            return await real(account, cursor, epoch, timeout)
         finally:
             if parks:
                 parked.remove(timeout)
@@ -381,8 +381,10 @@ async def test_change_feed_reaches_a_follower_within_100_ms(relay, tmp_path):
     writer, follower = store_for(served, tmp_path), store_for(served, tmp_path)
     try:
         await writer.set_head(head(1))
-        assert await follower.head_versions() == {head(1).pk: 1}
+        assert await follower.head_versions() == {}  # the follower's account follows no head yet
+        assert await follower.get_head(head(1).pk) == head(1)  # read with its token: followed from now on
         other = SigningKey(b"\x09" * 32)
+        assert await follower.get_head(head(1, other).pk) is None  # not set yet, followed all the same
         for rev, entry in ((2, head(2)), (1, head(1, other)), (3, head(3))):
             if rev == 2:  # the follower's long-poll is waiting on the relay (the next ones: as it comes)
                 await eventually(lambda: parked, what="the follower's long-poll waiting")

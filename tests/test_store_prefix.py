@@ -64,7 +64,8 @@ async def test_a_relay_and_its_change_feed_under_a_path_prefix(tmp_path):
         assert await follower.get(h) == b"through the relay"
         assert await follower.has_change_feed()  # the relay's feed is found below the prefix too
         await writer.set_head(head(1))
-        assert await follower.head_versions() == {head(1).pk: 1}
+        assert await follower.head_versions() == {}  # its account's feed names only the heads it read
+        assert await follower.get_head(head(1).pk) == head(1)  # read with its token: followed
         await writer.set_head(head(2))
 
         async def moved() -> bool:

@@ -11,8 +11,9 @@ import re
 import shlex
 import sys
 
+from ...relay.conns import DEFAULT_PER_ADDRESS
 from ..errors import EXIT_USAGE, CliError, UsageError
-from ..options import duration
+from ..options import count, duration
 from ..output import safe
 
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
@@ -68,6 +69,15 @@ def register(commands) -> None:
         dest="token_ttl",
         help="how long a device's login token holds (default 30d); a device logs in again by itself",
     )
+    p.add_argument(
+        "--max-connections-per-address",
+        type=count,
+        default=DEFAULT_PER_ADDRESS,
+        dest="max_connections_per_address",
+        metavar="N",
+        help=f"connections one client address may hold open at once (default {DEFAULT_PER_ADDRESS}); past them a"
+        " new one is refused (HTTP 429). Every client on this machine, a reverse proxy too, is one address",
+    )
     p.add_argument("--cert", help="TLS certificate chain (PEM); serve HTTPS")
     p.add_argument("--key", help="TLS private key (PEM), with --cert")
     p.add_argument(
@@ -93,7 +103,16 @@ def register(commands) -> None:
 
 
 # What only the relay itself (`sessiond serve` with no action) takes: given to an action, it is refused.
-_RELAY_OPTIONS = ("listen", "open_registration", "quota", "token_ttl", "cert", "key", "access_log")
+_RELAY_OPTIONS = (
+    "listen",
+    "open_registration",
+    "quota",
+    "token_ttl",
+    "max_connections_per_address",
+    "cert",
+    "key",
+    "access_log",
+)
 
 
 def _add_data(q: argparse.ArgumentParser) -> None:
@@ -290,7 +309,18 @@ def cmd_serve(args) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        asyncio.run(run(relay, host, port, ssl_context=ctx, on_ready=ready, access_log=args.access_log, socks=socks))
+        asyncio.run(
+            run(
+                relay,
+                host,
+                port,
+                ssl_context=ctx,
+                on_ready=ready,
+                access_log=args.access_log,
+                socks=socks,
+                per_address=args.max_connections_per_address,
+            )
+        )
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
     return 0

@@ -1,0 +1,143 @@
+"""The relay's change feed (`GET /s5/registry/changes`) is scoped to the account that asks: it names only
+the heads that account wrote or read, so an account learns nothing of the others' activity (which heads
+exist, who writes when and how often) beyond what it could read of heads whose keys it knows. A real
+`sessiond serve` process and real daemons on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import glob
+import hashlib
+import json
+import os
+import time
+
+import aiohttp
+
+from conftest import DaemonProc, relay_served, run_cli, wait_for
+
+
+def invite(data: str) -> str:
+    res = run_cli(None, "serve", "invite", "--json", "--data", data)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["invite"]
+
+
+def home_token(home: str) -> str:
+    (path,) = glob.glob(os.path.join(home, "store-tokens", "s5-*.token"))
+    return open(path).read().strip()
+
+
+def heads_of(data: str, token: str) -> set[bytes]:
+    """The head keys the account holding `token` created on the relay (its head pins)."""
+    with open(os.path.join(data, "tokens", hashlib.sha256(token.encode()).hexdigest())) as f:
+        account = json.load(f)["account"]
+    return {bytes.fromhex(name) for name in os.listdir(os.path.join(data, "headpins", account))}
+
+
+def synced(home: str) -> None:
+    res = run_cli(home, "sync", "--wait", "--timeout", "60", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+async def changes(port: int, token: str, query: str) -> dict:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(
+            f"http://127.0.0.1:{port}/s5/registry/changes?{query}", headers={"Authorization": f"Bearer {token}"}
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+def named(doc: dict) -> set[bytes]:
+    return {base64.urlsafe_b64decode(c["pk"] + "==") for c in doc["changes"]}
+
+
+async def test_an_account_s_feed_never_names_another_account_s_heads(tmp_path):
+    """Every account of a relay saw, through the change feed, every head's key and revision: which
+    heads the other accounts hold, and who writes when and how often. Now account X's feed names only
+    the heads X wrote or read, and still names X's own changes as soon as they are set."""
+    data = str(tmp_path / "relay")
+    with relay_served(data) as info:
+        port = info["port"]
+        x = DaemonProc(str(tmp_path / "x"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
+        y = DaemonProc(str(tmp_path / "y"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
+        try:
+            first = [{"role": "user", "content": "hi"}]
+            sx = x.client().create_session(name="x", initial_messages=first)["id"]
+            sy = y.client().create_session(name="y", initial_messages=first)["id"]
+            synced(x.home)
+            synced(y.home)
+            tx, ty = home_token(x.home), home_token(y.home)
+            mine, theirs = heads_of(data, tx), heads_of(data, ty)
+            assert mine and theirs and not mine & theirs
+            doc = await changes(port, tx, "since=0")  # a first look: every head the feed tells X of
+            assert doc["reset"] and not named(doc) & theirs, "X's feed names Y's heads"
+            assert named(doc) == mine
+            # parked on X's feed: Y's writes do not answer it, X's own do, at once
+            waiting = asyncio.create_task(changes(port, tx, f"since={doc['cursor']}&epoch={doc['epoch']}&wait=20"))
+            y.client().append(sy, "user", "y writes")
+            synced(y.home)
+            assert heads_of(data, ty) == theirs
+            x.client().append(sx, "user", "x writes")
+            t0 = time.monotonic()
+            synced(x.home)
+            doc = await asyncio.wait_for(waiting, 20)
+            assert time.monotonic() - t0 < 5
+            assert not doc["reset"] and named(doc) and named(doc) <= mine, "X's feed named a head of Y's"
+        finally:
+            x.stop()
+            y.stop()
+
+
+async def test_an_account_follows_a_bounded_number_of_heads_the_oldest_dropped():
+    """What an account follows is memory on the relay: past the cap, the head that changed (or was
+    followed) longest ago is dropped, and its changes are no longer that account's to hear of."""
+    from sessiond.relay.feed import Feed
+
+    feed = Feed(max_followed=3)
+    p = [bytes([0xED, i]) + bytes(31) for i in range(5)]
+    for pk in p:
+        feed.load(pk, 1)
+    for pk in p[:3]:
+        feed.follow("a", pk)
+    await feed.changed(p[0], 2)  # p0 changed: now the newest; p1 the oldest
+    feed.follow("a", p[3])  # a fourth: p1 goes
+    await feed.changed(p[1], 2)
+    await feed.changed(p[3], 2)
+    assert feed.since("a", 1, feed.epoch) == (False, 2, [(p[3], 2)])
+    assert feed.since("a", 0, None) == (True, 2, [(p[2], 1), (p[0], 2), (p[3], 2)])
+    assert feed.since("nobody", 0, feed.epoch) == (False, 0, [])  # follows nothing: told nothing
+    assert feed.since("nobody", 0, None) == (True, 0, [])
+    assert p[1] not in feed._followers  # nobody follows it any more: nothing kept for it
+
+
+def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
+    """What an account follows lives in the relay's memory: a restarted relay follows nothing for anyone.
+    Its new epoch makes each daemon's feed reset, and the daemon reads every head it follows again,
+    which follows them again: a follower still hears of the next change through the feed, in seconds,
+    not at its next full round (minutes)."""
+    data = str(tmp_path / "relay")
+    with relay_served(data) as info:
+        port = info["port"]
+        a = DaemonProc(str(tmp_path / "a"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
+        b = DaemonProc(str(tmp_path / "b"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
+        ca, cb = a.client(), b.client()
+        sid = ca.create_session(name="s", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        cb.import_code(ca.share(sid, write=True)["code"])
+        last = lambda: [m["content"] for m in cb.messages(sid, limit=1, last=True)["messages"]][-1:]  # noqa: E731
+        ca.append(sid, "user", "before the restart")
+        wait_for(lambda: last() == ["before the restart"], timeout=30, interval=0.02)
+    try:
+        with relay_served(data, "--listen", f"127.0.0.1:{port}"):  # the same address: the same accounts
+            for i in range(3):
+                t0 = time.monotonic()
+                ca.append(sid, "user", f"after the restart {i}")
+                wait_for(lambda: last() == [f"after the restart {i}"], timeout=30, interval=0.02)
+                assert time.monotonic() - t0 < 15
+    finally:
+        a.stop()
+        b.stop()
