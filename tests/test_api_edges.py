@@ -496,3 +496,54 @@ async def test_a_compaction_racing_another_never_writes_back_an_earlier_cut(daem
     finally:
         for c in clients:
             await c.close()
+
+
+def _body_routes(sid: str) -> list[tuple[str, str]]:
+    """Every route that reads a body (the OpenAI endpoint's included), with its path made concrete."""
+    import re
+
+    from sessiond.daemon.routes import ROUTES
+
+    return [(r.method, re.sub(r"\{[^}]+\}", sid, r.path)) for r in ROUTES if r.method != "GET"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "application/json; charset=latin-1"]
+)
+def test_a_body_whose_content_type_is_not_json_is_a_415_naming_the_header(daemon, content_type):
+    """`curl -d '{...}'` labels its body application/x-www-form-urlencoded: the daemon read it as JSON
+    anyway. Every route taking a body refuses one labelled otherwise than JSON (415, the message naming
+    the header and the fix), and stores nothing; the OpenAI endpoint in OpenAI's error shape."""
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    before = (c.list_sessions()["sessions"], c.messages(sid)["messages"])
+    body = json.dumps({"role": "user", "content": "hi"}).encode()
+    for method, path in _body_routes(sid):
+        status, data = _raw(daemon, method, path, body, {"Content-Type": content_type, SESSION_HEADER: sid})
+        assert status == 415, (method, path, data)
+        err = data["error"]
+        assert "Content-Type" in err["message"] and "-H 'Content-Type: application/json'" in err["message"], err
+        assert content_type in err["message"], err
+        assert err["code"] == "unsupported_media_type"
+        if path.startswith("/openai/"):
+            assert err["type"] == "invalid_request_error" and err["param"] is None
+    assert (c.list_sessions()["sessions"], c.messages(sid)["messages"]) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json"},
+        {"Content-Type": "Application/JSON; Charset=UTF-8"},
+        {"Content-Type": "application/vnd.example+json"},
+        {},  # no Content-Type at all: read as JSON (README: the socket API)
+    ],
+)
+def test_a_body_labelled_json_or_not_labelled_is_read(daemon, headers):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    body = json.dumps({"role": "user", "content": "hi"}).encode()
+    status, data = _raw(daemon, "POST", f"/v1/sessions/{sid}/messages", body, headers)
+    assert status == 201 and data["content"] == "hi", data
+    status, data = _raw(daemon, "POST", "/v1/sessions", b'{"name": "n"}', headers)
+    assert status == 201 and data["name"] == "n", data

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...storage.errors import BadBody
+from ...storage.errors import BadBody, UnsupportedMediaType
 from .. import validate as v
 from ..appkeys import DAEMON_KEY, ROUTE_KEY
 
@@ -34,9 +34,40 @@ def _bad_json(message: str) -> web.HTTPBadRequest:
     )
 
 
+# The Content-Type headers the project's clients, curl -H and OpenAI's SDKs send: taken by one set look-up.
+_JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"})
+
+
+def is_json_type(content_type: str) -> bool:
+    """application/json or application/*+json, with no charset or UTF-8 (JSON is UTF-8: RFC 8259)."""
+    mime, *params = content_type.lower().split(";")
+    mime = mime.strip()
+    if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
+        return False
+    for p in params:
+        name, _, value = p.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def check_json_type(request: web.Request) -> None:
+    """A body labelled as something else than JSON (curl -d's application/x-www-form-urlencoded, text/plain) is
+    a 415 naming the header and its fix; a body with no Content-Type at all is read as JSON."""
+    ct = request.headers.get("Content-Type")
+    if ct is None or ct in _JSON_TYPES or is_json_type(ct):
+        return
+    raise UnsupportedMediaType(
+        f"request body is labelled Content-Type: {ct[:100]!r}, and the daemon reads only JSON (UTF-8): send"
+        f" the header Content-Type: application/json (curl: -H 'Content-Type: application/json')"
+    )
+
+
 async def read_body(request: web.Request) -> bytes:
     """The request's body as sent, decoded as its Content-Encoding says (aiohttp does that); one that does
-    not decode is a 400 bad_body naming why (aiohttp's own error would have been a 500)."""
+    not decode is a 400 bad_body naming why (aiohttp's own error would have been a 500); one whose
+    Content-Type is not JSON is a 415 (check_json_type)."""
+    check_json_type(request)
     try:
         return await request.read()
     except web.RequestPayloadError as exc:
