@@ -547,3 +547,55 @@ def test_a_body_labelled_json_or_not_labelled_is_read(daemon, headers):
     assert status == 201 and data["content"] == "hi", data
     status, data = _raw(daemon, "POST", "/v1/sessions", b'{"name": "n"}', headers)
     assert status == 201 and data["name"] == "n", data
+
+
+@pytest.mark.parametrize(
+    "path, body, key",
+    [
+        ("/v1/sessions/{sid}/messages", b'{"role": "user", "role": "system", "content": "hi"}', "role"),
+        ("/v1/sessions/{sid}/messages", b'{"role": "user", "content": "a", "content": "b"}', "content"),
+        ("/v1/sessions/{sid}/messages", b'{"role": "user", "content": "hi", "metadata": {"k": 1, "k": 2}}', "k"),
+        ("/v1/sessions/{sid}/messages", b'{"r\\u006fle": "system", "role": "user", "content": "hi"}', "role"),
+        ("/v1/sessions/{sid}/messages", b'{"messages": [{"role": "user", "content": "a", "content": "b"}]}', "content"),
+        ("/v1/sessions/{sid}/messages", b'{"messages": [], "messages": [{"role":"user","content":"a"}]}', "messages"),
+        ("/v1/sessions", b'{"name": "a", "name": "b"}', "name"),
+        ("/v1/sessions/{sid}", b'{"name": "a", "name": "b"}', "name"),
+        ("/openai/v1/chat/completions", b'{"model": "m", "model": "n", "messages": []}', "model"),
+    ],
+)
+def test_a_body_giving_a_key_twice_is_a_400_naming_it(daemon, path, body, key):
+    """`{"role": "user", "role": "system"}` was read as its last key said, silently: an app (or a proxy
+    adding a field) that gave one twice got a system message stored for a user's. Such a body is refused,
+    400 bad_json naming the key, nested ones (metadata's) and escaped spellings of it too; nothing is stored."""
+    c = daemon.client()
+    sid = c.create_session(name="dups")["id"]
+    before = (len(c.list_sessions(limit=1000)["sessions"]), c.messages(sid)["messages"], c.get_session(sid)["name"])
+    method = "PATCH" if path == "/v1/sessions/{sid}" else "POST"
+    status, data = _raw(
+        daemon, method, path.format(sid=sid), body, {"Content-Type": "application/json", SESSION_HEADER: sid}
+    )
+    assert status == 400, data
+    assert data["error"]["code"] == "bad_json" and f"{key!r}" in data["error"]["message"], data
+    after = (len(c.list_sessions(limit=1000)["sessions"]), c.messages(sid)["messages"], c.get_session(sid)["name"])
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"role": "user", "content": "role"},  # a value spelled as a key
+        {"role": "user", "content": 'say "role" and "content"'},  # quoted keys inside a text
+        {"role": "user", "content": "hi", "metadata": {"role": "x", "content": {"role": 1}}},  # the same key, nested
+        {"role": "user", "content": "\u00e9t\u00e9 ok"},  # escapes (json.dumps' default ensure_ascii)
+        {"role": "user", "content": "hi", "name": None, "tokens": 3, "chat": None, "tool_call_id": None},
+    ],
+)
+def test_a_body_giving_each_key_once_is_read_as_before(daemon, body):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    status, data = _raw(
+        daemon, "POST", f"/v1/sessions/{sid}/messages", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    assert status == 201, data
+    got = c.messages(sid)["messages"][-1]
+    assert (got["role"], got["content"], got.get("metadata")) == (body["role"], body["content"], body.get("metadata"))

@@ -100,12 +100,45 @@ def json_error(exc: ValueError) -> str:
     return f"request body is not valid JSON: {exc}"
 
 
+class DuplicateKey(ValueError):
+    """A JSON object giving a key twice: json.loads would keep the last silently."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+    def message(self) -> str:
+        return (
+            f"request body gives the key {self.key[:100]!r} twice in one object: send each key once (JSON"
+            f" readers differ on which one counts)"
+        )
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json.loads' object_pairs_hook: the object, unless it gives a key twice (DuplicateKey naming it)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DuplicateKey(k)
+            seen.add(k)
+    return obj
+
+
+def loads(raw: bytes) -> Any:
+    """json.loads of a request body, refusing an object that gives a key twice (DuplicateKey)."""
+    return json.loads(raw, object_pairs_hook=unique_keys)
+
+
 def parse_json(raw: bytes) -> Any:
     """A body's bytes parsed, as body_json does."""
     if not raw:  # no body at all; whitespace alone is not JSON and gets the error below
         return {}
     try:
-        data = json.loads(raw)
+        data = loads(raw)
+    except DuplicateKey as exc:
+        raise _bad_json(exc.message()) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad_json(json_error(exc)) from None
     except RecursionError:
@@ -120,19 +153,20 @@ async def body(request: web.Request) -> dict:
     return v.checker(request[ROUTE_KEY].request)(await body_json(request))
 
 
-async def body_as(request: web.Request, model: Any, unless: bytes) -> dict:
+async def body_as(request: web.Request, model: Any, unless: bytes, nested: str) -> dict:
     """The request's body as `body` gives it, first tried in one call (validate.from_json) against `model`,
     a member of the route's request model that the body is most often (a single message, not a batch).
     Whatever that call does not take goes the usual way (parse_json, then the route's check), so it is
     refused as it always was; so does, at once, a body holding `unless` (a batch's key: a parse that
     fails costs as much as one that does not) or escaping a UTF-16 surrogate (only json.loads and then
-    the lone-surrogate scan name a lone one)."""
+    the lone-surrogate scan name a lone one), and one not surely giving each key once
+    (validate.keys_spelled; `nested`: the model's field that holds objects)."""
     if request.content_length == 0 or not request.can_read_body:
         return await body(request)
     raw = await read_body(request)
     if raw and unless not in raw and not _SURROGATE_ESCAPE.search(raw):
         data = v.from_json(model, raw)
-        if data is not None:
+        if data is not None and not data.get(nested) and len(v.keys_spelled(model).findall(raw)) == len(data):
             return data
     return v.checker(request[ROUTE_KEY].request)(parse_json(raw))
 
