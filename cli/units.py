@@ -1,7 +1,9 @@
 """What a service manager is given to run a home's daemon (`sessiond service install`,
-cli/commands/service.py): the `Spec` made from the home and the store (refused where a unit file
-could not carry it or would show a secret), the systemd user units (quoted per systemd.service(5))
-and the launchd plist. Pure: it writes nothing and runs nothing."""
+cli/commands/service.py): the `Spec` made from the home and the store asked for (refused where it
+would show a secret), the systemd user units (quoted per systemd.service(5)) and the launchd plist.
+The units name the home, never a store: the daemon uses the store the home syncs with (<home>/store-url),
+which `start --change-store` moves, so the service follows a move. Pure: it writes nothing and runs
+nothing."""
 
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ class Spec:
     home: str
     name: str  # unit name without suffix (systemd); the launchd label derives from it
     socket: str  # the socket path clients use for this home
-    argv: list[str]  # the daemon's command line
+    argv: list[str]  # the daemon's command line (no store: the home's)
     env: dict = field(default_factory=dict)
+    store: str | None = None  # the store asked for (normalized), which `service install` makes the home's
 
     @property
     def label(self) -> str:
@@ -52,19 +55,18 @@ def unit_name(home: str) -> str:
     return "sessiond-" + hashlib.blake2s(home.encode(errors="surrogateescape"), digest_size=4).hexdigest()
 
 
-def daemon_argv(home: str, store: str | None) -> list[str]:
+def daemon_argv(home: str) -> list[str]:
     """The current interpreter (the venv's, not resolved: resolving would leave the venv) running this
-    package, as `sessiond start` does."""
-    argv = [os.path.abspath(sys.executable), "-m", "sessiond.cli.main", "daemon", "--home", home]
-    return argv + (["--store", store] if store else [])
+    package, as `sessiond start` does, on the home: with the store it syncs with (none given)."""
+    return [os.path.abspath(sys.executable), "-m", "sessiond.cli.main", "daemon", "--home", home]
 
 
 def make_spec(home: str, store: str | None) -> Spec:
     for what, text in (("home", home), ("store URL", store or "")):
         if any(ord(c) < 32 or ord(c) == 127 for c in text):
             raise ServiceError(
-                f"the {what} {text!r} has a control character (a newline?); a unit file cannot "
-                f"carry it: choose another",
+                f"the {what} {text!r} has a control character (a newline?); a unit file (or the "
+                f"home's store-url) cannot carry it: choose another",
                 EXIT_USAGE,
             )
     if store is not None:
@@ -72,8 +74,8 @@ def make_spec(home: str, store: str | None) -> Spec:
         parsed = urlparse(store)
         if parsed.username or parsed.password:
             raise ServiceError(
-                "the store URL carries credentials (an invite or a token before '@'); they would "
-                'show in the unit file and in `ps`. Let the home keep them: put store = "URL" in '
+                "the store URL carries credentials (an invite or a token before '@'); given on the "
+                'command line they show in `ps`. Let the home keep them: put store = "URL" in '
                 f"{os.path.join(home, 'config.toml')} (or start the daemon once with --store-file FILE, FILE "
                 "holding the URL), then "
                 "run `sessiond service install` without --store",
@@ -84,7 +86,7 @@ def make_spec(home: str, store: str | None) -> Spec:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if os.path.dirname(path) != home and runtime and path.startswith(runtime.rstrip("/") + "/"):
         env["XDG_RUNTIME_DIR"] = runtime  # the daemon computes the same socket path as the unit's
-    return Spec(home=home, name=unit_name(home), socket=path, argv=daemon_argv(home, store), env=env)
+    return Spec(home=home, name=unit_name(home), socket=path, argv=daemon_argv(home), env=env, store=store)
 
 
 # ------------------------------------------------------------------------------------------ systemd
@@ -126,7 +128,7 @@ WantedBy=sockets.target
     env = "".join(f"Environment={env_quote(k, v)}\n" for k, v in sorted(spec.env.items()))
     service_unit = f"""\
 # Written by `sessiond service install`; remove it with `sessiond service uninstall`.
-# No secrets here: the store's credentials, if any, stay in the home (store-url, config.toml).
+# No store here: the daemon syncs with the home's (store-url, which `sessiond start --change-store` moves).
 [Unit]
 Description=sessiond daemon for {home}
 Requires={spec.name}.socket

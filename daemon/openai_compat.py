@@ -39,6 +39,7 @@ _TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     409: "conflict_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
@@ -227,7 +228,7 @@ NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothin
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    from .routes.common import json_error, read_body  # (routes/ imports this module)
+    from .routes.common import DuplicateKey, json_error, loads, read_body  # (routes/ imports this module)
 
     d = request.app[DAEMON_KEY]
     sid = None
@@ -235,7 +236,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         sid = _session_named(request)
         raw = await read_body(request)
         try:
-            body = json.loads(raw)
+            body = loads(raw)
+        except DuplicateKey as exc:
+            return oai_error(400, "bad_json", exc.message(), sid)
         except ValueError as exc:
             return oai_error(400, "bad_json", json_error(exc), sid)
         if not isinstance(body, dict):

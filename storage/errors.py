@@ -77,6 +77,14 @@ class BadBody(SessiondError):
     status = 400
 
 
+class UnsupportedMediaType(SessiondError):
+    """A request body labelled (its Content-Type header) as something other than JSON, such as the form
+    encoding `curl -d` sends: refused rather than read as JSON regardless."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
 class LimitReached(SessiondError):
     code = "limit_reached"
     status = 429

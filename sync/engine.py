@@ -173,10 +173,6 @@ class Syncer:
         self.ctx.stopping = True
         self._wake.set()
         await stop_tasks([t for t in (self._task, self._republishing, self._reputting) if t is not None])
-        try:  # the head records the stores handed since the keeper's last look: kept, not lost with the process
-            await self.record_keeper.collect()
-        except Exception:
-            log.exception("keeping the heads' records at the stop failed")
         await self.pushes.stop()
         if self._checks is not None:
             self._checks.shutdown(wait=False, cancel_futures=True)
@@ -185,6 +181,13 @@ class Syncer:
             workers, self.ctx.workers = self.ctx.workers, None
             await asyncio.to_thread(workers.close)
         await self.ctx.close_stores()
+        # The head records the stores handed since the keeper's last look, and those a save the stop cut
+        # short had taken: kept, not lost with the process. Last, once nothing that hands one (a push, a
+        # pull, a mirror's drain) runs any more; the stores, closed, still hold what they handed.
+        try:
+            await self.record_keeper.collect()
+        except Exception:
+            log.exception("keeping the heads' records at the stop failed")
 
     def notify(self, sid: str) -> None:
         """`sid` changed here: push it (at once when it is quiet, else together with what follows)."""

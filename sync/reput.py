@@ -12,7 +12,9 @@ then (go-libp2p-kad-dht routing.go PutValue).
 So each record a store hands (Store.take_records: one put by this device, or read from it) is kept in
 the database (`kept_records`, the best seen of each head) within KEEP_EVERY seconds, and at a clean stop,
 with when this device last put it (a record read counts from when it was read: its writer put it no
-later). Every `every` seconds
+later). What was taken from the stores is held here until it is saved: a save cut short (the stop
+cancels the keeper, or a write fails) leaves it for the next save, which the stop makes once nothing
+that hands records runs any more. Every `every` seconds
 (SESSIOND_IPNS_REPUT_EVERY, 12 h by default: well inside the DHT's 48 h) the kept record of each head a
 session here publishes or follows on such a store (its own log's head, its members slot, the log heads
 of the other devices it follows) is put again, unchanged. A record past its end of life is not (no node
@@ -52,6 +54,9 @@ class RecordKeeper:
         self.ctx = ctx
         self.every = every if every is not None else reput_every()
         self.tick = min(self.every / 4, MAX_TICK)
+        # what the stores handed and no save has finished keeping yet (a save cancelled by the stop, or
+        # failed): saved again by the next collect; saving a record kept already changes nothing
+        self._unsaved: list[dict[bytes, tuple[bytes, bool]]] = []
 
     async def run(self) -> None:
         """The background loop (Syncer.start): a round every `tick`; and, while a store forgets records,
@@ -78,10 +83,15 @@ class RecordKeeper:
 
     async def collect(self) -> None:
         """Keep the records the stores handed: of each head, the best (as the IPNS validator selects).
-        Also called as the sync engine stops, so that a clean stop loses none."""
-        handed = [rec for st in self._stores() if (rec := st.take_records())]
-        if not handed:
+        Also called as the sync engine stops, so that a clean stop loses none: those an earlier call took
+        and did not finish saving too."""
+        self._unsaved += [rec for st in self._stores() if (rec := st.take_records())]
+        if not self._unsaved:
             return
+        await self._save(self._unsaved)
+        self._unsaved = []
+
+    async def _save(self, handed: list[dict[bytes, tuple[bytes, bool]]]) -> None:
         kept = self.ctx.db.kept_records
         rows = await kept.all()
         now = time.time()

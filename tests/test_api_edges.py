@@ -496,3 +496,106 @@ async def test_a_compaction_racing_another_never_writes_back_an_earlier_cut(daem
     finally:
         for c in clients:
             await c.close()
+
+
+def _body_routes(sid: str) -> list[tuple[str, str]]:
+    """Every route that reads a body (the OpenAI endpoint's included), with its path made concrete."""
+    import re
+
+    from sessiond.daemon.routes import ROUTES
+
+    return [(r.method, re.sub(r"\{[^}]+\}", sid, r.path)) for r in ROUTES if r.method != "GET"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "application/json; charset=latin-1"]
+)
+def test_a_body_whose_content_type_is_not_json_is_a_415_naming_the_header(daemon, content_type):
+    """`curl -d '{...}'` labels its body application/x-www-form-urlencoded: the daemon read it as JSON
+    anyway. Every route taking a body refuses one labelled otherwise than JSON (415, the message naming
+    the header and the fix), and stores nothing; the OpenAI endpoint in OpenAI's error shape."""
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    before = (c.list_sessions()["sessions"], c.messages(sid)["messages"])
+    body = json.dumps({"role": "user", "content": "hi"}).encode()
+    for method, path in _body_routes(sid):
+        status, data = _raw(daemon, method, path, body, {"Content-Type": content_type, SESSION_HEADER: sid})
+        assert status == 415, (method, path, data)
+        err = data["error"]
+        assert "Content-Type" in err["message"] and "-H 'Content-Type: application/json'" in err["message"], err
+        assert content_type in err["message"], err
+        assert err["code"] == "unsupported_media_type"
+        if path.startswith("/openai/"):
+            assert err["type"] == "invalid_request_error" and err["param"] is None
+    assert (c.list_sessions()["sessions"], c.messages(sid)["messages"]) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json"},
+        {"Content-Type": "Application/JSON; Charset=UTF-8"},
+        {"Content-Type": "application/vnd.example+json"},
+        {},  # no Content-Type at all: read as JSON (README: the socket API)
+    ],
+)
+def test_a_body_labelled_json_or_not_labelled_is_read(daemon, headers):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    body = json.dumps({"role": "user", "content": "hi"}).encode()
+    status, data = _raw(daemon, "POST", f"/v1/sessions/{sid}/messages", body, headers)
+    assert status == 201 and data["content"] == "hi", data
+    status, data = _raw(daemon, "POST", "/v1/sessions", b'{"name": "n"}', headers)
+    assert status == 201 and data["name"] == "n", data
+
+
+@pytest.mark.parametrize(
+    "path, body, key",
+    [
+        ("/v1/sessions/{sid}/messages", b'{"role": "user", "role": "system", "content": "hi"}', "role"),
+        ("/v1/sessions/{sid}/messages", b'{"role": "user", "content": "a", "content": "b"}', "content"),
+        ("/v1/sessions/{sid}/messages", b'{"role": "user", "content": "hi", "metadata": {"k": 1, "k": 2}}', "k"),
+        ("/v1/sessions/{sid}/messages", b'{"r\\u006fle": "system", "role": "user", "content": "hi"}', "role"),
+        ("/v1/sessions/{sid}/messages", b'{"messages": [{"role": "user", "content": "a", "content": "b"}]}', "content"),
+        ("/v1/sessions/{sid}/messages", b'{"messages": [], "messages": [{"role":"user","content":"a"}]}', "messages"),
+        ("/v1/sessions", b'{"name": "a", "name": "b"}', "name"),
+        ("/v1/sessions/{sid}", b'{"name": "a", "name": "b"}', "name"),
+        ("/openai/v1/chat/completions", b'{"model": "m", "model": "n", "messages": []}', "model"),
+    ],
+)
+def test_a_body_giving_a_key_twice_is_a_400_naming_it(daemon, path, body, key):
+    """`{"role": "user", "role": "system"}` was read as its last key said, silently: an app (or a proxy
+    adding a field) that gave one twice got a system message stored for a user's. Such a body is refused,
+    400 bad_json naming the key, nested ones (metadata's) and escaped spellings of it too; nothing is stored."""
+    c = daemon.client()
+    sid = c.create_session(name="dups")["id"]
+    before = (len(c.list_sessions(limit=1000)["sessions"]), c.messages(sid)["messages"], c.get_session(sid)["name"])
+    method = "PATCH" if path == "/v1/sessions/{sid}" else "POST"
+    status, data = _raw(
+        daemon, method, path.format(sid=sid), body, {"Content-Type": "application/json", SESSION_HEADER: sid}
+    )
+    assert status == 400, data
+    assert data["error"]["code"] == "bad_json" and f"{key!r}" in data["error"]["message"], data
+    after = (len(c.list_sessions(limit=1000)["sessions"]), c.messages(sid)["messages"], c.get_session(sid)["name"])
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"role": "user", "content": "role"},  # a value spelled as a key
+        {"role": "user", "content": 'say "role" and "content"'},  # quoted keys inside a text
+        {"role": "user", "content": "hi", "metadata": {"role": "x", "content": {"role": 1}}},  # the same key, nested
+        {"role": "user", "content": "\u00e9t\u00e9 ok"},  # escapes (json.dumps' default ensure_ascii)
+        {"role": "user", "content": "hi", "name": None, "tokens": 3, "chat": None, "tool_call_id": None},
+    ],
+)
+def test_a_body_giving_each_key_once_is_read_as_before(daemon, body):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    status, data = _raw(
+        daemon, "POST", f"/v1/sessions/{sid}/messages", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    assert status == 201, data
+    got = c.messages(sid)["messages"][-1]
+    assert (got["role"], got["content"], got.get("metadata")) == (body["role"], body["content"], body.get("metadata"))

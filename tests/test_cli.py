@@ -983,3 +983,22 @@ def test_commands_in_messages_name_the_home_they_are_for(daemon):
     run_cli(daemon.home, "share", shared, check=True)
     res = run_cli(daemon.home, "rekey", shared, check=True)
     assert f"Make new codes with `sessiond share --home {h}`." in res.stdout, res.stdout
+
+
+def test_daemon_texts_shown_outside_errors_name_the_home_they_are_for(make_daemon):
+    """What the daemon writes and the CLI shows outside an error (doctor's findings, verify's problems, a
+    session's sync error in status, show and sync) quoted commands without --home: under a home other
+    than the default, the user pasted `sessiond sync --wait` as printed and it acted on the default
+    home's daemon. Now each such command carries --home H; --json gives the daemon's words as they are."""
+    d = make_daemon("ipfs+http://127.0.0.1:9")  # a store that never answers: nothing is pushed
+    h = shlex.quote(d.home)
+    os.makedirs(d.home, mode=0o700)
+    text = run_cli(d.home, "doctor").stdout  # no daemon yet: the home's files, checked by the CLI
+    assert f"restore a backup with `sessiond key import --home {h}` before that" in text, text
+    d.start()
+    sid = cli_json(d.home, "new")["id"]
+    run_cli(d.home, "add", sid, "--role", "user", "hi", check=True)
+    res = run_cli(d.home, "verify", sid)
+    assert res.returncode == 1 and f"run `sessiond sync --home {h} --wait` and verify again" in res.stdout, res
+    rep = json.loads(run_cli(d.home, "verify", sid, "--json").stdout)
+    assert "not pushed yet: run `sessiond sync --wait` and verify again" in rep["sessions"][0]["problems"], rep

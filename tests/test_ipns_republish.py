@@ -328,3 +328,40 @@ def test_kept_records_hold_no_secret_and_go_with_the_last_session_that_follows_t
 
 if os.environ.get(ipns.LIFETIME_ENV):  # a lifetime set for the whole run would change what is tested here
     pytestmark = pytest.mark.skip(reason=f"{ipns.LIFETIME_ENV} is set")
+
+
+async def test_records_a_save_was_keeping_when_the_stop_landed_are_kept_by_the_stop(devices):
+    """The record keeper takes what the stores handed (a push's head records), then saves it: a stop that
+    landed while it saved (the engine cancels the keeper first) dropped what it had taken and not yet
+    written, and the stop's own look found the stores' hands empty: the head's record was never put again
+    and the DHT forgot it two days later. The records taken are now held until saved, and the stop saves
+    them after everything that could hand one has stopped."""
+    import asyncio
+
+    node, rpc, gw = await start_node()
+    try:
+        a, _ = await devices.open(store_a=KuboStore(f"ipfs+http://127.0.0.1:{rpc.port}"))
+        kept = devices.dba.kept_records
+        real_keep = kept.keep
+        saving = asyncio.Event()
+
+        async def held(*args) -> None:  # the keeper's save, under way when the stop lands
+            saving.set()
+            await asyncio.Event().wait()
+
+        kept.keep = held  # type: ignore[method-assign]
+        await a.start()
+        sid = (await devices.dba.create_session({"name": "s"}))["id"]
+        await devices.dba.append_messages(sid, [{"role": "user", "content": "hi"}])
+        res = await a.sync_now(sid, wait=True, timeout=10)
+        assert res["pushed"], res
+        await asyncio.wait_for(saving.wait(), 10)  # the keeper took the push's record and is saving it
+        kept.keep = real_keep  # type: ignore[method-assign]
+        await a.stop()
+        own = b"\xed" + bytes(a.keys.head_key(sid).verify_key)
+        rows = await kept.all()
+        assert list(rows) == [own] and rows[own][0] == served_record(node, ipns.name_of(own[1:])), rows
+    finally:
+        await devices.close()
+        await rpc.stop()
+        await gw.stop()

@@ -251,15 +251,13 @@ def test_units_carry_home_store_socket_and_modes(tmp):
         "daemon",
         "--home",
         home,
-        "--store",
-        "file://" + store,
-    ]
+    ]  # no store: the daemon syncs with the home's, which `service install --store` records
+    assert spec.store == "file://" + store
     assert f'"{home}"' in svc["Service"]["ExecStart"][0]
     assert svc["Service"]["Restart"] == ["on-failure"]
     assert svc["Unit"]["Requires"] == [f"{spec.name}.socket"]
-    # without --store the unit names none: the daemon uses the one the home remembers
-    plain = parse_unit(service_units.systemd_units(spec_for(home))[f"{spec.name}.service"])
-    assert "--store" not in plain["Service"]["ExecStart"][0]
+    # without --store the same unit: the daemon uses the one the home remembers
+    assert service_units.systemd_units(spec_for(home)) == units
 
 
 def test_exec_quoting_keeps_specifiers_and_variables_literal():
@@ -387,7 +385,8 @@ def test_install_without_systemctl_writes_files_and_says_what_to_run(tmp):
     for path in out["files"]:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     text = open(os.path.join(unit_dir, f"{name}.service")).read()
-    assert f'--home "{home}"' in text and f"--store file://{tmp}/st" in text
+    assert f'--home "{home}"' in text and "--store" not in text  # the home's store, recorded there:
+    assert open(os.path.join(home, "store-url")).read() == f"file://{tmp}/st\n" and out["store"] == f"file://{tmp}/st"
     assert stat.S_IMODE(os.stat(home).st_mode) == 0o700  # the home exists, private, before a manager binds in it
     human = run_cli(home, "service", "install", env=env)
     assert "to enable it, run:" in human.stdout and f"systemctl --user enable --now {name}.socket" in human.stdout
@@ -468,3 +467,72 @@ def test_install_for_a_long_home_points_clients_at_the_units_socket(tmp):
     # before the service's daemon ever ran, a client (whatever its environment) looks there
     assert socket_path(home) == listen and read_lock(home) == (None, listen)
     assert stat.S_IMODE(os.stat(os.path.dirname(listen)).st_mode) == 0o700
+
+
+def _unit_store(unit_text: str, home: str) -> str:
+    """The store of the daemon started as the unit's ExecStart says (its arguments after the interpreter's,
+    with a ready fd), as its status gives it; the daemon is stopped before this returns."""
+    from conftest import popen_cli
+
+    argv = shlex.split(parse_unit(unit_text)["Service"]["ExecStart"][0])
+    assert argv[:3] == [os.path.abspath(sys.executable), "-m", "sessiond.cli.main"], argv
+    r, w = os.pipe()
+    proc = popen_cli(
+        [*argv[3:], "--ready-fd", str(w)],
+        env=dict(os.environ),
+        pass_fds=(w,),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as f:
+            assert f.read(6) == b"ready\n", proc.communicate(timeout=10)
+        return Client(home).status()["store"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_the_service_syncs_with_the_homes_store_which_start_change_store_moves(tmp):
+    """`service install --store A` wrote `--store A` into the unit, while `start --store B --change-store`
+    moves the home (<home>/store-url) to B: the service's daemon, started with --store A on a home that
+    syncs with B, was refused at every start (and a home already on B got a unit it could never start).
+    The unit now names no store: install records its --store as the home's (as a first start does),
+    refuses one that would move a home already syncing elsewhere (that move is `start --change-store`'s,
+    which pushes the sessions), and the service's daemon follows the home wherever it moves."""
+    env, _ = cli_env(tmp)
+    home = os.path.join(tmp, "home")
+    a, b = os.path.join(tmp, "store a"), os.path.join(tmp, "store b")
+    out = json.loads(run_cli(home, "service", "install", "--store", a, "--json", env=env, check=True).stdout)
+    unit = open(next(p for p in out["files"] if p.endswith(".service"))).read()
+    assert "--store" not in unit and out["store"] == "file://" + a, (unit, out)
+    assert open(os.path.join(home, "store-url")).read().strip() == "file://" + a
+    assert _unit_store(unit, home) == "file://" + a  # the service's daemon: the home's store
+    run_cli(home, "start", "--store", b, "--change-store", check=True)  # the home moves to B
+    run_cli(home, "stop", check=True)
+    assert _unit_store(unit, home) == "file://" + b  # the same unit, unchanged: it follows the home
+    # installing again with the store the home has left is refused, and writes nothing: that move is a
+    # `start --change-store`'s
+    res = run_cli(home, "service", "install", "--store", a, env=env)
+    assert res.returncode == 1 and "--change-store" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert open(os.path.join(home, "store-url")).read().strip() == "file://" + b
+    assert open(next(p for p in out["files"] if p.endswith(".service"))).read() == unit
+    # and with the one it has, or none, it installs
+    run_cli(home, "service", "install", "--store", b, env=env, check=True)
+    run_cli(home, "service", "install", env=env, check=True)
+    assert open(os.path.join(home, "store-url")).read().strip() == "file://" + b
+
+
+def test_install_refuses_a_store_config_toml_contradicts_and_records_nothing(tmp):
+    """The service's daemon reads config.toml's store when the home remembers none: an install --store of
+    another one would have the daemon refuse at its second start; it is refused at install instead."""
+    env, _ = cli_env(tmp)
+    home = private_home(tmp)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(f'store = "file://{tmp}/configured"\n')
+    res = run_cli(home, "service", "install", "--store", os.path.join(tmp, "other"), env=env)
+    assert res.returncode == 1 and "config.toml sets the store" in res.stderr, res.stderr
+    assert not os.path.exists(os.path.join(home, "store-url")) and not os.path.exists(os.path.join(tmp, "config dir"))
+    out = json.loads(run_cli(home, "service", "install", "--json", env=env, check=True).stdout)
+    assert out["store"] == f"file://{tmp}/configured"

@@ -269,8 +269,11 @@ def cmd_status(args) -> int:
     counts = info["counts"]
     sync = info.get("sync", {})
     pending = sum(s["pending"] for s in sync.values())
-    errors = {sid: s["last_error"] for sid, s in sync.items() if s.get("last_error") and s["pending"]}
-    pull_errors = {sid: s["pull_error"] for sid, s in sync.items() if s.get("pull_error")}
+    # the daemon's texts, any command they quote given for this home (the answer itself stays as it is: --json)
+    errors = {
+        sid: for_home(s["last_error"], args.home) for sid, s in sync.items() if s.get("last_error") and s["pending"]
+    }
+    pull_errors = {sid: for_home(s["pull_error"], args.home) for sid, s in sync.items() if s.get("pull_error")}
     waiting = {sid: s["waiting_for"] for sid, s in sync.items() if s.get("waiting_for")}
     lines = [
         f"sessiond {info['version']} (pid {info['pid']}), up {info['uptime']:.0f}s",
@@ -312,7 +315,7 @@ def cmd_status(args) -> int:
             )
             lines.append(
                 f"  {st['url']}: {state}, {st['pending']} write(s) waiting (objects and heads)"
-                + (f"; last error: {short(st['last_error'], 80)}" if st.get("last_error") else "")
+                + (f"; last error: {short(for_home(err, args.home), 80)}" if (err := st.get("last_error")) else "")
             )
     if args.sessions:
         rows = [
@@ -322,7 +325,12 @@ def cmd_status(args) -> int:
                 s["pending"],
                 s["head_rev"],
                 when(s.get("last_push")),
-                short(s.get("last_error") or (f"pull: {s['pull_error']}" if s.get("pull_error") else None), 50),
+                short(
+                    for_home(
+                        s.get("last_error") or (f"pull: {s['pull_error']}" if s.get("pull_error") else ""), args.home
+                    ),
+                    50,
+                ),
             ]
             for sid, s in sync.items()
         ]

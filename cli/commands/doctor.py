@@ -14,7 +14,7 @@ from ...daemon.doctor_files import check_database, check_home, finding
 from ...daemon.home import resolve_home
 from ..connect import client
 from ..errors import EXIT_ERROR
-from ..output import emit, safe
+from ..output import emit, for_home, safe
 from . import Commands
 
 MARK = {"ok": "ok     ", "warn": "WARN   ", "problem": "PROBLEM"}
@@ -49,7 +49,9 @@ def cmd_doctor(args) -> int:
     lines = []
     width = max((len(f["check"]) for f in report["findings"]), default=0)  # each message in one column
     for f in report["findings"]:
-        lines.append(f"{MARK.get(f['level'], f['level'])}  {f['check']:<{width}} {safe(f['message'])}")
+        lines.append(
+            f"{MARK.get(f['level'], f['level'])}  {f['check']:<{width}} {safe(for_home(f['message'], args.home))}"
+        )
         if f["fix"] and f["level"] != "ok":
             lines.append(f"{'':{width + 11}}fix: {safe(f['fix'])}")
     problems = sum(f["level"] == "problem" for f in report["findings"])

@@ -11,7 +11,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
 from ..options import duration
-from ..output import emit, safe, table, when
+from ..output import emit, for_home, safe, table, when
 from . import Commands
 
 
@@ -162,7 +162,7 @@ def cmd_verify_proof(args) -> int:
         "\n".join(
             f"ok      checkpoint #{r['number']} of {r['device']}: {r['messages']} messages, {r['tokens']} tokens"
             if r["ok"]
-            else f"FAILED  {r['problem']}"
+            else f"FAILED  {for_home(r['problem'], args.home)}"
             for r in results
         ),
     )

@@ -6,8 +6,11 @@ which takes that socket: daemon/activation.py) at the first connection. macOS: a
 runs the daemon at login and again if it fails; the daemon binds its socket itself there.
 
 One home, one name: `sessiond` for the default home, `sessiond-<8 hex of the home's hash>` for any
-other, so that several homes can each have their service. Nothing secret goes into a unit file or
-onto the daemon's command line: a store URL carrying credentials is refused (the home keeps it).
+other, so that several homes can each have their service. The units name no store: the service's
+daemon syncs with the home's (<home>/store-url), so that `start --change-store` moves the service too;
+`install --store URL` makes URL the home's store, as a first start would, and refuses a move (that is
+`start --change-store`'s: it pushes the sessions to the new store). Nothing secret goes into a unit file
+or onto the daemon's command line: a store URL carrying credentials is refused (the home keeps it).
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ def register(commands) -> None:
         if name == "install":
             q.add_argument(
                 "--store",
-                help="store URL the service's daemon uses (default: the one the home "
-                "remembers, else config.toml's, else file://<home>/store)",
+                help="store URL this home syncs with, recorded in the home as a first start does (default: "
+                "the one the home remembers, else config.toml's, else file://<home>/store); a home that "
+                "syncs with another moves with `sessiond start --store URL --change-store`",
             )
 
 
@@ -149,6 +153,39 @@ def _record_socket(home: str, path: str) -> None:
         os.close(fd)
 
 
+def _service_store(home: Home, asked: str | None) -> tuple[str, bool]:
+    """The store the service's daemon will sync with, and whether `asked` (install's --store) is to be
+    recorded as the home's: a home with no store yet takes it, as at a first start; one that syncs with
+    it already keeps it; one that syncs with another is refused (the move is `start --change-store`'s,
+    which pushes its sessions there), and so is a store config.toml's setting would contradict."""
+    from ...daemon.home import Config, normalize_store_urls
+    from ...storage.redact import shown_store
+    from ...sync.mirrorurls import same_stores
+
+    remembered = home.remembered_store()
+    configured = Config.load(home.path).store
+    configured = normalize_store_urls(configured) if configured else None
+    if asked is None:
+        return remembered or configured or home.default_store, False
+    q = shlex.quote(home.path)
+    if remembered is not None:
+        if same_stores(asked, remembered):
+            return remembered, False
+        raise ServiceError(
+            f"this home syncs with the store {shown_store(remembered)} (remembered from its first start), not"
+            f" {shown_store(asked)}: install without --store to keep it. To move the home (its sessions are"
+            f" pushed to the new store in full): `sessiond start --home {q} --store URL --change-store`, then"
+            f" `sessiond stop --home {q}`, with no service of this home running (`sessiond service uninstall"
+            f" --home {q}` first: its socket would start the daemon on the old store); then install"
+        )
+    if configured is not None and not same_stores(asked, configured):
+        raise ServiceError(
+            f"{os.path.join(home.path, 'config.toml')} sets the store {shown_store(configured)}, not"
+            f" {shown_store(asked)}: install without --store to use it, or change it there"
+        )
+    return asked, True
+
+
 def cmd_install(args) -> int:
     from ...storage.fsutil import atomic_write
 
@@ -164,18 +201,24 @@ def cmd_install(args) -> int:
             + f"; stop it first (`sessiond stop --home {home.path}`), then install: the service "
             f"takes over its socket"
         )
+    store, record = _service_store(home, spec.store)
     if os.path.dirname(spec.socket) != home.path:
         _record_socket(home.path, spec.socket)
     files = _files(manager, spec)
     for path, data in files.items():
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, data, 0o644)
+    if record:  # before the manager may start the daemon: it reads the home's store
+        home.remember_store(store)
+    from ...storage.redact import shown_store
+
     out: dict[str, Any] = {
         "installed": True,
         "manager": manager,
         "name": spec.name if manager == "systemd" else spec.label,
         "home": home.path,
         "socket": spec.socket,
+        "store": shown_store(store),
         "files": sorted(files),
         "command": spec.argv,
     }

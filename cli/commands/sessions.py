@@ -21,7 +21,7 @@ from ..options import (
     settings_of,
     unset_into,
 )
-from ..output import emit, safe, short, table, when
+from ..output import emit, for_home, safe, short, table, when
 from . import Commands
 
 
@@ -184,7 +184,8 @@ def cmd_show(args) -> int:
         f"last activity: {when(s['last_activity'])}",
         f"expires:       {when(s['expires_at'])}",
         f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
-        f"{sync.get('pending', 0)} pending" + (f", last error: {sync['last_error']}" if sync.get("last_error") else ""),
+        f"{sync.get('pending', 0)} pending"
+        + (f", last error: {for_home(sync['last_error'], args.home)}" if sync.get("last_error") else ""),
     ]
     more: dict[str, Any] = dict(s)  # the answer's fields beyond the Session model's (access, policy, provenance)
     lines.insert(4, f"access:        {more.get('access', '-')}")

@@ -150,9 +150,13 @@ def cmd_sync(args) -> int:
             asked_to_wait.append(st.get("retry_in") or 0)
         lines.append(
             f"{sid}: {st['state']}, revision {st['head_rev']}, {st['pending']} pending"
-            + (f", last error: {st['last_error']}" if st.get("last_error") and st["pending"] else "")
+            + (
+                f", last error: {for_home(st['last_error'], args.home)}"
+                if st.get("last_error") and st["pending"]
+                else ""
+            )
             + (f", next try in {st.get('retry_in', 0):.0f} s as the store asked (Retry-After)" if waiting else "")
-            + (f", cannot pull: {st['pull_error']}" if st.get("pull_error") else "")
+            + (f", cannot pull: {for_home(st['pull_error'], args.home)}" if st.get("pull_error") else "")
             + (f", waiting for {', '.join(st['waiting_for'])} (away through a rekey)" if st.get("waiting_for") else "")
         )
     if args.wait:
@@ -185,17 +189,17 @@ def cmd_verify(args) -> int:
                 f"{s['operations']} operations" + (f", {s['unpushed']} not yet pushed" if s["unpushed"] else "")
             )
         elif s.get("store_failure"):  # the store failed: nothing is known of the session, it is not damaged
-            lines.append(f"UNCHECKED {s['session']}: {s['store_failure']}")
+            lines.append(f"UNCHECKED {s['session']}: {for_home(s['store_failure'], args.home)}")
         else:
             lines.append(f"FAILED  {s['session']}:")
-            lines += [f"          {p}" for p in s["problems"]]
+            lines += [f"          {for_home(p, args.home)}" for p in s["problems"]]
             if s.get("repair"):
-                lines.append(f"          (to repair: {s['repair']})")
+                lines.append(f"          (to repair: {for_home(s['repair'], args.home)})")
         for st in s.get("stores", []):  # a mirror's store that could not be asked whether it holds it all
             if st.get("not_checked"):
-                lines.append(f"          store {st['url']} not checked: {st['not_checked']}")
+                lines.append(f"          store {st['url']} not checked: {for_home(st['not_checked'], args.home)}")
         if s.get("waiting"):  # writers away through a rekey, whose logs are not here to check yet
-            lines += [f"          not yet checked: {w}" for w in s["waiting"]]
+            lines += [f"          not yet checked: {for_home(w, args.home)}" for w in s["waiting"]]
     if not rep["sessions"]:
         lines.append("no sessions to verify")
     emit(args, rep, "\n".join(lines))

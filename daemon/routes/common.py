@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...storage.errors import BadBody
+from ...storage.errors import BadBody, UnsupportedMediaType
 from .. import validate as v
 from ..appkeys import DAEMON_KEY, ROUTE_KEY
 
@@ -34,9 +34,40 @@ def _bad_json(message: str) -> web.HTTPBadRequest:
     )
 
 
+# The Content-Type headers the project's clients, curl -H and OpenAI's SDKs send: taken by one set look-up.
+_JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"})
+
+
+def is_json_type(content_type: str) -> bool:
+    """application/json or application/*+json, with no charset or UTF-8 (JSON is UTF-8: RFC 8259)."""
+    mime, *params = content_type.lower().split(";")
+    mime = mime.strip()
+    if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
+        return False
+    for p in params:
+        name, _, value = p.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def check_json_type(request: web.Request) -> None:
+    """A body labelled as something else than JSON (curl -d's application/x-www-form-urlencoded, text/plain) is
+    a 415 naming the header and its fix; a body with no Content-Type at all is read as JSON."""
+    ct = request.headers.get("Content-Type")
+    if ct is None or ct in _JSON_TYPES or is_json_type(ct):
+        return
+    raise UnsupportedMediaType(
+        f"request body is labelled Content-Type: {ct[:100]!r}, and the daemon reads only JSON (UTF-8): send"
+        f" the header Content-Type: application/json (curl: -H 'Content-Type: application/json')"
+    )
+
+
 async def read_body(request: web.Request) -> bytes:
     """The request's body as sent, decoded as its Content-Encoding says (aiohttp does that); one that does
-    not decode is a 400 bad_body naming why (aiohttp's own error would have been a 500)."""
+    not decode is a 400 bad_body naming why (aiohttp's own error would have been a 500); one whose
+    Content-Type is not JSON is a 415 (check_json_type)."""
+    check_json_type(request)
     try:
         return await request.read()
     except web.RequestPayloadError as exc:
@@ -69,12 +100,45 @@ def json_error(exc: ValueError) -> str:
     return f"request body is not valid JSON: {exc}"
 
 
+class DuplicateKey(ValueError):
+    """A JSON object giving a key twice: json.loads would keep the last silently."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+    def message(self) -> str:
+        return (
+            f"request body gives the key {self.key[:100]!r} twice in one object: send each key once (JSON"
+            f" readers differ on which one counts)"
+        )
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json.loads' object_pairs_hook: the object, unless it gives a key twice (DuplicateKey naming it)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DuplicateKey(k)
+            seen.add(k)
+    return obj
+
+
+def loads(raw: bytes) -> Any:
+    """json.loads of a request body, refusing an object that gives a key twice (DuplicateKey)."""
+    return json.loads(raw, object_pairs_hook=unique_keys)
+
+
 def parse_json(raw: bytes) -> Any:
     """A body's bytes parsed, as body_json does."""
     if not raw:  # no body at all; whitespace alone is not JSON and gets the error below
         return {}
     try:
-        data = json.loads(raw)
+        data = loads(raw)
+    except DuplicateKey as exc:
+        raise _bad_json(exc.message()) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad_json(json_error(exc)) from None
     except RecursionError:
@@ -89,19 +153,20 @@ async def body(request: web.Request) -> dict:
     return v.checker(request[ROUTE_KEY].request)(await body_json(request))
 
 
-async def body_as(request: web.Request, model: Any, unless: bytes) -> dict:
+async def body_as(request: web.Request, model: Any, unless: bytes, nested: str) -> dict:
     """The request's body as `body` gives it, first tried in one call (validate.from_json) against `model`,
     a member of the route's request model that the body is most often (a single message, not a batch).
     Whatever that call does not take goes the usual way (parse_json, then the route's check), so it is
     refused as it always was; so does, at once, a body holding `unless` (a batch's key: a parse that
     fails costs as much as one that does not) or escaping a UTF-16 surrogate (only json.loads and then
-    the lone-surrogate scan name a lone one)."""
+    the lone-surrogate scan name a lone one), and one not surely giving each key once
+    (validate.keys_spelled; `nested`: the model's field that holds objects)."""
     if request.content_length == 0 or not request.can_read_body:
         return await body(request)
     raw = await read_body(request)
     if raw and unless not in raw and not _SURROGATE_ESCAPE.search(raw):
         data = v.from_json(model, raw)
-        if data is not None:
+        if data is not None and not data.get(nested) and len(v.keys_spelled(model).findall(raw)) == len(data):
             return data
     return v.checker(request[ROUTE_KEY].request)(parse_json(raw))
 

@@ -11,7 +11,8 @@ from .common import body_as, daemon_of, ok, query, session_id
 
 
 async def append_messages(request: web.Request) -> web.Response:
-    b = await body_as(request, MessageIn, b'"messages"')  # a MessageIn, or a MessageBatch when it has `messages`
+    # a MessageIn, or a MessageBatch when it has `messages`; a message's objects are its metadata's
+    b = await body_as(request, MessageIn, b'"messages"', "metadata")
     sid = session_id(request)
     key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
     d = daemon_of(request)
