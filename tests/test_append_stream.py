@@ -17,6 +17,7 @@ from aiohttp import web
 
 from sessiond.api.idempotency import IDEMPOTENCY_HEADER
 from sessiond.client import ApiError, AsyncClient, Client
+from sessiond.client.aio import STREAMS
 from sessiond.client.wire import Connection, request_head
 from sessiond.client.wsframes import AppendStream, frame
 from unixproxy import UnixProxy
@@ -322,3 +323,16 @@ def test_a_stream_closed_by_a_restart_is_opened_again(daemon):
     daemon.restart()  # the daemon closes its open streams as it stops
     assert c.append(sid, "user", "after")["content"] == "after"
     assert stored(c, sid) == ["before", "after"]
+
+
+async def test_many_appends_at_once_share_a_few_streams_and_leave_connections_for_other_calls(daemon):
+    """aiohttp's connector lends at most 100 connections, and each open stream holds one: appends in flight at
+    once beyond the client's few streams wait for one, rather than holding every connection (a stream per
+    append) and leaving none for the next call."""
+    sid = daemon.client().create_session(name="s")["id"]
+    async with daemon.aclient() as ac:
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(ac.append(sid, "user", f"a{i}") for i in range(150))), timeout=60
+        )
+        assert len(answers) == 150 and len(ac._streams) <= STREAMS
+        assert len((await asyncio.wait_for(ac.messages(sid, limit=200), timeout=20))["messages"]) == 150
