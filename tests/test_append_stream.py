@@ -21,6 +21,7 @@ from sessiond.client.aio import STREAMS
 from sessiond.client.wire import Connection, request_head
 from sessiond.client.wsframes import AppendStream, frame
 from unixproxy import UnixProxy
+from waiting import wait_for
 
 
 def post(c: Client, sid: str, body, key: str | None) -> tuple[int, dict]:
@@ -336,3 +337,21 @@ async def test_many_appends_at_once_share_a_few_streams_and_leave_connections_fo
         )
         assert len(answers) == 150 and len(ac._streams) <= STREAMS
         assert len((await asyncio.wait_for(ac.messages(sid, limit=200), timeout=20))["messages"]) == 150
+
+
+def test_a_streamed_append_is_announced_and_pushed_as_a_posted_one(make_daemon, store_dir):
+    d = make_daemon("file://" + store_dir).start()
+    c = d.client()
+    sid = c.create_session(name="s")["id"]
+    events = Client(d.home).event_stream()
+    try:
+        m = c.append(sid, "user", "announced")
+        assert c._stream is not None
+        for ev in events:
+            if ev["type"] == "messages.appended":
+                assert ev["session"] == sid and ev["ids"] == [m["id"]]
+                break
+    finally:
+        events.close()
+    # the sync worker was told: it pushes the message with no `sync` asked for
+    wait_for(lambda: c.get_session(sid)["sync"]["pushed_seq"] >= m["seq"], what="the append pushed by the sync worker")
