@@ -27,13 +27,25 @@ class NoStream(Exception):
     """The daemon has no append stream (an older one: 404): appends go as POSTs."""
 
 
+_CHUNK = 1 << 16  # bytes masked at a time (a multiple of 4: each chunk starts at the mask's first byte)
+
+
 def masked(data: bytes, mask: bytes) -> bytes:
-    """`data` XORed with the 4-byte `mask` repeated (RFC 6455, 5.3), as one big-integer XOR."""
+    """`data` XORed with the 4-byte `mask` repeated (RFC 6455, 5.3), as big-integer XORs of up to _CHUNK
+    bytes each (a large batch is not held three more times over as integers)."""
     n = len(data)
-    if not n:
-        return b""
-    m = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(m, "little")).to_bytes(n, "little")
+    if n <= _CHUNK:
+        m = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(m, "little")).to_bytes(n, "little")
+    out = bytearray(n)
+    whole = int.from_bytes(mask * (_CHUNK // 4), "little")
+    view = memoryview(data)
+    for i in range(0, n, _CHUNK):
+        part = view[i : i + _CHUNK]
+        k = len(part)
+        key = whole if k == _CHUNK else int.from_bytes((mask * (k // 4 + 1))[:k], "little")
+        out[i : i + k] = (int.from_bytes(part, "little") ^ key).to_bytes(k, "little")
+    return bytes(out)
 
 
 def frame(payload: bytes, opcode: int = _TEXT) -> bytes:
