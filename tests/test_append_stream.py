@@ -355,3 +355,20 @@ def test_a_streamed_append_is_announced_and_pushed_as_a_posted_one(make_daemon, 
         events.close()
     # the sync worker was told: it pushes the message with no `sync` asked for
     wait_for(lambda: c.get_session(sid)["sync"]["pushed_seq"] >= m["seq"], what="the append pushed by the sync worker")
+
+
+def test_a_body_over_the_posts_limit_is_refused_as_the_post_refuses_it_and_the_stream_goes_on(daemon):
+    from sessiond.daemon.routes.failures import BODY_LIMIT
+
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    st = AppendStream(daemon.socket, 60)
+    try:
+        big = b'{"role": "user", "content": "' + b"x" * BODY_LIMIT + b'"}'
+        status, answer = st.append(sid, "k-big", big)
+        del big
+        assert status == 413 and answer == {"error": {"code": "too_large", "message": "request body too large"}}
+        assert st.append(sid, "k-small", b'{"role": "user", "content": "small"}')[0] == 201
+    finally:
+        st.close()
+    assert stored(c, sid) == ["small"]
