@@ -87,6 +87,9 @@ def test_the_stream_refuses_as_the_post_does(daemon):
     st = AppendStream(daemon.socket, 10)
     try:
         assert st.append(sid, "k", b"{bad") == post_raw(daemon, sid, b"{bad", "k")
+        twice = b'{"role": "user", "role": "assistant", "content": "x"}'  # a key given twice
+        assert st.append(sid, "k2", twice) == post_raw(daemon, sid, twice, "k2")
+        assert st.append(sid, "k2", twice)[0] == 400
         assert st.append(sid, "bad\x01key", b'{"role":"user","content":"x"}')[0] == 422
     finally:
         st.close()
