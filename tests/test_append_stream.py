@@ -6,6 +6,7 @@ kill -9; the clients use it, fall back to the POST on a daemon without it, and r
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import threading
 import pytest
 from aiohttp import web
 
+from conftest import cli_json, started_with
 from sessiond.api.idempotency import IDEMPOTENCY_HEADER
 from sessiond.client import ApiError, AsyncClient, Client
 from sessiond.client.aio import STREAMS
@@ -375,3 +377,25 @@ def test_a_body_over_the_posts_limit_is_refused_as_the_post_refuses_it_and_the_s
     finally:
         st.close()
     assert stored(c, sid) == ["small"]
+
+
+def test_the_openai_tcp_listener_does_not_serve_the_stream(make_daemon):
+    """SECURITY.md: the stream is a route of the Unix socket only; a web page can reach the TCP listener."""
+    d = started_with(make_daemon, openai_listen="127.0.0.1:0")
+    info = cli_json(d.home, "status")["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    host, port = info["base_url"].split("//")[1].split("/")[0].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    for path in ("/v1/appends", "/openai/v1/appends"):
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 404, (path, r.status)
+    conn.close()
