@@ -22,6 +22,9 @@ what A had still to push and B still to pull when the writes ended, when A had p
 last push (`append_to_push`), from that push to B applying it (`push_to_apply`) and in all
 (`append_to_apply`), read from both daemons' event streams (GET /v1/events: `sync.pushed` on A, the
 apply events on B). LOAD_TRACE=1 adds the samples.
+
+LOAD_TRANSPORT: how the clients append, `stream` (the default, as the client does: the append stream,
+GET /v1/appends) or `http` (a POST per append); `transport` in the output says which.
 """
 
 from __future__ import annotations
@@ -105,8 +108,17 @@ def machine_row(
     }
 
 
+def transport() -> str:
+    """LOAD_TRANSPORT: stream (the default) or http."""
+    t = os.environ.get("LOAD_TRANSPORT", "stream")
+    if t not in ("stream", "http"):
+        raise SystemExit(f"LOAD_TRANSPORT must be stream or http, not {t!r}")
+    return t
+
+
 def clients_of(a_home: str, b_home: str, ks: list[int], sessions: int, messages: int, clients: int) -> tuple:
     """Run clients number `ks` (threads of this process); returns (errors, sessions made, CPU used)."""
+    streamed = transport() == "stream"
     errors: list[str] = []
     made: list[str] = []
     last: dict[str, float] = {}  # session -> wall time its last append was answered
@@ -114,7 +126,7 @@ def clients_of(a_home: str, b_home: str, ks: list[int], sessions: int, messages:
     cpu0 = own_cpu()
 
     def client(k: int) -> None:
-        ca, cb = Client(a_home), Client(b_home)
+        ca, cb = Client(a_home, append_stream=streamed), Client(b_home)
         step = "start"
         try:
             for n in range(k, sessions, clients):
@@ -225,7 +237,13 @@ def run(sessions: int = 1000, messages: int = 100, clients: int = 16, timeout: f
 
 
 def _run(store: str, sessions: int, messages: int, clients: int, timeout: float, procs: int) -> dict:
-    out: dict = {"sessions": sessions, "messages_per_session": messages, "clients": clients, "client_processes": procs}
+    out: dict = {
+        "transport": transport(),
+        "sessions": sessions,
+        "messages_per_session": messages,
+        "clients": clients,
+        "client_processes": procs,
+    }
     with Daemon(store) as a, Daemon(store) as b:
         peak = {"a": 0.0, "b": 0.0}
         peak_anon = {"a": 0.0, "b": 0.0}

@@ -18,11 +18,16 @@ from .calls import (
     quote_id,
     retryable,
 )
-from .errors import ApiError, ClientError, DaemonNotRunning, answer_of, lost
+from .errors import ApiError, ClientError, DaemonNotRunning, answer_of, lost, raise_for
 from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
+    import asyncio
+
     import aiohttp
+
+
+STREAMS = 16  # append streams at most per AsyncClient: each holds one of aiohttp's connections (100 by default)
 
 
 def _url(path: str):
@@ -36,12 +41,19 @@ def _url(path: str):
 class AsyncClient(Api):
     """asyncio client (aiohttp over the Unix socket)."""
 
-    def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
+    def __init__(
+        self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0, append_stream: bool = True
+    ):
+        """`append_stream`: as Client's."""
         self.home = resolve_home(home)
         self.socket = locate_socket(self.home, socket)
         self.timeout = timeout
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._session: aiohttp.ClientSession | None = None
+        self._streams: list = []  # idle append streams (GET /v1/appends)
+        self._stream_turns: asyncio.Semaphore | None = None  # appends on streams at once: at most STREAMS
+        self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
+        self._tag = 0
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -50,6 +62,8 @@ class AsyncClient(Api):
         await self.close()
 
     async def close(self) -> None:
+        while self._streams:
+            await self._streams.pop().close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -107,6 +121,72 @@ class AsyncClient(Api):
                     raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._failure(exc, method, path, limit) from None
+
+    async def _append(self, sid: str, body: dict, key: str):
+        """An append on an append stream (an idle one, or a new one while fewer than STREAMS are open: appends
+        in flight at once beyond that wait for one); a POST if the daemon has no stream. A stream that broke
+        before the answer: sent again once, on a new one, with the same key (answered with the first
+        result)."""
+        import asyncio
+
+        if not self._no_stream:
+            if self._stream_turns is None:
+                self._stream_turns = asyncio.Semaphore(STREAMS)
+            async with self._stream_turns:  # streams open: those in use and the idle ones, never more than STREAMS
+                answer = await self._streamed(sid, body, key)
+            if answer is not None:
+                raise_for(answer["status"], answer["body"])
+                return answer["body"]
+        return await super()._append(sid, body, key)
+
+    async def _streamed(self, sid: str, body: dict, key: str) -> dict | None:
+        """The answer frame of an append on a stream, or None if the daemon has none."""
+        import json
+
+        import aiohttp
+
+        self._tag += 1
+        tag = self._tag
+        frame = json.dumps({"tag": tag, "session": sid, "key": key}) + "\n" + json.dumps(body)
+        for attempt in (0, 1):
+            ws = self._streams.pop() if self._streams else await self._open_stream()
+            if ws is None:
+                return None
+            try:
+                await ws.send_str(frame)
+                msg = await ws.receive(timeout=self.timeout)
+            except (aiohttp.ClientError, ConnectionResetError):
+                msg = None
+            except BaseException as exc:  # cancelled, timed out: its answer must not be the next append's
+                await ws.close()
+                if isinstance(exc, TimeoutError):
+                    raise self._failure(exc, "GET", "/v1/appends") from None
+                raise
+            if msg is not None and msg.type is aiohttp.WSMsgType.TEXT:
+                answer = json.loads(msg.data)
+                if not isinstance(answer, dict) or answer.get("tag") != tag:
+                    await ws.close()
+                    raise ClientError("the daemon's answer on the append stream is not the answer to this append")
+                self._streams.append(ws)
+                return answer
+            await ws.close()  # closed (the daemon stopped or restarted) or broken: once more, on a new one
+            if attempt:
+                raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+        return None  # pragma: no cover
+
+    async def _open_stream(self):
+        """A new append stream, or None if the daemon has none (404)."""
+        import aiohttp
+
+        try:
+            return await self._http().ws_connect(_url("/v1/appends"), max_msg_size=0, autoping=True)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (404, 405):
+                self._no_stream = True
+                return None
+            raise ClientError(f"the daemon refused the append stream (HTTP {exc.status})") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failure(exc, "GET", "/v1/appends") from None
 
     async def complete_stream(
         self,

@@ -22,9 +22,10 @@ from .calls import (
     quote_id,
     retryable,
 )
-from .errors import ClientError, DaemonNotRunning, answer_of, lost
+from .errors import ClientError, DaemonNotRunning, answer_of, lost, raise_for
 from .streams import CompletionStream, EventStream, ResumingEvents
 from .wire import Connection, request_head
+from .wsframes import AppendStream, NoStream, Refused
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -43,13 +44,19 @@ class Client(Api):
     """Blocking client (standard library only, so the CLI starts fast). Threads may share one: their
     calls take turns on its connection (a Client per thread makes them in parallel)."""
 
-    def __init__(self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0):
+    def __init__(
+        self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0, append_stream: bool = True
+    ):
+        """`append_stream`: appends on the append stream (GET /v1/appends) when the daemon has one; False: as
+        POSTs (e.g. through a proxy that knows no WebSocket)."""
         self.home = resolve_home(home)
         self.socket = locate_socket(self.home, socket)
         self.timeout = timeout
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._conn: Connection | None = None  # the calls' kept-alive connection (wire.py)
-        self._turn = threading.Lock()  # threads sharing this client take turns on that connection
+        self._stream: AppendStream | None = None  # the appends' stream (wsframes.py), opened by the first
+        self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
+        self._turn = threading.Lock()  # threads sharing this client take turns on those connections
 
     def __enter__(self) -> Client:
         return self
@@ -61,6 +68,51 @@ class Client(Api):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._close_stream()
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _append(self, sid: str, body: dict, key: str):
+        """An append on the append stream (opened by the first, kept); a POST if the daemon has no stream. A
+        stream that broke before the answer: sent again once, on a new one, with the same key (the daemon
+        answers a key it has seen with its first result)."""
+        if not self._no_stream:
+            payload = json.dumps(body).encode()
+            with self._turn:
+                answer = self._streamed(sid, key, payload)
+            if answer is not None:
+                status, data = answer
+                raise_for(status, data)
+                return data
+        return super()._append(sid, body, key)
+
+    def _streamed(self, sid: str, key: str, payload: bytes) -> tuple[int, Any] | None:
+        """(status, answer) of an append on the stream, or None if the daemon has none."""
+        for attempt in (0, 1):
+            try:
+                if self._stream is None:
+                    self._stream = AppendStream(self.socket, self.timeout)
+                return self._stream.append(sid, key, payload)
+            except NoStream:
+                self._no_stream = True
+                return None
+            except Refused as exc:
+                answer_of(exc.status, exc.body)  # its ApiError
+                raise ClientError(f"the daemon refused the append stream (HTTP {exc.status})") from None
+            except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too: a broken stream
+                self._close_stream()
+                if attempt:
+                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+            except (OSError, ValueError, IndexError) as exc:
+                self._close_stream()
+                raise self._failure(exc, "GET", "/v1/appends") from None
+            except BaseException:  # e.g. Ctrl-C mid-append: its answer, still to come, must not be the next one's
+                self._close_stream()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _request(
         self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None

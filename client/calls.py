@@ -185,11 +185,10 @@ class Api:
     def append(
         self, sid: str, role: str, content: str, *, idempotency_key: str | None = None, **extra: Any
     ) -> Message:  # extra: MessageIn's other fields (tokens, chat, name, ...)
-        return self._call(
-            "POST",
-            f"/v1/sessions/{quote_id(sid)}/messages",
+        return self._append(
+            sid,
             {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},
-            key=key_for(idempotency_key),
+            key_for(idempotency_key),
         )
 
     def append_many(
@@ -198,7 +197,12 @@ class Api:
         body: dict = {"messages": messages}
         if chat is not None:
             body["chat"] = chat
-        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=key_for(idempotency_key))
+        return self._append(sid, body, key_for(idempotency_key))
+
+    def _append(self, sid: str, body: dict, key: str):
+        """POST /v1/sessions/{sid}/messages; the clients send it on their append stream (GET /v1/appends) when
+        the daemon has one: the same append, answered the same, for less of the daemon's CPU."""
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=key)
 
     def messages(
         self,

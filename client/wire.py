@@ -79,75 +79,80 @@ class Connection:
             sock.settimeout(self.timeout)
 
     def _answer(self, sock: socket.socket) -> tuple[int, bytes]:
-        buf = sock.recv(65536)
-        while (end := buf.find(b"\r\n\r\n")) < 0:
-            more = sock.recv(65536)
-            if not more:
-                raise Disconnected("the daemon closed the connection before it answered")
-            buf += more
-        lines = buf[:end].split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length, chunked, connection = None, False, b""
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                connection = value.strip().lower()
+        status, headers, rest = read_head(sock)
+        connection = headers.get(b"connection", b"").lower()
         # HTTP/1.0 closes the connection after its answer unless it says keep-alive (aiohttp answers a request
         # its parser refuses so, then closes): the next request must go on a new connection
-        close = connection == b"close" or (lines[0].startswith(b"HTTP/1.0") and connection != b"keep-alive")
-        rest = buf[end + 4 :]
-        if status in _NO_BODY or 100 <= status < 200:
-            body = b""
-        elif chunked:
-            body = self._chunked(sock, rest)
-        elif length is not None:
-            body = self._exactly(sock, rest, length)
-        else:  # no length: the body ends with the connection
-            parts = [rest]
-            while more := sock.recv(65536):
-                parts.append(more)
-            body, close = b"".join(parts), True
-        if close:
+        close = connection == b"close" or (headers[b""].startswith(b"HTTP/1.0") and connection != b"keep-alive")
+        body, ended = read_body(sock, status, headers, rest)
+        if close or ended:
             self.close()
         return status, body
 
-    @staticmethod
-    def _exactly(sock: socket.socket, have: bytes, length: int) -> bytes:
-        if len(have) >= length:
-            return have[:length]
-        out = bytearray(length)
-        out[: len(have)] = have
-        view, got = memoryview(out), len(have)
-        while got < length:
-            n = sock.recv_into(view[got:])
-            if not n:
-                raise Disconnected("the daemon closed the connection in the middle of its answer")
-            got += n
-        return bytes(out)
 
-    @staticmethod
-    def _chunked(sock: socket.socket, buf: bytes) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            while (eol := buf.find(b"\r\n")) < 0:
+def read_head(sock: socket.socket) -> tuple[int, dict[bytes, bytes], bytes]:
+    """An answer's head: its status, its headers (lower-case names; b"": the status line) and the bytes read
+    past it."""
+    buf = sock.recv(65536)
+    while (end := buf.find(b"\r\n\r\n")) < 0:
+        more = sock.recv(65536)
+        if not more:
+            raise Disconnected("the daemon closed the connection before it answered")
+        buf += more
+    lines = buf[:end].split(b"\r\n")
+    headers = {b"": lines[0]}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split(b" ", 2)[1]), headers, buf[end + 4 :]
+
+
+def read_body(sock: socket.socket, status: int, headers: dict[bytes, bytes], rest: bytes) -> tuple[bytes, bool]:
+    """An answer's body, after its head (read_head): by its Content-Length, chunked, or to the end of the
+    connection (then also True: the connection has ended)."""
+    if status in _NO_BODY or 100 <= status < 200:
+        return b"", False
+    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        return _chunked(sock, rest), False
+    if (length := headers.get(b"content-length")) is not None:
+        return _exactly(sock, rest, int(length)), False
+    parts = [rest]  # no length: the body ends with the connection
+    while more := sock.recv(65536):
+        parts.append(more)
+    return b"".join(parts), True
+
+
+def _exactly(sock: socket.socket, have: bytes, length: int) -> bytes:
+    if len(have) >= length:
+        return have[:length]
+    out = bytearray(length)
+    out[: len(have)] = have
+    view, got = memoryview(out), len(have)
+    while got < length:
+        n = sock.recv_into(view[got:])
+        if not n:
+            raise Disconnected("the daemon closed the connection in the middle of its answer")
+        got += n
+    return bytes(out)
+
+
+def _chunked(sock: socket.socket, buf: bytes) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        while (eol := buf.find(b"\r\n")) < 0:
+            more = sock.recv(65536)
+            if not more:
+                raise Disconnected("the daemon closed the connection in the middle of its answer")
+            buf += more
+        size = int(buf[:eol].split(b";", 1)[0], 16)
+        buf = buf[eol + 2 :]
+        if size == 0:  # the last chunk; no trailers are sent: the blank line ends it
+            while len(buf) < 2:
                 more = sock.recv(65536)
                 if not more:
-                    raise Disconnected("the daemon closed the connection in the middle of its answer")
+                    break
                 buf += more
-            size = int(buf[:eol].split(b";", 1)[0], 16)
-            buf = buf[eol + 2 :]
-            if size == 0:  # the last chunk; no trailers are sent: the blank line ends it
-                while len(buf) < 2:
-                    more = sock.recv(65536)
-                    if not more:
-                        break
-                    buf += more
-                return b"".join(parts)
-            chunk = Connection._exactly(sock, buf, size + 2)  # the chunk and its CRLF
-            parts.append(chunk[:size])
-            buf = buf[size + 2 :] if len(buf) >= size + 2 else b""
+            return b"".join(parts)
+        chunk = _exactly(sock, buf, size + 2)  # the chunk and its CRLF
+        parts.append(chunk[:size])
+        buf = buf[size + 2 :] if len(buf) >= size + 2 else b""

@@ -7,27 +7,19 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
-from ..storage.errors import DiskFull, Invalid, NotFound, SessiondError, is_disk_full
-from ..storage.redact import scrub_text
+from ..storage.errors import Invalid, NotFound
 from . import validate as v
 from .appkeys import DAEMON_KEY, OPENAPI_KEY, ROUTE_KEY
 from .openapi import build_openapi
 from .routes import ROUTES, Handler, Route
+from .routes.appends import close_streams
 from .routes.common import body_json, ok  # noqa: F401 (the names other modules used)
+from .routes.failures import BODY_LIMIT, error_body, failure, too_large
 
 log = logging.getLogger("sessiond.api")
-
-
-def error_body(code: str, message: str, **details) -> dict:
-    # a store URL quoted in an error (a share code's store, an import's --store) shows no credentials
-    err: dict[str, Any] = {"code": code, "message": scrub_text(message)}
-    if details:
-        err["details"] = details
-    return {"error": err}
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -39,7 +31,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     elif exc.status == 405:
         msg = f"{request.method} is not allowed on {request.path}"
     elif exc.status == 413:
-        msg = "request body too large"
+        return web.json_response(too_large(), status=413)
     return web.json_response(error_body(code, msg), status=exc.status)
 
 
@@ -64,20 +56,15 @@ def _bound(route: Route) -> Handler:
             if no_body and request.body_exists:
                 refuse_body(where, await body_json(request))
             return await handler(request)
-        except SessiondError as exc:
-            return web.json_response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
         except web.HTTPException as exc:
             if exc.content_type == "application/json":
                 raise
             return _http_error(request, exc)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
-        except Exception as exc:
-            if is_disk_full(exc):
-                return _disk_full(request, exc)
-            # a bug: log it with its traceback, answer without internals
-            log.exception("internal error on %s %s", request.method, request.path)
-            return web.json_response(error_body("internal", "internal error; see the daemon log"), status=500)
+        except Exception as exc:  # a SessiondError, a full disk, a bug: failures.py
+            status, data = failure(exc, f"{request.method} {request.path}", _home(request))
+            return web.json_response(data, status=status)
 
     handle.__name__ = handler.__name__
     return handle
@@ -90,17 +77,8 @@ def refuse_body(where: str, body: object) -> None:
         raise Invalid(f"{where} takes no body{fields:.200}: send none")
 
 
-def _disk_full(request: web.Request, exc: Exception) -> web.Response:
-    """A write that met a full disk: 507, saying where and what to do. SQLite rolled its transaction back,
-    so nothing of the request was stored; a retry once there is room does it whole."""
-    home = getattr(getattr(request.app[DAEMON_KEY], "home", None), "path", None)
-    where = f"the disk holding sessiond's home ({home})" if home else "the disk holding sessiond's home"
-    log.warning("%s %s: disk full: %s", request.method, request.path, exc)
-    err = DiskFull(
-        f"{where} is full ({exc}): nothing of this request was stored. Free some space on it, then send the"
-        f" request again"
-    )
-    return web.json_response(error_body(err.code, err.message), status=err.status)
+def _home(request: web.Request) -> str | None:
+    return getattr(getattr(request.app[DAEMON_KEY], "home", None), "path", None)
 
 
 async def _unrouted(request: web.Request) -> web.StreamResponse:
@@ -129,11 +107,12 @@ def router_order(routes: list[Route]) -> list[Route]:
 
 
 def make_app(daemon) -> web.Application:
-    app = web.Application(client_max_size=256 << 20)  # no middleware: see _bound
+    app = web.Application(client_max_size=BODY_LIMIT)  # no middleware: see _bound
     app[DAEMON_KEY] = daemon
     for r in router_order(ROUTES):
         app.router.add_route(r.method, r.path, _bound(r))
     app.router.add_route("*", "/{tail:.*}", _unrouted)
+    app.on_shutdown.append(close_streams)  # open append streams closed, not waited for
 
     @functools.cache
     def openapi() -> dict:

@@ -96,7 +96,9 @@ def build_openapi(routes, version: str) -> dict:
                 "content": {"application/json": {"schema": schemas[f"req{i}"]}},
             }
         ok: dict[str, Any]
-        if r.response is not None:
+        if r.websocket:  # the append stream: no JSON answer, a protocol switch
+            ok = {"description": "switching to a WebSocket (its frames: README, The append stream)"}
+        elif r.response is not None:
             ok = {"description": "success", "content": {"application/json": {"schema": schemas[f"res{i}"]}}}
         else:
             ok = {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}

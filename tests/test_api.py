@@ -377,7 +377,9 @@ def test_a_retried_append_is_stored_once(daemon):
     sid = c.create_session(name="retry")["id"]
     px = DropAfterAnswer(daemon.socket)
     try:
-        with Client(socket=px.path) as pc:
+        with Client(
+            socket=px.path, append_stream=False
+        ) as pc:  # the POST's retry (the stream's: test_append_stream.py)
             m = pc.append(sid, "user", "only once")
             assert px.dropped == 1  # the first answer was lost, the retry's came through
             px.drops += 1
@@ -440,7 +442,7 @@ async def test_async_client_retries_appends_once_with_their_key(daemon):
     sid = c.create_session(name="async")["id"]
     px = DropAfterAnswer(daemon.socket)
     try:
-        async with AsyncClient(socket=px.path) as ac:
+        async with AsyncClient(socket=px.path, append_stream=False) as ac:  # the POST's retry
             m = await ac.append(sid, "user", "async once")
             assert px.dropped == 1
     finally:

@@ -183,7 +183,7 @@ def test_client_wire_reads_every_answer_shape_and_retries_only_what_is_safe():
             None,  # ... but a request without a key is not
         ]
     )
-    with Client(socket=server.path, timeout=10) as c:
+    with Client(socket=server.path, timeout=10, append_stream=False) as c:  # appends as POSTs: wire.py's path
         assert c.append("s1", "user", "hello", idempotency_key="k-1")["id"] == "m1"
         assert server.recv_calls[0] == 1 and server.requests[0].endswith(b'"hello"}')  # head and body in one send
         assert b"\r\nIdempotency-Key: k-1\r\n" in server.requests[0]

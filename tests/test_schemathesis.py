@@ -108,6 +108,8 @@ NEED_REAL_VALUES = {
     "POST /v1/sessions/{id}/complete",
     "POST /openai/v1/chat/completions",
     "GET /openai/v1/models",
+    # the append stream: a WebSocket (101), which a plain GET is refused (400); tests/test_append_stream.py
+    "GET /v1/appends",
 }
 
 

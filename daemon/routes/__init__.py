@@ -25,7 +25,7 @@ from ...api import sharing as Sh
 from ...api.idempotency import IDEMPOTENCY_HEADER
 from ...api.types import Text
 from .. import complete, openai_compat
-from . import chats, events, files, manage, messages, meta, search, sessions, sharing
+from . import appends, chats, events, files, manage, messages, meta, search, sessions, sharing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,6 +50,7 @@ class Route:
     headers: tuple[Header, ...] = ()  # request headers it reads
     errors: tuple[int, ...] = ()  # error statuses beyond the common ones (api/errors.py ERROR_STATUSES)
     stream: bool = False  # may answer with server-sent events too
+    websocket: bool = False  # answers 101, a WebSocket (the append stream)
 
 
 IDEMPOTENCY = Header(IDEMPOTENCY_HEADER, Msg.IdempotencyKey, Msg.IDEMPOTENCY_DESCRIPTION)
@@ -139,6 +140,16 @@ ROUTES: list[Route] = [
         Msg.Appended,
         201,
         headers=(IDEMPOTENCY,),
+    ),
+    Route(
+        "GET",
+        appends.PATH,
+        appends.append_stream,
+        "The append stream: a WebSocket whose text frames are appends (a head line: tag, session and"
+        " Idempotency-Key; a newline; the body POST /v1/sessions/{id}/messages takes), each answered once committed"
+        " with a frame {tag, status, body} holding what the POST answers; in order",
+        status=101,
+        websocket=True,
     ),
     Route(
         "GET",

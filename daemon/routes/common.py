@@ -163,12 +163,17 @@ async def body_as(request: web.Request, model: Any, unless: bytes, nested: str) 
     (validate.keys_spelled; `nested`: the model's field that holds objects)."""
     if request.content_length == 0 or not request.can_read_body:
         return await body(request)
-    raw = await read_body(request)
+    return checked_as(await read_body(request), model, unless, nested, request[ROUTE_KEY].request)
+
+
+def checked_as(raw: bytes, model: Any, unless: bytes, nested: str, whole: Any) -> dict:
+    """A body's bytes checked as body_as checks them, against `model` first and then `whole` (the route's
+    request model): for a body that comes other than as a request's (the append stream's frames)."""
     if raw and unless not in raw and not _SURROGATE_ESCAPE.search(raw):
         data = v.from_json(model, raw)
         if data is not None and not data.get(nested) and len(v.keys_spelled(model).findall(raw)) == len(data):
             return data
-    return v.checker(request[ROUTE_KEY].request)(parse_json(raw))
+    return v.checker(whole)(parse_json(raw))
 
 
 def query(request: web.Request) -> dict:

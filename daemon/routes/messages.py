@@ -4,18 +4,30 @@ listing. The hot path: a batch is checked by one TypeAdapter call (daemon/valida
 from aiohttp import web
 
 from ...api.idempotency import IDEMPOTENCY_HEADER
-from ...api.messages import MessageIn
+from ...api.messages import Append, MessageIn
 from ...storage.errors import IdempotencyKeyReused, Invalid, NotFound
 from .. import validate as v
-from .common import body_as, daemon_of, ok, query, session_id
+from .common import body_as, checked_as, daemon_of, ok, query, session_id
 
 
 async def append_messages(request: web.Request) -> web.Response:
     # a MessageIn, or a MessageBatch when it has `messages`; a message's objects are its metadata's
-    b = await body_as(request, MessageIn, b'"messages"', "metadata")
-    sid = session_id(request)
+    b = await body_as(request, MessageIn, BATCH_KEY, "metadata")
     key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
-    d = daemon_of(request)
+    return ok(await append(daemon_of(request), session_id(request), b, key), 201)
+
+
+BATCH_KEY = b'"messages"'  # in a body that is a batch
+
+
+def append_body(raw: bytes) -> dict:
+    """An append's body (as sent: bytes) checked as the POST checks it (the append stream's)."""
+    return checked_as(raw, MessageIn, BATCH_KEY, "metadata", Append)
+
+
+async def append(d, sid: str, b: dict, key: str | None) -> dict:
+    """Append `b` (a checked body: one message, or a batch) to session `sid`: the answer, once committed.
+    The POST and the append stream (routes/appends.py) both append through this."""
     est = d.estimate
     if "messages" in b:
         checked = v.given(b["messages"])
@@ -24,22 +36,19 @@ async def append_messages(request: web.Request) -> web.Response:
                 m["tokens"] = est(m["content"])
         stored = await _append(d.db, sid, checked, b.get("chat"), key)
         # A batch answers with ids, not an echo of every message: the app has the content already.
-        return ok(
-            {
-                "count": len(stored),
-                "ids": [m["id"] for m in stored],
-                "chat": stored[0]["chat"],
-                "created_at": stored[0]["created_at"],
-                "first_seq": stored[0]["seq"],
-                "last_seq": stored[-1]["seq"],
-            },
-            201,
-        )
+        return {
+            "count": len(stored),
+            "ids": [m["id"] for m in stored],
+            "chat": stored[0]["chat"],
+            "created_at": stored[0]["created_at"],
+            "first_seq": stored[0]["seq"],
+            "last_seq": stored[-1]["seq"],
+        }
     m = v.given([b])[0]
     if m.get("tokens") is None:
         m["tokens"] = est(m["content"])
     stored = await _append(d.db, sid, [m], m.get("chat"), key)
-    return ok({**stored[0], "content": m["content"]}, 201)
+    return {**stored[0], "content": m["content"]}
 
 
 async def _append(db, sid: str, messages: list[dict], chat: str | None, key: str | None) -> list[dict]:

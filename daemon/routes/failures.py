@@ -1,0 +1,56 @@
+"""A failed request's answer, in the API's one error shape (api/errors.py): what a handler raised, as a
+status and a JSON body. The socket API's routes (daemon/api.py) and the append stream's frames
+(routes/appends.py) answer every failure through it, so the two answer the same error the same way."""
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ...storage.errors import DiskFull, SessiondError, is_disk_full
+from ...storage.redact import scrub_text
+
+log = logging.getLogger("sessiond.api")
+
+BODY_LIMIT = 256 << 20  # the largest request body the socket API reads (aiohttp's client_max_size)
+
+
+def error_body(code: str, message: str, **details) -> dict:
+    # a store URL quoted in an error (a share code's store, an import's --store) shows no credentials
+    err: dict[str, Any] = {"code": code, "message": scrub_text(message)}
+    if details:
+        err["details"] = details
+    return {"error": err}
+
+
+def too_large() -> dict:
+    """A body over BODY_LIMIT (aiohttp's 413, in our shape)."""
+    return error_body("too_large", "request body too large")
+
+
+def failure(exc: Exception, where: str, home: str | None) -> tuple[int, dict]:
+    """The status and body answering `exc`, raised by `where` (e.g. "POST /v1/sessions/x/messages", for the
+    log), in the daemon whose home is `home`: a SessiondError as it says; a JSON HTTP error (a body that is
+    not JSON) as it was made; a full disk a 507 saying where and what to do; anything else a bug, logged
+    with its traceback and answered without internals."""
+    if isinstance(exc, SessiondError):
+        return exc.status, error_body(exc.code, exc.message, **exc.details)
+    if isinstance(exc, web.HTTPException) and exc.content_type == "application/json" and exc.text:
+        return exc.status, json.loads(exc.text)
+    if is_disk_full(exc):
+        return _disk_full(exc, where, home)
+    log.exception("internal error on %s", where)
+    return 500, error_body("internal", "internal error; see the daemon log")
+
+
+def _disk_full(exc: Exception, where: str, home: str | None) -> tuple[int, dict]:
+    """A write that met a full disk: 507, saying where and what to do. SQLite rolled its transaction back,
+    so nothing of the request was stored; a retry once there is room does it whole."""
+    disk = f"the disk holding sessiond's home ({home})" if home else "the disk holding sessiond's home"
+    log.warning("%s: disk full: %s", where, exc)
+    err = DiskFull(
+        f"{disk} is full ({exc}): nothing of this request was stored. Free some space on it, then send the"
+        f" request again"
+    )
+    return err.status, error_body(err.code, err.message)

@@ -1,0 +1,401 @@
+"""The append stream (GET /v1/appends, a WebSocket; daemon/routes/appends.py) over a real daemon's socket:
+its answers are the POST's (the same code path), idempotency keys are shared with the POST, malformed frames
+are answered and change nothing, pipelined frames are answered in order, an acknowledged append survives
+kill -9; the clients use it, fall back to the POST on a daemon without it, and retry once on a broken one."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import socket
+import tempfile
+import threading
+
+import pytest
+from aiohttp import web
+
+from conftest import cli_json, started_with
+from sessiond.api.idempotency import IDEMPOTENCY_HEADER
+from sessiond.client import ApiError, AsyncClient, Client
+from sessiond.client.aio import STREAMS
+from sessiond.client.wire import Connection, request_head
+from sessiond.client.wsframes import AppendStream, frame
+from unixproxy import UnixProxy
+from waiting import wait_for
+
+
+def post(c: Client, sid: str, body, key: str | None) -> tuple[int, dict]:
+    """The POST's (status, answer), raw."""
+    status, raw = c._request("POST", f"/v1/sessions/{sid}/messages", body, key)
+    return status, json.loads(raw)
+
+
+def streamed(d, sid: str, body, key: str) -> tuple[int, dict]:
+    """The stream's (status, answer), raw, on a stream of its own."""
+    s = AppendStream(d.socket, 10)
+    try:
+        return s.append(sid, key, json.dumps(body).encode())
+    finally:
+        s.close()
+
+
+def stored(c: Client, sid: str) -> list[str]:
+    return [m["content"] for m in c.messages(sid, limit=1000)["messages"]]
+
+
+def test_the_stream_answers_as_the_post_does_and_shares_its_keys(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    one = {"role": "user", "content": "one", "metadata": {"a": [1, 2]}}
+    s_status, s_answer = streamed(daemon, sid, one, "k-stream")
+    p_status, p_answer = post(c, sid, one, "k-stream")  # the stream's key, on the POST: its first result
+    assert s_status == p_status == 201 and s_answer == p_answer and s_answer["content"] == "one"
+    batch = {"messages": [{"role": "user", "content": "two"}, {"role": "assistant", "content": "three"}]}
+    p_status, p_answer = post(c, sid, batch, "k-post")
+    s_status, s_answer = streamed(daemon, sid, batch, "k-post")  # the POST's key, on the stream
+    assert s_status == p_status == 201 and s_answer == p_answer and s_answer["count"] == 2
+    assert stored(c, sid) == ["one", "two", "three"]  # each stored once
+    # a fresh append: the same fields as the POST's
+    s_status, s_answer = streamed(daemon, sid, {"role": "user", "content": "four"}, "k4")
+    p_status, p_answer = post(c, sid, {"role": "user", "content": "five"}, "k5")
+    assert s_status == p_status == 201 and set(s_answer) == set(p_answer)
+    assert s_answer["seq"] + 1 == p_answer["seq"]
+
+
+def test_the_stream_refuses_as_the_post_does(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="s", policy={"token_quota": 10})["id"]
+    ended = c.create_session(name="e")["id"]
+    c.end(ended)
+    cases = [
+        ("nope", {"role": "user", "content": "x"}),  # no such session
+        (sid, {"role": "wizard", "content": "x"}),  # an invalid field
+        (sid, {"messages": []}),  # an empty batch
+        (sid, "not an object"),
+        (sid, {"role": "user", "content": "x", "tokens": 100}),  # past the quota
+        (ended, {"role": "user", "content": "x"}),  # an ended session
+    ]
+    seen = set()
+    for i, (s, body) in enumerate(cases):
+        on_stream = streamed(daemon, s, body, f"s{i}")
+        on_post = post(c, s, body, f"p{i}")
+        assert on_stream == on_post, (s, body)
+        assert on_stream[0] >= 400
+        seen.add(on_stream[0])
+    assert {404, 422, 429, 409} <= seen, seen
+    # a body that is not JSON, and a bad key: the same 400 and 422
+    st = AppendStream(daemon.socket, 10)
+    try:
+        assert st.append(sid, "k", b"{bad") == post_raw(daemon, sid, b"{bad", "k")
+        twice = b'{"role": "user", "role": "assistant", "content": "x"}'  # a key given twice
+        assert st.append(sid, "k2", twice) == post_raw(daemon, sid, twice, "k2")
+        assert st.append(sid, "k2", twice)[0] == 400
+        assert st.append(sid, "bad\x01key", b'{"role":"user","content":"x"}')[0] == 422
+    finally:
+        st.close()
+    assert stored(c, sid) == [] and stored(c, ended) == []
+
+
+def post_raw(d, sid: str, payload: bytes, key: str) -> tuple[int, dict]:
+    conn = Connection(d.socket, 10)
+    try:
+        status, raw = conn.exchange(
+            request_head("POST", f"/v1/sessions/{sid}/messages", payload, key, IDEMPOTENCY_HEADER) + payload
+        )
+    finally:
+        conn.close()
+    return status, json.loads(raw)
+
+
+def raw_answers(st: AppendStream, frames: list[tuple[int, bytes]], n: int) -> list[dict]:
+    """Send `frames` ((opcode, payload)) at once, then read `n` answers."""
+    st.sock.sendall(b"".join(frame(p, op) for op, p in frames))
+    return [json.loads(st._message(st.sock)) for _ in range(n)]
+
+
+def test_malformed_frames_are_answered_change_nothing_and_the_connection_goes_on(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    good = json.dumps({"role": "user", "content": "kept"}).encode()
+    frames = [
+        (1, b"no newline at all"),
+        (1, b"[1, 2]\n" + good),  # a head that is not an object
+        (1, b"{bad json\n" + good),
+        (1, json.dumps({"tag": 3, "key": "k"}).encode() + b"\n" + good),  # no session
+        (1, json.dumps({"tag": 4, "session": sid}).encode() + b"\n" + good),  # no key
+        (1, json.dumps({"tag": 5, "session": sid, "key": "k", "pad": "x" * 5000}).encode() + b"\n" + good),
+        (2, json.dumps({"tag": 6, "session": sid, "key": "k"}).encode() + b"\n" + good),  # binary
+        (1, json.dumps({"tag": 7, "session": sid, "key": "k"}).encode() + b"\n" + good),  # a good one, last
+    ]
+    st = AppendStream(daemon.socket, 10)
+    try:
+        answers = raw_answers(st, frames, len(frames))
+    finally:
+        st.close()
+    *bad, last = answers
+    for a, why in zip(bad, ["newline", "not a JSON object", "not a JSON object", '"session"', '"key"', "longer"]):
+        assert a["status"] == 400 and a["body"]["error"]["code"] == "bad_frame", a
+        assert why in a["body"]["error"]["message"], (why, a)
+    assert [a["tag"] for a in bad] == [None, None, None, 3, 4, None, None]
+    assert bad[-1]["body"]["error"]["code"] == "bad_frame" and "binary" in bad[-1]["body"]["error"]["message"]
+    assert last["tag"] == 7 and last["status"] == 201
+    assert stored(c, sid) == ["kept"]
+
+
+def test_pipelined_frames_are_answered_in_order(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    frames = [
+        (
+            1,
+            json.dumps({"tag": f"t{i}", "session": sid, "key": f"k{i}"}).encode()
+            + b"\n"
+            + json.dumps({"role": "user", "content": f"m{i}"}).encode(),
+        )
+        for i in range(50)
+    ]
+    st = AppendStream(daemon.socket, 10)
+    try:
+        answers = raw_answers(st, frames, 50)
+    finally:
+        st.close()
+    assert [a["tag"] for a in answers] == [f"t{i}" for i in range(50)]
+    assert [a["body"]["content"] for a in answers] == [f"m{i}" for i in range(50)]
+    assert stored(c, sid) == [f"m{i}" for i in range(50)]
+
+
+def test_threads_sharing_a_client_take_turns_on_its_stream(daemon):
+    sid = daemon.client().create_session(name="s")["id"]
+    errors: list[BaseException] = []
+    with Client(daemon.home) as c:
+
+        def appender(t: int) -> None:
+            try:
+                for i in range(40):
+                    m = c.append(sid, "user", f"{t}-{i}")
+                    assert m["content"] == f"{t}-{i}"
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=appender, args=(t,)) for t in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert c._stream is not None and not c._no_stream  # the appends went on the stream
+    assert not errors, errors
+    got = stored(daemon.client(), sid)
+    assert sorted(got) == sorted(f"{t}-{i}" for t in range(6) for i in range(40))
+
+
+async def test_the_async_client_appends_on_streams(daemon):
+    sid = daemon.client().create_session(name="s")["id"]
+    async with daemon.aclient() as ac:
+        answers = await asyncio.gather(*(ac.append(sid, "user", f"a{i}") for i in range(20)))
+        assert [a["content"] for a in answers] == [f"a{i}" for i in range(20)]
+        assert ac._streams and not ac._no_stream
+        with pytest.raises(ApiError) as e:
+            await ac.append("nope", "user", "x")
+        assert e.value.status == 404 and e.value.code == "not_found"
+        batch = await ac.append_many(sid, [{"role": "user", "content": "b"}], idempotency_key="kb")
+        assert await ac.append_many(sid, [{"role": "user", "content": "b"}], idempotency_key="kb") == batch
+    assert len(stored(daemon.client(), sid)) == 21
+
+
+def test_an_acknowledged_append_survives_kill_9(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    acked = [c.append(sid, "user", f"m{i}")["id"] for i in range(30)]
+    assert c._stream is not None
+    daemon.kill()
+    daemon.start()
+    with daemon.client() as again:
+        assert [m["id"] for m in again.messages(sid, limit=100)["messages"]] == acked
+
+
+@pytest.fixture
+def old_daemon():
+    """A daemon of before the stream, as far as appends go: POST /v1/sessions/{id}/messages, and a 404 for
+    every other route (GET /v1/appends among them)."""
+    seen: list[str] = []
+
+    async def append(request: web.Request) -> web.Response:
+        seen.append(f"POST {request.match_info['id']} {request.headers.get('Idempotency-Key')}")
+        body = await request.json()
+        return web.json_response({"id": "m-1", "role": body["role"], "content": body["content"]}, status=201)
+
+    async def other(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        return web.json_response({"error": {"code": "not_found", "message": "no such route"}}, status=404)
+
+    path = os.path.join(tempfile.mkdtemp(prefix="sd-old-"), "old.sock")
+    ready, stop = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_post("/v1/sessions/{id}/messages", append)
+            app.router.add_route("*", "/{tail:.*}", other)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.UnixSite(runner, path).start()
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            await runner.cleanup()
+
+        asyncio.run(main())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    yield path, seen
+    stop.set()
+    t.join(10)
+
+
+def test_the_client_appends_by_post_to_a_daemon_without_the_stream(old_daemon, home):
+    path, seen = old_daemon
+    with Client(home, socket=path) as c:
+        assert c.append("s1", "user", "hi", idempotency_key="k1")["content"] == "hi"
+        assert c.append("s1", "user", "again", idempotency_key="k2")["content"] == "again"
+    assert seen == ["GET /v1/appends", "POST s1 k1", "POST s1 k2"]  # asked once, then POSTs
+
+
+async def test_the_async_client_appends_by_post_to_a_daemon_without_the_stream(old_daemon, home):
+    path, seen = old_daemon
+    async with AsyncClient(home, socket=path) as c:
+        assert (await c.append("s1", "user", "hi", idempotency_key="k1"))["content"] == "hi"
+        assert (await c.append("s1", "user", "again", idempotency_key="k2"))["content"] == "again"
+    assert seen == ["GET /v1/appends", "POST s1 k1", "POST s1 k2"]
+
+
+class CutFirstAnswer(UnixProxy):
+    """In front of a daemon: on the first connection, the WebSocket handshake passes, the first append frame
+    reaches the daemon (which commits it and answers), and then both connections are closed without the
+    answer. Later connections pass both ways."""
+
+    def __init__(self, upstream: str):
+        self.cut = False
+        super().__init__(upstream)
+
+    def handle(self, app: socket.socket, daemon: socket.socket) -> None:
+        first = not self.cut
+        self.cut = True
+
+        def pipe(src: socket.socket, dst: socket.socket, answers: bool) -> None:
+            head = b""
+            try:
+                while data := src.recv(65536):
+                    if first and answers and b"\r\n\r\n" in head:  # the answer to the first append: dropped
+                        for s in (app, daemon):  # shutdown: the other thread is in recv() on one
+                            s.shutdown(socket.SHUT_RDWR)
+                        return
+                    head += data
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(app, daemon, False), daemon=True).start()
+        threading.Thread(target=pipe, args=(daemon, app, True), daemon=True).start()
+
+
+def test_a_broken_stream_is_retried_once_with_the_same_key(daemon):
+    sid = daemon.client().create_session(name="s")["id"]
+    proxy = CutFirstAnswer(daemon.socket)
+    try:
+        with Client(daemon.home, socket=proxy.path, timeout=10) as c:
+            m = c.append(sid, "user", "once")  # committed, its answer lost: sent again, answered by the first
+            assert m["content"] == "once"
+            assert c.append(sid, "user", "twice")["content"] == "twice"
+    finally:
+        proxy.close()
+    got = daemon.client().messages(sid)["messages"]
+    assert [x["content"] for x in got] == ["once", "twice"] and got[0]["id"] == m["id"]
+
+
+def test_a_stream_closed_by_a_restart_is_opened_again(daemon):
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    c.append(sid, "user", "before")
+    daemon.restart()  # the daemon closes its open streams as it stops
+    assert c.append(sid, "user", "after")["content"] == "after"
+    assert stored(c, sid) == ["before", "after"]
+
+
+async def test_many_appends_at_once_share_a_few_streams_and_leave_connections_for_other_calls(daemon):
+    """aiohttp's connector lends at most 100 connections, and each open stream holds one: appends in flight at
+    once beyond the client's few streams wait for one, rather than holding every connection (a stream per
+    append) and leaving none for the next call."""
+    sid = daemon.client().create_session(name="s")["id"]
+    async with daemon.aclient() as ac:
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(ac.append(sid, "user", f"a{i}") for i in range(150))), timeout=60
+        )
+        assert len(answers) == 150 and len(ac._streams) <= STREAMS
+        assert len((await asyncio.wait_for(ac.messages(sid, limit=200), timeout=20))["messages"]) == 150
+
+
+def test_a_streamed_append_is_announced_and_pushed_as_a_posted_one(make_daemon, store_dir):
+    d = make_daemon("file://" + store_dir).start()
+    c = d.client()
+    sid = c.create_session(name="s")["id"]
+    events = Client(d.home).event_stream()
+    try:
+        m = c.append(sid, "user", "announced")
+        assert c._stream is not None
+        for ev in events:
+            if ev["type"] == "messages.appended":
+                assert ev["session"] == sid and ev["ids"] == [m["id"]]
+                break
+    finally:
+        events.close()
+    # the sync worker was told: it pushes the message with no `sync` asked for
+    wait_for(lambda: c.get_session(sid)["sync"]["pushed_seq"] >= m["seq"], what="the append pushed by the sync worker")
+
+
+def test_a_body_over_the_posts_limit_is_refused_as_the_post_refuses_it_and_the_stream_goes_on(daemon):
+    from sessiond.daemon.routes.failures import BODY_LIMIT
+
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    st = AppendStream(daemon.socket, 60)
+    try:
+        big = b'{"role": "user", "content": "' + b"x" * BODY_LIMIT + b'"}'
+        status, answer = st.append(sid, "k-big", big)
+        del big
+        assert status == 413 and answer == {"error": {"code": "too_large", "message": "request body too large"}}
+        assert st.append(sid, "k-small", b'{"role": "user", "content": "small"}')[0] == 201
+    finally:
+        st.close()
+    assert stored(c, sid) == ["small"]
+
+
+def test_the_openai_tcp_listener_does_not_serve_the_stream(make_daemon):
+    """SECURITY.md: the stream is a route of the Unix socket only; a web page can reach the TCP listener."""
+    d = started_with(make_daemon, openai_listen="127.0.0.1:0")
+    info = cli_json(d.home, "status")["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    host, port = info["base_url"].split("//")[1].split("/")[0].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    for path in ("/v1/appends", "/openai/v1/appends"):
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 404, (path, r.status)
+    conn.close()
