@@ -34,7 +34,7 @@ open.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .apply import apply_remote
 from .chats import Chats
@@ -53,6 +53,8 @@ from .search import Search
 from .sessions import Sessions, past_expiry, refuse_expired
 from .stats import Stats
 from .syncstate import SyncState
+
+T = TypeVar("T")
 
 
 class Database:
@@ -334,6 +336,11 @@ class Database:
     async def log_run(self, sid: str, device_id: str, after_seq: int, upto_seq: int | None = None) -> LogRun:
         return await self.log.log_run(sid, device_id, after_seq, upto_seq)
 
+    async def with_log_run(
+        self, sid: str, device_id: str, after_seq: int, upto_seq: int, then: Callable[[LogRun], T]
+    ) -> T:
+        return await self.log.with_log_run(sid, device_id, after_seq, upto_seq, then)
+
     def run_reader(self) -> RunReader:
         return self.log.run_reader()
 
@@ -408,6 +415,9 @@ class Database:
 
     async def sync_state(self, sid: str) -> dict:
         return await self.syncstate.sync_state(sid)
+
+    async def push_state(self, sid: str) -> dict | None:
+        return await self.syncstate.push_state(sid)
 
     async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
         return await self.syncstate.all_sync_states(sids)

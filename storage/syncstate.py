@@ -39,6 +39,19 @@ def pushable(v: Any) -> tuple[Any, bool]:
     return v, False
 
 
+def _no_sync_state() -> dict:
+    """A session's sync_state before its first push."""
+    return {
+        "pushed_seq": 0,
+        "head_rev": 0,
+        "tree": None,
+        "pending": None,
+        "last_error": None,
+        "last_push": None,
+        "rekey_claims": None,
+    }
+
+
 class SyncState:
     def __init__(self, c: Connections):
         self.c = c
@@ -129,17 +142,24 @@ class SyncState:
 
     async def sync_state(self, sid: str) -> dict:
         rows = await self.c.latest("SELECT * FROM sync_state WHERE session_id=?", (sid,))
+        return dict(rows[0]) if rows else _no_sync_state()
+
+    async def push_state(self, sid: str) -> dict | None:
+        """What a push starts from, in one read: the session's sync_state (as `sync_state` gives it) and
+        `last_seq`, this device's last operation of it; None if the session is gone (deleted)."""
+        rows = await self.c.latest(
+            "SELECT l.last_seq AS own_last_seq, y.* FROM sessions s"
+            " LEFT JOIN sync_state y ON y.session_id=s.id"
+            " LEFT JOIN logs l ON l.session_id=s.id AND l.device_id=? WHERE s.id=?",
+            (self.c.device_id, sid),
+        )
         if not rows:
-            return {
-                "pushed_seq": 0,
-                "head_rev": 0,
-                "tree": None,
-                "pending": None,
-                "last_error": None,
-                "last_push": None,
-                "rekey_claims": None,
-            }
-        return dict(rows[0])
+            return None
+        row = dict(rows[0])
+        last = row.pop("own_last_seq") or 0
+        state = _no_sync_state() if row["session_id"] is None else row
+        state["last_seq"] = last
+        return state
 
     async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
         """The push state of every session, or of `sids` only (a read of those rows, not of all: a share or a

@@ -28,6 +28,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
+from .crypto import EncryptedCID
 from .errors import SyncError
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
 from .manifest import encode_manifest
@@ -74,6 +75,79 @@ class _Revision:
         p = dagcbor.decode(pending)
         prev = dagcbor.decode(p["m"]).get("prev")
         return cls(p["r"], p["m"], p["s"], dagcbor.encode(p["t"]), bytes(prev) if prev is not None else None)
+
+
+@dataclass
+class _Made:
+    """A revision made by a _Job: what is recorded (`pending`), the objects of its pages to store first
+    (ciphertext, hash), its manifest sealed (`manifest`, `ref`), its head signed (`entry`), and its levels
+    frozen for Pusher._levels (None for a revision read back after a crash)."""
+
+    revision: _Revision
+    pending: bytes
+    objects: list[tuple[bytes, bytes]]
+    manifest: bytes
+    ref: EncryptedCID
+    entry: RegistryEntry
+    frozen: tuple[tuple[Entry, ...], ...] | None
+
+
+class _Job:
+    """The pure-CPU work of one revision, as one job off the event loop: for a short run, read in the
+    bulk-read thread (Database.with_log_run) and its pages encoded and sealed there; the manifest and level
+    tree encoded, the manifest sealed, the head signed. The event loop hands it over once and stores what
+    it made (bench/results/profile-load.md, "Fifteenth pass")."""
+
+    def __init__(
+        self,
+        one: _OnePush,
+        rev: int,
+        prev_hash: bytes | None,
+        levels: list[list[Entry]],
+        last: int,
+        lamport: int,
+        first: int | None = None,
+    ):
+        self.one, self.rev, self.prev_hash, self.last, self.lamport = one, rev, prev_hash, last, lamport
+        self.first = first  # the run first..last read by `read`, its pages in this revision
+        self.levels = [list(lv) for lv in levels]
+        self.revision: _Revision | None = None
+
+    @classmethod
+    def sealing(cls, one: _OnePush, revision: _Revision) -> _Job:
+        """Only the sealing and signing of a revision already recorded."""
+        job = cls(one, revision.rev, None, [], revision.seq, 0)
+        job.revision = revision
+        return job
+
+    def read(self, run: LogRun) -> _Made | LogRun:
+        """The revision with the pages of `run` (operations first..last, just read), or the run itself if
+        its pages are not for one job (large messages: LogWriter.write_pages seals them on both threads)."""
+        assert self.first is not None
+        _contiguous(self.one.sid, self.first, self.last, run)
+        if not self.one.writer.one_job(run):
+            return run
+        self.lamport = max(run.lams, default=0)
+        return self.run(run)
+
+    def run(self, run: LogRun | None = None) -> _Made:
+        one = self.one
+        objects: list[tuple[bytes, bytes]] = []
+        revision = self.revision
+        if revision is None:
+            levels = self.levels
+            if run is not None:
+                objects, entries = one.writer.sealed_pages(run)
+                levels[0].extend(entries)
+            prev = CIDV1_RAW_BLAKE3 + self.prev_hash if self.prev_hash is not None else None
+            plain = encode_manifest(
+                one.sid, one.writer.device, self.rev, one.head_pk, self.last, self.lamport, levels, prev, one.claims
+            )
+            revision = _Revision(self.rev, plain, self.last, encode_levels(levels), prev, levels)
+        ct, ref = one.writer.seal_manifest(revision.plain, one.head_pk, revision.rev)
+        entry = RegistryEntry.create(one.head_key, revision.rev, head_data(ref.hash))
+        frozen = tuple(tuple(lv) for lv in revision.levels) if revision.levels is not None else None
+        return _Made(revision, revision.pending(), objects, ct, ref, entry, frozen)
 
 
 def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
@@ -145,9 +219,8 @@ class Pusher:
         of the log upward. Returns what each step wrote."""
         db = self.ctx.db
         async with self.ctx.lock(sid):
-            try:
-                await db.get_session(sid)
-            except Exception:
+            state = await db.push_state(sid)  # its sync_state and last seq, in one read
+            if state is None:
                 return {"session": sid, "skipped": "deleted"}
             # The push's start up to its first bulk read ran as one loop step of 300-550 us, which an
             # append arriving meanwhile waited out (bench/results/profile-tail.md): cut in four here and
@@ -159,13 +232,11 @@ class Pusher:
                 key, key_written = await self.ctx.keys.make_session_key(sid), None
             one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key, key_written)
             await asyncio.sleep(0)
-            state = await db.sync_state(sid)
             if state.get("rekey_claims"):
                 one.claims = dagcbor.decode(state["rekey_claims"])
             if state["pending"]:
                 await self._key_on_disk(one)
-                await self._publish(one, _Revision.recorded(state["pending"]))
-                state = await db.sync_state(sid)
+                await self._publish(one, state, _Revision.recorded(state["pending"]))
             out = {
                 "session": sid,
                 "revision": state["head_rev"],
@@ -174,20 +245,26 @@ class Pusher:
                 "compaction_objects": 0,
                 "compaction_bytes": 0,
             }
-            last = await db.last_seq(sid)
+            last, first = state["last_seq"], state["pushed_seq"] + 1
             levels = self._levels_of(sid, state["tree"])
-            if last > state["pushed_seq"]:
-                await asyncio.sleep(0)
 
-                async def load(a: int, b: int) -> LogRun:
-                    return _contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
+            async def load(a: int, b: int) -> LogRun:
+                return _contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
+
+            if first <= last and not is_long(first, last):
+                # a short run (every push but a first): read, and its pages made, in one job with the revision
+                await asyncio.sleep(0)
+                out["revision"], levels = await self._commit_revision(one, state, levels, last, None, first)
+                out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes
+            elif first <= last:
+                await asyncio.sleep(0)
 
                 @contextlib.contextmanager
                 def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
                     with db.run_reader() as reader:  # a worker thread's own connection
                         yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, db.device_id, a - 1, b))
 
-                first, reached = state["pushed_seq"] + 1, [0]
+                reached = [0]
 
                 def progress(seq: int) -> None:  # chunks end out of order: the bar only goes forward
                     reached[0] = max(reached[0], seq - first + 1)
@@ -210,17 +287,15 @@ class Pusher:
                     out["compaction_objects"] = one.writer.written.objects
                     out["compaction_bytes"] = one.writer.written.bytes
                     one.writer.written = written
-                out["revision"] = await self._commit_revision(one, state, levels, last, lamport)
+                out["revision"], levels = await self._commit_revision(one, state, levels, last, lamport)
                 out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes
                 await self._unpin(one, unpin)
-                state = await db.sync_state(sid)
             if force and out["revision"] == state["head_rev"]:  # a new manifest even without new operations
-                out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
-                state = await db.sync_state(sid)
+                out["revision"], levels = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
             if compact and any(len(lv) >= FANOUT for lv in levels):
                 one.writer.written = Written()
                 levels = await one.writer.compact(levels, self._records_of(sid))
-                out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                out["revision"], levels = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
                 await self._unpin(one, one.writer.unreferenced)
                 out["compaction_objects"] = one.writer.written.objects
                 out["compaction_bytes"] = one.writer.written.bytes
@@ -249,11 +324,22 @@ class Pusher:
             one.key_written = None
 
     async def _commit_revision(
-        self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int, lamport: int | None
-    ) -> int:
-        await self._key_on_disk(one)
-        if lamport is None:
-            lamport = await self.ctx.db.get_lamport(one.sid)
+        self,
+        one: _OnePush,
+        state: dict,
+        levels: list[list[Entry]],
+        last: int,
+        lamport: int | None,
+        first: int | None = None,
+    ) -> tuple[int, list[list[Entry]]]:
+        """Publish a revision of `levels` covering this device's log up to `last`, with the pages of
+        operations first..last (if `first`) added to level 0: the run read, its pages, manifest and head
+        made in one job off the event loop, the pages stored, the revision recorded, then the manifest and
+        head published. Returns the revision and its levels. `state` (the session's sync_state) is kept up
+        to date."""
+        db = self.ctx.db
+        if lamport is None and first is None:
+            lamport = await db.get_lamport(one.sid)
         known = self._published.get(one.sid)
         current_hash: bytes | None
         if known is not None and known[:3] == (getattr(one.store, "url", None), one.head_pk, state["head_rev"]):
@@ -262,8 +348,19 @@ class Pusher:
             current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
             current_rev = max(state["head_rev"], current.revision if current else 0)
             current_hash = manifest_hash_of(current) if current else None
+        job = _Job(one, current_rev + 1, current_hash, levels, last, lamport or 0, first)
+        if first is None:
+            made = await self._in_job(one, job)
+        else:
+            read = await db.with_log_run(one.sid, db.device_id, first - 1, last, job.read)
+            if isinstance(read, LogRun):  # large messages: their pages first, on both sealing threads
+                job.levels[0].extend(await one.writer.write_pages(read))
+                job.lamport = max(read.lams, default=0)
+                read = await self._in_job(one, job)
+            made = read
+        await one.writer.put_objects(made.objects)
         try:
-            return await self._commit_at(one, current_rev + 1, current_hash, levels, last, lamport, ahead_ok=True)
+            await self._record(one, state, made, ahead_ok=True)
         except _StoreAhead as ahead:
             # Someone published a higher revision of this head since this process last saw it (the
             # store is ahead of what we know): go on from the store's head, as a first commit would.
@@ -272,38 +369,38 @@ class Pusher:
                 extra={"session": one.sid, "rev": ahead.head.revision},
             )
             head = ahead.head
-            return await self._commit_at(one, head.revision + 1, manifest_hash_of(head), levels, last, lamport)
+            levels = made.revision.levels or levels
+            made = await self._in_job(
+                one, _Job(one, head.revision + 1, manifest_hash_of(head), levels, last, job.lamport)
+            )
+            await self._record(one, state, made)
+        return made.revision.rev, made.revision.levels or levels
 
-    async def _commit_at(
-        self,
-        one: _OnePush,
-        rev: int,
-        prev_hash: bytes | None,
-        levels: list[list[Entry]],
-        last: int,
-        lamport: int,
-        *,
-        ahead_ok: bool = False,
-    ) -> int:
-        prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
-        plain = encode_manifest(one.sid, one.writer.device, rev, one.head_pk, last, lamport, levels, prev, one.claims)
-        made = _Revision(rev, plain, last, encode_levels(levels), prev, levels)
-        await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
-        # (the loop is given back here: the manifest's sealing and the head's signing below are a step of
-        # their own, not one with the state write before them)
-        await asyncio.sleep(0)
-        await self._publish(one, made, ahead_ok=ahead_ok)
-        return rev
+    @staticmethod
+    async def _in_job(one: _OnePush, job: _Job) -> _Made:
+        """A revision's CPU work in one job on a sealing thread (the event loop hands it over once)."""
+        return await asyncio.get_running_loop().run_in_executor(one.writer.workers.seal, job.run)
 
-    async def _publish(self, one: _OnePush, made: _Revision, *, ahead_ok: bool = False) -> None:
-        """Upload the recorded manifest and publish its head. A head refused as stale (StaleHead) is read:
-        if the store holds this very entry (a push retried after a crash), it is done; if it holds a
-        higher revision, `ahead_ok` raises _StoreAhead so that the commit goes on from it, else SyncError."""
-        sid, writer, head_key, head_pk = one.sid, one.writer, one.head_key, one.head_pk
-        rev = made.rev
-        ct, ref = writer.seal_manifest(made.plain, head_pk, rev)
-        await asyncio.sleep(0)  # the sealing and the head's signature in two loop steps (~100 us each)
-        entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
+    async def _record(self, one: _OnePush, state: dict, made: _Made, *, ahead_ok: bool = False) -> None:
+        """Record the revision (fixed before anything of it is uploaded: the session key's file first),
+        then publish it."""
+        await self._key_on_disk(one)
+        await self.ctx.db.save_sync_state(one.sid, pending=made.pending)
+        state["pending"] = made.pending
+        await self._publish(one, state, made.revision, made, ahead_ok=ahead_ok)
+
+    async def _publish(
+        self, one: _OnePush, state: dict, revision: _Revision, made: _Made | None = None, *, ahead_ok: bool = False
+    ) -> None:
+        """Upload the recorded manifest and publish its head (`made`: both sealed; None: sealed here, a
+        revision recorded by a push that a crash or failure cut short). A head refused as stale (StaleHead)
+        is read: if the store holds this very entry (a push retried after a crash), it is done; if it holds
+        a higher revision, `ahead_ok` raises _StoreAhead so that the commit goes on from it, else SyncError."""
+        sid, writer, head_pk = one.sid, one.writer, one.head_pk
+        rev = revision.rev
+        if made is None:
+            made = await self._in_job(one, _Job.sealing(one, revision))
+        ct, ref, entry = made.manifest, made.ref, made.entry
         try:  # the manifest, then the head naming it (a folder store: in one batch, the head after the fsyncs)
             await one.store.put_then_set_head([ct], [ref.hash], entry, timeout=self.ctx.timeout)
         except StaleHead:
@@ -318,27 +415,28 @@ class Pusher:
                 ) from None
         writer.written.objects += 1
         writer.written.bytes += len(ct)
-        await self.ctx.db.save_sync_state(
-            sid,
-            pushed_seq=made.seq,
-            head_rev=rev,
-            tree=made.tree,
-            pending=None,
-            last_error=None,
-            last_push=now(),
-        )
-        await asyncio.sleep(0)  # (as above)
+        done = {
+            "pushed_seq": revision.seq,
+            "head_rev": rev,
+            "tree": revision.tree,
+            "pending": None,
+            "last_error": None,
+            "last_push": now(),
+        }
+        await self.ctx.db.save_sync_state(sid, **done)
+        state.update(done)
+        await asyncio.sleep(0)  # (the record written: what is left of the push in a step of its own)
         self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
-        if made.levels is not None:
-            self._levels[sid] = (made.tree, tuple(tuple(lv) for lv in made.levels))
-        prev = made.prev
+        if made.frozen is not None:
+            self._levels[sid] = (revision.tree, made.frozen)
+        prev = revision.prev
         if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):  # the manifest the head left
             await self._released(one, [prev[len(CIDV1_RAW_BLAKE3) :]])
         log.info(
             "pushed",
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
         )
-        self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": made.seq})
+        self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": revision.seq})
 
     async def _unpin(self, one: _OnePush, hashes: list[bytes]) -> None:
         """Let the store drop the pages a compaction merged away (Store.unpin: a Kubo node's pins, a

@@ -1,0 +1,108 @@
+"""A push's CPU work off the event loop (issue 17, row 2: daemon A's loop thread is the bottleneck).
+
+The pure-CPU part of a push (its pages encoded and sealed, the manifest and level tree encoded, the
+manifest sealed, the head signed) runs in one job on a sealing thread, one hand-off per revision, not
+on the loop; its SQLite bookkeeping is one read at the start and the two writes that order it (the
+revision recorded before anything of it is uploaded, the pushed mark after the store holds the head)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import pytest
+
+from sessiond.storage.connections import Connections
+from sessiond.stores.registry import RegistryEntry
+from sessiond.sync import crypto, pusher
+
+pytestmark = pytest.mark.asyncio
+
+
+def watch_cpu(monkeypatch) -> list[tuple[str, str]]:
+    """Each call from now on of what a push spends its CPU on: (what, the thread's name)."""
+    calls: list[tuple[str, str]] = []
+
+    def wrap(owner, name: str, label: str) -> None:
+        real = getattr(owner, name)
+
+        def watched(*args, **kw):
+            calls.append((label, threading.current_thread().name))
+            return real(*args, **kw)
+
+        monkeypatch.setattr(owner, name, watched)
+
+    wrap(crypto, "encrypt", "seal")  # pages, nodes and manifests (crypto.seal)
+    wrap(crypto, "encrypt_chunks", "seal")
+    wrap(pusher, "encode_manifest", "manifest")
+    wrap(pusher, "encode_levels", "levels")
+    real_create = RegistryEntry.create.__func__  # type: ignore[attr-defined]
+
+    def create(cls, *args, **kw):
+        calls.append(("sign", threading.current_thread().name))
+        return real_create(cls, *args, **kw)
+
+    monkeypatch.setattr(RegistryEntry, "create", classmethod(create))
+    return calls
+
+
+def count_hand_offs(monkeypatch) -> list[str]:
+    """Jobs the event loop hands to a pool of threads from now on (the pool's thread name prefix)."""
+    jobs: list[str] = []
+    real = concurrent.futures.ThreadPoolExecutor.submit
+
+    def submit(self, *args, **kw):
+        if threading.current_thread() is threading.main_thread():
+            jobs.append(self._thread_name_prefix)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit", submit)
+    return jobs
+
+
+@pytest.mark.parametrize("messages", [1, 40])
+async def test_a_push_seals_and_signs_in_one_job_off_the_loop(devices, monkeypatch, messages):
+    a, _ = await devices.open()
+    sid = (await devices.dba.create_session({"name": "pushed"}))["id"]
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "first"}])
+    await a.push(sid)  # the session's key made and its first revision published
+    await devices.dba.append_messages(sid, [{"role": "user", "content": f"m{i}"} for i in range(messages)])
+    calls = watch_cpu(monkeypatch)
+    jobs = count_hand_offs(monkeypatch)
+    out = await a.push(sid, compact=False)
+    assert out["objects"] == 2 and out["revision"] == 2, out  # one page, one manifest
+    assert {what for what, _ in calls} == {"seal", "manifest", "levels", "sign"}, calls
+    on_loop = [(what, t) for what, t in calls if t == threading.main_thread().name]
+    assert not on_loop, calls
+    assert len(jobs) == 1, (jobs, calls)  # one hand-off for the whole revision: its run read, sealed, signed
+    assert len({t for _, t in calls}) == 1, calls  # in that one job
+    state = await devices.dba.sync_state(sid)
+    assert state["pushed_seq"] == await devices.dba.last_seq(sid) and state["head_rev"] == 2 and not state["pending"]
+
+
+async def test_a_push_reads_its_state_once_and_writes_it_twice(devices, monkeypatch):
+    a, _ = await devices.open()
+    sid = (await devices.dba.create_session({"name": "pushed"}))["id"]
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "first"}])
+    await a.push(sid)
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "second"}])
+    reads: list[str] = []
+    writes: list[str] = []
+    real_latest, real_write = Connections.latest, Connections.write
+
+    async def latest(self, sql, *args, **kw):
+        reads.append(sql)
+        return await real_latest(self, sql, *args, **kw)
+
+    async def write(self, sql, *args, **kw):
+        writes.append(sql)
+        return await real_write(self, sql, *args, **kw)
+
+    monkeypatch.setattr(Connections, "latest", latest)
+    monkeypatch.setattr(Connections, "write", write)
+    out = await a.push(sid, compact=False)
+    assert out["revision"] == 2
+    assert len([s for s in reads if "sync_state" in s or "FROM logs" in s]) == 1, reads
+    assert len(writes) == 2, writes  # the revision recorded, then the pushed mark
+    state = await devices.dba.sync_state(sid)
+    assert state["pushed_seq"] == await devices.dba.last_seq(sid) and state["head_rev"] == 2 and not state["pending"]
