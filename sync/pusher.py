@@ -423,15 +423,16 @@ class Pusher:
             "last_error": None,
             "last_push": now(),
         }
-        await self.ctx.db.save_sync_state(sid, **done)
+        url, prev = getattr(one.store, "url", None), revision.prev
+        left = None  # the manifest the head left, noted for gc (see _released) in the same transaction
+        if url is not None and prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):
+            left = (url, [prev[len(CIDV1_RAW_BLAKE3) :]])
+        await self.ctx.db.save_pushed(sid, left, **done)
         state.update(done)
         await asyncio.sleep(0)  # (the record written: what is left of the push in a step of its own)
-        self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
+        self._published[sid] = (url, head_pk, rev, ref.hash)
         if made.frozen is not None:
             self._levels[sid] = (revision.tree, made.frozen)
-        prev = revision.prev
-        if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):  # the manifest the head left
-            await self._released(one, [prev[len(CIDV1_RAW_BLAKE3) :]])
         log.info(
             "pushed",
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},

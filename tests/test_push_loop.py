@@ -1,9 +1,10 @@
 """A push's CPU work off the event loop (issue 17, row 2: daemon A's loop thread is the bottleneck).
 
 The pure-CPU part of a push (its pages encoded and sealed, the manifest and level tree encoded, the
-manifest sealed, the head signed) runs in one job on a sealing thread, one hand-off per revision, not
-on the loop; its SQLite bookkeeping is one read at the start and the two writes that order it (the
-revision recorded before anything of it is uploaded, the pushed mark after the store holds the head)."""
+manifest sealed, the head signed) runs in one job off the loop (with the run's read, in the bulk-read
+thread), one hand-off per revision; its SQLite bookkeeping is one read at the start and the two write
+transactions that order it (the revision recorded before anything of it is uploaded; the pushed mark,
+with the manifest the head left noted for gc, after the store holds the head)."""
 
 from __future__ import annotations
 
@@ -80,29 +81,33 @@ async def test_a_push_seals_and_signs_in_one_job_off_the_loop(devices, monkeypat
     assert state["pushed_seq"] == await devices.dba.last_seq(sid) and state["head_rev"] == 2 and not state["pending"]
 
 
-async def test_a_push_reads_its_state_once_and_writes_it_twice(devices, monkeypatch):
+async def test_a_push_reads_its_state_once_and_writes_it_in_two_transactions(devices, monkeypatch):
     a, _ = await devices.open()
     sid = (await devices.dba.create_session({"name": "pushed"}))["id"]
     await devices.dba.append_messages(sid, [{"role": "user", "content": "first"}])
     await a.push(sid)
+    first_manifest = a.pusher._published.get(sid)[3]
     await devices.dba.append_messages(sid, [{"role": "user", "content": "second"}])
     reads: list[str] = []
-    writes: list[str] = []
-    real_latest, real_write = Connections.latest, Connections.write
+    writes: list[int] = []
+    real_latest, real_transaction = Connections.latest, Connections.transaction
 
     async def latest(self, sql, *args, **kw):
         reads.append(sql)
         return await real_latest(self, sql, *args, **kw)
 
-    async def write(self, sql, *args, **kw):
-        writes.append(sql)
-        return await real_write(self, sql, *args, **kw)
+    def transaction(self):
+        writes.append(1)
+        return real_transaction(self)
 
     monkeypatch.setattr(Connections, "latest", latest)
-    monkeypatch.setattr(Connections, "write", write)
+    monkeypatch.setattr(Connections, "transaction", transaction)
     out = await a.push(sid, compact=False)
     assert out["revision"] == 2
     assert len([s for s in reads if "sync_state" in s or "FROM logs" in s]) == 1, reads
-    assert len(writes) == 2, writes  # the revision recorded, then the pushed mark
+    # the revision recorded; then the pushed mark with the manifest the head left (for gc), together
+    assert len(writes) == 2, writes
     state = await devices.dba.sync_state(sid)
     assert state["pushed_seq"] == await devices.dba.last_seq(sid) and state["head_rev"] == 2 and not state["pending"]
+    released = await devices.dba.released.due(float("inf"))
+    assert [(bytes(r["hash"]), r["session_id"]) for r in released] == [(first_manifest, sid)], released
