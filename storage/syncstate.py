@@ -146,20 +146,26 @@ class SyncState:
         return dict(rows[0]) if rows else _no_sync_state()
 
     async def push_state(self, sid: str) -> dict | None:
-        """What a push starts from, in one read: the session's sync_state (as `sync_state` gives it) and
-        `last_seq`, this device's last operation of it; None if the session is gone (deleted)."""
+        """What a push starts from, in one read: the session's sync_state (as `sync_state` gives it),
+        `last_seq`, this device's last operation of it, and `remote`, its remotes row (as `remote` gives
+        it; None: not shared); None if the session is gone (deleted)."""
         rows = await self.c.latest(
-            "SELECT l.last_seq AS own_last_seq, y.* FROM sessions s"
+            "SELECT l.last_seq AS own_last_seq, r.session_id AS r_session_id, r.store_url AS r_store_url,"
+            " r.announce_pk AS r_announce_pk, r.members_rev AS r_members_rev, r.announced AS r_announced,"
+            " r.frozen AS r_frozen, y.* FROM sessions s"
             " LEFT JOIN sync_state y ON y.session_id=s.id"
-            " LEFT JOIN logs l ON l.session_id=s.id AND l.device_id=? WHERE s.id=?",
+            " LEFT JOIN logs l ON l.session_id=s.id AND l.device_id=?"
+            " LEFT JOIN remotes r ON r.session_id=s.id WHERE s.id=?",
             (self.c.device_id, sid),
         )
         if not rows:
             return None
         row = dict(rows[0])
         last = row.pop("own_last_seq") or 0
+        remote = {k[2:]: row.pop(k) for k in [k for k in row if k.startswith("r_")]}
         state = _no_sync_state() if row["session_id"] is None else row
         state["last_seq"] = last
+        state["remote"] = remote if remote["session_id"] is not None else None
         return state
 
     async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:

@@ -230,7 +230,10 @@ class Pusher:
             key, key_written = self.ctx.keys.session_key_early(sid)
             if key is None:  # being made by another caller: wait for it
                 key, key_written = await self.ctx.keys.make_session_key(sid), None
-            one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key, key_written)
+            remote = state["remote"]  # (read with the state: store_for's read, and the one below, saved)
+            one = _OnePush(
+                self.ctx, sid, self.ctx.open_store(remote["store_url"] if remote else None), key, key_written
+            )
             await asyncio.sleep(0)
             if state.get("rekey_claims"):
                 one.claims = dagcbor.decode(state["rekey_claims"])
@@ -300,7 +303,7 @@ class Pusher:
                 out["compaction_objects"] = one.writer.written.objects
                 out["compaction_bytes"] = one.writer.written.bytes
             await asyncio.sleep(0)  # (the push's record written: what is left of it in a step of its own)
-            remote = await db.remote(sid)
+            # as read at the start: a share adds the row outside this lock, but announces the device itself
             if remote is not None and not remote["announced"] and self.ctx.keys.write_secret(sid) is not None:
                 # so that the other devices find this device's log, and a rekey keeps it: a writer that
                 # has written nothing yet too (a write import that a crash cut short before it was listed)

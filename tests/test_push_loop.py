@@ -105,7 +105,7 @@ async def test_a_push_reads_its_state_once_and_writes_it_in_two_transactions(dev
     monkeypatch.setattr(Connections, "transaction", transaction)
     out = await a.push(sid, compact=False)
     assert out["revision"] == 2
-    assert len([s for s in reads if "sync_state" in s or "FROM logs" in s]) == 1, reads
+    assert len(reads) == 1, reads  # the session, its sync_state, its last seq and its remote (none) at once
     # the revision recorded; then the pushed mark with the manifest the head left (for gc), together
     assert len(writes) == 2, writes
     state = await devices.dba.sync_state(sid)
@@ -126,3 +126,27 @@ async def test_a_push_that_succeeds_writes_no_log_line(devices, caplog):
     await devices.dba.append_messages(sid, [{"role": "user", "content": "second"}])
     assert (await a.push(sid))["revision"] == 2
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO], caplog.records
+
+
+async def test_a_shared_session_s_push_reads_its_state_and_remote_once(devices, monkeypatch):
+    a, b = await devices.open()
+    await a.start()  # (a share waits for its push)
+    sid = await devices.shared("shared", write=True)
+    assert (await devices.dba.remote(sid))["announced"]
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "second"}])
+    reads: list[str] = []
+    real_latest = Connections.latest
+
+    async def latest(self, sql, *args, **kw):
+        if self is devices.dba.c:
+            reads.append(sql)
+        return await real_latest(self, sql, *args, **kw)
+
+    monkeypatch.setattr(Connections, "latest", latest)
+    before = (await devices.dba.sync_state(sid))["head_rev"]
+    reads.clear()
+    out = await a.push(sid, compact=False)
+    assert out["revision"] == before + 1 and out["objects"] == 2, out
+    assert len(reads) == 1, reads
+    await b.pull(sid)
+    assert (await devices.dbb.conversation(sid)) == (await devices.dba.conversation(sid))
