@@ -17,6 +17,8 @@ import pytest
 from sessiond.storage.connections import Connections
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import crypto, pusher
+from sessiond.sync.pages import PAGE_MAX
+from sessiond.sync.push import LogWriter
 
 pytestmark = pytest.mark.asyncio
 
@@ -148,5 +150,29 @@ async def test_a_shared_session_s_push_reads_its_state_and_remote_once(devices, 
     out = await a.push(sid, compact=False)
     assert out["revision"] == before + 1 and out["objects"] == 2, out
     assert len(reads) == 1, reads
+    await b.pull(sid)
+    assert (await devices.dbb.conversation(sid)) == (await devices.dba.conversation(sid))
+
+
+async def test_a_short_run_of_large_messages_is_sealed_on_the_sealing_threads_then_published(devices, monkeypatch):
+    """A run larger than a page (large messages) is not one job: its pages are sealed on both sealing
+    threads first, then its revision is made; the other device reads it whole."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("large", write=True)
+    big = [{"role": "user", "content": f"{i} " + "x" * (PAGE_MAX // 2 + 1000)} for i in range(3)]
+    await devices.dba.append_messages(sid, big)
+    before = (await devices.dba.sync_state(sid))["head_rev"]
+    pages_written = []
+    real = LogWriter.write_pages
+
+    async def write_pages(self, run):
+        pages_written.append(len(run))
+        return await real(self, run)
+
+    monkeypatch.setattr(LogWriter, "write_pages", write_pages)
+    out = await a.push(sid, compact=False)
+    assert pages_written == [3], pages_written  # not in the revision's one job
+    assert out["revision"] == before + 1 and out["objects"] >= 4, out  # three pages at least, a manifest
     await b.pull(sid)
     assert (await devices.dbb.conversation(sid)) == (await devices.dba.conversation(sid))
