@@ -17,25 +17,21 @@ import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-
-from nacl.signing import SigningKey
 
 from ..storage.model import LogRun, now
-from ..stores import StaleHead, Store, StoreError
+from ..stores import StaleHead, StoreError
 from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
-from .crypto import EncryptedCID
 from .errors import SyncError
-from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
-from .manifest import encode_manifest
+from .heads import levels_from_cbor, manifest_hash_of
 from .members import Members
 from .mirror import MirrorStore
 from .pages import Entry
-from .push import FANOUT, LogWriter, Written, is_long
+from .push import FANOUT, Written, is_long
+from .revision import Made, OnePush, Revision, RevisionJob, contiguous
 
 log = logging.getLogger("sessiond.sync")
 # sessions whose last published head is remembered (to commit without reading it again), most recent
@@ -43,122 +39,6 @@ PUBLISHED_KEPT = 2048
 # sessions whose level tree is kept decoded (a push of one of them decodes none), most recently pushed:
 # a few dozen entries each, so a few hundred KB at most
 LEVELS_KEPT = 256
-_ENC = dagcbor.encode_ordered
-_PENDING_HEAD = dagcbor.head(5, 4)  # the map {m, r, s, t} recorded in sync_state.pending
-
-
-@dataclass
-class _Revision:
-    """One revision of this device's log, recorded in `sync_state.pending` before anything of it is
-    uploaded: the manifest's plaintext, the last seq it covers, its level tree (encoded as recorded), and
-    the link to the manifest it follows (`prev`, which the push lets go once it is published), and the
-    levels themselves when this process built them (None when read back after a crash)."""
-
-    rev: int
-    plain: bytes
-    seq: int
-    tree: bytes
-    prev: bytes | None
-    levels: list[list[Entry]] | None = None
-
-    def pending(self) -> bytes:
-        """dagcbor.encode({"m": plain, "r": rev, "s": seq, "t": levels}), put together from its parts
-        (keys in DAG-CBOR order; the tree encoded already)."""
-        return b"".join(
-            (_PENDING_HEAD, _ENC("m"), _ENC(self.plain), _ENC("r"), _ENC(self.rev), _ENC("s"), _ENC(self.seq))
-            + (_ENC("t"), self.tree)
-        )
-
-    @classmethod
-    def recorded(cls, pending: bytes) -> _Revision:
-        """A revision recorded by a push that a crash or a failure cut short (decoded and checked)."""
-        p = dagcbor.decode(pending)
-        prev = dagcbor.decode(p["m"]).get("prev")
-        return cls(p["r"], p["m"], p["s"], dagcbor.encode(p["t"]), bytes(prev) if prev is not None else None)
-
-
-@dataclass
-class _Made:
-    """A revision made by a _Job: what is recorded (`pending`), the objects of its pages to store first
-    (ciphertext, hash), its manifest sealed (`manifest`, `ref`), its head signed (`entry`), and its levels
-    frozen for Pusher._levels (None for a revision read back after a crash)."""
-
-    revision: _Revision
-    pending: bytes
-    objects: list[tuple[bytes, bytes]]
-    manifest: bytes
-    ref: EncryptedCID
-    entry: RegistryEntry
-    frozen: tuple[tuple[Entry, ...], ...] | None
-
-
-class _Job:
-    """The pure-CPU work of one revision, as one job off the event loop: for a short run, read in the
-    bulk-read thread (Database.with_log_run) and its pages encoded and sealed there; the manifest and level
-    tree encoded, the manifest sealed, the head signed. The event loop hands it over once and stores what
-    it made (bench/results/profile-load.md, "Fifteenth pass")."""
-
-    def __init__(
-        self,
-        one: _OnePush,
-        rev: int,
-        prev_hash: bytes | None,
-        levels: list[list[Entry]],
-        last: int,
-        lamport: int,
-        first: int | None = None,
-    ):
-        self.one, self.rev, self.prev_hash, self.last, self.lamport = one, rev, prev_hash, last, lamport
-        self.first = first  # the run first..last read by `read`, its pages in this revision
-        self.levels = [list(lv) for lv in levels]
-        self.revision: _Revision | None = None
-
-    @classmethod
-    def sealing(cls, one: _OnePush, revision: _Revision) -> _Job:
-        """Only the sealing and signing of a revision already recorded."""
-        job = cls(one, revision.rev, None, [], revision.seq, 0)
-        job.revision = revision
-        return job
-
-    def read(self, run: LogRun) -> _Made | LogRun:
-        """The revision with the pages of `run` (operations first..last, just read), or the run itself if
-        its pages are not for one job (large messages: LogWriter.write_pages seals them on both threads)."""
-        assert self.first is not None
-        _contiguous(self.one.sid, self.first, self.last, run)
-        if not self.one.writer.one_job(run):
-            return run
-        self.lamport = max(run.lams, default=0)
-        return self.run(run)
-
-    def run(self, run: LogRun | None = None) -> _Made:
-        one = self.one
-        objects: list[tuple[bytes, bytes]] = []
-        revision = self.revision
-        if revision is None:
-            levels = self.levels
-            if run is not None:
-                objects, entries = one.writer.sealed_pages(run)
-                levels[0].extend(entries)
-            prev = CIDV1_RAW_BLAKE3 + self.prev_hash if self.prev_hash is not None else None
-            plain = encode_manifest(
-                one.sid, one.writer.device, self.rev, one.head_pk, self.last, self.lamport, levels, prev, one.claims
-            )
-            revision = _Revision(self.rev, plain, self.last, encode_levels(levels), prev, levels)
-        ct, ref = one.writer.seal_manifest(revision.plain, one.head_pk, revision.rev)
-        entry = RegistryEntry.create(one.head_key, revision.rev, head_data(ref.hash))
-        frozen = tuple(tuple(lv) for lv in revision.levels) if revision.levels is not None else None
-        return _Made(revision, revision.pending(), objects, ct, ref, entry, frozen)
-
-
-def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
-    """`run`, if it holds exactly the operations a..b of this device's log of `sid`."""
-    have = run.seqs
-    if len(have) != max(0, b - a + 1) or (have and have[0] != a) or not run.consecutive():
-        raise SyncError(
-            f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
-            f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log"
-        )
-    return run
 
 
 class _StoreAhead(Exception):
@@ -167,24 +47,6 @@ class _StoreAhead(Exception):
     def __init__(self, head: RegistryEntry):
         super().__init__(f"the store holds revision {head.revision}")
         self.head = head
-
-
-class _OnePush:
-    """What one push of one session needs: its keys and a writer that counts what it wrote."""
-
-    def __init__(self, ctx: SyncContext, sid: str, store: Store, key: bytes, key_written: asyncio.Future | None = None):
-        self.sid = sid
-        self.store = store
-        # A new session key's durable write (KeyStore.session_key_early), awaited before the first
-        # revision is recorded: nothing names an object sealed with the key before its file is on disk
-        self.key_written = key_written
-        if key_written is not None:  # a push that fails first leaves the write's failure to the others
-            key_written.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.head_key: SigningKey = ctx.keys.head_key(sid)
-        self.head_pk = ctx.keys.head_pk(sid)
-        self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
-        # this device's rekey claims, written into every manifest (sync_state.rekey_claims; rekey.py)
-        self.claims: list[dict] = []
 
 
 class Pusher:
@@ -231,15 +93,13 @@ class Pusher:
             if key is None:  # being made by another caller: wait for it
                 key, key_written = await self.ctx.keys.make_session_key(sid), None
             remote = state["remote"]  # (read with the state: store_for's read, and the one below, saved)
-            one = _OnePush(
-                self.ctx, sid, self.ctx.open_store(remote["store_url"] if remote else None), key, key_written
-            )
+            one = OnePush(self.ctx, sid, self.ctx.open_store(remote["store_url"] if remote else None), key, key_written)
             await asyncio.sleep(0)
             if state.get("rekey_claims"):
                 one.claims = dagcbor.decode(state["rekey_claims"])
             if state["pending"]:
                 await self._key_on_disk(one)
-                await self._publish(one, state, _Revision.recorded(state["pending"]))
+                await self._publish(one, state, Revision.recorded(state["pending"]))
             out = {
                 "session": sid,
                 "revision": state["head_rev"],
@@ -252,7 +112,7 @@ class Pusher:
             levels = self._levels_of(sid, state["tree"])
 
             async def load(a: int, b: int) -> LogRun:
-                return _contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
+                return contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
 
             if first <= last and not is_long(first, last):
                 # a short run (every push but a first): read, and its pages made, in one job with the revision
@@ -265,7 +125,7 @@ class Pusher:
                 @contextlib.contextmanager
                 def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
                     with db.run_reader() as reader:  # a worker thread's own connection
-                        yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, db.device_id, a - 1, b))
+                        yield lambda a, b: contiguous(sid, a, b, reader.log_run(sid, db.device_id, a - 1, b))
 
                 reached = [0]
 
@@ -320,7 +180,7 @@ class Pusher:
         return load_records
 
     @staticmethod
-    async def _key_on_disk(one: _OnePush) -> None:
+    async def _key_on_disk(one: OnePush) -> None:
         """Wait for the session key's file if this push made it (before a revision is recorded)."""
         if one.key_written is not None:
             await asyncio.shield(one.key_written)  # its failure fails the push; a cancelled push leaves it be
@@ -328,7 +188,7 @@ class Pusher:
 
     async def _commit_revision(
         self,
-        one: _OnePush,
+        one: OnePush,
         state: dict,
         levels: list[list[Entry]],
         last: int,
@@ -351,7 +211,7 @@ class Pusher:
             current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
             current_rev = max(state["head_rev"], current.revision if current else 0)
             current_hash = manifest_hash_of(current) if current else None
-        job = _Job(one, current_rev + 1, current_hash, levels, last, lamport or 0, first)
+        job = RevisionJob(one, current_rev + 1, current_hash, levels, last, lamport or 0, first)
         if first is None:
             made = await self._in_job(one, job)
         else:
@@ -374,17 +234,17 @@ class Pusher:
             head = ahead.head
             levels = made.revision.levels or levels
             made = await self._in_job(
-                one, _Job(one, head.revision + 1, manifest_hash_of(head), levels, last, job.lamport)
+                one, RevisionJob(one, head.revision + 1, manifest_hash_of(head), levels, last, job.lamport)
             )
             await self._record(one, state, made)
         return made.revision.rev, made.revision.levels or levels
 
     @staticmethod
-    async def _in_job(one: _OnePush, job: _Job) -> _Made:
+    async def _in_job(one: OnePush, job: RevisionJob) -> Made:
         """A revision's CPU work in one job on a sealing thread (the event loop hands it over once)."""
         return await asyncio.get_running_loop().run_in_executor(one.writer.workers.seal, job.run)
 
-    async def _record(self, one: _OnePush, state: dict, made: _Made, *, ahead_ok: bool = False) -> None:
+    async def _record(self, one: OnePush, state: dict, made: Made, *, ahead_ok: bool = False) -> None:
         """Record the revision (fixed before anything of it is uploaded: the session key's file first),
         then publish it."""
         await self._key_on_disk(one)
@@ -393,7 +253,7 @@ class Pusher:
         await self._publish(one, state, made.revision, made, ahead_ok=ahead_ok)
 
     async def _publish(
-        self, one: _OnePush, state: dict, revision: _Revision, made: _Made | None = None, *, ahead_ok: bool = False
+        self, one: OnePush, state: dict, revision: Revision, made: Made | None = None, *, ahead_ok: bool = False
     ) -> None:
         """Upload the recorded manifest and publish its head (`made`: both sealed; None: sealed here, a
         revision recorded by a push that a crash or failure cut short). A head refused as stale (StaleHead)
@@ -402,7 +262,7 @@ class Pusher:
         sid, writer, head_pk = one.sid, one.writer, one.head_pk
         rev = revision.rev
         if made is None:
-            made = await self._in_job(one, _Job.sealing(one, revision))
+            made = await self._in_job(one, RevisionJob.sealing(one, revision))
         ct, ref, entry = made.manifest, made.ref, made.entry
         try:  # the manifest, then the head naming it (a folder store: in one batch, the head after the fsyncs)
             await one.store.put_then_set_head([ct], [ref.hash], entry, timeout=self.ctx.timeout)
@@ -444,7 +304,7 @@ class Pusher:
         )
         self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": revision.seq})
 
-    async def _unpin(self, one: _OnePush, hashes: list[bytes]) -> None:
+    async def _unpin(self, one: OnePush, hashes: list[bytes]) -> None:
         """Let the store drop the pages a compaction merged away (Store.unpin: a Kubo node's pins, a
         pinning service's pin requests; other stores keep what they hold), once the head no longer
         references them. Nothing else needs them: a reader starts from the current head and never
@@ -467,7 +327,7 @@ class Pusher:
                 extra={"session": one.sid, "objects": len(hashes)},
             )
 
-    async def _released(self, one: _OnePush, hashes: list[bytes]) -> None:
+    async def _released(self, one: OnePush, hashes: list[bytes]) -> None:
         """Note objects this device's log no longer references, and since when: `sessiond gc` frees them
         after its grace period (sync/gc.py), once it has checked that no current head references them."""
         url = getattr(one.store, "url", None)

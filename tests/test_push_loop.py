@@ -16,7 +16,7 @@ import pytest
 
 from sessiond.storage.connections import Connections
 from sessiond.stores.registry import RegistryEntry
-from sessiond.sync import crypto, pusher
+from sessiond.sync import crypto, revision
 from sessiond.sync.pages import PAGE_MAX
 from sessiond.sync.push import LogWriter
 
@@ -38,8 +38,8 @@ def watch_cpu(monkeypatch) -> list[tuple[str, str]]:
 
     wrap(crypto, "encrypt", "seal")  # pages, nodes and manifests (crypto.seal)
     wrap(crypto, "encrypt_chunks", "seal")
-    wrap(pusher, "encode_manifest", "manifest")
-    wrap(pusher, "encode_levels", "levels")
+    wrap(revision, "encode_manifest", "manifest")
+    wrap(revision, "encode_levels", "levels")
     real_create = RegistryEntry.create.__func__  # type: ignore[attr-defined]
 
     def create(cls, *args, **kw):

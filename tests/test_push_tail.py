@@ -20,7 +20,7 @@ from sessiond.sync.engine import Syncer
 from sessiond.sync.heads import encode_levels, levels_to_cbor
 from sessiond.sync.manifest import encode_manifest
 from sessiond.sync.pages import Entry
-from sessiond.sync.pusher import _Revision
+from sessiond.sync.revision import Revision
 
 
 def _entry(rng: random.Random, first: int) -> Entry:
@@ -46,9 +46,9 @@ def test_manifest_tree_and_outbox_record_are_the_bytes_dagcbor_makes():
         assert plain == dagcbor.encode(m)
         tree = encode_levels(levels)
         assert tree == dagcbor.encode(levels_to_cbor(levels))
-        made = _Revision(rev, plain, last, tree, prev, levels)
+        made = Revision(rev, plain, last, tree, prev, levels)
         assert made.pending() == dagcbor.encode({"m": plain, "r": rev, "s": last, "t": levels_to_cbor(levels)})
-        back = _Revision.recorded(made.pending())  # as a push cut short reads it back
+        back = Revision.recorded(made.pending())  # as a push cut short reads it back
         assert (back.rev, back.plain, back.seq, back.tree, back.prev) == (rev, plain, last, tree, prev)
 
 
