@@ -34,7 +34,7 @@ open.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from .apply import apply_remote
 from .chats import Chats
@@ -53,8 +53,6 @@ from .search import Search
 from .sessions import Sessions, past_expiry, refuse_expired
 from .stats import Stats
 from .syncstate import SyncState
-
-T = TypeVar("T")
 
 
 class Database:
@@ -336,11 +334,6 @@ class Database:
     async def log_run(self, sid: str, device_id: str, after_seq: int, upto_seq: int | None = None) -> LogRun:
         return await self.log.log_run(sid, device_id, after_seq, upto_seq)
 
-    async def with_log_run(
-        self, sid: str, device_id: str, after_seq: int, upto_seq: int, then: Callable[[LogRun], T]
-    ) -> T:
-        return await self.log.with_log_run(sid, device_id, after_seq, upto_seq, then)
-
     def run_reader(self) -> RunReader:
         return self.log.run_reader()
 
@@ -416,22 +409,11 @@ class Database:
     async def sync_state(self, sid: str) -> dict:
         return await self.syncstate.sync_state(sid)
 
-    async def push_state(self, sid: str) -> dict | None:
-        return await self.syncstate.push_state(sid)
-
     async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
         return await self.syncstate.all_sync_states(sids)
 
     async def save_sync_state(self, sid: str, **fields) -> None:
         await self.syncstate.save_sync_state(sid, **fields)
-
-    async def save_pushed(self, sid: str, released: tuple[str, list[bytes]] | None, **fields) -> None:
-        """A push's end in one transaction: its sync_state `fields`, and the objects its log no longer
-        references (`released`: the store's URL and their hashes, for gc), if any."""
-        async with self.c.transaction() as tx:
-            await self.syncstate.save_sync_state_in(tx, sid, **fields)
-            if released is not None:
-                await self.released.add_in(tx, released[0], sid, released[1])
 
     async def sessions_needing_push(self) -> list[str]:
         return await self.syncstate.sessions_needing_push()

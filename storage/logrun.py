@@ -9,13 +9,9 @@ import contextlib
 import json
 import sqlite3
 from bisect import bisect_left
-from collections.abc import Callable
-from typing import TypeVar
 
 from .connections import Connections, open_reader
 from .model import LogRun, Op, text_head
-
-T = TypeVar("T")
 
 # created_at in whole milliseconds, rounded as Python's round(created_at * 1000) does (to nearest, ties to
 # even; SQLite's round() takes ties away from zero). For 0 <= created_at <= 4.5e12 (x = created_at * 1000
@@ -273,13 +269,6 @@ class LogReads:
         push's hot path, read in one statement in the bulk-read thread."""
         hi = upto_seq if upto_seq is not None else (1 << 62)
         return await self.c.bulk(read_run, sid, device_id, after_seq, hi)
-
-    async def with_log_run(
-        self, sid: str, device_id: str, after_seq: int, upto_seq: int, then: Callable[[LogRun], T]
-    ) -> T:
-        """then(log_run(...)), both in the bulk-read thread: a caller's CPU work on the run (a push's
-        sealing) done where it was read, without a second hand-off to another thread and back."""
-        return await self.c.bulk(lambda conn: then(read_run(conn, sid, device_id, after_seq, upto_seq)))
 
     def run_reader(self) -> RunReader:
         """A read-only connection of its own, for reading long runs from a worker thread."""

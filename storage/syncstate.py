@@ -14,7 +14,6 @@ from typing import Any
 
 from .connections import Connections
 from .errors import Conflict
-from .groupcommit import Transaction
 from .model import JSON_FIELDS, dumps
 from .sessions import session_row
 
@@ -38,19 +37,6 @@ def pushable(v: Any) -> tuple[Any, bool]:
     if isinstance(v, int) and not isinstance(v, bool) and not _INT_LIMITS[0] <= v <= _INT_LIMITS[1]:
         return str(v), True
     return v, False
-
-
-def _no_sync_state() -> dict:
-    """A session's sync_state before its first push."""
-    return {
-        "pushed_seq": 0,
-        "head_rev": 0,
-        "tree": None,
-        "pending": None,
-        "last_error": None,
-        "last_push": None,
-        "rekey_claims": None,
-    }
 
 
 class SyncState:
@@ -143,30 +129,17 @@ class SyncState:
 
     async def sync_state(self, sid: str) -> dict:
         rows = await self.c.latest("SELECT * FROM sync_state WHERE session_id=?", (sid,))
-        return dict(rows[0]) if rows else _no_sync_state()
-
-    async def push_state(self, sid: str) -> dict | None:
-        """What a push starts from, in one read: the session's sync_state (as `sync_state` gives it),
-        `last_seq`, this device's last operation of it, and `remote`, its remotes row (as `remote` gives
-        it; None: not shared); None if the session is gone (deleted)."""
-        rows = await self.c.latest(
-            "SELECT l.last_seq AS own_last_seq, r.session_id AS r_session_id, r.store_url AS r_store_url,"
-            " r.announce_pk AS r_announce_pk, r.members_rev AS r_members_rev, r.announced AS r_announced,"
-            " r.frozen AS r_frozen, y.* FROM sessions s"
-            " LEFT JOIN sync_state y ON y.session_id=s.id"
-            " LEFT JOIN logs l ON l.session_id=s.id AND l.device_id=?"
-            " LEFT JOIN remotes r ON r.session_id=s.id WHERE s.id=?",
-            (self.c.device_id, sid),
-        )
         if not rows:
-            return None
-        row = dict(rows[0])
-        last = row.pop("own_last_seq") or 0
-        remote = {k[2:]: row.pop(k) for k in [k for k in row if k.startswith("r_")]}
-        state = _no_sync_state() if row["session_id"] is None else row
-        state["last_seq"] = last
-        state["remote"] = remote if remote["session_id"] is not None else None
-        return state
+            return {
+                "pushed_seq": 0,
+                "head_rev": 0,
+                "tree": None,
+                "pending": None,
+                "last_error": None,
+                "last_push": None,
+                "rekey_claims": None,
+            }
+        return dict(rows[0])
 
     async def all_sync_states(self, sids: Sequence[str] | None = None) -> dict[str, dict]:
         """The push state of every session, or of `sids` only (a read of those rows, not of all: a share or a
@@ -192,16 +165,10 @@ class SyncState:
         }
 
     async def save_sync_state(self, sid: str, **fields) -> None:
-        async with self.c.transaction() as tx:
-            await self.save_sync_state_in(tx, sid, **fields)
-
-    @staticmethod
-    async def save_sync_state_in(tx: Transaction, sid: str, **fields) -> None:
-        """save_sync_state(), as part of the caller's transaction."""
         cols = ", ".join(f"{k}=excluded.{k}" for k in fields)
         names = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
-        await tx.execute(
+        await self.c.write(
             f"INSERT INTO sync_state(session_id, {names}) VALUES (?, {marks}) "
             f"ON CONFLICT(session_id) DO UPDATE SET {cols}",
             (sid, *fields.values()),

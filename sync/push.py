@@ -73,19 +73,6 @@ class Written:
     bytes: int = 0
 
 
-def _objects_and_entries(
-    pages: list[tuple[bytes, int, int]], sealed: list
-) -> tuple[list[tuple[bytes, bytes]], list[Entry]]:
-    """Pages (plaintext, first seq, last seq) and their sealing (LogWriter._seal_page each): the objects
-    to store, as (ciphertext, hash), and the entries naming the pages."""
-    objects = [(ct, ref.hash) for objs, _, _ in sealed for ct, ref in objs]
-    entries = [
-        Entry(first, last, len(plain), False, ref, parts)
-        for (plain, first, last), (_, ref, parts) in zip(pages, sealed)
-    ]
-    return objects, entries
-
-
 class LogWriter:
     """Builds pages, nodes and manifests for one (session, device) log."""
 
@@ -170,17 +157,10 @@ class LogWriter:
         sealed, ref = seal_chunks(chunks, object_key(self.key, plain.hash), plain)
         return [(sealed, ref)], ref, False
 
-    @staticmethod
-    def one_job(run: LogRun) -> bool:
-        """Whether a short run's pages are sealed in one job (sealed_pages) with its revision's manifest
-        (sync/pusher.py): all but a run of large messages, which write_pages seals on both threads."""
-        return len(run.blob) <= PAGE_MAX
-
-    def sealed_pages(self, run: LogRun) -> tuple[list[tuple[bytes, bytes]], list[Entry]]:
-        """A run's pages, encoded and sealed (in whichever thread calls it): the objects to store, as
-        (ciphertext, hash), and the entries naming the pages."""
+    def _pages_sealed(self, run: LogRun) -> tuple[list[tuple[bytes, int, int]], list]:
+        """A run's pages, encoded and sealed (in whichever thread calls it)."""
         pages = self.pages(run)
-        return _objects_and_entries(pages, [self._seal_page(p[0]) for p in pages])
+        return pages, [self._seal_page(p[0]) for p in pages]
 
     async def write_pages(self, run: LogRun) -> list[Entry]:
         """Encode, seal and store a run of operations (all in memory) as pages.
@@ -191,22 +171,21 @@ class LogWriter:
         thread, and one of several pages (only a run of large messages makes several) on both sealing
         threads at once, page by page (libsodium and BLAKE3 release the GIL)."""
         if len(run) <= INLINE_OPS and len(run.blob) <= INLINE_BYTES:
-            objects, entries = self.sealed_pages(run)
-        elif self.one_job(run):
+            pages, sealed = self._pages_sealed(run)
+        elif len(run.blob) <= PAGE_MAX:
             loop = asyncio.get_running_loop()
-            objects, entries = await loop.run_in_executor(self.workers.seal, self.sealed_pages, run)
+            pages, sealed = await loop.run_in_executor(self.workers.seal, self._pages_sealed, run)
         else:
             loop = asyncio.get_running_loop()
             pages = await asyncio.to_thread(self.pages, run)
             sealers = self.workers.seal
             sealed = await asyncio.gather(*(loop.run_in_executor(sealers, self._seal_page, p[0]) for p in pages))
-            objects, entries = _objects_and_entries(pages, sealed)
-        await self.put_objects(objects)
-        return entries
-
-    async def put_objects(self, objects: list[tuple[bytes, bytes]]) -> None:
-        """Store objects given as (ciphertext, hash)."""
-        await self.put([ct for ct, _ in objects], [h for _, h in objects])
+        objects = [o for objs, _, _ in sealed for o in objs]
+        await self.put([ct for ct, _ in objects], [ref.hash for _, ref in objects])
+        return [
+            Entry(first, last, len(plain), False, ref, parts)
+            for (plain, first, last), (_, ref, parts) in zip(pages, sealed)
+        ]
 
     async def write_run(
         self,

@@ -17,21 +17,24 @@ import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from nacl.signing import SigningKey
 
 from ..storage.model import LogRun, now
-from ..stores import StaleHead, StoreError
+from ..stores import StaleHead, Store, StoreError
 from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .errors import SyncError
-from .heads import levels_from_cbor, manifest_hash_of
+from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
+from .manifest import encode_manifest
 from .members import Members
 from .mirror import MirrorStore
 from .pages import Entry
-from .push import FANOUT, Written, is_long
-from .revision import Made, OnePush, Revision, RevisionJob, contiguous
+from .push import FANOUT, LogWriter, Written, is_long
 
 log = logging.getLogger("sessiond.sync")
 # sessions whose last published head is remembered (to commit without reading it again), most recent
@@ -39,6 +42,49 @@ PUBLISHED_KEPT = 2048
 # sessions whose level tree is kept decoded (a push of one of them decodes none), most recently pushed:
 # a few dozen entries each, so a few hundred KB at most
 LEVELS_KEPT = 256
+_ENC = dagcbor.encode_ordered
+_PENDING_HEAD = dagcbor.head(5, 4)  # the map {m, r, s, t} recorded in sync_state.pending
+
+
+@dataclass
+class _Revision:
+    """One revision of this device's log, recorded in `sync_state.pending` before anything of it is
+    uploaded: the manifest's plaintext, the last seq it covers, its level tree (encoded as recorded), and
+    the link to the manifest it follows (`prev`, which the push lets go once it is published), and the
+    levels themselves when this process built them (None when read back after a crash)."""
+
+    rev: int
+    plain: bytes
+    seq: int
+    tree: bytes
+    prev: bytes | None
+    levels: list[list[Entry]] | None = None
+
+    def pending(self) -> bytes:
+        """dagcbor.encode({"m": plain, "r": rev, "s": seq, "t": levels}), put together from its parts
+        (keys in DAG-CBOR order; the tree encoded already)."""
+        return b"".join(
+            (_PENDING_HEAD, _ENC("m"), _ENC(self.plain), _ENC("r"), _ENC(self.rev), _ENC("s"), _ENC(self.seq))
+            + (_ENC("t"), self.tree)
+        )
+
+    @classmethod
+    def recorded(cls, pending: bytes) -> _Revision:
+        """A revision recorded by a push that a crash or a failure cut short (decoded and checked)."""
+        p = dagcbor.decode(pending)
+        prev = dagcbor.decode(p["m"]).get("prev")
+        return cls(p["r"], p["m"], p["s"], dagcbor.encode(p["t"]), bytes(prev) if prev is not None else None)
+
+
+def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
+    """`run`, if it holds exactly the operations a..b of this device's log of `sid`."""
+    have = run.seqs
+    if len(have) != max(0, b - a + 1) or (have and have[0] != a) or not run.consecutive():
+        raise SyncError(
+            f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
+            f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log"
+        )
+    return run
 
 
 class _StoreAhead(Exception):
@@ -47,6 +93,24 @@ class _StoreAhead(Exception):
     def __init__(self, head: RegistryEntry):
         super().__init__(f"the store holds revision {head.revision}")
         self.head = head
+
+
+class _OnePush:
+    """What one push of one session needs: its keys and a writer that counts what it wrote."""
+
+    def __init__(self, ctx: SyncContext, sid: str, store: Store, key: bytes, key_written: asyncio.Future | None = None):
+        self.sid = sid
+        self.store = store
+        # A new session key's durable write (KeyStore.session_key_early), awaited before the first
+        # revision is recorded: nothing names an object sealed with the key before its file is on disk
+        self.key_written = key_written
+        if key_written is not None:  # a push that fails first leaves the write's failure to the others
+            key_written.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.head_key: SigningKey = ctx.keys.head_key(sid)
+        self.head_pk = ctx.keys.head_pk(sid)
+        self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
+        # this device's rekey claims, written into every manifest (sync_state.rekey_claims; rekey.py)
+        self.claims: list[dict] = []
 
 
 class Pusher:
@@ -81,8 +145,9 @@ class Pusher:
         of the log upward. Returns what each step wrote."""
         db = self.ctx.db
         async with self.ctx.lock(sid):
-            state = await db.push_state(sid)  # its sync_state and last seq, in one read
-            if state is None:
+            try:
+                await db.get_session(sid)
+            except Exception:
                 return {"session": sid, "skipped": "deleted"}
             # The push's start up to its first bulk read ran as one loop step of 300-550 us, which an
             # append arriving meanwhile waited out (bench/results/profile-tail.md): cut in four here and
@@ -92,14 +157,15 @@ class Pusher:
             key, key_written = self.ctx.keys.session_key_early(sid)
             if key is None:  # being made by another caller: wait for it
                 key, key_written = await self.ctx.keys.make_session_key(sid), None
-            remote = state["remote"]  # (read with the state: store_for's read, and the one below, saved)
-            one = OnePush(self.ctx, sid, self.ctx.open_store(remote["store_url"] if remote else None), key, key_written)
+            one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key, key_written)
             await asyncio.sleep(0)
+            state = await db.sync_state(sid)
             if state.get("rekey_claims"):
                 one.claims = dagcbor.decode(state["rekey_claims"])
             if state["pending"]:
                 await self._key_on_disk(one)
-                await self._publish(one, state, Revision.recorded(state["pending"]))
+                await self._publish(one, _Revision.recorded(state["pending"]))
+                state = await db.sync_state(sid)
             out = {
                 "session": sid,
                 "revision": state["head_rev"],
@@ -108,26 +174,20 @@ class Pusher:
                 "compaction_objects": 0,
                 "compaction_bytes": 0,
             }
-            last, first = state["last_seq"], state["pushed_seq"] + 1
+            last = await db.last_seq(sid)
             levels = self._levels_of(sid, state["tree"])
-
-            async def load(a: int, b: int) -> LogRun:
-                return contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
-
-            if first <= last and not is_long(first, last):
-                # a short run (every push but a first): read, and its pages made, in one job with the revision
+            if last > state["pushed_seq"]:
                 await asyncio.sleep(0)
-                out["revision"], levels = await self._commit_revision(one, state, levels, last, None, first)
-                out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes
-            elif first <= last:
-                await asyncio.sleep(0)
+
+                async def load(a: int, b: int) -> LogRun:
+                    return _contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
 
                 @contextlib.contextmanager
                 def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
                     with db.run_reader() as reader:  # a worker thread's own connection
-                        yield lambda a, b: contiguous(sid, a, b, reader.log_run(sid, db.device_id, a - 1, b))
+                        yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, db.device_id, a - 1, b))
 
-                reached = [0]
+                first, reached = state["pushed_seq"] + 1, [0]
 
                 def progress(seq: int) -> None:  # chunks end out of order: the bar only goes forward
                     reached[0] = max(reached[0], seq - first + 1)
@@ -150,20 +210,22 @@ class Pusher:
                     out["compaction_objects"] = one.writer.written.objects
                     out["compaction_bytes"] = one.writer.written.bytes
                     one.writer.written = written
-                out["revision"], levels = await self._commit_revision(one, state, levels, last, lamport)
+                out["revision"] = await self._commit_revision(one, state, levels, last, lamport)
                 out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes
                 await self._unpin(one, unpin)
+                state = await db.sync_state(sid)
             if force and out["revision"] == state["head_rev"]:  # a new manifest even without new operations
-                out["revision"], levels = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                state = await db.sync_state(sid)
             if compact and any(len(lv) >= FANOUT for lv in levels):
                 one.writer.written = Written()
                 levels = await one.writer.compact(levels, self._records_of(sid))
-                out["revision"], levels = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
                 await self._unpin(one, one.writer.unreferenced)
                 out["compaction_objects"] = one.writer.written.objects
                 out["compaction_bytes"] = one.writer.written.bytes
             await asyncio.sleep(0)  # (the push's record written: what is left of it in a step of its own)
-            # as read at the start: a share adds the row outside this lock, but announces the device itself
+            remote = await db.remote(sid)
             if remote is not None and not remote["announced"] and self.ctx.keys.write_secret(sid) is not None:
                 # so that the other devices find this device's log, and a rekey keeps it: a writer that
                 # has written nothing yet too (a write import that a crash cut short before it was listed)
@@ -180,29 +242,18 @@ class Pusher:
         return load_records
 
     @staticmethod
-    async def _key_on_disk(one: OnePush) -> None:
+    async def _key_on_disk(one: _OnePush) -> None:
         """Wait for the session key's file if this push made it (before a revision is recorded)."""
         if one.key_written is not None:
             await asyncio.shield(one.key_written)  # its failure fails the push; a cancelled push leaves it be
             one.key_written = None
 
     async def _commit_revision(
-        self,
-        one: OnePush,
-        state: dict,
-        levels: list[list[Entry]],
-        last: int,
-        lamport: int | None,
-        first: int | None = None,
-    ) -> tuple[int, list[list[Entry]]]:
-        """Publish a revision of `levels` covering this device's log up to `last`, with the pages of
-        operations first..last (if `first`) added to level 0: the run read, its pages, manifest and head
-        made in one job off the event loop, the pages stored, the revision recorded, then the manifest and
-        head published. Returns the revision and its levels. `state` (the session's sync_state) is kept up
-        to date."""
-        db = self.ctx.db
-        if lamport is None and first is None:
-            lamport = await db.get_lamport(one.sid)
+        self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int, lamport: int | None
+    ) -> int:
+        await self._key_on_disk(one)
+        if lamport is None:
+            lamport = await self.ctx.db.get_lamport(one.sid)
         known = self._published.get(one.sid)
         current_hash: bytes | None
         if known is not None and known[:3] == (getattr(one.store, "url", None), one.head_pk, state["head_rev"]):
@@ -211,19 +262,8 @@ class Pusher:
             current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
             current_rev = max(state["head_rev"], current.revision if current else 0)
             current_hash = manifest_hash_of(current) if current else None
-        job = RevisionJob(one, current_rev + 1, current_hash, levels, last, lamport or 0, first)
-        if first is None:
-            made = await self._in_job(one, job)
-        else:
-            read = await db.with_log_run(one.sid, db.device_id, first - 1, last, job.read)
-            if isinstance(read, LogRun):  # large messages: their pages first, on both sealing threads
-                job.levels[0].extend(await one.writer.write_pages(read))
-                job.lamport = max(read.lams, default=0)
-                read = await self._in_job(one, job)
-            made = read
-        await one.writer.put_objects(made.objects)
         try:
-            await self._record(one, state, made, ahead_ok=True)
+            return await self._commit_at(one, current_rev + 1, current_hash, levels, last, lamport, ahead_ok=True)
         except _StoreAhead as ahead:
             # Someone published a higher revision of this head since this process last saw it (the
             # store is ahead of what we know): go on from the store's head, as a first commit would.
@@ -232,38 +272,38 @@ class Pusher:
                 extra={"session": one.sid, "rev": ahead.head.revision},
             )
             head = ahead.head
-            levels = made.revision.levels or levels
-            made = await self._in_job(
-                one, RevisionJob(one, head.revision + 1, manifest_hash_of(head), levels, last, job.lamport)
-            )
-            await self._record(one, state, made)
-        return made.revision.rev, made.revision.levels or levels
+            return await self._commit_at(one, head.revision + 1, manifest_hash_of(head), levels, last, lamport)
 
-    @staticmethod
-    async def _in_job(one: OnePush, job: RevisionJob) -> Made:
-        """A revision's CPU work in one job on a sealing thread (the event loop hands it over once)."""
-        return await asyncio.get_running_loop().run_in_executor(one.writer.workers.seal, job.run)
+    async def _commit_at(
+        self,
+        one: _OnePush,
+        rev: int,
+        prev_hash: bytes | None,
+        levels: list[list[Entry]],
+        last: int,
+        lamport: int,
+        *,
+        ahead_ok: bool = False,
+    ) -> int:
+        prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
+        plain = encode_manifest(one.sid, one.writer.device, rev, one.head_pk, last, lamport, levels, prev, one.claims)
+        made = _Revision(rev, plain, last, encode_levels(levels), prev, levels)
+        await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
+        # (the loop is given back here: the manifest's sealing and the head's signing below are a step of
+        # their own, not one with the state write before them)
+        await asyncio.sleep(0)
+        await self._publish(one, made, ahead_ok=ahead_ok)
+        return rev
 
-    async def _record(self, one: OnePush, state: dict, made: Made, *, ahead_ok: bool = False) -> None:
-        """Record the revision (fixed before anything of it is uploaded: the session key's file first),
-        then publish it."""
-        await self._key_on_disk(one)
-        await self.ctx.db.save_sync_state(one.sid, pending=made.pending)
-        state["pending"] = made.pending
-        await self._publish(one, state, made.revision, made, ahead_ok=ahead_ok)
-
-    async def _publish(
-        self, one: OnePush, state: dict, revision: Revision, made: Made | None = None, *, ahead_ok: bool = False
-    ) -> None:
-        """Upload the recorded manifest and publish its head (`made`: both sealed; None: sealed here, a
-        revision recorded by a push that a crash or failure cut short). A head refused as stale (StaleHead)
-        is read: if the store holds this very entry (a push retried after a crash), it is done; if it holds
-        a higher revision, `ahead_ok` raises _StoreAhead so that the commit goes on from it, else SyncError."""
-        sid, writer, head_pk = one.sid, one.writer, one.head_pk
-        rev = revision.rev
-        if made is None:
-            made = await self._in_job(one, RevisionJob.sealing(one, revision))
-        ct, ref, entry = made.manifest, made.ref, made.entry
+    async def _publish(self, one: _OnePush, made: _Revision, *, ahead_ok: bool = False) -> None:
+        """Upload the recorded manifest and publish its head. A head refused as stale (StaleHead) is read:
+        if the store holds this very entry (a push retried after a crash), it is done; if it holds a
+        higher revision, `ahead_ok` raises _StoreAhead so that the commit goes on from it, else SyncError."""
+        sid, writer, head_key, head_pk = one.sid, one.writer, one.head_key, one.head_pk
+        rev = made.rev
+        ct, ref = writer.seal_manifest(made.plain, head_pk, rev)
+        await asyncio.sleep(0)  # the sealing and the head's signature in two loop steps (~100 us each)
+        entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
         try:  # the manifest, then the head naming it (a folder store: in one batch, the head after the fsyncs)
             await one.store.put_then_set_head([ct], [ref.hash], entry, timeout=self.ctx.timeout)
         except StaleHead:
@@ -278,33 +318,29 @@ class Pusher:
                 ) from None
         writer.written.objects += 1
         writer.written.bytes += len(ct)
-        done = {
-            "pushed_seq": revision.seq,
-            "head_rev": rev,
-            "tree": revision.tree,
-            "pending": None,
-            "last_error": None,
-            "last_push": now(),
-        }
-        url, prev = getattr(one.store, "url", None), revision.prev
-        left = None  # the manifest the head left, noted for gc (see _released) in the same transaction
-        if url is not None and prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):
-            left = (url, [prev[len(CIDV1_RAW_BLAKE3) :]])
-        await self.ctx.db.save_pushed(sid, left, **done)
-        state.update(done)
-        await asyncio.sleep(0)  # (the record written: what is left of the push in a step of its own)
-        self._published[sid] = (url, head_pk, rev, ref.hash)
-        if made.frozen is not None:
-            self._levels[sid] = (revision.tree, made.frozen)
-        # debug, not info: a line per push was ~100 us of the loop and ~50 lines a second under load;
-        # the `sync.pushed` event and status tell of pushes, the log of what went wrong
-        log.debug(
+        await self.ctx.db.save_sync_state(
+            sid,
+            pushed_seq=made.seq,
+            head_rev=rev,
+            tree=made.tree,
+            pending=None,
+            last_error=None,
+            last_push=now(),
+        )
+        await asyncio.sleep(0)  # (as above)
+        self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
+        if made.levels is not None:
+            self._levels[sid] = (made.tree, tuple(tuple(lv) for lv in made.levels))
+        prev = made.prev
+        if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):  # the manifest the head left
+            await self._released(one, [prev[len(CIDV1_RAW_BLAKE3) :]])
+        log.info(
             "pushed",
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
         )
-        self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": revision.seq})
+        self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": made.seq})
 
-    async def _unpin(self, one: OnePush, hashes: list[bytes]) -> None:
+    async def _unpin(self, one: _OnePush, hashes: list[bytes]) -> None:
         """Let the store drop the pages a compaction merged away (Store.unpin: a Kubo node's pins, a
         pinning service's pin requests; other stores keep what they hold), once the head no longer
         references them. Nothing else needs them: a reader starts from the current head and never
@@ -327,7 +363,7 @@ class Pusher:
                 extra={"session": one.sid, "objects": len(hashes)},
             )
 
-    async def _released(self, one: OnePush, hashes: list[bytes]) -> None:
+    async def _released(self, one: _OnePush, hashes: list[bytes]) -> None:
         """Note objects this device's log no longer references, and since when: `sessiond gc` frees them
         after its grace period (sync/gc.py), once it has checked that no current head references them."""
         url = getattr(one.store, "url", None)

@@ -96,10 +96,9 @@ def test_a_run_knows_it_is_consecutive_without_a_list_of_its_seqs():
     """LogRun.consecutive() (asked of every chunk of a long push, by the contiguity check and by the cut)
     is what comparing the seqs with a range says, for runs read, cut, joined, and with a gap."""
     from sessiond.storage.model import LogRun
-    from sessiond.sync.errors import SyncError
     from sessiond.sync.pagecut import measure
     from sessiond.sync.pages import LogError
-    from sessiond.sync.revision import contiguous
+    from sessiond.sync.pusher import SyncError, _contiguous
 
     def recs(seqs):
         return [(s, s, "message.add", None, 1.7e9 + s, "main", "user", f"m{s} " * (s % 5), None, None) for s in seqs]
@@ -116,11 +115,11 @@ def test_a_run_knows_it_is_consecutive_without_a_list_of_its_seqs():
                 assert [bytes(p) for p in part.pieces()] == [(f"m{s} " * (s % 5)).encode() for s in part.seqs]
     assert not (whole.tail(30) + whole.head(10)).consecutive()  # joined in the wrong order: a gap back
     try:
-        contiguous("s", 1, 41, gap)
+        _contiguous("s", 1, 41, gap)
         raise AssertionError("a torn run was let through")
     except SyncError:
         pass
-    assert contiguous("s", 1, 40, whole) is whole
+    assert _contiguous("s", 1, 40, whole) is whole
     try:
         measure(gap)
         raise AssertionError("measured a run with a gap")

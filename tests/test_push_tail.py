@@ -14,13 +14,15 @@ import pytest
 
 from sessiond.storage.database import Database
 from sessiond.stores.file import FileStore
+from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor, heads
 from sessiond.sync.crypto import seal
 from sessiond.sync.engine import Syncer
 from sessiond.sync.heads import encode_levels, levels_to_cbor
 from sessiond.sync.manifest import encode_manifest
 from sessiond.sync.pages import Entry
-from sessiond.sync.revision import Revision
+from sessiond.sync.push import LogWriter
+from sessiond.sync.pusher import _Revision
 
 
 def _entry(rng: random.Random, first: int) -> Entry:
@@ -46,9 +48,9 @@ def test_manifest_tree_and_outbox_record_are_the_bytes_dagcbor_makes():
         assert plain == dagcbor.encode(m)
         tree = encode_levels(levels)
         assert tree == dagcbor.encode(levels_to_cbor(levels))
-        made = Revision(rev, plain, last, tree, prev, levels)
+        made = _Revision(rev, plain, last, tree, prev, levels)
         assert made.pending() == dagcbor.encode({"m": plain, "r": rev, "s": last, "t": levels_to_cbor(levels)})
-        back = Revision.recorded(made.pending())  # as a push cut short reads it back
+        back = _Revision.recorded(made.pending())  # as a push cut short reads it back
         assert (back.rev, back.plain, back.seq, back.tree, back.prev) == (rev, plain, last, tree, prev)
 
 
@@ -93,11 +95,10 @@ async def test_a_steady_push_decodes_no_tree_and_a_reset_tree_is_read_again(tmp,
         await db.close()
 
 
-async def test_a_push_gives_the_loop_back_between_its_lookups(tmp, monkeypatch):
-    """The push's start up to its first bulk read was one loop step (300-550 us in the daemon): an append
-    that arrived meanwhile waited it out. A task that counts its own turns of the loop shows that other
-    work now runs in between. (The manifest's sealing and the head's signature, two more such steps, are
-    off the loop now, in the revision's one job: tests/test_push_loop.py.)"""
+async def test_a_push_gives_the_loop_back_between_its_lookups_and_between_sealing_and_signing(tmp, monkeypatch):
+    """The push's start up to its first bulk read was one loop step (300-550 us in the daemon), and so were
+    the manifest's sealing and the head's signature: an append that arrived meanwhile waited them out. A
+    task that counts its own turns of the loop shows that other work now runs in between."""
     db = await Database.open(os.path.join(tmp, "db.sqlite"))
     syncer = Syncer(db, FileStore(os.path.join(tmp, "store")), os.path.join(tmp, "keys"), push_delay=0, timeout=10)
     turns = [0]
@@ -122,10 +123,13 @@ async def test_a_push_gives_the_loop_back_between_its_lookups(tmp, monkeypatch):
         await db.append_messages(sid, [{"role": "user", "content": "first"}])
         await syncer.pusher.push(sid)  # (the session's key made, its head read: the steady case below)
         await db.append_messages(sid, [{"role": "user", "content": "second"}])
-        monkeypatch.setattr(db, "push_state", marking("start", db.push_state))
-        monkeypatch.setattr(db, "with_log_run", marking("read", db.with_log_run))
+        monkeypatch.setattr(db, "get_session", marking("start", db.get_session))
+        monkeypatch.setattr(db, "log_run", marking("read", db.log_run))
+        monkeypatch.setattr(LogWriter, "seal_manifest", marking("sealed", LogWriter.seal_manifest))
+        monkeypatch.setattr(RegistryEntry, "create", marking("signed", RegistryEntry.create))
         await syncer.pusher.push(sid)
         assert marks["read"] - marks["start"] >= 3, marks  # three turns of the loop for others on the way
+        assert marks["signed"] > marks["sealed"], marks
         assert (await db.sync_state(sid))["pushed_seq"] == await db.last_seq(sid)
     finally:
         ticker.cancel()
