@@ -28,7 +28,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
-from .errors import SyncError
+from .errors import SyncError, crash_point
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
 from .manifest import encode_manifest
 from .members import Members
@@ -318,8 +318,13 @@ class Pusher:
                 ) from None
         writer.written.objects += 1
         writer.written.bytes += len(ct)
-        await self.ctx.db.save_sync_state(
+        url, prev = getattr(one.store, "url", None), made.prev
+        left = None  # the manifest the head left, noted for gc (see _released) with the pushed mark, at once
+        if url is not None and prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):
+            left = (url, [prev[len(CIDV1_RAW_BLAKE3) :]])
+        await self.ctx.db.save_pushed(
             sid,
+            left,
             pushed_seq=made.seq,
             head_rev=rev,
             tree=made.tree,
@@ -327,13 +332,11 @@ class Pusher:
             last_error=None,
             last_push=now(),
         )
+        crash_point("push:pushed")
         await asyncio.sleep(0)  # (as above)
-        self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
+        self._published[sid] = (url, head_pk, rev, ref.hash)
         if made.levels is not None:
             self._levels[sid] = (made.tree, tuple(tuple(lv) for lv in made.levels))
-        prev = made.prev
-        if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):  # the manifest the head left
-            await self._released(one, [prev[len(CIDV1_RAW_BLAKE3) :]])
         log.info(
             "pushed",
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},

@@ -4,8 +4,12 @@ and doctor are clean. SESSIOND_CRASH_AT names the point where the daemon dies (o
 
 from __future__ import annotations
 
-from conftest import cli_json, run_cli, wait_for
+import os
+
+from conftest import cli_json, run_cli, wait_for, write_config
 from sessiond.client import ApiError
+from sessiond.stores.registry import RegistryEntry
+from sessiond.sync.heads import manifest_hash_of
 
 
 def _clean(d) -> None:
@@ -17,6 +21,13 @@ def _clean(d) -> None:
 
 def _all_messages(c, sid: str) -> list[str]:
     return [m["content"] for m in c.messages(sid, limit=100_000)["messages"]]
+
+
+def _objects_in(store: str) -> set[str]:
+    out = set()
+    for _path, _dirs, files in os.walk(os.path.join(store, "objects")):
+        out.update(f for f in files if not f.startswith("."))
+    return out
 
 
 def test_a_fork_killed_part_way_is_not_left_half_made(make_daemon, store_dir):
@@ -91,3 +102,36 @@ def test_an_end_killed_before_its_final_checkpoint_gets_it_at_the_next_start(mak
     n = len(c.checkpoints(sid)["checkpoints"])
     a.restart()
     assert len(a.client().checkpoints(sid)["checkpoints"]) == n
+
+
+def test_a_push_killed_after_its_pushed_mark_still_lets_gc_free_the_manifest_it_left(make_daemon, store_dir):
+    """A push ended in two transactions once the store held the new head: the pushed mark, then the
+    manifest the head left noted in `released` (what `sessiond gc` frees). Killed between the two, the old
+    manifest was never noted: nothing pushed again (the mark said done) and gc never freed it, a leak in
+    the store with every push a crash cut there. The mark and the note are one transaction now."""
+    d = make_daemon(f"file://{store_dir}")
+    write_config(d.home, push_delay=3600)  # only an asked sync pushes: the crash comes at the one asked for
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="pushed")["id"]
+    c.append(sid, "user", "first")
+    c.sync(sid, wait=True)  # revision 1 (no manifest before it)
+    (head,) = [n for n in os.listdir(os.path.join(store_dir, "heads")) if not n.startswith(".")]  # the log's
+    with open(os.path.join(store_dir, "heads", head), "rb") as f:
+        manifest = manifest_hash_of(RegistryEntry.from_bytes(f.read())).hex()  # revision 1's
+    assert manifest in _objects_in(store_dir)
+    c.append(sid, "user", "second")
+    d.env["SESSIOND_CRASH_AT"] = "push:pushed"
+    d.restart()
+    res = run_cli(d.home, "sync", sid, "--wait", "--json")
+    assert res.returncode != 0, res.stdout  # the daemon died ending the push
+    assert d.proc.wait(10) == 137  # at the crash point, after the store took revision 2
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    c = d.client()
+    c.sync(sid, wait=True)
+    done = cli_json(d.home, "gc", "--grace", "0")
+    assert manifest not in _objects_in(store_dir), done  # let go by revision 2's head, freed
+    assert c.verify(sid)["ok"]
+    assert _all_messages(c, sid) == ["first", "second"]
+    _clean(d)
