@@ -415,5 +415,14 @@ class Database:
     async def save_sync_state(self, sid: str, **fields) -> None:
         await self.syncstate.save_sync_state(sid, **fields)
 
+    async def save_pushed(self, sid: str, released: tuple[str, list[bytes]] | None, **fields) -> None:
+        """A push's end in one transaction: its sync_state `fields`, and the objects its log no longer
+        references (`released`: the store's URL and their hashes, for gc), if any. Two transactions left,
+        after a crash between them, the pushed mark without the note: gc never freed what it named."""
+        async with self.c.transaction() as tx:
+            await self.syncstate.save_sync_state_in(tx, sid, **fields)
+            if released is not None:
+                await self.released.add_in(tx, released[0], sid, released[1])
+
     async def sessions_needing_push(self) -> list[str]:
         return await self.syncstate.sessions_needing_push()

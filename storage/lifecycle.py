@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .connections import Connections
+from .groupcommit import Transaction
 from .model import now
 
 
@@ -44,20 +45,34 @@ class ShareLog:
         return [dict(r) for r in rows]
 
 
+def _released_rows(store_url: str, sid: str, hashes: Iterable[bytes], at: float | None) -> list[tuple]:
+    t = now() if at is None else at
+    return [(store_url, bytes(h), sid, t) for h in dict.fromkeys(hashes)]
+
+
+async def _insert_released(tx: Transaction, rows: list[tuple]) -> None:
+    await tx.executemany(
+        "INSERT OR IGNORE INTO released (store_url, hash, session_id, released_at) VALUES (?,?,?,?)", rows
+    )
+
+
 class Released:
     def __init__(self, c: Connections):
         self.c = c
 
     async def add(self, store_url: str, sid: str, hashes: Iterable[bytes], at: float | None = None) -> None:
         """Record that this device's log of `sid` no longer references `hashes` (the first time counts)."""
-        t = now() if at is None else at
-        rows = [(store_url, bytes(h), sid, t) for h in dict.fromkeys(hashes)]
-        if not rows:
-            return
-        async with self.c.transaction() as tx:
-            await tx.executemany(
-                "INSERT OR IGNORE INTO released (store_url, hash, session_id, released_at) VALUES (?,?,?,?)", rows
-            )
+        rows = _released_rows(store_url, sid, hashes, at)
+        if rows:
+            async with self.c.transaction() as tx:
+                await _insert_released(tx, rows)
+
+    @staticmethod
+    async def add_in(tx: Transaction, store_url: str, sid: str, hashes: Iterable[bytes]) -> None:
+        """add(), as part of the caller's transaction."""
+        rows = _released_rows(store_url, sid, hashes, None)
+        if rows:
+            await _insert_released(tx, rows)
 
     async def due(self, before: float) -> list[dict]:
         """Every object released before `before`, oldest first."""

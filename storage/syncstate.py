@@ -14,6 +14,7 @@ from typing import Any
 
 from .connections import Connections
 from .errors import Conflict
+from .groupcommit import Transaction
 from .model import JSON_FIELDS, dumps
 from .sessions import session_row
 
@@ -165,10 +166,16 @@ class SyncState:
         }
 
     async def save_sync_state(self, sid: str, **fields) -> None:
+        async with self.c.transaction() as tx:
+            await self.save_sync_state_in(tx, sid, **fields)
+
+    @staticmethod
+    async def save_sync_state_in(tx: Transaction, sid: str, **fields) -> None:
+        """save_sync_state(), as part of the caller's transaction."""
         cols = ", ".join(f"{k}=excluded.{k}" for k in fields)
         names = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
-        await self.c.write(
+        await tx.execute(
             f"INSERT INTO sync_state(session_id, {names}) VALUES (?, {marks}) "
             f"ON CONFLICT(session_id) DO UPDATE SET {cols}",
             (sid, *fields.values()),

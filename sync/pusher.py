@@ -17,7 +17,7 @@ import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
 
@@ -28,7 +28,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
-from .errors import SyncError
+from .errors import SyncError, crash_point
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
 from .manifest import encode_manifest
 from .members import Members
@@ -44,14 +44,16 @@ PUBLISHED_KEPT = 2048
 LEVELS_KEPT = 256
 _ENC = dagcbor.encode_ordered
 _PENDING_HEAD = dagcbor.head(5, 4)  # the map {m, r, s, t} recorded in sync_state.pending
+_PENDING_HEAD_U = dagcbor.head(5, 5)  # {m, r, s, t, u}: with the pages a compaction merged away
 
 
 @dataclass
 class _Revision:
     """One revision of this device's log, recorded in `sync_state.pending` before anything of it is
     uploaded: the manifest's plaintext, the last seq it covers, its level tree (encoded as recorded), and
-    the link to the manifest it follows (`prev`, which the push lets go once it is published), and the
-    levels themselves when this process built them (None when read back after a crash)."""
+    the link to the manifest it follows (`prev`, which the push lets go once it is published), the pages
+    a compaction merged away (`merged`, let go with it), and the levels themselves when this process
+    built them (None when read back after a crash)."""
 
     rev: int
     plain: bytes
@@ -59,13 +61,15 @@ class _Revision:
     tree: bytes
     prev: bytes | None
     levels: list[list[Entry]] | None = None
+    merged: list[bytes] = field(default_factory=list)
 
     def pending(self) -> bytes:
-        """dagcbor.encode({"m": plain, "r": rev, "s": seq, "t": levels}), put together from its parts
-        (keys in DAG-CBOR order; the tree encoded already)."""
+        """dagcbor.encode({"m": plain, "r": rev, "s": seq, "t": levels, "u": merged}), put together from
+        its parts (keys in DAG-CBOR order; the tree encoded already; "u" only if a compaction merged any)."""
         return b"".join(
-            (_PENDING_HEAD, _ENC("m"), _ENC(self.plain), _ENC("r"), _ENC(self.rev), _ENC("s"), _ENC(self.seq))
-            + (_ENC("t"), self.tree)
+            (_PENDING_HEAD_U if self.merged else _PENDING_HEAD, _ENC("m"), _ENC(self.plain), _ENC("r"))
+            + (_ENC(self.rev), _ENC("s"), _ENC(self.seq), _ENC("t"), self.tree)
+            + ((_ENC("u"), _ENC(self.merged)) if self.merged else ())
         )
 
     @classmethod
@@ -73,7 +77,8 @@ class _Revision:
         """A revision recorded by a push that a crash or a failure cut short (decoded and checked)."""
         p = dagcbor.decode(pending)
         prev = dagcbor.decode(p["m"]).get("prev")
-        return cls(p["r"], p["m"], p["s"], dagcbor.encode(p["t"]), bytes(prev) if prev is not None else None)
+        tree, merged = dagcbor.encode(p["t"]), [bytes(h) for h in p.get("u", ())]
+        return cls(p["r"], p["m"], p["s"], tree, bytes(prev) if prev is not None else None, merged=merged)
 
 
 def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
@@ -210,7 +215,7 @@ class Pusher:
                     out["compaction_objects"] = one.writer.written.objects
                     out["compaction_bytes"] = one.writer.written.bytes
                     one.writer.written = written
-                out["revision"] = await self._commit_revision(one, state, levels, last, lamport)
+                out["revision"] = await self._commit_revision(one, state, levels, last, lamport, merged=unpin)
                 out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes
                 await self._unpin(one, unpin)
                 state = await db.sync_state(sid)
@@ -220,7 +225,10 @@ class Pusher:
             if compact and any(len(lv) >= FANOUT for lv in levels):
                 one.writer.written = Written()
                 levels = await one.writer.compact(levels, self._records_of(sid))
-                out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
+                out["revision"] = await self._commit_revision(
+                    one, state, levels, state["pushed_seq"], None, merged=one.writer.unreferenced
+                )
+                crash_point("push:compacted")
                 await self._unpin(one, one.writer.unreferenced)
                 out["compaction_objects"] = one.writer.written.objects
                 out["compaction_bytes"] = one.writer.written.bytes
@@ -249,8 +257,17 @@ class Pusher:
             one.key_written = None
 
     async def _commit_revision(
-        self, one: _OnePush, state: dict, levels: list[list[Entry]], last: int, lamport: int | None
+        self,
+        one: _OnePush,
+        state: dict,
+        levels: list[list[Entry]],
+        last: int,
+        lamport: int | None,
+        *,
+        merged: list[bytes] | None = None,
     ) -> int:
+        """Record and publish a revision of `levels` (`merged`: the pages a compaction merged away,
+        which the revision lets go)."""
         await self._key_on_disk(one)
         if lamport is None:
             lamport = await self.ctx.db.get_lamport(one.sid)
@@ -263,7 +280,9 @@ class Pusher:
             current_rev = max(state["head_rev"], current.revision if current else 0)
             current_hash = manifest_hash_of(current) if current else None
         try:
-            return await self._commit_at(one, current_rev + 1, current_hash, levels, last, lamport, ahead_ok=True)
+            return await self._commit_at(
+                one, current_rev + 1, current_hash, levels, last, lamport, merged, ahead_ok=True
+            )
         except _StoreAhead as ahead:
             # Someone published a higher revision of this head since this process last saw it (the
             # store is ahead of what we know): go on from the store's head, as a first commit would.
@@ -272,7 +291,7 @@ class Pusher:
                 extra={"session": one.sid, "rev": ahead.head.revision},
             )
             head = ahead.head
-            return await self._commit_at(one, head.revision + 1, manifest_hash_of(head), levels, last, lamport)
+            return await self._commit_at(one, head.revision + 1, manifest_hash_of(head), levels, last, lamport, merged)
 
     async def _commit_at(
         self,
@@ -282,12 +301,13 @@ class Pusher:
         levels: list[list[Entry]],
         last: int,
         lamport: int,
+        merged: list[bytes] | None,
         *,
         ahead_ok: bool = False,
     ) -> int:
         prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
         plain = encode_manifest(one.sid, one.writer.device, rev, one.head_pk, last, lamport, levels, prev, one.claims)
-        made = _Revision(rev, plain, last, encode_levels(levels), prev, levels)
+        made = _Revision(rev, plain, last, encode_levels(levels), prev, levels, list(merged or ()))
         await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
         # (the loop is given back here: the manifest's sealing and the head's signing below are a step of
         # their own, not one with the state write before them)
@@ -318,8 +338,15 @@ class Pusher:
                 ) from None
         writer.written.objects += 1
         writer.written.bytes += len(ct)
-        await self.ctx.db.save_sync_state(
+        url, prev = getattr(one.store, "url", None), made.prev
+        # What the head let go (the manifest it follows, the pages a compaction merged away), noted for
+        # `sessiond gc` (sync/gc.py frees it after its grace period, once no current head references it)
+        # in the transaction of the pushed mark: a crash between two writes left it never noted, never freed.
+        gone = [prev[len(CIDV1_RAW_BLAKE3) :]] if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3) else []
+        left = (url, gone + made.merged) if url is not None and (gone or made.merged) else None
+        await self.ctx.db.save_pushed(
             sid,
+            left,
             pushed_seq=made.seq,
             head_rev=rev,
             tree=made.tree,
@@ -327,13 +354,11 @@ class Pusher:
             last_error=None,
             last_push=now(),
         )
+        crash_point("push:pushed")
         await asyncio.sleep(0)  # (as above)
-        self._published[sid] = (getattr(one.store, "url", None), head_pk, rev, ref.hash)
+        self._published[sid] = (url, head_pk, rev, ref.hash)
         if made.levels is not None:
             self._levels[sid] = (made.tree, tuple(tuple(lv) for lv in made.levels))
-        prev = made.prev
-        if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3):  # the manifest the head left
-            await self._released(one, [prev[len(CIDV1_RAW_BLAKE3) :]])
         log.info(
             "pushed",
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
@@ -349,10 +374,10 @@ class Pusher:
         it (compact lists only merged pages). A reader that read the previous head a moment ago may
         still fetch them: unpinning is not deleting (a node's garbage collection runs much later), and
         and a read that finds one gone fails and is retried from the newer head (sync/follower.py). Old manifests stay
-        pinned (the head's `prev` chain). Best effort: a failure is logged, never fails the push."""
+        pinned (the head's `prev` chain). Best effort: a failure is logged, never fails the push. (They
+        were noted for gc with the revision's end, in _publish.)"""
         if not hashes:
             return
-        await self._released(one, hashes)
         try:
             await asyncio.wait_for(one.store.unpin(hashes), self.ctx.timeout)
         except (TimeoutError, StoreError, OSError) as exc:
@@ -362,13 +387,6 @@ class Pusher:
                 exc,
                 extra={"session": one.sid, "objects": len(hashes)},
             )
-
-    async def _released(self, one: _OnePush, hashes: list[bytes]) -> None:
-        """Note objects this device's log no longer references, and since when: `sessiond gc` frees them
-        after its grace period (sync/gc.py), once it has checked that no current head references them."""
-        url = getattr(one.store, "url", None)
-        if url is not None:
-            await self.ctx.db.released.add(url, one.sid, hashes)
 
     async def snapshot_id(self, sid: str) -> dict | None:
         """Where this device's latest snapshot of `sid` is: its head revision and manifest object ids."""

@@ -4,8 +4,12 @@ and doctor are clean. SESSIOND_CRASH_AT names the point where the daemon dies (o
 
 from __future__ import annotations
 
-from conftest import cli_json, run_cli, wait_for
+import os
+
+from conftest import cli_json, run_cli, wait_for, write_config
 from sessiond.client import ApiError
+from sessiond.stores.registry import RegistryEntry
+from sessiond.sync.heads import manifest_hash_of
 
 
 def _clean(d) -> None:
@@ -17,6 +21,13 @@ def _clean(d) -> None:
 
 def _all_messages(c, sid: str) -> list[str]:
     return [m["content"] for m in c.messages(sid, limit=100_000)["messages"]]
+
+
+def _objects_in(store: str) -> set[str]:
+    out = set()
+    for _path, _dirs, files in os.walk(os.path.join(store, "objects")):
+        out.update(f for f in files if not f.startswith("."))
+    return out
 
 
 def test_a_fork_killed_part_way_is_not_left_half_made(make_daemon, store_dir):
@@ -91,3 +102,84 @@ def test_an_end_killed_before_its_final_checkpoint_gets_it_at_the_next_start(mak
     n = len(c.checkpoints(sid)["checkpoints"])
     a.restart()
     assert len(a.client().checkpoints(sid)["checkpoints"]) == n
+
+
+def test_a_push_killed_after_its_pushed_mark_still_lets_gc_free_the_manifest_it_left(make_daemon, store_dir):
+    """A push ended in two transactions once the store held the new head: the pushed mark, then the
+    manifest the head left noted in `released` (what `sessiond gc` frees). Killed between the two, the old
+    manifest was never noted: nothing pushed again (the mark said done) and gc never freed it, a leak in
+    the store with every push a crash cut there. The mark and the note are one transaction now."""
+    d = make_daemon(f"file://{store_dir}")
+    write_config(d.home, push_delay=3600)  # only an asked sync pushes: the crash comes at the one asked for
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="pushed")["id"]
+    c.append(sid, "user", "first")
+    c.sync(sid, wait=True)  # revision 1 (no manifest before it)
+    (head,) = [n for n in os.listdir(os.path.join(store_dir, "heads")) if not n.startswith(".")]  # the log's
+    with open(os.path.join(store_dir, "heads", head), "rb") as f:
+        manifest = manifest_hash_of(RegistryEntry.from_bytes(f.read())).hex()  # revision 1's
+    assert manifest in _objects_in(store_dir)
+    c.append(sid, "user", "second")
+    d.env["SESSIOND_CRASH_AT"] = "push:pushed"
+    d.restart()
+    res = run_cli(d.home, "sync", sid, "--wait", "--json")
+    assert res.returncode != 0, res.stdout  # the daemon died ending the push
+    assert d.proc.wait(10) == 137  # at the crash point, after the store took revision 2
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    c = d.client()
+    c.sync(sid, wait=True)
+    done = cli_json(d.home, "gc", "--grace", "0")
+    assert manifest not in _objects_in(store_dir), done  # let go by revision 2's head, freed
+    assert c.verify(sid)["ok"]
+    assert _all_messages(c, sid) == ["first", "second"]
+    _clean(d)
+
+
+def test_a_compaction_killed_after_its_revision_still_lets_gc_free_the_pages_it_merged(make_daemon, store_dir):
+    """A push that folds level 0 (its 16th page) publishes a second revision, whose pages merged away
+    were noted in `released` only after that revision's end was written: killed between the two, they
+    were never noted, and gc never freed them. They are noted in the revision's end now."""
+    d = make_daemon(f"file://{store_dir}")
+    write_config(d.home, push_delay=3600)  # only an asked sync pushes
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="compacted")["id"]
+    c.sync(sid, wait=True)  # the session's creation: level 0's first page
+    for i in range(14):  # 14 more, one a push
+        c.append_many(sid, [{"role": "user", "content": f"m{i}.{j}"} for j in range(20)])
+        c.sync(sid, wait=True)
+    pages = _objects_in(store_dir)
+    c.append_many(sid, [{"role": "user", "content": f"m14.{j}"} for j in range(20)])  # the 16th: folded
+    d.env["SESSIOND_CRASH_AT"] = "push:compacted"
+    d.restart()
+    res = run_cli(d.home, "sync", sid, "--wait", "--json")
+    assert res.returncode != 0, res.stdout  # the daemon died after the compaction's revision
+    assert d.proc.wait(10) == 137
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    c = d.client()
+    c.sync(sid, wait=True)
+    done = cli_json(d.home, "gc", "--grace", "0")
+    left = pages & _objects_in(store_dir)
+    # what is left of the 15 pushes before: no page (all merged away) and no manifest (each let go by the next head)
+    assert not left, (done, len(left))
+    assert c.verify(sid)["ok"]
+    assert _all_messages(c, sid) == [f"m{i}.{j}" for i in range(15) for j in range(20)]
+    _clean(d)
+
+
+def test_a_recorded_revision_read_back_keeps_the_pages_it_merged_away():
+    """The revision recorded before its upload (sync_state.pending) is what a push resumed after a crash
+    publishes: the pages its compaction merged away are read back with it, to be noted for gc then."""
+    from sessiond.sync import dagcbor
+    from sessiond.sync.pusher import _Revision
+
+    plain, tree = dagcbor.encode({"prev": None}), dagcbor.encode([[]])
+    merged = [bytes([i]) * 32 for i in range(3)]
+    for m in (merged, []):
+        made = _Revision(7, plain, 40, tree, None, merged=m)
+        assert made.pending() == dagcbor.encode({"m": plain, "r": 7, "s": 40, "t": [[]], **({"u": m} if m else {})})
+        back = _Revision.recorded(made.pending())
+        assert (back.rev, back.plain, back.seq, back.tree, back.prev, back.merged) == (7, plain, 40, tree, None, m)
