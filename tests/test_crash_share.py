@@ -63,12 +63,13 @@ def test_a_write_import_killed_before_joining_the_members_is_a_member_after_the_
     sid = a.client().create_session(name="to import")["id"]
     a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(10)])
     code = a.client().share(sid, write=True)["code"]
+    slot = FileStore(store_dir), b"\xed" + decode(code).announce_pk
+    # A's write of the slot, read before B's import: B, started again at once, may list itself before the
+    # test looks, and a revision read after that would never be passed
+    written = asyncio.run(slot[0].get_head(slot[1])).revision
     _killed_at(b, "import:applied", "import", input=code)
     assert b.client().get_session(sid)["access"] == "write"  # the import's transaction was committed
     assert _messages(b, sid) == [f"m{i}" for i in range(10)]
-
-    slot = FileStore(store_dir), b"\xed" + decode(code).announce_pk
-    written = asyncio.run(slot[0].get_head(slot[1])).revision  # A's write of the slot, as B read it
 
     def member() -> bool:  # B writes the slot again, listing itself
         return asyncio.run(slot[0].get_head(slot[1])).revision > written
