@@ -399,3 +399,50 @@ def test_the_openai_tcp_listener_does_not_serve_the_stream(make_daemon):
         r.read()
         assert r.status == 404, (path, r.status)
     conn.close()
+
+
+def close_of(st: AppendStream) -> tuple[int, bytes]:
+    """The daemon's close frame on `st` (data frames before it skipped): its (code, reason); then EOF."""
+    import struct
+
+    while True:
+        _, opcode, payload = st._frame(st.sock)
+        if opcode == 0x8:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            st.sock.settimeout(10)
+            rest = b""
+            try:  # the daemon closes the connection: EOF after the close frame (a reply of ours is optional)
+                while more := st.sock.recv(65536):
+                    rest += more
+            except ConnectionResetError:
+                pass
+            return code, payload[2:]
+
+
+@pytest.mark.parametrize(
+    "bad, code",
+    [
+        # a frame's header declaring more than FRAME_LIMIT (its payload need not follow: refused on the length)
+        ("too large", 1009),
+        ("not UTF-8", 1007),
+    ],
+)
+def test_a_protocol_breach_closes_the_connection_and_the_daemon_serves_the_next(daemon, bad, code):
+    import struct
+
+    from sessiond.daemon.routes.appends import FRAME_LIMIT
+
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    st = AppendStream(daemon.socket, 10)
+    try:
+        if bad == "too large":
+            st.sock.sendall(struct.pack("!BBQ", 0x81, 0xFF, FRAME_LIMIT + 1) + os.urandom(4) + b"x" * 4096)
+        else:
+            head = json.dumps({"tag": 1, "session": sid, "key": "k-bad"}).encode()
+            st.sock.sendall(frame(head + b'\n{"role": "user", "content": "\xff\xfe"}'))
+        assert close_of(st)[0] == code
+    finally:
+        st.close()
+    assert streamed(daemon, sid, {"role": "user", "content": "next"}, "k-next")[0] == 201
+    assert stored(c, sid) == ["next"]
