@@ -91,6 +91,8 @@ class Client(Api):
 
     def _streamed(self, sid: str, key: str, payload: bytes) -> tuple[int, Any] | None:
         """(status, answer) of an append on the stream, or None if the daemon has none."""
+        if self._stream is not None and self._stream.closed_by_peer():
+            self._close_stream()  # closed while idle: no append is lost on it, none is sent twice
         for attempt in (0, 1):
             try:
                 if self._stream is None:

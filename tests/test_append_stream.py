@@ -411,10 +411,11 @@ def close_of(st: AppendStream) -> tuple[int, bytes]:
             code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
             st.sock.settimeout(10)
             rest = b""
-            try:  # the daemon closes the connection: EOF after the close frame (a reply of ours is optional)
+            try:  # the close answered, as RFC 6455 asks; then the daemon ends the connection (EOF)
+                st.sock.sendall(frame(payload[:2], 0x8))
                 while more := st.sock.recv(65536):
                     rest += more
-            except ConnectionResetError:
+            except (BrokenPipeError, ConnectionResetError):
                 pass
             return code, payload[2:]
 
@@ -446,3 +447,91 @@ def test_a_protocol_breach_closes_the_connection_and_the_daemon_serves_the_next(
         st.close()
     assert streamed(daemon, sid, {"role": "user", "content": "next"}, "k-next")[0] == 201
     assert stored(c, sid) == ["next"]
+
+
+IDLE = 1.0  # connection_idle_timeout in the idle tests' config.toml (seconds; the least it takes)
+
+
+def test_an_idle_stream_is_closed_with_a_reason(make_daemon):
+    """As an idle kept-alive HTTP connection is: an app that opened a stream and went away holds no file
+    descriptor and no task in the daemon for good."""
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sid = d.client().create_session(name="s")["id"]
+    st = AppendStream(d.socket, 10)
+    try:
+        assert st.append(sid, "k1", b'{"role": "user", "content": "x"}')[0] == 201
+        code, reason = close_of(st)  # within the socket's 10 s: closed after IDLE s of silence
+    finally:
+        st.close()
+    assert code == 1000 and b"idle" in reason, (code, reason)
+    conn = Connection(d.socket, 10)  # the same knob closes an idle kept-alive HTTP connection
+    try:
+        assert conn.exchange(request_head("GET", "/v1/status", None, None, IDEMPOTENCY_HEADER))[0] == 200
+        wait_for(conn.closed_by_peer, what="the idle HTTP connection closed by the daemon")
+    finally:
+        conn.close()
+
+
+def test_the_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daemon, monkeypatch):
+    import select
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sent: list[str] = []
+    real = AppendStream.append
+
+    def counted(self, sid, key, body):
+        sent.append(key)
+        return real(self, sid, key, body)
+
+    monkeypatch.setattr(AppendStream, "append", counted)
+    with d.client() as c:
+        sid = c.create_session(name="s")["id"]
+        c.append(sid, "user", "before", idempotency_key="k1")
+        stream = c._stream
+        assert stream is not None and stream.sock is not None
+        wait_for(lambda: select.select([stream.sock], [], [], 0)[0], what="the idle stream closed by the daemon")
+        assert c.append(sid, "user", "after", idempotency_key="k2")["content"] == "after"
+        assert c._stream is not stream
+        assert sent == ["k1", "k2"]  # the second sent once, on a new stream: not first on the closed one
+        assert stored(c, sid) == ["before", "after"]
+
+
+async def test_the_async_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daemon, monkeypatch):
+    import aiohttp
+
+    from waiting import eventually
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sent: list[str] = []
+    real = aiohttp.ClientWebSocketResponse.send_str
+
+    async def counted(self, data, *a, **kw):
+        sent.append(json.loads(data.partition("\n")[0])["key"])
+        return await real(self, data, *a, **kw)
+
+    monkeypatch.setattr(aiohttp.ClientWebSocketResponse, "send_str", counted)
+    sid = d.client().create_session(name="s")["id"]
+    async with d.aclient() as ac:
+        await ac.append(sid, "user", "before", idempotency_key="k1")
+        # a witness opened after the client's stream went idle: once the daemon closed it, it had closed the
+        # client's (idle longer), and this loop, polling, has read that close
+        witness = AppendStream(d.socket, 10)
+        try:
+            await eventually(lambda: witness.closed_by_peer(), what="the witness closed by the daemon")
+        finally:
+            witness.close()
+        assert (await ac.append(sid, "user", "after", idempotency_key="k2"))["content"] == "after"
+        assert sent == ["k1", "k2"]
+    assert stored(d.client(), sid) == ["before", "after"]
+
+
+@pytest.mark.parametrize("value", ["0.5", "0", "-1", "true", '"75"', "inf"])
+def test_a_connection_idle_timeout_under_a_second_or_not_a_number_is_refused(tmp_path, value):
+    from sessiond.api.locate import HomeError
+    from sessiond.daemon.home import Config
+
+    (tmp_path / "config.toml").write_text(f"connection_idle_timeout = {value}\n")
+    with pytest.raises(HomeError, match=r"connection_idle_timeout.*at least 1"):
+        Config.load(str(tmp_path))
+    (tmp_path / "config.toml").write_text("connection_idle_timeout = 1\n")
+    assert Config.load(str(tmp_path)).connection_idle_timeout == 1.0
