@@ -56,6 +56,7 @@ class AsyncClient(Api):
         self._streams: list = []  # idle append streams (GET /v1/appends), each (stream, loop time it went idle)
         self._stream_turns: asyncio.Semaphore | None = None  # appends on streams at once: at most STREAMS
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
+        self._appended = False  # an append was made: the next opens a stream (the first is a POST)
         self._tag = 0
 
     async def __aenter__(self) -> AsyncClient:
@@ -127,12 +128,14 @@ class AsyncClient(Api):
 
     async def _append(self, sid: str, body: dict, key: str):
         """An append on an append stream (an idle one, or a new one while fewer than STREAMS are open: appends
-        in flight at once beyond that wait for one); a POST if the daemon has no stream. A stream that broke
-        before the answer: sent again once, on a new one, with the same key (answered with the first
-        result)."""
+        in flight at once beyond that wait for one); the client's first, or all if the daemon has no stream,
+        a POST (as Client's). A stream that broke before the answer: sent again once, on a new one, with the
+        same key (answered with the first result)."""
         import asyncio
 
-        if not self._no_stream:
+        if not self._appended:
+            self._appended = True
+        elif not self._no_stream:
             if self._stream_turns is None:
                 self._stream_turns = asyncio.Semaphore(STREAMS)
             async with self._stream_turns:  # streams open: those in use and the idle ones, never more than STREAMS

@@ -261,7 +261,10 @@ def test_the_client_appends_by_post_to_a_daemon_without_the_stream(old_daemon, h
     with Client(home, socket=path) as c:
         assert c.append("s1", "user", "hi", idempotency_key="k1")["content"] == "hi"
         assert c.append("s1", "user", "again", idempotency_key="k2")["content"] == "again"
-    assert seen == ["GET /v1/appends", "POST s1 k1", "POST s1 k2"]  # asked once, then POSTs
+        assert c.append("s1", "user", "more", idempotency_key="k3")["content"] == "more"
+    # the first append a POST (a script appending once pays no handshake); the stream asked for once, by the
+    # second; then POSTs
+    assert seen == ["POST s1 k1", "GET /v1/appends", "POST s1 k2", "POST s1 k3"]
 
 
 async def test_the_async_client_appends_by_post_to_a_daemon_without_the_stream(old_daemon, home):
@@ -269,21 +272,22 @@ async def test_the_async_client_appends_by_post_to_a_daemon_without_the_stream(o
     async with AsyncClient(home, socket=path) as c:
         assert (await c.append("s1", "user", "hi", idempotency_key="k1"))["content"] == "hi"
         assert (await c.append("s1", "user", "again", idempotency_key="k2"))["content"] == "again"
-    assert seen == ["GET /v1/appends", "POST s1 k1", "POST s1 k2"]
+        assert (await c.append("s1", "user", "more", idempotency_key="k3"))["content"] == "more"
+    assert seen == ["POST s1 k1", "GET /v1/appends", "POST s1 k2", "POST s1 k3"]
 
 
 class CutFirstAnswer(UnixProxy):
-    """In front of a daemon: on the first connection, the WebSocket handshake passes, the first append frame
-    reaches the daemon (which commits it and answers), and then both connections are closed without the
-    answer. Later connections pass both ways."""
+    """In front of a daemon: on the first append stream's connection, the WebSocket handshake passes, the
+    first append frame reaches the daemon (which commits it and answers), and then both connections are
+    closed without the answer. Other connections pass both ways."""
 
     def __init__(self, upstream: str):
         self.cut = False
         super().__init__(upstream)
 
     def handle(self, app: socket.socket, daemon: socket.socket) -> None:
-        first = not self.cut
-        self.cut = True
+        first = not self.cut and app.recv(64, socket.MSG_PEEK).startswith(b"GET /v1/appends ")
+        self.cut = self.cut or first
 
         def pipe(src: socket.socket, dst: socket.socket, answers: bool) -> None:
             head = b""
@@ -313,22 +317,25 @@ def test_a_broken_stream_is_retried_once_with_the_same_key(daemon):
     proxy = CutFirstAnswer(daemon.socket)
     try:
         with Client(daemon.home, socket=proxy.path, timeout=10) as c:
+            c.append(sid, "user", "posted")  # a client's first append is a POST; its second opens the stream
             m = c.append(sid, "user", "once")  # committed, its answer lost: sent again, answered by the first
             assert m["content"] == "once"
             assert c.append(sid, "user", "twice")["content"] == "twice"
     finally:
         proxy.close()
     got = daemon.client().messages(sid)["messages"]
-    assert [x["content"] for x in got] == ["once", "twice"] and got[0]["id"] == m["id"]
+    assert [x["content"] for x in got] == ["posted", "once", "twice"] and got[1]["id"] == m["id"]
 
 
 def test_a_stream_closed_by_a_restart_is_opened_again(daemon):
     c = daemon.client()
     sid = c.create_session(name="s")["id"]
+    c.append(sid, "user", "posted")  # a client's first append is a POST
     c.append(sid, "user", "before")
+    assert c._stream is not None
     daemon.restart()  # the daemon closes its open streams as it stops
     assert c.append(sid, "user", "after")["content"] == "after"
-    assert stored(c, sid) == ["before", "after"]
+    assert stored(c, sid) == ["posted", "before", "after"]
 
 
 async def test_many_appends_at_once_share_a_few_streams_and_leave_connections_for_other_calls(daemon):
@@ -348,6 +355,7 @@ def test_a_streamed_append_is_announced_and_pushed_as_a_posted_one(make_daemon, 
     d = make_daemon("file://" + store_dir).start()
     c = d.client()
     sid = c.create_session(name="s")["id"]
+    c.append(sid, "user", "posted")  # a client's first append is a POST; its second opens the stream
     events = Client(d.home).event_stream()
     try:
         m = c.append(sid, "user", "announced")
@@ -486,6 +494,7 @@ def test_the_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daem
     monkeypatch.setattr(AppendStream, "append", counted)
     with d.client() as c:
         sid = c.create_session(name="s")["id"]
+        c.append(sid, "user", "posted", idempotency_key="k0")  # a client's first append is a POST
         c.append(sid, "user", "before", idempotency_key="k1")
         stream = c._stream
         assert stream is not None and stream.sock is not None
@@ -493,7 +502,7 @@ def test_the_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daem
         assert c.append(sid, "user", "after", idempotency_key="k2")["content"] == "after"
         assert c._stream is not stream
         assert sent == ["k1", "k2"]  # the second sent once, on a new stream: not first on the closed one
-        assert stored(c, sid) == ["before", "after"]
+        assert stored(c, sid) == ["posted", "before", "after"]
 
 
 async def test_the_async_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daemon, monkeypatch):
@@ -512,6 +521,7 @@ async def test_the_async_client_reopens_a_stream_closed_while_idle_without_a_ret
     monkeypatch.setattr(aiohttp.ClientWebSocketResponse, "send_str", counted)
     sid = d.client().create_session(name="s")["id"]
     async with d.aclient() as ac:
+        await ac.append(sid, "user", "posted", idempotency_key="k0")  # a client's first append is a POST
         await ac.append(sid, "user", "before", idempotency_key="k1")
         # a witness opened after the client's stream went idle: once the daemon closed it, it had closed the
         # client's (idle longer), and this loop, polling, has read that close
@@ -522,7 +532,7 @@ async def test_the_async_client_reopens_a_stream_closed_while_idle_without_a_ret
             witness.close()
         assert (await ac.append(sid, "user", "after", idempotency_key="k2"))["content"] == "after"
         assert sent == ["k1", "k2"]
-    assert stored(d.client(), sid) == ["before", "after"]
+    assert stored(d.client(), sid) == ["posted", "before", "after"]
 
 
 @pytest.mark.parametrize("value", ["0.5", "0", "-1", "true", '"75"', "inf"])
