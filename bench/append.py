@@ -3,6 +3,9 @@
 Targets (issue 2, this 2-core machine): single append p99 <= 2 ms; batched >= 50,000 messages/s.
 BENCH_TRANSPORT: how the client appends, `stream` (the default: the append stream, GET /v1/appends) or
 `http` (a POST per append); `transport` in the output says which.
+`short_writers`: the daemon's CPU per client for BENCH_SHORT clients, one after another, each appending 1,
+2, 3 or 10 times and closing (a script's appends: what the client's choice of transport costs the daemon
+when the stream's handshake is not spread over many appends).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sessiond.client import Client
 SINGLE = int(os.environ.get("BENCH_SINGLE", 3000))
 BATCH = int(os.environ.get("BENCH_BATCH", 5000))
 BATCHES = int(os.environ.get("BENCH_BATCHES", 20))
+SHORT = int(os.environ.get("BENCH_SHORT", 400))
 TRANSPORT = os.environ.get("BENCH_TRANSPORT", "stream")
 if TRANSPORT not in ("stream", "http"):
     raise SystemExit(f"BENCH_TRANSPORT must be stream or http, not {TRANSPORT!r}")
@@ -57,7 +61,17 @@ def run(config: str | None) -> dict:
         for _ in range(BATCHES):
             c.append_many(sid, msgs)
         batch_total = time.perf_counter() - t0
+        short = {}
+        for n in (1, 2, 3, 10):
+            cpu0 = cpu_split(d.proc.pid)
+            for _ in range(SHORT):
+                with Client(d.home, append_stream=TRANSPORT == "stream") as w:
+                    for i in range(n):
+                        w.append(sid, "user", f"short writer's message {i}")
+            cpu1 = cpu_split(d.proc.pid)
+            short[f"{n}_appends_daemon_cpu_us_per_client"] = round((sum(cpu1) - sum(cpu0)) / SHORT * 1e6)
         return {
+            "short_writers": short,
             "single_appends": SINGLE,
             "single_per_second": round(SINGLE / single_total, 1),
             "single_p50_ms": round(pct(lat, 50), 3),

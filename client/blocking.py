@@ -47,15 +47,16 @@ class Client(Api):
     def __init__(
         self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0, append_stream: bool = True
     ):
-        """`append_stream`: appends on the append stream (GET /v1/appends) when the daemon has one; False: as
-        POSTs (e.g. through a proxy that knows no WebSocket)."""
+        """`append_stream`: appends from the second on on the append stream (GET /v1/appends) when the daemon
+        has one; False: as POSTs (e.g. through a proxy that knows no WebSocket)."""
         self.home = resolve_home(home)
         self.socket = locate_socket(self.home, socket)
         self.timeout = timeout
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._conn: Connection | None = None  # the calls' kept-alive connection (wire.py)
-        self._stream: AppendStream | None = None  # the appends' stream (wsframes.py), opened by the first
+        self._stream: AppendStream | None = None  # the appends' stream (wsframes.py), opened by the second
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
+        self._appended = False  # an append was made: the next opens the stream (the first is a POST)
         self._turn = threading.Lock()  # threads sharing this client take turns on those connections
 
     def __enter__(self) -> Client:
@@ -76,10 +77,13 @@ class Client(Api):
             self._stream = None
 
     def _append(self, sid: str, body: dict, key: str):
-        """An append on the append stream (opened by the first, kept); a POST if the daemon has no stream. A
-        stream that broke before the answer: sent again once, on a new one, with the same key (the daemon
-        answers a key it has seen with its first result)."""
-        if not self._no_stream:
+        """An append on the append stream (opened by the second, kept); the first, or all if the daemon has
+        no stream, a POST (a script that appends once does not pay the stream's handshake). A stream that
+        broke before the answer: sent again once, on a new one, with the same key (the daemon answers a key
+        it has seen with its first result)."""
+        if not self._appended:
+            self._appended = True
+        elif not self._no_stream:
             payload = json.dumps(body).encode()
             with self._turn:
                 answer = self._streamed(sid, key, payload)
@@ -91,6 +95,8 @@ class Client(Api):
 
     def _streamed(self, sid: str, key: str, payload: bytes) -> tuple[int, Any] | None:
         """(status, answer) of an append on the stream, or None if the daemon has none."""
+        if self._stream is not None and self._stream.closed_by_peer():
+            self._close_stream()  # closed while idle: no append is lost on it, none is sent twice
         for attempt in (0, 1):
             try:
                 if self._stream is None:

@@ -35,6 +35,15 @@ def request_head(method: str, path: str, payload: bytes | None, key: str | None,
     return (head + "\r\n").encode("latin-1")
 
 
+def readable(sock: socket.socket) -> bool:
+    """Whether `sock` has something to read now (or is unusable): on a connection idle since its last answer,
+    the daemon closed it (EOF, or an append stream's close frame)."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class Connection:
     def __init__(self, path: str, timeout: float | None):
         self.path = path
@@ -48,12 +57,7 @@ class Connection:
 
     def closed_by_peer(self) -> bool:
         """An idle kept-alive connection that is readable has been closed by the daemon (EOF)."""
-        if self.sock is None:
-            return False
-        try:
-            return bool(select.select([self.sock], [], [], 0)[0])
-        except (OSError, ValueError):
-            return True
+        return self.sock is not None and readable(self.sock)
 
     def exchange(self, request: bytes, timeout: float | None = None) -> tuple[int, bytes]:
         """Send one request, return the answer's status and body (`timeout`: this one's, if not the

@@ -16,7 +16,7 @@ import os
 import socket
 import struct
 
-from .wire import Disconnected, read_body, read_head
+from .wire import Disconnected, read_body, read_head, readable
 
 PATH = "/v1/appends"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, 1.3
@@ -108,6 +108,11 @@ class AppendStream:
                 pass
             self.sock.close()
             self.sock = None
+
+    def closed_by_peer(self) -> bool:
+        """Between appends nothing is due from the daemon: a stream with something to read has been closed
+        by it (idle for its connection_idle_timeout, or the daemon stopping)."""
+        return self.sock is not None and (bool(self._buf) or readable(self.sock))
 
     def append(self, sid: str, key: str, body: bytes) -> tuple[int, object]:
         """Send one append (`body`: the POST's body, JSON bytes), return its answer's status and body."""

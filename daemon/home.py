@@ -153,6 +153,7 @@ TOP_KEYS = (
     "push_delay",
     "poll_interval",
     "cleanup_interval",
+    "connection_idle_timeout",
     "delete_expired",
     "token_estimator",
     "default_provider",
@@ -173,6 +174,9 @@ class Config:
     push_delay: float = 0.1
     poll_interval: float = 0.25
     cleanup_interval: float = 60.0
+    # seconds a connection to the socket may sit idle (no whole request; an append stream, no frame) before
+    # the daemon closes it
+    connection_idle_timeout: float = 75.0
     delete_expired: bool = False
     token_estimator: str = "chars4"
     limits: dict = field(default_factory=dict)
@@ -216,6 +220,10 @@ class Config:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                     raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")
                 setattr(cfg, key, float(value))
+            elif key == "connection_idle_timeout":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
+                    raise HomeError(f"{path}: 'connection_idle_timeout' must be a number of seconds, at least 1")
+                cfg.connection_idle_timeout = float(value)
             elif key == "delete_expired":
                 if not isinstance(value, bool):
                     raise HomeError(f"{path}: 'delete_expired' must be true or false")

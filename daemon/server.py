@@ -177,7 +177,9 @@ class Daemon:
         await self._settle()
         self._tasks.add(asyncio.get_running_loop().create_task(self.db.searcher.run_indexer()))
         app = make_app(self)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, keepalive_timeout=self.config.connection_idle_timeout
+        )
         await self._runner.setup()
         sock, handed = listening_socket(self.home.socket)
         self._bound = not handed  # a handed socket's file is its service manager's, which keeps listening

@@ -261,7 +261,10 @@ def test_the_client_appends_by_post_to_a_daemon_without_the_stream(old_daemon, h
     with Client(home, socket=path) as c:
         assert c.append("s1", "user", "hi", idempotency_key="k1")["content"] == "hi"
         assert c.append("s1", "user", "again", idempotency_key="k2")["content"] == "again"
-    assert seen == ["GET /v1/appends", "POST s1 k1", "POST s1 k2"]  # asked once, then POSTs
+        assert c.append("s1", "user", "more", idempotency_key="k3")["content"] == "more"
+    # the first append a POST (a script appending once pays no handshake); the stream asked for once, by the
+    # second; then POSTs
+    assert seen == ["POST s1 k1", "GET /v1/appends", "POST s1 k2", "POST s1 k3"]
 
 
 async def test_the_async_client_appends_by_post_to_a_daemon_without_the_stream(old_daemon, home):
@@ -269,21 +272,22 @@ async def test_the_async_client_appends_by_post_to_a_daemon_without_the_stream(o
     async with AsyncClient(home, socket=path) as c:
         assert (await c.append("s1", "user", "hi", idempotency_key="k1"))["content"] == "hi"
         assert (await c.append("s1", "user", "again", idempotency_key="k2"))["content"] == "again"
-    assert seen == ["GET /v1/appends", "POST s1 k1", "POST s1 k2"]
+        assert (await c.append("s1", "user", "more", idempotency_key="k3"))["content"] == "more"
+    assert seen == ["POST s1 k1", "GET /v1/appends", "POST s1 k2", "POST s1 k3"]
 
 
 class CutFirstAnswer(UnixProxy):
-    """In front of a daemon: on the first connection, the WebSocket handshake passes, the first append frame
-    reaches the daemon (which commits it and answers), and then both connections are closed without the
-    answer. Later connections pass both ways."""
+    """In front of a daemon: on the first append stream's connection, the WebSocket handshake passes, the
+    first append frame reaches the daemon (which commits it and answers), and then both connections are
+    closed without the answer. Other connections pass both ways."""
 
     def __init__(self, upstream: str):
         self.cut = False
         super().__init__(upstream)
 
     def handle(self, app: socket.socket, daemon: socket.socket) -> None:
-        first = not self.cut
-        self.cut = True
+        first = not self.cut and app.recv(64, socket.MSG_PEEK).startswith(b"GET /v1/appends ")
+        self.cut = self.cut or first
 
         def pipe(src: socket.socket, dst: socket.socket, answers: bool) -> None:
             head = b""
@@ -313,22 +317,25 @@ def test_a_broken_stream_is_retried_once_with_the_same_key(daemon):
     proxy = CutFirstAnswer(daemon.socket)
     try:
         with Client(daemon.home, socket=proxy.path, timeout=10) as c:
+            c.append(sid, "user", "posted")  # a client's first append is a POST; its second opens the stream
             m = c.append(sid, "user", "once")  # committed, its answer lost: sent again, answered by the first
             assert m["content"] == "once"
             assert c.append(sid, "user", "twice")["content"] == "twice"
     finally:
         proxy.close()
     got = daemon.client().messages(sid)["messages"]
-    assert [x["content"] for x in got] == ["once", "twice"] and got[0]["id"] == m["id"]
+    assert [x["content"] for x in got] == ["posted", "once", "twice"] and got[1]["id"] == m["id"]
 
 
 def test_a_stream_closed_by_a_restart_is_opened_again(daemon):
     c = daemon.client()
     sid = c.create_session(name="s")["id"]
+    c.append(sid, "user", "posted")  # a client's first append is a POST
     c.append(sid, "user", "before")
+    assert c._stream is not None
     daemon.restart()  # the daemon closes its open streams as it stops
     assert c.append(sid, "user", "after")["content"] == "after"
-    assert stored(c, sid) == ["before", "after"]
+    assert stored(c, sid) == ["posted", "before", "after"]
 
 
 async def test_many_appends_at_once_share_a_few_streams_and_leave_connections_for_other_calls(daemon):
@@ -348,6 +355,7 @@ def test_a_streamed_append_is_announced_and_pushed_as_a_posted_one(make_daemon, 
     d = make_daemon("file://" + store_dir).start()
     c = d.client()
     sid = c.create_session(name="s")["id"]
+    c.append(sid, "user", "posted")  # a client's first append is a POST; its second opens the stream
     events = Client(d.home).event_stream()
     try:
         m = c.append(sid, "user", "announced")
@@ -399,3 +407,141 @@ def test_the_openai_tcp_listener_does_not_serve_the_stream(make_daemon):
         r.read()
         assert r.status == 404, (path, r.status)
     conn.close()
+
+
+def close_of(st: AppendStream) -> tuple[int, bytes]:
+    """The daemon's close frame on `st` (data frames before it skipped): its (code, reason); then EOF."""
+    import struct
+
+    while True:
+        _, opcode, payload = st._frame(st.sock)
+        if opcode == 0x8:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            st.sock.settimeout(10)
+            rest = b""
+            try:  # the close answered, as RFC 6455 asks; then the daemon ends the connection (EOF)
+                st.sock.sendall(frame(payload[:2], 0x8))
+                while more := st.sock.recv(65536):
+                    rest += more
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return code, payload[2:]
+
+
+@pytest.mark.parametrize(
+    "bad, code",
+    [
+        # a frame's header declaring more than FRAME_LIMIT (its payload need not follow: refused on the length)
+        ("too large", 1009),
+        ("not UTF-8", 1007),
+    ],
+)
+def test_a_protocol_breach_closes_the_connection_and_the_daemon_serves_the_next(daemon, bad, code):
+    import struct
+
+    from sessiond.daemon.routes.appends import FRAME_LIMIT
+
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    st = AppendStream(daemon.socket, 10)
+    try:
+        if bad == "too large":
+            st.sock.sendall(struct.pack("!BBQ", 0x81, 0xFF, FRAME_LIMIT + 1) + os.urandom(4) + b"x" * 4096)
+        else:
+            head = json.dumps({"tag": 1, "session": sid, "key": "k-bad"}).encode()
+            st.sock.sendall(frame(head + b'\n{"role": "user", "content": "\xff\xfe"}'))
+        assert close_of(st)[0] == code
+    finally:
+        st.close()
+    assert streamed(daemon, sid, {"role": "user", "content": "next"}, "k-next")[0] == 201
+    assert stored(c, sid) == ["next"]
+
+
+IDLE = 1.0  # connection_idle_timeout in the idle tests' config.toml (seconds; the least it takes)
+
+
+def test_an_idle_stream_is_closed_with_a_reason(make_daemon):
+    """As an idle kept-alive HTTP connection is: an app that opened a stream and went away holds no file
+    descriptor and no task in the daemon for good."""
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sid = d.client().create_session(name="s")["id"]
+    st = AppendStream(d.socket, 10)
+    try:
+        assert st.append(sid, "k1", b'{"role": "user", "content": "x"}')[0] == 201
+        code, reason = close_of(st)  # within the socket's 10 s: closed after IDLE s of silence
+    finally:
+        st.close()
+    assert code == 1000 and b"idle" in reason, (code, reason)
+    conn = Connection(d.socket, 10)  # the same knob closes an idle kept-alive HTTP connection
+    try:
+        assert conn.exchange(request_head("GET", "/v1/status", None, None, IDEMPOTENCY_HEADER))[0] == 200
+        wait_for(conn.closed_by_peer, what="the idle HTTP connection closed by the daemon")
+    finally:
+        conn.close()
+
+
+def test_the_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daemon, monkeypatch):
+    import select
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sent: list[str] = []
+    real = AppendStream.append
+
+    def counted(self, sid, key, body):
+        sent.append(key)
+        return real(self, sid, key, body)
+
+    monkeypatch.setattr(AppendStream, "append", counted)
+    with d.client() as c:
+        sid = c.create_session(name="s")["id"]
+        c.append(sid, "user", "posted", idempotency_key="k0")  # a client's first append is a POST
+        c.append(sid, "user", "before", idempotency_key="k1")
+        stream = c._stream
+        assert stream is not None and stream.sock is not None
+        wait_for(lambda: select.select([stream.sock], [], [], 0)[0], what="the idle stream closed by the daemon")
+        assert c.append(sid, "user", "after", idempotency_key="k2")["content"] == "after"
+        assert c._stream is not stream
+        assert sent == ["k1", "k2"]  # the second sent once, on a new stream: not first on the closed one
+        assert stored(c, sid) == ["posted", "before", "after"]
+
+
+async def test_the_async_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daemon, monkeypatch):
+    import aiohttp
+
+    from waiting import eventually
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sent: list[str] = []
+    real = aiohttp.ClientWebSocketResponse.send_str
+
+    async def counted(self, data, *a, **kw):
+        sent.append(json.loads(data.partition("\n")[0])["key"])
+        return await real(self, data, *a, **kw)
+
+    monkeypatch.setattr(aiohttp.ClientWebSocketResponse, "send_str", counted)
+    sid = d.client().create_session(name="s")["id"]
+    async with d.aclient() as ac:
+        await ac.append(sid, "user", "posted", idempotency_key="k0")  # a client's first append is a POST
+        await ac.append(sid, "user", "before", idempotency_key="k1")
+        # a witness opened after the client's stream went idle: once the daemon closed it, it had closed the
+        # client's (idle longer), and this loop, polling, has read that close
+        witness = AppendStream(d.socket, 10)
+        try:
+            await eventually(lambda: witness.closed_by_peer(), what="the witness closed by the daemon")
+        finally:
+            witness.close()
+        assert (await ac.append(sid, "user", "after", idempotency_key="k2"))["content"] == "after"
+        assert sent == ["k1", "k2"]
+    assert stored(d.client(), sid) == ["posted", "before", "after"]
+
+
+@pytest.mark.parametrize("value", ["0.5", "0", "-1", "true", '"75"', "inf"])
+def test_a_connection_idle_timeout_under_a_second_or_not_a_number_is_refused(tmp_path, value):
+    from sessiond.api.locate import HomeError
+    from sessiond.daemon.home import Config
+
+    (tmp_path / "config.toml").write_text(f"connection_idle_timeout = {value}\n")
+    with pytest.raises(HomeError, match=r"connection_idle_timeout.*at least 1"):
+        Config.load(str(tmp_path))
+    (tmp_path / "config.toml").write_text("connection_idle_timeout = 1\n")
+    assert Config.load(str(tmp_path)).connection_idle_timeout == 1.0

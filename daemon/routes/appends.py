@@ -12,7 +12,9 @@ of one connection are answered one at a time, in the order they came, each after
 append (binary, no head line, a head that is not JSON or lacks its session or key, a body over the POST's
 limit) is answered with a 400 bad_frame (413 too_large for the body) naming what is wrong, and changes
 nothing; the connection goes on. A frame larger than FRAME_LIMIT, or a text frame that is not UTF-8, is a
-breach of the WebSocket protocol itself: aiohttp closes the connection (1009, 1007)."""
+breach of the WebSocket protocol itself: aiohttp closes the connection (1009, 1007). A stream with no frame
+for connection_idle_timeout seconds (config.toml; 75 by default, as an idle HTTP connection) is closed
+(1000, its reason saying so), so that an app that went away holds no file descriptor and task here."""
 
 import json
 import weakref
@@ -28,6 +30,7 @@ from .messages import append, append_body
 HEAD_LIMIT = 4096  # bytes of a frame's head line (a session id is at most 128, a key 255)
 FRAME_LIMIT = BODY_LIMIT + HEAD_LIMIT + 1
 PATH = "/v1/appends"
+IDLE_TIMEOUT = 75.0  # seconds, Config.connection_idle_timeout's default (aiohttp's keep-alive timeout)
 WHERE = f"GET {PATH}"
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -49,14 +52,15 @@ async def close_streams(app: web.Application) -> None:
 
 
 async def append_stream(request: web.Request) -> web.StreamResponse:
-    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False)
+    d = daemon_of(request)
+    idle = getattr(getattr(d, "config", None), "connection_idle_timeout", IDLE_TIMEOUT)
+    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False, receive_timeout=idle)
     if not ws.can_prepare(request).ok:
         raise BadFrame(
             f"{WHERE} is a WebSocket: send it with the headers Connection: Upgrade, Upgrade: websocket,"
             " Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key"
         )
     await ws.prepare(request)
-    d = daemon_of(request)
     home = getattr(getattr(d, "home", None), "path", None)
     streams = _OPEN.setdefault(request.app, weakref.WeakSet())
     streams.add(ws)
@@ -67,6 +71,8 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
             else:  # BINARY (aiohttp answers pings and ends the loop on a close or an error)
                 tag, status, body = None, 400, error_body(BadFrame.code, _BINARY)
             await ws.send_str(_encode({"tag": tag, "status": status, "body": body}))
+    except TimeoutError:  # no frame for `idle` seconds (receive_timeout counts only the waits between frames)
+        await ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
     except ConnectionResetError:
         pass
     finally:
