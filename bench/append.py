@@ -62,7 +62,7 @@ def run(config: str | None) -> dict:
             c.append_many(sid, msgs)
         batch_total = time.perf_counter() - t0
         short = {}
-        for n in (1, 2, 3, 10):
+        for n in (1, 2, 3, 10) if SHORT > 0 else ():  # BENCH_SHORT=0: no short writers
             cpu0 = cpu_split(d.proc.pid)
             for _ in range(SHORT):
                 with Client(d.home, append_stream=TRANSPORT == "stream") as w:
