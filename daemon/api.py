@@ -17,7 +17,7 @@ from .openapi import build_openapi
 from .routes import ROUTES, Handler, Route
 from .routes.appends import close_streams
 from .routes.common import body_json, ok  # noqa: F401 (the names other modules used)
-from .routes.failures import BODY_LIMIT, error_body, failure, too_large
+from .routes.failures import BODY_LIMIT, error_body, failure, home_of, too_large
 
 log = logging.getLogger("sessiond.api")
 
@@ -63,7 +63,7 @@ def _bound(route: Route) -> Handler:
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:  # a SessiondError, a full disk, a bug: failures.py
-            status, data = failure(exc, f"{request.method} {request.path}", _home(request))
+            status, data = failure(exc, f"{request.method} {request.path}", home_of(request.app[DAEMON_KEY]))
             return web.json_response(data, status=status)
 
     handle.__name__ = handler.__name__
@@ -75,10 +75,6 @@ def refuse_body(where: str, body: object) -> None:
     if body != {}:
         fields = f" (fields {', '.join(map(repr, body))})" if isinstance(body, dict) else ""
         raise Invalid(f"{where} takes no body{fields:.200}: send none")
-
-
-def _home(request: web.Request) -> str | None:
-    return getattr(getattr(request.app[DAEMON_KEY], "home", None), "path", None)
 
 
 async def _unrouted(request: web.Request) -> web.StreamResponse:

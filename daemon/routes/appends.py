@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 from ...storage.errors import SessiondError
 from .. import validate as v
 from .common import daemon_of
-from .failures import BODY_LIMIT, error_body, failure, too_large
+from .failures import BODY_LIMIT, error_body, failure, home_of, too_large
 from .messages import append, append_body
 
 HEAD_LIMIT = 4096  # bytes of a frame's head line (a session id is at most 128, a key 255)
@@ -61,7 +61,7 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
             " Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key"
         )
     await ws.prepare(request)
-    home = getattr(getattr(d, "home", None), "path", None)
+    home = home_of(d)
     streams = _OPEN.setdefault(request.app, weakref.WeakSet())
     streams.add(ws)
     try:

@@ -29,6 +29,11 @@ def too_large() -> dict:
     return error_body("too_large", "request body too large")
 
 
+def home_of(daemon: object) -> str | None:
+    """The home folder of `daemon` that failure() names in a full disk's answer (None: a daemon without one)."""
+    return getattr(getattr(daemon, "home", None), "path", None)
+
+
 def failure(exc: Exception, where: str, home: str | None) -> tuple[int, dict]:
     """The status and body answering `exc`, raised by `where` (e.g. "POST /v1/sessions/x/messages", for the
     log), in the daemon whose home is `home`: a SessiondError as it says; a JSON HTTP error (a body that is
