@@ -45,6 +45,24 @@ PRUNE_EVERY = 64  # appended messages between two prunings of a session's keys
 # with an encoder built once; the bytes are json.dumps(..., sort_keys=True, separators=(",", ":"))'s.
 _digest_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _INSERT_ONE = f"INSERT INTO messages({PUSHED_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+# An append's statements besides its INSERT (Messages.append; bench/appendsql.py runs the same ones raw, for
+# SQLite's own share of an append). The one read: the session, its log's last seq, the chat's budget and
+# (with a key) an earlier answer to the same key, since every statement is a hop to the writer.
+SESSION_READ = (
+    "SELECT s.status, s.access, s.current_chat, s.lamport, s.policy, s.tokens_used,"
+    " (SELECT last_seq FROM logs WHERE session_id=s.id AND device_id=?),"
+    " c.id, c.policy, c.compacted,"
+    " (SELECT request || ' ' || result FROM idempotency WHERE session_id=s.id AND key=?), s.expires_at,"
+    " s.last_activity"
+    " FROM sessions s LEFT JOIN chats c ON c.session_id=s.id AND c.id=coalesce(?, s.current_chat)"
+    " WHERE s.id=? AND s.importing=?"
+)
+LOG_UPSERT = (
+    "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?)"
+    " ON CONFLICT(session_id, device_id) DO UPDATE SET last_seq=excluded.last_seq"
+)
+SESSION_UPDATE = "UPDATE sessions SET lamport=?, last_activity=?, tokens_used=tokens_used+? WHERE id=?"
+KEY_INSERT = "INSERT INTO idempotency(session_id, key, request, result, created_at) VALUES (?,?,?,?,?)"
 # a message of a session whose import is under way is not there yet (see apply_remote)
 _VISIBLE = " AND NOT EXISTS (SELECT 1 FROM sessions WHERE id=messages.session_id AND importing)"
 
@@ -151,16 +169,7 @@ class Messages:
         async with self.c.transaction() as tx:
             # One read for the session, its log's last seq, the chat's budget and (with a key) an earlier
             # answer to the same key: every statement is a hop to the writer's thread.
-            row = await tx.fetchone(
-                "SELECT s.status, s.access, s.current_chat, s.lamport, s.policy, s.tokens_used,"
-                " (SELECT last_seq FROM logs WHERE session_id=s.id AND device_id=?),"
-                " c.id, c.policy, c.compacted,"
-                " (SELECT request || ' ' || result FROM idempotency WHERE session_id=s.id AND key=?), s.expires_at,"
-                " s.last_activity"
-                " FROM sessions s LEFT JOIN chats c ON c.session_id=s.id AND c.id=coalesce(?, s.current_chat)"
-                " WHERE s.id=? AND s.importing=?",
-                (device, key, chat, sid, int(importing)),
-            )
+            row = await tx.fetchone(SESSION_READ, (device, key, chat, sid, int(importing)))
             if row is not None and row[10] is not None:
                 request, _, result = row[10].partition(" ")  # the request's digest is hex: no space in it
                 if request != digest:
@@ -267,15 +276,8 @@ class Messages:
                 await tx.execute(_INSERT_ONE, (*rows[0], *pushed_form(rows[0][6], rows[0][8])))
             else:
                 await insert_messages(tx, rows, pushed=True)
-            await tx.execute(
-                "INSERT INTO logs(session_id, device_id, last_seq) VALUES (?,?,?) ON CONFLICT(session_id,"
-                " device_id) DO UPDATE SET last_seq=excluded.last_seq",
-                (sid, device, seq0 + n - 1),
-            )
-            await tx.execute(
-                "UPDATE sessions SET lamport=?, last_activity=?, tokens_used=tokens_used+? WHERE id=?",
-                (lam0 + n - 1, t, new_tokens, sid),
-            )
+            await tx.execute(LOG_UPSERT, (sid, device, seq0 + n - 1))
+            await tx.execute(SESSION_UPDATE, (lam0 + n - 1, t, new_tokens, sid))
             out = [
                 {
                     "id": f"{device}-{r[3]}",
@@ -290,10 +292,7 @@ class Messages:
                 for r in rows
             ]
             if key is not None:  # remembered in this transaction: committed together, or not at all
-                await tx.execute(
-                    "INSERT INTO idempotency(session_id, key, request, result, created_at) VALUES (?,?,?,?,?)",
-                    (sid, key, digest, f"{seq0} {n}", t),
-                )
+                await tx.execute(KEY_INSERT, (sid, key, digest, f"{seq0} {n}", t))
                 # Forgetting old keys costs three statements: done when this device's log of the session
                 # passes a multiple of PRUNE_EVERY, so a session keeps at most IDEMPOTENCY_KEEP + PRUNE_EVERY
                 # keys, each at least IDEMPOTENCY_TTL.
