@@ -97,7 +97,8 @@ class Feed:
             seq = view.heads[pk]
             if seq <= cursor:
                 break
-            items.append((pk, revisions[pk]))
+            if pk in revisions:  # (a head followed before anyone set it, after the cursor: nothing to name)
+                items.append((pk, revisions[pk]))
         items.reverse()
         return reset, now, items
 

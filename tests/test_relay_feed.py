@@ -141,3 +141,20 @@ def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_head_followed_before_it_exists_is_not_named_while_the_follower_is_behind():
+    """An account follows a head nobody has set yet (a member that has not pushed) while its daemon is one
+    change behind: the feed answered that daemon's next poll with a 500 (a KeyError on the head's missing
+    revision), its daemon took the feed for broken and fell back to reading every head. Now the feed names
+    the change it missed, and not the head that does not exist."""
+    from sessiond.relay.feed import Feed
+
+    feed = Feed()
+    a, absent = b"\xed" + bytes(32), b"\xed" + b"\x01" * 32
+    feed.load(a, 1)
+    feed.follow("x", a)
+    await feed.changed(a, 2)  # the account's cursor is 1; its daemon has read up to 0
+    feed.follow("x", absent)  # followed at the cursor: 1, after the daemon's 0
+    assert feed.since("x", 0, feed.epoch) == (False, 1, [(a, 2)])
+    assert feed.since("x", 0, None) == (True, 1, [(a, 2)])
