@@ -10,13 +10,17 @@ import json
 import os
 import re
 import stat
+import time
 
 from nacl.signing import SigningKey
 
+from conftest import DaemonProc, eventually, relay_served, wait_for
 from sessiond.relay import feedstate
 from sessiond.relay.feed import Feed
+from sessiond.stores import s5feed
 from sessiond.stores.s5 import b64url
 from test_relay import Served, head, raw, store_for
+from test_relay_feed import invite
 
 
 async def feed_of(served: Served, token: str, query: str) -> dict:
@@ -132,6 +136,78 @@ async def test_a_relay_with_no_state_or_a_damaged_one_starts_afresh(tmp_path):
             await store2.close()
             await again.stop()
     await store.close()
+
+
+def head_reads(log_path: str) -> list[str]:
+    """The head keys of the `GET /s5/registry?pk=` requests the relay served, from its access log."""
+    with open(log_path) as f:
+        return re.findall(r'"GET /s5/registry\?pk=([A-Za-z0-9_-]+)', f.read())
+
+
+def test_daemons_following_the_feed_go_on_after_a_relay_restart_without_a_full_round(tmp_path):
+    """Two real daemons share several sessions through a real `sessiond serve`; the relay is stopped and
+    started again (an upgrade). A head changed after the restart reaches the other daemon through the
+    feed, in seconds, and neither daemon reads the heads of the sessions that did not change: no full
+    round (before, the restart reset every feed and each daemon read every head it follows again)."""
+    data = str(tmp_path / "relay")
+    before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
+    with relay_served(data, "--access-log", log_path=before_log) as info:
+        port = info["port"]
+        a = DaemonProc(str(tmp_path / "a"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
+        b = DaemonProc(str(tmp_path / "b"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
+        ca, cb = a.client(), b.client()
+        sids = []
+        for i in range(6):
+            sid = ca.create_session(name=f"s{i}", initial_messages=[{"role": "user", "content": f"hi {i}"}])["id"]
+            cb.import_code(ca.share(sid, write=True)["code"])
+            sids.append(sid)
+        last = lambda sid: [m["content"] for m in cb.messages(sid, limit=1, last=True)["messages"]]  # noqa: E731
+        ca.append(sids[0], "user", "before the restart")
+        wait_for(lambda: last(sids[0]) == ["before the restart"], timeout=30, interval=0.02)
+        assert len(set(head_reads(before_log))) >= len(sids)  # (the log names the heads read)
+    try:
+        with relay_served(data, "--listen", f"127.0.0.1:{port}", "--access-log", log_path=after_log):
+            t0 = time.monotonic()
+            ca.append(sids[0], "user", "after the restart")
+            wait_for(lambda: last(sids[0]) == ["after the restart"], timeout=30, interval=0.02)
+            assert time.monotonic() - t0 < 15
+            # and then a change of another session: its head alone is read for it
+            ca.append(sids[1], "user", "another")
+            wait_for(lambda: last(sids[1]) == ["another"], timeout=30, interval=0.02)
+            read = set(head_reads(after_log))
+            # each change: B reads A's head, A (told of its own head) B's; a full round of either daemon reads
+            # at least one head of each of the six sessions (18 heads here before)
+            assert len(read) <= 4, f"{len(read)} heads read after the restart: a full round"
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_a_feed_failing_briefly_names_nothing_yet_and_past_its_grace_leaves_followers_to_read_heads(
+    tmp_path, monkeypatch
+):
+    """While the relay restarts, the daemon's feed fails: it used to give up on it at the first failure,
+    and the follower read every head (a full round, at once and again when the relay was back). Now a feed
+    failing for less than FEED_GRACE has named nothing new yet, its cursor kept; failing longer, the
+    follower falls back to reading each head, as from a store without a feed."""
+    monkeypatch.setattr(s5feed, "FEED_GRACE", 2.0)
+    served = await Served(str(tmp_path / "relay"), open_registration=True).start()
+    store = store_for(served, tmp_path)
+    try:
+        await store.set_head(head(1))
+        token, _ = await store.head_changes(None)
+        await served.stop()
+        failing = lambda: store._feed is not None and store._feed._failing_since is not None  # noqa: E731
+        await eventually(failing, what="the feed's poll failing")
+        assert await store.head_changes(token) == (token, set())  # within the grace: nothing named yet
+
+        async def given_up() -> bool:
+            return await store.head_changes(token) is None
+
+        await eventually(given_up, timeout=10, what="the follower reading heads past the feed's grace")
+        assert await store.head_versions() is None
+    finally:
+        await store.close()
 
 
 def test_the_feed_file_vector_in_formats_md():
