@@ -16,6 +16,7 @@ from nacl.signing import SigningKey
 
 from conftest import DaemonProc, eventually, relay_served, wait_for
 from sessiond.relay import feedstate
+from sessiond.relay.admin import revoke
 from sessiond.relay.feed import Feed
 from sessiond.stores import s5feed
 from sessiond.stores.s5 import b64url
@@ -73,6 +74,31 @@ async def test_a_clean_restart_keeps_each_account_s_follows_epoch_and_cursor(tmp
     finally:
         for s in (follower, other, follower2, other2):
             await s.close()
+        await again.stop()
+
+
+async def test_a_revoked_account_s_follows_are_not_kept_past_a_restart(tmp_path):
+    """What an account follows is metadata about it: an account revoked (`serve revoke`) while the relay
+    was stopped has its follows dropped when the relay starts; the others keep theirs."""
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    kept, gone = store_for(served, tmp_path), store_for(served, tmp_path)
+    try:
+        await kept.set_head(head(1, SigningKey(b"\x21" * 32)))
+        await gone.set_head(head(1, SigningKey(b"\x22" * 32)))
+        accounts = dict(served.relay.feed._views)
+        assert len(accounts) == 2
+    finally:
+        await kept.close()
+        await gone.close()
+        await served.stop()
+    gone_pk = head(1, SigningKey(b"\x22" * 32)).pk.hex()
+    (victim,) = [a for a in accounts if os.path.exists(os.path.join(data, "headpins", a, gone_pk))]
+    revoke(data, victim)
+    again = await Served(data).start()
+    try:
+        assert set(again.relay.feed._views) == set(accounts) - {victim}
+    finally:
         await again.stop()
 
 
