@@ -226,6 +226,11 @@ class Accounts:
         doc = read_json(self._account_path(acct))
         return bool(doc and doc.get("revoked"))
 
+    def active(self, acct: str) -> bool:
+        """Whether `acct` is an account of this relay, not revoked."""
+        doc = read_json(self._account_path(acct))
+        return bool(doc) and not (doc or {}).get("revoked")
+
     def _issue(self, acct: str) -> str:
         if self._revoked(acct):
             raise LoginRefused(403, REVOKED)

@@ -39,6 +39,7 @@ from ..storage.fsutil import ensure_durable_dir
 from ..stores.base import MAX_OBJECT_SIZE
 from ..stores.cid import BlobId, CIDError, b58encode
 from ..stores.registry import MAX_DATA, MAX_REVISION, RegistryEntry
+from . import feedstate
 from .accounts import LOGIN, REGISTER, TOKEN_TTL, Accounts, LoginRefused
 from .body import BODY_TIMEOUT, TooSlow, read_json, read_upload
 from .conns import DEFAULT_PER_ADDRESS, ConnectionCap
@@ -73,6 +74,21 @@ class Relay:
         self.objects = Objects(data_dir, quota)
         self.registry = Registry(data_dir, self.feed, self.objects)
         self.accounts = Accounts(data_dir, open_registration=open_registration, token_ttl=token_ttl)
+        # the feed as a clean stop left it (feedstate.py); its file is gone before anything is served
+        saved = feedstate.take(data_dir)
+        if saved is not None:
+            self.feed.restore(saved, keep=lambda account: _valid_account(account) and self.accounts.active(account))
+
+    def save_feed(self) -> None:
+        """The feed's state, for the next start (feedstate.py): once, when the relay has stopped serving."""
+        try:
+            feedstate.save(self.data_dir, self.feed.saved())
+        except OSError as exc:  # (disk full): the next start is as after a crash, a new epoch
+            log.warning("relay: the change feed's state was not kept (%s): every follower's feed starts again", exc)
+
+
+def _valid_account(account: str) -> bool:
+    return len(account) == 32 and all(c in "0123456789abcdef" for c in account)
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -334,3 +350,4 @@ async def run(
         for server in servers:
             server.close()  # no new connections; the open ones are shut down by the runner
         await runner.cleanup()
+        relay.save_feed()  # nothing answers any more: the feed is as every follower was last told

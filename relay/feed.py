@@ -9,12 +9,15 @@ often) beyond what it could read of heads whose keys it knows. Each account has 
 feed's sequence numbers count its own heads' changes only), and a head's change wakes only the
 accounts that follow it.
 
-Sequence numbers and what each account follows live in memory: at start the relay knows every head's
-revision and no account follows any, and the feed gets a new random `epoch`. A follower presenting
-another epoch (the relay restarted) gets `reset` and every head it follows (none after a restart): a
-daemon then reads every head it follows again, which follows them again, so nothing set while it was
-away is missed. An account follows at most MAX_FOLLOWED heads; past them the one that changed (or was
-followed) longest ago is dropped, and its changes reach that account's daemon only by its full rounds.
+Sequence numbers and what each account follows live in memory, and are kept across a clean restart
+(feedstate.py: written when the relay stops, read and deleted when it starts): the epoch, the cursors and
+the follows go on, so a daemon following the feed is told only what changed. A relay that did not stop
+cleanly starts with a new random `epoch` and no follows: a follower presenting another epoch gets `reset`
+and every head it follows (none then), and its daemon reads every head it follows again, which follows
+them again, so nothing set while it was away is missed.
+
+An account follows at most MAX_FOLLOWED heads; past them the one that changed (or was followed) longest
+ago is dropped, and its changes reach that account's daemon only by its full rounds.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
+
+from .feedstate import Saved
 
 MAX_FOLLOWED = 250_000  # heads one account follows (a device following more: its full rounds see the rest)
 
@@ -74,12 +80,45 @@ class Feed:
 
     async def changed(self, pk: bytes, revision: int) -> None:
         self._revisions[pk] = revision
+        self._name(pk)
+
+    def _name(self, pk: bytes) -> None:
+        """A change of `pk`, in the feed of each account following it."""
         for view in self._followers.get(pk, ()):
             view.cursor += 1
             view.heads[pk] = view.cursor
             view.heads.move_to_end(pk)
             wake, view.wake = view.wake, asyncio.Event()
             wake.set()
+
+    def saved(self) -> Saved:
+        """What a restart needs to go on from here (feedstate.py): the epoch, each account's cursor and
+        follows, and the revision of each head followed."""
+        out = Saved(self.epoch)
+        for account, view in self._views.items():
+            out.accounts[account] = (view.cursor, list(view.heads.items()))
+        out.revisions = {pk: self._revisions.get(pk) for pk in self._followers}
+        return out
+
+    def restore(self, saved: Saved, keep: Callable[[str], bool] = lambda account: True) -> int:
+        """Go on from `saved` (after load(), before anyone asks): its epoch, and the follows of the accounts
+        `keep` keeps (at most max_followed each, the newest). A followed head whose revision is not the one
+        saved changed after the state was written: named now, after every cursor. Returns how many."""
+        self.epoch = saved.epoch
+        for account, (cursor, follows) in saved.accounts.items():
+            if not keep(account):
+                continue
+            view = self._views[account] = _View()
+            view.cursor = cursor
+            for pk, seq in follows[-self.max_followed :]:
+                view.heads[pk] = seq
+                self._followers[pk] = self._followers.get(pk, ()) + (view,)
+        moved = [
+            pk for pk, rev in saved.revisions.items() if pk in self._followers and self._revisions.get(pk, rev) != rev
+        ]
+        for pk in moved:
+            self._name(pk)
+        return len(moved)
 
     def since(self, account: str, cursor: int, epoch: str | None) -> tuple[bool, int, list[tuple[bytes, int]]]:
         """(reset, the account's cursor now, the heads it follows changed after `cursor`, as (pk, revision)):
@@ -97,7 +136,8 @@ class Feed:
             seq = view.heads[pk]
             if seq <= cursor:
                 break
-            items.append((pk, revisions[pk]))
+            if pk in revisions:  # (a head followed before anyone set it, after the cursor: nothing to name)
+                items.append((pk, revisions[pk]))
         items.reverse()
         return reset, now, items
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +14,12 @@ from .errors import ServerError
 from .s5account import unb64url
 
 MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_changes (older: a full look)
+# seconds the feed may fail (the relay restarting: an upgrade, a quick reboot) and still be taken as
+# having named nothing new yet: a relay that keeps its feed across a restart (relay/feedstate.py) names,
+# at its first answer, whatever changed meanwhile, and one that did not resets (a full round). Past it,
+# followers fall back to reading each head (full rounds), as a store without a feed is read: a feed that
+# fails while the rest of the relay answers delays what it would name by this much at most.
+FEED_GRACE = 60.0
 
 
 class ChangeFeed:
@@ -26,7 +33,7 @@ class ChangeFeed:
         self.epoch: str | None = None
         self.cursor = 0
         self.heads: dict[bytes, int] = {}
-        self.healthy = True
+        self._failing_since: float | None = None  # monotonic time of the first failed poll in a row
         # what each answer named, as (cursor after it, heads), newest last, for changes_since; a cursor
         # before `_known_from` (the feed reset, or old batches were dropped) means "anything may have changed"
         self._batches: collections.deque[tuple[int, list[bytes]]] = collections.deque()
@@ -71,21 +78,30 @@ class ChangeFeed:
                 ok = await self.poll(wait)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # down, refused, unreadable: followers fall back to reading each head
+            except Exception:  # down, refused, unreadable: past FEED_GRACE followers read each head
                 ok = False
-            self.healthy = ok
             if ok:
+                self._failing_since = None
                 backoff = 0.25
             else:
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    @property
+    def healthy(self) -> bool:
+        """Answering, or failing for less than FEED_GRACE: what it named is still all that changed as far as
+        anyone can tell (its cursor is kept, and its next answer names what changed meanwhile)."""
+        return self._failing_since is None or time.monotonic() - self._failing_since < FEED_GRACE
 
     def versions(self) -> dict[bytes, object] | None:
         return dict(self.heads) if self.healthy else None
 
     def changes_since(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
         """(a token for the next call, the heads changed since `since`): None for the heads when the
-        feed cannot tell (a first call, the relay restarted, `since` too old); None while it fails."""
+        feed cannot tell (a first call, a reset: the relay restarted without its feed's state, `since` too
+        old); None once it has failed for FEED_GRACE (before that: nothing named yet, the token kept)."""
         if not self.healthy:
             return None
         token = (self.epoch, self.cursor)

@@ -116,10 +116,10 @@ async def test_an_account_follows_a_bounded_number_of_heads_the_oldest_dropped()
 
 
 def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
-    """What an account follows lives in the relay's memory: a restarted relay follows nothing for anyone.
-    Its new epoch makes each daemon's feed reset, and the daemon reads every head it follows again,
-    which follows them again: a follower still hears of the next change through the feed, in seconds,
-    not at its next full round (minutes)."""
+    """A relay that starts with no feed file (killed rather than stopped, or its folder written by an earlier
+    version, which kept none) follows nothing for anyone. Its new epoch makes each daemon's feed reset,
+    and the daemon reads every head it follows again, which follows them again: a follower still hears of
+    the next change through the feed, in seconds, not at its next full round (minutes)."""
     data = str(tmp_path / "relay")
     with relay_served(data) as info:
         port = info["port"]
@@ -131,6 +131,7 @@ def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
         last = lambda: [m["content"] for m in cb.messages(sid, limit=1, last=True)["messages"]][-1:]  # noqa: E731
         ca.append(sid, "user", "before the restart")
         wait_for(lambda: last() == ["before the restart"], timeout=30, interval=0.02)
+    os.unlink(os.path.join(data, "feed"))  # as a relay killed, or an earlier version, leaves its folder
     try:
         with relay_served(data, "--listen", f"127.0.0.1:{port}"):  # the same address: the same accounts
             for i in range(3):
@@ -141,3 +142,20 @@ def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_head_followed_before_it_exists_is_not_named_while_the_follower_is_behind():
+    """An account follows a head nobody has set yet (a member that has not pushed) while its daemon is one
+    change behind: the feed answered that daemon's next poll with a 500 (a KeyError on the head's missing
+    revision), its daemon took the feed for broken and fell back to reading every head. Now the feed names
+    the change it missed, and not the head that does not exist."""
+    from sessiond.relay.feed import Feed
+
+    feed = Feed()
+    a, absent = b"\xed" + bytes(32), b"\xed" + b"\x01" * 32
+    feed.load(a, 1)
+    feed.follow("x", a)
+    await feed.changed(a, 2)  # the account's cursor is 1; its daemon has read up to 0
+    feed.follow("x", absent)  # followed at the cursor: 1, after the daemon's 0
+    assert feed.since("x", 0, feed.epoch) == (False, 1, [(a, 2)])
+    assert feed.since("x", 0, None) == (True, 1, [(a, 2)])

@@ -1,0 +1,244 @@
+"""What an account's change feed follows survives a clean restart of the relay (relay/feedstate.py): the
+same epoch, the same cursors, the same follows, so a daemon that followed the feed before the restart is
+told only what changed after it, and reads no head it need not. A relay that did not stop cleanly, or
+whose data an earlier version wrote, starts as before: a new epoch, each follower reset (a full round
+once), nothing missed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import time
+
+from nacl.signing import SigningKey
+
+from conftest import DaemonProc, eventually, relay_served, wait_for
+from sessiond.relay import feedstate
+from sessiond.relay.admin import revoke
+from sessiond.relay.feed import Feed
+from sessiond.stores import s5feed
+from sessiond.stores.s5 import b64url
+from test_relay import Served, head, raw, store_for
+from test_relay_feed import invite
+
+
+async def feed_of(served: Served, token: str, query: str) -> dict:
+    status, body = await raw(served, "GET", f"/s5/registry/changes?{query}", token)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def pks(doc: dict) -> set[str]:
+    return {c["pk"] for c in doc["changes"]}
+
+
+async def test_a_clean_restart_keeps_each_account_s_follows_epoch_and_cursor(tmp_path):
+    """A relay restarted (an upgrade, a reboot) forgot what every account followed and took a new epoch:
+    every daemon's feed reset, and each read every head it follows again. Now a follower's feed goes on
+    from its cursor: not reset, and the heads changed after the restart, one it set and one it read before
+    anyone set it, are named to it."""
+    data = str(tmp_path / "relay")
+    k1, k2 = SigningKey(b"\x11" * 32), SigningKey(b"\x12" * 32)
+    served = await Served(data, open_registration=True).start()
+    follower, other = store_for(served, tmp_path), store_for(served, tmp_path)
+    try:
+        await follower.set_head(head(1, k1))  # set: followed
+        assert await follower.get_head(head(1, k2).pk) is None  # read before anyone set it: followed
+        token = follower._token
+        first = await feed_of(served, token, "since=0")
+        assert first["reset"]
+        await other.set_head(head(2, k1))
+        doc = await feed_of(served, token, f"since={first['cursor']}&epoch={first['epoch']}")
+        assert not doc["reset"] and pks(doc) == {b64url(head(1, k1).pk)}
+        epoch, cursor = doc["epoch"], doc["cursor"]
+        assert not os.path.exists(os.path.join(data, feedstate.FILE))  # nothing to go on from while serving
+    finally:
+        await served.stop()
+    path = os.path.join(data, feedstate.FILE)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again = await Served(data).start()
+    follower2, other2 = store_for(again, tmp_path), store_for(again, tmp_path)
+    follower2._key, follower2._token = follower._key, token
+    other2._key, other2._token = other._key, other._token
+    try:
+        assert not os.path.exists(path)  # read and deleted: a crash from here on starts afresh
+        doc = await feed_of(again, token, f"since={cursor}&epoch={epoch}")
+        assert doc["epoch"] == epoch and not doc["reset"] and doc["cursor"] == cursor and not doc["changes"]
+        await other2.set_head(head(1, k2))
+        await other2.set_head(head(3, k1))
+        doc = await feed_of(again, token, f"since={cursor}&epoch={epoch}")
+        assert not doc["reset"] and pks(doc) == {b64url(head(1, k2).pk), b64url(head(3, k1).pk)}
+        assert {c["revision"] for c in doc["changes"]} == {1, 3}
+    finally:
+        for s in (follower, other, follower2, other2):
+            await s.close()
+        await again.stop()
+
+
+async def test_a_revoked_account_s_follows_are_not_kept_past_a_restart(tmp_path):
+    """What an account follows is metadata about it: an account revoked (`serve revoke`) while the relay
+    was stopped has its follows dropped when the relay starts; the others keep theirs."""
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    kept, gone = store_for(served, tmp_path), store_for(served, tmp_path)
+    try:
+        await kept.set_head(head(1, SigningKey(b"\x21" * 32)))
+        await gone.set_head(head(1, SigningKey(b"\x22" * 32)))
+        accounts = dict(served.relay.feed._views)
+        assert len(accounts) == 2
+    finally:
+        await kept.close()
+        await gone.close()
+        await served.stop()
+    gone_pk = head(1, SigningKey(b"\x22" * 32)).pk.hex()
+    (victim,) = [a for a in accounts if os.path.exists(os.path.join(data, "headpins", a, gone_pk))]
+    revoke(data, victim)
+    again = await Served(data).start()
+    try:
+        assert set(again.relay.feed._views) == set(accounts) - {victim}
+    finally:
+        await again.stop()
+
+
+async def test_a_head_changed_after_the_state_was_written_is_named_at_start():
+    """The file holds each followed head's revision: a head that moved after it was written (a write
+    finishing as the relay stopped, an older relay run on the folder meanwhile) is named as a change, after
+    every cursor, so a follower that had read up to the saved cursor hears of it."""
+    p = [bytes([0xED, i]) + bytes(31) for i in range(4)]
+    feed = Feed()
+    for pk in p[:3]:
+        feed.load(pk, 1)
+    for pk in p:
+        feed.follow("a" * 32, pk)
+    feed.follow("b" * 32, p[0])
+    await feed.changed(p[0], 2)
+    saved = feedstate.decode(feedstate.encode(feed.saved()))
+    assert saved == feed.saved()
+
+    restarted = Feed()
+    for pk, rev in ((p[0], 2), (p[1], 5), (p[2], 1), (p[3], 1)):  # p1 moved; p3 set (it was not)
+        restarted.load(pk, rev)
+    assert restarted.restore(saved, keep=lambda account: account != "b" * 32) == 2
+    assert restarted.epoch == feed.epoch
+    assert restarted.since("a" * 32, 1, feed.epoch) == (False, 3, [(p[1], 5), (p[3], 1)])
+    assert restarted.since("b" * 32, 1, feed.epoch) == (True, 0, [])  # not kept (revoked): reset, follows nothing
+    assert "b" * 32 not in restarted.saved().accounts
+
+
+async def test_a_relay_with_no_state_or_a_damaged_one_starts_afresh(tmp_path):
+    """A data folder an earlier version wrote (no feed file), a relay that did not stop cleanly, or a
+    damaged file: the relay starts with a new epoch and no follows, as before; each follower's feed resets
+    (its daemon reads every head it follows once, which follows them again) and the feed works from there."""
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    store = store_for(served, tmp_path)
+    try:
+        await store.set_head(head(1))
+        token = store._token
+        before = await feed_of(served, token, "since=0")
+    finally:
+        await served.stop()
+    path = os.path.join(data, feedstate.FILE)
+    for i, damage in enumerate((None, b"garbage", open(path, "rb").read()[:-1] + b"\0")):
+        if damage is None:
+            os.unlink(path)  # as an earlier version leaves its folder
+        else:
+            with open(path, "wb") as f:
+                f.write(damage)
+        again = await Served(data).start()
+        store2 = store_for(again, tmp_path)
+        store2._key, store2._token = store._key, token
+        try:
+            assert not os.path.exists(path)
+            doc = await feed_of(again, token, f"since={before['cursor']}&epoch={before['epoch']}")
+            assert doc["reset"] and doc["epoch"] != before["epoch"] and not doc["changes"]
+            assert await store2.get_head(head(1).pk) is not None  # read: followed again
+            await store2.set_head(head(2 + i))
+            after = await feed_of(again, token, f"since={doc['cursor']}&epoch={doc['epoch']}")
+            assert not after["reset"] and pks(after) == {b64url(head(1).pk)}
+        finally:
+            await store2.close()
+            await again.stop()
+    await store.close()
+
+
+def head_reads(log_path: str) -> list[str]:
+    """The head keys of the `GET /s5/registry?pk=` requests the relay served, from its access log."""
+    with open(log_path) as f:
+        return re.findall(r'"GET /s5/registry\?pk=([A-Za-z0-9_-]+)', f.read())
+
+
+def test_daemons_following_the_feed_go_on_after_a_relay_restart_without_a_full_round(tmp_path):
+    """Two real daemons share several sessions through a real `sessiond serve`; the relay is stopped and
+    started again (an upgrade). A head changed after the restart reaches the other daemon through the
+    feed, in seconds, and neither daemon reads the heads of the sessions that did not change: no full
+    round (before, the restart reset every feed and each daemon read every head it follows again)."""
+    data = str(tmp_path / "relay")
+    before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
+    with relay_served(data, "--access-log", log_path=before_log) as info:
+        port = info["port"]
+        a = DaemonProc(str(tmp_path / "a"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
+        b = DaemonProc(str(tmp_path / "b"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
+        ca, cb = a.client(), b.client()
+        sids = []
+        for i in range(6):
+            sid = ca.create_session(name=f"s{i}", initial_messages=[{"role": "user", "content": f"hi {i}"}])["id"]
+            cb.import_code(ca.share(sid, write=True)["code"])
+            sids.append(sid)
+        last = lambda sid: [m["content"] for m in cb.messages(sid, limit=1, last=True)["messages"]]  # noqa: E731
+        ca.append(sids[0], "user", "before the restart")
+        wait_for(lambda: last(sids[0]) == ["before the restart"], timeout=30, interval=0.02)
+        assert len(set(head_reads(before_log))) >= len(sids)  # (the log names the heads read)
+    try:
+        with relay_served(data, "--listen", f"127.0.0.1:{port}", "--access-log", log_path=after_log):
+            t0 = time.monotonic()
+            ca.append(sids[0], "user", "after the restart")
+            wait_for(lambda: last(sids[0]) == ["after the restart"], timeout=30, interval=0.02)
+            assert time.monotonic() - t0 < 15
+            # and then a change of another session: its head alone is read for it
+            ca.append(sids[1], "user", "another")
+            wait_for(lambda: last(sids[1]) == ["another"], timeout=30, interval=0.02)
+            read = set(head_reads(after_log))
+            # each change: B reads A's head, A (told of its own head) B's; a full round of either daemon reads
+            # at least one head of each of the six sessions (18 heads here before)
+            assert len(read) <= 4, f"{len(read)} heads read after the restart: a full round"
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_a_feed_failing_briefly_names_nothing_yet_and_past_its_grace_leaves_followers_to_read_heads(
+    tmp_path, monkeypatch
+):
+    """While the relay restarts, the daemon's feed fails: it used to give up on it at the first failure,
+    and the follower read every head (a full round, at once and again when the relay was back). Now a feed
+    failing for less than FEED_GRACE has named nothing new yet, its cursor kept; failing longer, the
+    follower falls back to reading each head, as from a store without a feed."""
+    monkeypatch.setattr(s5feed, "FEED_GRACE", 2.0)
+    served = await Served(str(tmp_path / "relay"), open_registration=True).start()
+    store = store_for(served, tmp_path)
+    try:
+        await store.set_head(head(1))
+        token, _ = await store.head_changes(None)
+        await served.stop()
+        failing = lambda: store._feed is not None and store._feed._failing_since is not None  # noqa: E731
+        await eventually(failing, what="the feed's poll failing")
+        assert await store.head_changes(token) == (token, set())  # within the grace: nothing named yet
+
+        async def given_up() -> bool:
+            return await store.head_changes(token) is None
+
+        await eventually(given_up, timeout=10, what="the follower reading heads past the feed's grace")
+        assert await store.head_versions() is None
+    finally:
+        await store.close()
+
+
+def test_the_feed_file_vector_in_formats_md():
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md"), encoding="utf-8").read()
+    hexed = re.search(r"<!-- feed-vector:begin -->\s*```\n(.*?)```", doc, re.S).group(1).strip()
+    pk = b"\xed" + bytes(range(32))
+    saved = feedstate.Saved("00112233aabbccdd", {"0123456789abcdef" * 2: (2, [(pk, 2)])}, {pk: 7})
+    assert feedstate.encode(saved).hex() == hexed and feedstate.decode(bytes.fromhex(hexed)) == saved
