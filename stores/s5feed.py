@@ -10,16 +10,27 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import ServerError
+from .errors import RateLimited, ServerError, StoreTimeout, StoreUnreachable
 from .s5account import unb64url
 
 MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_changes (older: a full look)
-# seconds the feed may fail (the relay restarting: an upgrade, a quick reboot) and still be taken as
-# having named nothing new yet: a relay that keeps its feed across a restart (relay/feedstate.py) names,
-# at its first answer, whatever changed meanwhile, and one that did not resets (a full round). Past it,
-# followers fall back to reading each head (full rounds), as a store without a feed is read: a feed that
-# fails while the rest of the relay answers delays what it would name by this much at most.
+# seconds the feed may fail as a restarting relay fails (an upgrade, a quick reboot: `restarting`) and
+# still be taken as having named nothing new yet: a relay that keeps its feed across a restart
+# (relay/feedstate.py) names, at its first answer, whatever changed meanwhile, and one that did not resets
+# (a full round). Past it, followers fall back to reading each head (full rounds), as a store without a
+# feed is read. A relay that answers and refuses the feed gets no grace: its followers read heads at once.
 FEED_GRACE = 60.0
+# what a proxy in front of a relay that is restarting answers
+GATEWAY_DOWN = (502, 503, 504)
+
+
+def restarting(exc: BaseException | None) -> bool:
+    """Whether a failed poll looks like a relay restarting (not reached, a proxy saying it is down, no
+    answer in time) rather than one that answered and refused or garbled the feed (`exc` None: it said it
+    has no feed)."""
+    if isinstance(exc, (StoreUnreachable, StoreTimeout, RateLimited)):
+        return True
+    return isinstance(exc, ServerError) and exc.status in GATEWAY_DOWN
 
 
 class ChangeFeed:
@@ -74,18 +85,22 @@ class ChangeFeed:
         wait = max(0.5, min(25.0, self.timeout * 0.8 - 1))
         backoff = 0.25
         while True:
+            failure: BaseException | None = None
             try:
                 ok = await self.poll(wait)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # down, refused, unreadable: past FEED_GRACE followers read each head
-                ok = False
+            except Exception as exc:  # down, refused, unreadable: see restarting()
+                ok, failure = False, exc
             if ok:
                 self._failing_since = None
                 backoff = 0.25
             else:
-                if self._failing_since is None:
-                    self._failing_since = time.monotonic()
+                now = time.monotonic()
+                # a refusal ends the grace at once, even one that follows failures that looked like a restart
+                since = now if restarting(failure) else now - FEED_GRACE
+                if self._failing_since is None or since < self._failing_since:
+                    self._failing_since = since
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 

@@ -242,3 +242,34 @@ def test_the_feed_file_vector_in_formats_md():
     pk = b"\xed" + bytes(range(32))
     saved = feedstate.Saved("00112233aabbccdd", {"0123456789abcdef" * 2: (2, [(pk, 2)])}, {pk: 7})
     assert feedstate.encode(saved).hex() == hexed and feedstate.decode(bytes.fromhex(hexed)) == saved
+
+
+async def test_a_feed_the_relay_refuses_is_given_up_at_once_one_it_cannot_reach_waits_its_grace():
+    """FEED_GRACE is for a relay that is restarting: it cannot be reached, or a proxy in front of it says
+    so (502/503/504), or it answers late. A relay that answers and refuses the feed (a 500, an answer that
+    cannot be read, no feed at all any more) is not restarting: waiting the grace delayed every change its
+    followers would otherwise read from the heads by up to a minute. They now read heads at once."""
+    from sessiond.stores.errors import ServerError, StoreTimeout, StoreUnreachable
+
+    for failure, grace in (
+        (StoreUnreachable("refused"), True),
+        (StoreTimeout("late"), True),
+        (ServerError("bad gateway", status=502), True),
+        (ServerError("internal", status=500), False),
+        (ServerError("an answer we cannot read"), False),
+        (None, False),  # 404: the relay has no feed any more
+    ):
+
+        async def call(*args, failure=failure, **kw):
+            if failure is None:
+                return type("Reply", (), {"status": 404})()
+            raise failure
+
+        feed = s5feed.ChangeFeed(call, "relay.test", 10.0)
+        feed.start()
+        try:
+            await eventually(lambda feed=feed: feed._failing_since is not None, what="the feed's poll failing")
+            assert feed.healthy is grace, failure
+            assert (feed.changes_since(None) is None) is (not grace)
+        finally:
+            await feed.stop()
