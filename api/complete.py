@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Required
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from .types import BODY, MAX_TEXT, Text
+from .types import BODY, MAX_TEXT, Name, Text
 
 
 @with_config(BODY)
@@ -17,7 +17,7 @@ class Complete(TypedDict, total=False):
 
     content: Text(MAX_TEXT, nul=True) | None
     chat: Text(200, min_len=1) | None  # id or name; default the session's current chat
-    model: Text(200) | None  # default the chat's or the session's model
+    model: Name("leave it out for the chat's or the session's") | None
     provider: Text(100, min_len=1) | None  # default the session's, then config.toml's default_provider
     stream: bool
 
