@@ -6,7 +6,9 @@ from pydantic import AfterValidator, ConfigDict, with_config
 from typing_extensions import TypedDict
 
 from .sessions import ChatPolicy, Settings
-from .types import ANSWER, BODY, MAX_TEXT, ChatId, Text, refuse
+from .types import ANSWER, BODY, MAX_TEXT, ChatId, Name, Text, refuse
+
+SESSIONS_MODEL = "leave it out for the session's (null clears it)"
 
 
 @with_config(BODY)
@@ -18,7 +20,7 @@ class ChatCreate(ChatPolicy, total=False):
     id: ChatId | None
     name: Text() | None
     system_prompt: Text(MAX_TEXT) | None
-    model: Text(200) | None
+    model: Name(SESSIONS_MODEL) | None
     settings: Settings | None
     switch: bool | None  # make it the session's current chat
     policy: ChatPolicy | None
@@ -34,7 +36,7 @@ class ChatPatch(ChatPolicy, total=False):
 
     name: Text() | None
     system_prompt: Text(MAX_TEXT) | None
-    model: Text(200) | None
+    model: Name(SESSIONS_MODEL) | None
     settings: Settings | None
     policy: ChatPolicy | None
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal, Required
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from .types import BODY, MAX_TEXT, Text
+from .messages import IdempotencyKey, Message
+from .types import ANSWER, BODY, MAX_TEXT, QUERY, Name, Text
 
 
 @with_config(BODY)
@@ -17,9 +18,27 @@ class Complete(TypedDict, total=False):
 
     content: Text(MAX_TEXT, nul=True) | None
     chat: Text(200, min_len=1) | None  # id or name; default the session's current chat
-    model: Text(200) | None  # default the chat's or the session's model
+    model: Name("leave it out for the chat's or the session's") | None
     provider: Text(100, min_len=1) | None  # default the session's, then config.toml's default_provider
     stream: bool
+
+
+@with_config(QUERY)
+class AskedQuery(TypedDict):
+    """GET /v1/sessions/{id}/complete?key=K: what the question sent with Idempotency-Key K recorded."""
+
+    key: IdempotencyKey
+
+
+@with_config(ANSWER)
+class Asked(TypedDict):
+    """What a question to the model recorded (answered once no request with its key is still being answered:
+    an app that left mid-answer learns what its leaving left in the session). `answer`: the model's answer as
+    recorded, `interrupted` if it stopped early; null if none was (or not yet, by a request still to come)."""
+
+    key: str
+    question: Message | None  # the question's message, if it gave one and it was recorded
+    answer: Message | None
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -37,4 +56,4 @@ class ChatCompletionRequest(TypedDict, total=False):
     messages: Required[Annotated[list[ChatMessage], Field(min_length=1)]]
 
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "Complete"]
+__all__ = ["Asked", "AskedQuery", "ChatCompletionRequest", "ChatMessage", "Complete"]

@@ -6,8 +6,8 @@ from typing import Any, Literal, NotRequired, Required
 from pydantic import with_config
 from typing_extensions import TypedDict
 
-from .sessions import Session
-from .types import ANSWER, BODY, QUERY, JsonObject, Number, SessionId, Text, Whole
+from .sessions import EVERY_USER, Session
+from .types import ANSWER, BODY, QUERY, JsonObject, Name, Number, SessionId, Text, Whole
 
 
 @with_config(ANSWER)
@@ -128,7 +128,7 @@ class ImportFileResult(TypedDict):
 @with_config(QUERY)
 class StatsQuery(TypedDict, total=False):
     session: Text(128, min_len=1)
-    user: str
+    user: Name(EVERY_USER)
 
 
 @with_config(BODY)

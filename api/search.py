@@ -5,7 +5,8 @@ from typing import Required
 from pydantic import with_config
 from typing_extensions import TypedDict
 
-from .types import ANSWER, QUERY, QueryInt, Role, Text
+from .sessions import EVERY_USER
+from .types import ANSWER, QUERY, Name, QueryInt, Role, Text
 
 MAX_RESULTS = 1000
 
@@ -16,7 +17,7 @@ class SearchQuery(TypedDict, total=False):
 
     q: Required[Text(1000, min_len=1)]
     session: Text(128, min_len=1)
-    user: str
+    user: Name(EVERY_USER)
     role: Role
     limit: QueryInt(1, MAX_RESULTS)  # default 20
 

@@ -14,6 +14,7 @@ from .types import (
     QUERY,
     YEARS_10,
     JsonObject,
+    Name,
     Number,
     QueryInt,
     SessionId,
@@ -22,6 +23,10 @@ from .types import (
     Text,
     refuse,
 )
+
+# What a request gives instead of an empty model or user (api/types.py's Name).
+NONE_OR_NULL = "leave it out for none (null clears it)"
+EVERY_USER = "leave it out for every user's"
 
 # One range per number field, (low, high, whole): the models below, and the checks of operations other
 # devices push (daemon/validate.py), are built from these.
@@ -79,10 +84,10 @@ class Policy(ChatPolicy, total=False):
 @with_config(BODY)
 class _SessionFields(Policy, total=False):
     # Policy's fields are also accepted at the top level, as shortcuts for `policy`.
-    user: Text(200) | None
+    user: Name(NONE_OR_NULL) | None
     name: Text() | None
     system_prompt: Text(MAX_TEXT) | None
-    model: Text(200) | None
+    model: Name(NONE_OR_NULL) | None
     settings: Settings | None
     initial_messages: list[MessageIn] | None
     metadata: JsonObject | None
@@ -202,7 +207,7 @@ class Deleted(TypedDict):
 
 @with_config(QUERY)
 class SessionsQuery(TypedDict, total=False):
-    user: str
+    user: Name(EVERY_USER)
     status: Status
     tag: Text(100, min_len=1)
     limit: QueryInt(1, 1000)

@@ -57,6 +57,28 @@ def Text(max_len: int = MAX_SHORT, *, min_len: int = 0, nul: bool = False) -> An
     ]
 
 
+MAX_NAME = 200  # a model's or a user's name, characters
+
+
+def Name(instead: str) -> Any:
+    """Text that names something (a model, a user) in a request where leaving it out has a meaning of its own
+    (the default, no user): an empty one is refused, saying what to do instead (`instead`: "leave it out
+    ..."), rather than read as that meaning. What is stored so already (an older sessiond's, a file's,
+    another device's) is checked as `Text(MAX_NAME)` (daemon/validate.py's `stored_field`)."""
+
+    def check(s: str) -> str:
+        if not s:
+            raise refuse(f"must not be empty: {instead}")
+        return s
+
+    return Annotated[
+        str,
+        Field(max_length=MAX_NAME, json_schema_extra={"minLength": 1, "pattern": "^[^\\u0000]*$"}),
+        AfterValidator(_no_nul),
+        AfterValidator(check),
+    ]
+
+
 def Ident(what: str = "id") -> Any:
     """A caller-chosen id (`what`: "session id", "chat id", named so in errors)."""
 

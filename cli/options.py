@@ -205,11 +205,16 @@ def option_error(args: Any, exc: Any) -> CliError | None:
         return None
     field, _, rest = str(getattr(exc, "message", "")).partition(" ")
     field = field.removeprefix("body.")  # (the checks of the request's raw JSON name its fields so)
+    if field == "query" and rest.startswith("parameter "):  # a filter: `ls --user U` ("query parameter user ...")
+        field, _, rest = rest.removeprefix("parameter ").partition(" ")
     for name, (dest, path) in SESSION_UNSET.items():
         api = ".".join(path)
         if getattr(args, dest, None) is None or not rest:
             continue
         if field == api:
+            if rest.startswith("must not be empty:"):  # a model or user given as "": the API's null is --unset
+                unset = f" (--unset {name} clears it)" if hasattr(args, "unset") else ""
+                rest = rest.replace(" (null clears it)", unset)
             return CliError(f"--{name} {rest}", EXIT_USAGE)
         if field.startswith((api + ".", api + "[")) and name == "metadata":  # a value inside the option's JSON
             return CliError(f"--{name}{field[len(api) :]} {rest}", EXIT_USAGE)

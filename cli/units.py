@@ -2,7 +2,8 @@
 cli/commands/service.py): the `Spec` made from the home and the store asked for (refused where it
 would show a secret), the systemd user units (quoted per systemd.service(5)) and the launchd plist.
 The units name the home, never a store: the daemon uses the store the home syncs with (<home>/store-url),
-which `start --change-store` moves, so the service follows a move. Pure: it writes nothing and runs
+which `start --change-store` moves, so the service follows a move; an older version's did name one, which
+`exec_argv`/`plist_argv` and `argv_stores` read back (for `doctor`). Pure: it writes nothing and runs
 nothing."""
 
 from __future__ import annotations
@@ -101,6 +102,42 @@ def exec_quote(arg: str) -> str:
     if arg and not any(c in arg for c in " \t\"'\\;"):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def exec_argv(unit_text: str) -> list[str] | None:
+    """The command line of a service unit's ExecStart= (the last one), as exec_quote wrote it: quotes and
+    backslashes undone, doubled % and $ single again; None for a unit with none."""
+    import shlex
+
+    lines = [ln for ln in unit_text.splitlines() if ln.startswith("ExecStart=")]
+    if not lines:
+        return None
+    try:
+        words = shlex.split(lines[-1].removeprefix("ExecStart="))
+    except ValueError:  # (not quoted as this module quotes)
+        return None
+    return [w.replace("%%", "%").replace("$$", "$") for w in words]
+
+
+def plist_argv(data: bytes) -> list[str] | None:
+    """A launchd plist's ProgramArguments; None for a plist without them (or not a plist)."""
+    try:
+        argv = plistlib.loads(data).get("ProgramArguments")
+    except Exception:  # plistlib's errors are several (InvalidFileException, ExpatError, ValueError, ...)
+        return None
+    return [str(a) for a in argv] if isinstance(argv, list) else None
+
+
+def argv_stores(argv: list[str]) -> list[str]:
+    """The stores a daemon's command line names (`--store URL` or `--store=URL`, repeated for a mirror), as
+    `service install` wrote them into a unit before units named none."""
+    out = []
+    for i, word in enumerate(argv):
+        if word == "--store" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif word.startswith("--store="):
+            out.append(word.removeprefix("--store="))
+    return out
 
 
 def env_quote(key: str, value: str) -> str:

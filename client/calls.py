@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from typing_extensions import Unpack
 
     from ..api.chats import Chat, ChatCreate, ChatList, ChatPatch
+    from ..api.complete import Asked
     from ..api.doctor import DoctorReport
     from ..api.manage import Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult, Quota
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
@@ -243,6 +244,12 @@ class Api:
             complete_body(content, chat, model, provider, False),
             key=key_for(idempotency_key),
         )
+
+    def asked(self, sid: str, key: str) -> Asked:
+        """What the question sent with Idempotency-Key `key` (complete's or complete_stream's
+        `idempotency_key`) recorded: {"question", "answer"} (each a message, or None), once no request with
+        that key is being answered; for an app that left mid-answer (closed a stream) to learn what is kept."""
+        return self._call("GET", f"/v1/sessions/{quote_id(sid)}/complete" + query_string({"key": key}))
 
     # session management
     def quota(self, sid: str) -> Quota:

@@ -268,6 +268,24 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
     return resp
 
 
+async def asked(request: web.Request) -> web.StreamResponse:
+    """GET /v1/sessions/{id}/complete?key=K: the question and the answer the request sent with Idempotency-Key
+    K recorded, once no request with that key is being answered (one whose app left is ended first: its
+    partial answer recorded, or nothing). `sessiond ask` stopped by Ctrl-C names them from this."""
+    from .routes.common import daemon_of, ok, query
+
+    d = daemon_of(request)
+    sid, key = request.match_info["id"], query(request)["key"]
+    async with d.asking(f"{sid}\n{key}"):  # (as a retry waits for its first try)
+        pass
+    await d.db.get_session(sid)  # an unknown session: 404, not "nothing recorded"
+    out: dict = {"key": key}
+    for part, suffix in (("question", "question"), ("answer", "answer")):
+        seen = await d.db.idempotent_result(sid, f"{key}:{suffix}")
+        out[part] = await d.db.get_message(sid, seen[0]["id"]) if seen else None
+    return ok(out)
+
+
 def _delta(raw: bytes, chunk: dict, text: str, usage: dict | None) -> bytes | None:
     """A chunk on this route's wire: a `delta` event with the text it adds (none for a chunk with none)."""
     return sse("delta", {"content": text}) if text else None

@@ -17,7 +17,7 @@ from ..api.types import INT_MAX, ROLES, STATUSES, Number, Whole
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from .checker import checker, field_checker
-from .validate import _known, chat_spec, initial_messages, json_value, obj, settings, within
+from .validate import _known, chat_spec, initial_messages, json_value, obj, settings, stored_field, within
 
 # ------------------------------------------------------------------ operations from other devices
 _SESSION_TEXT = ("user", "name", "system_prompt", "model")
@@ -30,7 +30,7 @@ def _session_fields(b: dict, where: str) -> None:
     sessiond may write are left alone (applying ignores them)."""
     w = where + ": "
     for k in _SESSION_TEXT:
-        field_checker(session_models.SessionCreate, k)(b.get(k), w + k)
+        stored_field(session_models.SessionCreate, k)(b.get(k), w + k)
     if b.get("settings") is not None:
         settings(b["settings"], w + "settings", lenient=True)
     if b.get("initial_messages") is not None:
@@ -77,7 +77,7 @@ def remote_op(kind: str, body: Any, where: str) -> None:
     elif kind == "chat.update":
         check_id(body.get("chat"), w + "chat id")
         for k in ("name", "system_prompt", "model"):
-            field_checker(chat_models.ChatCreate, k)(body.get(k), w + k)
+            stored_field(chat_models.ChatCreate, k)(body.get(k), w + k)
         if body.get("settings") is not None:
             settings(body["settings"], w + "settings", lenient=True)
         if body.get("policy") is not None:

@@ -24,6 +24,7 @@ from ..api import sessions as session_models
 from ..api.sessions import CHAT_POLICY, POLICY_RANGES, POLICY_SHORTCUTS, SETTING_RANGES  # noqa: F401 (re-exported)
 from ..api.types import (  # noqa: F401
     INT_MAX,
+    MAX_NAME,
     MAX_SHORT,
     MAX_TEXT,
     QUERY_BOOLS,
@@ -41,7 +42,7 @@ from ..storage import model as _db
 from ..storage.errors import BadParameter, Invalid
 from ..storage.ids import check_id
 from ..sync import dagcbor
-from .checker import checker, field_checker
+from .checker import Checker, checker, field_checker
 
 # The contract (api/) and the storage it feeds agree on these; say so at start-up rather than drift.
 assert ROLES == _db.ROLES and STATUSES == _db.STATUSES and (*SETTING_RANGES, "provider") == _db.SETTINGS_KEYS
@@ -254,10 +255,25 @@ def query(model: Any, q) -> dict:
 # -------------------------------------------------------------------------------- sessions and chats
 _SESSION_CREATE = checker(session_models.CreateBody)
 
+# The names a request may not give empty (api/types.py's Name), which an older sessiond stored so: in what
+# a file or another device holds, an empty one is kept as it is, checked as the text it is.
+STORED_NAMES = ("user", "model")
+_STORED_NAME = Checker(Text(MAX_NAME) | None)
+
+
+def stored_field(model: Any, name: str) -> Checker:
+    """The check of a field of `model` as a file or another device holds it (field_checker's, but an empty
+    user or model is taken)."""
+    return _STORED_NAME if name in STORED_NAMES else field_checker(model, name)
+
 
 def session_spec(body: Any) -> dict:
-    """A new session's fields (POST /v1/sessions, and every file importer), checked, with defaults."""
-    return new_session(_SESSION_CREATE(body))
+    """A new session's fields from a file (every file importer), checked as POST /v1/sessions checks them,
+    with defaults; an empty user or model (an older sessiond's export) is kept as it is."""
+    kept = {k: "" for k in STORED_NAMES if isinstance(body, dict) and body.get(k) == ""}
+    if kept:
+        body = {k: x for k, x in body.items() if k not in kept}
+    return {**new_session(_SESSION_CREATE(body)), **kept}
 
 
 def new_session(b: dict) -> dict:
@@ -361,7 +377,7 @@ def chat_spec(c: Any, where: str = "chat", lenient: bool = False) -> dict:
     text = (
         field_checker(chat_models.ChatCreate, "name"),
         field_checker(chat_models.ChatCreate, "system_prompt"),
-        field_checker(chat_models.ChatCreate, "model"),
+        stored_field(chat_models.ChatCreate, "model"),
     )
     return {
         "id": check_id(c.get("id"), f"{where}: chat id"),

@@ -2,9 +2,10 @@
 arrived says nothing of it is recorded (was: "what arrived is recorded, marked interrupted", and nothing
 was), and it is so also when the model had opened its stream and was silent, thinking (the daemon stops
 the generation as the app leaves; was: at the model's first words, which it then recorded, though the
-app never got them); Ctrl-C mid-answer says that what arrived is recorded; and with --json, a provider's
-failure mid-answer gives the part that was recorded (its message, marked interrupted) beside the error
-(was: the error alone)."""
+app never got them); Ctrl-C mid-answer says that what arrived is recorded, naming the messages (the
+daemon's record of the request, GET /v1/sessions/{id}/complete?key=, read once it has ended it; was: no
+ids, and `ask --json` only {"error"}); and with --json, a provider's failure mid-answer gives the part
+that was recorded (its message, marked interrupted) beside the error (was: the error alone)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from conftest import popen_cli, run_cli, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
+from sessiond.client import ApiError
 
 
 @pytest.fixture
@@ -44,6 +46,13 @@ def ask(d, sid: str, text: str, *flags: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def _interrupted(proc: subprocess.Popen) -> tuple[bytes, bytes]:
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    return out, err
 
 
 @pytest.mark.parametrize("how", ["thinking", "silent"])
@@ -78,11 +87,13 @@ def test_ctrl_c_mid_answer_says_what_arrived_is_recorded(loop):
     got = b""
     while b"w3" not in got:  # some of the answer has arrived
         got += os.read(proc.stdout.fileno(), 100)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and b"what arrived is recorded, marked interrupted" in err, err
-    [a] = wait_for(lambda: assistant(c, sid), timeout=20)
-    assert a["interrupted"] is True
+    out, err = _interrupted(proc)
+    # named on one line, as the daemon recorded them once it had stopped (the answer is in when `ask` exits)
+    question, answer = c.messages(sid)["messages"]
+    line = err.decode().strip()
+    assert "\n" not in line and "what arrived is recorded, marked interrupted" in line, line
+    assert f"message {answer['id']}" in line and f"the question: message {question['id']}" in line, line
+    assert answer["interrupted"] is True
 
 
 def test_json_gives_the_part_recorded_when_the_provider_fails_mid_answer(loop):
@@ -132,3 +143,47 @@ def test_an_answer_streamed_to_people_has_its_control_and_bidi_characters_escape
     assert res.returncode == 0, res.stderr
     assert res.stdout == "echo: a\\u202eb\\x1b[2Jc\\u2066d\n", res.stdout
     assert assistant(c, sid)[0]["content"] == "echo: a\u202eb\x1b[2Jc\u2066d"
+
+
+def test_ctrl_c_with_json_names_the_question_and_the_part_recorded(loop):
+    """`ask --json` stopped by Ctrl-C printed only {"error": ...}: an app had no way to tell which messages the
+    stop left in the session. It names them now: the question, and the answer as recorded (marked
+    interrupted), from the daemon's own record of the request, after the daemon has ended it."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.delay = 0.1
+    text = " ".join(f"w{i}" for i in range(100))
+    proc = ask(d, sid, text, "--json")
+    wait_for(lambda: p.words_sent >= 3, timeout=20, what="some of the answer sent")
+    out, err = _interrupted(proc)
+    said = json.loads(out)
+    assert said["error"]["code"] == "interrupted"
+    question, answer = c.messages(sid)["messages"]
+    assert said["question"]["id"] == question["id"] and question["content"] == text
+    assert said["message"]["id"] == answer["id"] and answer["interrupted"] is True
+    assert said["message"]["content"] == answer["content"] and "echo: w0 w1" in answer["content"]
+    assert answer["id"] in err.decode() and question["id"] in err.decode(), err
+    # the daemon's record it was read from: a key it has no record of, nothing; an unknown session, 404
+    assert c.asked(sid, "another-key") == {"key": "another-key", "question": None, "answer": None}
+    with pytest.raises(ApiError) as e:
+        c.asked("no-such-session", "k")
+    assert e.value.status == 404
+
+
+def test_ctrl_c_with_json_before_the_answer_names_the_question_alone(loop):
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.hang = 5  # the fault itself: no answer yet
+    proc = ask(d, sid, "hello", "--json")
+    [question] = wait_for(lambda: c.messages(sid)["messages"], timeout=20, what="the question recorded")
+    out, err = _interrupted(proc)
+    said = json.loads(out)
+    assert said["error"]["code"] == "interrupted" and said["message"] is None
+    assert said["question"]["id"] == question["id"]
+    assert b"nothing of it is recorded" in err and question["id"].encode() in err, err
+    wait_for(lambda: p.left_unanswered == 1, timeout=20, what="the provider's request dropped")
+    assert assistant(c, sid) == []

@@ -599,6 +599,9 @@ def test_ctrl_c_is_an_error_in_json_too(home, monkeypatch, capsys):
         def complete_stream(self, *a, **kw) -> Answer:
             return Answer()
 
+        def asked(self, sid: str, key: str) -> dict:  # what the daemon kept of it (GET .../complete?key=)
+            return {"key": key, "question": None, "answer": None}
+
     monkeypatch.setattr(_sys, "stdin", Keyboard())
     monkeypatch.setattr(messages, "client", lambda args: Fake())
     for argv in (["import"], ["ask", "s1", "hello"]):

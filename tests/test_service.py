@@ -536,3 +536,82 @@ def test_install_refuses_a_store_config_toml_contradicts_and_records_nothing(tmp
     assert not os.path.exists(os.path.join(home, "store-url")) and not os.path.exists(os.path.join(tmp, "config dir"))
     out = json.loads(run_cli(home, "service", "install", "--json", env=env, check=True).stdout)
     assert out["store"] == f"file://{tmp}/configured"
+
+
+def _older_unit(tmp: str, home: str, store: str, manager: str = "systemd") -> str:
+    """The daemon's unit (or plist) as `service install --store STORE` wrote it before units named no store
+    (`--store STORE` last on the daemon's command line), in the fake user's folders: its path."""
+    spec = spec_for(home)
+    spec.argv += ["--store", store]
+    if manager == "launchd":
+        path = os.path.join(tmp, "user", "Library", "LaunchAgents", spec.label + ".plist")
+        data = service_units.launchd_plist(spec)
+    else:
+        path = os.path.join(tmp, "config dir", "systemd", "user", f"{spec.name}.service")
+        data = service_units.systemd_units(spec)[f"{spec.name}.service"].encode()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _remember(home: str, store: str) -> None:
+    """`store` as the home's (<home>/store-url, 0600 as the daemon writes it)."""
+    with open(os.open(os.path.join(home, "store-url"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write(store + "\n")
+
+
+def _service_finding(home: str, env: dict, *, daemon: bool = False) -> tuple[int, dict | None]:
+    res = run_cli(home, "doctor", "--no-verify", "--json", env=env)
+    report = json.loads(res.stdout)
+    assert report["daemon"] is daemon, report
+    found = [f for f in report["findings"] if f["check"] == "service"]
+    assert len(found) <= 1, found
+    return res.returncode, (found[0] if found else None)
+
+
+def test_doctor_names_a_unit_left_on_the_store_the_home_moved_from(tmp):
+    """A unit written by an older `service install --store A` keeps `--store A` on the daemon's command line;
+    once the home moves to B (`start --change-store`) the service's daemon is refused at every start, and
+    nothing said why until it was asked to start. `doctor` (and `service status`) now name that unit and the
+    store it names, with the fix: install again, which writes a unit naming no store."""
+    env, _ = cli_env(tmp)
+    home = private_home(tmp)
+    a, b = f"file://{tmp}/store a", f"file://{tmp}/store b"
+    _remember(home, b)  # the home, moved to B
+    path = _older_unit(tmp, home, a)
+    code, found = _service_finding(home, env)
+    assert code == 1 and found is not None and found["level"] == "problem", found
+    assert path in found["message"] and "store a" in found["message"] and "store b" in found["message"], found
+    assert found["fix"] == f"sessiond service install --home {home}"
+    human = run_cli(home, "doctor", "--no-verify", env=env)
+    assert "PROBLEM" in human.stdout and "fix: sessiond service install" in human.stdout, human.stdout
+    st = json.loads(run_cli(home, "service", "status", "--json", env=env, check=True).stdout)
+    assert st["unit_store"] == found, st
+    assert "sessiond service install" in run_cli(home, "service", "status", env=env, check=True).stdout
+    # the fix it names: the unit rewritten, naming no store; nothing left to say
+    run_cli(home, "service", "install", env=env, check=True)
+    assert "--store" not in open(path).read()
+    assert _service_finding(home, env)[1] is None
+    assert json.loads(run_cli(home, "service", "status", "--json", env=env, check=True).stdout)["unit_store"] is None
+
+
+def test_doctor_with_a_daemon_running_names_the_unit_too(tmp, make_daemon):
+    env, _ = cli_env(tmp)
+    d = make_daemon(f"file://{tmp}/now").start()
+    _older_unit(tmp, d.home, f"file://{tmp}/before")
+    code, found = _service_finding(d.home, {**env, "PATH": os.environ["PATH"]}, daemon=True)
+    assert code == 1 and found["level"] == "problem" and "before" in found["message"], found
+
+
+@pytest.mark.parametrize("manager", ["systemd", "launchd"])
+def test_a_unit_naming_the_homes_own_store_is_a_warning(tmp, manager):
+    """Not broken yet, but the next move of the home's store would leave the service behind."""
+    env, _ = cli_env(tmp)
+    home = private_home(tmp)
+    store = f"file://{tmp}/same"
+    _remember(home, store)
+    _older_unit(tmp, home, os.path.join(tmp, "same"), manager)  # (a path: the daemon reads it as file://)
+    code, found = _service_finding(home, env)
+    assert code == 0 and found is not None and found["level"] == "warn", found
+    assert "--change-store" in found["message"] and found["fix"] == f"sessiond service install --home {home}"

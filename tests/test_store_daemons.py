@@ -3,12 +3,14 @@ the loopback Kubo node (tests/servers), over real TCP, with `--store s5+http://.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
 import pytest
 
-from conftest import wait_for
+import secretcheck
+from conftest import run_cli, wait_for
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Threaded
 
@@ -58,3 +60,42 @@ def test_two_daemons_through_kubo(make_daemon, kubo):
     sync_both_ways(make_daemon, url)
     assert n.blocks and n.records
     assert all(m == "POST" for m, _, _ in n.requests)
+
+
+def test_a_homes_kubo_auth_is_what_the_daemon_sends_and_is_shown_nowhere(make_daemon):
+    """docs/SECURITY.md: "Kubo RPC credentials are read from <home>/kubo-auth", go only into request headers,
+    and are scrubbed from what is shown; doctor checks the file is 0600. Until now only the store class was
+    tested with such a file: here a daemon on a node that requires them, its home's file the only place
+    they are."""
+    secret = "kubo-S3CRET-4d1f"
+    n = Node(auth=f"Bearer {secret}")
+    server = Threaded(make_rpc_app(n)).start()
+    try:
+        d = make_daemon(f"ipfs+http://127.0.0.1:{server.port}")
+        os.makedirs(d.home, mode=0o700)
+        auth = os.path.join(d.home, "kubo-auth")
+        with open(os.open(auth, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(f"bearer:{secret}\n")
+        d.start()
+        c = d.client()
+        sid = c.create_session(name="authorized", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+        c.sync(sid, wait=True, timeout=30)
+        assert n.blocks and n.requests and all(a == f"Bearer {secret}" for _, _, a in n.requests)
+        shown = [json.dumps(c.status()), json.dumps(c.doctor(verify=True)), run_cli(d.home, "status").stdout]
+        # a wrong one: refused by the node, named with its fix, the secret still nowhere
+        with open(auth, "w") as f:
+            f.write("bearer:not-the-S3CRET\n")
+        os.chmod(auth, 0o644)  # and open to others: doctor names that too
+        d.restart()
+        report = run_cli(d.home, "doctor", "--json")
+        assert report.returncode == 1
+        findings = json.loads(report.stdout)["findings"]
+        assert any(f["level"] == "problem" and "kubo-auth" in (f["fix"] or "") for f in findings), findings
+        assert any(f["level"] == "problem" and f["fix"] == f"chmod 600 {auth}" for f in findings), findings
+        shown += [report.stdout, report.stderr, json.dumps(d.client().status())]
+        d.stop()
+        shown.append(secretcheck.logs(d.home))
+        for text in shown:
+            assert secret not in text and "not-the-S3CRET" not in text, text[:2000]
+    finally:
+        server.stop()

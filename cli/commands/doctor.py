@@ -2,7 +2,8 @@
 
 With a daemon running, it answers GET /v1/doctor (the home's files, then each store, the clock, the
 pushes and every session's stored copy). Without one, the CLI checks what needs no daemon itself (the
-home's permissions and key files, daemon/doctor_files.py) and says what it could not check."""
+home's permissions and key files, daemon/doctor_files.py) and says what it could not check. Either way
+the CLI adds the service's unit, which it wrote (service.py unit_store: one that names a store)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR
 from ..output import emit, for_home, safe
 from . import Commands
+from .service import unit_store
 
 MARK = {"ok": "ok     ", "warn": "WARN   ", "problem": "PROBLEM"}
 
@@ -46,6 +48,10 @@ def cmd_doctor(args) -> int:
             )
         )
         report = {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings, "daemon": False}
+    stale = unit_store(home)  # the service's unit, which the CLI wrote: checked here, daemon or not
+    if stale is not None:
+        report["findings"].append(stale)
+        report["ok"] = report["ok"] and stale["level"] != "problem"
     lines = []
     width = max((len(f["check"]) for f in report["findings"]), default=0)  # each message in one column
     for f in report["findings"]:

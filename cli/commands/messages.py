@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ...client import ApiError, ClientError
+from ...client.calls import new_idempotency_key
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError, fail
 from ..inputs import message_text
@@ -58,9 +59,11 @@ def cmd_ask(args) -> int:
         raise UsageError("the question is empty: give TEXT, or '-' and the question on standard input")
     stream = None
     arrived = wrote = False  # some of the answer's text arrived; some of it was printed
+    c = client(args)
+    key = new_idempotency_key()  # (kept: what the request recorded is asked by it after a Ctrl-C)
     try:
-        stream = client(args).complete_stream(
-            args.id, content, chat=args.chat, model=args.model, provider=args.provider
+        stream = c.complete_stream(
+            args.id, content, chat=args.chat, model=args.model, provider=args.provider, idempotency_key=key
         )
         for text in stream:
             arrived = arrived or bool(text)
@@ -73,11 +76,7 @@ def cmd_ask(args) -> int:
             stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
         if wrote:
             sys.stdout.write("\n")
-        if arrived:
-            said = "stopped; what arrived is recorded, marked interrupted"
-        else:  # (the daemon records no answer when its app leaves before the model's first words)
-            said = "stopped before any of the answer arrived: nothing of it is recorded"
-        return fail(args, "interrupted", said, EXIT_INTERRUPTED)
+        return _interrupted(args, c, key, arrived)
     except ClientError as exc:  # the daemon's error, or the connection's: on a line of its own
         if wrote:
             sys.stdout.write("\n")
@@ -90,6 +89,39 @@ def cmd_ask(args) -> int:
     elif wrote:
         sys.stdout.write("\n")
     return 0
+
+
+def _interrupted(args, c, key: str, arrived: bool) -> int:
+    """Ctrl-C: the daemon, seeing its app leave, stops the generation and records what had arrived (or
+    nothing); what it kept is asked of it once it has (`c.asked`), and named: the question and the answer as
+    recorded (with --json, beside the error as messages, null for one not recorded). Exit 130."""
+    try:
+        kept = c.asked(args.id, key)
+    except (ClientError, KeyboardInterrupt):  # the daemon cannot say (gone, or a second Ctrl-C): the stream's view
+        if arrived:
+            said = "stopped; what arrived is recorded, marked interrupted"
+        else:  # (the daemon records no answer when its app leaves before the model's first words)
+            said = "stopped before any of the answer arrived: nothing of it is recorded"
+        return fail(args, "interrupted", said, EXIT_INTERRUPTED)
+    question, answer = kept.get("question"), kept.get("answer")
+    of_question = f" (the question: message {question['id']})" if question else ""
+    if answer is not None and answer.get("interrupted"):
+        said = f"stopped; what arrived is recorded, marked interrupted: message {answer['id']}{of_question}"
+    elif answer is not None:  # the whole answer was in before the daemon saw the app leave
+        said = f"stopped; the whole answer is recorded: message {answer['id']}{of_question}"
+    elif question is not None:
+        said = f"stopped before any of the answer arrived: nothing of it is recorded{of_question}"
+    else:
+        said = "stopped before the question was recorded: nothing was"
+    if args.json:
+        print(
+            json.dumps(
+                {"error": {"code": "interrupted", "message": said}, "question": question, "message": answer},
+                ensure_ascii=False,
+            )
+        )
+    print(f"sessiond: {safe(said, keep_lines=True)}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:

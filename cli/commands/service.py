@@ -26,7 +26,18 @@ import sys
 from typing import Any
 
 from ...daemon.home import Home, HomeError, lock_held, lock_path, read_lock, resolve_home
-from ..units import EXIT_ERROR, EXIT_USAGE, ServiceError, Spec, launchd_plist, make_spec, systemd_units
+from ..units import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    ServiceError,
+    Spec,
+    argv_stores,
+    exec_argv,
+    launchd_plist,
+    make_spec,
+    plist_argv,
+    systemd_units,
+)
 
 
 def register(commands) -> None:
@@ -184,6 +195,57 @@ def _service_store(home: Home, asked: str | None) -> tuple[str, bool]:
             f" {shown_store(asked)}: install without --store to use it, or change it there"
         )
     return asked, True
+
+
+def unit_store(home_path: str) -> dict | None:
+    """A doctor finding (daemon/doctor_files.finding) when this home's installed unit or plist names a store
+    on the daemon's command line, as `service install` wrote them before units named none: the home's store
+    moves (`start --change-store`), the unit's does not, and the service's daemon is then refused at every
+    start (a problem); one naming the home's own store is a warning (the next move would leave it behind).
+    The fix either way: install again. None: no unit of this home, or one that names no store."""
+    from ...daemon.doctor_files import finding
+    from ...daemon.home import normalize_store_urls
+    from ...storage.redact import shown_store
+    from ...sync.mirrorurls import same_stores
+
+    spec = make_spec(home_path, None)
+    for manager in ("systemd", "launchd"):  # (whichever this user has: the files say)
+        path = next(p for p in _files(manager, spec) if p.endswith((".service", ".plist")))
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        argv = plist_argv(data) if manager == "launchd" else exec_argv(data.decode(errors="replace"))
+        named = argv_stores(argv or [])
+        if not named:
+            continue
+        named_store: str | None = None
+        home_store: str | None = None
+        try:
+            named_store = normalize_store_urls(named)
+            home_store = _service_store(Home(home_path), None)[0]
+        except HomeError:  # (a store URL or a config.toml it cannot read: it says only that the unit names one)
+            pass
+        fix = f"sessiond service install --home {shlex.quote(home_path)}"
+        if named_store is not None and home_store is not None and not same_stores(named_store, home_store):
+            return finding(
+                "service",
+                "problem",
+                f"the service's {path} starts the daemon with --store {shown_store(named_store)}, but this home"
+                f" syncs with {shown_store(home_store)}: the service's daemon is refused at every start (a unit"
+                f" written by an older sessiond, left behind when the home's store moved)",
+                fix,
+            )
+        return finding(
+            "service",
+            "warn",
+            f"the service's {path} names the store on the daemon's command line (written by an older"
+            f" sessiond): a move of the home's store (`sessiond start --change-store`) would leave the service"
+            f" behind, its daemon refused at every start",
+            fix,
+        )
+    return None
 
 
 def cmd_install(args) -> int:
@@ -348,6 +410,7 @@ def cmd_status(args) -> int:
             out["active"] = None
             out["source"] = "files"
     out["daemon_running"] = lock_held(home)
+    out["unit_store"] = unit_store(home)  # a unit that names a store (an older install's), with its fix
     yn = {True: "yes", False: "no", None: "unknown"}
     human = "\n".join(
         [
@@ -361,5 +424,7 @@ def cmd_status(args) -> int:
             f"socket:    {spec.socket}",
         ]
     )
+    if out["unit_store"] is not None:
+        human += f"\n{out['unit_store']['level']}: {out['unit_store']['message']}\nfix: {out['unit_store']['fix']}"
     _emit(args, out, human)
     return 0

@@ -339,6 +339,15 @@ ROUTES: list[Route] = [
         stream=True,
     ),
     Route(
+        "GET",
+        "/v1/sessions/{id}/complete",
+        complete.asked,
+        "What a question sent with Idempotency-Key `key` recorded (its question and the model's answer, or null), "
+        "once no request with that key is being answered: what an app that left mid-answer left in the session",
+        response=Cm.Asked,
+        query=Cm.AskedQuery,
+    ),
+    Route(
         "POST",
         "/openai/v1/chat/completions",
         openai_compat.chat_completions,

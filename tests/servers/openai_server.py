@@ -43,6 +43,7 @@ class Provider:
     cuts: int = 0  # streams it cut (faults.cut_after): what it wrote is sent, then the connection dropped
     left_unanswered: int = 0  # requests whose client went away while it was still thinking (`hang`)
     completed: int = 0
+    words_sent: int = 0  # a stream's word chunks written, all streams together
 
     def answer(self, body: dict) -> str:
         last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), None)
@@ -179,6 +180,7 @@ def make_app(p: Provider) -> web.Application:
                 if f.delay and i:
                     await asyncio.sleep(f.delay)  # the fault itself (a slow stream), not a wait
                 await resp.write(chunk({"content": piece}))
+                p.words_sent += 1
             await resp.write(chunk({}, "stop"))
             if with_usage:
                 await resp.write(
