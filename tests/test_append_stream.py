@@ -480,6 +480,27 @@ def test_an_idle_stream_is_closed_with_a_reason(make_daemon):
         conn.close()
 
 
+def test_an_app_silent_after_the_idle_close_is_let_go_soon(make_daemon):
+    """The daemon's close frame asks for the app's; an app that stays connected and answers nothing holds
+    the connection (its file descriptor, its task) only for CLOSE_TIMEOUT more, not aiohttp's 10 s."""
+    import time
+
+    from sessiond.daemon.routes.appends import CLOSE_TIMEOUT
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    st = AppendStream(d.socket, 30)
+    try:
+        while st._frame(st.sock)[1] != 0x8:  # the idle close, after IDLE s; not answered
+            pass
+        closed = time.monotonic()
+        while st.sock.recv(65536):  # then the daemon hangs up: EOF
+            pass
+        gone = time.monotonic() - closed
+    finally:
+        st.close()
+    assert gone < CLOSE_TIMEOUT + 2, f"the daemon held a silent app's stream {gone:.1f} s after closing it"
+
+
 def test_the_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daemon, monkeypatch):
     import select
 

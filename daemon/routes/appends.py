@@ -14,7 +14,9 @@ limit) is answered with a 400 bad_frame (413 too_large for the body) naming what
 nothing; the connection goes on. A frame larger than FRAME_LIMIT, or a text frame that is not UTF-8, is a
 breach of the WebSocket protocol itself: aiohttp closes the connection (1009, 1007). A stream with no frame
 for connection_idle_timeout seconds (config.toml; 75 by default, as an idle HTTP connection) is closed
-(1000, its reason saying so), so that an app that went away holds no file descriptor and task here."""
+(1000, its reason saying so), so that an app that went away holds no file descriptor and task here; an app
+that does not answer the daemon's close frame (idle, or the daemon stopping) within CLOSE_TIMEOUT is hung
+up on."""
 
 import json
 import weakref
@@ -31,6 +33,9 @@ HEAD_LIMIT = 4096  # bytes of a frame's head line (a session id is at most 128, 
 FRAME_LIMIT = BODY_LIMIT + HEAD_LIMIT + 1
 PATH = "/v1/appends"
 IDLE_TIMEOUT = 75.0  # seconds, Config.connection_idle_timeout's default (aiohttp's keep-alive timeout)
+# seconds the daemon waits, after its close frame, for the app's before it hangs up (aiohttp's default, 10 s,
+# held a silent app's descriptor and task that long after an idle close); an app that reads answers at once
+CLOSE_TIMEOUT = 1.0
 WHERE = f"GET {PATH}"
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -54,7 +59,7 @@ async def close_streams(app: web.Application) -> None:
 async def append_stream(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
     idle = getattr(getattr(d, "config", None), "connection_idle_timeout", IDLE_TIMEOUT)
-    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False, receive_timeout=idle)
+    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False, receive_timeout=idle, timeout=CLOSE_TIMEOUT)
     if not ws.can_prepare(request).ok:
         raise BadFrame(
             f"{WHERE} is a WebSocket: send it with the headers Connection: Upgrade, Upgrade: websocket,"
