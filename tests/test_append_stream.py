@@ -1,6 +1,7 @@
 """The append stream (GET /v1/appends, a WebSocket; daemon/routes/appends.py) over a real daemon's socket:
 its answers are the POST's (the same code path), idempotency keys are shared with the POST, malformed frames
-are answered and change nothing, pipelined frames are answered in order, an acknowledged append survives
+are answered and change nothing, pipelined frames share commits and are answered (and each session's
+committed) in order, an app gone with answers due leaves each append whole, an acknowledged append survives
 kill -9; the clients use it, fall back to the POST on a daemon without it, and retry once on a broken one."""
 
 from __future__ import annotations
@@ -164,6 +165,149 @@ def test_pipelined_frames_are_answered_in_order(daemon):
     assert [a["tag"] for a in answers] == [f"t{i}" for i in range(50)]
     assert [a["body"]["content"] for a in answers] == [f"m{i}" for i in range(50)]
     assert stored(c, sid) == [f"m{i}" for i in range(50)]
+
+
+def append_frame(tag, sid: str, key: str, body) -> tuple[int, bytes]:
+    """A text frame (opcode, payload) appending `body` to `sid` with `key`."""
+    return 1, json.dumps({"tag": tag, "session": sid, "key": key}).encode() + b"\n" + json.dumps(body).encode()
+
+
+def test_pipelined_frames_of_one_connection_share_commits_and_keep_their_order(daemon):
+    """A connection's frames are under way together (daemon/routes/appends.py): pipelined ones share SQLite
+    commits, as many connections' appends do, and are still answered in the order they came, each session's
+    committed in frame order."""
+    c = daemon.client()
+    sids = [c.create_session(name=f"s{i}")["id"] for i in range(4)]
+    frames = [append_frame(i, sids[i % 4], f"k{i}", {"role": "user", "content": f"m{i}"}) for i in range(64)]
+    before = c.status()["database"]["commits"]
+    st = AppendStream(daemon.socket, 20)
+    try:
+        answers = raw_answers(st, frames, 64)
+    finally:
+        st.close()
+    commits = c.status()["database"]["commits"] - before
+    assert [a["tag"] for a in answers] == list(range(64))
+    assert all(a["status"] == 201 for a in answers), [a for a in answers if a["status"] != 201][:1]
+    assert [a["body"]["content"] for a in answers] == [f"m{i}" for i in range(64)]
+    for j, sid in enumerate(sids):
+        mine = [a["body"] for a in answers[j::4]]
+        assert [m["seq"] for m in mine] == sorted(m["seq"] for m in mine) and len({m["seq"] for m in mine}) == 16
+        assert [m["lamport"] for m in mine] == sorted(m["lamport"] for m in mine)
+        assert stored(c, sid) == [f"m{i}" for i in range(j, 64, 4)]
+    assert commits <= 32, f"64 pipelined appends took {commits} commits"  # on one at a time: 64
+
+
+def test_pipelined_frames_naming_chats_and_failing_keep_their_order_and_their_own_answers(daemon):
+    """A frame naming its chat by name may be appended in a second transaction (messages._append); the
+    frames after it to the same session still commit after it. A frame that fails is its own answer alone."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    other = c.create_session(name="o")["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    frames, want = [], []
+    for i in range(40):
+        if i % 5 == 1:
+            body = {"role": "user", "content": f"m{i}", "chat": "side"}  # by name
+        elif i % 5 == 3:
+            body = {"role": "user", "content": f"m{i}", "chat": side}  # by id
+        else:
+            body = {"role": "user", "content": f"m{i}"}
+        frames.append(append_frame(i, sid, f"k{i}", body))
+        want.append(f"m{i}")
+        if i % 10 == 4:  # failures between them: no such session, an invalid role, a reused key, no such chat
+            frames.append(append_frame(f"bad{i}", "nope", f"kb{i}", {"role": "user", "content": "x"}))
+            frames.append(append_frame(f"role{i}", sid, f"kr{i}", {"role": "wizard", "content": "x"}))
+            frames.append(append_frame(f"reuse{i}", sid, f"k{i}", {"role": "user", "content": "other"}))
+            frames.append(append_frame(f"chat{i}", sid, f"kc{i}", {"role": "user", "content": "x", "chat": "no"}))
+        if i % 10 == 6:
+            frames.append(append_frame(f"o{i}", other, f"ko{i}", {"role": "user", "content": f"o{i}"}))
+    st = AppendStream(daemon.socket, 20)
+    try:
+        answers = raw_answers(st, frames, len(frames))
+    finally:
+        st.close()
+    assert [a["tag"] for a in answers] == [json.loads(p.partition(b"\n")[0])["tag"] for _, p in frames]
+    by_tag = {a["tag"]: a for a in answers}
+    for i in range(40):
+        assert by_tag[i]["status"] == 201, by_tag[i]
+    seqs = [by_tag[i]["body"]["seq"] for i in range(40)]
+    assert seqs == sorted(seqs), seqs  # committed in frame order, the chat named by name too
+    for i in (4, 14, 24, 34):
+        assert by_tag[f"bad{i}"]["status"] == 404 and by_tag[f"role{i}"]["status"] == 422
+        assert by_tag[f"reuse{i}"]["body"]["error"]["code"] == "idempotency_key_reused"
+        assert by_tag[f"chat{i}"]["status"] == 404
+    got = c.messages(sid, limit=1000, all_chats=True)["messages"]
+    assert [m["content"] for m in got] == want
+    assert {m["content"] for m in got if m["chat"] == side} == {f"m{i}" for i in range(40) if i % 5 in (1, 3)}
+    assert stored(c, other) == [f"o{i}" for i in range(40) if i % 10 == 6]
+
+
+def test_a_frame_naming_its_chat_holds_its_sessions_next_frames_while_the_writer_is_busy(daemon):
+    """A frame naming its chat by name is refused by the append's first transaction and appended by a
+    second (messages._append). While the writer's lock is held across awaits (here a search indexing its
+    pending messages on a thread), the frames after it queue for the lock before that second transaction:
+    unless they wait for the frame, they commit before it."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    c.create_chat(sid, name="side")
+    words = " ".join(f"w{i}" for i in range(400))
+    for wave in range(5):
+        for _ in range(4):  # messages for the search to index: it holds the writer meanwhile
+            c.append_many(sid, [{"role": "user", "content": words} for _ in range(1000)])
+        searching = threading.Thread(target=lambda: daemon.client().search("w7"))
+        frames = [
+            append_frame(
+                i, sid, f"k{wave}.{i}", {"role": "user", "content": f"m{i}", **({"chat": "side"} if i % 3 == 1 else {})}
+            )
+            for i in range(60)
+        ]
+        st = AppendStream(daemon.socket, 30)
+        try:
+            searching.start()
+            answers = raw_answers(st, frames, 60)
+        finally:
+            st.close()
+            searching.join()
+        assert all(a["status"] == 201 for a in answers)
+        seqs = [a["body"]["seq"] for a in answers]
+        assert seqs == sorted(seqs), (wave, seqs)
+
+
+def test_a_connection_closed_with_frames_under_way_leaves_each_append_whole(daemon):
+    """The app goes away with appends sent and not all answered: what was answered is committed, and each
+    session holds its frames' messages whole (a batch all or nothing) and in frame order, a prefix of them;
+    the daemon goes on serving, and stops cleanly with nothing left of that connection."""
+    c = daemon.client()
+    sids = [c.create_session(name=f"s{i}")["id"] for i in range(2)]
+    third = c.create_session(name="t")["id"]
+    frames = [
+        append_frame(
+            i, sids[i % 2], f"k{i}", {"messages": [{"role": "user", "content": f"m{i}.{j}"} for j in range(3)]}
+        )
+        for i in range(200)
+    ]
+    st = AppendStream(daemon.socket, 20)
+    try:
+        answered = raw_answers(st, frames, 5)
+        assert all(a["status"] == 201 for a in answered)
+        st.sock.shutdown(socket.SHUT_RDWR)  # gone, no close frame, 195 answers unread
+    finally:
+        st.sock.close()
+        st.sock = None
+    assert streamed(daemon, third, {"role": "user", "content": "next"}, "k-next")[0] == 201
+    proc = daemon.proc
+    proc.send_signal(__import__("signal").SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert b"Task exception was never retrieved" not in err and b"destroyed but it is pending" not in err, err
+    daemon.start()
+    with daemon.client() as again:
+        for j, sid in enumerate(sids):
+            got = [m["content"] for m in again.messages(sid, limit=1000)["messages"]]
+            sent = [f"m{i}.{k}" for i in range(j, 200, 2) for k in range(3)]
+            assert len(got) % 3 == 0 and got == sent[: len(got)], got[:9]
+            assert len(got) >= 3 * len([a for a in answered if a["tag"] % 2 == j])
+        assert stored(again, third) == ["next"]
 
 
 def test_threads_sharing_a_client_take_turns_on_its_stream(daemon):

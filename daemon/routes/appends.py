@@ -6,22 +6,35 @@ stream is the cheaper way in (bench/results/profile-load.md, the fifteenth pass)
 A frame is a head line, a newline, then the POST's body exactly as it would be sent:
     {"tag": 7, "session": "<id>", "key": "<Idempotency-Key>"}\\n{"role": "user", "content": "hi"}
 and is answered with {"tag": 7, "status": 201, "body": <what the POST answers>}: the same status and JSON,
-an error's too, through the same code (messages.append_body, messages.append, failures.failure). The frames
-of one connection are answered one at a time, in the order they came, each after its append is committed
-(durable, as the POST's 201 is); they may be sent ahead of their answers (pipelined). A frame that is no
-append (binary, no head line, a head that is not JSON or lacks its session or key, a body over the POST's
-limit) is answered with a 400 bad_frame (413 too_large for the body) naming what is wrong, and changes
-nothing; the connection goes on. A frame larger than FRAME_LIMIT, or a text frame that is not UTF-8, is a
-breach of the WebSocket protocol itself: aiohttp closes the connection (1009, 1007). A stream with no frame
-for connection_idle_timeout seconds (config.toml; 75 by default, as an idle HTTP connection) is closed
-(1000, its reason saying so), so that an app that went away holds no file descriptor and task here; an app
-that does not answer the daemon's close frame (idle, or the daemon stopping) within CLOSE_TIMEOUT is hung
-up on."""
+an error's too, through the same code (messages.append_body, messages.append, failures.failure).
 
+Frames may be sent ahead of their answers (pipelined), and a connection's frames are under way together, at
+most IN_FLIGHT of them (the next is read when the oldest is answered: back-pressure), so that pipelined
+appends share SQLite commits (storage/groupcommit.py) as many connections' do. Still, the frames of one
+connection are answered in the order they came, each after its append is committed (durable, as the POST's
+201 is); the appends of one connection to one session commit in frame order (their seq and lamport follow
+it: each frame's append reaches the writer's lock, which is first come first served, in its task's first
+step, and its tasks start in frame order; a frame whose body names a chat, which messages._append may
+append in a second transaction after resolving the name, holds the session's later frames until it is
+done); an error in a frame is its answer alone. A connection that ends (the app gone, the daemon stopping)
+stops reading; the appends under way go on to their end, unanswered, and the handler returns only after the
+last of them: what was answered is committed, what was not may be or not, as a POST whose connection broke.
+
+A frame that is no append (binary, no head line, a head that is not JSON or lacks its session or key, a body
+over the POST's limit) is answered with a 400 bad_frame (413 too_large for the body) naming what is wrong,
+and changes nothing; the connection goes on. A frame larger than FRAME_LIMIT, or a text frame that is not
+UTF-8, is a breach of the WebSocket protocol itself: aiohttp closes the connection (1009, 1007). A stream
+with no frame and no answer due for connection_idle_timeout seconds (config.toml; 75 by default, as an idle
+HTTP connection) is closed (1000, its reason saying so), so that an app that went away holds no file
+descriptor and task here; an app that does not answer the daemon's close frame (idle, or the daemon
+stopping) within CLOSE_TIMEOUT is hung up on."""
+
+import asyncio
 import json
 import weakref
+from collections.abc import Awaitable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from ...storage.errors import SessiondError
 from .. import validate as v
@@ -34,11 +47,14 @@ FRAME_LIMIT = BODY_LIMIT + HEAD_LIMIT + 1
 PATH = "/v1/appends"
 IDLE_TIMEOUT = 75.0  # seconds, Config.connection_idle_timeout's default (aiohttp's keep-alive timeout)
 # seconds the daemon waits, after its close frame, for the app's before it hangs up (aiohttp's default, 10 s,
-# held a silent app's descriptor and task that long after an idle close); an app that reads answers at once
+# held a silent app's descriptor and task that long after an idle close)
 CLOSE_TIMEOUT = 1.0
+IN_FLIGHT = 64  # frames of one connection under way at once (read, not yet answered)
 WHERE = f"GET {PATH}"
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+
+Answer = tuple[object, int, object]  # a frame's (tag, status, body)
 
 
 class BadFrame(SessiondError):
@@ -59,55 +75,165 @@ async def close_streams(app: web.Application) -> None:
 async def append_stream(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
     idle = getattr(getattr(d, "config", None), "connection_idle_timeout", IDLE_TIMEOUT)
-    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False, receive_timeout=idle, timeout=CLOSE_TIMEOUT)
+    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False, timeout=CLOSE_TIMEOUT)
     if not ws.can_prepare(request).ok:
         raise BadFrame(
             f"{WHERE} is a WebSocket: send it with the headers Connection: Upgrade, Upgrade: websocket,"
             " Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key"
         )
     await ws.prepare(request)
-    home = home_of(d)
     streams = _OPEN.setdefault(request.app, weakref.WeakSet())
     streams.add(ws)
     try:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                tag, status, body = await _answer(d, msg.data, home)
-            else:  # BINARY (aiohttp answers pings and ends the loop on a close or an error)
-                tag, status, body = None, 400, error_body(BadFrame.code, _BINARY)
-            await ws.send_str(_encode({"tag": tag, "status": status, "body": body}))
-    except TimeoutError:  # no frame for `idle` seconds (receive_timeout counts only the waits between frames)
-        await ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
-    except ConnectionResetError:
-        pass
+        await _Pipeline(d, ws, home_of(d)).serve(idle)
     finally:
         streams.discard(ws)
     return ws
 
 
+class _Pipeline:
+    """One stream's frames: read ahead of their answers (at most IN_FLIGHT under way), each appended in a
+    task of its own, answered in frame order by a sender task."""
+
+    def __init__(self, d, ws: web.WebSocketResponse, home: str | None):
+        self.d, self.ws, self.home = d, ws, home
+        self.turns = asyncio.Semaphore(IN_FLIGHT)
+        self.answers: asyncio.Queue[Awaitable[Answer] | None] = asyncio.Queue()  # in frame order; None: the end
+        self.due = 0  # frames read and not yet answered
+        self.gone = False  # an answer could not be sent: the connection is over
+        self.tasks: set[asyncio.Task[Answer]] = set()  # the appends under way
+        # per session, the last of its frames not yet at its place in the writer's queue (a frame naming a chat,
+        # until it is done; one waiting for such a frame, until it goes on): that session's next frame waits
+        self.placing: dict[str, asyncio.Future[None]] = {}
+
+    async def serve(self, idle: float) -> None:
+        sender = asyncio.create_task(self._send())
+        try:
+            while True:
+                await self.turns.acquire()  # back-pressure: nothing more is read while IN_FLIGHT are due
+                msg = await self._next(idle)
+                if msg is None:
+                    self.turns.release()
+                    return
+                self.due += 1
+                if msg.type is WSMsgType.TEXT:
+                    self.answers.put_nowait(self._start(msg.data))
+                else:  # BINARY
+                    self.answers.put_nowait(_answered(None, 400, error_body(BadFrame.code, _BINARY)))
+        finally:
+            self.answers.put_nowait(None)
+            try:
+                await sender  # every answer awaited, so no append of this connection is left running
+            except asyncio.CancelledError:  # the handler cancelled as it waited: the appends too
+                for t in list(self.tasks):
+                    t.cancel()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+                raise
+
+    async def _next(self, idle: float) -> WSMessage | None:
+        """The next data frame, or None once the stream is over (closed by either side, broken, or idle for
+        `idle` seconds with no answer due: then closed here). Pings are answered by aiohttp."""
+        while not self.gone:
+            try:
+                msg = await self.ws.receive(timeout=idle)
+            except TimeoutError:
+                if self.due:  # answers still due: not idle
+                    continue
+                await self.ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
+                return None
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                return msg
+            return None  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed it, or answered the app's close)
+        return None
+
+    async def _send(self) -> None:
+        """The answers, in frame order, each once its frame's append ended; after the connection broke, the
+        appends still awaited (not answered)."""
+        while (pending := await self.answers.get()) is not None:
+            tag, status, body = await pending
+            if not self.gone:
+                try:
+                    await self.ws.send_str(_encode({"tag": tag, "status": status, "body": body}))
+                except (
+                    Exception
+                ):  # closed meanwhile (a ConnectionResetError, mostly): the answers after it are lost too
+                    self.gone = True
+            self.due -= 1
+            self.turns.release()
+
+    def _start(self, frame: str) -> Awaitable[Answer]:
+        """A text frame's answer to come: checked here, its append begun in a task."""
+        tag = None
+        try:
+            head_text, newline, raw = frame.partition("\n")
+            head = _head(head_text, newline)
+            tag = head.get("tag")
+            sid, key = head.get("session"), head.get("key")
+            if not isinstance(sid, str) or not sid:
+                raise BadFrame('the frame\'s head has no "session": the id of the session to append to')
+            if not isinstance(key, str):
+                raise BadFrame('the frame\'s head has no "key": an Idempotency-Key (a new one per append)')
+            body = raw.encode()
+            if len(body) > BODY_LIMIT:
+                return _answered(tag, 413, too_large())
+            b = append_body(body)
+            key = v.idempotency_key(key)
+        except Exception as exc:  # as the POST answers it (failures.py)
+            return _answered(tag, *failure(exc, WHERE, self.home))
+        before = self.placing.get(sid)
+        if before is not None and before.done():
+            before = None
+        names = _names_chat(b)
+        placed = asyncio.get_running_loop().create_future() if before is not None or names else None
+        if placed is not None:
+            self.placing[sid] = placed
+        task = asyncio.create_task(self._append(tag, sid, b, key, before, placed, names))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _append(
+        self,
+        tag: object,
+        sid: str,
+        b: dict,
+        key: str | None,
+        before: asyncio.Future[None] | None,
+        placed: asyncio.Future[None] | None,
+        names: bool,
+    ) -> Answer:
+        """Append a checked frame, once the session's frame `before` it has its place; `placed` is this one's
+        (set as its append reaches the writer's lock, in the same step; a frame naming a chat: when done)."""
+        try:
+            if before is not None:
+                await before
+            if placed is not None and not names:
+                placed.set_result(None)
+            return tag, 201, await append(self.d, sid, b, key)
+        except Exception as exc:  # as the POST answers it (failures.py)
+            status, data = failure(exc, WHERE, self.home)
+            return tag, status, data
+        finally:
+            if placed is not None:
+                if not placed.done():
+                    placed.set_result(None)
+                if self.placing.get(sid) is placed:
+                    del self.placing[sid]
+
+
+def _answered(tag: object, status: int, body: object) -> Awaitable[Answer]:
+    """An answer known at once (a frame refused before its append)."""
+    done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+    done.set_result((tag, status, body))
+    return done
+
+
+def _names_chat(b: dict) -> bool:
+    """Whether an append's body names a chat (of the batch, or of one of its messages)."""
+    return b.get("chat") is not None or any(m.get("chat") is not None for m in b.get("messages", ()))
+
+
 _BINARY = "a binary frame is not an append: send each append as a text frame (a head line, a newline, the body)"
-
-
-async def _answer(d, frame: str, home: str | None) -> tuple[object, int, dict]:
-    """A text frame's (tag, status, answer)."""
-    tag = None
-    try:
-        head_text, newline, raw = frame.partition("\n")
-        head = _head(head_text, newline)
-        tag = head.get("tag")
-        sid, key = head.get("session"), head.get("key")
-        if not isinstance(sid, str) or not sid:
-            raise BadFrame('the frame\'s head has no "session": the id of the session to append to')
-        if not isinstance(key, str):
-            raise BadFrame('the frame\'s head has no "key": an Idempotency-Key (a new one per append)')
-        body = raw.encode()
-        if len(body) > BODY_LIMIT:
-            return tag, 413, too_large()
-        b = append_body(body)
-        return tag, 201, await append(d, sid, b, v.idempotency_key(key))
-    except Exception as exc:  # as the POST answers it (failures.py)
-        status, data = failure(exc, WHERE, home)
-        return tag, status, data
 
 
 def _head(text: str, newline: str) -> dict:
