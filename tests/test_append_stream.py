@@ -20,7 +20,7 @@ from aiohttp import web
 from conftest import cli_json, started_with
 from sessiond.api.idempotency import IDEMPOTENCY_HEADER
 from sessiond.client import ApiError, AsyncClient, Client
-from sessiond.client.aio import STREAMS
+from sessiond.client.aioappends import STREAMS
 from sessiond.client.wire import Connection, request_head
 from sessiond.client.wsframes import AppendStream, frame
 from unixproxy import UnixProxy
@@ -469,6 +469,36 @@ def test_a_broken_stream_is_retried_once_with_the_same_key(daemon):
         proxy.close()
     got = daemon.client().messages(sid)["messages"]
     assert [x["content"] for x in got] == ["posted", "once", "twice"] and got[1]["id"] == m["id"]
+
+
+async def test_the_async_clients_appends_at_once_are_pipelined_on_one_stream(daemon):
+    """Appends in flight at once on one AsyncClient go on one stream, sent ahead of their answers (the daemon
+    takes a connection's frames together), rather than a stream (a connection) each."""
+    sid = daemon.client().create_session(name="s")["id"]
+    async with daemon.aclient() as ac:
+        await ac.append(sid, "user", "posted")  # a client's first append is a POST
+        answers = await asyncio.gather(*(ac.append(sid, "user", f"a{i}") for i in range(40)))
+        assert [a["content"] for a in answers] == [f"a{i}" for i in range(40)]
+        assert len(ac._streams) == 1
+    assert sorted(stored(daemon.client(), sid)) == sorted(["posted", *(f"a{i}" for i in range(40))])
+
+
+async def test_the_async_client_sends_each_append_of_a_broken_stream_again_once_with_its_key(daemon):
+    sid = daemon.client().create_session(name="s")["id"]
+    proxy = CutFirstAnswer(daemon.socket)
+    try:
+        async with AsyncClient(daemon.home, socket=proxy.path, timeout=10) as ac:
+            # straight to a stream (the first append's POST would leave a kept-alive connection, which aiohttp
+            # would upgrade rather than the fresh one the proxy cuts)
+            ac._appended = True
+            answers = await asyncio.gather(*(ac.append(sid, "user", f"a{i}") for i in range(10)))
+            assert [a["content"] for a in answers] == [f"a{i}" for i in range(10)]
+            assert proxy.cut and len(ac._streams) == 1  # the cut stream, then the one they went again on
+    finally:
+        proxy.close()
+    got = daemon.client().messages(sid)["messages"]
+    assert sorted(m["content"] for m in got) == sorted(f"a{i}" for i in range(10))  # each once
+    assert {m["id"] for m in got} >= {a["id"] for a in answers}
 
 
 def test_a_stream_closed_by_a_restart_is_opened_again(daemon):
