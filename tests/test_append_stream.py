@@ -242,6 +242,28 @@ def test_pipelined_frames_naming_chats_and_failing_keep_their_order_and_their_ow
     assert stored(c, other) == [f"o{i}" for i in range(40) if i % 10 == 6]
 
 
+def test_pipelined_frames_past_the_bytes_under_way_wait_their_turn(daemon):
+    """Large frames pipelined past IN_FLIGHT_BYTES: the daemon reads the next as the first are answered."""
+    from sessiond.daemon.routes.appends import IN_FLIGHT_BYTES
+
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    n, size = 6, IN_FLIGHT_BYTES // 4
+    frames = [append_frame(i, sid, f"k{i}", {"role": "user", "content": f"{i}" * size}) for i in range(n)]
+    st = AppendStream(daemon.socket, 60)
+    # sent from a thread while this one reads: each answer echoes its content, and a sender that read
+    # nothing until it had sent all would hold the daemon's answers, and so its reading, as it holds them
+    sending = threading.Thread(target=st.sock.sendall, args=(b"".join(frame(p, op) for op, p in frames),))
+    try:
+        sending.start()
+        answers = [json.loads(st._message(st.sock)) for _ in range(n)]
+    finally:
+        sending.join()
+        st.close()
+    assert [(a["tag"], a["status"]) for a in answers] == [(i, 201) for i in range(n)]
+    assert [m["content"][:1] for m in c.messages(sid, limit=10)["messages"]] == [f"{i}" for i in range(n)]
+
+
 def test_a_frame_naming_its_chat_holds_its_sessions_next_frames_while_the_writer_is_busy(daemon):
     """A frame naming its chat by name is refused by the append's first transaction and appended by a
     second (messages._append). While the writer's lock is held across awaits (here a search indexing its

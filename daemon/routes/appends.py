@@ -9,7 +9,8 @@ and is answered with {"tag": 7, "status": 201, "body": <what the POST answers>}:
 an error's too, through the same code (messages.append_body, messages.append, failures.failure).
 
 Frames may be sent ahead of their answers (pipelined), and a connection's frames are under way together, at
-most IN_FLIGHT of them (the next is read when the oldest is answered: back-pressure), so that pipelined
+most IN_FLIGHT of them and, past the first, IN_FLIGHT_BYTES of text (the next is read when the oldest is
+answered: back-pressure; a body may be 256 MiB, and 64 of them are not held at once), so that pipelined
 appends share SQLite commits (storage/groupcommit.py) as many connections' do. Still, the frames of one
 connection are answered in the order they came, each after its append is committed (durable, as the POST's
 201 is); the appends of one connection to one session commit in frame order (their seq and lamport follow
@@ -50,6 +51,7 @@ IDLE_TIMEOUT = 75.0  # seconds, Config.connection_idle_timeout's default (aiohtt
 # held a silent app's descriptor and task that long after an idle close)
 CLOSE_TIMEOUT = 1.0
 IN_FLIGHT = 64  # frames of one connection under way at once (read, not yet answered)
+IN_FLIGHT_BYTES = 16 << 20  # ... and their text (characters) at most, but for one frame: the next waits for room
 WHERE = f"GET {PATH}"
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -92,14 +94,17 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
 
 
 class _Pipeline:
-    """One stream's frames: read ahead of their answers (at most IN_FLIGHT under way), each appended in a
-    task of its own, answered in frame order by a sender task."""
+    """One stream's frames: read ahead of their answers (at most IN_FLIGHT under way, IN_FLIGHT_BYTES of
+    text), each appended in a task of its own, answered in frame order by a sender task."""
 
     def __init__(self, d, ws: web.WebSocketResponse, home: str | None):
         self.d, self.ws, self.home = d, ws, home
         self.turns = asyncio.Semaphore(IN_FLIGHT)
-        self.answers: asyncio.Queue[Awaitable[Answer] | None] = asyncio.Queue()  # in frame order; None: the end
+        # each frame's answer to come and its text's length, in frame order; None: the end
+        self.answers: asyncio.Queue[tuple[Awaitable[Answer], int] | None] = asyncio.Queue()
         self.due = 0  # frames read and not yet answered
+        self.due_size = 0  # ... their text's length
+        self.answered = asyncio.Event()  # set as an answer is sent (room for the next frame)
         self.gone = False  # an answer could not be sent: the connection is over
         self.tasks: set[asyncio.Task[Answer]] = set()  # the appends under way
         # per session, the last of its frames not yet at its place in the writer's queue (a frame naming a chat,
@@ -111,15 +116,20 @@ class _Pipeline:
         try:
             while True:
                 await self.turns.acquire()  # back-pressure: nothing more is read while IN_FLIGHT are due
+                while self.due_size >= IN_FLIGHT_BYTES:  # ... or while the text of those due is that large
+                    self.answered.clear()
+                    await self.answered.wait()
                 msg = await self._next(idle)
                 if msg is None:
                     self.turns.release()
                     return
                 self.due += 1
+                size = len(msg.data)
+                self.due_size += size
                 if msg.type is WSMsgType.TEXT:
-                    self.answers.put_nowait(self._start(msg.data))
+                    self.answers.put_nowait((self._start(msg.data), size))
                 else:  # BINARY
-                    self.answers.put_nowait(_answered(None, 400, error_body(BadFrame.code, _BINARY)))
+                    self.answers.put_nowait((_answered(None, 400, error_body(BadFrame.code, _BINARY)), size))
         finally:
             self.answers.put_nowait(None)
             try:
@@ -150,16 +160,16 @@ class _Pipeline:
         """The answers, in frame order, each once its frame's append ended; after the connection broke, the
         appends still awaited (not answered)."""
         while (pending := await self.answers.get()) is not None:
-            tag, status, body = await pending
+            tag, status, body = await pending[0]
             if not self.gone:
                 try:
                     await self.ws.send_str(_encode({"tag": tag, "status": status, "body": body}))
-                except (
-                    Exception
-                ):  # closed meanwhile (a ConnectionResetError, mostly): the answers after it are lost too
-                    self.gone = True
+                except Exception:  # closed meanwhile (a ConnectionResetError, mostly)
+                    self.gone = True  # (the answers after it are lost too)
             self.due -= 1
+            self.due_size -= pending[1]
             self.turns.release()
+            self.answered.set()
 
     def _start(self, frame: str) -> Awaitable[Answer]:
         """A text frame's answer to come: checked here, its append begun in a task."""
