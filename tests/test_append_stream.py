@@ -697,6 +697,26 @@ def test_an_app_silent_after_the_idle_close_is_let_go_soon(make_daemon):
     assert gone < CLOSE_TIMEOUT + 2, f"the daemon held a silent app's stream {gone:.1f} s after closing it"
 
 
+def test_an_app_that_sends_and_reads_no_answers_is_hung_up_on(make_daemon):
+    """An app that pipelines appends and reads none of their answers (each echoes its content): once the
+    answers it left unread have filled the connection, the daemon cannot send the next; after
+    connection_idle_timeout of that it hangs up, rather than holding the connection and its tasks for good."""
+    import select
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sid = d.client().create_session(name="s")["id"]
+    st = AppendStream(d.socket, 10)
+    try:
+        for i in range(8):
+            st.sock.sendall(frame(append_frame(i, sid, f"k{i}", {"role": "user", "content": "x" * (1 << 20)})[1]))
+        hangup = select.poll()
+        hangup.register(st.sock, select.POLLHUP)
+        wait_for(lambda: hangup.poll(0), timeout=IDLE + 8, what="the daemon hanging up on an app that reads nothing")
+    finally:
+        st.close()
+    assert len(stored(d.client(), sid)) <= 8  # (each append whole: committed or not)
+
+
 def test_the_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daemon, monkeypatch):
     import select
 

@@ -28,7 +28,8 @@ UTF-8, is a breach of the WebSocket protocol itself: aiohttp closes the connecti
 with no frame and no answer due for connection_idle_timeout seconds (config.toml; 75 by default, as an idle
 HTTP connection) is closed (1000, its reason saying so), so that an app that went away holds no file
 descriptor and task here; an app that does not answer the daemon's close frame (idle, or the daemon
-stopping) within CLOSE_TIMEOUT is hung up on."""
+stopping) within CLOSE_TIMEOUT is hung up on, and so is one that leaves an answer unread (the connection
+full of its unread answers) for connection_idle_timeout."""
 
 import asyncio
 import json
@@ -87,7 +88,7 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
     streams = _OPEN.setdefault(request.app, weakref.WeakSet())
     streams.add(ws)
     try:
-        await _Pipeline(d, ws, home_of(d)).serve(idle)
+        await _Pipeline(d, ws, home_of(d), request.transport, idle).serve()
     finally:
         streams.discard(ws)
     return ws
@@ -97,8 +98,10 @@ class _Pipeline:
     """One stream's frames: read ahead of their answers (at most IN_FLIGHT under way, IN_FLIGHT_BYTES of
     text), each appended in a task of its own, answered in frame order by a sender task."""
 
-    def __init__(self, d, ws: web.WebSocketResponse, home: str | None):
-        self.d, self.ws, self.home = d, ws, home
+    def __init__(
+        self, d, ws: web.WebSocketResponse, home: str | None, transport: asyncio.Transport | None, idle: float
+    ):
+        self.d, self.ws, self.home, self.transport, self.idle = d, ws, home, transport, idle
         self.turns = asyncio.Semaphore(IN_FLIGHT)
         # each frame's answer to come and its text's length, in frame order; None: the end
         self.answers: asyncio.Queue[tuple[Awaitable[Answer], int] | None] = asyncio.Queue()
@@ -111,7 +114,7 @@ class _Pipeline:
         # until it is done; one waiting for such a frame, until it goes on): that session's next frame waits
         self.placing: dict[str, asyncio.Future[None]] = {}
 
-    async def serve(self, idle: float) -> None:
+    async def serve(self) -> None:
         sender = asyncio.create_task(self._send())
         try:
             while True:
@@ -119,7 +122,7 @@ class _Pipeline:
                 while self.due_size >= IN_FLIGHT_BYTES:  # ... or while the text of those due is that large
                     self.answered.clear()
                     await self.answered.wait()
-                msg = await self._next(idle)
+                msg = await self._next(self.idle)
                 if msg is None:
                     self.turns.release()
                     return
@@ -162,14 +165,25 @@ class _Pipeline:
         while (pending := await self.answers.get()) is not None:
             tag, status, body = await pending[0]
             if not self.gone:
+                # (a timer, not wait_for: a task per answer would cost the stream much of what it saves)
+                stalled = asyncio.get_running_loop().call_later(self.idle, self._hang_up)
                 try:
                     await self.ws.send_str(_encode({"tag": tag, "status": status, "body": body}))
-                except Exception:  # closed meanwhile (a ConnectionResetError, mostly)
+                except Exception:  # closed meanwhile (a ConnectionResetError, mostly), or hung up on
                     self.gone = True  # (the answers after it are lost too)
+                finally:
+                    stalled.cancel()
             self.due -= 1
             self.due_size -= pending[1]
             self.turns.release()
             self.answered.set()
+
+    def _hang_up(self) -> None:
+        """An answer could not be written for the idle timeout: the app reads none (the connection is full of
+        its unread answers). Aborted: a close would wait for it to read too."""
+        self.gone = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def _start(self, frame: str) -> Awaitable[Answer]:
         """A text frame's answer to come: checked here, its append begun in a task."""
