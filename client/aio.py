@@ -150,7 +150,9 @@ class AsyncClient(Api):
         import aiohttp
 
         try:
-            return await self._http().ws_connect(_url("/v1/appends"), max_msg_size=0, autoping=True)
+            # pipelined: the appends in flight at once share a stream (client/aioappends.py), and the daemon
+            # takes its frames together
+            return await self._http().ws_connect(_url("/v1/appends?pipeline=1"), max_msg_size=0, autoping=True)
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (404, 405):
                 self._no_stream = True

@@ -145,7 +145,10 @@ def test_malformed_frames_are_answered_change_nothing_and_the_connection_goes_on
     assert stored(c, sid) == ["kept"]
 
 
-def test_pipelined_frames_are_answered_in_order(daemon):
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_pipelined_frames_are_answered_in_order(daemon, pipeline):
+    """Frames sent ahead of their answers are answered in order, on a stream that takes them one at a time
+    (the default) as on one that takes them together (?pipeline=1)."""
     c = daemon.client()
     sid = c.create_session(name="s")["id"]
     frames = [
@@ -157,7 +160,7 @@ def test_pipelined_frames_are_answered_in_order(daemon):
         )
         for i in range(50)
     ]
-    st = AppendStream(daemon.socket, 10)
+    st = AppendStream(daemon.socket, 10, pipeline=pipeline)
     try:
         answers = raw_answers(st, frames, 50)
     finally:
@@ -180,7 +183,7 @@ def test_pipelined_frames_of_one_connection_share_commits_and_keep_their_order(d
     sids = [c.create_session(name=f"s{i}")["id"] for i in range(4)]
     frames = [append_frame(i, sids[i % 4], f"k{i}", {"role": "user", "content": f"m{i}"}) for i in range(64)]
     before = c.status()["database"]["commits"]
-    st = AppendStream(daemon.socket, 20)
+    st = AppendStream(daemon.socket, 20, pipeline=True)
     try:
         answers = raw_answers(st, frames, 64)
     finally:
@@ -221,7 +224,7 @@ def test_pipelined_frames_naming_chats_and_failing_keep_their_order_and_their_ow
             frames.append(append_frame(f"chat{i}", sid, f"kc{i}", {"role": "user", "content": "x", "chat": "no"}))
         if i % 10 == 6:
             frames.append(append_frame(f"o{i}", other, f"ko{i}", {"role": "user", "content": f"o{i}"}))
-    st = AppendStream(daemon.socket, 20)
+    st = AppendStream(daemon.socket, 20, pipeline=True)
     try:
         answers = raw_answers(st, frames, len(frames))
     finally:
@@ -250,7 +253,7 @@ def test_pipelined_frames_past_the_bytes_under_way_wait_their_turn(daemon):
     sid = c.create_session(name="s")["id"]
     n, size = 6, IN_FLIGHT_BYTES // 4
     frames = [append_frame(i, sid, f"k{i}", {"role": "user", "content": f"{i}" * size}) for i in range(n)]
-    st = AppendStream(daemon.socket, 60)
+    st = AppendStream(daemon.socket, 60, pipeline=True)
     # sent from a thread while this one reads: each answer echoes its content, and a sender that read
     # nothing until it had sent all would hold the daemon's answers, and so its reading, as it holds them
     sending = threading.Thread(target=st.sock.sendall, args=(b"".join(frame(p, op) for op, p in frames),))
@@ -283,7 +286,7 @@ def test_a_frame_naming_its_chat_holds_its_sessions_next_frames_while_the_writer
             )
             for i in range(60)
         ]
-        st = AppendStream(daemon.socket, 30)
+        st = AppendStream(daemon.socket, 30, pipeline=True)
         try:
             searching.start()
             answers = raw_answers(st, frames, 60)
@@ -308,7 +311,7 @@ def test_a_connection_closed_with_frames_under_way_leaves_each_append_whole(daem
         )
         for i in range(200)
     ]
-    st = AppendStream(daemon.socket, 20)
+    st = AppendStream(daemon.socket, 20, pipeline=True)
     try:
         answered = raw_answers(st, frames, 5)
         assert all(a["status"] == 201 for a in answered)
@@ -452,7 +455,7 @@ class CutFirstAnswer(UnixProxy):
         super().__init__(upstream)
 
     def handle(self, app: socket.socket, daemon: socket.socket) -> None:
-        first = not self.cut and app.recv(64, socket.MSG_PEEK).startswith(b"GET /v1/appends ")
+        first = not self.cut and app.recv(64, socket.MSG_PEEK).startswith((b"GET /v1/appends ", b"GET /v1/appends?"))
         self.cut = self.cut or first
 
         def pipe(src: socket.socket, dst: socket.socket, answers: bool) -> None:
@@ -697,7 +700,8 @@ def test_an_app_silent_after_the_idle_close_is_let_go_soon(make_daemon):
     assert gone < CLOSE_TIMEOUT + 2, f"the daemon held a silent app's stream {gone:.1f} s after closing it"
 
 
-def test_an_app_that_sends_and_reads_no_answers_is_hung_up_on(make_daemon):
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_an_app_that_sends_and_reads_no_answers_is_hung_up_on(make_daemon, pipeline):
     """An app that pipelines appends and reads none of their answers (each echoes its content): once the
     answers it left unread have filled the connection, the daemon cannot send the next; after
     connection_idle_timeout of that it hangs up, rather than holding the connection and its tasks for good."""
@@ -705,10 +709,13 @@ def test_an_app_that_sends_and_reads_no_answers_is_hung_up_on(make_daemon):
 
     d = started_with(make_daemon, connection_idle_timeout=IDLE)
     sid = d.client().create_session(name="s")["id"]
-    st = AppendStream(d.socket, 10)
+    st = AppendStream(d.socket, 10, pipeline=pipeline)
     try:
         for i in range(8):
-            st.sock.sendall(frame(append_frame(i, sid, f"k{i}", {"role": "user", "content": "x" * (1 << 20)})[1]))
+            try:
+                st.sock.sendall(frame(append_frame(i, sid, f"k{i}", {"role": "user", "content": "x" * (1 << 20)})[1]))
+            except (BrokenPipeError, ConnectionResetError):  # hung up on already (one frame at a time: after the
+                break  # first answer stalled, while later frames were still being sent)
         hangup = select.poll()
         hangup.register(st.sock, select.POLLHUP)
         wait_for(lambda: hangup.poll(0), timeout=IDLE + 8, what="the daemon hanging up on an app that reads nothing")
@@ -782,3 +789,19 @@ def test_a_connection_idle_timeout_under_a_second_or_not_a_number_is_refused(tmp
         Config.load(str(tmp_path))
     (tmp_path / "config.toml").write_text("connection_idle_timeout = 1\n")
     assert Config.load(str(tmp_path)).connection_idle_timeout == 1.0
+
+
+@pytest.mark.parametrize("query", ["pipeline=2", "pipeline=maybe", "other=1", "pipeline=1&x=2"])
+def test_a_stream_asked_for_with_another_query_is_refused_before_the_upgrade(daemon, query):
+    """The stream takes one query parameter, pipeline (true or false): anything else is refused as every
+    route refuses a query it does not take, naming it, not a stream that ignores what the app asked for."""
+    conn = Connection(daemon.socket, 10)
+    try:
+        status, body = conn.exchange(
+            f"GET /v1/appends?{query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+    finally:
+        conn.close()
+    assert status == 400, body
+    assert b"pipeline" in body, body

@@ -8,7 +8,8 @@ A frame is a head line, a newline, then the POST's body exactly as it would be s
 and is answered with {"tag": 7, "status": 201, "body": <what the POST answers>}: the same status and JSON,
 an error's too, through the same code (messages.append_body, messages.append, failures.failure).
 
-Frames may be sent ahead of their answers (pipelined), and a connection's frames are under way together, at
+Frames may be sent ahead of their answers (pipelined). On a stream opened as `GET /v1/appends?pipeline=1`
+(the async client's) a connection's frames are under way together, at
 most IN_FLIGHT of them and, past the first, IN_FLIGHT_BYTES of text (the next is read when the oldest is
 answered: back-pressure; a body may be 256 MiB, and 64 of them are not held at once), so that pipelined
 appends share SQLite commits (storage/groupcommit.py) as many connections' do. Still, the frames of one
@@ -20,6 +21,10 @@ append in a second transaction after resolving the name, holds the session's lat
 done); an error in a frame is its answer alone. A connection that ends (the app gone, the daemon stopping)
 stops reading; the appends under way go on to their end, unanswered, and the handler returns only after the
 last of them: what was answered is committed, what was not may be or not, as a POST whose connection broke.
+On a stream opened without it (the blocking client's: one append in flight per connection) each frame is
+appended and answered before the next is read: a task per frame and the answers' queue cost such a client
+~20-50 us of the daemon's loop per append and a third of its shared commits (bench/loopcpu.py, 16 clients),
+and it has nothing to pipeline.
 
 A frame that is no append (binary, no head line, a head that is not JSON or lacks its session or key, a body
 over the POST's limit) is answered with a 400 bad_frame (413 too_large for the body) naming what is wrong,
@@ -40,7 +45,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from ...storage.errors import SessiondError
 from .. import validate as v
-from .common import daemon_of
+from .common import daemon_of, query
 from .failures import BODY_LIMIT, error_body, failure, home_of, too_large
 from .messages import append, append_body
 
@@ -54,6 +59,9 @@ CLOSE_TIMEOUT = 1.0
 IN_FLIGHT = 64  # frames of one connection under way at once (read, not yet answered)
 IN_FLIGHT_BYTES = 16 << 20  # ... and their text (characters) at most, but for one frame: the next waits for room
 WHERE = f"GET {PATH}"
+# characters of an answer past which its send may wait for the app to read (aiohttp's writer waits for the
+# transport to drain past 64 KiB written; the kernel's socket buffer takes ~200 KiB)
+MAY_WAIT = 16 << 10
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -84,14 +92,58 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
             f"{WHERE} is a WebSocket: send it with the headers Connection: Upgrade, Upgrade: websocket,"
             " Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key"
         )
+    pipelined = bool(query(request).get("pipeline")) if request.query_string else False
     await ws.prepare(request)
     streams = _OPEN.setdefault(request.app, weakref.WeakSet())
     streams.add(ws)
     try:
-        await _Pipeline(d, ws, home_of(d), request.transport, idle).serve()
+        if pipelined:
+            await _Pipeline(d, ws, home_of(d), request.transport, idle).serve()
+        else:
+            await _in_turn(d, ws, home_of(d), request.transport, idle)
     finally:
         streams.discard(ws)
     return ws
+
+
+async def _in_turn(d, ws: web.WebSocketResponse, home: str | None, transport, idle: float) -> None:
+    """A stream's frames one at a time: each appended and answered before the next is read."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            msg = await ws.receive(timeout=idle)
+        except TimeoutError:
+            await ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
+            return
+        if msg.type is WSMsgType.TEXT:
+            checked = _checked(msg.data, home)
+            tag, status, body = checked if len(checked) == 3 else await _appended(d, home, *checked)
+        elif msg.type is WSMsgType.BINARY:
+            tag, status, body = None, 400, error_body(BadFrame.code, _BINARY)
+        else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed it, or answered the app's close)
+            return
+        # Answers the app left unread fill the connection until a send waits for room: after `idle` of
+        # that it is hung up on. Timed only when a send can wait (a timer per answer costs every append): a
+        # large answer, or some of the earlier ones not yet taken by the kernel.
+        text = _encode({"tag": tag, "status": status, "body": body})
+        stalled = None
+        if transport is not None and (len(text) > MAY_WAIT or transport.get_write_buffer_size()):
+            stalled = loop.call_later(idle, transport.abort)
+        try:
+            await ws.send_str(text)
+        except Exception:  # closed meanwhile (a ConnectionResetError, mostly), or hung up on
+            return
+        finally:
+            if stalled is not None:
+                stalled.cancel()
+
+
+async def _appended(d, home: str | None, tag: object, sid: str, b: dict, key: str | None) -> Answer:
+    try:
+        return tag, 201, await append(d, sid, b, key)
+    except Exception as exc:  # as the POST answers it (failures.py)
+        status, data = failure(exc, WHERE, home)
+        return tag, status, data
 
 
 class _Pipeline:
@@ -187,23 +239,10 @@ class _Pipeline:
 
     def _start(self, frame: str) -> Awaitable[Answer]:
         """A text frame's answer to come: checked here, its append begun in a task."""
-        tag = None
-        try:
-            head_text, newline, raw = frame.partition("\n")
-            head = _head(head_text, newline)
-            tag = head.get("tag")
-            sid, key = head.get("session"), head.get("key")
-            if not isinstance(sid, str) or not sid:
-                raise BadFrame('the frame\'s head has no "session": the id of the session to append to')
-            if not isinstance(key, str):
-                raise BadFrame('the frame\'s head has no "key": an Idempotency-Key (a new one per append)')
-            body = raw.encode()
-            if len(body) > BODY_LIMIT:
-                return _answered(tag, 413, too_large())
-            b = append_body(body)
-            key = v.idempotency_key(key)
-        except Exception as exc:  # as the POST answers it (failures.py)
-            return _answered(tag, *failure(exc, WHERE, self.home))
+        checked = _checked(frame, self.home)
+        if len(checked) == 3:
+            return _answered(*checked)
+        tag, sid, b, key = checked
         before = self.placing.get(sid)
         if before is not None and before.done():
             before = None
@@ -243,6 +282,26 @@ class _Pipeline:
                     placed.set_result(None)
                 if self.placing.get(sid) is placed:
                     del self.placing[sid]
+
+
+def _checked(frame: str, home: str | None) -> tuple:
+    """A text frame checked: (tag, session, body, key) to append, or the (tag, status, answer) refusing it."""
+    tag = None
+    try:
+        head_text, newline, raw = frame.partition("\n")
+        head = _head(head_text, newline)
+        tag = head.get("tag")
+        sid, key = head.get("session"), head.get("key")
+        if not isinstance(sid, str) or not sid:
+            raise BadFrame('the frame\'s head has no "session": the id of the session to append to')
+        if not isinstance(key, str):
+            raise BadFrame('the frame\'s head has no "key": an Idempotency-Key (a new one per append)')
+        body = raw.encode()
+        if len(body) > BODY_LIMIT:
+            return tag, 413, too_large()
+        return tag, sid, append_body(body), v.idempotency_key(key)
+    except Exception as exc:  # as the POST answers it (failures.py)
+        return (tag, *failure(exc, WHERE, home))
 
 
 def _answered(tag: object, status: int, body: object) -> Awaitable[Answer]:
