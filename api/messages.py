@@ -70,6 +70,12 @@ class MessagesQuery(TypedDict, total=False):
     last: QueryBool
 
 
+@with_config(QUERY)
+class AppendsQuery(TypedDict, total=False):
+    # the connection's frames under way together (pipelined appends share commits); else one at a time
+    pipeline: QueryBool
+
+
 # ------------------------------------------------------------------------------------------- answers
 @with_config(ANSWER)
 class Message(TypedDict):

@@ -28,6 +28,11 @@ class PushStats(TypedDict):
 
 
 @with_config(ANSWER)
+class DatabaseStats(TypedDict):
+    commits: int  # SQLite commits on the writer since the daemon started (each serves one or more write transactions)
+
+
+@with_config(ANSWER)
 class OpenAIStatus(TypedDict):
     base_url: str | None  # the OpenAI-compatible listener (openai_listen), if it runs
     api_key_file: str | None  # the file holding its bearer key, when it runs
@@ -51,6 +56,7 @@ class Status(TypedDict):
     home: NotRequired[str]
     store: NotRequired[str | None]  # a mirror's URLs separated by spaces
     stores: NotRequired[list[StoreStatus]]  # each store: one, or each of a mirror's
+    database: NotRequired[DatabaseStats]
     sync: NotRequired[dict]
     pushes: NotRequired[PushStats]
     openai: NotRequired[OpenAIStatus]

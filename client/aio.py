@@ -22,15 +22,9 @@ from .errors import ApiError, ClientError, DaemonNotRunning, answer_of, lost, ra
 from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
-    import asyncio
-
     import aiohttp
 
-
-STREAMS = 16  # append streams at most per AsyncClient: each holds one of aiohttp's connections (100 by default)
-# seconds a stream may sit idle and still be used unchecked: the daemon closes one idle for its
-# connection_idle_timeout (config.toml, at least 1 s); one idle longer is checked first (_closed_while_idle)
-IDLE_CHECK = 1.0
+    from .aioappends import AppendStreams
 
 
 def _url(path: str):
@@ -53,11 +47,9 @@ class AsyncClient(Api):
         self.timeout = timeout
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._session: aiohttp.ClientSession | None = None
-        self._streams: list = []  # idle append streams (GET /v1/appends), each (stream, loop time it went idle)
-        self._stream_turns: asyncio.Semaphore | None = None  # appends on streams at once: at most STREAMS
+        self._appends: AppendStreams | None = None  # the append streams (GET /v1/appends), once one is used
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
         self._appended = False  # an append was made: the next opens a stream (the first is a POST)
-        self._tag = 0
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -65,9 +57,14 @@ class AsyncClient(Api):
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
+    @property
+    def _streams(self) -> list:
+        """The append streams open."""
+        return [] if self._appends is None else self._appends.pipes
+
     async def close(self) -> None:
-        while self._streams:
-            await self._streams.pop()[0].close()
+        if self._appends is not None:
+            await self._appends.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -127,78 +124,35 @@ class AsyncClient(Api):
                 raise self._failure(exc, method, path, limit) from None
 
     async def _append(self, sid: str, body: dict, key: str):
-        """An append on an append stream (an idle one, or a new one while fewer than STREAMS are open: appends
-        in flight at once beyond that wait for one); the client's first, or all if the daemon has no stream,
-        a POST (as Client's). A stream that broke before the answer: sent again once, on a new one, with the
-        same key (answered with the first result)."""
-        import asyncio
-
+        """An append on an append stream, pipelined with the others in flight (client/aioappends.py); the
+        client's first, or all if the daemon has no stream, a POST (as Client's). A stream that broke before
+        the answer: sent again once, on a new one, with the same key (answered with the first result)."""
         if not self._appended:
             self._appended = True
         elif not self._no_stream:
-            if self._stream_turns is None:
-                self._stream_turns = asyncio.Semaphore(STREAMS)
-            async with self._stream_turns:  # streams open: those in use and the idle ones, never more than STREAMS
-                answer = await self._streamed(sid, body, key)
+            from .aioappends import AppendStreams, Broken
+
+            if self._appends is None:
+                self._appends = AppendStreams(self._open_stream)
+            try:
+                answer = await self._appends.append(sid, body, key, self.timeout)
+            except Broken:
+                raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+            except TimeoutError as exc:
+                raise self._failure(exc, "GET", "/v1/appends") from None
             if answer is not None:
                 raise_for(answer["status"], answer["body"])
                 return answer["body"]
         return await super()._append(sid, body, key)
-
-    async def _streamed(self, sid: str, body: dict, key: str) -> dict | None:
-        """The answer frame of an append on a stream, or None if the daemon has none."""
-        import asyncio
-        import json
-
-        import aiohttp
-
-        self._tag += 1
-        tag = self._tag
-        frame = json.dumps({"tag": tag, "session": sid, "key": key}) + "\n" + json.dumps(body)
-        for attempt in (0, 1):
-            ws = await self._idle_stream()
-            if ws is None:
-                return None
-            try:
-                await ws.send_str(frame)
-                msg = await ws.receive(timeout=self.timeout)
-            except (aiohttp.ClientError, ConnectionResetError):
-                msg = None
-            except BaseException as exc:  # cancelled, timed out: its answer must not be the next append's
-                await ws.close()
-                if isinstance(exc, TimeoutError):
-                    raise self._failure(exc, "GET", "/v1/appends") from None
-                raise
-            if msg is not None and msg.type is aiohttp.WSMsgType.TEXT:
-                answer = json.loads(msg.data)
-                if not isinstance(answer, dict) or answer.get("tag") != tag:
-                    await ws.close()
-                    raise ClientError("the daemon's answer on the append stream is not the answer to this append")
-                self._streams.append((ws, asyncio.get_running_loop().time()))
-                return answer
-            await ws.close()  # closed (the daemon stopped or restarted) or broken: once more, on a new one
-            if attempt:
-                raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
-        return None  # pragma: no cover
-
-    async def _idle_stream(self):
-        """An idle stream the daemon has not closed, else a new one (None if the daemon has none)."""
-        import asyncio
-
-        now = asyncio.get_running_loop().time()
-        while self._streams:
-            ws, since = self._streams.pop()
-            if now - since < IDLE_CHECK or not await _closed_while_idle(ws):
-                return ws
-            await ws.close()  # closed while idle: no append is lost on it, none is sent twice
-        return await self._open_stream()
 
     async def _open_stream(self):
         """A new append stream, or None if the daemon has none (404)."""
         import aiohttp
 
         try:
-            return await self._http().ws_connect(_url("/v1/appends"), max_msg_size=0, autoping=True)
+            # pipelined: the appends in flight at once share a stream (client/aioappends.py), and the daemon
+            # takes its frames together
+            return await self._http().ws_connect(_url("/v1/appends?pipeline=1"), max_msg_size=0, autoping=True)
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (404, 405):
                 self._no_stream = True
@@ -322,17 +276,3 @@ class AsyncClient(Api):
                     raise
                 except ClientError as exc:
                     error = exc
-
-
-async def _closed_while_idle(ws) -> bool:
-    """Whether the daemon closed `ws` since its last answer (idle for its connection_idle_timeout, or
-    stopping): nothing else is due on an idle stream, so any message waiting is its close."""
-    import asyncio
-
-    for _ in range(2):  # two turns of the loop: what the socket already holds is read into the stream
-        await asyncio.sleep(0)
-    try:
-        await ws.receive(timeout=1e-6)  # a message read in is returned at once; none: a timeout
-    except TimeoutError:
-        return False
-    return True

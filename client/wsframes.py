@@ -69,8 +69,11 @@ def accept_for(key: bytes) -> bytes:
 class AppendStream:
     """An open append stream on its own connection."""
 
-    def __init__(self, path: str, timeout: float | None):
+    def __init__(self, path: str, timeout: float | None, pipeline: bool = False):
+        """`pipeline`: the daemon takes this connection's frames together (`?pipeline=1`), for an app that
+        sends several before reading their answers; the blocking client has one in flight at a time."""
         self._tag = 0
+        self._pipeline = pipeline
         self._buf = bytearray()
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -85,7 +88,10 @@ class AppendStream:
     def _handshake(self, s: socket.socket) -> None:
         key = base64.b64encode(os.urandom(16))
         s.sendall(
-            b"GET " + PATH.encode() + b" HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"GET "
+            + PATH.encode()
+            + (b"?pipeline=1" if self._pipeline else b"")
+            + b" HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n"
         )
         status, headers, rest = read_head(s)

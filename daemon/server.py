@@ -338,6 +338,7 @@ class Daemon:
                 for st in await self.syncer.store_status()
             ],
             "counts": await self.db.counts(),
+            "database": {"commits": self.db.c.commits},
             "sync": await self.syncer.status(),
             "pushes": self.syncer.pushes.stats(),
             "openai": self.compat.status(),

@@ -266,6 +266,9 @@ def test_status(daemon):
     st = daemon.client().status()
     assert st["version"] and len(st["device_id"]) == 16 and st["uptime"] >= 0
     assert st["counts"]["sessions"] == 0 and st["socket"] == daemon.socket
+    # the SQLite commits so far: each write (here a session made) commits, or shares another's commit
+    daemon.client().create_session(name="s")
+    assert daemon.client().status()["database"]["commits"] > st["database"]["commits"] >= 0
 
 
 async def test_async_client_and_events(daemon):

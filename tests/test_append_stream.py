@@ -1,6 +1,7 @@
 """The append stream (GET /v1/appends, a WebSocket; daemon/routes/appends.py) over a real daemon's socket:
 its answers are the POST's (the same code path), idempotency keys are shared with the POST, malformed frames
-are answered and change nothing, pipelined frames are answered in order, an acknowledged append survives
+are answered and change nothing, pipelined frames share commits and are answered (and each session's
+committed) in order, an app gone with answers due leaves each append whole, an acknowledged append survives
 kill -9; the clients use it, fall back to the POST on a daemon without it, and retry once on a broken one."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiohttp import web
 from conftest import cli_json, started_with
 from sessiond.api.idempotency import IDEMPOTENCY_HEADER
 from sessiond.client import ApiError, AsyncClient, Client
-from sessiond.client.aio import STREAMS
+from sessiond.client.aioappends import STREAMS
 from sessiond.client.wire import Connection, request_head
 from sessiond.client.wsframes import AppendStream, frame
 from unixproxy import UnixProxy
@@ -144,7 +145,10 @@ def test_malformed_frames_are_answered_change_nothing_and_the_connection_goes_on
     assert stored(c, sid) == ["kept"]
 
 
-def test_pipelined_frames_are_answered_in_order(daemon):
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_pipelined_frames_are_answered_in_order(daemon, pipeline):
+    """Frames sent ahead of their answers are answered in order, on a stream that takes them one at a time
+    (the default) as on one that takes them together (?pipeline=1)."""
     c = daemon.client()
     sid = c.create_session(name="s")["id"]
     frames = [
@@ -156,7 +160,7 @@ def test_pipelined_frames_are_answered_in_order(daemon):
         )
         for i in range(50)
     ]
-    st = AppendStream(daemon.socket, 10)
+    st = AppendStream(daemon.socket, 10, pipeline=pipeline)
     try:
         answers = raw_answers(st, frames, 50)
     finally:
@@ -164,6 +168,171 @@ def test_pipelined_frames_are_answered_in_order(daemon):
     assert [a["tag"] for a in answers] == [f"t{i}" for i in range(50)]
     assert [a["body"]["content"] for a in answers] == [f"m{i}" for i in range(50)]
     assert stored(c, sid) == [f"m{i}" for i in range(50)]
+
+
+def append_frame(tag, sid: str, key: str, body) -> tuple[int, bytes]:
+    """A text frame (opcode, payload) appending `body` to `sid` with `key`."""
+    return 1, json.dumps({"tag": tag, "session": sid, "key": key}).encode() + b"\n" + json.dumps(body).encode()
+
+
+def test_pipelined_frames_of_one_connection_share_commits_and_keep_their_order(daemon):
+    """A connection's frames are under way together (daemon/routes/appends.py): pipelined ones share SQLite
+    commits, as many connections' appends do, and are still answered in the order they came, each session's
+    committed in frame order."""
+    c = daemon.client()
+    sids = [c.create_session(name=f"s{i}")["id"] for i in range(4)]
+    frames = [append_frame(i, sids[i % 4], f"k{i}", {"role": "user", "content": f"m{i}"}) for i in range(64)]
+    before = c.status()["database"]["commits"]
+    st = AppendStream(daemon.socket, 20, pipeline=True)
+    try:
+        answers = raw_answers(st, frames, 64)
+    finally:
+        st.close()
+    commits = c.status()["database"]["commits"] - before
+    assert [a["tag"] for a in answers] == list(range(64))
+    assert all(a["status"] == 201 for a in answers), [a for a in answers if a["status"] != 201][:1]
+    assert [a["body"]["content"] for a in answers] == [f"m{i}" for i in range(64)]
+    for j, sid in enumerate(sids):
+        mine = [a["body"] for a in answers[j::4]]
+        assert [m["seq"] for m in mine] == sorted(m["seq"] for m in mine) and len({m["seq"] for m in mine}) == 16
+        assert [m["lamport"] for m in mine] == sorted(m["lamport"] for m in mine)
+        assert stored(c, sid) == [f"m{i}" for i in range(j, 64, 4)]
+    assert commits <= 32, f"64 pipelined appends took {commits} commits"  # on one at a time: 64
+
+
+def test_pipelined_frames_naming_chats_and_failing_keep_their_order_and_their_own_answers(daemon):
+    """A frame naming its chat by name may be appended in a second transaction (messages._append); the
+    frames after it to the same session still commit after it. A frame that fails is its own answer alone."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    other = c.create_session(name="o")["id"]
+    side = c.create_chat(sid, name="side")["id"]
+    frames, want = [], []
+    for i in range(40):
+        if i % 5 == 1:
+            body = {"role": "user", "content": f"m{i}", "chat": "side"}  # by name
+        elif i % 5 == 3:
+            body = {"role": "user", "content": f"m{i}", "chat": side}  # by id
+        else:
+            body = {"role": "user", "content": f"m{i}"}
+        frames.append(append_frame(i, sid, f"k{i}", body))
+        want.append(f"m{i}")
+        if i % 10 == 4:  # failures between them: no such session, an invalid role, a reused key, no such chat
+            frames.append(append_frame(f"bad{i}", "nope", f"kb{i}", {"role": "user", "content": "x"}))
+            frames.append(append_frame(f"role{i}", sid, f"kr{i}", {"role": "wizard", "content": "x"}))
+            frames.append(append_frame(f"reuse{i}", sid, f"k{i}", {"role": "user", "content": "other"}))
+            frames.append(append_frame(f"chat{i}", sid, f"kc{i}", {"role": "user", "content": "x", "chat": "no"}))
+        if i % 10 == 6:
+            frames.append(append_frame(f"o{i}", other, f"ko{i}", {"role": "user", "content": f"o{i}"}))
+    st = AppendStream(daemon.socket, 20, pipeline=True)
+    try:
+        answers = raw_answers(st, frames, len(frames))
+    finally:
+        st.close()
+    assert [a["tag"] for a in answers] == [json.loads(p.partition(b"\n")[0])["tag"] for _, p in frames]
+    by_tag = {a["tag"]: a for a in answers}
+    for i in range(40):
+        assert by_tag[i]["status"] == 201, by_tag[i]
+    seqs = [by_tag[i]["body"]["seq"] for i in range(40)]
+    assert seqs == sorted(seqs), seqs  # committed in frame order, the chat named by name too
+    for i in (4, 14, 24, 34):
+        assert by_tag[f"bad{i}"]["status"] == 404 and by_tag[f"role{i}"]["status"] == 422
+        assert by_tag[f"reuse{i}"]["body"]["error"]["code"] == "idempotency_key_reused"
+        assert by_tag[f"chat{i}"]["status"] == 404
+    got = c.messages(sid, limit=1000, all_chats=True)["messages"]
+    assert [m["content"] for m in got] == want
+    assert {m["content"] for m in got if m["chat"] == side} == {f"m{i}" for i in range(40) if i % 5 in (1, 3)}
+    assert stored(c, other) == [f"o{i}" for i in range(40) if i % 10 == 6]
+
+
+def test_pipelined_frames_past_the_bytes_under_way_wait_their_turn(daemon):
+    """Large frames pipelined past IN_FLIGHT_BYTES: the daemon reads the next as the first are answered."""
+    from sessiond.daemon.routes.appends import IN_FLIGHT_BYTES
+
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    n, size = 6, IN_FLIGHT_BYTES // 4
+    frames = [append_frame(i, sid, f"k{i}", {"role": "user", "content": f"{i}" * size}) for i in range(n)]
+    st = AppendStream(daemon.socket, 60, pipeline=True)
+    # sent from a thread while this one reads: each answer echoes its content, and a sender that read
+    # nothing until it had sent all would hold the daemon's answers, and so its reading, as it holds them
+    sending = threading.Thread(target=st.sock.sendall, args=(b"".join(frame(p, op) for op, p in frames),))
+    try:
+        sending.start()
+        answers = [json.loads(st._message(st.sock)) for _ in range(n)]
+    finally:
+        sending.join()
+        st.close()
+    assert [(a["tag"], a["status"]) for a in answers] == [(i, 201) for i in range(n)]
+    assert [m["content"][:1] for m in c.messages(sid, limit=10)["messages"]] == [f"{i}" for i in range(n)]
+
+
+def test_a_frame_naming_its_chat_holds_its_sessions_next_frames_while_the_writer_is_busy(daemon):
+    """A frame naming its chat by name is refused by the append's first transaction and appended by a
+    second (messages._append). While the writer's lock is held across awaits (here a search indexing its
+    pending messages on a thread), the frames after it queue for the lock before that second transaction:
+    unless they wait for the frame, they commit before it."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    c.create_chat(sid, name="side")
+    words = " ".join(f"w{i}" for i in range(400))
+    for wave in range(5):
+        for _ in range(4):  # messages for the search to index: it holds the writer meanwhile
+            c.append_many(sid, [{"role": "user", "content": words} for _ in range(1000)])
+        searching = threading.Thread(target=lambda: daemon.client().search("w7"))
+        frames = [
+            append_frame(
+                i, sid, f"k{wave}.{i}", {"role": "user", "content": f"m{i}", **({"chat": "side"} if i % 3 == 1 else {})}
+            )
+            for i in range(60)
+        ]
+        st = AppendStream(daemon.socket, 30, pipeline=True)
+        try:
+            searching.start()
+            answers = raw_answers(st, frames, 60)
+        finally:
+            st.close()
+            searching.join()
+        assert all(a["status"] == 201 for a in answers)
+        seqs = [a["body"]["seq"] for a in answers]
+        assert seqs == sorted(seqs), (wave, seqs)
+
+
+def test_a_connection_closed_with_frames_under_way_leaves_each_append_whole(daemon):
+    """The app goes away with appends sent and not all answered: what was answered is committed, and each
+    session holds its frames' messages whole (a batch all or nothing) and in frame order, a prefix of them;
+    the daemon goes on serving, and stops cleanly with nothing left of that connection."""
+    c = daemon.client()
+    sids = [c.create_session(name=f"s{i}")["id"] for i in range(2)]
+    third = c.create_session(name="t")["id"]
+    frames = [
+        append_frame(
+            i, sids[i % 2], f"k{i}", {"messages": [{"role": "user", "content": f"m{i}.{j}"} for j in range(3)]}
+        )
+        for i in range(200)
+    ]
+    st = AppendStream(daemon.socket, 20, pipeline=True)
+    try:
+        answered = raw_answers(st, frames, 5)
+        assert all(a["status"] == 201 for a in answered)
+        st.sock.shutdown(socket.SHUT_RDWR)  # gone, no close frame, 195 answers unread
+    finally:
+        st.sock.close()
+        st.sock = None
+    assert streamed(daemon, third, {"role": "user", "content": "next"}, "k-next")[0] == 201
+    proc = daemon.proc
+    proc.send_signal(__import__("signal").SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert b"Task exception was never retrieved" not in err and b"destroyed but it is pending" not in err, err
+    daemon.start()
+    with daemon.client() as again:
+        for j, sid in enumerate(sids):
+            got = [m["content"] for m in again.messages(sid, limit=1000)["messages"]]
+            sent = [f"m{i}.{k}" for i in range(j, 200, 2) for k in range(3)]
+            assert len(got) % 3 == 0 and got == sent[: len(got)], got[:9]
+            assert len(got) >= 3 * len([a for a in answered if a["tag"] % 2 == j])
+        assert stored(again, third) == ["next"]
 
 
 def test_threads_sharing_a_client_take_turns_on_its_stream(daemon):
@@ -286,7 +455,7 @@ class CutFirstAnswer(UnixProxy):
         super().__init__(upstream)
 
     def handle(self, app: socket.socket, daemon: socket.socket) -> None:
-        first = not self.cut and app.recv(64, socket.MSG_PEEK).startswith(b"GET /v1/appends ")
+        first = not self.cut and app.recv(64, socket.MSG_PEEK).startswith((b"GET /v1/appends ", b"GET /v1/appends?"))
         self.cut = self.cut or first
 
         def pipe(src: socket.socket, dst: socket.socket, answers: bool) -> None:
@@ -325,6 +494,36 @@ def test_a_broken_stream_is_retried_once_with_the_same_key(daemon):
         proxy.close()
     got = daemon.client().messages(sid)["messages"]
     assert [x["content"] for x in got] == ["posted", "once", "twice"] and got[1]["id"] == m["id"]
+
+
+async def test_the_async_clients_appends_at_once_are_pipelined_on_one_stream(daemon):
+    """Appends in flight at once on one AsyncClient go on one stream, sent ahead of their answers (the daemon
+    takes a connection's frames together), rather than a stream (a connection) each."""
+    sid = daemon.client().create_session(name="s")["id"]
+    async with daemon.aclient() as ac:
+        await ac.append(sid, "user", "posted")  # a client's first append is a POST
+        answers = await asyncio.gather(*(ac.append(sid, "user", f"a{i}") for i in range(40)))
+        assert [a["content"] for a in answers] == [f"a{i}" for i in range(40)]
+        assert len(ac._streams) == 1
+    assert sorted(stored(daemon.client(), sid)) == sorted(["posted", *(f"a{i}" for i in range(40))])
+
+
+async def test_the_async_client_sends_each_append_of_a_broken_stream_again_once_with_its_key(daemon):
+    sid = daemon.client().create_session(name="s")["id"]
+    proxy = CutFirstAnswer(daemon.socket)
+    try:
+        async with AsyncClient(daemon.home, socket=proxy.path, timeout=10) as ac:
+            # straight to a stream (the first append's POST would leave a kept-alive connection, which aiohttp
+            # would upgrade rather than the fresh one the proxy cuts)
+            ac._appended = True
+            answers = await asyncio.gather(*(ac.append(sid, "user", f"a{i}") for i in range(10)))
+            assert [a["content"] for a in answers] == [f"a{i}" for i in range(10)]
+            assert proxy.cut and len(ac._streams) == 1  # the cut stream, then the one they went again on
+    finally:
+        proxy.close()
+    got = daemon.client().messages(sid)["messages"]
+    assert sorted(m["content"] for m in got) == sorted(f"a{i}" for i in range(10))  # each once
+    assert {m["id"] for m in got} >= {a["id"] for a in answers}
 
 
 def test_a_stream_closed_by_a_restart_is_opened_again(daemon):
@@ -480,6 +679,51 @@ def test_an_idle_stream_is_closed_with_a_reason(make_daemon):
         conn.close()
 
 
+def test_an_app_silent_after_the_idle_close_is_let_go_soon(make_daemon):
+    """The daemon's close frame asks for the app's; an app that stays connected and answers nothing holds
+    the connection (its file descriptor, its task) only for CLOSE_TIMEOUT more, not aiohttp's 10 s."""
+    import time
+
+    from sessiond.daemon.routes.appends import CLOSE_TIMEOUT
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    st = AppendStream(d.socket, 30)
+    try:
+        while st._frame(st.sock)[1] != 0x8:  # the idle close, after IDLE s; not answered
+            pass
+        closed = time.monotonic()
+        while st.sock.recv(65536):  # then the daemon hangs up: EOF
+            pass
+        gone = time.monotonic() - closed
+    finally:
+        st.close()
+    assert gone < CLOSE_TIMEOUT + 2, f"the daemon held a silent app's stream {gone:.1f} s after closing it"
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_an_app_that_sends_and_reads_no_answers_is_hung_up_on(make_daemon, pipeline):
+    """An app that pipelines appends and reads none of their answers (each echoes its content): once the
+    answers it left unread have filled the connection, the daemon cannot send the next; after
+    connection_idle_timeout of that it hangs up, rather than holding the connection and its tasks for good."""
+    import select
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sid = d.client().create_session(name="s")["id"]
+    st = AppendStream(d.socket, 10, pipeline=pipeline)
+    try:
+        for i in range(8):
+            try:
+                st.sock.sendall(frame(append_frame(i, sid, f"k{i}", {"role": "user", "content": "x" * (1 << 20)})[1]))
+            except (BrokenPipeError, ConnectionResetError):  # hung up on already (one frame at a time: after the
+                break  # first answer stalled, while later frames were still being sent)
+        hangup = select.poll()
+        hangup.register(st.sock, select.POLLHUP)
+        wait_for(lambda: hangup.poll(0), timeout=IDLE + 8, what="the daemon hanging up on an app that reads nothing")
+    finally:
+        st.close()
+    assert len(stored(d.client(), sid)) <= 8  # (each append whole: committed or not)
+
+
 def test_the_client_reopens_a_stream_closed_while_idle_without_a_retry(make_daemon, monkeypatch):
     import select
 
@@ -545,3 +789,19 @@ def test_a_connection_idle_timeout_under_a_second_or_not_a_number_is_refused(tmp
         Config.load(str(tmp_path))
     (tmp_path / "config.toml").write_text("connection_idle_timeout = 1\n")
     assert Config.load(str(tmp_path)).connection_idle_timeout == 1.0
+
+
+@pytest.mark.parametrize("query", ["pipeline=2", "pipeline=maybe", "other=1", "pipeline=1&x=2"])
+def test_a_stream_asked_for_with_another_query_is_refused_before_the_upgrade(daemon, query):
+    """The stream takes one query parameter, pipeline (true or false): anything else is refused as every
+    route refuses a query it does not take, naming it, not a stream that ignores what the app asked for."""
+    conn = Connection(daemon.socket, 10)
+    try:
+        status, body = conn.exchange(
+            f"GET /v1/appends?{query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+    finally:
+        conn.close()
+    assert status == 400, body
+    assert b"pipeline" in body, body

@@ -150,6 +150,7 @@ ROUTES: list[Route] = [
         " with a frame {tag, status, body} holding what the POST answers; in order",
         status=101,
         websocket=True,
+        query=Msg.AppendsQuery,
     ),
     Route(
         "GET",

@@ -6,24 +6,46 @@ stream is the cheaper way in (bench/results/profile-load.md, the fifteenth pass)
 A frame is a head line, a newline, then the POST's body exactly as it would be sent:
     {"tag": 7, "session": "<id>", "key": "<Idempotency-Key>"}\\n{"role": "user", "content": "hi"}
 and is answered with {"tag": 7, "status": 201, "body": <what the POST answers>}: the same status and JSON,
-an error's too, through the same code (messages.append_body, messages.append, failures.failure). The frames
-of one connection are answered one at a time, in the order they came, each after its append is committed
-(durable, as the POST's 201 is); they may be sent ahead of their answers (pipelined). A frame that is no
-append (binary, no head line, a head that is not JSON or lacks its session or key, a body over the POST's
-limit) is answered with a 400 bad_frame (413 too_large for the body) naming what is wrong, and changes
-nothing; the connection goes on. A frame larger than FRAME_LIMIT, or a text frame that is not UTF-8, is a
-breach of the WebSocket protocol itself: aiohttp closes the connection (1009, 1007). A stream with no frame
-for connection_idle_timeout seconds (config.toml; 75 by default, as an idle HTTP connection) is closed
-(1000, its reason saying so), so that an app that went away holds no file descriptor and task here."""
+an error's too, through the same code (messages.append_body, messages.append, failures.failure).
 
+Frames may be sent ahead of their answers (pipelined). On a stream opened as `GET /v1/appends?pipeline=1`
+(the async client's) a connection's frames are under way together, at
+most IN_FLIGHT of them and, past the first, IN_FLIGHT_BYTES of text (the next is read when the oldest is
+answered: back-pressure; a body may be 256 MiB, and 64 of them are not held at once), so that pipelined
+appends share SQLite commits (storage/groupcommit.py) as many connections' do. Still, the frames of one
+connection are answered in the order they came, each after its append is committed (durable, as the POST's
+201 is); the appends of one connection to one session commit in frame order (their seq and lamport follow
+it: each frame's append reaches the writer's lock, which is first come first served, in its task's first
+step, and its tasks start in frame order; a frame whose body names a chat, which messages._append may
+append in a second transaction after resolving the name, holds the session's later frames until it is
+done); an error in a frame is its answer alone. A connection that ends (the app gone, the daemon stopping)
+stops reading; the appends under way go on to their end, unanswered, and the handler returns only after the
+last of them: what was answered is committed, what was not may be or not, as a POST whose connection broke.
+On a stream opened without it (the blocking client's: one append in flight per connection) each frame is
+appended and answered before the next is read: a task per frame and the answers' queue cost such a client
+~20-50 us of the daemon's loop per append and a third of its shared commits (bench/loopcpu.py, 16 clients),
+and it has nothing to pipeline.
+
+A frame that is no append (binary, no head line, a head that is not JSON or lacks its session or key, a body
+over the POST's limit) is answered with a 400 bad_frame (413 too_large for the body) naming what is wrong,
+and changes nothing; the connection goes on. A frame larger than FRAME_LIMIT, or a text frame that is not
+UTF-8, is a breach of the WebSocket protocol itself: aiohttp closes the connection (1009, 1007). A stream
+with no frame and no answer due for connection_idle_timeout seconds (config.toml; 75 by default, as an idle
+HTTP connection) is closed (1000, its reason saying so), so that an app that went away holds no file
+descriptor and task here; an app that does not answer the daemon's close frame (idle, or the daemon
+stopping) within CLOSE_TIMEOUT is hung up on, and so is one that leaves an answer unread (the connection
+full of its unread answers) for connection_idle_timeout."""
+
+import asyncio
 import json
 import weakref
+from collections.abc import Awaitable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from ...storage.errors import SessiondError
 from .. import validate as v
-from .common import daemon_of
+from .common import daemon_of, query
 from .failures import BODY_LIMIT, error_body, failure, home_of, too_large
 from .messages import append, append_body
 
@@ -31,9 +53,19 @@ HEAD_LIMIT = 4096  # bytes of a frame's head line (a session id is at most 128, 
 FRAME_LIMIT = BODY_LIMIT + HEAD_LIMIT + 1
 PATH = "/v1/appends"
 IDLE_TIMEOUT = 75.0  # seconds, Config.connection_idle_timeout's default (aiohttp's keep-alive timeout)
+# seconds the daemon waits, after its close frame, for the app's before it hangs up (aiohttp's default, 10 s,
+# held a silent app's descriptor and task that long after an idle close)
+CLOSE_TIMEOUT = 1.0
+IN_FLIGHT = 64  # frames of one connection under way at once (read, not yet answered)
+IN_FLIGHT_BYTES = 16 << 20  # ... and their text (characters) at most, but for one frame: the next waits for room
 WHERE = f"GET {PATH}"
+# characters of an answer past which its send may wait for the app to read (aiohttp's writer waits for the
+# transport to drain past 64 KiB written; the kernel's socket buffer takes ~200 KiB)
+MAY_WAIT = 16 << 10
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+
+Answer = tuple[object, int, object]  # a frame's (tag, status, body)
 
 
 class BadFrame(SessiondError):
@@ -54,37 +86,206 @@ async def close_streams(app: web.Application) -> None:
 async def append_stream(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
     idle = getattr(getattr(d, "config", None), "connection_idle_timeout", IDLE_TIMEOUT)
-    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False, receive_timeout=idle)
+    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False, timeout=CLOSE_TIMEOUT)
     if not ws.can_prepare(request).ok:
         raise BadFrame(
             f"{WHERE} is a WebSocket: send it with the headers Connection: Upgrade, Upgrade: websocket,"
             " Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key"
         )
+    pipelined = bool(query(request).get("pipeline")) if request.query_string else False
     await ws.prepare(request)
-    home = home_of(d)
     streams = _OPEN.setdefault(request.app, weakref.WeakSet())
     streams.add(ws)
     try:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                tag, status, body = await _answer(d, msg.data, home)
-            else:  # BINARY (aiohttp answers pings and ends the loop on a close or an error)
-                tag, status, body = None, 400, error_body(BadFrame.code, _BINARY)
-            await ws.send_str(_encode({"tag": tag, "status": status, "body": body}))
-    except TimeoutError:  # no frame for `idle` seconds (receive_timeout counts only the waits between frames)
-        await ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
-    except ConnectionResetError:
-        pass
+        if pipelined:
+            await _Pipeline(d, ws, home_of(d), request.transport, idle).serve()
+        else:
+            await _in_turn(d, ws, home_of(d), request.transport, idle)
     finally:
         streams.discard(ws)
     return ws
 
 
-_BINARY = "a binary frame is not an append: send each append as a text frame (a head line, a newline, the body)"
+async def _in_turn(d, ws: web.WebSocketResponse, home: str | None, transport, idle: float) -> None:
+    """A stream's frames one at a time: each appended and answered before the next is read."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            msg = await ws.receive(timeout=idle)
+        except TimeoutError:
+            await ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
+            return
+        if msg.type is WSMsgType.TEXT:
+            checked = _checked(msg.data, home)
+            tag, status, body = checked if len(checked) == 3 else await _appended(d, home, *checked)
+        elif msg.type is WSMsgType.BINARY:
+            tag, status, body = None, 400, error_body(BadFrame.code, _BINARY)
+        else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed it, or answered the app's close)
+            return
+        # Answers the app left unread fill the connection until a send waits for room: after `idle` of
+        # that it is hung up on. Timed only when a send can wait (a timer per answer costs every append): a
+        # large answer, or some of the earlier ones not yet taken by the kernel.
+        text = _encode({"tag": tag, "status": status, "body": body})
+        stalled = None
+        if transport is not None and (len(text) > MAY_WAIT or transport.get_write_buffer_size()):
+            stalled = loop.call_later(idle, transport.abort)
+        try:
+            await ws.send_str(text)
+        except Exception:  # closed meanwhile (a ConnectionResetError, mostly), or hung up on
+            return
+        finally:
+            if stalled is not None:
+                stalled.cancel()
 
 
-async def _answer(d, frame: str, home: str | None) -> tuple[object, int, dict]:
-    """A text frame's (tag, status, answer)."""
+async def _appended(d, home: str | None, tag: object, sid: str, b: dict, key: str | None) -> Answer:
+    try:
+        return tag, 201, await append(d, sid, b, key)
+    except Exception as exc:  # as the POST answers it (failures.py)
+        status, data = failure(exc, WHERE, home)
+        return tag, status, data
+
+
+class _Pipeline:
+    """One stream's frames: read ahead of their answers (at most IN_FLIGHT under way, IN_FLIGHT_BYTES of
+    text), each appended in a task of its own, answered in frame order by a sender task."""
+
+    def __init__(
+        self, d, ws: web.WebSocketResponse, home: str | None, transport: asyncio.Transport | None, idle: float
+    ):
+        self.d, self.ws, self.home, self.transport, self.idle = d, ws, home, transport, idle
+        self.turns = asyncio.Semaphore(IN_FLIGHT)
+        # each frame's answer to come and its text's length, in frame order; None: the end
+        self.answers: asyncio.Queue[tuple[Awaitable[Answer], int] | None] = asyncio.Queue()
+        self.due = 0  # frames read and not yet answered
+        self.due_size = 0  # ... their text's length
+        self.answered = asyncio.Event()  # set as an answer is sent (room for the next frame)
+        self.gone = False  # an answer could not be sent: the connection is over
+        self.tasks: set[asyncio.Task[Answer]] = set()  # the appends under way
+        # per session, the last of its frames not yet at its place in the writer's queue (a frame naming a chat,
+        # until it is done; one waiting for such a frame, until it goes on): that session's next frame waits
+        self.placing: dict[str, asyncio.Future[None]] = {}
+
+    async def serve(self) -> None:
+        sender = asyncio.create_task(self._send())
+        try:
+            while True:
+                await self.turns.acquire()  # back-pressure: nothing more is read while IN_FLIGHT are due
+                while self.due_size >= IN_FLIGHT_BYTES:  # ... or while the text of those due is that large
+                    self.answered.clear()
+                    await self.answered.wait()
+                msg = await self._next(self.idle)
+                if msg is None:
+                    self.turns.release()
+                    return
+                self.due += 1
+                size = len(msg.data)
+                self.due_size += size
+                if msg.type is WSMsgType.TEXT:
+                    self.answers.put_nowait((self._start(msg.data), size))
+                else:  # BINARY
+                    self.answers.put_nowait((_answered(None, 400, error_body(BadFrame.code, _BINARY)), size))
+        finally:
+            self.answers.put_nowait(None)
+            try:
+                await sender  # every answer awaited, so no append of this connection is left running
+            except asyncio.CancelledError:  # the handler cancelled as it waited: the appends too
+                for t in list(self.tasks):
+                    t.cancel()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+                raise
+
+    async def _next(self, idle: float) -> WSMessage | None:
+        """The next data frame, or None once the stream is over (closed by either side, broken, or idle for
+        `idle` seconds with no answer due: then closed here). Pings are answered by aiohttp."""
+        while not self.gone:
+            try:
+                msg = await self.ws.receive(timeout=idle)
+            except TimeoutError:
+                if self.due:  # answers still due: not idle
+                    continue
+                await self.ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
+                return None
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                return msg
+            return None  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed it, or answered the app's close)
+        return None
+
+    async def _send(self) -> None:
+        """The answers, in frame order, each once its frame's append ended; after the connection broke, the
+        appends still awaited (not answered)."""
+        while (pending := await self.answers.get()) is not None:
+            tag, status, body = await pending[0]
+            if not self.gone:
+                # (a timer, not wait_for: a task per answer would cost the stream much of what it saves)
+                stalled = asyncio.get_running_loop().call_later(self.idle, self._hang_up)
+                try:
+                    await self.ws.send_str(_encode({"tag": tag, "status": status, "body": body}))
+                except Exception:  # closed meanwhile (a ConnectionResetError, mostly), or hung up on
+                    self.gone = True  # (the answers after it are lost too)
+                finally:
+                    stalled.cancel()
+            self.due -= 1
+            self.due_size -= pending[1]
+            self.turns.release()
+            self.answered.set()
+
+    def _hang_up(self) -> None:
+        """An answer could not be written for the idle timeout: the app reads none (the connection is full of
+        its unread answers). Aborted: a close would wait for it to read too."""
+        self.gone = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _start(self, frame: str) -> Awaitable[Answer]:
+        """A text frame's answer to come: checked here, its append begun in a task."""
+        checked = _checked(frame, self.home)
+        if len(checked) == 3:
+            return _answered(*checked)
+        tag, sid, b, key = checked
+        before = self.placing.get(sid)
+        if before is not None and before.done():
+            before = None
+        names = _names_chat(b)
+        placed = asyncio.get_running_loop().create_future() if before is not None or names else None
+        if placed is not None:
+            self.placing[sid] = placed
+        task = asyncio.create_task(self._append(tag, sid, b, key, before, placed, names))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _append(
+        self,
+        tag: object,
+        sid: str,
+        b: dict,
+        key: str | None,
+        before: asyncio.Future[None] | None,
+        placed: asyncio.Future[None] | None,
+        names: bool,
+    ) -> Answer:
+        """Append a checked frame, once the session's frame `before` it has its place; `placed` is this one's
+        (set as its append reaches the writer's lock, in the same step; a frame naming a chat: when done)."""
+        try:
+            if before is not None:
+                await before
+            if placed is not None and not names:
+                placed.set_result(None)
+            return tag, 201, await append(self.d, sid, b, key)
+        except Exception as exc:  # as the POST answers it (failures.py)
+            status, data = failure(exc, WHERE, self.home)
+            return tag, status, data
+        finally:
+            if placed is not None:
+                if not placed.done():
+                    placed.set_result(None)
+                if self.placing.get(sid) is placed:
+                    del self.placing[sid]
+
+
+def _checked(frame: str, home: str | None) -> tuple:
+    """A text frame checked: (tag, session, body, key) to append, or the (tag, status, answer) refusing it."""
     tag = None
     try:
         head_text, newline, raw = frame.partition("\n")
@@ -98,11 +299,24 @@ async def _answer(d, frame: str, home: str | None) -> tuple[object, int, dict]:
         body = raw.encode()
         if len(body) > BODY_LIMIT:
             return tag, 413, too_large()
-        b = append_body(body)
-        return tag, 201, await append(d, sid, b, v.idempotency_key(key))
+        return tag, sid, append_body(body), v.idempotency_key(key)
     except Exception as exc:  # as the POST answers it (failures.py)
-        status, data = failure(exc, WHERE, home)
-        return tag, status, data
+        return (tag, *failure(exc, WHERE, home))
+
+
+def _answered(tag: object, status: int, body: object) -> Awaitable[Answer]:
+    """An answer known at once (a frame refused before its append)."""
+    done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+    done.set_result((tag, status, body))
+    return done
+
+
+def _names_chat(b: dict) -> bool:
+    """Whether an append's body names a chat (of the batch, or of one of its messages)."""
+    return b.get("chat") is not None or any(m.get("chat") is not None for m in b.get("messages", ()))
+
+
+_BINARY = "a binary frame is not an append: send each append as a text frame (a head line, a newline, the body)"
 
 
 def _head(text: str, newline: str) -> dict:

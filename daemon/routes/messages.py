@@ -27,7 +27,12 @@ def append_body(raw: bytes) -> dict:
 
 async def append(d, sid: str, b: dict, key: str | None) -> dict:
     """Append `b` (a checked body: one message, or a batch) to session `sid`: the answer, once committed.
-    The POST and the append stream (routes/appends.py) both append through this."""
+    The POST and the append stream (routes/appends.py) both append through this.
+
+    Nothing here or in Database.append_messages awaits before the append's transaction asks for the
+    writer's lock (first come, first served): the append stream relies on it for the order of a
+    connection's appends to a session, the second transaction of a chat named by name aside (it waits
+    for that one); its tests would see an await added before it."""
     est = d.estimate
     if "messages" in b:
         checked = v.given(b["messages"])
