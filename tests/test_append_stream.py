@@ -445,6 +445,76 @@ async def test_the_async_client_appends_by_post_to_a_daemon_without_the_stream(o
     assert seen == ["POST s1 k1", "GET /v1/appends", "POST s1 k2", "POST s1 k3"]
 
 
+@pytest.fixture
+def stream_daemon_before_pipeline():
+    """A daemon of the version before `?pipeline` (as far as appends go): the append stream, taking a
+    connection's frames one at a time, in order, and, as every route of that version but OpenAI's, a 400
+    bad_parameter for a query parameter the route does not name (it named none on GET /v1/appends)."""
+    seen: list[str] = []
+
+    async def append(request: web.Request) -> web.Response:
+        seen.append(f"POST {request.match_info['id']} {request.headers.get('Idempotency-Key')}")
+        body = await request.json()
+        return web.json_response({"id": "m-0", "role": body["role"], "content": body["content"]}, status=201)
+
+    async def appends(request: web.Request) -> web.StreamResponse:
+        if request.query_string:
+            seen.append(f"GET {request.path_qs}: 400")
+            message = "unknown query parameter 'pipeline' on GET /v1/appends: it takes none"
+            return web.json_response({"error": {"code": "bad_parameter", "message": message}}, status=400)
+        seen.append("GET /v1/appends")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:  # one at a time: each answered before the next is read
+            head_text, _, raw = msg.data.partition("\n")
+            head, body = json.loads(head_text), json.loads(raw)
+            seen.append(f"FRAME {head['session']} {head['key']}")
+            answer = {"id": f"m-{len(seen)}", "role": body["role"], "content": body["content"]}
+            await ws.send_str(json.dumps({"tag": head["tag"], "status": 201, "body": answer}))
+        return ws
+
+    path = os.path.join(tempfile.mkdtemp(prefix="sd-old-"), "old.sock")
+    ready, stop = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_post("/v1/sessions/{id}/messages", append)
+            app.router.add_get("/v1/appends", appends)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.UnixSite(runner, path).start()
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            await runner.cleanup()
+
+        asyncio.run(main())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    yield path, seen
+    stop.set()
+    t.join(10)
+
+
+async def test_the_async_client_appends_on_the_stream_of_a_daemon_before_pipeline(stream_daemon_before_pipeline, home):
+    """The async client opens its streams as GET /v1/appends?pipeline=1; a daemon of the version before
+    (still running after the client was upgraded) refuses a query parameter it does not know with a 400, and
+    every append after a client's first failed ("the daemon refused the append stream (HTTP 400)"). It now
+    opens that daemon's stream without the parameter: the appends, pipelined or not, are answered in order."""
+    path, seen = stream_daemon_before_pipeline
+    async with AsyncClient(home, socket=path) as c:
+        assert (await c.append("s1", "user", "hi", idempotency_key="k1"))["content"] == "hi"
+        assert (await c.append("s1", "user", "again", idempotency_key="k2"))["content"] == "again"
+        many = await asyncio.gather(*(c.append("s1", "user", f"m{i}", idempotency_key=f"p{i}") for i in range(5)))
+        assert [m["content"] for m in many] == [f"m{i}" for i in range(5)]
+    assert seen[:2] == ["POST s1 k1", "GET /v1/appends?pipeline=1: 400"]
+    assert seen.count("GET /v1/appends?pipeline=1: 400") == 1  # asked once: the client remembers
+    assert [s for s in seen if s.startswith("FRAME")] == ["FRAME s1 k2"] + [f"FRAME s1 p{i}" for i in range(5)]
+
+
 class CutFirstAnswer(UnixProxy):
     """In front of a daemon: on the first append stream's connection, the WebSocket handshake passes, the
     first append frame reaches the daemon (which commits it and answers), and then both connections are
