@@ -875,3 +875,41 @@ def test_a_stream_asked_for_with_another_query_is_refused_before_the_upgrade(dae
         conn.close()
     assert status == 400, body
     assert b"pipeline" in body, body
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_a_daemon_stops_soon_past_an_app_that_reads_no_answers(make_daemon, pipeline):
+    """An app that sends appends and reads none of their answers: asked to stop (SIGTERM: `sessiond stop`,
+    systemd), the daemon closed its stream, but the close waited for the connection to drain, and the
+    daemon waited for its handler, so it stopped only once the app had been hung up on for leaving answers
+    unread, connection_idle_timeout later (75 s by default; systemd kills at 90). Now the daemon stopping
+    hangs up on a stream's app that has not taken its close frame within CLOSE_TIMEOUT, as an idle
+    stream's: it exits within seconds, each append whole (committed or not)."""
+    import signal
+    import subprocess
+    import time
+
+    from sessiond.daemon.routes.appends import CLOSE_TIMEOUT
+
+    d = started_with(make_daemon, connection_idle_timeout=60)
+    sid = d.client().create_session(name="s")["id"]
+    st = AppendStream(d.socket, 3, pipeline=pipeline)
+    try:
+        for i in range(8):
+            try:
+                st.sock.sendall(frame(append_frame(i, sid, f"k{i}", {"role": "user", "content": "x" * (1 << 20)})[1]))
+            except OSError:  # (one frame at a time: the daemon reads no more once an answer's send waits)
+                break
+        # the answers it leaves unread fill the connection (each echoes its 1 MiB): the daemon's send waits
+        wait_for(lambda: d.client().messages(sid, limit=1)["messages"], timeout=20, what="an append committed")
+        started = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            d.proc.wait(timeout=CLOSE_TIMEOUT + 8)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the daemon still runs {time.monotonic() - started:.0f} s after SIGTERM")
+    finally:
+        st.close()
+    assert d.proc.returncode == 0
+    d.start()
+    assert len(stored(d.client(), sid)) <= 8
