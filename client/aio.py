@@ -50,6 +50,7 @@ class AsyncClient(Api):
         self._appends: AppendStreams | None = None  # the append streams (GET /v1/appends), once one is used
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
         self._appended = False  # an append was made: the next opens a stream (the first is a POST)
+        self._pipeline = True  # streams opened with ?pipeline=1; False for a daemon of before it (it refuses it)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -152,11 +153,17 @@ class AsyncClient(Api):
         try:
             # pipelined: the appends in flight at once share a stream (client/aioappends.py), and the daemon
             # takes its frames together
-            return await self._http().ws_connect(_url("/v1/appends?pipeline=1"), max_msg_size=0, autoping=True)
+            path = "/v1/appends?pipeline=1" if self._pipeline else "/v1/appends"
+            return await self._http().ws_connect(_url(path), max_msg_size=0, autoping=True)
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (404, 405):
                 self._no_stream = True
                 return None
+            if exc.status == 400 and self._pipeline:
+                # a daemon of before ?pipeline refuses a query parameter it does not know: its stream takes
+                # the frames one at a time, in order (the pipelined ones wait in the connection)
+                self._pipeline = False
+                return await self._open_stream()
             raise ClientError(f"the daemon refused the append stream (HTTP {exc.status})") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._failure(exc, "GET", "/v1/appends") from None

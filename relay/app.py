@@ -162,11 +162,13 @@ def make_app(relay: Relay) -> web.Application:
             raise web.HTTPNotFound(text="this account keeps no such object (only its own uploads can be deleted)")
         return web.Response(status=204)
 
-    def pk_param(request: web.Request) -> bytes:
-        pk = unb64url(request.query.get("pk"), "pk")
+    def ed25519_pk(pk: bytes) -> bytes:
         if len(pk) != 33 or pk[0] != 0xED:
             raise BadRequest("pk must be 0xed followed by a 32-byte Ed25519 key, base64url")
         return pk
+
+    def pk_param(request: web.Request) -> bytes:
+        return ed25519_pk(unb64url(request.query.get("pk"), "pk"))
 
     async def registry_get(request: web.Request):
         pk = pk_param(request)
@@ -198,7 +200,8 @@ def make_app(relay: Relay) -> web.Application:
             raise BadRequest(f"data is {len(data)} bytes; at most {MAX_DATA} fit in a registry entry")
         if len(sig) != 64:
             raise BadRequest("signature must be 64 bytes")
-        entry = RegistryEntry(field(doc, "pk"), rev, data, sig)
+        # the key checked before it is followed: a pk no head can have must not reach the feed (nor its file)
+        entry = RegistryEntry(ed25519_pk(field(doc, "pk")), rev, data, sig)
         relay.feed.follow(acct, entry.pk)  # whoever sets a head hears of the others' changes to it
         await relay.registry.set(entry, acct)
         return web.Response(status=204)

@@ -7,12 +7,14 @@ kill -9; the clients use it, fall back to the POST on a daemon without it, and r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
 import socket
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -384,29 +386,16 @@ def test_an_acknowledged_append_survives_kill_9(daemon):
         assert [m["id"] for m in again.messages(sid, limit=100)["messages"]] == acked
 
 
-@pytest.fixture
-def old_daemon():
-    """A daemon of before the stream, as far as appends go: POST /v1/sessions/{id}/messages, and a 404 for
-    every other route (GET /v1/appends among them)."""
-    seen: list[str] = []
-
-    async def append(request: web.Request) -> web.Response:
-        seen.append(f"POST {request.match_info['id']} {request.headers.get('Idempotency-Key')}")
-        body = await request.json()
-        return web.json_response({"id": "m-1", "role": body["role"], "content": body["content"]}, status=201)
-
-    async def other(request: web.Request) -> web.Response:
-        seen.append(f"{request.method} {request.path}")
-        return web.json_response({"error": {"code": "not_found", "message": "no such route"}}, status=404)
-
+@contextlib.contextmanager
+def served_on_a_socket(route: Callable[[web.Application], None]) -> Iterator[str]:
+    """An aiohttp app routed by `route`, served in a thread of its own on a Unix socket: its path."""
     path = os.path.join(tempfile.mkdtemp(prefix="sd-old-"), "old.sock")
     ready, stop = threading.Event(), threading.Event()
 
     def serve() -> None:
         async def main() -> None:
             app = web.Application()
-            app.router.add_post("/v1/sessions/{id}/messages", append)
-            app.router.add_route("*", "/{tail:.*}", other)
+            route(app)
             runner = web.AppRunner(app)
             await runner.setup()
             await web.UnixSite(runner, path).start()
@@ -420,9 +409,41 @@ def old_daemon():
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     assert ready.wait(10)
-    yield path, seen
-    stop.set()
-    t.join(10)
+    try:
+        yield path
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def posted(seen: list[str]) -> Callable:
+    """A stand-in daemon's POST /v1/sessions/{id}/messages: the append noted in `seen`, echoed, 201."""
+
+    async def append(request: web.Request) -> web.Response:
+        seen.append(f"POST {request.match_info['id']} {request.headers.get('Idempotency-Key')}")
+        body = await request.json()
+        return web.json_response({"id": "m-1", "role": body["role"], "content": body["content"]}, status=201)
+
+    return append
+
+
+@pytest.fixture
+def old_daemon():
+    """A daemon of before the stream, as far as appends go: POST /v1/sessions/{id}/messages, and a 404 for
+    every other route (GET /v1/appends among them)."""
+    seen: list[str] = []
+    append = posted(seen)
+
+    async def other(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        return web.json_response({"error": {"code": "not_found", "message": "no such route"}}, status=404)
+
+    def route(app: web.Application) -> None:
+        app.router.add_post("/v1/sessions/{id}/messages", append)
+        app.router.add_route("*", "/{tail:.*}", other)
+
+    with served_on_a_socket(route) as path:
+        yield path, seen
 
 
 def test_the_client_appends_by_post_to_a_daemon_without_the_stream(old_daemon, home):
@@ -443,6 +464,54 @@ async def test_the_async_client_appends_by_post_to_a_daemon_without_the_stream(o
         assert (await c.append("s1", "user", "again", idempotency_key="k2"))["content"] == "again"
         assert (await c.append("s1", "user", "more", idempotency_key="k3"))["content"] == "more"
     assert seen == ["POST s1 k1", "GET /v1/appends", "POST s1 k2", "POST s1 k3"]
+
+
+@pytest.fixture
+def stream_daemon_before_pipeline():
+    """A daemon of the version before `?pipeline` (as far as appends go): the append stream, taking a
+    connection's frames one at a time, in order, and, as every route of that version but OpenAI's, a 400
+    bad_parameter for a query parameter the route does not name (it named none on GET /v1/appends)."""
+    seen: list[str] = []
+    append = posted(seen)
+
+    async def appends(request: web.Request) -> web.StreamResponse:
+        if request.query_string:
+            seen.append(f"GET {request.path_qs}: 400")
+            message = "unknown query parameter 'pipeline' on GET /v1/appends: it takes none"
+            return web.json_response({"error": {"code": "bad_parameter", "message": message}}, status=400)
+        seen.append("GET /v1/appends")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:  # one at a time: each answered before the next is read
+            head_text, _, raw = msg.data.partition("\n")
+            head, body = json.loads(head_text), json.loads(raw)
+            seen.append(f"FRAME {head['session']} {head['key']}")
+            answer = {"id": f"m-{len(seen)}", "role": body["role"], "content": body["content"]}
+            await ws.send_str(json.dumps({"tag": head["tag"], "status": 201, "body": answer}))
+        return ws
+
+    def route(app: web.Application) -> None:
+        app.router.add_post("/v1/sessions/{id}/messages", append)
+        app.router.add_get("/v1/appends", appends)
+
+    with served_on_a_socket(route) as path:
+        yield path, seen
+
+
+async def test_the_async_client_appends_on_the_stream_of_a_daemon_before_pipeline(stream_daemon_before_pipeline, home):
+    """The async client opens its streams as GET /v1/appends?pipeline=1; a daemon of the version before
+    (still running after the client was upgraded) refuses a query parameter it does not know with a 400, and
+    every append after a client's first failed ("the daemon refused the append stream (HTTP 400)"). It now
+    opens that daemon's stream without the parameter: the appends, pipelined or not, are answered in order."""
+    path, seen = stream_daemon_before_pipeline
+    async with AsyncClient(home, socket=path) as c:
+        assert (await c.append("s1", "user", "hi", idempotency_key="k1"))["content"] == "hi"
+        assert (await c.append("s1", "user", "again", idempotency_key="k2"))["content"] == "again"
+        many = await asyncio.gather(*(c.append("s1", "user", f"m{i}", idempotency_key=f"p{i}") for i in range(5)))
+        assert [m["content"] for m in many] == [f"m{i}" for i in range(5)]
+    assert seen[:2] == ["POST s1 k1", "GET /v1/appends?pipeline=1: 400"]
+    assert seen.count("GET /v1/appends?pipeline=1: 400") == 1  # asked once: the client remembers
+    assert [s for s in seen if s.startswith("FRAME")] == ["FRAME s1 k2"] + [f"FRAME s1 p{i}" for i in range(5)]
 
 
 class CutFirstAnswer(UnixProxy):
@@ -700,6 +769,15 @@ def test_an_app_silent_after_the_idle_close_is_let_go_soon(make_daemon):
     assert gone < CLOSE_TIMEOUT + 2, f"the daemon held a silent app's stream {gone:.1f} s after closing it"
 
 
+def send_reading_nothing(st: AppendStream, sid: str) -> None:
+    """Eight appends of 1 MiB each (each answer echoes it), their answers left unread: the connection fills."""
+    for i in range(8):
+        try:
+            st.sock.sendall(frame(append_frame(i, sid, f"k{i}", {"role": "user", "content": "x" * (1 << 20)})[1]))
+        except OSError:  # hung up on already, or the daemon reads no more (one frame at a time: after the first
+            break  # answer stalled, while later frames were still being sent)
+
+
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_an_app_that_sends_and_reads_no_answers_is_hung_up_on(make_daemon, pipeline):
     """An app that pipelines appends and reads none of their answers (each echoes its content): once the
@@ -711,11 +789,7 @@ def test_an_app_that_sends_and_reads_no_answers_is_hung_up_on(make_daemon, pipel
     sid = d.client().create_session(name="s")["id"]
     st = AppendStream(d.socket, 10, pipeline=pipeline)
     try:
-        for i in range(8):
-            try:
-                st.sock.sendall(frame(append_frame(i, sid, f"k{i}", {"role": "user", "content": "x" * (1 << 20)})[1]))
-            except (BrokenPipeError, ConnectionResetError):  # hung up on already (one frame at a time: after the
-                break  # first answer stalled, while later frames were still being sent)
+        send_reading_nothing(st, sid)
         hangup = select.poll()
         hangup.register(st.sock, select.POLLHUP)
         wait_for(lambda: hangup.poll(0), timeout=IDLE + 8, what="the daemon hanging up on an app that reads nothing")
@@ -805,3 +879,37 @@ def test_a_stream_asked_for_with_another_query_is_refused_before_the_upgrade(dae
         conn.close()
     assert status == 400, body
     assert b"pipeline" in body, body
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_a_daemon_stops_soon_past_an_app_that_reads_no_answers(make_daemon, pipeline):
+    """An app that sends appends and reads none of their answers: asked to stop (SIGTERM: `sessiond stop`,
+    systemd), the daemon closed its stream, but the close waited for the connection to drain, and the
+    daemon waited for its handler, so it stopped only once the app had been hung up on for leaving answers
+    unread, connection_idle_timeout later (75 s by default; systemd kills at 90). Now the daemon stopping
+    hangs up on a stream's app that has not taken its close frame within CLOSE_TIMEOUT, as an idle
+    stream's: it exits within seconds, each append whole (committed or not)."""
+    import signal
+    import subprocess
+    import time
+
+    from sessiond.daemon.routes.appends import CLOSE_TIMEOUT
+
+    d = started_with(make_daemon, connection_idle_timeout=60)
+    sid = d.client().create_session(name="s")["id"]
+    st = AppendStream(d.socket, 3, pipeline=pipeline)
+    try:
+        send_reading_nothing(st, sid)
+        # the answers it leaves unread fill the connection (each echoes its 1 MiB): the daemon's send waits
+        wait_for(lambda: d.client().messages(sid, limit=1)["messages"], timeout=20, what="an append committed")
+        started = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            d.proc.wait(timeout=CLOSE_TIMEOUT + 8)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the daemon still runs {time.monotonic() - started:.0f} s after SIGTERM")
+    finally:
+        st.close()
+    assert d.proc.returncode == 0
+    d.start()
+    assert len(stored(d.client(), sid)) <= 8

@@ -273,3 +273,34 @@ async def test_a_feed_the_relay_refuses_is_given_up_at_once_one_it_cannot_reach_
             assert (feed.changes_since(None) is None) is (not grace)
         finally:
             await feed.stop()
+
+
+async def test_a_refused_head_write_with_a_bad_key_is_not_followed_nor_kept(tmp_path):
+    """A POST /s5/registry whose pk is no Ed25519 key (a buggy app, or anyone with an account) was refused
+    by the registry, but only after the account's feed followed that pk: the relay then wrote it into its
+    feed file at a clean stop, and at the next start the file did not read ("a head key that is not
+    Ed25519"): every account's follows were lost, every follower reset. Now the pk is checked first: the
+    write is refused, nothing is followed, and the follows of the restart are kept."""
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    store = store_for(served, tmp_path)
+    try:
+        await store.set_head(head(1, SigningKey(b"\x31" * 32)))
+        good = head(2, SigningKey(b"\x32" * 32))
+        for pk in (b"\x00" + good.pk[1:], good.pk[:32], good.pk + b"\x00"):
+            doc = {"pk": b64url(pk), "revision": 2, "data": b64url(good.data), "signature": b64url(good.signature)}
+            status, body = await raw(served, "POST", "/s5/registry", store._token, json=doc)
+            assert status == 400 and b"pk must be" in body, (status, body)
+        (view,) = served.relay.feed._views.values()
+        assert list(view.heads) == [head(1, SigningKey(b"\x31" * 32)).pk]
+        token = store._token
+    finally:
+        await store.close()
+        await served.stop()
+    again = await Served(data).start()
+    try:
+        assert list(again.relay.feed._views) == list(served.relay.feed._views)  # the file read: follows kept
+        doc = await feed_of(again, token, "since=0")
+        assert doc["epoch"] == served.relay.feed.epoch
+    finally:
+        await again.stop()

@@ -73,14 +73,25 @@ class BadFrame(SessiondError):
     status = 400
 
 
-# The open streams of each app, closed when the daemon stops (a WebSocket's handler would otherwise hold
-# the server's shutdown until its timeout).
+# The open streams of each app (each with its connection's transport), closed when the daemon stops (a
+# WebSocket's handler would otherwise hold the server's shutdown until its timeout).
 _OPEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def close_streams(app: web.Application) -> None:
-    for ws in list(_OPEN.get(app, ())):
+    await asyncio.gather(*(_stopping(ws, transport) for ws, transport in list(_OPEN.get(app, {}).items())))
+
+
+async def _stopping(ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
+    """Close a stream as the daemon stops. An app that has not taken the close frame within CLOSE_TIMEOUT (one
+    that reads nothing, the connection full of its unread answers: the close, and a send of the handler,
+    would wait for it to read, and the daemon's stop for them) is hung up on, as after an idle close."""
+    if transport is not None:  # (a no-op on a connection closed by then)
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+    try:
         await ws.close(code=1001, message=b"the daemon is stopping")
+    except Exception:  # (a ConnectionResetError, mostly: hung up on, or the app gone)
+        pass
 
 
 async def append_stream(request: web.Request) -> web.StreamResponse:
@@ -94,15 +105,15 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
         )
     pipelined = bool(query(request).get("pipeline")) if request.query_string else False
     await ws.prepare(request)
-    streams = _OPEN.setdefault(request.app, weakref.WeakSet())
-    streams.add(ws)
+    streams = _OPEN.setdefault(request.app, weakref.WeakKeyDictionary())
+    streams[ws] = request.transport
     try:
         if pipelined:
             await _Pipeline(d, ws, home_of(d), request.transport, idle).serve()
         else:
             await _in_turn(d, ws, home_of(d), request.transport, idle)
     finally:
-        streams.discard(ws)
+        streams.pop(ws, None)
     return ws
 
 
