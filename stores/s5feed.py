@@ -20,8 +20,9 @@ MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_change
 # (a full round). Past it, followers fall back to reading each head (full rounds), as a store without a
 # feed is read. A relay that answers and refuses the feed gets no grace: its followers read heads at once.
 FEED_GRACE = 60.0
-# what a proxy in front of a relay that is restarting answers
-GATEWAY_DOWN = (502, 503, 504)
+# what a proxy in front of a relay that is restarting answers (not 504: a proxy whose read timeout is shorter
+# than the feed's long-poll answers every poll so, and its followers would wait out the grace at each start)
+GATEWAY_DOWN = (502, 503)
 
 
 def restarting(exc: BaseException | None) -> bool:

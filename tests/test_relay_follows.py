@@ -246,7 +246,7 @@ def test_the_feed_file_vector_in_formats_md():
 
 async def test_a_feed_the_relay_refuses_is_given_up_at_once_one_it_cannot_reach_waits_its_grace():
     """FEED_GRACE is for a relay that is restarting: it cannot be reached, or a proxy in front of it says
-    so (502/503/504), or it answers late. A relay that answers and refuses the feed (a 500, an answer that
+    so (502/503), or it answers late. A relay that answers and refuses the feed (a 500, an answer that
     cannot be read, no feed at all any more) is not restarting: waiting the grace delayed every change its
     followers would otherwise read from the heads by up to a minute. They now read heads at once."""
     from sessiond.stores.errors import ServerError, StoreTimeout, StoreUnreachable
@@ -256,6 +256,7 @@ async def test_a_feed_the_relay_refuses_is_given_up_at_once_one_it_cannot_reach_
         (StoreTimeout("late"), True),
         (ServerError("bad gateway", status=502), True),
         (ServerError("internal", status=500), False),
+        (ServerError("gateway timeout: a proxy shorter than the long-poll", status=504), False),
         (ServerError("an answer we cannot read"), False),
         (None, False),  # 404: the relay has no feed any more
     ):
