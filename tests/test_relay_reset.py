@@ -9,12 +9,21 @@ Real `sessiond serve` processes and real daemons on loopback; heads read are cou
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import os
 import signal
 import sqlite3
+import stat
+import subprocess
 
-from conftest import DaemonProc, relay_served, wait_for
-from sessiond.relay import feedstate
+from nacl.signing import SigningKey
+
+from conftest import PY, DaemonProc, relay_served, wait_for
+from sessiond.relay import feedstate, follows
+from sessiond.relay.admin import revoke
+from sessiond.relay.feed import Feed
+from test_relay import Served, head, store_for
 from test_relay_feed import invite
 from test_relay_follows import head_reads
 
@@ -90,3 +99,103 @@ def test_a_reset_reads_the_heads_named_newer_and_those_not_named_and_no_other(tm
         os.kill(b.proc.pid, signal.SIGCONT)
         a.stop()
         b.stop()
+
+
+@contextlib.contextmanager
+def relay_killed_at_exit(data: str, *flags: str, log_path: str):
+    """A `sessiond serve` process (as conftest.relay_served) that is killed (SIGKILL) at the end, not
+    stopped: it writes no feed file."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [PY, "-m", "sessiond.cli.main", "serve", "--data", data, "--json", *flags],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    try:
+        line = proc.stdout.readline() if proc.stdout else b""
+        assert line, open(log_path).read()[-2000:]
+        yield json.loads(line)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def test_a_relay_killed_and_restarted_costs_its_followers_the_heads_that_moved_not_a_full_round(tmp_path):
+    """A relay killed (kill -9, a crash, a power cut) kept no feed state: it started with a new epoch and
+    followed nothing for anyone, so each daemon's reset named nothing, and each read every head it follows
+    (a full round: with many shared sessions, every relay crash cost every daemon that). Now what each
+    account follows is kept on disk as it grows (relay/follows.py): the reset names every head an account
+    follows with its revision, and a daemon reads only the heads that moved."""
+    data = str(tmp_path / "relay")
+    before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
+    with relay_killed_at_exit(data, "--listen", "127.0.0.1:0", "--access-log", log_path=before_log) as info:
+        port = info["port"]
+        a, b, sids = shared(tmp_path, port, data, 6)
+        assert len(set(head_reads(before_log))) >= 2 * len(sids)  # (the log names the heads read)
+    try:
+        assert not os.path.exists(os.path.join(data, feedstate.FILE))  # killed: no feed state kept
+        (a_head_0,) = peer_heads(b.home, sids[0])
+        ca, cb = a.client(), b.client()
+        with relay_killed_at_exit(data, "--listen", f"127.0.0.1:{port}", "--access-log", log_path=after_log):
+            ca.append(sids[0], "user", "after the crash")
+            wait_for(lambda: last(cb, sids[0]) == ["after the crash"], timeout=30, interval=0.02)
+            ca.append(sids[1], "user", "and after that")
+            wait_for(lambda: last(cb, sids[1]) == ["and after that"], timeout=30, interval=0.02)
+            read = set(head_reads(after_log))
+            assert b64(a_head_0) in read
+            # a full round of either daemon reads at least one head of each of the six sessions
+            assert len(read) <= 4, f"{len(read)} heads read after the relay was killed: a full round"
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_the_follows_log_survives_a_crash_torn_and_bounded_and_forgets_revoked_accounts(tmp_path):
+    """relay/follows.py: each account's follows are appended as they are made; a relay that did not stop
+    cleanly starts following them again (a torn last record ignored, the log written again whole); the
+    log of a revoked account is deleted; a log past twice the follows bound is written again from the
+    follows kept."""
+    data = str(tmp_path / "relay")
+    served = await Served(data, open_registration=True).start()
+    kept, gone = store_for(served, tmp_path), store_for(served, tmp_path)
+    k = [SigningKey(bytes([0x30 + i]) * 32) for i in range(3)]
+    try:
+        await kept.set_head(head(1, k[0]))
+        assert await kept.get_head(head(1, k[1]).pk) is None  # followed before anyone set it
+        await gone.set_head(head(1, k[2]))
+        views = served.relay.feed._views
+        (acct,) = [a for a in views if head(1, k[0]).pk in views[a].heads]
+        (victim,) = set(views) - {acct}
+        logged = os.path.join(data, follows.DIR, acct)
+        assert open(logged, "rb").read() == head(1, k[0]).pk + head(1, k[1]).pk
+        assert stat.S_IMODE(os.stat(logged).st_mode) == 0o600
+    finally:
+        for s in (kept, gone):
+            await s.close()
+        await served.stop()
+    os.unlink(os.path.join(data, feedstate.FILE))  # as a relay killed leaves its folder
+    with open(logged, "ab") as f:
+        f.write(head(1, k[2]).pk[:20])  # an append a crash cut short
+    revoke(data, victim)
+    assert not os.path.exists(os.path.join(data, follows.DIR, victim))
+    again = await Served(data).start()
+    try:
+        feed = again.relay.feed
+        assert set(feed._views) == {acct}
+        assert list(feed._views[acct].heads) == [head(1, k[0]).pk, head(1, k[1]).pk]
+        assert feed.since(acct, 0, None) == (True, 0, [(head(1, k[0]).pk, 1)])  # a reset names what it follows
+        assert os.path.getsize(logged) == 2 * follows.RECORD  # written again whole
+    finally:
+        await again.stop()
+
+    log = follows.FollowLog(str(tmp_path / "bounded"), 2)
+    bounded = Feed(max_followed=2)
+    bounded.log = log
+    pks = [bytes([0xED, i]) + bytes(31) for i in range(9)]
+    for pk in pks:
+        bounded.follow("c" * 32, pk)
+    raw = open(os.path.join(log.dir, "c" * 32), "rb").read()
+    assert len(raw) <= 4 * follows.RECORD and raw.endswith(pks[-1])
+    assert log.load(lambda account: True)["c" * 32][-2:] == pks[-2:]
