@@ -5,12 +5,14 @@ request and login, so a revocation holds at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 
 from ..storage.fsutil import atomic_write
 from .accounts import TOKEN_TTL, read_json, token_doc
+from .follows import DIR as FOLLOWS
 from .objects import usage
 
 
@@ -102,6 +104,8 @@ def revoke(data_dir: str, acct: str, *, undo: bool = False) -> dict:
     atomic_write(path, json.dumps(doc).encode(), 0o600)
     deleted = 0
     if not undo:
+        with contextlib.suppress(FileNotFoundError):  # what its feed followed (follows.py): metadata, gone
+            os.unlink(os.path.join(data_dir, FOLLOWS, acct))
         for token_path, _ in _live_tokens(data_dir, 0).get(acct, []):
             try:
                 os.unlink(token_path)

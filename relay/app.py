@@ -44,6 +44,7 @@ from .accounts import LOGIN, REGISTER, TOKEN_TTL, Accounts, LoginRefused
 from .body import BODY_TIMEOUT, TooSlow, read_json, read_upload
 from .conns import DEFAULT_PER_ADDRESS, ConnectionCap
 from .feed import Feed
+from .follows import FollowLog
 from .objects import Objects, QuotaExceeded, TooLarge
 from .recover import tidy
 from .registry import Refused, Registry
@@ -74,10 +75,16 @@ class Relay:
         self.objects = Objects(data_dir, quota)
         self.registry = Registry(data_dir, self.feed, self.objects)
         self.accounts = Accounts(data_dir, open_registration=open_registration, token_ttl=token_ttl)
+        self.follows = FollowLog(data_dir, self.feed.max_followed)
+        keep = lambda account: _valid_account(account) and self.accounts.active(account)  # noqa: E731
         # the feed as a clean stop left it (feedstate.py); its file is gone before anything is served
         saved = feedstate.take(data_dir)
         if saved is not None:
-            self.feed.restore(saved, keep=lambda account: _valid_account(account) and self.accounts.active(account))
+            self.feed.restore(saved, keep=keep)
+        else:  # not stopped cleanly: a new epoch, each account following what its follows log kept
+            self.feed.adopt(self.follows.load(keep))
+        self.follows.settle(self.feed.follows())
+        self.feed.log = self.follows
 
     def save_feed(self) -> None:
         """The feed's state, for the next start (feedstate.py): once, when the relay has stopped serving."""

@@ -12,9 +12,10 @@ accounts that follow it.
 Sequence numbers and what each account follows live in memory, and are kept across a clean restart
 (feedstate.py: written when the relay stops, read and deleted when it starts): the epoch, the cursors and
 the follows go on, so a daemon following the feed is told only what changed. A relay that did not stop
-cleanly starts with a new random `epoch` and no follows: a follower presenting another epoch gets `reset`
-and every head it follows (none then), and its daemon reads every head it follows again, which follows
-them again, so nothing set while it was away is missed.
+cleanly starts with a new random `epoch`, each account following what its follows log kept (follows.py,
+appended as follows are made): a follower presenting another epoch gets `reset` and every head it
+follows with its revision, and its daemon reads the heads that moved and those not named (which
+follows them again), so nothing set while it was away is missed.
 
 An account follows at most MAX_FOLLOWED heads; past them the one that changed (or was followed) longest
 ago is dropped, and its changes reach that account's daemon only by its full rounds.
@@ -28,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from .feedstate import Saved
+from .follows import FollowLog
 
 MAX_FOLLOWED = 250_000  # heads one account follows (a device following more: its full rounds see the rest)
 
@@ -55,6 +57,7 @@ class Feed:
         self._followers: dict[bytes, tuple[_View, ...]] = {}  # pk -> the feeds of the accounts following it
         self._views: dict[str, _View] = {}
         self._closing = False
+        self.log: FollowLog | None = None  # where each new follow is kept as it is made (follows.py)
 
     def load(self, pk: bytes, revision: int) -> None:
         """A head found on disk at start."""
@@ -77,6 +80,20 @@ class Feed:
                 self._followers[gone] = left
             else:
                 del self._followers[gone]
+        if self.log is not None:
+            self.log.followed(account, pk, lambda: list(view.heads))
+
+    def follows(self) -> dict[str, list[bytes]]:
+        """The heads each account follows, the one changed or followed longest ago first."""
+        return {account: list(view.heads) for account, view in self._views.items() if view.heads}
+
+    def adopt(self, follows: dict[str, list[bytes]]) -> None:
+        """Follow what each account followed before the relay stopped without saving the feed's state (as
+        its follows log kept it: follows.py), with this start's new epoch: each follower's feed resets, and
+        the reset names every head it follows, with its revision (at most max_followed, the newest)."""
+        for account, pks in follows.items():
+            for pk in pks:
+                self.follow(account, pk)
 
     async def changed(self, pk: bytes, revision: int) -> None:
         self._revisions[pk] = revision

@@ -8,12 +8,12 @@ restart goes on after it, told only what changed, without reading every head aga
 Why only at a clean stop, and deleted at start: the sequence numbers a relay hands out after the file is
 written are not in it, and a relay that went on from an older file would hand them out again for other
 changes, so a daemon that had read up to one of them would miss the changes numbered below it. A relay
-that did not stop cleanly (kill -9, a power cut, a crash) finds no file: it starts as before, with a new
-epoch and no follows, and each daemon resets (reads every head it follows once, which follows them
-again). Nothing is missed either way; only the follows are lost, and the daemons' full round restores
-them. A head that changed after the file was written (a write still finishing in a thread as the relay
-stopped, or an older version of the relay run on the folder meanwhile) has a revision other than the one
-the file holds: it is named as a change, after every cursor, at start.
+that did not stop cleanly (kill -9, a power cut, a crash) finds no file: it starts with a new epoch, each
+account following what its follows log kept (follows.py), and each daemon resets (reads the heads the
+reset names at a revision it does not hold, and those it does not name, which follows them again).
+Nothing is missed either way. A head that changed after the file was written (a write still finishing in
+a thread as the relay stopped, or an older version of the relay run on the folder meanwhile) has a
+revision other than the one the file holds: it is named as a change, after every cursor, at start.
 
 Format (integers big-endian):
     magic       b"sessiond-relay-feed 1\\n"

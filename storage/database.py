@@ -406,6 +406,9 @@ class Database:
     async def shared_sessions(self) -> list[str]:
         return await self.syncstate.shared_sessions()
 
+    async def held_revisions(self) -> list[tuple[str, str | None, bytes, int]]:
+        return await self.syncstate.held_revisions()
+
     async def sync_state(self, sid: str) -> dict:
         return await self.syncstate.sync_state(sid)
 

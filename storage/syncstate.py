@@ -273,6 +273,18 @@ class SyncState:
     async def shared_sessions(self) -> list[str]:
         return [r[0] for r in await self.c.committed.fetchall("SELECT session_id FROM remotes ORDER BY session_id")]
 
+    async def held_revisions(self) -> list[tuple[str, str | None, bytes, int]]:
+        """(session, its store URL, head, the revision of it last read here: 0 if never) for every head the
+        shared sessions follow: each member device's log head (its peer row) and the members slot."""
+        q = self.c.committed
+        rows = await q.fetchall(
+            "SELECT p.session_id, r.store_url, p.head_pk, p.rev FROM peers p JOIN remotes r USING (session_id)"
+        )
+        out = [(r[0], r[1], bytes(r[2]), int(r[3])) for r in rows]
+        rows = await q.fetchall("SELECT session_id, store_url, announce_pk, members_rev FROM remotes")
+        out += [(r[0], r[1], b"\xed" + bytes(r[2]), int(r[3])) for r in rows]
+        return out
+
 
 def _only(sids: Sequence[str] | None, column: str) -> tuple[str, tuple[str, ...]]:
     """A WHERE clause's part (and its arguments) that keeps the rows of `sids` only; none for None (all)."""

@@ -210,6 +210,13 @@ class Store(ABC):
         everything. None if the store has no such feed (then use head_versions)."""
         return None
 
+    async def head_revisions(self) -> dict[bytes, int] | None:
+        """Each head's revision as the store's change feed last named it (after head_changes said it cannot
+        tell: a relay's reset names every head the account follows, with its revision), in no request. A
+        hint: a follower need not read a head named at the revision it holds, and reads the others (those
+        named at another revision, those not named). None when the store cannot say: read every head."""
+        return None
+
     async def get_heads(
         self, pks: list[bytes], *, concurrency: int = 4
     ) -> dict[bytes, RegistryEntry | StoreError | None]:

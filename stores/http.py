@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import random
 import time
 from collections.abc import Callable
@@ -34,6 +35,10 @@ from .errors import (
     TlsRefused,
     server_wait,
 )
+
+# a connection the server broke under a request (a server stopping resets its open ones): the store
+# unreachable for now, as a disconnection is, not a refusal
+BROKEN = (errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE)
 
 
 @dataclass
@@ -233,6 +238,10 @@ class HttpClient:
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError) as exc:
                 last = StoreUnreachable(f"{what}: the connection broke ({type(exc).__name__})")
+            except aiohttp.ClientOSError as exc:
+                if exc.errno not in BROKEN:  # (a server stopping resets its open connections: ECONNRESET)
+                    raise StoreError(f"{what}: {self.scrub(str(exc))}") from None
+                last = StoreUnreachable(f"{what}: the connection broke ({errno.errorcode[exc.errno]})")
             except aiohttp.ClientError as exc:
                 raise StoreError(f"{what}: {self.scrub(str(exc))}") from None
             else:

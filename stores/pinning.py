@@ -332,6 +332,9 @@ class PinningStore(Store):
     async def head_changes(self, since: object | None) -> tuple[object, set[bytes] | None] | None:
         return await self.inner.head_changes(since)
 
+    async def head_revisions(self) -> dict[bytes, int] | None:
+        return await self.inner.head_revisions()
+
     def write_stats(self) -> dict[str, int]:
         return self.inner.write_stats()
 

@@ -342,6 +342,13 @@ class S5Store(Store):
         feed = await self._change_feed()
         return feed.changes_since(since) if feed is not None else None
 
+    async def head_revisions(self) -> dict[bytes, int] | None:
+        """Each head's revision as the relay's change feed last named it (Store.head_revisions): its last
+        reset's answer, updated by what it named since; no request. None from a portal without the feed,
+        and while the feed is failing past its grace."""
+        feed = await self._change_feed()
+        return feed.revisions() if feed is not None else None
+
     async def has_change_feed(self) -> bool:
         """Whether the server is a relay (`sessiond serve`: it has the change feed) rather than a plain
         S5 portal. One request the first time (none if the feed is already followed); False when the

@@ -17,8 +17,9 @@ MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_change
 # seconds the feed may fail as a restarting relay fails (an upgrade, a quick reboot: `restarting`) and
 # still be taken as having named nothing new yet: a relay that keeps its feed across a restart
 # (relay/feedstate.py) names, at its first answer, whatever changed meanwhile, and one that did not resets
-# (a full round). Past it, followers fall back to reading each head (full rounds), as a store without a
-# feed is read. A relay that answers and refuses the feed gets no grace: its followers read heads at once.
+# (its followers read the heads it does not name at the revision they hold). Past it, followers fall back
+# to reading each head (full rounds), as a store without a feed is read. A relay that answers and
+# refuses the feed gets no grace: its followers read heads at once.
 FEED_GRACE = 60.0
 # what a proxy in front of a relay that is restarting answers (not 504: a proxy whose read timeout is shorter
 # than the feed's long-poll answers every poll so, and its followers would wait out the grace at each start)
@@ -112,6 +113,11 @@ class ChangeFeed:
         return self._failing_since is None or time.monotonic() - self._failing_since < FEED_GRACE
 
     def versions(self) -> dict[bytes, object] | None:
+        return dict(self.heads) if self.healthy else None
+
+    def revisions(self) -> dict[bytes, int] | None:
+        """Each head's revision as the feed last named it: its last reset's answer (every head the account
+        follows), updated by each answer since. None past the grace."""
         return dict(self.heads) if self.healthy else None
 
     def changes_since(self, since: object | None) -> tuple[object, set[bytes] | None] | None:

@@ -80,7 +80,8 @@ class Follower:
         store since the last look; all of them when a store cannot say which changed, when asked to
         (`sessiond sync`), and now and then in any case. So a follower of many sessions does work in
         proportion to what changed, not to how many sessions it follows: a store with a change feed
-        (the relay, a folder's change journal) names the changed heads (Store.head_changes), one that
+        (the relay, a folder's change journal) names the changed heads (Store.head_changes; after a
+        relay's reset, the heads it does not name at the revision held here: _not_held), one that
         lists its heads cheaply is compared with the last listing, and one that can do neither is read in full rounds
         spaced out (from `min_wait` up to `interval`) while they find nothing new."""
         ctx = self.ctx
@@ -110,6 +111,8 @@ class Follower:
                 feed = None
             if feed is not None:
                 self._tokens[url], pks = feed
+                if pks is None:  # a reset: the heads whose revision it names is not the one held here
+                    pks = await self._not_held(store)
                 if pks is None:
                     full = True
                 else:
@@ -156,6 +159,30 @@ class Follower:
             moved = await ctx.db.sessions_with_heads(sorted(changed))
             # the retried and the just imported are read in full (their members slot too)
             await self.pull_all(sorted(retry.union(due, moved)), changed=changed, retry=retry | due)
+
+    async def _not_held(self, store: Store) -> set[bytes] | None:
+        """After `store`'s change feed could not say what changed (a relay's reset: it restarted without
+        its feed's state, or this device's cursor is too old), the heads of the sessions following it there
+        that must be read: those the feed names at a revision other than the one last read here (newer;
+        0, never read), and those it does not name (the relay may not follow them for this account yet).
+        A head named at the revision held here is not read: the feed is a hint, and what it names is read
+        and verified as any head. None when the store cannot say (then every head is read)."""
+        try:
+            revisions = await store.head_revisions()
+        except (StoreError, OSError):
+            revisions = None
+        if revisions is None:
+            return None
+        ctx, out = self.ctx, set()
+        stores: dict[str | None, Store] = {}
+        for sid, url, pk, rev in await ctx.db.held_revisions():
+            st = stores.get(url)
+            if st is None:
+                st = stores[url] = ctx.open_store(url)
+            # (this device's own head is never read by a pull)
+            if st is store and revisions.get(pk) != rev and pk != ctx.keys.head_pk(sid):
+                out.add(pk)
+        return out
 
     async def pull(self, sid: str, moved: set[bytes] | None = None, *, restored: bool = False) -> int:
         """Bring in what other devices wrote to `sid` since the last pull. Returns new operations.

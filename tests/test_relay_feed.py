@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import time
 
 import aiohttp
@@ -117,9 +118,10 @@ async def test_an_account_follows_a_bounded_number_of_heads_the_oldest_dropped()
 
 def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
     """A relay that starts with no feed file (killed rather than stopped, or its folder written by an earlier
-    version, which kept none) follows nothing for anyone. Its new epoch makes each daemon's feed reset,
-    and the daemon reads every head it follows again, which follows them again: a follower still hears of
-    the next change through the feed, in seconds, not at its next full round (minutes)."""
+    version, which kept none) has a new epoch, which makes each daemon's feed reset: the daemon reads the
+    heads the reset does not name at the revision it holds (here, its folder an earlier version's, with no
+    follows logs either: every head), which follows them again: a follower still hears of the next change
+    through the feed, in seconds, not at its next full round (minutes)."""
     data = str(tmp_path / "relay")
     with relay_served(data) as info:
         port = info["port"]
@@ -131,7 +133,8 @@ def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
         last = lambda: [m["content"] for m in cb.messages(sid, limit=1, last=True)["messages"]][-1:]  # noqa: E731
         ca.append(sid, "user", "before the restart")
         wait_for(lambda: last() == ["before the restart"], timeout=30, interval=0.02)
-    os.unlink(os.path.join(data, "feed"))  # as a relay killed, or an earlier version, leaves its folder
+    os.unlink(os.path.join(data, "feed"))  # as an earlier version leaves its folder
+    shutil.rmtree(os.path.join(data, "follows"))
     try:
         with relay_served(data, "--listen", f"127.0.0.1:{port}"):  # the same address: the same accounts
             for i in range(3):

@@ -1,21 +1,23 @@
 """What an account's change feed follows survives a clean restart of the relay (relay/feedstate.py): the
 same epoch, the same cursors, the same follows, so a daemon that followed the feed before the restart is
-told only what changed after it, and reads no head it need not. A relay that did not stop cleanly, or
-whose data an earlier version wrote, starts as before: a new epoch, each follower reset (a full round
-once), nothing missed."""
+told only what changed after it, and reads no head it need not. A relay that did not stop cleanly starts
+with a new epoch and the follows its follows logs kept (each follower reset: tests/test_relay_reset.py);
+one whose data an earlier version wrote, as before (each follower reset, a full round once); nothing is
+missed."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import stat
 import time
 
 from nacl.signing import SigningKey
 
 from conftest import DaemonProc, eventually, relay_served, wait_for
-from sessiond.relay import feedstate
+from sessiond.relay import feedstate, follows
 from sessiond.relay.admin import revoke
 from sessiond.relay.feed import Feed
 from sessiond.stores import s5feed
@@ -128,9 +130,11 @@ async def test_a_head_changed_after_the_state_was_written_is_named_at_start():
 
 
 async def test_a_relay_with_no_state_or_a_damaged_one_starts_afresh(tmp_path):
-    """A data folder an earlier version wrote (no feed file), a relay that did not stop cleanly, or a
-    damaged file: the relay starts with a new epoch and no follows, as before; each follower's feed resets
-    (its daemon reads every head it follows once, which follows them again) and the feed works from there."""
+    """A data folder an earlier version wrote (no feed file, no follows logs), a relay that did not stop
+    cleanly, or a damaged file: the relay starts with a new epoch; each follower's feed resets and the feed
+    works from there. The reset names the heads the account followed as its follows log kept them
+    (relay/follows.py: its daemon reads only those that moved); with no log (an earlier version's
+    folder), none (its daemon reads every head it follows once, which follows them again)."""
     data = str(tmp_path / "relay")
     served = await Served(data, open_registration=True).start()
     store = store_for(served, tmp_path)
@@ -141,9 +145,12 @@ async def test_a_relay_with_no_state_or_a_damaged_one_starts_afresh(tmp_path):
     finally:
         await served.stop()
     path = os.path.join(data, feedstate.FILE)
-    for i, damage in enumerate((None, b"garbage", open(path, "rb").read()[:-1] + b"\0")):
-        if damage is None:
-            os.unlink(path)  # as an earlier version leaves its folder
+    for i, damage in enumerate((None, b"garbage", open(path, "rb").read()[:-1] + b"\0", "earlier")):
+        if damage == "earlier":  # as an earlier version leaves its folder: no feed file, no follows logs
+            os.unlink(path)
+            shutil.rmtree(os.path.join(data, follows.DIR))
+        elif damage is None:
+            os.unlink(path)  # as a relay killed leaves its folder
         else:
             with open(path, "wb") as f:
                 f.write(damage)
@@ -153,7 +160,8 @@ async def test_a_relay_with_no_state_or_a_damaged_one_starts_afresh(tmp_path):
         try:
             assert not os.path.exists(path)
             doc = await feed_of(again, token, f"since={before['cursor']}&epoch={before['epoch']}")
-            assert doc["reset"] and doc["epoch"] != before["epoch"] and not doc["changes"]
+            assert doc["reset"] and doc["epoch"] != before["epoch"]
+            assert pks(doc) == (set() if damage == "earlier" else {b64url(head(1).pk)})
             assert await store2.get_head(head(1).pk) is not None  # read: followed again
             await store2.set_head(head(2 + i))
             after = await feed_of(again, token, f"since={doc['cursor']}&epoch={doc['epoch']}")

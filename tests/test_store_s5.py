@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
+import struct
 import time
 
 import pytest
@@ -25,9 +27,10 @@ from sessiond.stores.errors import (
     StoreUnreachable,
     WrongBytes,
 )
-from sessiond.stores.http import RetryPolicy
+from sessiond.stores.http import HttpClient, RetryPolicy
 from sessiond.stores.registry import RegistryEntry
 from sessiond.stores.s5 import S5Store, account_key
+from sessiond.stores.s5feed import restarting
 
 SEED = bytes(range(32))
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, max_retry_after=5)
@@ -240,6 +243,31 @@ async def test_unreachable(portal):
             await store.get(digest(b"x"))
     finally:
         await store.close()
+
+
+async def test_a_connection_reset_under_a_request_is_the_store_unreachable():
+    """A server stopping (a relay's upgrade, a crash) resets the connections it holds open, such as a
+    long-poll under way on its change feed (ECONNRESET). That was a plain StoreError: the relay's feed
+    took it as a refusal (no grace: stores/s5feed.py), and its followers went straight to reading every
+    head they follow, at a clean restart too. Now it is the store unreachable, as a connection the server
+    closed is: the feed waits its grace, and other requests try again."""
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request read; no answer: the connection reset
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    client = HttpClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", timeout=5.0)
+    try:
+        with pytest.raises(StoreError) as err:
+            await client.request("GET", "/s5/registry/changes", params={"since": "0"}, retry=False)
+        assert isinstance(err.value, StoreUnreachable) and restarting(err.value), repr(err.value)
+        assert "the connection broke (ECONNRESET)" in str(err.value)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_wrong_bytes_and_truncated_never_accepted(portal):
