@@ -29,6 +29,7 @@ from .appkeys import DAEMON_KEY
 from .complete import ANSWER_ONLY, Ahead, check_quota, check_writable, provider_for, request_settings
 from .provider_config import ProviderError
 from .providers import usage_of
+from .unread import idle_of
 
 log = logging.getLogger("sessiond.openai")
 SESSION_HEADER = "X-Sessiond-Session"
@@ -354,9 +355,9 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
         return resp
     if ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
         error = {"message": ended.error.message, "type": "api_error", "param": None, "code": ended.error.code}
-        await end(resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+        await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
-        await end(resp, b"data: [DONE]\n\n")
+        await end(request, resp, b"data: [DONE]\n\n", idle_of(d))
     return resp
 
 
