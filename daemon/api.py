@@ -18,7 +18,7 @@ from .routes import ROUTES, Handler, Route
 from .routes.appends import close_streams
 from .routes.common import body_json, ok  # noqa: F401 (the names other modules used)
 from .routes.failures import BODY_LIMIT, error_body, failure, home_of, too_large
-from .unread import idle_of, send, waits
+from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.api")
 
@@ -128,6 +128,7 @@ def make_app(daemon) -> web.Application:
         app.router.add_route(r.method, r.path, _bound(r, idle))
     app.router.add_route("*", "/{tail:.*}", _unrouted(idle))
     app.on_shutdown.append(close_streams)  # open append streams closed, not waited for
+    app.on_shutdown.append(hang_up_stalled)  # answers waiting for an app that reads none: not waited for long
 
     @functools.cache
     def openapi() -> dict:

@@ -70,6 +70,28 @@ def test_an_app_that_reads_no_answer_is_hung_up_on(make_daemon, pipelined):
     assert len(c.messages(sid)["messages"]) == 8
 
 
+def test_a_stop_does_not_wait_for_an_app_that_reads_no_answer(make_daemon):
+    """A daemon stopped while an answer waits for an app that reads none (connection_idle_timeout at its
+    default, 75 s): it hangs up on the app a second into the stop and exits cleanly, rather than waiting for
+    the timeout (or aiohttp's shutdown timeout, a minute)."""
+    import time
+
+    d = started_with(make_daemon)
+    c = d.client()
+    sid = c.create_session(name="s")["id"]
+    c.append_many(sid, [{"role": "user", "content": "x" * (512 << 10)} for _ in range(8)])
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.socket)
+    try:
+        s.sendall(_get(f"/v1/sessions/{sid}/messages?limit=8"))
+        wait_for(lambda: select.select([s], [], [], 0)[0], what="the answer begun")
+        began = time.monotonic()
+        assert d.stop() == 0
+        assert time.monotonic() - began < 10
+    finally:
+        s.close()
+
+
 def test_an_event_subscriber_that_stops_reading_is_hung_up_on(make_daemon):
     """A subscriber of GET /v1/events that reads nothing while events come (each naming 4,000 message ids):
     once an event could not be written for connection_idle_timeout, the daemon hangs up."""
