@@ -70,6 +70,77 @@ def test_an_app_that_reads_no_answer_is_hung_up_on(make_daemon, pipelined):
     assert len(c.messages(sid)["messages"]) == 8
 
 
+def _held(port: int, peer: int) -> bool:
+    """Whether a process still holds (by a file descriptor) the loopback TCP connection from `port` to `peer`
+    (an abandoned connection is the kernel's: no inode)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) == peer:
+                return inode != "0"
+    return False
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_openai_listener_hangs_up_on_an_app_that_reads_no_answer(make_daemon, stream):
+    """The same on the OpenAI-compatible TCP listener: an answer larger than the connection holds, whole or
+    streamed, to an app that reads none of it (its receive buffer small, as a stalled app's fills) is let go
+    of: the daemon no longer holds the connection (what it sent is the kernel's to deliver), and a stream's
+    generation stops."""
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(
+            make_daemon,
+            f"http://127.0.0.1:{server.port}/v1",
+            connection_idle_timeout=IDLE,
+            openai_listen="127.0.0.1:0",
+        )
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        openai = c.status()["openai"]
+        key = open(openai["api_key_file"]).read().strip()
+        port = int(openai["base_url"].rsplit(":", 1)[1].split("/", 1)[0])
+        p.faults.repeat = 1 if stream else 40  # (whole: 8 MB, more than the kernel takes, 4 MiB)
+        question = [{"role": "user", "content": "w " * 100_000}]
+        raw = json.dumps({"model": "echo-1", "messages": question, "stream": stream})
+        s = socket.socket(socket.AF_INET)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        try:
+            s.sendall(
+                f"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n"
+                f"X-Sessiond-Session: {sid}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(raw)}\r\n\r\n{raw}".encode()
+            )
+            wait_for(lambda: select.select([s], [], [], 0)[0], timeout=20, what="the answer begun")
+            peer = s.getsockname()[1]
+            assert _held(port, peer)
+            wait_for(lambda: not _held(port, peer), timeout=IDLE + MARGIN, what="the daemon letting the app go")
+            if stream:
+                wait_for(lambda: p.streams_stopped, timeout=20, what="the provider's stream stopped")
+        finally:
+            s.close()
+    finally:
+        server.stop()
+
+
+def test_the_openai_listener_closes_an_idle_connection(make_daemon):
+    """An idle kept-alive connection to the OpenAI-compatible listener is closed after connection_idle_timeout,
+    as the socket's are (it was aiohttp's default, an hour: an app that went away held it that long)."""
+    d = started_with(make_daemon, connection_idle_timeout=IDLE, openai_listen="127.0.0.1:0")
+    openai = d.client().status()["openai"]
+    key = open(openai["api_key_file"]).read().strip()
+    port = int(openai["base_url"].rsplit(":", 1)[1].split("/", 1)[0])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"GET /openai/v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+        s.settimeout(IDLE + MARGIN)
+        got = b""
+        while more := s.recv(1 << 16):  # the answer, then the connection closed by the daemon
+            got += more
+        assert got.startswith(b"HTTP/1.1 ")  # (409: no provider; any answer will do)
+
+
 def test_a_stop_does_not_wait_for_an_app_that_reads_no_answer(make_daemon):
     """A daemon stopped while an answer waits for an app that reads none (connection_idle_timeout at its
     default, 75 s): it hangs up on the app a second into the stop and exits cleanly, rather than waiting for
