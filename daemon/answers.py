@@ -19,6 +19,7 @@ from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
 from .provider_config import Provider, ProviderError
 from .providers import delta_text, usage_of
+from .unread import Writes, idle_of
 
 log = logging.getLogger("sessiond.complete")
 
@@ -204,6 +205,7 @@ async def pass_on(
     error: ProviderError | None = None
     gone = False
     watch = AppWatch(request, again=True)
+    out = Writes(request, resp, idle_of(d))  # an app that leaves the answer unread is hung up on (unread.py)
     try:
         try:
             await resp.prepare(request)
@@ -220,10 +222,10 @@ async def pass_on(
                 parts.append(text)
             if gone:
                 break
-            out = event_of(raw, chunk, text, u)
-            if out is not None:
+            sent = event_of(raw, chunk, text, u)
+            if sent is not None:
                 try:
-                    await resp.write(out)
+                    await out.write(sent)
                 except APP_GONE:
                     gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
                     break
@@ -259,10 +261,10 @@ async def pass_on(
     return Streamed(stored, error, gone)
 
 
-async def end(resp: web.StreamResponse, last: bytes) -> None:
-    """The stream's last event and its end; an app that went away by then is no error."""
+async def end(request: web.Request, resp: web.StreamResponse, last: bytes, idle: float) -> None:
+    """The stream's last event and its end; an app that went away by then is no error, and one that leaves
+    them unread is hung up on after `idle` seconds (unread.py)."""
     try:
-        await resp.write(last)
-        await resp.write_eof()
+        await Writes(request, resp, idle).end(last)
     except APP_GONE:
         pass

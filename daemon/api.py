@@ -18,6 +18,7 @@ from .routes import ROUTES, Handler, Route
 from .routes.appends import close_streams
 from .routes.common import body_json, ok  # noqa: F401 (the names other modules used)
 from .routes.failures import BODY_LIMIT, error_body, failure, home_of, too_large
+from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.api")
 
@@ -35,9 +36,10 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return web.json_response(error_body(code, msg), status=exc.status)
 
 
-def _bound(route: Route) -> Handler:
-    """The route's handler, with the request knowing its route (and so its models), and every error
-    turned into the API's shape. This is done here rather than in a middleware: an application with
+def _bound(route: Route, idle: float) -> Handler:
+    """The route's handler, with the request knowing its route (and so its models), every error
+    turned into the API's shape, and an answer whose write may wait for the app sent under the idle
+    timeout (unread.py). This is done here rather than in a middleware: an application with
     any middleware pays aiohttp's middleware chain (two more coroutines, a cache look-up) on every
     request, and the appends are the hot path."""
     handler = route.handler
@@ -55,16 +57,21 @@ def _bound(route: Route) -> Handler:
                 v.refuse_unknown_query(where, names, request.query)
             if no_body and request.body_exists:
                 refuse_body(where, await body_json(request))
-            return await handler(request)
+            resp = await handler(request)
         except web.HTTPException as exc:
             if exc.content_type == "application/json":
+                if waits(request, exc):
+                    await send(request, exc, idle)
                 raise
-            return _http_error(request, exc)
+            resp = _http_error(request, exc)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:  # a SessiondError, a full disk, a bug: failures.py
             status, data = failure(exc, f"{request.method} {request.path}", home_of(request.app[DAEMON_KEY]))
-            return web.json_response(data, status=status)
+            resp = web.json_response(data, status=status)
+        if waits(request, resp):  # (a test, not a timer: the appends' answers are small)
+            await send(request, resp, idle)
+        return resp
 
     handle.__name__ = handler.__name__
     return handle
@@ -77,9 +84,20 @@ def refuse_body(where: str, body: object) -> None:
         raise Invalid(f"{where} takes no body{fields:.200}: send none")
 
 
-async def _unrouted(request: web.Request) -> web.StreamResponse:
-    """Every request no route takes (the last resource, matching any path and method): a 405 if some
-    route has the path with other methods, else a 404, as the router itself would have refused it."""
+def _unrouted(idle: float) -> Handler:
+    """The handler of every request no route takes (the last resource, matching any path and method): a 405
+    if some route has the path with other methods, else a 404, as the router itself would have refused it."""
+
+    async def unrouted(request: web.Request) -> web.StreamResponse:
+        resp = await _refused(request)
+        if waits(request, resp):
+            await send(request, resp, idle)
+        return resp
+
+    return unrouted
+
+
+async def _refused(request: web.Request) -> web.Response:
     allowed: set[str] = set()
     own = request.match_info.route.resource
     for resource in request.app.router.resources():
@@ -105,10 +123,12 @@ def router_order(routes: list[Route]) -> list[Route]:
 def make_app(daemon) -> web.Application:
     app = web.Application(client_max_size=BODY_LIMIT)  # no middleware: see _bound
     app[DAEMON_KEY] = daemon
+    idle = idle_of(daemon)
     for r in router_order(ROUTES):
-        app.router.add_route(r.method, r.path, _bound(r))
-    app.router.add_route("*", "/{tail:.*}", _unrouted)
+        app.router.add_route(r.method, r.path, _bound(r, idle))
+    app.router.add_route("*", "/{tail:.*}", _unrouted(idle))
     app.on_shutdown.append(close_streams)  # open append streams closed, not waited for
+    app.on_shutdown.append(hang_up_stalled)  # answers waiting for an app that reads none: not waited for long
 
     @functools.cache
     def openapi() -> dict:

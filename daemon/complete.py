@@ -27,6 +27,7 @@ from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .formats import pause_for_tests
 from .provider_config import Provider
 from .providers import usage_of
+from .unread import idle_of
 
 log = logging.getLogger("sessiond.complete")
 
@@ -262,9 +263,9 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
         }
         if ended.stored is not None:
             body["message"] = ended.stored
-        await end(resp, sse("error", body))
+        await end(request, resp, sse("error", body), idle_of(d))
     else:
-        await end(resp, sse("message", ended.stored))
+        await end(request, resp, sse("message", ended.stored), idle_of(d))
     return resp
 
 

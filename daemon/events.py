@@ -21,6 +21,8 @@ from ..api.events import LOST
 KEEP_EVENTS = 10_000
 KEEP_IDS = 100_000  # message ids named by the kept events (a batch of 100,000 messages names as many)
 KEEP_FOR = 600.0  # seconds the events are kept after the last subscriber left
+BEHIND = 10_000  # events a subscriber's stream holds unsent at most: one more drops it (DROPPED)
+DROPPED = object()  # what a dropped subscriber's queue then holds, alone: its stream ends saying why
 
 
 class Events:
@@ -59,7 +61,7 @@ class Events:
                 first = [self._lost(after, "too_old")]
             else:
                 first = list(itertools.islice(self._kept, seq - self._kept_after, None))
-        q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+        q: asyncio.Queue = asyncio.Queue(maxsize=BEHIND)
         self._queues.add(q)
         task = asyncio.current_task()
         if task is not None:
@@ -135,10 +137,17 @@ class Events:
         for q in list(self._queues):
             try:
                 q.put_nowait(event)
-            except asyncio.QueueFull:  # a subscriber that stopped reading is dropped: its stream ends
-                self._queues.discard(q)
-                q.get_nowait()
-                q.put_nowait(None)
+            except asyncio.QueueFull:  # too far behind (reading slowly, or not at all): dropped
+                self._drop(q)
+
+    def _drop(self, q: asyncio.Queue) -> None:
+        """A subscriber BEHIND events behind: its events let go (not one of them sent past a gap, which a
+        resume after the last one read would miss), its stream ended, saying why (DROPPED); a resume from
+        the last event it read gets the rest, or events.lost."""
+        self._queues.discard(q)
+        while not q.empty():
+            q.get_nowait()
+        q.put_nowait(DROPPED)
 
     def close(self) -> None:
         for q in list(self._queues):

@@ -29,6 +29,7 @@ from .appkeys import DAEMON_KEY
 from .complete import ANSWER_ONLY, Ahead, check_quota, check_writable, provider_for, request_settings
 from .provider_config import ProviderError
 from .providers import usage_of
+from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
 SESSION_HEADER = "X-Sessiond-Session"
@@ -145,9 +146,12 @@ class Compat:
         self.key = ensure_key(key_file)
         app = web.Application(middlewares=[self._auth], client_max_size=256 << 20)
         app[DAEMON_KEY] = self.d
+        app.on_shutdown.append(hang_up_stalled)
         for method, path, handler in ROUTES:
             app.router.add_route(method, path, handler)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(  # an idle connection closed as the socket's are (aiohttp's default: an hour)
+            app, handle_signals=False, access_log=None, keepalive_timeout=self.d.config.connection_idle_timeout
+        )
         await self._runner.setup()
         sock = socket.create_server(
             (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=256
@@ -168,13 +172,17 @@ class Compat:
         given = request.headers.get("Authorization", "")
         token = given[7:].strip() if given[:7].lower() == "bearer " else ""
         if not hmac.compare_digest(token.encode(), self.key.encode()):
-            return oai_error(
+            resp = oai_error(
                 401,
                 "invalid_api_key",
                 "a valid bearer key is required: use the key in the file "
                 "`sessiond status --json` names as openai.api_key_file",
             )
-        return await handler(request)
+        else:
+            resp = await handler(request)
+        if waits(request, resp):  # an answer the app may leave unread: timed, as the socket's (unread.py)
+            await send(request, resp, idle_of(self.d))
+        return resp
 
     def status(self) -> dict:
         return {
@@ -354,9 +362,9 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
         return resp
     if ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
         error = {"message": ended.error.message, "type": "api_error", "param": None, "code": ended.error.code}
-        await end(resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+        await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
-        await end(resp, b"data: [DONE]\n\n")
+        await end(request, resp, b"data: [DONE]\n\n", idle_of(d))
     return resp
 
 

@@ -280,17 +280,6 @@ def _write_file(path: str, data: bytes, *, uncached: bool = False) -> None:
     fsutil.atomic_write(path, data, uncached=uncached, sync_dir=False)
 
 
-async def gathered(futs: list[asyncio.Future], timeout: float | None) -> list:
-    """The results of futures of one batch, in order; the first error among them raised (every one
-    retrieved); `timeout` bounds the wait (the writes go on regardless: each is atomic)."""
-    both = asyncio.gather(*futs, return_exceptions=True)
-    out = await (both if timeout is None else asyncio.wait_for(both, timeout))
-    for r in out:
-        if isinstance(r, BaseException):
-            raise r
-    return out
-
-
 def _future() -> asyncio.Future:
     return asyncio.get_running_loop().create_future()
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from ..storage.model import LogRun
 from ..stores import Store
 from ..stores.cid import BlobId, digest_parts
+from ..stores.waits import gathered
 from .crypto import EncryptedCID, manifest_key, object_key, seal, seal_chunks
 from .pagecut import cut as cut_run
 from .pagecut import encode_page_chunks, encode_pages, measure, page_ends, page_limit
@@ -265,7 +266,7 @@ class LogWriter:
         rest = [o for o, f in itertools.zip_longest(objects, futs) if f is None]  # through put: one batch
         done = [asyncio.wrap_future(f) for f in futs if f is not None]
         if done:
-            await asyncio.wait_for(asyncio.gather(*done), self.timeout)
+            await gathered(done, self.timeout)  # (given up: nothing left unretrieved)
             self.written.objects += len(done)
             self.written.bytes += sum(len(ct) for (ct, _), f in zip(objects, futs) if f is not None)
         await self.put([ct for ct, _ in rest], [h for _, h in rest])

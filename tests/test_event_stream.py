@@ -58,7 +58,7 @@ async def test_a_stream_the_daemon_ends_ends_its_iteration(tmp_path):
                 assert time.monotonic() < deadline and not reader.done()
                 await asyncio.sleep(0.01)
             events.publish({"type": "session.created", "session": "s1"})
-            events.close()  # what the daemon does to a subscriber that fell behind
+            events.close()  # (the daemon's stop; one that fell behind is ended as well, saying why)
             seen = await asyncio.wait_for(reader, 10)
             assert [ev["session"] for ev in seen] == ["s1"]
 

@@ -310,3 +310,72 @@ async def test_a_crashed_write_s_old_temporary_files_go_when_the_store_opens(tmp
         assert await again.get(h) == b"an object"
     finally:
         await again.close()
+
+
+# A daemon on a folder store whose writer thread, at its first batch, waits for the push awaiting it to be
+# given up (its futures done: the stop cancelled it), or 10 s: a stop that comes mid-push, every time.
+STOPPED_MID_PUSH = textwrap.dedent(
+    """
+    import os, sys, time
+    from sessiond.stores import filebatch
+    from sessiond.daemon.server import run
+
+    real = filebatch.BatchWriter.write
+    held = []
+
+    def write(self, ops):
+        if not held:
+            held.append(ops)
+            open(sys.argv[3], "w").close()  # the test's cue: a push waits for this batch
+            deadline = time.monotonic() + 10
+            while not any(op.fut.done() for op in ops) and time.monotonic() < deadline:
+                time.sleep(0.01)  # (the fault: a write slow enough for the stop to come during it)
+        return real(self, ops)
+
+    filebatch.BatchWriter.write = write
+    run(sys.argv[1], sys.argv[2], ready_fd=int(sys.argv[4]))
+    """
+)
+
+
+def test_a_stop_during_a_folder_push_is_quiet_and_leaves_the_store_whole(tmp_path):
+    """SIGTERM while a push waits for the folder store's writer: the daemon stops cleanly (exit 0) with
+    nothing on its stderr about a future's exception never retrieved (asyncio's debug mode, which reports
+    every one), and the batch the stop interrupted is written whole: every head names objects that are there."""
+    from sessiond.client import Client
+
+    home = os.path.join(str(tmp_path), "home")
+    root, cue = str(tmp_path / "store"), str(tmp_path / "cue")
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_MID_PUSH, home, f"file://{root}", cue, str(w)],
+        pass_fds=(w,),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONASYNCIODEBUG": "1"},
+    )
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as ready:
+            assert ready.read(6) == b"ready\n"
+        with Client(home) as c:
+            sid = c.create_session(name="s")["id"]
+            c.append(sid, "user", "hello")
+        wait_for(lambda: os.path.exists(cue), timeout=20, what="a push waiting for the folder's writer")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = err.decode()
+    assert proc.returncode == 0, said[-3000:]
+    assert "never retrieved" not in said, said[-3000:]
+    store = FileStore(root)
+    objects = [n for _, _, names in os.walk(store._objects) for n in names]
+    assert objects and not [n for n in objects if n.startswith(fsutil.TEMP_PREFIX)]  # the batch written whole
+    for name in objects:
+        store._get_sync(bytes.fromhex(name))  # whole (its hash checked)
+    for pk in map(bytes.fromhex, _names(store._heads)):
+        manifest = store._get_sync(manifest_hash_of(store._get_head_sync(pk)))
+        store._get_sync(manifest[:32])

@@ -45,6 +45,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from ...storage.errors import SessiondError
 from .. import validate as v
+from ..unread import idle_of, may_wait
 from .common import daemon_of, query
 from .failures import BODY_LIMIT, error_body, failure, home_of, too_large
 from .messages import append, append_body
@@ -52,16 +53,12 @@ from .messages import append, append_body
 HEAD_LIMIT = 4096  # bytes of a frame's head line (a session id is at most 128, a key 255)
 FRAME_LIMIT = BODY_LIMIT + HEAD_LIMIT + 1
 PATH = "/v1/appends"
-IDLE_TIMEOUT = 75.0  # seconds, Config.connection_idle_timeout's default (aiohttp's keep-alive timeout)
 # seconds the daemon waits, after its close frame, for the app's before it hangs up (aiohttp's default, 10 s,
 # held a silent app's descriptor and task that long after an idle close)
 CLOSE_TIMEOUT = 1.0
 IN_FLIGHT = 64  # frames of one connection under way at once (read, not yet answered)
 IN_FLIGHT_BYTES = 16 << 20  # ... and their text (characters) at most, but for one frame: the next waits for room
 WHERE = f"GET {PATH}"
-# characters of an answer past which its send may wait for the app to read (aiohttp's writer waits for the
-# transport to drain past 64 KiB written; the kernel's socket buffer takes ~200 KiB)
-MAY_WAIT = 16 << 10
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -96,7 +93,7 @@ async def _stopping(ws: web.WebSocketResponse, transport: asyncio.Transport | No
 
 async def append_stream(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
-    idle = getattr(getattr(d, "config", None), "connection_idle_timeout", IDLE_TIMEOUT)
+    idle = idle_of(d)
     ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, compress=False, timeout=CLOSE_TIMEOUT)
     if not ws.can_prepare(request).ok:
         raise BadFrame(
@@ -138,7 +135,7 @@ async def _in_turn(d, ws: web.WebSocketResponse, home: str | None, transport, id
         # large answer, or some of the earlier ones not yet taken by the kernel.
         text = _encode({"tag": tag, "status": status, "body": body})
         stalled = None
-        if transport is not None and (len(text) > MAY_WAIT or transport.get_write_buffer_size()):
+        if may_wait(transport, len(text)):
             stalled = loop.call_later(idle, transport.abort)
         try:
             await ws.send_str(text)
@@ -228,14 +225,19 @@ class _Pipeline:
         while (pending := await self.answers.get()) is not None:
             tag, status, body = await pending[0]
             if not self.gone:
-                # (a timer, not wait_for: a task per answer would cost the stream much of what it saves)
-                stalled = asyncio.get_running_loop().call_later(self.idle, self._hang_up)
+                # Timed only when the send can wait (unread.py), as _in_turn's: a timer, not wait_for (a task per
+                # answer would cost the stream much of what it saves), and not one per answer either (~1.5 us)
+                text = _encode({"tag": tag, "status": status, "body": body})
+                stalled = None
+                if may_wait(self.transport, len(text)):
+                    stalled = asyncio.get_running_loop().call_later(self.idle, self._hang_up)
                 try:
-                    await self.ws.send_str(_encode({"tag": tag, "status": status, "body": body}))
+                    await self.ws.send_str(text)
                 except Exception:  # closed meanwhile (a ConnectionResetError, mostly), or hung up on
                     self.gone = True  # (the answers after it are lost too)
                 finally:
-                    stalled.cancel()
+                    if stalled is not None:
+                        stalled.cancel()
             self.due -= 1
             self.due_size -= pending[1]
             self.turns.release()

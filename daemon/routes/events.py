@@ -7,7 +7,16 @@ from aiohttp import web
 
 from ...api.events import LAST_EVENT_ID_HEADER, parse_event_id
 from ...storage.errors import BadParameter
+from ..events import BEHIND, DROPPED
+from ..unread import Writes, idle_of
 from .common import daemon_of
+
+KEEP_ALIVE = 15.0  # seconds of no event after which a stream sends a comment (proxies close a silent one)
+# the comment a subscriber too far behind reads last
+DROPPED_COMMENT = (
+    f": dropped: this stream fell {BEHIND:,} events behind (its app reads too slowly); open it again with the "
+    "Last-Event-ID of the last event read\n\n"
+).encode()
 
 
 def _resume_after(request: web.Request) -> tuple[str, int] | None:
@@ -44,21 +53,28 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
+        # An event that cannot be written for connection_idle_timeout (the app stopped reading: the
+        # connection is full) hangs the connection up (unread.py); a subscriber BEHIND events behind, reading
+        # or not, is dropped (daemon/events.py): what it has not been sent is let go.
+        out = Writes(request, resp, idle_of(d))
         # a new stream starts with where it is (an id alone, no event): resuming after it misses nothing
-        await resp.write(b": sessiond events\n\n" + (b"" if after is not None else f"id: {start}\n\n".encode()))
+        await out.write(b": sessiond events\n\n" + (b"" if after is not None else f"id: {start}\n\n".encode()))
         for ev in first:
-            await resp.write(_sse(ev))
+            await out.write(_sse(ev))
         while True:
             try:
-                ev = await asyncio.wait_for(queue.get(), timeout=15)
+                ev = await asyncio.wait_for(queue.get(), timeout=KEEP_ALIVE)
             except TimeoutError:
-                await resp.write(b": keep-alive\n\n")
+                await out.write(b": keep-alive\n\n")
                 continue
             if ev is None:
                 break
-            await resp.write(_sse(ev))
+            if ev is DROPPED:
+                await out.write(DROPPED_COMMENT)
+                break
+            await out.write(_sse(ev))
     except ConnectionResetError:
-        pass  # the app went away
+        pass  # the app went away, or was hung up on
     finally:  # a CancelledError (the daemon stopping, the app gone) goes on up: swallowing it hangs shutdown
         d.events.unsubscribe(queue)
     return resp

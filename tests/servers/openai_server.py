@@ -31,6 +31,7 @@ class Faults:
     eof_delay: float = 0.0  # seconds between a stream's [DONE] and the end of its body (a proxy's late flush)
     role_chunk: bool = True  # a stream begins with a chunk of no text (OpenAI's); else with the first word's
     first_delay: float = 0.0  # seconds between a stream's first chunk of no text and its first word
+    repeat: int = 1  # the answer's text this many times over (an answer longer than a question can be)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def make_app(p: Provider) -> web.Application:
                 "invalid_request_error",
                 "model_not_found",
             )
-        text = p.answer(body)
+        text = p.answer(body) * f.repeat
         words = text.split(" ")
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
         usage = {
