@@ -160,7 +160,9 @@ def test_a_checkpoint_past_the_idle_timeout_is_refused_and_does_not_revive_it(ma
     with pytest.raises(ClientError):
         c.append(sid, "user", "revived?")
     assert [m["content"] for m in c.messages(sid)["messages"]] == ["hello"]
-    # its end made the final checkpoint, and a checkpoint of the ended session is that one
+    # its end made the final checkpoint (a moment after the end is committed, as test_expiry_on_time waits
+    # for it), and a checkpoint of the ended session is that one
+    wait_for(lambda: c.checkpoints(sid)["checkpoints"], timeout=10, what="the final checkpoint of the end")
     (final,) = c.checkpoints(sid)["checkpoints"]
     assert c.checkpoint(sid)["number"] == final["number"]
 
