@@ -39,7 +39,7 @@ full of its unread answers) for connection_idle_timeout."""
 import asyncio
 import json
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMessage, WSMsgType, web
 
@@ -116,7 +116,6 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
 
 async def _in_turn(d, ws: web.WebSocketResponse, home: str | None, transport, idle: float) -> None:
     """A stream's frames one at a time: each appended and answered before the next is read."""
-    loop = asyncio.get_running_loop()
     while True:
         try:
             msg = await ws.receive(timeout=idle)
@@ -130,20 +129,28 @@ async def _in_turn(d, ws: web.WebSocketResponse, home: str | None, transport, id
             tag, status, body = None, 400, error_body(BadFrame.code, _BINARY)
         else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed it, or answered the app's close)
             return
-        # Answers the app left unread fill the connection until a send waits for room: after `idle` of
-        # that it is hung up on. Timed only when a send can wait (a timer per answer costs every append): a
-        # large answer, or some of the earlier ones not yet taken by the kernel.
-        text = _encode({"tag": tag, "status": status, "body": body})
-        stalled = None
-        if may_wait(transport, len(text)):
-            stalled = loop.call_later(idle, transport.abort)
-        try:
-            await ws.send_str(text)
-        except Exception:  # closed meanwhile (a ConnectionResetError, mostly), or hung up on
+        if not await _send_answer(ws, transport, (tag, status, body), idle, transport.abort):
             return
-        finally:
-            if stalled is not None:
-                stalled.cancel()
+
+
+async def _send_answer(
+    ws: web.WebSocketResponse, transport, answer: Answer, idle: float, hang_up: Callable[[], None]
+) -> bool:
+    """Send a frame's answer; False if the connection is over (closed meanwhile, or hung up on). Answers the
+    app left unread fill the connection until a send waits for room: after `idle` of that `hang_up` is called.
+    Timed only when a send can wait (unread.py; a timer per answer costs every append): a large answer, or
+    some of the earlier ones not yet taken by the kernel."""
+    tag, status, body = answer
+    text = _encode({"tag": tag, "status": status, "body": body})
+    stalled = asyncio.get_running_loop().call_later(idle, hang_up) if may_wait(transport, len(text)) else None
+    try:
+        await ws.send_str(text)
+    except Exception:  # closed meanwhile (a ConnectionResetError, mostly), or hung up on
+        return False
+    finally:
+        if stalled is not None:
+            stalled.cancel()
+    return True
 
 
 async def _appended(d, home: str | None, tag: object, sid: str, b: dict, key: str | None) -> Answer:
@@ -223,21 +230,10 @@ class _Pipeline:
         """The answers, in frame order, each once its frame's append ended; after the connection broke, the
         appends still awaited (not answered)."""
         while (pending := await self.answers.get()) is not None:
-            tag, status, body = await pending[0]
-            if not self.gone:
-                # Timed only when the send can wait (unread.py), as _in_turn's: a timer, not wait_for (a task per
-                # answer would cost the stream much of what it saves), and not one per answer either (~1.5 us)
-                text = _encode({"tag": tag, "status": status, "body": body})
-                stalled = None
-                if may_wait(self.transport, len(text)):
-                    stalled = asyncio.get_running_loop().call_later(self.idle, self._hang_up)
-                try:
-                    await self.ws.send_str(text)
-                except Exception:  # closed meanwhile (a ConnectionResetError, mostly), or hung up on
-                    self.gone = True  # (the answers after it are lost too)
-                finally:
-                    if stalled is not None:
-                        stalled.cancel()
+            answer = await pending[0]
+            # (a timer, not wait_for: a task per answer would cost the stream much of what it saves)
+            if not self.gone and not await _send_answer(self.ws, self.transport, answer, self.idle, self._hang_up):
+                self.gone = True  # (the answers after it are lost too)
             self.due -= 1
             self.due_size -= pending[1]
             self.turns.release()
@@ -285,10 +281,7 @@ class _Pipeline:
                 await before
             if placed is not None and not names:
                 placed.set_result(None)
-            return tag, 201, await append(self.d, sid, b, key)
-        except Exception as exc:  # as the POST answers it (failures.py)
-            status, data = failure(exc, WHERE, self.home)
-            return tag, status, data
+            return await _appended(self.d, self.home, tag, sid, b, key)
         finally:
             if placed is not None:
                 if not placed.done():
