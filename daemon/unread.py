@@ -20,7 +20,8 @@ import weakref
 
 from aiohttp import web
 
-IDLE_TIMEOUT = 75.0  # seconds, Config.connection_idle_timeout's default (aiohttp's keep-alive timeout)
+from .home import Config
+
 # bytes of an answer past which its write may wait for the app to read (aiohttp's writer waits for the
 # transport to drain past 64 KiB written; the kernel's socket buffer takes ~200 KiB)
 MAY_WAIT = 16 << 10
@@ -77,7 +78,7 @@ class _Timed:
 
 def idle_of(d: object) -> float:
     """The daemon's connection_idle_timeout (the default for an owner of the routes with no config)."""
-    return getattr(getattr(d, "config", None), "connection_idle_timeout", IDLE_TIMEOUT)
+    return getattr(getattr(d, "config", None), "connection_idle_timeout", Config.connection_idle_timeout)
 
 
 def may_wait(transport: asyncio.Transport | None, size: int) -> bool:
