@@ -336,7 +336,7 @@ def run_cli(
         [PY, "-m", "sessiond.cli.main", *cmd], proc.returncode, out.decode(), err.decode()
     )
     if check and res.returncode != 0:
-        raise AssertionError(f"{args} exited {res.returncode}: {res.stderr}")
+        raise AssertionError(f"{args} exited {res.returncode}: {res.stderr}{res.stdout[-4000:]}")
     return res
 
 

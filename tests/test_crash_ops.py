@@ -13,6 +13,9 @@ from sessiond.sync.heads import manifest_hash_of
 
 
 def _clean(d) -> None:
+    # A restart leaves the pushes that were due to the daemon's next start (a stop does not wait for them):
+    # verify right away could find a session not pushed yet (ok: false, "run `sessiond sync --wait`").
+    cli_json(d.home, "sync", "--wait")
     rep = cli_json(d.home, "verify")
     assert rep["ok"], rep
     res = run_cli(d.home, "doctor", "--json")
