@@ -80,7 +80,7 @@ class Relay:
         # the feed as a clean stop left it (feedstate.py); its file is gone before anything is served
         saved = feedstate.take(data_dir)
         if saved is not None:
-            self.feed.restore(saved, keep=keep)
+            self.feed.restore(saved, keep=keep, logged=lambda account: self.follows.read(account) or [])
         else:  # not stopped cleanly: a new epoch, each account following what its follows log kept
             self.feed.adopt(self.follows.load(keep))
         self.follows.settle(self.feed.follows())

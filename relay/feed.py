@@ -117,10 +117,18 @@ class Feed:
         out.revisions = {pk: self._revisions.get(pk) for pk in self._followers}
         return out
 
-    def restore(self, saved: Saved, keep: Callable[[str], bool] = lambda account: True) -> int:
+    def restore(
+        self,
+        saved: Saved,
+        keep: Callable[[str], bool] = lambda account: True,
+        logged: Callable[[str], list[bytes]] = lambda account: [],
+    ) -> int:
         """Go on from `saved` (after load(), before anyone asks): its epoch, and the follows of the accounts
         `keep` keeps (at most max_followed each, the newest). A followed head whose revision is not the one
-        saved changed after the state was written: named now, after every cursor. Returns how many."""
+        saved changed after the state was written: named now, after every cursor. Returns how many.
+        An account whose entry did not read (saved.skipped) follows what its follows log kept (`logged`),
+        each head named to it as changed after its saved cursor: its follower, which read at most up to that
+        cursor, hears of each and reads those that moved, as after a reset."""
         self.epoch = saved.epoch
         for account, (cursor, follows) in saved.accounts.items():
             if not keep(account):
@@ -129,6 +137,15 @@ class Feed:
             view.cursor = cursor
             for pk, seq in follows[-self.max_followed :]:
                 view.heads[pk] = seq
+                self._followers[pk] = self._followers.get(pk, ()) + (view,)
+        for account, cursor in saved.skipped.items():
+            if not keep(account):
+                continue
+            view = self._views[account] = _View()
+            view.cursor = cursor
+            for pk in logged(account)[-self.max_followed :]:
+                view.cursor += 1
+                view.heads[pk] = view.cursor
                 self._followers[pk] = self._followers.get(pk, ()) + (view,)
         moved = [
             pk for pk, rev in saved.revisions.items() if pk in self._followers and self._revisions.get(pk, rev) != rev

@@ -23,7 +23,11 @@ Format (integers big-endian):
     accounts    u32 count; each: u8 length, the account id (ASCII), u64 cursor, u32 count, and that many
                 (u32 index into heads, u64 sequence), in the order of their sequences (the oldest first)
     checksum    BLAKE2b-256 of everything before it
-A file that does not read (damaged, another format) is deleted with a warning, as if absent.
+A file that does not read (damaged, another format, its framing broken) is deleted with a warning, as if
+absent. One that reads but holds a bad entry loses only that entry's accounts (each warned of): a head key
+that is not Ed25519 costs the accounts that follow it, and an account whose id is not ASCII or whose follows
+are out of order is skipped. A skipped account's cursor, when it reads, is kept in `Saved.skipped`: the feed
+then takes its follows from its follows log and names each to it as changed after that cursor (feed.py).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Saved:
     # account -> (its cursor, the heads it follows as (pk, sequence), the oldest sequence first)
     accounts: dict[str, tuple[int, list[tuple[bytes, int]]]] = field(default_factory=dict)
     revisions: dict[bytes, int | None] = field(default_factory=dict)  # each followed head's revision; None: unset
+    skipped: dict[str, int] = field(default_factory=dict)  # account -> its cursor: an entry that did not read
 
 
 def encode(saved: Saved) -> bytes:
@@ -97,6 +102,9 @@ class _Reader:
         except UnicodeDecodeError:
             raise Damaged("not ASCII") from None
 
+    def raw_text(self) -> bytes:
+        return self.take(self.take(1)[0])
+
     def unpack(self, st: struct.Struct, count: int = 1) -> list[tuple]:
         return list(st.iter_unpack(self.take(st.size * count))) if count else []
 
@@ -111,26 +119,47 @@ def decode(raw: bytes) -> Saved:
     r.take(len(MAGIC))
     saved = Saved(r.text())
     (n,) = r.unpack(_COUNT)[0]
-    pks = []
-    for pk, held, rev in r.unpack(_HEAD, n):
+    pks: list[bytes | None] = []  # (None: a bad key, its entry skipped)
+    for number, (pk, held, rev) in enumerate(r.unpack(_HEAD, n)):
         if pk[0] != 0xED:
-            raise Damaged("a head key that is not Ed25519")
+            log.warning("relay: the feed file's head #%d has a key that is not Ed25519: skipped", number)
+            pks.append(None)
+            continue
         pks.append(pk)
         saved.revisions[pk] = rev if held else None
     (n,) = r.unpack(_COUNT)[0]
-    for _ in range(n):
-        account = r.text()
+    for number in range(n):
+        name = r.raw_text()
         cursor, count = r.unpack(_ACCOUNT)[0]
-        follows, last = [], 0
-        for i, seq in r.unpack(_FOLLOW, count):
-            if i >= len(pks) or not last <= seq <= cursor:
-                raise Damaged("a follow out of order")
-            follows.append((pks[i], seq))
-            last = seq
-        saved.accounts[account] = (cursor, follows)
+        follows, bad = _follows(r.unpack(_FOLLOW, count), pks, cursor)
+        if not name.isascii():
+            log.warning("relay: the feed file's account #%d has an id that is not ASCII: skipped", number)
+        elif bad:
+            saved.skipped[name.decode()] = cursor
+            log.warning(
+                "relay: the feed file's entry of account %s %s: skipped (its follows taken from its log)",
+                name.decode(),
+                bad,
+            )
+        else:
+            saved.accounts[name.decode()] = (cursor, follows)
     if r.at != len(body):
         raise Damaged("bytes after the end")
     return saved
+
+
+def _follows(raw: list[tuple], pks: list[bytes | None], cursor: int) -> tuple[list[tuple[bytes, int]], str]:
+    """An account's follows as (pk, sequence), and what is wrong with them ("" if nothing)."""
+    follows, last = [], 0
+    for i, seq in raw:
+        if i >= len(pks) or not last <= seq <= cursor:
+            return [], "has a follow out of order"
+        pk = pks[i]
+        if pk is None:
+            return [], f"follows head #{i}, skipped"
+        follows.append((pk, seq))
+        last = seq
+    return follows, ""
 
 
 def save(data_dir: str, saved: Saved) -> None:

@@ -47,15 +47,24 @@ class FollowLog:
             if not keep(account):
                 _unlink(path)
                 continue
-            try:
-                with open(path, "rb") as f:
-                    raw = f.read()
-            except OSError as exc:
-                log.warning("relay: %s does not read (%s): its account's follows start again", path, exc)
-                continue
-            end = len(raw) - len(raw) % RECORD  # (a torn last record: a crash mid-append)
-            out[account] = [raw[i : i + RECORD] for i in range(0, end, RECORD) if raw[i] == 0xED]
+            pks = self.read(account)
+            if pks is not None:
+                out[account] = pks
         return out
+
+    def read(self, account: str) -> list[bytes] | None:
+        """The account's follows as its log holds them, the oldest first; None if it does not read (warned)."""
+        path = self._path(account)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.warning("relay: %s does not read (%s): its account's follows start again", path, exc)
+            return None
+        end = len(raw) - len(raw) % RECORD  # (a torn last record: a crash mid-append)
+        return [raw[i : i + RECORD] for i in range(0, end, RECORD) if raw[i] == 0xED]
 
     def settle(self, follows: Mapping[str, Iterable[bytes]]) -> None:
         """Write each account's log again from what its feed follows now (`follows`, the oldest first), and

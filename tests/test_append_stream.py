@@ -853,6 +853,35 @@ async def test_the_async_client_reopens_a_stream_closed_while_idle_without_a_ret
     assert stored(d.client(), sid) == ["posted", "before", "after"]
 
 
+def test_a_pipelined_streams_idle_clock_counts_from_its_last_answer(make_daemon):
+    """An append answered late (here: another program held the database's write lock for most of
+    connection_idle_timeout) leaves its stream open a whole connection_idle_timeout after its answer, not
+    only what remained of it since the frame was read: an app sending its next append just after a slow
+    answer finds the stream open, not closing."""
+    import sqlite3
+    import time
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sid = d.client().create_session(name="s")["id"]
+    st = AppendStream(d.socket, 10, pipeline=True)
+    db = sqlite3.connect(os.path.join(d.home, "sessions.db"), timeout=10, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")  # the write lock, held as a backup or a sqlite3 shell may
+        st.sock.sendall(frame(append_frame(1, sid, "k1", {"role": "user", "content": "slow"})[1]))
+        time.sleep(0.85 * IDLE)  # the fault itself (an append that long in coming), not a wait
+        db.execute("ROLLBACK")
+        answer = json.loads(st._message(st.sock))
+        answered = time.monotonic()
+        code, reason = close_of(st)
+        quiet = time.monotonic() - answered
+    finally:
+        db.close()
+        st.close()
+    assert answer["tag"] == 1 and answer["status"] == 201, answer
+    assert code == 1000 and b"idle" in reason, (code, reason)
+    assert quiet > 0.6 * IDLE, f"closed {quiet:.2f} s after its answer, idle for less than {IDLE} s"
+
+
 @pytest.mark.parametrize("value", ["0.5", "0", "-1", "true", '"75"', "inf"])
 def test_a_connection_idle_timeout_under_a_second_or_not_a_number_is_refused(tmp_path, value):
     from sessiond.api.locate import HomeError

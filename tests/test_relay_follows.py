@@ -172,6 +172,52 @@ async def test_a_relay_with_no_state_or_a_damaged_one_starts_afresh(tmp_path):
     await store.close()
 
 
+async def test_a_bad_entry_in_the_feed_file_costs_only_its_account_s_cursor(tmp_path, caplog):
+    """One malformed entry (a head key that is not Ed25519, in a file that otherwise reads) made the relay
+    drop the whole file: every follower's feed reset. Now the accounts it does not touch go on from their
+    cursors; the account that follows the bad head follows what its follows log kept, each head named to it
+    as changed after its cursor (its daemon reads those that moved); the warning names that account."""
+    import hashlib
+
+    data = str(tmp_path / "relay")
+    good_key, bad_key = SigningKey(b"\x31" * 32), SigningKey(b"\x32" * 32)
+    served = await Served(data, open_registration=True).start()
+    good, bad = store_for(served, tmp_path), store_for(served, tmp_path)
+    try:
+        await good.set_head(head(1, good_key))
+        await bad.set_head(head(1, bad_key))
+        before = {s: await feed_of(served, s._token, "since=0") for s in (good, bad)}
+    finally:
+        await served.stop()
+    path = os.path.join(data, feedstate.FILE)
+    raw = open(path, "rb").read()
+    body = raw[: -hashlib.blake2b(digest_size=32).digest_size]
+    pk = head(1, bad_key).pk
+    assert body.count(pk) == 1
+    body = body.replace(pk, b"\x00" + pk[1:])  # one head's key not Ed25519, the file's framing intact
+    with open(path, "wb") as f:
+        f.write(body + hashlib.blake2b(body, digest_size=32).digest())
+    caplog.set_level("WARNING", logger="sessiond.relay")
+    again = await Served(data).start()
+    good2, bad2 = store_for(again, tmp_path), store_for(again, tmp_path)
+    for old, new in ((good, good2), (bad, bad2)):
+        new._key, new._token = old._key, old._token
+    try:
+        epoch = before[good]["epoch"]
+        doc = await feed_of(again, good._token, f"since={before[good]['cursor']}&epoch={epoch}")
+        assert doc["epoch"] == epoch and not doc["reset"] and not doc["changes"], doc
+        doc = await feed_of(again, bad._token, f"since={before[bad]['cursor']}&epoch={epoch}")
+        assert doc["epoch"] == epoch and not doc["reset"] and pks(doc) == {b64url(pk)}, doc
+        await good2.set_head(head(2, good_key))
+        doc = await feed_of(again, good._token, f"since={before[good]['cursor']}&epoch={epoch}")
+        assert not doc["reset"] and pks(doc) == {b64url(head(2, good_key).pk)}
+        assert "skipped" in caplog.text and good._token not in caplog.text and bad._token not in caplog.text
+    finally:
+        for s in (good, bad, good2, bad2):
+            await s.close()
+        await again.stop()
+
+
 def head_reads(log_path: str) -> list[str]:
     """The head keys of the `GET /s5/registry?pk=` requests the relay served, from its access log."""
     with open(log_path) as f:

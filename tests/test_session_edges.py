@@ -290,6 +290,17 @@ def test_an_ended_sessions_chats_are_final_to_every_route(daemon):
     assert c.compact(other, target_tokens=0)["chat"] == "main"
 
 
+def test_an_ended_session_s_own_fields_still_change(daemon):
+    """The README's promise: an ended session's messages and chats are final, its own fields are not (an
+    archive renamed, tagged, its expiry, which says how long it is kept, changed); it stays ended."""
+    c = daemon.client()
+    sid = c.create_session(name="draft")["id"]
+    c.end(sid)
+    got = c.update_session(sid, name="archived", tags=["done"], expires_in=30 * 86400)
+    assert (got["name"], got["tags"], got["status"]) == ("archived", ["done"], "ended")
+    assert got["expires_at"] is not None
+
+
 def test_an_import_must_fit_the_active_session_limits(tmp_path):
     # an imported session that is active is one more active session here: it was let in past the limits
     store = f"file://{tmp_path / 'store'}"

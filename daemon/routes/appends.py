@@ -30,9 +30,9 @@ A frame that is no append (binary, no head line, a head that is not JSON or lack
 over the POST's limit) is answered with a 400 bad_frame (413 too_large for the body) naming what is wrong,
 and changes nothing; the connection goes on. A frame larger than FRAME_LIMIT, or a text frame that is not
 UTF-8, is a breach of the WebSocket protocol itself: aiohttp closes the connection (1009, 1007). A stream
-with no frame and no answer due for connection_idle_timeout seconds (config.toml; 75 by default, as an idle
-HTTP connection) is closed (1000, its reason saying so), so that an app that went away holds no file
-descriptor and task here; an app that does not answer the daemon's close frame (idle, or the daemon
+with no frame read, no answer sent and none due for connection_idle_timeout seconds (config.toml; 75 by
+default, as an idle HTTP connection) is closed (1000, its reason saying so), so that an app that went away
+holds no file descriptor and task here; an app that does not answer the daemon's close frame (idle, or the daemon
 stopping) within CLOSE_TIMEOUT is hung up on, and so is one that leaves an answer unread (the connection
 full of its unread answers) for connection_idle_timeout."""
 
@@ -175,6 +175,7 @@ class _Pipeline:
         self.due = 0  # frames read and not yet answered
         self.due_size = 0  # ... their text's length
         self.answered = asyncio.Event()  # set as an answer is sent (room for the next frame)
+        self.sent_at = 0.0  # the loop's time when the last answer was sent (the idle clock counts from it too)
         self.gone = False  # an answer could not be sent: the connection is over
         self.tasks: set[asyncio.Task[Answer]] = set()  # the appends under way
         # per session, the last of its frames not yet at its place in the writer's queue (a frame naming a chat,
@@ -211,13 +212,21 @@ class _Pipeline:
                 raise
 
     async def _next(self, idle: float) -> WSMessage | None:
-        """The next data frame, or None once the stream is over (closed by either side, broken, or idle for
-        `idle` seconds with no answer due: then closed here). Pings are answered by aiohttp."""
+        """The next data frame, or None once the stream is over (closed by either side, broken, or idle: then
+        closed here). Idle is `idle` seconds since both the last frame read and the last answer sent, with no
+        answer due (an append answered late leaves its app the whole `idle` to send the next). Pings are
+        answered by aiohttp."""
+        wait = idle  # (this is called after the last frame was read)
         while not self.gone:
             try:
-                msg = await self.ws.receive(timeout=idle)
+                msg = await self.ws.receive(timeout=wait)
             except TimeoutError:
+                wait = idle
                 if self.due:  # answers still due: not idle
+                    continue
+                left = self.sent_at + idle - asyncio.get_running_loop().time()
+                if left > 0:  # an answer sent since: idle only since then
+                    wait = left
                     continue
                 await self.ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
                 return None
@@ -234,6 +243,7 @@ class _Pipeline:
             # (a timer, not wait_for: a task per answer would cost the stream much of what it saves)
             if not self.gone and not await _send_answer(self.ws, self.transport, answer, self.idle, self._hang_up):
                 self.gone = True  # (the answers after it are lost too)
+            self.sent_at = asyncio.get_running_loop().time()
             self.due -= 1
             self.due_size -= pending[1]
             self.turns.release()
