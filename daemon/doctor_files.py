@@ -21,7 +21,12 @@ SECRET_FILES = (
     "kubo-auth",
     "store-url",
     "keys/store-credentials",
-)  # under the home, 0600
+    # not keys, but every conversation on the device (and the words of its search index), and the logs
+    "sessions.db",
+    "sessions.db-wal",
+    "sessions.db-shm",
+)  # under the home, 0600 (and every file of SECRET_FOLDERS)
+SECRET_FOLDERS = ("store-tokens", "logs")
 PRIVATE_DIRS = ("", "keys", "keys/sessions", "logs", "store-tokens", "pinning")  # under the home, 0700
 
 
@@ -211,12 +216,13 @@ def _check_keys(home: str) -> list[dict]:
 def _check_secrets(home: str) -> list[dict]:
     out = []
     paths = [os.path.join(home, n) for n in SECRET_FILES]
-    tokens = os.path.join(home, "store-tokens")
-    if os.path.isdir(tokens):
-        try:
-            paths += sorted(os.path.join(tokens, n) for n in os.listdir(tokens))
-        except PermissionError:
-            pass
+    for name in SECRET_FOLDERS:
+        folder = os.path.join(home, name)
+        if os.path.isdir(folder):
+            try:
+                paths += sorted(os.path.join(folder, n) for n in os.listdir(folder))
+            except PermissionError:
+                pass
     for path in paths:
         try:
             st = os.stat(path)

@@ -276,6 +276,7 @@ class Config:
         return cfg
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an environment variable's name, as a shell takes it
 PROVIDER_KEYS = ("base_url", "api_key_file", "api_key_env", "timeout", "connect_timeout", "top_k")
 
 
@@ -308,6 +309,13 @@ def check_providers(path: str, value) -> dict:
         for k in ("api_key_file", "api_key_env"):
             if k in p and (not isinstance(p[k], str) or not p[k]):
                 raise HomeError(f"{where}: {k} must be a non-empty string")
+        if "api_key_env" in p and not _ENV_NAME.fullmatch(p["api_key_env"]):
+            # not quoted back: what is there is most likely the key itself, which no message may show
+            raise HomeError(
+                f"{where}: api_key_env must be the name of an environment variable (letters, digits and _, "
+                f'such as api_key_env = "OPENAI_API_KEY"), not the key itself: the key goes in that variable, '
+                f"or in a file named by api_key_file"
+            )
         for k in ("timeout", "connect_timeout"):
             if k in p and (isinstance(p[k], bool) or not isinstance(p[k], (int, float)) or not 0 < p[k] < math.inf):
                 raise HomeError(f"{where}: {k} must be a positive number of seconds")

@@ -14,6 +14,8 @@ import signal
 import time
 import tracemalloc
 
+from ..storage.fsutil import atomic_write
+
 ENV = "SESSIOND_TRACEMALLOC"
 TOP = 40
 
@@ -82,8 +84,7 @@ class MemDebug:
             self._baseline = snap
         self.dumps += 1
         path = os.path.join(self.folder, f"tracemalloc-{self.dumps}.txt")
-        with open(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        atomic_write(path, ("\n".join(lines) + "\n").encode(), 0o600)  # private, as every file of the home
         return path
 
 

@@ -16,6 +16,7 @@ from itertools import chain
 from operator import itemgetter
 
 from ..storage.model import RemoteLog
+from ..storage.redact import shown_store
 from ..storage.sessions import case_twin_message
 from ..stores import HeadExpired, Store, StoreError
 from ..stores.errors import LyingServer, describe_failure, failing
@@ -312,7 +313,9 @@ class Importer:
             try:
                 asked = ctx.open_store(store_url, create=False)  # a code makes no folders
             except StoreError as exc:
-                raise ImportError_("bad_store", f"cannot open the store {store_url}: {exc}; check the URL") from None
+                raise ImportError_(
+                    "bad_store", f"cannot open the store {shown_store(store_url)}: {exc}; check the URL"
+                ) from None
             held, slot, failure = await self._has_members(asked, code)
             if failure is not None:  # a failing store says nothing of the session: say it fails, not "absent"
                 raise ImportError_("store", f"cannot look for session {sid}: {failure}")

@@ -65,6 +65,30 @@ def test_a_key_file_open_to_others_is_a_problem_naming_chmod(healthy):
         os.chmod(key, 0o600)
 
 
+def test_the_database_and_logs_open_to_others_are_problems_naming_chmod(healthy):
+    """The database (every conversation, and its -wal and -shm) and the logs are checked as the key files
+    are: a home copied or restored with the umask's 0644 is told what to chmod."""
+    d, _ = healthy
+    paths = [os.path.join(d.home, "sessions.db"), os.path.join(d.home, "logs", "sessiond.log")]
+    paths += [
+        p
+        for p in (os.path.join(d.home, "sessions.db-wal"), os.path.join(d.home, "sessions.db-shm"))
+        if os.path.exists(p)
+    ]
+    for p in paths:
+        os.chmod(p, 0o644)
+    try:
+        code, rep = doctor(d.home, "--no-verify")
+        assert code == 1 and not rep["ok"], rep
+        fixes = {p["fix"] for p in problems(rep)}
+        assert fixes == {f"chmod 600 {p}" for p in paths}, rep
+    finally:
+        for p in paths:
+            os.chmod(p, 0o600)
+    code, rep = doctor(d.home, "--no-verify")
+    assert code == 0 and rep["ok"], rep
+
+
 def test_a_damaged_object_names_the_session_failing_verify(healthy):
     d, sid = healthy
     objects = os.path.join(d.home, "store", "objects")

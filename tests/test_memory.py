@@ -124,6 +124,8 @@ def test_tracemalloc_dump_on_sigusr2(make_daemon):
     second = os.path.join(d.home, "tracemalloc-2.txt")
     wait_for(lambda: os.path.exists(second), what="the second dump")
     text = wait_for(lambda: (t := open(second).read()).endswith("\n") and t, what="the dump written")
+    for dump in (first, second):  # private, as every file of the home, whatever the daemon's umask
+        assert os.stat(dump).st_mode & 0o777 == 0o600, oct(os.stat(dump).st_mode)
     assert "## top 40 sites" in text and "## top 40 growths since the first dump" in text
     if platform.libc_ver()[0] == "glibc":  # beside Python's heap: the allocator's and SQLite's own
         assert "\n# malloc: heap " in text and "\n# sqlite: in use " in text, text[:400]

@@ -107,3 +107,38 @@ def test_a_relative_api_key_file_is_read_from_the_home_wherever_the_daemon_was_s
         assert c.complete(sid, "hi")["content"] == "echo: hi"
     finally:
         server.stop()
+
+
+def test_a_key_written_as_api_key_env_is_refused_without_being_shown(make_daemon):
+    """`api_key_env = "sk-..."` (the key itself where the NAME of the variable holding it goes) is refused when
+    the configuration is read, saying what goes there, without the key: it was taken as a variable's name,
+    and every question then failed with "the environment variable sk-proj-... is not set", the key in full
+    in the answer to the app and in `sessiond ask`'s error."""
+    p, server = serve_threaded(Provider(key=KEY))
+    try:
+        d = started_with_provider(
+            make_daemon, f"http://127.0.0.1:{server.port}/v1", table={"api_key_env": KEY}, start=False
+        )
+        with pytest.raises(RuntimeError) as refused:
+            d.start()
+        said = str(refused.value)
+        assert "api_key_env" in said and "name" in said, said
+        start = run_cli(d.home, "start")
+        doctor = run_cli(d.home, "doctor", "--json")
+        assert start.returncode != 0 and "api_key_env" in start.stderr, start
+        logs = "".join(open(os.path.join(d.home, "logs", f)).read() for f in os.listdir(os.path.join(d.home, "logs")))
+        for text in (said, start.stdout, start.stderr, doctor.stdout, doctor.stderr, logs):
+            assert KEY not in text and KEY[:12] not in text and KEY[-10:] not in text, text
+        # a variable's name is taken as before
+        d2 = started_with_provider(
+            make_daemon,
+            f"http://127.0.0.1:{server.port}/v1",
+            table={"api_key_env": "SESSIOND_TEST_PROVIDER_KEY"},
+            start=False,
+        )
+        d2.env["SESSIOND_TEST_PROVIDER_KEY"] = KEY
+        c = d2.start().client()
+        sid = c.create_session(model="echo-1")["id"]
+        assert c.complete(sid, "hi")["content"] == "echo: hi"
+    finally:
+        server.stop()

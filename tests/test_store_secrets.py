@@ -119,3 +119,37 @@ def test_store_objects_show_no_credentials(tmp_path):
     assert pinning.status()["service"] == "https://pins.example/psa?key=***"
     for text in shown:
         assert "PASSWORD-91c" not in text and "QUERYKEY-77" not in text and "bearer-token-value" not in text, text
+
+
+def test_credentials_with_a_quote_or_space_are_hidden_in_errors_and_logs(secret_homes, tmp_path):
+    """A password may hold a quote (' is a legal character of a URL's userinfo) or, pasted by hand, a space:
+    an import refused for its --store URL names the store without the password, whatever it holds."""
+    home = secret_homes("q")
+    run_cli(home, "start", check=True)
+    sid = cli_json(home, "new")["id"]
+    code = cli_json(home, "share", sid)["code"]
+    passwords = ["it's-PASSWORD-4e1", 'a"PASSWORD-9b2', "a PASSWORD-77c", "a<PASSWORD-3d0>"]
+    seen = []
+    for pw in passwords:
+        url_file = tmp_path / "store"
+        url_file.write_text(f"ipfs+http://alice:{pw}@127.0.0.1:1/?x\n")  # refused: a store URL has no query
+        for json_flag in ((), ("--json",)):
+            res = run_cli(home, "import", "--store-file", str(url_file), *json_flag, input=code)
+            assert res.returncode != 0 and "query" in res.stdout + res.stderr, res
+            seen += [res.stdout, res.stderr]
+    run_cli(home, "stop", check=True)
+    seen.append(secretcheck.logs(home))
+    for shown in seen:
+        for pw in passwords:
+            assert pw.split("PASSWORD")[1] not in shown, (pw, shown)
+
+
+def test_the_helper_hides_credentials_holding_a_quote_or_a_space():
+    from sessiond.storage.redact import scrub_text
+
+    for pw in ("it's-secret-1", 'a"secret-2', "a<secret-3>", "a`secret-4"):
+        shown = scrub_text(f"cannot open the store ipfs+http://alice:{pw}@127.0.0.1:1/x: refused")
+        assert shown == "cannot open the store ipfs+http://***@127.0.0.1:1/x: refused", shown
+    # a quoted URL, and quoted words beside one, keep their quotes and words
+    assert scrub_text("'ipfs+http://u:p@x:2' down") == "'ipfs+http://***@x:2' down"
+    assert scrub_text("'http://host' and 'me@x'") == "'http://host' and 'me@x'"
