@@ -74,3 +74,37 @@ def test_doctor_reports_a_hung_store_once_and_no_session_as_damaged(tmp_path):
             server.loop.call_soon_threadsafe(p.faults.hang.set)
         d.stop()
         server.stop()
+
+
+async def test_sync_answers_within_its_timeout_while_the_store_hangs(devices, portal, tmp_path):
+    """`sync --wait --timeout S` answers within S seconds however the store fails. Before it waits for its
+    pushes, a sync asks the store whether it lost this device's log (the repair check), and after them it
+    pulls each session: both once went one session after another, each waiting out the store's own
+    timeout, so with the store hung a `sessiond sync --wait --timeout 5` of a few sessions answered after
+    minutes. Now both are bounded by the time left, and what the deadline cut short goes on in the
+    background; the answer says which pulls did not end. A sync that does not wait does not wait for the
+    repair check either."""
+    store_timeout = 3.0
+    a, _ = await devices.open(
+        store_a=s5(portal, tmp_path, "a", timeout=store_timeout),
+        store_b=s5(portal, tmp_path, "b", timeout=store_timeout),
+        a={"timeout": store_timeout},
+        b={"timeout": store_timeout},
+    )
+    await a.start()
+    sids = [await devices.shared(f"s{i}", write=True) for i in range(3)]
+    assert (await a.sync_now(None, wait=True, timeout=20))["complete"]
+    portal.faults.hang = asyncio.Event()  # accepts every connection, answers nothing
+    t0 = time.monotonic()
+    res = await a.sync_now(None, wait=True, timeout=1)
+    took = time.monotonic() - t0
+    assert took < 1 + 1.5, took  # main: 27 s, each session checked, then pulled, one by one
+    assert not res["complete"]
+    for sid in sids:
+        assert "did not end within" in res["sessions"][sid]["pull_error"], res["sessions"][sid]
+    t0 = time.monotonic()
+    res = await a.sync_now(sids[0], wait=False, timeout=60)
+    assert time.monotonic() - t0 < 1, time.monotonic() - t0  # main: the repair check's 3 s
+    portal.faults.hang.set()  # the store answers again: what waited in the background ends
+    portal.faults.hang = None
+    assert (await a.sync_now(None, wait=True, timeout=30))["complete"]
