@@ -10,6 +10,7 @@ false when any finding is a problem.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -56,11 +57,11 @@ async def check_stores(store: Store, *, own: bool, down: dict[str, str], home: s
     its stores takes it (the others' outboxes keep it), so the mirror as a whole would pass with a store
     down. The mirror is put in `down` only when none of its stores answers (verify reads any of them)."""
     if not isinstance(store, MirrorStore):
-        return await check_store(store, own=own, down=down, home=home)
+        return await check_store(store, own=own, down=down, home=home) + check_pinning(store, home)
     out: list[dict] = []
     failed: dict[str, str] = {}
     for st in store.stores:
-        out += await check_store(st, own=own, down=failed, home=home, mirror=True)
+        out += await check_store(st, own=own, down=failed, home=home, mirror=True) + check_pinning(st, home)
     if failed and len(failed) == len(store.stores):
         down[store.url] = "; ".join(failed.values())
     return out
@@ -110,6 +111,29 @@ async def check_store(
             down[url] = describe_failure(exc, url)
         return [finding("store", "problem", f"{which} {url}: {describe(exc)}", settled_fix(exc, url, home) or fix_down)]
     return out + [check_clock(store)]
+
+
+def check_pinning(store: Store, home: str) -> list[dict]:
+    """The pinning service beside a Kubo store (config.toml's pinning_service): a warning while its last
+    try failed. A failing service fails no push (the pins wait for its next success), so nothing else
+    would say that the objects are pinned nowhere but the node."""
+    pinning = store.service_status().get("pinning")
+    if not isinstance(pinning, dict):
+        return []
+    where = f"the pinning service {pinning['service']}"
+    if pinning["last_error"] is None:
+        return [finding("pinning", "ok", f"{where}: {pinning['pinned']} pin(s) made, {pinning['pending']} waiting")]
+    token = os.path.join(home, "pinning-token")
+    return [
+        finding(
+            "pinning",
+            "warn",
+            f"{where} failed its last try; {pinning['pending']} object(s) wait to be pinned there (the pushes"
+            f" go on, pinned in the node alone): {pinning['last_error']}",
+            f"( umask 077; cat > {token} )  # paste a valid access token if the service refused it (read again at"
+            " the next try), or check the service; the waiting pins are asked for at the next push",
+        )
+    ]
 
 
 def check_clock(store: Store) -> dict:
