@@ -156,6 +156,7 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
     home = daemon.home.path
     out = []
     waiting = 0
+    unpushed: dict[tuple[str, str | None], list[tuple[str, int]]] = {}  # (last error, fix) -> [(session, pending)]
     for sid, st in sorted(states.items()):
         if st.get("pull_error"):
             out.append(
@@ -170,16 +171,22 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
             continue
         if st.get("last_error"):
             fix = settled_fix(daemon.syncer.last_failure(sid), shown_url(daemon.syncer.ctx.store.url), home)
-            out.append(
-                finding(
-                    "push",
-                    "problem",
-                    f"session {sid}: {st['pending']} change(s) not pushed; last error: {st['last_error']}",
-                    fix or f"sessiond sync --wait {sid}",
-                )
-            )
+            unpushed.setdefault((st["last_error"], fix), []).append((sid, st["pending"]))
         else:
             waiting += 1
+    # sessions that failed alike (a store down: every one of them) are one finding, naming each
+    for (error, fix), failed in unpushed.items():
+        if len(failed) == 1:
+            ((sid, pending),) = failed
+            message = f"session {sid}: {pending} change(s) not pushed; last error: {error}"
+            retry = f"sessiond sync --wait {sid}"
+        else:
+            message = (
+                f"{len(failed)} sessions: {sum(p for _, p in failed)} change(s) not pushed; last error: {error}"
+                f" (sessions: {', '.join(sid for sid, _ in failed)})"
+            )
+            retry = "sessiond sync --wait"
+        out.append(finding("push", "problem", message, fix or retry))
     if waiting:
         out.append(finding("push", "ok", f"{waiting} session(s) have changes being pushed now"))
     if not out:
