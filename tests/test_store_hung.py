@@ -13,6 +13,7 @@ import pytest
 from conftest import DaemonProc, run_cli, wait_for
 from portalstore import s5, served_portal
 from servers.s5portal import Portal, Threaded, make_app
+from sessiond.sync.errors import ImportError_
 
 
 @pytest.fixture
@@ -108,3 +109,20 @@ async def test_sync_answers_within_its_timeout_while_the_store_hangs(devices, po
     portal.faults.hang.set()  # the store answers again: what waited in the background ends
     portal.faults.hang = None
     assert (await a.sync_now(None, wait=True, timeout=30))["complete"]
+
+
+async def test_share_while_the_store_hangs_is_a_store_error_not_an_internal_one(devices, portal, tmp_path):
+    """A session pushed earlier, shared while the store hangs: the share's push has nothing to send, then
+    writing the session's members slot timed out, and the TimeoutError went up to the API as an internal
+    error ("sessiond: internal error; see the daemon log", HTTP 500) after a minute. Now it is the share's
+    store failure, saying the store does not answer, as when the push itself fails."""
+    timeout = 1.0
+    a, _ = await devices.open(store_a=s5(portal, tmp_path, "a", timeout=timeout), a={"timeout": timeout})
+    await a.start()
+    sid = (await devices.dba.create_session({"name": "hung share"}))["id"]
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "hello"}])
+    assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
+    portal.faults.hang = asyncio.Event()
+    with pytest.raises(ImportError_) as err:  # main: TimeoutError
+        await a.share(sid, write=True, passphrase=None, expires_in=None)
+    assert err.value.kind == "store" and "not answering" in str(err.value) and sid in str(err.value), err.value
