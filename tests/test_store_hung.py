@@ -126,3 +126,32 @@ async def test_share_while_the_store_hangs_is_a_store_error_not_an_internal_one(
     with pytest.raises(ImportError_) as err:  # main: TimeoutError
         await a.share(sid, write=True, passphrase=None, expires_in=None)
     assert err.value.kind == "store" and "not answering" in str(err.value) and sid in str(err.value), err.value
+
+
+async def test_gc_asks_a_hung_store_once_and_nothing_when_nothing_is_due(devices, portal, tmp_path):
+    """`sessiond gc` read every session's heads (to know what is still referenced) one session after
+    another, each waiting out the store's timeout when it hangs (a home of 30 sessions: more than five
+    minutes), and did so even when nothing was due to be freed. Now nothing due asks the store nothing,
+    and a store that fails to answer is asked once: the sessions after it keep their objects for that
+    reason, reported."""
+    timeout = 1.0
+    a, _ = await devices.open(store_a=s5(portal, tmp_path, "a", timeout=timeout), a={"timeout": timeout})
+    await a.start()
+    sids = []
+    for i in range(4):
+        sid = (await devices.dba.create_session({"name": f"gc{i}"}))["id"]
+        for j in range(2):  # the second push lets the first manifest go: a candidate
+            await devices.dba.append_messages(sid, [{"role": "user", "content": f"m{j}"}])
+            assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
+        sids.append(sid)
+    portal.faults.hang = asyncio.Event()
+    t0 = time.monotonic()
+    rep = await a.gc(grace=3600, dry_run=False)  # nothing let go an hour ago
+    assert time.monotonic() - t0 < 0.5 and rep["objects"] == 0 and rep["kept"] >= 4, rep  # main: 4 timeouts
+    t0 = time.monotonic()
+    rep = await a.gc(grace=0, dry_run=False)
+    took = time.monotonic() - t0
+    assert took < 4 * timeout, took  # main: each session's heads read, each timing out
+    assert rep["objects"] == 0 and rep["kept"] >= 4, rep
+    (store,) = rep["stores"]
+    assert len(store["errors"]) == 4 and all("not answering" in e for e in store["errors"]), store
