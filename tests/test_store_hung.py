@@ -22,10 +22,16 @@ async def portal():
         yield p
 
 
-async def test_verify_asks_a_hung_store_once_and_reports_no_damage(devices, portal, tmp_path):
-    timeout = 2.0
+async def started_a(devices, portal, tmp_path, timeout: float):
+    """Device A of `devices` on the portal, started; its store and its sync give up after `timeout` s."""
     a, _ = await devices.open(store_a=s5(portal, tmp_path, "a", timeout=timeout), a={"timeout": timeout})
     await a.start()
+    return a
+
+
+async def test_verify_asks_a_hung_store_once_and_reports_no_damage(devices, portal, tmp_path):
+    timeout = 2.0
+    a = await started_a(devices, portal, tmp_path, timeout)
     sids = []
     for i in range(4):
         sid = (await devices.dba.create_session({"name": f"s{i}"}))["id"]
@@ -117,8 +123,7 @@ async def test_share_while_the_store_hangs_is_a_store_error_not_an_internal_one(
     error ("sessiond: internal error; see the daemon log", HTTP 500) after a minute. Now it is the share's
     store failure, saying the store does not answer, as when the push itself fails."""
     timeout = 1.0
-    a, _ = await devices.open(store_a=s5(portal, tmp_path, "a", timeout=timeout), a={"timeout": timeout})
-    await a.start()
+    a = await started_a(devices, portal, tmp_path, timeout)
     sid = (await devices.dba.create_session({"name": "hung share"}))["id"]
     await devices.dba.append_messages(sid, [{"role": "user", "content": "hello"}])
     assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
@@ -135,8 +140,7 @@ async def test_gc_asks_a_hung_store_once_and_nothing_when_nothing_is_due(devices
     and a store that fails to answer is asked once: the sessions after it keep their objects for that
     reason, reported."""
     timeout = 1.0
-    a, _ = await devices.open(store_a=s5(portal, tmp_path, "a", timeout=timeout), a={"timeout": timeout})
-    await a.start()
+    a = await started_a(devices, portal, tmp_path, timeout)
     sids = []
     for i in range(4):
         sid = (await devices.dba.create_session({"name": f"gc{i}"}))["id"]
