@@ -9,6 +9,14 @@ from .types import ANSWER
 
 
 @with_config(ANSWER)
+class PinningStatus(TypedDict):
+    service: str  # the pinning service's URL (config.toml's pinning_service), without credentials
+    pinned: int  # pin requests it holds that this daemon remembers
+    pending: int  # objects waiting to be pinned there (its last try failed, or none was made yet)
+    last_error: str | None  # why its last try failed (a refused token, the service down), None once one succeeds
+
+
+@with_config(ANSWER)
 class StoreStatus(TypedDict):
     url: str
     reachable: bool | None  # answered last time it was used (None: not used yet, or one store: not tracked)
@@ -18,6 +26,7 @@ class StoreStatus(TypedDict):
     write_batches: NotRequired[int]  # ... in this many batches (each: one thread job, one fsync per folder)
     head_listings: NotRequired[int]  # a folder store: full listings of its heads folder by this daemon's follower
     journal_records: NotRequired[int]  # ... and records of its change journal read instead (stores/headjournal.py)
+    pinning: NotRequired[PinningStatus]  # a Kubo store whose objects a pinning service pins too
 
 
 @with_config(ANSWER)

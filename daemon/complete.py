@@ -19,7 +19,15 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Conflict, IdempotencyKeyReused, Invalid, QuotaExceeded, quota_exhausted, quota_ways_out
+from ..storage.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    Invalid,
+    QuotaExceeded,
+    quota_exhausted,
+    quota_ways_out,
+    read_only,
+)
 from ..storage.model import now
 from ..storage.sessions import not_active, past_expiry
 from . import validate as v
@@ -75,10 +83,7 @@ class Ahead:
 def check_writable(db, session: dict) -> None:
     sid = session["id"]
     if session["access"] == "read":
-        raise Conflict(
-            f"session {sid!r} was imported with a read-only share code; this device can follow it but not "
-            f"add to it (ask for a code made with `sessiond share --write`)"
-        )
+        raise read_only(sid, "add to it")
     if past_expiry(session, now()):
         db.check_expiry(session)  # past its expiry or idle timeout: refused (and ended) before a model is asked
     if session["status"] != "active":

@@ -10,6 +10,7 @@ false when any finding is a problem.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -56,11 +57,11 @@ async def check_stores(store: Store, *, own: bool, down: dict[str, str], home: s
     its stores takes it (the others' outboxes keep it), so the mirror as a whole would pass with a store
     down. The mirror is put in `down` only when none of its stores answers (verify reads any of them)."""
     if not isinstance(store, MirrorStore):
-        return await check_store(store, own=own, down=down, home=home)
+        return await check_store(store, own=own, down=down, home=home) + check_pinning(store, home)
     out: list[dict] = []
     failed: dict[str, str] = {}
     for st in store.stores:
-        out += await check_store(st, own=own, down=failed, home=home, mirror=True)
+        out += await check_store(st, own=own, down=failed, home=home, mirror=True) + check_pinning(st, home)
     if failed and len(failed) == len(store.stores):
         down[store.url] = "; ".join(failed.values())
     return out
@@ -112,6 +113,29 @@ async def check_store(
     return out + [check_clock(store)]
 
 
+def check_pinning(store: Store, home: str) -> list[dict]:
+    """The pinning service beside a Kubo store (config.toml's pinning_service): a warning while its last
+    try failed. A failing service fails no push (the pins wait for its next success), so nothing else
+    would say that the objects are pinned nowhere but the node."""
+    pinning = store.service_status().get("pinning")
+    if not isinstance(pinning, dict):
+        return []
+    where = f"the pinning service {pinning['service']}"
+    if pinning["last_error"] is None:
+        return [finding("pinning", "ok", f"{where}: {pinning['pinned']} pin(s) made, {pinning['pending']} waiting")]
+    token = os.path.join(home, "pinning-token")
+    return [
+        finding(
+            "pinning",
+            "warn",
+            f"{where} failed its last try; {pinning['pending']} object(s) wait to be pinned there (the pushes"
+            f" go on, pinned in the node alone): {pinning['last_error']}",
+            f"( umask 077; cat > {token} )  # paste a valid access token if the service refused it (read again at"
+            " the next try), or check the service; the waiting pins are asked for at the next push",
+        )
+    ]
+
+
 def check_clock(store: Store) -> dict:
     clock = store.server_clock()
     if clock is None:
@@ -132,6 +156,7 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
     home = daemon.home.path
     out = []
     waiting = 0
+    unpushed: dict[tuple[str, str | None], list[tuple[str, int]]] = {}  # (last error, fix) -> [(session, pending)]
     for sid, st in sorted(states.items()):
         if st.get("pull_error"):
             out.append(
@@ -146,16 +171,22 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
             continue
         if st.get("last_error"):
             fix = settled_fix(daemon.syncer.last_failure(sid), shown_url(daemon.syncer.ctx.store.url), home)
-            out.append(
-                finding(
-                    "push",
-                    "problem",
-                    f"session {sid}: {st['pending']} change(s) not pushed; last error: {st['last_error']}",
-                    fix or f"sessiond sync --wait {sid}",
-                )
-            )
+            unpushed.setdefault((st["last_error"], fix), []).append((sid, st["pending"]))
         else:
             waiting += 1
+    # sessions that failed alike (a store down: every one of them) are one finding, naming each
+    for (error, fix), failed in unpushed.items():
+        if len(failed) == 1:
+            ((sid, pending),) = failed
+            message = f"session {sid}: {pending} change(s) not pushed; last error: {error}"
+            retry = f"sessiond sync --wait {sid}"
+        else:
+            message = (
+                f"{len(failed)} sessions: {sum(p for _, p in failed)} change(s) not pushed; last error: {error}"
+                f" (sessions: {', '.join(sid for sid, _ in failed)})"
+            )
+            retry = "sessiond sync --wait"
+        out.append(finding("push", "problem", message, fix or retry))
     if waiting:
         out.append(finding("push", "ok", f"{waiting} session(s) have changes being pushed now"))
     if not out:

@@ -11,6 +11,7 @@ import re
 import shlex
 
 from ..stores.errors import (
+    AccountRevoked,
     AuthRefused,
     LyingServer,
     ObjectTooLarge,
@@ -43,6 +44,12 @@ def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
         return (
             f"sessiond gc  # frees the objects this device's logs let go; if the store is still full: {where},"
             f" or move this device to another store: {MOVE}"
+        )
+    if isinstance(exc, AccountRevoked):
+        return (
+            "sessiond serve revoke --undo ACCOUNT --data DIR  # by the relay's owner, on its server: this"
+            " device's account there was revoked (ACCOUNT: its label or id in sessiond serve accounts);"
+            " then sessiond sync --wait"
         )
     if isinstance(exc, AuthRefused):
         if url.startswith("s5+"):

@@ -125,7 +125,7 @@ class Daemon:
         stores.configure(
             account_seed=account_root,
             token_dir=os.path.join(self.home.path, TOKEN_DIR),
-            kubo_auth_file=kubo_auth if os.path.exists(kubo_auth) else None,
+            kubo_auth_file=kubo_auth,  # read if there (now, or once the node refuses a request)
             max_requests_per_second=rate if rate is not None else DEFAULT_MAX_REQUESTS_PER_SECOND,
             pinning_service=pinning.get("pinning_service"),
             pinning_token_file=pinning.get("pinning_token_file"),

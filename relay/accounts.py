@@ -48,6 +48,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from ..storage.fsutil import atomic_write, ensure_durable_dir, fsync_dir
+from ..stores.errors import RELAY_REVOKED
 from .wire import field
 
 REGISTER = 1
@@ -58,10 +59,7 @@ TOKEN_TTL = 30 * 86400  # a login token's life unless --token-ttl
 # The live tokens an account keeps: a login past them deletes its oldest (a device holds one; a key
 # logging in again and again must not pile up files no quota counts)
 MAX_TOKENS_PER_ACCOUNT = 8
-REVOKED = (
-    "this device's account was revoked by the relay's owner (sessiond serve revoke); "
-    "ask them to restore it (sessiond serve revoke --undo ID)"
-)
+REVOKED = RELAY_REVOKED  # the daemon's store tells it by these words (stores/errors.AccountRevoked)
 
 
 class LoginRefused(Exception):

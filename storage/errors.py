@@ -42,6 +42,16 @@ class Conflict(SessiondError):
     status = 409
 
 
+def read_only(sid: str, doing: str = "change it") -> Conflict:
+    """The refusal of a change to a session this device imported with a read-only code. Its way out is a
+    command for another device (one that writes the session), so no --home of this one is added to it."""
+    return Conflict(
+        f"session {sid!r} was imported with a read-only share code; this device can follow it but not {doing}"
+        f" (ask for a read-write code: `sessiond share {sid} --write` on a device that writes it, then"
+        f" `sessiond import` here)"
+    )
+
+
 class Expired(Conflict):
     """A write to a session past its expiry (`expires_at`): refused, and the session is being ended as the
     clean-up ends it."""

@@ -21,6 +21,7 @@ from .errors import (
     QuotaExceeded,
     quota_exhausted,
     quota_ways_out,
+    read_only,
 )
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -183,10 +184,7 @@ class Messages:
             status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted = row[:10]
             exp, act = row[11], row[12]
             if access == "read":
-                raise Conflict(
-                    f"session {sid!r} was imported with a read-only share code; this device can "
-                    f"follow it but not change it (ask for a code made with `sessiond share --write`)"
-                )
+                raise read_only(sid)
             policy = json.loads(policy_text) if policy_text != "{}" else {}
             if (exp is not None or "idle_timeout" in policy) and not importing:  # (most have neither: two tests)
                 s = {"status": status, "expires_at": exp, "policy": policy, "last_activity": act}

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, Expired, LimitReached, NotFound
+from .errors import Conflict, Expired, LimitReached, NotFound, read_only
 from .ids import check_id, new_id
 from .keptrecords import drop_session_records
 from .limits import check_active_limits
@@ -34,10 +34,7 @@ async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False
     idle timeout (unless `ending` it: that is what its expiry does). `importing`: of one still hidden."""
     row = await session_row(q, sid, importing=importing)
     if row["access"] == "read":
-        raise Conflict(
-            f"session {sid!r} was imported with a read-only share code; this device can follow it "
-            f"but not change it (ask its owner for a code made with `sessiond share --write`)"
-        )
+        raise read_only(sid)
     if not ending and past_expiry(row, now()):
         refuse_expired(c, sid, row)
     return row

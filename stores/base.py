@@ -184,6 +184,11 @@ class Store(ABC):
     async def close(self) -> None:
         return None
 
+    def service_status(self) -> dict[str, object]:
+        """What GET /v1/status shows of a service beside the store: a pinning service's state (`pinning`,
+        stores/pinning.py); others nothing."""
+        return {}
+
     def write_stats(self) -> dict[str, int]:
         """What GET /v1/status shows of this store's writes: a folder store the objects and heads its
         batched writer wrote (`writes`) and in how many batches (`write_batches`), and how its follower

@@ -16,6 +16,19 @@ class AuthRefused(StoreError):
     """The server refused our credentials, after one fresh login where the store can log in."""
 
 
+# What a relay (relay/accounts.py) answers (403) a login of an account its owner revoked; a refusal that
+# says it is an AccountRevoked: no new invite mends it (the device's key has its account), the owner's undo does
+RELAY_REVOKED = (
+    "this device's account was revoked by the relay's owner (sessiond serve revoke); "
+    "ask them to restore it (sessiond serve revoke --undo ID)"
+)
+
+
+class AccountRevoked(AuthRefused):
+    """The relay's owner revoked this device's account (`sessiond serve revoke`): its logins are refused
+    until `sessiond serve revoke --undo`."""
+
+
 class TlsRefused(StoreError):
     """No secure connection could be made: the server's TLS certificate is not trusted here (self-signed,
     another host's, expired), or what answers on the port does not speak TLS. Reached, and refused by
@@ -166,6 +179,8 @@ def failure_fix(exc: BaseException) -> str:
         return "check that the store is running and its URL is right, then try again"
     if isinstance(exc, (StoreTimeout, TimeoutError)):
         return "check the store (it accepts connections but does not answer), then try again"
+    if isinstance(exc, AccountRevoked):
+        return "ask the relay's owner to restore this device's account (sessiond serve revoke --undo ACCOUNT)"
     if isinstance(exc, AuthRefused):
         return "check this device's credentials for the store (its invite, token or password)"
     if isinstance(exc, TlsRefused):

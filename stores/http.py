@@ -24,6 +24,8 @@ import aiohttp
 from ..storage.redact import scrub_text, shown_url, url_secrets
 from .base import StoreError
 from .errors import (
+    RELAY_REVOKED,
+    AccountRevoked,
     AuthRefused,
     ObjectTooLarge,
     RateLimited,
@@ -252,7 +254,8 @@ class HttpClient:
                 text = self.scrub(reply.body[:300].decode("utf-8", "replace")).strip()
                 detail = f"HTTP {reply.status}" + (f": {text}" if text else "")
                 if reply.status in (401, 403):
-                    raise AuthRefused(f"{what}: the server refused our credentials ({detail})")
+                    refused = AccountRevoked if RELAY_REVOKED in text else AuthRefused
+                    raise refused(f"{what}: the server refused our credentials ({detail})")
                 if reply.status == 413:
                     raise ObjectTooLarge(f"{what}: the server says the object is too large ({detail})")
                 if reply.status == 507:  # Insufficient Storage: a quota used up (the relay's), a full disk

@@ -18,13 +18,14 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import os
 
 from nacl.signing import SigningKey
 
 from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, Freed, HeadExpired, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, digest, parse_ipfs_cid
-from .errors import OFFLINE_FIX, LyingServer, ObjectTooLarge, ServerError, StoreOffline, WrongBytes
+from .errors import OFFLINE_FIX, AuthRefused, LyingServer, ObjectTooLarge, ServerError, StoreOffline, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, Reply, RetryPolicy, file_form
 from .ipns import IpnsError, expired_at, expired_head, head_and_validity, head_from_record, name_of, record_for_head
@@ -127,7 +128,11 @@ class KuboStore(Store):
             max_body=MAX_OBJECT_SIZE + 4096,
             max_requests_per_second=max_requests_per_second,
         )
-        self._auth = {"Authorization": self.http.secret(read_auth_file(auth_file))} if auth_file else {}
+        # `auth_file` (the home's kubo-auth) may be written after the start, or changed: a request the node
+        # refuses reads it again (_rpc), so doctor's fix (write it, then `sessiond sync --wait`) needs no restart
+        self._auth_file = auth_file
+        self._auth: dict[str, str] = {}
+        self._auth_from_file()
         if not self._auth and parsed.credentials:
             self.http.secret(parsed.credentials)
             self._auth = {"Authorization": self.http.secret(credentials_header(parsed.credentials))}
@@ -137,21 +142,37 @@ class KuboStore(Store):
     def __repr__(self) -> str:
         return f"<KuboStore {shown_url(self.url)}>"
 
+    def _auth_from_file(self) -> bool:
+        """Take the credentials in the auth file, if there is one now; whether they changed."""
+        if self._auth_file is None or not os.path.exists(self._auth_file):
+            return False
+        header = {"Authorization": self.http.secret(read_auth_file(self._auth_file))}
+        changed, self._auth = header != self._auth, header
+        return changed
+
     async def _rpc(
         self, command: str, params, *, body=None, max_body: int | None = None, capped: bool = False
     ) -> tuple[Reply, str | None]:
-        """POST one RPC command; (reply, Kubo's error message or None)."""
-        reply = await self.http.request(
-            "POST",
-            "/" + command,
-            params=params,
-            headers=self._auth,
-            body=body,
-            final=lambda r: _kubo_error(r) is not None,
-            max_body=max_body,
-            capped=capped,
-        )
-        return reply, _kubo_error(reply)
+        """POST one RPC command; (reply, Kubo's error message or None). Credentials the node refuses are
+        read again from the auth file, and the command is sent once more if they changed."""
+        for again in (False, True):
+            try:
+                reply = await self.http.request(
+                    "POST",
+                    "/" + command,
+                    params=params,
+                    headers=self._auth,
+                    body=body,
+                    final=lambda r: _kubo_error(r) is not None,
+                    max_body=max_body,
+                    capped=capped,
+                )
+            except AuthRefused:
+                if again or not self._auth_from_file():
+                    raise
+                continue
+            return reply, _kubo_error(reply)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def put(self, data: bytes) -> bytes:
         if len(data) > MAX_OBJECT_SIZE:

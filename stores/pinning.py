@@ -338,6 +338,9 @@ class PinningStore(Store):
     def write_stats(self) -> dict[str, int]:
         return self.inner.write_stats()
 
+    def service_status(self) -> dict[str, object]:
+        return {**self.inner.service_status(), "pinning": self.status()}
+
     async def close(self) -> None:
         if self._pending:
             self._save()  # waiting CIDs are asked for at the next start

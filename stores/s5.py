@@ -199,7 +199,7 @@ class S5Store(Store):
         try:
             return await self.http.request(method, path, headers=self._auth(), **kw)
         except AuthRefused as exc:
-            raise AuthRefused(f"{exc} (after a fresh login)") from None
+            raise type(exc)(f"{exc} (after a fresh login)") from None
 
     # -- objects --------------------------------------------------------------------------------
 

@@ -136,7 +136,14 @@ class SyncContext:
         if isinstance(self.store, MirrorStore):
             return await self.store.status()
         return [
-            {"url": self.store.url, "reachable": None, "pending": 0, "last_error": None, **self.store.write_stats()}
+            {
+                "url": self.store.url,
+                "reachable": None,
+                "pending": 0,
+                "last_error": None,
+                **self.store.write_stats(),
+                **self.store.service_status(),
+            }
         ]
 
     async def store_for(self, sid: str) -> Store:

@@ -48,7 +48,7 @@ from .republish import Republisher
 from .reput import RecordKeeper
 from .schedule import PushQueue
 from .share import Sharer
-from .tasks import stop_tasks
+from .tasks import stop_tasks, until_deadline
 from .verify import Verifier
 from .workers import Workers
 
@@ -126,6 +126,7 @@ class Syncer:
         self._task: asyncio.Task | None = None
         self._republishing: asyncio.Task | None = None
         self._reputting: asyncio.Task | None = None
+        self._behind: set[asyncio.Task] = set()  # a sync's checks and pulls its deadline left running
 
     # ---------------------------------------------------------------- what the parts share
     @property
@@ -172,7 +173,7 @@ class Syncer:
     async def stop(self) -> None:
         self.ctx.stopping = True
         self._wake.set()
-        await stop_tasks([t for t in (self._task, self._republishing, self._reputting) if t is not None])
+        await stop_tasks([t for t in (self._task, self._republishing, self._reputting, *self._behind) if t is not None])
         await self.pushes.stop()
         if self._checks is not None:
             self._checks.shutdown(wait=False, cancel_futures=True)
@@ -317,17 +318,22 @@ class Syncer:
         return True
 
     async def sync_now(self, sid: str | None, *, wait: bool, timeout: float) -> dict:
+        """Push and pull now; waiting, answer within `timeout` seconds however the store fails: the repair
+        check before the wait and the pulls after it get the time left, and what it cut short goes on in
+        the background (a pull not ended is named in the answer). Not waiting, the repair check is left
+        to the background at once."""
+        started = time.monotonic()
+        deadline = started + timeout if wait else started
         targets = [sid] if sid is not None else await self.db.session_ids()
-        for s in targets:
-            await self.repair(s)
+        await until_deadline({s: self.repair(s) for s in targets}, deadline, self._behind)
         marks = {s: await self.db.last_seq(s) for s in targets}
         for s in targets:
             self.pushes.now(s)  # "now" means now, not after the gap or the backoff
         self._wake.set()
         pull_errors = self.ctx.pull_errors
+        unpulled: set[str] = set()  # sessions whose pull the deadline cut short
         if wait:
             asked = time.monotonic()
-            deadline = asked + timeout
             few = targets if sid is not None else None  # one session: read its state alone on each wake
 
             told: set[str] = set()  # sessions whose wait for the store's Retry-After was announced
@@ -375,20 +381,29 @@ class Syncer:
                 waiting.discard(woken)
                 if not waiting:
                     del self._waiters[sid]
-            for s in targets:  # and bring in what the other devices wrote, now
-                if await self.db.remote(s) is not None:
-                    try:
-                        await self.follower.pull(s)
-                        self.ctx.pull_ok(s)
-                    except Exception as exc:
-                        self.ctx.pull_failed(s, exc)
+            # and bring in what the other devices wrote, now
+            pulls = {s: self._pull_now(s) for s in targets if await self.db.remote(s) is not None}
+            unpulled = await until_deadline(pulls, deadline, self._behind)
         else:
             self.follower.pull_now = True
         states = await self.status(sid)
         result = {s: states[s] for s in targets if s in states}
+        for s in unpulled & result.keys():
+            result[s] = {
+                **result[s],
+                "pull_error": f"the pull did not end within the sync's timeout of {timeout:g} s (the store is slow "
+                "or not answering); it goes on in the background",
+            }
         pushed = all(st["pushed_seq"] >= marks[s] for s, st in result.items())
-        complete = pushed and not any(s in pull_errors for s in targets)
+        complete = pushed and not unpulled and not any(s in pull_errors for s in targets)
         return {"complete": complete, "pushed": pushed, "sessions": result}
+
+    async def _pull_now(self, sid: str) -> None:
+        try:
+            await self.follower.pull(sid)
+            self.ctx.pull_ok(sid)
+        except Exception as exc:
+            self.ctx.pull_failed(sid, exc)
 
     # ---------------------------------------------------------------- the parts' public methods
     async def push(self, sid: str, *, compact: bool = True, force: bool = False) -> dict:

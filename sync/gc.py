@@ -19,6 +19,7 @@ from collections import defaultdict
 
 from ..storage.redact import shown_store
 from ..stores import CannotDelete, Freed, Store, StoreError
+from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryError
 from .context import SyncContext
 from .crypto import DecryptError
@@ -87,14 +88,24 @@ class Collector:
         ctx, db = self.ctx, self.ctx.db
         due = await db.released.due(time.time() - grace)
         waiting = await db.released.count() - len(due)
+        if not due:  # nothing to free: no head need be read (a store down or hung is not even asked)
+            return {"dry_run": dry_run, "grace": grace, "objects": 0, "bytes": 0, "kept": waiting, "stores": []}
         sessions = set(await db.session_ids())
         live: set[bytes] = set()
         unsure: dict[str, str] = {}
+        down: dict[str, str] = {}  # stores that failed to answer: asked once, not once per session
         for sid in sorted(sessions):  # every session this device knows, not only those with candidates
+            url = (await ctx.store_for(sid)).url
+            if url in down:
+                unsure[sid] = down[url]
+                continue
             try:
                 live |= await self.live(sid)
             except _UNREADABLE as exc:
                 unsure[sid] = describe(exc)
+                if failing(exc):
+                    down[url] = describe_failure(exc, url)
+                    unsure[sid] = down[url]
         by_store: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
         for r in due:
             by_store[r["store_url"]][r["session_id"]].append(bytes(r["hash"]))

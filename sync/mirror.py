@@ -184,7 +184,7 @@ class MirrorStore(Store):
                 row["retry_in"] = round(max(0.0, h.retry_at - time.monotonic()), 2)
                 if h.server_wait is not None:
                     row["retry_after"] = True  # retry_in is the store's own Retry-After
-            out.append(row | s.write_stats())
+            out.append(row | s.write_stats() | s.service_status())
         return out
 
     # ------------------------------------------------------------------ writes

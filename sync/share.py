@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ..storage.redact import shown_store
+from ..stores import StoreError
+from ..stores.errors import describe_failure, failing
 from .context import SyncContext
 from .errors import ImportError_, crash_point
 from .locations import locations_of
@@ -84,7 +86,13 @@ class Sharer:
                 # a push may have announced this device before the lock came (Pusher.push): then it reads
                 # the slot (as it wrote it: cached), lest a second members object be left in the store
                 new_slot = new_slot and not (await ctx.db.remote(sid) or {}).get("announced")
-                await self.members.ensure_member(sid, slot=(0, [], []) if new_slot else None)
+                try:
+                    await self.members.ensure_member(sid, slot=(0, [], []) if new_slot else None)
+                except (TimeoutError, StoreError, OSError) as exc:
+                    if not failing(exc):
+                        raise
+                    url = (await ctx.store_for(sid)).url  # a store failing to answer: the share's store error
+                    raise ImportError_("store", f"cannot share {sid}: {describe_failure(exc, url)}") from None
         crash_point("share:member")
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None

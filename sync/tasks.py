@@ -10,9 +10,14 @@ cancelled again until it is done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Awaitable, Iterable, Mapping
+
+log = logging.getLogger("sessiond.sync")
 
 RECANCEL_EVERY = 0.5  # seconds between two cancellations of a task that is still running
+AT_ONCE = 8  # sessions a sync checks or pulls at once (as the follower pulls them)
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task]) -> None:
@@ -26,3 +31,37 @@ async def stop_tasks(tasks: Iterable[asyncio.Task]) -> None:
         for t in done:
             if not t.cancelled():
                 t.exception()  # retrieved: nothing is logged as never retrieved
+
+
+async def until_deadline(
+    work: Mapping[str, Awaitable[object]], deadline: float, behind: set[asyncio.Task], *, at_once: int = AT_ONCE
+) -> set[str]:
+    """Run each session's `work`, `at_once` at a time, until all of it ended or time.monotonic() reaches
+    `deadline`; returns the sessions whose work had not ended. That work goes on in the background: its
+    tasks are held in `behind` until they end (whoever owns `behind` stops what is left with stop_tasks),
+    and what one raises there is logged. What the work that ended raised is raised here."""
+    if not work:
+        return set()
+    gate = asyncio.Semaphore(at_once)
+
+    async def gated(job: Awaitable[object]) -> object:
+        async with gate:
+            return await job
+
+    tasks = {asyncio.ensure_future(gated(job)): sid for sid, job in work.items()}
+    done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+    for t in pending:
+        behind.add(t)
+        t.add_done_callback(_ended_behind(behind, tasks[t]))
+    for t in done:
+        t.result()
+    return {tasks[t] for t in pending}
+
+
+def _ended_behind(behind: set[asyncio.Task], sid: str):
+    def ended(t: asyncio.Task) -> None:
+        behind.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.warning("a sync's work left to end in the background failed: %s", t.exception(), extra={"session": sid})
+
+    return ended

@@ -184,6 +184,24 @@ def test_doctor_s_fix_for_refused_credentials_is_to_fix_them(make_daemon, portal
     assert "answers again" not in store["fix"] and "invite" in store["fix"], store
 
 
+def test_sessions_not_pushed_for_one_reason_are_one_finding(make_daemon):
+    """A store that is down leaves every session with changes unpushed, each with the same last error:
+    doctor listed one PROBLEM per session (28 lines for one store down, each with the same error and
+    fix). Now the sessions that failed alike are one finding naming each of them."""
+    d = make_daemon("s5+http://127.0.0.1:9").start()  # nothing listens there
+    c = d.client()
+    sids = sorted(
+        c.create_session(name=f"s{i}", initial_messages=[{"role": "user", "content": "hi"}])["id"] for i in range(3)
+    )
+    assert run_cli(d.home, "sync", "--wait", "--timeout", "5").returncode == 1
+    code, rep = doctor(d.home, "--no-verify")
+    assert code == 1, rep
+    pushes = [f for f in problems(rep) if f["check"] == "push" and "not pushed" in f["message"]]
+    assert len(pushes) == 1, pushes  # main: one per session
+    assert "3 sessions" in pushes[0]["message"] and all(sid in pushes[0]["message"] for sid in sids), pushes
+    assert "cannot connect" in pushes[0]["message"] and pushes[0]["fix"].startswith("sessiond sync"), pushes
+
+
 def test_a_kubo_node_started_offline_is_named_with_its_fix(make_daemon):
     """A Kubo node started with `ipfs daemon --offline` keeps blocks but refuses every routing/get, so no
     head is published: the push fails at once (sync --wait does not wait on it) and doctor names the node

@@ -99,6 +99,11 @@ async def test_revoke_cuts_off_a_lost_device_and_undo_restores_it(tmp_path):
             lost.client().append(sids[lost], "user", "from the lost phone")
             code, out = sync(lost.home)
             assert code == 1 and "revoked" in out["sessions"][sids[lost]]["last_error"], out
+            # doctor's fix is the owner's undo; main: a new invite, which a revoked account's key cannot use
+            report = json.loads(run_cli(lost.home, "doctor", "--no-verify", "--json").stdout)
+            problems = [f for f in report["findings"] if f["level"] == "problem"]
+            fixes = [f["fix"] for f in problems if f["check"] in ("store", "push")]
+            assert fixes and all("serve revoke --undo" in f and "invite" not in f for f in fixes), fixes
             kept.client().append(sids[kept], "user", "the laptop goes on")
             assert sync(kept.home)[0] == 0
             listed = {a["label"]: a for a in json.loads(serve(data, "accounts", "--json").stdout)["accounts"]}

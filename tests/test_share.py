@@ -77,6 +77,12 @@ def test_read_only_share_import_resume_follow(pair):
     with pytest.raises(ApiError) as e:
         cb.append(sid, "user", "not allowed")
     assert e.value.status == 409 and "read-only" in e.value.message
+    # the way out is a command for the device that shares it, so not given B's --home, and naming the session
+    # (main: "ask for a code made with `sessiond share --home B --write`", which B cannot do)
+    for args in (["add", sid, "--role", "user", "no"], ["pause", sid], ["set", sid, "--name", "no"]):
+        res = run_cli(b.home, *args)
+        assert res.returncode == 1 and f"`sessiond share {sid} --write` on " in res.stderr, (args, res.stderr)
+        assert "`sessiond share --home" not in res.stderr and f"`sessiond import --home {b.home}` here" in res.stderr
     # live: A's new messages reach B by themselves
     ca.append(sid, "assistant", "arr, live")
     wait_for(lambda: contents(b, sid)[-1:] == [("assistant", "arr, live")], timeout=10)

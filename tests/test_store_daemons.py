@@ -55,6 +55,36 @@ def test_two_daemons_through_an_s5_portal(make_daemon, portal):
             assert token not in open(os.path.join(d.home, "logs", log), errors="replace").read()
 
 
+def test_kubo_credentials_written_after_the_start_are_used_without_a_restart(make_daemon, tmp_path):
+    """A Kubo node that wants credentials, a home with no kubo-auth yet: the pushes are refused, and
+    doctor's fix says to write <home>/kubo-auth, chmod 600, then `sessiond sync --wait`. The daemon read
+    the file only at its start (and only if it was there), so that sync was refused again and only a
+    restart helped. Now a refused request reads the file again (and a changed one is sent once more)."""
+    secret = "kubo-S3CRET-late"
+    n = Node(auth=f"Bearer {secret}")
+    server = Threaded(make_rpc_app(n)).start()
+    try:
+        d = make_daemon(f"ipfs+http://127.0.0.1:{server.port}").start()
+        c = d.client()
+        sid = c.create_session(name="late", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+        assert not c.sync(sid, wait=True, timeout=10)["complete"]
+        report = json.loads(run_cli(d.home, "doctor", "--no-verify", "--json").stdout)
+        (store,) = [f for f in report["findings"] if f["check"] == "store"]
+        auth = os.path.join(d.home, "kubo-auth")
+        assert store["level"] == "problem" and auth in store["fix"] and "sync" in store["fix"], store
+        with open(os.open(auth, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(f"Bearer {secret}\n")
+        res = c.sync(sid, wait=True, timeout=30)
+        assert res["complete"], res  # main: refused again until a restart
+        assert n.blocks and n.records
+        secretcheck_texts = [json.dumps(c.status()), run_cli(d.home, "doctor", "--json").stdout]
+        d.stop()
+        secretcheck_texts.append(secretcheck.logs(d.home))
+        assert not any(secret in t for t in secretcheck_texts)
+    finally:
+        server.stop()
+
+
 def test_two_daemons_through_kubo(make_daemon, kubo):
     n, url = kubo
     sync_both_ways(make_daemon, url)

@@ -13,6 +13,7 @@ import pytest
 from conftest import DaemonProc, run_cli, wait_for
 from portalstore import s5, served_portal
 from servers.s5portal import Portal, Threaded, make_app
+from sessiond.sync.errors import ImportError_
 
 
 @pytest.fixture
@@ -21,10 +22,16 @@ async def portal():
         yield p
 
 
-async def test_verify_asks_a_hung_store_once_and_reports_no_damage(devices, portal, tmp_path):
-    timeout = 2.0
+async def started_a(devices, portal, tmp_path, timeout: float):
+    """Device A of `devices` on the portal, started; its store and its sync give up after `timeout` s."""
     a, _ = await devices.open(store_a=s5(portal, tmp_path, "a", timeout=timeout), a={"timeout": timeout})
     await a.start()
+    return a
+
+
+async def test_verify_asks_a_hung_store_once_and_reports_no_damage(devices, portal, tmp_path):
+    timeout = 2.0
+    a = await started_a(devices, portal, tmp_path, timeout)
     sids = []
     for i in range(4):
         sid = (await devices.dba.create_session({"name": f"s{i}"}))["id"]
@@ -74,3 +81,81 @@ def test_doctor_reports_a_hung_store_once_and_no_session_as_damaged(tmp_path):
             server.loop.call_soon_threadsafe(p.faults.hang.set)
         d.stop()
         server.stop()
+
+
+async def test_sync_answers_within_its_timeout_while_the_store_hangs(devices, portal, tmp_path):
+    """`sync --wait --timeout S` answers within S seconds however the store fails. Before it waits for its
+    pushes, a sync asks the store whether it lost this device's log (the repair check), and after them it
+    pulls each session: both once went one session after another, each waiting out the store's own
+    timeout, so with the store hung a `sessiond sync --wait --timeout 5` of a few sessions answered after
+    minutes. Now both are bounded by the time left, and what the deadline cut short goes on in the
+    background; the answer says which pulls did not end. A sync that does not wait does not wait for the
+    repair check either."""
+    store_timeout = 3.0
+    a, _ = await devices.open(
+        store_a=s5(portal, tmp_path, "a", timeout=store_timeout),
+        store_b=s5(portal, tmp_path, "b", timeout=store_timeout),
+        a={"timeout": store_timeout},
+        b={"timeout": store_timeout},
+    )
+    await a.start()
+    sids = [await devices.shared(f"s{i}", write=True) for i in range(3)]
+    assert (await a.sync_now(None, wait=True, timeout=20))["complete"]
+    portal.faults.hang = asyncio.Event()  # accepts every connection, answers nothing
+    t0 = time.monotonic()
+    res = await a.sync_now(None, wait=True, timeout=1)
+    took = time.monotonic() - t0
+    assert took < 1 + 1.5, took  # main: 27 s, each session checked, then pulled, one by one
+    assert not res["complete"]
+    for sid in sids:
+        assert "did not end within" in res["sessions"][sid]["pull_error"], res["sessions"][sid]
+    t0 = time.monotonic()
+    res = await a.sync_now(sids[0], wait=False, timeout=60)
+    assert time.monotonic() - t0 < 1, time.monotonic() - t0  # main: the repair check's 3 s
+    portal.faults.hang.set()  # the store answers again: what waited in the background ends
+    portal.faults.hang = None
+    assert (await a.sync_now(None, wait=True, timeout=30))["complete"]
+
+
+async def test_share_while_the_store_hangs_is_a_store_error_not_an_internal_one(devices, portal, tmp_path):
+    """A session pushed earlier, shared while the store hangs: the share's push has nothing to send, then
+    writing the session's members slot timed out, and the TimeoutError went up to the API as an internal
+    error ("sessiond: internal error; see the daemon log", HTTP 500) after a minute. Now it is the share's
+    store failure, saying the store does not answer, as when the push itself fails."""
+    timeout = 1.0
+    a = await started_a(devices, portal, tmp_path, timeout)
+    sid = (await devices.dba.create_session({"name": "hung share"}))["id"]
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "hello"}])
+    assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
+    portal.faults.hang = asyncio.Event()
+    with pytest.raises(ImportError_) as err:  # main: TimeoutError
+        await a.share(sid, write=True, passphrase=None, expires_in=None)
+    assert err.value.kind == "store" and "not answering" in str(err.value) and sid in str(err.value), err.value
+
+
+async def test_gc_asks_a_hung_store_once_and_nothing_when_nothing_is_due(devices, portal, tmp_path):
+    """`sessiond gc` read every session's heads (to know what is still referenced) one session after
+    another, each waiting out the store's timeout when it hangs (a home of 30 sessions: more than five
+    minutes), and did so even when nothing was due to be freed. Now nothing due asks the store nothing,
+    and a store that fails to answer is asked once: the sessions after it keep their objects for that
+    reason, reported."""
+    timeout = 1.0
+    a = await started_a(devices, portal, tmp_path, timeout)
+    sids = []
+    for i in range(4):
+        sid = (await devices.dba.create_session({"name": f"gc{i}"}))["id"]
+        for j in range(2):  # the second push lets the first manifest go: a candidate
+            await devices.dba.append_messages(sid, [{"role": "user", "content": f"m{j}"}])
+            assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
+        sids.append(sid)
+    portal.faults.hang = asyncio.Event()
+    t0 = time.monotonic()
+    rep = await a.gc(grace=3600, dry_run=False)  # nothing let go an hour ago
+    assert time.monotonic() - t0 < 0.5 and rep["objects"] == 0 and rep["kept"] >= 4, rep  # main: 4 timeouts
+    t0 = time.monotonic()
+    rep = await a.gc(grace=0, dry_run=False)
+    took = time.monotonic() - t0
+    assert took < 4 * timeout, took  # main: each session's heads read, each timing out
+    assert rep["objects"] == 0 and rep["kept"] >= 4, rep
+    (store,) = rep["stores"]
+    assert len(store["errors"]) == 4 and all("not answering" in e for e in store["errors"]), store

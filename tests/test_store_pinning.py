@@ -305,6 +305,40 @@ def test_a_daemon_with_pinning_service_pins_what_it_pushes(make_daemon, threaded
         assert "s3cret-token" not in open(os.path.join(d.home, "logs", log), errors="replace").read()
 
 
+def test_a_pinning_service_refusing_the_token_shows_in_status_and_doctor(make_daemon, threaded_kubo_and_service):
+    """A pinning service that refuses the home's token fails no push (the pins wait), so the pushes, status
+    and doctor all said everything was fine: the refusal was only in the daemon's log, and the objects
+    were pinned nowhere but the node. Now status shows each store's pinning service (`stores[].pinning`:
+    pinned, waiting, last error) and doctor warns, naming the token file; a valid token written there is
+    read again at the next try, and the waiting pins are made."""
+    from conftest import run_cli
+    from waiting import wait_for
+
+    node, kubo_url, svc, service_url = threaded_kubo_and_service
+    config = f'pinning_service = "{service_url}"\n'
+    d = _daemon_home(make_daemon, kubo_url, config, token="not-the-token\n").start()
+    c = d.client()
+    sid = c.create_session(name="pins", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+    assert c.sync(sid, wait=True, timeout=30)["complete"]  # the push itself succeeds
+
+    def pinning() -> dict:
+        (st,) = c.status()["stores"]
+        return st.get("pinning") or {}
+
+    wait_for(lambda: pinning().get("last_error"), timeout=20, what="the refusal in status")  # main: no "pinning"
+    assert pinning()["pending"] > 0 and "refused" in pinning()["last_error"], pinning()
+    token_file = os.path.join(d.home, "pinning-token")
+    res = run_cli(d.home, "doctor", "--no-verify", "--json")
+    (warn,) = [f for f in json.loads(res.stdout)["findings"] if f["check"] == "pinning"]
+    assert warn["level"] == "warn" and token_file in warn["fix"], warn
+    assert "pinning" in run_cli(d.home, "status").stdout
+    with open(token_file, "w") as f:
+        f.write("s3cret-token\n")
+    c.append(sid, "user", "again")  # the next push makes the waiting pins
+    wait_for(lambda: pinning().get("pending") == 0 and pinning().get("last_error") is None, timeout=20)
+    assert svc.pins and "not-the-token" not in json.dumps(c.status())
+
+
 @pytest.mark.parametrize(
     "config, token, mode, store, message",
     [

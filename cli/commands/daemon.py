@@ -307,6 +307,12 @@ def cmd_status(args) -> int:
     if openai.get("base_url"):
         lines.append(f"openai:   {openai['base_url']} (key in {openai.get('api_key_file')})")
     stores = info.get("stores") or []
+    for st in stores:  # a pinning service beside a Kubo store
+        if pin := st.get("pinning"):
+            lines.append(
+                f"pinning:  {pin['service']}: {pin['pinned']} pinned, {pin['pending']} waiting"
+                + (f"; last error: {short(for_home(err, args.home), 80)}" if (err := pin.get("last_error")) else "")
+            )
     if len(stores) > 1:  # a mirror: how each of its stores is doing
         for st in stores:
             reachable = st.get("reachable")
