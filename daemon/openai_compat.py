@@ -12,6 +12,7 @@ Errors answer in OpenAI's shape: {"error": {"message", "type", "param", "code"}}
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -236,6 +237,11 @@ NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothin
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    async with contextlib.AsyncExitStack() as answering:  # the question under way until its answer is recorded
+        return await _chat_completions(request, answering)
+
+
+async def _chat_completions(request: web.Request, answering: contextlib.AsyncExitStack) -> web.StreamResponse:
     from .routes.common import DuplicateKey, json_error, loads, read_body  # (routes/ imports this module)
 
     d = request.app[DAEMON_KEY]
@@ -281,6 +287,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"}, "model": model}
         plan = Plan(sid, chat_id, p, model, req)
         async with _compat(request).lock(sid):
+            # an answer whose app left (a Stop, then this request at once) is recorded before this request
+            # is matched against the history it ends, not after this request's messages
+            if await d.answering.settle(sid, request):
+                session = await d.db.get_session(sid)  # as it is now, the answers it waited for counted
+            await answering.enter_async_context(d.answering.under_way(sid, request))
             check_writable(d.db, session)
             check_quota(session)
             # only as much history as the request has messages can match it: a read of O(request), not

@@ -94,6 +94,10 @@ class Daemon:
         self.compat = Compat(self)
         # the questions to a model under way, by session and Idempotency-Key: a retry waits for its first try
         self.asking = KeyedLocks()
+        # the questions to a model under way, by session: a question waits for the answers whose apps left
+        from .answers import Answering
+
+        self.answering = Answering()
 
     # ---------------------------------------------------------------- lifecycle (the API's other calls: self.ops)
     def _configure_network_stores(self) -> None:
