@@ -61,7 +61,7 @@ def test_an_append_refused_by_a_quota_lowered_below_its_use_says_the_quota_is_ex
         err = info.value
         assert err.status == 429 and err.code == "quota_exceeded", err
         assert "need 0" not in err.message and "exhausted" in err.message, err.message
-        assert "used 80 of its 50 tokens" in err.message and "quota is below" in err.message, err.message
+        assert "used 80 of its 50 tokens (30 over)" in err.message, err.message
     c.update_session(sid, token_quota=90)
     with pytest.raises(ApiError) as info:
         c.append(sid, "user", "y", tokens=20)  # room left, not enough: how many they need

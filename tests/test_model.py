@@ -205,6 +205,13 @@ def test_context_is_what_compaction_left_and_quota_refuses_before_sending(setup)
     sid4 = c.create_session(model="echo-1", token_quota=30)["id"]
     c.complete(sid4, "w " * 50)  # 25 tokens: fits; the answer's usage then passes the quota
     assert c.quota(sid4)["tokens_used"] > 30 and len(assistant(c, sid4)) == 1
+    # the next question is refused saying by how much the answer passed the quota, not that the quota was
+    # lowered (was: "(its quota is below what it had used)", which sent users looking for who lowered it)
+    used = c.quota(sid4)["tokens_used"]
+    with pytest.raises(ApiError) as e:
+        c.complete(sid4, "and now?")
+    said = e.value.message
+    assert f"used {used} of its 30 tokens ({used - 30} over)" in said and "quota is below" not in said, said
 
 
 def test_retry_with_the_same_idempotency_key_records_nothing_twice(setup):
