@@ -55,6 +55,8 @@ class Answering:
 
     def __init__(self) -> None:
         self._by_session: dict[str, dict[int, tuple[web.Request, asyncio.Event]]] = {}
+        # told a session's questions are all over (the clean-up, which left it alone meanwhile, looks again)
+        self.on_done: Callable[[str], None] = lambda sid: None
 
     @contextlib.asynccontextmanager
     async def under_way(self, sid: str, request: web.Request) -> AsyncIterator[None]:
@@ -70,6 +72,12 @@ class Answering:
             del mine[id(request)]
             if not mine:
                 del self._by_session[sid]
+                self.on_done(sid)
+
+    def busy(self, sid: str) -> bool:
+        """Whether a question to session `sid`'s model is under way: its model answering is the session's
+        activity, so the clean-up does not end it as idle meanwhile (operations.py)."""
+        return sid in self._by_session
 
     async def settle(self, sid: str, request: web.Request) -> bool:
         """Wait for the session's answers whose apps went away to be recorded (or given up), up to

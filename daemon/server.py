@@ -176,6 +176,7 @@ class Daemon:
             cleanup_interval=self.config.cleanup_interval,
             delete_expired=self.config.delete_expired,
         )
+        self.ops.answering, self.answering.on_done = self.answering.busy, self.ops.answered
         self.ops.start()
         self.db.on_expired = self.ops.expired_on_write  # a write past a session's expiry ends it now
         await self._settle()
