@@ -266,6 +266,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             raise Invalid("stream must be true or false")
         if not isinstance(body.get("stream_options"), (dict, type(None))):  # sessiond reads it and adds to it
             raise Invalid('stream_options must be an object ({"include_usage": true}) or null')
+        made = sid is None
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:
@@ -324,7 +325,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
                 data = await ahead.answer()
         except ProviderError as exc:
-            return _from(exc, sid)
+            return await _failed(d, exc, sid, made)
         if watch.gone:
             await ahead.drop()
             return left(plan)
@@ -336,10 +337,22 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape
             return _from(exc, sid)
         return web.json_response(data, headers={SESSION_HEADER: sid})
-    return await _stream(request, d, plan, body, ahead, started)
+    return await _stream(request, d, plan, body, ahead, started, made)
 
 
-async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float) -> web.StreamResponse:
+async def _failed(d, exc: ProviderError, sid: str, made: bool) -> web.Response:
+    """A provider's failure before any answer. A session this request made is deleted, with the question it
+    holds: its id would reach the app only in this error's header, which SDKs do not read, and each of their
+    retries (of a 429 or 5xx) would make another."""
+    if made:
+        await d.ops.delete_session(sid)
+        return _from(exc, None)
+    return _from(exc, sid)
+
+
+async def _stream(
+    request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: bool
+) -> web.StreamResponse:
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     chunks = ahead.chunks
     assert chunks is not None
@@ -348,7 +361,7 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
             head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
-        return _from(exc, plan.sid)
+        return await _failed(d, exc, plan.sid, made)
     except BaseException:
         await ahead.drop()
         raise
