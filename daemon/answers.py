@@ -8,9 +8,10 @@ on its wire."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -25,6 +26,7 @@ log = logging.getLogger("sessiond.complete")
 
 APP_GONE = (ConnectionResetError, ConnectionError, RuntimeError)  # what writing to an app that went away raises
 GONE_POLL = 0.1  # seconds between two looks at whether an app waiting for a model's answer is still there
+SETTLE_WAIT = 5.0  # at most this long a question waits for the answers whose apps left to be recorded
 
 
 @dataclass
@@ -43,6 +45,51 @@ def app_gone(request: web.Request) -> bool:
     """Whether the app that sent `request` closed its connection (aiohttp does not cancel the handler)."""
     t = request.transport
     return t is None or t.is_closing()
+
+
+class Answering:
+    """The questions to a model under way, per session, so that a session's next question comes after what
+    its apps that left already caused: an app that stops a stream (a chat app's Stop) and sends its next
+    question at once, before the daemon's next look (GONE_POLL) has seen it go, would otherwise have that
+    question matched and appended first, and the part of the answer it was given recorded after it."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, dict[int, tuple[web.Request, asyncio.Event]]] = {}
+        # told a session's questions are all over (the clean-up, which left it alone meanwhile, looks again)
+        self.on_done: Callable[[str], None] = lambda sid: None
+
+    @contextlib.asynccontextmanager
+    async def under_way(self, sid: str, request: web.Request) -> AsyncIterator[None]:
+        """Around a question's handling, from before its question is recorded until its answer is (or
+        nothing of it will be)."""
+        done = asyncio.Event()
+        mine = self._by_session.setdefault(sid, {})
+        mine[id(request)] = (request, done)
+        try:
+            yield
+        finally:
+            done.set()
+            del mine[id(request)]
+            if not mine:
+                del self._by_session[sid]
+                self.on_done(sid)
+
+    def busy(self, sid: str) -> bool:
+        """Whether a question to session `sid`'s model is under way: its model answering is the session's
+        activity, so the clean-up does not end it as idle meanwhile (operations.py)."""
+        return sid in self._by_session
+
+    async def settle(self, sid: str, request: web.Request) -> bool:
+        """Wait for the session's answers whose apps went away to be recorded (or given up), up to
+        SETTLE_WAIT; answers to apps still there are theirs, and not waited for. Whether it waited."""
+        left_ones = [
+            done.wait()
+            for other, done in self._by_session.get(sid, {}).values()
+            if other is not request and not done.is_set() and app_gone(other)
+        ]
+        if left_ones:
+            await asyncio.wait([asyncio.ensure_future(w) for w in left_ones], timeout=SETTLE_WAIT)
+        return bool(left_ones)
 
 
 class AppWatch:

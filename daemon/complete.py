@@ -197,13 +197,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
     sid = request.match_info["id"]
     key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
-    if key is None:
-        return await _ask(request, d, sid, body, None)
-    # A retry that comes while its first try still waits for the model (an app that timed out, two of its
-    # workers sending one request) waits for that try to end, then is answered from its record: the model
-    # asked once, not twice with the second answer refused (its key's record already held the first).
-    async with d.asking(f"{sid}\n{key}"):
-        return await _ask(request, d, sid, body, key)
+    # An answer whose app left (a stream stopped, then this question at once) is recorded before this question.
+    async with d.answering.under_way(sid, request):
+        await d.answering.settle(sid, request)
+        if key is None:
+            return await _ask(request, d, sid, body, None)
+        # A retry that comes while its first try still waits for the model (an app that timed out, two of its
+        # workers sending one request) waits for that try to end, then is answered from its record: the model
+        # asked once, not twice with the second answer refused (its key's record already held the first).
+        async with d.asking(f"{sid}\n{key}"):
+            return await _ask(request, d, sid, body, key)
 
 
 async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -> web.StreamResponse:

@@ -12,6 +12,7 @@ Errors answer in OpenAI's shape: {"error": {"message", "type", "param", "code"}}
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -236,6 +237,11 @@ NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothin
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    async with contextlib.AsyncExitStack() as answering:  # the question under way until its answer is recorded
+        return await _chat_completions(request, answering)
+
+
+async def _chat_completions(request: web.Request, answering: contextlib.AsyncExitStack) -> web.StreamResponse:
     from .routes.common import DuplicateKey, json_error, loads, read_body  # (routes/ imports this module)
 
     d = request.app[DAEMON_KEY]
@@ -260,6 +266,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             raise Invalid("stream must be true or false")
         if not isinstance(body.get("stream_options"), (dict, type(None))):  # sessiond reads it and adds to it
             raise Invalid('stream_options must be an object ({"include_usage": true}) or null')
+        made = sid is None
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:
@@ -281,6 +288,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"}, "model": model}
         plan = Plan(sid, chat_id, p, model, req)
         async with _compat(request).lock(sid):
+            # an answer whose app left (a Stop, then this request at once) is recorded before this request
+            # is matched against the history it ends, not after this request's messages
+            if await d.answering.settle(sid, request):
+                session = await d.db.get_session(sid)  # as it is now, the answers it waited for counted
+            await answering.enter_async_context(d.answering.under_way(sid, request))
             check_writable(d.db, session)
             check_quota(session)
             # only as much history as the request has messages can match it: a read of O(request), not
@@ -313,7 +325,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
                 data = await ahead.answer()
         except ProviderError as exc:
-            return _from(exc, sid)
+            return await _failed(d, exc, sid, made)
         if watch.gone:
             await ahead.drop()
             return left(plan)
@@ -325,10 +337,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape
             return _from(exc, sid)
         return web.json_response(data, headers={SESSION_HEADER: sid})
-    return await _stream(request, d, plan, body, ahead, started)
+    return await _stream(request, d, plan, body, ahead, started, made)
 
 
-async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float) -> web.StreamResponse:
+async def _failed(d, exc: ProviderError, sid: str, made: bool) -> web.Response:
+    """A provider's failure before any answer. A session this request made is deleted, with the question it
+    holds: its id would reach the app only in this error's header, which SDKs do not read, and each of their
+    retries (of a 429 or 5xx) would make another."""
+    if made:
+        await d.ops.delete_session(sid)
+        return _from(exc, None)
+    return _from(exc, sid)
+
+
+async def _stream(
+    request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: bool
+) -> web.StreamResponse:
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     chunks = ahead.chunks
     assert chunks is not None
@@ -337,7 +361,7 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict, ahead: Ahead,
             head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
-        return _from(exc, plan.sid)
+        return await _failed(d, exc, plan.sid, made)
     except BaseException:
         await ahead.drop()
         raise

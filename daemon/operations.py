@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from ..storage.database import Database
 from ..storage.errors import Conflict, Invalid, NotFound, SessiondError
@@ -42,6 +43,8 @@ class Operations:
         self._changed: set[str] = set()
         self._wake = asyncio.Event()
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
+        # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
+        self.answering: Callable[[str], bool] = lambda sid: False
 
     def start(self) -> None:
         """The clean-up loop, if configured (the daemon calls this once it serves)."""
@@ -247,6 +250,13 @@ class Operations:
             self._changed.add(event["session"])
             self._wake.set()
 
+    def answered(self, sid: str) -> None:
+        """Told a session's questions to its model are over: a run that left it alone as answering, idle
+        past its timeout, planned no wake-up for it; its new idle expiry is looked at now."""
+        if self.cleanup_interval:
+            self._changed.add(sid)
+            self._wake.set()
+
     async def _cleanup_loop(self) -> None:
         """Sessions are ended when they expire, not up to cleanup_interval later: the loop sleeps until
         the next expiry (at most cleanup_interval, and woken by changes that may bring one sooner)."""
@@ -323,6 +333,8 @@ class Operations:
         self._last_run = t = time.time()
         for s in await self.db.expired(t, ended=self.delete_expired):
             try:
+                if s["status"] != "ended" and self.answering(s["id"]) and not _past(s["expires_at"], t):
+                    continue  # idle past its timeout, but its model is answering: that answer is its activity
                 if s["status"] == "ended":  # (delete_expired only)
                     if s["access"] != "read":
                         ended.append(s["id"])
@@ -356,6 +368,11 @@ class Operations:
         if done:
             log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
         return done
+
+
+def _past(expires_at, t: float) -> bool:
+    """Whether a session's own expiry (`expires_at`, not its idle timeout) has passed at `t`."""
+    return isinstance(expires_at, (int, float)) and expires_at <= t
 
 
 def share_error(exc: ImportError_) -> SessiondError:

@@ -94,6 +94,10 @@ class Daemon:
         self.compat = Compat(self)
         # the questions to a model under way, by session and Idempotency-Key: a retry waits for its first try
         self.asking = KeyedLocks()
+        # the questions to a model under way, by session: a question waits for the answers whose apps left
+        from .answers import Answering
+
+        self.answering = Answering()
 
     # ---------------------------------------------------------------- lifecycle (the API's other calls: self.ops)
     def _configure_network_stores(self) -> None:
@@ -172,6 +176,7 @@ class Daemon:
             cleanup_interval=self.config.cleanup_interval,
             delete_expired=self.config.delete_expired,
         )
+        self.ops.answering, self.answering.on_done = self.answering.busy, self.ops.answered
         self.ops.start()
         self.db.on_expired = self.ops.expired_on_write  # a write past a session's expiry ends it now
         await self._settle()

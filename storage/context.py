@@ -85,6 +85,18 @@ async def context_check(
     total = sum(r[4] for r in rows)
     if total + adding <= budget * margin:
         return None
+    if adding > budget * margin:  # no compaction makes room for it: said so, compaction on or off
+        raise_budget = (  # the session's budget, not the chat's own
+            f"raise the budget (`sessiond set {sid} --max-context-tokens N`), "
+            if policy.get("max_context_tokens") == budget
+            else ""
+        )
+        raise ContextOverflow(
+            f"these messages alone ({adding} tokens) exceed the context budget of chat {chat!r} of session "
+            f"{sid!r} ({budget} x {margin}): {raise_budget}send them in smaller parts, or to another chat",
+            budget=budget,
+            adding=adding,
+        )
     if p.get("auto_compact") is False:
         turn_on = (  # the session's setting, not one the chat was made with (which its own policy keeps)
             f", turn automatic compaction on (`sessiond set {sid} --auto-compact`)"
@@ -96,18 +108,6 @@ async def context_check(
             f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact {sid} "
             f"--chat {chat}`){turn_on} or start another chat (`sessiond chat new {sid} --switch`)",
             active=total,
-            budget=budget,
-            adding=adding,
-        )
-    if adding > budget * margin:
-        raise_budget = (  # the session's budget, not the chat's own
-            f"raise the budget (`sessiond set {sid} --max-context-tokens N`), "
-            if policy.get("max_context_tokens") == budget
-            else ""
-        )
-        raise ContextOverflow(
-            f"these messages alone ({adding} tokens) exceed the context budget of chat {chat!r} of session "
-            f"{sid!r} ({budget} x {margin}): {raise_budget}send them in smaller parts, or to another chat",
             budget=budget,
             adding=adding,
         )

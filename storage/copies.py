@@ -12,7 +12,7 @@ from .context import Context
 from .errors import crash_at
 from .limits import check_fork
 from .messages import Messages
-from .model import COPIED_FIELDS
+from .model import COPIED_FIELDS, row_charge
 from .sessions import Sessions
 
 
@@ -64,9 +64,9 @@ class Copies:
         )
         cuts = await self._cuts_at(sid, (lam, dev, seq))
         check_fork(self.c.limits, sid, at, [r[0] for r in rows])
-        # the tokens of the history it copies: its own total holds them, the totals of several sessions
-        # count them once (stats.py)
-        spec["provenance"]["copied_tokens"] = sum(r[3] for r in rows)
+        # the tokens of the history it copies, as its quota counts them (a model's answer with its prompt's):
+        # its own total holds them, the totals of several sessions count them once (stats.py)
+        spec["provenance"]["copied_tokens"] = sum(row_charge(r[3], r[4]) for r in rows)
         new = await self.sessions.create(spec, file_import=True)
         try:
             crash_at("fork.created")

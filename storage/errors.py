@@ -106,9 +106,10 @@ class QuotaExceeded(SessiondError):
 
 
 def quota_exhausted(sid: str, used: int, quota: int) -> str:
-    """A spent quota said plainly: used X of Y, and when the quota was lowered below what had been used, so."""
-    below = " (its quota is below what it had used)" if used > quota else ""
-    return f"session {sid!r} has exhausted its token quota: used {used} of its {quota} tokens{below}"
+    """A spent quota said plainly: used X of Y, and how far past it (a model's answer recorded past the
+    quota, or a quota lowered below the use: either can leave it so)."""
+    over = f" ({used - quota} over)" if used > quota else ""
+    return f"session {sid!r} has exhausted its token quota: used {used} of its {quota} tokens{over}"
 
 
 def quota_ways_out(sid: str) -> str:

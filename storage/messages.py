@@ -153,7 +153,8 @@ class Messages:
 
         `answer`: a model's answer that the provider already gave (and counted): it is recorded even
         past the token quota, max_messages_per_chat or a context budget that cannot compact (the checks ran
-        before asking; check_room for the answer's room), and in a session paused while it was asked.
+        before asking; check_room for the answer's room), in a session paused while it was asked, and past
+        its idle timeout (the model answering is its activity; its own expires_at still holds).
 
         `times`: each message's own time (a fork's copies keep their original ones); otherwise now.
 
@@ -187,7 +188,9 @@ class Messages:
                 raise read_only(sid)
             policy = json.loads(policy_text) if policy_text != "{}" else {}
             if (exp is not None or "idle_timeout" in policy) and not importing:  # (most have neither: two tests)
-                s = {"status": status, "expires_at": exp, "policy": policy, "last_activity": act}
+                # a model's answer is not held to the idle timeout: its question was the session's activity,
+                # and the model answering since is too (a slow answer does not make the session idle)
+                s = {"status": status, "expires_at": exp, "policy": {} if answer else policy, "last_activity": act}
                 if past_expiry(s, t):
                     refuse_expired(self.c, sid, s)
             # a model's answer to a question the session took is recorded though it was paused meanwhile (a

@@ -187,3 +187,27 @@ def test_ctrl_c_with_json_before_the_answer_names_the_question_alone(loop):
     assert b"nothing of it is recorded" in err and question["id"].encode() in err, err
     wait_for(lambda: p.left_unanswered == 1, timeout=20, what="the provider's request dropped")
     assert assistant(c, sid) == []
+
+
+def test_ask_says_when_the_session_nears_or_passes_its_token_quota(loop):
+    """Each answer counts against the session's token quota (its prompt's tokens too), so a few questions
+    can take it from safe to exhausted: `ask` says so on standard error once an answer leaves it at the
+    warning level or past it (was: nothing until the next question was refused; the levels were only in
+    `sessiond quota`). Standard output keeps the answer alone."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1", token_quota=1000)["id"]
+    first = run_cli(d.home, "ask", sid, "hello")
+    assert first.returncode == 0 and first.stdout == "echo: hello\n" and first.stderr == "", first
+    quota = int(c.quota(sid)["tokens_used"] / 0.75)  # 75 % used: the next answer leaves it past 70 %
+    c.update_session(sid, token_quota=quota)
+    res = run_cli(d.home, "ask", sid, "a question")
+    level = c.quota(sid)["level"]
+    assert res.returncode == 0 and res.stdout == "echo: a question\n" and level != "safe", (res, level)
+    note = f"this session has used {c.quota(sid)['tokens_used']} of its {quota} tokens ({level}); see `sessiond quota"
+    assert note in res.stderr and f"{sid}`" in res.stderr, res.stderr
+    # --json: the stored answer alone on standard output, the note on standard error
+    c.update_session(sid, token_quota=int(c.quota(sid)["tokens_used"] / 0.75))
+    res = run_cli(d.home, "ask", sid, "--json", "last one")
+    assert json.loads(res.stdout)["content"] == "echo: last one" and "of its" in res.stderr, res

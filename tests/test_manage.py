@@ -61,7 +61,7 @@ def test_an_append_refused_by_a_quota_lowered_below_its_use_says_the_quota_is_ex
         err = info.value
         assert err.status == 429 and err.code == "quota_exceeded", err
         assert "need 0" not in err.message and "exhausted" in err.message, err.message
-        assert "used 80 of its 50 tokens" in err.message and "quota is below" in err.message, err.message
+        assert "used 80 of its 50 tokens (30 over)" in err.message, err.message
     c.update_session(sid, token_quota=90)
     with pytest.raises(ApiError) as info:
         c.append(sid, "user", "y", tokens=20)  # room left, not enough: how many they need
@@ -94,6 +94,21 @@ def test_compaction_keeps_history(daemon):
     chat = sh(h, "chat", "new", sid2, "--name", "roomy", "--max-context-tokens", "1000")["id"]
     assert daemon.client().list_chats(sid2)["chats"][1]["policy"] == {"max_context_tokens": 1000}
     c.append(sid2, "user", "b", tokens=30, chat=chat)
+
+
+def test_a_message_past_the_whole_budget_with_compaction_off_is_not_told_to_compact(daemon):
+    """A message larger than the chat's whole budget cannot fit however the chat is compacted: with automatic
+    compaction off it is refused as it is with it on (these messages alone exceed the budget: raise it,
+    or send less), not told to compact a chat that holds nothing (was: "holds 0 tokens of context; 125 more
+    would pass its budget ... Compact it", advice that cannot help)."""
+    c = daemon.client()
+    sid = c.create_session(max_context_tokens=60, auto_compact=False)["id"]
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "user", "big", tokens=125)
+    said = e.value.message
+    assert e.value.code == "context_overflow" and "alone (125 tokens) exceed" in said, said
+    assert "sessiond compact" not in said and "--max-context-tokens N" in said, said
+    assert c.messages(sid)["messages"] == []
 
 
 def test_compacting_a_chat_with_no_budget_asks_for_the_target_in_the_callers_words(daemon):

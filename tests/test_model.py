@@ -205,6 +205,13 @@ def test_context_is_what_compaction_left_and_quota_refuses_before_sending(setup)
     sid4 = c.create_session(model="echo-1", token_quota=30)["id"]
     c.complete(sid4, "w " * 50)  # 25 tokens: fits; the answer's usage then passes the quota
     assert c.quota(sid4)["tokens_used"] > 30 and len(assistant(c, sid4)) == 1
+    # the next question is refused saying by how much the answer passed the quota, not that the quota was
+    # lowered (was: "(its quota is below what it had used)", which sent users looking for who lowered it)
+    used = c.quota(sid4)["tokens_used"]
+    with pytest.raises(ApiError) as e:
+        c.complete(sid4, "and now?")
+    said = e.value.message
+    assert f"used {used} of its 30 tokens ({used - 30} over)" in said and "quota is below" not in said, said
 
 
 def test_retry_with_the_same_idempotency_key_records_nothing_twice(setup):
@@ -635,6 +642,30 @@ def test_a_question_past_the_idle_timeout_is_refused_before_the_model_is_asked(s
         c.complete(sid, "still there?")
     assert e.value.status == 409 and e.value.code == "expired" and "idle_timeout (1 s)" in e.value.message
     assert len(p.requests) == n and history(c, sid) == [("user", "hello")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_longer_than_the_idle_timeout_is_recorded_and_the_session_stays(setup, stream):
+    """A model answering is the session's activity: a session whose idle timeout passes while its model
+    answers (a slow or thinking model) is not ended under it, and the answer is recorded; the idle clock
+    starts again from the answer. Was: the clean-up ended the session mid-answer and the answer, paid for
+    and shown, was not recorded ("the answer above was not recorded: session ... has ended")."""
+    make, p, _ = setup
+    c = make().client()
+    sid = c.create_session(model="echo-1", idle_timeout=1)["id"]
+    p.faults.delay, p.faults.hang = 0.4, 0.0  # the fault itself: a slow model, its answer over 2 s
+    if stream:
+        answer = c.complete_stream(sid, "one two three four five six")
+        assert "".join(answer) == "echo: one two three four five six"
+        stored = answer.message
+    else:
+        p.faults.delay, p.faults.hang = 0.0, 2.0  # a model that thinks 2 s before its whole answer
+        stored = c.complete(sid, "one two three four five six")
+    assert stored is not None and stored["content"] == "echo: one two three four five six", stored
+    assert c.get_session(sid)["status"] == "active"
+    assert history(c, sid)[-1] == ("assistant", "echo: one two three four five six")
+    # then idle for longer than its timeout: ended, as any idle session
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=10, what="the idle session ended")
 
 
 @pytest.mark.parametrize("method,path", [("POST", "/openai/v1/chat/completions"), ("GET", "/openai/v1/models")])

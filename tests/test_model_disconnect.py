@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from conftest import raw_post, started_with_provider, wait_for
+from conftest import openai_app, raw_post, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 
 
@@ -56,3 +56,60 @@ def test_an_app_gone_before_the_answer_stops_the_generation_and_records_no_answe
     assert gone == 1, "the provider's generation was not stopped"
     logs = "".join(open(os.path.join(d.home, "logs", f)).read() for f in os.listdir(os.path.join(d.home, "logs")))
     assert "the app went away before the answer" in logs and "Traceback" not in logs
+
+
+@pytest.mark.parametrize("route", ["openai", "complete"])
+def test_an_app_that_stops_a_stream_and_asks_again_at_once_keeps_its_history_in_order(make_daemon, route):
+    """A chat app's Stop, then the next question sent at once (by the OpenAI endpoint with the part of the
+    answer it showed in its history): the part the daemon records (interrupted) is the answer to the first
+    question, stored once and before the next question. Was: the next request was matched and appended
+    before the daemon noticed the first app had gone (it looks every 0.1 s), so the OpenAI app's copy of the
+    part was stored as a new message and the daemon's own copy landed after the next question: the part
+    twice, the history out of order."""
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(
+            make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0", default_provider="loop"
+        )
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        app = openai_app(d, sid)
+        had: list[dict] = []
+        for turn in range(3):  # the race is the daemon's to lose each time: a few tries
+            p.faults.delay = 0.5  # the fault itself: a slow model, so the app stops it between two words
+            question = {"role": "user", "content": f"q{turn} one two three four five six"}
+            got = ""
+            if route == "openai":
+                with app.chat.completions.create(model="echo-1", messages=had + [question], stream=True) as chunks:
+                    for chunk in chunks:
+                        got += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+                        if " " in got:
+                            break  # Stop: the connection closed, the answer left half-read
+            else:
+                with c.complete_stream(sid, question["content"]) as texts:
+                    for text in texts:
+                        got += text
+                        if " " in got:
+                            break
+            p.faults.delay = 0
+            nxt = {"role": "user", "content": f"next{turn}"}
+            if route == "openai":
+                sent = had + [question, {"role": "assistant", "content": got}, nxt]
+                answer = app.chat.completions.create(model="echo-1", messages=sent).choices[0].message.content
+            else:
+                answer = c.complete(sid, nxt["content"])["content"]
+            stored = c.messages(sid, limit=1000)["messages"]
+            new = stored[len(had) :]
+            assert [(m["role"], m.get("interrupted")) for m in new] == [
+                ("user", None),
+                ("assistant", True),
+                ("user", None),
+                ("assistant", None),
+            ], (turn, new)
+            assert new[1]["content"].startswith(got) and (new[2]["content"], new[3]["content"]) == (
+                nxt["content"],
+                answer,
+            ), new
+            had = [{"role": m["role"], "content": m["content"]} for m in stored]
+    finally:
+        server.stop()

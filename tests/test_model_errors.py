@@ -190,3 +190,30 @@ def test_stream_options_that_is_not_an_object_is_refused_before_anything_is_aske
         assert d.client().list_sessions()["sessions"] == [] and p.requests == []
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [500, 429, 401])
+def test_a_call_without_a_session_that_the_provider_refuses_leaves_no_session(refusing, status, stream):
+    """An app that names no session gets a new one with its answer; a provider failure before any answer
+    leaves none: the app never learns the new session's id (an SDK raises the error, its header unread), and
+    the SDK's own retries (two, by default, of a 429 or 5xx) each made another, each holding the question
+    alone (was: a provider down meant three orphan sessions per call, counted against max_active_sessions)."""
+    d, said, sid, app = refusing
+    said.update(status=status, headers={"Retry-After": "0"} if status == 429 else None)
+    c = d.client()
+    info = d.client().status()["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    new_app = openai.OpenAI(base_url=info["base_url"], api_key=key, max_retries=2)
+    msgs = [{"role": "user", "content": "anyone?"}]
+    with pytest.raises(openai.APIStatusError) as e:
+        if stream:
+            list(new_app.chat.completions.create(model="m", messages=msgs, stream=True))
+        else:
+            new_app.chat.completions.create(model="m", messages=msgs)
+    assert "X-Sessiond-Session" not in e.value.response.headers, e.value.response.headers
+    assert [s["id"] for s in c.list_sessions()["sessions"]] == [sid]
+    # a session named keeps its question, as before
+    with pytest.raises(openai.APIStatusError):
+        app.chat.completions.create(model="m", messages=msgs)
+    assert [(m["role"], m["content"]) for m in c.messages(sid)["messages"]] == [("user", "anyone?")]

@@ -77,3 +77,35 @@ def test_a_chatgpt_branchs_shared_history_is_counted_once(daemon):
     main, branch = made
     assert c.stats(main["id"])["tokens"] == 30 and c.stats(branch["id"])["tokens"] == 30  # 10 tokens each
     assert _tokens(c) == 40  # the shared two messages once, and each branch's own
+
+
+def test_a_forks_copied_model_answers_count_their_prompt_tokens_once_too(daemon):
+    """A model's answer costs the quota its tokens and the prompt tokens the provider counted for it; a fork
+    copies the answer with its usage, so its own total holds those too, and its `copied_tokens` must name
+    them, or the daemon's and the user's totals count the copied prompts twice (was: only the messages'
+    own tokens were named, so after `sessiond fork` of a talked-to session `stats` went up by every copied
+    answer's prompt)."""
+    c = daemon.client()
+    data = {
+        "format": "sessiond.session.v1",
+        "session": {"user": "ann"},
+        "chats": [{"id": "main"}],
+        "messages": [
+            {"chat": "main", "role": "user", "content": "q", "tokens": 2},
+            {
+                "chat": "main",
+                "role": "assistant",
+                "content": "a",
+                "tokens": 3,
+                "model": "m",
+                "usage": {"prompt_tokens": 20, "completion_tokens": 3},
+            },
+        ],
+    }
+    src = c.import_file(data, "json")["sessions"][0]["id"]
+    assert c.stats(src)["tokens"] == 25  # 2 + 3, and the answer's 20 prompt tokens
+    at = c.messages(src)["messages"][-1]["id"]
+    fork = c.fork(src, at)["id"]
+    assert c.stats(fork)["tokens"] == 25  # the fork holds the same history: its quota counts it
+    assert c.get_session(fork)["provenance"]["copied_tokens"] == 25
+    assert _tokens(c) == 25 and _tokens(c, "ann") == 25 and _by_user(c) == {"ann": 25}

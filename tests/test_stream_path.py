@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import wait_for
 from servers.openai_server import Provider, serve_threaded
+from sessiond.daemon.answers import Answering
 from sessiond.daemon.appkeys import DAEMON_KEY
 from sessiond.daemon.openai_compat import PREFIX, ROUTES, Compat
 from sessiond.daemon.providers import Providers
@@ -124,6 +125,7 @@ class _Daemon:
         self.db = db
         self.providers = _providers(server)
         self.compat = Compat(self)
+        self.answering = Answering()
 
     @staticmethod
     def estimate(text: str) -> int:

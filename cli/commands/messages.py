@@ -12,7 +12,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError, fail
 from ..inputs import message_text
 from ..options import count
-from ..output import emit, safe, short, when
+from ..output import emit, for_home, safe, short, when
 from . import Commands
 
 
@@ -88,7 +88,25 @@ def cmd_ask(args) -> int:
         emit(args, stream.message)
     elif wrote:
         sys.stdout.write("\n")
+    _quota_note(args, c)
     return 0
+
+
+def _quota_note(args, c) -> None:
+    """On standard error, once an answer leaves the session's token quota at its warning level or past it
+    (each answer counts its prompt's tokens too: a few questions can spend it), so that the refusal of the
+    next question is no surprise. Nothing when it cannot be read: the answer is what was asked for."""
+    try:
+        sys.stdout.flush()
+        q = c.quota(args.id)
+    except ClientError:
+        return
+    if q.get("token_quota") and q.get("level") not in (None, "safe"):
+        said = (
+            f"this session has used {q['tokens_used']} of its {q['token_quota']} tokens ({q['level']}); "
+            f"see `sessiond quota {args.id}`"
+        )
+        print(f"sessiond: {safe(for_home(said, args.home))}", file=sys.stderr)
 
 
 def _interrupted(args, c, key: str, arrived: bool) -> int:
