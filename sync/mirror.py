@@ -156,11 +156,12 @@ class MirrorStore(Store):
 
     def caught_up(self) -> list[Store]:
         """The stores that should hold everything written so far: written to (not a gateway), answering,
-        and nothing waiting in their outbox."""
+        nothing waiting in their outbox, and no write to them under way (another store may have taken it:
+        a read through the mirror finds what this one does not hold yet)."""
         return [
             s
             for s in self.stores
-            if not (s.read_only or self.health[s.url].read_only or self.health[s.url].pending) and self._usable(s)
+            if not (s.read_only or (h := self.health[s.url]).read_only or h.pending or h.writing) and self._usable(s)
         ]
 
     def _ordered(self) -> list[Store]:
@@ -218,6 +219,8 @@ class MirrorStore(Store):
         if not self._direct(st):
             await queue()
             return False
+        h = self.health[st.url]
+        h.writing += 1  # (until it is taken, or failed and queued: `caught_up` never counts it as holding it)
         try:
             await self._bounded(st, write, took)
             took.set()
@@ -225,12 +228,14 @@ class MirrorStore(Store):
             self._ok(st)
             return exc
         except ReadOnlyStore:
-            self.health[st.url].read_only = True
+            h.read_only = True
             return False
         except FAILURES as exc:
             self._failed(st, exc)
             await queue()
             return False
+        finally:
+            h.writing -= 1
         self._ok(st)
         return True
 

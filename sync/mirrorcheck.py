@@ -68,8 +68,8 @@ async def lacking(mirror: Mirrored, reads: Reads, timeout: float) -> list[dict]:
     """Per store of `mirror` written to (not a read-only gateway): {"url", "ok"} and, for a store that
     lacks any of `reads`, "heads" (the keys, hex, of the heads it lacks or holds an older revision of)
     and "objects" (hashes, hex). A store that cannot be asked now ({"url", "ok": None, "not_checked":
-    why}): one down, or with writes still waiting in its outbox (it lacks them until they are sent, which
-    is no loss)."""
+    why}): one down, or with writes still waiting in its outbox or under way (it lacks them until they are
+    sent, which is no loss)."""
     out: list[dict] = []
     caught_up = mirror.caught_up()
     for st in mirror.stores:
@@ -80,7 +80,11 @@ async def lacking(mirror: Mirrored, reads: Reads, timeout: float) -> list[dict]:
         out.append(row)
         if st not in caught_up:
             row["not_checked"] = (
-                f"{h.pending} writes wait in its outbox" if h.pending else f"not answering ({h.last_error})"
+                f"{h.pending} writes wait in its outbox"
+                if h.pending
+                else f"not answering ({h.last_error})"
+                if h.reachable is False
+                else "a write to it is under way"
             )
             continue
         try:

@@ -28,6 +28,7 @@ class Health:
     reachable: bool | None = None  # None: not used yet
     last_error: str | None = None
     pending: int = 0  # rows in its outbox (at least: an estimate between counts, never below the truth)
+    writing: int = 0  # writes sent straight to it and not answered yet (MirrorStore._write_to)
     added: int = 0  # writes queued since start (a drain that found the outbox empty checks none came meanwhile)
     failures: int = 0
     retry_at: float = 0.0  # monotonic: when a store that failed is tried again

@@ -41,10 +41,12 @@ def test_an_expired_session_killed_before_its_delete_is_deleted_at_the_next_star
     d.env["SESSIOND_CRASH_AT"] = point
     d.restart()
     c = d.client()
-    sid = c.create_session(name="short-lived", expires_in=1)["id"]
+    sid = c.create_session(name="short-lived")["id"]
     c.append(sid, "user", "hello")
     assert c.sync(sid, wait=True, timeout=10)["complete"]
     assert _key_files(d.home, sid)
+    # its expiry set last: made to expire in a second, a sync slower than that met the crash (its request cut)
+    c.update_session(sid, expires_in=1)
     assert d.proc is not None
     d.proc.wait(20)  # the clean-up met the session's expiry, and the daemon died part-way
     d.env.pop("SESSIOND_CRASH_AT")

@@ -17,7 +17,9 @@ def _ended_by(c, sid: str, when: float) -> None:
     """`sid` reads as active shortly before `when`, and as ended soon after it."""
     wait_for(lambda: time.time() > when - 0.3, timeout=10, what="shortly before its expiry")
     if time.time() < when - 0.05:
-        assert c.get_session(sid)["status"] == "active"
+        status = c.get_session(sid)["status"]
+        # ended only if the answer came once its expiry was (about) there: a busy machine can take that long
+        assert status == "active" or time.time() >= when - 0.05, status
     wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=when - time.time() + LATE, what="its end")
     # ended as `end` ends it: with a final checkpoint, made just after the end is committed (a reader can
     # see the end a moment before its checkpoint: daemon/operations.py `_end`)
@@ -30,7 +32,6 @@ def test_a_session_ends_at_its_expiry(make_daemon):
     keep = c.create_session(name="for good")["id"]
     later = c.create_session(name="later", expires_in=HOUR)["id"]
     sid = c.create_session(name="short-lived", expires_in=1)["id"]  # after the one that expires later
-    c.append(sid, "user", "hello")
     _ended_by(c, sid, c.get_session(sid)["expires_at"])
     assert [c.get_session(s)["status"] for s in (keep, later)] == ["active", "active"]
 
@@ -38,13 +39,13 @@ def test_a_session_ends_at_its_expiry(make_daemon):
 def test_a_session_ends_at_its_idle_timeout_counted_from_its_last_activity(make_daemon):
     d = started_with(make_daemon, cleanup_interval=HOUR)
     c = d.client()
-    sid = c.create_session(name="idle", idle_timeout=2)["id"]
+    sid = c.create_session(name="idle", idle_timeout=3)["id"]  # (2 s more than the quiet below: a busy machine)
     first = c.get_session(sid)["last_activity"]
     wait_for(lambda: time.time() > first + 1, timeout=10, what="a second of quiet")
     c.append(sid, "user", "still here")  # activity: the timeout counts from here now
     last = c.get_session(sid)["last_activity"]
     assert last > first + 1
-    _ended_by(c, sid, last + 2)
+    _ended_by(c, sid, last + 3)
 
 
 def test_a_session_changed_to_expire_sooner_ends_then(make_daemon):
@@ -66,15 +67,22 @@ def test_a_read_only_import_past_its_expiry_leaves_the_cleanup_idle(make_daemon,
     # not take its past expiry as the next one to wait for, or it would run again at once, for ever
     store = f"file://{store_dir}"
     a, b = make_daemon(store), make_daemon(store)
+    # the owner has no clean-up loop, so that it never ends the session (it did if the import and the stop
+    # below took longer than the second to its expiry)
+    write_config(a.home, cleanup_interval=0)
+    write_config(b.home, cleanup_interval=HOUR)
     for d in (a, b):
-        write_config(d.home, cleanup_interval=HOUR)
         d.start()
     ca, cb = a.client(), b.client()
-    sid = ca.create_session(name="theirs", expires_in=1)["id"]
+    sid = ca.create_session(name="theirs")["id"]
     ca.append(sid, "user", "hello")
-    cb.import_code(ca.share(sid)["code"])  # read-only
+    code = ca.share(sid)["code"]  # read-only
+    # after the writes: one past the expiry would end it (test_expiry_on_write)
+    expires = ca.update_session(sid, expires_in=1)["expires_at"]
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    cb.import_code(code)
     a.stop()  # the owner is away: nobody ends it
-    expires = cb.get_session(sid)["expires_at"]
+    assert cb.get_session(sid)["expires_at"] == expires
     wait_for(lambda: time.time() > expires + 0.5, timeout=10, what="past its expiry")
     assert cb.get_session(sid)["status"] == "active" and cb.get_session(sid)["access"] == "read"
     cpu0, t0 = _cpu_seconds(b.proc.pid), time.time()

@@ -13,15 +13,17 @@ from conftest import started_with, wait_for
 from sessiond.client import ClientError
 
 NO_CLEANUP = 0  # no clean-up loop (it would end each session at its expiry): only the write can end it
+HOUR = 3600
 
 
-def _short_lived(c, n: int = 1) -> tuple[list[str], int]:
+def _short_lived(c, n: int = 1, name: str = "short-lived") -> tuple[list[str], int]:
     """`n` sessions expiring in a second, each with one message; returns their ids once all have expired,
     and the checkpoints each had."""
     sids = []
-    for i in range(n):
-        sid = c.create_session(name=f"short-lived {i}", expires_in=1)["id"]
+    for i in range(n):  # its expiry set once it has its message (made to expire in a second, the append raced it)
+        sid = c.create_session(name=f"{name} {i}", expires_in=HOUR)["id"]
         c.append(sid, "user", "hello")
+        c.update_session(sid, expires_in=1)
         sids.append(sid)
     expires = max(c.get_session(sid)["expires_at"] for sid in sids)
     before = len(c.checkpoints(sids[0])["checkpoints"])
@@ -56,8 +58,9 @@ def test_an_append_past_the_expiry_is_refused_and_ends_the_session(make_daemon):
 
 
 def test_the_other_writes_past_the_expiry_are_refused(make_daemon):
-    # the first refusal ends every session then due (expire_due): so each session expires a second after
-    # the one before, and each write is the first to find its own session expired
+    # the first refusal ends every session then due (expire_due): so each session is made once the one
+    # before was refused, and each write is the first to find its own session expired (made all at first,
+    # a second apart, a write later than a second past its session's expiry found the next one ended)
     d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
     writes = [
@@ -67,14 +70,10 @@ def test_the_other_writes_past_the_expiry_are_refused(make_daemon):
         lambda sid: c.compact(sid, target_tokens=1),
     ]
     sids = []
-    for i in range(len(writes)):
-        sid = c.create_session(name=f"short-lived {i}", expires_in=1 + i)["id"]
-        c.append(sid, "user", "hello")
-        sids.append(sid)
-    for sid, write in zip(sids, writes, strict=True):
-        expires = c.get_session(sid)["expires_at"]
-        wait_for(lambda: time.time() > expires + 0.05, timeout=10, what="the session's expiry")
+    for i, write in enumerate(writes):
+        ((sid,), _) = _short_lived(c, name=f"short-lived {i}")
         _refused(lambda: write(sid), sid)
+        sids.append(sid)
     for sid in sids:
         wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="each expired session ended")
         assert c.get_session(sid)["name"].startswith("short-lived")
@@ -103,8 +102,9 @@ def _idled(make_daemon):
     its last activity)."""
     d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
-    sid = c.create_session(name="idle", idle_timeout=1)["id"]
+    sid = c.create_session(name="idle", idle_timeout=HOUR)["id"]
     c.append(sid, "user", "hello")
+    c.update_session(sid, idle_timeout=1)  # once it has its message (made with 1 s, the append raced it)
     last = c.get_session(sid)["last_activity"]
     wait_for(lambda: time.time() > last + 1.1, timeout=10, what="the idle timeout")
     return c, sid, last
@@ -125,13 +125,14 @@ def test_an_append_past_the_idle_timeout_is_refused_and_ends_the_session(make_da
 def test_other_writes_past_the_idle_timeout_are_refused(make_daemon):
     d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
     c = d.client()
-    # a second apart, so that each write is the first to find its session expired (see above)
-    renamed, paused = (c.create_session(name=f"idle {i}", idle_timeout=1 + i)["id"] for i in range(2))
-    for sid, write in ((renamed, lambda: c.update_session(renamed, name="renamed")), (paused, lambda: c.pause(paused))):
-        s = c.get_session(sid)
+    sids = []
+    # one after the other, so that each write is the first to find its session expired (see above)
+    for i, write in enumerate((lambda sid: c.update_session(sid, name="renamed"), lambda sid: c.pause(sid))):
+        s = c.create_session(name=f"idle {i}", idle_timeout=1)
         wait_for(lambda: time.time() > s["last_activity"] + s["policy"]["idle_timeout"] + 0.05, timeout=10)
-        _refused(write, sid)
-    for sid in (renamed, paused):
+        _refused(lambda: write(s["id"]), s["id"])
+        sids.append(s["id"])
+    for sid in sids:
         wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="each idle session ended")
         assert c.get_session(sid)["name"].startswith("idle")
 

@@ -122,8 +122,9 @@ def test_an_expired_session_imports_back_and_is_ended(d, tmp_path):
     """An exported session that had expired: the import refused it as `expired`, saying to `sessiond clone`
     a session the failed import had deleted. It comes back with its history, and ends, as it was."""
     c = d.client()
-    sid = c.create_session(id="gone-by", expires_in=1)["id"]
+    sid = c.create_session(id="gone-by")["id"]
     c.append(sid, "user", "before the end")
+    c.update_session(sid, expires_in=1)  # once it has its message (made with it, a slow append met the expiry)
     wait_for(lambda: c.get_session(sid)["status"] == "ended", what="the session ended at its expiry")
     _round_trip(d, sid, tmp_path)
     wait_for(lambda: c.get_session(sid)["status"] == "ended", what="the imported session ended")

@@ -10,10 +10,12 @@ import os
 
 import pytest
 
-from conftest import cli_json, run_cli, wait_for
+from conftest import cli_json, run_cli, wait_for, write_config
 from sessiond.client import ApiError
 from sessiond.sync.keys import KeyStore
 from sessiond.sync.members import announce_key
+
+HOUR = 3600.0
 
 
 def contents(d, sid):
@@ -33,9 +35,13 @@ def slot_head_file(store: str, *devices, sid: str) -> str:
     return os.path.join(store, "heads", slot)
 
 
-def shared(make_daemon, url, env: dict | None = None):
-    a = make_daemon(url, env=env).start()
-    b = make_daemon(url, env=env).start()
+def shared(make_daemon, url, env: dict | None = None, **settings):
+    """`settings`: the config.toml of both writers (conftest.write_config)."""
+    a, b = make_daemon(url, env=env), make_daemon(url, env=env)
+    for d in (a, b):
+        if settings:
+            write_config(d.home, **settings)
+        d.start()
     sid = a.client().create_session(name="members")["id"]
     a.client().append(sid, "user", "a1")
     code = a.client().share(sid, write=True)["code"]
@@ -49,7 +55,10 @@ def shared(make_daemon, url, env: dict | None = None):
 
 def test_a_members_slot_deleted_from_the_store_is_written_again_by_sync(make_daemon, store_dir):
     url = "file://" + store_dir
-    a, b, sid = shared(make_daemon, url)
+    # the writers' followers poll once an hour, not every 0.25 s: a poll sees the slot's entry gone and
+    # writes it again by itself (test_a_members_slot_lost_from_the_store_is_written_again_without_a_sync),
+    # which a verify slower than that found whole, and the test failed; every pull here is a sync's
+    a, b, sid = shared(make_daemon, url, poll_interval=HOUR, sync_interval=HOUR)
     os.remove(slot_head_file(store_dir, a, b, sid=sid))  # the store lost the slot's entry
     res = run_cli(a.home, "verify", sid, "--json")  # verify says so, and what writes it again
     assert res.returncode == 1, res.stdout

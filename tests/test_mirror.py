@@ -20,6 +20,7 @@ from sessiond.stores.registry import RegistryEntry
 from sessiond.stores.s5 import S5Store
 from sessiond.sync.keys import KeyStore
 from sessiond.sync.mirror import MirrorStore
+from sessiond.sync.mirrorcheck import Reads, lacking
 
 
 class Switch(Store):
@@ -295,6 +296,32 @@ async def test_a_slow_store_is_waited_for_while_no_other_has_taken_the_write(tmp
     h = await asyncio.wait_for(put, 5)
     assert await a.inner.has(h) and await b.inner.has(h)
     assert all(s["reachable"] and s["pending"] == 0 for s in await m.status())
+    await m.close()
+
+
+async def test_a_store_a_write_is_still_going_to_is_not_said_to_lack_it(tmp_path, db):
+    """`verify` while a push is under way: the head one store took was read through the mirror, and the
+    other store, its write still going (nothing in its outbox, nothing failed), was checked and said to
+    lack it, so verify failed ("store ... lacks this device's log") and the whole log was pushed again.
+    A store with a write under way is not checked, as one with writes waiting in its outbox."""
+    a, b = Switch(str(tmp_path / "a")), Hung(str(tmp_path / "b"))
+    m = MirrorStore([a, b], db.outbox, timeout=30, max_backoff=0.2, lag=30)
+    await m.started()
+    entry = head(SigningKey.generate(), 1)
+    b.free.clear()
+    writing = asyncio.ensure_future(m.set_head(entry))
+
+    async def a_took_it():
+        return await a.inner.get_head(entry.pk) is not None
+
+    await eventually(a_took_it, what="a's copy of the head")
+    read = Reads(heads={entry.pk: 1})  # what a verify read through the mirror meanwhile
+    rows = {r["url"]: r for r in await lacking(m, read, 5)}
+    assert rows[a.url]["ok"] is True, rows
+    assert rows[b.url]["ok"] is None and "under way" in rows[b.url]["not_checked"], rows
+    b.free.set()
+    await asyncio.wait_for(writing, 5)
+    assert [r["ok"] for r in await lacking(m, read, 5)] == [True, True]
     await m.close()
 
 

@@ -633,8 +633,9 @@ def test_a_question_past_the_idle_timeout_is_refused_before_the_model_is_asked(s
     # the question to a model meets the same expiry check as an append (storage/sessions.py past_expiry)
     make, p, _ = setup
     c = make(extra="cleanup_interval = 0").client()  # no clean-up loop: only the question can find it expired
-    sid = c.create_session(model="echo-1", idle_timeout=1)["id"]
+    sid = c.create_session(model="echo-1", idle_timeout=3600)["id"]
     c.append(sid, "user", "hello")
+    c.update_session(sid, idle_timeout=1)  # once it has its message (made with it, a slow append met the timeout)
     last = c.get_session(sid)["last_activity"]
     wait_for(lambda: time.time() > last + 1.1, timeout=10, what="the idle timeout")
     n = len(p.requests)

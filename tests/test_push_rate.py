@@ -12,21 +12,22 @@ import threading
 
 import pytest
 
-from conftest import wait_for
+from conftest import eventually, wait_for
 from sessiond.sync import keys as keys_mod
 from sessiond.sync.keys import KeyError_, KeyStore
 
 
-def watch_writes(monkeypatch, slow: float = 0.0) -> list[tuple[str, bool]]:
-    """Each key file written from now on: (its name, whether it was written on the main thread)."""
+def watch_writes(monkeypatch, hold: threading.Event | None = None) -> list[tuple[str, bool]]:
+    """Each key file written from now on: (its name, whether it was written on the main thread). `hold`: a
+    slow disk, each write waiting until the test sets it (a write that slept 0.2 s could end before a
+    busy machine ran the test's next step, which had to come while it was under way)."""
     writes: list[tuple[str, bool]] = []
     real = keys_mod.atomic_write
-    gate = threading.Event()
 
     def atomic_write(path, data, *args, **kw):
         writes.append((os.path.basename(path), threading.current_thread() is threading.main_thread()))
-        if slow:
-            gate.wait(slow)  # a slow disk
+        if hold is not None:
+            assert hold.wait(30), "the test never let the write go on"
         return real(path, data, *args, **kw)
 
     monkeypatch.setattr(keys_mod, "atomic_write", atomic_write)
@@ -53,7 +54,8 @@ async def test_a_share_and_an_import_write_the_key_files_off_the_event_loop(devi
 async def test_a_key_being_made_is_made_once_and_the_loop_runs_meanwhile(tmp_path, monkeypatch):
     keys = KeyStore(str(tmp_path / "keys"))
     sid = "s_" + "a" * 20
-    writes = watch_writes(monkeypatch, slow=0.2)
+    hold = threading.Event()
+    writes = watch_writes(monkeypatch, hold)
     ticks = 0
 
     async def ticker() -> None:
@@ -63,7 +65,10 @@ async def test_a_key_being_made_is_made_once_and_the_loop_runs_meanwhile(tmp_pat
             await asyncio.sleep(0.005)
 
     t = asyncio.create_task(ticker())
-    first, second = await asyncio.gather(keys.make_session_key(sid), keys.make_session_key(sid))
+    both = asyncio.gather(keys.make_session_key(sid), keys.make_session_key(sid))
+    await eventually(lambda: writes and ticks >= 5, what="the loop going on while the key is written")
+    hold.set()
+    first, second = await both
     t.cancel()
     assert first == second and len(first) == 32
     assert len(writes) == 1 and ticks >= 5, (writes, ticks)  # one write, in a thread: the loop went on
@@ -74,12 +79,14 @@ async def test_a_key_being_made_is_made_once_and_the_loop_runs_meanwhile(tmp_pat
 async def test_a_key_deleted_while_it_is_made_stays_deleted(tmp_path, monkeypatch):
     keys = KeyStore(str(tmp_path / "keys"))
     sid = "s_" + "b" * 20
-    watch_writes(monkeypatch, slow=0.2)
+    hold = threading.Event()
+    writes = watch_writes(monkeypatch, hold)
     making = asyncio.ensure_future(keys.make_write_secret(sid))
-    await asyncio.sleep(0.05)  # the write is under way in its thread
+    await eventually(lambda: writes, what="the write under way in its thread")
     with pytest.raises(KeyError_, match="being made"):
         keys.write_secret(sid, create=True)  # a second random secret would replace the one being made
     keys.delete_session_key(sid)  # the session was deleted meanwhile
+    hold.set()
     with pytest.raises(KeyError_, match="deleted while"):
         await making
     assert keys.write_secret(sid) is None and KeyStore(keys.folder).write_secret(sid) is None

@@ -106,11 +106,14 @@ def test_a_session_that_expires_gets_its_final_checkpoint(home):
     d = _limited(home, "cleanup_interval = 0.3\n")
     try:
         c = d.client()
-        sid = c.create_session(expires_in=1)["id"]
+        # each given its expiry once it has its message (made with it, a slow append could meet it: refused)
+        sid = c.create_session()["id"]
         c.append(sid, "user", "the last word", tokens=3)
-        paused = c.create_session(idle_timeout=1)["id"]
+        c.update_session(sid, expires_in=1)
+        paused = c.create_session()["id"]
         c.append(paused, "user", "on hold", tokens=2)
         c.pause(paused)  # paused past its idle timeout: ended too
+        c.update_session(paused, idle_timeout=1)
         wait_for(lambda: all(c.get_session(s)["status"] == "ended" for s in (sid, paused)), timeout=15)
         for s, tokens in ((sid, 3), (paused, 2)):
             cps = wait_for(lambda s=s: c.checkpoints(s)["checkpoints"], timeout=10, what="the final checkpoint")
@@ -173,10 +176,12 @@ def test_a_follower_sees_an_expired_session_ended_when_its_owner_deletes_it(make
         f.write("cleanup_interval = 0.3\ndelete_expired = true\n")
     a.start()
     ca, cb = a.client(), b.client()
-    sid = ca.create_session(expires_in=2)["id"]
+    sid = ca.create_session()["id"]
     ca.append(sid, "user", "before the end", tokens=4)
     cb.import_code(ca.share(sid)["code"])
     assert cb.get_session(sid)["status"] == "active"
+    # the expiry set once B has it: made with 2 s, a slow share and import met it (B imported it ended)
+    ca.update_session(sid, expires_in=1)
     wait_for(lambda: sid not in {s["id"] for s in ca.list_sessions()["sessions"]}, timeout=15, what="A deletes it")
 
     def ended_on_b():

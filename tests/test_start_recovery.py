@@ -23,9 +23,10 @@ def _expired_while_stopped(make_daemon, **settings):
     write_config(d.home, cleanup_interval=NO_CLEANUP, **settings)
     d.start()
     c = d.client()
-    sid = c.create_session(name="short-lived", expires_in=1)["id"]
+    sid = c.create_session(name="short-lived")["id"]
     c.append(sid, "user", "hello")
-    expires = c.get_session(sid)["expires_at"]
+    # its expiry set once it has its message: made to expire in a second, a slow append met it (refused)
+    expires = c.update_session(sid, expires_in=1)["expires_at"]
     before = len(c.checkpoints(sid)["checkpoints"])
     assert c.get_session(sid)["status"] == "active"
     d.stop()

@@ -152,7 +152,7 @@ async def test_heads_in_a_batch_are_checked_one_by_one(tmp_path):
     fut = store.batch.put(b"abandoned")
     fut.cancel()
     assert await store.put(b"after") == digest(b"after")
-    await eventually(lambda: os.path.exists(store._obj_path(digest(b"abandoned"))), timeout=5)
+    await eventually(lambda: os.path.exists(store._obj_path(digest(b"abandoned"))), timeout=30)
     await store.close()
     assert await store.put(b"after close") == digest(b"after close")  # a closed store starts again
     await store.close()
@@ -187,7 +187,7 @@ def test_a_write_whose_loop_closed_is_written_and_the_writer_goes_on(tmp_path):
         store.batch.put(b"left behind")  # never awaited: its loop closes before it is answered
 
     asyncio.run(leave())
-    wait_for(lambda: os.path.exists(store._obj_path(digest(b"left behind"))), timeout=5)
+    wait_for(lambda: os.path.exists(store._obj_path(digest(b"left behind"))), timeout=30)
     assert asyncio.run(store.put(b"next")) == digest(b"next")  # another loop, the same writer
 
 
@@ -305,7 +305,7 @@ async def test_a_crashed_write_s_old_temporary_files_go_when_the_store_opens(tmp
     again = FileStore(str(tmp_path / "store"))
     try:
         await again.put(b"another object")
-        wait_for(lambda: not any(map(os.path.exists, stale)), timeout=5, what="the old temporary files removed")
+        wait_for(lambda: not any(map(os.path.exists, stale)), timeout=30, what="the old temporary files removed")
         assert all(map(os.path.exists, live))
         assert await again.get(h) == b"an object"
     finally:

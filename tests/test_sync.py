@@ -182,13 +182,15 @@ async def test_push_survives_a_failing_and_hanging_store(env):
     store.mode = None
     res = await syncer.sync_now(sid, wait=True, timeout=20)
     assert res["complete"], res
-    rep = await syncer.verify(sid)
+    # checked with the usual store timeout: the 0.5 s that makes the hang fail fast can fail a read of a
+    # busy disk too (the pushes above retry after a timeout; a verify does not)
+    rep = await env.new_syncer(timeout=30).verify(sid)
     assert rep["ok"], rep
     assert rep["sessions"][0]["operations"] == 12  # create + 5 + 5 + 1: nothing lost
 
 
 async def test_a_lying_store_is_caught(env):
-    db, store, syncer = await env.open()
+    db, store, syncer = await env.open(timeout=30)  # (no store hangs here: 0.5 s could fail a busy disk's fsync)
     s = await db.create_session({})
     sid = s["id"]
     await db.append_messages(sid, [{"role": "user", "content": "x"}])
@@ -219,7 +221,7 @@ async def test_a_lying_store_is_caught(env):
 
 
 async def test_interrupted_push_resumes_after_restart(env):
-    db, store, syncer = await env.open()
+    db, store, syncer = await env.open(timeout=30)  # (no store hangs here: 0.5 s could fail a busy disk's fsync)
     s = await db.create_session({})
     sid = s["id"]
     await db.append_messages(sid, [{"role": "user", "content": f"m{i}"} for i in range(10)])
@@ -230,7 +232,7 @@ async def test_interrupted_push_resumes_after_restart(env):
     assert state["pending"] is not None and state["pushed_seq"] == 0  # nothing marked pushed early
     await db.append_messages(sid, [{"role": "user", "content": "after the failure"}])
     # "restart": a new worker over the same database, store and keys picks the queue up by itself
-    syncer2 = env.new_syncer(store=FaultyStore(store.inner))
+    syncer2 = env.new_syncer(timeout=30, store=FaultyStore(store.inner))
     await syncer2.start()
     res = await syncer2.sync_now(sid, wait=True, timeout=10)
     assert res["complete"]
