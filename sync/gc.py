@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 
+from ..storage.model import now
 from ..storage.redact import shown_store
 from ..stores import CannotDelete, Freed, Store, StoreError
 from ..stores.errors import describe_failure, failing
@@ -86,7 +86,9 @@ class Collector:
 
     async def collect(self, *, grace: float, dry_run: bool) -> dict:
         ctx, db = self.ctx, self.ctx.db
-        due = await db.released.due(time.time() - grace)
+        # (releases are stamped with storage's now(), rounded to the millisecond: compared on that clock,
+        # so that a grace of 0 takes everything let go before this call)
+        due = await db.released.due(now() - grace)
         waiting = await db.released.count() - len(due)
         if not due:  # nothing to free: no head need be read (a store down or hung is not even asked)
             return {"dry_run": dry_run, "grace": grace, "objects": 0, "bytes": 0, "kept": waiting, "stores": []}
