@@ -363,6 +363,9 @@ def share_error(exc: ImportError_) -> SessiondError:
     status = {"store": 503, "conflict": 409, "read_only": 409, "not_shared": 409, "busy": 503, "behind": 409}.get(
         exc.kind, 422
     )
-    err = SessiondError(str(exc))
+    if exc.fix:  # (said in the message too, for whoever reads only that: the CLI, a log)
+        err = SessiondError(f"{exc}; {exc.fix}", fix=exc.fix)
+    else:
+        err = SessiondError(str(exc))
     err.code, err.status = exc.kind, status
     return err
