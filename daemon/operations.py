@@ -138,6 +138,9 @@ class Operations:
         except ImportError_ as exc:
             raise share_error(exc) from None
 
+    async def devices(self, sid: str) -> dict:
+        return await self.syncer.devices(sid)
+
     async def gc(self, *, grace: float, dry_run: bool) -> dict:
         return await self.syncer.gc(grace=grace, dry_run=dry_run)
 

@@ -129,6 +129,14 @@ class Members:
         at = self._object_read.get(sid)
         return None if at is None else time.monotonic() - at
 
+    def last_known(self, sid: str, announce_pk: bytes) -> list[dict] | None:
+        """The writers of `sid`'s members slot (announce key `announce_pk`) as this process last read or
+        wrote it, with no store read; None if it has not since it started."""
+        seen = self._seen.get(sid)
+        if seen is None or seen[0] != b"\xed" + announce_pk:
+            return None
+        return [dict(m) for m in seen[4]]
+
     async def read_members(
         self,
         store: Store,
