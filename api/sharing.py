@@ -124,6 +124,29 @@ class UnshareResult(TypedDict):
     cannot_take_back: list[str]  # what no rekey can undo, said plainly
 
 
+@with_config(ANSWER)
+class Device(TypedDict):
+    """A device of a session, as this daemon knows it (no store is asked)."""
+
+    device: str  # its id (a member whose log was never read: the start of its head key), unshare's --device
+    this_device: bool
+    writer: bool  # in the session's members slot, as last read or written here (else as the logs followed say)
+    followed: bool  # this device follows its log
+    frozen: bool  # a rekey dropped it: its log stays as it stood then
+    messages: int  # its messages held here
+    last_message_at: float | None  # the latest of them, as the device stamped it
+    last_seen: float | None  # its latest write of any kind held here (a message, a change, a chat)
+    note: str | None  # what holds its log back, if anything (away through a rekey)
+
+
+@with_config(ANSWER)
+class DeviceList(TypedDict):
+    session: str
+    shared: bool  # shared from here or imported: false, this device alone
+    members_rev: int | None  # the members slot's revision as last seen here
+    devices: list[Device]  # this device first, then the writers, then the others
+
+
 @with_config(BODY)
 class GcRequest(TypedDict, total=False):
     dry_run: bool

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from ..api.search import SearchResult
     from ..api.sessions import Deleted, Ended, Session, SessionCreate, SessionList, SessionPatch
     from ..api.sharing import (
+        DeviceList,
         GcReport,
         ImportResult,
         RekeyResult,
@@ -340,6 +341,9 @@ class Api:
         return self._call(
             "POST", f"/v1/sessions/{quote_id(sid)}/unshare", {"device": device} if device is not None else {}
         )
+
+    def devices(self, sid: str) -> DeviceList:
+        return self._call("GET", f"/v1/sessions/{quote_id(sid)}/devices")
 
     def gc(self, *, grace: float | None = None, dry_run: bool = False) -> GcReport:
         body: dict = {"dry_run": dry_run}

@@ -141,6 +141,9 @@ class Operations:
         except ImportError_ as exc:
             raise share_error(exc) from None
 
+    async def devices(self, sid: str) -> dict:
+        return await self.syncer.devices(sid)
+
     async def gc(self, *, grace: float, dry_run: bool) -> dict:
         return await self.syncer.gc(grace=grace, dry_run=dry_run)
 
@@ -380,6 +383,9 @@ def share_error(exc: ImportError_) -> SessiondError:
     status = {"store": 503, "conflict": 409, "read_only": 409, "not_shared": 409, "busy": 503, "behind": 409}.get(
         exc.kind, 422
     )
-    err = SessiondError(str(exc))
+    if exc.fix:  # (said in the message too, for whoever reads only that: the CLI, a log)
+        err = SessiondError(f"{exc}; {exc.fix}", fix=exc.fix)
+    else:
+        err = SessiondError(str(exc))
     err.code, err.status = exc.kind, status
     return err

@@ -382,6 +382,9 @@ class Database:
     async def peers_in_error(self, error: str, sids: Sequence[str] | None = None) -> dict[str, list[str]]:
         return await self.syncstate.peers_in_error(error, sids)
 
+    async def device_tallies(self, sid: str) -> dict[str, dict]:
+        return await self.syncstate.device_tallies(sid)
+
     async def keep_peers(self, sid: str, pks: list[bytes]) -> None:
         await self.syncstate.keep_peers(sid, pks)
 

@@ -222,6 +222,29 @@ class SyncState:
             out.setdefault(r["session_id"], []).append(r["device_id"] or bytes(r["head_pk"]).hex()[:16])
         return out
 
+    async def device_tallies(self, sid: str) -> dict[str, dict]:
+        """Per device whose writes to `sid` are held here: its messages (`messages`, how many; `last_message_at`,
+        the latest's time) and `last_seen`, the time of the latest of its operations of any kind (each as the
+        device stamped it). A device's sequence numbers rise with its writes, so each latest one is read by
+        its seq through the primary keys, not by a scan of the times."""
+        q = self.c.committed
+        out: dict[str, dict] = {}
+        for device, n, at in await q.fetchall(
+            "SELECT t.device_id, t.n, m.created_at FROM (SELECT device_id, count(*) AS n, max(seq) AS s"
+            " FROM messages WHERE session_id=? GROUP BY device_id) t"
+            " JOIN messages m ON m.session_id=? AND m.device_id=t.device_id AND m.seq=t.s",
+            (sid, sid),
+        ):
+            out[device] = {"messages": n, "last_message_at": at, "last_seen": at}
+        for device, at in await q.fetchall(
+            "SELECT o.device_id, o.created_at FROM (SELECT device_id, max(seq) AS s FROM ops WHERE session_id=?"
+            " GROUP BY device_id) t JOIN ops o ON o.session_id=? AND o.device_id=t.device_id AND o.seq=t.s",
+            (sid, sid),
+        ):
+            have = out.setdefault(device, {"messages": 0, "last_message_at": None, "last_seen": None})
+            have["last_seen"] = max(at, have["last_seen"] or at)
+        return out
+
     async def keep_peers(self, sid: str, pks: list[bytes]) -> None:
         """Follow only these heads of `sid` from now on (a rekey's new generation): the others' rows go,
         with what was applied of their logs kept in the session."""

@@ -12,6 +12,7 @@ the other parts they call:
     gc.py        freeing objects no current head references
     verify.py    checking the store against the database       proofs.py    making and checking checkpoints
     share.py     making share codes                            heads.py     head data, manifest opening
+    devices.py   a session's devices as this daemon knows them
     schedule.py  when each session is pushed
 
 Syncer keeps the public methods the daemon calls, delegating to the parts. It owns the threads: the
@@ -32,6 +33,7 @@ from ..storage.model import RemoteLog
 from ..stores import Store, StoreError
 from ..stores.errors import settled
 from .context import SyncContext
+from .devices import session_devices
 from .errors import ImportError_, SyncError, describe
 from .fetch import BEHIND
 from .follower import Follower
@@ -434,6 +436,9 @@ class Syncer:
 
     async def unshare(self, sid: str, device: str | None) -> dict:
         return await self.sharer.unshare(sid, device)
+
+    async def devices(self, sid: str) -> dict:
+        return await session_devices(self.ctx, self.members, sid)
 
     async def import_code(self, text: str, passphrase: str | None, store_url: str | None = None) -> dict:
         looks = self.follower.looks

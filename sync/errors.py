@@ -6,6 +6,7 @@ import asyncio
 import os
 
 from ..storage.redact import scrub_text
+from ..stores.errors import AccountRevoked, AuthRefused, describe_failure
 
 
 def crash_point(name: str) -> None:
@@ -20,11 +21,26 @@ class SyncError(Exception):
 
 
 class ImportError_(Exception):
-    """An import or pull that cannot be completed; `kind` names the problem."""
+    """An import or pull that cannot be completed; `kind` names the problem. `fix`: what to do about it, when
+    the message's own advice is not the whole of it (a relay refusing a device with no account there: the
+    invite it needs), passed on as the API error's `details.fix` and said at the message's end."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, fix: str | None = None, *, refused: bool = False):
         super().__init__(message)
         self.kind = kind
+        self.fix = fix
+        self.refused = refused  # the store refused this device's credentials (not a revoked account)
+
+
+def refuses_device(exc: BaseException) -> bool:
+    """Whether a store's failure is its refusing this device's credentials, after a fresh login: on a relay,
+    a device with no account there (an account its owner revoked is not that: their undo mends it)."""
+    return isinstance(exc, AuthRefused) and not isinstance(exc, AccountRevoked)
+
+
+def store_failed(exc: BaseException, url: str) -> ImportError_:
+    """A store that failed to answer (stores.errors.failing) as the import's or pull's error, kind `store`."""
+    return ImportError_("store", describe_failure(exc, url), refused=refuses_device(exc))
 
 
 def describe(exc: BaseException) -> str:

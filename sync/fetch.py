@@ -13,10 +13,10 @@ from typing import Any, cast
 from ..storage.errors import Invalid
 from ..storage.model import RemoteLog
 from ..stores import Store, StoreError, check_object
-from ..stores.errors import LyingServer, describe_failure, failing
+from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .crypto import DecryptError, manifest_key, open_unpadded
-from .errors import ImportError_
+from .errors import ImportError_, store_failed
 from .heads import manifest_hash_of, open_manifest
 from .manifest import Manifest, parse_manifest
 from .pages import LogError
@@ -142,7 +142,7 @@ async def read_manifest(
         raise ImportError_("forged", f"the head of device {name} is refused: {exc}") from None
     except (TimeoutError, StoreError, OSError) as exc:
         if failing(exc):  # the store failed to answer: nothing is known of this device's head
-            raise ImportError_("store", describe_failure(exc, store.url)) from None
+            raise store_failed(exc, store.url) from None
         raise
     if head is None:
         return None  # a member that has not pushed anything yet
@@ -174,7 +174,7 @@ def _read_failures(store: Store, name: str) -> Iterator[None]:
         yield
     except (TimeoutError, StoreError, OSError) as exc:
         if failing(exc):  # the store failed to answer: the log is not damaged for that
-            raise ImportError_("store", describe_failure(exc, store.url)) from None
+            raise store_failed(exc, store.url) from None
         raise ImportError_("damaged", f"the log of device {name} is damaged: {exc}") from None
     except (RegistryError, DecryptError, LogError) as exc:
         raise ImportError_("damaged", f"the log of device {name} is damaged: {exc}") from None

@@ -24,13 +24,14 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
-from .errors import ImportError_, crash_point
+from .errors import ImportError_, crash_point, refuses_device
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
+from .locations import relay_account_fix
 from .members import Members, expiry_hint
 from .mirrorurls import same_stores
 from .pages import op_to_cbor
-from .sharecode import ShareCode, ShareCodeError
+from .sharecode import ShareCode, ShareCodeError, network_of_url
 from .sharecode import decode as decode_code
 
 log = logging.getLogger("sessiond.sync")
@@ -58,8 +59,7 @@ class Importer:
         self.push_soon = push_soon  # queues a push of a session (a device that rejoins after a rekey)
 
     async def import_code(self, text: str, passphrase: str | None, store_url: str | None = None) -> dict:
-        ctx = self.ctx
-        db, keys = ctx.db, ctx.keys
+        db = self.ctx.db
         try:
             code = decode_code(text, passphrase)
         except ShareCodeError as exc:
@@ -71,6 +71,18 @@ class Importer:
                 "conflict", case_twin_message(sid, twin) + "; delete the one here first to import this one"
             )
         store, slot = await self._find_store(code, store_url)
+        try:
+            return await self._import(code, store, slot, store_url)
+        except ImportError_ as exc:
+            if exc.refused and exc.fix is None:  # (a relay that lets this device look, then refuses a read)
+                exc.fix = self._account_fix(code, store)
+            raise
+
+    async def _import(self, code: ShareCode, store: Store, slot: RegistryEntry | None, store_url: str | None) -> dict:
+        """The import of `code`'s session from `store` (where _find_store found its members slot, `slot`)."""
+        ctx = self.ctx
+        db, keys = ctx.db, ctx.keys
+        sid = code.session_id
         try:
             existing = await db.get_session(sid)
         except Exception:
@@ -316,9 +328,9 @@ class Importer:
                 raise ImportError_(
                     "bad_store", f"cannot open the store {shown_store(store_url)}: {exc}; check the URL"
                 ) from None
-            held, slot, failure = await self._has_members(asked, code)
+            held, slot, failure, fix = await self._has_members(asked, code)
             if failure is not None:  # a failing store says nothing of the session: say it fails, not "absent"
-                raise ImportError_("store", f"cannot look for session {sid}: {failure}")
+                raise ImportError_("store", f"cannot look for session {sid}: {failure}", fix)
             if not held:
                 raise ImportError_(
                     "missing",
@@ -329,8 +341,9 @@ class Importer:
         if not places:
             return ctx.store, None  # no location (the oldest codes): this device's own store, as always
         failures: list[str] = []
+        fixes: list[str] = []  # what mends a failure beyond its own advice (a relay's account: its invite)
         looked: list[Store] = [ctx.store]
-        held, slot, failure = await self._has_members(ctx.store, code)
+        held, slot, failure, _ = await self._has_members(ctx.store, code)
         if held:
             return ctx.store, slot
         if failure is not None:
@@ -343,11 +356,13 @@ class Importer:
             except StoreError:
                 continue  # an unusable hint (a folder not here, a scheme not known)
             looked.append(hinted)
-            held, slot, failure = await self._has_members(hinted, code)
+            held, slot, failure, fix = await self._has_members(hinted, code)
             if held:
                 return hinted, slot
             if failure is not None:
                 failures.append(failure)
+            if fix is not None:
+                fixes.append(fix)
         networks = ", ".join(dict.fromkeys(n for n, _ in places))
         hints = ", ".join(h for _, h in places if h) or "none"
         if failures:  # a store that fails may hold it: that is what to fix, not a missing session
@@ -356,6 +371,7 @@ class Importer:
                 f"cannot look for session {sid} (shared through {networks}; hints: {hints}): "
                 + "; ".join(failures)
                 + "; or import again with --store URL naming another store of that network that holds it",
+                "; ".join(fixes) or None,
             )
         raise ImportError_(
             "store_needed",
@@ -364,20 +380,34 @@ class Importer:
             + expiry_hint(looked),
         )
 
-    async def _has_members(self, store: Store, code: ShareCode) -> tuple[bool, RegistryEntry | None, str | None]:
-        """Whether `store` holds the session's members slot, its entry, and why the store could not say
-        (it failed: unreachable, timed out, credentials refused, a server error; None when it answered).
+    def _account_fix(self, code: ShareCode, store: Store) -> str | None:
+        """What mends a store refusing this device's credentials beyond the failure's own advice: for a relay
+        the code names (not this device's own store, whose invite the daemon's start took), the invite this
+        device needs, given with `import --store-file` (README); None for any other store."""
+        if store is self.ctx.store or network_of_url(store.url) != "s5":
+            return None
+        if not any(network == "relay" for network, _ in code.places()):
+            return None  # (an S5 portal: its accounts are not the relay's invites)
+        return relay_account_fix(store.url)
+
+    async def _has_members(
+        self, store: Store, code: ShareCode
+    ) -> tuple[bool, RegistryEntry | None, str | None, str | None]:
+        """Whether `store` holds the session's members slot, its entry, why the store could not say
+        (it failed: unreachable, timed out, credentials refused, a server error; None when it answered),
+        and what mends that beyond the failure's own advice (_account_fix; None otherwise).
         A slot that fails its checks (a forged or damaged entry) counts: the import then reads it and
         says what is wrong, instead of looking on."""
         try:
             entry = await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout)
         except (RegistryError, LyingServer, HeadExpired):  # (a network store's own head checks raise the latter)
-            return True, None, None  # (an expired head: read_members says so)
+            return True, None, None, None  # (an expired head: read_members says so)
         except (TimeoutError, StoreError, OSError) as exc:
             if failing(exc):
-                return False, None, describe_failure(exc, store.url)
-            return False, None, None
-        return entry is not None, entry, None
+                fix = self._account_fix(code, store) if refuses_device(exc) else None
+                return False, None, describe_failure(exc, store.url), fix
+            return False, None, None, None
+        return entry is not None, entry, None, None
 
     async def _adopt_device(self, sid: str, device: str | None) -> None:
         """The members list names this device's head key under another device id: this home holds a

@@ -73,3 +73,19 @@ async def locations_of(store: Store) -> list[tuple[str, str | None]]:
     if any(h and _network_address(h) and not is_loopback(h) for _, h in out):
         out = [(n, None if h and is_loopback(h) else h) for n, h in out]
     return list(dict.fromkeys(out))
+
+
+def relay_account_fix(url: str) -> str:
+    """What a device does when a relay (`sessiond serve`, its registration closed) refuses it for want of an
+    account there: an invite from the relay's owner, in the store URL of `import --store-file` (README,
+    "Sync through S5, IPFS or your own relay"). `url`: the relay's, without credentials. (The invite's place
+    is shown without a scheme before it: a URL with a user part in an error is shown with it hidden.)"""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return (
+        f"this device has no account on the relay {hint_of(url)}: ask the relay's owner for an invite"
+        f" (`sessiond serve invite` on the relay's machine; each one registers one device, once), then import"
+        f" again with `sessiond import --store-file FILE`, FILE (0600) holding the relay's URL with the invite"
+        f" put before its host as the URL's user part (INVITE@{netloc}{parts.path})"
+    )

@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from nacl.signing import SigningKey
 
 from ..stores import HeadExpired, StaleHead, Store, StoreError, check_object
-from ..stores.errors import LyingServer, describe_failure, failing
+from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
-from .errors import ImportError_
+from .errors import ImportError_, store_failed
 from .mirror import MirrorStore
 
 log = logging.getLogger("sessiond.sync")
@@ -129,6 +129,14 @@ class Members:
         at = self._object_read.get(sid)
         return None if at is None else time.monotonic() - at
 
+    def last_known(self, sid: str, announce_pk: bytes) -> list[dict] | None:
+        """The writers of `sid`'s members slot (announce key `announce_pk`) as this process last read or
+        wrote it, with no store read; None if it has not since it started."""
+        seen = self._seen.get(sid)
+        if seen is None or seen[0] != b"\xed" + announce_pk:
+            return None
+        return [dict(m) for m in seen[4]]
+
     async def read_members(
         self,
         store: Store,
@@ -183,7 +191,7 @@ class Members:
             raise ImportError_("head_expired", f"the session's members entry cannot be used: {exc}") from None
         except (TimeoutError, StoreError, OSError) as exc:
             if failing(exc):  # the store failed to answer: nothing is known of the entry
-                raise ImportError_("store", describe_failure(exc, store.url)) from None
+                raise store_failed(exc, store.url) from None
             raise
         if entry is None:
             raise ImportError_(
@@ -210,7 +218,7 @@ class Members:
             m = dagcbor.decode(open_unpadded(ct, members_key(session_key, salt)))
         except (TimeoutError, StoreError, OSError) as exc:
             if failing(exc):  # the store failed to answer, the list is not damaged
-                raise ImportError_("store", describe_failure(exc, store.url)) from None
+                raise store_failed(exc, store.url) from None
             raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
         except (DecryptError, dagcbor.DagCborError) as exc:
             raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None

@@ -1,10 +1,12 @@
-"""Sync and sharing: `sync`, `verify`, `share`, `import` (a share code), `rekey`, `shares`, `unshare`, `gc`."""
+"""Sync and sharing: `sync`, `verify`, `share`, `import` (a share code), `rekey`, `shares`, `devices`, `unshare`,
+`gc`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from ...client import Client, ClientError
@@ -67,13 +69,26 @@ def register(commands: Commands) -> None:
 
     p = commands.add("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
     p.add_argument("id")
-    p.add_argument("--drop", action="append", metavar="DEVICE", help="a writer device that loses access (repeatable)")
+    p.add_argument(
+        "--drop",
+        action="append",
+        metavar="DEVICE",
+        help="a writer device that loses access (repeatable; find it with `sessiond devices ID`)",
+    )
 
     p = commands.add("shares", cmd_shares, "list the share codes this device issued (never the codes themselves)")
     p.add_argument("id", nargs="?", help="only this session's")
+    p = commands.add(
+        "devices", cmd_devices, "list a session's devices as this daemon knows them: writers, messages, last seen"
+    )
+    p.add_argument("id")
     p = commands.add("unshare", cmd_unshare, "end access to a session by a rekey: one device, or every other one")
     p.add_argument("id")
-    p.add_argument("--device", help="only this writer device loses access (default: every other device)")
+    p.add_argument(
+        "--device",
+        metavar="D",
+        help="only this writer device loses access (default: every other device); find D with `sessiond devices ID`",
+    )
     p = commands.add("gc", cmd_gc, "free store objects this device's logs no longer reference")
     p.add_argument("--dry-run", dest="dry_run", action="store_true", help="count what would be freed; free nothing")
     p.add_argument(
@@ -387,6 +402,34 @@ def cmd_shares(args) -> int:
         else "no share codes issued from this device" + (f" for {args.id}" if args.id else "")
     )
     emit(args, res, human)
+    return 0
+
+
+def _access(d: Mapping[str, object]) -> str:
+    if d["writer"]:
+        return "writer"
+    if d["frozen"]:
+        return "dropped by a rekey"
+    return "read-only" if d["this_device"] else "not a writer"
+
+
+def cmd_devices(args) -> int:
+    res = client(args).devices(args.id)
+    rows = [
+        [
+            d["device"] + (" (this device)" if d["this_device"] else ""),
+            _access(d),
+            d["messages"],
+            when(d["last_message_at"]),
+            when(d["last_seen"]),
+        ]
+        for d in res["devices"]
+    ]
+    lines = [table(rows, ["device", "access", "messages", "last message", "last seen"])]
+    lines += [f"{d['device']}: {d['note']}" for d in res["devices"] if d["note"]]
+    if not res["shared"]:
+        lines.append(f"session {res['session']} is not shared: this device alone writes it")
+    emit(args, res, "\n".join(lines))
     return 0
 
 

@@ -302,6 +302,14 @@ ROUTES: list[Route] = [
         Sh.UnshareResult,
     ),
     Route(
+        "GET",
+        "/v1/sessions/{id}/devices",
+        sharing.devices,
+        "The session's devices as this daemon knows them: this one, the writers of its members slot, the logs it"
+        " follows; each with its messages held here and when it last wrote",
+        response=Sh.DeviceList,
+    ),
+    Route(
         "POST",
         "/v1/gc",
         sharing.gc,

@@ -50,6 +50,10 @@ async def unshare(request: web.Request) -> web.Response:
     return ok(await daemon_of(request).ops.unshare(session_id(request), b.get("device")))
 
 
+async def devices(request: web.Request) -> web.Response:
+    return ok(await daemon_of(request).ops.devices(session_id(request)))
+
+
 async def gc(request: web.Request) -> web.Response:
     b = await body(request)
     return ok(await daemon_of(request).ops.gc(grace=b.get("grace", DEFAULT_GRACE), dry_run=b.get("dry_run", False)))
