@@ -1,0 +1,143 @@
+"""Tool calls kept end to end: an assistant message's `tool_calls` and a tool message's `tool_call_id`
+(and `name`) through the native append API, the OpenAI-compatible endpoint (the request's history and the
+model's answer, whole and streamed), the history sent to the model, exports and imports, and another
+device's copy of the session (real daemons, the loopback provider of tests/servers/openai_server.py)."""
+
+from __future__ import annotations
+
+try:  # the openai package's own HTTP library: httpx, renamed httpx2 in its newer releases
+    import httpx2 as httpx
+except ImportError:
+    import httpx
+import openai
+import pytest
+
+from conftest import cli_json, run_cli, wait_for
+from servers.openai_server import Provider, serve_threaded
+from sessiond.client import ApiError
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+def _config(home: str, port: int) -> None:
+    import os
+
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    os.chmod(home, 0o700)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(f'default_provider = "loop"\n[providers.loop]\nbase_url = "http://127.0.0.1:{port}/v1"\n')
+
+
+@pytest.fixture
+def provider():
+    p, server = serve_threaded(Provider())
+    yield p, server
+    server.stop()
+
+
+@pytest.fixture
+def make(make_daemon, provider):
+    _, server = provider
+
+    def made(store=None):
+        d = make_daemon(store)
+        _config(d.home, server.port)
+        return d.start()
+
+    return made
+
+
+def _shape(m: dict) -> dict:
+    """A stored message as the OpenAI shape has it."""
+    return {k: m[k] for k in ("role", "content", "tool_calls", "tool_call_id", "name") if k in m}
+
+
+def _app(d, sid: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url="http://localhost/openai/v1",
+        api_key="unused",
+        http_client=httpx.Client(transport=httpx.HTTPTransport(uds=d.socket)),
+        max_retries=0,
+        default_headers={"X-Sessiond-Session": sid},
+    )
+
+
+# ------------------------------------------------------------------------------------------ native API
+def test_native_append_keeps_tool_calls_and_refuses_malformed_ones(make):
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "what is f?")
+    a = c.append(sid, "assistant", "", tool_calls=[CALL])
+    assert a["tool_calls"] == [CALL]
+    c.append(sid, "tool", "42", tool_call_id="call_1", name="f")
+    c.append_many(
+        sid,
+        [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": '{"x": 1}'}},
+                    {"id": "call_3", "type": "function", "function": {"name": "h", "arguments": ""}},
+                ],
+            },
+            {"role": "tool", "content": "a", "tool_call_id": "call_2"},
+            {"role": "tool", "content": "b", "tool_call_id": "call_3"},
+        ],
+    )
+    stored = [_shape(m) for m in c.messages(sid)["messages"]]
+    assert stored[:3] == [
+        {"role": "user", "content": "what is f?"},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "f"},
+    ]
+    assert [t["id"] for t in stored[3]["tool_calls"]] == ["call_2", "call_3"]
+    before = c.messages(sid)["messages"]
+    bad = [
+        ("user", [CALL], "only an assistant"),
+        ("assistant", [], "tool_calls must not be empty"),
+        ("assistant", [{**CALL, "id": ""}], "tool_calls[0].id"),
+        ("assistant", [{**CALL, "type": "code"}], "tool_calls[0].type"),
+        ("assistant", [{"id": "c", "type": "function"}], "tool_calls[0].function"),
+        ("assistant", [{**CALL, "function": {"name": "f", "arguments": {}}}], "tool_calls[0].function.arguments"),
+        ("assistant", [{**CALL, "function": {"name": "", "arguments": "{}"}}], "tool_calls[0].function.name"),
+        ("assistant", [{**CALL, "extra": 1}], "tool_calls[0]: unknown field(s) 'extra'"),
+        ("assistant", "call_1", "tool_calls"),
+    ]
+    for role, calls, says in bad:
+        with pytest.raises(ApiError) as e:
+            c.append(sid, role, "", tool_calls=calls)
+        assert e.value.status == 422 and says in e.value.message, (calls, e.value.message)
+        with pytest.raises(ApiError) as e:
+            c.append_many(sid, [{"role": role, "content": "", "tool_calls": calls}])
+        assert e.value.status == 422 and says in e.value.message, (calls, e.value.message)
+    assert c.messages(sid)["messages"] == before  # nothing stored
+    # `sessiond log` shows the calls and which call a tool message answers
+    text = run_cli(d.home, "log", sid, check=True).stdout
+    assert "f({})" in text and "call_1" in text and 'g({"x": 1})' in text, text
+    assert cli_json(d.home, "log", sid)["messages"][1]["tool_calls"] == [CALL]
+
+
+# ------------------------------------------------------------------------------------------ two devices
+def test_tool_calls_reach_another_device(make, store_dir):
+    url = "file://" + store_dir
+    a, b = make(url), make(url)
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(model="echo-1")["id"]
+    ca.append(sid, "user", "hi")
+    ca.append(sid, "assistant", "", tool_calls=[CALL])
+    ca.append(sid, "tool", "42", tool_call_id="call_1", name="f")
+    code = ca.share(sid, write=True)["code"]
+    run_cli(b.home, "import", input=code, check=True)
+    want = [_shape(m) for m in ca.messages(sid)["messages"]]
+    assert [_shape(m) for m in cb.messages(sid)["messages"]] == want
+    assert want[1]["tool_calls"] == [CALL]
+    # and back: B's call reaches A
+    cb.append(sid, "assistant", "", tool_calls=[{**CALL, "id": "call_b"}])
+    wait_for(
+        lambda: ca.messages(sid)["messages"][-1].get("tool_calls") == [{**CALL, "id": "call_b"}],
+        timeout=20,
+        what="B's tool call on A",
+    )
