@@ -5,6 +5,8 @@ device's copy of the session (real daemons, the loopback provider of tests/serve
 
 from __future__ import annotations
 
+import json
+
 try:  # the openai package's own HTTP library: httpx, renamed httpx2 in its newer releases
     import httpx2 as httpx
 except ImportError:
@@ -118,6 +120,118 @@ def test_native_append_keeps_tool_calls_and_refuses_malformed_ones(make):
     text = run_cli(d.home, "log", sid, check=True).stdout
     assert "f({})" in text and "call_1" in text and 'g({"x": 1})' in text, text
     assert cli_json(d.home, "log", sid)["messages"][1]["tool_calls"] == [CALL]
+
+
+# ------------------------------------------------------------------------------------------ OpenAI endpoint
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_openai_endpoint_keeps_the_history_s_and_the_answer_s_tool_calls(make, provider, stream):
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = _app(d, sid)
+    msgs = [{"role": "user", "content": "look it up"}]
+    # the model answers with a call of the tool it is offered, and nothing else
+    if stream:
+        chunks = list(app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS, stream=True))
+        parts: dict = {}
+        for ch in chunks:
+            for t in (ch.choices[0].delta.tool_calls or []) if ch.choices else []:
+                got = parts.setdefault(t.index, {"id": t.id, "name": t.function.name, "arguments": ""})
+                got["arguments"] += t.function.arguments or ""
+        [call] = parts.values()
+        answer = {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"]},
+        }
+    else:
+        r = app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
+        [t] = r.choices[0].message.tool_calls
+        answer = {
+            "id": t.id,
+            "type": "function",
+            "function": {"name": t.function.name, "arguments": t.function.arguments},
+        }
+    assert answer["function"] == {"name": "lookup", "arguments": json.dumps({"q": "look it up"})}
+    stored = c.messages(sid)["messages"]
+    assert _shape(stored[-1]) == {"role": "assistant", "content": "", "tool_calls": [answer]}
+    assert stored[-1]["model"] == "echo-1" and stored[-1]["tokens"] > 0
+    # the app sends the call back with its result: the history matches, only the result is new
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [answer]}]
+    msgs += [{"role": "tool", "tool_call_id": answer["id"], "content": "42"}]
+    r = app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
+    assert r.choices[0].message.content == "echo: look it up"  # (its answer to a tool's result: text)
+    assert [_shape(m) for m in c.messages(sid)["messages"]] == [
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "content": "", "tool_calls": [answer]},
+        {"role": "tool", "content": "42", "tool_call_id": answer["id"]},
+        {"role": "assistant", "content": "echo: look it up"},
+    ]
+    # a history whose call differs from the stored one is new from there on
+    other = {**answer, "id": "call_other"}
+    msgs2 = [msgs[0], {"role": "assistant", "content": None, "tool_calls": [other]}]
+    msgs2 += [{"role": "tool", "tool_call_id": "call_other", "content": "7"}]
+    app.chat.completions.create(model="echo-1", messages=msgs2)
+    after = [_shape(m) for m in c.messages(sid)["messages"]]
+    assert after[4:] == [
+        {"role": "assistant", "content": "", "tool_calls": [other]},
+        {"role": "tool", "content": "7", "tool_call_id": "call_other"},
+        {"role": "assistant", "content": "echo: look it up"},
+    ]
+
+
+def test_a_history_with_a_tool_call_from_the_walkthrough(make):
+    """The walkthrough's request: a call with null content, its result; stored as sent."""
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    _app(d, sid).chat.completions.create(model="echo-1", messages=msgs)
+    stored = [_shape(m) for m in c.messages(sid)["messages"]]
+    assert stored[:3] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+    ]
+    # a malformed call is refused in OpenAI's shape, and nothing is stored
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        _app(d, sid).chat.completions.create(
+            model="echo-1", messages=[*msgs, {"role": "assistant", "content": None, "tool_calls": [{"id": "x"}]}]
+        )
+    assert "tool_calls[0]" in str(e.value)
+    assert [_shape(m) for m in c.messages(sid)["messages"]] == stored
+
+
+def test_a_stream_s_parallel_tool_call_deltas_are_put_together():
+    from sessiond.daemon.toolcalls import Assembled, of_answer
+
+    def ch(*deltas):
+        return {"choices": [{"index": 0, "delta": {"tool_calls": list(deltas)}}]}
+
+    a = Assembled()
+    assert not a.add({"choices": [{"delta": {"content": "x"}}]}) and a.calls() is None
+    assert a.add(ch({"index": 0, "id": "c0", "type": "function", "function": {"name": "f", "arguments": ""}}))
+    a.add(ch({"index": 1, "id": "c1", "type": "function", "function": {"name": "g", "arguments": '{"a"'}}))
+    a.add(ch({"index": 0, "function": {"arguments": '{"x":'}}, {"index": 1, "function": {"arguments": ": 2}"}}))
+    a.add(ch({"index": 0, "function": {"name": "f", "arguments": " 1}"}}))  # a name given again is not doubled
+    assert a.calls() == [
+        {"id": "c0", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+        {"id": "c1", "type": "function", "function": {"name": "g", "arguments": '{"a": 2}'}},
+    ]
+    # a whole answer's calls: a provider's additions left out, arguments given as an object kept as text, a
+    # call with no id not recorded
+    assert of_answer(
+        [
+            {**CALL, "index": 0},
+            {"id": "c", "function": {"name": "h", "arguments": {"k": 1}}},
+            {"function": {"name": "z"}},
+        ]
+    ) == [CALL, {"id": "c", "type": "function", "function": {"name": "h", "arguments": '{"k": 1}'}}]
 
 
 # ------------------------------------------------------------------------------------------ two devices
