@@ -34,11 +34,17 @@ def _call(c: Any) -> Any:
     }
 
 
+def kept(calls: Any) -> Any:
+    """A message's tool_calls with only the fields sessiond keeps, to be checked (anything but a list as given,
+    for the check to refuse)."""
+    return [_call(c) for c in calls] if isinstance(calls, list) else calls
+
+
 def from_request(calls: Any, where: str) -> list[dict]:
     """An app's message's tool_calls, as stored; a malformed one refused (Invalid) naming it."""
     if not isinstance(calls, list):
         raise Invalid(f"{where}: must be a list of tool calls")
-    return _CALLS([_call(c) for c in calls], where)
+    return _CALLS(kept(calls), where)
 
 
 def of_answer(calls: Any) -> list[dict] | None:

@@ -234,6 +234,54 @@ def test_a_stream_s_parallel_tool_call_deltas_are_put_together():
     ) == [CALL, {"id": "c", "type": "function", "function": {"name": "h", "arguments": '{"k": 1}'}}]
 
 
+def test_the_history_sent_to_the_model_carries_the_calls_and_exports_round_trip(make, provider):
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "hi")
+    c.append(sid, "assistant", "", tool_calls=[CALL])
+    c.append(sid, "tool", "42", tool_call_id="call_1", name="f")
+    c.complete(sid, "and?")
+    sent = p.requests[-1]["messages"]
+    assert sent[:3] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "f"},
+    ]
+    # export --format openai: a call and its result, as OpenAI's API takes them as context
+    assert c.export(sid, "openai")["messages"][:3] == sent[:3]
+    # ... and back in: import-file of it, and of the json export, keeps them
+    for fmt in ("openai", "json"):
+        data = c.export(sid, fmt)
+        if fmt == "json":
+            del data["session"]["id"]  # (imported beside the session it was exported from)
+        nid = c.import_file(data, fmt)["sessions"][0]["id"]
+        got = [_shape(m) for m in c.messages(nid)["messages"]]
+        assert got[:3] == [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "tool_calls": [CALL]},
+            {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "f"},
+        ], fmt
+    md = c.export(sid, "markdown")["markdown"]
+    assert "call\\_1" in md and "f({})" in md
+
+
+def test_a_compaction_that_sets_a_call_aside_sets_its_result_aside_too(make, provider):
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "old", tokens=10)
+    c.append(sid, "assistant", "", tool_calls=[CALL], tokens=10)
+    c.append(sid, "tool", "42", tool_call_id="call_1", tokens=1)
+    c.append(sid, "user", "kept", tokens=1)
+    c.compact(sid, target_tokens=2)  # the call is set aside, its result would not be
+    c.complete(sid)
+    # a result answering no call is refused by OpenAI's API: it is not sent
+    assert p.requests[-1]["messages"] == [{"role": "user", "content": "kept"}]
+
+
 # ------------------------------------------------------------------------------------------ two devices
 def test_tool_calls_reach_another_device(make, store_dir):
     url = "file://" + store_dir
