@@ -14,40 +14,22 @@ except ImportError:
 import openai
 import pytest
 
+import test_model
 from conftest import cli_json, run_cli, wait_for
-from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
 
 
-def _config(home: str, port: int) -> None:
-    import os
-
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    os.chmod(home, 0o700)
-    with open(os.path.join(home, "config.toml"), "w") as f:
-        f.write(f'default_provider = "loop"\n[providers.loop]\nbase_url = "http://127.0.0.1:{port}/v1"\n')
+# test_model's fixtures: the loopback provider (`provider`), and daemons whose default provider it is
+# (`setup`: (make, provider, server))
+provider, setup = test_model.provider, test_model.setup
 
 
 @pytest.fixture
-def provider():
-    p, server = serve_threaded(Provider())
-    yield p, server
-    server.stop()
-
-
-@pytest.fixture
-def make(make_daemon, provider):
-    _, server = provider
-
-    def made(store=None):
-        d = make_daemon(store)
-        _config(d.home, server.port)
-        return d.start()
-
-    return made
+def make(setup):
+    return setup[0]
 
 
 def _shape(m: dict) -> dict:
