@@ -265,7 +265,8 @@ def test_a_compaction_that_sets_a_call_aside_sets_its_result_aside_too(make, pro
 
 
 # ------------------------------------------------------------------------------------------ two devices
-def test_tool_calls_reach_another_device(make, store_dir):
+def test_tool_calls_reach_another_device(make, provider, store_dir):
+    p, _ = provider
     url = "file://" + store_dir
     a, b = make(url), make(url)
     ca, cb = a.client(), b.client()
@@ -273,11 +274,26 @@ def test_tool_calls_reach_another_device(make, store_dir):
     ca.append(sid, "user", "hi")
     ca.append(sid, "assistant", "", tool_calls=[CALL])
     ca.append(sid, "tool", "42", tool_call_id="call_1", name="f")
+    # and a model's call, recorded through the OpenAI-compatible endpoint
+    msgs = [_shape(m) for m in ca.messages(sid)["messages"]] + [{"role": "user", "content": "look"}]
+    _app(a, sid).chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
     code = ca.share(sid, write=True)["code"]
     run_cli(b.home, "import", input=code, check=True)
     want = [_shape(m) for m in ca.messages(sid)["messages"]]
     assert [_shape(m) for m in cb.messages(sid)["messages"]] == want
-    assert want[1]["tool_calls"] == [CALL]
+    assert want[1]["tool_calls"] == [CALL] and want[-1]["tool_calls"][0]["function"]["name"] == "lookup"
+    # B sends the calls on to the model with the history it read, each before its result
+    cb.append(sid, "tool", "found", tool_call_id=want[-1]["tool_calls"][0]["id"])
+    cb.complete(sid)
+    sent = p.requests[-1]["messages"]
+    assert [m.get("tool_calls") or m.get("tool_call_id") for m in sent] == [
+        None,
+        [CALL],
+        "call_1",
+        None,
+        want[-1]["tool_calls"],
+        want[-1]["tool_calls"][0]["id"],
+    ]
     # and back: B's call reaches A
     cb.append(sid, "assistant", "", tool_calls=[{**CALL, "id": "call_b"}])
     wait_for(
