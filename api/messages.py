@@ -1,21 +1,53 @@
 """Messages: one or a batch appended, the Idempotency-Key header, messages as answered, the list query."""
 
-from typing import Annotated, NotRequired, Required
+from typing import Annotated, Literal, NotRequired, Required
 
-from pydantic import Field, PlainValidator, WithJsonSchema, with_config
+from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, with_config
+from pydantic.config import JsonDict
 from typing_extensions import TypeAliasType, TypedDict
 
 from .idempotency import KEY_RULE, good_key
 from .types import ANSWER, BODY, MAX_TEXT, QUERY, JsonObject, QueryBool, QueryInt, Role, Text, Whole, refuse
 
 MAX_BATCH = 100_000
+MAX_TOOL_CALLS = 1000  # one assistant message's calls
 
 
 @with_config(BODY)
+class ToolFunction(TypedDict):
+    """The function a tool call calls: its name, and its arguments as the model wrote them (JSON text, kept
+    as given: a model's malformed JSON is the app's to handle, as OpenAI's API passes it on)."""
+
+    name: Text(200, min_len=1)
+    arguments: Text(MAX_TEXT, nul=True)
+
+
+@with_config(BODY)
+class ToolCall(TypedDict):
+    """One call of a tool by the model, in OpenAI's chat-completions shape."""
+
+    id: Text(200, min_len=1)
+    type: Literal["function"]
+    function: ToolFunction
+
+
+ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)]
+
+
+# only an assistant's message carries tool calls (the daemon checks it: daemon/validate.py; said here so
+# that the document's valid messages are the ones the daemon takes)
+_CALLS_OF_ASSISTANT: JsonDict = {
+    "if": {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},
+    "then": {"properties": {"role": {"const": "assistant"}}},
+}
+
+
+@with_config(ConfigDict(**BODY, json_schema_extra=_CALLS_OF_ASSISTANT))
 class MessageIn(TypedDict, total=False):
     """A message: role and content, with optional token count (estimated by the daemon when absent),
     names and metadata. Appended, `chat` (id or name) defaults to the session's current chat; a
-    session's initial messages ignore it."""
+    session's initial messages ignore it. An assistant's message may carry the model's `tool_calls` (its
+    content then often empty); a tool's message names the call it answers with `tool_call_id`."""
 
     role: Required[Role]
     content: Required[Text(MAX_TEXT, nul=True)]
@@ -23,6 +55,7 @@ class MessageIn(TypedDict, total=False):
     chat: Text(200, min_len=1) | None
     name: Text(200) | None
     tool_call_id: Text(200) | None
+    tool_calls: ToolCalls | None
     metadata: JsonObject | None
 
 
@@ -85,6 +118,9 @@ class Message(TypedDict):
     content: str
     created_at: float
     tokens: NotRequired[int | None]
+    name: NotRequired[str]
+    tool_call_id: NotRequired[str]
+    tool_calls: NotRequired[list[ToolCall]]
     device: NotRequired[str]
     seq: NotRequired[int]
     lamport: NotRequired[int]

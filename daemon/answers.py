@@ -18,8 +18,10 @@ from aiohttp import web
 
 from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
+from ..storage.tokens import counted_text
 from .provider_config import Provider, ProviderError
 from .providers import delta_text, usage_of
+from .toolcalls import Assembled
 from .unread import Writes, idle_of
 
 log = logging.getLogger("sessiond.complete")
@@ -158,12 +160,15 @@ async def record(
     first: float | None,
     interrupted: bool = False,
     error: str | None = None,
+    tool_calls: list[dict] | None = None,
 ) -> dict:
-    """The answer as the chat's next assistant message, with its usage and times; returned as stored."""
+    """The answer as the chat's next assistant message (its text, and the tools it calls), with its usage
+    and times; returned as stored."""
     end = time.monotonic()
     m: dict = {
         "role": "assistant",
         "content": text,
+        **({"tool_calls": tool_calls} if tool_calls else {}),
         "model": plan.model,
         "provider": plan.provider.name,
         "response": {
@@ -171,7 +176,7 @@ async def record(
             "total_ms": round((end - started) * 1000),
         },
     }
-    m["tokens"] = usage["completion_tokens"] if usage and "completion_tokens" in usage else d.estimate(text)
+    m["tokens"] = usage["completion_tokens"] if usage and "completion_tokens" in usage else d.estimate(counted_text(m))
     if usage:
         m["usage"] = usage
     if interrupted:
@@ -179,14 +184,16 @@ async def record(
     if error:
         m["error"] = error
     stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
-    return {**stored[0], "content": text, **{k: m[k] for k in ANSWER_KEYS if k in m}}
+    return {**stored[0], "content": text, **{k: m[k] for k in ("tool_calls", *ANSWER_KEYS) if k in m}}
 
 
-async def record_whole(d, plan: Plan, text: str, usage: dict | None, *, started: float) -> dict:
+async def record_whole(
+    d, plan: Plan, text: str, usage: dict | None, *, started: float, tool_calls: list[dict] | None = None
+) -> dict:
     """`record` of a whole (not streamed) answer; refused (the session ended or went away meanwhile), the
     error says that the model's answer is what was not recorded, not only why."""
     try:
-        return await record(d, plan, text, usage, started=started, first=None)
+        return await record(d, plan, text, usage, started=started, first=None, tool_calls=tool_calls)
     except SessiondError as exc:
         exc.message = f"the model's answer was not recorded: {exc.message}"
         exc.args = (exc.message,)
@@ -194,12 +201,24 @@ async def record_whole(d, plan: Plan, text: str, usage: dict | None, *, started:
 
 
 async def record_streamed(
-    d, plan: Plan, parts: list[str], usage, *, started: float, first: float | None, gone: bool, error
+    d,
+    plan: Plan,
+    parts: list[str],
+    usage,
+    *,
+    started: float,
+    first: float | None,
+    gone: bool,
+    error,
+    calls: Assembled | None = None,
 ) -> dict | None:
     """A streamed answer as it ended: recorded whole, or marked interrupted when the app left or the
-    provider failed mid-answer (nothing at all is recorded when nothing arrived before that)."""
+    provider failed mid-answer (nothing at all is recorded when nothing arrived before that). `calls`: its
+    tool-call deltas, put together (the calls whole by then: an interrupted one's cut arguments are kept
+    as they arrived, the record marked interrupted)."""
     text = "".join(parts)
-    if not text and (gone or error):
+    tool_calls = calls.calls() if calls is not None else None
+    if not text and not tool_calls and (gone or error):
         return None
     return await record(
         d,
@@ -210,6 +229,7 @@ async def record_streamed(
         first=first,
         interrupted=bool(gone or error),
         error=error.code if error else None,
+        tool_calls=tool_calls,
     )
 
 
@@ -248,6 +268,7 @@ async def pass_on(
     request records what arrived even so (shielded) and is cancelled. The stream is closed whatever
     happens. The caller writes the last event (`end`)."""
     parts: list[str] = []
+    calls = Assembled()
     usage = first = None
     error: ProviderError | None = None
     gone = False
@@ -267,6 +288,8 @@ async def pass_on(
             if text:
                 first = first or time.monotonic()
                 parts.append(text)
+            if calls.add(chunk):  # a call's part: the answer's first token as a word would be
+                first = first or time.monotonic()
             if gone:
                 break
             sent = event_of(raw, chunk, text, u)
@@ -293,14 +316,18 @@ async def pass_on(
         error = exc
     except asyncio.CancelledError:
         await chunks.aclose()
-        if parts:  # recorded even so: shielded from the cancellation of this request
-            await asyncio.shield(record(d, plan, "".join(parts), usage, started=started, first=first, interrupted=True))
+        if parts or calls.calls():  # recorded even so: shielded from the cancellation of this request
+            await asyncio.shield(
+                record_streamed(d, plan, parts, usage, started=started, first=first, gone=True, error=None, calls=calls)
+            )
         raise
     finally:
         watch.close()
         await chunks.aclose()
     try:
-        stored = await record_streamed(d, plan, parts, usage, started=started, first=first, gone=gone, error=error)
+        stored = await record_streamed(
+            d, plan, parts, usage, started=started, first=first, gone=gone, error=error, calls=calls
+        )
     except SessiondError as exc:  # paused, ended or deleted meanwhile: the app has the text, not a record of it
         said = "the answer above was not recorded" if parts else "nothing of an answer was recorded"
         exc.message = f"{said}: {exc.message}"

@@ -30,6 +30,7 @@ from ..storage.errors import (
 )
 from ..storage.model import now
 from ..storage.sessions import not_active, past_expiry
+from . import toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .formats import pause_for_tests
@@ -150,8 +151,8 @@ async def prepare(
     if system:
         messages.append({"role": "system", "content": system})
     for m in session.get("initial_messages") or []:
-        messages.append({k: m[k] for k in ("role", "content", "name", "tool_call_id") if m.get(k) is not None})
-    messages += await db.context_messages(sid, chat_id)
+        messages.append(toolcalls.openai_message(m))
+    messages += map(toolcalls.openai_message, await db.context_messages(sid, chat_id))
     req = {"model": model, "messages": messages, **request_settings(p, session, chat_row)}
     return Plan(sid, chat_id, p, model, req, answer_key)
 
@@ -174,14 +175,15 @@ async def _question(d, sid: str, content: str, chat: str, key: str | None) -> No
         ) from None
 
 
-def _answer_text(data: dict) -> str:
+def _answer(data: dict) -> tuple[str, list[dict] | None]:
+    """A whole answer's text and the tools it calls."""
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         msg = choices[0].get("message") or {}
-        text = msg.get("content") if isinstance(msg, dict) else None
-        if isinstance(text, str):
-            return text
-    return ""
+        if isinstance(msg, dict):
+            text = msg.get("content")
+            return (text if isinstance(text, str) else ""), toolcalls.of_answer(msg.get("tool_calls"))
+    return "", None
 
 
 def sse(event: str, data) -> bytes:
@@ -230,7 +232,8 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
             data = await d.providers.complete(plan.provider, plan.request)
         if watch.gone:
             return left(plan)
-        return ok(await record_whole(d, plan, _answer_text(data), usage_of(data), started=started), 201)
+        text, calls = _answer(data)
+        return ok(await record_whole(d, plan, text, usage_of(data), started=started, tool_calls=calls), 201)
     return await _stream(request, d, plan)
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from ..storage.errors import Conflict, Invalid, LimitReached
 from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES, now
-from . import filelimits, importers, markdown, reimports, sessionfile
+from ..storage.tokens import counted_text
+from . import filelimits, importers, markdown, reimports, sessionfile, toolcalls
 from . import validate as v
 
 JSON_FORMAT = "sessiond.session.v1"
@@ -92,14 +93,9 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
         if system:
             msgs.append({"role": "system", "content": system})
         for m in s["initial_messages"]:  # as a question to the model sends them (daemon/complete.py)
-            msgs.append({k: m[k] for k in ("role", "content", "name", "tool_call_id") if m.get(k) is not None})
+            msgs.append(toolcalls.openai_message(m))
         n = (await db.read_one("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
-        for m in await _messages(db, sid, n, progress, chat=chat):
-            item = {"role": m["role"], "content": m["content"]}
-            for k in ("name", "tool_call_id"):
-                if m.get(k):
-                    item[k] = m[k]
-            msgs.append(item)
+        msgs += map(toolcalls.openai_message, await _messages(db, sid, n, progress, chat=chat))
         out = {"messages": msgs}
         if c["model"] or s["model"]:
             out["model"] = c["model"] or s["model"]
@@ -128,6 +124,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
                         "created_at",
                         "name",
                         "tool_call_id",
+                        "tool_calls",
                         "metadata",
                         *ANSWER_KEYS,  # a model's answer: what it costs the quota (usage), its times
                     )
@@ -156,6 +153,8 @@ def _message(m: Any, where: str) -> dict:
     for k in ("name", "tool_call_id", "tokens", "metadata"):
         if m.get(k) is not None:
             out[k] = m[k]
+    if m.get("tool_calls"):  # (an empty list, as some apps write for none: none)
+        out["tool_calls"] = toolcalls.kept(m["tool_calls"])
     return v.message(out, where)
 
 
@@ -373,7 +372,7 @@ async def import_file(
     for item in plan:  # as POST /v1/sessions does
         for m in item["spec"].get("initial_messages") or ():
             if m.get("tokens") is None:
-                m["tokens"] = estimate(m["content"])
+                m["tokens"] = estimate(counted_text(m))
     total = sum(len(item["messages"]) + sum(len(f["messages"]) for f in item["forks"]) for item in plan)
     done = [0]
 
@@ -425,7 +424,7 @@ async def import_file(
                 user = None
                 # its messages on the main branch are the main session's history, copied (stats.py)
                 copied = sum(
-                    m["tokens"] if m.get("tokens") is not None else estimate(m["content"])
+                    m["tokens"] if m.get("tokens") is not None else estimate(counted_text(m))
                     for m in fork["messages"]
                     if m.get("node") in ids
                 )
@@ -479,7 +478,7 @@ async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[
     for m in messages:
         c = {k: v for k, v in m.items() if k not in ("node", "created_at")}
         if c.get("tokens") is None:
-            c["tokens"] = estimate(c["content"])
+            c["tokens"] = estimate(counted_text(c))
         clean.append(c)
         times.append(m.get("created_at") or t)  # a session file's message: its own time; else the import's
     stored: list[dict] = []

@@ -88,14 +88,31 @@ def _settings(s: dict) -> list[str]:
     return lines
 
 
+def _fenced(text: str) -> str:
+    """Text fenced whatever it holds (a tool call's arguments: the model's text, not the document's)."""
+    fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _calls(m: dict) -> str:
+    """An assistant's tool calls, each its id and then `name(arguments)`, fenced."""
+    return "".join(
+        f"\nTool call {inline(c['id'])}:\n\n{_fenced(c['function']['name'] + '(' + c['function']['arguments'] + ')')}\n"
+        for c in m.get("tool_calls") or ()
+    )
+
+
 def _message(m: dict) -> str:
     role = m["role"] + (f" ({m['name']})" if m.get("name") else "")
+    if m.get("tool_call_id"):
+        role += f" answering {m['tool_call_id']}"
     meta = m.get("metadata") or {}
     original = meta.get("created_at")
     stamp = when(original) if isinstance(original, (int, float)) and not isinstance(original, bool) else "unknown time"
     if stamp == "unknown time":  # not imported with a time (or with one no calendar has): when it was written here
         stamp = when(m.get("created_at"))
-    return f"### {inline(role)} · {stamp}\n\n{block(m['content'])}\n"
+    content = f"\n{block(m['content'])}\n" if m["content"] or not m.get("tool_calls") else ""
+    return f"### {inline(role)} · {stamp}\n{content}{_calls(m)}"
 
 
 def render(session: dict, chats: list[dict], messages: list[dict]) -> str:

@@ -6,7 +6,8 @@ the first start). A request names its session with the X-Sessiond-Session header
 whose id comes back in the same header. The request goes on to the session's provider (a stream chunk by
 chunk, as each arrives), and the session records only what is new: apps resend the whole history with
 every call, so the request's messages are matched against the chat's stored history (role and
-content, from the start) and only the suffix past what is stored is appended, then the answer.
+content and tool calls, from the start) and only the suffix past what is stored is appended, then the
+answer (its text, or its tool calls: a stream's deltas put together).
 Errors answer in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
 from ..storage.fsutil import atomic_write
+from ..storage.tokens import counted_text
+from . import toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
@@ -101,15 +104,26 @@ def _messages(body: dict) -> list[dict]:
         for k in ("name", "tool_call_id"):
             if isinstance(m.get(k), str) and 0 < len(m[k]) <= 200:
                 rec[k] = m[k]
+        if m.get("tool_calls") is not None:  # (OpenAI's SDKs send an empty list as absent; so is it here)
+            if role != "assistant":
+                raise Invalid(f"messages[{i}].tool_calls: only an assistant's message carries tool calls")
+            if m["tool_calls"] != []:
+                rec["tool_calls"] = toolcalls.from_request(m["tool_calls"], f"messages[{i}].tool_calls")
         out.append(rec)
     return out
 
 
-def new_part(session: dict, chat: dict, history: list[tuple[str, str]], msgs: list[dict]) -> list[dict]:
+def _matched(m: dict) -> tuple:
+    """What of a message the request's history is matched by: role, content, and the tool calls it makes
+    or answers (two calls with no text differ by them)."""
+    return (m["role"], m["content"], m.get("tool_calls"), m.get("tool_call_id"))
+
+
+def new_part(session: dict, chat: dict, history: list[dict], msgs: list[dict]) -> list[dict]:
     """What of the request's messages the chat has not stored yet. The request may open with the
     session's own system prompt and initial messages (sessiond keeps those apart); the rest is matched
-    against the stored history from its start, by role and content, and only the part past the longest
-    common prefix is new."""
+    against the stored history from its start, by role and content and tool calls, and only the part
+    past the longest common prefix is new."""
     i = 0
     system = chat.get("system_prompt") or session.get("system_prompt")
     if system and msgs and msgs[0]["role"] == "system" and msgs[0]["content"] == system:
@@ -119,7 +133,7 @@ def new_part(session: dict, chat: dict, history: list[tuple[str, str]], msgs: li
         i += len(initial)
     rest = msgs[i:]
     k = 0
-    while k < len(rest) and k < len(history) and (rest[k]["role"], rest[k]["content"]) == history[k]:
+    while k < len(rest) and k < len(history) and _matched(rest[k]) == _matched(history[k]):
         k += 1
     return rest[k:]
 
@@ -313,7 +327,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 await asyncio.sleep(0)
                 if new:
                     for m in new:
-                        m["tokens"] = d.estimate(m["content"])
+                        m["tokens"] = d.estimate(counted_text(m))
                     await d.db.append_messages(sid, new, chat_id)
             except BaseException:
                 await ahead.drop()
@@ -332,8 +346,9 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = _text(msg.get("content"))
+        calls = toolcalls.of_answer(msg.get("tool_calls"))
         try:
-            await record_whole(d, plan, text, usage_of(data), started=started)
+            await record_whole(d, plan, text, usage_of(data), started=started, tool_calls=calls)
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape
             return _from(exc, sid)
         return web.json_response(data, headers={SESSION_HEADER: sid})

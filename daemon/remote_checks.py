@@ -23,6 +23,7 @@ from .validate import _known, chat_spec, initial_messages, json_value, obj, sett
 _SESSION_TEXT = ("user", "name", "system_prompt", "model")
 _TIME = checker(Number(0, 1e11))
 _COUNT = checker(Whole(0, INT_MAX))
+_TOOL_CALLS = checker(message_models.ToolCalls)
 
 
 def _session_fields(b: dict, where: str) -> None:
@@ -128,3 +129,7 @@ def remote_log(lg) -> None:
         extra = json_value(obj(json.loads(r[9]), where), where)
         for k in ("name", "tool_call_id"):
             name(extra.get(k), f"{where}: {k}")
+        if extra.get("tool_calls") is not None:
+            _TOOL_CALLS(extra["tool_calls"], f"{where}: tool_calls")
+            if r[5] != "assistant":
+                raise Invalid(f"{where}: tool_calls on a message of role {r[5]!r:.40}, not an assistant's")

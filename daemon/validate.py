@@ -151,15 +151,29 @@ _IDEMPOTENCY_KEY = checker(message_models.IdempotencyKey)
 def message(m: Any, where: str = "message") -> dict:
     """One message, checked; null fields left out."""
     out = _MESSAGE(m, where)
-    return _given(out) if None in out.values() else out
+    out = _given(out) if None in out.values() else out
+    if "tool_calls" in out:
+        _calls_of_assistant(out, where)
+    return out
 
 
-def given(msgs: list[dict]) -> list[dict]:
-    """Checked messages with their null fields left out (in place: the hot path)."""
+def given(msgs: list[dict], where: str | None = "messages") -> list[dict]:
+    """Checked messages with their null fields left out (in place: the hot path), and what their types do
+    not say refused; `where`: the list's name (None: a single message, the body itself)."""
     for i, m in enumerate(msgs):
         if None in m.values():
-            msgs[i] = _given(m)
+            msgs[i] = m = _given(m)
+        if "tool_calls" in m:
+            _calls_of_assistant(m, f"{where}[{i}]" if where else None)
     return msgs
+
+
+def _calls_of_assistant(m: dict, where: str | None) -> None:
+    if m["role"] != "assistant":
+        raise Invalid(
+            f"{where + '.' if where else ''}tool_calls: only an assistant's message carries tool calls"
+            f" (this one's role is {m['role']}); a tool's answer names its call with tool_call_id"
+        )
 
 
 def messages(msgs: list) -> list[dict]:
@@ -193,7 +207,7 @@ def from_json(model: Any, raw: bytes) -> Any | None:
 
 def initial_messages(v: Any) -> list[dict]:
     out = [] if v is None else field_checker(session_models.SessionCreate, "initial_messages")(v, "initial_messages")
-    return [_given({k: x for k, x in m.items() if k != "chat"}) for m in out or ()]
+    return given([{k: x for k, x in m.items() if k != "chat"} for m in out or ()], "initial_messages")
 
 
 _PLAIN_KEY = re.compile(r"[ -~]{1,255}")  # what api.messages._key accepts, checked without pydantic's call

@@ -192,7 +192,8 @@ class Context:
     async def messages(self, sid: str, chat: str) -> list[dict]:
         """The chat's active context as messages to send to a model, oldest first: every message the
         compaction has not set aside (system messages always stay), as {role, content[, name,
-        tool_call_id]}."""
+        tool_call_id, tool_calls]}. A tool's result whose call the compaction set aside is left out with
+        it: a model's API refuses a result that answers no call before it."""
         q = self.c.committed
         srow = await session_row(q, sid)
         _, cut = await chat_budget(q, sid, chat, json.loads(srow["policy"]))
@@ -202,11 +203,15 @@ class Context:
             sql += " AND ((lamport, device_id, seq) > (?,?,?) OR role='system')"
             args += tuple(cut)
         out = []
+        calls: set[str] = set()  # the ids of the calls in the context so far
         for role, content, extra in await q.fetchall(sql + " ORDER BY lamport, device_id, seq", args):
             m = {"role": role, "content": content}
             if extra:
                 e = json.loads(extra)
-                m.update({k: e[k] for k in ("name", "tool_call_id") if e.get(k) is not None})
+                m.update({k: e[k] for k in ("name", "tool_call_id", "tool_calls") if e.get(k) is not None})
+                calls.update(c["id"] for c in m.get("tool_calls") or ())
+                if cut is not None and role == "tool" and m.get("tool_call_id") not in calls | {None}:
+                    continue
             out.append(m)
         return out
 

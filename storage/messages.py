@@ -334,17 +334,21 @@ class Messages:
         if cap:
             _check_room(sid, chat, await _count(self.c.committed, sid, chat), adding, cap, what)
 
-    async def history(self, sid: str, chat: str, limit: int = -1) -> list[tuple[str, str]]:
-        """The first `limit` (all: -1) messages of a chat as (role, content), oldest first (compacted
-        ones too)."""
-        return [
-            tuple(r)
-            for r in await self.c.committed.fetchall(
-                "SELECT role, content FROM messages WHERE session_id=? AND chat_id=? "
-                "ORDER BY lamport, device_id, seq LIMIT ?",
-                (sid, chat, limit),
-            )
-        ]
+    async def history(self, sid: str, chat: str, limit: int = -1) -> list[dict]:
+        """The first `limit` (all: -1) messages of a chat as {role, content, tool_calls?, tool_call_id?},
+        oldest first (compacted ones too)."""
+        out = []
+        for role, content, extra in await self.c.committed.fetchall(
+            "SELECT role, content, extra FROM messages WHERE session_id=? AND chat_id=? "
+            "ORDER BY lamport, device_id, seq LIMIT ?",
+            (sid, chat, limit),
+        ):
+            m = {"role": role, "content": content}
+            if extra and '"tool_call' in extra:
+                e = json.loads(extra)
+                m.update({k: e[k] for k in ("tool_calls", "tool_call_id") if e.get(k) is not None})
+            out.append(m)
+        return out
 
     async def idempotent_result(self, sid: str, key: str) -> list[dict] | None:
         """What an append with this idempotency key answered, if one did (and is still remembered)."""

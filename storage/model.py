@@ -63,7 +63,7 @@ CHAT_FIELDS = ("compacted", "policy", "name", "system_prompt", "model", "setting
 # provider that wrote it, the provider's usage {prompt_tokens, completion_tokens}, its response times
 # {first_token_ms, total_ms}, and interrupted/error when the answer stopped before its end.
 ANSWER_KEYS = ("model", "provider", "usage", "response", "interrupted", "error")
-EXTRA_KEYS = ("name", "tool_call_id", "metadata", *ANSWER_KEYS)
+EXTRA_KEYS = ("name", "tool_call_id", "tool_calls", "metadata", *ANSWER_KEYS)
 PLAIN_KEYS = frozenset({"role", "content", "tokens", "chat"})  # a message with only these has no extra
 DEFAULT_CHECKPOINT_INTERVAL = 1000
 

@@ -19,6 +19,15 @@ _ESTIMATORS: dict[str, Estimator] = {
 DEFAULT = "chars4"
 
 
+def counted_text(m: dict) -> str:
+    """What of a message an estimate counts: its content, and the names and arguments of its tool calls
+    (a model's answer that is only a call has no content, and costs its arguments' tokens)."""
+    calls = m.get("tool_calls")
+    if not calls:
+        return m["content"]
+    return m["content"] + "".join(c["function"]["name"] + " " + c["function"]["arguments"] for c in calls)
+
+
 def register(name: str, fn: Estimator) -> None:
     _ESTIMATORS[name] = fn
 

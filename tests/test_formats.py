@@ -352,6 +352,34 @@ def test_page_vector():
     ]
 
 
+def test_page_vector_with_a_tool_call():
+    """A message's tool calls travel in its extra map (`e`, the `b` column); a message without them has none,
+    so the page vector above is unchanged. The page reads back, and is checked as another device's log."""
+    from sessiond.daemon.remote_checks import remote_log
+    from sessiond.storage.model import RemoteLog
+
+    v = V["page_with_tool_call"]
+    records = [
+        (o["s"], o["l"], o["k"], None, o["t"] / 1000, o["b"]["c"], o["b"]["r"], o["b"]["x"], o["b"]["n"])
+        + (json.dumps(o["b"]["e"]),)
+        for o in v["operations"]
+    ]
+    writer = LogWriter(v["session"], v["device"], bytes(32), None)
+    [(page, first, last)] = writer.pages(LogRun.from_records(records))
+    assert (page.hex(), first, last) == (v["hex"], 1, 2)
+    e = Entry(1, 2, len(page), False, seal(page, bytes(32))[1])
+    parsed = parse_page(page, e, v["session"], v["device"])
+    assert [op.body["extra"] for op in parsed.ops(v["session"], v["device"])] == [o["b"]["e"] for o in v["operations"]]
+    log = RemoteLog(v["device"], [], [], 0)
+    parsed.into(log, v["session"], v["device"])
+    remote_log(log)  # taken from another device as an append is
+    assert [json.loads(r[9]) for r in log.messages] == [o["b"]["e"] for o in v["operations"]]
+    # a call on a message that is not an assistant's is refused, as the API refuses it
+    bad = RemoteLog(v["device"], [(*log.messages[1][:5], "user", *log.messages[1][6:9], log.messages[0][9])], [], 0)
+    with pytest.raises(Exception, match="tool_calls"):
+        remote_log(bad)
+
+
 def test_mnemonic_round_trip_and_errors(tmp_path):
     ks = KeyStore(str(tmp_path / "keys"))
     words = ks.export_mnemonic()

@@ -193,9 +193,17 @@ def cmd_log(args) -> int:
         print("no messages")
     for m in msgs:
         head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else ""))
+        answers = f" (answers {safe(m['tool_call_id'])})" if m.get("tool_call_id") else ""
+        calls = _calls(m)
         print(
-            f"{head} {m['id']}:\n{safe(m['content'], keep_lines=True)}\n"
+            f"{head} {m['id']}{answers}:\n{safe(m['content'], keep_lines=True)}\n"
+            + "".join(f"-> {safe(c)}\n" for c in calls)
             if not args.short
-            else f"{safe(m['role']):>9}: {short(m['content'], 100)}"
+            else f"{safe(m['role']):>9}: {short(m['content'] or '; '.join(calls), 100)}"
         )
     return 0
+
+
+def _calls(m: dict) -> list[str]:
+    """An assistant's tool calls as `name(arguments) [id]`, one each."""
+    return [f"{c['function']['name']}({c['function']['arguments']}) [{c['id']}]" for c in m.get("tool_calls") or ()]

@@ -153,25 +153,29 @@ async def body(request: web.Request) -> dict:
     return v.checker(request[ROUTE_KEY].request)(await body_json(request))
 
 
-async def body_as(request: web.Request, model: Any, unless: bytes, nested: str) -> dict:
+async def body_as(request: web.Request, model: Any, unless: bytes, nested: tuple[str, ...]) -> dict:
     """The request's body as `body` gives it, first tried in one call (validate.from_json) against `model`,
     a member of the route's request model that the body is most often (a single message, not a batch).
     Whatever that call does not take goes the usual way (parse_json, then the route's check), so it is
     refused as it always was; so does, at once, a body holding `unless` (a batch's key: a parse that
     fails costs as much as one that does not) or escaping a UTF-16 surrogate (only json.loads and then
     the lone-surrogate scan name a lone one), and one not surely giving each key once
-    (validate.keys_spelled; `nested`: the model's field that holds objects)."""
+    (validate.keys_spelled; `nested`: the model's fields that hold objects)."""
     if request.content_length == 0 or not request.can_read_body:
         return await body(request)
     return checked_as(await read_body(request), model, unless, nested, request[ROUTE_KEY].request)
 
 
-def checked_as(raw: bytes, model: Any, unless: bytes, nested: str, whole: Any) -> dict:
+def checked_as(raw: bytes, model: Any, unless: bytes, nested: tuple[str, ...], whole: Any) -> dict:
     """A body's bytes checked as body_as checks them, against `model` first and then `whole` (the route's
     request model): for a body that comes other than as a request's (the append stream's frames)."""
     if raw and unless not in raw and not _SURROGATE_ESCAPE.search(raw):
         data = v.from_json(model, raw)
-        if data is not None and not data.get(nested) and len(v.keys_spelled(model).findall(raw)) == len(data):
+        if (
+            data is not None
+            and not any(data.get(k) for k in nested)
+            and len(v.keys_spelled(model).findall(raw)) == len(data)
+        ):
             return data
     return v.checker(whole)(parse_json(raw))
 

@@ -6,23 +6,26 @@ from aiohttp import web
 from ...api.idempotency import IDEMPOTENCY_HEADER
 from ...api.messages import Append, MessageIn
 from ...storage.errors import IdempotencyKeyReused, Invalid, NotFound
+from ...storage.tokens import counted_text
 from .. import validate as v
 from .common import body_as, checked_as, daemon_of, ok, query, session_id
 
 
 async def append_messages(request: web.Request) -> web.Response:
-    # a MessageIn, or a MessageBatch when it has `messages`; a message's objects are its metadata's
-    b = await body_as(request, MessageIn, BATCH_KEY, "metadata")
+    # a MessageIn, or a MessageBatch when it has `messages`
+    b = await body_as(request, MessageIn, BATCH_KEY, NESTED)
     key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
     return ok(await append(daemon_of(request), session_id(request), b, key), 201)
 
 
 BATCH_KEY = b'"messages"'  # in a body that is a batch
+NESTED = ("metadata", "tool_calls")  # a message's fields that hold objects
+TOOL_KEYS = ("name", "tool_call_id", "tool_calls")  # echoed in a single message's answer, as read back
 
 
 def append_body(raw: bytes) -> dict:
     """An append's body (as sent: bytes) checked as the POST checks it (the append stream's)."""
-    return checked_as(raw, MessageIn, BATCH_KEY, "metadata", Append)
+    return checked_as(raw, MessageIn, BATCH_KEY, NESTED, Append)
 
 
 async def append(d, sid: str, b: dict, key: str | None) -> dict:
@@ -38,7 +41,7 @@ async def append(d, sid: str, b: dict, key: str | None) -> dict:
         checked = v.given(b["messages"])
         for m in checked:
             if m.get("tokens") is None:
-                m["tokens"] = est(m["content"])
+                m["tokens"] = est(counted_text(m))
         stored = await _append(d.db, sid, checked, b.get("chat"), key)
         # A batch answers with ids, not an echo of every message: the app has the content already.
         return {
@@ -49,11 +52,11 @@ async def append(d, sid: str, b: dict, key: str | None) -> dict:
             "first_seq": stored[0]["seq"],
             "last_seq": stored[-1]["seq"],
         }
-    m = v.given([b])[0]
+    m = v.given([b], None)[0]
     if m.get("tokens") is None:
-        m["tokens"] = est(m["content"])
+        m["tokens"] = est(counted_text(m))
     stored = await _append(d.db, sid, [m], m.get("chat"), key)
-    return {**stored[0], "content": m["content"]}
+    return {**stored[0], "content": m["content"], **{k: m[k] for k in TOOL_KEYS if k in m}}
 
 
 async def _append(db, sid: str, messages: list[dict], chat: str | None, key: str | None) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from ...storage.tokens import counted_text
 from .. import validate as v
 from .common import body, daemon_of, ok, query, session_id
 
@@ -10,7 +11,7 @@ def _counted(d, initial: list[dict]) -> None:
     """Initial messages given without a token count get the estimate every message does (in place)."""
     for m in initial:
         if m.get("tokens") is None:
-            m["tokens"] = d.estimate(m["content"])
+            m["tokens"] = d.estimate(counted_text(m))
 
 
 async def create_session(request: web.Request) -> web.Response:

@@ -1,6 +1,8 @@
 """A loopback OpenAI-compatible chat-completions server (the wire format of POST /v1/chat/completions
 and GET /v1/models, as OpenAI documents it and Ollama, llama.cpp and vLLM serve it), with a
-deterministic model: it answers "echo: " + the last user message, word by word.
+deterministic model: it answers "echo: " + the last user message, word by word. Offered `tools` and
+given a user's message last, it answers with a call of the first tool instead, its arguments
+`{"q": the message}` (streamed as OpenAI streams a call: the id and name first, the arguments in pieces).
 
 Streaming (server-sent events, `data: {chunk}` ... `data: [DONE]`, the usage chunk when
 stream_options.include_usage is set) and non-streaming answers, usage counts, and `faults` that make
@@ -52,6 +54,19 @@ class Provider:
         if isinstance(text, list):
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
         return "echo: " + (text or "(nothing)")
+
+    def tool_call(self, body: dict) -> dict | None:
+        """The call of the first tool offered, when the last message is the user's (else None: text)."""
+        tools, msgs = body.get("tools"), body["messages"]
+        if not tools or not msgs or msgs[-1].get("role") != "user":
+            return None
+        n = sum(len(m.get("tool_calls") or ()) for m in msgs)
+        args = json.dumps({"q": msgs[-1].get("content") or ""})
+        return {
+            "id": f"call_{n + 1}",
+            "type": "function",
+            "function": {"name": tools[0]["function"]["name"], "arguments": args},
+        }
 
     @staticmethod
     def prompt_tokens(body: dict) -> int:
@@ -116,9 +131,13 @@ def make_app(p: Provider) -> web.Application:
                 "invalid_request_error",
                 "model_not_found",
             )
-        text = p.answer(body) * f.repeat
-        words = text.split(" ")
+        call = p.tool_call(body)
+        text = "" if call else p.answer(body) * f.repeat
+        words = text.split(" ") if text else []
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        if call:  # its arguments in pieces of 4 characters, as a stream delivers them
+            a = call["function"]["arguments"]
+            pieces = [a[i : i + 4] for i in range(0, len(a), 4)]
         usage = {
             "prompt_tokens": p.prompt_tokens(body),
             "completion_tokens": len(pieces),
@@ -135,8 +154,10 @@ def make_app(p: Provider) -> web.Application:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": None, "tool_calls": [call]}
+                            if call
+                            else {"role": "assistant", "content": text},
+                            "finish_reason": "tool_calls" if call else "stop",
                             "logprobs": None,
                         }
                     ],
@@ -180,9 +201,16 @@ def make_app(p: Provider) -> web.Application:
                     return resp
                 if f.delay and i:
                     await asyncio.sleep(f.delay)  # the fault itself (a slow stream), not a wait
-                await resp.write(chunk({"content": piece}))
+                if call:
+                    head = {"id": call["id"], "type": "function", "function": {"name": call["function"]["name"]}}
+                    part = {"index": 0, **(head if i == 0 else {}), "function": {"arguments": piece}}
+                    if i == 0:
+                        part["function"] = {**head["function"], "arguments": piece}
+                    await resp.write(chunk({"tool_calls": [part]}))
+                else:
+                    await resp.write(chunk({"content": piece}))
                 p.words_sent += 1
-            await resp.write(chunk({}, "stop"))
+            await resp.write(chunk({}, "tool_calls" if call else "stop"))
             if with_usage:
                 await resp.write(
                     b"data: "

@@ -1,0 +1,303 @@
+"""Tool calls kept end to end: an assistant message's `tool_calls` and a tool message's `tool_call_id`
+(and `name`) through the native append API, the OpenAI-compatible endpoint (the request's history and the
+model's answer, whole and streamed), the history sent to the model, exports and imports, and another
+device's copy of the session (real daemons, the loopback provider of tests/servers/openai_server.py)."""
+
+from __future__ import annotations
+
+import json
+
+try:  # the openai package's own HTTP library: httpx, renamed httpx2 in its newer releases
+    import httpx2 as httpx
+except ImportError:
+    import httpx
+import openai
+import pytest
+
+import test_model
+from conftest import cli_json, run_cli, wait_for
+from sessiond.client import ApiError
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+# test_model's fixtures: the loopback provider (`provider`), and daemons whose default provider it is
+# (`setup`: (make, provider, server))
+provider, setup = test_model.provider, test_model.setup
+
+
+@pytest.fixture
+def make(setup):
+    return setup[0]
+
+
+def _shape(m: dict) -> dict:
+    """A stored message as the OpenAI shape has it."""
+    return {k: m[k] for k in ("role", "content", "tool_calls", "tool_call_id", "name") if k in m}
+
+
+def _app(d, sid: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url="http://localhost/openai/v1",
+        api_key="unused",
+        http_client=httpx.Client(transport=httpx.HTTPTransport(uds=d.socket)),
+        max_retries=0,
+        default_headers={"X-Sessiond-Session": sid},
+    )
+
+
+# ------------------------------------------------------------------------------------------ native API
+def test_native_append_keeps_tool_calls_and_refuses_malformed_ones(make):
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "what is f?")
+    a = c.append(sid, "assistant", "", tool_calls=[CALL])
+    assert a["tool_calls"] == [CALL]
+    c.append(sid, "tool", "42", tool_call_id="call_1", name="f")
+    c.append_many(
+        sid,
+        [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": '{"x": 1}'}},
+                    {"id": "call_3", "type": "function", "function": {"name": "h", "arguments": ""}},
+                ],
+            },
+            {"role": "tool", "content": "a", "tool_call_id": "call_2"},
+            {"role": "tool", "content": "b", "tool_call_id": "call_3"},
+        ],
+    )
+    stored = [_shape(m) for m in c.messages(sid)["messages"]]
+    assert stored[:3] == [
+        {"role": "user", "content": "what is f?"},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "f"},
+    ]
+    assert [t["id"] for t in stored[3]["tool_calls"]] == ["call_2", "call_3"]
+    before = c.messages(sid)["messages"]
+    bad = [
+        ("user", [CALL], "only an assistant"),
+        ("assistant", [], "tool_calls must not be empty"),
+        ("assistant", [{**CALL, "id": ""}], "tool_calls[0].id"),
+        ("assistant", [{**CALL, "type": "code"}], "tool_calls[0].type"),
+        ("assistant", [{"id": "c", "type": "function"}], "tool_calls[0].function"),
+        ("assistant", [{**CALL, "function": {"name": "f", "arguments": {}}}], "tool_calls[0].function.arguments"),
+        ("assistant", [{**CALL, "function": {"name": "", "arguments": "{}"}}], "tool_calls[0].function.name"),
+        ("assistant", [{**CALL, "extra": 1}], "tool_calls[0]: unknown field(s) 'extra'"),
+        ("assistant", "call_1", "tool_calls"),
+    ]
+    for role, calls, says in bad:
+        with pytest.raises(ApiError) as e:
+            c.append(sid, role, "", tool_calls=calls)
+        assert e.value.status == 422 and says in e.value.message, (calls, e.value.message)
+        with pytest.raises(ApiError) as e:
+            c.append_many(sid, [{"role": role, "content": "", "tool_calls": calls}])
+        assert e.value.status == 422 and says in e.value.message, (calls, e.value.message)
+    assert c.messages(sid)["messages"] == before  # nothing stored
+    # `sessiond log` shows the calls and which call a tool message answers
+    text = run_cli(d.home, "log", sid, check=True).stdout
+    assert "f({})" in text and "call_1" in text and 'g({"x": 1})' in text, text
+    assert cli_json(d.home, "log", sid)["messages"][1]["tool_calls"] == [CALL]
+
+
+# ------------------------------------------------------------------------------------------ OpenAI endpoint
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_openai_endpoint_keeps_the_history_s_and_the_answer_s_tool_calls(make, provider, stream):
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = _app(d, sid)
+    msgs = [{"role": "user", "content": "look it up"}]
+    # the model answers with a call of the tool it is offered, and nothing else
+    if stream:
+        chunks = list(app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS, stream=True))
+        parts: dict = {}
+        for ch in chunks:
+            for t in (ch.choices[0].delta.tool_calls or []) if ch.choices else []:
+                got = parts.setdefault(t.index, {"id": t.id, "name": t.function.name, "arguments": ""})
+                got["arguments"] += t.function.arguments or ""
+        [call] = parts.values()
+        answer = {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"]},
+        }
+    else:
+        r = app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
+        [t] = r.choices[0].message.tool_calls
+        answer = {
+            "id": t.id,
+            "type": "function",
+            "function": {"name": t.function.name, "arguments": t.function.arguments},
+        }
+    assert answer["function"] == {"name": "lookup", "arguments": json.dumps({"q": "look it up"})}
+    stored = c.messages(sid)["messages"]
+    assert _shape(stored[-1]) == {"role": "assistant", "content": "", "tool_calls": [answer]}
+    assert stored[-1]["model"] == "echo-1" and stored[-1]["tokens"] > 0
+    # the app sends the call back with its result: the history matches, only the result is new
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [answer]}]
+    msgs += [{"role": "tool", "tool_call_id": answer["id"], "content": "42"}]
+    r = app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
+    assert r.choices[0].message.content == "echo: look it up"  # (its answer to a tool's result: text)
+    assert [_shape(m) for m in c.messages(sid)["messages"]] == [
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "content": "", "tool_calls": [answer]},
+        {"role": "tool", "content": "42", "tool_call_id": answer["id"]},
+        {"role": "assistant", "content": "echo: look it up"},
+    ]
+    # a history whose call differs from the stored one is new from there on
+    other = {**answer, "id": "call_other"}
+    msgs2 = [msgs[0], {"role": "assistant", "content": None, "tool_calls": [other]}]
+    msgs2 += [{"role": "tool", "tool_call_id": "call_other", "content": "7"}]
+    app.chat.completions.create(model="echo-1", messages=msgs2)
+    after = [_shape(m) for m in c.messages(sid)["messages"]]
+    assert after[4:] == [
+        {"role": "assistant", "content": "", "tool_calls": [other]},
+        {"role": "tool", "content": "7", "tool_call_id": "call_other"},
+        {"role": "assistant", "content": "echo: look it up"},
+    ]
+
+
+def test_a_history_with_a_tool_call_from_the_walkthrough(make):
+    """The walkthrough's request: a call with null content, its result; stored as sent."""
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    _app(d, sid).chat.completions.create(model="echo-1", messages=msgs)
+    stored = [_shape(m) for m in c.messages(sid)["messages"]]
+    assert stored[:3] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+    ]
+    # a malformed call is refused in OpenAI's shape, and nothing is stored
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        _app(d, sid).chat.completions.create(
+            model="echo-1", messages=[*msgs, {"role": "assistant", "content": None, "tool_calls": [{"id": "x"}]}]
+        )
+    assert "tool_calls[0]" in str(e.value)
+    assert [_shape(m) for m in c.messages(sid)["messages"]] == stored
+
+
+def test_a_stream_s_parallel_tool_call_deltas_are_put_together():
+    from sessiond.daemon.toolcalls import Assembled, of_answer
+
+    def ch(*deltas):
+        return {"choices": [{"index": 0, "delta": {"tool_calls": list(deltas)}}]}
+
+    a = Assembled()
+    assert not a.add({"choices": [{"delta": {"content": "x"}}]}) and a.calls() is None
+    assert a.add(ch({"index": 0, "id": "c0", "type": "function", "function": {"name": "f", "arguments": ""}}))
+    a.add(ch({"index": 1, "id": "c1", "type": "function", "function": {"name": "g", "arguments": '{"a"'}}))
+    a.add(ch({"index": 0, "function": {"arguments": '{"x":'}}, {"index": 1, "function": {"arguments": ": 2}"}}))
+    a.add(ch({"index": 0, "function": {"name": "f", "arguments": " 1}"}}))  # a name given again is not doubled
+    assert a.calls() == [
+        {"id": "c0", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+        {"id": "c1", "type": "function", "function": {"name": "g", "arguments": '{"a": 2}'}},
+    ]
+    # a whole answer's calls: a provider's additions left out, arguments given as an object kept as text, a
+    # call with no id not recorded
+    assert of_answer(
+        [
+            {**CALL, "index": 0},
+            {"id": "c", "function": {"name": "h", "arguments": {"k": 1}}},
+            {"function": {"name": "z"}},
+        ]
+    ) == [CALL, {"id": "c", "type": "function", "function": {"name": "h", "arguments": '{"k": 1}'}}]
+
+
+def test_the_history_sent_to_the_model_carries_the_calls_and_exports_round_trip(make, provider):
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "hi")
+    c.append(sid, "assistant", "", tool_calls=[CALL])
+    c.append(sid, "tool", "42", tool_call_id="call_1", name="f")
+    c.complete(sid, "and?")
+    sent = p.requests[-1]["messages"]
+    assert sent[:3] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "f"},
+    ]
+    # export --format openai: a call and its result, as OpenAI's API takes them as context
+    assert c.export(sid, "openai")["messages"][:3] == sent[:3]
+    # ... and back in: import-file of it, and of the json export, keeps them
+    for fmt in ("openai", "json"):
+        data = c.export(sid, fmt)
+        if fmt == "json":
+            del data["session"]["id"]  # (imported beside the session it was exported from)
+        nid = c.import_file(data, fmt)["sessions"][0]["id"]
+        got = [_shape(m) for m in c.messages(nid)["messages"]]
+        assert got[:3] == [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "tool_calls": [CALL]},
+            {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "f"},
+        ], fmt
+    md = c.export(sid, "markdown")["markdown"]
+    assert "call\\_1" in md and "f({})" in md
+
+
+def test_a_compaction_that_sets_a_call_aside_sets_its_result_aside_too(make, provider):
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "old", tokens=10)
+    c.append(sid, "assistant", "", tool_calls=[CALL], tokens=10)
+    c.append(sid, "tool", "42", tool_call_id="call_1", tokens=1)
+    c.append(sid, "user", "kept", tokens=1)
+    c.compact(sid, target_tokens=2)  # the call is set aside, its result would not be
+    c.complete(sid)
+    # a result answering no call is refused by OpenAI's API: it is not sent
+    assert p.requests[-1]["messages"] == [{"role": "user", "content": "kept"}]
+
+
+# ------------------------------------------------------------------------------------------ two devices
+def test_tool_calls_reach_another_device(make, provider, store_dir):
+    p, _ = provider
+    url = "file://" + store_dir
+    a, b = make(url), make(url)
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(model="echo-1")["id"]
+    ca.append(sid, "user", "hi")
+    ca.append(sid, "assistant", "", tool_calls=[CALL])
+    ca.append(sid, "tool", "42", tool_call_id="call_1", name="f")
+    # and a model's call, recorded through the OpenAI-compatible endpoint
+    msgs = [_shape(m) for m in ca.messages(sid)["messages"]] + [{"role": "user", "content": "look"}]
+    _app(a, sid).chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
+    code = ca.share(sid, write=True)["code"]
+    run_cli(b.home, "import", input=code, check=True)
+    want = [_shape(m) for m in ca.messages(sid)["messages"]]
+    assert [_shape(m) for m in cb.messages(sid)["messages"]] == want
+    assert want[1]["tool_calls"] == [CALL] and want[-1]["tool_calls"][0]["function"]["name"] == "lookup"
+    # B sends the calls on to the model with the history it read, each before its result
+    cb.append(sid, "tool", "found", tool_call_id=want[-1]["tool_calls"][0]["id"])
+    cb.complete(sid)
+    sent = p.requests[-1]["messages"]
+    assert [m.get("tool_calls") or m.get("tool_call_id") for m in sent] == [
+        None,
+        [CALL],
+        "call_1",
+        None,
+        want[-1]["tool_calls"],
+        want[-1]["tool_calls"][0]["id"],
+    ]
+    # and back: B's call reaches A
+    cb.append(sid, "assistant", "", tool_calls=[{**CALL, "id": "call_b"}])
+    wait_for(
+        lambda: ca.messages(sid)["messages"][-1].get("tool_calls") == [{**CALL, "id": "call_b"}],
+        timeout=20,
+        what="B's tool call on A",
+    )
