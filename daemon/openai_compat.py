@@ -307,7 +307,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             if await d.answering.settle(sid, request):
                 session = await d.db.get_session(sid)  # as it is now, the answers it waited for counted
             await answering.enter_async_context(d.answering.under_way(sid, request))
-            check_writable(d.db, session)
+            await check_writable(d.db, session)
             check_quota(session)
             # only as much history as the request has messages can match it: a read of O(request), not
             # O(chat), in front of the first token
