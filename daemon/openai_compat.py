@@ -252,7 +252,7 @@ async def models(request: web.Request) -> web.Response:
     try:
         sid = _session_named(request)
         session = await d.db.get_session(sid) if sid is not None else {}
-        p = provider_for(d, session, None)
+        p = provider_for(d, session, request.query.get("provider") or None)  # (`sessiond models --provider`)
         return web.json_response(await d.providers.models(p))
     except SessiondError as exc:
         return _from(exc, sid)

@@ -1,4 +1,5 @@
-"""Messages: `add` (append one), `ask` (ask the session's model and record the answer) and `log` (print them)."""
+"""Messages: `add` (append one), `ask` (ask the session's model and record the answer), `models` (what a
+provider offers to ask) and `log` (print them)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--model", help="this model instead of the chat's or session's")
     p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the session's")
     p.add_argument("text", help="the question; '-' reads it from standard input")
+    p = commands.add("models", cmd_models, "list the models a provider offers (its GET /models)")
+    p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the default one")
     p = commands.add("log", cmd_log, "print a session's messages")
     p.add_argument("id")
     which = p.add_mutually_exclusive_group()
@@ -83,12 +86,34 @@ def cmd_ask(args) -> int:
             sys.stdout.flush()
         if isinstance(exc, ApiError) and isinstance(exc.details.get("message"), dict):
             return _failed_mid_answer(args, exc, exc.details["message"])
+        if isinstance(exc, ApiError) and exc.code == "model_not_found" and exc.details.get("model"):
+            raise ApiError(exc.status, exc.code, _choose_model(exc), exc.details) from None
         raise
     if args.json:
         emit(args, stream.message)
     elif wrote:
         sys.stdout.write("\n")
     _quota_note(args, c)
+    return 0
+
+
+def _choose_model(exc: ApiError) -> str:
+    """A model the provider does not have, in the CLI's words: the daemon's, which name an app's request
+    field and route, give way to the option and the command that lists the provider's models. (A 404 that
+    named no model, the provider's base_url wrong, says so and nothing of a choice: it stays as it is.)"""
+    said, choice, _ = exc.message.rpartition("; choose another")
+    if not choice:
+        return exc.message
+    provider = exc.details.get("provider")
+    listing = f"sessiond models --provider {provider}" if provider else "sessiond models"
+    return f"{said}; choose another with --model (the provider's models: `{listing}`)"
+
+
+def cmd_models(args) -> int:
+    listed = client(args).models(provider=args.provider)
+    data = listed.get("data") if isinstance(listed, dict) else None
+    ids = [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    emit(args, listed, "\n".join(ids) if ids else "the provider lists no models")
     return 0
 
 
