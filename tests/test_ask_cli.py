@@ -211,3 +211,17 @@ def test_ask_says_when_the_session_nears_or_passes_its_token_quota(loop):
     c.update_session(sid, token_quota=int(c.quota(sid)["tokens_used"] / 0.75))
     res = run_cli(d.home, "ask", sid, "--json", "last one")
     assert json.loads(res.stdout)["content"] == "echo: last one" and "of its" in res.stderr, res
+
+
+def test_a_model_silent_after_its_first_empty_chunk_is_not_said_to_stop_mid_answer(loop):
+    # was: "sent nothing for 0.5 s (in the middle of the answer)", though no text had come, and nothing was recorded
+    make, p = loop
+    d = make(timeout=0.5)
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.first_delay = 2.0  # the fault itself: OpenAI's role chunk, then silence past the timeout
+    res = run_cli(d.home, "ask", sid, "one two")
+    assert res.returncode == 1, res.stderr
+    assert "provider_timeout" in res.stderr or "sent nothing" in res.stderr, res.stderr
+    assert "in the middle of the answer" not in res.stderr and "before any of the answer" in res.stderr, res.stderr
+    assert assistant(c, sid) == []
