@@ -225,3 +225,16 @@ def test_a_model_silent_after_its_first_empty_chunk_is_not_said_to_stop_mid_answ
     assert "provider_timeout" in res.stderr or "sent nothing" in res.stderr, res.stderr
     assert "in the middle of the answer" not in res.stderr and "before any of the answer" in res.stderr, res.stderr
     assert assistant(c, sid) == []
+
+
+def test_an_empty_answer_is_said_so(loop):
+    # was: nothing printed at all, as if `ask` had not run
+    make, p = loop
+    d = make()
+    sid = d.client().create_session(model="echo-1")["id"]
+    p.faults.empty = True
+    res = run_cli(d.home, "ask", sid, "say nothing")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "" and "(the model answered nothing)" in res.stderr, (res.stdout, res.stderr)
+    res = run_cli(d.home, "ask", sid, "say nothing", "--json")  # the stored answer, standard error clean
+    assert res.returncode == 0 and json.loads(res.stdout)["content"] == "" and res.stderr == "", res

@@ -93,6 +93,9 @@ def cmd_ask(args) -> int:
         emit(args, stream.message)
     elif wrote:
         sys.stdout.write("\n")
+    if not (arrived or args.json or (stream.message or {}).get("tool_calls")):  # (else nothing at all would show)
+        sys.stdout.flush()
+        print("sessiond: (the model answered nothing)", file=sys.stderr)
     _quota_note(args, c)
     return 0
 
