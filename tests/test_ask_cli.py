@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -238,3 +239,29 @@ def test_an_empty_answer_is_said_so(loop):
     assert res.stdout == "" and "(the model answered nothing)" in res.stderr, (res.stdout, res.stderr)
     res = run_cli(d.home, "ask", sid, "say nothing", "--json")  # the stored answer, standard error clean
     assert res.returncode == 0 and json.loads(res.stdout)["content"] == "" and res.stderr == "", res
+
+
+def test_more_ctrl_cs_while_ask_stops_still_name_what_was_kept(loop):
+    # was: a second or third Ctrl-C, while `ask` closed the stream or asked the daemon what it kept, printed
+    # the stop message without the kept messages' ids (or "interrupted (Ctrl-C)"), and no line end after the
+    # part of the answer printed
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.delay = 0.1
+    proc = ask(d, sid, " ".join(f"w{i}" for i in range(100)))
+    got = b""
+    while b"w3" not in got:  # some of the answer has arrived
+        got += os.read(proc.stdout.fileno(), 100)
+    for _ in range(3):  # a user's three presses, a few ms apart (the fault itself, not a wait)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert (got + out).endswith(b"\n"), (got + out, err)
+    wait_for(lambda: len(c.messages(sid)["messages"]) == 2, timeout=30, what="the part that arrived recorded")
+    question, answer = c.messages(sid)["messages"]
+    line = err.decode().strip()
+    assert "\n" not in line and f"message {answer['id']}" in line, line
+    assert f"the question: message {question['id']}" in line, line

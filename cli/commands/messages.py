@@ -3,8 +3,11 @@ provider offers to ask) and `log` (print them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ...client import ApiError, ClientError
@@ -75,11 +78,13 @@ def cmd_ask(args) -> int:
                 sys.stdout.flush()
                 wrote = True
     except KeyboardInterrupt:
-        if stream is not None:
-            stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
-        if wrote:
-            sys.stdout.write("\n")
-        return _interrupted(args, c, key, arrived)
+        with _stopping():  # Ctrl-C pressed again meanwhile cuts nothing short: the user is told what is kept
+            if wrote:
+                sys.stdout.write("\n")  # the stop message on a line of its own
+                sys.stdout.flush()
+            if stream is not None:
+                stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
+            return _interrupted(args, client(args, timeout=STOP_WAIT), key, arrived)
     except ClientError as exc:  # the daemon's error, or the connection's: on a line of its own
         if wrote:
             sys.stdout.write("\n")
@@ -98,6 +103,22 @@ def cmd_ask(args) -> int:
         print("sessiond: (the model answered nothing)", file=sys.stderr)
     _quota_note(args, c)
     return 0
+
+
+# the seconds `ask`, stopped by Ctrl-C, waits for the daemon to say what it kept (it ends the generation
+# at once; a daemon that does not answer within them leaves the stream's view of it)
+STOP_WAIT = 10.0
+
+
+@contextlib.contextmanager
+def _stopping() -> Iterator[None]:
+    """Ctrl-C ignored while `ask` stops (closes its stream, asks what was kept, says so: a few
+    milliseconds, STOP_WAIT at most), so that pressing it again does not lose the kept messages' ids."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _choose_model(exc: ApiError) -> str:
@@ -143,7 +164,7 @@ def _interrupted(args, c, key: str, arrived: bool) -> int:
     recorded (with --json, beside the error as messages, null for one not recorded). Exit 130."""
     try:
         kept = c.asked(args.id, key)
-    except (ClientError, KeyboardInterrupt):  # the daemon cannot say (gone, or a second Ctrl-C): the stream's view
+    except (ClientError, KeyboardInterrupt):  # the daemon cannot say (gone, or not within STOP_WAIT): the stream's view
         if arrived:
             said = "stopped; what arrived is recorded, marked interrupted"
         else:  # (the daemon records no answer when its app leaves before the model's first words)
