@@ -78,7 +78,9 @@ def test_ctrl_c_before_any_of_the_answer_says_nothing_of_it_is_recorded(loop, ho
     assert assistant(c, sid) == []
 
 
-def test_ctrl_c_mid_answer_says_what_arrived_is_recorded(loop):
+def _mid_answer(loop) -> tuple:
+    """`ask` of a long answer, streamed slowly, once some of it has been printed: (client, session id,
+    the process, what it printed so far)."""
     make, p = loop
     d = make()
     c = d.client()
@@ -88,6 +90,11 @@ def test_ctrl_c_mid_answer_says_what_arrived_is_recorded(loop):
     got = b""
     while b"w3" not in got:  # some of the answer has arrived
         got += os.read(proc.stdout.fileno(), 100)
+    return c, sid, proc, got
+
+
+def test_ctrl_c_mid_answer_says_what_arrived_is_recorded(loop):
+    c, sid, proc, _ = _mid_answer(loop)
     out, err = _interrupted(proc)
     # named on one line, as the daemon recorded them once it had stopped (the answer is in when `ask` exits)
     question, answer = c.messages(sid)["messages"]
@@ -245,15 +252,7 @@ def test_more_ctrl_cs_while_ask_stops_still_name_what_was_kept(loop):
     # was: a second or third Ctrl-C, while `ask` closed the stream or asked the daemon what it kept, printed
     # the stop message without the kept messages' ids (or "interrupted (Ctrl-C)"), and no line end after the
     # part of the answer printed
-    make, p = loop
-    d = make()
-    c = d.client()
-    sid = c.create_session(model="echo-1")["id"]
-    p.faults.delay = 0.1
-    proc = ask(d, sid, " ".join(f"w{i}" for i in range(100)))
-    got = b""
-    while b"w3" not in got:  # some of the answer has arrived
-        got += os.read(proc.stdout.fileno(), 100)
+    c, sid, proc, got = _mid_answer(loop)
     for _ in range(3):  # a user's three presses, a few ms apart (the fault itself, not a wait)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.005)
