@@ -30,6 +30,14 @@ class AskedQuery(TypedDict):
     key: IdempotencyKey
 
 
+@with_config(QUERY)
+class ModelsQuery(TypedDict, total=False):
+    """GET /openai/v1/models?provider=P: the models of provider P (config.toml's [providers.P]); without
+    it, those of the session X-Sessiond-Session names, else of the default provider."""
+
+    provider: Text(100, min_len=1)
+
+
 @with_config(ANSWER)
 class Asked(TypedDict):
     """What a question to the model recorded (answered once no request with its key is still being answered:

@@ -369,6 +369,11 @@ class Api:
         # waiting, the daemon answers within `timeout` (its default 60 s), however long the client's own
         return self._call("POST", "/v1/sync", body, wait=(60.0 if timeout is None else timeout) if wait else None)
 
+    def models(self, *, provider: str | None = None) -> Any:
+        """The models a provider offers (config.toml's [providers.NAME]; default: the default provider), as
+        it lists them: OpenAI's {"object": "list", "data": [{"id", ...}]}."""
+        return self._call("GET", "/openai/v1/models" + query_string({"provider": provider}))
+
     def doctor(self, *, verify: bool = True) -> DoctorReport:
         return self._call("GET", "/v1/doctor" + ("" if verify else "?verify=false"))
 

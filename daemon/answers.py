@@ -20,7 +20,8 @@ from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
 from ..storage.tokens import counted_text
 from .provider_config import Provider, ProviderError
-from .providers import delta_text, usage_of
+from .provider_stream import delta_text
+from .providers import usage_of
 from .toolcalls import Assembled
 from .unread import Writes, idle_of
 

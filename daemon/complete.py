@@ -20,7 +20,6 @@ import time
 from aiohttp import web
 
 from ..storage.errors import (
-    Conflict,
     IdempotencyKeyReused,
     Invalid,
     QuotaExceeded,
@@ -29,7 +28,7 @@ from ..storage.errors import (
     read_only,
 )
 from ..storage.model import now
-from ..storage.sessions import not_active, past_expiry
+from ..storage.sessions import past_expiry
 from . import toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
@@ -81,14 +80,14 @@ class Ahead:
             await self.chunks.aclose()
 
 
-def check_writable(db, session: dict) -> None:
+async def check_writable(db, session: dict) -> None:
     sid = session["id"]
     if session["access"] == "read":
         raise read_only(sid, "add to it")
     if past_expiry(session, now()):
         db.check_expiry(session)  # past its expiry or idle timeout: refused (and ended) before a model is asked
     if session["status"] != "active":
-        raise Conflict(not_active(sid, session["status"]))
+        await db.refuse_inactive(sid, session["status"])  # (one its expiry ended: as expired)
 
 
 def check_quota(session: dict) -> None:
@@ -138,7 +137,7 @@ async def prepare(
             if content is not None:  # answered from its record (or refused)
                 await _question(d, sid, content, chat_id, key)
             return Plan(sid, chat_id, p, model, {}, answer_key, done=await db.get_message(sid, seen[0]["id"]))
-    check_writable(db, session)
+    await check_writable(db, session)
     check_quota(session)
     # room for the answer too: one that could not be recorded would be lost, its tokens spent
     await db.check_room(

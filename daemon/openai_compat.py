@@ -43,7 +43,6 @@ _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
-    409: "conflict_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -68,11 +67,23 @@ def _from(exc: SessiondError, sid: str | None) -> web.Response:
     after = details.get("retry_after")
     if after is not None:
         headers["Retry-After"] = str(int(after + 0.999))
-    status, code = exc.status, exc.code
+    status, code, param = exc.status, exc.code, None
     if code == "provider_rejected" and 400 <= details.get("provider_status", 0) < 500:
         # the app gets the provider's own refusal (a 400 is the SDK's BadRequestError), with its code
         status, code = details["provider_status"], details.get("provider_code") or code
-    return oai_error(status, code, exc.message, sid, headers=headers)
+    elif code == "context_overflow":  # as OpenAI refuses a context too long for its model
+        status, code, param = 400, "context_length_exceeded", "messages"
+    elif status == 409:
+        # a session that takes no more (ended, expired, paused, read-only; no provider for it): OpenAI's
+        # SDKs retry a 409 (a lock timeout, to them), each retry refused again; a 400 they do not
+        status = 400
+    elif code in NOT_RETRIED:  # OpenAI's own status, but no retry mends it before the user does
+        headers["x-should-retry"] = "false"
+    return oai_error(status, code, exc.message, sid, param, headers=headers)
+
+
+# refusals with a status OpenAI's SDKs retry (429) that stand until the user changes something
+NOT_RETRIED = frozenset({"quota_exceeded", "limit_reached"})
 
 
 def _text(content) -> str:
@@ -241,7 +252,7 @@ async def models(request: web.Request) -> web.Response:
     try:
         sid = _session_named(request)
         session = await d.db.get_session(sid) if sid is not None else {}
-        p = provider_for(d, session, None)
+        p = provider_for(d, session, request.query.get("provider") or None)  # (`sessiond models --provider`)
         return web.json_response(await d.providers.models(p))
     except SessiondError as exc:
         return _from(exc, sid)
@@ -307,7 +318,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             if await d.answering.settle(sid, request):
                 session = await d.db.get_session(sid)  # as it is now, the answers it waited for counted
             await answering.enter_async_context(d.answering.under_way(sid, request))
-            check_writable(d.db, session)
+            await check_writable(d.db, session)
             check_quota(session)
             # only as much history as the request has messages can match it: a read of O(request), not
             # O(chat), in front of the first token

@@ -178,11 +178,12 @@ class Operations:
         except ImportError_ as exc:
             raise share_error(exc) from None
 
-    async def _end(self, sid: str) -> dict:
-        """End a session with its final checkpoint (`end`, and expiry: both are its end)."""
+    async def _end(self, sid: str, *, expired_at: float | None = None) -> dict:
+        """End a session with its final checkpoint (`end`, and expiry: both are its end; `expired_at`: when
+        the expiry that ends it came, which its end records)."""
         async with self._checkpoint_lock:  # two ends at once: one final checkpoint
             was = (await self.db.get_session(sid))["status"]
-            session = await self.db.set_status(sid, "ended")
+            session = await self.db.set_status(sid, "ended", expired_at=expired_at)
         crash_point("end.ended")
         # ending an ended session changes nothing: the same answer, no second final checkpoint
         if was != "ended" and session["access"] != "read" and await self.db.last_seq(sid):
@@ -344,7 +345,7 @@ class Operations:
                     done.append(s["id"])
                     continue
                 try:
-                    await self._end(s["id"])
+                    await self._end(s["id"], expired_at=s["expired_at"])
                     ended.append(s["id"])
                 except Conflict:  # a read-only import: its owner's devices end it; deleted here if configured
                     if not self.delete_expired:

@@ -82,7 +82,8 @@ def classify(
             "model_not_found",
             404,
             f"provider {p.name!r} has no model {model!r} (HTTP 404{tail}); "
-            f"choose another with --model (its models: GET /openai/v1/models)",
+            # an app's words (the socket API and the OpenAI endpoint alike); `sessiond ask` gives its own
+            f"choose another in the request's `model` field (the provider's models: GET /openai/v1/models)",
             provider=p.name,
             model=model,
             provider_status=status,

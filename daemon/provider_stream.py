@@ -18,13 +18,14 @@ from .streambody import Body, LineTooLong
 async def read_events(p: Provider, reader: Body) -> AsyncGenerator[tuple[bytes, dict], None]:
     """Each chunk of the stream as the provider sent it (the event's data, its bytes) and parsed (a dict).
     Returns after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut."""
-    began = False
+    began = texted = False  # a chunk came; one with text or a tool call (OpenAI's first has neither: a role)
     data: list[bytes] = []
     while True:
         try:
             line = await reader.readline()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise read_failed(p, exc, "in the middle of the answer") from None
+            when = "in the middle of the answer" if texted else "before any of the answer's text"
+            raise read_failed(p, exc, when) from None
         except LineTooLong as exc:
             raise bad_answer(p, f"sent {exc}") from None
         if not line:
@@ -56,7 +57,27 @@ async def read_events(p: Provider, reader: Body) -> AsyncGenerator[tuple[bytes, 
                 )
             raise stream_cut(p, provider_message(payload))
         began = True
+        texted = texted or _answers(chunk)
         yield payload, chunk
+
+
+def _answers(chunk: dict) -> bool:
+    """Whether a streamed chunk carries some of the answer: text, or a part of a tool call."""
+    if delta_text(chunk):
+        return True
+    choices = chunk.get("choices")
+    delta = choices[0].get("delta") if choices and isinstance(choices, list) and isinstance(choices[0], dict) else None
+    return isinstance(delta, dict) and bool(delta.get("tool_calls"))
+
+
+def delta_text(chunk: dict) -> str:
+    """The text a streamed chunk adds (its first choice's delta.content)."""
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        return ""
+    delta = choices[0].get("delta") or {}
+    text = delta.get("content") if isinstance(delta, dict) else None
+    return text if isinstance(text, str) else ""
 
 
 class Drains:

@@ -153,16 +153,6 @@ class Providers:
                 resp.close()  # stops the provider's generation if we stopped reading early
 
 
-def delta_text(chunk: dict) -> str:
-    """The text a streamed chunk adds (its first choice's delta.content)."""
-    choices = chunk.get("choices")
-    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-        return ""
-    delta = choices[0].get("delta") or {}
-    text = delta.get("content") if isinstance(delta, dict) else None
-    return text if isinstance(text, str) else ""
-
-
 def finish_reason(chunk: dict) -> str | None:
     choices = chunk.get("choices")
     if choices and isinstance(choices, list) and isinstance(choices[0], dict):

@@ -34,7 +34,7 @@ open.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .apply import apply_remote
 from .chats import Chats
@@ -50,7 +50,7 @@ from .model import LogRun, Op, RemoteLog, now
 from .outbox import Outbox
 from .schema import schema_version
 from .search import Search
-from .sessions import Sessions, past_expiry, refuse_expired
+from .sessions import Sessions, past_expiry, refuse_expired, refuse_inactive
 from .stats import Stats
 from .syncstate import SyncState
 
@@ -178,8 +178,12 @@ class Database:
     ) -> dict:
         return await self.sessions.update(sid, fields, event=event)
 
-    async def set_status(self, sid: str, status: str) -> dict:
-        return await self.sessions.set_status(sid, status)
+    async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
+        return await self.sessions.set_status(sid, status, expired_at=expired_at)
+
+    async def refuse_inactive(self, sid: str, status: str) -> NoReturn:
+        """Refuse a message to a paused or ended session: as `expired` if its expiry ended it, else a conflict."""
+        await refuse_inactive(self.c.committed, sid, status)
 
     async def delete_session(self, sid: str, *, idle_before: float | None = None, head_pk: bytes | None = None) -> bool:
         return await self.sessions.delete(sid, idle_before=idle_before, head_pk=head_pk)

@@ -12,7 +12,6 @@ from .apply import apply_op
 from .connections import Connections, Row
 from .context import budget_of, context_check
 from .errors import (
-    Conflict,
     ContextOverflow,
     IdempotencyKeyReused,
     Invalid,
@@ -36,7 +35,7 @@ from .model import (
     pushed_form,
 )
 from .search import PUSHED_COLUMNS, insert_messages
-from .sessions import not_active, past_expiry, refuse_expired, session_row
+from .sessions import past_expiry, refuse_expired, refuse_inactive, session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
@@ -196,7 +195,7 @@ class Messages:
             # a model's answer to a question the session took is recorded though it was paused meanwhile (a
             # pause stops new questions, not an answer already paid for); an ended session's proofs are final
             if status != "active" and not (answer and status == "paused"):
-                raise Conflict(not_active(sid, status))
+                await refuse_inactive(tx, sid, status)
             chat_id = chat or current
             chats = {m.get("chat") or chat_id for m in messages}
             for c in chats:

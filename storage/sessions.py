@@ -103,19 +103,54 @@ def refuse_expired(c: Connections, sid: str, s: Any) -> NoReturn:
         c.on_expired(sid)
     when = session_expiry(s)
     assert when is not None  # past_expiry said so
+    raise expired_error(sid, s, when, "it is ended now")
+
+
+def expired_error(sid: str, s: Any, when: float, state: str) -> Expired:
+    """The refusal of a write to session `sid` (`s`: its row or dict) that expired at `when`: when and why
+    (its expires_at, or its idle timeout), `state` (whether it is ended), and the way on."""
     at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
-    why = (
-        f"expired at {at}"
-        if when == _field(s, "expires_at")
-        else f"expired at {at}, idle for longer than its idle_timeout ({idle_timeout_of(_field(s, 'policy')):g} s)"
-    )
-    raise Expired(
-        f"session {sid!r} {why}; an expired session takes no more changes (it is ended now). Go on in "
+    idle = idle_timeout_of(_field(s, "policy"))
+    if when == _field(s, "expires_at"):
+        why = f"expired at {at}"
+    elif _is_number(idle):
+        why = f"expired at {at}, idle for longer than its idle_timeout ({idle:g} s)"
+    else:
+        why = f"expired at {at}, idle for longer than its idle timeout"
+    return Expired(
+        f"session {sid!r} {why}; an expired session takes no more changes ({state}). Go on in "
         f"a new session: `sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at "
         f"MESSAGE_ID` (its history up to that message)",
         session=sid,
         expired_at=when,
     )
+
+
+async def refuse_inactive(q: Any, sid: str, status: str) -> NoReturn:
+    """Refuse a message (an append, a question to a model) to session `sid`, paused or ended (`status`),
+    read through `q`: one its expiry or idle timeout ended (its end's operation says when it expired) as
+    `expired`, naming when, as a write that finds it past its expiry is; one paused or ended otherwise as
+    a conflict (not_active)."""
+    if status == "ended":
+        row = await q.fetchone("SELECT stamps, expires_at, policy FROM sessions WHERE id=?", (sid,))
+        when = None if row is None else await _expired_at(q, sid, row["stamps"])
+        if when is not None:
+            raise expired_error(sid, row, when, "it has ended")
+    raise Conflict(not_active(sid, status))
+
+
+async def _expired_at(q: Any, sid: str, stamps: str) -> float | None:
+    """When the session's expiry ended it, as its end's operation (the one whose stamp its status holds)
+    records it; None for an end made otherwise (`end`, or by a sessiond that did not record it)."""
+    stamp = json.loads(stamps).get("status")
+    if not (isinstance(stamp, list) and len(stamp) == 2):
+        return None
+    op = await q.fetchone(
+        "SELECT body FROM ops WHERE session_id=? AND device_id=? AND lamport=? AND kind='session.update'",
+        (sid, stamp[1], stamp[0]),
+    )
+    when = None if op is None else json.loads(op[0]).get("expired_at")
+    return when if _is_number(when) else None
 
 
 def not_active(sid: str, status: str) -> str:
@@ -323,7 +358,7 @@ class Sessions:
             if callable(fields):
                 fields = fields(session_dict(row))
             if "status" in fields:  # checked against the status as committed: an end meanwhile is final
-                if fields["status"] == row["status"] and len(fields) == 1:
+                if fields["status"] == row["status"] and set(fields) <= {"status", "expired_at"}:
                     return session_dict(row)  # (two pauses at once: the second changes nothing)
                 check_status_change(sid, row["status"], fields["status"])
             if fields.get("status") == "active" and row["status"] != "active":
@@ -344,14 +379,17 @@ class Sessions:
             tx.emit(ev)
         return await self.get(sid)
 
-    async def set_status(self, sid: str, status: str) -> dict:
+    async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
+        """Change a session's status. `expired_at`: an end its expiry (or idle timeout) made, which its
+        operation records (`expired_at`), so that a write to it is refused as expired (refuse_inactive)."""
         row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended")
         if status == row["status"]:
             return session_dict(row)
         check_status_change(sid, row["status"], status)  # (again in update's transaction, as it stands then)
-        return await self.update(
-            sid, {"status": status}, event=f"session.{'resumed' if status == 'active' else status}"
-        )
+        fields: dict[str, Any] = {"status": status}
+        if expired_at is not None and status == "ended":
+            fields["expired_at"] = expired_at
+        return await self.update(sid, fields, event=f"session.{'resumed' if status == 'active' else status}")
 
     async def delete(self, sid: str, *, idle_before: float | None = None, head_pk: bytes | None = None) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
@@ -396,7 +434,7 @@ class Sessions:
         """Sessions past their expiry or idle timeout that are not ended yet; `ended`: ended ones too (to be
         deleted: one whose delete a crash cut short after its expiry ended it, one a user ended before it)."""
         return [
-            {k: r[k] for k in ("id", "expires_at", "last_activity", "status", "access")}
+            {**{k: r[k] for k in ("id", "expires_at", "last_activity", "status", "access")}, "expired_at": when}
             for r, when in await self._expiring(ended)
             if when <= t
         ]

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -77,7 +78,9 @@ def test_ctrl_c_before_any_of_the_answer_says_nothing_of_it_is_recorded(loop, ho
     assert assistant(c, sid) == []
 
 
-def test_ctrl_c_mid_answer_says_what_arrived_is_recorded(loop):
+def _mid_answer(loop) -> tuple:
+    """`ask` of a long answer, streamed slowly, once some of it has been printed: (client, session id,
+    the process, what it printed so far)."""
     make, p = loop
     d = make()
     c = d.client()
@@ -87,6 +90,11 @@ def test_ctrl_c_mid_answer_says_what_arrived_is_recorded(loop):
     got = b""
     while b"w3" not in got:  # some of the answer has arrived
         got += os.read(proc.stdout.fileno(), 100)
+    return c, sid, proc, got
+
+
+def test_ctrl_c_mid_answer_says_what_arrived_is_recorded(loop):
+    c, sid, proc, _ = _mid_answer(loop)
     out, err = _interrupted(proc)
     # named on one line, as the daemon recorded them once it had stopped (the answer is in when `ask` exits)
     question, answer = c.messages(sid)["messages"]
@@ -211,3 +219,48 @@ def test_ask_says_when_the_session_nears_or_passes_its_token_quota(loop):
     c.update_session(sid, token_quota=int(c.quota(sid)["tokens_used"] / 0.75))
     res = run_cli(d.home, "ask", sid, "--json", "last one")
     assert json.loads(res.stdout)["content"] == "echo: last one" and "of its" in res.stderr, res
+
+
+def test_a_model_silent_after_its_first_empty_chunk_is_not_said_to_stop_mid_answer(loop):
+    # was: "sent nothing for 0.5 s (in the middle of the answer)", though no text had come, and nothing was recorded
+    make, p = loop
+    d = make(timeout=0.5)
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.first_delay = 2.0  # the fault itself: OpenAI's role chunk, then silence past the timeout
+    res = run_cli(d.home, "ask", sid, "one two")
+    assert res.returncode == 1, res.stderr
+    assert "provider_timeout" in res.stderr or "sent nothing" in res.stderr, res.stderr
+    assert "in the middle of the answer" not in res.stderr and "before any of the answer" in res.stderr, res.stderr
+    assert assistant(c, sid) == []
+
+
+def test_an_empty_answer_is_said_so(loop):
+    # was: nothing printed at all, as if `ask` had not run
+    make, p = loop
+    d = make()
+    sid = d.client().create_session(model="echo-1")["id"]
+    p.faults.empty = True
+    res = run_cli(d.home, "ask", sid, "say nothing")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "" and "(the model answered nothing)" in res.stderr, (res.stdout, res.stderr)
+    res = run_cli(d.home, "ask", sid, "say nothing", "--json")  # the stored answer, standard error clean
+    assert res.returncode == 0 and json.loads(res.stdout)["content"] == "" and res.stderr == "", res
+
+
+def test_more_ctrl_cs_while_ask_stops_still_name_what_was_kept(loop):
+    # was: a second or third Ctrl-C, while `ask` closed the stream or asked the daemon what it kept, printed
+    # the stop message without the kept messages' ids (or "interrupted (Ctrl-C)"), and no line end after the
+    # part of the answer printed
+    c, sid, proc, got = _mid_answer(loop)
+    for _ in range(3):  # a user's three presses, a few ms apart (the fault itself, not a wait)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert (got + out).endswith(b"\n"), (got + out, err)
+    wait_for(lambda: len(c.messages(sid)["messages"]) == 2, timeout=30, what="the part that arrived recorded")
+    question, answer = c.messages(sid)["messages"]
+    line = err.decode().strip()
+    assert "\n" not in line and f"message {answer['id']}" in line, line
+    assert f"the question: message {question['id']}" in line, line

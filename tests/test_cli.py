@@ -603,7 +603,7 @@ def test_ctrl_c_is_an_error_in_json_too(home, monkeypatch, capsys):
             return {"key": key, "question": None, "answer": None}
 
     monkeypatch.setattr(_sys, "stdin", Keyboard())
-    monkeypatch.setattr(messages, "client", lambda args: Fake())
+    monkeypatch.setattr(messages, "client", lambda args, **kw: Fake())
     for argv in (["import"], ["ask", "s1", "hello"]):
         capsys.readouterr()
         assert main([*argv, "--home", home, "--json"]) == 130

@@ -1,9 +1,13 @@
-"""Messages: `add` (append one), `ask` (ask the session's model and record the answer) and `log` (print them)."""
+"""Messages: `add` (append one), `ask` (ask the session's model and record the answer), `models` (what a
+provider offers to ask) and `log` (print them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ...client import ApiError, ClientError
@@ -31,6 +35,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--model", help="this model instead of the chat's or session's")
     p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the session's")
     p.add_argument("text", help="the question; '-' reads it from standard input")
+    p = commands.add("models", cmd_models, "list the models a provider offers (its GET /models)")
+    p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the default one")
     p = commands.add("log", cmd_log, "print a session's messages")
     p.add_argument("id")
     which = p.add_mutually_exclusive_group()
@@ -72,23 +78,66 @@ def cmd_ask(args) -> int:
                 sys.stdout.flush()
                 wrote = True
     except KeyboardInterrupt:
-        if stream is not None:
-            stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
-        if wrote:
-            sys.stdout.write("\n")
-        return _interrupted(args, c, key, arrived)
+        with _stopping():  # Ctrl-C pressed again meanwhile cuts nothing short: the user is told what is kept
+            if wrote:
+                sys.stdout.write("\n")  # the stop message on a line of its own
+                sys.stdout.flush()
+            if stream is not None:
+                stream.close()  # the daemon stops the generation and records what arrived, marked interrupted
+            return _interrupted(args, client(args, timeout=STOP_WAIT), key, arrived)
     except ClientError as exc:  # the daemon's error, or the connection's: on a line of its own
         if wrote:
             sys.stdout.write("\n")
             sys.stdout.flush()
         if isinstance(exc, ApiError) and isinstance(exc.details.get("message"), dict):
             return _failed_mid_answer(args, exc, exc.details["message"])
+        if isinstance(exc, ApiError) and exc.code == "model_not_found" and exc.details.get("model"):
+            raise ApiError(exc.status, exc.code, _choose_model(exc), exc.details) from None
         raise
     if args.json:
         emit(args, stream.message)
     elif wrote:
         sys.stdout.write("\n")
+    if not (arrived or args.json or (stream.message or {}).get("tool_calls")):  # (else nothing at all would show)
+        sys.stdout.flush()
+        print("sessiond: (the model answered nothing)", file=sys.stderr)
     _quota_note(args, c)
+    return 0
+
+
+# the seconds `ask`, stopped by Ctrl-C, waits for the daemon to say what it kept (it ends the generation
+# at once; a daemon that does not answer within them leaves the stream's view of it)
+STOP_WAIT = 10.0
+
+
+@contextlib.contextmanager
+def _stopping() -> Iterator[None]:
+    """Ctrl-C ignored while `ask` stops (closes its stream, asks what was kept, says so: a few
+    milliseconds, STOP_WAIT at most), so that pressing it again does not lose the kept messages' ids."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _choose_model(exc: ApiError) -> str:
+    """A model the provider does not have, in the CLI's words: the daemon's, which name an app's request
+    field and route, give way to the option and the command that lists the provider's models. (A 404 that
+    named no model, the provider's base_url wrong, says so and nothing of a choice: it stays as it is.)"""
+    said, choice, _ = exc.message.rpartition("; choose another")
+    if not choice:
+        return exc.message
+    provider = exc.details.get("provider")
+    listing = f"sessiond models --provider {provider}" if provider else "sessiond models"
+    return f"{said}; choose another with --model (the provider's models: `{listing}`)"
+
+
+def cmd_models(args) -> int:
+    listed = client(args).models(provider=args.provider)
+    data = listed.get("data") if isinstance(listed, dict) else None
+    ids = [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    emit(args, listed, "\n".join(ids) if ids else "the provider lists no models")
     return 0
 
 
@@ -115,7 +164,7 @@ def _interrupted(args, c, key: str, arrived: bool) -> int:
     recorded (with --json, beside the error as messages, null for one not recorded). Exit 130."""
     try:
         kept = c.asked(args.id, key)
-    except (ClientError, KeyboardInterrupt):  # the daemon cannot say (gone, or a second Ctrl-C): the stream's view
+    except (ClientError, KeyboardInterrupt):  # the daemon cannot say (gone, or not within STOP_WAIT): the stream's view
         if arrived:
             said = "stopped; what arrived is recorded, marked interrupted"
         else:  # (the daemon records no answer when its app leaves before the model's first words)

@@ -34,6 +34,7 @@ class Faults:
     role_chunk: bool = True  # a stream begins with a chunk of no text (OpenAI's); else with the first word's
     first_delay: float = 0.0  # seconds between a stream's first chunk of no text and its first word
     repeat: int = 1  # the answer's text this many times over (an answer longer than a question can be)
+    empty: bool = False  # the model answers nothing (no text: a stream of no word chunks)
 
 
 @dataclass
@@ -138,6 +139,8 @@ def make_app(p: Provider) -> web.Application:
         if call:  # its arguments in pieces of 4 characters, as a stream delivers them
             a = call["function"]["arguments"]
             pieces = [a[i : i + 4] for i in range(0, len(a), 4)]
+        elif f.empty:
+            text, pieces = "", []
         usage = {
             "prompt_tokens": p.prompt_tokens(body),
             "completion_tokens": len(pieces),

@@ -1,0 +1,63 @@
+"""A session its expiry (or idle timeout) ended is refused as expired, naming when, whether the clean-up
+ended it before the write came or the write found it past its expiry (was: once the clean-up had ended it,
+within a second of the expiry, a question or an append was refused 409 `conflict` "has ended", with no
+word of the expiry, so apps almost never saw the `expired` code). One ended by hand is still refused as
+ended (`conflict`). The end an expiry makes says so in its operation, so a device it was shared with
+refuses it the same way."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli, started_with_provider, wait_for
+from servers.openai_server import Provider, serve_threaded
+from sessiond.client import ClientError
+
+
+@pytest.fixture
+def daemon(make_daemon):
+    p, server = serve_threaded(Provider())
+    yield started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1")
+    server.stop()
+
+
+def _ended(c, sid: str) -> None:
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="the clean-up ending the session")
+
+
+def _ask_json(d, sid: str) -> dict:
+    res = run_cli(d.home, "ask", sid, "still there?", "--json")
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    return json.loads(res.stdout)["error"]
+
+
+@pytest.mark.parametrize("how", ["expires_in", "idle_timeout"])
+def test_a_session_the_clean_up_ended_at_its_expiry_is_refused_as_expired(daemon, how):
+    c = daemon.client()
+    sid = c.create_session(model="echo-1", **{how: 1})["id"]
+    _ended(c, sid)
+    err = _ask_json(daemon, sid)
+    assert err["code"] == "expired", err
+    assert "expired at" in err["message"] and "sessiond clone" in err["message"], err
+    if how == "idle_timeout":
+        assert "idle" in err["message"], err
+    with pytest.raises(ClientError) as exc:
+        c.append(sid, "user", "too late")
+    assert exc.value.status == 409 and exc.value.code == "expired", exc.value
+    assert exc.value.details.get("expired_at"), exc.value.details
+    with pytest.raises(ClientError) as exc:
+        c.complete(sid, "too late")
+    assert exc.value.status == 409 and exc.value.code == "expired", exc.value
+
+
+def test_a_session_ended_by_hand_is_refused_as_ended(daemon):
+    c = daemon.client()
+    sid = c.create_session(model="echo-1", expires_in=3600)["id"]
+    c.end(sid)
+    err = _ask_json(daemon, sid)
+    assert err["code"] == "conflict" and "has ended" in err["message"], err
+    with pytest.raises(ClientError) as exc:
+        c.append(sid, "user", "too late")
+    assert exc.value.code == "conflict" and "has ended" in exc.value.message, exc.value
