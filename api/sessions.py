@@ -165,7 +165,8 @@ class Session(TypedDict):
     preferences: NotRequired[dict]
     last_activity: NotRequired[float]
     expires_at: NotRequired[float | None]
-    access: NotRequired[Literal["owner", "write", "read"]]  # made here, or imported with a read-write or read-only code
+    # made here, imported with a read-write or read-only code, or rekeyed without this device since (no write)
+    access: NotRequired[Literal["owner", "write", "read", "revoked"]]
     tokens_used: NotRequired[int]  # counted against policy.token_quota
     policy: NotRequired[dict]  # token_quota, checkpoint_interval, idle_timeout, and its chats' context policy
     provenance: NotRequired[dict | None]  # a clone's or a fork's: {kind, session[, message, copied_tokens]}

@@ -23,9 +23,9 @@ from ..storage.errors import (
     IdempotencyKeyReused,
     Invalid,
     QuotaExceeded,
+    check_access,
     quota_exhausted,
     quota_ways_out,
-    read_only,
 )
 from ..storage.model import now
 from ..storage.sessions import past_expiry
@@ -82,8 +82,7 @@ class Ahead:
 
 async def check_writable(db, session: dict) -> None:
     sid = session["id"]
-    if session["access"] == "read":
-        raise read_only(sid, "add to it")
+    check_access(sid, session["access"], "add to it")
     if past_expiry(session, now()):
         db.check_expiry(session)  # past its expiry or idle timeout: refused (and ended) before a model is asked
     if session["status"] != "active":

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from ..storage.database import Database
-from ..storage.errors import Conflict, Invalid, NotFound, SessiondError
+from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, SessiondError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
 from ..sync.share import ImportError_
@@ -186,7 +186,7 @@ class Operations:
             session = await self.db.set_status(sid, "ended", expired_at=expired_at)
         crash_point("end.ended")
         # ending an ended session changes nothing: the same answer, no second final checkpoint
-        if was != "ended" and session["access"] != "read" and await self.db.last_seq(sid):
+        if was != "ended" and session["access"] not in NOT_WRITABLE and await self.db.last_seq(sid):
             try:
                 await self.syncer.make_checkpoint(sid)
             except ImportError_:
@@ -340,7 +340,7 @@ class Operations:
                 if s["status"] != "ended" and self.answering(s["id"]) and not _past(s["expires_at"], t):
                     continue  # idle past its timeout, but its model is answering: that answer is its activity
                 if s["status"] == "ended":  # (delete_expired only)
-                    if s["access"] != "read":
+                    if s["access"] not in NOT_WRITABLE:
                         ended.append(s["id"])
                     done.append(s["id"])
                     continue

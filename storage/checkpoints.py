@@ -99,7 +99,8 @@ class Checkpoints:
         crash between them (kill -9) leaves these, which the next start proves (Operations.finish_ends)."""
         dev = self.c.device_id
         rows = await self.c.committed.fetchall(
-            "SELECT s.id FROM sessions s WHERE s.status='ended' AND s.access!='read' AND NOT s.importing"
+            "SELECT s.id FROM sessions s WHERE s.status='ended' AND s.access NOT IN ('read', 'revoked')"
+            " AND NOT s.importing"
             " AND coalesce((SELECT max(seq) FROM ops WHERE session_id=s.id AND device_id=? AND kind='session.update'"
             "   AND json_extract(body, '$.status')='ended'), 0)"
             " > coalesce((SELECT max(seq) FROM ops WHERE session_id=s.id AND device_id=? AND kind='checkpoint.add'), 0)"

@@ -178,6 +178,9 @@ class Database:
     ) -> dict:
         return await self.sessions.update(sid, fields, event=event)
 
+    async def mark_revoked(self, sid: str) -> bool:
+        return await self.sessions.mark_revoked(sid)
+
     async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
         return await self.sessions.set_status(sid, status, expired_at=expired_at)
 

@@ -52,6 +52,36 @@ def read_only(sid: str, doing: str = "change it") -> Conflict:
     )
 
 
+class Revoked(Conflict):
+    """A change to a session this device was left out of a rekey of (`sessiond unshare --device`, `rekey
+    --drop`, on another device): nothing it writes could reach any other device."""
+
+    code = "revoked"
+
+
+# a session's `access` values that refuse every change: a read-only import, a device left out of a rekey
+NOT_WRITABLE = ("read", "revoked")
+
+
+def revoked(sid: str, doing: str = "change it") -> Revoked:
+    """The refusal of a change to a session that was rekeyed without this device. What it holds stays
+    readable and exportable here; the way on is a new code from a device that kept it, imported here."""
+    return Revoked(
+        f"session {sid!r} was rekeyed without this device (another device ended its access): it keeps what it"
+        f" has, readable and exportable, but cannot {doing}, as nothing written here would reach any other"
+        f" device (ask a device that kept it for a new share code, `sessiond share {sid} --write` there, then"
+        f" `sessiond import` it here)"
+    )
+
+
+def check_access(sid: str, access: str, doing: str = "change it") -> None:
+    """Refuse a change to a session whose `access` is one of NOT_WRITABLE, saying why and what to do."""
+    if access == "read":
+        raise read_only(sid, doing)
+    if access == "revoked":
+        raise revoked(sid, doing)
+
+
 class Expired(Conflict):
     """A write to a session past its expiry (`expires_at`): refused, and the session is being ended as the
     clean-up ends it."""

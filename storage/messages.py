@@ -12,15 +12,16 @@ from .apply import apply_op
 from .connections import Connections, Row
 from .context import budget_of, context_check
 from .errors import (
+    NOT_WRITABLE,
     ContextOverflow,
     IdempotencyKeyReused,
     Invalid,
     LimitReached,
     NotFound,
     QuotaExceeded,
+    check_access,
     quota_exhausted,
     quota_ways_out,
-    read_only,
 )
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -183,8 +184,8 @@ class Messages:
                 raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
             status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted = row[:10]
             exp, act = row[11], row[12]
-            if access == "read":
-                raise read_only(sid)
+            if access in NOT_WRITABLE:
+                check_access(sid, access)
             policy = json.loads(policy_text) if policy_text != "{}" else {}
             if (exp is not None or "idle_timeout" in policy) and not importing:  # (most have neither: two tests)
                 # a model's answer is not held to the idle timeout: its question was the session's activity,

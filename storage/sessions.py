@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, Expired, LimitReached, NotFound, read_only
+from .errors import Conflict, Expired, LimitReached, NotFound, check_access
 from .ids import check_id, new_id
 from .keptrecords import drop_session_records
 from .limits import check_active_limits
@@ -30,11 +30,11 @@ async def session_row(q: Any, sid: str, *, importing: bool = False) -> Row:
 
 
 async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False, importing: bool = False) -> Row:
-    """The row of a session this device may change: not a read-only import, and not past its expiry or
+    """The row of a session this device may change: not a read-only import nor one rekeyed without this
+    device (`access` read, revoked), and not past its expiry or
     idle timeout (unless `ending` it: that is what its expiry does). `importing`: of one still hidden."""
     row = await session_row(q, sid, importing=importing)
-    if row["access"] == "read":
-        raise read_only(sid)
+    check_access(sid, row["access"])
     if not ending and past_expiry(row, now()):
         refuse_expired(c, sid, row)
     return row
@@ -378,6 +378,18 @@ class Sessions:
                 ev["chat"] = fields["current_chat"]
             tx.emit(ev)
         return await self.get(sid)
+
+    async def mark_revoked(self, sid: str) -> bool:
+        """Note that the session was rekeyed without this device: its `access` becomes `revoked`, which
+        refuses every change (writable_row) until a new code imported over it gives it `write` or `read`
+        again. Not an operation of its log (no other device would read it). Whether it changed anything."""
+        async with self.c.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE sessions SET access='revoked' WHERE id=? AND access!='revoked' AND NOT importing", (sid,)
+            )
+            if changed:
+                tx.emit({"type": "session.updated", "session": sid, "fields": ["access"]})
+        return bool(changed)
 
     async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
         """Change a session's status. `expired_at`: an end its expiry (or idle timeout) made, which its

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ..storage.errors import revoked
 from ..stores import StoreError
 from .bounded import LRU, KeyedLocks
 from .checkpoint import Chain, OtherHistory, ProofError, UnknownSigner, check_proof, extend, proof_of
@@ -57,6 +58,8 @@ class Proofs:
     async def _make_checkpoint(self, sid: str) -> dict:
         db = self.ctx.db
         session = await db.get_session(sid)
+        if session["access"] == "revoked":
+            raise revoked(sid, "make a checkpoint of it")
         if session["access"] == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
         chain = await self._conversation_chain(sid)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
+from ..storage.errors import revoked
 from ..stores import StaleHead, Store
 from ..stores.registry import RegistryEntry
 from . import dagcbor
@@ -46,7 +47,8 @@ class Rekeyer:
         `drop_all`) gets the new key, sealed to its head key, through a notice in the old members slot;
         everyone else (read-only followers, old codes) can read nothing written from now on."""
         ctx = self.ctx
-        await ctx.db.get_session(sid)
+        if (await ctx.db.get_session(sid))["access"] == "revoked":  # its members slot has a rekey already
+            raise revoked(sid, "rekey it")
         async with ctx.rekey_lock(sid):
             if ctx.keys.rekey_pending(sid) is not None:
                 await self.resume(sid)  # an earlier one, cut short: finish it first

@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
+from ..storage.errors import revoked
 from ..storage.redact import shown_store
 from ..stores import StoreError
 from ..stores.errors import describe_failure, failing
@@ -56,6 +57,8 @@ class Sharer:
     async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
         ctx = self.ctx
         session = await ctx.db.get_session(sid)
+        if session["access"] == "revoked":  # its code would name a key and a members slot the others left
+            raise revoked(sid, "share it")
         if session["access"] == "read" and write:
             raise ImportError_(
                 "read_only",

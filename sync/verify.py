@@ -170,6 +170,7 @@ class Verifier:
                 and notice.get("a") != bytes(remote["announce_pk"])
                 and not any(b.get("k") == my_pk for b in notice.get("b", []))
             ):
+                await ctx.db.mark_revoked(sid)  # (as a pull does: its writes refused from now on)
                 report["problems"].append(
                     "revoked: the session was rekeyed without this device; it keeps what it "
                     "has, but can neither read nor check what is written from now on (ask "
@@ -184,6 +185,8 @@ class Verifier:
                 except ImportError_ as exc:
                     if exc.kind == "store":
                         raise
+                    if exc.kind == "revoked":
+                        await ctx.db.mark_revoked(sid)
                     report["problems"].append(f"rekey refused: {exc}")
                     report["ok"] = False
                     return report

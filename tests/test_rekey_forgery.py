@@ -18,7 +18,8 @@ from blake3 import blake3
 from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
-from conftest import cli_json, rekeys_at_once, run_cli, wait_for
+from conftest import cli_json, rekeys_at_once, run_cli, wait_for, write_config
+from sessiond.client import ApiError
 from sessiond.stores.cid import CIDV1_RAW_BLAKE3
 from sessiond.stores.file import FileStore
 from sessiond.stores.registry import RegistryEntry
@@ -91,9 +92,14 @@ async def _forge(store_dir: str, forger_home: str, sid: str, author: str, claim:
     return new_key
 
 
-def _three_writers(make_daemon, store_dir):
+def _three_writers(make_daemon, store_dir, d_settings: dict | None = None):
+    """Writers R, K and D of one session; D's config.toml holds `d_settings`."""
     url = "file://" + store_dir
-    r, k, d = (make_daemon(url).start() for _ in range(3))
+    r, k, d = (make_daemon(url) for _ in range(3))
+    if d_settings:
+        write_config(d.home, **d_settings)
+    for dev in (r, k, d):
+        dev.start()
     sid = r.client().create_session(name="kept secret")["id"]
     r.client().append(sid, "user", "before the rekey")
     code = r.client().share(sid, write=True)["code"]
@@ -263,13 +269,16 @@ def test_a_restored_device_key_goes_on_claiming_its_rekey(make_daemon, store_dir
 
 def test_what_a_dropped_writer_writes_afterwards_reaches_no_one(make_daemon, store_dir):
     """A dropped writer keeps the old key and its own head; the new members slot must not list it, or
-    the kept devices (which hold the old key for the history) would go on following what it writes."""
-    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    the kept devices (which hold the old key for the history) would go on following what it writes.
+    D here is a writer that has not pulled since the rekey (its follower asleep), as a modified client
+    would be: sessiond itself refuses writes once a pull has told it (test_revoked_access.py)."""
+    asleep = {"poll_interval": 3600, "sync_interval": 3600}  # D pulls only when asked (`sync`)
+    r, k, d, sid = _three_writers(make_daemon, store_dir, d_settings=asleep)
     r.client().rekey(sid, drop=[_device(d)])
     r.client().append(sid, "user", "after the rekey")
     wait_for(lambda: "after the rekey" in _messages(k, sid), timeout=30)
     d.client().append(sid, "assistant", "D after being dropped")  # pushed under the old key, to D's head
-    d.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: d.client().get_session(sid)["sync"]["pending"] == 0, timeout=30)  # pushed, not pulled
     k.client().append(sid, "assistant", "K after the rekey")
     for dev in (r, k):
         wait_for(lambda dev=dev: "K after the rekey" in _messages(dev, sid), timeout=30)
@@ -281,6 +290,11 @@ def test_what_a_dropped_writer_writes_afterwards_reaches_no_one(make_daemon, sto
     assert not res.get("waiting_for"), res
     assert _messages(n, sid) == _messages(r, sid)
     assert "D joins" in _messages(n, sid) and "D after being dropped" not in _messages(n, sid)
+    # D, once it pulls, knows it was left out: it refuses what it writes from then on
+    d.client().sync(sid, wait=True, timeout=10)
+    with pytest.raises(ApiError) as e:
+        d.client().append(sid, "assistant", "D once told")
+    assert (e.value.status, e.value.code) == (409, "revoked")
 
 
 def test_checkpoints_over_a_dropped_writers_messages_after_the_rekey(make_daemon, store_dir):

@@ -154,7 +154,16 @@ def cmd_ls(args) -> int:
         {"sessions": rows, "more": more},
         table(
             [
-                [s["id"], s["name"], s["user"], s["status"], s["model"], ",".join(s["tags"]), when(s["last_activity"])]
+                [
+                    s["id"],
+                    s["name"],
+                    s["user"],
+                    # rekeyed without this device: it cannot write it any more (`show` says the access of each)
+                    s["status"] + (", revoked" if s.get("access") == "revoked" else ""),
+                    s["model"],
+                    ",".join(s["tags"]),
+                    when(s["last_activity"]),
+                ]
                 for s in rows
             ],
             ["id", "name", "user", "status", "model", "tags", "last activity"],

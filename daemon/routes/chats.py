@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from ...storage.errors import NOT_WRITABLE
 from .. import validate as v
 from .common import body, daemon_of, ok, session_id
 
@@ -29,6 +30,6 @@ async def switch_chat(request: web.Request) -> web.Response:
     sid = session_id(request)
     chat = await db.resolve_chat(sid, ref)
     session = await db.get_session(sid)
-    if session["current_chat"] == chat and session["access"] != "read":
+    if session["current_chat"] == chat and session["access"] not in NOT_WRITABLE:
         return ok(session)  # already current: nothing to write, push or announce (as pausing a paused session)
     return ok(await db.update_session(sid, {"current_chat": chat}, event="chat.switched"))

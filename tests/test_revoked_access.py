@@ -1,0 +1,92 @@
+"""A writer device dropped by `unshare --device` (a rekey without it) learns it at its next pull: the
+session's `access` says `revoked` (show, ls, the API), kept across a restart, and a write to it, which
+could reach no one, is refused with a 409 saying why and what to do; what it holds stays readable and
+exportable, and a new code imported over it makes it a writer again. Two real daemons, one folder store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import DaemonProc, cli_json, run_cli, wait_for, write_config
+from sessiond.client import ApiError
+
+
+def contents(d: DaemonProc, sid: str) -> list[str]:
+    return [m["content"] for m in d.client().messages(sid, limit=1000)["messages"]]
+
+
+def refused(call) -> ApiError:
+    with pytest.raises(ApiError) as e:
+        call()
+    return e.value
+
+
+def test_a_device_dropped_by_unshare_shows_revoked_and_refuses_writes(tmp_path):
+    url = "file://" + str(tmp_path / "store")
+    a = DaemonProc(str(tmp_path / "a"), url).start()
+    b = DaemonProc(str(tmp_path / "b"), url).start()
+    try:
+        ca, cb = a.client(), b.client()
+        sid = cli_json(a.home, "new", "--name", "shared")["id"]
+        ca.append(sid, "user", "before")
+        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+        run_cli(b.home, "import", input=code + "\n", check=True)
+        cb.append(sid, "assistant", "B was here")
+        cb.sync(wait=True)
+        wait_for(lambda: "B was here" in contents(a, sid), timeout=15)
+        assert cli_json(b.home, "show", sid)["access"] == "write"
+
+        b_id = cli_json(b.home, "status")["device_id"]
+        cli_json(a.home, "unshare", sid, "--device", b_id)
+        synced = run_cli(b.home, "sync", "--wait")
+        assert "rekeyed without this device" in synced.stdout + synced.stderr
+
+        # the session says so, in every view of it
+        assert cli_json(b.home, "show", sid)["access"] == "revoked"
+        assert "revoked" in run_cli(b.home, "show", sid, check=True).stdout
+        listed = {s["id"]: s for s in cli_json(b.home, "ls")["sessions"]}
+        assert listed[sid]["access"] == "revoked"
+        assert "revoked" in run_cli(b.home, "ls", check=True).stdout
+        assert cb.get_session(sid)["access"] == "revoked"
+
+        # a write is refused, saying why and what to do, and nothing is added
+        held = contents(b, sid)
+        add = run_cli(b.home, "add", sid, "--role", "user", "x")
+        assert add.returncode != 0, add.stdout
+        assert "rekeyed without this device" in add.stderr and "sessiond import" in add.stderr, add.stderr
+        for write in (
+            lambda: cb.append(sid, "user", "lost"),
+            lambda: cb.update_session(sid, name="renamed"),
+            lambda: cb.create_chat(sid, name="side"),
+            lambda: cb.pause(sid),
+            lambda: cb.end(sid),
+            lambda: cb.share(sid),
+        ):
+            err = refused(write)
+            assert (err.status, err.code) == (409, "revoked"), (err.status, err.code, err.message)
+            assert "new share code" in err.message and "sessiond import" in err.message, err.message
+        assert contents(b, sid) == held
+        # what it holds stays readable and exportable
+        exported = json.loads(run_cli(b.home, "export", sid, "--format", "json", check=True).stdout)
+        assert "B was here" in json.dumps(exported)
+
+        # kept across a restart: read from the database, with no pull since (B's follower asleep)
+        b.stop()
+        write_config(b.home, poll_interval=3600, sync_interval=3600)
+        b.start()
+        cb = b.client()
+        assert cb.get_session(sid)["access"] == "revoked"
+        assert refused(lambda: cb.append(sid, "user", "lost")).code == "revoked"
+
+        # a new code, imported over the copy here, makes it a writer again
+        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+        run_cli(b.home, "import", input=code + "\n", check=True)
+        assert cb.get_session(sid)["access"] == "write"
+        cb.append(sid, "user", "back again")
+        cb.sync(wait=True)
+        wait_for(lambda: "back again" in contents(a, sid), timeout=15)
+    finally:
+        a.stop()
+        b.stop()
