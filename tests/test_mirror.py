@@ -311,8 +311,8 @@ async def test_a_store_a_write_is_still_going_to_is_not_said_to_lack_it(tmp_path
     b.free.clear()
     writing = asyncio.ensure_future(m.set_head(entry))
 
-    async def a_took_it():
-        return await a.inner.get_head(entry.pk) is not None
+    async def a_took_it():  # as the mirror knows it: its write to a over (the file shows before it is durable)
+        return not m.health[a.url].writing and await a.inner.get_head(entry.pk) is not None
 
     await eventually(a_took_it, what="a's copy of the head")
     read = Reads(heads={entry.pk: 1})  # what a verify read through the mirror meanwhile
