@@ -144,9 +144,23 @@ def new_part(session: dict, chat: dict, history: list[dict], msgs: list[dict]) -
         i += len(initial)
     rest = msgs[i:]
     k = 0
-    while k < len(rest) and k < len(history) and _matched(rest[k]) == _matched(history[k]):
+    while k < len(rest) and k < len(history) and _same(rest[k], history[k]):
         k += 1
     return rest[k:]
+
+
+def _same(sent: dict, stored: dict) -> bool:
+    """Whether the request's message `sent` is the stored `stored`. A stopped answer (interrupted) was
+    recorded with every word the daemon sent, and the app may have read fewer before its Stop: its copy is
+    the same message when it is a prefix of the recorded text (not a new one, stored after it)."""
+    if _matched(sent) == _matched(stored):
+        return True
+    return bool(
+        stored.get("interrupted")
+        and sent["role"] == stored["role"] == "assistant"
+        and _matched(sent)[2:] == _matched(stored)[2:]
+        and stored["content"].startswith(sent["content"])
+    )
 
 
 class Compat:

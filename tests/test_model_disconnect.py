@@ -113,3 +113,27 @@ def test_an_app_that_stops_a_stream_and_asks_again_at_once_keeps_its_history_in_
             had = [{"role": m["role"], "content": m["content"]} for m in stored]
     finally:
         server.stop()
+
+
+def test_an_app_s_shorter_copy_of_a_stopped_answer_matches_what_was_recorded():
+    """The daemon records every word of a stopped answer it sent; under load an app may have read fewer
+    before its Stop, and sends back that shorter copy as its history. It was taken for a new message and
+    stored after the recorded part (the answer twice; h-shake2 saw it 1 run in 12 under load)."""
+    from sessiond.daemon.openai_compat import new_part
+
+    history = [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "echo: q1 one", "interrupted": True},
+    ]
+    sent = [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "echo: q1"},
+        {"role": "user", "content": "next1"},
+    ]
+    assert new_part({}, {}, history, sent) == [{"role": "user", "content": "next1"}]
+    # an answer recorded whole is matched whole: a shorter copy of it is the app's own, new message
+    whole = [history[0], {"role": "assistant", "content": "echo: q1 one"}]
+    assert new_part({}, {}, whole, sent) == sent[1:]
+    # nor is a copy that is not a prefix of the stopped answer
+    other = [sent[0], {"role": "assistant", "content": "echo: q2"}, sent[2]]
+    assert new_part({}, {}, history, other) == other[1:]
