@@ -69,8 +69,8 @@ def revoked(sid: str, doing: str = "change it") -> Revoked:
     return Revoked(
         f"session {sid!r} was rekeyed without this device (another device ended its access): it keeps what it"
         f" has, readable and exportable, but cannot {doing}, as nothing written here would reach any other"
-        f" device (ask a device that kept it for a new share code, `sessiond share {sid} --write` there, then"
-        f" `sessiond import` it here)"
+        f" device (ask a device that kept it for a new share code: `sessiond share {sid} --write` on that device,"
+        f" then `sessiond import` it here)"
     )
 
 

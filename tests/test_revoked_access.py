@@ -90,3 +90,16 @@ def test_a_device_dropped_by_unshare_shows_revoked_and_refuses_writes(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_revoked_refusal_s_command_for_another_device_is_not_given_this_home(tmp_path):
+    """The refusal names a command for a device that kept the session (`sessiond share ID --write`): the CLI
+    added this home's --home to it ("... --home /this/home ... there"), which points at the device that
+    cannot do it; only the `sessiond import` for here gets it."""
+    from sessiond.cli.output import for_home
+    from sessiond.storage.errors import revoked
+
+    home = str(tmp_path / "b")
+    text = for_home(str(revoked("s1")), home)
+    assert "`sessiond share s1 --write`" in text, text
+    assert f"`sessiond import --home {home}`" in text, text
