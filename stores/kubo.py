@@ -55,6 +55,19 @@ def read_auth_file(path: str) -> str:
     return "Bearer " + text
 
 
+def auth_secrets(header: str) -> list[str]:
+    """The secrets inside an Authorization header value (read_auth_file's): a bearer's token; a Basic's
+    USER:PASSWORD decoded and its password alone. A node or a proxy may echo any of them in an error."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return [value]
+    try:
+        plain = base64.b64decode(value, validate=True).decode()
+    except ValueError:  # (binascii.Error and UnicodeDecodeError are ValueErrors)
+        return [value]
+    return [value, plain, plain.partition(":")[2]]
+
+
 def _kubo_error(reply: Reply) -> str | None:
     """Kubo's error message if `reply` is one of its errors (500 with its JSON shape), else None."""
     if reply.status != 500:
@@ -146,7 +159,10 @@ class KuboStore(Store):
         """Take the credentials in the auth file, if there is one now; whether they changed."""
         if self._auth_file is None or not os.path.exists(self._auth_file):
             return False
-        header = {"Authorization": self.http.secret(read_auth_file(self._auth_file))}
+        value = read_auth_file(self._auth_file)
+        for part in auth_secrets(value):  # each form the secret takes, scrubbed from every message
+            self.http.secret(part)
+        header = {"Authorization": self.http.secret(value)}
         changed, self._auth = header != self._auth, header
         return changed
 

@@ -604,3 +604,18 @@ async def test_a_push_that_merges_pages_unpins_them_in_kubo(node, tmp_path):
     finally:
         await syncer.stop()
         await db.close()
+
+
+def test_a_kubo_auth_file_s_plain_password_is_scrubbed_too(tmp_path):
+    """A kubo-auth file as `basic:USER:PASSWORD` (or `USER:PASSWORD`) registered only the header it makes
+    (`Basic B64`) for scrubbing: a node or proxy echoing the password decoded (in an error body that ends up
+    in a message) showed it. Every form the file's secret takes is scrubbed now."""
+    for text, plain in (
+        ("basic:me:s3cret-pw\n", "s3cret-pw"),
+        ("me:s3cret-pw\n", "s3cret-pw"),
+        ("bearer:tok-123456\n", "tok-123456"),
+    ):
+        (tmp_path / "auth").write_text(text)
+        store = KuboStore("ipfs+http://127.0.0.1:9", auth_file=str(tmp_path / "auth"))
+        said = store.http.scrub(f"the node said: user me with password {plain} refused; me:{plain}")
+        assert plain not in said, (text, said)
