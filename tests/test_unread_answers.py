@@ -185,14 +185,17 @@ def test_an_event_subscriber_that_stops_reading_is_hung_up_on(make_daemon):
 
 def test_an_app_that_reads_no_streamed_answer_is_hung_up_on_and_the_generation_stopped(make_daemon):
     """A model's answer streamed (POST .../complete with "stream": true) to an app that reads none of it, the
-    answer longer than the connection holds (100,000 words): hung up on once a chunk could not be written for
+    answer longer than the connection holds (400,000 words): hung up on once a chunk could not be written for
     connection_idle_timeout; the provider's stream is stopped, and the next question is answered."""
     p, server = serve_threaded(Provider())
     try:
         d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", connection_idle_timeout=IDLE)
         c = d.client()
         sid = c.create_session(model="echo-1")["id"]
-        s = raw_post(d.socket, f"/v1/sessions/{sid}/complete", {"content": "w " * 100_000, "stream": True})
+        # an answer far longer than every buffer between the provider and the daemon can hold (~50 MB of
+        # chunks; loopback TCP's grow to several MB): with 100,000 words (~13 MB) a CI run under load saw the
+        # provider write it all before the hang-up, its stream ended whole, with nothing left to stop
+        s = raw_post(d.socket, f"/v1/sessions/{sid}/complete", {"content": "w " * 400_000, "stream": True})
         try:
             _hung_up(s, "the daemon hanging up on an app that reads no streamed answer")
         finally:
