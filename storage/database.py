@@ -1,7 +1,7 @@
 """The device's session database: SQLite (WAL, foreign keys) through the stdlib's sqlite3. `Database` is
 the one object the rest of sessiond holds; it is composed of small parts, one per concern (sessions.py,
-chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py, search.py), over the
-connections and transactions of connections.py. Operations into tables: apply.py.
+statuschanges.py, chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py,
+search.py), over the connections and transactions of connections.py. Operations into tables: apply.py.
 
 Every change is an *operation* written by one device with a per-(session, device) sequence number and a
 per-session Lamport clock. Messages are operations stored in the `messages` table; every other change
@@ -52,6 +52,7 @@ from .schema import schema_version
 from .search import Search
 from .sessions import Sessions, past_expiry, refuse_expired, refuse_inactive
 from .stats import Stats
+from .statuschanges import StatusChanges
 from .syncstate import SyncState
 
 
@@ -61,6 +62,7 @@ class Database:
     def __init__(self, c: Connections):
         self.c = c
         self.sessions = Sessions(c)
+        self.status_changes = StatusChanges(c, self.sessions)  # pause, resume, end; revoked
         self.chats = Chats(c)
         self.messages = Messages(c)
         self.budgets = Context(c, self.chats)
@@ -179,10 +181,10 @@ class Database:
         return await self.sessions.update(sid, fields, event=event)
 
     async def mark_revoked(self, sid: str) -> bool:
-        return await self.sessions.mark_revoked(sid)
+        return await self.status_changes.mark_revoked(sid)
 
     async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
-        return await self.sessions.set_status(sid, status, expired_at=expired_at)
+        return await self.status_changes.set_status(sid, status, expired_at=expired_at)
 
     async def refuse_inactive(self, sid: str, status: str) -> NoReturn:
         """Refuse a message to a paused or ended session: as `expired` if its expiry ended it, else a conflict."""

@@ -1,5 +1,6 @@
-"""Sessions: create, read, list, change, pause/resume/end, delete; and the session row every other part
-looks up first (session_row, writable_row)."""
+"""Sessions: create, read, list, change (a change of status checked by check_status_change), delete; and the
+session row every other part looks up first (session_row, writable_row). Pause, resume, end and revocation:
+statuschanges.py."""
 
 from __future__ import annotations
 
@@ -378,30 +379,6 @@ class Sessions:
                 ev["chat"] = fields["current_chat"]
             tx.emit(ev)
         return await self.get(sid)
-
-    async def mark_revoked(self, sid: str) -> bool:
-        """Note that the session was rekeyed without this device: its `access` becomes `revoked`, which
-        refuses every change (writable_row) until a new code imported over it gives it `write` or `read`
-        again. Not an operation of its log (no other device would read it). Whether it changed anything."""
-        async with self.c.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE sessions SET access='revoked' WHERE id=? AND access!='revoked' AND NOT importing", (sid,)
-            )
-            if changed:
-                tx.emit({"type": "session.updated", "session": sid, "fields": ["access"]})
-        return bool(changed)
-
-    async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
-        """Change a session's status. `expired_at`: an end its expiry (or idle timeout) made, which its
-        operation records (`expired_at`), so that a write to it is refused as expired (refuse_inactive)."""
-        row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended")
-        if status == row["status"]:
-            return session_dict(row)
-        check_status_change(sid, row["status"], status)  # (again in update's transaction, as it stands then)
-        fields: dict[str, Any] = {"status": status}
-        if expired_at is not None and status == "ended":
-            fields["expired_at"] = expired_at
-        return await self.update(sid, fields, event=f"session.{'resumed' if status == 'active' else status}")
 
     async def delete(self, sid: str, *, idle_before: float | None = None, head_pk: bytes | None = None) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next

@@ -7,7 +7,7 @@ writes held here per device (messages, operations)."""
 from __future__ import annotations
 
 from .context import SyncContext
-from .members import Members, decode_frozen
+from .members import Members, decode_frozen, member_name
 
 
 async def session_devices(ctx: SyncContext, members: Members, sid: str) -> dict:
@@ -23,16 +23,13 @@ async def session_devices(ctx: SyncContext, members: Members, sid: str) -> dict:
     else:
         peers = await db.peers(sid)
         # a member whose log was never read has no device id yet: named by the start of its head key
-        names = {bytes(p["head_pk"]): p["device_id"] or bytes(p["head_pk"]).hex()[:16] for p in peers}
+        names = {bytes(p["head_pk"]): member_name(p) for p in peers}
         followed = set(names.values())
         notes = {names[bytes(p["head_pk"])]: p["last_error"] for p in peers if p["last_error"]}
         frozen = {str(f["d"]) for f in decode_frozen(remote.get("frozen"))}
         listed = members.last_known(sid, bytes(remote["announce_pk"]))
         if listed is not None:
-            writers = {
-                m["device_id"] if m["device_id"] not in (None, "None") else bytes(m["head_pk"]).hex()[:16]
-                for m in listed
-            }
+            writers = {member_name(m) for m in listed}
         else:  # not read since the daemon started: the members it follows, and itself once it announced itself
             writers = followed | ({me} if remote["announced"] else set())
     nobody = {"messages": 0, "last_message_at": None, "last_seen": None}

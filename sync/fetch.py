@@ -68,11 +68,10 @@ async def fetch_logs(
         except ManifestSealed as exc:
             if not behind_ok or k.get("applied_seq"):
                 raise  # a log this device read before went on under a key it does not hold: not a lag
-            device = m.get("device_id")
             peers.append(
                 {
                     "head_pk": pk,
-                    "device_id": None if device in (None, "None") else device,
+                    "device_id": m.get("device_id"),
                     "rev": exc.rev,  # read again once its head moves (its push under the new key)
                     "applied_seq": 0,
                     "last_error": BEHIND,
@@ -80,11 +79,10 @@ async def fetch_logs(
             )
             continue
         if man is None:  # a writer that has not pushed yet: followed from now on, so that its first head is seen
-            device = m.get("device_id")
             peers.append(
                 {
                     "head_pk": pk,
-                    "device_id": None if device in (None, "None") else device,
+                    "device_id": m.get("device_id"),
                     "rev": 0,
                     "applied_seq": 0,
                     "last_error": None,
@@ -161,7 +159,7 @@ async def read_manifest(
         except DecryptError as exc:
             raise ManifestSealed("damaged", f"the log of device {name} is damaged: {exc}", head.revision) from None
         man = parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision)
-        if device is not None and device != "None" and man.device != device:
+        if device is not None and man.device != device:
             raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
     return man
 

@@ -28,7 +28,7 @@ from .errors import ImportError_, crash_point, refuses_device
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .locations import relay_account_fix
-from .members import Members, expiry_hint
+from .members import Members, expiry_hint, member_name
 from .mirrorurls import same_stores
 from .pages import op_to_cbor
 from .sharecode import ShareCode, ShareCodeError, network_of_url
@@ -297,7 +297,7 @@ class Importer:
             "already": existing is not None,
             "devices": len(logs),
             # writers whose logs are still under the key before the latest rekey (away meanwhile)
-            "waiting_for": [p["device_id"] or p["head_pk"].hex()[:16] for p in peers if p["last_error"] == BEHIND],
+            "waiting_for": [member_name(p) for p in peers if p["last_error"] == BEHIND],
         }
 
     async def _same_session(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
@@ -414,7 +414,7 @@ class Importer:
         device key restored with `key import`. A fresh home becomes that device again; one that has
         written as itself cannot (its head key would then carry two devices' logs)."""
         db = self.ctx.db
-        if device in (None, "None") or device == db.device_id:
+        if device is None or device == db.device_id:
             return
         try:
             await db.adopt_device_id(device)

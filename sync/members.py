@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from nacl.signing import SigningKey
 
@@ -59,13 +59,42 @@ def seal_small(plain: bytes, key: bytes) -> bytes:
     return encrypt(plain, key, pad=False)[0]
 
 
-def _parse(m: dict) -> tuple[list[dict], dict | None, list[dict]]:
-    """The members (head key, device id), the rekey notice and the frozen logs of a members object,
+def member_device(d: object) -> str | None:
+    """A members entry's device id ("d"), or None when the entry has none: null (its writer did not know it:
+    a member whose log it never read), left out, or the text "None", which sessiond wrote in place of null
+    when it wrote such an entry again (docs/FORMATS.md §6): slots in stores still carry it."""
+    return d if isinstance(d, str) and d and d != "None" else None
+
+
+def member_name(member: dict) -> str:
+    """A member ({"head_pk", "device_id"}) as this device names it to people (`sessiond devices`, rekey,
+    errors): its device id, or the first 16 hex digits of its head key when the id is not known."""
+    return member["device_id"] or bytes(member["head_pk"]).hex()[:16]
+
+
+def member_entries(members: Iterable[dict]) -> list[dict]:
+    """Members ({"head_pk", "device_id"}) as a members object lists them: {"d": device id, null when not
+    known, "k": head public key}."""
+    return [{"d": member_device(m["device_id"]), "k": m["head_pk"]} for m in members]
+
+
+def members_object(sid: str, members: Iterable[dict], frozen: Sequence[dict] = ()) -> dict:
+    """The members object (docs/FORMATS.md §6) listing `members` ({"head_pk", "device_id"}, in that order) as
+    the writers of `sid`, with `frozen`, the frozen logs (its "f": absent when there are none, so a members
+    object without any is byte for byte as before)."""
+    obj: dict = {"m": member_entries(members), "s": sid, "v": 1, "ty": T_MEMBERS}
+    if frozen:
+        obj["f"] = list(frozen)
+    return obj
+
+
+def parse_members(m: dict) -> tuple[list[dict], dict | None, list[dict]]:
+    """The members (head key, device id or None), the rekey notice and the frozen logs of a members object,
     decoded."""
     members = []
     for item in m.get("m", []):
         if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
-            members.append({"head_pk": item["k"], "device_id": str(item.get("d"))})
+            members.append({"head_pk": item["k"], "device_id": member_device(item.get("d"))})
     notice = m.get("rekey")
     frozen = [f for f in m.get("f", []) if _is_frozen(f)] if isinstance(m.get("f"), list) else []
     return members, notice if isinstance(notice, dict) else None, frozen
@@ -224,7 +253,7 @@ class Members:
             raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
             raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
-        members, notice, frozen = _parse(m)
+        members, notice, frozen = parse_members(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
         self._object_read[sid] = time.monotonic()
         await self.keep_frozen(sid, frozen)
@@ -312,15 +341,8 @@ class Members:
             remote = await ctx.db.remote(sid)
             rev = max(rev, rewrite or 0, remote["members_rev"] if remote else 0)
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
-            obj: dict = {
-                "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in merged],
-                "s": sid,
-                "v": 1,
-                "ty": T_MEMBERS,
-            }
             logs = merge_frozen(had, frozen)
-            if logs:  # (absent when there are none: a members object is byte for byte as before)
-                obj["f"] = logs
+            obj = members_object(sid, merged, logs)
             plain = dagcbor.encode(obj)
             salt = os.urandom(SALT_LEN)
             ct = seal_small(plain, members_key(session_key, salt))
@@ -338,7 +360,7 @@ class Members:
                 continue
             # What the slot says now, as a read of it would find it: this device's own write does not make
             # its follower (nor the next ensure_member) read the object back from the store.
-            written, notice, kept = _parse(obj)
+            written, notice, kept = parse_members(obj)
             self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice, kept)
             self._object_read[sid] = time.monotonic()
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)

@@ -16,7 +16,7 @@ from .checkpoint import Chain, OtherHistory, ProofError, UnknownSigner, check_pr
 from .context import SyncContext
 from .errors import ImportError_
 from .fetch import BEHIND
-from .members import Members
+from .members import Members, member_name
 
 CHAINS_KEPT = 1024
 # Messages hashed into a checkpoint's chain per turn of the event loop (~3 us each): a checkpoint comes
@@ -154,7 +154,7 @@ class Proofs:
                 f"could not be read ({exc}): if the signer joined the session lately, this device has not read "
                 f"it yet: run `sessiond sync {sid}`, then verify again"
             )
-        device = next((m["device_id"] for m in members if bytes(m["head_pk"]) == pk), None)
+        device = next((member_name(m) for m in members if bytes(m["head_pk"]) == pk), None)
         device = device or next((f["d"] for f in frozen if bytes(f["k"]) == pk), None)
         if device is None:
             return None

@@ -27,7 +27,17 @@ from .crypto import members_key
 from .errors import ImportError_, crash_point, describe
 from .fetch import BEHIND, freeze_log
 from .manifest import CLAIMS_KEPT
-from .members import SALT_LEN, T_MEMBERS, Members, announce_key, merge_frozen, seal_small
+from .members import (
+    SALT_LEN,
+    Members,
+    announce_key,
+    member_device,
+    member_entries,
+    member_name,
+    members_object,
+    merge_frozen,
+    seal_small,
+)
 from .pusher import Pusher
 from .rekeyproof import check_notice, notice_hash, open_box
 
@@ -72,7 +82,9 @@ class Rekeyer:
                         f"this device takes that key at its next pull (`sessiond sync`), "
                         f"then run rekey again if you still want to",
                     )
-                others = {m["device_id"] for m in members if m["head_pk"] != my_pk}
+                # each writer by its device id, or by its head key's start when its id is not known (its log
+                # never read), as `sessiond devices` lists it: the name `--drop` takes
+                others = {member_name(m) for m in members if m["head_pk"] != my_pk}
                 unknown = [d for d in drop if d not in others]
                 if unknown:
                     await self._withdraw(sid, old_announce)
@@ -83,13 +95,13 @@ class Rekeyer:
                         f"{sid} to drop (its other writers: "
                         f"{', '.join(sorted(others)) or 'none'})",
                     )
-                keep = [m for m in members if m["head_pk"] != my_pk and m["device_id"] not in drop and not drop_all]
+                keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
                 record = {
                     "k": new_key,
                     "w": new_write,
                     "a": new_announce,
-                    "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in keep],
+                    "m": member_entries(keep),
                     "o": old_announce,
                     "own": True,
                     # the dropped writers' logs as they stand, for the new generation (and those frozen before)
@@ -114,8 +126,8 @@ class Rekeyer:
         log.info("rekeyed", extra={"session": sid, "event": "rekey"})
         return {
             "session": sid,
-            "kept": [m["device_id"] for m in keep],
-            "dropped": [m["device_id"] for m in members if m["head_pk"] != my_pk and m not in keep],
+            "kept": [member_name(m) for m in keep],
+            "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep],
         }
 
     async def _freeze(self, store: Store, sid: str, dropped: list[dict]) -> list[dict]:
@@ -179,15 +191,7 @@ class Rekeyer:
         self, store: Store, sid: str, old_key: bytes, old_write: bytes, rev: int, members: list[dict], record: dict
     ) -> None:
         """The notice, as revision rev+1 of the old members slot."""
-        plain = dagcbor.encode(
-            {
-                "m": [{"d": m["device_id"], "k": m["head_pk"]} for m in members],
-                "rekey": dagcbor.decode(record["n"]),
-                "s": sid,
-                "v": 1,
-                "ty": T_MEMBERS,
-            }
-        )
+        plain = dagcbor.encode({**members_object(sid, members), "rekey": dagcbor.decode(record["n"])})
         salt = os.urandom(SALT_LEN)
         h = await asyncio.wait_for(store.put(seal_small(plain, members_key(old_key, salt))), self.ctx.timeout)
         await asyncio.wait_for(
@@ -195,7 +199,8 @@ class Rekeyer:
         )
 
     async def _finish(self, sid: str, record: dict) -> None:
-        kept = [{"device_id": m["d"], "head_pk": m["k"]} for m in record["m"]]
+        # (a record an earlier sessiond wrote may name a writer of no known id "None")
+        kept = [{"device_id": member_device(m.get("d")), "head_pk": m["k"]} for m in record["m"]]
         generation = record.get("own") or "g" in record  # "m" names every other writer kept
         await self._switch_key(sid, record["k"], record["w"], record["a"], kept, generation, record.get("f", []))
         self.ctx.keys.clear_rekey_pending(sid)
@@ -316,11 +321,7 @@ class Rekeyer:
             "w": secret.get("w") if keys.write_secret(sid) else None,
             "a": bytes(secret["a"]),
             # the new generation's other writers: those of the old slot the notice has a box for
-            "m": [
-                {"d": m["device_id"], "k": m["head_pk"]}
-                for m in members
-                if bytes(m["head_pk"]) in boxed and m["head_pk"] != my_pk
-            ],
+            "m": member_entries(m for m in members if bytes(m["head_pk"]) in boxed and m["head_pk"] != my_pk),
             "g": True,  # (records from before it named no generation: "m" was empty)
             "own": False,
         }

@@ -30,6 +30,7 @@ from ..stores import Store
 from . import dagcbor
 from .errors import ImportError_
 from .fetch import ManifestSealed, read_manifest
+from .members import member_name
 
 # how many rekeys after the one being taken are followed to find the keys members' logs moved to
 CHAIN_MAX = 8
@@ -81,7 +82,7 @@ async def check_notice(
     gave; `known_revs`: the revision of each member's head this device has seen (a lower one is a replay);
     `behind`: the members whose head this device found under an older key than its own, at that revision."""
     author = notice.get("d")
-    names = {m["device_id"]: m for m in members}
+    names = {m["device_id"] for m in members if m["device_id"] is not None}  # (a member of no known id is no author)
     if not isinstance(author, str) or author not in names:
         raise ImportError_(
             "rekey_unconfirmed",
@@ -100,13 +101,13 @@ async def check_notice(
             continue  # (this device's own claims are its own: only as the author is its head read)
         claims = await _claims(store, sid, pk, device, keys, known_revs.get(pk, 0), (behind or {}).get(pk), timeout)
         if claims is None:
-            moved.append(device)
+            moved.append(member_name(m))
             continue
         mine = [c for c in claims if c["o"] == old_announce]
         if device == author:
             claimed = claimed or any(c["h"] == h and c["a"] == notice.get("a") for c in mine)
         elif mine:
-            contradicting.append(device)
+            contradicting.append(member_name(m))
     if not claimed and author not in moved:
         raise ImportError_(
             "rekey_unconfirmed",

@@ -21,7 +21,7 @@ from .errors import ImportError_, describe
 from .fetch import BEHIND, ManifestSealed, fetch_log
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
-from .members import LOST, Members
+from .members import LOST, Members, member_name
 from .mirror import MirrorStore
 from .mirrorcheck import Reads, lacking, noting
 from .pages import LogError, op_to_cbor
@@ -205,7 +205,7 @@ class Verifier:
             pk = bytes(peer["head_pk"])
             if pk == my_pk:
                 continue
-            name = peer["device_id"] or pk.hex()[:16]
+            name = member_name(peer)
             try:
                 with self._part(store, parts, name):
                     man, ops = await fetch_log(

@@ -30,6 +30,7 @@ from sessiond.sync.crypto import (
 )
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
 from sessiond.sync.manifest import CLAIMS_KEPT, encode_manifest, parse_manifest
+from sessiond.sync.members import members_object, parse_members
 from sessiond.sync.pages import Entry, LogError, parse_page
 from sessiond.sync.push import LogWriter
 from sessiond.sync.rekeyproof import notice_hash
@@ -268,6 +269,22 @@ def test_rekey_notice_hash_and_manifest_claim_vectors():
     assert man.claims == [claim] and man.lamport == 5 and man.last_seq == 0
     # without claims, the manifest is the one sessiond wrote before them: no "rk" key at all
     assert b"rk" not in encode_manifest(v["session"], v["device"], 3, pk, 0, 5, [], None)
+
+
+def test_members_object_vector_with_a_member_of_no_known_id():
+    v = V["members"]
+    members = [{"head_pk": bytes.fromhex(m["head_pk_hex"]), "device_id": m["device"]} for m in v["members"]]
+    plain = dagcbor.encode(members_object(v["session"], members))
+    assert plain.hex() == v["object_hex"]
+    assert parse_members(dagcbor.decode(plain)) == (members, None, [])
+    # what an earlier sessiond wrote for the same list ("None" for no id) reads as the same list
+    assert parse_members(dagcbor.decode(bytes.fromhex(v["older_object_with_none_hex"]))) == (members, None, [])
+    # and a "d" left out, or not text, is no id either; the text "None" is never written
+    for d in ({}, {"d": 7}, {"d": ""}):
+        obj = {**dagcbor.decode(plain), "m": [{**d, "k": members[0]["head_pk"]}]}
+        assert parse_members(obj)[0] == [members[0]]
+    older = [{"head_pk": members[0]["head_pk"], "device_id": "None"}]
+    assert b"None" not in dagcbor.encode(members_object("demo", older))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,40 @@
+"""A session's status and access changed: pause, resume and end (its status, by an operation of its log,
+through Sessions.update, which checks the change with check_status_change), and revoked (its access: a
+rekey without this device, noted here only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .connections import Connections
+from .sessions import Sessions, check_status_change, session_dict, writable_row
+
+
+class StatusChanges:
+    def __init__(self, c: Connections, sessions: Sessions):
+        self.c = c
+        self.sessions = sessions
+
+    async def mark_revoked(self, sid: str) -> bool:
+        """Note that the session was rekeyed without this device: its `access` becomes `revoked`, which
+        refuses every change (writable_row) until a new code imported over it gives it `write` or `read`
+        again. Not an operation of its log (no other device would read it). Whether it changed anything."""
+        async with self.c.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE sessions SET access='revoked' WHERE id=? AND access!='revoked' AND NOT importing", (sid,)
+            )
+            if changed:
+                tx.emit({"type": "session.updated", "session": sid, "fields": ["access"]})
+        return bool(changed)
+
+    async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
+        """Change a session's status. `expired_at`: an end its expiry (or idle timeout) made, which its
+        operation records (`expired_at`), so that a write to it is refused as expired (refuse_inactive)."""
+        row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended")
+        if status == row["status"]:
+            return session_dict(row)
+        check_status_change(sid, row["status"], status)  # (again in update's transaction, as it stands then)
+        fields: dict[str, Any] = {"status": status}
+        if expired_at is not None and status == "ended":
+            fields["expired_at"] = expired_at
+        return await self.sessions.update(sid, fields, event=f"session.{'resumed' if status == 'active' else status}")
