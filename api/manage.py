@@ -111,18 +111,48 @@ class ImportFile(TypedDict):
 @with_config(ANSWER)
 @with_config(ANSWER)
 class ImportedBefore(TypedDict):
-    """A conversation of the file that an earlier import made a session of: skipped, not made again."""
+    """A conversation of the file that an earlier import made a session of, skipped: `up_to_date`, the session
+    here holds all of it already (perhaps continued here since); `refused`, the session here could not take
+    the conversation's new messages (`error` says why and what to do: e.g. it is paused)."""
 
     source: Literal["chatgpt", "claude", "openwebui", "llm"]
     conversation: str  # the source's id of the conversation
     name: str | None  # its title in the file
     session: str  # the session here that holds it
+    reason: Literal["up_to_date", "refused"]
+    error: NotRequired[str]  # refused: the refusal
+
+
+@with_config(ANSWER)
+class ImportAppended(TypedDict):
+    """A conversation continued in the app since an earlier import: its new messages appended to the session
+    that import made of it."""
+
+    source: Literal["chatgpt", "claude", "openwebui", "llm"]
+    conversation: str
+    name: str | None
+    session: str  # the session here they were appended to
+    messages: int  # how many
+
+
+@with_config(ANSWER)
+class ImportDiverged(TypedDict):
+    """A conversation whose history here and in the file part before the file's new messages (continued
+    here and in the app, or edited in the app): made a session of its own, the one here left as it was."""
+
+    source: Literal["chatgpt", "claude", "openwebui", "llm"]
+    conversation: str
+    name: str | None
+    session: str  # the session here it differs from (the oldest made of the conversation)
+    new_session: str  # the session made of the file's conversation (one of `sessions`)
 
 
 @with_config(ANSWER)
 class ImportFileResult(TypedDict):
     sessions: list[Session]  # made
     skipped: list[ImportedBefore]
+    appended: list[ImportAppended]
+    diverged: list[ImportDiverged]
 
 
 @with_config(QUERY)

@@ -316,8 +316,9 @@ class Api:
         return self._call("GET", f"/v1/sessions/{quote_id(sid)}/export" + query_string(dict(format=fmt, chat=chat)))
 
     def import_file(self, data: Any, fmt: str | None = None) -> ImportFileResult:
-        """Import a parsed file; `fmt` None lets the daemon tell the format by the file's shape. The answer's
-        `skipped`: conversations an earlier import of the same export made sessions of (not made again)."""
+        """Import a parsed file; `fmt` None lets the daemon tell the format by the file's shape. Of the
+        conversations an earlier import of the same export made sessions of, the answer names those `skipped`
+        (up to date, or refused), `appended` (their new messages) and `diverged` (made a new session)."""
         return self._call("POST", "/v1/import-file", {"data": data} if fmt is None else {"format": fmt, "data": data})
 
     # sharing

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
 from ..stores.cid import digest
-from ..stores.errors import LyingServer, StoreFull, describe_failure, failing
+from ..stores.errors import LyingServer, NoRelayAccount, StoreFull, describe_failure, failing
 from ..sync.errors import describe
+from ..sync.locations import relay_account_fix
 from ..sync.mirror import MirrorStore
 from .doctor_files import check_home, finding
-from .doctor_fixes import for_home, pull_fix, settled_fix
+from .doctor_fixes import for_home, pull_fix, relay_account, settled_fix
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -109,6 +110,10 @@ async def check_store(
     except (StoreError, OSError) as exc:
         if down is not None and failing(exc) and not isinstance(exc, StoreFull):  # a full store still reads
             down[url] = describe_failure(exc, url)
+        if not own and isinstance(exc, NoRelayAccount):  # a relay sessions were imported through: the import's fix
+            return [
+                finding("store", "problem", f"{which} {url}: {describe(exc)}", relay_account(relay_account_fix(url)))
+            ]
         return [finding("store", "problem", f"{which} {url}: {describe(exc)}", settled_fix(exc, url, home) or fix_down)]
     return out + [check_clock(store)]
 
@@ -164,7 +169,7 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
                     "push",
                     "problem",
                     f"session {sid}: cannot pull what other devices wrote: {st['pull_error']}",
-                    pull_fix(daemon.syncer.pull_failure_kind(sid), sid),
+                    pull_fix(daemon.syncer.pull_failure_kind(sid), sid, relay_fix=daemon.syncer.pull_failure_fix(sid)),
                 )
             )
         if not st.get("pending"):

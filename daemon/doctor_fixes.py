@@ -79,8 +79,21 @@ def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
     return None
 
 
-def pull_fix(kind: str | None, sid: str) -> str:
-    """What mends a session's failed pull, by the failure's kind (sync/errors.ImportError_)."""
+def relay_account(said: str, sid: str | None = None) -> str:
+    """What mends a relay refusing this device for want of an account there, a relay a session was imported
+    through (not this device's own store): `said`, the import's fix (sync/locations.relay_account_fix), with
+    the command it names first. `sid`: the session whose pull failed (None: every session shared through it)."""
+    codes = f"a share code of {sid}" if sid else "a share code of each session shared through it"
+    return (
+        f"sessiond import --store-file FILE < code.txt  # code.txt: {codes} (the one imported before will do); {said}"
+    )
+
+
+def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None) -> str:
+    """What mends a session's failed pull, by the failure's kind (sync/errors.ImportError_); `relay_fix`: the
+    failure's own fix when it is a relay refusing this device for want of an account there (relay_account)."""
+    if relay_fix is not None:
+        return relay_account(relay_fix, sid)
     if kind == "revoked":
         return (
             f"sessiond import < code.txt  # a new share code of {sid} from a device that kept it: this device was"

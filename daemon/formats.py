@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..storage.errors import Conflict, Invalid, LimitReached
-from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES, now
+from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES
 from ..storage.tokens import counted_text
 from . import filelimits, importers, markdown, reimports, sessionfile, toolcalls
 from . import validate as v
@@ -347,13 +347,13 @@ async def import_file(
     progress: Callable[[int, int], None] | None = None,
     *,
     remove: Callable[[str], Awaitable[None]],
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], dict[str, list[dict]]]:
     """Every conversation of the file as a session (and its branches), or nothing: a failure part-way
     deletes what was created, and a crash part-way leaves them listed as an unfinished file import, which
     the daemon's next start deletes (daemon/server.py). `remove(sid)` deletes one of them as that start
     does (daemon.ops.delete_session: its key files too, once a push under way ended). `progress(done,
-    total)`: messages written so far, of all the file's. Returns the sessions made, and the conversations
-    skipped as a session here was imported from each already (daemon/reimports.py)."""
+    total)`: messages written so far, of all the file's. Returns the sessions made, and what became of the
+    conversations sessions here were imported from already (reimports.py): skipped, appended, diverged."""
     if fmt is None:
         fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
@@ -366,7 +366,7 @@ async def import_file(
         plan = PARSERS[fmt](data)
     else:
         raise Invalid(f"unknown import format {fmt!r}: use openai, json, chatgpt, claude, openwebui or llm")
-    plan, skipped = await reimports.not_imported_yet(db, plan)
+    plan, tails, skipped = await reimports.sort_out(db, plan)
     for item in plan:
         filelimits.within_limits(db.limits, item["spec"], [item["messages"], *(f["messages"] for f in item["forks"])])
     for item in plan:  # as POST /v1/sessions does
@@ -374,6 +374,7 @@ async def import_file(
             if m.get("tokens") is None:
                 m["tokens"] = estimate(counted_text(m))
     total = sum(len(item["messages"]) + sum(len(f["messages"]) for f in item["forks"]) for item in plan)
+    total += sum(len(t["messages"]) for t in tails)
     done = [0]
 
     def step(n: int) -> None:
@@ -382,6 +383,7 @@ async def import_file(
             progress(done[0], total)
 
     created: list[dict] = []
+    diverged: list[dict] = []
     finish: dict[str, dict] = {}  # {session: {"status", "cuts"}}: what end_file_import sets
     user = None  # the user of the session being made (a refusal by the per-user limit is about them)
     try:
@@ -410,6 +412,8 @@ async def import_file(
                     f' remove the session\'s "id" from the file to import it as a new session'
                 ) from None
             created.append(s)
+            if item.get("diverged_from"):
+                diverged.append(reimports.diverged(item, s["id"]))
             stored = await _append(db, s["id"], item["messages"], estimate, step)
             # a session file's status and compaction, set as the import ends (over its messages)
             cuts = {
@@ -449,7 +453,9 @@ async def import_file(
             raise filelimits.past_active_limit(exc, plan, active, user) from None
         raise
     await db.end_file_import([s["id"] for s in created], finish)
-    return [await db.get_session(s["id"], counts=True) for s in created], skipped
+    appended = await reimports.append_tails(db, tails, estimate, step, skipped)
+    made = [await db.get_session(s["id"], counts=True) for s in created]
+    return made, {"skipped": skipped, "appended": appended, "diverged": diverged}
 
 
 async def pause_for_tests(point: str) -> None:
@@ -470,17 +476,10 @@ APPEND_BATCH = 5000
 
 
 async def _append(db, sid: str, messages: list[dict], estimate, step: Callable[[int], None]) -> list[dict]:
-    """Append in order; returns the stored messages."""
+    """Append in order to a session the import is making; returns the stored messages."""
     if not messages:
         return []
-    clean, times = [], []
-    t = now()
-    for m in messages:
-        c = {k: v for k, v in m.items() if k not in ("node", "created_at")}
-        if c.get("tokens") is None:
-            c["tokens"] = estimate(counted_text(c))
-        clean.append(c)
-        times.append(m.get("created_at") or t)  # a session file's message: its own time; else the import's
+    clean, times = reimports.prepared(messages, estimate)
     stored: list[dict] = []
     for i in range(0, len(clean), APPEND_BATCH):
         batch = clean[i : i + APPEND_BATCH]

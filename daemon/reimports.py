@@ -1,13 +1,32 @@
 """An export imported again: the conversations of another app's export (ChatGPT, Claude, Open WebUI, llm)
-that an earlier import made sessions of are skipped, not made a second time. Each such session names its
-source and the source's conversation id in its metadata (daemon/importers.py, formats.parse_chatgpt)."""
+that an earlier import made sessions of. Each such session names its source and the source's conversation
+id in its metadata (daemon/importers.py, formats.parse_chatgpt); its messages, in the chat the import wrote
+them to, are compared with the export's conversation, message by message (by the source's message id when
+both have one, else by role and text):
+
+* the export's conversation is all here already (the session holds it, perhaps continued here since):
+  skipped, `up_to_date`;
+* the session's messages are the start of the export's (the conversation continued in the app since):
+  the export's new messages are appended to that session (`appended`);
+* else (the two part before the export's tail: continued here and in the app, or edited in the app): the
+  session here is left as it is, and the export's conversation is made a session of its own (`diverged`),
+  which a later import of the same conversation compares with too.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from ..storage.errors import SessiondError
+from ..storage.model import now
+from ..storage.tokens import counted_text
 
 # The metadata field each source keeps its conversation's id in.
 ID_FIELDS = {"chatgpt": "conversation", "claude": "conversation", "llm": "conversation", "openwebui": "chat"}
+
+# The stored messages are read in pages of this many (only as many as the export's conversation has, and one).
+PAGE = 10_000
 
 
 def source_of(spec: dict) -> tuple[str, str, str] | None:
@@ -20,18 +39,118 @@ def source_of(spec: dict) -> tuple[str, str, str] | None:
     return (source, field, value) if isinstance(source, str) and field and isinstance(value, str) and value else None
 
 
-async def not_imported_yet(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict]]:
-    """`plan` (a file's sessions to make) less the conversations a session here was imported from; and
-    those skipped: {"source", "conversation", "name", "session"} each."""
+def _ident(m: dict) -> tuple | None:
+    """The source's own id of a message (llm: its response's, which a prompt and its answer share), if it
+    kept one."""
+    meta = m.get("metadata") or {}
+    ident = meta.get("id") if meta.get("id") is not None else meta.get("response")
+    return (meta.get("source"), ident) if isinstance(meta.get("source"), str) and isinstance(ident, str) else None
+
+
+def same(here: dict, there: dict) -> bool:
+    """Whether a stored message is the export's: the same role, and the same source id when both have
+    one, else the same text."""
+    if here["role"] != there["role"]:
+        return False
+    a, b = _ident(here), _ident(there)
+    return a == b if a is not None and b is not None else here["content"] == there["content"]
+
+
+async def _stored(db: Any, sid: str, want: int) -> tuple[str, list[dict]]:
+    """The chat an import wrote the session's messages to (its first), and its first `want` messages."""
+    chat = (await db.list_chats(sid))[0]["id"]
+    out: list[dict] = []
+    after = None
+    while len(out) < want:
+        page = await db.list_messages(sid, chat=chat, limit=min(PAGE, want - len(out)), after=after)
+        out += page
+        if not page or len(out) >= want:
+            break
+        after = page[-1]["id"]
+    return chat, out
+
+
+async def _compare(db: Any, sid: str, messages: list[dict]) -> tuple[str, str, int]:
+    """("up_to_date" | "prefix" | "diverged", the chat, how many of the export's messages are here)."""
+    chat, here = await _stored(db, sid, len(messages) + 1)
+    n = min(len(here), len(messages))
+    if not all(same(here[i], messages[i]) for i in range(n)):
+        return "diverged", chat, 0
+    return ("up_to_date" if len(here) >= len(messages) else "prefix"), chat, len(here)
+
+
+async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """`plan` (a file's sessions to make) sorted by what is here: (those to make, each a conversation new here
+    or one that diverged (its item then holds `diverged_from`, the oldest session here made of it); the
+    tails to append: {"report", "session", "chat", "messages"}; those skipped as up to date: {"source",
+    "conversation", "name", "session", "reason"}."""
     keys = [source_of(item["spec"]) for item in plan]
     here = await db.imported_from({k[0]: k[1] for k in keys if k is not None})
     make: list[dict] = []
+    tails: list[dict] = []
     skipped: list[dict] = []
     for item, key in zip(plan, keys, strict=True):
-        sid = here.get((key[0], key[2])) if key is not None else None
-        if key is None or sid is None:
+        sids = here.get((key[0], key[2]), []) if key is not None else []
+        if key is None or not sids:
             make.append(item)
+            continue
+        seen = [(await _compare(db, sid, item["messages"]), sid) for sid in sids]
+        report = {"source": key[0], "conversation": key[2], "name": item["spec"].get("name")}
+        held = [sid for (how, _, _), sid in seen if how == "up_to_date"]
+        # of the sessions it continues, the one holding the most of it (the oldest of those)
+        starts = sorted(((-n, i), sid, chat, n) for i, ((how, chat, n), sid) in enumerate(seen) if how == "prefix")
+        if held:
+            skipped.append({**report, "session": held[0], "reason": "up_to_date"})
+        elif starts:
+            _, sid, chat, n = starts[0]
+            tail = item["messages"][n:]
+            tails.append({"report": report, "session": sid, "chat": chat, "messages": tail})
         else:
-            name = item["spec"].get("name")
-            skipped.append({"source": key[0], "conversation": key[2], "name": name, "session": sid})
-    return make, skipped
+            make.append({**item, "diverged_from": sids[0]})
+    return make, tails, skipped
+
+
+def diverged(item: dict, new: str) -> dict:
+    """The report of a conversation made a session of its own (`new`) as it parts from the one here."""
+    key = source_of(item["spec"])
+    assert key is not None  # (only a conversation with an id is compared)
+    name, old = item["spec"].get("name"), item["diverged_from"]
+    return {"source": key[0], "conversation": key[2], "name": name, "session": old, "new_session": new}
+
+
+def prepared(messages: list[dict], estimate: Callable[[str], int]) -> tuple[list[dict], list[float]]:
+    """A file's messages as an append takes them (their tokens counted), and each one's time (formats.py's
+    import appends them so too)."""
+    clean, times = [], []
+    t = now()
+    for m in messages:
+        c = {k: v for k, v in m.items() if k not in ("node", "created_at")}
+        if c.get("tokens") is None:
+            c["tokens"] = estimate(counted_text(c))
+        clean.append(c)
+        times.append(m.get("created_at") or t)  # a session file's message: its own time; else the import's
+    return clean, times
+
+
+async def append_tails(
+    db: Any,
+    tails: list[dict],
+    estimate: Callable[[str], int],
+    step: Callable[[int], None],
+    skipped: list[dict],
+) -> list[dict]:
+    """Append each tail to its session, each in a transaction of its own (as an app's appends are: checked
+    as they are, the session's status, limits and quota); one refused is added to `skipped` with the
+    refusal, and the others go on. `estimate`: a text's tokens, for the messages that do not say. Returns
+    those appended: {"source", "conversation", "name", "session", "messages"}."""
+    appended = []
+    for t in tails:
+        clean, times = prepared(t["messages"], estimate)
+        try:
+            await db.append_messages(t["session"], clean, t["chat"], times=times)
+        except SessiondError as exc:  # this session refuses them: named, the other conversations go on
+            skipped.append({**t["report"], "session": t["session"], "reason": "refused", "error": exc.message})
+            continue
+        step(len(clean))
+        appended.append({**t["report"], "session": t["session"], "messages": len(clean)})
+    return appended

@@ -48,7 +48,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from ..storage.fsutil import atomic_write, ensure_durable_dir, fsync_dir
-from ..stores.errors import RELAY_REVOKED
+from ..stores.errors import RELAY_INVITE, RELAY_REVOKED
 from .wire import field
 
 REGISTER = 1
@@ -272,11 +272,10 @@ class Accounts:
             if not self.open_registration and not taken:
                 raise LoginRefused(
                     401,
-                    "registration on this relay is closed: ask its owner for an invite "
-                    "(sessiond serve invite) and use the store URL s5+http://INVITE@HOST:PORT"
+                    f"registration on this relay is closed: ask its owner for an invite {RELAY_INVITE}"
+                    " and use the store URL s5+http://INVITE@HOST:PORT"
                     if not invite
-                    else "this invite is unknown or already used: ask the "
-                    "relay's owner for a new one (sessiond serve invite)",
+                    else f"this invite is unknown or already used: ask the relay's owner for a new one {RELAY_INVITE}",
                 )
             label = invited_as or (label if isinstance(label, str) else None)
             doc = {"pubKey": pub.hex(), "label": label, "created": int(time.time())}

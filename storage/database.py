@@ -157,7 +157,7 @@ class Database:
         """A session whose id differs from `sid` only in case (see sessions.case_twin), if any."""
         return await self.sessions.case_twin(sid)
 
-    async def imported_from(self, fields: dict[str, str]) -> dict[tuple[str, str], str]:
+    async def imported_from(self, fields: dict[str, str]) -> dict[tuple[str, str], list[str]]:
         """The sessions imports from files made of other apps' conversations (Sessions.imported_from)."""
         return await self.sessions.imported_from(fields)
 

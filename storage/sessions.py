@@ -286,10 +286,10 @@ class Sessions:
     async def case_twin(self, sid: str) -> str | None:
         return await case_twin(self.c.committed, sid)
 
-    async def imported_from(self, fields: dict[str, str]) -> dict[tuple[str, str], str]:
+    async def imported_from(self, fields: dict[str, str]) -> dict[tuple[str, str], builtins.list[str]]:
         """The sessions imports from files made of other apps' conversations, for the sources `fields`
         names (source -> the metadata field holding its conversation's id): {(source, conversation id):
-        the oldest shown session made of it}, counting only sessions as the import made them (no
+        the shown sessions made of it, oldest first}, counting only sessions as the import made them (no
         provenance: not a fork or clone). One pass over the sessions, however many conversations a file
         holds (a lookup per conversation read every session's metadata once each)."""
         if not fields:
@@ -298,14 +298,14 @@ class Sessions:
         rows = await self.c.committed.fetchall(
             "SELECT id, json_extract(metadata, '$.source') AS source, metadata FROM sessions"
             " WHERE NOT importing AND provenance IS NULL AND json_valid(metadata)"
-            f" AND json_extract(metadata, '$.source') IN ({marks}) ORDER BY created_at DESC, id DESC",
+            f" AND json_extract(metadata, '$.source') IN ({marks}) ORDER BY created_at, id",
             tuple(fields),
         )
-        out: dict[tuple[str, str], str] = {}
-        for sid, source, metadata in rows:  # newest first: the oldest of a conversation's sessions wins
+        out: dict[tuple[str, str], builtins.list[str]] = {}
+        for sid, source, metadata in rows:
             value = json.loads(metadata).get(fields[source])
             if isinstance(value, str):
-                out[(source, value)] = sid
+                out.setdefault((source, value), []).append(sid)
         return out
 
     async def get(self, sid: str, *, counts: bool = False) -> dict:

@@ -24,6 +24,17 @@ RELAY_REVOKED = (
 )
 
 
+# The words by which a relay (relay/accounts.py) refusing a registration (its registration closed, an invite
+# unknown or spent) says what the device lacks: an account there, which an invite from its owner makes; a
+# refusal that says them is a NoRelayAccount
+RELAY_INVITE = "(sessiond serve invite)"
+
+
+class NoRelayAccount(AuthRefused):
+    """A relay refused this device for want of an account there (its registration closed, the invite given
+    unknown or spent): an invite from the relay's owner mends it."""
+
+
 class AccountRevoked(AuthRefused):
     """The relay's owner revoked this device's account (`sessiond serve revoke`): its logins are refused
     until `sessiond serve revoke --undo`."""

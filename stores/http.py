@@ -24,9 +24,11 @@ import aiohttp
 from ..storage.redact import scrub_text, shown_url, url_secrets
 from .base import StoreError
 from .errors import (
+    RELAY_INVITE,
     RELAY_REVOKED,
     AccountRevoked,
     AuthRefused,
+    NoRelayAccount,
     ObjectTooLarge,
     RateLimited,
     ServerError,
@@ -254,7 +256,13 @@ class HttpClient:
                 text = self.scrub(reply.body[:300].decode("utf-8", "replace")).strip()
                 detail = f"HTTP {reply.status}" + (f": {text}" if text else "")
                 if reply.status in (401, 403):
-                    refused = AccountRevoked if RELAY_REVOKED in text else AuthRefused
+                    refused = (
+                        AccountRevoked
+                        if RELAY_REVOKED in text
+                        else NoRelayAccount
+                        if RELAY_INVITE in text
+                        else AuthRefused
+                    )
                     raise refused(f"{what}: the server refused our credentials ({detail})")
                 if reply.status == 413:
                     raise ObjectTooLarge(f"{what}: the server says the object is too large ({detail})")

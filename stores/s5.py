@@ -32,7 +32,7 @@ from typing import Any
 from ..storage.fsutil import atomic_write, ensure_durable_dir
 from .base import MAX_OBJECT_SIZE, CannotDelete, Freed, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, b58encode, digest
-from .errors import AuthRefused, LyingServer, ObjectTooLarge, ServerError, WrongBytes
+from .errors import RELAY_INVITE, AuthRefused, LyingServer, NoRelayAccount, ObjectTooLarge, ServerError, WrongBytes
 from .heads import SeenRevisions
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND, HttpClient, RetryPolicy, file_form
 from .registry import RegistryEntry
@@ -175,7 +175,8 @@ class S5Store(Store):
                     if login_said == register_said
                     else f"login: {login_said}; registration: {register_said}"
                 )
-                raise AuthRefused(
+                refused = NoRelayAccount if RELAY_INVITE in said else AuthRefused
+                raise refused(
                     f"the S5 portal {self.authority} refused both login and registration for this device's account"
                     f" ({said})"
                 )

@@ -49,6 +49,9 @@ class SyncContext:
     # per session whose last pull failed: the failure's kind (an ImportError_'s, else its class), which
     # `doctor` reads its fix from; set and cleared with pull_errors (pull_failed, pull_ok)
     pull_kinds: dict[str, str] = field(default_factory=dict)
+    # per session whose last pull failed in a way its error's `fix` mends beyond its kind's (errors.ImportError_:
+    # a relay's account lost, its invite); set and cleared with pull_errors
+    pull_fixes: dict[str, str] = field(default_factory=dict)
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
     # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
     shared: set[str] = field(default_factory=set)
@@ -65,6 +68,12 @@ class SyncContext:
     def pull_failed(self, sid: str, exc: BaseException) -> str:
         """Record why a pull of `sid` failed; returns the message (as shown)."""
         msg = str(exc) or type(exc).__name__
+        fix = getattr(exc, "fix", None)
+        if fix:  # (said in the message too, as an import's error says it: status and `sync --wait` show that)
+            msg = f"{msg}; {fix}"
+            self.pull_fixes[sid] = fix
+        else:
+            self.pull_fixes.pop(sid, None)
         self.pull_errors[sid] = msg
         self.pull_kinds[sid] = str(getattr(exc, "kind", "") or type(exc).__name__)
         return msg
@@ -72,6 +81,7 @@ class SyncContext:
     def pull_ok(self, sid: str) -> None:
         self.pull_errors.pop(sid, None)
         self.pull_kinds.pop(sid, None)
+        self.pull_fixes.pop(sid, None)
 
     @property
     def credentials(self) -> StoreCredentials:

@@ -293,6 +293,11 @@ class Syncer:
         """The kind of `sid`'s last pull failure, while it is the last (doctor's fix)."""
         return self.ctx.pull_kinds.get(sid)
 
+    def pull_failure_fix(self, sid: str) -> str | None:
+        """What mends `sid`'s last pull failure beyond its kind's fix (a relay's account: its invite), while it
+        is the last."""
+        return self.ctx.pull_fixes.get(sid)
+
     def last_failure(self, sid: str) -> BaseException | None:
         """Why `sid`'s last push failed (its class: what mends it), while that failure is still the last."""
         return self._causes.get(sid)

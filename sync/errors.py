@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from ..storage.redact import scrub_text
-from ..stores.errors import AccountRevoked, AuthRefused, describe_failure
+from ..stores.errors import AccountRevoked, AuthRefused, NoRelayAccount, describe_failure
 
 
 def crash_point(name: str) -> None:
@@ -25,11 +25,14 @@ class ImportError_(Exception):
     the message's own advice is not the whole of it (a relay refusing a device with no account there: the
     invite it needs), passed on as the API error's `details.fix` and said at the message's end."""
 
-    def __init__(self, kind: str, message: str, fix: str | None = None, *, refused: bool = False):
+    def __init__(
+        self, kind: str, message: str, fix: str | None = None, *, refused: bool = False, no_account: bool = False
+    ):
         super().__init__(message)
         self.kind = kind
         self.fix = fix
         self.refused = refused  # the store refused this device's credentials (not a revoked account)
+        self.no_account = no_account  # a relay that refused it for want of an account there (NoRelayAccount)
 
 
 def refuses_device(exc: BaseException) -> bool:
@@ -40,7 +43,15 @@ def refuses_device(exc: BaseException) -> bool:
 
 def store_failed(exc: BaseException, url: str) -> ImportError_:
     """A store that failed to answer (stores.errors.failing) as the import's or pull's error, kind `store`."""
-    return ImportError_("store", describe_failure(exc, url), refused=refuses_device(exc))
+    return ImportError_(
+        "store", describe_failure(exc, url), refused=refuses_device(exc), no_account=isinstance(exc, NoRelayAccount)
+    )
+
+
+def no_relay_account(exc: BaseException) -> bool:
+    """Whether a failure is a relay refusing this device for want of an account there (stores' NoRelayAccount,
+    or an import's or pull's error made of one)."""
+    return isinstance(exc, NoRelayAccount) or bool(getattr(exc, "no_account", False))
 
 
 def describe(exc: BaseException) -> str:

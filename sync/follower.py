@@ -14,11 +14,13 @@ import os
 import time
 
 from ..stores import Store, StoreError
+from ..stores.errors import describe_failure
 from ..stores.registry import RegistryEntry
 from .bounded import LRU
 from .context import SyncContext
-from .errors import ImportError_
+from .errors import ImportError_, no_relay_account
 from .fetch import fetch_frozen, fetch_logs
+from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .rekey import Rekeyer
 
@@ -185,6 +187,25 @@ class Follower:
         return out
 
     async def pull(self, sid: str, moved: set[bytes] | None = None, *, restored: bool = False) -> int:
+        """_pull; a failure that is the session's relay (not this device's own store: a session imported
+        through one) refusing this device for want of an account there says the import's fix: an invite,
+        given with `sessiond import --store-file` (locations.relay_account_fix)."""
+        try:
+            return await self._pull(sid, moved, restored=restored)
+        except (ImportError_, StoreError) as exc:
+            if not no_relay_account(exc) or getattr(exc, "fix", None):
+                raise
+            remote = await self.ctx.db.remote(sid)
+            store = self.ctx.open_store(remote["store_url"]) if remote is not None else self.ctx.store
+            if store is self.ctx.store:
+                raise  # this device's own store: `doctor` says its fix (a new invite given at the daemon's start)
+            fix = relay_account_fix(store.url)
+            if isinstance(exc, ImportError_):
+                exc.fix = fix
+                raise
+            raise ImportError_("store", describe_failure(exc, store.url), fix, refused=True, no_account=True) from None
+
+    async def _pull(self, sid: str, moved: set[bytes] | None = None, *, restored: bool = False) -> int:
         """Bring in what other devices wrote to `sid` since the last pull. Returns new operations.
         `moved`: the heads the stores said changed since the last poll (the poll's pulls); the members
         slot, if not among them, is taken as last read (Members.read_members `unchanged`). A members slot

@@ -157,9 +157,14 @@ class Importer:
                 raise ImportError_(
                     "behind",
                     f"this device's own log of session {sid} is in the store under a key from before the"
-                    f" session's latest rekey (the device was away through it), which this home does not hold,"
-                    f" so it cannot go on from it: import the session on a home of its own device key (one"
-                    f" made without `sessiond key import`), or on the home that still holds the old key",
+                    f" session's latest rekey (the device was away through it), which this home does not hold"
+                    f" (a device key restored by key import brings no session keys), so it cannot go on from"
+                    f" it here. If the device's old home still exists, start it once: `sessiond start --home"
+                    f" OLD_HOME`, then `sessiond sync --wait --home OLD_HOME` (it takes the rekey and pushes its"
+                    f" log under the new key), and import the code here again. Otherwise import the session on a"
+                    f" home with a device key of its own, as a new writer: `sessiond start --home NEW_HOME`, then"
+                    f" `sessiond import --home NEW_HOME < code.txt` (what this device wrote before the rekey then"
+                    f" stays with the devices that read it already)",
                 ) from None
             here = (await db.last_seq(sid), (await db.sync_state(sid))["head_rev"]) if existing is not None else (0, 0)
             # (a log of no operations counts too: a head made only for a rekey's claim, whose revision and

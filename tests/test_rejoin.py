@@ -129,10 +129,9 @@ def test_a_restored_writer_whose_log_holds_only_a_rekey_claim_goes_on_through_th
         assert cli_json(d.home, "verify")["ok"], d.home
 
 
-def test_a_restore_of_a_device_away_through_a_rekey_is_refused_clearly(make_daemon, store_dir):
-    """Its own log is under the old key, which the fresh home never held: going on would number its next
-    messages under the numbers of its old log (dropped by the others as repeats). The import says so
-    and what to do, instead of calling the log damaged, and leaves nothing behind."""
+def _away_through_a_rekey(make_daemon, store_dir):
+    """A's session, B a writer of it that wrote, then stopped (its words kept) while A rekeys it; and a
+    fresh home with B's key restored from its words, started: (a, b, fresh, sid)."""
     url = "file://" + store_dir
     a, b = make_daemon(url).start(), make_daemon(url).start()
     sid = a.client().create_session(name="away")["id"]
@@ -141,16 +140,57 @@ def test_a_restore_of_a_device_away_through_a_rekey_is_refused_clearly(make_daem
     b.client().sync(wait=True)
     wait_for(lambda: "from B" in _messages(a, sid), timeout=20)
     words = run_cli(b.home, "key", "export", check=True).stdout
-    b.stop()  # away through the rekey, then lost
+    b.stop()  # away through the rekey
     a.client().rekey(sid)
     fresh = make_daemon(url)
     assert run_cli(fresh.home, "key", "import", input=words).returncode == 0
     fresh.start()
+    return a, b, fresh, sid
+
+
+def test_a_restore_of_a_device_away_through_a_rekey_is_refused_clearly(make_daemon, store_dir):
+    """Its own log is under the old key, which the fresh home never held: going on would number its next
+    messages under the numbers of its old log (dropped by the others as repeats). The import says so
+    and what to do, instead of calling the log damaged, and leaves nothing behind."""
+    a, _, fresh, sid = _away_through_a_rekey(make_daemon, store_dir)  # (B then lost)
     res = run_cli(fresh.home, "import", "--json", input=a.client().share(sid)["code"])
     assert res.returncode == 1, res
     err = cli_json_text(res)["error"]
     assert err["code"] == "behind" and "key import" in err["message"], err
     assert cli_json(fresh.home, "ls")["sessions"] == []
+
+
+def test_the_refused_restore_names_the_commands_that_go_on_and_each_works(make_daemon, store_dir):
+    """The restored key's refusal (`behind`) said to import "on a home of its own device key" or "on the home
+    that still holds the old key", naming no command: on a home restored with `key import` the user had
+    none to run. It names them now, and each works: a new home (a device key of its own) imports the
+    session and writes to it; the old home, started once, takes the rekey and pushes its log under the new
+    key, after which the restore here imports the session and goes on from its own log."""
+    a, b, fresh, sid = _away_through_a_rekey(make_daemon, store_dir)
+    url = "file://" + store_dir
+    code = a.client().share(sid, write=True)["code"]
+    res = run_cli(fresh.home, "import", input=code)
+    assert res.returncode == 1, res
+    said = res.stderr
+    assert "sessiond start --home OLD_HOME" in said and "sessiond sync --wait --home OLD_HOME" in said, said
+    assert "sessiond import --home NEW_HOME < code.txt" in said, said
+    # a home with a device key of its own: a new writer
+    new = make_daemon(url).start()
+    assert run_cli(new.home, "import", input=code).returncode == 0
+    new.client().append(sid, "user", "from the new home")
+    wait_for(lambda: "from the new home" in _messages(a, sid), timeout=20)
+    # the old home, started once: it takes the rekey, and the restore then goes on from its own log
+    b.start()
+    run_cli(b.home, "sync", "--wait", check=True)
+
+    def restored() -> bool:
+        return run_cli(fresh.home, "import", input=code).returncode == 0
+
+    wait_for(restored, timeout=30, interval=0.5, what="the restored home imported the session")
+    assert "from B" in _messages(fresh, sid)
+    b.stop()  # (the restored home is that device now)
+    fresh.client().append(sid, "assistant", "B, restored")
+    wait_for(lambda: "B, restored" in _messages(a, sid), timeout=20)
 
 
 def test_a_rejoin_killed_between_its_keys_and_its_database_finishes_when_imported_again(make_daemon, store_dir):

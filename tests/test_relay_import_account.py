@@ -15,9 +15,12 @@ from conftest import PY, run_cli
 from sessiond.client import ApiError
 
 
-def _invite(data: str) -> str:
+def _invite(data: str, *label: str) -> str:
     return subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data], capture_output=True, text=True, check=True
+        [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data, *(("--label", *label) if label else ())],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
 
 
@@ -69,3 +72,70 @@ def test_an_import_through_a_relay_with_a_spent_invite_names_the_fix_too(make_da
         cb.import_code(code, store=f"s5+http://{spent}@{host}")
     assert e.value.code == "store" and "sessiond serve invite" in e.value.details.get("fix", ""), e.value.message
     assert "sessiond serve invite" in e.value.message
+
+
+def _forget_account(data: str, label: str) -> None:
+    """The relay loses an account (its data restored from before it, or the account's file removed): its file
+    and its tokens go, as if it had never registered."""
+    accounts = os.path.join(data, "accounts")
+    for name in os.listdir(accounts):
+        with open(os.path.join(accounts, name)) as f:
+            doc = json.load(f)
+        if doc.get("label") == label:
+            os.unlink(os.path.join(accounts, name))
+            acct = name.removesuffix(".json")
+    tokens = os.path.join(data, "tokens")
+    for name in os.listdir(tokens):
+        with open(os.path.join(tokens, name)) as f:
+            held = f.read()
+        if acct in held:
+            os.unlink(os.path.join(tokens, name))
+
+
+def test_a_later_pull_refused_for_want_of_an_account_names_the_invite_fix(make_daemon, invite_relay, tmp_path):
+    """A device that imported through a relay with an invite, whose account there is gone since (the relay's
+    data restored from before it, the account removed): its pulls were refused as "refusing our credentials",
+    and status, doctor and sync --wait said to check the credentials or restart with --store-file, which is
+    this device's own store's fix, not the relay's it imported from. Now they name the import's fix: an
+    invite, given with `sessiond import --store-file`; and following it, the pulls work again."""
+    data, host = invite_relay
+    a = make_daemon(f"s5+http://{_invite(data)}@{host}").start()
+    b = make_daemon().start()  # its own store a folder
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="relayed", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    code = ca.share(sid, write=True)["code"]
+    store_file = tmp_path / "relay-store"
+    store_file.write_text(f"s5+http://{_invite(data, 'b')}@{host}\n")
+    os.chmod(store_file, 0o600)
+    run_cli(b.home, "import", "--store-file", str(store_file), input=code, check=True)
+
+    _forget_account(data, "b")
+    b.restart()  # (its tokens held in memory gone too: it logs in again, and the relay knows it no more)
+    ca.append(sid, "user", "written since")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode != 0, res.stdout + res.stderr
+    said = res.stdout + res.stderr
+    assert "sessiond serve invite" in said and "--store-file FILE" in said and f"INVITE@{host}" in said, said
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
+    assert "sessiond serve invite" in res.stdout, res.stdout
+    res = run_cli(b.home, "status")
+    assert "sessiond serve invite" in res.stdout + res.stderr, res.stdout + res.stderr
+    res = run_cli(b.home, "doctor", "--json")
+    assert res.returncode != 0
+    findings = json.loads(res.stdout)["findings"]
+    found = [f for f in findings if sid in f.get("message", "")]
+    assert found and "sessiond serve invite" in found[0]["fix"] and "--store-file" in found[0]["fix"], found
+    # the relay's own check too: the import's fix, not a restart onto the relay, which is not this device's store
+    (relay,) = [f for f in findings if f["check"] == "store" and f["level"] == "problem"]
+    assert "sessiond import" in relay["fix"] and "sessiond start" not in relay["fix"], relay
+    res = run_cli(b.home, "doctor")
+    assert "sessiond serve invite" in res.stdout, res.stdout
+
+    # the fix, followed: a new invite, with the same code
+    store_file.write_text(f"s5+http://{_invite(data)}@{host}\n")
+    run_cli(b.home, "import", "--store-file", str(store_file), input=code, check=True)
+    assert cb.sync(sid, wait=True, timeout=30)["complete"]
+    assert [m["content"] for m in cb.messages(sid)["messages"]][-1] == "written since"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from ...client import ApiError
 from ...daemon.home import resolve_home
@@ -15,6 +16,9 @@ from ..llmdb import is_sqlite, read_logs_db
 from ..output import emit, for_home, safe
 from ..progress import Progress
 from . import Commands
+
+if TYPE_CHECKING:
+    from ...api.manage import ImportFileResult
 
 IMPORT_FORMATS = ["openai", "json", "chatgpt", "claude", "openwebui", "llm"]
 
@@ -124,14 +128,31 @@ def cmd_import_file(args) -> int:
     if res["sessions"] or args.json:
         emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     if not args.json:
-        for s in res.get("skipped", ()):
-            name = f"{s['name']!r}" if s.get("name") else "a conversation without a title"
-            said = (
-                f"# {name} ({s['source']} {s['conversation']}) was already imported as session {s['session']}:"
-                f" skipped (delete it first, `sessiond rm {s['session']}`, to import it again)"
-            )
-            print(
-                safe(for_home(said, args.home)),
-                file=sys.stderr,
-            )
-    return 0
+        for line in _again(res):
+            print(safe(for_home(line, args.home)), file=sys.stderr)
+    return 1 if any(s.get("reason") == "refused" for s in res.get("skipped", ())) else 0
+
+
+def _again(res: ImportFileResult) -> list[str]:
+    """What became of the file's conversations an earlier import made sessions of, a line each."""
+
+    def said(s: Any) -> str:
+        name = f"{s['name']!r}" if s.get("name") else "a conversation without a title"
+        return f"# {name} ({s['source']} {s['conversation']})"
+
+    lines = []
+    for a in res.get("appended", ()):
+        n = a["messages"]
+        lines.append(f"{said(a)}: {n} new message{'s' * (n != 1)} appended to session {a['session']}")
+    for d in res.get("diverged", ()):
+        lines.append(
+            f"{said(d)} differs from session {d['session']} before its new messages (continued here, or edited in"
+            f" the app): imported as a new session {d['new_session']}, session {d['session']} left as it is"
+        )
+    for s in res.get("skipped", ()):
+        if s.get("reason") == "refused":
+            why = s.get("error", "refused")
+            lines.append(f"{said(s)}: its new messages were not appended to session {s['session']}: {why}")
+        else:
+            lines.append(f"{said(s)} was already imported as session {s['session']}: nothing new, skipped")
+    return lines

@@ -31,5 +31,5 @@ async def import_file(request: web.Request) -> web.Response:
     b = await body(request)
     d = daemon_of(request)
     progress = _progress(request, "import-file", "")
-    made, skipped = await do_import(d.db, b["data"], b.get("format"), d.estimate, progress, remove=d.ops.delete_session)
-    return ok({"sessions": made, "skipped": skipped}, 201)
+    made, again = await do_import(d.db, b["data"], b.get("format"), d.estimate, progress, remove=d.ops.delete_session)
+    return ok({"sessions": made, **again}, 201)
