@@ -42,6 +42,12 @@ class DatabaseStats(TypedDict):
 
 
 @with_config(ANSWER)
+class EventsStatus(TypedDict):
+    subscribers: int  # event streams (GET /v1/events) open now
+    keepalive: float  # seconds of no event after which each is sent a comment (config.toml's event_keepalive)
+
+
+@with_config(ANSWER)
 class OpenAIStatus(TypedDict):
     base_url: str | None  # the OpenAI-compatible listener (openai_listen), if it runs
     api_key_file: str | None  # the file holding its bearer key, when it runs
@@ -66,6 +72,7 @@ class Status(TypedDict):
     store: NotRequired[str | None]  # a mirror's URLs separated by spaces
     stores: NotRequired[list[StoreStatus]]  # each store: one, or each of a mirror's
     database: NotRequired[DatabaseStats]
+    events: NotRequired[EventsStatus]
     sync: NotRequired[dict]
     pushes: NotRequired[PushStats]
     openai: NotRequired[OpenAIStatus]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..api.locate import default_home, resolve_home
 from .calls import (
     IDEMPOTENCY_HEADER,
+    KEEP_ALIVE_HEADER,
     LAST_EVENT_ID_HEADER,
     Api,
     call_timeout,
@@ -17,6 +18,7 @@ from .calls import (
     locate_socket,
     quote_id,
     retryable,
+    stream_idle_limit,
 )
 from .errors import ApiError, ClientError, DaemonNotRunning, answer_of, lost, raise_for
 from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
@@ -47,6 +49,8 @@ class AsyncClient(Api):
         self.timeout = timeout
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._session: aiohttp.ClientSession | None = None
+        self._ws_session: aiohttp.ClientSession | None = None  # the append streams' (_ws_http)
+        self._idle_limit: float | None = None  # what the last stream's handshake said of its idle limit
         self._appends: AppendStreams | None = None  # the append streams (GET /v1/appends), once one is used
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
         self._appended = False  # an append was made: the next opens a stream (the first is a POST)
@@ -66,6 +70,9 @@ class AsyncClient(Api):
     async def close(self) -> None:
         if self._appends is not None:
             await self._appends.close()
+        if self._ws_session is not None:
+            await self._ws_session.close()  # (not the connector: the calls' session owns it)
+            self._ws_session = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -78,6 +85,27 @@ class AsyncClient(Api):
                 connector=aiohttp.UnixConnector(path=self.socket), timeout=aiohttp.ClientTimeout(total=self.timeout)
             )
         return self._session
+
+    def _ws_http(self):
+        """The append streams' session: the calls' connector (its connections and their limit, shared), and a
+        trace that reads the daemon's idle timeout off each stream's handshake (aiohttp's WebSocket shows its
+        handshake's headers no other way); the calls' own session is not traced, and pays nothing for it."""
+        import aiohttp
+
+        if self._ws_session is None:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_end.append(self._handshaken)
+            self._ws_session = aiohttp.ClientSession(
+                connector=self._http().connector,
+                connector_owner=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                trace_configs=[trace],
+            )
+        return self._ws_session
+
+    async def _handshaken(self, session, context, params) -> None:
+        """A stream's handshake answered: the idle limit it names (calls.stream_idle_limit)."""
+        self._idle_limit = stream_idle_limit(params.response.headers.get(KEEP_ALIVE_HEADER))
 
     def _failure(self, exc: BaseException, method: str, path: str, timeout: float | None = None) -> BaseException:
         """What a failed exchange with the daemon (aiohttp's exception, or a timeout) means to the app
@@ -147,14 +175,17 @@ class AsyncClient(Api):
         return await super()._append(sid, body, key)
 
     async def _open_stream(self):
-        """A new append stream, or None if the daemon has none (404)."""
+        """A new append stream and the seconds it may sit idle and still be used (None: no limit named), or
+        None if the daemon has none (404). (AppendStreams opens one at a time.)"""
         import aiohttp
 
         try:
             # pipelined: the appends in flight at once share a stream (client/aioappends.py), and the daemon
             # takes its frames together
             path = "/v1/appends?pipeline=1" if self._pipeline else "/v1/appends"
-            return await self._http().ws_connect(_url(path), max_msg_size=0, autoping=True)
+            self._idle_limit = None
+            ws = await self._ws_http().ws_connect(_url(path), max_msg_size=0, autoping=True)
+            return ws, self._idle_limit
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (404, 405):
                 self._no_stream = True

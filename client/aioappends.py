@@ -8,7 +8,10 @@ past those, appends wait for room.
 A stream that breaks (the daemon stopped or restarted, the connection cut) fails the appends then in flight
 on it: AsyncClient sends each again once, on a new stream, with its Idempotency-Key (answered with the first
 result if the daemon had committed it). A stream the daemon closed while it was idle is seen by its reader
-task, and the next append goes on a new one with no retry. An append that times out or is cancelled leaves
+task, and the next append goes on a new one with no retry; so does the next append after a stream sat idle
+for half the daemon's idle timeout (its handshake names it: calls.stream_idle_limit), which is closed here
+then, before the daemon's close could be on its way (late, if the daemon's loop is busy: an append sent
+meanwhile would be dropped with the stream, and sent again). An append that times out or is cancelled leaves
 the stream as it is: its answer, when it comes, is dropped (the tags tell the answers apart).
 
 Imported on AsyncClient's first append on a stream (aiohttp is, on its first use)."""
@@ -24,9 +27,9 @@ from .errors import ClientError
 
 PIPELINE = 64  # appends in flight at once on one stream (the daemon reads no further than 64 ahead)
 STREAMS = 16  # streams at most per AsyncClient: each holds one of aiohttp's connections (100 by default)
-# seconds a stream may sit idle and still be used unchecked: the daemon closes one idle for its
-# connection_idle_timeout (config.toml, at least 1 s); one idle longer gets two turns of the loop first, in
-# which its reader reads the close the daemon may have sent
+# seconds a stream of a daemon that names no idle timeout (before it did) may sit idle and still be used
+# unchecked: the daemon closes one idle for its connection_idle_timeout (config.toml, at least 1 s); one idle
+# longer gets two turns of the loop first, in which its reader reads the close the daemon may have sent
 IDLE_CHECK = 1.0
 
 
@@ -37,8 +40,9 @@ class Broken(Exception):
 class AppendPipe:
     """One open stream: its appends in flight (by tag) and the task that reads their answers."""
 
-    def __init__(self, ws: Any):
+    def __init__(self, ws: Any, idle_limit: float | None):
         self.ws = ws
+        self.idle_limit = idle_limit  # seconds it may sit idle and still be used (None: not named)
         self.waiting: dict[int, asyncio.Future[dict]] = {}
         self.dead = False  # ended (closed by either side, or broken): no more appends on it
         self.idle_since = asyncio.get_running_loop().time()
@@ -102,7 +106,8 @@ class AppendStreams:
     """An AsyncClient's streams: `append` puts an append on one with room, opening one if need be."""
 
     def __init__(self, open_stream: Callable[[], Awaitable[Any]]):
-        self._open = open_stream  # a new stream's WebSocket, or None if the daemon has none
+        self._open = open_stream  # a new stream's (WebSocket, idle limit), or None if the daemon has none
+        self._retiring: set[asyncio.Task] = set()  # the closes of streams left idle
         self.pipes: list[AppendPipe] = []
         self._pick = asyncio.Lock()  # one append at a time picks (or opens) a stream: no two open one each
         self._room = asyncio.Semaphore(STREAMS * PIPELINE)
@@ -136,21 +141,38 @@ class AppendStreams:
                 if not open_:
                     break
                 pipe = min(open_, key=lambda p: len(p.waiting))
-                if pipe.waiting or asyncio.get_running_loop().time() - pipe.idle_since < IDLE_CHECK:
+                if pipe.waiting:
+                    return pipe
+                idle = asyncio.get_running_loop().time() - pipe.idle_since
+                if pipe.idle_limit is not None:
+                    if idle < pipe.idle_limit:
+                        return pipe
+                    self._retire(pipe)  # its close may be on its way: the append goes on a new stream
+                    continue
+                if idle < IDLE_CHECK:
                     return pipe
                 for _ in range(2):  # idle a while: its reader gets to read a close the daemon sent meanwhile
                     await asyncio.sleep(0)
                 if not pipe.dead:
                     return pipe
             # (the semaphore leaves room on some stream unless fewer than STREAMS are open)
-            ws = await self._open()
-            if ws is None:
+            opened = await self._open()
+            if opened is None:
                 return None
-            pipe = AppendPipe(ws)
+            pipe = AppendPipe(*opened)
             self.pipes.append(pipe)
             return pipe
+
+    def _retire(self, pipe: AppendPipe) -> None:
+        """No more appends on an idle stream: closed in the background (its close waits for the daemon's)."""
+        pipe.dead = True
+        task = asyncio.create_task(pipe.close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         pipes, self.pipes = self.pipes, []
         for p in pipes:
             await p.close()
+        if self._retiring:
+            await asyncio.wait(set(self._retiring))

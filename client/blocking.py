@@ -95,8 +95,10 @@ class Client(Api):
 
     def _streamed(self, sid: str, key: str, payload: bytes) -> tuple[int, Any] | None:
         """(status, answer) of an append on the stream, or None if the daemon has none."""
-        if self._stream is not None and self._stream.closed_by_peer():
-            self._close_stream()  # closed while idle: no append is lost on it, none is sent twice
+        if self._stream is not None and (self._stream.closed_by_peer() or self._stream.idle_too_long()):
+            # closed while idle, or idle long enough that its close may be on its way: a new stream takes this
+            # append, which no close drops (and which is not sent twice)
+            self._close_stream()
         for attempt in (0, 1):
             try:
                 if self._stream is None:

@@ -3,7 +3,8 @@
 transport (the async one's `_call` is a coroutine, so there every method returns an awaitable).
 
 Also here: how a path and a query string are written, the idempotency key an append or a completion
-carries, and which requests may be sent again after a broken connection.
+carries, which requests may be sent again after a broken connection, and how long an append stream may
+sit idle.
 
 The types of the keyword arguments and of the answers are the API's models (sessiond.api: TypedDicts,
 so an answer is a plain dict). They are imported for type checkers only: the models need pydantic,
@@ -95,6 +96,26 @@ def retryable(method: str, key: str | None) -> bool:
     have done it already. A GET changes nothing; an append carrying an idempotency key is answered by
     its first result. Anything else is not repeated blindly."""
     return method == "GET" or key is not None
+
+
+KEEP_ALIVE_HEADER = "Keep-Alive"  # an append stream's handshake answer: `timeout=N`, the daemon's idle timeout
+IDLE_SHARE = 0.5  # of that timeout, the time an append stream may sit idle and still be used
+
+
+def stream_idle_limit(keep_alive: str | None) -> float | None:
+    """Seconds an append stream may sit idle and still take an append: IDLE_SHARE of the idle timeout its
+    handshake's `Keep-Alive: timeout=N` names (the daemon closes a stream idle that long; an append sent as
+    that close is on its way, late when the daemon's loop is busy, is dropped with the stream and must be sent
+    again). None if it names none (a daemon of before it)."""
+    for part in (keep_alive or "").split(","):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "timeout":
+            try:
+                seconds = float(value.strip())
+            except ValueError:
+                return None
+            return seconds * IDLE_SHARE if 0 < seconds < float("inf") else None
+    return None
 
 
 WAIT_MARGIN = 30.0  # seconds a call that waits by request may take beyond its wait, to answer

@@ -15,7 +15,9 @@ import json
 import os
 import socket
 import struct
+import time
 
+from .calls import stream_idle_limit
 from .wire import Disconnected, read_body, read_head, readable
 
 PATH = "/v1/appends"
@@ -75,6 +77,7 @@ class AppendStream:
         self._tag = 0
         self._pipeline = pipeline
         self._buf = bytearray()
+        self.idle_limit: float | None = None  # seconds it may sit idle and still be used (calls.stream_idle_limit)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.settimeout(timeout)
@@ -84,6 +87,7 @@ class AppendStream:
             s.close()
             raise
         self.sock: socket.socket | None = s
+        self.idle_since = time.monotonic()  # when its last answer was read (none is due between appends)
 
     def _handshake(self, s: socket.socket) -> None:
         key = base64.b64encode(os.urandom(16))
@@ -105,6 +109,7 @@ class AppendStream:
         ):
             raise ValueError("the daemon's WebSocket handshake is not RFC 6455's")
         self._buf = bytearray(rest)
+        self.idle_limit = stream_idle_limit(headers.get(b"keep-alive", b"").decode("latin-1"))
 
     def close(self) -> None:
         if self.sock is not None:
@@ -120,6 +125,11 @@ class AppendStream:
         by it (idle for its connection_idle_timeout, or the daemon stopping)."""
         return self.sock is not None and (bool(self._buf) or readable(self.sock))
 
+    def idle_too_long(self) -> bool:
+        """Idle for its idle limit: the daemon may be about to close it (or its close be on its way), which
+        would drop an append sent on it; a new stream takes the next."""
+        return self.idle_limit is not None and time.monotonic() - self.idle_since >= self.idle_limit
+
     def append(self, sid: str, key: str, body: bytes) -> tuple[int, object]:
         """Send one append (`body`: the POST's body, JSON bytes), return its answer's status and body."""
         sock = self.sock
@@ -131,6 +141,7 @@ class AppendStream:
         answer = json.loads(self._message(sock))
         if not isinstance(answer, dict) or answer.get("tag") != self._tag:
             raise ValueError("the daemon's answer on the append stream is not the answer to this append")
+        self.idle_since = time.monotonic()
         return answer["status"], answer["body"]
 
     def _message(self, sock: socket.socket) -> bytes:

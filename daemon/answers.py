@@ -144,6 +144,23 @@ class AppWatch:
             self._handle = None
 
 
+async def gone_before(request: web.Request) -> bool:
+    """Whether the app closed its connection before its request was taken (`sessiond ask` stopped by Ctrl-C
+    just after it sent its question, the daemon busy). Two turns of the loop first, in which it reads the end
+    of the connection an app sent before: an app that then asked what its key recorded (GET ?key=, on
+    another connection) was told nothing, and nothing is."""
+    for _ in range(2):
+        await asyncio.sleep(0)
+    return app_gone(request)
+
+
+def left_unasked(sid: str) -> web.Response:
+    """The answer to an app that went away before its request was taken: nothing recorded, the model not
+    asked; nobody reads this."""
+    log.info("the app went away before its question", extra={"session": sid, "event": "complete.app_gone"})
+    return web.Response(status=499, text="the app went away before its question was taken; nothing was recorded")
+
+
 def left(plan: Plan) -> web.Response:
     """The answer to an app that went away before the model's answer reached it: nothing of the answer is
     recorded (the question stays), as for a stream it leaves; nobody reads this."""

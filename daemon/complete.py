@@ -6,7 +6,8 @@ Before anything is sent: the quota is checked (quota_exceeded), and appending th
 the chat first if its context budget says so, as every append does. A provider error leaves the
 question recorded; an answer that stopped early (the provider cut the stream, the app went away) is
 recorded with what arrived, marked "interrupted": true; an app gone before the provider's first chunk
-(or whole answer) stops the generation and records no answer (answers.AppWatch). With an
+(or whole answer) stops the generation and records no answer (answers.AppWatch); one gone before its
+request was taken (Ctrl-C just after the send, the daemon busy) has nothing recorded, not even the question. With an
 Idempotency-Key, a retried request stores neither the question nor the answer twice, and asks the model
 again only if no answer was recorded the first time."""
 
@@ -31,7 +32,7 @@ from ..storage.model import now
 from ..storage.sessions import past_expiry
 from . import toolcalls
 from . import validate as v
-from .answers import AppWatch, Plan, end, left, pass_on, record_whole
+from .answers import AppWatch, Plan, end, gone_before, left, left_unasked, pass_on, record_whole
 from .formats import pause_for_tests
 from .provider_config import Provider
 from .providers import usage_of
@@ -197,15 +198,22 @@ async def handle(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
     sid = request.match_info["id"]
     key = v.idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+    await pause_for_tests("complete.start")  # (the tests hold a request here, not yet taken)
     # An answer whose app left (a stream stopped, then this question at once) is recorded before this question.
     async with d.answering.under_way(sid, request):
         await d.answering.settle(sid, request)
         if key is None:
+            if await gone_before(request):
+                return left_unasked(sid)
             return await _ask(request, d, sid, body, None)
         # A retry that comes while its first try still waits for the model (an app that timed out, two of its
         # workers sending one request) waits for that try to end, then is answered from its record: the model
         # asked once, not twice with the second answer refused (its key's record already held the first).
         async with d.asking(f"{sid}\n{key}"):
+            # (under the key's lock: a read of what the key recorded, GET ?key=, made once the app had left,
+            # came before this, or waits for its end)
+            if await gone_before(request):
+                return left_unasked(sid)
             return await _ask(request, d, sid, body, key)
 
 

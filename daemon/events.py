@@ -41,6 +41,11 @@ class Events:
         self._unkept = False  # events may have come while none were kept (after KEEP_FOR with no subscriber)
         self._stop_keeping: asyncio.TimerHandle | None = None
 
+    @property
+    def subscribers(self) -> int:
+        """The streams subscribed now."""
+        return len(self._queues)
+
     def position(self) -> str:
         """The id of the last event: where a stream opened now starts."""
         return f"{self.run}-{self._seq}"

@@ -154,6 +154,7 @@ TOP_KEYS = (
     "poll_interval",
     "cleanup_interval",
     "connection_idle_timeout",
+    "event_keepalive",
     "delete_expired",
     "token_estimator",
     "default_provider",
@@ -177,6 +178,9 @@ class Config:
     # seconds a connection to the socket may sit idle (no whole request; an append stream, no frame) before
     # the daemon closes it
     connection_idle_timeout: float = 75.0
+    # seconds of no event after which an event stream (GET /v1/events) sends a comment: a proxy keeps it open,
+    # and a subscriber that went away is let go at that write at the latest
+    event_keepalive: float = 15.0
     delete_expired: bool = False
     token_estimator: str = "chars4"
     limits: dict = field(default_factory=dict)
@@ -220,10 +224,10 @@ class Config:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                     raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")
                 setattr(cfg, key, float(value))
-            elif key == "connection_idle_timeout":
+            elif key in ("connection_idle_timeout", "event_keepalive"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
-                    raise HomeError(f"{path}: 'connection_idle_timeout' must be a number of seconds, at least 1")
-                cfg.connection_idle_timeout = float(value)
+                    raise HomeError(f"{path}: {key!r} must be a number of seconds, at least 1")
+                setattr(cfg, key, float(value))
             elif key == "delete_expired":
                 if not isinstance(value, bool):
                     raise HomeError(f"{path}: 'delete_expired' must be true or false")

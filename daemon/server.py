@@ -344,6 +344,7 @@ class Daemon:
             ],
             "counts": await self.db.counts(),
             "database": {"commits": self.db.c.commits},
+            "events": {"subscribers": self.events.subscribers, "keepalive": self.config.event_keepalive},
             "sync": await self.syncer.status(),
             "pushes": self.syncer.pushes.stats(),
             "openai": self.compat.status(),

@@ -942,3 +942,93 @@ def test_a_daemon_stops_soon_past_an_app_that_reads_no_answers(make_daemon, pipe
     assert d.proc.returncode == 0
     d.start()
     assert len(stored(d.client(), sid)) <= 8
+
+
+@contextlib.contextmanager
+def daemon_stopped(d) -> Iterator[None]:
+    """The daemon's process stopped (SIGSTOP) meanwhile, then let go on: its event loop lagging, at worst. A
+    call answered first: the daemon is past the steps of what it answered before (its idle clock set)."""
+    import signal
+
+    with Client(d.home, socket=d.socket, timeout=10) as c:
+        c.status()
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+
+
+def test_the_client_retires_its_idle_stream_before_the_daemon_would_close_it(make_daemon, monkeypatch):
+    """An app idle just past the daemon's connection_idle_timeout, its next append sent while the daemon's
+    idle close is still to come (its loop lagging: here, stopped across the timeout): the append went on the
+    stream the daemon was about to close, was dropped with it, and was sent again with its key (stored once,
+    but two frames and a round trip more). The client now leaves a stream idle for half the daemon's timeout
+    (which the daemon's handshake names) and appends on a new one: one frame."""
+    import time
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sent: list[str] = []
+    opened: list[int] = []
+    real_append, real_init = AppendStream.append, AppendStream.__init__
+
+    def counted(self, sid, key, body):
+        sent.append(key)
+        return real_append(self, sid, key, body)
+
+    def opening(self, *a, **kw):
+        opened.append(1)
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(AppendStream, "append", counted)
+    monkeypatch.setattr(AppendStream, "__init__", opening)
+    with d.client() as c:
+        sid = c.create_session(name="s")["id"]
+        c.append(sid, "user", "posted", idempotency_key="k0")  # a client's first append is a POST
+        c.append(sid, "user", "before", idempotency_key="k1")
+        answers: list[dict] = []
+        app = threading.Thread(target=lambda: answers.append(c.append(sid, "user", "after", idempotency_key="k2")))
+        with daemon_stopped(d):
+            time.sleep(1.2 * IDLE)  # the fault itself (the daemon's loop held past its idle timeout), not a wait
+            app.start()
+            # the app's append goes out on the old stream, or begins a new one (whose handshake waits)
+            wait_for(lambda: sent[-1] == "k2" or len(opened) > 1, what="the append under way")
+        app.join(20)
+        assert answers and answers[0]["content"] == "after"
+        assert sent == ["k1", "k2"]  # sent once, on a new stream
+        assert stored(c, sid) == ["posted", "before", "after"]
+
+
+async def test_the_async_client_retires_its_idle_stream_before_the_daemon_would_close_it(make_daemon, monkeypatch):
+    """As the blocking client's: an append after the daemon's idle timeout, its close not yet come (the
+    daemon's loop lagging), went on the stream the daemon closed and was sent again. Now: one frame."""
+    import aiohttp
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sent: list[str] = []
+    opened: list[int] = []
+    real_send, real_open = aiohttp.ClientWebSocketResponse.send_str, AsyncClient._open_stream
+
+    async def counted(self, data, *a, **kw):
+        sent.append(json.loads(data.partition("\n")[0])["key"])
+        return await real_send(self, data, *a, **kw)
+
+    async def opening(self):
+        opened.append(1)
+        return await real_open(self)
+
+    monkeypatch.setattr(aiohttp.ClientWebSocketResponse, "send_str", counted)
+    monkeypatch.setattr(AsyncClient, "_open_stream", opening)
+    sid = d.client().create_session(name="s")["id"]
+    async with d.aclient() as ac:
+        await ac.append(sid, "user", "posted", idempotency_key="k0")  # a client's first append is a POST
+        await ac.append(sid, "user", "before", idempotency_key="k1")
+        with daemon_stopped(d):
+            await asyncio.sleep(1.2 * IDLE)  # the fault itself (the daemon's loop held past its idle timeout)
+            app = asyncio.create_task(ac.append(sid, "user", "after", idempotency_key="k2"))
+            from waiting import eventually
+
+            await eventually(lambda: sent[-1] == "k2" or len(opened) > 1, what="the append under way")
+        assert (await asyncio.wait_for(app, 20))["content"] == "after"
+        assert sent == ["k1", "k2"]  # sent once, on a new stream
+    assert stored(d.client(), sid) == ["posted", "before", "after"]

@@ -264,3 +264,36 @@ def test_more_ctrl_cs_while_ask_stops_still_name_what_was_kept(loop):
     line = err.decode().strip()
     assert "\n" not in line and f"message {answer['id']}" in line, line
     assert f"the question: message {question['id']}" in line, line
+
+
+def logged(d, event: str) -> list[dict]:
+    """The daemon's log lines of `event`."""
+    with open(os.path.join(d.home, "logs", "sessiond.log")) as f:
+        return [x for x in map(json.loads, f) if x.get("event") == event]
+
+
+def test_ctrl_c_before_the_daemon_took_the_question_records_nothing_as_said(make_daemon, tmp_path):
+    """Ctrl-C after `ask` sent its question but before the daemon took it (here: held at its start; in life,
+    a busy loop, or the same Ctrl-C a moment after the send): `ask` asked what was kept, was told nothing,
+    and said "nothing was"; then the daemon took the question and recorded it, the app long gone (the model
+    not asked). Now a question whose app has gone before it is taken is not recorded: what `ask` said holds."""
+    flag = str(tmp_path / "taken")
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(
+            lambda: make_daemon(env={"SESSIOND_TEST_PAUSE": f"complete.start:{flag}"}),
+            f"http://127.0.0.1:{server.port}/v1",
+        )
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        p.faults.hang = 5  # (were the model asked, it would not answer before the daemon saw its app gone)
+        proc = ask(d, sid, "hello")
+        wait_for(lambda: os.path.exists(flag), timeout=20, what="the question held at the daemon's door")
+        out, err = _interrupted(proc)
+        assert b"nothing was" in err, err
+        os.remove(flag)  # the daemon goes on with the question
+        wait_for(lambda: logged(d, "complete.app_gone"), timeout=20, what="the daemon done with the question")
+        assert c.messages(sid)["messages"] == [], err  # as `ask` said
+        assert p.requests == []
+    finally:
+        server.stop()

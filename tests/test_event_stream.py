@@ -101,3 +101,40 @@ def test_a_client_sees_which_chat_each_change_touched(daemon):
         ("messages.appended", "c3", both["ids"][1:]),
         ("messages.appended", "main", only["ids"]),
     ], got
+
+
+async def test_the_clients_streams_pass_over_keep_alive_comments(make_daemon):
+    """A stream with no event for event_keepalive seconds is sent a comment (`: keep-alive`): both clients'
+    streams read past it to the next event."""
+    import socket
+
+    from conftest import started_with
+    from waiting import eventually, wait_for
+
+    d = started_with(make_daemon, event_keepalive=1)
+    c = d.client()
+    stream = c.event_stream()
+    async with d.aclient() as ac:
+        agen = ac.events(reconnect=False).__aiter__()
+        first = asyncio.ensure_future(agen.__anext__())
+        await eventually(lambda: c.status()["events"]["subscribers"] == 2, what="both clients subscribed")
+        watcher = socket.socket(socket.AF_UNIX)  # subscribed after them: its keep-alives come after theirs
+        watcher.settimeout(10)
+        watcher.connect(d.socket)
+        try:
+            watcher.sendall(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            got = b""
+
+            def two_keep_alives() -> bool:
+                nonlocal got
+                got += watcher.recv(65536)
+                return got.count(b": keep-alive\n\n") >= 2
+
+            wait_for(two_keep_alives, timeout=20, what="keep-alive comments sent")
+        finally:
+            watcher.close()
+        sid = c.create_session(name="events")["id"]
+        assert next(iter(stream))["session"] == sid
+        assert (await asyncio.wait_for(first, 20))["session"] == sid
+        await agen.aclose()
+    stream.close()

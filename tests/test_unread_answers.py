@@ -183,6 +183,24 @@ def test_an_event_subscriber_that_stops_reading_is_hung_up_on(make_daemon):
     assert c.stats(session=sid)["messages"] == 48_000
 
 
+def test_an_event_subscriber_gone_with_no_events_coming_is_let_go_at_the_next_keep_alive(make_daemon):
+    """A subscriber of GET /v1/events that closes its connection without reading, no event coming: the
+    daemon's handler waits for the next event and writes nothing, so the subscriber (its queue, task and
+    connection) was held until the next keep-alive comment, every 15 s, which nothing let an operator set or
+    see. The interval is config.toml's event_keepalive now, and /v1/status counts the subscribers."""
+    d = started_with(make_daemon, event_keepalive=1)
+    c = d.client()
+    assert c.status()["events"] == {"subscribers": 0, "keepalive": 1.0}
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.socket)
+    try:
+        s.sendall(_get("/v1/events"))
+        wait_for(lambda: c.status()["events"]["subscribers"] == 1, what="the subscriber counted")
+    finally:
+        s.close()  # gone, its stream's start unread
+    wait_for(lambda: c.status()["events"]["subscribers"] == 0, timeout=1 + MARGIN, what="the subscriber let go")
+
+
 def test_an_app_that_reads_no_streamed_answer_is_hung_up_on_and_the_generation_stopped(make_daemon):
     """A model's answer streamed (POST .../complete with "stream": true) to an app that reads none of it, the
     answer longer than the connection holds (400,000 words): hung up on once a chunk could not be written for

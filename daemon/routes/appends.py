@@ -34,7 +34,9 @@ with no frame read, no answer sent and none due for connection_idle_timeout seco
 default, as an idle HTTP connection) is closed (1000, its reason saying so), so that an app that went away
 holds no file descriptor and task here; an app that does not answer the daemon's close frame (idle, or the daemon
 stopping) within CLOSE_TIMEOUT is hung up on, and so is one that leaves an answer unread (the connection
-full of its unread answers) for connection_idle_timeout."""
+full of its unread answers) for connection_idle_timeout. The handshake's answer names that timeout,
+`Keep-Alive: timeout=N` (whole seconds): the clients leave a stream idle for half of it and append on a new
+one, rather than on a stream whose close may be on its way."""
 
 import asyncio
 import json
@@ -101,6 +103,9 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
             " Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key"
         )
     pipelined = bool(query(request).get("pipeline")) if request.query_string else False
+    # its idle timeout, whole seconds (rounded down), so that an app can leave an idle stream before it is
+    # closed: an append sent as the close is on its way would be dropped with the stream, and sent again
+    ws.headers["Keep-Alive"] = f"timeout={int(idle)}"
     await ws.prepare(request)
     streams = _OPEN.setdefault(request.app, weakref.WeakKeyDictionary())
     streams[ws] = request.transport

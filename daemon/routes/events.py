@@ -8,10 +8,10 @@ from aiohttp import web
 from ...api.events import LAST_EVENT_ID_HEADER, parse_event_id
 from ...storage.errors import BadParameter
 from ..events import BEHIND, DROPPED
+from ..home import Config
 from ..unread import Writes, idle_of
 from .common import daemon_of
 
-KEEP_ALIVE = 15.0  # seconds of no event after which a stream sends a comment (proxies close a silent one)
 # the comment a subscriber too far behind reads last
 DROPPED_COMMENT = (
     f": dropped: this stream fell {BEHIND:,} events behind (its app reads too slowly); open it again with the "
@@ -57,14 +57,15 @@ async def events(request: web.Request) -> web.StreamResponse:
         # connection is full) hangs the connection up (unread.py); a subscriber BEHIND events behind, reading
         # or not, is dropped (daemon/events.py): what it has not been sent is let go.
         out = Writes(request, resp, idle_of(d))
+        keepalive = keepalive_of(d)
         # a new stream starts with where it is (an id alone, no event): resuming after it misses nothing
         await out.write(b": sessiond events\n\n" + (b"" if after is not None else f"id: {start}\n\n".encode()))
         for ev in first:
             await out.write(_sse(ev))
         while True:
             try:
-                ev = await asyncio.wait_for(queue.get(), timeout=KEEP_ALIVE)
-            except TimeoutError:
+                ev = await asyncio.wait_for(queue.get(), timeout=keepalive)
+            except TimeoutError:  # (a subscriber gone meanwhile is seen by this write: it fails, and it is let go)
                 await out.write(b": keep-alive\n\n")
                 continue
             if ev is None:
@@ -78,6 +79,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     finally:  # a CancelledError (the daemon stopping, the app gone) goes on up: swallowing it hangs shutdown
         d.events.unsubscribe(queue)
     return resp
+
+
+def keepalive_of(d: object) -> float:
+    """Seconds of no event after which a stream sends a comment (config.toml's event_keepalive): proxies close
+    a silent stream, and the write finds a subscriber that went away (a closed connection gives no other sign
+    while nothing is written to it)."""
+    return getattr(getattr(d, "config", None), "event_keepalive", Config.event_keepalive)
 
 
 def _sse(ev: dict) -> bytes:
