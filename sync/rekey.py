@@ -334,6 +334,10 @@ class Rekeyer:
             "own": False,
         }
         keys.set_rekey_pending(sid, dagcbor.encode(record))  # a crash while switching resumes it
+        if (await self.ctx.db.get_session(sid))["access"] == "revoked":
+            # an earlier notice left it out; this one, which replaced it, boxes the new key to it: it is in
+            # the new generation (its slot lists it), and writes again. (As an import over it sets access.)
+            await self.ctx.db.apply_remote(sid, {}, access="write" if record["w"] is not None else "read")
         await self._finish(sid, record)
         log.info("took new session key", extra={"session": sid, "event": "rekey"})
         return True

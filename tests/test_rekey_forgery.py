@@ -197,6 +197,32 @@ def test_a_writer_that_claims_a_notice_leaving_a_device_out_has_rekeyed_without_
     wait_for(r_took_it, timeout=20, interval=0.3)
 
 
+def test_a_device_revoked_by_a_notice_then_boxed_by_the_one_that_replaces_it_writes_again(make_daemon, store_dir):
+    """K takes itself for revoked from a notice leaving it out (writer D's, claimed: a rekey by D); D then
+    writes over it a notice that boxes the new key to K too, and claims that one instead. K, which can read
+    the new key and is in the new slot, takes it: its access is `write` again, not left `revoked`."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    d_id = _device(d)
+    r.stop()  # R takes neither notice: its head stays under the old key, claiming nothing
+    d.stop()
+    asyncio.run(_forge(store_dir, d.home, sid, author=d_id, claim=True, leave_out=_device(k)))
+    st = k.client().sync(sid, wait=True, timeout=10)
+    assert "rekeyed without this device" in (st["sessions"][sid].get("pull_error") or ""), st
+    assert k.client().get_session(sid)["access"] == "revoked"
+    forged = asyncio.run(_forge(store_dir, d.home, sid, author=d_id, claim=True))
+
+    def took_it():
+        k.client().sync(sid, wait=True, timeout=10)
+        return _key(k, sid) == forged
+
+    wait_for(took_it, timeout=20, interval=0.3)
+    assert k.client().get_session(sid)["access"] == "write"
+    assert cli_json(k.home, "show", sid)["access"] == "write"
+    k.client().append(sid, "assistant", "K writes again")
+    st = k.client().sync(sid, wait=True, timeout=10)
+    assert not st["sessions"][sid].get("pull_error"), st
+
+
 def test_a_device_away_through_two_rekeys_takes_both(make_daemon, store_dir):
     r, k, d, sid = _three_writers(make_daemon, store_dir)
     k.stop()
