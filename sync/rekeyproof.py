@@ -97,13 +97,6 @@ async def check_notice(
     claimed, moved, contradicting = await _sightings(
         store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout
     )
-    if not claimed and author not in moved:
-        raise ImportError_(
-            "rekey_unconfirmed",
-            f"the rekey notice of session {sid} names device {author}, whose log does not claim it "
-            f"(forged, or its log has not reached the store yet); this device keeps its key and looks again "
-            f"at its next pull",
-        )
     if moved and left_out and not contradicting:
         # the members went on to a generation after the notice's, which this device was left out of
         raise ImportError_(
@@ -152,17 +145,10 @@ async def check_exclusion(
             f"as its author (made by an older sessiond, or written by a writer without a rekey of its own): this "
             f"device keeps its key and its access, and looks again at its next pull",
         )
-    claimed, moved, contradicting = await _sightings(
-        store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout
+    # (a member gone on under a key this device is not given: a kept writer that switched, or the author)
+    _, _, contradicting = await _sightings(
+        store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout, left_out=True
     )
-    # a member gone on under a key this device is not given: a kept writer that switched, or the author
-    if not claimed and author not in moved:
-        raise ImportError_(
-            "rekey_unconfirmed",
-            f"a rekey notice of session {sid} leaves this device out and names device {author}, whose log does "
-            f"not claim it (written by a writer without a rekey of its own, or its author's log has not reached "
-            f"the store yet): this device keeps its key and its access, and looks again at its next pull",
-        )
     if contradicting:
         raise ImportError_(
             "rekey_conflict",
@@ -185,11 +171,14 @@ async def _sightings(
     known_revs: dict[bytes, int],
     behind: dict[bytes, int],
     timeout: float,
+    *,
+    left_out: bool = False,
 ) -> tuple[bool, list[str], list[str]]:
     """What the old generation's members' heads say of a notice naming `author`: whether the author's
     manifest claims it, the members whose manifest opens under none of `keys` (gone on under another key),
     and the other members whose manifest claims a rekey of the same slot. This device's own head is read
-    only as the author's."""
+    only as the author's. Refuses (rekey_unconfirmed) a notice whose author's manifest opens and does not
+    claim it; `left_out`: a notice with no box for this device, said so."""
     h = notice_hash(notice)
     moved, contradicting = [], []
     claimed = False
@@ -206,6 +195,14 @@ async def _sightings(
             claimed = claimed or any(c["h"] == h and c["a"] == notice.get("a") for c in mine)
         elif mine:
             contradicting.append(member_name(m))
+    if not claimed and author not in moved:
+        what, kept = ("leaves this device out and names", "its key and access") if left_out else ("names", "its key")
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"the rekey notice of session {sid} {what} device {author}, whose log does not claim it (forged by a "
+            f"writer, or its log has not reached the store yet); this device keeps {kept} and looks again at its "
+            f"next pull",
+        )
     return claimed, moved, contradicting
 
 
