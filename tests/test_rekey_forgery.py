@@ -156,7 +156,7 @@ def test_a_notice_leaving_a_device_out_that_its_author_does_not_claim_does_not_r
     rekeyed: now it checks that the author the notice names claims it in its own head (as it does for a
     notice with its box), refuses it (said at every pull, and by `verify`), and keeps writing."""
     r, k, d, sid = _three_writers(make_daemon, store_dir)
-    old = _key(k, sid)
+    old, d_id = _key(k, sid), _device(d)
     d.stop()
     named = _device(r) if author.startswith("a writer") else "not-a-device-of-the-session"
     asyncio.run(_forge(store_dir, d.home, sid, author=named, claim=False, leave_out=_device(k)))
@@ -175,6 +175,14 @@ def test_a_notice_leaving_a_device_out_that_its_author_does_not_claim_does_not_r
     st = r.client().sync(sid, wait=True, timeout=10)
     assert "rekey" in (st["sessions"][sid].get("pull_error") or ""), st
     assert _key(r, sid) == old
+    # and the notice stays in the slot (docs/SECURITY.md): R cannot rekey past it, a new code of it is refused
+    with pytest.raises(ApiError) as e:
+        r.client().rekey(sid, drop=[d_id])
+    assert "rekeyed by another device" in e.value.message, e.value.message
+    n = make_daemon("file://" + store_dir).start()
+    with pytest.raises(ApiError) as e:
+        n.client().import_code(r.client().share(sid, write=True)["code"])
+    assert e.value.code == "revoked", (e.value.code, e.value.message)
 
 
 def test_a_writer_that_claims_a_notice_leaving_a_device_out_has_rekeyed_without_it(make_daemon, store_dir):
