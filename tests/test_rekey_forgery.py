@@ -205,6 +205,29 @@ def test_a_writer_that_claims_a_notice_leaving_a_device_out_has_rekeyed_without_
     wait_for(r_took_it, timeout=20, interval=0.3)
 
 
+def test_a_dropped_writer_can_make_a_kept_device_away_through_the_rekey_take_itself_for_revoked(make_daemon, store_dir):
+    """What a device cannot tell apart without the new key (docs/SECURITY.md, "A writer and the rekey"): R
+    drops D while K is away; D writes over R's notice one with no box for K, naming R. R's head has gone
+    on under the new key, which K is not given, so K takes itself for revoked, naming R; a new code from R
+    makes it a writer again."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    r_id, d_id, k_id = _device(r), _device(d), _device(k)
+    k.stop()
+    r.client().rekey(sid, drop=[d_id])
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(wait=True)
+    d.stop()
+    asyncio.run(_forge(store_dir, d.home, sid, author=r_id, claim=False, leave_out=k_id))
+    k.start()
+    st = k.client().sync(sid, wait=True, timeout=10)
+    err = st["sessions"][sid].get("pull_error") or ""
+    assert "rekeyed without this device" in err and f"by device {r_id}" in err, st
+    assert k.client().get_session(sid)["access"] == "revoked"
+    k.client().import_code(r.client().share(sid, write=True)["code"])
+    assert k.client().get_session(sid)["access"] == "write"
+    wait_for(lambda: "after the rekey" in _messages(k, sid), timeout=20)
+
+
 def test_a_device_revoked_by_a_notice_then_boxed_by_the_one_that_replaces_it_writes_again(make_daemon, store_dir):
     """K takes itself for revoked from a notice leaving it out (writer D's, claimed: a rekey by D); D then
     writes over it a notice that boxes the new key to K too, and claims that one instead. K, which can read
