@@ -135,7 +135,7 @@ class Device(TypedDict):
     frozen: bool  # a rekey dropped it: its log stays as it stood then
     messages: int  # its messages held here
     last_message_at: float | None  # the latest of them, as the device stamped it
-    last_seen: float | None  # its latest write of any kind held here (a message, a change, a chat)
+    last_seen: float | None  # its latest write of any kind held here (a message, a change, a chat), by its clock
     note: str | None  # what holds its log back, if anything (away through a rekey)
 
 

@@ -2,7 +2,9 @@
 chat's active context with the session's settings to its provider, and records the answer with the
 provider's usage and response times, as one JSON answer or as a server-sent-event stream of deltas.
 
-Before anything is sent: the quota is checked (quota_exceeded), and appending the question compacts
+Before anything is sent, in this order (the OpenAI endpoint's too): the session's access (read-only,
+revoked), its expiry and status (expired, ended, paused), its quota (quota_exceeded), the chat's room,
+and only then the provider and the model (no_provider, invalid); and appending the question compacts
 the chat first if its context budget says so, as every append does. A provider error leaves the
 question recorded; an answer that stopped early (the provider cut the stream, the app went away) is
 recorded with what arrived, marked "interrupted": true; an app gone before the provider's first chunk
@@ -107,6 +109,20 @@ def provider_for(d, session: dict, name: str | None) -> Provider:
     return d.providers.get(name or (session.get("settings") or {}).get("provider"))
 
 
+def provider_and_model(d, session: dict, chat: dict, provider: str | None, model: str | None) -> tuple[Provider, str]:
+    """The provider and the model a question to `session`'s `chat` goes to (`provider`, `model`: the
+    request's), or the refusal saying which is missing. Checked after the session's own refusals
+    (check_writable, check_quota, the chat's room): the last of a model call's refusals."""
+    p = provider_for(d, session, provider)
+    model = model or chat.get("model") or session.get("model")
+    if not model:
+        sid = session["id"]
+        raise Invalid(
+            f'no model to ask: give one (--model / "model") or set the session\'s (`sessiond set {sid} --model NAME`)'
+        )
+    return p, model
+
+
 def request_settings(provider: Provider, session: dict, chat: dict) -> dict:
     """The session's sampling settings (a chat's own override them) as chat-completions parameters."""
     s = {**(session.get("settings") or {}), **(chat.get("settings") or {})}
@@ -124,25 +140,23 @@ async def prepare(
     session = await db.get_session(sid)
     chat_id = await db.resolve_chat(sid, chat) if chat else session["current_chat"]
     chat_row = await db.get_chat(sid, chat_id)
-    p = provider_for(d, session, provider)
-    model = model or chat_row.get("model") or session.get("model")
-    if not model:
-        raise Invalid(
-            f'no model to ask: give one (--model / "model") or set the session\'s (`sessiond set {sid} --model NAME`)'
-        )
     answer_key = f"{key}:answer" if key is not None else None
     if answer_key is not None:
         seen = await db.idempotent_result(sid, answer_key)
         if seen:  # a retry of a request that got its answer: the same answer, nothing asked or stored again
+            p, model = provider_and_model(d, session, chat_row, provider, model)
             if content is not None:  # answered from its record (or refused)
                 await _question(d, sid, content, chat_id, key)
             return Plan(sid, chat_id, p, model, {}, answer_key, done=await db.get_message(sid, seen[0]["id"]))
+    # The session's own refusals first (README, "Errors"): their way on is the session's, which a provider
+    # configured here would not give (a revoked device needs a new share code, not a provider).
     await check_writable(db, session)
     check_quota(session)
     # room for the answer too: one that could not be recorded would be lost, its tokens spent
     await db.check_room(
         sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
     )
+    p, model = provider_and_model(d, session, chat_row, provider, model)
     if content is not None:  # the question is recorded first: it stays, whatever the model does
         await _question(d, sid, content, chat_id, key)
     messages = []

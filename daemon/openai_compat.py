@@ -30,7 +30,15 @@ from . import toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
-from .complete import ANSWER_ONLY, Ahead, check_quota, check_writable, provider_for, request_settings
+from .complete import (
+    ANSWER_ONLY,
+    Ahead,
+    check_quota,
+    check_writable,
+    provider_and_model,
+    provider_for,
+    request_settings,
+)
 from .provider_config import ProviderError
 from .providers import usage_of
 from .unread import hang_up_stalled, idle_of, send, waits
@@ -316,16 +324,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             sid = session["id"]
         else:
             session = await d.db.get_session(sid)
-            p = provider_for(d, session, None)
         chat_id = session["current_chat"]
         chat = await d.db.get_chat(sid, chat_id)
-        model = model or chat.get("model") or session.get("model")
-        if not model:
-            raise Invalid("model is required (or set the session's model: `sessiond set ID --model NAME`)")
-        # The app's own request goes on as it is (its tools, formats, ...), with sessiond's defaults for
-        # the sampling settings it does not give.
-        req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"}, "model": model}
-        plan = Plan(sid, chat_id, p, model, req)
         async with _compat(request).lock(sid):
             # an answer whose app left (a Stop, then this request at once) is recorded before this request
             # is matched against the history it ends, not after this request's messages
@@ -339,6 +339,12 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             history = await d.db.chat_history(sid, chat_id, limit=len(msgs))
             new = new_part(session, chat, history, msgs)
             await d.db.check_room(sid, chat_id, len(new) + 1, NEW_AND_ANSWER if new else ANSWER_ONLY)
+            # the provider and the model last, as for POST /v1/sessions/ID/complete (complete.prepare)
+            p, model = provider_and_model(d, session, chat, None, model)
+            # The app's own request goes on as it is (its tools, formats, ...), with sessiond's defaults for
+            # the sampling settings it does not give.
+            req = {**request_settings(p, session, chat), **{k: x for k, x in body.items() if k != "stream"}}
+            plan = Plan(sid, chat_id, p, model, {**req, "model": model})
             # Everything that could refuse the request has run: the provider is asked now, and the question
             # is recorded while it thinks. Nothing reaches the app before the question is committed; if
             # recording it fails, the provider's request is dropped and the app gets that error instead.

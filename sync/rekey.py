@@ -39,7 +39,7 @@ from .members import (
     seal_small,
 )
 from .pusher import Pusher
-from .rekeyproof import check_notice, notice_hash, open_box
+from .rekeyproof import check_exclusion, check_notice, notice_hash, open_box
 
 log = logging.getLogger("sessiond.sync")
 
@@ -273,7 +273,8 @@ class Rekeyer:
     async def confirm(self, sid: str, notice: dict, store: Store, members: list[dict]) -> dict | None:
         """The secret this device's box in a rekey notice holds ({"a", "k", "w"?}), once the notice is
         checked to be the rekey its author claims, with no other device contradicting it
-        (rekeyproof.check_notice); None if this device has switched to it already. Raises ImportError_
+        (rekeyproof.check_notice); None if this device has switched to it already. A notice with no box
+        for this device raises `revoked` only once rekeyproof.check_exclusion holds. Raises ImportError_
         (revoked, rekey_unconfirmed, rekey_conflict, or the store's failure). Changes nothing.
         `members`: the list of the slot the notice is in (the generation it ends)."""
         ctx, keys = self.ctx, self.ctx.keys
@@ -282,29 +283,36 @@ class Rekeyer:
         if remote is None or bytes(remote["announce_pk"]) == notice.get("a"):
             return None  # already switched
         secret = open_box(notice, my_pk, keys.head_key(sid))
-        if secret is None:
+        peers = await ctx.db.peers(sid)
+        known_revs = {bytes(p["head_pk"]): p["rev"] for p in peers}
+        behind = {bytes(p["head_pk"]): p["rev"] for p in peers if p["last_error"] == BEHIND}
+        old_announce, held = bytes(remote["announce_pk"]), keys.session_keys(sid)
+        if secret is None:  # left out: only once its author stands behind it (it may be a writer's forgery)
+            author = await check_exclusion(
+                store, sid, notice, old_announce=old_announce, members=members, me=my_pk, keys=held,
+                known_revs=known_revs, timeout=ctx.timeout, behind=behind,
+            )  # fmt: skip
             raise ImportError_(
                 "revoked",
-                f"session {sid} was rekeyed without this device: it keeps what it has "
+                f"session {sid} was rekeyed without this device (by device {author}): it keeps what it has "
                 f"but receives nothing new (import a new share code from a device that kept it:"
                 " `sessiond import`)",
             )
-        peers = await ctx.db.peers(sid)
         await check_notice(
             store,
             sid,
             notice,
-            old_announce=bytes(remote["announce_pk"]),
+            old_announce=old_announce,
             members=members,
             me=my_pk,
             head_key=keys.head_key(sid),
-            keys=keys.session_keys(sid),
+            keys=held,
             new_key=bytes(secret["k"]),
             new_announce=bytes(secret["a"]),
-            known_revs={bytes(p["head_pk"]): p["rev"] for p in peers},
+            known_revs=known_revs,
             read_slot=self.members.read_members,
             timeout=ctx.timeout,
-            behind={bytes(p["head_pk"]): p["rev"] for p in peers if p["last_error"] == BEHIND},
+            behind=behind,
         )
         return secret
 
@@ -326,6 +334,10 @@ class Rekeyer:
             "own": False,
         }
         keys.set_rekey_pending(sid, dagcbor.encode(record))  # a crash while switching resumes it
+        if (await self.ctx.db.get_session(sid))["access"] == "revoked":
+            # an earlier notice left it out; this one, which replaced it, boxes the new key to it: it is in
+            # the new generation (its slot lists it), and writes again. (As an import over it sets access.)
+            await self.ctx.db.apply_remote(sid, {}, access="write" if record["w"] is not None else "read")
         await self._finish(sid, record)
         log.info("took new session key", extra={"session": sid, "event": "rekey"})
         return True

@@ -15,7 +15,9 @@ checks, before it switches, that
   A member whose head is still the one this device found sealed when it joined (under a key from before
   that, the member away through an earlier rekey: `behind`) has not moved since, and contradicts nothing.
 
-Either failure leaves the device where it is and says so. Read-only: nothing here writes anything.
+Either failure leaves the device where it is and says so. A notice with no box for this device (a rekey
+that leaves it out) is checked as far as it can be without the new key (check_exclusion) before the
+device takes itself for revoked. Read-only: nothing here writes anything.
 """
 
 from __future__ import annotations
@@ -90,31 +92,11 @@ async def check_notice(
             f"(made by an older sessiond, or forged); this device keeps its key. Ask a device you trust "
             f"for a new share code",
         )
-    h = notice_hash(notice)
     later, left_out = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
     keys = [new_key, *later, *keys]
-    moved, contradicting = [], []
-    claimed = False
-    for m in members:
-        pk, device = m["head_pk"], m["device_id"]
-        if pk == me and device != author:
-            continue  # (this device's own claims are its own: only as the author is its head read)
-        claims = await _claims(store, sid, pk, device, keys, known_revs.get(pk, 0), (behind or {}).get(pk), timeout)
-        if claims is None:
-            moved.append(member_name(m))
-            continue
-        mine = [c for c in claims if c["o"] == old_announce]
-        if device == author:
-            claimed = claimed or any(c["h"] == h and c["a"] == notice.get("a") for c in mine)
-        elif mine:
-            contradicting.append(member_name(m))
-    if not claimed and author not in moved:
-        raise ImportError_(
-            "rekey_unconfirmed",
-            f"the rekey notice of session {sid} names device {author}, whose log does not claim it "
-            f"(forged, or its log has not reached the store yet); this device keeps its key and looks again "
-            f"at its next pull",
-        )
+    claimed, moved, contradicting = await _sightings(
+        store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout
+    )
     if moved and left_out and not contradicting:
         # the members went on to a generation after the notice's, which this device was left out of
         raise ImportError_(
@@ -132,6 +114,96 @@ async def check_notice(
             f"that was dropped). This device takes neither and keeps what it has. Ask a device you trust "
             f"for a new share code, then `sessiond rm {sid}` and import it",
         )
+
+
+async def check_exclusion(
+    store: Store,
+    sid: str,
+    notice: dict,
+    *,
+    old_announce: bytes,
+    members: list[dict],
+    me: bytes,
+    keys: list[bytes],
+    known_revs: dict[bytes, int],
+    timeout: float,
+    behind: dict[bytes, int] | None = None,
+) -> str:
+    """For a notice with no box for this device (a rekey that leaves it out): the author it names, once
+    checked as far as this device can without the new key; refuses (ImportError_) one whose author is no
+    other member of the old slot, or whose author's head, still readable here, does not claim it, or that
+    another member's head contradicts (claiming a rekey of the same slot). An author's head sealed under a
+    key this device does not hold went on to a new generation, as a real rekey's author does once it has
+    switched. Arguments as for check_notice. What this cannot tell apart: a writer that holds the write
+    secret and claims its own notice has made a rekey (docs/SECURITY.md, "A writer and the rekey")."""
+    author = notice.get("d")
+    others = {m["device_id"] for m in members if m["head_pk"] != me and m["device_id"] is not None}
+    if not isinstance(author, str) or author not in others:
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"a rekey notice of session {sid} leaves this device out but names no other device of the session "
+            f"as its author (made by an older sessiond, or written by a writer without a rekey of its own): this "
+            f"device keeps its key and its access, and looks again at its next pull",
+        )
+    # (a member gone on under a key this device is not given: a kept writer that switched, or the author)
+    _, _, contradicting = await _sightings(
+        store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout, left_out=True
+    )
+    if contradicting:
+        raise ImportError_(
+            "rekey_conflict",
+            f"a rekey notice of session {sid} leaves this device out and names device {author}, but device(s) "
+            f"{', '.join(sorted(contradicting))} claim another rekey of the session: this device takes neither "
+            f"and keeps its key and its access. Ask a device you trust for a new share code",
+        )
+    return author
+
+
+async def _sightings(
+    store: Store,
+    sid: str,
+    notice: dict,
+    author: str,
+    old_announce: bytes,
+    members: list[dict],
+    me: bytes,
+    keys: list[bytes],
+    known_revs: dict[bytes, int],
+    behind: dict[bytes, int],
+    timeout: float,
+    *,
+    left_out: bool = False,
+) -> tuple[bool, list[str], list[str]]:
+    """What the old generation's members' heads say of a notice naming `author`: whether the author's
+    manifest claims it, the members whose manifest opens under none of `keys` (gone on under another key),
+    and the other members whose manifest claims a rekey of the same slot. This device's own head is read
+    only as the author's. Refuses (rekey_unconfirmed) a notice whose author's manifest opens and does not
+    claim it; `left_out`: a notice with no box for this device, said so."""
+    h = notice_hash(notice)
+    moved, contradicting = [], []
+    claimed = False
+    for m in members:
+        pk, device = m["head_pk"], m["device_id"]
+        if pk == me and device != author:
+            continue  # (this device's own claims are its own: only as the author is its head read)
+        claims = await _claims(store, sid, pk, device, keys, known_revs.get(pk, 0), behind.get(pk), timeout)
+        if claims is None:
+            moved.append(member_name(m))
+            continue
+        mine = [c for c in claims if c["o"] == old_announce]
+        if device == author:
+            claimed = claimed or any(c["h"] == h and c["a"] == notice.get("a") for c in mine)
+        elif mine:
+            contradicting.append(member_name(m))
+    if not claimed and author not in moved:
+        what, kept = ("leaves this device out and names", "its key and access") if left_out else ("names", "its key")
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"the rekey notice of session {sid} {what} device {author}, whose log does not claim it (forged by a "
+            f"writer, or its log has not reached the store yet); this device keeps {kept} and looks again at its "
+            f"next pull",
+        )
+    return claimed, moved, contradicting
 
 
 async def _later_keys(

@@ -165,30 +165,23 @@ class Verifier:
         try:  # a device left out of a rekey cannot open the others' new logs: say so, not "damaged"
             with self._part(store, parts, "members"):
                 _, members, notice = await self.members.read_members(store, sid, key[0], bytes(remote["announce_pk"]))
-            if (
-                notice is not None
-                and notice.get("a") != bytes(remote["announce_pk"])
-                and not any(b.get("k") == my_pk for b in notice.get("b", []))
-            ):
-                await ctx.db.mark_revoked(sid)  # (as a pull does: its writes refused from now on)
-                report["problems"].append(
-                    "revoked: the session was rekeyed without this device; it keeps what it "
-                    "has, but can neither read nor check what is written from now on (ask "
-                    "for a new share code)"
-                )
-                report["ok"] = False
-                return report
-            if notice is not None:  # one for this device, not taken: refused (why, said), or the next pull's
+            if notice is not None:  # not taken: refused (why, said), this device left out, or the next pull's
                 try:
                     with self._part(store, parts, "members"):
                         await self.rekeyer.confirm(sid, notice, store, members)
                 except ImportError_ as exc:
                     if exc.kind == "store":
                         raise
-                    if exc.kind == "revoked":
-                        await ctx.db.mark_revoked(sid)
-                    report["problems"].append(f"rekey refused: {exc}")
                     report["ok"] = False
+                    if exc.kind == "revoked":  # (as a pull does: its writes refused from now on)
+                        await ctx.db.mark_revoked(sid)
+                        report["problems"].append(
+                            "revoked: the session was rekeyed without this device; it keeps what it "
+                            "has, but can neither read nor check what is written from now on (ask "
+                            f"for a new share code): {exc}"
+                        )
+                    else:
+                        report["problems"].append(f"rekey refused: {exc}")
                     return report
         except ImportError_ as exc:
             if exc.kind == "store":

@@ -84,3 +84,11 @@ def test_devices_of_an_unknown_session_is_404(daemon):
     assert e.value.status == 404 and e.value.code == "not_found"
     res = run_cli(daemon.home, "devices", "no-such-session", "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "not_found"
+
+
+def test_devices_help_says_what_last_seen_is(tmp_path):
+    """ "last seen" is the time of the device's latest write held here, as its own clock stamped it: not
+    when it last ran, pulled or was online (a device that only reads is never seen). The help said only
+    "last seen"."""
+    out = " ".join(run_cli(str(tmp_path / "home"), "devices", "--help", check=True).stdout.split())
+    assert "last seen: the time of its latest write held here, by its own clock" in out, out

@@ -44,10 +44,13 @@ def _device(d):
     return d.client().status()["device_id"]
 
 
-async def _forge(store_dir: str, forger_home: str, sid: str, author: str, claim: bool) -> bytes:
-    """Overwrite the old members slot with a notice naming keys the forger chose, boxed to every member;
-    with `claim`, the forger's own head claims it first (as a real rekey's author does). Returns the
-    forged session key."""
+async def _forge(
+    store_dir: str, forger_home: str, sid: str, author: str, claim: bool, leave_out: str | None = None
+) -> bytes:
+    """Overwrite the old members slot with a notice naming keys the forger chose, boxed to every member
+    (but device `leave_out`: then the slot may hold no notice yet, the forger's own "rekey" dropping that
+    device); with `claim`, the forger's own head claims it first (as a real rekey's author does). Returns
+    the forged session key."""
     ks = KeyStore(os.path.join(forger_home, "keys"))
     old_key, old_write = ks.session_key(sid), ks.write_secret(sid)
     assert old_key is not None and old_write is not None
@@ -58,13 +61,14 @@ async def _forge(store_dir: str, forger_home: str, sid: str, author: str, claim:
     assert entry is not None
     h, salt = entry.data[1:33], entry.data[33:]
     slot = dagcbor.decode(open_unpadded(await store.get(h), members_key(old_key, salt)))
-    assert "rekey" in slot  # the real rekey's notice, which the forger replaces
+    assert "rekey" in slot or leave_out  # the real rekey's notice, which the forger replaces
     new_key, new_write = os.urandom(32), os.urandom(32)
     new_announce = bytes(announce_key(new_write).verify_key)
     secret = dagcbor.encode({"a": new_announce, "k": new_key, "w": new_write})
     boxes = [
         {"k": m["k"], "x": SealedBox(VerifyKey(m["k"][1:]).to_curve25519_public_key()).encrypt(secret)}
         for m in slot["m"]
+        if m["d"] != leave_out
     ]
     notice = {"a": new_announce, "b": boxes, "d": author, "t": int(time.time())}
     if claim:  # the forger's own manifest, one revision on, claiming the forged notice
@@ -140,6 +144,114 @@ def test_a_kept_device_away_through_a_rekey_refuses_a_dropped_writers_forged_not
     report = json.loads(res.stdout)
     assert not report["ok"] and any("rekey refused" in p for p in report["sessions"][0]["problems"]), report
     assert _key(k, sid) == old
+
+
+@pytest.mark.parametrize("author", ["a writer that made no rekey", "no member"])
+def test_a_notice_leaving_a_device_out_that_its_author_does_not_claim_does_not_revoke_it(
+    make_daemon, store_dir, author
+):
+    """Writer D (no rekey made: D still writes the session) writes a notice into the members slot with a box
+    for every member but K, naming as its author R, which made no rekey, or no member at all. K was marked
+    revoked by any notice without a box for it, though nothing confirmed that a device of the session had
+    rekeyed: now it checks that the author the notice names claims it in its own head (as it does for a
+    notice with its box), refuses it (said at every pull, and by `verify`), and keeps writing."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    old, d_id = _key(k, sid), _device(d)
+    d.stop()
+    named = _device(r) if author.startswith("a writer") else "not-a-device-of-the-session"
+    asyncio.run(_forge(store_dir, d.home, sid, author=named, claim=False, leave_out=_device(k)))
+    for _ in range(2):  # at every pull
+        st = k.client().sync(sid, wait=True, timeout=10)
+        err = st["sessions"][sid].get("pull_error") or ""
+        assert "rekey" in err and "leaves this device out" in err, st
+        assert k.client().get_session(sid)["access"] == "write"
+    res = run_cli(k.home, "verify", sid, "--json")
+    report = json.loads(res.stdout)
+    assert res.returncode != 0 and any("rekey refused" in p for p in report["sessions"][0]["problems"]), report
+    assert cli_json(k.home, "show", sid)["access"] == "write"
+    assert _key(k, sid) == old
+    k.client().append(sid, "assistant", "K still writes")  # not refused as revoked
+    # R took the forged notice (which has its box) neither: its author does not claim it
+    st = r.client().sync(sid, wait=True, timeout=10)
+    assert "rekey" in (st["sessions"][sid].get("pull_error") or ""), st
+    assert _key(r, sid) == old
+    # and the notice stays in the slot (docs/SECURITY.md): R cannot rekey past it, a new code of it is refused
+    with pytest.raises(ApiError) as e:
+        r.client().rekey(sid, drop=[d_id])
+    assert "rekeyed by another device" in e.value.message, e.value.message
+    n = make_daemon("file://" + store_dir).start()
+    with pytest.raises(ApiError) as e:
+        n.client().import_code(r.client().share(sid, write=True)["code"])
+    assert e.value.code == "revoked", (e.value.code, e.value.message)
+
+
+def test_a_writer_that_claims_a_notice_leaving_a_device_out_has_rekeyed_without_it(make_daemon, store_dir):
+    """What no device can tell from a real rekey (docs/SECURITY.md, "A writer and the rekey"): a writer that
+    holds the write secret writes a notice leaving K out and claims it in its own head, as `sessiond rekey
+    --drop K` on it would. K takes itself for revoked, its refusal naming that writer; R, boxed, takes it."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    d_id = _device(d)
+    d.stop()
+    forged = asyncio.run(_forge(store_dir, d.home, sid, author=d_id, claim=True, leave_out=_device(k)))
+    st = k.client().sync(sid, wait=True, timeout=10)
+    err = st["sessions"][sid].get("pull_error") or ""
+    assert "rekeyed without this device" in err and f"by device {d_id}" in err, st
+    assert k.client().get_session(sid)["access"] == "revoked"
+
+    def r_took_it():
+        r.client().sync(sid, wait=True, timeout=10)
+        return _key(r, sid) == forged
+
+    wait_for(r_took_it, timeout=20, interval=0.3)
+
+
+def test_a_dropped_writer_can_make_a_kept_device_away_through_the_rekey_take_itself_for_revoked(make_daemon, store_dir):
+    """What a device cannot tell apart without the new key (docs/SECURITY.md, "A writer and the rekey"): R
+    drops D while K is away; D writes over R's notice one with no box for K, naming R. R's head has gone
+    on under the new key, which K is not given, so K takes itself for revoked, naming R; a new code from R
+    makes it a writer again."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    r_id, d_id, k_id = _device(r), _device(d), _device(k)
+    k.stop()
+    r.client().rekey(sid, drop=[d_id])
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(wait=True)
+    d.stop()
+    asyncio.run(_forge(store_dir, d.home, sid, author=r_id, claim=False, leave_out=k_id))
+    k.start()
+    st = k.client().sync(sid, wait=True, timeout=10)
+    err = st["sessions"][sid].get("pull_error") or ""
+    assert "rekeyed without this device" in err and f"by device {r_id}" in err, st
+    assert k.client().get_session(sid)["access"] == "revoked"
+    k.client().import_code(r.client().share(sid, write=True)["code"])
+    assert k.client().get_session(sid)["access"] == "write"
+    wait_for(lambda: "after the rekey" in _messages(k, sid), timeout=20)
+
+
+def test_a_device_revoked_by_a_notice_then_boxed_by_the_one_that_replaces_it_writes_again(make_daemon, store_dir):
+    """K takes itself for revoked from a notice leaving it out (writer D's, claimed: a rekey by D); D then
+    writes over it a notice that boxes the new key to K too, and claims that one instead. K, which can read
+    the new key and is in the new slot, takes it: its access is `write` again, not left `revoked`."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    d_id = _device(d)
+    r.stop()  # R takes neither notice: its head stays under the old key, claiming nothing
+    d.stop()
+    asyncio.run(_forge(store_dir, d.home, sid, author=d_id, claim=True, leave_out=_device(k)))
+    st = k.client().sync(sid, wait=True, timeout=10)
+    assert "rekeyed without this device" in (st["sessions"][sid].get("pull_error") or ""), st
+    assert k.client().get_session(sid)["access"] == "revoked"
+    forged = asyncio.run(_forge(store_dir, d.home, sid, author=d_id, claim=True))
+
+    def took_it():
+        k.client().sync(sid, wait=True, timeout=10)
+        return _key(k, sid) == forged
+
+    wait_for(took_it, timeout=20, interval=0.3)
+    assert k.client().get_session(sid)["access"] == "write"
+    assert cli_json(k.home, "show", sid)["access"] == "write"
+    k.client().append(sid, "assistant", "K writes again")
+    st = k.client().sync(sid, wait=True, timeout=10)
+    assert not st["sessions"][sid].get("pull_error"), st
 
 
 def test_a_device_away_through_two_rekeys_takes_both(make_daemon, store_dir):
@@ -358,17 +470,12 @@ def test_a_kept_writer_that_never_comes_back_is_dropped_and_its_messages_reach_a
     text = run_cli(n.home, "status", check=True).stdout
     assert f"`sessiond rekey --home {shlex.quote(n.home)} {sid} --drop DEVICE`" in text, text
     r.client().rekey(sid, drop=[k_id])
-    import time as _t
 
-    _t.sleep(8)
-    print(
-        "DBG",
-        n.client().sync(sid, wait=True, timeout=10),
-        _messages(n, sid),
-        _key(n, sid) == _key(r, sid),
-        run_cli(n.home, "verify", sid).stdout[-1500:],
-    )
-    wait_for(lambda: "K joins" in _messages(n, sid), timeout=30)
+    def n_took_it():
+        n.client().sync(sid, wait=True, timeout=10)
+        return "K joins" in _messages(n, sid)
+
+    wait_for(n_took_it, timeout=30, interval=0.3)
     wait_for(lambda: "waiting_for" not in cli_json(n.home, "status")["sync"][sid], timeout=30)
     late = make_daemon("file://" + store_dir).start()
     res = late.client().import_code(r.client().share(sid)["code"])

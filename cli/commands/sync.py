@@ -79,7 +79,10 @@ def register(commands: Commands) -> None:
     p = commands.add("shares", cmd_shares, "list the share codes this device issued (never the codes themselves)")
     p.add_argument("id", nargs="?", help="only this session's")
     p = commands.add(
-        "devices", cmd_devices, "list a session's devices as this daemon knows them: writers, messages, last seen"
+        "devices",
+        cmd_devices,
+        "list a session's devices as this daemon knows them: writers, messages, and last seen: the time of its "
+        "latest write held here, by its own clock (not when it last ran or pulled)",
     )
     p.add_argument("id")
     p = commands.add("unshare", cmd_unshare, "end access to a session by a rekey: one device, or every other one")
