@@ -977,11 +977,23 @@ def test_commands_in_messages_name_the_home_they_are_for(daemon):
     res = run_cli(None, "show", "nope", env={"SESSIOND_HOME": daemon.home})
     assert "(see `sessiond ls`)" in res.stderr, res.stderr
     path = os.path.join(daemon.home, "..", "conversations.json")  # the CLI's own notes too
-    with open(path, "w") as f:
-        json.dump([{"id": "c", "title": "t", "current_node": "n", "mapping": {"n": {"message": None}}}], f)
-    cli_json(daemon.home, "import-file", path, "--format", "chatgpt")
-    res = run_cli(daemon.home, "import-file", path, "--format", "chatgpt", check=True)
-    assert f"`sessiond rm --home {h} " in res.stderr, res.stderr
+
+    def said(n: int) -> None:  # a ChatGPT export of conversation "c" with its first n messages
+        nodes = {"r": {"id": "r", "message": None, "parent": None, "children": ["m0"]}}
+        for i in range(n):
+            role = "user" if i % 2 == 0 else "assistant"
+            msg = {"id": f"m{i}", "author": {"role": role}, "content": {"content_type": "text", "parts": [f"m{i}"]}}
+            kids = [f"m{i + 1}"] if i + 1 < n else []
+            nodes[f"m{i}"] = {"id": f"m{i}", "message": msg, "parent": "r" if i == 0 else f"m{i - 1}", "children": kids}
+        with open(path, "w") as f:
+            json.dump([{"id": "c", "title": "t", "current_node": f"m{n - 1}", "mapping": nodes}], f)
+
+    said(1)
+    imported = cli_json(daemon.home, "import-file", path, "--format", "chatgpt")["sessions"][0]["id"]
+    run_cli(daemon.home, "pause", imported, check=True)
+    said(2)  # continued in the app, while the session here is paused: the note says how to take it
+    res = run_cli(daemon.home, "import-file", path, "--format", "chatgpt")
+    assert res.returncode == 1 and f"`sessiond resume --home {h} {imported}`" in res.stderr, res.stderr
     shared = cli_json(daemon.home, "new")["id"]  # and the hints of outputs that are no error
     run_cli(daemon.home, "share", shared, check=True)
     res = run_cli(daemon.home, "rekey", shared, check=True)
