@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -153,3 +154,32 @@ def test_the_helper_hides_credentials_holding_a_quote_or_a_space():
     # a quoted URL, and quoted words beside one, keep their quotes and words
     assert scrub_text("'ipfs+http://u:p@x:2' down") == "'ipfs+http://***@x:2' down"
     assert scrub_text("'http://host' and 'me@x'") == "'http://host' and 'me@x'"
+
+
+def test_scrubbing_a_pathological_text_takes_linear_time():
+    """Every error and log line goes through scrub_text: 100 KB of text made to make its patterns backtrack
+    (a run of scheme characters and no '://' after it, from every start) must not hold the daemon up. The
+    URL pattern looked for a scheme of any length before '://' from every word start: 10 s and more for
+    100 KB of 'a.a.a.'."""
+    from sessiond.storage.redact import scrub_text
+
+    cases = [
+        "a." * 50_000 + " ://",
+        "a-" * 50_000 + " ://",
+        "sk-" * 33_000 + " ://",
+        "a+" * 50_000 + "x ://",
+        "x://" + "a" * 100_000,
+        "x://" + "a@" * 50_000,
+        "x://a " * 20_000,
+        "Bearer " * 15_000,
+        "Bearer" + " " * 100_000 + "!",
+        "abcdefghij " * 10_000,
+        "ab:/" * 25_000 + "://",
+    ]
+    for text in cases:
+        started = time.monotonic()
+        scrub_text(text, ["abcdefghijkl"], tokens=True)
+        assert time.monotonic() - started < 2, text[:40]
+    # a URL whose scheme is longer than any real one still has its credentials hidden
+    assert scrub_text("at " + "x" * 200 + "://u:pw-secret@h:1/p") == "at " + "x" * 200 + "://***@h:1/p"
+    assert scrub_text("see foo_http://u:pw-secret@h:1 now") == "see foo_http://***@h:1 now"
