@@ -16,6 +16,7 @@ from .types import (
     JsonObject,
     Name,
     Number,
+    QueryBool,
     QueryInt,
     SessionId,
     Status,
@@ -27,6 +28,7 @@ from .types import (
 # What a request gives instead of an empty model or user (api/types.py's Name).
 NONE_OR_NULL = "leave it out for none (null clears it)"
 EVERY_USER = "leave it out for every user's"
+LIST_EVERY_USER = f"{EVERY_USER} (no_user=true: the sessions with none)"
 
 # One range per number field, (low, high, whole): the models below, and the checks of operations other
 # devices push (daemon/validate.py), are built from these.
@@ -208,7 +210,10 @@ class Deleted(TypedDict):
 
 @with_config(QUERY)
 class SessionsQuery(TypedDict, total=False):
-    user: Name(EVERY_USER)
+    user: Name(LIST_EVERY_USER)
+    # true: the sessions that have no user, none set or an empty one (which an older sessiond stored, and
+    # which `user` cannot name: it refuses an empty one); not with `user`. false is the same as leaving it out
+    no_user: QueryBool
     status: Status
     tag: Text(100, min_len=1)
     limit: QueryInt(1, 1000)

@@ -101,7 +101,15 @@ def store_args(args) -> list[str] | None:
     given = args.store if isinstance(args.store, list) else [args.store] if args.store else []
     if getattr(args, "store_file", None):
         given = [*given, *store_from_file(args.store_file)]
+    hide_store_secrets(given)
     return given or None
+
+
+def hide_store_secrets(urls: list[str]) -> None:
+    """The credentials of the store URLs given hidden by value from every error this process prints."""
+    from ..storage.redact import hide_everywhere, url_secrets
+
+    hide_everywhere(*(secret for url in urls for secret in url_secrets(url)))
 
 
 def read_fd(fd: int) -> str:

@@ -158,14 +158,15 @@ class Api:
         self,
         *,
         user: str | None = None,
+        no_user: bool | None = None,
         status: str | None = None,
         tag: str | None = None,
         limit: int | None = None,
         after: str | None = None,
     ) -> SessionList:
-        return self._call(
-            "GET", "/v1/sessions" + query_string(dict(user=user, status=status, tag=tag, limit=limit, after=after))
-        )
+        """`no_user=True`: the sessions with no user (none set, or an empty one an older sessiond stored)."""
+        params = dict(user=user, no_user=no_user, status=status, tag=tag, limit=limit, after=after)
+        return self._call("GET", "/v1/sessions" + query_string(params))
 
     def get_session(self, sid: str) -> Session:
         return self._call("GET", f"/v1/sessions/{quote_id(sid)}")

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from ..storage.errors import Invalid, SessiondError
 from ..storage.fsutil import atomic_write
+from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
 from . import toolcalls
 from . import validate as v
@@ -192,6 +193,7 @@ class Compat:
     async def start_tcp(self, host: str, port: int) -> None:
         key_file = self.d.home.openai_key
         self.key = ensure_key(key_file)
+        hide_everywhere(self.key)  # the listener's own bearer key: in no error or log line of the daemon
         app = web.Application(middlewares=[self._auth], client_max_size=256 << 20)
         app[DAEMON_KEY] = self.d
         app.on_shutdown.append(hang_up_stalled)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from ..storage.errors import SessiondError
-from ..storage.redact import scrub_text
+from ..storage.redact import hide_everywhere, scrub_text, url_secrets
 
 
 class NoProvider(SessiondError):
@@ -45,7 +45,23 @@ class Provider:
     top_k: bool = False  # whether the provider takes top_k (OpenAI's own API does not)
 
     def api_key(self) -> str | None:
-        """The key, read now (never kept): from api_key_file, or api_key_env, or none (a local server)."""
+        """The key, read now (never kept for the requests: a changed file is read at the next): from
+        api_key_file, or api_key_env, or none (a local server). Each key read is hidden by its value from
+        every error and log line of the daemon (storage/redact.py's hide_everywhere)."""
+        key = self._read_key()
+        hide_everywhere(key)
+        return key
+
+    def hide_secrets(self) -> None:
+        """Hide this provider's secrets from the daemon's errors and logs from its start on, before any
+        request reads its key: the key (if it reads now) and any credentials in base_url."""
+        hide_everywhere(*url_secrets(self.base_url))
+        try:
+            self.api_key()
+        except ProviderError:  # unreadable now: the request that needs it says so
+            pass
+
+    def _read_key(self) -> str | None:
         if self.api_key_file:
             try:
                 with open(os.path.expanduser(self.api_key_file), encoding="utf-8") as f:

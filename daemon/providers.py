@@ -23,6 +23,8 @@ class Providers:
 
     def __init__(self, tables: dict, default: str | None):
         self.all = {name: Provider(name, **t) for name, t in tables.items()}
+        for p in self.all.values():
+            p.hide_secrets()
         self.default = default
         self._http: aiohttp.ClientSession | None = None
         self._drains = Drains()  # streams' ends read in the background

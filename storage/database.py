@@ -165,12 +165,13 @@ class Database:
         self,
         *,
         user: str | None = None,
+        no_user: bool = False,
         status: str | None = None,
         tag: str | None = None,
         limit: int = 50,
         after: str | None = None,
     ) -> list[dict]:
-        return await self.sessions.list(user=user, status=status, tag=tag, limit=limit, after=after)
+        return await self.sessions.list(user=user, no_user=no_user, status=status, tag=tag, limit=limit, after=after)
 
     async def session_ids(self, *, hidden: bool = False) -> list[str]:
         return await self.sessions.ids(hidden=hidden)

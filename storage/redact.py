@@ -9,6 +9,7 @@ config.toml: 0600 and 0700) and in the requests that need them. Standard library
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable
 from urllib.parse import unquote
 
@@ -20,8 +21,12 @@ _SENSITIVE_NAME = re.compile(r"token|key|secret|pass|pwd|auth|invite|sig|credent
 _TOKEN_VALUE = re.compile(r"[A-Za-z0-9_\-.~+/=%]{20,}")
 # a URL in running text: a scheme, its userinfo if any (everything up to an '@' before the host: a password
 # may hold a quote, which RFC 3986 allows there, or a character it does not), then everything up to a
-# space or a quote
-_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://(?:[^\s/?#@]+@)?[^\s'\"<>`]+")
+# space or a quote. The scheme is bounded (the longest real one, ipfs+gateway+https, is 18): a pattern
+# that looked from every word start through a run of scheme characters of any length for a '://' took
+# quadratic time (10 s for 100 KB of "a.a.a."); a longer scheme is matched from its last 40 characters,
+# its credentials hidden all the same. A raw space in a password ends the URL here: a configured secret is
+# hidden by its value (hide_everywhere), which no pattern needs to find.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,39}://(?:[^\s/?#@]+@)?[^\s'\"<>`]+")
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9_\-.~+/=*]{4,}", re.I)
 # API keys by their usual prefixes (OpenAI sk-/sk-proj-, Anthropic sk-ant-, Groq gsk_, xAI xai-,
 # Hugging Face hf_, GitHub ghp_/gho_/github_pat_, GitLab glpat-, Slack xox?-), a masked echo
@@ -30,6 +35,36 @@ _KEY_LIKE = re.compile(
     r"\b(?:sk|pk|rk|gsk|xai|hf|ghp|gho|ghs|github_pat|glpat|xox[abprs])[-_][A-Za-z0-9_\-.*]{3,}", re.I
 )
 _WORD = re.compile(r"[A-Za-z0-9_\-]{8,}")
+
+
+# The secrets this process was configured with or logged in for (a store URL's password or invite, a
+# store's token, the home's kubo-auth, a pinning service's token, a provider's API key, the OpenAI
+# listener's own key), hidden by their value in every text scrub_text is given, wherever they appear: in a
+# URL the pattern cannot read (a password holding a raw space), or alone (a server echoing the password it
+# refused). Shorter ones than KNOWN_MIN (scrub_text's own floor for a piece of a secret) are left to the
+# patterns: a local server's placeholder key "ollama" hidden from every error would hide the provider named
+# so. At most KNOWN_MAX, the newest kept (a store's token renewed, a key file changed). A tuple replaced
+# whole under the lock, longest first, so that a thread scrubbing reads one consistent list.
+KNOWN_MIN = 8
+KNOWN_MAX = 256
+_known: tuple[str, ...] = ()
+_known_order: list[str] = []
+_known_lock = threading.Lock()
+
+
+def hide_everywhere(*secrets: str | None) -> None:
+    """Hide each of `secrets` (None and short ones skipped) from every text this process scrubs from now on."""
+    global _known
+    new = [s for s in secrets if s and len(s) >= KNOWN_MIN and s not in _known]
+    if not new:
+        return
+    with _known_lock:
+        for secret in new:
+            if secret in _known_order:
+                _known_order.remove(secret)
+            _known_order.append(secret)
+        del _known_order[:-KNOWN_MAX]
+        _known = tuple(sorted(_known_order, key=len, reverse=True))
 
 
 def _shown_query(query: str) -> str:
@@ -100,7 +135,10 @@ def scrub_text(text: str, secrets: Iterable[str | None] = (), *, tokens: bool = 
     """`text` with each of `secrets` (and every 8+ character piece of one: a prefix or suffix echoed
     back) replaced, and every URL in it shown (`shown_url`). With tokens=True, also whatever looks like
     a bearer token or an API key (`Bearer ...`, `sk-...`): for text a third party wrote, such as a
-    model provider's error."""
+    model provider's error. The secrets this process knows (hide_everywhere) are hidden first, by value."""
+    for known in _known:
+        if known in text:
+            text = text.replace(known, HIDDEN)
     for secret in secrets:
         if not secret or len(secret) < 4:
             continue

@@ -323,15 +323,19 @@ class Sessions:
         self,
         *,
         user: str | None = None,
+        no_user: bool = False,
         status: str | None = None,
         tag: str | None = None,
         limit: int = 50,
         after: str | None = None,
     ) -> list[dict]:
+        """`no_user`: the sessions with no user, none set or an empty one (an older sessiond stored it so)."""
         where, args = ["NOT importing"], []
         if user is not None:
             where.append("user=?")
             args.append(user)
+        if no_user:
+            where.append("(user IS NULL OR user='')")
         if status is not None:
             where.append("status=?")
             args.append(status)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
-from ..storage.redact import shown_url
+from ..storage.redact import hide_everywhere, shown_url, url_secrets
 from .base import Store, StoreError
 from .file import FileStore
 from .http import DEFAULT_MAX_REQUESTS_PER_SECOND
@@ -79,6 +79,8 @@ def configure(
 
 
 def open_network_store(url: str) -> Store:
+    # its credentials hidden by value from every error and log line of this process, wherever they appear
+    hide_everywhere(*url_secrets(url))
     scheme, sep, rest = url.partition("://")
     if not sep or not rest.split("/", 1)[0]:
         raise StoreError(f"store URL {shown_url(url)!r} has no host")

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from ..storage.redact import scrub_text, shown_url, url_secrets
+from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
 from .base import StoreError
 from .errors import (
     RELAY_INVITE,
@@ -149,6 +149,7 @@ class HttpClient:
         self.cap = RateCap(max_requests_per_second)
         self._session: aiohttp.ClientSession | None = None
         self._secrets: list[str] = url_secrets(self.base)  # a password or token in the URL itself
+        hide_everywhere(*self._secrets)
         # the server's clock as of its last answer: (its Date header, this machine's time on receipt)
         self.last_date: tuple[float, float] | None = None
         # monotonic time before which no request is sent: the server's Retry-After that a request gave
@@ -160,9 +161,11 @@ class HttpClient:
         return f"<HttpClient {shown_url(self.base)}>"
 
     def secret(self, value: str) -> str:
-        """Remember `value` as a secret (scrubbed from every message); returns it."""
+        """Remember `value` as a secret (scrubbed from every message, this client's pieces of it too, and from
+        every other text of this process by its value: storage/redact.py's hide_everywhere); returns it."""
         if value and value not in self._secrets:
             self._secrets.append(value)
+            hide_everywhere(value)
         return value
 
     def scrub(self, text: str) -> str:

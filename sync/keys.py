@@ -388,9 +388,22 @@ def mnemonic_to_seed(phrase: str) -> bytes:
     words = phrase.lower().split()
     if len(words) != 24:
         raise KeyError_(f"a key backup is 24 words; got {len(words)}")
-    unknown = [w for w in words if w not in _WORDS.wordlist]
+    # The words are the key: an error names a wrong word by its place, never quotes it (a typo is most often
+    # a letter off the real word, and errors end up in scrollbacks and CI logs).
+    unknown = [i for i, w in enumerate(words, 1) if w not in _WORDS.wordlist]
     if unknown:
-        raise KeyError_(f"not in the word list: {', '.join(unknown[:5])} (check the spelling)")
+        raise KeyError_(f"{_places(unknown)} not in the BIP-39 English word list (check the spelling there)")
     if not _WORDS.check(" ".join(words)):
-        raise KeyError_("the words fail their checksum: a word is wrong or out of order")
+        raise KeyError_(
+            "the words fail their checksum: each is in the word list, but one is wrong or they are out of order"
+        )
     return bytes(_WORDS.to_entropy(" ".join(words)))
+
+
+def _places(positions: list[int]) -> str:
+    """'word 5 is', 'word 5 and word 9 are', 'words 1, 5 and 9 are': where the wrong words are, not what."""
+    if len(positions) == 1:
+        return f"word {positions[0]} is"
+    if len(positions) == 2:
+        return f"word {positions[0]} and word {positions[1]} are"
+    return f"words {', '.join(map(str, positions[:-1]))} and {positions[-1]} are"

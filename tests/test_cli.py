@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import PY, cli_json, run_cli
+from conftest import PY, cli_json, popen_cli, run_cli
 
 
 def test_start_new_add_log_stop(home):
@@ -458,6 +458,77 @@ def test_key_import_of_bad_words_changes_nothing(daemon, tmp_path):
             assert not os.path.exists(fresh), os.listdir(fresh)
     res = run_cli(daemon.home, "key", "import", input=" ".join(words))
     assert res.returncode == 1 and f"sessiond stop --home {daemon.home}" in res.stderr, res.stderr
+
+
+def test_key_import_never_shows_the_words_typed(daemon, tmp_path):
+    """Backup words are a secret: a mistyped word is most often one letter off the real one, so an error
+    that quotes it ("not in the word list: skatch") all but prints the backup on the terminal, into a
+    scrollback or a CI log. The error names the positions instead ("word 5 and word 9"), and a checksum
+    failure says so, quoting no word either; in --json too."""
+    words = run_cli(daemon.home, "key", "export", check=True).stdout.split()
+    fresh = str(tmp_path / "fresh")
+    typed = words[:]
+    typed[4], typed[8] = "skatchq", "zebrax"
+    for extra in ([], ["--json"]):
+        res = run_cli(fresh, "key", "import", *extra, input=" ".join(typed))
+        assert res.returncode != 0, res
+        _no_traceback(res)
+        said = res.stdout + res.stderr
+        assert "skatchq" not in said and "zebrax" not in said, said
+        assert "word 5 and word 9 are not in the BIP-39 English word list" in said, said
+        assert not os.path.exists(fresh)
+    # five or more: each position named, still no word
+    many = [f"{w}q" if i % 4 == 0 else w for i, w in enumerate(words)]
+    res = run_cli(fresh, "key", "import", input=" ".join(many))
+    assert "words 1, 5, 9, 13, 17 and 21 are not in the BIP-39" in res.stderr, res.stderr
+    assert not any(w in res.stderr for w in many if w.endswith("q")), res.stderr
+    # every word in the list, in the wrong order: the checksum fails (but for 1 order in 256, another key)
+    for i in range(1, 11):
+        swapped = words[:]
+        swapped[0], swapped[i] = swapped[i], swapped[0]
+        res = run_cli(fresh, "key", "import", "--json", input=" ".join(swapped))
+        if res.returncode:
+            break
+        shutil.rmtree(fresh)
+    message = json.loads(res.stdout)["error"]["message"]
+    assert "checksum" in message and not any(w in message.split() for w in words if len(w) > 5), message
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_key_import_on_a_terminal_does_not_echo_the_words(daemon, tmp_path):
+    """On a terminal the words are read with echo off (getpass), and `key import` takes them from no option:
+    argv is in every local user's `ps`."""
+    words = run_cli(daemon.home, "key", "export", check=True).stdout.split()
+    res = run_cli(None, "key", "import", "--help", check=True)
+    assert "--force" in res.stdout and "--words" not in res.stdout and "--mnemonic" not in res.stdout, res.stdout
+    fresh = str(tmp_path / "fresh")
+    master, slave = os.openpty()
+    try:
+        proc = popen_cli(
+            ["key", "import", "--home", fresh], env=dict(os.environ), stdin=slave, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 60
+        while b"backup words" not in seen:  # the prompt is written once echo is off
+            assert time.monotonic() < deadline, seen
+            if select.select([master], [], [], 1)[0]:
+                seen += os.read(master, 4096)
+        os.write(master, (" ".join(words) + "\n").encode())
+        assert proc.wait(timeout=60) == 0
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal's other end closed with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert "device key restored" in seen.decode(errors="replace"), seen
+    assert not any(w.encode() in seen for w in words if len(w) > 4), seen
+    assert run_cli(fresh, "key", "export", check=True).stdout.split() == words
 
 
 def test_key_export_s_whole_output_imports(daemon, tmp_path):

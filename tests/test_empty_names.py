@@ -122,3 +122,30 @@ def test_the_openai_endpoint_still_takes_an_empty_model_as_the_sessions(make_dae
         assert p.requests[-1]["model"] == "echo-2"
     finally:
         server.stop()
+
+
+def test_sessions_stored_with_an_empty_user_are_listed_with_no_user(make_daemon):
+    """`?user=` (empty) is refused, so the sessions an older sessiond stored with `"user": ""` could not be
+    filtered for at all (nor those with no user). `?no_user=true` (`sessiond ls --no-user`) lists the sessions
+    that have no user: none set, or an empty one stored so, which means the same. Given with `user`, it is
+    refused; `no_user=false` is the same as leaving it out."""
+    d = make_daemon()
+    os.makedirs(d.home, mode=0o700)
+    old = asyncio.run(_stored_empty(os.path.join(d.home, "sessions.db")))
+    d.start()
+    c = d.client()
+    none = c.create_session(name="nobody's")["id"]
+    ann = c.create_session(user="ann")["id"]
+    assert [s["id"] for s in c.list_sessions(no_user=True)["sessions"]] == sorted([old, none])
+    assert [s["id"] for s in c.list_sessions(no_user=True, limit=1)["sessions"]] == sorted([old, none])[:1]
+    assert {s["id"] for s in c.list_sessions(no_user=False)["sessions"]} == {old, none, ann}
+    with pytest.raises(ApiError) as e:
+        c.list_sessions(user="ann", no_user=True)
+    assert e.value.status == 422 and "no_user" in e.value.message and "user" in e.value.message, e.value
+    _refused(lambda: c.list_sessions(user=""), "query parameter user")
+    assert "no_user=true" in _refused(lambda: c.list_sessions(user=""), "query parameter user")
+    assert [s["id"] for s in cli_json(d.home, "ls", "--no-user")["sessions"]] == sorted([old, none])
+    res = run_cli(d.home, "ls", "--user", "")
+    assert res.returncode == 2 and "--no-user" in res.stderr, res.stderr
+    res = run_cli(d.home, "ls", "--user", "ann", "--no-user")
+    assert res.returncode == 2 and "not both" in res.stderr, res.stderr

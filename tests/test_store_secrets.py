@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -153,3 +154,77 @@ def test_the_helper_hides_credentials_holding_a_quote_or_a_space():
     # a quoted URL, and quoted words beside one, keep their quotes and words
     assert scrub_text("'ipfs+http://u:p@x:2' down") == "'ipfs+http://***@x:2' down"
     assert scrub_text("'http://host' and 'me@x'") == "'http://host' and 'me@x'"
+
+
+def test_configured_secrets_are_hidden_by_their_value_wherever_they_appear(make_daemon, tmp_path):
+    """The URL pattern finds a URL's credentials only inside a URL it can read: a password holding a raw space
+    (pasted by hand; a URL cannot hold one, so in running text a space ends it) quoted in free text showed its
+    part after the space, and a secret quoted alone (a server echoing the password it refused, a token, a
+    provider's key that looks like no known key) showed whole. Each secret the daemon is configured with is
+    hidden by its value instead, wherever it appears in an error or a log line: the store URL's password, the
+    home's kubo-auth, a provider's API key read from its environment variable, the OpenAI listener's own key."""
+    store_pw, kubo_token, provider_key = "a PASSWORD 77c1", "KUBOAUTH-5e0b-TOKEN", "PROVKEY 9f3e 0c41"
+    port = _free_port()  # nothing listens
+    d = make_daemon(f"ipfs+http://alice:{store_pw}@127.0.0.1:{port}", env={"SD_TEST_PROVIDER_KEY": provider_key})
+    os.makedirs(d.home, mode=0o700)
+    with open(os.path.join(d.home, "kubo-auth"), "w") as f:
+        f.write(f"Bearer {kubo_token}\n")
+    os.chmod(os.path.join(d.home, "kubo-auth"), 0o600)
+    with open(os.path.join(d.home, "config.toml"), "w") as f:
+        f.write('openai_listen = "127.0.0.1:0"\n')
+        f.write('[providers.loop]\nbase_url = "http://127.0.0.1:1/v1"\napi_key_env = "SD_TEST_PROVIDER_KEY"\n')
+    d.start()
+    listener_key = open(cli_json(d.home, "status")["openai"]["api_key_file"]).read().strip()
+    seen = []
+    for secret in (store_pw, f"alice:{store_pw}", kubo_token, provider_key, listener_key):
+        # an error quoting what it was given: here the secret itself, as a server echoing it would
+        for extra in ((), ("--json",)):
+            res = run_cli(d.home, "show", secret, *extra)
+            assert res.returncode != 0 and "no session" in res.stdout + res.stderr, res
+            seen += [res.stdout, res.stderr]
+    shown = run_cli(d.home, "show", f"cannot open ipfs+http://alice:{store_pw}@127.0.0.1:{port}: refused")
+    assert "ipfs+http://***@127.0.0.1" in shown.stderr and "refused" in shown.stderr, shown.stderr
+    seen += [shown.stderr, json.dumps(cli_json(d.home, "status"))]
+    d.stop()
+    seen.append(secretcheck.logs(d.home))
+    for text in seen:
+        for secret in (store_pw, kubo_token, provider_key, listener_key, "PASSWORD 77c1", "9f3e 0c41"):
+            assert secret not in text, (secret, text)
+
+
+def test_scrubbing_a_pathological_text_takes_linear_time():
+    """Every error and log line goes through scrub_text: 100 KB of text made to make its patterns backtrack
+    (a run of scheme characters and no '://' after it, from every start) must not hold the daemon up. The
+    URL pattern looked for a scheme of any length before '://' from every word start: 10 s and more for
+    100 KB of 'a.a.a.'."""
+    from sessiond.storage.redact import scrub_text
+
+    cases = [
+        "a." * 50_000 + " ://",
+        "a-" * 50_000 + " ://",
+        "sk-" * 33_000 + " ://",
+        "a+" * 50_000 + "x ://",
+        "x://" + "a" * 100_000,
+        "x://" + "a@" * 50_000,
+        "x://a " * 20_000,
+        "Bearer " * 15_000,
+        "Bearer" + " " * 100_000 + "!",
+        "abcdefghij " * 10_000,
+        "ab:/" * 25_000 + "://",
+    ]
+    for text in cases:
+        started = time.monotonic()
+        scrub_text(text, ["abcdefghijkl"], tokens=True)
+        assert time.monotonic() - started < 2, text[:40]
+    # a URL whose scheme is longer than any real one still has its credentials hidden
+    assert scrub_text("at " + "x" * 200 + "://u:pw-secret@h:1/p") == "at " + "x" * 200 + "://***@h:1/p"
+    assert scrub_text("see foo_http://u:pw-secret@h:1 now") == "see foo_http://***@h:1 now"
+
+
+def test_a_short_configured_value_is_not_hidden_from_every_text():
+    """A value under 8 characters is left to the patterns: a local server's placeholder key ("ollama") hidden
+    by value would hide the provider of that name from every error; a real secret is longer."""
+    from sessiond.storage.redact import hide_everywhere, scrub_text
+
+    hide_everywhere("ollama", "PLACEHOLDER-KEY-4c1d")
+    assert scrub_text("provider 'ollama' refused PLACEHOLDER-KEY-4c1d") == "provider 'ollama' refused ***"

@@ -15,7 +15,7 @@ from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import holds_lock, read_lock, resolve_home
 from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_USAGE, CliError
-from ..inputs import STORE_ARGV_WARNING, read_fd, store_args
+from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
 from ..output import emit, for_home, short, table, when
 from . import Commands
@@ -95,6 +95,7 @@ def cmd_daemon(args) -> int:
     store = store_args(args)
     if args.store_fd is not None:  # `start` hands the store over a pipe: never in argv (/proc/PID/cmdline)
         store = [*(store or []), *read_fd(args.store_fd).split("\n")]
+        hide_store_secrets(store)
     try:
         run(
             resolve_home(args.home),

@@ -68,6 +68,11 @@ def register(commands: Commands) -> None:
 
     p = commands.add("ls", cmd_ls, "list sessions")
     p.add_argument("--user")
+    p.add_argument(
+        "--no-user",
+        action="store_true",
+        help="the sessions with no user (none set, or an empty one an older sessiond stored)",
+    )
     p.add_argument("--status", choices=["active", "paused", "ended"])
     p.add_argument("--tag")
     p.add_argument("--limit", type=count, default=1000, help="list at most this many (default 1000)")
@@ -129,13 +134,26 @@ def cmd_set(args) -> int:
 
 
 def cmd_ls(args) -> int:
+    if args.user is not None and args.no_user:
+        raise CliError("give --user (that user's sessions) or --no-user (the sessions with none), not both", EXIT_USAGE)
+    if args.user == "":
+        raise CliError(
+            "--user must not be empty: leave it out for every user's sessions, or give --no-user for the sessions"
+            " with none",
+            EXIT_USAGE,
+        )
     c = client(args)
     rows: list[Any] = []  # Session answers
     after = None
     want = args.limit + 1  # one more than shown: whether there are more to say so
     while True:
         page = c.list_sessions(
-            user=args.user, status=args.status, tag=args.tag, limit=min(want - len(rows), 1000), after=after
+            user=args.user,
+            no_user=args.no_user or None,
+            status=args.status,
+            tag=args.tag,
+            limit=min(want - len(rows), 1000),
+            after=after,
         )
         rows += page["sessions"]
         after = page["next"]

@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from ...storage.errors import Invalid
 from ...storage.tokens import counted_text
 from .. import validate as v
 from .common import body, daemon_of, ok, query, session_id
@@ -26,8 +27,16 @@ async def create_session(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     q = query(request)
     limit = q.get("limit", 50)
+    no_user = q.get("no_user", False)
+    if no_user and "user" in q:
+        raise Invalid("give user (that user's sessions) or no_user=true (the sessions with none), not both")
     rows = await daemon_of(request).db.list_sessions(
-        user=q.get("user"), status=q.get("status"), tag=q.get("tag"), limit=limit + 1, after=q.get("after")
+        user=q.get("user"),
+        no_user=no_user,
+        status=q.get("status"),
+        tag=q.get("tag"),
+        limit=limit + 1,
+        after=q.get("after"),
     )
     nxt = rows[limit - 1]["id"] if len(rows) > limit else None
     return ok({"sessions": rows[:limit], "next": nxt})
