@@ -151,6 +151,7 @@ class Daemon:
                 extra={"session": sid},
             )
         self.db.limits = dict(self.config.limits)
+        self.db.estimate = self.estimate  # (a context budget counts the system prompt's tokens)
         self.db.listeners.append(self._on_change)
         move_from = self._choose_store()
         self._configure_network_stores()
