@@ -251,6 +251,8 @@ class Messages:
                         (sid, device, seq, lamport, "chat.update", dumps(body), t),
                     )
                     await apply_op(tx, Op(sid, device, seq, lamport, "chat.update", body, t))
+                    if not importing:  # announced as `compact` announces one, before the messages it made room for
+                        tx.emit({"type": "chat.compacted", "session": sid, "chat": c})
             seq0, lam0 = seq + 1, lamport + 1
             n = len(messages)
             rows = []

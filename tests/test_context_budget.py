@@ -75,3 +75,30 @@ def test_manual_compaction_to_the_budget_counts_the_fixed_part(make_daemon, mode
         c.append(sid, "user", "m", tokens=10)
     ctx = c.compact(sid)  # down to half of the 60 the system prompt's 20 leave of the 80
     assert ctx["fixed_tokens"] == 20 and ctx["active_tokens"] == 30, ctx
+
+
+def test_an_automatic_compaction_is_announced_as_a_compact_is(daemon):
+    """An append that compacts its chat first changes the chat's active context as `compact` does: the event
+    stream says so (chat.compacted, before the append's messages.appended), so that an app showing the active
+    context follows it (was: only `compact` and a fork announced it; an automatic compaction went unsaid)."""
+    c = daemon.client()
+    sid = c.create_session(max_context_tokens=100)["id"]  # compacts past 80
+    stream = c.event_stream()
+    it = iter(stream)
+    try:
+        for _ in range(6):
+            c.append(sid, "user", "m", tokens=15)
+        assert c.context(sid)["compacted_messages"] > 0
+        last = c.append(sid, "user", "end", tokens=1)["id"]
+        seen = []
+        for ev in it:
+            if ev.get("session") == sid:
+                seen.append(ev)
+                if last in ev.get("ids", ()):
+                    break
+    finally:
+        stream.close()
+    kinds = [e["type"] for e in seen]
+    assert "chat.compacted" in kinds, kinds
+    at = kinds.index("chat.compacted")
+    assert seen[at]["chat"] == "main" and kinds[at + 1] == "messages.appended", kinds
