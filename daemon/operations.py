@@ -36,6 +36,7 @@ class Operations:
         self.delete_expired = delete_expired  # an expired session is deleted, not only ended
         self._tasks: set[asyncio.Task] = set()  # the clean-up loop, automatic checkpoints under way
         self._checkpoint_lock = asyncio.Lock()  # one checkpoint at a time (automatic ones, `end`'s final one)
+        self._due: set[asyncio.Task] = set()  # the automatic checkpoints scheduled and not made yet
         self._expirer: asyncio.Task | None = None  # expire_due run for writes that met an expired session
         self._expire_again = False  # one more such run asked for while one is under way
         # sessions created or changed since the clean-up loop planned its next run (their expiry may
@@ -156,7 +157,16 @@ class Operations:
     def schedule_checkpoint(self, sid: str) -> None:
         """Checkpoints every N tokens: made right after the append that passed the mark was answered,
         one at a time."""
-        self._spawn(self._auto_checkpoint(sid))
+        task = self._spawn(self._auto_checkpoint(sid))
+        self._due.add(task)
+        task.add_done_callback(self._due.discard)
+
+    async def finish_checkpoints(self, timeout: float) -> None:
+        """Wait (up to `timeout` seconds) for the automatic checkpoints scheduled so far: the daemon stopping
+        makes them before it cancels its tasks. Cancelled, a checkpoint whose mark an append passed would
+        never be made (the next one is made at the next mark, not this one)."""
+        if self._due:
+            await asyncio.wait(set(self._due), timeout=timeout)
 
     async def _auto_checkpoint(self, sid: str) -> None:
         async with self._checkpoint_lock:
