@@ -239,7 +239,8 @@ class Operations:
         (written to since it was listed: it stays), and one deleted meanwhile is passed by; the answer lists
         those deleted (with `dry_run`, those that would be)."""
         idle_before = time.time() - older_than
-        victims = await self.db.older_than(idle_before)
+        # a session whose model is answering is not idle: that answer is its activity (as for its idle timeout)
+        victims = [v for v in await self.db.older_than(idle_before) if not self.answering(v["id"])]
         if dry_run:
             return {"sessions": victims, "deleted": False}
         deleted = []
