@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ..storage.database import Database
 from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, SessiondError
+from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
 from ..sync.share import ImportError_
@@ -225,7 +226,12 @@ class Operations:
         """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
         session = await self._end(sid)
         res = await self.syncer.sync_now(sid, wait=True, timeout=10)
-        snapshot = await self.syncer.snapshot_id(sid)
+        snapshot = None  # an end not pushed is in no snapshot yet: none named (not the store's older one)
+        if res["pushed"]:
+            try:
+                snapshot = await self.syncer.snapshot_id(sid)
+            except (TimeoutError, StoreError, OSError) as exc:  # the session has ended all the same
+                log.warning("could not read an ended session's snapshot", extra={"session": sid, "error": str(exc)})
         return {
             **session,
             "tokens_used": (await self.db.get_session(sid))["tokens_used"],
