@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from conftest import run_cli, started_with_provider
+from conftest import run_cli, started_with, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
@@ -102,3 +102,11 @@ def test_an_automatic_compaction_is_announced_as_a_compact_is(daemon):
     assert "chat.compacted" in kinds, kinds
     at = kinds.index("chat.compacted")
     assert seen[at]["chat"] == "main" and kinds[at + 1] == "messages.appended", kinds
+
+
+def test_the_system_prompt_is_counted_with_the_daemons_estimator(make_daemon):
+    """config.toml's token_estimator counts the system prompt too, as it counts messages."""
+    d = started_with(make_daemon, token_estimator="words")
+    c = d.client()
+    sid = c.create_session(system_prompt="one two three four five six", max_context_tokens=100)["id"]
+    assert c.context(sid)["fixed_tokens"] == 8  # 6 words x 4/3 (chars / 4 would be 7)
