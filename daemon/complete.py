@@ -103,8 +103,12 @@ def check_quota(session: dict) -> None:
         )
 
 
-def provider_for(d, session: dict, name: str | None) -> Provider:
-    return d.providers.get(name or (session.get("settings") or {}).get("provider"))
+def provider_for(d, session: dict, name: str | None, chat: dict | None = None) -> Provider:
+    """The provider a question goes to: the one it names, else its chat's own (the chat's settings, as its
+    model and sampling settings override the session's), else the session's, else the default."""
+    return d.providers.get(
+        name or ((chat or {}).get("settings") or {}).get("provider") or (session.get("settings") or {}).get("provider")
+    )
 
 
 def request_settings(provider: Provider, session: dict, chat: dict) -> dict:
@@ -124,7 +128,7 @@ async def prepare(
     session = await db.get_session(sid)
     chat_id = await db.resolve_chat(sid, chat) if chat else session["current_chat"]
     chat_row = await db.get_chat(sid, chat_id)
-    p = provider_for(d, session, provider)
+    p = provider_for(d, session, provider, chat_row)
     model = model or chat_row.get("model") or session.get("model")
     if not model:
         raise Invalid(

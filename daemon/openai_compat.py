@@ -316,9 +316,10 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             sid = session["id"]
         else:
             session = await d.db.get_session(sid)
-            p = provider_for(d, session, None)
         chat_id = session["current_chat"]
         chat = await d.db.get_chat(sid, chat_id)
+        if not made:
+            p = provider_for(d, session, None, chat)  # (the current chat's own, else the session's)
         model = model or chat.get("model") or session.get("model")
         if not model:
             raise Invalid("model is required (or set the session's model: `sessiond set ID --model NAME`)")
