@@ -237,7 +237,7 @@ class Operations:
             "tokens_used": (await self.db.get_session(sid))["tokens_used"],
             "checkpoints": await self.db.checkpoints(sid),
             "snapshot": snapshot,
-            "pushed": res["complete"],
+            "pushed": res["pushed"],  # (its pushes: a pull that failed meanwhile is not the end's)
         }
 
     async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:

@@ -6,6 +6,7 @@ exit 1, for an end that had happened)."""
 from __future__ import annotations
 
 import json
+import os
 
 from conftest import DaemonProc, run_cli, wait_for
 
@@ -30,3 +31,32 @@ def test_an_end_whose_store_fails_is_answered_as_ended_not_pushed(home, portal):
         assert f"sessiond sync --home {home} {sid} --wait" in text.stdout, text.stdout
     finally:
         d.stop()
+
+
+def test_an_end_pushed_while_a_pull_fails_is_answered_pushed(tmp_path):
+    """A shared session's end is pushed, but the pull `end` makes beside it fails (another device's heads
+    damaged in the store): the answer says pushed, with its snapshot (was: `pushed` was the whole sync's
+    outcome, pulls included, and said false for an end that was pushed)."""
+    store = tmp_path / "store"
+    url = f"file://{store}"
+    a = DaemonProc(str(tmp_path / "a"), url).start()
+    b = DaemonProc(str(tmp_path / "b"), url).start()
+    try:
+        ca, cb = a.client(), b.client()
+        sid = ca.create_session()["id"]
+        ca.append(sid, "user", "hi")
+        wait_for(lambda: ca.get_session(sid)["sync"]["pending"] == 0, timeout=30, what="A's push")
+        code = ca.share(sid, write=True)["code"]
+        heads_of_a = [h for h in os.listdir(store / "heads") if not h.startswith(".")]
+        cb.import_code(code)
+        a.stop()
+        for h in heads_of_a:  # what B pulls from A no longer reads
+            (store / "heads" / h).write_bytes(b"garbage")
+        res = run_cli(b.home, "end", sid, "--json")
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        ended = json.loads(res.stdout)
+        assert ended["pushed"] is True and ended["snapshot"], ended
+        assert "not pushed" not in run_cli(b.home, "end", sid, check=True).stdout
+    finally:
+        a.stop()
+        b.stop()
