@@ -33,6 +33,7 @@ class Context(TypedDict):
     compacted_upto: NotRequired[str | None]
     active_messages: NotRequired[int]
     active_tokens: NotRequired[int]
+    fixed_tokens: NotRequired[int]  # the system prompt's and initial messages': sent first, counted in the budget
     compacted_messages: NotRequired[int]
     messages: NotRequired[int]
 

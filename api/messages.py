@@ -132,7 +132,8 @@ class AppendedBatch(TypedDict):
 
     count: int
     ids: list[str]
-    chat: str
+    chat: str  # the chat of its messages (its first message's, when they name several: then `chats`)
+    chats: NotRequired[list[str]]  # the chat of each id, in order: only for a batch over several chats
     created_at: NotRequired[float]
     first_seq: NotRequired[int]
     last_seq: NotRequired[int]

@@ -193,7 +193,7 @@ class Ended(Session):
     """An ended session, as `end` answers: its checkpoints (the last one final) and its pushed snapshot."""
 
     checkpoints: NotRequired[list[dict]]
-    snapshot: NotRequired[Snapshot | None]  # none if it was never pushed (no store)
+    snapshot: NotRequired[Snapshot | None]  # none if the end is not pushed yet (`pushed` false: its store failing)
     pushed: NotRequired[bool]  # everything was pushed before the answer
 
 

@@ -105,15 +105,19 @@ def check_quota(session: dict) -> None:
         )
 
 
-def provider_for(d, session: dict, name: str | None) -> Provider:
-    return d.providers.get(name or (session.get("settings") or {}).get("provider"))
+def provider_for(d, session: dict, name: str | None, chat: dict | None = None) -> Provider:
+    """The provider a question goes to: the one it names, else its chat's own (the chat's settings, as its
+    model and sampling settings override the session's), else the session's, else the default."""
+    return d.providers.get(
+        name or ((chat or {}).get("settings") or {}).get("provider") or (session.get("settings") or {}).get("provider")
+    )
 
 
 def provider_and_model(d, session: dict, chat: dict, provider: str | None, model: str | None) -> tuple[Provider, str]:
     """The provider and the model a question to `session`'s `chat` goes to (`provider`, `model`: the
     request's), or the refusal saying which is missing. Checked after the session's own refusals
     (check_writable, check_quota, the chat's room): the last of a model call's refusals."""
-    p = provider_for(d, session, provider)
+    p = provider_for(d, session, provider, chat)
     model = model or chat.get("model") or session.get("model")
     if not model:
         sid = session["id"]

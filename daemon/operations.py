@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ..storage.database import Database
 from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, SessiondError
+from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
 from ..sync.share import ImportError_
@@ -36,6 +37,7 @@ class Operations:
         self.delete_expired = delete_expired  # an expired session is deleted, not only ended
         self._tasks: set[asyncio.Task] = set()  # the clean-up loop, automatic checkpoints under way
         self._checkpoint_lock = asyncio.Lock()  # one checkpoint at a time (automatic ones, `end`'s final one)
+        self._due: set[asyncio.Task] = set()  # the automatic checkpoints scheduled and not made yet
         self._expirer: asyncio.Task | None = None  # expire_due run for writes that met an expired session
         self._expire_again = False  # one more such run asked for while one is under way
         # sessions created or changed since the clean-up loop planned its next run (their expiry may
@@ -156,7 +158,16 @@ class Operations:
     def schedule_checkpoint(self, sid: str) -> None:
         """Checkpoints every N tokens: made right after the append that passed the mark was answered,
         one at a time."""
-        self._spawn(self._auto_checkpoint(sid))
+        task = self._spawn(self._auto_checkpoint(sid))
+        self._due.add(task)
+        task.add_done_callback(self._due.discard)
+
+    async def finish_checkpoints(self, timeout: float) -> None:
+        """Wait (up to `timeout` seconds) for the automatic checkpoints scheduled so far: the daemon stopping
+        makes them before it cancels its tasks. Cancelled, a checkpoint whose mark an append passed would
+        never be made (the next one is made at the next mark, not this one)."""
+        if self._due:
+            await asyncio.wait(set(self._due), timeout=timeout)
 
     async def _auto_checkpoint(self, sid: str) -> None:
         async with self._checkpoint_lock:
@@ -215,13 +226,18 @@ class Operations:
         """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
         session = await self._end(sid)
         res = await self.syncer.sync_now(sid, wait=True, timeout=10)
-        snapshot = await self.syncer.snapshot_id(sid)
+        snapshot = None  # an end not pushed is in no snapshot yet: none named (not the store's older one)
+        if res["pushed"]:
+            try:
+                snapshot = await self.syncer.snapshot_id(sid)
+            except (TimeoutError, StoreError, OSError) as exc:  # the session has ended all the same
+                log.warning("could not read an ended session's snapshot", extra={"session": sid, "error": str(exc)})
         return {
             **session,
             "tokens_used": (await self.db.get_session(sid))["tokens_used"],
             "checkpoints": await self.db.checkpoints(sid),
             "snapshot": snapshot,
-            "pushed": res["complete"],
+            "pushed": res["pushed"],  # (its pushes: a pull that failed meanwhile is not the end's)
         }
 
     async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:
@@ -229,7 +245,8 @@ class Operations:
         (written to since it was listed: it stays), and one deleted meanwhile is passed by; the answer lists
         those deleted (with `dry_run`, those that would be)."""
         idle_before = time.time() - older_than
-        victims = await self.db.older_than(idle_before)
+        # a session whose model is answering is not idle: that answer is its activity (as for its idle timeout)
+        victims = [v for v in await self.db.older_than(idle_before) if not self.answering(v["id"])]
         if dry_run:
             return {"sessions": victims, "deleted": False}
         deleted = []

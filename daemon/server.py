@@ -42,6 +42,9 @@ log = logging.getLogger("sessiond")
 APPLIED_HERE = frozenset({"session.synced", "session.imported"})
 
 KUBO_SCHEMES = ("ipfs+http://", "ipfs+rpc+http://", "ipfs+rpc+https://")  # stores/config.py's Kubo RPC URLs
+# How long a stop waits for the automatic checkpoints already due (each a few ms; `sessiond stop` kills a
+# daemon that has not stopped after 15 s)
+CHECKPOINTS_AT_STOP = 5.0
 
 try:
     VERSION = pkg_version("sessiond")
@@ -151,6 +154,7 @@ class Daemon:
                 extra={"session": sid},
             )
         self.db.limits = dict(self.config.limits)
+        self.db.estimate = self.estimate  # (a context budget counts the system prompt's tokens)
         self.db.listeners.append(self._on_change)
         move_from = self._choose_store()
         self._configure_network_stores()
@@ -302,6 +306,7 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         if self.ops is not None:
+            await self.ops.finish_checkpoints(CHECKPOINTS_AT_STOP)
             self.ops.cancel()
         await self.compat.stop()
         if self._runner is not None:

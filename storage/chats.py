@@ -96,9 +96,12 @@ class Chats:
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
             await refuse_taken_name(tx, sid, cid, name, new=True)
             cap = self.c.limits.get("max_chats_per_session")
-            if cap and (await tx.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] >= cap:
+            n = (await tx.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] if cap else 0
+            if cap and n >= cap:  # (n: more than cap once the limit was lowered below what the session holds)
                 raise LimitReached(
-                    f"session {sid!r} already has {cap} chats (max_chats_per_session)",
+                    f"session {sid!r} already has {n} chats and max_chats_per_session ({cap}) allows no more: go"
+                    f" on in one of them (`sessiond chat switch {sid} CHAT`), or raise max_chats_per_session in"
+                    " the daemon's config.toml",
                     limit="max_chats_per_session",
                     value=cap,
                 )

@@ -36,6 +36,8 @@ from .errors import UnusableDatabase
 from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
+from .tokens import Estimator
+from .tokens import get as get_estimator
 from .wal import (
     CHECKPOINT_ROWS,
     SCRUB_LATEST_S,
@@ -198,6 +200,7 @@ class Connections:
         self.listeners: list[Callable[[dict], Any]] = []  # told each event after its commit
         self.on_expired: Callable[[str], Any] | None = None  # told the id of a session a write found expired
         self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, ...
+        self.estimate: Estimator = get_estimator()  # text -> tokens: config.toml's token_estimator (the daemon's)
         self.group = GroupCommit(writer, self._committed, self.emit)  # the write transactions
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
 

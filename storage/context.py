@@ -12,8 +12,11 @@ from .connections import Connections
 from .errors import ContextOverflow, Invalid
 from .model import CHAT_POLICY_KEYS, message_id, now
 from .sessions import session_row, writable_row
+from .tokens import Estimator, counted_text
+from .tokens import get as get_estimator
 
 DEFAULT_CONTEXT_MARGIN = 0.8
+DEFAULT_ESTIMATE = get_estimator()  # the daemon's own (config.toml's token_estimator) is Connections.estimate
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
 
@@ -56,8 +59,37 @@ async def active(q: Any, sid: str, chat: str, cut: list | None) -> list[tuple]:
     return rows
 
 
-def cut_for(active: list[tuple], target: float, cut: list | None) -> list | None:
-    """Drop the oldest non-system messages until the rest is at most `target` tokens."""
+async def fixed_tokens(q: Any, sid: str, chat: str, estimate: Estimator) -> int:
+    """The tokens sent to a model before a chat's messages with every question, read through `q`: the
+    system prompt (the chat's own, else the session's) and the session's initial messages. They count
+    against the chat's context budget, and no compaction sets them aside."""
+    row = await q.fetchone(
+        "SELECT s.system_prompt, s.initial_messages, c.system_prompt FROM sessions s"
+        " LEFT JOIN chats c ON c.session_id=s.id AND c.id=? WHERE s.id=?",
+        (chat, sid),
+    )
+    if row is None:
+        return 0
+    system = row[2] or row[0]
+    total = estimate(system) if isinstance(system, str) and system else 0
+    try:
+        initial = json.loads(row[1]) if row[1] else []
+    except ValueError:
+        initial = []
+    for m in initial if isinstance(initial, list) else ():
+        if not isinstance(m, dict):
+            continue
+        t = m.get("tokens")
+        if isinstance(t, int) and not isinstance(t, bool):
+            total += t
+        elif isinstance(m.get("content"), str):
+            total += estimate(counted_text(m))
+    return total
+
+
+def cut_for(active: list[tuple], target: float, cut: list | None) -> tuple[list | None, int]:
+    """Drop the oldest non-system messages until the rest is at most `target` tokens: the new cutoff, and
+    the tokens left (more than `target` when the system messages alone are)."""
     total = sum(r[4] for r in active)
     new_cut = cut
     for lam, dev, seq, role, tokens in active:
@@ -67,36 +99,58 @@ def cut_for(active: list[tuple], target: float, cut: list | None) -> list | None
             continue
         total -= tokens
         new_cut = [lam, dev, seq]
-    return new_cut
+    return new_cut, total
 
 
 async def context_check(
-    tx: Any, sid: str, chat: str, policy: dict, adding: int, budget_read: tuple[dict, list | None] | None = None
+    tx: Any,
+    sid: str,
+    chat: str,
+    policy: dict,
+    adding: int,
+    budget_read: tuple[dict, list | None] | None = None,
+    *,
+    estimate: Estimator = DEFAULT_ESTIMATE,
 ) -> list | None:
     """Check the chat's context budget for `adding` more tokens (inside the append's transaction;
-    `budget_read`: its chat_budget if already read). Returns a new compaction cutoff if the chat must
-    compact first, None if it fits; raises ContextOverflow if it cannot fit."""
+    `budget_read`: its chat_budget if already read). The budget bounds what a question sends the model:
+    the system prompt and initial messages (fixed_tokens, counted with `estimate`) and the chat's active
+    messages. Returns a new compaction cutoff if the chat must compact first, None if it fits; raises
+    ContextOverflow if it cannot fit."""
     p, cut = budget_read or await chat_budget(tx, sid, chat, policy)
     budget = p.get("max_context_tokens")
     if not budget:
         return None
     margin = p.get("context_margin") or DEFAULT_CONTEXT_MARGIN
+    fixed = await fixed_tokens(tx, sid, chat, estimate)
+    room = budget * margin - fixed  # what the chat's messages may take
     rows = await active(tx, sid, chat, cut)
     total = sum(r[4] for r in rows)
-    if total + adding <= budget * margin:
+    if total + adding <= room:
         return None
-    if adding > budget * margin:  # no compaction makes room for it: said so, compaction on or off
-        raise_budget = (  # the session's budget, not the chat's own
-            f"raise the budget (`sessiond set {sid} --max-context-tokens N`), "
-            if policy.get("max_context_tokens") == budget
-            else ""
-        )
+    raise_budget = (  # the session's budget, not the chat's own
+        f"raise the budget (`sessiond set {sid} --max-context-tokens N`), "
+        if policy.get("max_context_tokens") == budget
+        else ""
+    )
+    if adding > room:  # no compaction makes room for it: said so, compaction on or off
+        if fixed:
+            raise ContextOverflow(
+                f"these messages ({adding} tokens) do not fit in the context budget of chat {chat!r} of session "
+                f"{sid!r} ({budget} x {margin}) beside its system prompt and initial messages ({fixed} tokens, "
+                f"sent with every question): {raise_budget}shorten the prompt, send the messages in smaller "
+                "parts, or to another chat",
+                budget=budget,
+                adding=adding,
+                fixed=fixed,
+            )
         raise ContextOverflow(
             f"these messages alone ({adding} tokens) exceed the context budget of chat {chat!r} of session "
             f"{sid!r} ({budget} x {margin}): {raise_budget}send them in smaller parts, or to another chat",
             budget=budget,
             adding=adding,
         )
+    besides = f" (and {fixed} of its system prompt and initial messages)" if fixed else ""
     if p.get("auto_compact") is False:
         turn_on = (  # the session's setting, not one the chat was made with (which its own policy keeps)
             f", turn automatic compaction on (`sessiond set {sid} --auto-compact`)"
@@ -104,14 +158,26 @@ async def context_check(
             else ""
         )
         raise ContextOverflow(
-            f"chat {chat!r} of session {sid!r} holds {total} tokens of context; {adding} more would pass its "
-            f"budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact {sid} "
+            f"chat {chat!r} of session {sid!r} holds {total} tokens of context{besides}; {adding} more would pass "
+            f"its budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact {sid} "
             f"--chat {chat}`){turn_on} or start another chat (`sessiond chat new {sid} --switch`)",
             active=total,
             budget=budget,
             adding=adding,
+            fixed=fixed,
         )
-    return cut_for(rows, max(0, budget * margin / 2 - adding), cut)
+    new_cut, left = cut_for(rows, max(0, room / 2 - adding), cut)
+    if left + adding > room:  # the system messages compaction keeps leave no room for these
+        raise ContextOverflow(
+            f"chat {chat!r} of session {sid!r} keeps {left} tokens of system messages{besides}, which no "
+            f"compaction sets aside; {adding} more would pass its budget of {budget} x {margin}: "
+            f"{raise_budget}send less, or start another chat (`sessiond chat new {sid} --switch`)",
+            active=left,
+            budget=budget,
+            adding=adding,
+            fixed=fixed,
+        )
+    return new_cut
 
 
 class Context:
@@ -134,7 +200,11 @@ class Context:
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c)
             refuse_if_ended(sid, row)  # (ended meanwhile)
-            cut = None if undo else await self._cut(tx, sid, chat, json.loads(row["policy"]), target_tokens)
+            cut = (
+                None
+                if undo
+                else await self._cut(tx, sid, chat, json.loads(row["policy"]), target_tokens, self.c.estimate)
+            )
             await local_op(
                 tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
             )
@@ -142,9 +212,12 @@ class Context:
         return await self.context(sid, chat)
 
     @staticmethod
-    async def _cut(tx: Any, sid: str, chat: str, policy: dict, target_tokens: int | None) -> list | None:
-        """The cut that leaves at most `target_tokens` (or the budget's half) of the chat's active context, from
-        its cut as stored (read through `tx`): never before it."""
+    async def _cut(
+        tx: Any, sid: str, chat: str, policy: dict, target_tokens: int | None, estimate: Estimator
+    ) -> list | None:
+        """The cut that leaves at most `target_tokens` of the chat's active messages (or half of what its budget
+        leaves them beside the system prompt and initial messages), from its cut as stored (read through `tx`):
+        never before it."""
         p, cut = await chat_budget(tx, sid, chat, policy)
         target = target_tokens
         if target is None:
@@ -153,8 +226,11 @@ class Context:
                 raise Invalid(
                     f"chat {chat!r} has no context budget to compact to: give target_tokens, the tokens to keep active"
                 )
-            target = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) / 2
-        return cut_for(await active(tx, sid, chat, cut), target, cut)
+            room = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) - await fixed_tokens(
+                tx, sid, chat, estimate
+            )
+            target = max(0, room / 2)
+        return cut_for(await active(tx, sid, chat, cut), target, cut)[0]
 
     async def set_cuts(self, sid: str, cuts: dict[str, list], *, importing: bool = False) -> None:
         """Set chats' compaction cutoffs as given ({chat: [lamport, device, seq]}), in one transaction (a
@@ -185,6 +261,8 @@ class Context:
             "compacted_upto": message_id(cut[1], cut[2]) if cut else None,
             "active_messages": len(rows),
             "active_tokens": sum(r[4] for r in rows),
+            # sent before them with every question, and counted against the budget with them
+            "fixed_tokens": await fixed_tokens(q, sid, chat, self.c.estimate),
             "compacted_messages": total - len(rows),
             "messages": total,
         }

@@ -10,7 +10,7 @@ from .chats import Chats
 from .connections import Connections
 from .context import Context
 from .errors import crash_at
-from .limits import check_fork
+from .limits import check_copy_chats, check_fork
 from .messages import Messages
 from .model import COPIED_FIELDS, row_charge
 from .sessions import Sessions
@@ -27,6 +27,7 @@ class Copies:
     async def clone(self, sid: str, *, new_id: str | None = None, name: str | None = None) -> dict:
         """A new session with the same settings, chats and initial context, and no conversation."""
         spec = await self._copy_spec(sid)
+        check_copy_chats(self.c.limits, f"a clone of session {sid!r}", len(spec["chats"]))
         spec.update(id=new_id, provenance={"kind": "clone", "session": sid})
         if name:
             spec["name"] = name
@@ -52,6 +53,7 @@ class Copies:
             cid = json.loads(body).get("id")
             made[cid] = made.get(cid, True) and bool(after)
         spec["chats"] = [c for c in spec["chats"] if not made.get(c["id"])]
+        check_copy_chats(self.c.limits, f"a fork of session {sid!r} at message {at!r}", len(spec["chats"]))
         # its current chat is the fork point's: the next message follows that one
         spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at}, current_chat=chat)
         if name:

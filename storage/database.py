@@ -108,6 +108,15 @@ class Database:
         self.c.limits = value
 
     @property
+    def estimate(self) -> Callable[[str], int]:
+        """Text -> tokens (config.toml's token_estimator): the system prompt's tokens, which a context budget counts."""
+        return self.c.estimate
+
+    @estimate.setter
+    def estimate(self, fn: Callable[[str], int]) -> None:
+        self.c.estimate = fn
+
+    @property
     def conn(self):
         """The writer, behind awaitable calls (tests that build old schemas write through it)."""
         return self.c.writer

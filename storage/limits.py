@@ -51,6 +51,20 @@ async def check_imported(tx: Any, limits: dict[str, int], sid: str) -> None:
         await check_active_limits(tx, limits, row[1], besides=sid)
 
 
+def check_copy_chats(limits: dict[str, int], what: str, n: int) -> None:
+    """A copy made with its `n` chats (`what`: "a clone of session X", "a fork of session X at message M")
+    must fit max_chats_per_session: refused before it is made, naming its source (not the id the copy
+    would have had, which the user never saw) and the way out."""
+    cap = limits.get("max_chats_per_session")
+    if cap and n > cap:
+        raise LimitReached(
+            f"{what} would have {n} chats, more than this daemon's max_chats_per_session ({cap}): go on in a"
+            " new session (`sessiond new`), or raise max_chats_per_session in the daemon's config.toml",
+            limit="max_chats_per_session",
+            value=cap,
+        )
+
+
 def check_fork(limits: dict[str, int], sid: str, at: str, chats: list[str]) -> None:
     """A fork of `sid` at message `at`, whose copied history has these messages' chats (one entry per
     message), must fit max_messages_per_chat (lowered since the chat grew): refused before the fork is made,

@@ -236,7 +236,7 @@ class Messages:
                     known = budget_of(chat_policy, compacted, policy)
                 chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
                 try:
-                    cut = await context_check(tx, sid, c, policy, chat_tokens, known)
+                    cut = await context_check(tx, sid, c, policy, chat_tokens, known, estimate=self.c.estimate)
                 except ContextOverflow:
                     if not (answer or importing):
                         raise
@@ -251,6 +251,8 @@ class Messages:
                         (sid, device, seq, lamport, "chat.update", dumps(body), t),
                     )
                     await apply_op(tx, Op(sid, device, seq, lamport, "chat.update", body, t))
+                    if not importing:  # announced as `compact` announces one, before the messages it made room for
+                        tx.emit({"type": "chat.compacted", "session": sid, "chat": c})
             seq0, lam0 = seq + 1, lamport + 1
             n = len(messages)
             rows = []

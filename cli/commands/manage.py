@@ -78,6 +78,7 @@ def _context_line(c: Mapping[str, Any]) -> str:
     budget = c["policy"].get("max_context_tokens")
     return (
         f"chat {c['chat']}: {c['active_tokens']} tokens in {c['active_messages']} active messages"
+        + (f", and {c['fixed_tokens']} of the system prompt and initial messages" if c.get("fixed_tokens") else "")
         + (f" (budget {budget})" if budget else "")
         + (f"; {c['compacted_messages']} compacted, up to {c['compacted_upto']}" if c["compacted_upto"] else "")
     )

@@ -257,6 +257,15 @@ def _status_cmd(action: str):
                     f"\nsnapshot: revision {snap['revision']}, manifest {snap['manifest_ipfs_cid']}"
                     if snap
                     else "\nsnapshot: not pushed yet"
+                    + (
+                        for_home(
+                            f" (its store did not take it: `sessiond sync {s['id']} --wait` pushes it, and says"
+                            " why not)",
+                            args.home,
+                        )
+                        if s.get("pushed") is False
+                        else ""
+                    )
                 )
             )
         emit(args, s, human)

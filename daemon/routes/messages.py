@@ -44,7 +44,7 @@ async def append(d, sid: str, b: dict, key: str | None) -> dict:
                 m["tokens"] = est(counted_text(m))
         stored = await _append(d.db, sid, checked, b.get("chat"), key)
         # A batch answers with ids, not an echo of every message: the app has the content already.
-        return {
+        out = {
             "count": len(stored),
             "ids": [m["id"] for m in stored],
             "chat": stored[0]["chat"],
@@ -52,6 +52,10 @@ async def append(d, sid: str, b: dict, key: str | None) -> dict:
             "first_seq": stored[0]["seq"],
             "last_seq": stored[-1]["seq"],
         }
+        chats = [m["chat"] for m in stored]
+        if any(c != chats[0] for c in chats):  # messages naming several chats: the chat of each id
+            out["chats"] = chats
+        return out
     m = v.given([b], None)[0]
     if m.get("tokens") is None:
         m["tokens"] = est(counted_text(m))

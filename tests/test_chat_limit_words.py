@@ -1,0 +1,55 @@
+"""max_chats_per_session's refusals name what the user asked about and the way out (was: a clone or fork
+refused named the id the copy would have had, one the user never saw ("session '01m9...' would have 3
+chats"), with no way out; and `chat new` said a session "already has 2 chats" that held 3, once the limit
+was lowered below what it held)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import DaemonProc, run_cli, write_config
+from sessiond.client import ApiError
+
+
+@pytest.fixture
+def lowered(home):
+    """A daemon whose session 'three' holds three chats (and a message), restarted with a limit of two."""
+    d = DaemonProc(home).start()
+    c = d.client()
+    c.create_session(id="three")
+    c.create_chat("three", name="b")
+    c.create_chat("three", name="c")
+    at = c.append("three", "user", "hi")["id"]
+    d.stop()
+    write_config(home, max_chats_per_session=2)
+    d.start()
+    yield d, at
+    d.stop()
+
+
+def test_a_clone_or_fork_past_the_chat_limit_names_its_source_and_the_way_out(lowered):
+    d, at = lowered
+    c = d.client()
+    before = {s["id"] for s in c.list_sessions()["sessions"]}
+    for make, words in (
+        (lambda: c.clone("three"), "a clone of session 'three'"),
+        (lambda: c.fork("three", at), f"a fork of session 'three' at message {at!r}"),
+    ):
+        with pytest.raises(ApiError) as e:
+            make()
+        said = e.value.message
+        assert e.value.code == "limit_reached" and words in said, said
+        assert "would have 3 chats" in said and "max_chats_per_session (2)" in said, said
+        assert "config.toml" in said and "sessiond new" in said, said
+    assert {s["id"] for s in c.list_sessions()["sessions"]} == before  # nothing made
+    res = run_cli(d.home, "clone", "three")
+    assert res.returncode == 1 and "a clone of session 'three'" in res.stderr, res.stderr
+
+
+def test_a_new_chat_past_a_lowered_limit_says_how_many_the_session_has(lowered):
+    d, _ = lowered
+    with pytest.raises(ApiError) as e:
+        d.client().create_chat("three", name="d")
+    said = e.value.message
+    assert "already has 3 chats" in said and "max_chats_per_session (2)" in said, said
+    assert "sessiond chat switch" in said and "config.toml" in said, said
