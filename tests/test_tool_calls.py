@@ -104,6 +104,51 @@ def test_native_append_keeps_tool_calls_and_refuses_malformed_ones(make):
     assert cli_json(d.home, "log", sid)["messages"][1]["tool_calls"] == [CALL]
 
 
+def test_add_records_tool_calls_and_results_from_the_command_line(make):
+    """`sessiond add` could record neither a model's tool call nor a tool's result (the API, the clients and
+    import-file take them): --tool-call NAME ARGS_JSON (repeated; --tool-call-with-id ID NAME ARGS_JSON to
+    give the id, else one is made), --tool-call-id ID and --name for a tool's result; bad input is a usage
+    error naming the option, and nothing is stored."""
+    d = make()
+    sid = cli_json(d.home, "new")["id"]
+    a = cli_json(
+        d.home, "add", sid, "--role", "assistant", "--tool-call", "lookup", '{"q": "weather"}',
+        "--tool-call-with-id", "call_9", "f", "{}",
+    )  # fmt: skip
+    assert a["role"] == "assistant" and a["content"] == "" and len(a["tool_calls"]) == 2, a
+    made, given = a["tool_calls"]
+    assert given == CALL | {"id": "call_9"}
+    assert made["function"] == {"name": "lookup", "arguments": '{"q": "weather"}'} and made["type"] == "function"
+    assert made["id"].startswith("call_") and len(made["id"]) > 10, made
+    # with text beside the call
+    b = cli_json(d.home, "add", sid, "--role", "assistant", "--tool-call", "g", '{"x": [1]}', "let me look")
+    assert b["content"] == "let me look" and b["tool_calls"][0]["function"]["arguments"] == '{"x": [1]}'
+    r = cli_json(d.home, "add", sid, "--role", "tool", "--tool-call-id", made["id"], "--name", "lookup", "sunny")
+    assert _shape(r) == {"role": "tool", "content": "sunny", "tool_call_id": made["id"], "name": "lookup"}
+    res = run_cli(d.home, "add", sid, "--role", "tool", "--tool-call-id", "call_9", "-", input="42\n", check=True)
+    assert res.stdout.strip()  # the new message's id
+    stored = d.client().messages(sid)["messages"]
+    assert [_shape(m) for m in stored[:3]] == [_shape(a), _shape(b), _shape(r)]
+    assert _shape(stored[3]) == {"role": "tool", "content": "42", "tool_call_id": "call_9"}
+    # bad input: a clear usage error (exit 2) naming the option, and nothing stored
+    for argv, says in (
+        (["--role", "assistant", "--tool-call", "f", "{nope"], "--tool-call f: ARGS_JSON is not valid JSON"),
+        (["--role", "assistant", "--tool-call", "f", "[1]"], "--tool-call f: ARGS_JSON must be a JSON object"),
+        (["--role", "assistant", "--tool-call", "", "{}"], "--tool-call: the function's NAME is empty"),
+        (["--role", "assistant", "--tool-call", "f" * 201, "{}"], "--tool-call"),
+        (["--role", "assistant", "--tool-call-with-id", "", "f", "{}"], "--tool-call-with-id: the call's ID is empty"),
+        (["--role", "user", "--tool-call", "f", "{}"], "only an assistant's message carries tool calls"),
+        (["--role", "user", "--tool-call-id", "call_9", "x"], "--tool-call-id: only a tool's result"),
+        (["--role", "tool", "--tool-call-id", "", "x"], "--tool-call-id"),
+        (["--role", "assistant", "--tool-call", "f"], "expected 2 arguments"),
+        (["--role", "tool", "--tool-call-id", "call_9"], "the message is empty"),
+    ):
+        res = run_cli(d.home, "add", sid, *argv, "--json")
+        assert res.returncode == 2, (argv, res)
+        assert says in (res.stdout + res.stderr), (argv, says, res)
+    assert d.client().messages(sid)["messages"] == stored
+
+
 # ------------------------------------------------------------------------------------------ OpenAI endpoint
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_openai_endpoint_keeps_the_history_s_and_the_answer_s_tool_calls(make, provider, stream):
