@@ -149,6 +149,35 @@ def test_add_records_tool_calls_and_results_from_the_command_line(make):
     assert d.client().messages(sid)["messages"] == stored
 
 
+def test_search_finds_a_call_s_name_and_arguments_and_a_delete_leaves_no_trace(make, tmp_path):
+    """`sessiond search` and GET /v1/search did not look at tool calls: an agent's call of get_weather for
+    a city was found by neither. Now they are indexed; `rm` takes them out of the index and the files."""
+    from test_sqlite_temp import _files_holding
+
+    d = make()
+    c = d.client()
+    keep = c.create_session(name="kept")["id"]
+    sid = c.create_session(name="gone")["id"]
+    word = "qzxvbnmlkjhgfdsapoiuytrewq"  # found nowhere else in the home (checked by its tail, below)
+    c.append(keep, "user", "nothing to see")
+    a = c.append(
+        sid,
+        "assistant",
+        "",
+        tool_calls=[{**CALL, "function": {"name": "get_weather", "arguments": json.dumps({"city": word})}}],
+    )
+    [hit] = c.search(word)["hits"]
+    assert hit["id"] == a["id"] and "get_weather" in hit["snippet"], hit
+    assert [h["id"] for h in c.search("get_weather")["hits"]] == [a["id"]]
+    out = cli_json(d.home, "search", word)
+    assert [h["id"] for h in out["hits"]] == [a["id"]]
+    assert _files_holding(d.home, word[-16:].encode())  # (the test's premise: it can see the index's words)
+    run_cli(d.home, "rm", sid, check=True)
+    assert c.search(word)["hits"] == [] and c.search("get_weather")["hits"] == []
+    wait_for(lambda: not _files_holding(d.home, word[-16:].encode()), timeout=20)
+    assert c.search("nothing")["hits"]
+
+
 # ------------------------------------------------------------------------------------------ OpenAI endpoint
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_openai_endpoint_keeps_the_history_s_and_the_answer_s_tool_calls(make, provider, stream):
