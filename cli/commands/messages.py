@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import signal
 import sys
 from collections.abc import Iterator
@@ -102,10 +101,14 @@ def tool_calls(role: str, given: list[list[str]]) -> list[dict]:
             f"--tool-call: only an assistant's message carries tool calls (this one's role is {role});"
             " a tool's result names its call with --tool-call-id"
         )
+    if not given:
+        return []
+    from ...api.messages import new_call_id  # (pydantic's import only for a command that needs it)
+
     out = []
     for g in given:
         option = "--tool-call-with-id" if len(g) == 3 else "--tool-call"
-        call_id, name, arguments = g if len(g) == 3 else (f"call_{secrets.token_hex(12)}", *g)
+        call_id, name, arguments = g if len(g) == 3 else (new_call_id(), *g)
         if not call_id:
             raise UsageError(f"{option}: the call's ID is empty")
         if not name:
@@ -173,6 +176,10 @@ def cmd_ask(args) -> int:
     if not (arrived or args.json or (stream.message or {}).get("tool_calls")):  # (else nothing at all would show)
         sys.stdout.flush()
         print("sessiond: (the model answered nothing)", file=sys.stderr)
+    for dropped in (stream.message or {}).get("tool_calls_dropped") or ():  # (one with no name: none can run it)
+        sys.stdout.flush()
+        said = f"the model's tool call {dropped.get('index')} is not recorded: {dropped.get('reason')}"
+        print(f"sessiond: {safe(said)}", file=sys.stderr)
     _quota_note(args, c)
     return 0
 
