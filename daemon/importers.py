@@ -12,9 +12,11 @@ its signed log), so it is kept in the message's metadata as `created_at` (Unix s
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+from ..api.messages import new_call_id
 from ..storage.errors import Invalid
 from . import validate as v
 
@@ -62,8 +64,9 @@ def _meta(**fields: Any) -> dict:
     return {k: x for k, x in fields.items() if x is not None}
 
 
-def _message(role: str, content: str, where: str, **meta: Any) -> dict:
-    return v.message({"role": role, "content": content, "metadata": _meta(**meta)}, where)
+def _message(role: str, content: str, where: str, calls: dict | None = None, **meta: Any) -> dict:
+    """A message checked as an append is; `calls`: its tool_calls, tool_call_id and name, as given."""
+    return v.message({"role": role, "content": content, **(calls or {}), "metadata": _meta(**meta)}, where)
 
 
 def _session(where: str, name: str | None, model: str | None = None, system: str | None = None, **meta) -> dict:
@@ -83,25 +86,97 @@ def _list(data: Any, file: str, what: str) -> list:
 
 
 # ------------------------------------------------------------------------------------------ Claude
-def _claude_text(m: dict, where: str) -> str:
-    """The text blocks of `content`, in order; `text` when there are none (older exports). Thinking,
-    tool use and tool results are Claude's working, not the conversation: they are left out."""
+def _claude_turn(m: dict, role: str, where: str) -> list[dict] | None:
+    """A turn's blocks of `content` in order, as messages: the text blocks (joined by a blank line) with the
+    tool calls made (tool_use: an assistant's), up to each tool_result, which is the tool's message
+    answering its call (_answered); then the text after it. Thinking is Claude's working, left out.
+    None when the turn has no text or tool blocks (older exports: its `text` is the message). Each
+    message is {role, content, and tool_calls, tool_call_id, name, is_error when it has them}."""
     content = m.get("content")
     if content is not None and not isinstance(content, list):
         raise Invalid(f"{where}.content: expected a list of content blocks, got {_kind(content)}")
-    parts = []
+    out: list[dict] = []
+    parts: list[str] = []
+    calls: list[dict] = []
+    pending: list[dict] = []  # the calls not answered yet
+    uuid = m.get("uuid") if isinstance(m.get("uuid"), str) and m.get("uuid") else None
+    seen = False
+
+    def flush() -> None:
+        if parts or calls:
+            out.append(
+                {
+                    "role": role,
+                    "content": "\n\n".join(p for p in parts if p),
+                    **({"tool_calls": list(calls)} if calls else {}),
+                }
+            )
+        parts.clear()
+        calls.clear()
+
     for bi, block in enumerate(content or ()):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise Invalid(f"{where}.content[{bi}]: expected a content block (an object with a type)")
-        if block["type"] == "text":
+        kind = block["type"]
+        if kind == "text":
             text = block.get("text")
             if not isinstance(text, str):
                 raise Invalid(f"{where}.content[{bi}].text: expected a string, got {_kind(text)}")
             parts.append(text)
-    text = _str(m, "text", where)
-    if parts:
-        return "\n\n".join(p for p in parts if p)
-    return text or ""
+            seen = True
+        elif kind == "tool_use" and role == "assistant":
+            name = block.get("name")
+            if not isinstance(name, str) or not name:
+                continue  # nothing to call: left out, as every tool block was before
+            given = block.get("id")
+            cid = given if isinstance(given, str) and given else f"{uuid}.{bi}" if uuid else new_call_id()
+            arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
+            call = {"id": cid, "type": "function", "function": {"name": name, "arguments": arguments}}
+            calls.append(call)
+            pending.append(call)
+            seen = True
+        elif kind == "tool_result":
+            flush()
+            result: dict[str, Any] = {"role": "tool", "content": _result_text(block.get("content"))}
+            answered = _answered(pending, block)
+            if answered is not None:
+                pending.remove(answered)
+                result["tool_call_id"] = answered["id"]
+            name = block.get("name")
+            name = name if isinstance(name, str) and name else answered["function"]["name"] if answered else None
+            if name:
+                result["name"] = name
+            if block.get("is_error") is True:
+                result["is_error"] = True
+            out.append(result)
+            seen = True
+    flush()
+    return out if seen else None
+
+
+def _answered(pending: list[dict], block: dict) -> dict | None:
+    """The call a tool_result answers: the one its tool_use_id names, else the earliest of its name not
+    answered yet, else the earliest not answered (a result follows its call in a turn)."""
+    named = block.get("tool_use_id")
+    by_name = [c for c in pending if c["function"]["name"] == block.get("name")]
+    by_id = [c for c in pending if c["id"] == named] if isinstance(named, str) else []
+    found = by_id or by_name or pending
+    return found[0] if found else None
+
+
+def _result_text(content: Any) -> str:
+    """A tool_result's content: its text (a string, or the text of its blocks, joined by a blank line);
+    images and the like are not text: left out."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            b["text"]
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        ]
+        return "\n\n".join(t for t in texts if t)
+    return ""
 
 
 def _attachments(m: dict, where: str) -> list[str] | None:
@@ -145,15 +220,31 @@ def parse_claude(data: Any) -> list[dict]:
             if sender not in ("human", "assistant"):
                 raise Invalid(f"{where}: {at}.sender: expected 'human' or 'assistant', got {sender!r:.40}")
             mid = _str(m, "uuid", f"{where}: {at}")
-            text = _claude_text(m, f"{where}: {at}")
+            role = "user" if sender == "human" else "assistant"
+            turn = _claude_turn(m, role, f"{where}: {at}")
+            if turn is None:
+                turn = [{"role": role, "content": _str(m, "text", f"{where}: {at}") or ""}]
             when = timestamp(m.get("created_at"), f"{where}: {at}.created_at")
             files = _attachments(m, f"{where}: {at}")
-            if not text.strip() and not files:
-                continue  # an empty turn (an interrupted answer): nothing to keep
-            role = "user" if sender == "human" else "assistant"
-            parsed.append(
-                _message(role, text, f"{where}: {at}", source="claude", id=mid, created_at=when, attachments=files)
-            )
+            # an empty turn (an interrupted answer) has nothing to keep; a tool's result is kept even empty
+            turn = [t for t in turn if t["content"].strip() or t.get("tool_calls") or t["role"] == "tool"]
+            if files and not turn:
+                turn = [{"role": role, "content": ""}]
+            for ti, t in enumerate(turn):
+                calls = {k: t[k] for k in ("tool_calls", "tool_call_id", "name") if k in t}
+                parsed.append(
+                    _message(
+                        t["role"],
+                        t["content"],
+                        f"{where}: {at}",
+                        calls,
+                        source="claude",
+                        id=mid,
+                        created_at=when,
+                        attachments=files if ti == 0 else None,
+                        is_error=t.get("is_error"),
+                    )
+                )
         spec = _session(where, name, source="claude", conversation=uuid, created_at=created)
         out.append({"spec": spec, "messages": parsed, "forks": []})
     return out

@@ -148,14 +148,76 @@ def test_claude_export_imports_each_conversation_as_a_session(d, tmp_path):
     listed = {s["id"] for s in cli_json(d.home, "ls")["sessions"]}
     assert {first["id"], second["id"]} <= listed
     msgs = d.client().messages(first["id"])["messages"]
-    # text blocks in order (thinking and tool use left out); the empty last turn skipped
-    assert [(m["role"], m["content"]) for m in msgs] == [
-        ("user", "How do I feed a sourdough starter?"),
-        ("assistant", "Discard half, then add equal weights of flour and water.\n\nKeep it warm."),
-        ("user", "Here is my schedule."),
+    # blocks in order (thinking left out): the text before a tool's result, with the calls made, then the
+    # result as the tool's message answering its call, then the text after it; the empty last turn skipped
+    call = {
+        "id": "a1000000-0000-4000-8000-000000000002.2",
+        "type": "function",
+        "function": {"name": "web_search", "arguments": '{"query": "starter ratio"}'},
+    }
+    shapes = [{k: m[k] for k in ("role", "content", "tool_calls", "tool_call_id", "name") if k in m} for m in msgs]
+    assert shapes == [
+        {"role": "user", "content": "How do I feed a sourdough starter?"},
+        {
+            "role": "assistant",
+            "content": "Discard half, then add equal weights of flour and water.",
+            "tool_calls": [call],
+        },
+        {"role": "tool", "content": "1:1:1", "tool_call_id": call["id"], "name": "web_search"},
+        {"role": "assistant", "content": "Keep it warm."},
+        {"role": "user", "content": "Here is my schedule."},
     ]
     assert msgs[0]["metadata"]["created_at"] == 1714554005.0
-    assert msgs[2]["metadata"]["attachments"] == ["schedule.txt"]
+    assert msgs[4]["metadata"]["attachments"] == ["schedule.txt"]
+    assert {m["metadata"]["id"] for m in msgs[1:4]} == {"a1000000-0000-4000-8000-000000000002"}
+
+
+def test_claude_tool_blocks_become_calls_and_results():
+    """Claude's export keeps a turn's tool use (tool_use: name, input) and results (tool_result: content,
+    is_error) among its text blocks; they were left out, so an imported conversation lost what the
+    model did. Each tool_use is a call (its own id when it has one; its input as the arguments' JSON),
+    each tool_result the tool's message answering it (by tool_use_id when given, else the earliest call
+    of that name not yet answered, else the earliest not answered)."""
+
+    def turn(*blocks):
+        m = {"uuid": "m2", "sender": "assistant", "text": "", "content": list(blocks)}
+        conv = {"uuid": "c", "chat_messages": [{"uuid": "m1", "sender": "human", "text": "go"}, m]}
+        return [
+            {k: x for k, x in msg.items() if k != "metadata"}
+            for msg in importers.parse_claude([conv])[0]["messages"][1:]
+        ]
+
+    def use(name, **kw):
+        return {"type": "tool_use", "name": name, "input": {"n": name}, **kw}
+
+    def res(name, text, **kw):
+        return {"type": "tool_result", "name": name, "content": [{"type": "text", "text": text}], **kw}
+
+    got = turn(
+        use("a", id="toolu_1"),
+        use("b"),
+        {"type": "text", "text": "both asked"},
+        res("b", "B"),
+        res("a", "A", tool_use_id="toolu_1", is_error=True),
+        {"type": "thinking", "thinking": "hm"},
+        {"type": "text", "text": "done"},
+    )
+    a = {"id": "toolu_1", "type": "function", "function": {"name": "a", "arguments": '{"n": "a"}'}}
+    b = {"id": "m2.1", "type": "function", "function": {"name": "b", "arguments": '{"n": "b"}'}}
+    assert got == [
+        {"role": "assistant", "content": "both asked", "tool_calls": [a, b]},
+        {"role": "tool", "content": "B", "tool_call_id": "m2.1", "name": "b"},
+        {"role": "tool", "content": "A", "tool_call_id": "toolu_1", "name": "a"},
+        {"role": "assistant", "content": "done"},
+    ]
+    lone = {"uuid": "m2", "sender": "assistant", "content": [use("a"), res("a", "A", is_error=True)]}
+    meta = importers.parse_claude([{"uuid": "c", "chat_messages": [lone]}])[0]["messages"]
+    assert meta[1]["metadata"]["is_error"] is True
+    # a result with no call before it: the tool's message with its name, answering none; a result's text
+    # given as a string; a call with no name is left out (as before: nothing to call)
+    assert turn({"type": "tool_result", "name": "x", "content": "plain"}, use("")) == [
+        {"role": "tool", "content": "plain", "name": "x"}
+    ]
 
 
 def test_claude_export_malformed_imports_nothing(d, tmp_path):
@@ -338,6 +400,10 @@ KEYS = [
     "conversations",
     "id",
     "prompt",
+    "name",
+    "input",
+    "tool_use_id",
+    "is_error",
 ]
 SHAPED = st.recursive(
     JSON,
