@@ -1,6 +1,6 @@
 """An export imported again: the conversations of another app's export (ChatGPT, Claude, Open WebUI, llm)
 that an earlier import made sessions of. Each such session names its source and the source's conversation
-id in its metadata (daemon/importers.py, formats.parse_chatgpt); its messages, in the chat the import wrote
+id in its metadata (daemon/importers.py, chatgptfile.parse_chatgpt); its messages, in the chat the import wrote
 them to, are compared with the export's conversation, message by message (by the source's message id when
 both have one, else by role and text):
 

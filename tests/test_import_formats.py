@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from conftest import DaemonProc, cli_json, run_cli
-from sessiond.daemon import importers, markdown
+from sessiond.daemon import formats, importers, markdown
 from sessiond.storage.errors import Invalid
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -218,6 +218,78 @@ def test_claude_tool_blocks_become_calls_and_results():
     assert turn({"type": "tool_result", "name": "x", "content": "plain"}, use("")) == [
         {"role": "tool", "content": "plain", "name": "x"}
     ]
+
+
+def _gpt_node(nid: str, parent: str | None, child: str | None, role: str, content: dict, **msg) -> tuple:
+    message = {"id": nid, "author": {"role": role, **msg.pop("author", {})}, "content": content, **msg}
+    return nid, {"id": nid, "parent": parent, "children": [child] if child else [], "message": message}
+
+
+def test_chatgpt_tool_use_becomes_calls_and_results(d, tmp_path):
+    """ChatGPT's export writes the model's use of a tool as an assistant message to a `recipient` other than
+    "all" (python, browser, dalle.text2im: its code or query as `code` content) and the tool's output as a
+    message of author role "tool" (named by author.name; `execution_output` text, `tether_browsing_display`
+    result, ...). The call came in as the assistant's text, its result as a tool message answering no
+    call, and a browsing result (no `parts`, no `text`) refused the whole file. Now each is a call (id: the
+    node's), and the tool's message answers it."""
+    order = ["u1", "c1", "t1", "a1", "c2", "t2", "t2b", "t2c", "a2"]
+    nodes = [
+        ("user", {"content_type": "text", "parts": ["What is 2**10? Then look up sourdough."]}, {}),
+        ("assistant", {"content_type": "code", "language": "python", "text": "print(2**10)"}, {"recipient": "python"}),
+        ("tool", {"content_type": "execution_output", "text": "1024"}, {"author": {"name": "python"}}),
+        ("assistant", {"content_type": "text", "parts": ["It is 1024."]}, {"recipient": "all"}),
+        (
+            "assistant",
+            {"content_type": "code", "language": "unknown", "text": 'search("sourdough")'},
+            {"recipient": "browser"},
+        ),
+        (
+            "tool",
+            {"content_type": "tether_browsing_display", "result": "# 0 Sourdough - Wikipedia"},
+            {"author": {"name": "browser"}},
+        ),
+        ("tool", {"content_type": "tether_quote", "text": "Sourdough is a bread."}, {"author": {"name": "browser"}}),
+        (
+            "tool",
+            {"content_type": "tether_browsing_code"},
+            {"author": {"name": "browser"}},
+        ),  # nothing to read: left out
+        ("assistant", {"content_type": "text", "parts": ["Sourdough is a bread."]}, {}),
+    ]
+    mapping = dict(
+        _gpt_node(n, order[i - 1] if i else None, order[i + 1] if i + 1 < len(order) else None, role, content, **msg)
+        for i, (n, (role, content, msg)) in enumerate(zip(order, nodes, strict=True))
+    )
+    conv = {"id": "conv-tools", "title": "tools", "current_node": "a2", "mapping": mapping}
+    py = {"id": "c1", "type": "function", "function": {"name": "python", "arguments": "print(2**10)"}}
+    web = {"id": "c2", "type": "function", "function": {"name": "browser", "arguments": 'search("sourdough")'}}
+    want = [
+        {"role": "user", "content": "What is 2**10? Then look up sourdough."},
+        {"role": "assistant", "content": "", "tool_calls": [py]},
+        {"role": "tool", "content": "1024", "tool_call_id": "c1", "name": "python"},
+        {"role": "assistant", "content": "It is 1024."},
+        {"role": "assistant", "content": "", "tool_calls": [web]},
+        {"role": "tool", "content": "# 0 Sourdough - Wikipedia", "tool_call_id": "c2", "name": "browser"},
+        {"role": "tool", "content": "Sourdough is a bread.", "tool_call_id": "c2", "name": "browser"},  # same call
+        {"role": "assistant", "content": "Sourdough is a bread."},
+    ]
+    keys = ("role", "content", "tool_calls", "tool_call_id", "name")
+    [plan] = formats.parse_chatgpt([conv])
+    assert [{k: m[k] for k in keys if k in m} for m in plan["messages"]] == want
+    f = tmp_path / "conversations.json"
+    f.write_text(json.dumps([conv]))
+    [made] = cli_json(d.home, "import-file", str(f), "--format", "chatgpt")["sessions"]
+    stored = d.client().messages(made["id"])["messages"]
+    assert [{k: m[k] for k in keys if k in m} for m in stored] == want
+    # a tool's output with no call before it (an older export): the tool's message, answering none
+    lone = {**conv, "current_node": "t1", "mapping": {k: v for k, v in mapping.items() if k in ("u1", "t1")}}
+    lone["mapping"]["t1"] = {**lone["mapping"]["t1"], "parent": "u1"}
+    [plan] = formats.parse_chatgpt([lone])
+    assert [{k: m[k] for k in keys if k in m} for m in plan["messages"]][1] == {
+        "role": "tool",
+        "content": "1024",
+        "name": "python",
+    }
 
 
 def test_claude_export_malformed_imports_nothing(d, tmp_path):
