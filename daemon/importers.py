@@ -372,11 +372,13 @@ def parse_llm(data: Any) -> list[dict]:
         fields["time"] = timestamp(row.get("datetime_utc"), f"{where}.datetime_utc")
         fields["where"] = where
         sessions[key]["turns"].append(fields)
+    calls, results = _llm_tools(data, "tool_calls", "arguments"), _llm_tools(data, "tool_results", "output")
     out = []
     for key, s in sessions.items():
         turns = s["turns"]
         system = turns[0]["system"] if turns else None
         msgs = []
+        pending: list[dict] = []  # the calls no result answered yet
         for t in turns:
             if t["system"] and t["system"] != system:
                 msgs.append(_message("system", t["system"], t["where"] + ".system", source="llm", response=t["id"]))
@@ -392,12 +394,39 @@ def parse_llm(data: Any) -> list[dict]:
                         created_at=t["time"],
                     )
                 )
-            if t["response"]:
+            for r in results.get(t["id"], ()):  # the results this prompt sent back, in llm's order
+                answered = _answered(pending, {"tool_use_id": r["tool_call_id"], "name": r["name"]})
+                if answered is not None:
+                    pending.remove(answered)
+                tool = {"tool_call_id": answered["id"]} if answered else {}
+                msgs.append(
+                    _message(
+                        "tool",
+                        r["output"] or "",
+                        r["where"],
+                        {**tool, **({"name": r["name"]} if r["name"] else {})},
+                        source="llm",
+                        response=t["id"],
+                        created_at=t["time"],
+                        exception=r["exception"],
+                    )
+                )
+            made = [
+                {
+                    "id": c["tool_call_id"] or f"{t['id']}.{i}",
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"] or "{}"},
+                }
+                for i, c in enumerate(calls.get(t["id"], ()))
+            ]
+            pending += made
+            if t["response"] or made:
                 msgs.append(
                     _message(
                         "assistant",
-                        t["response"],
+                        t["response"] or "",
                         t["where"] + ".response",
+                        {"tool_calls": made} if made else None,
                         source="llm",
                         response=t["id"],
                         created_at=t["time"],
@@ -416,6 +445,25 @@ def parse_llm(data: Any) -> list[dict]:
             created_at=turns[0]["time"] if turns else None,
         )
         out.append({"spec": spec, "messages": msgs, "forks": []})
+    return out
+
+
+def _llm_tools(data: dict, table: str, text: str) -> dict[str, list[dict]]:
+    """llm's tool_calls (`text`: arguments, JSON) or tool_results (output, exception) rows, by the response
+    they belong to, in the order given (llm's rowid). A call with no name is left out: nothing to call."""
+    rows = data.get(table)
+    if rows is None:
+        return {}
+    out: dict[str, list[dict]] = {}
+    for i, row in enumerate(_list(rows, f"{LLM_FILE}: {table}", "rows")):
+        where = f"{LLM_FILE}: {table} row {i}"
+        if not isinstance(row, dict):
+            raise Invalid(f"{where}: expected an object, got {_kind(row)}")
+        item = {k: _str(row, k, where) for k in ("response_id", "name", text, "tool_call_id", "exception")}
+        if item["response_id"] is None or (table == "tool_calls" and not item["name"]):
+            continue
+        item["where"] = where
+        out.setdefault(item["response_id"], []).append(item)
     return out
 
 

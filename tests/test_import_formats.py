@@ -139,6 +139,68 @@ def test_llm_logs_db_malformed_imports_nothing(d, tmp_path):
     refused(d, str(other), expect="has no responses table")
 
 
+# llm's tool tables (its migrations m017_tools_tables, m018_tool_instances, m021_tool_results_exception)
+LLM_TOOLS_SCHEMA = """
+CREATE TABLE [tools] ([id] INTEGER PRIMARY KEY, [hash] TEXT, [name] TEXT, [description] TEXT, [input_schema] TEXT,
+   [plugin] TEXT);
+CREATE TABLE [tool_responses] ([tool_id] INTEGER, [response_id] TEXT, PRIMARY KEY ([tool_id], [response_id]));
+CREATE TABLE [tool_calls] ([id] INTEGER PRIMARY KEY, [response_id] TEXT REFERENCES [responses]([id]),
+   [tool_id] INTEGER, [name] TEXT, [arguments] TEXT, [tool_call_id] TEXT);
+CREATE TABLE [tool_instances] ([id] INTEGER PRIMARY KEY, [plugin] TEXT, [name] TEXT, [arguments] TEXT);
+CREATE TABLE [tool_results] ([id] INTEGER PRIMARY KEY, [response_id] TEXT REFERENCES [responses]([id]),
+   [tool_id] INTEGER, [name] TEXT, [output] TEXT, [tool_call_id] TEXT, [instance_id] INTEGER, [exception] TEXT);
+"""
+
+
+def test_llm_tool_calls_and_results_come_in(d, tmp_path):
+    """llm (0.26 on) logs a response's tool calls (tool_calls: name, arguments as JSON, the model's
+    tool_call_id) and the results the next prompt sent back (tool_results: output, exception); the import
+    read only the prompts and answers, so a tool chain came in as a question, an empty answer dropped, and
+    the final answer. Now each response is: its prompt, the results it sent (tools' messages answering
+    their calls), its answer's text with the calls it made."""
+    responses = [
+        ("r1", "01hconvtools", "Time in Paris and Lima?", None, "", "2024-06-01T10:00:00"),
+        ("r2", "01hconvtools", "", None, "15:00 in Paris, 08:00 in Lima.", "2024-06-01T10:00:05"),
+    ]
+    db = make_logs_db(str(tmp_path / "logs.db"), responses)
+    con = sqlite3.connect(db)
+    con.executescript(LLM_TOOLS_SCHEMA)
+    con.executemany(
+        "INSERT INTO tool_calls(id, response_id, tool_id, name, arguments, tool_call_id) VALUES (?,?,?,?,?,?)",
+        [
+            (1, "r1", None, "get_time", '{"city": "Paris"}', "call_a"),
+            (2, "r1", None, "get_time", '{"city": "Lima"}', None),
+        ],
+    )
+    con.executemany(
+        "INSERT INTO tool_results(id, response_id, tool_id, name, output, tool_call_id, exception)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [(1, "r2", None, "get_time", "15:00", "call_a", None), (2, "r2", None, "get_time", "08:00", None, "slow")],
+    )
+    con.commit()
+    con.close()
+    made = cli_json(d.home, "import-file", db, "--format", "llm")["sessions"]
+    [made] = [s for s in made if s["metadata"].get("conversation") == "01hconvtools"]
+    msgs = d.client().messages(made["id"])["messages"]
+    a = {"id": "call_a", "type": "function", "function": {"name": "get_time", "arguments": '{"city": "Paris"}'}}
+    b = {"id": "r1.1", "type": "function", "function": {"name": "get_time", "arguments": '{"city": "Lima"}'}}
+    keys = ("role", "content", "tool_calls", "tool_call_id", "name")
+    assert [{k: m[k] for k in keys if k in m} for m in msgs] == [
+        {"role": "user", "content": "Time in Paris and Lima?"},
+        {"role": "assistant", "content": "", "tool_calls": [a, b]},
+        {"role": "tool", "content": "15:00", "tool_call_id": "call_a", "name": "get_time"},
+        {"role": "tool", "content": "08:00", "tool_call_id": "r1.1", "name": "get_time"},
+        {"role": "assistant", "content": "15:00 in Paris, 08:00 in Lima."},
+    ]
+    assert msgs[3]["metadata"]["exception"] == "slow" and msgs[2]["metadata"]["response"] == "r2"
+    # the rows as the API takes them: a malformed one refused, naming it
+    rows = {"conversations": [], "responses": [{"id": "r", "prompt": "p", "response": "x"}]}
+    with pytest.raises(Invalid, match=r"logs\.db: tool_calls row 0\.name"):
+        importers.parse_llm({**rows, "tool_calls": [{"response_id": "r", "name": 5}]})
+    with pytest.raises(Invalid, match=r"logs\.db: tool_results: expected a list"):
+        importers.parse_llm({**rows, "tool_results": {}})
+
+
 # --------------------------------------------------------------------------------------------- Claude
 def test_claude_export_imports_each_conversation_as_a_session(d, tmp_path):
     made = cli_json(d.home, "import-file", os.path.join(FIXTURES, "claude_conversations.json"), "--format", "claude")
