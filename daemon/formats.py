@@ -18,7 +18,7 @@ from typing import Any
 from ..storage.errors import Conflict, Invalid, LimitReached
 from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES
 from ..storage.tokens import counted_text
-from . import filelimits, importers, markdown, reimports, sessionfile, toolcalls
+from . import filelimits, importers, markdown, reimports, sessionfile, toolcalls, webuifile
 from . import validate as v
 from .chatgptfile import parse_chatgpt
 
@@ -254,7 +254,7 @@ def parse_json(data: Any) -> dict:
     }
 
 
-PARSERS = {"claude": importers.parse_claude, "openwebui": importers.parse_openwebui, "llm": importers.parse_llm}
+PARSERS = {"claude": importers.parse_claude, "openwebui": webuifile.parse_openwebui, "llm": importers.parse_llm}
 
 
 async def import_file(

@@ -1,4 +1,5 @@
-"""Other apps' histories in: Claude's data export, Open WebUI's chat export, simonw/llm's logs.db.
+"""Other apps' histories in: Claude's data export, simonw/llm's logs.db (and Open WebUI's chat export:
+daemon/webuifile.py, which uses the helpers here).
 
 Each parser turns the whole file into a plan (one session per conversation, its messages in order)
 before anything is written, and refuses a malformed file with the place that is wrong, e.g.
@@ -21,7 +22,6 @@ from ..storage.errors import Invalid
 from . import validate as v
 
 CLAUDE_FILE = "conversations.json"
-OPENWEBUI_FILE = "Open WebUI export"
 LLM_FILE = "logs.db"
 
 
@@ -246,92 +246,6 @@ def parse_claude(data: Any) -> list[dict]:
                     )
                 )
         spec = _session(where, name, source="claude", conversation=uuid, created_at=created)
-        out.append({"spec": spec, "messages": parsed, "forks": []})
-    return out
-
-
-# ---------------------------------------------------------------------------------------- Open WebUI
-def _webui_branch(chat: dict, where: str) -> list[tuple[str, Any]]:
-    """The messages the user sees: history.currentId back through parentId to the first (what
-    Open WebUI shows, regenerated siblings left out); the flat `messages` list when there is no
-    history. Returns (place, message) pairs."""
-    history = chat.get("history")
-    if history is not None and not isinstance(history, dict):
-        raise Invalid(f"{where}: chat.history: expected an object, got {_kind(history)}")
-    current = (history or {}).get("currentId")
-    if current is not None:
-        nodes = history.get("messages")  # type: ignore[union-attr]
-        if not isinstance(nodes, dict):
-            raise Invalid(f"{where}: chat.history.messages: expected an object of messages by id, got {_kind(nodes)}")
-        path: list[tuple[str, Any]] = []
-        seen: set = set()
-        node_id, named_by = current, "chat.history.currentId"
-        while node_id is not None:
-            if not isinstance(node_id, str) or node_id not in nodes:
-                raise Invalid(f"{where}: {named_by} names message {node_id!r:.60}, which chat.history.messages lacks")
-            if node_id in seen:
-                raise Invalid(f"{where}: chat.history.messages: parentId links loop at {node_id!r:.60}")
-            seen.add(node_id)
-            place = f"chat.history.messages[{node_id!r:.60}]"
-            node = nodes[node_id]
-            if not isinstance(node, dict):
-                raise Invalid(f"{where}: {place}: expected an object, got {_kind(node)}")
-            path.append((place, node))
-            node_id, named_by = node.get("parentId"), f"{place}.parentId"
-        return list(reversed(path))
-    flat = chat.get("messages")
-    if flat is None:
-        return []
-    if not isinstance(flat, list):
-        raise Invalid(f"{where}: chat.messages: expected a list, got {_kind(flat)}")
-    return [(f"chat.messages[{i}]", m) for i, m in enumerate(flat)]
-
-
-def parse_openwebui(data: Any) -> list[dict]:
-    """Open WebUI's chat export (Settings > Data Controls > Export Chats, or one chat's JSON): a list
-    of {id, title, chat: {title, models, history: {messages, currentId}, messages}, created_at}."""
-    items = [data] if isinstance(data, dict) else _list(data, OPENWEBUI_FILE, "chats")
-    out = []
-    for ci, item in enumerate(items):
-        where = f"{OPENWEBUI_FILE}: chat {ci}"
-        if not isinstance(item, dict):
-            raise Invalid(f"{where}: expected an object, got {_kind(item)}")
-        cid = _str(item, "id", where)
-        if cid:
-            where = f"{where} (id {cid:.60})"
-        chat = item.get("chat")
-        if not isinstance(chat, dict):
-            raise Invalid(f"{where}: chat: expected an object (is this an Open WebUI export?), got {_kind(chat)}")
-        title = _str(item, "title", where) or _str(chat, "title", f"{where}: chat")
-        models = chat.get("models")
-        if models is not None and not (isinstance(models, list) and all(isinstance(x, str) for x in models)):
-            raise Invalid(f"{where}: chat.models: expected a list of model names")
-        system = _str(chat, "system", f"{where}: chat")
-        created = timestamp(item.get("created_at"), f"{where}: created_at")
-        parsed = []
-        for place, m in _webui_branch(chat, where):
-            at = f"{where}: {place}"
-            if not isinstance(m, dict):
-                raise Invalid(f"{at}: expected an object, got {_kind(m)}")
-            role = m.get("role")
-            if role not in ("user", "assistant", "system"):
-                raise Invalid(f"{at}.role: expected 'user', 'assistant' or 'system', got {role!r:.40}")
-            content = m.get("content")
-            if not isinstance(content, str):
-                raise Invalid(f"{at}.content: expected a string, got {_kind(content)}")
-            when = timestamp(m.get("timestamp"), f"{at}.timestamp")
-            model = _str(m, "model", at)
-            mid = _str(m, "id", at)
-            parsed.append(_message(role, content, at, source="openwebui", id=mid, created_at=when, model=model))
-        spec = _session(
-            where,
-            title,
-            model=(models or [None])[0],
-            system=system or None,
-            source="openwebui",
-            chat=cid,
-            created_at=created,
-        )
         out.append({"spec": spec, "messages": parsed, "forks": []})
     return out
 

@@ -5,6 +5,7 @@ parsing rules in-process."""
 from __future__ import annotations
 
 import copy
+import html
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from conftest import DaemonProc, cli_json, run_cli
-from sessiond.daemon import formats, importers, markdown
+from sessiond.daemon import formats, importers, markdown, webuifile
 from sessiond.storage.errors import Invalid
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -395,6 +396,64 @@ def test_openwebui_export_imports_the_branch_the_user_sees(d):
     assert cli_json(d.home, "show", old["id"])["metadata"]["source"] == "openwebui"
 
 
+def test_openwebui_tool_calls_in_an_answer_come_in_as_calls_and_results(d, tmp_path):
+    """Open WebUI keeps a model's tool calls inside the answer's text, each as an HTML block
+    `<details type="tool_calls" done="true" id=... name=... arguments=... result=...>` (attributes
+    HTML-escaped; arguments and result JSON, a string JSON-encoded once more by some versions); they came
+    in as that markup. Now the text before them is the assistant's message with the calls, each result a
+    tool's message answering its call, and the text after them the assistant's next message."""
+    args = html.escape(json.dumps('{"city": "Lisbon"}'))  # (JSON text, JSON-encoded again: upstream's way)
+    content = (
+        '<details type="reasoning" done="true" duration="2">\n<summary>Thought</summary>\n> hm\n</details>\n'
+        "Let me check.\n"
+        f'<details type="tool_calls" done="true" id="call_1" name="get_weather" arguments="{args}"'
+        f' result="{html.escape(json.dumps("21 degrees, sunny"))}" files="">\n'
+        "<summary>Tool Executed</summary>\n</details>\n"
+        '<details type="tool_calls" done="true" id="" name="get_time" arguments="{&quot;tz&quot;: &quot;WET&quot;}"'
+        ' result="{&quot;h&quot;: 15}">\n<summary>Tool Executed</summary>\n</details>\n'
+        "It is 21 degrees at 15:00."
+    )
+    chat = {
+        "id": "owui-tools",
+        "title": "tools",
+        "chat": {
+            "models": ["m"],
+            "history": {
+                "currentId": "a",
+                "messages": {
+                    "u": {"id": "u", "parentId": None, "role": "user", "content": "Lisbon?", "timestamp": 1},
+                    "a": {"id": "a", "parentId": "u", "role": "assistant", "content": content, "timestamp": 2},
+                },
+            },
+        },
+    }
+    weather = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'},
+    }
+    clock = {"id": "a.1", "type": "function", "function": {"name": "get_time", "arguments": '{"tz": "WET"}'}}
+    keys = ("role", "content", "tool_calls", "tool_call_id", "name")
+    want = [
+        {"role": "user", "content": "Lisbon?"},
+        {
+            "role": "assistant",
+            "content": '<details type="reasoning" done="true" duration="2">\n<summary>Thought</summary>\n> hm\n'
+            "</details>\nLet me check.",
+            "tool_calls": [weather, clock],
+        },
+        {"role": "tool", "content": "21 degrees, sunny", "tool_call_id": "call_1", "name": "get_weather"},
+        {"role": "tool", "content": '{"h": 15}', "tool_call_id": "a.1", "name": "get_time"},
+        {"role": "assistant", "content": "It is 21 degrees at 15:00."},
+    ]
+    [plan] = webuifile.parse_openwebui([chat])
+    assert [{k: m[k] for k in keys if k in m} for m in plan["messages"]] == want
+    f = tmp_path / "owui.json"
+    f.write_text(json.dumps([chat]))
+    [made] = cli_json(d.home, "import-file", str(f), "--format", "openwebui")["sessions"]
+    assert [{k: m[k] for k in keys if k in m} for m in d.client().messages(made["id"])["messages"]] == want
+
+
 def test_openwebui_export_malformed_imports_nothing(d, tmp_path):
     data = fixture("openwebui_export.json")
     data[0]["chat"]["history"]["messages"]["m3"]["parentId"] = "gone"
@@ -550,7 +609,7 @@ SHAPED = st.recursive(
 @given(SHAPED)
 def test_importers_refuse_anything_malformed_with_invalid(data):
     """Whatever JSON arrives, an importer answers with a plan or Invalid (a 422), never another error (a 500)."""
-    for parse in (importers.parse_claude, importers.parse_openwebui, importers.parse_llm):
+    for parse in (importers.parse_claude, webuifile.parse_openwebui, importers.parse_llm):
         try:
             parse(data)
         except Invalid:
