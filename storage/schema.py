@@ -17,6 +17,14 @@ class NewerSchema(Exception):
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
 
+# (migration 17's triggers) a message's old content and tool text out of the index, unless it is pending
+UNINDEX_OLD = (
+    "INSERT INTO messages_fts(messages_fts, rowid, content, tool_text)"
+    " SELECT 'delete', old.rowid, old.content, old.tool_text"
+    " WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id=old.rowid);"
+)
+
+
 def tool_text(m: str) -> str:
     """The SQL of the text the search index holds of message row `m`'s tool calls (migration 17): each call's
     function name and arguments (JSON text), a line each; null when it has none. Only what is certain of
@@ -325,24 +333,18 @@ MIGRATIONS: list[str] = [
         content, tool_text, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
     );
     CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, content, tool_text)
-            SELECT 'delete', old.rowid, old.content, old.tool_text
-            WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id=old.rowid);
+        {UNINDEX_OLD}
         DELETE FROM messages_fts_pending WHERE id=old.rowid;
     END;
     CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, content, tool_text)
-            SELECT 'delete', old.rowid, old.content, old.tool_text
-            WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id=old.rowid);
+        {UNINDEX_OLD}
         INSERT OR IGNORE INTO messages_fts_pending(id) VALUES (new.rowid);
     END;
     CREATE TRIGGER messages_tool_text_insert AFTER INSERT ON messages WHEN instr(new.extra, '"tool_calls"') BEGIN
         UPDATE messages SET tool_text = {tool_text("new")} WHERE rowid = new.rowid;
     END;
     CREATE TRIGGER messages_tool_text_update AFTER UPDATE OF extra ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, content, tool_text)
-            SELECT 'delete', old.rowid, old.content, old.tool_text
-            WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id=old.rowid);
+        {UNINDEX_OLD}
         INSERT OR IGNORE INTO messages_fts_pending(id) VALUES (new.rowid);
         UPDATE messages SET tool_text = {tool_text("new")} WHERE rowid = new.rowid;
     END;

@@ -146,10 +146,18 @@ async def test_tool_calls_names_and_arguments_are_indexed(db):
     assert "book_flight" in hit["snippet"] and [hit["snippet"][x:y] for x, y in hit["highlights"]] == ["Oslo"]
     [hit] = await db.search("trains")
     assert hit["snippet"].startswith("Let me check the trains")
+    # a message's calls changed in place (nothing does so today; a trigger would keep the index right)
+    changed = json.dumps(
+        {"tool_calls": [{**call, "function": {"name": "get_weather", "arguments": '{"city": "Bergen"}'}}]}
+    )
+    async with db.c.transaction() as tx:
+        await tx.execute("UPDATE messages SET extra=? WHERE session_id=? AND seq=?", (changed, sid, stored[3]["seq"]))
+    assert await found(db, "bergen") == [stored[3]["id"]] and await found(db, "reykjavik") == [stored[1]["id"]]
+    await index_agrees(db)
     # a message deleted (whatever path deletes it), then the session: nothing of them found, the index agrees
     async with db.c.transaction() as tx:
         await tx.execute("DELETE FROM messages WHERE session_id=? AND seq=?", (sid, stored[1]["seq"]))
-    assert await found(db, "oslo") == [] and await found(db, "reykjavik") == [stored[3]["id"]]
+    assert await found(db, "oslo") == [] and await found(db, "reykjavik") == []
     await index_agrees(db)
     await db.delete_session(sid)
     assert await found(db, "reykjavik OR get_weather OR sunny") == []

@@ -48,6 +48,14 @@ def _app(d, sid: str) -> openai.OpenAI:
     )
 
 
+def _agent(make) -> tuple:
+    """A daemon, its client, a new session of model echo-1 and an OpenAI SDK app talking to it through it."""
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    return d, c, sid, _app(d, sid)
+
+
 # ------------------------------------------------------------------------------------------ native API
 def test_native_append_keeps_tool_calls_and_refuses_malformed_ones(make):
     d = make()
@@ -183,10 +191,7 @@ def test_search_finds_a_call_s_name_and_arguments_and_a_delete_leaves_no_trace(m
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_openai_endpoint_keeps_the_history_s_and_the_answer_s_tool_calls(make, provider, stream):
     p, _ = provider
-    d = make()
-    c = d.client()
-    sid = c.create_session(model="echo-1")["id"]
-    app = _app(d, sid)
+    d, c, sid, app = _agent(make)
     msgs = [{"role": "user", "content": "look it up"}]
     # the model answers with a call of the tool it is offered, and nothing else
     if stream:
@@ -270,10 +275,7 @@ def test_a_model_s_call_without_an_id_is_recorded_with_one_the_app_gets_too(make
     the tool's result matches the session's."""
     p, _ = provider
     p.faults.call_without = "id"
-    d = make()
-    c = d.client()
-    sid = c.create_session(model="echo-1")["id"]
-    app = _app(d, sid)
+    d, c, sid, app = _agent(make)
     msgs = [{"role": "user", "content": "look it up"}]
     if stream:
         chunks = list(app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS, stream=True))
