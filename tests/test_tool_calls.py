@@ -149,6 +149,7 @@ def test_add_records_tool_calls_and_results_from_the_command_line(make):
         (["--role", "user", "--tool-call", "f", "{}"], "only an assistant's message carries tool calls"),
         (["--role", "user", "--tool-call-id", "call_9", "x"], "--tool-call-id: only a tool's result"),
         (["--role", "tool", "--tool-call-id", "", "x"], "--tool-call-id"),
+        (["--role", "tool", "--tool-call-id", "c", "--name", "", "x"], "--name is empty"),
         (["--role", "assistant", "--tool-call", "f"], "expected 2 arguments"),
         (["--role", "tool", "--tool-call-id", "call_9"], "the message is empty"),
     ):
@@ -156,6 +157,8 @@ def test_add_records_tool_calls_and_results_from_the_command_line(make):
         assert res.returncode == 2, (argv, res)
         assert says in (res.stdout + res.stderr), (argv, says, res)
     assert d.client().messages(sid)["messages"] == stored
+    # --name is the API's name, on any role (a participant's name on a user's message)
+    assert cli_json(d.home, "add", sid, "--role", "user", "--name", "ann", "hi")["name"] == "ann"
 
 
 def test_search_finds_a_call_s_name_and_arguments_and_a_delete_leaves_no_trace(make, tmp_path):

@@ -45,7 +45,9 @@ def register(commands: Commands) -> None:
         help="the same, with the call's id as the model gave it",
     )
     calls.add_argument("--tool-call-id", metavar="ID", help="(--role tool) the id of the call this result answers")
-    calls.add_argument("--name", help="(--role tool) the name of the function whose result this is")
+    calls.add_argument(
+        "--name", help="the message's name (the API's `name`): for --role tool, the function whose result this is"
+    )
     p.add_argument(
         "text", nargs="?", help="the message ('-' reads it from standard input); may be left out with --tool-call"
     )
@@ -124,13 +126,11 @@ def tool_calls(role: str, given: list[list[str]]) -> list[dict]:
 
 
 def _tool_result(args) -> None:
-    """`add`'s --tool-call-id and --name: a tool's result's, each given a value."""
+    """`add`'s --tool-call-id (a tool's result's only) and --name, each given a value."""
+    if args.tool_call_id is not None and args.role != "tool":
+        raise UsageError("--tool-call-id: only a tool's result names its call (give it with --role tool)")
     for option, value in (("--tool-call-id", args.tool_call_id), ("--name", args.name)):
-        if value is None:
-            continue
-        if args.role != "tool":
-            raise UsageError(f"{option}: only a tool's result names its call (give it with --role tool)")
-        if not value:
+        if value is not None and not value:
             raise UsageError(f"{option} is empty")
 
 
