@@ -1,5 +1,6 @@
 """Messages: one or a batch appended, the Idempotency-Key header, messages as answered, the list query."""
 
+import secrets
 from typing import Annotated, Literal, NotRequired, Required
 
 from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, with_config
@@ -32,6 +33,12 @@ class ToolCall(TypedDict):
 
 
 ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)]
+
+
+def new_call_id() -> str:
+    """An id for a tool call given none (`sessiond add --tool-call`, a provider's call without one), made
+    as OpenAI's look: call_ and 24 hex digits, random."""
+    return "call_" + secrets.token_hex(12)
 
 
 # only an assistant's message carries tool calls (the daemon checks it: daemon/validate.py; said here so
@@ -111,6 +118,12 @@ class AppendsQuery(TypedDict, total=False):
 
 # ------------------------------------------------------------------------------------------- answers
 @with_config(ANSWER)
+class DroppedCall(TypedDict):
+    index: int
+    reason: str
+
+
+@with_config(ANSWER)
 class Message(TypedDict):
     id: str
     chat: str
@@ -121,6 +134,9 @@ class Message(TypedDict):
     name: NotRequired[str]
     tool_call_id: NotRequired[str]
     tool_calls: NotRequired[list[ToolCall]]
+    # a model's answer as its question's request recorded it (not kept): the calls it made that could not
+    # be recorded (one without a function name), each by its index in the model's list and why
+    tool_calls_dropped: NotRequired[list[DroppedCall]]
     device: NotRequired[str]
     seq: NotRequired[int]
     lamport: NotRequired[int]

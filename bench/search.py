@@ -129,7 +129,7 @@ RANK_SQL = (
     " WHERE {where} ORDER BY messages_fts.rank LIMIT 20"
 )
 SNIPPET_SQL = (
-    "SELECT messages_fts.rowid, snippet(messages_fts, 0, '\ue000', '\ue001', '…', 16),"
+    "SELECT messages_fts.rowid, snippet(messages_fts, -1, '\ue000', '\ue001', '…', 16),"
     " m.session_id, m.chat_id, m.device_id, m.seq, m.lamport, m.role, m.created_at, c.compacted"
     " FROM messages_fts JOIN messages m ON m.rowid=messages_fts.rowid"
     " LEFT JOIN chats c ON c.session_id=m.session_id AND c.id=m.chat_id"

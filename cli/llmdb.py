@@ -1,6 +1,7 @@
-"""simonw/llm's logs.db, read on this side of the socket: its `conversations` and `responses` rows
-become the JSON that POST /v1/import-file takes with format "llm" (docs/FORMATS.md), so the daemon
-never opens a database file it is handed a path to. Read-only; a logs.db llm is writing is fine."""
+"""simonw/llm's logs.db, read on this side of the socket: its `conversations` and `responses` rows (and,
+from llm 0.26, its `tool_calls` and `tool_results`) become the JSON that POST /v1/import-file takes with
+format "llm" (docs/FORMATS.md), so the daemon never opens a database file it is handed a path to.
+Read-only; a logs.db llm is writing is fine."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 RESPONSE_COLUMNS = ("id", "model", "prompt", "system", "response", "conversation_id", "datetime_utc")
 NEEDED = {"id", "prompt", "response", "conversation_id", "datetime_utc"}
 CONVERSATION_COLUMNS = ("id", "name", "model")
+# llm 0.26 on: a response's tool calls, and the results its prompt sent back (migrations m017, m021)
+TOOL_CALL_COLUMNS = ("id", "response_id", "name", "arguments", "tool_call_id")
+TOOL_RESULT_COLUMNS = ("id", "response_id", "name", "output", "tool_call_id", "exception")
 
 
 def is_sqlite(path: str) -> bool:
@@ -63,8 +67,13 @@ def read_logs_db(path: str) -> dict:
             _rows(con, path, "conversations", CONVERSATION_COLUMNS, "rowid") if "conversations" in tables else []
         )
         responses = _rows(con, path, "responses", RESPONSE_COLUMNS, "datetime_utc, rowid")
+        tools = {
+            table: _rows(con, path, table, columns, "rowid")
+            for table, columns in (("tool_calls", TOOL_CALL_COLUMNS), ("tool_results", TOOL_RESULT_COLUMNS))
+            if table in tables
+        }
     except sqlite3.Error as exc:
         raise CliError(f"{path} cannot be read as llm's logs.db: {exc}", EXIT_USAGE) from None
     finally:
         con.close()
-    return {"conversations": conversations, "responses": responses}
+    return {"conversations": conversations, "responses": responses, **tools}

@@ -193,7 +193,10 @@ SESSION_UNSET = {
 
 
 # A command's own option that fills an API field of the same name (its dest): command -> {dest: option}.
-_COMMAND_FIELDS = {"add": {"tokens": "--tokens"}, "compact": {"target_tokens": "--target-tokens"}}
+_COMMAND_FIELDS = {
+    "add": {"tokens": "--tokens", "tool_call_id": "--tool-call-id", "name": "--name"},
+    "compact": {"target_tokens": "--target-tokens"},
+}
 
 
 def option_error(args: Any, exc: Any) -> CliError | None:
@@ -218,6 +221,8 @@ def option_error(args: Any, exc: Any) -> CliError | None:
             return CliError(f"--{name} {rest}", EXIT_USAGE)
         if field.startswith((api + ".", api + "[")) and name == "metadata":  # a value inside the option's JSON
             return CliError(f"--{name}{field[len(api) :]} {rest}", EXIT_USAGE)
+    if field.startswith("tool_calls[") and getattr(args, "tool_calls", None) and rest:  # add's --tool-call
+        return CliError(f"--tool-call {field} {rest}", EXIT_USAGE)
     for dest, option in _COMMAND_FIELDS.get(getattr(args, "command", ""), {}).items():
         if field == dest and getattr(args, dest, None) is not None and rest:
             return CliError(f"{option} {rest}", EXIT_USAGE)

@@ -39,6 +39,21 @@ class _Parser(argparse.ArgumentParser):
     """Argument errors are raised, not printed and exited on, so that main() can answer them in JSON
     when --json is given (subcommand parsers are of this class too)."""
 
+    # A command whose optional positional may come after its options (`add ID --role assistant --tool-call F
+    # ARGS [TEXT]`): parsed as parse_known_intermixed_args does, else the optional positional is taken, empty,
+    # with the first one (ID) and TEXT given after the options is refused as unrecognized. (Commands.add)
+    intermixed = False
+    _in_intermixed = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self.intermixed or self._in_intermixed:
+            return super().parse_known_args(args, namespace)
+        self._in_intermixed = True  # (it calls parse_known_args itself, for each of its two passes)
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._in_intermixed = False
+
     def error(self, message: str):
         raise ParseError(self, message)
 

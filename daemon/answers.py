@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -22,7 +23,7 @@ from ..storage.tokens import counted_text
 from .provider_config import Provider, ProviderError
 from .provider_stream import delta_text
 from .providers import usage_of
-from .toolcalls import Assembled
+from .toolcalls import Answered, Assembled
 from .unread import Writes, idle_of
 
 log = logging.getLogger("sessiond.complete")
@@ -179,9 +180,11 @@ async def record(
     interrupted: bool = False,
     error: str | None = None,
     tool_calls: list[dict] | None = None,
+    dropped: list[dict] | None = None,
 ) -> dict:
     """The answer as the chat's next assistant message (its text, and the tools it calls), with its usage
-    and times; returned as stored."""
+    and times; returned as stored. `dropped`: the calls it made that cannot be recorded (toolcalls.Answered),
+    said (dropped_calls) and returned as `tool_calls_dropped`."""
     end = time.monotonic()
     m: dict = {
         "role": "assistant",
@@ -202,16 +205,47 @@ async def record(
     if error:
         m["error"] = error
     stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
-    return {**stored[0], "content": text, **{k: m[k] for k in ("tool_calls", *ANSWER_KEYS) if k in m}}
+    out = {**stored[0], "content": text, **{k: m[k] for k in ("tool_calls", *ANSWER_KEYS) if k in m}}
+    if dropped:
+        dropped_calls(d, plan, out["id"], dropped)
+        out["tool_calls_dropped"] = dropped
+    return out
+
+
+def dropped_calls(d, plan: Plan, message: str, dropped: list[dict]) -> None:
+    """Say that a model's answer made tool calls that were not recorded (one with no function name cannot
+    be acted on): in the log and as an `answer.tool_call_dropped` event (the session, chat, the answer's
+    message and each call's index and reason), nothing of the calls' arguments in either."""
+    said = "; ".join(f"call {c['index']}: {c['reason']}" for c in dropped)
+    log.warning(
+        "session %s: the model's answer (message %s) made tool calls that are not recorded: %s",
+        plan.sid,
+        message,
+        said,
+        extra={"session": plan.sid, "event": "complete.tool_call"},
+    )
+    d.events.publish(
+        {
+            "type": "answer.tool_call_dropped",
+            "session": plan.sid,
+            "chat": plan.chat,
+            "message": message,
+            "calls": dropped,
+        }
+    )
 
 
 async def record_whole(
-    d, plan: Plan, text: str, usage: dict | None, *, started: float, tool_calls: list[dict] | None = None
+    d, plan: Plan, text: str, usage: dict | None, *, started: float, calls: Answered | None = None
 ) -> dict:
-    """`record` of a whole (not streamed) answer; refused (the session ended or went away meanwhile), the
-    error says that the model's answer is what was not recorded, not only why."""
+    """`record` of a whole (not streamed) answer, with the tool calls it made (`calls`); refused (the session
+    ended or went away meanwhile), the error says that the model's answer is what was not recorded, not
+    only why."""
+    calls = calls or Answered()
     try:
-        return await record(d, plan, text, usage, started=started, first=None, tool_calls=tool_calls)
+        return await record(
+            d, plan, text, usage, started=started, first=None, tool_calls=calls.calls, dropped=calls.dropped
+        )
     except SessiondError as exc:
         exc.message = f"the model's answer was not recorded: {exc.message}"
         exc.args = (exc.message,)
@@ -235,7 +269,8 @@ async def record_streamed(
     tool-call deltas, put together (the calls whole by then: an interrupted one's cut arguments are kept
     as they arrived, the record marked interrupted)."""
     text = "".join(parts)
-    tool_calls = calls.calls() if calls is not None else None
+    answered = calls.answered() if calls is not None else Answered()
+    tool_calls = answered.calls
     if not text and not tool_calls and (gone or error):
         return None
     return await record(
@@ -248,6 +283,7 @@ async def record_streamed(
         interrupted=bool(gone or error),
         error=error.code if error else None,
         tool_calls=tool_calls,
+        dropped=answered.dropped,
     )
 
 
@@ -308,6 +344,8 @@ async def pass_on(
                 parts.append(text)
             if calls.add(chunk):  # a call's part: the answer's first token as a word would be
                 first = first or time.monotonic()
+                if calls.changed:  # a call given an id here: passed on with it (the chunk encoded again)
+                    raw = json.dumps(chunk, ensure_ascii=False).encode()
             if gone:
                 break
             sent = event_of(raw, chunk, text, u)

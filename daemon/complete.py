@@ -192,7 +192,7 @@ async def _question(d, sid: str, content: str, chat: str, key: str | None) -> No
         ) from None
 
 
-def _answer(data: dict) -> tuple[str, list[dict] | None]:
+def _answer(data: dict) -> tuple[str, toolcalls.Answered]:
     """A whole answer's text and the tools it calls."""
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -200,7 +200,7 @@ def _answer(data: dict) -> tuple[str, list[dict] | None]:
         if isinstance(msg, dict):
             text = msg.get("content")
             return (text if isinstance(text, str) else ""), toolcalls.of_answer(msg.get("tool_calls"))
-    return "", None
+    return "", toolcalls.Answered()
 
 
 def sse(event: str, data) -> bytes:
@@ -257,7 +257,7 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
         if watch.gone:
             return left(plan)
         text, calls = _answer(data)
-        return ok(await record_whole(d, plan, text, usage_of(data), started=started, tool_calls=calls), 201)
+        return ok(await record_whole(d, plan, text, usage_of(data), started=started, calls=calls), 201)
     return await _stream(request, d, plan)
 
 

@@ -1,5 +1,5 @@
 """Plain formats in and out: OpenAI chat messages, a session as JSON or Markdown (daemon/markdown.py),
-ChatGPT's conversations.json, and the other apps' files of daemon/importers.py.
+ChatGPT's conversations.json (daemon/chatgptfile.py), and the other apps' files of daemon/importers.py.
 
 Parsing is complete before anything is written, so a malformed file imports nothing; a file that
 becomes several sessions (ChatGPT branches) is removed again if any part fails. What a file holds is
@@ -18,8 +18,9 @@ from typing import Any
 from ..storage.errors import Conflict, Invalid, LimitReached
 from ..storage.model import ANSWER_KEYS, COPIED_FIELDS, ROLES
 from ..storage.tokens import counted_text
-from . import filelimits, importers, markdown, reimports, sessionfile, toolcalls
+from . import filelimits, importers, markdown, reimports, sessionfile, toolcalls, webuifile
 from . import validate as v
+from .chatgptfile import parse_chatgpt
 
 JSON_FORMAT = "sessiond.session.v1"
 
@@ -253,90 +254,7 @@ def parse_json(data: Any) -> dict:
     }
 
 
-def parse_chatgpt(data: Any) -> list[dict]:
-    """ChatGPT's conversations.json: each conversation's branch ending at current_node is its history;
-    every other branch becomes a fork of it, from the message where they part."""
-    convs = data if isinstance(data, list) else [data]
-    out = []
-    for ci, conv in enumerate(convs):
-        where = f"conversation {ci}"
-        if not isinstance(conv, dict) or not isinstance(conv.get("mapping"), dict):
-            raise Invalid(f'{where} has no "mapping" (is this a ChatGPT conversations.json?)')
-        mapping = conv["mapping"]
-        current = conv.get("current_node")
-        if not isinstance(current, str) or current not in mapping:
-            raise Invalid(f"{where}: current_node {current!r:.80} is not in its mapping")
-        for node_id, node in mapping.items():
-            if not isinstance(node, dict):
-                continue  # reported if a path reaches it
-            if node.get("parent") is not None and not isinstance(node["parent"], str):
-                raise Invalid(f"{where}: node {node_id!r:.80} has a parent that is not a node id")
-            if node.get("children") is not None and not isinstance(node["children"], list):
-                raise Invalid(f"{where}: node {node_id!r:.80} has children that are not a list")
-
-        # Both helpers run within this iteration; the defaults bind this conversation's values all the same.
-        def path_to(node_id: str, where: str = where, mapping: dict = mapping) -> list[str]:
-            path, seen = [], set()
-            while node_id is not None:
-                if node_id in seen:
-                    raise Invalid(f"{where}: the mapping has a cycle at {node_id!r}")
-                if node_id not in mapping or not isinstance(mapping[node_id], dict):
-                    raise Invalid(f"{where}: node {node_id!r} is referenced but missing")
-                seen.add(node_id)
-                path.append(node_id)
-                node_id = mapping[node_id].get("parent")
-            return list(reversed(path))
-
-        def message_of(node_id: str, where: str = where, mapping: dict = mapping) -> dict | None:
-            msg = mapping[node_id].get("message")
-            if not msg:
-                return None
-            if not isinstance(msg, dict):
-                raise Invalid(f"{where}: node {node_id!r} has a malformed message")
-            author = msg.get("author") or {}
-            if not isinstance(author, dict):
-                raise Invalid(f"{where}: node {node_id!r:.80} has a malformed author")
-            role = author.get("role")
-            content = msg.get("content") or {}
-            parts = content.get("parts") if isinstance(content, dict) else None
-            if isinstance(content, dict) and parts is None and isinstance(content.get("text"), str):
-                parts = [content["text"]]
-            if not isinstance(parts, list):
-                raise Invalid(f"{where}: node {node_id!r} has no content parts")
-            text = "".join(p for p in parts if isinstance(p, str))
-            if role not in ROLES or not text.strip():
-                return None  # hidden system scaffolding, images, empty turns
-            return {**v.message({"role": role, "content": text}, f"{where}: node {node_id!r:.80}"), "node": node_id}
-
-        main_path = path_to(current)
-        main_msgs = [m for m in (message_of(n) for n in main_path) if m]
-        leaves = [n for n, nd in mapping.items() if isinstance(nd, dict) and not nd.get("children") and n != current]
-        forks = []
-        on_main = set(main_path)
-        for leaf in sorted(leaves):
-            path = path_to(leaf)
-            shared = [n for n in path if n in on_main]
-            branch_msgs = [m for m in (message_of(n) for n in path) if m]
-            if not any(m["node"] not in on_main for m in branch_msgs):
-                continue
-            last_shared = next((m["node"] for m in reversed(main_msgs) if m["node"] in shared), None)
-            forks.append({"messages": branch_msgs, "from_node": last_shared})
-        if conv.get("title") is not None and not isinstance(conv["title"], str):
-            raise Invalid(f"{where}: title must be a string")
-        spec = _spec(
-            {
-                "name": conv.get("title"),
-                "metadata": {"source": "chatgpt", "conversation": conv.get("id") or conv.get("conversation_id")},
-            },
-            where,
-        )
-        out.append(
-            {"spec": {"name": spec["name"], "metadata": spec["metadata"]}, "messages": main_msgs, "forks": forks}
-        )
-    return out
-
-
-PARSERS = {"claude": importers.parse_claude, "openwebui": importers.parse_openwebui, "llm": importers.parse_llm}
+PARSERS = {"claude": importers.parse_claude, "openwebui": webuifile.parse_openwebui, "llm": importers.parse_llm}
 
 
 async def import_file(

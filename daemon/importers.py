@@ -1,4 +1,5 @@
-"""Other apps' histories in: Claude's data export, Open WebUI's chat export, simonw/llm's logs.db.
+"""Other apps' histories in: Claude's data export, simonw/llm's logs.db (and Open WebUI's chat export:
+daemon/webuifile.py, which uses the helpers here).
 
 Each parser turns the whole file into a plan (one session per conversation, its messages in order)
 before anything is written, and refuses a malformed file with the place that is wrong, e.g.
@@ -12,14 +13,15 @@ its signed log), so it is kept in the message's metadata as `created_at` (Unix s
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+from ..api.messages import new_call_id
 from ..storage.errors import Invalid
 from . import validate as v
 
 CLAUDE_FILE = "conversations.json"
-OPENWEBUI_FILE = "Open WebUI export"
 LLM_FILE = "logs.db"
 
 
@@ -62,8 +64,9 @@ def _meta(**fields: Any) -> dict:
     return {k: x for k, x in fields.items() if x is not None}
 
 
-def _message(role: str, content: str, where: str, **meta: Any) -> dict:
-    return v.message({"role": role, "content": content, "metadata": _meta(**meta)}, where)
+def _message(role: str, content: str, where: str, calls: dict | None = None, **meta: Any) -> dict:
+    """A message checked as an append is; `calls`: its tool_calls, tool_call_id and name, as given."""
+    return v.message({"role": role, "content": content, **(calls or {}), "metadata": _meta(**meta)}, where)
 
 
 def _session(where: str, name: str | None, model: str | None = None, system: str | None = None, **meta) -> dict:
@@ -83,25 +86,97 @@ def _list(data: Any, file: str, what: str) -> list:
 
 
 # ------------------------------------------------------------------------------------------ Claude
-def _claude_text(m: dict, where: str) -> str:
-    """The text blocks of `content`, in order; `text` when there are none (older exports). Thinking,
-    tool use and tool results are Claude's working, not the conversation: they are left out."""
+def _claude_turn(m: dict, role: str, where: str) -> list[dict] | None:
+    """A turn's blocks of `content` in order, as messages: the text blocks (joined by a blank line) with the
+    tool calls made (tool_use: an assistant's), up to each tool_result, which is the tool's message
+    answering its call (_answered); then the text after it. Thinking is Claude's working, left out.
+    None when the turn has no text or tool blocks (older exports: its `text` is the message). Each
+    message is {role, content, and tool_calls, tool_call_id, name, is_error when it has them}."""
     content = m.get("content")
     if content is not None and not isinstance(content, list):
         raise Invalid(f"{where}.content: expected a list of content blocks, got {_kind(content)}")
-    parts = []
+    out: list[dict] = []
+    parts: list[str] = []
+    calls: list[dict] = []
+    pending: list[dict] = []  # the calls not answered yet
+    uuid = m.get("uuid") if isinstance(m.get("uuid"), str) and m.get("uuid") else None
+    seen = False
+
+    def flush() -> None:
+        if parts or calls:
+            out.append(
+                {
+                    "role": role,
+                    "content": "\n\n".join(p for p in parts if p),
+                    **({"tool_calls": list(calls)} if calls else {}),
+                }
+            )
+        parts.clear()
+        calls.clear()
+
     for bi, block in enumerate(content or ()):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise Invalid(f"{where}.content[{bi}]: expected a content block (an object with a type)")
-        if block["type"] == "text":
+        kind = block["type"]
+        if kind == "text":
             text = block.get("text")
             if not isinstance(text, str):
                 raise Invalid(f"{where}.content[{bi}].text: expected a string, got {_kind(text)}")
             parts.append(text)
-    text = _str(m, "text", where)
-    if parts:
-        return "\n\n".join(p for p in parts if p)
-    return text or ""
+            seen = True
+        elif kind == "tool_use" and role == "assistant":
+            name = block.get("name")
+            if not isinstance(name, str) or not name:
+                continue  # nothing to call: left out, as every tool block was before
+            given = block.get("id")
+            cid = given if isinstance(given, str) and given else f"{uuid}.{bi}" if uuid else new_call_id()
+            arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
+            call = {"id": cid, "type": "function", "function": {"name": name, "arguments": arguments}}
+            calls.append(call)
+            pending.append(call)
+            seen = True
+        elif kind == "tool_result":
+            flush()
+            result: dict[str, Any] = {"role": "tool", "content": _result_text(block.get("content"))}
+            answered = _answered(pending, block)
+            if answered is not None:
+                pending.remove(answered)
+                result["tool_call_id"] = answered["id"]
+            name = block.get("name")
+            name = name if isinstance(name, str) and name else answered["function"]["name"] if answered else None
+            if name:
+                result["name"] = name
+            if block.get("is_error") is True:
+                result["is_error"] = True
+            out.append(result)
+            seen = True
+    flush()
+    return out if seen else None
+
+
+def _answered(pending: list[dict], block: dict) -> dict | None:
+    """The call a tool_result answers: the one its tool_use_id names, else the earliest of its name not
+    answered yet, else the earliest not answered (a result follows its call in a turn)."""
+    named = block.get("tool_use_id")
+    by_name = [c for c in pending if c["function"]["name"] == block.get("name")]
+    by_id = [c for c in pending if c["id"] == named] if isinstance(named, str) else []
+    found = by_id or by_name or pending
+    return found[0] if found else None
+
+
+def _result_text(content: Any) -> str:
+    """A tool_result's content: its text (a string, or the text of its blocks, joined by a blank line);
+    images and the like are not text: left out."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            b["text"]
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        ]
+        return "\n\n".join(t for t in texts if t)
+    return ""
 
 
 def _attachments(m: dict, where: str) -> list[str] | None:
@@ -145,102 +220,32 @@ def parse_claude(data: Any) -> list[dict]:
             if sender not in ("human", "assistant"):
                 raise Invalid(f"{where}: {at}.sender: expected 'human' or 'assistant', got {sender!r:.40}")
             mid = _str(m, "uuid", f"{where}: {at}")
-            text = _claude_text(m, f"{where}: {at}")
+            role = "user" if sender == "human" else "assistant"
+            turn = _claude_turn(m, role, f"{where}: {at}")
+            if turn is None:
+                turn = [{"role": role, "content": _str(m, "text", f"{where}: {at}") or ""}]
             when = timestamp(m.get("created_at"), f"{where}: {at}.created_at")
             files = _attachments(m, f"{where}: {at}")
-            if not text.strip() and not files:
-                continue  # an empty turn (an interrupted answer): nothing to keep
-            role = "user" if sender == "human" else "assistant"
-            parsed.append(
-                _message(role, text, f"{where}: {at}", source="claude", id=mid, created_at=when, attachments=files)
-            )
+            # an empty turn (an interrupted answer) has nothing to keep; a tool's result is kept even empty
+            turn = [t for t in turn if t["content"].strip() or t.get("tool_calls") or t["role"] == "tool"]
+            if files and not turn:
+                turn = [{"role": role, "content": ""}]
+            for ti, t in enumerate(turn):
+                calls = {k: t[k] for k in ("tool_calls", "tool_call_id", "name") if k in t}
+                parsed.append(
+                    _message(
+                        t["role"],
+                        t["content"],
+                        f"{where}: {at}",
+                        calls,
+                        source="claude",
+                        id=mid,
+                        created_at=when,
+                        attachments=files if ti == 0 else None,
+                        is_error=t.get("is_error"),
+                    )
+                )
         spec = _session(where, name, source="claude", conversation=uuid, created_at=created)
-        out.append({"spec": spec, "messages": parsed, "forks": []})
-    return out
-
-
-# ---------------------------------------------------------------------------------------- Open WebUI
-def _webui_branch(chat: dict, where: str) -> list[tuple[str, Any]]:
-    """The messages the user sees: history.currentId back through parentId to the first (what
-    Open WebUI shows, regenerated siblings left out); the flat `messages` list when there is no
-    history. Returns (place, message) pairs."""
-    history = chat.get("history")
-    if history is not None and not isinstance(history, dict):
-        raise Invalid(f"{where}: chat.history: expected an object, got {_kind(history)}")
-    current = (history or {}).get("currentId")
-    if current is not None:
-        nodes = history.get("messages")  # type: ignore[union-attr]
-        if not isinstance(nodes, dict):
-            raise Invalid(f"{where}: chat.history.messages: expected an object of messages by id, got {_kind(nodes)}")
-        path: list[tuple[str, Any]] = []
-        seen: set = set()
-        node_id, named_by = current, "chat.history.currentId"
-        while node_id is not None:
-            if not isinstance(node_id, str) or node_id not in nodes:
-                raise Invalid(f"{where}: {named_by} names message {node_id!r:.60}, which chat.history.messages lacks")
-            if node_id in seen:
-                raise Invalid(f"{where}: chat.history.messages: parentId links loop at {node_id!r:.60}")
-            seen.add(node_id)
-            place = f"chat.history.messages[{node_id!r:.60}]"
-            node = nodes[node_id]
-            if not isinstance(node, dict):
-                raise Invalid(f"{where}: {place}: expected an object, got {_kind(node)}")
-            path.append((place, node))
-            node_id, named_by = node.get("parentId"), f"{place}.parentId"
-        return list(reversed(path))
-    flat = chat.get("messages")
-    if flat is None:
-        return []
-    if not isinstance(flat, list):
-        raise Invalid(f"{where}: chat.messages: expected a list, got {_kind(flat)}")
-    return [(f"chat.messages[{i}]", m) for i, m in enumerate(flat)]
-
-
-def parse_openwebui(data: Any) -> list[dict]:
-    """Open WebUI's chat export (Settings > Data Controls > Export Chats, or one chat's JSON): a list
-    of {id, title, chat: {title, models, history: {messages, currentId}, messages}, created_at}."""
-    items = [data] if isinstance(data, dict) else _list(data, OPENWEBUI_FILE, "chats")
-    out = []
-    for ci, item in enumerate(items):
-        where = f"{OPENWEBUI_FILE}: chat {ci}"
-        if not isinstance(item, dict):
-            raise Invalid(f"{where}: expected an object, got {_kind(item)}")
-        cid = _str(item, "id", where)
-        if cid:
-            where = f"{where} (id {cid:.60})"
-        chat = item.get("chat")
-        if not isinstance(chat, dict):
-            raise Invalid(f"{where}: chat: expected an object (is this an Open WebUI export?), got {_kind(chat)}")
-        title = _str(item, "title", where) or _str(chat, "title", f"{where}: chat")
-        models = chat.get("models")
-        if models is not None and not (isinstance(models, list) and all(isinstance(x, str) for x in models)):
-            raise Invalid(f"{where}: chat.models: expected a list of model names")
-        system = _str(chat, "system", f"{where}: chat")
-        created = timestamp(item.get("created_at"), f"{where}: created_at")
-        parsed = []
-        for place, m in _webui_branch(chat, where):
-            at = f"{where}: {place}"
-            if not isinstance(m, dict):
-                raise Invalid(f"{at}: expected an object, got {_kind(m)}")
-            role = m.get("role")
-            if role not in ("user", "assistant", "system"):
-                raise Invalid(f"{at}.role: expected 'user', 'assistant' or 'system', got {role!r:.40}")
-            content = m.get("content")
-            if not isinstance(content, str):
-                raise Invalid(f"{at}.content: expected a string, got {_kind(content)}")
-            when = timestamp(m.get("timestamp"), f"{at}.timestamp")
-            model = _str(m, "model", at)
-            mid = _str(m, "id", at)
-            parsed.append(_message(role, content, at, source="openwebui", id=mid, created_at=when, model=model))
-        spec = _session(
-            where,
-            title,
-            model=(models or [None])[0],
-            system=system or None,
-            source="openwebui",
-            chat=cid,
-            created_at=created,
-        )
         out.append({"spec": spec, "messages": parsed, "forks": []})
     return out
 
@@ -281,11 +286,13 @@ def parse_llm(data: Any) -> list[dict]:
         fields["time"] = timestamp(row.get("datetime_utc"), f"{where}.datetime_utc")
         fields["where"] = where
         sessions[key]["turns"].append(fields)
+    calls, results = _llm_tools(data, "tool_calls", "arguments"), _llm_tools(data, "tool_results", "output")
     out = []
     for key, s in sessions.items():
         turns = s["turns"]
         system = turns[0]["system"] if turns else None
         msgs = []
+        pending: list[dict] = []  # the calls no result answered yet
         for t in turns:
             if t["system"] and t["system"] != system:
                 msgs.append(_message("system", t["system"], t["where"] + ".system", source="llm", response=t["id"]))
@@ -301,12 +308,39 @@ def parse_llm(data: Any) -> list[dict]:
                         created_at=t["time"],
                     )
                 )
-            if t["response"]:
+            for r in results.get(t["id"], ()):  # the results this prompt sent back, in llm's order
+                answered = _answered(pending, {"tool_use_id": r["tool_call_id"], "name": r["name"]})
+                if answered is not None:
+                    pending.remove(answered)
+                tool = {"tool_call_id": answered["id"]} if answered else {}
+                msgs.append(
+                    _message(
+                        "tool",
+                        r["output"] or "",
+                        r["where"],
+                        {**tool, **({"name": r["name"]} if r["name"] else {})},
+                        source="llm",
+                        response=t["id"],
+                        created_at=t["time"],
+                        exception=r["exception"],
+                    )
+                )
+            made = [
+                {
+                    "id": c["tool_call_id"] or f"{t['id']}.{i}",
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"] or "{}"},
+                }
+                for i, c in enumerate(calls.get(t["id"], ()))
+            ]
+            pending += made
+            if t["response"] or made:
                 msgs.append(
                     _message(
                         "assistant",
-                        t["response"],
+                        t["response"] or "",
                         t["where"] + ".response",
+                        {"tool_calls": made} if made else None,
                         source="llm",
                         response=t["id"],
                         created_at=t["time"],
@@ -325,6 +359,25 @@ def parse_llm(data: Any) -> list[dict]:
             created_at=turns[0]["time"] if turns else None,
         )
         out.append({"spec": spec, "messages": msgs, "forks": []})
+    return out
+
+
+def _llm_tools(data: dict, table: str, text: str) -> dict[str, list[dict]]:
+    """llm's tool_calls (`text`: arguments, JSON) or tool_results (output, exception) rows, by the response
+    they belong to, in the order given (llm's rowid). A call with no name is left out: nothing to call."""
+    rows = data.get(table)
+    if rows is None:
+        return {}
+    out: dict[str, list[dict]] = {}
+    for i, row in enumerate(_list(rows, f"{LLM_FILE}: {table}", "rows")):
+        where = f"{LLM_FILE}: {table} row {i}"
+        if not isinstance(row, dict):
+            raise Invalid(f"{where}: expected an object, got {_kind(row)}")
+        item = {k: _str(row, k, where) for k in ("response_id", "name", text, "tool_call_id", "exception")}
+        if item["response_id"] is None or (table == "tool_calls" and not item["name"]):
+            continue
+        item["where"] = where
+        out.setdefault(item["response_id"], []).append(item)
     return out
 
 

@@ -381,7 +381,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         text = _text(msg.get("content"))
         calls = toolcalls.of_answer(msg.get("tool_calls"))
         try:
-            await record_whole(d, plan, text, usage_of(data), started=started, tool_calls=calls)
+            await record_whole(d, plan, text, usage_of(data), started=started, calls=calls)
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape
             return _from(exc, sid)
         return web.json_response(data, headers={SESSION_HEADER: sid})

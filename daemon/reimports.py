@@ -1,6 +1,6 @@
 """An export imported again: the conversations of another app's export (ChatGPT, Claude, Open WebUI, llm)
 that an earlier import made sessions of. Each such session names its source and the source's conversation
-id in its metadata (daemon/importers.py, formats.parse_chatgpt); its messages, in the chat the import wrote
+id in its metadata (daemon/importers.py, chatgptfile.parse_chatgpt); its messages, in the chat the import wrote
 them to, are compared with the export's conversation, message by message (by the source's message id when
 both have one, else by role and text):
 
@@ -47,10 +47,16 @@ def _ident(m: dict) -> tuple | None:
     return (meta.get("source"), ident) if isinstance(meta.get("source"), str) and isinstance(ident, str) else None
 
 
+def _calls(m: dict) -> list[tuple]:
+    """The tools a message calls, by name and arguments (ids may be made at import: not compared)."""
+    return [(c["function"]["name"], c["function"]["arguments"]) for c in m.get("tool_calls") or ()]
+
+
 def same(here: dict, there: dict) -> bool:
-    """Whether a stored message is the export's: the same role, and the same source id when both have
-    one, else the same text."""
-    if here["role"] != there["role"]:
+    """Whether a stored message is the export's: the same role and tool calls, and the same source id when
+    both have one, else the same text. (A turn an older import took without its tool use keeps its id in
+    a newer export, as the first of several messages: the calls tell them apart.)"""
+    if here["role"] != there["role"] or _calls(here) != _calls(there):
         return False
     a, b = _ident(here), _ident(there)
     return a == b if a is not None and b is not None else here["content"] == there["content"]

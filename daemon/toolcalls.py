@@ -5,14 +5,11 @@ model is sent (an assistant's call with no text: content null)."""
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
-from ..api.messages import ToolCalls
+from ..api.messages import ToolCalls, new_call_id
 from ..storage.errors import Invalid
 from .checker import checker
-
-log = logging.getLogger("sessiond.complete")
 
 _CALLS = checker(ToolCalls)
 OPENAI_FIELDS = ("name", "tool_call_id", "tool_calls")  # a message's fields beside role and content
@@ -47,18 +44,46 @@ def from_request(calls: Any, where: str) -> list[dict]:
     return _CALLS(kept(calls), where)
 
 
-def of_answer(calls: Any) -> list[dict] | None:
-    """A model's answer's tool calls, those that are whole (the others logged and left out: the app has
-    them as the provider sent them); None when it made none."""
+NO_NAME = "the call has no function name"
+
+
+def _named_id(c: dict) -> None:
+    """A model's call given no id (some servers give none) gets one made for it, in place: recorded with
+    it, and the app that is passed the model's answer gets it too, so that the history it sends back
+    (the call, then the tool's result naming it) is the session's."""
+    if isinstance(c, dict) and not (isinstance(c.get("id"), str) and c["id"]):
+        c["id"] = new_call_id()
+
+
+def _why(c: Any, exc: Invalid) -> str:
+    """Why a model's call cannot be recorded, in words that hold nothing of its arguments."""
+    f = c.get("function") if isinstance(c, dict) else None
+    if isinstance(f, dict) and not (isinstance(f.get("name"), str) and f["name"]):
+        return NO_NAME  # it cannot be acted on: no app knows which function to run
+    return f"the call is malformed ({exc.message.partition(' ')[0].removeprefix('tool_calls[0].')})"
+
+
+class Answered:
+    """A model's answer's tool calls: those recorded (None: it made none that can be), and those that
+    cannot be, each {"index", "reason"} (the index in the model's list)."""
+
+    def __init__(self, calls: list[dict] | None = None, dropped: list[dict] | None = None):
+        self.calls, self.dropped = calls, dropped or []
+
+
+def of_answer(calls: Any, indexes: list[int] | None = None) -> Answered:
+    """A model's answer's tool calls: each whole one kept (one given no id gets one, in the answer's own
+    call too), the others dropped with the reason; `indexes`: each call's index in the model's list."""
     if not isinstance(calls, list) or not calls:
-        return None
-    out = []
-    for c in calls:
+        return Answered()
+    out, dropped = [], []
+    for i, c in enumerate(calls):
+        _named_id(c)
         try:
             out += _CALLS([_call(c)], "tool_calls")
         except Invalid as exc:
-            log.warning("a model's tool call not recorded: %s", exc.message, extra={"event": "complete.tool_call"})
-    return out or None
+            dropped.append({"index": indexes[i] if indexes else i, "reason": _why(c, exc)})
+    return Answered(out or None, dropped)
 
 
 class Assembled:
@@ -67,21 +92,28 @@ class Assembled:
 
     def __init__(self) -> None:
         self._parts: dict[int, dict] = {}
+        self.changed = False  # the last chunk added was given an id for a call (add)
 
     def add(self, chunk: dict) -> bool:
-        """Take a chunk's tool-call deltas; whether it had any."""
+        """Take a chunk's tool-call deltas; whether it had any. A call's first delta that gives no id gets
+        one (_named_id), in the chunk too: the app is passed it so (`changed`, for it to be encoded again)."""
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             return False
         delta = choices[0].get("delta")
         deltas = delta.get("tool_calls") if isinstance(delta, dict) else None
+        self.changed = False
         if not isinstance(deltas, list) or not deltas:
             return False
         for i, d in enumerate(deltas):
             if not isinstance(d, dict):
                 continue
             index = d.get("index", i)
-            part = self._parts.setdefault(index if isinstance(index, int) else i, {"arguments": []})
+            index = index if isinstance(index, int) else i
+            if index not in self._parts and not (isinstance(d.get("id"), str) and d["id"]):
+                _named_id(d)
+                self.changed = True
+            part = self._parts.setdefault(index, {"arguments": []})
             for k in ("id", "type"):
                 if isinstance(d.get(k), str) and d[k] and k not in part:
                     part[k] = d[k]
@@ -93,7 +125,8 @@ class Assembled:
                     part["arguments"].append(f["arguments"])
         return True
 
-    def calls(self) -> list[dict] | None:
+    def answered(self) -> Answered:
+        parts = sorted(self._parts.items())
         return of_answer(
             [
                 {
@@ -101,9 +134,13 @@ class Assembled:
                     "type": p.get("type", "function"),
                     "function": {"name": p.get("name"), "arguments": "".join(p["arguments"])},
                 }
-                for _, p in sorted(self._parts.items())
-            ]
+                for _, p in parts
+            ],
+            [index for index, _ in parts],
         )
+
+    def calls(self) -> list[dict] | None:
+        return self.answered().calls
 
 
 def openai_message(m: dict) -> dict:

@@ -16,6 +16,30 @@ class NewerSchema(Exception):
 
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
 
+
+# (migration 17's triggers) a message's old content and tool text out of the index, unless it is pending
+UNINDEX_OLD = (
+    "INSERT INTO messages_fts(messages_fts, rowid, content, tool_text)"
+    " SELECT 'delete', old.rowid, old.content, old.tool_text"
+    " WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id=old.rowid);"
+)
+
+
+def tool_text(m: str) -> str:
+    """The SQL of the text the search index holds of message row `m`'s tool calls (migration 17): each call's
+    function name and arguments (JSON text), a line each; null when it has none. Only what is certain of
+    `extra` is read (valid JSON, a list of calls, calls that are objects). Kept in the row by trigger: FTS5
+    cannot read it through a view, as its own statements refuse virtual tables (json_each), which broke
+    its 'rebuild' and 'integrity-check'."""
+    return (
+        f"CASE WHEN instr({m}.extra, '\"tool_calls\"') AND json_valid({m}.extra)"
+        f" AND json_type({m}.extra, '$.tool_calls') = 'array' THEN"
+        " (SELECT group_concat(coalesce(json_extract(t.value, '$.function.name'), '') || ' '"
+        " || coalesce(json_extract(t.value, '$.function.arguments'), ''), char(10))"
+        f" FROM json_each({m}.extra, '$.tool_calls') AS t WHERE t.type = 'object') END"
+    )
+
+
 MIGRATIONS: list[str] = [
     # 1: sessions, chats, messages, operations
     """
@@ -289,6 +313,42 @@ MIGRATIONS: list[str] = [
         record BLOB NOT NULL,
         put_at REAL NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # 17: the search index takes a model's tool calls too: each call's function name and arguments, in a
+    # second column of the index, `tool_text`, which reads them from the message row's new column of the
+    # same name, written from its `extra` (tool_text(); null when it has no calls) by trigger whatever
+    # path writes the message (an append, another device's operations, an import, a fork's copy), and
+    # here for the messages already stored. That write changes nothing the index holds yet (the row is
+    # pending, whichever trigger runs first); a change of `extra` in place (none does so today) takes the
+    # old text out as a change of content does. The index is made again: every message is listed pending,
+    # and the indexer takes them in the background (each search first, as after any write).
+    f"""
+    ALTER TABLE messages ADD COLUMN tool_text TEXT;
+    UPDATE messages SET tool_text = {tool_text("messages")} WHERE instr(extra, '"tool_calls"');
+    DROP TRIGGER messages_fts_delete;
+    DROP TRIGGER messages_fts_update;
+    DROP TABLE messages_fts;
+    DELETE FROM search_purge;
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, tool_text, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        {UNINDEX_OLD}
+        DELETE FROM messages_fts_pending WHERE id=old.rowid;
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        {UNINDEX_OLD}
+        INSERT OR IGNORE INTO messages_fts_pending(id) VALUES (new.rowid);
+    END;
+    CREATE TRIGGER messages_tool_text_insert AFTER INSERT ON messages WHEN instr(new.extra, '"tool_calls"') BEGIN
+        UPDATE messages SET tool_text = {tool_text("new")} WHERE rowid = new.rowid;
+    END;
+    CREATE TRIGGER messages_tool_text_update AFTER UPDATE OF extra ON messages BEGIN
+        {UNINDEX_OLD}
+        INSERT OR IGNORE INTO messages_fts_pending(id) VALUES (new.rowid);
+        UPDATE messages SET tool_text = {tool_text("new")} WHERE rowid = new.rowid;
+    END;
+    INSERT OR IGNORE INTO messages_fts_pending(id) SELECT rowid FROM messages;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

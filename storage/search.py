@@ -1,5 +1,6 @@
-"""Full-text search over every message on this device: the FTS5 index `messages_fts` (schema migration 9),
-which takes every message written (triggers list them as pending, whatever writes them) in batches
+"""Full-text search over every message on this device: the FTS5 index `messages_fts` (schema migration 9;
+since 17 of two columns: the content, and the tool calls' names and arguments, `tool_text`), which takes
+every message written (triggers list them as pending, whatever writes them) in batches
 before each search and a few times a second, ranked by bm25, each hit with a
 snippet of its text and where the matches are in it. The index is local: nothing of it is pushed. A
 delete's words leave it too: the background indexer merges it whole after one (Search.purge).
@@ -66,7 +67,7 @@ def query_error(exc: sqlite3.OperationalError, q: str) -> BadQuery | None:
     tokenizer: what fails there is the query's fault, whatever words SQLite has for it."""
     probe = sqlite3.connect(":memory:")
     try:
-        probe.execute(f"CREATE VIRTUAL TABLE messages_fts USING fts5(content, tokenize='{TOKENIZER}')")
+        probe.execute(f"CREATE VIRTUAL TABLE messages_fts USING fts5(content, tool_text, tokenize='{TOKENIZER}')")
         probe.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rank", (q,)).fetchall()
     except sqlite3.OperationalError as bad:
         return BadQuery(
@@ -119,7 +120,7 @@ INDEX_EVERY = 0.25
 
 
 INDEX_SQL = (
-    "INSERT INTO messages_fts(rowid, content) SELECT m.rowid, m.content FROM messages m"
+    "INSERT INTO messages_fts(rowid, content, tool_text) SELECT m.rowid, m.content, m.tool_text FROM messages m"
     " WHERE m.rowid IN (SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?)"
 )
 UNPEND_SQL = "DELETE FROM messages_fts_pending WHERE id IN (SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?)"
@@ -286,7 +287,7 @@ class Search:
             return []
         marks = ",".join("?" * len(ranked))
         rows = await self.c.committed.fetchall(
-            f"SELECT messages_fts.rowid, snippet(messages_fts, 0, ?, ?, ?, {SNIPPET_TOKENS}),"
+            f"SELECT messages_fts.rowid, snippet(messages_fts, -1, ?, ?, ?, {SNIPPET_TOKENS}),"
             " m.session_id, m.chat_id, m.device_id, m.seq, m.lamport, m.role, m.created_at, c.compacted"
             " FROM messages_fts JOIN messages m ON m.rowid=messages_fts.rowid"
             " LEFT JOIN chats c ON c.session_id=m.session_id AND c.id=m.chat_id"

@@ -5,6 +5,7 @@ parsing rules in-process."""
 from __future__ import annotations
 
 import copy
+import html
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from conftest import DaemonProc, cli_json, run_cli
-from sessiond.daemon import importers, markdown
+from sessiond.daemon import formats, importers, markdown, webuifile
 from sessiond.storage.errors import Invalid
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -139,6 +140,68 @@ def test_llm_logs_db_malformed_imports_nothing(d, tmp_path):
     refused(d, str(other), expect="has no responses table")
 
 
+# llm's tool tables (its migrations m017_tools_tables, m018_tool_instances, m021_tool_results_exception)
+LLM_TOOLS_SCHEMA = """
+CREATE TABLE [tools] ([id] INTEGER PRIMARY KEY, [hash] TEXT, [name] TEXT, [description] TEXT, [input_schema] TEXT,
+   [plugin] TEXT);
+CREATE TABLE [tool_responses] ([tool_id] INTEGER, [response_id] TEXT, PRIMARY KEY ([tool_id], [response_id]));
+CREATE TABLE [tool_calls] ([id] INTEGER PRIMARY KEY, [response_id] TEXT REFERENCES [responses]([id]),
+   [tool_id] INTEGER, [name] TEXT, [arguments] TEXT, [tool_call_id] TEXT);
+CREATE TABLE [tool_instances] ([id] INTEGER PRIMARY KEY, [plugin] TEXT, [name] TEXT, [arguments] TEXT);
+CREATE TABLE [tool_results] ([id] INTEGER PRIMARY KEY, [response_id] TEXT REFERENCES [responses]([id]),
+   [tool_id] INTEGER, [name] TEXT, [output] TEXT, [tool_call_id] TEXT, [instance_id] INTEGER, [exception] TEXT);
+"""
+
+
+def test_llm_tool_calls_and_results_come_in(d, tmp_path):
+    """llm (0.26 on) logs a response's tool calls (tool_calls: name, arguments as JSON, the model's
+    tool_call_id) and the results the next prompt sent back (tool_results: output, exception); the import
+    read only the prompts and answers, so a tool chain came in as a question, an empty answer dropped, and
+    the final answer. Now each response is: its prompt, the results it sent (tools' messages answering
+    their calls), its answer's text with the calls it made."""
+    responses = [
+        ("r1", "01hconvtools", "Time in Paris and Lima?", None, "", "2024-06-01T10:00:00"),
+        ("r2", "01hconvtools", "", None, "15:00 in Paris, 08:00 in Lima.", "2024-06-01T10:00:05"),
+    ]
+    db = make_logs_db(str(tmp_path / "logs.db"), responses)
+    con = sqlite3.connect(db)
+    con.executescript(LLM_TOOLS_SCHEMA)
+    con.executemany(
+        "INSERT INTO tool_calls(id, response_id, tool_id, name, arguments, tool_call_id) VALUES (?,?,?,?,?,?)",
+        [
+            (1, "r1", None, "get_time", '{"city": "Paris"}', "call_a"),
+            (2, "r1", None, "get_time", '{"city": "Lima"}', None),
+        ],
+    )
+    con.executemany(
+        "INSERT INTO tool_results(id, response_id, tool_id, name, output, tool_call_id, exception)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [(1, "r2", None, "get_time", "15:00", "call_a", None), (2, "r2", None, "get_time", "08:00", None, "slow")],
+    )
+    con.commit()
+    con.close()
+    made = cli_json(d.home, "import-file", db, "--format", "llm")["sessions"]
+    [made] = [s for s in made if s["metadata"].get("conversation") == "01hconvtools"]
+    msgs = d.client().messages(made["id"])["messages"]
+    a = {"id": "call_a", "type": "function", "function": {"name": "get_time", "arguments": '{"city": "Paris"}'}}
+    b = {"id": "r1.1", "type": "function", "function": {"name": "get_time", "arguments": '{"city": "Lima"}'}}
+    keys = ("role", "content", "tool_calls", "tool_call_id", "name")
+    assert [{k: m[k] for k in keys if k in m} for m in msgs] == [
+        {"role": "user", "content": "Time in Paris and Lima?"},
+        {"role": "assistant", "content": "", "tool_calls": [a, b]},
+        {"role": "tool", "content": "15:00", "tool_call_id": "call_a", "name": "get_time"},
+        {"role": "tool", "content": "08:00", "tool_call_id": "r1.1", "name": "get_time"},
+        {"role": "assistant", "content": "15:00 in Paris, 08:00 in Lima."},
+    ]
+    assert msgs[3]["metadata"]["exception"] == "slow" and msgs[2]["metadata"]["response"] == "r2"
+    # the rows as the API takes them: a malformed one refused, naming it
+    rows = {"conversations": [], "responses": [{"id": "r", "prompt": "p", "response": "x"}]}
+    with pytest.raises(Invalid, match=r"logs\.db: tool_calls row 0\.name"):
+        importers.parse_llm({**rows, "tool_calls": [{"response_id": "r", "name": 5}]})
+    with pytest.raises(Invalid, match=r"logs\.db: tool_results: expected a list"):
+        importers.parse_llm({**rows, "tool_results": {}})
+
+
 # --------------------------------------------------------------------------------------------- Claude
 def test_claude_export_imports_each_conversation_as_a_session(d, tmp_path):
     made = cli_json(d.home, "import-file", os.path.join(FIXTURES, "claude_conversations.json"), "--format", "claude")
@@ -148,14 +211,148 @@ def test_claude_export_imports_each_conversation_as_a_session(d, tmp_path):
     listed = {s["id"] for s in cli_json(d.home, "ls")["sessions"]}
     assert {first["id"], second["id"]} <= listed
     msgs = d.client().messages(first["id"])["messages"]
-    # text blocks in order (thinking and tool use left out); the empty last turn skipped
-    assert [(m["role"], m["content"]) for m in msgs] == [
-        ("user", "How do I feed a sourdough starter?"),
-        ("assistant", "Discard half, then add equal weights of flour and water.\n\nKeep it warm."),
-        ("user", "Here is my schedule."),
+    # blocks in order (thinking left out): the text before a tool's result, with the calls made, then the
+    # result as the tool's message answering its call, then the text after it; the empty last turn skipped
+    call = {
+        "id": "a1000000-0000-4000-8000-000000000002.2",
+        "type": "function",
+        "function": {"name": "web_search", "arguments": '{"query": "starter ratio"}'},
+    }
+    shapes = [{k: m[k] for k in ("role", "content", "tool_calls", "tool_call_id", "name") if k in m} for m in msgs]
+    assert shapes == [
+        {"role": "user", "content": "How do I feed a sourdough starter?"},
+        {
+            "role": "assistant",
+            "content": "Discard half, then add equal weights of flour and water.",
+            "tool_calls": [call],
+        },
+        {"role": "tool", "content": "1:1:1", "tool_call_id": call["id"], "name": "web_search"},
+        {"role": "assistant", "content": "Keep it warm."},
+        {"role": "user", "content": "Here is my schedule."},
     ]
     assert msgs[0]["metadata"]["created_at"] == 1714554005.0
-    assert msgs[2]["metadata"]["attachments"] == ["schedule.txt"]
+    assert msgs[4]["metadata"]["attachments"] == ["schedule.txt"]
+    assert {m["metadata"]["id"] for m in msgs[1:4]} == {"a1000000-0000-4000-8000-000000000002"}
+
+
+def test_claude_tool_blocks_become_calls_and_results():
+    """Claude's export keeps a turn's tool use (tool_use: name, input) and results (tool_result: content,
+    is_error) among its text blocks; they were left out, so an imported conversation lost what the
+    model did. Each tool_use is a call (its own id when it has one; its input as the arguments' JSON),
+    each tool_result the tool's message answering it (by tool_use_id when given, else the earliest call
+    of that name not yet answered, else the earliest not answered)."""
+
+    def turn(*blocks):
+        m = {"uuid": "m2", "sender": "assistant", "text": "", "content": list(blocks)}
+        conv = {"uuid": "c", "chat_messages": [{"uuid": "m1", "sender": "human", "text": "go"}, m]}
+        return [
+            {k: x for k, x in msg.items() if k != "metadata"}
+            for msg in importers.parse_claude([conv])[0]["messages"][1:]
+        ]
+
+    def use(name, **kw):
+        return {"type": "tool_use", "name": name, "input": {"n": name}, **kw}
+
+    def res(name, text, **kw):
+        return {"type": "tool_result", "name": name, "content": [{"type": "text", "text": text}], **kw}
+
+    got = turn(
+        use("a", id="toolu_1"),
+        use("b"),
+        {"type": "text", "text": "both asked"},
+        res("b", "B"),
+        res("a", "A", tool_use_id="toolu_1", is_error=True),
+        {"type": "thinking", "thinking": "hm"},
+        {"type": "text", "text": "done"},
+    )
+    a = {"id": "toolu_1", "type": "function", "function": {"name": "a", "arguments": '{"n": "a"}'}}
+    b = {"id": "m2.1", "type": "function", "function": {"name": "b", "arguments": '{"n": "b"}'}}
+    assert got == [
+        {"role": "assistant", "content": "both asked", "tool_calls": [a, b]},
+        {"role": "tool", "content": "B", "tool_call_id": "m2.1", "name": "b"},
+        {"role": "tool", "content": "A", "tool_call_id": "toolu_1", "name": "a"},
+        {"role": "assistant", "content": "done"},
+    ]
+    lone = {"uuid": "m2", "sender": "assistant", "content": [use("a"), res("a", "A", is_error=True)]}
+    meta = importers.parse_claude([{"uuid": "c", "chat_messages": [lone]}])[0]["messages"]
+    assert meta[1]["metadata"]["is_error"] is True
+    # a result with no call before it: the tool's message with its name, answering none; a result's text
+    # given as a string; a call with no name is left out (as before: nothing to call)
+    assert turn({"type": "tool_result", "name": "x", "content": "plain"}, use("")) == [
+        {"role": "tool", "content": "plain", "name": "x"}
+    ]
+
+
+def _gpt_node(nid: str, parent: str | None, child: str | None, role: str, content: dict, **msg) -> tuple:
+    message = {"id": nid, "author": {"role": role, **msg.pop("author", {})}, "content": content, **msg}
+    return nid, {"id": nid, "parent": parent, "children": [child] if child else [], "message": message}
+
+
+def test_chatgpt_tool_use_becomes_calls_and_results(d, tmp_path):
+    """ChatGPT's export writes the model's use of a tool as an assistant message to a `recipient` other than
+    "all" (python, browser, dalle.text2im: its code or query as `code` content) and the tool's output as a
+    message of author role "tool" (named by author.name; `execution_output` text, `tether_browsing_display`
+    result, ...). The call came in as the assistant's text, its result as a tool message answering no
+    call, and a browsing result (no `parts`, no `text`) refused the whole file. Now each is a call (id: the
+    node's), and the tool's message answers it."""
+    order = ["u1", "c1", "t1", "a1", "c2", "t2", "t2b", "t2c", "a2"]
+    nodes = [
+        ("user", {"content_type": "text", "parts": ["What is 2**10? Then look up sourdough."]}, {}),
+        ("assistant", {"content_type": "code", "language": "python", "text": "print(2**10)"}, {"recipient": "python"}),
+        ("tool", {"content_type": "execution_output", "text": "1024"}, {"author": {"name": "python"}}),
+        ("assistant", {"content_type": "text", "parts": ["It is 1024."]}, {"recipient": "all"}),
+        (
+            "assistant",
+            {"content_type": "code", "language": "unknown", "text": 'search("sourdough")'},
+            {"recipient": "browser"},
+        ),
+        (
+            "tool",
+            {"content_type": "tether_browsing_display", "result": "# 0 Sourdough - Wikipedia"},
+            {"author": {"name": "browser"}},
+        ),
+        ("tool", {"content_type": "tether_quote", "text": "Sourdough is a bread."}, {"author": {"name": "browser"}}),
+        (
+            "tool",
+            {"content_type": "tether_browsing_code"},
+            {"author": {"name": "browser"}},
+        ),  # nothing to read: left out
+        ("assistant", {"content_type": "text", "parts": ["Sourdough is a bread."]}, {}),
+    ]
+    mapping = dict(
+        _gpt_node(n, order[i - 1] if i else None, order[i + 1] if i + 1 < len(order) else None, role, content, **msg)
+        for i, (n, (role, content, msg)) in enumerate(zip(order, nodes, strict=True))
+    )
+    conv = {"id": "conv-tools", "title": "tools", "current_node": "a2", "mapping": mapping}
+    py = {"id": "c1", "type": "function", "function": {"name": "python", "arguments": "print(2**10)"}}
+    web = {"id": "c2", "type": "function", "function": {"name": "browser", "arguments": 'search("sourdough")'}}
+    want = [
+        {"role": "user", "content": "What is 2**10? Then look up sourdough."},
+        {"role": "assistant", "content": "", "tool_calls": [py]},
+        {"role": "tool", "content": "1024", "tool_call_id": "c1", "name": "python"},
+        {"role": "assistant", "content": "It is 1024."},
+        {"role": "assistant", "content": "", "tool_calls": [web]},
+        {"role": "tool", "content": "# 0 Sourdough - Wikipedia", "tool_call_id": "c2", "name": "browser"},
+        {"role": "tool", "content": "Sourdough is a bread.", "tool_call_id": "c2", "name": "browser"},  # same call
+        {"role": "assistant", "content": "Sourdough is a bread."},
+    ]
+    keys = ("role", "content", "tool_calls", "tool_call_id", "name")
+    [plan] = formats.parse_chatgpt([conv])
+    assert [{k: m[k] for k in keys if k in m} for m in plan["messages"]] == want
+    f = tmp_path / "conversations.json"
+    f.write_text(json.dumps([conv]))
+    [made] = cli_json(d.home, "import-file", str(f), "--format", "chatgpt")["sessions"]
+    stored = d.client().messages(made["id"])["messages"]
+    assert [{k: m[k] for k in keys if k in m} for m in stored] == want
+    # a tool's output with no call before it (an older export): the tool's message, answering none
+    lone = {**conv, "current_node": "t1", "mapping": {k: v for k, v in mapping.items() if k in ("u1", "t1")}}
+    lone["mapping"]["t1"] = {**lone["mapping"]["t1"], "parent": "u1"}
+    [plan] = formats.parse_chatgpt([lone])
+    assert [{k: m[k] for k in keys if k in m} for m in plan["messages"]][1] == {
+        "role": "tool",
+        "content": "1024",
+        "name": "python",
+    }
 
 
 def test_claude_export_malformed_imports_nothing(d, tmp_path):
@@ -197,6 +394,64 @@ def test_openwebui_export_imports_the_branch_the_user_sees(d):
     assert [m["metadata"]["created_at"] for m in msgs] == [1717236000.0, 1717236010.0, 1717236020.0]
     assert [m["content"] for m in d.client().messages(old["id"])["messages"]] == ["ping", "pong"]
     assert cli_json(d.home, "show", old["id"])["metadata"]["source"] == "openwebui"
+
+
+def test_openwebui_tool_calls_in_an_answer_come_in_as_calls_and_results(d, tmp_path):
+    """Open WebUI keeps a model's tool calls inside the answer's text, each as an HTML block
+    `<details type="tool_calls" done="true" id=... name=... arguments=... result=...>` (attributes
+    HTML-escaped; arguments and result JSON, a string JSON-encoded once more by some versions); they came
+    in as that markup. Now the text before them is the assistant's message with the calls, each result a
+    tool's message answering its call, and the text after them the assistant's next message."""
+    args = html.escape(json.dumps('{"city": "Lisbon"}'))  # (JSON text, JSON-encoded again: upstream's way)
+    content = (
+        '<details type="reasoning" done="true" duration="2">\n<summary>Thought</summary>\n> hm\n</details>\n'
+        "Let me check.\n"
+        f'<details type="tool_calls" done="true" id="call_1" name="get_weather" arguments="{args}"'
+        f' result="{html.escape(json.dumps("21 degrees, sunny"))}" files="">\n'
+        "<summary>Tool Executed</summary>\n</details>\n"
+        '<details type="tool_calls" done="true" id="" name="get_time" arguments="{&quot;tz&quot;: &quot;WET&quot;}"'
+        ' result="{&quot;h&quot;: 15}">\n<summary>Tool Executed</summary>\n</details>\n'
+        "It is 21 degrees at 15:00."
+    )
+    chat = {
+        "id": "owui-tools",
+        "title": "tools",
+        "chat": {
+            "models": ["m"],
+            "history": {
+                "currentId": "a",
+                "messages": {
+                    "u": {"id": "u", "parentId": None, "role": "user", "content": "Lisbon?", "timestamp": 1},
+                    "a": {"id": "a", "parentId": "u", "role": "assistant", "content": content, "timestamp": 2},
+                },
+            },
+        },
+    }
+    weather = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'},
+    }
+    clock = {"id": "a.1", "type": "function", "function": {"name": "get_time", "arguments": '{"tz": "WET"}'}}
+    keys = ("role", "content", "tool_calls", "tool_call_id", "name")
+    want = [
+        {"role": "user", "content": "Lisbon?"},
+        {
+            "role": "assistant",
+            "content": '<details type="reasoning" done="true" duration="2">\n<summary>Thought</summary>\n> hm\n'
+            "</details>\nLet me check.",
+            "tool_calls": [weather, clock],
+        },
+        {"role": "tool", "content": "21 degrees, sunny", "tool_call_id": "call_1", "name": "get_weather"},
+        {"role": "tool", "content": '{"h": 15}', "tool_call_id": "a.1", "name": "get_time"},
+        {"role": "assistant", "content": "It is 21 degrees at 15:00."},
+    ]
+    [plan] = webuifile.parse_openwebui([chat])
+    assert [{k: m[k] for k in keys if k in m} for m in plan["messages"]] == want
+    f = tmp_path / "owui.json"
+    f.write_text(json.dumps([chat]))
+    [made] = cli_json(d.home, "import-file", str(f), "--format", "openwebui")["sessions"]
+    assert [{k: m[k] for k in keys if k in m} for m in d.client().messages(made["id"])["messages"]] == want
 
 
 def test_openwebui_export_malformed_imports_nothing(d, tmp_path):
@@ -338,6 +593,10 @@ KEYS = [
     "conversations",
     "id",
     "prompt",
+    "name",
+    "input",
+    "tool_use_id",
+    "is_error",
 ]
 SHAPED = st.recursive(
     JSON,
@@ -350,7 +609,7 @@ SHAPED = st.recursive(
 @given(SHAPED)
 def test_importers_refuse_anything_malformed_with_invalid(data):
     """Whatever JSON arrives, an importer answers with a plan or Invalid (a 422), never another error (a 500)."""
-    for parse in (importers.parse_claude, importers.parse_openwebui, importers.parse_llm):
+    for parse in (importers.parse_claude, webuifile.parse_openwebui, importers.parse_llm):
         try:
             parse(data)
         except Invalid:

@@ -219,3 +219,47 @@ def test_an_open_webui_export_imported_again_appends_the_branch_s_new_messages(d
     assert again["sessions"] == [] and [(a["session"], a["messages"]) for a in again["appended"]] == [(sid, 1)]
     assert contents(daemon, sid) == [*before, ("assistant", "You're welcome.")]
     assert cli_json(daemon.home, "import-file", path, "--format", "openwebui")["appended"] == []
+
+
+def test_a_turn_that_gained_its_tool_use_is_not_taken_for_the_old_one(daemon, tmp_path):
+    """A conversation imported before the importers kept tool use: its last answer came in as one message
+    of its text, under the turn's uuid. Imported again, the same turn is the answer's text with its calls,
+    the tools' messages and the text after them, all under that uuid: compared by uuid alone the old answer
+    was taken for the new first one, and the rest appended after it (the answer's text twice). A message
+    that calls tools is not the same as one that calls none: the conversation is imported as a new session
+    (diverged), the old one left as it was."""
+    turn = {
+        "uuid": "7e570000-0000-4000-8000-000000000002",
+        "sender": "assistant",
+        "text": "Let me look.\n\nIt is sunny.",
+        "created_at": "2024-06-01T10:00:01Z",
+    }
+    conv = {
+        "uuid": "7e570000-0000-4000-8000-00000000c0de",
+        "name": "weather",
+        "chat_messages": [
+            {"uuid": "7e570000-0000-4000-8000-000000000001", "sender": "human", "text": "Weather?",
+             "content": [{"type": "text", "text": "Weather?"}], "created_at": "2024-06-01T10:00:00Z"},
+            {**turn, "content": [{"type": "text", "text": "Let me look.\n\nIt is sunny."}]},
+        ],
+    }  # fmt: skip
+    made = cli_json(daemon.home, "import-file", _write(tmp_path, "old.json", [conv]), "--format", "claude")
+    sid = made["sessions"][0]["id"]
+    before = contents(daemon, sid)
+    conv["chat_messages"][1] = {
+        **turn,
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "name": "weather", "input": {"city": "Oslo"}},
+            {"type": "tool_result", "name": "weather", "content": [{"type": "text", "text": "sunny"}]},
+            {"type": "text", "text": "It is sunny."},
+        ],
+    }
+    again = cli_json(daemon.home, "import-file", _write(tmp_path, "new.json", [conv]), "--format", "claude")
+    assert again["appended"] == [] and [d["session"] for d in again["diverged"]] == [sid], again
+    assert contents(daemon, sid) == before
+    [new] = again["sessions"]
+    assert [
+        m.get("tool_calls", [{}])[0].get("function", {}).get("name")
+        for m in daemon.client().messages(new["id"])["messages"]
+    ][1] == "weather"

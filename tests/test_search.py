@@ -11,7 +11,7 @@ import pytest
 from conftest import DaemonProc, UnixHTTP, cli_json, run_cli
 from sessiond.storage.database import Database
 from sessiond.storage.errors import BadQuery
-from sessiond.storage.schema import statements
+from sessiond.storage.schema import SCHEMA_VERSION, statements
 from sessiond.storage.search import insert_messages
 
 
@@ -52,9 +52,9 @@ async def test_migration_indexes_the_messages_already_there(tmp_path):
     async with old.c.transaction() as tx:
         await insert_messages(tx, [row])
     await old.close()
-    db = await Database.open(path, upto=9)
+    db = await Database.open(path)  # (migration 9 made the index, 17 made it again with tool calls)
     try:
-        assert await db.schema_version() == 9
+        assert await db.schema_version() == SCHEMA_VERSION
         assert len(await found(db, "albatross")) == 1
         await index_agrees(db)
     finally:
@@ -116,6 +116,76 @@ async def test_index_follows_appends_compaction_and_deletes(db):
     await db.delete_session(a)
     assert await found(db, "fox OR wolf") == [] and len(await found(db, "fox*")) == 1
     await index_agrees(db)
+
+
+async def test_tool_calls_names_and_arguments_are_indexed(db):
+    """A model's tool calls (an assistant message's `tool_calls`, often with no text) were not in the index:
+    a search for the function called or a value it was given found nothing. The index takes each call's
+    name and arguments after the message's text; the snippet shows them; deletes take them out."""
+    sid = (await db.create_session({"name": "agent"}))["id"]
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Reykjavik"}'},
+    }
+    other = {"id": "call_2", "type": "function", "function": {"name": "book_flight", "arguments": '{"to": "Oslo"}'}}
+    stored = await db.append_messages(
+        sid,
+        [
+            {"role": "user", "content": "weather up north?", "tokens": 3},
+            {"role": "assistant", "content": "", "tool_calls": [call, other], "tokens": 9},
+            {"role": "tool", "content": "sunny", "tool_call_id": "call_1", "tokens": 1},
+            {"role": "assistant", "content": "Let me check the trains", "tool_calls": [{**call, "id": "c3"}]},
+        ],
+    )
+    await index_agrees(db)
+    assert set(await found(db, "reykjavik")) == {stored[1]["id"], stored[3]["id"]}
+    assert await found(db, "oslo") == [stored[1]["id"]] and await found(db, "book_flight") == [stored[1]["id"]]
+    assert await found(db, "trains AND get_weather") == [stored[3]["id"]]
+    [hit] = await db.search("oslo")
+    assert "book_flight" in hit["snippet"] and [hit["snippet"][x:y] for x, y in hit["highlights"]] == ["Oslo"]
+    [hit] = await db.search("trains")
+    assert hit["snippet"].startswith("Let me check the trains")
+    # a message's calls changed in place (nothing does so today; a trigger would keep the index right)
+    changed = json.dumps(
+        {"tool_calls": [{**call, "function": {"name": "get_weather", "arguments": '{"city": "Bergen"}'}}]}
+    )
+    async with db.c.transaction() as tx:
+        await tx.execute("UPDATE messages SET extra=? WHERE session_id=? AND seq=?", (changed, sid, stored[3]["seq"]))
+    assert await found(db, "bergen") == [stored[3]["id"]] and await found(db, "reykjavik") == [stored[1]["id"]]
+    await index_agrees(db)
+    # a message deleted (whatever path deletes it), then the session: nothing of them found, the index agrees
+    async with db.c.transaction() as tx:
+        await tx.execute("DELETE FROM messages WHERE session_id=? AND seq=?", (sid, stored[1]["seq"]))
+    assert await found(db, "oslo") == [] and await found(db, "reykjavik") == []
+    await index_agrees(db)
+    await db.delete_session(sid)
+    assert await found(db, "reykjavik OR get_weather OR sunny") == []
+    await index_agrees(db)
+
+
+async def test_migration_indexes_the_tool_calls_already_there(tmp_path):
+    path = str(tmp_path / "sessions.db")
+    old = await Database.open(path, upto=16)
+    sid = (await old.create_session({"name": "before"}))["id"]
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "albatross"}'}}
+    stored = await old.append_messages(
+        sid,
+        [
+            {"role": "user", "content": "a petrel", "tokens": 1},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+        ],
+    )
+    await old.close()
+    db = await Database.open(path)
+    try:
+        assert await found(db, "albatross") == [stored[1]["id"]] and await found(db, "petrel") == [stored[0]["id"]]
+        await index_agrees(db)
+        await db.delete_session(sid)
+        assert await found(db, "albatross OR petrel") == []
+        await index_agrees(db)
+    finally:
+        await db.close()
 
 
 async def test_a_batch_goes_into_the_index_in_few_segments(db):

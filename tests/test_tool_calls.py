@@ -6,6 +6,7 @@ device's copy of the session (real daemons, the loopback provider of tests/serve
 from __future__ import annotations
 
 import json
+import threading
 
 try:  # the openai package's own HTTP library: httpx, renamed httpx2 in its newer releases
     import httpx2 as httpx
@@ -45,6 +46,14 @@ def _app(d, sid: str) -> openai.OpenAI:
         max_retries=0,
         default_headers={"X-Sessiond-Session": sid},
     )
+
+
+def _agent(make) -> tuple:
+    """A daemon, its client, a new session of model echo-1 and an OpenAI SDK app talking to it through it."""
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    return d, c, sid, _app(d, sid)
 
 
 # ------------------------------------------------------------------------------------------ native API
@@ -104,14 +113,88 @@ def test_native_append_keeps_tool_calls_and_refuses_malformed_ones(make):
     assert cli_json(d.home, "log", sid)["messages"][1]["tool_calls"] == [CALL]
 
 
+def test_add_records_tool_calls_and_results_from_the_command_line(make):
+    """`sessiond add` could record neither a model's tool call nor a tool's result (the API, the clients and
+    import-file take them): --tool-call NAME ARGS_JSON (repeated; --tool-call-with-id ID NAME ARGS_JSON to
+    give the id, else one is made), --tool-call-id ID and --name for a tool's result; bad input is a usage
+    error naming the option, and nothing is stored."""
+    d = make()
+    sid = cli_json(d.home, "new")["id"]
+    a = cli_json(
+        d.home, "add", sid, "--role", "assistant", "--tool-call", "lookup", '{"q": "weather"}',
+        "--tool-call-with-id", "call_9", "f", "{}",
+    )  # fmt: skip
+    assert a["role"] == "assistant" and a["content"] == "" and len(a["tool_calls"]) == 2, a
+    made, given = a["tool_calls"]
+    assert given == CALL | {"id": "call_9"}
+    assert made["function"] == {"name": "lookup", "arguments": '{"q": "weather"}'} and made["type"] == "function"
+    assert made["id"].startswith("call_") and len(made["id"]) > 10, made
+    # with text beside the call
+    b = cli_json(d.home, "add", sid, "--role", "assistant", "--tool-call", "g", '{"x": [1]}', "let me look")
+    assert b["content"] == "let me look" and b["tool_calls"][0]["function"]["arguments"] == '{"x": [1]}'
+    r = cli_json(d.home, "add", sid, "--role", "tool", "--tool-call-id", made["id"], "--name", "lookup", "sunny")
+    assert _shape(r) == {"role": "tool", "content": "sunny", "tool_call_id": made["id"], "name": "lookup"}
+    res = run_cli(d.home, "add", sid, "--role", "tool", "--tool-call-id", "call_9", "-", input="42\n", check=True)
+    assert res.stdout.strip()  # the new message's id
+    stored = d.client().messages(sid)["messages"]
+    assert [_shape(m) for m in stored[:3]] == [_shape(a), _shape(b), _shape(r)]
+    assert _shape(stored[3]) == {"role": "tool", "content": "42", "tool_call_id": "call_9"}
+    # bad input: a clear usage error (exit 2) naming the option, and nothing stored
+    for argv, says in (
+        (["--role", "assistant", "--tool-call", "f", "{nope"], "--tool-call f: ARGS_JSON is not valid JSON"),
+        (["--role", "assistant", "--tool-call", "f", "[1]"], "--tool-call f: ARGS_JSON must be a JSON object"),
+        (["--role", "assistant", "--tool-call", "", "{}"], "--tool-call: the function's NAME is empty"),
+        (["--role", "assistant", "--tool-call", "f" * 201, "{}"], "--tool-call"),
+        (["--role", "assistant", "--tool-call-with-id", "", "f", "{}"], "--tool-call-with-id: the call's ID is empty"),
+        (["--role", "user", "--tool-call", "f", "{}"], "only an assistant's message carries tool calls"),
+        (["--role", "user", "--tool-call-id", "call_9", "x"], "--tool-call-id: only a tool's result"),
+        (["--role", "tool", "--tool-call-id", "", "x"], "--tool-call-id"),
+        (["--role", "tool", "--tool-call-id", "c", "--name", "", "x"], "--name is empty"),
+        (["--role", "assistant", "--tool-call", "f"], "expected 2 arguments"),
+        (["--role", "tool", "--tool-call-id", "call_9"], "the message is empty"),
+    ):
+        res = run_cli(d.home, "add", sid, *argv, "--json")
+        assert res.returncode == 2, (argv, res)
+        assert says in (res.stdout + res.stderr), (argv, says, res)
+    assert d.client().messages(sid)["messages"] == stored
+    # --name is the API's name, on any role (a participant's name on a user's message)
+    assert cli_json(d.home, "add", sid, "--role", "user", "--name", "ann", "hi")["name"] == "ann"
+
+
+def test_search_finds_a_call_s_name_and_arguments_and_a_delete_leaves_no_trace(make, tmp_path):
+    """`sessiond search` and GET /v1/search did not look at tool calls: an agent's call of get_weather for
+    a city was found by neither. Now they are indexed; `rm` takes them out of the index and the files."""
+    from test_sqlite_temp import _files_holding
+
+    d = make()
+    c = d.client()
+    keep = c.create_session(name="kept")["id"]
+    sid = c.create_session(name="gone")["id"]
+    word = "qzxvbnmlkjhgfdsapoiuytrewq"  # found nowhere else in the home (checked by its tail, below)
+    c.append(keep, "user", "nothing to see")
+    a = c.append(
+        sid,
+        "assistant",
+        "",
+        tool_calls=[{**CALL, "function": {"name": "get_weather", "arguments": json.dumps({"city": word})}}],
+    )
+    [hit] = c.search(word)["hits"]
+    assert hit["id"] == a["id"] and "get_weather" in hit["snippet"], hit
+    assert [h["id"] for h in c.search("get_weather")["hits"]] == [a["id"]]
+    out = cli_json(d.home, "search", word)
+    assert [h["id"] for h in out["hits"]] == [a["id"]]
+    assert _files_holding(d.home, word[-16:].encode())  # (the test's premise: it can see the index's words)
+    run_cli(d.home, "rm", sid, check=True)
+    assert c.search(word)["hits"] == [] and c.search("get_weather")["hits"] == []
+    wait_for(lambda: not _files_holding(d.home, word[-16:].encode()), timeout=20)
+    assert c.search("nothing")["hits"]
+
+
 # ------------------------------------------------------------------------------------------ OpenAI endpoint
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_openai_endpoint_keeps_the_history_s_and_the_answer_s_tool_calls(make, provider, stream):
     p, _ = provider
-    d = make()
-    c = d.client()
-    sid = c.create_session(model="echo-1")["id"]
-    app = _app(d, sid)
+    d, c, sid, app = _agent(make)
     msgs = [{"role": "user", "content": "look it up"}]
     # the model answers with a call of the tool it is offered, and nothing else
     if stream:
@@ -163,6 +246,118 @@ def test_openai_endpoint_keeps_the_history_s_and_the_answer_s_tool_calls(make, p
     ]
 
 
+class _Events:
+    """The daemon's change events of one type, collected by a thread from the moment this is made."""
+
+    def __init__(self, c, kind: str):
+        self.seen: list[dict] = []
+        self._stream = c.events(reconnect=False)  # (subscribed once this returns)
+
+        def read():
+            for ev in self._stream:
+                if ev["type"] == kind:
+                    self.seen.append(ev)
+
+        self._thread = threading.Thread(target=read, daemon=True)
+        self._thread.start()
+
+    def wait(self, n: int = 1) -> list[dict]:
+        wait_for(lambda: len(self.seen) >= n, what=f"{n} events")
+        return self.seen
+
+    def close(self) -> None:
+        self._stream.close()
+        self._thread.join(10)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_model_s_call_without_an_id_is_recorded_with_one_the_app_gets_too(make, provider, stream):
+    """A provider's tool call with no id (some servers give none) was only logged: the answer was recorded
+    empty, and the call lost. Now it is recorded with an id made for it, which the app's answer carries
+    too (whole: in the call; streamed: in the call's first delta), so the history the app sends back with
+    the tool's result matches the session's."""
+    p, _ = provider
+    p.faults.call_without = "id"
+    d, c, sid, app = _agent(make)
+    msgs = [{"role": "user", "content": "look it up"}]
+    if stream:
+        chunks = list(app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS, stream=True))
+        deltas = [t for ch in chunks if ch.choices for t in (ch.choices[0].delta.tool_calls or [])]
+        ids = [t.id for t in deltas if t.id]
+        assert len(ids) == 1, deltas
+        given = ids[0]
+    else:
+        r = app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
+        given = r.choices[0].message.tool_calls[0].id
+    assert given and given.startswith("call_") and len(given) > 10, given
+    stored = c.messages(sid)["messages"]
+    call = {"id": given, "type": "function", "function": {"name": "lookup", "arguments": '{"q": "look it up"}'}}
+    assert _shape(stored[-1]) == {"role": "assistant", "content": "", "tool_calls": [call]}
+    # the app goes on with the call it was given and the tool's result: the session's history, matched
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [call]}]
+    msgs += [{"role": "tool", "tool_call_id": given, "content": "42"}]
+    app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
+    got = [_shape(m) for m in c.messages(sid)["messages"]]
+    assert (
+        got[:3]
+        == [
+            {"role": "user", "content": "look it up"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": "42", "tool_call_id": given},
+        ]
+        and len(got) == 4
+    ), got
+    # ... and on the native route (`ask`), the same
+    p.faults.call_unasked = "lookup"
+    a = c.complete(sid, "and again")
+    assert a["tool_calls"][0]["id"].startswith("call_") and a["tool_calls"][0]["function"]["name"] == "lookup"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_model_s_call_without_a_name_is_reported_and_its_text_recorded(make, provider, stream):
+    """A provider's tool call with no function name cannot be acted on: it was left out with a warning in
+    the log only, which no app or user reads. The answer's text is recorded (as before), and the call's
+    loss is said: an `answer.tool_call_dropped` event (session, chat, the answer's id, the call's index
+    and why), the log (without the call's arguments), the native answer's `tool_calls_dropped`, and a
+    line of `sessiond ask` on standard error."""
+    from secretcheck import logs
+
+    p, _ = provider
+    p.faults.call_without, p.faults.call_text = "name", "Let me look that up."
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    events = _Events(c, "answer.tool_call_dropped")
+    try:
+        app = _app(d, sid)
+        msgs = [{"role": "user", "content": "the private question"}]
+        if stream:
+            list(app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS, stream=True))
+        else:
+            app.chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS)
+        stored = c.messages(sid)["messages"]
+        assert _shape(stored[-1]) == {"role": "assistant", "content": "Let me look that up."}
+        [ev] = events.wait()
+        assert ev["session"] == sid and ev["chat"] == "main" and ev["message"] == stored[-1]["id"], ev
+        assert ev["calls"] == [{"index": 0, "reason": "the call has no function name"}], ev
+        # the native route: said in the answer, and by `sessiond ask`
+        p.faults.call_unasked = "lookup"
+        if stream:
+            res = run_cli(d.home, "ask", sid, "the private question", check=True)
+            assert "Let me look that up." in res.stdout
+            assert "tool call 0 is not recorded: the call has no function name" in res.stderr, res.stderr
+        else:
+            a = c.complete(sid, "the private question")
+            assert a["content"] == "Let me look that up." and "tool_calls" not in a
+            assert a["tool_calls_dropped"] == [{"index": 0, "reason": "the call has no function name"}]
+        assert len(events.wait(2)) == 2
+    finally:
+        events.close()
+    said = logs(d.home)
+    assert "no function name" in said and sid in said
+    assert "private question" not in said  # (the call's arguments: the user's words)
+
+
 def test_a_history_with_a_tool_call_from_the_walkthrough(make):
     """The walkthrough's request: a call with null content, its result; stored as sent."""
     d = make()
@@ -206,14 +401,32 @@ def test_a_stream_s_parallel_tool_call_deltas_are_put_together():
         {"id": "c1", "type": "function", "function": {"name": "g", "arguments": '{"a": 2}'}},
     ]
     # a whole answer's calls: a provider's additions left out, arguments given as an object kept as text, a
-    # call with no id not recorded
-    assert of_answer(
-        [
-            {**CALL, "index": 0},
-            {"id": "c", "function": {"name": "h", "arguments": {"k": 1}}},
-            {"function": {"name": "z"}},
-        ]
-    ) == [CALL, {"id": "c", "type": "function", "function": {"name": "h", "arguments": '{"k": 1}'}}]
+    # call with no id given one (in the answer's own call too), one with no name or of another type dropped,
+    # said by index and why
+    given = [
+        {**CALL, "index": 0},
+        {"id": "c", "function": {"name": "h", "arguments": {"k": 1}}},
+        {"function": {"name": "z"}},
+        {"id": "n", "type": "function", "function": {"arguments": '{"secret": 1}'}},
+        {"id": "t", "type": "code", "function": {"name": "y", "arguments": '{"secret": 1}'}},
+    ]
+    got = of_answer(given)
+    made = given[2]["id"]
+    assert made.startswith("call_") and got.calls == [
+        CALL,
+        {"id": "c", "type": "function", "function": {"name": "h", "arguments": '{"k": 1}'}},
+        {"id": made, "type": "function", "function": {"name": "z", "arguments": ""}},
+    ]
+    assert got.dropped == [
+        {"index": 3, "reason": "the call has no function name"},
+        {"index": 4, "reason": "the call is malformed (type)"},
+    ]
+    # a stream's call given no id gets one at its first delta, in the chunk passed on too
+    a = Assembled()
+    first = ch({"index": 0, "type": "function", "function": {"name": "f", "arguments": "{"}})
+    assert a.add(first) and a.changed and first["choices"][0]["delta"]["tool_calls"][0]["id"].startswith("call_")
+    assert a.add(ch({"index": 0, "function": {"arguments": "}"}})) and not a.changed
+    assert a.calls() == [{**CALL, "id": first["choices"][0]["delta"]["tool_calls"][0]["id"]}]
 
 
 def test_the_history_sent_to_the_model_carries_the_calls_and_exports_round_trip(make, provider):

@@ -22,12 +22,17 @@ class Commands:
         self._common = common
         self._describe = describe
 
-    def add(self, name: str, fn: Command | None, help: str, **kw: Any) -> argparse.ArgumentParser:
-        """A command `name` running `fn` (None: a group whose actions are added with actions())."""
+    def add(
+        self, name: str, fn: Command | None, help: str, *, intermixed: bool = False, **kw: Any
+    ) -> argparse.ArgumentParser:
+        """A command `name` running `fn` (None: a group whose actions are added with actions()); `intermixed`:
+        its optional positional may follow its options (cli/parser.py _Parser.intermixed)."""
         if self._describe:
             kw["description"] = help
         p = self._subparsers.add_parser(name, parents=[self._common], help=help, **kw)
         p.set_defaults(fn=fn)
+        if intermixed:
+            p.intermixed = True
         return p
 
     def actions(self, parent: argparse.ArgumentParser, dest: str) -> Commands:

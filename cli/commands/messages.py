@@ -21,12 +21,36 @@ from . import Commands
 
 
 def register(commands: Commands) -> None:
-    p = commands.add("add", cmd_add, "append a message")
+    p = commands.add("add", cmd_add, "append a message", intermixed=True)
     p.add_argument("id")
     p.add_argument("--role", required=True, choices=["system", "user", "assistant", "tool"])
     p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--tokens", type=int, help="token count, if the app knows it")
-    p.add_argument("text", help="the message; '-' reads it from standard input")
+    calls = p.add_argument_group("tool calls (an assistant's) and a tool's result")
+    calls.add_argument(
+        "--tool-call",
+        nargs=2,
+        action="append",
+        dest="tool_calls",
+        metavar=("NAME", "ARGS_JSON"),
+        help="the model called function NAME with these arguments (a JSON object); repeat for each call; its id"
+        " is made (call_...), shown in the answer and by `log`",
+    )
+    calls.add_argument(
+        "--tool-call-with-id",
+        nargs=3,
+        action="append",
+        dest="tool_calls",
+        metavar=("ID", "NAME", "ARGS_JSON"),
+        help="the same, with the call's id as the model gave it",
+    )
+    calls.add_argument("--tool-call-id", metavar="ID", help="(--role tool) the id of the call this result answers")
+    calls.add_argument(
+        "--name", help="the message's name (the API's `name`): for --role tool, the function whose result this is"
+    )
+    p.add_argument(
+        "text", nargs="?", help="the message ('-' reads it from standard input); may be left out with --tool-call"
+    )
     p = commands.add(
         "ask", cmd_ask, "ask the session's model: appends TEXT, prints the answer as it streams, records it"
     )
@@ -51,12 +75,63 @@ def register(commands: Commands) -> None:
 
 
 def cmd_add(args) -> int:
-    content = message_text(args.text)
-    if not content.strip():  # no command takes a message out of a session's history again
+    calls = tool_calls(args.role, args.tool_calls or [])
+    _tool_result(args)
+    content = "" if args.text is None else message_text(args.text)
+    if not content.strip() and not calls:  # no command takes a message out of a session's history again
         raise UsageError("the message is empty: give TEXT, or '-' and the message on standard input")
-    m = client(args).append(args.id, args.role, content, chat=args.chat, tokens=args.tokens)
+    m = client(args).append(
+        args.id,
+        args.role,
+        content,
+        chat=args.chat,
+        tokens=args.tokens,
+        tool_calls=calls or None,
+        tool_call_id=args.tool_call_id,
+        name=args.name,
+    )
     emit(args, m, m["id"])
     return 0
+
+
+def tool_calls(role: str, given: list[list[str]]) -> list[dict]:
+    """`add`'s --tool-call NAME ARGS_JSON and --tool-call-with-id ID NAME ARGS_JSON, in the order given, as the
+    API's tool_calls (the arguments kept as the JSON text typed, checked to be a JSON object: a function's
+    arguments are one); a call given no id gets one made as OpenAI's look. Refused (usage) otherwise."""
+    if given and role != "assistant":
+        raise UsageError(
+            f"--tool-call: only an assistant's message carries tool calls (this one's role is {role});"
+            " a tool's result names its call with --tool-call-id"
+        )
+    if not given:
+        return []
+    from ...api.messages import new_call_id  # (pydantic's import only for a command that needs it)
+
+    out = []
+    for g in given:
+        option = "--tool-call-with-id" if len(g) == 3 else "--tool-call"
+        call_id, name, arguments = g if len(g) == 3 else (new_call_id(), *g)
+        if not call_id:
+            raise UsageError(f"{option}: the call's ID is empty")
+        if not name:
+            raise UsageError(f"{option}: the function's NAME is empty")
+        try:
+            parsed = json.loads(arguments)
+        except (ValueError, RecursionError) as exc:
+            raise UsageError(f"{option} {name}: ARGS_JSON is not valid JSON ({exc}): {arguments!r}") from None
+        if not isinstance(parsed, dict):
+            raise UsageError(f"{option} {name}: ARGS_JSON must be a JSON object (e.g. '{{\"q\": \"x\"}}' or '{{}}')")
+        out.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+    return out
+
+
+def _tool_result(args) -> None:
+    """`add`'s --tool-call-id (a tool's result's only) and --name, each given a value."""
+    if args.tool_call_id is not None and args.role != "tool":
+        raise UsageError("--tool-call-id: only a tool's result names its call (give it with --role tool)")
+    for option, value in (("--tool-call-id", args.tool_call_id), ("--name", args.name)):
+        if value is not None and not value:
+            raise UsageError(f"{option} is empty")
 
 
 def cmd_ask(args) -> int:
@@ -101,6 +176,10 @@ def cmd_ask(args) -> int:
     if not (arrived or args.json or (stream.message or {}).get("tool_calls")):  # (else nothing at all would show)
         sys.stdout.flush()
         print("sessiond: (the model answered nothing)", file=sys.stderr)
+    for dropped in (stream.message or {}).get("tool_calls_dropped") or ():  # (one with no name: none can run it)
+        sys.stdout.flush()
+        said = f"the model's tool call {dropped.get('index')} is not recorded: {dropped.get('reason')}"
+        print(f"sessiond: {safe(said)}", file=sys.stderr)
     _quota_note(args, c)
     return 0
 

@@ -7,8 +7,8 @@ given a user's message last, it answers with a call of the first tool instead, i
 Streaming (server-sent events, `data: {chunk}` ... `data: [DONE]`, the usage chunk when
 stream_options.include_usage is set) and non-streaming answers, usage counts, and `faults` that make
 it misbehave the ways a real provider does: 401, 404 for an unknown model, 429 with Retry-After, 500,
-a stream cut off in the middle, a slow stream, no answer at all. It keeps every request it got, and
-notices when a client goes away in the middle of a stream."""
+a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name.
+It keeps every request it got, and notices when a client goes away in the middle of a stream."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ class Faults:
     first_delay: float = 0.0  # seconds between a stream's first chunk of no text and its first word
     repeat: int = 1  # the answer's text this many times over (an answer longer than a question can be)
     empty: bool = False  # the model answers nothing (no text: a stream of no word chunks)
+    call_unasked: str | None = None  # the model calls this tool even when the request offers none
+    call_without: str | None = None  # "id" or "name": its tool call is given without it (as some servers do)
+    call_text: str = ""  # what the model says beside its tool call (before it, in a stream)
 
 
 @dataclass
@@ -59,15 +62,22 @@ class Provider:
     def tool_call(self, body: dict) -> dict | None:
         """The call of the first tool offered, when the last message is the user's (else None: text)."""
         tools, msgs = body.get("tools"), body["messages"]
+        if self.faults.call_unasked:
+            tools = [{"type": "function", "function": {"name": self.faults.call_unasked}}]
         if not tools or not msgs or msgs[-1].get("role") != "user":
             return None
         n = sum(len(m.get("tool_calls") or ()) for m in msgs)
         args = json.dumps({"q": msgs[-1].get("content") or ""})
-        return {
+        call = {
             "id": f"call_{n + 1}",
             "type": "function",
             "function": {"name": tools[0]["function"]["name"], "arguments": args},
         }
+        if self.faults.call_without == "id":
+            del call["id"]
+        elif self.faults.call_without == "name":
+            del call["function"]["name"]
+        return call
 
     @staticmethod
     def prompt_tokens(body: dict) -> int:
@@ -157,7 +167,7 @@ def make_app(p: Provider) -> web.Application:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": None, "tool_calls": [call]}
+                            "message": {"role": "assistant", "content": f.call_text or None, "tool_calls": [call]}
                             if call
                             else {"role": "assistant", "content": text},
                             "finish_reason": "tool_calls" if call else "stop",
@@ -205,7 +215,10 @@ def make_app(p: Provider) -> web.Application:
                 if f.delay and i:
                     await asyncio.sleep(f.delay)  # the fault itself (a slow stream), not a wait
                 if call:
-                    head = {"id": call["id"], "type": "function", "function": {"name": call["function"]["name"]}}
+                    if i == 0 and f.call_text:
+                        await resp.write(chunk({"content": f.call_text}))
+                    head = {k: call[k] for k in ("id", "type") if k in call}
+                    head["function"] = {k: v for k, v in call["function"].items() if k == "name"}
                     part = {"index": 0, **(head if i == 0 else {}), "function": {"arguments": piece}}
                     if i == 0:
                         part["function"] = {**head["function"], "arguments": piece}
