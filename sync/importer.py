@@ -94,12 +94,17 @@ class Importer:
             )  # fmt: skip
         except ImportError_ as exc:
             if exc.kind == "rekey_unconfirmed":
+                author = notice.get("d")
+                why = (
+                    f"the device it names as its author ({author}) does not claim it (a writer wrote it without a"
+                    f" rekey of its own, or the author's log has not reached the store yet)"
+                    if author in {m["device_id"] for m in members}
+                    else "it names no device of the session as its author"
+                )
                 return ImportError_(
                     "rekey_unconfirmed",
                     f"session {sid} cannot be imported: its members slot holds a rekey notice that no device takes,"
-                    f" which no share code of it gets past: the device it names as its author ({notice.get('d')!r})"
-                    f" does not claim it (a writer wrote it without a rekey of its own, or the author's log has not"
-                    f" reached the store yet); " + fork_way(sid),
+                    f" which no share code of it gets past: {why}; " + fork_way(sid),
                 )
         return ImportError_(
             "revoked",
