@@ -20,6 +20,7 @@ from ..stores.errors import (
     StoreOffline,
     TlsRefused,
 )
+from ..sync.rekeyproof import fork_way
 
 MOVE = "sessiond stop && sessiond start --store URL --change-store"
 _COMMAND = re.compile(r"(?<!`)\bsessiond ([a-z][a-z-]*)")
@@ -105,10 +106,8 @@ def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None) -> str
             " to have rekeyed it"
         )
     if kind == "rekey_unconfirmed":
-        return (
-            f"sessiond sync --wait {sid}  # the rekeying device's head may not be in the store yet; if this stays,"
-            " import a new share code from a device you trust"
-        )
+        # (a writer's notice naming an author that does not claim it: it stays, and no new share code helps)
+        return f"sessiond sync --wait {sid}  # the rekeying device's head may not be in the store yet; " + fork_way(sid)
     if kind in ("forged", "replayed", "damaged", "invalid", "malformed"):
         return (
             f"sessiond verify {sid}  # names what is wrong; a store serving forged or old heads is not one to keep:"

@@ -285,6 +285,7 @@ async def import_file(
     else:
         raise Invalid(f"unknown import format {fmt!r}: use openai, json, chatgpt, claude, openwebui or llm")
     plan, tails, skipped = await reimports.sort_out(db, plan)
+    await pause_for_tests("import-file.sorted")
     for item in plan:
         filelimits.within_limits(db.limits, item["spec"], [item["messages"], *(f["messages"] for f in item["forks"])])
     for item in plan:  # as POST /v1/sessions does
@@ -377,15 +378,16 @@ async def import_file(
 
 
 async def pause_for_tests(point: str) -> None:
-    """A fault hook for the tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment, the daemon
-    reaching POINT makes FLAG_FILE and waits there until the test removes it (or kills it: kill -9)."""
-    hook = os.environ.get("SESSIOND_TEST_PAUSE")
-    if hook and hook.partition(":")[0] == point:
-        flag = hook.partition(":")[2]
-        with open(flag, "w"):
-            pass
-        while os.path.exists(flag):
-            await asyncio.sleep(0.02)  # (a test hook: polls for the test's removal of the flag)
+    """A fault hook for the tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment (several such,
+    comma-separated), the daemon reaching POINT adds a line to FLAG_FILE (made if need be: one line an
+    arrival) and waits there until the test removes it (or kills it: kill -9)."""
+    for hook in os.environ.get("SESSIOND_TEST_PAUSE", "").split(","):
+        if hook and hook.partition(":")[0] == point:
+            flag = hook.partition(":")[2]
+            with open(flag, "a") as f:
+                f.write(point + "\n")
+            while os.path.exists(flag):
+                await asyncio.sleep(0.02)  # (a test hook: polls for the test's removal of the flag)
 
 
 # A long conversation goes in as appends of this many messages: progress between them, and no one

@@ -87,6 +87,8 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()  # the daemon's own: the search indexer
+        # one `import-file` at a time: each compares its file with what the one before wrote (reimports.py)
+        self.file_imports = asyncio.Lock()
         from ..storage import tokens
 
         self.estimate = tokens.get(config.token_estimator)  # text -> tokens, for the routes and the providers

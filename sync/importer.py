@@ -31,6 +31,7 @@ from .locations import relay_account_fix
 from .members import Members, expiry_hint, member_name
 from .mirrorurls import same_stores
 from .pages import op_to_cbor
+from .rekeyproof import check_exclusion, fork_way
 from .sharecode import ShareCode, ShareCodeError, network_of_url
 from .sharecode import decode as decode_code
 
@@ -78,6 +79,38 @@ class Importer:
                 exc.fix = self._account_fix(code, store)
             raise
 
+    async def _rekeyed(
+        self, code: ShareCode, store: Store, members: list[dict], notice: dict, my_pk: bytes
+    ) -> ImportError_:
+        """Why a code whose members slot holds a rekey notice does not import: the session was rekeyed after
+        the code was made (a new code of it, from a device that took the rekey, imports); or the notice is
+        one no device takes (its named author's head, which this code opens, does not claim it:
+        rekeyproof.check_exclusion), which stays in the slot, a new code of it refused too."""
+        sid = code.session_id
+        try:
+            await check_exclusion(
+                store, sid, notice, old_announce=code.announce_pk, members=members, me=my_pk,
+                keys=[code.session_key], known_revs={}, timeout=self.ctx.timeout,
+            )  # fmt: skip
+        except ImportError_ as exc:
+            if exc.kind == "rekey_unconfirmed":
+                author = notice.get("d")
+                why = (
+                    f"the device it names as its author ({author}) does not claim it (a writer wrote it without a"
+                    f" rekey of its own, or the author's log has not reached the store yet)"
+                    if author in {m["device_id"] for m in members}
+                    else "it names no device of the session as its author"
+                )
+                return ImportError_(
+                    "rekey_unconfirmed",
+                    f"session {sid} cannot be imported: its members slot holds a rekey notice that no device takes,"
+                    f" which no share code of it gets past: {why}; " + fork_way(sid),
+                )
+        return ImportError_(
+            "revoked",
+            f"this share code was revoked: session {sid} was rekeyed after it was made; ask for a new code",
+        )
+
     async def _import(self, code: ShareCode, store: Store, slot: RegistryEntry | None, store_url: str | None) -> dict:
         """The import of `code`'s session from `store` (where _find_store found its members slot, `slot`)."""
         ctx = self.ctx
@@ -105,12 +138,9 @@ class Importer:
         rev, members, notice, frozen = await self.members.read_slot(
             store, sid, code.session_key, code.announce_pk, entry=slot
         )
-        if notice is not None:
-            raise ImportError_(
-                "revoked",
-                f"this share code was revoked: session {sid} was rekeyed after it was made; ask for a new code",
-            )
         my_pk = keys.head_pk(sid)
+        if notice is not None:
+            raise await self._rekeyed(code, store, members, notice, my_pk)
         mine = next((m for m in members if m["head_pk"] == my_pk), None)
         if mine is not None:
             await self._adopt_device(sid, mine["device_id"])

@@ -76,12 +76,7 @@ class Rekeyer:
                 if notice is not None:
                     await self._withdraw(sid, old_announce)  # ours never reached the store
                     ctx.keys.clear_rekey_pending(sid)
-                    raise ImportError_(
-                        "conflict",
-                        f"session {sid} was rekeyed by another device at the same time; "
-                        f"this device takes that key at its next pull (`sessiond sync`), "
-                        f"then run rekey again if you still want to",
-                    )
+                    raise await self._rekeyed_already(sid, notice, store, members)
                 # each writer by its device id, or by its head key's start when its id is not known (its log
                 # never read), as `sessiond devices` lists it: the name `--drop` takes
                 others = {member_name(m) for m in members if m["head_pk"] != my_pk}
@@ -269,6 +264,22 @@ class Rekeyer:
             # this device's log, now under the new key: also a head that holds no operation (made for a
             # rekey's claim), which a device importing with the new key alone must be able to open
             await self.pusher.push(sid, force=True)
+
+    async def _rekeyed_already(self, sid: str, notice: dict, store: Store, members: list[dict]) -> ImportError_:
+        """Why this device cannot rekey a session whose members slot holds `notice`: another device's rekey,
+        which it takes at its next pull; or a notice no device takes (its named author does not claim it:
+        rekeyproof), which stays in the slot, so that the way on is a new session (rekeyproof.fork_way)."""
+        try:
+            await self.confirm(sid, notice, store, members)
+        except ImportError_ as exc:
+            if exc.kind == "rekey_unconfirmed":
+                return ImportError_("rekey_unconfirmed", f"session {sid} cannot be rekeyed past its notice: {exc}")
+        return ImportError_(
+            "conflict",
+            f"session {sid} was rekeyed by another device at the same time; "
+            f"this device takes that key at its next pull (`sessiond sync`), "
+            f"then run rekey again if you still want to",
+        )
 
     async def confirm(self, sid: str, notice: dict, store: Store, members: list[dict]) -> dict | None:
         """The secret this device's box in a rekey notice holds ({"a", "k", "w"?}), once the notice is

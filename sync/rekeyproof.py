@@ -41,6 +41,35 @@ CHAIN_MAX = 8
 ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict], dict | None]]]
 
 
+def fork_way(sid: str) -> str:
+    """The way on past a rekey notice no device takes (one a writer wrote, naming an author that does not
+    claim it: docs/SECURITY.md, "A writer and the rekey"). It stays in the members slot, so no device pulls
+    past it or rekeys past it, and no share code of the slot imports, a new one neither: a new session."""
+    return (
+        f"if it stays so (no device takes such a notice, and no device can replace it: a new share code of {sid}"
+        f" names the same slot), go on in a new session: `sessiond fork {sid} --at LAST` (LAST: the id"
+        f" `sessiond log {sid} --last 1` shows) on a device you trust, then `sessiond share NEW --write` (NEW:"
+        f" the fork's id) for each device to keep"
+    )
+
+
+def _unnamed(author: object) -> str:
+    """Who may have written a notice naming no member as its author (`author`: its "d"): sessiond before
+    claims wrote none; a "d" naming no member is a writer's."""
+    if author is None:
+        return "made by an older sessiond, or written by a writer without a rekey of its own"
+    return "written by a writer without a rekey of its own"
+
+
+def _no_author_way(author: object, sid: str, took: str) -> str:
+    """The way on past such a notice: a new share code from a device that took it, if an older sessiond
+    may have made it; else the fork (fork_way). `took`: which device ("took it": the rekey; "the rekey kept")."""
+    fork = fork_way(sid)
+    if author is None:
+        return f"A rekey by an older sessiond: import a new share code from a device that {took}; else {fork}"
+    return fork[0].upper() + fork[1:]
+
+
 def notice_hash(notice: dict) -> bytes:
     """BLAKE3 of the notice map's DAG-CBOR encoding: what a claim names."""
     return blake3(dagcbor.encode(notice)).digest()
@@ -89,8 +118,7 @@ async def check_notice(
         raise ImportError_(
             "rekey_unconfirmed",
             f"the rekey notice of session {sid} does not name a device of the session as its author "
-            f"(made by an older sessiond, or forged); this device keeps its key. Ask a device you trust "
-            f"for a new share code",
+            f"({_unnamed(author)}); this device keeps its key. " + _no_author_way(author, sid, "took it"),
         )
     later, left_out = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
     keys = [new_key, *later, *keys]
@@ -142,8 +170,8 @@ async def check_exclusion(
         raise ImportError_(
             "rekey_unconfirmed",
             f"a rekey notice of session {sid} leaves this device out but names no other device of the session "
-            f"as its author (made by an older sessiond, or written by a writer without a rekey of its own): this "
-            f"device keeps its key and its access, and looks again at its next pull",
+            f"as its author ({_unnamed(author)}): this device keeps its key and its access, and looks again at its "
+            f"next pull. " + _no_author_way(author, sid, "the rekey kept"),
         )
     # (a member gone on under a key this device is not given: a kept writer that switched, or the author)
     _, _, contradicting = await _sightings(
@@ -201,7 +229,7 @@ async def _sightings(
             "rekey_unconfirmed",
             f"the rekey notice of session {sid} {what} device {author}, whose log does not claim it (forged by a "
             f"writer, or its log has not reached the store yet); this device keeps {kept} and looks again at its "
-            f"next pull",
+            f"next pull; " + fork_way(sid),
         )
     return claimed, moved, contradicting
 

@@ -176,13 +176,14 @@ def test_a_notice_leaving_a_device_out_that_its_author_does_not_claim_does_not_r
     assert "rekey" in (st["sessions"][sid].get("pull_error") or ""), st
     assert _key(r, sid) == old
     # and the notice stays in the slot (docs/SECURITY.md): R cannot rekey past it, a new code of it is refused
+    # (each saying so, and naming the way on, a new session: test_rekey_jam.py)
     with pytest.raises(ApiError) as e:
         r.client().rekey(sid, drop=[d_id])
-    assert "rekeyed by another device" in e.value.message, e.value.message
+    assert e.value.code == "rekey_unconfirmed" and "sessiond fork" in e.value.message, e.value.message
     n = make_daemon("file://" + store_dir).start()
     with pytest.raises(ApiError) as e:
         n.client().import_code(r.client().share(sid, write=True)["code"])
-    assert e.value.code == "revoked", (e.value.code, e.value.message)
+    assert e.value.code == "rekey_unconfirmed", (e.value.code, e.value.message)
 
 
 def test_a_writer_that_claims_a_notice_leaving_a_device_out_has_rekeyed_without_it(make_daemon, store_dir):

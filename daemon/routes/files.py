@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..formats import export
+from ..formats import export, pause_for_tests
 from ..formats import import_file as do_import
 from .common import body, daemon_of, ok, query, session_id
 
@@ -31,5 +31,12 @@ async def import_file(request: web.Request) -> web.Response:
     b = await body(request)
     d = daemon_of(request)
     progress = _progress(request, "import-file", "")
-    made, again = await do_import(d.db, b["data"], b.get("format"), d.estimate, progress, remove=d.ops.delete_session)
+    # One at a time: an export imported twice at once would else be compared twice with the sessions as they
+    # were before either, and a conversation's new messages appended twice (daemon/reimports.py).
+    if d.file_imports.locked():
+        await pause_for_tests("import-file.queued")
+    async with d.file_imports:
+        made, again = await do_import(
+            d.db, b["data"], b.get("format"), d.estimate, progress, remove=d.ops.delete_session
+        )
     return ok({"sessions": made, **again}, 201)
