@@ -99,13 +99,24 @@ def cmd_new(args) -> int:
         tags=args.tag or None,
         settings=settings_of(args),
         metadata=json_arg(args.metadata, "--metadata"),
-        initial_messages=json_arg(args.initial, "--initial"),
+        initial_messages=_initial(args.initial),
         expires_in=args.expires_in,
         policy=policy_of(args) or None,
     )
     s = client(args).create_session(**spec)
     emit(args, s, s["id"])
     return 0
+
+
+def _initial(text: str | None) -> Any:
+    """--initial's messages; one with no text (and no tool calls) is refused, as `add` refuses it: it would
+    go with every question, and nothing takes it out again. The rest the daemon checks."""
+    messages = json_arg(text, "--initial")
+    for i, m in enumerate(messages if isinstance(messages, list) else ()):
+        text = m.get("content") if isinstance(m, dict) else None
+        if isinstance(text, str) and not text.strip() and not m.get("tool_calls"):
+            raise CliError(f"--initial[{i}] is empty: give each message some text (or leave it out)", EXIT_USAGE)
+    return messages
 
 
 def cmd_set(args) -> int:
