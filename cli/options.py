@@ -176,6 +176,7 @@ CHAT_UNSET = {
     "name": ("name", ("name",)),
     "system": ("system", ("system_prompt",)),
     "model": ("model", ("model",)),
+    "provider": ("provider", ("settings", "provider")),
     **_SETTINGS_UNSET,
     **_CHAT_POLICY_UNSET,
 }
@@ -185,7 +186,6 @@ SESSION_UNSET = {
     "tag": ("tag", ("tags",)),
     "metadata": ("metadata", ("metadata",)),
     "expires-in": ("expires_in", ("expires_at",)),
-    "provider": ("provider", ("settings", "provider")),
     "token-quota": ("token_quota", ("policy", "token_quota")),
     "checkpoint-interval": ("checkpoint_interval", ("policy", "checkpoint_interval")),
     "idle-timeout": ("idle_timeout", ("policy", "idle_timeout")),
