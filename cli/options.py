@@ -103,6 +103,22 @@ def seconds_up_to(high: float):
     return parse
 
 
+NO_USER_HELP = "the sessions with no user (none set, or an empty one an older sessiond stored)"
+
+
+def user_or_none(args) -> None:
+    """A filter's --user and --no-user (ls, stats, search): refused together, and an empty --user refused
+    saying what to give instead."""
+    if args.user is not None and args.no_user:
+        raise CliError("give --user (that user's sessions) or --no-user (the sessions with none), not both", EXIT_USAGE)
+    if args.user == "":
+        raise CliError(
+            "--user must not be empty: leave it out for every user's sessions, or give --no-user for the sessions"
+            " with none",
+            EXIT_USAGE,
+        )
+
+
 def add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-k", type=int, dest="top_k")

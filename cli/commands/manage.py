@@ -10,7 +10,7 @@ from typing import Any
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
-from ..options import duration
+from ..options import NO_USER_HELP, duration, user_or_none
 from ..output import emit, for_home, safe, table, when
 from . import Commands
 
@@ -49,6 +49,7 @@ def register(commands: Commands) -> None:
     p = commands.add("stats", cmd_stats, "statistics of one session, one user, or the whole daemon")
     p.add_argument("id", nargs="?")
     p.add_argument("--user")
+    p.add_argument("--no-user", action="store_true", help=NO_USER_HELP)
     p = commands.add("cleanup", cmd_cleanup, "delete sessions idle for longer than a duration (and their keys)")
     p.add_argument(
         "--older-than", required=True, dest="older_than_text", metavar="DURATION", help="with its unit, e.g. 7d or 12h"
@@ -177,7 +178,8 @@ def _or_dash(x: object) -> object:
 def cmd_stats(args) -> int:
     if args.id and args.user:  # (the daemon's statistics are of one session, or of a user's sessions)
         raise CliError("stats: give a session id or --user, not both", EXIT_USAGE)
-    st = client(args).stats(args.id, args.user)
+    user_or_none(args)
+    st = client(args).stats(args.id, args.user, no_user=args.no_user or None)
     if args.id:
         lines = [
             f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "

@@ -10,6 +10,7 @@ from ..connect import client
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import json_arg, prompt_text
 from ..options import (
+    NO_USER_HELP,
     SESSION_UNSET,
     YEARS_10,
     add_policy,
@@ -20,6 +21,7 @@ from ..options import (
     policy_of,
     settings_of,
     unset_into,
+    user_or_none,
 )
 from ..output import emit, for_home, safe, short, table, when
 from . import Commands
@@ -68,11 +70,7 @@ def register(commands: Commands) -> None:
 
     p = commands.add("ls", cmd_ls, "list sessions")
     p.add_argument("--user")
-    p.add_argument(
-        "--no-user",
-        action="store_true",
-        help="the sessions with no user (none set, or an empty one an older sessiond stored)",
-    )
+    p.add_argument("--no-user", action="store_true", help=NO_USER_HELP)
     p.add_argument("--status", choices=["active", "paused", "ended"])
     p.add_argument("--tag")
     p.add_argument("--limit", type=count, default=1000, help="list at most this many (default 1000)")
@@ -145,14 +143,7 @@ def cmd_set(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    if args.user is not None and args.no_user:
-        raise CliError("give --user (that user's sessions) or --no-user (the sessions with none), not both", EXIT_USAGE)
-    if args.user == "":
-        raise CliError(
-            "--user must not be empty: leave it out for every user's sessions, or give --no-user for the sessions"
-            " with none",
-            EXIT_USAGE,
-        )
+    user_or_none(args)
     c = client(args)
     rows: list[Any] = []  # Session answers
     after = None
