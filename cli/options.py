@@ -17,7 +17,7 @@ YEARS_10 = 10 * 365 * 86400  # the daemon's longest expiry or idle time (api/typ
 def duration(text: str, unit_needed: bool = False) -> float:
     """Seconds in a duration: 90s, 30m, 12h, 7d, 2w, or a bare number of seconds. `unit_needed`: a bare number
     (but 0, the same in any unit) is refused, for an option whose duration ends or deletes sessions, where 7
-    meant as 7 days and read as 7 seconds does harm."""
+    meant as 7 days and read as 7 seconds does harm. (`cleanup` asks for --yes under an hour: 0 deletes all.)"""
     m = _DURATION.match(text.strip())
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
