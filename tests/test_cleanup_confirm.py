@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import time
 
 import pytest
 
-from conftest import cli_json, popen_cli, run_cli
+from conftest import cli_json, run_cli
+from terminal import on_terminal
 
 
 def _three(h: str) -> set[str]:
@@ -42,30 +41,7 @@ def test_a_short_duration_needs_yes(daemon):
 def _on_terminal(h: str, answer: bytes) -> tuple[int, str]:
     """`cleanup --older-than 0` run on a pseudo-terminal, `answer` typed at its question: (exit code, what
     the terminal showed)."""
-    master, slave = os.openpty()
-    try:
-        proc = popen_cli(
-            ["cleanup", "--older-than", "0", "--home", h], env=dict(os.environ), stdin=slave, stdout=slave, stderr=slave
-        )
-        os.close(slave)
-        seen = b""
-        deadline = time.monotonic() + 60
-        while b"[y/N]" not in seen:
-            assert time.monotonic() < deadline, seen
-            if select.select([master], [], [], 1)[0]:
-                seen += os.read(master, 4096)
-        os.write(master, answer)
-        code = proc.wait(timeout=60)
-        while select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the terminal's other end closed with the process
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        os.close(master)
+    code, seen = on_terminal(["cleanup", "--older-than", "0", "--home", h], b"[y/N]", answer)
     return code, seen.decode(errors="replace")
 
 

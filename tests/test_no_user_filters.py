@@ -5,28 +5,20 @@ for the sessions with no user (none set, or an empty one an older sessiond store
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 
 import pytest
 
 from conftest import cli_json, run_cli
 from sessiond.client import ApiError
-from test_empty_names import _stored_empty
+from test_empty_names import old_none_ann
 
 
 @pytest.fixture
 def mixed(make_daemon):
-    """A daemon holding a session stored with user "" (as an older sessiond did), one with no user and one of
-    ann's, each with a message holding the word "needle": (daemon, old, none, ann)."""
-    d = make_daemon()
-    os.makedirs(d.home, mode=0o700)
-    old = asyncio.run(_stored_empty(os.path.join(d.home, "sessions.db")))
-    d.start()
+    """test_empty_names' sessions with and without a user, each with a message holding the word "needle"."""
+    d, old, none, ann = old_none_ann(make_daemon)
     c = d.client()
-    none = c.create_session(name="nobody's")["id"]
-    ann = c.create_session(user="ann")["id"]
     for sid in (old, none, ann):
         c.append(sid, "user", f"a needle in {sid}")
     return d, old, none, ann
