@@ -6,8 +6,8 @@ from typing import Any, Literal, NotRequired, Required
 from pydantic import with_config
 from typing_extensions import TypedDict
 
-from .sessions import EVERY_USER, Session
-from .types import ANSWER, BODY, QUERY, JsonObject, Name, Number, SessionId, Text, Whole
+from .sessions import LIST_EVERY_USER, Session
+from .types import ANSWER, BODY, QUERY, JsonObject, Name, Number, QueryBool, SessionId, Text, Whole
 
 
 @with_config(ANSWER)
@@ -159,7 +159,8 @@ class ImportFileResult(TypedDict):
 @with_config(QUERY)
 class StatsQuery(TypedDict, total=False):
     session: Text(128, min_len=1)
-    user: Name(EVERY_USER)
+    user: Name(LIST_EVERY_USER)
+    no_user: QueryBool  # true: of the sessions with no user (as GET /v1/sessions' no_user); not with `user`
 
 
 @with_config(BODY)

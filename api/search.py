@@ -5,8 +5,8 @@ from typing import Required
 from pydantic import with_config
 from typing_extensions import TypedDict
 
-from .sessions import EVERY_USER
-from .types import ANSWER, QUERY, Name, QueryInt, Role, Text
+from .sessions import LIST_EVERY_USER
+from .types import ANSWER, QUERY, Name, QueryBool, QueryInt, Role, Text
 
 MAX_RESULTS = 1000
 
@@ -17,7 +17,8 @@ class SearchQuery(TypedDict, total=False):
 
     q: Required[Text(1000, min_len=1)]
     session: Text(128, min_len=1)
-    user: Name(EVERY_USER)
+    user: Name(LIST_EVERY_USER)
+    no_user: QueryBool  # true: in the sessions with no user (as GET /v1/sessions' no_user); not with `user`
     role: Role
     limit: QueryInt(1, MAX_RESULTS)  # default 20
 

@@ -17,7 +17,7 @@ YEARS_10 = 10 * 365 * 86400  # the daemon's longest expiry or idle time (api/typ
 def duration(text: str, unit_needed: bool = False) -> float:
     """Seconds in a duration: 90s, 30m, 12h, 7d, 2w, or a bare number of seconds. `unit_needed`: a bare number
     (but 0, the same in any unit) is refused, for an option whose duration ends or deletes sessions, where 7
-    meant as 7 days and read as 7 seconds does harm."""
+    meant as 7 days and read as 7 seconds does harm. (`cleanup` asks for --yes under an hour: 0 deletes all.)"""
     m = _DURATION.match(text.strip())
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
@@ -103,6 +103,22 @@ def seconds_up_to(high: float):
     return parse
 
 
+NO_USER_HELP = "the sessions with no user (none set, or an empty one an older sessiond stored)"
+
+
+def user_or_none(args) -> None:
+    """A filter's --user and --no-user (ls, stats, search): refused together, and an empty --user refused
+    saying what to give instead."""
+    if args.user is not None and args.no_user:
+        raise CliError("give --user (that user's sessions) or --no-user (the sessions with none), not both", EXIT_USAGE)
+    if args.user == "":
+        raise CliError(
+            "--user must not be empty: leave it out for every user's sessions, or give --no-user for the sessions"
+            " with none",
+            EXIT_USAGE,
+        )
+
+
 def add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-k", type=int, dest="top_k")
@@ -176,6 +192,7 @@ CHAT_UNSET = {
     "name": ("name", ("name",)),
     "system": ("system", ("system_prompt",)),
     "model": ("model", ("model",)),
+    "provider": ("provider", ("settings", "provider")),
     **_SETTINGS_UNSET,
     **_CHAT_POLICY_UNSET,
 }
@@ -185,7 +202,6 @@ SESSION_UNSET = {
     "tag": ("tag", ("tags",)),
     "metadata": ("metadata", ("metadata",)),
     "expires-in": ("expires_in", ("expires_at",)),
-    "provider": ("provider", ("settings", "provider")),
     "token-quota": ("token_quota", ("policy", "token_quota")),
     "checkpoint-interval": ("checkpoint_interval", ("policy", "checkpoint_interval")),
     "idle-timeout": ("idle_timeout", ("policy", "idle_timeout")),

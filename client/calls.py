@@ -314,8 +314,9 @@ class Api:
     def verify_proof(self, sid: str, proof: dict) -> ProofResult:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/verify-proof", {"proof": proof})
 
-    def stats(self, session: str | None = None, user: str | None = None):
-        return self._call("GET", "/v1/stats" + query_string(dict(session=session, user=user)))
+    def stats(self, session: str | None = None, user: str | None = None, *, no_user: bool | None = None):
+        """`no_user=True`: of the sessions with no user (none set, or an empty one an older sessiond stored)."""
+        return self._call("GET", "/v1/stats" + query_string(dict(session=session, user=user, no_user=no_user)))
 
     def search(
         self,
@@ -323,13 +324,14 @@ class Api:
         *,
         session: str | None = None,
         user: str | None = None,
+        no_user: bool | None = None,
         role: str | None = None,
         limit: int | None = None,
     ) -> SearchResult:
-        """Full-text search over every message on the daemon's device (FTS5 query syntax), best first."""
-        return self._call(
-            "GET", "/v1/search" + query_string(dict(q=q, session=session, user=user, role=role, limit=limit))
-        )
+        """Full-text search over every message on the daemon's device (FTS5 query syntax), best first;
+        `no_user=True`: in the sessions with no user."""
+        params = dict(q=q, session=session, user=user, no_user=no_user, role=role, limit=limit)
+        return self._call("GET", "/v1/search" + query_string(params))
 
     def cleanup(self, older_than: float, *, dry_run: bool = False) -> CleanupResult:
         return self._call("POST", "/v1/cleanup", {"older_than": older_than, "dry_run": dry_run})

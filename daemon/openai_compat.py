@@ -276,7 +276,9 @@ async def models(request: web.Request) -> web.Response:
     try:
         sid = _session_named(request)
         session = await d.db.get_session(sid) if sid is not None else {}
-        p = provider_for(d, session, request.query.get("provider") or None)  # (`sessiond models --provider`)
+        # the provider a question to the session would go to now: its current chat's own, else the session's
+        chat = await d.db.get_chat(sid, session["current_chat"]) if sid is not None else None
+        p = provider_for(d, session, request.query.get("provider") or None, chat)  # (`sessiond models --provider`)
         return web.json_response(await d.providers.models(p))
     except SessiondError as exc:
         return _from(exc, sid)

@@ -97,6 +97,12 @@ def _given(d: dict) -> dict:
     return {k: x for k, x in d.items() if x is not None}
 
 
+def prompt(text: str | None) -> str | None:
+    """A system prompt as stored: an empty one is none (null), however it was given (a chat's empty prompt
+    was read as none already: the session's applies)."""
+    return text or None
+
+
 def merged(given: dict, base: dict | None = None) -> dict:
     """`base` with the fields given replacing its own one by one; a null removes one."""
     out = dict(base or {})
@@ -296,7 +302,7 @@ def new_session(b: dict) -> dict:
         "id": b.get("id"),
         "user": b.get("user"),
         "name": b.get("name"),
-        "system_prompt": b.get("system_prompt"),
+        "system_prompt": prompt(b.get("system_prompt")),
         "model": b.get("model"),
         "settings": _given(b.get("settings") or {}),
         "initial_messages": initial_messages(b.get("initial_messages")),
@@ -311,7 +317,9 @@ def new_session(b: dict) -> dict:
 def session_patch(b: dict, current: dict) -> dict:
     """A checked PATCH body's changes to the session `current`: fields given replace its own; null
     clears one; settings and policy are merged per field (a null settings clears them all)."""
-    fields: dict[str, Any] = {k: b[k] for k in ("name", "user", "system_prompt", "model") if k in b}
+    fields: dict[str, Any] = {k: b[k] for k in ("name", "user", "model") if k in b}
+    if "system_prompt" in b:
+        fields["system_prompt"] = prompt(b["system_prompt"])
     for k in ("metadata", "preferences"):
         if k in b:
             fields[k] = b[k] or {}
@@ -334,7 +342,7 @@ def new_chat(b: dict) -> dict:
     return {
         "id": b.get("id"),
         "name": b.get("name"),
-        "system_prompt": b.get("system_prompt"),
+        "system_prompt": prompt(b.get("system_prompt")),
         "model": b.get("model"),
         "settings": _given(b.get("settings") or {}),
         "switch": bool(b.get("switch")),
@@ -346,7 +354,9 @@ def chat_patch(b: dict, current: dict) -> dict:
     """A checked chat PATCH body's changes to the chat `current` (its fields as stored), as a chat.update
     carries them: fields given replace its own, null clears one (a null name: the chat's id again);
     settings and policy are merged per field (a null settings or policy clears all of it)."""
-    fields: dict[str, Any] = {k: b[k] for k in ("system_prompt", "model") if k in b}
+    fields: dict[str, Any] = {k: b[k] for k in ("model",) if k in b}
+    if "system_prompt" in b:
+        fields["system_prompt"] = prompt(b["system_prompt"])
     if "name" in b:
         fields["name"] = b["name"] if b["name"] is not None else current["id"]
     if "settings" in b:

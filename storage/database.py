@@ -297,10 +297,17 @@ class Database:
         return await self.messages.conversation(sid)
 
     async def search(
-        self, q: str, *, session: str | None = None, user: str | None = None, role: str | None = None, limit: int = 20
+        self,
+        q: str,
+        *,
+        session: str | None = None,
+        user: str | None = None,
+        no_user: bool = False,
+        role: str | None = None,
+        limit: int = 20,
     ) -> list[dict]:
         """Full-text search over every message (storage/search.py), best first."""
-        return await self.searcher.search(q, session=session, user=user, role=role, limit=limit)
+        return await self.searcher.search(q, session=session, user=user, no_user=no_user, role=role, limit=limit)
 
     # ------------------------------------------------------------------ context budgets, quotas, checkpoints, stats
     async def compact(
@@ -340,8 +347,8 @@ class Database:
     async def next_checkpoint_number(self, sid: str) -> int:
         return await self.checkpointer.next_number(sid)
 
-    async def stats(self, sid: str | None = None, user: str | None = None) -> dict:
-        return await self.statistics.stats(sid, user)
+    async def stats(self, sid: str | None = None, user: str | None = None, no_user: bool = False) -> dict:
+        return await self.statistics.stats(sid, user, no_user)
 
     async def counts(self) -> dict:
         return await self.statistics.counts()

@@ -386,3 +386,10 @@ RECOUNT_SQL = (
     " max(0, coalesce(json_extract(extra, '$.usage.prompt_tokens'), 0)) END), 0)"
     " FROM messages WHERE session_id=?)"
 )
+
+
+def no_user_sql(alias: str = "") -> str:
+    """SQL: the session (of table alias `alias`) has no user: none set, or an empty one an older sessiond
+    stored, which means the same (GET /v1/sessions, /v1/stats and /v1/search's no_user)."""
+    p = f"{alias}." if alias else ""
+    return f"({p}user IS NULL OR {p}user='')"

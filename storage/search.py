@@ -23,7 +23,7 @@ from typing import Any
 from .connections import Connections
 from .errors import BadQuery
 from .groupcommit import Transaction
-from .model import message_id, pushed_form
+from .model import message_id, no_user_sql, pushed_form
 
 # Marks snippet() puts around each match (Unicode private-use characters, which chat text hardly holds);
 # taken out again into `highlights`, offsets into the snippet's text.
@@ -257,11 +257,13 @@ class Search:
         *,
         session: str | None = None,
         user: str | None = None,
+        no_user: bool = False,
         role: str | None = None,
         limit: int = 20,
     ) -> list[dict]:
         """The messages matching the FTS5 query `q`, best first (bm25), at most `limit`; filtered by
-        session id, the session's user and the message's role. Sessions still being imported are left out."""
+        session id, the session's user (or `no_user`: the sessions with none) and the message's role. Sessions
+        still being imported are left out."""
         if await self.pending():  # every message committed before the search is found by it (off the loop, too)
             await self.catch_up(off_loop=True)
         where = ["messages_fts MATCH ?", "NOT s.importing"]
@@ -270,6 +272,8 @@ class Search:
             if value is not None:
                 where.append(f"{column}=?")
                 args.append(value)
+        if no_user:
+            where.append(no_user_sql("s"))
         args.append(max(1, min(limit, MAX_LIMIT)))
         try:
             ranked = await self.c.committed.fetchall(

@@ -16,7 +16,7 @@ from .errors import Conflict, Expired, LimitReached, NotFound, check_access
 from .ids import check_id, new_id
 from .keptrecords import drop_session_records
 from .limits import check_active_limits
-from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, now
+from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
 from .search import PURGE_IF_INDEXED
 
 
@@ -335,7 +335,7 @@ class Sessions:
             where.append("user=?")
             args.append(user)
         if no_user:
-            where.append("(user IS NULL OR user='')")
+            where.append(no_user_sql())
         if status is not None:
             where.append("status=?")
             args.append(status)

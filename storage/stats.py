@@ -8,16 +8,20 @@ import json
 from .chats import Chats
 from .connections import Connections
 from .errors import NotFound
+from .model import no_user_sql
 from .sessions import Sessions
 
 
-def _copied(*, same_user: bool) -> str:
+def _copied(*, same_user: bool, no_user: bool = False) -> str:
     """SQL: the tokens of the history session `s` copied from another session (a fork: its provenance's
     `copied_tokens`) that a total of several sessions already counts, that session being here (and, in a
     user's total, theirs too); otherwise 0. A fork holds its copy, and its own total counts it (its quota
     does), but a total of sessions counts each message's tokens once: where they were spent. A fork made
-    before its provenance said how many tokens it copied (or whose source is gone) is counted whole."""
+    before its provenance said how many tokens it copied (or whose source is gone) is counted whole.
+    `no_user`: the total of the sessions with no user (the source counted there if it has none either)."""
     same = " AND o.user IS s.user" if same_user else ""
+    if no_user:
+        same = " AND " + no_user_sql("o")
     n = "json_extract(s.provenance, '$.copied_tokens')"
     return (
         f"(CASE WHEN s.provenance IS NOT NULL AND json_extract(s.provenance, '$.kind')='fork'"
@@ -33,14 +37,17 @@ class Stats:
         self.sessions = sessions
         self.chats = chats
 
-    async def stats(self, sid: str | None = None, user: str | None = None) -> dict:
-        """One session's statistics (`sid`; with `user` too, only if it is theirs), one user's, or all."""
+    async def stats(self, sid: str | None = None, user: str | None = None, no_user: bool = False) -> dict:
+        """One session's statistics (`sid`; with `user` too, only if it is theirs; with `no_user`, only if it
+        has none), one user's, those of the sessions with no user (`no_user`), or all."""
         q = self.c.committed
         if sid is not None:
             s = await self.sessions.get(sid, counts=True)
             if user is not None and s["user"] != user:  # both filters hold, as in a search
                 whose = "it has no user" if s["user"] is None else f"it is {s['user']!r}'s"
                 raise NotFound(f"session {sid!r} is not one of user {user!r}'s ({whose})")
+            if no_user and s["user"]:
+                raise NotFound(f"session {sid!r} is not one with no user (it is {s['user']!r}'s)")
             chats = []
             for c in await self.chats.list(sid):
                 rows = await q.fetchall(
@@ -86,8 +93,11 @@ class Stats:
         where, args = (
             ("WHERE NOT s.importing AND s.user=?", (user,)) if user is not None else ("WHERE NOT s.importing", ())
         )
+        if no_user:
+            where += f" AND {no_user_sql('s')}"
+        copied = _copied(same_user=user is not None, no_user=no_user)
         row = await q.fetchone(
-            f"SELECT count(*), coalesce(sum(s.tokens_used - {_copied(same_user=user is not None)}), 0), "
+            f"SELECT count(*), coalesce(sum(s.tokens_used - {copied}), 0), "
             f"coalesce(sum((SELECT count(*) FROM messages m WHERE m.session_id=s.id)), 0), "
             f"coalesce(sum(s.status='active'), 0), coalesce(sum(s.status='paused'), 0), "
             f"coalesce(sum(s.status='ended'), 0) FROM sessions s {where}",
@@ -104,6 +114,8 @@ class Stats:
         }
         if user is not None:
             out["user"] = user
+        elif no_user:
+            out["no_user"] = True
         else:
             out["users"] = [
                 {"user": r[0], "sessions": r[1], "tokens": r[2]}

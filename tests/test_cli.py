@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import PY, cli_json, popen_cli, run_cli
+from conftest import PY, cli_json, run_cli
+from terminal import on_terminal
 
 
 def test_start_new_add_log_stop(home):
@@ -502,30 +503,9 @@ def test_key_import_on_a_terminal_does_not_echo_the_words(daemon, tmp_path):
     res = run_cli(None, "key", "import", "--help", check=True)
     assert "--force" in res.stdout and "--words" not in res.stdout and "--mnemonic" not in res.stdout, res.stdout
     fresh = str(tmp_path / "fresh")
-    master, slave = os.openpty()
-    try:
-        proc = popen_cli(
-            ["key", "import", "--home", fresh], env=dict(os.environ), stdin=slave, stdout=slave, stderr=slave
-        )
-        os.close(slave)
-        seen = b""
-        deadline = time.monotonic() + 60
-        while b"backup words" not in seen:  # the prompt is written once echo is off
-            assert time.monotonic() < deadline, seen
-            if select.select([master], [], [], 1)[0]:
-                seen += os.read(master, 4096)
-        os.write(master, (" ".join(words) + "\n").encode())
-        assert proc.wait(timeout=60) == 0
-        while select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the terminal's other end closed with the process
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        os.close(master)
+    # the prompt is written once echo is off
+    code, seen = on_terminal(["key", "import", "--home", fresh], b"backup words", (" ".join(words) + "\n").encode())
+    assert code == 0, seen
     assert "device key restored" in seen.decode(errors="replace"), seen
     assert not any(w.encode() in seen for w in words if len(w) > 4), seen
     assert run_cli(fresh, "key", "export", check=True).stdout.split() == words

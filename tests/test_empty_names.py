@@ -124,18 +124,24 @@ def test_the_openai_endpoint_still_takes_an_empty_model_as_the_sessions(make_dae
         server.stop()
 
 
-def test_sessions_stored_with_an_empty_user_are_listed_with_no_user(make_daemon):
-    """`?user=` (empty) is refused, so the sessions an older sessiond stored with `"user": ""` could not be
-    filtered for at all (nor those with no user). `?no_user=true` (`sessiond ls --no-user`) lists the sessions
-    that have no user: none set, or an empty one stored so, which means the same. Given with `user`, it is
-    refused; `no_user=false` is the same as leaving it out."""
+def old_none_ann(make_daemon) -> tuple:
+    """A daemon holding a session stored with user "" (as an older sessiond did), one with no user and one of
+    ann's: (daemon, old, none, ann)."""
     d = make_daemon()
     os.makedirs(d.home, mode=0o700)
     old = asyncio.run(_stored_empty(os.path.join(d.home, "sessions.db")))
     d.start()
     c = d.client()
-    none = c.create_session(name="nobody's")["id"]
-    ann = c.create_session(user="ann")["id"]
+    return d, old, c.create_session(name="nobody's")["id"], c.create_session(user="ann")["id"]
+
+
+def test_sessions_stored_with_an_empty_user_are_listed_with_no_user(make_daemon):
+    """`?user=` (empty) is refused, so the sessions an older sessiond stored with `"user": ""` could not be
+    filtered for at all (nor those with no user). `?no_user=true` (`sessiond ls --no-user`) lists the sessions
+    that have no user: none set, or an empty one stored so, which means the same. Given with `user`, it is
+    refused; `no_user=false` is the same as leaving it out."""
+    d, old, none, ann = old_none_ann(make_daemon)
+    c = d.client()
     assert [s["id"] for s in c.list_sessions(no_user=True)["sessions"]] == sorted([old, none])
     assert [s["id"] for s in c.list_sessions(no_user=True, limit=1)["sessions"]] == sorted([old, none])[:1]
     assert {s["id"] for s in c.list_sessions(no_user=False)["sessions"]} == {old, none, ann}

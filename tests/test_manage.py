@@ -239,7 +239,7 @@ def test_expiry_idle_timeout_and_cleanup(home):
         dry = sh(h, "cleanup", "--older-than", "0s", "--dry-run")
         assert {s["id"] for s in dry["sessions"]} == {a, b, keep} and not dry["deleted"]
         assert sh(h, "stats")["sessions"] == 3  # (the dry run found all three older than now: no wait)
-        res = sh(h, "cleanup", "--older-than", "0s")
+        res = sh(h, "cleanup", "--older-than", "0s", "--yes")
         assert res["deleted"] and sh(h, "stats")["sessions"] == 0
         assert not os.path.exists(key)  # crypto-shredded: the store's copy is unreadable now
     finally:

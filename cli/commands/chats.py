@@ -11,6 +11,8 @@ from ..options import CHAT_UNSET, add_policy, add_settings, add_unset, policy_of
 from ..output import emit, short, table, when
 from . import Commands
 
+_PROVIDER = "the provider that answers this chat's questions (a [providers.NAME] in config.toml), over the session's"
+
 
 def register(commands: Commands) -> None:
     p = commands.add("chat", None, "chats within a session: new, set, ls, switch")
@@ -22,6 +24,7 @@ def register(commands: Commands) -> None:
     q.add_argument("--system")
     q.add_argument("--model")
     q.add_argument("--switch", action="store_true", help="make it the current chat")
+    q.add_argument("--provider", help=_PROVIDER)
     add_settings(q)
     add_policy(q, chat=True)
     q = chat.add("set", cmd_chat_set, "change a chat: name, prompt, model, settings, context policy (--unset clears)")
@@ -30,6 +33,7 @@ def register(commands: Commands) -> None:
     q.add_argument("--name")
     q.add_argument("--system", help="system prompt ('-' reads it from standard input)")
     q.add_argument("--model")
+    q.add_argument("--provider", help=_PROVIDER)
     add_settings(q)
     add_policy(q, chat=True)
     add_unset(q, CHAT_UNSET, "the chat")

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
-from ..options import duration
+from ..options import NO_USER_HELP, duration, user_or_none
 from ..output import emit, for_home, safe, table, when
 from . import Commands
 
@@ -49,11 +50,17 @@ def register(commands: Commands) -> None:
     p = commands.add("stats", cmd_stats, "statistics of one session, one user, or the whole daemon")
     p.add_argument("id", nargs="?")
     p.add_argument("--user")
+    p.add_argument("--no-user", action="store_true", help=NO_USER_HELP)
     p = commands.add("cleanup", cmd_cleanup, "delete sessions idle for longer than a duration (and their keys)")
     p.add_argument(
         "--older-than", required=True, dest="older_than_text", metavar="DURATION", help="with its unit, e.g. 7d or 12h"
     )
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm a duration under 1 hour (--older-than 0 deletes every session); on a terminal, else asked",
+    )
     p.set_defaults(prepare=_older_than)
 
 
@@ -177,7 +184,8 @@ def _or_dash(x: object) -> object:
 def cmd_stats(args) -> int:
     if args.id and args.user:  # (the daemon's statistics are of one session, or of a user's sessions)
         raise CliError("stats: give a session id or --user, not both", EXIT_USAGE)
-    st = client(args).stats(args.id, args.user)
+    user_or_none(args)
+    st = client(args).stats(args.id, args.user, no_user=args.no_user or None)
     if args.id:
         lines = [
             f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
@@ -226,7 +234,29 @@ def _older_than(args) -> None:
         raise UsageError(f"--older-than {exc}") from None
 
 
+CONFIRM_UNDER = 3600  # a clean-up of sessions idle for less (seconds) is confirmed: 0 deletes every session
+
+
+def _confirmed(args) -> None:
+    """A clean-up whose duration is under an hour deletes nearly every session, or all of them (0): more
+    likely a typo (0 or 30m for 30d) than meant. Without --yes it is asked on a terminal (how many it would
+    delete, from a dry run), and refused with --json or with no terminal to ask on, nothing deleted."""
+    if args.dry_run or args.yes or args.older_than >= CONFIRM_UNDER:
+        return
+    said = f"--older-than {args.older_than_text} deletes " + (
+        "every session" if args.older_than == 0 else f"every session idle for longer than {args.older_than_text}"
+    )
+    if args.json or not sys.stdin.isatty():
+        raise UsageError(f"{said}: a duration under 1 hour needs --yes (--dry-run lists what it would delete)")
+    n = len(client(args).cleanup(args.older_than, dry_run=True)["sessions"])
+    sys.stderr.write(f"{said}: delete {n} session(s) now? [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise CliError("cleanup: nothing deleted", EXIT_ERROR)
+
+
 def cmd_cleanup(args) -> int:
+    _confirmed(args)
     res = client(args).cleanup(args.older_than, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     lines = [f"{verb} {len(res['sessions'])} session(s) idle for longer than {args.older_than_text}"]

@@ -6,6 +6,7 @@ import sys
 
 from ..connect import client
 from ..errors import UsageError
+from ..options import NO_USER_HELP, user_or_none
 from ..output import emit, safe, when
 from . import Commands
 
@@ -21,6 +22,7 @@ def register(commands: Commands) -> None:
     p.add_argument("query", help="what to find, e.g. '\"exact phrase\" OR pirat*'")
     p.add_argument("--session", help="only this session")
     p.add_argument("--user", help="only sessions of this user")
+    p.add_argument("--no-user", action="store_true", help=NO_USER_HELP)
     p.add_argument("--role", choices=ROLES, help="only messages of this role")
     p.add_argument("--limit", type=int, default=20, help="at most this many results (1-1000, default 20)")
 
@@ -41,7 +43,10 @@ def cmd_search(args) -> int:
         raise UsageError("give a QUERY: the words to find (see `sessiond search --help`)")
     if not 1 <= args.limit <= 1000:
         raise UsageError(f"--limit must be between 1 and 1000 (got {args.limit})")
-    res = client(args).search(args.query, session=args.session, user=args.user, role=args.role, limit=args.limit)
+    user_or_none(args)
+    res = client(args).search(
+        args.query, session=args.session, user=args.user, no_user=args.no_user or None, role=args.role, limit=args.limit
+    )
     if args.json:
         emit(args, res)
         return 0

@@ -10,6 +10,7 @@ from ..connect import client
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import json_arg, prompt_text
 from ..options import (
+    NO_USER_HELP,
     SESSION_UNSET,
     YEARS_10,
     add_policy,
@@ -20,6 +21,7 @@ from ..options import (
     policy_of,
     settings_of,
     unset_into,
+    user_or_none,
 )
 from ..output import emit, for_home, safe, short, table, when
 from . import Commands
@@ -68,11 +70,7 @@ def register(commands: Commands) -> None:
 
     p = commands.add("ls", cmd_ls, "list sessions")
     p.add_argument("--user")
-    p.add_argument(
-        "--no-user",
-        action="store_true",
-        help="the sessions with no user (none set, or an empty one an older sessiond stored)",
-    )
+    p.add_argument("--no-user", action="store_true", help=NO_USER_HELP)
     p.add_argument("--status", choices=["active", "paused", "ended"])
     p.add_argument("--tag")
     p.add_argument("--limit", type=count, default=1000, help="list at most this many (default 1000)")
@@ -99,13 +97,24 @@ def cmd_new(args) -> int:
         tags=args.tag or None,
         settings=settings_of(args),
         metadata=json_arg(args.metadata, "--metadata"),
-        initial_messages=json_arg(args.initial, "--initial"),
+        initial_messages=_initial(args.initial),
         expires_in=args.expires_in,
         policy=policy_of(args) or None,
     )
     s = client(args).create_session(**spec)
     emit(args, s, s["id"])
     return 0
+
+
+def _initial(text: str | None) -> Any:
+    """--initial's messages; one with no text (and no tool calls) is refused, as `add` refuses it: it would
+    go with every question, and nothing takes it out again. The rest the daemon checks."""
+    messages = json_arg(text, "--initial")
+    for i, m in enumerate(messages if isinstance(messages, list) else ()):
+        text = m.get("content") if isinstance(m, dict) else None
+        if isinstance(text, str) and not text.strip() and not m.get("tool_calls"):
+            raise CliError(f"--initial[{i}] is empty: give each message some text (or leave it out)", EXIT_USAGE)
+    return messages
 
 
 def cmd_set(args) -> int:
@@ -134,14 +143,7 @@ def cmd_set(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    if args.user is not None and args.no_user:
-        raise CliError("give --user (that user's sessions) or --no-user (the sessions with none), not both", EXIT_USAGE)
-    if args.user == "":
-        raise CliError(
-            "--user must not be empty: leave it out for every user's sessions, or give --no-user for the sessions"
-            " with none",
-            EXIT_USAGE,
-        )
+    user_or_none(args)
     c = client(args)
     rows: list[Any] = []  # Session answers
     after = None

@@ -7,12 +7,21 @@ from typing import Any
 
 from aiohttp import web
 
-from ...storage.errors import BadBody, UnsupportedMediaType
+from ...storage.errors import BadBody, Invalid, UnsupportedMediaType
 from .. import validate as v
 from ..appkeys import DAEMON_KEY, ROUTE_KEY
 
 # One encoder for every answer: json.dumps with a non-default argument builds a new JSONEncoder per call.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def user_filter(q: dict) -> tuple[str | None, bool]:
+    """A checked query's `user` and `no_user` (GET /v1/sessions, /v1/stats, /v1/search): both at once is a
+    422, as which is meant cannot be told."""
+    no_user = q.get("no_user", False)
+    if no_user and "user" in q:
+        raise Invalid("give user (that user's sessions) or no_user=true (the sessions with none), not both")
+    return q.get("user"), no_user
 
 
 def ok(data: Any, status: int = 200) -> web.Response:

@@ -3,7 +3,7 @@ statistics and clean-up across sessions."""
 
 from aiohttp import web
 
-from .common import body, daemon_of, ok, query, session_id
+from .common import body, daemon_of, ok, query, session_id, user_filter
 
 
 async def quota(request: web.Request) -> web.Response:
@@ -61,7 +61,8 @@ async def verify_proof(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     q = query(request)
-    return ok(await daemon_of(request).db.stats(q.get("session"), q.get("user")))
+    user, no_user = user_filter(q)
+    return ok(await daemon_of(request).db.stats(q.get("session"), user, no_user))
 
 
 async def cleanup(request: web.Request) -> web.Response:

@@ -2,10 +2,9 @@
 
 from aiohttp import web
 
-from ...storage.errors import Invalid
 from ...storage.tokens import counted_text
 from .. import validate as v
-from .common import body, daemon_of, ok, query, session_id
+from .common import body, daemon_of, ok, query, session_id, user_filter
 
 
 def _counted(d, initial: list[dict]) -> None:
@@ -27,11 +26,9 @@ async def create_session(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     q = query(request)
     limit = q.get("limit", 50)
-    no_user = q.get("no_user", False)
-    if no_user and "user" in q:
-        raise Invalid("give user (that user's sessions) or no_user=true (the sessions with none), not both")
+    user, no_user = user_filter(q)
     rows = await daemon_of(request).db.list_sessions(
-        user=q.get("user"),
+        user=user,
         no_user=no_user,
         status=q.get("status"),
         tag=q.get("tag"),

@@ -51,6 +51,7 @@ class Provider:
     left_unanswered: int = 0  # requests whose client went away while it was still thinking (`hang`)
     completed: int = 0
     words_sent: int = 0  # a stream's word chunks written, all streams together
+    models: tuple = MODELS  # what its GET /v1/models lists
 
     def answer(self, body: dict) -> str:
         last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), None)
@@ -102,7 +103,7 @@ def make_app(p: Provider) -> web.Application:
         return web.json_response(
             {
                 "object": "list",
-                "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "loopback"} for m in MODELS],
+                "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "loopback"} for m in p.models],
             }
         )
 
