@@ -7,12 +7,14 @@ writes at all: `sync --wait` is refused again at once by those, so each gets wha
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shlex
 
 from ..stores.errors import (
     AccountRevoked,
     AuthRefused,
+    FolderDenied,
     LyingServer,
     ObjectTooLarge,
     ReadOnlyStore,
@@ -62,6 +64,13 @@ def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
         return (
             f"chmod 600 {kubo}  # after writing the Kubo RPC's credentials in it (Bearer TOKEN, Basic B64 or"
             f" user:password); a pinning service's token goes in {pinning}; then sessiond sync --wait"
+        )
+    if isinstance(exc, FolderDenied):
+        path = shlex.quote(url[len("file://") :] if url.startswith("file://") else url)
+        user = shlex.quote(pwd.getpwuid(os.getuid()).pw_name)
+        return (
+            f"chown -R {user} {path} && chmod -R u+rwX {path}  # (as root or the folder's owner) the daemon's user"
+            " must read and write the store folder and every folder in it; then sessiond sync --wait"
         )
     if isinstance(exc, TlsRefused):
         return (

@@ -171,6 +171,7 @@ class Operations:
 
     async def _auto_checkpoint(self, sid: str) -> None:
         async with self._checkpoint_lock:
+            crash_point("checkpoint.auto")  # (tests: the append that made it due committed, its checkpoint not)
             try:
                 await self.syncer.make_checkpoint(sid)
             except Exception as exc:  # never fatal: the next mark makes the next one
@@ -221,6 +222,23 @@ class Operations:
                 log.warning(
                     "could not make an ended session's final checkpoint", extra={"session": sid, "error": str(exc)}
                 )
+
+    async def finish_marks(self) -> None:
+        """The automatic checkpoints a crash lost: an append passed a session's checkpoint mark, and the
+        daemon died (kill -9) before the checkpoint it scheduled in memory was made. Each is made now, over
+        the conversation as it stood right after that append (storage/missedmarks.py), so that it is the
+        proof the daemon would have made. At start, before the socket serves."""
+        for sid, frontiers in await self.db.missed_checkpoints():
+            log.warning(
+                "a checkpoint due at a session's token mark was not made (the daemon stopped part-way): making it now",
+                extra={"session": sid},
+            )
+            for upto in frontiers:
+                try:
+                    await self.syncer.make_checkpoint(sid, upto)
+                except (ImportError_, SessiondError) as exc:
+                    log.warning("could not make a missed checkpoint", extra={"session": sid, "error": str(exc)})
+                    break
 
     async def end(self, sid: str) -> dict:
         """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""

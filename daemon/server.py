@@ -211,7 +211,8 @@ class Daemon:
         import from a file that a crash cut short are deleted (an import is all or nothing), and sessions
         that expired while no daemon ran are ended (and deleted, with delete_expired) as the clean-up
         does it while running: with their final checkpoint, their end pushed. A session whose end a crash
-        cut short before its final checkpoint gets it (finish_ends). The key files of sessions not here,
+        cut short before its final checkpoint gets it (finish_ends), and one whose automatic checkpoint a crash
+        lost gets that (finish_marks). The key files of sessions not here,
         which a delete or an import cut short left, are deleted (delete_stray_keys), and so are the kept
         credentials of stores no session here syncs through any more."""
         for sid in await self.db.unfinished_file_imports():
@@ -226,6 +227,7 @@ class Daemon:
         await self.ops.delete_stray_keys(self.started_at)
         await self.syncer.forget_unused_credentials()  # (those a delete or an import cut short left)
         await self.ops.finish_ends()
+        await self.ops.finish_marks()
         await self.ops.expire_due()
 
     async def _check_device_key(self) -> None:

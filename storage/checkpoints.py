@@ -10,12 +10,13 @@ from typing import Any
 
 from .apply import local_op
 from .connections import Connections
+from .missedmarks import missed_checkpoints
 from .model import now
 from .sessions import session_row, writable_row
 
 
 def read_chain(
-    conn: sqlite3.Connection, sid: str, after: dict[str, int] | None
+    conn: sqlite3.Connection, sid: str, after: dict[str, int] | None, upto: dict[str, int] | None = None
 ) -> tuple[Any, dict[str, int], list[tuple]]:
     """Database.conversation_chain, on a stdlib connection of its own (one read transaction)."""
     cur = conn.cursor()
@@ -24,6 +25,8 @@ def read_chain(
     try:
         ident = cur.execute("SELECT rowid, created_at FROM sessions WHERE id=?", (sid,)).fetchone()
         frontier = dict(cur.execute("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,)).fetchall())
+        if upto is not None:  # as far as an earlier point in each log (a checkpoint made late: missedmarks.py)
+            frontier = {d: min(s, upto[d]) for d, s in frontier.items() if upto.get(d)}
         rows: list[tuple] = []
         for device, hi in frontier.items():
             lo = (after or {}).get(device, 0)
@@ -111,6 +114,9 @@ class Checkpoints:
         )
         return [r[0] for r in rows]
 
+    async def missed(self) -> builtins.list[tuple[str, builtins.list[dict[str, int]]]]:
+        return await missed_checkpoints(self.c)
+
     async def next_number(self, sid: str) -> int:
         row = await self.c.committed.fetchone(
             "SELECT max(number) FROM checkpoints WHERE session_id=? AND device_id=?", (sid, self.c.device_id)
@@ -118,9 +124,12 @@ class Checkpoints:
         assert row is not None  # an aggregate answers one row
         return (row[0] or 0) + 1
 
-    async def chain(self, sid: str, after: dict[str, int] | None) -> tuple[Any, dict[str, int], builtins.list[tuple]]:
+    async def chain(
+        self, sid: str, after: dict[str, int] | None, upto: dict[str, int] | None = None
+    ) -> tuple[Any, dict[str, int], builtins.list[tuple]]:
         """For checkpoints, from one snapshot: the session's identity (its row id and creation time, which
         tell a session from a later one of the same id), its frontier (each device's last seq here,
         as `devices`), and its messages as (lamport, device, seq, chat, role, content, tokens) with
-        after[d] < seq <= frontier[d] for every device d (after None: all of them), in global order."""
-        return await self.c.bulk(read_chain, sid, after)
+        after[d] < seq <= frontier[d] for every device d (after None: all of them), in global order. `upto`:
+        the frontier to read up to, not the session's now."""
+        return await self.c.bulk(read_chain, sid, after, upto)

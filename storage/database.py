@@ -325,9 +325,9 @@ class Database:
         return await self.budgets.messages(sid, chat)
 
     async def conversation_chain(
-        self, sid: str, after: dict[str, int] | None
+        self, sid: str, after: dict[str, int] | None, upto: dict[str, int] | None = None
     ) -> tuple[Any, dict[str, int], list[tuple]]:
-        return await self.checkpointer.chain(sid, after)
+        return await self.checkpointer.chain(sid, after, upto)
 
     async def add_checkpoint(self, sid: str, body: dict) -> dict:
         return await self.checkpointer.add(sid, body)
@@ -343,6 +343,10 @@ class Database:
 
     async def unproven_ends(self) -> list[str]:
         return await self.checkpointer.unproven_ends()
+
+    async def missed_checkpoints(self) -> list[tuple[str, list[dict[str, int]]]]:
+        """The automatic checkpoints a crash lost: per session, the frontier each would have had."""
+        return await self.checkpointer.missed()
 
     async def next_checkpoint_number(self, sid: str) -> int:
         return await self.checkpointer.next_number(sid)

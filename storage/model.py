@@ -381,11 +381,11 @@ def row_charge(tokens: int | None, extra: str | None) -> int:
 
 
 # the session's quota use recounted from its messages (charge() in SQL)
-RECOUNT_SQL = (
-    "(SELECT coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"
+CHARGE_SUM_SQL = (  # the sum of charge() over the message rows of a query (columns tokens, extra)
+    "coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"
     " max(0, coalesce(json_extract(extra, '$.usage.prompt_tokens'), 0)) END), 0)"
-    " FROM messages WHERE session_id=?)"
 )
+RECOUNT_SQL = f"(SELECT {CHARGE_SUM_SQL} FROM messages WHERE session_id=?)"
 
 
 def no_user_sql(alias: str = "") -> str:

@@ -4,6 +4,7 @@ store failure handles these). Messages name the store and what to do; they never
 from __future__ import annotations
 
 import errno
+import os
 
 from .base import CannotDelete, CorruptObject, ObjectMissing, StaleHead, StoreError
 
@@ -60,14 +61,48 @@ class StoreFull(StoreError):
     """The store has no room left: the disk under a folder store is full, or its owner's quota is used up."""
 
 
-def write_error(what: str, where: str, exc: OSError) -> StoreError:
-    """A folder store's failed write, as the StoreError it is: StoreFull for a full disk or quota."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+class FolderDenied(StoreError):
+    """A folder store's folder this daemon's user may not read or write (its permissions; or a read-only
+    file system): waiting does not mend it, changing them does."""
+
+
+MOVE_STORE = "move this device to another store (restart the daemon with `--store URL --change-store`)"
+
+
+def folder_error(what: str, where: str, exc: OSError) -> StoreError:
+    """A folder store's failed read or write in the folder `where`, as the StoreError it is: StoreFull for a
+    full disk or quota, StoreUnreachable for a folder that is gone or not a folder (a share not mounted, a
+    folder removed or replaced), FolderDenied for one the daemon may not use, ServerError for the rest (the
+    disk or the share under it failing: EIO, a stale network handle)."""
+    err = exc.errno
+    if err in (errno.ENOSPC, errno.EDQUOT):
         return StoreFull(
-            f"{what}: the disk holding {where} is full ({exc.strerror}); free space there, or move this"
-            f" device to another store (restart the daemon with `--store URL --change-store`)"
+            f"{what}: the disk holding {where} is full ({exc.strerror}); free space there, or {MOVE_STORE}"
         )
-    return StoreError(f"{what}: {exc.strerror}")
+    if err in (errno.ENOENT, errno.ENOTDIR):
+        return StoreUnreachable(
+            f"{what}: the store folder {_gone_part(where)} is missing or not a folder; mount its disk or share, or"
+            f" put the folder back, then `sessiond sync --wait`; or {MOVE_STORE}"
+        )
+    if err == errno.EROFS:
+        return FolderDenied(f"{what}: {where} is on a read-only file system; mount it writable, or {MOVE_STORE}")
+    if err in (errno.EACCES, errno.EPERM):
+        return FolderDenied(
+            f"{what}: permission denied in {where}; fix the folder's permissions (the daemon's user must be able"
+            f" to read and write the store folder and every folder in it)"
+        )
+    return ServerError(
+        f"{what}: {exc.strerror or exc} in {where}; the disk or share under it is failing: check it, then"
+        f" `sessiond sync --wait`"
+    )
+
+
+def _gone_part(where: str) -> str:
+    """The outermost folder of `where` that is not there (or is no folder), below the first one that is."""
+    place = where
+    while (up := os.path.dirname(place)) != place and not os.path.isdir(up):
+        place = up
+    return place
 
 
 TLS_FIX = (
@@ -84,7 +119,8 @@ OFFLINE_FIX = "restart the Kubo node online (`ipfs daemon`, without --offline), 
 # space, fixes a token, picks another store). `sessiond sync --wait` stops waiting on them.
 def settled(exc: BaseException) -> bool:
     return isinstance(
-        exc, (StoreFull, AuthRefused, TlsRefused, ObjectTooLarge, ReadOnlyStore, LyingServer, StoreOffline)
+        exc,
+        (StoreFull, AuthRefused, FolderDenied, TlsRefused, ObjectTooLarge, ReadOnlyStore, LyingServer, StoreOffline),
     )
 
 
@@ -169,6 +205,8 @@ def failure_kind(exc: BaseException) -> str:
         return "not answering (timed out)"
     if isinstance(exc, AuthRefused):
         return "refusing our credentials"
+    if isinstance(exc, FolderDenied):
+        return "refusing access (permission denied)"
     if isinstance(exc, TlsRefused):
         return "not trusted for a secure connection (TLS)"
     if isinstance(exc, RateLimited):
@@ -194,6 +232,8 @@ def failure_fix(exc: BaseException) -> str:
         return "ask the relay's owner to restore this device's account (sessiond serve revoke --undo ACCOUNT)"
     if isinstance(exc, AuthRefused):
         return "check this device's credentials for the store (its invite, token or password)"
+    if isinstance(exc, FolderDenied):
+        return "fix the folder's permissions (the daemon's user must read and write it), then try again"
     if isinstance(exc, TlsRefused):
         return TLS_FIX
     if isinstance(exc, RateLimited):

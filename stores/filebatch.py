@@ -32,7 +32,7 @@ from ..storage import fsutil
 from . import headjournal
 from .base import MAX_OBJECT_SIZE, StaleHead, StoreError
 from .cid import digest
-from .errors import write_error
+from .errors import folder_error
 from .registry import RegistryEntry, RegistryError
 
 # Objects at least this large are dropped from the page cache once on disk (see FileStore._put_sync); a
@@ -198,7 +198,7 @@ class BatchWriter:
                 # else: stored before (by an earlier batch, durable then, or by a long push's writer
                 # threads, which answer only once durable)
             except OSError as exc:
-                op.error = write_error(f"cannot write object {h.hex()}", self._objects, exc)
+                op.error = folder_error(f"cannot write object {h.hex()}", self._objects, exc)
                 continue
             op.result, op.ok = h, True
         if new_dirs:
@@ -212,7 +212,7 @@ class BatchWriter:
                     self._dirs.clear()
                 for op in failed:
                     if op.ok:
-                        op.ok, op.error = False, write_error(f"cannot make {folder} durable", folder, exc)
+                        op.ok, op.error = False, folder_error(f"cannot make {folder} durable", folder, exc)
 
     def _write_heads(self, ops: list[_Op]) -> None:
         lock = os.path.join(self._heads, ".lock")
@@ -226,7 +226,7 @@ class BatchWriter:
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             for op in ops:
-                op.error = write_error(f"cannot lock the heads of {self._heads}", self._heads, exc)
+                op.error = folder_error(f"cannot lock the heads of {self._heads}", self._heads, exc)
             return
         written: list[_Op] = []
         try:
@@ -258,13 +258,13 @@ class BatchWriter:
                 except RegistryError as exc:
                     op.error = exc
                 except OSError as exc:
-                    op.error = write_error(f"cannot write a head in {self._heads}", self._heads, exc)
+                    op.error = folder_error(f"cannot write a head in {self._heads}", self._heads, exc)
             if written:
                 try:
                     fsutil.fsync_dir(self._heads)
                 except OSError as exc:
                     for op in written:
-                        op.ok, op.error = False, write_error(f"cannot make {self._heads} durable", self._heads, exc)
+                        op.ok, op.error = False, folder_error(f"cannot make {self._heads} durable", self._heads, exc)
                     written = []
             try:  # once durable, the followers' hint (stores/headjournal.py): one append for the batch
                 headjournal.append(self._heads, [(op.entry.pk, op.entry.revision) for op in written if op.entry])

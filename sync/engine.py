@@ -458,8 +458,8 @@ class Syncer:
     async def gc(self, *, grace: float, dry_run: bool) -> dict:
         return await self.collector.collect(grace=grace, dry_run=dry_run)
 
-    async def make_checkpoint(self, sid: str) -> dict:
-        return await self.proofs.make_checkpoint(sid)
+    async def make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
+        return await self.proofs.make_checkpoint(sid, upto)
 
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         return await self.proofs.verify_proof(sid, proof)

@@ -48,21 +48,28 @@ class Proofs:
         peers = {bytes(p["head_pk"]) for p in await self.ctx.db.peers(sid)}
         return {self.ctx.keys.head_pk(sid)} | peers | await self.ctx.db.checkpoint_signers(sid)
 
-    async def make_checkpoint(self, sid: str) -> dict:
-        """Sign a checkpoint of everything this device knows of `sid` now, and record it in the log (one of
-        a session at a time: a second asked for meanwhile follows the first, and is it if nothing came
-        between)."""
+    async def make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
+        """Sign a checkpoint of everything this device knows of `sid` now (or as far as the frontier `upto`:
+        one a crash kept from being made on time), and record it in the log (one of a session at a time: a
+        second asked for meanwhile follows the first, and is it if nothing came between)."""
         async with self._making(sid):
-            return await self._make_checkpoint(sid)
+            return await self._make_checkpoint(sid, upto)
 
-    async def _make_checkpoint(self, sid: str) -> dict:
+    async def _make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
         db = self.ctx.db
         session = await db.get_session(sid)
         if session["access"] == "revoked":
             raise revoked(sid, "make a checkpoint of it")
         if session["access"] == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
-        chain = await self._conversation_chain(sid)
+        if upto is None:
+            chain = await self._conversation_chain(sid)
+        else:  # from the start, up to there (and not kept: the next one hashes its conversation afresh)
+            self._chains.pop(sid, None)
+            _, frontier, rows = await db.conversation_chain(sid, None, upto)
+            made = await asyncio.to_thread(extend, None, frontier, rows)
+            assert made is not None  # from the start (None), extend always answers a chain
+            chain = made
         # nothing new since this device's latest checkpoint (`end` right after one, a second request): a
         # new one would prove the same conversation again; that one stands, nothing is written
         latest = await db.latest_own_checkpoint(sid)

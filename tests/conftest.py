@@ -139,7 +139,7 @@ class DaemonProc:
         cmd = ["daemon", "--home", self.home, "--ready-fd", str(w)]
         for url in [self.store] if isinstance(self.store, str) else self.store or ():  # a list: a mirror
             cmd += ["--store", url]
-        self.proc = popen_cli(cmd, pass_fds=(w,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        self.proc = self._spawn(cmd, w)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             line = f.read(6)
@@ -147,6 +147,9 @@ class DaemonProc:
             out, err = self.proc.communicate(timeout=timeout)
             raise RuntimeError(f"daemon did not start: {err.decode()[-2000:]}")
         return self
+
+    def _spawn(self, cmd: list[str], ready_fd: int) -> subprocess.Popen:
+        return popen_cli(cmd, pass_fds=(ready_fd,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
 
     def client(self) -> Client:
         return Client(self.home)

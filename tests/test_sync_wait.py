@@ -11,7 +11,15 @@ import time
 import pytest
 
 from conftest import DaemonProc, relay_served, run_cli
-from sessiond.stores.errors import AuthRefused, StoreFull, StoreUnreachable, settled, write_error
+from sessiond.stores.errors import (
+    AuthRefused,
+    FolderDenied,
+    ServerError,
+    StoreFull,
+    StoreUnreachable,
+    folder_error,
+    settled,
+)
 
 
 @pytest.fixture
@@ -41,13 +49,17 @@ def test_sync_wait_ends_at_once_on_a_store_out_of_room(small_relay, tmp_path):
 
 
 def test_which_failures_waiting_does_not_mend():
-    full = write_error("cannot write object ab", "/srv/store/objects", OSError(errno.ENOSPC, "No space left on device"))
+    full = folder_error(
+        "cannot write object ab", "/srv/store/objects", OSError(errno.ENOSPC, "No space left on device")
+    )
     assert isinstance(full, StoreFull) and "/srv/store/objects is full" in full.args[0]
     assert "another store" in full.args[0]
-    other = write_error("cannot write object ab", "/srv/store/objects", OSError(errno.EACCES, "Permission denied"))
-    assert not isinstance(other, StoreFull) and other.args[0] == "cannot write object ab: Permission denied"
-    assert settled(full) and settled(AuthRefused("no"))
-    assert not settled(other) and not settled(StoreUnreachable("down")) and not settled(TimeoutError())
+    denied = folder_error("cannot write object ab", "/srv/store/objects", OSError(errno.EACCES, "Permission denied"))
+    assert isinstance(denied, FolderDenied) and "fix the folder's permissions" in denied.args[0]
+    failing = folder_error("cannot write object ab", "/srv/store/objects", OSError(errno.EIO, "Input/output error"))
+    assert isinstance(failing, ServerError) and "Input/output error in /srv/store/objects" in failing.args[0]
+    assert settled(full) and settled(AuthRefused("no")) and settled(denied)  # changing the permissions mends it
+    assert not settled(failing) and not settled(StoreUnreachable("down")) and not settled(TimeoutError())
 
 
 def test_a_relay_quota_used_up_is_the_store_full_not_an_object_too_large(small_relay, tmp_path):

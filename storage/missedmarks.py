@@ -1,0 +1,111 @@
+"""The automatic checkpoints a crash lost. An append that takes a session's tokens past a multiple of its
+checkpoint interval is answered, then its checkpoint is made (daemon/operations.py): the checkpoint is due
+in memory only, and a kill -9 between the two lost it for good. At start the daemon finds them here, each
+as the frontier the on-time checkpoint would have had: the session's messages as they stood right after
+the append that passed the mark (this device's log up to that append's last message, the other devices'
+as far as they had come here then), so that the proof is the one a daemon that did not crash made."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .connections import Connections
+from .model import CHARGE_SUM_SQL, DEFAULT_CHECKPOINT_INTERVAL, row_charge
+
+# Sessions whose tokens passed a mark after this device's latest checkpoint of them (the tokens then: the
+# session's count less the charge of the messages that checkpoint does not cover, each device's past its
+# frontier), and only by this device's appends (a pull passing a mark makes no checkpoint). One query: a
+# session row each, its latest checkpoint by its key, and for those this device wrote to since, per device
+# an index range of the messages since (at most an interval's worth of tokens, but for those due).
+_CANDIDATES = f"""
+WITH c AS (
+  SELECT s.id, s.tokens_used AS used, s.created_at,
+    coalesce(nullif(json_extract(s.policy, '$.checkpoint_interval'), 0), {DEFAULT_CHECKPOINT_INTERVAL}) AS iv,
+    (SELECT frontier FROM checkpoints k WHERE k.session_id=s.id AND k.device_id=?1
+      ORDER BY number DESC LIMIT 1) AS f
+  FROM sessions s
+  WHERE s.status IN ('active', 'paused') AND s.access NOT IN ('read', 'revoked') AND NOT s.importing
+)
+SELECT id, used, created_at, iv, f FROM c
+WHERE used >= iv
+  AND EXISTS (SELECT 1 FROM messages WHERE session_id=c.id AND device_id=?1
+    AND seq > coalesce((SELECT value FROM json_each(coalesce(c.f, '{{}}')) WHERE key=?1), 0))
+  AND (used - (
+  SELECT {CHARGE_SUM_SQL} FROM logs l CROSS JOIN messages m ON m.session_id=l.session_id AND m.device_id=l.device_id
+    AND m.seq > coalesce((SELECT value FROM json_each(coalesce(c.f, '{{}}')) WHERE key=l.device_id), 0)
+  WHERE l.session_id=c.id)) / iv < used / iv
+ORDER BY id
+"""
+
+# a device's messages past a checkpoint's frontier, with the order they were written in here (rowid)
+_SINCE = (
+    "SELECT rowid, device_id, seq, tokens, extra, created_at FROM messages"
+    " WHERE session_id=? AND device_id=? AND seq > ?"
+)
+
+
+async def missed_checkpoints(c: Connections) -> list[tuple[str, list[dict[str, int]]]]:
+    """Per session with automatic checkpoints due and not made, the frontier of each, in order."""
+    q = c.committed
+    out = []
+    for sid, used, created, iv, f in await q.fetchall(_CANDIDATES, (c.device_id,)):
+        done: dict[str, int] = json.loads(f) if f else {}
+        logs: dict[str, int] = {
+            r[0]: r[1] for r in await q.fetchall("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))
+        }
+        rows: list[Any] = []
+        for device in logs:
+            rows += [tuple(r) for r in await q.fetchall(_SINCE, (sid, device, done.get(device, 0)))]
+        rows.sort()  # in the order they were written here: an append's `used` counted those before it
+        cuts = _cuts(c.device_id, int(used), float(created), int(iv), done, logs, rows)
+        if cuts:
+            out.append((sid, cuts))
+    return out
+
+
+def _cuts(
+    own: str, used: int, created: float, iv: int, done: dict[str, int], logs: dict[str, int], rows: list[tuple]
+) -> list[dict[str, int]]:
+    """The frontiers of the appends by this device that passed a mark, walking the messages since the
+    latest checkpoint (rows: rowid, device, seq, tokens, extra, created_at) from the tokens it saw. An append
+    is this device's messages written one after the other with one time; an import's (a fork's, a file's)
+    keep their own times, all before the session was made, and count as one, as its checkpoint is made."""
+    run = used - sum(row_charge(r[3], r[4]) for r in rows)
+    cuts = []
+    i = 0
+    while i < len(rows):
+        j = i + 1
+        if rows[i][1] == own:
+            key = _batch(rows[i], created)
+            while (
+                j < len(rows)
+                and rows[j][1] == own
+                and rows[j][2] == rows[j - 1][2] + 1
+                and _batch(rows[j], created) == key
+            ):
+                j += 1
+        before = run
+        run += sum(row_charge(r[3], r[4]) for r in rows[i:j])
+        if rows[i][1] == own and before // iv != run // iv:
+            cuts.append(_frontier(rows, j, done, logs))
+        i = j
+    return cuts
+
+
+def _batch(row: tuple, created: float) -> float | None:
+    return row[5] if row[5] > created else None
+
+
+def _frontier(rows: list[tuple], upto: int, done: dict[str, int], logs: dict[str, int]) -> dict[str, int]:
+    """Each device's log as far as it had come here once rows[:upto] were written: its last message of those,
+    or its whole log here when none of its messages came later."""
+    later = {r[1] for r in rows[upto:]}
+    frontier = {d: s for d, s in done.items() if d in logs}
+    for r in rows[:upto]:
+        frontier[r[1]] = r[2]
+    for d, last in logs.items():
+        if d not in later:
+            frontier[d] = last
+    frontier[rows[upto - 1][1]] = rows[upto - 1][2]  # this device's: that append's last message, as its log then
+    return frontier
