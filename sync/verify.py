@@ -188,9 +188,14 @@ class Verifier:
                 raise _StoreFailed(store.url, exc) from None
             report["problems"].append(f"members: {exc}")
             if exc.kind in LOST:  # lost from the store (its entry, or its object: gone or damaged)
-                # a device that wrote the slot writes it again (Members.restore): its sync, or its next pull
-                if remote["announced"] and ctx.keys.write_secret(sid) is not None:
+                # a device that wrote the slot writes it again (Members.restore): its sync, or its next pull.
+                # A writer not listed yet (a share or a write import cut short before the slot: killed, or
+                # the store failing the write) writes a missing slot itself, with its next push
+                writer = ctx.keys.write_secret(sid) is not None
+                if writer and remote["announced"]:
                     fix = "`sessiond sync` writes the session's members slot again"
+                elif writer and exc.kind == "missing":
+                    fix = "`sessiond sync` on this device writes the session's members slot, listing it"
                 else:
                     fix = "`sessiond sync` on a device that wrote it writes the session's members slot again"
                 report["repair"] = "; ".join(f for f in (report.get("repair"), fix) if f)
