@@ -31,7 +31,7 @@ from .locations import relay_account_fix
 from .members import Members, expiry_hint, member_name
 from .mirrorurls import same_stores
 from .pages import op_to_cbor
-from .rekeyproof import check_exclusion, fork_way
+from .rekeyproof import check_exclusion, fork_way, no_author_way, unnamed_author
 from .sharecode import ShareCode, ShareCodeError, network_of_url
 from .sharecode import decode as decode_code
 
@@ -95,10 +95,17 @@ class Importer:
         except ImportError_ as exc:
             if exc.kind == "rekey_unconfirmed":
                 author = notice.get("d")
+                if author is None:  # sessiond before claims wrote no author: its rekey's new code imports
+                    return ImportError_(
+                        "rekey_unconfirmed",
+                        f"session {sid} cannot be imported with this code: its members slot holds a rekey notice"
+                        f" that names no device of the session as its author ({unnamed_author(author)}). "
+                        + no_author_way(author, sid, "took it"),
+                    )
                 why = (
                     f"the device it names as its author ({author}) does not claim it (a writer wrote it without a"
                     f" rekey of its own, or the author's log has not reached the store yet)"
-                    if author in {m["device_id"] for m in members}
+                    if isinstance(author, str) and author in {m["device_id"] for m in members}
                     else "it names no device of the session as its author"
                 )
                 return ImportError_(

@@ -267,13 +267,17 @@ class Rekeyer:
 
     async def _rekeyed_already(self, sid: str, notice: dict, store: Store, members: list[dict]) -> ImportError_:
         """Why this device cannot rekey a session whose members slot holds `notice`: another device's rekey,
-        which it takes at its next pull; or a notice no device takes (its named author does not claim it:
-        rekeyproof), which stays in the slot, so that the way on is a new session (rekeyproof.fork_way)."""
+        which it takes at its next pull; one that left this device out (then revoked here, as a pull makes
+        it); or a notice no device takes (its named author does not claim it, or another member contradicts
+        it: rekeyproof), which stays in the slot, so that the way on is a new session (rekeyproof.fork_way)."""
         try:
             await self.confirm(sid, notice, store, members)
         except ImportError_ as exc:
-            if exc.kind == "rekey_unconfirmed":
-                return ImportError_("rekey_unconfirmed", f"session {sid} cannot be rekeyed past its notice: {exc}")
+            if exc.kind == "revoked":  # it takes no key at its next pull: it was rekeyed out
+                await self.ctx.db.mark_revoked(sid)
+                return exc
+            if exc.kind in ("rekey_unconfirmed", "rekey_conflict"):
+                return ImportError_(exc.kind, f"session {sid} cannot be rekeyed past its notice: {exc}")
         return ImportError_(
             "conflict",
             f"session {sid} was rekeyed by another device at the same time; "

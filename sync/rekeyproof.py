@@ -53,7 +53,7 @@ def fork_way(sid: str) -> str:
     )
 
 
-def _unnamed(author: object) -> str:
+def unnamed_author(author: object) -> str:
     """Who may have written a notice naming no member as its author (`author`: its "d"): sessiond before
     claims wrote none; a "d" naming no member is a writer's."""
     if author is None:
@@ -61,7 +61,7 @@ def _unnamed(author: object) -> str:
     return "written by a writer without a rekey of its own"
 
 
-def _no_author_way(author: object, sid: str, took: str) -> str:
+def no_author_way(author: object, sid: str, took: str) -> str:
     """The way on past such a notice: a new share code from a device that took it, if an older sessiond
     may have made it; else the fork (fork_way). `took`: which device ("took it": the rekey; "the rekey kept")."""
     fork = fork_way(sid)
@@ -118,7 +118,7 @@ async def check_notice(
         raise ImportError_(
             "rekey_unconfirmed",
             f"the rekey notice of session {sid} does not name a device of the session as its author "
-            f"({_unnamed(author)}); this device keeps its key. " + _no_author_way(author, sid, "took it"),
+            f"({unnamed_author(author)}); this device keeps its key. " + no_author_way(author, sid, "took it"),
         )
     later, left_out = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
     keys = [new_key, *later, *keys]
@@ -170,8 +170,8 @@ async def check_exclusion(
         raise ImportError_(
             "rekey_unconfirmed",
             f"a rekey notice of session {sid} leaves this device out but names no other device of the session "
-            f"as its author ({_unnamed(author)}): this device keeps its key and its access, and looks again at its "
-            f"next pull. " + _no_author_way(author, sid, "the rekey kept"),
+            f"as its author ({unnamed_author(author)}): this device keeps its key and its access, and looks again at"
+            f" its next pull. " + no_author_way(author, sid, "the rekey kept"),
         )
     # (a member gone on under a key this device is not given: a kept writer that switched, or the author)
     _, _, contradicting = await _sightings(

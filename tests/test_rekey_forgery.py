@@ -482,3 +482,23 @@ def test_a_kept_writer_that_never_comes_back_is_dropped_and_its_messages_reach_a
     res = late.client().import_code(r.client().share(sid)["code"])
     assert not res.get("waiting_for"), res
     assert _messages(late, sid) == _messages(n, sid) == _messages(r, sid)
+
+
+def test_a_rekey_on_a_device_a_rekey_left_out_says_it_was_left_out(make_daemon, store_dir):
+    """K, away while R rekeyed without it, runs `rekey` before any pull: the slot holds R's notice, which
+    leaves K out and which R claims. The refusal says that K was rekeyed out, by R, and K is revoked (as a
+    pull makes it); before, it said that K takes the new key at its next pull, which it never does."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    r_id, k_id = _device(r), _device(k)
+    k.stop()
+    write_config(k.home, sync_interval=3600, poll_interval=3600)  # no pull of its own before its rekey
+    r.client().rekey(sid, drop=[k_id])
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(wait=True)
+    k.start()
+    res = run_cli(k.home, "rekey", sid, "--json")
+    assert res.returncode != 0
+    assert json.loads(res.stdout)["error"]["code"] == "revoked", res.stdout
+    assert "rekeyed without this device" in res.stderr and f"by device {r_id}" in res.stderr, res.stderr
+    assert "takes that key at its next pull" not in res.stderr, res.stderr
+    assert k.client().get_session(sid)["access"] == "revoked"

@@ -77,3 +77,20 @@ def test_a_notice_naming_no_author_may_be_an_older_sessionds_rekey_and_says_both
         err = json.loads(res.stdout)["sessions"][sid]["pull_error"]
         assert "older sessiond" in err and f"new share code from a device that {who}" in err, err
         assert names_the_fork(err, sid), err
+
+
+def test_a_code_of_a_slot_whose_notice_names_no_author_says_a_new_code_may_import(make_daemon, store_dir):
+    """A code of a slot holding a notice with no author (an older sessiond's rekey, or a writer's): the import's
+    refusal names both ways, as the pull's does; before, it said that no share code gets past it, though a
+    new code from a device that took an older sessiond's rekey names the new slot and imports."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    d.stop()
+    asyncio.run(_forge(store_dir, d.home, sid, author=None, claim=False, leave_out=_device(k)))
+    n = make_daemon("file://" + store_dir).start()
+    code = cli_json(r.home, "share", sid, "--write")["code"]
+    res = run_cli(n.home, "import", "--json", input=code)
+    assert res.returncode != 0
+    assert json.loads(res.stdout)["error"]["code"] == "rekey_unconfirmed", res.stdout
+    assert "older sessiond" in res.stderr and "new share code from a device that" in res.stderr, res.stderr
+    assert "no share code of it gets past" not in res.stderr, res.stderr
+    assert names_the_fork(res.stderr, sid), res.stderr
