@@ -35,9 +35,9 @@ from ..storage.sessions import past_expiry
 from . import toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, gone_before, left, left_unasked, pass_on, record_whole
-from .formats import pause_for_tests
 from .provider_config import NoProvider, Provider
 from .providers import usage_of
+from .testhooks import pause_for_tests
 from .unread import idle_of
 
 log = logging.getLogger("sessiond.complete")

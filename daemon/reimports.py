@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..storage.errors import SessiondError
+from ..storage.errors import Conflict, SessiondError
 from ..storage.model import now
 from ..storage.tokens import counted_text
+from .testhooks import pause_for_tests
 
 # The metadata field each source keeps its conversation's id in.
 ID_FIELDS = {"chatgpt": "conversation", "claude": "conversation", "llm": "conversation", "openwebui": "chat"}
@@ -152,7 +153,9 @@ async def append_tails(
 
     Each is compared with its session again first: the import made the file's other sessions since it
     compared them, and the session may have been continued here meanwhile; its tail then would follow what
-    was said here. One that no longer holds the start of the export's conversation is left as it is."""
+    was said here. One that no longer holds the start of the export's conversation is left as it is; so is
+    one written to between that comparison and the append (the append's transaction checks the chat holds
+    as many messages as were compared)."""
     appended = []
     for t in tails:
         messages = t["export"]
@@ -166,10 +169,12 @@ async def append_tails(
             skipped.append({**t["report"], "session": t["session"], "reason": "up_to_date"})
             continue
         clean, times = prepared(t["messages"], estimate)
-        try:
-            await db.append_messages(t["session"], clean, t["chat"], times=times)
+        await pause_for_tests("import-file.tail")
+        try:  # (`held`: only if the chat still holds what was compared, checked in the append's transaction)
+            await db.append_messages(t["session"], clean, t["chat"], times=times, held=n)
         except SessiondError as exc:  # this session refuses them: named, the other conversations go on
-            skipped.append({**t["report"], "session": t["session"], "reason": "refused", "error": exc.message})
+            said = changed(t) if isinstance(exc, Conflict) and "held" in exc.details else exc.message
+            skipped.append({**t["report"], "session": t["session"], "reason": "refused", "error": said})
             continue
         step(len(clean))
         appended.append({**t["report"], "session": t["session"], "messages": len(clean)})

@@ -10,26 +10,34 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from conftest import popen_cli, wait_for
 from test_reimport import FORMATS, contents, fixture
 
 
-def test_a_session_continued_here_during_a_reimport_is_not_given_the_apps_tail_after_it(make_daemon, tmp_path):
-    flag = tmp_path / "sorted"
-    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"import-file.sorted:{flag}"})
+@pytest.mark.parametrize("point", ["import-file.sorted", "import-file.tail"])
+def test_a_session_continued_here_during_a_reimport_is_not_given_the_apps_tail_after_it(make_daemon, tmp_path, point):
+    """`point`: where the import is held while the session is continued here: once it compared the export with
+    the sessions (before it made the others), or once it compared the session again, as it appends to it (the
+    check and the append one transaction: nothing comes in between)."""
+    flag = tmp_path / "held"
+    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"{point}:{flag}"})
     d.start()
     name, continued = FORMATS["chatgpt"]
     first = fixture(name)
 
-    def run(path) -> subprocess.Popen:
+    def run(path, held: bool = point == "import-file.sorted") -> subprocess.Popen:
+        """The import started; held at `point` (only one that appends to a session reaches the tail's)."""
         args = ["import-file", str(path), "--format", "chatgpt", "--json", "--home", d.home]
         proc = popen_cli(args, env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_for(flag.exists, timeout=60, interval=0.01, what="the import compared the export with the sessions")
+        if held:
+            wait_for(flag.exists, timeout=60, interval=0.01, what=f"the import held at {point}")
         return proc
 
     (tmp_path / "a.json").write_text(json.dumps(first))
     imp = run(tmp_path / "a.json")
-    flag.unlink()
+    flag.unlink(missing_ok=True)
     out, err = imp.communicate(timeout=60)
     assert imp.returncode == 0, err
     sid = json.loads(out)["sessions"][0]["id"]
@@ -37,7 +45,7 @@ def test_a_session_continued_here_during_a_reimport_is_not_given_the_apps_tail_a
 
     later = [continued(first[0], "Asked in the app?", "Answered in the app."), *first[1:]]
     (tmp_path / "b.json").write_text(json.dumps(later))
-    imp = run(tmp_path / "b.json")
+    imp = run(tmp_path / "b.json", held=True)
     try:
         d.client().append(sid, "user", "Asked here meanwhile.")  # after the comparison, before the append
     finally:
@@ -51,7 +59,7 @@ def test_a_session_continued_here_during_a_reimport_is_not_given_the_apps_tail_a
     assert imp.returncode == 1, err
     # imported again: the app's conversation parts from the session here, so it is made a session of its own
     imp = run(tmp_path / "b.json")
-    flag.unlink()
+    flag.unlink(missing_ok=True)
     out, err = imp.communicate(timeout=60)
     assert imp.returncode == 0, err
     again = json.loads(out)
