@@ -35,9 +35,9 @@ from ..storage.sessions import past_expiry
 from . import toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, gone_before, left, left_unasked, pass_on, record_whole
-from .formats import pause_for_tests
-from .provider_config import Provider
+from .provider_config import NoProvider, Provider
 from .providers import usage_of
+from .testhooks import pause_for_tests
 from .unread import idle_of
 
 log = logging.getLogger("sessiond.complete")
@@ -107,10 +107,25 @@ def check_quota(session: dict) -> None:
 
 def provider_for(d, session: dict, name: str | None, chat: dict | None = None) -> Provider:
     """The provider a question goes to: the one it names, else its chat's own (the chat's settings, as its
-    model and sampling settings override the session's), else the session's, else the default."""
-    return d.providers.get(
-        name or ((chat or {}).get("settings") or {}).get("provider") or (session.get("settings") or {}).get("provider")
-    )
+    model and sampling settings override the session's), else the session's, else the default. One this
+    device has not (a setting synced from a device configured otherwise) is refused naming the setting that
+    chose it, and the command that changes it."""
+    own = ((chat or {}).get("settings") or {}).get("provider")
+    sessions = (session.get("settings") or {}).get("provider")
+    try:
+        return d.providers.get(name or own or sessions)
+    except NoProvider as exc:
+        if name or not (own or sessions):
+            raise  # the request named it, or none is configured: the refusal says what to do
+        sid, cid = session["id"], (chat or {}).get("id")
+        said = (
+            f"chat {cid!r} of session {sid} asks provider {own!r}: change it for good with"
+            f" `sessiond chat set {sid} {cid} --provider NAME` (or `--unset provider`)"
+            if own
+            else f"session {sid} asks provider {sessions!r}: change it for good with"
+            f" `sessiond set {sid} --provider NAME` (or `--unset provider`)"
+        )
+        raise NoProvider(f"{exc.message}; {said}", **exc.details) from None
 
 
 def provider_and_model(d, session: dict, chat: dict, provider: str | None, model: str | None) -> tuple[Provider, str]:

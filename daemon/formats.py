@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from ..storage.tokens import counted_text
 from . import filelimits, importers, markdown, reimports, sessionfile, toolcalls, webuifile
 from . import validate as v
 from .chatgptfile import parse_chatgpt
+from .testhooks import pause_for_tests
 
 JSON_FORMAT = "sessiond.session.v1"
 
@@ -375,19 +375,6 @@ async def import_file(
     appended = await reimports.append_tails(db, tails, estimate, step, skipped)
     made = [await db.get_session(s["id"], counts=True) for s in created]
     return made, {"skipped": skipped, "appended": appended, "diverged": diverged}
-
-
-async def pause_for_tests(point: str) -> None:
-    """A fault hook for the tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment (several such,
-    comma-separated), the daemon reaching POINT adds a line to FLAG_FILE (made if need be: one line an
-    arrival) and waits there until the test removes it (or kills it: kill -9)."""
-    for hook in os.environ.get("SESSIOND_TEST_PAUSE", "").split(","):
-        if hook and hook.partition(":")[0] == point:
-            flag = hook.partition(":")[2]
-            with open(flag, "a") as f:
-                f.write(point + "\n")
-            while os.path.exists(flag):
-                await asyncio.sleep(0.02)  # (a test hook: polls for the test's removal of the flag)
 
 
 # A long conversation goes in as appends of this many messages: progress between them, and no one

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..storage.errors import SessiondError
+from ..storage.errors import Conflict, SessiondError
 from ..storage.model import now
 from ..storage.tokens import counted_text
+from .testhooks import pause_for_tests
 
 # The metadata field each source keeps its conversation's id in.
 ID_FIELDS = {"chatgpt": "conversation", "claude": "conversation", "llm": "conversation", "openwebui": "chat"}
@@ -88,8 +89,8 @@ async def _compare(db: Any, sid: str, messages: list[dict]) -> tuple[str, str, i
 async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """`plan` (a file's sessions to make) sorted by what is here: (those to make, each a conversation new here
     or one that diverged (its item then holds `diverged_from`, the oldest session here made of it); the
-    tails to append: {"report", "session", "chat", "messages"}; those skipped as up to date: {"source",
-    "conversation", "name", "session", "reason"}."""
+    tails to append: {"report", "session", "chat", "messages", "export": all its messages}; those skipped as
+    up to date: {"source", "conversation", "name", "session", "reason"}."""
     keys = [source_of(item["spec"]) for item in plan]
     here = await db.imported_from({k[0]: k[1] for k in keys if k is not None})
     make: list[dict] = []
@@ -110,7 +111,7 @@ async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], l
         elif starts:
             _, sid, chat, n = starts[0]
             tail = item["messages"][n:]
-            tails.append({"report": report, "session": sid, "chat": chat, "messages": tail})
+            tails.append({"report": report, "session": sid, "chat": chat, "messages": tail, "export": item["messages"]})
         else:
             make.append({**item, "diverged_from": sids[0]})
     return make, tails, skipped
@@ -148,15 +149,42 @@ async def append_tails(
     """Append each tail to its session, each in a transaction of its own (as an app's appends are: checked
     as they are, the session's status, limits and quota); one refused is added to `skipped` with the
     refusal, and the others go on. `estimate`: a text's tokens, for the messages that do not say. Returns
-    those appended: {"source", "conversation", "name", "session", "messages"}."""
+    those appended: {"source", "conversation", "name", "session", "messages"}.
+
+    Each is compared with its session again first: the import made the file's other sessions since it
+    compared them, and the session may have been continued here meanwhile; its tail then would follow what
+    was said here. One that no longer holds the start of the export's conversation is left as it is; so is
+    one written to between that comparison and the append (the append's transaction checks the chat holds
+    as many messages as were compared)."""
     appended = []
     for t in tails:
+        messages = t["export"]
+        how, chat, n = await _compare(db, t["session"], messages)
+        if how == "up_to_date" or (how == "prefix" and chat == t["chat"]):
+            t = {**t, "messages": messages[n:]}
+        else:
+            skipped.append({**t["report"], "session": t["session"], "reason": "refused", "error": changed(t)})
+            continue
+        if not t["messages"]:  # (what the import would append was appended meanwhile: nothing new)
+            skipped.append({**t["report"], "session": t["session"], "reason": "up_to_date"})
+            continue
         clean, times = prepared(t["messages"], estimate)
-        try:
-            await db.append_messages(t["session"], clean, t["chat"], times=times)
+        await pause_for_tests("import-file.tail")
+        try:  # (`held`: only if the chat still holds what was compared, checked in the append's transaction)
+            await db.append_messages(t["session"], clean, t["chat"], times=times, held=n)
         except SessiondError as exc:  # this session refuses them: named, the other conversations go on
-            skipped.append({**t["report"], "session": t["session"], "reason": "refused", "error": exc.message})
+            said = changed(t) if isinstance(exc, Conflict) and "held" in exc.details else exc.message
+            skipped.append({**t["report"], "session": t["session"], "reason": "refused", "error": said})
             continue
         step(len(clean))
         appended.append({**t["report"], "session": t["session"], "messages": len(clean)})
     return appended
+
+
+def changed(t: dict) -> str:
+    """The refusal of a tail whose session changed here while the import made the file's other sessions."""
+    return (
+        f"session {t['session']} changed here while the file was imported, so the app's new messages would no"
+        " longer follow what it holds; it is left as it is: import the file again to make the app's"
+        " conversation a session of its own"
+    )

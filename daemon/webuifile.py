@@ -78,6 +78,7 @@ def _webui_tools(content: str, mid: str | None) -> list[dict]:
     calls: list[dict] = []
     results: list[dict] = []
     pos = 0
+    made = 0  # the answer's calls so far, of every turn: a call given no id is named by its place among them
 
     def flush() -> None:
         said = "".join(text).strip() if calls or results or out else "".join(text)
@@ -99,7 +100,8 @@ def _webui_tools(content: str, mid: str | None) -> list[dict]:
         text.append(between)
         pos = found.end()
         given = html.unescape(attrs.get("id", ""))
-        cid = given if 0 < len(given) <= 200 else f"{mid}.{len(calls)}" if mid else new_call_id()
+        cid = given if 0 < len(given) <= 200 else f"{mid}.{made}" if mid else new_call_id()
+        made += 1
         arguments = _webui_value(attrs["arguments"]) if attrs.get("arguments") else "{}"
         calls.append({"id": cid, "type": "function", "function": {"name": name, "arguments": arguments}})
         if "result" in attrs:

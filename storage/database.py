@@ -262,8 +262,11 @@ class Database:
         answer: bool = False,
         times: list[float] | None = None,
         importing: bool = False,
+        held: int | None = None,
     ) -> list[dict]:
-        return await self.messages.append(sid, messages, chat, key=key, answer=answer, times=times, importing=importing)
+        return await self.messages.append(
+            sid, messages, chat, key=key, answer=answer, times=times, importing=importing, held=held
+        )
 
     async def check_room(self, sid: str, chat: str, adding: int, what: str = "") -> None:
         """Refuse, before it is done, what would add `adding` messages to the chat past max_messages_per_chat."""

@@ -13,6 +13,7 @@ from .connections import Connections, Row
 from .context import budget_of, context_check
 from .errors import (
     NOT_WRITABLE,
+    Conflict,
     ContextOverflow,
     IdempotencyKeyReused,
     Invalid,
@@ -143,6 +144,7 @@ class Messages:
         answer: bool = False,
         times: list[float] | None = None,
         importing: bool = False,
+        held: int | None = None,
     ) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). This is the hot path: the common case is six statements
@@ -162,7 +164,11 @@ class Messages:
         file_import): no event (end_file_import announces the session). The file's messages are its history:
         recorded past its expiry, token quota or a context budget that cannot compact (an exported session
         whose quota or budget was lowered below what it held, or that expired, comes back as it was); those
-        hold for what is written after the import (end_file_import ends an expired one)."""
+        hold for what is written after the import (end_file_import ends an expired one).
+
+        `held`: the messages the chat holds, as the caller read them: one that holds another number (written to
+        since) is refused (Conflict, its `held` detail the number now), nothing written (a re-import's tail,
+        daemon/reimports.py, follows what it compared, or nothing)."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
@@ -198,6 +204,12 @@ class Messages:
             if status != "active" and not (answer and status == "paused"):
                 await refuse_inactive(tx, sid, status)
             chat_id = chat or current
+            if held is not None and (now_held := await _count(tx, sid, chat_id)) != held:
+                raise Conflict(
+                    f"chat {chat_id!r} of session {sid!r} holds {now_held} messages, not the {held} read before:"
+                    " it was written to meanwhile",
+                    held=now_held,
+                )
             chats = {m.get("chat") or chat_id for m in messages}
             for c in chats:
                 if (

@@ -22,3 +22,26 @@ def test_chat_new_and_set_take_a_provider_and_unset_it(daemon):
     assert res.returncode == 2 and "contradict" in res.stderr, res.stderr
     res = run_cli(h, "chat", "set", sid, "two", "--provider", "", "--json")  # an empty name: the API's refusal
     assert res.returncode == 2 and "--provider" in res.stdout, res.stdout
+
+
+def test_a_provider_not_configured_here_is_named_with_where_it_was_set(daemon):
+    """A chat's provider that this device's config.toml has not (set on another device, or removed from the
+    config since) refused a question with "no provider 'gone' ...; add [providers.gone] or choose another":
+    nothing said that it was the chat's setting (`show` names the session's provider, not the chat's), nor
+    how to choose another for good. The refusal now names the setting and the command that changes it."""
+    h = daemon.home
+    sid = cli_json(h, "new", "--model", "m")["id"]
+    run_cli(h, "chat", "new", sid, "--id", "two", "--provider", "gone", "--switch", check=True)
+    res = run_cli(h, "ask", sid, "hi")
+    assert res.returncode != 0, res.stdout
+    assert "no provider 'gone'" in res.stderr, res.stderr
+    assert f"chat 'two' of session {sid} asks provider 'gone'" in res.stderr, res.stderr
+    assert "`sessiond chat set " in res.stderr and f"{sid} two --provider NAME`" in res.stderr, res.stderr
+    run_cli(h, "chat", "set", sid, "two", "--unset", "provider", check=True)
+    run_cli(h, "set", sid, "--provider", "gone", check=True)
+    res = run_cli(h, "ask", sid, "hi", "--json")
+    assert res.returncode != 0 and f"session {sid} asks provider 'gone'" in res.stdout, res.stdout
+    assert "`sessiond set " in res.stdout and f"{sid} --provider NAME`" in res.stdout, res.stdout
+    # named by the request itself: nothing to point at but the option
+    res = run_cli(h, "ask", sid, "hi", "--provider", "other")
+    assert res.returncode != 0 and "no provider 'other'" in res.stderr and "asks provider" not in res.stderr

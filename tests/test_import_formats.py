@@ -454,6 +454,27 @@ def test_openwebui_tool_calls_in_an_answer_come_in_as_calls_and_results(d, tmp_p
     assert [{k: m[k] for k in keys if k in m} for m in d.client().messages(made["id"])["messages"]] == want
 
 
+def test_openwebui_calls_in_two_turns_of_one_answer_get_ids_of_their_own(d, tmp_path):
+    """An answer that calls a tool, says something, then calls another, with no ids in its blocks: each call's
+    id is made of the answer's id and its place. The place was counted from 0 again after the text between
+    them, so both calls (and both results) had the id "a.0": which result answered which call was lost."""
+    block = '<details type="tool_calls" done="true" name="{}" arguments="{{}}" result="{}">\n</details>\n'
+    content = f"Looking.\n{block.format('weather', 'sunny')}Now the time.\n{block.format('clock', 'noon')}Done."
+    msgs = {
+        "u": {"id": "u", "parentId": None, "role": "user", "content": "Weather and time?", "timestamp": 1},
+        "a": {"id": "a", "parentId": "u", "role": "assistant", "content": content, "timestamp": 2},
+    }
+    chat = {"id": "owui-two", "title": "two", "chat": {"history": {"currentId": "a", "messages": msgs}}}
+    f = tmp_path / "owui.json"
+    f.write_text(json.dumps([chat]))
+    [made] = cli_json(d.home, "import-file", str(f), "--format", "openwebui")["sessions"]
+    stored = d.client().messages(made["id"])["messages"]
+    calls = [c["id"] for m in stored for c in m.get("tool_calls") or ()]
+    answers = [(m["name"], m["tool_call_id"]) for m in stored if m["role"] == "tool"]
+    assert len(set(calls)) == 2, calls
+    assert answers == [("weather", calls[0]), ("clock", calls[1])]
+
+
 def test_openwebui_export_malformed_imports_nothing(d, tmp_path):
     data = fixture("openwebui_export.json")
     data[0]["chat"]["history"]["messages"]["m3"]["parentId"] = "gone"

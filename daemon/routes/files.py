@@ -5,8 +5,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..formats import export, pause_for_tests
+from ..formats import export
 from ..formats import import_file as do_import
+from ..testhooks import pause_for_tests
 from .common import body, daemon_of, ok, query, session_id
 
 
