@@ -24,6 +24,7 @@ from nacl.signing import SigningKey
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
+from ..storage.redact import scrub_text
 from ..stores import Store
 from .bounded import KeyedLocks
 from .keys import KeyStore
@@ -66,8 +67,9 @@ class SyncContext:
     _closing: set[asyncio.Task] = field(default_factory=set)  # stores replaced, being closed
 
     def pull_failed(self, sid: str, exc: BaseException) -> str:
-        """Record why a pull of `sid` failed; returns the message (as shown)."""
-        msg = str(exc) or type(exc).__name__
+        """Record why a pull of `sid` failed; returns the message (as shown: status, `sync --wait` and doctor
+        show it, which the log's scrubbing never sees, so the secrets this process knows are hidden here)."""
+        msg = scrub_text(str(exc) or type(exc).__name__)
         fix = getattr(exc, "fix", None)
         if fix:  # (said in the message too, as an import's error says it: status and `sync --wait` show that)
             msg = f"{msg}; {fix}"

@@ -228,3 +228,19 @@ def test_a_short_configured_value_is_not_hidden_from_every_text():
 
     hide_everywhere("ollama", "PLACEHOLDER-KEY-4c1d")
     assert scrub_text("provider 'ollama' refused PLACEHOLDER-KEY-4c1d") == "provider 'ollama' refused ***"
+
+
+def test_a_pull_error_shown_by_status_hides_the_secrets_this_process_knows():
+    """A pull's error is kept as text for `status`, `sync --wait` and doctor (SyncContext.pull_failed), which
+    are no log: the log formatter's scrubbing never saw it. A store's or a library's exception quoting a
+    configured secret (a password in a URL, a token) showed it there whole."""
+    from types import SimpleNamespace
+
+    from sessiond.storage.redact import hide_everywhere
+    from sessiond.sync.context import SyncContext
+
+    hide_everywhere("pull-secret-9f3e7a21")
+    ctx = SimpleNamespace(pull_errors={}, pull_kinds={}, pull_fixes={})
+    shown = SyncContext.pull_failed(ctx, "s1", OSError("cannot reach https://me:pull-secret-9f3e7a21@store.example/x"))
+    assert "pull-secret" not in shown and "pull-secret" not in ctx.pull_errors["s1"], shown
+    assert "store.example" in shown  # what failed is still said
