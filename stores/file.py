@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import os
 import threading
 import time
@@ -211,8 +212,19 @@ class FileStore(Store):
     async def get_many(self, hashes: list[bytes]) -> list[bytes]:
         return await asyncio.to_thread(lambda: [self._get_sync(h) for h in hashes])
 
+    def _has_sync(self, path: str) -> bool:
+        return os.path.exists(path) or self._objects_there("cannot look for an object")
+
+    def _objects_there(self, what: str) -> bool:
+        """False if objects/ is there (an object not in it is not held); the store failing if it is not
+        (a folder that went says nothing of what the store holds)."""
+        if os.path.isdir(self._objects):
+            return False
+        gone = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self._objects)
+        raise self._failure(what, self._objects, gone)
+
     async def has(self, h: bytes) -> bool:
-        return await self._reader.run(os.path.exists, self._obj_path(h))
+        return await self._reader.run(self._has_sync, self._obj_path(h))
 
     async def first_missing(self, hashes: Sequence[bytes], *, timeout: float | None = None) -> bytes | None:
         """Store.first_missing in one hop to a thread for them all (a log's check before a share asked
@@ -220,7 +232,10 @@ class FileStore(Store):
         paths = [(h, self._obj_path(h)) for h in hashes]
 
         def first() -> bytes | None:
-            return next((h for h, p in paths if not os.path.exists(p)), None)
+            missing = next((h for h, p in paths if not os.path.exists(p)), None)
+            if missing is not None:
+                self._objects_there("cannot look for objects")
+            return missing
 
         return await asyncio.wait_for(self._reader.run(first), timeout)
 
@@ -233,6 +248,7 @@ class FileStore(Store):
                 if not dry_run:
                     os.unlink(path)
             except FileNotFoundError:
+                self._objects_there(f"cannot delete object {h.hex()}")  # (not: a store that went frees nothing)
                 out.gone.append(h)  # not held (freed before, or never here)
                 continue
             except OSError as exc:

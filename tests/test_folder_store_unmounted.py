@@ -197,9 +197,15 @@ async def test_an_empty_folder_is_no_store_but_a_marked_one_is_made_whole_again(
     root = tmp_path / "store"
     root.mkdir()  # an empty mount point
     store = FileStore(str(root), create=False, missing_ok=True)
-    for call in (store.put(b"an object"), store.set_head(_head(1)), store.get_head(_head(1).pk)):
+    calls = (
+        lambda: store.put(b"an object"),
+        lambda: store.set_head(_head(1)),
+        lambda: store.get_head(_head(1).pk),
+        lambda: store.has(bytes(32)),
+    )
+    for call in calls:
         with pytest.raises(StoreUnreachable, match=f"the store folder {root} is empty or not a store"):
-            await call
+            await call()
     assert list(root.iterdir()) == []
     await store.close()
 
@@ -213,4 +219,27 @@ async def test_an_empty_folder_is_no_store_but_a_marked_one_is_made_whole_again(
     h = await store.put(b"again")
     await store.set_head(_head(1))
     assert await store.get(h) == b"again" and (await store.get_head(_head(1).pk)).revision == 1
+    await store.close()
+
+
+async def test_asking_whether_objects_are_there_in_a_store_that_went_is_unreachable(tmp_path):
+    """`has` and `first_missing` said "not there" of every object of a store whose folder went, and `free`
+    "freed": a mirror's drain, probing whether a store that failed is back (has), took it for back and
+    showed it reachable, and `gc` noted as freed objects the share still held once mounted again."""
+    root = tmp_path / "mnt" / "store"
+    store = FileStore(str(root))
+    h = await store.put(b"an object")
+    assert await store.has(h) and await store.first_missing([h]) is None
+    root.rename(tmp_path / "away")
+    calls = (
+        lambda: store.has(h),
+        lambda: store.has(bytes(32)),
+        lambda: store.first_missing([h]),
+        lambda: store.free([h]),
+    )
+    for call in calls:
+        with pytest.raises(StoreUnreachable, match=f"the store folder {root} is missing"):
+            await call()
+    (tmp_path / "away").rename(root)
+    assert await store.has(h) and not await store.has(bytes(32)) and await store.first_missing([bytes(32)]) == bytes(32)
     await store.close()
