@@ -161,7 +161,13 @@ class Daemon:
         move_from = self._choose_store()
         self._configure_network_stores()
         assert self.store_url is not None  # _choose_store chose one
-        store = open_stores(self.store_url, self.db.outbox, head_key=self._own_head_key)
+        # Only a store's first use makes its folder (a folder store: stores/filelayout.py): this home's first
+        # start, or a move to it. A store used before and not there now (a share not mounted) is opened as
+        # it is, unreachable: the pushes wait for it, none goes into a new folder on the local disk.
+        first_use = move_from is not None or self.home.remembered_store() is None
+        store = open_stores(
+            self.store_url, self.db.outbox, create=first_use, missing_ok=True, head_key=self._own_head_key
+        )
         await self._keep_store(move_from)  # it opened: only now the home remembers it
         if isinstance(store, MirrorStore):
             await store.started()  # what its stores' outboxes hold is counted before the first push

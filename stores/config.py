@@ -120,10 +120,11 @@ def open_network_store(url: str) -> Store:
     raise StoreError(f"unsupported store URL scheme {scheme!r}")
 
 
-def open_store(url: str, *, create: bool = True) -> Store:
+def open_store(url: str, *, create: bool = True, missing_ok: bool = False) -> Store:
     """Open a store from its URL. Supported: file:///absolute/folder (or a plain path), and the
     network stores of stores/config.py (s5+https://PORTAL, ipfs+http://HOST:PORT, ...). With
-    create=False, a folder store that does not exist yet is an error instead of being made."""
+    create=False, a folder store that does not exist yet is an error instead of being made, unless
+    `missing_ok` (then it is opened as it is, unreachable until there: FileStore)."""
     parsed = urlparse(url)
     if parsed.scheme.startswith(("s5+", "ipfs+")):
         return open_network_store(url)
@@ -134,7 +135,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
         if not path:
             raise StoreError("file store URL has no path")
         try:
-            return FileStore(path, create=create)
+            return FileStore(path, create=create, missing_ok=missing_ok)
         except OSError as exc:  # a share not mounted, a path under a file, no permission
             raise StoreError(
                 f"cannot use the folder store {exc.filename or path}: {exc.strerror or exc} (is the path "

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import os
 import threading
 import time
 from collections.abc import Sequence
 
 from ..storage import fsutil
-from ..storage.fsutil import atomic_write, ensure_durable_dir
+from ..storage.fsutil import atomic_write
+from . import filelayout
 from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
 from .cid import digest, digest_parts
-from .errors import folder_error
 from .filebatch import CLOSE_WAIT, BatchWriter
 from .fileread import Reader
 from .headjournal import HeadWatch
@@ -45,24 +46,24 @@ class FileStore(Store):
     """A store in a folder: objects/<2 hex>/<64 hex>, heads/<66 hex>. The folder may be shared
     between machines (a synced or network folder); each device writes only its own heads."""
 
-    def __init__(self, root: str, *, create: bool = True):
+    def __init__(self, root: str, *, create: bool = True, missing_ok: bool = False):
+        """`create`: make the store if it is not there (its first use: stores/filelayout.py). Else a store
+        must be there (StoreError), unless `missing_ok`: a store opened as it is, which fails each call as
+        unreachable while its folder is away (a share not mounted) and serves again once it is back."""
         self.root = os.path.abspath(root)
         self.url = "file://" + self.root
         self._objects = os.path.join(self.root, "objects")
         self._heads = os.path.join(self.root, "heads")
-        if not create and not os.path.isdir(self._heads):
+        if create:
+            filelayout.create(self.root)
+        elif not missing_ok and not filelayout.is_store(self.root):
             raise StoreError(f"there is no store at {self.root}")
-        ensure_durable_dir(self.root)
-        ensure_durable_dir(self._objects)
-        ensure_durable_dir(self._heads)
         self._writers: concurrent.futures.ThreadPoolExecutor | None = None  # started on the first write
         self._writers_lock = threading.Lock()
         self._listing: tuple[tuple, float, dict[bytes, object]] | None = None  # heads folder stat, when, heads
         self._watch = HeadWatch(self._heads, self._list_heads, lambda: RELIST_EVERY)  # head_changes
         # the event loop's writes (a push's page, manifest and head; many pushes' at once): one thread
-        self.batch = BatchWriter(
-            self._objects, self._heads, self._obj_path, self._head_path, self._get_head_sync, self._start_sweep
-        )
+        self.batch = BatchWriter(self.root, self._obj_path, self._head_path, self._get_head_sync, self._start_sweep)
         # its reads (a head, an object, whether objects are there, a look at the heads): one thread (fileread.py)
         self._reader = Reader()
         # the leftovers of crashed writes: removed from the first write on (see TEMP_FILE_AGE)
@@ -87,8 +88,10 @@ class FileStore(Store):
             self._sweep.start()
 
     def _remove_old_temp_files(self, before: float) -> None:
-        """Remove the temporary files of crashed writes last changed before `before` (TEMP_FILE_AGE)."""
+        """Remove the temporary files of crashed writes last changed before `before` (TEMP_FILE_AGE); and
+        write the marker into a store an older version made (filelayout.mark_old_store)."""
         try:
+            filelayout.mark_old_store(self.root)
             with os.scandir(self._objects) as it:
                 folders = [e.path for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
             for folder in (self._heads, *folders):
@@ -97,6 +100,9 @@ class FileStore(Store):
                 fsutil.remove_leftover_temp_files(folder, before)
         except OSError:
             pass  # only housekeeping: the next open tries again
+
+    def _failure(self, what: str, where: str, exc: OSError) -> StoreError:
+        return filelayout.failure(what, self.root, where, exc)
 
     def _obj_path(self, h: bytes) -> str:
         hx = h.hex()
@@ -135,16 +141,15 @@ class FileStore(Store):
             return h
         folder = os.path.dirname(path)
         try:
-            if not os.path.isdir(folder):
-                os.makedirs(folder, mode=0o700, exist_ok=True)
-                fsutil.fsync_dir(self._objects)  # the new folder's entry, before an object in it counts as stored
+            if not os.path.isdir(folder):  # (its entry made durable before an object in it counts as stored)
+                filelayout.make_folder(self.root, folder)
             # Off the page cache once on disk: the objects are for other devices and backups, and this
             # daemon reads them back only to verify. A first push of a 200 MB session would otherwise push
             # as much of the database out of the cache, and take fresh memory for every page it writes
             # (measured: a 185 MB push 0.97 s without, 0.77 s with, after 1 GB of other writes).
             atomic_write(path, data, 0o600, uncached=True)
         except OSError as exc:
-            raise folder_error(f"cannot write object {h.hex()}", self._objects, exc) from None
+            raise self._failure(f"cannot write object {h.hex()}", self._objects, exc) from None
         return h
 
     def _get_sync(self, h: bytes) -> bytes:
@@ -154,9 +159,9 @@ class FileStore(Store):
         except FileNotFoundError as exc:
             if os.path.isdir(self._objects):
                 raise ObjectMissing(h) from None
-            raise folder_error(f"cannot read object {h.hex()}", self._objects, exc) from None  # the store is gone
+            raise self._failure(f"cannot read object {h.hex()}", self._objects, exc) from None  # the store is gone
         except OSError as exc:
-            raise folder_error(f"cannot read object {h.hex()}", self._objects, exc) from None
+            raise self._failure(f"cannot read object {h.hex()}", self._objects, exc) from None
         return check_object(h, data)
 
     def write_stats(self) -> dict[str, int]:
@@ -207,8 +212,19 @@ class FileStore(Store):
     async def get_many(self, hashes: list[bytes]) -> list[bytes]:
         return await asyncio.to_thread(lambda: [self._get_sync(h) for h in hashes])
 
+    def _has_sync(self, path: str) -> bool:
+        return os.path.exists(path) or self._objects_there("cannot look for an object")
+
+    def _objects_there(self, what: str) -> bool:
+        """False if objects/ is there (an object not in it is not held); the store failing if it is not
+        (a folder that went says nothing of what the store holds)."""
+        if os.path.isdir(self._objects):
+            return False
+        gone = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self._objects)
+        raise self._failure(what, self._objects, gone)
+
     async def has(self, h: bytes) -> bool:
-        return await self._reader.run(os.path.exists, self._obj_path(h))
+        return await self._reader.run(self._has_sync, self._obj_path(h))
 
     async def first_missing(self, hashes: Sequence[bytes], *, timeout: float | None = None) -> bytes | None:
         """Store.first_missing in one hop to a thread for them all (a log's check before a share asked
@@ -216,7 +232,10 @@ class FileStore(Store):
         paths = [(h, self._obj_path(h)) for h in hashes]
 
         def first() -> bytes | None:
-            return next((h for h, p in paths if not os.path.exists(p)), None)
+            missing = next((h for h, p in paths if not os.path.exists(p)), None)
+            if missing is not None:
+                self._objects_there("cannot look for objects")
+            return missing
 
         return await asyncio.wait_for(self._reader.run(first), timeout)
 
@@ -229,10 +248,11 @@ class FileStore(Store):
                 if not dry_run:
                     os.unlink(path)
             except FileNotFoundError:
+                self._objects_there(f"cannot delete object {h.hex()}")  # (not: a store that went frees nothing)
                 out.gone.append(h)  # not held (freed before, or never here)
                 continue
             except OSError as exc:
-                raise folder_error(f"cannot delete object {h.hex()}", self._objects, exc) from None
+                raise self._failure(f"cannot delete object {h.hex()}", self._objects, exc) from None
             out.objects += 1
             out.nbytes += size
             out.gone.append(h)
@@ -250,9 +270,9 @@ class FileStore(Store):
         except FileNotFoundError as exc:
             if os.path.isdir(self._heads):
                 return None  # no head of this key
-            raise folder_error("cannot read a head", self._heads, exc) from None  # the store is gone
+            raise self._failure("cannot read a head", self._heads, exc) from None  # the store is gone
         except OSError as exc:
-            raise folder_error("cannot read a head", self._heads, exc) from None
+            raise self._failure("cannot read a head", self._heads, exc) from None
         entry = RegistryEntry.from_bytes(raw)
         if entry.pk != pk:
             raise RegistryError("the head stored under this key is signed by another key")
@@ -302,7 +322,7 @@ class FileStore(Store):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise folder_error("cannot look at the heads", self._heads, exc) from None
+            raise self._failure("cannot look at the heads", self._heads, exc) from None
         return self._watch.changes_since(since)
 
     async def head_versions(self) -> dict[bytes, object] | None:
@@ -312,7 +332,7 @@ class FileStore(Store):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise folder_error("cannot look at the heads", self._heads, exc) from None
+            raise self._failure("cannot look at the heads", self._heads, exc) from None
 
     async def set_head(self, entry: RegistryEntry) -> None:
         await self.batch.set_head(entry)

@@ -29,10 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..storage import fsutil
-from . import headjournal
+from . import filelayout, headjournal
 from .base import MAX_OBJECT_SIZE, StaleHead, StoreError
 from .cid import digest
-from .errors import folder_error
 from .registry import RegistryEntry, RegistryError
 
 # Objects at least this large are dropped from the page cache once on disk (see FileStore._put_sync); a
@@ -58,20 +57,20 @@ class _Op:
 
 
 class BatchWriter:
-    """Writes of one folder store, gathered as described above. Paths come from the store:
-    `obj_path(h)`, `head_path(pk)`, `read_head(pk)` (the stored entry or None, RegistryError if damaged),
-    and the `objects` and `heads` folders; `on_start()` is called as the writer thread starts."""
+    """Writes of one folder store, gathered as described above. Paths come from the store: its folder
+    `root`, `obj_path(h)`, `head_path(pk)`, `read_head(pk)` (the stored entry or None, RegistryError if
+    damaged); `on_start()` is called as the writer thread starts. Folders in the store are made as
+    stores/filelayout.py says: never the store's own."""
 
     def __init__(
         self,
-        objects: str,
-        heads: str,
+        root: str,
         obj_path: Callable[[bytes], str],
         head_path: Callable[[bytes], str],
         read_head: Callable[[bytes], RegistryEntry | None],
         on_start: Callable[[], None] = lambda: None,
     ):
-        self._objects, self._heads = objects, heads
+        self._root, self._objects, self._heads = root, os.path.join(root, "objects"), os.path.join(root, "heads")
         self._on_start = on_start  # called when the writer thread starts (the store's first write)
         self._obj_path, self._head_path, self._read_head = obj_path, head_path, read_head
         self._cond = threading.Condition()
@@ -184,21 +183,23 @@ class BatchWriter:
             try:
                 if folder not in self._dirs:
                     if not os.path.isdir(folder):
-                        os.makedirs(folder, mode=0o700, exist_ok=True)
+                        filelayout.make_folder(self._root, folder, durable=False)
                         new_dirs = True
                     self._dirs.add(folder)
                 if not os.path.exists(path):
                     try:
                         _write_file(path, data, uncached=len(data) >= UNCACHED_FROM)
                     except FileNotFoundError:  # the folder went since it was seen (the store was emptied): again
-                        os.makedirs(folder, mode=0o700, exist_ok=True)
+                        self._dirs.discard(folder)
+                        filelayout.make_folder(self._root, folder, durable=False)
                         new_dirs = True
                         _write_file(path, data, uncached=len(data) >= UNCACHED_FROM)
+                        self._dirs.add(folder)
                     dirty.setdefault(folder, []).append(op)
                 # else: stored before (by an earlier batch, durable then, or by a long push's writer
                 # threads, which answer only once durable)
             except OSError as exc:
-                op.error = folder_error(f"cannot write object {h.hex()}", self._objects, exc)
+                op.error = self._failed(f"cannot write object {h.hex()}", self._objects, exc)
                 continue
             op.result, op.ok = h, True
         if new_dirs:
@@ -212,21 +213,23 @@ class BatchWriter:
                     self._dirs.clear()
                 for op in failed:
                     if op.ok:
-                        op.ok, op.error = False, folder_error(f"cannot make {folder} durable", folder, exc)
+                        op.ok, op.error = False, self._failed(f"cannot make {folder} durable", folder, exc)
+
+    def _failed(self, what: str, where: str, exc: OSError) -> StoreError:
+        return filelayout.failure(what, self._root, where, exc)
 
     def _write_heads(self, ops: list[_Op]) -> None:
         lock = os.path.join(self._heads, ".lock")
         try:
             try:
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-            except FileNotFoundError:  # the store's folder went (emptied by hand, a synced folder wiped): again,
-                # as its objects' folders are (every push fails otherwise, until a restart makes it)
-                os.makedirs(self._heads, mode=0o700, exist_ok=True)
-                fsutil.fsync_dir(os.path.dirname(self._heads))
+            except FileNotFoundError:  # heads/ went (the store emptied by hand): made again, as its objects'
+                # folders are, if the folder is still the store (filelayout.py; not a share's empty mount point)
+                filelayout.make_folder(self._root, self._heads)
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             for op in ops:
-                op.error = folder_error(f"cannot lock the heads of {self._heads}", self._heads, exc)
+                op.error = self._failed(f"cannot lock the heads of {self._heads}", self._heads, exc)
             return
         written: list[_Op] = []
         try:
@@ -258,13 +261,13 @@ class BatchWriter:
                 except RegistryError as exc:
                     op.error = exc
                 except OSError as exc:
-                    op.error = folder_error(f"cannot write a head in {self._heads}", self._heads, exc)
+                    op.error = self._failed(f"cannot write a head in {self._heads}", self._heads, exc)
             if written:
                 try:
                     fsutil.fsync_dir(self._heads)
                 except OSError as exc:
                     for op in written:
-                        op.ok, op.error = False, folder_error(f"cannot make {self._heads} durable", self._heads, exc)
+                        op.ok, op.error = False, self._failed(f"cannot make {self._heads} durable", self._heads, exc)
                     written = []
             try:  # once durable, the followers' hint (stores/headjournal.py): one append for the batch
                 headjournal.append(self._heads, [(op.entry.pk, op.entry.revision) for op in written if op.entry])

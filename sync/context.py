@@ -106,9 +106,11 @@ class SyncContext:
         self.on_event({"type": "progress", "task": task, "session": sid, "done": min(done, total), "total": total})
 
     # ------------------------------------------------------------------ stores per session
-    def open_store(self, url: str | None, *, create: bool = True) -> Store:
+    def open_store(self, url: str | None, *, missing_ok: bool = True) -> Store:
         """The store at `url` (this daemon's own store for None or its URL; a mirror's URLs joined by
-        mirrorurls.SEPARATOR), opened once."""
+        mirrorurls.SEPARATOR), opened once. A folder store is never made here (only the daemon's own
+        store, at its first use: daemon/server.py); one not there is opened all the same, unreachable
+        until it is back (a share not mounted), or with missing_ok=False refused (StoreError)."""
         if not url or same_stores(url, self.store.url):  # credentials (an invite, a password) are no other store
             return self.store
         key = stores_identity(url)
@@ -124,7 +126,12 @@ class SyncContext:
             # a session's store is recorded without its credentials: those an import was given come back here
             url = self.credentials.fill(url)
             st = self.stores[key] = open_stores(
-                url, self.db.outbox, timeout=self.timeout, create=create, head_key=self.own_head_key
+                url,
+                self.db.outbox,
+                timeout=self.timeout,
+                create=False,
+                missing_ok=missing_ok,
+                head_key=self.own_head_key,
             )
             self._opened_with[key] = credentials_of(url)
         return st

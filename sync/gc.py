@@ -117,7 +117,7 @@ class Collector:
             rep: dict = {"store": shown_store(url), "objects": 0, "bytes": 0, "how": "deleted"}
             errors: list[str] = []
             try:
-                store: Store | None = ctx.open_store(url, create=False)
+                store: Store | None = ctx.open_store(url, missing_ok=False)
             except (StoreError, ValueError, OSError) as exc:
                 store, rep["how"] = None, f"cannot open the store: {describe(exc)}"
             for sid, hashes in sorted(per_session.items()):

@@ -365,7 +365,7 @@ class Importer:
         ctx, sid = self.ctx, code.session_id
         if store_url:
             try:
-                asked = ctx.open_store(store_url, create=False)  # a code makes no folders
+                asked = ctx.open_store(store_url, missing_ok=False)  # a code makes no folders
             except StoreError as exc:
                 raise ImportError_(
                     "bad_store", f"cannot open the store {shown_store(store_url)}: {exc}; check the URL"
@@ -394,7 +394,7 @@ class Importer:
             if not hint or same_stores(hint, ctx.store.url):
                 continue
             try:
-                hinted = ctx.open_store(hint, create=False)
+                hinted = ctx.open_store(hint, missing_ok=False)
             except StoreError:
                 continue  # an unusable hint (a folder not here, a scheme not known)
             looked.append(hinted)

@@ -47,14 +47,21 @@ LAG = 5.0
 
 
 def open_stores(
-    url: str, outbox: Outbox, *, timeout: float = 30.0, create: bool = True, head_key: HeadKey | None = None
+    url: str,
+    outbox: Outbox,
+    *,
+    timeout: float = 30.0,
+    create: bool = True,
+    missing_ok: bool = False,
+    head_key: HeadKey | None = None,
 ) -> Store:
     """The store a store identity names: one store, or a mirror of several (its drain started; call
-    from the event loop). `head_key`: see MirrorStore."""
+    from the event loop). `create`, `missing_ok`: a folder store's, as open_store; `head_key`: see MirrorStore."""
     urls = mirror_urls(url)
-    if len(urls) == 1:
-        return open_store(urls[0], create=create)
-    mirror = MirrorStore([open_store(u, create=create) for u in urls], outbox, timeout=timeout, head_key=head_key)
+    opened = [open_store(u, create=create, missing_ok=missing_ok) for u in urls]
+    if len(opened) == 1:
+        return opened[0]
+    mirror = MirrorStore(opened, outbox, timeout=timeout, head_key=head_key)
     mirror.start()
     return mirror
 

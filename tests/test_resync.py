@@ -307,11 +307,11 @@ def test_sync_pushes_again_what_the_store_lost(make_daemon, url, store_dir):
     assert contents(b, sid) == contents(a, sid)
 
 
-def test_a_store_folder_removed_whole_is_written_again(make_daemon, url, store_dir):
-    """The folder store removed whole under a running daemon (emptied by hand, a synced folder wiped): its
-    objects/ came back with the next write but its heads/ did not, so every push failed from then on
-    ("cannot lock the heads of .../heads") until the daemon was restarted, and `sync --wait` (doctor's fix)
-    failed the same way. The next push now makes the folder again and `sync --wait` pushes the whole log."""
+def test_a_store_folder_removed_whole_is_not_made_again_until_made_by_hand(make_daemon, url, store_dir):
+    """The folder store removed whole under a running daemon (a synced folder wiped, a share not mounted):
+    the next push made the folder again, on whatever disk its path was now on, and `sync` said all was
+    pushed. Now the store is unreachable, naming its folder, and nothing is made; once a store is there
+    again (here an empty one, made by hand: its objects/ and heads/), `sync --wait` pushes the whole log."""
     a = make_daemon(url).start()
     sid = a.client().create_session(name="wiped")["id"]
     a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(10)])
@@ -319,6 +319,11 @@ def test_a_store_folder_removed_whole_is_written_again(make_daemon, url, store_d
     verified(a)
     shutil.rmtree(store_dir)
     a.client().append(sid, "user", "after the wipe")
+    res = run_cli(a.home, "sync", "--wait", "--timeout", "3")
+    assert res.returncode != 0 and f"the store folder {store_dir} is missing" in res.stdout, res.stdout + res.stderr
+    assert not os.path.exists(store_dir)
+    for sub in ("objects", "heads"):
+        os.makedirs(os.path.join(store_dir, sub))
     res = run_cli(a.home, "sync", "--wait", "--timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     verified(a)

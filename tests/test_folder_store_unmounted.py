@@ -1,0 +1,245 @@
+"""A folder store on a share that is not mounted (or a synced folder that went) is the store failing, not
+a place to write: the daemon made the folder again on the local disk under the mount point, `sync`
+said all was pushed, the other devices never saw those writes, and once the share was mounted again it
+hid them (the daemon held heads and objects as pushed that the share lacked). Only the first use of a
+store (a home's first start with it, or `--change-store` to it) makes its folder; a store that was there
+and went, or an empty folder in its place (an empty mount point), fails as unreachable, naming the
+folder, and what waits is pushed once the store is back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from nacl.signing import SigningKey
+
+from conftest import cli_json, run_cli, wait_for, write_config
+from sessiond.stores import FileStore, StoreError
+from sessiond.stores.errors import StoreUnreachable
+from sessiond.stores.filelayout import MARKER
+from sessiond.stores.registry import RegistryEntry
+from sessiond.sync.heads import head_data
+
+KEY = SigningKey(bytes(range(32)))
+
+
+def _head(rev: int) -> RegistryEntry:
+    return RegistryEntry.create(KEY, rev, head_data(bytes(32)))
+
+
+@pytest.fixture
+def share(tmp_path):
+    """A store folder below a mount point: (the mount point, the store folder, where it goes meanwhile)."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    return str(mount), str(mount / "store"), str(tmp_path / "away")
+
+
+def contents(d, sid) -> list[str]:
+    return [m["content"] for m in d.client().messages(sid, limit=1000)["messages"]]
+
+
+def _pushed(d) -> str:
+    c = d.client()
+    sid = c.create_session(name="on a share")["id"]
+    c.append(sid, "user", "before the unmount")
+    assert c.sync(sid, wait=True, timeout=10)["complete"]
+    return sid
+
+
+def _fails_unreachable(d, sid: str, folder: str, why: str = "is missing or not a folder") -> None:
+    """`sync --wait`, status and doctor say the store folder is missing (`why`), and what to do."""
+    res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "3", "--json")
+    assert res.returncode != 0, res.stdout
+    said = json.dumps(json.loads(res.stdout)["sessions"][sid]["last_error"])
+    assert f"the store folder {folder} {why}" in said, said
+    assert "mount" in said and "--change-store" in said, said
+    status = json.dumps(cli_json(d.home, "status")["sync"][sid]["last_error"])
+    assert f"the store folder {folder} {why}" in status, status
+    doctor = run_cli(d.home, "doctor", "--json")
+    assert doctor.returncode != 0, doctor.stdout
+    store = json.dumps([f for f in json.loads(doctor.stdout)["findings"] if f["check"] == "store"])
+    assert "problem" in store and f"the store folder {folder} {why}" in store and "mount" in store, store
+
+
+def _pushed_and_seen(make_daemon, a, sid: str, store: str) -> None:
+    """The store back: `sync --wait` pushes what waited, and another device on it sees all of it."""
+    res = run_cli(a.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    b = make_daemon(f"file://{store}").start()
+    b.client().import_code(a.client().share(sid)["code"])
+    assert contents(b, sid) == ["before the unmount", "while unmounted"]
+
+
+def test_a_store_folder_moved_away_is_unreachable_and_not_made_again(make_daemon, share):
+    mount, store, away = share
+    a = make_daemon(f"file://{store}")
+    write_config(a.home, push_delay=3600)  # only an asked sync pushes
+    a.start()
+    sid = _pushed(a)
+    os.rename(store, away)  # the share unmounted: its folder is no longer there
+    a.client().append(sid, "user", "while unmounted")
+    _fails_unreachable(a, sid, store)
+    assert os.listdir(mount) == [], "the store folder was made again on the local disk"
+
+    os.rename(away, store)  # mounted again
+    _pushed_and_seen(make_daemon, a, sid, store)
+
+
+def test_an_empty_folder_in_the_store_s_place_is_not_taken_for_it(make_daemon, share):
+    """The store is the mount point itself: unmounted, an empty folder is left at its path."""
+    mount, _store, away = share
+    a = make_daemon(f"file://{mount}")
+    write_config(a.home, push_delay=3600)
+    a.start()
+    sid = _pushed(a)
+    assert os.path.isfile(os.path.join(mount, MARKER))
+    os.rename(mount, away)
+    os.mkdir(mount)  # the empty mount point
+    a.client().append(sid, "user", "while unmounted")
+    _fails_unreachable(a, sid, mount, "is empty or not a store")
+    assert os.listdir(mount) == [], "the empty mount point was taken for the store"
+
+    os.rmdir(mount)
+    os.rename(away, mount)
+    _pushed_and_seen(make_daemon, a, sid, mount)
+
+
+def test_a_restart_while_the_store_is_away_starts_without_making_it(make_daemon, share):
+    """A laptop started before its share is mounted: the daemon starts, makes no folder, and pushes what
+    waits once the store is there (each push tried again: no `sync --wait` needed)."""
+    mount, store, away = share
+    a = make_daemon(f"file://{store}")
+    write_config(a.home, push_delay=0.1)
+    a.start()
+    sid = _pushed(a)
+    a.stop()
+    os.rename(store, away)
+    a.store = None  # started as a service is: the remembered store
+    a.start()
+    a.client().append(sid, "user", "after a restart while unmounted")
+    wait_for(
+        lambda: "is missing" in json.dumps(cli_json(a.home, "status")["sync"][sid]["last_error"]),
+        timeout=15,
+        what="the push failing as the store missing",
+    )
+    assert os.listdir(mount) == []
+    os.rename(away, store)
+    wait_for(lambda: cli_json(a.home, "status")["sync"][sid]["state"] == "synced", timeout=60, what="pushed")
+    b = make_daemon(f"file://{store}").start()
+    b.client().import_code(a.client().share(sid)["code"])
+    assert contents(b, sid) == ["before the unmount", "after a restart while unmounted"]
+
+
+def test_a_store_an_older_version_made_without_the_marker_is_still_a_store(make_daemon, share):
+    _mount, store, _away = share
+    a = make_daemon(f"file://{store}").start()
+    sid = _pushed(a)
+    a.stop()
+    os.unlink(os.path.join(store, MARKER))  # as versions before the marker made it
+    a.start()
+    a.client().append(sid, "user", "then")
+    assert a.client().sync(sid, wait=True, timeout=10)["complete"]
+    wait_for(lambda: os.path.isfile(os.path.join(store, MARKER)), what="the marker written into the old store")
+
+
+def test_a_mirror_s_folder_store_away_keeps_its_writes_in_the_outbox(make_daemon, tmp_path):
+    """A mirror of a local folder and a share: the share's writes wait in its outbox while it is away (not
+    in a new folder under its mount point), and its drain sends them once it is back."""
+    local, mount, away = tmp_path / "local", tmp_path / "mnt", tmp_path / "away"
+    mount.mkdir()
+    share = mount / "store"
+    a = make_daemon([f"file://{local}", f"file://{share}"]).start()
+    c = a.client()
+    sid = c.create_session(name="mirrored")["id"]
+    c.append(sid, "user", "before the unmount")
+    assert c.sync(sid, wait=True, timeout=30)["complete"]
+    os.rename(share, away)
+    c.append(sid, "user", "while unmounted")
+
+    def waiting() -> dict | None:
+        c.sync(sid, wait=True, timeout=10)
+        st = {s["url"]: s for s in c.status()["stores"]}[f"file://{share}"]
+        return st if st["pending"] and st["last_error"] else None
+
+    st = wait_for(waiting, timeout=20, what="the share's writes waiting in its outbox")
+    assert f"the store folder {share} is missing" in st["last_error"], st
+    assert os.listdir(mount) == []
+    os.rename(away, share)
+    wait_for(
+        lambda: {s["url"]: s for s in c.status()["stores"]}[f"file://{share}"]["pending"] == 0,
+        timeout=60,
+        what="the outbox drained",
+    )
+    b = make_daemon(f"file://{share}").start()  # a device that reads only the share
+    b.client().import_code(c.share(sid)["code"])
+    assert contents(b, sid) == ["before the unmount", "while unmounted"]
+
+
+async def test_the_store_opened_without_making_it_fails_unreachable_and_makes_nothing(tmp_path):
+    root = tmp_path / "store"
+    with pytest.raises(StoreError, match="there is no store"):
+        FileStore(str(root), create=False)
+    store = FileStore(str(root), create=False, missing_ok=True)  # the daemon's own, used before
+    with pytest.raises(StoreUnreachable, match=f"the store folder {root} is missing"):
+        await store.put(b"an object")
+    with pytest.raises(StoreUnreachable):
+        await store.set_head(_head(1))
+    with pytest.raises(StoreUnreachable, match=f"the store folder {root} is missing"):
+        await store.get_head(_head(1).pk)
+    assert not root.exists()
+    await store.close()
+
+
+async def test_an_empty_folder_is_no_store_but_a_marked_one_is_made_whole_again(tmp_path):
+    root = tmp_path / "store"
+    root.mkdir()  # an empty mount point
+    store = FileStore(str(root), create=False, missing_ok=True)
+    calls = (
+        lambda: store.put(b"an object"),
+        lambda: store.set_head(_head(1)),
+        lambda: store.get_head(_head(1).pk),
+        lambda: store.has(bytes(32)),
+    )
+    for call in calls:
+        with pytest.raises(StoreUnreachable, match=f"the store folder {root} is empty or not a store"):
+            await call()
+    assert list(root.iterdir()) == []
+    await store.close()
+
+    made = FileStore(str(root))  # a first use makes it, marker last
+    assert sorted(p.name for p in root.iterdir()) == ["heads", "objects", MARKER]
+    await made.put(b"an object")
+    await made.close()
+    shutil.rmtree(root / "heads")  # emptied by hand: the marker says it is still the store
+    shutil.rmtree(root / "objects")
+    store = FileStore(str(root), create=False)
+    h = await store.put(b"again")
+    await store.set_head(_head(1))
+    assert await store.get(h) == b"again" and (await store.get_head(_head(1).pk)).revision == 1
+    await store.close()
+
+
+async def test_asking_whether_objects_are_there_in_a_store_that_went_is_unreachable(tmp_path):
+    """`has` and `first_missing` said "not there" of every object of a store whose folder went, and `free`
+    "freed": a mirror's drain, probing whether a store that failed is back (has), took it for back and
+    showed it reachable, and `gc` noted as freed objects the share still held once mounted again."""
+    root = tmp_path / "mnt" / "store"
+    store = FileStore(str(root))
+    h = await store.put(b"an object")
+    assert await store.has(h) and await store.first_missing([h]) is None
+    root.rename(tmp_path / "away")
+    calls = (
+        lambda: store.has(h),
+        lambda: store.has(bytes(32)),
+        lambda: store.first_missing([h]),
+        lambda: store.free([h]),
+    )
+    for call in calls:
+        with pytest.raises(StoreUnreachable, match=f"the store folder {root} is missing"):
+            await call()
+    (tmp_path / "away").rename(root)
+    assert await store.has(h) and not await store.has(bytes(32)) and await store.first_missing([bytes(32)]) == bytes(32)
+    await store.close()
