@@ -328,3 +328,24 @@ def test_a_chatgpt_session_imported_without_message_ids_is_still_compared_by_tex
     msgs = c.messages(sid, limit=1000)["messages"]
     assert contents(daemon, sid) == [("user", "Hi"), ("assistant", "Hello!"), ("user", "Again?")]
     assert msgs[-1]["metadata"] == {"source": "chatgpt", "id": "u2"}
+
+
+def test_a_chatgpt_conversation_s_other_branches_are_named_as_not_brought_up_to_date(daemon, tmp_path):
+    """Before: a re-import brought a ChatGPT conversation's history (the branch at current_node) up to date
+    and passed over its other branches without a word; each is now named, with the session of the
+    conversation, as not brought up to date (`branches`; a line each)."""
+    first = fixture("chatgpt_conversations.json")
+    made = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", first), "--format", "chatgpt")
+    sid, other = made["sessions"][0]["id"], made["sessions"][-1]["id"]
+    later = [chatgpt_continued(first[0], "More?", "More."), *first[1:]]
+    path = _write(tmp_path, "b.json", later)
+    out = cli_json(daemon.home, "import-file", path, "--format", "chatgpt")
+    assert [(a["session"], a["messages"]) for a in out["appended"]] == [(sid, 2)]
+    assert [(b["session"], b["source"], b["conversation"], b["node"]) for b in out["branches"]] == [
+        (sid, "chatgpt", first[0]["id"], "b2")
+    ]
+    assert out["branches"][0]["name"] == first[0]["title"] and out["branches"][0]["messages"] >= 1
+    res = run_cli(daemon.home, "import-file", path, "--format", "chatgpt", check=True)  # up to date: still said
+    assert "branch ending at node 'b2'" in res.stderr and "not brought up to date" in res.stderr, res.stderr
+    assert cli_json(daemon.home, "import-file", path, "--format", "chatgpt")["branches"] == out["branches"]
+    assert all(b["session"] != other for b in out["branches"])  # (the other conversation has no branch)
