@@ -149,11 +149,25 @@ class ImportDiverged(TypedDict):
 
 
 @with_config(ANSWER)
+class ImportBranch(TypedDict):
+    """Another branch (ChatGPT's: not the one at current_node) of a conversation skipped or appended to: a
+    re-import does not bring it up to date."""
+
+    source: Literal["chatgpt", "claude", "openwebui", "llm"]
+    conversation: str
+    name: str | None
+    session: str  # the session here holding the conversation's history
+    node: str  # the branch's last message's node id in the file
+    messages: int  # how many messages the branch holds in the file
+
+
+@with_config(ANSWER)
 class ImportFileResult(TypedDict):
     sessions: list[Session]  # made
     skipped: list[ImportedBefore]
     appended: list[ImportAppended]
     diverged: list[ImportDiverged]
+    branches: list[ImportBranch]  # not brought up to date
 
 
 @with_config(QUERY)

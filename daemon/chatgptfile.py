@@ -41,8 +41,10 @@ def _name(x: Any) -> str | None:
 
 
 def message_of(node: dict, node_id: str, where: str) -> dict | None:
-    """A node's message, unchecked ({role, content, node, and a call's tool_calls or a tool's name}), or None
-    for what is not the conversation's (hidden scaffolding, images, empty turns, roles sessiond has not)."""
+    """A node's message, unchecked ({role, content, node, metadata: {source, id: the node's}, and a call's
+    tool_calls or a tool's name}), or None for what is not the conversation's (hidden scaffolding, images,
+    empty turns, roles sessiond has not). The node id kept is what a re-import compares it by
+    (reimports.same): two messages of the same text are told apart by it."""
     msg = node.get("message")
     if not msg:
         return None
@@ -55,7 +57,9 @@ def message_of(node: dict, node_id: str, where: str) -> dict | None:
     text = _text(msg.get("content"), f"{where}: node {node_id!r}")
     if role not in ROLES or text is None or not text.strip():
         return None
-    out: dict[str, Any] = {"role": role, "content": text, "node": node_id}
+    out: dict[str, Any] = {"role": role, "content": text, "node": node_id, "metadata": {"source": "chatgpt"}}
+    if _name(node_id) is not None:
+        out["metadata"]["id"] = node_id
     recipient = _name(msg.get("recipient"))
     if role == "assistant" and recipient and recipient != "all":  # a call of a tool: its code or query
         call_id = _name(node_id) or _name(msg.get("id"))

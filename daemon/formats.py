@@ -271,7 +271,8 @@ async def import_file(
     the daemon's next start deletes (daemon/server.py). `remove(sid)` deletes one of them as that start
     does (daemon.ops.delete_session: its key files too, once a push under way ended). `progress(done,
     total)`: messages written so far, of all the file's. Returns the sessions made, and what became of the
-    conversations sessions here were imported from already (reimports.py): skipped, appended, diverged."""
+    conversations sessions here were imported from already (reimports.py): skipped, appended, diverged, and
+    their other branches, not brought up to date (branches)."""
     if fmt is None:
         fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
@@ -284,7 +285,7 @@ async def import_file(
         plan = PARSERS[fmt](data)
     else:
         raise Invalid(f"unknown import format {fmt!r}: use openai, json, chatgpt, claude, openwebui or llm")
-    plan, tails, skipped = await reimports.sort_out(db, plan)
+    plan, tails, skipped, branches = await reimports.sort_out(db, plan)
     await pause_for_tests("import-file.sorted")
     for item in plan:
         filelimits.within_limits(db.limits, item["spec"], [item["messages"], *(f["messages"] for f in item["forks"])])
@@ -374,7 +375,7 @@ async def import_file(
     await db.end_file_import([s["id"] for s in created], finish)
     appended = await reimports.append_tails(db, tails, estimate, step, skipped)
     made = [await db.get_session(s["id"], counts=True) for s in created]
-    return made, {"skipped": skipped, "appended": appended, "diverged": diverged}
+    return made, {"skipped": skipped, "appended": appended, "diverged": diverged, "branches": branches}
 
 
 # A long conversation goes in as appends of this many messages: progress between them, and no one

@@ -86,16 +86,18 @@ async def _compare(db: Any, sid: str, messages: list[dict]) -> tuple[str, str, i
     return ("up_to_date" if len(here) >= len(messages) else "prefix"), chat, len(here)
 
 
-async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
     """`plan` (a file's sessions to make) sorted by what is here: (those to make, each a conversation new here
     or one that diverged (its item then holds `diverged_from`, the oldest session here made of it); the
     tails to append: {"report", "session", "chat", "messages", "export": all its messages}; those skipped as
-    up to date: {"source", "conversation", "name", "session", "reason"}."""
+    up to date: {"source", "conversation", "name", "session", "reason"}; the other branches (ChatGPT's) of
+    the conversations appended to or skipped, which are not brought up to date: branches_of)."""
     keys = [source_of(item["spec"]) for item in plan]
     here = await db.imported_from({k[0]: k[1] for k in keys if k is not None})
     make: list[dict] = []
     tails: list[dict] = []
     skipped: list[dict] = []
+    branches: list[dict] = []
     for item, key in zip(plan, keys, strict=True):
         sids = here.get((key[0], key[2]), []) if key is not None else []
         if key is None or not sids:
@@ -108,13 +110,28 @@ async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], l
         starts = sorted(((-n, i), sid, chat, n) for i, ((how, chat, n), sid) in enumerate(seen) if how == "prefix")
         if held:
             skipped.append({**report, "session": held[0], "reason": "up_to_date"})
+            branches += branches_of(item, {**report, "session": held[0]})
         elif starts:
             _, sid, chat, n = starts[0]
             tail = item["messages"][n:]
             tails.append({"report": report, "session": sid, "chat": chat, "messages": tail, "export": item["messages"]})
+            branches += branches_of(item, {**report, "session": sid})
         else:
             make.append({**item, "diverged_from": sids[0]})
-    return make, tails, skipped
+    return make, tails, skipped, branches
+
+
+def branches_of(item: dict, report: dict) -> list[dict]:
+    """The file's other branches of a conversation whose history was compared with session `report["session"]`
+    (a ChatGPT conversation's, but for the branch at current_node), which a re-import does not bring up to
+    date: {"source", "conversation", "name", "session", "node": the branch's last message's node id,
+    "messages": how many it holds}, one each."""
+    out = []
+    for fork in item.get("forks") or ():
+        last = fork["messages"][-1].get("node") if fork["messages"] else None
+        if isinstance(last, str):
+            out.append({**report, "node": last, "messages": len(fork["messages"])})
+    return out
 
 
 def diverged(item: dict, new: str) -> dict:

@@ -107,7 +107,7 @@ def _appends_the_new_tail(daemon, tmp_path, fmt: str) -> None:
 def test_a_chatgpt_export_imported_again_appends_what_a_conversation_gained(daemon, tmp_path):
     """Before: a conversation continued in ChatGPT since the last import was skipped whole (its new
     messages never came in unless the session here was deleted first); now its new messages are appended
-    to the session made of it (compared by role and text: ChatGPT's messages keep no id here)."""
+    to the session made of it (compared by the messages' ChatGPT node ids, which they keep now)."""
     _appends_the_new_tail(daemon, tmp_path, "chatgpt")
 
 
@@ -263,3 +263,89 @@ def test_a_turn_that_gained_its_tool_use_is_not_taken_for_the_old_one(daemon, tm
         m.get("tool_calls", [{}])[0].get("function", {}).get("name")
         for m in daemon.client().messages(new["id"])["messages"]
     ][1] == "weather"
+
+
+def _chatgpt_linear(cid: str, *turns: tuple[str, str, str]) -> dict:
+    """A linear ChatGPT conversation of (node id, role, text) turns."""
+    mapping: dict = {}
+    parent = None
+    for node, role, text in turns:
+        mapping[node] = {
+            "id": node,
+            "parent": parent,
+            "children": [],
+            "message": {"id": node, "author": {"role": role}, "content": {"content_type": "text", "parts": [text]}},
+        }
+        if parent is not None:
+            mapping[parent]["children"].append(node)
+        parent = node
+    return {"id": cid, "title": "same words", "mapping": mapping, "current_node": parent}
+
+
+def test_a_chatgpt_answer_replaced_by_one_of_the_same_text_is_a_divergence_not_a_prefix(daemon, tmp_path):
+    """Before: ChatGPT's messages were compared by role and text only, so an answer regenerated in ChatGPT
+    with the same text ("ok") looked like the session's history continued, and the app's new messages were
+    appended after the old answer. Each message now keeps its ChatGPT node id (metadata `id`), and the two
+    are compared by it: the app's history parted from the one here, so it is a session of its own."""
+    first = _chatgpt_linear("c-same", ("u1", "user", "ok"), ("a1", "assistant", "ok"))
+    made = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", [first]), "--format", "chatgpt")
+    (sid,) = [s["id"] for s in made["sessions"]]
+    msgs = daemon.client().messages(sid, limit=1000)["messages"]
+    assert [(m["metadata"]["source"], m["metadata"]["id"]) for m in msgs] == [("chatgpt", "u1"), ("chatgpt", "a1")]
+    # the answer regenerated in ChatGPT (the same text, another node), then the conversation went on
+    later = copy.deepcopy(first)
+    m = later["mapping"]
+    m["a2"] = {**copy.deepcopy(m["a1"]), "id": "a2"}
+    m["a2"]["message"]["id"] = "a2"
+    m["u1"]["children"].append("a2")
+    m["u3"] = {**copy.deepcopy(m["u1"]), "id": "u3", "parent": "a2", "children": []}
+    m["u3"]["message"]["id"] = "u3"
+    m["a2"]["children"] = ["u3"]
+    later["current_node"] = "u3"
+    out = cli_json(daemon.home, "import-file", _write(tmp_path, "b.json", [later]), "--format", "chatgpt")
+    assert out["appended"] == [], out
+    [(old, new)] = [(x["session"], x["new_session"]) for x in out["diverged"]]
+    assert old == sid and new in [s["id"] for s in out["sessions"]]
+    assert contents(daemon, sid) == [("user", "ok"), ("assistant", "ok")]  # left as it was
+    assert contents(daemon, new) == [("user", "ok"), ("assistant", "ok"), ("user", "ok")]
+    # continued in ChatGPT once more: appended to the session of its new history, by ids
+    more = chatgpt_continued(later, "Fine.")
+    out = cli_json(daemon.home, "import-file", _write(tmp_path, "c.json", [more]), "--format", "chatgpt")
+    assert [(a["session"], a["messages"]) for a in out["appended"]] == [(new, 1)] and out["diverged"] == []
+
+
+def test_a_chatgpt_session_imported_without_message_ids_is_still_compared_by_text(daemon, tmp_path):
+    """A session an older sessiond imported (its messages keep no ChatGPT id) is compared by role and text:
+    the app's conversation continued since is appended to it, not made a second session."""
+    c = daemon.client()
+    sid = c.create_session(name="older", metadata={"source": "chatgpt", "conversation": "c-old"})["id"]
+    c.append(sid, "user", "Hi")
+    c.append(sid, "assistant", "Hello!")
+    later = _chatgpt_linear("c-old", ("u1", "user", "Hi"), ("a1", "assistant", "Hello!"), ("u2", "user", "Again?"))
+    out = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", [later]), "--format", "chatgpt")
+    assert out["sessions"] == [] and out["diverged"] == []
+    assert [(a["session"], a["messages"]) for a in out["appended"]] == [(sid, 1)]
+    msgs = c.messages(sid, limit=1000)["messages"]
+    assert contents(daemon, sid) == [("user", "Hi"), ("assistant", "Hello!"), ("user", "Again?")]
+    assert msgs[-1]["metadata"] == {"source": "chatgpt", "id": "u2"}
+
+
+def test_a_chatgpt_conversation_s_other_branches_are_named_as_not_brought_up_to_date(daemon, tmp_path):
+    """Before: a re-import brought a ChatGPT conversation's history (the branch at current_node) up to date
+    and passed over its other branches without a word; each is now named, with the session of the
+    conversation, as not brought up to date (`branches`; a line each)."""
+    first = fixture("chatgpt_conversations.json")
+    made = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", first), "--format", "chatgpt")
+    sid, other = made["sessions"][0]["id"], made["sessions"][-1]["id"]
+    later = [chatgpt_continued(first[0], "More?", "More."), *first[1:]]
+    path = _write(tmp_path, "b.json", later)
+    out = cli_json(daemon.home, "import-file", path, "--format", "chatgpt")
+    assert [(a["session"], a["messages"]) for a in out["appended"]] == [(sid, 2)]
+    assert [(b["session"], b["source"], b["conversation"], b["node"]) for b in out["branches"]] == [
+        (sid, "chatgpt", first[0]["id"], "b2")
+    ]
+    assert out["branches"][0]["name"] == first[0]["title"] and out["branches"][0]["messages"] >= 1
+    res = run_cli(daemon.home, "import-file", path, "--format", "chatgpt", check=True)  # up to date: still said
+    assert "branch ending at node 'b2'" in res.stderr and "not brought up to date" in res.stderr, res.stderr
+    assert cli_json(daemon.home, "import-file", path, "--format", "chatgpt")["branches"] == out["branches"]
+    assert all(b["session"] != other for b in out["branches"])  # (the other conversation has no branch)

@@ -155,4 +155,9 @@ def _again(res: ImportFileResult) -> list[str]:
             lines.append(f"{said(s)}: its new messages were not appended to session {s['session']}: {why}")
         else:
             lines.append(f"{said(s)} was already imported as session {s['session']}: nothing new, skipped")
+    for b in res.get("branches", ()):
+        lines.append(
+            f"{said(b)}: its branch ending at node {b['node']!r} ({b['messages']} messages) is not brought up to"
+            f" date: only the history (the branch at current_node) is compared with session {b['session']}"
+        )
     return lines
