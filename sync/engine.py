@@ -30,8 +30,9 @@ from collections.abc import Callable, Sequence
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
+from ..storage.redact import scrub_text
 from ..stores import Store, StoreError
-from ..stores.errors import settled
+from ..stores.errors import StoreTimeout, describe_failure, failing, settled
 from .context import SyncContext
 from .devices import session_devices
 from .errors import ImportError_, SyncError, describe
@@ -396,14 +397,27 @@ class Syncer:
         states = await self.status(sid)
         result = {s: states[s] for s in targets if s in states}
         for s in unpulled & result.keys():
-            result[s] = {
-                **result[s],
-                "pull_error": f"the pull did not end within the sync's timeout of {timeout:g} s (the store is slow "
-                "or not answering); it goes on in the background",
-            }
+            result[s] = {**result[s], "pull_error": await self._unpulled_why(s, timeout)}
         pushed = all(st["pushed_seq"] >= marks[s] for s, st in result.items())
         complete = pushed and not unpulled and not any(s in pull_errors for s in targets)
         return {"complete": complete, "pushed": pushed, "sessions": result}
+
+    async def _unpulled_why(self, sid: str, timeout: float) -> str:
+        """Why `sid`'s pull did not end within a sync's `timeout`: the store's own answer if it gave one that
+        is not a hang (unreachable, refusing, ...: its last pull failed so, or else its push), as a pull says
+        it; else that the store is slow. (A store that answers so is no slower for it: the timeout is not why.)"""
+        later = "; the pull goes on in the background"
+        if self.ctx.pull_kinds.get(sid) == "store" and sid in self.ctx.pull_errors:
+            return self.ctx.pull_errors[sid] + later
+        cause = self._causes.get(sid)
+        if cause is not None and failing(cause) and not isinstance(cause, (StoreTimeout, TimeoutError)):
+            remote = await self.db.remote(sid)
+            url = remote["store_url"] if remote is not None else self.ctx.store.url
+            return scrub_text(describe_failure(cause, url)) + later
+        return (
+            f"the pull did not end within the sync's timeout of {timeout:g} s (the store is slow or not answering)"
+            + "; it goes on in the background"
+        )
 
     async def _pull_now(self, sid: str) -> None:
         try:

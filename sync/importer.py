@@ -85,7 +85,8 @@ class Importer:
         """Why a code whose members slot holds a rekey notice does not import: the session was rekeyed after
         the code was made (a new code of it, from a device that took the rekey, imports); or the notice is
         one no device takes (its named author's head, which this code opens, does not claim it:
-        rekeyproof.check_exclusion), which stays in the slot, a new code of it refused too."""
+        rekeyproof.check_exclusion), which stays in the slot, a new code of it refused too. A store that fails
+        while the author's head is read is that failure (kind store): the code is not known to be revoked."""
         sid = code.session_id
         try:
             await check_exclusion(
@@ -93,6 +94,8 @@ class Importer:
                 keys=[code.session_key], known_revs={}, timeout=self.ctx.timeout,
             )  # fmt: skip
         except ImportError_ as exc:
+            if exc.kind == "store":  # the store failed to answer: it said nothing of the notice's author
+                return exc
             if exc.kind == "rekey_unconfirmed":
                 author = notice.get("d")
                 if author is None:  # sessiond before claims wrote no author: its rekey's new code imports

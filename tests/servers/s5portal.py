@@ -48,6 +48,7 @@ class Faults:
     hang: asyncio.Event | None = None  # requests wait on this event (a server that does not answer)
     registration_open: bool = True
     body: bytes | None = None  # every request is answered 200 with these bytes (a server that lies)
+    fail_heads: set = field(default_factory=set)  # registry reads of these public keys answer 500
 
 
 @dataclass
@@ -146,6 +147,8 @@ def make_app(portal: Portal) -> web.Application:
 
     async def registry_get(request: web.Request):
         pk = unb64url(request.query["pk"])
+        if pk in portal.faults.fail_heads:
+            return web.Response(status=500, text="simulated fault")
         history = portal.registry.get(pk)
         if not history:
             return web.Response(status=404, text="")
