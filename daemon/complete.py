@@ -32,7 +32,7 @@ from ..storage.errors import (
 )
 from ..storage.model import now
 from ..storage.sessions import past_expiry
-from . import toolcalls
+from . import sendable, toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, gone_before, left, left_unasked, pass_on, record_whole
 from .provider_config import NoProvider, Provider
@@ -185,7 +185,8 @@ async def prepare(
     for m in session.get("initial_messages") or []:
         messages.append(toolcalls.openai_message(m))
     messages += map(toolcalls.openai_message, await db.context_messages(sid, chat_id))
-    req = {"model": model, "messages": messages, **request_settings(p, session, chat_row)}
+    # as the model takes them (sendable.py); what the session holds is as it was given
+    req = {"model": model, "messages": sendable.history(messages), **request_settings(p, session, chat_row)}
     return Plan(sid, chat_id, p, model, req, answer_key)
 
 

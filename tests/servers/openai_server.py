@@ -7,13 +7,16 @@ given a user's message last, it answers with a call of the first tool instead, i
 Streaming (server-sent events, `data: {chunk}` ... `data: [DONE]`, the usage chunk when
 stream_options.include_usage is set) and non-streaming answers, usage counts, and `faults` that make
 it misbehave the ways a real provider does: 401, 404 for an unknown model, 429 with Retry-After, 500,
-a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name.
+a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name. Like
+OpenAI's API it refuses (400, invalid_request_error) a history whose call has a function name not matching
+^[a-zA-Z0-9_-]{1,64}$ or arguments that are not JSON text, or whose tool message answers no call.
 It keeps every request it got, and notices when a client goes away in the middle of a stream."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -91,6 +94,53 @@ def _err(status: int, message: str, typ: str, code: str | None, headers: dict | 
     )
 
 
+NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # a function's name, as OpenAI's API takes it
+
+
+def refused_history(msgs: list) -> tuple[str, str] | None:
+    """(message, param) of what OpenAI's API refuses with a 400 in a request's history, else None: a call's
+    function name not matching NAME, its arguments not JSON text, and a tool's message answering no call of
+    the assistant's message just before it (its tool messages between), or a call no tool's message answers
+    before the next message of another role."""
+    open_ids: set = set()
+    unanswered: list = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            continue
+        if m.get("role") == "tool":
+            if m.get("tool_call_id") not in open_ids:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    "with 'tool_calls'.",
+                    f"messages.[{i}].role",
+                )
+            unanswered = [u for u in unanswered if u != m.get("tool_call_id")]
+            continue
+        if unanswered:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(unanswered)}",
+                "messages",
+            )
+        open_ids = set()
+        for j, c in enumerate(m.get("tool_calls") or ()):
+            f = c.get("function") or {}
+            where = f"messages[{i}].tool_calls[{j}].function"
+            if not isinstance(f.get("name"), str) or not NAME.match(f["name"]):
+                return (
+                    f"Invalid '{where}.name': string does not match pattern. Expected a string that matches "
+                    "the pattern '^[a-zA-Z0-9_-]{1,64}$'.",
+                    f"{where}.name",
+                )
+            try:
+                json.loads(f.get("arguments"))
+            except (TypeError, ValueError):
+                return (f"Invalid '{where}.arguments': the arguments are not valid JSON.", f"{where}.arguments")
+            open_ids.add(c.get("id"))
+            unanswered.append(c.get("id"))
+    return None
+
+
 def make_app(p: Provider) -> web.Application:
     def auth(request: web.Request) -> web.Response | None:
         if p.key is not None and request.headers.get("Authorization") != f"Bearer {p.key}":
@@ -135,6 +185,18 @@ def make_app(p: Provider) -> web.Application:
             if status == 401:
                 return _err(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
             return _err(status, "The server had an error while processing your request.", "server_error", None)
+        if (refused := refused_history(body.get("messages") or [])) is not None:
+            return web.json_response(
+                {
+                    "error": {
+                        "message": refused[0],
+                        "type": "invalid_request_error",
+                        "param": refused[1],
+                        "code": "invalid_value",
+                    }
+                },
+                status=400,
+            )
         model = body.get("model")
         if model not in MODELS:
             return _err(
