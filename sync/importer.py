@@ -85,8 +85,10 @@ class Importer:
         """Why a code whose members slot holds a rekey notice does not import: the session was rekeyed after
         the code was made (a new code of it, from a device that took the rekey, imports); or the notice is
         one no device takes (its named author's head, which this code opens, does not claim it:
-        rekeyproof.check_exclusion), which stays in the slot, a new code of it refused too. A store that fails
-        while the author's head is read is that failure (kind store): the code is not known to be revoked."""
+        rekeyproof.check_exclusion), which stays in the slot, a new code of it refused too. Any other refusal
+        of the check is the import's error as the check words it (the notice is not known to be a rekey): a
+        store that fails while the heads are read (kind store), another member's head claiming a rekey of the
+        same slot (rekey_conflict), a member's head forged or its log damaged."""
         sid = code.session_id
         try:
             await check_exclusion(
@@ -94,28 +96,27 @@ class Importer:
                 keys=[code.session_key], known_revs={}, timeout=self.ctx.timeout,
             )  # fmt: skip
         except ImportError_ as exc:
-            if exc.kind == "store":  # the store failed to answer: it said nothing of the notice's author
+            if exc.kind != "rekey_unconfirmed":  # a store failing, a conflict, a forged or damaged head: itself
                 return exc
-            if exc.kind == "rekey_unconfirmed":
-                author = notice.get("d")
-                if author is None:  # sessiond before claims wrote no author: its rekey's new code imports
-                    return ImportError_(
-                        "rekey_unconfirmed",
-                        f"session {sid} cannot be imported with this code: its members slot holds a rekey notice"
-                        f" that names no device of the session as its author ({unnamed_author(author)}). "
-                        + no_author_way(author, sid, "took it"),
-                    )
-                why = (
-                    f"the device it names as its author ({author}) does not claim it (a writer wrote it without a"
-                    f" rekey of its own, or the author's log has not reached the store yet)"
-                    if isinstance(author, str) and author in {m["device_id"] for m in members}
-                    else "it names no device of the session as its author"
-                )
+            author = notice.get("d")
+            if author is None:  # sessiond before claims wrote no author: its rekey's new code imports
                 return ImportError_(
                     "rekey_unconfirmed",
-                    f"session {sid} cannot be imported: its members slot holds a rekey notice that no device takes,"
-                    f" which no share code of it gets past: {why}; " + fork_way(sid),
+                    f"session {sid} cannot be imported with this code: its members slot holds a rekey notice"
+                    f" that names no device of the session as its author ({unnamed_author(author)}). "
+                    + no_author_way(author, sid, "took it"),
                 )
+            why = (
+                f"the device it names as its author ({author}) does not claim it (a writer wrote it without a"
+                f" rekey of its own, or the author's log has not reached the store yet)"
+                if isinstance(author, str) and author in {m["device_id"] for m in members}
+                else "it names no device of the session as its author"
+            )
+            return ImportError_(
+                "rekey_unconfirmed",
+                f"session {sid} cannot be imported: its members slot holds a rekey notice that no device takes,"
+                f" which no share code of it gets past: {why}; " + fork_way(sid),
+            )
         return ImportError_(
             "revoked",
             f"this share code was revoked: session {sid} was rekeyed after it was made; ask for a new code",
