@@ -13,6 +13,12 @@ class StoreUnreachable(StoreError):
     """No connection could be made (refused, DNS, reset)."""
 
 
+class FolderAway(StoreUnreachable):
+    """A folder store's folder that is not there (a share not mounted, a folder moved or removed), not a
+    folder, or empty or not a store (an empty mount point): someone must mount it or put it back, which
+    waiting within a sync's timeout does not do (pushes are still tried again, in the background)."""
+
+
 class AuthRefused(StoreError):
     """The server refused our credentials, after one fresh login where the store can log in."""
 
@@ -71,16 +77,16 @@ MOVE_STORE = "move this device to another store (restart the daemon with `--stor
 
 def folder_error(what: str, where: str, exc: OSError) -> StoreError:
     """A folder store's failed read or write in the folder `where`, as the StoreError it is: StoreFull for a
-    full disk or quota, StoreUnreachable for a folder that is gone or not a folder (a share not mounted, a
-    folder removed or replaced), FolderDenied for one the daemon may not use, ServerError for the rest (the
-    disk or the share under it failing: EIO, a stale network handle)."""
+    full disk or quota, FolderAway (a StoreUnreachable) for a folder that is gone or not a folder (a share
+    not mounted, a folder removed or replaced), FolderDenied for one the daemon may not use, ServerError for
+    the rest (the disk or the share under it failing: EIO, a stale network handle)."""
     err = exc.errno
     if err in (errno.ENOSPC, errno.EDQUOT):
         return StoreFull(
             f"{what}: the disk holding {where} is full ({exc.strerror}); free space there, or {MOVE_STORE}"
         )
     if err in (errno.ENOENT, errno.ENOTDIR):
-        return StoreUnreachable(
+        return FolderAway(
             f"{what}: the store folder {_gone_part(where)} is missing or not a folder; mount its disk or share, or"
             f" put the folder back, then `sessiond sync --wait`; or {MOVE_STORE}"
         )
@@ -120,7 +126,17 @@ OFFLINE_FIX = "restart the Kubo node online (`ipfs daemon`, without --offline), 
 def settled(exc: BaseException) -> bool:
     return isinstance(
         exc,
-        (StoreFull, AuthRefused, FolderDenied, TlsRefused, ObjectTooLarge, ReadOnlyStore, LyingServer, StoreOffline),
+        (
+            StoreFull,
+            AuthRefused,
+            FolderDenied,
+            FolderAway,
+            TlsRefused,
+            ObjectTooLarge,
+            ReadOnlyStore,
+            LyingServer,
+            StoreOffline,
+        ),
     )
 
 
@@ -224,6 +240,8 @@ def failure_kind(exc: BaseException) -> str:
 
 def failure_fix(exc: BaseException) -> str:
     """What to do about a failing store."""
+    if isinstance(exc, FolderAway):
+        return "mount the store folder's disk or share, or put the folder back, then try again"
     if isinstance(exc, StoreUnreachable):
         return "check that the store is running and its URL is right, then try again"
     if isinstance(exc, (StoreTimeout, TimeoutError)):

@@ -20,7 +20,7 @@ import os
 from ..storage import fsutil
 from ..storage.fsutil import atomic_write, ensure_durable_dir
 from .base import StoreError
-from .errors import MOVE_STORE, StoreUnreachable, folder_error
+from .errors import MOVE_STORE, FolderAway, folder_error
 
 MARKER = "sessiond-store"
 MARKER_BYTES = b"sessiond folder store, format 1 (docs/FORMATS.md)\n"
@@ -84,7 +84,7 @@ def failure(what: str, root: str, where: str, exc: OSError) -> StoreError:
     """stores/errors.py folder_error for a read or write in `where`, in the store at `root`; a folder
     that is there but holds no store (an empty mount point) is named as such."""
     if exc.errno in (errno.ENOENT, errno.ENOTDIR) and os.path.isdir(root) and not is_store(root):
-        return StoreUnreachable(
+        return FolderAway(
             f"{what}: the store folder {root} is empty or not a store (it has no {MARKER} file, nor objects/"
             f" and heads/: the mount point of a share not mounted?); mount its disk or share, or put the store"
             f" folder back, then `sessiond sync --wait`; or {MOVE_STORE}"

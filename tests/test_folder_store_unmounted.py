@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import pytest
 from nacl.signing import SigningKey
@@ -105,6 +106,38 @@ def test_an_empty_folder_in_the_store_s_place_is_not_taken_for_it(make_daemon, s
     os.rmdir(mount)
     os.rename(away, mount)
     _pushed_and_seen(make_daemon, a, sid, mount)
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["moved away", "an empty mount point"])
+def test_sync_wait_says_at_once_that_the_store_folder_is_away(make_daemon, share, empty):
+    """A store folder that went (or an empty folder in its place) waits for someone to mount it or put it
+    back: `sync --wait` said so only after waiting out its whole timeout, as for a network store briefly
+    down; it says so at once, and once the folder is back the same command pushes."""
+    mount, store, away = share
+    a = make_daemon(f"file://{mount if empty else store}")
+    write_config(a.home, push_delay=3600)  # only an asked sync pushes
+    a.start()
+    sid = _pushed(a)
+    if empty:
+        os.rename(mount, away)
+        os.mkdir(mount)
+    else:
+        os.rename(store, away)
+    a.client().append(sid, "user", "while unmounted")
+    began = time.monotonic()
+    res = run_cli(a.home, "sync", sid, "--wait", "--timeout", "20")
+    took = time.monotonic() - began
+    assert res.returncode == 1, res.stdout + res.stderr
+    said = res.stdout + res.stderr
+    assert "the store folder" in said and "mount its disk or share" in said, said
+    assert took < 8, f"sync --wait took {took:.1f} s of its 20 s timeout to say the store folder is away"
+    if empty:
+        os.rmdir(mount)
+        os.rename(away, mount)
+    else:
+        os.rename(away, store)
+    res = run_cli(a.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_a_restart_while_the_store_is_away_starts_without_making_it(make_daemon, share):
