@@ -212,10 +212,14 @@ def QueryInt(lo: int, hi: int) -> Any:
     """A whole number given as query-string text."""
 
     def check(raw: Any) -> int:
-        try:
+        # ASCII digits only: int() also takes whitespace around them (a NEL, U+0085, too), other scripts'
+        # digits and underscores, none of which a query's number is
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            v = raw
+        elif isinstance(raw, str) and re.fullmatch(r"-?[0-9]+", raw):
             v = int(raw)
-        except (TypeError, ValueError):
-            raise refuse("must be a whole number") from None
+        else:
+            raise refuse("must be a whole number")
         if not lo <= v <= hi:
             raise refuse(_range_message(lo, hi))
         return v
