@@ -1,0 +1,78 @@
+"""A history whose tool calls are not each answered by a tool's result, sent to a model. OpenAI's API
+refuses (400) a request whose assistant message's calls are not each followed by a tool message naming
+the call, at the history's end too. The loopback provider (tests/servers/openai_server.py) refuses it as
+OpenAI does; sessiond must not send what it must refuse."""
+
+from __future__ import annotations
+
+import pytest
+
+import test_model
+from conftest import cli_json, run_cli
+from sessiond.client import ApiError
+
+# test_model's fixtures: the loopback provider (`provider`), and daemons whose default provider it is
+provider, setup = test_model.provider, test_model.setup
+
+
+@pytest.fixture
+def make(setup):
+    return setup[0]
+
+
+def _call(cid: str, name: str = "lookup") -> dict:
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+
+def test_asking_for_the_next_answer_of_a_call_no_result_answers_yet_is_refused_naming_it(make, provider):
+    """A session whose last message is the model's tool call (`sessiond add --tool-call`, an app's append),
+    asked for the model's next answer with no question (POST /v1/sessions/ID/complete without content):
+    the request ended in a call no result answers, and the provider refused it (a 400 passed on as
+    provider_rejected, naming nothing the user could do in sessiond). Now it is refused before anything is
+    sent (409 tool_call_unanswered), naming each unanswered call's id and the command that adds its result,
+    and nothing is recorded. With its result added, the same request is sent and answered."""
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = cli_json(d.home, "new", "--model", "echo-1")["id"]
+    c.append(sid, "user", "what is the weather?")
+    cli_json(
+        d.home, "add", sid, "--role", "assistant",
+        "--tool-call-with-id", "call_a", "lookup", "{}", "--tool-call-with-id", "call_b", "f", "{}",
+    )  # fmt: skip
+    c.append(sid, "tool", "sunny", tool_call_id="call_a")
+    before, asked = c.messages(sid)["messages"], len(p.requests)
+    for stream in (False, True):
+        with pytest.raises(ApiError) as e:
+            if stream:
+                list(c.complete_stream(sid))
+            else:
+                c.complete(sid)
+        err = e.value
+        assert (err.status, err.code) == (409, "tool_call_unanswered"), (err.status, err.code, err.message)
+        assert "call_b" in err.message and "call_a" not in err.message, err.message
+        assert f"sessiond add {sid} --role tool --tool-call-id call_b" in err.message, err.message
+        assert err.details.get("tool_call_ids") == ["call_b"], err.details
+    assert len(p.requests) == asked  # nothing sent
+    assert c.messages(sid)["messages"] == before  # nothing recorded
+    # its result added: sent, each call before its result, and answered
+    run_cli(d.home, "add", sid, "--role", "tool", "--tool-call-id", "call_b", "42", check=True)
+    a = c.complete(sid)
+    assert a["content"] == "echo: what is the weather?"
+    assert [m.get("tool_call_id") for m in p.requests[-1]["messages"]] == [None, None, "call_a", "call_b"]
+
+
+def test_a_question_after_a_call_no_result_answers_is_sent_with_the_call_answered_so(make, provider):
+    """`sessiond ask` with a question after such a call: the question follows the call, so the call is sent
+    answered `(no result of this call was recorded)` (README, "Talk to a model"), which OpenAI's API takes."""
+    p, _ = provider
+    d = make()
+    sid = cli_json(d.home, "new", "--model", "echo-1")["id"]
+    cli_json(d.home, "add", sid, "--role", "assistant", "--tool-call-with-id", "call_x", "lookup", "{}")
+    res = run_cli(d.home, "ask", sid, "never mind", check=True)
+    assert "echo: never mind" in res.stdout
+    sent = p.requests[-1]["messages"]
+    assert sent[1:] == [
+        {"role": "tool", "tool_call_id": "call_x", "content": "(no result of this call was recorded)"},
+        {"role": "user", "content": "never mind"},
+    ], sent
