@@ -5,11 +5,13 @@ OpenAI does; sessiond must not send what it must refuse."""
 
 from __future__ import annotations
 
+import openai
 import pytest
 
 import test_model
 from conftest import cli_json, run_cli
 from sessiond.client import ApiError
+from test_tool_calls import _app
 
 # test_model's fixtures: the loopback provider (`provider`), and daemons whose default provider it is
 provider, setup = test_model.provider, test_model.setup
@@ -18,6 +20,9 @@ provider, setup = test_model.provider, test_model.setup
 @pytest.fixture
 def make(setup):
     return setup[0]
+
+
+CALL_F = {"name": "lookup", "arguments": "{}"}
 
 
 def _call(cid: str, name: str = "lookup") -> dict:
@@ -76,3 +81,49 @@ def test_a_question_after_a_call_no_result_answers_is_sent_with_the_call_answere
         {"role": "tool", "tool_call_id": "call_x", "content": "(no result of this call was recorded)"},
         {"role": "user", "content": "never mind"},
     ], sent
+
+
+def _history(c, sid: str) -> list:
+    return [(m["role"], m.get("tool_call_id")) for m in c.messages(sid)["messages"]]
+
+
+def test_an_app_s_call_without_an_id_or_a_malformed_tool_call_id_is_refused_naming_it(make, provider):
+    """An app's history (the OpenAI-compatible endpoint) with a call that has no id: OpenAI's API refuses it
+    (400, a missing parameter), and sessiond refused it (422) as `messages[3].tool_calls[0].id must be a
+    string`, which says neither that it is missing nor what it is for, OpenAI's `param` null. A tool's
+    message whose tool_call_id is not a string of 1 to 200 characters was stored without it, as if it
+    answered no call, and sent on with it. Now both are refused before anything is stored or sent, the
+    message and `param` naming the message's index and the field."""
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [_call("call_1")]}]
+    for bad, field, said in (
+        ({"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": CALL_F}]},
+         "messages[3].tool_calls[0].id", "is missing"),
+        ({"role": "tool", "content": "42", "tool_call_id": 7}, "messages[3].tool_call_id", "must be a string"),
+        ({"role": "tool", "content": "42", "tool_call_id": "c" * 201}, "messages[3].tool_call_id", "must be a string"),
+    ):  # fmt: skip
+        with pytest.raises(openai.UnprocessableEntityError) as e:
+            history = [*msgs, {"role": "tool", "tool_call_id": "call_1", "content": "1"}, bad]
+            _app(d, sid).chat.completions.create(model="echo-1", messages=history)
+        err = e.value.body
+        assert f"{field} {said}" in err["message"] and err["param"] == field, err
+    assert p.requests == [] and c.messages(sid)["messages"] == []
+
+
+def test_an_app_s_tool_message_without_tool_call_id_goes_on_to_the_provider_as_sent(make, provider):
+    """An app's tool message with no tool_call_id (it answers no call) is kept, as an append keeps one, and
+    the request goes on as the app sent it: a server that takes it (Ollama's does) answers; OpenAI's API,
+    and the loopback provider, refuse it, and that 400 reaches the app as the SDK's BadRequestError."""
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    msgs = [{"role": "user", "content": "hi"}, {"role": "tool", "content": "orphan"}]
+    with pytest.raises(openai.BadRequestError) as e:
+        _app(d, sid).chat.completions.create(model="echo-1", messages=msgs)
+    assert "tool_call_id" in str(e.value)
+    assert p.requests[-1]["messages"] == msgs
+    assert _history(c, sid) == [("user", None), ("tool", None)]
