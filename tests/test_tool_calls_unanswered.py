@@ -127,3 +127,41 @@ def test_an_app_s_tool_message_without_tool_call_id_goes_on_to_the_provider_as_s
     assert "tool_call_id" in str(e.value)
     assert p.requests[-1]["messages"] == msgs
     assert _history(c, sid) == [("user", None), ("tool", None)]
+
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+def test_a_streamed_call_s_id_given_in_a_later_delta_is_the_one_recorded_and_passed_on(make, provider):
+    """A provider that streams a call's id in a later delta than its first (the name and arguments began
+    without it): sessiond gave the call an id of its own at the first delta and kept it, so the session
+    recorded that id, not the provider's, and the app was passed both (the OpenAI SDK's stream helper
+    joins the two into one id that is neither). Now the call's deltas are held until its id comes (or
+    the model ends the calls: then one is made) and passed on with it in the call's first delta, once:
+    the app, the session and the provider name the call alike."""
+    p, _ = provider
+    p.faults.call_id_late = True
+    d = make()
+    c = d.client()
+    msgs = [{"role": "user", "content": "look it up"}]
+
+    def recorded(sid: str) -> list:
+        return [t["id"] for m in c.messages(sid)["messages"] for t in m.get("tool_calls") or ()]
+
+    sid = c.create_session(model="echo-1")["id"]
+    with _app(d, sid).chat.completions.stream(model="echo-1", messages=msgs, tools=TOOLS) as s:
+        final = s.get_final_completion()
+    [got] = final.choices[0].message.tool_calls
+    assert got.id == "call_1" and got.function.arguments == '{"q": "look it up"}', got
+    assert recorded(sid) == ["call_1"]
+    # the chunks as the app gets them: the id once, in the call's first delta
+    sid = c.create_session(model="echo-1")["id"]
+    chunks = list(_app(d, sid).chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS, stream=True))
+    deltas = [t for ch in chunks if ch.choices for t in ch.choices[0].delta.tool_calls or ()]
+    assert [t.id for t in deltas] == ["call_1"] + [None] * (len(deltas) - 1), deltas
+    assert deltas[0].function.name == "lookup" and recorded(sid) == ["call_1"]
+    # the native route (`sessiond ask`) records the provider's id too
+    p.faults.call_unasked = "lookup"
+    sid = c.create_session(model="echo-1")["id"]
+    run_cli(d.home, "ask", sid, "look", check=True)
+    assert recorded(sid) == ["call_1"]

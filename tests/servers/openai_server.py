@@ -7,7 +7,8 @@ given a user's message last, it answers with a call of the first tool instead, i
 Streaming (server-sent events, `data: {chunk}` ... `data: [DONE]`, the usage chunk when
 stream_options.include_usage is set) and non-streaming answers, usage counts, and `faults` that make
 it misbehave the ways a real provider does: 401, 404 for an unknown model, 429 with Retry-After, 500,
-a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name. Like
+a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name, a
+streamed call whose id comes in its second delta. Like
 OpenAI's API it refuses (400, invalid_request_error) a history whose call has a function name not matching
 ^[a-zA-Z0-9_-]{1,64}$ or arguments that are not JSON text, or no id; whose tool message has no tool_call_id
 or answers no call of the assistant's message just before it; or whose call no tool message answers (at
@@ -43,6 +44,7 @@ class Faults:
     call_unasked: str | None = None  # the model calls this tool even when the request offers none
     call_without: str | None = None  # "id" or "name": its tool call is given without it (as some servers do)
     call_text: str = ""  # what the model says beside its tool call (before it, in a stream)
+    call_id_late: bool = False  # a stream gives its call's id in the call's second delta, not its first
 
 
 @dataclass
@@ -302,6 +304,10 @@ def make_app(p: Provider) -> web.Application:
                     part = {"index": 0, **(head if i == 0 else {}), "function": {"arguments": piece}}
                     if i == 0:
                         part["function"] = {**head["function"], "arguments": piece}
+                    if f.call_id_late and "id" in call and i < 2:  # (its arguments are at least 2 pieces)
+                        part.pop("id", None)
+                        if i == 1:
+                            part["id"] = call["id"]
                     await resp.write(chunk({"tool_calls": [part]}))
                 else:
                     await resp.write(chunk({"content": piece}))
