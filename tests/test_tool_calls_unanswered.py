@@ -5,6 +5,8 @@ OpenAI does; sessiond must not send what it must refuse."""
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -165,3 +167,25 @@ def test_a_streamed_call_s_id_given_in_a_later_delta_is_the_one_recorded_and_pas
     sid = c.create_session(model="echo-1")["id"]
     run_cli(d.home, "ask", sid, "look", check=True)
     assert recorded(sid) == ["call_1"]
+
+
+def test_a_tool_s_output_answering_no_call_is_kept_by_append_and_import_and_sent_as_a_note(make, provider, tmp_path):
+    """A tool's message with no tool_call_id (it answers no call) is kept as given by an append (`sessiond
+    add --role tool` without --tool-call-id) and by `import-file` (an openai file; ChatGPT's, Claude's and
+    llm's exports hold such outputs), as documented; sent to a model, it is a note in the user's turn,
+    which OpenAI's API takes (it refuses a tool message with no tool_call_id)."""
+    p, _ = provider
+    d = make()
+    sid = cli_json(d.home, "new", "--model", "echo-1")["id"]
+    r = cli_json(d.home, "add", sid, "--role", "tool", "--name", "python", "state reset")
+    assert r["role"] == "tool" and "tool_call_id" not in r, r
+    f = tmp_path / "chat.json"
+    f.write_text(json.dumps([{"role": "user", "content": "hi"}, {"role": "tool", "content": "orphan"}]))
+    [made] = cli_json(d.home, "import-file", str(f), "--format", "openai")["sessions"]
+    stored = d.client().messages(made["id"])["messages"]
+    assert [(m["role"], m.get("tool_call_id")) for m in stored] == [("user", None), ("tool", None)]
+    for s, said in ((sid, "state reset"), (made["id"], "orphan")):
+        run_cli(d.home, "ask", s, "--model", "echo-1", "go on", check=True)
+        sent = p.requests[-1]["messages"]
+        notes = [m for m in sent if said in (m["content"] or "")]
+        assert [m["role"] for m in notes] == ["user"] and "answers no call" in notes[0]["content"], sent
