@@ -162,6 +162,15 @@ def test_a_streamed_call_s_id_given_in_a_later_delta_is_the_one_recorded_and_pas
     deltas = [t for ch in chunks if ch.choices for t in ch.choices[0].delta.tool_calls or ()]
     assert [t.id for t in deltas] == ["call_1"] + [None] * (len(deltas) - 1), deltas
     assert deltas[0].function.name == "lookup" and recorded(sid) == ["call_1"]
+    # a call whose id never comes, in a stream that ends without a finish_reason: given one at the end
+    p.faults.call_id_late, p.faults.call_without, p.faults.finish_chunk = False, "id", False
+    sid = c.create_session(model="echo-1")["id"]
+    chunks = list(_app(d, sid).chat.completions.create(model="echo-1", messages=msgs, tools=TOOLS, stream=True))
+    deltas = [t for ch in chunks if ch.choices for t in ch.choices[0].delta.tool_calls or ()]
+    made = deltas[0].id
+    assert made.startswith("call_") and [t.id for t in deltas[1:]] == [None] * (len(deltas) - 1), deltas
+    assert recorded(sid) == [made]
+    p.faults.call_id_late, p.faults.call_without, p.faults.finish_chunk = True, None, True
     # the native route (`sessiond ask`) records the provider's id too
     p.faults.call_unasked = "lookup"
     sid = c.create_session(model="echo-1")["id"]

@@ -45,6 +45,7 @@ class Faults:
     call_without: str | None = None  # "id" or "name": its tool call is given without it (as some servers do)
     call_text: str = ""  # what the model says beside its tool call (before it, in a stream)
     call_id_late: bool = False  # a stream gives its call's id in the call's second delta, not its first
+    finish_chunk: bool = True  # a stream's last chunk before the usage and [DONE] gives its finish_reason
 
 
 @dataclass
@@ -312,7 +313,8 @@ def make_app(p: Provider) -> web.Application:
                 else:
                     await resp.write(chunk({"content": piece}))
                 p.words_sent += 1
-            await resp.write(chunk({}, "tool_calls" if call else "stop"))
+            if f.finish_chunk:
+                await resp.write(chunk({}, "tool_calls" if call else "stop"))
             if with_usage:
                 await resp.write(
                     b"data: "
