@@ -12,7 +12,8 @@ from .types import ANSWER, BODY, MAX_TEXT, QUERY, Name, Text
 
 @with_config(BODY)
 class Complete(TypedDict, total=False):
-    """Append `content` as the user's message (optional: leave it out to answer what is there), send the
+    """Append `content` as the user's message (optional: leave it out to answer what is there, which is
+    refused, 409 tool_call_unanswered, when that ends in tool calls no tool's result answers), send the
     chat's active context to the model, record the answer. `stream`: server-sent events `delta`
     ({content}) and then `message` (the stored answer), or `error`."""
 

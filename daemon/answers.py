@@ -323,6 +323,7 @@ async def pass_on(
     happens. The caller writes the last event (`end`)."""
     parts: list[str] = []
     calls = Assembled()
+    held: list[tuple[bytes, dict, str, dict | None]] = []  # events held back while a call waits for its id
     usage = first = None
     error: ProviderError | None = None
     gone = False
@@ -342,19 +343,23 @@ async def pass_on(
             if text:
                 first = first or time.monotonic()
                 parts.append(text)
+            waited = calls.waiting()
             if calls.add(chunk):  # a call's part: the answer's first token as a word would be
                 first = first or time.monotonic()
-                if calls.changed:  # a call given an id here: passed on with it (the chunk encoded again)
-                    raw = json.dumps(chunk, ensure_ascii=False).encode()
             if gone:
                 break
-            sent = event_of(raw, chunk, text, u)
-            if sent is not None:
-                try:
-                    await out.write(sent)
-                except APP_GONE:
-                    gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
-                    break
+            ready = [(raw, chunk, text, u)]
+            if waited or calls.waiting():  # a call begun without its id: held until it comes (toolcalls.py)
+                held += ready
+                if calls.waiting() and not _ends_calls(chunk):
+                    ready = []
+                else:
+                    ready, held = _ided(calls, held), []
+            try:
+                await _send(out, event_of, ready)
+            except APP_GONE:
+                gone = True  # the app went away (Ctrl-C): stop the generation, keep what arrived
+                break
             # watched as the first event was: an app that leaves while the model is silent (thinking before
             # its first words, a pause) stops the generation now, not at the next chunk, which it never gets
             if watch.gone:
@@ -368,8 +373,16 @@ async def pass_on(
             if watch.gone:
                 gone = True
                 break
+        if held and not gone:  # the stream ended with a call still waiting for its id: one is made
+            try:
+                await _send(out, event_of, _ided(calls, held))
+            except APP_GONE:
+                gone = True
     except ProviderError as exc:
         error = exc
+        if held and not gone:  # what arrived before the failure reaches the app before its error
+            with contextlib.suppress(*APP_GONE):
+                await _send(out, event_of, _ided(calls, held))
     except asyncio.CancelledError:
         await chunks.aclose()
         if parts or calls.calls():  # recorded even so: shielded from the cancellation of this request
@@ -389,6 +402,28 @@ async def pass_on(
         exc.message = f"{said}: {exc.message}"
         return Streamed(None, exc, gone)
     return Streamed(stored, error, gone)
+
+
+def _ends_calls(chunk: dict) -> bool:
+    """Whether a chunk ends the answer's calls (its choice has a finish_reason): no id comes after it."""
+    choices = chunk.get("choices")
+    return bool(
+        choices and isinstance(choices, list) and isinstance(choices[0], dict) and choices[0].get("finish_reason")
+    )
+
+
+def _ided(calls: Assembled, held: list) -> list:
+    """The events held while a call waited for its id, each call given its id (the provider's, or one made),
+    encoded again: their deltas were changed."""
+    calls.name_the_rest()
+    return [(json.dumps(chunk, ensure_ascii=False).encode(), chunk, text, u) for _, chunk, text, u in held]
+
+
+async def _send(out: Writes, event_of: EventOf, events: list) -> None:
+    for raw, chunk, text, u in events:
+        sent = event_of(raw, chunk, text, u)
+        if sent is not None:
+            await out.write(sent)
 
 
 async def end(request: web.Request, resp: web.StreamResponse, last: bytes, idle: float) -> None:

@@ -26,6 +26,7 @@ from ..storage.errors import (
     IdempotencyKeyReused,
     Invalid,
     QuotaExceeded,
+    ToolCallUnanswered,
     check_access,
     quota_exhausted,
     quota_ways_out,
@@ -186,8 +187,26 @@ async def prepare(
         messages.append(toolcalls.openai_message(m))
     messages += map(toolcalls.openai_message, await db.context_messages(sid, chat_id))
     # as the model takes them (sendable.py); what the session holds is as it was given
-    req = {"model": model, "messages": sendable.history(messages), **request_settings(p, session, chat_row)}
+    sent = sendable.history(messages)
+    if content is None and (ids := sendable.unanswered(sent)):
+        raise _unanswered(session, chat_id, ids)
+    req = {"model": model, "messages": sent, **request_settings(p, session, chat_row)}
     return Plan(sid, chat_id, p, model, req, answer_key)
+
+
+def _unanswered(session: dict, chat: str, ids: list[str]) -> ToolCallUnanswered:
+    """The refusal of a request for the model's next answer (no question) to a chat that ends in tool calls
+    no result answers: OpenAI's API refuses such a history (400), and the model has nothing to go on from."""
+    sid = session["id"]
+    where = "" if chat == session["current_chat"] else f" --chat {chat}"
+    named = ", ".join(ids)
+    return ToolCallUnanswered(
+        f"chat {chat!r} of session {sid} ends in the model's tool call{'s' if len(ids) > 1 else ''} {named}, which"
+        f" no tool's result answers yet, so nothing is sent to the model: add each result first (`sessiond add"
+        f" {sid}{where} --role tool --tool-call-id {ids[0]} TEXT`; POST /v1/sessions/{sid}/messages with its"
+        f" tool_call_id), or ask a question (the call is then sent answered {sendable.NO_RESULT!r})",
+        tool_call_ids=ids,
+    )
 
 
 async def _question(d, sid: str, content: str, chat: str, key: str | None) -> None:

@@ -76,7 +76,7 @@ def _from(exc: SessiondError, sid: str | None) -> web.Response:
     after = details.get("retry_after")
     if after is not None:
         headers["Retry-After"] = str(int(after + 0.999))
-    status, code, param = exc.status, exc.code, None
+    status, code, param = exc.status, exc.code, details.get("param")
     if code == "provider_rejected" and 400 <= details.get("provider_status", 0) < 500:
         # the app gets the provider's own refusal (a 400 is the SDK's BadRequestError), with its code
         status, code = details["provider_status"], details.get("provider_code") or code
@@ -124,9 +124,22 @@ def _messages(body: dict) -> list[dict]:
         for k in ("name", "tool_call_id"):
             if isinstance(m.get(k), str) and 0 < len(m[k]) <= 200:
                 rec[k] = m[k]
+        if m.get("tool_call_id") is not None and "tool_call_id" not in rec:  # (left out: the provider's to take)
+            raise Invalid(
+                f"messages[{i}].tool_call_id must be a string of 1 to 200 characters: the id of the call it answers",
+                param=f"messages[{i}].tool_call_id",
+            )
         if m.get("tool_calls") is not None:  # (OpenAI's SDKs send an empty list as absent; so is it here)
             if role != "assistant":
                 raise Invalid(f"messages[{i}].tool_calls: only an assistant's message carries tool calls")
+            for j, c in enumerate(m["tool_calls"] if isinstance(m["tool_calls"], list) else ()):
+                if isinstance(c, dict) and c.get("id") is None:
+                    where = f"messages[{i}].tool_calls[{j}].id"
+                    raise Invalid(
+                        f"{where} is missing: a call's id is what its tool's message names (OpenAI's API refuses"
+                        " a call without one)",
+                        param=where,
+                    )
             if m["tool_calls"] != []:
                 rec["tool_calls"] = toolcalls.from_request(m["tool_calls"], f"messages[{i}].tool_calls")
         out.append(rec)

@@ -2,7 +2,8 @@
 it is): OpenAI's API refuses a function name outside ^[a-zA-Z0-9_-]{1,64}$, arguments that are not JSON, a
 tool's message answering no call of the assistant's message just before it, and a call no tool's message
 answers, which histories imported from other apps (ChatGPT's `dalle.text2im`, `python` with its code as the
-arguments, a tool's output with no call) hold. README, "Talk to a model"."""
+arguments, a tool's output with no call) hold. README, "Talk to a model". A request that ends in calls no
+output answers yet (`unanswered`) is the caller's to refuse: no made-up result stands in for the one to come."""
 
 from __future__ import annotations
 
@@ -79,3 +80,15 @@ def history(msgs: list[dict]) -> list[dict]:
             made.update(pending)
         out.append(m)
     return out
+
+
+def unanswered(sent: list[dict]) -> list[str]:
+    """The ids of the calls `sent` (as history gives it) ends in that no tool's message answers: those of
+    its last assistant's message with calls, when only tool messages follow it."""
+    i = len(sent)
+    while i and sent[i - 1]["role"] == "tool":
+        i -= 1
+    if not i or not sent[i - 1].get("tool_calls"):
+        return []
+    answered = {m.get("tool_call_id") for m in sent[i:]}
+    return [c.get("id") for c in sent[i - 1]["tool_calls"] if c.get("id") not in answered]

@@ -88,21 +88,22 @@ def of_answer(calls: Any, indexes: list[int] | None = None) -> Answered:
 
 class Assembled:
     """A stream's tool-call deltas put together, by their index: the id, type and name as the first delta
-    that gives them does, the arguments' pieces concatenated."""
+    that gives them does, the arguments' pieces concatenated. A call whose first delta gives no id waits
+    for it (`waiting`): a later delta's id is moved into the first delta, where the app reads it, once
+    (an app that joins a call's ids, as OpenAI's SDK's stream helper does, gets it whole); a call whose id
+    never comes gets one made (`name_the_rest`). The caller holds the chunks back from the app meanwhile."""
 
     def __init__(self) -> None:
         self._parts: dict[int, dict] = {}
-        self.changed = False  # the last chunk added was given an id for a call (add)
+        self._first: dict[int, dict] = {}  # a call's first delta (in its chunk), while the call has no id
 
     def add(self, chunk: dict) -> bool:
-        """Take a chunk's tool-call deltas; whether it had any. A call's first delta that gives no id gets
-        one (_named_id), in the chunk too: the app is passed it so (`changed`, for it to be encoded again)."""
+        """Take a chunk's tool-call deltas; whether it had any."""
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             return False
         delta = choices[0].get("delta")
         deltas = delta.get("tool_calls") if isinstance(delta, dict) else None
-        self.changed = False
         if not isinstance(deltas, list) or not deltas:
             return False
         for i, d in enumerate(deltas):
@@ -110,10 +111,14 @@ class Assembled:
                 continue
             index = d.get("index", i)
             index = index if isinstance(index, int) else i
-            if index not in self._parts and not (isinstance(d.get("id"), str) and d["id"]):
-                _named_id(d)
-                self.changed = True
-            part = self._parts.setdefault(index, {"arguments": []})
+            has_id = isinstance(d.get("id"), str) and d["id"]
+            part = self._parts.get(index)
+            if part is None:
+                part = self._parts[index] = {"arguments": []}
+                if not has_id:
+                    self._first[index] = d
+            elif has_id and index in self._first:  # its id, late: moved into the call's first delta
+                part["id"] = self._first.pop(index)["id"] = d.pop("id")
             for k in ("id", "type"):
                 if isinstance(d.get(k), str) and d[k] and k not in part:
                     part[k] = d[k]
@@ -124,6 +129,17 @@ class Assembled:
                 if isinstance(f.get("arguments"), str):
                     part["arguments"].append(f["arguments"])
         return True
+
+    def waiting(self) -> bool:
+        """Whether a call begun without its id still waits for it."""
+        return bool(self._first)
+
+    def name_the_rest(self) -> None:
+        """Each call still without its id gets one made (_named_id), in its first delta too."""
+        for index, d in self._first.items():
+            _named_id(d)
+            self._parts[index]["id"] = d["id"]
+        self._first.clear()
 
     def answered(self) -> Answered:
         parts = sorted(self._parts.items())

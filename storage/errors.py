@@ -157,6 +157,12 @@ class ContextOverflow(SessiondError):
     status = 409
 
 
+class ToolCallUnanswered(Conflict):
+    """A model asked to go on from a chat that ends in tool calls no tool's result answers yet."""
+
+    code = "tool_call_unanswered"
+
+
 class IdempotencyKeyReused(SessiondError):
     code = "idempotency_key_reused"
     status = 422

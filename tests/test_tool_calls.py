@@ -421,12 +421,21 @@ def test_a_stream_s_parallel_tool_call_deltas_are_put_together():
         {"index": 3, "reason": "the call has no function name"},
         {"index": 4, "reason": "the call is malformed (type)"},
     ]
-    # a stream's call given no id gets one at its first delta, in the chunk passed on too
+    # a stream's call given no id at its first delta waits for it: given later, it is moved into the first
+    # delta (the chunk passed on), once; never given, one is made there when the calls end
     a = Assembled()
     first = ch({"index": 0, "type": "function", "function": {"name": "f", "arguments": "{"}})
-    assert a.add(first) and a.changed and first["choices"][0]["delta"]["tool_calls"][0]["id"].startswith("call_")
-    assert a.add(ch({"index": 0, "function": {"arguments": "}"}})) and not a.changed
-    assert a.calls() == [{**CALL, "id": first["choices"][0]["delta"]["tool_calls"][0]["id"]}]
+    assert a.add(first) and a.waiting()
+    late = ch({"index": 0, "id": "call_1", "function": {"arguments": "}"}})
+    assert a.add(late) and not a.waiting() and a.calls() == [CALL]
+    assert first["choices"][0]["delta"]["tool_calls"][0]["id"] == "call_1"
+    assert "id" not in late["choices"][0]["delta"]["tool_calls"][0]
+    a = Assembled()
+    first = ch({"index": 0, "type": "function", "function": {"name": "f", "arguments": "{"}})
+    assert a.add(first) and a.add(ch({"index": 0, "function": {"arguments": "}"}})) and a.waiting()
+    a.name_the_rest()
+    made = first["choices"][0]["delta"]["tool_calls"][0]["id"]
+    assert not a.waiting() and made.startswith("call_") and a.calls() == [{**CALL, "id": made}]
 
 
 def test_the_history_sent_to_the_model_carries_the_calls_and_exports_round_trip(make, provider):

@@ -7,9 +7,12 @@ given a user's message last, it answers with a call of the first tool instead, i
 Streaming (server-sent events, `data: {chunk}` ... `data: [DONE]`, the usage chunk when
 stream_options.include_usage is set) and non-streaming answers, usage counts, and `faults` that make
 it misbehave the ways a real provider does: 401, 404 for an unknown model, 429 with Retry-After, 500,
-a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name. Like
+a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name, a
+streamed call whose id comes in its second delta. Like
 OpenAI's API it refuses (400, invalid_request_error) a history whose call has a function name not matching
-^[a-zA-Z0-9_-]{1,64}$ or arguments that are not JSON text, or whose tool message answers no call.
+^[a-zA-Z0-9_-]{1,64}$ or arguments that are not JSON text, or no id; whose tool message has no tool_call_id
+or answers no call of the assistant's message just before it; or whose call no tool message answers (at
+the history's end too).
 It keeps every request it got, and notices when a client goes away in the middle of a stream."""
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Faults:
     call_unasked: str | None = None  # the model calls this tool even when the request offers none
     call_without: str | None = None  # "id" or "name": its tool call is given without it (as some servers do)
     call_text: str = ""  # what the model says beside its tool call (before it, in a stream)
+    call_id_late: bool = False  # a stream gives its call's id in the call's second delta, not its first
+    finish_chunk: bool = True  # a stream's last chunk before the usage and [DONE] gives its finish_reason
 
 
 @dataclass
@@ -97,17 +102,31 @@ def _err(status: int, message: str, typ: str, code: str | None, headers: dict | 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # a function's name, as OpenAI's API takes it
 
 
+def _unanswered(ids: list) -> tuple[str, str]:
+    return (
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+        f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(ids)}",
+        "messages",
+    )
+
+
 def refused_history(msgs: list) -> tuple[str, str] | None:
-    """(message, param) of what OpenAI's API refuses with a 400 in a request's history, else None: a call's
-    function name not matching NAME, its arguments not JSON text, and a tool's message answering no call of
-    the assistant's message just before it (its tool messages between), or a call no tool's message answers
-    before the next message of another role."""
+    """(message, param) of what OpenAI's API refuses with a 400 in a request's history, else None: a call
+    with no id, its function name not matching NAME, its arguments not JSON text; a tool's message with no
+    tool_call_id, or answering no call of the assistant's message just before it (its tool messages
+    between); and a call no tool's message answers before the next message of another role, or before the
+    history's end (a request ending in a call is refused too)."""
     open_ids: set = set()
     unanswered: list = []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
             continue
         if m.get("role") == "tool":
+            if not m.get("tool_call_id"):
+                return (
+                    "Missing parameter 'tool_call_id': messages with role 'tool' must have a 'tool_call_id'.",
+                    f"messages.[{i}].tool_call_id",
+                )
             if m.get("tool_call_id") not in open_ids:
                 return (
                     "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
@@ -117,13 +136,14 @@ def refused_history(msgs: list) -> tuple[str, str] | None:
             unanswered = [u for u in unanswered if u != m.get("tool_call_id")]
             continue
         if unanswered:
-            return (
-                "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
-                f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(unanswered)}",
-                "messages",
-            )
+            return _unanswered(unanswered)
         open_ids = set()
         for j, c in enumerate(m.get("tool_calls") or ()):
+            if not isinstance(c.get("id"), str) or not c["id"]:
+                return (
+                    f"Missing required parameter: 'messages[{i}].tool_calls[{j}].id'.",
+                    f"messages.[{i}].tool_calls.[{j}].id",
+                )
             f = c.get("function") or {}
             where = f"messages[{i}].tool_calls[{j}].function"
             if not isinstance(f.get("name"), str) or not NAME.match(f["name"]):
@@ -138,7 +158,7 @@ def refused_history(msgs: list) -> tuple[str, str] | None:
                 return (f"Invalid '{where}.arguments': the arguments are not valid JSON.", f"{where}.arguments")
             open_ids.add(c.get("id"))
             unanswered.append(c.get("id"))
-    return None
+    return _unanswered(unanswered) if unanswered else None
 
 
 def make_app(p: Provider) -> web.Application:
@@ -285,11 +305,16 @@ def make_app(p: Provider) -> web.Application:
                     part = {"index": 0, **(head if i == 0 else {}), "function": {"arguments": piece}}
                     if i == 0:
                         part["function"] = {**head["function"], "arguments": piece}
+                    if f.call_id_late and "id" in call and i < 2:  # (its arguments are at least 2 pieces)
+                        part.pop("id", None)
+                        if i == 1:
+                            part["id"] = call["id"]
                     await resp.write(chunk({"tool_calls": [part]}))
                 else:
                     await resp.write(chunk({"content": piece}))
                 p.words_sent += 1
-            await resp.write(chunk({}, "tool_calls" if call else "stop"))
+            if f.finish_chunk:
+                await resp.write(chunk({}, "tool_calls" if call else "stop"))
             if with_usage:
                 await resp.write(
                     b"data: "
