@@ -156,6 +156,7 @@ async def check_exclusion(
     known_revs: dict[bytes, int],
     timeout: float,
     behind: dict[bytes, int] | None = None,
+    importing: str | None = None,
 ) -> str:
     """For a notice with no box for this device (a rekey that leaves it out): the author it names, once
     checked as far as this device can without the new key; refuses (ImportError_) one whose author is no
@@ -163,7 +164,9 @@ async def check_exclusion(
     another member's head contradicts (claiming a rekey of the same slot). An author's head sealed under a
     key this device does not hold went on to a new generation, as a real rekey's author does once it has
     switched. Arguments as for check_notice. What this cannot tell apart: a writer that holds the write
-    secret and claims its own notice has made a rekey (docs/SECURITY.md, "A writer and the rekey")."""
+    secret and claims its own notice has made a rekey (docs/SECURITY.md, "A writer and the rekey").
+    `importing`: the check is an import's, of a code of the slot (what the import leaves here, said in its
+    refusal); such a device is not a member, and has no key or access of the session to keep."""
     author = notice.get("d")
     others = {m["device_id"] for m in members if m["head_pk"] != me and m["device_id"] is not None}
     if not isinstance(author, str) or author not in others:
@@ -177,6 +180,15 @@ async def check_exclusion(
     _, _, contradicting = await _sightings(
         store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout, left_out=True
     )
+    if contradicting and importing is not None:
+        raise ImportError_(
+            "rekey_conflict",
+            f"session {sid} cannot be imported with this code ({importing}): its members slot holds a rekey notice"
+            f" that names device {author} as its author, but device(s) {', '.join(sorted(contradicting))} claim"
+            f" another rekey of the session (two devices claim to have rekeyed it; one of them may be a device that"
+            f" was dropped), and the code leads to neither. Ask a device you trust for a new share code of {sid},"
+            f" made after the rekey by a device that took it, and import that one: `sessiond import < code.txt`",
+        )
     if contradicting:
         raise ImportError_(
             "rekey_conflict",
