@@ -33,6 +33,9 @@ from .mirrorurls import credentials_of, same_stores, stores_identity
 from .storecreds import StoreCredentials
 from .workers import Workers
 
+# seconds a look at the store's own state (Store.failing_now) may take in GET /v1/status before it is left
+FAILING_LOOK = 1.0
+
 
 @dataclass
 class SyncContext:
@@ -151,15 +154,20 @@ class SyncContext:
 
     async def store_status(self) -> list[dict]:
         """This daemon's store(s): per store, whether it answered, what waits in its outbox, its last
-        error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked."""
+        error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked, but
+        what its own state says (Store.failing_now: a folder store's folder away) is, as unreachable."""
         if isinstance(self.store, MirrorStore):
             return await self.store.status()
+        try:
+            failing = await asyncio.wait_for(self.store.failing_now(), FAILING_LOOK)
+        except TimeoutError:  # (a hung share: a look that does not end says nothing)
+            failing = None
         return [
             {
                 "url": self.store.url,
-                "reachable": None,
+                "reachable": False if failing else None,
                 "pending": 0,
-                "last_error": None,
+                "last_error": failing,
                 **self.store.write_stats(),
                 **self.store.service_status(),
             }
