@@ -27,6 +27,7 @@ from ..storage.model import RemoteLog
 from ..storage.redact import scrub_text
 from ..stores import Store
 from .bounded import KeyedLocks
+from .errors import no_relay_account
 from .keys import KeyStore
 from .mirror import MirrorStore, open_stores
 from .mirrorurls import credentials_of, same_stores, stores_identity
@@ -76,6 +77,7 @@ class SyncContext:
         fix = getattr(exc, "fix", None)
         if fix:  # (said in the message too, as an import's error says it: status and `sync --wait` show that)
             msg = f"{msg}; {fix}"
+        if fix and no_relay_account(exc):  # (doctor's fix by kind says the rest: errors.pull_fix)
             self.pull_fixes[sid] = fix
         else:
             self.pull_fixes.pop(sid, None)

@@ -24,7 +24,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
-from .errors import ImportError_, crash_point, refuses_device
+from .errors import ImportError_, crash_point, log_fix, refuses_device
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .locations import relay_account_fix
@@ -77,6 +77,8 @@ class Importer:
         except ImportError_ as exc:
             if exc.refused and exc.fix is None:  # (a relay that lets this device look, then refuses a read)
                 exc.fix = self._account_fix(code, store)
+            if exc.log_of is not None:  # a log found bad: mended by its writer, then imported again
+                exc.fix = log_fix(*exc.log_of, importing=True)
             raise
 
     async def _rekeyed(
@@ -222,7 +224,11 @@ class Importer:
                     "rekey_claims": dagcbor.encode(man.claims) if man.claims else None,
                 }
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
-            raise ImportError_("damaged", "the shared logs do not contain the session's creation")
+            raise ImportError_(
+                "damaged",
+                f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
+                f" --wait {sid}` on the device that created it pushes its log again; then import the code again",
+            )
         if rejoin and not await self._same_session(sid, logs):
             raise ImportError_(
                 "conflict",

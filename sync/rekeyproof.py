@@ -75,7 +75,7 @@ def notice_hash(notice: dict) -> bytes:
     return blake3(dagcbor.encode(notice)).digest()
 
 
-def open_box(notice: dict, head_pk: bytes, head_key: SigningKey) -> dict | None:
+def open_box(notice: dict, head_pk: bytes, head_key: SigningKey, sid: str) -> dict | None:
     """This device's box of a notice, opened: {"a", "k", "w"?}; None if the notice has no box for it.
     Raises ImportError_ if there is one that does not open."""
     box = next((b.get("x") for b in notice.get("b", []) if isinstance(b, dict) and b.get("k") == head_pk), None)
@@ -86,7 +86,11 @@ def open_box(notice: dict, head_pk: bytes, head_key: SigningKey) -> dict | None:
         if not (isinstance(secret.get("k"), bytes) and len(secret["k"]) == 32 and isinstance(secret.get("a"), bytes)):
             raise ValueError("not a rekey secret")
     except Exception:
-        raise ImportError_("damaged", "the rekey notice's box for this device cannot be opened") from None
+        raise ImportError_(
+            "damaged",
+            f"the rekey notice of session {sid} has a box for this device that cannot be opened: ask a device that"
+            f" took the rekey for a new share code of {sid}, and import it (`sessiond import < code.txt`)",
+        ) from None
     return secret
 
 
@@ -260,7 +264,7 @@ async def _later_keys(
             break  # not announced yet, or unreadable: no later rekey is known
         if notice is None:
             break
-        secret = open_box(notice, me, head_key)
+        secret = open_box(notice, me, head_key, sid)
         if secret is None:
             return out, True
         key, announce = bytes(secret["k"]), bytes(secret["a"])

@@ -70,4 +70,4 @@ def test_a_code_of_a_slot_whose_notice_meets_a_damaged_members_log_is_refused_as
         f.write(b"\0" * 16)
     kind, err = _refused(make_daemon, store_dir, code)
     assert kind == "damaged", (kind, err)
-    assert "revoked" not in err and f"the log of device {r_id} is damaged" in err, err
+    assert "revoked" not in err and f"the log of device {r_id} of session {sid} is damaged" in err, err
