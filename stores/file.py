@@ -141,7 +141,7 @@ class FileStore(Store):
             return False
         return True
 
-    async def failing_now(self) -> str | None:
+    async def failing_now(self) -> StoreError | None:
         """Store.failing_now: the folder missing, empty, or not made yet (made now if it can be)."""
 
         def look() -> StoreError | None:
@@ -151,8 +151,7 @@ class FileStore(Store):
                 return exc
             return filelayout.away(self.root)
 
-        failure = await self._reader.run(look)
-        return None if failure is None else str(failure)
+        return await self._reader.run(look)
 
     def _failure(self, what: str, where: str, exc: OSError) -> StoreError:
         return filelayout.failure(what, self.root, where, exc)

@@ -26,6 +26,7 @@ from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..storage.redact import scrub_text
 from ..stores import Store
+from ..stores.errors import failure_kind
 from .bounded import KeyedLocks
 from .errors import no_relay_account
 from .keys import KeyStore
@@ -156,24 +157,23 @@ class SyncContext:
 
     async def store_status(self) -> list[dict]:
         """This daemon's store(s): per store, whether it answered, what waits in its outbox, its last
-        error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked, but
-        what its own state says (Store.failing_now: a folder store's folder away) is, as unreachable."""
+        error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked. What
+        a store's own state says (Store.failing_now: a folder store's folder away) is: unreachable."""
         if isinstance(self.store, MirrorStore):
-            return await self.store.status()
-        try:
-            failing = await asyncio.wait_for(self.store.failing_now(), FAILING_LOOK)
-        except TimeoutError:  # (a hung share: a look that does not end says nothing)
-            failing = None
-        return [
-            {
-                "url": self.store.url,
-                "reachable": False if failing else None,
-                "pending": 0,
-                "last_error": failing,
-                **self.store.write_stats(),
-                **self.store.service_status(),
-            }
-        ]
+            rows, stores = await self.store.status(), self.store.stores
+        else:
+            rows, stores = [{"url": self.store.url, "reachable": None, "pending": 0, "last_error": None}], [self.store]
+            rows[0] |= self.store.write_stats() | self.store.service_status()
+        for row, st in zip(rows, stores, strict=True):
+            if row["reachable"] is False:
+                continue  # (its last use failed: said so already)
+            try:
+                failing = await asyncio.wait_for(st.failing_now(), FAILING_LOOK)
+            except TimeoutError:  # (a hung share: a look that does not end says nothing)
+                continue
+            if failing is not None:
+                row |= {"reachable": False, "last_error": str(failing), "failure": failure_kind(failing)}
+        return rows
 
     async def store_for(self, sid: str) -> Store:
         """The store session `sid` syncs through: the one it was imported from, else this daemon's."""

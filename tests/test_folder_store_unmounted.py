@@ -345,3 +345,28 @@ def test_a_first_start_whose_store_folder_cannot_be_made_starts_and_makes_it_onc
         assert not store.exists()
     finally:
         run_cli(home, "stop")
+
+
+def test_a_start_with_a_mirror_s_folder_store_away_says_so(make_daemon, tmp_path):
+    """The same for a mirror's folder store: `start` and `status` name it and its folder, the other store
+    takes the pushes, and the share's wait in its outbox."""
+    local, mount, away = tmp_path / "local", tmp_path / "mnt", tmp_path / "away"
+    mount.mkdir()
+    share = mount / "store"
+    a = make_daemon([f"file://{local}", f"file://{share}"]).start()
+    sid = _pushed(a)
+    a.stop()
+    os.rename(share, away)
+    try:
+        said = _started(a.home)
+        assert f"store file://{share} failing" in said and f"the store folder {share} is missing" in said, said
+        assert f"file://{local} failing" not in said, said
+        a.client().append(sid, "user", "while unmounted")
+        assert a.client().sync(sid, wait=True, timeout=20)["pushed"]  # (to the local store)
+        stores = {st["url"]: st for st in cli_json(a.home, "status")["stores"]}
+        st = stores[f"file://{share}"]
+        assert st["reachable"] is False and f"the store folder {share} is missing" in st["last_error"], st
+        assert stores[f"file://{local}"]["reachable"], stores
+        assert os.listdir(mount) == []
+    finally:
+        run_cli(a.home, "stop")
