@@ -76,6 +76,9 @@ def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, s
     findings = json.loads(run_cli(b.home, "doctor", "--no-verify", "--json").stdout)["findings"]
     doctor = [f for f in findings if f["check"] == "push"]
     assert any(sid in f["message"] and f["fix"].startswith("sessiond verify") and sid in f["fix"] for f in doctor)
+    res = run_cli(b.home, "verify", sid, "--json")
+    (rep,) = json.loads(res.stdout)["sessions"]
+    assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on device {device}" in rep.get("repair", ""), rep
     # and what it says mends it: on A, verify and sync --wait; then B's pull reads it all
     run_cli(a.home, "verify", sid)
     assert run_cli(a.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
