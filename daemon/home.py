@@ -465,8 +465,11 @@ class Home:
 
         if unmade is not None:
             atomic_write(self.store_unmade_record, (unmade + "\n").encode(), 0o600)
-        elif os.path.exists(self.store_unmade_record):
+            return
+        try:  # (told from a store's threads: two may tell at once)
             os.unlink(self.store_unmade_record)
+        except FileNotFoundError:
+            pass
 
     def remove_leftover_temp_files(self, before: float) -> list[str]:
         """Removes the temporary files that atomic writes into the home itself (store-url, openai-api-key), its
