@@ -78,7 +78,7 @@ class SyncContext:
         fix = getattr(exc, "fix", None)
         if fix:  # (said in the message too, as an import's error says it: status and `sync --wait` show that)
             msg = f"{msg}; {fix}"
-        if fix and no_relay_account(exc):  # (doctor's fix by kind says the rest: errors.pull_fix)
+        if fix and no_relay_account(exc):  # (any other: doctor says the fix by its kind, doctor_fixes.pull_fix)
             self.pull_fixes[sid] = fix
         else:
             self.pull_fixes.pop(sid, None)
