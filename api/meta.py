@@ -19,7 +19,9 @@ class PinningStatus(TypedDict):
 @with_config(ANSWER)
 class StoreStatus(TypedDict):
     url: str
-    reachable: bool | None  # answered last time it was used (None: not used yet, or one store: not tracked)
+    # answered last time it was used (None: not used yet, or one store: not tracked, except False for a
+    # folder store whose folder is missing, empty or not made yet, last_error saying so)
+    reachable: bool | None
     pending: int  # objects and heads waiting in its outbox (a mirror's store that was down)
     last_error: str | None
     writes: NotRequired[int]  # a folder store: objects and heads written since the daemon started

@@ -445,6 +445,32 @@ class Home:
 
         atomic_write(self.store_record, (url + "\n").encode(), 0o600)
 
+    @property
+    def store_unmade_record(self) -> str:
+        """There while the store's first use has not made it yet (a folder store's folder that could not be
+        made: stores/file.py): the next start is its first use again, which makes it."""
+        return os.path.join(self.path, "store-unmade")
+
+    def store_unmade(self) -> str | None:
+        """Whether the store's first use has not made it yet: "whole" (none of its stores: nothing was
+        written anywhere), "part" (some stores of a mirror), None (made)."""
+        try:
+            with open(self.store_unmade_record, encoding="utf-8") as f:
+                return "whole" if f.read().strip() == "whole" else "part"
+        except FileNotFoundError:
+            return None
+
+    def note_store_unmade(self, unmade: str | None) -> None:
+        from ..storage.fsutil import atomic_write
+
+        if unmade is not None:
+            atomic_write(self.store_unmade_record, (unmade + "\n").encode(), 0o600)
+            return
+        try:  # (told from a store's threads: two may tell at once)
+            os.unlink(self.store_unmade_record)
+        except FileNotFoundError:
+            pass
+
     def remove_leftover_temp_files(self, before: float) -> list[str]:
         """Removes the temporary files that atomic writes into the home itself (store-url, openai-api-key), its
         store-tokens/ (portal tokens) and pinning/ (pin request ids) left when the daemon was killed between

@@ -19,6 +19,7 @@ from ..sync.engine import Syncer  # the daemon drives sync; sync never imports t
 from ..sync.errors import crash_point
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
+from .testhooks import pause_for_tests
 
 log = logging.getLogger("sessiond")
 
@@ -70,13 +71,15 @@ class Operations:
 
     async def delete_session(self, sid: str, *, idle_before: float | None = None) -> bool:
         """Delete a session, its key files too; `idle_before` (a clean-up's): only if it is still idle since
-        before then (Sessions.delete). Whether it was deleted."""
+        before then, and its model is not answering (looked at again here, in the deleting transaction: a
+        question may have begun since the clean-up's list; Sessions.delete). Whether it was deleted."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         async with self.syncer.ctx.lock(sid):
             # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
             own = self.syncer.keys.head_pk(sid)
-            if not await self.db.delete_session(sid, idle_before=idle_before, head_pk=own):
+            busy = self.answering if idle_before is not None else None
+            if not await self.db.delete_session(sid, idle_before=idle_before, head_pk=own, busy=busy):
                 return False
             crash_point("delete.rows")
             self.syncer.forget(sid)
@@ -267,6 +270,7 @@ class Operations:
         victims = [v for v in await self.db.older_than(idle_before) if not self.answering(v["id"])]
         if dry_run:
             return {"sessions": victims, "deleted": False}
+        await pause_for_tests("cleanup.listed")  # (the tests hold the clean-up between its list and its deletes)
         deleted = []
         for v in victims:
             try:

@@ -19,7 +19,7 @@ from nacl.signing import SigningKey
 from ..storage.database import Database
 from ..storage.errors import UnusableDatabase
 from ..storage.redact import scrub_text, shown_store, shown_url
-from ..stores import StoreError
+from ..stores import FileStore, Store, StoreError
 from ..sync.bounded import KeyedLocks
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.keys import DEVICE_KEY, device_key_problem
@@ -72,6 +72,7 @@ class Daemon:
         self.home = home
         self.config = config
         self.store_url = store_url  # the store asked for (None: the remembered one); the one used once started
+        self.store_failures: list[str] = []  # what the store's own state said was wrong at start (_store_failing)
         self.store_from = store_from  # where store_url was asked for: "--store" or "config.toml"
         self.change_store = change_store
         self.reset_device_key = reset_device_key  # a lost device key may be replaced by a new one
@@ -164,11 +165,14 @@ class Daemon:
         # Only a store's first use makes its folder (a folder store: stores/filelayout.py): this home's first
         # start, or a move to it. A store used before and not there now (a share not mounted) is opened as
         # it is, unreachable: the pushes wait for it, none goes into a new folder on the local disk.
-        first_use = move_from is not None or self.home.remembered_store() is None
+        # (or a first use that could not make it: a folder store whose folder could not be made, made later)
+        unmade = self.home.store_unmade() is not None
+        first_use = move_from is not None or self.home.remembered_store() is None or unmade
         store = open_stores(
             self.store_url, self.db.outbox, create=first_use, missing_ok=True, head_key=self._own_head_key
         )
         await self._keep_store(move_from)  # it opened: only now the home remembers it
+        self._note_unmade(store)
         if isinstance(store, MirrorStore):
             await store.started()  # what its stores' outboxes hold is counted before the first push
         self.syncer = Syncer(
@@ -182,6 +186,7 @@ class Daemon:
             check_remote=remote_checks.remote_log,
         )
         await self.syncer.start()
+        self.store_failures = await self._store_failing()
         self.ops = Operations(
             self.db,
             self.syncer,
@@ -211,6 +216,34 @@ class Daemon:
                     f"config.toml: cannot listen there ({exc.strerror or exc})"
                 ) from None
         log.info("daemon started", extra={"event": "start"})
+
+    def _note_unmade(self, store: Store) -> None:
+        """Note in the home whether its store's first use could not make a folder store of it (a file in its
+        path, a disk full: stores/file.py makes it at the first call that can), until that call makes it."""
+        every = store.stores if isinstance(store, MirrorStore) else [store]
+        folders = [s for s in every if isinstance(s, FileStore)]
+
+        def note() -> None:
+            unmade = sum(s.unmade for s in folders)
+            self.home.note_store_unmade(None if not unmade else "whole" if unmade == len(every) else "part")
+
+        for s in folders:
+            if s.unmade:
+                s.on_made = note
+        note()
+
+    async def _store_failing(self) -> list[str]:
+        """What the store's own state says is wrong at start (a folder store's folder missing, empty, or
+        not made: Store.failing_now), logged in the words its pushes fail with: the daemon serves its
+        sessions all the same, their pushes wait until the store is back. Also in `status` and `start`."""
+        failing = [
+            f"{_shown(st['url'])}: {scrub_text(st['last_error'])}"
+            for st in await self.syncer.store_status()
+            if st["reachable"] is False and st.get("last_error")
+        ]
+        for said in failing:
+            log.warning("the store fails at start (pushes wait until it is back): %s", said, extra={"event": "store"})
+        return failing
 
     async def _settle(self) -> None:
         """What the daemon's first request must not see, done before the socket serves: the sessions of an
@@ -268,12 +301,15 @@ class Daemon:
         without --store uses it, and another one is refused unless --change-store confirms the move.
         On a move, sessions shared through the old store keep syncing there (where their codes point;
         the other devices are there), and every other session is pushed to the new store in full.
-        Returns the store moved from, if any (the move is made by _keep_store, once the new one opened)."""
+        Returns the store moved from, if any (the move is made by _keep_store, once the new one opened). A
+        remembered store whose first use made none of it (a folder that could not be made) is no move."""
         remembered = self.home.remembered_store()
         wanted = self.store_url
         if wanted is None:
             self.store_url = remembered or self.home.default_store
         elif remembered is not None and not same_stores(wanted, remembered):  # credentials are not identity
+            if self.home.store_unmade() == "whole":
+                return None  # a first use that made none of it: nothing went there, no move (its first start)
             if not self.change_store:
                 keep = (
                     "start without --store to keep it"
@@ -405,6 +441,8 @@ async def serve(
     elif announce:
         print(f"sessiond {VERSION} listening on {home.socket}", flush=True)
         print(f"  home: {home.path}\n  store: {_shown(daemon.store_url)}\n  device: {daemon.db.device_id}", flush=True)
+        for said in daemon.store_failures:
+            print(f"  store failing: {said}", flush=True)
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)

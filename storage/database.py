@@ -200,8 +200,9 @@ class Database:
         """Refuse a message to a paused or ended session: as `expired` if its expiry ended it, else a conflict."""
         await refuse_inactive(self.c.committed, sid, status)
 
-    async def delete_session(self, sid: str, *, idle_before: float | None = None, head_pk: bytes | None = None) -> bool:
-        return await self.sessions.delete(sid, idle_before=idle_before, head_pk=head_pk)
+    async def delete_session(self, sid: str, **only_if: Any) -> bool:
+        """Sessions.delete, with its keywords (idle_before, head_pk, busy)."""
+        return await self.sessions.delete(sid, **only_if)
 
     async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
         return await self.sessions.expired(t, ended=ended)

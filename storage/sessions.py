@@ -384,10 +384,19 @@ class Sessions:
             tx.emit(ev)
         return await self.get(sid)
 
-    async def delete(self, sid: str, *, idle_before: float | None = None, head_pk: bytes | None = None) -> bool:
+    async def delete(
+        self,
+        sid: str,
+        *,
+        idle_before: float | None = None,
+        head_pk: bytes | None = None,
+        busy: Callable[[str], bool] | None = None,
+    ) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
-        looked at in the deleting transaction: a session written to since the clean-up listed it stays.
+        and `busy` (the clean-up's too: a model answering in it) says it is not, both looked at in the
+        deleting transaction: a session written to, or whose model began answering, since the clean-up
+        listed it stays.
         The kept IPNS records of the heads it follows go with it, this device's own head's (`head_pk`) too.
         Whether it was deleted."""
         async with self.c.transaction() as tx:
@@ -395,6 +404,8 @@ class Sessions:
             if shown:
                 row = await session_row(tx, sid)
                 if idle_before is not None and row["last_activity"] >= idle_before:
+                    return False
+                if busy is not None and busy(sid):
                     return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await drop_session_records(tx, sid, head_pk)

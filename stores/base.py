@@ -184,6 +184,12 @@ class Store(ABC):
     async def close(self) -> None:
         return None
 
+    async def failing_now(self) -> StoreError | None:
+        """What the store's own state says is wrong now, found without a request to it (a folder store's
+        folder missing, empty, or not made yet: stores/filelayout.py), as its writes fail; None if nothing
+        (all other stores: only a request tells)."""
+        return None
+
     def service_status(self) -> dict[str, object]:
         """What GET /v1/status shows of a service beside the store: a pinning service's state (`pinning`,
         stores/pinning.py); others nothing."""

@@ -8,7 +8,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..storage import fsutil
 from ..storage.fsutil import atomic_write
@@ -47,15 +47,25 @@ class FileStore(Store):
     between machines (a synced or network folder); each device writes only its own heads."""
 
     def __init__(self, root: str, *, create: bool = True, missing_ok: bool = False):
-        """`create`: make the store if it is not there (its first use: stores/filelayout.py). Else a store
-        must be there (StoreError), unless `missing_ok`: a store opened as it is, which fails each call as
-        unreachable while its folder is away (a share not mounted) and serves again once it is back."""
+        """`create`: make the store if it is not there (its first use: stores/filelayout.py); with
+        `missing_ok` too, a store that cannot be made now (a file in its path, a disk full or read-only)
+        is made at the first call that can: each call until then fails as the making does (OSError
+        otherwise). Else a store must be there (StoreError), unless `missing_ok`: a store opened as it
+        is, which fails each call as unreachable while its folder is away (a share not mounted) and
+        serves again once it is back."""
         self.root = os.path.abspath(root)
         self.url = "file://" + self.root
         self._objects = os.path.join(self.root, "objects")
         self._heads = os.path.join(self.root, "heads")
+        self._unmade = False  # its first use could not make it: made at the next call that can (_made)
+        self.on_made: Callable[[], None] | None = None  # told (on a store thread) once such a store is made
         if create:
-            filelayout.create(self.root)
+            try:
+                filelayout.create(self.root)
+            except OSError:
+                if not missing_ok:
+                    raise
+                self._unmade = True
         elif not missing_ok and not filelayout.is_store(self.root):
             raise StoreError(f"there is no store at {self.root}")
         self._writers: concurrent.futures.ThreadPoolExecutor | None = None  # started on the first write
@@ -101,6 +111,48 @@ class FileStore(Store):
         except OSError:
             pass  # only housekeeping: the next open tries again
 
+    def _make_sync(self) -> None:
+        """Make the store its first use could not make (create=True), now; its failure if it still cannot."""
+        if not self._unmade:
+            return
+        try:
+            filelayout.create(self.root)
+        except OSError as exc:
+            raise filelayout.make_failure(self.root, exc) from None
+        self._unmade = False
+        if self.on_made is not None:
+            self.on_made()
+
+    @property
+    def unmade(self) -> bool:
+        """Whether its first use could not make it, and no call has since (create=True with missing_ok)."""
+        return self._unmade
+
+    async def _made(self) -> None:
+        """Before a call: the store made, if its first use could not make it (on the reader's thread)."""
+        if self._unmade:
+            await self._reader.run(self._make_sync)
+
+    async def _made_or_none(self) -> bool:
+        """_made for a look at the heads, which says None of a folder gone: False if it cannot be made yet."""
+        try:
+            await self._made()
+        except StoreError:
+            return False
+        return True
+
+    async def failing_now(self) -> StoreError | None:
+        """Store.failing_now: the folder missing, empty, or not made yet (made now if it can be)."""
+
+        def look() -> StoreError | None:
+            try:
+                self._make_sync()
+            except StoreError as exc:
+                return exc
+            return filelayout.away(self.root)
+
+        return await self._reader.run(look)
+
     def _failure(self, what: str, where: str, exc: OSError) -> StoreError:
         return filelayout.failure(what, self.root, where, exc)
 
@@ -132,6 +184,7 @@ class FileStore(Store):
             await asyncio.to_thread(self._sweep.join, CLOSE_WAIT)  # a hung network share must not hang a stop
 
     def _put_sync(self, data: bytes | list[bytes], h: bytes | None = None) -> bytes:
+        self._make_sync()  # (a long push's writer threads: no event loop here)
         size = len(data) if isinstance(data, bytes) else sum(map(len, data))
         if size > MAX_OBJECT_SIZE:
             raise StoreError(f"object of {size} bytes exceeds the 1 MiB limit")
@@ -173,6 +226,7 @@ class FileStore(Store):
         }
 
     async def put(self, data: bytes) -> bytes:
+        await self._made()
         return await self.batch.put(data)
 
     async def put_many(
@@ -181,6 +235,7 @@ class FileStore(Store):
         """Store.put_many: a few small objects (a push's page) through the batched writer, with the other
         writes of this turn of the loop; more on the writer threads (see WRITER_THREADS), all at once.
         `hashes` trusted, not recomputed; `timeout` bounds the batch."""
+        await self._made()
         hashes = hashes or [None] * len(items)
         if self._batched(items):
             return await gathered([self.batch.put(d, h) for d, h in zip(items, hashes)], timeout)
@@ -197,6 +252,7 @@ class FileStore(Store):
     ) -> list[bytes]:
         """Store.put_then_set_head in one batch of the writer: the head written once the objects are
         durable (a push's manifest and head: one hop to the writer, not two). `timeout` bounds the batch."""
+        await self._made()
         if not self._batched(items):
             return await super().put_then_set_head(items, hashes, entry, timeout=timeout)
         futs = self.batch.put_then_set_head(list(zip(items, hashes or [None] * len(items))), entry)
@@ -207,9 +263,11 @@ class FileStore(Store):
         return len(items) <= BATCH_OBJECTS and sum(len(d) for d in items) <= BATCH_BYTES
 
     async def get(self, h: bytes) -> bytes:
+        await self._made()
         return await self._reader.run(self._get_sync, h)
 
     async def get_many(self, hashes: list[bytes]) -> list[bytes]:
+        await self._made()
         return await asyncio.to_thread(lambda: [self._get_sync(h) for h in hashes])
 
     def _has_sync(self, path: str) -> bool:
@@ -224,11 +282,13 @@ class FileStore(Store):
         raise self._failure(what, self._objects, gone)
 
     async def has(self, h: bytes) -> bool:
+        await self._made()
         return await self._reader.run(self._has_sync, self._obj_path(h))
 
     async def first_missing(self, hashes: Sequence[bytes], *, timeout: float | None = None) -> bytes | None:
         """Store.first_missing in one hop to a thread for them all (a log's check before a share asked
         once per object, one after the other). `timeout` bounds the whole."""
+        await self._made()
         paths = [(h, self._obj_path(h)) for h in hashes]
 
         def first() -> bytes | None:
@@ -259,6 +319,7 @@ class FileStore(Store):
         return out
 
     async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
+        await self._made()
         return await asyncio.to_thread(self._free_sync, hashes, dry_run)
 
     def _head_path(self, pk: bytes) -> str:
@@ -279,6 +340,7 @@ class FileStore(Store):
         return entry
 
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
+        await self._made()
         return await self._reader.run(self._get_head_sync, pk)
 
     def _head_versions_sync(self) -> dict[bytes, object]:
@@ -317,6 +379,8 @@ class FileStore(Store):
         """Store.head_changes from the heads folder's change journal (stores/headjournal.py): the
         journal's new records and a stat of each head they name, in time proportional to the change;
         a full listing when the journal cannot say, and every RELIST_EVERY. None if the folder is gone."""
+        if not await self._made_or_none():
+            return None
         try:
             await self._reader.run(self._watch.poll)
         except FileNotFoundError:
@@ -327,6 +391,8 @@ class FileStore(Store):
 
     async def head_versions(self) -> dict[bytes, object] | None:
         """As Store.head_versions; the same dict object (not to be changed) while nothing changed."""
+        if not await self._made_or_none():
+            return None
         try:
             return await self._reader.run(self._head_versions_sync)
         except FileNotFoundError:
@@ -335,6 +401,7 @@ class FileStore(Store):
             raise self._failure("cannot look at the heads", self._heads, exc) from None
 
     async def set_head(self, entry: RegistryEntry) -> None:
+        await self._made()
         await self.batch.set_head(entry)
 
 

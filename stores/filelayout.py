@@ -80,6 +80,23 @@ def make_folder(root: str, path: str, *, durable: bool = True) -> None:
         fsutil.fsync_dir(parent)  # (through the module: tests trace it)
 
 
+def make_failure(root: str, exc: OSError) -> StoreError:
+    """The store at `root` not made (create() failed: its first use, tried again at each call until it is
+    made) as the failure it is, in folder_error's words: a file where one of its folders goes (EEXIST: a
+    path mistyped, a share's mount point taken by a file) is a folder missing or not a folder."""
+    if exc.errno == errno.EEXIST:
+        exc = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), exc.filename)
+    return folder_error("cannot make the store", root, exc)
+
+
+def away(root: str) -> StoreError | None:
+    """What a look at the folder says of the store at `root`, with no read or write: a folder missing or
+    empty (not a store) as a read of it fails (failure()); None if it is a store."""
+    if is_store(root):
+        return None
+    return failure("cannot use the store", root, root, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)))
+
+
 def failure(what: str, root: str, where: str, exc: OSError) -> StoreError:
     """stores/errors.py folder_error for a read or write in `where`, in the store at `root`; a folder
     that is there but holds no store (an empty mount point) is named as such."""

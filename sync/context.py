@@ -26,12 +26,17 @@ from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..storage.redact import scrub_text
 from ..stores import Store
+from ..stores.errors import failure_kind
 from .bounded import KeyedLocks
+from .errors import no_relay_account
 from .keys import KeyStore
 from .mirror import MirrorStore, open_stores
 from .mirrorurls import credentials_of, same_stores, stores_identity
 from .storecreds import StoreCredentials
 from .workers import Workers
+
+# seconds a look at the store's own state (Store.failing_now) may take in GET /v1/status before it is left
+FAILING_LOOK = 1.0
 
 
 @dataclass
@@ -73,6 +78,7 @@ class SyncContext:
         fix = getattr(exc, "fix", None)
         if fix:  # (said in the message too, as an import's error says it: status and `sync --wait` show that)
             msg = f"{msg}; {fix}"
+        if fix and no_relay_account(exc):  # (any other: doctor says the fix by its kind, doctor_fixes.pull_fix)
             self.pull_fixes[sid] = fix
         else:
             self.pull_fixes.pop(sid, None)
@@ -151,19 +157,23 @@ class SyncContext:
 
     async def store_status(self) -> list[dict]:
         """This daemon's store(s): per store, whether it answered, what waits in its outbox, its last
-        error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked."""
+        error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked. What
+        a store's own state says (Store.failing_now: a folder store's folder away) is: unreachable."""
         if isinstance(self.store, MirrorStore):
-            return await self.store.status()
-        return [
-            {
-                "url": self.store.url,
-                "reachable": None,
-                "pending": 0,
-                "last_error": None,
-                **self.store.write_stats(),
-                **self.store.service_status(),
-            }
-        ]
+            rows, stores = await self.store.status(), self.store.stores
+        else:
+            rows, stores = [{"url": self.store.url, "reachable": None, "pending": 0, "last_error": None}], [self.store]
+            rows[0] |= self.store.write_stats() | self.store.service_status()
+        for row, st in zip(rows, stores, strict=True):
+            if row["reachable"] is False:
+                continue  # (its last use failed: said so already)
+            try:
+                failing = await asyncio.wait_for(st.failing_now(), FAILING_LOOK)
+            except TimeoutError:  # (a hung share: a look that does not end says nothing)
+                continue
+            if failing is not None:
+                row |= {"reachable": False, "last_error": str(failing), "failure": failure_kind(failing)}
+        return rows
 
     async def store_for(self, sid: str) -> Store:
         """The store session `sid` syncs through: the one it was imported from, else this daemon's."""

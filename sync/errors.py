@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from ..storage.redact import scrub_text
-from ..stores.errors import AccountRevoked, AuthRefused, NoRelayAccount, describe_failure
+from ..stores.errors import MOVE_STORE, AccountRevoked, AuthRefused, NoRelayAccount, describe_failure
 
 
 def crash_point(name: str) -> None:
@@ -33,6 +33,29 @@ class ImportError_(Exception):
         self.fix = fix
         self.refused = refused  # the store refused this device's credentials (not a revoked account)
         self.no_account = no_account  # a relay that refused it for want of an account there (NoRelayAccount)
+        self.log_of: tuple[str, str | None] | None = None  # (session, writer): a log found bad (bad_log)
+
+
+def log_fix(sid: str, device: str | None, *, importing: bool = False) -> str:
+    """What mends a member's log of session `sid` that a read found damaged, forged or rolled back in the
+    store (`device`: its writer; None: the members slot, which a writer writes again): `verify` names what
+    is wrong, and on the device that wrote it `verify` and `sync --wait` push it again (verify marks its own
+    log for repair); then, `importing`, the import again. A store serving forged or old heads is not one to
+    keep. The command first, as doctor's fixes are."""
+    who, what = (f"device {device}", "its log") if device else ("a writer of the session", "the members slot")
+    again = f"`sessiond verify {sid} && sessiond sync --wait {sid}` on {who} pushes {what} again"
+    keep = f"a store serving forged or old heads is not one to keep: {MOVE_STORE}"
+    if importing:
+        return f"sessiond import < code.txt  # again once {again}; {keep}"
+    return f"sessiond verify {sid}  # names what is wrong; {again}; {keep}"
+
+
+def bad_log(exc: ImportError_, sid: str, device: str | None) -> ImportError_:
+    """`exc`, a log of session `sid` by `device` (None: its members slot) found damaged, forged or rolled
+    back in the store, given what mends it (log_fix; an import says it as an import: Importer)."""
+    exc.fix = log_fix(sid, device)
+    exc.log_of = (sid, device)
+    return exc
 
 
 def refuses_device(exc: BaseException) -> bool:

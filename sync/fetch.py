@@ -16,7 +16,7 @@ from ..stores import Store, StoreError, check_object
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .crypto import DecryptError, manifest_key, open_unpadded
-from .errors import ImportError_, store_failed
+from .errors import ImportError_, bad_log, store_failed
 from .heads import manifest_hash_of, open_manifest
 from .manifest import Manifest, parse_manifest
 from .pages import LogError
@@ -135,9 +135,10 @@ async def read_manifest(
     try:
         head = heads[pk] if heads is not None and pk in heads else await asyncio.wait_for(store.get_head(pk), timeout)
     except RegistryError as exc:
-        raise ImportError_("forged", f"the head of device {name} is not validly signed: {exc}") from None
+        said = f"the head of device {name} of session {sid} is not validly signed: {exc}"
+        raise _bad("forged", sid, name, said) from None
     except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
-        raise ImportError_("forged", f"the head of device {name} is refused: {exc}") from None
+        raise _bad("forged", sid, name, f"the head of device {name} of session {sid} is refused: {exc}") from None
     except (TimeoutError, StoreError, OSError) as exc:
         if failing(exc):  # the store failed to answer: nothing is known of this device's head
             raise store_failed(exc, store.url) from None
@@ -145,37 +146,46 @@ async def read_manifest(
     if head is None:
         return None  # a member that has not pushed anything yet
     if head.revision < min_rev:
-        raise ImportError_(
+        raise _bad(
             "replayed",
-            f"the head of device {name} went back to revision "
+            sid,
+            name,
+            f"the head of device {name} of session {sid} went back to revision "
             f"{head.revision} (this device has seen {min_rev}): a replayed old head",
         )
-    with _read_failures(store, name):
+    with _read_failures(store, sid, name):
         mhash = manifest_hash_of(head)
         async with asyncio.timeout(timeout):  # not wait_for: no task of its own for each read
             ct = await store.get(mhash)
         try:
             plain = open_manifest(ct, mhash, session_key, pk, head.revision)
         except DecryptError as exc:
-            raise ManifestSealed("damaged", f"the log of device {name} is damaged: {exc}", head.revision) from None
+            said = f"the log of device {name} of session {sid} is damaged: {exc}"
+            raise bad_log(ManifestSealed("damaged", said, head.revision), sid, name) from None
         man = parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision)
         if device is not None and man.device != device:
             raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
     return man
 
 
+def _bad(kind: str, sid: str, name: str, message: str) -> ImportError_:
+    """A member's log of session `sid` by device `name` found bad (`kind`: damaged, forged, replayed), with
+    what mends it (errors.bad_log)."""
+    return bad_log(ImportError_(kind, message), sid, name)
+
+
 @contextlib.contextmanager
-def _read_failures(store: Store, name: str) -> Iterator[None]:
-    """What reading a member's log from `store` raises, as ImportError_: the store's failure (it said
-    nothing of the log), or the log of device `name` damaged."""
+def _read_failures(store: Store, sid: str, name: str) -> Iterator[None]:
+    """What reading a member's log of session `sid` from `store` raises, as ImportError_: the store's
+    failure (it said nothing of the log), or the log of device `name` damaged."""
     try:
         yield
     except (TimeoutError, StoreError, OSError) as exc:
         if failing(exc):  # the store failed to answer: the log is not damaged for that
             raise store_failed(exc, store.url) from None
-        raise ImportError_("damaged", f"the log of device {name} is damaged: {exc}") from None
+        raise _bad("damaged", sid, name, f"the log of device {name} of session {sid} is damaged: {exc}") from None
     except (RegistryError, DecryptError, LogError) as exc:
-        raise ImportError_("damaged", f"the log of device {name} is damaged: {exc}") from None
+        raise _bad("damaged", sid, name, f"the log of device {name} of session {sid} is damaged: {exc}") from None
 
 
 async def fetch_log(
@@ -198,7 +208,7 @@ async def fetch_log(
     man = await read_manifest(store, sid, session_key, pk, device, min_rev=min_rev, timeout=timeout, heads=heads)
     if man is None:
         return None, None
-    with _read_failures(store, man.device):
+    with _read_failures(store, sid, man.device):
         reader = LogReader(sid, man.device, store, timeout)
         if progress is not None:
             last = man.last_seq
@@ -210,7 +220,7 @@ async def fetch_log(
         except Invalid as exc:
             raise ImportError_(
                 "invalid",
-                f"the log of device {man.device} holds what this sessiond "
+                f"the log of device {man.device} of session {sid} holds what this sessiond "
                 f"refuses, so nothing of it is applied: {exc.message}",
             ) from None
     return man, ops
@@ -224,7 +234,7 @@ async def freeze_log(store: Store, sid: str, keys: list[bytes], member: dict, *,
     read_manifest does."""
     pk = bytes(member["head_pk"])
     name = member.get("device_id") or pk.hex()[:16]
-    with _read_failures(store, name):
+    with _read_failures(store, sid, name):
         async with asyncio.timeout(timeout):
             head = await store.get_head(pk)
         if head is None:
@@ -256,7 +266,7 @@ async def fetch_frozen(
     the key the entry carries, and checked as any member's (it names the session, the head key, the
     revision and the device); then its operations after `after_seq`, as fetch_log reads them."""
     name = str(frozen["d"])
-    with _read_failures(store, name):
+    with _read_failures(store, sid, name):
         async with asyncio.timeout(timeout):
             ct = await store.get(bytes(frozen["h"]))
         plain = open_unpadded(check_object(bytes(frozen["h"]), ct), bytes(frozen["x"]))
@@ -270,7 +280,7 @@ async def fetch_frozen(
         except Invalid as exc:
             raise ImportError_(
                 "invalid",
-                f"the log of device {man.device} holds what this sessiond refuses, so nothing of it is applied:"
-                f" {exc.message}",
+                f"the log of device {man.device} of session {sid} holds what this sessiond refuses, so nothing"
+                f" of it is applied: {exc.message}",
             ) from None
     return lg

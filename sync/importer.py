@@ -24,7 +24,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
-from .errors import ImportError_, crash_point, refuses_device
+from .errors import ImportError_, crash_point, log_fix, refuses_device
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .heads import levels_to_cbor
 from .locations import relay_account_fix
@@ -77,10 +77,12 @@ class Importer:
         except ImportError_ as exc:
             if exc.refused and exc.fix is None:  # (a relay that lets this device look, then refuses a read)
                 exc.fix = self._account_fix(code, store)
+            if exc.log_of is not None:  # a log found bad: mended by its writer, then imported again
+                exc.fix = log_fix(*exc.log_of, importing=True)
             raise
 
     async def _rekeyed(
-        self, code: ShareCode, store: Store, members: list[dict], notice: dict, my_pk: bytes
+        self, code: ShareCode, store: Store, members: list[dict], notice: dict, my_pk: bytes, held: bool
     ) -> ImportError_:
         """Why a code whose members slot holds a rekey notice does not import: the session was rekeyed after
         the code was made (a new code of it, from a device that took the rekey, imports); or the notice is
@@ -88,12 +90,14 @@ class Importer:
         rekeyproof.check_exclusion), which stays in the slot, a new code of it refused too. Any other refusal
         of the check is the import's error as the check words it (the notice is not known to be a rekey): a
         store that fails while the heads are read (kind store), another member's head claiming a rekey of the
-        same slot (rekey_conflict), a member's head forged or its log damaged."""
+        same slot (rekey_conflict, worded for a device importing: `held`, whether it has a copy of the
+        session), a member's head forged or its log damaged."""
         sid = code.session_id
         try:
             await check_exclusion(
                 store, sid, notice, old_announce=code.announce_pk, members=members, me=my_pk,
                 keys=[code.session_key], known_revs={}, timeout=self.ctx.timeout,
+                importing="the copy here is kept as it was" if held else "nothing was imported",
             )  # fmt: skip
         except ImportError_ as exc:
             if exc.kind != "rekey_unconfirmed":  # a store failing, a conflict, a forged or damaged head: itself
@@ -151,7 +155,7 @@ class Importer:
         )
         my_pk = keys.head_pk(sid)
         if notice is not None:
-            raise await self._rekeyed(code, store, members, notice, my_pk)
+            raise await self._rekeyed(code, store, members, notice, my_pk, existing is not None)
         mine = next((m for m in members if m["head_pk"] == my_pk), None)
         if mine is not None:
             await self._adopt_device(sid, mine["device_id"])
@@ -220,7 +224,11 @@ class Importer:
                     "rekey_claims": dagcbor.encode(man.claims) if man.claims else None,
                 }
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
-            raise ImportError_("damaged", "the shared logs do not contain the session's creation")
+            raise ImportError_(
+                "damaged",
+                f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
+                f" --wait {sid}` on the device that created it pushes its log again; then import the code again",
+            )
         if rejoin and not await self._same_session(sid, logs):
             raise ImportError_(
                 "conflict",

@@ -25,7 +25,7 @@ from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
-from .errors import ImportError_, store_failed
+from .errors import ImportError_, bad_log, store_failed
 from .mirror import MirrorStore
 
 log = logging.getLogger("sessiond.sync")
@@ -37,6 +37,12 @@ MEMBERS_KEPT = 1024
 # what a read of the members slot says when the store lost it: its entry gone or not 0x1e | hash | salt,
 # its object gone or damaged. A device that wrote the slot writes it again (Members.restore)
 LOST = frozenset({"missing", "damaged", "malformed"})
+
+
+def _bad(kind: str, sid: str, message: str) -> ImportError_:
+    """The members slot of session `sid` found bad (`kind`: forged, replayed, malformed, damaged), with what
+    mends it: a writer writes it again (errors.bad_log)."""
+    return bad_log(ImportError_(kind, message), sid, None)
 
 
 def announce_key(write_secret: bytes) -> SigningKey:
@@ -213,9 +219,9 @@ class Members:
             if entry is None:
                 entry = await asyncio.wait_for(store.get_head(pk), timeout)
         except RegistryError as exc:
-            raise ImportError_("forged", f"the session's members entry is not validly signed: {exc}") from None
+            raise _bad("forged", sid, f"the members entry of session {sid} is not validly signed: {exc}") from None
         except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
-            raise ImportError_("forged", f"the session's members entry is refused: {exc}") from None
+            raise _bad("forged", sid, f"the members entry of session {sid} is refused: {exc}") from None
         except HeadExpired as exc:  # signed by a writer, but no longer valid: not a lie, a head not renewed
             raise ImportError_("head_expired", f"the session's members entry cannot be used: {exc}") from None
         except (TimeoutError, StoreError, OSError) as exc:
@@ -229,14 +235,16 @@ class Members:
                 f"{expiry_hint([store])})",
             )
         if entry.pk != pk:
-            raise ImportError_("forged", "the members entry is signed by another key")
+            raise _bad("forged", sid, f"the members entry of session {sid} is signed by another key")
         if entry.revision < min_rev:
-            raise ImportError_(
+            raise _bad(
                 "replayed",
-                f"the members entry was rolled back to revision {entry.revision} (this device has seen {min_rev})",
+                sid,
+                f"the members entry of session {sid} was rolled back to revision {entry.revision} (this device"
+                f" has seen {min_rev})",
             )
         if len(entry.data) != 1 + 32 + SALT_LEN or entry.data[0] != 0x1E:
-            raise ImportError_("malformed", "the members entry's data is not 0x1e | hash | salt")
+            raise _bad("malformed", sid, f"the members entry of session {sid}: its data is not 0x1e | hash | salt")
         h, salt = entry.data[1:33], entry.data[33:]
         seen = self._seen.get(sid) if cached else None
         if seen is not None and seen[:4] == (pk, entry.revision, entry.data, session_key):
@@ -248,11 +256,11 @@ class Members:
         except (TimeoutError, StoreError, OSError) as exc:
             if failing(exc):  # the store failed to answer, the list is not damaged
                 raise store_failed(exc, store.url) from None
-            raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
+            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         except (DecryptError, dagcbor.DagCborError) as exc:
-            raise ImportError_("damaged", f"the members list of {sid} cannot be read: {exc}") from None
+            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
-            raise ImportError_("damaged", "the members object does not belong to this session (swapped objects)")
+            raise _bad("damaged", sid, f"the members object of session {sid} belongs to another (swapped objects)")
         members, notice, frozen = parse_members(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
         self._object_read[sid] = time.monotonic()

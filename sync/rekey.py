@@ -297,7 +297,7 @@ class Rekeyer:
         remote = await ctx.db.remote(sid)
         if remote is None or bytes(remote["announce_pk"]) == notice.get("a"):
             return None  # already switched
-        secret = open_box(notice, my_pk, keys.head_key(sid))
+        secret = open_box(notice, my_pk, keys.head_key(sid), sid)
         peers = await ctx.db.peers(sid)
         known_revs = {bytes(p["head_pk"]): p["rev"] for p in peers}
         behind = {bytes(p["head_pk"]): p["rev"] for p in peers if p["last_error"] == BEHIND}

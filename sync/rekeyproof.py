@@ -75,7 +75,7 @@ def notice_hash(notice: dict) -> bytes:
     return blake3(dagcbor.encode(notice)).digest()
 
 
-def open_box(notice: dict, head_pk: bytes, head_key: SigningKey) -> dict | None:
+def open_box(notice: dict, head_pk: bytes, head_key: SigningKey, sid: str) -> dict | None:
     """This device's box of a notice, opened: {"a", "k", "w"?}; None if the notice has no box for it.
     Raises ImportError_ if there is one that does not open."""
     box = next((b.get("x") for b in notice.get("b", []) if isinstance(b, dict) and b.get("k") == head_pk), None)
@@ -86,7 +86,11 @@ def open_box(notice: dict, head_pk: bytes, head_key: SigningKey) -> dict | None:
         if not (isinstance(secret.get("k"), bytes) and len(secret["k"]) == 32 and isinstance(secret.get("a"), bytes)):
             raise ValueError("not a rekey secret")
     except Exception:
-        raise ImportError_("damaged", "the rekey notice's box for this device cannot be opened") from None
+        raise ImportError_(
+            "damaged",
+            f"the rekey notice of session {sid} has a box for this device that cannot be opened: ask a device that"
+            f" took the rekey for a new share code of {sid}, and import it (`sessiond import < code.txt`)",
+        ) from None
     return secret
 
 
@@ -156,6 +160,7 @@ async def check_exclusion(
     known_revs: dict[bytes, int],
     timeout: float,
     behind: dict[bytes, int] | None = None,
+    importing: str | None = None,
 ) -> str:
     """For a notice with no box for this device (a rekey that leaves it out): the author it names, once
     checked as far as this device can without the new key; refuses (ImportError_) one whose author is no
@@ -163,7 +168,9 @@ async def check_exclusion(
     another member's head contradicts (claiming a rekey of the same slot). An author's head sealed under a
     key this device does not hold went on to a new generation, as a real rekey's author does once it has
     switched. Arguments as for check_notice. What this cannot tell apart: a writer that holds the write
-    secret and claims its own notice has made a rekey (docs/SECURITY.md, "A writer and the rekey")."""
+    secret and claims its own notice has made a rekey (docs/SECURITY.md, "A writer and the rekey").
+    `importing`: the check is an import's, of a code of the slot (what the import leaves here, said in its
+    refusal); such a device is not a member, and has no key or access of the session to keep."""
     author = notice.get("d")
     others = {m["device_id"] for m in members if m["head_pk"] != me and m["device_id"] is not None}
     if not isinstance(author, str) or author not in others:
@@ -177,6 +184,15 @@ async def check_exclusion(
     _, _, contradicting = await _sightings(
         store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout, left_out=True
     )
+    if contradicting and importing is not None:
+        raise ImportError_(
+            "rekey_conflict",
+            f"session {sid} cannot be imported with this code ({importing}): its members slot holds a rekey notice"
+            f" that names device {author} as its author, but device(s) {', '.join(sorted(contradicting))} claim"
+            f" another rekey of the session (two devices claim to have rekeyed it; one of them may be a device that"
+            f" was dropped), and the code leads to neither. Ask a device you trust for a new share code of {sid},"
+            f" made after the rekey by a device that took it, and import that one: `sessiond import < code.txt`",
+        )
     if contradicting:
         raise ImportError_(
             "rekey_conflict",
@@ -248,7 +264,7 @@ async def _later_keys(
             break  # not announced yet, or unreadable: no later rekey is known
         if notice is None:
             break
-        secret = open_box(notice, me, head_key)
+        secret = open_box(notice, me, head_key, sid)
         if secret is None:
             return out, True
         key, announce = bytes(secret["k"]), bytes(secret["a"])

@@ -227,6 +227,9 @@ class Verifier:
                 if exc.kind == "store":
                     raise _StoreFailed(store.url, exc) from None
                 report["problems"].append(f"device {name}: {describe(exc)}")
+                if exc.log_of is not None:  # damaged, forged, rolled back: its writer pushes it again
+                    fix = f"`sessiond verify {sid} && sessiond sync --wait {sid}` on device {name} pushes its log again"
+                    report["repair"] = "; ".join(f for f in (report.get("repair"), fix) if f)
                 continue
             except Exception as exc:
                 if failing(exc):

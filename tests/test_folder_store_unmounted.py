@@ -17,6 +17,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from conftest import cli_json, run_cli, wait_for, write_config
+from sessiond.client import Client
 from sessiond.stores import FileStore, StoreError
 from sessiond.stores.errors import StoreUnreachable
 from sessiond.stores.filelayout import MARKER
@@ -276,3 +277,96 @@ async def test_asking_whether_objects_are_there_in_a_store_that_went_is_unreacha
     (tmp_path / "away").rename(root)
     assert await store.has(h) and not await store.has(bytes(32)) and await store.first_missing([bytes(32)]) == bytes(32)
     await store.close()
+
+
+def _started(home: str, *args: str) -> str:
+    """`sessiond start` of `home` (a real daemon, stopped by the caller): what it said, on both streams."""
+    res = run_cli(home, "start", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout + res.stderr
+
+
+def test_a_start_on_a_store_folder_that_went_says_so_as_sync_does(make_daemon, share):
+    """A daemon started while its store's folder is away (or an empty folder is in its place) started in
+    silence: `start` and `status` said nothing of the store until a push failed. They say it now, in the
+    words `sync --wait` uses (the folder named, mount it or put it back), and local sessions are served."""
+    mount, store, away = share
+    a = make_daemon(f"file://{store}").start()
+    sid = _pushed(a)
+    a.stop()
+    os.rename(store, away)
+    try:
+        said = _started(a.home)
+        assert f"the store folder {store} is missing or not a folder" in said and "mount its disk" in said, said
+        status = run_cli(a.home, "status")
+        assert f"the store folder {store} is missing or not a folder" in status.stdout, status.stdout
+        a.client().append(sid, "user", "while unmounted")  # local sessions are served meanwhile
+        assert os.listdir(mount) == []
+        os.rename(away, store)
+        assert run_cli(a.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
+        assert "missing" not in run_cli(a.home, "status").stdout
+    finally:
+        run_cli(a.home, "stop")
+
+
+def test_a_first_start_whose_store_folder_cannot_be_made_starts_and_makes_it_once_it_can(tmp_path):
+    """A first start on a folder store that cannot be made (a file where one of its folders goes: a path
+    mistyped, a share's mount point taken by a file) refused to start, with an older message ("cannot use
+    the folder store ...: File exists"). The daemon starts and serves local sessions, says what `sync
+    --wait` says of the store (the folder named, what to do), the push waits; the store is made at the
+    first push once the path is free."""
+    home = str(tmp_path / "home")
+    blocker = tmp_path / "share"
+    blocker.write_text("not a folder")
+    store = blocker / "store"
+    try:
+        said = _started(home, "--store", f"file://{store}")
+        assert f"the store folder {blocker} is missing or not a folder" in said and "mount its disk" in said, said
+        c = Client(home)
+        sid = c.create_session(name="local")["id"]
+        c.append(sid, "user", "kept here")
+        res = run_cli(home, "sync", sid, "--wait", "--timeout", "20", "--json")
+        assert res.returncode != 0, res.stdout
+        err = json.loads(res.stdout)["sessions"][sid]["last_error"]
+        assert f"the store folder {blocker} is missing or not a folder" in err, err
+        run_cli(home, "stop")
+        # a restart is the store's first use still (not a store that went, left unmade: no start makes those)
+        assert "is missing or not a folder" in _started(home)
+        blocker.unlink()  # the path free: the store is made at the next push, its marker last
+        res = run_cli(home, "sync", sid, "--wait", "--timeout", "20")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert os.path.isfile(store / MARKER)
+        assert "failing" not in run_cli(home, "status").stdout
+    finally:
+        run_cli(home, "stop")
+    os.rename(store, tmp_path / "away")  # made once: from now on a store that went, never made again
+    try:
+        assert f"the store folder {store} is missing" in _started(home)
+        assert not store.exists()
+    finally:
+        run_cli(home, "stop")
+
+
+def test_a_start_with_a_mirror_s_folder_store_away_says_so(make_daemon, tmp_path):
+    """The same for a mirror's folder store: `start` and `status` name it and its folder, the other store
+    takes the pushes, and the share's wait in its outbox."""
+    local, mount, away = tmp_path / "local", tmp_path / "mnt", tmp_path / "away"
+    mount.mkdir()
+    share = mount / "store"
+    a = make_daemon([f"file://{local}", f"file://{share}"]).start()
+    sid = _pushed(a)
+    a.stop()
+    os.rename(share, away)
+    try:
+        said = _started(a.home)
+        assert f"store file://{share} failing" in said and f"the store folder {share} is missing" in said, said
+        assert f"file://{local} failing" not in said, said
+        a.client().append(sid, "user", "while unmounted")
+        assert a.client().sync(sid, wait=True, timeout=20)["pushed"]  # (to the local store)
+        stores = {st["url"]: st for st in cli_json(a.home, "status")["stores"]}
+        st = stores[f"file://{share}"]
+        assert st["reachable"] is False and f"the store folder {share} is missing" in st["last_error"], st
+        assert stores[f"file://{local}"]["reachable"], stores
+        assert os.listdir(mount) == []
+    finally:
+        run_cli(a.home, "stop")

@@ -51,6 +51,11 @@ def test_a_code_of_a_slot_whose_notice_another_member_contradicts_is_refused_as_
     assert kind == "rekey_conflict", (kind, err)
     assert "revoked" not in err, err
     assert f"names device {k_id}" in err and f"device(s) {d_id} claim another rekey" in err, err
+    # said to a device that is importing: it has no key or access of the session to keep (the pull's
+    # wording), nothing was imported, and the way on is a new code from a device that took a rekey
+    assert "keeps its key" not in err and "its access" not in err, err
+    assert f"session {sid} cannot be imported with this code (nothing was imported)" in err, err
+    assert f"new share code of {sid}" in err and "`sessiond import" in err, err
 
 
 def test_a_code_of_a_slot_whose_notice_meets_a_damaged_members_log_is_refused_as_damaged(make_daemon, store_dir):
@@ -65,4 +70,4 @@ def test_a_code_of_a_slot_whose_notice_meets_a_damaged_members_log_is_refused_as
         f.write(b"\0" * 16)
     kind, err = _refused(make_daemon, store_dir, code)
     assert kind == "damaged", (kind, err)
-    assert "revoked" not in err and f"the log of device {r_id} is damaged" in err, err
+    assert "revoked" not in err and f"the log of device {r_id} of session {sid} is damaged" in err, err

@@ -182,10 +182,23 @@ def cmd_start(args) -> int:
         proc.wait(timeout=10)
         raise _not_started(home.path, proc, out_path)
     info = Client(home.path, timeout=10).status()
+    # a store failing as the daemon starts (a folder store's folder away): said as `sync --wait` says it
+    failing = [
+        f"store {st['url']} failing: {for_home(err, home.path)} (sessions are served here meanwhile; their"
+        " pushes wait until it is back)"
+        for st in info.get("stores") or []
+        if st.get("reachable") is False and (err := st.get("last_error"))
+    ]
     emit(
         args,
-        {"started": True, "pid": info["pid"], "socket": info["socket"], "device_id": info["device_id"]},
-        f"sessiond started (pid {info['pid']}) on {info['socket']}",
+        {
+            "started": True,
+            "pid": info["pid"],
+            "socket": info["socket"],
+            "device_id": info["device_id"],
+            **({"store_failing": failing} if failing else {}),
+        },
+        "\n".join([f"sessiond started (pid {info['pid']}) on {info['socket']}", *failing]),
     )
     return 0
 
@@ -314,6 +327,8 @@ def cmd_status(args) -> int:
                 f"pinning:  {pin['service']}: {pin['pinned']} pinned, {pin['pending']} waiting"
                 + (f"; last error: {short(for_home(err, args.home), 80)}" if (err := pin.get("last_error")) else "")
             )
+    if len(stores) == 1 and stores[0].get("reachable") is False and (err := stores[0].get("last_error")):
+        lines.append(f"  failing: {for_home(err, args.home)}")  # (a folder store's folder away)
     if len(stores) > 1:  # a mirror: how each of its stores is doing
         for st in stores:
             reachable = st.get("reachable")

@@ -1,0 +1,87 @@
+"""A member's log found damaged (or forged) in the store, while an import or a pull reads it, was said as
+"the log of device D is damaged: object H is damaged: ...": no session named (an import's user may not
+know which session a code is of; `sync` of every session, a log line, doctor, show many) and nothing said
+of what to do. Now the error names the session and says what mends it (`sessiond verify` names what is
+wrong; the device that wrote the log pushes it again; a store serving forged or old heads is not one to
+keep), through the CLI's text and --json, `sync --wait` and status. Real daemons, one folder store, a
+real blob of it overwritten."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+
+from conftest import cli_json, run_cli
+from sessiond.stores.file import FileStore
+from sessiond.sync.heads import manifest_hash_of
+from sessiond.sync.keys import KeyStore
+
+
+def _damage_manifest(store_dir: str, home: str, sid: str) -> None:
+    """The manifest the head of `home`'s device for `sid` points to, overwritten in part in the store."""
+    pk = KeyStore(os.path.join(home, "keys")).head_pk(sid)
+    head = asyncio.run(FileStore(store_dir, create=False).get_head(pk))
+    assert head is not None
+    (path,) = glob.glob(os.path.join(store_dir, "**", manifest_hash_of(head).hex()), recursive=True)
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 16)
+
+
+def _written(make_daemon, store_dir) -> tuple:
+    """Device A's session, pushed, and a share code of it: (a, sid, code, A's device id)."""
+    a = make_daemon("file://" + store_dir).start()
+    c = a.client()
+    sid = c.create_session(name="damaged later")["id"]
+    c.append(sid, "user", "hello")
+    assert c.sync(sid, wait=True, timeout=20)["complete"]
+    code = c.share(sid)["code"]
+    return a, sid, code, c.status()["device_id"]
+
+
+def _says_what_to_do(said: str, sid: str, device: str) -> None:
+    assert f"session {sid}" in said, said
+    assert f"device {device}" in said and "damaged" in said, said
+    # on the device that wrote it, its verify finds the damage and its sync pushes its log again
+    assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on device {device}" in said, said
+
+
+def test_an_import_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, store_dir):
+    a, sid, code, device = _written(make_daemon, store_dir)
+    _damage_manifest(store_dir, a.home, sid)
+    b = make_daemon("file://" + store_dir).start()
+    res = run_cli(b.home, "import", input=code)
+    assert res.returncode != 0, res.stdout
+    _says_what_to_do(res.stderr, sid, device)
+    res = run_cli(b.home, "import", "--json", input=code)
+    err = json.loads(res.stdout)["error"]
+    assert err["code"] == "damaged", err
+    _says_what_to_do(err["message"], sid, device)
+    assert "; sessiond import < code.txt  # again once `sessiond verify" in err["message"], err  # an import's fix
+
+
+def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, store_dir):
+    a, sid, code, device = _written(make_daemon, store_dir)
+    b = make_daemon("file://" + store_dir).start()
+    b.client().import_code(code)
+    a.client().append(sid, "user", "then")
+    assert a.client().sync(sid, wait=True, timeout=20)["complete"]
+    _damage_manifest(store_dir, a.home, sid)
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
+    assert res.returncode != 0, res.stdout
+    _says_what_to_do(json.loads(res.stdout)["sessions"][sid]["pull_error"], sid, device)
+    _says_what_to_do(cli_json(b.home, "status")["sync"][sid]["pull_error"], sid, device)
+    assert f"sessiond verify {sid}" in run_cli(b.home, "sync", sid, "--wait", "--timeout", "20").stdout
+    findings = json.loads(run_cli(b.home, "doctor", "--no-verify", "--json").stdout)["findings"]
+    doctor = [f for f in findings if f["check"] == "push"]
+    assert any(sid in f["message"] and f["fix"].startswith("sessiond verify") and sid in f["fix"] for f in doctor)
+    res = run_cli(b.home, "verify", sid, "--json")
+    (rep,) = json.loads(res.stdout)["sessions"]
+    assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on device {device}" in rep.get("repair", ""), rep
+    # and what it says mends it: on A, verify and sync --wait; then B's pull reads it all
+    run_cli(a.home, "verify", sid)
+    assert run_cli(a.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [m["content"] for m in b.client().messages(sid)["messages"]] == ["hello", "then"]
