@@ -99,6 +99,29 @@ def raw_post(sock_path: str, path: str, body: dict, extra: str = "") -> socket.s
     return s
 
 
+class ReservedPort:
+    """A loopback TCP port held for a test: bound (SO_REUSEADDR) but not listening. Nothing else is given it
+    (neither a bind to port 0 nor a connection's own port), a connection to it is refused, and a server the
+    test starts on it (binding with SO_REUSEADDR, as asyncio and `sessiond serve` do) listens there beside
+    the reservation, and can stop and start there again. A port found free and let go (bind to 0, close)
+    is anyone's until the server binds it: another process's connection meanwhile may be given it."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> ReservedPort:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 @contextlib.contextmanager
 def relay_served(data: str, *flags: str, log_path: str | None = None):
     """A `sessiond serve` relay process on a free loopback port, its data in `data`; yields what it printed

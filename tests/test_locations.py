@@ -13,7 +13,7 @@ from sessiond.stores import Store
 from sessiond.sync.locations import hint_of, is_loopback, locations_of
 from sessiond.sync.mirror import MirrorStore
 from sessiond.sync.sharecode import ShareCode, decode
-from test_mirror import Relay, free_port
+from test_mirror import Relay
 
 
 class Named(Store):
@@ -50,13 +50,13 @@ def world(tmp_path_factory):
     """A loopback relay (the only address it has), a daemon A syncing through it, a daemon B with a
     folder store of its own: one of each for the module."""
     tmp = tmp_path_factory.mktemp("loc")
-    relay = Relay(str(tmp / "relay"), free_port()).start()
+    relay = Relay(str(tmp / "relay")).start()
     a = DaemonProc(str(tmp / "a"), relay.url).start()
     b = DaemonProc(str(tmp / "b")).start()
     yield relay, a, b
     for d in (a, b):
         d.stop()
-    relay.stop()
+    relay.close()
 
 
 def shared(a: DaemonProc, text: str) -> tuple[str, dict]:

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from nacl.signing import SigningKey
 
-from conftest import PY, cli_json, eventually, run_cli, wait_for
+from conftest import PY, ReservedPort, cli_json, eventually, run_cli, wait_for
 from sessiond.stores import FileStore, ObjectMissing, Store, StoreError
 from sessiond.stores.errors import LyingServer
 from sessiond.stores.registry import RegistryEntry
@@ -111,16 +111,15 @@ async def test_the_highest_revision_wins_and_reads_fall_through(tmp_path, db):
 # ------------------------------------------------------------------------ two daemons, a folder and a relay
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Relay:
-    def __init__(self, data: str, port: int):
-        self.data, self.port, self.proc = data, port, None
-        self.url = f"s5+http://127.0.0.1:{port}"
+    """A `sessiond serve` relay on a loopback port held for it (conftest.ReservedPort) from its first start
+    to close(): stopped (the store down) and started again on the same port, which nobody else can take
+    meanwhile, and which refuses connections while the relay is stopped."""
+
+    def __init__(self, data: str):
+        self.reserved = ReservedPort()
+        self.data, self.port, self.proc = data, self.reserved.port, None
+        self.url = f"s5+http://127.0.0.1:{self.port}"
 
     def start(self) -> Relay:
         self.proc = subprocess.Popen(
@@ -138,12 +137,36 @@ class Relay:
             self.proc.wait(15)
             self.proc.stdout.close()
 
+    def close(self) -> None:
+        """Stopped, and its port let go."""
+        self.stop()
+        self.reserved.close()
+
 
 @pytest.fixture
 def relay(tmp_path):
-    r = Relay(str(tmp_path / "relay"), free_port()).start()
+    r = Relay(str(tmp_path / "relay")).start()
     yield r
-    r.stop()
+    r.close()
+
+
+def test_a_relay_s_port_stays_its_own_while_it_is_down(tmp_path):
+    """(The tests' relay.) A port let go between two starts of the relay, or between the look for a free one
+    and the first start, is anyone's meanwhile: a connection another test makes may be given it, and the
+    relay then fails to start (about once in 28,000 such connections). Held, it is nobody else's and
+    refuses connections, and the relay starts there again."""
+    r = Relay(str(tmp_path / "relay")).start()
+    try:
+        r.stop()
+        other = socket.socket()  # what another process's connection or server would be bound as
+        with pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", r.port))
+        other.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", r.port), timeout=10)
+        assert r.start().port == r.port
+    finally:
+        r.close()
 
 
 def contents(d, sid):

@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -24,7 +23,7 @@ except ImportError:
     import httpx
 import pytest
 
-from conftest import PY, cli_json, run_cli, wait_for
+from conftest import PY, ReservedPort, cli_json, run_cli, wait_for
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
@@ -282,17 +281,15 @@ def test_each_provider_error_is_a_clear_error_and_the_question_stays(setup, stre
         assert part[0]["error"] == "provider_stream_cut" and e.value.details["message"]["id"] == part[0]["id"]
     else:
         assert assistant(c, sid) == []  # a JSON answer cut off is no answer at all
-    # unreachable: a port nobody listens on
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    write_config(d.home, config(port))
-    d.restart()
-    with pytest.raises(ApiError) as e:
-        ask("anyone?")
-    assert e.value.code == "provider_unreachable" and e.value.status == 502 and "cannot be reached" in e.value.message
-    res = run_cli(d.home, "ask", sid, "via cli")
+    # unreachable: a port nobody listens on, held so (a port let go could be another server's by now)
+    with ReservedPort() as nobody:
+        write_config(d.home, config(nobody.port))
+        d.restart()
+        with pytest.raises(ApiError) as e:
+            ask("anyone?")
+        assert e.value.code == "provider_unreachable" and e.value.status == 502
+        assert "cannot be reached" in e.value.message
+        res = run_cli(d.home, "ask", sid, "via cli")
     assert res.returncode == 1 and "cannot be reached" in res.stderr and "Traceback" not in res.stderr
 
 
