@@ -31,8 +31,8 @@ from ..storage.errors import (
     quota_exhausted,
     quota_ways_out,
 )
+from ..storage.expiry import past_expiry
 from ..storage.model import now
-from ..storage.sessions import past_expiry
 from . import sendable, toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, gone_before, left, left_unasked, pass_on, record_whole

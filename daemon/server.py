@@ -1,5 +1,6 @@
 """The daemon process: one per home. Opens the database, takes the home's lock, serves the API on a
-Unix socket, runs the sync worker, and shuts down cleanly on SIGTERM/SIGINT."""
+Unix socket, runs the sync worker, and shuts down cleanly on SIGTERM/SIGINT. What its start checks of the
+device key is devicekey.py's; which store it syncs with, and what that store needs, homestore.py's."""
 
 from __future__ import annotations
 
@@ -19,16 +20,16 @@ from nacl.signing import SigningKey
 from ..storage.database import Database
 from ..storage.errors import UnusableDatabase
 from ..storage.redact import scrub_text, shown_store, shown_url
-from ..stores import FileStore, Store, StoreError
+from ..stores import StoreError
 from ..sync.bounded import KeyedLocks
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
-from ..sync.keys import DEVICE_KEY, device_key_problem
 from ..sync.mirror import MirrorStore, open_stores
-from ..sync.mirrorurls import mirror_urls, same_stores
 from . import remote_checks
 from .api import make_app
+from .devicekey import check_device_key
 from .events import Events
-from .home import PINNING_DIR, TOKEN_DIR, Config, Home, HomeError, normalize_store_urls, pinning_token_file
+from .home import Config, Home, HomeError, normalize_store_urls
+from .homestore import choose_store, configure_network_stores, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
@@ -41,7 +42,6 @@ log = logging.getLogger("sessiond")
 # no new operation after five reads of its state).
 APPLIED_HERE = frozenset({"session.synced", "session.imported"})
 
-KUBO_SCHEMES = ("ipfs+http://", "ipfs+rpc+http://", "ipfs+rpc+https://")  # stores/config.py's Kubo RPC URLs
 # How long a stop waits for the automatic checkpoints already due (each a few ms; `sessiond stop` kills a
 # daemon that has not stopped after 15 s)
 CHECKPOINTS_AT_STOP = 5.0
@@ -50,12 +50,6 @@ try:
     VERSION = pkg_version("sessiond")
 except PackageNotFoundError:  # running from a source tree that was not installed
     VERSION = "0.0.0+src"
-
-
-def _shown(url: str | None) -> str:
-    """A store identity as a person reads it: a mirror's URLs side by side, each without its
-    credentials (an invite, a password, a token: storage/redact.py)."""
-    return shown_store(url)
 
 
 class Daemon:
@@ -72,7 +66,8 @@ class Daemon:
         self.home = home
         self.config = config
         self.store_url = store_url  # the store asked for (None: the remembered one); the one used once started
-        self.store_failures: list[str] = []  # what the store's own state said was wrong at start (_store_failing)
+        # what the store's own state said was wrong at start (homestore.store_failing)
+        self.store_failures: list[str] = []
         self.store_from = store_from  # where store_url was asked for: "--store" or "config.toml"
         self.change_store = change_store
         self.reset_device_key = reset_device_key  # a lost device key may be replaced by a new one
@@ -106,42 +101,6 @@ class Daemon:
         self.answering = Answering()
 
     # ---------------------------------------------------------------- lifecycle (the API's other calls: self.ops)
-    def _configure_network_stores(self) -> None:
-        """What network stores (stores/) need from this device: a secret their portal account keys
-        derive from (a key derived from the device seed under a name no session id can have), a
-        private folder for portal tokens, and the Kubo RPC credentials file if the home has one."""
-        from .. import stores
-        from ..stores.http import DEFAULT_MAX_REQUESTS_PER_SECOND
-        from ..sync.keys import KeyStore
-
-        account_root = bytes(KeyStore(self.home.keys).head_key("\x00store accounts"))
-        kubo_auth = os.path.join(self.home.path, "kubo-auth")
-        pinning: dict[str, str | None] = {}
-        if self.config.pinning_service:
-            # The service fetches what it pins by CID from the IPFS network: only a Kubo node's objects
-            # are there (an S5 portal's, a relay's or a folder's are not), so pinning wraps Kubo stores.
-            if not any(u.startswith(KUBO_SCHEMES) for u in mirror_urls(self.store_url or "")):
-                raise HomeError(
-                    f"config.toml sets pinning_service, but this home's store is {_shown(self.store_url)}: a pinning "
-                    f"service fetches the objects it pins from the IPFS network, so it needs an IPFS node's "
-                    f"store (--store ipfs+http://HOST:PORT); remove pinning_service or change the store"
-                )
-            pinning = {
-                "pinning_service": self.config.pinning_service,
-                "pinning_token_file": pinning_token_file(self.home.path),
-                "pinning_state_dir": os.path.join(self.home.path, PINNING_DIR),  # pin request ids (0600)
-            }
-        rate = self.config.max_requests_per_second
-        stores.configure(
-            account_seed=account_root,
-            token_dir=os.path.join(self.home.path, TOKEN_DIR),
-            kubo_auth_file=kubo_auth,  # read if there (now, or once the node refuses a request)
-            max_requests_per_second=rate if rate is not None else DEFAULT_MAX_REQUESTS_PER_SECOND,
-            pinning_service=pinning.get("pinning_service"),
-            pinning_token_file=pinning.get("pinning_token_file"),
-            pinning_state_dir=pinning.get("pinning_state_dir"),
-        )
-
     async def start(self) -> None:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
@@ -149,7 +108,7 @@ class Daemon:
             self.db = await Database.open(self.home.db)
         except UnusableDatabase as exc:
             raise HomeError(str(exc)) from None
-        await self._check_device_key()
+        await check_device_key(self.home, self.db, reset_device_key=self.reset_device_key)
         for sid in await self.db.repair_unpushable():
             log.warning(
                 "an unpushed change held a value no snapshot can (an integer beyond 64 bits, NaN): "
@@ -159,9 +118,10 @@ class Daemon:
         self.db.limits = dict(self.config.limits)
         self.db.estimate = self.estimate  # (a context budget counts the system prompt's tokens)
         self.db.listeners.append(self._on_change)
-        move_from = self._choose_store()
-        self._configure_network_stores()
-        assert self.store_url is not None  # _choose_store chose one
+        self.store_url, move_from = choose_store(
+            self.home, self.store_url, change_store=self.change_store, store_from=self.store_from
+        )
+        configure_network_stores(self.home, self.config, self.store_url)
         # Only a store's first use makes its folder (a folder store: stores/filelayout.py): this home's first
         # start, or a move to it. A store used before and not there now (a share not mounted) is opened as
         # it is, unreachable: the pushes wait for it, none goes into a new folder on the local disk.
@@ -171,8 +131,8 @@ class Daemon:
         store = open_stores(
             self.store_url, self.db.outbox, create=first_use, missing_ok=True, head_key=self._own_head_key
         )
-        await self._keep_store(move_from)  # it opened: only now the home remembers it
-        self._note_unmade(store)
+        await keep_store(self.home, self.db, self.store_url, move_from)  # it opened: only now the home remembers it
+        note_unmade(self.home, store)
         if isinstance(store, MirrorStore):
             await store.started()  # what its stores' outboxes hold is counted before the first push
         self.syncer = Syncer(
@@ -186,7 +146,7 @@ class Daemon:
             check_remote=remote_checks.remote_log,
         )
         await self.syncer.start()
-        self.store_failures = await self._store_failing()
+        self.store_failures = await store_failing(self.syncer)
         self.ops = Operations(
             self.db,
             self.syncer,
@@ -217,34 +177,6 @@ class Daemon:
                 ) from None
         log.info("daemon started", extra={"event": "start"})
 
-    def _note_unmade(self, store: Store) -> None:
-        """Note in the home whether its store's first use could not make a folder store of it (a file in its
-        path, a disk full: stores/file.py makes it at the first call that can), until that call makes it."""
-        every = store.stores if isinstance(store, MirrorStore) else [store]
-        folders = [s for s in every if isinstance(s, FileStore)]
-
-        def note() -> None:
-            unmade = sum(s.unmade for s in folders)
-            self.home.note_store_unmade(None if not unmade else "whole" if unmade == len(every) else "part")
-
-        for s in folders:
-            if s.unmade:
-                s.on_made = note
-        note()
-
-    async def _store_failing(self) -> list[str]:
-        """What the store's own state says is wrong at start (a folder store's folder missing, empty, or
-        not made: Store.failing_now), logged in the words its pushes fail with: the daemon serves its
-        sessions all the same, their pushes wait until the store is back. Also in `status` and `start`."""
-        failing = [
-            f"{_shown(st['url'])}: {scrub_text(st['last_error'])}"
-            for st in await self.syncer.store_status()
-            if st["reachable"] is False and st.get("last_error")
-        ]
-        for said in failing:
-            log.warning("the store fails at start (pushes wait until it is back): %s", said, extra={"event": "store"})
-        return failing
-
     async def _settle(self) -> None:
         """What the daemon's first request must not see, done before the socket serves: the sessions of an
         import from a file that a crash cut short are deleted (an import is all or nothing), and sessions
@@ -268,69 +200,6 @@ class Daemon:
         await self.ops.finish_ends()
         await self.ops.finish_marks()
         await self.ops.expire_due()
-
-    async def _check_device_key(self) -> None:
-        """Refuse to start on a damaged device key, or without one while sessions here were pushed signed
-        with it: a KeyStore would make a new key, and every such session would go on under a new writer,
-        its followers rejecting it (a fork). Unless the database holds nothing signed with the lost key,
-        or --reset-device-key says to make a new one anyway."""
-        path = os.path.join(self.home.keys, DEVICE_KEY)
-        problem = device_key_problem(self.home.keys)
-        restore = f"`sessiond key import --home {self.home.path}` (your 24 backup words)"
-        if problem is None:
-            return
-        if problem != "missing":
-            raise HomeError(f"the device key {path} is {problem}: restore it with {restore}")
-        signed = await self.db.signed_sessions()
-        if not signed:
-            return  # a new home, or nothing of it pushed yet: a new key loses nothing
-        if not self.reset_device_key:
-            raise HomeError(
-                f"the device key {path} is missing, but {signed} session(s) here were pushed signed with it; "
-                f"restore it with {restore}, or start with --reset-device-key to make a new key (this device "
-                f"then can no longer update those sessions where they are shared: their followers reject it)"
-            )
-        log.warning(
-            "--reset-device-key: a new device key replaces the lost one; sessions pushed under the old key "
-            "can no longer be updated from here where they are shared",
-            extra={"event": "start", "objects": signed},
-        )
-
-    def _choose_store(self) -> str | None:
-        """The store is remembered in the home (<home>/store-url) from the first start on: a start
-        without --store uses it, and another one is refused unless --change-store confirms the move.
-        On a move, sessions shared through the old store keep syncing there (where their codes point;
-        the other devices are there), and every other session is pushed to the new store in full.
-        Returns the store moved from, if any (the move is made by _keep_store, once the new one opened). A
-        remembered store whose first use made none of it (a folder that could not be made) is no move."""
-        remembered = self.home.remembered_store()
-        wanted = self.store_url
-        if wanted is None:
-            self.store_url = remembered or self.home.default_store
-        elif remembered is not None and not same_stores(wanted, remembered):  # credentials are not identity
-            if self.home.store_unmade() == "whole":
-                return None  # a first use that made none of it: nothing went there, no move (its first start)
-            if not self.change_store:
-                keep = (
-                    "start without --store to keep it"
-                    if self.store_from == "--store"
-                    else f"take the store setting out of {self.home.path}/config.toml to keep it"
-                )
-                raise HomeError(
-                    f"this home syncs with the store {_shown(remembered)} (remembered from its first start), "
-                    f"not {_shown(wanted)} ({self.store_from}); {keep}, or add --change-store to move "
-                    f"this home to {_shown(wanted)} (its sessions are pushed there in full)"
-                )
-            return remembered
-        return None
-
-    async def _keep_store(self, move_from: str | None) -> None:
-        if move_from is not None:
-            moved = await self.db.move_store(move_from)
-            log.info("store changed", extra={"event": "store", "objects": moved})
-        assert self.store_url is not None  # the one asked for, the remembered one or the default
-        if self.home.remembered_store() != self.store_url:
-            self.home.remember_store(self.store_url)
 
     async def _own_head_key(self, pk: bytes) -> SigningKey | None:
         """For the mirror's drain (sync/mirror.py head_key): the key of this device's head `pk`, once the
@@ -388,7 +257,7 @@ class Daemon:
             "uptime": round(time.monotonic() - self.started, 3),
             "socket": self.home.socket,
             "home": self.home.path,
-            "store": _shown(self.store_url),
+            "store": shown_store(self.store_url),
             "stores": [
                 {**st, "url": shown_url(st["url"]), "last_error": st["last_error"] and scrub_text(st["last_error"])}
                 for st in await self.syncer.store_status()
@@ -437,10 +306,15 @@ async def serve(
     MemDebug.install(home.path, loop)  # SESSIOND_TRACEMALLOC: allocation sites on SIGUSR2
     if announce and as_json:  # the keys of GET /v1/status
         where = {"version": VERSION, "pid": os.getpid(), "socket": home.socket, "home": home.path}
-        print(json.dumps({**where, "store": _shown(daemon.store_url), "device_id": daemon.db.device_id}), flush=True)
+        print(
+            json.dumps({**where, "store": shown_store(daemon.store_url), "device_id": daemon.db.device_id}), flush=True
+        )
     elif announce:
         print(f"sessiond {VERSION} listening on {home.socket}", flush=True)
-        print(f"  home: {home.path}\n  store: {_shown(daemon.store_url)}\n  device: {daemon.db.device_id}", flush=True)
+        print(
+            f"  home: {home.path}\n  store: {shown_store(daemon.store_url)}\n  device: {daemon.db.device_id}",
+            flush=True,
+        )
         for said in daemon.store_failures:
             print(f"  store failing: {said}", flush=True)
     if ready_fd is not None:

@@ -1,7 +1,7 @@
 """The device's session database: SQLite (WAL, foreign keys) through the stdlib's sqlite3. `Database` is
 the one object the rest of sessiond holds; it is composed of small parts, one per concern (sessions.py,
-statuschanges.py, chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py,
-search.py), over the connections and transactions of connections.py. Operations into tables: apply.py.
+statuschanges.py, expiry.py, chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py,
+logrun.py, search.py), over the connections and transactions of connections.py. Operations into tables: apply.py.
 
 Every change is an *operation* written by one device with a per-(session, device) sequence number and a
 per-session Lamport clock. Messages are operations stored in the `messages` table; every other change
@@ -42,6 +42,7 @@ from .checkpoints import Checkpoints
 from .connections import Connections, Row
 from .context import Context
 from .copies import Copies
+from .expiry import Expiries, past_expiry, refuse_expired, refuse_inactive
 from .keptrecords import KeptRecords
 from .lifecycle import Released, ShareLog
 from .logrun import LogReads, RunReader
@@ -50,7 +51,7 @@ from .model import LogRun, Op, RemoteLog, now
 from .outbox import Outbox
 from .schema import schema_version
 from .search import Search
-from .sessions import Sessions, past_expiry, refuse_expired, refuse_inactive
+from .sessions import Sessions
 from .stats import Stats
 from .statuschanges import StatusChanges
 from .syncstate import SyncState
@@ -63,6 +64,7 @@ class Database:
         self.c = c
         self.sessions = Sessions(c)
         self.status_changes = StatusChanges(c, self.sessions)  # pause, resume, end; revoked
+        self.expiries = Expiries(c)  # the sessions that expire, for the clean-up
         self.chats = Chats(c)
         self.messages = Messages(c)
         self.budgets = Context(c, self.chats)
@@ -205,13 +207,13 @@ class Database:
         return await self.sessions.delete(sid, **only_if)
 
     async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
-        return await self.sessions.expired(t, ended=ended)
+        return await self.expiries.expired(t, ended=ended)
 
     async def next_expiry(self, after: float, *, ended: bool = False) -> float | None:
-        return await self.sessions.next_expiry(after, ended=ended)
+        return await self.expiries.next_expiry(after, ended=ended)
 
     async def expiry_of(self, sid: str, *, ended: bool = False) -> float | None:
-        return await self.sessions.expiry_of(sid, ended=ended)
+        return await self.expiries.expiry_of(sid, ended=ended)
 
     @property
     def on_expired(self) -> Callable[[str], Any] | None:

@@ -24,6 +24,7 @@ from .errors import (
     quota_exhausted,
     quota_ways_out,
 )
+from .expiry import past_expiry, refuse_expired, refuse_inactive
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
     EXTRA_KEYS,
@@ -37,7 +38,7 @@ from .model import (
     pushed_form,
 )
 from .search import PUSHED_COLUMNS, insert_messages
-from .sessions import past_expiry, refuse_expired, refuse_inactive, session_row
+from .sessions import session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0

@@ -45,7 +45,7 @@ def test_a_new_homes_folders_are_fsynced_into_their_parents(tmp_path, monkeypatc
 
 async def test_the_folders_a_store_keeps_its_state_in_are_fsynced_into_the_home(tmp_path, monkeypatch):
     """store-tokens/ (a portal's login token) and pinning/ (pin request ids), made by the stores when the
-    daemon configures them, as the daemon names them (daemon/server.py)."""
+    daemon configures them, as the daemon names them (daemon/homestore.py)."""
     synced: list[str] = []
     real = fsutil.fsync_dir
     monkeypatch.setattr(fsutil, "fsync_dir", lambda p: (synced.append(os.path.abspath(p)), real(p))[1])

@@ -627,7 +627,7 @@ def test_live_provider(make_daemon):
 
 
 def test_a_question_past_the_idle_timeout_is_refused_before_the_model_is_asked(setup):
-    # the question to a model meets the same expiry check as an append (storage/sessions.py past_expiry)
+    # the question to a model meets the same expiry check as an append (storage/expiry.py past_expiry)
     make, p, _ = setup
     c = make(extra="cleanup_interval = 0").client()  # no clean-up loop: only the question can find it expired
     sid = c.create_session(model="echo-1", idle_timeout=3600)["id"]

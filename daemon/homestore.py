@@ -1,0 +1,129 @@
+"""The home's store at the daemon's start: which store it syncs with (the one remembered in the home, the
+one asked for, a move between them), what network stores need from this device, whether a folder store's
+first use could make its folder, and what the store's own state says is wrong. The `Daemon`
+(daemon/server.py) calls these in its start, in this order: choose_store, configure_network_stores,
+(the store opened) keep_store, note_unmade, (the sync engine started) store_failing."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..storage.database import Database
+from ..storage.redact import scrub_text, shown_store
+from ..stores import FileStore, Store
+from ..sync.engine import Syncer
+from ..sync.mirror import MirrorStore
+from ..sync.mirrorurls import mirror_urls, same_stores
+from .home import PINNING_DIR, TOKEN_DIR, Config, Home, HomeError, pinning_token_file
+
+log = logging.getLogger("sessiond")
+
+KUBO_SCHEMES = ("ipfs+http://", "ipfs+rpc+http://", "ipfs+rpc+https://")  # stores/config.py's Kubo RPC URLs
+
+
+def choose_store(home: Home, wanted: str | None, *, change_store: bool, store_from: str) -> tuple[str, str | None]:
+    """The store is remembered in the home (<home>/store-url) from the first start on: a start
+    without --store (`wanted` None) uses it, and another one is refused unless --change-store
+    (`change_store`) confirms the move. `store_from`: where `wanted` was asked for ("--store" or
+    "config.toml"). On a move, sessions shared through the old store keep syncing there (where their
+    codes point; the other devices are there), and every other session is pushed to the new store in full.
+    Returns the store to use and the store moved from, if any (the move is made by keep_store, once the new
+    one opened). A remembered store whose first use made none of it (a folder that could not be made) is
+    no move."""
+    remembered = home.remembered_store()
+    if wanted is None:
+        return remembered or home.default_store, None
+    if remembered is not None and not same_stores(wanted, remembered):  # credentials are not identity
+        if home.store_unmade() == "whole":
+            return wanted, None  # a first use that made none of it: nothing went there, no move (its first start)
+        if not change_store:
+            keep = (
+                "start without --store to keep it"
+                if store_from == "--store"
+                else f"take the store setting out of {home.path}/config.toml to keep it"
+            )
+            raise HomeError(
+                f"this home syncs with the store {shown_store(remembered)} (remembered from its first start), "
+                f"not {shown_store(wanted)} ({store_from}); {keep}, or add --change-store to move "
+                f"this home to {shown_store(wanted)} (its sessions are pushed there in full)"
+            )
+        return wanted, remembered
+    return wanted, None
+
+
+async def keep_store(home: Home, db: Database, store_url: str, move_from: str | None) -> None:
+    """The store opened: the move from `move_from` (choose_store's) is made in the database, and only now
+    the home remembers `store_url`."""
+    if move_from is not None:
+        moved = await db.move_store(move_from)
+        log.info("store changed", extra={"event": "store", "objects": moved})
+    if home.remembered_store() != store_url:
+        home.remember_store(store_url)
+
+
+def configure_network_stores(home: Home, config: Config, store_url: str) -> None:
+    """What network stores (stores/) need from this device: a secret their portal account keys
+    derive from (a key derived from the device seed under a name no session id can have), a
+    private folder for portal tokens, and the Kubo RPC credentials file if the home has one."""
+    from .. import stores
+    from ..stores.http import DEFAULT_MAX_REQUESTS_PER_SECOND
+    from ..sync.keys import KeyStore
+
+    account_root = bytes(KeyStore(home.keys).head_key("\x00store accounts"))
+    kubo_auth = os.path.join(home.path, "kubo-auth")
+    pinning: dict[str, str | None] = {}
+    if config.pinning_service:
+        # The service fetches what it pins by CID from the IPFS network: only a Kubo node's objects
+        # are there (an S5 portal's, a relay's or a folder's are not), so pinning wraps Kubo stores.
+        if not any(u.startswith(KUBO_SCHEMES) for u in mirror_urls(store_url)):
+            raise HomeError(
+                f"config.toml sets pinning_service, but this home's store is {shown_store(store_url)}: a pinning "
+                f"service fetches the objects it pins from the IPFS network, so it needs an IPFS node's "
+                f"store (--store ipfs+http://HOST:PORT); remove pinning_service or change the store"
+            )
+        pinning = {
+            "pinning_service": config.pinning_service,
+            "pinning_token_file": pinning_token_file(home.path),
+            "pinning_state_dir": os.path.join(home.path, PINNING_DIR),  # pin request ids (0600)
+        }
+    rate = config.max_requests_per_second
+    stores.configure(
+        account_seed=account_root,
+        token_dir=os.path.join(home.path, TOKEN_DIR),
+        kubo_auth_file=kubo_auth,  # read if there (now, or once the node refuses a request)
+        max_requests_per_second=rate if rate is not None else DEFAULT_MAX_REQUESTS_PER_SECOND,
+        pinning_service=pinning.get("pinning_service"),
+        pinning_token_file=pinning.get("pinning_token_file"),
+        pinning_state_dir=pinning.get("pinning_state_dir"),
+    )
+
+
+def note_unmade(home: Home, store: Store) -> None:
+    """Note in the home whether its store's first use could not make a folder store of it (a file in its
+    path, a disk full: stores/file.py makes it at the first call that can), until that call makes it."""
+    every = store.stores if isinstance(store, MirrorStore) else [store]
+    folders = [s for s in every if isinstance(s, FileStore)]
+
+    def note() -> None:
+        unmade = sum(s.unmade for s in folders)
+        home.note_store_unmade(None if not unmade else "whole" if unmade == len(every) else "part")
+
+    for s in folders:
+        if s.unmade:
+            s.on_made = note
+    note()
+
+
+async def store_failing(syncer: Syncer) -> list[str]:
+    """What the store's own state says is wrong at start (a folder store's folder missing, empty, or
+    not made: Store.failing_now), logged in the words its pushes fail with: the daemon serves its
+    sessions all the same, their pushes wait until the store is back. Also in `status` and `start`."""
+    failing = [
+        f"{shown_store(st['url'])}: {scrub_text(st['last_error'])}"
+        for st in await syncer.store_status()
+        if st["reachable"] is False and st.get("last_error")
+    ]
+    for said in failing:
+        log.warning("the store fails at start (pushes wait until it is back): %s", said, extra={"event": "store"})
+    return failing

@@ -1,0 +1,176 @@
+"""When sessions expire, and the writes their expiry refuses: a session's expiry (its expires_at, or its idle
+timeout after its last activity) read from its row or dict (session_expiry, past_expiry), a write to one
+past it refused and the daemon told to end it (refuse_expired), a message to one paused or ended refused,
+as expired when its expiry ended it (refuse_inactive); and the queries the daemon's clean-up runs on
+(`Expiries`: which sessions expired, when the next one does). Session rows themselves: sessions.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, NoReturn
+
+from .connections import Connections, Row
+from .errors import Conflict, Expired
+
+
+def idle_timeout_of(policy: Any) -> Any:
+    """The idle timeout a session's policy (its stored JSON text, or the dict) sets, or None; the text
+    is parsed only when it names one (most policies do not)."""
+    if isinstance(policy, str):
+        if "idle_timeout" not in policy:
+            return None
+        policy = json.loads(policy)
+    return policy.get("idle_timeout") if isinstance(policy, dict) else None
+
+
+def expiry(expires_at: Any, idle_timeout: Any = None, last_activity: Any = None) -> float | None:
+    """When a session expires: at `expires_at`, or `idle_timeout` seconds after its last activity, whichever
+    comes first; None if neither is set. A value that is not a number (stored by an older sessiond) never
+    expires its session, as in `expired`."""
+    when = expires_at if _is_number(expires_at) else None
+    if idle_timeout and _is_number(idle_timeout) and _is_number(last_activity):
+        idle_end = last_activity + idle_timeout
+        if when is None or idle_end < when:
+            when = idle_end
+    return when
+
+
+def _field(s: Any, k: str) -> Any:
+    """Field `k` of a session's row, or of its dict (a field a dict leaves out: None)."""
+    return s.get(k) if isinstance(s, dict) else s[k]
+
+
+def session_expiry(s: Any) -> float | None:
+    """When session `s` (its row, or its dict: expires_at, policy, last_activity) expires (expiry())."""
+    return expiry(_field(s, "expires_at"), idle_timeout_of(_field(s, "policy")), _field(s, "last_activity"))
+
+
+def past_expiry(s: Any, t: float) -> bool:
+    """Whether session `s` (its row or dict, with its status), not ended, is past its expiry or idle past its
+    idle timeout at `t` (the writes' check: a write must not revive a session the clean-up is about to end)."""
+    if _field(s, "status") == "ended":
+        return False
+    when = session_expiry(s)
+    return when is not None and when <= t
+
+
+def refuse_expired(c: Connections, sid: str, s: Any) -> NoReturn:
+    """A write found session `sid` (`s`: its row or dict) past its expiry or idle timeout: the daemon is
+    told (it ends the session now, as its clean-up would at its next run), and the write is refused, saying
+    when and why it expired and the way on."""
+    if c.on_expired is not None:
+        c.on_expired(sid)
+    when = session_expiry(s)
+    assert when is not None  # past_expiry said so
+    raise expired_error(sid, s, when, "it is ended now")
+
+
+def expired_error(sid: str, s: Any, when: float, state: str) -> Expired:
+    """The refusal of a write to session `sid` (`s`: its row or dict) that expired at `when`: when and why
+    (its expires_at, or its idle timeout), `state` (whether it is ended), and the way on."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+    idle = idle_timeout_of(_field(s, "policy"))
+    if when == _field(s, "expires_at"):
+        why = f"expired at {at}"
+    elif _is_number(idle):
+        why = f"expired at {at}, idle for longer than its idle_timeout ({idle:g} s)"
+    else:
+        why = f"expired at {at}, idle for longer than its idle timeout"
+    return Expired(
+        f"session {sid!r} {why}; an expired session takes no more changes ({state}). Go on in "
+        f"a new session: `sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at "
+        f"MESSAGE_ID` (its history up to that message)",
+        session=sid,
+        expired_at=when,
+    )
+
+
+async def refuse_inactive(q: Any, sid: str, status: str) -> NoReturn:
+    """Refuse a message (an append, a question to a model) to session `sid`, paused or ended (`status`),
+    read through `q`: one its expiry or idle timeout ended (its end's operation says when it expired) as
+    `expired`, naming when, as a write that finds it past its expiry is; one paused or ended otherwise as
+    a conflict (not_active)."""
+    if status == "ended":
+        row = await q.fetchone("SELECT stamps, expires_at, policy FROM sessions WHERE id=?", (sid,))
+        when = None if row is None else await _expired_at(q, sid, row["stamps"])
+        if when is not None:
+            raise expired_error(sid, row, when, "it has ended")
+    raise Conflict(not_active(sid, status))
+
+
+async def _expired_at(q: Any, sid: str, stamps: str) -> float | None:
+    """When the session's expiry ended it, as its end's operation (the one whose stamp its status holds)
+    records it; None for an end made otherwise (`end`, or by a sessiond that did not record it)."""
+    stamp = json.loads(stamps).get("status")
+    if not (isinstance(stamp, list) and len(stamp) == 2):
+        return None
+    op = await q.fetchone(
+        "SELECT body FROM ops WHERE session_id=? AND device_id=? AND lamport=? AND kind='session.update'",
+        (sid, stamp[1], stamp[0]),
+    )
+    when = None if op is None else json.loads(op[0]).get("expired_at")
+    return when if _is_number(when) else None
+
+
+def not_active(sid: str, status: str) -> str:
+    """Why a paused or ended session refuses a message (an append, a question to a model), and the way on."""
+    if status == "paused":
+        return f"session {sid!r} is paused; resume it first (`sessiond resume {sid}`)"
+    return (
+        f"session {sid!r} has ended; an ended session takes no new messages (go on in a clone: `sessiond clone {sid}`)"
+    )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class Expiries:
+    """The sessions that expire, as the daemon's clean-up asks for them (daemon/operations.py)."""
+
+    def __init__(self, c: Connections):
+        self.c = c
+
+    async def _expiring(self, ended: bool = False) -> list[tuple[Row, float]]:
+        """The sessions not ended that can expire, each with when it does (expiry()); `ended`: ended ones too
+        (delete_expired deletes a session at its expiry, ended or not)."""
+        out = []
+        # only the rows that can expire: one with an expiry, or a policy naming an idle timeout (a superset
+        # of those whose policy sets one; checked below), so a minute's clean-up of 10,000 sessions without
+        # either parses no JSON
+        for r in await self.c.committed.fetchall(
+            "SELECT id, expires_at, last_activity, policy, status, access FROM sessions WHERE NOT importing"
+            + ("" if ended else " AND status!='ended'")
+            + " AND (expires_at IS NOT NULL OR instr(policy, 'idle_timeout') > 0)"
+        ):
+            # a value that is not a number (stored by an older sessiond) never expires its session, and
+            # must not stop the others from expiring
+            when = session_expiry(r)
+            if when is not None:
+                out.append((r, when))
+        return out
+
+    async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
+        """Sessions past their expiry or idle timeout that are not ended yet; `ended`: ended ones too (to be
+        deleted: one whose delete a crash cut short after its expiry ended it, one a user ended before it)."""
+        return [
+            {**{k: r[k] for k in ("id", "expires_at", "last_activity", "status", "access")}, "expired_at": when}
+            for r, when in await self._expiring(ended)
+            if when <= t
+        ]
+
+    async def next_expiry(self, after: float, *, ended: bool = False) -> float | None:
+        """When the next session not ended (`ended`: or ended) expires (its expiry or idle timeout) after
+        `after`, or None. (One that expired by then and is still here could not be ended or deleted: a
+        read-only import, which its owner's devices end; the clean-up does not wait on it.)"""
+        return min((when for _, when in await self._expiring(ended) if when > after), default=None)
+
+    async def expiry_of(self, sid: str, *, ended: bool = False) -> float | None:
+        """When session `sid` expires, if it can and is not ended (`ended`: or is); None for one that is gone."""
+        r = await self.c.committed.fetchone(
+            "SELECT expires_at, last_activity, policy, status FROM sessions WHERE id=? AND NOT importing", (sid,)
+        )
+        if r is None or (r["status"] == "ended" and not ended):
+            return None
+        return session_expiry(r)
