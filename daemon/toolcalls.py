@@ -91,14 +91,19 @@ class Assembled:
     that gives them does, the arguments' pieces concatenated. A call whose first delta gives no id waits
     for it (`waiting`): a later delta's id is moved into the first delta, where the app reads it, once
     (an app that joins a call's ids, as OpenAI's SDK's stream helper does, gets it whole); a call whose id
-    never comes gets one made (`name_the_rest`). The caller holds the chunks back from the app meanwhile."""
+    does not come (by the calls' end, or as long as the caller waits) gets one made (`name_the_rest`), and
+    an id given after that is taken out of its delta: the app has the made one, which is recorded. The
+    caller holds the chunks back from the app meanwhile."""
 
     def __init__(self) -> None:
         self._parts: dict[int, dict] = {}
         self._first: dict[int, dict] = {}  # a call's first delta (in its chunk), while the call has no id
+        self._made: set[int] = set()  # the calls given an id made for them
+        self.changed = False  # whether the last chunk added had an id taken out (to be encoded again)
 
     def add(self, chunk: dict) -> bool:
         """Take a chunk's tool-call deltas; whether it had any."""
+        self.changed = False
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             return False
@@ -119,6 +124,9 @@ class Assembled:
                     self._first[index] = d
             elif has_id and index in self._first:  # its id, late: moved into the call's first delta
                 part["id"] = self._first.pop(index)["id"] = d.pop("id")
+            elif has_id and index in self._made:  # too late: the app was passed the id made for it
+                del d["id"]
+                self.changed = True
             for k in ("id", "type"):
                 if isinstance(d.get(k), str) and d[k] and k not in part:
                     part[k] = d[k]
@@ -139,6 +147,7 @@ class Assembled:
         for index, d in self._first.items():
             _named_id(d)
             self._parts[index]["id"] = d["id"]
+            self._made.add(index)
         self._first.clear()
 
     def answered(self) -> Answered:
