@@ -127,3 +127,23 @@ def test_a_call_whose_id_never_comes_is_not_held_to_its_end(make, provider):
     assert made[0].startswith("call_") and app.ids() == {0: made}
     args = "{" + "".join(f'"k{i}": {i}, ' for i in range(20)) + '"z": 0}'
     assert recorded(c, sid) == [(made[0], "a", args)]
+
+
+def test_a_stream_cut_while_a_call_waits_for_its_id_passes_on_what_arrived_before_the_error(make, provider):
+    """The connection to the provider drops while a call's chunks are held for its id: the app is passed
+    them, with an id made for the call (the one recorded, the answer marked interrupted), before the
+    error event; an id given by then is the one passed on."""
+    p, _ = provider
+    p.faults.script = [(tc(0, "{", name="a"), None), (tc(1, "{", name="b"), None), (tc(1, '"y"', id="call_B"), None)]
+    p.faults.script_cut = True
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = App(d, sid)
+    chunks = app.ended()
+    assert chunks[-1]["error"]["code"] == "provider_stream_cut", chunks[-1]
+    made = app.ids()[0]
+    assert made[0].startswith("call_") and app.ids() == {0: made, 1: ["call_B"]}
+    [answer] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+    assert answer["interrupted"] and answer["error"] == "provider_stream_cut", answer
+    assert recorded(c, sid) == [(made[0], "a", "{"), ("call_B", "b", '{"y"')]
