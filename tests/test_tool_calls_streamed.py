@@ -11,6 +11,7 @@ import threading
 import pytest
 
 import test_model
+from conftest import run_cli
 from test_tool_calls import _app, httpx
 from waiting import wait_for
 
@@ -147,3 +148,33 @@ def test_a_stream_cut_while_a_call_waits_for_its_id_passes_on_what_arrived_befor
     [answer] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
     assert answer["interrupted"] and answer["error"] == "provider_stream_cut", answer
     assert recorded(c, sid) == [(made[0], "a", "{"), ("call_B", "b", '{"y"')]
+
+
+def test_calls_streamed_without_an_index_are_recorded_each_whole(make, provider):
+    """Gemini's OpenAI-compatible streams give a call's deltas no `index`, each parallel call (its own id) in
+    a chunk of its own, its arguments sometimes split over further deltas with neither index nor id. Each
+    delta was put together by its place in its chunk's list, 0: every call one, recorded with the first's
+    id and name and all the arguments run together (`{"city": "x"}{"city": "y"}`, no JSON), the others
+    lost, from `sessiond ask` as from an app. Now a delta without an index is the call its id names (a new
+    one for an id not seen yet), and one with no id either goes on with the call begun last."""
+    p, _ = provider
+
+    def gem(args: str, id: str | None = None, name: str | None = None) -> dict:
+        d = tc(0, args, id=id, name=name)
+        del d["tool_calls"][0]["index"]
+        return d
+
+    p.faults.script = [
+        (gem('{"city": "x"}', id="call_1", name="a"), None),
+        (gem('{"city"', id="call_2", name="b"), None),
+        (gem(': "y"}'), None),
+        ({}, "stop"),
+    ]
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    run_cli(d.home, "ask", sid, "weather in x and y?", check=True)
+    assert recorded(c, sid) == [("call_1", "a", '{"city": "x"}'), ("call_2", "b", '{"city": "y"}')]
+    sid = c.create_session(model="echo-1")["id"]  # the OpenAI-compatible endpoint records them so too
+    App(d, sid).ended()
+    assert recorded(c, sid) == [("call_1", "a", '{"city": "x"}'), ("call_2", "b", '{"city": "y"}')]
