@@ -54,7 +54,8 @@ class MessageIn(TypedDict, total=False):
     """A message: role and content, with optional token count (estimated by the daemon when absent),
     names and metadata. Appended, `chat` (id or name) defaults to the session's current chat; a
     session's initial messages ignore it. An assistant's message may carry the model's `tool_calls` (its
-    content then often empty); a tool's message names the call it answers with `tool_call_id`."""
+    content then often empty); a tool's message names the call it answers with `tool_call_id`, a call of
+    its chat (stored, or earlier in a batch: else refused, 422), or leaves it out (it answers no call)."""
 
     role: Required[Role]
     content: Required[Text(MAX_TEXT, nul=True)]

@@ -29,6 +29,10 @@ from .unread import Writes, idle_of
 log = logging.getLogger("sessiond.complete")
 
 APP_GONE = (ConnectionResetError, ConnectionError, RuntimeError)  # what writing to an app that went away raises
+# the chunks after a call's first delta that its id is waited for in (a server that gives it late gives it
+# in the next delta or so; some, vLLM's streams, never do): a call is not held back from the app, nor are
+# its parsed chunks kept, while the model writes all of it
+HOLD_CHUNKS = 8
 GONE_POLL = 0.1  # seconds between two looks at whether an app waiting for a model's answer is still there
 SETTLE_WAIT = 5.0  # at most this long a question waits for the answers whose apps left to be recorded
 
@@ -346,12 +350,14 @@ async def pass_on(
             waited = calls.waiting()
             if calls.add(chunk):  # a call's part: the answer's first token as a word would be
                 first = first or time.monotonic()
+                if calls.changed:  # an id given after one was made for its call: passed on without it
+                    raw = json.dumps(chunk, ensure_ascii=False).encode()
             if gone:
                 break
             ready = [(raw, chunk, text, u)]
             if waited or calls.waiting():  # a call begun without its id: held until it comes (toolcalls.py)
                 held += ready
-                if calls.waiting() and not _ends_calls(chunk):
+                if calls.waiting() and not _ends_calls(chunk) and len(held) <= HOLD_CHUNKS:
                     ready = []
                 else:
                     ready, held = _ided(calls, held), []

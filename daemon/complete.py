@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shlex
 import time
 
 from aiohttp import web
@@ -198,13 +199,14 @@ def _unanswered(session: dict, chat: str, ids: list[str]) -> ToolCallUnanswered:
     """The refusal of a request for the model's next answer (no question) to a chat that ends in tool calls
     no result answers: OpenAI's API refuses such a history (400), and the model has nothing to go on from."""
     sid = session["id"]
-    where = "" if chat == session["current_chat"] else f" --chat {chat}"
+    where = "" if chat == session["current_chat"] else f" --chat {shlex.quote(chat)}"
     named = ", ".join(ids)
+    # (the id quoted for a shell, and given with `=`: one beginning with "-" is no option to argparse)
     return ToolCallUnanswered(
         f"chat {chat!r} of session {sid} ends in the model's tool call{'s' if len(ids) > 1 else ''} {named}, which"
         f" no tool's result answers yet, so nothing is sent to the model: add each result first (`sessiond add"
-        f" {sid}{where} --role tool --tool-call-id {ids[0]} TEXT`; POST /v1/sessions/{sid}/messages with its"
-        f" tool_call_id), or ask a question (the call is then sent answered {sendable.NO_RESULT!r})",
+        f" {sid}{where} --role tool --tool-call-id={shlex.quote(ids[0])} TEXT`; POST /v1/sessions/{sid}/messages"
+        f" with its tool_call_id), or ask a question (the call is then sent answered {sendable.NO_RESULT!r})",
         tool_call_ids=ids,
     )
 

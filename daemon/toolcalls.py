@@ -87,18 +87,34 @@ def of_answer(calls: Any, indexes: list[int] | None = None) -> Answered:
 
 
 class Assembled:
-    """A stream's tool-call deltas put together, by their index: the id, type and name as the first delta
-    that gives them does, the arguments' pieces concatenated. A call whose first delta gives no id waits
-    for it (`waiting`): a later delta's id is moved into the first delta, where the app reads it, once
-    (an app that joins a call's ids, as OpenAI's SDK's stream helper does, gets it whole); a call whose id
-    never comes gets one made (`name_the_rest`). The caller holds the chunks back from the app meanwhile."""
+    """A stream's tool-call deltas put together, by their index (a delta given none: `_place`): the id,
+    type and name as the first delta that gives them does, the arguments' pieces concatenated. A call
+    whose first delta gives no id waits for it (`waiting`): a later delta's id is moved into the first
+    delta, where the app reads it, once (an app that joins a call's ids, as OpenAI's SDK's stream helper
+    does, gets it whole); a call whose id does not come (by the calls' end, or as long as the caller
+    waits) gets one made (`name_the_rest`), and an id given after that is taken out of its delta: the app
+    has the made one, which is recorded. The caller holds the chunks back from the app meanwhile."""
 
     def __init__(self) -> None:
         self._parts: dict[int, dict] = {}
         self._first: dict[int, dict] = {}  # a call's first delta (in its chunk), while the call has no id
+        self._made: set[int] = set()  # the calls given an id made for them
+        self.changed = False  # whether the last chunk added had an id taken out (to be encoded again)
+        self._ids: dict[str, int] = {}  # each id given, the index of its call
+        self._last: int | None = None  # the index of the call the last delta was part of
+
+    def _place(self, cid: str | None, i: int) -> int:
+        """The index of a delta given none (Gemini's streams give none, each parallel call in a chunk of its
+        own): the call its id names, a new one for an id not seen yet, else the call the last delta was part
+        of (its arguments go on); the first, by its place in its chunk's list."""
+        if cid is not None:
+            known = self._ids.get(cid)
+            return known if known is not None else (max(self._parts) + 1 if self._parts else i)
+        return self._last if self._last is not None else i
 
     def add(self, chunk: dict) -> bool:
         """Take a chunk's tool-call deltas; whether it had any."""
+        self.changed = False
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             return False
@@ -109,9 +125,13 @@ class Assembled:
         for i, d in enumerate(deltas):
             if not isinstance(d, dict):
                 continue
-            index = d.get("index", i)
-            index = index if isinstance(index, int) else i
             has_id = isinstance(d.get("id"), str) and d["id"]
+            index = d.get("index")
+            if not isinstance(index, int):
+                index = self._place(d["id"] if has_id else None, i)
+            if has_id and d["id"] not in self._ids:
+                self._ids[d["id"]] = index
+            self._last = index
             part = self._parts.get(index)
             if part is None:
                 part = self._parts[index] = {"arguments": []}
@@ -119,6 +139,9 @@ class Assembled:
                     self._first[index] = d
             elif has_id and index in self._first:  # its id, late: moved into the call's first delta
                 part["id"] = self._first.pop(index)["id"] = d.pop("id")
+            elif has_id and index in self._made:  # too late: the app was passed the id made for it
+                del d["id"]
+                self.changed = True
             for k in ("id", "type"):
                 if isinstance(d.get(k), str) and d[k] and k not in part:
                     part[k] = d[k]
@@ -139,6 +162,7 @@ class Assembled:
         for index, d in self._first.items():
             _named_id(d)
             self._parts[index]["id"] = d["id"]
+            self._made.add(index)
         self._first.clear()
 
     def answered(self) -> Answered:

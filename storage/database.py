@@ -266,9 +266,18 @@ class Database:
         times: list[float] | None = None,
         importing: bool = False,
         held: int | None = None,
+        check_results: bool = False,
     ) -> list[dict]:
         return await self.messages.append(
-            sid, messages, chat, key=key, answer=answer, times=times, importing=importing, held=held
+            sid,
+            messages,
+            chat,
+            key=key,
+            answer=answer,
+            times=times,
+            importing=importing,
+            held=held,
+            check_results=check_results,
         )
 
     async def check_room(self, sid: str, chat: str, adding: int, what: str = "") -> None:

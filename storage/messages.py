@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 
+from . import toolresults
 from .apply import apply_op
 from .connections import Connections, Row
 from .context import budget_of, context_check
@@ -146,6 +147,7 @@ class Messages:
         times: list[float] | None = None,
         importing: bool = False,
         held: int | None = None,
+        check_results: bool = False,
     ) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). This is the hot path: the common case is six statements
@@ -169,7 +171,11 @@ class Messages:
 
         `held`: the messages the chat holds, as the caller read them: one that holds another number (written to
         since) is refused (Conflict, its `held` detail the number now), nothing written (a re-import's tail,
-        daemon/reimports.py, follows what it compared, or nothing)."""
+        daemon/reimports.py, follows what it compared, or nothing).
+
+        `check_results`: a tool's message naming a call (tool_call_id) must name one of its chat's (the append
+        routes': toolresults.py); an import, or an app's history through the OpenAI endpoint, keeps it as
+        given."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
@@ -219,6 +225,8 @@ class Messages:
                     and await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, c)) is None
                 ):
                     raise NotFound(f"session {sid!r} has no chat {c!r} (see `sessiond chat ls {sid}`)")
+            if check_results and any("tool_call_id" in m for m in messages):  # (nothing more for any other)
+                await toolresults.check_results(tx, sid, chat_id, messages)
             cap = self.c.limits.get("max_messages_per_chat")
             if cap and not answer:  # (an answer's room was checked before the model was asked: check_room)
                 for c in chats:

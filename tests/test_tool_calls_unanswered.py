@@ -6,6 +6,8 @@ OpenAI does; sessiond must not send what it must refuse."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import openai
 import pytest
@@ -58,7 +60,7 @@ def test_asking_for_the_next_answer_of_a_call_no_result_answers_yet_is_refused_n
         err = e.value
         assert (err.status, err.code) == (409, "tool_call_unanswered"), (err.status, err.code, err.message)
         assert "call_b" in err.message and "call_a" not in err.message, err.message
-        assert f"sessiond add {sid} --role tool --tool-call-id call_b" in err.message, err.message
+        assert f"sessiond add {sid} --role tool --tool-call-id=call_b" in err.message, err.message
         assert err.details.get("tool_call_ids") == ["call_b"], err.details
     assert len(p.requests) == asked  # nothing sent
     assert c.messages(sid)["messages"] == before  # nothing recorded
@@ -198,3 +200,74 @@ def test_a_tool_s_output_answering_no_call_is_kept_by_append_and_import_and_sent
         sent = p.requests[-1]["messages"]
         notes = [m for m in sent if said in (m["content"] or "")]
         assert [m["role"] for m in notes] == ["user"] and "answers no call" in notes[0]["content"], sent
+
+
+def test_the_command_a_refusal_names_adds_the_result_whatever_the_call_s_id(make, provider):
+    """The 409's command for adding a call's result, run as given, in a shell: an app's call id is any text of
+    1 to 200 characters (one beginning with `-`, or with a space, as another app's ids may be), and the
+    command was `--tool-call-id ID` with the id as it is, which the shell splits and argparse takes for an
+    option (`expected one argument`): the way on it names failed. Now the id is quoted for the shell and
+    given with `=`, and the command adds the result."""
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = cli_json(d.home, "new", "--model", "echo-1")["id"]
+    cli_json(d.home, "chat", "new", sid, "--id", "side")
+    c.append(sid, "user", "what is the weather?", chat="side")
+    c.append(sid, "assistant", "", chat="side", tool_calls=[_call("-1 it's")])
+    with pytest.raises(ApiError) as e:
+        c.complete(sid, chat="side")
+    said = e.value.message
+    command = said[said.index("`sessiond add") + 1 :].partition("`")[0].replace("TEXT", "42")
+    res = subprocess.run(
+        ["sh", "-c", command.replace("sessiond ", f"{sys.executable} -m sessiond.cli.main --home {d.home} ", 1)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, (command, res.stderr)
+    assert c.messages(sid, chat="side")["messages"][-1]["tool_call_id"] == "-1 it's"
+    assert c.complete(sid, chat="side")["content"] == "echo: what is the weather?"
+
+
+def test_a_result_naming_no_call_of_its_chat_is_refused_naming_the_calls_it_has(make, provider):
+    """`sessiond add S --role tool --tool-call-id call_typo 42` (a typo in the id the 409 above names, or the
+    result added to the wrong chat) was kept, as a tool's output answering no call, and sent to the model
+    as a note while the call went answered `(no result of this call was recorded)`: the result lost to
+    its call, for good (no message leaves a session). Now an append (the POST, the append stream, `sessiond
+    add`) whose tool message names a call its chat does not have is refused (422), nothing stored, naming
+    the chat's latest calls, or the chat that has the call; one answering a call made earlier in its own
+    batch is taken, and so is a tool's output with no tool_call_id (it answers no call, as said)."""
+    p, _ = provider
+    d = make()
+    c = d.client()
+    sid = cli_json(d.home, "new", "--model", "echo-1")["id"]
+    c.append(sid, "user", "what is the weather?")
+    c.append(sid, "assistant", "", tool_calls=[_call("call_a"), _call("call_b", "f")])
+    before = c.messages(sid)["messages"]
+    res = run_cli(d.home, "add", sid, "--role", "tool", "--tool-call-id", "call_typo", "42")
+    assert res.returncode != 0
+    assert "call_typo" in res.stderr and "call_a, call_b" in res.stderr, res.stderr
+    with pytest.raises(ApiError) as e:
+        c.append_many(sid, [{"role": "tool", "content": "1", "tool_call_id": "call_a"},
+                            {"role": "tool", "content": "2", "tool_call_id": "call_c"}])  # fmt: skip
+    assert (e.value.status, e.value.code) == (422, "invalid") and "messages[1]" in e.value.message, e.value.message
+    assert e.value.details.get("tool_call_ids") == ["call_a", "call_b"], e.value.details
+    # a call of another chat: the refusal names that chat
+    cli_json(d.home, "chat", "new", sid, "--id", "side")
+    c.append(sid, "assistant", "", tool_calls=[_call("call_s")], chat="side")
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "tool", "3", tool_call_id="call_s")
+    assert "chat 'side'" in e.value.message and "--chat side" in e.value.message, e.value.message
+    assert c.messages(sid)["messages"] == before
+    # a chat with no calls at all says so
+    cli_json(d.home, "chat", "new", sid, "--id", "plain")
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "tool", "4", tool_call_id="call_x", chat="plain")
+    assert "no tool calls" in e.value.message, e.value.message
+    # taken: a call's result, one answering a call of its own batch, an output answering no call
+    c.append(sid, "tool", "sunny", tool_call_id="call_b")
+    c.append_many(sid, [{"role": "assistant", "content": "", "tool_calls": [_call("call_n")]},
+                        {"role": "tool", "content": "5", "tool_call_id": "call_n"}])  # fmt: skip
+    run_cli(d.home, "add", sid, "--role", "tool", "--chat", "side", "--tool-call-id", "call_s", "6", check=True)
+    run_cli(d.home, "add", sid, "--role", "tool", "state reset", check=True)
+    assert [m.get("tool_call_id") for m in c.messages(sid)["messages"]][-4:] == ["call_b", None, "call_n", None]

@@ -69,7 +69,7 @@ async def _append(db, sid: str, messages: list[dict], chat: str | None, key: str
     refuses, and the append is made again with their ids (a retry by name then digests as its first
     try did, whose record holds the ids)."""
     try:
-        return await db.append_messages(sid, messages, chat, key=key)
+        return await db.append_messages(sid, messages, chat, key=key, check_results=True)
     except (NotFound, IdempotencyKeyReused):
         await db.get_session(sid)  # no such session: said so, not that it has no such chat
         refs = {r for r in (chat, *(m.get("chat") for m in messages)) if r is not None}
@@ -79,7 +79,7 @@ async def _append(db, sid: str, messages: list[dict], chat: str | None, key: str
     for m in messages:
         if m.get("chat") is not None:
             m["chat"] = ids[m["chat"]]
-    return await db.append_messages(sid, messages, ids.get(chat) if chat else None, key=key)
+    return await db.append_messages(sid, messages, ids.get(chat) if chat else None, key=key, check_results=True)
 
 
 async def list_messages(request: web.Request) -> web.Response:

@@ -8,7 +8,8 @@ Streaming (server-sent events, `data: {chunk}` ... `data: [DONE]`, the usage chu
 stream_options.include_usage is set) and non-streaming answers, usage counts, and `faults` that make
 it misbehave the ways a real provider does: 401, 404 for an unknown model, 429 with Retry-After, 500,
 a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name, a
-streamed call whose id comes in its second delta. Like
+streamed call whose id comes in its second delta, a stream given delta by delta (`script`, paused at a
+chunk until `resume` is set, or cut after it). Like
 OpenAI's API it refuses (400, invalid_request_error) a history whose call has a function name not matching
 ^[a-zA-Z0-9_-]{1,64}$ or arguments that are not JSON text, or no id; whose tool message has no tool_call_id
 or answers no call of the assistant's message just before it; or whose call no tool message answers (at
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +48,10 @@ class Faults:
     call_text: str = ""  # what the model says beside its tool call (before it, in a stream)
     call_id_late: bool = False  # a stream gives its call's id in the call's second delta, not its first
     finish_chunk: bool = True  # a stream's last chunk before the usage and [DONE] gives its finish_reason
+    # a stream's deltas as given, each (delta, finish_reason), in place of its answer (after the role chunk)
+    script: list | None = None
+    script_cut: bool = False  # after the script, the connection drops (no [DONE])
+    script_wait: int | None = None  # after this many of the script's chunks, wait for `resume` (then go on)
 
 
 @dataclass
@@ -60,6 +66,8 @@ class Provider:
     completed: int = 0
     words_sent: int = 0  # a stream's word chunks written, all streams together
     models: tuple = MODELS  # what its GET /v1/models lists
+    resume: threading.Event = field(default_factory=threading.Event)  # (faults.script_wait)
+    scripted: int = 0  # the script's chunks written, all streams together
 
     def answer(self, body: dict) -> str:
         last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), None)
@@ -286,7 +294,19 @@ def make_app(p: Provider) -> web.Application:
             return b"data: " + json.dumps(c).encode() + b"\n\n"
 
         try:
-            if f.role_chunk:
+            if f.script is not None:
+                await resp.write(chunk({"role": "assistant", "content": ""}))
+                for i, (delta, finish) in enumerate(f.script):
+                    if f.script_wait is not None and i == f.script_wait:
+                        await asyncio.to_thread(p.resume.wait, 30)  # the fault itself: a model that pauses
+                    await resp.write(chunk(delta, finish))
+                    p.scripted += 1
+                if f.script_cut:
+                    request.transport.abort()
+                    p.cuts += 1
+                    return resp
+                pieces, call = [], None
+            elif f.role_chunk:
                 await resp.write(chunk({"role": "assistant", "content": ""}))
                 if f.first_delay:
                     await asyncio.sleep(f.first_delay)  # the fault itself (a model slow to begin), not a wait
@@ -313,7 +333,7 @@ def make_app(p: Provider) -> web.Application:
                 else:
                     await resp.write(chunk({"content": piece}))
                 p.words_sent += 1
-            if f.finish_chunk:
+            if f.finish_chunk and f.script is None:
                 await resp.write(chunk({}, "tool_calls" if call else "stop"))
             if with_usage:
                 await resp.write(
