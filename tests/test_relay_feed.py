@@ -17,6 +17,7 @@ import time
 import aiohttp
 
 from conftest import DaemonProc, relay_served, run_cli, wait_for
+from ports import restartable_port
 
 
 def invite(data: str) -> str:
@@ -123,7 +124,8 @@ def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
     follows logs either: every head), which follows them again: a follower still hears of the next change
     through the feed, in seconds, not at its next full round (minutes)."""
     data = str(tmp_path / "relay")
-    with relay_served(data) as info:
+    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    with relay_served(data, "--listen", f"127.0.0.1:{first}") as info:
         port = info["port"]
         a = DaemonProc(str(tmp_path / "a"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
         b = DaemonProc(str(tmp_path / "b"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()

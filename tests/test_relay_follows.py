@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from nacl.signing import SigningKey
 
 from conftest import DaemonProc, eventually, relay_served, wait_for
+from ports import restartable_port
 from sessiond.relay import feedstate, follows
 from sessiond.relay.admin import revoke
 from sessiond.relay.feed import Feed
@@ -232,7 +233,8 @@ def test_daemons_following_the_feed_go_on_after_a_relay_restart_without_a_full_r
     round (before, the restart reset every feed and each daemon read every head it follows again)."""
     data = str(tmp_path / "relay")
     before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
-    with relay_served(data, "--access-log", log_path=before_log) as info:
+    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    with relay_served(data, "--listen", f"127.0.0.1:{first}", "--access-log", log_path=before_log) as info:
         port = info["port"]
         a = DaemonProc(str(tmp_path / "a"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()
         b = DaemonProc(str(tmp_path / "b"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()

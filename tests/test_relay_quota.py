@@ -13,6 +13,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from conftest import PY, relay_served
+from ports import restartable_port
 from sessiond.stores.errors import StoreFull, describe_failure, failure_kind
 from sessiond.stores.http import RetryPolicy
 from sessiond.stores.registry import RegistryEntry
@@ -45,7 +46,8 @@ def entry(key: SigningKey, revision: int) -> RegistryEntry:
 async def test_a_full_account_stores_no_new_heads_but_moves_its_own(tmp_path):
     data = str(tmp_path / "relay")
     mine = SigningKey.generate()
-    with relay_served(data, "--quota", "2K") as info:
+    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    with relay_served(data, "--quota", "2K", "--listen", f"127.0.0.1:{first}") as info:
         store = device(info, data, tmp_path, 1)
         try:
             await store.set_head(entry(mine, 1))  # while there is room: it takes HEAD_SIZE of the 2K

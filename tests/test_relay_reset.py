@@ -20,6 +20,7 @@ import subprocess
 from nacl.signing import SigningKey
 
 from conftest import PY, DaemonProc, relay_served, wait_for
+from ports import restartable_port
 from sessiond.relay import feedstate, follows
 from sessiond.relay.admin import revoke
 from sessiond.relay.feed import Feed
@@ -68,7 +69,8 @@ def test_a_reset_reads_the_heads_named_newer_and_those_not_named_and_no_other(tm
     every head it follows)."""
     data = str(tmp_path / "relay")
     before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
-    with relay_served(data, "--access-log", log_path=before_log) as info:
+    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    with relay_served(data, "--listen", f"127.0.0.1:{first}", "--access-log", log_path=before_log) as info:
         port = info["port"]
         a, b, sids = shared(tmp_path, port, data, 6)
         os.kill(b.proc.pid, signal.SIGSTOP)  # B not looking: it hears of nothing until the reset
@@ -130,7 +132,8 @@ def test_a_relay_killed_and_restarted_costs_its_followers_the_heads_that_moved_n
     follows with its revision, and a daemon reads only the heads that moved."""
     data = str(tmp_path / "relay")
     before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
-    with relay_killed_at_exit(data, "--listen", "127.0.0.1:0", "--access-log", log_path=before_log) as info:
+    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    with relay_killed_at_exit(data, "--listen", f"127.0.0.1:{first}", "--access-log", log_path=before_log) as info:
         port = info["port"]
         a, b, sids = shared(tmp_path, port, data, 6)
         assert len(set(head_reads(before_log))) >= 2 * len(sids)  # (the log names the heads read)

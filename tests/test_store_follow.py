@@ -30,8 +30,8 @@ async def test_rate_cap_spaces_requests():
     cap = RateCap(50, burst=5)
     t = time.monotonic()
     for _ in range(5):
-        await cap.acquire()  # the burst: no wait
-    assert time.monotonic() - t < 0.05
+        await cap.acquire()
+    assert cap.waited == 0  # the burst: no wait (the cap's count: a busy machine's clock may move meanwhile)
     for _ in range(10):
         await cap.acquire()
     took = time.monotonic() - t

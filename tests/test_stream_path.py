@@ -111,7 +111,11 @@ class _Db:
     async def append_messages(self, sid, messages, chat=None, *, key=None, answer=False):
         if not answer:
             if self.provider is not None:  # the SQL blocks the loop: the request must have left before it
-                time.sleep(0.05)  # the blocking step itself (its SQL), not a wait for something
+                # The loop stays blocked here (as by the SQL), so it sends nothing meanwhile: a request the
+                # provider's thread gets now had left before. That thread may be slow to get the CPU.
+                deadline = time.monotonic() + 5
+                while len(self.provider.requests) == self.asked and time.monotonic() < deadline:
+                    time.sleep(0.005)  # the blocking step itself, polling the provider's thread
                 self.asked_before_sql = len(self.provider.requests) > self.asked
             await self.go.wait()
             if self.fail:
