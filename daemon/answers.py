@@ -350,7 +350,9 @@ async def pass_on(
             waited = calls.waiting()
             if calls.add(chunk):  # a call's part: the answer's first token as a word would be
                 first = first or time.monotonic()
-                if calls.changed:  # an id given after one was made for its call: passed on without it
+                # an id given after one was made for its call: passed on without it; a delta given no index
+                # (Gemini's): passed on with the one it was put together under
+                if calls.changed:
                     raw = json.dumps(chunk, ensure_ascii=False).encode()
             if gone:
                 break

@@ -93,13 +93,15 @@ class Assembled:
     delta, where the app reads it, once (an app that joins a call's ids, as OpenAI's SDK's stream helper
     does, gets it whole); a call whose id does not come (by the calls' end, or as long as the caller
     waits) gets one made (`name_the_rest`), and an id given after that is taken out of its delta: the app
-    has the made one, which is recorded. The caller holds the chunks back from the app meanwhile."""
+    has the made one, which is recorded. The caller holds the chunks back from the app meanwhile. A delta
+    given no index is given the one it was put together under, in place (`changed`)."""
 
     def __init__(self) -> None:
         self._parts: dict[int, dict] = {}
         self._first: dict[int, dict] = {}  # a call's first delta (in its chunk), while the call has no id
         self._made: set[int] = set()  # the calls given an id made for them
-        self.changed = False  # whether the last chunk added had an id taken out (to be encoded again)
+        # whether the last chunk added was changed (an id taken out, an index given): to be encoded again
+        self.changed = False
         self._ids: dict[str, int] = {}  # each id given, the index of its call
         self._last: int | None = None  # the index of the call the last delta was part of
 
@@ -128,7 +130,9 @@ class Assembled:
             has_id = isinstance(d.get("id"), str) and d["id"]
             index = d.get("index")
             if not isinstance(index, int):
-                index = self._place(d["id"] if has_id else None, i)
+                # the app is passed the index too: OpenAI's SDKs put a call's deltas together by theirs
+                index = d["index"] = self._place(d["id"] if has_id else None, i)
+                self.changed = True
             if has_id and d["id"] not in self._ids:
                 self._ids[d["id"]] = index
             self._last = index
