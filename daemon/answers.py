@@ -185,15 +185,18 @@ async def record(
     error: str | None = None,
     tool_calls: list[dict] | None = None,
     dropped: list[dict] | None = None,
+    call_fields: dict | None = None,
 ) -> dict:
     """The answer as the chat's next assistant message (its text, and the tools it calls), with its usage
     and times; returned as stored. `dropped`: the calls it made that cannot be recorded (toolcalls.Answered),
-    said (dropped_calls) and returned as `tool_calls_dropped`."""
+    said (dropped_calls) and returned as `tool_calls_dropped`; `call_fields`: the provider's own fields of
+    its calls, by call id (toolcalls.fields), kept to be sent back to it."""
     end = time.monotonic()
     m: dict = {
         "role": "assistant",
         "content": text,
         **({"tool_calls": tool_calls} if tool_calls else {}),
+        **({"call_fields": call_fields} if tool_calls and call_fields else {}),
         "model": plan.model,
         "provider": plan.provider.name,
         "response": {
@@ -209,7 +212,7 @@ async def record(
     if error:
         m["error"] = error
     stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
-    out = {**stored[0], "content": text, **{k: m[k] for k in ("tool_calls", *ANSWER_KEYS) if k in m}}
+    out = {**stored[0], "content": text, **{k: m[k] for k in ("tool_calls", "call_fields", *ANSWER_KEYS) if k in m}}
     if dropped:
         dropped_calls(d, plan, out["id"], dropped)
         out["tool_calls_dropped"] = dropped
@@ -248,7 +251,15 @@ async def record_whole(
     calls = calls or Answered()
     try:
         return await record(
-            d, plan, text, usage, started=started, first=None, tool_calls=calls.calls, dropped=calls.dropped
+            d,
+            plan,
+            text,
+            usage,
+            started=started,
+            first=None,
+            tool_calls=calls.calls,
+            dropped=calls.dropped,
+            call_fields=calls.fields,
         )
     except SessiondError as exc:
         exc.message = f"the model's answer was not recorded: {exc.message}"
@@ -288,6 +299,7 @@ async def record_streamed(
         error=error.code if error else None,
         tool_calls=tool_calls,
         dropped=answered.dropped,
+        call_fields=answered.fields,
     )
 
 
@@ -350,7 +362,9 @@ async def pass_on(
             waited = calls.waiting()
             if calls.add(chunk):  # a call's part: the answer's first token as a word would be
                 first = first or time.monotonic()
-                if calls.changed:  # an id given after one was made for its call: passed on without it
+                # an id given after one was made for its call: passed on without it; a delta given no index
+                # (Gemini's): passed on with the one it was put together under
+                if calls.changed:
                     raw = json.dumps(chunk, ensure_ascii=False).encode()
             if gone:
                 break

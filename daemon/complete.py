@@ -186,7 +186,7 @@ async def prepare(
         messages.append({"role": "system", "content": system})
     for m in session.get("initial_messages") or []:
         messages.append(toolcalls.openai_message(m))
-    messages += map(toolcalls.openai_message, await db.context_messages(sid, chat_id))
+    messages += [toolcalls.openai_message(m, p.name) for m in await db.context_messages(sid, chat_id)]
     # as the model takes them (sendable.py); what the session holds is as it was given
     sent = sendable.history(messages)
     if content is None and (ids := sendable.unanswered(sent)):

@@ -13,11 +13,13 @@ from .checker import checker
 
 _CALLS = checker(ToolCalls)
 OPENAI_FIELDS = ("name", "tool_call_id", "tool_calls")  # a message's fields beside role and content
+_OWN = ("id", "type", "function", "index")  # a call's fields sessiond keeps in the call (and a stream's index)
+MAX_FIELDS = 64 << 10  # a call's provider fields kept up to this size (as JSON); more: not kept
 
 
 def _call(c: Any) -> Any:
-    """One call with only the fields sessiond keeps (id, type, function name and arguments): a provider's
-    own additions (an `index`, a signature) are the app's to send back, not the session's to keep."""
+    """One call with only the fields sessiond keeps in it (id, type, function name and arguments): a stream's
+    `index` is no part of it, and a provider's own additions (Gemini 3's signature) are kept apart (`fields`)."""
     if not isinstance(c, dict) or not isinstance(c.get("function"), dict):
         return c  # refused by the check, naming it
     f = c["function"]
@@ -63,12 +65,25 @@ def _why(c: Any, exc: Invalid) -> str:
     return f"the call is malformed ({exc.message.partition(' ')[0].removeprefix('tool_calls[0].')})"
 
 
+def fields(c: Any) -> dict | None:
+    """A model's call's fields beyond those kept in it (_OWN): a provider's own, as Gemini 3's `extra_content`
+    (`{"google": {"thought_signature"}}`), which it must be sent back with the call; None when it has none,
+    or they are larger than MAX_FIELDS as JSON (not kept)."""
+    if not isinstance(c, dict):
+        return None
+    own = {k: x for k, x in c.items() if k not in _OWN}
+    if not own or len(json.dumps(own, ensure_ascii=False)) > MAX_FIELDS:
+        return None
+    return own
+
+
 class Answered:
     """A model's answer's tool calls: those recorded (None: it made none that can be), and those that
-    cannot be, each {"index", "reason"} (the index in the model's list)."""
+    cannot be, each {"index", "reason"} (the index in the model's list); `fields`: the provider's own fields
+    of the recorded calls, by call id (None: none has any), to be recorded as the message's `call_fields`."""
 
-    def __init__(self, calls: list[dict] | None = None, dropped: list[dict] | None = None):
-        self.calls, self.dropped = calls, dropped or []
+    def __init__(self, calls: list[dict] | None = None, dropped: list[dict] | None = None, fields: dict | None = None):
+        self.calls, self.dropped, self.fields = calls, dropped or [], fields or None
 
 
 def of_answer(calls: Any, indexes: list[int] | None = None) -> Answered:
@@ -76,14 +91,17 @@ def of_answer(calls: Any, indexes: list[int] | None = None) -> Answered:
     call too), the others dropped with the reason; `indexes`: each call's index in the model's list."""
     if not isinstance(calls, list) or not calls:
         return Answered()
-    out, dropped = [], []
+    out, dropped, own = [], [], {}
     for i, c in enumerate(calls):
         _named_id(c)
         try:
             out += _CALLS([_call(c)], "tool_calls")
         except Invalid as exc:
             dropped.append({"index": indexes[i] if indexes else i, "reason": _why(c, exc)})
-    return Answered(out or None, dropped)
+            continue
+        if (f := fields(c)) is not None:
+            own[c["id"]] = f
+    return Answered(out or None, dropped, own)
 
 
 class Assembled:
@@ -93,13 +111,15 @@ class Assembled:
     delta, where the app reads it, once (an app that joins a call's ids, as OpenAI's SDK's stream helper
     does, gets it whole); a call whose id does not come (by the calls' end, or as long as the caller
     waits) gets one made (`name_the_rest`), and an id given after that is taken out of its delta: the app
-    has the made one, which is recorded. The caller holds the chunks back from the app meanwhile."""
+    has the made one, which is recorded. The caller holds the chunks back from the app meanwhile. A delta
+    given no index is given the one it was put together under, in place (`changed`)."""
 
     def __init__(self) -> None:
         self._parts: dict[int, dict] = {}
         self._first: dict[int, dict] = {}  # a call's first delta (in its chunk), while the call has no id
         self._made: set[int] = set()  # the calls given an id made for them
-        self.changed = False  # whether the last chunk added had an id taken out (to be encoded again)
+        # whether the last chunk added was changed (an id taken out, an index given): to be encoded again
+        self.changed = False
         self._ids: dict[str, int] = {}  # each id given, the index of its call
         self._last: int | None = None  # the index of the call the last delta was part of
 
@@ -128,7 +148,9 @@ class Assembled:
             has_id = isinstance(d.get("id"), str) and d["id"]
             index = d.get("index")
             if not isinstance(index, int):
-                index = self._place(d["id"] if has_id else None, i)
+                # the app is passed the index too: OpenAI's SDKs put a call's deltas together by theirs
+                index = d["index"] = self._place(d["id"] if has_id else None, i)
+                self.changed = True
             if has_id and d["id"] not in self._ids:
                 self._ids[d["id"]] = index
             self._last = index
@@ -145,6 +167,9 @@ class Assembled:
             for k in ("id", "type"):
                 if isinstance(d.get(k), str) and d[k] and k not in part:
                     part[k] = d[k]
+            for k, x in d.items():  # a provider's own fields of the call (Gemini 3's signature): as given
+                if k not in _OWN:
+                    part.setdefault("fields", {})[k] = x
             f = d.get("function")
             if isinstance(f, dict):
                 if isinstance(f.get("name"), str) and f["name"] and "name" not in part:
@@ -170,6 +195,7 @@ class Assembled:
         return of_answer(
             [
                 {
+                    **p.get("fields", {}),
                     "id": p.get("id"),
                     "type": p.get("type", "function"),
                     "function": {"name": p.get("name"), "arguments": "".join(p["arguments"])},
@@ -183,13 +209,26 @@ class Assembled:
         return self.answered().calls
 
 
-def openai_message(m: dict) -> dict:
+def openai_message(m: dict, provider: str | None = None) -> dict:
     """A stored message as a model is sent it: role and content, its name, tool_call_id and tool_calls; an
-    assistant's calls with no text have content null, as OpenAI's own answers do."""
+    assistant's calls with no text have content null, as OpenAI's own answers do. Its calls carry their
+    provider's own fields (`call_fields`) when `provider` is the one that gave them (the message's
+    `provider`): another provider may refuse a field it does not know (Gemini's API does)."""
     out = {"role": m["role"], "content": m["content"]}
     for k in OPENAI_FIELDS:
         if m.get(k):
             out[k] = m[k]
+    own = m.get("call_fields")
+    if out.get("tool_calls") and isinstance(own, dict) and provider is not None and m.get("provider") == provider:
+        out["tool_calls"] = [_with_fields(c, own) for c in out["tool_calls"]]
     if "tool_calls" in out and not out["content"]:
         out["content"] = None
     return out
+
+
+def _with_fields(c: Any, own: dict) -> Any:
+    """Call `c` with the provider's own fields recorded for it (those that are no field sessiond keeps in it)."""
+    f = own.get(c.get("id")) if isinstance(c, dict) else None
+    if not isinstance(f, dict):
+        return c
+    return {**{k: x for k, x in f.items() if k not in _OWN}, **c}

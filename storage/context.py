@@ -270,8 +270,9 @@ class Context:
     async def messages(self, sid: str, chat: str) -> list[dict]:
         """The chat's active context as messages to send to a model, oldest first: every message the
         compaction has not set aside (system messages always stay), as {role, content[, name,
-        tool_call_id, tool_calls]}. A tool's result whose call the compaction set aside is left out with
-        it: a model's API refuses a result that answers no call before it."""
+        tool_call_id, tool_calls, call_fields and the provider that gave them]}. A tool's result whose call
+        the compaction set aside is left out with it: a model's API refuses a result that answers no call
+        before it."""
         q = self.c.committed
         srow = await session_row(q, sid)
         _, cut = await chat_budget(q, sid, chat, json.loads(srow["policy"]))
@@ -287,6 +288,8 @@ class Context:
             if extra:
                 e = json.loads(extra)
                 m.update({k: e[k] for k in ("name", "tool_call_id", "tool_calls") if e.get(k) is not None})
+                if m.get("tool_calls") and e.get("call_fields"):  # sent back to the provider that gave them
+                    m.update(call_fields=e["call_fields"], provider=e.get("provider"))
                 calls.update(c["id"] for c in m.get("tool_calls") or ())
                 if cut is not None and role == "tool" and m.get("tool_call_id") not in calls | {None}:
                     continue

@@ -63,7 +63,9 @@ CHAT_FIELDS = ("compacted", "policy", "name", "system_prompt", "model", "setting
 # provider that wrote it, the provider's usage {prompt_tokens, completion_tokens}, its response times
 # {first_token_ms, total_ms}, and interrupted/error when the answer stopped before its end.
 ANSWER_KEYS = ("model", "provider", "usage", "response", "interrupted", "error")
-EXTRA_KEYS = ("name", "tool_call_id", "tool_calls", "metadata", *ANSWER_KEYS)
+# A model's answer's calls' own fields from its provider (Gemini 3's thought signature), by call id: sent
+# back with the calls to that provider only (daemon/toolcalls.py).
+EXTRA_KEYS = ("name", "tool_call_id", "tool_calls", "call_fields", "metadata", *ANSWER_KEYS)
 PLAIN_KEYS = frozenset({"role", "content", "tokens", "chat"})  # a message with only these has no extra
 DEFAULT_CHECKPOINT_INTERVAL = 1000
 

@@ -37,6 +37,23 @@ def tc(index: int, args: str | None = None, *, id: str | None = None, name: str 
     return {"tool_calls": [d]}
 
 
+def gemini_calls(finish: str) -> list:
+    """Two calls streamed as Gemini streams them (faults.script): no delta has an index, each call (its own
+    id) in a chunk of its own, the second's arguments split over a further delta with no id either."""
+
+    def gem(args: str, id: str | None = None, name: str | None = None) -> dict:
+        d = tc(0, args, id=id, name=name)
+        del d["tool_calls"][0]["index"]
+        return d
+
+    return [
+        (gem('{"city": "x"}', id="call_1", name="a"), None),
+        (gem('{"city"', id="call_2", name="b"), None),
+        (gem(': "y"}'), None),
+        ({}, finish),
+    ]
+
+
 def recorded(c, sid: str) -> list:
     return [
         (t["id"], t["function"]["name"], t["function"]["arguments"])
@@ -159,17 +176,7 @@ def test_calls_streamed_without_an_index_are_recorded_each_whole(make, provider)
     one for an id not seen yet), and one with no id either goes on with the call begun last."""
     p, _ = provider
 
-    def gem(args: str, id: str | None = None, name: str | None = None) -> dict:
-        d = tc(0, args, id=id, name=name)
-        del d["tool_calls"][0]["index"]
-        return d
-
-    p.faults.script = [
-        (gem('{"city": "x"}', id="call_1", name="a"), None),
-        (gem('{"city"', id="call_2", name="b"), None),
-        (gem(': "y"}'), None),
-        ({}, "stop"),
-    ]
+    p.faults.script = gemini_calls("stop")
     d = make()
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
@@ -178,3 +185,26 @@ def test_calls_streamed_without_an_index_are_recorded_each_whole(make, provider)
     sid = c.create_session(model="echo-1")["id"]  # the OpenAI-compatible endpoint records them so too
     App(d, sid).ended()
     assert recorded(c, sid) == [("call_1", "a", '{"city": "x"}'), ("call_2", "b", '{"city": "y"}')]
+
+
+def test_calls_streamed_without_an_index_reach_the_app_with_the_index_they_were_given(make, provider):
+    """Gemini's streamed call deltas have no `index`, and their chunks were passed on to the app as their
+    bytes: OpenAI's SDK's stream helper (`chat.completions.stream`), which puts a call's deltas together by
+    their index, failed on the first of them, and an app reading the raw chunks could not tell two calls'
+    deltas apart. Now such a chunk reaches the app with each delta given the index sessiond put it together
+    under (only those chunks encoded again), and the SDK's helper gets the calls whole, as recorded."""
+    p, _ = provider
+
+    p.faults.script = gemini_calls("tool_calls")
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = App(d, sid)
+    app.ended()
+    assert app.ids() == {0: ["call_1"], 1: ["call_2"]}
+    sid = c.create_session(model="echo-1")["id"]
+    with _app(d, sid).chat.completions.stream(model="echo-1", messages=MSGS, tools=TOOLS) as s:
+        final = s.get_final_completion()
+    got = [(t.id, t.function.name, t.function.arguments) for t in final.choices[0].message.tool_calls]
+    assert got == [("call_1", "a", '{"city": "x"}'), ("call_2", "b", '{"city": "y"}')]
+    assert recorded(c, sid) == got

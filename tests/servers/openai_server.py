@@ -9,7 +9,9 @@ stream_options.include_usage is set) and non-streaming answers, usage counts, an
 it misbehave the ways a real provider does: 401, 404 for an unknown model, 429 with Retry-After, 500,
 a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name, a
 streamed call whose id comes in its second delta, a stream given delta by delta (`script`, paused at a
-chunk until `resume` is set, or cut after it). Like
+chunk until `resume` is set, or cut after it), calls signed as Gemini 3 signs them (`signed`: each call carries
+`extra_content: {"google": {"thought_signature"}}`, and a history whose call of the current turn lacks the
+signature given with it is refused, as Gemini 3 refuses it). Like
 OpenAI's API it refuses (400, invalid_request_error) a history whose call has a function name not matching
 ^[a-zA-Z0-9_-]{1,64}$ or arguments that are not JSON text, or no id; whose tool message has no tool_call_id
 or answers no call of the assistant's message just before it; or whose call no tool message answers (at
@@ -52,6 +54,9 @@ class Faults:
     script: list | None = None
     script_cut: bool = False  # after the script, the connection drops (no [DONE])
     script_wait: int | None = None  # after this many of the script's chunks, wait for `resume` (then go on)
+    # Gemini 3's thought signatures: each call carries one (its extra_content), a stream's in the call's first
+    # delta, and a history whose call of the current turn (after the last user's message) lacks it is refused
+    signed: bool = False
 
 
 @dataclass
@@ -90,6 +95,8 @@ class Provider:
             "type": "function",
             "function": {"name": tools[0]["function"]["name"], "arguments": args},
         }
+        if self.faults.signed:
+            call["extra_content"] = {"google": {"thought_signature": signature(call["id"])}}
         if self.faults.call_without == "id":
             del call["id"]
         elif self.faults.call_without == "name":
@@ -105,6 +112,29 @@ def _err(status: int, message: str, typ: str, code: str | None, headers: dict | 
     return web.json_response(
         {"error": {"message": message, "type": typ, "param": None, "code": code}}, status=status, headers=headers
     )
+
+
+def signature(call_id: str) -> str:
+    """The thought signature the model gives its call `call_id` (faults.signed)."""
+    return "sig-" + call_id
+
+
+def unsigned(msgs: list) -> tuple[str, str] | None:
+    """(message, param) of Gemini 3's refusal of a history whose call of the current turn (the messages after
+    the last user's) lacks the thought signature given with it, else None."""
+    last_user = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "user"), default=-1)
+    for i, m in enumerate(msgs[last_user + 1 :], last_user + 1):
+        for j, c in enumerate((m.get("tool_calls") or ()) if isinstance(m, dict) else ()):
+            sig = ((c.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+            if sig != signature(str(c.get("id"))):
+                name = (c.get("function") or {}).get("name")
+                return (
+                    f"Function call is missing a thought_signature in functionCall parts. This is required for "
+                    f"tools to work correctly. Additional data, function call `default_api:{name}` , position "
+                    f"{i + 1}.",
+                    f"messages.[{i}].tool_calls.[{j}]",
+                )
+    return None
 
 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # a function's name, as OpenAI's API takes it
@@ -213,7 +243,10 @@ def make_app(p: Provider) -> web.Application:
             if status == 401:
                 return _err(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
             return _err(status, "The server had an error while processing your request.", "server_error", None)
-        if (refused := refused_history(body.get("messages") or [])) is not None:
+        refused = refused_history(body.get("messages") or [])
+        if refused is None and f.signed:
+            refused = unsigned(body.get("messages") or [])
+        if refused is not None:
             return web.json_response(
                 {
                     "error": {
@@ -320,7 +353,7 @@ def make_app(p: Provider) -> web.Application:
                 if call:
                     if i == 0 and f.call_text:
                         await resp.write(chunk({"content": f.call_text}))
-                    head = {k: call[k] for k in ("id", "type") if k in call}
+                    head = {k: call[k] for k in ("id", "type", "extra_content") if k in call}
                     head["function"] = {k: v for k, v in call["function"].items() if k == "name"}
                     part = {"index": 0, **(head if i == 0 else {}), "function": {"arguments": piece}}
                     if i == 0:

@@ -1,0 +1,102 @@
+"""Gemini 3's thought signatures: each of its calls carries one (OpenAI-compatible API: the call's
+`extra_content: {"google": {"thought_signature"}}`), and it refuses (400) a later request whose history holds
+the call without it. sessiond keeps a call's provider fields with its message (`call_fields`) and sends them
+back with the call to the provider that gave them, never to another (Gemini's API, as others, refuses a
+field it does not know)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import run_cli, started_with_provider
+from servers.openai_server import Provider, serve_threaded, signature
+from test_tool_calls import _app
+
+
+@pytest.fixture
+def two(make_daemon):
+    """A daemon with providers 'loop' (the default, its calls signed, strict) and 'other', each its own server."""
+    (p1, s1), (p2, s2) = serve_threaded(Provider()), serve_threaded(Provider())
+    p1.faults.signed = True
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{s1.port}/v1", start=False, default_provider="loop")
+    with open(os.path.join(d.home, "config.toml"), "a") as f:
+        f.write(f'[providers.other]\nbase_url = "http://127.0.0.1:{s2.port}/v1"\n')
+    yield d.start(), p1, p2
+    s1.stop()
+    s2.stop()
+
+
+def _sent_calls(p: Provider) -> list:
+    """The calls of the history the provider's last request held."""
+    return [c for m in p.requests[-1]["messages"] for c in m.get("tool_calls") or ()]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_calls_signature_goes_back_to_its_provider_and_to_no_other(two, streamed):
+    """The signature was left out of the recorded call, and the next question of the turn (after the tool's
+    result) was refused by Gemini 3: `provider_rejected`, "Function call is missing a thought_signature"."""
+    d, loop, other = two
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    loop.faults.call_unasked = "lookup"  # the model calls a tool
+    if streamed:
+        run_cli(d.home, "ask", sid, "weather in x?", check=True)
+    else:
+        c.complete(sid, "weather in x?")
+    [call] = [t for m in c.messages(sid)["messages"] for t in m.get("tool_calls") or ()]
+    assert set(call) == {"id", "type", "function"}, call  # the call as sessiond keeps it, in OpenAI's shape
+    c.append(sid, "tool", "sunny", tool_call_id=call["id"], name="lookup")
+    loop.faults.call_unasked = None
+    answer = c.complete(sid)  # the turn goes on: its call is sent back signed
+    assert answer["content"].startswith("echo"), answer
+    sent = _sent_calls(loop)
+    assert sent[0]["extra_content"] == {"google": {"thought_signature": signature(call["id"])}}, sent
+    # another provider is sent the call without the fields it does not know
+    c.complete(sid, "and now?", provider="other")
+    sent = _sent_calls(other)
+    assert [set(x) for x in sent] == [{"id", "type", "function"}], sent
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_call_an_app_was_answered_through_the_openai_endpoint_keeps_its_signature(two, streamed):
+    """An app's question through the OpenAI-compatible endpoint: the app is passed the call as the provider
+    gave it (its signature too), and the session records the signature, so that the turn can go on from
+    `sessiond ask` or POST /complete."""
+    d, loop, _ = two
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    msgs = [{"role": "user", "content": "weather in x?"}]
+    app = _app(d, sid)
+    if streamed:
+        with app.chat.completions.stream(model="echo-1", messages=msgs, tools=tools) as s:
+            given = s.get_final_completion().choices[0].message.tool_calls[0]
+    else:
+        given = app.chat.completions.create(model="echo-1", messages=msgs, tools=tools).choices[0].message.tool_calls[0]
+    assert given.model_extra.get("extra_content") == {"google": {"thought_signature": signature(given.id)}}
+    c.append(sid, "tool", "sunny", tool_call_id=given.id, name="lookup")
+    c.complete(sid)
+    assert _sent_calls(loop)[0]["extra_content"] == {"google": {"thought_signature": signature(given.id)}}
+
+
+def test_a_calls_fields_past_their_bound_are_not_kept_and_the_call_is(two):
+    """A provider's fields of a call larger than 64 KiB as JSON are not kept (the message's extra stays
+    small); the call is recorded as ever, and one of ordinary size beside it keeps its own."""
+    d, loop, _ = two
+    loop.faults.signed = False
+    big = {"google": {"thought_signature": "x" * (65 << 10)}}
+    small = {"google": {"thought_signature": "s"}}
+
+    def call(i: int, extra: dict) -> dict:
+        fn = {"name": "lookup", "arguments": "{}"}
+        return {"tool_calls": [{"index": i, "id": f"c{i}", "type": "function", "function": fn, "extra_content": extra}]}
+
+    loop.faults.script = [(call(0, big), None), (call(1, small), None), ({}, "tool_calls")]
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    run_cli(d.home, "ask", sid, "weather?", check=True)
+    [answer] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+    assert [t["id"] for t in answer["tool_calls"]] == ["c0", "c1"], answer
+    assert answer["call_fields"] == {"c1": {"extra_content": small}}, answer.get("call_fields")
