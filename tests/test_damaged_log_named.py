@@ -85,3 +85,30 @@ def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, s
     res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     assert [m["content"] for m in b.client().messages(sid)["messages"]] == ["hello", "then"]
+
+
+def _forge_head(store_dir: str, home: str, sid: str) -> None:
+    """The head of `home`'s device for `sid` in the store, one byte of its signature flipped (a head that
+    does not verify: damaged on the disk, or written by someone without the key)."""
+    pk = KeyStore(os.path.join(home, "keys")).head_pk(sid)
+    path = os.path.join(store_dir, "heads", pk.hex())
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
+    raw[-5] ^= 1
+    with open(path, "wb") as f:
+        f.write(bytes(raw))
+
+
+def test_a_pull_of_a_head_that_does_not_verify_names_the_session_and_what_to_do(make_daemon, store_dir):
+    """A pull reads the members' heads itself (not through the manifest's read): a head there that did not
+    verify was said as "registry entry signature does not verify (forged or damaged head)", no session,
+    no device, nothing to do."""
+    a, sid, code, device = _written(make_daemon, store_dir)
+    b = make_daemon("file://" + store_dir).start()
+    b.client().import_code(code)
+    _forge_head(store_dir, a.home, sid)
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
+    assert res.returncode != 0, res.stdout
+    said = json.loads(res.stdout)["sessions"][sid]["pull_error"]
+    assert f"the head of device {device} of session {sid} is not validly signed" in said, said
+    assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on device {device}" in said, said
