@@ -112,3 +112,24 @@ def test_a_pull_of_a_head_that_does_not_verify_names_the_session_and_what_to_do(
     said = json.loads(res.stdout)["sessions"][sid]["pull_error"]
     assert f"the head of device {device} of session {sid} is not validly signed" in said, said
     assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on device {device}" in said, said
+
+
+def test_what_mends_a_head_that_does_not_verify_mends_it(make_daemon, store_dir):
+    """Followed literally, the fix (`verify` and `sync --wait` on the device that wrote the head) left it
+    as it was: that device's verify named the head but marked nothing for repair, and its sync, with
+    nothing new to push, said all was pushed; the other device's pull kept failing."""
+    a, sid, code, device = _written(make_daemon, store_dir)
+    b = make_daemon("file://" + store_dir).start()
+    b.client().import_code(code)
+    a.client().append(sid, "user", "then")
+    assert a.client().sync(sid, wait=True, timeout=20)["complete"]
+    _forge_head(store_dir, a.home, sid)
+    assert run_cli(b.home, "sync", sid, "--wait", "--timeout", "20").returncode != 0
+    res = run_cli(a.home, "verify", sid, "--json")
+    (rep,) = json.loads(res.stdout)["sessions"]
+    assert not rep["ok"] and "`sessiond sync`" in rep.get("repair", ""), rep
+    assert run_cli(a.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [m["content"] for m in b.client().messages(sid)["messages"]] == ["hello", "then"]
+    assert json.loads(run_cli(a.home, "verify", sid, "--json").stdout)["sessions"][0]["ok"]
