@@ -421,15 +421,16 @@ class Home:
             return None
 
     def note_store_unmade(self, unmade: str | None) -> None:
-        from ..storage.fsutil import atomic_write
+        from ..storage import fsutil
 
         if unmade is not None:
-            atomic_write(self.store_unmade_record, (unmade + "\n").encode(), 0o600)
+            fsutil.atomic_write(self.store_unmade_record, (unmade + "\n").encode(), 0o600)
             return
         try:  # (told from a store's threads: two may tell at once)
             os.unlink(self.store_unmade_record)
         except FileNotFoundError:
-            pass
+            return
+        fsutil.fsync_dir(self.path)  # gone for good: a note back after a power loss makes a gone store again
 
     def remove_leftover_temp_files(self, before: float) -> list[str]:
         """Removes the temporary files that atomic writes into the home itself (store-url, openai-api-key), its
