@@ -426,7 +426,7 @@ class Home:
         if unmade is not None:
             fsutil.atomic_write(self.store_unmade_record, (unmade + "\n").encode(), 0o600)
             return
-        try:  # (told from a store's threads: two may tell at once)
+        try:  # (told by each store made: the note may be gone already)
             os.unlink(self.store_unmade_record)
         except FileNotFoundError:
             return
