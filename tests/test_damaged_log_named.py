@@ -90,13 +90,7 @@ def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, s
 def _forge_head(store_dir: str, home: str, sid: str) -> None:
     """The head of `home`'s device for `sid` in the store, one byte of its signature flipped (a head that
     does not verify: damaged on the disk, or written by someone without the key)."""
-    pk = KeyStore(os.path.join(home, "keys")).head_pk(sid)
-    path = os.path.join(store_dir, "heads", pk.hex())
-    with open(path, "rb") as f:
-        raw = bytearray(f.read())
-    raw[-5] ^= 1
-    with open(path, "wb") as f:
-        f.write(bytes(raw))
+    _forge_entry(store_dir, KeyStore(os.path.join(home, "keys")).head_pk(sid))
 
 
 def test_a_pull_of_a_head_that_does_not_verify_names_the_session_and_what_to_do(make_daemon, store_dir):
@@ -133,3 +127,47 @@ def test_what_mends_a_head_that_does_not_verify_mends_it(make_daemon, store_dir)
     assert res.returncode == 0, res.stdout + res.stderr
     assert [m["content"] for m in b.client().messages(sid)["messages"]] == ["hello", "then"]
     assert json.loads(run_cli(a.home, "verify", sid, "--json").stdout)["sessions"][0]["ok"]
+
+
+def test_what_mends_a_members_entry_that_does_not_verify_mends_it(make_daemon, store_dir):
+    """The session's members slot's entry not validly signed (damaged on the disk, or written without the
+    key): the fix said (`verify` and `sync --wait` on a writer of the session writes the slot again) did
+    nothing, the writer's own pull failing as the reader's did, both for good."""
+    a, sid, code, _ = _written(make_daemon, store_dir)
+    b = make_daemon("file://" + store_dir).start()
+    b.client().import_code(code)  # (a read-only code: only A writes the slot)
+    remote = asyncio.run(_announce_pk(b, sid))
+    _forge_entry(store_dir, b"\xed" + remote)
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
+    assert res.returncode != 0, res.stdout
+    said = json.loads(res.stdout)["sessions"][sid]["pull_error"]
+    assert f"the members entry of session {sid} is not validly signed" in said, said
+    assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on a writer of the session" in said, said
+    rep = json.loads(run_cli(a.home, "verify", sid, "--json").stdout)["sessions"][0]
+    assert "`sessiond sync` writes the session's members slot again" in rep.get("repair", ""), rep
+    res = run_cli(a.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+async def _announce_pk(d, sid: str) -> bytes:
+    from sessiond.storage.database import Database
+
+    db = await Database.open(os.path.join(d.home, "sessions.db"))
+    try:
+        remote = await db.remote(sid)
+        assert remote is not None
+        return bytes(remote["announce_pk"])
+    finally:
+        await db.close()
+
+
+def _forge_entry(store_dir: str, pk: bytes) -> None:
+    """The head (or members entry) `pk` in the store, one byte of its signature flipped."""
+    path = os.path.join(store_dir, "heads", pk.hex())
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
+    raw[-5] ^= 1
+    with open(path, "wb") as f:
+        f.write(bytes(raw))
