@@ -40,6 +40,17 @@ def _written(make_daemon, store_dir) -> tuple:
     return a, sid, code, c.status()["device_id"]
 
 
+def _followed(make_daemon, store_dir) -> tuple:
+    """Device A's session (_written), imported on device B, then written to on A and pushed: (a, b, sid, A's
+    device id)."""
+    a, sid, code, device = _written(make_daemon, store_dir)
+    b = make_daemon("file://" + store_dir).start()
+    b.client().import_code(code)
+    a.client().append(sid, "user", "then")
+    assert a.client().sync(sid, wait=True, timeout=20)["complete"]
+    return a, b, sid, device
+
+
 def _says_what_to_do(said: str, sid: str, device: str) -> None:
     assert f"session {sid}" in said, said
     assert f"device {device}" in said and "damaged" in said, said
@@ -62,11 +73,7 @@ def test_an_import_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon
 
 
 def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, store_dir):
-    a, sid, code, device = _written(make_daemon, store_dir)
-    b = make_daemon("file://" + store_dir).start()
-    b.client().import_code(code)
-    a.client().append(sid, "user", "then")
-    assert a.client().sync(sid, wait=True, timeout=20)["complete"]
+    a, b, sid, device = _followed(make_daemon, store_dir)
     _damage_manifest(store_dir, a.home, sid)
     res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
     assert res.returncode != 0, res.stdout
@@ -112,11 +119,7 @@ def test_what_mends_a_head_that_does_not_verify_mends_it(make_daemon, store_dir)
     """Followed literally, the fix (`verify` and `sync --wait` on the device that wrote the head) left it
     as it was: that device's verify named the head but marked nothing for repair, and its sync, with
     nothing new to push, said all was pushed; the other device's pull kept failing."""
-    a, sid, code, device = _written(make_daemon, store_dir)
-    b = make_daemon("file://" + store_dir).start()
-    b.client().import_code(code)
-    a.client().append(sid, "user", "then")
-    assert a.client().sync(sid, wait=True, timeout=20)["complete"]
+    a, b, sid, device = _followed(make_daemon, store_dir)
     _forge_head(store_dir, a.home, sid)
     assert run_cli(b.home, "sync", sid, "--wait", "--timeout", "20").returncode != 0
     res = run_cli(a.home, "verify", sid, "--json")
