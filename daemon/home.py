@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import re
@@ -22,45 +21,6 @@ from ..api.locate import (
     runtime_socket_path,
     socket_path,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
 )
-
-
-def lock_held(home: str) -> bool:
-    """True while a daemon holds the home's lock."""
-    try:
-        fd = os.open(lock_path(home), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock this took
-    return False
-
-
-def holds_lock(pid: int, home: str) -> bool:
-    """Whether process `pid` has the home's lock file open: that it is really this home's daemon, not
-    another process that got its pid later. Without /proc, trust a held lock."""
-    try:
-        want = os.stat(lock_path(home))
-    except OSError:
-        return False
-    fd_dir = f"/proc/{pid}/fd"
-    if not os.path.isdir("/proc/self/fd"):
-        return lock_held(home)
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return False
-    for name in names:
-        try:
-            st = os.stat(os.path.join(fd_dir, name))
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-            return True
-    return False
 
 
 def normalize_store_url(url: str) -> str:
@@ -461,15 +421,16 @@ class Home:
             return None
 
     def note_store_unmade(self, unmade: str | None) -> None:
-        from ..storage.fsutil import atomic_write
+        from ..storage import fsutil
 
         if unmade is not None:
-            atomic_write(self.store_unmade_record, (unmade + "\n").encode(), 0o600)
+            fsutil.atomic_write(self.store_unmade_record, (unmade + "\n").encode(), 0o600)
             return
-        try:  # (told from a store's threads: two may tell at once)
+        try:  # (told by each store made: the note may be gone already)
             os.unlink(self.store_unmade_record)
         except FileNotFoundError:
-            pass
+            return
+        fsutil.fsync_dir(self.path)  # gone for good: a note back after a power loss makes a gone store again
 
     def remove_leftover_temp_files(self, before: float) -> list[str]:
         """Removes the temporary files that atomic writes into the home itself (store-url, openai-api-key), its

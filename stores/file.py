@@ -41,6 +41,9 @@ BATCH_BYTES = 1 << 20
 # it fails, as any write error, and is tried again.)
 TEMP_FILE_AGE = 3600.0
 
+# stores that their first use could not make tell they are made one at a time (_make_sync)
+_TELLING = threading.Lock()
+
 
 class FileStore(Store):
     """A store in a folder: objects/<2 hex>/<64 hex>, heads/<66 hex>. The folder may be shared
@@ -112,7 +115,9 @@ class FileStore(Store):
             pass  # only housekeeping: the next open tries again
 
     def _make_sync(self) -> None:
-        """Make the store its first use could not make (create=True), now; its failure if it still cannot."""
+        """Make the store its first use could not make (create=True), now; its failure if it still cannot.
+        Told one store at a time (_TELLING): a mirror's stores made at once by their threads tell in turn,
+        each after it is made, so the home's note of those not made yet is written last from the last look."""
         if not self._unmade:
             return
         try:
@@ -121,7 +126,8 @@ class FileStore(Store):
             raise filelayout.make_failure(self.root, exc) from None
         self._unmade = False
         if self.on_made is not None:
-            self.on_made()
+            with _TELLING:
+                self.on_made()
 
     @property
     def unmade(self) -> bool:

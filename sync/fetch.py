@@ -133,12 +133,7 @@ async def read_manifest(
     naming the problem (ManifestSealed if no key opens it)."""
     name = device or pk.hex()[:16]
     try:
-        head = heads[pk] if heads is not None and pk in heads else await asyncio.wait_for(store.get_head(pk), timeout)
-    except RegistryError as exc:
-        said = f"the head of device {name} of session {sid} is not validly signed: {exc}"
-        raise _bad("forged", sid, name, said) from None
-    except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
-        raise _bad("forged", sid, name, f"the head of device {name} of session {sid} is refused: {exc}") from None
+        head = heads[pk] if heads is not None and pk in heads else await read_head(store, sid, pk, name, timeout)
     except (TimeoutError, StoreError, OSError) as exc:
         if failing(exc):  # the store failed to answer: nothing is known of this device's head
             raise store_failed(exc, store.url) from None
@@ -166,6 +161,20 @@ async def read_manifest(
         if device is not None and man.device != device:
             raise LogError(f"the manifest names device {man.device}, but the members list says {device}")
     return man
+
+
+async def read_head(store: Store, sid: str, pk: bytes, name: str, timeout: float) -> RegistryEntry | None:
+    """The head `pk` of device `name`'s log of session `sid` (None: none yet). Raises ImportError_ "forged",
+    with what mends it, for one that is not validly signed or that a network store's own checks refuse; a
+    store's failure as it is."""
+    try:
+        async with asyncio.timeout(timeout):  # not wait_for: no task of its own for each read (a pull's many)
+            return await store.get_head(pk)
+    except RegistryError as exc:
+        said = f"the head of device {name} of session {sid} is not validly signed: {exc}"
+        raise _bad("forged", sid, name, said) from None
+    except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
+        raise _bad("forged", sid, name, f"the head of device {name} of session {sid} is refused: {exc}") from None
 
 
 def _bad(kind: str, sid: str, name: str, message: str) -> ImportError_:

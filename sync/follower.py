@@ -19,9 +19,9 @@ from ..stores.registry import RegistryEntry
 from .bounded import LRU
 from .context import SyncContext
 from .errors import ImportError_, no_relay_account
-from .fetch import fetch_frozen, fetch_logs
+from .fetch import fetch_frozen, fetch_logs, read_head
 from .locations import relay_account_fix
-from .members import LOST, MEMBERS_KEPT, Members
+from .members import LOST, MEMBERS_KEPT, Members, member_name
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
@@ -271,8 +271,7 @@ class Follower:
         read: dict[bytes, RegistryEntry | None] = {}  # the heads read here, not read again by fetch_logs
         for m in heads:
             k = known.get(m["head_pk"])
-            async with asyncio.timeout(ctx.timeout):  # not wait_for: no task of its own for each read
-                head = read[m["head_pk"]] = await store.get_head(m["head_pk"])
+            head = read[m["head_pk"]] = await read_head(store, sid, m["head_pk"], member_name(m), ctx.timeout)
             # a member not known yet is taken in even without a head (it imported, wrote nothing yet):
             # its head is then followed, and its first push is seen
             if k is None or (head is not None and head.revision != k["rev"]):

@@ -34,9 +34,10 @@ T_MEMBERS = "sessiond/members"
 SALT_LEN = 14
 # sessions whose members list, as last read, is kept for the follower (Members.read_members, cached=True)
 MEMBERS_KEPT = 1024
-# what a read of the members slot says when the store lost it: its entry gone or not 0x1e | hash | salt,
-# its object gone or damaged. A device that wrote the slot writes it again (Members.restore)
-LOST = frozenset({"missing", "damaged", "malformed"})
+# what a read of the members slot says when the store lost it: its entry gone, not validly signed (damaged,
+# or written without the key) or not 0x1e | hash | salt, its object gone or damaged. A device that wrote the
+# slot writes it again (Members.restore)
+LOST = frozenset({"missing", "damaged", "malformed", "forged"})
 
 
 def _bad(kind: str, sid: str, message: str) -> ImportError_:
@@ -335,7 +336,7 @@ class Members:
                         # takes it). Written over, the notice would be lost to every device not past it yet
                         return rev
             except ImportError_ as exc:
-                if exc.kind != "missing" and not (rewrite is not None and exc.kind == "damaged"):
+                if exc.kind != "missing" and not (rewrite is not None and exc.kind in LOST):
                     raise
                 # (the frozen logs: those noted in the database, merged in above)
                 rev, members, had = 0, [], []
@@ -426,7 +427,9 @@ class Members:
                 await self.read_slot(st, sid, session_key, bytes(ak.verify_key), entry=entry)
             except ImportError_ as exc:
                 lost |= exc.kind in LOST
-            except (TimeoutError, StoreError, RegistryError, OSError):
+            except RegistryError:  # its entry not validly signed: lost as surely as one deleted
+                lost = True
+            except (TimeoutError, StoreError, OSError):
                 continue
         if not lost:
             return False

@@ -276,7 +276,10 @@ class Pusher:
         if known is not None and known[:3] == (getattr(one.store, "url", None), one.head_pk, state["head_rev"]):
             current_rev, current_hash = known[2], known[3]
         else:
-            current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
+            try:
+                current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
+            except RegistryError:  # a head there that does not verify (damaged, forged): none, replaced
+                current = None
             current_rev = max(state["head_rev"], current.revision if current else 0)
             current_hash = manifest_hash_of(current) if current else None
         try:
@@ -428,7 +431,9 @@ class Pusher:
                 hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels for e in lv]
                 if await st.first_missing(hashes, timeout=ctx.timeout) is not None:
                     return True
-            except (TimeoutError, StoreError, RegistryError, OSError):
+            except RegistryError:
+                return True  # a head there that does not verify (damaged, forged): published again
+            except (TimeoutError, StoreError, OSError):
                 continue  # a store that does not answer is not one that lost data; the push reports it
         return False
 

@@ -28,6 +28,8 @@ from .pages import LogError, op_to_cbor
 from .pull import LogReader
 from .rekey import Rekeyer
 
+HEAD_MISSING = "head: missing from the store (nothing published under this device's key)"
+
 
 class _StoreFailed(Exception):
     """The store failed to answer (stores/errors.failing) while a session was checked."""
@@ -153,7 +155,8 @@ class Verifier:
         ctx = self.ctx
         with self._part(store, parts, ""):
             report = await self._verify_own(sid)
-        if report["problems"] and (report["revision"] is not None or report["problems"][0].startswith("head: missing")):
+        lost = report.pop("head_unusable", False) or report["problems"][:1] == [HEAD_MISSING]
+        if report["problems"] and (report["revision"] is not None or lost):
             ctx.repair.add(sid)  # what the store lost of this device's log, `sessiond sync` pushes again
             report["repair"] = "`sessiond sync` pushes this device's whole log of the session again"
         report["devices"] = 1 if report["revision"] else 0
@@ -308,9 +311,10 @@ class Verifier:
             if failing(exc):
                 raise _StoreFailed(store.url, exc) from None
             problems.append(f"head: {describe(exc)}")
+            report["head_unusable"] = isinstance(exc, RegistryError)  # (damaged or forged: pushed again)
             return report
         if head is None:
-            problems.append("head: missing from the store (nothing published under this device's key)")
+            problems.append(HEAD_MISSING)
             return report
         report["revision"] = head.revision
         if head.revision < state["head_rev"]:

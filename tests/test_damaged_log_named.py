@@ -40,6 +40,17 @@ def _written(make_daemon, store_dir) -> tuple:
     return a, sid, code, c.status()["device_id"]
 
 
+def _followed(make_daemon, store_dir) -> tuple:
+    """Device A's session (_written), imported on device B, then written to on A and pushed: (a, b, sid, A's
+    device id)."""
+    a, sid, code, device = _written(make_daemon, store_dir)
+    b = make_daemon("file://" + store_dir).start()
+    b.client().import_code(code)
+    a.client().append(sid, "user", "then")
+    assert a.client().sync(sid, wait=True, timeout=20)["complete"]
+    return a, b, sid, device
+
+
 def _says_what_to_do(said: str, sid: str, device: str) -> None:
     assert f"session {sid}" in said, said
     assert f"device {device}" in said and "damaged" in said, said
@@ -62,11 +73,7 @@ def test_an_import_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon
 
 
 def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, store_dir):
-    a, sid, code, device = _written(make_daemon, store_dir)
-    b = make_daemon("file://" + store_dir).start()
-    b.client().import_code(code)
-    a.client().append(sid, "user", "then")
-    assert a.client().sync(sid, wait=True, timeout=20)["complete"]
+    a, b, sid, device = _followed(make_daemon, store_dir)
     _damage_manifest(store_dir, a.home, sid)
     res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
     assert res.returncode != 0, res.stdout
@@ -85,3 +92,85 @@ def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, s
     res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     assert [m["content"] for m in b.client().messages(sid)["messages"]] == ["hello", "then"]
+
+
+def _forge_head(store_dir: str, home: str, sid: str) -> None:
+    """The head of `home`'s device for `sid` in the store, one byte of its signature flipped (a head that
+    does not verify: damaged on the disk, or written by someone without the key)."""
+    _forge_entry(store_dir, KeyStore(os.path.join(home, "keys")).head_pk(sid))
+
+
+def test_a_pull_of_a_head_that_does_not_verify_names_the_session_and_what_to_do(make_daemon, store_dir):
+    """A pull reads the members' heads itself (not through the manifest's read): a head there that did not
+    verify was said as "registry entry signature does not verify (forged or damaged head)", no session,
+    no device, nothing to do."""
+    a, sid, code, device = _written(make_daemon, store_dir)
+    b = make_daemon("file://" + store_dir).start()
+    b.client().import_code(code)
+    _forge_head(store_dir, a.home, sid)
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
+    assert res.returncode != 0, res.stdout
+    said = json.loads(res.stdout)["sessions"][sid]["pull_error"]
+    assert f"the head of device {device} of session {sid} is not validly signed" in said, said
+    assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on device {device}" in said, said
+
+
+def test_what_mends_a_head_that_does_not_verify_mends_it(make_daemon, store_dir):
+    """Followed literally, the fix (`verify` and `sync --wait` on the device that wrote the head) left it
+    as it was: that device's verify named the head but marked nothing for repair, and its sync, with
+    nothing new to push, said all was pushed; the other device's pull kept failing."""
+    a, b, sid, device = _followed(make_daemon, store_dir)
+    _forge_head(store_dir, a.home, sid)
+    assert run_cli(b.home, "sync", sid, "--wait", "--timeout", "20").returncode != 0
+    res = run_cli(a.home, "verify", sid, "--json")
+    (rep,) = json.loads(res.stdout)["sessions"]
+    assert not rep["ok"] and "`sessiond sync`" in rep.get("repair", ""), rep
+    assert run_cli(a.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [m["content"] for m in b.client().messages(sid)["messages"]] == ["hello", "then"]
+    assert json.loads(run_cli(a.home, "verify", sid, "--json").stdout)["sessions"][0]["ok"]
+
+
+def test_what_mends_a_members_entry_that_does_not_verify_mends_it(make_daemon, store_dir):
+    """The session's members slot's entry not validly signed (damaged on the disk, or written without the
+    key): the fix said (`verify` and `sync --wait` on a writer of the session writes the slot again) did
+    nothing, the writer's own pull failing as the reader's did, both for good."""
+    a, sid, code, _ = _written(make_daemon, store_dir)
+    b = make_daemon("file://" + store_dir).start()
+    b.client().import_code(code)  # (a read-only code: only A writes the slot)
+    remote = asyncio.run(_announce_pk(b, sid))
+    _forge_entry(store_dir, b"\xed" + remote)
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
+    assert res.returncode != 0, res.stdout
+    said = json.loads(res.stdout)["sessions"][sid]["pull_error"]
+    assert f"the members entry of session {sid} is not validly signed" in said, said
+    assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on a writer of the session" in said, said
+    rep = json.loads(run_cli(a.home, "verify", sid, "--json").stdout)["sessions"][0]
+    assert "`sessiond sync` writes the session's members slot again" in rep.get("repair", ""), rep
+    res = run_cli(a.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+async def _announce_pk(d, sid: str) -> bytes:
+    from sessiond.storage.database import Database
+
+    db = await Database.open(os.path.join(d.home, "sessions.db"))
+    try:
+        remote = await db.remote(sid)
+        assert remote is not None
+        return bytes(remote["announce_pk"])
+    finally:
+        await db.close()
+
+
+def _forge_entry(store_dir: str, pk: bytes) -> None:
+    """The head (or members entry) `pk` in the store, one byte of its signature flipped."""
+    path = os.path.join(store_dir, "heads", pk.hex())
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
+    raw[-5] ^= 1
+    with open(path, "wb") as f:
+        f.write(bytes(raw))

@@ -67,3 +67,22 @@ async def test_the_folders_a_store_keeps_its_state_in_are_fsynced_into_the_home(
     finally:
         await s5.close()
         await pinned.close()
+
+
+def test_the_note_of_a_store_not_made_is_gone_for_good_once_it_is_made(tmp_path, monkeypatch):
+    """`store-unmade` makes each start the store's first use, whose folder it makes. Its removal, once the
+    store is made, was not fsynced into the home: after a power loss the note could be back, and a start
+    before the share is mounted (a boot's) would make the store that went again on the local disk."""
+    synced: list[str] = []
+    real = fsutil.fsync_dir
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda p: (synced.append(os.path.abspath(p)), real(p))[1])
+    home = home_module.Home(str(tmp_path / "home"))
+    home.prepare()
+    home.note_store_unmade("whole")
+    synced.clear()
+    home.note_store_unmade(None)
+    assert home.store_unmade() is None
+    assert home.path in synced, synced
+    synced.clear()
+    home.note_store_unmade(None)  # (no note: nothing to make durable)
+    assert synced == []

@@ -21,7 +21,8 @@ from conftest import PY, run_cli
 from sessiond.cli import units as service_units
 from sessiond.client import Client
 from sessiond.daemon import activation
-from sessiond.daemon.home import lock_held, read_lock, socket_path
+from sessiond.daemon.home import read_lock, socket_path
+from sessiond.daemon.homelock import lock_held
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
-from ...daemon.home import holds_lock, read_lock, resolve_home
+from ...daemon.home import read_lock, resolve_home
+from ...daemon.homelock import holds_lock
 from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
@@ -206,7 +207,7 @@ def cmd_start(args) -> int:
 def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
     """Why the daemon `start` spawned did not start: another daemon holds the home (a start racing this
     one: the shared daemon.out's last line may then be the other daemon's), or the last line it wrote."""
-    from ...daemon.home import lock_held
+    from ...daemon.homelock import lock_held
     from ...daemon.listen import lock_holder, running_message
 
     if lock_held(home) and lock_holder(home) != proc.pid:

@@ -25,7 +25,8 @@ import subprocess
 import sys
 from typing import Any
 
-from ...daemon.home import Home, HomeError, lock_held, lock_path, read_lock, resolve_home
+from ...daemon.home import Home, HomeError, lock_path, read_lock, resolve_home
+from ...daemon.homelock import lock_held
 from ..units import (
     EXIT_ERROR,
     EXIT_USAGE,
