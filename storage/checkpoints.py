@@ -69,6 +69,9 @@ class Checkpoints:
             # idle clock and revive a session that has expired); its end's final checkpoint follows the end
             row = await writable_row(tx, sid, self.c)
             await local_op(tx, self.c.device_id, sid, row["lamport"], "checkpoint.add", body, now())
+            # the appends it covers that passed a mark need their ends no more (missedmarks.py)
+            covered = body["frontier"].get(self.c.device_id, 0)
+            await tx.execute("DELETE FROM mark_ends WHERE session_id=? AND seq<=?", (sid, covered))
             tx.emit({"type": "checkpoint.created", "session": sid, "number": body["number"]})
         return body
 

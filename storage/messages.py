@@ -67,6 +67,8 @@ LOG_UPSERT = (
 )
 SESSION_UPDATE = "UPDATE sessions SET lamport=?, last_activity=?, tokens_used=tokens_used+? WHERE id=?"
 KEY_INSERT = "INSERT INTO idempotency(session_id, key, request, result, created_at) VALUES (?,?,?,?,?)"
+# Where an append that passed a checkpoint mark ended (storage/missedmarks.py): written by that append only
+MARK_END_INSERT = "INSERT OR IGNORE INTO mark_ends(session_id, seq) VALUES (?,?)"
 # a message of a session whose import is under way is not there yet (see apply_remote)
 _VISIBLE = " AND NOT EXISTS (SELECT 1 FROM sessions WHERE id=messages.session_id AND importing)"
 
@@ -345,6 +347,10 @@ class Messages:
             interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
             if (used // interval) != ((used + new_tokens) // interval):
                 evs[-1]["checkpoint_due"] = True  # the session's tokens passed a multiple of its checkpoint interval
+                if not importing:  # (an import's checkpoint is made as it ends, over all of it)
+                    # where this append ended, for the start after a crash that loses the checkpoint
+                    # (missedmarks.py): the next append may be written in the same millisecond
+                    await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
             if not importing:
                 for ev in evs:
                     tx.emit(ev)

@@ -3,7 +3,16 @@ checkpoint interval is answered, then its checkpoint is made (daemon/operations.
 in memory only, and a kill -9 between the two lost it for good. At start the daemon finds them here, each
 as the frontier the on-time checkpoint would have had: the session's messages as they stood right after
 the append that passed the mark (this device's log up to that append's last message, the other devices'
-as far as they had come here then), so that the proof is the one a daemon that did not crash made."""
+as far as they had come here then), so that the proof is the one a daemon that did not crash made.
+
+Where one append ends: each that passed a mark noted the seq of its last message in `mark_ends`, in its own
+transaction (storage/messages.py; schema migration 18), so the walk ends an append there. The others note
+nothing (the hot path writes no more than it did), and need not: two appends taken for one (this device's
+messages one after the other with one time, as two pipelined appends written in the same millisecond are)
+pass a mark together only when one of them does, and then the walk ends them where the one that noted its end
+did, or, when only the second did, at the end of both, which is where that one ended. An append that passed
+a mark before the table was there (a database of an earlier version, its checkpoint lost by a crash) is
+told by its time alone, as before."""
 
 from __future__ import annotations
 
@@ -38,10 +47,12 @@ WHERE used >= iv
 ORDER BY id
 """
 
-# a device's messages past a checkpoint's frontier, with the order they were written in here (rowid)
+# a device's messages past a checkpoint's frontier, with the order they were written in here (rowid), and
+# whether an append of this device (?4) that passed a mark ended at it
 _SINCE = (
-    "SELECT rowid, device_id, seq, tokens, extra, created_at FROM messages"
-    " WHERE session_id=? AND device_id=? AND seq > ?"
+    "SELECT m.rowid, m.device_id, m.seq, m.tokens, m.extra, m.created_at, e.seq IS NOT NULL FROM messages m"
+    " LEFT JOIN mark_ends e ON m.device_id=?4 AND e.session_id=m.session_id AND e.seq=m.seq"
+    " WHERE m.session_id=?1 AND m.device_id=?2 AND m.seq > ?3"
 )
 
 
@@ -56,7 +67,7 @@ async def missed_checkpoints(c: Connections) -> list[tuple[str, list[dict[str, i
         }
         rows: list[Any] = []
         for device in logs:
-            rows += [tuple(r) for r in await q.fetchall(_SINCE, (sid, device, done.get(device, 0)))]
+            rows += [tuple(r) for r in await q.fetchall(_SINCE, (sid, device, done.get(device, 0), c.device_id))]
         rows.sort()  # in the order they were written here: an append's `used` counted those before it
         cuts = _cuts(c.device_id, int(used), float(created), int(iv), done, logs, rows)
         if cuts:
@@ -68,9 +79,10 @@ def _cuts(
     own: str, used: int, created: float, iv: int, done: dict[str, int], logs: dict[str, int], rows: list[tuple]
 ) -> list[dict[str, int]]:
     """The frontiers of the appends by this device that passed a mark, walking the messages since the
-    latest checkpoint (rows: rowid, device, seq, tokens, extra, created_at) from the tokens it saw. An append
-    is this device's messages written one after the other with one time; an import's (a fork's, a file's)
-    keep their own times, all before the session was made, and count as one, as its checkpoint is made."""
+    latest checkpoint (rows: rowid, device, seq, tokens, extra, created_at, an append that passed a mark
+    ended here) from the tokens it saw. An append is this device's messages written one after the other
+    with one time, up to a noted end; an import's (a fork's, a file's) keep their own times, all before the
+    session was made, and count as one, as its checkpoint is made."""
     run = used - sum(row_charge(r[3], r[4]) for r in rows)
     cuts = []
     i = 0
@@ -80,6 +92,7 @@ def _cuts(
             key = _batch(rows[i], created)
             while (
                 j < len(rows)
+                and not rows[j - 1][6]
                 and rows[j][1] == own
                 and rows[j][2] == rows[j - 1][2] + 1
                 and _batch(rows[j], created) == key

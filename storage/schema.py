@@ -350,6 +350,19 @@ MIGRATIONS: list[str] = [
     END;
     INSERT OR IGNORE INTO messages_fts_pending(id) SELECT rowid FROM messages;
     """,
+    # 18: where this device's appends that passed a session's checkpoint mark ended (this device only, never
+    # synced): the seq of each one's last message in this device's log, written in the append's own
+    # transaction, so that the start after a crash that lost the checkpoint (storage/missedmarks.py) makes it
+    # over exactly that append, also when the next append came in the same millisecond. Only such an append
+    # writes one (one in a checkpoint interval's worth of tokens, none for the others); a checkpoint of this
+    # device drops those it covers. A new table: no existing row is read or written.
+    """
+    CREATE TABLE mark_ends (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
