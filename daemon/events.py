@@ -9,11 +9,12 @@ what it did before ids existed, one test. A resume from an id whose events were 
 too old, or events that came while none were kept) starts with one `events.lost` event instead.
 
 A subscriber's stream holds the events not yet written to it, each as the bytes it is sent (made once per
-event for every subscriber). One that reads too slowly, or not at all (its connection full: its stream's
-write waits), would hold every event that came after (the write's connection_idle_timeout ends it, but only
-75 s after the connection filled): it is dropped once it holds more than config.toml's event_backlog bytes
-(or BEHIND events) unsent. Both are well inside what is kept for a resume, so a resume after the last event
-it read gets the rest."""
+event for every subscriber). One that reads too slowly, or not at all (its connection full: its stream's write
+waits), would hold every event that came after (the write's connection_idle_timeout ends it, but only 75 s
+after the connection filled): it is dropped once it holds more than config.toml's event_backlog bytes (or
+BEHIND events) unsent, and its connection hung up on if it is still full event_keepalive seconds later
+(routes/events.py: the comment saying why could not be written). Both caps are well inside what is kept for a
+resume, so a resume after the last event it read gets the rest."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ..api.events import LOST
 
@@ -48,6 +50,7 @@ class Subscriber:
     def __init__(self) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.held = 0
+        self.on_drop: Callable[[], None] | None = None  # called when it is dropped (its stream's hang-up)
 
     async def get(self) -> bytes | object | None:
         """The next bytes to write; None: the stream ends (the daemon stops); DROPPED: it ends, dropped."""
@@ -206,6 +209,8 @@ class Events:
             q.queue.get_nowait()
         q.held = 0
         q.queue.put_nowait(DROPPED)
+        if q.on_drop is not None:
+            q.on_drop()
         log.warning(
             "an event stream (GET /v1/events) was dropped: its app left %d events (%d bytes) unread, more than "
             "it may hold (event_backlog %d bytes, or %d events); the app may resume after the last event it read",

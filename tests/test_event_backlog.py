@@ -1,16 +1,18 @@
-"""An event subscriber that stops reading, its connection kept open: the daemon held every event that came
-for it until its connection had been full for connection_idle_timeout (75 s by default), or 10,000 events,
-whatever their size (measured: a subscriber that read nothing while 300 appends of 1,000 messages ran held
-~16 MB more than the daemon without it, ~80 KB an event, growing with every append). Now its stream holds at
-most config.toml's event_backlog bytes unsent (1 MiB by default): past it the subscriber is dropped (logged,
-counted in /v1/status), told why if it reads again, and a resume after the last event it read misses
-nothing: the clients' events() iterators (blocking and async) go on across the drop by themselves."""
+"""An event subscriber that stops reading, its connection kept open: the daemon held every event that came for
+it until its connection had been full for connection_idle_timeout (75 s by default), or 10,000 events,
+whatever their size (measured: a subscriber that read nothing while 300 appends of 1,000 messages ran held ~16
+MB more than the daemon without it, ~80 KB an event, growing with every append). Now its stream holds at most
+config.toml's event_backlog bytes unsent (1 MiB by default): past it the subscriber is dropped (logged,
+counted in /v1/status), told why if it reads again within event_keepalive seconds, else hung up on, and a
+resume after the last event it read misses nothing: the clients' events() iterators (blocking and async) go on
+across the drop by themselves."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import select
 import socket
 import threading
 
@@ -32,6 +34,17 @@ def _appended(c: Client, sid: str) -> list[str]:
     return ids
 
 
+def _subscribed(d) -> tuple[Client, str, socket.socket]:
+    """A client of daemon `d`, a new session's id, and a raw connection subscribed to GET /v1/events."""
+    c = d.client()
+    sid = c.create_session(name="s")["id"]
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.socket)
+    s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    wait_for(lambda: c.status()["events"]["subscribers"] == 1, what="the subscriber counted")
+    return c, sid, s
+
+
 def _appended_ids(events, got: list[str], count: int) -> list[str]:
     """`got` and the message ids of the appends that `events` (an iterator of events) tells, until `count`
     of them; none of its events may be events.lost."""
@@ -42,6 +55,19 @@ def _appended_ids(events, got: list[str], count: int) -> list[str]:
         if len(got) >= count:
             break
     return got
+
+
+def _logged(d, event: str) -> list[dict]:
+    """The lines of daemon `d`'s log about `event`."""
+    lines = [json.loads(line) for line in open(os.path.join(d.home, "logs", "sessiond.log"))]
+    return [e for e in lines if e.get("event") == event]
+
+
+def _hung_up(s: socket.socket) -> None:
+    """Waits for the daemon to hang up on connection `s` (event_keepalive 1 s, and a loaded machine's margin)."""
+    hangup = select.poll()
+    hangup.register(s, select.POLLHUP)
+    wait_for(lambda: hangup.poll(0), timeout=1 + 8, what="the daemon hanging up on the dropped subscriber")
 
 
 def _read_to_end(s: socket.socket) -> bytes:
@@ -73,13 +99,8 @@ def _events(text: str) -> list[dict]:
 
 def test_a_subscriber_that_stops_reading_is_dropped_past_the_backlog_and_resumes_missing_nothing(make_daemon):
     d = started_with(make_daemon)  # connection_idle_timeout: 75 s, its default
-    c = d.client()
-    sid = c.create_session(name="s")["id"]
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(d.socket)
+    c, sid, s = _subscribed(d)
     try:
-        s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        wait_for(lambda: c.status()["events"]["subscribers"] == 1, what="the subscriber counted")
         ids = _appended(c, sid)  # while the subscriber reads nothing
         # dropped at the append that took it over the backlog, not 75 s after its connection filled
         wait_for(lambda: c.status()["events"]["subscribers"] == 0, timeout=5, what="the subscriber dropped")
@@ -101,20 +122,23 @@ def test_a_subscriber_that_stops_reading_is_dropped_past_the_backlog_and_resumes
         assert _appended_ids(stream, got, len(ids)) == ids
     finally:
         stream.close()
-    log = [json.loads(line) for line in open(os.path.join(d.home, "logs", "sessiond.log"))]
-    assert [e["level"] for e in log if e.get("event") == "events.dropped"] == ["warning"]
+    assert [e["level"] for e in _logged(d, "events.dropped")] == ["warning"]
 
 
-def test_the_clients_events_go_on_across_a_drop_missing_nothing(make_daemon):
-    """An app iterating Client.events() that pauses (busy elsewhere) while appends run: its stream is dropped,
-    and the iterator resumes after the last event it read, every message's event in order, none lost."""
-    d = started_with(make_daemon)
+@pytest.mark.parametrize("keepalive", [15, 1], ids=["told-why", "hung-up-on"])
+def test_the_clients_events_go_on_across_a_drop_missing_nothing(make_daemon, keepalive):
+    """An app iterating Client.events() that pauses (busy elsewhere) while appends run: its stream is dropped
+    (and, with event_keepalive 1, hung up on too, the app still not reading a second after the drop), and the
+    iterator resumes after the last event it read, every message's event in order, none lost."""
+    d = started_with(make_daemon, event_keepalive=keepalive)
     c = d.client()
     sid = c.create_session(name="s")["id"]
     events = c.events()
     try:
         ids = _appended(c, sid)  # the app reads nothing meanwhile
         wait_for(lambda: c.status()["events"]["dropped"] == 1, timeout=5, what="the stream dropped")
+        if keepalive == 1:  # the app reads nothing until the daemon has hung up
+            _hung_up(events._stream._conn.sock)
         done = threading.Timer(60, events.close)  # a hang fails, not blocks
         done.start()
         assert _appended_ids(events, [], len(ids)) == ids
@@ -131,8 +155,9 @@ def test_a_bad_event_backlog_is_refused_at_start(make_daemon, value):
         d.start()
 
 
-async def test_the_async_clients_events_go_on_across_a_drop_missing_nothing(make_daemon):
-    d = started_with(make_daemon)
+@pytest.mark.parametrize("keepalive", [15, 1], ids=["told-why", "hung-up-on"])
+async def test_the_async_clients_events_go_on_across_a_drop_missing_nothing(make_daemon, keepalive):
+    d = started_with(make_daemon, event_keepalive=keepalive)
     c, ac = d.client(), d.aclient()
     sid = c.create_session(name="s")["id"]
     events = ac.events()
@@ -141,6 +166,8 @@ async def test_the_async_clients_events_go_on_across_a_drop_missing_nothing(make
         await eventually(lambda: c.status()["events"]["subscribers"] == 1, what="the subscriber counted")
         ids = await asyncio.to_thread(_appended, c, sid)  # the app reads nothing meanwhile
         await eventually(lambda: c.status()["events"]["dropped"] == 1, timeout=5, what="the stream dropped")
+        if keepalive == 1:  # the app reads nothing until the daemon has hung up
+            await eventually(lambda: _logged(d, "events.hung_up"), timeout=1 + 8, what="the stream hung up on")
         got = [] if (ev := await first)["type"] != "messages.appended" else list(ev["ids"])
         async with asyncio.timeout(60):
             async for ev in events:
@@ -153,3 +180,18 @@ async def test_the_async_clients_events_go_on_across_a_drop_missing_nothing(make
         await events.aclose()
         await ac.close()
     assert got == ids
+
+
+def test_a_dropped_subscriber_whose_connection_stays_full_is_hung_up_on_after_event_keepalive(make_daemon):
+    """Dropped, the subscriber still reading nothing: its stream could not write even the comment saying why,
+    and held its connection, task and the bytes waiting in it until connection_idle_timeout (75 s). Now it is
+    hung up on once event_keepalive seconds pass after the drop with its connection still full."""
+    d = started_with(make_daemon, event_keepalive=1)  # connection_idle_timeout: 75 s, its default
+    c, sid, s = _subscribed(d)
+    try:
+        _appended(c, sid)
+        wait_for(lambda: c.status()["events"]["dropped"] == 1, timeout=5, what="the subscriber dropped")
+        _hung_up(s)
+    finally:
+        s.close()
+    assert [e["level"] for e in _logged(d, "events.hung_up")] == ["info"]

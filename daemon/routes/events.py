@@ -1,6 +1,7 @@
 """Server-sent events: every change, as it happens; after a Last-Event-ID, what followed it first."""
 
 import asyncio
+import logging
 
 from aiohttp import web
 
@@ -10,6 +11,8 @@ from ..events import BEHIND, DROPPED, sse
 from ..home import Config
 from ..unread import Writes, idle_of
 from .common import daemon_of
+
+log = logging.getLogger("sessiond")
 
 
 def dropped_comment(backlog: int) -> bytes:
@@ -51,6 +54,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         start = d.events.position()  # ... and where the live events start
     except ValueError as exc:
         raise BadParameter(str(exc), parameter="last_event_id") from None
+    hang_up: list[asyncio.TimerHandle] = []  # set once the subscriber is dropped
     try:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -60,6 +64,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         # let go.
         out = Writes(request, resp, idle_of(d))
         keepalive = keepalive_of(d)
+        transport = request.transport
+        queue.on_drop = lambda: hang_up.append(asyncio.get_running_loop().call_later(keepalive, _abort, transport))
         # a new stream starts with where it is (an id alone, no event): resuming after it misses nothing
         await out.write(b": sessiond events\n\n" + (b"" if after is not None else f"id: {start}\n\n".encode()))
         for ev in first:
@@ -81,7 +87,22 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass  # the app went away, or was hung up on
     finally:  # a CancelledError (the daemon stopping, the app gone) goes on up: swallowing it hangs shutdown
         d.events.unsubscribe(queue)
+        for timer in hang_up:
+            timer.cancel()
     return resp
+
+
+def _abort(transport: asyncio.Transport | None) -> None:
+    """A dropped subscriber's stream may be stuck in a write (its app reads nothing, its connection full):
+    then the comment saying why cannot be written either, and the stream would hold its connection, task
+    and the bytes waiting in it for connection_idle_timeout. Its connection is aborted event_keepalive
+    seconds after the drop, unless the stream ended meanwhile (the timer cancelled)."""
+    if transport is not None and not transport.is_closing():
+        log.info(
+            "a dropped event stream (GET /v1/events) was hung up on: its connection stayed full",
+            extra={"event": "events.hung_up"},
+        )
+        transport.abort()
 
 
 def keepalive_of(d: object) -> float:
