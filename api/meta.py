@@ -47,6 +47,9 @@ class DatabaseStats(TypedDict):
 class EventsStatus(TypedDict):
     subscribers: int  # event streams (GET /v1/events) open now
     keepalive: float  # seconds of no event after which each is sent a comment (config.toml's event_keepalive)
+    backlog: int  # bytes of events a stream may hold unsent before it is dropped (config.toml's event_backlog)
+    held: int  # bytes of events the streams hold unsent now
+    dropped: int  # streams dropped since the daemon started for holding too much unsent
 
 
 @with_config(ANSWER)

@@ -6,32 +6,75 @@ event. The kept events are the last KEEP_EVENTS (fewer if they name more than KE
 them). They are kept while someone subscribes and for KEEP_FOR seconds after the last subscriber left; not
 before the first subscriber of a run (no one can hold an id of it yet) nor after that: then publishing costs
 what it did before ids existed, one test. A resume from an id whose events were not all kept (another run,
-too old, or events that came while none were kept) starts with one `events.lost` event instead."""
+too old, or events that came while none were kept) starts with one `events.lost` event instead.
+
+A subscriber's stream holds the events not yet written to it, each as the bytes it is sent (made once per
+event for every subscriber). One that reads too slowly, or not at all (its connection full: its stream's write
+waits), would hold every event that came after (the write's connection_idle_timeout ends it, but only 75 s
+after the connection filled): it is dropped once it holds more than config.toml's event_backlog bytes (or
+BEHIND events) unsent, and its connection hung up on if it is still full event_keepalive seconds later
+(routes/events.py: the comment saying why could not be written). Both caps are well inside what is kept for a
+resume, so a resume after the last event it read gets the rest."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ..api.events import LOST
 
 KEEP_EVENTS = 10_000
 KEEP_IDS = 100_000  # message ids named by the kept events (a batch of 100,000 messages names as many)
 KEEP_FOR = 600.0  # seconds the events are kept after the last subscriber left
-BEHIND = 10_000  # events a subscriber's stream holds unsent at most: one more drops it (DROPPED)
+BEHIND = KEEP_EVENTS // 2  # events a subscriber's stream holds unsent at most: one more drops it (DROPPED)
+BACKLOG = 1 << 20  # bytes of events a subscriber's stream holds unsent at most (config.toml's event_backlog)
 DROPPED = object()  # what a dropped subscriber's queue then holds, alone: its stream ends saying why
+
+log = logging.getLogger("sessiond")
+
+
+def sse(event: dict) -> bytes:
+    """An event as a stream sends it."""
+    return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+class Subscriber:
+    """One stream's events not yet written to it (as the bytes it is sent), and how many bytes they are."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.held = 0
+        self.on_drop: Callable[[], None] | None = None  # called when it is dropped (its stream's hang-up)
+
+    async def get(self) -> bytes | object | None:
+        """The next bytes to write; None: the stream ends (the daemon stops); DROPPED: it ends, dropped."""
+        item = await self.queue.get()
+        if isinstance(item, bytes):
+            self.held -= len(item)
+        return item
 
 
 class Events:
     """Fan-out of change events to server-sent-event subscribers, and the last ones kept for a resume."""
 
-    def __init__(self, keep_events: int = KEEP_EVENTS, keep_ids: int = KEEP_IDS, keep_for: float = KEEP_FOR) -> None:
+    def __init__(
+        self,
+        keep_events: int = KEEP_EVENTS,
+        keep_ids: int = KEEP_IDS,
+        keep_for: float = KEEP_FOR,
+        backlog: int = BACKLOG,
+    ) -> None:
         self.run = secrets.token_hex(6)  # this run of the daemon: a new one at every start
-        self._queues: set[asyncio.Queue] = set()
-        self._streams: dict[asyncio.Queue, asyncio.Task] = {}  # the task serving each subscriber
+        self.backlog = backlog
+        self.dropped = 0  # subscribers dropped since the start
+        self._queues: set[Subscriber] = set()
+        self._streams: dict[Subscriber, asyncio.Task] = {}  # the task serving each subscriber
         self._keep_events, self._keep_ids, self._keep_for = keep_events, keep_ids, keep_for
         self._seq = 0  # the last id's SEQ given out
         self._kept: deque[dict] = deque()  # the events after SEQ _kept_after, every one of them, in order
@@ -46,12 +89,17 @@ class Events:
         """The streams subscribed now."""
         return len(self._queues)
 
+    @property
+    def held(self) -> int:
+        """The bytes of events the subscribers' streams hold unsent now."""
+        return sum(q.held for q in self._queues)
+
     def position(self) -> str:
         """The id of the last event: where a stream opened now starts."""
         return f"{self.run}-{self._seq}"
 
-    def subscribe(self, after: tuple[str, int] | None = None) -> tuple[asyncio.Queue, list[dict]]:
-        """A new subscriber's queue of live events, and what its stream sends first: the kept events after
+    def subscribe(self, after: tuple[str, int] | None = None) -> tuple[Subscriber, list[dict]]:
+        """A new subscriber (its live events), and what its stream sends first: the kept events after
         the id `after` (run, seq), or one events.lost event if they were not all kept. Raises ValueError if
         `after` names an event of this run still to come."""
         if after is not None and after[0] == self.run and after[1] > self._seq:
@@ -66,14 +114,14 @@ class Events:
                 first = [self._lost(after, "too_old")]
             else:
                 first = list(itertools.islice(self._kept, seq - self._kept_after, None))
-        q: asyncio.Queue = asyncio.Queue(maxsize=BEHIND)
+        q = Subscriber()
         self._queues.add(q)
         task = asyncio.current_task()
         if task is not None:
             self._streams[q] = task
         return q, first
 
-    def unsubscribe(self, q: asyncio.Queue) -> None:
+    def unsubscribe(self, q: Subscriber) -> None:
         self._queues.discard(q)
         self._streams.pop(q, None)
         if not self._queues and self._keeping and self._stop_keeping is None:
@@ -139,27 +187,43 @@ class Events:
             self._kept_after += 1
             if old.get("ids"):
                 self._kept_ids -= len(old["ids"])
+        if not self._queues:
+            return
+        data = sse(event)
         for q in list(self._queues):
-            try:
-                q.put_nowait(event)
-            except asyncio.QueueFull:  # too far behind (reading slowly, or not at all): dropped
+            size = q.queue.qsize()
+            if size and (size >= BEHIND or q.held + len(data) > self.backlog):  # too far behind: dropped
                 self._drop(q)
+                continue
+            q.held += len(data)
+            q.queue.put_nowait(data)
 
-    def _drop(self, q: asyncio.Queue) -> None:
-        """A subscriber BEHIND events behind: its events let go (not one of them sent past a gap, which a
-        resume after the last one read would miss), its stream ended, saying why (DROPPED); a resume from
-        the last event it read gets the rest, or events.lost."""
+    def _drop(self, q: Subscriber) -> None:
+        """A subscriber over event_backlog bytes or BEHIND events behind: its events let go (not one of them
+        sent past a gap, which a resume after the last one read would miss), its stream ended, saying why
+        (DROPPED); a resume from the last event it read gets the rest, or events.lost."""
         self._queues.discard(q)
-        while not q.empty():
-            q.get_nowait()
-        q.put_nowait(DROPPED)
+        self.dropped += 1
+        events, held = q.queue.qsize(), q.held
+        while not q.queue.empty():
+            q.queue.get_nowait()
+        q.held = 0
+        q.queue.put_nowait(DROPPED)
+        if q.on_drop is not None:
+            q.on_drop()
+        log.warning(
+            "an event stream (GET /v1/events) was dropped: its app left %d events (%d bytes) unread, more than "
+            "it may hold (event_backlog %d bytes, or %d events); the app may resume after the last event it read",
+            events,
+            held,
+            self.backlog,
+            BEHIND,
+            extra={"event": "events.dropped"},
+        )
 
     def close(self) -> None:
         for q in list(self._queues):
-            try:
-                q.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
+            q.queue.put_nowait(None)
 
     async def shutdown(self, grace: float = 1.0) -> None:
         """End every stream: subscribers that read get the end of the stream; a stream still open after

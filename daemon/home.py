@@ -115,6 +115,7 @@ TOP_KEYS = (
     "cleanup_interval",
     "connection_idle_timeout",
     "event_keepalive",
+    "event_backlog",
     "delete_expired",
     "token_estimator",
     "default_provider",
@@ -141,6 +142,9 @@ class Config:
     # seconds of no event after which an event stream (GET /v1/events) sends a comment: a proxy keeps it open,
     # and a subscriber that went away is let go at that write at the latest
     event_keepalive: float = 15.0
+    # bytes of events an event stream may hold unsent (its app reading too slowly, or not at all) before it
+    # is dropped (daemon/events.py)
+    event_backlog: int = 1 << 20
     delete_expired: bool = False
     token_estimator: str = "chars4"
     limits: dict = field(default_factory=dict)
@@ -188,6 +192,10 @@ class Config:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
                     raise HomeError(f"{path}: {key!r} must be a number of seconds, at least 1")
                 setattr(cfg, key, float(value))
+            elif key == "event_backlog":
+                if isinstance(value, bool) or not isinstance(value, int) or not 65536 <= value <= 1 << 26:
+                    raise HomeError(f"{path}: 'event_backlog' must be a whole number of bytes, 65536 to 67108864")
+                cfg.event_backlog = value
             elif key == "delete_expired":
                 if not isinstance(value, bool):
                     raise HomeError(f"{path}: 'delete_expired' must be true or false")

@@ -74,7 +74,7 @@ class Daemon:
         self.version = VERSION
         self.started = time.monotonic()
         self.started_at = time.time()  # (wall clock: files older than this were not written by this process)
-        self.events = Events()
+        self.events = Events(backlog=config.event_backlog)
         self.db: Database = None  # type: ignore[assignment]
         self.syncer: Syncer = None  # type: ignore[assignment]  # set by start(), before any request
         self.ops: Operations = None  # type: ignore[assignment]  # the routes' calls beyond the database; by start()
@@ -264,7 +264,13 @@ class Daemon:
             ],
             "counts": await self.db.counts(),
             "database": {"commits": self.db.c.commits},
-            "events": {"subscribers": self.events.subscribers, "keepalive": self.config.event_keepalive},
+            "events": {
+                "subscribers": self.events.subscribers,
+                "keepalive": self.config.event_keepalive,
+                "backlog": self.events.backlog,
+                "held": self.events.held,
+                "dropped": self.events.dropped,
+            },
             "sync": await self.syncer.status(),
             "pushes": self.syncer.pushes.stats(),
             "openai": self.compat.status(),

@@ -279,7 +279,8 @@ async def test_the_events_kept_stop_some_time_after_the_last_subscriber_left(tmp
         q, first = events.subscribe()
         assert first == []
         events.publish({"type": "session.created", "session": "s1"})
-        last = q.get_nowait()["id"]
+        last = events.position()  # the id of the event just published
+        assert q.queue.get_nowait().startswith(f"id: {last}\n".encode())
         events.unsubscribe(q)
         events.publish({"type": "session.created", "session": "s2"})  # within KEEP_FOR: kept
         q, first = events.subscribe(_parse(last))

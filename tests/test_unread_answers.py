@@ -14,6 +14,7 @@ import pytest
 
 from conftest import events_route, raw_post, started_with, started_with_provider
 from servers.openai_server import Provider, serve_threaded
+from sessiond.daemon.events import BEHIND
 from waiting import eventually, wait_for
 
 IDLE = 1.0  # connection_idle_timeout in these tests' config.toml (seconds; the least it takes)
@@ -190,7 +191,7 @@ def test_an_event_subscriber_gone_with_no_events_coming_is_let_go_at_the_next_ke
     see. The interval is config.toml's event_keepalive now, and /v1/status counts the subscribers."""
     d = started_with(make_daemon, event_keepalive=1)
     c = d.client()
-    assert c.status()["events"] == {"subscribers": 0, "keepalive": 1.0}
+    assert c.status()["events"] == {"subscribers": 0, "keepalive": 1.0, "backlog": 1 << 20, "held": 0, "dropped": 0}
     s = socket.socket(socket.AF_UNIX)
     s.connect(d.socket)
     try:
@@ -224,17 +225,18 @@ def test_an_app_that_reads_no_streamed_answer_is_hung_up_on_and_the_generation_s
         server.stop()
 
 
-async def test_a_subscriber_too_far_behind_is_dropped_told_why_with_no_event_skipped(tmp_path):
-    """More events come than a subscriber's stream holds unsent (10,000) before it takes one: it is dropped,
-    its events let go; what it reads is the events before the drop with none skipped (a resume after the
-    last of them misses nothing), then a comment saying why, then the end of the stream."""
+async def test_a_subscriber_too_far_behind_is_dropped_told_why_and_resumes_missing_nothing(tmp_path):
+    """More events come than a subscriber's stream holds unsent (BEHIND, 5,000) before it takes one: it is
+    dropped, its events let go; what it reads is the events before the drop with none skipped, then a
+    comment saying why, then the end of the stream; a resume after the last of them gets all the rest. (It
+    held 10,000, as many as are kept for a resume: a resume after a drop always began with events.lost.)"""
     path = str(tmp_path / "s.sock")
     async with events_route(path) as events:
         reader, writer = await asyncio.open_unix_connection(path)
         writer.write(_get("/v1/events"))
         await writer.drain()
         await eventually(lambda: events._queues, what="the subscriber")
-        for i in range(10_001):  # in one turn of the loop: its stream sends none of them meanwhile
+        for i in range(BEHIND + 1):  # in one turn of the loop: its stream sends none of them meanwhile
             events.publish({"type": "test.event", "n": i})
         raw = b""
         while not raw.endswith(b"\r\n0\r\n\r\n"):  # the stream's end
@@ -242,13 +244,17 @@ async def test_a_subscriber_too_far_behind_is_dropped_told_why_with_no_event_ski
             assert more, "the connection closed before the stream's end"
             raw += more
         writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    text = _unchunked(body).decode()
-    start = int(text.split("id: ", 1)[1].split("\n", 1)[0].split("-")[1])
-    seqs = [json.loads(line[6:])["id"] for line in text.splitlines() if line.startswith("data: ")]
-    assert [int(s.split("-")[1]) for s in seqs] == list(range(start + 1, start + 1 + len(seqs)))
-    assert "fell 10,000 events behind" in text.rsplit("\n\n", 2)[-2]
-    assert not events._queues and not events._streams
+        head, _, body = raw.partition(b"\r\n\r\n")
+        text = _unchunked(body).decode()
+        start = text.split("id: ", 1)[1].split("\n", 1)[0]
+        ids = [start] + [json.loads(line[6:])["id"] for line in text.splitlines() if line.startswith("data: ")]
+        assert [int(s.split("-")[1]) for s in ids] == list(range(int(start.split("-")[1]), len(ids)))
+        assert f"{BEHIND:,} events unsent" in text.rsplit("\n\n", 2)[-2]
+        assert not events._queues and not events._streams and events.dropped == 1
+        run, seq = ids[-1].split("-")
+        q, first = events.subscribe((run, int(seq)))
+        events.unsubscribe(q)
+        assert [ev["n"] for ev in first] == list(range(len(ids) - 1, BEHIND + 1))
 
 
 def _unchunked(body: bytes) -> bytes:
