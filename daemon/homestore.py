@@ -2,7 +2,8 @@
 one asked for, a move between them), what network stores need from this device, whether a folder store's
 first use could make its folder, and what the store's own state says is wrong. The `Daemon`
 (daemon/server.py) calls these in its start, in this order: choose_store, configure_network_stores,
-(the store opened) keep_store, note_unmade, (the sync engine started) store_failing."""
+(the store opened) note_unmade, keep_store (the note first: a start killed between the two leaves a note, the
+next start the store's first use still), (the sync engine started) store_failing."""
 
 from __future__ import annotations
 

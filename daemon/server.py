@@ -131,8 +131,10 @@ class Daemon:
         store = open_stores(
             self.store_url, self.db.outbox, create=first_use, missing_ok=True, head_key=self._own_head_key
         )
-        await keep_store(self.home, self.db, self.store_url, move_from)  # it opened: only now the home remembers it
+        # The note of what its first use could not make first: killed before the home remembers the store, the
+        # next start is its first use still (a store remembered with no note would never be made)
         note_unmade(self.home, store)
+        await keep_store(self.home, self.db, self.store_url, move_from)  # it opened: only now the home remembers it
         if isinstance(store, MirrorStore):
             await store.started()  # what its stores' outboxes hold is counted before the first push
         self.syncer = Syncer(

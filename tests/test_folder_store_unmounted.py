@@ -18,7 +18,7 @@ import time
 import pytest
 from nacl.signing import SigningKey
 
-from conftest import cli_json, run_cli, wait_for, write_config
+from conftest import DaemonProc, cli_json, run_cli, wait_for, write_config
 from sessiond.client import Client
 from sessiond.stores import FileStore, StoreError
 from sessiond.stores.errors import StoreUnreachable
@@ -435,3 +435,28 @@ async def test_stores_made_late_tell_it_one_at_a_time(tmp_path):
     assert not any(s.unmade for s in stores) and not overlapped[0]
     for s in stores:
         await s.close()
+
+
+@pytest.mark.parametrize("point", ["write:store-unmade", "write:store-url"])
+def test_a_first_start_killed_while_it_notes_the_store_not_made_makes_it_later(tmp_path, point):
+    """A first start whose store's folder could not be made remembered the store (store-url), then noted
+    it not made (store-unmade): killed between the two (kill -9, a power loss), the home remembered a store
+    with no note, so each later start took it for a store that was made and went, and none made it, ever
+    (the user had to `mkdir -p DIR/objects DIR/heads`). The note is written first now: killed between the
+    two, the next start is the store's first use still, and makes it once it can."""
+    home = str(tmp_path / "home")
+    blocker = tmp_path / "share"
+    blocker.write_text("not a folder")
+    store = blocker / "store"
+    d = DaemonProc(home, f"file://{store}", env={"SESSIOND_CRASH_AT": point})
+    with pytest.raises(RuntimeError):
+        d.start()
+    d.env.pop("SESSIOND_CRASH_AT")
+    blocker.unlink()  # the path free: this start is the store's first use, which makes it
+    d.start()
+    try:
+        assert os.path.isfile(store / MARKER)
+        assert not os.path.exists(os.path.join(home, "store-unmade"))
+        assert d.client().status()["device_id"]
+    finally:
+        d.stop()
