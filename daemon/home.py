@@ -415,24 +415,26 @@ class Home:
 
     @property
     def store_unmade_record(self) -> str:
-        """There while the store's first use has not made it yet (a folder store's folder that could not be
-        made: stores/file.py): the next start is its first use again, which makes it."""
+        """There while some store's first use has not made it yet (a folder store's folder that could not be
+        made: stores/file.py): it names those stores, one URL a line; a start makes them (their first use
+        still), and no other (daemon/homestore.py)."""
         return os.path.join(self.path, "store-unmade")
 
-    def store_unmade(self) -> str | None:
-        """Whether the store's first use has not made it yet: "whole" (none of its stores: nothing was
-        written anywhere), "part" (some stores of a mirror), None (made)."""
+    def store_unmade(self) -> list[str] | None:
+        """The URLs of the stores whose first use has not made them yet (None: no note). A note written by
+        the version before names none: ["whole"] (none of the store's stores made) or ["part"] (some)."""
         try:
             with open(self.store_unmade_record, encoding="utf-8") as f:
-                return "whole" if f.read().strip() == "whole" else "part"
+                return [line.strip() for line in f if line.strip()]
         except FileNotFoundError:
             return None
 
-    def note_store_unmade(self, unmade: str | None) -> None:
+    def note_store_unmade(self, urls: list[str]) -> None:
+        """Note the stores whose first use has not made them yet (`urls`), or, with none, that every one is."""
         from ..storage import fsutil
 
-        if unmade is not None:
-            fsutil.atomic_write(self.store_unmade_record, (unmade + "\n").encode(), 0o600)
+        if urls:
+            fsutil.atomic_write(self.store_unmade_record, "".join(u + "\n" for u in urls).encode(), 0o600)
             return
         try:  # (told by each store made: the note may be gone already)
             os.unlink(self.store_unmade_record)

@@ -1,13 +1,17 @@
 """The home's store at the daemon's start: which store it syncs with (the one remembered in the home, the
-one asked for, a move between them), what network stores need from this device, whether a folder store's
-first use could make its folder, and what the store's own state says is wrong. The `Daemon`
-(daemon/server.py) calls these in its start, in this order: choose_store, configure_network_stores,
-(the store opened) keep_store, note_unmade, (the sync engine started) store_failing."""
+one asked for, a move between them), what network stores need from this device, which of its stores are
+used for the first time (which makes a folder store's folder), whether that could make them, and what the
+store's own state says is wrong. The `Daemon` (daemon/server.py) calls these in its start, in this order:
+choose_store, configure_network_stores, first_uses, (the store opened) note_unmade, keep_store (the note
+first: a start killed between the two leaves a note, the next start the store's first use still), the
+note's writer again, (the sync engine started) store_failing."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Callable
 
 from ..storage.database import Database
 from ..storage.redact import scrub_text, shown_store
@@ -20,6 +24,37 @@ from .home import PINNING_DIR, TOKEN_DIR, Config, Home, HomeError, pinning_token
 log = logging.getLogger("sessiond")
 
 KUBO_SCHEMES = ("ipfs+http://", "ipfs+rpc+http://", "ipfs+rpc+https://")  # stores/config.py's Kubo RPC URLs
+
+
+OLD_NOTES = (["whole"], ["part"])  # store-unmade as the version before wrote it, naming no store
+
+
+def unmade_stores(home: Home, remembered: str) -> tuple[set[str], bool]:
+    """The URLs of the stores of the `remembered` store that its first use has not made yet (the home's
+    store-unmade note), and whether that is all of them (nothing was written anywhere). An older note
+    names none: "part" makes every store of it a first use again, as that version did, at one start
+    (note_unmade names them then)."""
+    noted = home.store_unmade()
+    urls = set(mirror_urls(remembered))
+    if noted is None:
+        return set(), False
+    if noted in OLD_NOTES:
+        return urls, noted == ["whole"]
+    unmade = urls & set(noted)
+    return unmade, bool(urls) and unmade == urls
+
+
+def first_uses(home: Home, store_url: str) -> set[str]:
+    """The URLs of the stores of `store_url` whose use now is their first, which makes a folder store's
+    folder (stores/filelayout.py): every one at the home's first start; later, those the remembered store
+    does not hold made (a move to them, or noted not made yet). A store made once and gone (a share not
+    mounted) is none of them: opened as it is, unreachable."""
+    urls = mirror_urls(store_url)
+    remembered = home.remembered_store()
+    if remembered is None:
+        return set(urls)
+    made = set(mirror_urls(remembered)) - unmade_stores(home, remembered)[0]
+    return {u for u in urls if u not in made}
 
 
 def choose_store(home: Home, wanted: str | None, *, change_store: bool, store_from: str) -> tuple[str, str | None]:
@@ -35,7 +70,7 @@ def choose_store(home: Home, wanted: str | None, *, change_store: bool, store_fr
     if wanted is None:
         return remembered or home.default_store, None
     if remembered is not None and not same_stores(wanted, remembered):  # credentials are not identity
-        if home.store_unmade() == "whole":
+        if unmade_stores(home, remembered)[1]:
             return wanted, None  # a first use that made none of it: nothing went there, no move (its first start)
         if not change_store:
             keep = (
@@ -99,20 +134,33 @@ def configure_network_stores(home: Home, config: Config, store_url: str) -> None
     )
 
 
-def note_unmade(home: Home, store: Store) -> None:
-    """Note in the home whether its store's first use could not make a folder store of it (a file in its
-    path, a disk full: stores/file.py makes it at the first call that can), until that call makes it."""
+def note_unmade(home: Home, store: Store, store_url: str) -> Callable[[], None]:
+    """Note in the home which stores of `store_url` (`store`, opened) their first use could not make (a
+    folder store: a file in its path, a disk full: stores/file.py makes it at the first call that can),
+    until that call makes them. Until the home remembers `store_url` (keep_store, after this), the note
+    keeps naming the remembered store's stores not made: a start killed between the two finds the
+    remembered store as it was. Returns the note's writer: call it again once the home remembers it."""
     every = store.stores if isinstance(store, MirrorStore) else [store]
-    folders = [s for s in every if isinstance(s, FileStore)]
+    folders = [(url, s) for url, s in zip(mirror_urls(store_url), every, strict=True) if isinstance(s, FileStore)]
+    remembered = home.remembered_store()
+    before: list[str] = []
+    if remembered not in (None, store_url) and home.store_unmade() != ["part"]:  # (an older "part": which, unknown)
+        before = sorted(unmade_stores(home, remembered)[0])
+
+    writing = threading.Lock()  # a store made (on its thread) and the start both write it: the last look last
 
     def note() -> None:
-        unmade = sum(s.unmade for s in folders)
-        home.note_store_unmade(None if not unmade else "whole" if unmade == len(every) else "part")
+        with writing:
+            unmade = [url for url, s in folders if s.unmade]
+            if before and home.remembered_store() != store_url:
+                unmade += [url for url in before if url not in unmade]
+            home.note_store_unmade(unmade)
 
-    for s in folders:
+    for _, s in folders:
         if s.unmade:
             s.on_made = note
     note()
+    return note
 
 
 async def store_failing(syncer: Syncer) -> list[str]:

@@ -29,7 +29,7 @@ from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
 from .home import Config, Home, HomeError, normalize_store_urls
-from .homestore import choose_store, configure_network_stores, keep_store, note_unmade, store_failing
+from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
@@ -123,16 +123,21 @@ class Daemon:
         )
         configure_network_stores(self.home, self.config, self.store_url)
         # Only a store's first use makes its folder (a folder store: stores/filelayout.py): this home's first
-        # start, or a move to it. A store used before and not there now (a share not mounted) is opened as
-        # it is, unreachable: the pushes wait for it, none goes into a new folder on the local disk.
-        # (or a first use that could not make it: a folder store whose folder could not be made, made later)
-        unmade = self.home.store_unmade() is not None
-        first_use = move_from is not None or self.home.remembered_store() is None or unmade
+        # start, or a move to it, or a first use that could not make it (noted in the home: made late). A
+        # store used before and not there now (a share not mounted) is opened as it is, unreachable: the
+        # pushes wait for it, none goes into a new folder on the local disk.
         store = open_stores(
-            self.store_url, self.db.outbox, create=first_use, missing_ok=True, head_key=self._own_head_key
+            self.store_url,
+            self.db.outbox,
+            create=first_uses(self.home, self.store_url),
+            missing_ok=True,
+            head_key=self._own_head_key,
         )
+        # The note of what its first use could not make first: killed before the home remembers the store, the
+        # next start is its first use still (a store remembered with no note would never be made)
+        noted = note_unmade(self.home, store, self.store_url)
         await keep_store(self.home, self.db, self.store_url, move_from)  # it opened: only now the home remembers it
-        note_unmade(self.home, store)
+        noted()  # (the note now of this store's stores alone)
         if isinstance(store, MirrorStore):
             await store.started()  # what its stores' outboxes hold is counted before the first push
         self.syncer = Syncer(

@@ -24,7 +24,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from nacl.signing import SigningKey
 
@@ -51,14 +51,17 @@ def open_stores(
     outbox: Outbox,
     *,
     timeout: float = 30.0,
-    create: bool = True,
+    create: bool | Collection[str] = True,
     missing_ok: bool = False,
     head_key: HeadKey | None = None,
 ) -> Store:
     """The store a store identity names: one store, or a mirror of several (its drain started; call
-    from the event loop). `create`, `missing_ok`: a folder store's, as open_store; `head_key`: see MirrorStore."""
+    from the event loop). `create`, `missing_ok`: a folder store's, as open_store (`create` for every
+    store, or for the stores of these URLs only); `head_key`: see MirrorStore."""
     urls = mirror_urls(url)
-    opened = [open_store(u, create=create, missing_ok=missing_ok) for u in urls]
+    opened = [
+        open_store(u, create=create if isinstance(create, bool) else u in create, missing_ok=missing_ok) for u in urls
+    ]
     if len(opened) == 1:
         return opened[0]
     mirror = MirrorStore(opened, outbox, timeout=timeout, head_key=head_key)

@@ -78,11 +78,11 @@ def test_the_note_of_a_store_not_made_is_gone_for_good_once_it_is_made(tmp_path,
     monkeypatch.setattr(fsutil, "fsync_dir", lambda p: (synced.append(os.path.abspath(p)), real(p))[1])
     home = home_module.Home(str(tmp_path / "home"))
     home.prepare()
-    home.note_store_unmade("whole")
+    home.note_store_unmade(["file:///nowhere/store"])
     synced.clear()
-    home.note_store_unmade(None)
+    home.note_store_unmade([])
     assert home.store_unmade() is None
     assert home.path in synced, synced
     synced.clear()
-    home.note_store_unmade(None)  # (no note: nothing to make durable)
+    home.note_store_unmade([])  # (no note: nothing to make durable)
     assert synced == []
