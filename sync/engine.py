@@ -13,7 +13,7 @@ the other parts they call:
     verify.py    checking the store against the database       proofs.py    making and checking checkpoints
     share.py     making share codes                            heads.py     head data, manifest opening
     devices.py   a session's devices as this daemon knows them
-    schedule.py  when each session is pushed
+    schedule.py  when each session is pushed                   syncstatus.py each session's sync as shown
 
 Syncer keeps the public methods the daemon calls, delegating to the parts. It owns the threads: the
 push workers (workers.py, handed to every LogWriter) and the pool in which the checkpoints of an
@@ -30,13 +30,10 @@ from collections.abc import Callable, Sequence
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
-from ..storage.redact import scrub_text
 from ..stores import Store, StoreError
-from ..stores.errors import StoreTimeout, describe_failure, failing, settled
 from .context import SyncContext
 from .devices import session_devices
 from .errors import ImportError_, SyncError, describe
-from .fetch import BEHIND
 from .follower import Follower
 from .gc import Collector
 from .heads import head_data, manifest_hash_of
@@ -51,6 +48,7 @@ from .republish import Republisher
 from .reput import RecordKeeper
 from .schedule import PushQueue
 from .share import Sharer
+from .syncstatus import SyncStatus
 from .tasks import stop_tasks, until_deadline
 from .verify import Verifier
 from .workers import Workers
@@ -112,20 +110,13 @@ class Syncer:
             self._push_one,
             gap=push_delay,
             concurrency=push_concurrency,
-            failed=self._failed,
-            done=self._pushed,
+            failed=lambda sid, exc, delay: self.sync_status.failed(sid, exc, delay),
+            done=lambda sid: self.sync_status.pushed(sid),
             first=ctx.shared.__contains__,
         )
-        self._errors: dict[str, str] = {}
-        self._causes: dict[str, BaseException] = {}  # the failure behind each of _errors (doctor's fix)
-        # sessions whose last push failed in a way waiting does not mend (a full store, refused credentials:
-        # stores/errors.settled), with when: sync_now's wait ends on them instead of running out its timeout
-        self._settled: dict[str, float] = {}
+        # each push's end, as shown (status, doctor's fix) and as a waited sync_now ends on it
+        self.sync_status = SyncStatus(ctx, self.pushes)
         self._wake = asyncio.Event()
-        # who waits in sync_now for pushes to end, by the session waited for (None: all of them): a
-        # push's end wakes the waiters of its session and of all, not every waiter (16 shares at once
-        # woke on every other session's push, each to read its state again: ~10 wakes per share)
-        self._waiters: dict[str | None, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
         self._republishing: asyncio.Task | None = None
         self._reputting: asyncio.Task | None = None
@@ -201,9 +192,7 @@ class Syncer:
         """A session was deleted here: stop pushing it and destroy its key (crypto-shredding)."""
         self.pushes.forget(sid)
         self.ctx.shared.discard(sid)
-        self._errors.pop(sid, None)
-        self._causes.pop(sid, None)
-        self._settled.pop(sid, None)
+        self.sync_status.forget(sid)
         self.proofs.forget(sid)
         self.keys.delete_session_key(sid)
 
@@ -239,56 +228,9 @@ class Syncer:
         if not self.ctx.stopping:
             await self.pusher.push(sid)
 
-    async def _failed(self, sid: str, exc: BaseException, delay: float) -> None:
-        msg = describe(exc)
-        self._errors[sid] = msg
-        self._causes[sid] = exc.with_traceback(None)  # its class and message, not every frame it passed
-        if settled(exc):
-            self._settled[sid] = time.monotonic()
-        else:
-            self._settled.pop(sid, None)
-        try:
-            await self.db.save_sync_state(sid, last_error=msg)
-        except Exception:
-            pass
-        log.warning("push failed; retrying in %.1fs", delay, extra={"session": sid, "error": msg})
-        event: dict = {"type": "sync.error", "session": sid, "error": msg, "retry_in": round(delay, 2)}
-        if sid in self.pushes.server_until:
-            event["retry_after"] = True  # the store asked for this wait (Retry-After)
-        self.ctx.on_event(event)
-        await self._pushed(sid)
-
-    async def _pushed(self, sid: str) -> None:
-        if sid not in self.pushes.retry_at:  # it went through: the error shown is over
-            self._errors.pop(sid, None)
-            self._causes.pop(sid, None)
-            self._settled.pop(sid, None)
-        for key in (sid, None):
-            for ev in self._waiters.get(key, ()):
-                ev.set()
-
     # ---------------------------------------------------------------- API helpers
     async def status(self, sid: str | None = None) -> dict:
-        states = await self.db.all_sync_states(None if sid is None else [sid])
-        pull_errors = self.ctx.pull_errors
-        behind = await self.db.peers_in_error(BEHIND, None if sid is None else [sid])
-        for s, st in states.items():
-            if s in self._errors:
-                st["last_error"] = self._errors[s]
-            if s in self.pushes.retry_at:
-                st["retry_in"] = round(max(0.0, self.pushes.retry_at[s] - time.monotonic()), 2)
-            if self._server_wait(s) is not None:
-                st["retry_after"] = True  # retry_in is the store's own Retry-After, not our backoff
-            if s in pull_errors:
-                st["pull_error"] = pull_errors[s]
-            if s in behind:  # writers away through the latest rekey: their messages come once they take it
-                st["waiting_for"] = behind[s]
-            st["state"] = (
-                "error"
-                if (st.get("last_error") and st["pending"]) or st.get("pull_error")
-                else ("pending" if st["pending"] else "synced")
-            )
-        return states
+        return await self.sync_status.status(sid)
 
     def pull_failure_kind(self, sid: str) -> str | None:
         """The kind of `sid`'s last pull failure, while it is the last (doctor's fix)."""
@@ -301,13 +243,7 @@ class Syncer:
 
     def last_failure(self, sid: str) -> BaseException | None:
         """Why `sid`'s last push failed (its class: what mends it), while that failure is still the last."""
-        return self._causes.get(sid)
-
-    def _server_wait(self, sid: str) -> float | None:
-        """Seconds left of the wait the store asked for (Retry-After) before `sid` is pushed again."""
-        until = self.pushes.server_until.get(sid)
-        left = until - time.monotonic() if until is not None else None
-        return left if left is not None and left > 0 else None
+        return self.sync_status.last_failure(sid)
 
     async def store_status(self) -> list[dict]:
         return await self.ctx.store_status()
@@ -341,54 +277,7 @@ class Syncer:
         pull_errors = self.ctx.pull_errors
         unpulled: set[str] = set()  # sessions whose pull the deadline cut short
         if wait:
-            asked = time.monotonic()
-            few = targets if sid is not None else None  # one session: read its state alone on each wake
-
-            told: set[str] = set()  # sessions whose wait for the store's Retry-After was announced
-
-            async def done() -> bool:
-                """Everything asked for is pushed, or what is not failed since it was asked in a way that
-                waiting does not mend (then the answer says why, at once, rather than after `timeout`), or
-                the store asked (Retry-After) not to be tried again before the deadline has passed."""
-                states = await self.db.all_sync_states(few)
-                behind = [s for s, m in marks.items() if s in states and states[s].get("pushed_seq", 0) < m]
-                over = True
-                for s in behind:
-                    if self._settled.get(s, -1.0) >= asked:
-                        continue
-                    wait = self._server_wait(s)
-                    if wait is not None and s not in told:  # who waits (`sync --wait`) is told why, and how long
-                        told.add(s)
-                        self.ctx.on_event(
-                            {
-                                "type": "sync.waiting",
-                                "session": s,
-                                "retry_in": round(wait, 2),
-                                "deadline_in": round(max(0.0, deadline - time.monotonic()), 2),
-                                "error": self._errors.get(s),
-                            }
-                        )
-                    if wait is None or time.monotonic() + wait <= deadline:
-                        over = False
-                return over
-
-            woken = asyncio.Event()  # (set by _pushed; registered before the first look: no wake is lost)
-            self._waiters.setdefault(sid, set()).add(woken)
-            try:
-                while not await done():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        await asyncio.wait_for(woken.wait(), timeout=min(left, 0.5))
-                    except TimeoutError:
-                        pass
-                    woken.clear()  # (what set it is seen by the next look)
-            finally:
-                waiting = self._waiters[sid]
-                waiting.discard(woken)
-                if not waiting:
-                    del self._waiters[sid]
+            await self.sync_status.wait(sid, marks, deadline)
             # and bring in what the other devices wrote, now
             pulls = {s: self._pull_now(s) for s in targets if await self.db.remote(s) is not None}
             unpulled = await until_deadline(pulls, deadline, self._behind)
@@ -397,27 +286,10 @@ class Syncer:
         states = await self.status(sid)
         result = {s: states[s] for s in targets if s in states}
         for s in unpulled & result.keys():
-            result[s] = {**result[s], "pull_error": await self._unpulled_why(s, timeout)}
+            result[s] = {**result[s], "pull_error": await self.sync_status.unpulled_why(s, timeout)}
         pushed = all(st["pushed_seq"] >= marks[s] for s, st in result.items())
         complete = pushed and not unpulled and not any(s in pull_errors for s in targets)
         return {"complete": complete, "pushed": pushed, "sessions": result}
-
-    async def _unpulled_why(self, sid: str, timeout: float) -> str:
-        """Why `sid`'s pull did not end within a sync's `timeout`: the store's own answer if it gave one that
-        is not a hang (unreachable, refusing, ...: its last pull failed so, or else its push), as a pull says
-        it; else that the store is slow. (A store that answers so is no slower for it: the timeout is not why.)"""
-        later = "; the pull goes on in the background"
-        if self.ctx.pull_kinds.get(sid) == "store" and sid in self.ctx.pull_errors:
-            return self.ctx.pull_errors[sid] + later
-        cause = self._causes.get(sid)
-        if cause is not None and failing(cause) and not isinstance(cause, (StoreTimeout, TimeoutError)):
-            remote = await self.db.remote(sid)
-            url = remote["store_url"] if remote is not None else self.ctx.store.url
-            return scrub_text(describe_failure(cause, url)) + later
-        return (
-            f"the pull did not end within the sync's timeout of {timeout:g} s (the store is slow or not answering)"
-            + "; it goes on in the background"
-        )
 
     async def _pull_now(self, sid: str) -> None:
         try:

@@ -1,13 +1,13 @@
-"""Importing a share code: finding the session's store, reading its members slot, fetching and checking
-every member's log (and this device's own, after `rm` or on a restored device key), checking the
-session's checkpoints against that history, then applying it all at once.
+"""Importing a share code: finding the session's store (findstore.py), reading its members slot (a slot
+holding a rekey notice refuses the code: rekeyproof.refused_code), fetching and checking every member's
+log (and this device's own, after `rm` or on a restored device key), checking the session's checkpoints
+against that history, then applying it all at once.
 
 The checkpoint checks run off the event loop, through `run_check` (the Syncer's thread pool).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -16,23 +16,20 @@ from itertools import chain
 from operator import itemgetter
 
 from ..storage.model import RemoteLog
-from ..storage.redact import shown_store
 from ..storage.sessions import case_twin_message
-from ..stores import HeadExpired, Store, StoreError
-from ..stores.errors import LyingServer, describe_failure, failing
+from ..stores import Store, StoreError
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import ProofError, check_proofs, prepare_rows
 from .context import SyncContext
-from .errors import ImportError_, crash_point, log_fix, refuses_device
+from .errors import ImportError_, crash_point, log_fix
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
+from .findstore import account_fix, find_store
 from .heads import levels_to_cbor
-from .locations import relay_account_fix
-from .members import Members, expiry_hint, member_name
-from .mirrorurls import same_stores
+from .members import Members, member_name
 from .pages import op_to_cbor
-from .rekeyproof import check_exclusion, fork_way, no_author_way, unnamed_author
-from .sharecode import ShareCode, ShareCodeError, network_of_url
+from .rekeyproof import refused_code
+from .sharecode import ShareCode, ShareCodeError
 from .sharecode import decode as decode_code
 
 log = logging.getLogger("sessiond.sync")
@@ -71,63 +68,18 @@ class Importer:
             raise ImportError_(
                 "conflict", case_twin_message(sid, twin) + "; delete the one here first to import this one"
             )
-        store, slot = await self._find_store(code, store_url)
+        store, slot = await find_store(self.ctx, code, store_url)
         try:
             return await self._import(code, store, slot, store_url)
         except ImportError_ as exc:
             if exc.refused and exc.fix is None:  # (a relay that lets this device look, then refuses a read)
-                exc.fix = self._account_fix(code, store)
+                exc.fix = account_fix(self.ctx, code, store)
             if exc.log_of is not None:  # a log found bad: mended by its writer, then imported again
                 exc.fix = log_fix(*exc.log_of, importing=True)
             raise
 
-    async def _rekeyed(
-        self, code: ShareCode, store: Store, members: list[dict], notice: dict, my_pk: bytes, held: bool
-    ) -> ImportError_:
-        """Why a code whose members slot holds a rekey notice does not import: the session was rekeyed after
-        the code was made (a new code of it, from a device that took the rekey, imports); or the notice is
-        one no device takes (its named author's head, which this code opens, does not claim it:
-        rekeyproof.check_exclusion), which stays in the slot, a new code of it refused too. Any other refusal
-        of the check is the import's error as the check words it (the notice is not known to be a rekey): a
-        store that fails while the heads are read (kind store), another member's head claiming a rekey of the
-        same slot (rekey_conflict, worded for a device importing: `held`, whether it has a copy of the
-        session), a member's head forged or its log damaged."""
-        sid = code.session_id
-        try:
-            await check_exclusion(
-                store, sid, notice, old_announce=code.announce_pk, members=members, me=my_pk,
-                keys=[code.session_key], known_revs={}, timeout=self.ctx.timeout,
-                importing="the copy here is kept as it was" if held else "nothing was imported",
-            )  # fmt: skip
-        except ImportError_ as exc:
-            if exc.kind != "rekey_unconfirmed":  # a store failing, a conflict, a forged or damaged head: itself
-                return exc
-            author = notice.get("d")
-            if author is None:  # sessiond before claims wrote no author: its rekey's new code imports
-                return ImportError_(
-                    "rekey_unconfirmed",
-                    f"session {sid} cannot be imported with this code: its members slot holds a rekey notice"
-                    f" that names no device of the session as its author ({unnamed_author(author)}). "
-                    + no_author_way(author, sid, "took it"),
-                )
-            why = (
-                f"the device it names as its author ({author}) does not claim it (a writer wrote it without a"
-                f" rekey of its own, or the author's log has not reached the store yet)"
-                if isinstance(author, str) and author in {m["device_id"] for m in members}
-                else "it names no device of the session as its author"
-            )
-            return ImportError_(
-                "rekey_unconfirmed",
-                f"session {sid} cannot be imported: its members slot holds a rekey notice that no device takes,"
-                f" which no share code of it gets past: {why}; " + fork_way(sid),
-            )
-        return ImportError_(
-            "revoked",
-            f"this share code was revoked: session {sid} was rekeyed after it was made; ask for a new code",
-        )
-
     async def _import(self, code: ShareCode, store: Store, slot: RegistryEntry | None, store_url: str | None) -> dict:
-        """The import of `code`'s session from `store` (where _find_store found its members slot, `slot`)."""
+        """The import of `code`'s session from `store` (where find_store found its members slot, `slot`)."""
         ctx = self.ctx
         db, keys = ctx.db, ctx.keys
         sid = code.session_id
@@ -155,7 +107,7 @@ class Importer:
         )
         my_pk = keys.head_pk(sid)
         if notice is not None:
-            raise await self._rekeyed(code, store, members, notice, my_pk, existing is not None)
+            raise await refused_code(code, store, members, notice, my_pk, existing is not None, self.ctx.timeout)
         mine = next((m for m in members if m["head_pk"] == my_pk), None)
         if mine is not None:
             await self._adopt_device(sid, mine["device_id"])
@@ -369,99 +321,6 @@ class Importer:
         except Exception:  # the database's "not found" (as for `existing` above)
             return False
         return True
-
-    async def _find_store(self, code: ShareCode, store_url: str | None) -> tuple[Store, RegistryEntry | None]:
-        """Where the code's session is (sync/locations.py): the store asked for, else this device's own,
-        else a hint; each only once the session's members slot is read from it. With the slot's entry as
-        read there (None: the store did not say, or it failed its checks: read_members reads it again)."""
-        ctx, sid = self.ctx, code.session_id
-        if store_url:
-            try:
-                asked = ctx.open_store(store_url, missing_ok=False)  # a code makes no folders
-            except StoreError as exc:
-                raise ImportError_(
-                    "bad_store", f"cannot open the store {shown_store(store_url)}: {exc}; check the URL"
-                ) from None
-            held, slot, failure, fix = await self._has_members(asked, code)
-            if failure is not None:  # a failing store says nothing of the session: say it fails, not "absent"
-                raise ImportError_("store", f"cannot look for session {sid}: {failure}", fix)
-            if not held:
-                raise ImportError_(
-                    "missing",
-                    f"the store {asked.url} does not hold session {sid}; check the URL{expiry_hint([asked])}",
-                )
-            return asked, slot
-        places = code.places()
-        if not places:
-            return ctx.store, None  # no location (the oldest codes): this device's own store, as always
-        failures: list[str] = []
-        fixes: list[str] = []  # what mends a failure beyond its own advice (a relay's account: its invite)
-        looked: list[Store] = [ctx.store]
-        held, slot, failure, _ = await self._has_members(ctx.store, code)
-        if held:
-            return ctx.store, slot
-        if failure is not None:
-            failures.append(failure)
-        for _network, hint in places:
-            if not hint or same_stores(hint, ctx.store.url):
-                continue
-            try:
-                hinted = ctx.open_store(hint, missing_ok=False)
-            except StoreError:
-                continue  # an unusable hint (a folder not here, a scheme not known)
-            looked.append(hinted)
-            held, slot, failure, fix = await self._has_members(hinted, code)
-            if held:
-                return hinted, slot
-            if failure is not None:
-                failures.append(failure)
-            if fix is not None:
-                fixes.append(fix)
-        networks = ", ".join(dict.fromkeys(n for n, _ in places))
-        hints = ", ".join(h for _, h in places if h) or "none"
-        if failures:  # a store that fails may hold it: that is what to fix, not a missing session
-            raise ImportError_(
-                "store",
-                f"cannot look for session {sid} (shared through {networks}; hints: {hints}): "
-                + "; ".join(failures)
-                + "; or import again with --store URL naming another store of that network that holds it",
-                "; ".join(fixes) or None,
-            )
-        raise ImportError_(
-            "store_needed",
-            f"session {sid} is shared through {networks}, and neither this device's store nor the code's "
-            f"hints ({hints}) hold it; import again with --store URL naming a store of that network that does"
-            + expiry_hint(looked),
-        )
-
-    def _account_fix(self, code: ShareCode, store: Store) -> str | None:
-        """What mends a store refusing this device's credentials beyond the failure's own advice: for a relay
-        the code names (not this device's own store, whose invite the daemon's start took), the invite this
-        device needs, given with `import --store-file` (README); None for any other store."""
-        if store is self.ctx.store or network_of_url(store.url) != "s5":
-            return None
-        if not any(network == "relay" for network, _ in code.places()):
-            return None  # (an S5 portal: its accounts are not the relay's invites)
-        return relay_account_fix(store.url)
-
-    async def _has_members(
-        self, store: Store, code: ShareCode
-    ) -> tuple[bool, RegistryEntry | None, str | None, str | None]:
-        """Whether `store` holds the session's members slot, its entry, why the store could not say
-        (it failed: unreachable, timed out, credentials refused, a server error; None when it answered),
-        and what mends that beyond the failure's own advice (_account_fix; None otherwise).
-        A slot that fails its checks (a forged or damaged entry) counts: the import then reads it and
-        says what is wrong, instead of looking on."""
-        try:
-            entry = await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), self.ctx.timeout)
-        except (RegistryError, LyingServer, HeadExpired):  # (a network store's own head checks raise the latter)
-            return True, None, None, None  # (an expired head: read_members says so)
-        except (TimeoutError, StoreError, OSError) as exc:
-            if failing(exc):
-                fix = self._account_fix(code, store) if refuses_device(exc) else None
-                return False, None, describe_failure(exc, store.url), fix
-            return False, None, None, None
-        return entry is not None, entry, None, None
 
     async def _adopt_device(self, sid: str, device: str | None) -> None:
         """The members list names this device's head key under another device id: this home holds a

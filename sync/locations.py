@@ -8,7 +8,7 @@ sharer's private API; any IPFS node or gateway finds the objects). A loopback hi
 localhost) is left out when the code has the hint of a store on another host, and kept when it is the
 only network address there is (a relay reachable only there, a test on one machine).
 
-Importing a code: the store given with --store, else this device's own store if it holds the
+Importing a code (findstore.py): the store given with --store, else this device's own store if it holds the
 session's members slot, else each hint that holds it, else the import asks for --store. A hint is
 never trusted blindly: it is used only once its members slot, signed by the code's announce key, is
 read from it; a folder hint must already exist (nothing is created for a code); a loopback hint names

@@ -17,7 +17,9 @@ checks, before it switches, that
 
 Either failure leaves the device where it is and says so. A notice with no box for this device (a rekey
 that leaves it out) is checked as far as it can be without the new key (check_exclusion) before the
-device takes itself for revoked. Read-only: nothing here writes anything.
+device takes itself for revoked; a share code whose members slot holds a notice is refused with what the
+same check makes of it (refused_code: the code revoked by a rekey, or a notice no device takes). Read-only:
+nothing here writes anything.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from . import dagcbor
 from .errors import ImportError_
 from .fetch import ManifestSealed, read_manifest
 from .members import member_name
+from .sharecode import ShareCode
 
 # how many rekeys after the one being taken are followed to find the keys members' logs moved to
 CHAIN_MAX = 8
@@ -201,6 +204,52 @@ async def check_exclusion(
             f"and keeps its key and its access. Ask a device you trust for a new share code",
         )
     return author
+
+
+async def refused_code(
+    code: ShareCode, store: Store, members: list[dict], notice: dict, my_pk: bytes, held: bool, timeout: float
+) -> ImportError_:
+    """Why a code whose members slot holds a rekey notice does not import: the session was rekeyed after
+    the code was made (a new code of it, from a device that took the rekey, imports); or the notice is
+    one no device takes (its named author's head, which this code opens, does not claim it:
+    check_exclusion), which stays in the slot, a new code of it refused too. Any other refusal
+    of the check is the import's error as the check words it (the notice is not known to be a rekey): a
+    store that fails while the heads are read (kind store), another member's head claiming a rekey of the
+    same slot (rekey_conflict, worded for a device importing: `held`, whether it has a copy of the
+    session), a member's head forged or its log damaged."""
+    sid = code.session_id
+    try:
+        await check_exclusion(
+            store, sid, notice, old_announce=code.announce_pk, members=members, me=my_pk,
+            keys=[code.session_key], known_revs={}, timeout=timeout,
+            importing="the copy here is kept as it was" if held else "nothing was imported",
+        )  # fmt: skip
+    except ImportError_ as exc:
+        if exc.kind != "rekey_unconfirmed":  # a store failing, a conflict, a forged or damaged head: itself
+            return exc
+        author = notice.get("d")
+        if author is None:  # sessiond before claims wrote no author: its rekey's new code imports
+            return ImportError_(
+                "rekey_unconfirmed",
+                f"session {sid} cannot be imported with this code: its members slot holds a rekey notice"
+                f" that names no device of the session as its author ({unnamed_author(author)}). "
+                + no_author_way(author, sid, "took it"),
+            )
+        why = (
+            f"the device it names as its author ({author}) does not claim it (a writer wrote it without a"
+            f" rekey of its own, or the author's log has not reached the store yet)"
+            if isinstance(author, str) and author in {m["device_id"] for m in members}
+            else "it names no device of the session as its author"
+        )
+        return ImportError_(
+            "rekey_unconfirmed",
+            f"session {sid} cannot be imported: its members slot holds a rekey notice that no device takes,"
+            f" which no share code of it gets past: {why}; " + fork_way(sid),
+        )
+    return ImportError_(
+        "revoked",
+        f"this share code was revoked: session {sid} was rekeyed after it was made; ask for a new code",
+    )
 
 
 async def _sightings(

@@ -70,7 +70,7 @@ class PushQueue:
         first: Callable[[str], bool] | None = None,
     ):
         """`push(sid)` pushes one session; `failed(sid, exc, retry_in)` and `done(sid)` are told after
-        each failed or finished push (the engine records errors and wakes who waits on progress);
+        each failed or finished push (syncstatus.py records errors and wakes who waits on progress);
         `first(sid)` says whether a session goes ahead of the others when several are due (shared ones)."""
         self._push = push
         self.gap = max(0.0, gap)
