@@ -364,8 +364,9 @@ class Messages:
             _check_room(sid, chat, await _count(self.c.committed, sid, chat), adding, cap, what)
 
     async def history(self, sid: str, chat: str, limit: int = -1) -> list[dict]:
-        """The first `limit` (all: -1) messages of a chat as {role, content, tool_calls?, tool_call_id?},
-        oldest first (compacted ones too)."""
+        """The first `limit` (all: -1) messages of a chat as {role, content, tool_calls?, tool_call_id?,
+        interrupted?}, oldest first (compacted ones too): what an app's request is matched by (a stopped
+        answer matches the app's shorter copy of it)."""
         out = []
         for role, content, extra in await self.c.committed.fetchall(
             "SELECT role, content, extra FROM messages WHERE session_id=? AND chat_id=? "
@@ -373,9 +374,9 @@ class Messages:
             (sid, chat, limit),
         ):
             m = {"role": role, "content": content}
-            if extra and '"tool_call' in extra:
+            if extra and ('"tool_call' in extra or '"interrupted"' in extra):
                 e = json.loads(extra)
-                m.update({k: e[k] for k in ("tool_calls", "tool_call_id") if e.get(k) is not None})
+                m.update({k: e[k] for k in ("tool_calls", "tool_call_id", "interrupted") if e.get(k) is not None})
             out.append(m)
         return out
 

@@ -105,7 +105,7 @@ def test_an_app_that_stops_a_stream_and_asks_again_at_once_keeps_its_history_in_
                 ("assistant", True),
                 ("user", None),
                 ("assistant", None),
-            ], (turn, new)
+            ], (turn, got, [(m["role"], m.get("interrupted"), m["content"]) for m in new])
             assert new[1]["content"].startswith(got) and (new[2]["content"], new[3]["content"]) == (
                 nxt["content"],
                 answer,
@@ -137,3 +137,28 @@ def test_an_app_s_shorter_copy_of_a_stopped_answer_matches_what_was_recorded():
     # nor is a copy that is not a prefix of the stopped answer
     other = [sent[0], {"role": "assistant", "content": "echo: q2"}, sent[2]]
     assert new_part({}, {}, history, other) == other[1:]
+
+
+async def test_the_stored_history_says_which_answer_was_stopped(tmp_path):
+    """The matching above needs the stored history to say that an answer was stopped: the history read for
+    it (`chat_history`) gave role, content and tool calls only, so a stopped answer never matched the app's
+    shorter copy, which was stored again after it (the OpenAI route's Stop test failed 1 run in ~5 under
+    load, whenever the daemon had sent a word more than the app read)."""
+    from sessiond.daemon.openai_compat import new_part
+    from sessiond.storage.database import Database
+
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.sessions.create({"name": "s"}))["id"]
+        chat = (await db.get_session(sid))["current_chat"]
+        await db.append_messages(sid, [{"role": "user", "content": "q1"}])
+        await db.append_messages(sid, [{"role": "assistant", "content": "echo: q1 one", "interrupted": True}])
+        await db.append_messages(sid, [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}])
+        history = await db.chat_history(sid, chat)
+        assert [m.get("interrupted") for m in history] == [None, True, None, None], history
+        sent = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "echo: q1"}]
+        assert new_part({}, {}, history[:2], [*sent, {"role": "user", "content": "next"}]) == [
+            {"role": "user", "content": "next"}
+        ]
+    finally:
+        await db.close()
