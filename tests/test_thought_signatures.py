@@ -6,6 +6,7 @@ field it does not know)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -100,3 +101,43 @@ def test_a_calls_fields_past_their_bound_are_not_kept_and_the_call_is(two):
     [answer] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
     assert [t["id"] for t in answer["tool_calls"]] == ["c0", "c1"], answer
     assert answer["call_fields"] == {"c1": {"extra_content": small}}, answer.get("call_fields")
+
+
+def _signed_turn(c, loop: Provider) -> tuple[str, dict]:
+    """A session whose model called a tool, its call signed (recorded with its `call_fields`), and the tool's
+    result after it: (its id, the call)."""
+    sid = c.create_session(model="echo-1")["id"]
+    loop.faults.call_unasked = "lookup"
+    c.complete(sid, "weather in x?")
+    loop.faults.call_unasked = None
+    [call] = [t for m in c.messages(sid)["messages"] for t in m.get("tool_calls") or ()]
+    c.append(sid, "tool", "sunny", tool_call_id=call["id"], name="lookup")
+    return sid, call
+
+
+@pytest.mark.parametrize("fmt", ["json", "openai"])
+def test_an_exported_session_imported_back_keeps_its_calls_signatures(two, tmp_path, fmt):
+    """`export --format json` and `openai` left a call's provider fields out, so the session imported back
+    (`import-file`) sent the call unsigned, and Gemini 3 refused the turn's next request (`provider_rejected`,
+    "Function call is missing a thought_signature")."""
+    d, loop, _ = two
+    c = d.client()
+    sid, call = _signed_turn(c, loop)
+    extra = {"google": {"thought_signature": signature(call["id"])}}
+    path = tmp_path / f"s.{fmt}"
+    run_cli(d.home, "export", sid, "--format", fmt, "-o", str(path), check=True)
+    data = json.loads(path.read_text())
+    if fmt == "json":
+        [answer] = [m for m in data["messages"] if m.get("tool_calls")]
+        assert answer["call_fields"] == {call["id"]: {"extra_content": extra}}, answer
+        del data["session"]["id"]  # (imported beside the session it was exported from)
+        path.write_text(json.dumps(data))
+    else:  # in the call, as the provider gave it (a request to it carries it so)
+        [sent] = [t for m in data["messages"] for t in m.get("tool_calls") or ()]
+        assert sent == {**call, "extra_content": extra}, sent
+    [nid] = run_cli(d.home, "import-file", str(path), "--format", fmt, check=True).stdout.split()
+    [kept] = [m for m in c.messages(nid)["messages"] if m.get("tool_calls")]
+    assert kept["tool_calls"] == [call] and kept["call_fields"] == {call["id"]: {"extra_content": extra}}, kept
+    answer = c.complete(nid)  # the turn goes on from the imported session: its call sent back signed
+    assert answer["content"].startswith("echo"), answer
+    assert _sent_calls(loop)[0]["extra_content"] == extra
