@@ -77,6 +77,14 @@ def fields(c: Any) -> dict | None:
     return own
 
 
+def of_request(given: list, calls: list[dict]) -> dict | None:
+    """The provider's own fields of an app's message's calls (`given` as the app sent them, `calls` as
+    kept), by call id, kept as a model's answer's are (`fields`: one past MAX_FIELDS is not); None when none
+    has any."""
+    own = {kept_call["id"]: f for c, kept_call in zip(given, calls, strict=True) if (f := fields(c)) is not None}
+    return own or None
+
+
 def checked_fields(own: Any, where: str) -> dict:
     """A call's provider fields as a file gives them, checked: an object of fields beyond the call's own (id,
     type, function), at most MAX_FIELDS as JSON, as a model's answer's are kept; else refused (Invalid) naming
