@@ -96,7 +96,9 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
         for m in s["initial_messages"]:  # as a question to the model sends them (daemon/complete.py)
             msgs.append(toolcalls.openai_message(m))
         n = (await db.read_one("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
-        msgs += map(toolcalls.openai_message, await _messages(db, sid, n, progress, chat=chat))
+        # a call with its provider's own fields, as the provider gave it (Gemini 3's signature, which it refuses
+        # a later request's call without)
+        msgs += (toolcalls.openai_message(m, every=True) for m in await _messages(db, sid, n, progress, chat=chat))
         out = {"messages": msgs}
         if c["model"] or s["model"]:
             out["model"] = c["model"] or s["model"]
@@ -126,6 +128,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
                         "name",
                         "tool_call_id",
                         "tool_calls",
+                        "call_fields",  # a provider's own fields of the calls, by call id
                         "metadata",
                         *ANSWER_KEYS,  # a model's answer: what it costs the quota (usage), its times
                     )
@@ -142,7 +145,9 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
 
 
 # ------------------------------------------------------------------------------------------ import
-def _message(m: Any, where: str) -> dict:
+def _message(m: Any, where: str, call_fields: bool = False) -> dict:
+    """A file's message, checked as an append's is; its calls' provider fields (beside id, type and function
+    in each call, and, `call_fields`: a session file's, by call id) checked and kept as its `call_fields`."""
     if not isinstance(m, dict):
         raise Invalid(f"{where} is not an object")
     role = m.get("role")
@@ -156,7 +161,11 @@ def _message(m: Any, where: str) -> dict:
             out[k] = m[k]
     if m.get("tool_calls"):  # (an empty list, as some apps write for none: none)
         out["tool_calls"] = toolcalls.kept(m["tool_calls"])
-    return v.message(out, where)
+    out = v.message(out, where)
+    own = toolcalls.of_file(
+        m.get("tool_calls"), out.get("tool_calls"), where, m.get("call_fields") if call_fields else None
+    )
+    return {**out, "call_fields": own} if own else out
 
 
 def _spec(body: dict, where: str) -> dict:
@@ -231,7 +240,7 @@ def parse_json(data: Any) -> dict:
     parsed = []
     at: dict[str, int] = {}  # a file message's id: its place in the file (a chat's compaction cutoff names it)
     for i, m in enumerate(msgs):
-        pm = _message(m, f"messages[{i}]")
+        pm = _message(m, f"messages[{i}]", call_fields=True)
         pm.update(sessionfile.answer(m, f"messages[{i}]"))
         if (when := importers.timestamp(m.get("created_at"), f"messages[{i}].created_at")) is not None:
             pm["created_at"] = when  # its own time, as a fork's copy keeps it (_append takes it out)

@@ -141,7 +141,10 @@ def _messages(body: dict) -> list[dict]:
                         param=where,
                     )
             if m["tool_calls"] != []:
-                rec["tool_calls"] = toolcalls.from_request(m["tool_calls"], f"messages[{i}].tool_calls")
+                calls = toolcalls.from_request(m["tool_calls"], f"messages[{i}].tool_calls")
+                rec["tool_calls"] = calls
+                if own := toolcalls.of_request(m["tool_calls"], calls):
+                    rec["call_fields"] = own  # (kept, not matched by: _matched)
         out.append(rec)
     return out
 

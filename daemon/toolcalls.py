@@ -77,6 +77,52 @@ def fields(c: Any) -> dict | None:
     return own
 
 
+def of_request(given: list, calls: list[dict]) -> dict | None:
+    """The provider's own fields of an app's message's calls (`given` as the app sent them, `calls` as
+    kept), by call id, kept as a model's answer's are (`fields`: one past MAX_FIELDS is not); None when none
+    has any."""
+    own = {kept_call["id"]: f for c, kept_call in zip(given, calls, strict=True) if (f := fields(c)) is not None}
+    return own or None
+
+
+def checked_fields(own: Any, where: str) -> dict:
+    """A call's provider fields as a file gives them, checked: an object of fields beyond the call's own (id,
+    type, function), at most MAX_FIELDS as JSON, as a model's answer's are kept; else refused (Invalid) naming
+    `where`."""
+    if not isinstance(own, dict) or not own:
+        raise Invalid(f"{where} must be an object of a provider's own fields of the call (as extra_content)")
+    if ours := sorted(own.keys() & set(_OWN)):
+        raise Invalid(f"{where} holds {', '.join(ours)}: a call's own fields are in the call, not beside it")
+    if len(json.dumps(own, ensure_ascii=False)) > MAX_FIELDS:
+        raise Invalid(
+            f"{where} is larger than {MAX_FIELDS >> 10} KiB as JSON: sessiond keeps a call's provider fields up to that"
+        )
+    return own
+
+
+def of_file(given: Any, calls: list[dict] | None, where: str, by_id: Any = None) -> dict | None:
+    """The provider's own fields of a file's message's calls (to be kept as its `call_fields`): those each
+    call carries beside id, type and function, as OpenAI-shaped messages (`export --format openai`) carry
+    them, and a session file's `call_fields` (`by_id`: by call id); each checked (checked_fields). `given`:
+    the message's tool_calls as the file has them; `calls`: as kept. None when no call has any."""
+    out: dict = {}
+    for i, (c, kept_call) in enumerate(zip(given if isinstance(given, list) else (), calls or (), strict=False)):
+        if isinstance(c, dict) and (own := {k: x for k, x in c.items() if k not in _OWN}):
+            where_i = f"{where}.tool_calls[{i}]'s fields beyond id, type and function"
+            out[kept_call["id"]] = checked_fields(own, where_i)
+    if by_id is not None:
+        if not isinstance(by_id, dict):
+            raise Invalid(f"{where}.call_fields must be an object: a call's provider fields by the call's id")
+        ids = {c["id"] for c in calls or ()}
+        for cid, own in by_id.items():
+            if cid not in ids:
+                raise Invalid(
+                    f"{where}.call_fields names {cid!r:.80}, which is not the id of one of the message's calls"
+                )
+            out[cid] = checked_fields(own, f"{where}.call_fields[{cid!r:.80}]")
+    return out or None
+
+
 class Answered:
     """A model's answer's tool calls: those recorded (None: it made none that can be), and those that
     cannot be, each {"index", "reason"} (the index in the model's list); `fields`: the provider's own fields
@@ -209,21 +255,30 @@ class Assembled:
         return self.answered().calls
 
 
-def openai_message(m: dict, provider: str | None = None) -> dict:
+def openai_message(m: dict, provider: str | None = None, *, every: bool = False) -> dict:
     """A stored message as a model is sent it: role and content, its name, tool_call_id and tool_calls; an
     assistant's calls with no text have content null, as OpenAI's own answers do. Its calls carry their
     provider's own fields (`call_fields`) when `provider` is the one that gave them (the message's
-    `provider`): another provider may refuse a field it does not know (Gemini's API does)."""
+    `provider`): another provider may refuse a field it does not know (Gemini's API does). Fields kept with
+    no provider (a file's, an app's history's: whoever gave them is not known) go with the calls to any
+    provider, as the file or the app sends them. `every`: the calls carry their fields whoever gave them
+    (`export --format openai`)."""
     out = {"role": m["role"], "content": m["content"]}
     for k in OPENAI_FIELDS:
         if m.get(k):
             out[k] = m[k]
     own = m.get("call_fields")
-    if out.get("tool_calls") and isinstance(own, dict) and provider is not None and m.get("provider") == provider:
+    if out.get("tool_calls") and isinstance(own, dict) and (every or _sent_to(m, provider)):
         out["tool_calls"] = [_with_fields(c, own) for c in out["tool_calls"]]
     if "tool_calls" in out and not out["content"]:
         out["content"] = None
     return out
+
+
+def _sent_to(m: dict, provider: str | None) -> bool:
+    """Whether message `m`'s calls' own fields go to `provider` (a request's): the one that gave them, or any
+    when the message names none."""
+    return provider is not None and m.get("provider") in (provider, None)
 
 
 def _with_fields(c: Any, own: dict) -> Any:

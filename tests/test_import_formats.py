@@ -712,6 +712,42 @@ def test_a_session_file_imported_as_openai_is_refused_naming_the_json_format(d, 
     assert "--format json" in res.stderr, res.stderr
 
 
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+SIGNED = {"extra_content": {"google": {"thought_signature": "sig"}}}
+
+
+@pytest.mark.parametrize(
+    "fmt, message, expect",
+    [
+        ("openai", {"tool_calls": [{**CALL, **SIGNED}]}, None),
+        ("json", {"tool_calls": [CALL], "call_fields": {"call_1": SIGNED}}, None),
+        ("openai", {"tool_calls": [{**CALL, "extra": "x" * (64 << 10)}]}, "larger than 64 KiB"),
+        ("json", {"tool_calls": [CALL], "call_fields": {"call_1": {"x": "y" * (64 << 10)}}}, "larger than 64 KiB"),
+        ("json", {"tool_calls": [CALL], "call_fields": {"call_9": SIGNED}}, "messages[0].call_fields names 'call_9'"),
+        ("json", {"tool_calls": [CALL], "call_fields": {"call_1": {"id": "x"}}}, "holds id"),
+        ("json", {"tool_calls": [CALL], "call_fields": {"call_1": "sig"}}, "must be an object"),
+        ("json", {"call_fields": {"call_1": SIGNED}}, "names 'call_1'"),
+    ],
+)
+def test_a_file_s_calls_keep_their_provider_fields_checked_as_the_daemon_keeps_them(d, tmp_path, fmt, message, expect):
+    """A call's provider fields in an OpenAI-shaped file (in the call, beside id, type and function) or a
+    session file (`call_fields`, by call id) were dropped by `import-file`; they are kept now, checked as a
+    model's answer's are (each call's at most 64 KiB as JSON, beside its own fields): a file that breaks that
+    is refused, naming the place, and nothing is imported."""
+    m = {"role": "assistant", "content": "", **message}
+    if fmt == "json":
+        data = {"format": formats.JSON_FORMAT, "session": {}, "messages": [m]}
+    else:
+        data = [{"role": "user", "content": "weather?"}, m]
+    f = tmp_path / "calls.json"
+    f.write_text(json.dumps(data))
+    if expect is not None:
+        return refused(d, str(f), "--format", fmt, expect=expect)
+    [s] = cli_json(d.home, "import-file", str(f), "--format", fmt)["sessions"]
+    [kept] = [x for x in d.client().messages(s["id"])["messages"] if x.get("tool_calls")]
+    assert kept["tool_calls"] == [CALL] and kept["call_fields"] == {"call_1": SIGNED}, kept
+
+
 def _chatgpt(cid: str, title: str, *texts: str) -> dict:
     """A linear ChatGPT conversation with its id (conversations.json's shape)."""
     mapping = {

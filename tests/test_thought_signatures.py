@@ -6,6 +6,7 @@ field it does not know)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -100,3 +101,94 @@ def test_a_calls_fields_past_their_bound_are_not_kept_and_the_call_is(two):
     [answer] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
     assert [t["id"] for t in answer["tool_calls"]] == ["c0", "c1"], answer
     assert answer["call_fields"] == {"c1": {"extra_content": small}}, answer.get("call_fields")
+
+
+def _signed_turn(c, loop: Provider) -> tuple[str, dict]:
+    """A session whose model called a tool, its call signed (recorded with its `call_fields`), and the tool's
+    result after it: (its id, the call)."""
+    sid = c.create_session(model="echo-1")["id"]
+    loop.faults.call_unasked = "lookup"
+    c.complete(sid, "weather in x?")
+    loop.faults.call_unasked = None
+    [call] = [t for m in c.messages(sid)["messages"] for t in m.get("tool_calls") or ()]
+    c.append(sid, "tool", "sunny", tool_call_id=call["id"], name="lookup")
+    return sid, call
+
+
+@pytest.mark.parametrize("fmt", ["json", "openai"])
+def test_an_exported_session_imported_back_keeps_its_calls_signatures(two, tmp_path, fmt):
+    """`export --format json` and `openai` left a call's provider fields out, so the session imported back
+    (`import-file`) sent the call unsigned, and Gemini 3 refused the turn's next request (`provider_rejected`,
+    "Function call is missing a thought_signature")."""
+    d, loop, _ = two
+    c = d.client()
+    sid, call = _signed_turn(c, loop)
+    extra = {"google": {"thought_signature": signature(call["id"])}}
+    path = tmp_path / f"s.{fmt}"
+    run_cli(d.home, "export", sid, "--format", fmt, "-o", str(path), check=True)
+    data = json.loads(path.read_text())
+    if fmt == "json":
+        [answer] = [m for m in data["messages"] if m.get("tool_calls")]
+        assert answer["call_fields"] == {call["id"]: {"extra_content": extra}}, answer
+        del data["session"]["id"]  # (imported beside the session it was exported from)
+        path.write_text(json.dumps(data))
+    else:  # in the call, as the provider gave it (a request to it carries it so)
+        [sent] = [t for m in data["messages"] for t in m.get("tool_calls") or ()]
+        assert sent == {**call, "extra_content": extra}, sent
+    [nid] = run_cli(d.home, "import-file", str(path), "--format", fmt, check=True).stdout.split()
+    [kept] = [m for m in c.messages(nid)["messages"] if m.get("tool_calls")]
+    assert kept["tool_calls"] == [call] and kept["call_fields"] == {call["id"]: {"extra_content": extra}}, kept
+    answer = c.complete(nid)  # the turn goes on from the imported session: its call sent back signed
+    assert answer["content"].startswith("echo"), answer
+    assert _sent_calls(loop)[0]["extra_content"] == extra
+
+
+def test_a_call_in_an_app_s_own_history_keeps_its_signature(two):
+    """An app's history through the OpenAI-compatible endpoint holding a call the session had not recorded
+    (the app's own, signed): the call was stored without its fields, so the next request sessiond built from
+    its record (`ask`, POST /complete) sent it unsigned, and Gemini 3 refused it. The fields are kept now (as
+    a model's answer's are), and the app's history, sent again with them, still matches the record."""
+    d, loop, _ = two
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    extra = {"google": {"thought_signature": signature("call_app")}}
+    call = {"id": "call_app", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    msgs = [
+        {"role": "user", "content": "weather in x?"},
+        {"role": "assistant", "content": None, "tool_calls": [{**call, "extra_content": extra}]},
+        {"role": "tool", "tool_call_id": "call_app", "content": "sunny"},
+    ]
+    app = _app(d, sid)
+    said = app.chat.completions.create(model="echo-1", messages=msgs).choices[0].message.content
+    [kept] = [m for m in c.messages(sid)["messages"] if m.get("tool_calls")]
+    assert kept["tool_calls"] == [call] and kept["call_fields"] == {"call_app": {"extra_content": extra}}, kept
+    # the app asks again with the same history, its call with the same fields: it matches, only the answer is new
+    app.chat.completions.create(model="echo-1", messages=msgs)
+    stored = c.messages(sid)["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant", "assistant"], stored
+    # the turn goes on from sessiond's own record: the app's call is sent with its fields
+    answer = c.complete(sid)
+    assert answer["content"] == said, answer
+    assert _sent_calls(loop)[0]["extra_content"] == extra
+
+
+def test_an_app_s_call_fields_past_their_bound_are_not_kept_and_the_call_is(two):
+    """As a model's answer's (above): an app's call's fields larger than 64 KiB as JSON are not kept, the
+    call is, and the request goes on as the app sent it."""
+    d, loop, _ = two
+    loop.faults.signed = False
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    fn = {"name": "lookup", "arguments": "{}"}
+    big = {"google": {"thought_signature": "x" * (65 << 10)}}
+    msgs = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c0", "type": "function", "function": fn}]},
+        {"role": "tool", "tool_call_id": "c0", "content": "sunny"},
+    ]
+    msgs[1]["tool_calls"] += [{"id": "c1", "type": "function", "function": fn, "extra_content": big}]
+    msgs += [{"role": "tool", "tool_call_id": "c1", "content": "windy"}]
+    _app(d, sid).chat.completions.create(model="echo-1", messages=msgs)
+    assert loop.requests[-1]["messages"][1]["tool_calls"][1]["extra_content"] == big
+    [kept] = [m for m in c.messages(sid)["messages"] if m.get("tool_calls")]
+    assert [t["id"] for t in kept["tool_calls"]] == ["c0", "c1"] and "call_fields" not in kept, kept
