@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 
 from .commands import (
     Commands,
@@ -46,13 +48,32 @@ class _Parser(argparse.ArgumentParser):
     _in_intermixed = False
 
     def parse_known_args(self, args=None, namespace=None):
-        if not self.intermixed or self._in_intermixed:
+        if self._in_intermixed:  # (one of parse_known_intermixed_args' own passes: its extras are its business)
             return super().parse_known_args(args, namespace)
-        self._in_intermixed = True  # (it calls parse_known_args itself, for each of its two passes)
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._in_intermixed = False
+        if not self.intermixed:
+            parsed, extras = super().parse_known_args(args, namespace)
+        else:
+            self._in_intermixed = True  # (it calls parse_known_args itself, for each of its two passes)
+            try:
+                parsed, extras = self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._in_intermixed = False
+        if extras:  # refused here, by the command that met them, not by `sessiond`'s own parser after it
+            raise ParseError(self, self._unrecognized(extras))
+        return parsed, extras
+
+    def _unrecognized(self, extras: list[str]) -> str:
+        """What parse_args says of arguments no option or positional takes, with the option most like the
+        first one that looks like an option (a typo, or another command's), and where the options are."""
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        typed = next((a.partition("=")[0] for a in extras if a.startswith("--") and len(a) > 2), None)
+        if typed is not None:
+            # every option of this command, as its help lists them (argparse has no public list of them)
+            known = sorted(set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", self.format_help())))
+            close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        return f"{message}; see `{self.prog} --help`"
 
     def error(self, message: str):
         raise ParseError(self, message)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from conftest import PY, cli_json, run_cli
@@ -156,3 +157,31 @@ def test_a_duration_that_ends_or_deletes_sessions_needs_its_unit(daemon):
     assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing deleted, nothing made
     assert _shown(daemon.home, sid) == before
     assert cli_json(daemon.home, "cleanup", "--older-than", "7d", "--dry-run")["sessions"] == []
+
+
+def test_a_mistyped_option_names_its_command_and_the_option_meant(tmp_path):
+    """`sessiond new --quota 300` said only "unrecognized arguments" under the top-level usage line
+    (`sessiond [-h] [--version] COMMAND ...`): the command's own usage, and the option it most likely meant,
+    are what a newcomer needs. No daemon is needed: the arguments are refused before anything runs."""
+    home = str(tmp_path / "h")
+    res = run_cli(home, "new", "--quota", "300")
+    assert res.returncode == 2, res
+    assert "usage: sessiond new " in res.stderr, res.stderr
+    assert "sessiond [-h] [--version] COMMAND" not in res.stderr, res.stderr
+    assert "new: unrecognized arguments: --quota 300" in res.stderr, res.stderr
+    assert "did you mean --token-quota?" in res.stderr, res.stderr
+    assert "sessiond new --help" in res.stderr, res.stderr
+    # with --json: the same words, in the usage error's message
+    message = _usage(run_cli(home, "new", "--quota", "300", "--json"))
+    assert message.startswith("new: unrecognized arguments: --quota 300"), message
+    assert "did you mean --token-quota?" in message, message
+    # a second-level command (`chat new`) names itself, and an option in a group of either-or options is
+    # suggested too
+    res = run_cli(home, "chat", "new", "x", "--nmae", "y")
+    assert "chat new: unrecognized arguments: --nmae y" in res.stderr and "did you mean --name?" in res.stderr, res
+    message = _usage(run_cli(home, "new", "--atuo-compact", "--json"))
+    assert "did you mean --auto-compact?" in message, message
+    # nothing like it: no guess
+    message = _usage(run_cli(home, "new", "--zzzzzz", "--json"))
+    assert "did you mean" not in message and "sessiond new --help" in message, message
+    assert not os.path.exists(home)
