@@ -56,14 +56,15 @@ def part_meant(remembered: str) -> tuple[set[str], set[str]]:
     return (maybe, set()) if len(maybe) <= 1 else (set(), maybe)
 
 
-def first_uses(home: Home, store_url: str) -> set[str]:
+def first_uses(home: Home, store_url: str, *, named_again: bool = False) -> set[str]:
     """The URLs of the stores of `store_url` whose use now is their first, which makes a folder store's
     folder (stores/filelayout.py): every one at the home's first start; later, those the remembered store
     does not hold made (a move to them, or noted not made yet). A store made once and gone (a share not
-    mounted) is none of them: opened as it is, unreachable."""
+    mounted) is none of them: opened as it is, unreachable; unless `named_again`: the store asked for with
+    --change-store, the one the home uses (the user's say-so: every store of it is made if it went)."""
     urls = mirror_urls(store_url)
     remembered = home.remembered_store()
-    if remembered is None:
+    if remembered is None or (named_again and same_stores(store_url, remembered)):
         return set(urls)
     if home.store_unmade() == ["part"] and (unknown := part_meant(remembered)[1]):
         log.warning(

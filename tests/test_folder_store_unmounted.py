@@ -561,3 +561,32 @@ def test_the_note_part_of_the_version_before_does_not_make_a_store_that_went(tmp
         assert os.path.isfile(blocked / MARKER) and not os.path.exists(note)
     finally:
         run_cli(home, "stop")
+
+
+def test_change_store_naming_the_store_that_went_makes_it_again(make_daemon, share):
+    """A store folder that went is never made again on its own (a share not mounted must not get a new
+    store on the local disk), and `start --store URL --change-store` naming that same store did not make it
+    either: the only way back was `mkdir -p DIR/objects DIR/heads`. Named with --change-store, it is the
+    user's say-so: the store is made (its marker too), and `sync --wait` pushes everything to it again."""
+    mount, store, away = share
+    a = make_daemon(f"file://{store}").start()
+    sid = _pushed(a)
+    a.stop()
+    shutil.rmtree(store)  # lost for good
+    try:
+        said = _started(a.home)  # without --change-store: not made
+        assert f"the store folder {store} is missing" in said and not os.path.exists(store), said
+    finally:
+        run_cli(a.home, "stop")
+    try:
+        said = _started(a.home, "--store", f"file://{store}", "--change-store")
+        assert "missing" not in said, said
+        assert os.path.isfile(os.path.join(store, MARKER))
+        assert run_cli(a.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
+        assert "missing" not in run_cli(a.home, "status").stdout
+        b = make_daemon(f"file://{store}").start()  # another device reads it all from the store made again
+        b.client().import_code(a.client().share(sid)["code"])
+        assert contents(b, sid) == ["before the unmount"]
+        b.stop()
+    finally:
+        run_cli(a.home, "stop")
