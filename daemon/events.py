@@ -2,19 +2,23 @@
 last of them kept so that a subscriber whose connection dropped resumes where it was (Last-Event-ID).
 
 Every event has an id, RUN-SEQ (api/events.py): RUN names this run of the daemon, SEQ goes up by one per
-event. The kept events are the last KEEP_EVENTS (fewer if they name more than KEEP_IDS message ids between
-them). They are kept while someone subscribes and for KEEP_FOR seconds after the last subscriber left; not
-before the first subscriber of a run (no one can hold an id of it yet) nor after that: then publishing costs
-what it did before ids existed, one test. A resume from an id whose events were not all kept (another run,
-too old, or events that came while none were kept) starts with one `events.lost` event instead.
+event. The kept events are the last KEEP_EVENTS, each as the bytes a stream sends, fewer if they come to more
+than event_backlog + KEEP_OVER bytes between them (one is always kept). They are kept while someone subscribes
+and for KEEP_FOR seconds after the last subscriber left; not before the first subscriber of a run (no one can
+hold an id of it yet) nor after that: then publishing costs what it did before ids existed, one test. A resume
+from an id whose events were not all kept (another run, too old, or events that came while none were kept)
+starts with one `events.lost` event instead.
 
 A subscriber's stream holds the events not yet written to it, each as the bytes it is sent (made once per
 event for every subscriber). One that reads too slowly, or not at all (its connection full: its stream's write
 waits), would hold every event that came after (the write's connection_idle_timeout ends it, but only 75 s
 after the connection filled): it is dropped once it holds more than config.toml's event_backlog bytes (or
 BEHIND events) unsent, and its connection hung up on if it is still full event_keepalive seconds later
-(routes/events.py: the comment saying why could not be written). Both caps are well inside what is kept for a
-resume, so a resume after the last event it read gets the rest."""
+(routes/events.py: the comment saying why could not be written). Both caps are inside what is kept for a resume
+(BEHIND is half of KEEP_EVENTS; the kept bytes are event_backlog's and KEEP_OVER more, for what was written to
+the connection but not read yet, whatever event_backlog is set to), so a resume after the last event it read
+gets the rest. (The kept events were bounded by the 100,000 message ids they named, ~3 MB of events: past an
+event_backlog of ~3 MB a subscriber dropped and resuming got events.lost.)"""
 
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ from collections.abc import Callable
 from ..api.events import LOST
 
 KEEP_EVENTS = 10_000
-KEEP_IDS = 100_000  # message ids named by the kept events (a batch of 100,000 messages names as many)
+# bytes kept beyond event_backlog: what a stream dropped had written to its connection that its app had not read
+# (the socket's buffers, ~200 KiB, the transport's, 64 KiB, an event being written, the app's own buffer)
+KEEP_OVER = 2 << 20
 KEEP_FOR = 600.0  # seconds the events are kept after the last subscriber left
 BEHIND = KEEP_EVENTS // 2  # events a subscriber's stream holds unsent at most: one more drops it (DROPPED)
 BACKLOG = 1 << 20  # bytes of events a subscriber's stream holds unsent at most (config.toml's event_backlog)
@@ -66,7 +72,6 @@ class Events:
     def __init__(
         self,
         keep_events: int = KEEP_EVENTS,
-        keep_ids: int = KEEP_IDS,
         keep_for: float = KEEP_FOR,
         backlog: int = BACKLOG,
     ) -> None:
@@ -75,11 +80,12 @@ class Events:
         self.dropped = 0  # subscribers dropped since the start
         self._queues: set[Subscriber] = set()
         self._streams: dict[Subscriber, asyncio.Task] = {}  # the task serving each subscriber
-        self._keep_events, self._keep_ids, self._keep_for = keep_events, keep_ids, keep_for
+        self._keep_events, self._keep_for = keep_events, keep_for
+        self._keep_bytes = backlog + KEEP_OVER  # a dropped stream's unsent events and its connection's, at least
         self._seq = 0  # the last id's SEQ given out
-        self._kept: deque[dict] = deque()  # the events after SEQ _kept_after, every one of them, in order
+        self._kept: deque[bytes] = deque()  # the events after SEQ _kept_after, every one of them, in order, as sent
         self._kept_after = 0
-        self._kept_ids = 0  # message ids the kept events name
+        self._kept_bytes = 0  # the bytes of the kept events
         self._keeping = False
         self._unkept = False  # events may have come while none were kept (after KEEP_FOR with no subscriber)
         self._stop_keeping: asyncio.TimerHandle | None = None
@@ -98,20 +104,20 @@ class Events:
         """The id of the last event: where a stream opened now starts."""
         return f"{self.run}-{self._seq}"
 
-    def subscribe(self, after: tuple[str, int] | None = None) -> tuple[Subscriber, list[dict]]:
-        """A new subscriber (its live events), and what its stream sends first: the kept events after
-        the id `after` (run, seq), or one events.lost event if they were not all kept. Raises ValueError if
-        `after` names an event of this run still to come."""
+    def subscribe(self, after: tuple[str, int] | None = None) -> tuple[Subscriber, list[bytes]]:
+        """A new subscriber (its live events), and what its stream sends first, as it sends it: the kept
+        events after the id `after` (run, seq), or one events.lost event if they were not all kept. Raises
+        ValueError if `after` names an event of this run still to come."""
         if after is not None and after[0] == self.run and after[1] > self._seq:
             raise ValueError(f"{after[0]}-{after[1]} names no event this daemon sent: its last is {self.position()}")
         self._keep()
-        first: list[dict] = []
+        first: list[bytes] = []
         if after is not None:
             run, seq = after
             if run != self.run:
-                first = [self._lost(after, "restarted")]
+                first = [sse(self._lost(after, "restarted"))]
             elif seq < self._kept_after:
-                first = [self._lost(after, "too_old")]
+                first = [sse(self._lost(after, "too_old"))]
             else:
                 first = list(itertools.islice(self._kept, seq - self._kept_after, None))
         q = Subscriber()
@@ -150,7 +156,7 @@ class Events:
             return
         self._keeping, self._unkept = False, True
         self._kept.clear()
-        self._kept_ids = 0
+        self._kept_bytes = 0
 
     def _lost(self, after: tuple[str, int], reason: str) -> dict:
         since = f"{after[0]}-{after[1]}"
@@ -159,7 +165,8 @@ class Events:
         else:
             why = (
                 f"the events after {since} are no longer kept (the daemon keeps its last {self._keep_events:,}, "
-                f"for {self._keep_for:g} s after its last subscriber left)"
+                f"{self._keep_bytes:,} bytes of them at most, for {self._keep_for:g} s after its last subscriber "
+                "left)"
             )
         return {
             "type": LOST,
@@ -176,20 +183,13 @@ class Events:
         if not self._keeping:
             return
         self._seq = seq = self._seq + 1
-        event = {**event, "time": round(time.time(), 3), "id": f"{self.run}-{seq}"}
+        data = sse({**event, "time": round(time.time(), 3), "id": f"{self.run}-{seq}"})
         kept = self._kept
-        kept.append(event)
-        ids = event.get("ids")
-        if ids:
-            self._kept_ids += len(ids)
-        while len(kept) > self._keep_events or (self._kept_ids > self._keep_ids and len(kept) > 1):
-            old = kept.popleft()
+        kept.append(data)
+        self._kept_bytes += len(data)
+        while len(kept) > self._keep_events or (self._kept_bytes > self._keep_bytes and len(kept) > 1):
+            self._kept_bytes -= len(kept.popleft())
             self._kept_after += 1
-            if old.get("ids"):
-                self._kept_ids -= len(old["ids"])
-        if not self._queues:
-            return
-        data = sse(event)
         for q in list(self._queues):
             size = q.queue.qsize()
             if size and (size >= BEHIND or q.held + len(data) > self.backlog):  # too far behind: dropped

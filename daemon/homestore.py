@@ -16,6 +16,8 @@ from collections.abc import Callable
 from ..storage.database import Database
 from ..storage.redact import scrub_text, shown_store
 from ..stores import FileStore, Store
+from ..stores.config import folder_of
+from ..stores.filelayout import is_store
 from ..sync.engine import Syncer
 from ..sync.mirror import MirrorStore
 from ..sync.mirrorurls import mirror_urls, same_stores
@@ -26,33 +28,52 @@ log = logging.getLogger("sessiond")
 KUBO_SCHEMES = ("ipfs+http://", "ipfs+rpc+http://", "ipfs+rpc+https://")  # stores/config.py's Kubo RPC URLs
 
 
-OLD_NOTES = (["whole"], ["part"])  # store-unmade as the version before wrote it, naming no store
-
-
 def unmade_stores(home: Home, remembered: str) -> tuple[set[str], bool]:
     """The URLs of the stores of the `remembered` store that its first use has not made yet (the home's
     store-unmade note), and whether that is all of them (nothing was written anywhere). An older note
-    names none: "part" makes every store of it a first use again, as that version did, at one start
-    (note_unmade names them then)."""
+    names none: "whole" is every store of it; "part" some, which unsaid (part_meant): read at one start,
+    after which note_unmade names them."""
     noted = home.store_unmade()
     urls = set(mirror_urls(remembered))
     if noted is None:
         return set(), False
-    if noted in OLD_NOTES:
-        return urls, noted == ["whole"]
+    if noted == ["whole"]:
+        return urls, True
+    if noted == ["part"]:
+        return part_meant(remembered)[0], False
     unmade = urls & set(noted)
     return unmade, bool(urls) and unmade == urls
 
 
-def first_uses(home: Home, store_url: str) -> set[str]:
+def part_meant(remembered: str) -> tuple[set[str], set[str]]:
+    """What an older note "part" meant of the `remembered` mirror: some of its stores not made (a folder
+    store's: a network store is always made), which unsaid. Those are among its folder stores whose folder
+    holds no store now; one such is the store not made (returned first). With more, any of them may be a
+    store that was made and went (a share not mounted), never made again on its own: none is taken for a
+    store not made, and they are returned second, for the start to say so."""
+    folders = {u: folder_of(u) for u in mirror_urls(remembered)}
+    maybe = {u for u, folder in folders.items() if folder is not None and not is_store(folder)}
+    return (maybe, set()) if len(maybe) <= 1 else (set(), maybe)
+
+
+def first_uses(home: Home, store_url: str, *, named_again: bool = False) -> set[str]:
     """The URLs of the stores of `store_url` whose use now is their first, which makes a folder store's
     folder (stores/filelayout.py): every one at the home's first start; later, those the remembered store
     does not hold made (a move to them, or noted not made yet). A store made once and gone (a share not
-    mounted) is none of them: opened as it is, unreachable."""
+    mounted) is none of them: opened as it is, unreachable; unless `named_again`: the store asked for with
+    --change-store, the one the home uses (the user's say-so: every store of it is made if it went)."""
     urls = mirror_urls(store_url)
     remembered = home.remembered_store()
-    if remembered is None:
+    if remembered is None or (named_again and same_stores(store_url, remembered)):
         return set(urls)
+    if home.store_unmade() == ["part"] and (unknown := part_meant(remembered)[1]):
+        log.warning(
+            "the home's store-unmade note, as an earlier version wrote it, says some of the folder stores %s were "
+            "not made, not which: none of them is made now (one may be a share not mounted); make the one not "
+            "made with `mkdir -p DIR/objects DIR/heads` in its folder",
+            ", ".join(shown_store(u) for u in sorted(unknown)),
+            extra={"event": "store"},
+        )
     made = set(mirror_urls(remembered)) - unmade_stores(home, remembered)[0]
     return {u for u in urls if u not in made}
 
@@ -144,7 +165,7 @@ def note_unmade(home: Home, store: Store, store_url: str) -> Callable[[], None]:
     folders = [(url, s) for url, s in zip(mirror_urls(store_url), every, strict=True) if isinstance(s, FileStore)]
     remembered = home.remembered_store()
     before: list[str] = []
-    if remembered not in (None, store_url) and home.store_unmade() != ["part"]:  # (an older "part": which, unknown)
+    if remembered not in (None, store_url):
         before = sorted(unmade_stores(home, remembered)[0])
 
     writing = threading.Lock()  # a store made (on its thread) and the start both write it: the last look last

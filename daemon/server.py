@@ -118,18 +118,20 @@ class Daemon:
         self.db.limits = dict(self.config.limits)
         self.db.estimate = self.estimate  # (a context budget counts the system prompt's tokens)
         self.db.listeners.append(self._on_change)
+        named = self.change_store and self.store_url is not None  # --change-store with a store asked for
         self.store_url, move_from = choose_store(
             self.home, self.store_url, change_store=self.change_store, store_from=self.store_from
         )
         configure_network_stores(self.home, self.config, self.store_url)
         # Only a store's first use makes its folder (a folder store: stores/filelayout.py): this home's first
-        # start, or a move to it, or a first use that could not make it (noted in the home: made late). A
-        # store used before and not there now (a share not mounted) is opened as it is, unreachable: the
-        # pushes wait for it, none goes into a new folder on the local disk.
+        # start, or a move to it, or a first use that could not make it (noted in the home: made late), or the
+        # store the home uses named with --change-store (to make it again). A store used before and not there
+        # now (a share not mounted) is otherwise opened as it is, unreachable: the pushes wait for it, none
+        # goes into a new folder on the local disk.
         store = open_stores(
             self.store_url,
             self.db.outbox,
-            create=first_uses(self.home, self.store_url),
+            create=first_uses(self.home, self.store_url, named_again=named),
             missing_ok=True,
             head_key=self._own_head_key,
         )

@@ -120,6 +120,15 @@ def open_network_store(url: str) -> Store:
     raise StoreError(f"unsupported store URL scheme {scheme!r}")
 
 
+def folder_of(url: str) -> str | None:
+    """The folder a folder store's URL names (file:///absolute/folder, or a plain path); None for a network
+    store's URL."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("", "file"):
+        return None
+    return unquote(parsed.path) if parsed.scheme else url
+
+
 def open_store(url: str, *, create: bool = True, missing_ok: bool = False) -> Store:
     """Open a store from its URL. Supported: file:///absolute/folder (or a plain path), and the
     network stores of stores/config.py (s5+https://PORTAL, ipfs+http://HOST:PORT, ...). With
@@ -129,7 +138,7 @@ def open_store(url: str, *, create: bool = True, missing_ok: bool = False) -> St
     if parsed.scheme.startswith(("s5+", "ipfs+")):
         return open_network_store(url)
     if parsed.scheme in ("", "file"):
-        path = unquote(parsed.path) if parsed.scheme else url
+        path = folder_of(url) or ""
         if parsed.netloc not in ("", "localhost"):
             raise StoreError(f"file store URL must be file:///path (got host {parsed.netloc!r})")
         if not path:

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import started_with, write_config
 from sessiond.client import Client
+from sessiond.daemon.events import Events
 from waiting import eventually, wait_for
 
 BATCH = 1000  # messages an append names in its event (~30 KB of it)
@@ -27,10 +28,10 @@ APPENDS = 100  # ~3 MB of events: more than the backlog and every buffer of the 
 BACKLOG = 1 << 20
 
 
-def _appended(c: Client, sid: str) -> list[str]:
+def _appended(c: Client, sid: str, appends: int = APPENDS, batch: int = BATCH) -> list[str]:
     ids: list[str] = []
-    for _ in range(APPENDS):
-        ids += c.append_many(sid, [{"role": "user", "content": "x"} for _ in range(BATCH)])["ids"]
+    for _ in range(appends):
+        ids += c.append_many(sid, [{"role": "user", "content": "x"} for _ in range(batch)])["ids"]
     return ids
 
 
@@ -97,15 +98,25 @@ def _events(text: str) -> list[dict]:
     return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
 
 
-def test_a_subscriber_that_stops_reading_is_dropped_past_the_backlog_and_resumes_missing_nothing(make_daemon):
-    d = started_with(make_daemon)  # connection_idle_timeout: 75 s, its default
+# (event_backlog, appends, messages each): its default, and 4 MiB, over the ~3 MB of events that the 100,000
+# message ids a resume once kept at most came to (a subscriber dropped past it resumed with events.lost); the
+# appends ~5.7 MB of events, more than the backlog and the connection's buffers, less than is kept (6 MiB)
+BACKLOGS = [(BACKLOG, APPENDS, BATCH), (4 << 20, 21, 10 * BATCH)]
+
+
+@pytest.mark.parametrize(("backlog", "appends", "batch"), BACKLOGS, ids=["default", "4MiB"])
+def test_a_subscriber_that_stops_reading_is_dropped_past_the_backlog_and_resumes_missing_nothing(
+    make_daemon, backlog, appends, batch
+):
+    settings = {} if backlog == BACKLOG else {"event_backlog": backlog}
+    d = started_with(make_daemon, **settings)  # connection_idle_timeout: 75 s, its default
     c, sid, s = _subscribed(d)
     try:
-        ids = _appended(c, sid)  # while the subscriber reads nothing
+        ids = _appended(c, sid, appends, batch)  # while the subscriber reads nothing
         # dropped at the append that took it over the backlog, not 75 s after its connection filled
         wait_for(lambda: c.status()["events"]["subscribers"] == 0, timeout=5, what="the subscriber dropped")
         status = c.status()["events"]
-        assert status["dropped"] == 1 and status["held"] == 0 and status["backlog"] == BACKLOG
+        assert status["dropped"] == 1 and status["held"] == 0 and status["backlog"] == backlog
         text = _unchunked(_read_to_end(s).partition(b"\r\n\r\n")[2]).decode()
     finally:
         s.close()
@@ -113,7 +124,7 @@ def test_a_subscriber_that_stops_reading_is_dropped_past_the_backlog_and_resumes
     assert read, "the events written before the drop are read"
     seqs = [int(ev["id"].split("-")[1]) for ev in read]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no event skipped before the drop"
-    assert f"held more than {BACKLOG:,} bytes" in text.rsplit("\n\n", 2)[-2]
+    assert f"held more than {backlog:,} bytes" in text.rsplit("\n\n", 2)[-2]
     got = [i for ev in read if ev["type"] == "messages.appended" for i in ev["ids"]]
     assert len(got) < len(ids)
     # resumed after the last event read: the rest, none lost
@@ -123,6 +134,30 @@ def test_a_subscriber_that_stops_reading_is_dropped_past_the_backlog_and_resumes
     finally:
         stream.close()
     assert [e["level"] for e in _logged(d, "events.dropped")] == ["warning"]
+
+
+def _parsed(sent: bytes) -> dict:
+    """An event as a stream sends it (what a resume sends first), its data."""
+    return json.loads(sent.split(b"\ndata: ", 1)[1])
+
+
+async def test_a_subscriber_dropped_at_the_largest_event_backlog_resumes_missing_nothing():
+    """At the largest event_backlog config.toml takes (64 MiB), a subscriber that reads nothing is dropped once
+    its stream holds that much; a resume after the last event it read gets every event after it, none lost."""
+    events = Events(backlog=1 << 26)
+    q, _ = events.subscribe()  # its app reads the first event, then nothing
+    events.publish({"type": "session.created", "session": "s"})
+    last = q.queue.get_nowait().split(b"\n", 1)[0].removeprefix(b"id: ").decode()
+    ids = [f"{i:016x}-{i}" for i in range(BATCH * 10)]  # one append's batch, ~270 KB an event
+    n = 0
+    while not events.dropped:
+        events.publish({"type": "messages.appended", "session": "s", "n": n, "ids": ids})
+        n += 1
+    assert q.queue.qsize() == 1 and q.held == 0  # (its events let go)
+    run, seq = last.split("-")
+    resumed, first = events.subscribe((run, int(seq)))
+    events.unsubscribe(resumed)
+    assert [_parsed(item).get("n") for item in first] == list(range(n))
 
 
 @pytest.mark.parametrize("keepalive", [15, 1], ids=["told-why", "hung-up-on"])

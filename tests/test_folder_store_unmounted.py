@@ -470,8 +470,8 @@ def test_a_first_start_killed_while_it_notes_the_store_not_made_makes_it_later(t
 
 def test_the_note_of_the_version_before_is_read_and_named_anew(tmp_path):
     """store-unmade as the version before wrote it names no store: "whole" (none made: another store needs
-    no --change-store) or "part" (some of a mirror's: each is a first use again, at one start). A start
-    reads either, and writes the note anew naming the stores not made."""
+    no --change-store) or "part" (some of a mirror's: the one of its folder stores that holds no store now).
+    A start reads either, and writes the note anew naming the stores not made."""
     home = str(tmp_path / "home")
     note = os.path.join(home, "store-unmade")
     mount, blocker = tmp_path / "mnt", tmp_path / "blocker"
@@ -521,3 +521,72 @@ def test_a_move_killed_before_the_home_remembers_the_new_store_is_a_move_still(t
         assert res.returncode != 0 and "--change-store" in res.stdout + res.stderr, res.stdout + res.stderr
     finally:
         run_cli(home, "stop")
+
+
+def test_the_note_part_of_the_version_before_does_not_make_a_store_that_went(tmp_path):
+    """A note "part" (a few earlier versions: some stores of the mirror not made, which unsaid) was read as
+    every store of the mirror not made: at the next start each was a first use, and a share of the mirror
+    that was made and then not mounted was made again, empty, on the local disk under its mount point. It
+    is read as what it meant: the mirror's folder stores that are no store now, when there is one such (the
+    store not made, made now); when there are more, any of them may be a store that went, and none is made
+    (the start says so)."""
+    home = str(tmp_path / "home")
+    note = os.path.join(home, "store-unmade")
+    mount, blocker = tmp_path / "mnt", tmp_path / "blocker"
+    mount.mkdir()
+    blocker.write_text("a file where a folder of the store goes")
+    share, blocked = mount / "store", blocker / "store"
+    try:
+        _started(home, "--store", f"file://{share}", "--store", f"file://{blocked}")
+    finally:
+        run_cli(home, "stop")
+    with open(note, "w") as f:
+        f.write("part\n")  # as those versions wrote it
+    os.rename(share, tmp_path / "away")  # the share not mounted
+    try:
+        said = _started(home)
+        assert not share.exists(), os.listdir(mount)  # not made again on the local disk
+        assert f"the store folder {share} is missing" in said, said
+    finally:
+        run_cli(home, "stop")
+    logged = [json.loads(line) for line in open(os.path.join(home, "logs", "sessiond.log"))]
+    assert any(f"file://{blocked}" in e["msg"] and "store-unmade" in e["msg"] for e in logged), logged
+    # one store of the mirror not a store (the share back): it is the one not made, made once it can be
+    os.rename(tmp_path / "away", share)
+    with open(note, "w") as f:
+        f.write("part\n")
+    blocker.unlink()
+    try:
+        assert "missing" not in _started(home)
+        assert os.path.isfile(blocked / MARKER) and not os.path.exists(note)
+    finally:
+        run_cli(home, "stop")
+
+
+def test_change_store_naming_the_store_that_went_makes_it_again(make_daemon, share):
+    """A store folder that went is never made again on its own (a share not mounted must not get a new
+    store on the local disk), and `start --store URL --change-store` naming that same store did not make it
+    either: the only way back was `mkdir -p DIR/objects DIR/heads`. Named with --change-store, it is the
+    user's say-so: the store is made (its marker too), and `sync --wait` pushes everything to it again."""
+    mount, store, away = share
+    a = make_daemon(f"file://{store}").start()
+    sid = _pushed(a)
+    a.stop()
+    shutil.rmtree(store)  # lost for good
+    try:
+        said = _started(a.home)  # without --change-store: not made
+        assert f"the store folder {store} is missing" in said and not os.path.exists(store), said
+    finally:
+        run_cli(a.home, "stop")
+    try:
+        said = _started(a.home, "--store", f"file://{store}", "--change-store")
+        assert "missing" not in said, said
+        assert os.path.isfile(os.path.join(store, MARKER))
+        assert run_cli(a.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
+        assert "missing" not in run_cli(a.home, "status").stdout
+        b = make_daemon(f"file://{store}").start()  # another device reads it all from the store made again
+        b.client().import_code(a.client().share(sid)["code"])
+        assert contents(b, sid) == ["before the unmount"]
+        b.stop()
+    finally:
+        run_cli(a.home, "stop")

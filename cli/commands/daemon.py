@@ -42,7 +42,8 @@ def register(commands: Commands) -> None:
         "--change-store",
         action="store_true",
         dest="change_store",
-        help="confirm moving this home to another store than the one it used before",
+        help="confirm moving this home to another store than the one it used before (with the store it uses: "
+        "make a folder store of it that went, empty)",
     )
     _reset_device_key_option(p)
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -58,7 +59,8 @@ def register(commands: Commands) -> None:
         "--change-store",
         action="store_true",
         dest="change_store",
-        help="confirm moving this home to another store than the one it used before",
+        help="confirm moving this home to another store than the one it used before (with the store it uses: "
+        "make a folder store of it that went, empty)",
     )
     _reset_device_key_option(p)
     p = commands.add("stop", cmd_stop, "stop the daemon")

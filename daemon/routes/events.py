@@ -7,7 +7,7 @@ from aiohttp import web
 
 from ...api.events import LAST_EVENT_ID_HEADER, parse_event_id
 from ...storage.errors import BadParameter
-from ..events import BEHIND, DROPPED, sse
+from ..events import BEHIND, DROPPED
 from ..home import Config
 from ..unread import Writes, idle_of
 from .common import daemon_of
@@ -68,8 +68,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         queue.on_drop = lambda: hang_up.append(asyncio.get_running_loop().call_later(keepalive, _abort, transport))
         # a new stream starts with where it is (an id alone, no event): resuming after it misses nothing
         await out.write(b": sessiond events\n\n" + (b"" if after is not None else f"id: {start}\n\n".encode()))
-        for ev in first:
-            await out.write(sse(ev))
+        for data in first:
+            await out.write(data)
         while True:
             try:
                 data = await asyncio.wait_for(queue.get(), timeout=keepalive)
