@@ -172,15 +172,11 @@ def parse_chatgpt(data: Any) -> list[dict]:
             forks.append({"messages": branch_msgs, "from_node": last_shared})
         if conv.get("title") is not None and not isinstance(conv["title"], str):
             raise Invalid(f"{where}: title must be a string")
-        spec = v.within(
-            where,
-            lambda conv=conv: v.session_spec(
-                {
-                    "name": conv.get("title"),
-                    "metadata": {"source": "chatgpt", "conversation": conv.get("id") or conv.get("conversation_id")},
-                }
-            ),
-        )
+        meta = {"source": "chatgpt", "conversation": conv.get("id") or conv.get("conversation_id")}
+        if (created := _time(conv.get("create_time"))) is not None:
+            meta["created_at"] = created  # the conversation's own time, as the other apps' imports keep it
+        body = {"name": conv.get("title"), "metadata": meta}
+        spec = v.within(where, lambda body=body: v.session_spec(body))
         out.append(
             {"spec": {"name": spec["name"], "metadata": spec["metadata"]}, "messages": main_msgs, "forks": forks}
         )

@@ -106,3 +106,16 @@ def test_chatgpt_messages_keep_their_own_times(make_daemon, store_dir, tmp_path)
     b.client().import_code(code)
     assert _times(b.client(), sid) == pytest.approx(_times(c, sid), abs=1e-3)
     assert cli_json(b.home, "verify")["ok"]
+
+
+def test_a_chatgpt_conversation_keeps_its_own_time_in_the_session_s_metadata(daemon, tmp_path):
+    """Claude's, Open WebUI's and llm's imports keep a conversation's time in its session's metadata
+    (`created_at`), as docs/FORMATS.md says of them all; ChatGPT's dropped its `create_time`. Now it is kept
+    there too; a conversation with none usable keeps none."""
+    conv = _conversation("c-conv-time", [("u1", "user", "Hi", T0), ("a1", "assistant", "Hello", T0 + 1)])
+    timeless = {**_conversation("c-none", [("u1", "user", "Hi", T0)]), "create_time": "today"}
+    made = cli_json(
+        daemon.home, "import-file", _write(tmp_path, "a.json", [{**conv, "create_time": T0 - 60}, timeless])
+    )["sessions"]
+    assert made[0]["metadata"] == {"source": "chatgpt", "conversation": "c-conv-time", "created_at": T0 - 60}
+    assert made[1]["metadata"] == {"source": "chatgpt", "conversation": "c-none"}

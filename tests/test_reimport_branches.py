@@ -93,7 +93,7 @@ def test_a_branch_an_earlier_sessiond_imported_is_recognised(daemon, tmp_path):
     first = fixture("chatgpt_conversations.json")[:1]
     made = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", first), "--format", "chatgpt")["sessions"]
     sid, branch = (s["id"] for s in made)
-    assert c.get_session(branch)["metadata"] == {"source": "chatgpt", "conversation": BREAD, "branch": True}
+    assert c.get_session(branch)["metadata"] == {**c.get_session(sid)["metadata"], "branch": True}
     c.update_session(branch, metadata={"source": "chatgpt", "conversation": BREAD})  # as the earlier one made it
     later = [grown(first[0], "b2", ("b2u", "user", "And at 85%?"))]
     out = cli_json(daemon.home, "import-file", _write(tmp_path, "b.json", later), "--format", "chatgpt")
