@@ -122,6 +122,7 @@ class ImportedBefore(TypedDict):
     session: str  # the session here that holds it
     reason: Literal["up_to_date", "refused"]
     error: NotRequired[str]  # refused: the refusal
+    branch: NotRequired[str]  # a ChatGPT branch other than the history (current_node's): its last message's node id
 
 
 @with_config(ANSWER)
@@ -134,6 +135,7 @@ class ImportAppended(TypedDict):
     name: str | None
     session: str  # the session here they were appended to
     messages: int  # how many
+    branch: NotRequired[str]  # a ChatGPT branch other than the history (current_node's): its last message's node id
 
 
 @with_config(ANSWER)
@@ -150,15 +152,18 @@ class ImportDiverged(TypedDict):
 
 @with_config(ANSWER)
 class ImportBranch(TypedDict):
-    """Another branch (ChatGPT's: not the one at current_node) of a conversation skipped or appended to: a
-    re-import does not bring it up to date."""
+    """A branch (ChatGPT's: not the one at current_node) new since an earlier import of its conversation (an
+    answer regenerated, a question edited in the app; or one whose fork here was continued both here and in
+    the app, that fork left as it is): made a fork of the session here made of the conversation, from the
+    last message the two share."""
 
     source: Literal["chatgpt", "claude", "openwebui", "llm"]
     conversation: str
     name: str | None
-    session: str  # the session here holding the conversation's history
+    session: str  # the session here made of the conversation, which the new one forks
     node: str  # the branch's last message's node id in the file
     messages: int  # how many messages the branch holds in the file
+    new_session: str  # the fork made of it (one of `sessions`)
 
 
 @with_config(ANSWER)
@@ -167,7 +172,7 @@ class ImportFileResult(TypedDict):
     skipped: list[ImportedBefore]
     appended: list[ImportAppended]
     diverged: list[ImportDiverged]
-    branches: list[ImportBranch]  # not brought up to date
+    branches: list[ImportBranch]  # new since: each made a fork
 
 
 @with_config(QUERY)

@@ -5,10 +5,16 @@ A model's use of a tool is an assistant message addressed to the tool (`recipien
 dalle.text2im, ... rather than "all"), its code or query as the content; the tool's output is a message
 of author role "tool", named by `author.name`, after it. They come in as a call (its id the node's) and
 the tool's message answering it (paired along each branch: pair_calls). docs/FORMATS.md section 10.
+
+Each message keeps its own time (`create_time`) as its created_at, as a fork's copies and a session file's
+messages keep theirs: a message's time is its log operation's `t`, which no checkpoint hashes (FORMATS.md
+sections 4 and 8). One without a usable time takes the import's (reimports.prepared).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from ..storage.errors import Invalid
@@ -40,11 +46,19 @@ def _name(x: Any) -> str | None:
     return x if isinstance(x, str) and 0 < len(x) <= MAX_ID else None
 
 
+def _time(x: Any) -> float | None:
+    """A message's `create_time` (Unix seconds), to the millisecond its log keeps; None for none usable
+    (null, not a number, negative, or not come yet on this device's clock): the import's time then."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return round(float(x), 3) if 0 < x <= time.time() else None
+
+
 def message_of(node: dict, node_id: str, where: str) -> dict | None:
-    """A node's message, unchecked ({role, content, node, metadata: {source, id: the node's}, and a call's
-    tool_calls or a tool's name}), or None for what is not the conversation's (hidden scaffolding, images,
-    empty turns, roles sessiond has not). The node id kept is what a re-import compares it by
-    (reimports.same): two messages of the same text are told apart by it."""
+    """A node's message, unchecked ({role, content, node, metadata: {source, id: the node's}, created_at when
+    it has a time, and a call's tool_calls or a tool's name}), or None for what is not the conversation's
+    (hidden scaffolding, images, empty turns, roles sessiond has not). The node id kept is what a re-import
+    compares it by (reimports.same): two messages of the same text are told apart by it."""
     msg = node.get("message")
     if not msg:
         return None
@@ -58,6 +72,8 @@ def message_of(node: dict, node_id: str, where: str) -> dict | None:
     if role not in ROLES or text is None or not text.strip():
         return None
     out: dict[str, Any] = {"role": role, "content": text, "node": node_id, "metadata": {"source": "chatgpt"}}
+    if (when := _time(msg.get("create_time"))) is not None:
+        out["created_at"] = when
     if _name(node_id) is not None:
         out["metadata"]["id"] = node_id
     recipient = _name(msg.get("recipient"))
@@ -98,8 +114,9 @@ def pair_calls(msgs: list[dict], where: str) -> list[dict]:
         else:
             previous = None
         node = m["node"]
-        checked = v.message({k: x for k, x in m.items() if k != "node"}, f"{where}: node {node!r:.80}")
-        out.append({**checked, "node": node})
+        own = {k: m[k] for k in ("node", "created_at") if k in m}  # (not a message's fields: the import's)
+        checked = v.message({k: x for k, x in m.items() if k not in own}, f"{where}: node {node!r:.80}")
+        out.append({**checked, **own})
     return out
 
 
@@ -155,15 +172,11 @@ def parse_chatgpt(data: Any) -> list[dict]:
             forks.append({"messages": branch_msgs, "from_node": last_shared})
         if conv.get("title") is not None and not isinstance(conv["title"], str):
             raise Invalid(f"{where}: title must be a string")
-        spec = v.within(
-            where,
-            lambda conv=conv: v.session_spec(
-                {
-                    "name": conv.get("title"),
-                    "metadata": {"source": "chatgpt", "conversation": conv.get("id") or conv.get("conversation_id")},
-                }
-            ),
-        )
+        meta = {"source": "chatgpt", "conversation": conv.get("id") or conv.get("conversation_id")}
+        if (created := _time(conv.get("create_time"))) is not None:
+            meta["created_at"] = created  # the conversation's own time, as the other apps' imports keep it
+        body = {"name": conv.get("title"), "metadata": meta}
+        spec = v.within(where, lambda body=body: v.session_spec(body))
         out.append(
             {"spec": {"name": spec["name"], "metadata": spec["metadata"]}, "messages": main_msgs, "forks": forks}
         )

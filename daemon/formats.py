@@ -281,7 +281,7 @@ async def import_file(
     does (daemon.ops.delete_session: its key files too, once a push under way ended). `progress(done,
     total)`: messages written so far, of all the file's. Returns the sessions made, and what became of the
     conversations sessions here were imported from already (reimports.py): skipped, appended, diverged, and
-    their other branches, not brought up to date (branches)."""
+    their branches (ChatGPT's) new since, each made a fork of the session made of the conversation (branches)."""
     if fmt is None:
         fmt = importers.detect(data, JSON_FORMAT)
     if fmt == "openai":
@@ -294,7 +294,7 @@ async def import_file(
         plan = PARSERS[fmt](data)
     else:
         raise Invalid(f"unknown import format {fmt!r}: use openai, json, chatgpt, claude, openwebui or llm")
-    plan, tails, skipped, branches = await reimports.sort_out(db, plan)
+    plan, tails, skipped = await reimports.sort_out(db, plan)
     await pause_for_tests("import-file.sorted")
     for item in plan:
         filelimits.within_limits(db.limits, item["spec"], [item["messages"], *(f["messages"] for f in item["forks"])])
@@ -313,14 +313,19 @@ async def import_file(
 
     created: list[dict] = []
     diverged: list[dict] = []
+    branches: list[dict] = []  # the branches new here of conversations that are, each made a fork
     finish: dict[str, dict] = {}  # {session: {"status", "cuts"}}: what end_file_import sets
     user = None  # the user of the session being made (a refusal by the per-user limit is about them)
     try:
         for item in plan:
             user = item["spec"].get("user")
+            spec = {k: v for k, v in item["spec"].items() if v is not None}
+            if "shared" in item:  # a new branch's fork: the tokens of the history it copies (stats.py)
+                copied = _tokens(item["messages"][: item["shared"]], estimate)
+                spec["provenance"] = {**spec["provenance"], "copied_tokens": copied}
             try:
                 s = await db.create_session(
-                    {k: v for k, v in item["spec"].items() if v is not None},
+                    spec,
                     file_import=True,
                     active=item.get("status", "active") == "active",  # (a paused or ended one: not limited)
                 )
@@ -343,6 +348,8 @@ async def import_file(
             created.append(s)
             if item.get("diverged_from"):
                 diverged.append(reimports.diverged(item, s["id"]))
+            if item.get("branch_of"):
+                branches.append({**item["branch_of"], "new_session": s["id"]})
             stored = await _append(db, s["id"], item["messages"], estimate, step)
             # a session file's status and compaction, set as the import ends (over its messages)
             cuts = {
@@ -356,15 +363,12 @@ async def import_file(
                 at = ids.get(fork["from_node"]) if fork["from_node"] else None
                 user = None
                 # its messages on the main branch are the main session's history, copied (stats.py)
-                copied = sum(
-                    m["tokens"] if m.get("tokens") is not None else estimate(counted_text(m))
-                    for m in fork["messages"]
-                    if m.get("node") in ids
-                )
+                copied = _tokens([m for m in fork["messages"] if m.get("node") in ids], estimate)
                 f = await db.create_session(
                     {
                         "name": f"{s['name'] or 'conversation'} (branch)",
-                        "metadata": item["spec"].get("metadata") or {},
+                        # marked: a re-import compares the file's branches with it (reimports.py)
+                        "metadata": {**(item["spec"].get("metadata") or {}), "branch": True},
                         "provenance": {"kind": "fork", "session": s["id"], "message": at, "copied_tokens": copied},
                     },
                     file_import=True,
@@ -385,6 +389,10 @@ async def import_file(
     appended = await reimports.append_tails(db, tails, estimate, step, skipped)
     made = [await db.get_session(s["id"], counts=True) for s in created]
     return made, {"skipped": skipped, "appended": appended, "diverged": diverged, "branches": branches}
+
+
+def _tokens(messages: list[dict], estimate) -> int:
+    return sum(m["tokens"] if m.get("tokens") is not None else estimate(counted_text(m)) for m in messages)
 
 
 # A long conversation goes in as appends of this many messages: progress between them, and no one

@@ -6,9 +6,10 @@ before anything is written, and refuses a malformed file with the place that is 
 "conversations.json: conversation 3 (uuid 1f…): chat_messages[5].sender: expected 'human' or
 'assistant'". Every session and message goes through the API's own checks (daemon/validate.py).
 
-A message's original time cannot become its `created_at` (that is when this device wrote it into
-its signed log), so it is kept in the message's metadata as `created_at` (Unix seconds), beside
-`source` and the source's own id. docs/FORMATS.md ("Files other apps write") describes the shapes.
+A message's original time is kept in the message's metadata as `created_at` (Unix seconds), beside
+`source` and the source's own id; its own `created_at` is the import's. (ChatGPT's import keeps the
+original as the message's `created_at`, as a fork's copies do: daemon/chatgptfile.py.) docs/FORMATS.md
+("Files other apps write") describes the shapes.
 """
 
 from __future__ import annotations

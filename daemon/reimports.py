@@ -11,6 +11,13 @@ both have one, else by role and text):
 * else (the two part before the export's tail: continued here and in the app, or edited in the app): the
   session here is left as it is, and the export's conversation is made a session of its own (`diverged`),
   which a later import of the same conversation compares with too.
+
+A ChatGPT conversation has other branches (an answer regenerated, a question edited), each of which its
+first import made a fork of the conversation's session, marked `branch` in its metadata. Its history (the
+branch at current_node) is compared with those forks as well (the app may have gone on in an old branch),
+and each other branch with the sessions of the family the history matched (the session made of the
+conversation and its branches' forks) the same way: up to date, appended to, or, matching none, new since:
+made a fork of the conversation's session from the last message the two share, as the first import does.
 """
 
 from __future__ import annotations
@@ -77,61 +84,136 @@ async def _stored(db: Any, sid: str, want: int) -> tuple[str, list[dict]]:
     return chat, out
 
 
-async def _compare(db: Any, sid: str, messages: list[dict]) -> tuple[str, str, int]:
-    """("up_to_date" | "prefix" | "diverged", the chat, how many of the export's messages are here)."""
-    chat, here = await _stored(db, sid, len(messages) + 1)
+def _versus(chat: str, here: list[dict], messages: list[dict]) -> tuple[str, str, int]:
+    """("up_to_date" | "prefix" | "diverged", the chat, how many of the export's messages are here), of a
+    session's stored messages `here` (at least as many as the export's, and one, if it has them)."""
     n = min(len(here), len(messages))
     if not all(same(here[i], messages[i]) for i in range(n)):
         return "diverged", chat, 0
     return ("up_to_date" if len(here) >= len(messages) else "prefix"), chat, len(here)
 
 
-async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
-    """`plan` (a file's sessions to make) sorted by what is here: (those to make, each a conversation new here
-    or one that diverged (its item then holds `diverged_from`, the oldest session here made of it); the
-    tails to append: {"report", "session", "chat", "messages", "export": all its messages}; those skipped as
-    up to date: {"source", "conversation", "name", "session", "reason"}; the other branches (ChatGPT's) of
-    the conversations appended to or skipped, which are not brought up to date: branches_of)."""
+async def _compare(db: Any, sid: str, messages: list[dict]) -> tuple[str, str, int]:
+    """("up_to_date" | "prefix" | "diverged", the chat, how many of the export's messages are here)."""
+    chat, here = await _stored(db, sid, len(messages) + 1)
+    return _versus(chat, here, messages)
+
+
+def _is_branch(fork: dict, key: tuple[str, str, str]) -> bool:
+    """Whether a fork of a conversation's session is one an import made of another of its branches: the
+    conversation's in its metadata, and marked `branch` (or, made before the mark, named `TITLE (branch)`);
+    not a fork the user made (which copies the metadata, but neither mark nor name)."""
+    meta = fork["metadata"]
+    ours = key[0] == "chatgpt" and meta.get("source") == key[0] and meta.get(key[1]) == key[2]
+    return ours and (meta.get("branch") is True or (fork["name"] or "").endswith(" (branch)"))
+
+
+Match = tuple[str, str, str, int]  # (how: "up_to_date" | "prefix", session, chat, how many it holds)
+
+
+class _Lines:
+    """A conversation's lines (ChatGPT's history and other branches) compared with the sessions here made of
+    it, each session's messages read once."""
+
+    def __init__(self, db: Any, want: int):
+        self.db, self.want = db, want
+        self.read: dict[str, tuple[str, list[dict]]] = {}
+
+    async def stored(self, sid: str) -> tuple[str, list[dict]]:
+        if sid not in self.read:
+            self.read[sid] = await _stored(self.db, sid, self.want)
+        return self.read[sid]
+
+    async def match(self, sids: list[str], messages: list[dict], taken: set[str]) -> Match | None:
+        """(how, session, chat, n) of the session holding the line (`up_to_date`: the first), else of the one
+        it continues that holds the most of it (`prefix`: the first of those, not `taken` by another tail);
+        None when it parts from each."""
+        seen = [(*_versus(*await self.stored(sid), messages), sid) for sid in sids]
+        held = [(how, sid, chat, n) for how, chat, n, sid in seen if how == "up_to_date"]
+        starts = [(-n, i) for i, (how, _, n, sid) in enumerate(seen) if how == "prefix" and sid not in taken]
+        if held:
+            return held[0]
+        if not starts:
+            return None
+        how, chat, n, sid = seen[min(starts)[1]]
+        return how, sid, chat, n
+
+
+async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """`plan` (a file's sessions to make) sorted by what is here: (those to make: each a conversation new here,
+    one that diverged (its item then holds `diverged_from`, the oldest session here made of it), or a branch
+    (ChatGPT's) new here of a conversation that is (its item holds `branch_of`, its report, and `shared`, how
+    many of its messages it copies from the session it forks); the tails to append: {"report", "session",
+    "chat", "messages", "export": all its messages}; those skipped as up to date: {"source", "conversation",
+    "name", "session", "reason"}). A ChatGPT conversation's history is compared with the sessions made of it
+    and the forks made of their branches; its other branches with the session it matched, that session's
+    family (the one made of the conversation, and the forks of its branches): each report of a branch
+    names it, `branch`: its last message's node id."""
     keys = [source_of(item["spec"]) for item in plan]
     here = await db.imported_from({k[0]: k[1] for k in keys if k is not None})
+    # (only ChatGPT's conversations have branches, which its imports made forks of)
+    gpt = [sid for (source, _), sids in here.items() if source == "chatgpt" for sid in sids]
+    forks = await db.forks_of(gpt, ["chatgpt"])
     make: list[dict] = []
     tails: list[dict] = []
     skipped: list[dict] = []
-    branches: list[dict] = []
     for item, key in zip(plan, keys, strict=True):
         sids = here.get((key[0], key[2]), []) if key is not None else []
         if key is None or not sids:
             make.append(item)
             continue
-        seen = [(await _compare(db, sid, item["messages"]), sid) for sid in sids]
+        family = {sid: [sid, *(f["id"] for f in forks.get(sid, ()) if _is_branch(f, key))] for sid in sids}
+        lines = _Lines(db, max(len(x["messages"]) for x in [item, *item["forks"]]) + 1)
         report = {"source": key[0], "conversation": key[2], "name": item["spec"].get("name")}
-        held = [sid for (how, _, _), sid in seen if how == "up_to_date"]
-        # of the sessions it continues, the one holding the most of it (the oldest of those)
-        starts = sorted(((-n, i), sid, chat, n) for i, ((how, chat, n), sid) in enumerate(seen) if how == "prefix")
-        if held:
-            skipped.append({**report, "session": held[0], "reason": "up_to_date"})
-            branches += branches_of(item, {**report, "session": held[0]})
-        elif starts:
-            _, sid, chat, n = starts[0]
-            tail = item["messages"][n:]
-            tails.append({"report": report, "session": sid, "chat": chat, "messages": tail, "export": item["messages"]})
-            branches += branches_of(item, {**report, "session": sid})
-        else:
+        found = await lines.match([s for sid in sids for s in family[sid]], item["messages"], set())
+        if found is None:
             make.append({**item, "diverged_from": sids[0]})
-    return make, tails, skipped, branches
+            continue
+        taken: set[str] = set()  # the sessions a tail of this conversation goes to (one each)
+        _place(found, item["messages"], report, taken, skipped, tails)
+        root = next(sid for sid in sids if found[1] in family[sid])
+        for fork in item["forks"]:
+            rep = {**report, "branch": fork["messages"][-1]["node"]}
+            if (match := await lines.match(family[root], fork["messages"], taken)) is not None:
+                _place(match, fork["messages"], rep, taken, skipped, tails)
+            else:
+                make.append(await _new_branch(lines, item, fork["messages"], root, rep))
+    return make, tails, skipped
 
 
-def branches_of(item: dict, report: dict) -> list[dict]:
-    """The file's other branches of a conversation whose history was compared with session `report["session"]`
-    (a ChatGPT conversation's, but for the branch at current_node), which a re-import does not bring up to
-    date: {"source", "conversation", "name", "session", "node": the branch's last message's node id,
-    "messages": how many it holds}, one each."""
-    out = []
-    for fork in item.get("forks") or ():
-        last = fork["messages"][-1].get("node") if fork["messages"] else None
-        if isinstance(last, str):
-            out.append({**report, "node": last, "messages": len(fork["messages"])})
-    return out
+def _place(found: Match, export: list[dict], report: dict, taken: set[str], skipped: list, tails: list) -> None:
+    """A line of the export that a session here holds (skipped) or continues (its tail to append)."""
+    how, sid, chat, n = found
+    if how == "up_to_date":
+        skipped.append({**report, "session": sid, "reason": "up_to_date"})
+    else:
+        taken.add(sid)
+        tails.append({"report": report, "session": sid, "chat": chat, "messages": export[n:], "export": export})
+
+
+async def _new_branch(lines: _Lines, item: dict, messages: list[dict], root: str, report: dict) -> dict:
+    """A branch of a conversation here that is new in the file, to make: a fork of the session `root` made of
+    the conversation, from the last message the two share (as an import makes each other branch)."""
+    _, here = await lines.stored(root)
+    shared = next((i for i, (a, b) in enumerate(zip(here, messages, strict=False)) if not same(a, b)), None)
+    shared = min(len(here), len(messages)) if shared is None else shared
+    spec = {
+        "name": f"{item['spec'].get('name') or 'conversation'} (branch)",
+        "metadata": {**(item["spec"].get("metadata") or {}), "branch": True},
+        "provenance": {"kind": "fork", "session": root, "message": here[shared - 1]["id"] if shared else None},
+    }
+    return {
+        "spec": spec,
+        "messages": messages,
+        "forks": [],
+        "branch_of": {
+            **{k: x for k, x in report.items() if k != "branch"},
+            "session": root,
+            "node": report["branch"],
+            "messages": len(messages),
+        },
+        "shared": shared,
+    }
 
 
 def diverged(item: dict, new: str) -> dict:

@@ -172,6 +172,10 @@ class Database:
         """The sessions imports from files made of other apps' conversations (Sessions.imported_from)."""
         return await self.sessions.imported_from(fields)
 
+    async def forks_of(self, sids: list[str], sources: list[str]) -> dict[str, list[dict]]:
+        """The shown forks of these sessions, of these sources, by the session each forks (Sessions.forks_of)."""
+        return await self.sessions.forks_of(sids, sources)
+
     async def list_sessions(
         self,
         *,

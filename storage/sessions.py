@@ -200,6 +200,28 @@ class Sessions:
                 out.setdefault((source, value), []).append(sid)
         return out
 
+    async def forks_of(self, sids: builtins.list[str], sources: builtins.list[str]) -> dict[str, builtins.list[dict]]:
+        """The shown forks of these sessions (provenance kind fork naming one of them) whose metadata names one
+        of these `source`s, each {id, name, metadata}, oldest first: {session: its forks}. One pass over such
+        forks, as imported_from's. (A re-import looks among them for the forks it made of a ChatGPT
+        conversation's branches: daemon/reimports.py.)"""
+        if not sids or not sources:
+            return {}
+        marks = ", ".join("?" for _ in sources)
+        rows = await self.c.committed.fetchall(
+            "SELECT id, name, metadata, json_extract(provenance, '$.session') FROM sessions"
+            " WHERE NOT importing AND provenance IS NOT NULL AND json_valid(provenance) AND json_valid(metadata)"
+            " AND json_extract(provenance, '$.kind') = 'fork'"
+            f" AND json_extract(metadata, '$.source') IN ({marks}) ORDER BY created_at, id",
+            tuple(sources),
+        )
+        wanted = set(sids)
+        out: dict[str, builtins.list[dict]] = {}
+        for sid, name, metadata, source in rows:
+            if source in wanted:
+                out.setdefault(source, []).append({"id": sid, "name": name, "metadata": json.loads(metadata)})
+        return out
+
     async def get(self, sid: str, *, counts: bool = False) -> dict:
         q = self.c.committed
         d = session_dict(await session_row(q, sid))

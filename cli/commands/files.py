@@ -140,10 +140,13 @@ def _again(res: ImportFileResult) -> list[str]:
         name = f"{s['name']!r}" if s.get("name") else "a conversation without a title"
         return f"# {name} ({s['source']} {s['conversation']})"
 
+    def its(s: Any) -> str:  # a branch other than the history: named by its last message's node
+        return f": its branch ending at node {s['branch']!r}" if s.get("branch") else ""
+
     lines = []
     for a in res.get("appended", ()):
         n = a["messages"]
-        lines.append(f"{said(a)}: {n} new message{'s' * (n != 1)} appended to session {a['session']}")
+        lines.append(f"{said(a)}{its(a)}: {n} new message{'s' * (n != 1)} appended to session {a['session']}")
     for d in res.get("diverged", ()):
         lines.append(
             f"{said(d)} differs from session {d['session']} before its new messages (continued here, or edited in"
@@ -152,12 +155,12 @@ def _again(res: ImportFileResult) -> list[str]:
     for s in res.get("skipped", ()):
         if s.get("reason") == "refused":
             why = s.get("error", "refused")
-            lines.append(f"{said(s)}: its new messages were not appended to session {s['session']}: {why}")
+            lines.append(f"{said(s)}{its(s)}: its new messages were not appended to session {s['session']}: {why}")
         else:
-            lines.append(f"{said(s)} was already imported as session {s['session']}: nothing new, skipped")
+            lines.append(f"{said(s)}{its(s)} was already imported as session {s['session']}: nothing new, skipped")
     for b in res.get("branches", ()):
         lines.append(
-            f"{said(b)}: its branch ending at node {b['node']!r} ({b['messages']} messages) is not brought up to"
-            f" date: only the history (the branch at current_node) is compared with session {b['session']}"
+            f"{said(b)}: its branch ending at node {b['node']!r} ({b['messages']} messages) is new: imported as"
+            f" session {b['new_session']}, a fork of session {b['session']}"
         )
     return lines
