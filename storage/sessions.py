@@ -304,6 +304,7 @@ class Sessions:
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})
+            self.c.hold_commit("commit.delete")  # (the tests hold the delete's commit here)
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
         return True
 
