@@ -2,10 +2,10 @@
 Operations.delete_session) marks its session from before its transaction until after its commit, or its
 failure. A delete's rows are committed a turn of the loop after its transaction (storage/groupcommit.py),
 and a read of committed state meanwhile still finds the session: a question to its model that came then
-would ask the model, spend the user's tokens, and fail to record the answer. A question waits for the
-deletes of its session under way (`settled`) before it reads the session, and so reads it as they left it:
-gone (the API's 404, as for any session deleted), or there (a clean-up that left it alone, its model
-answering), and the model asked only then."""
+would ask the model, spend the user's tokens, and fail to record the answer. A question (complete.py, the
+OpenAI endpoint) waits for the deletes of its session under way (`settled`) before it reads the session,
+and so reads it as they left it: gone (the API's 404, as for any session deleted), or there (a clean-up
+that left it alone, its model answering), and the model asked only then."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ import json
 import os
 import threading
 
+import openai
 import pytest
 
-from conftest import UnixHTTP, started_with_provider, wait_for
+from conftest import UnixHTTP, openai_app, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
@@ -86,3 +87,53 @@ def test_a_question_during_a_delete_asks_no_model(held, how, key):
     with pytest.raises(ApiError) as gone:
         c.get_session(sid)
     assert gone.value.status == 404
+
+
+@pytest.fixture
+def held_openai(make_daemon, tmp_path):
+    """As `held`, with the OpenAI-compatible listener on."""
+    flag = str(tmp_path / "delete-commit")
+    p, server = serve_threaded(Provider())
+    pause = {"SESSIOND_TEST_PAUSE": f"commit.delete:{flag}"}
+    url = f"http://127.0.0.1:{server.port}/v1"
+    yield started_with_provider(lambda: make_daemon(env=pause), url, openai_listen="127.0.0.1:0"), p, flag
+    server.stop()
+
+
+@pytest.mark.parametrize("new", [False, True], ids=["history", "new-question"])
+def test_the_openai_endpoint_asks_no_model_during_a_delete(held_openai, new):
+    """The OpenAI endpoint sends the provider its request before it records the request's new messages: a
+    request that came while the session's delete was under way asked the model, whether or not it brought a
+    new question (was: the model asked, then the app told the session was gone)."""
+    d, p, flag = held_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "a b c")
+    history = [{"role": "user", "content": "a b c"}]
+    if new:
+        c.append(sid, "assistant", "echo: a b c")
+        history += [{"role": "assistant", "content": "echo: a b c"}, {"role": "user", "content": "d e"}]
+    app = openai_app(d, sid)
+    deleted: list = []
+    deleting = _run(lambda: d.client().delete_session(sid), deleted)
+    wait_for(lambda: os.path.exists(flag), timeout=20, what="the delete's commit held")
+    answered: list = []
+
+    def ask():
+        try:
+            answered.append(app.chat.completions.create(model="echo-1", messages=history))
+        except openai.APIStatusError as exc:
+            answered.append(exc)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    wait_for(
+        lambda: p.requests or _logged(d, "complete.waits_delete") or answered, timeout=20, what="the request taken"
+    )
+    os.remove(flag)  # the delete commits
+    deleting.join(timeout=30)
+    asking.join(timeout=30)
+    assert deleted and not isinstance(deleted[0], ApiError), deleted
+    assert not p.requests, f"the model was asked for a session being deleted: {answered}"
+    assert answered and isinstance(answered[0], openai.NotFoundError), answered
+    assert sid in answered[0].message, answered[0].message
