@@ -345,9 +345,9 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             await d.answering.settle(sid, request)
             await answering.enter_async_context(d.answering.under_way(sid, request))
             if not made:
-                # read as it is now: the answers it waited for counted, a delete under way ended (deletes.py:
-                # gone, the app is told so and the provider not asked)
-                await d.ops.deletes.settled(sid)
+                # read as it is now: the answers it waited for counted, a delete or end under way over
+                # (closing.py: gone or ended, the app is told so and the provider not asked)
+                await d.ops.closing.settled(sid)
                 session = await d.db.get_session(sid)
             chat_id = session["current_chat"]
             chat = await d.db.get_chat(sid, chat_id)

@@ -3,7 +3,8 @@ comes while a session's delete is under way is answered as the delete ends: the 
 model not asked. Was: a delete's rows are committed a turn of the loop after its transaction (the group
 commit), and a `complete` that came in between read the session still there, asked the model (the user's
 tokens spent) and then failed to record the answer, the session gone. `rm` and the clean-up alike (the
-expiry's clean-up deletes through the same path)."""
+expiry's clean-up deletes through the same path), the OpenAI endpoint too; and an `end` the same way (an
+ended session records no answer)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,18 @@ from sessiond.client import ApiError
 
 @pytest.fixture
 def held(make_daemon, tmp_path):
-    """A daemon whose deletes' commits wait while FLAG is there (their transactions done, their rows not
-    committed), and a model: (daemon, provider, FLAG)."""
-    flag = str(tmp_path / "delete-commit")
+    """held(POINT, **settings): a daemon whose commits held at POINT (`commit.delete`, `commit.end`) wait
+    while FLAG is there (their transactions done, their rows not committed), and a model: (daemon, provider,
+    FLAG)."""
     p, server = serve_threaded(Provider())
-    pause = {"SESSIOND_TEST_PAUSE": f"commit.delete:{flag}"}
-    yield started_with_provider(lambda: make_daemon(env=pause), f"http://127.0.0.1:{server.port}/v1"), p, flag
+
+    def make(point: str, **settings):
+        flag = str(tmp_path / point)
+        pause = {"SESSIOND_TEST_PAUSE": f"{point}:{flag}"}
+        url = f"http://127.0.0.1:{server.port}/v1"
+        return started_with_provider(lambda: make_daemon(env=pause), url, **settings), p, flag
+
+    yield make
     server.stop()
 
 
@@ -51,7 +58,7 @@ def _run(fn, out: list) -> threading.Thread:
     def go():
         try:
             out.append(fn())
-        except ApiError as exc:
+        except (ApiError, openai.APIStatusError) as exc:
             out.append(exc)
 
     t = threading.Thread(target=go)
@@ -59,81 +66,80 @@ def _run(fn, out: list) -> threading.Thread:
     return t
 
 
-@pytest.mark.parametrize("how,key", [("rm", None), ("cleanup", None), ("rm", "k-1")])
-def test_a_question_during_a_delete_asks_no_model(held, how, key):
+def _raced(held, close, ask) -> tuple[list, list]:
+    """`close()` (a delete, an end) held at its commit, `ask()` sent meanwhile, then the commit let go: what
+    each answered (or raised)."""
     d, p, flag = held
+    closed: list = []
+    closing = _run(close, closed)
+    wait_for(lambda: os.path.exists(flag), timeout=20, what="the commit held")
+    answered: list = []
+    asking = _run(ask, answered)
+    # the model asked (the bug), or the question waiting for the outcome (or already answered)
+    wait_for(lambda: p.requests or _logged(d, "complete.waits_closing") or answered, timeout=20, what="the question")
+    os.remove(flag)  # the delete or end commits
+    closing.join(timeout=30)
+    asking.join(timeout=30)
+    assert closed and not isinstance(closed[0], (ApiError, openai.APIStatusError)), closed
+    assert answered, "no answer to the question"
+    assert not p.requests, f"the model was asked for a session being closed, its answer lost: {answered}"
+    return closed[0], answered[0]
+
+
+def _session(d, *history: str) -> str:
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
-    c.append(sid, "user", "a b c")
-    deleted: list = []
-    deleting = _run(
-        (lambda: d.client().delete_session(sid)) if how == "rm" else (lambda: d.client().cleanup(0)), deleted
+    for role, text in zip(("user", "assistant") * len(history), history, strict=False):
+        c.append(sid, role, text)
+    return sid
+
+
+@pytest.mark.parametrize("how,key", [("rm", None), ("cleanup", None), ("rm", "k-1")])
+def test_a_question_during_a_delete_asks_no_model(held, how, key):
+    d, p, flag = held("commit.delete")
+    sid = _session(d, "a b c")
+    c = d.client()
+    deleted, answered = _raced(
+        (d, p, flag),
+        (lambda: c.delete_session(sid)) if how == "rm" else (lambda: c.cleanup(0)),
+        lambda: _complete(d, sid, key),
     )
-    wait_for(lambda: os.path.exists(flag), timeout=20, what="the delete's commit held")
-    answered: list = []
-    asking = _run(lambda: _complete(d, sid, key), answered)
-    # the model asked (the bug), or the question waiting for the delete's outcome
-    wait_for(lambda: p.requests or _logged(d, "complete.waits_delete"), timeout=20, what="the question taken")
-    os.remove(flag)  # the delete commits
-    deleting.join(timeout=30)
-    asking.join(timeout=30)
-    assert deleted and not isinstance(deleted[0], ApiError), deleted
     if how == "cleanup":
-        assert [s["id"] for s in deleted[0]["sessions"]] == [sid], deleted
-    assert not p.requests, f"the model was asked for a session being deleted, its answer lost: {answered}"
-    assert answered and answered[0][0] == 404, answered
-    error = answered[0][1]["error"]
-    assert error["code"] == "not_found" and sid in error["message"], error
+        assert [s["id"] for s in deleted["sessions"]] == [sid], deleted
+    assert answered[0] == 404, answered
+    assert answered[1]["error"]["code"] == "not_found" and sid in answered[1]["error"]["message"], answered
     with pytest.raises(ApiError) as gone:
         c.get_session(sid)
     assert gone.value.status == 404
 
 
-@pytest.fixture
-def held_openai(make_daemon, tmp_path):
-    """As `held`, with the OpenAI-compatible listener on."""
-    flag = str(tmp_path / "delete-commit")
-    p, server = serve_threaded(Provider())
-    pause = {"SESSIOND_TEST_PAUSE": f"commit.delete:{flag}"}
-    url = f"http://127.0.0.1:{server.port}/v1"
-    yield started_with_provider(lambda: make_daemon(env=pause), url, openai_listen="127.0.0.1:0"), p, flag
-    server.stop()
-
-
 @pytest.mark.parametrize("new", [False, True], ids=["history", "new-question"])
-def test_the_openai_endpoint_asks_no_model_during_a_delete(held_openai, new):
+def test_the_openai_endpoint_asks_no_model_during_a_delete(held, new):
     """The OpenAI endpoint sends the provider its request before it records the request's new messages: a
     request that came while the session's delete was under way asked the model, whether or not it brought a
     new question (was: the model asked, then the app told the session was gone)."""
-    d, p, flag = held_openai
-    c = d.client()
-    sid = c.create_session(model="echo-1")["id"]
-    c.append(sid, "user", "a b c")
+    d, p, flag = held("commit.delete", openai_listen="127.0.0.1:0")
+    sid = _session(d, "a b c", *(["echo: a b c"] if new else []))
     history = [{"role": "user", "content": "a b c"}]
     if new:
-        c.append(sid, "assistant", "echo: a b c")
         history += [{"role": "assistant", "content": "echo: a b c"}, {"role": "user", "content": "d e"}]
     app = openai_app(d, sid)
-    deleted: list = []
-    deleting = _run(lambda: d.client().delete_session(sid), deleted)
-    wait_for(lambda: os.path.exists(flag), timeout=20, what="the delete's commit held")
-    answered: list = []
-
-    def ask():
-        try:
-            answered.append(app.chat.completions.create(model="echo-1", messages=history))
-        except openai.APIStatusError as exc:
-            answered.append(exc)
-
-    asking = threading.Thread(target=ask)
-    asking.start()
-    wait_for(
-        lambda: p.requests or _logged(d, "complete.waits_delete") or answered, timeout=20, what="the request taken"
+    _, answered = _raced(
+        (d, p, flag),
+        lambda: d.client().delete_session(sid),
+        lambda: app.chat.completions.create(model="echo-1", messages=history),
     )
-    os.remove(flag)  # the delete commits
-    deleting.join(timeout=30)
-    asking.join(timeout=30)
-    assert deleted and not isinstance(deleted[0], ApiError), deleted
-    assert not p.requests, f"the model was asked for a session being deleted: {answered}"
-    assert answered and isinstance(answered[0], openai.NotFoundError), answered
-    assert sid in answered[0].message, answered[0].message
+    assert isinstance(answered, openai.NotFoundError), answered
+    assert sid in answered.message, answered.message
+
+
+def test_a_question_during_an_end_asks_no_model(held):
+    """`end` is final: an answer to an ended session is not recorded. A question that came while the end's
+    commit was under way read the session still active and asked the model (was: its answer then refused,
+    the tokens spent); it waits for the end now, and is refused as an ended session's question is."""
+    d, p, flag = held("commit.end")
+    sid = _session(d, "a b c")
+    ended, answered = _raced((d, p, flag), lambda: d.client().end(sid), lambda: _complete(d, sid, None))
+    assert ended["status"] == "ended", ended
+    assert answered[0] == 409 and "ended" in answered[1]["error"]["message"], answered
+    assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
