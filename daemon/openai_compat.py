@@ -342,16 +342,18 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 {"model": model, "name": "openai app", "metadata": {"created_by": "openai endpoint"}}
             )
             sid = session["id"]
-        else:
-            session = await d.db.get_session(sid)
-        chat_id = session["current_chat"]
-        chat = await d.db.get_chat(sid, chat_id)
         async with _compat(request).lock(sid):
             # an answer whose app left (a Stop, then this request at once) is recorded before this request
             # is matched against the history it ends, not after this request's messages
-            if await d.answering.settle(sid, request):
-                session = await d.db.get_session(sid)  # as it is now, the answers it waited for counted
+            await d.answering.settle(sid, request)
             await answering.enter_async_context(d.answering.under_way(sid, request))
+            if not made:
+                # read as it is now: the answers it waited for counted, a delete or end under way over
+                # (closing.py: gone or ended, the app is told so and the provider not asked)
+                await d.ops.closing.settled(sid)
+                session = await d.db.get_session(sid)
+            chat_id = session["current_chat"]
+            chat = await d.db.get_chat(sid, chat_id)
             await check_writable(d.db, session)
             check_quota(session)
             # only as much history as the request has messages can match it: a read of O(request), not

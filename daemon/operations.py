@@ -18,6 +18,7 @@ from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
 from ..sync.share import ImportError_
+from .closing import Closing
 from .home import HomeError, normalize_store_url
 from .testhooks import pause_for_tests
 
@@ -48,6 +49,7 @@ class Operations:
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
         # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
         self.answering: Callable[[str], bool] = lambda sid: False
+        self.closing = Closing()  # the sessions being deleted or ended, which a question to their model waits for
 
     def start(self) -> None:
         """The clean-up loop, if configured (the daemon calls this once it serves)."""
@@ -75,14 +77,17 @@ class Operations:
         question may have begun since the clean-up's list; Sessions.delete). Whether it was deleted."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
-        async with self.syncer.ctx.lock(sid):
-            # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
-            own = self.syncer.keys.head_pk(sid)
-            busy = self.answering if idle_before is not None else None
-            if not await self.db.delete_session(sid, idle_before=idle_before, head_pk=own, busy=busy):
-                return False
-            crash_point("delete.rows")
-            self.syncer.forget(sid)
+        # Marked as being deleted until its rows are committed: a question to its model meanwhile waits for
+        # the outcome (closing.py).
+        with self.closing.marked(sid):
+            async with self.syncer.ctx.lock(sid):
+                # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
+                own = self.syncer.keys.head_pk(sid)
+                busy = self.answering if idle_before is not None else None
+                if not await self.db.delete_session(sid, idle_before=idle_before, head_pk=own, busy=busy):
+                    return False
+                crash_point("delete.rows")
+                self.syncer.forget(sid)
         await self.syncer.forget_unused_credentials()
         return True
 
@@ -196,9 +201,12 @@ class Operations:
     async def _end(self, sid: str, *, expired_at: float | None = None) -> dict:
         """End a session with its final checkpoint (`end`, and expiry: both are its end; `expired_at`: when
         the expiry that ends it came, which its end records)."""
-        async with self._checkpoint_lock:  # two ends at once: one final checkpoint
-            was = (await self.db.get_session(sid))["status"]
-            session = await self.db.set_status(sid, "ended", expired_at=expired_at)
+        # marked as being ended until its end is committed: a question to its model meanwhile waits for the
+        # outcome (closing.py), and is refused as an ended session's, nothing asked
+        with self.closing.marked(sid):
+            async with self._checkpoint_lock:  # two ends at once: one final checkpoint
+                was = (await self.db.get_session(sid))["status"]
+                session = await self.db.set_status(sid, "ended", expired_at=expired_at)
         crash_point("end.ended")
         # ending an ended session changes nothing: the same answer, no second final checkpoint
         if was != "ended" and session["access"] not in NOT_WRITABLE and await self.db.last_seq(sid):

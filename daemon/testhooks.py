@@ -1,20 +1,8 @@
-"""A fault hook for the tests (daemon/formats.py's import, complete.py, reimports.py hold requests at named
-points with it)."""
+"""The tests' pause hook, `pause_for_tests` (SESSIOND_TEST_PAUSE), for the daemon's modules: it lives in
+storage/testhooks.py, as the storage layer (which imports no other package of ours) holds a commit with it."""
 
 from __future__ import annotations
 
-import asyncio
-import os
+from ..storage.testhooks import pause_for_tests
 
-
-async def pause_for_tests(point: str) -> None:
-    """A fault hook for the tests: with SESSIOND_TEST_PAUSE=POINT:FLAG_FILE in the environment (several such,
-    comma-separated), the daemon reaching POINT adds a line to FLAG_FILE (made if need be: one line an
-    arrival) and waits there until the test removes it (or kills it: kill -9)."""
-    for hook in os.environ.get("SESSIOND_TEST_PAUSE", "").split(","):
-        if hook and hook.partition(":")[0] == point:
-            flag = hook.partition(":")[2]
-            with open(flag, "a") as f:
-                f.write(point + "\n")
-            while os.path.exists(flag):
-                await asyncio.sleep(0.02)  # (a test hook: polls for the test's removal of the flag)
+__all__ = ["pause_for_tests"]

@@ -313,6 +313,10 @@ class Connections:
         storage/groupcommit.py."""
         return self.group.transaction()
 
+    def hold_commit(self, point: str) -> None:
+        """(The tests.) The commit of the transaction under way held at a pause point: GroupCommit.hold_commit."""
+        self.group.hold_commit(point)
+
     @property
     def commits(self) -> int:
         """SQLite commits so far (statistics; each serves one or more transactions)."""

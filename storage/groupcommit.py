@@ -19,6 +19,8 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .testhooks import pause_for_tests, pausing
+
 Row = sqlite3.Row
 
 
@@ -118,6 +120,7 @@ class GroupCommit:
         self._flusher: asyncio.Task[None] | None = None
         self._committed = committed  # after each commit (the checkpointer's wake-up)
         self.emit = emit  # a transaction's events, to the listeners after its commit
+        self.held: str | None = None  # (the tests: the pause point the batch's commit waits at; hold_commit)
 
     def idle(self) -> bool:
         """Nothing is half done on the writer: no batch under way, no one holds it, nothing open on it."""
@@ -146,6 +149,14 @@ class GroupCommit:
         self.commits += 1
         self._committed()
 
+    def hold_commit(self, point: str) -> None:
+        """(The tests.) Called inside a transaction: if SESSIOND_TEST_PAUSE names `point`, the COMMIT of its
+        batch waits there (storage/testhooks.py), the batch open meanwhile: what it wrote is not committed,
+        reads of committed state do not see it, and transactions that come join it. Costs the flush one
+        look at `held` when unset."""
+        if pausing(point):
+            self.held = point
+
     def _join_batch(self) -> asyncio.Future[None]:
         """The SQLite transaction under way, or a new one with its commit scheduled (under the lock)."""
         if self.batch is None:
@@ -164,14 +175,20 @@ class GroupCommit:
         each committing alone in the turn before the next one's."""
         if self.batch is None:  # committed meanwhile (close, a WAL reset)
             return
-        if self.lock.locked() or self.entering:
+        if self.lock.locked() or self.entering or self.held is not None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         else:  # nothing is half done on the writer: whoever waits for the lock next starts a new batch
             self.commit_batch()
 
     async def _flush(self) -> None:
-        async with self.lock:
-            self.commit_batch()
+        while True:
+            if self.held is not None:  # (the tests: a transaction of the batch holds its commit, hold_commit)
+                point, self.held = self.held, None
+                await pause_for_tests(point)
+            async with self.lock:
+                if self.held is None:  # (else one that had the writer first held it: that pause first)
+                    self.commit_batch()
+                    return
 
     def commit_batch(self) -> None:
         """COMMIT the transactions batched so far (under the lock), and tell their callers."""

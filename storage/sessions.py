@@ -296,6 +296,8 @@ class Sessions:
             if "current_chat" in fields:  # (a switch: which chat is current now)
                 ev["chat"] = fields["current_chat"]
             tx.emit(ev)
+            if ending:
+                self.c.hold_commit("commit.end")  # (the tests hold an end's commit here)
         return await self.get(sid)
 
     async def delete(
@@ -326,6 +328,7 @@ class Sessions:
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})
+            self.c.hold_commit("commit.delete")  # (the tests hold the delete's commit here)
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
         return True
 

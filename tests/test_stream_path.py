@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import types
 
 import pytest
 from aiohttp import web
@@ -16,6 +17,7 @@ from conftest import wait_for
 from servers.openai_server import Provider, serve_threaded
 from sessiond.daemon.answers import Answering
 from sessiond.daemon.appkeys import DAEMON_KEY
+from sessiond.daemon.closing import Closing
 from sessiond.daemon.openai_compat import PREFIX, ROUTES, Compat
 from sessiond.daemon.providers import Providers
 from sessiond.storage.errors import Conflict
@@ -130,6 +132,7 @@ class _Daemon:
         self.providers = _providers(server)
         self.compat = Compat(self)
         self.answering = Answering()
+        self.ops = types.SimpleNamespace(closing=Closing())  # (the sessions being deleted or ended: none here)
 
     @staticmethod
     def estimate(text: str) -> int:

@@ -1,0 +1,145 @@
+"""A question to a model (POST .../complete with no new question: nothing is written before the answer) that
+comes while a session's delete is under way is answered as the delete ends: the session gone, 404, and the
+model not asked. Was: a delete's rows are committed a turn of the loop after its transaction (the group
+commit), and a `complete` that came in between read the session still there, asked the model (the user's
+tokens spent) and then failed to record the answer, the session gone. `rm` and the clean-up alike (the
+expiry's clean-up deletes through the same path), the OpenAI endpoint too; and an `end` the same way (an
+ended session records no answer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import openai
+import pytest
+
+from conftest import UnixHTTP, openai_app, started_with_provider, wait_for
+from servers.openai_server import Provider, serve_threaded
+from sessiond.client import ApiError
+
+
+@pytest.fixture
+def held(make_daemon, tmp_path):
+    """held(POINT, **settings): a daemon whose commits held at POINT (`commit.delete`, `commit.end`) wait
+    while FLAG is there (their transactions done, their rows not committed), and a model: (daemon, provider,
+    FLAG)."""
+    p, server = serve_threaded(Provider())
+
+    def make(point: str, **settings):
+        flag = str(tmp_path / point)
+        pause = {"SESSIOND_TEST_PAUSE": f"{point}:{flag}"}
+        url = f"http://127.0.0.1:{server.port}/v1"
+        return started_with_provider(lambda: make_daemon(env=pause), url, **settings), p, flag
+
+    yield make
+    server.stop()
+
+
+def _logged(d, event: str) -> list[dict]:
+    with open(os.path.join(d.home, "logs", "sessiond.log")) as f:
+        return [x for x in map(json.loads, f) if x.get("event") == event]
+
+
+def _complete(d, sid: str, key: str | None) -> tuple[int, dict]:
+    """POST .../complete with no new question, as an app without the Python client sends it: no
+    Idempotency-Key unless `key`."""
+    c = UnixHTTP(d.socket, timeout=60)
+    headers = {"Content-Type": "application/json", **({"Idempotency-Key": key} if key else {})}
+    c.request("POST", f"/v1/sessions/{sid}/complete", body="{}", headers=headers)
+    r = c.getresponse()
+    got = (r.status, json.loads(r.read()))
+    c.close()
+    return got
+
+
+def _run(fn, out: list) -> threading.Thread:
+    def go():
+        try:
+            out.append(fn())
+        except (ApiError, openai.APIStatusError) as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=go)
+    t.start()
+    return t
+
+
+def _raced(held, close, ask) -> tuple[list, list]:
+    """`close()` (a delete, an end) held at its commit, `ask()` sent meanwhile, then the commit let go: what
+    each answered (or raised)."""
+    d, p, flag = held
+    closed: list = []
+    closing = _run(close, closed)
+    wait_for(lambda: os.path.exists(flag), timeout=20, what="the commit held")
+    answered: list = []
+    asking = _run(ask, answered)
+    # the model asked (the bug), or the question waiting for the outcome (or already answered)
+    wait_for(lambda: p.requests or _logged(d, "complete.waits_closing") or answered, timeout=20, what="the question")
+    os.remove(flag)  # the delete or end commits
+    closing.join(timeout=30)
+    asking.join(timeout=30)
+    assert closed and not isinstance(closed[0], (ApiError, openai.APIStatusError)), closed
+    assert answered, "no answer to the question"
+    assert not p.requests, f"the model was asked for a session being closed, its answer lost: {answered}"
+    return closed[0], answered[0]
+
+
+def _session(d, *history: str) -> str:
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    for role, text in zip(("user", "assistant") * len(history), history, strict=False):
+        c.append(sid, role, text)
+    return sid
+
+
+@pytest.mark.parametrize("how,key", [("rm", None), ("cleanup", None), ("rm", "k-1")])
+def test_a_question_during_a_delete_asks_no_model(held, how, key):
+    d, p, flag = held("commit.delete")
+    sid = _session(d, "a b c")
+    c = d.client()
+    deleted, answered = _raced(
+        (d, p, flag),
+        (lambda: c.delete_session(sid)) if how == "rm" else (lambda: c.cleanup(0)),
+        lambda: _complete(d, sid, key),
+    )
+    if how == "cleanup":
+        assert [s["id"] for s in deleted["sessions"]] == [sid], deleted
+    assert answered[0] == 404, answered
+    assert answered[1]["error"]["code"] == "not_found" and sid in answered[1]["error"]["message"], answered
+    with pytest.raises(ApiError) as gone:
+        c.get_session(sid)
+    assert gone.value.status == 404
+
+
+@pytest.mark.parametrize("new", [False, True], ids=["history", "new-question"])
+def test_the_openai_endpoint_asks_no_model_during_a_delete(held, new):
+    """The OpenAI endpoint sends the provider its request before it records the request's new messages: a
+    request that came while the session's delete was under way asked the model, whether or not it brought a
+    new question (was: the model asked, then the app told the session was gone)."""
+    d, p, flag = held("commit.delete", openai_listen="127.0.0.1:0")
+    sid = _session(d, "a b c", *(["echo: a b c"] if new else []))
+    history = [{"role": "user", "content": "a b c"}]
+    if new:
+        history += [{"role": "assistant", "content": "echo: a b c"}, {"role": "user", "content": "d e"}]
+    app = openai_app(d, sid)
+    _, answered = _raced(
+        (d, p, flag),
+        lambda: d.client().delete_session(sid),
+        lambda: app.chat.completions.create(model="echo-1", messages=history),
+    )
+    assert isinstance(answered, openai.NotFoundError), answered
+    assert sid in answered.message, answered.message
+
+
+def test_a_question_during_an_end_asks_no_model(held):
+    """`end` is final: an answer to an ended session is not recorded. A question that came while the end's
+    commit was under way read the session still active and asked the model (was: its answer then refused,
+    the tokens spent); it waits for the end now, and is refused as an ended session's question is."""
+    d, p, flag = held("commit.end")
+    sid = _session(d, "a b c")
+    ended, answered = _raced((d, p, flag), lambda: d.client().end(sid), lambda: _complete(d, sid, None))
+    assert ended["status"] == "ended", ended
+    assert answered[0] == 409 and "ended" in answered[1]["error"]["message"], answered
+    assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
