@@ -15,6 +15,7 @@ original as the message's `created_at`, as a fork's copies do: daemon/chatgptfil
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +60,25 @@ def timestamp(x: Any, where: str) -> float | None:
     if x > 1e11:  # after the year 5138 in seconds: JavaScript's milliseconds
         x = x / 1000
     return round(float(x), 3)
+
+
+def own_time(t: float | None) -> float | None:
+    """A message's time as its log keeps it (its operation's `t`, to the millisecond), or None when it has
+    none usable: none, not above 0, or not come yet on this device's clock."""
+    return round(t, 3) if t is not None and 0 < t <= time.time() else None
+
+
+def carry_times(messages: list[dict]) -> list[dict]:
+    """A conversation's messages in order, each one without a `created_at` of its own given the one before
+    it's, so that its chat's times do not go backwards (stats' answer times rely on them); those before the
+    first that has one keep none, and take the import's time (reimports.prepared)."""
+    out, last = [], None
+    for m in messages:
+        if m.get("created_at") is None and last is not None:
+            m = {**m, "created_at": last}
+        last = m.get("created_at", last)
+        out.append(m)
+    return out
 
 
 def _meta(**fields: Any) -> dict:
