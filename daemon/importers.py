@@ -7,9 +7,9 @@ before anything is written, and refuses a malformed file with the place that is 
 'assistant'". Every session and message goes through the API's own checks (daemon/validate.py).
 
 A message's original time is kept in the message's metadata as `created_at` (Unix seconds), beside
-`source` and the source's own id; its own `created_at` is the import's. (ChatGPT's import keeps the
-original as the message's `created_at`, as a fork's copies do: daemon/chatgptfile.py.) docs/FORMATS.md
-("Files other apps write") describes the shapes.
+`source` and the source's own id. Claude's is also the message's own `created_at` (its log operation's
+time, as ChatGPT's import and a fork's copies keep theirs: timed, carry_times); Open WebUI's and llm's
+messages take the import's. docs/FORMATS.md section 10 describes the shapes.
 """
 
 from __future__ import annotations
@@ -79,6 +79,12 @@ def carry_times(messages: list[dict]) -> list[dict]:
         last = m.get("created_at", last)
         out.append(m)
     return out
+
+
+def timed(message: dict, when: float | None) -> dict:
+    """A checked message with the source's time as its own `created_at`, when that is usable (own_time)."""
+    t = own_time(when)
+    return {**message, "created_at": t} if t is not None else message
 
 
 def _meta(**fields: Any) -> dict:
@@ -253,21 +259,20 @@ def parse_claude(data: Any) -> list[dict]:
                 turn = [{"role": role, "content": ""}]
             for ti, t in enumerate(turn):
                 calls = {k: t[k] for k in ("tool_calls", "tool_call_id", "name") if k in t}
-                parsed.append(
-                    _message(
-                        t["role"],
-                        t["content"],
-                        f"{where}: {at}",
-                        calls,
-                        source="claude",
-                        id=mid,
-                        created_at=when,
-                        attachments=files if ti == 0 else None,
-                        is_error=t.get("is_error"),
-                    )
+                checked = _message(
+                    t["role"],
+                    t["content"],
+                    f"{where}: {at}",
+                    calls,
+                    source="claude",
+                    id=mid,
+                    created_at=when,
+                    attachments=files if ti == 0 else None,
+                    is_error=t.get("is_error"),
                 )
+                parsed.append(timed(checked, when))
         spec = _session(where, name, source="claude", conversation=uuid, created_at=created)
-        out.append({"spec": spec, "messages": parsed, "forks": []})
+        out.append({"spec": spec, "messages": carry_times(parsed), "forks": []})
     return out
 
 

@@ -1,0 +1,111 @@
+"""Claude's, Open WebUI's and llm's histories give each message its own time: an import keeps it as the
+message's `created_at` (its log operation's `t`, which no checkpoint hashes: docs/FORMATS.md sections 4 and
+10), as ChatGPT's import does. A message with no usable time (none, not above 0, later than this device's
+clock) takes the time of the message before it in its conversation, else the import's: a chat's times do not
+go backwards (stats' answer times rely on it). The times sync as they are: another device reads the same."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import cli_json, run_cli
+
+T0 = 1714554000.0  # 2024-05-01 09:00:00 UTC
+FUTURE = time.time() + 10 * 365 * 86400
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{round(t % 1 * 1e6):06d}Z"
+
+
+def _write(tmp_path, name: str, data) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _log(home: str, sid: str) -> list[tuple[str, float]]:
+    """(content, created_at) of each message, as `log --json` shows them."""
+    return [(m["content"], m["created_at"]) for m in cli_json(home, "log", sid)["messages"]]
+
+
+def _imported(make_daemon, store_dir, path: str, fmt: str) -> tuple:
+    """The file imported on a daemon with a folder store: (daemon, the sessions made, when the import ran)."""
+    a = make_daemon(f"file://{store_dir}").start()
+    before = time.time()
+    made = cli_json(a.home, "import-file", path, "--format", fmt)["sessions"]
+    return a, made, (before - 1, time.time() + 1)
+
+
+def _on_another_device(make_daemon, store_dir, a, sid: str) -> list[tuple[str, float]]:
+    """The session pushed to the folder store and imported on a second daemon: its log there."""
+    c = a.client()
+    c.checkpoint(sid)
+    run_cli(a.home, "sync", "--wait", check=True)
+    assert cli_json(a.home, "verify")["ok"], cli_json(a.home, "verify")
+    b = make_daemon(f"file://{store_dir}").start()
+    b.client().import_code(c.share(sid)["code"])
+    assert cli_json(b.home, "verify")["ok"]
+    return _log(b.home, sid)
+
+
+def _same(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
+    assert [x for x, _ in got] == [x for x, _ in want], got
+    for (text, t), (_, w) in zip(got, want, strict=True):
+        assert t == pytest.approx(w, abs=1e-3), (text, t, w)
+
+
+def test_claude_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
+    """Before: each message Claude's export gave (`created_at`, ISO) was kept only in its metadata, and every
+    message got the import's time: `log`, stats' answer times and the events read a chat of last year as
+    written today. Now each keeps its own (a turn's several messages, a tool's, share it); one with none takes
+    the one before it's; one of the future the one before it's; the first with none, the import's."""
+    msg = lambda uid, sender, text, when: {  # noqa: E731
+        "uuid": uid,
+        "sender": sender,
+        "text": text,
+        "content": [{"type": "text", "text": text}],
+        **({"created_at": when} if when is not None else {}),
+    }
+    tool_turn = msg("m2", "assistant", "", _iso(T0 + 10.25))
+    tool_turn["content"] = [
+        {"type": "text", "text": "Looking."},
+        {"type": "tool_use", "id": "t1", "name": "web_search", "input": {"q": "x"}},
+        {"type": "tool_result", "tool_use_id": "t1", "content": "found"},
+        {"type": "text", "text": "Found it."},
+    ]
+    convs = [
+        {
+            "uuid": "conv-1",
+            "name": "Timed",
+            "created_at": _iso(T0),
+            "chat_messages": [
+                msg("m1", "human", "Hello?", _iso(T0 + 1)),
+                tool_turn,
+                msg("m3", "human", "no time", None),
+                msg("m4", "assistant", "not yet", _iso(FUTURE)),
+                msg("m5", "human", "later", "2024-05-01T10:00:00+00:00"),
+            ],
+        },
+        {"uuid": "conv-2", "name": "Timeless", "chat_messages": [msg("n1", "human", "first, no time", None)]},
+    ]
+    a, made, (lo, hi) = _imported(make_daemon, store_dir, _write(tmp_path, "c.json", convs), "claude")
+    want = [
+        ("Hello?", T0 + 1),
+        ("Looking.", T0 + 10.25),
+        ("found", T0 + 10.25),
+        ("Found it.", T0 + 10.25),
+        ("no time", T0 + 10.25),
+        ("not yet", T0 + 10.25),
+        ("later", T0 + 3600),
+    ]
+    got = _log(a.home, made[0]["id"])
+    _same(got, want)
+    [(_, first)] = _log(a.home, made[1]["id"])
+    assert lo <= first <= hi
+    # the source's time is still in the metadata, as before
+    assert a.client().messages(made[0]["id"])["messages"][0]["metadata"]["created_at"] == T0 + 1
+    _same(_on_another_device(make_daemon, store_dir, a, made[0]["id"]), want)
