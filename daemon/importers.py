@@ -7,8 +7,8 @@ before anything is written, and refuses a malformed file with the place that is 
 'assistant'". Every session and message goes through the API's own checks (daemon/validate.py).
 
 A message's original time is kept in the message's metadata as `created_at` (Unix seconds), beside
-`source` and the source's own id. Claude's is also the message's own `created_at` (its log operation's
-time, as ChatGPT's import and a fork's copies keep theirs: timed, carry_times); Open WebUI's and llm's
+`source` and the source's own id. Claude's and Open WebUI's is also the message's own `created_at` (its
+log operation's time, as ChatGPT's import and a fork's copies keep theirs: timed, carry_times); llm's
 messages take the import's. docs/FORMATS.md section 10 describes the shapes.
 """
 

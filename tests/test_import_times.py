@@ -109,3 +109,33 @@ def test_claude_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
     # the source's time is still in the metadata, as before
     assert a.client().messages(made[0]["id"])["messages"][0]["metadata"]["created_at"] == T0 + 1
     _same(_on_another_device(make_daemon, store_dir, a, made[0]["id"]), want)
+
+
+def test_openwebui_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
+    """Before: each message's `timestamp` (Unix seconds) was kept only in its metadata, every message given
+    the import's time. Now each keeps its own (an answer's tool calls and results share it); one with none, or
+    of 0, takes the one before it's."""
+    calls = (
+        'Let me look.<details type="tool_calls" done="true" id="c1" name="clock" arguments="&quot;{}&quot;"'
+        ' result="&quot;noon&quot;"><summary>Tool Executed</summary></details>It is noon.'
+    )
+    nodes = {
+        "u1": {"id": "u1", "parentId": None, "role": "user", "content": "Time?", "timestamp": int(T0) + 5},
+        "a1": {"id": "a1", "parentId": "u1", "role": "assistant", "content": calls, "timestamp": int(T0) + 7},
+        "u2": {"id": "u2", "parentId": "a1", "role": "user", "content": "no time"},
+        "a2": {"id": "a2", "parentId": "u2", "role": "assistant", "content": "zero", "timestamp": 0},
+        "u3": {"id": "u3", "parentId": "a2", "role": "user", "content": "ms", "timestamp": (T0 + 60) * 1000},
+    }
+    chat = {"id": "w1", "title": "Timed", "chat": {"history": {"messages": nodes, "currentId": "u3"}}}
+    a, made, _ = _imported(make_daemon, store_dir, _write(tmp_path, "w.json", [chat]), "openwebui")
+    want = [
+        ("Time?", T0 + 5),
+        ("Let me look.", T0 + 7),
+        ("noon", T0 + 7),
+        ("It is noon.", T0 + 7),
+        ("no time", T0 + 7),
+        ("zero", T0 + 7),
+        ("ms", T0 + 60),
+    ]
+    _same(_log(a.home, made[0]["id"]), want)
+    _same(_on_another_device(make_daemon, store_dir, a, made[0]["id"]), want)
