@@ -7,9 +7,9 @@ before anything is written, and refuses a malformed file with the place that is 
 'assistant'". Every session and message goes through the API's own checks (daemon/validate.py).
 
 A message's original time is kept in the message's metadata as `created_at` (Unix seconds), beside
-`source` and the source's own id. Claude's and Open WebUI's is also the message's own `created_at` (its
-log operation's time, as ChatGPT's import and a fork's copies keep theirs: timed, carry_times); llm's
-messages take the import's. docs/FORMATS.md section 10 describes the shapes.
+`source` and the source's own id; it is also the message's own `created_at` (its log operation's time,
+as ChatGPT's import and a fork's copies keep theirs: timed, carry_times). docs/FORMATS.md section 10
+describes the shapes.
 """
 
 from __future__ import annotations
@@ -320,11 +320,12 @@ def parse_llm(data: Any) -> list[dict]:
         msgs = []
         pending: list[dict] = []  # the calls no result answered yet
         for t in turns:
+            turn: list[dict] = []  # the response's messages, each at its time (a system prompt changed with it too)
             if t["system"] and t["system"] != system:
-                msgs.append(_message("system", t["system"], t["where"] + ".system", source="llm", response=t["id"]))
+                turn.append(_message("system", t["system"], t["where"] + ".system", source="llm", response=t["id"]))
                 system = t["system"]
             if t["prompt"]:
-                msgs.append(
+                turn.append(
                     _message(
                         "user",
                         t["prompt"],
@@ -339,7 +340,7 @@ def parse_llm(data: Any) -> list[dict]:
                 if answered is not None:
                     pending.remove(answered)
                 tool = {"tool_call_id": answered["id"]} if answered else {}
-                msgs.append(
+                turn.append(
                     _message(
                         "tool",
                         r["output"] or "",
@@ -361,7 +362,7 @@ def parse_llm(data: Any) -> list[dict]:
             ]
             pending += made
             if t["response"] or made:
-                msgs.append(
+                turn.append(
                     _message(
                         "assistant",
                         t["response"] or "",
@@ -373,6 +374,7 @@ def parse_llm(data: Any) -> list[dict]:
                         model=t["model"],
                     )
                 )
+            msgs += [timed(m, t["time"]) for m in turn]
         model = s["model"] or next((t["model"] for t in turns if t["model"]), None)
         conversation = key if isinstance(key, str) else None
         spec = _session(
@@ -384,7 +386,7 @@ def parse_llm(data: Any) -> list[dict]:
             conversation=conversation,
             created_at=turns[0]["time"] if turns else None,
         )
-        out.append({"spec": spec, "messages": msgs, "forks": []})
+        out.append({"spec": spec, "messages": carry_times(msgs), "forks": []})
     return out
 
 

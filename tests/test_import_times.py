@@ -7,11 +7,13 @@ go backwards (stats' answer times rely on it). The times sync as they are: anoth
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import pytest
 
 from conftest import cli_json, run_cli
+from test_import_formats import LLM_SCHEMA
 
 T0 = 1714554000.0  # 2024-05-01 09:00:00 UTC
 FUTURE = time.time() + 10 * 365 * 86400
@@ -136,6 +138,40 @@ def test_openwebui_messages_keep_their_own_times(make_daemon, store_dir, tmp_pat
         ("no time", T0 + 7),
         ("zero", T0 + 7),
         ("ms", T0 + 60),
+    ]
+    _same(_log(a.home, made[0]["id"]), want)
+    _same(_on_another_device(make_daemon, store_dir, a, made[0]["id"]), want)
+
+
+def test_llm_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
+    """Before: each response's `datetime_utc` was kept only in its messages' metadata, every message given the
+    import's time. Now a response's prompt, the tools' results it sent and its answer keep it (a system
+    prompt changed with it too); a response of a time not come yet takes the one before it's."""
+    path = str(tmp_path / "logs.db")
+    con = sqlite3.connect(path)
+    con.executescript(LLM_SCHEMA)
+    con.execute("INSERT INTO conversations VALUES ('conv-1', 'Timed', 'gpt-4o-mini')")
+    rows = [
+        ("r1", "Hi", "Be brief.", "Hello.", "2024-05-01T09:00:02.500000"),
+        ("r2", "Again", "Be long.", "Hello again.", "2024-05-01T09:01:00"),
+        ("r3", "Later", "Be long.", "Not yet.", _iso(FUTURE)[:-1]),
+    ]
+    con.executemany(
+        "INSERT INTO responses(id, model, conversation_id, prompt, system, response, datetime_utc)"
+        " VALUES (?, 'gpt-4o-mini', 'conv-1', ?, ?, ?, ?)",
+        rows,
+    )
+    con.commit()
+    con.close()
+    a, made, _ = _imported(make_daemon, store_dir, path, "llm")
+    want = [
+        ("Hi", T0 + 2.5),
+        ("Hello.", T0 + 2.5),
+        ("Be long.", T0 + 60),
+        ("Again", T0 + 60),
+        ("Hello again.", T0 + 60),
+        ("Later", T0 + 60),
+        ("Not yet.", T0 + 60),
     ]
     _same(_log(a.home, made[0]["id"]), want)
     _same(_on_another_device(make_daemon, store_dir, a, made[0]["id"]), want)
