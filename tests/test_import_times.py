@@ -54,10 +54,12 @@ def _on_another_device(make_daemon, store_dir, a, sid: str) -> list[tuple[str, f
     return _log(b.home, sid)
 
 
-def _same(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
-    assert [x for x, _ in got] == [x for x, _ in want], got
-    for (text, t), (_, w) in zip(got, want, strict=True):
-        assert t == pytest.approx(w, abs=1e-3), (text, t, w)
+def _kept(make_daemon, store_dir, a, sid: str, want: list[tuple[str, float]]) -> None:
+    """The session's messages at the `want`ed times, here and on another device it is pushed to."""
+    for got in (_log(a.home, sid), _on_another_device(make_daemon, store_dir, a, sid)):
+        assert [x for x, _ in got] == [x for x, _ in want], got
+        for (text, t), (_, w) in zip(got, want, strict=True):
+            assert t == pytest.approx(w, abs=1e-3), (text, t, w)
 
 
 def test_claude_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
@@ -95,22 +97,13 @@ def test_claude_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
         {"uuid": "conv-2", "name": "Timeless", "chat_messages": [msg("n1", "human", "first, no time", None)]},
     ]
     a, made, (lo, hi) = _imported(make_daemon, store_dir, _write(tmp_path, "c.json", convs), "claude")
-    want = [
-        ("Hello?", T0 + 1),
-        ("Looking.", T0 + 10.25),
-        ("found", T0 + 10.25),
-        ("Found it.", T0 + 10.25),
-        ("no time", T0 + 10.25),
-        ("not yet", T0 + 10.25),
-        ("later", T0 + 3600),
-    ]
-    got = _log(a.home, made[0]["id"])
-    _same(got, want)
+    at_turn = [(text, T0 + 10.25) for text in ("Looking.", "found", "Found it.", "no time", "not yet")]
+    want = [("Hello?", T0 + 1), *at_turn, ("later", T0 + 3600)]
     [(_, first)] = _log(a.home, made[1]["id"])
     assert lo <= first <= hi
     # the source's time is still in the metadata, as before
     assert a.client().messages(made[0]["id"])["messages"][0]["metadata"]["created_at"] == T0 + 1
-    _same(_on_another_device(make_daemon, store_dir, a, made[0]["id"]), want)
+    _kept(make_daemon, store_dir, a, made[0]["id"], want)
 
 
 def test_openwebui_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
@@ -130,17 +123,9 @@ def test_openwebui_messages_keep_their_own_times(make_daemon, store_dir, tmp_pat
     }
     chat = {"id": "w1", "title": "Timed", "chat": {"history": {"messages": nodes, "currentId": "u3"}}}
     a, made, _ = _imported(make_daemon, store_dir, _write(tmp_path, "w.json", [chat]), "openwebui")
-    want = [
-        ("Time?", T0 + 5),
-        ("Let me look.", T0 + 7),
-        ("noon", T0 + 7),
-        ("It is noon.", T0 + 7),
-        ("no time", T0 + 7),
-        ("zero", T0 + 7),
-        ("ms", T0 + 60),
-    ]
-    _same(_log(a.home, made[0]["id"]), want)
-    _same(_on_another_device(make_daemon, store_dir, a, made[0]["id"]), want)
+    at_answer = [(text, T0 + 7) for text in ("Let me look.", "noon", "It is noon.", "no time", "zero")]
+    want = [("Time?", T0 + 5), *at_answer, ("ms", T0 + 60)]
+    _kept(make_daemon, store_dir, a, made[0]["id"], want)
 
 
 def test_llm_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
@@ -164,14 +149,6 @@ def test_llm_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
     con.commit()
     con.close()
     a, made, _ = _imported(make_daemon, store_dir, path, "llm")
-    want = [
-        ("Hi", T0 + 2.5),
-        ("Hello.", T0 + 2.5),
-        ("Be long.", T0 + 60),
-        ("Again", T0 + 60),
-        ("Hello again.", T0 + 60),
-        ("Later", T0 + 60),
-        ("Not yet.", T0 + 60),
-    ]
-    _same(_log(a.home, made[0]["id"]), want)
-    _same(_on_another_device(make_daemon, store_dir, a, made[0]["id"]), want)
+    at_r2 = [(text, T0 + 60) for text in ("Be long.", "Again", "Hello again.", "Later", "Not yet.")]
+    want = [("Hi", T0 + 2.5), ("Hello.", T0 + 2.5), *at_r2]
+    _kept(make_daemon, store_dir, a, made[0]["id"], want)
