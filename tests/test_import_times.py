@@ -103,6 +103,9 @@ def test_claude_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
     assert lo <= first <= hi
     # the source's time is still in the metadata, as before
     assert a.client().messages(made[0]["id"])["messages"][0]["metadata"]["created_at"] == T0 + 1
+    # stats' answer times are the conversation's: 9.25 s, then 0 s (before: 0 s each, one instant)
+    [chat] = a.client().stats(made[0]["id"])["per_chat"]
+    assert chat["avg_response_seconds"] == pytest.approx(4.625, abs=1e-3)
     _kept(make_daemon, store_dir, a, made[0]["id"], want)
 
 
