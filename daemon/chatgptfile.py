@@ -8,18 +8,19 @@ the tool's message answering it (paired along each branch: pair_calls). docs/FOR
 
 Each message keeps its own time (`create_time`) as its created_at, as a fork's copies and a session file's
 messages keep theirs: a message's time is its log operation's `t`, which no checkpoint hashes (FORMATS.md
-sections 4 and 8). One without a usable time takes the import's (reimports.prepared).
+sections 4 and 8). One without a usable time takes the time of the message before it on its branch, the
+import's when none before it has one (importers.carry_times).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from ..storage.errors import Invalid
 from ..storage.model import ROLES
 from . import validate as v
+from .importers import carry_times, own_time
 
 MAX_ID = 200  # a call id's and a name's longest (api/messages.py)
 
@@ -48,10 +49,10 @@ def _name(x: Any) -> str | None:
 
 def _time(x: Any) -> float | None:
     """A message's `create_time` (Unix seconds), to the millisecond its log keeps; None for none usable
-    (null, not a number, negative, or not come yet on this device's clock): the import's time then."""
+    (null, not a number, negative, or not come yet on this device's clock): the one before it's then."""
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         return None
-    return round(float(x), 3) if 0 < x <= time.time() else None
+    return own_time(float(x))
 
 
 def message_of(node: dict, node_id: str, where: str) -> dict | None:
@@ -92,7 +93,8 @@ def message_of(node: dict, node_id: str, where: str) -> dict | None:
 def pair_calls(msgs: list[dict], where: str) -> list[dict]:
     """A branch's messages checked as appends, each tool's message answering a call before it: the earliest
     call of its name not answered yet, else the earliest not answered; a tool's further output right after
-    (a browsing step's several quotes) answers the same call; none before it: it answers none."""
+    (a browsing step's several quotes) answers the same call; none before it: it answers none. A message
+    without a time takes the one before it's (importers.carry_times)."""
     pending: list[dict] = []
     previous: dict | None = None  # the call the message just before (a tool's) answered
     out = []
@@ -117,7 +119,7 @@ def pair_calls(msgs: list[dict], where: str) -> list[dict]:
         own = {k: m[k] for k in ("node", "created_at") if k in m}  # (not a message's fields: the import's)
         checked = v.message({k: x for k, x in m.items() if k not in own}, f"{where}: node {node!r:.80}")
         out.append({**checked, **own})
-    return out
+    return carry_times(out)
 
 
 def parse_chatgpt(data: Any) -> list[dict]:

@@ -7,14 +7,15 @@ before anything is written, and refuses a malformed file with the place that is 
 'assistant'". Every session and message goes through the API's own checks (daemon/validate.py).
 
 A message's original time is kept in the message's metadata as `created_at` (Unix seconds), beside
-`source` and the source's own id; its own `created_at` is the import's. (ChatGPT's import keeps the
-original as the message's `created_at`, as a fork's copies do: daemon/chatgptfile.py.) docs/FORMATS.md
-("Files other apps write") describes the shapes.
+`source` and the source's own id; it is also the message's own `created_at` (its log operation's time,
+as ChatGPT's import and a fork's copies keep theirs: timed, carry_times). docs/FORMATS.md section 10
+describes the shapes.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +60,31 @@ def timestamp(x: Any, where: str) -> float | None:
     if x > 1e11:  # after the year 5138 in seconds: JavaScript's milliseconds
         x = x / 1000
     return round(float(x), 3)
+
+
+def own_time(t: float | None) -> float | None:
+    """A message's time as its log keeps it (its operation's `t`, to the millisecond), or None when it has
+    none usable: none, not above 0, or not come yet on this device's clock."""
+    return round(t, 3) if t is not None and 0 < t <= time.time() else None
+
+
+def carry_times(messages: list[dict]) -> list[dict]:
+    """A conversation's messages in order, each one without a `created_at` of its own given the one before
+    it's, so that its chat's times do not go backwards (stats' answer times rely on them); those before the
+    first that has one keep none, and take the import's time (reimports.prepared)."""
+    out, last = [], None
+    for m in messages:
+        if m.get("created_at") is None and last is not None:
+            m = {**m, "created_at": last}
+        last = m.get("created_at", last)
+        out.append(m)
+    return out
+
+
+def timed(message: dict, when: float | None) -> dict:
+    """A checked message with the source's time as its own `created_at`, when that is usable (own_time)."""
+    t = own_time(when)
+    return {**message, "created_at": t} if t is not None else message
 
 
 def _meta(**fields: Any) -> dict:
@@ -233,21 +259,20 @@ def parse_claude(data: Any) -> list[dict]:
                 turn = [{"role": role, "content": ""}]
             for ti, t in enumerate(turn):
                 calls = {k: t[k] for k in ("tool_calls", "tool_call_id", "name") if k in t}
-                parsed.append(
-                    _message(
-                        t["role"],
-                        t["content"],
-                        f"{where}: {at}",
-                        calls,
-                        source="claude",
-                        id=mid,
-                        created_at=when,
-                        attachments=files if ti == 0 else None,
-                        is_error=t.get("is_error"),
-                    )
+                checked = _message(
+                    t["role"],
+                    t["content"],
+                    f"{where}: {at}",
+                    calls,
+                    source="claude",
+                    id=mid,
+                    created_at=when,
+                    attachments=files if ti == 0 else None,
+                    is_error=t.get("is_error"),
                 )
+                parsed.append(timed(checked, when))
         spec = _session(where, name, source="claude", conversation=uuid, created_at=created)
-        out.append({"spec": spec, "messages": parsed, "forks": []})
+        out.append({"spec": spec, "messages": carry_times(parsed), "forks": []})
     return out
 
 
@@ -295,11 +320,12 @@ def parse_llm(data: Any) -> list[dict]:
         msgs = []
         pending: list[dict] = []  # the calls no result answered yet
         for t in turns:
+            turn: list[dict] = []  # the response's messages, each at its time (a system prompt changed with it too)
             if t["system"] and t["system"] != system:
-                msgs.append(_message("system", t["system"], t["where"] + ".system", source="llm", response=t["id"]))
+                turn.append(_message("system", t["system"], t["where"] + ".system", source="llm", response=t["id"]))
                 system = t["system"]
             if t["prompt"]:
-                msgs.append(
+                turn.append(
                     _message(
                         "user",
                         t["prompt"],
@@ -314,7 +340,7 @@ def parse_llm(data: Any) -> list[dict]:
                 if answered is not None:
                     pending.remove(answered)
                 tool = {"tool_call_id": answered["id"]} if answered else {}
-                msgs.append(
+                turn.append(
                     _message(
                         "tool",
                         r["output"] or "",
@@ -336,7 +362,7 @@ def parse_llm(data: Any) -> list[dict]:
             ]
             pending += made
             if t["response"] or made:
-                msgs.append(
+                turn.append(
                     _message(
                         "assistant",
                         t["response"] or "",
@@ -348,6 +374,7 @@ def parse_llm(data: Any) -> list[dict]:
                         model=t["model"],
                     )
                 )
+            msgs += [timed(m, t["time"]) for m in turn]
         model = s["model"] or next((t["model"] for t in turns if t["model"]), None)
         conversation = key if isinstance(key, str) else None
         spec = _session(
@@ -359,7 +386,7 @@ def parse_llm(data: Any) -> list[dict]:
             conversation=conversation,
             created_at=turns[0]["time"] if turns else None,
         )
-        out.append({"spec": spec, "messages": msgs, "forks": []})
+        out.append({"spec": spec, "messages": carry_times(msgs), "forks": []})
     return out
 
 

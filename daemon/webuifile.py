@@ -1,6 +1,8 @@
 """Open WebUI's chat export in (`import-file --format openwebui`): each chat the branch the user sees, its
 answers' tool calls (kept by Open WebUI in the answer's text as <details type="tool_calls"> blocks) as
-calls and the tools' messages answering them. docs/FORMATS.md section 10."""
+calls and the tools' messages answering them. Each message keeps its `timestamp` as its own time (an
+answer's calls and results share it; one with none takes the one before it's: importers.carry_times).
+docs/FORMATS.md section 10."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from ..api.messages import new_call_id
 from ..storage.errors import Invalid
-from .importers import _kind, _list, _message, _session, _str, timestamp
+from .importers import _kind, _list, _message, _session, _str, carry_times, timed, timestamp
 
 OPENWEBUI_FILE = "Open WebUI export"
 
@@ -155,11 +157,10 @@ def parse_openwebui(data: Any) -> list[dict]:
             turn = _webui_tools(content, mid) if role == "assistant" else [{"role": role, "content": content}]
             for t in turn:
                 calls = {k: t[k] for k in ("tool_calls", "tool_call_id", "name") if k in t}
-                parsed.append(
-                    _message(
-                        t["role"], t["content"], at, calls, source="openwebui", id=mid, created_at=when, model=model
-                    )
+                checked = _message(
+                    t["role"], t["content"], at, calls, source="openwebui", id=mid, created_at=when, model=model
                 )
+                parsed.append(timed(checked, when))
         spec = _session(
             where,
             title,
@@ -169,5 +170,5 @@ def parse_openwebui(data: Any) -> list[dict]:
             chat=cid,
             created_at=created,
         )
-        out.append({"spec": spec, "messages": parsed, "forks": []})
+        out.append({"spec": spec, "messages": carry_times(parsed), "forks": []})
     return out

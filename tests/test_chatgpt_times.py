@@ -1,7 +1,7 @@
 """ChatGPT's export gives each message its own time (`create_time`, Unix seconds): an import keeps it as the
 message's `created_at`, as a fork's copies and a session file's messages keep theirs (times are not in the
 checkpoints' hash, docs/FORMATS.md sections 4 and 8). A message without a usable time (null, text, negative,
-not yet come) takes the import's time."""
+not yet come) takes the time of the message before it on its branch, the import's when none before it has one."""
 
 from __future__ import annotations
 
@@ -75,14 +75,12 @@ def test_chatgpt_messages_keep_their_own_times(make_daemon, store_dir, tmp_path)
     url = f"file://{store_dir}"
     a = make_daemon(url).start()
     c = a.client()
-    before = time.time()
     made = cli_json(a.home, "import-file", _write(tmp_path, "a.json", [conv]), "--format", "chatgpt")["sessions"]
-    after = time.time()
     sid, branch = made[0]["id"], made[1]["id"]
     times = _times(c, sid)
     assert times["u1"] == pytest.approx(T0, abs=1e-3) and times["a1"] == pytest.approx(T0 + 9, abs=1e-3)
-    for node in ("u2", "a2", "u3", "a3", "u4", "a4", "u5"):  # no usable time: the import's
-        assert before - 1 <= times[node] <= after + 1, (node, times[node])
+    for node in ("u2", "a2", "u3", "a3", "u4", "a4", "u5"):  # no usable time: the one before it's
+        assert times[node] == pytest.approx(T0 + 9, abs=1e-3), (node, times[node])
     assert "created_at" not in (c.messages(sid)["messages"][0]["metadata"])  # (kept as the message's own)
     # the branch's fork: its copy of the shared message and its own, each at its time
     assert _times(c, branch) == {"u1": pytest.approx(T0, abs=1e-3), "b1": pytest.approx(T0 + 20, abs=1e-3)}
@@ -119,3 +117,34 @@ def test_a_chatgpt_conversation_keeps_its_own_time_in_the_session_s_metadata(dae
     )["sessions"]
     assert made[0]["metadata"] == {"source": "chatgpt", "conversation": "c-conv-time", "created_at": T0 - 60}
     assert made[1]["metadata"] == {"source": "chatgpt", "conversation": "c-none"}
+
+
+def test_a_chatgpt_message_without_a_time_takes_the_one_before_it_s(daemon, tmp_path):
+    """Before: a message with no usable `create_time` took the import's time, later than the messages after
+    it: its chat's times went backwards (stats' answer times, `log`, the events read it as written today).
+    Now it takes the time of the message before it on its branch (a branch's fork too); the first of a
+    conversation with none, the import's."""
+    conv = _conversation(
+        "c-gaps",
+        [
+            ("u1", "user", "Hi", T0),
+            ("a1", "assistant", "none", None),
+            ("u2", "user", "neg", -5),
+            ("a2", "assistant", "ok", T0 + 30),
+        ],
+        branch=[("b1", "assistant", "branch, none", "absent")],
+    )
+    first = _conversation("c-first", [("f1", "user", "none", None), ("f2", "assistant", "timed", T0)])
+    before = time.time()
+    made = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", [conv, first]))["sessions"]
+    after = time.time()
+    c = daemon.client()
+    assert _times(c, made[0]["id"]) == {
+        "u1": pytest.approx(T0, abs=1e-3),
+        "a1": pytest.approx(T0, abs=1e-3),
+        "u2": pytest.approx(T0, abs=1e-3),
+        "a2": pytest.approx(T0 + 30, abs=1e-3),
+    }
+    assert _times(c, made[1]["id"]) == {"u1": pytest.approx(T0, abs=1e-3), "b1": pytest.approx(T0, abs=1e-3)}
+    lone = _times(c, made[2]["id"])
+    assert before - 1 <= lone["f1"] <= after + 1 and lone["f2"] == pytest.approx(T0, abs=1e-3)
