@@ -1,13 +1,14 @@
-"""The sessions being closed to questions: deleted (`rm`, the clean-up, expiry's, an import's rollback: all
-of them Operations.delete_session) or ended (`end`, an expiry: Operations._end). Each marks its session
-from before its transaction until after its commit, or its failure. A transaction's rows are committed a
+"""The sessions being closed to questions: deleted (`rm`, the clean-up, expiry's, an import's rollback: all of them
+Operations.delete_session) or ended (`end`, an expiry: Operations._end). Each marks its session from before its
+transaction until after its commit, or its failure; not while a delete waits for the session's push (a store
+that is down makes that minutes: a question does not wait for a store). A transaction's rows are committed a
 turn of the loop after it (storage/groupcommit.py), and a read of committed state meanwhile still finds the
-session there and active: a question to its model that came then would ask the model, spend the user's
-tokens, and fail to record the answer (the session gone, or ended: an ended session's history is final).
-A question (complete.py, the OpenAI endpoint) waits for what is under way on its session (`settled`)
-before it reads the session, and so reads it as that left it: gone (the API's 404, as for any session
-deleted), ended (refused as an ended session's question is), or as it was (a clean-up that left it alone,
-its model answering), and the model asked only then."""
+session there and active: a question to its model that came then would ask the model, spend the user's tokens,
+and fail to record the answer (the session gone, or ended: an ended session's history is final). A question
+(complete.py, the OpenAI endpoint) waits for what is under way on its session (`settled`) before it reads the
+session, and so reads it as that left it: gone (the API's 404, as for any session deleted), ended (refused as an
+ended session's question is), or as it was (a clean-up that left it alone, its model answering), and the model
+asked only then."""
 
 from __future__ import annotations
 

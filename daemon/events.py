@@ -1,13 +1,14 @@
 """Change events: fanned out to the socket API's server-sent-event subscribers (GET /v1/events), and the
 last of them kept so that a subscriber whose connection dropped resumes where it was (Last-Event-ID).
 
-Every event has an id, RUN-SEQ (api/events.py): RUN names this run of the daemon, SEQ goes up by one per
-event. The kept events are the last KEEP_EVENTS, each as the bytes a stream sends, fewer if they come to more
-than event_backlog + KEEP_OVER bytes between them (one is always kept). They are kept while someone subscribes
-and for KEEP_FOR seconds after the last subscriber left; not before the first subscriber of a run (no one can
-hold an id of it yet) nor after that: then publishing costs what it did before ids existed, one test. A resume
-from an id whose events were not all kept (another run, too old, or events that came while none were kept)
-starts with one `events.lost` event instead.
+Every event has an id, RUN-SEQ (api/events.py): RUN names this run of the daemon, SEQ goes up by one per event.
+The kept events are the last KEEP_EVENTS, each as the bytes a stream sends (one published while no one
+subscribed: as it is, made into those bytes only if a resume asks for it, its bytes counted without making
+them), fewer if they come to more than event_backlog + KEEP_OVER bytes between them (one is always kept). They
+are kept while someone subscribes and for KEEP_FOR seconds after the last subscriber left; not before the first
+subscriber of a run (no one can hold an id of it yet) nor after that: then publishing costs what it did before
+ids existed, one test. A resume from an id whose events were not all kept (another run, too old, or events that
+came while none were kept) starts with one `events.lost` event instead.
 
 A subscriber's stream holds the events not yet written to it, each as the bytes it is sent (made once per
 event for every subscriber). One that reads too slowly, or not at all (its connection full: its stream's write
@@ -50,6 +51,22 @@ def sse(event: dict) -> bytes:
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
 
+def _sent(item: bytes | dict) -> bytes:
+    """A kept event as a stream sends it."""
+    return item if isinstance(item, bytes) else sse(item)
+
+
+def _size(item: bytes | dict) -> int:
+    """A kept event's bytes as a stream sends it, or (one kept as it is) at most that, without making them:
+    its message ids' (the bulk of a large event; each as long as the first, the shortest of a batch, and its
+    quotes and comma) and 64 for the rest. Never more than it is: what a dropped subscriber had unsent is
+    kept whole (fewer bytes counted keep more events, never fewer)."""
+    if isinstance(item, bytes):
+        return len(item)
+    ids = item.get("ids")
+    return 64 + (len(ids) * (len(str(ids[0])) + 4) if ids else 0)
+
+
 class Subscriber:
     """One stream's events not yet written to it (as the bytes it is sent), and how many bytes they are."""
 
@@ -83,7 +100,9 @@ class Events:
         self._keep_events, self._keep_for = keep_events, keep_for
         self._keep_bytes = backlog + KEEP_OVER  # a dropped stream's unsent events and its connection's, at least
         self._seq = 0  # the last id's SEQ given out
-        self._kept: deque[bytes] = deque()  # the events after SEQ _kept_after, every one of them, in order, as sent
+        # the events after SEQ _kept_after, every one of them, in order: as sent, or (one published with no
+        # subscriber) as it is, made into what is sent only if a resume asks for it (_sent)
+        self._kept: deque[bytes | dict] = deque()
         self._kept_after = 0
         self._kept_bytes = 0  # the bytes of the kept events
         self._keeping = False
@@ -119,7 +138,7 @@ class Events:
             elif seq < self._kept_after:
                 first = [sse(self._lost(after, "too_old"))]
             else:
-                first = list(itertools.islice(self._kept, seq - self._kept_after, None))
+                first = [_sent(ev) for ev in itertools.islice(self._kept, seq - self._kept_after, None)]
         q = Subscriber()
         self._queues.add(q)
         task = asyncio.current_task()
@@ -179,17 +198,16 @@ class Events:
 
     def publish(self, event: dict) -> None:
         """Every append and push passes here: with no subscriber for KEEP_FOR seconds it costs one test,
-        nothing is built."""
+        nothing is built; with none now (kept for a resume), nothing is serialized."""
         if not self._keeping:
             return
         self._seq = seq = self._seq + 1
-        data = sse({**event, "time": round(time.time(), 3), "id": f"{self.run}-{seq}"})
-        kept = self._kept
-        kept.append(data)
-        self._kept_bytes += len(data)
-        while len(kept) > self._keep_events or (self._kept_bytes > self._keep_bytes and len(kept) > 1):
-            self._kept_bytes -= len(kept.popleft())
-            self._kept_after += 1
+        ev = {**event, "time": round(time.time(), 3), "id": f"{self.run}-{seq}"}
+        if not self._queues:  # kept as it is: made into what a stream sends only if a resume asks for it
+            self._keeps(ev)
+            return
+        data = sse(ev)
+        self._keeps(data)
         for q in list(self._queues):
             size = q.queue.qsize()
             if size and (size >= BEHIND or q.held + len(data) > self.backlog):  # too far behind: dropped
@@ -197,6 +215,15 @@ class Events:
                 continue
             q.held += len(data)
             q.queue.put_nowait(data)
+
+    def _keeps(self, item: bytes | dict) -> None:
+        """Keep a published event for a resume, the oldest let go past KEEP_EVENTS or the kept bytes."""
+        kept = self._kept
+        kept.append(item)
+        self._kept_bytes += _size(item)
+        while len(kept) > self._keep_events or (self._kept_bytes > self._keep_bytes and len(kept) > 1):
+            self._kept_bytes -= _size(kept.popleft())
+            self._kept_after += 1
 
     def _drop(self, q: Subscriber) -> None:
         """A subscriber over event_backlog bytes or BEHIND events behind: its events let go (not one of them

@@ -144,7 +144,7 @@ def _messages(body: dict) -> list[dict]:
                 calls = toolcalls.from_request(m["tool_calls"], f"messages[{i}].tool_calls")
                 rec["tool_calls"] = calls
                 if own := toolcalls.of_request(m["tool_calls"], calls):
-                    rec["call_fields"] = own  # (kept, not matched by: _matched)
+                    rec["call_fields"] = own  # (kept, not matched by: _matched; the request's provider's)
         out.append(rec)
     return out
 
@@ -381,6 +381,10 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 if new:
                     for m in new:
                         m["tokens"] = d.estimate(counted_text(m))
+                        if "call_fields" in m:
+                            # the app sent its calls' fields to this provider, which took them: its own, sent
+                            # back to it and to no other (one that does not know a field refuses it)
+                            m["provider"] = p.name
                     await d.db.append_messages(sid, new, chat_id)
             except BaseException:
                 await ahead.drop()

@@ -77,10 +77,13 @@ class Operations:
         question may have begun since the clean-up's list; Sessions.delete). Whether it was deleted."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
-        # Marked as being deleted until its rows are committed: a question to its model meanwhile waits for
-        # the outcome (closing.py).
-        with self.closing.marked(sid):
-            async with self.syncer.ctx.lock(sid):
+        # Marked as being deleted from its transaction until its rows are committed: a question to its model
+        # meanwhile waits for the outcome (closing.py). Not before the lock: a push to a store that is down
+        # holds it for minutes, and a question would wait for that store (one that comes before the
+        # transaction goes on, as one that came before the delete does).
+        await pause_for_tests("delete.lock")  # (the tests hold a delete where it waits for the session's push)
+        async with self.syncer.ctx.lock(sid):
+            with self.closing.marked(sid):
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
                 busy = self.answering if idle_before is not None else None

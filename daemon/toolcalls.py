@@ -260,9 +260,9 @@ def openai_message(m: dict, provider: str | None = None, *, every: bool = False)
     assistant's calls with no text have content null, as OpenAI's own answers do. Its calls carry their
     provider's own fields (`call_fields`) when `provider` is the one that gave them (the message's
     `provider`): another provider may refuse a field it does not know (Gemini's API does). Fields kept with
-    no provider (a file's, an app's history's: whoever gave them is not known) go with the calls to any
-    provider, as the file or the app sends them. `every`: the calls carry their fields whoever gave them
-    (`export --format openai`)."""
+    no provider (a file's: whoever gave them is not known) go with the calls to any provider, as the file
+    sends them (an app's history's are recorded as the provider's its request went to: openai_compat.py).
+    `every`: the calls carry their fields whoever gave them (`export --format openai`)."""
     out = {"role": m["role"], "content": m["content"]}
     for k in OPENAI_FIELDS:
         if m.get(k):

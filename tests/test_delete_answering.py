@@ -143,3 +143,33 @@ def test_a_question_during_an_end_asks_no_model(held):
     assert ended["status"] == "ended", ended
     assert answered[0] == 409 and "ended" in answered[1]["error"]["message"], answered
     assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
+
+
+def test_a_question_does_not_wait_for_a_delete_waiting_for_its_session_s_push(held):
+    """`rm` waits for the session's push under way before its transaction (the sync lock: a push to a store
+    that is down holds it as long as the store's timeouts and retries take, minutes). The session was marked
+    as being deleted from before that wait, so a question to its model meanwhile (`ask`, the OpenAI
+    endpoint) waited for the store too, its app hanging. It is marked from the delete's transaction on now
+    (what the mark is for: the rows written, not committed): a question that comes before it goes on, as one
+    that came before the `rm` does. (The pause point `delete.lock` holds the delete where it waits for the
+    lock.)"""
+    d, p, flag = held("delete.lock")
+    sid = _session(d, "a b c")
+    deleted: list = []
+    deleting = _run(lambda: d.client().delete_session(sid), deleted)
+    try:
+        wait_for(lambda: os.path.exists(flag), timeout=20, what="the delete waiting for the session's push")
+        answered: list = []
+        asking = _run(lambda: _complete(d, sid, None), answered)
+        wait_for(lambda: answered or _logged(d, "complete.waits_closing"), timeout=20, what="the question")
+        assert answered, "the question waits for a delete that waits for a push"
+        assert answered[0][0] == 201 and p.requests, answered
+    finally:
+        if os.path.exists(flag):
+            os.remove(flag)
+    deleting.join(timeout=30)
+    asking.join(timeout=30)
+    assert deleted and not isinstance(deleted[0], ApiError), deleted
+    with pytest.raises(ApiError) as gone:
+        d.client().get_session(sid)
+    assert gone.value.status == 404

@@ -143,6 +143,19 @@ def test_an_exported_session_imported_back_keeps_its_calls_signatures(two, tmp_p
     assert _sent_calls(loop)[0]["extra_content"] == extra
 
 
+def _signed_history() -> tuple[dict, dict, list[dict]]:
+    """An app's own history holding a call of its own, signed: (the call's provider fields, the call as
+    sessiond keeps it, the history)."""
+    extra = {"google": {"thought_signature": signature("call_app")}}
+    call = {"id": "call_app", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    msgs = [
+        {"role": "user", "content": "weather in x?"},
+        {"role": "assistant", "content": None, "tool_calls": [{**call, "extra_content": extra}]},
+        {"role": "tool", "tool_call_id": "call_app", "content": "sunny"},
+    ]
+    return extra, call, msgs
+
+
 def test_a_call_in_an_app_s_own_history_keeps_its_signature(two):
     """An app's history through the OpenAI-compatible endpoint holding a call the session had not recorded
     (the app's own, signed): the call was stored without its fields, so the next request sessiond built from
@@ -151,13 +164,7 @@ def test_a_call_in_an_app_s_own_history_keeps_its_signature(two):
     d, loop, _ = two
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
-    extra = {"google": {"thought_signature": signature("call_app")}}
-    call = {"id": "call_app", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
-    msgs = [
-        {"role": "user", "content": "weather in x?"},
-        {"role": "assistant", "content": None, "tool_calls": [{**call, "extra_content": extra}]},
-        {"role": "tool", "tool_call_id": "call_app", "content": "sunny"},
-    ]
+    extra, call, msgs = _signed_history()
     app = _app(d, sid)
     said = app.chat.completions.create(model="echo-1", messages=msgs).choices[0].message.content
     [kept] = [m for m in c.messages(sid)["messages"] if m.get("tool_calls")]
@@ -192,3 +199,24 @@ def test_an_app_s_call_fields_past_their_bound_are_not_kept_and_the_call_is(two)
     assert loop.requests[-1]["messages"][1]["tool_calls"][1]["extra_content"] == big
     [kept] = [m for m in c.messages(sid)["messages"] if m.get("tool_calls")]
     assert [t["id"] for t in kept["tool_calls"]] == ["c0", "c1"] and "call_fields" not in kept, kept
+
+
+def test_an_app_s_call_fields_go_back_to_the_provider_it_sent_them_to_and_to_no_other(two):
+    """An app's history through the OpenAI-compatible endpoint goes on to the provider the daemon sends the
+    request to: the calls' fields it holds are that provider's (the app sent them to it, and it took them).
+    They were recorded as no provider's, so a later `ask --provider other` sent them to the other provider
+    too, which refuses a field it does not know (OpenAI's API refuses unknown properties of a message). They
+    are recorded as the request's provider's now: sent back to it, and to no other."""
+    d, loop, other = two
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    extra, call, msgs = _signed_history()
+    _app(d, sid).chat.completions.create(model="echo-1", messages=msgs)  # to 'loop', the default provider
+    [kept] = [m for m in c.messages(sid)["messages"] if m.get("tool_calls")]
+    assert kept["call_fields"] == {"call_app": {"extra_content": extra}}, kept
+    c.complete(sid, "and now?", provider="other")
+    sent = _sent_calls(other)
+    assert [set(x) for x in sent] == [{"id", "type", "function"}], sent
+    assert kept["provider"] == "loop", kept  # (the message says whose they are)
+    c.complete(sid, "and here?")  # the provider that took them still gets them
+    assert _sent_calls(loop)[0]["extra_content"] == extra
