@@ -68,8 +68,9 @@ class _Parser(argparse.ArgumentParser):
         message = f"unrecognized arguments: {' '.join(extras)}"
         typed = next((a.partition("=")[0] for a in extras if a.startswith("--") and len(a) > 2), None)
         if typed is not None:
-            # every option of this command, as its help lists them (argparse has no public list of them)
-            known = sorted(set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", self.format_help())))
+            # every option of this command, as its usage line lists them (argparse has no public list of them;
+            # its help's prose may name another command's)
+            known = sorted(set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", self.format_usage())))
             close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
             if close:
                 message += f" (did you mean {close[0]}?)"
