@@ -122,6 +122,14 @@ class ReservedPort:
         self.close()
 
 
+@pytest.fixture
+def reserved_port():
+    """A ReservedPort held for the whole test: for a server the test stops and starts again on one address
+    (a relay's accounts are per address), which no other listen or connection can be given meanwhile."""
+    with ReservedPort() as held:
+        yield held
+
+
 @contextlib.contextmanager
 def relay_served(data: str, *flags: str, log_path: str | None = None):
     """A `sessiond serve` relay process on a free loopback port, its data in `data`; yields what it printed

@@ -68,7 +68,8 @@ def test_a_session_ended_by_hand_is_deleted_at_its_expiry_with_delete_expired(ma
     write_config(d.home, cleanup_interval=30, delete_expired=True)  # the loop must wake for it, not poll
     d.start()
     c = d.client()
-    sid = c.create_session(name="ended early", expires_in=2)["id"]
+    # its message and its end must come before its expiry: 4 s for them (a loaded machine can hold the test)
+    sid = c.create_session(name="ended early", expires_in=4)["id"]
     c.append(sid, "user", "hello")
     c.end(sid)
     kept = c.create_session(name="no expiry")["id"]

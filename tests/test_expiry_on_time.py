@@ -39,13 +39,13 @@ def test_a_session_ends_at_its_expiry(make_daemon):
 def test_a_session_ends_at_its_idle_timeout_counted_from_its_last_activity(make_daemon):
     d = started_with(make_daemon, cleanup_interval=HOUR)
     c = d.client()
-    sid = c.create_session(name="idle", idle_timeout=3)["id"]  # (2 s more than the quiet below: a busy machine)
+    sid = c.create_session(name="idle", idle_timeout=4)["id"]  # (3 s more than the quiet below: a busy machine)
     first = c.get_session(sid)["last_activity"]
     wait_for(lambda: time.time() > first + 1, timeout=10, what="a second of quiet")
     c.append(sid, "user", "still here")  # activity: the timeout counts from here now
     last = c.get_session(sid)["last_activity"]
     assert last > first + 1
-    _ended_by(c, sid, last + 3)
+    _ended_by(c, sid, last + 4)
 
 
 def test_a_session_changed_to_expire_sooner_ends_then(make_daemon):

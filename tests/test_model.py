@@ -650,14 +650,16 @@ def test_an_answer_longer_than_the_idle_timeout_is_recorded_and_the_session_stay
     and shown, was not recorded ("the answer above was not recorded: session ... has ended")."""
     make, p, _ = setup
     c = make().client()
-    sid = c.create_session(model="echo-1", idle_timeout=1)["id"]
-    p.faults.delay, p.faults.hang = 0.4, 0.0  # the fault itself: a slow model, its answer over 2 s
+    # the question must come within the idle timeout of the session's creation, and the look at its status
+    # within the idle timeout of the answer: 2 s each (a loaded machine can hold the test a second)
+    sid = c.create_session(model="echo-1", idle_timeout=2)["id"]
+    p.faults.delay, p.faults.hang = 0.5, 0.0  # the fault itself: a slow model, its answer over 3 s
     if stream:
         answer = c.complete_stream(sid, "one two three four five six")
         assert "".join(answer) == "echo: one two three four five six"
         stored = answer.message
     else:
-        p.faults.delay, p.faults.hang = 0.0, 2.0  # a model that thinks 2 s before its whole answer
+        p.faults.delay, p.faults.hang = 0.0, 3.0  # a model that thinks 3 s before its whole answer
         stored = c.complete(sid, "one two three four five six")
     assert stored is not None and stored["content"] == "echo: one two three four five six", stored
     assert c.get_session(sid)["status"] == "active"

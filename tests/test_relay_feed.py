@@ -17,7 +17,6 @@ import time
 import aiohttp
 
 from conftest import DaemonProc, relay_served, run_cli, wait_for
-from ports import restartable_port
 
 
 def invite(data: str) -> str:
@@ -117,14 +116,14 @@ async def test_an_account_follows_a_bounded_number_of_heads_the_oldest_dropped()
     assert p[1] not in feed._followers  # nobody follows it any more: nothing kept for it
 
 
-def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path):
+def test_followers_hear_of_changes_promptly_after_the_relay_restarts(tmp_path, reserved_port):
     """A relay that starts with no feed file (killed rather than stopped, or its folder written by an earlier
     version, which kept none) has a new epoch, which makes each daemon's feed reset: the daemon reads the
     heads the reset does not name at the revision it holds (here, its folder an earlier version's, with no
     follows logs either: every head), which follows them again: a follower still hears of the next change
     through the feed, in seconds, not at its next full round (minutes)."""
     data = str(tmp_path / "relay")
-    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    first = reserved_port.port  # held for the test: the relay is restarted on it below
     with relay_served(data, "--listen", f"127.0.0.1:{first}") as info:
         port = info["port"]
         a = DaemonProc(str(tmp_path / "a"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()

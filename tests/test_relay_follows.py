@@ -18,7 +18,6 @@ from types import SimpleNamespace
 from nacl.signing import SigningKey
 
 from conftest import DaemonProc, eventually, relay_served, wait_for
-from ports import restartable_port
 from sessiond.relay import feedstate, follows
 from sessiond.relay.admin import revoke
 from sessiond.relay.feed import Feed
@@ -226,14 +225,14 @@ def head_reads(log_path: str) -> list[str]:
         return re.findall(r'"GET /s5/registry\?pk=([A-Za-z0-9_-]+)', f.read())
 
 
-def test_daemons_following_the_feed_go_on_after_a_relay_restart_without_a_full_round(tmp_path):
+def test_daemons_following_the_feed_go_on_after_a_relay_restart_without_a_full_round(tmp_path, reserved_port):
     """Two real daemons share several sessions through a real `sessiond serve`; the relay is stopped and
     started again (an upgrade). A head changed after the restart reaches the other daemon through the
     feed, in seconds, and neither daemon reads the heads of the sessions that did not change: no full
     round (before, the restart reset every feed and each daemon read every head it follows again)."""
     data = str(tmp_path / "relay")
     before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
-    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    first = reserved_port.port  # held for the test: the relay is restarted on it below
     with relay_served(data, "--listen", f"127.0.0.1:{first}", "--access-log", log_path=before_log) as info:
         port = info["port"]
         a = DaemonProc(str(tmp_path / "a"), f"s5+http://{invite(data)}@127.0.0.1:{port}").start()

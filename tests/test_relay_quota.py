@@ -13,7 +13,6 @@ import pytest
 from nacl.signing import SigningKey
 
 from conftest import PY, relay_served
-from ports import restartable_port
 from sessiond.stores.errors import StoreFull, describe_failure, failure_kind
 from sessiond.stores.http import RetryPolicy
 from sessiond.stores.registry import RegistryEntry
@@ -43,10 +42,10 @@ def entry(key: SigningKey, revision: int) -> RegistryEntry:
     return RegistryEntry.create(key, revision, b"\x1e" + bytes([revision]) * 47)
 
 
-async def test_a_full_account_stores_no_new_heads_but_moves_its_own(tmp_path):
+async def test_a_full_account_stores_no_new_heads_but_moves_its_own(tmp_path, reserved_port):
     data = str(tmp_path / "relay")
     mine = SigningKey.generate()
-    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    first = reserved_port.port  # held for the test: the relay is restarted on it below
     with relay_served(data, "--quota", "2K", "--listen", f"127.0.0.1:{first}") as info:
         store = device(info, data, tmp_path, 1)
         try:

@@ -20,7 +20,6 @@ import subprocess
 from nacl.signing import SigningKey
 
 from conftest import PY, DaemonProc, relay_served, wait_for
-from ports import restartable_port
 from sessiond.relay import feedstate, follows
 from sessiond.relay.admin import revoke
 from sessiond.relay.feed import Feed
@@ -61,7 +60,7 @@ def last(client, sid: str) -> list[str]:
     return [m["content"] for m in client.messages(sid, limit=1, last=True)["messages"]]
 
 
-def test_a_reset_reads_the_heads_named_newer_and_those_not_named_and_no_other(tmp_path):
+def test_a_reset_reads_the_heads_named_newer_and_those_not_named_and_no_other(tmp_path, reserved_port):
     """The relay restarts with every account's follows but a new epoch (so each feed resets). While B
     was not looking, A wrote to one session: the reset names its head with a revision B has not read, and
     B reads it. One head B follows is not in B's follows on the relay any more: B reads it too. The other
@@ -69,7 +68,7 @@ def test_a_reset_reads_the_heads_named_newer_and_those_not_named_and_no_other(tm
     every head it follows)."""
     data = str(tmp_path / "relay")
     before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
-    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    first = reserved_port.port  # held for the test: the relay is restarted on it below
     with relay_served(data, "--listen", f"127.0.0.1:{first}", "--access-log", log_path=before_log) as info:
         port = info["port"]
         a, b, sids = shared(tmp_path, port, data, 6)
@@ -124,7 +123,9 @@ def relay_killed_at_exit(data: str, *flags: str, log_path: str):
             proc.stdout.close()
 
 
-def test_a_relay_killed_and_restarted_costs_its_followers_the_heads_that_moved_not_a_full_round(tmp_path):
+def test_a_relay_killed_and_restarted_costs_its_followers_the_heads_that_moved_not_a_full_round(
+    tmp_path, reserved_port
+):
     """A relay killed (kill -9, a crash, a power cut) kept no feed state: it started with a new epoch and
     followed nothing for anyone, so each daemon's reset named nothing, and each read every head it follows
     (a full round: with many shared sessions, every relay crash cost every daemon that). Now what each
@@ -132,7 +133,7 @@ def test_a_relay_killed_and_restarted_costs_its_followers_the_heads_that_moved_n
     follows with its revision, and a daemon reads only the heads that moved."""
     data = str(tmp_path / "relay")
     before_log, after_log = str(tmp_path / "before.log"), str(tmp_path / "after.log")
-    first = restartable_port()  # restarted on it below: a port no other listen can be given meanwhile
+    first = reserved_port.port  # held for the test: the relay is restarted on it below
     with relay_killed_at_exit(data, "--listen", f"127.0.0.1:{first}", "--access-log", log_path=before_log) as info:
         port = info["port"]
         a, b, sids = shared(tmp_path, port, data, 6)

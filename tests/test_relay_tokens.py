@@ -38,6 +38,18 @@ def home_token(home: str) -> str:
     return open(path).read().strip()
 
 
+def current_token(home: str, data: str) -> tuple[str, float] | None:
+    """The token the daemon holds and when the relay has it expire, read from the relay's file of that
+    token (named by its hash); None while there is none: the daemon is between the refusal of its expired
+    token (the relay then deleted the file) and its new login."""
+    token = home_token(home)
+    try:
+        with open(os.path.join(data, "tokens", hashlib.sha256(token.encode()).hexdigest())) as f:
+            return token, json.load(f)["expires"]
+    except FileNotFoundError:
+        return None
+
+
 def sync(home: str):
     res = run_cli(home, "sync", "--wait", "--timeout", "60", "--json")
     return res.returncode, json.loads(res.stdout)
@@ -58,8 +70,10 @@ async def test_an_expired_token_is_refused_and_deleted_and_the_device_logs_in_ag
             c = d.client()
             sid = c.create_session(name="t", initial_messages=[{"role": "user", "content": "hi"}])["id"]
             assert sync(home)[0] == 0
-            old, (old_file,) = home_token(home), token_files(data)
-            expires = json.load(open(os.path.join(data, "tokens", old_file)))["expires"]
+            # the token's life is 1 to 2 s from its login (whole seconds), and the daemon's own calls (its feed)
+            # may find it expired and log in again at any time: the token and its file are read as a pair
+            old, expires = wait_for(lambda: current_token(home, data), timeout=30, what="the daemon's token")
+            old_file = hashlib.sha256(old.encode()).hexdigest()
             wait_for(lambda: time.time() > expires + 0.5, timeout=10, what="the token's expiry")
             assert await status_with(info["port"], old) == 401  # expired: refused, and its file deleted
             assert old_file not in token_files(data)
