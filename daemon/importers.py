@@ -71,8 +71,10 @@ def own_time(t: float | None) -> float | None:
 def carry_times(messages: list[dict]) -> list[dict]:
     """A conversation's messages in order, each one without a `created_at` of its own given the one before
     it's, so that its chat's times do not go backwards (stats' answer times rely on them); those before the
-    first that has one keep none, and take the import's time (reimports.prepared)."""
-    out, last = [], None
+    first that has one take that one's (not the import's, today, which the conversation's times would go back
+    from); a conversation with none keeps none, and takes the import's time (reimports.prepared)."""
+    first = next((m["created_at"] for m in messages if m.get("created_at") is not None), None)
+    out, last = [], first
     for m in messages:
         if m.get("created_at") is None and last is not None:
             m = {**m, "created_at": last}
