@@ -64,8 +64,11 @@ def timestamp(x: Any, where: str) -> float | None:
 
 def own_time(t: float | None) -> float | None:
     """A message's time as its log keeps it (its operation's `t`, to the millisecond), or None when it has
-    none usable: none, not above 0, or not come yet on this device's clock."""
-    return round(t, 3) if t is not None and 0 < t <= time.time() else None
+    none usable: none, not above 0 to the millisecond, or not come yet on this device's clock."""
+    if t is None:
+        return None
+    kept = round(t, 3)
+    return kept if kept > 0 and t <= time.time() else None
 
 
 def carry_times(messages: list[dict]) -> list[dict]:

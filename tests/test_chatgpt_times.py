@@ -147,3 +147,26 @@ def test_a_chatgpt_message_without_a_time_takes_the_one_before_it_s(daemon, tmp_
     assert _times(c, made[1]["id"]) == {"u1": pytest.approx(T0, abs=1e-3), "b1": pytest.approx(T0, abs=1e-3)}
     lone = _times(c, made[2]["id"])
     assert lone == {"f1": pytest.approx(T0, abs=1e-3), "f2": pytest.approx(T0, abs=1e-3)}
+
+
+def test_a_chatgpt_time_above_0_that_rounds_to_0_takes_the_one_before_it_s(daemon, tmp_path):
+    """A `create_time` above 0 but under half a millisecond (0.0004) is 0 to the millisecond a log keeps.
+    Before: it was kept as 0, which the append takes for no time: the message got the import's time, today,
+    between two of last year, and the message after it with no time of its own too. Now it is no usable
+    time (not above 0 as kept): it takes the one before it's, as one of 0 does."""
+    conv = _conversation(
+        "c-tiny",
+        [
+            ("u1", "user", "Hi", T0),
+            ("a1", "assistant", "tiny", 0.0004),
+            ("u2", "user", "none", None),
+            ("a2", "assistant", "ok", T0 + 30),
+        ],
+    )
+    [made] = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", [conv]), "--format", "chatgpt")["sessions"]
+    assert _times(daemon.client(), made["id"]) == {
+        "u1": pytest.approx(T0, abs=1e-3),
+        "a1": pytest.approx(T0, abs=1e-3),
+        "u2": pytest.approx(T0, abs=1e-3),
+        "a2": pytest.approx(T0 + 30, abs=1e-3),
+    }
