@@ -190,3 +190,33 @@ def test_messages_before_the_first_timed_one_take_its_time_not_the_import_s(daem
         assert t == pytest.approx(w, abs=1e-3), (text, t, w)
     [chat] = daemon.client().stats(made["id"])["per_chat"]
     assert chat["avg_response_seconds"] == pytest.approx(5.0, abs=1e-3)  # 0 s, then 10 s
+
+
+def test_stats_do_not_count_an_answer_its_source_timed_before_its_question(daemon, tmp_path):
+    """An app's export may give an answer a time before its question's (a clock set back, an edit): the
+    import keeps both as given. Before: stats counted the answer's wait as negative, and the chat's average
+    wait came out lower than every real one (here 2.5 s of 10 s), or below 0. Now a wait below 0 is not a
+    wait that was measured: it is left out of the average."""
+    msg = lambda uid, sender, text, when: {  # noqa: E731
+        "uuid": uid,
+        "sender": sender,
+        "text": text,
+        "content": [{"type": "text", "text": text}],
+        "created_at": _iso(when),
+    }
+    convs = [
+        {
+            "uuid": "conv-4",
+            "name": "Out of order",
+            "chat_messages": [
+                msg("o1", "human", "asked", T0 + 10),
+                msg("o2", "assistant", "answered before", T0 + 5),
+                msg("o3", "human", "asked again", T0 + 20),
+                msg("o4", "assistant", "answered", T0 + 30),
+            ],
+        }
+    ]
+    [made] = cli_json(daemon.home, "import-file", _write(tmp_path, "c.json", convs), "--format", "claude")["sessions"]
+    assert [t for _, t in _log(daemon.home, made["id"])] == [T0 + 10, T0 + 5, T0 + 20, T0 + 30]  # as given
+    [chat] = daemon.client().stats(made["id"])["per_chat"]
+    assert chat["avg_response_seconds"] == pytest.approx(10.0, abs=1e-3)
