@@ -8,8 +8,8 @@ the tool's message answering it (paired along each branch: pair_calls). docs/FOR
 
 Each message keeps its own time (`create_time`) as its created_at, as a fork's copies and a session file's
 messages keep theirs: a message's time is its log operation's `t`, which no checkpoint hashes (FORMATS.md
-sections 4 and 8). One without a usable time takes the time of the message before it on its branch, the
-import's when none before it has one (importers.carry_times).
+sections 4 and 8). One without a usable time takes the time of the message before it on its branch (the
+first ones, the first usable one's after them; the import's on a branch with none: importers.carry_times).
 """
 
 from __future__ import annotations

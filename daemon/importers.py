@@ -64,15 +64,20 @@ def timestamp(x: Any, where: str) -> float | None:
 
 def own_time(t: float | None) -> float | None:
     """A message's time as its log keeps it (its operation's `t`, to the millisecond), or None when it has
-    none usable: none, not above 0, or not come yet on this device's clock."""
-    return round(t, 3) if t is not None and 0 < t <= time.time() else None
+    none usable: none, not above 0 to the millisecond, or not come yet on this device's clock."""
+    if t is None:
+        return None
+    kept = round(t, 3)
+    return kept if kept > 0 and t <= time.time() else None
 
 
 def carry_times(messages: list[dict]) -> list[dict]:
     """A conversation's messages in order, each one without a `created_at` of its own given the one before
     it's, so that its chat's times do not go backwards (stats' answer times rely on them); those before the
-    first that has one keep none, and take the import's time (reimports.prepared)."""
-    out, last = [], None
+    first that has one take that one's (not the import's, today, which the conversation's times would go back
+    from); a conversation with none keeps none, and takes the import's time (reimports.prepared)."""
+    first = next((m["created_at"] for m in messages if m.get("created_at") is not None), None)
+    out, last = [], first
     for m in messages:
         if m.get("created_at") is None and last is not None:
             m = {**m, "created_at": last}

@@ -18,6 +18,8 @@ branch at current_node) is compared with those forks as well (the app may have g
 and each other branch with the sessions of the family the history matched (the session made of the
 conversation and its branches' forks) the same way: up to date, appended to, or, matching none, new since:
 made a fork of the conversation's session from the last message the two share, as the first import does.
+A history that matches none of them while the line imported before is still one of the export's other
+branches (the app shows an answer it regenerated, a question edited) is such a branch new since too.
 """
 
 from __future__ import annotations
@@ -166,12 +168,18 @@ async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], l
         lines = _Lines(db, max(len(x["messages"]) for x in [item, *item["forks"]]) + 1)
         report = {"source": key[0], "conversation": key[2], "name": item["spec"].get("name")}
         found = await lines.match([s for sid in sids for s in family[sid]], item["messages"], set())
-        if found is None:
+        taken: set[str] = set()  # the sessions a tail of this conversation goes to (one each)
+        if found is not None:
+            _place(found, item["messages"], report, taken, skipped, tails)
+            root = next(sid for sid in sids if found[1] in family[sid])
+        elif (root := await _still_a_branch(lines, sids, item["forks"])) is not None:
+            # the app shows a branch new since (an answer regenerated, a question edited), the history imported
+            # before one of its other branches now: made a fork, as a branch new since is
+            rep = {**report, "branch": item["messages"][-1]["node"]}
+            make.append(await _new_branch(lines, item, item["messages"], root, rep))
+        else:
             make.append({**item, "diverged_from": sids[0]})
             continue
-        taken: set[str] = set()  # the sessions a tail of this conversation goes to (one each)
-        _place(found, item["messages"], report, taken, skipped, tails)
-        root = next(sid for sid in sids if found[1] in family[sid])
         for fork in item["forks"]:
             rep = {**report, "branch": fork["messages"][-1]["node"]}
             if (match := await lines.match(family[root], fork["messages"], taken)) is not None:
@@ -179,6 +187,16 @@ async def sort_out(db: Any, plan: list[dict]) -> tuple[list[dict], list[dict], l
             else:
                 make.append(await _new_branch(lines, item, fork["messages"], root, rep))
     return make, tails, skipped
+
+
+async def _still_a_branch(lines: _Lines, sids: list[str], forks: list[dict]) -> str | None:
+    """The session made of a conversation whose line the export still has as one of its other branches (held
+    by the session, or continuing it), when the history matched none here: the app moved to a new branch."""
+    for sid in sids:
+        for fork in forks:
+            if await lines.match([sid], fork["messages"], set()) is not None:
+                return sid
+    return None
 
 
 def _place(found: Match, export: list[dict], report: dict, taken: set[str], skipped: list, tails: list) -> None:

@@ -82,7 +82,10 @@ def _cuts(
     latest checkpoint (rows: rowid, device, seq, tokens, extra, created_at, an append that passed a mark
     ended here) from the tokens it saw. An append is this device's messages written one after the other
     with one time, up to a noted end; an import's (a fork's, a file's) keep their own times, all before the
-    session was made, and count as one, as its checkpoint is made."""
+    session was made, and count as one, as its checkpoint is made. One that passed a mark ends at the noted
+    end its messages come to: a re-import's tail keeps its messages' own times, which may be after the
+    session was made (the app's conversation continued since), one each (an import's own run, before the
+    session was made, ends where its times do, as before)."""
     run = used - sum(row_charge(r[3], r[4]) for r in rows)
     cuts = []
     i = 0
@@ -101,9 +104,22 @@ def _cuts(
         before = run
         run += sum(row_charge(r[3], r[4]) for r in rows[i:j])
         if rows[i][1] == own and before // iv != run // iv:
+            if _batch(rows[i], created) is not None:
+                j = _noted_end(rows, j)
+                run = before + sum(row_charge(r[3], r[4]) for r in rows[i:j])
             cuts.append(_frontier(rows, j, done, logs))
         i = j
     return cuts
+
+
+def _noted_end(rows: list[tuple], j: int) -> int:
+    """Where the append that passed a mark in rows[:j] ended: j, or, when rows[j-1] is not a noted end, the
+    noted end this device's messages right after it come to (an append with its messages' own times, a
+    re-import's tail, is not one time); j when none does (an append before the mark's ends were noted)."""
+    k = j
+    while k < len(rows) and not rows[k - 1][6] and rows[k][1] == rows[j - 1][1] and rows[k][2] == rows[k - 1][2] + 1:
+        k += 1
+    return k if rows[k - 1][6] else j
 
 
 def _batch(row: tuple, created: float) -> float | None:

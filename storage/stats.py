@@ -67,7 +67,8 @@ class Stats:
                     if role == "user":
                         pending = t if pending is None else pending
                     elif role == "assistant" and pending is not None:
-                        waits.append(t - pending)
+                        if t >= pending:  # (an import keeps its source's times as given: one may go back)
+                            waits.append(t - pending)
                         pending = None
                 chats.append(
                     {

@@ -1,7 +1,8 @@
 """ChatGPT's export gives each message its own time (`create_time`, Unix seconds): an import keeps it as the
 message's `created_at`, as a fork's copies and a session file's messages keep theirs (times are not in the
 checkpoints' hash, docs/FORMATS.md sections 4 and 8). A message without a usable time (null, text, negative,
-not yet come) takes the time of the message before it on its branch, the import's when none before it has one."""
+not yet come) takes the time of the message before it on its branch (the first ones the first usable one's
+after them), the import's on a branch with none."""
 
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ def test_a_chatgpt_message_without_a_time_takes_the_one_before_it_s(daemon, tmp_
     """Before: a message with no usable `create_time` took the import's time, later than the messages after
     it: its chat's times went backwards (stats' answer times, `log`, the events read it as written today).
     Now it takes the time of the message before it on its branch (a branch's fork too); the first of a
-    conversation with none, the import's."""
+    conversation, the first usable one's after it (not the import's, from which its times went back)."""
     conv = _conversation(
         "c-gaps",
         [
@@ -135,9 +136,7 @@ def test_a_chatgpt_message_without_a_time_takes_the_one_before_it_s(daemon, tmp_
         branch=[("b1", "assistant", "branch, none", "absent")],
     )
     first = _conversation("c-first", [("f1", "user", "none", None), ("f2", "assistant", "timed", T0)])
-    before = time.time()
     made = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", [conv, first]))["sessions"]
-    after = time.time()
     c = daemon.client()
     assert _times(c, made[0]["id"]) == {
         "u1": pytest.approx(T0, abs=1e-3),
@@ -147,4 +146,27 @@ def test_a_chatgpt_message_without_a_time_takes_the_one_before_it_s(daemon, tmp_
     }
     assert _times(c, made[1]["id"]) == {"u1": pytest.approx(T0, abs=1e-3), "b1": pytest.approx(T0, abs=1e-3)}
     lone = _times(c, made[2]["id"])
-    assert before - 1 <= lone["f1"] <= after + 1 and lone["f2"] == pytest.approx(T0, abs=1e-3)
+    assert lone == {"f1": pytest.approx(T0, abs=1e-3), "f2": pytest.approx(T0, abs=1e-3)}
+
+
+def test_a_chatgpt_time_above_0_that_rounds_to_0_takes_the_one_before_it_s(daemon, tmp_path):
+    """A `create_time` above 0 but under half a millisecond (0.0004) is 0 to the millisecond a log keeps.
+    Before: it was kept as 0, which the append takes for no time: the message got the import's time, today,
+    between two of last year, and the message after it with no time of its own too. Now it is no usable
+    time (not above 0 as kept): it takes the one before it's, as one of 0 does."""
+    conv = _conversation(
+        "c-tiny",
+        [
+            ("u1", "user", "Hi", T0),
+            ("a1", "assistant", "tiny", 0.0004),
+            ("u2", "user", "none", None),
+            ("a2", "assistant", "ok", T0 + 30),
+        ],
+    )
+    [made] = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", [conv]), "--format", "chatgpt")["sessions"]
+    assert _times(daemon.client(), made["id"]) == {
+        "u1": pytest.approx(T0, abs=1e-3),
+        "a1": pytest.approx(T0, abs=1e-3),
+        "u2": pytest.approx(T0, abs=1e-3),
+        "a2": pytest.approx(T0 + 30, abs=1e-3),
+    }

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 
-from conftest import cli_json, wait_for
+from conftest import cli_json, run_cli, wait_for
 from sessiond.client.wsframes import AppendStream, frame
 
 
@@ -94,3 +95,46 @@ async def test_appends_written_in_one_millisecond_each_end_where_they_ended(tmp_
         assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: first[-1]["seq"]}])]
     finally:
         await db.close()
+
+
+def test_a_reimported_tail_that_passed_the_mark_is_proven_whole_after_a_crash(make_daemon, tmp_path):
+    """A re-import's tail (the app's conversation continued since the first import) keeps each message's own
+    time: times after the session was made, one per message. Before: the start after a crash that lost the
+    checkpoint its tail was due took each of those messages for an append of its own (an append is told by its
+    one time), and made the checkpoint at the message that passed the mark, not after the whole tail as the
+    on-time one is. Now the walk ends an append where the append that passed the mark noted its end."""
+    from test_import_times import _iso
+    from test_reimport import _write, fixture
+
+    d = make_daemon()
+    d.start()
+    first = fixture("claude_conversations.json")[:1]
+    [made] = cli_json(d.home, "import-file", _write(tmp_path, "a.json", first), "--format", "claude")["sessions"]
+    sid, at = made["id"], made["created_at"]
+    c = d.client()
+    held = len(c.messages(sid)["messages"])
+    c.update_session(sid, policy={"checkpoint_interval": c.get_session(sid)["tokens_used"] + 5})
+    later = json.loads(json.dumps(first))
+    for i in range(3):  # continued in Claude after the first import, each message at its own time
+        later[0]["chat_messages"].append(
+            {
+                "uuid": f"a1000000-0000-4000-8000-1000000000{i:02d}",
+                "text": f"tail message {i} " + "words " * 40,
+                "content": [{"type": "text", "text": f"tail message {i} " + "words " * 40}],
+                "sender": ("human", "assistant")[i % 2],
+                "created_at": _iso(at + 0.002 * (i + 1)),
+            }
+        )
+    wait_for(lambda: time.time() > at + 0.01, timeout=5, what="the tail's times to have come")
+    d.env["SESSIOND_CRASH_AT"] = "checkpoint.auto"
+    d.restart()
+    run_cli(d.home, "import-file", _write(tmp_path, "b.json", later), "--format", "claude", "--json")
+    assert d.proc is not None
+    d.proc.wait(20)
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    c = d.client()
+    assert len(c.messages(sid)["messages"]) == held + 3, "the tail was appended before the daemon died"
+    got = c.checkpoints(sid)["checkpoints"]
+    assert [k["messages"] for k in got] == [held + 3], got  # after the whole tail, as the on-time one
+    assert c.verify_proof(sid, got[0])["ok"]

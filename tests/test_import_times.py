@@ -1,8 +1,9 @@
 """Claude's, Open WebUI's and llm's histories give each message its own time: an import keeps it as the
 message's `created_at` (its log operation's `t`, which no checkpoint hashes: docs/FORMATS.md sections 4 and
 10), as ChatGPT's import does. A message with no usable time (none, not above 0, later than this device's
-clock) takes the time of the message before it in its conversation, else the import's: a chat's times do not
-go backwards (stats' answer times rely on it). The times sync as they are: another device reads the same."""
+clock) takes the time of the message before it in its conversation (the first ones the first one's after
+them that has one), else the import's: a chat's times do not go backwards (stats' answer times rely on it).
+The times sync as they are: another device reads the same."""
 
 from __future__ import annotations
 
@@ -155,3 +156,67 @@ def test_llm_messages_keep_their_own_times(make_daemon, store_dir, tmp_path):
     at_r2 = [(text, T0 + 60) for text in ("Be long.", "Again", "Hello again.", "Later", "Not yet.")]
     want = [("Hi", T0 + 2.5), ("Hello.", T0 + 2.5), *at_r2]
     _kept(make_daemon, store_dir, a, made[0]["id"], want)
+
+
+def test_messages_before_the_first_timed_one_take_its_time_not_the_import_s(daemon, tmp_path):
+    """A conversation whose first messages have no usable time, and later ones do. Before: those first ones
+    took the import's time, today, and the chat's times went back from there to the conversation's own (a
+    year before): `log` showed the answer before its question, and stats' wait for the answer was negative.
+    Now they take the first usable time after them; only a conversation with none takes the import's."""
+    msg = lambda uid, sender, text, when: {  # noqa: E731
+        "uuid": uid,
+        "sender": sender,
+        "text": text,
+        "content": [{"type": "text", "text": text}],
+        **({"created_at": when} if when is not None else {}),
+    }
+    convs = [
+        {
+            "uuid": "conv-3",
+            "name": "Late start",
+            "chat_messages": [
+                msg("k1", "human", "no time", None),
+                msg("k2", "assistant", "of the future", _iso(FUTURE)),
+                msg("k3", "human", "timed", _iso(T0 + 30)),
+                msg("k4", "assistant", "answered", _iso(T0 + 40)),
+            ],
+        }
+    ]
+    [made] = cli_json(daemon.home, "import-file", _write(tmp_path, "c.json", convs), "--format", "claude")["sessions"]
+    got = _log(daemon.home, made["id"])
+    want = [("no time", T0 + 30), ("of the future", T0 + 30), ("timed", T0 + 30), ("answered", T0 + 40)]
+    assert [x for x, _ in got] == [x for x, _ in want], got
+    for (text, t), (_, w) in zip(got, want, strict=True):
+        assert t == pytest.approx(w, abs=1e-3), (text, t, w)
+    [chat] = daemon.client().stats(made["id"])["per_chat"]
+    assert chat["avg_response_seconds"] == pytest.approx(5.0, abs=1e-3)  # 0 s, then 10 s
+
+
+def test_stats_do_not_count_an_answer_its_source_timed_before_its_question(daemon, tmp_path):
+    """An app's export may give an answer a time before its question's (a clock set back, an edit): the
+    import keeps both as given. Before: stats counted the answer's wait as negative, and the chat's average
+    wait came out lower than every real one (here 2.5 s of 10 s), or below 0. Now a wait below 0 is not a
+    wait that was measured: it is left out of the average."""
+    msg = lambda uid, sender, text, when: {  # noqa: E731
+        "uuid": uid,
+        "sender": sender,
+        "text": text,
+        "content": [{"type": "text", "text": text}],
+        "created_at": _iso(when),
+    }
+    convs = [
+        {
+            "uuid": "conv-4",
+            "name": "Out of order",
+            "chat_messages": [
+                msg("o1", "human", "asked", T0 + 10),
+                msg("o2", "assistant", "answered before", T0 + 5),
+                msg("o3", "human", "asked again", T0 + 20),
+                msg("o4", "assistant", "answered", T0 + 30),
+            ],
+        }
+    ]
+    [made] = cli_json(daemon.home, "import-file", _write(tmp_path, "c.json", convs), "--format", "claude")["sessions"]
+    assert [t for _, t in _log(daemon.home, made["id"])] == [T0 + 10, T0 + 5, T0 + 20, T0 + 30]  # as given
+    [chat] = daemon.client().stats(made["id"])["per_chat"]
+    assert chat["avg_response_seconds"] == pytest.approx(10.0, abs=1e-3)

@@ -295,7 +295,8 @@ def test_a_chatgpt_answer_replaced_by_one_of_the_same_text_is_a_divergence_not_a
     """Before: ChatGPT's messages were compared by role and text only, so an answer regenerated in ChatGPT
     with the same text ("ok") looked like the session's history continued, and the app's new messages were
     appended after the old answer. Each message now keeps its ChatGPT node id (metadata `id`), and the two
-    are compared by it: the app's history parted from the one here, so it is a session of its own."""
+    are compared by it: the app's history parted from the one here at the answer, so it is a branch of the
+    conversation, made a fork of the session here (the old history still one of the export's branches)."""
     first = _chatgpt_linear("c-same", ("u1", "user", "ok"), ("a1", "assistant", "ok"))
     made = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", [first]), "--format", "chatgpt")
     (sid,) = [s["id"] for s in made["sessions"]]
@@ -312,8 +313,8 @@ def test_a_chatgpt_answer_replaced_by_one_of_the_same_text_is_a_divergence_not_a
     m["a2"]["children"] = ["u3"]
     later["current_node"] = "u3"
     out = cli_json(daemon.home, "import-file", _write(tmp_path, "b.json", [later]), "--format", "chatgpt")
-    assert out["appended"] == [], out
-    [(old, new)] = [(x["session"], x["new_session"]) for x in out["diverged"]]
+    assert out["appended"] == [] and out["diverged"] == [], out
+    [(old, new)] = [(x["session"], x["new_session"]) for x in out["branches"]]
     assert old == sid and new in [s["id"] for s in out["sessions"]]
     assert contents(daemon, sid) == [("user", "ok"), ("assistant", "ok")]  # left as it was
     assert contents(daemon, new) == [("user", "ok"), ("assistant", "ok"), ("user", "ok")]

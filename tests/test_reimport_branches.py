@@ -130,3 +130,35 @@ def test_two_lines_going_on_from_one_session_and_a_branch_that_refuses(daemon, t
     run_cli(daemon.home, "resume", branch, check=True)
     out = cli_json(daemon.home, "import-file", _write(tmp_path, "b.json", [later]), "--format", "chatgpt")
     assert said(out["appended"], "session", "messages", "branch") == [(branch, 1, "b2u")] and out["sessions"] == []
+
+
+def test_an_answer_regenerated_in_the_app_it_now_shows_is_a_new_branch_not_a_new_conversation(daemon, tmp_path):
+    """ChatGPT shows the answer it regenerated (an edited question too): current_node moves to the new
+    branch, and the history imported before is one of the conversation's other branches now. Before: the
+    history, matching no session here, made the whole conversation a session of its own (diverged), its
+    branches made again as forks of it: three sessions more, two of them copies. Now the conversation is
+    known by the old history, still in the export: the new history is made a fork of its session, from the
+    last message the two share; the rest is up to date, and the same export again makes nothing."""
+    c = daemon.client()
+    first = fixture("chatgpt_conversations.json")[:1]
+    made = cli_json(daemon.home, "import-file", _write(tmp_path, "a.json", first), "--format", "chatgpt")["sessions"]
+    sid, branch = (s["id"] for s in made)
+    sessions = listed(daemon)
+    regen = grown(first[0], "b4", ("b5x", "assistant", "1.8 to 2%."), current=True)
+    out = cli_json(daemon.home, "import-file", _write(tmp_path, "b.json", [regen]), "--format", "chatgpt")
+    [new] = out["sessions"]
+    assert out["diverged"] == [] and out["appended"] == [], out
+    assert said(out["branches"], "session", "node", "messages", "new_session") == [(sid, "b5x", 4, new["id"])]
+    assert said(out["skipped"], "session", "reason", "branch") == sorted(
+        [(sid, "up_to_date", "b5"), (branch, "up_to_date", "b2")]
+    )
+    assert new["name"] == "Bread hydration (branch)" and new["provenance"]["session"] == sid
+    assert new["provenance"]["message"] == c.messages(sid)["messages"][2]["id"]
+    assert texts(c, new["id"]) == [*texts(c, sid)[:3], "1.8 to 2%."]
+    assert listed(daemon) == sorted([*sessions, new["id"]])
+    # the same export again: nothing new
+    again = cli_json(daemon.home, "import-file", _write(tmp_path, "b.json", [regen]), "--format", "chatgpt")
+    assert again["sessions"] == [] and again["appended"] == [] and again["diverged"] == [], again
+    assert again["branches"] == [] and {s["reason"] for s in again["skipped"]} == {"up_to_date"}
+    assert said(again["skipped"], "session", "branch") == sorted([(new["id"], None), (sid, "b5"), (branch, "b2")])
+    assert listed(daemon) == sorted([*sessions, new["id"]])
