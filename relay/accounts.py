@@ -6,7 +6,8 @@ and its Ed25519 signature by `pubKey` (0xed | key). Then a token, sent back as `
 On disk (DATA/):
     accounts/<id>.json   one per account: {"pubKey", "label", "created"[, "revoked"]}; id =
                          SHA-256(pubKey)[:16] in hex; label: the invite's (`serve invite --label`)
-    tokens/<SHA-256(token) hex>   {"account", "issued", "expires"}: tokens are kept hashed, never in
+    tokens/<SHA-256(token) hex>   {"account", "issued", "expires"} ("issued" to a fraction of a
+                         second: it orders logins within one): tokens are kept hashed, never in
                          clear, and expire after the relay's --token-ttl (default 30 days); an expired
                          one is refused (401: stores/s5.py logs in again with its key) and its file
                          deleted, at the next login or start if not before; an account keeps its
@@ -130,7 +131,7 @@ def sweep_tokens(
     except FileNotFoundError:
         return 0
     doomed: list[str] = []
-    live: dict[str, list[tuple[float, int, str]]] = {}
+    live: dict[str, list[tuple[float, float, int, str]]] = {}
     for name in names:
         if name.startswith("."):
             continue
@@ -139,14 +140,16 @@ def sweep_tokens(
         if doc is None or doc["expires"] <= now:
             doomed.append(path)
         else:
-            try:
-                written = os.stat(path).st_mtime_ns  # tells apart tokens issued within one second
+            issued = doc.get("issued")
+            issued = issued if isinstance(issued, int | float) else 0
+            try:  # an earlier version's "issued" is in whole seconds: its file's mtime tells such apart
+                written = os.stat(path).st_mtime_ns
             except FileNotFoundError:
                 continue
-            live.setdefault(doc["account"], []).append((doc["expires"], written, path))
+            live.setdefault(doc["account"], []).append((doc["expires"], issued, written, path))
     for held in live.values():
-        held.sort(reverse=True)  # newest first: the latest expiry
-        doomed += [path for _, _, path in held[keep:]]
+        held.sort(reverse=True)  # newest first: the latest expiry, then the latest issued
+        doomed += [path for *_, path in held[keep:]]
     gone = 0
     for path in doomed:
         try:
@@ -235,9 +238,11 @@ class Accounts:
         # a login is rare: the expired files go with it, and this account's oldest, to leave room for this one
         sweep_tokens(self.data_dir, self.token_ttl, keep=MAX_TOKENS_PER_ACCOUNT - 1)
         token = secrets.token_urlsafe(32)
-        now = int(time.time())
+        # "issued" to the clock's fraction of a second: it tells apart the tokens of logins within one second,
+        # which their files' mtimes do not (a coarse clock on many kernels: logins a few ms apart tie)
+        issued = time.time()
         path = os.path.join(self.tokens, _sha(token))
-        doc = {"account": acct, "issued": now, "expires": now + self.token_ttl}
+        doc = {"account": acct, "issued": issued, "expires": int(issued) + self.token_ttl}
         atomic_write(path, json.dumps(doc).encode(), 0o600)
         if self._revoked(acct):  # revoked meanwhile: revoke() marks, then deletes tokens; this one too
             os.unlink(path)

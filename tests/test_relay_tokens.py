@@ -257,3 +257,32 @@ async def test_logins_of_one_account_keep_a_bounded_number_of_tokens(tmp_path):
         assert await status_with(served.port, tokens[0]) == 401  # the oldest went
     finally:
         await served.stop()
+
+
+def test_tokens_issued_within_one_tick_of_the_file_clock_keep_the_newest(tmp_path, monkeypatch):
+    """An account keeps its newest MAX_TOKENS_PER_ACCOUNT tokens, told apart within a second by their files'
+    mtime. A file's mtime comes from a coarse clock on many kernels (a jiffy: 1 to 10 ms; before Linux 6.13
+    every file's), and a device logging in again within that (the test above logs in every ~4 ms) wrote a
+    token whose mtime ties its predecessor's: which of the two a later login deleted was left to the order of
+    their files' names (hashes): about half the time the newest, which its device then found refused. Here
+    every login comes within one second and every token file has the same mtime, as on a coarse clock."""
+    import types
+
+    from sessiond.relay import accounts as module
+
+    base = float(int(time.time()))
+    ticks = iter(range(1000))
+    monkeypatch.setattr(
+        module, "time", types.SimpleNamespace(time=lambda: base + next(ticks) / 1000, monotonic=time.monotonic)
+    )
+    data = str(tmp_path / "relay")
+    accounts = module.Accounts(data, open_registration=True)
+    acct = "0" * 32
+    accounts._create(acct, b"\xed" + b"\x01" * 32, "laptop", None)
+    folder = os.path.join(data, "tokens")
+    issued = []
+    for _ in range(module.MAX_TOKENS_PER_ACCOUNT + 12):
+        issued.append(hashlib.sha256(accounts._issue(acct).encode()).hexdigest())
+        for name in os.listdir(folder):  # every token file written in the same tick of the file clock
+            os.utime(os.path.join(folder, name), ns=(1_700_000_000_000_000_000,) * 2)
+    assert token_files(data) == sorted(issued[-module.MAX_TOKENS_PER_ACCOUNT :])
