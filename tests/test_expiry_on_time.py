@@ -41,7 +41,9 @@ def test_a_session_ends_at_its_idle_timeout_counted_from_its_last_activity(make_
     c = d.client()
     sid = c.create_session(name="idle", idle_timeout=4)["id"]  # (3 s more than the quiet below: a busy machine)
     first = c.get_session(sid)["last_activity"]
-    wait_for(lambda: time.time() > first + 1, timeout=10, what="a second of quiet")
+    # (past first + 1 by more than the daemon's rounding of times to the millisecond: its stamp of the append
+    # could otherwise be first + 1 exactly)
+    wait_for(lambda: time.time() > first + 1.002, timeout=10, what="a second of quiet")
     c.append(sid, "user", "still here")  # activity: the timeout counts from here now
     last = c.get_session(sid)["last_activity"]
     assert last > first + 1

@@ -80,12 +80,18 @@ async def test_an_account_s_feed_never_names_another_account_s_heads(tmp_path):
             assert named(doc) == mine
             # parked on X's feed: Y's writes do not answer it, X's own do, at once
             waiting = asyncio.create_task(changes(port, tx, f"since={doc['cursor']}&epoch={doc['epoch']}&wait=20"))
-            y.client().append(sy, "user", "y writes")
-            synced(y.home)
+            # the loop runs meanwhile (the daemons' calls on threads), so the long-poll is parked while Y writes:
+            # blocking calls here held the request back until both writes were done, and Y's write waking X's
+            # feed went untested. (A start slower than this yield only makes the check below see less.)
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(y.client().append, sy, "user", "y writes")
+            await asyncio.to_thread(synced, y.home)
             assert heads_of(data, ty) == theirs
-            x.client().append(sx, "user", "x writes")
+            done, _ = await asyncio.wait([waiting], timeout=1.0)
+            assert not done, "Y's write answered X's parked feed"
+            await asyncio.to_thread(x.client().append, sx, "user", "x writes")
             t0 = time.monotonic()
-            synced(x.home)
+            await asyncio.to_thread(synced, x.home)
             doc = await asyncio.wait_for(waiting, 20)
             assert time.monotonic() - t0 < 5
             assert not doc["reset"] and named(doc) and named(doc) <= mine, "X's feed named a head of Y's"
