@@ -126,15 +126,15 @@ def summary(samples: list[float], anon: list[float], duration: float) -> dict:
 
 
 def dump_tracemalloc(daemons: list[Daemon], out_dir: str, tag: str) -> None:
-    """SIGUSR2 to each daemon (started with SESSIOND_TRACEMALLOC): its tracemalloc dump, copied out."""
+    """SIGUSR2 to each daemon (started with SESSIOND_TRACEMALLOC or SESSIOND_MEMSTATS): its dump, copied out
+    (daemon/memdebug.py; the atomic write means a file that shows up is whole)."""
     for name, d in zip("ab", daemons):
         before = set(os.listdir(d.home))
         d.proc.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            new = [f for f in set(os.listdir(d.home)) - before if f.startswith("tracemalloc-")]
+            new = [f for f in set(os.listdir(d.home)) - before if f.startswith(("tracemalloc-", "memstats-"))]
             if new:
-                time.sleep(0.5)  # the file is written in one go; let the write finish
                 shutil.copy(os.path.join(d.home, new[0]), os.path.join(out_dir, f"{name}-{tag}.txt"))
                 break
             time.sleep(0.1)  # polling for the dump with a deadline
@@ -231,10 +231,20 @@ def main() -> None:
         help="run the daemons with SESSIOND_TRACEMALLOC=1 and put their allocation-site dumps (after the setup, "
         "every 5 minutes, at the end) in DIR; RSS is then not the daemons' own",
     )
+    ap.add_argument(
+        "--memstats",
+        metavar="DIR",
+        help="run the daemons with SESSIOND_MEMSTATS=1 (no tracing: RSS stays their own) and put their dumps "
+        "(resident memory by kind, glibc's and SQLite's counters, live objects by type) in DIR, as --tracemalloc",
+    )
     args = ap.parse_args()
     if args.tracemalloc:
         os.makedirs(args.tracemalloc, exist_ok=True)
         os.environ["SESSIOND_TRACEMALLOC"] = "1"
+    if args.memstats:
+        os.makedirs(args.memstats, exist_ok=True)
+        os.environ["SESSIOND_MEMSTATS"] = "1"
+    dumps = args.tracemalloc or args.memstats
     store_dir = tempfile.mkdtemp(prefix="sd-bench-mem-")
     url = "file://" + store_dir
     try:
@@ -246,8 +256,8 @@ def main() -> None:
             for sid in shared:
                 cb.import_code(ca.share(sid)["code"])
             setup_s = time.monotonic() - t0
-            if args.tracemalloc:
-                dump_tracemalloc([a, b], args.tracemalloc, "0-start")
+            if dumps:
+                dump_tracemalloc([a, b], dumps, "0-start")
             rng = random.Random(17)
             samples_a: list[float] = []
             samples_b: list[float] = []
@@ -263,8 +273,8 @@ def main() -> None:
                     anon_a.append(rss_mb(a.proc.pid, "RssAnon"))
                     anon_b.append(rss_mb(b.proc.pid, "RssAnon"))
                     next_sample += 1.0
-                    if args.tracemalloc and len(samples_a) % 300 == 0:
-                        dump_tracemalloc([a, b], args.tracemalloc, f"{len(samples_a):05d}s")
+                    if dumps and len(samples_a) % 300 == 0:
+                        dump_tracemalloc([a, b], dumps, f"{len(samples_a):05d}s")
                 sid = rng.choice(shared) if rng.random() < 0.1 else rng.choice(sids)
                 ca.append(sid, "user", f"message {appends} " + "lorem ipsum " * 10)
                 appends += 1
@@ -275,8 +285,8 @@ def main() -> None:
             samples_b.append(rss_mb(b.proc.pid))
             anon_a.append(rss_mb(a.proc.pid, "RssAnon"))
             anon_b.append(rss_mb(b.proc.pid, "RssAnon"))
-            if args.tracemalloc:
-                dump_tracemalloc([a, b], args.tracemalloc, "9-end")
+            if dumps:
+                dump_tracemalloc([a, b], dumps, "9-end")
             follower = check_follower(ca, cb, shared)
             floor = bare_floor(os.path.join(a.home, "sessions.db"))
             wal = os.path.join(a.home, "sessions.db-wal")

@@ -132,6 +132,34 @@ def test_tracemalloc_dump_on_sigusr2(make_daemon):
     assert c.list_sessions() is not None  # the daemon goes on
 
 
+def test_memstats_dump_on_sigusr2(make_daemon):
+    """SESSIOND_MEMSTATS=1, no tracing: each SIGUSR2 writes the resident memory by kind and the live
+    objects by type into the home, the second with what changed since the first (3 sessions' worth)."""
+    d = make_daemon(env={"SESSIOND_MEMSTATS": "1"}).start()
+    c = d.client()
+    d.proc.send_signal(signal.SIGUSR2)
+    first = os.path.join(d.home, "memstats-1.txt")
+    wait_for(lambda: os.path.exists(first), what="the first dump")
+    for i in range(3):
+        c.create_session(name=f"s{i}")
+    d.proc.send_signal(signal.SIGUSR2)
+    second = os.path.join(d.home, "memstats-2.txt")
+    wait_for(lambda: os.path.exists(second), what="the second dump")
+    text = open(second).read()
+    assert os.stat(second).st_mode & 0o777 == 0o600
+    assert not os.path.exists(os.path.join(d.home, "tracemalloc-1.txt"))  # nothing traced
+    assert "## top 40 sites" not in text and "## objects by type (the collector's): top 40 by size" in text
+    counts = {}
+    for line in text.split("## top 40 growths since the first dump\n")[1].splitlines():
+        size, _, n, _, kind = line.split(maxsplit=4)
+        counts[kind] = int(n)
+    assert counts.get("builtins.dict", 0) != 0, text  # the sessions' state: live dicts came and went
+    if os.path.exists("/proc/self/smaps"):
+        heads = [line for line in text.splitlines() if line.startswith("# resident: ")]
+        assert heads and "heap" in heads[0] and "files" in heads[0], text[:400]
+    assert c.list_sessions() is not None  # the daemon goes on
+
+
 async def test_wal_is_reset_under_steady_writes(tmp_path):
     """Writes that never pause: every PASSIVE checkpoint runs while a write transaction is open, so the
     writer never finds the WAL all copied back and never starts it over. Past wal_reset_frames it is
