@@ -13,7 +13,6 @@ Layout in docs/FORMATS.md ("The folder store's layout").
 
 from __future__ import annotations
 
-import collections
 import os
 import secrets
 import struct
@@ -22,13 +21,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 
+from .changewindow import ChangeWindow
+
 JOURNAL = ".journal"  # in the heads folder (a dot name: the listing skips it)
 MAGIC = b"SDHEADS1"  # the format: SDHEADS and a version digit
 HEADER_SIZE = 24  # MAGIC | 16 random bytes naming this journal (a new one when it is started again)
 RECORD_SIZE = 48  # b"H\x01" | pk (33) | u64le revision | u32le crc32 of the 43 bytes before | b"\n"
 RECORD_TAG = b"H\x01"
 MAX_JOURNAL = 4 << 20  # bytes: a journal this long is started again (~87,000 records)
-MAX_BATCHES = 4096  # polls remembered for head_changes tokens (an older token: a full look)
 _RECORD = struct.Struct("<2s33sQ")
 OK, NONE, RELIST = "ok", "none", "relist"  # what a poll's read of the journal says (HeadWatch)
 
@@ -114,8 +114,7 @@ class HeadWatch:
         self.records = 0  # journal records read
         self.bad_records = 0  # torn or foreign records skipped
         self._seq = 0
-        self._known_from = 0
-        self._batches: collections.deque[tuple[int, set[bytes]]] = collections.deque()
+        self.window = ChangeWindow()  # what the latest polls found changed, for head_changes tokens
 
     def poll(self) -> set[bytes]:
         """The heads whose files changed since the last poll (every head, the first time). Raises
@@ -123,24 +122,16 @@ class HeadWatch:
         with self._lock:
             changed = self._poll()
             self._seq += 1
-            if changed:
-                self._batches.append((self._seq, changed))
-                while len(self._batches) > MAX_BATCHES:
-                    self._known_from = self._batches.popleft()[0]
+            self.window.add(self._seq, changed)
             return changed
 
     def changes_since(self, since: object | None) -> tuple[object, set[bytes] | None]:
         """After a poll: (the token for the next call, the heads changed since `since`, None if this
         cannot be told: a first call, a token too old)."""
         with self._lock:
-            if not isinstance(since, int) or since < self._known_from or since > self._seq:
+            if not isinstance(since, int) or since > self._seq:
                 return self._seq, None
-            out: set[bytes] = set()
-            for seq, pks in reversed(self._batches):
-                if seq <= since:
-                    break
-                out |= pks
-            return self._seq, out
+            return self._seq, self.window.since(since)
 
     def _poll(self) -> set[bytes]:
         st = os.stat(self.heads)

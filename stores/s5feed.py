@@ -5,15 +5,14 @@ heads moved without reading each one."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .changewindow import ChangeWindow
 from .errors import RateLimited, ServerError, StoreTimeout, StoreUnreachable
 from .s5account import unb64url
 
-MAX_FEED_BATCHES = 4096  # answers of the change feed remembered for head_changes (older: a full look)
 # seconds the feed may fail as a restarting relay fails (an upgrade, a quick reboot: `restarting`) and
 # still be taken as having named nothing new yet: a relay that keeps its feed across a restart
 # (relay/feedstate.py) names, at its first answer, whatever changed meanwhile, and one that did not resets
@@ -47,10 +46,9 @@ class ChangeFeed:
         self.cursor = 0
         self.heads: dict[bytes, int] = {}
         self._failing_since: float | None = None  # monotonic time of the first failed poll in a row
-        # what each answer named, as (cursor after it, heads), newest last, for changes_since; a cursor
-        # before `_known_from` (the feed reset, or old batches were dropped) means "anything may have changed"
-        self._batches: collections.deque[tuple[int, list[bytes]]] = collections.deque()
-        self._known_from = 0
+        # what each answer named, under the cursor after it, for changes_since; a cursor older than what it
+        # keeps (the feed reset, or old batches were dropped) means "anything may have changed"
+        self.window = ChangeWindow()
         self._task: asyncio.Task | None = None
 
     async def poll(self, wait: float) -> bool:
@@ -70,12 +68,9 @@ class ChangeFeed:
         heads = {} if reset else dict(self.heads)
         heads.update(changes)
         if reset or epoch != self.epoch:
-            self._batches.clear()
-            self._known_from = cursor
-        elif changes:
-            self._batches.append((cursor, [pk for pk, _ in changes]))
-            while len(self._batches) > MAX_FEED_BATCHES:
-                self._known_from = self._batches.popleft()[0]
+            self.window.reset(cursor)
+        else:
+            self.window.add(cursor, [pk for pk, _ in changes])
         self.heads, self.epoch, self.cursor = heads, epoch, cursor
         return True
 
@@ -127,14 +122,9 @@ class ChangeFeed:
         if not self.healthy:
             return None
         token = (self.epoch, self.cursor)
-        if not isinstance(since, tuple) or since[0] != self.epoch or since[1] < self._known_from:
+        if not isinstance(since, tuple) or len(since) != 2 or since[0] != self.epoch or not isinstance(since[1], int):
             return token, None
-        changed: set[bytes] = set()
-        for cursor, pks in reversed(self._batches):
-            if cursor <= since[1]:
-                break
-            changed.update(pks)
-        return token, changed
+        return token, self.window.since(since[1])
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -12,8 +12,8 @@ from nacl.signing import SigningKey
 
 from conftest import cli_json, run_cli
 from sessiond.storage.fsutil import atomic_write
+from sessiond.stores import changewindow, headjournal
 from sessiond.stores import file as file_store
-from sessiond.stores import headjournal
 from sessiond.stores.file import FileStore
 from sessiond.stores.registry import RegistryEntry
 from waiting import wait_for
@@ -211,3 +211,23 @@ async def test_a_head_deleted_from_the_folder_is_named_changed(tmp_path):
     assert pks == {head(1, 1).pk}
     token, pks = await poll(store, token)
     assert pks == set()
+
+
+async def test_the_journal_keeps_what_its_polls_named_within_the_change_window(tmp_path, monkeypatch):
+    """A follower's token from many looks ago gets "cannot say" once its polls named more heads than the
+    window keeps (a full look follows), while the last look's token still gets exactly what moved."""
+    monkeypatch.setattr(changewindow, "MAX_NAMED", 60)
+    store = FileStore(str(tmp_path / "s"))
+    for i in range(20):
+        await store.set_head(head(i, 1))
+    first, pks = await poll(store, None)
+    token = first
+    for rev in range(2, 6):  # 4 rounds of 20 heads moved: 80 named, over the window's 60
+        for i in range(20):
+            await store.set_head(head(i, rev))
+        last = token
+        token, pks = await poll(store, token)
+        assert len(pks) == 20
+    assert store._watch.window.named <= 60
+    assert (await poll(store, first))[1] is None
+    assert len((await poll(store, last))[1]) == 20
