@@ -197,3 +197,31 @@ def test_a_call_s_appended_fields_reach_another_device(make, provider, store_dir
         timeout=20,
         what="B's call's fields on A",
     )
+
+
+def test_another_device_s_call_fields_are_checked_as_an_append_s():
+    """Another device's messages are checked as the API checks an app's (issue 19), and their `call_fields`
+    were not checked at all: a device could sync fields naming no call of the message, a call's own fields,
+    or past 64 KiB, which this device's API refuses. They are refused now, naming the message, as a page's
+    tool_calls on a message not an assistant's are (test_formats: the checks of a pulled log, before anything
+    is applied)."""
+    from sessiond.daemon.remote_checks import remote_log
+    from sessiond.storage.errors import Invalid
+    from sessiond.storage.model import RemoteLog
+
+    def log(extra: dict) -> RemoteLog:
+        row = ("s", "main", "dev", 7, 7, "assistant", "", 0, 1.0, json.dumps(extra))
+        return RemoteLog("dev", [row], [], 7)
+
+    remote_log(log({"tool_calls": [CALL], "call_fields": FIELDS}))  # as this device keeps them: taken
+    for extra, says in (
+        ({"tool_calls": [CALL], "call_fields": {"call_x": {"a": 1}}}, "names 'call_x', which is not the id of one"),
+        ({"call_fields": FIELDS}, "names 'call_app', which is not the id of one of the message's calls"),
+        ({"tool_calls": [CALL], "call_fields": {"call_app": {"id": "x"}}}, "holds id: a call's own fields"),
+        ({"tool_calls": [CALL], "call_fields": {"call_app": {"x": "y" * (65 << 10)}}}, "larger than 64 KiB"),
+        ({"tool_calls": [CALL], "call_fields": {"call_app": {}}}, "must be an object of a provider's own fields"),
+        ({"tool_calls": [CALL], "call_fields": ["sig"]}, "call_fields must be an object"),
+    ):
+        with pytest.raises(Invalid) as e:
+            remote_log(log(extra))
+        assert e.value.message.startswith("message 7: call_fields") and says in e.value.message, e.value.message
