@@ -33,6 +33,18 @@ class ToolCall(TypedDict):
 
 
 ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)]
+# A model's calls' own fields from its provider, by call id: an object per call of the message, of the fields
+# the provider gave beside id, type and function (Gemini 3's `extra_content` with its thought signature,
+# which it must be sent back with the call), each at most 64 KiB as JSON (the daemon checks the ids and sizes:
+# daemon/toolcalls.py). Sent back with the calls to the provider that gave them (to any, when not known).
+CallFields = Annotated[
+    dict[str, JsonObject],
+    Field(
+        max_length=MAX_TOOL_CALLS,
+        description="a call's provider fields (beside id, type and function) by the call's id: one of the"
+        " message's tool_calls; each at most 64 KiB as JSON",
+    ),
+]
 
 
 def new_call_id() -> str:
@@ -54,8 +66,10 @@ class MessageIn(TypedDict, total=False):
     """A message: role and content, with optional token count (estimated by the daemon when absent),
     names and metadata. Appended, `chat` (id or name) defaults to the session's current chat; a
     session's initial messages ignore it. An assistant's message may carry the model's `tool_calls` (its
-    content then often empty); a tool's message names the call it answers with `tool_call_id`, a call of
-    its chat (stored, or earlier in a batch: else refused, 422), or leaves it out (it answers no call)."""
+    content then often empty), and with `call_fields` the provider's own fields of those calls (Gemini 3's
+    thought signature: sent back with them to any provider, as whose they are is not known); a tool's
+    message names the call it answers with `tool_call_id`, a call of its chat (stored, or earlier in a
+    batch: else refused, 422), or leaves it out (it answers no call)."""
 
     role: Required[Role]
     content: Required[Text(MAX_TEXT, nul=True)]
@@ -64,6 +78,7 @@ class MessageIn(TypedDict, total=False):
     name: Text(200) | None
     tool_call_id: Text(200) | None
     tool_calls: ToolCalls | None
+    call_fields: CallFields | None
     metadata: JsonObject | None
 
 
@@ -135,6 +150,7 @@ class Message(TypedDict):
     name: NotRequired[str]
     tool_call_id: NotRequired[str]
     tool_calls: NotRequired[list[ToolCall]]
+    call_fields: NotRequired[dict[str, JsonObject]]  # the calls' provider fields, by call id
     # a model's answer as its question's request recorded it (not kept): the calls it made that could not
     # be recorded (one without a function name), each by its index in the model's list and why
     tool_calls_dropped: NotRequired[list[DroppedCall]]

@@ -208,7 +208,7 @@ class Api:
     # broken connection is answered with the first result instead of storing the messages twice.
     def append(
         self, sid: str, role: str, content: str, *, idempotency_key: str | None = None, **extra: Any
-    ) -> Message:  # extra: MessageIn's other fields (tokens, chat, name, ...)
+    ) -> Message:  # extra: MessageIn's other fields (tokens, chat, name, tool_calls, call_fields, ...)
         return self._append(
             sid,
             {"role": role, "content": content, **{k: v for k, v in extra.items() if v is not None}},

@@ -185,8 +185,8 @@ async def prepare(
     system = chat_row.get("system_prompt") or session.get("system_prompt")
     if system:
         messages.append({"role": "system", "content": system})
-    for m in session.get("initial_messages") or []:
-        messages.append(toolcalls.openai_message(m))
+    for m in session.get("initial_messages") or []:  # (their calls' fields, an app's, go to any provider)
+        messages.append(toolcalls.openai_message(m, p.name))
     messages += [toolcalls.openai_message(m, p.name) for m in await db.context_messages(sid, chat_id)]
     # as the model takes them (sendable.py); what the session holds is as it was given
     sent = sendable.history(messages)

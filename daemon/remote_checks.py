@@ -17,6 +17,7 @@ from ..api.types import INT_MAX, ROLES, STATUSES, Number, Whole
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from .checker import checker, field_checker
+from .toolcalls import by_call_id
 from .validate import _known, chat_spec, initial_messages, json_value, obj, settings, stored_field, within
 
 # ------------------------------------------------------------------ operations from other devices
@@ -133,3 +134,5 @@ def remote_log(lg) -> None:
             _TOOL_CALLS(extra["tool_calls"], f"{where}: tool_calls")
             if r[5] != "assistant":
                 raise Invalid(f"{where}: tool_calls on a message of role {r[5]!r:.40}, not an assistant's")
+        if extra.get("call_fields") is not None:  # the calls' provider fields: as an append's (validate.given)
+            by_call_id(extra["call_fields"], extra.get("tool_calls"), f"{where}: call_fields")

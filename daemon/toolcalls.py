@@ -111,16 +111,23 @@ def of_file(given: Any, calls: list[dict] | None, where: str, by_id: Any = None)
             where_i = f"{where}.tool_calls[{i}]'s fields beyond id, type and function"
             out[kept_call["id"]] = checked_fields(own, where_i)
     if by_id is not None:
-        if not isinstance(by_id, dict):
-            raise Invalid(f"{where}.call_fields must be an object: a call's provider fields by the call's id")
-        ids = {c["id"] for c in calls or ()}
-        for cid, own in by_id.items():
-            if cid not in ids:
-                raise Invalid(
-                    f"{where}.call_fields names {cid!r:.80}, which is not the id of one of the message's calls"
-                )
-            out[cid] = checked_fields(own, f"{where}.call_fields[{cid!r:.80}]")
+        out.update(by_call_id(by_id, calls, f"{where}.call_fields"))
     return out or None
+
+
+def by_call_id(by_id: Any, calls: list[dict] | None, where: str) -> dict:
+    """A message's `call_fields` as given (a session file's, an append's): a call's provider fields by the id
+    of one of the message's `calls` (as kept), each checked (checked_fields); else refused (Invalid) naming
+    `where` (the field: `messages[3].call_fields`). Empty when `by_id` names no call."""
+    if not isinstance(by_id, dict):
+        raise Invalid(f"{where} must be an object: a call's provider fields by the call's id")
+    ids = {c["id"] for c in calls or ()}
+    out = {}
+    for cid, own in by_id.items():
+        if cid not in ids:
+            raise Invalid(f"{where} names {cid!r:.80}, which is not the id of one of the message's calls")
+        out[cid] = checked_fields(own, f"{where}[{cid!r:.80}]")
+    return out
 
 
 class Answered:

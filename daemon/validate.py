@@ -43,6 +43,7 @@ from ..storage.errors import BadParameter, Invalid
 from ..storage.ids import check_id
 from ..sync import dagcbor
 from .checker import Checker, checker, field_checker
+from .toolcalls import by_call_id
 
 # The contract (api/) and the storage it feeds agree on these; say so at start-up rather than drift.
 assert ROLES == _db.ROLES and STATUSES == _db.STATUSES and (*SETTING_RANGES, "provider") == _db.SETTINGS_KEYS
@@ -171,7 +172,18 @@ def given(msgs: list[dict], where: str | None = "messages") -> list[dict]:
             msgs[i] = m = _given(m)
         if "tool_calls" in m:
             _calls_of_assistant(m, f"{where}[{i}]" if where else None)
+        if "call_fields" in m:
+            _call_fields(m, f"{where}[{i}].call_fields" if where else "call_fields")
     return msgs
+
+
+def _call_fields(m: dict, where: str) -> None:
+    """A message's `call_fields` checked as a session file's are (toolcalls.by_call_id), in place; none kept
+    when it names no call (`{}`)."""
+    if own := by_call_id(m["call_fields"], m.get("tool_calls"), where):
+        m["call_fields"] = own
+    else:
+        del m["call_fields"]
 
 
 def _calls_of_assistant(m: dict, where: str | None) -> None:

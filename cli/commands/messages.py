@@ -44,6 +44,15 @@ def register(commands: Commands) -> None:
         metavar=("ID", "NAME", "ARGS_JSON"),
         help="the same, with the call's id as the model gave it",
     )
+    calls.add_argument(
+        "--call-fields",
+        nargs=2,
+        action="append",
+        metavar=("ID", "FIELDS_JSON"),
+        help="the provider's own fields of call ID (given with --tool-call-with-id), a JSON object of those beside"
+        ' id, type and function, e.g. Gemini 3\'s \'{"extra_content": {"google": {"thought_signature":'
+        ' "..."}}}\': sent back with the call to the model; repeat for each call',
+    )
     calls.add_argument("--tool-call-id", metavar="ID", help="(--role tool) the id of the call this result answers")
     calls.add_argument(
         "--name", help="the message's name (the API's `name`): for --role tool, the function whose result this is"
@@ -87,6 +96,7 @@ def cmd_add(args) -> int:
         chat=args.chat,
         tokens=args.tokens,
         tool_calls=calls or None,
+        call_fields=call_fields(args.call_fields or []) or None,
         tool_call_id=args.tool_call_id,
         name=args.name,
     )
@@ -122,6 +132,23 @@ def tool_calls(role: str, given: list[list[str]]) -> list[dict]:
         if not isinstance(parsed, dict):
             raise UsageError(f"{option} {name}: ARGS_JSON must be a JSON object (e.g. '{{\"q\": \"x\"}}' or '{{}}')")
         out.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+    return out
+
+
+def call_fields(given: list[list[str]]) -> dict:
+    """`add`'s --call-fields ID FIELDS_JSON, as the API's call_fields (by call id; the daemon checks them as an
+    import does: ids of the message's calls, sizes). Refused (usage) when not a JSON object, or an ID twice."""
+    out: dict = {}
+    for call_id, fields in given:
+        option = f"--call-fields {call_id}"
+        if call_id in out:
+            raise UsageError(f"{option} is given twice: give a call's fields once, in one JSON object")
+        try:
+            out[call_id] = json.loads(fields)
+        except (ValueError, RecursionError) as exc:
+            raise UsageError(f"{option}: FIELDS_JSON is not valid JSON ({exc}): {fields!r:.200}") from None
+        if not isinstance(out[call_id], dict):
+            raise UsageError(f"{option}: FIELDS_JSON must be a JSON object (e.g. '{{\"extra_content\": {{...}}}}')")
     return out
 
 

@@ -19,8 +19,9 @@ async def append_messages(request: web.Request) -> web.Response:
 
 
 BATCH_KEY = b'"messages"'  # in a body that is a batch
-NESTED = ("metadata", "tool_calls")  # a message's fields that hold objects
-TOOL_KEYS = ("name", "tool_call_id", "tool_calls")  # echoed in a single message's answer, as read back
+NESTED = ("metadata", "tool_calls", "call_fields")  # a message's fields that hold objects
+# echoed in a single message's answer, as read back
+TOOL_KEYS = ("name", "tool_call_id", "tool_calls", "call_fields")
 
 
 def append_body(raw: bytes) -> dict:
