@@ -415,6 +415,9 @@ class Database:
     async def devices(self, sid: str) -> dict[str, int]:
         return await self.syncstate.devices(sid)
 
+    async def written_after(self, sid: str, seq: int) -> tuple[list[str], int, int]:
+        return await self.syncstate.written_after(sid, seq)
+
     async def move_store(self, old_url: str) -> int:
         return await self.syncstate.move_store(old_url)
 
