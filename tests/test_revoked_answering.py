@@ -113,3 +113,58 @@ def test_the_openai_endpoint_asks_no_model_during_a_revocation(pair):
     answered = _raced(pair, lambda: app.chat.completions.create(model="echo-1", messages=history))
     assert isinstance(answered, openai.BadRequestError), answered  # (the endpoint answers 409s as 400)
     assert "rekeyed without this device" in answered.message, answered.message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_an_answer_under_way_when_the_revocation_comes_is_not_recorded_and_the_app_is_told(
+    make_daemon, tmp_path, stream
+):
+    """A question asked before this device knew (its model answering) when the pull learns of the rekey: its
+    answer is not recorded, as an ended session's is not (nothing written here would reach another device),
+    and the app is told so with the way on; a streamed answer's text reached the app before that."""
+    p, server = serve_threaded(Provider())
+    if stream:
+        p.faults.script, p.faults.script_wait = [({"content": "one "}, None), ({"content": "two"}, "stop")], 1
+    else:
+        p.faults.held = True
+    try:
+        url = "file://" + str(tmp_path / "store")
+        a = make_daemon(url).start()
+        b = started_with_provider(
+            lambda: make_daemon(url), f"http://127.0.0.1:{server.port}/v1", poll_interval=3600, sync_interval=3600
+        )
+        sid = a.client().create_session(name="shared", model="echo-1")["id"]
+        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+        run_cli(b.home, "import", input=code + "\n", check=True)
+        answered: list = []
+
+        def ask():
+            c = UnixHTTP(b.socket, timeout=60)
+            body = json.dumps({"content": "a b c", "stream": stream})
+            c.request("POST", f"/v1/sessions/{sid}/complete", body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            got = (r.status, r.read().decode())
+            c.close()
+            return got
+
+        asking = _run(ask, answered)
+        wait_for(lambda: p.requests and (not stream or p.scripted), timeout=20, what="the model answering")
+        cli_json(a.home, "unshare", sid, "--device", cli_json(b.home, "status")["device_id"])
+        synced = run_cli(b.home, "sync", "--wait")
+        assert "rekeyed without this device" in synced.stdout, synced.stdout
+        p.resume.set()
+        asking.join(timeout=30)
+        status, text = answered[0]
+        if stream:
+            assert status == 200 and '"content": "one "' in text and '"content": "two"' in text, text
+            error = json.loads(text.rsplit("event: error\ndata: ", 1)[1])["error"]
+            assert "the answer above was not recorded" in error["message"], error
+        else:
+            assert status == 409, text
+            error = json.loads(text)["error"]
+            assert "the model's answer was not recorded" in error["message"], error
+        assert error["code"] == "revoked" and "sessiond import" in error["message"], error
+        assert [m["role"] for m in b.client().messages(sid)["messages"]] == ["user"]  # the question, no answer
+    finally:
+        p.resume.set()
+        server.stop()
