@@ -17,6 +17,15 @@ def contents(d: DaemonProc, sid: str) -> list[str]:
     return [m["content"] for m in d.client().messages(sid, limit=1000)["messages"]]
 
 
+def shared(a: DaemonProc, b: DaemonProc) -> str:
+    """A session A made, with one message, shared read-write with B, which imported it: its id."""
+    sid = cli_json(a.home, "new", "--name", "shared")["id"]
+    a.client().append(sid, "user", "before")
+    code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+    run_cli(b.home, "import", input=code + "\n", check=True)
+    return sid
+
+
 def refused(call) -> ApiError:
     with pytest.raises(ApiError) as e:
         call()
@@ -28,11 +37,8 @@ def test_a_device_dropped_by_unshare_shows_revoked_and_refuses_writes(tmp_path):
     a = DaemonProc(str(tmp_path / "a"), url).start()
     b = DaemonProc(str(tmp_path / "b"), url).start()
     try:
-        ca, cb = a.client(), b.client()
-        sid = cli_json(a.home, "new", "--name", "shared")["id"]
-        ca.append(sid, "user", "before")
-        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
-        run_cli(b.home, "import", input=code + "\n", check=True)
+        cb = b.client()
+        sid = shared(a, b)
         cb.append(sid, "assistant", "B was here")
         cb.sync(wait=True)
         wait_for(lambda: "B was here" in contents(a, sid), timeout=15)
@@ -119,10 +125,7 @@ def test_what_a_dropped_device_wrote_after_the_rekey_read_its_log_is_named_not_l
     b.start()
     try:
         ca, cb = a.client(), b.client()
-        sid = cli_json(a.home, "new", "--name", "shared")["id"]
-        ca.append(sid, "user", "before")
-        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
-        run_cli(b.home, "import", input=code + "\n", check=True)
+        sid = shared(a, b)
         early = cb.append(sid, "assistant", "B early")
         cb.sync(wait=True)
         wait_for(lambda: "B early" in contents(a, sid), timeout=15)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 
 import openai
 import pytest
 
+from asking import complete_raw, in_thread, logged
 from conftest import UnixHTTP, cli_json, openai_app, run_cli, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
-from sessiond.client import ApiError
 
 
 @pytest.fixture
@@ -45,45 +44,18 @@ def pair(make_daemon, tmp_path):
     server.stop()
 
 
-def _logged(d, event: str) -> list[dict]:
-    with open(os.path.join(d.home, "logs", "sessiond.log")) as f:
-        return [x for x in map(json.loads, f) if x.get("event") == event]
-
-
-def _complete(d, sid: str) -> tuple[int, dict]:
-    """POST .../complete with no new question (nothing is written before the model's answer)."""
-    c = UnixHTTP(d.socket, timeout=60)
-    c.request("POST", f"/v1/sessions/{sid}/complete", body="{}", headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    got = (r.status, json.loads(r.read()))
-    c.close()
-    return got
-
-
-def _run(fn, out: list) -> threading.Thread:
-    def go():
-        try:
-            out.append(fn())
-        except (ApiError, openai.APIStatusError) as exc:
-            out.append(exc)
-
-    t = threading.Thread(target=go)
-    t.start()
-    return t
-
-
 def _raced(pair, ask):
     """A drops B; B's pull learns it, its commit held; `ask()` sent meanwhile; then the commit let go: what
     the question answered (or raised)."""
     a, b, sid, p, flag = pair
     cli_json(a.home, "unshare", sid, "--device", cli_json(b.home, "status")["device_id"])
     pulled: list = []
-    pulling = _run(lambda: run_cli(b.home, "sync", "--wait"), pulled)
+    pulling = in_thread(lambda: run_cli(b.home, "sync", "--wait"), pulled)
     wait_for(lambda: os.path.exists(flag), timeout=20, what="the revocation's commit held")
     answered: list = []
-    asking = _run(ask, answered)
+    asking = in_thread(ask, answered)
     # the model asked (the bug), or the question waiting for the outcome
-    wait_for(lambda: p.requests or _logged(b, "complete.waits_closing") or answered, timeout=20, what="the question")
+    wait_for(lambda: p.requests or logged(b, "complete.waits_closing") or answered, timeout=20, what="the question")
     os.remove(flag)  # the revocation commits
     pulling.join(timeout=30)
     asking.join(timeout=30)
@@ -96,7 +68,7 @@ def _raced(pair, ask):
 
 def test_a_question_during_a_revocation_asks_no_model(pair):
     _, b, sid, _, _ = pair
-    status, body = _raced(pair, lambda: _complete(b, sid))
+    status, body = _raced(pair, lambda: complete_raw(b, sid))
     assert status == 409 and body["error"]["code"] == "revoked", (status, body)
     message = body["error"]["message"]
     assert "rekeyed without this device" in message and "sessiond import" in message, message
@@ -147,7 +119,7 @@ def test_an_answer_under_way_when_the_revocation_comes_is_not_recorded_and_the_a
             c.close()
             return got
 
-        asking = _run(ask, answered)
+        asking = in_thread(ask, answered)
         wait_for(lambda: p.requests and (not stream or p.scripted), timeout=20, what="the model answering")
         cli_json(a.home, "unshare", sid, "--device", cli_json(b.home, "status")["device_id"])
         synced = run_cli(b.home, "sync", "--wait")
