@@ -153,3 +153,28 @@ def test_what_a_dropped_device_wrote_after_the_rekey_read_its_log_is_named_not_l
     finally:
         a.stop()
         b.stop()
+
+
+async def test_what_the_revocation_says_of_this_device_s_writes_by_what_the_notice_names(db):
+    """The revocation's words on what this device wrote past its log's frozen end (rekey.py `_left_here`), on
+    a real database: the notice's `s` names how far the rekey carried this device's log over; a notice of
+    sessiond before it names nothing, and what this device wrote is then said to be held here as a
+    possibility, as by a notice naming other devices only; nothing written past it, nothing said."""
+    import types
+
+    from sessiond.sync.rekey import Rekeyer
+
+    me, other = b"\x01" * 33, b"\x02" * 33
+    sid = (await db.create_session({"name": "s"}))["id"]
+    ids = [(await db.append_messages(sid, [{"role": "user", "content": f"m{i}"}]))[0]["id"] for i in range(7)]
+    seq = await db.last_seq(sid)
+    left = Rekeyer(types.SimpleNamespace(db=db), None, None)._left_here  # type: ignore[arg-type]
+
+    assert await left(sid, {"s": [{"k": me, "s": seq}]}, me) == ""
+    said = await left(sid, {"s": [{"k": other, "s": 0}, {"k": me, "s": seq - 2}]}, me)
+    assert "2 messages" in said and f"({ids[5]}, {ids[6]})" in said and "held here only" in said, said
+    said = await left(sid, {"s": [{"k": me, "s": 0}]}, me)  # nothing carried over: the first 5 named, and more
+    assert "messages" in said and ids[4] in said and ids[5] not in said and ", ...)" in said, said
+    for notice in ({}, {"s": [{"k": other, "s": 3}]}, {"s": [{"k": me, "s": "3"}]}):
+        said = await left(sid, notice, me)
+        assert "does not say how far" in said and "held here only" in said, (notice, said)
