@@ -158,7 +158,7 @@ async def prepare(
 ) -> Plan:
     """Everything checked, the question recorded, the request to the provider built."""
     db = d.db
-    await d.ops.closing.settled(sid)  # a delete or end under way: its outcome first (gone: 404, nothing asked)
+    await d.ops.closing.settled(sid)  # a delete, end or revocation under way: its outcome first (nothing asked)
     session = await db.get_session(sid)
     chat_id = await db.resolve_chat(sid, chat) if chat else session["current_chat"]
     chat_row = await db.get_chat(sid, chat_id)

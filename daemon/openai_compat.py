@@ -349,7 +349,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             await answering.enter_async_context(d.answering.under_way(sid, request))
             if not made:
                 # read as it is now: the answers it waited for counted, a delete or end under way over
-                # (closing.py: gone or ended, the app is told so and the provider not asked)
+                # (storage/closing.py: gone, ended or revoked, the app told so, the provider not asked)
                 await d.ops.closing.settled(sid)
                 session = await d.db.get_session(sid)
             chat_id = session["current_chat"]

@@ -18,7 +18,6 @@ from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
 from ..sync.share import ImportError_
-from .closing import Closing
 from .home import HomeError, normalize_store_url
 from .testhooks import pause_for_tests
 
@@ -49,7 +48,8 @@ class Operations:
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
         # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
         self.answering: Callable[[str], bool] = lambda sid: False
-        self.closing = Closing()  # the sessions being deleted or ended, which a question to their model waits for
+        # the sessions being deleted, ended or revoked, which a question to their model waits for (the database's)
+        self.closing = db.closing
 
     def start(self) -> None:
         """The clean-up loop, if configured (the daemon calls this once it serves)."""
@@ -78,7 +78,7 @@ class Operations:
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         # Marked as being deleted from its transaction until its rows are committed: a question to its model
-        # meanwhile waits for the outcome (closing.py). Not before the lock: a push to a store that is down
+        # meanwhile waits for the outcome (storage/closing.py). Not before the lock: a push to a store that is down
         # holds it for minutes, and a question would wait for that store (one that comes before the
         # transaction goes on, as one that came before the delete does).
         await pause_for_tests("delete.lock")  # (the tests hold a delete where it waits for the session's push)
@@ -205,7 +205,7 @@ class Operations:
         """End a session with its final checkpoint (`end`, and expiry: both are its end; `expired_at`: when
         the expiry that ends it came, which its end records)."""
         # marked as being ended until its end is committed: a question to its model meanwhile waits for the
-        # outcome (closing.py), and is refused as an ended session's, nothing asked
+        # outcome (storage/closing.py), and is refused as an ended session's, nothing asked
         with self.closing.marked(sid):
             async with self._checkpoint_lock:  # two ends at once: one final checkpoint
                 was = (await self.db.get_session(sid))["status"]

@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 from .apply import apply_remote
 from .chats import Chats
 from .checkpoints import Checkpoints
+from .closing import Closing
 from .connections import Connections, Row
 from .context import Context
 from .copies import Copies
@@ -63,7 +64,9 @@ class Database:
     def __init__(self, c: Connections):
         self.c = c
         self.sessions = Sessions(c)
-        self.status_changes = StatusChanges(c, self.sessions)  # pause, resume, end; revoked
+        # the sessions being deleted, ended or revoked, which a question to their model waits for (closing.py)
+        self.closing = Closing()
+        self.status_changes = StatusChanges(c, self.sessions, self.closing)  # pause, resume, end; revoked
         self.expiries = Expiries(c)  # the sessions that expire, for the clean-up
         self.chats = Chats(c)
         self.messages = Messages(c)
@@ -411,6 +414,9 @@ class Database:
 
     async def devices(self, sid: str) -> dict[str, int]:
         return await self.syncstate.devices(sid)
+
+    async def written_after(self, sid: str, seq: int) -> tuple[list[str], int, int]:
+        return await self.syncstate.written_after(sid, seq)
 
     async def move_store(self, old_url: str) -> int:
         return await self.syncstate.move_store(old_url)

@@ -6,25 +6,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from .closing import Closing
 from .connections import Connections
 from .sessions import Sessions, check_status_change, session_dict, writable_row
 
 
 class StatusChanges:
-    def __init__(self, c: Connections, sessions: Sessions):
+    def __init__(self, c: Connections, sessions: Sessions, closing: Closing):
         self.c = c
         self.sessions = sessions
+        self.closing = closing  # the sessions closed to questions until their revocation is committed
 
     async def mark_revoked(self, sid: str) -> bool:
         """Note that the session was rekeyed without this device: its `access` becomes `revoked`, which
         refuses every change (writable_row) until a new code imported over it gives it `write` or `read`
-        again. Not an operation of its log (no other device would read it). Whether it changed anything."""
-        async with self.c.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE sessions SET access='revoked' WHERE id=? AND access!='revoked' AND NOT importing", (sid,)
-            )
-            if changed:
-                tx.emit({"type": "session.updated", "session": sid, "fields": ["access"]})
+        again. Not an operation of its log (no other device would read it). Whether it changed anything.
+        Marked as closing (closing.py) until it is committed: a question to the session's model meanwhile
+        waits for it, and is refused as a revoked session's, the model not asked."""
+        with self.closing.marked(sid):
+            async with self.c.transaction() as tx:
+                changed = await tx.execute(
+                    "UPDATE sessions SET access='revoked' WHERE id=? AND access!='revoked' AND NOT importing", (sid,)
+                )
+                if changed:
+                    tx.emit({"type": "session.updated", "session": sid, "fields": ["access"]})
+                    self.c.hold_commit("commit.revoke")  # (the tests hold a revocation's commit here)
         return bool(changed)
 
     async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:

@@ -15,7 +15,7 @@ from typing import Any
 from .connections import Connections
 from .errors import Conflict
 from .groupcommit import Transaction
-from .model import JSON_FIELDS, dumps
+from .model import JSON_FIELDS, dumps, message_id
 from .sessions import session_row
 
 _INT_LIMITS = (-(1 << 64), (1 << 64) - 1)  # what DAG-CBOR can encode (sync/dagcbor.py)
@@ -50,6 +50,20 @@ class SyncState:
             "SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, device_id or self.c.device_id)
         )
         return rows[0][0] if rows else 0
+
+    async def written_after(self, sid: str, seq: int, shown: int = 5) -> tuple[list[str], int, int]:
+        """What this device wrote to `sid` after its log's `seq`: the ids of its first `shown` messages, how
+        many messages, and how many other changes (what a rekey that carried its log over up to `seq` only
+        left here: rekey.py)."""
+        me = self.c.device_id
+        ops = await self.c.committed.fetchone(
+            "SELECT count(*) FROM ops WHERE session_id=? AND device_id=? AND seq>?", (sid, me, seq)
+        )
+        rows = await self.c.committed.fetchall(
+            "SELECT seq FROM messages WHERE session_id=? AND device_id=? AND seq>? ORDER BY seq", (sid, me, seq)
+        )
+        total = ops[0] if ops is not None else 0
+        return [message_id(me, r[0]) for r in rows[:shown]], len(rows), max(0, total - len(rows))
 
     async def get_lamport(self, sid: str) -> int:
         return (await session_row(self.c.committed, sid))["lamport"]

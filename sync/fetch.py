@@ -235,12 +235,14 @@ async def fetch_log(
     return man, ops
 
 
-async def freeze_log(store: Store, sid: str, keys: list[bytes], member: dict, *, timeout: float) -> dict | None:
+async def freeze_log(
+    store: Store, sid: str, keys: list[bytes], member: dict, *, timeout: float
+) -> tuple[dict, int] | None:
     """A writer's log as its head names it now, frozen for a rekey that drops it (docs/FORMATS.md §6): its
     head key, revision, manifest hash and that manifest's own key, which lets the new generation read
-    the log up to here and nothing it writes afterwards. None if it has pushed nothing, or its manifest
-    opens under none of `keys` (nothing of it was readable here either). Raises ImportError_ as
-    read_manifest does."""
+    the log up to here and nothing it writes afterwards; and the last seq that manifest holds (what the
+    rekey's notice tells the writer). None if it has pushed nothing, or its manifest opens under none of
+    `keys` (nothing of it was readable here either). Raises ImportError_ as read_manifest does."""
     pk = bytes(member["head_pk"])
     name = member.get("device_id") or pk.hex()[:16]
     with _read_failures(store, sid, name):
@@ -258,7 +260,7 @@ async def freeze_log(store: Store, sid: str, keys: list[bytes], member: dict, *,
             except DecryptError:
                 continue
             man = parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision)
-            return {"d": man.device, "k": pk, "r": head.revision, "h": mhash, "x": mkey}
+            return {"d": man.device, "k": pk, "r": head.revision, "h": mhash, "x": mkey}, man.last_seq
     return None
 
 

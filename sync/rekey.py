@@ -92,6 +92,8 @@ class Rekeyer:
                     )
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
+                fresh, seqs = await self._freeze(store, sid, dropped)
+                before = {bytes(f["k"]) for f in frozen}  # (frozen by an earlier rekey: carried on as it was)
                 record = {
                     "k": new_key,
                     "w": new_write,
@@ -100,7 +102,10 @@ class Rekeyer:
                     "o": old_announce,
                     "own": True,
                     # the dropped writers' logs as they stand, for the new generation (and those frozen before)
-                    "f": merge_frozen(frozen, await self._freeze(store, sid, dropped)),
+                    "f": merge_frozen(frozen, fresh),
+                    # how far each is carried over, for the notice: what a dropped writer wrote past it reached
+                    # no other device, which it says once it learns of the rekey
+                    "s": [{"k": pk, "s": n} for pk, n in sorted(seqs.items()) if pk not in before],
                 }
                 record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
@@ -125,12 +130,14 @@ class Rekeyer:
             "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep],
         }
 
-    async def _freeze(self, store: Store, sid: str, dropped: list[dict]) -> list[dict]:
-        """The dropped writers' logs, frozen (fetch.freeze_log). A log that cannot be frozen (damaged, or
-        sealed under a key this device never held) is left out, said in the log: the writer being dropped
-        must not be able to stop its own revocation. A store that fails fails the rekey (it is retried)."""
-        out = []
+    async def _freeze(self, store: Store, sid: str, dropped: list[dict]) -> tuple[list[dict], dict[bytes, int]]:
+        """The dropped writers' logs, frozen (fetch.freeze_log), and the last seq of each carried over, by
+        head key (0: none, as it had pushed nothing). A log that cannot be frozen (damaged, or sealed under a
+        key this device never held) is left out, said in the log: the writer being dropped must not be able
+        to stop its own revocation. A store that fails fails the rekey (it is retried)."""
+        out, seqs = [], {}
         for m in dropped:
+            seqs[bytes(m["head_pk"])] = 0
             try:
                 f = await freeze_log(store, sid, self.ctx.keys.session_keys(sid), m, timeout=self.ctx.timeout)
             except ImportError_ as exc:
@@ -141,8 +148,9 @@ class Rekeyer:
                 )
                 continue
             if f is not None:
-                out.append(f)
-        return out
+                out.append(f[0])
+                seqs[bytes(m["head_pk"])] = f[1]
+        return out, seqs
 
     def _notice(self, sid: str, record: dict) -> dict:
         """The notice of this device's rekey (docs/FORMATS.md §6): a box for each kept writer and one for
@@ -151,7 +159,10 @@ class Rekeyer:
         secret = dagcbor.encode({"a": record["a"], "k": record["k"], "w": record["w"]})
         pks = [m["k"] for m in record["m"]] + [self.ctx.keys.head_pk(sid)]
         boxes = [{"k": pk, "x": SealedBox(VerifyKey(pk[1:]).to_curve25519_public_key()).encrypt(secret)} for pk in pks]
-        return {"a": record["a"], "b": boxes, "d": self.ctx.db.device_id, "t": int(time.time())}
+        notice = {"a": record["a"], "b": boxes, "d": self.ctx.db.device_id, "t": int(time.time())}
+        if "s" in record:  # (a record an earlier sessiond wrote, resumed, has none)
+            notice["s"] = record["s"]
+        return notice
 
     async def _claim(self, sid: str, record: dict) -> None:
         """Add this rekey's claim to this device's manifest and push it (under the old key, where the
@@ -307,11 +318,12 @@ class Rekeyer:
                 store, sid, notice, old_announce=old_announce, members=members, me=my_pk, keys=held,
                 known_revs=known_revs, timeout=ctx.timeout, behind=behind,
             )  # fmt: skip
+            left = await self._left_here(sid, notice, my_pk)
             raise ImportError_(
                 "revoked",
                 f"session {sid} was rekeyed without this device (by device {author}): it keeps what it has "
-                f"but receives nothing new (import a new share code from a device that kept it:"
-                " `sessiond import`)",
+                f"but receives nothing new{left} (import a new share code from a device that kept it:"
+                f" `sessiond import`{'; what it wrote goes out with its log then' if left else ''})",
             )
         await check_notice(
             store,
@@ -330,6 +342,35 @@ class Rekeyer:
             behind=behind,
         )
         return secret
+
+    async def _left_here(self, sid: str, notice: dict, me: bytes) -> str:
+        """What this device wrote that a rekey leaving it out did not carry over (its writes after the rekey
+        read its log, before it learnt of the rekey: its pushes went on to a log no device reads now), said;
+        '' if nothing. The notice names how far it froze each dropped writer's log ("s": FORMATS.md §6); one
+        of an earlier sessiond does not, and then it is said as a possibility."""
+        db = self.ctx.db
+        carried = notice.get("s")
+        seq = None
+        if isinstance(carried, list):
+            seq = next((c.get("s") for c in carried if isinstance(c, dict) and c.get("k") == me), None)
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            if not await db.last_seq(sid):
+                return ""
+            return (
+                "; what it wrote after that rekey read its log (the rekey does not say how far it read) is held here"
+                " only, not sent to the devices that kept the session"
+            )
+        ids, messages, other = await db.written_after(sid, seq)
+        if not messages and not other:
+            return ""
+        what = [f"{other} other change{'s' if other != 1 else ''}"] if other else []
+        if messages:
+            more = ", ..." if messages > len(ids) else ""
+            what.insert(0, f"{messages} message{'s' if messages != 1 else ''} ({', '.join(ids)}{more})")
+        return (
+            f"; {' and '.join(what)} it wrote after that rekey read its log {'are' if messages + other > 1 else 'is'}"
+            " held here only, not sent to the devices that kept the session"
+        )
 
     async def take(self, sid: str, notice: dict, store: Store, members: list[dict]) -> bool:
         """A rekey notice in the members slot: switch to it once `confirm` holds, or learn that access

@@ -8,14 +8,13 @@ ended session records no answer)."""
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 
 import openai
 import pytest
 
-from conftest import UnixHTTP, openai_app, started_with_provider, wait_for
+from asking import complete_raw, in_thread, logged
+from conftest import openai_app, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
@@ -37,46 +36,17 @@ def held(make_daemon, tmp_path):
     server.stop()
 
 
-def _logged(d, event: str) -> list[dict]:
-    with open(os.path.join(d.home, "logs", "sessiond.log")) as f:
-        return [x for x in map(json.loads, f) if x.get("event") == event]
-
-
-def _complete(d, sid: str, key: str | None) -> tuple[int, dict]:
-    """POST .../complete with no new question, as an app without the Python client sends it: no
-    Idempotency-Key unless `key`."""
-    c = UnixHTTP(d.socket, timeout=60)
-    headers = {"Content-Type": "application/json", **({"Idempotency-Key": key} if key else {})}
-    c.request("POST", f"/v1/sessions/{sid}/complete", body="{}", headers=headers)
-    r = c.getresponse()
-    got = (r.status, json.loads(r.read()))
-    c.close()
-    return got
-
-
-def _run(fn, out: list) -> threading.Thread:
-    def go():
-        try:
-            out.append(fn())
-        except (ApiError, openai.APIStatusError) as exc:
-            out.append(exc)
-
-    t = threading.Thread(target=go)
-    t.start()
-    return t
-
-
 def _raced(held, close, ask) -> tuple[list, list]:
     """`close()` (a delete, an end) held at its commit, `ask()` sent meanwhile, then the commit let go: what
     each answered (or raised)."""
     d, p, flag = held
     closed: list = []
-    closing = _run(close, closed)
+    closing = in_thread(close, closed)
     wait_for(lambda: os.path.exists(flag), timeout=20, what="the commit held")
     answered: list = []
-    asking = _run(ask, answered)
+    asking = in_thread(ask, answered)
     # the model asked (the bug), or the question waiting for the outcome (or already answered)
-    wait_for(lambda: p.requests or _logged(d, "complete.waits_closing") or answered, timeout=20, what="the question")
+    wait_for(lambda: p.requests or logged(d, "complete.waits_closing") or answered, timeout=20, what="the question")
     os.remove(flag)  # the delete or end commits
     closing.join(timeout=30)
     asking.join(timeout=30)
@@ -102,7 +72,7 @@ def test_a_question_during_a_delete_asks_no_model(held, how, key):
     deleted, answered = _raced(
         (d, p, flag),
         (lambda: c.delete_session(sid)) if how == "rm" else (lambda: c.cleanup(0)),
-        lambda: _complete(d, sid, key),
+        lambda: complete_raw(d, sid, key),
     )
     if how == "cleanup":
         assert [s["id"] for s in deleted["sessions"]] == [sid], deleted
@@ -139,7 +109,7 @@ def test_a_question_during_an_end_asks_no_model(held):
     the tokens spent); it waits for the end now, and is refused as an ended session's question is."""
     d, p, flag = held("commit.end")
     sid = _session(d, "a b c")
-    ended, answered = _raced((d, p, flag), lambda: d.client().end(sid), lambda: _complete(d, sid, None))
+    ended, answered = _raced((d, p, flag), lambda: d.client().end(sid), lambda: complete_raw(d, sid, None))
     assert ended["status"] == "ended", ended
     assert answered[0] == 409 and "ended" in answered[1]["error"]["message"], answered
     assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
@@ -156,12 +126,12 @@ def test_a_question_does_not_wait_for_a_delete_waiting_for_its_session_s_push(he
     d, p, flag = held("delete.lock")
     sid = _session(d, "a b c")
     deleted: list = []
-    deleting = _run(lambda: d.client().delete_session(sid), deleted)
+    deleting = in_thread(lambda: d.client().delete_session(sid), deleted)
     try:
         wait_for(lambda: os.path.exists(flag), timeout=20, what="the delete waiting for the session's push")
         answered: list = []
-        asking = _run(lambda: _complete(d, sid, None), answered)
-        wait_for(lambda: answered or _logged(d, "complete.waits_closing"), timeout=20, what="the question")
+        asking = in_thread(lambda: complete_raw(d, sid, None), answered)
+        wait_for(lambda: answered or logged(d, "complete.waits_closing"), timeout=20, what="the question")
         assert answered, "the question waits for a delete that waits for a push"
         assert answered[0][0] == 201 and p.requests, answered
     finally:

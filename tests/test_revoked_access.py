@@ -17,6 +17,15 @@ def contents(d: DaemonProc, sid: str) -> list[str]:
     return [m["content"] for m in d.client().messages(sid, limit=1000)["messages"]]
 
 
+def shared(a: DaemonProc, b: DaemonProc) -> str:
+    """A session A made, with one message, shared read-write with B, which imported it: its id."""
+    sid = cli_json(a.home, "new", "--name", "shared")["id"]
+    a.client().append(sid, "user", "before")
+    code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+    run_cli(b.home, "import", input=code + "\n", check=True)
+    return sid
+
+
 def refused(call) -> ApiError:
     with pytest.raises(ApiError) as e:
         call()
@@ -28,11 +37,8 @@ def test_a_device_dropped_by_unshare_shows_revoked_and_refuses_writes(tmp_path):
     a = DaemonProc(str(tmp_path / "a"), url).start()
     b = DaemonProc(str(tmp_path / "b"), url).start()
     try:
-        ca, cb = a.client(), b.client()
-        sid = cli_json(a.home, "new", "--name", "shared")["id"]
-        ca.append(sid, "user", "before")
-        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
-        run_cli(b.home, "import", input=code + "\n", check=True)
+        cb = b.client()
+        sid = shared(a, b)
         cb.append(sid, "assistant", "B was here")
         cb.sync(wait=True)
         wait_for(lambda: "B was here" in contents(a, sid), timeout=15)
@@ -103,3 +109,72 @@ def test_the_revoked_refusal_s_command_for_another_device_is_not_given_this_home
     text = for_home(str(revoked("s1")), home)
     assert "`sessiond share s1 --write`" in text, text
     assert f"`sessiond import --home {home}`" in text, text
+
+
+def test_what_a_dropped_device_wrote_after_the_rekey_read_its_log_is_named_not_lost_silently(tmp_path):
+    """Messages a dropped device's API took after the rekeying device read (froze) its log, before its pull
+    learnt of the rekey: its pushes went on to its old log, which no device reads any more. It said nothing of
+    them (`sync --wait`: "everything is pushed"; the revocation: "it keeps what it has"), so its user took
+    them for shared. The rekey's notice names how far it froze each dropped writer's log now, and the dropped
+    device's revocation names what it wrote past that: held here only, sent with its log once a new code is
+    imported, which the test sees happen."""
+    url = "file://" + str(tmp_path / "store")
+    a = DaemonProc(str(tmp_path / "a"), url).start()
+    b = DaemonProc(str(tmp_path / "b"), url)
+    write_config(b.home, poll_interval=3600, sync_interval=3600)  # B pulls when asked (`sync`)
+    b.start()
+    try:
+        ca, cb = a.client(), b.client()
+        sid = shared(a, b)
+        early = cb.append(sid, "assistant", "B early")
+        cb.sync(wait=True)
+        wait_for(lambda: "B early" in contents(a, sid), timeout=15)
+
+        cli_json(a.home, "unshare", sid, "--device", cli_json(b.home, "status")["device_id"])
+        late = [cb.append(sid, "user", f"late {i}") for i in (1, 2)]  # taken: B does not know yet
+        wait_for(lambda: cb.status()["sync"][sid]["pending"] == 0, timeout=15, what="B's push of them")
+        synced = run_cli(b.home, "sync", "--wait")
+        said = synced.stdout + synced.stderr
+        assert "rekeyed without this device" in said, said
+        assert "2 messages" in said and all(m["id"] in said for m in late), said
+        assert early["id"] not in said, said  # the rekey carried that one over
+        assert "held here only" in said and "new share code" in said, said
+        pull_error = cb.status()["sync"][sid]["pull_error"]
+        assert all(m["id"] in pull_error for m in late), pull_error
+        assert contents(b, sid)[-2:] == ["late 1", "late 2"]  # held here
+        ca.sync(wait=True)
+        assert "late 1" not in contents(a, sid)
+
+        # as said: a new code imported over the copy sends them with its log
+        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+        run_cli(b.home, "import", input=code + "\n", check=True)
+        cb.sync(wait=True)
+        wait_for(lambda: contents(a, sid)[-2:] == ["late 1", "late 2"], timeout=15)
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_what_the_revocation_says_of_this_device_s_writes_by_what_the_notice_names(db):
+    """The revocation's words on what this device wrote past its log's frozen end (rekey.py `_left_here`), on
+    a real database: the notice's `s` names how far the rekey carried this device's log over; a notice of
+    sessiond before it names nothing, and what this device wrote is then said to be held here as a
+    possibility, as by a notice naming other devices only; nothing written past it, nothing said."""
+    import types
+
+    from sessiond.sync.rekey import Rekeyer
+
+    me, other = b"\x01" * 33, b"\x02" * 33
+    sid = (await db.create_session({"name": "s"}))["id"]
+    ids = [(await db.append_messages(sid, [{"role": "user", "content": f"m{i}"}]))[0]["id"] for i in range(7)]
+    seq = await db.last_seq(sid)
+    left = Rekeyer(types.SimpleNamespace(db=db), None, None)._left_here  # type: ignore[arg-type]
+
+    assert await left(sid, {"s": [{"k": me, "s": seq}]}, me) == ""
+    said = await left(sid, {"s": [{"k": other, "s": 0}, {"k": me, "s": seq - 2}]}, me)
+    assert "2 messages" in said and f"({ids[5]}, {ids[6]})" in said and "held here only" in said, said
+    said = await left(sid, {"s": [{"k": me, "s": 0}]}, me)  # nothing carried over: the first 5 named, and more
+    assert "messages" in said and ids[4] in said and ids[5] not in said and ", ...)" in said, said
+    for notice in ({}, {"s": [{"k": other, "s": 3}]}, {"s": [{"k": me, "s": "3"}]}):
+        said = await left(sid, notice, me)
+        assert "does not say how far" in said and "held here only" in said, (notice, said)

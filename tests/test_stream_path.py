@@ -17,9 +17,9 @@ from conftest import wait_for
 from servers.openai_server import Provider, serve_threaded
 from sessiond.daemon.answers import Answering
 from sessiond.daemon.appkeys import DAEMON_KEY
-from sessiond.daemon.closing import Closing
 from sessiond.daemon.openai_compat import PREFIX, ROUTES, Compat
 from sessiond.daemon.providers import Providers
+from sessiond.storage.closing import Closing
 from sessiond.storage.errors import Conflict
 
 

@@ -40,6 +40,7 @@ class Faults:
     cut_after: int | None = None  # a stream closes its connection after this many word chunks, no [DONE]
     delay: float = 0.0  # seconds between two chunks of a stream
     hang: float = 0.0  # seconds before answering anything
+    held: bool = False  # each completion waits for `resume` before it is answered (a model thinking, held)
     eof_delay: float = 0.0  # seconds between a stream's [DONE] and the end of its body (a proxy's late flush)
     role_chunk: bool = True  # a stream begins with a chunk of no text (OpenAI's); else with the first word's
     first_delay: float = 0.0  # seconds between a stream's first chunk of no text and its first word
@@ -71,7 +72,7 @@ class Provider:
     completed: int = 0
     words_sent: int = 0  # a stream's word chunks written, all streams together
     models: tuple = MODELS  # what its GET /v1/models lists
-    resume: threading.Event = field(default_factory=threading.Event)  # (faults.script_wait)
+    resume: threading.Event = field(default_factory=threading.Event)  # (faults.script_wait, faults.held)
     scripted: int = 0  # the script's chunks written, all streams together
 
     def answer(self, body: dict) -> str:
@@ -226,6 +227,8 @@ def make_app(p: Provider) -> web.Application:
             return bad
         body = await request.json()
         p.requests.append(body)
+        if f.held:
+            await asyncio.to_thread(p.resume.wait, 30)  # the fault itself: a model that thinks until let go
         p.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         if f.status is not None and f.times > 0:
             f.times -= 1
