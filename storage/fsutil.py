@@ -109,6 +109,33 @@ def write_all(fd: int, data: bytes | list[bytes]) -> None:
             views[0] = views[0][n:]
 
 
+# The first read of read_small: Python's os.read(fd, n) makes an n-byte buffer and shrinks it to what was
+# read. Past 512 bytes the buffer comes from glibc's heap, and shrinking it in place leaves the rest of it
+# free just after the small piece kept: a 64 KiB read of a 32-byte key file left a 64 KiB hole that the next
+# such read (64 KiB and the header) no longer fits, for as long as the key stays cached. Under
+# bench/memory.py the daemon's heap kept ~150 such holes, its free heap growing ~50 MB an hour
+# (bench/results/profile-memory.md, the twenty-first pass). 256 bytes come from Python's own allocator.
+SMALL_READ = 256
+
+
+def read_small(path: str) -> bytes:
+    """A small file's bytes (a key, a head) in one read where it fits SMALL_READ, and otherwise a second of
+    the rest's own size: no buffer much larger than the file. Raises FileNotFoundError and OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        first = os.read(fd, SMALL_READ)
+        if len(first) < SMALL_READ:  # a regular file reads short only at its end
+            return first
+        parts = [first]
+        want = max(SMALL_READ, os.fstat(fd).st_size - SMALL_READ)
+        while chunk := os.read(fd, want):
+            parts.append(chunk)
+            want = SMALL_READ
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def ensure_private_dir(path: str) -> None:
     """Create `path` (and parents) as 0700 if missing; an existing folder keeps its mode."""
     os.makedirs(path, mode=0o700, exist_ok=True)

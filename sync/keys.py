@@ -23,7 +23,7 @@ from typing import Literal, overload
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
 
-from ..storage.fsutil import atomic_write, ensure_durable_dir, remove_leftover_temp_files
+from ..storage.fsutil import atomic_write, ensure_durable_dir, read_small, remove_leftover_temp_files
 from ..storage.ids import ID_RE
 from .crypto import CTX_ANNOUNCE, CTX_HEAD_SIGNING, derive
 
@@ -40,18 +40,12 @@ class KeyError_(Exception):
 
 
 def _read_file(path: str) -> bytes | None:
-    """The whole of a small file, or None if there is none (os.open/read: 3 system calls, not 7)."""
+    """The whole of a small file, or None if there is none (storage/fsutil.read_small: two system calls
+    and a buffer of the file's size)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        return read_small(path)
     except FileNotFoundError:
         return None
-    try:
-        parts = []
-        while chunk := os.read(fd, 65536):
-            parts.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(parts)
 
 
 def _checked(path: str, data: bytes | None) -> bytes | None:
