@@ -42,6 +42,7 @@ from .pusher import Pusher
 from .rekeyproof import check_exclusion, check_notice, notice_hash, open_box
 
 log = logging.getLogger("sessiond.sync")
+SEQ_MAX = (1 << 63) - 1  # a log's seqs are SQLite integers: a notice's "s" past this names no log's end
 
 
 class Rekeyer:
@@ -353,7 +354,8 @@ class Rekeyer:
         seq = None
         if isinstance(carried, list):
             seq = next((c.get("s") for c in carried if isinstance(c, dict) and c.get("k") == me), None)
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        # (one past what a log's seq can be, SQLite's integers, no sessiond wrote: taken as none given)
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
             if not await db.last_seq(sid):
                 return ""
             return (

@@ -178,3 +178,23 @@ async def test_what_the_revocation_says_of_this_device_s_writes_by_what_the_noti
     for notice in ({}, {"s": [{"k": other, "s": 3}]}, {"s": [{"k": me, "s": "3"}]}):
         said = await left(sid, notice, me)
         assert "does not say how far" in said and "held here only" in said, (notice, said)
+
+
+async def test_a_notice_naming_a_seq_no_log_can_reach_is_said_as_not_knowing_how_far(db):
+    """A notice's `s` is its author's word, read by a device that cannot check it (the frozen log it names is
+    in the new members slot, sealed under the key this device is not given). One past what SQLite's integers
+    hold (DAG-CBOR's go to 2**64 - 1) made the revocation's count raise OverflowError: the pull failed with
+    that, every time, and the session was never marked revoked (its writes taken, reaching no one). Now
+    such an `s` is taken as none given; one past this device's log but within range names nothing."""
+    import types
+
+    from sessiond.sync.rekey import Rekeyer
+
+    me = b"\x01" * 33
+    sid = (await db.create_session({"name": "s"}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "m"}])
+    left = Rekeyer(types.SimpleNamespace(db=db), None, None)._left_here  # type: ignore[arg-type]
+    for huge in (1 << 63, (1 << 64) - 1):
+        said = await left(sid, {"s": [{"k": me, "s": huge}]}, me)
+        assert "does not say how far" in said and "held here only" in said, (huge, said)
+    assert await left(sid, {"s": [{"k": me, "s": (1 << 63) - 1}]}, me) == ""
