@@ -35,14 +35,15 @@ class ToolCall(TypedDict):
 ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)]
 # A model's calls' own fields from its provider, by call id: an object per call of the message, of the fields
 # the provider gave beside id, type and function (Gemini 3's `extra_content` with its thought signature,
-# which it must be sent back with the call), each at most 64 KiB as JSON (the daemon checks the ids and sizes:
-# daemon/toolcalls.py). Sent back with the calls to the provider that gave them (to any, when not known).
+# which it must be sent back with the call), each at most 64 KiB as JSON and 30 levels deep (the daemon checks
+# ids, sizes and depth: daemon/toolcalls.py). Sent back with the calls to the provider that gave them (to any,
+# when not known).
 CallFields = Annotated[
     dict[str, JsonObject],
     Field(
         max_length=MAX_TOOL_CALLS,
         description="a call's provider fields (beside id, type and function) by the call's id: one of the"
-        " message's tool_calls; each at most 64 KiB as JSON",
+        " message's tool_calls; each at most 64 KiB as JSON, nested at most 30 levels below it",
     ),
 ]
 

@@ -225,3 +225,35 @@ def test_another_device_s_call_fields_are_checked_as_an_append_s():
         with pytest.raises(Invalid) as e:
             remote_log(log(extra))
         assert e.value.message.startswith("message 7: call_fields") and says in e.value.message, e.value.message
+
+
+def _nested(levels: int) -> dict:
+    """A call's fields whose innermost value is `levels` objects down from them."""
+    x: object = "sig"
+    for _ in range(levels - 1):
+        x = {"n": x}
+    return {"extra_content": x}
+
+
+def test_call_fields_the_api_takes_reach_another_device_however_deep(make, provider, store_dir):
+    """The API took a call's fields nested as deep as any JSON it takes (32 levels, counted from the fields),
+    but another device checks a message's stored fields as one document, the calls' fields two levels down
+    in it (call_fields, the call's id): fields nested 31 or 32 deep, taken here, made every other device
+    refuse this device's whole log at that message, as if it were damaged (an import of the session refused,
+    a pull stuck before it). The API refuses them now, saying so, nothing stored; as deep as every device
+    takes, they reach the other device."""
+    url = "file://" + store_dir
+    a, b = make(url), make(url)
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(model="echo-1")["id"]
+    for levels in (31, 32):
+        with pytest.raises(ApiError) as e:
+            ca.append(sid, "assistant", "", tool_calls=[CALL], call_fields={"call_app": _nested(levels)})
+        assert e.value.status == 422 and "call_fields" in str(e.value) and "nested too deeply" in str(e.value)
+    assert ca.messages(sid)["messages"] == []
+    deep = {"call_app": _nested(30)}
+    ca.append(sid, "assistant", "", tool_calls=[CALL], call_fields=deep)
+    code = ca.share(sid, write=True)["code"]
+    run_cli(b.home, "import", input=code, check=True)
+    [kept] = [m for m in cb.messages(sid)["messages"] if m.get("tool_calls")]
+    assert kept["call_fields"] == deep
