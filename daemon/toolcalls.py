@@ -72,11 +72,12 @@ def _why(c: Any, exc: Invalid) -> str:
 def fields(c: Any) -> dict | None:
     """A model's call's fields beyond those kept in it (_OWN): a provider's own, as Gemini 3's `extra_content`
     (`{"google": {"thought_signature"}}`), which it must be sent back with the call; None when it has none,
-    or they are larger than MAX_FIELDS as JSON (not kept)."""
+    or they are larger than MAX_FIELDS as JSON, or JSON that no device takes in a message (unplain: an
+    integer past 64 bits, nested too deep): not kept, as no other device would take this one's log with them."""
     if not isinstance(c, dict):
         return None
     own = {k: x for k, x in c.items() if k not in _OWN}
-    if not own or len(json.dumps(own, ensure_ascii=False)) > MAX_FIELDS:
+    if not own or len(json.dumps(own, ensure_ascii=False)) > MAX_FIELDS or unplain(own) is not None:
         return None
     return own
 
