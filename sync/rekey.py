@@ -94,7 +94,10 @@ class Rekeyer:
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
                 fresh, seqs = await self._freeze(store, sid, dropped)
-                before = {bytes(f["k"]) for f in frozen}  # (frozen by an earlier rekey: carried on as it was)
+                logs = merge_frozen(frozen, fresh)
+                # frozen by an earlier rekey and not again by this one (a writer let back in, its log not read
+                # now): carried on as it was, how far not known here
+                before = {bytes(f["k"]) for f in frozen} - {bytes(f["k"]) for f in fresh if f in logs}
                 record = {
                     "k": new_key,
                     "w": new_write,
@@ -103,7 +106,7 @@ class Rekeyer:
                     "o": old_announce,
                     "own": True,
                     # the dropped writers' logs as they stand, for the new generation (and those frozen before)
-                    "f": merge_frozen(frozen, fresh),
+                    "f": logs,
                     # how far each is carried over, for the notice: what a dropped writer wrote past it reached
                     # no other device, which it says once it learns of the rekey
                     "s": [{"k": pk, "s": n} for pk, n in sorted(seqs.items()) if pk not in before],

@@ -502,3 +502,33 @@ def test_a_rekey_on_a_device_a_rekey_left_out_says_it_was_left_out(make_daemon, 
     assert "rekeyed without this device" in res.stderr and f"by device {r_id}" in res.stderr, res.stderr
     assert "takes that key at its next pull" not in res.stderr, res.stderr
     assert k.client().get_session(sid)["access"] == "revoked"
+
+
+def test_a_writer_dropped_let_back_in_and_dropped_again_keeps_what_it_wrote_while_let_back_in(make_daemon, store_dir):
+    """A rekey carries on the frozen logs of the rekeys before it, and one frozen once stayed as it was: a
+    writer dropped, let back in with a new code (its log under the new key, what it wrote since going with
+    it) and dropped again had its log frozen anew, but the first freeze was kept, so what it wrote while it
+    was a writer again never reached a device that imported the session later. Its revocation said the
+    rekey did not say how far it read its log (the notice named no seq for it, as frozen before). The newer
+    freeze of a head is the one kept now, and the notice names how far it reaches."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    r.client().rekey(sid, drop=[_device(d)])
+    d.client().sync(sid, wait=True, timeout=10)
+    assert d.client().get_session(sid)["access"] == "revoked"
+    d.client().import_code(r.client().share(sid, write=True)["code"])
+    d.client().append(sid, "assistant", "D let back in")
+    d.client().sync(sid, wait=True, timeout=10)
+
+    def r_has_it():
+        r.client().sync(sid, wait=True, timeout=10)
+        return "D let back in" in _messages(r, sid)
+
+    wait_for(r_has_it, timeout=30, interval=0.3)
+    r.client().rekey(sid, drop=[_device(d)])
+    st = d.client().sync(sid, wait=True, timeout=10)
+    said = st["sessions"][sid].get("pull_error") or ""
+    assert "rekeyed without this device" in said and "does not say how far" not in said, said
+    assert "held here only" not in said, said  # everything it wrote was pushed before the rekey read its log
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert "D let back in" in _messages(n, sid)
