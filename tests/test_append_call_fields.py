@@ -257,3 +257,31 @@ def test_call_fields_the_api_takes_reach_another_device_however_deep(make, provi
     run_cli(b.home, "import", input=code, check=True)
     [kept] = [m for m in cb.messages(sid)["messages"] if m.get("tool_calls")]
     assert kept["call_fields"] == deep
+
+
+def test_metadata_the_api_takes_reaches_another_device_however_deep(make, provider, store_dir):
+    """As a call's fields (above): a message's metadata is checked by the API as JSON 32 levels deep counted
+    from it, by another device as one level into the message's stored fields; metadata 32 deep was taken and
+    synced, and every other device refused this device's log at that message. It is refused now (422, naming
+    it, nothing stored); 31 deep reaches the other device."""
+    url = "file://" + store_dir
+    a, b = make(url), make(url)
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(model="echo-1")["id"]
+
+    def nested(levels: int) -> dict:
+        x: object = "v"
+        for _ in range(levels):
+            x = {"n": x}
+        return x  # type: ignore[return-value]
+
+    with pytest.raises(ApiError) as e:
+        ca.append(sid, "user", "hi", metadata=nested(32))
+    assert e.value.status == 422 and "metadata" in str(e.value) and "nested too deeply" in str(e.value)
+    with pytest.raises(ApiError):
+        ca.append_many(sid, [{"role": "user", "content": "hi", "metadata": nested(32)}])
+    assert ca.messages(sid)["messages"] == []
+    ca.append(sid, "user", "hi", metadata=nested(31))
+    code = ca.share(sid, write=True)["code"]
+    run_cli(b.home, "import", input=code, check=True)
+    assert cb.messages(sid)["messages"][0]["metadata"] == nested(31)
