@@ -285,3 +285,49 @@ def test_metadata_the_api_takes_reaches_another_device_however_deep(make, provid
     code = ca.share(sid, write=True)["code"]
     run_cli(b.home, "import", input=code, check=True)
     assert cb.messages(sid)["messages"][0]["metadata"] == nested(31)
+
+
+def test_a_session_s_json_fields_the_api_takes_reach_another_device_however_deep(make, provider, store_dir):
+    """A session's metadata and preferences, and its initial messages' metadata and calls' fields, are carried
+    in its operations (session.create, session.update), which another device checks as one JSON document
+    each: one level in for the first two, three and four for the others. The API checked each from itself,
+    so a session made or changed with them nested within its bound but past the operation's made every other
+    device refuse the session's log at its first operation: an import of it failed, whatever else it held.
+    They are refused now (422, naming them, nothing made or changed); within the bound they reach the other
+    device."""
+    url = "file://" + store_dir
+    a, b = make(url), make(url)
+    ca, cb = a.client(), b.client()
+
+    def nested(levels: int) -> dict:
+        x: object = "v"
+        for _ in range(levels):
+            x = {"n": x}
+        return x  # type: ignore[return-value]
+
+    def initial(metadata: int, fields: int) -> list[dict]:
+        return [
+            {"role": "user", "content": "x", "metadata": nested(metadata)},
+            {"role": "assistant", "content": "", "tool_calls": [CALL], "call_fields": {"call_app": nested(fields)}},
+        ]
+
+    for too_deep in (
+        {"metadata": nested(32)},
+        {"preferences": nested(32)},
+        {"initial_messages": initial(30, 1)},
+        {"initial_messages": initial(1, 29)},
+    ):
+        with pytest.raises(ApiError) as e:
+            ca.create_session(model="echo-1", **too_deep)
+        assert e.value.status == 422 and "nested too deeply" in str(e.value), (too_deep.keys(), e.value)
+    assert ca.list_sessions()["sessions"] == []
+    sid = ca.create_session(model="echo-1", metadata=nested(31), initial_messages=initial(29, 28))["id"]
+    with pytest.raises(ApiError) as e:
+        ca.update_session(sid, preferences=nested(32))
+    assert e.value.status == 422 and "nested too deeply" in str(e.value)
+    ca.update_session(sid, preferences=nested(31))
+    code = ca.share(sid, write=True)["code"]
+    run_cli(b.home, "import", input=code, check=True)
+    got = cb.get_session(sid)
+    assert got["metadata"] == nested(31) and got["preferences"] == nested(31)
+    assert [{k: x for k, x in m.items() if k != "tokens"} for m in got["initial_messages"]] == initial(29, 28)
