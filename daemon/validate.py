@@ -326,22 +326,21 @@ def as_in_op(fields: dict) -> dict:
 
 def new_session(b: dict) -> dict:
     """A new session's fields from a checked SessionCreate body, with defaults."""
-    return as_in_op(
-        {
-            "id": b.get("id"),
-            "user": b.get("user"),
-            "name": b.get("name"),
-            "system_prompt": prompt(b.get("system_prompt")),
-            "model": b.get("model"),
-            "settings": _given(b.get("settings") or {}),
-            "initial_messages": initial_messages(b.get("initial_messages")),
-            "metadata": b.get("metadata") or {},
-            "tags": b.get("tags") or [],
-            "preferences": b.get("preferences") or {},
-            "expires_at": expiry(b),
-            "policy": _given(policy(b) or {}),
-        }
-    )
+    as_in_op(b)  # (as its session.create operation will carry them)
+    return {
+        "id": b.get("id"),
+        "user": b.get("user"),
+        "name": b.get("name"),
+        "system_prompt": prompt(b.get("system_prompt")),
+        "model": b.get("model"),
+        "settings": _given(b.get("settings") or {}),
+        "initial_messages": initial_messages(b.get("initial_messages")),
+        "metadata": b.get("metadata") or {},
+        "tags": b.get("tags") or [],
+        "preferences": b.get("preferences") or {},
+        "expires_at": expiry(b),
+        "policy": _given(policy(b) or {}),
+    }
 
 
 def session_patch(b: dict, current: dict) -> dict:

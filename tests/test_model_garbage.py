@@ -13,7 +13,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from conftest import openai_app, run_cli, wait_for
+from conftest import imported_back, openai_app, run_cli, wait_for
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
 
@@ -155,9 +155,4 @@ def test_a_provider_s_usage_past_what_a_message_holds_is_not_taken(garbage, tmp_
     assert answer["content"] == "fine" and answer["tokens"] <= 1 << 40, answer
     [kept] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
     assert kept["tokens"] <= 1 << 40 and "usage" not in kept, kept
-    path = tmp_path / "s.json"
-    run_cli(garbage.home, "export", sid, "--format", "json", "-o", str(path), check=True)
-    data = json.loads(path.read_text())
-    del data["session"]["id"]  # (imported beside the session it was exported from)
-    path.write_text(json.dumps(data))
-    run_cli(garbage.home, "import-file", str(path), "--format", "json", check=True)
+    imported_back(garbage.home, sid, tmp_path)

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from conftest import run_cli, started_with_provider
+from conftest import imported_back, run_cli, started_with_provider
 from servers.openai_server import Provider, serve_threaded, signature
 from test_tool_calls import _app
 
@@ -243,9 +243,4 @@ def test_an_app_s_call_fields_no_device_would_take_are_not_kept_and_the_call_is(
     _app(d, sid).chat.completions.create(model="echo-1", messages=msgs)
     [kept] = [m for m in c.messages(sid)["messages"] if m.get("tool_calls")]
     assert [t["id"] for t in kept["tool_calls"]] == ["c0", "c1"] and "call_fields" not in kept, kept
-    path = tmp_path / "s.json"
-    run_cli(d.home, "export", sid, "--format", "json", "-o", str(path), check=True)
-    data = json.loads(path.read_text())
-    del data["session"]["id"]  # (imported beside the session it was exported from)
-    path.write_text(json.dumps(data))
-    run_cli(d.home, "import-file", str(path), "--format", "json", check=True)
+    imported_back(d.home, sid, tmp_path)
