@@ -344,6 +344,7 @@ class Rekeyer:
             read_slot=self.members.read_members,
             timeout=ctx.timeout,
             behind=behind,
+            left_here=lambda later: self._left_here(sid, later, my_pk),
         )
         return secret
 

@@ -532,3 +532,26 @@ def test_a_writer_dropped_let_back_in_and_dropped_again_keeps_what_it_wrote_whil
     n = make_daemon("file://" + store_dir).start()
     n.client().import_code(r.client().share(sid)["code"])
     assert "D let back in" in _messages(n, sid)
+
+
+def test_a_device_kept_by_one_rekey_and_dropped_by_the_next_names_what_it_wrote_past_its_frozen_log(
+    make_daemon, store_dir
+):
+    """A writer that learns it was left out by a rekey after one that kept it (it had not taken the first:
+    rekeyproof.check_notice) is revoked as one left out by the first is, and what it wrote after the second
+    rekey read its log reached no one as well; its revocation said nothing of it (only a notice leaving it
+    out at once was asked how far it carried its log over). It names them now, from the later notice's s."""
+    asleep = {"poll_interval": 3600, "sync_interval": 3600}  # K pulls only when asked (`sync`)
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    write_config(k.home, **asleep)
+    k.stop()
+    k.start()
+    r.client().rekey(sid, drop=[_device(d)])
+    r.client().rekey(sid, drop=[_device(k)])
+    late = k.client().append(sid, "assistant", "K after both rekeys")  # pushed under the old key, not pulled
+    wait_for(lambda: k.client().get_session(sid)["sync"]["pending"] == 0, timeout=30)
+    st = k.client().sync(sid, wait=True, timeout=10)
+    said = st["sessions"][sid].get("pull_error") or ""
+    assert "without this device" in said, st
+    assert late["id"] in said and "held here only" in said, said
+    assert k.client().get_session(sid)["access"] == "revoked"
