@@ -8,7 +8,21 @@ from pydantic.config import JsonDict
 from typing_extensions import TypeAliasType, TypedDict
 
 from .idempotency import KEY_RULE, good_key
-from .types import ANSWER, BODY, MAX_TEXT, QUERY, JsonObject, QueryBool, QueryInt, Role, Text, Whole, refuse
+from .types import (
+    ANSWER,
+    BODY,
+    MAX_TEXT,
+    QUERY,
+    CallFieldsObject,
+    JsonObject,
+    MessageMetadata,
+    QueryBool,
+    QueryInt,
+    Role,
+    Text,
+    Whole,
+    refuse,
+)
 
 MAX_BATCH = 100_000
 MAX_TOOL_CALLS = 1000  # one assistant message's calls
@@ -35,14 +49,15 @@ class ToolCall(TypedDict):
 ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)]
 # A model's calls' own fields from its provider, by call id: an object per call of the message, of the fields
 # the provider gave beside id, type and function (Gemini 3's `extra_content` with its thought signature,
-# which it must be sent back with the call), each at most 64 KiB as JSON (the daemon checks the ids and sizes:
-# daemon/toolcalls.py). Sent back with the calls to the provider that gave them (to any, when not known).
+# which it must be sent back with the call), each at most 64 KiB as JSON and 30 levels deep (the daemon checks
+# ids, sizes and depth: daemon/toolcalls.py). Sent back with the calls to the provider that gave them (to any,
+# when not known).
 CallFields = Annotated[
-    dict[str, JsonObject],
+    dict[str, CallFieldsObject],
     Field(
         max_length=MAX_TOOL_CALLS,
         description="a call's provider fields (beside id, type and function) by the call's id: one of the"
-        " message's tool_calls; each at most 64 KiB as JSON",
+        " message's tool_calls; each at most 64 KiB as JSON, nested at most 30 levels below it",
     ),
 ]
 
@@ -79,7 +94,7 @@ class MessageIn(TypedDict, total=False):
     tool_call_id: Text(200) | None
     tool_calls: ToolCalls | None
     call_fields: CallFields | None
-    metadata: JsonObject | None
+    metadata: MessageMetadata | None
 
 
 @with_config(BODY)

@@ -200,6 +200,30 @@ JsonObject = Annotated[
 ]
 
 
+def _json_object_at(depth: int) -> Any:
+    def check(v: Any) -> dict:
+        if not isinstance(v, dict):
+            raise refuse("must be a JSON object")
+        return json_value(v, "", depth)
+
+    return check
+
+
+# A JSON object a message keeps in its stored fields (its `extra`), which another device checks as one document
+# MAX_DEPTH deep from its root: `metadata` one level into it, a call's provider fields two (call_fields, the
+# call's id). Checked from there, so that the API takes no object that no other device would take.
+MessageMetadata = Annotated[
+    dict[str, Any],
+    PlainValidator(_json_object_at(1)),
+    WithJsonSchema({"type": "object", "additionalProperties": JSON_VALUE_REF}),
+]
+CallFieldsObject = Annotated[
+    dict[str, Any],
+    PlainValidator(_json_object_at(2)),
+    WithJsonSchema({"type": "object", "additionalProperties": JSON_VALUE_REF}),
+]
+
+
 def _tag_set(v: list[str]) -> list[str]:
     return sorted(set(v))
 

@@ -162,10 +162,14 @@ def finish_reason(chunk: dict) -> str | None:
     return None
 
 
+MAX_COUNT = 1 << 40  # a message's tokens, and its usage's counts, as the API, a session file and a pulled log take them
+
+
 def usage_of(data: dict) -> dict | None:
-    """{prompt_tokens, completion_tokens} from a provider's usage object, if it sent one."""
+    """{prompt_tokens, completion_tokens} from a provider's usage object, if it sent one; a count that is no
+    whole number from 0 to MAX_COUNT is not taken (kept, no other device would take this one's log)."""
     u = data.get("usage")
     if not isinstance(u, dict):
         return None
-    out = {k: u[k] for k in ("prompt_tokens", "completion_tokens") if type(u.get(k)) is int and u[k] >= 0}
+    out = {k: u[k] for k in ("prompt_tokens", "completion_tokens") if type(u.get(k)) is int and 0 <= u[k] <= MAX_COUNT}
     return out or None

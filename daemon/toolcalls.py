@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from ..api.messages import ToolCalls, new_call_id
+from ..api.types import json_value
 from ..storage.errors import Invalid
 from .checker import checker
 
@@ -15,6 +16,9 @@ _CALLS = checker(ToolCalls)
 OPENAI_FIELDS = ("name", "tool_call_id", "tool_calls")  # a message's fields beside role and content
 _OWN = ("id", "type", "function", "index")  # a call's fields sessiond keeps in the call (and a stream's index)
 MAX_FIELDS = 64 << 10  # a call's provider fields kept up to this size (as JSON); more: not kept
+# where a call's fields sit in a stored message's fields (its `extra`: call_fields, the call's id), which
+# another device checks as one JSON document (daemon/remote_checks.py): its depth counted from there
+FIELDS_DEPTH = 2
 
 
 def _call(c: Any) -> Any:
@@ -68,11 +72,12 @@ def _why(c: Any, exc: Invalid) -> str:
 def fields(c: Any) -> dict | None:
     """A model's call's fields beyond those kept in it (_OWN): a provider's own, as Gemini 3's `extra_content`
     (`{"google": {"thought_signature"}}`), which it must be sent back with the call; None when it has none,
-    or they are larger than MAX_FIELDS as JSON (not kept)."""
+    or they are larger than MAX_FIELDS as JSON, or JSON that no device takes in a message (unplain: an
+    integer past 64 bits, nested too deep): not kept, as no other device would take this one's log with them."""
     if not isinstance(c, dict):
         return None
     own = {k: x for k, x in c.items() if k not in _OWN}
-    if not own or len(json.dumps(own, ensure_ascii=False)) > MAX_FIELDS:
+    if not own or len(json.dumps(own, ensure_ascii=False)) > MAX_FIELDS or unplain(own) is not None:
         return None
     return own
 
@@ -85,14 +90,27 @@ def of_request(given: list, calls: list[dict]) -> dict | None:
     return own or None
 
 
+def unplain(own: dict) -> str | None:
+    """Why a call's fields are not JSON that every device takes as a message's (the API's plain JSON, nested
+    at most as deep as a stored message's fields may be: FIELDS_DEPTH of it is the place they are kept in),
+    said after their place (".extra_content.a is nested too deeply"); None when they are."""
+    try:
+        json_value(own, "", FIELDS_DEPTH)
+    except Exception as exc:  # the PydanticCustomError of api.types
+        return f"{(getattr(exc, 'context', None) or {}).get('sub', '')} {exc}"
+    return None
+
+
 def checked_fields(own: Any, where: str) -> dict:
     """A call's provider fields as a file gives them, checked: an object of fields beyond the call's own (id,
-    type, function), at most MAX_FIELDS as JSON, as a model's answer's are kept; else refused (Invalid) naming
-    `where`."""
+    type, function), plain JSON no deeper than a stored message's fields may hold them (unplain), at most
+    MAX_FIELDS as JSON, as a model's answer's are kept; else refused (Invalid) naming `where`."""
     if not isinstance(own, dict) or not own:
         raise Invalid(f"{where} must be an object of a provider's own fields of the call (as extra_content)")
     if ours := sorted(own.keys() & set(_OWN)):
         raise Invalid(f"{where} holds {', '.join(ours)}: a call's own fields are in the call, not beside it")
+    if (why := unplain(own)) is not None:
+        raise Invalid(f"{where}{why}")
     if len(json.dumps(own, ensure_ascii=False)) > MAX_FIELDS:
         raise Invalid(
             f"{where} is larger than {MAX_FIELDS >> 10} KiB as JSON: sessiond keeps a call's provider fields up to that"

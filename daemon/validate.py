@@ -57,10 +57,11 @@ def obj(value: Any, where: str = "body") -> dict:
     return value
 
 
-def json_value(v: Any, key: str) -> Any:
-    """Plain JSON that DAG-CBOR can hold; errors name the place, e.g. metadata.a[2]."""
+def json_value(v: Any, key: str, depth: int = 0) -> Any:
+    """Plain JSON that DAG-CBOR can hold, nested at most as deep as a document holding it `depth` levels in
+    may be; errors name the place, e.g. metadata.a[2]."""
     try:
-        return _json_value(v)
+        return _json_value(v, "", depth)
     except Exception as exc:  # the PydanticCustomError of api.types
         ctx = getattr(exc, "context", None) or {}
         raise Invalid(f"{key}{ctx.get('sub', '')} {exc}") from None
@@ -308,8 +309,24 @@ def session_spec(body: Any) -> dict:
     return {**new_session(_SESSION_CREATE(body)), **kept}
 
 
+# A session's fields of JSON its operations carry (session.create, session.update) one level into their body,
+# which another device checks as one document (remote_checks.remote_op): an initial message's metadata is
+# three levels in, its calls' fields four.
+OP_JSON_FIELDS = ("metadata", "preferences", "initial_messages")
+
+
+def as_in_op(fields: dict) -> dict:
+    """`fields` (a session's, checked), refused (Invalid) if one of OP_JSON_FIELDS is nested deeper than its
+    operation's body may hold it: the API takes nothing that another device would refuse the session's log for."""
+    for k in OP_JSON_FIELDS:
+        if fields.get(k):
+            json_value(fields[k], k, 1)
+    return fields
+
+
 def new_session(b: dict) -> dict:
     """A new session's fields from a checked SessionCreate body, with defaults."""
+    as_in_op(b)  # (as its session.create operation will carry them)
     return {
         "id": b.get("id"),
         "user": b.get("user"),
@@ -346,7 +363,7 @@ def session_patch(b: dict, current: dict) -> dict:
     pol = policy(b, {} if "policy" in b and b["policy"] is None else current["policy"])  # a null policy: all cleared
     if pol is not None:
         fields["policy"] = pol
-    return fields
+    return as_in_op(fields)
 
 
 def new_chat(b: dict) -> dict:

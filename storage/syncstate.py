@@ -54,7 +54,7 @@ class SyncState:
     async def written_after(self, sid: str, seq: int, shown: int = 5) -> tuple[list[str], int, int]:
         """What this device wrote to `sid` after its log's `seq`: the ids of its first `shown` messages, how
         many messages, and how many other changes (what a rekey that carried its log over up to `seq` only
-        left here: rekey.py)."""
+        left here: rekey.py). (A message is a row of `messages`, not of `ops`, which holds the other changes.)"""
         me = self.c.device_id
         ops = await self.c.committed.fetchone(
             "SELECT count(*) FROM ops WHERE session_id=? AND device_id=? AND seq>?", (sid, me, seq)
@@ -62,8 +62,7 @@ class SyncState:
         rows = await self.c.committed.fetchall(
             "SELECT seq FROM messages WHERE session_id=? AND device_id=? AND seq>? ORDER BY seq", (sid, me, seq)
         )
-        total = ops[0] if ops is not None else 0
-        return [message_id(me, r[0]) for r in rows[:shown]], len(rows), max(0, total - len(rows))
+        return [message_id(me, r[0]) for r in rows[:shown]], len(rows), ops[0] if ops is not None else 0
 
     async def get_lamport(self, sid: str) -> int:
         return (await session_row(self.c.committed, sid))["lamport"]

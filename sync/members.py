@@ -126,10 +126,14 @@ def _is_frozen(f: object) -> bool:
 
 
 def merge_frozen(have: Sequence[dict], more: Sequence[dict]) -> list[dict]:
-    """Frozen logs, one per head key (the first named wins: a log frozen once stays as it was frozen)."""
+    """Frozen logs, one per head key: the one at the head's latest revision (of two at one revision, the first
+    named). A log frozen once stays as it was frozen, as no later rekey freezes it again, but one that drops
+    its writer again after a new code let it back in: that freeze holds what it wrote meanwhile too."""
     out: dict[bytes, dict] = {}
     for f in [*have, *more]:
-        out.setdefault(bytes(f["k"]), dict(f))
+        k = bytes(f["k"])
+        if k not in out or f["r"] > out[k]["r"]:
+            out[k] = dict(f)
     return [out[k] for k in sorted(out)]
 
 

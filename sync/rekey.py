@@ -42,6 +42,7 @@ from .pusher import Pusher
 from .rekeyproof import check_exclusion, check_notice, notice_hash, open_box
 
 log = logging.getLogger("sessiond.sync")
+SEQ_MAX = (1 << 63) - 1  # a log's seqs are SQLite integers: a notice's "s" past this names no log's end
 
 
 class Rekeyer:
@@ -93,7 +94,10 @@ class Rekeyer:
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
                 fresh, seqs = await self._freeze(store, sid, dropped)
-                before = {bytes(f["k"]) for f in frozen}  # (frozen by an earlier rekey: carried on as it was)
+                logs = merge_frozen(frozen, fresh)
+                # frozen by an earlier rekey and not again by this one (a writer let back in, its log not read
+                # now): carried on as it was, how far not known here
+                before = {bytes(f["k"]) for f in frozen} - {bytes(f["k"]) for f in fresh if f in logs}
                 record = {
                     "k": new_key,
                     "w": new_write,
@@ -102,7 +106,7 @@ class Rekeyer:
                     "o": old_announce,
                     "own": True,
                     # the dropped writers' logs as they stand, for the new generation (and those frozen before)
-                    "f": merge_frozen(frozen, fresh),
+                    "f": logs,
                     # how far each is carried over, for the notice: what a dropped writer wrote past it reached
                     # no other device, which it says once it learns of the rekey
                     "s": [{"k": pk, "s": n} for pk, n in sorted(seqs.items()) if pk not in before],
@@ -340,6 +344,7 @@ class Rekeyer:
             read_slot=self.members.read_members,
             timeout=ctx.timeout,
             behind=behind,
+            left_here=lambda later: self._left_here(sid, later, my_pk),
         )
         return secret
 
@@ -353,7 +358,8 @@ class Rekeyer:
         seq = None
         if isinstance(carried, list):
             seq = next((c.get("s") for c in carried if isinstance(c, dict) and c.get("k") == me), None)
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        # (one past what a log's seq can be, SQLite's integers, no sessiond wrote: taken as none given)
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
             if not await db.last_seq(sid):
                 return ""
             return (

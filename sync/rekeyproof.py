@@ -113,12 +113,15 @@ async def check_notice(
     read_slot: ReadSlot,
     timeout: float,
     behind: dict[bytes, int] | None = None,
+    left_here: Callable[[dict], Awaitable[str]] | None = None,
 ) -> None:
     """Refuse (ImportError_) a notice its author's head does not claim, or one another member's log
     contradicts. `members`: the old generation's (from the slot the notice is in); `me`: this device's
     head public key; `keys`: the session keys this device holds; `new_key`, `new_announce`: what its box
     gave; `known_revs`: the revision of each member's head this device has seen (a lower one is a replay);
-    `behind`: the members whose head this device found under an older key than its own, at that revision."""
+    `behind`: the members whose head this device found under an older key than its own, at that revision;
+    `left_here`: what this device wrote that a later rekey leaving it out did not carry over, said (given that
+    rekey's notice: Rekeyer._left_here), for the refusal that says it was left out."""
     author = notice.get("d")
     names = {m["device_id"] for m in members if m["device_id"] is not None}  # (a member of no known id is no author)
     if not isinstance(author, str) or author not in names:
@@ -127,18 +130,19 @@ async def check_notice(
             f"the rekey notice of session {sid} does not name a device of the session as its author "
             f"({unnamed_author(author)}); this device keeps its key. " + no_author_way(author, sid, "took it"),
         )
-    later, left_out = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
+    later, left_by = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
     keys = [new_key, *later, *keys]
     claimed, moved, contradicting = await _sightings(
         store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout
     )
-    if moved and left_out and not contradicting:
+    if moved and left_by is not None and not contradicting:
         # the members went on to a generation after the notice's, which this device was left out of
+        left = await left_here(left_by) if left_here is not None else ""
         raise ImportError_(
             "revoked",
             f"session {sid} was rekeyed again without this device after a rekey that kept it: it keeps "
-            f"what it has but receives nothing new (import a new share code from a device that kept it:"
-            " `sessiond import`)",
+            f"what it has but receives nothing new{left} (import a new share code from a device that kept it:"
+            f" `sessiond import`{'; what it wrote goes out with its log then' if left else ''})",
         )
     if moved or contradicting or not claimed:
         others = sorted(set(moved + contradicting) - {author})
@@ -301,10 +305,10 @@ async def _sightings(
 
 async def _later_keys(
     store: Store, sid: str, key: bytes, announce: bytes, me: bytes, head_key: SigningKey, read_slot: ReadSlot
-) -> tuple[list[bytes], bool]:
+) -> tuple[list[bytes], dict | None]:
     """The keys of the rekeys after the notice's (the new generation's own notice, and so on), for this
-    device: a member may have moved on to them while this device was away. And whether the chain ends
-    in a rekey that left this device out."""
+    device: a member may have moved on to them while this device was away. And the notice of the rekey that
+    left this device out, if the chain ends in one (None if not)."""
     out: list[bytes] = []
     for _ in range(CHAIN_MAX):
         try:
@@ -315,10 +319,10 @@ async def _later_keys(
             break
         secret = open_box(notice, me, head_key, sid)
         if secret is None:
-            return out, True
+            return out, notice
         key, announce = bytes(secret["k"]), bytes(secret["a"])
         out.append(key)
-    return out, False
+    return out, None
 
 
 async def _claims(

@@ -422,11 +422,25 @@ def cli_json(home: str, *args: str, **kw):
     return json.loads(res.stdout)
 
 
+def imported_back(home: str, sid: str, folder) -> str:
+    """Session `sid` exported as JSON (`export --format json`) into `folder` and imported back beside itself
+    (`import-file`, the file's session id taken out): the new session's id; an import refused fails the test."""
+    path = os.path.join(str(folder), f"{sid}.json")
+    run_cli(home, "export", sid, "--format", "json", "-o", path, check=True)
+    with open(path) as f:
+        data = json.load(f)
+    del data["session"]["id"]
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return run_cli(home, "import-file", path, "--format", "json", check=True).stdout.split()[0]
+
+
 __all__ = [
     "DaemonNotRunning",
     "DaemonProc",
     "cli_json",
     "eventually",
+    "imported_back",
     "openai_app",
     "run_cli",
     "started_with",

@@ -225,3 +225,109 @@ def test_another_device_s_call_fields_are_checked_as_an_append_s():
         with pytest.raises(Invalid) as e:
             remote_log(log(extra))
         assert e.value.message.startswith("message 7: call_fields") and says in e.value.message, e.value.message
+
+
+def _nested(levels: int) -> dict:
+    """A call's fields whose innermost value is `levels` objects down from them."""
+    x: object = "sig"
+    for _ in range(levels - 1):
+        x = {"n": x}
+    return {"extra_content": x}
+
+
+def test_call_fields_the_api_takes_reach_another_device_however_deep(make, provider, store_dir):
+    """The API took a call's fields nested as deep as any JSON it takes (32 levels, counted from the fields),
+    but another device checks a message's stored fields as one document, the calls' fields two levels down
+    in it (call_fields, the call's id): fields nested 31 or 32 deep, taken here, made every other device
+    refuse this device's whole log at that message, as if it were damaged (an import of the session refused,
+    a pull stuck before it). The API refuses them now, saying so, nothing stored; as deep as every device
+    takes, they reach the other device."""
+    url = "file://" + store_dir
+    a, b = make(url), make(url)
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(model="echo-1")["id"]
+    for levels in (31, 32):
+        with pytest.raises(ApiError) as e:
+            ca.append(sid, "assistant", "", tool_calls=[CALL], call_fields={"call_app": _nested(levels)})
+        assert e.value.status == 422 and "call_fields" in str(e.value) and "nested too deeply" in str(e.value)
+    assert ca.messages(sid)["messages"] == []
+    deep = {"call_app": _nested(30)}
+    ca.append(sid, "assistant", "", tool_calls=[CALL], call_fields=deep)
+    code = ca.share(sid, write=True)["code"]
+    run_cli(b.home, "import", input=code, check=True)
+    [kept] = [m for m in cb.messages(sid)["messages"] if m.get("tool_calls")]
+    assert kept["call_fields"] == deep
+
+
+def test_metadata_the_api_takes_reaches_another_device_however_deep(make, provider, store_dir):
+    """As a call's fields (above): a message's metadata is checked by the API as JSON 32 levels deep counted
+    from it, by another device as one level into the message's stored fields; metadata 32 deep was taken and
+    synced, and every other device refused this device's log at that message. It is refused now (422, naming
+    it, nothing stored); 31 deep reaches the other device."""
+    url = "file://" + store_dir
+    a, b = make(url), make(url)
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(model="echo-1")["id"]
+
+    def nested(levels: int) -> dict:
+        x: object = "v"
+        for _ in range(levels):
+            x = {"n": x}
+        return x  # type: ignore[return-value]
+
+    with pytest.raises(ApiError) as e:
+        ca.append(sid, "user", "hi", metadata=nested(32))
+    assert e.value.status == 422 and "metadata" in str(e.value) and "nested too deeply" in str(e.value)
+    with pytest.raises(ApiError):
+        ca.append_many(sid, [{"role": "user", "content": "hi", "metadata": nested(32)}])
+    assert ca.messages(sid)["messages"] == []
+    ca.append(sid, "user", "hi", metadata=nested(31))
+    code = ca.share(sid, write=True)["code"]
+    run_cli(b.home, "import", input=code, check=True)
+    assert cb.messages(sid)["messages"][0]["metadata"] == nested(31)
+
+
+def test_a_session_s_json_fields_the_api_takes_reach_another_device_however_deep(make, provider, store_dir):
+    """A session's metadata and preferences, and its initial messages' metadata and calls' fields, are carried
+    in its operations (session.create, session.update), which another device checks as one JSON document
+    each: one level in for the first two, three and four for the others. The API checked each from itself,
+    so a session made or changed with them nested within its bound but past the operation's made every other
+    device refuse the session's log at its first operation: an import of it failed, whatever else it held.
+    They are refused now (422, naming them, nothing made or changed); within the bound they reach the other
+    device."""
+    url = "file://" + store_dir
+    a, b = make(url), make(url)
+    ca, cb = a.client(), b.client()
+
+    def nested(levels: int) -> dict:
+        x: object = "v"
+        for _ in range(levels):
+            x = {"n": x}
+        return x  # type: ignore[return-value]
+
+    def initial(metadata: int, fields: int) -> list[dict]:
+        return [
+            {"role": "user", "content": "x", "metadata": nested(metadata)},
+            {"role": "assistant", "content": "", "tool_calls": [CALL], "call_fields": {"call_app": nested(fields)}},
+        ]
+
+    for too_deep in (
+        {"metadata": nested(32)},
+        {"preferences": nested(32)},
+        {"initial_messages": initial(30, 1)},
+        {"initial_messages": initial(1, 29)},
+    ):
+        with pytest.raises(ApiError) as e:
+            ca.create_session(model="echo-1", **too_deep)
+        assert e.value.status == 422 and "nested too deeply" in str(e.value), (too_deep.keys(), e.value)
+    assert ca.list_sessions()["sessions"] == []
+    sid = ca.create_session(model="echo-1", metadata=nested(31), initial_messages=initial(29, 28))["id"]
+    with pytest.raises(ApiError) as e:
+        ca.update_session(sid, preferences=nested(32))
+    assert e.value.status == 422 and "nested too deeply" in str(e.value)
+    ca.update_session(sid, preferences=nested(31))
+    code = ca.share(sid, write=True)["code"]
+    run_cli(b.home, "import", input=code, check=True)
+    got = cb.get_session(sid)
+    assert got["metadata"] == nested(31) and got["preferences"] == nested(31)
+    assert [{k: x for k, x in m.items() if k != "tokens"} for m in got["initial_messages"]] == initial(29, 28)

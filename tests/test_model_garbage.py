@@ -13,7 +13,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from conftest import openai_app, run_cli, wait_for
+from conftest import imported_back, openai_app, run_cli, wait_for
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
 
@@ -24,6 +24,11 @@ ANSWERS = {
     "choice_text": {"choices": ["abc"]},
     "message_text": {"choices": [{"index": 0, "message": "hi", "finish_reason": "stop"}]},
     "error_200": {"error": {"message": "the model is overloaded", "type": "server_error"}},
+}
+# an answer whose usage counts no message can hold (tokens: 0 to 2^40, as the API and every device take them)
+HUGE_USAGE = {
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1 << 41, "completion_tokens": 1 << 41, "total_tokens": 1 << 42},
 }
 # a stream event per mode, after a first good one: JSON, but not an object
 EVENTS = {"event_int": b"5", "event_list": b"[1, 2]", "event_text": b'"x"', "event_null": b"null"}
@@ -36,6 +41,8 @@ def garbage_provider() -> web.Application:
         mode = request.match_info["mode"]
         body = await request.json()
         if not body.get("stream"):
+            if mode == "huge_usage":
+                return web.json_response(HUGE_USAGE)
             return web.json_response(ANSWERS.get(mode, {"choices": [{"message": {"content": "fine"}}]}))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -63,7 +70,7 @@ def garbage(make_daemon):
     server = Threaded(garbage_provider()).start()
     d = make_daemon()
     os.makedirs(d.home, mode=0o700)
-    modes = [*ANSWERS, *EVENTS, "error_first"]
+    modes = [*ANSWERS, *EVENTS, "error_first", "huge_usage"]
     tables = "".join(f'[providers.{m}]\nbase_url = "http://127.0.0.1:{server.port}/{m}/v1"\n' for m in modes)
     with open(os.path.join(d.home, "config.toml"), "w") as f:
         f.write(f'default_provider = "{modes[0]}"\nopenai_listen = "127.0.0.1:0"\n{tables}')
@@ -134,3 +141,18 @@ def test_a_stream_whose_first_event_is_an_error_is_the_providers_failure_not_a_c
         app = openai_app(d, sid)
         list(app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}], stream=True))
     assert oe.value.status_code == 502 and oe.value.code == "provider_failed", oe.value
+
+
+def test_a_provider_s_usage_past_what_a_message_holds_is_not_taken(garbage, tmp_path):
+    """A provider's usage counts were taken as they came, whatever their size: an answer's completion_tokens
+    became its message's tokens, 2^41 here, past what the API and every device take (0 to 2^40). The answer
+    was kept here, and every other device refused this device's log at it (its pulled log is checked as the
+    API checks an append); this device's own export no longer imported. Counts past that bound are not
+    taken now: the answer is recorded with its tokens estimated, as when a provider sends no usage."""
+    c = garbage.client()
+    sid = c.create_session(model="m")["id"]
+    answer = c.complete(sid, "question", provider="huge_usage")
+    assert answer["content"] == "fine" and answer["tokens"] <= 1 << 40, answer
+    [kept] = [m for m in c.messages(sid)["messages"] if m["role"] == "assistant"]
+    assert kept["tokens"] <= 1 << 40 and "usage" not in kept, kept
+    imported_back(garbage.home, sid, tmp_path)

@@ -502,3 +502,56 @@ def test_a_rekey_on_a_device_a_rekey_left_out_says_it_was_left_out(make_daemon, 
     assert "rekeyed without this device" in res.stderr and f"by device {r_id}" in res.stderr, res.stderr
     assert "takes that key at its next pull" not in res.stderr, res.stderr
     assert k.client().get_session(sid)["access"] == "revoked"
+
+
+def test_a_writer_dropped_let_back_in_and_dropped_again_keeps_what_it_wrote_while_let_back_in(make_daemon, store_dir):
+    """A rekey carries on the frozen logs of the rekeys before it, and one frozen once stayed as it was: a
+    writer dropped, let back in with a new code (its log under the new key, what it wrote since going with
+    it) and dropped again had its log frozen anew, but the first freeze was kept, so what it wrote while it
+    was a writer again never reached a device that imported the session later. Its revocation said the
+    rekey did not say how far it read its log (the notice named no seq for it, as frozen before). The newer
+    freeze of a head is the one kept now, and the notice names how far it reaches."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    r.client().rekey(sid, drop=[_device(d)])
+    d.client().sync(sid, wait=True, timeout=10)
+    assert d.client().get_session(sid)["access"] == "revoked"
+    d.client().import_code(r.client().share(sid, write=True)["code"])
+    d.client().append(sid, "assistant", "D let back in")
+    d.client().sync(sid, wait=True, timeout=10)
+
+    def r_has_it():
+        r.client().sync(sid, wait=True, timeout=10)
+        return "D let back in" in _messages(r, sid)
+
+    wait_for(r_has_it, timeout=30, interval=0.3)
+    r.client().rekey(sid, drop=[_device(d)])
+    st = d.client().sync(sid, wait=True, timeout=10)
+    said = st["sessions"][sid].get("pull_error") or ""
+    assert "rekeyed without this device" in said and "does not say how far" not in said, said
+    assert "held here only" not in said, said  # everything it wrote was pushed before the rekey read its log
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert "D let back in" in _messages(n, sid)
+
+
+def test_a_device_kept_by_one_rekey_and_dropped_by_the_next_names_what_it_wrote_past_its_frozen_log(
+    make_daemon, store_dir
+):
+    """A writer that learns it was left out by a rekey after one that kept it (it had not taken the first:
+    rekeyproof.check_notice) is revoked as one left out by the first is, and what it wrote after the second
+    rekey read its log reached no one as well; its revocation said nothing of it (only a notice leaving it
+    out at once was asked how far it carried its log over). It names them now, from the later notice's s."""
+    asleep = {"poll_interval": 3600, "sync_interval": 3600}  # K pulls only when asked (`sync`)
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    write_config(k.home, **asleep)
+    k.stop()
+    k.start()
+    r.client().rekey(sid, drop=[_device(d)])
+    r.client().rekey(sid, drop=[_device(k)])
+    late = k.client().append(sid, "assistant", "K after both rekeys")  # pushed under the old key, not pulled
+    wait_for(lambda: k.client().get_session(sid)["sync"]["pending"] == 0, timeout=30)
+    st = k.client().sync(sid, wait=True, timeout=10)
+    said = st["sessions"][sid].get("pull_error") or ""
+    assert "without this device" in said, st
+    assert late["id"] in said and "held here only" in said, said
+    assert k.client().get_session(sid)["access"] == "revoked"

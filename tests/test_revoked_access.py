@@ -178,3 +178,44 @@ async def test_what_the_revocation_says_of_this_device_s_writes_by_what_the_noti
     for notice in ({}, {"s": [{"k": other, "s": 3}]}, {"s": [{"k": me, "s": "3"}]}):
         said = await left(sid, notice, me)
         assert "does not say how far" in said and "held here only" in said, (notice, said)
+
+
+async def test_a_notice_naming_a_seq_no_log_can_reach_is_said_as_not_knowing_how_far(db):
+    """A notice's `s` is its author's word, read by a device that cannot check it (the frozen log it names is
+    in the new members slot, sealed under the key this device is not given). One past what SQLite's integers
+    hold (DAG-CBOR's go to 2**64 - 1) made the revocation's count raise OverflowError: the pull failed with
+    that, every time, and the session was never marked revoked (its writes taken, reaching no one). Now
+    such an `s` is taken as none given; one past this device's log but within range names nothing."""
+    import types
+
+    from sessiond.sync.rekey import Rekeyer
+
+    me = b"\x01" * 33
+    sid = (await db.create_session({"name": "s"}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "m"}])
+    left = Rekeyer(types.SimpleNamespace(db=db), None, None)._left_here  # type: ignore[arg-type]
+    for huge in (1 << 63, (1 << 64) - 1):
+        said = await left(sid, {"s": [{"k": me, "s": huge}]}, me)
+        assert "does not say how far" in said and "held here only" in said, (huge, said)
+    assert await left(sid, {"s": [{"k": me, "s": (1 << 63) - 1}]}, me) == ""
+
+
+async def test_the_revocation_counts_this_device_s_other_changes_past_its_log_s_end_apart_from_its_messages(db):
+    """A message is a row of its own, not an operation: what this device wrote past the notice's `s` was
+    counted as its operations less its messages, so two messages and a chat made after it said "2 messages"
+    and nothing of the chat (the chat's one operation, less two), and one message with three other changes
+    said two of them. Each is counted as what it is now."""
+    import types
+
+    from sessiond.sync.rekey import Rekeyer
+
+    me = b"\x01" * 33
+    sid = (await db.create_session({"name": "s"}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "carried over"}])
+    seq = await db.last_seq(sid)
+    left = Rekeyer(types.SimpleNamespace(db=db), None, None)._left_here  # type: ignore[arg-type]
+    await db.append_messages(sid, [{"role": "user", "content": "late 1"}, {"role": "user", "content": "late 2"}])
+    await db.create_chat(sid, {"id": "side", "name": "side"})
+    assert await db.written_after(sid, seq) == ([f"{db.device_id}-{seq + 1}", f"{db.device_id}-{seq + 2}"], 2, 1)
+    said = await left(sid, {"s": [{"k": me, "s": seq}]}, me)
+    assert "2 messages" in said and "and 1 other change " in said and "are held here only" in said, said

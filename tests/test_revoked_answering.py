@@ -140,3 +140,30 @@ def test_an_answer_under_way_when_the_revocation_comes_is_not_recorded_and_the_a
     finally:
         p.resume.set()
         server.stop()
+
+
+async def test_a_revocation_that_fails_in_its_transaction_lets_the_waiting_question_go_on(db, monkeypatch):
+    """The mark a revocation sets (storage/closing.py) is let go when its transaction raises, not only when it
+    commits: a question that waited for it goes on, and reads the session as the failure left it (writable);
+    a mark left set would hold every later question to the session for ever. On a real database: the writer
+    held by the test so that the question comes while the revocation is marked, then the failure."""
+    import asyncio
+
+    sid = (await db.create_session({"name": "s"}))["id"]
+
+    def failing(point: str) -> None:  # (inside the revoking transaction, after its UPDATE)
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(db.c, "hold_commit", failing)
+    await db.c.group.lock.acquire()  # the revocation waits for the writer, marked
+    revoking = asyncio.create_task(db.mark_revoked(sid))
+    await asyncio.sleep(0)
+    asking = asyncio.create_task(db.closing.settled(sid))
+    await asyncio.sleep(0)
+    assert not revoking.done() and not asking.done()  # the question waits for the revocation under way
+    db.c.group.lock.release()
+    with pytest.raises(OSError):
+        await asyncio.wait_for(revoking, timeout=5)
+    await asyncio.wait_for(asking, timeout=5)
+    assert (await db.get_session(sid))["access"] == "owner"  # rolled back
+    await asyncio.wait_for(db.closing.settled(sid), timeout=5)  # and no mark left for the next question

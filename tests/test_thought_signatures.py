@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from conftest import run_cli, started_with_provider
+from conftest import imported_back, run_cli, started_with_provider
 from servers.openai_server import Provider, serve_threaded, signature
 from test_tool_calls import _app
 
@@ -220,3 +220,27 @@ def test_an_app_s_call_fields_go_back_to_the_provider_it_sent_them_to_and_to_no_
     assert kept["provider"] == "loop", kept  # (the message says whose they are)
     c.complete(sid, "and here?")  # the provider that took them still gets them
     assert _sent_calls(loop)[0]["extra_content"] == extra
+
+
+def test_an_app_s_call_fields_no_device_would_take_are_not_kept_and_the_call_is(two, tmp_path):
+    """An app's (or a model's) call's fields holding an integer past 64 bits, or nested deeper than a stored
+    message's fields may be, were kept: this device's export of the session then did not import (`import-file`
+    refused them), and every other device refused its log at that message as damaged (its pulled log is
+    checked as the API checks an append). They are not kept now, as fields past 64 KiB are not; the call is,
+    and the request goes on as the app sent it."""
+    d, loop, _ = two
+    loop.faults.signed = False
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    fn = {"name": "lookup", "arguments": "{}"}
+    deep: object = "sig"
+    for _ in range(31):
+        deep = {"n": deep}
+    msgs = [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": None, "tool_calls": []}]
+    for i, extra in enumerate(({"google": {"n": 1 << 70}}, deep)):
+        msgs[1]["tool_calls"].append({"id": f"c{i}", "type": "function", "function": fn, "extra_content": extra})
+        msgs.append({"role": "tool", "tool_call_id": f"c{i}", "content": "sunny"})
+    _app(d, sid).chat.completions.create(model="echo-1", messages=msgs)
+    [kept] = [m for m in c.messages(sid)["messages"] if m.get("tool_calls")]
+    assert [t["id"] for t in kept["tool_calls"]] == ["c0", "c1"] and "call_fields" not in kept, kept
+    imported_back(d.home, sid, tmp_path)
