@@ -92,3 +92,61 @@ async def test_an_import_with_no_poll_meanwhile_costs_the_follower_no_extra_pull
     await b.import_code(code, None)
     await b.follower.poll()
     assert started == []
+
+
+class ResettingStore(FileStore):
+    """A folder store whose change feed resets on demand, as a relay's does when it restarts without its
+    feed's state: a token from before the reset answers "cannot tell" (pks None), and the reset's answer
+    names no head (head_revisions: {}), so a follower reads every head it follows there (_not_held)."""
+
+    epoch = 0
+
+    def reset(self) -> None:
+        self.epoch += 1
+
+    async def head_changes(self, since):
+        inner = await super().head_changes(since[1] if isinstance(since, tuple) else None)
+        if inner is None:
+            return None
+        token = (self.epoch, inner[0])
+        if not isinstance(since, tuple) or since[0] != self.epoch:
+            return token, None
+        return token, inner[1]
+
+    async def head_revisions(self):
+        return {}
+
+
+async def test_a_reset_whose_read_of_the_heads_held_fails_is_read_again_at_the_next_poll(devices, monkeypatch):
+    """After a change feed's reset, the follower reads what it holds to know which heads to read
+    (_not_held). The feed's token moved on before that read ended: a read that failed (a database
+    error, the daemon stopping) left the heads changed meanwhile unread until the next full round
+    (FULL_PULL_EVERY). The token moves on only once the read is done: the next poll resets again."""
+    store_b = ResettingStore(devices.store_path)
+    a, b = await devices.open(store_b=store_b)
+    dba, dbb = devices.dba, devices.dbb
+    await a.start()
+    sid = await _followed(devices, "followed")
+    await b.follower.poll()  # the first look
+    await b.follower.poll()  # the feed followed from here on (no reset)
+
+    await dba.append_messages(sid, [{"role": "user", "content": "news"}])
+    await a.sync_now(sid, wait=True, timeout=10)
+    store_b.reset()
+    real = dbb.held_revisions
+
+    async def fails():
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(dbb, "held_revisions", fails)
+    try:
+        await b.follower.poll()
+    except OSError:
+        pass  # the worker logs a failed round and polls again
+    monkeypatch.setattr(dbb, "held_revisions", real)
+    assert [m["content"] for m in await dbb.list_messages(sid)] == ["first"]
+    started, _ = watch_pulls(b)
+    await b.follower.poll()
+    assert not b.follower.pull_now  # no full round: the reset read again
+    assert started == [sid]
+    assert [m["content"] for m in await dbb.list_messages(sid)] == ["first", "news"]
