@@ -18,6 +18,21 @@ async def _followed(devices, name: str) -> str:
     return sid
 
 
+async def _poll_failing(b, db, name: str, monkeypatch) -> None:
+    """One poll of B's follower with database method `name` failing (a disk I/O error), then put back."""
+    real = getattr(db, name)
+
+    async def fails(*args):
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(db, name, fails)
+    try:
+        await b.follower.poll()
+    except OSError:
+        pass  # the worker logs a failed round and polls again
+    monkeypatch.setattr(db, name, real)
+
+
 async def test_a_head_that_moves_while_its_session_is_imported_is_pulled_after_the_import(devices, monkeypatch):
     """B's import reads A's log, A pushes more, and B's poll sees A's head move before the import has
     written the session (so the poll knows no session following that head). The import then lands what
@@ -60,17 +75,7 @@ async def test_a_poll_round_that_fails_after_the_store_said_what_changed_is_not_
 
     await dba.append_messages(sid, [{"role": "user", "content": "news"}])
     await a.sync_now(sid, wait=True, timeout=10)
-    real = dbb.sessions_with_heads
-
-    async def fails(pks):
-        raise OSError("disk I/O error")
-
-    monkeypatch.setattr(dbb, "sessions_with_heads", fails)
-    try:
-        await b.follower.poll()
-    except OSError:
-        pass  # the worker logs a failed round and polls again
-    monkeypatch.setattr(dbb, "sessions_with_heads", real)
+    await _poll_failing(b, dbb, "sessions_with_heads", monkeypatch)
     await b.follower.poll()
     assert [m["content"] for m in await dbb.list_messages(sid)] == ["first", "news"]
 
@@ -133,17 +138,7 @@ async def test_a_reset_whose_read_of_the_heads_held_fails_is_read_again_at_the_n
     await dba.append_messages(sid, [{"role": "user", "content": "news"}])
     await a.sync_now(sid, wait=True, timeout=10)
     store_b.reset()
-    real = dbb.held_revisions
-
-    async def fails():
-        raise OSError("disk I/O error")
-
-    monkeypatch.setattr(dbb, "held_revisions", fails)
-    try:
-        await b.follower.poll()
-    except OSError:
-        pass  # the worker logs a failed round and polls again
-    monkeypatch.setattr(dbb, "held_revisions", real)
+    await _poll_failing(b, dbb, "held_revisions", monkeypatch)
     assert [m["content"] for m in await dbb.list_messages(sid)] == ["first"]
     started, _ = watch_pulls(b)
     await b.follower.poll()
