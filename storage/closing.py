@@ -10,36 +10,52 @@ history is final, or revoked: nothing written here would reach another device). 
 complete.py, its OpenAI endpoint) waits for what is under way on its session (`settled`) before it reads the
 session, and so reads it as that left it: gone (the API's 404, as for any session deleted), ended or revoked
 (refused as such a session's question is, 409), or as it was (a clean-up that left it alone, its model
-answering), and the model asked only then. The Database owns the one instance (`db.closing`)."""
+answering), and the model asked only then. A close whose task is cancelled while it waits for its commit (the
+daemon stopping, the clean-up or a pull cancelled) keeps its mark until the batch its rows are in has committed or
+failed: the rows commit all the same, and a question let go before that would read the session as it was. The
+Database owns the one instance (`db.closing`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 log = logging.getLogger("sessiond.complete")
 
 
 class Closing:
-    def __init__(self) -> None:
+    def __init__(self, batch: Callable[[], asyncio.Future[None] | None] = lambda: None) -> None:
         self._under_way: dict[str, list[asyncio.Event]] = {}  # per session, one for each close under way
+        self._batch = batch  # the write batch under way, if any (GroupCommit.batch): its commit not made yet
 
     @contextlib.contextmanager
     def marked(self, sid: str) -> Iterator[None]:
         """Around a delete, an end or a revocation of session `sid`, from before its transaction until it is
-        committed (or failed)."""
+        committed (or failed). Left by an exception (a cancellation while it waits for its commit) while a
+        batch is under way, the mark is let go only once that batch has ended: its rows may be in it."""
         done = asyncio.Event()
         self._under_way.setdefault(sid, []).append(done)
+        later = False
         try:
             yield
+        except BaseException:
+            batch = self._batch()
+            if batch is not None and not batch.done():
+                batch.add_done_callback(lambda _: self._release(sid, done))
+                later = True
+            raise
         finally:
-            marks = self._under_way[sid]
-            marks.remove(done)
-            if not marks:
-                del self._under_way[sid]
-            done.set()
+            if not later:
+                self._release(sid, done)
+
+    def _release(self, sid: str, done: asyncio.Event) -> None:
+        marks = self._under_way[sid]
+        marks.remove(done)
+        if not marks:
+            del self._under_way[sid]
+        done.set()
 
     async def settled(self, sid: str) -> None:
         """Wait for the deletes, ends and revocations of session `sid` under way, if any, to end. Returns with

@@ -65,7 +65,7 @@ class Database:
         self.c = c
         self.sessions = Sessions(c)
         # the sessions being deleted, ended or revoked, which a question to their model waits for (closing.py)
-        self.closing = Closing()
+        self.closing = Closing(lambda: c.group.batch)  # (a close cancelled: its mark kept until its batch ends)
         self.status_changes = StatusChanges(c, self.sessions, self.closing)  # pause, resume, end; revoked
         self.expiries = Expiries(c)  # the sessions that expire, for the clean-up
         self.chats = Chats(c)

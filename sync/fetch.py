@@ -241,8 +241,8 @@ async def freeze_log(
     """A writer's log as its head names it now, frozen for a rekey that drops it (docs/FORMATS.md §6): its
     head key, revision, manifest hash and that manifest's own key, which lets the new generation read
     the log up to here and nothing it writes afterwards; and the last seq that manifest holds (what the
-    rekey's notice tells the writer). None if it has pushed nothing, or its manifest opens under none of
-    `keys` (nothing of it was readable here either). Raises ImportError_ as read_manifest does."""
+    rekey's notice tells the writer). None if it has pushed nothing. Raises ImportError_ as read_manifest
+    does, ManifestSealed if its manifest opens under none of `keys` (it cannot be frozen here)."""
     pk = bytes(member["head_pk"])
     name = member.get("device_id") or pk.hex()[:16]
     with _read_failures(store, sid, name):
@@ -261,7 +261,8 @@ async def freeze_log(
                 continue
             man = parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision)
             return {"d": man.device, "k": pk, "r": head.revision, "h": mhash, "x": mkey}, man.last_seq
-    return None
+    said = f"the log of device {name} of session {sid} is under a key this device does not hold"
+    raise ManifestSealed("sealed", said, head.revision)
 
 
 async def fetch_frozen(

@@ -112,9 +112,12 @@ class Follower:
             except (StoreError, OSError):
                 feed = None
             if feed is not None:
-                self._tokens[url], pks = feed
+                token, pks = feed
                 if pks is None:  # a reset: the heads whose revision it names is not the one held here
                     pks = await self._not_held(store)
+                # the token moves on only now: a read of what is held here that failed leaves the old one,
+                # whose next answer is the reset again (not nothing changed, until the next full round)
+                self._tokens[url] = token
                 if pks is None:
                     full = True
                 else:

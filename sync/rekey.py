@@ -138,10 +138,11 @@ class Rekeyer:
         """The dropped writers' logs, frozen (fetch.freeze_log), and the last seq of each carried over, by
         head key (0: none, as it had pushed nothing). A log that cannot be frozen (damaged, or sealed under a
         key this device never held) is left out, said in the log: the writer being dropped must not be able
-        to stop its own revocation. A store that fails fails the rekey (it is retried)."""
+        to stop its own revocation. Its seq is left out too: how far the kept devices read its log is not
+        known here, and a 0 would have the writer say that all it ever wrote is held there only. A store
+        that fails fails the rekey (it is retried)."""
         out, seqs = [], {}
         for m in dropped:
-            seqs[bytes(m["head_pk"])] = 0
             try:
                 f = await freeze_log(store, sid, self.ctx.keys.session_keys(sid), m, timeout=self.ctx.timeout)
             except ImportError_ as exc:
@@ -153,7 +154,7 @@ class Rekeyer:
                 continue
             if f is not None:
                 out.append(f[0])
-                seqs[bytes(m["head_pk"])] = f[1]
+            seqs[bytes(m["head_pk"])] = f[1] if f is not None else 0
         return out, seqs
 
     def _notice(self, sid: str, record: dict) -> dict:

@@ -18,6 +18,21 @@ async def _followed(devices, name: str) -> str:
     return sid
 
 
+async def _poll_failing(b, db, name: str, monkeypatch) -> None:
+    """One poll of B's follower with database method `name` failing (a disk I/O error), then put back."""
+    real = getattr(db, name)
+
+    async def fails(*args):
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(db, name, fails)
+    try:
+        await b.follower.poll()
+    except OSError:
+        pass  # the worker logs a failed round and polls again
+    monkeypatch.setattr(db, name, real)
+
+
 async def test_a_head_that_moves_while_its_session_is_imported_is_pulled_after_the_import(devices, monkeypatch):
     """B's import reads A's log, A pushes more, and B's poll sees A's head move before the import has
     written the session (so the poll knows no session following that head). The import then lands what
@@ -60,17 +75,7 @@ async def test_a_poll_round_that_fails_after_the_store_said_what_changed_is_not_
 
     await dba.append_messages(sid, [{"role": "user", "content": "news"}])
     await a.sync_now(sid, wait=True, timeout=10)
-    real = dbb.sessions_with_heads
-
-    async def fails(pks):
-        raise OSError("disk I/O error")
-
-    monkeypatch.setattr(dbb, "sessions_with_heads", fails)
-    try:
-        await b.follower.poll()
-    except OSError:
-        pass  # the worker logs a failed round and polls again
-    monkeypatch.setattr(dbb, "sessions_with_heads", real)
+    await _poll_failing(b, dbb, "sessions_with_heads", monkeypatch)
     await b.follower.poll()
     assert [m["content"] for m in await dbb.list_messages(sid)] == ["first", "news"]
 
@@ -92,3 +97,51 @@ async def test_an_import_with_no_poll_meanwhile_costs_the_follower_no_extra_pull
     await b.import_code(code, None)
     await b.follower.poll()
     assert started == []
+
+
+class ResettingStore(FileStore):
+    """A folder store whose change feed resets on demand, as a relay's does when it restarts without its
+    feed's state: a token from before the reset answers "cannot tell" (pks None), and the reset's answer
+    names no head (head_revisions: {}), so a follower reads every head it follows there (_not_held)."""
+
+    epoch = 0
+
+    def reset(self) -> None:
+        self.epoch += 1
+
+    async def head_changes(self, since):
+        inner = await super().head_changes(since[1] if isinstance(since, tuple) else None)
+        if inner is None:
+            return None
+        token = (self.epoch, inner[0])
+        if not isinstance(since, tuple) or since[0] != self.epoch:
+            return token, None
+        return token, inner[1]
+
+    async def head_revisions(self):
+        return {}
+
+
+async def test_a_reset_whose_read_of_the_heads_held_fails_is_read_again_at_the_next_poll(devices, monkeypatch):
+    """After a change feed's reset, the follower reads what it holds to know which heads to read
+    (_not_held). The feed's token moved on before that read ended: a read that failed (a database
+    error, the daemon stopping) left the heads changed meanwhile unread until the next full round
+    (FULL_PULL_EVERY). The token moves on only once the read is done: the next poll resets again."""
+    store_b = ResettingStore(devices.store_path)
+    a, b = await devices.open(store_b=store_b)
+    dba, dbb = devices.dba, devices.dbb
+    await a.start()
+    sid = await _followed(devices, "followed")
+    await b.follower.poll()  # the first look
+    await b.follower.poll()  # the feed followed from here on (no reset)
+
+    await dba.append_messages(sid, [{"role": "user", "content": "news"}])
+    await a.sync_now(sid, wait=True, timeout=10)
+    store_b.reset()
+    await _poll_failing(b, dbb, "held_revisions", monkeypatch)
+    assert [m["content"] for m in await dbb.list_messages(sid)] == ["first"]
+    started, _ = watch_pulls(b)
+    await b.follower.poll()
+    assert not b.follower.pull_now  # no full round: the reset read again
+    assert started == [sid]
+    assert [m["content"] for m in await dbb.list_messages(sid)] == ["first", "news"]

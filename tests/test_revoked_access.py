@@ -11,6 +11,7 @@ import pytest
 
 from conftest import DaemonProc, cli_json, run_cli, wait_for, write_config
 from sessiond.client import ApiError
+from test_damaged_log_named import _damage_manifest
 
 
 def contents(d: DaemonProc, sid: str) -> list[str]:
@@ -150,6 +151,38 @@ def test_what_a_dropped_device_wrote_after_the_rekey_read_its_log_is_named_not_l
         run_cli(b.home, "import", input=code + "\n", check=True)
         cb.sync(wait=True)
         wait_for(lambda: contents(a, sid)[-2:] == ["late 1", "late 2"], timeout=15)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_dropped_device_whose_log_could_not_be_frozen_claims_none_of_its_writes_held_here_only(tmp_path):
+    """The rekeying device could not freeze the dropped device's log (its manifest damaged in the store): the
+    notice's `s` named 0 for it, as for a device that had pushed nothing, and the dropped device then said
+    that every message it ever wrote was held there only, though the kept device had pulled the earlier ones.
+    A writer whose log was not frozen is left out of `s` now: the dropped device says what it says for a
+    notice that names no seq for it (that it does not know how far the rekey read), and names none of what
+    the kept device holds."""
+    store = str(tmp_path / "store")
+    a = DaemonProc(str(tmp_path / "a"), "file://" + store).start()
+    b = DaemonProc(str(tmp_path / "b"), "file://" + store)
+    write_config(b.home, poll_interval=3600, sync_interval=3600)  # B pulls when asked (`sync`)
+    b.start()
+    try:
+        cb = b.client()
+        sid = shared(a, b)
+        early = cb.append(sid, "assistant", "B early")
+        cb.sync(wait=True)
+        wait_for(lambda: "B early" in contents(a, sid), timeout=15)
+        _damage_manifest(store, b.home, sid)
+
+        cli_json(a.home, "unshare", sid, "--device", cli_json(b.home, "status")["device_id"])
+        synced = run_cli(b.home, "sync", "--wait")
+        said = synced.stdout + synced.stderr
+        assert "rekeyed without this device" in said, said
+        assert early["id"] not in said and "1 message" not in said, said  # A holds it: not "held here only"
+        assert "does not say how far" in said and "held here only" in said, said
+        assert "B early" in contents(a, sid)
     finally:
         a.stop()
         b.stop()
