@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from asking import logged
 from conftest import popen_cli, run_cli, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
@@ -264,12 +265,6 @@ def test_more_ctrl_cs_while_ask_stops_still_name_what_was_kept(loop):
     line = err.decode().strip()
     assert "\n" not in line and f"message {answer['id']}" in line, line
     assert f"the question: message {question['id']}" in line, line
-
-
-def logged(d, event: str) -> list[dict]:
-    """The daemon's log lines of `event`."""
-    with open(os.path.join(d.home, "logs", "sessiond.log")) as f:
-        return [x for x in map(json.loads, f) if x.get("event") == event]
 
 
 def test_ctrl_c_before_the_daemon_took_the_question_records_nothing_as_said(make_daemon, tmp_path):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import select
 import socket
 import threading
 
 import pytest
 
+from asking import logged
 from conftest import started_with, write_config
 from sessiond.client import Client
 from sessiond.daemon.events import Events
@@ -56,12 +56,6 @@ def _appended_ids(events, got: list[str], count: int) -> list[str]:
         if len(got) >= count:
             break
     return got
-
-
-def _logged(d, event: str) -> list[dict]:
-    """The lines of daemon `d`'s log about `event`."""
-    lines = [json.loads(line) for line in open(os.path.join(d.home, "logs", "sessiond.log"))]
-    return [e for e in lines if e.get("event") == event]
 
 
 def _hung_up(s: socket.socket) -> None:
@@ -133,7 +127,7 @@ def test_a_subscriber_that_stops_reading_is_dropped_past_the_backlog_and_resumes
         assert _appended_ids(stream, got, len(ids)) == ids
     finally:
         stream.close()
-    assert [e["level"] for e in _logged(d, "events.dropped")] == ["warning"]
+    assert [e["level"] for e in logged(d, "events.dropped")] == ["warning"]
 
 
 def _parsed(sent: bytes) -> dict:
@@ -202,7 +196,7 @@ async def test_the_async_clients_events_go_on_across_a_drop_missing_nothing(make
         ids = await asyncio.to_thread(_appended, c, sid)  # the app reads nothing meanwhile
         await eventually(lambda: c.status()["events"]["dropped"] == 1, timeout=5, what="the stream dropped")
         if keepalive == 1:  # the app reads nothing until the daemon has hung up
-            await eventually(lambda: _logged(d, "events.hung_up"), timeout=1 + 8, what="the stream hung up on")
+            await eventually(lambda: logged(d, "events.hung_up"), timeout=1 + 8, what="the stream hung up on")
         got = [] if (ev := await first)["type"] != "messages.appended" else list(ev["ids"])
         async with asyncio.timeout(60):
             async for ev in events:
@@ -229,4 +223,4 @@ def test_a_dropped_subscriber_whose_connection_stays_full_is_hung_up_on_after_ev
         _hung_up(s)
     finally:
         s.close()
-    assert [e["level"] for e in _logged(d, "events.hung_up")] == ["info"]
+    assert [e["level"] for e in logged(d, "events.hung_up")] == ["info"]
