@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from sessiond.daemon.operations import Operations
+from sessiond.storage.closing import Closing
 from waiting import eventually
 
 
@@ -16,6 +17,7 @@ class _Db:
         self.run_at: list[float] = []  # wall-clock time of each expiry run
         self.next: float | None = None  # what next_expiry answers
         self.of: dict[str, float] = {}  # what expiry_of answers
+        self.closing = Closing()  # the sessions being closed, as the Database keeps them
 
     async def expired(self, now: float, **_) -> list[dict]:
         self.expiry_runs += 1
