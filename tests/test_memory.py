@@ -110,19 +110,26 @@ def test_lru_keeps_the_cap_and_the_recent():
     assert c.pop("s0") == 0 and "s0" not in c
 
 
-def test_tracemalloc_dump_on_sigusr2(make_daemon):
-    """SESSIOND_TRACEMALLOC=1: each SIGUSR2 writes the top allocation sites into the home, the second
-    and later ones with what grew since the first."""
-    d = make_daemon(env={"SESSIOND_TRACEMALLOC": "1"}).start()
+def _two_dumps(make_daemon, env: str, name: str):
+    """A daemon started with `env`=1, dumped on SIGUSR2, given 3 sessions, dumped again: (the daemon, its
+    client, the first dump's path, the second's)."""
+    d = make_daemon(env={env: "1"}).start()
     c = d.client()
     d.proc.send_signal(signal.SIGUSR2)
-    first = os.path.join(d.home, "tracemalloc-1.txt")
+    first = os.path.join(d.home, f"{name}-1.txt")
     wait_for(lambda: os.path.exists(first), what="the first dump")
     for i in range(3):
         c.create_session(name=f"s{i}")
     d.proc.send_signal(signal.SIGUSR2)
-    second = os.path.join(d.home, "tracemalloc-2.txt")
+    second = os.path.join(d.home, f"{name}-2.txt")
     wait_for(lambda: os.path.exists(second), what="the second dump")
+    return d, c, first, second
+
+
+def test_tracemalloc_dump_on_sigusr2(make_daemon):
+    """SESSIOND_TRACEMALLOC=1: each SIGUSR2 writes the top allocation sites into the home, the second
+    and later ones with what grew since the first."""
+    d, c, first, second = _two_dumps(make_daemon, "SESSIOND_TRACEMALLOC", "tracemalloc")
     text = wait_for(lambda: (t := open(second).read()).endswith("\n") and t, what="the dump written")
     for dump in (first, second):  # private, as every file of the home, whatever the daemon's umask
         assert os.stat(dump).st_mode & 0o777 == 0o600, oct(os.stat(dump).st_mode)
@@ -135,16 +142,7 @@ def test_tracemalloc_dump_on_sigusr2(make_daemon):
 def test_memstats_dump_on_sigusr2(make_daemon):
     """SESSIOND_MEMSTATS=1, no tracing: each SIGUSR2 writes the resident memory by kind and the live
     objects by type into the home, the second with what changed since the first (3 sessions' worth)."""
-    d = make_daemon(env={"SESSIOND_MEMSTATS": "1"}).start()
-    c = d.client()
-    d.proc.send_signal(signal.SIGUSR2)
-    first = os.path.join(d.home, "memstats-1.txt")
-    wait_for(lambda: os.path.exists(first), what="the first dump")
-    for i in range(3):
-        c.create_session(name=f"s{i}")
-    d.proc.send_signal(signal.SIGUSR2)
-    second = os.path.join(d.home, "memstats-2.txt")
-    wait_for(lambda: os.path.exists(second), what="the second dump")
+    d, c, _, second = _two_dumps(make_daemon, "SESSIOND_MEMSTATS", "memstats")
     text = open(second).read()
     assert os.stat(second).st_mode & 0o777 == 0o600
     assert not os.path.exists(os.path.join(d.home, "tracemalloc-1.txt"))  # nothing traced
