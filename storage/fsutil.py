@@ -119,19 +119,19 @@ SMALL_READ = 256
 
 
 def read_small(path: str) -> bytes:
-    """A small file's bytes (a key, a head) in one read where it fits SMALL_READ, and otherwise a second of
-    the rest's own size: no buffer much larger than the file. Raises FileNotFoundError and OSError."""
+    """A small file's bytes (a key, a head) read to its end in buffers no larger than it: SMALL_READ bytes
+    first, and past that the rest in one read of its own size. Raises FileNotFoundError and OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         first = os.read(fd, SMALL_READ)
-        if len(first) < SMALL_READ:  # a regular file reads short only at its end
+        if not first:
             return first
         parts = [first]
-        want = max(SMALL_READ, os.fstat(fd).st_size - SMALL_READ)
-        while chunk := os.read(fd, want):
+        want = max(SMALL_READ, os.fstat(fd).st_size - len(first)) if len(first) == SMALL_READ else SMALL_READ
+        while chunk := os.read(fd, want):  # to the end: a read may come back short before it (a signal)
             parts.append(chunk)
             want = SMALL_READ
-        return b"".join(parts)
+        return first if len(parts) == 1 else b"".join(parts)
     finally:
         os.close(fd)
 

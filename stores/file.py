@@ -333,7 +333,7 @@ class FileStore(Store):
 
     def _get_head_sync(self, pk: bytes) -> RegistryEntry | None:
         try:
-            raw = read_small(self._head_path(pk))  # (3 system calls: Python's open().read() makes 7)
+            raw = read_small(self._head_path(pk))  # (4 system calls: Python's open().read() makes 7)
         except FileNotFoundError as exc:
             if os.path.isdir(self._heads):
                 return None  # no head of this key

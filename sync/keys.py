@@ -40,8 +40,8 @@ class KeyError_(Exception):
 
 
 def _read_file(path: str) -> bytes | None:
-    """The whole of a small file, or None if there is none (storage/fsutil.read_small: two system calls
-    and a buffer of the file's size)."""
+    """The whole of a small file, or None if there is none (storage/fsutil.read_small: four system calls
+    and buffers no larger than the file)."""
     try:
         return read_small(path)
     except FileNotFoundError:

@@ -66,3 +66,18 @@ def test_a_session_key_and_a_head_are_read_in_small_buffers(tmp_path, reads):
 
     assert asyncio.run(head_read()) is not None
     assert reads and max(reads) <= SMALL_READ, reads
+
+
+def test_a_read_that_comes_back_short_before_the_end_is_read_on(tmp_path, monkeypatch):
+    """A read interrupted by a signal after some bytes returns them short of the end: the rest is read, not
+    taken for the end (a head cut short would read as damaged)."""
+    path = tmp_path / "f"
+    path.write_bytes(b"h" * 200)
+    real, calls = os.read, []
+
+    def short_first(fd, n):
+        calls.append(n)
+        return real(fd, 50 if len(calls) == 1 else n)
+
+    monkeypatch.setattr(os, "read", short_first)
+    assert read_small(str(path)) == b"h" * 200
