@@ -59,10 +59,14 @@ class SyncState:
         ops = await self.c.committed.fetchone(
             "SELECT count(*) FROM ops WHERE session_id=? AND device_id=? AND seq>?", (sid, me, seq)
         )
-        rows = await self.c.committed.fetchall(
-            "SELECT seq FROM messages WHERE session_id=? AND device_id=? AND seq>? ORDER BY seq", (sid, me, seq)
+        count = await self.c.committed.fetchone(
+            "SELECT count(*) FROM messages WHERE session_id=? AND device_id=? AND seq>?", (sid, me, seq)
         )
-        return [message_id(me, r[0]) for r in rows[:shown]], len(rows), ops[0] if ops is not None else 0
+        rows = await self.c.committed.fetchall(
+            "SELECT seq FROM messages WHERE session_id=? AND device_id=? AND seq>? ORDER BY seq LIMIT ?",
+            (sid, me, seq, shown),
+        )
+        return [message_id(me, r[0]) for r in rows], count[0] if count else 0, ops[0] if ops is not None else 0
 
     async def get_lamport(self, sid: str) -> int:
         return (await session_row(self.c.committed, sid))["lamport"]

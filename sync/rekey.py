@@ -39,7 +39,7 @@ from .members import (
     seal_small,
 )
 from .pusher import Pusher
-from .rekeyproof import check_exclusion, check_notice, notice_hash, open_box
+from .rekeyproof import check_exclusion, check_notice, kept_but_left_out, notice_hash, open_box
 
 log = logging.getLogger("sessiond.sync")
 SEQ_MAX = (1 << 63) - 1  # a log's seqs are SQLite integers: a notice's "s" past this names no log's end
@@ -326,9 +326,7 @@ class Rekeyer:
             left = await self._left_here(sid, notice, my_pk)
             raise ImportError_(
                 "revoked",
-                f"session {sid} was rekeyed without this device (by device {author}): it keeps what it has "
-                f"but receives nothing new{left} (import a new share code from a device that kept it:"
-                f" `sessiond import`{'; what it wrote goes out with its log then' if left else ''})",
+                f"session {sid} was rekeyed without this device (by device {author}): " + kept_but_left_out(left),
             )
         await check_notice(
             store,

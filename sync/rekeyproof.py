@@ -97,6 +97,16 @@ def open_box(notice: dict, head_pk: bytes, head_key: SigningKey, sid: str) -> di
     return secret
 
 
+def kept_but_left_out(left: str) -> str:
+    """What a device a rekey left out is told it keeps and how it gets back in; `left`: what it wrote that the
+    rekey did not carry over, said (Rekeyer._left_here), or ''."""
+    back = "; what it wrote goes out with its log then" if left else ""
+    return (
+        f"it keeps what it has but receives nothing new{left} (import a new share code from a device that kept"
+        f" it: `sessiond import`{back})"
+    )
+
+
 async def check_notice(
     store: Store,
     sid: str,
@@ -140,9 +150,8 @@ async def check_notice(
         left = await left_here(left_by) if left_here is not None else ""
         raise ImportError_(
             "revoked",
-            f"session {sid} was rekeyed again without this device after a rekey that kept it: it keeps "
-            f"what it has but receives nothing new{left} (import a new share code from a device that kept it:"
-            f" `sessiond import`{'; what it wrote goes out with its log then' if left else ''})",
+            f"session {sid} was rekeyed again without this device after a rekey that kept it: "
+            + kept_but_left_out(left),
         )
     if moved or contradicting or not claimed:
         others = sorted(set(moved + contradicting) - {author})
