@@ -7,7 +7,7 @@ from pydantic import with_config
 from typing_extensions import TypedDict
 
 from .sessions import LIST_EVERY_USER, Session
-from .types import ANSWER, BODY, QUERY, JsonObject, Name, Number, QueryBool, SessionId, Text, Whole
+from .types import ANSWER, BODY, MAX_TOKENS, QUERY, JsonObject, Name, Number, QueryBool, SessionId, Text, Whole
 
 
 @with_config(ANSWER)
@@ -41,7 +41,7 @@ class Context(TypedDict):
 @with_config(BODY)
 class Compact(TypedDict, total=False):
     chat: Text(200, min_len=1) | None
-    target_tokens: Whole(0, 1 << 40) | None
+    target_tokens: Whole(0, MAX_TOKENS) | None
 
 
 @with_config(BODY)

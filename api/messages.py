@@ -12,6 +12,7 @@ from .types import (
     ANSWER,
     BODY,
     MAX_TEXT,
+    MAX_TOKENS,
     QUERY,
     CallFieldsObject,
     JsonObject,
@@ -88,7 +89,7 @@ class MessageIn(TypedDict, total=False):
 
     role: Required[Role]
     content: Required[Text(MAX_TEXT, nul=True)]
-    tokens: Whole(0, 1 << 40) | None
+    tokens: Whole(0, MAX_TOKENS) | None
     chat: Text(200, min_len=1) | None
     name: Text(200) | None
     tool_call_id: Text(200) | None

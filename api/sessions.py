@@ -11,6 +11,7 @@ from .types import (
     ANSWER,
     BODY,
     MAX_TEXT,
+    MAX_TOKENS,
     QUERY,
     YEARS_10,
     JsonObject,
@@ -40,9 +41,9 @@ SETTING_RANGES = {
 }
 POLICY_RANGES = {
     "token_quota": (1, 1 << 50, True),
-    "checkpoint_interval": (1, 1 << 40, True),
+    "checkpoint_interval": (1, MAX_TOKENS, True),
     "idle_timeout": (1, YEARS_10, False),
-    "max_context_tokens": (1, 1 << 40, True),
+    "max_context_tokens": (1, MAX_TOKENS, True),
     "context_margin": (0.05, 1, False),
 }
 CHAT_POLICY = ("max_context_tokens", "context_margin", "auto_compact")

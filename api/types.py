@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 ROLES = ("system", "user", "assistant", "tool")
 STATUSES = ("active", "paused", "ended")
 MAX_TEXT = 8 << 20  # one message's content, characters
+MAX_TOKENS = 1 << 40  # a count of tokens (a message's, a usage's, a quota's, an interval), wherever sessiond takes one
 MAX_SHORT = 1000
 MAX_DEPTH = 32
 INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # what DAG-CBOR holds

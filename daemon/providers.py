@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from ..api.types import MAX_TOKENS
 from .provider_config import NoProvider, Provider, provider_error
 from .provider_failures import bad_answer, classify, provider_message, read_failed, timed_out, unreachable
 from .provider_stream import Drains, read_events
@@ -162,14 +163,11 @@ def finish_reason(chunk: dict) -> str | None:
     return None
 
 
-MAX_COUNT = 1 << 40  # a message's tokens, and its usage's counts, as the API, a session file and a pulled log take them
-
-
 def usage_of(data: dict) -> dict | None:
     """{prompt_tokens, completion_tokens} from a provider's usage object, if it sent one; a count that is no
-    whole number from 0 to MAX_COUNT is not taken (kept, no other device would take this one's log)."""
+    whole number from 0 to MAX_TOKENS is not taken (kept, no other device would take this one's log)."""
     u = data.get("usage")
     if not isinstance(u, dict):
         return None
-    out = {k: u[k] for k in ("prompt_tokens", "completion_tokens") if type(u.get(k)) is int and 0 <= u[k] <= MAX_COUNT}
+    out = {k: u[k] for k in ("prompt_tokens", "completion_tokens") if type(u.get(k)) is int and 0 <= u[k] <= MAX_TOKENS}
     return out or None

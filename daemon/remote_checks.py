@@ -13,7 +13,7 @@ from ..api import chats as chat_models
 from ..api import messages as message_models
 from ..api import sessions as session_models
 from ..api.sessions import CHAT_POLICY, POLICY_SHORTCUTS
-from ..api.types import INT_MAX, ROLES, STATUSES, Number, Whole
+from ..api.types import INT_MAX, MAX_TOKENS, ROLES, STATUSES, Number, Whole
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from .checker import checker, field_checker
@@ -121,9 +121,9 @@ def remote_log(lg) -> None:
     for chat in set(map(itemgetter(1), rows)):
         check_id(chat, "a message's chat id")
     tokens = [t for t in map(itemgetter(7), rows) if t is not None]
-    if tokens and (min(tokens) < 0 or max(tokens) > 1 << 40):
-        bad = next(r for r in rows if r[7] is not None and not 0 <= r[7] <= 1 << 40)
-        raise Invalid(f"message {bad[3]}: tokens must be between 0 and {1 << 40}")
+    if tokens and (min(tokens) < 0 or max(tokens) > MAX_TOKENS):
+        bad = next(r for r in rows if r[7] is not None and not 0 <= r[7] <= MAX_TOKENS)
+        raise Invalid(f"message {bad[3]}: tokens must be between 0 and {MAX_TOKENS}")
     name = field_checker(message_models.MessageIn, "name")
     for r in compress(rows, map(itemgetter(9), rows)):  # the rows with extra fields
         where = f"message {r[3]}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.types import MAX_TOKENS
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..storage.model import parse_message_id
@@ -82,8 +83,8 @@ def answer(m: dict, where: str) -> dict:
         if not isinstance(m[k], dict) or not m[k].keys() <= set(fields):
             raise Invalid(f"{where}.{k} must be an object of {' and '.join(fields)}")
         for f, n in m[k].items():
-            if type(n) is not int or not 0 <= n <= 1 << 40:
-                raise Invalid(f"{where}.{k}.{f} must be a whole number between 0 and {1 << 40}")
+            if type(n) is not int or not 0 <= n <= MAX_TOKENS:
+                raise Invalid(f"{where}.{k}.{f} must be a whole number between 0 and {MAX_TOKENS}")
         out[k] = m[k]
     return out
 
