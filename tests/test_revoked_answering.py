@@ -14,8 +14,8 @@ import os
 import openai
 import pytest
 
-from asking import complete_raw, in_thread, logged
-from conftest import UnixHTTP, cli_json, openai_app, run_cli, started_with_provider, wait_for
+from asking import complete_raw, in_thread, logged, posted
+from conftest import cli_json, openai_app, run_cli, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 
 
@@ -110,16 +110,7 @@ def test_an_answer_under_way_when_the_revocation_comes_is_not_recorded_and_the_a
         run_cli(b.home, "import", input=code + "\n", check=True)
         answered: list = []
 
-        def ask():
-            c = UnixHTTP(b.socket, timeout=60)
-            body = json.dumps({"content": "a b c", "stream": stream})
-            c.request("POST", f"/v1/sessions/{sid}/complete", body=body, headers={"Content-Type": "application/json"})
-            r = c.getresponse()
-            got = (r.status, r.read().decode())
-            c.close()
-            return got
-
-        asking = in_thread(ask, answered)
+        asking = in_thread(lambda: posted(b, sid, {"content": "a b c", "stream": stream}), answered)
         wait_for(lambda: p.requests and (not stream or p.scripted), timeout=20, what="the model answering")
         cli_json(a.home, "unshare", sid, "--device", cli_json(b.home, "status")["device_id"])
         synced = run_cli(b.home, "sync", "--wait")
@@ -136,6 +127,8 @@ def test_an_answer_under_way_when_the_revocation_comes_is_not_recorded_and_the_a
             error = json.loads(text)["error"]
             assert "the model's answer was not recorded" in error["message"], error
         assert error["code"] == "revoked" and "sessiond import" in error["message"], error
+        # the answer the model gave, not recorded, is the app's still (tests/test_unrecorded_answer.py)
+        assert error["details"]["answer"]["content"] == ("one two" if stream else "echo: a b c"), error
         assert [m["role"] for m in b.client().messages(sid)["messages"]] == ["user"]  # the question, no answer
     finally:
         p.resume.set()
