@@ -111,9 +111,10 @@ def test_a_streamed_answer_refused_at_recording_gives_its_calls_in_the_last_even
     _is_the_answer(e.answer)
 
 
-def test_the_openai_endpoint_s_refusal_carries_the_completion(held):
-    """An OpenAI app gets OpenAI's error (400, as today), with the chat.completion it would have had in the
-    error object's `completion`: what the SDK gives as `exc.body`."""
+@pytest.mark.parametrize("how", ["end", "rm"])
+def test_the_openai_endpoint_s_refusal_carries_the_completion(held, how):
+    """An OpenAI app gets OpenAI's error (400, as before; 404 for a session deleted), with the chat.completion
+    it would have had in the error object's `completion`: what the SDK gives as `exc.body`."""
     d, p = held
     sid = d.client().create_session(model="echo-1")["id"]
     app = openai_app(d, sid)
@@ -122,13 +123,16 @@ def test_the_openai_endpoint_s_refusal_carries_the_completion(held):
         d,
         p,
         sid,
-        "end",
+        how,
         lambda: app.chat.completions.create(
             model="echo-1", messages=[{"role": "user", "content": "a b c"}], tools=tools
         ),
     )
-    assert isinstance(e, openai.BadRequestError), e
-    assert "the model's answer was not recorded" in e.message and e.code == "conflict", e.message
+    if how == "end":
+        assert isinstance(e, openai.BadRequestError) and e.code == "conflict", e
+    else:
+        assert isinstance(e, openai.NotFoundError) and e.code == "not_found", e
+    assert "the model's answer was not recorded" in e.message, e.message
     completion = e.body["completion"]
     assert completion["object"] == "chat.completion", completion
     message = completion["choices"][0]["message"]
