@@ -15,7 +15,9 @@ class Complete(TypedDict, total=False):
     """Append `content` as the user's message (optional: leave it out to answer what is there, which is
     refused, 409 tool_call_unanswered, when that ends in tool calls no tool's result answers), send the
     chat's active context to the model, record the answer. `stream`: server-sent events `delta`
-    ({content}) and then `message` (the stored answer), or `error`."""
+    ({content}) and then `message` (the stored answer), or `error`. An answer that cannot be recorded (the
+    session ended, deleted or revoked while the model answered) is refused as the session's state refuses a
+    write (409, 404), with the answer in the error's `details.answer`, a stream's `error` event too."""
 
     content: Text(MAX_TEXT, nul=True) | None
     chat: Text(200, min_len=1) | None  # id or name; default the session's current chat

@@ -40,6 +40,14 @@ class ApiError(ClientError):
         self.message = message
         self.details = details or {}
 
+    @property
+    def answer(self) -> dict | None:
+        """The model's answer a question's refusal carries when the daemon could not record it (the session
+        ended, deleted or revoked while the model answered): the message it would have been, without an id
+        (`details.answer`); None for any other error."""
+        answer = self.details.get("answer")
+        return answer if isinstance(answer, dict) else None
+
 
 def raise_for(status: int, data: Any) -> None:
     """Raise the ApiError an answer carries (an HTTP status of 400 or more); nothing otherwise."""

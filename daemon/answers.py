@@ -190,7 +190,8 @@ async def record(
     """The answer as the chat's next assistant message (its text, and the tools it calls), with its usage
     and times; returned as stored. `dropped`: the calls it made that cannot be recorded (toolcalls.Answered),
     said (dropped_calls) and returned as `tool_calls_dropped`; `call_fields`: the provider's own fields of
-    its calls, by call id (toolcalls.fields), kept to be sent back to it."""
+    its calls, by call id (toolcalls.fields), kept to be sent back to it. Refused, the error's details carry
+    the answer as it would have been returned, without its record's id and times (`answer`)."""
     end = time.monotonic()
     m: dict = {
         "role": "assistant",
@@ -211,7 +212,12 @@ async def record(
         m["interrupted"] = True
     if error:
         m["error"] = error
-    stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
+    try:
+        stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
+    except SessiondError as exc:  # refused (the session ended, deleted or revoked meanwhile): the answer is
+        # the app's still, paid for: the refusal carries it (`details.answer`), as the message it would have been
+        exc.details["answer"] = {"chat": plan.chat, **m, **({"tool_calls_dropped": dropped} if dropped else {})}
+        raise
     out = {**stored[0], "content": text, **{k: m[k] for k in ("tool_calls", "call_fields", *ANSWER_KEYS) if k in m}}
     if dropped:
         dropped_calls(d, plan, out["id"], dropped)
@@ -247,7 +253,7 @@ async def record_whole(
 ) -> dict:
     """`record` of a whole (not streamed) answer, with the tool calls it made (`calls`); refused (the session
     ended or went away meanwhile), the error says that the model's answer is what was not recorded, not
-    only why."""
+    only why, and carries it (`details.answer`: `record`)."""
     calls = calls or Answered()
     try:
         return await record(
@@ -418,7 +424,7 @@ async def pass_on(
             d, plan, parts, usage, started=started, first=first, gone=gone, error=error, calls=calls
         )
     except SessiondError as exc:  # paused, ended or deleted meanwhile: the app has the text, not a record of it
-        said = "the answer above was not recorded" if parts else "nothing of an answer was recorded"
+        said = "the answer above was not recorded" if parts or calls.calls() else "nothing of an answer was recorded"
         exc.message = f"{said}: {exc.message}"
         return Streamed(None, exc, gone)
     return Streamed(stored, error, gone)

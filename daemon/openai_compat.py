@@ -59,18 +59,20 @@ _TYPES = {
 
 
 def oai_error(
-    status: int, code: str, message: str, sid: str | None = None, param: str | None = None, headers: dict | None = None
+    status: int, code: str, message: str, sid: str | None = None, headers: dict | None = None, **more: object
 ) -> web.Response:
+    """OpenAI's error shape; `more`: its `param`, and fields of sessiond's own beside OpenAI's in the error
+    object (`completion`: a refused answer's)."""
     typ = "insufficient_quota" if code == "quota_exceeded" else _TYPES.get(status, "api_error")
     h = dict(headers or {})
     if sid:
         h[SESSION_HEADER] = sid
     return web.json_response(
-        {"error": {"message": message, "type": typ, "param": param, "code": code}}, status=status, headers=h
+        {"error": {"message": message, "type": typ, "param": None, "code": code, **more}}, status=status, headers=h
     )
 
 
-def _from(exc: SessiondError, sid: str | None) -> web.Response:
+def _from(exc: SessiondError, sid: str | None, **more: object) -> web.Response:
     headers = {}
     details = exc.details if isinstance(exc.details, dict) else {}
     after = details.get("retry_after")
@@ -88,7 +90,7 @@ def _from(exc: SessiondError, sid: str | None) -> web.Response:
         status = 400
     elif code in NOT_RETRIED:  # OpenAI's own status, but no retry mends it before the user does
         headers["x-should-retry"] = "false"
-    return oai_error(status, code, exc.message, sid, param, headers=headers)
+    return oai_error(status, code, exc.message, sid, headers=headers, param=param, **more)
 
 
 # refusals with a status OpenAI's SDKs retry (429) that stand until the user changes something
@@ -406,8 +408,9 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         calls = toolcalls.of_answer(msg.get("tool_calls"))
         try:
             await record_whole(d, plan, text, usage_of(data), started=started, calls=calls)
-        except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape
-            return _from(exc, sid)
+        except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape, with
+            # the answer the app would have had (the chat.completion, as it came) in it: paid for, still its own
+            return _from(exc, sid, completion=data)
         return web.json_response(data, headers={SESSION_HEADER: sid})
     return await _stream(request, d, plan, body, ahead, started, made)
 

@@ -256,9 +256,7 @@ class Follower:
                 assert now is not None  # taking a notice switches the remote; it does not remove it
                 if bytes(now["announce_pk"]) != announce_pk:
                     return await self.pull(sid)  # now on the new key and members slot (switched here or meanwhile)
-        except ImportError_ as exc:
-            if exc.kind == "revoked":  # left out of a rekey: its writes refused from now on, and it says so
-                await db.mark_revoked(sid)
+        except ImportError_ as exc:  # (left out of a rekey, `revoked`: marked so by the check, Rekeyer.confirm)
             if exc.kind == "missing" and remote["members_rev"] == 0:
                 return 0  # shared from here, not announced yet: nobody else can have written
             if exc.kind in LOST and not restored and await self._restore(sid):

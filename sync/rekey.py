@@ -10,6 +10,7 @@ finishes the rekey from it. A device taking another's rekey keeps such a record 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
 from ..storage.errors import revoked
+from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store
 from ..stores.registry import RegistryEntry
 from . import dagcbor
@@ -289,8 +291,7 @@ class Rekeyer:
         try:
             await self.confirm(sid, notice, store, members)
         except ImportError_ as exc:
-            if exc.kind == "revoked":  # it takes no key at its next pull: it was rekeyed out
-                await self.ctx.db.mark_revoked(sid)
+            if exc.kind == "revoked":  # it takes no key at its next pull: it was rekeyed out (marked so: confirm)
                 return exc
             if exc.kind in ("rekey_unconfirmed", "rekey_conflict"):
                 return ImportError_(exc.kind, f"session {sid} cannot be rekeyed past its notice: {exc}")
@@ -305,8 +306,10 @@ class Rekeyer:
         """The secret this device's box in a rekey notice holds ({"a", "k", "w"?}), once the notice is
         checked to be the rekey its author claims, with no other device contradicting it
         (rekeyproof.check_notice); None if this device has switched to it already. A notice with no box
-        for this device raises `revoked` only once rekeyproof.check_exclusion holds. Raises ImportError_
-        (revoked, rekey_unconfirmed, rekey_conflict, or the store's failure). Changes nothing.
+        for this device raises `revoked` only once rekeyproof.check_exclusion holds, the session marked revoked
+        first (a question to its model closed out from the check's start: storage/closing.py); so does one
+        that boxes it, when check_notice finds a later rekey that left it out (marked revoked then). Raises
+        ImportError_ (revoked, rekey_unconfirmed, rekey_conflict, or the store's failure). Changes nothing else.
         `members`: the list of the slot the notice is in (the generation it ends)."""
         ctx, keys = self.ctx, self.ctx.keys
         my_pk = keys.head_pk(sid)
@@ -319,11 +322,16 @@ class Rekeyer:
         behind = {bytes(p["head_pk"]): p["rev"] for p in peers if p["last_error"] == BEHIND}
         old_announce, held = bytes(remote["announce_pk"]), keys.session_keys(sid)
         if secret is None:  # left out: only once its author stands behind it (it may be a writer's forgery)
-            author = await check_exclusion(
-                store, sid, notice, old_announce=old_announce, members=members, me=my_pk, keys=held,
-                known_revs=known_revs, timeout=ctx.timeout, behind=behind,
-            )  # fmt: skip
-            left = await self._left_here(sid, notice, my_pk)
+            # a question to its model meanwhile waits for the check (storage/closing.py), and is refused unasked;
+            # one revoked already (a pull of it finds the notice every time) is refused without waiting
+            revoked_already = (await ctx.db.get_session(sid))["access"] == "revoked"
+            with contextlib.nullcontext() if revoked_already else ctx.db.closing.marked(sid, check=True):
+                await pause_for_tests("rekey.left_out")  # (the tests hold the check here)
+                author = await check_exclusion(
+                    store, sid, notice, old_announce=old_announce, members=members, me=my_pk, keys=held,
+                    known_revs=known_revs, timeout=ctx.timeout, behind=behind,
+                )  # fmt: skip
+                left = await self._revoked(sid, notice, my_pk)  # (within the mark: no gap)
             raise ImportError_(
                 "revoked",
                 f"session {sid} was rekeyed without this device (by device {author}): " + kept_but_left_out(left),
@@ -343,9 +351,17 @@ class Rekeyer:
             read_slot=self.members.read_members,
             timeout=ctx.timeout,
             behind=behind,
-            left_here=lambda later: self._left_here(sid, later, my_pk),
+            left_here=lambda later: self._revoked(sid, later, my_pk),  # (a later rekey left it out: revoked)
         )
         return secret
+
+    async def _revoked(self, sid: str, notice: dict, me: bytes) -> str:
+        """Once a check holds that `notice`'s rekey left this device out: the session marked revoked (its
+        writes refused from now on), and what this device wrote that the rekey did not carry over, said
+        (_left_here, read before the mark: a pull's answer names it)."""
+        left = await self._left_here(sid, notice, me)
+        await self.ctx.db.mark_revoked(sid)
+        return left
 
     async def _left_here(self, sid: str, notice: dict, me: bytes) -> str:
         """What this device wrote that a rekey leaving it out did not carry over (its writes after the rekey

@@ -176,8 +176,7 @@ class Verifier:
                     if exc.kind == "store":
                         raise
                     report["ok"] = False
-                    if exc.kind == "revoked":  # (as a pull does: its writes refused from now on)
-                        await ctx.db.mark_revoked(sid)
+                    if exc.kind == "revoked":  # (marked so by the check, as a pull's: its writes refused)
                         report["problems"].append(
                             "revoked: the session was rekeyed without this device; it keeps what it "
                             "has, but can neither read nor check what is written from now on (ask "

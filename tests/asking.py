@@ -24,11 +24,18 @@ def logged(d, event: str) -> list[dict]:
 def complete_raw(d, sid: str, key: str | None = None) -> tuple[int, dict]:
     """POST .../complete with no new question (nothing is written before the model's answer), as an app
     without the Python client sends it: no Idempotency-Key unless `key`."""
+    status, text = posted(d, sid, {}, key)
+    return status, json.loads(text)
+
+
+def posted(d, sid: str, body: dict, key: str | None = None) -> tuple[int, str]:
+    """POST .../complete with `body`, as an app without the Python client sends it: its status and text (a
+    stream's events, whole)."""
     c = UnixHTTP(d.socket, timeout=60)
     headers = {"Content-Type": "application/json", **({"Idempotency-Key": key} if key else {})}
-    c.request("POST", f"/v1/sessions/{sid}/complete", body="{}", headers=headers)
+    c.request("POST", f"/v1/sessions/{sid}/complete", body=json.dumps(body), headers=headers)
     r = c.getresponse()
-    got = (r.status, json.loads(r.read()))
+    got = (r.status, r.read().decode())
     c.close()
     return got
 

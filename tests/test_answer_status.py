@@ -110,4 +110,9 @@ def test_a_whole_answer_to_a_session_ended_meanwhile_says_it_was_not_recorded(sl
         c.end(sid)
         t.join(timeout=60)
         assert out and "answer was not recorded" in str(out[0]) and "ended" in str(out[0]), (how, out)
+        # and the answer is in the refusal: the Python client's ApiError.answer, the OpenAI error's completion
+        if how == "route":
+            assert out[0].answer["content"] == "echo: a b c d e", out[0].details
+        else:
+            assert out[0].body["completion"]["choices"][0]["message"]["content"] == "echo: a b c d e", out[0].body
         assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]

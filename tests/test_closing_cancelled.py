@@ -60,3 +60,37 @@ async def test_a_close_cancelled_while_its_commit_waits_keeps_questions_waiting_
     assert seen == want, f"the question read the session before the {how} it waited for had landed"
     assert await _state(db, sid) == want
     await asyncio.wait_for(db.closing.settled(sid), timeout=5)  # no mark left behind
+
+
+async def test_a_question_waits_for_a_rekey_notice_s_check_at_most_check_wait_then_goes_on(monkeypatch):
+    """A check of a rekey notice that leaves this device out (its reads of a store, then the revocation:
+    sync/rekey.py confirm) is marked, but a question waits for checks alone CHECK_WAIT seconds at most: the
+    check may be a forgery's, refused, and a store's timeouts are minutes. A revocation begun within the
+    check is waited for to its end, as any close is."""
+    from sessiond.storage import closing as closing_module
+
+    monkeypatch.setattr(closing_module, "CHECK_WAIT", 0.3)
+    closing = closing_module.Closing()
+    loop = asyncio.get_running_loop()
+    with closing.marked("s", check=True):  # a check that takes too long: the question goes on
+        started = loop.time()
+        await asyncio.wait_for(closing.settled("s"), timeout=5)
+        assert 0.25 <= loop.time() - started < 3
+    await asyncio.wait_for(closing.settled("s"), timeout=1)  # nothing left marked
+
+    checked = asyncio.Event()
+
+    async def check_then_revoke() -> None:  # (as confirm: the check, then the revocation within it)
+        with closing.marked("s", check=True):
+            await checked.wait()
+            with closing.marked("s"):
+                await asyncio.sleep(0.6)  # the revocation's commit, past CHECK_WAIT (a test's stand-in)
+
+    task = asyncio.create_task(check_then_revoke())
+    await asyncio.sleep(0)
+    asking = asyncio.create_task(closing.settled("s"))
+    await asyncio.sleep(0.1)
+    checked.set()  # the check ends within CHECK_WAIT; the revocation it begins outlasts it
+    await asyncio.wait_for(asking, timeout=5)
+    assert task.done(), "the question went on before the revocation under way ended"
+    await task

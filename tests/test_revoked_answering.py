@@ -14,21 +14,24 @@ import os
 import openai
 import pytest
 
-from asking import complete_raw, in_thread, logged
-from conftest import UnixHTTP, cli_json, openai_app, run_cli, started_with_provider, wait_for
+from asking import complete_raw, in_thread, logged, posted
+from conftest import cli_json, openai_app, run_cli, started_with_provider, wait_for
 from servers.openai_server import Provider, serve_threaded
 
 
 @pytest.fixture
-def pair(make_daemon, tmp_path):
+def pair(make_daemon, tmp_path, request):
     """(A, B, session, provider, FLAG): A made the session and shared it read-write with B, which imported it
-    and has a model; B's commit of a revocation waits while FLAG is there, and B pulls only when asked."""
+    and has a model; B's commit of a revocation waits while FLAG is there (or, given the pause point
+    `rekey.left_out` as the fixture's parameter, its pull where it has found a rekey notice that leaves B out
+    and is about to check it against the store: sync/rekey.py confirm), and B pulls only when asked."""
     p, server = serve_threaded(Provider())
     url = "file://" + str(tmp_path / "store")
-    flag = str(tmp_path / "revoke-held")
+    flag = str(tmp_path / "held")
     a = make_daemon(url).start()
+    point = getattr(request, "param", "commit.revoke")
     b = started_with_provider(
-        lambda: make_daemon(url, env={"SESSIOND_TEST_PAUSE": f"commit.revoke:{flag}"}),
+        lambda: make_daemon(url, env={"SESSIOND_TEST_PAUSE": f"{point}:{flag}"}),
         f"http://127.0.0.1:{server.port}/v1",
         poll_interval=3600,
         sync_interval=3600,
@@ -87,6 +90,36 @@ def test_the_openai_endpoint_asks_no_model_during_a_revocation(pair):
     assert "rekeyed without this device" in answered.message, answered.message
 
 
+@pytest.mark.parametrize("pair", ["rekey.left_out"], indirect=True)
+def test_a_question_while_a_pull_checks_a_notice_leaving_this_device_out_asks_no_model(pair):
+    """The pull that finds a rekey notice with no box for this device checks it against the store (its author's
+    head, the other members': a writer's forgery is refused) before it marks the session revoked: store reads.
+    A question that came meanwhile read the session still writable, asked the model (the user's tokens spent),
+    and had its answer recorded where no other device reads it (before the revocation; refused after it). The
+    session is marked closing from the start of that check now: the question waits for it (CHECK_WAIT at
+    most: tests/test_closing_cancelled.py), and is refused as a revoked session's, the model not asked."""
+    a, b, sid, p, flag = pair
+    cli_json(a.home, "unshare", sid, "--device", cli_json(b.home, "status")["device_id"])
+    pulled: list = []
+    pulling = in_thread(lambda: run_cli(b.home, "sync", "--wait"), pulled)
+    try:
+        wait_for(lambda: os.path.exists(flag), timeout=20, what="the pull checking the notice")
+        answered: list = []
+        asking = in_thread(lambda: complete_raw(b, sid), answered)
+        wait_for(lambda: p.requests or logged(b, "complete.waits_closing") or answered, timeout=20, what="the question")
+    finally:
+        if os.path.exists(flag):
+            os.remove(flag)  # the check goes on, and finds the rekey real
+    pulling.join(timeout=30)
+    asking.join(timeout=30)
+    assert pulled and "rekeyed without this device" in pulled[0].stdout + pulled[0].stderr, pulled
+    assert not p.requests, f"the model was asked while the pull checked the notice leaving this device out: {answered}"
+    status, body = answered[0]
+    assert status == 409 and body["error"]["code"] == "revoked", (status, body)
+    assert "answer was not recorded" not in body["error"]["message"], body
+    assert b.client().get_session(sid)["access"] == "revoked"
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_an_answer_under_way_when_the_revocation_comes_is_not_recorded_and_the_app_is_told(
     make_daemon, tmp_path, stream
@@ -110,16 +143,7 @@ def test_an_answer_under_way_when_the_revocation_comes_is_not_recorded_and_the_a
         run_cli(b.home, "import", input=code + "\n", check=True)
         answered: list = []
 
-        def ask():
-            c = UnixHTTP(b.socket, timeout=60)
-            body = json.dumps({"content": "a b c", "stream": stream})
-            c.request("POST", f"/v1/sessions/{sid}/complete", body=body, headers={"Content-Type": "application/json"})
-            r = c.getresponse()
-            got = (r.status, r.read().decode())
-            c.close()
-            return got
-
-        asking = in_thread(ask, answered)
+        asking = in_thread(lambda: posted(b, sid, {"content": "a b c", "stream": stream}), answered)
         wait_for(lambda: p.requests and (not stream or p.scripted), timeout=20, what="the model answering")
         cli_json(a.home, "unshare", sid, "--device", cli_json(b.home, "status")["device_id"])
         synced = run_cli(b.home, "sync", "--wait")
@@ -136,6 +160,8 @@ def test_an_answer_under_way_when_the_revocation_comes_is_not_recorded_and_the_a
             error = json.loads(text)["error"]
             assert "the model's answer was not recorded" in error["message"], error
         assert error["code"] == "revoked" and "sessiond import" in error["message"], error
+        # the answer the model gave, not recorded, is the app's still (tests/test_unrecorded_answer.py)
+        assert error["details"]["answer"]["content"] == ("one two" if stream else "echo: a b c"), error
         assert [m["role"] for m in b.client().messages(sid)["messages"]] == ["user"]  # the question, no answer
     finally:
         p.resume.set()

@@ -193,6 +193,8 @@ def cmd_ask(args) -> int:
             sys.stdout.flush()
         if isinstance(exc, ApiError) and isinstance(exc.details.get("message"), dict):
             return _failed_mid_answer(args, exc, exc.details["message"])
+        if isinstance(exc, ApiError) and exc.answer is not None:
+            return _unrecorded(args, exc, exc.answer)
         if isinstance(exc, ApiError) and exc.code == "model_not_found" and exc.details.get("model"):
             raise ApiError(exc.status, exc.code, _choose_model(exc), exc.details) from None
         raise
@@ -303,6 +305,21 @@ def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:
     said = f"{exc.message}; what arrived is recorded as message {stored.get('id')}, marked interrupted"
     if args.json:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message}, "message": stored}, ensure_ascii=False))
+    print(f"sessiond: {safe(said, keep_lines=True)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _unrecorded(args, exc: ApiError, answer: dict) -> int:
+    """The model answered and the daemon could not record it (the session ended, deleted or this device left
+    out of a rekey meanwhile): the answer is the user's still. Its text streamed already; its tool calls, which
+    only the record would have shown, follow it (as `log` shows them); then the refusal. With --json, the
+    answer beside the error: `{"error": {"code", "message"}, "answer": {...}}`. Exit 1."""
+    said = for_home(exc.message, args.home)
+    if args.json:
+        print(json.dumps({"error": {"code": exc.code, "message": said}, "answer": answer}, ensure_ascii=False))
+    else:
+        sys.stdout.write("".join(f"-> {safe(c)}\n" for c in _calls(answer)))
+        sys.stdout.flush()
     print(f"sessiond: {safe(said, keep_lines=True)}", file=sys.stderr)
     return EXIT_ERROR
 
