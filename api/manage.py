@@ -7,7 +7,7 @@ from pydantic import with_config
 from typing_extensions import TypedDict
 
 from .sessions import LIST_EVERY_USER, Session
-from .types import ANSWER, BODY, MAX_TOKENS, QUERY, JsonObject, Name, Number, QueryBool, SessionId, Text, Whole
+from .types import ANSWER, BODY, MAX_TOKENS, QUERY, JsonObject, Name, QueryBool, Seconds, SessionId, Text, Whole
 
 
 @with_config(ANSWER)
@@ -184,7 +184,7 @@ class StatsQuery(TypedDict, total=False):
 
 @with_config(BODY)
 class Cleanup(TypedDict, total=False):
-    older_than: Required[Number(0, 1e10)]  # seconds idle
+    older_than: Required[Seconds(0, 1e10)]  # seconds idle
     dry_run: bool
 
 

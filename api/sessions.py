@@ -19,6 +19,7 @@ from .types import (
     Number,
     QueryBool,
     QueryInt,
+    Seconds,
     SessionId,
     Status,
     Tags,
@@ -52,7 +53,7 @@ POLICY_SHORTCUTS = tuple(POLICY_RANGES) + ("auto_compact",)
 
 def _n(ranges: dict, key: str) -> Any:
     lo, hi, whole = ranges[key]
-    return Number(lo, hi, integer=whole)
+    return Seconds(lo, hi) if key == "idle_timeout" else Number(lo, hi, integer=whole)
 
 
 @with_config(BODY)
@@ -97,7 +98,7 @@ class _SessionFields(Policy, total=False):
     tags: Tags | None
     preferences: JsonObject | None
     expires_at: Number(0, 1e11) | None
-    expires_in: Number(1, YEARS_10) | None
+    expires_in: Seconds(1, YEARS_10) | None
     policy: Policy | None
 
 

@@ -5,14 +5,14 @@ from typing import Literal, NotRequired, Required
 from pydantic import with_config
 from typing_extensions import TypedDict
 
-from .types import ANSWER, BODY, QUERY, YEARS_10, Number, Text
+from .types import ANSWER, BODY, QUERY, YEARS_10, Seconds, Text
 
 
 @with_config(BODY)
 class ShareRequest(TypedDict, total=False):
     write: bool  # read-write (another writer device) instead of read-only
     passphrase: Text(1000, min_len=8) | None
-    expires_in: Number(1, YEARS_10) | None
+    expires_in: Seconds(1, YEARS_10) | None
 
 
 @with_config(ANSWER)
@@ -65,7 +65,7 @@ class RekeyResult(TypedDict):
 class SyncRequest(TypedDict, total=False):
     session: Text(128, min_len=1) | None  # absent: every session
     wait: bool
-    timeout: Number(0, 3600)
+    timeout: Seconds(0, 3600)
 
 
 @with_config(ANSWER)
@@ -150,7 +150,7 @@ class DeviceList(TypedDict):
 @with_config(BODY)
 class GcRequest(TypedDict, total=False):
     dry_run: bool
-    grace: Number(0, YEARS_10)  # seconds since this device's logs let an object go
+    grace: Seconds(0, YEARS_10)  # seconds since this device's logs let an object go
 
 
 @with_config(ANSWER)

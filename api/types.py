@@ -105,21 +105,30 @@ def _range_message(lo, hi) -> str:
     return f"must be between {lo} and {hi}"
 
 
-def Number(lo: float, hi: float, *, integer: bool = False) -> Any:
+def Number(lo: float, hi: float, *, integer: bool = False, unit: str = "") -> Any:
     """A finite JSON number within [lo, hi], kept as given (an int stays an int); with `integer`, a whole
-    number (1.0 is 1)."""
+    number (1.0 is 1). `unit`: what it counts, said in its refusals ("seconds ..."; Seconds)."""
+    of = f" of {unit}" if unit else ""
 
     def check(v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
-            raise refuse("must be a finite number")
+            raise refuse("must be a finite number" + of)
         if integer and not (isinstance(v, int) or v.is_integer()):
-            raise refuse("must be a whole number")
+            raise refuse("must be a whole number" + of)
         if v < lo or v > hi:
-            raise refuse(_range_message(lo, hi))
+            raise refuse(_range_message(lo, hi) + (f" {unit}" if unit else ""))
         return int(v) if integer else v
 
     schema = {"type": "integer" if integer else "number", "minimum": lo, "maximum": hi}
     return Annotated[int if integer else float, PlainValidator(check), WithJsonSchema(schema)]
+
+
+SECONDS = "seconds (an hour is 3600, a day 86400)"
+
+
+def Seconds(lo: float, hi: float) -> Any:
+    """A duration: a Number of seconds, which its refusals say ("30d", as the CLI writes one, is not one)."""
+    return Number(lo, hi, unit=SECONDS)
 
 
 def Whole(lo: int, hi: int) -> Any:

@@ -242,6 +242,11 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     for dest, option in _COMMAND_FIELDS.get(getattr(args, "command", ""), {}).items():
         if field == dest and getattr(args, dest, None) is not None and rest:
             return CliError(f"{option} {rest}", EXIT_USAGE)
+    # `share --passphrase-file F`: the passphrase is the file's text, never typed as an option's value
+    passphrase_file = getattr(args, "passphrase_file", None)
+    if field == "passphrase" and passphrase_file and rest:
+        where = "on standard input" if passphrase_file == "-" else f"in {passphrase_file}"
+        return CliError(f"--passphrase-file: the passphrase {where} {rest}", EXIT_USAGE)
     # the options no `set` has: a new session's or chat's own id ("session id must be ..."; a session named
     # by its positional ID is a 404, never this), and `new --initial` ("initial_messages[0].role ...")
     id_dest = {"new": "id", "clone": "new_id", "fork": "new_id", "chat": "chat_id"}.get(getattr(args, "command", ""))

@@ -164,12 +164,17 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
     unpushed: dict[tuple[str, str | None], list[tuple[str, int]]] = {}  # (last error, fix) -> [(session, pending)]
     for sid, st in sorted(states.items()):
         if st.get("pull_error"):
+            relay_fix = daemon.syncer.pull_failure_fix(sid)
+            failure = daemon.syncer.pull_failure(sid)
+            # a store failing in a way waiting does not mend (a revoked account, full, ...): what mends it, as a
+            # push's; a relay refusing this device for want of an account there: its invite (pull_fix)
+            settled = settled_fix(failure[0], shown_url(failure[1]), home) if failure and not relay_fix else None
             out.append(
                 finding(
                     "push",
                     "problem",
                     f"session {sid}: cannot pull what other devices wrote: {st['pull_error']}",
-                    pull_fix(daemon.syncer.pull_failure_kind(sid), sid, relay_fix=daemon.syncer.pull_failure_fix(sid)),
+                    settled or pull_fix(daemon.syncer.pull_failure_kind(sid), sid, relay_fix=relay_fix),
                 )
             )
         if not st.get("pending"):

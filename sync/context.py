@@ -26,7 +26,7 @@ from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..storage.redact import scrub_text
 from ..stores import Store
-from ..stores.errors import failure_kind
+from ..stores.errors import StoreError, failure_kind
 from .bounded import KeyedLocks
 from .errors import no_relay_account
 from .keys import KeyStore
@@ -58,6 +58,10 @@ class SyncContext:
     # per session whose last pull failed in a way its error's `fix` mends beyond its kind's (errors.ImportError_:
     # a relay's account lost, its invite); set and cleared with pull_errors
     pull_fixes: dict[str, str] = field(default_factory=dict)
+    # per session: the store's own failure and the store's URL, when its last pull failed for a store that
+    # failed to answer (a relay refusing a revoked account: doctor's fix by its class); set and cleared with
+    # pull_errors
+    pull_failures: dict[str, tuple[BaseException, str]] = field(default_factory=dict)
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
     # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
     shared: set[str] = field(default_factory=set)
@@ -84,12 +88,18 @@ class SyncContext:
             self.pull_fixes.pop(sid, None)
         self.pull_errors[sid] = msg
         self.pull_kinds[sid] = str(getattr(exc, "kind", "") or type(exc).__name__)
+        failure = getattr(exc, "failure", None) or ((exc, self.store.url) if isinstance(exc, StoreError) else None)
+        if failure is not None:
+            self.pull_failures[sid] = failure
+        else:
+            self.pull_failures.pop(sid, None)
         return msg
 
     def pull_ok(self, sid: str) -> None:
         self.pull_errors.pop(sid, None)
         self.pull_kinds.pop(sid, None)
         self.pull_fixes.pop(sid, None)
+        self.pull_failures.pop(sid, None)
 
     @property
     def credentials(self) -> StoreCredentials:

@@ -236,6 +236,11 @@ class Syncer:
         """The kind of `sid`'s last pull failure, while it is the last (doctor's fix)."""
         return self.ctx.pull_kinds.get(sid)
 
+    def pull_failure(self, sid: str) -> tuple[BaseException, str] | None:
+        """The store's own failure and the store's URL when `sid`'s last pull failed for a store that failed
+        to answer, while it is the last (doctor's fix, by the failure's class)."""
+        return self.ctx.pull_failures.get(sid)
+
     def pull_failure_fix(self, sid: str) -> str | None:
         """What mends `sid`'s last pull failure beyond its kind's fix (a relay's account: its invite), while it
         is the last."""

@@ -34,6 +34,9 @@ class ImportError_(Exception):
         self.refused = refused  # the store refused this device's credentials (not a revoked account)
         self.no_account = no_account  # a relay that refused it for want of an account there (NoRelayAccount)
         self.log_of: tuple[str, str | None] | None = None  # (session, writer): a log found bad (bad_log)
+        # (the store's own failure, the store's URL): a store that failed to answer (store_failed), whose
+        # class says what mends it (daemon/doctor_fixes.settled_fix)
+        self.failure: tuple[BaseException, str] | None = None
 
 
 def log_fix(sid: str, device: str | None, *, importing: bool = False) -> str:
@@ -66,9 +69,11 @@ def refuses_device(exc: BaseException) -> bool:
 
 def store_failed(exc: BaseException, url: str) -> ImportError_:
     """A store that failed to answer (stores.errors.failing) as the import's or pull's error, kind `store`."""
-    return ImportError_(
+    err = ImportError_(
         "store", describe_failure(exc, url), refused=refuses_device(exc), no_account=isinstance(exc, NoRelayAccount)
     )
+    err.failure = (exc, url)
+    return err
 
 
 def no_relay_account(exc: BaseException) -> bool:

@@ -136,6 +136,24 @@ def test_a_new_id_or_initial_messages_the_daemon_refuses_are_named_by_their_opti
     assert res.returncode == 1 and "no session 'no-such'" in res.stderr, res.stderr
 
 
+def test_a_passphrase_too_short_is_named_by_its_option(daemon, tmp_path):
+    """`share --passphrase-file F` with a passphrase under 8 characters: the daemon refuses it, and the CLI
+    says so of the option and its file, a usage error (exit 2), not "passphrase must be ..." with exit 1.
+    No code is issued."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    short = tmp_path / "short-passphrase"
+    short.write_text("secret\n")
+    message = _usage(run_cli(daemon.home, "share", sid, "--passphrase-file", str(short), "--json"))
+    assert message.startswith("--passphrase-file"), message
+    assert str(short) in message and "at least 8 characters" in message, message
+    res = run_cli(daemon.home, "share", sid, "--passphrase-file", "-", input="secret\n")
+    assert res.returncode == 2 and "--passphrase-file" in res.stderr and "standard input" in res.stderr, res
+    assert cli_json(daemon.home, "shares") == {"shares": []}
+    long_enough = tmp_path / "passphrase"
+    long_enough.write_text("secret-passphrase\n")
+    assert cli_json(daemon.home, "share", sid, "--passphrase-file", str(long_enough))["code"]
+
+
 def test_a_duration_that_ends_or_deletes_sessions_needs_its_unit(daemon):
     """`cleanup --older-than 7` (meaning a week) read 7 as seconds and deleted every session idle for more
     than 7 s, nearly all of them; `new`/`set --expires-in 7` and `--idle-timeout 60` likewise ended a session

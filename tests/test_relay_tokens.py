@@ -6,6 +6,7 @@ go on syncing. A real `sessiond serve` process and real daemons on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -55,6 +56,22 @@ def sync(home: str):
     return res.returncode, json.loads(res.stdout)
 
 
+@contextlib.contextmanager
+def laptop_and_lost_phone(tmp_path):
+    """A relay served from tmp_path/relay, and two daemons syncing through it with an invite each, labelled
+    laptop and lost-phone: (its data folder, its port, the laptop, the phone); both stopped after."""
+    data = str(tmp_path / "relay")
+    with relay_served(data) as info:
+        host = f"127.0.0.1:{info['port']}"
+        kept = DaemonProc(str(tmp_path / "laptop"), f"s5+http://{invite(data, 'laptop')}@{host}").start()
+        lost = DaemonProc(str(tmp_path / "phone"), f"s5+http://{invite(data, 'lost-phone')}@{host}").start()
+        try:
+            yield data, info["port"], kept, lost
+        finally:
+            kept.stop()
+            lost.stop()
+
+
 async def status_with(port: int, token: str) -> int:
     url = f"http://127.0.0.1:{port}/s5/registry/changes?since=0"
     async with aiohttp.ClientSession() as s, s.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
@@ -87,52 +104,70 @@ async def test_an_expired_token_is_refused_and_deleted_and_the_device_logs_in_ag
 
 
 async def test_revoke_cuts_off_a_lost_device_and_undo_restores_it(tmp_path):
-    data = str(tmp_path / "relay")
-    with relay_served(data) as info:
-        host = f"127.0.0.1:{info['port']}"
-        kept = DaemonProc(str(tmp_path / "laptop"), f"s5+http://{invite(data, 'laptop')}@{host}").start()
-        lost = DaemonProc(str(tmp_path / "phone"), f"s5+http://{invite(data, 'lost-phone')}@{host}").start()
-        try:
-            sids = {}
-            for d in (kept, lost):
-                sids[d] = d.client().create_session(name="s", initial_messages=[{"role": "user", "content": "x"}])["id"]
-                assert sync(d.home)[0] == 0
-            res = serve(data, "accounts", "--json")
-            assert res.returncode == 0, res.stderr
-            accounts = {a["label"]: a for a in json.loads(res.stdout)["accounts"]}
-            assert set(accounts) == {"laptop", "lost-phone"}
-            assert all(a["tokens"] >= 1 and a["used"] > 0 and a["heads"] >= 1 for a in accounts.values()), accounts
-            assert not any(a["revoked"] for a in accounts.values())
-            phone_token = home_token(lost.home)
+    with laptop_and_lost_phone(tmp_path) as (data, port, kept, lost):
+        sids = {}
+        for d in (kept, lost):
+            sids[d] = d.client().create_session(name="s", initial_messages=[{"role": "user", "content": "x"}])["id"]
+            assert sync(d.home)[0] == 0
+        res = serve(data, "accounts", "--json")
+        assert res.returncode == 0, res.stderr
+        accounts = {a["label"]: a for a in json.loads(res.stdout)["accounts"]}
+        assert set(accounts) == {"laptop", "lost-phone"}
+        assert all(a["tokens"] >= 1 and a["used"] > 0 and a["heads"] >= 1 for a in accounts.values()), accounts
+        assert not any(a["revoked"] for a in accounts.values())
+        phone_token = home_token(lost.home)
 
-            res = serve(data, "revoke", "lost-phone", "--json")
-            assert res.returncode == 0, res.stderr
-            done = json.loads(res.stdout)
-            assert done["id"] == accounts["lost-phone"]["id"] and done["tokens_deleted"] >= 1
-            assert await status_with(info["port"], phone_token) == 401  # at once, the relay still running
-            lost.client().append(sids[lost], "user", "from the lost phone")
-            code, out = sync(lost.home)
-            assert code == 1 and "revoked" in out["sessions"][sids[lost]]["last_error"], out
-            # doctor's fix is the owner's undo; main: a new invite, which a revoked account's key cannot use
-            report = json.loads(run_cli(lost.home, "doctor", "--no-verify", "--json").stdout)
-            problems = [f for f in report["findings"] if f["level"] == "problem"]
-            fixes = [f["fix"] for f in problems if f["check"] in ("store", "push")]
-            assert fixes and all("serve revoke --undo" in f and "invite" not in f for f in fixes), fixes
-            kept.client().append(sids[kept], "user", "the laptop goes on")
-            assert sync(kept.home)[0] == 0
-            listed = {a["label"]: a for a in json.loads(serve(data, "accounts", "--json").stdout)["accounts"]}
-            assert listed["lost-phone"]["revoked"] and listed["lost-phone"]["tokens"] == 0
-            assert not listed["laptop"]["revoked"]
-            text = serve(data, "accounts")
-            assert text.returncode == 0 and "REVOKED" in text.stdout and "laptop" in text.stdout
+        res = serve(data, "revoke", "lost-phone", "--json")
+        assert res.returncode == 0, res.stderr
+        done = json.loads(res.stdout)
+        assert done["id"] == accounts["lost-phone"]["id"] and done["tokens_deleted"] >= 1
+        assert await status_with(port, phone_token) == 401  # at once, the relay still running
+        lost.client().append(sids[lost], "user", "from the lost phone")
+        code, out = sync(lost.home)
+        assert code == 1 and "revoked" in out["sessions"][sids[lost]]["last_error"], out
+        # doctor's fix is the owner's undo; main: a new invite, which a revoked account's key cannot use
+        report = json.loads(run_cli(lost.home, "doctor", "--no-verify", "--json").stdout)
+        problems = [f for f in report["findings"] if f["level"] == "problem"]
+        fixes = [f["fix"] for f in problems if f["check"] in ("store", "push")]
+        assert fixes and all("serve revoke --undo" in f and "invite" not in f for f in fixes), fixes
+        kept.client().append(sids[kept], "user", "the laptop goes on")
+        assert sync(kept.home)[0] == 0
+        listed = {a["label"]: a for a in json.loads(serve(data, "accounts", "--json").stdout)["accounts"]}
+        assert listed["lost-phone"]["revoked"] and listed["lost-phone"]["tokens"] == 0
+        assert not listed["laptop"]["revoked"]
+        text = serve(data, "accounts")
+        assert text.returncode == 0 and "REVOKED" in text.stdout and "laptop" in text.stdout
 
-            res = serve(data, "revoke", accounts["lost-phone"]["id"][:8], "--undo", "--json")
-            assert res.returncode == 0 and json.loads(res.stdout)["revoked"] is None, res.stdout + res.stderr
-            lost.client().append(sids[lost], "user", "found again")
-            wait_for(lambda: sync(lost.home)[0] == 0, timeout=60, interval=0.5, what="the restored device syncing")
-        finally:
-            kept.stop()
-            lost.stop()
+        res = serve(data, "revoke", accounts["lost-phone"]["id"][:8], "--undo", "--json")
+        assert res.returncode == 0 and json.loads(res.stdout)["revoked"] is None, res.stdout + res.stderr
+        lost.client().append(sids[lost], "user", "found again")
+        wait_for(lambda: sync(lost.home)[0] == 0, timeout=60, interval=0.5, what="the restored device syncing")
+
+
+async def test_a_revoked_account_s_failed_pulls_are_mended_by_the_owner_s_undo_not_a_sync(tmp_path):
+    """A device whose relay account was revoked cannot pull the sessions shared with it either: doctor's
+    finding for each such pull gave `sessiond sync --wait ID` as its fix, a sync the relay refuses again at
+    once (README, doctor: such a failure gets what mends it, not a `sync --wait`). Its fix is the relay
+    owner's `serve revoke --undo`, as the failed push's is."""
+    with laptop_and_lost_phone(tmp_path) as (data, port, kept, lost):
+        sid = kept.client().create_session(name="s", initial_messages=[{"role": "user", "content": "x"}])["id"]
+        code = kept.client().share(sid, write=True)["code"]
+        lost.client().import_code(code)
+        assert sync(lost.home)[0] == 0
+        assert serve(data, "revoke", "lost-phone").returncode == 0
+        kept.client().append(sid, "user", "written after the revocation")
+        assert sync(kept.home)[0] == 0
+
+        def pull_failed() -> bool:
+            return bool(sync(lost.home)[1]["sessions"].get(sid, {}).get("pull_error"))
+
+        wait_for(pull_failed, timeout=60, interval=0.5, what="the revoked device's pull failing")
+        report = json.loads(run_cli(lost.home, "doctor", "--no-verify", "--json").stdout)
+        pulls = [f for f in report["findings"] if f["check"] == "push" and "cannot pull" in f["message"]]
+        assert pulls, report["findings"]
+        for finding in pulls:
+            assert "serve revoke --undo" in finding["fix"], finding
+            assert not finding["fix"].startswith("sessiond sync"), finding
 
 
 def test_revoke_and_accounts_fail_clearly(tmp_path):
