@@ -129,12 +129,9 @@ def cmd_start(args) -> int:
         info = Client(home.path, timeout=5).status()
         shown = shown_store(store) if store else None  # as status shows it: without its credentials
         running = "\n".join(str(info.get("store") or "").split())
-        if store is not None and not same_stores(running, store):  # a URL's credentials are not another store
-            raise CliError(
-                f"the daemon already running for this home (pid {info['pid']}) uses store "
-                f"{info.get('store')}, not {shown}; stop it first (`sessiond stop --home {shlex.quote(home.path)}`)"
-                " to change stores"
-            )
+        other = store is not None and not same_stores(running, store)  # a URL's credentials are not another store
+        if other or args.change_store or args.reset_device_key:  # what only a starting daemon does
+            raise _running_keeps(args, home.path, info["pid"], info.get("store"), f"not {shown}" if other else "")
         emit(
             args,
             {"started": False, "pid": info["pid"], "socket": info["socket"]},
@@ -204,6 +201,32 @@ def cmd_start(args) -> int:
         "\n".join([f"sessiond started (pid {info['pid']}) on {info['socket']}", *failing]),
     )
     return 0
+
+
+def _running_keeps(args, home: str, pid: int, store: str | None, not_wanted: str) -> CliError:
+    """The daemon running for `home` was asked (`start` beside it) what only a starting daemon does: another
+    store, --change-store, --reset-device-key. It keeps what it has (its `store`): the way to what was asked."""
+    from ...storage.redact import shown_url
+
+    again = ["sessiond", "start", "--home", home]
+    for url in args.store or ():  # as given, so that it runs as printed (but a URL's credentials: hidden)
+        again += ["--store", shown_url(url)]
+    if args.store_file:
+        again += ["--store-file", args.store_file]
+    if not_wanted or args.change_store:  # another store than the home's is a move, which --change-store confirms
+        again.append("--change-store")
+    if args.reset_device_key:
+        again.append("--reset-device-key")
+    keeps = (
+        f"uses store {store}, {not_wanted}, and keeps it while it runs"
+        if not_wanted
+        else f"keeps its store ({store})" + (" and its device key" if args.reset_device_key else "") + " while it runs"
+    )
+    return CliError(
+        f"the daemon already running for this home (pid {pid}) {keeps} (a store changes, and a device key "
+        f"is reset, only as a daemon starts): stop it first (`sessiond stop --home {shlex.quote(home)}`), then "
+        f"`{shlex.join(again)}`"
+    )
 
 
 def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
