@@ -15,7 +15,7 @@ from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import read_lock, resolve_home
 from ...daemon.homelock import holds_lock
 from ...storage.redact import scrub_text, shown_store
-from ..errors import EXIT_USAGE, CliError
+from ..errors import EXIT_USAGE, CliError, stuck
 from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
 from ..output import emit, for_home, short, table, when
@@ -143,7 +143,7 @@ def cmd_start(args) -> int:
     except UnsafeSocket:
         raise  # its folder refused: said as such, not as a daemon that does not answer
     except ClientError as exc:  # a daemon holds the home's socket, but does not answer on it
-        raise _hung(home.path, exc) from None
+        raise stuck(home.path, exc) from None
     home.prepare()
     read_fd, write_fd = os.pipe()
     # The daemon runs this package's entry point (cli/main.py) with the command `daemon`.
@@ -290,22 +290,13 @@ def cmd_stop(args) -> int:
     return 0
 
 
-def _hung(home: str, exc: ClientError) -> CliError:
-    """A daemon holds the home's socket but does not answer on it (stopped, stuck): which, and the way out."""
-    pid = read_lock(home)[0]
-    return CliError(
-        f"a daemon{f' (pid {pid})' if pid else ''} holds this home but does not answer ({exc}); "
-        f"`sessiond stop --home {shlex.quote(home)}` ends it (killing it if it must), then start it again"
-    )
-
-
 def cmd_status(args) -> int:
     try:  # a status is answered at once: a daemon silent for `--timeout` seconds is stuck, not busy
         info = Client(args.home, timeout=args.timeout).status()
     except (DaemonNotRunning, UnsafeSocket):
         raise
     except ClientError as exc:
-        raise _hung(resolve_home(args.home), exc) from None
+        raise stuck(args.home, exc) from None
     counts = info["counts"]
     sync = info.get("sync", {})
     pending = sum(s["pending"] for s in sync.values())
