@@ -4,11 +4,12 @@ standard error (and, with --json, {"error": {"code", "message"}} on standard out
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..client import ApiError, ClientError, DaemonNotRunning
+from ..client import ApiError, ClientError, DaemonNotAnswering, DaemonNotRunning
 from ..daemon.home import HomeError
 from .output import for_home, safe
 
@@ -22,10 +23,10 @@ class CliError(Exception):
     """A failure a command reports to the user; `code` is the exit code. `kind` is the JSON error code:
     "usage" for a usage exit (EXIT_USAGE, a UsageError too), "error" otherwise."""
 
-    def __init__(self, message: str, code: int = EXIT_ERROR):
+    def __init__(self, message: str, code: int = EXIT_ERROR, kind: str | None = None):
         super().__init__(message)
         self.code = code
-        self.kind = "usage" if code == EXIT_USAGE else "error"
+        self.kind = kind or ("usage" if code == EXIT_USAGE else "error")
 
 
 class UsageError(CliError):
@@ -33,6 +34,36 @@ class UsageError(CliError):
 
     def __init__(self, message: str):
         super().__init__(message, EXIT_USAGE)
+
+
+def stuck(home: str | None, exc: ClientError) -> CliError:
+    """What listens on the home's socket took the connection but failed to answer (`exc`): the daemon holding
+    the home, stuck or stopped (its pid: `stop` ends it), or, when none holds it, another program, or a service's
+    socket whose daemon did not start. Nothing in time (DaemonNotAnswering) is exit 3, as no daemon at all is:
+    either way a script starts or restarts it; an answer that is no sessiond's stays an error (exit 1)."""
+    from ..api.locate import read_lock, resolve_home, socket_path
+    from ..daemon.homelock import holds_lock
+
+    home = resolve_home(home)
+    flag = f"--home {shlex.quote(home)}"
+    pid = read_lock(home)[0]
+    why = f"no answer within {exc.seconds:g} s" if isinstance(exc, DaemonNotAnswering) else str(exc)
+    if pid is not None and holds_lock(pid, home):
+        said = (
+            f"the daemon (pid {pid}) holds this home but does not answer ({why}); `sessiond stop {flag}` ends it "
+            f"(killing it if it must), then `sessiond start {flag}` starts it again"
+        )
+    else:
+        said = (
+            f"what listens on {socket_path(home)} does not answer ({why}), and no sessiond daemon holds this home: "
+            "another program has its socket, or a service's daemon did not start (`sessiond service status`); end "
+            f"that program (or remove the socket), then `sessiond start {flag}`"
+        )
+    if not isinstance(exc, DaemonNotAnswering):
+        return CliError(said)
+    if exc.done_unknown:
+        said += "; the request may or may not have been done: check it before repeating it"
+    return CliError(said, EXIT_NO_DAEMON, "daemon_not_answering")
 
 
 def fail(args: Any, code: str, message: str, exit_code: int) -> int:
@@ -55,6 +86,9 @@ def run_command(
         return fn(args) or 0
     except DaemonNotRunning as exc:
         return fail(args, "daemon_not_running", str(exc), EXIT_NO_DAEMON)
+    except DaemonNotAnswering as exc:
+        hung = stuck(getattr(args, "home", None), exc)
+        return fail(args, hung.kind, str(hung), hung.code)
     except ApiError as exc:
         said = explain(args, exc) if explain is not None else None
         if said is not None:

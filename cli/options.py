@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shlex
 from typing import Any
 
 from .errors import EXIT_USAGE, CliError
@@ -239,6 +240,8 @@ def option_error(args: Any, exc: Any) -> CliError | None:
             return CliError(f"--{name}{field[len(api) :]} {rest}", EXIT_USAGE)
     if field.startswith("tool_calls[") and getattr(args, "tool_calls", None) and rest:  # add's --tool-call
         return CliError(f"--tool-call {field} {rest}", EXIT_USAGE)
+    if field.startswith("call_fields") and getattr(args, "call_fields", None) and rest:  # add's --call-fields
+        return _call_fields_error(args.call_fields, f"{field} {rest}".removeprefix("call_fields"))
     for dest, option in _COMMAND_FIELDS.get(getattr(args, "command", ""), {}).items():
         if field == dest and getattr(args, dest, None) is not None and rest:
             return CliError(f"{option} {rest}", EXIT_USAGE)
@@ -263,6 +266,19 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     ):
         return CliError(message.replace("give target_tokens", "give --target-tokens N"), EXIT_USAGE)
     return None
+
+
+def _call_fields_error(given: list[list[str]], said: str) -> CliError:
+    """The daemon's refusal of `add --call-fields ID FIELDS_JSON` (`said`, after its "call_fields": `['ID'] ...`
+    or `.ID...` of one call's fields, ` names 'ID', ...` of an ID that is no call of the message) said of the
+    option, with the ID as typed."""
+    for call_id, _ in given:  # its checks name a call's fields by the id's repr cut at 80 characters, pydantic's as is
+        for named in (f"[{call_id!r:.80}]", f".{call_id}"):
+            if said.startswith(named) and said[len(named) : len(named) + 1] in (" ", ".", "["):
+                return CliError(f"--call-fields {shlex.quote(call_id)}{said[len(named) :]}", EXIT_USAGE)
+    if said.startswith(" names "):  # no call of the message has that id
+        return CliError(f"--call-fields{said} (give the call with --tool-call-with-id ID NAME ARGS_JSON)", EXIT_USAGE)
+    return CliError(f"--call-fields{said}", EXIT_USAGE)
 
 
 def add_unset(p: argparse.ArgumentParser, fields: dict, what: str) -> None:

@@ -11,18 +11,20 @@
 
 Both classes expose the same methods (one per API route); the async one returns awaitables.
 Errors from the daemon raise `ApiError` (with .status, .code, .message); no daemon raises
-`DaemonNotRunning`; a socket the client will not talk to (a long home's, outside it, in a folder another
-user could have made or can write to) raises `UnsafeSocket` when the client is made; anything else that
-fails on the way (a timeout, a connection broken before or during an answer, an answer that is not HTTP)
-raises `ClientError`, the base of all three. Threads may
-share a `Client` (their calls take turns on its connection).
+`DaemonNotRunning`; one that takes the connection and answers nothing within the client's timeout (stuck,
+or busier than the timeout allows) raises `DaemonNotAnswering`; a socket the client will not talk to (a
+long home's, outside it, in a folder another user could have made or can write to) raises `UnsafeSocket`
+when the client is made; anything else that fails on the way (a stream that stops midway, a connection
+broken before or during an answer, an answer that is not HTTP) raises `ClientError`, the base of them
+all. Threads may share a `Client` (their calls take turns on its connection).
 
     calls.py     every API call as a method of `Api`, written once; idempotency keys, what may be retried
     blocking.py  `Client`: http.client over the Unix socket (standard library only: the CLI starts fast)
     aio.py       `AsyncClient`: aiohttp over the Unix socket
     streams.py   the server-sent event streams: change events (`events()` resumes them after a dropped
                  connection, Last-Event-ID), a streamed answer (`CompletionStream`)
-    errors.py    `ClientError`, `DaemonNotRunning`, `UnsafeSocket`, `ApiError`, and the error an answer carries
+    errors.py    `ClientError` and its kinds (`DaemonNotRunning`, `DaemonNotAnswering`, `UnsafeSocket`,
+                 `ApiError`), and the error an answer carries
 
 The client imports api/ (where a daemon's socket is; the models, for type checkers only) and nothing
 else of sessiond.
@@ -33,7 +35,7 @@ from __future__ import annotations
 from .aio import AsyncClient
 from .blocking import Client
 from .calls import IDEMPOTENCY_HEADER, new_idempotency_key
-from .errors import ApiError, ClientError, DaemonNotRunning, UnsafeSocket
+from .errors import ApiError, ClientError, DaemonNotAnswering, DaemonNotRunning, UnsafeSocket
 from .streams import CompletionStream
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "Client",
     "ClientError",
     "CompletionStream",
+    "DaemonNotAnswering",
     "DaemonNotRunning",
     "UnsafeSocket",
     "new_idempotency_key",

@@ -20,7 +20,7 @@ from .calls import (
     retryable,
     stream_idle_limit,
 )
-from .errors import ApiError, ClientError, DaemonNotRunning, answer_of, lost, raise_for
+from .errors import ApiError, ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, lost, raise_for, writes
 from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class AsyncClient(Api):
                 return DaemonNotRunning(self.socket, str(why.strerror or ""), self._home_hint)
             return ClientError(f"cannot connect to {self.socket}: {why.strerror or why}")
         if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
-            return ClientError(f"the daemon on {self.socket} did not answer within {timeout or self.timeout:g} s")
+            return DaemonNotAnswering(self.socket, timeout or self.timeout, writes(method, path))
         if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
             return lost(method, path)
         if isinstance(exc, aiohttp.ClientResponseError):  # a head aiohttp could not read

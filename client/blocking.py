@@ -22,7 +22,7 @@ from .calls import (
     quote_id,
     retryable,
 )
-from .errors import ClientError, DaemonNotRunning, answer_of, lost, raise_for
+from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, lost, raise_for, writes
 from .streams import CompletionStream, EventStream, ResumingEvents
 from .wire import Connection, request_head
 from .wsframes import AppendStream, NoStream, Refused
@@ -166,7 +166,7 @@ class Client(Api):
         if isinstance(exc, PermissionError):
             return ClientError(f"permission denied on {self.socket}: the daemon belongs to another user")
         if isinstance(exc, TimeoutError):
-            return ClientError(f"the daemon on {self.socket} did not answer within {timeout or self.timeout:g} s")
+            return DaemonNotAnswering(self.socket, timeout or self.timeout, writes(method, path))
         if isinstance(exc, (ConnectionError, http.client.IncompleteRead)):  # reset, closed (RemoteDisconnected)
             return lost(method, path)
         if isinstance(exc, (ValueError, IndexError, http.client.HTTPException)):

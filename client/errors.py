@@ -1,5 +1,6 @@
-"""What the client raises: `ClientError` and its two kinds, `DaemonNotRunning` (nothing answers on the
-socket) and `ApiError` (the daemon answered with an error, as the API's error shape describes it)."""
+"""What the client raises: `ClientError` and its kinds, `DaemonNotRunning` (nothing answers on the socket),
+`DaemonNotAnswering` (something took the connection and answered nothing in time) and `ApiError` (the daemon
+answered with an error, as the API's error shape describes it)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ class DaemonNotRunning(ClientError):
             f"start one with `sessiond start{flag}` (background) or `sessiond daemon{flag}` (foreground)"
         )
         self.path = path
+
+
+class DaemonNotAnswering(ClientError):
+    """What listens on the socket took the connection but answered nothing within the timeout: a daemon stuck
+    (or stopped), or busier than the timeout allows. A request that may have changed something (not a GET)
+    may or may not have been done: the message says to check before repeating it."""
+
+    def __init__(self, path: str, seconds: float, writes: bool = False):
+        """`writes`: the request may change something (an append, a POST): whether it was done is not known."""
+        unknown = "; the request may or may not have been done: check it before repeating it" if writes else ""
+        super().__init__(f"the daemon on {path} did not answer within {seconds:g} s{unknown}")
+        self.path = path
+        self.seconds = seconds
+        self.done_unknown = writes
+
+
+def writes(method: str, path: str) -> bool:
+    """Whether a request may change something: any but a GET or HEAD, and an append on the append stream (a GET
+    /v1/appends, whose frames are appends)."""
+    return method not in ("GET", "HEAD") or path.startswith("/v1/appends")
 
 
 class UnsafeSocket(ClientError, HomeError):

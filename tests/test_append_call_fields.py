@@ -136,6 +136,11 @@ def test_bad_call_fields_are_refused_naming_the_problem_and_nothing_is_stored(tw
     c.close()
 
 
+def _deep(levels: int) -> str:
+    """A call's fields nested `levels` objects deep: deeper than a stored message's fields may be."""
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
 def test_add_records_a_call_s_fields_from_the_command_line(two):  # noqa: F811
     """`sessiond add` had no way to give a call's provider fields: --call-fields ID JSON (repeated, one per
     call) gives them, as the API's call_fields; `--json` answers the message as ever, with them."""
@@ -155,8 +160,14 @@ def test_add_records_a_call_s_fields_from_the_command_line(two):  # noqa: F811
     for argv, code, says in (
         (["--call-fields", "call_app", "{nope"], 2, "--call-fields call_app: FIELDS_JSON is not valid JSON"),
         (["--call-fields", "call_app", "[1]"], 2, "--call-fields call_app: FIELDS_JSON must be a JSON object"),
-        (["--call-fields", "call_app", "{}"], 1, "must be an object of a provider's own fields of the call"),
-        (["--call-fields", "call_x", '{"a": 1}'], 1, "call_fields names 'call_x', which is not the id of one"),
+        # what the daemon refuses is a usage error too, named as the option typed (README: exit codes), not the
+        # API's `call_fields['call_app'] ...` with exit 1
+        (["--call-fields", "call_app", "{}"], 2, "--call-fields call_app must be an object of a provider's own"),
+        (["--call-fields", "call_app", '{"id": 1}'], 2, "--call-fields call_app holds id: a call's own fields"),
+        (["--call-fields", "call_x", '{"a": 1}'], 2, "--call-fields names 'call_x', which is not the id of one"),
+        (["--call-fields", "call_x", '{"a": 1}'], 2, "--tool-call-with-id"),  # and how a call gets its id
+        (["--call-fields", "call_app", json.dumps({"x": "y" * (65 << 10)})], 2, "--call-fields call_app is larger"),
+        (["--call-fields", "call_app", _deep(40)], 2, "--call-fields call_app"),
         (["--call-fields", "call_app", '{"a": 1}', "--call-fields", "call_app", '{"b": 1}'], 2, "given twice"),
         (["--call-fields", "call_app"], 2, "expected 2 arguments"),
     ):
@@ -165,6 +176,8 @@ def test_add_records_a_call_s_fields_from_the_command_line(two):  # noqa: F811
         )
         assert res.returncode == code, (argv, res)
         assert says in (res.stdout + res.stderr), (argv, says, res)
+        if code == 2:
+            assert json.loads(res.stdout)["error"]["code"] == "usage", (argv, res.stdout)
     assert d.client().messages(sid)["messages"] == stored
 
 

@@ -15,7 +15,7 @@ from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import read_lock, resolve_home
 from ...daemon.homelock import holds_lock
 from ...storage.redact import scrub_text, shown_store
-from ..errors import EXIT_USAGE, CliError
+from ..errors import EXIT_USAGE, CliError, stuck
 from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
 from ..output import emit, for_home, short, table, when
@@ -129,12 +129,9 @@ def cmd_start(args) -> int:
         info = Client(home.path, timeout=5).status()
         shown = shown_store(store) if store else None  # as status shows it: without its credentials
         running = "\n".join(str(info.get("store") or "").split())
-        if store is not None and not same_stores(running, store):  # a URL's credentials are not another store
-            raise CliError(
-                f"the daemon already running for this home (pid {info['pid']}) uses store "
-                f"{info.get('store')}, not {shown}; stop it first (`sessiond stop --home {shlex.quote(home.path)}`)"
-                " to change stores"
-            )
+        other = store is not None and not same_stores(running, store)  # a URL's credentials are not another store
+        if other or args.change_store or args.reset_device_key:  # what only a starting daemon does
+            raise _running_keeps(args, home.path, info["pid"], info.get("store"), f"not {shown}" if other else "")
         emit(
             args,
             {"started": False, "pid": info["pid"], "socket": info["socket"]},
@@ -146,7 +143,7 @@ def cmd_start(args) -> int:
     except UnsafeSocket:
         raise  # its folder refused: said as such, not as a daemon that does not answer
     except ClientError as exc:  # a daemon holds the home's socket, but does not answer on it
-        raise _hung(home.path, exc) from None
+        raise stuck(home.path, exc) from None
     home.prepare()
     read_fd, write_fd = os.pipe()
     # The daemon runs this package's entry point (cli/main.py) with the command `daemon`.
@@ -204,6 +201,32 @@ def cmd_start(args) -> int:
         "\n".join([f"sessiond started (pid {info['pid']}) on {info['socket']}", *failing]),
     )
     return 0
+
+
+def _running_keeps(args, home: str, pid: int, store: str | None, not_wanted: str) -> CliError:
+    """The daemon running for `home` was asked (`start` beside it) what only a starting daemon does: another
+    store, --change-store, --reset-device-key. It keeps what it has (its `store`): the way to what was asked."""
+    from ...storage.redact import shown_url
+
+    again = ["sessiond", "start", "--home", home]
+    for url in args.store or ():  # as given, so that it runs as printed (but a URL's credentials: hidden)
+        again += ["--store", shown_url(url)]
+    if args.store_file:
+        again += ["--store-file", args.store_file]
+    if not_wanted or args.change_store:  # another store than the home's is a move, which --change-store confirms
+        again.append("--change-store")
+    if args.reset_device_key:
+        again.append("--reset-device-key")
+    keeps = (
+        f"uses store {store}, {not_wanted}, and keeps it while it runs"
+        if not_wanted
+        else f"keeps its store ({store})" + (" and its device key" if args.reset_device_key else "") + " while it runs"
+    )
+    return CliError(
+        f"the daemon already running for this home (pid {pid}) {keeps} (a store changes, and a device key "
+        f"is reset, only as a daemon starts): stop it first (`sessiond stop --home {shlex.quote(home)}`), then "
+        f"`{shlex.join(again)}`"
+    )
 
 
 def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
@@ -267,22 +290,13 @@ def cmd_stop(args) -> int:
     return 0
 
 
-def _hung(home: str, exc: ClientError) -> CliError:
-    """A daemon holds the home's socket but does not answer on it (stopped, stuck): which, and the way out."""
-    pid = read_lock(home)[0]
-    return CliError(
-        f"a daemon{f' (pid {pid})' if pid else ''} holds this home but does not answer ({exc}); "
-        f"`sessiond stop --home {shlex.quote(home)}` ends it (killing it if it must), then start it again"
-    )
-
-
 def cmd_status(args) -> int:
     try:  # a status is answered at once: a daemon silent for `--timeout` seconds is stuck, not busy
         info = Client(args.home, timeout=args.timeout).status()
     except (DaemonNotRunning, UnsafeSocket):
         raise
     except ClientError as exc:
-        raise _hung(resolve_home(args.home), exc) from None
+        raise stuck(args.home, exc) from None
     counts = info["counts"]
     sync = info.get("sync", {})
     pending = sum(s["pending"] for s in sync.values())
