@@ -188,7 +188,9 @@ async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
         return 1
 
     events: list[dict] = []
-    ctx = SimpleNamespace(stopping=False, pull_errors={}, pull_kinds={}, pull_fixes={}, on_event=events.append)
+    ctx = SimpleNamespace(
+        stopping=False, pull_errors={}, pull_kinds={}, pull_fixes={}, pull_failures={}, on_event=events.append
+    )
     ctx.pull_failed = partial(SyncContext.pull_failed, ctx)  # the context's own bookkeeping of failed pulls
     ctx.pull_ok = partial(SyncContext.pull_ok, ctx)
     f = follower_mod.Follower(ctx, None, None, interval=1.0)
