@@ -89,8 +89,8 @@ class SyncContext:
         self.pull_errors[sid] = msg
         self.pull_kinds[sid] = str(getattr(exc, "kind", "") or type(exc).__name__)
         failure = getattr(exc, "failure", None) or ((exc, self.store.url) if isinstance(exc, StoreError) else None)
-        if failure is not None:
-            self.pull_failures[sid] = failure
+        if failure is not None:  # its class and URL, not every frame it passed (as a push's: syncstatus.py)
+            self.pull_failures[sid] = (failure[0].with_traceback(None), failure[1])
         else:
             self.pull_failures.pop(sid, None)
         return msg
