@@ -292,3 +292,20 @@ def test_ctrl_c_before_the_daemon_took_the_question_records_nothing_as_said(make
         assert p.requests == []
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("text", ["Let me look.", ""], ids=["with-text", "calls-only"])
+def test_ask_prints_the_tool_calls_of_an_answer_it_recorded(loop, text):
+    """An answer that calls a tool is printed with its calls, as `log` shows them (`-> name(arguments) [id]`)
+    after its text. Was: only its text: an answer that was only a call printed nothing at all, exit 0, and
+    the user learnt of the call only from `log` (an answer that could not be recorded printed its calls)."""
+    make, p = loop
+    p.faults.call_unasked, p.faults.call_text = "lookup", text
+    d = make()
+    sid = d.client().create_session(model="echo-1")["id"]
+    res = run_cli(d.home, "ask", sid, "a b c")
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    call = d.client().messages(sid)["messages"][-1]["tool_calls"][0]
+    line = f"-> lookup({call['function']['arguments']}) [{call['id']}]\n"
+    assert res.stdout == (f"{text}\n" if text else "") + line, res.stdout
+    assert "answered nothing" not in res.stderr, res.stderr

@@ -200,8 +200,12 @@ def cmd_ask(args) -> int:
         raise
     if args.json:
         emit(args, stream.message)
-    elif wrote:
-        sys.stdout.write("\n")
+    else:
+        if wrote:
+            sys.stdout.write("\n")
+        # its tool calls, as `log` shows them: the stream's text does not carry them (an answer that is only a
+        # call would print nothing)
+        sys.stdout.write("".join(f"-> {safe(c)}\n" for c in _calls(stream.message or {})))
     if not (arrived or args.json or (stream.message or {}).get("tool_calls")):  # (else nothing at all would show)
         sys.stdout.flush()
         print("sessiond: (the model answered nothing)", file=sys.stderr)
