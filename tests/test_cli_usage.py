@@ -203,3 +203,36 @@ def test_a_mistyped_option_names_its_command_and_the_option_meant(tmp_path):
     message = _usage(run_cli(home, "new", "--zzzzzz", "--json"))
     assert "did you mean" not in message and "sessiond new --help" in message, message
     assert not os.path.exists(home)
+
+
+def test_json_given_to_an_option_or_in_a_file_with_a_key_twice_is_refused_naming_it(daemon, tmp_path):
+    """`new --metadata '{"a": 1, "a": 2}'` kept the last "a" and dropped the first silently (json.loads),
+    and so did `--initial`, `add --call-fields`, and the files of `import-file` and `verify-proof`, where
+    the API refuses a body giving a key twice (400 bad_json: JSON readers differ on which one counts). The
+    CLI refuses it too now, a usage error naming where the key is given twice; nothing is made or changed."""
+    sid = cli_json(daemon.home, "new", "--name", "kept", "--metadata", '{"k": 1}')["id"]
+    cli_json(daemon.home, "add", sid, "--role", "user", "hello")
+    before = _shown(daemon.home, sid)
+    messages = cli_json(daemon.home, "log", sid)["messages"]
+    count = len(cli_json(daemon.home, "ls")["sessions"])
+    chat = tmp_path / "chat.json"
+    chat.write_text('[{"role": "user", "content": "first", "content": "second"}]')
+    proof = tmp_path / "proof.json"
+    proof.write_text('{"proof": 1, "proof": 2}')
+    for where, argv in (
+        ("--metadata", ["new", "--metadata", '{"a": 1, "a": 2}']),
+        ("--metadata", ["set", sid, "--metadata", '{"k": {"a": 1, "a": 2}}']),
+        ("--initial", ["new", "--initial", '[{"role": "user", "content": "x", "content": "y"}]']),
+        (
+            "--call-fields c1",
+            ["add", sid, "--role", "assistant", "--tool-call-with-id", "c1", "f", "{}"]
+            + ["--call-fields", "c1", '{"x": 1, "x": 2}'],
+        ),
+        (str(chat), ["import-file", str(chat), "--format", "openai"]),
+        (str(proof), ["verify-proof", sid, str(proof)]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(where) and "twice" in message, (argv, message)
+    assert _shown(daemon.home, sid) == before
+    assert cli_json(daemon.home, "log", sid)["messages"] == messages
+    assert len(cli_json(daemon.home, "ls")["sessions"]) == count
