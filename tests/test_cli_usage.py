@@ -123,6 +123,8 @@ def test_a_new_id_or_initial_messages_the_daemon_refuses_are_named_by_their_opti
         ("--id must be", ["clone", sid, "--id", "bad id!"]),
         ("--id must be", ["fork", sid, "--at", mid, "--id", "bad id!"]),
         ("--id must be", ["chat", "new", sid, "--id", "bad chat!"]),
+        *(("--id must be", [*argv, "--id", ""]) for argv in (["new"], ["clone", sid], ["chat", "new", sid])),
+        ("--id must be", ["fork", sid, "--at", mid, "--id", ""]),  # (an empty one was taken for none given)
         ("--initial must be a list", ["new", "--initial", "{}"]),
         ("--initial[0].role must be one of", ["new", "--initial", '[{"role": "x", "content": "y"}]']),
         ("--initial[0].role is required", ["new", "--initial", '[{"content": "y"}]']),
@@ -236,3 +238,30 @@ def test_json_given_to_an_option_or_in_a_file_with_a_key_twice_is_refused_naming
     assert _shown(daemon.home, sid) == before
     assert cli_json(daemon.home, "log", sid)["messages"] == messages
     assert len(cli_json(daemon.home, "ls")["sessions"]) == count
+
+
+def test_an_empty_or_too_long_option_value_the_daemon_refuses_is_named_by_its_option(daemon):
+    """`new --id ''` (and `clone`, `fork`, `chat new`: rows of the test above), `new --tag ''`, `set --tag`
+    of 101 characters, `ls --tag ''`, `log --chat ''` and `fork --at x` came back as the daemon's words with
+    exit 1 ("session id must be ...", "tags[0] must be at least 1 characters", "query parameter chat ...",
+    "not a message id"): a value typed for an option is a usage error naming that option, as every other
+    option's is. Nothing is made or changed."""
+    sid = cli_json(daemon.home, "new", "--name", "kept", "--tag", "t")["id"]
+    cli_json(daemon.home, "add", sid, "--role", "user", "hello")
+    before = _shown(daemon.home, sid)
+    count = len(cli_json(daemon.home, "ls")["sessions"])
+    for option, argv in (
+        ("--tag '' must not be empty", ["new", "--tag", ""]),
+        ("--tag '' must not be empty", ["set", sid, "--tag", "y", "--tag", ""]),
+        ("--tag 'xxxxx", ["set", sid, "--tag", "x" * 101]),
+        ("--tag must not be empty", ["ls", "--tag", ""]),
+        ("--chat must not be empty", ["log", sid, "--chat", ""]),
+        ("--chat must not be empty", ["context", sid, "--chat", ""]),
+        ("--at: not a message id", ["fork", sid, "--at", "nosuch"]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(option), (argv, message)
+        assert "query parameter" not in message and "tags[" not in message, message
+    assert _shown(daemon.home, sid) == before
+    assert len(cli_json(daemon.home, "ls")["sessions"]) == count
+    assert [c["id"] for c in cli_json(daemon.home, "chat", "ls", sid)["chats"]] == ["main"]

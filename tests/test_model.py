@@ -138,7 +138,7 @@ def test_provider_per_session_and_top_k_where_accepted(setup, provider):
     assert res.returncode == 1 and "no provider 'nope'" in res.stderr
     # settings.provider syncs like any setting: it is in the session's settings
     res = run_cli(d.home, "new", "--provider", "", "--json")  # refused as the option typed: a usage error
-    assert res.returncode == 2 and "--provider must be" in res.stderr
+    assert res.returncode == 2 and "--provider must not be empty" in res.stderr
 
 
 def test_complete_json_stream_and_async_client(setup):
