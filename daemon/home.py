@@ -84,8 +84,14 @@ def make_private_dir(path: str, what: str) -> None:
     if not os.path.isdir(path):
         from ..storage.fsutil import ensure_durable_dir
 
-        ensure_durable_dir(path)  # its entry in its parent fsynced: the keys and database in it are durable
-        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; be exact
+        try:
+            ensure_durable_dir(path)  # its entry in its parent fsynced: the keys and database in it are durable
+            os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; be exact
+        except OSError as exc:  # a file where a parent should be, a name too long, a folder not ours to write
+            why = f"{exc.filename} is not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+            raise HomeError(
+                f"cannot make the {what} {path}: {why}; choose a folder you can write (--home DIR)"
+            ) from None
     check_private_dir(path, what)
 
 

@@ -5,6 +5,7 @@ with one line that names the file, what is wrong and what to do; never a traceba
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -218,3 +219,25 @@ def _is_daemon_of(pid: int, home: str) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
     except OSError:
         return False
+
+
+def test_a_home_that_cannot_be_made_is_refused_naming_it_and_no_daemon_said_to_hold_it(tmp_path):
+    """A home whose folder cannot be made (a file where a parent folder should be, a name longer than the
+    file system takes; for another user, a folder not theirs to write) ended `start` in a traceback
+    (mkdir's OSError), and `status` (and `start`, before it tried) said "a daemon holds this home but does
+    not answer" of a path where no socket can be, while `stop` said none runs. Now no daemon answers there
+    (exit 3, saying how to start one), and `start` refuses in one line naming the folder, why, and what to
+    give instead. Nothing is made."""
+    (tmp_path / "file").write_text("")
+    for home in (str(tmp_path / "file" / "home"), str(tmp_path / ("d" * 300))):
+        res = run_cli(home, "start", "--store", f"file://{tmp_path}/store", "--json")
+        assert res.returncode not in (0, 3), res
+        assert "Traceback" not in res.stderr, res.stderr
+        message = json.loads(res.stdout)["error"]["message"]
+        assert "cannot make the home folder" in message and "--home" in message, message
+        assert "does not answer" not in message, message
+        for argv in (["status"], ["ls"]):
+            res = run_cli(home, *argv, "--json")
+            assert res.returncode == 3, res
+            assert json.loads(res.stdout)["error"]["code"] == "daemon_not_running", res.stdout
+    assert sorted(os.listdir(tmp_path)) == ["file"]
