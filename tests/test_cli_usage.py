@@ -265,3 +265,32 @@ def test_an_empty_or_too_long_option_value_the_daemon_refuses_is_named_by_its_op
     assert _shown(daemon.home, sid) == before
     assert len(cli_json(daemon.home, "ls")["sessions"]) == count
     assert [c["id"] for c in cli_json(daemon.home, "chat", "ls", sid)["chats"]] == ["main"]
+
+
+def test_an_empty_session_or_chat_argument_is_a_usage_error_saying_which(daemon):
+    """`sessiond show "$ID"` with ID unset (and `rm`, `pause`, `add`, ...) said "no such route: GET
+    /v1/sessions/ (see GET /v1/openapi.json)": the daemon's words for a path with no id, which tell a user
+    nothing; an empty CHAT said "chat must be at least 1 characters", exit 1. Both are usage errors now,
+    naming the argument and where to find one; nothing changes."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    cli_json(daemon.home, "add", sid, "--role", "user", "hello")
+    before = _shown(daemon.home, sid)
+    for what, argv in (
+        ("ID", ["show", ""]),
+        ("ID", ["rm", ""]),
+        ("ID", ["pause", ""]),
+        ("ID", ["end", ""]),
+        ("ID", ["add", "", "--role", "user", "hi"]),
+        ("ID", ["log", ""]),
+        ("ID", ["checkpoint", ""]),
+        ("ID", ["sync", ""]),
+        ("ID", ["stats", ""]),
+        ("ID", ["chat", "ls", ""]),
+        ("CHAT", ["chat", "switch", sid, ""]),
+        ("CHAT", ["chat", "set", sid, "", "--name", "x"]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(f"{what} is empty"), (argv, message)
+        assert "route" not in message, message
+    assert _shown(daemon.home, sid) == before
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]
