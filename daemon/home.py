@@ -40,6 +40,13 @@ def normalize_store_url(url: str) -> str:
         path = unquote(parsed.path) if parsed.scheme else url
         if not path:
             raise HomeError(f"store URL {url!r} has no path")
+        if parsed.scheme and (parsed.query or parsed.fragment):  # (a folder named so is written %3F, %23)
+            part = "?query" if parsed.query else "#fragment"
+            raise HomeError(f"store URL {url!r}: a file store takes no {part}; give file:///path/to/folder")
+        if "\0" in path:
+            raise HomeError(
+                f"store URL {url!r}: its path holds a NUL character, which no folder's name can; give file:///path/to/folder"
+            )
         return "file://" + os.path.abspath(os.path.expanduser(path))
     from ..stores import NETWORK_SCHEMES
 

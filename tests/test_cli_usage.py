@@ -294,3 +294,19 @@ def test_an_empty_session_or_chat_argument_is_a_usage_error_saying_which(daemon)
         assert "route" not in message, message
     assert _shown(daemon.home, sid) == before
     assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]
+
+
+def test_a_file_store_url_no_folder_can_have_is_a_usage_error(tmp_path):
+    """`start --store file:///x/st%00ore` ended with "the daemon did not start: ValueError: embedded null
+    byte" (`daemon`: the traceback of the store's mkdir), and `file:///x/store?a=1` used /x/store, the
+    query dropped unsaid. Both are refused before anything starts, naming the URL and what to give."""
+    home = str(tmp_path / "h")
+    for url, why in (
+        (f"file://{tmp_path}/st%00ore", "NUL"),
+        (f"file://{tmp_path}/store?a=1", "?query"),
+        (f"file://{tmp_path}/store#x", "#fragment"),
+    ):
+        for command in ("start", "daemon"):
+            message = _usage(run_cli(home, command, "--store", url, "--json"))
+            assert why in message and "file:///" in message, (command, url, message)
+    assert not os.path.exists(tmp_path / "store")
