@@ -30,7 +30,11 @@ def normalize_store_url(url: str) -> str:
 
     from ..storage.redact import shown_url
 
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 (read for its check: a port out of range or not a number)
+    except ValueError as exc:
+        raise HomeError(f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]") from None
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         raise HomeError(
             f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// "

@@ -310,3 +310,20 @@ def test_a_file_store_url_no_folder_can_have_is_a_usage_error(tmp_path):
             message = _usage(run_cli(home, command, "--store", url, "--json"))
             assert why in message and "file:///" in message, (command, url, message)
     assert not os.path.exists(tmp_path / "store")
+
+
+def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_secret(tmp_path):
+    """`start --store 's5+https://[::1'` (a bracket left open) ended in urlparse's traceback, and a port out
+    of range or not a number was found only by the daemon, after it started ("the daemon did not start",
+    exit 1). All are usage errors before anything starts, naming the URL with its credentials hidden."""
+    home = str(tmp_path / "h")
+    for url, why in (
+        ("s5+https://INVITE@[::1", "Invalid IPv6 URL"),
+        ("s5+https://INVITE@host:99999", "out of range"),
+        ("ipfs+http://host:abc", "abc"),
+    ):
+        res = run_cli(home, "start", "--store", url, "--json")
+        message = _usage(res)
+        assert why in message and "malformed" in message, (url, message)
+        assert "INVITE" not in res.stdout + res.stderr, res
+    assert not os.path.exists(home)
