@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(args, exc.kind, str(exc), exc.code)
     if args.home == "":  # `--home "$H"` with H unset: never read as "the default home"
         return fail(args, "usage", "--home is empty: give the home's folder, or leave --home out", EXIT_USAGE)
+    if getattr(args, "data", None) == "":  # `serve --data "$D"` with D unset: never the default relay folder
+        return fail(args, "usage", "--data is empty: give the relay's folder, or leave --data out", EXIT_USAGE)
     empty = _empty_argument(args)
     if empty:
         return fail(args, "usage", empty, EXIT_USAGE)
