@@ -211,8 +211,11 @@ SESSION_UNSET = {
 
 # A command's own option that fills an API field of the same name (its dest): command -> {dest: option}.
 _COMMAND_FIELDS = {
-    "add": {"tokens": "--tokens", "tool_call_id": "--tool-call-id", "name": "--name"},
-    "compact": {"target_tokens": "--target-tokens"},
+    "add": {"tokens": "--tokens", "tool_call_id": "--tool-call-id", "name": "--name", "chat": "--chat"},
+    "ask": {"chat": "--chat", "provider": "--provider"},
+    "compact": {"target_tokens": "--target-tokens", "chat": "--chat"},
+    "uncompact": {"chat": "--chat"},
+    "unshare": {"device": "--device"},
 }
 
 

@@ -258,6 +258,13 @@ def test_an_empty_or_too_long_option_value_the_daemon_refuses_is_named_by_its_op
         ("--chat must not be empty", ["log", sid, "--chat", ""]),
         ("--chat must not be empty", ["context", sid, "--chat", ""]),
         ("--at: not a message id", ["fork", sid, "--at", "nosuch"]),
+        ("--chat must not be empty", ["add", sid, "--role", "user", "hi", "--chat", ""]),
+        ("--chat must not be empty", ["ask", sid, "hi", "--chat", ""]),
+        ("--provider must not be empty", ["ask", sid, "hi", "--provider", ""]),
+        ("--provider must not be empty", ["models", "--provider", ""]),
+        ("--chat must not be empty", ["compact", sid, "--chat", "", "--target-tokens", "0"]),
+        ("--chat must not be empty", ["uncompact", sid, "--chat", ""]),
+        ("--device must not be empty", ["unshare", sid, "--device", ""]),
     ):
         message = _usage(run_cli(daemon.home, *argv, "--json"))
         assert message.startswith(option), (argv, message)

@@ -245,6 +245,8 @@ def _choose_model(exc: ApiError) -> str:
 
 
 def cmd_models(args) -> int:
+    if args.provider == "":  # (the endpoint reads an empty provider as the default one)
+        raise UsageError("--provider must not be empty: leave it out for the default provider")
     listed = client(args).models(provider=args.provider)
     data = listed.get("data") if isinstance(listed, dict) else None
     ids = [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
