@@ -295,6 +295,7 @@ def test_an_empty_session_or_chat_argument_is_a_usage_error_saying_which(daemon)
         ("ID", ["chat", "ls", ""]),
         ("CHAT", ["chat", "switch", sid, ""]),
         ("CHAT", ["chat", "set", sid, "", "--name", "x"]),
+        ("-o", ["export", sid, "-o", ""]),  # (printed the export to standard output, as if -o were left out)
     ):
         message = _usage(run_cli(daemon.home, *argv, "--json"))
         assert message.startswith(f"{what} is empty"), (argv, message)

@@ -71,6 +71,8 @@ def _write_output(path: str, data: bytes) -> None:
 def cmd_export(args) -> int:
     if args.chat is not None and args.format != "openai":
         raise UsageError(f"--chat picks the chat of --format openai; a {args.format} export holds every chat")
+    if args.output == "":  # `-o "$F"` with F unset: not standard output
+        raise UsageError("-o is empty: give the path of a file to write, or leave -o out for standard output")
     if args.output:
         _check_output(args.output, resolve_home(args.home))
     c = client(args)
