@@ -374,7 +374,7 @@ def check_listen(path: str, value) -> tuple[str, int]:
         raise HomeError(msg)
     host, _, port = value.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise HomeError(msg)
     return host, int(port)
 

@@ -623,6 +623,7 @@ def test_a_relay_that_cannot_serve_answers_in_json(tmp_path):
     data = str(tmp_path / "relay")
     for args, says in (
         (["--listen", "nonsense"], "is not HOST:PORT"),
+        (["--listen", "127.0.0.1:\u00b2"], "is not HOST:PORT"),  # (str.isdigit takes '²', int() does not)
         (["--listen", "127.0.0.1:0", "--cert", str(tmp_path / "c.pem")], "--cert and --key go together"),
     ):
         res = run_cli(None, "serve", "--data", data, *args, "--json")
