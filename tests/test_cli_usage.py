@@ -335,3 +335,19 @@ def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_se
         assert why in message and "malformed" in message, (url, message)
         assert "INVITE" not in res.stdout + res.stderr, res
     assert not os.path.exists(home)
+
+
+def test_a_file_over_the_daemons_request_limit_is_refused_saying_how_big_and_what_to_do(daemon, tmp_path):
+    """`import-file` of a file past the 256 MiB a request to the daemon may carry (a long-used ChatGPT
+    export is) said only "request body too large", exit 1: not which limit, nor what to do. It names the
+    file, its size and the limit, and says to split it; nothing is imported."""
+    from sessiond.daemon.routes.failures import BODY_LIMIT
+
+    path = tmp_path / "big.json"
+    with open(path, "w") as f:
+        f.write('[{"role": "user", "content": "' + "x" * BODY_LIMIT + '"}]')
+    res = run_cli(daemon.home, "import-file", str(path), "--format", "openai", "--json")
+    assert res.returncode == 1, res
+    message = json.loads(res.stdout)["error"]["message"]
+    assert str(path) in message and "256 MiB" in message and "split" in message, message
+    assert cli_json(daemon.home, "ls")["sessions"] == []
