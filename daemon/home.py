@@ -74,6 +74,17 @@ def normalize_store_urls(urls: str | list[str]) -> str:
     return "\n".join(out)
 
 
+def _home_text(path: str, then: str) -> str:
+    """A text file the home keeps, read; one that is not UTF-8 (a torn or stray write) refused naming it, with
+    what to do once it is deleted (`then`). FileNotFoundError goes to the caller."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HomeError(f"{path} is damaged (not UTF-8 text): delete it, then {then}") from None
+
+
 def check_private_dir(path: str, what: str) -> None:
     """Refuse a folder that another user owns or that group/others can enter."""
     st = os.stat(path)
@@ -420,8 +431,9 @@ class Home:
     def remembered_store(self) -> str | None:
         """The store this home syncs with, recorded at its first start (None before that)."""
         try:
-            with open(self.store_record, encoding="utf-8") as f:
-                return f.read().strip() or None
+            return (
+                _home_text(self.store_record, "start with --store URL, the store this home syncs with").strip() or None
+            )
         except FileNotFoundError:
             return None
 
@@ -441,10 +453,12 @@ class Home:
         """The URLs of the stores whose first use has not made them yet (None: no note). A note written by
         the version before names none: ["whole"] (none of the store's stores made) or ["part"] (some)."""
         try:
-            with open(self.store_unmade_record, encoding="utf-8") as f:
-                return [line.strip() for line in f if line.strip()]
+            text = _home_text(
+                self.store_unmade_record, "start again (a folder store not made yet is then named failing)"
+            )
         except FileNotFoundError:
             return None
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     def note_store_unmade(self, urls: list[str]) -> None:
         """Note the stores whose first use has not made them yet (`urls`), or, with none, that every one is."""

@@ -241,3 +241,42 @@ def test_a_home_that_cannot_be_made_is_refused_naming_it_and_no_daemon_said_to_h
             assert res.returncode == 3, res
             assert json.loads(res.stdout)["error"]["code"] == "daemon_not_running", res.stdout
     assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_a_home_file_that_is_not_text_is_named_not_taken_for_standard_input(home, tmp_path):
+    """<home>/store-url holding bytes that are not UTF-8 (a torn or stray write) stopped the start with
+    "standard input is not UTF-8 text": the CLI's catch-all for a decoding error, which named the wrong
+    thing. The start is refused naming the file and what to do; so is store-unmade's. And a provider's
+    api_key_file that is not text stopped the start the same way, where an unreadable key is said by the
+    request that needs it: the daemon starts, and the question is refused naming the key file."""
+    run_cli(home, "start", "--store", f"file://{tmp_path}/store", check=True)
+    run_cli(home, "stop", check=True)
+    for name in ("store-url", "store-unmade"):
+        path = os.path.join(home, name)
+        kept = open(path, "rb").read() if os.path.exists(path) else None
+        with open(path, "wb") as f:
+            f.write(b"\xff\xfe damaged\n")
+        res = run_cli(home, "start", "--json")
+        assert res.returncode != 0, res
+        message = json.loads(res.stdout)["error"]["message"]
+        assert path in message and "not UTF-8" in message and "standard input" not in message, message
+        if kept is None:
+            os.remove(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(kept)
+    key = tmp_path / "key"
+    key.write_bytes(b"\xff\xfe\x00")
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(f'[providers.p]\nbase_url = "http://127.0.0.1:9/v1"\napi_key_file = "{key}"\n')
+    d = DaemonProc(home).start()
+    try:
+        c = d.client()
+        sid = c.create_session(model="m")["id"]
+        res = run_cli(home, "ask", sid, "hi", "--json")
+        assert res.returncode == 1, res
+        error = json.loads(res.stdout)["error"]
+        assert error["code"] == "provider_key_unreadable" and str(key) in error["message"], error
+        assert "not UTF-8" in error["message"], error
+    finally:
+        d.stop()
