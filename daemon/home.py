@@ -197,6 +197,8 @@ class Config:
             return cls()
         except tomllib.TOMLDecodeError as exc:
             raise HomeError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # (tomllib decodes the file before it parses it)
+            raise HomeError(f"{path} is not UTF-8 text (byte {exc.start}), as TOML must be: save it as UTF-8") from None
         cfg = cls()
         for key, value in data.items():
             if key == "store":

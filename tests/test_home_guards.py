@@ -280,3 +280,16 @@ def test_a_home_file_that_is_not_text_is_named_not_taken_for_standard_input(home
         assert "not UTF-8" in error["message"], error
     finally:
         d.stop()
+
+
+def test_a_config_toml_that_is_not_utf8_is_named(home):
+    """config.toml holding bytes that are not UTF-8 stopped the start with "standard input is not UTF-8 text"
+    (tomllib decodes the file before it parses it): the file is named, as a TOML error names it."""
+    os.makedirs(home, mode=0o700)
+    path = os.path.join(home, "config.toml")
+    with open(path, "wb") as f:
+        f.write(b'default_provider = "\xff"\n')
+    res = run_cli(home, "daemon", "--json")
+    assert res.returncode == 2, res
+    message = json.loads(res.stdout)["error"]["message"]
+    assert path in message and "not UTF-8" in message and "standard input" not in message, message
