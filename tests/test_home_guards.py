@@ -246,12 +246,15 @@ def test_a_home_that_cannot_be_made_is_refused_naming_it_and_no_daemon_said_to_h
 def test_a_home_file_that_is_not_text_is_named_not_taken_for_standard_input(home, tmp_path):
     """<home>/store-url holding bytes that are not UTF-8 (a torn or stray write) stopped the start with
     "standard input is not UTF-8 text": the CLI's catch-all for a decoding error, which named the wrong
-    thing. The start is refused naming the file and what to do; so is store-unmade's. And a provider's
+    thing. The start is refused naming the file and what to do; so is store-unmade's and openai-api-key's
+    (the OpenAI listener's key, ASCII). And a provider's
     api_key_file that is not text stopped the start the same way, where an unreadable key is said by the
     request that needs it: the daemon starts, and the question is refused naming the key file."""
     run_cli(home, "start", "--store", f"file://{tmp_path}/store", check=True)
     run_cli(home, "stop", check=True)
-    for name in ("store-url", "store-unmade"):
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write('openai_listen = "127.0.0.1:0"\n')  # (so that the start reads openai-api-key)
+    for name in ("store-url", "store-unmade", "openai-api-key"):
         path = os.path.join(home, name)
         kept = open(path, "rb").read() if os.path.exists(path) else None
         with open(path, "wb") as f:
@@ -259,7 +262,8 @@ def test_a_home_file_that_is_not_text_is_named_not_taken_for_standard_input(home
         res = run_cli(home, "start", "--json")
         assert res.returncode != 0, res
         message = json.loads(res.stdout)["error"]["message"]
-        assert path in message and "not UTF-8" in message and "standard input" not in message, message
+        assert path in message and "standard input" not in message, message
+        assert "not UTF-8" in message or "not ASCII" in message, message
         if kept is None:
             os.remove(path)
         else:
