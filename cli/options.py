@@ -271,6 +271,9 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     message = str(getattr(exc, "message", ""))
     if getattr(args, "command", "") == "fork" and message.startswith("not a message id"):  # `fork --at x`
         return CliError(f"--at: {message}", EXIT_USAGE)
+    if getattr(args, "command", "") == "import" and message.startswith("store: "):  # `import --store URL`
+        option = "--store-file" if getattr(args, "store_file", None) else "--store"
+        return CliError(f"{option}: {message.removeprefix('store: ').removeprefix('store ')}", EXIT_USAGE)
     if (
         getattr(args, "command", "") == "compact"
         and getattr(args, "target_tokens", 0) is None

@@ -351,3 +351,14 @@ def test_a_file_over_the_daemons_request_limit_is_refused_saying_how_big_and_wha
     message = json.loads(res.stdout)["error"]["message"]
     assert str(path) in message and "256 MiB" in message and "split" in message, message
     assert cli_json(daemon.home, "ls")["sessions"] == []
+
+
+def test_an_import_store_the_daemon_refuses_is_named_as_the_option(daemon):
+    """`import --store bogus://x` (or a URL that does not parse) came back as the daemon's field, "store:
+    unsupported store URL scheme ...", exit 1: it is the option's value, a usage error naming --store."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    code = cli_json(daemon.home, "share", sid)["code"]
+    for url in ("bogus://x", "s5+https://[::1"):
+        message = _usage(run_cli(daemon.home, "import", "--store", url, "--json", input=code))
+        assert message.startswith("--store: ") and "store: store" not in message, (url, message)
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]
