@@ -362,3 +362,15 @@ def test_an_import_store_the_daemon_refuses_is_named_as_the_option(daemon):
         message = _usage(run_cli(daemon.home, "import", "--store", url, "--json", input=code))
         assert message.startswith("--store: ") and "store: store" not in message, (url, message)
     assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]
+
+
+def test_a_request_line_too_long_for_the_daemon_says_what_was_too_long(daemon):
+    """`sessiond search` of a pasted passage (or `ls --user` of a long name) makes a request line past the
+    8 KiB aiohttp reads, and said "Got more than 8190 bytes when reading: bytearray(b'/v1/search?q=...')":
+    the HTTP parser's words, naming neither the cause nor the way. The clients say it is the request's
+    line or a header, too long for the daemon, and to shorten the value given (aiohttp's reason kept)."""
+    for argv in (["search", " ".join(["word"] * 2000)], ["ls", "--user", "u" * 9000]):
+        res = run_cli(daemon.home, *argv, "--json")
+        assert res.returncode == 1, res
+        message = json.loads(res.stdout)["error"]["message"]
+        assert "8 KiB" in message and "shorten" in message and "bytearray" not in message, message
