@@ -318,6 +318,7 @@ def test_a_file_store_url_no_folder_can_have_is_a_usage_error(tmp_path):
             message = _usage(run_cli(home, command, "--store", url, "--json"))
             assert why in message and "file:///" in message, (command, url, message)
     assert not os.path.exists(tmp_path / "store")
+    assert not os.path.exists(home)  # (`daemon` made the home, then refused its --store)
 
 
 def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_secret(tmp_path):
