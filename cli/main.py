@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         return fail(early, "usage", bad, EXIT_USAGE)
     parser = build_parser()
+    parser.wants_json = wants_json  # type: ignore[attr-defined]  # (for --version, which answers at once)
     try:
         args = parser.parse_args(argv)
     except ParseError as exc:

@@ -831,6 +831,10 @@ def test_version_is_one_option_away(home):
 
     res = run_cli(None, "--version")
     assert res.returncode == 0 and res.stdout.strip() == f"sessiond {version('sessiond')}", res
+    # with --json (before it or after), JSON as every command gives: it printed the text line
+    for argv in (["--version", "--json"], ["--json", "--version"]):
+        res = run_cli(None, *argv)
+        assert res.returncode == 0 and json.loads(res.stdout) == {"version": version("sessiond")}, (argv, res)
 
 
 def test_log_help_says_which_messages_limit_keeps(home):
