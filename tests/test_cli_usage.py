@@ -375,3 +375,14 @@ def test_a_request_line_too_long_for_the_daemon_says_what_was_too_long(daemon):
         assert res.returncode == 1, res
         message = json.loads(res.stdout)["error"]["message"]
         assert "8 KiB" in message and "shorten" in message and "bytearray" not in message, message
+
+
+def test_an_import_given_no_code_says_so(daemon, tmp_path):
+    """`sessiond import < /dev/null` (an empty file, a pipe from a command that printed nothing) was answered
+    "not a sessiond share code (it should start with 'sessiond1')", exit 1: as if a wrong code had been
+    given. No code at all is a usage error saying where the code goes."""
+    empty = tmp_path / "code.txt"
+    empty.write_text("# only a note\n\n")
+    for argv, data in ((["import"], ""), (["import"], "  \n"), (["import", "--code-file", str(empty)], None)):
+        message = _usage(run_cli(daemon.home, *argv, "--json", input=data))
+        assert message.startswith("no share code"), (argv, message)
