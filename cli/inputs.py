@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from ..api.jsonkeys import DuplicateKey, loads
 from .errors import EXIT_USAGE, CliError
 
 
@@ -56,7 +56,9 @@ def read_json(path: str):
     """JSON from a file, or from standard input for '-'."""
     text = read_text("-") if path == "-" else read_file(path)
     try:
-        return json.loads(text)
+        return loads(text)
+    except DuplicateKey as exc:
+        raise CliError(exc.message("standard input" if path == "-" else path, "give"), EXIT_USAGE) from None
     except ValueError as exc:
         raise CliError(f"{'standard input' if path == '-' else path} is not JSON: {exc}", EXIT_USAGE) from None
     except RecursionError:
@@ -70,7 +72,9 @@ def json_arg(text: str | None, what: str):
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return loads(text)
+    except DuplicateKey as exc:
+        raise CliError(exc.message(what, "give"), EXIT_USAGE) from None
     except ValueError as exc:
         raise CliError(f"{what} is not valid JSON: {exc}", EXIT_USAGE) from None
     except RecursionError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from ..daemon.home import resolve_home
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         return fail(early, "usage", bad, EXIT_USAGE)
     parser = build_parser()
+    parser.wants_json = wants_json  # type: ignore[attr-defined]  # (for --version, which answers at once)
     try:
         args = parser.parse_args(argv)
     except ParseError as exc:
@@ -46,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             return fail(args, exc.kind, str(exc), exc.code)
     if args.home == "":  # `--home "$H"` with H unset: never read as "the default home"
         return fail(args, "usage", "--home is empty: give the home's folder, or leave --home out", EXIT_USAGE)
+    if getattr(args, "data", None) == "":  # `serve --data "$D"` with D unset: never the default relay folder
+        return fail(args, "usage", "--data is empty: give the relay's folder, or leave --data out", EXIT_USAGE)
+    empty = _empty_argument(args)
+    if empty:
+        return fail(args, "usage", empty, EXIT_USAGE)
     home = resolve_home(args.home)
     if os.path.lexists(home) and not os.path.isdir(home):
         return fail(
@@ -55,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
             EXIT_USAGE,
         )
     return run_command(args.fn, args, option_error)
+
+
+def _empty_argument(args: argparse.Namespace) -> str | None:
+    """What is wrong with a session ID or CHAT argument given empty (`sessiond show "$ID"` with ID unset):
+    the daemon would be asked for a path with no id ("no such route"), or an empty chat."""
+    if getattr(args, "id", None) == "" and args.command != "new":  # (new's `id` is its --id option)
+        return "ID is empty: give a session's id (see `sessiond ls`)"
+    if getattr(args, "chat", None) == "" and args.command == "chat":
+        return f"CHAT is empty: give a chat's id or name (see `sessiond chat ls {shlex.quote(args.id)}`)"
+    return None
 
 
 if __name__ == "__main__":

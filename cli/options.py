@@ -211,8 +211,11 @@ SESSION_UNSET = {
 
 # A command's own option that fills an API field of the same name (its dest): command -> {dest: option}.
 _COMMAND_FIELDS = {
-    "add": {"tokens": "--tokens", "tool_call_id": "--tool-call-id", "name": "--name"},
-    "compact": {"target_tokens": "--target-tokens"},
+    "add": {"tokens": "--tokens", "tool_call_id": "--tool-call-id", "name": "--name", "chat": "--chat"},
+    "ask": {"chat": "--chat", "provider": "--provider"},
+    "compact": {"target_tokens": "--target-tokens", "chat": "--chat"},
+    "uncompact": {"chat": "--chat"},
+    "unshare": {"device": "--device"},
 }
 
 
@@ -227,6 +230,8 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     field = field.removeprefix("body.")  # (the checks of the request's raw JSON name its fields so)
     if field == "query" and rest.startswith("parameter "):  # a filter: `ls --user U` ("query parameter user ...")
         field, _, rest = rest.removeprefix("parameter ").partition(" ")
+        if rest and getattr(args, field, None) is not None:  # `ls --tag`, `log --chat`
+            return CliError(f"--{field.replace('_', '-')} {rest}", EXIT_USAGE)
     for name, (dest, path) in SESSION_UNSET.items():
         api = ".".join(path)
         if getattr(args, dest, None) is None or not rest:
@@ -238,6 +243,11 @@ def option_error(args: Any, exc: Any) -> CliError | None:
             return CliError(f"--{name} {rest}", EXIT_USAGE)
         if field.startswith((api + ".", api + "[")) and name == "metadata":  # a value inside the option's JSON
             return CliError(f"--{name}{field[len(api) :]} {rest}", EXIT_USAGE)
+        if field.startswith(api + "[") and name == "tag":  # one of the --tag options given: named by its value
+            value = _indexed(getattr(args, dest), field[len(api) :])
+            if value is not None:
+                shown = value if len(value) <= 40 else value[:40] + "…"
+                return CliError(f"--{name} {shown!r} {rest}", EXIT_USAGE)
     if field.startswith("tool_calls[") and getattr(args, "tool_calls", None) and rest:  # add's --tool-call
         return CliError(f"--tool-call {field} {rest}", EXIT_USAGE)
     if field.startswith("call_fields") and getattr(args, "call_fields", None) and rest:  # add's --call-fields
@@ -253,12 +263,17 @@ def option_error(args: Any, exc: Any) -> CliError | None:
     # the options no `set` has: a new session's or chat's own id ("session id must be ..."; a session named
     # by its positional ID is a 404, never this), and `new --initial` ("initial_messages[0].role ...")
     id_dest = {"new": "id", "clone": "new_id", "fork": "new_id", "chat": "chat_id"}.get(getattr(args, "command", ""))
-    if field in ("session", "chat") and rest.startswith("id ") and id_dest and getattr(args, id_dest, None):
+    if field in ("session", "chat") and rest.startswith("id ") and id_dest and getattr(args, id_dest, None) is not None:
         return CliError(f"--id {rest[3:]}", EXIT_USAGE)
     if field.startswith("initial_messages") and getattr(args, "initial", None) is not None and rest:
         return CliError(f"--initial{field[len('initial_messages') :]} {rest}", EXIT_USAGE)
     # an option needed and not given: `compact` of a chat with no context budget ("... give target_tokens, ...")
     message = str(getattr(exc, "message", ""))
+    if getattr(args, "command", "") == "fork" and message.startswith("not a message id"):  # `fork --at x`
+        return CliError(f"--at: {message}", EXIT_USAGE)
+    if getattr(args, "command", "") == "import" and message.startswith("store: "):  # `import --store URL`
+        option = "--store-file" if getattr(args, "store_file", None) else "--store"
+        return CliError(f"{option}: {message.removeprefix('store: ').removeprefix('store ')}", EXIT_USAGE)
     if (
         getattr(args, "command", "") == "compact"
         and getattr(args, "target_tokens", 0) is None
@@ -279,6 +294,14 @@ def _call_fields_error(given: list[list[str]], said: str) -> CliError:
     if said.startswith(" names "):  # no call of the message has that id
         return CliError(f"--call-fields{said} (give the call with --tool-call-with-id ID NAME ARGS_JSON)", EXIT_USAGE)
     return CliError(f"--call-fields{said}", EXIT_USAGE)
+
+
+def _indexed(values: Any, index: str) -> str | None:
+    """`values[i]` for an API field's index ("[1]", of "tags[1]"), None if it names none."""
+    if not (isinstance(values, list) and index.startswith("[") and index.endswith("]") and index[1:-1].isdigit()):
+        return None
+    i = int(index[1:-1])
+    return values[i] if i < len(values) else None
 
 
 def add_unset(p: argparse.ArgumentParser, fields: dict, what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import re
 
@@ -93,7 +94,10 @@ class _Version(argparse.Action):
             number = version("sessiond")
         except PackageNotFoundError:  # a source tree that was not installed (as the daemon says)
             number = "0.0.0+src"
-        print(f"sessiond {number}")
+        if getattr(parser, "wants_json", False):  # (main sets it: --json may come after --version)
+            print(json.dumps({"version": number}))
+        else:
+            print(f"sessiond {number}")
         parser.exit()
 
 

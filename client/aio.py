@@ -116,7 +116,7 @@ class AsyncClient(Api):
             why = exc.os_error
             if isinstance(why, PermissionError):
                 return ClientError(f"permission denied on {self.socket}: the daemon belongs to another user")
-            if isinstance(why, (FileNotFoundError, ConnectionRefusedError)):
+            if isinstance(why, (FileNotFoundError, NotADirectoryError, ConnectionRefusedError)):  # (a file on its path)
                 return DaemonNotRunning(self.socket, str(why.strerror or ""), self._home_hint)
             return ClientError(f"cannot connect to {self.socket}: {why.strerror or why}")
         if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too

@@ -161,7 +161,7 @@ class Client(Api):
     def _failure(self, exc: Exception, method: str, path: str, timeout: float | None = None) -> ClientError:
         """What a failed exchange with the daemon (a socket's or http.client's exception) means to the app
         (`timeout`: the call's, if not the client's)."""
-        if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+        if isinstance(exc, (FileNotFoundError, NotADirectoryError, ConnectionRefusedError)):  # (a file on its path)
             return DaemonNotRunning(self.socket, exc.strerror or "", self._home_hint)
         if isinstance(exc, PermissionError):
             return ClientError(f"permission denied on {self.socket}: the daemon belongs to another user")

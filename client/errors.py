@@ -5,6 +5,7 @@ answered with an error, as the API's error shape describes it)."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from typing import Any
 
@@ -86,6 +87,15 @@ def answer_of(status: int, raw: bytes) -> Any:
         if status >= 400:  # refused by the HTTP server before sessiond read it (a request line or header over
             # 8 KiB: an id, a query parameter or a header value too long), with a plain-text reason
             text = " ".join(raw.decode("utf-8", "replace").split())[:500]
+            if text.startswith("Got more than"):  # aiohttp's line too long: "... bytes when reading: bytearray(b'...')"
+                what = re.sub(r"bytearray\(b'(.*)'\)\.?$", r"\1", text)
+                raise ApiError(
+                    status,
+                    "http_error",
+                    f"the daemon refused the request (HTTP {status}): its request line or a header is longer than"
+                    f" the 8 KiB the daemon reads: an id, a query parameter (a search's words, a filter) or a header"
+                    f" value given is too long; shorten it ({what})",
+                ) from None
             raise ApiError(status, "http_error", f"the daemon refused the request (HTTP {status}): {text}") from None
         raise ClientError(f"the daemon sent a reply that is not JSON (HTTP {status})") from None
     raise_for(status, data)

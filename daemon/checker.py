@@ -97,6 +97,8 @@ def describe(err: Mapping[str, Any], where: str = "", schema: dict | None = None
             lone_surrogate(value)
         except Exception as exc:
             return f"{field} {exc}"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return f"{field} must not be empty"
     tail = _TAILS.get(kind)
     if tail is not None:
         return f"{field} " + tail.format_map(_Ctx(ctx))

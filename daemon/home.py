@@ -30,7 +30,11 @@ def normalize_store_url(url: str) -> str:
 
     from ..storage.redact import shown_url
 
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 (read for its check: a port out of range or not a number)
+    except ValueError as exc:
+        raise HomeError(f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]") from None
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         raise HomeError(
             f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// "
@@ -40,6 +44,13 @@ def normalize_store_url(url: str) -> str:
         path = unquote(parsed.path) if parsed.scheme else url
         if not path:
             raise HomeError(f"store URL {url!r} has no path")
+        if parsed.scheme and (parsed.query or parsed.fragment):  # (a folder named so is written %3F, %23)
+            part = "?query" if parsed.query else "#fragment"
+            raise HomeError(f"store URL {url!r}: a file store takes no {part}; give file:///path/to/folder")
+        if "\0" in path:
+            raise HomeError(
+                f"store URL {url!r}: its path holds a NUL character, which no folder's name can; give file:///path/to/folder"
+            )
         return "file://" + os.path.abspath(os.path.expanduser(path))
     from ..stores import NETWORK_SCHEMES
 
@@ -63,6 +74,17 @@ def normalize_store_urls(urls: str | list[str]) -> str:
     return "\n".join(out)
 
 
+def _home_text(path: str, then: str) -> str:
+    """A text file the home keeps, read; one that is not UTF-8 (a torn or stray write) refused naming it, with
+    what to do once it is deleted (`then`). FileNotFoundError goes to the caller."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HomeError(f"{path} is damaged (not UTF-8 text): delete it, then {then}") from None
+
+
 def check_private_dir(path: str, what: str) -> None:
     """Refuse a folder that another user owns or that group/others can enter."""
     st = os.stat(path)
@@ -84,8 +106,14 @@ def make_private_dir(path: str, what: str) -> None:
     if not os.path.isdir(path):
         from ..storage.fsutil import ensure_durable_dir
 
-        ensure_durable_dir(path)  # its entry in its parent fsynced: the keys and database in it are durable
-        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; be exact
+        try:
+            ensure_durable_dir(path)  # its entry in its parent fsynced: the keys and database in it are durable
+            os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; be exact
+        except OSError as exc:  # a file where a parent should be, a name too long, a folder not ours to write
+            why = f"{exc.filename} is not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+            raise HomeError(
+                f"cannot make the {what} {path}: {why}; choose a folder you can write (--home DIR)"
+            ) from None
     check_private_dir(path, what)
 
 
@@ -169,6 +197,8 @@ class Config:
             return cls()
         except tomllib.TOMLDecodeError as exc:
             raise HomeError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # (tomllib decodes the file before it parses it)
+            raise HomeError(f"{path} is not UTF-8 text (byte {exc.start}), as TOML must be: save it as UTF-8") from None
         cfg = cls()
         for key, value in data.items():
             if key == "store":
@@ -357,7 +387,7 @@ def check_listen(path: str, value) -> tuple[str, int]:
         raise HomeError(msg)
     host, _, port = value.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise HomeError(msg)
     return host, int(port)
 
@@ -403,8 +433,9 @@ class Home:
     def remembered_store(self) -> str | None:
         """The store this home syncs with, recorded at its first start (None before that)."""
         try:
-            with open(self.store_record, encoding="utf-8") as f:
-                return f.read().strip() or None
+            return (
+                _home_text(self.store_record, "start with --store URL, the store this home syncs with").strip() or None
+            )
         except FileNotFoundError:
             return None
 
@@ -424,10 +455,12 @@ class Home:
         """The URLs of the stores whose first use has not made them yet (None: no note). A note written by
         the version before names none: ["whole"] (none of the store's stores made) or ["part"] (some)."""
         try:
-            with open(self.store_unmade_record, encoding="utf-8") as f:
-                return [line.strip() for line in f if line.strip()]
+            text = _home_text(
+                self.store_unmade_record, "start again (a folder store not made yet is then named failing)"
+            )
         except FileNotFoundError:
             return None
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     def note_store_unmade(self, urls: list[str]) -> None:
         """Note the stores whose first use has not made them yet (`urls`), or, with none, that every one is."""

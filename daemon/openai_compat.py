@@ -40,6 +40,7 @@ from .complete import (
     provider_for,
     request_settings,
 )
+from .home import HomeError
 from .provider_config import ProviderError
 from .providers import usage_of
 from .unread import hang_up_stalled, idle_of, send, waits
@@ -269,6 +270,11 @@ def ensure_key(path: str) -> str:
             return key
     except FileNotFoundError:
         pass
+    except UnicodeDecodeError:  # a torn or stray write (never quoted: it holds the key)
+        raise HomeError(
+            f"{path} is damaged (not ASCII text, as the key it keeps is): delete it, then start again; a new key"
+            f" is made, to give to the apps that use the OpenAI-compatible endpoint"
+        ) from None
     key = "sk-sessiond-" + secrets.token_urlsafe(32)
     atomic_write(path, (key + "\n").encode(), 0o600)
     return key

@@ -73,6 +73,13 @@ class Provider:
                     f"provider {self.name!r}: cannot read its api_key_file "
                     f"{self.api_key_file} ({exc.strerror}); fix the path in config.toml",
                 ) from None
+            except UnicodeDecodeError:  # (never quoted: it holds the key)
+                raise provider_error(
+                    "provider_key_unreadable",
+                    502,
+                    f"provider {self.name!r}: its api_key_file {self.api_key_file} is not UTF-8 text; write the"
+                    f" key there as text (or fix the path in config.toml)",
+                ) from None
             if not key:
                 raise provider_error(
                     "provider_key_unreadable",

@@ -353,7 +353,8 @@ def message_id(device_id: str, seq: int) -> str:
 
 def parse_message_id(mid: str) -> tuple[str, int]:
     dev, sep, seq = mid.rpartition("-")
-    if not sep or not dev or not seq.isdigit():
+    # ASCII digits only (str.isdigit takes '²', which int() refuses), and a seq SQLite can hold
+    if not sep or not dev or not seq.isascii() or not seq.isdigit() or len(seq) > 19 or int(seq) >= 1 << 63:
         raise Invalid(f"not a message id: {mid!r:.80} (expected DEVICE-SEQ, as listed by `sessiond log`)")
     return dev, int(seq)
 

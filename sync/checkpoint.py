@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import blake3
 import cbor2
@@ -178,6 +179,20 @@ def proof_of(session: str, device: str, number: int, chain: Chain, created_at: f
     return proof
 
 
+_SHAPES = {"pk": "hex text", "signature": "hex text", "frontier": "an object of device ids and whole numbers"}
+
+
+def _read(proof: dict, field: str, read: Callable[[Any], Any]) -> Any:
+    """A proof's field read as `read` reads it, or a ProofError naming the field (not Python's words)."""
+    try:
+        return read(proof[field])
+    except (TypeError, ValueError, AttributeError):
+        raise ProofError(
+            f"proof is malformed: its {field} is not {_SHAPES[field]} (a proof is a checkpoint as"
+            f" `sessiond checkpoints --json` lists it, unchanged)"
+        ) from None
+
+
 def check_proof(proof: dict, messages: list[tuple], known_pks: set[bytes]) -> None:
     """Raise ProofError naming what does not hold: shape, signer, signature, or content."""
     check_proofs([proof], messages, known_pks)
@@ -187,15 +202,12 @@ def check_proofs(proofs: list[dict], messages: list[tuple], known_pks: set[bytes
     """check_proof for many proofs of one session, with one pass over its messages for all of them."""
     frontiers = []
     for proof in proofs:
-        try:
-            missing = [k for k in PROOF_FIELDS + ("signature",) if k not in proof]
-            if missing:
-                raise ProofError(f"proof lacks {', '.join(missing)}")
-            pk = bytes.fromhex(proof["pk"])
-            sig = bytes.fromhex(proof["signature"])
-            frontiers.append({str(k): int(v) for k, v in proof["frontier"].items()})
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise ProofError(f"proof is malformed: {exc}") from None
+        missing = [k for k in PROOF_FIELDS + ("signature",) if k not in proof]
+        if missing:
+            raise ProofError(f"proof lacks {', '.join(missing)}")
+        pk = _read(proof, "pk", bytes.fromhex)
+        sig = _read(proof, "signature", bytes.fromhex)
+        frontiers.append(_read(proof, "frontier", lambda f: {str(k): int(v) for k, v in f.items()}))
         if pk not in known_pks:
             raise UnknownSigner("proof is signed by a key this session does not know", pk)
         try:

@@ -648,7 +648,9 @@ def test_a_body_over_the_posts_limit_is_refused_as_the_post_refuses_it_and_the_s
         big = b'{"role": "user", "content": "' + b"x" * BODY_LIMIT + b'"}'
         status, answer = st.append(sid, "k-big", big)
         del big
-        assert status == 413 and answer == {"error": {"code": "too_large", "message": "request body too large"}}
+        assert status == 413 and answer["error"]["code"] == "too_large", answer
+        assert "over the 256 MiB a request may carry" in answer["error"]["message"], answer
+        assert answer["error"]["details"] == {"limit": BODY_LIMIT}, answer
         assert st.append(sid, "k-small", b'{"role": "user", "content": "small"}')[0] == 201
     finally:
         st.close()

@@ -623,6 +623,7 @@ def test_a_relay_that_cannot_serve_answers_in_json(tmp_path):
     data = str(tmp_path / "relay")
     for args, says in (
         (["--listen", "nonsense"], "is not HOST:PORT"),
+        (["--listen", "127.0.0.1:\u00b2"], "is not HOST:PORT"),  # (str.isdigit takes '²', int() does not)
         (["--listen", "127.0.0.1:0", "--cert", str(tmp_path / "c.pem")], "--cert and --key go together"),
     ):
         res = run_cli(None, "serve", "--data", data, *args, "--json")
@@ -830,6 +831,10 @@ def test_version_is_one_option_away(home):
 
     res = run_cli(None, "--version")
     assert res.returncode == 0 and res.stdout.strip() == f"sessiond {version('sessiond')}", res
+    # with --json (before it or after), JSON as every command gives: it printed the text line
+    for argv in (["--version", "--json"], ["--json", "--version"]):
+        res = run_cli(None, *argv)
+        assert res.returncode == 0 and json.loads(res.stdout) == {"version": version("sessiond")}, (argv, res)
 
 
 def test_log_help_says_which_messages_limit_keeps(home):

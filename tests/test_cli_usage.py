@@ -123,6 +123,8 @@ def test_a_new_id_or_initial_messages_the_daemon_refuses_are_named_by_their_opti
         ("--id must be", ["clone", sid, "--id", "bad id!"]),
         ("--id must be", ["fork", sid, "--at", mid, "--id", "bad id!"]),
         ("--id must be", ["chat", "new", sid, "--id", "bad chat!"]),
+        *(("--id must be", [*argv, "--id", ""]) for argv in (["new"], ["clone", sid], ["chat", "new", sid])),
+        ("--id must be", ["fork", sid, "--at", mid, "--id", ""]),  # (an empty one was taken for none given)
         ("--initial must be a list", ["new", "--initial", "{}"]),
         ("--initial[0].role must be one of", ["new", "--initial", '[{"role": "x", "content": "y"}]']),
         ("--initial[0].role is required", ["new", "--initial", '[{"content": "y"}]']),
@@ -203,3 +205,184 @@ def test_a_mistyped_option_names_its_command_and_the_option_meant(tmp_path):
     message = _usage(run_cli(home, "new", "--zzzzzz", "--json"))
     assert "did you mean" not in message and "sessiond new --help" in message, message
     assert not os.path.exists(home)
+
+
+def test_json_given_to_an_option_or_in_a_file_with_a_key_twice_is_refused_naming_it(daemon, tmp_path):
+    """`new --metadata '{"a": 1, "a": 2}'` kept the last "a" and dropped the first silently (json.loads),
+    and so did `--initial`, `add --call-fields`, and the files of `import-file` and `verify-proof`, where
+    the API refuses a body giving a key twice (400 bad_json: JSON readers differ on which one counts). The
+    CLI refuses it too now, a usage error naming where the key is given twice; nothing is made or changed."""
+    sid = cli_json(daemon.home, "new", "--name", "kept", "--metadata", '{"k": 1}')["id"]
+    cli_json(daemon.home, "add", sid, "--role", "user", "hello")
+    before = _shown(daemon.home, sid)
+    messages = cli_json(daemon.home, "log", sid)["messages"]
+    count = len(cli_json(daemon.home, "ls")["sessions"])
+    chat = tmp_path / "chat.json"
+    chat.write_text('[{"role": "user", "content": "first", "content": "second"}]')
+    proof = tmp_path / "proof.json"
+    proof.write_text('{"proof": 1, "proof": 2}')
+    for where, argv in (
+        ("--metadata", ["new", "--metadata", '{"a": 1, "a": 2}']),
+        ("--metadata", ["set", sid, "--metadata", '{"k": {"a": 1, "a": 2}}']),
+        ("--initial", ["new", "--initial", '[{"role": "user", "content": "x", "content": "y"}]']),
+        (
+            "--call-fields c1",
+            ["add", sid, "--role", "assistant", "--tool-call-with-id", "c1", "f", "{}"]
+            + ["--call-fields", "c1", '{"x": 1, "x": 2}'],
+        ),
+        (str(chat), ["import-file", str(chat), "--format", "openai"]),
+        (str(proof), ["verify-proof", sid, str(proof)]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(where) and "twice" in message, (argv, message)
+    assert _shown(daemon.home, sid) == before
+    assert cli_json(daemon.home, "log", sid)["messages"] == messages
+    assert len(cli_json(daemon.home, "ls")["sessions"]) == count
+
+
+def test_an_empty_or_too_long_option_value_the_daemon_refuses_is_named_by_its_option(daemon):
+    """`new --id ''` (and `clone`, `fork`, `chat new`: rows of the test above), `new --tag ''`, `set --tag`
+    of 101 characters, `ls --tag ''`, `log --chat ''` and `fork --at x` came back as the daemon's words with
+    exit 1 ("session id must be ...", "tags[0] must be at least 1 characters", "query parameter chat ...",
+    "not a message id"): a value typed for an option is a usage error naming that option, as every other
+    option's is. Nothing is made or changed."""
+    sid = cli_json(daemon.home, "new", "--name", "kept", "--tag", "t")["id"]
+    cli_json(daemon.home, "add", sid, "--role", "user", "hello")
+    before = _shown(daemon.home, sid)
+    count = len(cli_json(daemon.home, "ls")["sessions"])
+    for option, argv in (
+        ("--tag '' must not be empty", ["new", "--tag", ""]),
+        ("--tag '' must not be empty", ["set", sid, "--tag", "y", "--tag", ""]),
+        ("--tag 'xxxxx", ["set", sid, "--tag", "x" * 101]),
+        ("--tag must not be empty", ["ls", "--tag", ""]),
+        ("--chat must not be empty", ["log", sid, "--chat", ""]),
+        ("--chat must not be empty", ["context", sid, "--chat", ""]),
+        ("--at: not a message id", ["fork", sid, "--at", "nosuch"]),
+        ("--chat must not be empty", ["add", sid, "--role", "user", "hi", "--chat", ""]),
+        ("--chat must not be empty", ["ask", sid, "hi", "--chat", ""]),
+        ("--provider must not be empty", ["ask", sid, "hi", "--provider", ""]),
+        ("--provider must not be empty", ["models", "--provider", ""]),
+        ("--chat must not be empty", ["compact", sid, "--chat", "", "--target-tokens", "0"]),
+        ("--chat must not be empty", ["uncompact", sid, "--chat", ""]),
+        ("--device must not be empty", ["unshare", sid, "--device", ""]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(option), (argv, message)
+        assert "query parameter" not in message and "tags[" not in message, message
+    assert _shown(daemon.home, sid) == before
+    assert len(cli_json(daemon.home, "ls")["sessions"]) == count
+    assert [c["id"] for c in cli_json(daemon.home, "chat", "ls", sid)["chats"]] == ["main"]
+
+
+def test_an_empty_session_or_chat_argument_is_a_usage_error_saying_which(daemon):
+    """`sessiond show "$ID"` with ID unset (and `rm`, `pause`, `add`, ...) said "no such route: GET
+    /v1/sessions/ (see GET /v1/openapi.json)": the daemon's words for a path with no id, which tell a user
+    nothing; an empty CHAT said "chat must be at least 1 characters", exit 1. Both are usage errors now,
+    naming the argument and where to find one; nothing changes."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    cli_json(daemon.home, "add", sid, "--role", "user", "hello")
+    before = _shown(daemon.home, sid)
+    for what, argv in (
+        ("ID", ["show", ""]),
+        ("ID", ["rm", ""]),
+        ("ID", ["pause", ""]),
+        ("ID", ["end", ""]),
+        ("ID", ["add", "", "--role", "user", "hi"]),
+        ("ID", ["log", ""]),
+        ("ID", ["checkpoint", ""]),
+        ("ID", ["sync", ""]),
+        ("ID", ["stats", ""]),
+        ("ID", ["chat", "ls", ""]),
+        ("CHAT", ["chat", "switch", sid, ""]),
+        ("CHAT", ["chat", "set", sid, "", "--name", "x"]),
+        ("-o", ["export", sid, "-o", ""]),  # (printed the export to standard output, as if -o were left out)
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(f"{what} is empty"), (argv, message)
+        assert "route" not in message, message
+    assert _shown(daemon.home, sid) == before
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]
+
+
+def test_a_file_store_url_no_folder_can_have_is_a_usage_error(tmp_path):
+    """`start --store file:///x/st%00ore` ended with "the daemon did not start: ValueError: embedded null
+    byte" (`daemon`: the traceback of the store's mkdir), and `file:///x/store?a=1` used /x/store, the
+    query dropped unsaid. Both are refused before anything starts, naming the URL and what to give."""
+    home = str(tmp_path / "h")
+    for url, why in (
+        (f"file://{tmp_path}/st%00ore", "NUL"),
+        (f"file://{tmp_path}/store?a=1", "?query"),
+        (f"file://{tmp_path}/store#x", "#fragment"),
+    ):
+        for command in ("start", "daemon"):
+            message = _usage(run_cli(home, command, "--store", url, "--json"))
+            assert why in message and "file:///" in message, (command, url, message)
+    assert not os.path.exists(tmp_path / "store")
+    assert not os.path.exists(home)  # (`daemon` made the home, then refused its --store)
+
+
+def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_secret(tmp_path):
+    """`start --store 's5+https://[::1'` (a bracket left open) ended in urlparse's traceback, and a port out
+    of range or not a number was found only by the daemon, after it started ("the daemon did not start",
+    exit 1). All are usage errors before anything starts, naming the URL with its credentials hidden."""
+    home = str(tmp_path / "h")
+    for url, why in (
+        ("s5+https://INVITE@[::1", "Invalid IPv6 URL"),
+        ("s5+https://INVITE@host:99999", "out of range"),
+        ("ipfs+http://host:abc", "abc"),
+    ):
+        res = run_cli(home, "start", "--store", url, "--json")
+        message = _usage(res)
+        assert why in message and "malformed" in message, (url, message)
+        assert "INVITE" not in res.stdout + res.stderr, res
+    assert not os.path.exists(home)
+
+
+def test_a_file_over_the_daemons_request_limit_is_refused_saying_how_big_and_what_to_do(daemon, tmp_path):
+    """`import-file` of a file past the 256 MiB a request to the daemon may carry (a long-used ChatGPT
+    export is) said only "request body too large", exit 1: not which limit, nor what to do. It names the
+    file, its size and the limit, and says to split it; nothing is imported."""
+    from sessiond.daemon.routes.failures import BODY_LIMIT
+
+    path = tmp_path / "big.json"
+    with open(path, "w") as f:
+        f.write('[{"role": "user", "content": "' + "x" * BODY_LIMIT + '"}]')
+    res = run_cli(daemon.home, "import-file", str(path), "--format", "openai", "--json")
+    assert res.returncode == 1, res
+    message = json.loads(res.stdout)["error"]["message"]
+    assert str(path) in message and "256 MiB" in message and "split" in message, message
+    assert cli_json(daemon.home, "ls")["sessions"] == []
+
+
+def test_an_import_store_the_daemon_refuses_is_named_as_the_option(daemon):
+    """`import --store bogus://x` (or a URL that does not parse) came back as the daemon's field, "store:
+    unsupported store URL scheme ...", exit 1: it is the option's value, a usage error naming --store."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    code = cli_json(daemon.home, "share", sid)["code"]
+    for url in ("bogus://x", "s5+https://[::1"):
+        message = _usage(run_cli(daemon.home, "import", "--store", url, "--json", input=code))
+        assert message.startswith("--store: ") and "store: store" not in message, (url, message)
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]
+
+
+def test_a_request_line_too_long_for_the_daemon_says_what_was_too_long(daemon):
+    """`sessiond search` of a pasted passage (or `ls --user` of a long name) makes a request line past the
+    8 KiB aiohttp reads, and said "Got more than 8190 bytes when reading: bytearray(b'/v1/search?q=...')":
+    the HTTP parser's words, naming neither the cause nor the way. The clients say it is the request's
+    line or a header, too long for the daemon, and to shorten the value given (aiohttp's reason kept)."""
+    for argv in (["search", " ".join(["word"] * 2000)], ["ls", "--user", "u" * 9000]):
+        res = run_cli(daemon.home, *argv, "--json")
+        assert res.returncode == 1, res
+        message = json.loads(res.stdout)["error"]["message"]
+        assert "8 KiB" in message and "shorten" in message and "bytearray" not in message, message
+
+
+def test_an_import_given_no_code_says_so(daemon, tmp_path):
+    """`sessiond import < /dev/null` (an empty file, a pipe from a command that printed nothing) was answered
+    "not a sessiond share code (it should start with 'sessiond1')", exit 1: as if a wrong code had been
+    given. No code at all is a usage error saying where the code goes."""
+    empty = tmp_path / "code.txt"
+    empty.write_text("# only a note\n\n")
+    for argv, data in ((["import"], ""), (["import"], "  \n"), (["import", "--code-file", str(empty)], None)):
+        message = _usage(run_cli(daemon.home, *argv, "--json", input=data))
+        assert message.startswith("no share code"), (argv, message)

@@ -5,6 +5,7 @@ with one line that names the file, what is wrong and what to do; never a traceba
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -218,3 +219,81 @@ def _is_daemon_of(pid: int, home: str) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
     except OSError:
         return False
+
+
+def test_a_home_that_cannot_be_made_is_refused_naming_it_and_no_daemon_said_to_hold_it(tmp_path):
+    """A home whose folder cannot be made (a file where a parent folder should be, a name longer than the
+    file system takes; for another user, a folder not theirs to write) ended `start` in a traceback
+    (mkdir's OSError), and `status` (and `start`, before it tried) said "a daemon holds this home but does
+    not answer" of a path where no socket can be, while `stop` said none runs. Now no daemon answers there
+    (exit 3, saying how to start one), and `start` refuses in one line naming the folder, why, and what to
+    give instead. Nothing is made."""
+    (tmp_path / "file").write_text("")
+    for home in (str(tmp_path / "file" / "home"), str(tmp_path / ("d" * 300))):
+        res = run_cli(home, "start", "--store", f"file://{tmp_path}/store", "--json")
+        assert res.returncode not in (0, 3), res
+        assert "Traceback" not in res.stderr, res.stderr
+        message = json.loads(res.stdout)["error"]["message"]
+        assert "cannot make the home folder" in message and "--home" in message, message
+        assert "does not answer" not in message, message
+        for argv in (["status"], ["ls"]):
+            res = run_cli(home, *argv, "--json")
+            assert res.returncode == 3, res
+            assert json.loads(res.stdout)["error"]["code"] == "daemon_not_running", res.stdout
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_a_home_file_that_is_not_text_is_named_not_taken_for_standard_input(home, tmp_path):
+    """<home>/store-url holding bytes that are not UTF-8 (a torn or stray write) stopped the start with
+    "standard input is not UTF-8 text": the CLI's catch-all for a decoding error, which named the wrong
+    thing. The start is refused naming the file and what to do; so is store-unmade's and openai-api-key's
+    (the OpenAI listener's key, ASCII). And a provider's
+    api_key_file that is not text stopped the start the same way, where an unreadable key is said by the
+    request that needs it: the daemon starts, and the question is refused naming the key file."""
+    run_cli(home, "start", "--store", f"file://{tmp_path}/store", check=True)
+    run_cli(home, "stop", check=True)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write('openai_listen = "127.0.0.1:0"\n')  # (so that the start reads openai-api-key)
+    for name in ("store-url", "store-unmade", "openai-api-key"):
+        path = os.path.join(home, name)
+        kept = open(path, "rb").read() if os.path.exists(path) else None
+        with open(path, "wb") as f:
+            f.write(b"\xff\xfe damaged\n")
+        res = run_cli(home, "start", "--json")
+        assert res.returncode != 0, res
+        message = json.loads(res.stdout)["error"]["message"]
+        assert path in message and "standard input" not in message, message
+        assert "not UTF-8" in message or "not ASCII" in message, message
+        if kept is None:
+            os.remove(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(kept)
+    key = tmp_path / "key"
+    key.write_bytes(b"\xff\xfe\x00")
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(f'[providers.p]\nbase_url = "http://127.0.0.1:9/v1"\napi_key_file = "{key}"\n')
+    d = DaemonProc(home).start()
+    try:
+        c = d.client()
+        sid = c.create_session(model="m")["id"]
+        res = run_cli(home, "ask", sid, "hi", "--json")
+        assert res.returncode == 1, res
+        error = json.loads(res.stdout)["error"]
+        assert error["code"] == "provider_key_unreadable" and str(key) in error["message"], error
+        assert "not UTF-8" in error["message"], error
+    finally:
+        d.stop()
+
+
+def test_a_config_toml_that_is_not_utf8_is_named(home):
+    """config.toml holding bytes that are not UTF-8 stopped the start with "standard input is not UTF-8 text"
+    (tomllib decodes the file before it parses it): the file is named, as a TOML error names it."""
+    os.makedirs(home, mode=0o700)
+    path = os.path.join(home, "config.toml")
+    with open(path, "wb") as f:
+        f.write(b'default_provider = "\xff"\n')
+    res = run_cli(home, "daemon", "--json")
+    assert res.returncode == 2, res
+    message = json.loads(res.stdout)["error"]["message"]
+    assert path in message and "not UTF-8" in message and "standard input" not in message, message

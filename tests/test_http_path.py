@@ -205,7 +205,7 @@ def test_client_wire_reads_every_answer_shape_and_retries_only_what_is_safe():
 def test_a_single_message_body_is_parsed_and_checked_in_one_call_and_a_batch_as_before(tmp_path, monkeypatch):
     """An append of one message reads its body in one validate_json call (no json.loads of it first); a
     batch, and everything that call refuses, still go through json.loads and the route's check."""
-    from sessiond.daemon.routes import common
+    from sessiond.api import jsonkeys  # (the routes' json.loads, which refuses a key given twice)
 
     parsed = []
 
@@ -213,7 +213,7 @@ def test_a_single_message_body_is_parsed_and_checked_in_one_call_and_a_batch_as_
         parsed.append(raw)
         return json.loads(raw, *args, **kwargs)
 
-    monkeypatch.setattr(common, "json", type("J", (), {"loads": staticmethod(loads), "dumps": json.dumps}))
+    monkeypatch.setattr(jsonkeys, "json", type("J", (), {"loads": staticmethod(loads), "dumps": json.dumps}))
 
     def post(body: bytes) -> bytes:  # with a bad Idempotency-Key: answered once the body is checked
         return (

@@ -138,7 +138,7 @@ def test_provider_per_session_and_top_k_where_accepted(setup, provider):
     assert res.returncode == 1 and "no provider 'nope'" in res.stderr
     # settings.provider syncs like any setting: it is in the session's settings
     res = run_cli(d.home, "new", "--provider", "", "--json")  # refused as the option typed: a usage error
-    assert res.returncode == 2 and "--provider must be" in res.stderr
+    assert res.returncode == 2 and "--provider must not be empty" in res.stderr
 
 
 def test_complete_json_stream_and_async_client(setup):
@@ -507,6 +507,7 @@ def test_started_on_one_device_continued_with_ask_on_the_other(setup, store_dir)
         ('[providers.x]\nbase_url = "http://h:1/v1"\nopenai_listen = "127.0.0.1:8765"\n', "above the first ["),
         ('default_provider = "y"\n[providers.x]\nbase_url = "http://h:1/v1"\n', "names no [providers.NAME]"),
         ('openai_listen = "nowhere"\n', "openai_listen must be"),
+        ('openai_listen = "127.0.0.1:\u00b2"\n', "openai_listen must be"),  # (str.isdigit takes '²')
         ('[providers.x]\nbase_url = "http://h:1/v1"\ntimeout = -1\n', "timeout must be a positive"),
         ('[providers.x]\nbase_url = "http://h:1/v1"\nconnect_timeout = nan\n', "connect_timeout must be a positive"),
     ],

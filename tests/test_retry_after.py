@@ -16,7 +16,7 @@ from conftest import DaemonProc, follower_pair, run_cli, wait_for
 from servers.s5portal import Portal, Running, Threaded, make_app
 from sessiond.storage.database import Database
 from sessiond.stores.errors import RateLimited
-from sessiond.stores.http import RetryPolicy
+from sessiond.stores.http import RetryPolicy, retry_after_seconds
 from sessiond.stores.s5 import S5Store
 from sessiond.sync.mirror import MirrorStore
 from sessiond.sync.schedule import PushQueue
@@ -207,3 +207,11 @@ async def test_no_request_goes_to_a_store_before_its_retry_after_is_over():
     finally:
         await store.close()
         await running.stop()
+
+
+def test_a_retry_after_in_digits_float_refuses_is_no_retry_after():
+    """str.isdigit takes '²' (a store or provider whose header says Retry-After: ² in UTF-8), which float()
+    refuses: the ValueError came out of the request instead of the store's answer. Such a value is no
+    Retry-After, as any other that is neither seconds nor a date."""
+    assert retry_after_seconds("\u00b2") is None
+    assert retry_after_seconds(" 120 ") == 120.0

@@ -135,3 +135,16 @@ def test_a_port_in_use_makes_no_data_folder(tmp_path):
         assert not data.exists()
     finally:
         busy.close()
+
+
+@pytest.mark.parametrize("argv", [["serve", "--listen", "127.0.0.1:0"], ["serve", "invite"], ["serve", "accounts"]])
+def test_an_empty_data_folder_is_refused_not_read_as_the_default_one(tmp_path, argv):
+    """`sessiond serve --data "$D"` with D unset served (and `serve invite` wrote an invite into) the default
+    relay folder in the user's data folder, as `--home ""` is refused for: a usage error now, and no folder is
+    made."""
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path / "home")}
+    res = run_cli(None, *argv, "--data", "", "--json", env=env)
+    assert res.returncode == 2, res
+    err = json.loads(res.stdout)["error"]
+    assert err["code"] == "usage" and err["message"].startswith("--data is empty"), err
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()

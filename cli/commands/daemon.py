@@ -92,7 +92,7 @@ def _reset_device_key_option(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args) -> int:
-    from ...daemon.home import HomeError
+    from ...daemon.home import HomeError, normalize_store_urls
     from ...daemon.server import run
 
     store = store_args(args)
@@ -100,6 +100,8 @@ def cmd_daemon(args) -> int:
         store = [*(store or []), *read_fd(args.store_fd).split("\n")]
         hide_store_secrets(store)
     try:
+        if store:  # a store URL the daemon would refuse, refused before the home is made
+            normalize_store_urls(store)
         run(
             resolve_home(args.home),
             store,

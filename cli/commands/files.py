@@ -71,6 +71,8 @@ def _write_output(path: str, data: bytes) -> None:
 def cmd_export(args) -> int:
     if args.chat is not None and args.format != "openai":
         raise UsageError(f"--chat picks the chat of --format openai; a {args.format} export holds every chat")
+    if args.output == "":  # `-o "$F"` with F unset: not standard output
+        raise UsageError("-o is empty: give the path of a file to write, or leave -o out for standard output")
     if args.output:
         _check_output(args.output, resolve_home(args.home))
     c = client(args)
@@ -111,6 +113,17 @@ def _in_file_terms(exc: ApiError, where: str) -> ApiError:
     return ApiError(exc.status, exc.code, f"{where}{'' if place.startswith(' ') else ': '}{place}", exc.details)
 
 
+def _too_large(where: str, data: object, limit: object) -> str:
+    """An import refused as over the daemon's request limit (`limit`, bytes, as its answer names it), in the
+    file's terms: its size, the limit, the way on."""
+    size = len(json.dumps(data, ensure_ascii=False).encode()) >> 20
+    over = f"the {limit >> 20} MiB" if isinstance(limit, int) else "what"
+    return (
+        f"{where} is {size} MiB, over {over} a request to the daemon may carry: split it (its conversations,"
+        f" or messages, into several files, each smaller) and import each"
+    )
+
+
 def cmd_import_file(args) -> int:
     fmt = args.format
     if fmt == "llm" and args.path == "-":
@@ -124,7 +137,10 @@ def cmd_import_file(args) -> int:
         with Progress(c, {"import-file"}):
             res = c.import_file(data, fmt)
     except ApiError as exc:
-        raise _in_file_terms(exc, "standard input" if args.path == "-" else args.path) from None
+        where = "standard input" if args.path == "-" else args.path
+        if exc.code == "too_large":  # the whole file goes in one request
+            raise CliError(_too_large(where, data, exc.details.get("limit"))) from None
+        raise _in_file_terms(exc, where) from None
     if res["sessions"] or args.json:
         emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     if not args.json:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from ...api.jsonkeys import DuplicateKey, loads
 from ...client import ApiError, ClientError
 from ...client.calls import new_idempotency_key
 from ..connect import client
@@ -144,7 +145,9 @@ def call_fields(given: list[list[str]]) -> dict:
         if call_id in out:
             raise UsageError(f"{option} is given twice: give a call's fields once, in one JSON object")
         try:
-            out[call_id] = json.loads(fields)
+            out[call_id] = loads(fields)
+        except DuplicateKey as exc:
+            raise UsageError(exc.message(option, "give")) from None
         except (ValueError, RecursionError) as exc:
             raise UsageError(f"{option}: FIELDS_JSON is not valid JSON ({exc}): {fields!r:.200}") from None
         if not isinstance(out[call_id], dict):
@@ -246,6 +249,8 @@ def _choose_model(exc: ApiError) -> str:
 
 
 def cmd_models(args) -> int:
+    if args.provider == "":  # (the endpoint reads an empty provider as the default one)
+        raise UsageError("--provider must not be empty: leave it out for the default provider")
     listed = client(args).models(provider=args.provider)
     data = listed.get("data") if isinstance(listed, dict) else None
     ids = [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]

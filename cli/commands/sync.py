@@ -357,6 +357,11 @@ def cmd_import(args) -> int:
         code = _code_at_prompt()
     else:
         code = _without_notes(read_text("-"))
+    if not code.strip():  # an empty file or pipe: no code at all, not a wrong one
+        where = f"in {args.code_file}" if args.code_file not in (None, "-") else "on standard input"
+        raise UsageError(
+            f"no share code {where}: give it there (`sessiond import < code.txt`, or paste it at the prompt)"
+        )
     store = store_args(args)
     if store is not None and len(store) > 1:
         raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)

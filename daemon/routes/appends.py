@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMessage, WSMsgType, web
 
+from ...api.jsonkeys import DuplicateKey, loads
 from ...storage.errors import SessiondError
 from .. import validate as v
 from ..unread import idle_of, may_wait
@@ -337,6 +338,9 @@ def _names_chat(b: dict) -> bool:
     return b.get("chat") is not None or any(m.get("chat") is not None for m in b.get("messages", ()))
 
 
+HEAD_FIELDS = ("tag", "session", "key")
+_HEAD_KEYS = frozenset(HEAD_FIELDS)
+_strict_json = json.JSONEncoder(allow_nan=False).encode  # (one encoder, built once)
 _BINARY = "a binary frame is not an append: send each append as a text frame (a head line, a newline, the body)"
 
 
@@ -349,9 +353,23 @@ def _head(text: str, newline: str) -> dict:
     if len(text) > HEAD_LIMIT:
         raise BadFrame(f"the frame's head line is longer than {HEAD_LIMIT} characters")
     try:
-        head = json.loads(text)
+        head = loads(text)
+    except DuplicateKey as exc:
+        raise BadFrame(exc.message("the frame's head line")) from None
     except (ValueError, RecursionError):
         head = None
     if not isinstance(head, dict):
         raise BadFrame(f"the frame's head line is not a JSON object: {text[:80]!r}")
+    if not head.keys() <= _HEAD_KEYS:  # (a "chat" here would be ignored: the message would go to the current chat)
+        unknown = [k for k in head if k not in _HEAD_KEYS]
+        raise BadFrame(
+            f"the frame's head has unknown field(s) {', '.join(map(repr, unknown))[:200]}; it takes"
+            f" {', '.join(HEAD_FIELDS)} (the append's own fields, such as chat, go in its body)"
+        )
+    tag = head.get("tag")
+    if tag is not None and not isinstance(tag, (int, str)):  # echoed in the answer: JSON every reader takes back
+        try:
+            _strict_json(tag)
+        except ValueError:
+            raise BadFrame("the frame's head has a tag holding NaN or Infinity, which JSON cannot carry back") from None
     return head

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ...api.jsonkeys import DuplicateKey, loads
 from ...storage.errors import BadBody, Invalid, UnsupportedMediaType
 from .. import validate as v
 from ..appkeys import DAEMON_KEY, ROUTE_KEY
@@ -107,37 +108,6 @@ def json_error(exc: ValueError) -> str:
             f" 64 bits (send a larger one as a string)"
         )
     return f"request body is not valid JSON: {exc}"
-
-
-class DuplicateKey(ValueError):
-    """A JSON object giving a key twice: json.loads would keep the last silently."""
-
-    def __init__(self, key: str):
-        super().__init__(key)
-        self.key = key
-
-    def message(self) -> str:
-        return (
-            f"request body gives the key {self.key[:100]!r} twice in one object: send each key once (JSON"
-            f" readers differ on which one counts)"
-        )
-
-
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    """json.loads' object_pairs_hook: the object, unless it gives a key twice (DuplicateKey naming it)."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise DuplicateKey(k)
-            seen.add(k)
-    return obj
-
-
-def loads(raw: bytes) -> Any:
-    """json.loads of a request body, refusing an object that gives a key twice (DuplicateKey)."""
-    return json.loads(raw, object_pairs_hook=unique_keys)
 
 
 def parse_json(raw: bytes) -> Any:

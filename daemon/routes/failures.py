@@ -26,7 +26,12 @@ def error_body(code: str, message: str, **details) -> dict:
 
 def too_large() -> dict:
     """A body over BODY_LIMIT (aiohttp's 413, in our shape)."""
-    return error_body("too_large", "request body too large")
+    return error_body(
+        "too_large",
+        f"request body is over the {BODY_LIMIT >> 20} MiB a request may carry: send less at once (a batch of"
+        f" messages as several appends)",
+        limit=BODY_LIMIT,
+    )
 
 
 def home_of(daemon: object) -> str | None:

@@ -1,0 +1,41 @@
+"""JSON read as the API reads it: an object that gives a key twice is refused, not read as its last value
+(json.loads keeps the last silently, and JSON readers differ on which one counts). The daemon reads every
+request body so (daemon/routes/common.py); the CLI reads the JSON given to its options and its files so
+(cli/inputs.py). Standard library only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class DuplicateKey(ValueError):
+    """A JSON object giving a key twice."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+    def message(self, where: str = "request body", verb: str = "send") -> str:
+        """The refusal, of `where` the JSON came from (an app is told to send each key once, a user to give)."""
+        return (
+            f"{where} gives the key {self.key[:100]!r} twice in one object: {verb} each key once (JSON"
+            f" readers differ on which one counts)"
+        )
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json.loads' object_pairs_hook: the object, unless it gives a key twice (DuplicateKey naming it)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise DuplicateKey(k)
+            seen.add(k)
+    return obj
+
+
+def loads(raw: str | bytes) -> Any:
+    """json.loads, refusing an object that gives a key twice (DuplicateKey)."""
+    return json.loads(raw, object_pairs_hook=unique_keys)
