@@ -148,3 +148,16 @@ def test_an_empty_data_folder_is_refused_not_read_as_the_default_one(tmp_path, a
     err = json.loads(res.stdout)["error"]
     assert err["code"] == "usage" and err["message"].startswith("--data is empty"), err
     assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("label", ["", "   ", "a\nb", "x" * 101], ids=["empty", "blank", "newline", "long"])
+def test_an_invite_s_label_that_could_not_name_its_account_is_a_usage_error(tmp_path, label):
+    """`serve invite --label L` names the account the invite registers: `serve accounts` shows it on one line
+    and `serve revoke L` takes it. An empty or blank one (`--label "$NAME"` with NAME unset), one over a line, or
+    one past 100 characters was taken, and the account could not be named by it. Refused now, and no invite
+    made."""
+    data = tmp_path / "relay"
+    res = run_cli(None, "serve", "invite", "--data", str(data), "--label", label)
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert "--label" in res.stderr, res.stderr
+    assert not (data / "invites").exists() or not list((data / "invites").iterdir())

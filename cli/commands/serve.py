@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import sys
+import unicodedata
 
 from ...relay.conns import DEFAULT_PER_ADDRESS
 from ..errors import EXIT_USAGE, CliError, UsageError
@@ -146,6 +147,7 @@ def cmd_invite(args) -> int:
     from ...relay.accounts import new_invite
 
     data = args.data or default_data()
+    _check_label(args.label)
     try:
         code = new_invite(data, args.label)
     except OSError as exc:  # a file where the folder should be, a folder not writable
@@ -160,6 +162,22 @@ def cmd_invite(args) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+LABEL_MAX = 100  # characters of an invite's label: one line of `serve accounts`, typed again for `serve revoke`
+
+
+def _check_label(label: str | None) -> None:
+    """An invite's label names the account it registers (`serve accounts`, `serve revoke LABEL`): one that could
+    not (empty or blank: `--label "$NAME"` with NAME unset; control characters, a newline; very long) is refused."""
+    if label is None:
+        return
+    if not label.strip():
+        raise UsageError("--label is empty: give the device's name (`serve revoke` takes it), or leave --label out")
+    if any(unicodedata.category(ch) == "Cc" for ch in label):
+        raise UsageError("--label holds a control character (a newline, a tab): give the device's name on one line")
+    if len(label) > LABEL_MAX:
+        raise UsageError(f"--label is {len(label)} characters long; a device's name takes at most {LABEL_MAX}")
 
 
 def _data_folder(args) -> str:
