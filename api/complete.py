@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal, Required
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from .messages import IdempotencyKey, Message
+from .idempotency import ASKED_KEY_RULE
+from .messages import Message, key_type
 from .types import ANSWER, BODY, MAX_TEXT, QUERY, Name, Text
 
 
@@ -30,7 +31,7 @@ class Complete(TypedDict, total=False):
 class AskedQuery(TypedDict):
     """GET /v1/sessions/{id}/complete?key=K: what the question sent with Idempotency-Key K recorded."""
 
-    key: IdempotencyKey
+    key: key_type(ASKED_KEY_RULE)  # (the header's check, in a query parameter's words)
 
 
 @with_config(QUERY)

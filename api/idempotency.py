@@ -2,10 +2,13 @@
 (client/calls.py, which load no pydantic) check a key by this one rule and say the same of a bad one."""
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+KEY_CHARACTERS = "1 to 255 printable ASCII characters"
 KEY_RULE = (
-    f"the {IDEMPOTENCY_HEADER} header must be 1 to 255 printable ASCII characters (a new random one per "
+    f"the {IDEMPOTENCY_HEADER} header must be {KEY_CHARACTERS} (a new random one per "
     f"request, e.g. a UUID; the same one only to retry that request)"
 )
+# a key given back to ask what its request recorded (GET .../complete?key=), said after the parameter's name
+ASKED_KEY_RULE = f"must be the {IDEMPOTENCY_HEADER} a question was sent with: {KEY_CHARACTERS}"
 
 
 def good_key(key: object) -> bool:

@@ -1,7 +1,7 @@
 """Messages: one or a batch appended, the Idempotency-Key header, messages as answered, the list query."""
 
 import secrets
-from typing import Annotated, Literal, NotRequired, Required
+from typing import Annotated, Any, Literal, NotRequired, Required
 
 from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, with_config
 from pydantic.config import JsonDict
@@ -117,17 +117,22 @@ IDEMPOTENCY_DESCRIPTION = (
 )
 
 
-def _key(key: object) -> str:
-    if not good_key(key):
-        raise refuse(KEY_RULE)
-    return key  # type: ignore[return-value]  # (good_key: a str)
+def key_type(rule: str) -> Any:
+    """An Idempotency-Key (good_key), refused in `rule`'s words: the header's, or a query parameter's."""
+
+    def check(key: object) -> str:
+        if not good_key(key):
+            raise refuse(rule)
+        return key  # type: ignore[return-value]  # (good_key: a str)
+
+    return Annotated[
+        str,
+        PlainValidator(check),
+        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}),
+    ]
 
 
-IdempotencyKey = Annotated[
-    str,
-    PlainValidator(_key),
-    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}),
-]
+IdempotencyKey = key_type(KEY_RULE)
 
 
 @with_config(QUERY)

@@ -599,3 +599,15 @@ def test_a_body_giving_each_key_once_is_read_as_before(daemon, body):
     assert status == 201, data
     got = c.messages(sid)["messages"][-1]
     assert (got["role"], got["content"], got.get("metadata")) == (body["role"], body["content"], body.get("metadata"))
+
+
+@pytest.mark.parametrize("key", ["", "a" * 256, "caf%C3%A9"], ids=["empty", "long", "not-ascii"])
+def test_a_bad_key_asking_what_a_question_recorded_is_refused_in_the_query_s_words(daemon, key):
+    """GET /v1/sessions/{id}/complete?key=K refuses a K no question could have been sent with, saying what the
+    parameter is. Was: "query parameter key the Idempotency-Key header must be ...", the header's rule glued to
+    the parameter's name."""
+    daemon.client().create_session(id="s")
+    status, body = _raw(daemon, "GET", f"/v1/sessions/s/complete?key={key}", b"", {})
+    message = body["error"]["message"]
+    assert status == 422 and message.startswith("query parameter key must be"), message
+    assert "Idempotency-Key" in message and "header must" not in message, message
