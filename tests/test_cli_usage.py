@@ -351,6 +351,7 @@ def test_a_file_over_the_daemons_request_limit_is_refused_saying_how_big_and_wha
     assert res.returncode == 1, res
     message = json.loads(res.stdout)["error"]["message"]
     assert str(path) in message and "256 MiB" in message and "split" in message, message
+    assert f"({os.path.getsize(path) >> 20} MiB)" in message, message  # the file's own size
     assert cli_json(daemon.home, "ls")["sessions"] == []
 
 

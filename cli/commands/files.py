@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -113,13 +114,18 @@ def _in_file_terms(exc: ApiError, where: str) -> ApiError:
     return ApiError(exc.status, exc.code, f"{where}{'' if place.startswith(' ') else ': '}{place}", exc.details)
 
 
-def _too_large(where: str, data: object, limit: object) -> str:
+def _too_large(path: str, limit: object) -> str:
     """An import refused as over the daemon's request limit (`limit`, bytes, as its answer names it), in the
-    file's terms: its size, the limit, the way on."""
-    size = len(json.dumps(data, ensure_ascii=False).encode()) >> 20
+    file's terms: its size (a file's, as the file system tells it: the request is not encoded again to learn
+    it), the limit, the way on."""
+    where, size = "standard input", ""
+    if path != "-":
+        where = path
+        with contextlib.suppress(OSError):
+            size = f" ({os.path.getsize(path) >> 20} MiB)"
     over = f"the {limit >> 20} MiB" if isinstance(limit, int) else "what"
     return (
-        f"{where} is {size} MiB, over {over} a request to the daemon may carry: split it (its conversations,"
+        f"{where}{size} is over {over} a request to the daemon may carry: split it (its conversations,"
         f" or messages, into several files, each smaller) and import each"
     )
 
@@ -137,10 +143,9 @@ def cmd_import_file(args) -> int:
         with Progress(c, {"import-file"}):
             res = c.import_file(data, fmt)
     except ApiError as exc:
-        where = "standard input" if args.path == "-" else args.path
         if exc.code == "too_large":  # the whole file goes in one request
-            raise CliError(_too_large(where, data, exc.details.get("limit"))) from None
-        raise _in_file_terms(exc, where) from None
+            raise CliError(_too_large(args.path, exc.details.get("limit"))) from None
+        raise _in_file_terms(exc, "standard input" if args.path == "-" else args.path) from None
     if res["sessions"] or args.json:
         emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     if not args.json:
