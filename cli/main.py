@@ -21,8 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = not_utf8(argv)
     if bad:
         return fail(early, "usage", bad, EXIT_USAGE)
-    parser = build_parser()
-    parser.wants_json = wants_json  # type: ignore[attr-defined]  # (for --version, which answers at once)
+    parser = build_parser(wants_json)
     try:
         args = parser.parse_args(argv)
     except ParseError as exc:

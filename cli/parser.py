@@ -84,8 +84,9 @@ class _Parser(argparse.ArgumentParser):
 class _Version(argparse.Action):
     """`sessiond --version`: the installed package's version, looked up only when asked (the CLI starts fast)."""
 
-    def __init__(self, option_strings, dest, **kw):
+    def __init__(self, option_strings, dest, as_json: bool = False, **kw):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+        self.as_json = as_json  # --json given anywhere on the line (it may come after --version)
 
     def __call__(self, parser, namespace, values, option_string=None):
         from importlib.metadata import PackageNotFoundError, version
@@ -94,14 +95,15 @@ class _Version(argparse.Action):
             number = version("sessiond")
         except PackageNotFoundError:  # a source tree that was not installed (as the daemon says)
             number = "0.0.0+src"
-        if getattr(parser, "wants_json", False):  # (main sets it: --json may come after --version)
+        if self.as_json:
             print(json.dumps({"version": number}))
         else:
             print(f"sessiond {number}")
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(wants_json: bool = False) -> argparse.ArgumentParser:
+    """The CLI's parser; `wants_json`: --json was given (what --version, which answers at once, prints)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--home",
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
     parser = _Parser(prog="sessiond", description="Private, durable LLM chat sessions on every device.")
-    parser.add_argument("--version", action=_Version, help="print sessiond's version and exit")
+    parser.add_argument("--version", action=_Version, as_json=wants_json, help="print sessiond's version and exit")
     parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
