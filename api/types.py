@@ -105,13 +105,25 @@ def _range_message(lo, hi) -> str:
     return f"must be between {lo} and {hi}"
 
 
+def _numeric_text(v: str) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except ValueError:
+        return False
+
+
 def Number(lo: float, hi: float, *, integer: bool = False, unit: str = "") -> Any:
     """A finite JSON number within [lo, hi], kept as given (an int stays an int); with `integer`, a whole
     number (1.0 is 1). `unit`: what it counts, said in its refusals ("seconds ..."; Seconds)."""
     of = f" of {unit}" if unit else ""
 
     def check(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
+        if isinstance(v, bool):
+            raise refuse(f"must be a number{of}, not a boolean ({str(v).lower()})")
+        if isinstance(v, str):
+            hint = "write it without quotes" if _numeric_text(v) else "give a JSON number"
+            raise refuse(f"must be a number{of}, not text ({v!r:.40}: {hint})")
+        if not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
             raise refuse("must be a finite number" + of)
         if integer and not (isinstance(v, int) or v.is_integer()):
             raise refuse("must be a whole number" + of)

@@ -42,3 +42,19 @@ def test_a_duration_the_api_refuses_is_named_as_seconds(daemon):
     assert [s["id"] for s in c.list_sessions()["sessions"]] == [sid]  # nothing made
     assert _shown(c, sid) == before  # nor changed
     assert cli_json(daemon.home, "shares") == {"shares": []}  # nor a code issued
+
+
+def test_a_number_given_as_text_or_a_boolean_is_named_so(daemon):
+    """A numeric field given `true` or `"5"` was refused as "must be a finite number", which reads as if the
+    value were too big or NaN: the refusal says what it got (a boolean, text) and, for text holding a number,
+    to write it without quotes. Nothing is changed."""
+    c = daemon.client()
+    sid = c.create_session(name="kept")["id"]
+    before = _shown(c, sid)
+    message = _refusal(lambda: c.update_session(sid, idle_timeout=True))
+    assert message.startswith("idle_timeout must be a number") and "not a boolean" in message, message
+    message = _refusal(lambda: c.update_session(sid, idle_timeout="3600"))
+    assert "not text" in message and "without quotes" in message and "seconds" in message, message
+    message = _refusal(lambda: c.update_session(sid, idle_timeout=float("nan")))
+    assert "finite" in message, message
+    assert _shown(c, sid) == before
