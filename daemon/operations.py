@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from ..storage.database import Database
-from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, SessiondError
+from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, SessiondError, not_pushed
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
@@ -71,10 +71,12 @@ class Operations:
     async def sync_status(self, sid: str) -> dict:
         return (await self.syncer.status(sid)).get(sid, {})
 
-    async def delete_session(self, sid: str, *, idle_before: float | None = None) -> bool:
+    async def delete_session(self, sid: str, *, idle_before: float | None = None, unpushed_ok: bool = True) -> bool:
         """Delete a session, its key files too; `idle_before` (a clean-up's): only if it is still idle since
         before then, and its model is not answering (looked at again here, in the deleting transaction: a
-        question may have begun since the clean-up's list; Sessions.delete). Whether it was deleted."""
+        question may have begun since the clean-up's list; Sessions.delete). `unpushed_ok` False (`rm`
+        without --force): a shared session with changes of this device its store has not taken is refused
+        (409 not_pushed), as they would be lost for every device it is shared with. Whether it was deleted."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         # Marked as being deleted from its transaction until its rows are committed: a question to its model
@@ -83,6 +85,8 @@ class Operations:
         # transaction goes on, as one that came before the delete does).
         await pause_for_tests("delete.lock")  # (the tests hold a delete where it waits for the session's push)
         async with self.syncer.ctx.lock(sid):
+            if not unpushed_ok:  # (under the lock: a push under way has ended, and taken what it took)
+                await self._refuse_unpushed(sid)
             with self.closing.marked(sid):
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
@@ -93,6 +97,15 @@ class Operations:
                 self.syncer.forget(sid)
         await self.syncer.forget_unused_credentials()
         return True
+
+    async def _refuse_unpushed(self, sid: str) -> None:
+        """Raise not_pushed if shared session `sid` holds changes of this device that no push has taken."""
+        remote = await self.db.remote(sid)
+        if remote is None or (await self.db.get_session(sid)).get("access") in NOT_WRITABLE:
+            return  # not shared (no device waits for its changes), or nothing of this device's goes out
+        pending = (await self.db.all_sync_states([sid])).get(sid, {}).get("pending") or 0
+        if pending > 0:
+            raise not_pushed(sid, pending)
 
     async def delete_stray_keys(self, started: float) -> None:
         """Key files of sessions that do not exist here: `rm` deletes a session's rows, then its key files,

@@ -62,7 +62,8 @@ async def patch_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    await daemon_of(request).ops.delete_session(session_id(request))
+    force = bool(query(request).get("force"))
+    await daemon_of(request).ops.delete_session(session_id(request), unpushed_ok=force)
     return ok({"deleted": session_id(request)})
 
 
