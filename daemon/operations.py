@@ -16,7 +16,7 @@ from ..storage.database import Database
 from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, SessiondError, not_pushed
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
-from ..sync.errors import crash_point
+from ..sync.errors import crash_point, fix_said
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
 from .testhooks import pause_for_tests
@@ -448,7 +448,7 @@ def share_error(exc: ImportError_) -> SessiondError:
         exc.kind, 422
     )
     if exc.fix:  # (said in the message too, for whoever reads only that: the CLI, a log)
-        err = SessiondError(f"{exc}; {exc.fix}", fix=exc.fix)
+        err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix)
     else:
         err = SessiondError(str(exc))
     err.code, err.status = exc.kind, status
