@@ -43,7 +43,7 @@ class ImportRequest(TypedDict, total=False):
 class ImportResult(TypedDict):
     session: str
     new: NotRequired[int]
-    capability: NotRequired[str]
+    capability: NotRequired[str]  # this device's access now: a read-only code over a writer's copy leaves "read-write"
     already: NotRequired[bool]
     devices: NotRequired[int]
     waiting_for: NotRequired[list[str]]  # writers not yet under the session's latest key: their messages come later
