@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from ..storage.database import Database
-from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, SessiondError, not_pushed
+from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, NotPushed, SessiondError, not_pushed
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point, fix_said
@@ -85,8 +85,8 @@ class Operations:
         # transaction goes on, as one that came before the delete does).
         await pause_for_tests("delete.lock")  # (the tests hold a delete where it waits for the session's push)
         async with self.syncer.ctx.lock(sid):
-            if not unpushed_ok:  # (under the lock: a push under way has ended, and taken what it took)
-                await self._refuse_unpushed(sid)
+            if not unpushed_ok and (refused := await self._unpushed(sid)) is not None:
+                raise refused  # (under the lock: a push under way has ended, and taken what it took)
             with self.closing.marked(sid):
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
@@ -98,14 +98,14 @@ class Operations:
         await self.syncer.forget_unused_credentials()
         return True
 
-    async def _refuse_unpushed(self, sid: str) -> None:
-        """Raise not_pushed if shared session `sid` holds changes of this device that no push has taken."""
+    async def _unpushed(self, sid: str) -> NotPushed | None:
+        """The refusal (not_pushed) of a delete of shared session `sid` while it holds changes of this device
+        that no push has taken, else None."""
         remote = await self.db.remote(sid)
         if remote is None or (await self.db.get_session(sid)).get("access") in NOT_WRITABLE:
-            return  # not shared (no device waits for its changes), or nothing of this device's goes out
+            return None  # not shared (no device waits for its changes), or nothing of this device's goes out
         pending = (await self.db.all_sync_states([sid])).get(sid, {}).get("pending") or 0
-        if pending > 0:
-            raise not_pushed(sid, pending)
+        return not_pushed(sid, pending) if pending > 0 else None
 
     async def delete_stray_keys(self, started: float) -> None:
         """Key files of sessions that do not exist here: `rm` deletes a session's rows, then its key files,
@@ -292,17 +292,29 @@ class Operations:
         idle_before = time.time() - older_than
         # a session whose model is answering is not idle: that answer is its activity (as for its idle timeout)
         victims = [v for v in await self.db.older_than(idle_before) if not self.answering(v["id"])]
+        # a shared session holding changes no push has taken is kept: deleted, they would be lost for every
+        # device it is shared with (as `rm` refuses it); named with why, in `kept`
+        kept: list[dict] = []
         if dry_run:
-            return {"sessions": victims, "deleted": False}
+            would: list[dict] = []
+            for v in victims:
+                refused = await self._unpushed(v["id"])
+                if refused is None:
+                    would.append(v)
+                else:
+                    kept.append({**v, "reason": refused.message})
+            return {"sessions": would, "deleted": False, **({"kept": kept} if kept else {})}
         await pause_for_tests("cleanup.listed")  # (the tests hold the clean-up between its list and its deletes)
         deleted = []
         for v in victims:
             try:
-                if await self.delete_session(v["id"], idle_before=idle_before):
+                if await self.delete_session(v["id"], idle_before=idle_before, unpushed_ok=False):
                     deleted.append(v)
+            except NotPushed as exc:
+                kept.append({**v, "reason": exc.message})
             except NotFound:
                 continue  # (deleted meanwhile)
-        return {"sessions": deleted, "deleted": True}
+        return {"sessions": deleted, "deleted": True, **({"kept": kept} if kept else {})}
 
     # the events after which a session may expire sooner than the clean-up loop planned (a new session,
     # a new expiry or idle timeout, one taken from another device, a paused one resumed)

@@ -69,3 +69,26 @@ def test_rm_force_gives_unpushed_changes_up_and_unshared_sessions_need_no_push(m
     assert run_cli(a.home, "rm", sid).returncode == 1
     assert cli_json(a.home, "rm", sid, "--force") == {"deleted": sid}
     assert sid not in [s["id"] for s in ca.list_sessions()["sessions"]]
+
+
+def test_cleanup_keeps_a_shared_session_with_unpushed_changes_and_says_so(make_daemon, tmp_path):
+    """The clean-up deletes idle sessions; one shared, whose store has been away since its last changes,
+    went with them, as `rm` did: those changes lost for every device. It is kept now, and named with why."""
+    store, away = str(tmp_path / "store"), str(tmp_path / "away")
+    a = make_daemon(f"file://{store}").start()
+    ca = a.client()
+    alone = ca.create_session(name="only here")["id"]
+    sid = ca.create_session(name="shared")["id"]
+    ca.share(sid, write=True)
+    assert ca.sync(sid, wait=True, timeout=20)["complete"]
+    os.rename(store, away)
+    ca.append(sid, "user", "not pushed")
+
+    would = ca.cleanup(0, dry_run=True)
+    assert [s["id"] for s in would["sessions"]] == [alone], would
+    res = ca.cleanup(0)
+    assert [s["id"] for s in res["sessions"]] == [alone], res
+    assert [s["id"] for s in res["kept"]] == [sid] and "not pushed" in res["kept"][0]["reason"], res
+    assert [s["id"] for s in ca.list_sessions()["sessions"]] == [sid]
+    out = run_cli(a.home, "cleanup", "--older-than", "1h", "--dry-run").stdout  # (idle for less: none listed)
+    assert "0 session(s)" in out, out
