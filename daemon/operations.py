@@ -98,6 +98,14 @@ class Operations:
         await self.syncer.forget_unused_credentials()
         return True
 
+    async def remove(self, sid: str, *, force: bool) -> None:
+        """`rm`: delete a session. A shared one holding changes of this device not pushed yet has them pushed
+        first (its push may only not have come yet), waiting up to 10 s as `end` does; if they still wait
+        (the store down), it is refused unless `force` (delete_session's `unpushed_ok`)."""
+        if not force and await self._unpushed(sid) is not None:
+            await self.syncer.sync_now(sid, wait=True, timeout=10)
+        await self.delete_session(sid, unpushed_ok=force)
+
     async def _unpushed(self, sid: str) -> NotPushed | None:
         """The refusal (not_pushed) of a delete of shared session `sid` while it holds changes of this device
         that no push has taken, else None."""

@@ -92,3 +92,22 @@ def test_cleanup_keeps_a_shared_session_with_unpushed_changes_and_says_so(make_d
     assert [s["id"] for s in ca.list_sessions()["sessions"]] == [sid]
     out = run_cli(a.home, "cleanup", "--older-than", "1h", "--dry-run").stdout  # (idle for less: none listed)
     assert "0 session(s)" in out, out
+
+
+def test_rm_right_after_a_write_pushes_it_first_then_deletes(make_daemon, tmp_path):
+    """Changes not pushed only because their push has not come yet (the store answers) are pushed by the
+    `rm` itself, then the session deleted: not refused as if the store were down."""
+    store = str(tmp_path / "store")
+    a = make_daemon(f"file://{store}")
+    write_config(a.home, push_delay=3600)  # only an asked sync pushes
+    a.start()
+    b = make_daemon(f"file://{store}").start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="shared")["id"]
+    cb.import_code(ca.share(sid, write=True)["code"])
+    ca.append(sid, "user", "written just before the rm")
+    assert ca.get_session(sid)["sync"]["pending"] == 1
+
+    assert cli_json(a.home, "rm", sid) == {"deleted": sid}
+    cb.sync(sid, wait=True, timeout=20)
+    assert "written just before the rm" in contents(b, sid)
