@@ -192,6 +192,8 @@ class Cleanup(TypedDict, total=False):
 class CleanupResult(TypedDict):
     sessions: list
     deleted: NotRequired[bool]
+    # idle, but shared and holding changes of this device not pushed yet: not deleted, each with its `reason`
+    kept: NotRequired[list]
 
 
 AnyJson = Any

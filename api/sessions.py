@@ -211,6 +211,13 @@ class Deleted(TypedDict):
 
 
 @with_config(QUERY)
+class DeleteQuery(TypedDict, total=False):
+    # true: delete a shared session even though changes written here wait to be pushed (they are lost);
+    # else such a delete is refused (409 not_pushed)
+    force: QueryBool
+
+
+@with_config(QUERY)
 class SessionsQuery(TypedDict, total=False):
     user: Name(LIST_EVERY_USER)
     # true: the sessions that have no user, none set or an empty one (which an older sessiond stored, and

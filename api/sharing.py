@@ -43,7 +43,7 @@ class ImportRequest(TypedDict, total=False):
 class ImportResult(TypedDict):
     session: str
     new: NotRequired[int]
-    capability: NotRequired[str]
+    capability: NotRequired[str]  # this device's access now: a read-only code over a writer's copy leaves "read-write"
     already: NotRequired[bool]
     devices: NotRequired[int]
     waiting_for: NotRequired[list[str]]  # writers not yet under the session's latest key: their messages come later
@@ -132,7 +132,7 @@ class Device(TypedDict):
     this_device: bool
     writer: bool  # in the session's members slot, as last read or written here (else as the logs followed say)
     followed: bool  # this device follows its log
-    frozen: bool  # a rekey dropped it: its log stays as it stood then
+    frozen: bool  # a rekey dropped it (this device: its access `revoked`): its log stays as it stood then
     messages: int  # its messages held here
     last_message_at: float | None  # the latest of them, as the device stamped it
     last_seen: float | None  # its latest write of any kind held here (a message, a change, a chat), by its clock

@@ -174,8 +174,9 @@ class Api:
     def update_session(self, sid: str, **fields: Unpack[SessionPatch]) -> Session:
         return self._call("PATCH", f"/v1/sessions/{quote_id(sid)}", fields)
 
-    def delete_session(self, sid: str) -> Deleted:
-        return self._call("DELETE", f"/v1/sessions/{quote_id(sid)}")
+    def delete_session(self, sid: str, *, force: bool = False) -> Deleted:
+        """`force`: delete a shared session even though changes written here are not pushed (they are lost)."""
+        return self._call("DELETE", f"/v1/sessions/{quote_id(sid)}" + query_string({"force": force or None}))
 
     def pause(self, sid: str) -> Session:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/pause")

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 
 from ..storage.database import Database
-from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, SessiondError
+from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, NotPushed, SessiondError, not_pushed
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
-from ..sync.errors import crash_point
+from ..sync.errors import crash_point, fix_said
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
 from .testhooks import pause_for_tests
@@ -71,10 +71,12 @@ class Operations:
     async def sync_status(self, sid: str) -> dict:
         return (await self.syncer.status(sid)).get(sid, {})
 
-    async def delete_session(self, sid: str, *, idle_before: float | None = None) -> bool:
+    async def delete_session(self, sid: str, *, idle_before: float | None = None, unpushed_ok: bool = True) -> bool:
         """Delete a session, its key files too; `idle_before` (a clean-up's): only if it is still idle since
         before then, and its model is not answering (looked at again here, in the deleting transaction: a
-        question may have begun since the clean-up's list; Sessions.delete). Whether it was deleted."""
+        question may have begun since the clean-up's list; Sessions.delete). `unpushed_ok` False (`rm`
+        without --force): a shared session with changes of this device its store has not taken is refused
+        (409 not_pushed), as they would be lost for every device it is shared with. Whether it was deleted."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         # Marked as being deleted from its transaction until its rows are committed: a question to its model
@@ -83,6 +85,8 @@ class Operations:
         # transaction goes on, as one that came before the delete does).
         await pause_for_tests("delete.lock")  # (the tests hold a delete where it waits for the session's push)
         async with self.syncer.ctx.lock(sid):
+            if not unpushed_ok and (refused := await self._unpushed(sid)) is not None:
+                raise refused  # (under the lock: a push under way has ended, and taken what it took)
             with self.closing.marked(sid):
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
@@ -93,6 +97,23 @@ class Operations:
                 self.syncer.forget(sid)
         await self.syncer.forget_unused_credentials()
         return True
+
+    async def remove(self, sid: str, *, force: bool) -> None:
+        """`rm`: delete a session. A shared one holding changes of this device not pushed yet has them pushed
+        first (its push may only not have come yet), waiting up to 10 s as `end` does; if they still wait
+        (the store down), it is refused unless `force` (delete_session's `unpushed_ok`)."""
+        if not force and await self._unpushed(sid) is not None:
+            await self.syncer.sync_now(sid, wait=True, timeout=10)
+        await self.delete_session(sid, unpushed_ok=force)
+
+    async def _unpushed(self, sid: str) -> NotPushed | None:
+        """The refusal (not_pushed) of a delete of shared session `sid` while it holds changes of this device
+        that no push has taken, else None."""
+        remote = await self.db.remote(sid)
+        if remote is None or (await self.db.get_session(sid)).get("access") in NOT_WRITABLE:
+            return None  # not shared (no device waits for its changes), or nothing of this device's goes out
+        pending = (await self.db.all_sync_states([sid])).get(sid, {}).get("pending") or 0
+        return not_pushed(sid, pending) if pending > 0 else None
 
     async def delete_stray_keys(self, started: float) -> None:
         """Key files of sessions that do not exist here: `rm` deletes a session's rows, then its key files,
@@ -279,17 +300,29 @@ class Operations:
         idle_before = time.time() - older_than
         # a session whose model is answering is not idle: that answer is its activity (as for its idle timeout)
         victims = [v for v in await self.db.older_than(idle_before) if not self.answering(v["id"])]
+        # a shared session holding changes no push has taken is kept: deleted, they would be lost for every
+        # device it is shared with (as `rm` refuses it); named with why, in `kept`
+        kept: list[dict] = []
         if dry_run:
-            return {"sessions": victims, "deleted": False}
+            would: list[dict] = []
+            for v in victims:
+                refused = await self._unpushed(v["id"])
+                if refused is None:
+                    would.append(v)
+                else:
+                    kept.append({**v, "reason": refused.message})
+            return {"sessions": would, "deleted": False, **({"kept": kept} if kept else {})}
         await pause_for_tests("cleanup.listed")  # (the tests hold the clean-up between its list and its deletes)
         deleted = []
         for v in victims:
             try:
-                if await self.delete_session(v["id"], idle_before=idle_before):
+                if await self.delete_session(v["id"], idle_before=idle_before, unpushed_ok=False):
                     deleted.append(v)
+            except NotPushed as exc:
+                kept.append({**v, "reason": exc.message})
             except NotFound:
                 continue  # (deleted meanwhile)
-        return {"sessions": deleted, "deleted": True}
+        return {"sessions": deleted, "deleted": True, **({"kept": kept} if kept else {})}
 
     # the events after which a session may expire sooner than the clean-up loop planned (a new session,
     # a new expiry or idle timeout, one taken from another device, a paused one resumed)
@@ -435,7 +468,7 @@ def share_error(exc: ImportError_) -> SessiondError:
         exc.kind, 422
     )
     if exc.fix:  # (said in the message too, for whoever reads only that: the CLI, a log)
-        err = SessiondError(f"{exc}; {exc.fix}", fix=exc.fix)
+        err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix)
     else:
         err = SessiondError(str(exc))
     err.code, err.status = exc.kind, status

@@ -59,6 +59,24 @@ class Revoked(Conflict):
     code = "revoked"
 
 
+class NotPushed(Conflict):
+    """A delete (`rm`) of a shared session that holds changes of this device its store has not taken yet:
+    deleting it would lose them for every device it is shared with (and for an import of its code again)."""
+
+    code = "not_pushed"
+
+
+def not_pushed(sid: str, pending: int) -> NotPushed:
+    """The refusal of `rm` of shared session `sid` while `pending` changes of this device wait to be pushed."""
+    return NotPushed(
+        f"session {sid!r} is shared and {pending} change(s) written here are not pushed yet (its store has not"
+        f" taken them): deleting it now would lose them for every device it is shared with; nothing was deleted"
+        f" (push them first: `sessiond sync {sid} --wait` once the store answers, then `sessiond rm {sid}`; or"
+        f" give them up: `sessiond rm {sid} --force`)",
+        pending=pending,
+    )
+
+
 # a session's `access` values that refuse every change: a read-only import, a device left out of a rekey
 NOT_WRITABLE = ("read", "revoked")
 

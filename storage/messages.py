@@ -392,7 +392,7 @@ class Messages:
         )
         if row is None:
             await session_row(self.c.committed, sid)
-            raise NotFound(f"session {sid!r} has no message {mid!r}")
+            raise self._no_message(sid, mid, dev)
         return message_dict(row)
 
     async def order(self, sid: str, mid: str) -> tuple:
@@ -405,8 +405,19 @@ class Messages:
         )
         if row is None:
             await session_row(self.c.committed, sid)  # no such session: say that, not "no such message"
-            raise NotFound(f"session {sid!r} has no message {mid!r}")
+            raise self._no_message(sid, mid, dev)
         return tuple(row)
+
+    def _no_message(self, sid: str, mid: str, dev: str) -> NotFound:
+        """The refusal of message `mid` (written by device `dev`) that session `sid` does not hold: one another
+        device wrote may only not be pulled yet, and its next pull brings it."""
+        said = f"session {sid!r} has no message {mid!r}"
+        if dev != self.c.device_id:
+            said += (
+                f" (written on device {dev}: one not pulled here yet arrives with the next pull,"
+                f" `sessiond sync {sid} --wait`; then try again)"
+            )
+        return NotFound(said)
 
     async def list(
         self,

@@ -28,7 +28,7 @@ from ..storage.redact import scrub_text
 from ..stores import Store
 from ..stores.errors import StoreError, failure_kind
 from .bounded import KeyedLocks
-from .errors import no_relay_account
+from .errors import fix_said, no_relay_account
 from .keys import KeyStore
 from .mirror import MirrorStore, open_stores
 from .mirrorurls import credentials_of, same_stores, stores_identity
@@ -81,7 +81,7 @@ class SyncContext:
         msg = scrub_text(str(exc) or type(exc).__name__)
         fix = getattr(exc, "fix", None)
         if fix:  # (said in the message too, as an import's error says it: status and `sync --wait` show that)
-            msg = f"{msg}; {fix}"
+            msg = f"{msg}; {fix_said(fix)}"
         if fix and no_relay_account(exc):  # (any other: doctor says the fix by its kind, doctor_fixes.pull_fix)
             self.pull_fixes[sid] = fix
         else:

@@ -1,8 +1,8 @@
 """The devices of a session as this daemon knows them (`sessiond devices ID`, GET /v1/sessions/{id}/devices):
 what `unshare --device D` and `rekey --drop D` need, D. Read from what is here, with no store request: the
 writers of the session's members slot as this process last read or wrote it (else the members whose logs it
-follows, its `peers` rows, and itself once it announced itself in the slot), the logs a rekey froze, and the
-writes held here per device (messages, operations)."""
+follows, its `peers` rows, and itself once it announced itself in the slot; never itself once a rekey left it out),
+the logs a rekey froze (its own then too), and the writes held here per device (messages, operations)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ async def session_devices(ctx: SyncContext, members: Members, sid: str) -> dict:
     """{"session", "shared", "members_rev", "devices": [...]}: this device first, then the writers, then the
     others, each by id. Raises the database's NotFound for an unknown session."""
     db = ctx.db
-    await db.get_session(sid)
+    revoked = (await db.get_session(sid)).get("access") == "revoked"
     me = db.device_id
     remote = await db.remote(sid)
     tallies = await db.device_tallies(sid)
@@ -32,6 +32,9 @@ async def session_devices(ctx: SyncContext, members: Members, sid: str) -> dict:
             writers = {member_name(m) for m in listed}
         else:  # not read since the daemon started: the members it follows, and itself once it announced itself
             writers = followed | ({me} if remote["announced"] else set())
+        if revoked:  # a rekey left this device out: the slot it last read (under the key it lost) is no more
+            writers.discard(me)
+            frozen.add(me)
     nobody = {"messages": 0, "last_message_at": None, "last_seen": None}
     devices = [
         {

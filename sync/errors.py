@@ -53,6 +53,14 @@ def log_fix(sid: str, device: str | None, *, importing: bool = False) -> str:
     return f"sessiond verify {sid}  # names what is wrong; {again}; {keep}"
 
 
+def fix_said(fix: str) -> str:
+    """A fix as a message's last words: one written doctor's way, `sessiond COMMAND  # what it does` (log_fix),
+    with the command quoted instead (`sessiond COMMAND` what it does), as every command in a message is, so
+    that the CLI gives it this home's --home (cli/output.for_home)."""
+    command, sep, note = fix.partition("  # ")
+    return f"`{command}` {note}" if sep and command.startswith("sessiond ") else fix
+
+
 def bad_log(exc: ImportError_, sid: str, device: str | None) -> ImportError_:
     """`exc`, a log of session `sid` by `device` (None: its members slot) found damaged, forged or rolled
     back in the store, given what mends it (log_fix; an import says it as an import: Importer)."""

@@ -299,7 +299,10 @@ class Importer:
         return {
             "session": sid,
             "new": new,
-            "capability": code.capability,
+            # what this device has now: a read-only code over a writer's copy leaves it a writer
+            "capability": "read-write"
+            if access is None and existing and existing["access"] == "write"
+            else code.capability,
             "already": existing is not None,
             "devices": len(logs),
             # writers whose logs are still under the key before the latest rekey (away meanwhile)

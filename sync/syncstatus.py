@@ -164,8 +164,7 @@ class SyncStatus:
             return self.ctx.pull_errors[sid] + later
         cause = self._causes.get(sid)
         if cause is not None and failing(cause) and not isinstance(cause, (StoreTimeout, TimeoutError)):
-            remote = await self.ctx.db.remote(sid)
-            url = remote["store_url"] if remote is not None else self.ctx.store.url
+            url = (await self.ctx.store_for(sid)).url  # (a session's store_url None: this daemon's own store)
             return scrub_text(describe_failure(cause, url)) + later
         return (
             f"the pull did not end within the sync's timeout of {timeout:g} s (the store is slow or not answering)"

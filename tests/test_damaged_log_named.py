@@ -69,7 +69,9 @@ def test_an_import_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon
     err = json.loads(res.stdout)["error"]
     assert err["code"] == "damaged", err
     _says_what_to_do(err["message"], sid, device)
-    assert "; sessiond import < code.txt  # again once `sessiond verify" in err["message"], err  # an import's fix
+    assert "; `sessiond import" in err["message"] and "< code.txt` again once `sessiond verify" in err["message"], (
+        err
+    )  # an import's fix
 
 
 def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, store_dir):
@@ -180,3 +182,23 @@ def _forge_entry(store_dir: str, pk: bytes) -> None:
     raw[-5] ^= 1
     with open(path, "wb") as f:
         f.write(bytes(raw))
+
+
+def test_the_fix_in_a_pull_error_runs_as_printed_on_this_home(make_daemon, store_dir):
+    """The fix a pull's error ends with gave this device's command unquoted, doctor's way (`sessiond verify
+    SID  # names what is wrong; ...`), so `sync --wait` and `status` printed it without this home's --home
+    (which the CLI adds to each quoted command): run as printed, it asked the default home's daemon."""
+    a, b, sid, device = _followed(make_daemon, store_dir)
+    _damage_manifest(store_dir, a.home, sid)
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
+    assert res.returncode != 0, res.stdout
+    assert f"`sessiond verify --home {b.home} {sid}` names what is wrong" in res.stdout, res.stdout
+    assert f"`sessiond verify {sid} && sessiond sync --wait {sid}` on device {device}" in res.stdout, res.stdout
+    status = run_cli(b.home, "status", check=True).stdout
+    assert f"`sessiond verify --home {b.home} {sid}`" in status, status
+    said = json.loads(run_cli(b.home, "import", "--json", input=code_of(a, sid)).stdout)
+    assert "sessiond import < code.txt  #" not in json.dumps(said), said
+
+
+def code_of(a, sid: str) -> str:
+    return a.client().share(sid)["code"]

@@ -92,3 +92,29 @@ def test_devices_help_says_what_last_seen_is(tmp_path):
     "last seen"."""
     out = " ".join(run_cli(str(tmp_path / "home"), "devices", "--help", check=True).stdout.split())
     assert "last seen: the time of its latest write held here, by its own clock" in out, out
+
+
+def test_a_device_dropped_by_a_rekey_does_not_list_itself_as_a_writer(trio):
+    """A writer that `unshare --device` dropped learns it at its next pull (`show`: access revoked); its
+    `devices` then said of itself `writer`, from the members slot it last read (under the key it lost),
+    while every change it tries is refused as revoked."""
+    a, b, _ = trio
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="dropped")["id"]
+    ca.append(sid, "user", "hello")
+    cb.import_code(ca.share(sid, write=True)["code"])
+    cb.append(sid, "user", "b writes")
+    cb.sync(sid, wait=True)
+    idb = cb.status()["device_id"]
+    assert _by_device(cb.devices(sid))[idb]["writer"]
+
+    ca.unshare(sid, idb)
+    cb.sync(sid, wait=True, timeout=20)
+    assert cb.get_session(sid)["access"] == "revoked"
+
+    mine = _by_device(cb.devices(sid))[idb]
+    assert not mine["writer"], mine
+    assert mine["frozen"], mine
+    text = run_cli(b.home, "devices", sid, check=True).stdout
+    line = next(x for x in text.splitlines() if "(this device)" in x)
+    assert "dropped by a rekey" in line and "writer" not in line.replace("(this device)", ""), text

@@ -261,5 +261,8 @@ def cmd_cleanup(args) -> int:
     verb = "would delete" if args.dry_run else "deleted"
     lines = [f"{verb} {len(res['sessions'])} session(s) idle for longer than {args.older_than_text}"]
     lines += [f"  {s['id']}  {safe(s['name'])}  last active {when(s['last_activity'])}" for s in res["sessions"]]
+    if res.get("kept"):
+        lines.append(f"kept {len(res['kept'])} session(s) idle as long, whose changes written here are not pushed yet:")
+        lines += [f"  {s['id']}  {safe(s['name'])}: {for_home(s['reason'], args.home)}" for s in res["kept"]]
     emit(args, res, "\n".join(lines))
     return 0

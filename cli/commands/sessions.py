@@ -78,6 +78,11 @@ def register(commands: Commands) -> None:
     p.add_argument("id")
     p = commands.add("rm", cmd_rm, "delete a session (and its key) from this device")
     p.add_argument("id")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="delete a shared session even though changes written here are not pushed yet (they are lost)",
+    )
     for action, helptext in (
         ("pause", "pause a session"),
         ("resume", "resume a paused session"),
@@ -235,7 +240,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    out = client(args).delete_session(args.id)
+    out = client(args).delete_session(args.id, force=args.force)
     emit(args, out, f"deleted {args.id}")
     return 0
 

@@ -201,7 +201,13 @@ def cmd_verify(args) -> int:
         rep = c.verify(args.id)
     lines = []
     for s in rep["sessions"]:
-        if s["ok"]:
+        if s["ok"] and s["revision"] is None and s.get("devices"):  # no log of its own: a follower's
+            n = s["devices"]
+            lines.append(
+                f"ok      {s['session']}: {s['operations']} operations of {n} other device{'s' * (n != 1)} checked,"
+                " none written here"
+            )
+        elif s["ok"]:
             lines.append(
                 f"ok      {s['session']}: revision {s['revision']}, {s['objects']} objects, "
                 f"{s['operations']} operations" + (f", {s['unpushed']} not yet pushed" if s["unpushed"] else "")

@@ -97,8 +97,9 @@ ROUTES: list[Route] = [
         "DELETE",
         "/v1/sessions/{id}",
         sessions.delete_session,
-        "Delete a session and its key from this device",
+        "Delete a session and its key from this device (a shared one with changes not pushed: only with force)",
         response=S.Deleted,
+        query=S.DeleteQuery,
     ),
     Route(
         "POST", "/v1/sessions/{id}/pause", sessions.pause, "Pause a session (appends are refused)", response=S.Session

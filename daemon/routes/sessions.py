@@ -62,7 +62,7 @@ async def patch_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    await daemon_of(request).ops.delete_session(session_id(request))
+    await daemon_of(request).ops.remove(session_id(request), force=bool(query(request).get("force")))
     return ok({"deleted": session_id(request)})
 
 
