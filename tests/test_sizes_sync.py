@@ -5,7 +5,13 @@ shares read-write, B imports and follows."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 import test_model
+from conftest import run_cli
+from sessiond.client import ApiError
 from test_tool_calls_streamed import App, tc
 from waiting import wait_for
 
@@ -45,3 +51,60 @@ def test_a_model_s_answer_of_more_calls_than_a_message_holds_syncs(setup, provid
     (answer,) = [m for m in ca.messages(sid)["messages"] if m["role"] == "assistant"]
     assert len(answer["tool_calls"]) == 1000
     synced_to(a, b, sid)
+
+
+MIB = 1 << 20
+
+
+def test_session_metadata_and_preferences_past_1_mib_are_refused_up_front(make_daemon, tmp_path):
+    """A session's metadata and preferences live in its row, which every write to the session rewrites: 20 MB
+    of metadata was taken (and synced), and then each append took ~90 ms instead of ~1 (100 MB: ~400 ms, a
+    PATCH 4 s), the daemon answering nothing meanwhile. Now each is at most 1 MiB as JSON (UTF-8): more is
+    refused (422 `invalid`, the field, the limit and its size named) by create, PATCH and import-file alike,
+    changing nothing; a document belongs in a message."""
+    d = make_daemon(f"file://{tmp_path}/store").start()
+    c = d.client()
+    big = {"doc": "é" * (MIB // 2)}  # 2 bytes a character in UTF-8: 1 MiB and 10 bytes as JSON
+    for field in ("metadata", "preferences"):
+        with pytest.raises(ApiError) as err:
+            c.create_session(name="big", **{field: big})
+        e = err.value
+        assert (e.status, e.code) == (422, "invalid"), e
+        assert field in e.message and "1 MiB" in e.message and str(MIB + 10) in e.message, e.message
+        assert e.details == {"field": field, "limit": MIB, "size": MIB + 10}
+    assert c.list_sessions()["sessions"] == []
+    sid = c.create_session(name="small", metadata={"a": 1})["id"]
+    with pytest.raises(ApiError) as err:
+        c.update_session(sid, metadata=big)
+    assert err.value.code == "invalid" and "metadata" in err.value.message
+    assert c.get_session(sid)["metadata"] == {"a": 1}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"format": "sessiond.session.v1", "session": {"name": "f", "metadata": big}}))
+    res = run_cli(d.home, "import-file", str(path), "--json")
+    assert res.returncode != 0, res.stdout
+    said = json.loads(res.stdout)["error"]
+    assert said["code"] == "invalid" and "metadata" in said["message"] and "1 MiB" in said["message"], said
+    assert [s["id"] for s in c.list_sessions()["sessions"]] == [sid]
+
+
+def test_metadata_of_1_mib_syncs(make_daemon, tmp_path):
+    url = f"file://{tmp_path}/store"
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    ca, cb = a.client(), b.client()
+    meta = {"doc": "m" * (MIB - 10)}  # {"doc":"..."}: 1 MiB exactly
+    sid = ca.create_session(name="full", metadata=meta, preferences=meta)["id"]
+    cb.import_code(ca.share(sid, write=True)["code"])
+    got = cb.get_session(sid)
+    assert got["metadata"] == meta and got["preferences"] == meta
+
+
+async def test_an_older_version_s_larger_metadata_still_reads(devices):
+    """A session an older sessiond made with more metadata than the API now takes syncs as before: the limit
+    is on what this device is given, never on what another device's log holds."""
+    a, _ = await devices.open()
+    await a.start()
+    big = {"doc": "x" * (3 * MIB)}
+    sid = (await devices.dba.create_session({"name": "old", "metadata": big}))["id"]
+    code = (await devices.a.share(sid, write=True, passphrase=None, expires_in=None))["code"]
+    await devices.b.import_code(code, None)
+    assert (await devices.dbb.get_session(sid))["metadata"] == big
