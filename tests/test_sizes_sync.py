@@ -140,3 +140,25 @@ def test_a_session_of_many_chats_with_long_prompts_imports_in_one_pass(make_daem
     took_b = time.monotonic() - t0
     assert cb.list_chats(sid) == ca.list_chats(sid)
     assert took_a < 8 and took_b < 8, (took_a, took_b)
+
+
+def test_a_message_past_the_content_limit_is_refused_naming_its_size_the_limit_and_what_to_do(daemon, tmp_path):
+    """A pasted document over 8,388,608 characters (a 20 MiB one) was refused as "content is longer than 8388608
+    characters": neither how long it was nor what to do. Now the size, the limit and the way on (several
+    messages), through the API and `sessiond add --json` alike; nothing stored."""
+    c = daemon.client()
+    sid = c.create_session(name="paste")["id"]
+    n = (8 << 20) + 5
+    with pytest.raises(ApiError) as err:
+        c.append(sid, "user", "z" * n)
+    e = err.value
+    assert (e.status, e.code) == (422, "invalid"), e
+    assert "8,388,613 characters" in e.message and "8,388,608" in e.message and "split" in e.message, e.message
+    path = tmp_path / "doc.txt"
+    path.write_text("z" * n)
+    with open(path) as f:
+        res = run_cli(daemon.home, "add", sid, "-", "--role", "user", "--json", input=f.read())
+    assert res.returncode != 0
+    said = json.loads(res.stdout)["error"]
+    assert "8,388,613 characters" in said["message"] and "split" in said["message"], said
+    assert c.messages(sid)["messages"] == []
