@@ -11,7 +11,7 @@ import time
 import pytest
 
 import test_model
-from conftest import run_cli
+from conftest import relay_served, run_cli
 from sessiond.client import ApiError
 from test_tool_calls_streamed import App, tc
 from waiting import wait_for
@@ -162,3 +162,28 @@ def test_a_message_past_the_content_limit_is_refused_naming_its_size_the_limit_a
     said = json.loads(res.stdout)["error"]
     assert "8,388,613 characters" in said["message"] and "split" in said["message"], said
     assert c.messages(sid)["messages"] == []
+
+
+def test_a_session_at_the_api_s_limits_syncs_both_ways_through_a_relay(make_daemon, tmp_path):
+    """Everything at its largest the API takes, through `sessiond serve` (which refuses any object over 1 MiB):
+    a message of 8,388,608 characters, a tool call's arguments of megabytes with its provider fields at 64 KiB,
+    1 MiB of metadata and of preferences, a long prompt, many chats of long names. A pushes it, B imports it
+    whole, and B's later append reaches A: no object too large, no pull that cannot read."""
+    with relay_served(str(tmp_path / "relay"), "--open-registration", "--quota", "1G") as info:
+        a, b = make_daemon(info["url"]).start(), make_daemon(info["url"]).start()
+        ca, cb = a.client(), b.client()
+        meta = {"doc": "m" * (MIB - 10)}
+        sid = ca.create_session(name="n" * 1000, system_prompt="s" * MIB, metadata=meta, preferences=meta)["id"]
+        for i in range(100):
+            ca.create_chat(sid, id=f"c{i}", name=f"{i:03d}" + "c" * 997)
+        ca.append(sid, "user", "u" * (8 << 20))
+        call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "a" * (3 * MIB)}}
+        signed = {"call_1": {"extra_content": {"google": {"thought_signature": "t" * 65_000}}}}
+        ca.append(sid, "assistant", "", tool_calls=[call], call_fields=signed)
+        cb.import_code(ca.share(sid, write=True)["code"])
+        got, want = cb.export(sid), ca.export(sid)
+        for e in (got, want):
+            e["session"].pop("access")
+        assert got == want
+        cb.append(sid, "user", "from b")
+        wait_for(lambda: ca.messages(sid, last=True, limit=1)["messages"][0]["content"] == "from b", timeout=30)
