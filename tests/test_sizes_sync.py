@@ -71,7 +71,7 @@ def test_session_metadata_and_preferences_past_1_mib_are_refused_up_front(make_d
             c.create_session(name="big", **{field: big})
         e = err.value
         assert (e.status, e.code) == (422, "invalid"), e
-        assert field in e.message and "1 MiB" in e.message and str(MIB + 10) in e.message, e.message
+        assert field in e.message and "1 MiB" in e.message and f"{MIB + 10:,}" in e.message, e.message
         assert e.details == {"field": field, "limit": MIB, "size": MIB + 10}
     assert c.list_sessions()["sessions"] == []
     sid = c.create_session(name="small", metadata={"a": 1})["id"]
@@ -187,3 +187,20 @@ def test_a_session_at_the_api_s_limits_syncs_both_ways_through_a_relay(make_daem
         assert got == want
         cb.append(sid, "user", "from b")
         wait_for(lambda: ca.messages(sid, last=True, limit=1)["messages"][0]["content"] == "from b", timeout=30)
+
+
+def test_tags_past_1_mib_are_refused_up_front(daemon):
+    """A session's tags had no bound on their number (each at most 100 characters): 256 MiB of them were taken,
+    in the session's row as metadata is (above). Now they are held to metadata's 1 MiB as JSON."""
+    c = daemon.client()
+    tags = [f"{i:06d}" + "t" * 94 for i in range(11_000)]  # 100 characters each: 1.1 MB as JSON
+    with pytest.raises(ApiError) as err:
+        c.create_session(name="tagged", tags=tags)
+    e = err.value
+    assert e.code == "invalid" and "tags" in e.message and "1 MiB" in e.message, e.message
+    assert e.details["field"] == "tags" and e.details["limit"] == MIB
+    assert c.list_sessions()["sessions"] == []
+    sid = c.create_session(name="tagged", tags=tags[:10_000])["id"]  # 1,040,001 bytes as JSON
+    with pytest.raises(ApiError):
+        c.update_session(sid, tags=tags)
+    assert len(c.get_session(sid)["tags"]) == 10_000
