@@ -13,7 +13,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import is_typeddict
 
-from ..api.types import lone_surrogate
+from ..api.types import MAX_TEXT, lone_surrogate
 from ..storage.errors import Invalid
 
 
@@ -99,10 +99,24 @@ def describe(err: Mapping[str, Any], where: str = "", schema: dict | None = None
             return f"{field} {exc}"
     if kind == "string_too_short" and ctx.get("min_length") == 1:
         return f"{field} must not be empty"
+    if kind == "string_too_long" and isinstance(value, str) and isinstance(ctx.get("max_length"), int):
+        return too_long(field, len(value), ctx["max_length"])
     tail = _TAILS.get(kind)
     if tail is not None:
         return f"{field} " + tail.format_map(_Ctx(ctx))
     return f"{field}: {err['msg']}"
+
+
+def too_long(field: str, size: int, limit: int) -> str:
+    """A text over its limit, said with its length, the limit and what to do: a document pasted into a message
+    (or a prompt) over MAX_TEXT goes in several messages."""
+    said = f"{field} is {size:,} characters, longer than the {limit:,} it may hold"
+    name = field.rpartition(".")[2]
+    if limit == MAX_TEXT and name == "content":
+        return f"{said}: split it into several messages, each up to {limit:,} characters"
+    if limit == MAX_TEXT and name == "system_prompt":
+        return f"{said}: give the rest of it as the chat's first message"
+    return said
 
 
 def invalid(exc: ValidationError, where: str = "", schema: dict | None = None) -> Invalid:

@@ -31,6 +31,7 @@ from . import toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
+from .checker import too_long
 from .complete import (
     ANSWER_ONLY,
     Ahead,
@@ -122,7 +123,7 @@ def _messages(body: dict) -> list[dict]:
             raise Invalid(f"messages[{i}].role must be system, developer, user, assistant or tool")
         text = _text(m.get("content"))
         if len(text) > v.MAX_TEXT:
-            raise Invalid(f"messages[{i}].content is longer than {v.MAX_TEXT} characters")
+            raise Invalid(too_long(f"messages[{i}].content", len(text), v.MAX_TEXT))
         rec = {"role": role, "content": text}
         for k in ("name", "tool_call_id"):
             if isinstance(m.get(k), str) and 0 < len(m[k]) <= 200:

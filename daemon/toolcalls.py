@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..api.messages import ToolCalls, new_call_id
+from ..api.messages import MAX_TOOL_CALLS, ToolCalls, new_call_id
 from ..api.types import json_value
 from ..storage.errors import Invalid
 from .checker import checker
@@ -51,6 +51,7 @@ def from_request(calls: Any, where: str) -> list[dict]:
 
 
 NO_NAME = "the call has no function name"
+TOO_MANY = f"one message holds at most {MAX_TOOL_CALLS} tool calls (the model made more)"
 
 
 def _named_id(c: dict) -> None:
@@ -159,12 +160,18 @@ class Answered:
 
 def of_answer(calls: Any, indexes: list[int] | None = None) -> Answered:
     """A model's answer's tool calls: each whole one kept (one given no id gets one, in the answer's own
-    call too), the others dropped with the reason; `indexes`: each call's index in the model's list."""
+    call too), up to MAX_TOOL_CALLS (as an append's: another device's pull refuses a message of more), the
+    others dropped with the reason; `indexes`: each call's index in the model's list."""
     if not isinstance(calls, list) or not calls:
         return Answered()
-    out, dropped, own = [], [], {}
+    out: list[dict] = []
+    dropped: list[dict] = []
+    own: dict = {}
     for i, c in enumerate(calls):
         _named_id(c)
+        if len(out) == MAX_TOOL_CALLS:  # one message holds no more: every other device's pull would refuse it
+            dropped.append({"index": indexes[i] if indexes else i, "reason": TOO_MANY})
+            continue
         try:
             out += _CALLS([_call(c)], "tool_calls")
         except Invalid as exc:

@@ -11,6 +11,7 @@ are finite.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from functools import cache
@@ -25,6 +26,7 @@ from ..api.sessions import CHAT_POLICY, POLICY_RANGES, POLICY_SHORTCUTS, SETTING
 from ..api.types import (  # noqa: F401
     INT_MAX,
     MAX_NAME,
+    MAX_SESSION_JSON,
     MAX_SHORT,
     MAX_TEXT,
     QUERY_BOOLS,
@@ -317,11 +319,42 @@ OP_JSON_FIELDS = ("metadata", "preferences", "initial_messages")
 
 def as_in_op(fields: dict) -> dict:
     """`fields` (a session's, checked), refused (Invalid) if one of OP_JSON_FIELDS is nested deeper than its
-    operation's body may hold it: the API takes nothing that another device would refuse the session's log for."""
+    operation's body may hold it: the API takes nothing that another device would refuse the session's log for;
+    or if its metadata, preferences or tags are larger than MAX_SESSION_JSON (within_row)."""
     for k in OP_JSON_FIELDS:
         if fields.get(k):
             json_value(fields[k], k, 1)
+    for k in ROW_JSON_FIELDS:
+        if fields.get(k):
+            within_row(fields[k], k)
     return fields
+
+
+# A session's fields of JSON held to MAX_SESSION_JSON each (within_row): not its initial messages, which hold
+# messages of up to MAX_TEXT characters as an append does
+ROW_JSON_FIELDS = ("metadata", "preferences", "tags")
+
+
+def within_row(value: dict | list, field: str) -> None:
+    """A session's metadata, preferences or tags, refused (Invalid) past MAX_SESSION_JSON bytes as JSON: they are kept
+    in the session's row, which every append to it rewrites (20 MB of metadata made each append ~90 ms, the
+    daemon answering nothing meanwhile). Only what this device is given: another device's log, an older
+    sessiond's session, is read whatever it holds."""
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_SESSION_JSON:
+        raise Invalid(
+            f"{field} is {size:,} bytes as JSON, more than the {MAX_SESSION_JSON >> 20} MiB a session's {field} may"
+            f" hold (every write to the session rewrites it): "
+            + (
+                "keep fewer tags"
+                if field == "tags"
+                else f"keep it small, and put a document in a message (up to {MAX_TEXT:,} characters) or in a file"
+                f" of your own that {field} names"
+            ),
+            field=field,
+            limit=MAX_SESSION_JSON,
+            size=size,
+        )
 
 
 def new_session(b: dict) -> dict:
