@@ -501,3 +501,20 @@ def test_a_chat_name_that_would_pick_another_chat_is_refused(daemon):
     assert c.create_chat(sid, name="side")["name"] == "side"  # free again
     res = run_cli(daemon.home, "chat", "new", sid, "--name", "c1")
     assert res.returncode != 0 and "'c1'" in res.stderr, res.stderr
+
+
+def test_a_new_chat_whose_id_is_another_chats_name_is_told_to_choose_another_id(daemon):
+    """`chat new ID --id side` where another chat is named "side", no name given (so its name would be its id):
+    the refusal said "already has a chat named 'side' ...; choose another name", a name never given; the way
+    out is another id (or the other chat renamed)."""
+    h = daemon.home
+    sid = cli_json(h, "new", "--id", "named")["id"]
+    cli_json(h, "chat", "new", sid, "--id", "c1", "--name", "side")
+    before = cli_json(h, "chat", "ls", sid)
+    res = run_cli(h, "chat", "new", sid, "--id", "side")
+    assert res.returncode == 1 and "'side'" in res.stderr and "choose another id" in res.stderr, res.stderr
+    assert "choose another name" not in res.stderr, res.stderr
+    with pytest.raises(ApiError) as e:
+        daemon.client().create_chat(sid, id="side")
+    assert e.value.status == 409 and "choose another id" in e.value.message, e.value.message
+    assert cli_json(h, "chat", "ls", sid) == before  # refused: nothing written
