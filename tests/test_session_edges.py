@@ -518,3 +518,27 @@ def test_a_new_chat_whose_id_is_another_chats_name_is_told_to_choose_another_id(
         daemon.client().create_chat(sid, id="side")
     assert e.value.status == 409 and "choose another id" in e.value.message, e.value.message
     assert cli_json(h, "chat", "ls", sid) == before  # refused: nothing written
+
+
+def test_a_chats_own_context_policy_is_named_with_the_command_that_changes_it(daemon):
+    """A chat made with its own budget and `--no-auto-compact` (`chat new`), full: the refusal named only
+    `compact` and a new chat. The setting that refuses is the chat's own, which `chat set ID CHAT
+    --auto-compact` turns on and `chat set ID CHAT --max-context-tokens N` raises (the session's `set` does
+    neither: the chat's own policy wins); each way out works as printed."""
+    h = daemon.home
+    sid = cli_json(h, "new", "--id", "own")["id"]
+    cli_json(h, "chat", "new", sid, "--id", "tight", "--max-context-tokens", "20", "--no-auto-compact", "--switch")
+    for i in range(2):
+        cli_json(h, "add", sid, "--role", "user", "--tokens", "7", f"m{i}")
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "7", "one too many")
+    turn_on = f"`sessiond chat set --home {h} {sid} tight --auto-compact`"
+    assert res.returncode == 1 and turn_on in res.stderr, res.stderr
+    assert "`sessiond set " not in res.stderr, res.stderr  # the session's setting is not what refuses
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "30", "too big for the chat")
+    raise_it = f"`sessiond chat set --home {h} {sid} tight --max-context-tokens N`"
+    assert res.returncode == 1 and raise_it in res.stderr and "`sessiond set " not in res.stderr, res.stderr
+    assert cli_json(h, "context", sid)["messages"] == 2  # both refusals stored nothing
+    args = shlex.split(turn_on.strip("`"))[1:]
+    del args[args.index("--home") : args.index("--home") + 2]  # (run_cli gives it)
+    assert run_cli(h, *args).returncode == 0
+    assert cli_json(h, "add", sid, "--role", "user", "--tokens", "7", "one too many")["chat"] == "tight"
