@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from conftest import DaemonProc, cli_json, run_cli, wait_for
+from conftest import DaemonProc, cli_json, run_cli, started_with, wait_for
 from sessiond.client import ApiError
 
 
@@ -542,3 +542,29 @@ def test_a_chats_own_context_policy_is_named_with_the_command_that_changes_it(da
     del args[args.index("--home") : args.index("--home") + 2]  # (run_cli gives it)
     assert run_cli(h, *args).returncode == 0
     assert cli_json(h, "add", sid, "--role", "user", "--tokens", "7", "one too many")["chat"] == "tight"
+
+
+def test_a_full_chat_names_the_ways_on_that_work(make_daemon):
+    """max_messages_per_chat reached: the refusal said "Start another chat or clone the session", no command,
+    not the limit's setting, and "another chat" even where max_chats_per_session allowed no more (that
+    refusal in turn named config.toml). It names the commands, as the other limits do, only those that can
+    work, and the setting; each way out named works as printed."""
+    d = started_with(make_daemon, max_chats_per_session=2, max_messages_per_chat=2)
+    h = d.home
+    sid = cli_json(h, "new", "--id", "full")["id"]
+    for i in range(2):
+        cli_json(h, "add", sid, "--role", "user", f"m{i}")
+    res = run_cli(h, "add", sid, "--role", "user", "one too many")
+    new_chat, clone = f"`sessiond chat new --home {h} {sid} --switch`", f"`sessiond clone --home {h} {sid}`"
+    assert res.returncode == 1 and new_chat in res.stderr and clone in res.stderr, res.stderr
+    assert "max_messages_per_chat in the daemon's config.toml" in res.stderr, res.stderr
+    args = shlex.split(new_chat.strip("`"))[1:]
+    del args[args.index("--home") : args.index("--home") + 2]  # (run_cli gives it)
+    assert run_cli(h, *args).returncode == 0  # the session's second chat: max_chats_per_session reached
+    for i in range(2):
+        cli_json(h, "add", sid, "--role", "user", f"n{i}")
+    with pytest.raises(ApiError) as e:
+        d.client().append(sid, "user", "one too many")
+    assert e.value.code == "limit_reached" and f"`sessiond clone {sid}`" in e.value.message, e.value.message
+    assert "chat new" not in e.value.message, e.value.message  # no room for a third chat: not offered
+    assert cli_json(h, "stats", sid)["messages"] == 4  # the refusals stored nothing
