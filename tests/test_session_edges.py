@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from conftest import DaemonProc, cli_json, run_cli, started_with, wait_for
+from conftest import DaemonProc, cli_json, run_cli, wait_for
 from sessiond.client import ApiError
 
 
@@ -501,70 +501,3 @@ def test_a_chat_name_that_would_pick_another_chat_is_refused(daemon):
     assert c.create_chat(sid, name="side")["name"] == "side"  # free again
     res = run_cli(daemon.home, "chat", "new", sid, "--name", "c1")
     assert res.returncode != 0 and "'c1'" in res.stderr, res.stderr
-
-
-def test_a_new_chat_whose_id_is_another_chats_name_is_told_to_choose_another_id(daemon):
-    """`chat new ID --id side` where another chat is named "side", no name given (so its name would be its id):
-    the refusal said "already has a chat named 'side' ...; choose another name", a name never given; the way
-    out is another id (or the other chat renamed)."""
-    h = daemon.home
-    sid = cli_json(h, "new", "--id", "named")["id"]
-    cli_json(h, "chat", "new", sid, "--id", "c1", "--name", "side")
-    before = cli_json(h, "chat", "ls", sid)
-    res = run_cli(h, "chat", "new", sid, "--id", "side")
-    assert res.returncode == 1 and "'side'" in res.stderr and "choose another id" in res.stderr, res.stderr
-    assert "choose another name" not in res.stderr, res.stderr
-    with pytest.raises(ApiError) as e:
-        daemon.client().create_chat(sid, id="side")
-    assert e.value.status == 409 and "choose another id" in e.value.message, e.value.message
-    assert cli_json(h, "chat", "ls", sid) == before  # refused: nothing written
-
-
-def test_a_chats_own_context_policy_is_named_with_the_command_that_changes_it(daemon):
-    """A chat made with its own budget and `--no-auto-compact` (`chat new`), full: the refusal named only
-    `compact` and a new chat. The setting that refuses is the chat's own, which `chat set ID CHAT
-    --auto-compact` turns on and `chat set ID CHAT --max-context-tokens N` raises (the session's `set` does
-    neither: the chat's own policy wins); each way out works as printed."""
-    h = daemon.home
-    sid = cli_json(h, "new", "--id", "own")["id"]
-    cli_json(h, "chat", "new", sid, "--id", "tight", "--max-context-tokens", "20", "--no-auto-compact", "--switch")
-    for i in range(2):
-        cli_json(h, "add", sid, "--role", "user", "--tokens", "7", f"m{i}")
-    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "7", "one too many")
-    turn_on = f"`sessiond chat set --home {h} {sid} tight --auto-compact`"
-    assert res.returncode == 1 and turn_on in res.stderr, res.stderr
-    assert "`sessiond set " not in res.stderr, res.stderr  # the session's setting is not what refuses
-    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "30", "too big for the chat")
-    raise_it = f"`sessiond chat set --home {h} {sid} tight --max-context-tokens N`"
-    assert res.returncode == 1 and raise_it in res.stderr and "`sessiond set " not in res.stderr, res.stderr
-    assert cli_json(h, "context", sid)["messages"] == 2  # both refusals stored nothing
-    args = shlex.split(turn_on.strip("`"))[1:]
-    del args[args.index("--home") : args.index("--home") + 2]  # (run_cli gives it)
-    assert run_cli(h, *args).returncode == 0
-    assert cli_json(h, "add", sid, "--role", "user", "--tokens", "7", "one too many")["chat"] == "tight"
-
-
-def test_a_full_chat_names_the_ways_on_that_work(make_daemon):
-    """max_messages_per_chat reached: the refusal said "Start another chat or clone the session", no command,
-    not the limit's setting, and "another chat" even where max_chats_per_session allowed no more (that
-    refusal in turn named config.toml). It names the commands, as the other limits do, only those that can
-    work, and the setting; each way out named works as printed."""
-    d = started_with(make_daemon, max_chats_per_session=2, max_messages_per_chat=2)
-    h = d.home
-    sid = cli_json(h, "new", "--id", "full")["id"]
-    for i in range(2):
-        cli_json(h, "add", sid, "--role", "user", f"m{i}")
-    res = run_cli(h, "add", sid, "--role", "user", "one too many")
-    new_chat, clone = f"`sessiond chat new --home {h} {sid} --switch`", f"`sessiond clone --home {h} {sid}`"
-    assert res.returncode == 1 and new_chat in res.stderr and clone in res.stderr, res.stderr
-    assert "max_messages_per_chat in the daemon's config.toml" in res.stderr, res.stderr
-    args = shlex.split(new_chat.strip("`"))[1:]
-    del args[args.index("--home") : args.index("--home") + 2]  # (run_cli gives it)
-    assert run_cli(h, *args).returncode == 0  # the session's second chat: max_chats_per_session reached
-    for i in range(2):
-        cli_json(h, "add", sid, "--role", "user", f"n{i}")
-    with pytest.raises(ApiError) as e:
-        d.client().append(sid, "user", "one too many")
-    assert e.value.code == "limit_reached" and f"`sessiond clone {sid}`" in e.value.message, e.value.message
-    assert "chat new" not in e.value.message, e.value.message  # no room for a third chat: not offered
-    assert cli_json(h, "stats", sid)["messages"] == 4  # the refusals stored nothing
