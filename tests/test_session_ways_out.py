@@ -4,6 +4,7 @@ command that works, with the setting where it is set."""
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -77,3 +78,25 @@ def test_a_full_chat_names_the_ways_on_that_work(make_daemon):
     assert e.value.code == "limit_reached" and f"`sessiond clone {sid}`" in e.value.message, e.value.message
     assert "chat new" not in e.value.message, e.value.message  # no room for a third chat: not offered
     assert cli_json(h, "stats", sid)["messages"] == 4  # the refusals stored nothing
+
+
+def test_add_says_when_the_session_nears_or_passes_its_token_quota(daemon):
+    """`ask` says on standard error once an answer leaves the session's token quota at its warning level or
+    past it; `add`, the other way a message goes in from the CLI, said nothing until an append was refused
+    for good (the levels only in `sessiond quota`). It says so the same way, the message's id alone on
+    standard output; nothing below 70 % or for a session with no quota."""
+    h = daemon.home
+    sid = cli_json(h, "new", "--id", "capped", "--token-quota", "100")["id"]
+    free = cli_json(h, "new", "--id", "uncapped")["id"]
+    quiet = run_cli(h, "add", sid, "--role", "user", "--tokens", "60", "below the warning level")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet
+    for tokens, level in (("15", "warning"), ("20", "critical"), ("5", "exhausted")):
+        res = run_cli(h, "add", sid, "--role", "user", "--tokens", tokens, "nearer")
+        used = cli_json(h, "quota", sid)["tokens_used"]
+        note = f"this session has used {used} of its 100 tokens ({level}); see `sessiond quota --home {h} {sid}`"
+        assert res.returncode == 0 and note in res.stderr, res
+        assert res.stdout.strip().startswith(daemon.client().status()["device_id"]), res.stdout  # the id alone
+    res = run_cli(h, "add", free, "--role", "user", "--tokens", "1000000", "no quota")
+    assert res.returncode == 0 and res.stderr == "", res
+    res = run_cli(h, "add", sid, "--json", "--role", "user", "--tokens", "0", "json")
+    assert json.loads(res.stdout)["role"] == "user" and "(exhausted)" in res.stderr, res

@@ -90,7 +90,8 @@ def cmd_add(args) -> int:
     content = "" if args.text is None else message_text(args.text)
     if not content.strip() and not calls:  # no command takes a message out of a session's history again
         raise UsageError("the message is empty: give TEXT, or '-' and the message on standard input")
-    m = client(args).append(
+    c = client(args)
+    m = c.append(
         args.id,
         args.role,
         content,
@@ -102,6 +103,7 @@ def cmd_add(args) -> int:
         name=args.name,
     )
     emit(args, m, m["id"])
+    _quota_note(args, c)  # as `ask` says it
     return 0
 
 
@@ -259,9 +261,10 @@ def cmd_models(args) -> int:
 
 
 def _quota_note(args, c) -> None:
-    """On standard error, once an answer leaves the session's token quota at its warning level or past it
-    (each answer counts its prompt's tokens too: a few questions can spend it), so that the refusal of the
-    next question is no surprise. Nothing when it cannot be read: the answer is what was asked for."""
+    """On standard error, once an answer (`ask`) or a message (`add`) leaves the session's token quota at its
+    warning level or past it (each answer counts its prompt's tokens too: a few questions can spend it), so
+    that the refusal of the next one is no surprise. Nothing when it cannot be read: the append is what was
+    asked for."""
     try:
         sys.stdout.flush()
         q = c.quota(args.id)
