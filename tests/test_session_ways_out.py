@@ -100,3 +100,28 @@ def test_add_says_when_the_session_nears_or_passes_its_token_quota(daemon):
     assert res.returncode == 0 and res.stderr == "", res
     res = run_cli(h, "add", sid, "--json", "--role", "user", "--tokens", "0", "json")
     assert json.loads(res.stdout)["role"] == "user" and "(exhausted)" in res.stderr, res
+
+
+def test_the_active_session_limits_name_the_commands_and_the_setting(make_daemon):
+    """max_active_sessions and max_active_sessions_per_user said "pause, end or delete one first": no command
+    (which are active? how?), and not the setting, where max_chats_per_session's refusal names config.toml.
+    Each now names the listing of the sessions it counts, the command that frees one, and the setting; the
+    listing printed lists exactly those sessions."""
+    d = started_with(make_daemon, max_active_sessions=3, max_active_sessions_per_user=2)
+    h = d.home
+    anns = [cli_json(h, "new", "--user", "ann smith")["id"] for _ in range(2)]
+    res = run_cli(h, "new", "--user", "ann smith")
+    listing = f"`sessiond ls --home {h} --user 'ann smith' --status active`"
+    assert res.returncode == 1 and listing in res.stderr, res.stderr
+    assert f"`sessiond pause --home {h} ID`" in res.stderr, res.stderr
+    assert "max_active_sessions_per_user in the daemon's config.toml" in res.stderr, res.stderr
+    args = shlex.split(listing.strip("`"))[1:]
+    del args[args.index("--home") : args.index("--home") + 2]  # (run_cli gives it)
+    assert sorted(s["id"] for s in cli_json(h, *args)["sessions"]) == sorted(anns)
+    other = cli_json(h, "new")["id"]
+    with pytest.raises(ApiError) as e:
+        d.client().create_session()
+    said = e.value.message
+    assert e.value.code == "limit_reached" and "`sessiond ls --status active`" in said, said
+    assert "max_active_sessions in the daemon's config.toml" in said and "`sessiond pause ID`" in said, said
+    assert sorted(s["id"] for s in cli_json(h, "ls", "--status", "active")["sessions"]) == sorted([*anns, other])
