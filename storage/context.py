@@ -206,15 +206,16 @@ class Context:
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c)
             refuse_if_ended(sid, row)  # (ended meanwhile)
-            cut = (
-                None
-                if undo
-                else await self._cut(tx, sid, chat, json.loads(row["policy"]), target_tokens, self.c.estimate)
-            )
-            await local_op(
-                tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
-            )
-            tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
+            policy = json.loads(row["policy"])
+            cut = None if undo else await self._cut(tx, sid, chat, policy, target_tokens, self.c.estimate)
+            # a cut where it stands (all of it fits already; nothing compacted to undo) is no change: nothing is
+            # written, pushed or announced, as a switch to the current chat (a write would also be a
+            # last-writer-wins update on every device, able to move back a cut another made meanwhile)
+            if cut != (await chat_budget(tx, sid, chat, policy))[1]:
+                await local_op(
+                    tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
+                )
+                tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
         return await self.context(sid, chat)
 
     @staticmethod
