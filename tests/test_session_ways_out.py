@@ -1,6 +1,6 @@
 """What a refusal of the session features tells a user to do, followed as printed: a chat's id or name
 taken, a chat's own context policy, a chat full, a token quota nearing its end. Each way out named is a
-command that works, with the setting where it is set."""
+command that works, with the setting where it is set. And what `show` says of when a session will end."""
 
 from __future__ import annotations
 
@@ -125,3 +125,24 @@ def test_the_active_session_limits_name_the_commands_and_the_setting(make_daemon
     assert e.value.code == "limit_reached" and "`sessiond ls --status active`" in said, said
     assert "max_active_sessions in the daemon's config.toml" in said and "`sessiond pause ID`" in said, said
     assert sorted(s["id"] for s in cli_json(h, "ls", "--status", "active")["sessions"]) == sorted([*anns, other])
+
+
+def test_show_says_when_an_idle_timeout_ends_the_session(daemon):
+    """`show` of a session made with `--idle-timeout 1h` said `expires: -`, as if it never would, though the
+    daemon ends it an hour after its last activity; it now gives that time and why (the earlier of the two
+    when it has an expiry too). `--json` gives the fields as they are."""
+    import time
+
+    h = daemon.home
+    sid = cli_json(h, "new", "--idle-timeout", "1h")["id"]
+    s = cli_json(h, "show", sid)
+    line = next(x for x in run_cli(h, "show", sid).stdout.splitlines() if x.startswith("expires:"))
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["last_activity"] + 3600))
+    assert at in line and "idle" in line, line
+    assert s["expires_at"] is None  # (the field as stored)
+    both = cli_json(h, "new", "--idle-timeout", "1h", "--expires-in", "10m")["id"]
+    line = next(x for x in run_cli(h, "show", both).stdout.splitlines() if x.startswith("expires:"))
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cli_json(h, "show", both)["expires_at"]))
+    assert at in line and "idle" not in line, line
+    never = cli_json(h, "new")["id"]
+    assert "expires:       -" in run_cli(h, "show", never).stdout
