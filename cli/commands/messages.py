@@ -375,17 +375,41 @@ def cmd_log(args) -> int:
         return 0
     if not msgs:
         print("no messages")
+    aside = _compacted(c, args.id, msgs)
     for m in msgs:
         head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else ""))
         answers = f" (answers {safe(m['tool_call_id'])})" if m.get("tool_call_id") else ""
+        mark = " [compacted]" if m["id"] in aside else ""
         calls = _calls(m)
         print(
-            f"{head} {m['id']}{answers}:\n{safe(m['content'], keep_lines=True)}\n"
+            f"{head} {m['id']}{mark}{answers}:\n{safe(m['content'], keep_lines=True)}\n"
             + "".join(f"-> {safe(c)}\n" for c in calls)
             if not args.short
-            else f"{safe(m['role']):>9}: {short(m['content'] or '; '.join(calls), 100)}"
+            else f"{safe(m['role']):>9}:{mark} {short(m['content'] or '; '.join(calls), 100)}"
         )
     return 0
+
+
+def _compacted(c, sid: str, msgs: list) -> set[str]:
+    """The ids of the messages listed that their chat's compaction set aside (no longer sent to the model): a
+    chat's messages up to its cut (`compacted_upto`), in the global order, but its system messages, which stay.
+    A cut outside the messages listed (`--last`, `--limit`) is placed by the chat's first message after it."""
+    if not msgs:
+        return set()
+    cuts = {x["id"]: x["compacted_upto"] for x in c.list_chats(sid)["chats"] if x.get("compacted_upto")}
+    listed = {m["id"]: m for m in msgs}
+    key = lambda m: (m["lamport"], m["device"], m["seq"])  # noqa: E731  (the global order)
+    out: set[str] = set()
+    for chat, cut in cuts.items():
+        mine = [m for m in msgs if m["chat"] == chat and m["role"] != "system"]
+        if not mine:
+            continue
+        if cut in listed:
+            out.update(m["id"] for m in mine if key(m) <= key(listed[cut]))
+            continue
+        following = c.messages(sid, chat=chat, after=cut, limit=1)["messages"]
+        out.update(m["id"] for m in mine if not following or key(m) < key(following[0]))
+    return out
 
 
 def _calls(m: dict) -> list[str]:
