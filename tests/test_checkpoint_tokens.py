@@ -85,3 +85,22 @@ def test_a_user_recomputes_a_live_sessions_proofs_as_the_formats_document_says(d
         assert (chain.hex(), n, tokens) == (proof["hash"], proof["messages"], proof["tokens"]), proof
         signed = dagcbor.encode({k: v for k, v in proof.items() if k != "signature"})
         VerifyKey(bytes.fromhex(proof["pk"])[1:]).verify(signed, bytes.fromhex(proof["signature"]))
+
+
+def test_show_and_stats_say_the_session_count_is_tokens_used(daemon):
+    """`show` said "messages: 2 (N tokens)" and `stats` "2 messages, N tokens", N the session's tokens used,
+    its model's prompt tokens included: far more than the messages `log` lists hold, so a user adding them up
+    found the numbers did not agree. Both now say "tokens used"; the messages' own sum is what a checkpoint
+    counts."""
+    from conftest import cli_json, run_cli
+
+    h = daemon.home
+    sid = cli_json(h, "new", "--model", "echo-1")["id"]
+    assert run_cli(h, "ask", sid, "one two three").returncode == 0
+    used = cli_json(h, "show", sid)["tokens_used"]
+    held = sum(m["tokens"] for m in cli_json(h, "log", sid)["messages"])
+    assert used > held
+    show = run_cli(h, "show", sid).stdout
+    assert f"messages:      2 ({used} tokens used" in show, show
+    stats = run_cli(h, "stats", sid).stdout
+    assert f"2 messages, {used} tokens used;" in stats, stats

@@ -208,7 +208,7 @@ def cmd_show(args) -> int:
         f"system prompt: {short(s['system_prompt'], 70)}",
         f"current chat:  {s['current_chat']}",
         f"chats:         {s['chat_count']}",
-        f"messages:      {s['message_count']} ({s['tokens']} tokens)",
+        f"messages:      {s['message_count']} ({s['tokens']} tokens used, a model's prompts included)",
         f"created:       {when(s['created_at'])}",
         f"last activity: {when(s['last_activity'])}",
         f"expires:       {_expires(dict(s))}",
