@@ -146,3 +146,15 @@ def test_show_says_when_an_idle_timeout_ends_the_session(daemon):
     assert at in line and "idle" not in line, line
     never = cli_json(h, "new")["id"]
     assert "expires:       -" in run_cli(h, "show", never).stdout
+
+
+def test_chat_switch_by_name_says_the_name_given(daemon):
+    """`chat switch ID side` said "current chat is now 01m9...", an id the user never typed: it says the name
+    given, with the id; a chat picked by its id is said by it alone."""
+    h = daemon.home
+    sid = cli_json(h, "new")["id"]
+    cid = cli_json(h, "chat", "new", sid, "--name", "side")["id"]
+    res = run_cli(h, "chat", "switch", sid, "side")
+    assert res.returncode == 0 and res.stdout == f"{sid}: current chat is now side ({cid})\n", res.stdout
+    res = run_cli(h, "chat", "switch", sid, "main")
+    assert res.stdout == f"{sid}: current chat is now main\n", res.stdout
