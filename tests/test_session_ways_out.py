@@ -158,3 +158,15 @@ def test_chat_switch_by_name_says_the_name_given(daemon):
     assert res.returncode == 0 and res.stdout == f"{sid}: current chat is now side ({cid})\n", res.stdout
     res = run_cli(h, "chat", "switch", sid, "main")
     assert res.stdout == f"{sid}: current chat is now main\n", res.stdout
+
+
+def test_log_all_heads_each_message_with_its_chats_name(daemon):
+    """`log --all` headed each message with its chat's id ("user (01m9...)"), where `chat ls`, `--chat` and
+    `add --chat` go by the name the user gave: it heads them with the name (the id when it is the name)."""
+    h = daemon.home
+    sid = cli_json(h, "new")["id"]
+    cli_json(h, "chat", "new", sid, "--name", "side")
+    cli_json(h, "add", sid, "--role", "user", "in main")
+    cli_json(h, "add", sid, "--role", "user", "--chat", "side", "in side")
+    heads = [x for x in run_cli(h, "log", sid, "--all").stdout.splitlines() if x.startswith("[")]
+    assert [x.split("] ")[1].split(" ")[:2] for x in heads] == [["user", "(main)"], ["user", "(side)"]], heads

@@ -375,9 +375,11 @@ def cmd_log(args) -> int:
         return 0
     if not msgs:
         print("no messages")
-    aside = _compacted(c, args.id, msgs)
+    chats: dict[str, Any] = {x["id"]: x for x in c.list_chats(args.id)["chats"]} if msgs else {}
+    aside = _compacted(c, args.id, msgs, chats)
     for m in msgs:
-        head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else ""))
+        named = (chats.get(m["chat"]) or {}).get("name") or m["chat"]  # (--all: each by its name, as `chat ls`)
+        head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({named})" if args.all else ""))
         answers = f" (answers {safe(m['tool_call_id'])})" if m.get("tool_call_id") else ""
         mark = " [compacted]" if m["id"] in aside else ""
         calls = _calls(m)
@@ -390,13 +392,12 @@ def cmd_log(args) -> int:
     return 0
 
 
-def _compacted(c, sid: str, msgs: list) -> set[str]:
+def _compacted(c, sid: str, msgs: list, chats: dict) -> set[str]:
     """The ids of the messages listed that their chat's compaction set aside (no longer sent to the model): a
-    chat's messages up to its cut (`compacted_upto`), in the global order, but its system messages, which stay.
-    A cut outside the messages listed (`--last`, `--limit`) is placed by the chat's first message after it."""
-    if not msgs:
-        return set()
-    cuts = {x["id"]: x["compacted_upto"] for x in c.list_chats(sid)["chats"] if x.get("compacted_upto")}
+    chat's messages up to its cut (`compacted_upto` of `chats`, the session's by id), in the global order, but
+    its system messages, which stay. A cut outside the messages listed (`--last`, `--limit`) is placed by the
+    chat's first message after it."""
+    cuts = {cid: x["compacted_upto"] for cid, x in chats.items() if x.get("compacted_upto")}
     listed = {m["id"]: m for m in msgs}
     key = lambda m: (m["lamport"], m["device"], m["seq"])  # noqa: E731  (the global order)
     out: set[str] = set()
