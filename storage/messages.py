@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from . import toolresults
 from .apply import apply_op
 from .connections import Connections, Row
-from .context import budget_of, context_check
+from .context import budget_of, context_check, warning_level
 from .errors import (
     NOT_WRITABLE,
     Conflict,
@@ -361,6 +361,8 @@ class Messages:
                     # where this append ended, for the start after a crash that loses the checkpoint
                     # (missedmarks.py): the next append may be written in the same millisecond
                     await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
+            if quota and (level := warning_level(used + new_tokens, quota)) != warning_level(used, quota):
+                evs[-1]["quota_level"] = level  # the token quota's level this append brought it to: an app is told
             if not importing:
                 for ev in evs:
                     tx.emit(ev)

@@ -170,3 +170,51 @@ def test_log_all_heads_each_message_with_its_chats_name(daemon):
     cli_json(h, "add", sid, "--role", "user", "--chat", "side", "in side")
     heads = [x for x in run_cli(h, "log", sid, "--all").stdout.splitlines() if x.startswith("[")]
     assert [x.split("] ")[1].split(" ")[:2] for x in heads] == [["user", "(main)"], ["user", "(side)"]], heads
+
+
+def test_an_app_following_events_is_told_when_an_append_changes_the_quota_level(daemon):
+    """The quota's levels were only in `GET .../quota`: an app had to poll it after every append (or answer) to
+    warn its user. The `messages.appended` event of an append that brings the session's token quota to
+    another level names it (`quota_level`: warning, critical, exhausted), once per level reached; none for
+    one that leaves it where it was, nor for a session with no quota."""
+    import asyncio
+
+    from sessiond.client import AsyncClient
+
+    h = daemon.home
+    c = daemon.client()
+    sid = c.create_session(token_quota=100)["id"]
+    free, last = c.create_session()["id"], c.create_session()["id"]
+
+    async def run() -> list[dict]:
+        seen: list[dict] = []
+        following = asyncio.Event()
+
+        async def follow() -> None:
+            async with AsyncClient(home=h) as ac:
+                async for ev in ac.events():
+                    if ev.get("type") == "messages.appended":
+                        following.set()  # (its first: the stream is open, nothing later is missed)
+                        seen.append(ev)
+                        if ev["session"] == last:
+                            return
+
+        task = asyncio.create_task(follow())
+        for _ in range(60):  # until the stream sees an append (a deadline, not a guess at how long it takes)
+            await asyncio.to_thread(c.append, free, "user", "probe", tokens=1)
+            try:
+                await asyncio.wait_for(following.wait(), 0.5)
+                break
+            except TimeoutError:
+                pass
+        for tokens in (60, 5, 10, 5, 15, 5, 0):  # 60 safe, 65, 75 warning, 80, 95 critical, 100 exhausted, 100
+            await asyncio.to_thread(c.append, sid, "user", "x", tokens=tokens)
+        await asyncio.to_thread(c.append, free, "user", "x", tokens=10**6)
+        await asyncio.to_thread(c.append, last, "user", "the end")
+        await asyncio.wait_for(task, 30)
+        return seen
+
+    seen = asyncio.run(run())
+    levels = [ev.get("quota_level") for ev in seen if ev["session"] == sid]
+    assert levels == [None, None, "warning", None, "critical", "exhausted", None], seen
+    assert all("quota_level" not in ev for ev in seen if ev["session"] in (free, last)), seen
