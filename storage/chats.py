@@ -53,6 +53,11 @@ async def refuse_taken_name(tx: Any, sid: str, cid: str, name: str, *, new: bool
         (sid, cid, name, name, cid if new else name),
     )
     for other, other_name in rows:
+        if new and other_name == cid:  # first: a new chat given no name is named with its id, and the id is the fix
+            raise Conflict(
+                f"{cid!r} is the name of another chat of session {sid!r} (chat {other!r}): a chat is picked by its"
+                " id first, so that one could no longer be picked by its name; choose another id"
+            )
         if other == name:
             raise Conflict(
                 f"{name!r} is the id of another chat of session {sid!r}: a chat is picked by its id or its name, and"
@@ -62,11 +67,6 @@ async def refuse_taken_name(tx: Any, sid: str, cid: str, name: str, *, new: bool
             raise Conflict(
                 f"session {sid!r} already has a chat named {name!r} (chat {other!r}): a chat is picked by its name,"
                 " so two cannot share one; choose another name"
-            )
-        if new and other_name == cid:
-            raise Conflict(
-                f"{cid!r} is the name of another chat of session {sid!r} (chat {other!r}): a chat is picked by its"
-                " id first, so that one could no longer be picked by its name; choose another id"
             )
 
 

@@ -87,6 +87,19 @@ async def fixed_tokens(q: Any, sid: str, chat: str, estimate: Estimator) -> int:
     return total
 
 
+async def _own_policy(q: Any, sid: str, chat: str) -> dict:
+    """The chat's own policy (what `chat new`/`chat set` gave it), read for a refusal's way out."""
+    row = await q.fetchone("SELECT policy FROM chats WHERE session_id=? AND id=?", (sid, chat))
+    own = json.loads(row[0]) if row and row[0] else {}
+    return own if isinstance(own, dict) else {}
+
+
+def _setter(sid: str, chat: str, own: dict, key: str) -> str:
+    """The command that changes the context setting `key` where it is set: the chat's own (which wins over the
+    session's, so `sessiond set` would change nothing), else the session's."""
+    return f"sessiond chat set {sid} {chat}" if own.get(key) is not None else f"sessiond set {sid}"
+
+
 def cut_for(active: list[tuple], target: float, cut: list | None) -> tuple[list | None, int]:
     """Drop the oldest non-system messages until the rest is at most `target` tokens: the new cutoff, and
     the tokens left (more than `target` when the system messages alone are)."""
@@ -128,11 +141,8 @@ async def context_check(
     total = sum(r[4] for r in rows)
     if total + adding <= room:
         return None
-    raise_budget = (  # the session's budget, not the chat's own
-        f"raise the budget (`sessiond set {sid} --max-context-tokens N`), "
-        if policy.get("max_context_tokens") == budget
-        else ""
-    )
+    own = await _own_policy(tx, sid, chat)
+    raise_budget = f"raise the budget (`{_setter(sid, chat, own, 'max_context_tokens')} --max-context-tokens N`), "
     if adding > room:  # no compaction makes room for it: said so, compaction on or off
         if fixed:
             raise ContextOverflow(
@@ -152,11 +162,7 @@ async def context_check(
         )
     besides = f" (and {fixed} of its system prompt and initial messages)" if fixed else ""
     if p.get("auto_compact") is False:
-        turn_on = (  # the session's setting, not one the chat was made with (which its own policy keeps)
-            f", turn automatic compaction on (`sessiond set {sid} --auto-compact`)"
-            if policy.get("auto_compact") is False
-            else ""
-        )
+        turn_on = f", turn automatic compaction on (`{_setter(sid, chat, own, 'auto_compact')} --auto-compact`)"
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} holds {total} tokens of context{besides}; {adding} more would pass "
             f"its budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact {sid} "
@@ -200,15 +206,16 @@ class Context:
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c)
             refuse_if_ended(sid, row)  # (ended meanwhile)
-            cut = (
-                None
-                if undo
-                else await self._cut(tx, sid, chat, json.loads(row["policy"]), target_tokens, self.c.estimate)
-            )
-            await local_op(
-                tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
-            )
-            tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
+            policy = json.loads(row["policy"])
+            cut = None if undo else await self._cut(tx, sid, chat, policy, target_tokens, self.c.estimate)
+            # a cut where it stands (all of it fits already; nothing compacted to undo) is no change: nothing is
+            # written, pushed or announced, as a switch to the current chat (a write would also be a
+            # last-writer-wins update on every device, able to move back a cut another made meanwhile)
+            if cut != (await chat_budget(tx, sid, chat, policy))[1]:
+                await local_op(
+                    tx, self.c.device_id, sid, row["lamport"], "chat.update", {"chat": chat, "compacted": cut}, now()
+                )
+                tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
         return await self.context(sid, chat)
 
     @staticmethod

@@ -99,6 +99,15 @@ async def refuse_inactive(q: Any, sid: str, status: str) -> NoReturn:
     raise Conflict(not_active(sid, status))
 
 
+async def refuse_if_expiry_ended(q: Any, sid: str, row: Any) -> None:
+    """A status change (a resume, a pause) asked of session `sid`, ended (`row`: its row, read through `q`):
+    refused as expired, naming when, if its expiry ended it, as a message to it is (refuse_inactive); an end
+    made otherwise is left to the status change's own check (storage/sessions.check_status_change)."""
+    when = await _expired_at(q, sid, row["stamps"])
+    if when is not None:
+        raise expired_error(sid, row, when, "it has ended")
+
+
 async def _expired_at(q: Any, sid: str, stamps: str) -> float | None:
     """When the session's expiry ended it, as its end's operation (the one whose stamp its status holds)
     records it; None for an end made otherwise (`end`, or by a sessiond that did not record it)."""

@@ -4,6 +4,7 @@ a fork's copied history against max_messages_per_chat."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from .errors import LimitReached
@@ -29,7 +30,8 @@ async def check_active_limits(
     cap = limits.get("max_active_sessions")
     if daemon and cap and await active() >= cap:
         raise LimitReached(
-            f"this daemon already has {cap} active sessions (max_active_sessions); pause, end or delete one first",
+            f"this daemon already has {cap} active sessions (max_active_sessions); "
+            + _free_one("", "max_active_sessions"),
             limit="max_active_sessions",
             value=cap,
         )
@@ -37,10 +39,19 @@ async def check_active_limits(
     if cap and user is not None and await active(" AND user=?", (user,)) >= cap:
         raise LimitReached(
             f"user {user!r} already has {cap} active sessions (max_active_sessions_per_user); "
-            f"pause, end or delete one first",
+            + _free_one(f" --user {shlex.quote(user)}", "max_active_sessions_per_user"),
             limit="max_active_sessions_per_user",
             value=cap,
         )
+
+
+def _free_one(whose: str, setting: str) -> str:
+    """The ways on from an active-session limit: the sessions it counts (`whose`: the `ls` filter), the commands
+    that make one not active, and the setting."""
+    return (
+        f"pause, end or delete one first (`sessiond ls{whose} --status active` lists them; `sessiond pause ID`,"
+        f" `sessiond end ID`, `sessiond rm ID`), or raise {setting} in the daemon's config.toml"
+    )
 
 
 async def check_imported(tx: Any, limits: dict[str, int], sid: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from . import toolresults
 from .apply import apply_op
 from .connections import Connections, Row
-from .context import budget_of, context_check
+from .context import budget_of, context_check, warning_level
 from .errors import (
     NOT_WRITABLE,
     Conflict,
@@ -124,14 +124,24 @@ async def _count(q, sid: str, chat: str) -> int:
     return (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0][0]
 
 
-def _check_room(sid: str, chat: str, have: int, adding: int, cap: int, what: str = "") -> None:
-    if have + adding > cap:
-        raise LimitReached(
-            f"chat {chat!r} of session {sid!r} holds {have} messages; {adding} more{what} would pass "
-            f"max_messages_per_chat ({cap}). Start another chat or clone the session",
-            limit="max_messages_per_chat",
-            value=cap,
-        )
+async def _check_room(q, limits: dict, sid: str, chat: str, adding: int, cap: int, what: str = "") -> None:
+    """Refuse `adding` messages to a chat past max_messages_per_chat (`cap`), naming the ways on that can work:
+    another chat only while max_chats_per_session leaves room for one, a clone, the setting."""
+    have = await _count(q, sid, chat)
+    if have + adding <= cap:
+        return
+    chats_cap = limits.get("max_chats_per_session")
+    chats = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] if chats_cap else 0
+    another = (
+        f"go on in another chat (`sessiond chat new {sid} --switch`), " if not chats_cap or chats < chats_cap else ""
+    )
+    raise LimitReached(
+        f"chat {chat!r} of session {sid!r} holds {have} messages; {adding} more{what} would pass "
+        f"max_messages_per_chat ({cap}): {another}go on in a new session (`sessiond clone {sid}`: the same settings, "
+        "no history), or raise max_messages_per_chat in the daemon's config.toml",
+        limit="max_messages_per_chat",
+        value=cap,
+    )
 
 
 class Messages:
@@ -233,7 +243,7 @@ class Messages:
             if cap and not answer:  # (an answer's room was checked before the model was asked: check_room)
                 for c in chats:
                     adding = sum(1 for m in messages if (m.get("chat") or chat_id) == c)
-                    _check_room(sid, c, await _count(tx, sid, c), adding, cap)
+                    await _check_room(tx, self.c.limits, sid, c, adding, cap)
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
             if quota and used + new_tokens > quota and not (answer or importing):
@@ -351,6 +361,8 @@ class Messages:
                     # where this append ended, for the start after a crash that loses the checkpoint
                     # (missedmarks.py): the next append may be written in the same millisecond
                     await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
+            if quota and (level := warning_level(used + new_tokens, quota)) != warning_level(used, quota):
+                evs[-1]["quota_level"] = level  # the token quota's level this append brought it to: an app is told
             if not importing:
                 for ev in evs:
                     tx.emit(ev)
@@ -361,7 +373,7 @@ class Messages:
         before it is done: a question to a model needs room for its answer too. `what`: those messages."""
         cap = self.c.limits.get("max_messages_per_chat")
         if cap:
-            _check_room(sid, chat, await _count(self.c.committed, sid, chat), adding, cap, what)
+            await _check_room(self.c.committed, self.c.limits, sid, chat, adding, cap, what)
 
     async def history(self, sid: str, chat: str, limit: int = -1) -> list[dict]:
         """The first `limit` (all: -1) messages of a chat as {role, content, tool_calls?, tool_call_id?,

@@ -12,7 +12,7 @@ from typing import Any
 from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NotFound, check_access
-from .expiry import past_expiry, refuse_expired
+from .expiry import past_expiry, refuse_expired, refuse_if_expiry_ended
 from .ids import check_id, new_id
 from .keptrecords import drop_session_records
 from .limits import check_active_limits
@@ -279,6 +279,8 @@ class Sessions:
             if "status" in fields:  # checked against the status as committed: an end meanwhile is final
                 if fields["status"] == row["status"] and set(fields) <= {"status", "expired_at"}:
                     return session_dict(row)  # (two pauses at once: the second changes nothing)
+                if row["status"] == "ended" and fields["status"] != "ended":  # (one its expiry ended: said so)
+                    await refuse_if_expiry_ended(tx, sid, row)
                 check_status_change(sid, row["status"], fields["status"])
             if fields.get("status") == "active" and row["status"] != "active":
                 # a paused session does not count as active: resuming it must fit the limits a new one

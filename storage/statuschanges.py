@@ -8,6 +8,7 @@ from typing import Any
 
 from .closing import Closing
 from .connections import Connections
+from .expiry import refuse_if_expiry_ended
 from .sessions import Sessions, check_status_change, session_dict, writable_row
 
 
@@ -39,6 +40,8 @@ class StatusChanges:
         row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended")
         if status == row["status"]:
             return session_dict(row)
+        if row["status"] == "ended" and status != "ended":  # one its expiry ended is refused as expired (when)
+            await refuse_if_expiry_ended(self.c.committed, sid, row)
         check_status_change(sid, row["status"], status)  # (again in update's transaction, as it stands then)
         fields: dict[str, Any] = {"status": status}
         if expired_at is not None and status == "ended":

@@ -47,3 +47,60 @@ def test_the_checkpoint_interval_counts_prompt_tokens_too(daemon):
     c.append(sid, "user", "past it", tokens=2)
     wait_for(lambda: len(c.checkpoints(sid)["checkpoints"]) == before + 1, timeout=30, what="the interval's checkpoint")
     assert answer["usage"]["prompt_tokens"] > 0
+
+
+def test_a_user_recomputes_a_live_sessions_proofs_as_the_formats_document_says(daemon):
+    """docs/FORMATS.md §8, followed from what the CLI prints: every chat's messages (`log --all --json`),
+    compacted ones too, in their listed order, hashed as [device, seq, chat id, role, content]; tool calls
+    not in it. Each proof `checkpoints --json` lists is recomputed, and its signature checked, with nothing of
+    sessiond's but its DAG-CBOR encoder."""
+    import blake3
+    from nacl.signing import VerifyKey
+
+    from conftest import cli_json
+    from sessiond.sync import dagcbor
+
+    h = daemon.home
+    sid = cli_json(h, "new", "--model", "echo-1", "--checkpoint-interval", "5", "--max-context-tokens", "60")["id"]
+    cli_json(h, "chat", "new", sid, "--id", "side", "--name", "aside")
+    for i in range(6):
+        cli_json(h, "add", sid, "--role", "user", "--tokens", "4", f"question {i}", *(["--chat", "side"] * (i % 2)))
+    cli_json(h, "add", sid, "--role", "assistant", "--tool-call", "look", '{"q": 1}')
+    cli_json(h, "ask", sid, "one more")
+    cli_json(h, "compact", sid, "--target-tokens", "0")
+    cli_json(h, "checkpoint", sid)
+    messages = cli_json(h, "log", sid, "--all", "--json")["messages"]
+    assert [(m["lamport"], m["device"], m["seq"]) for m in messages] == sorted(
+        (m["lamport"], m["device"], m["seq"]) for m in messages
+    )
+    proofs = cli_json(h, "checkpoints", sid)["checkpoints"]
+    assert len(proofs) >= 3
+    for proof in proofs:
+        chain, n, tokens = b"\x00" * 32, 0, 0
+        for m in messages:
+            if m["seq"] > proof["frontier"].get(m["device"], 0):
+                continue
+            item = dagcbor.encode([m["device"], m["seq"], m["chat"], m["role"], m["content"]])
+            chain, n, tokens = blake3.blake3(chain + item).digest(), n + 1, tokens + (m.get("tokens") or 0)
+        assert (chain.hex(), n, tokens) == (proof["hash"], proof["messages"], proof["tokens"]), proof
+        signed = dagcbor.encode({k: v for k, v in proof.items() if k != "signature"})
+        VerifyKey(bytes.fromhex(proof["pk"])[1:]).verify(signed, bytes.fromhex(proof["signature"]))
+
+
+def test_show_and_stats_say_the_session_count_is_tokens_used(daemon):
+    """`show` said "messages: 2 (N tokens)" and `stats` "2 messages, N tokens", N the session's tokens used,
+    its model's prompt tokens included: far more than the messages `log` lists hold, so a user adding them up
+    found the numbers did not agree. Both now say "tokens used"; the messages' own sum is what a checkpoint
+    counts."""
+    from conftest import cli_json, run_cli
+
+    h = daemon.home
+    sid = cli_json(h, "new", "--model", "echo-1")["id"]
+    assert run_cli(h, "ask", sid, "one two three").returncode == 0
+    used = cli_json(h, "show", sid)["tokens_used"]
+    held = sum(m["tokens"] for m in cli_json(h, "log", sid)["messages"])
+    assert used > held
+    show = run_cli(h, "show", sid).stdout
+    assert f"messages:      2 ({used} tokens used" in show, show
+    stats = run_cli(h, "stats", sid).stdout
+    assert f"2 messages, {used} tokens used;" in stats, stats

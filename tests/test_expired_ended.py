@@ -61,3 +61,30 @@ def test_a_session_ended_by_hand_is_refused_as_ended(daemon):
     with pytest.raises(ClientError) as exc:
         c.append(sid, "user", "too late")
     assert exc.value.code == "conflict" and "has ended" in exc.value.message, exc.value
+
+
+def test_resuming_or_pausing_a_session_its_expiry_ended_is_refused_as_expired(daemon):
+    """A session paused, then ended by its expiry while paused (the owner's "I'll come back to it"): `resume`
+    was refused 409 `conflict` "has ended; an ended session cannot be paused or resumed", no word of the
+    expiry the owner never saw happen, where an append to it is `expired`, naming when. Both status changes
+    are refused as the append is, and change nothing; one ended by hand still says it has ended."""
+    c = daemon.client()
+    sid = c.create_session(model="echo-1", expires_in=1)["id"]
+    c.pause(sid)
+    _ended(c, sid)
+    before = c.get_session(sid)
+    for change in ("resume", "pause"):
+        res = run_cli(daemon.home, change, sid, "--json")
+        err = json.loads(res.stdout)["error"]
+        assert res.returncode == 1 and err["code"] == "expired", (res.stdout, res.stderr)
+        assert "expired at" in err["message"] and "sessiond clone" in err["message"], err
+    with pytest.raises(ClientError) as exc:
+        c.resume(sid)
+    assert exc.value.status == 409 and exc.value.code == "expired" and exc.value.details.get("expired_at")
+    unsynced = lambda s: {k: v for k, v in s.items() if k != "sync"}  # noqa: E731  (its push goes on meanwhile)
+    assert unsynced(c.get_session(sid)) == unsynced(before)
+    by_hand = c.create_session(model="echo-1", expires_in=3600)["id"]
+    c.end(by_hand)
+    with pytest.raises(ClientError) as exc:
+        c.resume(by_hand)
+    assert exc.value.code == "conflict" and "has ended" in exc.value.message, exc.value

@@ -566,3 +566,35 @@ def test_share_code_with_an_absurd_expiry_is_malformed():
         with pytest.raises(ShareCodeError) as e:
             decode(code.encode())
         assert e.value.kind in ("malformed", "expired"), e.value
+
+
+def test_checkpoint_vector_recomputed_as_the_document_says():
+    """§8's conversation hash and proof, from §9's `checkpoint` vector: each item the DAG-CBOR array
+    [device, seq, chat id, role, content] of a message the frontier covers, chained with BLAKE3 from 32 zero
+    bytes; the proof signed by the device's head key over the DAG-CBOR of its other fields. (The document
+    gave no vector: a user checking a proof by hand had nothing to compare with.)"""
+    from sessiond.sync.checkpoint import check_proof, make_proof
+
+    v = V["checkpoint"]
+    frontier = v["proof"]["frontier"]
+    h, items, chain, tokens = b"\x00" * 32, [], [], 0
+    for m in v["messages"]:
+        if m["seq"] > frontier.get(m["device"], 0):
+            continue
+        item = dagcbor.encode([m["device"], m["seq"], m["chat"], m["role"], m["content"]])
+        h = blake3.blake3(h + item).digest()
+        items.append(item.hex())
+        chain.append(h.hex())
+        tokens += m["tokens"]
+    assert items == v["items_hex"] and chain == v["chain_hex"]
+    proof = v["proof"]
+    assert (h.hex(), len(items), tokens) == (proof["hash"], proof["messages"], proof["tokens"])
+    signed = dagcbor.encode({k: proof[k] for k in proof if k != "signature"})
+    assert signed.hex() == v["signed_hex"]
+    key = SigningKey(derive(CTX_HEAD_SIGNING, bytes.fromhex(v["device_seed_hex"]) + v["session"].encode()))
+    assert "ed" + bytes(key.verify_key).hex() == proof["pk"]
+    key.verify_key.verify(signed, bytes.fromhex(proof["signature"]))
+    # the daemon's own code makes the same proof, and checks it
+    rows = [(m["device"], m["seq"], m["chat"], m["role"], m["content"], m["tokens"]) for m in v["messages"]]
+    assert make_proof(v["session"], v["device"], 1, rows, frontier, proof["created_at"], key) == proof
+    check_proof(proof, rows, {bytes.fromhex(proof["pk"])})

@@ -8,7 +8,7 @@ from ..connect import client
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import prompt_text
 from ..options import CHAT_UNSET, add_policy, add_settings, add_unset, policy_of, settings_of, unset_into
-from ..output import emit, short, table, when
+from ..output import emit, safe, short, table, when
 from . import Commands
 
 _PROVIDER = "the provider that answers this chat's questions (a [providers.NAME] in config.toml), over the session's"
@@ -103,5 +103,6 @@ def cmd_chat_ls(args) -> int:
 
 def cmd_chat_switch(args) -> int:
     s = client(args).switch_chat(args.id, args.chat)
-    emit(args, s, f"{s['id']}: current chat is now {s['current_chat']}")
+    now = s["current_chat"]  # (picked by its name: said by the name given, with its id)
+    emit(args, s, f"{s['id']}: current chat is now {safe(now if args.chat == now else f'{args.chat} ({now})')}")
     return 0

@@ -189,7 +189,7 @@ def cmd_stats(args) -> int:
     if args.id:
         lines = [
             f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
-            f"{st['tokens']} tokens; created {when(st['created_at'])}, last active {when(st['last_activity'])}"
+            f"{st['tokens']} tokens used; created {when(st['created_at'])}, last active {when(st['last_activity'])}"
         ]
         # per chat: the model's answers through sessiond and their measured times (averages), then the wait
         # from a question to the answer that followed it (any answer, an app's own included)

@@ -90,7 +90,8 @@ def cmd_add(args) -> int:
     content = "" if args.text is None else message_text(args.text)
     if not content.strip() and not calls:  # no command takes a message out of a session's history again
         raise UsageError("the message is empty: give TEXT, or '-' and the message on standard input")
-    m = client(args).append(
+    c = client(args)
+    m = c.append(
         args.id,
         args.role,
         content,
@@ -102,6 +103,7 @@ def cmd_add(args) -> int:
         name=args.name,
     )
     emit(args, m, m["id"])
+    _quota_note(args, c)  # as `ask` says it
     return 0
 
 
@@ -259,9 +261,10 @@ def cmd_models(args) -> int:
 
 
 def _quota_note(args, c) -> None:
-    """On standard error, once an answer leaves the session's token quota at its warning level or past it
-    (each answer counts its prompt's tokens too: a few questions can spend it), so that the refusal of the
-    next question is no surprise. Nothing when it cannot be read: the answer is what was asked for."""
+    """On standard error, once an answer (`ask`) or a message (`add`) leaves the session's token quota at its
+    warning level or past it (each answer counts its prompt's tokens too: a few questions can spend it), so
+    that the refusal of the next one is no surprise. Nothing when it cannot be read: the append is what was
+    asked for."""
     try:
         sys.stdout.flush()
         q = c.quota(args.id)
@@ -372,17 +375,42 @@ def cmd_log(args) -> int:
         return 0
     if not msgs:
         print("no messages")
+    chats: dict[str, Any] = {x["id"]: x for x in c.list_chats(args.id)["chats"]} if msgs else {}
+    aside = _compacted(c, args.id, msgs, chats)
     for m in msgs:
-        head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({m['chat']})" if args.all else ""))
+        named = (chats.get(m["chat"]) or {}).get("name") or m["chat"]  # (--all: each by its name, as `chat ls`)
+        head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({named})" if args.all else ""))
         answers = f" (answers {safe(m['tool_call_id'])})" if m.get("tool_call_id") else ""
+        mark = " [compacted]" if m["id"] in aside else ""
         calls = _calls(m)
         print(
-            f"{head} {m['id']}{answers}:\n{safe(m['content'], keep_lines=True)}\n"
+            f"{head} {m['id']}{mark}{answers}:\n{safe(m['content'], keep_lines=True)}\n"
             + "".join(f"-> {safe(c)}\n" for c in calls)
             if not args.short
-            else f"{safe(m['role']):>9}: {short(m['content'] or '; '.join(calls), 100)}"
+            else f"{safe(m['role']):>9}:{mark} {short(m['content'] or '; '.join(calls), 100)}"
         )
     return 0
+
+
+def _compacted(c, sid: str, msgs: list, chats: dict) -> set[str]:
+    """The ids of the messages listed that their chat's compaction set aside (no longer sent to the model): a
+    chat's messages up to its cut (`compacted_upto` of `chats`, the session's by id), in the global order, but
+    its system messages, which stay. A cut outside the messages listed (`--last`, `--limit`) is placed by the
+    chat's first message after it."""
+    cuts = {cid: x["compacted_upto"] for cid, x in chats.items() if x.get("compacted_upto")}
+    listed = {m["id"]: m for m in msgs}
+    key = lambda m: (m["lamport"], m["device"], m["seq"])  # noqa: E731  (the global order)
+    out: set[str] = set()
+    for chat, cut in cuts.items():
+        mine = [m for m in msgs if m["chat"] == chat and m["role"] != "system"]
+        if not mine:
+            continue
+        if cut in listed:
+            out.update(m["id"] for m in mine if key(m) <= key(listed[cut]))
+            continue
+        following = c.messages(sid, chat=chat, after=cut, limit=1)["messages"]
+        out.update(m["id"] for m in mine if not following or key(m) < key(following[0]))
+    return out
 
 
 def _calls(m: dict) -> list[str]:

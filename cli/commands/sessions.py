@@ -213,10 +213,10 @@ def cmd_show(args) -> int:
         f"system prompt: {short(s['system_prompt'], 70)}",
         f"current chat:  {s['current_chat']}",
         f"chats:         {s['chat_count']}",
-        f"messages:      {s['message_count']} ({s['tokens']} tokens)",
+        f"messages:      {s['message_count']} ({s['tokens']} tokens used, a model's prompts included)",
         f"created:       {when(s['created_at'])}",
         f"last activity: {when(s['last_activity'])}",
-        f"expires:       {when(s['expires_at'])}",
+        f"expires:       {_expires(dict(s))}",
         f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
         f"{sync.get('pending', 0)} pending"
         + (f", last error: {for_home(sync['last_error'], args.home)}" if sync.get("last_error") else ""),
@@ -237,6 +237,18 @@ def cmd_show(args) -> int:
         lines.append(f"metadata:      {safe(json.dumps(s['metadata'], ensure_ascii=False))}")
     emit(args, s, "\n".join(lines))
     return 0
+
+
+def _expires(s: dict) -> str:
+    """When the session expires: its expires_at, or its idle timeout after its last activity when that comes
+    first (the daemon ends it then; `-` would have said never)."""
+    idle = (s.get("policy") or {}).get("idle_timeout")
+    last = s.get("last_activity")
+    if isinstance(idle, int | float) and isinstance(last, int | float):
+        idle_end = last + idle
+        if s["expires_at"] is None or idle_end < s["expires_at"]:
+            return f"{when(idle_end)} (idle timeout {idle:g} s after the last activity)"
+    return when(s["expires_at"])
 
 
 def cmd_rm(args) -> int:
