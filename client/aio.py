@@ -20,7 +20,17 @@ from .calls import (
     retryable,
     stream_idle_limit,
 )
-from .errors import ApiError, ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, lost, raise_for, writes
+from .errors import (
+    ApiError,
+    ClientError,
+    DaemonNotAnswering,
+    DaemonNotRunning,
+    answer_of,
+    keyed,
+    lost,
+    raise_for,
+    writes,
+)
 from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
@@ -141,16 +151,17 @@ class AsyncClient(Api):
                     status, raw = resp.status, await resp.read()
                 return answer_of(status, raw)
             except aiohttp.ClientConnectorError as exc:
-                raise self._failure(exc, method, path) from None
+                raise keyed(self._failure(exc, method, path), key, bool(attempt)) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError):
                 # aiohttp itself retries a GET on a kept-alive connection; an append with its key is
                 # retried here once (answered with the first result if the daemon had committed it)
                 if not retryable(method, key):
                     raise lost(method, path) from None
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+                    failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+                    raise keyed(failure, key, True) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._failure(exc, method, path, limit) from None
+                raise keyed(self._failure(exc, method, path, limit), key, bool(attempt)) from None
 
     async def _append(self, sid: str, body: dict, key: str):
         """An append on an append stream, pipelined with the others in flight (client/aioappends.py); the
@@ -166,9 +177,10 @@ class AsyncClient(Api):
             try:
                 answer = await self._appends.append(sid, body, key, self.timeout)
             except Broken:
-                raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+                failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+                raise keyed(failure, key, True) from None
             except TimeoutError as exc:
-                raise self._failure(exc, "GET", "/v1/appends") from None
+                raise keyed(self._failure(exc, "GET", "/v1/appends"), key, False) from None
             if answer is not None:
                 raise_for(answer["status"], answer["body"])
                 return answer["body"]
@@ -231,9 +243,9 @@ class AsyncClient(Api):
                 # an append with its key is; the key makes the daemon store the question and ask the model
                 # once, whatever reached it the first time (daemon/complete.py)
                 if attempt or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise self._failure(exc, "POST", path) from None
+                    raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], bool(attempt)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._failure(exc, "POST", path) from None
+                raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], bool(attempt)) from None
         try:
             if resp.status >= 400 or not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
                 try:

@@ -23,7 +23,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import ClientError
+from .errors import ClientError, keyed
 
 PIPELINE = 64  # appends in flight at once on one stream (the daemon reads no further than 64 ahead)
 STREAMS = 16  # streams at most per AsyncClient: each holds one of aiohttp's connections (100 by default)
@@ -122,7 +122,10 @@ class AppendStreams:
         frame = json.dumps({"tag": tag, "session": sid, "key": key}) + "\n" + json.dumps(body)
         async with self._room:
             for attempt in (0, 1):
-                pipe = await self._pipe()
+                try:
+                    pipe = await self._pipe()
+                except ClientError as exc:  # no new stream for the retry: the first may have been committed
+                    raise keyed(exc, key, bool(attempt)) from None
                 if pipe is None:
                     return None
                 try:

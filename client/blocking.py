@@ -22,7 +22,7 @@ from .calls import (
     quote_id,
     retryable,
 )
-from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, lost, raise_for, writes
+from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, keyed, lost, raise_for, writes
 from .streams import CompletionStream, EventStream, ResumingEvents
 from .wire import Connection, request_head
 from .wsframes import AppendStream, NoStream, Refused
@@ -108,15 +108,20 @@ class Client(Api):
                 self._no_stream = True
                 return None
             except Refused as exc:
-                answer_of(exc.status, exc.body)  # its ApiError
-                raise ClientError(f"the daemon refused the append stream (HTTP {exc.status})") from None
+                try:
+                    answer_of(exc.status, exc.body)  # its ApiError
+                    refused = ClientError(f"the daemon refused the append stream (HTTP {exc.status})")
+                except ClientError as err:
+                    refused = err
+                raise keyed(refused, key, bool(attempt)) from None
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too: a broken stream
                 self._close_stream()
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+                    failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+                    raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self._close_stream()
-                raise self._failure(exc, "GET", "/v1/appends") from None
+                raise keyed(self._failure(exc, "GET", "/v1/appends"), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-append: its answer, still to come, must not be the next one's
                 self._close_stream()
                 raise
@@ -131,12 +136,13 @@ class Client(Api):
         retry = retryable(method, key)
         with self._turn:
             return self._exchange(
-                method, path, request, retry, None if wait is None else call_timeout(self.timeout, wait)
+                method, path, request, retry, None if wait is None else call_timeout(self.timeout, wait), key
             )
 
     def _exchange(
-        self, method: str, path: str, request: bytes, retry: bool, timeout: float | None
+        self, method: str, path: str, request: bytes, retry: bool, timeout: float | None, key: str | None = None
     ) -> tuple[int, bytes]:
+        """`key`: the request's Idempotency-Key, named by an error that leaves its outcome unknown (keyed)."""
         for attempt in (0, 1):
             if self._conn is not None and not retry and self._conn.closed_by_peer():
                 self.close()  # what cannot be retried is not sent on a connection the daemon already closed
@@ -149,10 +155,11 @@ class Client(Api):
                 if not retry:
                     raise lost(method, path) from None
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+                    failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+                    raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self.close()
-                raise self._failure(exc, method, path, timeout) from None
+                raise keyed(self._failure(exc, method, path, timeout), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
                 self.close()
                 raise
@@ -190,7 +197,7 @@ class Client(Api):
                 answer_of(resp.status, resp.read())
         except (OSError, ValueError, http.client.HTTPException) as exc:
             conn.close()
-            raise self._failure(exc, method, path) from None
+            raise keyed(self._failure(exc, method, path), headers.get(IDEMPOTENCY_HEADER), False) from None
         except BaseException:
             conn.close()
             raise
