@@ -289,17 +289,30 @@ class AsyncClient(Api):
             raise self._failure(exc, "GET", "/v1/events") from None
         return resp
 
-    async def events(self, last_event_id: str | None = None, *, reconnect: bool = True, retry_for: float = 30.0):
-        """Async iterator of change events, as Client.events: a stream that ends (the connection dropped,
-        the daemon restarted or ended it) is opened again after the last event read, the events missed
-        meanwhile first, or one `events.lost` event when the daemon no longer has them all; the last
-        connection error is raised once the daemon answers no more for `retry_for` seconds. Without
-        `reconnect`, the iteration ends with the first stream."""
+    def events(
+        self, last_event_id: str | None = None, *, reconnect: bool = True, retry_for: float = 30.0
+    ) -> AsyncEvents:
+        """Change events as Client.events(): a stream that ends (the connection dropped, the daemon restarted or
+        ended it) is opened again after the last event read, the events missed meanwhile first, or one
+        `events.lost` event when the daemon no longer has them all; the last connection error is raised once the
+        daemon answers no more for `retry_for` seconds. Without `reconnect`, the iteration ends with the first
+        stream. `events = await c.events()` (or `async with c.events() as events`) is subscribed when it
+        returns, as Client.events() is: a change made next is among them; `async for ev in c.events()`
+        subscribes at its first step. aclose() (or leaving the `async with`) ends it."""
+        return AsyncEvents(self, last_event_id, reconnect, retry_for)
+
+    async def event_stream(self, last_event_id: str | None = None) -> AsyncEvents:
+        """As Client.event_stream(): one GET /v1/events (after `last_event_id`), subscribed when this returns;
+        its iteration ends with the stream (events() with reconnect=False)."""
+        return await AsyncEvents(self, last_event_id, False, 0.0)
+
+    async def _events(self, resp, owner: AsyncEvents, reconnect: bool, retry_for: float):
+        """The change events of `resp` (an open GET /v1/events), then of the streams opened after it, for
+        `owner` (which keeps the last event id read and the stream open)."""
         import asyncio
 
         import aiohttp
 
-        resp = await self._event_stream(last_event_id)
         backoff = Backoff(retry_for)
         while True:
             parser = SseParser()
@@ -308,7 +321,7 @@ class AsyncClient(Api):
                     async for raw in resp.content:
                         done = parser.feed(raw)
                         if parser.last_id is not None:
-                            last_event_id = parser.last_id
+                            owner.last_event_id = parser.last_id
                         if done is not None:
                             backoff.carried()
                             yield done[1]
@@ -320,9 +333,54 @@ class AsyncClient(Api):
             while True:
                 await asyncio.sleep(backoff.next(error))
                 try:
-                    resp = await self._event_stream(last_event_id)
+                    resp = owner.resp = await self._event_stream(owner.last_event_id)
                     break
                 except ApiError:
                     raise
                 except ClientError as exc:
                     error = exc
+
+
+class AsyncEvents:
+    """AsyncClient.events(): an async iterator of change events, subscribed when awaited or entered (`async
+    with`), else at its first step. `last_event_id`: the last event read (or the stream's start), to resume
+    after."""
+
+    def __init__(self, client: AsyncClient, last_event_id: str | None, reconnect: bool, retry_for: float):
+        self._client, self._reconnect, self._retry_for = client, reconnect, retry_for
+        self.last_event_id = last_event_id
+        self.resp: Any = None  # the stream open (aiohttp's response)
+        self._events: Any = None  # AsyncClient._events, once subscribed
+        self._closed = False
+
+    async def _subscribe(self) -> AsyncEvents:
+        if self._events is None and not self._closed:
+            self.resp = await self._client._event_stream(self.last_event_id)
+            self._events = self._client._events(self.resp, self, self._reconnect, self._retry_for)
+        return self
+
+    def __await__(self):
+        return self._subscribe().__await__()
+
+    def __aiter__(self) -> AsyncEvents:
+        return self
+
+    async def __anext__(self) -> dict:
+        await self._subscribe()
+        if self._closed:
+            raise StopAsyncIteration
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """End the iteration and close the stream's connection."""
+        self._closed = True
+        if self._events is not None:
+            await self._events.aclose()
+        if self.resp is not None:
+            self.resp.close()  # (a stream subscribed but never read: the generator never entered it)
+
+    async def __aenter__(self) -> AsyncEvents:
+        return await self._subscribe()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
