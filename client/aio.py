@@ -47,6 +47,16 @@ def _url(path: str):
     return URL("http://localhost" + path, encoded=True)
 
 
+async def _closes_read() -> None:
+    """Two turns of the loop: a close the daemon sent on an idle kept-alive connection while the app's loop was
+    busy (a restart) is read, and aiohttp no longer offers that connection for a request that cannot be sent
+    again (the blocking client checks its connection so: wire.Connection.closed_by_peer)."""
+    import asyncio
+
+    for _ in range(2):  # one to poll the socket, one for its protocol to read the end
+        await asyncio.sleep(0)
+
+
 class AsyncClient(Api):
     """asyncio client (aiohttp over the Unix socket)."""
 
@@ -145,6 +155,8 @@ class AsyncClient(Api):
         headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
         limit = call_timeout(self.timeout, wait)
         longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
+        if not retryable(method, key):
+            await _closes_read()
         for attempt in (0, 1):
             try:
                 async with self._http().request(method, _url(path), json=body, headers=headers, **longer) as resp:
