@@ -88,8 +88,11 @@ class AsyncClient(Api):
         return [] if self._appends is None else self._appends.pipes
 
     async def close(self) -> None:
+        """Close its connections; appends still on their way raise ClientError (a call after close() opens new
+        connections)."""
         if self._appends is not None:
-            await self._appends.close()
+            appends, self._appends = self._appends, None  # the next append, if any, opens streams anew
+            await appends.close()
         if self._ws_session is not None:
             await self._ws_session.close()  # (not the connector: the calls' session owns it)
             self._ws_session = None

@@ -112,6 +112,7 @@ class AppendStreams:
         self._pick = asyncio.Lock()  # one append at a time picks (or opens) a stream: no two open one each
         self._room = asyncio.Semaphore(STREAMS * PIPELINE)
         self._tag = 0
+        self.closed = False  # the client closed them: an append still on its way opens no new one
 
     async def append(self, sid: str, body: dict, key: str, timeout: float) -> dict | None:
         """The answer frame of an append ({tag, status, body}), or None if the daemon has no stream. Sent again
@@ -122,6 +123,12 @@ class AppendStreams:
         frame = json.dumps({"tag": tag, "session": sid, "key": key}) + "\n" + json.dumps(body)
         async with self._room:
             for attempt in (0, 1):
+                if self.closed:  # (a retry: its first try broke as its stream was closed)
+                    raise keyed(
+                        ClientError(f"the client was closed while an append was on its way to {sid}"),
+                        key,
+                        bool(attempt),
+                    )
                 try:
                     pipe = await self._pipe()
                 except ClientError as exc:  # no new stream for the retry: the first may have been committed
@@ -174,7 +181,9 @@ class AppendStreams:
         task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
-        pipes, self.pipes = self.pipes, []
+        self.closed = True
+        async with self._pick:  # a stream being opened is open, and closed below
+            pipes, self.pipes = self.pipes, []
         for p in pipes:
             await p.close()
         if self._retiring:
