@@ -57,7 +57,9 @@ class Client(Api):
         self._stream: AppendStream | None = None  # the appends' stream (wsframes.py), opened by the second
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
         self._appended = False  # an append was made: the next opens the stream (the first is a POST)
-        self._turn = threading.Lock()  # threads sharing this client take turns on those connections
+        # threads sharing this client take turns on those connections (reentrant: close() from a signal handler
+        # that interrupted a call of its own thread closes the connection under it rather than wait for itself)
+        self._turn = threading.RLock()
 
     def __enter__(self) -> Client:
         return self
@@ -66,6 +68,12 @@ class Client(Api):
         self.close()
 
     def close(self) -> None:
+        """Close its connections, once a call another thread has under way is answered (not under it: its
+        request may have been done, its answer lost); a call after close() opens new ones."""
+        with self._turn:
+            self._close()
+
+    def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -145,23 +153,23 @@ class Client(Api):
         """`key`: the request's Idempotency-Key, named by an error that leaves its outcome unknown (keyed)."""
         for attempt in (0, 1):
             if self._conn is not None and not retry and self._conn.closed_by_peer():
-                self.close()  # what cannot be retried is not sent on a connection the daemon already closed
+                self._close()  # what cannot be retried is not sent on a connection the daemon already closed
             if self._conn is None:
                 self._conn = Connection(self.socket, self.timeout)
             try:
                 return self._conn.exchange(request, timeout)
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too
-                self.close()  # a kept-alive connection the daemon closed: retry once on a fresh one
+                self._close()  # a kept-alive connection the daemon closed: retry once on a fresh one
                 if not retry:
                     raise lost(method, path) from None
                 if attempt:
                     failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
                     raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
-                self.close()
+                self._close()
                 raise keyed(self._failure(exc, method, path, timeout), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
-                self.close()
+                self._close()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
