@@ -291,13 +291,17 @@ class AsyncClient(Api):
 
     async def _event_stream(self, last_event_id: str | None):
         """GET /v1/events (after `last_event_id`), its answer's head read."""
+        import asyncio
+
         import aiohttp
 
         headers = {LAST_EVENT_ID_HEADER: last_event_id} if last_event_id else {}
         try:
-            resp = await self._http().get(
-                "http://localhost/v1/events", headers=headers, timeout=aiohttp.ClientTimeout(total=None)
-            )
+            # its head within the client's timeout (a stuck daemon: DaemonNotAnswering); its body untimed
+            async with asyncio.timeout(self.timeout):  # (in this task: no turn of the loop between head and body)
+                resp = await self._http().get(
+                    "http://localhost/v1/events", headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+                )
             if resp.status >= 400:
                 answer_of(resp.status, await resp.read())
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -243,7 +243,10 @@ class Client(Api):
         for the change events; close() from any thread ends the iteration. `last_event_id` (an event's
         "id", or a stream's .last_event_id): resume after it, as events() does."""
         headers = {LAST_EVENT_ID_HEADER: last_event_id} if last_event_id else {}
-        return EventStream(*self._open("GET", "/v1/events", None, headers, None), last_event_id)
+        conn, resp = self._open("GET", "/v1/events", None, headers, self.timeout)  # a stuck daemon: DaemonNotAnswering
+        if conn.sock is not None:
+            conn.sock.settimeout(None)  # its head came in time: the stream may then be quiet for as long as it likes
+        return EventStream(conn, resp, last_event_id)
 
     def events(
         self, last_event_id: str | None = None, *, reconnect: bool = True, retry_for: float = 30.0
