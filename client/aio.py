@@ -282,10 +282,14 @@ class AsyncClient(Api):
                         yield holder.message
                         return
             except TimeoutError:
-                raise broken_answer(f"the daemon sent nothing for {self.timeout:g} s", sid) from None
+                raise broken_answer(
+                    f"the daemon sent nothing for {self.timeout:g} s", sid, headers[IDEMPOTENCY_HEADER]
+                ) from None
             except aiohttp.ClientError:
                 pass
-            raise broken_answer("the connection to the daemon broke in the middle of the answer", sid)
+            raise broken_answer(
+                "the connection to the daemon broke in the middle of the answer", sid, headers[IDEMPOTENCY_HEADER]
+            )
         finally:
             resp.close()  # early: the connection closes, and the daemon stops the generation
 

@@ -228,7 +228,7 @@ class Client(Api):
         headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key_for(idempotency_key)}
         # a connection of its own: closing it stops the generation
         conn, resp = self._open("POST", path, body, headers, self.timeout)
-        stream = CompletionStream(conn, resp, sid, self.timeout)
+        stream = CompletionStream(conn, resp, sid, self.timeout, headers[IDEMPOTENCY_HEADER])
         if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
             try:
                 stream.message = answer_of(resp.status, resp.read())
