@@ -237,8 +237,11 @@ class AsyncClient(Api):
         idempotency_key: str | None = None,
     ):
         """As complete(), streamed: `async for text in c.complete_stream(...)` yields the answer as it
-        arrives; the last item is not text but the stored answer, a dict (stop early by breaking out:
-        the daemon records what arrived, marked interrupted)."""
+        arrives; the last item is not text but the stored answer, a dict. Stop early with `await
+        stream.aclose()` (or `async with contextlib.aclosing(c.complete_stream(...)) as stream`): the
+        connection closes, and the daemon records what arrived, marked interrupted. Breaking out of the `async
+        for` alone closes it only once the app holds it no more (Python's rule for async generators); the
+        blocking client's stream closes at the break."""
         import aiohttp
 
         holder = StreamedAnswer()
