@@ -9,17 +9,7 @@ import contextlib
 
 import pytest
 
-from conftest import started_with_provider
-from servers.openai_server import Faults, Provider, serve_threaded
 from waiting import eventually
-
-
-@pytest.fixture
-def slow_stream(make_daemon):
-    p, server = serve_threaded(Provider(faults=Faults(delay=0.3)))  # the fault itself: words a while apart
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
-    yield d
-    server.stop()
 
 
 async def _answer(ac, sid: str) -> dict:

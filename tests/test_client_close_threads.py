@@ -6,7 +6,6 @@ had reached the daemon and was stored."""
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ from collections import Counter
 import pytest
 
 from sessiond.client import Client, ClientError
+from unixproxy import hung_listener
 from waiting import wait_for
 
 
@@ -56,22 +56,15 @@ def test_close_from_a_signal_handler_during_a_call_of_its_own_thread_does_not_wa
     """The call's thread takes its turn; a signal handler in that thread (SIGTERM's, an app shutting down)
     that closes the client must not wait for that turn: the call ends with a ClientError at once."""
     path = str(tmp_path / "hung.sock")
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(4)
-    held: list[socket.socket] = []
-    threading.Thread(target=lambda: held.append(srv.accept()[0]), daemon=True).start()
     c = Client(socket=path, timeout=20)
     before = signal.signal(signal.SIGALRM, lambda *_: c.close())
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        started = time.monotonic()
-        with pytest.raises(ClientError):
-            c.status()
-        assert time.monotonic() - started < 10
+        with hung_listener(path):
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            started = time.monotonic()
+            with pytest.raises(ClientError):
+                c.status()
+            assert time.monotonic() - started < 10
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, before)
-        srv.close()
-        for s in held:
-            s.close()

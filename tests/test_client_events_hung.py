@@ -5,35 +5,20 @@ DaemonNotAnswering within the client's timeout, as every other call is, in both 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 import pytest
 
 from sessiond.client import AsyncClient, Client, DaemonNotAnswering
+from unixproxy import hung_listener
 
 
 @pytest.fixture
 def hung(tmp_path):
     """The path of a socket whose server takes each connection and never answers."""
     path = str(tmp_path / "hung.sock")
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(8)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(srv.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield path
-    srv.close()
-    for s in held:
-        s.close()
+    with hung_listener(path):
+        yield path
 
 
 @pytest.mark.parametrize("how", ["events", "event_stream"])

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from sessiond.client import AsyncClient, Client, ClientError, DaemonNotAnswering, DaemonNotRunning
-from unixproxy import UnixProxy
+from unixproxy import UnixProxy, hung_listener
 
 
 class GoneAfterCommit(UnixProxy):
@@ -100,17 +100,7 @@ async def test_async_an_append_done_but_unanswered_and_not_retried_names_its_key
 
 def test_an_append_the_daemon_did_not_answer_in_time_names_its_key(tmp_path):
     path = str(tmp_path / "hung.sock")
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(4)
-    held: list[socket.socket] = []
-    threading.Thread(target=lambda: held.append(srv.accept()[0]), daemon=True).start()
-    try:
-        with Client(socket=path, timeout=0.3) as c, pytest.raises(DaemonNotAnswering) as info:
-            c.append("s1", "user", "hello", idempotency_key="k-1")
-    finally:
-        srv.close()
-        for s in held:
-            s.close()
+    with hung_listener(path), Client(socket=path, timeout=0.3) as c, pytest.raises(DaemonNotAnswering) as info:
+        c.append("s1", "user", "hello", idempotency_key="k-1")
     assert info.value.done_unknown and info.value.idempotency_key == "k-1"
     assert "idempotency_key='k-1'" in str(info.value)

@@ -7,17 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import started_with_provider
-from servers.openai_server import Faults, Provider, serve_threaded
 from sessiond.client import ClientError
-
-
-@pytest.fixture
-def slow_stream(make_daemon):
-    p, server = serve_threaded(Provider(faults=Faults(delay=0.2)))  # the fault itself: words a while apart
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
-    yield d
-    server.stop()
 
 
 def _asked_and_again(d, sid: str, exc: ClientError) -> None:
