@@ -194,6 +194,12 @@ class EventStream:
     def close(self) -> None:
         close_under_reader(self._conn)
 
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class Backoff:
     """The waits between a change stream's reconnections: from 0.05 s, doubling to 1 s; back to the start
