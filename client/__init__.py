@@ -16,7 +16,9 @@ or busier than the timeout allows) raises `DaemonNotAnswering`; a socket the cli
 long home's, outside it, in a folder another user could have made or can write to) raises `UnsafeSocket`
 when the client is made; anything else that fails on the way (a stream that stops midway, a connection
 broken before or during an answer, an answer that is not HTTP) raises `ClientError`, the base of them
-all. Threads may share a `Client` (their calls take turns on its connection).
+all. An error after which a request may or may not have been done has `.done_unknown`; an append's or a
+question's also names the Idempotency-Key it carried (`.idempotency_key`), with which it is sent again
+safely. Threads may share a `Client` (their calls take turns on its connection).
 
     calls.py     every API call as a method of `Api`, written once; idempotency keys, what may be retried
     blocking.py  `Client`: http.client over the Unix socket (standard library only: the CLI starts fast)

@@ -20,7 +20,17 @@ from .calls import (
     retryable,
     stream_idle_limit,
 )
-from .errors import ApiError, ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, lost, raise_for, writes
+from .errors import (
+    ApiError,
+    ClientError,
+    DaemonNotAnswering,
+    DaemonNotRunning,
+    answer_of,
+    keyed,
+    lost,
+    raise_for,
+    writes,
+)
 from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
@@ -35,6 +45,16 @@ def _url(path: str):
     from yarl import URL
 
     return URL("http://localhost" + path, encoded=True)
+
+
+async def _closes_read() -> None:
+    """Two turns of the loop: a close the daemon sent on an idle kept-alive connection while the app's loop was
+    busy (a restart) is read, and aiohttp no longer offers that connection for a request that cannot be sent
+    again (the blocking client checks its connection so: wire.Connection.closed_by_peer)."""
+    import asyncio
+
+    for _ in range(2):  # one to poll the socket, one for its protocol to read the end
+        await asyncio.sleep(0)
 
 
 class AsyncClient(Api):
@@ -68,8 +88,11 @@ class AsyncClient(Api):
         return [] if self._appends is None else self._appends.pipes
 
     async def close(self) -> None:
+        """Close its connections; appends still on their way raise ClientError (a call after close() opens new
+        connections)."""
         if self._appends is not None:
-            await self._appends.close()
+            appends, self._appends = self._appends, None  # the next append, if any, opens streams anew
+            await appends.close()
         if self._ws_session is not None:
             await self._ws_session.close()  # (not the connector: the calls' session owns it)
             self._ws_session = None
@@ -135,22 +158,25 @@ class AsyncClient(Api):
         headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
         limit = call_timeout(self.timeout, wait)
         longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
+        if not retryable(method, key):
+            await _closes_read()
         for attempt in (0, 1):
             try:
                 async with self._http().request(method, _url(path), json=body, headers=headers, **longer) as resp:
                     status, raw = resp.status, await resp.read()
                 return answer_of(status, raw)
             except aiohttp.ClientConnectorError as exc:
-                raise self._failure(exc, method, path) from None
+                raise keyed(self._failure(exc, method, path), key, bool(attempt)) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError):
                 # aiohttp itself retries a GET on a kept-alive connection; an append with its key is
                 # retried here once (answered with the first result if the daemon had committed it)
                 if not retryable(method, key):
                     raise lost(method, path) from None
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+                    failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+                    raise keyed(failure, key, True) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._failure(exc, method, path, limit) from None
+                raise keyed(self._failure(exc, method, path, limit), key, bool(attempt)) from None
 
     async def _append(self, sid: str, body: dict, key: str):
         """An append on an append stream, pipelined with the others in flight (client/aioappends.py); the
@@ -166,9 +192,10 @@ class AsyncClient(Api):
             try:
                 answer = await self._appends.append(sid, body, key, self.timeout)
             except Broken:
-                raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+                failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+                raise keyed(failure, key, True) from None
             except TimeoutError as exc:
-                raise self._failure(exc, "GET", "/v1/appends") from None
+                raise keyed(self._failure(exc, "GET", "/v1/appends"), key, False) from None
             if answer is not None:
                 raise_for(answer["status"], answer["body"])
                 return answer["body"]
@@ -210,8 +237,11 @@ class AsyncClient(Api):
         idempotency_key: str | None = None,
     ):
         """As complete(), streamed: `async for text in c.complete_stream(...)` yields the answer as it
-        arrives; the last item is not text but the stored answer, a dict (stop early by breaking out:
-        the daemon records what arrived, marked interrupted)."""
+        arrives; the last item is not text but the stored answer, a dict. Stop early with `await
+        stream.aclose()` (or `async with contextlib.aclosing(c.complete_stream(...)) as stream`): the
+        connection closes, and the daemon records what arrived, marked interrupted. Breaking out of the `async
+        for` alone closes it only once the app holds it no more (Python's rule for async generators); the
+        blocking client's stream closes at the break."""
         import aiohttp
 
         holder = StreamedAnswer()
@@ -231,9 +261,9 @@ class AsyncClient(Api):
                 # an append with its key is; the key makes the daemon store the question and ask the model
                 # once, whatever reached it the first time (daemon/complete.py)
                 if attempt or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise self._failure(exc, "POST", path) from None
+                    raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], bool(attempt)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._failure(exc, "POST", path) from None
+                raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], bool(attempt)) from None
         try:
             if resp.status >= 400 or not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
                 try:
@@ -255,39 +285,60 @@ class AsyncClient(Api):
                         yield holder.message
                         return
             except TimeoutError:
-                raise broken_answer(f"the daemon sent nothing for {self.timeout:g} s", sid) from None
+                raise broken_answer(
+                    f"the daemon sent nothing for {self.timeout:g} s", sid, headers[IDEMPOTENCY_HEADER]
+                ) from None
             except aiohttp.ClientError:
                 pass
-            raise broken_answer("the connection to the daemon broke in the middle of the answer", sid)
+            raise broken_answer(
+                "the connection to the daemon broke in the middle of the answer", sid, headers[IDEMPOTENCY_HEADER]
+            )
         finally:
             resp.close()  # early: the connection closes, and the daemon stops the generation
 
     async def _event_stream(self, last_event_id: str | None):
         """GET /v1/events (after `last_event_id`), its answer's head read."""
+        import asyncio
+
         import aiohttp
 
         headers = {LAST_EVENT_ID_HEADER: last_event_id} if last_event_id else {}
         try:
-            resp = await self._http().get(
-                "http://localhost/v1/events", headers=headers, timeout=aiohttp.ClientTimeout(total=None)
-            )
+            # its head within the client's timeout (a stuck daemon: DaemonNotAnswering); its body untimed
+            async with asyncio.timeout(self.timeout):  # (in this task: no turn of the loop between head and body)
+                resp = await self._http().get(
+                    "http://localhost/v1/events", headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+                )
             if resp.status >= 400:
                 answer_of(resp.status, await resp.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._failure(exc, "GET", "/v1/events") from None
         return resp
 
-    async def events(self, last_event_id: str | None = None, *, reconnect: bool = True, retry_for: float = 30.0):
-        """Async iterator of change events, as Client.events: a stream that ends (the connection dropped,
-        the daemon restarted or ended it) is opened again after the last event read, the events missed
-        meanwhile first, or one `events.lost` event when the daemon no longer has them all; the last
-        connection error is raised once the daemon answers no more for `retry_for` seconds. Without
-        `reconnect`, the iteration ends with the first stream."""
+    def events(
+        self, last_event_id: str | None = None, *, reconnect: bool = True, retry_for: float = 30.0
+    ) -> AsyncEvents:
+        """Change events as Client.events(): a stream that ends (the connection dropped, the daemon restarted or
+        ended it) is opened again after the last event read, the events missed meanwhile first, or one
+        `events.lost` event when the daemon no longer has them all; the last connection error is raised once the
+        daemon answers no more for `retry_for` seconds. Without `reconnect`, the iteration ends with the first
+        stream. `events = await c.events()` (or `async with c.events() as events`) is subscribed when it
+        returns, as Client.events() is: a change made next is among them; `async for ev in c.events()`
+        subscribes at its first step. aclose() (or leaving the `async with`) ends it."""
+        return AsyncEvents(self, last_event_id, reconnect, retry_for)
+
+    async def event_stream(self, last_event_id: str | None = None) -> AsyncEvents:
+        """As Client.event_stream(): one GET /v1/events (after `last_event_id`), subscribed when this returns;
+        its iteration ends with the stream (events() with reconnect=False)."""
+        return await AsyncEvents(self, last_event_id, False, 0.0)
+
+    async def _events(self, resp, owner: AsyncEvents, reconnect: bool, retry_for: float):
+        """The change events of `resp` (an open GET /v1/events), then of the streams opened after it, for
+        `owner` (which keeps the last event id read and the stream open)."""
         import asyncio
 
         import aiohttp
 
-        resp = await self._event_stream(last_event_id)
         backoff = Backoff(retry_for)
         while True:
             parser = SseParser()
@@ -296,7 +347,7 @@ class AsyncClient(Api):
                     async for raw in resp.content:
                         done = parser.feed(raw)
                         if parser.last_id is not None:
-                            last_event_id = parser.last_id
+                            owner.last_event_id = parser.last_id
                         if done is not None:
                             backoff.carried()
                             yield done[1]
@@ -308,9 +359,54 @@ class AsyncClient(Api):
             while True:
                 await asyncio.sleep(backoff.next(error))
                 try:
-                    resp = await self._event_stream(last_event_id)
+                    resp = owner.resp = await self._event_stream(owner.last_event_id)
                     break
                 except ApiError:
                     raise
                 except ClientError as exc:
                     error = exc
+
+
+class AsyncEvents:
+    """AsyncClient.events(): an async iterator of change events, subscribed when awaited or entered (`async
+    with`), else at its first step. `last_event_id`: the last event read (or the stream's start), to resume
+    after."""
+
+    def __init__(self, client: AsyncClient, last_event_id: str | None, reconnect: bool, retry_for: float):
+        self._client, self._reconnect, self._retry_for = client, reconnect, retry_for
+        self.last_event_id = last_event_id
+        self.resp: Any = None  # the stream open (aiohttp's response)
+        self._events: Any = None  # AsyncClient._events, once subscribed
+        self._closed = False
+
+    async def _subscribe(self) -> AsyncEvents:
+        if self._events is None and not self._closed:
+            self.resp = await self._client._event_stream(self.last_event_id)
+            self._events = self._client._events(self.resp, self, self._reconnect, self._retry_for)
+        return self
+
+    def __await__(self):
+        return self._subscribe().__await__()
+
+    def __aiter__(self) -> AsyncEvents:
+        return self
+
+    async def __anext__(self) -> dict:
+        await self._subscribe()
+        if self._closed:
+            raise StopAsyncIteration
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """End the iteration and close the stream's connection."""
+        self._closed = True
+        if self._events is not None:
+            await self._events.aclose()
+        if self.resp is not None:
+            self.resp.close()  # (a stream subscribed but never read: the generator never entered it)
+
+    async def __aenter__(self) -> AsyncEvents:
+        return await self._subscribe()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()

@@ -23,7 +23,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import ClientError
+from .errors import ClientError, keyed
 
 PIPELINE = 64  # appends in flight at once on one stream (the daemon reads no further than 64 ahead)
 STREAMS = 16  # streams at most per AsyncClient: each holds one of aiohttp's connections (100 by default)
@@ -112,6 +112,7 @@ class AppendStreams:
         self._pick = asyncio.Lock()  # one append at a time picks (or opens) a stream: no two open one each
         self._room = asyncio.Semaphore(STREAMS * PIPELINE)
         self._tag = 0
+        self.closed = False  # the client closed them: an append still on its way opens no new one
 
     async def append(self, sid: str, body: dict, key: str, timeout: float) -> dict | None:
         """The answer frame of an append ({tag, status, body}), or None if the daemon has no stream. Sent again
@@ -122,7 +123,16 @@ class AppendStreams:
         frame = json.dumps({"tag": tag, "session": sid, "key": key}) + "\n" + json.dumps(body)
         async with self._room:
             for attempt in (0, 1):
-                pipe = await self._pipe()
+                if self.closed:  # (a retry: its first try broke as its stream was closed)
+                    raise keyed(
+                        ClientError(f"the client was closed while an append was on its way to {sid}"),
+                        key,
+                        bool(attempt),
+                    )
+                try:
+                    pipe = await self._pipe()
+                except ClientError as exc:  # no new stream for the retry: the first may have been committed
+                    raise keyed(exc, key, bool(attempt)) from None
                 if pipe is None:
                     return None
                 try:
@@ -171,7 +181,9 @@ class AppendStreams:
         task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
-        pipes, self.pipes = self.pipes, []
+        self.closed = True
+        async with self._pick:  # a stream being opened is open, and closed below
+            pipes, self.pipes = self.pipes, []
         for p in pipes:
             await p.close()
         if self._retiring:

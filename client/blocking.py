@@ -22,7 +22,7 @@ from .calls import (
     quote_id,
     retryable,
 )
-from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, lost, raise_for, writes
+from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, keyed, lost, raise_for, writes
 from .streams import CompletionStream, EventStream, ResumingEvents
 from .wire import Connection, request_head
 from .wsframes import AppendStream, NoStream, Refused
@@ -57,7 +57,9 @@ class Client(Api):
         self._stream: AppendStream | None = None  # the appends' stream (wsframes.py), opened by the second
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
         self._appended = False  # an append was made: the next opens the stream (the first is a POST)
-        self._turn = threading.Lock()  # threads sharing this client take turns on those connections
+        # threads sharing this client take turns on those connections (reentrant: close() from a signal handler
+        # that interrupted a call of its own thread closes the connection under it rather than wait for itself)
+        self._turn = threading.RLock()
 
     def __enter__(self) -> Client:
         return self
@@ -66,6 +68,12 @@ class Client(Api):
         self.close()
 
     def close(self) -> None:
+        """Close its connections, once a call another thread has under way is answered (not under it: its
+        request may have been done, its answer lost); a call after close() opens new ones."""
+        with self._turn:
+            self._close()
+
+    def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -108,15 +116,20 @@ class Client(Api):
                 self._no_stream = True
                 return None
             except Refused as exc:
-                answer_of(exc.status, exc.body)  # its ApiError
-                raise ClientError(f"the daemon refused the append stream (HTTP {exc.status})") from None
+                try:
+                    answer_of(exc.status, exc.body)  # its ApiError
+                    refused = ClientError(f"the daemon refused the append stream (HTTP {exc.status})")
+                except ClientError as err:
+                    refused = err
+                raise keyed(refused, key, bool(attempt)) from None
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too: a broken stream
                 self._close_stream()
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+                    failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+                    raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self._close_stream()
-                raise self._failure(exc, "GET", "/v1/appends") from None
+                raise keyed(self._failure(exc, "GET", "/v1/appends"), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-append: its answer, still to come, must not be the next one's
                 self._close_stream()
                 raise
@@ -131,30 +144,32 @@ class Client(Api):
         retry = retryable(method, key)
         with self._turn:
             return self._exchange(
-                method, path, request, retry, None if wait is None else call_timeout(self.timeout, wait)
+                method, path, request, retry, None if wait is None else call_timeout(self.timeout, wait), key
             )
 
     def _exchange(
-        self, method: str, path: str, request: bytes, retry: bool, timeout: float | None
+        self, method: str, path: str, request: bytes, retry: bool, timeout: float | None, key: str | None = None
     ) -> tuple[int, bytes]:
+        """`key`: the request's Idempotency-Key, named by an error that leaves its outcome unknown (keyed)."""
         for attempt in (0, 1):
             if self._conn is not None and not retry and self._conn.closed_by_peer():
-                self.close()  # what cannot be retried is not sent on a connection the daemon already closed
+                self._close()  # what cannot be retried is not sent on a connection the daemon already closed
             if self._conn is None:
                 self._conn = Connection(self.socket, self.timeout)
             try:
                 return self._conn.exchange(request, timeout)
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too
-                self.close()  # a kept-alive connection the daemon closed: retry once on a fresh one
+                self._close()  # a kept-alive connection the daemon closed: retry once on a fresh one
                 if not retry:
                     raise lost(method, path) from None
                 if attempt:
-                    raise DaemonNotRunning(self.socket, "the connection was closed", self._home_hint) from None
+                    failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
+                    raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
-                self.close()
-                raise self._failure(exc, method, path, timeout) from None
+                self._close()
+                raise keyed(self._failure(exc, method, path, timeout), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
-                self.close()
+                self._close()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -190,7 +205,7 @@ class Client(Api):
                 answer_of(resp.status, resp.read())
         except (OSError, ValueError, http.client.HTTPException) as exc:
             conn.close()
-            raise self._failure(exc, method, path) from None
+            raise keyed(self._failure(exc, method, path), headers.get(IDEMPOTENCY_HEADER), False) from None
         except BaseException:
             conn.close()
             raise
@@ -213,7 +228,7 @@ class Client(Api):
         headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key_for(idempotency_key)}
         # a connection of its own: closing it stops the generation
         conn, resp = self._open("POST", path, body, headers, self.timeout)
-        stream = CompletionStream(conn, resp, sid, self.timeout)
+        stream = CompletionStream(conn, resp, sid, self.timeout, headers[IDEMPOTENCY_HEADER])
         if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
             try:
                 stream.message = answer_of(resp.status, resp.read())
@@ -228,7 +243,10 @@ class Client(Api):
         for the change events; close() from any thread ends the iteration. `last_event_id` (an event's
         "id", or a stream's .last_event_id): resume after it, as events() does."""
         headers = {LAST_EVENT_ID_HEADER: last_event_id} if last_event_id else {}
-        return EventStream(*self._open("GET", "/v1/events", None, headers, None), last_event_id)
+        conn, resp = self._open("GET", "/v1/events", None, headers, self.timeout)  # a stuck daemon: DaemonNotAnswering
+        if conn.sock is not None:
+            conn.sock.settimeout(None)  # its head came in time: the stream may then be quiet for as long as it likes
+        return EventStream(conn, resp, last_event_id)
 
     def events(
         self, last_event_id: str | None = None, *, reconnect: bool = True, retry_for: float = 30.0

@@ -7,13 +7,20 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import Any
+from typing import Any, TypeVar
 
 from ..api.locate import HomeError
 
+E = TypeVar("E", bound=BaseException)
+
 
 class ClientError(Exception):
-    pass
+    """`done_unknown`: the request may have changed something, and whether the daemon did it is not known (its
+    connection broke, or no answer came in time). `idempotency_key`: such a request's Idempotency-Key (an
+    append's or a question's, given or made by the client): sent again with it, it is done once (keyed)."""
+
+    done_unknown = False
+    idempotency_key: str | None = None
 
 
 class DaemonNotRunning(ClientError):
@@ -104,7 +111,31 @@ def answer_of(status: int, raw: bytes) -> Any:
 
 def lost(method: str, path: str) -> ClientError:
     """The error for a request that cannot be repeated and whose connection broke before an answer."""
-    return ClientError(
+    exc = ClientError(
         f"the connection to the daemon broke before it answered {method} {path}; the request may "
         f"or may not have been done: check (e.g. `sessiond ls`, `sessiond show`) before repeating it"
     )
+    exc.done_unknown = True
+    return exc
+
+
+def keyed(exc: E, key: str | None, retried: bool) -> E:
+    """`exc`, the error of a request carrying Idempotency-Key `key` (None: a read, returned as it is): one
+    `retried` after its first try's connection broke before the answer, or whose own outcome is unknown
+    (a timeout), may have been done by the daemon. Says so and names the key, with which the app sends it again
+    once the daemon answers: it is done once (an append answered with its first result, a question asked
+    once), though the app never chose a key itself."""
+    if key is None or not isinstance(exc, ClientError) or not (retried or exc.done_unknown):
+        return exc
+    err: ClientError = exc
+    again = f"send it again with idempotency_key={key!r}, and it is done once"
+    if isinstance(exc, DaemonNotAnswering) and not retried:
+        late = f"the daemon on {exc.path} did not answer within {exc.seconds:g} s"
+        text = f"{late}; the request may or may not have been done: {again}"
+    else:
+        before = " (sent before, its connection broke with no answer)" if retried else ""
+        text = f"{err}; the request{before} may or may not have been done: {again}"
+    err.args = (text,)
+    err.done_unknown = True
+    err.idempotency_key = key
+    return exc

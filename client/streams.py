@@ -45,12 +45,17 @@ class SseParser:
         return None
 
 
-def broken_answer(what: str, sid: str) -> ClientError:
-    """The error of a streamed answer that stopped before the stored message."""
-    return ClientError(
+def broken_answer(what: str, sid: str, key: str | None = None) -> ClientError:
+    """The error of a streamed answer that stopped before the stored message; `key`: the question's
+    Idempotency-Key (.idempotency_key), with which the app learns what was recorded (`asked`) or asks again (the
+    question stored once). The message, which `sessiond ask` shows too, names the command that shows it."""
+    exc = ClientError(
         f"{what}; the daemon records what it had of the answer, marked interrupted, unless it stopped "
         f"first: see `sessiond log {sid}`"
     )
+    exc.done_unknown = True
+    exc.idempotency_key = key
+    return exc
 
 
 class StreamedAnswer:
@@ -88,10 +93,16 @@ class CompletionStream:
     the iteration; the daemon records what arrived, marked interrupted."""
 
     def __init__(
-        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, sid: str = "", timeout: float = 0
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        sid: str = "",
+        timeout: float = 0,
+        key: str | None = None,
     ):
+        """`key`: the question's Idempotency-Key, named by the error of a stream that breaks."""
         self._conn, self._resp = conn, resp
-        self._sid, self._timeout = sid, timeout
+        self._sid, self._timeout, self._key = sid, timeout, key
         self._stopped = False  # close() was called: the iteration's end is the app's doing
         self.message: dict | None = None
 
@@ -105,7 +116,9 @@ class CompletionStream:
                 except TimeoutError:
                     if self._stopped:
                         return
-                    raise broken_answer(f"the daemon sent nothing for {self._timeout:g} s", self._sid) from None
+                    raise broken_answer(
+                        f"the daemon sent nothing for {self._timeout:g} s", self._sid, self._key
+                    ) from None
                 except (OSError, ValueError):  # the connection broke, or was closed under the reader
                     line = b""
                 if not line:
@@ -118,7 +131,7 @@ class CompletionStream:
         finally:
             close_under_reader(self._conn)
         if self.message is None and not self._stopped:
-            raise broken_answer("the connection to the daemon broke in the middle of the answer", self._sid)
+            raise broken_answer("the connection to the daemon broke in the middle of the answer", self._sid, self._key)
 
     def close(self) -> None:
         self._stopped = True
@@ -180,6 +193,12 @@ class EventStream:
 
     def close(self) -> None:
         close_under_reader(self._conn)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class Backoff:

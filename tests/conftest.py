@@ -405,6 +405,18 @@ def started_with_provider(
     return d.start() if start else d
 
 
+@pytest.fixture
+def slow_stream(make_daemon):
+    """A daemon whose provider (tests/servers/openai_server.py) streams its answer's words 0.3 s apart: an app
+    has time to act in the middle of an answer (close it, kill the daemon)."""
+    from servers.openai_server import Faults, Provider, serve_threaded
+
+    p, server = serve_threaded(Provider(faults=Faults(delay=0.3)))  # the fault itself: words a while apart
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
+    yield d
+    server.stop()
+
+
 def openai_app(d: DaemonProc, sid: str):
     """An official `openai` client of daemon `d`'s OpenAI endpoint on TCP (openai_listen), with its bearer
     key, naming session `sid`, never retrying."""

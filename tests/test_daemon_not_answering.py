@@ -4,47 +4,16 @@ it, or restart it), with a message naming how; `--json`: the error code `daemon_
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import signal
-import socket
-import threading
 
 from conftest import run_cli
 from sessiond.cli import connect
 from sessiond.cli.main import main
 from sessiond.client import Client
-
-
-@contextlib.contextmanager
-def hung_listener(path: str):
-    """A Unix socket at `path` that accepts every connection and never answers (reads nothing, sends nothing):
-    a daemon stuck past its accept loop, or another program on the home's socket."""
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(16)
-    held: list[socket.socket] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:  # shut down: the test is over
-                return
-            held.append(conn)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield held
-    finally:
-        srv.shutdown(socket.SHUT_RDWR)
-        srv.close()
-        t.join(10)
-        for conn in held:
-            conn.close()
+from unixproxy import hung_listener
 
 
 def _not_answering(res, *says: str) -> str:

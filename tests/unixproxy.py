@@ -1,9 +1,11 @@
 """A Unix-socket proxy in front of a daemon, for what an app sees when its connection breaks: each
 connection the app makes is accepted, a connection to the daemon made for it, and the two handed to the
-subclass's `handle` (in the accepting thread: it starts threads of its own for the piping)."""
+subclass's `handle` (in the accepting thread: it starts threads of its own for the piping). Also a socket
+that takes connections and never answers (`hung_listener`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -38,3 +40,32 @@ class UnixProxy:
 
     def close(self) -> None:
         self.srv.close()
+
+
+@contextlib.contextmanager
+def hung_listener(path: str):
+    """A Unix socket at `path` that accepts every connection and never answers (reads nothing, sends nothing):
+    a daemon stuck past its accept loop, or another program on the home's socket."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(16)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:  # shut down: the test is over
+                return
+            held.append(conn)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield held
+    finally:
+        srv.shutdown(socket.SHUT_RDWR)
+        srv.close()
+        t.join(10)
+        for conn in held:
+            conn.close()
