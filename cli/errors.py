@@ -66,6 +66,14 @@ def stuck(home: str | None, exc: ClientError) -> CliError:
     return CliError(said, EXIT_NO_DAEMON, "daemon_not_answering")
 
 
+def _unsure(exc: ClientError) -> str:
+    """`exc`'s message; for a request that may or may not have been done (its key named, client/errors.keyed),
+    the way on in the CLI's words, not the Python client's `idempotency_key=` (a command makes a new key each run)."""
+    if exc.unsure is None:
+        return str(exc)
+    return exc.unsure + "check what it did (`sessiond log ID --last 5`, `sessiond show ID`) before running it again"
+
+
 def fail(args: Any, code: str, message: str, exit_code: int) -> int:
     message = for_home(message, getattr(args, "home", None))  # the commands it names, for this home
     if getattr(args, "json", False):
@@ -85,7 +93,7 @@ def run_command(
     try:
         return fn(args) or 0
     except DaemonNotRunning as exc:
-        return fail(args, "daemon_not_running", str(exc), EXIT_NO_DAEMON)
+        return fail(args, "daemon_not_running", _unsure(exc), EXIT_NO_DAEMON)
     except DaemonNotAnswering as exc:
         hung = stuck(getattr(args, "home", None), exc)
         return fail(args, hung.kind, str(hung), hung.code)
@@ -99,7 +107,7 @@ def run_command(
     except HomeError as exc:  # (UnsafeSocket too, a ClientError: the client refused the socket's folder)
         return fail(args, "bad_home", str(exc), EXIT_ERROR)
     except ClientError as exc:
-        return fail(args, "error", str(exc), EXIT_ERROR)
+        return fail(args, "error", _unsure(exc), EXIT_ERROR)
     except UnicodeDecodeError:
         return fail(args, "usage", "standard input is not UTF-8 text", EXIT_USAGE)
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ class ClientError(Exception):
 
     done_unknown = False
     idempotency_key: str | None = None
+    unsure: str | None = None  # with an idempotency_key: the message up to its "send it again with ..." (keyed)
 
 
 class DaemonNotRunning(ClientError):
@@ -138,4 +139,5 @@ def keyed(exc: E, key: str | None, retried: bool) -> E:
     err.args = (text,)
     err.done_unknown = True
     err.idempotency_key = key
+    err.unsure = text[: -len(again)]  # the same words without the Python call (the CLI says its own: cli/errors.py)
     return exc

@@ -104,3 +104,30 @@ def test_an_append_the_daemon_did_not_answer_in_time_names_its_key(tmp_path):
         c.append("s1", "user", "hello", idempotency_key="k-1")
     assert info.value.done_unknown and info.value.idempotency_key == "k-1"
     assert "idempotency_key='k-1'" in str(info.value)
+
+
+def test_the_cli_says_its_own_way_on_not_the_python_clients(daemon, capsys):
+    """`sessiond add` whose append met the same end printed the Python client's "send it again with
+    idempotency_key=...", which no command takes (each run makes a new key): the CLI says to check what was
+    done before running the command again, in its own words; still exit 3 (no daemon), as JSON with --json."""
+    import argparse
+    import json
+
+    from sessiond.cli.errors import EXIT_NO_DAEMON, run_command
+
+    sid = daemon.client().create_session(name="s")["id"]
+    proxy = GoneAfterCommit(daemon.socket)
+
+    def add(args) -> None:
+        with Client(daemon.home, socket=proxy.path, timeout=10) as c:
+            proxy.armed.set()
+            c.append(sid, "user", "lost answer")
+
+    try:
+        code = run_command(add, argparse.Namespace(home=daemon.home, json=True))
+    finally:
+        proxy.close()
+    said = json.loads(capsys.readouterr().out)["error"]
+    assert code == EXIT_NO_DAEMON and said["code"] == "daemon_not_running", said
+    assert "may or may not have been done" in said["message"] and "idempotency_key" not in said["message"], said
+    assert "before running it again" in said["message"], said
