@@ -13,7 +13,17 @@ import time
 from collections.abc import Callable
 
 from ..storage.database import Database
-from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, NotPushed, SessiondError, not_pushed
+from ..storage.errors import (
+    NOT_WRITABLE,
+    Conflict,
+    HeldHere,
+    Invalid,
+    NotFound,
+    NotPushed,
+    SessiondError,
+    held_here,
+    not_pushed,
+)
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point, fix_said
@@ -102,13 +112,18 @@ class Operations:
         """`rm`: delete a session. A shared one holding changes of this device not pushed yet has them pushed
         first (its push may only not have come yet), waiting up to 10 s as `end` does; if they still wait
         (the store down), it is refused unless `force` (delete_session's `unpushed_ok`)."""
-        if not force and await self._unpushed(sid) is not None:
+        if not force and (refused := await self._unpushed(sid)) is not None:
+            if isinstance(refused, HeldHere):
+                raise refused  # (no push sends them: only a new code imported does)
             await self.syncer.sync_now(sid, wait=True, timeout=10)
         await self.delete_session(sid, unpushed_ok=force)
 
     async def _unpushed(self, sid: str) -> NotPushed | None:
         """The refusal (not_pushed) of a delete of shared session `sid` while it holds changes of this device
-        that no push has taken, else None."""
+        that no push has taken, else None. One a rekey left this device out of: refused (held_here) while it
+        holds what this device wrote after the rekey read its log, which no other device has."""
+        if (held := await self.db.held_here(sid)) is not None:
+            return held_here(sid, held)
         remote = await self.db.remote(sid)
         if remote is None or (await self.db.get_session(sid)).get("access") in NOT_WRITABLE:
             return None  # not shared (no device waits for its changes), or nothing of this device's goes out
