@@ -55,6 +55,8 @@ class Operations:
         # come sooner), and the wake-up that makes it look at them
         self._changed: set[str] = set()
         self._wake = asyncio.Event()
+        # expired sessions kept as holding writes no other device has (revoked): said once each in the log
+        self._kept_warned: set[str] = set()
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
         # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
         self.answering: Callable[[str], bool] = lambda sid: False
@@ -437,6 +439,8 @@ class Operations:
             try:
                 if s["status"] != "ended" and self.answering(s["id"]) and not _past(s["expires_at"], t):
                     continue  # idle past its timeout, but its model is answering: that answer is its activity
+                if self.delete_expired and s["access"] == "revoked" and await self._kept_as_held(s["id"]):
+                    continue
                 if s["status"] == "ended":  # (delete_expired only)
                     if s["access"] not in NOT_WRITABLE:
                         ended.append(s["id"])
@@ -470,6 +474,20 @@ class Operations:
         if done:
             log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
         return done
+
+    async def _kept_as_held(self, sid: str) -> bool:
+        """Whether expired session `sid`, one a rekey left this device out of (it cannot be ended: refused as
+        revoked), holds writes no other device has (Database.held_here): then it is kept, not deleted, as `rm`
+        refuses it, and the log says why (once a session: each run lists it again)."""
+        held = await self.db.held_here(sid)
+        if held is None:
+            return False
+        if sid not in self._kept_warned:
+            self._kept_warned.add(sid)
+            log.warning(
+                "an expired session is kept, not deleted: %s", held_here(sid, held).message, extra={"session": sid}
+            )
+        return True
 
 
 def _past(expires_at, t: float) -> bool:

@@ -9,6 +9,8 @@ Two real daemons on one folder store (the fixtures of test_revoked_access.py and
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
@@ -131,6 +133,33 @@ def test_a_revocation_that_does_not_say_how_far_it_read_keeps_every_write_of_thi
         assert res.returncode == 1, res.stdout
         assert "does not say how far" in res.stderr and "1 message" in res.stderr, res.stderr
         assert "does not say how far" in run_cli(b.home, "show", sid, check=True).stdout
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_an_expiry_s_delete_keeps_a_revoked_session_holding_writes_here_only(tmp_path):
+    """With delete_expired, a session past its idle timeout is deleted: a revoked one (which cannot be ended:
+    its end is refused as revoked) went, with what this device wrote that no other device has. It is kept
+    now, and the log says why, once."""
+    a, b, sid, _ = _dropped_after_writing(tmp_path, idle_timeout=5, cleanup_interval=0)
+    try:
+        last = b.client().get_session(sid)["last_activity"]
+        b.stop()
+        write_config(b.home, poll_interval=3600, sync_interval=3600, cleanup_interval=0.3, delete_expired=True)
+        wait_for(lambda: time.time() > last + 5.5, timeout=30, what="the session's idle timeout")
+        b.start()
+        log_path = os.path.join(b.home, "logs", "sessiond.log")
+
+        def kept() -> bool:
+            with open(log_path) as f:
+                return "an expired session is kept" in f.read()
+
+        wait_for(kept, timeout=15, what="the clean-up's run")
+        assert sid in [s["id"] for s in b.client().list_sessions()["sessions"]]
+        with open(log_path) as f:
+            said = f.read()
+        assert said.count("an expired session is kept") == 1 and "held here only" in said, said[-2000:]
     finally:
         a.stop()
         b.stop()
