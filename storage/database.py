@@ -421,6 +421,9 @@ class Database:
     async def held_here(self, sid: str) -> dict | None:
         return await self.syncstate.held_here(sid)
 
+    async def all_held_here(self) -> dict[str, dict]:
+        return await self.syncstate.all_held_here()
+
     async def move_store(self, old_url: str) -> int:
         return await self.syncstate.move_store(old_url)
 

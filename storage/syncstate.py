@@ -76,6 +76,14 @@ class SyncState:
         row = await self.c.committed.fetchone("SELECT carried FROM revocations WHERE session_id=?", (sid,))
         return None if row is None else await self._held(sid, row[0])
 
+    async def all_held_here(self) -> dict[str, dict]:
+        """held_here of every session that holds anything here only, by id (`doctor`)."""
+        out = {}
+        for sid, carried in await self.c.committed.fetchall("SELECT session_id, carried FROM revocations"):
+            if (held := await self._held(sid, carried)) is not None:
+                out[sid] = held
+        return out
+
     async def _held(self, sid: str, carried: int | None) -> dict | None:
         _, messages, other = await self.written_after(sid, carried or 0, shown=0)
         if not messages and not other:

@@ -138,6 +138,25 @@ def test_a_revocation_that_does_not_say_how_far_it_read_keeps_every_write_of_thi
         b.stop()
 
 
+def test_doctor_names_a_revoked_session_s_writes_held_here_only_after_a_restart(tmp_path):
+    """The pull that learns the revocation says what is held here only (its pull error); a restart forgets
+    that, and `doctor` said "every session is pushed" though messages exist here only. It names them now."""
+    a, b, sid, _ = _dropped_after_writing(tmp_path, late=1)
+    try:
+        b.stop()
+        b.start()
+        res = run_cli(b.home, "doctor", "--no-verify", "--json")
+        push = [f for f in json.loads(res.stdout)["findings"] if f["check"] == "push"]
+        held = [f for f in push if sid in f["message"]]
+        assert len(held) == 1 and held[0]["level"] == "problem", push
+        assert "1 message" in held[0]["message"] and "held here only" in held[0]["message"], held
+        assert held[0]["fix"].startswith("sessiond import") and sid in held[0]["fix"], held
+        assert not any(f["message"] == "every session is pushed" for f in push), push
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_an_expiry_s_delete_keeps_a_revoked_session_holding_writes_here_only(tmp_path):
     """With delete_expired, a session past its idle timeout is deleted: a revoked one (which cannot be ended:
     its end is refused as revoked) went, with what this device wrote that no other device has. It is kept
