@@ -225,8 +225,9 @@ class Deleted(TypedDict):
 
 @with_config(QUERY)
 class DeleteQuery(TypedDict, total=False):
-    # true: delete a shared session even though changes written here wait to be pushed (they are lost);
-    # else such a delete is refused (409 not_pushed)
+    # true: delete a shared session even though changes written here wait to be pushed (they are lost), or a
+    # revoked one holding writes of this device no other device has; else such a delete is refused (409
+    # not_pushed, held_here)
     force: QueryBool
 
 
