@@ -153,6 +153,15 @@ PatchBody = Annotated[
 
 # ------------------------------------------------------------------------------------------- answers
 @with_config(ANSWER)
+class HeldHere(TypedDict):
+    """What a device a rekey left out wrote after the rekey read its log: held here only (sync/rekey.py)."""
+
+    messages: int
+    changes: int  # other than messages (a chat made, a rename, ...)
+    known: bool  # false: the rekey did not say how far it read this device's log; all it wrote is counted
+
+
+@with_config(ANSWER)
 class Session(TypedDict):
     id: str
     status: Status
@@ -178,6 +187,10 @@ class Session(TypedDict):
     chat_count: NotRequired[int]
     tokens: NotRequired[int]
     sync: NotRequired[dict]
+    # a session a rekey left this device out of (access `revoked`): what this device wrote that the rekey did
+    # not carry over, on no other device; `rm` refuses (409 held_here) until a new code is imported, which
+    # sends it. Absent when nothing is held here only.
+    held_here: NotRequired[HeldHere]
 
 
 @with_config(ANSWER)
@@ -212,8 +225,9 @@ class Deleted(TypedDict):
 
 @with_config(QUERY)
 class DeleteQuery(TypedDict, total=False):
-    # true: delete a shared session even though changes written here wait to be pushed (they are lost);
-    # else such a delete is refused (409 not_pushed)
+    # true: delete a shared session even though changes written here wait to be pushed (they are lost), or a
+    # revoked one holding writes of this device no other device has; else such a delete is refused (409
+    # not_pushed, held_here)
     force: QueryBool
 
 

@@ -14,6 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from ..storage.errors import held_said
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
 from ..stores.cid import digest
@@ -184,6 +185,11 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
             unpushed.setdefault((st["last_error"], fix), []).append((sid, st["pending"]))
         else:
             waiting += 1
+    # left out of a rekey, holding writes no other device has (a pull error, while there is one, says so)
+    for sid, held in sorted((await daemon.db.all_held_here()).items()):
+        if not states.get(sid, {}).get("pull_error"):
+            said = f"session {sid} was rekeyed without this device, and {held_said(held)}"
+            out.append(finding("push", "problem", said, pull_fix("revoked", sid)))
     # sessions that failed alike (a store down: every one of them) are one finding, naming each
     for (error, fix), failed in unpushed.items():
         if len(failed) == 1:

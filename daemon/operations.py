@@ -13,7 +13,17 @@ import time
 from collections.abc import Callable
 
 from ..storage.database import Database
-from ..storage.errors import NOT_WRITABLE, Conflict, Invalid, NotFound, NotPushed, SessiondError, not_pushed
+from ..storage.errors import (
+    NOT_WRITABLE,
+    Conflict,
+    HeldHere,
+    Invalid,
+    NotFound,
+    NotPushed,
+    SessiondError,
+    held_here,
+    not_pushed,
+)
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point, fix_said
@@ -45,6 +55,8 @@ class Operations:
         # come sooner), and the wake-up that makes it look at them
         self._changed: set[str] = set()
         self._wake = asyncio.Event()
+        # expired sessions kept as holding writes no other device has (revoked): said once each in the log
+        self._kept_warned: set[str] = set()
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
         # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
         self.answering: Callable[[str], bool] = lambda sid: False
@@ -102,13 +114,18 @@ class Operations:
         """`rm`: delete a session. A shared one holding changes of this device not pushed yet has them pushed
         first (its push may only not have come yet), waiting up to 10 s as `end` does; if they still wait
         (the store down), it is refused unless `force` (delete_session's `unpushed_ok`)."""
-        if not force and await self._unpushed(sid) is not None:
+        if not force and (refused := await self._unpushed(sid)) is not None:
+            if isinstance(refused, HeldHere):
+                raise refused  # (no push sends them: only a new code imported does)
             await self.syncer.sync_now(sid, wait=True, timeout=10)
         await self.delete_session(sid, unpushed_ok=force)
 
     async def _unpushed(self, sid: str) -> NotPushed | None:
         """The refusal (not_pushed) of a delete of shared session `sid` while it holds changes of this device
-        that no push has taken, else None."""
+        that no push has taken, else None. One a rekey left this device out of: refused (held_here) while it
+        holds what this device wrote after the rekey read its log, which no other device has."""
+        if (held := await self.db.held_here(sid)) is not None:
+            return held_here(sid, held)
         remote = await self.db.remote(sid)
         if remote is None or (await self.db.get_session(sid)).get("access") in NOT_WRITABLE:
             return None  # not shared (no device waits for its changes), or nothing of this device's goes out
@@ -422,6 +439,8 @@ class Operations:
             try:
                 if s["status"] != "ended" and self.answering(s["id"]) and not _past(s["expires_at"], t):
                     continue  # idle past its timeout, but its model is answering: that answer is its activity
+                if self.delete_expired and s["access"] == "revoked" and await self._kept_as_held(s["id"]):
+                    continue
                 if s["status"] == "ended":  # (delete_expired only)
                     if s["access"] not in NOT_WRITABLE:
                         ended.append(s["id"])
@@ -455,6 +474,20 @@ class Operations:
         if done:
             log.info("expired sessions", extra={"event": "expire", "objects": len(done)})
         return done
+
+    async def _kept_as_held(self, sid: str) -> bool:
+        """Whether expired session `sid`, one a rekey left this device out of (it cannot be ended: refused as
+        revoked), holds writes no other device has (Database.held_here): then it is kept, not deleted, as `rm`
+        refuses it, and the log says why (once a session: each run lists it again)."""
+        held = await self.db.held_here(sid)
+        if held is None:
+            return False
+        if sid not in self._kept_warned:
+            self._kept_warned.add(sid)
+            log.warning(
+                "an expired session is kept, not deleted: %s", held_here(sid, held).message, extra={"session": sid}
+            )
+        return True
 
 
 def _past(expires_at, t: float) -> bool:

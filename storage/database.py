@@ -199,8 +199,8 @@ class Database:
     ) -> dict:
         return await self.sessions.update(sid, fields, event=event)
 
-    async def mark_revoked(self, sid: str) -> bool:
-        return await self.status_changes.mark_revoked(sid)
+    async def mark_revoked(self, sid: str, carried: int | None = None) -> bool:
+        return await self.status_changes.mark_revoked(sid, carried)
 
     async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
         return await self.status_changes.set_status(sid, status, expired_at=expired_at)
@@ -417,6 +417,12 @@ class Database:
 
     async def written_after(self, sid: str, seq: int) -> tuple[list[str], int, int]:
         return await self.syncstate.written_after(sid, seq)
+
+    async def held_here(self, sid: str) -> dict | None:
+        return await self.syncstate.held_here(sid)
+
+    async def all_held_here(self) -> dict[str, dict]:
+        return await self.syncstate.all_held_here()
 
     async def move_store(self, old_url: str) -> int:
         return await self.syncstate.move_store(old_url)

@@ -77,6 +77,42 @@ def not_pushed(sid: str, pending: int) -> NotPushed:
     )
 
 
+class HeldHere(NotPushed):
+    """A delete (`rm`) of a session a rekey left this device out of, holding what this device wrote after the
+    rekey read its log: on no other device, sent only once a new code is imported here."""
+
+    code = "held_here"
+
+
+def held_said(held: dict) -> str:
+    """What a revoked session holds here only (Database.held_here), said: "2 messages written here after that
+    rekey read this device's log are held here only (no other device has them)"."""
+    messages, other = held["messages"], held["changes"]
+    what = [f"{messages} message{'s' if messages != 1 else ''}"] if messages else []
+    if other:
+        what.append(f"{other} other change{'s' if other != 1 else ''}")
+    if held["known"]:
+        return (
+            f"{' and '.join(what)} written here after that rekey read this device's log"
+            f" {'are' if messages + other > 1 else 'is'} held here only (no other device has them)"
+        )
+    return (
+        f"the rekey does not say how far it read this device's log: what this device wrote here ({' and '.join(what)})"
+        " may be held here only"
+    )
+
+
+def held_here(sid: str, held: dict) -> HeldHere:
+    """The refusal of `rm` of revoked session `sid` while `held` (Database.held_here) is held here only."""
+    ways = (
+        f"send them: ask a device that kept it for a new share code, `sessiond share {sid} --write` on that device,"
+        f" and `sessiond import` it here: they go out with this device's log; or give them up: `sessiond rm {sid}"
+        " --force`"
+    )
+    said = f"session {sid!r} was rekeyed without this device, and {held_said(held)}"
+    return HeldHere(f"{said}: deleting it would lose them; nothing was deleted ({ways})", held=held)
+
+
 # a session's `access` values that refuse every change: a read-only import, a device left out of a rekey
 NOT_WRITABLE = ("read", "revoked")
 

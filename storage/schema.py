@@ -363,6 +363,24 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 19: what a revocation learnt (this device only, never synced): a session a rekey left this device out
+    # of (access `revoked`, storage/statuschanges.py mark_revoked) has a row, written in the transaction that
+    # marks it, naming how far the rekey carried this device's log over (the seq its notice names, `carried`;
+    # null: the notice does not say). What this device wrote past it is held here only (sync/rekey.py), and
+    # `rm`, the clean-up and an expiry keep it (daemon/operations.py). Sessions revoked before this are taken
+    # as not knowing how far. Access given again (a new code imported, a later rekey boxing the key to this
+    # device) clears the row by trigger, whichever path writes it: the writes go out with its log then.
+    """
+    CREATE TABLE revocations (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        carried INTEGER
+    ) WITHOUT ROWID;
+    INSERT INTO revocations(session_id) SELECT id FROM sessions WHERE access='revoked';
+    CREATE TRIGGER revocations_cleared AFTER UPDATE OF access ON sessions WHEN new.access IN ('owner', 'write')
+    BEGIN
+        DELETE FROM revocations WHERE session_id=new.id;
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

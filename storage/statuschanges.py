@@ -18,18 +18,24 @@ class StatusChanges:
         self.sessions = sessions
         self.closing = closing  # the sessions closed to questions until their revocation is committed
 
-    async def mark_revoked(self, sid: str) -> bool:
+    async def mark_revoked(self, sid: str, carried: int | None = None) -> bool:
         """Note that the session was rekeyed without this device: its `access` becomes `revoked`, which
         refuses every change (writable_row) until a new code imported over it gives it `write` or `read`
         again. Not an operation of its log (no other device would read it). Whether it changed anything.
-        Marked as closing (closing.py) until it is committed: a question to the session's model meanwhile
-        waits for it, and is refused as a revoked session's, the model not asked."""
+        `carried`: how far the rekey carried this device's log over (the seq its notice names; None: it does
+        not say), kept with it in the same transaction (`revocations`): what this device wrote past it is held
+        here only, which `rm` and the clean-up keep (held_here). Marked as closing (closing.py) until it is
+        committed: a question to the session's model meanwhile waits for it, and is refused as a revoked
+        session's, the model not asked."""
         with self.closing.marked(sid):
             async with self.c.transaction() as tx:
                 changed = await tx.execute(
                     "UPDATE sessions SET access='revoked' WHERE id=? AND access!='revoked' AND NOT importing", (sid,)
                 )
                 if changed:
+                    await tx.execute(
+                        "INSERT OR REPLACE INTO revocations(session_id, carried) VALUES (?, ?)", (sid, carried)
+                    )
                     tx.emit({"type": "session.updated", "session": sid, "fields": ["access"]})
                     self.c.hold_commit("commit.revoke")  # (the tests hold a revocation's commit here)
         return bool(changed)

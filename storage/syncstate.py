@@ -68,6 +68,28 @@ class SyncState:
         )
         return [message_id(me, r[0]) for r in rows], count[0] if count else 0, ops[0] if ops is not None else 0
 
+    async def held_here(self, sid: str) -> dict | None:
+        """What this device wrote to `sid`, a session a rekey left it out of, that the rekey did not carry over
+        (past the seq its revocation kept, storage/statuschanges.py mark_revoked): held here only, on no other
+        device. {messages, changes (other than messages), known (False: the rekey did not say how far it read
+        this device's log, and everything this device wrote is counted)}; None if nothing (or not revoked)."""
+        row = await self.c.committed.fetchone("SELECT carried FROM revocations WHERE session_id=?", (sid,))
+        return None if row is None else await self._held(sid, row[0])
+
+    async def all_held_here(self) -> dict[str, dict]:
+        """held_here of every session that holds anything here only, by id (`doctor`)."""
+        out = {}
+        for sid, carried in await self.c.committed.fetchall("SELECT session_id, carried FROM revocations"):
+            if (held := await self._held(sid, carried)) is not None:
+                out[sid] = held
+        return out
+
+    async def _held(self, sid: str, carried: int | None) -> dict | None:
+        _, messages, other = await self.written_after(sid, carried or 0, shown=0)
+        if not messages and not other:
+            return None
+        return {"messages": messages, "changes": other, "known": carried is not None}
+
     async def get_lamport(self, sid: str) -> int:
         return (await session_row(self.c.committed, sid))["lamport"]
 

@@ -360,7 +360,9 @@ class Rekeyer:
         writes refused from now on), and what this device wrote that the rekey did not carry over, said
         (_left_here, read before the mark: a pull's answer names it)."""
         left = await self._left_here(sid, notice, me)
-        await self.ctx.db.mark_revoked(sid)
+        # how far it carried this device's log over, kept with the mark: what was written past it is held
+        # here only, which `rm` and the clean-up keep until a new code imported sends it
+        await self.ctx.db.mark_revoked(sid, _carried(notice, me))
         return left
 
     async def _left_here(self, sid: str, notice: dict, me: bytes) -> str:
@@ -369,12 +371,8 @@ class Rekeyer:
         '' if nothing. The notice names how far it froze each dropped writer's log ("s": FORMATS.md §6); one
         of an earlier sessiond does not, and then it is said as a possibility."""
         db = self.ctx.db
-        carried = notice.get("s")
-        seq = None
-        if isinstance(carried, list):
-            seq = next((c.get("s") for c in carried if isinstance(c, dict) and c.get("k") == me), None)
-        # (one past what a log's seq can be, SQLite's integers, no sessiond wrote: taken as none given)
-        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
+        seq = _carried(notice, me)
+        if seq is None:
             if not await db.last_seq(sid):
                 return ""
             return (
@@ -418,3 +416,16 @@ class Rekeyer:
         await self._finish(sid, record)
         log.info("took new session key", extra={"session": sid, "event": "rekey"})
         return True
+
+
+def _carried(notice: dict, me: bytes) -> int | None:
+    """How far a rekey's notice says it carried the log of head key `me` over (its "s": FORMATS.md §6), or
+    None when it does not say (a notice of an earlier sessiond, one naming other devices only, a log it could
+    not freeze). One past what a log's seq can be (SQLite's integers), which no sessiond wrote: taken as none."""
+    carried = notice.get("s")
+    seq = None
+    if isinstance(carried, list):
+        seq = next((c.get("s") for c in carried if isinstance(c, dict) and c.get("k") == me), None)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
+        return None
+    return seq

@@ -227,6 +227,11 @@ def cmd_show(args) -> int:
         lines.append(f"policy:        {json.dumps(more['policy'])}")
     if s.get("initial_messages"):
         lines.append(f"initial:       {len(s['initial_messages'])} message(s)")
+    held = more.get("held_here")
+    if held:
+        from ...storage.errors import held_said
+
+        lines.insert(5, f"held here:     {held_said(held)}; a new share code imported here sends them")
     prov = more.get("provenance")
     if prov:
         lines.append(

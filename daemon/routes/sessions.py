@@ -44,6 +44,8 @@ async def get_session(request: web.Request) -> web.Response:
     sid = session_id(request)
     session = await d.db.get_session(sid, counts=True)
     session["sync"] = await d.ops.sync_status(sid)
+    if (held := await d.db.held_here(sid)) is not None:  # a rekey left this device out: what no other device has
+        session["held_here"] = held
     return ok(session)
 
 
