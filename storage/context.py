@@ -17,7 +17,10 @@ from .tokens import get as get_estimator
 
 DEFAULT_CONTEXT_MARGIN = 0.8
 DEFAULT_ESTIMATE = get_estimator()  # the daemon's own (config.toml's token_estimator) is Connections.estimate
+# the token quota's warning levels, each from its fraction of the quota used up: the one definition, which
+# warning_level and the quota's answer (its `thresholds`) both read
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
+THRESHOLDS = {name: limit for limit, name in reversed(WARNING_LEVELS) if limit}
 
 
 def warning_level(used: int, quota: int | None) -> str:
@@ -314,5 +317,5 @@ class Context:
             "token_quota": quota,
             "remaining": max(0, quota - used) if quota else None,  # (a model's answer may pass the quota)
             "level": warning_level(used, quota),
-            "thresholds": {"warning": 0.7, "critical": 0.9, "exhausted": 1.0},
+            "thresholds": dict(THRESHOLDS),
         }
