@@ -25,3 +25,26 @@ def test_the_quota_thresholds_the_answer_names_are_where_its_level_changes(daemo
         assert c.quota(sid)["level"] == name
         below, used = name, at
     assert cli_json(daemon.home, "quota", sid)["thresholds"] == thresholds
+
+
+def test_context_shows_the_policy_in_force_and_names_the_defaults(daemon):
+    """`sessiond context ID --json` gave `context_margin` and `auto_compact` as null when at their defaults
+    (0.8, on): it shows the values in force, and `defaults` names those no chat or session set (what `show`
+    leaves out of its policy, which is what `new` and `set` gave)."""
+    h = daemon.home
+    sid = cli_json(h, "new", "--max-context-tokens", "1000")["id"]
+    c = cli_json(h, "context", sid)
+    assert c["policy"] == {"max_context_tokens": 1000, "context_margin": 0.8, "auto_compact": True}, c
+    assert c["defaults"] == ["context_margin", "auto_compact"], c
+    assert cli_json(h, "show", sid)["policy"] == {"max_context_tokens": 1000}
+    cli_json(h, "set", sid, "--context-margin", "0.5", "--no-auto-compact")
+    c = cli_json(h, "context", sid)
+    assert c["policy"] == {"max_context_tokens": 1000, "context_margin": 0.5, "auto_compact": False}, c
+    assert c["defaults"] == [], c
+    cli_json(h, "chat", "set", sid, "main", "--auto-compact")  # the chat's own wins over the session's
+    cli_json(h, "set", sid, "--unset", "context-margin", "--unset", "max-context-tokens")
+    c = daemon.client().context(sid)
+    assert c["policy"] == {"max_context_tokens": None, "context_margin": 0.8, "auto_compact": True}, c
+    assert c["defaults"] == ["max_context_tokens", "context_margin"], c
+    # compact and uncompact answer the same shape
+    assert daemon.client().uncompact(sid)["defaults"] == c["defaults"]
