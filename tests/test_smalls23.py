@@ -48,3 +48,26 @@ def test_context_shows_the_policy_in_force_and_names_the_defaults(daemon):
     assert c["defaults"] == ["max_context_tokens", "context_margin"], c
     # compact and uncompact answer the same shape
     assert daemon.client().uncompact(sid)["defaults"] == c["defaults"]
+
+
+def test_a_quota_used_up_exactly_refuses_a_0_token_append_as_one_used_past_it_does(daemon):
+    """A 0-token append was taken at exactly 100 % of the quota but refused once the use was past it. One rule
+    now: a quota at 100 % is `exhausted`, and an exhausted quota takes nothing more, as a question to a model
+    is refused from 100 % on; below it, an append is taken if it fits (up to 100 % exactly)."""
+    from sessiond.client import ApiError
+
+    c = daemon.client()
+    sid = c.create_session(token_quota=100)["id"]
+    c.append(sid, "user", "x", tokens=0)  # room left: a 0-token append is taken
+    c.append(sid, "user", "x", tokens=100)  # to the brim: taken
+    assert c.quota(sid)["level"] == "exhausted"
+    for quota in (100, 50):  # exactly used up, and lowered below the use: the same answer
+        c.update_session(sid, token_quota=quota)
+        try:
+            c.append(sid, "user", "y", tokens=0)
+        except ApiError as e:
+            assert e.status == 429 and e.code == "quota_exceeded", e
+            assert "has exhausted its token quota: used 100 of its" in e.message, e.message
+        else:
+            raise AssertionError(f"a 0-token append taken with a quota of {quota} used up")
+    assert c.quota(sid)["tokens_used"] == 100 and len(c.messages(sid)["messages"]) == 2
