@@ -71,3 +71,38 @@ def test_a_quota_used_up_exactly_refuses_a_0_token_append_as_one_used_past_it_do
         else:
             raise AssertionError(f"a 0-token append taken with a quota of {quota} used up")
     assert c.quota(sid)["tokens_used"] == 100 and len(c.messages(sid)["messages"]) == 2
+
+
+def test_preferences_and_an_absolute_expiry_are_set_through_the_cli(daemon):
+    """`preferences` and an absolute `expires_at` could be set through the API only: `new` and `set` take
+    --preferences JSON (as --metadata) and --expires-at TIME (ISO 8601 with its zone, as --expires-in's
+    alternative); a time without a zone, or not a time, is refused naming the option, and changes nothing."""
+    from conftest import run_cli
+
+    h = daemon.home
+    s = cli_json(h, "new", "--preferences", '{"theme": "dark"}', "--expires-at", "2030-01-01T00:00:00Z")
+    assert s["preferences"] == {"theme": "dark"} and s["expires_at"] == 1893456000, s
+    sid = s["id"]
+    s = cli_json(h, "set", sid, "--preferences", '{"lang": "fr"}', "--expires-at", "2031-06-01T12:30:00+02:00")
+    assert s["preferences"] == {"lang": "fr"} and s["expires_at"] == 1938076200, s  # replaced whole
+    count = len(cli_json(h, "ls")["sessions"])
+    for args, words in (
+        (("--expires-at", "2030-01-01T00:00:00"), "time zone"),
+        (("--expires-at", "next tuesday"), "ISO 8601"),
+        (("--expires-at", "2030-01-01T00:00:00Z", "--expires-in", "7d"), "not allowed with"),
+        (("--preferences", "{oops"), "--preferences is not valid JSON"),
+    ):
+        for cmd in (("new",), ("set", sid)):
+            res = run_cli(h, *cmd, *args)
+            assert res.returncode == 2 and words in res.stderr, (cmd, args, res.stderr)
+    res = run_cli(h, "set", sid, "--expires-at", "2001-01-01T00:00:00Z")
+    assert res.returncode == 2 and "--expires-at" in res.stderr and "is past" in res.stderr, res.stderr
+    res = run_cli(h, "set", sid, "--preferences", "[1]")
+    assert res.returncode == 2 and "--preferences" in res.stderr, res.stderr
+    res = run_cli(h, "set", sid, "--expires-in", "7d", "--unset", "expires-at")
+    assert res.returncode == 2 and "contradict" in res.stderr, res.stderr
+    s = cli_json(h, "show", sid)
+    assert s["preferences"] == {"lang": "fr"} and s["expires_at"] == 1938076200  # nothing changed
+    assert len(cli_json(h, "ls")["sessions"]) == count
+    s = cli_json(h, "set", sid, "--unset", "preferences", "--unset", "expires-at")
+    assert s["preferences"] == {} and s["expires_at"] is None, s
