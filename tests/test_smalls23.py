@@ -106,3 +106,37 @@ def test_preferences_and_an_absolute_expiry_are_set_through_the_cli(daemon):
     assert len(cli_json(h, "ls")["sessions"]) == count
     s = cli_json(h, "set", sid, "--unset", "preferences", "--unset", "expires-at")
     assert s["preferences"] == {} and s["expires_at"] is None, s
+
+
+def test_a_folder_store_a_session_was_imported_through_names_a_way_on_that_fits_it(make_daemon, tmp_path):
+    """B imports A's session through A's folder store, B's own store another folder. That folder gone, B's push
+    and pull errors said "or move this device to another store (--change-store)", which moves B's own store,
+    not the session's: they name what fits a session imported through another store."""
+    import json
+    import os
+
+    from conftest import run_cli, write_config
+
+    s1, s2, away = str(tmp_path / "s1"), str(tmp_path / "s2"), str(tmp_path / "away")
+    a = make_daemon(f"file://{s1}").start()
+    b = make_daemon(f"file://{s2}")
+    write_config(b.home, push_delay=3600)  # only an asked sync pushes
+    b.start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="shared")["id"]
+    ca.append(sid, "user", "first")
+    assert ca.sync(sid, wait=True, timeout=10)["complete"]
+    code = ca.share(sid, write=True)["code"]
+    assert cli_json(b.home, "import", "--store", f"file://{s1}", input=code)["session"] == sid
+    a.stop()
+    os.rename(s1, away)  # the share that store is on, not mounted
+    cb.append(sid, "user", "while away")
+    res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "3", "--json")
+    assert res.returncode != 0, res.stdout
+    st = json.loads(res.stdout)["sessions"][sid]
+    for what in ("last_error", "pull_error"):
+        said = st.get(what) or ""
+        assert f"the store folder {s1} is missing or not a folder" in said, (what, st)
+        assert "--change-store" not in said and "imported through" in said, (what, said)
+    status = cli_json(b.home, "status")["sync"][sid]
+    assert "--change-store" not in json.dumps(status) and "imported through" in status["last_error"], status
