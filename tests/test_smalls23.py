@@ -184,3 +184,41 @@ async def test_a_message_an_older_sessiond_wrote_with_more_than_1000_tool_calls_
             await s.stop()
         for db in dbs:
             await db.close()
+
+
+async def test_async_complete_stream_sends_the_question_when_awaited_or_entered_as_the_blocking_one(slow_stream):
+    """Client.complete_stream() sends the question when it returns; AsyncClient's sent it only at the first
+    step of its iteration, and had no `async with`. Now it is sent when awaited or entered (as
+    AsyncClient.events() subscribes), else at the first step; `async with` closes it (the answer recorded,
+    interrupted); the stored answer is the last item and `.message`, as the blocking stream's."""
+    from waiting import eventually
+
+    d = slow_stream
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    blocking = c.complete_stream(sid, "one")  # sent at the call
+    assert [m["content"] for m in c.messages(sid)["messages"]][:1] == ["one"]
+    assert "".join(blocking) == "echo: one" and blocking.message["content"] == "echo: one"
+
+    async def questions():
+        return [m["content"] for m in (await ac.messages(sid))["messages"] if m["role"] == "user"]
+
+    async with d.aclient() as ac:
+        stream = await ac.complete_stream(sid, "two")  # sent here, before any step
+        assert await questions() == ["one", "two"]
+        parts = [x async for x in stream]
+        assert "".join(parts[:-1]) == "echo: two" and parts[-1] == stream.message
+        assert stream.message["content"] == "echo: two"
+        async with ac.complete_stream(sid, "a b c d e f g h i j") as stream:  # sent at the entry
+            assert (await questions())[-1] == "a b c d e f g h i j"
+            async for _ in stream:
+                break
+
+        async def answered():
+            ms = (await ac.messages(sid))["messages"]
+            return ms[-1] if ms[-1]["role"] == "assistant" and len(ms) == 6 else None
+
+        answer = await eventually(answered, timeout=20, what="the answer recorded")
+        assert answer["interrupted"] is True, answer  # closed at the block's end: the generation stopped
+        # unchanged: iterated without an await, it is sent at its first step
+        assert "".join([x async for x in ac.complete_stream(sid, "three") if isinstance(x, str)]) == "echo: three"
