@@ -142,50 +142,6 @@ def test_a_folder_store_a_session_was_imported_through_names_a_way_on_that_fits_
     assert "--change-store" not in json.dumps(status) and "imported through" in status["last_error"], status
 
 
-async def test_a_message_an_older_sessiond_wrote_with_more_than_1000_tool_calls_syncs(tmp_path):
-    """An answer of 1,001 tool calls, as an older sessiond recorded it before answers were capped at 1,000
-    (api/messages.MAX_TOOL_CALLS): every other device's pull and import refused it as an append of 1,001 calls
-    is refused (daemon/remote_checks.py), so the session stopped syncing to them for good. The cap is what an
-    app or a model may add now; what a log already holds is read as it is (its objects are bounded at 1 MiB
-    whatever a message holds), so the session syncs."""
-    from sessiond.api.messages import MAX_TOOL_CALLS
-    from sessiond.daemon import remote_checks
-    from sessiond.storage.database import Database
-    from sessiond.stores import FileStore
-    from sessiond.sync.engine import Syncer
-
-    store = str(tmp_path / "store")
-    dbs = [await Database.open(str(tmp_path / f"{n}.sqlite")) for n in "abc"]
-    dba, dbb, dbc = dbs
-    a = Syncer(dba, FileStore(store), str(tmp_path / "ka"), timeout=10)  # the older sessiond: no cap
-    # the others check what other devices wrote as the daemon's Syncer does (server.Daemon's check_remote)
-    b, c = (
-        Syncer(db, FileStore(store), str(tmp_path / f"k{n}"), timeout=10, check_remote=remote_checks.remote_log)
-        for db, n in ((dbb, "b"), (dbc, "c"))
-    )
-    try:
-        await a.start()
-        sid = (await dba.create_session({"name": "shared"}))["id"]
-        await dba.append_messages(sid, [{"role": "user", "content": "first", "tokens": 1}])
-        code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
-        await b.import_code(code, None)
-        n = MAX_TOOL_CALLS + 1
-        call = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
-        calls = [{"id": f"call_{i}", **call} for i in range(n)]
-        await dba.append_messages(sid, [{"role": "assistant", "content": "", "tool_calls": calls, "tokens": 1}])
-        await a.sync_now(sid, wait=True, timeout=10)
-        await b.pull(sid)  # refused on main: "tool_calls ... at most 1000 items"
-        await c.import_code(code, None)
-        for db in (dbb, dbc):
-            got = [m for m in await db.list_messages(sid) if m["role"] == "assistant"]
-            assert len(got) == 1 and got[0]["tool_calls"] == calls
-    finally:
-        for s in (a, b, c):
-            await s.stop()
-        for db in dbs:
-            await db.close()
-
-
 async def test_async_complete_stream_sends_the_question_when_awaited_or_entered_as_the_blocking_one(slow_stream):
     """Client.complete_stream() sends the question when it returns; AsyncClient's sent it only at the first
     step of its iteration, and had no `async with`. Now it is sent when awaited or entered (as
