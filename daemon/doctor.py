@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
 from ..stores.cid import digest
-from ..stores.errors import LyingServer, NoRelayAccount, StoreFull, describe_failure, failing
+from ..stores.errors import LyingServer, NoRelayAccount, StoreFull, describe_failure, failing, way_on
 from ..sync.errors import describe
 from ..sync.locations import relay_account_fix
 from ..sync.mirror import MirrorStore
@@ -109,12 +109,13 @@ async def check_store(
         return [finding("store", "problem", f"{which} {url} did not answer within {STORE_TIMEOUT:g} s", fix_down)]
     except (StoreError, OSError) as exc:
         if down is not None and failing(exc) and not isinstance(exc, StoreFull):  # a full store still reads
-            down[url] = describe_failure(exc, url)
+            down[url] = way_on(describe_failure(exc, url), not own)  # (not own: sessions imported through it)
         if not own and isinstance(exc, NoRelayAccount):  # a relay sessions were imported through: the import's fix
             return [
                 finding("store", "problem", f"{which} {url}: {describe(exc)}", relay_account(relay_account_fix(url)))
             ]
-        return [finding("store", "problem", f"{which} {url}: {describe(exc)}", settled_fix(exc, url, home) or fix_down)]
+        said = way_on(describe(exc), not own)  # a move of this device's store does not move imported sessions
+        return [finding("store", "problem", f"{which} {url}: {said}", settled_fix(exc, url, home) or fix_down)]
     return out + [check_clock(store)]
 
 

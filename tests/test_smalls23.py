@@ -140,6 +140,11 @@ def test_a_folder_store_a_session_was_imported_through_names_a_way_on_that_fits_
         assert "--change-store" not in said and "imported through" in said, (what, said)
     status = cli_json(b.home, "status")["sync"][sid]
     assert "--change-store" not in json.dumps(status) and "imported through" in status["last_error"], status
+    doctor = run_cli(b.home, "doctor", "--json")  # its store's finding, its pushes' and pulls', verify's
+    findings = [f for f in json.loads(doctor.stdout)["findings"] if f["level"] != "ok"]
+    assert {f["check"] for f in findings} >= {"store", "push", "verify"}, findings
+    for f in findings:
+        assert "--change-store" not in f["message"] and "imported through" in f["message"], f
 
 
 async def test_async_complete_stream_sends_the_question_when_awaited_or_entered_as_the_blocking_one(slow_stream):
