@@ -183,3 +183,29 @@ async def test_async_complete_stream_sends_the_question_when_awaited_or_entered_
         assert answer["interrupted"] is True, answer  # closed at the block's end: the generation stopped
         # unchanged: iterated without an await, it is sent at its first step
         assert "".join([x async for x in ac.complete_stream(sid, "three") if isinstance(x, str)]) == "echo: three"
+
+
+def test_doctor_s_fix_for_a_full_store_a_session_was_imported_through_fits_that_store(make_daemon, tmp_path):
+    """B's own store a folder, a session imported through a relay whose quota B's pushes fill: doctor's fix for
+    the push named the folder's remedy ("free space") and a move of B's own store (`--change-store`), neither
+    of which is that session's store: it names the relay's (its owner raises the quota) and a new share code."""
+    import json
+
+    from conftest import relay_served, run_cli
+
+    with relay_served(str(tmp_path / "relay"), "--open-registration", "--quota", "64K") as info:
+        a = make_daemon(info["url"]).start()
+        b = make_daemon(f"file://{tmp_path / 'own'}").start()
+        ca, cb = a.client(), b.client()
+        sid = ca.create_session(name="shared")["id"]
+        ca.append(sid, "user", "first")
+        assert ca.sync(sid, wait=True, timeout=10)["complete"]
+        code = ca.share(sid, write=True)["code"]
+        assert cli_json(b.home, "import", "--store", info["url"], input=code)["session"] == sid
+        cb.append(sid, "user", "z" * 200_000)  # past B's account's 64 KiB on the relay
+        res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "30", "--json")
+        assert res.returncode == 1 and "quota" in json.loads(res.stdout)["sessions"][sid]["last_error"], res.stdout
+        doctor = json.loads(run_cli(b.home, "doctor", "--json").stdout)["findings"]
+        (push,) = [f for f in doctor if f["check"] == "push" and sid in f["message"]]
+        assert "--change-store" not in push["fix"] and "free space" not in push["fix"], push
+        assert "--quota (sessiond serve)" in push["fix"] and "sessiond import" in push["fix"], push
