@@ -29,7 +29,8 @@ class ChatQuery(TypedDict, total=False):
 class Context(TypedDict):
     session: str
     chat: str
-    policy: NotRequired[dict]
+    policy: NotRequired[dict]  # the budget policy in force: the chat's own, else the session's, else the default
+    defaults: NotRequired[list[str]]  # the keys of `policy` neither the chat nor the session set
     compacted_upto: NotRequired[str | None]
     active_messages: NotRequired[int]
     active_tokens: NotRequired[int]

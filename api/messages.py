@@ -48,6 +48,11 @@ class ToolCall(TypedDict):
 
 
 ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)]
+# A message's calls as a log already holds them (another device's, read at a pull or an import): any number,
+# each checked as an append's. MAX_TOOL_CALLS bounds what an app or a model adds now; an older sessiond
+# recorded a model's answer of more, and the log's objects are bounded at 1 MiB whatever a message holds:
+# refused, such a session would never sync to another device again.
+StoredToolCalls = Annotated[list[ToolCall], Field(min_length=1)]
 # A model's calls' own fields from its provider, by call id: an object per call of the message, of the fields
 # the provider gave beside id, type and function (Gemini 3's `extra_content` with its thought signature,
 # which it must be sent back with the call), each at most 64 KiB as JSON and 30 levels deep (the daemon checks

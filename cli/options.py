@@ -7,11 +7,13 @@ import argparse
 import math
 import re
 import shlex
+from datetime import datetime
 from typing import Any
 
 from .errors import EXIT_USAGE, CliError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+EPOCH_LAST = 1e11  # the latest expires_at the daemon takes, in seconds since the epoch (api/sessions.py): year 5138
 YEARS_10 = 10 * 365 * 86400  # the daemon's longest expiry or idle time (api/types.py: not imported, no pydantic)
 
 
@@ -37,6 +39,26 @@ def span(secs: float) -> str:
             n = int(secs // size)
             return f"{n} {unit}{'' if n == 1 else 's'}"
     return f"{secs:g} second{'' if secs == 1 else 's'}"
+
+
+def instant(text: str) -> float:
+    """An argparse type: a point in time as ISO 8601 with its zone (2027-01-31T18:00:00Z, or +01:00 for a
+    zone's offset), as seconds since the epoch. One without a zone is refused, not read in this machine's
+    zone: a session's expiry syncs to devices in other zones, and the user meant one of them."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2027-01-31T18:00:00Z for UTC, 2027-01-31T19:00:00+01:00)"
+        ) from None
+    if t.tzinfo is None:
+        bare = t.strftime("%Y-%m-%dT%H:%M:%S")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone: give one, e.g. {bare}Z for UTC or {bare}+01:00 for a zone's offset"
+        )
+    if not 0 <= t.timestamp() <= EPOCH_LAST:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: give a time from 1970 to 5138")
+    return t.timestamp()
 
 
 def duration_in(low: float, high: float, unit_needed: bool = False):
@@ -203,6 +225,8 @@ SESSION_UNSET = {
     "tag": ("tag", ("tags",)),
     "metadata": ("metadata", ("metadata",)),
     "expires-in": ("expires_in", ("expires_at",)),
+    "expires-at": ("expires_at", ("expires_at",)),
+    "preferences": ("preferences", ("preferences",)),
     "token-quota": ("token_quota", ("policy", "token_quota")),
     "checkpoint-interval": ("checkpoint_interval", ("policy", "checkpoint_interval")),
     "idle-timeout": ("idle_timeout", ("policy", "idle_timeout")),
@@ -240,8 +264,11 @@ def option_error(args: Any, exc: Any) -> CliError | None:
             if rest.startswith("must not be empty:"):  # a model or user given as "": the API's null is --unset
                 unset = f" (--unset {name} clears it)" if hasattr(args, "unset") else ""
                 rest = rest.replace(" (null clears it)", unset)
+            if name == "expires-at":  # (the API's alternative, said as the CLI's)
+                rest = rest.replace("(or expires_in, seconds from now)", "(or --expires-in, a duration from now)")
             return CliError(f"--{name} {rest}", EXIT_USAGE)
-        if field.startswith((api + ".", api + "[")) and name == "metadata":  # a value inside the option's JSON
+        # a value inside the option's JSON
+        if field.startswith((api + ".", api + "[")) and name in ("metadata", "preferences"):
             return CliError(f"--{name}{field[len(api) :]} {rest}", EXIT_USAGE)
         if field.startswith(api + "[") and name == "tag":  # one of the --tag options given: named by its value
             value = _indexed(getattr(args, dest), field[len(api) :])
@@ -324,9 +351,10 @@ def unset_into(args, fields: dict, body: dict) -> dict:
     """`body` (a PATCH body) with a null for each `--unset OPTION`; an option both given and unset is a usage
     error, as is nothing to change at all."""
     for name in dict.fromkeys(getattr(args, "unset", None) or ()):
-        dest, path = fields[name]
-        if getattr(args, dest, None) is not None:
-            raise CliError(f"--{name} and --unset {name} contradict each other: give one of them", EXIT_USAGE)
+        path = fields[name][1]
+        for given, (other, other_path) in fields.items():  # (--expires-in and --expires-at set one field)
+            if other_path == path and getattr(args, other, None) is not None:
+                raise CliError(f"--{given} and --unset {name} contradict each other: give one of them", EXIT_USAGE)
         if len(path) == 1:
             body[path[0]] = None
         else:

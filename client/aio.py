@@ -4,7 +4,7 @@ use, so that importing the client stays standard library only). The same methods
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ..api.locate import default_home, resolve_home
 from .calls import (
@@ -226,7 +226,7 @@ class AsyncClient(Api):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._failure(exc, "GET", "/v1/appends") from None
 
-    async def complete_stream(
+    def complete_stream(
         self,
         sid: str,
         content: str | None = None,
@@ -235,23 +235,29 @@ class AsyncClient(Api):
         model: str | None = None,
         provider: str | None = None,
         idempotency_key: str | None = None,
-    ):
-        """As complete(), streamed: `async for text in c.complete_stream(...)` yields the answer as it
-        arrives; the last item is not text but the stored answer, a dict. Stop early with `await
-        stream.aclose()` (or `async with contextlib.aclosing(c.complete_stream(...)) as stream`): the
-        connection closes, and the daemon records what arrived, marked interrupted. Breaking out of the `async
-        for` alone closes it only once the app holds it no more (Python's rule for async generators); the
-        blocking client's stream closes at the break."""
+    ) -> AsyncCompletionStream:
+        """As complete(), streamed: `stream = await c.complete_stream(...)` sends the question (as
+        Client.complete_stream() does when it returns; `async with c.complete_stream(...) as stream` too, and
+        closes it at the block's end), then `async for text in stream` yields the answer as it arrives; the
+        last item is not text but the stored answer, a dict, which is also `stream.message`. Iterated without
+        an await, it is sent at its first step. Stop early with `await stream.aclose()` (or leave the `async
+        with`): the connection closes, and the daemon records what arrived, marked interrupted. Breaking out
+        of the `async for` alone does not close it."""
+        body = complete_body(content, chat, model, provider, True)
+        return AsyncCompletionStream(self, sid, body, key_for(idempotency_key))
+
+    async def _post_complete(self, sid: str, body: dict, key: str) -> tuple[Any, Any]:
+        """The question of a streamed answer sent: (its answer, the stored answer if it is no stream: a
+        JSON answer's, which raises if it is an error's)."""
         import aiohttp
 
-        holder = StreamedAnswer()
         path = f"/v1/sessions/{quote_id(sid)}/complete"
-        headers = {IDEMPOTENCY_HEADER: key_for(idempotency_key)}
+        headers = {IDEMPOTENCY_HEADER: key}
         for attempt in (0, 1):
             try:
                 resp = await self._http().post(
                     _url(path),
-                    json=complete_body(content, chat, model, provider, True),
+                    json=body,
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout),
                 )
@@ -261,17 +267,25 @@ class AsyncClient(Api):
                 # an append with its key is; the key makes the daemon store the question and ask the model
                 # once, whatever reached it the first time (daemon/complete.py)
                 if attempt or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], bool(attempt)) from None
+                    raise keyed(self._failure(exc, "POST", path), key, bool(attempt)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], bool(attempt)) from None
+                raise keyed(self._failure(exc, "POST", path), key, bool(attempt)) from None
+        if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+            return resp, None
         try:
-            if resp.status >= 400 or not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-                try:
-                    raw = await resp.read()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise self._failure(exc, "POST", path) from None
-                yield answer_of(resp.status, raw)
-                return
+            raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failure(exc, "POST", path) from None
+        finally:
+            resp.close()
+        return resp, answer_of(resp.status, raw)
+
+    async def _answer_events(self, resp: Any, sid: str, key: str):
+        """A streamed answer's texts as they arrive, then the stored answer (a dict)."""
+        import aiohttp
+
+        holder = StreamedAnswer()
+        try:
             parser = SseParser()
             try:
                 async for raw in resp.content:
@@ -285,14 +299,10 @@ class AsyncClient(Api):
                         yield holder.message
                         return
             except TimeoutError:
-                raise broken_answer(
-                    f"the daemon sent nothing for {self.timeout:g} s", sid, headers[IDEMPOTENCY_HEADER]
-                ) from None
+                raise broken_answer(f"the daemon sent nothing for {self.timeout:g} s", sid, key) from None
             except aiohttp.ClientError:
                 pass
-            raise broken_answer(
-                "the connection to the daemon broke in the middle of the answer", sid, headers[IDEMPOTENCY_HEADER]
-            )
+            raise broken_answer("the connection to the daemon broke in the middle of the answer", sid, key)
         finally:
             resp.close()  # early: the connection closes, and the daemon stops the generation
 
@@ -367,46 +377,92 @@ class AsyncClient(Api):
                     error = exc
 
 
-class AsyncEvents:
+class _SentLater:
+    """An async iterator over a request's answer, the request sent when awaited or entered (`async with`),
+    else at its first step (`_begin`: the answer and its items' async iterator); aclose() (or the `async
+    with`'s end) ends the iteration and closes the answer's connection."""
+
+    def __init__(self) -> None:
+        self.resp: Any = None  # the answer (aiohttp's response), once sent
+        self._items: Any = None  # its items, once sent
+        self._closed = False
+
+    async def _begin(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _seen(self, item: Any) -> None:
+        """An item on its way to the app."""
+
+    async def _send(self) -> Self:
+        if self._items is None and not self._closed:
+            self.resp, self._items = await self._begin()
+        return self
+
+    def __await__(self):
+        return self._send().__await__()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        await self._send()
+        if self._closed:
+            raise StopAsyncIteration
+        item = await self._items.__anext__()
+        self._seen(item)
+        return item
+
+    async def aclose(self) -> None:
+        """End the iteration and close the answer's connection."""
+        self._closed = True
+        if self._items is not None:
+            await self._items.aclose()
+        if self.resp is not None:
+            self.resp.close()  # (an answer sent but never read: its generator never began)
+
+    async def __aenter__(self) -> Self:
+        return await self._send()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+
+class AsyncEvents(_SentLater):
     """AsyncClient.events(): an async iterator of change events, subscribed when awaited or entered (`async
     with`), else at its first step. `last_event_id`: the last event read (or the stream's start), to resume
     after."""
 
     def __init__(self, client: AsyncClient, last_event_id: str | None, reconnect: bool, retry_for: float):
+        super().__init__()
         self._client, self._reconnect, self._retry_for = client, reconnect, retry_for
         self.last_event_id = last_event_id
-        self.resp: Any = None  # the stream open (aiohttp's response)
-        self._events: Any = None  # AsyncClient._events, once subscribed
-        self._closed = False
 
-    async def _subscribe(self) -> AsyncEvents:
-        if self._events is None and not self._closed:
-            self.resp = await self._client._event_stream(self.last_event_id)
-            self._events = self._client._events(self.resp, self, self._reconnect, self._retry_for)
-        return self
+    async def _begin(self) -> tuple[Any, Any]:
+        resp = await self._client._event_stream(self.last_event_id)
+        return resp, self._client._events(resp, self, self._reconnect, self._retry_for)
 
-    def __await__(self):
-        return self._subscribe().__await__()
 
-    def __aiter__(self) -> AsyncEvents:
-        return self
+class AsyncCompletionStream(_SentLater):
+    """AsyncClient.complete_stream(): a streamed answer, its question sent when awaited or entered (`async
+    with`), as Client.complete_stream() sends it when it returns, else at its first step. Its items: the
+    answer's texts as they arrive, then the stored answer (a dict), also kept as `.message`. aclose() (or
+    the `async with`'s end) early stops the generation: the daemon records what arrived, marked interrupted."""
 
-    async def __anext__(self) -> dict:
-        await self._subscribe()
-        if self._closed:
-            raise StopAsyncIteration
-        return await self._events.__anext__()
+    def __init__(self, client: AsyncClient, sid: str, body: dict, key: str):
+        super().__init__()
+        self._client, self._sid, self._body, self._key = client, sid, body, key
+        self.message: dict | None = None
 
-    async def aclose(self) -> None:
-        """End the iteration and close the stream's connection."""
-        self._closed = True
-        if self._events is not None:
-            await self._events.aclose()
-        if self.resp is not None:
-            self.resp.close()  # (a stream subscribed but never read: the generator never entered it)
+    async def _begin(self) -> tuple[Any, Any]:
+        resp, answered = await self._client._post_complete(self._sid, self._body, self._key)
+        if answered is not None:  # a JSON answer (no stream: the model's whole answer at once), its one item
+            return resp, _one(answered)
+        return resp, self._client._answer_events(resp, self._sid, self._key)
 
-    async def __aenter__(self) -> AsyncEvents:
-        return await self._subscribe()
+    def _seen(self, item: Any) -> None:
+        if isinstance(item, dict):
+            self.message = item
 
-    async def __aexit__(self, *exc) -> None:
-        await self.aclose()
+
+async def _one(item: Any):
+    yield item

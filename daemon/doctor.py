@@ -18,7 +18,7 @@ from ..storage.errors import held_said
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
 from ..stores.cid import digest
-from ..stores.errors import LyingServer, NoRelayAccount, StoreFull, describe_failure, failing
+from ..stores.errors import LyingServer, NoRelayAccount, StoreFull, describe_failure, failing, way_on
 from ..sync.errors import describe
 from ..sync.locations import relay_account_fix
 from ..sync.mirror import MirrorStore
@@ -110,12 +110,13 @@ async def check_store(
         return [finding("store", "problem", f"{which} {url} did not answer within {STORE_TIMEOUT:g} s", fix_down)]
     except (StoreError, OSError) as exc:
         if down is not None and failing(exc) and not isinstance(exc, StoreFull):  # a full store still reads
-            down[url] = describe_failure(exc, url)
+            down[url] = way_on(describe_failure(exc, url), not own)  # (not own: sessions imported through it)
         if not own and isinstance(exc, NoRelayAccount):  # a relay sessions were imported through: the import's fix
             return [
                 finding("store", "problem", f"{which} {url}: {describe(exc)}", relay_account(relay_account_fix(url)))
             ]
-        return [finding("store", "problem", f"{which} {url}: {describe(exc)}", settled_fix(exc, url, home) or fix_down)]
+        said = way_on(describe(exc), not own)  # a move of this device's store does not move imported sessions
+        return [finding("store", "problem", f"{which} {url}: {said}", settled_fix(exc, url, home) or fix_down)]
     return out + [check_clock(store)]
 
 
@@ -164,24 +165,36 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
     waiting = 0
     unpushed: dict[tuple[str, str | None], list[tuple[str, int]]] = {}  # (last error, fix) -> [(session, pending)]
     for sid, st in sorted(states.items()):
+        # the store the session syncs through: the one it was imported from (which a move of this device's own
+        # does not leave: the fixes say so), else this daemon's
+        imported = None
+        if st.get("pull_error") or (st.get("pending") and st.get("last_error")):
+            remote = await daemon.db.remote(sid)
+            imported = remote["store_url"] if remote else None
         if st.get("pull_error"):
             relay_fix = daemon.syncer.pull_failure_fix(sid)
             failure = daemon.syncer.pull_failure(sid)
             # a store failing in a way waiting does not mend (a revoked account, full, ...): what mends it, as a
             # push's; a relay refusing this device for want of an account there: its invite (pull_fix)
-            settled = settled_fix(failure[0], shown_url(failure[1]), home) if failure and not relay_fix else None
+            settled = (
+                settled_fix(failure[0], shown_url(imported or failure[1]), home, own=not imported)
+                if failure and not relay_fix
+                else None
+            )
+            kind = daemon.syncer.pull_failure_kind(sid)
             out.append(
                 finding(
                     "push",
                     "problem",
                     f"session {sid}: cannot pull what other devices wrote: {st['pull_error']}",
-                    settled or pull_fix(daemon.syncer.pull_failure_kind(sid), sid, relay_fix=relay_fix),
+                    settled or pull_fix(kind, sid, relay_fix=relay_fix, own=not imported),
                 )
             )
         if not st.get("pending"):
             continue
         if st.get("last_error"):
-            fix = settled_fix(daemon.syncer.last_failure(sid), shown_url(daemon.syncer.ctx.store.url), home)
+            url = shown_url(imported or daemon.syncer.ctx.store.url)
+            fix = settled_fix(daemon.syncer.last_failure(sid), url, home, own=not imported)
             unpushed.setdefault((st["last_error"], fix), []).append((sid, st["pending"]))
         else:
             waiting += 1

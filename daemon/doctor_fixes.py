@@ -39,15 +39,30 @@ def for_home(fix: str | None, home: str) -> str | None:
     return _COMMAND.sub(lambda m: m.group() if m.group(1) == "serve" else f"{m.group()} {home_arg}", fix)
 
 
-def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
+_ANEW_WHY = "a session imported through a store syncs through it, whatever store this device uses"
+
+
+def _import_anew(through: str) -> str:
+    """The way off a store that sessions were imported through (not this device's own, which MOVE moves):
+    a new share code through another store, imported."""
+    code = "a new share code of the session from its owner"
+    return f"sessiond import < code.txt  # {code}, through {through}: {_ANEW_WHY}"
+
+
+def settled_fix(exc: BaseException | None, url: str, home: str, *, own: bool = True) -> str | None:
     """What mends `exc`, a failure of the store at `url` that waiting does not mend; None for any other
-    (the caller's `sync --wait`, once the store answers again)."""
+    (the caller's `sync --wait`, once the store answers again). `own`: this daemon's store, else one
+    sessions were imported through, which a move of this device's store (MOVE) does not leave."""
     if isinstance(exc, StoreFull):
         where = "its owner raises this device's --quota (sessiond serve)" if url.startswith("s5+") else "free space"
-        return (
-            f"sessiond gc  # frees the objects this device's logs let go; if the store is still full: {where},"
-            f" or move this device to another store: {MOVE}"
+        away = (
+            f"move this device to another store: {MOVE}"
+            if own
+            else "import a new share code of the session from its owner, through another store (sessiond import <"
+            f" code.txt): {_ANEW_WHY}"
         )
+        gc = "sessiond gc  # frees the objects this device's logs let go"
+        return f"{gc}; if the store is still full: {where}, or {away}"
     if isinstance(exc, AccountRevoked):
         return (
             "sessiond serve revoke --undo ACCOUNT --data DIR  # by the relay's owner, on its server: this"
@@ -83,9 +98,11 @@ def settled_fix(exc: BaseException | None, url: str, home: str) -> str | None:
             " (every head is one): start it online; then sessiond sync --wait"
         )
     if isinstance(exc, LyingServer):
+        if not own:
+            return _import_anew("a store you trust (this one answers what does not verify; or ask its operator)")
         return f"{MOVE}  # to a store you trust: this one answers what does not verify; or have its operator check it"
     if isinstance(exc, (ObjectTooLarge, ReadOnlyStore)):
-        return f"{MOVE}  # a store that takes this device's writes"
+        return f"{MOVE}  # a store that takes this device's writes" if own else _import_anew("a store that takes them")
     return None
 
 
@@ -99,9 +116,10 @@ def relay_account(said: str, sid: str | None = None) -> str:
     )
 
 
-def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None) -> str:
+def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: bool = True) -> str:
     """What mends a session's failed pull, by the failure's kind (sync/errors.ImportError_); `relay_fix`: the
-    failure's own fix when it is a relay refusing this device for want of an account there (relay_account)."""
+    failure's own fix when it is a relay refusing this device for want of an account there (relay_account);
+    `own`: the session syncs through this daemon's store, not one it was imported through (settled_fix)."""
     if relay_fix is not None:
         return relay_account(relay_fix, sid)
     if kind == "revoked":
@@ -118,8 +136,10 @@ def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None) -> str
         # (a writer's notice naming an author that does not claim it: it stays, and no new share code helps)
         return f"sessiond sync --wait {sid}  # the rekeying device's head may not be in the store yet; " + fork_way(sid)
     if kind in ("forged", "replayed", "damaged", "invalid", "malformed"):
+        keep = MOVE if own else "a new share code of it through a store you trust, imported"
+        keep += "" if own else " (sessiond import < code.txt)"
         return (
             f"sessiond verify {sid}  # names what is wrong; a store serving forged or old heads is not one to keep:"
-            f" {MOVE}"
+            f" {keep}"
         )
     return f"sessiond sync --wait {sid}"

@@ -24,7 +24,7 @@ from .validate import _known, chat_spec, initial_messages, json_value, obj, sett
 _SESSION_TEXT = ("user", "name", "system_prompt", "model")
 _TIME = checker(Number(0, 1e11))
 _COUNT = checker(Whole(0, INT_MAX))
-_TOOL_CALLS = checker(message_models.ToolCalls)
+_TOOL_CALLS = checker(message_models.StoredToolCalls)  # (not capped: an older sessiond's answers hold more)
 
 
 def _session_fields(b: dict, where: str) -> None:

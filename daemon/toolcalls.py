@@ -160,7 +160,7 @@ class Answered:
 
 def of_answer(calls: Any, indexes: list[int] | None = None) -> Answered:
     """A model's answer's tool calls: each whole one kept (one given no id gets one, in the answer's own
-    call too), up to MAX_TOOL_CALLS (as an append's: another device's pull refuses a message of more), the
+    call too), up to MAX_TOOL_CALLS (as an append's; a pull reads an older sessiond's message of more), the
     others dropped with the reason; `indexes`: each call's index in the model's list."""
     if not isinstance(calls, list) or not calls:
         return Answered()
@@ -169,7 +169,7 @@ def of_answer(calls: Any, indexes: list[int] | None = None) -> Answered:
     own: dict = {}
     for i, c in enumerate(calls):
         _named_id(c)
-        if len(out) == MAX_TOOL_CALLS:  # one message holds no more: every other device's pull would refuse it
+        if len(out) == MAX_TOOL_CALLS:  # one message holds no more, as an app's append
             dropped.append({"index": indexes[i] if indexes else i, "reason": TOO_MANY})
             continue
         try:

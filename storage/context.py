@@ -16,8 +16,14 @@ from .tokens import Estimator, counted_text
 from .tokens import get as get_estimator
 
 DEFAULT_CONTEXT_MARGIN = 0.8
+# what a chat's budget policy is when neither the chat nor its session sets a key: no budget, compaction (when
+# one is set) down to 80 % of it, automatic
+POLICY_DEFAULTS = {"max_context_tokens": None, "context_margin": DEFAULT_CONTEXT_MARGIN, "auto_compact": True}
 DEFAULT_ESTIMATE = get_estimator()  # the daemon's own (config.toml's token_estimator) is Connections.estimate
+# the token quota's warning levels, each from its fraction of the quota used up: the one definition, which
+# warning_level and the quota's answer (its `thresholds`) both read
 WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
+THRESHOLDS = {name: limit for limit, name in reversed(WARNING_LEVELS) if limit}
 
 
 def warning_level(used: int, quota: int | None) -> str:
@@ -264,7 +270,9 @@ class Context:
         return {
             "session": sid,
             "chat": chat,
-            "policy": p,
+            # the values in force (the chat's own, else the session's, else the default), and which are defaults
+            "policy": {k: POLICY_DEFAULTS[k] if p.get(k) is None else p[k] for k in CHAT_POLICY_KEYS},
+            "defaults": [k for k in CHAT_POLICY_KEYS if p.get(k) is None],
             "compacted_upto": message_id(cut[1], cut[2]) if cut else None,
             "active_messages": len(rows),
             "active_tokens": sum(r[4] for r in rows),
@@ -314,5 +322,5 @@ class Context:
             "token_quota": quota,
             "remaining": max(0, quota - used) if quota else None,  # (a model's answer may pass the quota)
             "level": warning_level(used, quota),
-            "thresholds": {"warning": 0.7, "critical": 0.9, "exhausted": 1.0},
+            "thresholds": dict(THRESHOLDS),
         }

@@ -246,7 +246,9 @@ class Messages:
                     await _check_room(tx, self.c.limits, sid, c, adding, cap)
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
-            if quota and used + new_tokens > quota and not (answer or importing):
+            # one rule: a quota used up (100 %: `exhausted`) takes nothing more, a 0-token append neither, as a
+            # question to a model is refused from 100 % on; below it an append is taken if it fits
+            if quota and (used >= quota or used + new_tokens > quota) and not (answer or importing):
                 raise QuotaExceeded(
                     (
                         f"{quota_exhausted(sid, used, quota)}. "

@@ -14,9 +14,6 @@ class NewerSchema(Exception):
         self.version = version
 
 
-WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
-
-
 # (migration 17's triggers) a message's old content and tool text out of the index, unless it is pending
 UNINDEX_OLD = (
     "INSERT INTO messages_fts(messages_fts, rowid, content, tool_text)"

@@ -73,6 +73,18 @@ class FolderDenied(StoreError):
 
 
 MOVE_STORE = "move this device to another store (restart the daemon with `--store URL --change-store`)"
+# MOVE_STORE's place in a failure of a session imported through a store other than this daemon's: that session
+# syncs through the store it was imported from, whatever store this device uses, so only a new code moves it
+IMPORTED_WAY = (
+    "ask the session's owner for a new share code, through a store this device reaches, and `sessiond import` it"
+    " (this session was imported through that store and syncs through it, not through this device's own store)"
+)
+
+
+def way_on(said: str, imported: bool) -> str:
+    """A failure as said of a session: `imported` (through another store than this daemon's), its way on
+    the one that fits it, not a move of this device's store, which does not move the session."""
+    return said.replace(MOVE_STORE, IMPORTED_WAY) if imported else said
 
 
 def folder_error(what: str, where: str, exc: OSError) -> StoreError:

@@ -26,7 +26,7 @@ from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..storage.redact import scrub_text
 from ..stores import Store
-from ..stores.errors import StoreError, failure_kind
+from ..stores.errors import StoreError, failure_kind, way_on
 from .bounded import KeyedLocks
 from .errors import fix_said, no_relay_account
 from .keys import KeyStore
@@ -75,13 +75,22 @@ class SyncContext:
     _opened_with: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
     _closing: set[asyncio.Task] = field(default_factory=set)  # stores replaced, being closed
 
-    def pull_failed(self, sid: str, exc: BaseException) -> str:
+    async def imported_elsewhere(self, sid: str) -> bool:
+        """Whether session `sid` was imported through a store other than this daemon's (and syncs through it)."""
+        remote = await self.db.remote(sid)
+        return bool(remote and remote["store_url"])
+
+    def pull_failed(self, sid: str, exc: BaseException, *, imported: bool = False) -> str:
         """Record why a pull of `sid` failed; returns the message (as shown: status, `sync --wait` and doctor
-        show it, which the log's scrubbing never sees, so the secrets this process knows are hidden here)."""
+        show it, which the log's scrubbing never sees, so the secrets this process knows are hidden here).
+        `imported`: `sid` syncs through a store it was imported from (imported_elsewhere), and the way on is
+        said as fits it."""
         msg = scrub_text(str(exc) or type(exc).__name__)
         fix = getattr(exc, "fix", None)
         if fix:  # (said in the message too, as an import's error says it: status and `sync --wait` show that)
+            fix = way_on(fix, imported)
             msg = f"{msg}; {fix_said(fix)}"
+        msg = way_on(msg, imported)
         if fix and no_relay_account(exc):  # (any other: doctor says the fix by its kind, doctor_fixes.pull_fix)
             self.pull_fixes[sid] = fix
         else:

@@ -301,7 +301,7 @@ class Syncer:
             await self.follower.pull(sid)
             self.ctx.pull_ok(sid)
         except Exception as exc:
-            self.ctx.pull_failed(sid, exc)
+            self.ctx.pull_failed(sid, exc, imported=await self.ctx.imported_elsewhere(sid))
 
     # ---------------------------------------------------------------- the parts' public methods
     async def push(self, sid: str, *, compact: bool = True, force: bool = False) -> dict:

@@ -341,7 +341,7 @@ class Follower:
                     raise
                 except Exception as exc:
                     before = ctx.pull_errors.get(sid)
-                    msg = ctx.pull_failed(sid, exc)
+                    msg = ctx.pull_failed(sid, exc, imported=await ctx.imported_elsewhere(sid))
                     if before != msg:
                         log.warning("pull failed", extra={"session": sid, "error": msg})
                         ctx.on_event({"type": "sync.error", "session": sid, "error": msg})

@@ -14,7 +14,7 @@ import logging
 import time
 
 from ..storage.redact import scrub_text
-from ..stores.errors import StoreTimeout, describe_failure, failing, settled
+from ..stores.errors import MOVE_STORE, StoreTimeout, describe_failure, failing, settled, way_on
 from .context import SyncContext
 from .errors import describe
 from .fetch import BEHIND
@@ -45,6 +45,8 @@ class SyncStatus:
     # ---------------------------------------------------------------- told by the push queue
     async def failed(self, sid: str, exc: BaseException, delay: float) -> None:
         msg = describe(exc)
+        if MOVE_STORE in msg:  # (a session imported through another store: moving this device's does not help)
+            msg = way_on(msg, await self.ctx.imported_elsewhere(sid))
         self._errors[sid] = msg
         self._causes[sid] = exc.with_traceback(None)  # its class and message, not every frame it passed
         if settled(exc):

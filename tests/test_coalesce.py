@@ -193,6 +193,11 @@ async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
     )
     ctx.pull_failed = partial(SyncContext.pull_failed, ctx)  # the context's own bookkeeping of failed pulls
     ctx.pull_ok = partial(SyncContext.pull_ok, ctx)
+
+    async def imported_elsewhere(sid):  # (no database here: every session syncs through this device's store)
+        return False
+
+    ctx.imported_elsewhere = imported_elsewhere
     f = follower_mod.Follower(ctx, None, None, interval=1.0)
     f.pull = pull
     sids = [f"s{i}" for i in range(20)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -503,20 +504,8 @@ async def test_a_bad_operation_from_another_device_is_refused_at_pull(tmp, field
     refused when pulled and when imported: nothing of it is applied, and the daemon goes on."""
     from sessiond.sync.share import ImportError_
 
-    store_path = os.path.join(tmp, "store")
-    dba = await Database.open(os.path.join(tmp, "a.sqlite"))
-    dbb = await Database.open(os.path.join(tmp, "b.sqlite"))
-    dbc = await Database.open(os.path.join(tmp, "c.sqlite"))
-    a = Syncer(dba, FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
-    # the daemon's check of what other devices wrote, as server.Daemon gives it to its Syncer
-    b = Syncer(dbb, FileStore(store_path), os.path.join(tmp, "kb"), timeout=10, check_remote=remote_checks.remote_log)
-    c = Syncer(dbc, FileStore(store_path), os.path.join(tmp, "kc"), timeout=10, check_remote=remote_checks.remote_log)
-    try:
-        await a.start()
-        sid = (await dba.create_session({"name": "shared"}))["id"]
-        await dba.append_messages(sid, [{"role": "user", "content": "first", "tokens": 1}])
-        code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
-        await b.import_code(code, None)
+    async with _checked_readers(tmp) as (a, b, c, sid, code):
+        dba, dbb, dbc = a.db, b.db, c.db
         await dba.append_messages(sid, [{"role": "user", "content": "after", "tokens": 1}])
         await dba.update_session(sid, fields)  # past the API's checks
         await a.sync_now(sid, wait=True, timeout=10)
@@ -530,12 +519,53 @@ async def test_a_bad_operation_from_another_device_is_refused_at_pull(tmp, field
             await c.import_code(code, None)
         assert expect in str(e.value)
         assert await dbc.session_ids() == []
+
+
+@contextlib.asynccontextmanager
+async def _checked_readers(tmp: str):
+    """Three devices on one folder store: A writes unchecked (an older or hostile sessiond: its database's
+    own calls, past the API's checks) and shared a session read-only with B, which imported it; B and C
+    check what other devices wrote as the daemon does (server.Daemon's check_remote), C has imported
+    nothing. Yields (a, b, c, the session's id, its code)."""
+    store_path = os.path.join(tmp, "store")
+    dbs = [await Database.open(os.path.join(tmp, f"{n}.sqlite")) for n in "abc"]
+    a = Syncer(dbs[0], FileStore(store_path), os.path.join(tmp, "ka"), timeout=10)
+    b, c = (
+        Syncer(db, FileStore(store_path), os.path.join(tmp, f"k{n}"), timeout=10, check_remote=remote_checks.remote_log)
+        for db, n in zip(dbs[1:], "bc", strict=True)
+    )
+    try:
+        await a.start()
+        sid = (await a.db.create_session({"name": "shared"}))["id"]
+        await a.db.append_messages(sid, [{"role": "user", "content": "first", "tokens": 1}])
+        code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+        await b.import_code(code, None)
+        yield a, b, c, sid, code
     finally:
-        await a.stop()
-        await b.stop()
-        await c.stop()
-        for db in (dba, dbb, dbc):
+        for syncer in (a, b, c):
+            await syncer.stop()
+        for db in dbs:
             await db.close()
+
+
+async def test_a_message_an_older_sessiond_wrote_with_more_than_1000_tool_calls_syncs(tmp):
+    """An answer of 1,001 tool calls, as an older sessiond recorded it before answers were capped at 1,000
+    (api/messages.MAX_TOOL_CALLS): every other device's pull and import refused it as an append of 1,001 calls
+    is refused (daemon/remote_checks.py), so the session stopped syncing to them for good. The cap is what an
+    app or a model may add now; what a log already holds is read as it is (its objects are bounded at 1 MiB
+    whatever a message holds), so the session syncs."""
+    from sessiond.api.messages import MAX_TOOL_CALLS
+
+    async with _checked_readers(tmp) as (a, b, c, sid, code):
+        call = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+        calls = [{"id": f"call_{i}", **call} for i in range(MAX_TOOL_CALLS + 1)]
+        await a.db.append_messages(sid, [{"role": "assistant", "content": "", "tool_calls": calls, "tokens": 1}])
+        await a.sync_now(sid, wait=True, timeout=10)
+        await b.pull(sid)  # was refused: "tool_calls has more than 1000 items"
+        await c.import_code(code, None)
+        for db in (b.db, c.db):
+            got = [m for m in await db.list_messages(sid) if m["role"] == "assistant"]
+            assert len(got) == 1 and got[0]["tool_calls"] == calls
 
 
 async def test_expiry_check_survives_a_stored_bad_value(tmp):

@@ -18,6 +18,7 @@ from ..options import (
     add_unset,
     count,
     duration_in,
+    instant,
     policy_of,
     settings_of,
     unset_into,
@@ -45,10 +46,24 @@ def _add_session_options(p, *, change: bool) -> None:
         help="a JSON object that replaces the session's metadata whole" if change else "metadata as a JSON object",
     )
     p.add_argument(
+        "--preferences",
+        help="a JSON object that replaces the session's preferences whole"
+        if change
+        else "preferences as a JSON object",
+    )
+    expiry = p.add_mutually_exclusive_group()
+    expiry.add_argument(
         "--expires-in",
         type=duration_in(1, YEARS_10, unit_needed=True),
         dest="expires_in",
         help=f"expire {'this long from now' if change else 'after this long'} (1 second to 10 years, e.g. 7d)",
+    )
+    expiry.add_argument(
+        "--expires-at",
+        type=instant,
+        dest="expires_at",
+        metavar="TIME",
+        help="expire at this time: ISO 8601 with its zone, e.g. 2027-01-31T18:00:00Z or 2027-01-31T19:00:00+01:00",
     )
     p.add_argument("--provider", help="the provider that answers it (a [providers.NAME] in config.toml)")
     add_settings(p)
@@ -62,7 +77,9 @@ def register(commands: Commands) -> None:
     _add_session_options(p, change=False)
 
     p = commands.add(
-        "set", cmd_set, "change a session's name, prompt, model, settings, tags or metadata (--unset clears one)"
+        "set",
+        cmd_set,
+        "change a session's name, prompt, model, settings, tags, metadata, preferences or expiry (--unset clears one)",
     )
     p.add_argument("id")
     _add_session_options(p, change=True)
@@ -102,8 +119,10 @@ def cmd_new(args) -> int:
         tags=args.tag or None,
         settings=settings_of(args),
         metadata=json_arg(args.metadata, "--metadata"),
+        preferences=json_arg(args.preferences, "--preferences"),
         initial_messages=_initial(args.initial),
         expires_in=args.expires_in,
+        expires_at=args.expires_at,
         policy=policy_of(args) or None,
     )
     s = client(args).create_session(**spec)
@@ -135,8 +154,11 @@ def cmd_set(args) -> int:
         fields["settings"] = settings_of(args)
     if args.metadata is not None:
         fields["metadata"] = json_arg(args.metadata, "--metadata")
-    if args.expires_in is not None:
-        fields["expires_in"] = args.expires_in
+    if args.preferences is not None:
+        fields["preferences"] = json_arg(args.preferences, "--preferences")
+    for key in ("expires_in", "expires_at"):
+        if getattr(args, key) is not None:
+            fields[key] = getattr(args, key)
     if policy_of(args):
         fields["policy"] = policy_of(args)
     unset_into(args, SESSION_UNSET, fields)
@@ -240,6 +262,8 @@ def cmd_show(args) -> int:
         )
     if s["metadata"]:
         lines.append(f"metadata:      {safe(json.dumps(s['metadata'], ensure_ascii=False))}")
+    if s.get("preferences"):
+        lines.append(f"preferences:   {safe(json.dumps(s['preferences'], ensure_ascii=False))}")
     emit(args, s, "\n".join(lines))
     return 0
 
