@@ -3,7 +3,9 @@
 POST /openai/v1/chat/completions and GET /openai/v1/models, on the daemon's socket and, when config.toml
 sets openai_listen = "HOST:PORT", on that TCP address behind a bearer key kept in the home (0600, made on
 the first start). A request names its session with the X-Sessiond-Session header, or gets a new one,
-whose id comes back in the same header. The request goes on to the session's provider (a stream chunk by
+whose id comes back in the same header; and it names its chat with X-Sessiond-Chat (an id or a name, as the
+CLI picks chats), else it goes to the session's current chat, which it never switches; the chat's id comes
+back in the same header. The request goes on to the session's provider (a stream chunk by
 chunk, as each arrives), and the session records only what is new: apps resend the whole history with
 every call, so the request's messages are matched against the chat's stored history (role and
 content and tool calls, from the start) and only the suffix past what is stored is appended, then the
@@ -42,12 +44,12 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
+from .openai_names import chat_named, chat_of, named, session_named
 from .provider_config import ProviderError
 from .providers import usage_of
 from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
-SESSION_HEADER = "X-Sessiond-Session"
 PREFIX = "/openai/v1"
 
 _TYPES = {
@@ -66,16 +68,14 @@ def oai_error(
     """OpenAI's error shape; `more`: its `param`, and fields of sessiond's own beside OpenAI's in the error
     object (`completion`: a refused answer's)."""
     typ = "insufficient_quota" if code == "quota_exceeded" else _TYPES.get(status, "api_error")
-    h = dict(headers or {})
-    if sid:
-        h[SESSION_HEADER] = sid
+    h = {**(headers or {}), **named(sid)}
     return web.json_response(
         {"error": {"message": message, "type": typ, "param": None, "code": code, **more}}, status=status, headers=h
     )
 
 
-def _from(exc: SessiondError, sid: str | None, **more: object) -> web.Response:
-    headers = {}
+def _from(exc: SessiondError, sid: str | None, chat: str | None = None, **more: object) -> web.Response:
+    headers = named(None, chat)  # (the session's: oai_error's)
     details = exc.details if isinstance(exc.details, dict) else {}
     after = details.get("retry_after")
     if after is not None:
@@ -286,23 +286,16 @@ def _compat(request: web.Request) -> Compat:
     return request.app[DAEMON_KEY].compat
 
 
-def _session_named(request: web.Request) -> str | None:
-    """The session the X-Sessiond-Session header names; None without the header. An empty one names no
-    session and is refused: read as absent, it made a new session, apart from the one the app meant."""
-    sid = request.headers.get(SESSION_HEADER)
-    if sid == "":
-        raise Invalid(f"{SESSION_HEADER} is empty: give a session id, or leave the header out for a new session")
-    return sid
-
-
 async def models(request: web.Request) -> web.Response:
     d = request.app[DAEMON_KEY]
     sid = None
     try:
-        sid = _session_named(request)
+        sid = session_named(request)
+        ref = chat_named(request, sid)
         session = await d.db.get_session(sid) if sid is not None else {}
-        # the provider a question to the session would go to now: its current chat's own, else the session's
-        chat = await d.db.get_chat(sid, session["current_chat"]) if sid is not None else None
+        # the provider a question to the session would go to now: its chat's own (the one named, else the
+        # current one), else the session's
+        chat = await chat_of(d, sid, session, ref) if sid is not None else None
         p = provider_for(d, session, request.query.get("provider") or None, chat)  # (`sessiond models --provider`)
         return web.json_response(await d.providers.models(p))
     except SessiondError as exc:
@@ -321,9 +314,10 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
     from .routes.common import DuplicateKey, json_error, loads, read_body  # (routes/ imports this module)
 
     d = request.app[DAEMON_KEY]
-    sid = None
+    sid = chat_id = None
     try:
-        sid = _session_named(request)
+        sid = session_named(request)
+        chat_ref = chat_named(request, sid)
         raw = await read_body(request)
         try:
             body = loads(raw)
@@ -361,8 +355,10 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 # (storage/closing.py: gone, ended or revoked, the app told so, the provider not asked)
                 await d.ops.closing.settled(sid)
                 session = await d.db.get_session(sid)
-            chat_id = session["current_chat"]
-            chat = await d.db.get_chat(sid, chat_id)
+            # the chat named, else the current one; the session's current chat is left as it is, so that
+            # apps on several chats of one session never race each other's switches
+            chat = await chat_of(d, sid, session, chat_ref)
+            chat_id = chat["id"]
             await check_writable(d.db, session)
             check_quota(session)
             # only as much history as the request has messages can match it: a read of O(request), not
@@ -399,13 +395,13 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 await ahead.drop()
                 raise
     except SessiondError as exc:
-        return _from(exc, sid)
+        return _from(exc, sid, chat_id)
     if not stream:
         try:
             async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
                 data = await ahead.answer()
         except ProviderError as exc:
-            return await _failed(d, exc, sid, made)
+            return await _failed(d, exc, plan, made)
         if watch.gone:
             await ahead.drop()
             return left(plan)
@@ -417,19 +413,19 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             await record_whole(d, plan, text, usage_of(data), started=started, calls=calls)
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape, with
             # the answer the app would have had (the chat.completion, as it came) in it: paid for, still its own
-            return _from(exc, sid, completion=data)
-        return web.json_response(data, headers={SESSION_HEADER: sid})
+            return _from(exc, sid, chat_id, completion=data)
+        return web.json_response(data, headers=named(sid, chat_id))
     return await _stream(request, d, plan, body, ahead, started, made)
 
 
-async def _failed(d, exc: ProviderError, sid: str, made: bool) -> web.Response:
+async def _failed(d, exc: ProviderError, plan: Plan, made: bool) -> web.Response:
     """A provider's failure before any answer. A session this request made is deleted, with the question it
     holds: its id would reach the app only in this error's header, which SDKs do not read, and each of their
     retries (of a 429 or 5xx) would make another."""
     if made:
-        await d.ops.delete_session(sid)
+        await d.ops.delete_session(plan.sid)
         return _from(exc, None)
-    return _from(exc, sid)
+    return _from(exc, plan.sid, plan.chat)
 
 
 async def _stream(
@@ -443,7 +439,7 @@ async def _stream(
             head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
-        return await _failed(d, exc, plan.sid, made)
+        return await _failed(d, exc, plan, made)
     except BaseException:
         await ahead.drop()
         raise
@@ -451,7 +447,8 @@ async def _stream(
         await ahead.drop()
         return left(plan)
     resp = web.StreamResponse(
-        status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", SESSION_HEADER: plan.sid}
+        status=200,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **named(plan.sid, plan.chat)},
     )
 
     def event_of(raw: bytes, chunk: dict, text: str, usage: dict | None) -> bytes | None:
