@@ -7,7 +7,10 @@ stays as it was. Driven with the official `openai` client, over TCP (openai_list
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
+import urllib.parse
 
 import openai
 import pytest
@@ -179,3 +182,31 @@ def test_refusals(served):
         )
     assert ended.value.code == "conflict" and "ended" in ended.value.body["message"], ended.value.body
     assert len(p.requests) == asked
+
+
+def test_a_chat_named_outside_ascii(served):
+    """A name outside ASCII, sent as its UTF-8 bytes (as curl sends it; the SDK's HTTP library sends ASCII
+    headers only, so an SDK app names such a chat by its id), picks the chat; the answer names it by its id."""
+    d, p = served
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    cid = c.create_chat(sid, name="résumé")["id"]
+    info = cli_json(d.home, "status")["openai"]
+    url = urllib.parse.urlsplit(info["base_url"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        body = json.dumps({"model": "echo-1", "messages": [{"role": "user", "content": "é"}]}).encode()
+        conn.putrequest("POST", url.path + "/chat/completions")
+        conn.putheader("Authorization", "Bearer " + open(info["api_key_file"]).read().strip())
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.putheader("X-Sessiond-Session", sid)
+        conn.putheader("X-Sessiond-Chat", "résumé".encode())
+        conn.endheaders(body)
+        r = conn.getresponse()
+        answer = json.loads(r.read())
+        assert r.status == 200, answer
+        assert r.headers["X-Sessiond-Chat"] == cid
+    finally:
+        conn.close()
+    assert _texts(c, sid, cid) == [("user", "é"), ("assistant", "echo: é")]
