@@ -25,7 +25,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Invalid, SessiondError
+from ..storage.errors import Invalid, LimitReached, SessiondError
 from ..storage.fsutil import atomic_write
 from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
@@ -341,6 +341,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:
                 raise Invalid("model is required")
+            _fits_a_chat(d, msgs)
             session = await d.db.create_session(
                 {"model": model, "name": "openai app", "metadata": {"created_by": "openai endpoint"}}
             )
@@ -416,6 +417,20 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             return _from(exc, sid, chat_id, completion=data)
         return web.json_response(data, headers=named(sid, chat_id))
     return await _stream(request, d, plan, body, ahead, started, made)
+
+
+def _fits_a_chat(d, msgs: list[dict]) -> None:
+    """Refuse, before its session is made, a new session's first call whose history and answer a chat
+    cannot hold (max_messages_per_chat): every message of it is new to the new session's chat."""
+    cap = d.db.limits.get("max_messages_per_chat")
+    if cap and len(msgs) + 1 > cap:
+        raise LimitReached(
+            f"the request's {len(msgs)} messages and the model's answer would pass max_messages_per_chat ({cap}),"
+            " as many as a chat holds: send a shorter history, or raise max_messages_per_chat in the daemon's"
+            " config.toml; no session was made",
+            limit="max_messages_per_chat",
+            value=cap,
+        )
 
 
 async def _failed(d, exc: ProviderError, plan: Plan, made: bool) -> web.Response:
