@@ -8,7 +8,8 @@ CLI picks chats), else it goes to the session's current chat, which it never swi
 back in the same header. The request goes on to the session's provider (a stream chunk by
 chunk, as each arrives), and the session records only what is new: apps resend the whole history with
 every call, so the request's messages are matched against the chat's stored history (role and
-content and tool calls, from the start) and only the suffix past what is stored is appended, then the
+content and tool calls, from the start) and only the suffix past what is stored is appended (not again
+what an earlier call appended past where the app's history parts from the chat's: openai_history.py), then the
 answer (its text, or its tool calls: a stream's deltas put together).
 Errors answer in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
@@ -44,6 +45,7 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
+from .openai_history import own_part, past_stored, resent
 from .openai_names import chat_named, chat_of, named, session_named
 from .provider_config import ProviderError
 from .providers import usage_of
@@ -151,45 +153,6 @@ def _messages(body: dict) -> list[dict]:
                     rec["call_fields"] = own  # (kept, not matched by: _matched; the request's provider's)
         out.append(rec)
     return out
-
-
-def _matched(m: dict) -> tuple:
-    """What of a message the request's history is matched by: role, content, and the tool calls it makes
-    or answers (two calls with no text differ by them)."""
-    return (m["role"], m["content"], m.get("tool_calls"), m.get("tool_call_id"))
-
-
-def new_part(session: dict, chat: dict, history: list[dict], msgs: list[dict]) -> list[dict]:
-    """What of the request's messages the chat has not stored yet. The request may open with the
-    session's own system prompt and initial messages (sessiond keeps those apart); the rest is matched
-    against the stored history from its start, by role and content and tool calls, and only the part
-    past the longest common prefix is new."""
-    i = 0
-    system = chat.get("system_prompt") or session.get("system_prompt")
-    if system and msgs and msgs[0]["role"] == "system" and msgs[0]["content"] == system:
-        i = 1
-    initial = [(m["role"], m["content"]) for m in session.get("initial_messages") or []]
-    if initial and [(m["role"], m["content"]) for m in msgs[i : i + len(initial)]] == initial:
-        i += len(initial)
-    rest = msgs[i:]
-    k = 0
-    while k < len(rest) and k < len(history) and _same(rest[k], history[k]):
-        k += 1
-    return rest[k:]
-
-
-def _same(sent: dict, stored: dict) -> bool:
-    """Whether the request's message `sent` is the stored `stored`. A stopped answer (interrupted) was
-    recorded with every word the daemon sent, and the app may have read fewer before its Stop: its copy is
-    the same message when it is a prefix of the recorded text (not a new one, stored after it)."""
-    if _matched(sent) == _matched(stored):
-        return True
-    return bool(
-        stored.get("interrupted")
-        and sent["role"] == stored["role"] == "assistant"
-        and _matched(sent)[2:] == _matched(stored)[2:]
-        and stored["content"].startswith(sent["content"])
-    )
 
 
 class Compat:
@@ -365,7 +328,9 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             # only as much history as the request has messages can match it: a read of O(request), not
             # O(chat), in front of the first token
             history = await d.db.chat_history(sid, chat_id, limit=len(msgs))
-            new = new_part(session, chat, history, msgs)
+            new, parted = past_stored(msgs[own_part(session, chat, msgs) :], history)
+            if parted:  # what an earlier call appended past where the app's history parts from the chat's
+                new = new[resent(new, await d.db.chat_history(sid, chat_id, limit=len(new), last=True)) :]
             await d.db.check_room(sid, chat_id, len(new) + 1, NEW_AND_ANSWER if new else ANSWER_ONLY)
             # the provider and the model last, as for POST /v1/sessions/ID/complete (complete.prepare)
             p, model = provider_and_model(d, session, chat, None, model)
