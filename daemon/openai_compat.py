@@ -58,6 +58,7 @@ _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -182,6 +183,7 @@ class Compat:
         app.on_shutdown.append(hang_up_stalled)
         for method, path, handler in ROUTES:
             app.router.add_route(method, path, handler)
+        app.router.add_route("*", "/{tail:.*}", _unrouted)  # last: what no route above takes
         self._runner = web.AppRunner(  # an idle connection closed as the socket's are (aiohttp's default: an hour)
             app, handle_signals=False, access_log=None, keepalive_timeout=self.d.config.connection_idle_timeout
         )
@@ -452,3 +454,27 @@ async def _stream(
 
 
 ROUTES = [("POST", PREFIX + "/chat/completions", chat_completions), ("GET", PREFIX + "/models", models)]
+
+
+def unrouted(request: web.Request) -> web.Response:
+    """A request none of the endpoint's routes takes (on the socket: one under /openai/), in OpenAI's error
+    shape, naming what the endpoint serves: 405 on a path it serves with another method, else 404 (OpenAI's
+    "Invalid URL"), which an SDK raises as NotFoundError (an app calling embeddings, the Responses API, ...)."""
+    served = " and ".join(f"{m} {p}" for m, p, _ in ROUTES)
+    allowed = [m for m, p, _ in ROUTES if p == request.path]
+    if allowed:
+        return oai_error(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path}: sessiond's OpenAI-compatible endpoint serves {served}",
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return oai_error(
+        404,
+        "unknown_url",
+        f"Invalid URL ({request.method} {request.path}): sessiond's OpenAI-compatible endpoint serves {served} only",
+    )
+
+
+async def _unrouted(request: web.Request) -> web.Response:
+    return unrouted(request)
