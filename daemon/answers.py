@@ -21,7 +21,7 @@ from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
 from ..storage.tokens import counted_text
 from .provider_config import Provider, ProviderError
-from .provider_stream import delta_text
+from .provider_stream import delta_text, first_choice
 from .providers import usage_of
 from .toolcalls import Answered, Assembled
 from .unread import Writes, idle_of
@@ -432,10 +432,8 @@ async def pass_on(
 
 def _ends_calls(chunk: dict) -> bool:
     """Whether a chunk ends the answer's calls (its choice has a finish_reason): no id comes after it."""
-    choices = chunk.get("choices")
-    return bool(
-        choices and isinstance(choices, list) and isinstance(choices[0], dict) and choices[0].get("finish_reason")
-    )
+    choice = first_choice(chunk)
+    return bool(choice and choice.get("finish_reason"))
 
 
 def _ided(calls: Assembled, held: list) -> list:

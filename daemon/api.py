@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ..storage.errors import Invalid, NotFound
+from . import openai_compat
 from . import validate as v
 from .appkeys import DAEMON_KEY, OPENAPI_KEY, ROUTE_KEY
 from .openapi import build_openapi
@@ -25,6 +26,8 @@ log = logging.getLogger("sessiond.api")
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     """aiohttp's own refusals (no route, a method the route has not, a body too large) in our shape."""
+    if exc.status in (404, 405) and request.path.startswith("/openai/"):  # an OpenAI SDK's: OpenAI's shape
+        return openai_compat.unrouted(request)
     code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
     msg = exc.reason
     if exc.status == 404:

@@ -3,10 +3,13 @@
 POST /openai/v1/chat/completions and GET /openai/v1/models, on the daemon's socket and, when config.toml
 sets openai_listen = "HOST:PORT", on that TCP address behind a bearer key kept in the home (0600, made on
 the first start). A request names its session with the X-Sessiond-Session header, or gets a new one,
-whose id comes back in the same header. The request goes on to the session's provider (a stream chunk by
+whose id comes back in the same header; and it names its chat with X-Sessiond-Chat (an id or a name, as the
+CLI picks chats), else it goes to the session's current chat, which it never switches; the chat's id comes
+back in the same header. The request goes on to the session's provider (a stream chunk by
 chunk, as each arrives), and the session records only what is new: apps resend the whole history with
 every call, so the request's messages are matched against the chat's stored history (role and
-content and tool calls, from the start) and only the suffix past what is stored is appended, then the
+content and tool calls, from the start) and only the suffix past what is stored is appended (not again
+what an earlier call appended past where the app's history parts from the chat's: openai_history.py), then the
 answer (its text, or its tool calls: a stream's deltas put together).
 Errors answer in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
@@ -23,7 +26,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Invalid, SessiondError
+from ..storage.errors import Invalid, LimitReached, SessiondError
 from ..storage.fsutil import atomic_write
 from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
@@ -42,18 +45,20 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
+from .openai_history import own_part, past_stored, resent
+from .openai_names import chat_named, chat_of, named, session_named
 from .provider_config import ProviderError
 from .providers import usage_of
 from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
-SESSION_HEADER = "X-Sessiond-Session"
 PREFIX = "/openai/v1"
 
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -66,16 +71,14 @@ def oai_error(
     """OpenAI's error shape; `more`: its `param`, and fields of sessiond's own beside OpenAI's in the error
     object (`completion`: a refused answer's)."""
     typ = "insufficient_quota" if code == "quota_exceeded" else _TYPES.get(status, "api_error")
-    h = dict(headers or {})
-    if sid:
-        h[SESSION_HEADER] = sid
+    h = {**(headers or {}), **named(sid)}
     return web.json_response(
         {"error": {"message": message, "type": typ, "param": None, "code": code, **more}}, status=status, headers=h
     )
 
 
-def _from(exc: SessiondError, sid: str | None, **more: object) -> web.Response:
-    headers = {}
+def _from(exc: SessiondError, sid: str | None, chat: str | None = None, **more: object) -> web.Response:
+    headers = named(None, chat)  # (the session's: oai_error's)
     details = exc.details if isinstance(exc.details, dict) else {}
     after = details.get("retry_after")
     if after is not None:
@@ -153,45 +156,6 @@ def _messages(body: dict) -> list[dict]:
     return out
 
 
-def _matched(m: dict) -> tuple:
-    """What of a message the request's history is matched by: role, content, and the tool calls it makes
-    or answers (two calls with no text differ by them)."""
-    return (m["role"], m["content"], m.get("tool_calls"), m.get("tool_call_id"))
-
-
-def new_part(session: dict, chat: dict, history: list[dict], msgs: list[dict]) -> list[dict]:
-    """What of the request's messages the chat has not stored yet. The request may open with the
-    session's own system prompt and initial messages (sessiond keeps those apart); the rest is matched
-    against the stored history from its start, by role and content and tool calls, and only the part
-    past the longest common prefix is new."""
-    i = 0
-    system = chat.get("system_prompt") or session.get("system_prompt")
-    if system and msgs and msgs[0]["role"] == "system" and msgs[0]["content"] == system:
-        i = 1
-    initial = [(m["role"], m["content"]) for m in session.get("initial_messages") or []]
-    if initial and [(m["role"], m["content"]) for m in msgs[i : i + len(initial)]] == initial:
-        i += len(initial)
-    rest = msgs[i:]
-    k = 0
-    while k < len(rest) and k < len(history) and _same(rest[k], history[k]):
-        k += 1
-    return rest[k:]
-
-
-def _same(sent: dict, stored: dict) -> bool:
-    """Whether the request's message `sent` is the stored `stored`. A stopped answer (interrupted) was
-    recorded with every word the daemon sent, and the app may have read fewer before its Stop: its copy is
-    the same message when it is a prefix of the recorded text (not a new one, stored after it)."""
-    if _matched(sent) == _matched(stored):
-        return True
-    return bool(
-        stored.get("interrupted")
-        and sent["role"] == stored["role"] == "assistant"
-        and _matched(sent)[2:] == _matched(stored)[2:]
-        and stored["content"].startswith(sent["content"])
-    )
-
-
 class Compat:
     """The routes' state: one lock per session, so that two calls of one app match and append in turn."""
 
@@ -219,6 +183,7 @@ class Compat:
         app.on_shutdown.append(hang_up_stalled)
         for method, path, handler in ROUTES:
             app.router.add_route(method, path, handler)
+        app.router.add_route("*", "/{tail:.*}", _unrouted)  # last: what no route above takes
         self._runner = web.AppRunner(  # an idle connection closed as the socket's are (aiohttp's default: an hour)
             app, handle_signals=False, access_log=None, keepalive_timeout=self.d.config.connection_idle_timeout
         )
@@ -286,23 +251,16 @@ def _compat(request: web.Request) -> Compat:
     return request.app[DAEMON_KEY].compat
 
 
-def _session_named(request: web.Request) -> str | None:
-    """The session the X-Sessiond-Session header names; None without the header. An empty one names no
-    session and is refused: read as absent, it made a new session, apart from the one the app meant."""
-    sid = request.headers.get(SESSION_HEADER)
-    if sid == "":
-        raise Invalid(f"{SESSION_HEADER} is empty: give a session id, or leave the header out for a new session")
-    return sid
-
-
 async def models(request: web.Request) -> web.Response:
     d = request.app[DAEMON_KEY]
     sid = None
     try:
-        sid = _session_named(request)
+        sid = session_named(request)
+        ref = chat_named(request, sid)
         session = await d.db.get_session(sid) if sid is not None else {}
-        # the provider a question to the session would go to now: its current chat's own, else the session's
-        chat = await d.db.get_chat(sid, session["current_chat"]) if sid is not None else None
+        # the provider a question to the session would go to now: its chat's own (the one named, else the
+        # current one), else the session's
+        chat = await chat_of(d, sid, session, ref) if sid is not None else None
         p = provider_for(d, session, request.query.get("provider") or None, chat)  # (`sessiond models --provider`)
         return web.json_response(await d.providers.models(p))
     except SessiondError as exc:
@@ -321,9 +279,10 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
     from .routes.common import DuplicateKey, json_error, loads, read_body  # (routes/ imports this module)
 
     d = request.app[DAEMON_KEY]
-    sid = None
+    sid = chat_id = None
     try:
-        sid = _session_named(request)
+        sid = session_named(request)
+        chat_ref = chat_named(request, sid)
         raw = await read_body(request)
         try:
             body = loads(raw)
@@ -347,6 +306,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:
                 raise Invalid("model is required")
+            _fits_a_chat(d, msgs)
             session = await d.db.create_session(
                 {"model": model, "name": "openai app", "metadata": {"created_by": "openai endpoint"}}
             )
@@ -361,14 +321,18 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 # (storage/closing.py: gone, ended or revoked, the app told so, the provider not asked)
                 await d.ops.closing.settled(sid)
                 session = await d.db.get_session(sid)
-            chat_id = session["current_chat"]
-            chat = await d.db.get_chat(sid, chat_id)
+            # the chat named, else the current one; the session's current chat is left as it is, so that
+            # apps on several chats of one session never race each other's switches
+            chat = await chat_of(d, sid, session, chat_ref)
+            chat_id = chat["id"]
             await check_writable(d.db, session)
             check_quota(session)
             # only as much history as the request has messages can match it: a read of O(request), not
             # O(chat), in front of the first token
             history = await d.db.chat_history(sid, chat_id, limit=len(msgs))
-            new = new_part(session, chat, history, msgs)
+            new, parted = past_stored(msgs[own_part(session, chat, msgs) :], history)
+            if parted:  # what an earlier call appended past where the app's history parts from the chat's
+                new = new[resent(new, await d.db.chat_history(sid, chat_id, limit=len(new), last=True)) :]
             await d.db.check_room(sid, chat_id, len(new) + 1, NEW_AND_ANSWER if new else ANSWER_ONLY)
             # the provider and the model last, as for POST /v1/sessions/ID/complete (complete.prepare)
             p, model = provider_and_model(d, session, chat, None, model)
@@ -399,13 +363,13 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 await ahead.drop()
                 raise
     except SessiondError as exc:
-        return _from(exc, sid)
+        return _from(exc, sid, chat_id)
     if not stream:
         try:
             async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
                 data = await ahead.answer()
         except ProviderError as exc:
-            return await _failed(d, exc, sid, made)
+            return await _failed(d, exc, plan, made)
         if watch.gone:
             await ahead.drop()
             return left(plan)
@@ -417,19 +381,33 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             await record_whole(d, plan, text, usage_of(data), started=started, calls=calls)
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape, with
             # the answer the app would have had (the chat.completion, as it came) in it: paid for, still its own
-            return _from(exc, sid, completion=data)
-        return web.json_response(data, headers={SESSION_HEADER: sid})
+            return _from(exc, sid, chat_id, completion=data)
+        return web.json_response(data, headers=named(sid, chat_id))
     return await _stream(request, d, plan, body, ahead, started, made)
 
 
-async def _failed(d, exc: ProviderError, sid: str, made: bool) -> web.Response:
+def _fits_a_chat(d, msgs: list[dict]) -> None:
+    """Refuse, before its session is made, a new session's first call whose history and answer a chat
+    cannot hold (max_messages_per_chat): every message of it is new to the new session's chat."""
+    cap = d.db.limits.get("max_messages_per_chat")
+    if cap and len(msgs) + 1 > cap:
+        raise LimitReached(
+            f"the request's {len(msgs)} messages and the model's answer would pass max_messages_per_chat ({cap}),"
+            " as many as a chat holds: send a shorter history, or raise max_messages_per_chat in the daemon's"
+            " config.toml; no session was made",
+            limit="max_messages_per_chat",
+            value=cap,
+        )
+
+
+async def _failed(d, exc: ProviderError, plan: Plan, made: bool) -> web.Response:
     """A provider's failure before any answer. A session this request made is deleted, with the question it
     holds: its id would reach the app only in this error's header, which SDKs do not read, and each of their
     retries (of a 429 or 5xx) would make another."""
     if made:
-        await d.ops.delete_session(sid)
+        await d.ops.delete_session(plan.sid)
         return _from(exc, None)
-    return _from(exc, sid)
+    return _from(exc, plan.sid, plan.chat)
 
 
 async def _stream(
@@ -443,7 +421,7 @@ async def _stream(
             head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
-        return await _failed(d, exc, plan.sid, made)
+        return await _failed(d, exc, plan, made)
     except BaseException:
         await ahead.drop()
         raise
@@ -451,7 +429,8 @@ async def _stream(
         await ahead.drop()
         return left(plan)
     resp = web.StreamResponse(
-        status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", SESSION_HEADER: plan.sid}
+        status=200,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **named(plan.sid, plan.chat)},
     )
 
     def event_of(raw: bytes, chunk: dict, text: str, usage: dict | None) -> bytes | None:
@@ -475,3 +454,27 @@ async def _stream(
 
 
 ROUTES = [("POST", PREFIX + "/chat/completions", chat_completions), ("GET", PREFIX + "/models", models)]
+
+
+def unrouted(request: web.Request) -> web.Response:
+    """A request none of the endpoint's routes takes (on the socket: one under /openai/), in OpenAI's error
+    shape, naming what the endpoint serves: 405 on a path it serves with another method, else 404 (OpenAI's
+    "Invalid URL"), which an SDK raises as NotFoundError (an app calling embeddings, the Responses API, ...)."""
+    served = " and ".join(f"{m} {p}" for m, p, _ in ROUTES)
+    allowed = [m for m, p, _ in ROUTES if p == request.path]
+    if allowed:
+        return oai_error(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path}: sessiond's OpenAI-compatible endpoint serves {served}",
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return oai_error(
+        404,
+        "unknown_url",
+        f"Invalid URL ({request.method} {request.path}): sessiond's OpenAI-compatible endpoint serves {served} only",
+    )
+
+
+async def _unrouted(request: web.Request) -> web.Response:
+    return unrouted(request)

@@ -65,17 +65,24 @@ def _answers(chunk: dict) -> bool:
     """Whether a streamed chunk carries some of the answer: text, or a part of a tool call."""
     if delta_text(chunk):
         return True
-    choices = chunk.get("choices")
-    delta = choices[0].get("delta") if choices and isinstance(choices, list) and isinstance(choices[0], dict) else None
+    choice = first_choice(chunk)
+    delta = choice.get("delta") if choice is not None else None
     return isinstance(delta, dict) and bool(delta.get("tool_calls"))
+
+
+def first_choice(chunk: dict) -> dict | None:
+    """The streamed chunk's part of the answer sessiond records: its choice of index 0 (or of none). A request
+    for several answers (`n`) streams the others too, each chunk naming its choice's index: not the answer's."""
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list):
+        return None
+    return next((c for c in choices if isinstance(c, dict) and c.get("index", 0) in (0, None)), None)
 
 
 def delta_text(chunk: dict) -> str:
     """The text a streamed chunk adds (its first choice's delta.content)."""
-    choices = chunk.get("choices")
-    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-        return ""
-    delta = choices[0].get("delta") or {}
+    choice = first_choice(chunk)
+    delta = (choice.get("delta") or {}) if choice is not None else {}
     text = delta.get("content") if isinstance(delta, dict) else None
     return text if isinstance(text, str) else ""
 

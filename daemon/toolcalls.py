@@ -11,6 +11,7 @@ from ..api.messages import MAX_TOOL_CALLS, ToolCalls, new_call_id
 from ..api.types import json_value
 from ..storage.errors import Invalid
 from .checker import checker
+from .provider_stream import first_choice
 
 _CALLS = checker(ToolCalls)
 OPENAI_FIELDS = ("name", "tool_call_id", "tool_calls")  # a message's fields beside role and content
@@ -213,10 +214,8 @@ class Assembled:
     def add(self, chunk: dict) -> bool:
         """Take a chunk's tool-call deltas; whether it had any."""
         self.changed = False
-        choices = chunk.get("choices")
-        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-            return False
-        delta = choices[0].get("delta")
+        choice = first_choice(chunk)
+        delta = choice.get("delta") if choice is not None else None
         deltas = delta.get("tool_calls") if isinstance(delta, dict) else None
         if not isinstance(deltas, list) or not deltas:
             return False

@@ -291,8 +291,8 @@ class Database:
         """Refuse, before it is done, what would add `adding` messages to the chat past max_messages_per_chat."""
         await self.messages.check_room(sid, chat, adding, what)
 
-    async def chat_history(self, sid: str, chat: str, limit: int = -1) -> list[dict]:
-        return await self.messages.history(sid, chat, limit)
+    async def chat_history(self, sid: str, chat: str, limit: int = -1, *, last: bool = False) -> list[dict]:
+        return await self.messages.history(sid, chat, limit, last=last)
 
     async def idempotent_result(self, sid: str, key: str) -> list[dict] | None:
         return await self.messages.idempotent_result(sid, key)

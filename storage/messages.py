@@ -377,16 +377,18 @@ class Messages:
         if cap:
             await _check_room(self.c.committed, self.c.limits, sid, chat, adding, cap, what)
 
-    async def history(self, sid: str, chat: str, limit: int = -1) -> list[dict]:
-        """The first `limit` (all: -1) messages of a chat as {role, content, tool_calls?, tool_call_id?,
-        interrupted?}, oldest first (compacted ones too): what an app's request is matched by (a stopped
-        answer matches the app's shorter copy of it)."""
+    async def history(self, sid: str, chat: str, limit: int = -1, *, last: bool = False) -> list[dict]:
+        """The first `limit` (all: -1) messages of a chat (`last`: its last ones) as {role, content,
+        tool_calls?, tool_call_id?, interrupted?}, oldest first (compacted ones too): what an app's request is
+        matched by (a stopped answer matches the app's shorter copy of it)."""
         out = []
-        for role, content, extra in await self.c.committed.fetchall(
+        order = "DESC" if last else ""
+        rows = await self.c.committed.fetchall(
             "SELECT role, content, extra FROM messages WHERE session_id=? AND chat_id=? "
-            "ORDER BY lamport, device_id, seq LIMIT ?",
+            f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?",
             (sid, chat, limit),
-        ):
+        )
+        for role, content, extra in reversed(rows) if last else rows:
             m = {"role": role, "content": content}
             if extra and ('"tool_call' in extra or '"interrupted"' in extra):
                 e = json.loads(extra)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import UnixHTTP, run_cli
 from sessiond.client import ApiError, AsyncClient
-from sessiond.daemon.openai_compat import SESSION_HEADER
+from sessiond.daemon.openai_names import SESSION_HEADER
 
 
 async def test_patches_at_once_each_keep_their_fields(daemon):

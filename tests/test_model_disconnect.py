@@ -119,7 +119,7 @@ def test_an_app_s_shorter_copy_of_a_stopped_answer_matches_what_was_recorded():
     """The daemon records every word of a stopped answer it sent; under load an app may have read fewer
     before its Stop, and sends back that shorter copy as its history. It was taken for a new message and
     stored after the recorded part (the answer twice; h-shake2 saw it 1 run in 12 under load)."""
-    from sessiond.daemon.openai_compat import new_part
+    from sessiond.daemon.openai_history import new_part
 
     history = [
         {"role": "user", "content": "q1"},
@@ -144,7 +144,7 @@ async def test_the_stored_history_says_which_answer_was_stopped(tmp_path):
     it (`chat_history`) gave role, content and tool calls only, so a stopped answer never matched the app's
     shorter copy, which was stored again after it (the OpenAI route's Stop test failed 1 run in ~5 under
     load, whenever the daemon had sent a word more than the app read)."""
-    from sessiond.daemon.openai_compat import new_part
+    from sessiond.daemon.openai_history import new_part
     from sessiond.storage.database import Database
 
     db = await Database.open(os.path.join(tmp_path, "db.sqlite"))

@@ -2,25 +2,31 @@
 those of the provider its current chat's questions go to (a chat's own settings.provider): an app picking
 a model from the list picked one the provider asked would not have. It lists the models of the provider a
 question would go to now (daemon/complete.provider_for, with the session's current chat); `?provider=`
-still wins."""
+still wins. A request naming a chat with X-Sessiond-Chat lists that chat's provider's, whichever is
+current."""
 
 from __future__ import annotations
 
 import json
 import os
+import urllib.error
 import urllib.request
+
+import pytest
 
 from conftest import cli_json, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 
 
-def _listed(d, sid: str | None, query: str = "") -> list[str]:
+def _listed(d, sid: str | None, query: str = "", chat: str | None = None) -> list[str]:
     info = cli_json(d.home, "status")["openai"]
     key = open(info["api_key_file"]).read().strip()
     req = urllib.request.Request(info["base_url"].rstrip("/") + "/models" + query)
     req.add_header("Authorization", f"Bearer {key}")
     if sid is not None:
         req.add_header("X-Sessiond-Session", sid)
+    if chat is not None:
+        req.add_header("X-Sessiond-Chat", chat)
     with urllib.request.urlopen(req, timeout=30) as r:
         return [m["id"] for m in json.loads(r.read())["data"]]
 
@@ -46,6 +52,14 @@ def test_models_are_those_of_the_current_chats_provider(make_daemon):
         assert _listed(d, sid) == ["other-b"]
         assert _listed(d, sid, "?provider=loop") == ["loop-a"]  # the request's own still wins
         assert _listed(d, None) == ["loop-a"]  # no session: the default provider's
+        # the chat X-Sessiond-Chat names, whichever is current (by its id or its name)
+        c.switch_chat(sid, "main")
+        assert _listed(d, sid, chat="private") == ["other-b"]
+        c.switch_chat(sid, "private")
+        assert _listed(d, sid, chat="main") == ["loop-a"]
+        with pytest.raises(urllib.error.HTTPError) as unknown:
+            _listed(d, sid, chat="nosuch")
+        assert unknown.value.code == 404 and f"sessiond chat ls {sid}" in unknown.value.read().decode()
         # the session's own provider, under a chat with none
         c.switch_chat(sid, "main")
         c.update_session(sid, settings={"provider": "other"})

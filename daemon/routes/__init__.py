@@ -24,7 +24,7 @@ from ...api import sessions as S
 from ...api import sharing as Sh
 from ...api.idempotency import IDEMPOTENCY_HEADER
 from ...api.types import Text
-from .. import complete, openai_compat
+from .. import complete, openai_compat, openai_names
 from . import appends, chats, events, files, manage, messages, meta, search, sessions, sharing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -56,10 +56,17 @@ class Route:
 IDEMPOTENCY = Header(IDEMPOTENCY_HEADER, Msg.IdempotencyKey, Msg.IDEMPOTENCY_DESCRIPTION)
 LAST_EVENT_ID = Header(Ev.LAST_EVENT_ID_HEADER, Ev.EventId, Ev.LAST_EVENT_ID_DESCRIPTION)
 SESSION = Header(
-    openai_compat.SESSION_HEADER,
+    openai_names.SESSION_HEADER,
     Text(128, min_len=1),
     "The session that records this call (absent: a new session, whose id comes back in this header of the answer;"
     " empty: refused, 422)",
+)
+CHAT = Header(
+    openai_names.CHAT_HEADER,
+    Text(128, min_len=1),
+    "The chat of that session the call reads and appends to, by its id or name (absent: the session's current"
+    " chat, never switched; the chat's id comes back in this header of the answer; empty, unknown or without"
+    f" {openai_names.SESSION_HEADER}: refused)",
 )
 
 ROUTES: list[Route] = [
@@ -362,10 +369,10 @@ ROUTES: list[Route] = [
         "/openai/v1/chat/completions",
         openai_compat.chat_completions,
         "OpenAI-compatible chat completions, recorded into the session named by X-Sessiond-Session (or a new "
-        "one, named in the answer's header)",
+        "one, named in the answer's header), in its chat X-Sessiond-Chat names (or its current one)",
         Cm.ChatCompletionRequest,
         Any,
-        headers=(SESSION,),
+        headers=(SESSION, CHAT),
         errors=(502, 504),
         stream=True,
     ),
@@ -373,10 +380,11 @@ ROUTES: list[Route] = [
         "GET",
         "/openai/v1/models",
         openai_compat.models,
-        "The provider's models (OpenAI-compatible): `provider`'s, else the session's, else the default one's",
+        "The provider's models (OpenAI-compatible): `provider`'s, else the session's chat's (X-Sessiond-Chat's, else"
+        " its current one's), else the session's, else the default one's",
         response=Any,
         query=Cm.ModelsQuery,
-        headers=(SESSION,),
+        headers=(SESSION, CHAT),
         errors=(502, 504),
     ),
     Route(

@@ -8,7 +8,8 @@ Streaming (server-sent events, `data: {chunk}` ... `data: [DONE]`, the usage chu
 stream_options.include_usage is set) and non-streaming answers, usage counts, and `faults` that make
 it misbehave the ways a real provider does: 401, 404 for an unknown model, 429 with Retry-After, 500,
 a stream cut off in the middle, a slow stream, no answer at all, a tool call without its id or name, a
-streamed call whose id comes in its second delta, a stream given delta by delta (`script`, paused at a
+streamed call whose id comes in its second delta, a request's `n` answers streamed together (each chunk
+naming its choice's index), a stream given delta by delta (`script`, paused at a
 chunk until `resume` is set, or cut after it), calls signed as Gemini 3 signs them (`signed`: each call carries
 `extra_content: {"google": {"thought_signature"}}`, and a history whose call of the current turn lacks the
 signature given with it is refused, as Gemini 3 refuses it). Like
@@ -317,13 +318,17 @@ def make_app(p: Provider) -> web.Application:
         await resp.prepare(request)
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        def chunk(delta: dict, finish: str | None = None) -> bytes:
+        # `n` answers (a request's n): each chunk of the first is followed by the others', each naming its index;
+        # answer j > 0 is the first's in capitals
+        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 and not call else 1
+
+        def chunk(delta: dict, finish: str | None = None, index: int = 0) -> bytes:
             c = {
                 "id": cid,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
             }
             if with_usage:
                 c["usage"] = None
@@ -368,9 +373,12 @@ def make_app(p: Provider) -> web.Application:
                     await resp.write(chunk({"tool_calls": [part]}))
                 else:
                     await resp.write(chunk({"content": piece}))
+                    for j in range(1, n):
+                        await resp.write(chunk({"content": piece.upper()}, index=j))
                 p.words_sent += 1
             if f.finish_chunk and f.script is None:
-                await resp.write(chunk({}, "tool_calls" if call else "stop"))
+                for j in range(n):
+                    await resp.write(chunk({}, "tool_calls" if call else "stop", index=j))
             if with_usage:
                 await resp.write(
                     b"data: "

@@ -1,0 +1,66 @@
+"""What of an OpenAI-compatible request's messages its chat has not stored yet (openai_compat.py). Apps resend
+the whole history with every call: it is matched against the chat's stored history from the start (role,
+content, the tool calls a message makes or answers) and the part past the longest common prefix is new,
+unless the chat already ends with the start of that part: an app whose history parted from the chat's (an
+answer regenerated, a question edited) had it appended by an earlier call, and only what follows is new."""
+
+from __future__ import annotations
+
+
+def _matched(m: dict) -> tuple:
+    """What of a message the request's history is matched by: role, content, and the tool calls it makes
+    or answers (two calls with no text differ by them)."""
+    return (m["role"], m["content"], m.get("tool_calls"), m.get("tool_call_id"))
+
+
+def new_part(session: dict, chat: dict, history: list[dict], msgs: list[dict]) -> list[dict]:
+    """What of the request's messages the chat has not stored yet, matched against `history` (the chat's
+    first messages) only: past the session's own (`own_part`), the part past the longest common prefix."""
+    return past_stored(msgs[own_part(session, chat, msgs) :], history)[0]
+
+
+def own_part(session: dict, chat: dict, msgs: list[dict]) -> int:
+    """How many of the request's first messages are the session's own system prompt (the chat's, else the
+    session's) and initial messages, which sessiond keeps apart from the chat's history."""
+    i = 0
+    system = chat.get("system_prompt") or session.get("system_prompt")
+    if system and msgs and msgs[0]["role"] == "system" and msgs[0]["content"] == system:
+        i = 1
+    initial = [(m["role"], m["content"]) for m in session.get("initial_messages") or []]
+    if initial and [(m["role"], m["content"]) for m in msgs[i : i + len(initial)]] == initial:
+        i += len(initial)
+    return i
+
+
+def past_stored(rest: list[dict], history: list[dict]) -> tuple[list[dict], bool]:
+    """The request's messages `rest` (past the session's own) past the longest prefix they share with the
+    chat's `history` (its first messages, at least as many), and whether they part from it: the chat holds a
+    message where the request has another (then `resent` says how many of them the chat ends with)."""
+    k = 0
+    while k < len(rest) and k < len(history) and _same(rest[k], history[k]):
+        k += 1
+    return rest[k:], k < len(rest) and k < len(history)
+
+
+def resent(new: list[dict], tail: list[dict]) -> int:
+    """How many of `new`, the request's messages past where its history parts from the chat's, the chat ends
+    with already (`tail`: its last messages, at most as many): those an earlier call of the app appended past
+    that place. The longest such run, from `new`'s start to the chat's end; 0 if the chat does not end so."""
+    for s in range(max(0, len(tail) - len(new)), len(tail)):
+        if _same(new[0], tail[s]) and all(_same(new[n], tail[s + n]) for n in range(1, len(tail) - s)):
+            return len(tail) - s
+    return 0
+
+
+def _same(sent: dict, stored: dict) -> bool:
+    """Whether the request's message `sent` is the stored `stored`. A stopped answer (interrupted) was
+    recorded with every word the daemon sent, and the app may have read fewer before its Stop: its copy is
+    the same message when it is a prefix of the recorded text (not a new one, stored after it)."""
+    if _matched(sent) == _matched(stored):
+        return True
+    return bool(
+        stored.get("interrupted")
+        and sent["role"] == stored["role"] == "assistant"
+        and _matched(sent)[2:] == _matched(stored)[2:]
+        and stored["content"].startswith(sent["content"])
+    )

@@ -1,0 +1,64 @@
+"""Which session and chat a request to the OpenAI-compatible endpoint (openai_compat.py) names: its
+X-Sessiond-Session and X-Sessiond-Chat headers, read and checked, and the answer's headers that name them
+back. A chat is named by its id or else its name, as the CLI picks chats (storage/chats.py's resolve); a
+request naming none goes to the session's current chat, and no request switches it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..storage.errors import Invalid, NotFound
+
+SESSION_HEADER = "X-Sessiond-Session"
+CHAT_HEADER = "X-Sessiond-Chat"
+
+
+def named(sid: str | None, chat: str | None = None) -> dict:
+    """The response's headers that name the request's session and chat, those known."""
+    return {k: x for k, x in ((SESSION_HEADER, sid), (CHAT_HEADER, chat)) if x}
+
+
+def session_named(request: web.Request) -> str | None:
+    """The session the X-Sessiond-Session header names; None without the header. An empty one names no
+    session and is refused: read as absent, it made a new session, apart from the one the app meant."""
+    sid = request.headers.get(SESSION_HEADER)
+    if sid == "":
+        raise Invalid(f"{SESSION_HEADER} is empty: give a session id, or leave the header out for a new session")
+    return sid
+
+
+def chat_named(request: web.Request, sid: str | None) -> str | None:
+    """The chat (an id or a name) the X-Sessiond-Chat header names; None without the header: the session's
+    current chat. An empty one names no chat, and one without X-Sessiond-Session names a chat of no session
+    (a call without it makes a new session, whose only chat is its first): both refused, nothing made."""
+    ref = request.headers.get(CHAT_HEADER)
+    if ref == "":
+        raise Invalid(
+            f"{CHAT_HEADER} is empty: give a chat's id or name (`sessiond chat ls SESSION`), or leave the header"
+            " out for the session's current chat",
+            param=CHAT_HEADER,
+        )
+    if ref is not None and sid is None:
+        raise Invalid(
+            f"{CHAT_HEADER} names a chat of the session {SESSION_HEADER} names, and that header is missing: give"
+            f" it too (a call without it makes a new session, which has only its first chat: leave out"
+            f" {CHAT_HEADER} for that)",
+            param=CHAT_HEADER,
+        )
+    return ref
+
+
+async def chat_of(d, sid: str, session: dict, ref: str | None) -> dict:
+    """The chat a request to session `sid` (read, so it exists) goes to: the one X-Sessiond-Chat names, by
+    its id or else its name as the CLI picks chats, or the session's current chat. Never a switch."""
+    if ref is None:
+        return await d.db.get_chat(sid, session["current_chat"])
+    try:
+        cid = await d.db.resolve_chat(sid, ref)
+    except NotFound:
+        raise NotFound(
+            f"session {sid!r} has no chat {ref!r}, which the {CHAT_HEADER} header names: give one of its chats'"
+            f" ids or names (`sessiond chat ls {sid}`), or leave the header out for its current chat",
+            param=CHAT_HEADER,
+        ) from None
+    return await d.db.get_chat(sid, cid)
