@@ -37,6 +37,13 @@ _KEY_LIKE = re.compile(
 _WORD = re.compile(r"[A-Za-z0-9_\-]{8,}")
 
 
+def is_api_key(text: str) -> bool:
+    """Whether `text` is, whole, an API key by its usual prefix (`_KEY_LIKE`) and length: no path or file
+    name (no '/' or '.', at least 20 characters), so that a configured file name that is one can be refused
+    without quoting it."""
+    return len(text) >= 20 and "/" not in text and "." not in text and _KEY_LIKE.fullmatch(text) is not None
+
+
 # The secrets this process was configured with or logged in for (a store URL's password or invite, a
 # store's token, the home's kubo-auth, a pinning service's token, a provider's API key, the OpenAI
 # listener's own key), hidden by their value in every text scrub_text is given, wherever they appear: in a
