@@ -284,6 +284,8 @@ PROVIDER_KEYS = ("base_url", "api_key_file", "api_key_env", "timeout", "connect_
 
 def check_providers(path: str, value) -> dict:
     """The [providers.NAME] tables, each checked; the key itself is never read here (only when needed)."""
+    from ..storage.redact import is_api_key
+
     if not isinstance(value, dict):
         raise HomeError(f"{path}: 'providers' must be tables: [providers.NAME] with base_url = \"http://...\"")
     out = {}
@@ -311,6 +313,12 @@ def check_providers(path: str, value) -> dict:
         for k in ("api_key_file", "api_key_env"):
             if k in p and (not isinstance(p[k], str) or not p[k]):
                 raise HomeError(f"{where}: {k} must be a non-empty string")
+        if "api_key_file" in p and is_api_key(p["api_key_file"]):
+            # not quoted back, as api_key_env's: taken as a file name, every error naming it showed the key
+            raise HomeError(
+                f"{where}: api_key_file must be the path of a file holding the key (such as api_key_file = "
+                f'"openai-key", a file beside config.toml, chmod 600), not the key itself: write the key in that file'
+            )
         if "api_key_env" in p and not _ENV_NAME.fullmatch(p["api_key_env"]):
             # not quoted back: what is there is most likely the key itself, which no message may show
             raise HomeError(

@@ -34,6 +34,7 @@ from .listen import listening_socket, take_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
 from .memdebug import MemDebug
+from .nocore import no_core_dumps
 from .operations import Operations
 
 log = logging.getLogger("sessiond")
@@ -362,6 +363,7 @@ def run(
     reset_device_key: bool = False,
 ) -> None:
     """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it)."""
+    no_core_dumps()  # before any key is read: a crash leaves no core file holding them
     tune_process()
     MemDebug.start()
     try:

@@ -37,6 +37,13 @@ _KEY_LIKE = re.compile(
 _WORD = re.compile(r"[A-Za-z0-9_\-]{8,}")
 
 
+def is_api_key(text: str) -> bool:
+    """Whether `text` is, whole, an API key by its usual prefix (`_KEY_LIKE`) and length: no path or file
+    name (no '/' or '.', at least 20 characters), so that a configured file name that is one can be refused
+    without quoting it."""
+    return len(text) >= 20 and "/" not in text and "." not in text and _KEY_LIKE.fullmatch(text) is not None
+
+
 # The secrets this process was configured with or logged in for (a store URL's password or invite, a
 # store's token, the home's kubo-auth, a pinning service's token, a provider's API key, the OpenAI
 # listener's own key), hidden by their value in every text scrub_text is given, wherever they appear: in a
@@ -82,8 +89,9 @@ def _shown_query(query: str) -> str:
 def shown_url(url: str) -> str:
     """`url` as it may be shown: credentials before the host (`s5+http://INVITE@HOST`,
     `ipfs+http://USER:PASSWORD@HOST`) become `***@`, credential-like query values `***`, a fragment
-    `***`. A folder's path or a URL with nothing to hide comes back unchanged."""
-    scheme, sep, rest = url.partition("://")
+    `***`. A folder's path or a URL with nothing to hide comes back unchanged. A scheme followed by fewer
+    than two slashes (`s5+http:/INVITE@HOST`, a typo a refusal quotes) is read the same way."""
+    scheme, sep, rest = _scheme_split(url)
     if not sep or scheme.lower() == "file":
         return url
     rest, hash_, fragment = rest.partition("#")
@@ -95,7 +103,18 @@ def shown_url(url: str) -> str:
     path, q, query = tail.partition("?")
     if q:
         query = _shown_query(query)
-    return f"{scheme}://{authority}{path}{q}{query}" + (f"#{HIDDEN}" if hash_ and fragment else hash_)
+    return f"{scheme}{sep}{authority}{path}{q}{query}" + (f"#{HIDDEN}" if hash_ and fragment else hash_)
+
+
+# a scheme and its colon, and up to two slashes: "s5+http://", or as mistyped "s5+http:/", "s5+http:"
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)(:/{0,2})")
+
+
+def _scheme_split(url: str) -> tuple[str, str, str]:
+    """(scheme, separator, rest) of a URL, the separator '://' or a mistyped ':/' or ':'; ('', '', url) for
+    what starts with no scheme (a folder's path)."""
+    m = _SCHEME.match(url)
+    return (m.group(1), m.group(2), url[m.end() :]) if m else ("", "", url)
 
 
 def shown_store(identity: str | None) -> str:
@@ -108,7 +127,7 @@ def url_secrets(url: str) -> list[str]:
     """The credentials in `url` (its userinfo, its credential-like query values), each as written and
     unquoted: what a message built by a client of that URL must never contain."""
     out: list[str] = []
-    _scheme, sep, rest = url.partition("://")
+    _scheme, sep, rest = _scheme_split(url)
     if not sep:
         return out
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]

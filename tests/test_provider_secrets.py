@@ -109,6 +109,23 @@ def test_a_relative_api_key_file_is_read_from_the_home_wherever_the_daemon_was_s
         server.stop()
 
 
+def refused_without_the_key(make_daemon, port: int, setting: str, says: str) -> None:
+    """A daemon whose provider has `setting` = the key itself is refused at its start (and by `start`), the
+    refusal naming `setting` and saying `says`, the key (or a piece of it) in none of the refusals, `doctor`
+    or the logs."""
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{port}/v1", table={setting: KEY}, start=False)
+    with pytest.raises(RuntimeError) as refused:
+        d.start()
+    said = str(refused.value)
+    assert setting in said and says in said, said
+    start = run_cli(d.home, "start")
+    doctor = run_cli(d.home, "doctor", "--json")
+    assert start.returncode != 0 and setting in start.stderr, start
+    logs = "".join(open(os.path.join(d.home, "logs", f)).read() for f in os.listdir(os.path.join(d.home, "logs")))
+    for text in (said, start.stdout, start.stderr, doctor.stdout, doctor.stderr, logs):
+        assert KEY not in text and KEY[:12] not in text and KEY[-10:] not in text, text
+
+
 def test_a_key_written_as_api_key_env_is_refused_without_being_shown(make_daemon):
     """`api_key_env = "sk-..."` (the key itself where the NAME of the variable holding it goes) is refused when
     the configuration is read, saying what goes there, without the key: it was taken as a variable's name,
@@ -116,19 +133,7 @@ def test_a_key_written_as_api_key_env_is_refused_without_being_shown(make_daemon
     in the answer to the app and in `sessiond ask`'s error."""
     p, server = serve_threaded(Provider(key=KEY))
     try:
-        d = started_with_provider(
-            make_daemon, f"http://127.0.0.1:{server.port}/v1", table={"api_key_env": KEY}, start=False
-        )
-        with pytest.raises(RuntimeError) as refused:
-            d.start()
-        said = str(refused.value)
-        assert "api_key_env" in said and "name" in said, said
-        start = run_cli(d.home, "start")
-        doctor = run_cli(d.home, "doctor", "--json")
-        assert start.returncode != 0 and "api_key_env" in start.stderr, start
-        logs = "".join(open(os.path.join(d.home, "logs", f)).read() for f in os.listdir(os.path.join(d.home, "logs")))
-        for text in (said, start.stdout, start.stderr, doctor.stdout, doctor.stderr, logs):
-            assert KEY not in text and KEY[:12] not in text and KEY[-10:] not in text, text
+        refused_without_the_key(make_daemon, server.port, "api_key_env", "name")
         # a variable's name is taken as before
         d2 = started_with_provider(
             make_daemon,
@@ -137,6 +142,27 @@ def test_a_key_written_as_api_key_env_is_refused_without_being_shown(make_daemon
             start=False,
         )
         d2.env["SESSIOND_TEST_PROVIDER_KEY"] = KEY
+        c = d2.start().client()
+        sid = c.create_session(model="echo-1")["id"]
+        assert c.complete(sid, "hi")["content"] == "echo: hi"
+    finally:
+        server.stop()
+
+
+def test_a_key_written_as_api_key_file_is_refused_without_being_shown(make_daemon):
+    """`api_key_file = "sk-..."` (the key itself where the path of the file holding it goes) is refused when
+    the configuration is read, as api_key_env's is, without the key: it was taken as a file name in the home,
+    and every question and `sessiond models` then failed with "cannot read its api_key_file
+    /home/.../sk-proj-...", the key in full in the answer to the app and in the CLI's error."""
+    p, server = serve_threaded(Provider(key=KEY))
+    try:
+        refused_without_the_key(make_daemon, server.port, "api_key_file", "path")
+        # a file named like a key's provider, with an extension, is a file name as before
+        d2 = started_with_provider(
+            make_daemon, f"http://127.0.0.1:{server.port}/v1", table={"api_key_file": "sk-openai.txt"}, start=False
+        )
+        with open(os.path.join(d2.home, "sk-openai.txt"), "w") as f:
+            f.write(KEY + "\n")
         c = d2.start().client()
         sid = c.create_session(model="echo-1")["id"]
         assert c.complete(sid, "hi")["content"] == "echo: hi"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -123,3 +124,33 @@ def test_home_open_to_others_is_refused_with_what_to_run(daemon):
         assert os.stat(daemon.home).st_mode & 0o777 == 0o755  # changed nothing
     finally:
         os.chmod(daemon.home, 0o700)
+
+
+def test_the_store_can_count_a_logs_operations_as_security_md_says(daemon):
+    """What the storage host learns beyond the content, as docs/SECURITY.md lists it: each push writes its
+    operations' objects, padded, and a manifest that is not padded and grows with the log's entries, so the
+    sizes of what one push writes tell how many operations the log holds, one message at a time."""
+    c = daemon.client()
+    sid = c.create_session(name="counted")["id"]
+    c.sync(wait=True)
+    store = os.path.join(daemon.home, "store")
+
+    def sizes() -> dict:
+        return {
+            os.path.join(r, f): os.path.getsize(os.path.join(r, f))
+            for r, _, fs in os.walk(os.path.join(store, "objects"))
+            for f in fs
+        }
+
+    seen, manifests = sizes(), []
+    for _ in range(6):  # within one level of the manifest (15 entries): one entry more per push
+        c.append(sid, "user", "hi")
+        c.sync(wait=True)
+        now = sizes()
+        new = sorted(s for p, s in now.items() if p not in seen)
+        seen = now
+        assert len(new) == 2 and new[0] % 256 == 16, new  # a page: 256 bytes padded, one tag; and the manifest
+        manifests.append(new[1])
+    steps = [b - a for a, b in itertools.pairwise(manifests)]
+    # about the same growth per operation (an entry; its numbers' encodings grow now and then): the host counts
+    assert min(steps) > 64 and max(steps) - min(steps) <= 8, manifests

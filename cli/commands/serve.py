@@ -278,7 +278,10 @@ def _tls(tls_context, cert: str, key: str):
 
 
 def cmd_serve(args) -> int:
+    from ...daemon.nocore import no_core_dumps
     from ...relay.app import Relay, listen, parse_listen, run, tls_context
+
+    no_core_dumps()  # before a token or a TLS key is read: a crash leaves no core file holding them
 
     try:
         host, port = parse_listen(args.listen)
