@@ -36,6 +36,7 @@ from .malloc import tune_malloc
 from .memdebug import MemDebug
 from .nocore import no_core_dumps
 from .operations import Operations
+from .straykeys import delete_stray_keys
 
 log = logging.getLogger("sessiond")
 # Events of other devices' operations applied here (a pull, an import): this device's own log did not
@@ -203,7 +204,7 @@ class Daemon:
             await self.ops.delete_session(sid)
         for name in self.home.remove_leftover_temp_files(self.started_at):
             log.warning("a write into the home was cut short (the daemon stopped part-way): %s deleted", name)
-        await self.ops.delete_stray_keys(self.started_at)
+        await delete_stray_keys(self.db, self.syncer, self.started_at)
         await self.syncer.forget_unused_credentials()  # (those a delete or an import cut short left)
         await self.ops.finish_ends()
         await self.ops.finish_marks()
