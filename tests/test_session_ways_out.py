@@ -98,8 +98,12 @@ def test_add_says_when_the_session_nears_or_passes_its_token_quota(daemon):
         assert res.stdout.strip().startswith(daemon.client().status()["device_id"]), res.stdout  # the id alone
     res = run_cli(h, "add", free, "--role", "user", "--tokens", "1000000", "no quota")
     assert res.returncode == 0 and res.stderr == "", res
-    res = run_cli(h, "add", sid, "--json", "--role", "user", "--tokens", "0", "json")
-    assert json.loads(res.stdout)["role"] == "user" and "(exhausted)" in res.stderr, res
+    json_capped = cli_json(h, "new", "--token-quota", "100")["id"]
+    res = run_cli(h, "add", json_capped, "--json", "--role", "user", "--tokens", "75", "json")
+    assert json.loads(res.stdout)["role"] == "user" and "(warning)" in res.stderr, res
+    # exhausted: nothing more is taken, not even 0 tokens (the quota's rule), and nothing noted as added
+    res = run_cli(h, "add", sid, "--role", "user", "--tokens", "0", "past it")
+    assert res.returncode == 1 and "exhausted its token quota" in res.stderr, res
 
 
 def test_the_active_session_limits_name_the_commands_and_the_setting(make_daemon):
@@ -207,7 +211,7 @@ def test_an_app_following_events_is_told_when_an_append_changes_the_quota_level(
                 break
             except TimeoutError:
                 pass
-        for tokens in (60, 5, 10, 5, 15, 5, 0):  # 60 safe, 65, 75 warning, 80, 95 critical, 100 exhausted, 100
+        for tokens in (60, 5, 10, 5, 15, 5):  # 60 safe, 65, 75 warning, 80, 95 critical, 100 exhausted
             await asyncio.to_thread(c.append, sid, "user", "x", tokens=tokens)
         await asyncio.to_thread(c.append, free, "user", "x", tokens=10**6)
         await asyncio.to_thread(c.append, last, "user", "the end")
@@ -216,5 +220,5 @@ def test_an_app_following_events_is_told_when_an_append_changes_the_quota_level(
 
     seen = asyncio.run(run())
     levels = [ev.get("quota_level") for ev in seen if ev["session"] == sid]
-    assert levels == [None, None, "warning", None, "critical", "exhausted", None], seen
+    assert levels == [None, None, "warning", None, "critical", "exhausted"], seen
     assert all("quota_level" not in ev for ev in seen if ev["session"] in (free, last)), seen
