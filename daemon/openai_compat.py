@@ -301,6 +301,11 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             raise Invalid("stream must be true or false")
         if not isinstance(body.get("stream_options"), (dict, type(None))):  # sessiond reads it and adds to it
             raise Invalid('stream_options must be an object ({"include_usage": true}) or null')
+        if not isinstance((body.get("stream_options") or {}).get("include_usage"), (bool, type(None))):
+            raise Invalid(  # (as OpenAI does: "no" read for its truth would ask for the usage it meant not to)
+                "stream_options.include_usage must be true or false",
+                param="stream_options.include_usage",
+            )
         made = sid is None
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
