@@ -128,9 +128,10 @@ def _messages(body: dict) -> list[dict]:
         if len(text) > v.MAX_TEXT:
             raise Invalid(too_long(f"messages[{i}].content", len(text), v.MAX_TEXT))
         rec = {"role": role, "content": text}
-        for k in ("name", "tool_call_id"):
-            if isinstance(m.get(k), str) and 0 < len(m[k]) <= 200:
-                rec[k] = m[k]
+        if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
+            rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
+        if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:
+            rec["tool_call_id"] = m["tool_call_id"]
         if m.get("tool_call_id") is not None and "tool_call_id" not in rec:  # (left out: the provider's to take)
             raise Invalid(
                 f"messages[{i}].tool_call_id must be a string of 1 to 200 characters: the id of the call it answers",

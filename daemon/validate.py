@@ -167,6 +167,15 @@ def message(m: Any, where: str = "message") -> dict:
     return out
 
 
+def message_name(name: Any, where: str) -> str:
+    """A message's `name` (not None) checked as an append's (MessageIn: text of at most MAX_NAME characters, no
+    NUL), for the OpenAI endpoint: what the API refuses, it refuses too, naming the field (`where`) as param."""
+    try:
+        return field_checker(message_models.MessageIn, "name")(name, where)
+    except Invalid as exc:
+        raise Invalid(exc.message, param=where) from None
+
+
 def given(msgs: list[dict], where: str | None = "messages") -> list[dict]:
     """Checked messages with their null fields left out (in place: the hot path), and what their types do
     not say refused; `where`: the list's name (None: a single message, the body itself)."""
