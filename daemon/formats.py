@@ -146,8 +146,9 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
 
 # ------------------------------------------------------------------------------------------ import
 def _message(m: Any, where: str, call_fields: bool = False) -> dict:
-    """A file's message, checked as an append's is; its calls' provider fields (beside id, type and function
-    in each call, and, `call_fields`: a session file's, by call id) checked and kept as its `call_fields`."""
+    """A file's message, checked as an append's is (its tool calls uncapped, as a pull reads them:
+    v.recorded_message); its calls' provider fields (beside id, type and function in each call, and,
+    `call_fields`: a session file's, by call id) checked and kept as its `call_fields`."""
     if not isinstance(m, dict):
         raise Invalid(f"{where} is not an object")
     role = m.get("role")
@@ -161,7 +162,7 @@ def _message(m: Any, where: str, call_fields: bool = False) -> dict:
             out[k] = m[k]
     if m.get("tool_calls"):  # (an empty list, as some apps write for none: none)
         out["tool_calls"] = toolcalls.kept(m["tool_calls"])
-    out = v.message(out, where)
+    out = v.recorded_message(out, where)
     own = toolcalls.of_file(
         m.get("tool_calls"), out.get("tool_calls"), where, m.get("call_fields") if call_fields else None
     )

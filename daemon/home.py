@@ -58,11 +58,27 @@ def normalize_store_url(url: str) -> str:
     if parsed.scheme in NETWORK_SCHEMES:
         if not parsed.netloc:
             raise HomeError(f"store URL {shown_url(url)!r} has no host")
+        _check_host(parsed.scheme, url)
         return url.rstrip("/")
     raise HomeError(
         f"unsupported store URL scheme {parsed.scheme!r} in {shown_url(url)!r}: use file:///path/to/folder, "
         f"s5+https://PORTAL, ipfs+http://HOST:PORT (a Kubo node) or ipfs+https://GATEWAY"
     )
+
+
+def _check_host(scheme: str, url: str) -> None:
+    """Refuse a network store URL whose host holds a '%' or a space (a bracketed IPv6 literal's zone,
+    `[fe80::1%25eth0]`, excepted): no host name does, and it is an invite or a password mistyped (its '@'
+    written %40, or a space for it), which leaves no userinfo, so the whole of it would be taken, and shown,
+    as the host. The refusal quotes nothing of the host, which would be that secret."""
+    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
+    host = authority.rpartition("@")[2]
+    if (not host.startswith("[") and "%" in host) or any(c.isspace() for c in host):
+        raise HomeError(
+            f"a {scheme}:// store URL's host holds a '%' or a space, which no host name does (not quoted here: it "
+            f"may be an invite or a password mistyped, its '@' written %40 or left out); "
+            f"give {scheme}://[INVITE@]HOST[:PORT]"
+        )
 
 
 def normalize_store_urls(urls: str | list[str]) -> str:

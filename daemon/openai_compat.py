@@ -128,9 +128,10 @@ def _messages(body: dict) -> list[dict]:
         if len(text) > v.MAX_TEXT:
             raise Invalid(too_long(f"messages[{i}].content", len(text), v.MAX_TEXT))
         rec = {"role": role, "content": text}
-        for k in ("name", "tool_call_id"):
-            if isinstance(m.get(k), str) and 0 < len(m[k]) <= 200:
-                rec[k] = m[k]
+        if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
+            rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
+        if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:
+            rec["tool_call_id"] = m["tool_call_id"]
         if m.get("tool_call_id") is not None and "tool_call_id" not in rec:  # (left out: the provider's to take)
             raise Invalid(
                 f"messages[{i}].tool_call_id must be a string of 1 to 200 characters: the id of the call it answers",
@@ -301,6 +302,11 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             raise Invalid("stream must be true or false")
         if not isinstance(body.get("stream_options"), (dict, type(None))):  # sessiond reads it and adds to it
             raise Invalid('stream_options must be an object ({"include_usage": true}) or null')
+        if not isinstance((body.get("stream_options") or {}).get("include_usage"), (bool, type(None))):
+            raise Invalid(  # (as OpenAI does: "no" read for its truth would ask for the usage it meant not to)
+                "stream_options.include_usage must be true or false",
+                param="stream_options.include_usage",
+            )
         made = sid is None
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing

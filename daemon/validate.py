@@ -167,6 +167,31 @@ def message(m: Any, where: str = "message") -> dict:
     return out
 
 
+def message_name(name: Any, where: str) -> str:
+    """A message's `name` (not None) checked as an append's (MessageIn: text of at most MAX_NAME characters, no
+    NUL), for the OpenAI endpoint: what the API refuses, it refuses too, naming the field (`where`) as param."""
+    try:
+        return field_checker(message_models.MessageIn, "name")(name, where)
+    except Invalid as exc:
+        raise Invalid(exc.message, param=where) from None
+
+
+_STORED_CALLS = checker(message_models.StoredToolCalls)
+
+
+def recorded_message(m: dict, where: str) -> dict:
+    """A message as a session file records it (an export's, read back by import-file), checked as an append's
+    (`message`) but for its tool_calls, uncapped as a pull reads them (remote_checks): an older sessiond
+    recorded a model's answer of more than MAX_TOOL_CALLS, which caps only what an app or a model adds now."""
+    calls = m.get("tool_calls")
+    if not (isinstance(calls, list) and len(calls) > message_models.MAX_TOOL_CALLS):
+        return message(m, where)
+    out = message({k: x for k, x in m.items() if k != "tool_calls"}, where)
+    out["tool_calls"] = _STORED_CALLS(calls, f"{where}.tool_calls")
+    _calls_of_assistant(out, where)
+    return out
+
+
 def given(msgs: list[dict], where: str | None = "messages") -> list[dict]:
     """Checked messages with their null fields left out (in place: the hot path), and what their types do
     not say refused; `where`: the list's name (None: a single message, the body itself)."""

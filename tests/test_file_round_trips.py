@@ -475,3 +475,33 @@ def test_a_chats_compaction_cutoff_at_another_chats_message_is_refused(d, tmp_pa
     assert res.returncode == 1 and "chats[0].compacted_upto" in res.stderr and side in res.stderr, res.stderr
     with pytest.raises(ApiError):
         c.get_session(sid)
+
+
+def test_an_answer_an_older_sessiond_recorded_with_more_than_1000_tool_calls_imports_back(d, tmp_path):
+    """An older sessiond recorded a model's answer of more than 1,000 tool calls (before MAX_TOOL_CALLS capped
+    what an app or a model adds), and its export holds them: import-file refused the file ("tool_calls has
+    more than 1000 items") where sync reads the same message from another device's log. A file's messages are
+    history, read as sync reads them; an append of as many is still refused."""
+    from sessiond.api.messages import MAX_TOOL_CALLS
+
+    c = d.client()
+    sid = c.create_session(id="many-calls")["id"]
+    call = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+    c.append(sid, "assistant", "", tool_calls=[{"id": "call_0", **call}])
+    calls = [{"id": f"call_{i}", **call} for i in range(MAX_TOOL_CALLS + 1)]
+    with pytest.raises(ApiError) as capped:  # what an app adds now stays capped
+        c.append(sid, "assistant", "", tool_calls=calls)
+    assert capped.value.status == 422
+    for fmt in ("json", "openai"):
+        data = json.loads(open(exported(d, sid, tmp_path, "--format", fmt)).read())
+        [answer] = [m for m in data["messages"] if m.get("tool_calls")]
+        answer["tool_calls"] = calls  # as the older sessiond's export holds them
+        f = tmp_path / f"older-{fmt}.json"
+        f.write_text(json.dumps(data))
+        if fmt == "json":
+            c.delete_session(sid)
+        res = run_cli(d.home, "import-file", str(f), "--json")
+        assert res.returncode == 0, res.stderr
+        [new] = json.loads(res.stdout)["sessions"] if fmt == "openai" else [{"id": sid}]
+        got = [m for m in c.messages(new["id"])["messages"] if m.get("tool_calls")]
+        assert len(got) == 1 and got[0]["tool_calls"] == calls, (fmt, len(got))

@@ -172,22 +172,45 @@ def test_a_whole_answer_that_cannot_be_recorded_reaches_an_openai_app_over_tcp_i
         server.stop()
 
 
-@pytest.mark.parametrize("bad", ["yes", [1], 5])
-def test_stream_options_that_is_not_an_object_is_refused_before_anything_is_asked_or_recorded(make_daemon, bad):
-    # was: a 500 "Internal Server Error" page, after a new session and its question were recorded
+def _posted(d, body: dict) -> tuple[int, str]:
+    """POST /openai/v1/chat/completions on the daemon's socket: (status, the body's text)."""
+    conn = UnixHTTP(d.socket)
+    conn.request("POST", "/openai/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    return resp.status, resp.read().decode()
+
+
+@pytest.mark.parametrize(
+    "options,field",
+    [
+        # was: a 500 "Internal Server Error" page, after a new session and its question were recorded
+        *(({"stream_options": bad}, "stream_options") for bad in ("yes", [1], 5)),
+        # "no" (or 0, "false") was read for its truth: "no" and "false" asked for the usage chunk, which the app
+        # that wrote them meant not to have; OpenAI refuses anything but a boolean
+        *(
+            ({"stream_options": {"include_usage": bad}}, "stream_options.include_usage")
+            for bad in ("no", "false", 0, [])
+        ),
+    ],
+)
+def test_stream_options_the_endpoint_cannot_read_are_refused_before_anything_is_asked_or_recorded(
+    make_daemon, options, field
+):
     p, server = serve_threaded(Provider())
     try:
         d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1")
-        q = [{"role": "user", "content": "q"}]
-        body = {"model": "echo-1", "stream": True, "stream_options": bad, "messages": q}
-        conn = UnixHTTP(d.socket)
-        conn.request("POST", "/openai/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        said = json.loads(resp.read())
-        # refused as the endpoint's other checks of a body are (stream, messages, model): 422
-        assert resp.status == 422 and "stream_options" in said["error"]["message"], (resp.status, said)
+        body = {"model": "echo-1", "stream": True, "messages": [{"role": "user", "content": "q"}], **options}
+        status, text = _posted(d, body)
+        said = json.loads(text)
+        # refused as the endpoint's other checks of a body are (stream, messages, model): 422, naming the field
+        assert status == 422 and field in said["error"]["message"], (status, said)
         assert said["error"]["type"] == "invalid_request_error"
+        assert field == "stream_options" or said["error"]["param"] == field, said
         assert d.client().list_sessions()["sessions"] == [] and p.requests == []
+        for fine in (True, False, None):  # a boolean, or null (left out), is taken
+            status, streamed = _posted(d, {**body, "stream_options": {"include_usage": fine}})
+            assert status == 200, streamed
+            assert ('"usage": {' in streamed or '"usage":{' in streamed) == (fine is True), (fine, streamed)
     finally:
         server.stop()
 

@@ -79,3 +79,27 @@ def test_a_spent_quota_is_a_429_the_sdk_does_not_retry(daemon):
     c.append(sid, "user", "all of it", tokens=5)
     err = _refused(daemon, sid)
     assert isinstance(err, openai.RateLimitError) and err.code == "quota_exceeded", err.body
+
+
+@pytest.mark.parametrize("bad", ["n" * 201, 5, "a\0b"])
+def test_a_message_name_the_api_would_refuse_is_refused_naming_it(daemon, bad):
+    """A message's `name` over 200 characters (or not a string, or holding a NUL) went to the provider while
+    the endpoint stored nothing of it, silently, where the socket API's append refuses it. Both refuse it now,
+    naming the field, nothing recorded; a name the append takes is stored."""
+    c = daemon.client()
+    sid = c.create_session(model="echo-1")["id"]
+    sent: list = []
+    app = _app(daemon, sid, sent)
+    with pytest.raises(openai.UnprocessableEntityError) as exc:
+        app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "q", "name": bad}])
+    assert exc.value.param == "messages[0].name" and "messages[0].name" in exc.value.message, exc.value.body
+    assert len(sent) == 1 and c.messages(sid)["messages"] == []
+    with pytest.raises(ClientError) as native:
+        c.append(sid, "user", "q", name=bad)
+    assert native.value.status == 422 and "name" in native.value.message, native.value.message
+    for fine in ("n" * 200, ""):  # what the append takes, the endpoint stores
+        asked = [{"role": "user", "content": f"q{len(fine)}", "name": fine}]
+        app.chat.completions.create(model="echo-1", messages=asked)  # type: ignore[arg-type]
+        c.append(sid, "user", f"r{len(fine)}", name=fine)
+    names = [m.get("name") for m in c.messages(sid)["messages"] if m["role"] == "user"]
+    assert names == ["n" * 200, "n" * 200, "", ""], names

@@ -258,3 +258,42 @@ def test_a_store_url_with_a_slash_left_out_is_refused_without_its_invite(secret_
         assert res.returncode != 0 and "has no host" in res.stderr, res
         assert invite not in res.stderr + res.stdout + secretcheck.logs(home), res.stderr
         assert "***@" in res.stderr, res.stderr  # the URL is still named, its credentials hidden
+
+
+def test_a_store_url_whose_host_holds_a_percent_or_a_space_is_refused_without_quoting_it(secret_homes, tmp_path):
+    """An invite mistyped (its '@' written %40, or a space for it) leaves no userinfo: the whole of
+    `INVITE%40host` was taken as the host, and `status`, the banner and the logs showed it, the invite in full.
+    No host name holds a '%' or a space: such a URL is refused wherever it is given, naming the mistake and
+    quoting nothing of the host."""
+    home = secret_homes("pct")
+    invite = "INVITE-5b7e01c9d3aa42"
+    typed = [f"s5+http://{invite}%40127.0.0.1:1", f"s5+http://{invite} 127.0.0.1:1", f"ipfs+http://u:pw@{invite}%20h:1"]
+    seen = []
+    for url in typed:
+        f = tmp_path / "store"
+        f.write_text(url + "\n")
+        for how in (("--store", url), ("--store-file", str(f))):
+            res = run_cli(home, "start", *how)
+            assert res.returncode != 0 and "host" in res.stderr and "'%' or a space" in res.stderr, res
+            seen += [res.stdout, res.stderr]
+    for key, value in (("store", json.dumps(typed[0])), ("stores", json.dumps(["file:///tmp/x", typed[1]]))):
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        with open(os.path.join(home, "config.toml"), "w") as cfg:
+            cfg.write(f"{key} = {value}\n")
+        res = run_cli(home, "start")
+        assert res.returncode != 0 and "'%' or a space" in res.stderr, res
+        seen += [res.stdout, res.stderr]
+    os.remove(os.path.join(home, "config.toml"))
+    run_cli(home, "start", check=True)
+    sid = cli_json(home, "new")["id"]
+    code = cli_json(home, "share", sid)["code"]
+    for url in typed:
+        for json_flag in ((), ("--json",)):
+            res = run_cli(home, "import", "--store", url, *json_flag, input=code)
+            assert res.returncode != 0 and "'%' or a space" in res.stdout + res.stderr, res
+            seen += [res.stdout, res.stderr]
+    seen.append(json.dumps(cli_json(home, "status")))
+    run_cli(home, "stop", check=True)
+    seen.append(secretcheck.logs(home))
+    for shown in seen:
+        assert invite not in shown and invite.lower() not in shown, shown
