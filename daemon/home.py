@@ -21,7 +21,7 @@ from ..api.locate import (
     runtime_socket_path,
     socket_path,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
 )
-from .providerconfig import check_providers
+from .provider_config import check_providers
 
 
 def normalize_store_url(url: str) -> str:
