@@ -596,5 +596,6 @@ def test_checkpoint_vector_recomputed_as_the_document_says():
     key.verify_key.verify(signed, bytes.fromhex(proof["signature"]))
     # the daemon's own code makes the same proof, and checks it
     rows = [(m["device"], m["seq"], m["chat"], m["role"], m["content"], m["tokens"]) for m in v["messages"]]
-    assert make_proof(v["session"], v["device"], 1, rows, frontier, proof["created_at"], key) == proof
+    assert make_proof(v["session"], v["device"], 1, rows, frontier, proof["created_at"], key, version=1) == proof
     check_proof(proof, rows, {bytes.fromhex(proof["pk"])})
+

@@ -263,7 +263,7 @@ def test_check_proofs_names_the_checkpoint_that_does_not_hold():
     key = SigningKey(bytes(32))
     pks = {b"\xed" + bytes(key.verify_key)}
     msgs = prepare([("A", i, "main", "user", f"m{i}", 1) for i in range(1, 101)])
-    proofs = [make_proof(SID, "A", n, msgs, {"A": n * 10}, 1.0, key) for n in range(1, 11)]
+    proofs = [make_proof(SID, "A", n, msgs, {"A": n * 10}, 1.0, key, version=1) for n in range(1, 11)]
     check_proofs(proofs, msgs, pks)
     changed = prepare([("A", i, "main", "user", f"m{i}" if i != 55 else "changed", 1) for i in range(1, 101)])
     with pytest.raises(ProofError, match="checkpoint 6 of device A"):
