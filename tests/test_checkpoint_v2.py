@@ -54,7 +54,13 @@ def test_a_proof_of_an_unknown_version_is_refused_by_name(daemon):
 # ---------------------------------------------------------------------------------------------- across devices
 TOOL_TURN = [
     {"role": "user", "content": "what is q?", "name": "alice", "tokens": 3},
-    {"role": "assistant", "content": "", "tool_calls": [CALL], "tokens": 2},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [CALL],
+        "call_fields": {"call_1": {"extra_content": {"google": {"thought_signature": "c2ln", "n": 1.5}}}},
+        "tokens": 2,
+    },
     {"role": "tool", "content": "42", "tool_call_id": "call_1", "tokens": 1},
 ]
 
