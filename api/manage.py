@@ -75,6 +75,7 @@ class Checkpoint(TypedDict):
     frontier: NotRequired[dict]
     created_at: NotRequired[float]
     pk: NotRequired[str]
+    v: NotRequired[int]  # the proof's version (docs/FORMATS.md §8): 2, or none for version 1
 
 
 @with_config(ANSWER)
@@ -96,6 +97,7 @@ class ProofResult(TypedDict):
     device: NotRequired[str]
     messages: NotRequired[int]
     tokens: NotRequired[int]
+    v: NotRequired[int]  # the proof's version, when it holds
 
 
 @with_config(QUERY)

@@ -12,10 +12,11 @@ schedstat) over the request. Before each, a search makes the daemon index what w
 indexer would otherwise run during the checkpoint and be counted in its CPU); the session's policy sets
 no automatic checkpoints.
 
-The floor (docs/FORMATS.md §8), computed directly with the libraries over the same messages (the same
-device, seq, chat, role and content): DAG-CBOR of [device, seq, chat, role, content] and one BLAKE3 of the
-previous hash and it per message, then one Ed25519 signature of a proof's CBOR; no SQLite read, no
-sessiond code. The best of 3 computations.
+The floor (docs/FORMATS.md §8, version 2), computed directly with the libraries over the same messages (the
+same device, seq, chat, role and content, and no fields beyond them): DAG-CBOR of [device, seq, chat, role,
+content, {}] and one BLAKE3 of the previous hash and it per message, then one Ed25519 signature of a proof's
+CBOR; no SQLite read, no sessiond code (the session's setting, hashed once, left out). The best of 3
+computations.
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ def chain_floor(messages: list[tuple], key: SigningKey) -> float:
         "pk": "ed" + "00" * 32,
         "session": "s" * 26,
         "tokens": 0,
+        "v": 2,
     }
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
         h = b"\x00" * 32
         for m in messages:
-            h = blake3.blake3(h + cbor2.dumps(list(m))).digest()
+            h = blake3.blake3(h + cbor2.dumps([*m, {}])).digest()
         key.sign(cbor2.dumps({**proof, "hash": h.hex()}))
         best = min(best, time.perf_counter() - t)
     return best

@@ -100,6 +100,8 @@ def remote_op(kind: str, body: Any, where: str) -> None:
         for k in ("number", "tokens", "messages"):
             _COUNT(body.get(k), w + k)
         _TIME(body.get("created_at"), w + "created_at")
+        if "v" in body:  # its version (none: 1); one this sessiond does not know is kept, and refused by verify
+            _COUNT(body["v"], w + "v")
         for k in ("hash", "pk", "signature"):
             _hex(body.get(k), w + k)
         for k, x in obj(body.get("frontier"), w + "frontier").items():

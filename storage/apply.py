@@ -22,6 +22,11 @@ from .limits import check_imported
 from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
 from .search import insert_messages
 
+# A checkpoint's fields its table has columns for; a newer sessiond's others are kept in its `more`
+CHECKPOINT_KEYS = frozenset(
+    ("session", "device", "number", "hash", "tokens", "messages", "frontier", "created_at", "pk", "signature", "v")
+)
+
 
 def stamp_newer(stamp: list | tuple, old: list | None) -> bool:
     return old is None or tuple(stamp) > tuple(old)
@@ -184,7 +189,7 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
     elif op.kind == "checkpoint.add":
         await tx.execute(
             "INSERT OR IGNORE INTO checkpoints(session_id, device_id, number, hash, tokens, messages, frontier,"
-            " created_at, pk, signature) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " created_at, pk, signature, v, more) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 op.session_id,
                 op.device_id,
@@ -196,6 +201,8 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
                 b["created_at"],
                 bytes.fromhex(b["pk"]),
                 bytes.fromhex(b["signature"]),
+                b.get("v"),  # (none: version 1)
+                dumps(more) if (more := {k: x for k, x in b.items() if k not in CHECKPOINT_KEYS}) else None,
             ),
         )
     # Unknown kinds (written by a newer version) are kept in the log and ignored here.

@@ -14,10 +14,21 @@ from .missedmarks import missed_checkpoints
 from .model import now
 from .sessions import session_row, writable_row
 
+# The operations that make a session's setting (sync/checkpoint.py SETTING_KINDS): its creation, its and its
+# chats' updates, as (device, seq, lamport, kind, body), for a version 2 checkpoint's hash
+SETTING_OPS = (
+    "SELECT device_id, seq, lamport, kind, body FROM ops WHERE session_id=?"
+    " AND kind IN ('session.create', 'session.update', 'chat.create', 'chat.update')"
+)
+
+
+def setting_ops(rows: list) -> list[tuple]:
+    return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
 
 def read_chain(
     conn: sqlite3.Connection, sid: str, after: dict[str, int] | None, upto: dict[str, int] | None = None
-) -> tuple[Any, dict[str, int], list[tuple]]:
+) -> tuple[Any, dict[str, int], list[tuple], list[tuple]]:
     """Database.conversation_chain, on a stdlib connection of its own (one read transaction)."""
     cur = conn.cursor()
     cur.row_factory = None
@@ -32,20 +43,23 @@ def read_chain(
             lo = (after or {}).get(device, 0)
             if hi > lo:
                 rows += cur.execute(
-                    "SELECT lamport, device_id, seq, chat_id, role, content, coalesce(tokens, 0)"
+                    "SELECT lamport, device_id, seq, chat_id, role, content, coalesce(tokens, 0), extra"
                     " FROM messages WHERE session_id=? AND device_id=? AND seq>? AND seq<=?",
                     (sid, device, lo, hi),
                 ).fetchall()
+        ops = setting_ops(cur.execute(SETTING_OPS, (sid,)).fetchall())
     finally:
         if conn.in_transaction:
             cur.execute("COMMIT")
         cur.close()
-    rows.sort()  # global order: (lamport, device, seq) is unique, so the rest never decides
-    return ident, frontier, rows
+    rows.sort(key=lambda r: r[:3])  # global order: (lamport, device, seq) is unique
+    return ident, frontier, rows, ops
 
 
 def checkpoint_dict(sid: str, r: Any) -> dict:
-    return {
+    """A checkpoint row as its proof: `v` from version 2 (none: version 1), and the fields beyond those
+    this sessiond knows that a newer one's proof carried (kept, so that the proof is listed whole)."""
+    out = {
         "session": sid,
         "device": r["device_id"],
         "number": r["number"],
@@ -57,6 +71,11 @@ def checkpoint_dict(sid: str, r: Any) -> dict:
         "pk": r["pk"].hex(),
         "signature": r["signature"].hex(),
     }
+    if r["v"] is not None:
+        out["v"] = r["v"]
+    if r["more"]:
+        out = json.loads(r["more"]) | out
+    return out
 
 
 class Checkpoints:
@@ -74,6 +93,10 @@ class Checkpoints:
             await tx.execute("DELETE FROM mark_ends WHERE session_id=? AND seq<=?", (sid, covered))
             tx.emit({"type": "checkpoint.created", "session": sid, "number": body["number"]})
         return body
+
+    async def setting_ops(self, sid: str) -> builtins.list[tuple]:
+        """The operations that make the session's setting, as setting() takes them (SETTING_OPS)."""
+        return setting_ops(await self.c.committed.fetchall(SETTING_OPS, (sid,)))
 
     async def signers(self, sid: str) -> set[bytes]:
         """The head keys that signed the checkpoints of `sid` held here."""
@@ -129,10 +152,11 @@ class Checkpoints:
 
     async def chain(
         self, sid: str, after: dict[str, int] | None, upto: dict[str, int] | None = None
-    ) -> tuple[Any, dict[str, int], builtins.list[tuple]]:
+    ) -> tuple[Any, dict[str, int], builtins.list[tuple], builtins.list[tuple]]:
         """For checkpoints, from one snapshot: the session's identity (its row id and creation time, which
         tell a session from a later one of the same id), its frontier (each device's last seq here,
-        as `devices`), and its messages as (lamport, device, seq, chat, role, content, tokens) with
-        after[d] < seq <= frontier[d] for every device d (after None: all of them), in global order. `upto`:
+        as `devices`), its messages as (lamport, device, seq, chat, role, content, tokens, extra) with
+        after[d] < seq <= frontier[d] for every device d (after None: all of them), in global order, and the
+        operations that make its setting (all of them: setting() keeps those a frontier covers). `upto`:
         the frontier to read up to, not the session's now."""
         return await self.c.bulk(read_chain, sid, after, upto)

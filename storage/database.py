@@ -348,8 +348,11 @@ class Database:
 
     async def conversation_chain(
         self, sid: str, after: dict[str, int] | None, upto: dict[str, int] | None = None
-    ) -> tuple[Any, dict[str, int], list[tuple]]:
+    ) -> tuple[Any, dict[str, int], list[tuple], list[tuple]]:
         return await self.checkpointer.chain(sid, after, upto)
+
+    async def setting_ops(self, sid: str) -> list[tuple]:
+        return await self.checkpointer.setting_ops(sid)
 
     async def add_checkpoint(self, sid: str, body: dict) -> dict:
         return await self.checkpointer.add(sid, body)

@@ -473,11 +473,12 @@ class Messages:
         return [message_dict(r) for r in rows]
 
     async def conversation(self, sid: str) -> builtins.list[tuple]:  # `list` here is the method above
-        """Every message of the session in its global order, as (device, seq, chat, role, content, tokens)."""
+        """Every message of the session in its global order, as (device, seq, chat, role, content, tokens, extra)."""
         return [
             tuple(r)
             for r in await self.c.committed.fetchall(
-                "SELECT device_id, seq, chat_id, role, content, coalesce(tokens, 0) FROM messages WHERE session_id=?"
+                "SELECT device_id, seq, chat_id, role, content, coalesce(tokens, 0), extra FROM messages"
+                " WHERE session_id=?"
                 " ORDER BY lamport, device_id, seq",
                 (sid,),
             )

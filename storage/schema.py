@@ -378,6 +378,14 @@ MIGRATIONS: list[str] = [
         DELETE FROM revocations WHERE session_id=new.id;
     END;
     """,
+    # 20: a checkpoint's version (docs/FORMATS.md §8): null for version 1 (every checkpoint made before it,
+    # and those of sessiond before it on other devices), 2 for those whose hash covers the whole conversation;
+    # and, as JSON, the fields of a newer version's proof beyond those with columns here, so that its proof
+    # is listed whole (and a newer sessiond can verify it). New columns: no existing row is rewritten.
+    """
+    ALTER TABLE checkpoints ADD COLUMN v INTEGER;
+    ALTER TABLE checkpoints ADD COLUMN more TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

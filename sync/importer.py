@@ -20,7 +20,7 @@ from ..storage.sessions import case_twin_message
 from ..stores import Store, StoreError
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
-from .checkpoint import ProofError, check_proofs, prepare_rows
+from .checkpoint import SETTING_KINDS, ProofError, check_proofs, prepare_rows
 from .context import SyncContext
 from .errors import ImportError_, crash_point, log_fix
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
@@ -204,12 +204,18 @@ class Importer:
                 # messages in the global order (Lamport clock, device, seq); each log is in that order
                 parts = [lg.messages for lg in logs.values() if lg.messages]
                 rows = parts[0] if len(parts) == 1 else sorted(chain.from_iterable(parts), key=itemgetter(4, 2, 3))
-                msgs = prepare_rows(rows)
+                # the operations that make the session's setting, which a version 2 proof hashes
+                ops = [
+                    (o.device_id, o.seq, o.lamport, o.kind, o.body)
+                    for lg in logs.values()
+                    for o in lg.ops
+                    if o.kind in SETTING_KINDS
+                ]
                 slow = _slow_check()
                 if slow:  # tests: stands for the checks of a very long session on a slow device
                     time.sleep(slow)
                 try:
-                    check_proofs([o.body for o in checkpoints], msgs, pks)
+                    check_proofs([o.body for o in checkpoints], lambda v: prepare_rows(rows, v), pks, ops)
                 except ProofError as exc:
                     raise ImportError_("checkpoint", f"the session's checkpoints do not verify: {exc}") from None
 

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from ..storage.errors import revoked
 from ..stores import StoreError
 from .bounded import LRU, KeyedLocks
-from .checkpoint import Chain, OtherHistory, ProofError, UnknownSigner, check_proof, extend, proof_of
+from .checkpoint import (
+    Chain,
+    OtherHistory,
+    ProofError,
+    UnknownSigner,
+    check_proof,
+    covered,
+    extend,
+    proof_of,
+    sealed,
+    setting_digest,
+)
 from .context import SyncContext
 from .errors import ImportError_
 from .fetch import BEHIND
@@ -34,6 +46,10 @@ class Proofs:
         # per session: (its identity, Chain) of the last checkpoint, for the CHAINS_KEPT most recently
         # checkpointed sessions; one that fell out hashes its whole conversation once at the next
         self._chains: LRU[str, tuple] = LRU(CHAINS_KEPT)
+        # per session: (its identity, which operations made its setting, their setting_digest) of the last
+        # checkpoint: a session's setting (its prompts: a file's of megabytes) is hashed again only when
+        # it changed, and off the event loop
+        self._settings: LRU[str, tuple] = LRU(CHAINS_KEPT)
         # one checkpoint of a session made at a time: two at once (an app's request beside an automatic one
         # or `end`'s final one) would each read the same latest checkpoint and next number before either is
         # written, and log two checkpoints of one number, or two of one conversation
@@ -41,6 +57,17 @@ class Proofs:
 
     def forget(self, sid: str) -> None:
         self._chains.pop(sid, None)
+        self._settings.pop(sid, None)
+
+    async def _setting_hash(self, sid: str, ident: Any, ops: list[tuple], frontier: dict[str, int]) -> bytes:
+        """setting_digest(ops, frontier), kept per session while the operations it covers stay the same."""
+        key = (ident, covered(ops, frontier))
+        kept = self._settings.get(sid)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        digest = await asyncio.to_thread(setting_digest, ops, frontier)
+        self._settings[sid] = (key, digest)
+        return digest
 
     async def _known_pks(self, sid: str) -> set[bytes]:
         """This device's head key, the writers it follows, and those whose checkpoints it holds (a writer a
@@ -63,19 +90,21 @@ class Proofs:
         if session["access"] == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
         if upto is None:
-            chain = await self._conversation_chain(sid)
+            chain, ident, ops = await self._conversation_chain(sid)
         else:  # from the start, up to there (and not kept: the next one hashes its conversation afresh)
             self._chains.pop(sid, None)
-            _, frontier, rows = await db.conversation_chain(sid, None, upto)
+            ident, frontier, rows, ops = await db.conversation_chain(sid, None, upto)
             made = await asyncio.to_thread(extend, None, frontier, rows)
             assert made is not None  # from the start (None), extend always answers a chain
             chain = made
         # nothing new since this device's latest checkpoint (`end` right after one, a second request): a
-        # new one would prove the same conversation again; that one stands, nothing is written
+        # new one would prove the same conversation again (its setting too); that one stands, nothing is written
+        setting_hash = await self._setting_hash(sid, ident, ops, chain.frontier)
         latest = await db.latest_own_checkpoint(sid)
         if (
             latest is not None
-            and latest["hash"] == chain.hash.hex()
+            and latest.get("v") == 2
+            and latest["hash"] == sealed(setting_hash, chain.hash).hex()
             and (latest["messages"], latest["tokens"]) == (chain.messages, chain.tokens)
             and latest["pk"] == self.ctx.keys.head_pk(sid).hex()
         ):
@@ -88,20 +117,22 @@ class Proofs:
             chain,
             round(time.time(), 3),
             self.ctx.keys.head_key(sid),
+            setting_hash,
         )
         # and its write a third: together they were one step of 300-700 us in the daemon, which the client's
         # next append, arriving meanwhile, waited behind (bench/results/profile-tail.md)
         await asyncio.sleep(0)
         return await db.add_checkpoint(sid, proof)
 
-    async def _conversation_chain(self, sid: str) -> Chain:
-        """The conversation hash of everything this device has of `sid`, carried on from the last one
-        computed (kept in memory per session) over the new messages only, when they all sort after it;
-        from the start otherwise (after a restart, or when a message from another device arrived late
-        in the global order), off the event loop."""
+    async def _conversation_chain(self, sid: str) -> tuple[Chain, Any, list[tuple]]:
+        """The chain of the messages of everything this device has of `sid` (version 2's), carried on from
+        the last one computed (kept in memory per session) over the new messages only, when they all sort
+        after it; from the start otherwise (after a restart, or when a message from another device arrived
+        late in the global order), off the event loop. And the session's identity and the operations that make
+        its setting, read with them."""
         db = self.ctx.db
         ident, cached = self._chains.get(sid) or (None, None)
-        fresh_ident, frontier, rows = await db.conversation_chain(sid, cached.frontier if cached else None)
+        fresh_ident, frontier, rows, ops = await db.conversation_chain(sid, cached.frontier if cached else None)
         chain = None
         if (
             cached is not None
@@ -111,7 +142,7 @@ class Proofs:
             chain = await extend_in_steps(cached, frontier, rows)
         if chain is None:
             if cached is not None:
-                fresh_ident, frontier, rows = await db.conversation_chain(sid, None)
+                fresh_ident, frontier, rows, ops = await db.conversation_chain(sid, None)
             chain = (
                 await asyncio.to_thread(extend, None, frontier, rows)
                 if len(rows) > 256
@@ -119,13 +150,14 @@ class Proofs:
             )
             assert chain is not None  # from the start (None), extend always answers a chain
         self._chains[sid] = (fresh_ident, chain)
-        return chain
+        return chain, fresh_ident, ops
 
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         if proof.get("session") not in (None, sid):
             raise ImportError_("checkpoint", f"the proof is for session {proof.get('session')}, not {sid}")
         try:
-            check_proof(proof, await self.ctx.db.conversation(sid), await self._known_pks(sid))
+            db = self.ctx.db
+            check_proof(proof, await db.conversation(sid), await self._known_pks(sid), await db.setting_ops(sid))
         except UnknownSigner as exc:
             return {"ok": False, "session": sid, "problem": await self._not_read_yet(sid, exc.pk) or str(exc)}
         except OtherHistory as exc:
@@ -139,6 +171,7 @@ class Proofs:
             "device": proof["device"],
             "messages": proof["messages"],
             "tokens": proof["tokens"],
+            "v": proof.get("v", 1),
         }
 
     async def _not_read_yet(self, sid: str, pk: bytes) -> str | None:

@@ -51,9 +51,11 @@ def test_the_checkpoint_interval_counts_prompt_tokens_too(daemon):
 
 def test_a_user_recomputes_a_live_sessions_proofs_as_the_formats_document_says(daemon):
     """docs/FORMATS.md §8, followed from what the CLI prints: every chat's messages (`log --all --json`),
-    compacted ones too, in their listed order, hashed as [device, seq, chat id, role, content]; tool calls
-    not in it. Each proof `checkpoints --json` lists is recomputed, and its signature checked, with nothing of
-    sessiond's but its DAG-CBOR encoder."""
+    compacted ones too, in their listed order, hashed as [device, seq, chat id, role, content, fields], fields
+    the message's name, tool_call_id, tool_calls and call_fields it has; the session's setting (`show --json`'s
+    system prompt and initial messages, `chat ls --json`'s chats' prompts) ahead of them. Each proof
+    `checkpoints --json` lists is recomputed, and its signature checked, with nothing of sessiond's but its
+    DAG-CBOR encoder. (Version 1 left the tool calls, names and prompts out: a proof did not change with them.)"""
     import blake3
     from nacl.signing import VerifyKey
 
@@ -61,11 +63,19 @@ def test_a_user_recomputes_a_live_sessions_proofs_as_the_formats_document_says(d
     from sessiond.sync import dagcbor
 
     h = daemon.home
-    sid = cli_json(h, "new", "--model", "echo-1", "--checkpoint-interval", "5", "--max-context-tokens", "60")["id"]
-    cli_json(h, "chat", "new", sid, "--id", "side", "--name", "aside")
+    sid = cli_json(
+        h, "new", "--model", "echo-1", "--checkpoint-interval", "5", "--max-context-tokens", "60",
+        "--system", "answer in one word", "--initial", '[{"role": "user", "content": "be kind", "name": "host"}]',
+    )["id"]  # fmt: skip
+    cli_json(h, "chat", "new", sid, "--id", "side", "--name", "aside", "--system", "the side chat's prompt")
     for i in range(6):
         cli_json(h, "add", sid, "--role", "user", "--tokens", "4", f"question {i}", *(["--chat", "side"] * (i % 2)))
-    cli_json(h, "add", sid, "--role", "assistant", "--tool-call", "look", '{"q": 1}')
+    cli_json(h, "add", sid, "--role", "user", "--name", "alice", "what is q?")
+    cli_json(
+        h, "add", sid, "--role", "assistant", "--tool-call-with-id", "call_7", "look", '{"q": 1}',
+        "--call-fields", "call_7", '{"extra_content": {"google": {"thought_signature": "sig"}}}',
+    )  # fmt: skip
+    cli_json(h, "add", sid, "--role", "tool", "--tool-call-id", "call_7", "--name", "look", "42")
     cli_json(h, "ask", sid, "one more")
     cli_json(h, "compact", sid, "--target-tokens", "0")
     cli_json(h, "checkpoint", sid)
@@ -73,16 +83,28 @@ def test_a_user_recomputes_a_live_sessions_proofs_as_the_formats_document_says(d
     assert [(m["lamport"], m["device"], m["seq"]) for m in messages] == sorted(
         (m["lamport"], m["device"], m["seq"]) for m in messages
     )
+    assert any(m.get("tool_calls") for m in messages) and any(m.get("call_fields") for m in messages)
+    shown = cli_json(h, "show", sid)
+    chats = cli_json(h, "chat", "ls", sid)["chats"]
+    setting = {
+        "system_prompt": shown["system_prompt"],
+        "initial_messages": shown["initial_messages"],
+        "chats": {c["id"]: c.get("system_prompt") for c in chats},
+    }
+    assert setting["chats"] == {"main": None, "side": "the side chat's prompt"}
+    setting_hash = blake3.blake3(dagcbor.encode(setting)).digest()
     proofs = cli_json(h, "checkpoints", sid)["checkpoints"]
-    assert len(proofs) >= 3
+    assert len(proofs) >= 3 and all(p["v"] == 2 for p in proofs)
     for proof in proofs:
         chain, n, tokens = b"\x00" * 32, 0, 0
         for m in messages:
             if m["seq"] > proof["frontier"].get(m["device"], 0):
                 continue
-            item = dagcbor.encode([m["device"], m["seq"], m["chat"], m["role"], m["content"]])
+            fields = {k: m[k] for k in ("name", "tool_call_id", "tool_calls", "call_fields") if k in m}
+            item = dagcbor.encode([m["device"], m["seq"], m["chat"], m["role"], m["content"], fields])
             chain, n, tokens = blake3.blake3(chain + item).digest(), n + 1, tokens + (m.get("tokens") or 0)
-        assert (chain.hex(), n, tokens) == (proof["hash"], proof["messages"], proof["tokens"]), proof
+        whole = blake3.blake3(setting_hash + chain).digest()
+        assert (whole.hex(), n, tokens) == (proof["hash"], proof["messages"], proof["tokens"]), proof
         signed = dagcbor.encode({k: v for k, v in proof.items() if k != "signature"})
         VerifyKey(bytes.fromhex(proof["pk"])[1:]).verify(signed, bytes.fromhex(proof["signature"]))
 

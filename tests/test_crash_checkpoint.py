@@ -54,7 +54,7 @@ def test_a_checkpoint_due_when_the_daemon_was_killed_is_made_at_the_next_start(m
     # the checkpoint is the on-time one: right after the batch that passed the mark, not of "after" (had it
     # come in before the daemon died), also when the two were written in the same millisecond (the batch
     # noted where it ended: storage/missedmarks.py)
-    assert [(k["messages"], k["tokens"], k["number"]) for k in got] == [(4, 115, 1)], got
+    assert [(k["messages"], k["tokens"], k["number"], k["v"]) for k in got] == [(4, 115, 1, 2)], got
     assert c.verify_proof(sid, got[0])["ok"]
     # a restart makes no second one, nor one for the session whose checkpoint was made on time
     before = len(c.checkpoints(calm)["checkpoints"])

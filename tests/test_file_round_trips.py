@@ -439,8 +439,10 @@ def test_a_session_files_checkpoints_come_back_as_one_of_the_importers_that_veri
     one of the whole imported history, which verifies there, and lists no proof of the file's."""
     src, dst = make_daemon().start(), make_daemon().start()
     c = src.client()
-    sid = c.create_session(id="proven")["id"]
-    c.append_many(sid, [{"role": "user", "content": "question"}, {"role": "assistant", "content": "answer"}])
+    sid = c.create_session(id="proven", system_prompt="be brief")["id"]
+    c.append_many(
+        sid, [{"role": "user", "content": "question", "name": "al"}, {"role": "assistant", "content": "answer"}]
+    )
     c.checkpoint(sid)
     data = _moved(src, dst, sid, tmp_path)
     assert len(data["checkpoints"]) == 1
@@ -451,7 +453,7 @@ def test_a_session_files_checkpoints_come_back_as_one_of_the_importers_that_veri
         what="the importer's checkpoint of the imported history",
     )
     assert all(p["device"] == device for p in h.checkpoints(sid)["checkpoints"])
-    assert h.verify_proof(sid, mine[-1])["ok"]
+    assert mine[-1]["v"] == 2 and h.verify_proof(sid, mine[-1])["ok"]  # (its prompt and names hashed too)
     assert not h.verify_proof(sid, data["checkpoints"][0])["ok"]  # the source's, against its own copy only
     assert c.verify_proof(sid, data["checkpoints"][0])["ok"]
 

@@ -596,5 +596,62 @@ def test_checkpoint_vector_recomputed_as_the_document_says():
     key.verify_key.verify(signed, bytes.fromhex(proof["signature"]))
     # the daemon's own code makes the same proof, and checks it
     rows = [(m["device"], m["seq"], m["chat"], m["role"], m["content"], m["tokens"]) for m in v["messages"]]
-    assert make_proof(v["session"], v["device"], 1, rows, frontier, proof["created_at"], key) == proof
+    assert make_proof(v["session"], v["device"], 1, rows, frontier, proof["created_at"], key, version=1) == proof
     check_proof(proof, rows, {bytes.fromhex(proof["pk"])})
+
+
+def test_checkpoint_v2_vector_recomputed_as_the_document_says():
+    """§8's version 2 hash and proof, from §9's `checkpoint_v2` vector: the setting (the system prompt, initial
+    messages and each chat's prompt as the operations the frontier covers left them, the later update past the
+    frontier not) hashed ahead of the chain of [device, seq, chat id, role, content, fields], fields a message's
+    name, tool_call_id, tool_calls and call_fields; the proof signed over its other fields, `v` among them.
+    (Version 1 left all of these out: a proof did not change with a tool call's arguments or the prompt.)"""
+    from sessiond.sync.checkpoint import check_proof, make_proof
+
+    v = V["checkpoint_v2"]
+    proof = v["proof"]
+    frontier = proof["frontier"]
+    setting = {"system_prompt": None, "initial_messages": [], "chats": {}}
+    for op in sorted(v["operations"], key=lambda o: (o["lamport"], o["device"], o["seq"])):
+        if op["seq"] > frontier.get(op["device"], 0):
+            continue
+        b = op["body"]
+        if op["kind"] == "session.create":
+            setting |= {"system_prompt": b.get("system_prompt"), "initial_messages": b.get("initial_messages") or []}
+            setting["chats"] |= {c["id"]: c.get("system_prompt") for c in b.get("chats", [])}
+        elif op["kind"] == "session.update":
+            setting |= {k: b[k] for k in ("system_prompt", "initial_messages") if k in b}
+        elif op["kind"] == "chat.create":
+            setting["chats"][b["id"]] = b.get("system_prompt")
+    assert setting == v["setting"] and setting["system_prompt"] == "be brief"
+    assert dagcbor.encode(setting).hex() == v["setting_hex"]
+    setting_hash = blake3.blake3(dagcbor.encode(setting)).digest()
+    assert setting_hash.hex() == v["setting_hash_hex"]
+    fields = ("name", "tool_call_id", "tool_calls", "call_fields")
+    h, items, chain, tokens = b"\x00" * 32, [], [], 0
+    for m in v["messages"]:
+        if m["seq"] > frontier.get(m["device"], 0):
+            continue
+        item = dagcbor.encode(
+            [m["device"], m["seq"], m["chat"], m["role"], m["content"], {k: m[k] for k in fields if k in m}]
+        )
+        h = blake3.blake3(h + item).digest()
+        items.append(item.hex())
+        chain.append(h.hex())
+        tokens += m["tokens"]
+    assert items == v["items_hex"] and chain == v["chain_hex"]
+    whole = blake3.blake3(setting_hash + h).digest()
+    assert (whole.hex(), len(items), tokens, proof["v"]) == (proof["hash"], proof["messages"], proof["tokens"], 2)
+    signed = dagcbor.encode({k: proof[k] for k in proof if k != "signature"})
+    assert signed.hex() == v["signed_hex"]
+    key = SigningKey(derive(CTX_HEAD_SIGNING, bytes.fromhex(v["device_seed_hex"]) + v["session"].encode()))
+    assert "ed" + bytes(key.verify_key).hex() == proof["pk"]
+    key.verify_key.verify(signed, bytes.fromhex(proof["signature"]))
+    # the daemon's own code makes the same proof, and checks it
+    rows = [
+        (m["device"], m["seq"], m["chat"], m["role"], m["content"], m["tokens"], {k: m[k] for k in fields if k in m})
+        for m in v["messages"]
+    ]
+    ops = [(o["device"], o["seq"], o["lamport"], o["kind"], o["body"]) for o in v["operations"]]
+    assert make_proof(v["session"], v["device"], 2, rows, frontier, proof["created_at"], key, ops=ops) == proof
+    check_proof(proof, rows, {bytes.fromhex(proof["pk"])}, ops)

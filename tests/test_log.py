@@ -263,7 +263,7 @@ def test_check_proofs_names_the_checkpoint_that_does_not_hold():
     key = SigningKey(bytes(32))
     pks = {b"\xed" + bytes(key.verify_key)}
     msgs = prepare([("A", i, "main", "user", f"m{i}", 1) for i in range(1, 101)])
-    proofs = [make_proof(SID, "A", n, msgs, {"A": n * 10}, 1.0, key) for n in range(1, 11)]
+    proofs = [make_proof(SID, "A", n, msgs, {"A": n * 10}, 1.0, key, version=1) for n in range(1, 11)]
     check_proofs(proofs, msgs, pks)
     changed = prepare([("A", i, "main", "user", f"m{i}" if i != 55 else "changed", 1) for i in range(1, 101)])
     with pytest.raises(ProofError, match="checkpoint 6 of device A"):
@@ -277,6 +277,23 @@ def test_prepare_rows_matches_prepare():
     from sessiond.sync.checkpoint import prepare_rows
 
     assert prepare_rows(rows) == prepare([(r[2], r[3], r[1], r[5], r[6], r[7]) for r in rows])
+    # version 2, whose items hold a message's name and tool calls (its other extra fields left out), and a
+    # chain carried on (extend, from the database's rows) that is the same as from the prepared items
+    import json
+
+    from sessiond.sync.checkpoint import Chain, conversation_hash, extend
+
+    calls = {"tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    extras = [None, json.dumps({"name": "al", "metadata": {"x": 1}}), json.dumps(calls), json.dumps({"usage": {}})]
+    rows = [r[:9] + (extras[i % 4],) for i, r in enumerate(rows)]
+    two = prepare_rows(rows, 2)
+    assert two == prepare([(r[2], r[3], r[1], r[5], r[6], r[7], r[9]) for r in rows], 2)
+    assert b"name" in two[1][2] and b"metadata" not in two[1][2] and b"tool_calls" in two[2][2]
+    assert two[3][2].endswith(b"\xa0") and b"usage" not in two[3][2]  # fields it does not hash: an empty map
+    frontier = {"dev": 49}
+    h, n, tokens = conversation_hash(two, frontier)
+    chain = extend(None, frontier, [(r[4], r[2], r[3], r[1], r[5], r[6], r[7] or 0, r[9]) for r in rows])
+    assert chain == Chain(frontier, h, n, tokens, (rows[-1][4], "dev", 49))
 
 
 def test_entries_of_an_unknown_kind_are_refused():

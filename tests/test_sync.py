@@ -275,7 +275,8 @@ async def test_import_rejects_checkpoints_that_do_not_verify(env, tmp):
     sid = (await db.create_session({}))["id"]
     await db.append_messages(sid, [{"role": "user", "content": "the real history", "tokens": 4}])
     forged_history = [(db.device_id, 2, "main", "user", "a rewritten history", 4)]
-    proof = make_proof(sid, db.device_id, 1, forged_history, await db.devices(sid), 1.0, syncer.keys.head_key(sid))
+    frontier = await db.devices(sid)
+    proof = make_proof(sid, db.device_id, 1, forged_history, frontier, 1.0, syncer.keys.head_key(sid), version=1)
     await db.add_checkpoint(sid, proof)  # validly signed, but over another conversation
     code = (await syncer.share(sid, write=False, passphrase=None, expires_in=None))["code"]
     db2 = await Database.open(os.path.join(tmp, "db2.sqlite"))
@@ -347,7 +348,7 @@ async def test_a_checkpoint_chain_hashed_in_steps_is_the_chain_hashed_at_once():
     from sessiond.sync.checkpoint import extend
     from sessiond.sync.proofs import HASH_STEP, extend_in_steps
 
-    rows = [(i + 1, "dev", i + 1, "main", "user", f"message {i}", 3) for i in range(3 * HASH_STEP + 5)]
+    rows = [(i + 1, "dev", i + 1, "main", "user", f"message {i}", 3, None) for i in range(3 * HASH_STEP + 5)]
     frontier = {"dev": len(rows)}
     for cut in (0, 1, HASH_STEP, len(rows) - 1, len(rows)):
         head = extend(None, {"dev": cut}, rows[:cut])
@@ -398,7 +399,7 @@ async def test_a_checkpoint_signs_and_writes_in_steps_of_their_own(env):
             seen.clear()
             proof = await syncer.make_checkpoint(sid)
             assert [k for k, _ in seen] == ["sign", "write"] and seen[0][1] < seen[1][1], seen
-            h, n, _ = cp.conversation_hash(await db.conversation(sid), await db.devices(sid))
+            h, n, _ = cp.proof_hash(await db.conversation(sid), await db.devices(sid), await db.setting_ops(sid))
             assert (proof["hash"], proof["messages"]) == (h.hex(), n)
     finally:
         tick.cancel()
@@ -428,7 +429,7 @@ async def test_checkpoints_carry_the_hash_on_and_start_over_when_history_moves(e
 
     async def check():
         proof = await syncer.make_checkpoint(sid)
-        h, n, tokens = cp.conversation_hash(await db.conversation(sid), await db.devices(sid))
+        h, n, tokens = cp.proof_hash(await db.conversation(sid), await db.devices(sid), await db.setting_ops(sid))
         assert (proof["hash"], proof["messages"], proof["tokens"]) == (h.hex(), n, tokens)
         await syncer.verify_proof(sid, proof)
         return proof

@@ -123,7 +123,12 @@ def cmd_fork(args) -> int:
 
 def cmd_checkpoint(args) -> int:
     cp = client(args).checkpoint(args.id)
-    emit(args, cp, f"checkpoint #{cp['number']}: {cp['messages']} messages, {cp['tokens']} tokens, hash {cp['hash']}")
+    emit(
+        args,
+        cp,
+        f"checkpoint #{cp['number']} (version {cp.get('v', 1)}): {cp['messages']} messages, {cp['tokens']} tokens,"
+        f" hash {cp['hash']}",
+    )
     return 0
 
 
@@ -134,10 +139,18 @@ def cmd_checkpoints(args) -> int:
         {"checkpoints": cps},
         table(
             [
-                [c["number"], c["device"], c["messages"], c["tokens"], c["hash"][:32] + "…", when(c["created_at"])]
+                [
+                    c["number"],
+                    c["device"],
+                    c.get("v", 1),
+                    c["messages"],
+                    c["tokens"],
+                    c["hash"][:32] + "…",
+                    when(c["created_at"]),
+                ]
                 for c in cps
             ],
-            ["#", "device", "messages", "tokens", "hash", "created"],
+            ["#", "device", "version", "messages", "tokens", "hash", "created"],
         )
         if cps
         else "no checkpoints",
@@ -168,7 +181,8 @@ def cmd_verify_proof(args) -> int:
         args,
         {"ok": all(r["ok"] for r in results), "results": results},
         "\n".join(
-            f"ok      checkpoint #{r['number']} of {r['device']}: {r['messages']} messages, {r['tokens']} tokens"
+            f"ok      checkpoint #{r['number']} of {r['device']} (version {r.get('v', 1)}): {r['messages']} messages,"
+            f" {r['tokens']} tokens"
             if r["ok"]
             else f"FAILED  {for_home(r['problem'], args.home)}"
             for r in results
