@@ -1,0 +1,81 @@
+"""Homes made by older versions of sessiond, opened by this one: tests/data/home-COMMIT/ holds a home (its
+sessions.db and keys), the folder store it pushed to, a share code and a session file, and what that
+version's own CLI read back (`--json`, expected/), all made by the real code of COMMIT with
+tests/data/make_old_home.sh (how: its header). This version migrates the home, reads every session as the
+old one did, keeps syncing with the other devices, and takes the old code and file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import DaemonProc, cli_json, run_cli
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+SESSIONS = ["s-main", "s-shared", "s-clone", "s-paused", "s-ended"]
+
+
+def _private_copy(src: str, dst: str) -> str:
+    """A copy of a fixture folder, with the modes a home's files have (a checkout's are 0644)."""
+    shutil.copytree(src, dst)
+    for root, _, files in os.walk(dst):
+        os.chmod(root, 0o700)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o600)
+    return dst
+
+
+@pytest.fixture
+def old_home(tmp_path):
+    """The home and store of tests/data/home-e5884fe (2026-11-22: before homes remembered their store),
+    copied: (home, store URL, the fixture's folder)."""
+    fixture = os.path.join(DATA, "home-e5884fe")
+    home = _private_copy(os.path.join(fixture, "home"), str(tmp_path / "home"))
+    store = _private_copy(os.path.join(fixture, "store"), str(tmp_path / "store"))
+    return home, "file://" + store, fixture
+
+
+def _expected(fixture: str, name: str):
+    return json.load(open(os.path.join(fixture, "expected", name)))
+
+
+def test_an_old_home_reads_the_same_and_keeps_syncing(old_home, make_daemon):
+    home, store, fixture = old_home
+    d = DaemonProc(home, store).start()
+    try:
+        listed = cli_json(home, "ls")
+        assert listed.pop("more") is False  # (the field paging added later)
+        assert listed == _expected(fixture, "ls.json")
+        for sid in SESSIONS:
+            assert cli_json(home, "show", sid) == _expected(fixture, f"{sid}.show.json"), sid
+            assert cli_json(home, "log", sid, "--all") == _expected(fixture, f"{sid}.log.json"), sid
+            assert cli_json(home, "quota", sid) == _expected(fixture, f"{sid}.quota.json"), sid
+            assert cli_json(home, "checkpoints", sid) == _expected(fixture, f"{sid}.checkpoints.json"), sid
+            assert cli_json(home, "chat", "ls", sid) == _expected(fixture, f"{sid}.chats.json"), sid
+        # the upgraded home pushes; a device on this version imports the old version's code and pulls
+        run_cli(home, "add", "s-shared", "--role", "user", "after the upgrade", check=True)
+        run_cli(home, "sync", check=True)
+        f = make_daemon().start()
+        code = os.path.join(fixture, "write.code")
+        run_cli(f.home, "import", "--code-file", code, "--store", store, check=True)
+        run_cli(f.home, "add", "s-shared", "--role", "assistant", "from the follower", check=True)
+        run_cli(f.home, "sync", check=True)
+        run_cli(home, "sync", check=True)
+        want = ["shared hello", "shared reply", "after the upgrade", "from the follower"]
+        for h in (home, f.home):
+            assert [m["content"] for m in cli_json(h, "log", "s-shared")["messages"]] == want, h
+    finally:
+        d.stop()
+
+
+def test_an_old_session_file_imports(make_daemon):
+    fixture = os.path.join(DATA, "home-e5884fe")
+    d = make_daemon().start()
+    run_cli(d.home, "import-file", os.path.join(fixture, "s-main.export.json"), check=True)
+    got = cli_json(d.home, "log", "s-main", "--all")["messages"]
+    want = _expected(fixture, "s-main.log.json")["messages"]
+    keys = ("chat", "role", "content", "tokens", "created_at")
+    assert [{k: m.get(k) for k in keys} for m in got] == [{k: m.get(k) for k in keys} for m in want]
