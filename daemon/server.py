@@ -29,7 +29,15 @@ from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
 from .home import Config, Home, HomeError, normalize_store_urls
-from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
+from .homestore import (
+    check_store_known,
+    choose_store,
+    configure_network_stores,
+    first_uses,
+    keep_store,
+    note_unmade,
+    store_failing,
+)
 from .listen import listening_socket, take_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
@@ -106,6 +114,7 @@ class Daemon:
     async def start(self) -> None:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
+        check_store_known(self.home, self.store_url)
         try:
             self.db = await Database.open(self.home.db)
         except UnusableDatabase as exc:

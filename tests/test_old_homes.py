@@ -42,6 +42,26 @@ def _expected(fixture: str, name: str):
     return json.load(open(os.path.join(fixture, "expected", name)))
 
 
+def test_an_old_home_that_pushed_to_a_store_it_did_not_record_is_not_moved_to_the_default_one(old_home):
+    """Before 2026-12-02 a home did not remember its store (<home>/store-url): it was named at each start.
+    Started without --store, this version took the home's default store and remembered it: the sessions
+    were pushed there in full while the devices they are shared with stay on the old store, each side no
+    longer seeing the other's writes, with `sync` saying all is pushed. It must ask for the store instead."""
+    home, store, _ = old_home
+    before = open(os.path.join(home, "sessions.db"), "rb").read()
+    d = DaemonProc(home)
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            d.start()
+    finally:
+        d.stop()
+    said = str(refused.value)
+    assert "--store" in said and "did not record" in said, said
+    assert not os.path.exists(os.path.join(home, "store-url"))
+    assert not os.path.exists(os.path.join(home, "store"))
+    assert open(os.path.join(home, "sessions.db"), "rb").read() == before  # not even migrated
+
+
 def test_an_old_home_reads_the_same_and_keeps_syncing(old_home, make_daemon):
     home, store, fixture = old_home
     d = DaemonProc(home, store).start()
