@@ -28,14 +28,25 @@ def _private_copy(src: str, dst: str) -> str:
     return dst
 
 
+OLD = ["e5884fe", "6d04f4c"]  # 2026-11-22 (schema 4, no store-url yet), 2026-12-05 (schema 18, tool calls)
+
+
+def _old_home(tmp_path, commit: str) -> tuple[str, str, str]:
+    """The home and store of tests/data/home-COMMIT copied: (home, store URL, the fixture's folder). A home
+    that remembers its store is told the copy's place (the store moved with it)."""
+    fixture = os.path.join(DATA, f"home-{commit}")
+    home = _private_copy(os.path.join(fixture, "home"), str(tmp_path / "home"))
+    store = "file://" + _private_copy(os.path.join(fixture, "store"), str(tmp_path / "store"))
+    if os.path.exists(os.path.join(home, "store-url")):
+        with open(os.path.join(home, "store-url"), "w") as f:
+            f.write(store + "\n")
+    return home, store, fixture
+
+
 @pytest.fixture
 def old_home(tmp_path):
-    """The home and store of tests/data/home-e5884fe (2026-11-22: before homes remembered their store),
-    copied: (home, store URL, the fixture's folder)."""
-    fixture = os.path.join(DATA, "home-e5884fe")
-    home = _private_copy(os.path.join(fixture, "home"), str(tmp_path / "home"))
-    store = _private_copy(os.path.join(fixture, "store"), str(tmp_path / "store"))
-    return home, "file://" + store, fixture
+    """tests/data/home-e5884fe: a home of 2026-11-22, before homes remembered their store."""
+    return _old_home(tmp_path, "e5884fe")
 
 
 def _expected(fixture: str, name: str):
@@ -62,13 +73,15 @@ def test_an_old_home_that_pushed_to_a_store_it_did_not_record_is_not_moved_to_th
     assert open(os.path.join(home, "sessions.db"), "rb").read() == before  # not even migrated
 
 
-def test_an_old_home_reads_the_same_and_keeps_syncing(old_home, make_daemon):
-    home, store, fixture = old_home
+@pytest.mark.parametrize("commit", OLD)
+def test_an_old_home_reads_the_same_and_keeps_syncing(tmp_path, make_daemon, commit):
+    home, store, fixture = _old_home(tmp_path, commit)
     d = DaemonProc(home, store).start()
     try:
-        listed = cli_json(home, "ls")
-        assert listed.pop("more") is False  # (the field paging added later)
-        assert listed == _expected(fixture, "ls.json")
+        listed, expected = cli_json(home, "ls"), _expected(fixture, "ls.json")
+        if "more" not in expected:
+            assert listed.pop("more") is False  # (the field paging added on 2026-12-02)
+        assert listed == expected
         for sid in SESSIONS:
             assert cli_json(home, "show", sid) == _expected(fixture, f"{sid}.show.json"), sid
             assert cli_json(home, "log", sid, "--all") == _expected(fixture, f"{sid}.log.json"), sid
@@ -91,11 +104,12 @@ def test_an_old_home_reads_the_same_and_keeps_syncing(old_home, make_daemon):
         d.stop()
 
 
-def test_an_old_session_file_imports(make_daemon):
-    fixture = os.path.join(DATA, "home-e5884fe")
+@pytest.mark.parametrize("commit", OLD)
+def test_an_old_session_file_imports(make_daemon, commit):
+    fixture = os.path.join(DATA, f"home-{commit}")
     d = make_daemon().start()
     run_cli(d.home, "import-file", os.path.join(fixture, "s-main.export.json"), check=True)
     got = cli_json(d.home, "log", "s-main", "--all")["messages"]
     want = _expected(fixture, "s-main.log.json")["messages"]
-    keys = ("chat", "role", "content", "tokens", "created_at")
+    keys = ("chat", "role", "content", "tokens", "created_at", "tool_calls", "tool_call_id", "name")
     assert [{k: m.get(k) for k in keys} for m in got] == [{k: m.get(k) for k in keys} for m in want]
