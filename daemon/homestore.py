@@ -2,16 +2,15 @@
 one asked for, a move between them), what network stores need from this device, which of its stores are
 used for the first time (which makes a folder store's folder), whether that could make them, and what the
 store's own state says is wrong. The `Daemon` (daemon/server.py) calls these in its start, in this order:
-check_store_known (before the database is opened), choose_store, configure_network_stores, first_uses,
-(the store opened) note_unmade, keep_store (the note first: a start killed between the two leaves a note,
-the next start the store's first use still), the note's writer again, (the sync engine started)
-store_failing."""
+(storerecord.py's check_store_known, before the database is opened) choose_store, configure_network_stores,
+first_uses, (the store opened) note_unmade, keep_store (the note first: a start killed between the two
+leaves a note, the next start the store's first use still), the note's writer again, (the sync engine
+started) store_failing."""
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 
@@ -78,56 +77,6 @@ def first_uses(home: Home, store_url: str, *, named_again: bool = False) -> set[
         )
     made = set(mirror_urls(remembered)) - unmade_stores(home, remembered)[0]
     return {u for u in urls if u not in made}
-
-
-def _pushed_to_the_home_store(db_path: str) -> bool:
-    """Whether the database at `db_path` (read only, at whatever schema version an older sessiond left it)
-    records pushes of sessions that sync with the home's store (not a store of their own, an imported
-    session's from its code): sessions that are in some store the home was started with."""
-    if not os.path.exists(db_path):
-        return False
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "sync_state" not in tables:
-            return False
-        pushed = "(s.head_rev > 0 OR s.pushed_seq > 0)"
-        if "remotes" not in tables:
-            return conn.execute(f"SELECT 1 FROM sync_state s WHERE {pushed} LIMIT 1").fetchone() is not None
-        return (
-            conn.execute(
-                f"SELECT 1 FROM sync_state s LEFT JOIN remotes r USING (session_id)"
-                f" WHERE {pushed} AND r.store_url IS NULL LIMIT 1"
-            ).fetchone()
-            is not None
-        )
-    finally:
-        conn.close()
-
-
-def check_store_known(home: Home, wanted: str | None) -> None:
-    """A home an older sessiond used (before 2026-12-02, when homes began to remember their store) has no
-    store-url: its store was named at each start. Started without one (`wanted` None, nor config.toml's),
-    such a home whose sessions were pushed, and not to its default store (no store there), is refused
-    before anything changes (the database not even migrated): taking the default store would push every
-    session there in full while the devices they are shared with stay on the store they know, each side no
-    longer seeing the other's writes. Damage the database has is left to its open to report."""
-    if wanted is not None or home.remembered_store() is not None:
-        return
-    default = folder_of(home.default_store)
-    if default is not None and is_store(default):
-        return  # the store it pushed to was the default one
-    try:
-        pushed = _pushed_to_the_home_store(home.db)
-    except sqlite3.Error:
-        return
-    if pushed:
-        raise HomeError(
-            f"the sessions of {home.path} were pushed to a store that the sessiond which pushed them did not "
-            f"record (a version before 2026-12-02 named it at each start), and none is given now: start once "
-            f"with --store URL, the store it was started with (its --store, or `store` in its config.toml); "
-            f"the home remembers it from then on. Nothing was changed"
-        )
 
 
 def choose_store(home: Home, wanted: str | None, *, change_store: bool, store_from: str) -> tuple[str, str | None]:

@@ -29,21 +29,14 @@ from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
 from .home import Config, Home, HomeError, normalize_store_urls
-from .homestore import (
-    check_store_known,
-    choose_store,
-    configure_network_stores,
-    first_uses,
-    keep_store,
-    note_unmade,
-    store_failing,
-)
+from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
 from .logs import setup_logging
 from .malloc import tune_malloc
 from .memdebug import MemDebug
 from .nocore import no_core_dumps
 from .operations import Operations
+from .storerecord import check_store_known
 from .straykeys import delete_stray_keys
 
 log = logging.getLogger("sessiond")

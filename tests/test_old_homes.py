@@ -113,3 +113,14 @@ def test_an_old_session_file_imports(make_daemon, commit):
     want = _expected(fixture, "s-main.log.json")["messages"]
     keys = ("chat", "role", "content", "tokens", "created_at", "tool_calls", "tool_call_id", "name")
     assert [{k: m.get(k) for k in keys} for m in got] == [{k: m.get(k) for k in keys} for m in want]
+
+
+def test_doctor_names_the_store_an_old_home_needs(old_home):
+    """`doctor` on the stopped home of test_an_old_home_that_pushed_to_a_store_it_did_not_record_...: the start
+    it would advise is refused, so it says why and the start that works (--store), as a problem."""
+    home, _, _ = old_home
+    res = run_cli(home, "doctor", "--json")
+    assert res.returncode != 0, res.stdout
+    store = [f for f in json.loads(res.stdout)["findings"] if f["check"] == "store"]
+    assert len(store) == 1 and store[0]["level"] == "problem", store
+    assert "did not record" in store[0]["message"] and "--store" in store[0]["fix"], store
