@@ -39,12 +39,12 @@ def _pushed_to_the_home_store(db_path: str) -> bool:
 
 def store_not_recorded(home: Home, wanted: str | None) -> str | None:
     """Why a start of `home` asking for the store `wanted` (--store or config.toml's; None: neither) must be
-    refused, or None. A home an older sessiond used (before 2026-12-02, when homes began to remember their
-    store) has no store-url: its store was named at each start. Started with none, such a home whose
-    sessions were pushed, and not to its default store (no store there), is refused: taking the default
-    store would push every session there in full while the devices they are shared with stay on the store
-    they know, each side no longer seeing the other's writes. Damage the database has is left to its open
-    to report."""
+    refused, or None (the way out is the caller's to say: a --store naming the old store). A home an older
+    sessiond used (before 2026-12-02, when homes began to remember their store) has no store-url: its store
+    was named at each start. Started with none, such a home whose sessions were pushed, and not to its
+    default store (no store there), is refused: taking the default store would push every session there in
+    full while the devices they are shared with stay on the store they know, each side no longer seeing the
+    other's writes. Damage the database has is left to its open to report."""
     if wanted is not None or home.remembered_store() is not None:
         return None
     default = folder_of(home.default_store)
@@ -57,10 +57,8 @@ def store_not_recorded(home: Home, wanted: str | None) -> str | None:
     if not pushed:
         return None
     return (
-        f"the sessions of {home.path} were pushed to a store that the sessiond which pushed them did not "
-        f"record (a version before 2026-12-02 named it at each start), and none is given now: start once "
-        f"with --store URL, the store it was started with (its --store, or `store` in its config.toml); "
-        f"the home remembers it from then on"
+        f"the sessions of {home.path} were pushed to a store that the sessiond which pushed them did not record "
+        f"(a version before 2026-12-02 named it at each start), and none is given now"
     )
 
 
@@ -69,4 +67,7 @@ def check_store_known(home: Home, wanted: str | None) -> None:
     store_not_recorded says so."""
     why = store_not_recorded(home, wanted)
     if why is not None:
-        raise HomeError(f"{why}. Nothing was changed")
+        raise HomeError(
+            f"{why}: start once with --store URL, the store it was started with (its --store, or `store` in its "
+            f"config.toml); the home remembers it from then on. Nothing was changed"
+        )

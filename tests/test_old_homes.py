@@ -124,3 +124,17 @@ def test_doctor_names_the_store_an_old_home_needs(old_home):
     store = [f for f in json.loads(res.stdout)["findings"] if f["check"] == "store"]
     assert len(store) == 1 and store[0]["level"] == "problem", store
     assert "did not record" in store[0]["message"] and "--store" in store[0]["fix"], store
+
+
+def test_a_service_for_an_old_home_is_not_installed_on_the_default_store(old_home, tmp_path):
+    """`service install` without --store on the home of test_an_old_home_that_pushed_to_a_store_it_did_not_record_...
+    wrote units for the home's default store and said so: a service whose daemon every start refuses. It is
+    refused as the start is, writing nothing; with --store it installs and the home remembers that store."""
+    home, store, _ = old_home
+    os.makedirs(tmp_path / "bin")  # no systemctl: install writes the files and says what to run
+    env = {"HOME": str(tmp_path / "user"), "XDG_CONFIG_HOME": str(tmp_path / "config"), "PATH": str(tmp_path / "bin")}
+    res = run_cli(home, "service", "install", env=env)
+    assert res.returncode != 0 and "did not record" in res.stderr and "--store" in res.stderr, res.stderr + res.stdout
+    assert not os.path.exists(tmp_path / "config") and not os.path.exists(os.path.join(home, "store-url"))
+    out = json.loads(run_cli(home, "service", "install", "--store", store, "--json", env=env, check=True).stdout)
+    assert out["store"] == store and open(os.path.join(home, "store-url")).read() == store + "\n"

@@ -41,7 +41,9 @@ def _store_record(home: str) -> list[dict]:
     why = store_not_recorded(Home(home), wanted)
     if why is None:
         return []
-    return [finding("store", "problem", why, f"sessiond start --home {home} --store URL")]
+    return [
+        finding("store", "problem", why, f"sessiond start --home {home} --store URL (the store it was started with)")
+    ]
 
 
 def cmd_doctor(args) -> int:
