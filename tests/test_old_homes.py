@@ -28,7 +28,9 @@ def _private_copy(src: str, dst: str) -> str:
     return dst
 
 
-OLD = ["e5884fe", "6d04f4c"]  # 2026-11-22 (schema 4, no store-url yet), 2026-12-05 (schema 18, tool calls)
+# 2026-11-22 (schema 4, no store-url yet); 2026-12-02 02:34 (schema 9 as it was for an hour: its search index
+# kept by triggers of its own, no messages_fts_pending); 2026-12-05 (schema 18, tool calls)
+OLD = ["e5884fe", "6256b5e", "6d04f4c"]
 
 
 def _old_home(tmp_path, commit: str) -> tuple[str, str, str]:
@@ -88,6 +90,11 @@ def test_an_old_home_reads_the_same_and_keeps_syncing(tmp_path, make_daemon, com
             assert cli_json(home, "quota", sid) == _expected(fixture, f"{sid}.quota.json"), sid
             assert cli_json(home, "checkpoints", sid) == _expected(fixture, f"{sid}.checkpoints.json"), sid
             assert cli_json(home, "chat", "ls", sid) == _expected(fixture, f"{sid}.chats.json"), sid
+        # the old messages are in the search index (made again by the migrations), and so is a new one
+        run_cli(home, "add", "s-main", "--role", "user", "zebra crossing", check=True)
+        for word, want in (("question", 5), ("zebra", 1)):
+            hits = cli_json(home, "search", word, "--session", "s-main", "--role", "user")["hits"]
+            assert len(hits) == want, (word, hits)
         # the upgraded home pushes; a device on this version imports the old version's code and pulls
         run_cli(home, "add", "s-shared", "--role", "user", "after the upgrade", check=True)
         run_cli(home, "sync", check=True)
