@@ -13,6 +13,7 @@ import shutil
 import pytest
 
 from conftest import DaemonProc, cli_json, run_cli
+from waiting import wait_for
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SESSIONS = ["s-main", "s-shared", "s-clone", "s-paused", "s-ended"]
@@ -145,3 +146,29 @@ def test_a_service_for_an_old_home_is_not_installed_on_the_default_store(old_hom
     assert not os.path.exists(tmp_path / "config") and not os.path.exists(os.path.join(home, "store-url"))
     out = json.loads(run_cli(home, "service", "install", "--store", store, "--json", env=env, check=True).stdout)
     assert out["store"] == store and open(os.path.join(home, "store-url")).read() == store + "\n"
+
+
+def test_a_members_slot_an_older_sessiond_rewrote_gets_its_frozen_logs_back(tmp_path, make_daemon):
+    """tests/data/frozen-23bc028 (make_frozen_slot.sh): B dropped C by a rekey, so C's log is a frozen log of
+    the members slot, then a device on 2026-12-02's code, which knows no frozen logs, joined and rewrote the
+    slot without it. A device importing the session afterwards got nothing C wrote before the rekey, while
+    B, which wrote the slot and noted the frozen log, never wrote it back. B's next pull writes it back."""
+    fixture = os.path.join(DATA, "frozen-23bc028")
+    home = _private_copy(os.path.join(fixture, "home"), str(tmp_path / "home"))
+    store = "file://" + _private_copy(os.path.join(fixture, "store"), str(tmp_path / "store"))
+    with open(os.path.join(home, "store-url"), "w") as f:
+        f.write(store + "\n")
+    b = DaemonProc(home).start()
+    try:
+        run_cli(home, "sync", check=True)  # B pulls: the slot A wrote
+        d = make_daemon().start()
+        run_cli(d.home, "import", "--code-file", os.path.join(fixture, "write.code"), "--store", store, check=True)
+
+        def seen_by_d() -> list[str]:
+            run_cli(d.home, "sync", check=True)  # (D pulls: the slot as B wrote it back, once it has)
+            got = sorted(m["content"] for m in cli_json(d.home, "log", "s1")["messages"])
+            return got if got == ["from A", "from B", "from C"] else []
+
+        wait_for(seen_by_d, timeout=20, what="D holding what C wrote before the rekey")
+    finally:
+        b.stop()
