@@ -15,11 +15,8 @@ from test_members_no_id import slot_object
 
 
 async def test_a_newer_sessionds_field_of_the_members_object_is_kept_when_a_device_joins(devices):
-    a, b = await devices.open()
-    await a.start()
-    sid = (await devices.dba.create_session({"name": "future"}))["id"]
-    await devices.dba.append_messages(sid, [{"role": "user", "content": "a1"}])
-    code = (await a.share(sid, write=True, passphrase=None, expires_in=None))["code"]
+    sid, code = await devices.started_share("future", write=True)
+    a, b = devices.a, devices.b
     # the slot as a newer sessiond writes it: a field this one does not know, written by A's keys
     ctx = a.members.ctx
     obj = {**await slot_object(a, sid), "zz": {"said": "by a newer sessiond", "n": [1, 2]}}

@@ -14,11 +14,8 @@ from sessiond.sync.share import ImportError_
 
 
 async def test_a_manifest_of_a_newer_version_is_refused_as_newer(devices):
-    a, b = await devices.open()
-    await a.start()
-    sid = (await devices.dba.create_session({"name": "newer"}))["id"]
-    await devices.dba.append_messages(sid, [{"role": "user", "content": "a1"}])
-    code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+    sid, code = await devices.started_share("newer", write=False)
+    a, b = devices.a, devices.b
     # A's head as a newer sessiond would write it: its manifest of version 2, sealed and signed with A's keys
     pk = a.keys.head_pk(sid)
     entry = await a.store.get_head(pk)
