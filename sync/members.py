@@ -99,12 +99,32 @@ def members_object(sid: str, members: Iterable[dict], frozen: Sequence[dict] = (
 KNOWN_FIELDS = frozenset({"m", "s", "v", "ty", "f", "rekey"})
 
 
+def _unknown_of(m: dict) -> dict:
+    """The fields of members object `m` this sessiond does not know (a newer one's): the object's own, and
+    each member entry's by its head key (under "m")."""
+    out = {k: v for k, v in m.items() if k not in KNOWN_FIELDS}
+    entries = {
+        bytes(e["k"]): extra
+        for e in m.get("m", [])
+        if isinstance(e, dict)
+        and isinstance(e.get("k"), bytes)
+        and (extra := {k: v for k, v in e.items() if k not in ("d", "k")})
+    }
+    if entries:
+        out["m"] = entries
+    return out
+
+
 def _encoded_keeping(obj: dict, unknown: dict) -> bytes:
     """The members object `obj` as DAG-CBOR, with the fields of the slot's object this sessiond does not
-    know (a newer one's) beside its own, as they were read; without them if they do not encode again."""
+    know (a newer one's: _unknown_of) beside its own, as they were read, the object's and each member's still
+    listed; without them if they do not encode again."""
     if unknown:
+        entries = unknown.get("m", {})
+        kept = {k: v for k, v in unknown.items() if k != "m"}
+        members = [{**entries.get(bytes(e["k"]), {}), **e} for e in obj["m"]]
         try:
-            return dagcbor.encode({**unknown, **obj})
+            return dagcbor.encode({**kept, **obj, "m": members})
         except (TypeError, ValueError):
             log.warning("a members object's unknown fields do not encode again: written without them")
     return dagcbor.encode(obj)
@@ -285,7 +305,7 @@ class Members:
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
             raise _bad("damaged", sid, f"the members object of session {sid} belongs to another (swapped objects)")
         members, notice, frozen = parse_members(m)
-        self._unknown[sid] = {k: v for k, v in m.items() if k not in KNOWN_FIELDS}
+        self._unknown[sid] = _unknown_of(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
         self._object_read[sid] = time.monotonic()
         await self.keep_frozen(sid, frozen)

@@ -20,6 +20,7 @@ async def test_a_newer_sessionds_field_of_the_members_object_is_kept_when_a_devi
     # the slot as a newer sessiond writes it: a field this one does not know, written by A's keys
     ctx = a.members.ctx
     obj = {**await slot_object(a, sid), "zz": {"said": "by a newer sessiond", "n": [1, 2]}}
+    obj["m"] = [{**m, "role": "keeper"} for m in obj["m"]]  # (A's own entry: a field of a member too)
     remote = await ctx.db.remote(sid)
     store = await ctx.store_for(sid)
     salt = os.urandom(SALT_LEN)
@@ -30,3 +31,5 @@ async def test_a_newer_sessionds_field_of_the_members_object_is_kept_when_a_devi
     slot = await slot_object(b, sid)
     assert len(slot["m"]) == 2  # (B wrote it)
     assert slot["zz"] == {"said": "by a newer sessiond", "n": [1, 2]}, slot
+    mine = [m for m in slot["m"] if m["k"] == a.keys.head_pk(sid)]
+    assert mine == [{"d": devices.dba.device_id, "k": a.keys.head_pk(sid), "role": "keeper"}], slot["m"]
