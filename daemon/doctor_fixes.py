@@ -22,6 +22,7 @@ from ..stores.errors import (
     StoreOffline,
     TlsRefused,
 )
+from ..sync.errors import NEWER_FIX
 from ..sync.rekeyproof import fork_way
 
 MOVE = "sessiond stop && sessiond start --store URL --change-store"
@@ -135,6 +136,8 @@ def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: b
     if kind == "rekey_unconfirmed":
         # (a writer's notice naming an author that does not claim it: it stays, and no new share code helps)
         return f"sessiond sync --wait {sid}  # the rekeying device's head may not be in the store yet; " + fork_way(sid)
+    if kind == "newer":  # a log a newer sessiond wrote: this device is the one behind
+        return NEWER_FIX
     if kind in ("forged", "replayed", "damaged", "invalid", "malformed"):
         keep = MOVE if own else "a new share code of it through a store you trust, imported"
         keep += "" if own else " (sessiond import < code.txt)"

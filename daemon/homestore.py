@@ -2,9 +2,10 @@
 one asked for, a move between them), what network stores need from this device, which of its stores are
 used for the first time (which makes a folder store's folder), whether that could make them, and what the
 store's own state says is wrong. The `Daemon` (daemon/server.py) calls these in its start, in this order:
-choose_store, configure_network_stores, first_uses, (the store opened) note_unmade, keep_store (the note
-first: a start killed between the two leaves a note, the next start the store's first use still), the
-note's writer again, (the sync engine started) store_failing."""
+(storerecord.py's check_store_known, before the database is opened) choose_store, configure_network_stores,
+first_uses, (the store opened) note_unmade, keep_store (the note first: a start killed between the two
+leaves a note, the next start the store's first use still), the note's writer again, (the sync engine
+started) store_failing."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ from .malloc import tune_malloc
 from .memdebug import MemDebug
 from .nocore import no_core_dumps
 from .operations import Operations
+from .storerecord import check_store_known
 from .straykeys import delete_stray_keys
 
 log = logging.getLogger("sessiond")
@@ -106,6 +107,7 @@ class Daemon:
     async def start(self) -> None:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
+        check_store_known(self.home, self.store_url)
         try:
             self.db = await Database.open(self.home.db)
         except UnusableDatabase as exc:

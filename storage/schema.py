@@ -413,12 +413,37 @@ async def schema_version(conn: Any) -> int:
     return rows[0][0] if rows else 0
 
 
+async def _repair_first_search_index(conn: Any, current: int) -> None:
+    """Migration 9 as main first had it (2026-12-02 02:34 to 03:33) kept the search index by triggers that
+    wrote it directly, with no `messages_fts_pending`; it was then changed in place to the batched index
+    of today. A home that ran the first one is at version 9 to 16 without that table, and migration 17,
+    which uses it, failed there: the home opened with neither version. It is given today's version 9's
+    table and triggers, in a transaction of its own: the index it holds has every message, as today's has
+    with none pending, and migration 17 makes it again anyway."""
+    if not 9 <= current < 17:
+        return
+    if await conn.execute_fetchall("SELECT 1 FROM sqlite_master WHERE type='table' AND name='messages_fts_pending'"):
+        return
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name in ("insert", "delete", "update"):
+            await conn.execute(f"DROP TRIGGER IF EXISTS messages_fts_{name}")
+        for stmt in statements(MIGRATIONS[8]):
+            if stmt.startswith(("CREATE TABLE messages_fts_pending", "CREATE TRIGGER messages_fts_")):
+                await conn.execute(stmt)
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+
+
 async def migrate(conn: Any, upto: int | None = None) -> None:
     """Bring the schema up to date in place, one migration per transaction."""
     target = SCHEMA_VERSION if upto is None else upto
     current = await schema_version(conn)
     if current > SCHEMA_VERSION:
         raise NewerSchema(current)
+    await _repair_first_search_index(conn, current)
     for version in range(current + 1, target + 1):
         await conn.execute("BEGIN IMMEDIATE")
         try:

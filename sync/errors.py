@@ -39,6 +39,10 @@ class ImportError_(Exception):
         self.failure: tuple[BaseException, str] | None = None
 
 
+# what mends a log this device cannot read because a newer sessiond wrote it (sync/pages.py NewerFormat)
+NEWER_FIX = "upgrade sessiond on this device (pip install --upgrade sessiond), then `sessiond sync` takes it"
+
+
 def log_fix(sid: str, device: str | None, *, importing: bool = False) -> str:
     """What mends a member's log of session `sid` that a read found damaged, forged or rolled back in the
     store (`device`: its writer; None: the members slot, which a writer writes again): `verify` names what

@@ -18,7 +18,7 @@ from ..stores.errors import describe_failure
 from ..stores.registry import RegistryEntry
 from .bounded import LRU
 from .context import SyncContext
-from .errors import ImportError_, no_relay_account
+from .errors import ImportError_, describe, no_relay_account
 from .fetch import fetch_frozen, fetch_logs, read_head
 from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members, member_name
@@ -264,6 +264,7 @@ class Follower:
             raise
         if rev > remote["members_rev"]:
             await db.set_remote(sid, members_rev=rev)
+        await self._frozen_back(sid, remote, frozen)
         new = await self._take_frozen(sid, store, frozen) if frozen else 0
         my_pk = keys.head_pk(sid)
         known = {bytes(p["head_pk"]): p for p in await db.peers(sid)}
@@ -300,6 +301,26 @@ class Follower:
             return await self.members.restore(sid)
         except (ImportError_, StoreError, TimeoutError, OSError):
             return False
+
+    async def _frozen_back(self, sid: str, remote: dict, frozen: list[dict]) -> None:
+        """The slot just read lacks frozen logs this device noted (Members.keep_frozen): a sessiond from before
+        them (2026-12-02) rewrote the slot with itself added, keeping only what it knew of the object (its
+        members and rekey notice), and a device importing the session now would not get what the dropped
+        writers wrote before the rekey. A device that wrote the slot (announced in it, with the write
+        secret) writes them back (ensure_member merges). Its failure is not the pull's: the next pull tries
+        again."""
+        if not remote["announced"] or self.ctx.keys.write_secret(sid) is None:
+            return
+        held = {bytes(f["k"]) for f in frozen}
+        if all(bytes(f["k"]) in held for f in await self.members.known_frozen(sid)):
+            return
+        log.warning(
+            "the members slot lost frozen logs (an older sessiond wrote it): writing them back", extra={"session": sid}
+        )
+        try:
+            await self.members.ensure_member(sid)
+        except (ImportError_, StoreError, TimeoutError, OSError) as exc:
+            log.warning("could not write the frozen logs back: %s", describe(exc), extra={"session": sid})
 
     async def _take_frozen(self, sid: str, store: Store, frozen: list[dict]) -> int:
         """What this device has not applied of the dropped writers' logs as the rekey froze them (the

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from . import dagcbor
 from .heads import encode_levels
-from .pages import VERSION, Entry, LogError
+from .pages import VERSION, Entry, LogError, check_version
 
 T_MANIFEST = "sessiond/manifest"
 # a manifest carries at most this many rekey claims (the device's latest rekeys; docs/FORMATS.md §6)
@@ -92,8 +92,7 @@ def parse_manifest(plain: bytes, *, sid: str, head_pk: bytes, rev: int) -> Manif
 def _parse(m: object, *, sid: str, head_pk: bytes, rev: int) -> Manifest:
     if not isinstance(m, dict) or m.get("ty") != T_MANIFEST:
         raise LogError("head object is not a sessiond manifest")
-    if m.get("v") != VERSION:
-        raise LogError(f"manifest version {m.get('v')!r} is not supported by this sessiond")
+    check_version(m.get("v"), VERSION, "the head manifest")
     if m.get("s") != sid:
         raise LogError(f"manifest belongs to session {m.get('s')!r}, not {sid!r} (swapped objects)")
     if m.get("k") != head_pk:

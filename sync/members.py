@@ -95,6 +95,41 @@ def members_object(sid: str, members: Iterable[dict], frozen: Sequence[dict] = (
     return obj
 
 
+# the members object's fields this sessiond knows (docs/FORMATS.md §6): any other is a newer sessiond's
+KNOWN_FIELDS = frozenset({"m", "s", "v", "ty", "f", "rekey"})
+
+
+def _unknown_of(m: dict) -> dict:
+    """The fields of members object `m` this sessiond does not know (a newer one's): the object's own, and
+    each member entry's by its head key (under "m")."""
+    out = {k: v for k, v in m.items() if k not in KNOWN_FIELDS}
+    entries = {
+        bytes(e["k"]): extra
+        for e in m.get("m", [])
+        if isinstance(e, dict)
+        and isinstance(e.get("k"), bytes)
+        and (extra := {k: v for k, v in e.items() if k not in ("d", "k")})
+    }
+    if entries:
+        out["m"] = entries
+    return out
+
+
+def _encoded_keeping(obj: dict, unknown: dict) -> bytes:
+    """The members object `obj` as DAG-CBOR, with the fields of the slot's object this sessiond does not
+    know (a newer one's: _unknown_of) beside its own, as they were read, the object's and each member's still
+    listed; without them if they do not encode again."""
+    if unknown:
+        entries = unknown.get("m", {})
+        kept = {k: v for k, v in unknown.items() if k != "m"}
+        members = [{**entries.get(bytes(e["k"]), {}), **e} for e in obj["m"]]
+        try:
+            return dagcbor.encode({**kept, **obj, "m": members})
+        except (TypeError, ValueError):
+            log.warning("a members object's unknown fields do not encode again: written without them")
+    return dagcbor.encode(obj)
+
+
 def parse_members(m: dict) -> tuple[list[dict], dict | None, list[dict]]:
     """The members (head key, device id or None), the rekey notice and the frozen logs of a members object,
     decoded."""
@@ -162,6 +197,9 @@ class Members:
         # (time.monotonic()): what it says stays known while the entry does not change, but that the store
         # still holds it is known only as of then (object_read_ago).
         self._object_read: LRU[str, float] = LRU(MEMBERS_KEPT)
+        # Per session: the fields of the members object last read that this sessiond does not know (a newer
+        # one's), written again with the slot (ensure_member): dropped, they would be lost to every device.
+        self._unknown: LRU[str, dict] = LRU(MEMBERS_KEPT)
 
     def object_read_ago(self, sid: str) -> float | None:
         """Seconds since this process last read `sid`'s members object from the store or wrote it; None if
@@ -267,6 +305,7 @@ class Members:
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
             raise _bad("damaged", sid, f"the members object of session {sid} belongs to another (swapped objects)")
         members, notice, frozen = parse_members(m)
+        self._unknown[sid] = _unknown_of(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
         self._object_read[sid] = time.monotonic()
         await self.keep_frozen(sid, frozen)
@@ -344,6 +383,7 @@ class Members:
                     raise
                 # (the frozen logs: those noted in the database, merged in above)
                 rev, members, had = 0, [], []
+                self._unknown.pop(sid, None)  # (a slot lost: nothing of it to keep)
             have = {m["head_pk"] for m in members}
             missing = [k for k in known if k["head_pk"] not in have]
             held = {bytes(f["k"]) for f in had}
@@ -356,7 +396,7 @@ class Members:
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
             logs = merge_frozen(had, frozen)
             obj = members_object(sid, merged, logs)
-            plain = dagcbor.encode(obj)
+            plain = _encoded_keeping(obj, self._unknown.get(sid) or {})
             salt = os.urandom(SALT_LEN)
             ct = seal_small(plain, members_key(session_key, salt))
             h = await asyncio.wait_for(store.put(ct), ctx.timeout)

@@ -37,6 +37,20 @@ class LogError(ValueError):
     """A log in the store that is damaged, inconsistent or does not belong where it was found."""
 
 
+class NewerFormat(LogError):
+    """An object of a log in a format version past the one this sessiond reads: a newer sessiond wrote it."""
+
+
+def check_version(v: object, reads: int, what: str) -> None:
+    """`what` (an object's name) of version `v`, this sessiond reading version `reads`: NewerFormat past it,
+    LogError for any other that is not it (an older one no longer read, or no version at all)."""
+    if v == reads:
+        return
+    if isinstance(v, int) and not isinstance(v, bool) and v > reads:
+        raise NewerFormat(f"{what} is of version {v}, written by a newer sessiond (this one reads version {reads})")
+    raise LogError(f"{what} is of version {v!r}; this sessiond reads version {reads}")
+
+
 # ---------------------------------------------------------------------------------------------- ops
 def op_to_cbor(op: Op) -> dict:
     """An operation as one map in DAG-CBOR key order (b, k, l, s, t): the form `verify` compares
@@ -166,8 +180,7 @@ def parse_page(plain: bytes, e: Entry, sid: str, device: str) -> Page:
         raise LogError(f"page {name} is not valid: {exc}") from None
     if not isinstance(m, dict) or m.get("ty") != T_PAGE:
         raise LogError(f"object {name} is not a page")
-    if m.get("v") != PAGE_VERSION:
-        raise LogError(f"page {name} is of version {m.get('v')!r}; this sessiond reads version {PAGE_VERSION}")
+    check_version(m.get("v"), PAGE_VERSION, f"page {name}")
     _check_owner(m, "page", sid, device)
     if m.get("f") != e.first:
         raise LogError(f"page {name} does not hold seqs {e.first}..{e.last}")

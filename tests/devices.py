@@ -40,6 +40,15 @@ class Devices:
         self.syncers.append(syncer)
         return db, syncer
 
+    async def started_share(self, name: str, *, write: bool = False) -> tuple[str, str]:
+        """A and B opened, A started (B not: nothing of it runs but what a test calls), and a new session of
+        A with one message shared, its code not imported yet: (session, code)."""
+        await self.open()
+        await self.a.start()
+        sid = (await self.dba.create_session({"name": name}))["id"]
+        await self.dba.append_messages(sid, [{"role": "user", "content": "a1"}])
+        return sid, (await self.a.share(sid, write=write, passphrase=None, expires_in=None))["code"]
+
     async def shared(self, name: str, first: str = "first", *, write: bool = False) -> str:
         """A new session of A with one message, shared with B (imported there): its id."""
         sid = (await self.dba.create_session({"name": name}))["id"]

@@ -2,7 +2,8 @@
 
 With a daemon running, it answers GET /v1/doctor (the home's files, then each store, the clock, the
 pushes and every session's stored copy). Without one, the CLI checks what needs no daemon itself (the
-home's permissions and key files, daemon/doctor_files.py) and says what it could not check. Either way
+home's permissions and key files, daemon/doctor_files.py; a home an older sessiond used that cannot start
+without --store, daemon/storerecord.py) and says what it could not check. Either way
 the CLI adds the service's unit, which it wrote (service.py unit_store: one that names a store)."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 from ...client import DaemonNotRunning
 from ...daemon.doctor_files import check_database, check_home, finding
-from ...daemon.home import resolve_home
+from ...daemon.home import Config, Home, HomeError, resolve_home
+from ...daemon.storerecord import store_not_recorded
 from ..connect import client
 from ..errors import EXIT_ERROR
 from ..output import emit, for_home, safe
@@ -29,6 +31,21 @@ def register(commands: Commands) -> None:
     )
 
 
+def _store_record(home: str) -> list[dict]:
+    """A problem if a start without --store would be refused: the home's sessions were pushed to a store an
+    older sessiond did not record (daemon/storerecord.py)."""
+    try:
+        wanted = Config.load(home).store
+    except HomeError:
+        return []  # a config.toml the start refuses: that refusal says what is wrong with it
+    why = store_not_recorded(Home(home), wanted)
+    if why is None:
+        return []
+    return [
+        finding("store", "problem", why, f"sessiond start --home {home} --store URL (the store it was started with)")
+    ]
+
+
 def cmd_doctor(args) -> int:
     home = resolve_home(args.home)
     report: dict[str, Any]
@@ -37,7 +54,7 @@ def cmd_doctor(args) -> int:
     except DaemonNotRunning:
         findings = check_home(home)
         if os.path.isdir(home):
-            findings += check_database(home)
+            findings += check_database(home) + _store_record(home)
         findings.append(
             finding(
                 "daemon",

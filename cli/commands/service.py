@@ -171,6 +171,7 @@ def _service_store(home: Home, asked: str | None) -> tuple[str, bool]:
     it already keeps it; one that syncs with another is refused (the move is `start --change-store`'s,
     which pushes its sessions there), and so is a store config.toml's setting would contradict."""
     from ...daemon.home import Config, normalize_store_urls
+    from ...daemon.storerecord import store_not_recorded
     from ...storage.redact import shown_store
     from ...sync.mirrorurls import same_stores
 
@@ -178,6 +179,12 @@ def _service_store(home: Home, asked: str | None) -> tuple[str, bool]:
     configured = Config.load(home.path).store
     configured = normalize_store_urls(configured) if configured else None
     if asked is None:
+        why = store_not_recorded(home, configured)  # an older sessiond's home: its daemon would be refused
+        if why is not None:
+            raise ServiceError(
+                f"{why}: install with --store URL, the store it was started with (the home remembers it from "
+                f"then on; the service's daemon is refused without it)"
+            )
         return remembered or configured or home.default_store, False
     q = shlex.quote(home.path)
     if remembered is not None:
