@@ -19,12 +19,18 @@ from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
 from .search import PURGE_IF_INDEXED
 
+# A session's row with its texts, which are kept beside it (migration 20: out of the row an append rewrites)
+SESSION_SELECT = (
+    "SELECT s.*, t.system_prompt, coalesce(t.initial_messages, '[]') AS initial_messages"
+    " FROM sessions s LEFT JOIN session_texts t ON t.session_id=s.id"
+)
+
 
 async def session_row(q: Any, sid: str, *, importing: bool = False) -> Row:
     """The session's row, read through `q` (the committed state, or the transaction you hold). A session
     whose import is under way is not there yet (see apply_remote, and create's file_import), except to
     that import itself (`importing`)."""
-    row = await q.fetchone("SELECT * FROM sessions WHERE id=? AND importing=?", (sid, int(importing)))
+    row = await q.fetchone(SESSION_SELECT + " WHERE s.id=? AND s.importing=?", (sid, int(importing)))
     if row is None:
         raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
     return row
@@ -244,22 +250,22 @@ class Sessions:
         after: str | None = None,
     ) -> list[dict]:
         """`no_user`: the sessions with no user, none set or an empty one (an older sessiond stored it so)."""
-        where, args = ["NOT importing"], []
+        where, args = ["NOT s.importing"], []
         if user is not None:
-            where.append("user=?")
+            where.append("s.user=?")
             args.append(user)
         if no_user:
-            where.append(no_user_sql())
+            where.append(no_user_sql("s"))
         if status is not None:
-            where.append("status=?")
+            where.append("s.status=?")
             args.append(status)
         if tag is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value=?)")
+            where.append("EXISTS (SELECT 1 FROM json_each(s.tags) WHERE value=?)")
             args.append(tag)
         if after is not None:
-            where.append("id>?")
+            where.append("s.id>?")
             args.append(after)
-        sql = "SELECT * FROM sessions WHERE " + " AND ".join(where) + " ORDER BY id LIMIT ?"
+        sql = SESSION_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY s.id LIMIT ?"
         return [session_dict(r) for r in await self.c.committed.fetchall(sql, (*args, limit))]
 
     async def ids(self, *, hidden: bool = False) -> builtins.list[str]:  # `list` here is the method above
