@@ -26,21 +26,31 @@ SESSION_SELECT = (
 )
 
 
-async def session_row(q: Any, sid: str, *, importing: bool = False) -> Row:
+async def session_row(q: Any, sid: str, *, importing: bool = False, texts: bool = False) -> Row:
     """The session's row, read through `q` (the committed state, or the transaction you hold). A session
     whose import is under way is not there yet (see apply_remote, and create's file_import), except to
-    that import itself (`importing`)."""
-    row = await q.fetchone(SESSION_SELECT + " WHERE s.id=? AND s.importing=?", (sid, int(importing)))
+    that import itself (`importing`). `texts`: with its system prompt and initial messages (session_dict
+    needs them), which may be megabytes: only what shows or sends them reads them (a checkpoint, a chat's
+    change, a compaction read the row alone)."""
+    sql = (
+        SESSION_SELECT + " WHERE s.id=? AND s.importing=?"
+        if texts
+        else "SELECT * FROM sessions WHERE id=? AND importing=?"
+    )
+    row = await q.fetchone(sql, (sid, int(importing)))
     if row is None:
         raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
     return row
 
 
-async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False, importing: bool = False) -> Row:
+async def writable_row(
+    q: Any, sid: str, c: Connections, *, ending: bool = False, importing: bool = False, texts: bool = False
+) -> Row:
     """The row of a session this device may change: not a read-only import nor one rekeyed without this
     device (`access` read, revoked), and not past its expiry or
-    idle timeout (unless `ending` it: that is what its expiry does). `importing`: of one still hidden."""
-    row = await session_row(q, sid, importing=importing)
+    idle timeout (unless `ending` it: that is what its expiry does). `importing`: of one still hidden.
+    `texts`: as session_row's."""
+    row = await session_row(q, sid, importing=importing, texts=texts)
     check_access(sid, row["access"])
     if not ending and past_expiry(row, now()):
         refuse_expired(c, sid, row)
@@ -136,7 +146,7 @@ class Sessions:
                 await tx.execute("UPDATE sessions SET importing=1 WHERE id=?", (sid,))
             else:
                 tx.emit({"type": "session.created", "session": sid})
-        return session_dict(await session_row(self.c.committed, sid, importing=file_import))
+        return session_dict(await session_row(self.c.committed, sid, importing=file_import, texts=True))
 
     async def end_file_import(self, sids: builtins.list[str], finish: dict[str, dict] | None = None) -> None:
         """The import from a file that made `sids` is done: all of it stays, and shows (one transaction).
@@ -230,7 +240,7 @@ class Sessions:
 
     async def get(self, sid: str, *, counts: bool = False) -> dict:
         q = self.c.committed
-        d = session_dict(await session_row(q, sid))
+        d = session_dict(await session_row(q, sid, texts=True))
         if counts:
             # count(*) is read off the covering index (~7 ms for 100,000 messages); the token total is kept
             # in the session row by every insert (a sum over the messages took 40-70 ms)
@@ -279,7 +289,7 @@ class Sessions:
         settings or policy starts from what is stored, not from what another change is about to replace."""
         ending = not callable(fields) and fields.get("status") == "ended"  # (an expiry's end, or `end`)
         async with self.c.transaction() as tx:
-            row = await writable_row(tx, sid, self.c, ending=ending)
+            row = await writable_row(tx, sid, self.c, ending=ending, texts=True)
             if callable(fields):
                 fields = fields(session_dict(row))
             if "status" in fields:  # checked against the status as committed: an end meanwhile is final
@@ -339,6 +349,10 @@ class Sessions:
             self.c.hold_commit("commit.delete")  # (the tests hold the delete's commit here)
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
         return True
+
+    async def access(self, sid: str) -> str:
+        """What this device may do in the session (its `access`), from its row alone (not its texts)."""
+        return (await session_row(self.c.committed, sid))["access"]
 
     async def older_than(self, t: float) -> builtins.list[dict]:
         return [
