@@ -82,18 +82,15 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
         fields["status"] = "active"
         stamps = dict.fromkeys(fields, stamp)
         await tx.execute(
-            "INSERT INTO sessions(id, user, name, model, settings, metadata, tags, preferences, status, current_chat,"
-            " created_at, last_activity, expires_at, lamport, stamps, policy, provenance)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+            "INSERT INTO sessions(id, user, name, model, settings, status, current_chat, created_at, last_activity,"
+            " expires_at, lamport, stamps, policy, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO NOTHING",
             (
                 op.session_id,
                 fields["user"],
                 fields["name"],
                 fields["model"],
                 fields["settings"],
-                fields["metadata"],
-                fields["tags"],
-                fields["preferences"],
                 "active",
                 fields["current_chat"],
                 b.get("created_at", op.created_at),
@@ -106,9 +103,9 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
             ),
         )
         await tx.execute(  # (its texts out of the row every append rewrites: migration 20)
-            "INSERT INTO session_texts(session_id, system_prompt, initial_messages) VALUES (?,?,?)"
+            f"INSERT INTO session_texts(session_id, {', '.join(SESSION_TEXTS)}) VALUES (?,?,?,?,?,?)"
             " ON CONFLICT(session_id) DO NOTHING",
-            (op.session_id, fields["system_prompt"], fields["initial_messages"]),
+            (op.session_id, *(fields[k] for k in SESSION_TEXTS)),
         )
         chats = b.get("chats", [])
         pending = await _early_chat_updates(tx, op.session_id) if chats else {}

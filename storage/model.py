@@ -46,8 +46,9 @@ COPIED_FIELDS = (
     "policy",
 )
 # A session's fields kept out of its row, in `session_texts` (migration 20): large (a prompt may be a pasted
-# document), rarely changed, and not read by an append, which rewrites the row
-SESSION_TEXTS = ("system_prompt", "initial_messages")
+# document; metadata, tags and preferences up to 1 MiB each), rarely changed, and not read by an append, which
+# rewrites the row
+SESSION_TEXTS = ("system_prompt", "initial_messages", "metadata", "tags", "preferences")
 JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences", "policy")
 # Session policy (issue 5): token_quota, checkpoint_interval, idle_timeout, and the chats' default
 # max_context_tokens, context_margin and auto_compact.

@@ -21,8 +21,9 @@ from .search import PURGE_IF_INDEXED
 
 # A session's row with its texts, which are kept beside it (migration 20: out of the row an append rewrites)
 SESSION_SELECT = (
-    "SELECT s.*, t.system_prompt, coalesce(t.initial_messages, '[]') AS initial_messages"
-    " FROM sessions s LEFT JOIN session_texts t ON t.session_id=s.id"
+    "SELECT s.*, t.system_prompt, coalesce(t.initial_messages, '[]') AS initial_messages,"
+    " coalesce(t.metadata, '{}') AS metadata, coalesce(t.tags, '[]') AS tags,"
+    " coalesce(t.preferences, '{}') AS preferences FROM sessions s LEFT JOIN session_texts t ON t.session_id=s.id"
 )
 
 
@@ -204,9 +205,10 @@ class Sessions:
             return {}
         marks = ", ".join("?" for _ in fields)
         rows = await self.c.committed.fetchall(
-            "SELECT id, json_extract(metadata, '$.source') AS source, metadata FROM sessions"
-            " WHERE NOT importing AND provenance IS NULL AND json_valid(metadata)"
-            f" AND json_extract(metadata, '$.source') IN ({marks}) ORDER BY created_at, id",
+            "SELECT s.id, json_extract(t.metadata, '$.source') AS source, t.metadata FROM sessions s"
+            " JOIN session_texts t ON t.session_id=s.id"
+            " WHERE NOT s.importing AND s.provenance IS NULL AND json_valid(t.metadata)"
+            f" AND json_extract(t.metadata, '$.source') IN ({marks}) ORDER BY s.created_at, s.id",
             tuple(fields),
         )
         out: dict[tuple[str, str], builtins.list[str]] = {}
@@ -225,10 +227,11 @@ class Sessions:
             return {}
         marks = ", ".join("?" for _ in sources)
         rows = await self.c.committed.fetchall(
-            "SELECT id, name, metadata, json_extract(provenance, '$.session') FROM sessions"
-            " WHERE NOT importing AND provenance IS NOT NULL AND json_valid(provenance) AND json_valid(metadata)"
-            " AND json_extract(provenance, '$.kind') = 'fork'"
-            f" AND json_extract(metadata, '$.source') IN ({marks}) ORDER BY created_at, id",
+            "SELECT s.id, s.name, t.metadata, json_extract(s.provenance, '$.session') FROM sessions s"
+            " JOIN session_texts t ON t.session_id=s.id"
+            " WHERE NOT s.importing AND s.provenance IS NOT NULL AND json_valid(s.provenance)"
+            " AND json_valid(t.metadata) AND json_extract(s.provenance, '$.kind') = 'fork'"
+            f" AND json_extract(t.metadata, '$.source') IN ({marks}) ORDER BY s.created_at, s.id",
             tuple(sources),
         )
         wanted = set(sids)
@@ -270,7 +273,7 @@ class Sessions:
             where.append("s.status=?")
             args.append(status)
         if tag is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(s.tags) WHERE value=?)")
+            where.append("EXISTS (SELECT 1 FROM json_each(t.tags) WHERE value=?)")
             args.append(tag)
         if after is not None:
             where.append("s.id>?")

@@ -147,9 +147,9 @@ class SyncState:
                         f"UPDATE {table} SET {col}=? WHERE session_id=? AND device_id=? AND seq=?",
                         (text, sid, self.c.device_id, seq),
                     )
-                for table, cols, key, ident in (  # (the initial messages beside the session's row: migration 20)
+                for table, cols, key, ident in (  # (the texts beside the session's row: migration 20)
                     ("sessions", tuple(k for k in JSON_FIELDS if k not in SESSION_TEXTS), "id", "id"),
-                    ("session_texts", ("initial_messages",), "session_id", "session_id"),
+                    ("session_texts", tuple(k for k in JSON_FIELDS if k in SESSION_TEXTS), "session_id", "session_id"),
                     ("chats", ("settings", "policy"), "session_id", "id"),
                 ):
                     sql = f"SELECT {ident}, {', '.join(cols)} FROM {table} WHERE {key}=?"

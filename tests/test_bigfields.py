@@ -1,7 +1,7 @@
-"""A session's system prompt and initial messages, and a chat's system prompt, are kept out of the rows an append
-reads and rewrites (schema migration 20: tables `session_texts` and `chat_prompts`): the append's statements name
-neither table, every reader still shows them, and a database of schema 19 made by the sessiond before keeps
-every field through the migration."""
+"""A session's system prompt, initial messages, metadata, tags and preferences, and a chat's system prompt, are
+kept out of the rows an append reads and rewrites (schema migration 20: tables `session_texts` and `chat_prompts`):
+the append's statements name neither table, every reader still shows them, and a database of schema 19 made by
+the sessiond before keeps every field through the migration."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from oldcode import old_storage
 from sessiond.storage.database import Database
 from sessiond.storage.schema import SCHEMA_VERSION
 
+TEXTS = {"system_prompt", "initial_messages", "metadata", "tags", "preferences"}
 SIDE_TABLES = re.compile(r"\b(session_texts|chat_prompts)\b")
 PROMPT = "You are a careful reader of this document. 文書 " + "lorem ipsum dolor " * 20_000  # ~360 KB
 
@@ -27,7 +28,7 @@ def _full_session(**over) -> dict:
             {"role": "user", "content": "first " * 1000},
             {"role": "assistant", "content": "noted", "tokens": 2},
         ],
-        "metadata": {"source": "test", "n": [1, 2, {"deep": "yes"}]},
+        "metadata": {"source": "test", "n": [1, 2, {"deep": "yes"}], "doc": "a document " * 50_000},
         "tags": ["alpha", "beta"],
         "preferences": {"theme": "dark"},
         "policy": {"token_quota": 100_000},
@@ -80,7 +81,7 @@ async def test_a_schema_19_database_keeps_every_field_through_the_migration(tmp_
         assert after[bare]["session"]["system_prompt"] is None and after[bare]["session"]["initial_messages"] == []
         assert after[dropped]["session"]["system_prompt"] is None
         columns = {r[1] for r in await db.read_all("PRAGMA table_info(sessions)")}
-        assert not columns & {"system_prompt", "initial_messages"}, columns
+        assert not columns & TEXTS, columns
         assert "system_prompt" not in {r[1] for r in await db.read_all("PRAGMA table_info(chats)")}
         # and the migrated sessions take changes as new ones do
         await db.update_session(full, {"system_prompt": "new"})
@@ -115,7 +116,7 @@ async def test_an_append_names_neither_table_of_the_texts(db):
     assert {"sessions", "messages", "logs"} <= touched, touched
     for t in touched:
         columns = {r[1] for r in await db.read_all(f"PRAGMA table_info({t})")}
-        assert not columns & {"system_prompt", "initial_messages"}, (t, columns)
+        assert not columns & TEXTS, (t, columns)
 
 
 async def test_every_write_of_the_texts_reads_back(db):
