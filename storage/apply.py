@@ -103,7 +103,7 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
             ),
         )
         await tx.execute(  # (its texts out of the row every append rewrites: migration 20)
-            f"INSERT INTO session_texts(session_id, {', '.join(SESSION_TEXTS)}) VALUES (?,?,?,?,?,?)"
+            f"INSERT INTO session_texts(session_id, {', '.join(SESSION_TEXTS)}) VALUES (?{',?' * len(SESSION_TEXTS)})"
             " ON CONFLICT(session_id) DO NOTHING",
             (op.session_id, *(fields[k] for k in SESSION_TEXTS)),
         )

@@ -30,9 +30,9 @@ SESSION_SELECT = (
 async def session_row(q: Any, sid: str, *, importing: bool = False, texts: bool = False) -> Row:
     """The session's row, read through `q` (the committed state, or the transaction you hold). A session
     whose import is under way is not there yet (see apply_remote, and create's file_import), except to
-    that import itself (`importing`). `texts`: with its system prompt and initial messages (session_dict
-    needs them), which may be megabytes: only what shows or sends them reads them (a checkpoint, a chat's
-    change, a compaction read the row alone)."""
+    that import itself (`importing`). `texts`: with its texts beside the row (model.SESSION_TEXTS: its system
+    prompt, initial messages, metadata, tags, preferences; session_dict needs them), which may be megabytes: only
+    what shows or sends them reads them (a checkpoint, a chat's change, a compaction read the row alone)."""
     sql = (
         SESSION_SELECT + " WHERE s.id=? AND s.importing=?"
         if texts
