@@ -19,8 +19,9 @@ STATUSES = ("active", "paused", "ended")
 MAX_TEXT = 8 << 20  # one message's content, characters
 MAX_TOKENS = 1 << 40  # a count of tokens (a message's, a usage's, a quota's, an interval), wherever sessiond takes one
 MAX_SHORT = 1000
-# a session's metadata, its preferences, its tags: bytes of JSON (UTF-8) each. They are kept in the session's own row,
-# which every write to the session rewrites: a document belongs in a message (MAX_TEXT), not here
+# a session's metadata, its preferences, its tags: bytes of JSON (UTF-8) each. Every change of one is an operation
+# carrying it whole to every device, and every read of the session (show, ls) reads them: a document belongs in a
+# message (MAX_TEXT), not here. (Kept beside the session's row since schema 21: an append no longer pays for them.)
 MAX_SESSION_JSON = 1 << 20
 MAX_DEPTH = 32
 INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # what DAG-CBOR holds

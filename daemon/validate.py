@@ -361,15 +361,15 @@ ROW_JSON_FIELDS = ("metadata", "preferences", "tags")
 
 
 def within_row(value: dict | list, field: str) -> None:
-    """A session's metadata, preferences or tags, refused (Invalid) past MAX_SESSION_JSON bytes as JSON: they are kept
-    in the session's row, which every append to it rewrites (20 MB of metadata made each append ~90 ms, the
-    daemon answering nothing meanwhile). Only what this device is given: another device's log, an older
-    sessiond's session, is read whatever it holds."""
+    """A session's metadata, preferences or tags, refused (Invalid) past MAX_SESSION_JSON bytes as JSON: every change
+    of one is an operation carrying it whole to every device, and every read of the session reads them (they were
+    in the session's row, which every append rewrote, before schema 21: 20 MB of metadata made each append ~90 ms).
+    Only what this device is given: another device's log, an older sessiond's session, is read whatever it holds."""
     size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
     if size > MAX_SESSION_JSON:
         raise Invalid(
             f"{field} is {size:,} bytes as JSON, more than the {MAX_SESSION_JSON >> 20} MiB a session's {field} may"
-            f" hold (every write to the session rewrites it): "
+            f" hold (each change of it is an operation carrying it whole to every device): "
             + (
                 "keep fewer tags"
                 if field == "tags"

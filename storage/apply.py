@@ -19,7 +19,7 @@ from .connections import Connections
 from .errors import Conflict, Invalid, NotFound
 from .groupcommit import Transaction
 from .limits import check_imported
-from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
+from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, SESSION_TEXTS, Op, RemoteLog, dumps, row_charge
 from .search import insert_messages
 
 # A checkpoint's fields its table has columns for; a newer sessiond's others are kept in its `more`
@@ -87,20 +87,15 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
         fields["status"] = "active"
         stamps = dict.fromkeys(fields, stamp)
         await tx.execute(
-            "INSERT INTO sessions(id, user, name, system_prompt, model, settings, initial_messages, metadata,"
-            " tags, preferences, status, current_chat, created_at, last_activity, expires_at, lamport, stamps,"
-            " policy, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+            "INSERT INTO sessions(id, user, name, model, settings, status, current_chat, created_at, last_activity,"
+            " expires_at, lamport, stamps, policy, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO NOTHING",
             (
                 op.session_id,
                 fields["user"],
                 fields["name"],
-                fields["system_prompt"],
                 fields["model"],
                 fields["settings"],
-                fields["initial_messages"],
-                fields["metadata"],
-                fields["tags"],
-                fields["preferences"],
                 "active",
                 fields["current_chat"],
                 b.get("created_at", op.created_at),
@@ -111,6 +106,11 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
                 fields["policy"],
                 dumps(b["provenance"]) if b.get("provenance") else None,
             ),
+        )
+        await tx.execute(  # (its texts out of the row every append rewrites: migration 21)
+            f"INSERT INTO session_texts(session_id, {', '.join(SESSION_TEXTS)}) VALUES (?{',?' * len(SESSION_TEXTS)})"
+            " ON CONFLICT(session_id) DO NOTHING",
+            (op.session_id, *(fields[k] for k in SESSION_TEXTS)),
         )
         chats = b.get("chats", [])
         pending = await _early_chat_updates(tx, op.session_id) if chats else {}
@@ -123,7 +123,7 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
             raise NotFound(f"no session {op.session_id!r} to update")
         stamps = json.loads(row["stamps"])
         current_status = row["status"]
-        sets, args = [], []
+        sets, args, texts = [], [], {}
         for k, v in b.items():
             if k not in PATCHABLE and k not in ("status", "current_chat"):
                 continue  # fields from a newer version are ignored, not fatal
@@ -137,9 +137,18 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
                 continue
             if stamp_newer(stamp, stamps.get(k)):
                 stamps[k] = stamp
-                sets.append(f"{k}=?")
-                args.append(dumps(v) if k in JSON_FIELDS else v)
-        if sets:
+                value = dumps(v) if k in JSON_FIELDS else v
+                if k in SESSION_TEXTS:
+                    texts[k] = value
+                else:
+                    sets.append(f"{k}=?")
+                    args.append(value)
+        if texts:
+            await tx.execute(
+                f"UPDATE session_texts SET {', '.join(f'{k}=?' for k in texts)} WHERE session_id=?",
+                (*texts.values(), op.session_id),
+            )
+        if sets or texts:
             sets.append("stamps=?")
             args.append(dumps(stamps))
             await tx.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id=?", (*args, op.session_id))
@@ -156,13 +165,12 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
             "created_at": b.get("created_at", op.created_at),
         }
         created = await tx.execute(
-            "INSERT INTO chats(session_id, id, name, system_prompt, model, settings, created_at, stamps, policy)"
-            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            "INSERT INTO chats(session_id, id, name, model, settings, created_at, stamps, policy)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             (
                 op.session_id,
                 b["id"],
                 fields["name"],
-                fields["system_prompt"],
                 fields["model"],
                 dumps(fields["settings"]),
                 fields["created_at"],
@@ -171,6 +179,7 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
             ),
         )
         if created:
+            await set_chat_prompt(tx, op.session_id, b["id"], fields["system_prompt"])
             # updates of this chat that arrived before its creation (another device's log read
             # first) were kept in `ops` with nowhere to go: apply them now
             updates = early
@@ -223,16 +232,31 @@ async def update_chat(tx: Transaction, op: Op, body: dict | None = None, keys: t
     if row is None:
         return
     stamps = json.loads(row["stamps"])
-    sets, args = [], []
+    sets, args, changed = [], [], False
     for k, v in b.items():
         if k in keys and stamp_newer(stamp, stamps.get(k)):
-            stamps[k] = stamp
-            sets.append(f"{k}=?")
+            stamps[k], changed = stamp, True
+            if k == "system_prompt":  # (out of the chat's row: migration 21)
+                await set_chat_prompt(tx, op.session_id, b["chat"], v)
+                continue
+            sets.append(f"{k}=?, ")
             args.append(dumps(v) if k in ("compacted", "policy", "settings") and v is not None else v)
-    if sets:
+    if changed:
         await tx.execute(
-            f"UPDATE chats SET {', '.join(sets)}, stamps=? WHERE session_id=? AND id=?",
+            f"UPDATE chats SET {''.join(sets)}stamps=? WHERE session_id=? AND id=?",
             (*args, dumps(stamps), op.session_id, b["chat"]),
+        )
+
+
+async def set_chat_prompt(tx: Transaction, sid: str, chat: str, prompt: str | None) -> None:
+    """A chat's system prompt, kept out of its row (migration 21): a row of `chat_prompts`, none for no prompt."""
+    if prompt is None:
+        await tx.execute("DELETE FROM chat_prompts WHERE session_id=? AND chat_id=?", (sid, chat))
+    else:
+        await tx.execute(
+            "INSERT INTO chat_prompts(session_id, chat_id, system_prompt) VALUES (?,?,?)"
+            " ON CONFLICT(session_id, chat_id) DO UPDATE SET system_prompt=excluded.system_prompt",
+            (sid, chat, prompt),
         )
 
 

@@ -28,6 +28,12 @@ def refuse_if_ended(sid: str, session: Row) -> None:
         raise Conflict(f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)")
 
 
+# A chat's row with its system prompt, which is kept beside it (migration 21: out of the row an append reads)
+CHAT_SELECT = (
+    "SELECT c.*, p.system_prompt FROM chats c LEFT JOIN chat_prompts p ON p.session_id=c.session_id AND p.chat_id=c.id"
+)
+
+
 def chat_dict(row: Row, current: str | None) -> dict:
     return {
         "id": row["id"],
@@ -120,7 +126,7 @@ class Chats:
         async with self.c.transaction() as tx:
             srow = await writable_row(tx, sid, self.c)
             refuse_if_ended(sid, srow)
-            row = await tx.fetchone("SELECT * FROM chats WHERE session_id=? AND id=?", (sid, cid))
+            row = await tx.fetchone(CHAT_SELECT + " WHERE c.session_id=? AND c.id=?", (sid, cid))
             if row is None:
                 raise NotFound(f"session {sid!r} has no chat {cid!r} (see `sessiond chat ls {sid}`)")
             fields = change(chat_dict(row, srow["current_chat"]))
@@ -133,7 +139,7 @@ class Chats:
     async def get(self, sid: str, cid: str) -> dict:
         q = self.c.committed
         srow = await session_row(q, sid)
-        row = await q.fetchone("SELECT * FROM chats WHERE session_id=? AND id=?", (sid, cid))
+        row = await q.fetchone(CHAT_SELECT + " WHERE c.session_id=? AND c.id=?", (sid, cid))
         if row is None:
             raise NotFound(f"session {sid!r} has no chat {cid!r} (see `sessiond chat ls {sid}`)")
         return chat_dict(row, srow["current_chat"])
@@ -141,7 +147,7 @@ class Chats:
     async def list(self, sid: str) -> list[dict]:
         q = self.c.committed
         srow = await session_row(q, sid)
-        rows = await q.fetchall("SELECT * FROM chats WHERE session_id=? ORDER BY created_at, id", (sid,))
+        rows = await q.fetchall(CHAT_SELECT + " WHERE c.session_id=? ORDER BY c.created_at, c.id", (sid,))
         return [chat_dict(r, srow["current_chat"]) for r in rows]
 
     async def resolve(self, sid: str, ref: str) -> str:

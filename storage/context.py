@@ -70,8 +70,8 @@ async def fixed_tokens(q: Any, sid: str, chat: str, estimate: Estimator) -> int:
     system prompt (the chat's own, else the session's) and the session's initial messages. They count
     against the chat's context budget, and no compaction sets them aside."""
     row = await q.fetchone(
-        "SELECT s.system_prompt, s.initial_messages, c.system_prompt FROM sessions s"
-        " LEFT JOIN chats c ON c.session_id=s.id AND c.id=? WHERE s.id=?",
+        "SELECT t.system_prompt, t.initial_messages, (SELECT system_prompt FROM chat_prompts"
+        " WHERE session_id=t.session_id AND chat_id=?) FROM session_texts t WHERE t.session_id=?",
         (chat, sid),
     )
     if row is None:

@@ -167,6 +167,9 @@ class Database:
     async def get_session(self, sid: str, *, counts: bool = False) -> dict:
         return await self.sessions.get(sid, counts=counts)
 
+    async def session_access(self, sid: str) -> str:
+        return await self.sessions.access(sid)
+
     async def case_twin(self, sid: str) -> str | None:
         """A session whose id differs from `sid` only in case (see sessions.case_twin), if any."""
         return await self.sessions.case_twin(sid)

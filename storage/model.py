@@ -45,6 +45,10 @@ COPIED_FIELDS = (
     "preferences",
     "policy",
 )
+# A session's fields kept out of its row, in `session_texts` (migration 21): large (a prompt may be a pasted
+# document; metadata, tags and preferences up to 1 MiB each), rarely changed, and not read by an append, which
+# rewrites the row
+SESSION_TEXTS = ("system_prompt", "initial_messages", "metadata", "tags", "preferences")
 JSON_FIELDS = ("settings", "initial_messages", "metadata", "tags", "preferences", "policy")
 # Session policy (issue 5): token_quota, checkpoint_interval, idle_timeout, and the chats' default
 # max_context_tokens, context_margin and auto_compact.

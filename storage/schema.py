@@ -386,6 +386,43 @@ MIGRATIONS: list[str] = [
     ALTER TABLE checkpoints ADD COLUMN v INTEGER;
     ALTER TABLE checkpoints ADD COLUMN more TEXT;
     """,
+    # 21: a session's system prompt, initial messages, metadata, tags and preferences, and a chat's system prompt,
+    # out of the rows every append reads and rewrites: into tables of their own, `session_texts` (a row per
+    # session, written with it) and `chat_prompts` (a row per chat that has a prompt). People paste documents
+    # into system prompts (metadata, tags and preferences may hold 1 MiB each); in the row, an append's read
+    # walked the text's overflow pages to the columns after it and its UPDATE of the session's clock wrote the
+    # whole record again (an 8-million-character prompt: ~20-36 ms per append, bench/results/bigfields.json).
+    # The append reads neither table (storage/messages.py, SESSION_READ), nor does a checkpoint; what shows a
+    # session or sends its prompt to a model joins them (storage/sessions.py SESSION_SELECT, session_row's
+    # `texts`; storage/chats.py CHAT_SELECT; storage/context.py fixed_tokens). Both go with their session (ON
+    # DELETE CASCADE). The values are copied as they are, then the columns dropped (each table is rewritten
+    # without them, in this one transaction).
+    """
+    CREATE TABLE session_texts (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        system_prompt TEXT,
+        initial_messages TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        tags TEXT NOT NULL DEFAULT '[]',
+        preferences TEXT NOT NULL DEFAULT '{}'
+    );
+    INSERT INTO session_texts(session_id, system_prompt, initial_messages, metadata, tags, preferences)
+        SELECT id, system_prompt, initial_messages, metadata, tags, preferences FROM sessions;
+    ALTER TABLE sessions DROP COLUMN system_prompt;
+    ALTER TABLE sessions DROP COLUMN initial_messages;
+    ALTER TABLE sessions DROP COLUMN metadata;
+    ALTER TABLE sessions DROP COLUMN tags;
+    ALTER TABLE sessions DROP COLUMN preferences;
+    CREATE TABLE chat_prompts (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        chat_id TEXT NOT NULL,
+        system_prompt TEXT NOT NULL,
+        PRIMARY KEY (session_id, chat_id)
+    );
+    INSERT INTO chat_prompts(session_id, chat_id, system_prompt)
+        SELECT session_id, id, system_prompt FROM chats WHERE system_prompt IS NOT NULL;
+    ALTER TABLE chats DROP COLUMN system_prompt;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,22 +19,39 @@ from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
 from .search import PURGE_IF_INDEXED
 
+# A session's row with its texts, which are kept beside it (migration 21: out of the row an append rewrites)
+SESSION_SELECT = (
+    "SELECT s.*, t.system_prompt, coalesce(t.initial_messages, '[]') AS initial_messages,"
+    " coalesce(t.metadata, '{}') AS metadata, coalesce(t.tags, '[]') AS tags,"
+    " coalesce(t.preferences, '{}') AS preferences FROM sessions s LEFT JOIN session_texts t ON t.session_id=s.id"
+)
 
-async def session_row(q: Any, sid: str, *, importing: bool = False) -> Row:
+
+async def session_row(q: Any, sid: str, *, importing: bool = False, texts: bool = False) -> Row:
     """The session's row, read through `q` (the committed state, or the transaction you hold). A session
     whose import is under way is not there yet (see apply_remote, and create's file_import), except to
-    that import itself (`importing`)."""
-    row = await q.fetchone("SELECT * FROM sessions WHERE id=? AND importing=?", (sid, int(importing)))
+    that import itself (`importing`). `texts`: with its texts beside the row (model.SESSION_TEXTS: its system
+    prompt, initial messages, metadata, tags, preferences; session_dict needs them), which may be megabytes: only
+    what shows or sends them reads them (a checkpoint, a chat's change, a compaction read the row alone)."""
+    sql = (
+        SESSION_SELECT + " WHERE s.id=? AND s.importing=?"
+        if texts
+        else "SELECT * FROM sessions WHERE id=? AND importing=?"
+    )
+    row = await q.fetchone(sql, (sid, int(importing)))
     if row is None:
         raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
     return row
 
 
-async def writable_row(q: Any, sid: str, c: Connections, *, ending: bool = False, importing: bool = False) -> Row:
+async def writable_row(
+    q: Any, sid: str, c: Connections, *, ending: bool = False, importing: bool = False, texts: bool = False
+) -> Row:
     """The row of a session this device may change: not a read-only import nor one rekeyed without this
     device (`access` read, revoked), and not past its expiry or
-    idle timeout (unless `ending` it: that is what its expiry does). `importing`: of one still hidden."""
-    row = await session_row(q, sid, importing=importing)
+    idle timeout (unless `ending` it: that is what its expiry does). `importing`: of one still hidden.
+    `texts`: as session_row's."""
+    row = await session_row(q, sid, importing=importing, texts=texts)
     check_access(sid, row["access"])
     if not ending and past_expiry(row, now()):
         refuse_expired(c, sid, row)
@@ -130,7 +147,7 @@ class Sessions:
                 await tx.execute("UPDATE sessions SET importing=1 WHERE id=?", (sid,))
             else:
                 tx.emit({"type": "session.created", "session": sid})
-        return session_dict(await session_row(self.c.committed, sid, importing=file_import))
+        return session_dict(await session_row(self.c.committed, sid, importing=file_import, texts=True))
 
     async def end_file_import(self, sids: builtins.list[str], finish: dict[str, dict] | None = None) -> None:
         """The import from a file that made `sids` is done: all of it stays, and shows (one transaction).
@@ -188,9 +205,10 @@ class Sessions:
             return {}
         marks = ", ".join("?" for _ in fields)
         rows = await self.c.committed.fetchall(
-            "SELECT id, json_extract(metadata, '$.source') AS source, metadata FROM sessions"
-            " WHERE NOT importing AND provenance IS NULL AND json_valid(metadata)"
-            f" AND json_extract(metadata, '$.source') IN ({marks}) ORDER BY created_at, id",
+            "SELECT s.id, json_extract(t.metadata, '$.source') AS source, t.metadata FROM sessions s"
+            " JOIN session_texts t ON t.session_id=s.id"
+            " WHERE NOT s.importing AND s.provenance IS NULL AND json_valid(t.metadata)"
+            f" AND json_extract(t.metadata, '$.source') IN ({marks}) ORDER BY s.created_at, s.id",
             tuple(fields),
         )
         out: dict[tuple[str, str], builtins.list[str]] = {}
@@ -209,10 +227,11 @@ class Sessions:
             return {}
         marks = ", ".join("?" for _ in sources)
         rows = await self.c.committed.fetchall(
-            "SELECT id, name, metadata, json_extract(provenance, '$.session') FROM sessions"
-            " WHERE NOT importing AND provenance IS NOT NULL AND json_valid(provenance) AND json_valid(metadata)"
-            " AND json_extract(provenance, '$.kind') = 'fork'"
-            f" AND json_extract(metadata, '$.source') IN ({marks}) ORDER BY created_at, id",
+            "SELECT s.id, s.name, t.metadata, json_extract(s.provenance, '$.session') FROM sessions s"
+            " JOIN session_texts t ON t.session_id=s.id"
+            " WHERE NOT s.importing AND s.provenance IS NOT NULL AND json_valid(s.provenance)"
+            " AND json_valid(t.metadata) AND json_extract(s.provenance, '$.kind') = 'fork'"
+            f" AND json_extract(t.metadata, '$.source') IN ({marks}) ORDER BY s.created_at, s.id",
             tuple(sources),
         )
         wanted = set(sids)
@@ -224,7 +243,7 @@ class Sessions:
 
     async def get(self, sid: str, *, counts: bool = False) -> dict:
         q = self.c.committed
-        d = session_dict(await session_row(q, sid))
+        d = session_dict(await session_row(q, sid, texts=True))
         if counts:
             # count(*) is read off the covering index (~7 ms for 100,000 messages); the token total is kept
             # in the session row by every insert (a sum over the messages took 40-70 ms)
@@ -244,22 +263,22 @@ class Sessions:
         after: str | None = None,
     ) -> list[dict]:
         """`no_user`: the sessions with no user, none set or an empty one (an older sessiond stored it so)."""
-        where, args = ["NOT importing"], []
+        where, args = ["NOT s.importing"], []
         if user is not None:
-            where.append("user=?")
+            where.append("s.user=?")
             args.append(user)
         if no_user:
-            where.append(no_user_sql())
+            where.append(no_user_sql("s"))
         if status is not None:
-            where.append("status=?")
+            where.append("s.status=?")
             args.append(status)
         if tag is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value=?)")
+            where.append("EXISTS (SELECT 1 FROM json_each(t.tags) WHERE value=?)")
             args.append(tag)
         if after is not None:
-            where.append("id>?")
+            where.append("s.id>?")
             args.append(after)
-        sql = "SELECT * FROM sessions WHERE " + " AND ".join(where) + " ORDER BY id LIMIT ?"
+        sql = SESSION_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY s.id LIMIT ?"
         return [session_dict(r) for r in await self.c.committed.fetchall(sql, (*args, limit))]
 
     async def ids(self, *, hidden: bool = False) -> builtins.list[str]:  # `list` here is the method above
@@ -273,7 +292,7 @@ class Sessions:
         settings or policy starts from what is stored, not from what another change is about to replace."""
         ending = not callable(fields) and fields.get("status") == "ended"  # (an expiry's end, or `end`)
         async with self.c.transaction() as tx:
-            row = await writable_row(tx, sid, self.c, ending=ending)
+            row = await writable_row(tx, sid, self.c, ending=ending, texts=True)
             if callable(fields):
                 fields = fields(session_dict(row))
             if "status" in fields:  # checked against the status as committed: an end meanwhile is final
@@ -333,6 +352,10 @@ class Sessions:
             self.c.hold_commit("commit.delete")  # (the tests hold the delete's commit here)
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
         return True
+
+    async def access(self, sid: str) -> str:
+        """What this device may do in the session (its `access`), from its row alone (not its texts)."""
+        return (await session_row(self.c.committed, sid))["access"]
 
     async def older_than(self, t: float) -> builtins.list[dict]:
         return [

@@ -43,7 +43,7 @@ class StatusChanges:
     async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
         """Change a session's status. `expired_at`: an end its expiry (or idle timeout) made, which its
         operation records (`expired_at`), so that a write to it is refused as expired (refuse_inactive)."""
-        row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended")
+        row = await writable_row(self.c.committed, sid, self.c, ending=status == "ended", texts=True)
         if status == row["status"]:
             return session_dict(row)
         if row["status"] == "ended" and status != "ended":  # one its expiry ended is refused as expired (when)

@@ -15,7 +15,7 @@ from typing import Any
 from .connections import Connections
 from .errors import Conflict
 from .groupcommit import Transaction
-from .model import JSON_FIELDS, dumps, message_id
+from .model import JSON_FIELDS, SESSION_TEXTS, dumps, message_id
 from .sessions import session_row
 
 _INT_LIMITS = (-(1 << 64), (1 << 64) - 1)  # what DAG-CBOR can encode (sync/dagcbor.py)
@@ -147,16 +147,18 @@ class SyncState:
                         f"UPDATE {table} SET {col}=? WHERE session_id=? AND device_id=? AND seq=?",
                         (text, sid, self.c.device_id, seq),
                     )
-                for table, cols, key in (
-                    ("sessions", JSON_FIELDS, "id"),
-                    ("chats", ("settings", "policy"), "session_id"),
+                for table, cols, key, ident in (  # (the texts beside the session's row: migration 21)
+                    ("sessions", tuple(k for k in JSON_FIELDS if k not in SESSION_TEXTS), "id", "id"),
+                    ("session_texts", tuple(k for k in JSON_FIELDS if k in SESSION_TEXTS), "session_id", "session_id"),
+                    ("chats", ("settings", "policy"), "session_id", "id"),
                 ):
-                    for row in await tx.fetchall(f"SELECT id, {', '.join(cols)} FROM {table} WHERE {key}=?", (sid,)):
+                    sql = f"SELECT {ident}, {', '.join(cols)} FROM {table} WHERE {key}=?"
+                    for row in await tx.fetchall(sql, (sid,)):
                         for k, text in zip(cols, row[1:]):
                             fixed, changed = pushable(json.loads(text)) if text else (None, False)
                             if changed:
                                 await tx.execute(
-                                    f"UPDATE {table} SET {k}=? WHERE {key}=? AND id=?", (dumps(fixed), sid, row[0])
+                                    f"UPDATE {table} SET {k}=? WHERE {key}=? AND {ident}=?", (dumps(fixed), sid, row[0])
                                 )
         return sorted(found)
 

@@ -84,10 +84,10 @@ class Proofs:
 
     async def _make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
         db = self.ctx.db
-        session = await db.get_session(sid)
-        if session["access"] == "revoked":
+        access = await db.session_access(sid)  # (the row alone: a system prompt may be megabytes)
+        if access == "revoked":
             raise revoked(sid, "make a checkpoint of it")
-        if session["access"] == "read":
+        if access == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
         if upto is None:
             chain, ident, ops = await self._conversation_chain(sid)

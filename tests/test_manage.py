@@ -519,7 +519,12 @@ def test_a_session_poisoned_before_validation_can_be_fixed(home):
         try:
             bad = (
                 await db.create_session(
-                    {"name": "poisoned", "metadata": {"n": 1 << 64, "ok": 1}, "settings": {"temperature": 0.5}}
+                    {
+                        "name": "poisoned",
+                        "metadata": {"n": 1 << 64, "ok": 1},
+                        "settings": {"temperature": 0.5},
+                        "initial_messages": [{"role": "user", "content": "hi", "tokens": 1 << 70}],
+                    }
                 )
             )["id"]
             await db.append_messages(
@@ -534,6 +539,7 @@ def test_a_session_poisoned_before_validation_can_be_fixed(home):
     try:
         res = run_cli(home, "sync", "--wait", "--timeout", "20")
         assert res.returncode == 0, res.stdout + res.stderr
+        assert sh(home, "show", bad)["initial_messages"][0]["tokens"] == str(1 << 70)  # (beside the row: migration 21)
         sh(home, "set", bad, "--metadata", '{"n": 1}')
         assert sh(home, "show", bad)["metadata"] == {"n": 1}
         res = run_cli(home, "sync", "--wait", "--timeout", "20")

@@ -8,8 +8,10 @@ import json
 import random
 
 from conftest import cli_json, rekeys_at_once, run_cli, wait_for
+from sessiond.storage.chats import CHAT_SELECT
 from sessiond.storage.database import Database
 from sessiond.storage.model import Op, RemoteLog
+from sessiond.storage.sessions import SESSION_SELECT
 
 SID = "merge-me"
 
@@ -104,8 +106,8 @@ async def _dump(db: Database) -> dict:
         return [{k: (json.loads(r[k]) if k in ("stamps",) else r[k]) for k in r.keys()} for r in sql]  # noqa: SIM118 (a Row iterates over values)
 
     return {
-        "sessions": rows(await db._all("SELECT * FROM sessions ORDER BY id")),
-        "chats": rows(await db._all("SELECT * FROM chats ORDER BY session_id, id")),
+        "sessions": rows(await db._all(SESSION_SELECT + " ORDER BY s.id")),  # (with their texts: migration 21)
+        "chats": rows(await db._all(CHAT_SELECT + " ORDER BY c.session_id, c.id")),
         "checkpoints": rows(await db._all("SELECT * FROM checkpoints ORDER BY session_id, device_id, number")),
         "ops": rows(await db._all("SELECT * FROM ops ORDER BY session_id, device_id, seq")),
         "logs": rows(await db._all("SELECT * FROM logs ORDER BY session_id, device_id")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import sqlite3
 
+from oldcode import old_storage
 from sessiond.storage import logrun, search
 from sessiond.storage.database import Database
 from sessiond.storage.model import text_head
@@ -36,7 +37,7 @@ def column(path: str, sid: str, name: str) -> list:
 
 async def test_appends_store_heads_and_times_and_the_read_is_the_same_with_or_without_them(tmp_path):
     path = str(tmp_path / "sessions.db")
-    old = await Database.open(path, upto=9)
+    old = await old_storage().Database.open(path, upto=9)
     sid = (await old.create_session({}))["id"]
     dev = old.device_id
     base = await old.last_seq(sid)  # the session's own operations

@@ -187,11 +187,11 @@ def test_an_expiry_s_delete_keeps_a_revoked_session_holding_writes_here_only(tmp
 async def test_sessions_revoked_before_the_migration_are_taken_as_not_knowing_how_far(tmp_path):
     """A database whose sessions were marked revoked before the revocation's seq was kept: each such session
     is taken as one whose rekey did not say how far it read this device's log (nothing is known to be safe)."""
+    from oldcode import old_storage
     from sessiond.storage.database import Database
-    from sessiond.storage.schema import SCHEMA_VERSION
 
     path = str(tmp_path / "db.sqlite")
-    old = await Database.open(path, upto=SCHEMA_VERSION - 1)
+    old = await old_storage().Database.open(path, upto=18)  # (the code of schema 19, before migration 19)
     try:
         gone = (await old.create_session({"name": "revoked"}))["id"]
         kept = (await old.create_session({"name": "written"}))["id"]

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from conftest import DaemonProc, UnixHTTP, cli_json, run_cli
+from oldcode import old_storage
 from sessiond.storage.database import Database
 from sessiond.storage.errors import BadQuery
 from sessiond.storage.schema import SCHEMA_VERSION, statements
@@ -45,7 +46,7 @@ def test_statements_keep_trigger_bodies_whole():
 
 async def test_migration_indexes_the_messages_already_there(tmp_path):
     path = str(tmp_path / "sessions.db")
-    old = await Database.open(path, upto=8)
+    old = await old_storage().Database.open(path, upto=8)
     s = await old.create_session({"name": "before search"})
     # its row as sessiond wrote it at schema 8 (today's appends also write a column added since, by 10)
     row = (s["id"], "main", old.device_id, 2, 2, "user", "an albatross before the upgrade", 1, 1.0, None)
@@ -166,7 +167,7 @@ async def test_tool_calls_names_and_arguments_are_indexed(db):
 
 async def test_migration_indexes_the_tool_calls_already_there(tmp_path):
     path = str(tmp_path / "sessions.db")
-    old = await Database.open(path, upto=16)
+    old = await old_storage().Database.open(path, upto=16)
     sid = (await old.create_session({"name": "before"}))["id"]
     call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "albatross"}'}}
     stored = await old.append_messages(

@@ -58,9 +58,10 @@ MIB = 1 << 20
 
 
 def test_session_metadata_and_preferences_past_1_mib_are_refused_up_front(make_daemon, tmp_path):
-    """A session's metadata and preferences live in its row, which every write to the session rewrites: 20 MB
+    """A session's metadata and preferences lived in its row, which every write to the session rewrote: 20 MB
     of metadata was taken (and synced), and then each append took ~90 ms instead of ~1 (100 MB: ~400 ms, a
-    PATCH 4 s), the daemon answering nothing meanwhile. Now each is at most 1 MiB as JSON (UTF-8): more is
+    PATCH 4 s), the daemon answering nothing meanwhile (kept beside the row since schema 21; every change of one
+    is still an operation carrying it whole to every device). Now each is at most 1 MiB as JSON (UTF-8): more is
     refused (422 `invalid`, the field, the limit and its size named) by create, PATCH and import-file alike,
     changing nothing; a document belongs in a message."""
     d = make_daemon(f"file://{tmp_path}/store").start()

@@ -70,18 +70,33 @@ async def test_every_connection_keeps_temporary_data_in_memory(db, tmp_path):
         run_reader.close()
 
 
-async def _database_with(folder, texts: list[str]) -> tuple[Database, str]:
-    """A Database at folder/db.sqlite holding one session of user messages `texts`: (it, the session id)."""
+async def _database_with(folder, texts: list[str], **spec) -> tuple[Database, str]:
+    """A Database at folder/db.sqlite holding one session (made of `spec`) of user messages `texts`: (it, the
+    session id)."""
     db = await Database.open(os.path.join(folder, "db.sqlite"))
-    sid = (await db.create_session({}))["id"]
+    sid = (await db.create_session(spec))["id"]
     await db.append_messages(sid, [{"role": "user", "content": t} for t in texts])
     return db, sid
+
+
+def _texts_of(marker: str) -> dict:
+    """A session's texts kept beside its row (schema migration 21), each holding `marker`: its system prompt and
+    initial messages, and a chat's own prompt (`chat`, made apart)."""
+    return {
+        "system_prompt": f"{marker} in the prompt " + "p" * 20_000,
+        "initial_messages": [{"role": "user", "content": f"{marker} in the first message " + "i" * 5_000}],
+        "chat": {"id": "side", "name": "side", "system_prompt": f"{marker} in the chat's prompt " + "c" * 20_000},
+    }
 
 
 async def test_a_deleted_sessions_messages_are_not_left_in_the_database_file(tmp_path):
     # secure_delete on the writer (storage/connections.py SECURE_DELETE), whatever the SQLite build's default
     marker = "the plans nobody else may read, number"
-    db, sid = await _database_with(tmp_path, [f"{marker} {i} " + "x" * 500 for i in range(40)])
+    texts = _texts_of(marker)
+    chat = texts.pop("chat")
+    db, sid = await _database_with(tmp_path, [f"{marker} {i} " + "x" * 500 for i in range(40)], **texts)
+    await db.create_chat(sid, chat)
+    assert (await db.get_chat(sid, "side"))["system_prompt"] == chat["system_prompt"]  # (the test's premise)
     await db.delete_session(sid)
     await db.close()  # the WAL is checkpointed into the file
     for name in os.listdir(tmp_path):
@@ -109,8 +124,11 @@ def test_a_deleted_session_leaves_no_file_of_the_home_while_the_daemon_runs(tmp_
     try:
         c = d.client()
         keep = c.create_session(name="kept")["id"]
-        sid = c.create_session(name="gone")["id"]
         marker = "the plans nobody else may read, number"
+        texts = _texts_of(marker)
+        chat = texts.pop("chat")
+        sid = c.create_session(name="gone", **texts)["id"]
+        c.create_chat(sid, **chat)
         c.append_many(sid, [{"role": "user", "content": f"{marker} {i} " + "x" * 500} for i in range(40)])
         c.append(keep, "user", "still here")
         assert "sessions.db-wal" in _files_holding(home, marker.encode())  # (the test's premise)
