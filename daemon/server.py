@@ -36,7 +36,7 @@ from .malloc import tune_malloc
 from .memdebug import MemDebug
 from .nocore import no_core_dumps
 from .operations import Operations
-from .straykeys import delete_stray_keys
+from .straykeys import delete_stray_keys, refuse_lost_database
 
 log = logging.getLogger("sessiond")
 # Events of other devices' operations applied here (a pull, an import): this device's own log did not
@@ -106,6 +106,7 @@ class Daemon:
     async def start(self) -> None:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
+        refuse_lost_database(self.home)  # (under the lock: no daemon is making the database meanwhile)
         try:
             self.db = await Database.open(self.home.db)
         except UnusableDatabase as exc:

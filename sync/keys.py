@@ -58,6 +58,21 @@ def _read_key(path: str) -> bytes | None:
     return _checked(path, _read_file(path))
 
 
+def sessions_with_files(sessions_dir: str) -> set[str]:
+    """The sessions that have files in `sessions_dir` (a key folder's sessions/: a key, a write secret, earlier
+    keys, a rekey record); none if it is not there. Reads only: no key folder is made or changed."""
+    try:
+        names = os.listdir(sessions_dir)
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for name in names:
+        sid, dot, suffix = name.rpartition(".")
+        if dot and suffix in SESSION_FILES and ID_RE.match(sid):
+            out.add(sid)
+    return out
+
+
 class KeyStore:
     def __init__(self, folder: str):
         self.folder = folder
@@ -326,12 +341,7 @@ class KeyStore:
 
     def sessions_with_files(self) -> set[str]:
         """The sessions that have files here (a key, a write secret, earlier keys, a rekey record)."""
-        out = set()
-        for name in os.listdir(self.sessions_dir):
-            sid, dot, suffix = name.rpartition(".")
-            if dot and suffix in SESSION_FILES and ID_RE.match(sid):
-                out.add(sid)
-        return out
+        return sessions_with_files(self.sessions_dir)
 
     def remove_leftover_temp_files(self, before: float) -> list[str]:
         """Removes the files a write into the key folder or the sessions' folder left when the process
