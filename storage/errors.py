@@ -222,6 +222,14 @@ class IdempotencyKeyReused(SessiondError):
     status = 422
 
 
+class DatabaseLost(SessiondError):
+    """The database file was deleted or replaced under the running daemon (storage/dbfile.py): writes are
+    refused until it is restarted, as what they wrote would be lost."""
+
+    code = "database_lost"
+    status = 503
+
+
 class DiskFull(SessiondError):
     """The disk holding the daemon's home has no room (or the user's disk quota is used up): the write
     that met it was rolled back whole."""
