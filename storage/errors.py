@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import sqlite3
 
 
@@ -244,3 +245,23 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class FileSizeLimit(SessiondError):
+    """A write past the process's file-size limit (RLIMIT_FSIZE): the write that met it was rolled back whole."""
+
+    code = "file_size_limit"
+    status = 507
+
+
+def file_size_limit(exc: BaseException) -> int | None:
+    """The file-size limit in force (RLIMIT_FSIZE's soft limit, in bytes) when `exc` may be a write it stopped:
+    EFBIG, or SQLite's write I/O error or full disk (SQLite reports EFBIG as SQLITE_IOERR_WRITE, and a write
+    cut short at the limit as SQLITE_FULL). None with no such limit, or for any other error."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return None
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return limit if code is not None and code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL) else None
+    return limit if isinstance(exc, OSError) and exc.errno == errno.EFBIG else None
