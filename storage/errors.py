@@ -239,12 +239,30 @@ class DiskFull(SessiondError):
     status = 507
 
 
-def is_disk_full(exc: BaseException) -> bool:
+# Free space on the disk holding a database below which SQLite's I/O error on it is taken for a full disk: the
+# most one write may need at once there (the WAL kept allocated ahead, 32 MB, and a large transaction's frames).
+LOW_SPACE = 64 << 20
+
+
+def is_disk_full(exc: BaseException, where: str | None = None) -> bool:
     """Whether `exc` is a full disk: SQLite's SQLITE_FULL ("database or disk is full") or a system call's
-    ENOSPC / EDQUOT."""
+    ENOSPC / EDQUOT; or, given `where` (a folder on the database's disk), SQLite's I/O error while that disk has
+    less than LOW_SPACE free: SQLite reports ENOSPC as SQLITE_FULL only from a plain write, and as "disk I/O
+    error" where it grows its WAL index (SQLITE_IOERR_SHMSIZE) or a file by a size hint (SQLITE_IOERR_WRITE)."""
     if isinstance(exc, sqlite3.Error):
-        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL:
+            return True
+        return code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and where is not None and _low_space(where)
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _low_space(where: str) -> bool:
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < LOW_SPACE
 
 
 class FileSizeLimit(SessiondError):

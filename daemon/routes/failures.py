@@ -51,7 +51,7 @@ def failure(exc: Exception, where: str, home: str | None) -> tuple[int, dict]:
     limit = file_size_limit(exc)  # (first: a write cut short at the limit is SQLite's full disk too)
     if limit is not None:
         return _size_limit(exc, where, home, limit)
-    if is_disk_full(exc):
+    if is_disk_full(exc, home):
         return _disk_full(exc, where, home)
     log.exception("internal error on %s", where)
     return 500, error_body("internal", "internal error; see the daemon log")

@@ -1,0 +1,88 @@
+"""A real full disk under a real daemon: its home on a small tmpfs of the test's own, filled for real. An
+append or an import the disk cannot take is refused with 507 disk_full (where, and what to do), nothing of it
+stored; the daemon stays up, and once there is room it writes again and pushes what its outbox held, with no
+restart. Skipped where mounting is not permitted (not root, or a
+sandbox without it); the mount goes however the test ends."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import DaemonProc, run_cli
+from sessiond.client import ApiError
+
+
+@contextlib.contextmanager
+def small_disk(size: str):
+    where = tempfile.mkdtemp(prefix="sd-disk-")
+    try:
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", where], capture_output=True
+        )
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+        try:
+            yield where
+        finally:
+            subprocess.run(["umount", "-l", where], check=True)
+    finally:
+        os.rmdir(where)
+
+
+def fill(path: str) -> None:
+    """Fill the file system holding `path` to its last byte, with the file `path`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for block in (1 << 16, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * block)
+    finally:
+        os.close(fd)
+
+
+def test_appends_and_an_import_on_a_full_disk_are_refused_clearly_and_all_goes_on_once_there_is_room():
+    with small_disk("48m") as disk:
+        home = os.path.join(disk, "home")
+        d = DaemonProc(home).start()
+        try:
+            with d.client() as c:
+                sid = c.create_session(name="full")["id"]
+                c.append(sid, role="user", content="before")
+                acknowledged = ["before"]
+                filler = os.path.join(disk, "filler")
+                fill(filler)
+                big = os.urandom(200_000).hex()
+                with pytest.raises(ApiError) as refused:
+                    for i in range(100):  # (what the WAL already holds room for is taken first)
+                        c.append(sid, role="user", content=f"{i} {big}")
+                        acknowledged.append(f"{i} {big}")
+                err = refused.value
+                assert err.status == 507 and err.code == "disk_full", (err.status, err.code, err.message)
+                assert home in err.message and "Free some space" in err.message, err.message
+                assert d.proc.poll() is None
+                assert [m["content"] for m in c.messages(sid)["messages"]] == acknowledged
+
+                other = os.path.join(tempfile.gettempdir(), f"sd-import-{os.getpid()}.json")
+                with open(other, "w") as f:
+                    json.dump([{"role": "user", "content": big}], f)
+                try:
+                    r = run_cli(home, "import-file", other)
+                finally:
+                    os.unlink(other)
+                assert r.returncode != 0 and "is full" in r.stderr and "internal" not in r.stderr, r.stderr
+                assert [s["id"] for s in c.list_sessions()["sessions"]] == [sid]  # nothing of it stays
+
+                os.unlink(filler)  # room again: no restart
+                c.append(sid, role="user", content="after")
+                acknowledged.append("after")
+                assert [m["content"] for m in c.messages(sid)["messages"]] == acknowledged
+                assert c.sync(sid, wait=True, timeout=30)["complete"]  # what it held, pushed once there is room
+        finally:
+            assert d.stop() == 0
