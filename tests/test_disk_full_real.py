@@ -1,7 +1,7 @@
 """A real full disk under a real daemon: its home on a small tmpfs of the test's own, filled for real. An
 append or an import the disk cannot take is refused with 507 disk_full (where, and what to do), nothing of it
 stored; the daemon stays up, and once there is room it writes again and pushes what its outbox held, with no
-restart. Skipped where mounting is not permitted (not root, or a
+restart. A start on a full disk says so in one line. Skipped where mounting is not permitted (not root, or a
 sandbox without it); the mount goes however the test ends."""
 
 from __future__ import annotations
@@ -86,3 +86,15 @@ def test_appends_and_an_import_on_a_full_disk_are_refused_clearly_and_all_goes_o
                 assert c.sync(sid, wait=True, timeout=30)["complete"]  # what it held, pushed once there is room
         finally:
             assert d.stop() == 0
+
+
+def test_a_start_on_a_full_disk_says_so_in_one_line():
+    with small_disk("1m") as disk:
+        fill(os.path.join(disk, "filler"))
+        d = DaemonProc(os.path.join(disk, "home"))
+        with pytest.raises(RuntimeError) as refused:
+            d.start()
+            d.stop()
+        said = str(refused.value).strip().splitlines()[-1]
+        assert said.startswith(f"sessiond: cannot start: the disk holding {disk}/home is full"), said
+        assert "free some space" in said, said
