@@ -28,6 +28,7 @@ from . import remote_checks
 from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
+from .fdlimit import raise_fd_limit
 from .home import Config, Home, HomeError, normalize_store_urls
 from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
@@ -366,6 +367,7 @@ def run(
 ) -> None:
     """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it)."""
     no_core_dumps()  # before any key is read: a crash leaves no core file holding them
+    raise_fd_limit()  # every connection holds a descriptor: the soft limit up to the hard one
     tune_process()
     MemDebug.start()
     try:
