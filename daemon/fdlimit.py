@@ -6,7 +6,14 @@ until the idle timeout closes connections."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
+import math
 import resource
+import time
+
+log = logging.getLogger("sessiond")
 
 # The most the soft limit is raised to when the hard one is unlimited (the kernel's nr_open is 1,048,576 by
 # default: a soft limit above it is refused).
@@ -28,3 +35,43 @@ def raise_fd_limit() -> tuple[int, int]:
             return (soft, soft)
         return (soft, want)
     return (soft, soft)
+
+
+class OutOfDescriptors:
+    """The event loop's exception handler: an accept that failed for want of descriptors (EMFILE: this
+        process's limit; ENFILE: the system's) is said in the daemon's log, once a minute at most while it lasts,
+        naming the limit and what to do; asyncio's own report, a traceback on standard error at every retry of the
+        accept (a second apart), is not made, nor that of the retry left when the daemon's stop closed the socket
+    meanwhile (asyncio's own slip: it then finds no socket). Anything else goes to asyncio's default handler."""
+
+    EVERY = 60.0  # seconds between two warnings while it lasts
+
+    def __init__(self) -> None:
+        self._said = -math.inf
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, ValueError) and _callback_name(context) == "_start_serving":
+            # asyncio's retry of that accept, a second later, after the daemon closed its socket (its stop):
+            # nothing is left to serve
+            return
+        if not (isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self._said < self.EVERY:
+            return
+        self._said = now
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        whose = "the system's open files are all in use" if exc.errno == errno.ENFILE else f"its limit is {soft}"
+        log.warning(
+            f"out of file descriptors ({exc.strerror}: {whose}): new connections wait until some close. Close idle"
+            " clients and event streams, or raise the limit the daemon is started with (`ulimit -n`, or"
+            " LimitNOFILE= in its service unit) and restart it; said once a minute while it lasts",
+            extra={"event": "out_of_descriptors"},
+        )
+
+
+def _callback_name(context: dict) -> str:
+    """The name of the function a failed callback of the loop ran (its handle's), or ""."""
+    return getattr(getattr(context.get("handle"), "_callback", None), "__name__", "")

@@ -28,7 +28,7 @@ from . import remote_checks
 from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
-from .fdlimit import raise_fd_limit
+from .fdlimit import OutOfDescriptors, raise_fd_limit
 from .home import Config, Home, HomeError, normalize_store_urls
 from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
@@ -304,6 +304,7 @@ async def serve(
     config = Config.load(home.path)
     wanted = store or config.store
     setup_logging(home, foreground=True)
+    asyncio.get_running_loop().set_exception_handler(OutOfDescriptors())  # (an accept's EMFILE: said in the log)
     daemon = Daemon(
         home,
         config,

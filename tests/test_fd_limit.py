@@ -6,22 +6,37 @@ to the hard one at start, as it may, and so serves them all."""
 
 from __future__ import annotations
 
+import json
+import os
 import resource
 import subprocess
+import tempfile
 import threading
 import time
 
-from conftest import PY, DaemonProc
+from conftest import PY, DaemonProc, write_config
 
 SOFT = 64
 CLIENTS = 120
 
 
 class LowFdDaemon(DaemonProc):
-    """Started for real (not forked from the test's zygote) with RLIMIT_NOFILE's soft limit at SOFT."""
+    """Started for real (not forked from the test's zygote) with RLIMIT_NOFILE's soft limit at SOFT (and its
+    hard one too, given `hard`); its standard error into `stderr`, a file, if given (a pipe no one reads
+    while the clients run would fill)."""
+
+    def __init__(self, home: str, *, hard: int | None = None, stderr=None):
+        super().__init__(home)
+        self.hard = hard
+        self.stderr = stderr
+
+    def stop(self) -> int:
+        if self.proc is not None and self.proc.stderr is None:  # (into a file: DaemonProc.stop closes a pipe)
+            self.proc.stderr = open(os.devnull, "rb")
+        return super().stop()
 
     def _spawn(self, cmd: list[str], ready_fd: int) -> subprocess.Popen:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        hard = self.hard or resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
         def low() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT, hard))
@@ -30,7 +45,7 @@ class LowFdDaemon(DaemonProc):
             [PY, "-m", "sessiond.cli.main", *cmd],
             pass_fds=(ready_fd,),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.stderr or subprocess.PIPE,
             env=self.env,
             preexec_fn=low,
         )
@@ -42,33 +57,63 @@ def _soft_limit(pid: int) -> int:
     return int(line.split()[3])
 
 
+def _clients_at_once(d: DaemonProc, timeout: float) -> list[str]:
+    """CLIENTS clients at once, each appending 3 messages to one of 10 sessions; what each met ("ok" or the
+    error), once all are done or `timeout` has passed (those not done then are missing)."""
+    with d.client() as c:
+        sids = [c.create_session(name=f"s{i}")["id"] for i in range(10)]
+    done: dict[int, str] = {}
+
+    def client(i: int) -> None:
+        try:
+            with d.client() as cc:
+                for k in range(3):  # the first a POST on a kept connection, the others on the append stream
+                    cc.append(sids[i % 10], role="user", content=f"{i}-{k}")
+            done[i] = "ok"
+        except Exception as exc:
+            done[i] = f"{type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    with d.client() as c:
+        assert sum(len(c.messages(s)["messages"]) for s in sids) == 3 * sum(v == "ok" for v in done.values())
+    return list(done.values())
+
+
 def test_many_clients_at_once_under_a_low_soft_descriptor_limit_are_all_served(home):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert hard > SOFT + 2 * CLIENTS, "the test needs a hard limit above what its clients use"
     d = LowFdDaemon(home).start()
     try:
-        with d.client() as c:
-            sids = [c.create_session(name=f"s{i}")["id"] for i in range(10)]
-        done: dict[int, str] = {}
-
-        def client(i: int) -> None:
-            try:
-                with d.client() as cc:
-                    for k in range(3):  # the first a POST on a kept connection, the others on the append stream
-                        cc.append(sids[i % 10], role="user", content=f"{i}-{k}")
-                done[i] = "ok"
-            except Exception as exc:
-                done[i] = f"{type(exc).__name__}: {exc}"
-
-        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 30
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        assert len(done) == CLIENTS and set(done.values()) == {"ok"}, (len(done), set(done.values()))
-        with d.client() as c:
-            assert sum(len(c.messages(s)["messages"]) for s in sids) == 3 * CLIENTS
+        done = _clients_at_once(d, 30)
+        assert len(done) == CLIENTS and set(done) == {"ok"}, (len(done), set(done))
         assert _soft_limit(d.proc.pid) == hard
     finally:
         assert d.stop() == 0
+
+
+def test_out_of_descriptors_the_daemon_says_so_once_in_its_log_and_serves_everyone_as_connections_close(home):
+    """The hard limit low too: the daemon cannot raise it. Its accepts fail (EMFILE) until connections close
+    (the kept ones idle past connection_idle_timeout, here 1 s): it says so in its log, once, naming the limit
+    and what to do, not a traceback on its standard error at every retry of the accept (a second apart, for as
+    long as it lasts), and every client is served in the end."""
+    write_config(home, connection_idle_timeout=1)
+    with tempfile.TemporaryFile() as err:
+        d = LowFdDaemon(home, hard=SOFT, stderr=err).start()
+        try:
+            done = _clients_at_once(d, 60)
+            assert len(done) == CLIENTS and set(done) == {"ok"}, (len(done), set(done))
+        finally:
+            assert d.stop() == 0
+        err.seek(0)
+        said = err.read().decode()
+    assert "Traceback" not in said and "out of system resource" not in said, said[-2000:]
+    with open(os.path.join(home, "logs", "sessiond.log")) as f:
+        lines = [json.loads(x) for x in f if "descriptors" in x]
+    assert len(lines) == 1, lines
+    msg = lines[0]["msg"]
+    assert f"{SOFT}" in msg and "ulimit -n" in msg and "LimitNOFILE" in msg, msg
