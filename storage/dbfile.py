@@ -1,6 +1,7 @@
 """The database file's identity while the daemon holds it open: deleted or replaced under a running daemon
 (`rm sessions.db`, a backup copied over it), the file the daemon writes lives on only in its open
-descriptors, and what it acknowledged then would be lost at the next start. `DatabaseFile.lost()` tells it
+descriptors, and what it acknowledged then would be lost at the next start; its WAL deleted, every commit
+since the last checkpoint is lost if the daemon does not stop cleanly. `DatabaseFile.lost()` tells it
 (one stat), the group commit refuses every write from then on (storage/groupcommit.py), doctor names it,
 and the daemon's stop writes the database it holds back in place (`put_back`)."""
 
@@ -17,28 +18,57 @@ from .fsutil import fsync_dir
 log = logging.getLogger("sessiond.storage")
 
 
+WAL_LOST = "WAL deleted"  # what lost() says of the WAL (sessions.db-wal) gone, the database file in place
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 class DatabaseFile:
     def __init__(self, path: str):
         self.path = path
-        st = os.stat(path)
-        self._identity = (st.st_dev, st.st_ino)
+        self.wal = path + "-wal"
+        self._identity = _identity(path)
+        # (SQLite keeps its WAL file while any connection is open: the one there now, made by the opening)
+        self._wal_identity = _identity(self.wal)
 
     def lost(self) -> str | None:
-        """None while `path` is still the file opened; else what became of it ("deleted", "replaced")."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+        """None while `path` and its WAL are still the files opened; else what became of them ("deleted",
+        "replaced by another file", or WAL_LOST: the WAL deleted or replaced, the database file in place)."""
+        now = _identity(self.path)
+        if now is None:
             return "deleted"
-        return None if (st.st_dev, st.st_ino) == self._identity else "replaced by another file"
+        if now != self._identity:
+            return "replaced by another file"
+        if self._wal_identity is None:
+            self._wal_identity = _identity(self.wal)  # (none at the opening: the first one made is the one)
+            return None
+        return None if _identity(self.wal) == self._wal_identity else WAL_LOST
 
     def said(self, what: str) -> str:
         """The file being `what` (lost()) said, as doctor and a refused write say it."""
+        if what == WAL_LOST:
+            return (
+                f"{self.wal}, the write-ahead log of {self.path}, was deleted or replaced while the daemon ran (the"
+                " daemon writes to the file it opened, now in no folder)"
+            )
         return (
             f"{self.path} was {what} while the daemon ran (the daemon writes to the file it opened, now in no folder)"
         )
 
     def error(self, what: str) -> DatabaseLost:
         """The refusal of a write while the file is `what` (lost()), saying what the stop will do."""
+        if what == WAL_LOST:
+            return DatabaseLost(
+                f"{self.said(what)}: a write now would be acknowledged and then lost if the daemon does not stop"
+                f" cleanly, so none is taken; nothing of this request was stored. What it held is copied into"
+                f" {self.path} now; restart the daemon (`sessiond stop`, then start it again) to write again"
+            )
         return DatabaseLost(
             f"{self.said(what)}: a write now would be acknowledged and then lost, so none"
             f" is taken; nothing of this request was stored. Stop the daemon (`sessiond stop`): it then writes the"
@@ -61,6 +91,10 @@ class DatabaseFile:
         what = self.lost()
         if what is None:
             return None
+        if what == WAL_LOST:  # (the database file is in place: closing the last connection checkpoints into it)
+            conn.execute("PRAGMA wal_checkpoint(FULL)")
+            log.error("%s", self.said(what), extra={"event": "database_lost"})
+            return self.path
         dest = self.path if what == "deleted" else f"{self.path}.held-{time.strftime('%Y%m%dT%H%M%S')}"
         tmp = f"{dest}.{os.getpid()}.tmp"
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import DaemonProc
 from sessiond.client import ApiError
+from waiting import wait_for
 
 
 def _made_session(home: str) -> str:
@@ -99,3 +100,45 @@ def test_the_database_replaced_under_a_running_daemon_is_left_as_put_and_the_hel
     with contextlib.closing(sqlite3.connect(os.path.join(home, held))) as conn:
         rows = conn.execute("SELECT content FROM messages WHERE session_id=?", (sid,)).fetchall()
     assert [r[0] for r in rows] == ["acknowledged"]
+
+
+def _in_main_file(db: str, sid: str) -> list[str]:
+    """The messages of `sid` in the database file itself, its WAL not read (immutable: nothing made beside it)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?immutable=1", uri=True)) as conn:
+        try:
+            rows = conn.execute("SELECT content FROM messages WHERE session_id=? ORDER BY rowid", (sid,)).fetchall()
+        except sqlite3.OperationalError:  # (no such table yet: the schema is in the WAL too)
+            return []
+    return [r[0] for r in rows]
+
+
+def test_the_wal_deleted_under_a_running_daemon_refuses_writes_and_what_it_held_reaches_the_database(home):
+    """Deleted while the daemon runs, the WAL holds every commit since the last checkpoint in the daemon's open
+    descriptor only: a kill -9 (a crash, a power loss) then lost all of them, the session too, with doctor saying
+    'ok'. Writes are refused saying so, doctor names it, and what the WAL held is checkpointed into the database
+    file at once, so that even a kill -9 keeps what was acknowledged."""
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="kept")["id"]
+            c.append(sid, role="user", content="acknowledged")
+            os.unlink(os.path.join(home, "sessions.db-wal"))
+            with pytest.raises(ApiError) as refused:
+                c.append(sid, role="user", content="after the delete")
+            said = refused.value.message
+            assert refused.value.code == "database_lost" and "sessions.db-wal" in said and "deleted" in said, said
+            db = [f for f in c.doctor(verify=False)["findings"] if f["check"] == "database"]
+            assert db and db[0]["level"] == "problem" and "sessions.db-wal" in db[0]["message"], db
+        wait_for(
+            lambda: _in_main_file(os.path.join(home, "sessions.db"), sid) == ["acknowledged"],
+            what="what the deleted WAL held checkpointed into the database file",
+        )
+    finally:
+        d.kill()
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            assert [m["content"] for m in c.messages(sid)["messages"]] == ["acknowledged"]
+            c.append(sid, role="user", content="after the restart")
+    finally:
+        assert d.stop() == 0
