@@ -29,7 +29,7 @@ from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
 from .fdlimit import OutOfDescriptors, raise_fd_limit
-from .home import Config, Home, HomeError, normalize_store_urls
+from .home import Config, Home, HomeError, check_key_files, normalize_store_urls
 from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
 from .logs import setup_logging
@@ -108,6 +108,7 @@ class Daemon:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
         refuse_lost_database(self.home)  # (under the lock: no daemon is making the database meanwhile)
+        check_key_files(self.home.keys)
         try:
             self.db = await Database.open(self.home.db)
         except UnusableDatabase as exc:
