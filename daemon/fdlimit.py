@@ -13,6 +13,8 @@ import math
 import resource
 import time
 
+from ..stores.errors import out_of_descriptors
+
 log = logging.getLogger("sessiond")
 
 # The most the soft limit is raised to when the hard one is unlimited (the kernel's nr_open is 1,048,576 by
@@ -62,12 +64,9 @@ class OutOfDescriptors:
         if now - self._said < self.EVERY:
             return
         self._said = now
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        whose = "the system's open files are all in use" if exc.errno == errno.ENFILE else f"its limit is {soft}"
         log.warning(
-            f"out of file descriptors ({exc.strerror}: {whose}): new connections wait until some close. Close idle"
-            " clients and event streams, or raise the limit the daemon is started with (`ulimit -n`, or"
-            " LimitNOFILE= in its service unit) and restart it; said once a minute while it lasts",
+            f"{out_of_descriptors(exc.errno)}: new connections wait until some close; said once a minute while it"
+            " lasts",
             extra={"event": "out_of_descriptors"},
         )
 

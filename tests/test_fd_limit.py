@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import tempfile
 import threading
 import time
 
 from conftest import PY, DaemonProc, write_config
+from sessiond.client import Client
+from waiting import wait_for
 
 SOFT = 64
 CLIENTS = 120
@@ -113,7 +116,41 @@ def test_out_of_descriptors_the_daemon_says_so_once_in_its_log_and_serves_everyo
         said = err.read().decode()
     assert "Traceback" not in said and "out of system resource" not in said, said[-2000:]
     with open(os.path.join(home, "logs", "sessiond.log")) as f:
-        lines = [json.loads(x) for x in f if "descriptors" in x]
+        lines = [x for x in map(json.loads, f) if x.get("event") == "out_of_descriptors"]
     assert len(lines) == 1, lines
     msg = lines[0]["msg"]
     assert f"{SOFT}" in msg and "ulimit -n" in msg and "LimitNOFILE" in msg, msg
+
+
+def test_a_push_out_of_descriptors_is_said_so_not_as_a_failing_disk_and_goes_through_once_some_close(home):
+    """Connections that send nothing hold every descriptor the daemon may have (hard limit 64): a push to its
+    folder store cannot open the object's file (EMFILE). Its error says that, the limit and what to do (not
+    that the disk or share is failing, which sends one looking at the wrong thing), and once those connections
+    close the push goes through, with no restart."""
+    with tempfile.TemporaryFile() as err:
+        d = LowFdDaemon(home, hard=SOFT, stderr=err).start()
+        held: list[socket.socket] = []
+        try:
+            with Client(home, append_stream=False) as c:  # (its one kept connection, made while there is room)
+                sid = c.create_session(name="pushed")["id"]
+                assert c.sync(sid, wait=True, timeout=20)["complete"]
+                for _ in range(SOFT + 16):
+                    s = socket.socket(socket.AF_UNIX)
+                    s.connect(d.socket)  # (queued by the kernel past what the daemon accepts)
+                    held.append(s)
+                wait_for(
+                    lambda: len(os.listdir(f"/proc/{d.proc.pid}/fd")) >= SOFT, what="the daemon out of descriptors"
+                )
+                c.append(sid, role="user", content="written while out of descriptors")
+                state = c.sync(sid, wait=True, timeout=3)["sessions"][sid]
+                said = state["last_error"] or ""
+                assert state["pending"] and "out of file descriptors" in said and f"{SOFT}" in said, state
+                assert "failing" not in said and "ulimit -n" in said, said
+                for s in held:
+                    s.close()
+                held.clear()
+                assert c.sync(sid, wait=True, timeout=30)["complete"]
+        finally:
+            for s in held:
+                s.close()
+            assert d.stop() == 0
