@@ -14,8 +14,9 @@ import tempfile
 
 import pytest
 
-from conftest import DaemonProc, run_cli
+from conftest import DaemonProc, popen_cli, run_cli
 from sessiond.client import ApiError
+from waiting import wait_for
 
 
 @contextlib.contextmanager
@@ -98,3 +99,43 @@ def test_a_start_on_a_full_disk_says_so_in_one_line():
         said = str(refused.value).strip().splitlines()[-1]
         assert said.startswith(f"sessiond: cannot start: the disk holding {disk}/home is full"), said
         assert "free some space" in said, said
+
+
+def test_a_log_the_full_disk_cannot_take_is_said_in_one_line_and_goes_on_whole_once_there_is_room():
+    """The daemon's log on the full disk: each line it cannot write is dropped, said once on its standard error
+    (not Python's 'Logging error' and a traceback for every line, for as long as the disk stays full), and
+    once there is room its lines go on, each whole."""
+    with small_disk("48m") as disk, tempfile.TemporaryFile() as err:
+        home = os.path.join(disk, "home")
+        d = DaemonProc(home)
+        d._spawn = lambda cmd, fd: popen_cli(  # type: ignore[method-assign]
+            cmd, pass_fds=(fd,), stdout=subprocess.PIPE, stderr=err, env=d.env
+        )
+        d.start()
+        try:
+            with d.client() as c:
+                sids = [c.create_session(name=f"logged {i}")["id"] for i in range(8)]
+                assert c.sync(wait=True, timeout=30)["complete"]
+                filler = os.path.join(disk, "filler")
+                fill(filler)
+                for sid in sids:  # (the WAL has room for them; each push's retries, a log line each)
+                    c.append(sid, role="user", content="x" * 10_000)
+                wait_for(
+                    lambda: err.seek(0) == 0 and b"cannot write its log" in err.read(),
+                    timeout=30,
+                    what="the log's lines dropped, said on stderr",
+                )
+                os.unlink(filler)
+                assert c.sync(wait=True, timeout=30)["complete"]
+        finally:
+            d.proc.stderr = open(os.devnull, "rb")
+            assert d.stop() == 0
+        err.seek(0)
+        said = err.read().decode()
+        with open(os.path.join(home, "logs", "sessiond.log"), "rb") as f:
+            lines = f.read().splitlines()
+    assert "Logging error" not in said and "Traceback" not in said, said[-2000:]
+    assert said.count("cannot write its log") == 1, said[-2000:]
+    for line in lines:
+        json.loads(line)  # each whole
+    assert any(json.loads(x)["msg"] == "pushed" for x in lines)  # (once there was room)
