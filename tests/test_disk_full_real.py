@@ -139,3 +139,16 @@ def test_a_log_the_full_disk_cannot_take_is_said_in_one_line_and_goes_on_whole_o
     for line in lines:
         json.loads(line)  # each whole
     assert any(json.loads(x)["msg"] == "pushed" for x in lines)  # (once there was room)
+
+
+def test_an_export_to_a_full_disk_says_what_to_do_and_leaves_no_file(daemon):
+    with daemon.client() as c:
+        sid = c.create_session(name="exported", initial_messages=[{"role": "user", "content": "x" * 50_000}])["id"]
+    with small_disk("1m") as disk:
+        fill(os.path.join(disk, "filler"))
+        out = os.path.join(disk, "export.json")
+        r = run_cli(daemon.home, "export", sid, "-o", out)
+        assert r.returncode == 1, r.stderr
+        said = r.stderr
+        assert out in said and "full" in said and "free some space" in said and "-o" in said, said
+        assert sorted(os.listdir(disk)) == ["filler"]  # nothing half written, no temporary file left
