@@ -24,10 +24,9 @@ def test_an_append_past_the_file_size_limit_is_refused_naming_it_and_goes_throug
     d = DaemonProc(home).start()
     try:
         with d.client() as c:
-            sid = c.create_session(name="limited")["id"]
-            c.append(sid, role="user", content="before")
             _limit(d.proc.pid, LIMIT, resource.RLIM_INFINITY)
-            acknowledged = ["before"]
+            sid = c.create_session(name="limited")["id"]
+            acknowledged = [c.append(sid, role="user", content="before")["content"]]  # (below the limit still)
             big = os.urandom(150_000).hex()  # (random: no compression brings it under the limit)
             with pytest.raises(ApiError) as refused:
                 for i in range(40):  # the WAL's first frames may still fit below the limit
