@@ -119,19 +119,15 @@ def check_private_dir(path: str, what: str) -> None:
 
 def check_key_files(keys: str) -> None:
     """Refuse a key folder holding a key file (the device key, a session's key, write secret, earlier keys, a
-    store's credentials) that group or others may read or write: widened by hand, a copy made under another
-    umask, a backup restored without its modes. The daemon writes every one 0600; it changes none here."""
+    rekey record) that group or others may read or write: widened by hand, a copy made under another umask,
+    a backup restored without its modes. The daemon writes every one 0600; it changes none here."""
+    from ..sync.keys import key_files
+
     wide = []
-    for folder in (keys, os.path.join(keys, "sessions")):
-        try:
-            names = sorted(os.listdir(folder))
-        except FileNotFoundError:
-            continue
-        for name in names:
-            path = os.path.join(folder, name)
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
-                wide.append((path, stat.S_IMODE(st.st_mode)))
+    for path in key_files(keys):
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            wide.append((path, stat.S_IMODE(st.st_mode)))
     if wide:
         path, mode = wide[0]
         more = f" (and {len(wide) - 1} other key file{'s' if len(wide) > 2 else ''})" if len(wide) > 1 else ""
