@@ -39,7 +39,12 @@ SKEW_PROBLEM = 300.0  # ... before a problem: expiries of share codes and checkp
 async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     findings = check_home(daemon.home.path)
     version = await daemon.db.schema_version()  # open and in use: checked by its start, not read again here
-    findings.append(finding("database", "ok", f"{daemon.db.path} is open (schema version {version})"))
+    lost = daemon.db.c.file.lost()
+    if lost is not None:
+        fix = "sessiond stop (it writes the database it holds back), then sessiond start"
+        findings.append(finding("database", "problem", daemon.db.c.file.said(lost), fix))
+    else:
+        findings.append(finding("database", "ok", f"{daemon.db.path} is open (schema version {version})"))
     ctx = daemon.syncer.ctx
     urls = [ctx.store.url, *[u for u in await daemon.db.remote_store_urls() if u != ctx.store.url]]
     down: dict[str, str] = {}  # stores that failed their check: verify does not ask them again

@@ -117,6 +117,26 @@ def check_private_dir(path: str, what: str) -> None:
         )
 
 
+def check_key_files(keys: str) -> None:
+    """Refuse a key folder holding a key file (the device key, a session's key, write secret, earlier keys, a
+    rekey record) that group or others may read or write: widened by hand, a copy made under another umask,
+    a backup restored without its modes. The daemon writes every one 0600; it changes none here."""
+    from ..sync.keys import key_files
+
+    wide = []
+    for path in key_files(keys):
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            wide.append((path, stat.S_IMODE(st.st_mode)))
+    if wide:
+        path, mode = wide[0]
+        more = f" (and {len(wide) - 1} other key file{'s' if len(wide) > 2 else ''})" if len(wide) > 1 else ""
+        raise HomeError(
+            f"key file {path} is open to group or others (mode {mode:04o}){more}; refusing to use keys others may"
+            f" read. Fix it with: chmod -R go= {keys}"
+        )
+
+
 def make_private_dir(path: str, what: str) -> None:
     if os.path.lexists(path) and not os.path.isdir(path):
         raise HomeError(f"{what} {path} exists and is not a folder; choose another path (--home DIR)")

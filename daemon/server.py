@@ -28,7 +28,8 @@ from . import remote_checks
 from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
-from .home import Config, Home, HomeError, normalize_store_urls
+from .fdlimit import OutOfDescriptors, raise_fd_limit
+from .home import Config, Home, HomeError, check_key_files, normalize_store_urls
 from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
 from .logs import setup_logging
@@ -37,7 +38,7 @@ from .memdebug import MemDebug
 from .nocore import no_core_dumps
 from .operations import Operations
 from .storerecord import check_store_known
-from .straykeys import delete_stray_keys
+from .straykeys import delete_stray_keys, refuse_lost_database
 
 log = logging.getLogger("sessiond")
 # Events of other devices' operations applied here (a pull, an import): this device's own log did not
@@ -108,6 +109,8 @@ class Daemon:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
         check_store_known(self.home, self.store_url)
+        refuse_lost_database(self.home)  # (under the lock: no daemon is making the database meanwhile)
+        check_key_files(self.home.keys)
         try:
             self.db = await Database.open(self.home.db)
         except UnusableDatabase as exc:
@@ -304,6 +307,7 @@ async def serve(
     config = Config.load(home.path)
     wanted = store or config.store
     setup_logging(home, foreground=True)
+    asyncio.get_running_loop().set_exception_handler(OutOfDescriptors())  # (an accept's EMFILE: said in the log)
     daemon = Daemon(
         home,
         config,
@@ -367,6 +371,7 @@ def run(
 ) -> None:
     """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it)."""
     no_core_dumps()  # before any key is read: a crash leaves no core file holding them
+    raise_fd_limit()  # every connection holds a descriptor: the soft limit up to the hard one
     tune_process()
     MemDebug.start()
     try:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
+from ..api.locate import HomeError
 from ..storage.database import Database
 from ..sync.engine import Syncer
+from ..sync.keys import sessions_with_files
+from .home import Home
 
 log = logging.getLogger("sessiond")
 
@@ -32,3 +36,22 @@ async def delete_stray_keys(db: Database, syncer: Syncer, started: float) -> Non
                 extra={"session": sid},
             )
             keys.delete_session_key(sid)
+
+
+def refuse_lost_database(home: Home) -> None:
+    """Refuse a start whose home has no sessions.db while its key folder holds sessions' keys: the database was
+    deleted or moved (by hand, or under a running daemon), not a fresh home. Started so, the daemon would make
+    an empty database and then delete those keys as stray (delete_stray_keys), leaving the store's copies of
+    the sessions unreadable here for good. Nothing is made or changed before this refusal."""
+    if os.path.exists(home.db):
+        return
+    held = sessions_with_files(os.path.join(home.keys, "sessions"))
+    if not held:
+        return
+    n = len(held)
+    raise HomeError(
+        f"{home.db} is missing, but {os.path.join(home.keys, 'sessions')} holds the keys of {n} session"
+        f"{'s' if n != 1 else ''} that it held (e.g. {min(held)}): the database was deleted or moved. Put it back"
+        f" (sessions.db, with the sessions.db-wal beside it if there is one) and start again; nothing was changed."
+        f" To start this home afresh without those sessions instead, move {home.keys} away first"
+    )

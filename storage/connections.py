@@ -32,7 +32,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from .errors import UnusableDatabase
+from .dbfile import DatabaseFile
+from .errors import DatabaseLost, UnusableDatabase
 from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
@@ -201,7 +202,8 @@ class Connections:
         self.on_expired: Callable[[str], Any] | None = None  # told the id of a session a write found expired
         self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, ...
         self.estimate: Estimator = get_estimator()  # text -> tokens: config.toml's token_estimator (the daemon's)
-        self.group = GroupCommit(writer, self._committed, self.emit)  # the write transactions
+        self.file = DatabaseFile(path)  # deleted or replaced under the daemon: writes refused, put back at close
+        self.group = GroupCommit(writer, self._committed, self.emit, self._check_file)  # the write transactions
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
 
     @classmethod
@@ -299,6 +301,10 @@ class Connections:
                 await asyncio.wait([task])
         async with self.group.lock:
             self.group.commit_batch()
+        try:
+            self.file.put_back(self._writer)
+        except Exception:  # (a stop goes on: the error says what is left where)
+            log.exception("%s was lost while the daemon ran, and could not be written back", self.path)
         self._bulk.shutdown(wait=True)
         self._off_loop.shutdown(wait=True)
         self._bulk_conn.close()
@@ -307,6 +313,16 @@ class Connections:
         self._writer.close()
 
     # ------------------------------------------------------------------ writes
+    def _check_file(self) -> None:
+        """Before each COMMIT: the database file and its WAL still the ones opened (storage/dbfile.py), else the
+        batch refused; a WAL deleted, what it holds is copied into the database file at once, by the background
+        checkpoint (which a kill -9 then does not lose)."""
+        try:
+            self.file.check()
+        except DatabaseLost:
+            self._checkpointer.wake()
+            raise
+
     def transaction(self) -> Transacting:
         """A write transaction, in turn with every other write; it returns once it is committed, and its
         events go to the listeners then. Rolled back if the block raises (or is cancelled). Group-committed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import sqlite3
 
 
@@ -222,6 +223,14 @@ class IdempotencyKeyReused(SessiondError):
     status = 422
 
 
+class DatabaseLost(SessiondError):
+    """The database file was deleted or replaced under the running daemon (storage/dbfile.py): writes are
+    refused until it is restarted, as what they wrote would be lost."""
+
+    code = "database_lost"
+    status = 503
+
+
 class DiskFull(SessiondError):
     """The disk holding the daemon's home has no room (or the user's disk quota is used up): the write
     that met it was rolled back whole."""
@@ -230,9 +239,47 @@ class DiskFull(SessiondError):
     status = 507
 
 
-def is_disk_full(exc: BaseException) -> bool:
+# Free space on the disk holding a database below which SQLite's I/O error on it is taken for a full disk: the
+# most one write may need at once there (the WAL kept allocated ahead, 32 MB, and a large transaction's frames).
+LOW_SPACE = 64 << 20
+
+
+def is_disk_full(exc: BaseException, where: str | None = None) -> bool:
     """Whether `exc` is a full disk: SQLite's SQLITE_FULL ("database or disk is full") or a system call's
-    ENOSPC / EDQUOT."""
+    ENOSPC / EDQUOT; or, given `where` (a folder on the database's disk), SQLite's I/O error while that disk has
+    less than LOW_SPACE free: SQLite reports ENOSPC as SQLITE_FULL only from a plain write, and as "disk I/O
+    error" where it grows its WAL index (SQLITE_IOERR_SHMSIZE) or a file by a size hint (SQLITE_IOERR_WRITE)."""
     if isinstance(exc, sqlite3.Error):
-        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL:
+            return True
+        return code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and where is not None and _low_space(where)
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _low_space(where: str) -> bool:
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < LOW_SPACE
+
+
+class FileSizeLimit(SessiondError):
+    """A write past the process's file-size limit (RLIMIT_FSIZE): the write that met it was rolled back whole."""
+
+    code = "file_size_limit"
+    status = 507
+
+
+def file_size_limit(exc: BaseException) -> int | None:
+    """The file-size limit in force (RLIMIT_FSIZE's soft limit, in bytes) when `exc` may be a write it stopped:
+    EFBIG, or SQLite's write I/O error or full disk (SQLite reports EFBIG as SQLITE_IOERR_WRITE, and a write
+    cut short at the limit as SQLITE_FULL). None with no such limit, or for any other error."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return None
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return limit if code is not None and code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL) else None
+    return limit if isinstance(exc, OSError) and exc.errno == errno.EFBIG else None

@@ -110,8 +110,10 @@ class GroupCommit:
         writer: sqlite3.Connection,
         committed: Callable[[], None],
         emit: Callable[[Iterable[dict]], None],
+        check: Callable[[], None] = lambda: None,
     ):
         self.writer = writer
+        self._check = check  # before each COMMIT: raises to roll the batch back (the database file lost)
         self.lock = asyncio.Lock()
         self.batch: asyncio.Future[None] | None = None  # the SQLite transaction under way, if any
         self.entering = 0  # transactions waiting for the lock (_flush_soon)
@@ -198,6 +200,7 @@ class GroupCommit:
         try:
             if not self.writer.in_transaction:
                 raise sqlite3.OperationalError("SQLite rolled the transaction back after an error")
+            self._check()
             self.writer.execute("COMMIT")
         except BaseException as e:
             if self.writer.in_transaction:

@@ -118,6 +118,9 @@ class Checkpointer:
             fd = os.open(self._path + "-wal", os.O_RDWR)  # never made here: SQLite makes it with the database
         except FileNotFoundError:
             return
+        except OSError as e:  # out of descriptors (EMFILE) and the like: the next wake tries again
+            log.debug("WAL allocation: %s", e)
+            return
         try:
             os.posix_fallocate(fd, 0, target)
             self.allocated = target

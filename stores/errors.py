@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 
 from .base import CannotDelete, CorruptObject, ObjectMissing, StaleHead, StoreError
 
@@ -91,7 +92,8 @@ def folder_error(what: str, where: str, exc: OSError) -> StoreError:
     """A folder store's failed read or write in the folder `where`, as the StoreError it is: StoreFull for a
     full disk or quota, FolderAway (a StoreUnreachable) for a folder that is gone or not a folder (a share
     not mounted, a folder removed or replaced), FolderDenied for one the daemon may not use, ServerError for
-    the rest (the disk or the share under it failing: EIO, a stale network handle)."""
+    the daemon out of descriptors (tried again) and for the rest (the disk or the share under it failing: EIO, a
+    stale network handle)."""
     err = exc.errno
     if err in (errno.ENOSPC, errno.EDQUOT):
         return StoreFull(
@@ -102,6 +104,8 @@ def folder_error(what: str, where: str, exc: OSError) -> StoreError:
             f"{what}: the store folder {_gone_part(where)} is missing or not a folder; mount its disk or share, or"
             f" put the folder back, then `sessiond sync --wait`; or {MOVE_STORE}"
         )
+    if err in (errno.EMFILE, errno.ENFILE):
+        return ServerError(f"{what}: {out_of_descriptors(err)} in {where}; it tries again as some close")
     if err == errno.EROFS:
         return FolderDenied(f"{what}: {where} is on a read-only file system; mount it writable, or {MOVE_STORE}")
     if err in (errno.EACCES, errno.EPERM):
@@ -284,3 +288,16 @@ def describe_failure(exc: BaseException, url: str) -> str:
     """`the store URL is <class> (<what it said>); <what to do>`."""
     said = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
     return f"the store {url} is {failure_kind(exc)} ({said}); {failure_fix(exc)}"
+
+
+def out_of_descriptors(err: int) -> str:
+    """The daemon out of file descriptors (`err`: EMFILE, its own limit; ENFILE, the system's), said with the
+    limit and what to do: the store's disk is not at fault."""
+    if err == errno.ENFILE:
+        whose = "the system's open files are all in use"
+    else:
+        whose = f"this daemon's limit is {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} open files"
+    return (
+        f"the daemon is out of file descriptors ({whose}; close idle clients and event streams, or raise the limit"
+        f" it is started with: `ulimit -n`, or LimitNOFILE= in its service unit)"
+    )

@@ -58,6 +58,34 @@ def _read_key(path: str) -> bytes | None:
     return _checked(path, _read_file(path))
 
 
+def _session_file(name: str) -> str | None:
+    """The session whose file `name` (in a key folder's sessions/) is, or None for a name none of ours has."""
+    sid, dot, suffix = name.rpartition(".")
+    return sid if dot and suffix in SESSION_FILES and ID_RE.match(sid) else None
+
+
+def key_files(folder: str) -> list[str]:
+    """The paths of the key files in the key folder `folder`, as this sessiond names them: the device key and
+    the sessions' files (none of another name, such as a note left there). Reads only."""
+    out = [os.path.join(folder, DEVICE_KEY)] if os.path.lexists(os.path.join(folder, DEVICE_KEY)) else []
+    sessions_dir = os.path.join(folder, "sessions")
+    try:
+        names = sorted(os.listdir(sessions_dir))
+    except FileNotFoundError:
+        return out
+    return out + [os.path.join(sessions_dir, n) for n in names if _session_file(n)]
+
+
+def sessions_with_files(sessions_dir: str) -> set[str]:
+    """The sessions that have files in `sessions_dir` (a key folder's sessions/: a key, a write secret, earlier
+    keys, a rekey record); none if it is not there. Reads only: no key folder is made or changed."""
+    try:
+        names = os.listdir(sessions_dir)
+    except FileNotFoundError:
+        return set()
+    return {sid for sid in map(_session_file, names) if sid}
+
+
 class KeyStore:
     def __init__(self, folder: str):
         self.folder = folder
@@ -326,12 +354,7 @@ class KeyStore:
 
     def sessions_with_files(self) -> set[str]:
         """The sessions that have files here (a key, a write secret, earlier keys, a rekey record)."""
-        out = set()
-        for name in os.listdir(self.sessions_dir):
-            sid, dot, suffix = name.rpartition(".")
-            if dot and suffix in SESSION_FILES and ID_RE.match(sid):
-                out.add(sid)
-        return out
+        return sessions_with_files(self.sessions_dir)
 
     def remove_leftover_temp_files(self, before: float) -> list[str]:
         """Removes the files a write into the key folder or the sessions' folder left when the process

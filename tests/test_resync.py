@@ -370,8 +370,9 @@ def test_import_after_rm_ignores_a_key_file_left_for_the_deleted_session(make_da
     a, b, sid, code = _shared(make_daemon, url)
     b.client().delete_session(sid)
     b.stop()
-    with open(os.path.join(b.home, "keys", "sessions", sid + ".key"), "wb") as f:
-        f.write(os.urandom(32))  # what the racing push (or the crash) leaves
+    leftover = os.open(os.path.join(b.home, "keys", "sessions", sid + ".key"), os.O_WRONLY | os.O_CREAT, 0o600)
+    with open(leftover, "wb") as f:
+        f.write(os.urandom(32))  # what the racing push (or the crash) leaves: a key file, 0600 as it writes them
     b.start()
     b.client().import_code(code)
     assert contents(b, sid) == [("user", "a1"), ("assistant", "b1"), ("assistant", "b2")]

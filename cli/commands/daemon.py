@@ -14,8 +14,9 @@ from typing import Any
 from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import read_lock, resolve_home
 from ...daemon.homelock import holds_lock
+from ...storage.errors import is_disk_full
 from ...storage.redact import scrub_text, shown_store
-from ..errors import EXIT_USAGE, CliError, stuck
+from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, stuck
 from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
 from ..output import emit, for_home, short, table, when
@@ -112,6 +113,15 @@ def cmd_daemon(args) -> int:
         )
     except HomeError as exc:  # `start` shows the last line its daemon wrote: this one
         raise CliError(scrub_text(str(exc)), EXIT_USAGE) from None
+    except OSError as exc:  # a start that met a full disk (the lock file, the device key, the store's folder)
+        if not is_disk_full(exc):
+            raise
+        where = resolve_home(args.home)
+        raise CliError(
+            f"cannot start: the disk holding {where} is full ({exc.strerror or exc}"
+            f"{': ' + exc.filename if exc.filename else ''}); free some space on it, then start again",
+            EXIT_ERROR,
+        ) from None
     return 0
 
 

@@ -61,11 +61,17 @@ def _check_output(path: str, home: str) -> None:
 
 
 def _write_output(path: str, data: bytes) -> None:
+    from ...storage.errors import is_disk_full
     from ...storage.fsutil import atomic_write
 
     try:
         atomic_write(path, data, 0o600)
     except OSError as exc:
+        if is_disk_full(exc):  # (atomic_write removed its temporary file: nothing is left half written)
+            raise CliError(
+                f"cannot write {path}: the disk holding it is full ({exc.strerror}); nothing was written: free some"
+                f" space there, or give -o a file on another disk"
+            ) from None
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

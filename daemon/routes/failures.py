@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...storage.errors import DiskFull, SessiondError, is_disk_full
+from ...storage.errors import DiskFull, FileSizeLimit, SessiondError, file_size_limit, is_disk_full
 from ...storage.redact import scrub_text
 
 log = logging.getLogger("sessiond.api")
@@ -48,7 +48,10 @@ def failure(exc: Exception, where: str, home: str | None) -> tuple[int, dict]:
         return exc.status, error_body(exc.code, exc.message, **exc.details)
     if isinstance(exc, web.HTTPException) and exc.content_type == "application/json" and exc.text:
         return exc.status, json.loads(exc.text)
-    if is_disk_full(exc):
+    limit = file_size_limit(exc)  # (first: a write cut short at the limit is SQLite's full disk too)
+    if limit is not None:
+        return _size_limit(exc, where, home, limit)
+    if is_disk_full(exc, home):
         return _disk_full(exc, where, home)
     log.exception("internal error on %s", where)
     return 500, error_body("internal", "internal error; see the daemon log")
@@ -64,3 +67,17 @@ def _disk_full(exc: Exception, where: str, home: str | None) -> tuple[int, dict]
         f" request again"
     )
     return err.status, error_body(err.code, err.message)
+
+
+def _size_limit(exc: Exception, where: str, home: str | None, limit: int) -> tuple[int, dict]:
+    """A write that met the daemon's file-size limit (RLIMIT_FSIZE): 507, naming the limit and how to raise it.
+    SQLite rolled its transaction back, so nothing of the request was stored."""
+    files = f"a file in sessiond's home ({home})" if home else "a file in sessiond's home"
+    log.warning("%s: past the file-size limit (%d bytes): %s", where, limit, exc)
+    err = FileSizeLimit(
+        f"{files} cannot grow past this daemon's file-size limit, {limit} bytes (RLIMIT_FSIZE: `ulimit -f`, or"
+        f" LimitFSIZE= in its service unit) ({exc}): nothing of this request was stored. Restart the daemon with"
+        f" the limit raised (`ulimit -f unlimited` in the shell that starts it), then send the request again",
+        limit=limit,
+    )
+    return err.status, error_body(err.code, err.message, **err.details)
