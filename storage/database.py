@@ -1,15 +1,14 @@
-"""The device's session database: SQLite (WAL, foreign keys) through the stdlib's sqlite3. `Database` is
-the one object the rest of sessiond holds; it is composed of small parts, one per concern (sessions.py,
-statuschanges.py, expiry.py, chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py,
-logrun.py, search.py), over the connections and transactions of connections.py. Operations into tables: apply.py.
+"""The device's session database: SQLite (WAL, foreign keys) through the stdlib's sqlite3. `Database` is the one
+object the rest of sessiond holds; it is composed of small parts, one per concern (sessions.py, statuschanges.py,
+expiry.py, chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py, search.py), over
+the connections and transactions of connections.py. Operations into tables: apply.py.
 
-Every change is an *operation* written by one device with a per-(session, device) sequence number and a
-per-session Lamport clock. Messages are operations stored in the `messages` table; every other change
-(session created, settings changed, chat created, ...) is a row in `ops`. The materialised tables
-(`sessions`, `chats`, `messages`) are what the API reads. Operations from other devices are applied with
-the same code, and the result does not depend on the order they arrive in (see apply.py). A device's own
-operations with seq above its pushed mark are the durable push queue: they are written in the same
-transaction as the change they describe.
+Every change is an *operation* written by one device with a per-(session, device) sequence number and a per-session
+Lamport clock. Messages are operations stored in the `messages` table; every other change (session created, settings
+changed, chat created, ...) is a row in `ops`. The materialised tables (`sessions`, `chats`, `messages`) are what
+the API reads. Operations from other devices are applied with the same code, and the result does not depend on the
+order they arrive in (see apply.py). A device's own operations with seq above its pushed mark are the durable push
+queue: they are written in the same transaction as the change they describe.
 
 THE READ RULE. Which connection a read goes to is decided by what it must see, never by who is asking:
 
