@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -180,3 +185,54 @@ def test_revoked_and_held_here_name_their_ways_on_in_api_terms(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+# ---------------------------------------------------------------------------------------------- the fork server
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not reaped by its parent yet, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("killed", ["run", "worker"])
+def test_the_fork_server_and_its_children_go_when_the_run_is_killed(tmp_path, killed):
+    """A pytest run killed (kill -9 of pytest, or of an xdist worker: the OOM killer, a CI's timeout) left
+    processes that read as `tests/forkserver.py` running for good: the fork server went (its stdin, the
+    run's pipe, at its end), but the daemons it had forked for the run's tests, their fixtures never torn
+    down, kept running, each with the fork server's command line. They go with it now."""
+    pids = str(tmp_path / "pids")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SESSIOND_"))}
+    env["HELD_RUN_PIDS"] = pids
+    held = os.path.join(os.path.dirname(__file__), "data", "held_run.py")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    xdist = ["-n", "1"] if killed == "worker" else []
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *xdist, "--rootdir", root, held],
+        env=env,
+        cwd=root,
+        start_new_session=True,  # (its own group: killed whole below, whatever is left)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    said: dict = {}
+    try:
+        wait_for(lambda: os.path.exists(pids), timeout=60, what="the run's daemon started")
+        with open(pids) as f:
+            said = json.load(f)
+        assert _alive(said["zygote"]) and _alive(said["daemon"])
+        os.kill(said["worker"] if killed == "worker" else run.pid, signal.SIGKILL)
+        wait_for(lambda: not _alive(said["zygote"]), timeout=20, what="the fork server gone")
+        wait_for(lambda: not _alive(said["daemon"]), timeout=20, what="the daemon it forked gone")
+    finally:
+        open(pids + ".go", "w").close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        for pid in (said.get("daemon"), said.get("zygote")):
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if said.get("home"):
+            shutil.rmtree(os.path.dirname(said["home"]), ignore_errors=True)
