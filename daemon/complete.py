@@ -30,6 +30,7 @@ from ..storage.errors import (
     ToolCallUnanswered,
     check_access,
     quota_exhausted,
+    quota_ways_api,
     quota_ways_out,
 )
 from ..storage.expiry import past_expiry
@@ -104,6 +105,7 @@ def check_quota(session: dict) -> None:
             used=used,
             quota=quota,
             needed=0,
+            api=quota_ways_api(sid),
         )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, LimitReached, NotFound
+from .errors import Conflict, LimitReached, NotFound, new_session_ways
 from .ids import check_id, new_id
 from .model import message_id, now
 from .sessions import session_row, writable_row
@@ -25,7 +25,10 @@ def cutoff_id(compacted: str | None) -> str | None:
 def refuse_if_ended(sid: str, session: Row) -> None:
     """An ended session's chats are final: no new chat, no change of one (its fields, its compaction)."""
     if session["status"] == "ended":
-        raise Conflict(f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)")
+        raise Conflict(
+            f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)",
+            api=new_session_ways(sid, fork=False),
+        )
 
 
 # A chat's row with its system prompt, which is kept beside it (migration 21: out of the row an append reads)

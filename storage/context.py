@@ -9,7 +9,7 @@ from typing import Any
 from .apply import local_op
 from .chats import Chats, refuse_if_ended
 from .connections import Connections
-from .errors import ContextOverflow, Invalid
+from .errors import ContextOverflow, Invalid, session_path
 from .model import CHAT_POLICY_KEYS, message_id, now
 from .sessions import session_row, writable_row
 from .tokens import Estimator, counted_text
@@ -106,6 +106,17 @@ def _setter(sid: str, chat: str, own: dict, key: str) -> str:
     return f"sessiond chat set {sid} {chat}" if own.get(key) is not None else f"sessiond set {sid}"
 
 
+def _setter_api(sid: str, chat: str, own: dict, key: str, value: str) -> str:
+    """_setter's change in API terms (`details.api`): `key` set to `value` where it is set."""
+    path = session_path(sid, "chats", chat) if own.get(key) is not None else session_path(sid)
+    return f"PATCH {path} {{{json.dumps(key)}: {value}}}"
+
+
+def _new_chat_api(sid: str) -> str:
+    """`sessiond chat new ID --switch` in API terms."""
+    return f'POST {session_path(sid, "chats")} {{"switch": true}}'
+
+
 def cut_for(active: list[tuple], target: float, cut: list | None) -> tuple[list | None, int]:
     """Drop the oldest non-system messages until the rest is at most `target` tokens: the new cutoff, and
     the tokens left (more than `target` when the system messages alone are)."""
@@ -149,6 +160,7 @@ async def context_check(
         return None
     own = await _own_policy(tx, sid, chat)
     raise_budget = f"raise the budget (`{_setter(sid, chat, own, 'max_context_tokens')} --max-context-tokens N`), "
+    raise_api = _setter_api(sid, chat, own, "max_context_tokens", "N")
     if adding > room:  # no compaction makes room for it: said so, compaction on or off
         if fixed:
             raise ContextOverflow(
@@ -159,12 +171,14 @@ async def context_check(
                 budget=budget,
                 adding=adding,
                 fixed=fixed,
+                api=[raise_api],
             )
         raise ContextOverflow(
             f"these messages alone ({adding} tokens) exceed the context budget of chat {chat!r} of session "
             f"{sid!r} ({budget} x {margin}): {raise_budget}send them in smaller parts, or to another chat",
             budget=budget,
             adding=adding,
+            api=[raise_api],
         )
     besides = f" (and {fixed} of its system prompt and initial messages)" if fixed else ""
     if p.get("auto_compact") is False:
@@ -177,6 +191,11 @@ async def context_check(
             budget=budget,
             adding=adding,
             fixed=fixed,
+            api=[
+                f'POST {session_path(sid, "compact")} {{"chat": {json.dumps(chat)}}}',
+                _setter_api(sid, chat, own, "auto_compact", "true"),
+                _new_chat_api(sid),
+            ],
         )
     new_cut, left = cut_for(rows, max(0, room / 2 - adding), cut)
     if left + adding > room:  # the system messages compaction keeps leave no room for these
@@ -188,6 +207,7 @@ async def context_check(
             budget=budget,
             adding=adding,
             fixed=fixed,
+            api=[raise_api, _new_chat_api(sid)],
         )
     return new_cut
 

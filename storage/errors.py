@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import sqlite3
+from urllib.parse import quote
 
 
 def crash_at(name: str) -> None:
@@ -43,13 +45,46 @@ class Conflict(SessiondError):
     status = 409
 
 
+# ---------------------------------------------------------------------------------------------- ways on, in API terms
+# A refusal whose message names CLI commands as its way on also carries that way as socket API requests, in
+# its error's `details.api` (README, "The socket API", Errors): an app that talks to the API has no CLI. Each
+# item is one way on, in the message's order: requests "METHOD PATH [BODY]", one after another joined by
+# " then "; N, MESSAGE_ID and CODE stand for what the app fills in.
+
+
+def session_path(sid: str, *more: str) -> str:
+    """The API path of session `sid` (and of `more` below it)."""
+    return "/".join([f"/v1/sessions/{quote(sid, safe='')}", *(quote(m, safe="") for m in more)])
+
+
+def share_again(sid: str, who: str) -> str:
+    """A new read-write code from `who` (a device that writes the session), imported here: in API terms."""
+    return f'POST {session_path(sid, "share")} {{"write": true}} on {who}, then POST /v1/import {{"code": CODE}} here'
+
+
+def sync_then_delete(sid: str) -> str:
+    return f'POST /v1/sync {{"session": {json.dumps(sid)}, "wait": true}}, then DELETE {session_path(sid)}'
+
+
+def force_delete(sid: str) -> str:
+    return f"DELETE {session_path(sid)}?force=true"
+
+
+def new_session_ways(sid: str, *, fork: bool = True) -> list[str]:
+    """A clone (same settings, no history) and, `fork`, a fork of the history up to a message."""
+    return [f"POST {session_path(sid, 'clone')}"] + (
+        [f'POST {session_path(sid, "fork")} {{"at": MESSAGE_ID}}'] if fork else []
+    )
+
+
 def read_only(sid: str, doing: str = "change it") -> Conflict:
     """The refusal of a change to a session this device imported with a read-only code. Its way out is a
     command for another device (one that writes the session), so no --home of this one is added to it."""
     return Conflict(
         f"session {sid!r} was imported with a read-only share code; this device can follow it but not {doing}"
         f" (ask for a read-write code: `sessiond share {sid} --write` on a device that writes it, then"
-        f" `sessiond import` here)"
+        f" `sessiond import` here)",
+        api=[share_again(sid, "a device that writes it")],
     )
 
 
@@ -75,6 +110,7 @@ def not_pushed(sid: str, pending: int) -> NotPushed:
         f" (push them first: `sessiond sync {sid} --wait` once the store answers, then `sessiond rm {sid}`; or"
         f" give them up: `sessiond rm {sid} --force`)",
         pending=pending,
+        api=[sync_then_delete(sid), force_delete(sid)],
     )
 
 
@@ -111,7 +147,11 @@ def held_here(sid: str, held: dict) -> HeldHere:
         " --force`"
     )
     said = f"session {sid!r} was rekeyed without this device, and {held_said(held)}"
-    return HeldHere(f"{said}: deleting it would lose them; nothing was deleted ({ways})", held=held)
+    return HeldHere(
+        f"{said}: deleting it would lose them; nothing was deleted ({ways})",
+        held=held,
+        api=[share_again(sid, "a device that kept it"), force_delete(sid)],
+    )
 
 
 # a session's `access` values that refuse every change: a read-only import, a device left out of a rekey
@@ -125,7 +165,8 @@ def revoked(sid: str, doing: str = "change it") -> Revoked:
         f"session {sid!r} was rekeyed without this device (another device ended its access): it keeps what it"
         f" has, readable and exportable, but cannot {doing}, as nothing written here would reach any other"
         f" device (ask a device that kept it for a new share code: `sessiond share {sid} --write` on that device,"
-        f" then `sessiond import` it here)"
+        f" then `sessiond import` it here)",
+        api=[share_again(sid, "a device that kept it")],
     )
 
 
@@ -195,6 +236,11 @@ def quota_exhausted(sid: str, used: int, quota: int) -> str:
     quota, or a quota lowered below the use: either can leave it so)."""
     over = f" ({used - quota} over)" if used > quota else ""
     return f"session {sid!r} has exhausted its token quota: used {used} of its {quota} tokens{over}"
+
+
+def quota_ways_api(sid: str) -> list[str]:
+    """quota_ways_out's ways, in API terms (`details.api`)."""
+    return [f'PATCH {session_path(sid)} {{"token_quota": N}}', *new_session_ways(sid)]
 
 
 def quota_ways_out(sid: str) -> str:

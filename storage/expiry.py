@@ -11,7 +11,7 @@ import time
 from typing import Any, NoReturn
 
 from .connections import Connections, Row
-from .errors import Conflict, Expired
+from .errors import Conflict, Expired, new_session_ways, session_path
 
 
 def idle_timeout_of(policy: Any) -> Any:
@@ -83,6 +83,7 @@ def expired_error(sid: str, s: Any, when: float, state: str) -> Expired:
         f"MESSAGE_ID` (its history up to that message)",
         session=sid,
         expired_at=when,
+        api=new_session_ways(sid),
     )
 
 
@@ -96,7 +97,7 @@ async def refuse_inactive(q: Any, sid: str, status: str) -> NoReturn:
         when = None if row is None else await _expired_at(q, sid, row["stamps"])
         if when is not None:
             raise expired_error(sid, row, when, "it has ended")
-    raise Conflict(not_active(sid, status))
+    raise not_active(sid, status)
 
 
 async def refuse_if_expiry_ended(q: Any, sid: str, row: Any) -> None:
@@ -122,12 +123,17 @@ async def _expired_at(q: Any, sid: str, stamps: str) -> float | None:
     return when if _is_number(when) else None
 
 
-def not_active(sid: str, status: str) -> str:
-    """Why a paused or ended session refuses a message (an append, a question to a model), and the way on."""
+def not_active(sid: str, status: str) -> Conflict:
+    """The refusal of a message (an append, a question to a model) to a paused or ended session: why, and the
+    way on (in API terms too)."""
     if status == "paused":
-        return f"session {sid!r} is paused; resume it first (`sessiond resume {sid}`)"
-    return (
-        f"session {sid!r} has ended; an ended session takes no new messages (go on in a clone: `sessiond clone {sid}`)"
+        return Conflict(
+            f"session {sid!r} is paused; resume it first (`sessiond resume {sid}`)",
+            api=[f"POST {session_path(sid, 'resume')}"],
+        )
+    return Conflict(
+        f"session {sid!r} has ended; an ended session takes no new messages (go on in a clone: `sessiond clone {sid}`)",
+        api=new_session_ways(sid, fork=False),
     )
 
 

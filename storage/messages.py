@@ -23,6 +23,7 @@ from .errors import (
     QuotaExceeded,
     check_access,
     quota_exhausted,
+    quota_ways_api,
     quota_ways_out,
 )
 from .expiry import past_expiry, refuse_expired, refuse_inactive
@@ -260,6 +261,7 @@ class Messages:
                     used=used,
                     quota=quota,
                     needed=new_tokens,
+                    api=quota_ways_api(sid),
                 )
             seq = seq or 0
             session_budget = "max_context_tokens" in policy

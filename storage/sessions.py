@@ -11,7 +11,7 @@ from typing import Any
 
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, LimitReached, NotFound, check_access
+from .errors import Conflict, LimitReached, NotFound, check_access, new_session_ways
 from .expiry import past_expiry, refuse_expired, refuse_if_expiry_ended
 from .ids import check_id, new_id
 from .keptrecords import drop_session_records
@@ -66,7 +66,8 @@ def check_status_change(sid: str, current: str, status: str) -> None:
     if current == "ended":
         raise Conflict(
             f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
-            f"`sessiond clone {sid}`)"
+            f"`sessiond clone {sid}`)",
+            api=new_session_ways(sid, fork=False),
         )
     if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
         raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")

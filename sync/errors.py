@@ -43,6 +43,12 @@ class ImportError_(Exception):
 NEWER_FIX = "upgrade sessiond on this device (pip install --upgrade sessiond), then `sessiond sync` takes it"
 
 
+def newer_format(what: str, exc: BaseException) -> ImportError_:
+    """`what` (a member's log, the members slot) found in a format version a newer sessiond wrote (`exc`:
+    pages.NewerFormat): not damage, and nothing its writer or the store has to mend; this device upgrades."""
+    return ImportError_("newer", f"{what} cannot be read here: {exc}; nothing of it was taken", NEWER_FIX)
+
+
 def log_fix(sid: str, device: str | None, *, importing: bool = False) -> str:
     """What mends a member's log of session `sid` that a read found damaged, forged or rolled back in the
     store (`device`: its writer; None: the members slot, which a writer writes again): `verify` names what

@@ -16,7 +16,7 @@ from ..stores import Store, StoreError, check_object
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .crypto import DecryptError, manifest_key, open_unpadded
-from .errors import NEWER_FIX, ImportError_, bad_log, store_failed
+from .errors import ImportError_, bad_log, newer_format, store_failed
 from .heads import manifest_hash_of, open_manifest
 from .manifest import Manifest, parse_manifest
 from .pages import LogError, NewerFormat
@@ -194,11 +194,7 @@ def _read_failures(store: Store, sid: str, name: str) -> Iterator[None]:
             raise store_failed(exc, store.url) from None
         raise _bad("damaged", sid, name, f"the log of device {name} of session {sid} is damaged: {exc}") from None
     except NewerFormat as exc:  # not damage: this device is the one to mend (no log_of: its writer has nothing to do)
-        raise ImportError_(
-            "newer",
-            f"the log of device {name} of session {sid} cannot be read here: {exc}; nothing of it was taken",
-            NEWER_FIX,
-        ) from None
+        raise newer_format(f"the log of device {name} of session {sid}", exc) from None
     except (RegistryError, DecryptError, LogError) as exc:
         raise _bad("damaged", sid, name, f"the log of device {name} of session {sid} is damaged: {exc}") from None
 

@@ -25,12 +25,14 @@ from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
-from .errors import ImportError_, bad_log, store_failed
+from .errors import ImportError_, bad_log, newer_format, store_failed
 from .mirror import MirrorStore
+from .pages import LogError, NewerFormat, check_version
 
 log = logging.getLogger("sessiond.sync")
 
 T_MEMBERS = "sessiond/members"
+MEMBERS_VERSION = 1  # a members object's "v" (fields are added under it: docs/FORMATS.md §6)
 SALT_LEN = 14
 # sessions whose members list, as last read, is kept for the follower (Members.read_members, cached=True)
 MEMBERS_KEPT = 1024
@@ -89,7 +91,7 @@ def members_object(sid: str, members: Iterable[dict], frozen: Sequence[dict] = (
     """The members object (docs/FORMATS.md §6) listing `members` ({"head_pk", "device_id"}, in that order) as
     the writers of `sid`, with `frozen`, the frozen logs (its "f": absent when there are none, so a members
     object without any is byte for byte as before)."""
-    obj: dict = {"m": member_entries(members), "s": sid, "v": 1, "ty": T_MEMBERS}
+    obj: dict = {"m": member_entries(members), "s": sid, "v": MEMBERS_VERSION, "ty": T_MEMBERS}
     if frozen:
         obj["f"] = list(frozen)
     return obj
@@ -304,6 +306,12 @@ class Members:
             raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
             raise _bad("damaged", sid, f"the members object of session {sid} belongs to another (swapped objects)")
+        try:
+            check_version(m.get("v"), MEMBERS_VERSION, f"the members object of session {sid}")
+        except NewerFormat as exc:  # not damage: this device is the one to mend (the slot is not written over)
+            raise newer_format(f"the members slot of session {sid}", exc) from None
+        except LogError as exc:
+            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         members, notice, frozen = parse_members(m)
         self._unknown[sid] = _unknown_of(m)
         self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)

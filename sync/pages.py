@@ -138,8 +138,9 @@ def parse_parts(plain: bytes, e: Entry, sid: str, device: str) -> list[Encrypted
         m = dagcbor.decode(plain)
     except dagcbor.DagCborError as exc:
         raise LogError(f"parts object {name} is not valid: {exc}") from None
-    if not isinstance(m, dict) or m.get("ty") != T_PARTS or m.get("v") != VERSION:
+    if not isinstance(m, dict) or m.get("ty") != T_PARTS:
         raise LogError(f"object {name} is not a list of page parts")
+    check_version(m.get("v"), VERSION, f"parts object {name}")
     _check_owner(m, "parts object", sid, device)
     try:
         refs = [EncryptedCID.from_bytes(p) for p in m["p"]]
@@ -159,6 +160,7 @@ def parse_node(plain: bytes, e: Entry, sid: str, device: str) -> list[Entry]:
         raise LogError(f"node {name} is not valid: {exc}") from None
     if not isinstance(m, dict) or m.get("ty") != T_NODE:
         raise LogError(f"object {name} is not a node")
+    check_version(m.get("v"), VERSION, f"node {name}")
     _check_owner(m, "node", sid, device)
     children = [Entry.from_cbor(c) for c in m.get("e", [])]
     expect = e.first

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ..storage.errors import revoked
+from ..storage.testhooks import pause_in_thread
 from ..stores import StoreError
 from .bounded import LRU, KeyedLocks
 from .checkpoint import (
@@ -157,7 +158,10 @@ class Proofs:
             raise ImportError_("checkpoint", f"the proof is for session {proof.get('session')}, not {sid}")
         try:
             db = self.ctx.db
-            check_proof(proof, await db.conversation(sid), await self._known_pks(sid), await db.setting_ops(sid))
+            messages, pks, ops = await db.conversation(sid), await self._known_pks(sid), await db.setting_ops(sid)
+            # off the event loop, as a checkpoint's making: the whole conversation is hashed (100,000 messages,
+            # or a version 2 proof's megabytes of prompts), and every other client waited meanwhile
+            await asyncio.to_thread(_check, proof, messages, pks, ops)
         except UnknownSigner as exc:
             return {"ok": False, "session": sid, "problem": await self._not_read_yet(sid, exc.pk) or str(exc)}
         except OtherHistory as exc:
@@ -227,6 +231,12 @@ class Proofs:
             f"yet ({said}): run `sessiond sync {sid}` (or wait for the session's import and pulls to finish), "
             f"then verify again"
         )
+
+
+def _check(proof: dict, messages: list[tuple], pks: set[bytes], ops: list[tuple]) -> None:
+    """check_proof, in a worker thread (the tests hold it at `verify.hash`)."""
+    pause_in_thread("verify.hash")
+    check_proof(proof, messages, pks, ops)
 
 
 async def extend_in_steps(chain: Chain | None, frontier: dict[str, int], rows: list[tuple]) -> Chain | None:

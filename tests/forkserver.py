@@ -6,7 +6,9 @@ and ~800 CLI calls: close to half of its CPU. A zygote (this file run as a progr
 then forks a child per request. The child is a real, separate process, as a started one is: its own pid,
 stdin/stdout/stderr and the descriptors asked for at the numbers asked for, its own working directory and
 environment, signals (SIGTERM, SIGKILL) sent to it directly, its exit status reported as Popen reports it.
-What it does not have is its own command line: /proc/PID/cmdline reads the zygote's. The tests that read
+What it does not have is its own command line: /proc/PID/cmdline reads the zygote's. It goes when the zygote
+does (PR_SET_PDEATHSIG), and the zygote when the suite's process does (its stdin at its end): a run killed
+leaves neither behind. The tests that read
 command lines (that no secret is in them), and any request whose environment differs from the zygote's in
 a variable read at import time (SSL_CERT_FILE, PYTHON*...), start the program for real: `spawn` decides.
 SESSIOND_TEST_EXEC=1 starts everything for real (make test-long does).
@@ -18,6 +20,7 @@ the zygote answers the child's pid, and later its wait status, each a line of te
 from __future__ import annotations
 
 import array
+import ctypes
 import gc
 import json
 import os
@@ -92,6 +95,20 @@ def _dup_above(fd: int, low: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
 
 
+def _die_with(zygote: int, prctl) -> None:
+    """In a forked child: be killed when the zygote goes (Linux's PR_SET_PDEATHSIG; the zygote is one thread,
+    so it fires when the process goes). The zygote leaves when the suite's process does (its stdin at its
+    end), and a child of a run killed (kill -9 of pytest or of an xdist worker) outlived it: a daemon whose
+    fixture was never torn down ran on for good, its command line the zygote's (`tests/forkserver.py`).
+    A child whose zygote went already, before this was set, leaves at once."""
+    pr_set_pdeathsig = 1
+    if prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        os.write(2, b"forkserver: PR_SET_PDEATHSIG failed\n")
+        os._exit(70)
+    if os.getppid() != zygote:
+        os._exit(70)
+
+
 def serve(path: str) -> dict | None:
     """The zygote's loop: returns (in a forked child only) the request the child is to run."""
     listener = socket.socket(socket.AF_UNIX)
@@ -101,6 +118,7 @@ def serve(path: str) -> dict | None:
     sel.register(listener, selectors.EVENT_READ, None)
     sel.register(sys.stdin, selectors.EVENT_READ, "parent")  # closed when the suite's process ends
     children: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (connection, pid)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # (found once: each child calls it, _die_with)
     print("ready", flush=True)
     while True:
         for key, _ in sel.select():
@@ -116,8 +134,10 @@ def serve(path: str) -> dict | None:
                 except (EOFError, OSError, ValueError):
                     conn.close()
                     continue
+                zygote = os.getpid()
                 pid = os.fork()
                 if pid == 0:
+                    _die_with(zygote, prctl)
                     sel.close()
                     listener.close()
                     for c, _pid in children.values():

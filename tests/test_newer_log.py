@@ -1,15 +1,21 @@
-"""A log written by a newer sessiond (a format version past this one's) is refused as that: upgrade this
-device, not the log "damaged" with advice to push it again or leave a store serving forged heads, which is
-what a device said of a log in a format it did not know (as 2026-11-22's pages of version 1 read today)."""
+"""A log or members slot written by a newer sessiond (a format version past this one's) is refused as that:
+upgrade this device, not the log "damaged" with advice to push it again or leave a store serving forged heads,
+which is what a device said of a log in a format it did not know (as 2026-11-22's pages of version 1 read
+today). Each object kind that carries a version (docs/FORMATS.md §4, §6): manifest, page, node, parts, the
+members object (a rekey notice and the frozen logs are the members object's: no version of their own)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from sessiond.stores.cid import BlobId
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor
-from sessiond.sync.crypto import manifest_key, seal
+from sessiond.sync.crypto import manifest_key, members_key, object_key, open_unpadded, seal
 from sessiond.sync.engine import _open_manifest, head_data
+from sessiond.sync.members import announce_key, seal_small
 from sessiond.sync.share import ImportError_
 
 
@@ -32,3 +38,69 @@ async def test_a_manifest_of_a_newer_version_is_refused_as_newer(devices):
     assert "newer sessiond" in said and "upgrade sessiond" in said, said
     assert "damaged" not in said and "forged" not in said, said
     assert await devices.dbb.session_ids() == []
+
+
+# ---------------------------------------------------------------------------------------------- other objects
+async def _rewrite_log(a, sid: str, levels) -> None:
+    """A's head moved on to a manifest (sealed and signed with A's real keys) whose levels are `levels(entry,
+    key)` of the entry of A's one page and A's session key: what a newer sessiond's push would publish."""
+    pk = a.keys.head_pk(sid)
+    entry = await a.store.get_head(pk)
+    key = a.keys.session_key(sid)
+    h = entry.data[1:]
+    m = dagcbor.decode(_open_manifest(await a.store.get(h), h, key, entry.pk, entry.revision))
+    [[page]] = m["l"]
+    rev = entry.revision + 1
+    made = {**m, "r": rev, "l": [[await levels(dict(page), key, a.store)]]}
+    ct, _ = seal(dagcbor.encode(made), manifest_key(key, entry.pk, rev), pad=False)
+    await a.store.set_head(RegistryEntry.create(a.keys.head_key(sid), rev, head_data(await a.store.put(ct))))
+
+
+async def _sealed_object(store, key: bytes, obj: dict) -> bytes:
+    """`obj` sealed as a log's object (docs/FORMATS.md §2) and put in `store`: its encrypted CID."""
+    plain = dagcbor.encode(obj)
+    blob = BlobId.of(plain)
+    ct, ref = seal(plain, object_key(key, blob.hash), plain=blob)
+    await store.put(ct)
+    return ref.to_bytes()
+
+
+async def _refused_as_newer(devices, code: str, what: str) -> None:
+    with pytest.raises(ImportError_) as refused:
+        await devices.b.import_code(code, None)
+    said = f"{refused.value} {refused.value.fix}"
+    assert refused.value.kind == "newer", said
+    assert what in said and "newer sessiond" in said and "upgrade sessiond" in said, said
+    assert "damaged" not in said and "forged" not in said and "another store" not in said, said
+    assert await devices.dbb.session_ids() == []
+
+
+@pytest.mark.parametrize("kind", ["node", "parts"])
+async def test_a_node_or_parts_object_of_a_newer_version_is_refused_as_newer(devices, kind):
+    sid, code = await devices.started_share(f"newer {kind}", write=False)
+    a = devices.a
+
+    async def levels(page: dict, key: bytes, store) -> dict:
+        if kind == "node":  # a node of version 2 listing A's page
+            obj = {"d": a.ctx.db.device_id, "e": [page], "s": sid, "v": 2, "ty": "sessiond/node"}
+            return {**page, "c": await _sealed_object(store, key, obj), "k": 1}
+        # the page as a page in parts (one part: itself), its parts object of version 2
+        obj = {"d": a.ctx.db.device_id, "p": [page["c"]], "s": sid, "v": 2, "ty": "sessiond/parts"}
+        return {**page, "c": await _sealed_object(store, key, obj), "k": 2}
+
+    await _rewrite_log(a, sid, levels)
+    await _refused_as_newer(devices, code, f"{kind} ")
+
+
+async def test_a_members_object_of_a_newer_version_is_refused_as_newer(devices):
+    sid, code = await devices.started_share("newer members", write=True)
+    a = devices.a
+    # A's members slot again, its object of version 2 (sealed and signed with the session's real keys)
+    key, ak = a.keys.session_key(sid), announce_key(a.keys.write_secret(sid))
+    entry = await a.store.get_head(b"\xed" + bytes(ak.verify_key))
+    salt = entry.data[33:]
+    m = dagcbor.decode(open_unpadded(await a.store.get(entry.data[1:33]), members_key(key, salt)))
+    salt = os.urandom(len(salt))
+    h = await a.store.put(seal_small(dagcbor.encode({**m, "v": 2}), members_key(key, salt)))
+    await a.store.set_head(RegistryEntry.create(ak, entry.revision + 1, b"\x1e" + h + salt))
+    await _refused_as_newer(devices, code, "members slot")
