@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 
 class Daemon:
@@ -78,3 +80,63 @@ def cpu_split(pid: int, tid: int | None = None) -> tuple[float, float]:
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def daemon_on(config: str, code: str | None = None) -> Daemon:
+    """A daemon started in a new home whose config.toml is `config`, on this checkout's code or, with `code`,
+    on the `sessiond` in that folder (another version's: e.g. `git archive main` unpacked into code/sessiond)."""
+    home = os.path.join(tempfile.mkdtemp(prefix="sd-bench-"), "home")
+    os.makedirs(home, mode=0o700)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write(config)
+    saved = os.environ.get("PYTHONPATH")
+    if code is not None:
+        os.environ["PYTHONPATH"] = code
+    try:
+        return Daemon(home=home).__enter__()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def alternated(
+    cases: dict, base: str | None, rounds: int, one: Callable[[Any, str | None], float], appends: int
+) -> dict:
+    """Each case measured `rounds` times by `one(case's spec, code)` (daemon CPU per append, us, over `appends`)
+    on this checkout's code and, with `base`, on that folder's, alternated round by round (so that both meet the
+    same moments of a shared VM): per code and case, the best and median and every run, for the JSON printed."""
+    import platform
+    import statistics
+    import time
+
+    codes = {"this": None, **({"base": base} if base else {})}
+    runs: dict[str, dict[str, list[float]]] = {name: {k: [] for k in cases} for name in codes}
+    for _ in range(rounds):
+        for case, spec in cases.items():
+            for name, code in codes.items():
+                runs[name][case].append(one(spec, code))
+    return {
+        "appends_per_round": appends,
+        "rounds": rounds,
+        "unit": "daemon CPU (user + system) per append, us, over the append stream",
+        "python": platform.python_version(),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    } | {
+        name: {
+            case: {"best_us": round(min(v)), "median_us": round(statistics.median(v)), "runs_us": [round(x) for x in v]}
+            for case, v in runs[name].items()
+        }
+        for name in codes
+    }
+
+
+def cpu_per_append(d: Daemon, c: Any, sid: str, appends: int, **extra: Any) -> float:
+    """The daemon's CPU (us) per append of `appends` short messages to `sid` through client `c` (closed after)."""
+    cpu0 = cpu_split(d.proc.pid)
+    for i in range(appends):
+        c.append(sid, "user", f"message {i} with a little text in it", **extra)
+    cpu1 = cpu_split(d.proc.pid)
+    c.close()
+    return (sum(cpu1) - sum(cpu0)) / appends * 1e6

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import Daemon, cpu_split
+from _util import alternated, cpu_per_append, daemon_on
 
 from sessiond.client import Client
 
@@ -50,20 +47,7 @@ def _text(n: int) -> str:
 
 def _one(case: dict, code: str | None) -> float:
     """The daemon's CPU per append (us) for one round of `case`, on this checkout's code or `code`'s."""
-    home = os.path.join(__import__("tempfile").mkdtemp(prefix="sd-bench-"), "home")
-    os.makedirs(home, mode=0o700)
-    with open(os.path.join(home, "config.toml"), "w") as f:
-        f.write(CONFIG)
-    saved = os.environ.get("PYTHONPATH")
-    if code is not None:
-        os.environ["PYTHONPATH"] = code
-    try:
-        d = Daemon(home=home).__enter__()
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+    d = daemon_on(CONFIG, code)
     try:
         c = Client(d.home, append_stream=True)
         spec: dict = {"name": "bench"}
@@ -78,36 +62,13 @@ def _one(case: dict, code: str | None) -> float:
         extra = {"chat": chat} if chat else {}
         for _ in range(100):
             c.append(sid, "user", "warm", **extra)
-        cpu0 = cpu_split(d.proc.pid)
-        for i in range(APPENDS):
-            c.append(sid, "user", f"message {i} with a little text in it", **extra)
-        cpu1 = cpu_split(d.proc.pid)
-        c.close()
-        return (sum(cpu1) - sum(cpu0)) / APPENDS * 1e6
+        return cpu_per_append(d, c, sid, APPENDS, **extra)
     finally:
         d.__exit__(None, None, None)
 
 
 def main() -> None:
-    codes = {"this": None, **({"base": BASE} if BASE else {})}
-    runs: dict[str, dict[str, list[float]]] = {name: {k: [] for k in CASES} for name in codes}
-    for _ in range(ROUNDS):
-        for case, spec in CASES.items():
-            for name, code in codes.items():
-                runs[name][case].append(_one(spec, code))
-    out: dict = {
-        "appends_per_round": APPENDS,
-        "rounds": ROUNDS,
-        "unit": "daemon CPU (user + system) per append, us, over the append stream",
-        "python": platform.python_version(),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-    for name in codes:
-        out[name] = {
-            case: {"best_us": round(min(v)), "median_us": round(statistics.median(v)), "runs_us": [round(x) for x in v]}
-            for case, v in runs[name].items()
-        }
-    print(json.dumps(out, indent=2))
+    print(json.dumps(alternated(CASES, BASE, ROUNDS, _one, APPENDS), indent=2))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from .contexttotals import FixedCache
 from .dbfile import DatabaseFile
 from .errors import DatabaseLost, UnusableDatabase
 from .groupcommit import GroupCommit, Transacting
@@ -202,6 +203,8 @@ class Connections:
         self.on_expired: Callable[[str], Any] | None = None  # told the id of a session a write found expired
         self.limits: dict[str, int] = {}  # max_active_sessions(_per_user), max_chats_per_session, ...
         self.estimate: Estimator = get_estimator()  # text -> tokens: config.toml's token_estimator (the daemon's)
+        # chats' fixed tokens (system prompt, initial messages) by their texts' stamp: an append's budget check
+        self.fixed_cache = FixedCache()
         self.file = DatabaseFile(path)  # deleted or replaced under the daemon: writes refused, put back at close
         self.group = GroupCommit(writer, self._committed, self.emit, self._check_file)  # the write transactions
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)

@@ -9,6 +9,7 @@ from typing import Any
 from .apply import local_op
 from .chats import Chats, refuse_if_ended
 from .connections import Connections
+from .contexttotals import TOTALS_READ, FixedCache
 from .errors import ContextOverflow, Invalid, session_path
 from .model import CHAT_POLICY_KEYS, message_id, now
 from .sessions import session_row, writable_row
@@ -93,6 +94,23 @@ async def fixed_tokens(q: Any, sid: str, chat: str, estimate: Estimator) -> int:
     return total
 
 
+async def budget_totals(
+    q: Any, sid: str, chat: str, estimate: Estimator, cache: FixedCache | None = None
+) -> tuple[int, int]:
+    """The chat's fixed tokens (fixed_tokens) and the total of its active messages' (those of `active`), read
+    through `q` in one statement of O(1) cost whatever the chat's length or its texts' size: the total as
+    triggers keep it (storage/contexttotals.py), the fixed tokens from `cache` while the texts' stamp is the one
+    they were counted under (counted again, and kept, when it is not)."""
+    row = await q.fetchone(TOTALS_READ, (sid, chat))
+    total, gen = (row[0] or 0, row[1]) if row else (0, None)
+    fixed = None if cache is None else cache.get(sid, chat, gen, estimate)
+    if fixed is None:
+        fixed = await fixed_tokens(q, sid, chat, estimate)  # (read in the stamp's transaction: of those texts)
+        if cache is not None:
+            cache.put(sid, chat, gen, estimate, fixed)
+    return fixed, total
+
+
 async def _own_policy(q: Any, sid: str, chat: str) -> dict:
     """The chat's own policy (what `chat new`/`chat set` gave it), read for a refusal's way out."""
     row = await q.fetchone("SELECT policy FROM chats WHERE session_id=? AND id=?", (sid, chat))
@@ -141,21 +159,20 @@ async def context_check(
     budget_read: tuple[dict, list | None] | None = None,
     *,
     estimate: Estimator = DEFAULT_ESTIMATE,
+    cache: FixedCache | None = None,
 ) -> list | None:
     """Check the chat's context budget for `adding` more tokens (inside the append's transaction;
     `budget_read`: its chat_budget if already read). The budget bounds what a question sends the model:
-    the system prompt and initial messages (fixed_tokens, counted with `estimate`) and the chat's active
-    messages. Returns a new compaction cutoff if the chat must compact first, None if it fits; raises
-    ContextOverflow if it cannot fit."""
+    the system prompt and initial messages (fixed_tokens, counted with `estimate`, kept in `cache`) and the
+    chat's active messages (their total as triggers keep it: budget_totals). Returns a new compaction cutoff
+    if the chat must compact first, None if it fits; raises ContextOverflow if it cannot fit."""
     p, cut = budget_read or await chat_budget(tx, sid, chat, policy)
     budget = p.get("max_context_tokens")
     if not budget:
         return None
     margin = p.get("context_margin") or DEFAULT_CONTEXT_MARGIN
-    fixed = await fixed_tokens(tx, sid, chat, estimate)
+    fixed, total = await budget_totals(tx, sid, chat, estimate, cache)
     room = budget * margin - fixed  # what the chat's messages may take
-    rows = await active(tx, sid, chat, cut)
-    total = sum(r[4] for r in rows)
     if total + adding <= room:
         return None
     own = await _own_policy(tx, sid, chat)
@@ -197,7 +214,8 @@ async def context_check(
                 _new_chat_api(sid),
             ],
         )
-    new_cut, left = cut_for(rows, max(0, room / 2 - adding), cut)
+    # the one full read: where the compaction cuts (once per compaction, not per append)
+    new_cut, left = cut_for(await active(tx, sid, chat, cut), max(0, room / 2 - adding), cut)
     if left + adding > room:  # the system messages compaction keeps leave no room for these
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} keeps {left} tokens of system messages{besides}, which no "

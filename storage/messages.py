@@ -273,7 +273,9 @@ class Messages:
                     known = budget_of(chat_policy, compacted, policy)
                 chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
                 try:
-                    cut = await context_check(tx, sid, c, policy, chat_tokens, known, estimate=self.c.estimate)
+                    cut = await context_check(
+                        tx, sid, c, policy, chat_tokens, known, estimate=self.c.estimate, cache=self.c.fixed_cache
+                    )
                 except ContextOverflow:
                     if not (answer or importing):
                         raise

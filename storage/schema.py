@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from . import contexttotals
+
 
 class NewerSchema(Exception):
     """The database was written by a newer sessiond: its schema version is past this one's."""
@@ -423,6 +425,9 @@ MIGRATIONS: list[str] = [
         SELECT session_id, id, system_prompt FROM chats WHERE system_prompt IS NOT NULL;
     ALTER TABLE chats DROP COLUMN system_prompt;
     """,
+    # 22: a chat's active tokens kept by trigger, and a stamp of its session's texts, so that an append to a chat
+    # with a context budget reads neither all its messages nor the texts (storage/contexttotals.py)
+    contexttotals.MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
