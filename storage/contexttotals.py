@@ -84,7 +84,9 @@ def _stamps() -> str:
 
 
 _STAMPS = _stamps()
-# 22: see the module's docstring. Neither table has a foreign key: a cascade's triggers write them while the
+# 22: see the module's docstring. MIGRATION is the SQL migration 22 ran on every home: the helpers above are part of
+# it, so a change to what they make is a new migration (dropping and making the triggers again), never an edit here.
+# Neither table has a foreign key: a cascade's triggers write them while the
 # session's row is going (and sessions' own trigger, which runs after its cascades, takes its rows out).
 MIGRATION = f"""
 CREATE TABLE chat_tokens (

@@ -1,0 +1,46 @@
+"""A migration that ran on users' homes is never edited: a home that ran the old text keeps what it made, and the
+next migration may fail on it or leave it different from a fresh one (migration 9 was once edited in place: a home
+that ran the first text could later be opened by no version; storage/schema.py repairs those). A change to the
+schema is a new migration. Each migration's SQL (as the code makes it: some are built by helpers, such as
+storage/contexttotals.py's) is pinned here by its digest; a new migration appends its digest."""
+
+from __future__ import annotations
+
+import hashlib
+
+from sessiond.storage.migrations import MIGRATIONS
+
+PINNED = [
+    "ca8fd1f7db96074c",
+    "1184094e99c1a855",
+    "0057222bb68dd8a4",
+    "507e08a899c49b85",
+    "a0cd35864737458a",
+    "a1be2fb4c957201d",
+    "b0e0b9dc65c7185a",
+    "ea98e7a5987b02af",
+    "51ba13486a2645b6",
+    "f893f9828b83dc78",
+    "d05d0372b67ce785",
+    "203e479302b2c985",
+    "9f0b9647247a5e48",
+    "c47ecd7c342bb8e5",
+    "9c5c42a53c1c28bf",
+    "6bee966cf12cd375",
+    "f3014060eb12cb5a",
+    "543bf6e7f5f99cdd",
+    "2326fbbde35f0e0f",
+    "6081b16bd180da04",
+    "5ae53f3cd18fee51",
+    "544ff0fb7fcfc2a7",
+]
+
+
+def test_no_migration_that_ran_is_edited():
+    got = [hashlib.sha256(m.encode()).hexdigest()[:16] for m in MIGRATIONS]
+    edited = [i + 1 for i, (a, b) in enumerate(zip(got, PINNED)) if a != b]
+    assert not edited, (
+        f"migration(s) {edited} changed: homes that ran them keep the old text; make the change a new migration"
+    )
+    assert len(got) >= len(PINNED), "a migration was taken out: homes at its version would skip the next one"
+    assert len(got) == len(PINNED), f"new migration(s) {list(range(len(PINNED) + 1, len(got) + 1))}: pin them here"
