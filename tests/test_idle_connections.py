@@ -1,0 +1,100 @@
+"""Connections to the daemon's socket that never finish a request (send nothing, half a request line, half
+the headers, the headers a byte at a time) are closed within
+connection_idle_timeout (or about it), so that they cannot hold the daemon's file descriptors for good; a
+long-lived legitimate connection (the event stream, quiet for longer than that) is not cut."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+import pytest
+
+from conftest import started_with
+from waiting import wait_for
+
+IDLE = 1.0  # connection_idle_timeout in these tests' config.toml (seconds; the least it takes)
+MARGIN = 8.0  # seconds past it the close may take on a loaded machine
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the daemon closed `sock` (EOF read, or reset); what it answered before is dropped."""
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    return s
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",
+        b"GET /v1/stat",
+        b"GET /v1/status HTTP/1.1\r\nHost: loc",
+    ],
+    ids=["nothing", "half-a-request-line", "half-the-headers"],
+)
+def test_a_request_never_finished_is_closed(make_daemon, sent):
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    s = _connect(d.socket)
+    try:
+        s.sendall(sent)
+        wait_for(lambda: _closed(s), timeout=IDLE + MARGIN, what="the unfinished request's connection closed")
+    finally:
+        s.close()
+    assert d.client().status()["pid"] == d.proc.pid
+
+
+def test_headers_trickled_a_byte_at_a_time_are_closed(make_daemon):
+    """Slowloris: each byte resets no timer, so the connection is closed about connection_idle_timeout after
+    it was made however steadily it trickles."""
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    s = _connect(d.socket)
+    head = b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n" + b"X-Pad: " + b"a" * 10_000
+    began = time.monotonic()
+    try:
+        for i, byte in enumerate(head):
+            if _closed(s):
+                break
+            try:
+                s.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            # the pace of the trickle, not a wait for anything: a byte each 0.2 s
+            select.select([s], [], [], 0.2)
+            assert time.monotonic() - began < IDLE + MARGIN, f"still open after {i + 1} bytes trickled"
+    finally:
+        s.close()
+
+
+def test_an_event_stream_quiet_longer_than_the_idle_timeout_is_kept(make_daemon):
+    d = started_with(make_daemon, connection_idle_timeout=IDLE, event_keepalive=60)
+    c = d.client()
+    s = _connect(d.socket)
+    try:
+        s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        wait_for(lambda: select.select([s], [], [], 0)[0], what="the event stream's start")
+        start = s.recv(65536)
+        assert start.startswith(b"HTTP/1.1 200"), start
+        # quiet for three idle timeouts: nothing may arrive (no close either)
+        assert not select.select([s], [], [], 3 * IDLE)[0], s.recv(65536)
+        sid = c.create_session(name="after the quiet")["id"]
+        got = b""
+        deadline = time.monotonic() + 10
+        while sid.encode() not in got:
+            assert time.monotonic() < deadline, got
+            if select.select([s], [], [], 0.5)[0]:
+                chunk = s.recv(65536)
+                assert chunk, f"the event stream was closed: {got!r}"
+                got += chunk
+    finally:
+        s.close()
