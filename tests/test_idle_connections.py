@@ -1,5 +1,5 @@
 """Connections to the daemon's socket that never finish a request (send nothing, half a request line, half
-the headers, the headers a byte at a time) are closed within
+the headers, the headers a byte at a time, or a body promised and never sent) are closed within
 connection_idle_timeout (or about it), so that they cannot hold the daemon's file descriptors for good; a
 long-lived legitimate connection (the event stream, quiet for longer than that) is not cut."""
 
@@ -52,6 +52,30 @@ def test_a_request_never_finished_is_closed(make_daemon, sent):
     finally:
         s.close()
     assert d.client().status()["pid"] == d.proc.pid
+
+
+def test_a_body_never_finished_is_answered_408_and_closed(make_daemon):
+    """Headers that promise a body, then half of it: the handler waited for the rest for good, holding the
+    connection (aiohttp's idle timer does not run while a handler does). Now the body must be whole within
+    connection_idle_timeout; the 408 names it, and the connection is closed (after aiohttp's lingering
+    read of what is left, at most 10 s)."""
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    s = _connect(d.socket)
+    try:
+        s.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 200\r\n\r\n{"name": '
+        )
+        wait_for(lambda: select.select([s], [], [], 0)[0], timeout=IDLE + MARGIN, what="the daemon's answer")
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"request_timeout" in answer and b"connection_idle_timeout" in answer, answer
+        wait_for(lambda: _closed(s), timeout=10 + MARGIN, what="the stalled body's connection closed")
+    finally:
+        s.close()
+    c = d.client()
+    assert c.status()["pid"] == d.proc.pid
+    assert c.list_sessions()["sessions"] == []  # the half-sent session was not made
 
 
 def test_headers_trickled_a_byte_at_a_time_are_closed(make_daemon):
