@@ -90,6 +90,52 @@ async def test_a_request_never_finished_is_closed(tmp_path, monkeypatch):
         assert await _send_and_read(served.port, b"") == b""
 
 
+async def test_headers_trickled_a_byte_at_a_time_are_closed(tmp_path, monkeypatch):
+    """Slowloris: a byte of the headers every 0.1 s resets no timer; the connection is closed about
+    IDLE_TIMEOUT after it was made, however steadily it trickles."""
+    monkeypatch.setattr(relay_app, "IDLE_TIMEOUT", 0.5, raising=False)
+    async with serving(tmp_path) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        head = b"GET /s5/registry?pk=AAAA HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 10_000
+        began = time.monotonic()
+        try:
+            for i in range(len(head)):
+                assert time.monotonic() - began < 8, f"still open after {i} bytes trickled"
+                try:
+                    # the trickle's pace (a byte each 0.1 s), and the relay's close seen within it
+                    if await asyncio.wait_for(reader.read(), 0.1) == b"":
+                        break
+                except TimeoutError:
+                    pass
+                writer.write(head[i : i + 1])
+        finally:
+            writer.close()
+
+
+async def test_a_change_feed_wait_longer_than_the_idle_timeout_is_answered(tmp_path, monkeypatch):
+    """The idle timeout closes a connection with no whole request, never one whose request is being
+    answered: a long-poll of the change feed parked longer than it gets its answer."""
+    monkeypatch.setattr(relay_app, "IDLE_TIMEOUT", 0.5, raising=False)
+    async with serving(tmp_path) as served:
+        store = store_for(served, tmp_path)
+        try:
+            await store.put(b"logged in")
+            token = store._token
+        finally:
+            await store.close()
+        url = f"http://127.0.0.1:{served.port}/s5/registry/changes"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}?since=0", headers=headers) as r:
+                first = await r.json()
+            began = time.monotonic()
+            query = f"since={first['cursor']}&epoch={first['epoch']}&wait=2"
+            async with s.get(f"{url}?{query}", headers=headers) as r:
+                assert r.status == 200, await r.text()
+                doc = await r.json()
+        assert doc["changes"] == [] and time.monotonic() - began >= 1.5, doc
+
+
 @pytest.mark.parametrize(
     "path, content_type, body, said",
     [
