@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import started_with
+from conftest import raw_post, started_with, started_with_provider
+from servers.openai_server import Faults, Provider, serve_threaded
 from waiting import wait_for
 
 IDLE = 1.0  # connection_idle_timeout in these tests' config.toml (seconds; the least it takes)
@@ -122,3 +123,30 @@ def test_an_event_stream_quiet_longer_than_the_idle_timeout_is_kept(make_daemon)
                 got += chunk
     finally:
         s.close()
+
+
+def test_a_streamed_answer_quiet_longer_than_the_idle_timeout_is_kept(make_daemon):
+    """A model that pauses longer than connection_idle_timeout between its words: the app's streamed answer
+    is not cut (the idle timeout closes a connection with no whole request, never one being answered)."""
+    p, server = serve_threaded(Provider(faults=Faults(delay=2 * IDLE)))  # the fault itself: slow words
+    try:
+        d = started_with_provider(
+            make_daemon, f"http://127.0.0.1:{server.port}/v1", connection_idle_timeout=IDLE, default_provider="loop"
+        )
+        sid = d.client().create_session(model="echo-1")["id"]
+        s = raw_post(d.socket, f"/v1/sessions/{sid}/complete", {"content": "one two three", "stream": True})
+        got = b""
+        deadline = time.monotonic() + 30
+        try:
+            while b"event: message" not in got:
+                assert time.monotonic() < deadline, got
+                if select.select([s], [], [], 0.5)[0]:
+                    chunk = s.recv(65536)
+                    assert chunk, f"the streamed answer was cut: {got!r}"
+                    got += chunk
+        finally:
+            s.close()
+        assert got.startswith(b"HTTP/1.1 200"), got
+        assert b"three" in got.split(b"event: message", 1)[1], got
+    finally:
+        server.stop()
