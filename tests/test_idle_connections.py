@@ -29,6 +29,19 @@ def _closed(sock: socket.socket) -> bool:
         return True
 
 
+def _read_until(sock: socket.socket, marker: bytes, what: str, within: float = 30) -> bytes:
+    """What `sock` reads until `marker` is in it; fails if the daemon closes it first (`what` was cut)."""
+    got = b""
+    deadline = time.monotonic() + within
+    while marker not in got:
+        assert time.monotonic() < deadline, got
+        if select.select([sock], [], [], 0.5)[0]:
+            chunk = sock.recv(65536)
+            assert chunk, f"{what} was cut: {got!r}"
+            got += chunk
+    return got
+
+
 def _connect(path: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
@@ -113,14 +126,7 @@ def test_an_event_stream_quiet_longer_than_the_idle_timeout_is_kept(make_daemon)
         # quiet for three idle timeouts: nothing may arrive (no close either)
         assert not select.select([s], [], [], 3 * IDLE)[0], s.recv(65536)
         sid = c.create_session(name="after the quiet")["id"]
-        got = b""
-        deadline = time.monotonic() + 10
-        while sid.encode() not in got:
-            assert time.monotonic() < deadline, got
-            if select.select([s], [], [], 0.5)[0]:
-                chunk = s.recv(65536)
-                assert chunk, f"the event stream was closed: {got!r}"
-                got += chunk
+        _read_until(s, sid.encode(), "the event stream")
     finally:
         s.close()
 
@@ -135,15 +141,8 @@ def test_a_streamed_answer_quiet_longer_than_the_idle_timeout_is_kept(make_daemo
         )
         sid = d.client().create_session(model="echo-1")["id"]
         s = raw_post(d.socket, f"/v1/sessions/{sid}/complete", {"content": "one two three", "stream": True})
-        got = b""
-        deadline = time.monotonic() + 30
         try:
-            while b"event: message" not in got:
-                assert time.monotonic() < deadline, got
-                if select.select([s], [], [], 0.5)[0]:
-                    chunk = s.recv(65536)
-                    assert chunk, f"the streamed answer was cut: {got!r}"
-                    got += chunk
+            got = _read_until(s, b"event: message", "the streamed answer")
         finally:
             s.close()
         assert got.startswith(b"HTTP/1.1 200"), got

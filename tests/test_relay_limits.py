@@ -37,6 +37,16 @@ async def post(served, path: str, data, content_type: str = "application/json", 
         return r.status, await r.read()
 
 
+async def _logged_in(served, tmp_path) -> str:
+    """A token of an account made on `served` (by a store's first put, which registers and logs in)."""
+    store = store_for(served, tmp_path)
+    try:
+        await store.put(b"logged in")
+        return store._token
+    finally:
+        await store.close()
+
+
 async def _send_and_read(port: int, sent: bytes, *, line: bool = False, within: float = 5.0) -> bytes:
     """Send `sent`, keep the connection open, and return what the relay answers before it closes the
     connection (`line`: its first line); fails if it does neither within `within` seconds."""
@@ -117,12 +127,7 @@ async def test_a_change_feed_wait_longer_than_the_idle_timeout_is_answered(tmp_p
     answered: a long-poll of the change feed parked longer than it gets its answer."""
     monkeypatch.setattr(relay_app, "IDLE_TIMEOUT", 0.5, raising=False)
     async with serving(tmp_path) as served:
-        store = store_for(served, tmp_path)
-        try:
-            await store.put(b"logged in")
-            token = store._token
-        finally:
-            await store.close()
+        token = await _logged_in(served, tmp_path)
         url = f"http://127.0.0.1:{served.port}/s5/registry/changes"
         headers = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as s:
@@ -152,12 +157,7 @@ async def test_a_change_feed_wait_longer_than_the_idle_timeout_is_answered(tmp_p
 )
 async def test_a_malformed_body_is_a_400_not_a_server_error(tmp_path, caplog, path, content_type, body, said):
     async with serving(tmp_path) as served:
-        store = store_for(served, tmp_path)
-        try:
-            await store.put(b"logged in")
-            token = store._token
-        finally:
-            await store.close()
+        token = await _logged_in(served, tmp_path)
         status, text = await post(served, path, body, content_type, token)
         assert status == 400 and said in text, (status, text[:200])
         assert "Traceback" not in caplog.text and "failed" not in caplog.text
