@@ -2,7 +2,8 @@
 status: 400 malformed JSON (bad_json; a key given twice in one object too), a body its Content-Encoding
 does not decode (bad_body), search query (bad_query) or query parameter (bad_parameter: one the route
 does not name, or a yes/no one that is not true, false, 1 or 0), 404 not_found, 409 conflict, 415 a body
-whose Content-Type header is not JSON (unsupported_media_type), 422 an invalid field (invalid; the
+whose Content-Type header is not JSON (unsupported_media_type), 408 a body not whole within the daemon's
+connection_idle_timeout (request_timeout), 422 an invalid field (invalid; the
 message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503 the store is unavailable."""
 
 from typing import NotRequired
@@ -28,6 +29,7 @@ class Error(TypedDict):
 ERROR_STATUSES = {
     400: "malformed request",
     404: "unknown session, chat or message",
+    408: "the request body did not arrive whole within connection_idle_timeout",
     409: "conflict",
     415: "a request body whose Content-Type is not JSON",
     422: "invalid field",

@@ -213,6 +213,14 @@ class BadBody(SessiondError):
     status = 400
 
 
+class BodyTimeout(SessiondError):
+    """A request body that did not arrive whole within the daemon's connection_idle_timeout: an app that
+    sends the headers and then stalls would otherwise hold its connection (and a handler) for good."""
+
+    code = "request_timeout"
+    status = 408
+
+
 class UnsupportedMediaType(SessiondError):
     """A request body labelled (its Content-Type header) as something other than JSON, such as the form
     encoding `curl -d` sends: refused rather than read as JSON regardless."""

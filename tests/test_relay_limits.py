@@ -37,6 +37,16 @@ async def post(served, path: str, data, content_type: str = "application/json", 
         return r.status, await r.read()
 
 
+async def _logged_in(served, tmp_path) -> str:
+    """A token of an account made on `served` (by a store's first put, which registers and logs in)."""
+    store = store_for(served, tmp_path)
+    try:
+        await store.put(b"logged in")
+        return store._token
+    finally:
+        await store.close()
+
+
 async def _send_and_read(port: int, sent: bytes, *, line: bool = False, within: float = 5.0) -> bytes:
     """Send `sent`, keep the connection open, and return what the relay answers before it closes the
     connection (`line`: its first line); fails if it does neither within `within` seconds."""
@@ -90,6 +100,47 @@ async def test_a_request_never_finished_is_closed(tmp_path, monkeypatch):
         assert await _send_and_read(served.port, b"") == b""
 
 
+async def test_headers_trickled_a_byte_at_a_time_are_closed(tmp_path, monkeypatch):
+    """Slowloris: a byte of the headers every 0.1 s resets no timer; the connection is closed about
+    IDLE_TIMEOUT after it was made, however steadily it trickles."""
+    monkeypatch.setattr(relay_app, "IDLE_TIMEOUT", 0.5, raising=False)
+    async with serving(tmp_path) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        head = b"GET /s5/registry?pk=AAAA HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 10_000
+        began = time.monotonic()
+        try:
+            for i in range(len(head)):
+                assert time.monotonic() - began < 8, f"still open after {i} bytes trickled"
+                try:
+                    # the trickle's pace (a byte each 0.1 s), and the relay's close seen within it
+                    if await asyncio.wait_for(reader.read(), 0.1) == b"":
+                        break
+                except TimeoutError:
+                    pass
+                writer.write(head[i : i + 1])
+        finally:
+            writer.close()
+
+
+async def test_a_change_feed_wait_longer_than_the_idle_timeout_is_answered(tmp_path, monkeypatch):
+    """The idle timeout closes a connection with no whole request, never one whose request is being
+    answered: a long-poll of the change feed parked longer than it gets its answer."""
+    monkeypatch.setattr(relay_app, "IDLE_TIMEOUT", 0.5, raising=False)
+    async with serving(tmp_path) as served:
+        token = await _logged_in(served, tmp_path)
+        url = f"http://127.0.0.1:{served.port}/s5/registry/changes"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}?since=0", headers=headers) as r:
+                first = await r.json()
+            began = time.monotonic()
+            query = f"since={first['cursor']}&epoch={first['epoch']}&wait=2"
+            async with s.get(f"{url}?{query}", headers=headers) as r:
+                assert r.status == 200, await r.text()
+                doc = await r.json()
+        assert doc["changes"] == [] and time.monotonic() - began >= 1.5, doc
+
+
 @pytest.mark.parametrize(
     "path, content_type, body, said",
     [
@@ -106,12 +157,7 @@ async def test_a_request_never_finished_is_closed(tmp_path, monkeypatch):
 )
 async def test_a_malformed_body_is_a_400_not_a_server_error(tmp_path, caplog, path, content_type, body, said):
     async with serving(tmp_path) as served:
-        store = store_for(served, tmp_path)
-        try:
-            await store.put(b"logged in")
-            token = store._token
-        finally:
-            await store.close()
+        token = await _logged_in(served, tmp_path)
         status, text = await post(served, path, body, content_type, token)
         assert status == 400 and said in text, (status, text[:200])
         assert "Traceback" not in caplog.text and "failed" not in caplog.text

@@ -1,6 +1,7 @@
 """What every handler uses: reading the request (its body and query checked against the route's own
 models from the route table), the daemon, and JSON answers."""
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -8,9 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from ...api.jsonkeys import DuplicateKey, loads
-from ...storage.errors import BadBody, Invalid, UnsupportedMediaType
+from ...storage.errors import BadBody, BodyTimeout, Invalid, UnsupportedMediaType
 from .. import validate as v
 from ..appkeys import DAEMON_KEY, ROUTE_KEY
+from ..unread import idle_of
 
 # One encoder for every answer: json.dumps with a non-default argument builds a new JSONEncoder per call.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -76,10 +78,18 @@ def check_json_type(request: web.Request) -> None:
 async def read_body(request: web.Request) -> bytes:
     """The request's body as sent, decoded as its Content-Encoding says (aiohttp does that); one that does
     not decode is a 400 bad_body naming why (aiohttp's own error would have been a 500); one whose
-    Content-Type is not JSON is a 415 (check_json_type)."""
+    Content-Type is not JSON is a 415 (check_json_type); one not whole within connection_idle_timeout is a
+    408 request_timeout (aiohttp times no body: an app that stalled its body held its connection for good)."""
     check_json_type(request)
+    within = idle_of(request.app.get(DAEMON_KEY))
     try:
-        return await request.read()
+        async with asyncio.timeout(within):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive whole within {within:g} s (connection_idle_timeout in the daemon's"
+            f" config.toml): send the body with the request, as its Content-Length says"
+        ) from None
     except web.RequestPayloadError as exc:
         why = getattr(exc.__cause__, "message", None) or str(exc)
         raise BadBody(
