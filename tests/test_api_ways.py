@@ -1,0 +1,85 @@
+"""The refusals left naming only `sessiond` commands as their way on (h-apiways): limit_reached names it in API
+terms too (`details.api`), and each way, followed as given, works."""
+
+from __future__ import annotations
+
+from conftest import started_with, write_config
+from test_smalls24 import _follow, _refusal, _ways
+
+
+def test_the_active_session_limits_name_their_ways_on_in_api_terms(make_daemon):
+    """max_active_sessions(_per_user) said `sessiond ls --status active`, `sessiond pause ID` ...: now also the
+    active sessions the limit counts listed (the user's, for hers), then one paused, ended or deleted."""
+    d = started_with(make_daemon, max_active_sessions=2, max_active_sessions_per_user=1)
+    c = d.client()
+    first = c.create_session(name="first", user="ann b")["id"]
+    err = _refusal(lambda: c.create_session(name="second", user="ann b"))
+    assert err.code == "limit_reached" and "sessiond pause" in err.message, err.message
+    listed = "GET /v1/sessions?status=active&user=ann%20b, then "
+    pause, end, delete = _ways(err)
+    assert (pause, end, delete) == (
+        f"{listed}POST /v1/sessions/SESSION_ID/pause",
+        f"{listed}POST /v1/sessions/SESSION_ID/end",
+        f"{listed}DELETE /v1/sessions/SESSION_ID",
+    )
+    found, paused = _follow(c, pause, SESSION_ID=first)
+    assert [s["id"] for s in found["sessions"]] == [first] and paused["status"] == "paused"
+    second = c.create_session(name="second", user="ann b")["id"]
+    c.create_session(name="third")
+    err = _refusal(lambda: c.resume(first))  # the daemon's limit: its active sessions, anyone's
+    assert err.code == "limit_reached" and err.details["limit"] == "max_active_sessions", err.details
+    _, end, delete = _ways(err)
+    assert end == "GET /v1/sessions?status=active, then POST /v1/sessions/SESSION_ID/end", end
+    found, _ = _follow(c, end, SESSION_ID=second)
+    assert second in [s["id"] for s in found["sessions"]]
+    assert c.resume(first)["status"] == "active"
+    err = _refusal(lambda: c.create_session(name="fourth"))
+    _follow(c, _ways(err)[2], SESSION_ID=first)
+    assert c.create_session(name="fourth")["status"] == "active"
+
+
+def test_the_chat_and_message_limits_name_their_ways_on_in_api_terms(make_daemon):
+    """max_chats_per_session (another chat of the session; a new session for a copy that would pass it) and
+    max_messages_per_chat (another chat while one may be made, a clone; a fork at an earlier message)."""
+    d = started_with(make_daemon, max_chats_per_session=2, max_messages_per_chat=3)
+    c = d.client()
+    sid = c.create_session(name="limits")["id"]
+    path = f"/v1/sessions/{sid}"
+    for i in range(3):
+        c.append(sid, "user", f"m{i}", tokens=1)
+    err = _refusal(lambda: c.append(sid, "user", "one too many"))
+    assert err.code == "limit_reached" and "sessiond chat new" in err.message, err.message
+    new_chat, clone = _ways(err)
+    assert new_chat == f'POST {path}/chats {{"switch": true}}' and clone == f"POST {path}/clone", _ways(err)
+    made = _follow(c, new_chat)[0]["id"]
+    assert c.append(sid, "user", "one too many")["chat"] == made
+    assert _follow(c, clone)[0]["id"] != sid
+
+    err = _refusal(lambda: c.create_chat(sid, id="third"))
+    assert err.code == "limit_reached" and "sessiond chat switch" in err.message, err.message
+    assert _ways(err) == [f'POST {path}/switch {{"chat": CHAT}}']
+    assert _follow(c, _ways(err)[0], CHAT="main")[0]["current_chat"] == "main"
+    err = _refusal(lambda: c.append(sid, "user", "main is full"))  # no room for a chat: a clone only
+    assert _ways(err) == [f"POST {path}/clone"], _ways(err)
+
+    d.stop()  # the limits lowered below what the session holds
+    write_config(d.home, max_chats_per_session=1, max_messages_per_chat=2)
+    d.start()
+    err = _refusal(lambda: c.clone(sid))
+    assert err.code == "limit_reached" and "sessiond new" in err.message, err.message
+    assert _ways(err) == ["POST /v1/sessions"]
+    assert _follow(c, _ways(err)[0])[0]["status"] == "active"
+    one = c.create_session(name="one chat")["id"]
+    d.stop()
+    write_config(d.home, max_messages_per_chat=3)
+    d.start()
+    kept = [c.append(one, "user", f"m{i}", tokens=1)["id"] for i in range(3)]
+    d.stop()
+    write_config(d.home, max_messages_per_chat=2)
+    d.start()
+    err = _refusal(lambda: c.fork(one, kept[2]))
+    assert err.code == "limit_reached" and "fork at an earlier message" in err.message, err.message
+    fork, clone = _ways(err)
+    assert fork == f'POST /v1/sessions/{one}/fork {{"at": MESSAGE_ID}}' and clone == f"POST /v1/sessions/{one}/clone"
+    assert _follow(c, fork, MESSAGE_ID=kept[1])[0]["id"] != one
+    assert _follow(c, clone)[0]["id"] != one
