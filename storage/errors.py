@@ -49,7 +49,7 @@ class Conflict(SessiondError):
 # A refusal whose message names CLI commands as its way on also carries that way as socket API requests, in
 # its error's `details.api` (README, "The socket API", Errors): an app that talks to the API has no CLI. Each
 # item is one way on, in the message's order: requests "METHOD PATH [BODY]", one after another joined by
-# " then "; N, MESSAGE_ID, CODE, SESSION_ID and CHAT stand for what the app fills in.
+# " then "; N, MESSAGE_ID, CODE, SESSION_ID, CHAT, RESULT and QUESTION stand for what the app fills in.
 
 
 def session_path(sid: str, *more: str) -> str:

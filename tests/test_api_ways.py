@@ -1,10 +1,14 @@
-"""The refusals left naming only `sessiond` commands as their way on (h-apiways): limit_reached names it in API
-terms too (`details.api`), and each way, followed as given, works."""
+"""The refusals left naming only `sessiond` commands as their way on (h-apiways): limit_reached and
+tool_call_unanswered name it in API terms too (`details.api`), and each way, followed as given, works."""
 
 from __future__ import annotations
 
+import test_model
 from conftest import started_with, write_config
 from test_smalls24 import _follow, _refusal, _ways
+
+# test_model's fixtures: the loopback provider (`provider`), and daemons whose default provider it is
+provider, setup = test_model.provider, test_model.setup
 
 
 def test_the_active_session_limits_name_their_ways_on_in_api_terms(make_daemon):
@@ -83,3 +87,34 @@ def test_the_chat_and_message_limits_name_their_ways_on_in_api_terms(make_daemon
     assert fork == f'POST /v1/sessions/{one}/fork {{"at": MESSAGE_ID}}' and clone == f"POST /v1/sessions/{one}/clone"
     assert _follow(c, fork, MESSAGE_ID=kept[1])[0]["id"] != one
     assert _follow(c, clone)[0]["id"] != one
+
+
+def test_an_unanswered_tool_call_names_its_ways_on_in_api_terms(setup, provider):
+    """A request for the model's next answer to a chat ending in tool calls no result answers: the results
+    appended (one batch), then the request again; or a question asked."""
+    p, _ = provider
+    d = setup[0]()
+    c = d.client()
+    sid = c.create_session(name="tools", model="echo-1")["id"]
+    c.create_chat(sid, id="side")
+    c.append(sid, "user", "what is the weather?", chat="side")
+    calls = [
+        {"id": i, "type": "function", "function": {"name": "lookup", "arguments": "{}"}} for i in ("call_a", "call_b")
+    ]
+    c.append(sid, "assistant", "", tool_calls=calls, chat="side")
+    err = _refusal(lambda: c.complete(sid, chat="side"))
+    assert err.code == "tool_call_unanswered" and "sessiond add" in err.message, err.message
+    results, question = _ways(err)
+    tool = '{{"role": "tool", "tool_call_id": "{}", "content": RESULT}}'
+    answers = f"{tool.format('call_a')}, {tool.format('call_b')}"
+    complete = f"POST /v1/sessions/{sid}/complete"
+    append = f'POST /v1/sessions/{sid}/messages {{"messages": [{answers}], "chat": "side"}}'
+    assert results == f'{append}, then {complete} {{"chat": "side"}}', results
+    assert question == f'{complete} {{"chat": "side", "content": QUESTION}}', question
+    asked = len(p.requests)
+    _, answer = _follow(c, results, RESULT="sunny")
+    assert answer["role"] == "assistant" and answer["chat"] == "side", answer
+    assert [m.get("tool_call_id") for m in p.requests[asked]["messages"]][-2:] == ["call_a", "call_b"]
+    c.append(sid, "assistant", "", tool_calls=[{**calls[0], "id": "call_c"}], chat="side")
+    (asked_too,) = _follow(c, _ways(_refusal(lambda: c.complete(sid, chat="side")))[1], QUESTION="and now?")
+    assert asked_too["content"] == "echo: and now?", asked_too
