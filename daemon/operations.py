@@ -478,7 +478,7 @@ def share_error(exc: ImportError_) -> SessiondError:
         exc.kind, 422
     )
     if exc.fix:  # (said in the message too, for whoever reads only that: the CLI, a log)
-        err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix)
+        err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix, **({"api": exc.api} if exc.api else {}))
     else:
         err = SessiondError(str(exc))
     err.code, err.status = exc.kind, status

@@ -57,13 +57,22 @@ def session_path(sid: str, *more: str) -> str:
     return "/".join([f"/v1/sessions/{quote(sid, safe='')}", *(quote(m, safe="") for m in more)])
 
 
+# a share code (CODE) imported on this device
+IMPORT_HERE = 'POST /v1/import {"code": CODE} here'
+
+
 def share_again(sid: str, who: str) -> str:
     """A new read-write code from `who` (a device that writes the session), imported here: in API terms."""
-    return f'POST {session_path(sid, "share")} {{"write": true}} on {who}, then POST /v1/import {{"code": CODE}} here'
+    return f'POST {session_path(sid, "share")} {{"write": true}} on {who}, then {IMPORT_HERE}'
+
+
+def sync_wait(sid: str) -> str:
+    """`sessiond sync ID --wait`: the session pushed and pulled now, answered when done."""
+    return f'POST /v1/sync {{"session": {json.dumps(sid)}, "wait": true}}'
 
 
 def sync_then_delete(sid: str) -> str:
-    return f'POST /v1/sync {{"session": {json.dumps(sid)}, "wait": true}}, then DELETE {session_path(sid)}'
+    return f"{sync_wait(sid)}, then DELETE {session_path(sid)}"
 
 
 def force_delete(sid: str) -> str:

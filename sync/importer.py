@@ -22,7 +22,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import SETTING_KINDS, ProofError, check_proofs, prepare_rows
 from .context import SyncContext
-from .errors import ImportError_, crash_point, log_fix
+from .errors import ImportError_, crash_point, log_fix, log_fix_api
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .findstore import account_fix, find_store
 from .heads import levels_to_cbor
@@ -76,6 +76,7 @@ class Importer:
                 exc.fix = account_fix(self.ctx, code, store)
             if exc.log_of is not None:  # a log found bad: mended by its writer, then imported again
                 exc.fix = log_fix(*exc.log_of, importing=True)
+                exc.api = log_fix_api(*exc.log_of, importing=True)
             raise
 
     async def _import(self, code: ShareCode, store: Store, slot: RegistryEntry | None, store_url: str | None) -> dict:

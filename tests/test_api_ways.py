@@ -118,3 +118,26 @@ def test_an_unanswered_tool_call_names_its_ways_on_in_api_terms(setup, provider)
     c.append(sid, "assistant", "", tool_calls=[{**calls[0], "id": "call_c"}], chat="side")
     (asked_too,) = _follow(c, _ways(_refusal(lambda: c.complete(sid, chat="side")))[1], QUESTION="and now?")
     assert asked_too["content"] == "echo: and now?", asked_too
+
+
+def test_an_import_of_a_damaged_log_names_its_way_on_in_api_terms(make_daemon, store_dir):
+    """An import that read a member's log damaged in the store carried its fix as a command line
+    (`details.fix`: `sessiond import < code.txt  # again once sessiond verify ID && sessiond sync --wait ID on
+    device D ...`): now also in API terms, verify and sync on the device that wrote it, then the import again
+    here; which, followed, imports it."""
+    from test_damaged_log_named import _damage_manifest, _written
+
+    a, sid, code, device = _written(make_daemon, store_dir)
+    _damage_manifest(store_dir, a.home, sid)
+    b = make_daemon("file://" + store_dir).start()
+    cb = b.client()
+    err = _refusal(lambda: cb.import_code(code))
+    assert err.code == "damaged" and err.details.get("fix", "").startswith("sessiond import"), err.details
+    (way,) = _ways(err)
+    verify, sync, again = way.split(", then ")
+    assert verify == f'POST /v1/verify {{"session": "{sid}"}}', verify
+    assert sync == f'POST /v1/sync {{"session": "{sid}", "wait": true}} on device {device}', sync
+    assert again == 'POST /v1/import {"code": CODE} here', again
+    _follow(a.client(), f"{verify}, then {sync}")
+    assert _follow(cb, again, CODE=code)[0]["session"] == sid
+    assert [m["content"] for m in cb.messages(sid)["messages"]] == ["hello"]
