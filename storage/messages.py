@@ -27,6 +27,7 @@ from .errors import (
     quota_exhausted,
     quota_ways_api,
     quota_ways_out,
+    sync_wait,
 )
 from .expiry import past_expiry, refuse_expired, refuse_inactive
 from .model import (
@@ -439,6 +440,7 @@ class Messages:
                 f" (written on device {dev}: one not pulled here yet arrives with the next pull,"
                 f" `sessiond sync {sid} --wait`; then try again)"
             )
+            return NotFound(said, api=[sync_wait(sid)])  # (then the request again)
         return NotFound(said)
 
     async def list(

@@ -141,3 +141,24 @@ def test_an_import_of_a_damaged_log_names_its_way_on_in_api_terms(make_daemon, s
     _follow(a.client(), f"{verify}, then {sync}")
     assert _follow(cb, again, CODE=code)[0]["session"] == sid
     assert [m["content"] for m in cb.messages(sid)["messages"]] == ["hello"]
+
+
+def test_a_message_not_pulled_yet_names_its_way_on_in_api_terms(make_daemon, store_dir):
+    """A message another device wrote, asked for before this device pulled it (a fork at it): 404 saying
+    `sessiond sync ID --wait`, then again; now in API terms too. Followed, the fork is made."""
+    a = make_daemon("file://" + store_dir)
+    write_config(a.home, poll_interval=3600, sync_interval=3600)  # A pulls only when asked to
+    ca = a.start().client()
+    sid = ca.create_session(name="followed")["id"]
+    ca.append(sid, "user", "hello")
+    b = make_daemon("file://" + store_dir).start()
+    cb = b.client()
+    cb.import_code(ca.share(sid, write=True)["code"])
+    mid = cb.append(sid, "user", "written on B")["id"]
+    assert cb.sync(sid, wait=True, timeout=20)["complete"]
+    err = _refusal(lambda: ca.fork(sid, mid))
+    assert err.status == 404 and "sessiond sync" in err.message, err.message
+    (way,) = _ways(err)
+    assert way == f'POST /v1/sync {{"session": "{sid}", "wait": true}}', way
+    _follow(ca, way)  # then the same request again
+    assert [m["content"] for m in ca.messages(ca.fork(sid, mid)["id"])["messages"]] == ["hello", "written on B"]
