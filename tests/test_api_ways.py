@@ -143,17 +143,23 @@ def test_an_import_of_a_damaged_log_names_its_way_on_in_api_terms(make_daemon, s
     assert [m["content"] for m in cb.messages(sid)["messages"]] == ["hello"]
 
 
-def test_a_message_not_pulled_yet_names_its_way_on_in_api_terms(make_daemon, store_dir):
-    """A message another device wrote, asked for before this device pulled it (a fork at it): 404 saying
-    `sessiond sync ID --wait`, then again; now in API terms too. Followed, the fork is made."""
+def _pulling_when_asked(make_daemon, store_dir) -> tuple:
+    """Device A's session with one message, imported read-write on device B; A pulls only when asked to (its
+    poll_interval and sync_interval an hour): (A's client, B's, the session)."""
     a = make_daemon("file://" + store_dir)
-    write_config(a.home, poll_interval=3600, sync_interval=3600)  # A pulls only when asked to
+    write_config(a.home, poll_interval=3600, sync_interval=3600)
     ca = a.start().client()
     sid = ca.create_session(name="followed")["id"]
     ca.append(sid, "user", "hello")
-    b = make_daemon("file://" + store_dir).start()
-    cb = b.client()
+    cb = make_daemon("file://" + store_dir).start().client()
     cb.import_code(ca.share(sid, write=True)["code"])
+    return ca, cb, sid
+
+
+def test_a_message_not_pulled_yet_names_its_way_on_in_api_terms(make_daemon, store_dir):
+    """A message another device wrote, asked for before this device pulled it (a fork at it): 404 saying
+    `sessiond sync ID --wait`, then again; now in API terms too. Followed, the fork is made."""
+    ca, cb, sid = _pulling_when_asked(make_daemon, store_dir)
     mid = cb.append(sid, "user", "written on B")["id"]
     assert cb.sync(sid, wait=True, timeout=20)["complete"]
     err = _refusal(lambda: ca.fork(sid, mid))
@@ -162,3 +168,21 @@ def test_a_message_not_pulled_yet_names_its_way_on_in_api_terms(make_daemon, sto
     assert way == f'POST /v1/sync {{"session": "{sid}", "wait": true}}', way
     _follow(ca, way)  # then the same request again
     assert [m["content"] for m in ca.messages(ca.fork(sid, mid)["id"])["messages"]] == ["hello", "written on B"]
+
+
+def test_a_result_of_a_call_not_pulled_yet_names_its_ways_on_in_api_terms(make_daemon, store_dir):
+    """A tool's result naming a call another device made, before this device pulled it: 422 saying the call
+    is here once pulled (`sessiond sync ID`) or to add an output that answers no call without its id; now
+    in API terms too. Followed: the pull, then the result is added; or the output, answering no call."""
+    ca, cb, sid = _pulling_when_asked(make_daemon, store_dir)
+    call = {"id": "call_b", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    cb.append(sid, "assistant", "", tool_calls=[call])
+    assert cb.sync(sid, wait=True, timeout=20)["complete"]
+    err = _refusal(lambda: ca.append(sid, "tool", "sunny", tool_call_id="call_b"))
+    assert err.status == 422 and "sessiond sync" in err.message, err.message
+    pull, no_call = _ways(err)
+    assert pull == f'POST /v1/sync {{"session": "{sid}", "wait": true}}', pull
+    assert no_call == f'POST /v1/sessions/{sid}/messages {{"role": "tool", "content": RESULT, "chat": "main"}}'
+    assert _follow(ca, no_call, RESULT="an output")[0]["role"] == "tool"
+    _follow(ca, pull)  # then the append again
+    assert ca.append(sid, "tool", "sunny", tool_call_id="call_b")["tool_call_id"] == "call_b"
