@@ -478,8 +478,10 @@ def share_error(exc: ImportError_) -> SessiondError:
         exc.kind, 422
     )
     if exc.fix:  # (said in the message too, for whoever reads only that: the CLI, a log)
-        err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix, **({"api": exc.api} if exc.api else {}))
+        err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix)
     else:
         err = SessiondError(str(exc))
+    if exc.api:  # its ways on in API terms
+        err.details["api"] = exc.api
     err.code, err.status = exc.kind, status
     return err

@@ -186,3 +186,25 @@ def test_a_result_of_a_call_not_pulled_yet_names_its_ways_on_in_api_terms(make_d
     assert _follow(ca, no_call, RESULT="an output")[0]["role"] == "tool"
     _follow(ca, pull)  # then the append again
     assert ca.append(sid, "tool", "sunny", tool_call_id="call_b")["tool_call_id"] == "call_b"
+
+
+def test_an_import_over_a_different_session_of_its_id_names_its_way_on_in_api_terms(make_daemon, store_dir):
+    """A code whose session id is that of a different session here: refused (conflict) saying to save this one
+    (`sessiond export`) and delete it (`sessiond rm`) first; now in API terms too, then the import again.
+    Followed: the export is the one here, and the code's session is imported."""
+    a = make_daemon("file://" + store_dir).start()
+    ca = a.client()
+    sid = ca.create_session(name="the code's", initial_messages=[{"role": "user", "content": "theirs"}])["id"]
+    code = ca.share(sid)["code"]
+    cb = make_daemon("file://" + store_dir).start().client()
+    cb.create_session(id=sid, name="mine", initial_messages=[{"role": "user", "content": "mine"}])
+    assert cb.sync(sid, wait=True, timeout=20)["complete"]  # its key on disk, its push sealed with it
+    err = _refusal(lambda: cb.import_code(code))
+    assert err.code == "conflict" and "sessiond export" in err.message, err.message
+    (way,) = _ways(err)
+    assert way == f"GET /v1/sessions/{sid}/export, then DELETE /v1/sessions/{sid}, then " + (
+        'POST /v1/import {"code": CODE} here'
+    ), way
+    saved, _, imported = _follow(cb, way, CODE=code)
+    assert saved["session"]["name"] == "mine", saved
+    assert imported["session"] == sid and cb.get_session(sid)["name"] == "the code's"
