@@ -32,6 +32,7 @@ from ..storage.errors import (
     quota_exhausted,
     quota_ways_api,
     quota_ways_out,
+    session_path,
 )
 from ..storage.expiry import past_expiry
 from ..storage.model import now
@@ -204,6 +205,10 @@ def _unanswered(session: dict, chat: str, ids: list[str]) -> ToolCallUnanswered:
     sid = session["id"]
     where = "" if chat == session["current_chat"] else f" --chat {shlex.quote(chat)}"
     named = ", ".join(ids)
+    # in API terms (details.api): each result appended (one batch), then the same request again; or a question
+    answers = ", ".join(f'{{"role": "tool", "tool_call_id": {json.dumps(i)}, "content": RESULT}}' for i in ids)
+    to, ask = json.dumps(chat), f"POST {session_path(sid, 'complete')}"
+    results = f'POST {session_path(sid, "messages")} {{"messages": [{answers}], "chat": {to}}}'
     # (the id quoted for a shell, and given with `=`: one beginning with "-" is no option to argparse)
     return ToolCallUnanswered(
         f"chat {chat!r} of session {sid} ends in the model's tool call{'s' if len(ids) > 1 else ''} {named}, which"
@@ -211,6 +216,7 @@ def _unanswered(session: dict, chat: str, ids: list[str]) -> ToolCallUnanswered:
         f" {sid}{where} --role tool --tool-call-id={shlex.quote(ids[0])} TEXT`; POST /v1/sessions/{sid}/messages"
         f" with its tool_call_id), or ask a question (the call is then sent answered {sendable.NO_RESULT!r})",
         tool_call_ids=ids,
+        api=[f'{results}, then {ask} {{"chat": {to}}}', f'{ask} {{"chat": {to}, "content": QUESTION}}'],
     )
 
 

@@ -481,5 +481,7 @@ def share_error(exc: ImportError_) -> SessiondError:
         err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix)
     else:
         err = SessiondError(str(exc))
+    if exc.api:  # its ways on in API terms
+        err.details["api"] = exc.api
     err.code, err.status = exc.kind, status
     return err

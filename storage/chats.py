@@ -8,7 +8,7 @@ from typing import Any
 
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, LimitReached, NotFound, new_session_ways
+from .errors import Conflict, LimitReached, NotFound, new_session_ways, switch_chat_way
 from .ids import check_id, new_id
 from .model import message_id, now
 from .sessions import session_row, writable_row
@@ -113,6 +113,7 @@ class Chats:
                     " the daemon's config.toml",
                     limit="max_chats_per_session",
                     value=cap,
+                    api=[switch_chat_way(sid)],
                 )
             op = await local_op(tx, self.c.device_id, sid, row["lamport"], "chat.create", body, t)
             if spec.get("switch"):

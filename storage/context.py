@@ -10,7 +10,7 @@ from .apply import local_op
 from .chats import Chats, refuse_if_ended
 from .connections import Connections
 from .contexttotals import TOTALS_READ, FixedCache
-from .errors import ContextOverflow, Invalid, session_path
+from .errors import ContextOverflow, Invalid, new_chat_way, session_path
 from .model import CHAT_POLICY_KEYS, message_id, now
 from .sessions import session_row, writable_row
 from .tokens import Estimator, counted_text
@@ -130,11 +130,6 @@ def _setter_api(sid: str, chat: str, own: dict, key: str, value: str) -> str:
     return f"PATCH {path} {{{json.dumps(key)}: {value}}}"
 
 
-def _new_chat_api(sid: str) -> str:
-    """`sessiond chat new ID --switch` in API terms."""
-    return f'POST {session_path(sid, "chats")} {{"switch": true}}'
-
-
 def cut_for(active: list[tuple], target: float, cut: list | None) -> tuple[list | None, int]:
     """Drop the oldest non-system messages until the rest is at most `target` tokens: the new cutoff, and
     the tokens left (more than `target` when the system messages alone are)."""
@@ -211,7 +206,7 @@ async def context_check(
             api=[
                 f'POST {session_path(sid, "compact")} {{"chat": {json.dumps(chat)}}}',
                 _setter_api(sid, chat, own, "auto_compact", "true"),
-                _new_chat_api(sid),
+                new_chat_way(sid),
             ],
         )
     # the one full read: where the compaction cuts (once per compaction, not per append)
@@ -225,7 +220,7 @@ async def context_check(
             budget=budget,
             adding=adding,
             fixed=fixed,
-            api=[raise_api, _new_chat_api(sid)],
+            api=[raise_api, new_chat_way(sid)],
         )
     return new_cut
 

@@ -49,7 +49,7 @@ class Conflict(SessiondError):
 # A refusal whose message names CLI commands as its way on also carries that way as socket API requests, in
 # its error's `details.api` (README, "The socket API", Errors): an app that talks to the API has no CLI. Each
 # item is one way on, in the message's order: requests "METHOD PATH [BODY]", one after another joined by
-# " then "; N, MESSAGE_ID and CODE stand for what the app fills in.
+# " then "; N, MESSAGE_ID, CODE, SESSION_ID, CHAT, RESULT and QUESTION stand for what the app fills in.
 
 
 def session_path(sid: str, *more: str) -> str:
@@ -57,13 +57,22 @@ def session_path(sid: str, *more: str) -> str:
     return "/".join([f"/v1/sessions/{quote(sid, safe='')}", *(quote(m, safe="") for m in more)])
 
 
+# a share code (CODE) imported on this device
+IMPORT_HERE = 'POST /v1/import {"code": CODE} here'
+
+
 def share_again(sid: str, who: str) -> str:
     """A new read-write code from `who` (a device that writes the session), imported here: in API terms."""
-    return f'POST {session_path(sid, "share")} {{"write": true}} on {who}, then POST /v1/import {{"code": CODE}} here'
+    return f'POST {session_path(sid, "share")} {{"write": true}} on {who}, then {IMPORT_HERE}'
+
+
+def sync_wait(sid: str) -> str:
+    """`sessiond sync ID --wait`: the session pushed and pulled now, answered when done."""
+    return f'POST /v1/sync {{"session": {json.dumps(sid)}, "wait": true}}'
 
 
 def sync_then_delete(sid: str) -> str:
-    return f'POST /v1/sync {{"session": {json.dumps(sid)}, "wait": true}}, then DELETE {session_path(sid)}'
+    return f"{sync_wait(sid)}, then DELETE {session_path(sid)}"
 
 
 def force_delete(sid: str) -> str:
@@ -75,6 +84,24 @@ def new_session_ways(sid: str, *, fork: bool = True) -> list[str]:
     return [f"POST {session_path(sid, 'clone')}"] + (
         [f'POST {session_path(sid, "fork")} {{"at": MESSAGE_ID}}'] if fork else []
     )
+
+
+def new_chat_way(sid: str) -> str:
+    """`sessiond chat new ID --switch`: a new chat, made the current one."""
+    return f'POST {session_path(sid, "chats")} {{"switch": true}}'
+
+
+def switch_chat_way(sid: str) -> str:
+    """`sessiond chat switch ID CHAT`: another of the session's chats made the current one."""
+    return f'POST {session_path(sid, "switch")} {{"chat": CHAT}}'
+
+
+def free_active_ways(user: str | None) -> list[str]:
+    """The active-session limits' ways on (`user`: the one whose limit it is, else the daemon's): the active
+    sessions the limit counts listed, then one of them (SESSION_ID) paused, ended or deleted."""
+    listed = "GET /v1/sessions?status=active" + ("" if user is None else f"&user={quote(user, safe='')}")
+    one = session_path("SESSION_ID")
+    return [f"{listed}, then {way}" for way in (f"POST {one}/pause", f"POST {one}/end", f"DELETE {one}")]
 
 
 def read_only(sid: str, doing: str = "change it") -> Conflict:

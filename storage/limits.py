@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .errors import LimitReached
+from .errors import LimitReached, free_active_ways, new_session_ways, session_path
 
 # The sessions a limit counts: every one but those an import from a share code is still writing (it checks
 # them when it ends); those an import from a file is writing count already, hidden as they are, so that
@@ -34,6 +34,7 @@ async def check_active_limits(
             + _free_one("", "max_active_sessions"),
             limit="max_active_sessions",
             value=cap,
+            api=free_active_ways(None),
         )
     cap = limits.get("max_active_sessions_per_user")
     if cap and user is not None and await active(" AND user=?", (user,)) >= cap:
@@ -42,6 +43,7 @@ async def check_active_limits(
             + _free_one(f" --user {shlex.quote(user)}", "max_active_sessions_per_user"),
             limit="max_active_sessions_per_user",
             value=cap,
+            api=free_active_ways(user),
         )
 
 
@@ -73,6 +75,7 @@ def check_copy_chats(limits: dict[str, int], what: str, n: int) -> None:
             " new session (`sessiond new`), or raise max_chats_per_session in the daemon's config.toml",
             limit="max_chats_per_session",
             value=cap,
+            api=["POST /v1/sessions"],
         )
 
 
@@ -91,4 +94,5 @@ def check_fork(limits: dict[str, int], sid: str, at: str, chats: list[str]) -> N
                 f" (`sessiond clone {sid}`: same settings, no history)",
                 limit="max_messages_per_chat",
                 value=cap,
+                api=[f'POST {session_path(sid, "fork")} {{"at": MESSAGE_ID}}', *new_session_ways(sid, fork=False)],
             )

@@ -22,9 +22,12 @@ from .errors import (
     NotFound,
     QuotaExceeded,
     check_access,
+    new_chat_way,
+    new_session_ways,
     quota_exhausted,
     quota_ways_api,
     quota_ways_out,
+    sync_wait,
 )
 from .expiry import past_expiry, refuse_expired, refuse_inactive
 from .model import (
@@ -133,15 +136,15 @@ async def _check_room(q, limits: dict, sid: str, chat: str, adding: int, cap: in
         return
     chats_cap = limits.get("max_chats_per_session")
     chats = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] if chats_cap else 0
-    another = (
-        f"go on in another chat (`sessiond chat new {sid} --switch`), " if not chats_cap or chats < chats_cap else ""
-    )
+    room = not chats_cap or chats < chats_cap
+    another = f"go on in another chat (`sessiond chat new {sid} --switch`), " if room else ""
     raise LimitReached(
         f"chat {chat!r} of session {sid!r} holds {have} messages; {adding} more{what} would pass "
         f"max_messages_per_chat ({cap}): {another}go on in a new session (`sessiond clone {sid}`: the same settings, "
         "no history), or raise max_messages_per_chat in the daemon's config.toml",
         limit="max_messages_per_chat",
         value=cap,
+        api=([new_chat_way(sid)] if room else []) + new_session_ways(sid, fork=False),
     )
 
 
@@ -437,6 +440,7 @@ class Messages:
                 f" (written on device {dev}: one not pulled here yet arrives with the next pull,"
                 f" `sessiond sync {sid} --wait`; then try again)"
             )
+            return NotFound(said, api=[sync_wait(sid)])  # (then the request again)
         return NotFound(said)
 
     async def list(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from .errors import Invalid
+from .errors import Invalid, session_path, sync_wait
 from .model import dumps
 
 # Whether a chat has a model's call of an id (the id as JSON text, for instr to pass over the messages that
@@ -64,4 +64,8 @@ async def _no_call(tx, sid: str, chat: str, cid: str, where: str) -> Invalid:
         " answers no call is added with no tool_call_id (`sessiond add` without --tool-call-id)",
         tool_call_id=cid,
         tool_call_ids=ids,
+        api=[  # the pull (then the append again), or the output added answering no call
+            sync_wait(sid),
+            f'POST {session_path(sid, "messages")} {{"role": "tool", "content": RESULT, "chat": {dumps(chat)}}}',
+        ],
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
+from ..storage.errors import IMPORT_HERE, sync_wait
 from ..storage.redact import scrub_text
 from ..stores.errors import MOVE_STORE, AccountRevoked, AuthRefused, NoRelayAccount, describe_failure
 
@@ -33,6 +35,7 @@ class ImportError_(Exception):
         self.fix = fix
         self.refused = refused  # the store refused this device's credentials (not a revoked account)
         self.no_account = no_account  # a relay that refused it for want of an account there (NoRelayAccount)
+        self.api: list[str] | None = None  # the ways on in API terms, passed on as the error's `details.api`
         self.log_of: tuple[str, str | None] | None = None  # (session, writer): a log found bad (bad_log)
         # (the store's own failure, the store's URL): a store that failed to answer (store_failed), whose
         # class says what mends it (daemon/doctor_fixes.settled_fix)
@@ -63,6 +66,17 @@ def log_fix(sid: str, device: str | None, *, importing: bool = False) -> str:
     return f"sessiond verify {sid}  # names what is wrong; {again}; {keep}"
 
 
+def log_fix_api(sid: str, device: str | None, *, importing: bool = False) -> list[str]:
+    """log_fix's ways in API terms (`details.api`): on the device that wrote it, verify (which marks its own log
+    for repair) then sync, pushing it again; then, `importing`, the import again; else verify here first,
+    which names what is wrong."""
+    who = f"device {device}" if device else "a writer of the session"
+    push = f"POST /v1/verify {json.dumps({'session': sid})}, then {sync_wait(sid)} on {who}"
+    if importing:
+        return [f"{push}, then {IMPORT_HERE}"]
+    return [f"POST /v1/verify {json.dumps({'session': sid})}", push]
+
+
 def fix_said(fix: str) -> str:
     """A fix as a message's last words: one written doctor's way, `sessiond COMMAND  # what it does` (log_fix),
     with the command quoted instead (`sessiond COMMAND` what it does), as every command in a message is, so
@@ -75,6 +89,7 @@ def bad_log(exc: ImportError_, sid: str, device: str | None) -> ImportError_:
     """`exc`, a log of session `sid` by `device` (None: its members slot) found damaged, forged or rolled
     back in the store, given what mends it (log_fix; an import says it as an import: Importer)."""
     exc.fix = log_fix(sid, device)
+    exc.api = log_fix_api(sid, device)
     exc.log_of = (sid, device)
     return exc
 

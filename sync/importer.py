@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from itertools import chain
 from operator import itemgetter
 
+from ..storage.errors import IMPORT_HERE, session_path
 from ..storage.model import RemoteLog
 from ..storage.sessions import case_twin_message
 from ..stores import Store, StoreError
@@ -22,7 +23,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import SETTING_KINDS, ProofError, check_proofs, prepare_rows
 from .context import SyncContext
-from .errors import ImportError_, crash_point, log_fix
+from .errors import ImportError_, crash_point, log_fix, log_fix_api
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .findstore import account_fix, find_store
 from .heads import levels_to_cbor
@@ -76,6 +77,7 @@ class Importer:
                 exc.fix = account_fix(self.ctx, code, store)
             if exc.log_of is not None:  # a log found bad: mended by its writer, then imported again
                 exc.fix = log_fix(*exc.log_of, importing=True)
+                exc.api = log_fix_api(*exc.log_of, importing=True)
             raise
 
     async def _import(self, code: ShareCode, store: Store, slot: RegistryEntry | None, store_url: str | None) -> dict:
@@ -182,7 +184,7 @@ class Importer:
                 f" --wait {sid}` on the device that created it pushes its log again; then import the code again",
             )
         if rejoin and not await self._same_session(sid, logs):
-            raise ImportError_(
+            exc = ImportError_(
                 "conflict",
                 f"a different session with id {sid} already exists on this device (made here, or imported from a"
                 f" file or another code), and the code's cannot be imported beside it: keep this one, or, to import"
@@ -190,6 +192,9 @@ class Importer:
                 f' `sessiond import-file` takes back under a new id once its "id" is removed) and delete it here'
                 f" (`sessiond rm {sid}`)",
             )
+            path = session_path(sid)
+            exc.api = [f"GET {path}/export, then DELETE {path}, then {IMPORT_HERE}"]  # (the export kept by the app)
+            raise exc
         checkpoints = sorted(
             (o for lg in logs.values() for o in lg.ops if o.kind == "checkpoint.add"), key=lambda o: o.order
         )

@@ -17,14 +17,14 @@ from ..stores.registry import RegistryError
 from . import dagcbor
 from .context import SyncContext
 from .crypto import DecryptError
-from .errors import ImportError_, describe
+from .errors import NEWER_FIX, ImportError_, describe
 from .fetch import BEHIND, ManifestSealed, fetch_log
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
 from .members import LOST, Members, member_name
 from .mirror import MirrorStore
 from .mirrorcheck import Reads, lacking, noting
-from .pages import LogError, op_to_cbor
+from .pages import LogError, NewerFormat, op_to_cbor
 from .pull import LogReader
 from .rekey import Rekeyer
 
@@ -156,7 +156,8 @@ class Verifier:
         with self._part(store, parts, ""):
             report = await self._verify_own(sid)
         lost = report.pop("head_unusable", False) or report["problems"][:1] == [HEAD_MISSING]
-        if report["problems"] and (report["revision"] is not None or lost):
+        # (what a newer sessiond wrote is not damage: pushed again by this one, it would be written over)
+        if len(report["problems"]) > len(report.get("newer", ())) and (report["revision"] is not None or lost):
             ctx.repair.add(sid)  # what the store lost of this device's log, `sessiond sync` pushes again
             report["repair"] = "`sessiond sync` pushes this device's whole log of the session again"
         report["devices"] = 1 if report["revision"] else 0
@@ -332,6 +333,9 @@ class Verifier:
             report["objects"] += 1
             plain = open_manifest(ct, mhash, keys.session_keys(sid), head_pk, head.revision)
             manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
+        except NewerFormat as exc:
+            _newer(report, f"manifest {mhash.hex()} (revision {head.revision}): {exc}")
+            return report
         except (TimeoutError, StoreError, DecryptError, LogError, OSError) as exc:
             if failing(exc):
                 raise _StoreFailed(store.url, exc) from None
@@ -348,6 +352,9 @@ class Verifier:
         except (TimeoutError, StoreError, OSError) as exc:  # the store failed: stop asking it (stop=failing)
             raise _StoreFailed(store.url, exc) from None
         for h, e, err in bad:
+            if isinstance(err, NewerFormat):
+                _newer(report, f"object {h.hex()} (seqs {e.first}..{e.last}): {err}")
+                continue
             damaged.append({"object": h.hex(), "problem": describe(err)})
             problems.append(f"object {h.hex()} (seqs {e.first}..{e.last}): {describe(err)}")
         report["objects"] += reader.fetched
@@ -369,3 +376,12 @@ class Verifier:
                     )
         report["ok"] = not problems
         return report
+
+
+def _newer(report: dict, said: str) -> None:
+    """An object of this device's log (`said`: which, and its version) that a newer sessiond wrote (a home used
+    by one, then by this older one): not damage, and nothing to push again; this device upgrades (the pull's
+    `newer`, sync/errors.newer_format). Named in `problems` and in `newer`, with the fix in `upgrade`."""
+    report.setdefault("newer", []).append(said)
+    report["problems"].append(said)
+    report["upgrade"] = NEWER_FIX

@@ -104,3 +104,27 @@ async def test_a_members_object_of_a_newer_version_is_refused_as_newer(devices):
     h = await a.store.put(seal_small(dagcbor.encode({**m, "v": 2}), members_key(key, salt)))
     await a.store.set_head(RegistryEntry.create(ak, entry.revision + 1, b"\x1e" + h + salt))
     await _refused_as_newer(devices, code, "members slot")
+
+
+# ---------------------------------------------------------------------------------------------- verify
+async def test_verify_names_this_devices_own_log_of_a_newer_version_as_newer(devices):
+    """`sessiond verify` of this device's own log, its manifest (or an object below it) written by a newer
+    sessiond (the home used by one, then by this older one): it said "damaged" and marked the log to be pushed
+    again, which would write over what the newer one wrote, where a pull says `newer`: upgrade. Now verify
+    names it as newer (`newer`, and the upgrade in `upgrade`), lists nothing as damaged and repairs nothing."""
+    sid, _ = await devices.started_share("newer, verified", write=False)
+    a = devices.a
+    assert (await a.verify(sid))["ok"]
+    pk = a.keys.head_pk(sid)
+    entry = await a.store.get_head(pk)
+    key = a.keys.session_key(sid)
+    h = entry.data[1:]
+    m = dagcbor.decode(_open_manifest(await a.store.get(h), h, key, entry.pk, entry.revision))
+    rev = entry.revision + 1  # as a newer sessiond on this home would push it
+    ct, _ = seal(dagcbor.encode({**m, "r": rev, "v": 2}), manifest_key(key, entry.pk, rev), pad=False)
+    await a.store.set_head(RegistryEntry.create(a.keys.head_key(sid), rev, head_data(await a.store.put(ct))))
+    (s,) = (await a.verify(sid))["sessions"]
+    said = " ".join(s["problems"])
+    assert not s["ok"] and s.get("newer") and "newer sessiond" in said, s
+    assert "upgrade sessiond" in s.get("upgrade", ""), s
+    assert s["damaged"] == [] and "repair" not in s and sid not in a.ctx.repair, s

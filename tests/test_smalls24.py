@@ -55,10 +55,13 @@ def _refusal(call) -> ApiError:
 
 def _follow(c: Client, way: str, **fill: object) -> list:
     """Each request of `way` (an item of a refusal's `details.api`: "METHOD PATH [BODY]", joined by ", then ")
-    made through `c`, its placeholders (N, MESSAGE_ID, CODE) given by `fill`: the answers."""
+    made through `c`, its placeholders (N, MESSAGE_ID, CODE, SESSION_ID, ...) given by `fill`, in a body as
+    JSON and in a path as they are: the answers."""
     answers = []
     for step in way.split(", then "):
         method, path, *rest = step.split(" ", 2)
+        for name, value in fill.items():
+            path = re.sub(rf"(?<=/){name}(?=/|$|\?)", str(value), path)
         body = None
         if rest and rest[0].startswith("{"):
             text = rest[0][: rest[0].rindex("}") + 1]

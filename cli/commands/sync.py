@@ -219,6 +219,8 @@ def cmd_verify(args) -> int:
             lines += [f"          {for_home(p, args.home)}" for p in s["problems"]]
             if s.get("repair"):
                 lines.append(f"          (to repair: {for_home(s['repair'], args.home)})")
+            if s.get("upgrade"):  # written by a newer sessiond: not damaged, this device upgrades
+                lines.append(f"          (newer, not damaged: {for_home(s['upgrade'], args.home)})")
         for st in s.get("stores", []):  # a mirror's store that could not be asked whether it holds it all
             if st.get("not_checked"):
                 lines.append(f"          store {st['url']} not checked: {for_home(st['not_checked'], args.home)}")
