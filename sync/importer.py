@@ -183,7 +183,10 @@ class Importer:
                 f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
                 f" --wait {sid}` on the device that created it pushes its log again; then import the code again",
             )
-        if rejoin and not await self._same_session(sid, logs):
+        # A session here with no key yet (made here moments ago, its first push not begun, or imported from a
+        # file): the code's must be the same one (its very creation), else two conversations would merge under
+        # one id; so too for a session under another key (a rejoin).
+        if (rejoin or (existing is not None and key_here is None)) and not await self._same_session(sid, logs):
             exc = ImportError_(
                 "conflict",
                 f"a different session with id {sid} already exists on this device (made here, or imported from a"

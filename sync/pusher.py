@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from nacl.signing import SigningKey
 
 from ..storage.model import LogRun, now
+from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store, StoreError
 from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.registry import RegistryEntry, RegistryError
@@ -149,6 +150,7 @@ class Pusher:
         """Push this device's new operations of `sid`, then (as a revision of its own) fold full levels
         of the log upward. Returns what each step wrote."""
         db = self.ctx.db
+        await pause_for_tests("push.begin")  # (a test holds a session's first push before its key is made)
         async with self.ctx.lock(sid):
             try:
                 await db.get_session(sid)
