@@ -41,19 +41,21 @@ def raise_fd_limit() -> tuple[int, int]:
 
 class OutOfDescriptors:
     """The event loop's exception handler: an accept that failed for want of descriptors (EMFILE: this
-        process's limit; ENFILE: the system's) is said in the daemon's log, once a minute at most while it lasts,
-        naming the limit and what to do; asyncio's own report, a traceback on standard error at every retry of the
-        accept (a second apart), is not made, nor that of the retry left when the daemon's stop closed the socket
-    meanwhile (asyncio's own slip: it then finds no socket). Anything else goes to asyncio's default handler."""
+    process's limit; ENFILE: the system's) is said in the daemon's log, once a minute at most while it lasts,
+    naming the limit and what to do; asyncio's own report, a traceback on standard error at every retry of the
+    accept (a second apart), is not made, nor that of the retry left when the daemon's stop closed the socket
+    meanwhile (asyncio's own slip: it then finds no socket, a ValueError; `stopping` is set by the daemon's
+    stop). Anything else goes to asyncio's default handler."""
 
     EVERY = 60.0  # seconds between two warnings while it lasts
 
     def __init__(self) -> None:
         self._said = -math.inf
+        self.stopping = False  # the daemon's stop has begun: its socket closed or closing
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
         exc = context.get("exception")
-        if isinstance(exc, ValueError) and _callback_name(context) == "_start_serving":
+        if isinstance(exc, ValueError) and self.stopping:
             # asyncio's retry of that accept, a second later, after the daemon closed its socket (its stop):
             # nothing is left to serve
             return
@@ -69,8 +71,3 @@ class OutOfDescriptors:
             " lasts",
             extra={"event": "out_of_descriptors"},
         )
-
-
-def _callback_name(context: dict) -> str:
-    """The name of the function a failed callback of the loop ran (its handle's), or ""."""
-    return getattr(getattr(context.get("handle"), "_callback", None), "__name__", "")

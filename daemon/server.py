@@ -307,7 +307,8 @@ async def serve(
     config = Config.load(home.path)
     wanted = store or config.store
     setup_logging(home, foreground=True)
-    asyncio.get_running_loop().set_exception_handler(OutOfDescriptors())  # (an accept's EMFILE: said in the log)
+    out_of_descriptors = OutOfDescriptors()  # (an accept's EMFILE: said in the log)
+    asyncio.get_running_loop().set_exception_handler(out_of_descriptors)
     daemon = Daemon(
         home,
         config,
@@ -344,6 +345,7 @@ async def serve(
     try:
         await daemon.wait_stopped()
     finally:
+        out_of_descriptors.stopping = True
         await daemon.stop()
 
 
