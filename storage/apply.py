@@ -335,6 +335,14 @@ async def apply_remote(
         if row is not None and row[0]:
             if sid in c.importing:
                 raise Conflict(f"session {sid!r} is being imported already; wait for that import to finish")
+            # a file's session, hidden until its import ends (a crash's leftovers are gone before the daemon
+            # serves): not what a failed import left, and maybe another conversation under this id
+            if await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)):
+                raise Conflict(
+                    f"session {sid!r} is being imported from a file on this device; wait for that import to"
+                    f" finish, then import the code again (the same session is then taken in as such, a"
+                    f" different one refused with what to do)"
+                )
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))  # what a failed import left
             row = None
         if new_only:

@@ -96,3 +96,41 @@ def test_a_code_imported_while_a_session_of_its_id_is_made_here_does_not_merge(m
     assert exc.status == 409 and exc.code == "conflict", (exc.status, exc.code, exc.message)
     assert c.get_session(sid)["name"] == "mine"
     assert _texts(c, sid) == ["mine"]
+
+
+def test_a_code_imported_while_a_file_of_a_session_of_its_id_is_imported_here_does_not_take_it(make_daemon):
+    """The file's session, hidden until its import ends, was taken for what a failed import left, deleted,
+    and the code's session made in its place."""
+    sid = "clash-file"
+    url_a, code_a = _device_with(make_daemon, sid, "A's")
+    b = make_daemon(None).start().client()
+    b.create_session(id=sid, name="the file's")
+    b.append(sid, "user", "the file's")
+    data = b.export(sid)
+    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "batch")
+    d = make_daemon(None, env={"SESSIOND_TEST_PAUSE": f"import-file.batch:{flag}"}).start()
+    c = d.client()
+    out: dict = {}
+
+    def import_file() -> None:
+        try:
+            out["file"] = d.client().import_file(data, "json")
+        except ApiError as exc:
+            out["file"] = exc
+
+    t = threading.Thread(target=import_file)
+    t.start()
+    try:
+        wait_for(lambda: _arrivals(flag) >= 1, timeout=30)  # the file's session made, hidden, not yet shown
+        try:
+            c.import_code(code_a, store=url_a)
+        except ApiError as exc:
+            assert exc.status == 409 and exc.code == "conflict", (exc.status, exc.code, exc.message)
+        else:
+            raise AssertionError("the code was imported over the file's session being imported")
+    finally:
+        os.unlink(flag)
+    t.join(60)
+    assert not isinstance(out["file"], ApiError), out["file"]
+    assert c.get_session(sid)["name"] == "the file's"
+    assert _texts(c, sid) == ["the file's"]
