@@ -14,17 +14,18 @@ from sessiond.client import ApiError
 from waiting import wait_for
 
 
-def _device_with(make_daemon, sid: str, text: str) -> tuple[str, str]:
-    """A device of its own store that made session `sid` (one message, `text`): its store url and share code."""
-    url = "file://" + tempfile.mkdtemp(prefix="sd-store-")
+def _device_with(make_daemon, where, sid: str, text: str) -> tuple[str, str]:
+    """A device of its own store (a folder in `where`) that made session `sid` (one message, `text`): its
+    store url and share code."""
+    url = "file://" + tempfile.mkdtemp(prefix="sd-store-", dir=where)
     c = make_daemon(url).start().client()
     c.create_session(id=sid, name=text)
     c.append(sid, "user", text)
     return url, c.share(sid)["code"]
 
 
-def _held(make_daemon) -> tuple:
-    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "import")
+def _held(make_daemon, where) -> tuple:
+    flag = os.path.join(where, "import")
     d = make_daemon(None, env={"SESSIOND_TEST_PAUSE": f"import.fetched:{flag}"}).start()
     return d, flag
 
@@ -48,11 +49,11 @@ def _texts(c, sid: str) -> list[str]:
     return [m["content"] for m in c.messages(sid, all_chats=True)["messages"]]
 
 
-def test_two_codes_of_two_sessions_under_one_id_imported_at_once_do_not_merge(make_daemon):
+def test_two_codes_of_two_sessions_under_one_id_imported_at_once_do_not_merge(make_daemon, tmp_path):
     sid = "clash-at-once"
-    url_a, code_a = _device_with(make_daemon, sid, "A's")
-    url_b, code_b = _device_with(make_daemon, sid, "B's")
-    d, flag = _held(make_daemon)
+    url_a, code_a = _device_with(make_daemon, tmp_path, sid, "A's")
+    url_b, code_b = _device_with(make_daemon, tmp_path, sid, "B's")
+    d, flag = _held(make_daemon, tmp_path)
     c = d.client()
     out: dict = {}
     ts = [
@@ -76,10 +77,10 @@ def test_two_codes_of_two_sessions_under_one_id_imported_at_once_do_not_merge(ma
     assert c.get_session(sid)["name"] == ("A's" if kept == "a" else "B's")
 
 
-def test_a_code_imported_while_a_session_of_its_id_is_made_here_does_not_merge(make_daemon):
+def test_a_code_imported_while_a_session_of_its_id_is_made_here_does_not_merge(make_daemon, tmp_path):
     sid = "clash-meanwhile"
-    url_a, code_a = _device_with(make_daemon, sid, "A's")
-    d, flag = _held(make_daemon)
+    url_a, code_a = _device_with(make_daemon, tmp_path, sid, "A's")
+    d, flag = _held(make_daemon, tmp_path)
     c = d.client()
     out: dict = {}
     t = threading.Thread(target=_import, args=(d, code_a, url_a, out, "a"))
@@ -98,16 +99,16 @@ def test_a_code_imported_while_a_session_of_its_id_is_made_here_does_not_merge(m
     assert _texts(c, sid) == ["mine"]
 
 
-def test_a_code_imported_while_a_file_of_a_session_of_its_id_is_imported_here_does_not_take_it(make_daemon):
+def test_a_code_imported_while_a_file_of_a_session_of_its_id_is_imported_here_does_not_take_it(make_daemon, tmp_path):
     """The file's session, hidden until its import ends, was taken for what a failed import left, deleted,
     and the code's session made in its place."""
     sid = "clash-file"
-    url_a, code_a = _device_with(make_daemon, sid, "A's")
+    url_a, code_a = _device_with(make_daemon, tmp_path, sid, "A's")
     b = make_daemon(None).start().client()
     b.create_session(id=sid, name="the file's")
     b.append(sid, "user", "the file's")
     data = b.export(sid)
-    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "batch")
+    flag = os.path.join(tmp_path, "batch")
     d = make_daemon(None, env={"SESSIOND_TEST_PAUSE": f"import-file.batch:{flag}"}).start()
     c = d.client()
     out: dict = {}
