@@ -18,6 +18,7 @@ from operator import itemgetter
 from .connections import Connections
 from .errors import Conflict, Invalid, NotFound
 from .groupcommit import Transaction
+from .ids import case_twin
 from .limits import check_imported
 from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, RECOUNT_SQL, SESSION_TEXTS, Op, RemoteLog, dumps, row_charge
 from .search import insert_messages
@@ -297,6 +298,7 @@ async def apply_remote(
     own: dict | None = None,
     rejoin: dict | None = None,
     chunk: int = IMPORT_CHUNK,
+    new_only: bool = False,
 ) -> int:
     """Apply other devices' operations and record how far each peer's log has been applied. Returns how
     many were new here.
@@ -318,7 +320,11 @@ async def apply_remote(
     (`importing`, skipped by every read), each next one inserts `chunk` messages, the last one does the
     bookkeeping and shows it. Readers see all of it or nothing. If it fails, it is deleted; a crash
     leaves it hidden, and it is deleted when the database is next opened. Otherwise all of it is
-    applied in one transaction."""
+    applied in one transaction.
+
+    `new_only`: an import that found no session of this id here before it fetched the logs; one here now
+    (or one whose id differs only in case) arrived meanwhile (`new --id`, another code's or a file's import),
+    and may be another conversation under the same id: refused (Conflict), nothing written."""
     if own is None:  # otherwise this device's own log is authoritative
         logs = {d: lg for d, lg in logs.items() if d != c.device_id}
     ops = sorted((op for lg in logs.values() for op in lg.ops), key=lambda o: o.order)
@@ -329,8 +335,25 @@ async def apply_remote(
         if row is not None and row[0]:
             if sid in c.importing:
                 raise Conflict(f"session {sid!r} is being imported already; wait for that import to finish")
+            # a file's session, hidden until its import ends (a crash's leftovers are gone before the daemon
+            # serves): not what a failed import left, and maybe another conversation under this id
+            if await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)):
+                raise Conflict(
+                    f"session {sid!r} is being imported from a file on this device; wait for that import to"
+                    f" finish, then import the code again (the same session is then taken in as such, a"
+                    f" different one refused with what to do)"
+                )
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))  # what a failed import left
             row = None
+        if new_only:
+            twin = await case_twin(tx, sid)
+            if row is not None or twin is not None:
+                raise Conflict(
+                    f"session {twin or sid!r} was made on this device (or imported from another code or a file)"
+                    f" while this import of session {sid!r} was under way, and may be another conversation under"
+                    f" this id: nothing was imported; import the code again (the same session is then taken in"
+                    f" as such, a different one refused with what to do)"
+                )
         if row is not None or sum(map(len, msgs)) <= chunk:
             new = await _apply_logs(tx, sid, ops, msgs, logs, peers=peers, remote=remote, access=access, own=own)
             if rejoin is not None and row is not None:

@@ -394,21 +394,10 @@ class Database:
     def run_reader(self) -> RunReader:
         return self.log.run_reader()
 
-    async def apply_remote(
-        self,
-        sid: str,
-        logs: dict[str, RemoteLog],
-        *,
-        peers: Sequence[dict] = (),
-        remote: dict | None = None,
-        access: str | None = None,
-        event: str = "session.synced",
-        own: dict | None = None,
-        rejoin: dict | None = None,
-    ) -> int:
-        return await apply_remote(
-            self.c, sid, logs, peers=peers, remote=remote, access=access, event=event, own=own, rejoin=rejoin
-        )
+    async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], **options: Any) -> int:
+        """storage/apply.py's apply_remote (its keyword options: peers, remote, access, event, own, rejoin,
+        new_only)."""
+        return await apply_remote(self.c, sid, logs, **options)
 
     # ------------------------------------------------------------------ push and pull bookkeeping
     async def get_lamport(self, sid: str) -> int:

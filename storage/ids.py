@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from typing import Any
 
 from .errors import Invalid
 
@@ -34,3 +35,11 @@ def check_id(value: object, what: str = "id") -> str:
 
 def new_device_id() -> str:
     return secrets.token_hex(8)
+
+
+async def case_twin(q: Any, sid: str) -> str | None:
+    """A session here whose id differs from `sid` only in case, if any: the two would share key files
+    (keys/sessions/<id>.key) on a case-insensitive disk (macOS, Windows), so no second one is made or
+    imported."""
+    row = await q.fetchone("SELECT id FROM sessions WHERE id=? COLLATE NOCASE AND id<>?", (sid, sid))
+    return None if row is None else row[0]

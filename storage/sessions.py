@@ -13,7 +13,7 @@ from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NotFound, check_access, new_session_ways
 from .expiry import past_expiry, refuse_expired, refuse_if_expiry_ended
-from .ids import check_id, new_id
+from .ids import case_twin, check_id, new_id
 from .keptrecords import drop_session_records
 from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
@@ -367,14 +367,6 @@ class Sessions:
                 (t,),
             )
         ]
-
-
-async def case_twin(q: Any, sid: str) -> str | None:
-    """A session here whose id differs from `sid` only in case, if any: the two would share key files
-    (keys/sessions/<id>.key) on a case-insensitive disk (macOS, Windows), so no second one is made or
-    imported."""
-    row = await q.fetchone("SELECT id FROM sessions WHERE id=? COLLATE NOCASE AND id<>?", (sid, sid))
-    return None if row is None else row[0]
 
 
 def case_twin_message(sid: str, twin: str) -> str:

@@ -18,6 +18,7 @@ from operator import itemgetter
 from ..storage.errors import IMPORT_HERE, session_path
 from ..storage.model import RemoteLog
 from ..storage.sessions import case_twin_message
+from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
@@ -237,6 +238,7 @@ class Importer:
             # leaves credentials no session uses: the next start forgets them); and again after, in case a
             # delete meanwhile pruned them (its prune did not see this session yet)
             await ctx.credentials.remembered(keep_credentials)
+        await pause_for_tests("import.fetched")  # (the tests hold imports here: fetched, not yet applied)
         async with ctx.lock(sid):  # no push of `sid` meanwhile: none can make or use a key of its own for it
             fresh = existing is None and not await self._exists(sid)
             if fresh:
@@ -285,6 +287,7 @@ class Importer:
                     event="session.imported",
                     own=own,
                     rejoin=switch,
+                    new_only=existing is None,  # one here now arrived meanwhile: maybe another conversation
                 )
             except BaseException:
                 if fresh or "key" in created:
