@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .apply import apply_remote
+from .applyremote import apply_remote
 from .chats import Chats
 from .checkpoints import Checkpoints
 from .closing import Closing
