@@ -395,7 +395,7 @@ class Database:
         return self.log.run_reader()
 
     async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], **options: Any) -> int:
-        """storage/apply.py's apply_remote (its keyword options: peers, remote, access, event, own, rejoin,
+        """storage/applyremote.py's apply_remote (its keyword options: peers, remote, access, event, own, rejoin,
         new_only)."""
         return await apply_remote(self.c, sid, logs, **options)
 

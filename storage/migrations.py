@@ -164,7 +164,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idempotency_age ON idempotency(session_id, created_at);
     """,
-    # 6: a session being imported in several write transactions (storage/apply.py, apply_remote) is
+    # 6: a session being imported in several write transactions (storage/applyremote.py, apply_remote) is
     # hidden from every read until its last one: `importing` is 1 meanwhile. One left so by a crash is
     # deleted when the database is opened (Connections.open).
     """
