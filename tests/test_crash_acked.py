@@ -5,6 +5,8 @@ every one is there, verify and doctor are clean, and a device the session is sha
 
 from __future__ import annotations
 
+import json
+
 from conftest import cli_json, run_cli, wait_for
 
 
@@ -64,3 +66,21 @@ def test_one_transaction_operations_answered_before_a_kill_9_are_all_there_after
 
     wait_for(converged, timeout=30, what="the other device has every operation answered before the kill")
     assert cli_json(b.home, "verify")["ok"]
+
+
+def test_an_export_killed_writing_its_file_leaves_the_file_it_replaces_whole(make_daemon, tmp_path):
+    """`export -o FILE` killed (as under kill -9) with the new file written and not yet renamed over FILE:
+    FILE holds the export before, whole; run again, the new one, whole."""
+    d = make_daemon().start()
+    c = d.client()
+    sid = c.create_session(name="exported")["id"]
+    c.append(sid, "user", "first")
+    out = tmp_path / "s.json"
+    run_cli(d.home, "export", sid, "-o", str(out), check=True)
+    before = out.read_bytes()
+    c.append_many(sid, [{"role": "user", "content": "x" * 10_000} for _ in range(20)])
+    res = run_cli(d.home, "export", sid, "-o", str(out), env={"SESSIOND_CRASH_AT": "write:s.json"})
+    assert res.returncode == 137, res.stderr
+    assert out.read_bytes() == before
+    run_cli(d.home, "export", sid, "-o", str(out), check=True)
+    assert len(json.loads(out.read_bytes())["messages"]) == 21
