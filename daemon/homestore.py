@@ -20,6 +20,7 @@ from ..stores import FileStore, Store
 from ..stores.config import folder_of
 from ..stores.filelayout import is_store
 from ..sync.engine import Syncer
+from ..sync.errors import crash_point
 from ..sync.mirror import MirrorStore
 from ..sync.mirrorurls import mirror_urls, same_stores
 from .home import PINNING_DIR, TOKEN_DIR, Config, Home, HomeError, pinning_token_file
@@ -110,13 +111,29 @@ def choose_store(home: Home, wanted: str | None, *, change_store: bool, store_fr
 
 
 async def keep_store(home: Home, db: Database, store_url: str, move_from: str | None) -> None:
-    """The store opened: the move from `move_from` (choose_store's) is made in the database, and only now
-    the home remembers `store_url`."""
+    """The store opened: only now the home remembers `store_url`, and a move from `move_from` (choose_store's)
+    is made in the database. Noted in the database first, the home told, then the move made: killed before
+    the home was told, the database has changed nothing (it took the move alone once: every session then
+    pushed again from its start into the store the home stayed on, its pages before left unreferenced, for
+    good); killed after, the next start finds the note and the home on the new store, and makes the move."""
+    noted = await db.noted_store_move()
+    if noted is not None:
+        if home.remembered_store() == noted[1]:  # the home was told, the database not: the move made now
+            await _move(db, noted[0])
+        else:
+            await db.note_store_move(None)  # the home was never told: no move (a start asking again makes it)
     if move_from is not None:
-        moved = await db.move_store(move_from)
-        log.info("store changed", extra={"event": "store", "objects": moved})
+        await db.note_store_move((move_from, store_url))
     if home.remembered_store() != store_url:
         home.remember_store(store_url)
+    if move_from is not None:
+        crash_point("store:remembered")  # (tests: the home told of the new store, the database not)
+        await _move(db, move_from)
+
+
+async def _move(db: Database, move_from: str) -> None:
+    moved = await db.move_store(move_from)
+    log.info("store changed", extra={"event": "store", "objects": moved})
 
 
 def configure_network_stores(home: Home, config: Config, store_url: str) -> None:

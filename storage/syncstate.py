@@ -19,6 +19,7 @@ from .model import JSON_FIELDS, SESSION_TEXTS, dumps, message_id
 from .sessions import session_row
 
 _INT_LIMITS = (-(1 << 64), (1 << 64) - 1)  # what DAG-CBOR can encode (sync/dagcbor.py)
+_STORE_MOVE = "store.move"  # in `meta`: a move of the daemon's store under way (note_store_move)
 
 
 def pushable(v: Any) -> tuple[Any, bool]:
@@ -238,13 +239,33 @@ class SyncState:
     async def move_store(self, old_url: str) -> int:
         """The daemon moves to another store: sessions shared through the old one stay there (their
         remote names it), every other session's log is to be pushed to the new store from its start.
-        Returns how many sessions are pushed again."""
+        Returns how many sessions are pushed again. The move noted (note_store_move) is made with it."""
         async with self.c.transaction() as tx:
+            await tx.execute("DELETE FROM meta WHERE key=?", (_STORE_MOVE,))
             await tx.execute("UPDATE remotes SET store_url=? WHERE store_url IS NULL", (old_url,))
             return await tx.execute(
                 "UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL "
                 "WHERE session_id NOT IN (SELECT session_id FROM remotes)"
             )
+
+    async def note_store_move(self, move: tuple[str, str] | None) -> None:
+        """Note the move (old store URL, new one) that the home is told of next and move_store then makes,
+        so that a start after a crash between the two finishes it (daemon/homestore.py keep_store); None:
+        no move under way."""
+        async with self.c.transaction() as tx:
+            if move is None:
+                await tx.execute("DELETE FROM meta WHERE key=?", (_STORE_MOVE,))
+            else:
+                await tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (_STORE_MOVE, json.dumps(move))
+                )
+
+    async def noted_store_move(self) -> tuple[str, str] | None:
+        rows = await self.c.latest("SELECT value FROM meta WHERE key=?", (_STORE_MOVE,))
+        if not rows:
+            return None
+        old, new = json.loads(rows[0][0])
+        return old, new
 
     # ------------------------------------------------------------------ shared sessions
     async def peers(self, sid: str) -> list[dict]:

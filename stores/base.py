@@ -184,6 +184,13 @@ class Store(ABC):
     async def close(self) -> None:
         return None
 
+    async def keep_wanted(self) -> None:
+        """Make durable what the store holds in memory only about the objects put through it so far (a
+        pinning service's CIDs waiting for their pins, sent with the next head): a push calls it before it
+        records the revision that names them, as a push resumed after a crash publishes that revision's
+        manifest and head alone, putting none of its pages again. Most stores hold nothing such: no-op."""
+        return None
+
     async def failing_now(self) -> StoreError | None:
         """What the store's own state says is wrong now, found without a request to it (a folder store's
         folder missing, empty, or not made yet: stores/filelayout.py), as its writes fail; None if nothing

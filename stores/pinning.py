@@ -14,8 +14,9 @@ Batching: CIDs to pin are collected and sent when BATCH are waiting and whenever
 (the point where a push is complete). The API has no bulk create, so a batch is one `GET /pins?cid=`
 per 10 CIDs (pins this or another device already requested are not asked again; a `failed` one is)
 and one `POST /pins` for each CID not yet pinned there. Idempotent and durable: the pins requested
-(CID -> requestid) and the CIDs still waiting are kept in a small JSON file (atomic writes), so a
-restart neither forgets a waiting pin nor asks for one twice. A pinning service that fails (down,
+(CID -> requestid) and the CIDs still waiting are kept in a small JSON file (atomic writes; the CIDs
+the puts added, before a push records the revision naming them: `keep_wanted`), so a restart, or a
+kill -9, neither forgets a waiting pin nor asks for one twice. A pinning service that fails (down,
 token refused, out of funds) never fails a push: the object and head are in the inner store; the CIDs
 stay waiting, the error is kept in `status()`, and the next batch tries again.
 
@@ -101,6 +102,7 @@ class PinningStore(Store):
             self._state_path = os.path.join(state_dir, f"pins-{name}.json")
         self._pins: dict[str, str] = {}  # CID -> requestid of our recent pin requests, oldest first
         self._pending: dict[str, None] = {}  # CIDs waiting to be pinned, in order
+        self._unsaved = False  # CIDs added to _pending since the state file was written (keep_wanted)
         self._load()
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
@@ -131,6 +133,7 @@ class PinningStore(Store):
         self._pending = dict.fromkeys(str(c) for c in pending)
 
     def _save(self) -> None:
+        self._unsaved = False
         if self._state_path:
             doc = {"service": self.service, "pins": self._pins, "pending": list(self._pending)}
             atomic_write(self._state_path, json.dumps(doc, separators=(",", ":")).encode(), 0o600)
@@ -242,8 +245,15 @@ class PinningStore(Store):
 
     def _want(self, h: bytes) -> None:
         cid = BlobId(h, 0).ipfs_cid()
-        if cid not in self._pins:
+        if cid not in self._pins and cid not in self._pending:
             self._pending[cid] = None
+            self._unsaved = True
+
+    async def keep_wanted(self) -> None:
+        """The CIDs waiting, written to the state file if some were added since it was last written (once per
+        revision a push records: the state file, up to PINS_KEPT pins, is not rewritten at each put)."""
+        if self._unsaved:
+            self._save()
 
     # -- Store ----------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryError
 from .context import SyncContext
 from .crypto import DecryptError
-from .errors import describe
+from .errors import crash_point, describe
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
 from .pages import Entry, LogError
@@ -177,5 +177,6 @@ class Collector:
             except (StoreError, TimeoutError, OSError) as exc:
                 raise _Kept(f"the store failed: {describe(exc)}") from None
             if not dry_run:
+                crash_point("gc:freed")  # (tests: killed with the objects freed, their candidates not forgotten)
                 await ctx.db.released.forget(store.url, result.gone)
             return len(referenced), result

@@ -369,6 +369,10 @@ class MirrorStore(Store):
                     log.warning("could not put a head's record again on %s: %s", st.url, exc)
         return took
 
+    async def keep_wanted(self) -> None:
+        for st in self.stores:
+            await st.keep_wanted()  # (local state only: no request, nothing to wait out)
+
     async def unpin(self, hashes: list[bytes]) -> None:
         for st in self.stores:
             if self._usable(st):

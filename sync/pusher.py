@@ -313,7 +313,9 @@ class Pusher:
         prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
         plain = encode_manifest(one.sid, one.writer.device, rev, one.head_pk, last, lamport, levels, prev, one.claims)
         made = _Revision(rev, plain, last, encode_levels(levels), prev, levels, list(merged or ()))
+        await one.store.keep_wanted()  # (a pinning service's pins of the pages: resumed, the push puts none again)
         await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
+        crash_point("push:recorded")  # (tests: the pages put, the revision recorded, its manifest and head not)
         # (the loop is given back here: the manifest's sealing and the head's signing below are a step of
         # their own, not one with the state write before them)
         await asyncio.sleep(0)

@@ -5,6 +5,7 @@ stay readable: `rm` promises crypto-shredding). SESSIOND_CRASH_AT names the poin
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -135,3 +136,36 @@ def test_a_start_deletes_the_key_files_of_sessions_that_do_not_exist(make_daemon
     assert not [f for f in os.listdir(folder) if f.startswith(".tmp-")]
     assert [m["content"] for m in c.messages(sid)["messages"]] == ["stays"]
     assert c.sync(sid, wait=True, timeout=10)["complete"]
+
+
+def test_a_cleanup_killed_after_its_first_delete_leaves_each_session_whole_or_gone(make_daemon, store_dir):
+    """`cleanup` deletes the idle sessions one by one (each `rm`'s delete: its rows, then its key files).
+    Killed after the first one's rows: that one is gone whole (its keys deleted at the next start), the
+    others are there whole, and the clean-up asked again deletes them; verify and doctor are clean."""
+    d = make_daemon(f"file://{store_dir}").start()
+    c = d.client()
+    sids = [c.create_session(name=f"idle {i}")["id"] for i in range(3)]
+    for sid in sids:
+        c.append(sid, "user", f"in {sid}")
+    assert c.sync(None, wait=True, timeout=10)["complete"]
+    d.env["SESSIOND_CRASH_AT"] = "delete.rows"
+    d.restart()
+    res = run_cli(d.home, "cleanup", "--older-than", "0s", "--yes", "--json")
+    assert res.returncode != 0, res.stdout  # the daemon died after the first delete's rows
+    assert d.proc is not None and d.proc.wait(10) == 137
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    c = d.client()
+    left = [s["id"] for s in c.list_sessions()["sessions"]]
+    assert len(left) == 2 and set(left) < set(sids), left
+    (gone,) = set(sids) - set(left)
+    _gone(c, gone)
+    assert _key_files(d.home, gone) == []
+    for sid in left:
+        assert [m["content"] for m in c.messages(sid)["messages"]] == [f"in {sid}"]
+        assert _key_files(d.home, sid)
+    assert run_cli(d.home, "verify", "--json").returncode == 0
+    assert run_cli(d.home, "doctor", "--json").returncode == 0
+    done = json.loads(run_cli(d.home, "cleanup", "--older-than", "0s", "--yes", "--json", check=True).stdout)
+    assert sorted(s["id"] for s in done["sessions"]) == sorted(left)
+    assert c.list_sessions()["sessions"] == [] and not any(_key_files(d.home, s) for s in sids)

@@ -52,3 +52,27 @@ def test_the_temporary_files_of_writes_into_the_home_cut_short_are_deleted_at_th
         assert d.client().status()["device_id"]
     finally:
         d.stop()
+
+
+def test_a_first_start_killed_writing_the_device_key_makes_it_at_the_next(home, tmp_path):
+    """The device key's creation (its seed written atomically at a home's first start) killed before the
+    rename: no key and its temporary file, a secret, in keys/. The next start makes the key (nothing was
+    signed with the lost one) and deletes the temporary file; sessions are made and pushed."""
+    store = tmp_path / "store"
+    d = DaemonProc(home, f"file://{store}", env={"SESSIOND_CRASH_AT": "write:device.key"})
+    with pytest.raises(RuntimeError):
+        d.start()
+    keys = os.path.join(home, "keys")
+    assert [n.rsplit("-", 1)[0] for n in _temps(keys)] == [".tmp-device.key"]
+    assert not os.path.exists(os.path.join(keys, "device.key"))
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    try:
+        assert _temps(keys) == [] and len(open(os.path.join(keys, "device.key"), "rb").read()) == 32
+        c = d.client()
+        sid = c.create_session(name="after")["id"]
+        c.append(sid, "user", "hello")
+        assert c.sync(sid, wait=True, timeout=10)["complete"]
+        assert c.verify()["ok"]
+    finally:
+        d.stop()

@@ -186,3 +186,45 @@ def test_a_recorded_revision_read_back_keeps_the_pages_it_merged_away():
         assert made.pending() == dagcbor.encode({"m": plain, "r": 7, "s": 40, "t": [[]], **({"u": m} if m else {})})
         back = _Revision.recorded(made.pending())
         assert (back.rev, back.plain, back.seq, back.tree, back.prev, back.merged) == (7, plain, 40, tree, None, m)
+
+
+def test_a_gc_killed_after_freeing_before_forgetting_is_finished_by_the_next_gc(make_daemon, store_dir):
+    """`gc` frees the objects in the store, then forgets them as candidates (`released`): killed between the
+    two, the candidates stay though their objects are gone. The next gc finds them gone (a store's `gone`
+    names what it no longer holds, freed now or before) and forgets them: none is kept for ever, and
+    the session and a follower of it read on."""
+    url = f"file://{store_dir}"
+    a, b = make_daemon(url), make_daemon(url).start()
+    write_config(a.home, push_delay=3600)  # only an asked sync pushes
+    a.start()
+    c = a.client()
+    sid = c.create_session(name="collected")["id"]
+    c.append(sid, "user", "first")
+    b.client().import_code(c.share(sid)["code"])
+    for text in ("second", "third"):  # each push lets the manifest before it go
+        c.append(sid, "user", text)
+        c.sync(sid, wait=True)
+    assert cli_json(a.home, "gc", "--grace", "0", "--dry-run")["objects"] >= 2
+    before = _objects_in(store_dir)
+    a.env["SESSIOND_CRASH_AT"] = "gc:freed"
+    a.restart()
+    res = run_cli(a.home, "gc", "--grace", "0", "--json")
+    assert res.returncode != 0, res.stdout  # the daemon died between the store's delete and the forget
+    assert a.proc.wait(10) == 137
+    assert len(_objects_in(store_dir)) < len(before)  # the store did free them
+    a.env.pop("SESSIOND_CRASH_AT")
+    a.start()
+    again = cli_json(a.home, "gc", "--grace", "0")
+    assert again["kept"] == 0, again  # the candidates whose objects went are forgotten, not kept
+    assert cli_json(a.home, "gc", "--grace", "0", "--dry-run")["objects"] == 0  # nothing waits any more
+    assert _all_messages(a.client(), sid) == ["first", "second", "third"]
+    _clean(a)
+    a.client().append(sid, "user", "fourth")
+    a.client().sync(sid, wait=True)
+
+    def followed() -> bool:
+        b.client().sync(sid, wait=True, timeout=10)
+        return _all_messages(b.client(), sid) == ["first", "second", "third", "fourth"]
+
+    wait_for(followed, timeout=30, what="the follower reads the session after the gc")
+    assert cli_json(b.home, "verify")["ok"]

@@ -360,3 +360,35 @@ def test_pinning_and_rate_config_errors_are_clear(make_daemon, config, token, mo
     res = run_cli(d.home, *args)
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_pages_put_before_a_kill_9_are_pinned_once_the_push_resumes(make_daemon, threaded_kubo_and_service):
+    """A push puts its pages (each wanted for a pin at the service, batched), records its revision, then
+    publishes the manifest and head, whose publication sends the batch. The CIDs waiting were only in memory
+    until then: killed in between, the resumed push published the manifest and head alone, and the pages put
+    before the kill were never pinned at the service (only in the node: gone for a follower once the node
+    is off or collects them), with the push reported done. They are written to the state file before the
+    push records its revision (Store.keep_wanted)."""
+    from conftest import run_cli
+    from waiting import wait_for
+
+    node, kubo_url, svc, service_url = threaded_kubo_and_service
+    config = f'pinning_service = "{service_url}"\nmax_requests_per_second = 50\npush_delay = 3600\n'
+    d = _daemon_home(make_daemon, kubo_url, config)
+    d.env["SESSIOND_CRASH_AT"] = "push:recorded"
+    d.start()
+    sid = d.client().create_session(name="pinned", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+    res = run_cli(d.home, "sync", sid, "--wait", "--json")
+    assert res.returncode != 0, res.stdout  # killed with the pages put, the head not published
+    assert d.proc.wait(10) == 137
+    put = {BlobId(h, 0).ipfs_cid() for h in node.blocks}
+    assert put  # the pages
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    d.client().sync(sid, wait=True)
+
+    def live() -> set:
+        return {p["pin"]["cid"] for p in svc.pins.values() if p["status"] != "failed"}
+
+    wait_for(lambda: put <= live(), timeout=8, what="the pages put before the kill pinned at the service")
+    wait_for(lambda: {BlobId(h, 0).ipfs_cid() for h in node.blocks} <= live(), timeout=8, what="all pinned")
