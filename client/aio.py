@@ -70,6 +70,7 @@ class AsyncClient(Api):
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._session: aiohttp.ClientSession | None = None
         self._ws_session: aiohttp.ClientSession | None = None  # the append streams' (_ws_http)
+        self._events_session: aiohttp.ClientSession | None = None  # the change streams' (_events_http)
         self._idle_limit: float | None = None  # what the last stream's handshake said of its idle limit
         self._appends: AppendStreams | None = None  # the append streams (GET /v1/appends), once one is used
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
@@ -96,6 +97,9 @@ class AsyncClient(Api):
         if self._ws_session is not None:
             await self._ws_session.close()  # (not the connector: the calls' session owns it)
             self._ws_session = None
+        if self._events_session is not None:
+            await self._events_session.close()  # (nor here)
+            self._events_session = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -125,6 +129,25 @@ class AsyncClient(Api):
                 trace_configs=[trace],
             )
         return self._ws_session
+
+    def _events_http(self):
+        """The change streams' session: the calls' connector, and HTTP/1.0, whose answers are not chunked: a
+        stream's body ends with its connection. A chunked one cut short (the daemon killed, its connection
+        aborted) makes aiohttp raise at the next read, before the events it had read and the app had not yet
+        (its buffer is its own); the end of an unframed body is an end like any other, every byte of it read."""
+        import aiohttp
+
+        if self._events_session is None:
+            self._events_session = aiohttp.ClientSession(
+                connector=self._http().connector,
+                connector_owner=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                version=aiohttp.HttpVersion10,
+                # not kept alive (aiohttp would ask it of HTTP/1.0): a daemon that keeps the connection of a stream
+                # it ended (aiohttp's server does, asked so) would leave the app waiting for its end
+                headers={"Connection": "close"},
+            )
+        return self._events_session
 
     async def _handshaken(self, session, context, params) -> None:
         """A stream's handshake answered: the idle limit it names (calls.stream_idle_limit)."""
@@ -316,8 +339,11 @@ class AsyncClient(Api):
         try:
             # its head within the client's timeout (a stuck daemon: DaemonNotAnswering); its body untimed
             async with asyncio.timeout(self.timeout):  # (in this task: no turn of the loop between head and body)
-                resp = await self._http().get(
-                    "http://localhost/v1/events", headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+                # (HTTP/1.0: not chunked, see _events_http)
+                resp = await self._events_http().get(
+                    "http://localhost/v1/events",
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=None),
                 )
             if resp.status >= 400:
                 answer_of(resp.status, await resp.read())
