@@ -122,3 +122,34 @@ async def test_blocking_events_yield_every_event_written_before_a_cut(sock, how)
         got = await asyncio.wait_for(asyncio.to_thread(lambda: [ev["n"] for ev in events]), 10)
         events.close()
     assert got == [1, 2, 3, 4, 5]
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize("cut", [0, 1], ids=["before-its-crlf", "inside-its-crlf"])
+async def test_blocking_events_yield_the_whole_event_of_a_chunk_cut_after_its_data(sock, cut):
+    """An aborted connection ends wherever the kernel had got to in the transport's buffer: here after the
+    whole of the last event's chunk data, before (or inside) the CRLF closing the chunk. The event is whole:
+    the blocking client dropped the chunk, and with it the event."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    last = _event(3)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head + _chunk(_event(1)) + _chunk(_event(2)) + b"%x\r\n" % len(last) + last + b"\r"[:cut])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(serve, sock)
+    try:
+        c = Client(os.path.dirname(sock), socket=sock)
+        events = await asyncio.to_thread(c.events, reconnect=False)
+        got = await asyncio.wait_for(asyncio.to_thread(lambda: [ev["n"] for ev in events]), 10)
+        events.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert got == [1, 2, 3]
+    assert events.last_event_id == f"{RUN}-3"
