@@ -22,7 +22,17 @@ from .calls import (
     quote_id,
     retryable,
 )
-from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, keyed, lost, raise_for, writes
+from .errors import (
+    ClientError,
+    DaemonNotAnswering,
+    DaemonNotRunning,
+    answer_of,
+    closed_during,
+    keyed,
+    lost,
+    raise_for,
+    writes,
+)
 from .streams import CompletionStream, EventStream, ResumingEvents
 from .wire import Connection, request_head
 from .wsframes import AppendStream, NoStream, Refused
@@ -60,6 +70,7 @@ class Client(Api):
         # threads sharing this client take turns on those connections (reentrant: close() from a signal handler
         # that interrupted a call of its own thread closes the connection under it rather than wait for itself)
         self._turn = threading.RLock()
+        self._closings = 0  # close() calls: one made during a call (of its own thread: a signal handler) is seen
 
     def __enter__(self) -> Client:
         return self
@@ -69,8 +80,13 @@ class Client(Api):
 
     def close(self) -> None:
         """Close its connections, once a call another thread has under way is answered (not under it: its
-        request may have been done, its answer lost); a call after close() opens new ones."""
+        request may have been done, its answer lost); a call after close() opens new ones. Called during a
+        call of its own thread (from a signal handler), it closes that call's connection under it: the call
+        raises ClientError, and if it may have changed something, with done_unknown set and, for an append,
+        its idempotency_key (sent again with it, the append is done once) as the clients' other unknown
+        outcomes."""
         with self._turn:
+            self._closings += 1
             self._close()
 
     def _close(self) -> None:
@@ -107,6 +123,7 @@ class Client(Api):
             # closed while idle, or idle long enough that its close may be on its way: a new stream takes this
             # append, which no close drops (and which is not sent twice)
             self._close_stream()
+        closings = self._closings
         for attempt in (0, 1):
             try:
                 if self._stream is None:
@@ -124,11 +141,15 @@ class Client(Api):
                 raise keyed(refused, key, bool(attempt)) from None
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too: a broken stream
                 self._close_stream()
+                if self._closings != closings:
+                    raise closed_during("POST", f"/v1/sessions/{quote_id(sid)}/messages", key) from None
                 if attempt:
                     failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
                     raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self._close_stream()
+                if self._closings != closings:  # (a recv on the socket closed under it: EBADF)
+                    raise closed_during("POST", f"/v1/sessions/{quote_id(sid)}/messages", key) from None
                 raise keyed(self._failure(exc, "GET", "/v1/appends"), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-append: its answer, still to come, must not be the next one's
                 self._close_stream()
@@ -151,6 +172,7 @@ class Client(Api):
         self, method: str, path: str, request: bytes, retry: bool, timeout: float | None, key: str | None = None
     ) -> tuple[int, bytes]:
         """`key`: the request's Idempotency-Key, named by an error that leaves its outcome unknown (keyed)."""
+        closings = self._closings
         for attempt in (0, 1):
             if self._conn is not None and not retry and self._conn.closed_by_peer():
                 self._close()  # what cannot be retried is not sent on a connection the daemon already closed
@@ -160,6 +182,8 @@ class Client(Api):
                 return self._conn.exchange(request, timeout)
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too
                 self._close()  # a kept-alive connection the daemon closed: retry once on a fresh one
+                if self._closings != closings:
+                    raise closed_during(method, path, key) from None
                 if not retry:
                     raise lost(method, path) from None
                 if attempt:
@@ -167,6 +191,8 @@ class Client(Api):
                     raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self._close()
+                if self._closings != closings:  # (a recv on the socket closed under it: EBADF)
+                    raise closed_during(method, path, key) from None
                 raise keyed(self._failure(exc, method, path, timeout), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
                 self._close()

@@ -120,6 +120,24 @@ def lost(method: str, path: str) -> ClientError:
     return exc
 
 
+def closed_during(method: str, path: str, key: str | None) -> ClientError:
+    """The error of a call whose connection the app's own close() closed before the answer (from a signal
+    handler of the thread making the call: Client.close). A request that may change something may have been
+    done: sent again with its key (`key`, named: keyed), it is done once."""
+    what = f"close() was called during {method} {path}: its connection was closed before the daemon answered"
+    if not writes(method, path):
+        return ClientError(f"{what}; nothing was changed: call it again")
+    if key is None:
+        exc = ClientError(
+            f"{what}; the request may or may not have been done: check (e.g. `sessiond ls`, `sessiond show`) "
+            "before repeating it"
+        )
+    else:
+        exc = ClientError(what)
+    exc.done_unknown = True
+    return keyed(exc, key, False)
+
+
 def keyed(exc: E, key: str | None, retried: bool) -> E:
     """`exc`, the error of a request carrying Idempotency-Key `key` (None: a read, returned as it is): one
     `retried` after its first try's connection broke before the answer, or whose own outcome is unknown
