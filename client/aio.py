@@ -26,6 +26,7 @@ from .errors import (
     DaemonNotAnswering,
     DaemonNotRunning,
     answer_of,
+    closed_during,
     keyed,
     lost,
     raise_for,
@@ -76,6 +77,7 @@ class AsyncClient(Api):
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
         self._appended = False  # an append was made: the next opens a stream (the first is a POST)
         self._pipeline = True  # streams opened with ?pipeline=1; False for a daemon of before it (it refuses it)
+        self._closings = 0  # close() calls: one made while a call waits for its answer is seen by that call
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -89,20 +91,23 @@ class AsyncClient(Api):
         return [] if self._appends is None else self._appends.pipes
 
     async def close(self) -> None:
-        """Close its connections; appends still on their way raise ClientError (a call after close() opens new
-        connections)."""
+        """Close its connections; calls still on their way raise ClientError, an append's (on its stream or a
+        POST) with done_unknown and its idempotency_key (sent again with it, it is done once); a call after
+        close() opens new connections."""
+        self._closings += 1
+        # each let go before it is closed: a call made meanwhile opens a new one, not one being closed
         if self._appends is not None:
             appends, self._appends = self._appends, None  # the next append, if any, opens streams anew
             await appends.close()
         if self._ws_session is not None:
-            await self._ws_session.close()  # (not the connector: the calls' session owns it)
-            self._ws_session = None
+            ws, self._ws_session = self._ws_session, None
+            await ws.close()  # (not the connector: the calls' session owns it)
         if self._events_session is not None:
-            await self._events_session.close()  # (nor here)
-            self._events_session = None
+            events, self._events_session = self._events_session, None
+            await events.close()  # (nor here)
         if self._session is not None:
-            await self._session.close()
-            self._session = None
+            session, self._session = self._session, None
+            await session.close()
 
     def _http(self):
         import aiohttp
@@ -183,14 +188,23 @@ class AsyncClient(Api):
         longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
         if not retryable(method, key):
             await _closes_read()
+        closings = self._closings
         for attempt in (0, 1):
             try:
                 async with self._http().request(method, _url(path), json=body, headers=headers, **longer) as resp:
                     status, raw = resp.status, await resp.read()
                 return answer_of(status, raw)
-            except aiohttp.ClientConnectorError as exc:
-                raise keyed(self._failure(exc, method, path), key, bool(attempt)) from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError):
+            except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+                if self._closings != closings:  # the app's close() closed its connection under it
+                    raise closed_during(method, path, key) from None
+                if isinstance(exc, RuntimeError):
+                    raise
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise keyed(self._failure(exc, method, path), key, bool(attempt)) from None
+                if not isinstance(
+                    exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
+                ):
+                    raise keyed(self._failure(exc, method, path, limit), key, bool(attempt)) from None
                 # aiohttp itself retries a GET on a kept-alive connection; an append with its key is
                 # retried here once (answered with the first result if the daemon had committed it)
                 if not retryable(method, key):
@@ -198,8 +212,6 @@ class AsyncClient(Api):
                 if attempt:
                     failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
                     raise keyed(failure, key, True) from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise keyed(self._failure(exc, method, path, limit), key, bool(attempt)) from None
 
     async def _append(self, sid: str, body: dict, key: str):
         """An append on an append stream, pipelined with the others in flight (client/aioappends.py); the
@@ -276,6 +288,7 @@ class AsyncClient(Api):
 
         path = f"/v1/sessions/{quote_id(sid)}/complete"
         headers = {IDEMPOTENCY_HEADER: key}
+        closings = self._closings
         for attempt in (0, 1):
             try:
                 resp = await self._http().post(
@@ -288,10 +301,14 @@ class AsyncClient(Api):
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # a kept-alive connection the daemon had closed (idle, or it restarted): sent again once, as
                 # an append with its key is; the key makes the daemon store the question and ask the model
-                # once, whatever reached it the first time (daemon/complete.py)
+                # once, whatever reached it the first time (daemon/complete.py); not if the app closed it
+                if self._closings != closings:
+                    raise closed_during("POST", path, key) from None
                 if attempt or isinstance(exc, aiohttp.ClientConnectorError):
                     raise keyed(self._failure(exc, "POST", path), key, bool(attempt)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
+                if self._closings != closings:
+                    raise closed_during("POST", path, key) from None
                 raise keyed(self._failure(exc, "POST", path), key, bool(attempt)) from None
         if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
             return resp, None
