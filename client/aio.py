@@ -180,10 +180,19 @@ class AsyncClient(Api):
             return ClientError(f"{method} {path} to the daemon on {self.socket} failed: {exc}")
         return exc
 
-    async def _call(self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None):
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = None,
+        wait: float | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         import aiohttp
 
-        headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
+        if key is not None:
+            headers = {**(headers or {}), IDEMPOTENCY_HEADER: key}
         limit = call_timeout(self.timeout, wait)
         longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
         if not retryable(method, key):

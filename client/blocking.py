@@ -157,10 +157,16 @@ class Client(Api):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _request(
-        self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = None,
+        wait: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode()
-        head = request_head(method, path, payload, key, IDEMPOTENCY_HEADER)
+        head = request_head(method, path, payload, key, IDEMPOTENCY_HEADER, headers)
         request = head if payload is None else head + payload
         retry = retryable(method, key)
         with self._turn:
@@ -215,8 +221,16 @@ class Client(Api):
         # e.g. a home that is a file, a path too long for a socket
         return ClientError(f"cannot connect to {self.socket}: {getattr(exc, 'strerror', None) or exc}")
 
-    def _call(self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None):
-        return answer_of(*self._request(method, path, body, key, wait))
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = None,
+        wait: float | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        return answer_of(*self._request(method, path, body, key, wait, headers))
 
     def _open(
         self, method: str, path: str, body: bytes | None, headers: dict, timeout: float | None
