@@ -92,8 +92,8 @@ class AsyncClient(Api):
 
     async def close(self) -> None:
         """Close its connections; calls still on their way raise ClientError, an append's (on its stream or a
-        POST) with done_unknown and its idempotency_key (sent again with it, it is done once); a call after
-        close() opens new connections."""
+        POST) with done_unknown and its idempotency_key (sent again with it, it is done once), and events()
+        iterations end (not resumed); a call after close() opens new connections."""
         self._closings += 1
         # each let go before it is closed: a call made meanwhile opens a new one, not one being closed
         if self._appends is not None:
@@ -402,6 +402,7 @@ class AsyncClient(Api):
         import aiohttp
 
         backoff = Backoff(retry_for)
+        closings = self._closings  # a close() of the client ends the iteration: no stream reopened after it
         while True:
             parser = SseParser()
             async with resp:
@@ -413,13 +414,15 @@ class AsyncClient(Api):
                         if done is not None:
                             backoff.carried()
                             yield done[1]
-                except aiohttp.ClientPayloadError:  # the daemon went away mid-stream: its end, as the blocking client's
+                except aiohttp.ClientError:  # broken or closed: the stream's end, as the blocking client's
                     pass
-            if not reconnect:
+            if not reconnect or self._closings != closings:
                 return
             error: BaseException | None = None
             while True:
                 await asyncio.sleep(backoff.next(error))
+                if self._closings != closings:
+                    return
                 try:
                     resp = owner.resp = await self._event_stream(owner.last_event_id)
                     break
