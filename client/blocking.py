@@ -84,7 +84,8 @@ class Client(Api):
         call of its own thread (from a signal handler), it closes that call's connection under it: the call
         raises ClientError, and if it may have changed something, with done_unknown set and, for an append,
         its idempotency_key (sent again with it, the append is done once) as the clients' other unknown
-        outcomes."""
+        outcomes. The streams (events(), complete_stream()) have connections of their own, which their own
+        close() closes."""
         with self._turn:
             self._closings += 1
             self._close()
