@@ -26,7 +26,6 @@ from .errors import (
     DaemonNotAnswering,
     DaemonNotRunning,
     answer_of,
-    closed_during,
     keyed,
     lost,
     raise_for,
@@ -36,8 +35,10 @@ from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_e
 
 if TYPE_CHECKING:
     import aiohttp
+    from typing_extensions import Unpack
 
     from .aioappends import AppendStreams
+    from .calls import CallOptions
 
 
 def _url(path: str):
@@ -77,7 +78,6 @@ class AsyncClient(Api):
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
         self._appended = False  # an append was made: the next opens a stream (the first is a POST)
         self._pipeline = True  # streams opened with ?pipeline=1; False for a daemon of before it (it refuses it)
-        self._closings = 0  # close() calls: one made while a call waits for its answer is seen by that call
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -180,17 +180,10 @@ class AsyncClient(Api):
             return ClientError(f"{method} {path} to the daemon on {self.socket} failed: {exc}")
         return exc
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        key: str | None = None,
-        wait: float | None = None,
-        headers: dict[str, str] | None = None,
-    ):
+    async def _call(self, method: str, path: str, body: Any = None, **options: Unpack[CallOptions]):
         import aiohttp
 
+        key, wait, headers = options.get("key"), options.get("wait"), options.get("headers")
         if key is not None:
             headers = {**(headers or {}), IDEMPOTENCY_HEADER: key}
         limit = call_timeout(self.timeout, wait)
@@ -204,8 +197,7 @@ class AsyncClient(Api):
                     status, raw = resp.status, await resp.read()
                 return answer_of(status, raw)
             except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
-                if self._closings != closings:  # the app's close() closed its connection under it
-                    raise closed_during(method, path, key) from None
+                self._check_open(closings, method, path, key)  # the app's close() closed its connection under it?
                 if isinstance(exc, RuntimeError):
                     raise
                 if isinstance(exc, aiohttp.ClientConnectorError):
@@ -311,13 +303,11 @@ class AsyncClient(Api):
                 # a kept-alive connection the daemon had closed (idle, or it restarted): sent again once, as
                 # an append with its key is; the key makes the daemon store the question and ask the model
                 # once, whatever reached it the first time (daemon/complete.py); not if the app closed it
-                if self._closings != closings:
-                    raise closed_during("POST", path, key) from None
+                self._check_open(closings, "POST", path, key)
                 if attempt or isinstance(exc, aiohttp.ClientConnectorError):
                     raise keyed(self._failure(exc, "POST", path), key, bool(attempt)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                if self._closings != closings:
-                    raise closed_during("POST", path, key) from None
+                self._check_open(closings, "POST", path, key)
                 raise keyed(self._failure(exc, "POST", path), key, bool(attempt)) from None
         if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
             return resp, None

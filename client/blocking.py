@@ -8,7 +8,7 @@ import http.client
 import json
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.locate import default_home, resolve_home
 from .calls import (
@@ -22,20 +22,15 @@ from .calls import (
     quote_id,
     retryable,
 )
-from .errors import (
-    ClientError,
-    DaemonNotAnswering,
-    DaemonNotRunning,
-    answer_of,
-    closed_during,
-    keyed,
-    lost,
-    raise_for,
-    writes,
-)
+from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, keyed, lost, raise_for, writes
 from .streams import CompletionStream, EventStream, ResumingEvents
 from .wire import Connection, request_head
 from .wsframes import AppendStream, NoStream, Refused
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .calls import CallOptions
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -70,7 +65,6 @@ class Client(Api):
         # threads sharing this client take turns on those connections (reentrant: close() from a signal handler
         # that interrupted a call of its own thread closes the connection under it rather than wait for itself)
         self._turn = threading.RLock()
-        self._closings = 0  # close() calls: one made during a call (of its own thread: a signal handler) is seen
 
     def __enter__(self) -> Client:
         return self
@@ -87,7 +81,7 @@ class Client(Api):
         outcomes. The streams (events(), complete_stream()) have connections of their own, which their own
         close() closes."""
         with self._turn:
-            self._closings += 1
+            self._closings += 1  # (while a call holds the turn, only its own thread comes here: a signal handler)
             self._close()
 
     def _close(self) -> None:
@@ -142,15 +136,14 @@ class Client(Api):
                 raise keyed(refused, key, bool(attempt)) from None
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too: a broken stream
                 self._close_stream()
-                if self._closings != closings:
-                    raise closed_during("POST", f"/v1/sessions/{quote_id(sid)}/messages", key) from None
+                self._check_open(closings, "POST", f"/v1/sessions/{quote_id(sid)}/messages", key)
                 if attempt:
                     failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
                     raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self._close_stream()
-                if self._closings != closings:  # (a recv on the socket closed under it: EBADF)
-                    raise closed_during("POST", f"/v1/sessions/{quote_id(sid)}/messages", key) from None
+                # (a recv on the socket closed under it: EBADF)
+                self._check_open(closings, "POST", f"/v1/sessions/{quote_id(sid)}/messages", key)
                 raise keyed(self._failure(exc, "GET", "/v1/appends"), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-append: its answer, still to come, must not be the next one's
                 self._close_stream()
@@ -189,8 +182,7 @@ class Client(Api):
                 return self._conn.exchange(request, timeout)
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too
                 self._close()  # a kept-alive connection the daemon closed: retry once on a fresh one
-                if self._closings != closings:
-                    raise closed_during(method, path, key) from None
+                self._check_open(closings, method, path, key)
                 if not retry:
                     raise lost(method, path) from None
                 if attempt:
@@ -198,8 +190,7 @@ class Client(Api):
                     raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self._close()
-                if self._closings != closings:  # (a recv on the socket closed under it: EBADF)
-                    raise closed_during(method, path, key) from None
+                self._check_open(closings, method, path, key)  # (a recv on the socket closed under it: EBADF)
                 raise keyed(self._failure(exc, method, path, timeout), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
                 self._close()
@@ -222,16 +213,8 @@ class Client(Api):
         # e.g. a home that is a file, a path too long for a socket
         return ClientError(f"cannot connect to {self.socket}: {getattr(exc, 'strerror', None) or exc}")
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        key: str | None = None,
-        wait: float | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        return answer_of(*self._request(method, path, body, key, wait, headers))
+    def _call(self, method: str, path: str, body: Any = None, **options: Unpack[CallOptions]):
+        return answer_of(*self._request(method, path, body, **options))
 
     def _open(
         self, method: str, path: str, body: bytes | None, headers: dict, timeout: float | None

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlencode
 
 from ..api.idempotency import IDEMPOTENCY_HEADER, KEY_RULE, good_key  # noqa: F401 (IDEMPOTENCY_HEADER: the clients')
-from .errors import ApiError
+from .errors import ApiError, closed_during
 
 if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from typing_extensions import Unpack
@@ -137,19 +137,26 @@ def complete_body(content, chat, model, provider, stream: bool) -> dict:
     return body
 
 
+class CallOptions(TypedDict, total=False):
+    """A call's options (Api._call's keywords)."""
+
+    key: str | None  # its Idempotency-Key (an append's, a question's)
+    wait: float | None  # the seconds the daemon may take by request (call_timeout)
+    headers: dict[str, str] | None  # its other headers
+
+
 class Api:
     """Every route of the API, written once; `_call` does the transport (Client, AsyncClient)."""
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        key: str | None = None,
-        wait: float | None = None,
-        headers: dict[str, str] | None = None,
-    ):  # pragma: no cover
-        """`wait`: the seconds the daemon may take by request (call_timeout); `headers`: the request's others."""
+    _closings = 0  # the transport's close() calls: one made during a call fails that call (_check_open)
+
+    def _check_open(self, closings: int, method: str, path: str, key: str | None) -> None:
+        """Raise errors.closed_during if the client was closed since its `_closings` was `closings` (read as a
+        call began): the app's close() closed the call's connection under it, and the call is not retried."""
+        if self._closings != closings:
+            raise closed_during(method, path, key) from None
+
+    def _call(self, method: str, path: str, body: Any = None, **options: Unpack[CallOptions]):  # pragma: no cover
         raise NotImplementedError
 
     # daemon

@@ -45,6 +45,16 @@ def _awaiting(task: asyncio.Task, name: str) -> bool:
     return False
 
 
+async def _failed_once_closed(ac, call: asyncio.Future) -> ClientError:
+    """The error of `call` (of client `ac`, waiting for its answer) once `ac` is closed."""
+    await ac.close()
+    try:
+        await asyncio.wait_for(call, 10)
+    except ClientError as exc:
+        return exc
+    raise AssertionError("the call was answered though its client was closed under it")
+
+
 async def test_an_async_post_append_in_flight_when_the_client_closes_names_its_key(make_daemon, tmp_path):
     """The client's first append (a POST; every one without an append stream) waiting for its answer when the
     app closed the client: aiohttp's connection closed under it, the client sent it again on the session being
@@ -62,13 +72,7 @@ async def test_an_async_post_append_in_flight_when_the_client_closes_names_its_k
         ac = d.aclient()
         appending = asyncio.create_task(ac.append(sid, "user", "held", idempotency_key="held-1"))  # ...and this
         await eventually(lambda: _awaiting(appending, "start"), interval=0, what="the append waiting for its answer")
-        await ac.close()
-        try:
-            await asyncio.wait_for(appending, 20)
-        except ClientError as exc:
-            err = exc
-        else:
-            raise AssertionError("the append was answered though its client was closed under it")
+        err = await _failed_once_closed(ac, appending)
     finally:
         if os.path.exists(flag):
             os.remove(flag)
@@ -92,13 +96,7 @@ async def test_an_async_streamed_question_in_flight_when_the_client_closes_names
     asking = asyncio.ensure_future(ac.complete_stream(sid, "hi", idempotency_key="asked-1"))  # sent when awaited
     try:
         await eventually(lambda: os.path.exists(flag), timeout=20, what="the question held")
-        await ac.close()
-        try:
-            await asyncio.wait_for(asking, 10)  # (sent again, it would wait at the pause point too)
-        except ClientError as exc:
-            err = exc
-        else:
-            raise AssertionError("the question was answered though its client was closed under it")
+        err = await _failed_once_closed(ac, asking)  # (sent again, it would wait at the pause point too)
     finally:
         if os.path.exists(flag):
             os.remove(flag)
