@@ -314,7 +314,7 @@ class AsyncClient(Api):
         try:
             raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._failure(exc, "POST", path) from None
+            raise keyed(self._failure(exc, "POST", path), key, False) from None  # (the question may have been asked)
         finally:
             resp.close()
         return resp, answer_of(resp.status, raw)

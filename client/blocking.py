@@ -256,8 +256,8 @@ class Client(Api):
         if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
             try:
                 stream.message = answer_of(resp.status, resp.read())
-            except (OSError, http.client.HTTPException) as exc:
-                raise self._failure(exc, "POST", path) from None
+            except (OSError, http.client.HTTPException) as exc:  # (the question may have been stored, and answered)
+                raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], False) from None
             finally:
                 conn.close()
         return stream
