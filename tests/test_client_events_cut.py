@@ -124,6 +124,27 @@ async def test_blocking_events_yield_every_event_written_before_a_cut(sock, how)
     assert got == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("how", ["close", "abort"])
+async def test_blocking_events_resume_after_a_cut_neither_repeating_nor_skipping(sock, how):
+    async with CutServer(sock, how) as server:
+        c = Client(os.path.dirname(sock), socket=sock)
+        events = await asyncio.to_thread(c.events)
+        await asyncio.wait_for(server.cut.wait(), 10)
+
+        def read() -> list[int]:
+            got = []
+            for ev in events:
+                got.append(ev["n"])
+                if ev["n"] == server.last:
+                    return got
+            return got
+
+        got = await asyncio.wait_for(asyncio.to_thread(read), 10)
+        events.close()
+    assert got == list(range(1, server.last + 1))
+    assert server.resumed_after[1] == f"{RUN}-5"
+
+
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
