@@ -35,8 +35,10 @@ from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_e
 
 if TYPE_CHECKING:
     import aiohttp
+    from typing_extensions import Unpack
 
     from .aioappends import AppendStreams
+    from .calls import CallOptions
 
 
 def _url(path: str):
@@ -70,6 +72,7 @@ class AsyncClient(Api):
         self._home_hint = None if self.home == default_home() else self.home  # for DaemonNotRunning
         self._session: aiohttp.ClientSession | None = None
         self._ws_session: aiohttp.ClientSession | None = None  # the append streams' (_ws_http)
+        self._events_session: aiohttp.ClientSession | None = None  # the change streams' (_events_http)
         self._idle_limit: float | None = None  # what the last stream's handshake said of its idle limit
         self._appends: AppendStreams | None = None  # the append streams (GET /v1/appends), once one is used
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
@@ -88,17 +91,23 @@ class AsyncClient(Api):
         return [] if self._appends is None else self._appends.pipes
 
     async def close(self) -> None:
-        """Close its connections; appends still on their way raise ClientError (a call after close() opens new
-        connections)."""
+        """Close its connections; calls still on their way raise ClientError, an append's (on its stream or a
+        POST) with done_unknown and its idempotency_key (sent again with it, it is done once), and events()
+        iterations end (not resumed); a call after close() opens new connections."""
+        self._closings += 1
+        # each let go before it is closed: a call made meanwhile opens a new one, not one being closed
         if self._appends is not None:
             appends, self._appends = self._appends, None  # the next append, if any, opens streams anew
             await appends.close()
         if self._ws_session is not None:
-            await self._ws_session.close()  # (not the connector: the calls' session owns it)
-            self._ws_session = None
+            ws, self._ws_session = self._ws_session, None
+            await ws.close()  # (not the connector: the calls' session owns it)
+        if self._events_session is not None:
+            events, self._events_session = self._events_session, None
+            await events.close()  # (nor here)
         if self._session is not None:
-            await self._session.close()
-            self._session = None
+            session, self._session = self._session, None
+            await session.close()
 
     def _http(self):
         import aiohttp
@@ -126,6 +135,25 @@ class AsyncClient(Api):
             )
         return self._ws_session
 
+    def _events_http(self):
+        """The change streams' session: the calls' connector, and HTTP/1.0, whose answers are not chunked: a
+        stream's body ends with its connection. A chunked one cut short (the daemon killed, its connection
+        aborted) makes aiohttp raise at the next read, before the events it had read and the app had not yet
+        (its buffer is its own); the end of an unframed body is an end like any other, every byte of it read."""
+        import aiohttp
+
+        if self._events_session is None:
+            self._events_session = aiohttp.ClientSession(
+                connector=self._http().connector,
+                connector_owner=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                version=aiohttp.HttpVersion10,
+                # not kept alive (aiohttp would ask it of HTTP/1.0): a daemon that keeps the connection of a stream
+                # it ended (aiohttp's server does, asked so) would leave the app waiting for its end
+                headers={"Connection": "close"},
+            )
+        return self._events_session
+
     async def _handshaken(self, session, context, params) -> None:
         """A stream's handshake answered: the idle limit it names (calls.stream_idle_limit)."""
         self._idle_limit = stream_idle_limit(params.response.headers.get(KEEP_ALIVE_HEADER))
@@ -152,22 +180,32 @@ class AsyncClient(Api):
             return ClientError(f"{method} {path} to the daemon on {self.socket} failed: {exc}")
         return exc
 
-    async def _call(self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None):
+    async def _call(self, method: str, path: str, body: Any = None, **options: Unpack[CallOptions]):
         import aiohttp
 
-        headers = {IDEMPOTENCY_HEADER: key} if key is not None else None
+        key, wait, headers = options.get("key"), options.get("wait"), options.get("headers")
+        if key is not None:
+            headers = {**(headers or {}), IDEMPOTENCY_HEADER: key}
         limit = call_timeout(self.timeout, wait)
         longer = {} if wait is None else {"timeout": aiohttp.ClientTimeout(total=limit)}  # else the session's
         if not retryable(method, key):
             await _closes_read()
+        closings = self._closings
         for attempt in (0, 1):
             try:
                 async with self._http().request(method, _url(path), json=body, headers=headers, **longer) as resp:
                     status, raw = resp.status, await resp.read()
                 return answer_of(status, raw)
-            except aiohttp.ClientConnectorError as exc:
-                raise keyed(self._failure(exc, method, path), key, bool(attempt)) from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError):
+            except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+                self._check_open(closings, method, path, key)  # the app's close() closed its connection under it?
+                if isinstance(exc, RuntimeError):
+                    raise
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise keyed(self._failure(exc, method, path), key, bool(attempt)) from None
+                if not isinstance(
+                    exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
+                ):
+                    raise keyed(self._failure(exc, method, path, limit), key, bool(attempt)) from None
                 # aiohttp itself retries a GET on a kept-alive connection; an append with its key is
                 # retried here once (answered with the first result if the daemon had committed it)
                 if not retryable(method, key):
@@ -175,8 +213,6 @@ class AsyncClient(Api):
                 if attempt:
                     failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
                     raise keyed(failure, key, True) from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise keyed(self._failure(exc, method, path, limit), key, bool(attempt)) from None
 
     async def _append(self, sid: str, body: dict, key: str):
         """An append on an append stream, pipelined with the others in flight (client/aioappends.py); the
@@ -253,6 +289,7 @@ class AsyncClient(Api):
 
         path = f"/v1/sessions/{quote_id(sid)}/complete"
         headers = {IDEMPOTENCY_HEADER: key}
+        closings = self._closings
         for attempt in (0, 1):
             try:
                 resp = await self._http().post(
@@ -265,17 +302,19 @@ class AsyncClient(Api):
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # a kept-alive connection the daemon had closed (idle, or it restarted): sent again once, as
                 # an append with its key is; the key makes the daemon store the question and ask the model
-                # once, whatever reached it the first time (daemon/complete.py)
+                # once, whatever reached it the first time (daemon/complete.py); not if the app closed it
+                self._check_open(closings, "POST", path, key)
                 if attempt or isinstance(exc, aiohttp.ClientConnectorError):
                     raise keyed(self._failure(exc, "POST", path), key, bool(attempt)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self._check_open(closings, "POST", path, key)
                 raise keyed(self._failure(exc, "POST", path), key, bool(attempt)) from None
         if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
             return resp, None
         try:
             raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._failure(exc, "POST", path) from None
+            raise keyed(self._failure(exc, "POST", path), key, False) from None  # (the question may have been asked)
         finally:
             resp.close()
         return resp, answer_of(resp.status, raw)
@@ -316,8 +355,11 @@ class AsyncClient(Api):
         try:
             # its head within the client's timeout (a stuck daemon: DaemonNotAnswering); its body untimed
             async with asyncio.timeout(self.timeout):  # (in this task: no turn of the loop between head and body)
-                resp = await self._http().get(
-                    "http://localhost/v1/events", headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+                # (HTTP/1.0: not chunked, see _events_http)
+                resp = await self._events_http().get(
+                    "http://localhost/v1/events",
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=None),
                 )
             if resp.status >= 400:
                 answer_of(resp.status, await resp.read())
@@ -350,6 +392,7 @@ class AsyncClient(Api):
         import aiohttp
 
         backoff = Backoff(retry_for)
+        closings = self._closings  # a close() of the client ends the iteration: no stream reopened after it
         while True:
             parser = SseParser()
             async with resp:
@@ -361,13 +404,15 @@ class AsyncClient(Api):
                         if done is not None:
                             backoff.carried()
                             yield done[1]
-                except aiohttp.ClientPayloadError:  # the daemon went away mid-stream: its end, as the blocking client's
+                except aiohttp.ClientError:  # broken or closed: the stream's end, as the blocking client's
                     pass
-            if not reconnect:
+            if not reconnect or self._closings != closings:
                 return
             error: BaseException | None = None
             while True:
                 await asyncio.sleep(backoff.next(error))
+                if self._closings != closings:
+                    return
                 try:
                     resp = owner.resp = await self._event_stream(owner.last_event_id)
                     break

@@ -8,7 +8,7 @@ import http.client
 import json
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.locate import default_home, resolve_home
 from .calls import (
@@ -26,6 +26,11 @@ from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of
 from .streams import CompletionStream, EventStream, ResumingEvents
 from .wire import Connection, request_head
 from .wsframes import AppendStream, NoStream, Refused
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .calls import CallOptions
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -69,8 +74,14 @@ class Client(Api):
 
     def close(self) -> None:
         """Close its connections, once a call another thread has under way is answered (not under it: its
-        request may have been done, its answer lost); a call after close() opens new ones."""
+        request may have been done, its answer lost); a call after close() opens new ones. Called during a
+        call of its own thread (from a signal handler), it closes that call's connection under it: the call
+        raises ClientError, and if it may have changed something, with done_unknown set and, for an append,
+        its idempotency_key (sent again with it, the append is done once) as the clients' other unknown
+        outcomes. The streams (events(), complete_stream()) have connections of their own, which their own
+        close() closes."""
         with self._turn:
+            self._closings += 1  # (while a call holds the turn, only its own thread comes here: a signal handler)
             self._close()
 
     def _close(self) -> None:
@@ -107,6 +118,7 @@ class Client(Api):
             # closed while idle, or idle long enough that its close may be on its way: a new stream takes this
             # append, which no close drops (and which is not sent twice)
             self._close_stream()
+        closings = self._closings
         for attempt in (0, 1):
             try:
                 if self._stream is None:
@@ -124,11 +136,14 @@ class Client(Api):
                 raise keyed(refused, key, bool(attempt)) from None
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too: a broken stream
                 self._close_stream()
+                self._check_open(closings, "POST", f"/v1/sessions/{quote_id(sid)}/messages", key)
                 if attempt:
                     failure = DaemonNotRunning(self.socket, "the connection was closed", self._home_hint)
                     raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self._close_stream()
+                # (a recv on the socket closed under it: EBADF)
+                self._check_open(closings, "POST", f"/v1/sessions/{quote_id(sid)}/messages", key)
                 raise keyed(self._failure(exc, "GET", "/v1/appends"), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-append: its answer, still to come, must not be the next one's
                 self._close_stream()
@@ -136,10 +151,16 @@ class Client(Api):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _request(
-        self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = None,
+        wait: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode()
-        head = request_head(method, path, payload, key, IDEMPOTENCY_HEADER)
+        head = request_head(method, path, payload, key, IDEMPOTENCY_HEADER, headers)
         request = head if payload is None else head + payload
         retry = retryable(method, key)
         with self._turn:
@@ -151,6 +172,7 @@ class Client(Api):
         self, method: str, path: str, request: bytes, retry: bool, timeout: float | None, key: str | None = None
     ) -> tuple[int, bytes]:
         """`key`: the request's Idempotency-Key, named by an error that leaves its outcome unknown (keyed)."""
+        closings = self._closings
         for attempt in (0, 1):
             if self._conn is not None and not retry and self._conn.closed_by_peer():
                 self._close()  # what cannot be retried is not sent on a connection the daemon already closed
@@ -160,6 +182,7 @@ class Client(Api):
                 return self._conn.exchange(request, timeout)
             except (BrokenPipeError, ConnectionResetError):  # wire.Disconnected too
                 self._close()  # a kept-alive connection the daemon closed: retry once on a fresh one
+                self._check_open(closings, method, path, key)
                 if not retry:
                     raise lost(method, path) from None
                 if attempt:
@@ -167,6 +190,7 @@ class Client(Api):
                     raise keyed(failure, key, True) from None
             except (OSError, ValueError, IndexError) as exc:
                 self._close()
+                self._check_open(closings, method, path, key)  # (a recv on the socket closed under it: EBADF)
                 raise keyed(self._failure(exc, method, path, timeout), key, bool(attempt)) from None
             except BaseException:  # e.g. Ctrl-C mid-call: its answer, still to come, must not be the next call's
                 self._close()
@@ -189,8 +213,8 @@ class Client(Api):
         # e.g. a home that is a file, a path too long for a socket
         return ClientError(f"cannot connect to {self.socket}: {getattr(exc, 'strerror', None) or exc}")
 
-    def _call(self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None):
-        return answer_of(*self._request(method, path, body, key, wait))
+    def _call(self, method: str, path: str, body: Any = None, **options: Unpack[CallOptions]):
+        return answer_of(*self._request(method, path, body, **options))
 
     def _open(
         self, method: str, path: str, body: bytes | None, headers: dict, timeout: float | None
@@ -232,8 +256,8 @@ class Client(Api):
         if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
             try:
                 stream.message = answer_of(resp.status, resp.read())
-            except (OSError, http.client.HTTPException) as exc:
-                raise self._failure(exc, "POST", path) from None
+            except (OSError, http.client.HTTPException) as exc:  # (the question may have been stored, and answered)
+                raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], False) from None
             finally:
                 conn.close()
         return stream

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlencode
 
 from ..api.idempotency import IDEMPOTENCY_HEADER, KEY_RULE, good_key  # noqa: F401 (IDEMPOTENCY_HEADER: the clients')
-from .errors import ApiError
+from .errors import ApiError, closed_during
 
 if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from typing_extensions import Unpack
@@ -45,6 +45,9 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     )
 
 LAST_EVENT_ID_HEADER = "Last-Event-ID"  # api/events.py's, repeated: importing api/events.py would load pydantic
+# the session and chat a call to the OpenAI-compatible endpoint names (daemon/openai_names.py's, repeated: that
+# module loads aiohttp)
+SESSION_HEADER, CHAT_HEADER = "X-Sessiond-Session", "X-Sessiond-Chat"
 
 
 def locate_socket(home: str, socket: str | None) -> str:
@@ -134,13 +137,26 @@ def complete_body(content, chat, model, provider, stream: bool) -> dict:
     return body
 
 
+class CallOptions(TypedDict, total=False):
+    """A call's options (Api._call's keywords)."""
+
+    key: str | None  # its Idempotency-Key (an append's, a question's)
+    wait: float | None  # the seconds the daemon may take by request (call_timeout)
+    headers: dict[str, str] | None  # its other headers
+
+
 class Api:
     """Every route of the API, written once; `_call` does the transport (Client, AsyncClient)."""
 
-    def _call(
-        self, method: str, path: str, body: Any = None, key: str | None = None, wait: float | None = None
-    ):  # pragma: no cover
-        """`wait`: the seconds the daemon may take by request (call_timeout)."""
+    _closings = 0  # the transport's close() calls: one made during a call fails that call (_check_open)
+
+    def _check_open(self, closings: int, method: str, path: str, key: str | None) -> None:
+        """Raise errors.closed_during if the client was closed since its `_closings` was `closings` (read as a
+        call began): the app's close() closed the call's connection under it, and the call is not retried."""
+        if self._closings != closings:
+            raise closed_during(method, path, key) from None
+
+    def _call(self, method: str, path: str, body: Any = None, **options: Unpack[CallOptions]):  # pragma: no cover
         raise NotImplementedError
 
     # daemon
@@ -395,10 +411,14 @@ class Api:
         # waiting, the daemon answers within `timeout` (its default 60 s), however long the client's own
         return self._call("POST", "/v1/sync", body, wait=(60.0 if timeout is None else timeout) if wait else None)
 
-    def models(self, *, provider: str | None = None) -> Any:
-        """The models a provider offers (config.toml's [providers.NAME]; default: the default provider), as
-        it lists them: OpenAI's {"object": "list", "data": [{"id", ...}]}."""
-        return self._call("GET", "/openai/v1/models" + query_string({"provider": provider}))
+    def models(self, *, provider: str | None = None, session: str | None = None, chat: str | None = None) -> Any:
+        """The models a provider offers, as it lists them: OpenAI's {"object": "list", "data": [{"id", ...}]}.
+        Those of `provider` (config.toml's [providers.NAME]), else of the provider a question to session
+        `session` goes to (chat `chat`'s own settings.provider, by the chat's id or name, else the current
+        chat's, else the session's), else the default provider's."""
+        named = {SESSION_HEADER: session, CHAT_HEADER: chat}
+        headers = {k: x for k, x in named.items() if x is not None}
+        return self._call("GET", "/openai/v1/models" + query_string({"provider": provider}), headers=headers or None)
 
     def doctor(self, *, verify: bool = True) -> DoctorReport:
         return self._call("GET", "/v1/doctor" + ("" if verify else "?verify=false"))

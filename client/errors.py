@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from ..api.locate import HomeError
 
 E = TypeVar("E", bound=BaseException)
+UNKNOWN = "; the request may or may not have been done"  # what an error says of an outcome it does not know
 
 
 class ClientError(Exception):
@@ -42,7 +43,7 @@ class DaemonNotAnswering(ClientError):
 
     def __init__(self, path: str, seconds: float, writes: bool = False):
         """`writes`: the request may change something (an append, a POST): whether it was done is not known."""
-        unknown = "; the request may or may not have been done: check it before repeating it" if writes else ""
+        unknown = f"{UNKNOWN}: check it before repeating it" if writes else ""
         super().__init__(f"the daemon on {path} did not answer within {seconds:g} s{unknown}")
         self.path = path
         self.seconds = seconds
@@ -113,11 +114,26 @@ def answer_of(status: int, raw: bytes) -> Any:
 def lost(method: str, path: str) -> ClientError:
     """The error for a request that cannot be repeated and whose connection broke before an answer."""
     exc = ClientError(
-        f"the connection to the daemon broke before it answered {method} {path}; the request may "
-        f"or may not have been done: check (e.g. `sessiond ls`, `sessiond show`) before repeating it"
+        f"the connection to the daemon broke before it answered {method} {path}{UNKNOWN}: check (e.g. `sessiond ls`, "
+        "`sessiond show`) before repeating it"
     )
     exc.done_unknown = True
     return exc
+
+
+def closed_during(method: str, path: str, key: str | None) -> ClientError:
+    """The error of a call whose connection the app's own close() closed before the answer (from a signal
+    handler of the thread making the call: Client.close). A request that may change something may have been
+    done: sent again with its key (`key`, named: keyed), it is done once."""
+    what = f"close() was called during {method} {path}: its connection was closed before the daemon answered"
+    if not writes(method, path):
+        return ClientError(f"{what}; nothing was changed: call it again")
+    if key is None:
+        exc = ClientError(f"{what}{UNKNOWN}: check (e.g. `sessiond ls`, `sessiond show`) before repeating it")
+    else:
+        exc = ClientError(what)
+    exc.done_unknown = True
+    return keyed(exc, key, False)
 
 
 def keyed(exc: E, key: str | None, retried: bool) -> E:
@@ -135,7 +151,8 @@ def keyed(exc: E, key: str | None, retried: bool) -> E:
         text = f"{late}; the request may or may not have been done: {again}"
     else:
         before = " (sent before, its connection broke with no answer)" if retried else ""
-        text = f"{err}; the request{before} may or may not have been done: {again}"
+        said = str(err).split(UNKNOWN, 1)[0]  # (its own "check before repeating it" replaced by the key's words)
+        text = f"{said}; the request{before} may or may not have been done: {again}"
     err.args = (text,)
     err.done_unknown = True
     err.idempotency_key = key

@@ -164,11 +164,11 @@ def body_lines(resp: http.client.HTTPResponse) -> Iterator[bytes]:
         if n == 0:
             return
         data = fp.read(n)
+        *lines, partial = (partial + data).split(b"\n")
+        for line in lines:  # also those of a chunk cut short (a connection aborted): the lines it has are whole
+            yield line + b"\n"
         if len(data) < n or fp.read(2) != b"\r\n":
             return  # the connection ended inside the chunk
-        *lines, partial = (partial + data).split(b"\n")
-        for line in lines:
-            yield line + b"\n"
 
 
 class EventStream:

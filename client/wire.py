@@ -22,17 +22,21 @@ class Disconnected(ConnectionResetError):
     """The daemon closed the connection before its whole answer arrived."""
 
 
-def request_head(method: str, path: str, payload: bytes | None, key: str | None, key_header: str) -> bytes:
+def request_head(
+    method: str, path: str, payload: bytes | None, key: str | None, key_header: str, headers: dict | None = None
+) -> bytes:
+    """`headers`: the request's others (their values UTF-8, as aiohttp sends them and reads them)."""
     head = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
     if payload is not None:
         head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
     elif method in _EXPECTS_BODY:
         head += "Content-Length: 0\r\n"
-    if key is not None:
-        if "\r" in key or "\n" in key or "\0" in key:
-            raise ValueError(f"Invalid header value {key!r}")  # as http.client refused it: no header injection
-        head += f"{key_header}: {key}\r\n"
-    return (head + "\r\n").encode("latin-1")
+    given = {} if key is None else {key_header: key}
+    for name, value in {**given, **(headers or {})}.items():
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"Invalid header value {value!r}")  # as http.client refused it: no header injection
+        head += f"{name}: {value}\r\n"
+    return (head + "\r\n").encode("utf-8")
 
 
 def readable(sock: socket.socket) -> bool:

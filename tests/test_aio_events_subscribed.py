@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from sessiond.client import Client
+from waiting import eventually
 
 
 async def _appended(events, message: dict) -> dict:
@@ -62,3 +63,28 @@ def test_the_blocking_event_stream_is_a_context_manager_as_the_others(daemon):
             m = c.append(sid, "user", "hi")
             next(ev for ev in stream if ev["type"] == "messages.appended" and m["id"] in ev["ids"])
         assert list(stream) == []  # closed: nothing more
+
+
+async def test_async_events_end_when_their_client_is_closed(daemon):
+    """AsyncClient.close() (an app leaving its `async with`) while a task iterates its events(): with reconnect,
+    the iteration took the closed connection for a dropped one and went on, on a new aiohttp session opened
+    after close() that nothing closed. It ends now, as without reconnect; a later events() opens anew."""
+    sid = Client(daemon.home).create_session(name="s")["id"]
+    ac = daemon.aclient()
+    for reconnect in (False, True):
+        events = await ac.events(reconnect=reconnect)
+        got: list[dict] = []
+
+        async def read(events=events, got=got) -> None:
+            async for ev in events:
+                got.append(ev)
+
+        reading = asyncio.create_task(read())
+        m = await ac.append(sid, "user", f"hi {reconnect}")
+        await eventually(lambda: any(m["id"] in ev.get("ids", ()) for ev in got), what="the append's event read")
+        await ac.close()
+        await asyncio.wait_for(reading, 10)  # ended, not resumed
+        assert ac._session is None and ac._events_session is None, reconnect  # nothing opened after close()
+        await events.aclose()
+    async with ac:  # a client closed is used again: a new stream
+        await _appended(await ac.events(), await ac.append(sid, "user", "again"))

@@ -3,7 +3,7 @@ those of the provider its current chat's questions go to (a chat's own settings.
 a model from the list picked one the provider asked would not have. It lists the models of the provider a
 question would go to now (daemon/complete.provider_for, with the session's current chat); `?provider=`
 still wins. A request naming a chat with X-Sessiond-Chat lists that chat's provider's, whichever is
-current."""
+current. The clients' models() name the session and chat too (session=, chat=)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from conftest import cli_json, started_with_provider
 from servers.openai_server import Provider, serve_threaded
+from sessiond.client import ApiError
 
 
 def _listed(d, sid: str | None, query: str = "", chat: str | None = None) -> list[str]:
@@ -31,7 +32,11 @@ def _listed(d, sid: str | None, query: str = "", chat: str | None = None) -> lis
         return [m["id"] for m in json.loads(r.read())["data"]]
 
 
-def test_models_are_those_of_the_current_chats_provider(make_daemon):
+@pytest.fixture
+def two_providers(make_daemon):
+    """A daemon with providers `loop` (the default, model loop-a) and `other` (other-b), the OpenAI-compatible
+    endpoint on loopback, and a session whose chat `private` (not its current one) asks `other`, its chat
+    `日記` none of its own: (daemon, session id)."""
     (_, s1), (_, s2) = serve_threaded(Provider(models=("loop-a",))), serve_threaded(Provider(models=("other-b",)))
     try:
         d = started_with_provider(
@@ -47,23 +52,62 @@ def test_models_are_those_of_the_current_chats_provider(make_daemon):
         c = d.client()
         sid = c.create_session()["id"]
         c.create_chat(sid, id="private", settings={"provider": "other"})
-        assert _listed(d, sid) == ["loop-a"]  # the current chat (main) has none of its own: the session's
-        c.switch_chat(sid, "private")
-        assert _listed(d, sid) == ["other-b"]
-        assert _listed(d, sid, "?provider=loop") == ["loop-a"]  # the request's own still wins
-        assert _listed(d, None) == ["loop-a"]  # no session: the default provider's
-        # the chat X-Sessiond-Chat names, whichever is current (by its id or its name)
-        c.switch_chat(sid, "main")
-        assert _listed(d, sid, chat="private") == ["other-b"]
-        c.switch_chat(sid, "private")
-        assert _listed(d, sid, chat="main") == ["loop-a"]
-        with pytest.raises(urllib.error.HTTPError) as unknown:
-            _listed(d, sid, chat="nosuch")
-        assert unknown.value.code == 404 and f"sessiond chat ls {sid}" in unknown.value.read().decode()
-        # the session's own provider, under a chat with none
-        c.switch_chat(sid, "main")
-        c.update_session(sid, settings={"provider": "other"})
-        assert _listed(d, sid) == ["other-b"]
+        c.create_chat(sid, name="日記")
+        yield d, sid
     finally:
         s1.stop()
         s2.stop()
+
+
+def test_models_are_those_of_the_current_chats_provider(two_providers):
+    d, sid = two_providers
+    c = d.client()
+    assert _listed(d, sid) == ["loop-a"]  # the current chat (main) has none of its own: the session's
+    c.switch_chat(sid, "private")
+    assert _listed(d, sid) == ["other-b"]
+    assert _listed(d, sid, "?provider=loop") == ["loop-a"]  # the request's own still wins
+    assert _listed(d, None) == ["loop-a"]  # no session: the default provider's
+    # the chat X-Sessiond-Chat names, whichever is current (by its id or its name)
+    c.switch_chat(sid, "main")
+    assert _listed(d, sid, chat="private") == ["other-b"]
+    c.switch_chat(sid, "private")
+    assert _listed(d, sid, chat="main") == ["loop-a"]
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        _listed(d, sid, chat="nosuch")
+    assert unknown.value.code == 404 and f"sessiond chat ls {sid}" in unknown.value.read().decode()
+    # the session's own provider, under a chat with none
+    c.switch_chat(sid, "main")
+    c.update_session(sid, settings={"provider": "other"})
+    assert _listed(d, sid) == ["other-b"]
+
+
+def _ids(listed) -> list[str]:
+    return [m["id"] for m in listed["data"]]
+
+
+def test_the_blocking_clients_models_name_a_session_and_chat(two_providers):
+    """The clients' models() could name neither header: an app listed the default provider's models (or those of
+    one it named itself), never its session's. models(session=, chat=) send them."""
+    d, sid = two_providers
+    with d.client() as c:
+        assert _ids(c.models()) == ["loop-a"]
+        assert _ids(c.models(session=sid)) == ["loop-a"]  # its current chat (main): the session's, the default
+        assert _ids(c.models(session=sid, chat="private")) == ["other-b"]
+        assert _ids(c.models(session=sid, chat="日記")) == ["loop-a"]  # a name that is not ASCII
+        assert _ids(c.models(session=sid, chat="private", provider="loop")) == ["loop-a"]  # the provider named wins
+        c.switch_chat(sid, "private")
+        assert _ids(c.models(session=sid)) == ["other-b"]
+        with pytest.raises(ApiError) as unknown:
+            c.models(session=sid, chat="nosuch")
+        assert unknown.value.status == 404 and "X-Sessiond-Chat" in unknown.value.message
+
+
+async def test_the_async_clients_models_name_a_session_and_chat(two_providers):
+    d, sid = two_providers
+    async with d.aclient() as ac:
+        assert _ids(await ac.models(session=sid)) == ["loop-a"]
+        assert _ids(await ac.models(session=sid, chat="private")) == ["other-b"]
+        assert _ids(await ac.models(session=sid, chat="日記")) == ["loop-a"]
+        with pytest.raises(ApiError) as unknown:
+            await ac.models(session=sid, chat="nosuch")
+        assert unknown.value.status == 404 and "X-Sessiond-Chat" in unknown.value.message
