@@ -66,8 +66,16 @@ class Providers(TypedDict):
 
 
 @with_config(ANSWER)
+class FormatVersion(TypedDict):
+    writes: int | str  # the version of the format this sessiond writes
+    reads: list[int | str]  # those it reads
+
+
+@with_config(ANSWER)
 class Status(TypedDict):
     version: str
+    schema: NotRequired[int]  # the database schema's version (daemon/versions.py)
+    formats: NotRequired[dict[str, FormatVersion]]  # the wire formats': share_code, log, page, members, ...
     device_id: str
     uptime: float
     counts: dict

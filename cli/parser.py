@@ -82,23 +82,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Version(argparse.Action):
-    """`sessiond --version`: the installed package's version, looked up only when asked (the CLI starts fast)."""
+    """`sessiond --version`: the installed package's version, the database schema's and the wire formats'
+    (daemon/versions.py), looked up only when asked (the CLI starts fast)."""
 
     def __init__(self, option_strings, dest, as_json: bool = False, **kw):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
         self.as_json = as_json  # --json given anywhere on the line (it may come after --version)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from importlib.metadata import PackageNotFoundError, version
+        from ..daemon.versions import versions, versions_text
 
-        try:
-            number = version("sessiond")
-        except PackageNotFoundError:  # a source tree that was not installed (as the daemon says)
-            number = "0.0.0+src"
-        if self.as_json:
-            print(json.dumps({"version": number}))
-        else:
-            print(f"sessiond {number}")
+        print(json.dumps(versions()) if self.as_json else versions_text())
         parser.exit()
 
 

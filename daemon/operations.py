@@ -474,9 +474,15 @@ def _past(expires_at, t: float) -> bool:
 
 def share_error(exc: ImportError_) -> SessiondError:
     """A sync engine's refusal as the API's error: its kind is the code, the status follows from it."""
-    status = {"store": 503, "conflict": 409, "read_only": 409, "not_shared": 409, "busy": 503, "behind": 409}.get(
-        exc.kind, 422
-    )
+    status = {
+        "store": 503,
+        "conflict": 409,
+        "read_only": 409,
+        "not_shared": 409,
+        "busy": 503,
+        "behind": 409,
+        "members_full": 409,
+    }.get(exc.kind, 422)
     if exc.fix:  # (said in the message too, for whoever reads only that: the CLI, a log)
         err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix)
     else:

@@ -11,8 +11,6 @@ import os
 import signal
 import sys
 import time
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as pkg_version
 
 from aiohttp import web
 from nacl.signing import SigningKey
@@ -39,6 +37,7 @@ from .nocore import no_core_dumps
 from .operations import Operations
 from .storerecord import check_store_known
 from .straykeys import delete_stray_keys, refuse_lost_database
+from .versions import package_version, versions
 
 log = logging.getLogger("sessiond")
 # Events of other devices' operations applied here (a pull, an import): this device's own log did not
@@ -50,10 +49,7 @@ APPLIED_HERE = frozenset({"session.synced", "session.imported"})
 # daemon that has not stopped after 15 s)
 CHECKPOINTS_AT_STOP = 5.0
 
-try:
-    VERSION = pkg_version("sessiond")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    VERSION = "0.0.0+src"
+VERSION = package_version()
 
 
 class Daemon:
@@ -265,6 +261,7 @@ class Daemon:
     # ---------------------------------------------------------------- used by the API
     async def status(self) -> dict:
         return {
+            **versions(),  # version, schema, formats: as `sessiond --version --json` says them
             "version": self.version,
             "device_id": self.db.device_id,
             "pid": os.getpid(),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from operator import itemgetter
+from typing import TypedDict, Unpack
 
 from .apply import apply_op
 from .connections import Connections
@@ -43,20 +44,22 @@ async def save_peer(
 IMPORT_CHUNK = 2_000
 
 
-async def apply_remote(
-    c: Connections,
-    sid: str,
-    logs: dict[str, RemoteLog],
-    *,
-    peers: Sequence[dict] = (),
-    remote: dict | None = None,
-    access: str | None = None,
-    event: str = "session.synced",
-    own: dict | None = None,
-    rejoin: dict | None = None,
-    chunk: int = IMPORT_CHUNK,
-    new_only: bool = False,
-) -> int:
+class ApplyOptions(TypedDict, total=False):
+    """apply_remote's keyword options, typed once (PEP 692) for it and for Database.apply_remote, which
+    forwards them: a misspelled or mistyped keyword at a call site is a type error. Each one's default is
+    where apply_remote reads it."""
+
+    peers: Sequence[dict]  # peers rows to record (default none)
+    remote: dict | None  # the remotes row: store_url, announce_pk, members_rev
+    access: str | None  # "read" / "write": this device's access to the shared session
+    event: str  # the event emitted (default "session.synced")
+    own: dict | None  # this device's own published log taken in: {pushed_seq, head_rev, tree}
+    rejoin: dict | None  # a switch to a share code's generation: {members_rev, keep, push_again}
+    chunk: int  # message rows per write transaction of a new session's import (default IMPORT_CHUNK)
+    new_only: bool  # refuse a session here (or its case twin) that arrived meanwhile (default False)
+
+
+async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **options: Unpack[ApplyOptions]) -> int:
     """Apply other devices' operations and record how far each peer's log has been applied. Returns how
     many were new here.
 
@@ -82,6 +85,9 @@ async def apply_remote(
     `new_only`: an import that found no session of this id here before it fetched the logs; one here now
     (or one whose id differs only in case) arrived meanwhile (`new --id`, another code's or a file's import),
     and may be another conversation under the same id: refused (Conflict), nothing written."""
+    peers, remote, access = options.get("peers", ()), options.get("remote"), options.get("access")
+    own, rejoin, chunk = options.get("own"), options.get("rejoin"), options.get("chunk", IMPORT_CHUNK)
+    event = options.get("event", "session.synced")
     if own is None:  # otherwise this device's own log is authoritative
         logs = {d: lg for d, lg in logs.items() if d != c.device_id}
     ops = sorted((op for lg in logs.values() for op in lg.ops), key=lambda o: o.order)
@@ -102,7 +108,7 @@ async def apply_remote(
                 )
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))  # what a failed import left
             row = None
-        if new_only:
+        if options.get("new_only", False):
             twin = await case_twin(tx, sid)
             if row is not None or twin is not None:
                 raise Conflict(

@@ -66,6 +66,22 @@ async def active(q: Any, sid: str, chat: str, cut: list | None) -> list[tuple]:
     return rows
 
 
+async def counts(q: Any, sid: str, chat: str, cut: list | None) -> tuple[int, int]:
+    """(messages, active messages) of the chat: how many it holds, and how many of them `active` returns, read
+    through `q` from the messages_order index, no row read, but for the roles of the messages the cut sets aside
+    (a system message among them stays active): one statement."""
+    held = "SELECT count(*) FROM messages WHERE session_id=?1 AND chat_id=?2"
+    if cut is None:
+        n = (await q.fetchone(held, (sid, chat)))[0]
+        return n, n
+    after = "(lamport, device_id, seq) > (?3, ?4, ?5)"
+    row = await q.fetchone(
+        f"SELECT ({held}), ({held} AND {after}), ({held} AND ({after}) IS NOT TRUE AND role='system')",
+        (sid, chat, *cut),
+    )
+    return row[0], row[1] + row[2]
+
+
 async def fixed_tokens(q: Any, sid: str, chat: str, estimate: Estimator) -> int:
     """The tokens sent to a model before a chat's messages with every question, read through `q`: the
     system prompt (the chat's own, else the session's) and the session's initial messages. They count
@@ -246,7 +262,7 @@ class Context:
             row = await writable_row(tx, sid, self.c)
             refuse_if_ended(sid, row)  # (ended meanwhile)
             policy = json.loads(row["policy"])
-            cut = None if undo else await self._cut(tx, sid, chat, policy, target_tokens, self.c.estimate)
+            cut = None if undo else await self._cut(tx, sid, chat, policy, target_tokens)
             # a cut where it stands (all of it fits already; nothing compacted to undo) is no change: nothing is
             # written, pushed or announced, as a switch to the current chat (a write would also be a
             # last-writer-wins update on every device, able to move back a cut another made meanwhile)
@@ -257,14 +273,12 @@ class Context:
                 tx.emit({"type": "chat.compacted", "session": sid, "chat": chat})
         return await self.context(sid, chat)
 
-    @staticmethod
-    async def _cut(
-        tx: Any, sid: str, chat: str, policy: dict, target_tokens: int | None, estimate: Estimator
-    ) -> list | None:
+    async def _cut(self, tx: Any, sid: str, chat: str, policy: dict, target_tokens: int | None) -> list | None:
         """The cut that leaves at most `target_tokens` of the chat's active messages (or half of what its budget
         leaves them beside the system prompt and initial messages), from its cut as stored (read through `tx`):
-        never before it."""
+        never before it. The chat's messages are read only when the kept total says a cut must be found."""
         p, cut = await chat_budget(tx, sid, chat, policy)
+        fixed, total = await budget_totals(tx, sid, chat, self.c.estimate, self.c.fixed_cache)
         target = target_tokens
         if target is None:
             budget = p.get("max_context_tokens")
@@ -272,10 +286,9 @@ class Context:
                 raise Invalid(
                     f"chat {chat!r} has no context budget to compact to: give target_tokens, the tokens to keep active"
                 )
-            room = budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) - await fixed_tokens(
-                tx, sid, chat, estimate
-            )
-            target = max(0, room / 2)
+            target = max(0, budget * (p.get("context_margin") or DEFAULT_CONTEXT_MARGIN) - fixed) / 2
+        if total <= target:  # all of it fits already: where it stands (as cut_for finds it, reading every message)
+            return cut
         return cut_for(await active(tx, sid, chat, cut), target, cut)[0]
 
     async def set_cuts(self, sid: str, cuts: dict[str, list], *, importing: bool = False) -> None:
@@ -298,8 +311,9 @@ class Context:
         await self.chats.get(sid, chat)
         policy = json.loads(srow["policy"])
         p, cut = await chat_budget(q, sid, chat, policy)
-        rows = await active(q, sid, chat, cut)
-        total = (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0][0]
+        # the kept totals (storage/contexttotals.py), not a count of every active message's tokens
+        fixed, tokens = await budget_totals(q, sid, chat, self.c.estimate, self.c.fixed_cache)
+        total, actives = await counts(q, sid, chat, cut)
         return {
             "session": sid,
             "chat": chat,
@@ -307,11 +321,11 @@ class Context:
             "policy": {k: POLICY_DEFAULTS[k] if p.get(k) is None else p[k] for k in CHAT_POLICY_KEYS},
             "defaults": [k for k in CHAT_POLICY_KEYS if p.get(k) is None],
             "compacted_upto": message_id(cut[1], cut[2]) if cut else None,
-            "active_messages": len(rows),
-            "active_tokens": sum(r[4] for r in rows),
+            "active_messages": actives,
+            "active_tokens": tokens,
             # sent before them with every question, and counted against the budget with them
-            "fixed_tokens": await fixed_tokens(q, sid, chat, self.c.estimate),
-            "compacted_messages": total - len(rows),
+            "fixed_tokens": fixed,
+            "compacted_messages": total - actives,
             "messages": total,
         }
 

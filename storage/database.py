@@ -33,9 +33,9 @@ open.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Unpack
 
-from .applyremote import apply_remote
+from .applyremote import ApplyOptions, apply_remote
 from .chats import Chats
 from .checkpoints import Checkpoints
 from .closing import Closing
@@ -394,9 +394,8 @@ class Database:
     def run_reader(self) -> RunReader:
         return self.log.run_reader()
 
-    async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], **options: Any) -> int:
-        """storage/applyremote.py's apply_remote (its keyword options: peers, remote, access, event, own, rejoin,
-        new_only)."""
+    async def apply_remote(self, sid: str, logs: dict[str, RemoteLog], **options: Unpack[ApplyOptions]) -> int:
+        """storage/applyremote.py's apply_remote (its keyword options: ApplyOptions there)."""
         return await apply_remote(self.c, sid, logs, **options)
 
     # ------------------------------------------------------------------ push and pull bookkeeping

@@ -353,6 +353,17 @@ class FileSizeLimit(SessiondError):
     status = 507
 
 
+def past_file_size_limit(limit: int) -> str:
+    """What a write past the file-size limit `limit` (file_size_limit) met, and the way on, as every refusal of
+    one says it: '... past PAST_FILE_SIZE_LIMIT(limit) ...; RAISE_FILE_SIZE_LIMIT, then ...'."""
+    return (
+        f"this daemon's file-size limit, {limit} bytes (RLIMIT_FSIZE: `ulimit -f`, or LimitFSIZE= in its service unit)"
+    )
+
+
+RAISE_FILE_SIZE_LIMIT = "restart the daemon with the limit raised (`ulimit -f unlimited` in the shell that starts it)"
+
+
 def file_size_limit(exc: BaseException) -> int | None:
     """The file-size limit in force (RLIMIT_FSIZE's soft limit, in bytes) when `exc` may be a write it stopped:
     EFBIG, or SQLite's write I/O error or full disk (SQLite reports EFBIG as SQLITE_IOERR_WRITE, and a write

@@ -40,6 +40,20 @@ class CorruptObject(StoreError):
         self.hash = h
 
 
+class Oversized(CorruptObject):
+    """An object larger than its reader takes (Store.get_capped): refused as damage, unread where the store
+    can tell its size first. `what` names the kind of object as the refusal says it ("a members object")."""
+
+    def __init__(self, h: bytes, size: int | None, limit: int, what: str = "an object"):
+        had = f"{size:,} bytes" if size is not None else "more bytes"
+        super().__init__(h, f"it is {had}, more than the {_bytes(limit)} {what} may be (not read)")
+        self.size, self.limit = size, limit
+
+
+def _bytes(n: int) -> str:
+    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n >> 10} KiB" if n % 1024 == 0 else f"{n:,} bytes"
+
+
 class StaleHead(StoreError):
     """A head was offered with a revision not higher than the one the store holds."""
 
@@ -86,6 +100,16 @@ class Store(ABC):
     @abstractmethod
     async def get(self, h: bytes) -> bytes:
         """Return the bytes whose digest is `h`, verified; ObjectMissing or CorruptObject otherwise."""
+
+    async def get_capped(self, h: bytes, limit: int, what: str = "an object") -> bytes:
+        """get(h), refused (Oversized) if the object is larger than `limit` bytes: for objects of a kind with a
+        cap of its own (a members list), which any writer of the session can make as large as it likes. A
+        store that can tell an object's size before reading it (a folder) refuses it unread; here, the
+        network stores' bodies are bounded by their max_body (MAX_OBJECT_SIZE and a little) already."""
+        data = await self.get(h)
+        if len(data) > limit:
+            raise Oversized(h, len(data), limit, what)
+        return data
 
     @abstractmethod
     async def has(self, h: bytes) -> bool: ...

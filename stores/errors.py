@@ -7,6 +7,7 @@ import errno
 import os
 import resource
 
+from ..storage.errors import RAISE_FILE_SIZE_LIMIT, file_size_limit, past_file_size_limit
 from .base import CannotDelete, CorruptObject, ObjectMissing, StaleHead, StoreError
 
 
@@ -64,6 +65,12 @@ class ObjectTooLarge(StoreError):
     """The object is larger than this store accepts."""
 
 
+class FolderFileTooLarge(ObjectTooLarge):
+    """A folder store's file that could not be written whole (EFBIG): past this daemon's file-size limit
+    (RLIMIT_FSIZE), or what the file system under the folder takes. Waiting does not mend it; raising the
+    limit (a restart) or another store does."""
+
+
 class StoreFull(StoreError):
     """The store has no room left: the disk under a folder store is full, or its owner's quota is used up."""
 
@@ -106,6 +113,16 @@ def folder_error(what: str, where: str, exc: OSError) -> StoreError:
         )
     if err in (errno.EMFILE, errno.ENFILE):
         return ServerError(f"{what}: {out_of_descriptors(err)} in {where}; it tries again as some close")
+    if err == errno.EFBIG:
+        limit = file_size_limit(exc)
+        if limit is not None:
+            return FolderFileTooLarge(
+                f"{what}: a file in {where} cannot grow past {past_file_size_limit(limit)}; {RAISE_FILE_SIZE_LIMIT},"
+                f" then `sessiond sync --wait`"
+            )
+        return FolderFileTooLarge(
+            f"{what}: the file system holding {where} takes no file this large ({exc.strerror}); {MOVE_STORE}"
+        )
     if err == errno.EROFS:
         return FolderDenied(f"{what}: {where} is on a read-only file system; mount it writable, or {MOVE_STORE}")
     if err in (errno.EACCES, errno.EPERM):
@@ -249,6 +266,8 @@ def failure_kind(exc: BaseException) -> str:
         return "failing with server errors"
     if isinstance(exc, StoreFull):
         return "full"
+    if isinstance(exc, FolderFileTooLarge):
+        return "limited in file size"
     if isinstance(exc, StoreOffline):
         return "offline (a Kubo node started with --offline)"
     return "failing"
@@ -279,6 +298,8 @@ def failure_fix(exc: BaseException) -> str:
         return "the store is failing on its side: try again later, or tell its operator"
     if isinstance(exc, StoreFull):
         return "free space in the store, or move to another one"
+    if isinstance(exc, FolderFileTooLarge):
+        return "raise the daemon's file-size limit (a restart), or move to another store"
     if isinstance(exc, StoreOffline):
         return OFFLINE_FIX
     return "check the store and try again"

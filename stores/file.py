@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from ..storage import fsutil
 from ..storage.fsutil import atomic_write, read_small
 from . import filelayout
-from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Store, StoreError, check_object
+from .base import MAX_OBJECT_SIZE, Freed, ObjectMissing, Oversized, Store, StoreError, check_object
 from .cid import digest, digest_parts
 from .filebatch import CLOSE_WAIT, BatchWriter
 from .fileread import Reader
@@ -211,10 +211,17 @@ class FileStore(Store):
             raise self._failure(f"cannot write object {h.hex()}", self._objects, exc) from None
         return h
 
-    def _get_sync(self, h: bytes) -> bytes:
+    def _get_sync(self, h: bytes, limit: int = MAX_OBJECT_SIZE, what: str = "an object") -> bytes:
+        """Object `h`, refused unread (Oversized) if its file is larger than `limit`: no object this store
+        takes is past MAX_OBJECT_SIZE, and anyone who can write to the folder can put a file of any size."""
         try:
             with open(self._obj_path(h), "rb") as f:
-                data = f.read()
+                size = os.fstat(f.fileno()).st_size
+                if size > limit:
+                    raise Oversized(h, size, limit, what)
+                data = f.read(limit + 1)  # (a file growing meanwhile: still no more than this)
+                if len(data) > limit:
+                    raise Oversized(h, None, limit, what)
         except FileNotFoundError as exc:
             if os.path.isdir(self._objects):
                 raise ObjectMissing(h) from None
@@ -271,6 +278,10 @@ class FileStore(Store):
     async def get(self, h: bytes) -> bytes:
         await self._made()
         return await self._reader.run(self._get_sync, h)
+
+    async def get_capped(self, h: bytes, limit: int, what: str = "an object") -> bytes:
+        await self._made()
+        return await self._reader.run(self._get_sync, h, min(limit, MAX_OBJECT_SIZE), what)
 
     async def get_many(self, hashes: list[bytes]) -> list[bytes]:
         await self._made()

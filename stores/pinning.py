@@ -327,6 +327,9 @@ class PinningStore(Store):
     async def get(self, h: bytes) -> bytes:
         return await self.inner.get(h)
 
+    async def get_capped(self, h: bytes, limit: int, what: str = "an object") -> bytes:
+        return await self.inner.get_capped(h, limit, what)
+
     async def has(self, h: bytes) -> bool:
         return await self.inner.has(h)
 

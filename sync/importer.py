@@ -188,13 +188,24 @@ class Importer:
         # file): the code's must be the same one (its very creation), else two conversations would merge under
         # one id; so too for a session under another key (a rejoin).
         if (rejoin or (existing is not None and key_here is None)) and not await self._same_session(sid, logs):
+            if await self._file_copy(sid, logs):  # the same conversation to its user: said as what it is
+                what = (
+                    f"session {sid} on this device is a copy of the code's session imported from a file (`sessiond"
+                    f" import-file` of its export, which makes a new session under its id): a separate session,"
+                    f" which the code's can neither be merged into nor imported beside under one id. Keep the copy,"
+                    f" or, to import the code's (the shared session, with what its devices wrote since the export),"
+                )
+            else:
+                what = (
+                    f"a different session with id {sid} already exists on this device (made here, or imported from"
+                    f" a file or another code), and the code's cannot be imported beside it: keep this one, or, to"
+                    f" import the code's instead,"
+                )
             exc = ImportError_(
                 "conflict",
-                f"a different session with id {sid} already exists on this device (made here, or imported from a"
-                f" file or another code), and the code's cannot be imported beside it: keep this one, or, to import"
-                f" the code's instead, save this one first (`sessiond export {sid} -o {sid}.json`, which"
-                f' `sessiond import-file` takes back under a new id once its "id" is removed) and delete it here'
-                f" (`sessiond rm {sid}`)",
+                f"{what} save this one first (`sessiond export {sid} -o {sid}.json`, which `sessiond import-file`"
+                f' takes back under a new id once its "id" is removed) and delete it here (`sessiond rm {sid}`),'
+                f" then import the code again",
             )
             path = session_path(sid)
             exc.api = [f"GET {path}/export, then DELETE {path}, then {IMPORT_HERE}"]  # (the export kept by the app)
@@ -334,6 +345,23 @@ class Importer:
             return False
         here = await self.ctx.db.log_ops(sid, create.device_id, create.seq - 1, create.seq)
         return len(here) == 1 and dagcbor.encode(op_to_cbor(here[0])) == dagcbor.encode(op_to_cbor(create))
+
+    async def _file_copy(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
+        """Whether the session held here is a copy of the code's made from a file (import-file of its export):
+        created here with the creation time of the code's session's creation (a file import keeps the file's,
+        and no other creation here takes another's), which that creation is not."""
+        create = next((op for lg in logs.values() for op in lg.ops if op.kind == "session.create"), None)
+        db = self.ctx.db
+        here = await db.log_ops(sid, db.device_id, 0, 1)
+        if create is None or len(here) != 1 or here[0].kind != "session.create":
+            return False
+        kept, theirs = here[0].body.get("created_at"), create.body.get("created_at")
+        return (
+            isinstance(kept, (int, float))
+            and kept == theirs
+            and here[0].created_at != kept  # made at another time than its creation says: copied
+            and create.device_id != db.device_id
+        )
 
     async def _exists(self, sid: str) -> bool:
         try:

@@ -34,6 +34,11 @@ log = logging.getLogger("sessiond.sync")
 T_MEMBERS = "sessiond/members"
 MEMBERS_VERSION = 1  # a members object's "v" (fields are added under it: docs/FORMATS.md §6)
 SALT_LEN = 14
+# A members object's cap, sealed (docs/FORMATS.md §6): ~4,000 writers with device ids of ~20 characters
+# (an entry is ~60 bytes), far past any session's; a quarter of a stored object's 1 MiB. Every device reads
+# the object whole and keeps what it lists, and any writer can write it: past the cap, a device refuses to
+# write it (members_full) and a reader refuses it unread, as damage.
+MEMBERS_MAX_BYTES = 256 << 10
 # sessions whose members list, as last read, is kept for the follower (Members.read_members, cached=True)
 MEMBERS_KEPT = 1024
 # what a read of the members slot says when the store lost it: its entry gone, not validly signed (damaged,
@@ -66,6 +71,21 @@ def expiry_hint(stores: Sequence[Store]) -> str:
 
 def seal_small(plain: bytes, key: bytes) -> bytes:
     return encrypt(plain, key, pad=False)[0]
+
+
+def seal_members(sid: str, plain: bytes, key: bytes, writers: int) -> bytes:
+    """A members object of `writers` writers (`plain`, encoded) sealed under `key`; refused (members_full),
+    nothing written, if it would be past MEMBERS_MAX_BYTES, which every reader refuses."""
+    ct = seal_small(plain, key)
+    if len(ct) > MEMBERS_MAX_BYTES:
+        raise ImportError_(
+            "members_full",
+            f"the members list of session {sid} would be {len(ct):,} bytes with {writers:,} writers, more than"
+            f" the {MEMBERS_MAX_BYTES >> 10} KiB a members list may be (about 4,000 writers): nothing was written",
+            f"sessiond devices {sid}  # lists its writer devices; then drop those no longer used: sessiond rekey"
+            f" {sid} --drop DEVICE",
+        )
+    return ct
 
 
 def member_device(d: object) -> str | None:
@@ -295,7 +315,7 @@ class Members:
         if seen is not None and seen[:4] == (pk, entry.revision, entry.data, session_key):
             return entry.revision, [dict(m) for m in seen[4]], seen[5], seen[6]
         try:
-            ct = await asyncio.wait_for(store.get(h), timeout)
+            ct = await asyncio.wait_for(store.get_capped(h, MEMBERS_MAX_BYTES, "a members object"), timeout)
             check_object(h, ct)
             m = dagcbor.decode(open_unpadded(ct, members_key(session_key, salt)))
         except (TimeoutError, StoreError, OSError) as exc:
@@ -406,7 +426,7 @@ class Members:
             obj = members_object(sid, merged, logs)
             plain = _encoded_keeping(obj, self._unknown.get(sid) or {})
             salt = os.urandom(SALT_LEN)
-            ct = seal_small(plain, members_key(session_key, salt))
+            ct = seal_members(sid, plain, members_key(session_key, salt), len(merged))
             h = await asyncio.wait_for(store.put(ct), ctx.timeout)
             entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + h + salt)
             try:

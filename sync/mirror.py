@@ -383,11 +383,19 @@ class MirrorStore(Store):
 
     # ------------------------------------------------------------------ reads
     async def get(self, h: bytes) -> bytes:
+        return await self._get(h, None)
+
+    async def get_capped(self, h: bytes, limit: int, what: str = "an object") -> bytes:
+        return await self._get(h, (limit, what))
+
+    async def _get(self, h: bytes, cap: tuple[int, str] | None) -> bytes:
+        """get(h) from the first store that has it; with `cap`, each store's get_capped(h, *cap)."""
         last: BaseException | None = None
         missing: ObjectMissing | None = None
         for st in self._ordered():
             try:
-                data = await asyncio.wait_for(st.get(h), self.timeout)
+                read = st.get(h) if cap is None else st.get_capped(h, *cap)
+                data = await asyncio.wait_for(read, self.timeout)
             except ObjectMissing as exc:
                 missing = exc
                 continue

@@ -38,7 +38,7 @@ from .members import (
     member_name,
     members_object,
     merge_frozen,
-    seal_small,
+    seal_members,
 )
 from .pusher import Pusher
 from .rekeyproof import check_exclusion, check_notice, kept_but_left_out, notice_hash, open_box
@@ -206,7 +206,8 @@ class Rekeyer:
         """The notice, as revision rev+1 of the old members slot."""
         plain = dagcbor.encode({**members_object(sid, members), "rekey": dagcbor.decode(record["n"])})
         salt = os.urandom(SALT_LEN)
-        h = await asyncio.wait_for(store.put(seal_small(plain, members_key(old_key, salt))), self.ctx.timeout)
+        sealed = seal_members(sid, plain, members_key(old_key, salt), len(members))
+        h = await asyncio.wait_for(store.put(sealed), self.ctx.timeout)
         await asyncio.wait_for(
             store.set_head(RegistryEntry.create(announce_key(old_write), rev + 1, b"\x1e" + h + salt)), self.ctx.timeout
         )

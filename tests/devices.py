@@ -79,6 +79,19 @@ def count_calls(obj, name: str) -> list:
     return calls
 
 
+def count_gets(store) -> list:
+    """Record each object read from `store` from now on (its hash): by get, or get_capped (a members object)."""
+    calls = count_calls(store, "get")
+    real = store.get_capped
+
+    async def capped(h, *args, **kw):
+        calls.append(h)
+        return await real(h, *args, **kw)
+
+    store.get_capped = capped
+    return calls
+
+
 def watch_pulls(syncer: Syncer) -> tuple[list[str], list[str]]:
     """The sessions the syncer's follower starts pulling, and those whose pull ended (either way), from now on."""
     started: list[str] = []

@@ -54,6 +54,61 @@ async def test_an_append_to_a_budgeted_chat_reads_neither_its_messages_nor_the_t
     assert [s for s in statements if TEXT_TABLES.search(s)] == []
 
 
+MESSAGE_TOKENS = re.compile(r"\btokens\b[^;]*\bFROM\s+messages\b", re.I | re.S)
+
+
+async def _reads_rows(db, statements: list[str]) -> list[str]:
+    """Those of `statements` that read rows of `messages` (not only its messages_order index: SQLite's plan)."""
+    out = []
+    for s in statements:
+        if not READS_MESSAGES.search(s):
+            continue
+        plan = [r[3] for r in await db.read_all("EXPLAIN QUERY PLAN " + s)]
+        if any(" messages " in f" {p} " and "COVERING INDEX" not in p for p in plan):
+            out.append(s)
+    return out
+
+
+async def test_context_and_a_compaction_with_nothing_to_cut_read_no_message_rows(db):
+    """Structural: `context` (sessiond context, GET .../context, what compact answers) counts a chat's active
+    tokens from the kept total, not by reading its messages: with no cut it reads no message row (its counts come
+    from the messages_order index), with one it reads only the roles of the messages set aside (a system message
+    among them stays active), never their tokens; and a compaction that finds all of the chat within its target
+    reads none either."""
+    sid = (await db.create_session({"system_prompt": PROMPT, "policy": {"max_context_tokens": 10_000_000}}))["id"]
+    for i in range(6):
+        batch = [{"role": "system" if j == 7 else "user", "content": f"m{i} {j}", "tokens": 5} for j in range(50)]
+        await db.append_messages(sid, batch)
+    statements: list[str] = []
+    for conn in (db.c._writer, db.c._reader):
+        conn.set_trace_callback(statements.append)
+    try:
+        ctx = await db.context(sid)
+        traced_context = list(statements)
+        await db.compact(sid, target_tokens=10_000)  # (all of it fits: no cut)
+    finally:
+        for conn in (db.c._writer, db.c._reader):
+            conn.set_trace_callback(None)
+    assert (ctx["active_tokens"], ctx["active_messages"], ctx["messages"]) == (1500, 300, 300), ctx
+    assert any(READS_MESSAGES.search(s) for s in traced_context), traced_context  # (the premise: it counts them)
+    assert [s for s in statements if MESSAGE_TOKENS.search(s)] == []
+    assert await _reads_rows(db, statements) == []
+    # a cut: the 4 system messages of the first 200 stay active (20 tokens), with the last 96 messages
+    await db.compact(sid, target_tokens=500)
+    statements.clear()
+    for conn in (db.c._writer, db.c._reader):
+        conn.set_trace_callback(statements.append)
+    try:
+        ctx = await db.context(sid)
+    finally:
+        for conn in (db.c._writer, db.c._reader):
+            conn.set_trace_callback(None)
+    assert (ctx["active_tokens"], ctx["active_messages"], ctx["compacted_messages"]) == (500, 100, 200), ctx
+    assert [s for s in statements if MESSAGE_TOKENS.search(s)] == []
+    assert all("role='system'" in s.replace(" ", "") for s in await _reads_rows(db, statements)), statements
+    await _agrees(db, sid, ["main"])
+
+
 async def _reference(db, sid: str, chat: str, adding: int) -> tuple[bool, list | None, list | None]:
     """What the budget check decides for `adding` tokens, from the full recount: (refused, the cut before, the
     cut after)."""
@@ -76,11 +131,23 @@ async def _reference(db, sid: str, chat: str, adding: int) -> tuple[bool, list |
 
 
 async def _agrees(db, sid: str, chats: list[str]) -> None:
-    """Each chat's kept totals are the full recount's, through the reader and the writer."""
+    """Each chat's kept totals, and what `context` says from them, are the full recount's (every message of the
+    chat read), through the reader and the writer."""
     for chat in chats:
         ctx = await db.context(sid, chat)
         q = db.c.committed
-        full = (await fixed_tokens(q, sid, chat, db.c.estimate), ctx["active_tokens"])
+        cut = (await chat_budget(q, sid, chat, {}))[1]
+        rows = await active(q, sid, chat, cut)
+        held = (await q.fetchone("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0]
+        full = (await fixed_tokens(q, sid, chat, db.c.estimate), sum(r[4] for r in rows))
+        said = {k: ctx[k] for k in ("fixed_tokens", "active_tokens", "active_messages", "compacted_messages")}
+        assert said == {
+            "fixed_tokens": full[0],
+            "active_tokens": full[1],
+            "active_messages": len(rows),
+            "compacted_messages": held - len(rows),
+        }, (chat, ctx)
+        assert ctx["messages"] == held, (chat, ctx)
         assert await budget_totals(q, sid, chat, db.c.estimate, db.c.fixed_cache) == full, (chat, ctx)
         async with db.c.transaction() as tx:
             got = await budget_totals(tx, sid, chat, db.c.estimate, db.c.fixed_cache)

@@ -8,7 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ...storage.errors import DiskFull, FileSizeLimit, SessiondError, file_size_limit, is_disk_full
+from ...storage.errors import (
+    RAISE_FILE_SIZE_LIMIT,
+    DiskFull,
+    FileSizeLimit,
+    SessiondError,
+    file_size_limit,
+    is_disk_full,
+    past_file_size_limit,
+)
 from ...storage.redact import scrub_text
 
 log = logging.getLogger("sessiond.api")
@@ -75,9 +83,8 @@ def _size_limit(exc: Exception, where: str, home: str | None, limit: int) -> tup
     files = f"a file in sessiond's home ({home})" if home else "a file in sessiond's home"
     log.warning("%s: past the file-size limit (%d bytes): %s", where, limit, exc)
     err = FileSizeLimit(
-        f"{files} cannot grow past this daemon's file-size limit, {limit} bytes (RLIMIT_FSIZE: `ulimit -f`, or"
-        f" LimitFSIZE= in its service unit) ({exc}): nothing of this request was stored. Restart the daemon with"
-        f" the limit raised (`ulimit -f unlimited` in the shell that starts it), then send the request again",
+        f"{files} cannot grow past {past_file_size_limit(limit)} ({exc}): nothing of this request was stored."
+        f" {RAISE_FILE_SIZE_LIMIT.capitalize()}, then send the request again",
         limit=limit,
     )
     return err.status, error_body(err.code, err.message, **err.details)
