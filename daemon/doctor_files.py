@@ -13,6 +13,7 @@ import sqlite3
 import stat
 
 from ..api.locate import socket_path
+from ..storage.dbfile import cut_copies, cut_copy_said
 
 KEY_SIZE = 32  # device.key, <session>.key and <session>.write: 32 bytes; <session>.old: 32 bytes per old key
 SECRET_FILES = (
@@ -59,7 +60,15 @@ def check_home(home: str) -> list[dict]:
                 f"sessiond start --home {home}",
             )
         ]
-    return [*_check_dirs(home), *_check_socket(home), *_check_keys(home), *_check_secrets(home)]
+    return [*_check_dirs(home), *_check_socket(home), *_check_keys(home), *_check_secrets(home), *_cut_copies(home)]
+
+
+def _cut_copies(home: str) -> list[dict]:
+    """A copy of the database that a daemon's stop was writing back when it was killed (storage/dbfile.py)."""
+    return [
+        finding("database", "warn", *cut_copy_said(c, os.path.join(home, "sessions.db")))
+        for c in cut_copies(os.path.join(home, "sessions.db"))
+    ]
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"

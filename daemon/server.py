@@ -16,6 +16,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from ..storage.database import Database
+from ..storage.dbfile import cut_copies, cut_copy_said
 from ..storage.errors import UnusableDatabase
 from ..storage.redact import scrub_text, shown_store, shown_url
 from ..stores import StoreError
@@ -205,6 +206,8 @@ class Daemon:
             await self.ops.delete_session(sid)
         for name in self.home.remove_leftover_temp_files(self.started_at):
             log.warning("a write into the home was cut short (the daemon stopped part-way): %s deleted", name)
+        for copy in cut_copies(self.home.db):  # (kept: it may hold the only copy of a database deleted)
+            log.warning("%s; what to do: %s", *cut_copy_said(copy, self.home.db), extra={"event": "database_copy"})
         await delete_stray_keys(self.db, self.syncer, self.started_at)
         await self.syncer.forget_unused_credentials()  # (those a delete or an import cut short left)
         await self.ops.finish_ends()

@@ -7,6 +7,7 @@ import os
 
 from ..api.locate import HomeError
 from ..storage.database import Database
+from ..storage.dbfile import cut_copies, cut_copy_said
 from ..sync.engine import Syncer
 from ..sync.keys import sessions_with_files
 from .home import Home
@@ -49,9 +50,10 @@ def refuse_lost_database(home: Home) -> None:
     if not held:
         return
     n = len(held)
+    copies = "".join("{}. What to do: {}. ".format(*cut_copy_said(c, home.db)) for c in cut_copies(home.db))
     raise HomeError(
         f"{home.db} is missing, but {os.path.join(home.keys, 'sessions')} holds the keys of {n} session"
         f"{'s' if n != 1 else ''} that it held (e.g. {min(held)}): the database was deleted or moved. Put it back"
         f" (sessions.db, with the sessions.db-wal beside it if there is one) and start again; nothing was changed."
-        f" To start this home afresh without those sessions instead, move {home.keys} away first"
+        f" {copies}To start this home afresh without those sessions instead, move {home.keys} away first"
     )

@@ -481,12 +481,23 @@ class Database:
     async def save_sync_state(self, sid: str, **fields) -> None:
         await self.syncstate.save_sync_state(sid, **fields)
 
-    async def save_pushed(self, sid: str, released: tuple[str, list[bytes]] | None, **fields) -> None:
-        """A push's end in one transaction: its sync_state `fields`, and the objects its log no longer
-        references (`released`: the store's URL and their hashes, for gc), if any. Two transactions left,
-        after a crash between them, the pushed mark without the note: gc never freed what it named."""
+    async def save_pushed(
+        self,
+        sid: str,
+        released: tuple[str, list[bytes]] | None,
+        *,
+        named: tuple[str, list[bytes]] | None = None,
+        **fields,
+    ) -> None:
+        """A push's step in one transaction: its sync_state `fields`; the objects its log no longer
+        references (`released`: the store's URL and their hashes), noted for gc; the objects a revision
+        being recorded names (`named`), noted before their upload (sync/pusher.py), no longer candidates.
+        Two transactions left, after a crash between them, the pushed mark without the note: gc never freed
+        what it named (or the revision recorded with its objects still candidates: gc freed them)."""
         async with self.c.transaction() as tx:
             await self.syncstate.save_sync_state_in(tx, sid, **fields)
+            if named is not None:
+                await self.released.forget_in(tx, named[0], named[1])
             if released is not None:
                 await self.released.add_in(tx, released[0], sid, released[1])
 

@@ -3,22 +3,69 @@
 descriptors, and what it acknowledged then would be lost at the next start; its WAL deleted, every commit
 since the last checkpoint is lost if the daemon does not stop cleanly. `DatabaseFile.lost()` tells it
 (one stat), the group commit refuses every write from then on (storage/groupcommit.py), doctor names it,
-and the daemon's stop writes the database it holds back in place (`put_back`)."""
+and the daemon's stop writes the database it holds back in place (`put_back`). A kill during that write
+leaves its temporary file (`cut_copies`): never deleted, it may hold the only copy of the database; the start
+and doctor name it, and say what to do with it (`cut_copy_said`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sqlite3
 import time
 
-from .errors import DatabaseLost
+from .errors import DatabaseLost, crash_at
 from .fsutil import fsync_dir
 
 log = logging.getLogger("sessiond.storage")
 
 
 WAL_LOST = "WAL deleted"  # what lost() says of the WAL (sessions.db-wal) gone, the database file in place
+# put_back's temporary file, after the database's name: .PID.tmp (to be the database), .held-TIME.PID.tmp (beside it)
+_CUT_COPY = re.compile(r"(?:\.held-\d{8}T\d{6})?\.\d+\.tmp")
+
+
+def cut_copies(path: str) -> list[str]:
+    """The temporary files of put_back beside the database `path` that a kill cut short (sessions.db.PID.tmp,
+    sessions.db.held-TIME.PID.tmp). Never deleted: one may hold the only copy of a database deleted under a
+    running daemon (its stop was writing it back)."""
+    folder, name = os.path.split(path)
+    try:
+        names = os.listdir(folder or ".")
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(folder, n) for n in names if n.startswith(name) and _CUT_COPY.fullmatch(n[len(name) :]))
+
+
+def _whole(path: str) -> str:
+    """Whether the copy at `path` reads as a whole SQLite database (opened read-only, nothing made beside it)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
+            bad = [r[0] for r in conn.execute("PRAGMA quick_check(3)").fetchall() if r[0] != "ok"]
+            n = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+    except sqlite3.Error as exc:
+        return f"it is not a whole database ({exc}): the kill came while it was written"
+    if bad:
+        return f"it is not a whole database ({'; '.join(bad)[:200]}): the kill came while it was written"
+    return f"it reads as a whole database ({n} session{'s' if n != 1 else ''})"
+
+
+def cut_copy_said(copy: str, path: str) -> tuple[str, str]:
+    """What the start and doctor say of a copy cut_copies found beside the database `path`: (what it is, what
+    to do)."""
+    said = (
+        f"{copy} is a copy of the database a daemon held open when {path} was deleted or replaced under it, which"
+        f" that daemon's stop was writing when it was killed (before renaming it into place); {_whole(copy)}. It"
+        f" may hold the only copy of those sessions: sessiond leaves it where it is"
+    )
+    fix = (
+        f"with the daemon stopped (sessiond stop): look at it (sqlite3 {copy} 'PRAGMA integrity_check'); if it holds"
+        f" what you miss, move {path} aside if there is one (mv {path} {path}.aside) and put this copy in its place"
+        f" (mv {copy} {path}), then sessiond start; if not, delete it (rm {copy})"
+    )
+    return said, fix
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -110,6 +157,7 @@ class DatabaseFile:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            crash_at("put_back:written")  # (tests: killed with the copy written, not renamed into place)
             os.rename(tmp, dest)
             fsync_dir(os.path.dirname(dest) or ".")
         except BaseException:

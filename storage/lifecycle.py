@@ -1,6 +1,7 @@
 """This device's own records of what it handed out and what it let go, never synced (schema 8):
 the share codes it issued (`ShareLog`: described, never the code or its secrets) and the objects of its
-logs that no current head references any more (`Released`: what `sessiond gc` may free)."""
+logs that no current head references any more (`Released`: what `sessiond gc` may free), with those a push
+is putting and has not yet recorded a revision naming (a push killed before it leaves them to gc)."""
 
 from __future__ import annotations
 
@@ -89,8 +90,14 @@ class Released:
 
     async def forget(self, store_url: str, hashes: Iterable[bytes]) -> None:
         """These are freed, or referenced again: no longer candidates."""
+        hashes = list(hashes)
+        if hashes:
+            async with self.c.transaction() as tx:
+                await self.forget_in(tx, store_url, hashes)
+
+    @staticmethod
+    async def forget_in(tx: Transaction, store_url: str, hashes: Iterable[bytes]) -> None:
+        """forget(), as part of the caller's transaction."""
         rows = [(store_url, bytes(h)) for h in hashes]
-        if not rows:
-            return
-        async with self.c.transaction() as tx:
+        if rows:
             await tx.executemany("DELETE FROM released WHERE store_url=? AND hash=?", rows)

@@ -1,12 +1,14 @@
 """Freeing store objects this device's logs no longer reference (`sessiond gc`).
 
 The candidates are only what this device recorded letting go (storage/lifecycle.py `Released`: the
-manifest a head moved on from, the pages a compaction merged away), so an object another device wrote,
-or one this device cannot account for, is never a candidate. A candidate is freed once its grace period
-has passed since it was let go (a follower that read the old head a moment ago can still fetch it) and
-no current head of any session this device knows references it: every head (this device's, each
-followed device's, the members slot) is read and walked down to its nodes and parts objects. A session
-whose heads cannot all be read and opened keeps its candidates (the round is reported, not guessed).
+manifest a head moved on from, the pages a compaction merged away; and what a push put, noted before its
+upload until a recorded revision names it: a push killed in between leaves what its retry does not name),
+so an object another device wrote, or one this device cannot account for, is never a candidate. A
+candidate is freed once its grace period has passed since it was let go (a follower that read the old
+head a moment ago can still fetch it) and no current head of any session this device knows references it:
+every head (this device's, each followed device's, the members slot) is read and walked down to its nodes
+and parts objects. A session whose heads cannot all be read and opened keeps its candidates (the round is
+reported, not guessed).
 A session's candidates are freed under its push lock, so no push of it runs in between.
 """
 

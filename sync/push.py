@@ -94,6 +94,11 @@ class LogWriter:
         self.timeout = timeout
         self.written = Written()
         self.unreferenced: list[bytes] = []  # what the last compact() merged away
+        # Told the hashes of the objects it is about to put, before their upload (Pusher: noted as gc
+        # candidates until a recorded revision names them, so that a push killed in between leaves gc what
+        # its retry does not put again); `noted`: the hashes told since the caller last cleared it
+        self.before_put: Callable[[list[bytes]], Awaitable[None]] | None = None
+        self.noted: list[bytes] = []
         # told (on the event loop) the last seq of each chunk of a long run written (progress)
         self.on_progress: Callable[[int], None] | None = None
         self._workers = workers  # None: workers.shared(), taken when first needed
@@ -103,6 +108,12 @@ class LogWriter:
         if self._workers is None:
             self._workers = shared()
         return self._workers
+
+    async def note(self, hashes: list[bytes]) -> None:
+        """Tell `before_put` of objects about to be put (each caller of put and put_in_background does)."""
+        if self.before_put is not None and hashes:
+            await self.before_put(hashes)
+            self.noted += hashes
 
     async def put(self, ciphertexts: list[bytes], hashes: list[bytes] | None = None) -> None:
         """Store objects; `hashes` are their BLAKE3 hashes when sealing has just computed them."""
@@ -182,6 +193,7 @@ class LogWriter:
             sealers = self.workers.seal
             sealed = await asyncio.gather(*(loop.run_in_executor(sealers, self._seal_page, p[0]) for p in pages))
         objects = [o for objs, _, _ in sealed for o in objs]
+        await self.note([ref.hash for _, ref in objects])
         await self.put([ct for ct, _ in objects], [ref.hash for _, ref in objects])
         return [
             Entry(first, last, len(plain), False, ref, parts)
@@ -246,6 +258,7 @@ class LogWriter:
                     levels.append([])
                 levels[lvl + 1].append(new)
             lvl += 1
+        await self.note([h for _, h in nodes])
         await self._put_side_by_side(nodes)
         return levels
 
@@ -284,13 +297,13 @@ class _RunJob:
     """One long run written by worker threads (LogWriter.write_run). Chunks are handed out in seq
     order; each worker reads its chunk on its own connection and measures its operations (pagecut.measure),
     then waits for its turn to cut it into pages (the last page of a chunk may still fill up, so its
-    operations go round again with the next chunk, as views of their contents), then encodes, seals and
-    writes the pages without waiting for anyone. Only the cut is taken in turn, and it is a bisection per
-    page; pages stay full across chunk edges, and are those one reader of the whole run would cut
-    (pagecut.cut), whatever the chunks and however the workers' turns fall. At most _WRITES_OUT objects are being
-    written at a time: by the store's own threads where it offers them (Store.put_in_background), else
-    through the event loop; either way a write that does not end within the writer's timeout fails
-    the push."""
+    operations go round again with the next chunk, as views of their contents), then encodes and seals
+    the pages, has them noted (LogWriter.note: one transaction a chunk) and writes them without waiting for
+    anyone. Only the cut is taken in turn, and it is a bisection per page; pages stay full across chunk
+    edges, and are those one reader of the whole run would cut (pagecut.cut), whatever the chunks and
+    however the workers' turns fall. At most _WRITES_OUT objects are being written at a time: by the
+    store's own threads where it offers them (Store.put_in_background), else through the event loop;
+    either way a write that does not end within the writer's timeout fails the push."""
 
     def __init__(
         self,
@@ -384,12 +397,17 @@ class _RunJob:
             lamport = max(lamport, max(carry.lams))
         else:
             pages = self.writer.page_chunks(run, (bounds, maps), count)
-        entries = []
+        entries: list[Entry] = []
+        objects: list[tuple[bytes | list[bytes], EncryptedCID]] = []
         for chunks, lo, hi in pages:
-            objects, ref, parts = self.writer._seal_chunks(chunks)
-            for ct, obj in objects:
-                self._write(ct, obj.hash)
+            sealed, ref, parts = self.writer._seal_chunks(chunks)
+            objects += sealed
             entries.append(Entry(lo, hi, sum(map(len, chunks)), False, ref, parts))
+        if self.writer.before_put is not None:  # the chunk's objects noted before any is written (one transaction)
+            noted = asyncio.run_coroutine_threadsafe(self.writer.note([obj.hash for _, obj in objects]), self.loop)
+            noted.result(self.writer.timeout)
+        for ct, obj in objects:
+            self._write(ct, obj.hash)
         self.done[k] = (entries, lamport)
         if self.writer.on_progress is not None and entries:
             self.loop.call_soon_threadsafe(self.writer.on_progress, entries[-1].last)

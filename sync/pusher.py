@@ -115,6 +115,17 @@ class _OnePush:
         self.head_key: SigningKey = ctx.keys.head_key(sid)
         self.head_pk = ctx.keys.head_pk(sid)
         self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
+        self.url: str | None = getattr(store, "url", None)
+        url = self.url
+        if url is not None:
+            # What the push puts is noted for gc before its upload, and forgotten in the transaction that
+            # records the revision naming it (_commit_at): killed in between, and more appended before the
+            # retry, the retry cuts a different last page (and folds different groups), and what the killed
+            # attempt put that no revision names was left in the store, never noted, never freed.
+            async def note(hashes: list[bytes]) -> None:
+                await ctx.db.released.add(url, sid, hashes)
+
+            self.writer.before_put = note
         # this device's rekey claims, written into every manifest (sync_state.rekey_claims; rekey.py)
         self.claims: list[dict] = []
 
@@ -313,8 +324,12 @@ class Pusher:
         prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
         plain = encode_manifest(one.sid, one.writer.device, rev, one.head_pk, last, lamport, levels, prev, one.claims)
         made = _Revision(rev, plain, last, encode_levels(levels), prev, levels, list(merged or ()))
+        crash_point("push:put")  # (tests: the pages put, the revision not recorded)
         await one.store.keep_wanted()  # (a pinning service's pins of the pages: resumed, the push puts none again)
-        await self.ctx.db.save_sync_state(one.sid, pending=made.pending())  # fixed before anything of rev is uploaded
+        # fixed before anything of rev is uploaded; what the push put for it (named by it) no longer a gc candidate
+        named = (one.url, one.writer.noted) if one.url is not None and one.writer.noted else None
+        await self.ctx.db.save_pushed(one.sid, None, named=named, pending=made.pending())
+        one.writer.noted = []
         crash_point("push:recorded")  # (tests: the pages put, the revision recorded, its manifest and head not)
         # (the loop is given back here: the manifest's sealing and the head's signing below are a step of
         # their own, not one with the state write before them)
@@ -345,7 +360,7 @@ class Pusher:
                 ) from None
         writer.written.objects += 1
         writer.written.bytes += len(ct)
-        url, prev = getattr(one.store, "url", None), made.prev
+        url, prev = one.url, made.prev
         # What the head let go (the manifest it follows, the pages a compaction merged away), noted for
         # `sessiond gc` (sync/gc.py frees it after its grace period, once no current head references it)
         # in the transaction of the pushed mark: a crash between two writes left it never noted, never freed.
