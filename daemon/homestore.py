@@ -116,14 +116,14 @@ async def keep_store(home: Home, db: Database, store_url: str, move_from: str | 
     the home was told, the database has changed nothing (it took the move alone once: every session then
     pushed again from its start into the store the home stayed on, its pages before left unreferenced, for
     good); killed after, the next start finds the note and the home on the new store, and makes the move."""
-    noted = await db.noted_store_move()
+    noted = await db.syncstate.noted_store_move()
     if noted is not None:
         if home.remembered_store() == noted[1]:  # the home was told, the database not: the move made now
             await _move(db, noted[0])
         else:
-            await db.note_store_move(None)  # the home was never told: no move (a start asking again makes it)
+            await db.syncstate.note_store_move(None)  # the home was never told: no move (a start asking again makes it)
     if move_from is not None:
-        await db.note_store_move((move_from, store_url))
+        await db.syncstate.note_store_move((move_from, store_url))
     if home.remembered_store() != store_url:
         home.remember_store(store_url)
     if move_from is not None:

@@ -420,12 +420,6 @@ class Database:
     async def move_store(self, old_url: str) -> int:
         return await self.syncstate.move_store(old_url)
 
-    async def note_store_move(self, move: tuple[str, str] | None) -> None:
-        await self.syncstate.note_store_move(move)
-
-    async def noted_store_move(self) -> tuple[str, str] | None:
-        return await self.syncstate.noted_store_move()
-
     async def sync_note(self, key: str) -> str | None:
         """A value the sync engine keeps across restarts (when it last did a periodic job)."""
         return await self.syncstate.note(key)
