@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from sessiond.storage.context import active, chat_budget
+
 CHATS = ("main", "second", "third")
 
 
@@ -105,3 +107,38 @@ async def test_a_fork_early_in_a_long_session_reads_what_it_copies(db):
     small, large = await _steps_per_size(db, fork)
     assert all(f["message_count"] == 20 for f in forks), [f["message_count"] for f in forks]
     assert large < small * 1.5, (small, large)
+
+
+async def test_a_chats_context_reads_no_message_row(db):
+    """`sessiond context` (GET .../context) read every active message of the chat into Python to count them and
+    their tokens (80 ms for 33,000). Now the tokens come from the totals kept by trigger and the counts from
+    indexes alone: every statement it runs that names the messages is answered by an index (SQLite's query plan
+    of it: a covering index, or migration 23's partial index of the system messages), compacted chat or not, and
+    its numbers are the full recount's."""
+    sid = await _session(db, 200)
+    for j in range(0, 60, 7):  # system messages on both sides of the cut to come
+        await db.append_messages(sid, [{"role": "system", "content": f"rule {j}", "tokens": 2}], "second")
+        await db.append_messages(sid, [{"role": "user", "content": f"q {j}", "tokens": 3}] * 5, "second")
+    await db.compact(sid, "second", target_tokens=40)
+    for chat in CHATS:
+        statements: list[str] = []
+        for conn in (db.c._writer, db.c._reader):
+            conn.set_trace_callback(statements.append)
+        try:
+            ctx = await db.context(sid, chat)
+        finally:
+            for conn in (db.c._writer, db.c._reader):
+                conn.set_trace_callback(None)
+        plans = []
+        for sql in (s for s in statements if " messages " in s.replace("\n", " ")):
+            plans += [r[3] for r in await db.read_all("EXPLAIN QUERY PLAN " + sql) if "messages" in r[3]]
+        assert plans and all("COVERING INDEX" in p or "messages_system" in p for p in plans), (chat, plans)
+        budget, cut = await chat_budget(db.c.committed, sid, chat, {})
+        rows = await active(db.c.committed, sid, chat, cut)
+        total = len(await db.read_all("SELECT 1 FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))
+        assert (ctx["active_messages"], ctx["active_tokens"], ctx["messages"]) == (
+            len(rows),
+            sum(r[4] for r in rows),
+            total,
+        ), chat
+        assert (cut is not None) == (chat == "second") and ctx["compacted_messages"] == total - len(rows)
