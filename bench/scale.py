@@ -167,7 +167,7 @@ def measure(sessions: int, messages: int) -> dict:
         t["search, rare word"] = timed(lambda i: c.search("topic13", limit=20))
         t["search in the big session"] = timed(lambda i: c.search("topic13", session=big, limit=20))
         t["messages first page (100)"] = timed(lambda i: c.messages(big, limit=100))
-        first = c.messages(big, limit=100)
+        first = c.messages(big, chat="main", limit=100)
         t["messages a later page (100)"] = timed(lambda i: c.messages(big, limit=100, after=first["next"]))
         t["messages last page (100)"] = timed(lambda i: c.messages(big, limit=100, last=True))
         t["messages all chats, first page"] = timed(lambda i: c.messages(big, limit=100, all_chats=True))
@@ -188,7 +188,8 @@ def measure(sessions: int, messages: int) -> dict:
         t["shares"] = timed(lambda i: c.shares())
         t["export the big session (json)"] = timed(lambda i: c.export(big), 1)
         t["clone the big session"] = timed(lambda i: c.clone(big, name=f"clone {i}"), 3)
-        mid = c.messages(big, limit=1, after=first["next"])["messages"][0]["id"]
+        # (of chat main, as `first`: `switch chat` above left another chat current)
+        mid = c.messages(big, chat="main", limit=1, after=first["next"])["messages"][0]["id"]
         t["fork the big session at message 101"] = timed(lambda i: c.fork(big, mid, name=f"fork {i}"), 3)
         t["end a small session"] = timed(lambda i: c.end(pick(3, i)))
         t["rm a small session"] = timed(lambda i: c.delete_session(pick(4, i)))
