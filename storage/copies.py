@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from .chatorder import in_order
 from .chats import Chats
 from .connections import Connections
 from .context import Context
@@ -58,11 +59,13 @@ class Copies:
         spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at}, current_chat=chat)
         if name:
             spec["name"] = name
-        rows = await self.c.committed.fetchall(
-            "SELECT chat_id, role, content, tokens, extra, lamport, device_id, seq, created_at FROM messages"
-            " WHERE session_id=?"
-            " AND (lamport, device_id, seq) <= (?,?,?) ORDER BY lamport, device_id, seq",
-            (sid, lam, dev, seq),
+        # (each chat's messages up to the fork point, merged: chatorder.py; not every message of the session sorted)
+        rows = await in_order(
+            self.c.committed,
+            sid,
+            "chat_id, role, content, tokens, extra, lamport, device_id, seq, created_at",
+            "(lamport, device_id, seq) <= (?,?,?)",
+            (lam, dev, seq),
         )
         cuts = await self._cuts_at(sid, (lam, dev, seq))
         check_fork(self.c.limits, sid, at, [r[0] for r in rows])

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from . import toolresults
 from .apply import apply_op
+from .chatorder import in_order
 from .connections import Connections, Row
 from .context import budget_of, context_check, warning_level
 from .errors import (
@@ -457,11 +458,11 @@ class Messages:
         """Up to `limit` messages in order; the first ones (past `after`), or the last ones (before
         `before`, or with `last`: read from the end, by the index, not the whole log)."""
         srow = await session_row(self.c.committed, sid)
-        where, args = ["session_id=?"], [sid]
+        where: builtins.list[str] = []
+        args: builtins.list = []
         if not all_chats:
-            chat_id = chat or srow["current_chat"]
             where.append("chat_id=?")
-            args.append(chat_id)
+            args.append(chat or srow["current_chat"])
         if after:
             lam, dev, seq, _ = await self.order(sid, after)
             where.append("(lamport, device_id, seq) > (?,?,?)")
@@ -470,24 +471,21 @@ class Messages:
             lam, dev, seq, _ = await self.order(sid, before)
             where.append("(lamport, device_id, seq) < (?,?,?)")
             args += [lam, dev, seq]
-        order = "DESC" if last or (before and not after) else "ASC"
-        sql = (
-            f"SELECT * FROM messages WHERE {' AND '.join(where)} "
-            f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?"
-        )
-        rows = await self.c.committed.fetchall(sql, (*args, limit))
-        if order == "DESC":
+        desc = bool(last or (before and not after))
+        if all_chats:  # every chat's page: a merge of the chats' index ranges (chatorder.py), not a sort of all
+            rows = await in_order(self.c.committed, sid, "*", " AND ".join(where), tuple(args), desc=desc, limit=limit)
+        else:
+            order = "DESC" if desc else "ASC"
+            sql = (
+                f"SELECT * FROM messages WHERE session_id=? AND {' AND '.join(where)} "
+                f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?"
+            )
+            rows = await self.c.committed.fetchall(sql, (sid, *args, limit))
+        if desc:
             rows.reverse()
         return [message_dict(r) for r in rows]
 
     async def conversation(self, sid: str) -> builtins.list[tuple]:  # `list` here is the method above
         """Every message of the session in its global order, as (device, seq, chat, role, content, tokens, extra)."""
-        return [
-            tuple(r)
-            for r in await self.c.committed.fetchall(
-                "SELECT device_id, seq, chat_id, role, content, coalesce(tokens, 0), extra FROM messages"
-                " WHERE session_id=?"
-                " ORDER BY lamport, device_id, seq",
-                (sid,),
-            )
-        ]
+        columns = "device_id, seq, chat_id, role, content, coalesce(tokens, 0), extra, lamport"
+        return [tuple(r)[:7] for r in await in_order(self.c.committed, sid, columns)]

@@ -417,5 +417,11 @@ MIGRATIONS: list[str] = [
     # 22: a chat's active tokens kept by trigger, and a stamp of its session's texts, so that an append to a chat
     # with a context budget reads neither all its messages nor the texts (storage/contexttotals.py)
     contexttotals.MIGRATION,
+    # 23: the system messages of each chat in an index of their own (a partial index: no other message is in it,
+    # so an append of any other role writes nothing more), so that a chat's context (storage/context.py
+    # `context`) counts those a compaction keeps before its cut without reading the rows it set aside
+    """
+    CREATE INDEX messages_system ON messages(session_id, chat_id, lamport, device_id, seq) WHERE role = 'system';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -33,6 +33,7 @@ PINNED = [
     "6081b16bd180da04",
     "5ae53f3cd18fee51",
     "544ff0fb7fcfc2a7",
+    "6af935974356232d",
 ]
 
 
