@@ -222,7 +222,7 @@ class SyncContext:
     # ------------------------------------------------------------------ objects a slot will name
     @contextlib.asynccontextmanager
     async def put_to_name(self, store: Store, sid: str, ct: bytes) -> AsyncIterator[bytes]:
-        """Put `ct`, an object the caller then names in a slot (a members object), and
+        """Put `ct`, an object the caller then names in a slot (a members object, a rekey's notice), and
         yield its hash. It is noted as a gc candidate of `sid` before the put, and the caller forgets it
         (named) once the slot's write names it: killed in between, or the slot written by another device
         first, what was put stays a candidate, which gc frees once nothing names it (a retry seals the

@@ -3,7 +3,7 @@
 The candidates are only what this device recorded letting go (storage/lifecycle.py `Released`: the
 manifest a head moved on from, the pages a compaction merged away; and what a push put, noted before its
 upload until a recorded revision names it: a push killed in between leaves what its retry does not name; and
-a members object, noted before its put until the members slot names it: a retry seals it
+a members object or a rekey's notice, noted before its put until the members slot names it: a retry seals it
 anew, SyncContext.put_to_name, and gc leaves one being named alone whatever its grace),
 so an object another device wrote, or one this device cannot account for, is never a candidate. A
 candidate is freed once its grace period has passed since it was let go (a follower that read the old

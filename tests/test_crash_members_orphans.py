@@ -1,8 +1,9 @@
-"""kill -9 between an object's put and the members slot's write naming it (a share's members object): the
-retry seals the object again under a new salt, and the killed attempt's object stayed in the store,
-referenced by nothing and never noted for gc (a leak per such crash). The object is noted as a gc candidate
-before its put and forgotten once the slot names it: what a killed attempt put is freed by the next gc;
-what the slot names is never freed, nor by a gc run between the put and the slot's write."""
+"""kill -9 between an object's put and the members slot's write naming it (a share's members object, a
+rekey's notice): the retry seals the object again under a new salt, and the killed attempt's object stayed
+in the store, referenced by nothing and never noted for gc (a leak per such crash). The object is noted as a
+gc candidate before its put and forgotten once the slot names it: what a killed attempt put is freed by the
+next gc; what the slot names is never freed (a rekey's notice stays in the old slot, which gc no longer
+reads once the device has switched), nor by a gc run between the put and the slot's write."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ def _after_gc(make_daemon, what: str, point: str | None, kind: str = "folder") -
 
 
 @pytest.mark.parametrize("kind", ["folder", "relay", "kubo"])
-@pytest.mark.parametrize("what,point", [("share", "members:put")])
+@pytest.mark.parametrize(
+    "what,point", [("share", "members:put"), ("rekey", "rekey:notice_put"), ("rekey", "rekey:notice_set")]
+)
 def test_a_slot_write_killed_after_its_object_leaves_nothing_after_gc_and_frees_nothing_named(
     make_daemon, what, point, kind
 ):
@@ -104,7 +107,7 @@ def _gc_while_held(make_daemon, point: str) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.parametrize("point", ["members.put"])
+@pytest.mark.parametrize("point", ["rekey.notice_put", "members.put"])
 def test_a_gc_between_an_object_put_and_the_slot_naming_it_frees_nothing_named(make_daemon, point):
     held = _gc_while_held(make_daemon, point)
     clean = _after_gc(make_daemon, "rekey", None)
