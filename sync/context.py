@@ -15,8 +15,9 @@ in its constructor; engine.Syncer builds them all and owns the worker loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..storage.redact import scrub_text
 from ..stores import Store
+from ..stores.cid import digest
 from ..stores.errors import StoreError, failure_kind, way_on
 from .bounded import KeyedLocks
 from .errors import fix_said, no_relay_account
@@ -74,6 +76,8 @@ class SyncContext:
     # per store in `stores`: the credentials it was opened with (one per URL of a mirror, None where none)
     _opened_with: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
     _closing: set[asyncio.Task] = field(default_factory=set)  # stores replaced, being closed
+    # objects put for a slot's write that will name them, not yet written (put_to_name): gc frees none of them
+    naming: set[bytes] = field(default_factory=set)
 
     async def imported_elsewhere(self, sid: str) -> bool:
         """Whether session `sid` was imported through a store other than this daemon's (and syncs through it)."""
@@ -214,3 +218,30 @@ class SyncContext:
 
     def rekey_lock(self, sid: str) -> AbstractAsyncContextManager[None]:
         return self.rekey_locks(sid)
+
+    # ------------------------------------------------------------------ objects a slot will name
+    @contextlib.asynccontextmanager
+    async def put_to_name(self, store: Store, sid: str, ct: bytes) -> AsyncIterator[bytes]:
+        """Put `ct`, an object the caller then names in a slot (a members object, a rekey's notice), and
+        yield its hash. It is noted as a gc candidate of `sid` before the put, and the caller forgets it
+        (named) once the slot's write names it: killed in between, or the slot written by another device
+        first, what was put stays a candidate, which gc frees once nothing names it (a retry seals the
+        object anew, under a new salt: without the note it stayed in the store for good). Meanwhile it is
+        in `naming`, which gc leaves alone whatever its grace (sync/gc.py), or a gc run between the put and
+        the slot's write would free what the slot is about to name."""
+        h = digest(ct)
+        url: str | None = getattr(store, "url", None)
+        self.naming.add(h)
+        try:
+            if url is not None:
+                await self.db.released.add(url, sid, [h])
+            await asyncio.wait_for(store.put(ct), self.timeout)  # (its answer is `h`: a store checks it)
+            yield h
+        finally:
+            self.naming.discard(h)
+
+    async def named(self, store: Store, h: bytes) -> None:
+        """`h`, put by put_to_name, is named by the slot just written: no longer a gc candidate."""
+        url: str | None = getattr(store, "url", None)
+        if url is not None:
+            await self.db.released.forget(url, [h])

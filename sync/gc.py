@@ -2,7 +2,9 @@
 
 The candidates are only what this device recorded letting go (storage/lifecycle.py `Released`: the
 manifest a head moved on from, the pages a compaction merged away; and what a push put, noted before its
-upload until a recorded revision names it: a push killed in between leaves what its retry does not name),
+upload until a recorded revision names it: a push killed in between leaves what its retry does not name; and
+a members object or a rekey's notice, noted before its put until the members slot names it: a retry seals it
+anew, SyncContext.put_to_name, and gc leaves one being named alone whatever its grace),
 so an object another device wrote, or one this device cannot account for, is never a candidate. A
 candidate is freed once its grace period has passed since it was let go (a follower that read the old
 head a moment ago can still fetch it) and no current head of any session this device knows references it:
@@ -161,15 +163,19 @@ class Collector:
     async def _free_session(
         self, store: Store, sid: str, hashes: list[bytes], live: set[bytes], dry_run: bool, known: bool
     ) -> tuple[int, Freed]:
-        """Free `sid`'s candidates not live, under its push lock: (how many were live, what was freed)."""
+        """Free `sid`'s candidates not live, under its push lock: (how many were kept, what was freed)."""
         ctx = self.ctx
         async with ctx.lock(sid):
+            # what a slot is about to name (SyncContext.put_to_name) stays: taken before the heads are read,
+            # so that one named since is read as live, and again after, for one put meanwhile
+            naming = set(ctx.naming)
             try:
                 now_live = live | (await self.live(sid) if known else set())
             except _UNREADABLE as exc:
                 raise _Kept(f"kept its {len(hashes)} objects, its heads could not be read: {describe(exc)}") from None
+            naming |= ctx.naming
             referenced = [h for h in hashes if h in now_live]
-            todo = [h for h in hashes if h not in now_live]
+            todo = [h for h in hashes if h not in now_live and h not in naming]
             if referenced and not dry_run:  # referenced again (a repair re-wrote them): no longer candidates
                 await ctx.db.released.forget(store.url, referenced)
             try:
@@ -181,4 +187,4 @@ class Collector:
             if not dry_run:
                 crash_point("gc:freed")  # (tests: killed with the objects freed, their candidates not forgotten)
                 await ctx.db.released.forget(store.url, result.gone)
-            return len(referenced), result
+            return len(hashes) - len(todo), result

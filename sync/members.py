@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from nacl.signing import SigningKey
 
+from ..storage.testhooks import pause_for_tests
 from ..stores import HeadExpired, StaleHead, Store, StoreError, check_object
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
@@ -25,7 +26,7 @@ from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
-from .errors import ImportError_, bad_log, newer_format, store_failed
+from .errors import ImportError_, bad_log, crash_point, newer_format, store_failed
 from .mirror import MirrorStore
 from .pages import LogError, NewerFormat, check_version
 
@@ -427,18 +428,19 @@ class Members:
             plain = _encoded_keeping(obj, self._unknown.get(sid) or {})
             salt = os.urandom(SALT_LEN)
             ct = seal_members(sid, plain, members_key(session_key, salt), len(merged))
-            h = await asyncio.wait_for(store.put(ct), ctx.timeout)
-            entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + h + salt)
-            try:
-                await asyncio.wait_for(store.set_head(entry), ctx.timeout)
-            except StaleHead:
-                rewrite = None if rewrite is None else rewrite + 1  # (past what refused it, if it is gone)
-                # another writer changed the slot meanwhile: read it again and merge. The members object
-                # just put is referenced by no head: `sessiond gc` frees it after its grace period
-                url = getattr(store, "url", None)
-                if url is not None:
-                    await ctx.db.released.add(url, sid, [h])
-                continue
+            # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name)
+            async with ctx.put_to_name(store, sid, ct) as h:
+                crash_point("members:put")  # (tests: the members object put, the slot not written)
+                await pause_for_tests("members.put")  # (the tests hold it here: put, the slot not written)
+                entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + h + salt)
+                try:
+                    await asyncio.wait_for(store.set_head(entry), ctx.timeout)
+                except StaleHead:
+                    rewrite = None if rewrite is None else rewrite + 1  # (past what refused it, if it is gone)
+                    # another writer changed the slot meanwhile: read it again and merge. The members object
+                    # just put is referenced by no head: still a candidate, `sessiond gc` frees it
+                    continue
+                await ctx.named(store, h)
             # What the slot says now, as a read of it would find it: this device's own write does not make
             # its follower (nor the next ensure_member) read the object back from the store.
             written, notice, kept = parse_members(obj)

@@ -207,10 +207,23 @@ class Rekeyer:
         plain = dagcbor.encode({**members_object(sid, members), "rekey": dagcbor.decode(record["n"])})
         salt = os.urandom(SALT_LEN)
         sealed = seal_members(sid, plain, members_key(old_key, salt), len(members))
-        h = await asyncio.wait_for(store.put(sealed), self.ctx.timeout)
-        await asyncio.wait_for(
-            store.set_head(RegistryEntry.create(announce_key(old_write), rev + 1, b"\x1e" + h + salt)), self.ctx.timeout
-        )
+        # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name): killed in
+        # between, the resumed rekey puts another (a new salt); refused as stale, the object is named by nothing
+        async with self.ctx.put_to_name(store, sid, sealed) as h:
+            crash_point("rekey:notice_put")  # (tests: the notice put, the slot not written)
+            await pause_for_tests("rekey.notice_put")  # (the tests hold it here: put, the slot not written)
+            await asyncio.wait_for(
+                store.set_head(RegistryEntry.create(announce_key(old_write), rev + 1, b"\x1e" + h + salt)),
+                self.ctx.timeout,
+            )
+            crash_point("rekey:notice_set")  # (tests: the slot names the notice, still a gc candidate)
+            await self.ctx.named(store, h)
+
+    async def _notice_named(self, store: Store, old_announce: bytes) -> None:
+        """The object the old members slot names (this device's notice) is no longer a gc candidate."""
+        entry = await asyncio.wait_for(store.get_head(b"\xed" + old_announce), self.ctx.timeout)
+        if entry is not None and len(entry.data) >= 33:
+            await self.ctx.named(store, bytes(entry.data[1:33]))
 
     async def _finish(self, sid: str, record: dict) -> None:
         # (a record an earlier sessiond wrote may name a writer of no known id "None")
@@ -252,6 +265,10 @@ class Rekeyer:
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
                 await self._claim(sid, record)
                 await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
+            else:  # published, perhaps killed before it was forgotten as a gc candidate: the old slot names
+                # it, which gc no longer reads once this device has switched, and the devices yet to take
+                # the rekey read it there
+                await self._notice_named(store, old_announce)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
 
