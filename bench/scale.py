@@ -7,7 +7,8 @@ through batched appends; then each call of the API (and a few of the CLI, which 
 there and in a home of a tenth of both sizes. Each figure is the median of SCALE_RUNS calls, in ms.
 `ratio`: full / tenth. A call whose cost follows what it returns (a page, one session) stays near 1; one that
 reads the totals grows towards 10 (the sizes' ratio). The destructive calls (rm, end, compact, clone,
-fork) act on sessions of their own, so each run acts on the same size.
+fork) act on sessions of their own, so each run acts on the same size. The floor: the same pages' SQL through
+the sqlite3 module alone on the same file (`sqlite: ...`), beside the socket's HTTP round trip (bench/floors.py).
 
 Nothing is timed before the home's folder store holds every session (`sync --wait`): the first push of each
 new session runs in the background meanwhile (~28 ms of wall time a session on the 2-core development machine,
@@ -136,6 +137,27 @@ def cli(home: str, *args: str) -> None:
     )
 
 
+def floors(home: str, big: str) -> dict[str, float]:
+    """The floor beside the figures: the same reads' SQL through the sqlite3 module alone, on the same file (a
+    read-only connection beside the running daemon), no sessiond code, no socket: ms, median of RUNS."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{os.path.join(home, 'sessions.db')}?mode=ro", uri=True)
+    chat = db.execute("SELECT chat_id FROM messages WHERE session_id=? LIMIT 1", (big,)).fetchone()[0]
+    page = "SELECT * FROM messages WHERE session_id=? AND chat_id=? ORDER BY lamport, device_id, seq LIMIT 100"
+    f = {
+        "sqlite: a page of one chat (100 rows)": timed(lambda i: db.execute(page, (big, chat)).fetchall()),
+        "sqlite: a page of sessions (100 rows)": timed(
+            lambda i: db.execute("SELECT * FROM sessions ORDER BY id LIMIT 100").fetchall()
+        ),
+        "sqlite: one session's row": timed(
+            lambda i: db.execute("SELECT * FROM sessions WHERE id=?", (big,)).fetchall()
+        ),
+    }
+    db.close()
+    return f
+
+
 def measure(sessions: int, messages: int) -> dict:
     with Daemon(home=_home_with_config()) as d:
         c = Client(d.home)
@@ -197,6 +219,7 @@ def measure(sessions: int, messages: int) -> dict:
         t["doctor (no verify)"] = timed(lambda i: c.doctor(verify=False), 3)
         t["doctor"] = timed(lambda i: c.doctor(), 1)
         c.close()
+        t.update(floors(d.home, big))
         # the CLI: its own start (a Python process) is in each figure
         h = d.home
         t["cli: status"] = timed(lambda i: cli(h, "status"), CLI_RUNS)
