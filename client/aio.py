@@ -258,7 +258,14 @@ class AsyncClient(Api):
                 # the frames one at a time, in order (the pipelined ones wait in the connection)
                 self._pipeline = False
                 return await self._open_stream()
-            raise ClientError(f"the daemon refused the append stream (HTTP {exc.status})") from None
+            # (aiohttp's handshake error has the status and headers, not the body, where the daemon says why)
+            raise ApiError(
+                exc.status,
+                "http_error",
+                f"the daemon on {self.socket} refused the append stream (HTTP {exc.status}): the append was not"
+                " sent; sent by POST, with AsyncClient(append_stream=False), it is answered with the daemon's"
+                " reason",
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._failure(exc, "GET", "/v1/appends") from None
 

@@ -39,9 +39,9 @@ SKEW_PROBLEM = 300.0  # ... before a problem: expiries of share codes and checkp
 async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     findings = check_home(daemon.home.path)
     version = await daemon.db.schema_version()  # open and in use: checked by its start, not read again here
-    lost = daemon.db.c.file.lost()
+    lost = await daemon.db.c.file_lost()
     if lost is not None:
-        fix = "sessiond stop (it writes the database it holds back), then sessiond start"
+        fix = daemon.db.c.file.fix(lost)
         findings.append(finding("database", "problem", daemon.db.c.file.said(lost), fix))
     else:
         findings.append(finding("database", "ok", f"{daemon.db.path} is open (schema version {version})"))

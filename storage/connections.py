@@ -186,7 +186,9 @@ class Connections:
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-bulk")
         self._off_loop = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-write")
         self.wal_reset_frames = WAL_RESET_FRAMES
-        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames)
+        # deleted, replaced or overwritten under the daemon: writes refused, put back (or left out) at close
+        self.file = DatabaseFile(path, writer)
+        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames, self.file.checkpointing)
         self._path = path
         self.wal_resets = 0  # WAL resets done (tests read it)
         self._resetting: asyncio.Task | None = None
@@ -205,7 +207,6 @@ class Connections:
         self.estimate: Estimator = get_estimator()  # text -> tokens: config.toml's token_estimator (the daemon's)
         # chats' fixed tokens (system prompt, initial messages) by their texts' stamp: an append's budget check
         self.fixed_cache = FixedCache()
-        self.file = DatabaseFile(path)  # deleted or replaced under the daemon: writes refused, put back at close
         self.group = GroupCommit(writer, self._committed, self.emit, self._check_file)  # the write transactions
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
 
@@ -308,12 +309,15 @@ class Connections:
             self.file.put_back(self._writer)
         except Exception:  # (a stop goes on: the error says what is left where)
             log.exception("%s was lost while the daemon ran, and could not be written back", self.path)
+        kept_out = self.file.keep_out()  # overwritten in place: no close checkpoints into it
         self._bulk.shutdown(wait=True)
         self._off_loop.shutdown(wait=True)
         self._bulk_conn.close()
         self._checkpointer.close()
         self._reader.close()
         self._writer.close()
+        if kept_out is not None:
+            self.file.left_out(kept_out)
 
     # ------------------------------------------------------------------ writes
     def _check_file(self) -> None:
@@ -325,6 +329,14 @@ class Connections:
         except DatabaseLost:
             self._checkpointer.wake()
             raise
+
+    async def file_lost(self) -> str | None:
+        """DatabaseFile.lost() for doctor: between two write transactions, under the writer's lock (it reads
+        the writer's data_version, which the search index's thread may be using meanwhile)."""
+        await self.group.batch_done()
+        async with self.group.lock:
+            self.group.commit_batch()
+            return self.file.lost()
 
     def transaction(self) -> Transacting:
         """A write transaction, in turn with every other write; it returns once it is committed, and its
@@ -401,12 +413,13 @@ class Connections:
         First a PASSIVE one without the lock: it copies (and fsyncs) nearly all the WAL while appends go
         on, so that the one under the lock has only the last few commits to copy (measured: appends waited
         30-40 ms for a reset that did it all)."""
-        await asyncio.to_thread(checkpoint, self._path, "PASSIVE")
+        await asyncio.to_thread(checkpoint, self._path, "PASSIVE", WAL_RESET_WAIT_MS, self.file.checkpointing)
         async with self.group.lock:
             self.group.commit_batch()  # the batch under way, if any, first
             t = time.perf_counter()
             try:
-                return await asyncio.to_thread(checkpoint, self._path, mode, wait_ms)
+                with self.file.own_reset():  # (its TRUNCATE moves the writer's data_version)
+                    return await asyncio.to_thread(checkpoint, self._path, mode, wait_ms, self.file.checkpointing)
             finally:
                 self.checkpoint_locked_ms = (time.perf_counter() - t) * 1000
 

@@ -3,7 +3,11 @@
 descriptors, and what it acknowledged then would be lost at the next start; its WAL deleted, every commit
 since the last checkpoint is lost if the daemon does not stop cleanly. `DatabaseFile.lost()` tells it
 (one stat), the group commit refuses every write from then on (storage/groupcommit.py), doctor names it,
-and the daemon's stop writes the database it holds back in place (`put_back`). A kill during that write
+and the daemon's stop writes the database it holds back in place (`put_back`). Overwritten in place (`cp
+backup.db sessions.db`: the same inode, new content), which only a checkpoint of the daemon's may do (the
+database file's size and modification time are kept as each left them: `checkpointing`), or written by another program
+through SQLite (the writer's PRAGMA data_version): refused as well, and nothing of the daemon's is written into
+it from then on, its stop neither (`put_back`). A kill during that write
 leaves its temporary file (`cut_copies`): never deleted, it may hold the only copy of the database; the start
 and doctor name it, and say what to do with it (`cut_copy_said`)."""
 
@@ -14,7 +18,9 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 
 from .errors import DatabaseLost, crash_at
 from .fsutil import fsync_dir
@@ -23,6 +29,8 @@ log = logging.getLogger("sessiond.storage")
 
 
 WAL_LOST = "WAL deleted"  # what lost() says of the WAL (sessions.db-wal) gone, the database file in place
+OVERWRITTEN = "overwritten in place"  # ... of its content changed by no checkpoint of the daemon's (a cp over it)
+WRITTEN_ELSEWHERE = "written by another program"  # ... of another connection's commit (PRAGMA data_version)
 # put_back's temporary file, after the database's name: .PID.tmp (to be the database), .held-TIME.PID.tmp (beside it)
 _CUT_COPY = re.compile(r"(?:\.held-\d{8}T\d{6})?\.\d+\.tmp")
 
@@ -68,34 +76,103 @@ def cut_copy_said(copy: str, path: str) -> tuple[str, str]:
     return said, fix
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+def _stat(path: str) -> os.stat_result | None:
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
         return None
-    return (st.st_dev, st.st_ino)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    st = _stat(path)
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+def _content(st: os.stat_result | None) -> tuple[int, int] | None:
+    """What an in-place write to the file changes: its size and modification time (not its change time,
+    which a chmod moves too)."""
+    return None if st is None else (st.st_size, st.st_mtime_ns)
 
 
 class DatabaseFile:
-    def __init__(self, path: str):
+    """`writer`: the daemon's writer connection, whose PRAGMA data_version moves when another connection
+    commits; the daemon's other connections never do (its reader and bulk thread only read), and its
+    checkpoints' TRUNCATE (a WAL started over by another connection) is taken as its own (`own_reset`)."""
+
+    def __init__(self, path: str, writer: sqlite3.Connection | None = None):
         self.path = path
         self.wal = path + "-wal"
         self._identity = _identity(path)
         # (SQLite keeps its WAL file while any connection is open: the one there now, made by the opening)
         self._wal_identity = _identity(self.wal)
+        self._writer = writer
+        self._version = self._data_version()
+        # the database file as the last of the daemon's checkpoints left it (in WAL mode only they write it)
+        self._lock = threading.Lock()  # (checkpoints run on threads of their own)
+        self._content = _content(_stat(path))
+        self._checkpoints = 0  # running: the file's content may be moving
+        self._changed: str | None = None  # OVERWRITTEN or WRITTEN_ELSEWHERE once seen: for good
+
+    def _data_version(self) -> int | None:
+        if self._writer is None:
+            return None
+        return self._writer.execute("PRAGMA data_version").fetchone()[0]
 
     def lost(self) -> str | None:
-        """None while `path` and its WAL are still the files opened; else what became of them ("deleted",
-        "replaced by another file", or WAL_LOST: the WAL deleted or replaced, the database file in place)."""
-        now = _identity(self.path)
-        if now is None:
+        """None while `path` and its WAL are still the files opened, written by the daemon alone; else what
+        became of them ("deleted", "replaced by another file", WAL_LOST: the WAL deleted or replaced, the database
+        file in place, OVERWRITTEN or WRITTEN_ELSEWHERE)."""
+        st = _stat(self.path)  # (one stat: the identity and the content)
+        if st is None:
             return "deleted"
-        if now != self._identity:
+        if (st.st_dev, st.st_ino) != self._identity:
             return "replaced by another file"
         if self._wal_identity is None:
             self._wal_identity = _identity(self.wal)  # (none at the opening: the first one made is the one)
-            return None
-        return None if _identity(self.wal) == self._wal_identity else WAL_LOST
+        elif _identity(self.wal) != self._wal_identity:
+            return WAL_LOST
+        if self._changed is None and self._version is not None and self._data_version() != self._version:
+            self._changed = WRITTEN_ELSEWHERE
+        if self._changed is None:
+            with self._lock:
+                self._overwritten(st)
+        return self._changed
+
+    def _overwritten(self, st: os.stat_result | None) -> None:
+        """(self._lock held.) The file (`st`: its stat now), still the one opened, changed by none of the
+        daemon's checkpoints."""
+        moved = self._changed is None and self._checkpoints == 0 and _content(st) != self._content
+        if moved and st is not None and (st.st_dev, st.st_ino) == self._identity:  # (else lost() says what)
+            self._changed = OVERWRITTEN
+
+    @contextlib.contextmanager
+    def checkpointing(self) -> Iterator[bool]:
+        """Around each of the daemon's checkpoints (any thread): False if the file's content changed since the
+        last one left it (a copy over it: the checkpoint must not write the daemon's pages into that), else
+        True, and what it leaves is the file's content from then on."""
+        with self._lock:
+            self._overwritten(_stat(self.path))
+            if self._changed == OVERWRITTEN:
+                yield False
+                return
+            self._checkpoints += 1
+        try:
+            yield True
+        finally:
+            with self._lock:
+                self._checkpoints -= 1
+                if self._checkpoints == 0:
+                    self._content = _content(_stat(self.path))
+
+    @contextlib.contextmanager
+    def own_reset(self) -> Iterator[None]:
+        """Around a RESTART or TRUNCATE checkpoint of the daemon's, with no write under way (the writer's lock
+        held): it starts the WAL over from another connection, which moves the writer's data_version. Taken as
+        the daemon's own, unless another program had written before it."""
+        before = self._data_version() == self._version
+        yield
+        if before and self._changed is None:
+            self._version = self._data_version()
 
     def said(self, what: str) -> str:
         """The file being `what` (lost()) said, as doctor and a refused write say it."""
@@ -103,6 +180,16 @@ class DatabaseFile:
             return (
                 f"{self.wal}, the write-ahead log of {self.path}, was deleted or replaced while the daemon ran (the"
                 " daemon writes to the file it opened, now in no folder)"
+            )
+        if what == OVERWRITTEN:
+            return (
+                f"{self.path} was overwritten in place while the daemon ran (a backup copied over it?): the file the"
+                " daemon has open now holds what was put there, not the database the daemon knows"
+            )
+        if what == WRITTEN_ELSEWHERE:
+            return (
+                f"{self.path} was written by another program while the daemon ran (a backup restored into it"
+                " through SQLite?): the daemon's view of it is no longer what it holds"
             )
         return (
             f"{self.path} was {what} while the daemon ran (the daemon writes to the file it opened, now in no folder)"
@@ -116,11 +203,32 @@ class DatabaseFile:
                 f" cleanly, so none is taken; nothing of this request was stored. What it held is copied into"
                 f" {self.path} now; restart the daemon (`sessiond stop`, then start it again) to write again"
             )
+        if what in (OVERWRITTEN, WRITTEN_ELSEWHERE):
+            return DatabaseLost(
+                f"{self.said(what)}: a write now would mix the daemon's pages into it, so none is taken; nothing of"
+                f" this request was stored. {self.fix(what)}"
+            )
         return DatabaseLost(
             f"{self.said(what)}: a write now would be acknowledged and then lost, so none"
-            f" is taken; nothing of this request was stored. Stop the daemon (`sessiond stop`): it then writes the"
-            f" database it holds open {self._put_where(what)}; start it again after that"
+            f" is taken; nothing of this request was stored. {self.fix(what)}; start it again after that"
         )
+
+    def fix(self, what: str) -> str:
+        """What to do about the file being `what` (lost()), as doctor and a refused write say it."""
+        if what == OVERWRITTEN:
+            return (
+                f"Stop the daemon (`sessiond stop`): it leaves {self.path} as it is now, and moves its own log of"
+                f" the writes since its last checkpoint aside ({os.path.basename(self.wal)}.overwritten-TIME); start"
+                " it again after that. Stop the daemon before restoring a backup"
+            )
+        if what == WAL_LOST:
+            return "Restart the daemon (`sessiond stop`, then start it again) to write again"
+        if what == WRITTEN_ELSEWHERE:
+            return (
+                "Restart the daemon (`sessiond stop`, then start it again) to write again. Stop the daemon before"
+                " restoring a backup or writing to its database"
+            )
+        return f"Stop the daemon (`sessiond stop`): it then writes the database it holds open {self._put_where(what)}"
 
     def _put_where(self, what: str) -> str:
         return f"back to {self.path}" if what == "deleted" else f"beside it as {os.path.basename(self.path)}.held-TIME"
@@ -131,12 +239,51 @@ class DatabaseFile:
         if what is not None:
             raise self.error(what)
 
+    def keep_out(self) -> sqlite3.Connection | None:
+        """At close, before the daemon's connections close, if the file was overwritten in place: a read-only
+        connection in a read transaction, so that none of them, closing, checkpoints the WAL into what was put
+        there (the last connection to close checkpoints, if it can lock the file alone); else None. Given to
+        `left_out` once they are closed."""
+        if self.lost() != OVERWRITTEN:
+            return None
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("BEGIN")
+            conn.execute("PRAGMA schema_version").fetchone()  # (a read: the read lock taken)
+        except sqlite3.Error:  # what was put there is no database SQLite reads: the closes may write into it
+            log.exception("%s was overwritten in place while the daemon ran", self.path)
+            conn.close()
+            return None
+        return conn
+
+    def left_out(self, conn: sqlite3.Connection) -> str:
+        """keep_out's connection closed (read-only: no checkpoint), and the WAL, the daemon's writes since its
+        last checkpoint, moved aside: read at the next start as the file's own, its pages would be written
+        into what was put there. Returns where it went."""
+        conn.close()
+        aside = f"{self.wal}.overwritten-{time.strftime('%Y%m%dT%H%M%S')}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.wal, aside)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path + "-shm")  # (the WAL's index: made again from the WAL there is, none)
+        fsync_dir(os.path.dirname(self.path) or ".")
+        log.error(
+            "%s was overwritten in place while the daemon ran: left as it is; the daemon's WAL moved to %s",
+            self.path,
+            aside,
+            extra={"event": "database_lost"},
+        )
+        return aside
+
     def put_back(self, conn: sqlite3.Connection) -> str | None:
         """At close, if the file was lost: the database `conn` holds written whole (SQLite's backup), through a
         temporary file renamed in place, to `path` if deleted (nothing lost), or beside the file that replaced
         it, which is left as it is. Returns where, or None if the file was never lost."""
         what = self.lost()
-        if what is None:
+        if what is None or what == OVERWRITTEN:  # (that one: keep_out)
+            return None
+        if what == WRITTEN_ELSEWHERE:  # (through SQLite: the file is whole, the daemon's commits in it too)
+            log.error("%s", self.said(what), extra={"event": "database_lost"})
             return None
         if what == WAL_LOST:  # (the database file is in place: closing the last connection checkpoints into it)
             conn.execute("PRAGMA wal_checkpoint(FULL)")

@@ -4,11 +4,13 @@ its end. storage/connections.py's writer wakes it after its commits and resets t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 log = logging.getLogger("sessiond.storage")
 
@@ -47,15 +49,21 @@ SCRUB_QUIET_S = 0.5
 SCRUB_LATEST_S = 10.0  # ...or once it has waited this long, if deletes never stop for SCRUB_QUIET_S
 
 
-def checkpoint(path: str, mode: str, wait_ms: int = WAL_RESET_WAIT_MS) -> bool:
+Guard = Callable[[], AbstractContextManager[bool]]  # DatabaseFile.checkpointing: False, the file not to be written
+
+
+def checkpoint(path: str, mode: str, wait_ms: int = WAL_RESET_WAIT_MS, guard: Guard | None = None) -> bool:
     """`PRAGMA wal_checkpoint(mode)` on a connection of its own (a thread's); True if it did all of it
-    (no reader or writer kept it from the WAL's end for `wait_ms`)."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=wait_ms / 1000)
-    try:
-        busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        return not busy
-    finally:
-        conn.close()
+    (no reader or writer kept it from the WAL's end for `wait_ms`); False, not done, if `guard` says no."""
+    with guard() if guard is not None else contextlib.nullcontext(True) as go:
+        if not go:
+            return False
+        conn = sqlite3.connect(path, isolation_level=None, timeout=wait_ms / 1000)
+        try:
+            busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            return not busy
+        finally:
+            conn.close()
 
 
 class Checkpointer:
@@ -63,8 +71,9 @@ class Checkpointer:
     been written since the last time (told by the writer after each commit), so no commit ever stalls on
     a checkpoint's fsyncs. PASSIVE: it never waits for, nor blocks, a reader or the writer."""
 
-    def __init__(self, path: str, cap: Callable[[], int] = lambda: WAL_RESET_FRAMES):
+    def __init__(self, path: str, cap: Callable[[], int] = lambda: WAL_RESET_FRAMES, guard: Guard | None = None):
         self._path = path
+        self._guard = guard or (lambda: contextlib.nullcontext(True))  # (checkpoint's)
         self._cap = cap  # the most frames the WAL is allocated for (Connections.wal_reset_frames)
         self.frames = 0  # the WAL's length at the last checkpoint, in frames
         self.passes = 0  # checkpoints done (tests read it)
@@ -95,8 +104,10 @@ class Checkpointer:
                 self._wake.clear()
                 self._allocate(frame_bytes)
                 try:
-                    _, self.frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.passes += 1
+                    with self._guard() as go:  # (not into a file copied over the database)
+                        if go:
+                            _, self.frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                            self.passes += 1
                 except sqlite3.Error as e:  # busy or I/O: the next wake tries again; the WAL keeps the data
                     log.warning("background WAL checkpoint failed: %s", e)
                 if self._stop:

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import cli_json, started_with_provider
+from conftest import cli_json, run_cli, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
@@ -111,3 +111,28 @@ async def test_the_async_clients_models_name_a_session_and_chat(two_providers):
         with pytest.raises(ApiError) as unknown:
             await ac.models(session=sid, chat="nosuch")
         assert unknown.value.status == 404 and "X-Sessiond-Chat" in unknown.value.message
+
+
+def test_the_models_command_names_a_session_and_chat(two_providers):
+    """`sessiond models` had no --session / --chat, though the endpoint and both clients take them: from the
+    CLI one listed only the default provider's models, or those of a provider one named oneself."""
+    d, sid = two_providers
+    cli = lambda *a: run_cli(d.home, "models", *a)  # noqa: E731
+    assert cli("--session", sid).stdout.split() == ["loop-a"]  # its current chat (main) asks the default
+    assert cli("--session", sid, "--chat", "private").stdout.split() == ["other-b"]
+    assert cli("--session", sid, "--chat", "日記").stdout.split() == ["loop-a"]
+    assert cli("--session", sid, "--chat", "private", "--provider", "loop").stdout.split() == ["loop-a"]
+    assert _ids(cli_json(d.home, "models", "--session", sid, "--chat", "private")) == ["other-b"]
+    d.client().switch_chat(sid, "private")
+    assert cli("--session", sid).stdout.split() == ["other-b"]
+    unknown = cli("--session", sid, "--chat", "nosuch")
+    assert unknown.returncode == 1 and "no chat 'nosuch', which --chat names" in unknown.stderr
+    assert "leave --chat out" in unknown.stderr and "sessiond chat ls" in unknown.stderr
+    # said in the CLI's words before asking the daemon: a chat of no session, an empty id or name
+    for args, said in (
+        (("--chat", "private"), "--chat names a chat of the session --session names"),
+        (("--session", ""), "--session must not be empty"),
+        (("--session", sid, "--chat", ""), "--chat must not be empty"),
+    ):
+        res = cli(*args)
+        assert res.returncode == 2 and said in res.stderr, (args, res.stderr)

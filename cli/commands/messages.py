@@ -71,6 +71,8 @@ def register(commands: Commands) -> None:
     p.add_argument("text", help="the question; '-' reads it from standard input")
     p = commands.add("models", cmd_models, "list the models a provider offers (its GET /models)")
     p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the default one")
+    p.add_argument("--session", help="the models of the provider a question to this session goes to")
+    p.add_argument("--chat", help="(with --session) that of this chat (id or name) instead of the current chat's")
     p = commands.add("log", cmd_log, "print a session's messages")
     p.add_argument("id")
     which = p.add_mutually_exclusive_group()
@@ -253,7 +255,18 @@ def _choose_model(exc: ApiError) -> str:
 def cmd_models(args) -> int:
     if args.provider == "":  # (the endpoint reads an empty provider as the default one)
         raise UsageError("--provider must not be empty: leave it out for the default provider")
-    listed = client(args).models(provider=args.provider)
+    if args.session == "":
+        raise UsageError("--session must not be empty: give a session id, or leave it out for the default provider")
+    if args.chat == "":
+        raise UsageError("--chat must not be empty: give a chat's id or name, or leave it out for the current chat")
+    if args.chat is not None and args.session is None:
+        raise UsageError("--chat names a chat of the session --session names: give --session too")
+    try:
+        listed = client(args).models(provider=args.provider, session=args.session, chat=args.chat)
+    except ApiError as exc:  # the chat the header names: the option that filled it
+        said = exc.message.replace("the X-Sessiond-Chat header names", "--chat names")
+        said = said.replace("leave the header out for its current chat", "leave --chat out for its current chat")
+        raise ApiError(exc.status, exc.code, said, exc.details) from None
     data = listed.get("data") if isinstance(listed, dict) else None
     ids = [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
     emit(args, listed, "\n".join(ids) if ids else "the provider lists no models")

@@ -1,0 +1,127 @@
+"""A backup copied over sessions.db in place while the daemon runs (`cp backup.db sessions.db`: the same inode,
+new content) went unseen: the check before each COMMIT (storage/dbfile.py) looked for a file deleted or
+replaced by another one, and the daemon went on writing its pages, and its background checkpoint its WAL, into
+the copied-in file, a mix of two databases. Now the file's content changing under the daemon (its size and
+modification time moved by no checkpoint of the daemon's), or another program writing to it through SQLite (the writer's
+PRAGMA data_version), refuses every write as the replaced file is refused, doctor names it, and nothing of the
+daemon's is written into what was put there, its stop neither."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from conftest import DaemonProc
+from sessiond.client import ApiError
+from sessiond.storage import connections
+from sessiond.storage.database import Database
+from test_database_lost import _made_session
+from waiting import eventually
+
+
+def _sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _names(db: str) -> list[str]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sessions"))
+
+
+def test_a_database_copied_over_the_file_in_place_refuses_writes_and_is_left_as_copied(home, tmp_path):
+    other = str(tmp_path / "other")
+    kept = _made_session(other)  # a whole database of another home, stopped cleanly: a backup to copy in
+    backup = os.path.join(other, "sessions.db")
+    db = os.path.join(home, "sessions.db")
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="running")["id"]
+            for i in range(20):  # frames in the WAL, not yet checkpointed
+                c.append(sid, role="user", content=f"acknowledged {i}")
+            inode = os.stat(db).st_ino
+            shutil.copyfile(backup, db)  # in place: truncated and written, the same file
+            assert os.stat(db).st_ino == inode
+            copied = _sha(db)
+            with pytest.raises(ApiError) as refused:
+                c.append(sid, role="user", content="after the copy")
+            said = refused.value.message
+            assert refused.value.code == "database_lost" and refused.value.status == 503, said
+            assert db in said and "overwritten" in said and "before restoring a backup" in said, said
+            with pytest.raises(ApiError) as again:  # every write from then on
+                c.create_session(name="another")
+            assert again.value.code == "database_lost"
+            found = [f for f in c.doctor(verify=False)["findings"] if f["check"] == "database"]
+            assert found and found[0]["level"] == "problem" and "overwritten" in found[0]["message"], found
+            assert _sha(db) == copied  # nothing of the daemon's written into it (the refusal woke the checkpoint)
+    finally:
+        assert d.stop() == 0
+    assert _sha(db) == copied  # the stop neither
+    assert not os.path.exists(db + "-wal")  # (its frames would be read as this file's at the next start)
+    assert _names(db) == ["kept"]
+    d = DaemonProc(home).start()  # the copied-in database is the daemon's now, whole
+    try:
+        with d.client() as c:
+            assert [s["id"] for s in c.list_sessions()["sessions"]] == [kept]
+            assert [m["content"] for m in c.messages(kept)["messages"]] == ["acknowledged"]
+            c.append(kept, role="user", content="after the restart")
+    finally:
+        assert d.stop() == 0
+
+
+def test_another_program_writing_the_database_refuses_the_daemons_writes(home):
+    """A backup restored into the live file through SQLite (`sqlite3 sessions.db '.restore backup.db'`), or any
+    other program's write: the daemon's caches and bookkeeping no longer say what the file holds."""
+    db = os.path.join(home, "sessions.db")
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c, contextlib.closing(sqlite3.connect(db, timeout=10)) as other:
+            sid = c.create_session(name="running")["id"]
+            other.execute("UPDATE sessions SET name='renamed elsewhere'")
+            other.commit()
+            with pytest.raises(ApiError) as refused:
+                c.append(sid, role="user", content="after the other write")
+            said = refused.value.message
+            assert refused.value.code == "database_lost" and "another program" in said, said
+    finally:
+        assert d.stop() == 0
+
+
+async def test_the_daemons_own_checkpoints_and_index_writes_are_not_taken_for_another_writer(tmp_path, monkeypatch):
+    """The daemon's own other connections write the file too: its background checkpoint (PASSIVE, on a thread,
+    while writes go on), the WAL's reset (RESTART) and its truncation after a delete (TRUNCATE, which starts the
+    WAL over from another connection: the writer's data_version moves), and the search indexer (on the writer,
+    off the loop). None of them is taken for a copy over the file or another program's write."""
+    monkeypatch.setattr(connections, "SCRUB_QUIET_S", 0.0)
+    db = await Database.open(str(tmp_path / "db.sqlite"))
+    indexer = asyncio.create_task(db.searcher.run_indexer(every=0.02))
+    try:
+        db.c.wal_reset_frames = 32
+        cp = db.c._checkpointer
+        for n in range(3):
+            sid = (await db.create_session({}))["id"]
+            for i in range(10):
+                await db.append_messages(sid, [{"role": "user", "content": f"words {i} " + "x" * 4000}] * 5)
+                passes = cp.passes
+                cp.wake()
+                await eventually(lambda p=passes: cp.passes > p, what="a background checkpoint")
+                await eventually(lambda: db.c._resetting is None, what="a reset under way")
+            await db.searcher.catch_up()
+            await db.delete_session(sid)
+            await eventually(lambda n=n: db.c.wal_scrubs > n, what="the WAL truncated after the delete")
+            assert db.c.file.lost() is None
+        assert db.c.wal_resets >= 1 and db.c._checkpointer.passes >= 1
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "still written"}])
+        assert db.c.file.lost() is None
+    finally:
+        indexer.cancel()
+        await asyncio.gather(indexer, return_exceptions=True)
+        await db.close()
