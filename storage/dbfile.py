@@ -133,9 +133,11 @@ class DatabaseFile:
             return WAL_LOST
         if self._changed is None and self._version is not None and self._data_version() != self._version:
             self._changed = WRITTEN_ELSEWHERE
-        if self._changed is None:
+        if self._changed is None and _content(st) != self._content:
+            # (looked at again under the lock: one of the daemon's checkpoints may have ended since `st`, keeping
+            # what it left, which `st` is older than; read as a copy over the file, it refused every write)
             with self._lock:
-                self._overwritten(st)
+                self._overwritten(_stat(self.path))
         return self._changed
 
     def _overwritten(self, st: os.stat_result | None) -> None:

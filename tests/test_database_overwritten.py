@@ -125,3 +125,36 @@ async def test_the_daemons_own_checkpoints_and_index_writes_are_not_taken_for_an
         indexer.cancel()
         await asyncio.gather(indexer, return_exceptions=True)
         await db.close()
+
+
+def test_a_stat_taken_before_one_of_the_daemons_checkpoints_ended_is_not_an_overwrite(tmp_path, monkeypatch):
+    # The check before a COMMIT (loop thread) stats the file, then takes the lock; a checkpoint on its thread
+    # can end in between, writing the file and keeping what it left: the stat taken before is then older than
+    # what the checkpoint kept, and was read as a copy over the file (every write refused with database_lost,
+    # seen in the suite: test_converge, test_damaged_log_named).
+    from sessiond.storage import dbfile
+
+    path = tmp_path / "sessions.db"
+    path.write_bytes(b"\0" * 4096)
+    f = dbfile.DatabaseFile(str(path))
+    real = dbfile._stat
+    race = {"armed": True}
+
+    def stat_then_a_checkpoint_ends(p: str):
+        st = real(p)
+        if race["armed"] and p == str(path):
+            race["armed"] = False
+            with f.checkpointing() as go:  # (as the checkpointer's thread would, between the stat and the lock)
+                assert go
+                with open(path, "ab") as out:
+                    out.write(b"\1" * 4096)  # the WAL's pages copied into the file
+        return st
+
+    monkeypatch.setattr(dbfile, "_stat", stat_then_a_checkpoint_ends)
+    assert f.lost() is None
+    monkeypatch.setattr(dbfile, "_stat", real)
+    assert f.lost() is None
+    with open(path, "r+b") as out:  # a copy over it, no checkpoint of the daemon's: still seen
+        out.write(b"\2" * 8192)
+    os.utime(path, ns=(0, 0))
+    assert f.lost() == dbfile.OVERWRITTEN
