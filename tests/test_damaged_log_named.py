@@ -9,6 +9,7 @@ real blob of it overwritten."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import json
 import os
@@ -141,7 +142,7 @@ def test_what_mends_a_members_entry_that_does_not_verify_mends_it(make_daemon, s
     a, sid, code, _ = _written(make_daemon, store_dir)
     b = make_daemon("file://" + store_dir).start()
     b.client().import_code(code)  # (a read-only code: only A writes the slot)
-    remote = asyncio.run(_announce_pk(b, sid))
+    remote = _announce_pk(b, sid)
     # A stopped while B looks: A's own pull meets the entry too and writes the slot again (a forged entry
     # counts as lost), which would mend it before B's look
     a.stop()
@@ -162,16 +163,15 @@ def test_what_mends_a_members_entry_that_does_not_verify_mends_it(make_daemon, s
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-async def _announce_pk(d, sid: str) -> bytes:
-    from sessiond.storage.database import Database
+def _announce_pk(d, sid: str) -> bytes:
+    # read-only, beside the running daemon: a Database of its own would checkpoint the daemon's WAL into the
+    # file from this process, which the daemon takes for a copy over its database (storage/dbfile.py)
+    import sqlite3
 
-    db = await Database.open(os.path.join(d.home, "sessions.db"))
-    try:
-        remote = await db.remote(sid)
-        assert remote is not None
-        return bytes(remote["announce_pk"])
-    finally:
-        await db.close()
+    with contextlib.closing(sqlite3.connect(f"file:{os.path.join(d.home, 'sessions.db')}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT announce_pk FROM remotes WHERE session_id=?", (sid,)).fetchone()
+    assert row is not None
+    return bytes(row[0])
 
 
 def _forge_entry(store_dir: str, pk: bytes) -> None:
