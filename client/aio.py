@@ -4,7 +4,7 @@ use, so that importing the client stays standard library only). The same methods
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from ..api.locate import default_home, resolve_home
 from .calls import (
@@ -31,6 +31,7 @@ from .errors import (
     raise_for,
     writes,
 )
+from .sentlater import SentLater
 from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
@@ -429,57 +430,7 @@ class AsyncClient(Api):
                     error = exc
 
 
-class _SentLater:
-    """An async iterator over a request's answer, the request sent when awaited or entered (`async with`),
-    else at its first step (`_begin`: the answer and its items' async iterator); aclose() (or the `async
-    with`'s end) ends the iteration and closes the answer's connection."""
-
-    def __init__(self) -> None:
-        self.resp: Any = None  # the answer (aiohttp's response), once sent
-        self._items: Any = None  # its items, once sent
-        self._closed = False
-
-    async def _begin(self) -> tuple[Any, Any]:
-        raise NotImplementedError
-
-    def _seen(self, item: Any) -> None:
-        """An item on its way to the app."""
-
-    async def _send(self) -> Self:
-        if self._items is None and not self._closed:
-            self.resp, self._items = await self._begin()
-        return self
-
-    def __await__(self):
-        return self._send().__await__()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Any:
-        await self._send()
-        if self._closed:
-            raise StopAsyncIteration
-        item = await self._items.__anext__()
-        self._seen(item)
-        return item
-
-    async def aclose(self) -> None:
-        """End the iteration and close the answer's connection."""
-        self._closed = True
-        if self._items is not None:
-            await self._items.aclose()
-        if self.resp is not None:
-            self.resp.close()  # (an answer sent but never read: its generator never began)
-
-    async def __aenter__(self) -> Self:
-        return await self._send()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.aclose()
-
-
-class AsyncEvents(_SentLater):
+class AsyncEvents(SentLater):
     """AsyncClient.events(): an async iterator of change events, subscribed when awaited or entered (`async
     with`), else at its first step. `last_event_id`: the last event read (or the stream's start), to resume
     after."""
@@ -494,7 +445,7 @@ class AsyncEvents(_SentLater):
         return resp, self._client._events(resp, self, self._reconnect, self._retry_for)
 
 
-class AsyncCompletionStream(_SentLater):
+class AsyncCompletionStream(SentLater):
     """AsyncClient.complete_stream(): a streamed answer, its question sent when awaited or entered (`async
     with`), as Client.complete_stream() sends it when it returns, else at its first step. Its items: the
     answer's texts as they arrive, then the stored answer (a dict), also kept as `.message`. aclose() (or

@@ -7,7 +7,8 @@ the logs a rekey froze (its own then too), and the writes held here per device (
 from __future__ import annotations
 
 from .context import SyncContext
-from .members import Members, decode_frozen, member_name
+from .frozen import decode_frozen
+from .members import Members, member_name
 
 
 async def session_devices(ctx: SyncContext, members: Members, sid: str) -> dict:

@@ -27,6 +27,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, encrypt, members_key, open_unpadded
 from .errors import ImportError_, bad_log, crash_point, newer_format, store_failed
+from .frozen import decode_frozen, is_frozen, merge_frozen
 from .mirror import MirrorStore
 from .pages import LogError, NewerFormat, check_version
 
@@ -161,49 +162,8 @@ def parse_members(m: dict) -> tuple[list[dict], dict | None, list[dict]]:
         if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
             members.append({"head_pk": item["k"], "device_id": member_device(item.get("d"))})
     notice = m.get("rekey")
-    frozen = [f for f in m.get("f", []) if _is_frozen(f)] if isinstance(m.get("f"), list) else []
+    frozen = [f for f in m.get("f", []) if is_frozen(f)] if isinstance(m.get("f"), list) else []
     return members, notice if isinstance(notice, dict) else None, frozen
-
-
-def _is_frozen(f: object) -> bool:
-    """A frozen log (docs/FORMATS.md §6): {"d": device id, "k": head public key, "r": revision, "h": its
-    manifest's BLAKE3, "x": the manifest's key}."""
-    return (
-        isinstance(f, dict)
-        and isinstance(f.get("d"), str)
-        and isinstance(f.get("k"), bytes)
-        and len(f["k"]) == 33
-        and isinstance(f.get("r"), int)
-        and not isinstance(f.get("r"), bool)
-        and f["r"] >= 1
-        and isinstance(f.get("h"), bytes)
-        and len(f["h"]) == 32
-        and isinstance(f.get("x"), bytes)
-        and len(f["x"]) == 32
-    )
-
-
-def merge_frozen(have: Sequence[dict], more: Sequence[dict]) -> list[dict]:
-    """Frozen logs, one per head key: the one at the head's latest revision (of two at one revision, the first
-    named). A log frozen once stays as it was frozen, as no later rekey freezes it again, but one that drops
-    its writer again after a new code let it back in: that freeze holds what it wrote meanwhile too."""
-    out: dict[bytes, dict] = {}
-    for f in [*have, *more]:
-        k = bytes(f["k"])
-        if k not in out or f["r"] > out[k]["r"]:
-            out[k] = dict(f)
-    return [out[k] for k in sorted(out)]
-
-
-def decode_frozen(blob: bytes | None) -> list[dict]:
-    """The frozen logs noted in the database (remotes.frozen: a DAG-CBOR list), those well formed."""
-    if not blob:
-        return []
-    try:
-        logs = dagcbor.decode(bytes(blob))
-    except dagcbor.DagCborError:
-        return []
-    return [f for f in logs if _is_frozen(f)] if isinstance(logs, list) else []
 
 
 class Members:

@@ -28,6 +28,7 @@ from .context import SyncContext
 from .crypto import members_key
 from .errors import ImportError_, crash_point, describe
 from .fetch import BEHIND, freeze_log
+from .frozen import merge_frozen
 from .manifest import CLAIMS_KEPT
 from .members import (
     SALT_LEN,
@@ -37,7 +38,6 @@ from .members import (
     member_entries,
     member_name,
     members_object,
-    merge_frozen,
     seal_members,
 )
 from .pusher import Pusher
