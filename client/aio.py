@@ -35,8 +35,9 @@ from .sentlater import SentLater
 from .streams import Backoff, SseParser, StreamedAnswer, broken_answer, stream_event
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     import aiohttp
-    from typing_extensions import Unpack
 
     from .aioappends import AppendStreams
     from .calls import CallOptions

@@ -28,7 +28,7 @@ from .wire import Connection, request_head
 from .wsframes import AppendStream, NoStream, Refused
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing import Unpack
 
     from .calls import CallOptions
 

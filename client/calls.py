@@ -22,7 +22,7 @@ from ..api.idempotency import IDEMPOTENCY_HEADER, KEY_RULE, good_key  # noqa: F4
 from .errors import ApiError, closed_during
 
 if TYPE_CHECKING:  # the API's models, for type checkers (see above)
-    from typing_extensions import Unpack
+    from typing import Unpack
 
     from ..api.chats import Chat, ChatCreate, ChatList, ChatPatch
     from ..api.complete import Asked
