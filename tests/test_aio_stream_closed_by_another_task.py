@@ -11,6 +11,7 @@ import asyncio
 
 from sessiond.client import Client
 from test_aio_close_in_flight import _awaiting
+from test_aio_events_subscribed import reading_events
 from test_aio_stream_stop import _answer
 from waiting import eventually
 
@@ -19,16 +20,7 @@ async def test_async_events_closed_by_another_task_end_its_iteration(daemon):
     sid = Client(daemon.home).create_session(name="s")["id"]
     async with daemon.aclient() as ac:
         for reconnect in (False, True):
-            events = await ac.events(reconnect=reconnect)
-            got: list[dict] = []
-
-            async def read(events=events, got=got) -> None:
-                async for ev in events:
-                    got.append(ev)
-
-            reading = asyncio.create_task(read())
-            m = await ac.append(sid, "user", f"hi {reconnect}")
-            await eventually(lambda m=m, got=got: any(m["id"] in ev.get("ids", ()) for ev in got), what="read")
+            events, reading = await reading_events(ac, sid, reconnect)
             await events.aclose()
             await asyncio.wait_for(reading, 10)  # ended, not resumed, no error
             assert events.resp.closed, reconnect
