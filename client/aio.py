@@ -415,15 +415,20 @@ class AsyncClient(Api):
                             yield done[1]
                 except aiohttp.ClientError:  # broken or closed: the stream's end, as the blocking client's
                     pass
-            if not reconnect or self._closings != closings:
+            # (a close() of the client, or the stream's aclose() from another task, which closed its connection)
+            if not reconnect or self._closings != closings or owner.closed:
                 return
             error: BaseException | None = None
             while True:
                 await asyncio.sleep(backoff.next(error))
-                if self._closings != closings:
+                if self._closings != closings or owner.closed:
                     return
                 try:
-                    resp = owner.resp = await self._event_stream(owner.last_event_id)
+                    resp = await self._event_stream(owner.last_event_id)
+                    if owner.closed:  # closed while it was being opened
+                        resp.close()
+                        return
+                    owner.resp = resp
                     break
                 except ApiError:
                     raise

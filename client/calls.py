@@ -94,6 +94,22 @@ def key_for(given: str | None) -> str:
     return key
 
 
+def sendable_header(name: str, value: str) -> str:
+    """`value` for header `name` (X-Sessiond-Session, X-Sessiond-Chat); one no header can carry (a chat's name
+    may hold a line break) refused as the ApiError the daemon answers a bad value with (422), before sending,
+    with the way to name that chat: the HTTP libraries' own ValueError said nothing of it."""
+    if any(c in value for c in "\r\n\0"):
+        way = "name that chat by its id (`sessiond chat ls SESSION` lists them)" if name == CHAT_HEADER else ""
+        raise ApiError(
+            422,
+            "invalid",
+            f"the {name} header names {value!r}, which no header can carry (a line break or a NUL character in"
+            f" it){': ' + way if way else ''}",
+            {"param": name},
+        )
+    return value
+
+
 def retryable(method: str, key: str | None) -> bool:
     """Whether a request may be sent again after its connection broke with no answer: the daemon may
     have done it already. A GET changes nothing; an append carrying an idempotency key is answered by
@@ -417,7 +433,7 @@ class Api:
         `session` goes to (chat `chat`'s own settings.provider, by the chat's id or name, else the current
         chat's, else the session's), else the default provider's."""
         named = {SESSION_HEADER: session, CHAT_HEADER: chat}
-        headers = {k: x for k, x in named.items() if x is not None}
+        headers = {k: sendable_header(k, x) for k, x in named.items() if x is not None}
         return self._call("GET", "/openai/v1/models" + query_string({"provider": provider}), headers=headers or None)
 
     def doctor(self, *, verify: bool = True) -> DoctorReport:

@@ -15,6 +15,7 @@ from ..stores.errors import (
     AccountRevoked,
     AuthRefused,
     FolderDenied,
+    FolderFileTooLarge,
     LyingServer,
     ObjectTooLarge,
     ReadOnlyStore,
@@ -102,6 +103,12 @@ def settled_fix(exc: BaseException | None, url: str, home: str, *, own: bool = T
         if not own:
             return _import_anew("a store you trust (this one answers what does not verify; or ask its operator)")
         return f"{MOVE}  # to a store you trust: this one answers what does not verify; or have its operator check it"
+    if isinstance(exc, FolderFileTooLarge) and exc.limit is not None:  # the daemon's limit: any store meets it
+        return (
+            "sessiond stop && ulimit -f unlimited && sessiond start  # in the shell that starts the daemon (or"
+            " LimitFSIZE=infinity in its service unit): past its file-size limit, no store's file, nor its"
+            " database, can grow; then sessiond sync --wait"
+        )
     if isinstance(exc, (ObjectTooLarge, ReadOnlyStore)):
         return f"{MOVE}  # a store that takes this device's writes" if own else _import_anew("a store that takes them")
     return None

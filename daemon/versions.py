@@ -5,6 +5,7 @@ other's `writes`."""
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import PackageNotFoundError, version
 
 from ..storage.migrations import SCHEMA_VERSION
@@ -14,7 +15,10 @@ from .formats import JSON_FORMAT
 UNINSTALLED = "0.0.0+src"  # a source tree that was not installed: no metadata to read
 
 
+@functools.cache
 def package_version() -> str:
+    """The installed package's version, read once a process (the running code's: a metadata read costs ~2 ms,
+    and GET /v1/status says it)."""
     try:
         return version("sessiond")
     except PackageNotFoundError:

@@ -67,8 +67,12 @@ class ObjectTooLarge(StoreError):
 
 class FolderFileTooLarge(ObjectTooLarge):
     """A folder store's file that could not be written whole (EFBIG): past this daemon's file-size limit
-    (RLIMIT_FSIZE), or what the file system under the folder takes. Waiting does not mend it; raising the
-    limit (a restart) or another store does."""
+    (RLIMIT_FSIZE, `limit`, which raising mends: a restart), or, `limit` None, what the file system under the
+    folder takes (which another store mends). Waiting does not mend it."""
+
+    def __init__(self, message: str, limit: int | None = None):
+        super().__init__(message)
+        self.limit = limit
 
 
 class StoreFull(StoreError):
@@ -118,7 +122,8 @@ def folder_error(what: str, where: str, exc: OSError) -> StoreError:
         if limit is not None:
             return FolderFileTooLarge(
                 f"{what}: a file in {where} cannot grow past {past_file_size_limit(limit)}; {RAISE_FILE_SIZE_LIMIT},"
-                f" then `sessiond sync --wait`"
+                f" then `sessiond sync --wait`",
+                limit,
             )
         return FolderFileTooLarge(
             f"{what}: the file system holding {where} takes no file this large ({exc.strerror}); {MOVE_STORE}"
@@ -299,7 +304,9 @@ def failure_fix(exc: BaseException) -> str:
     if isinstance(exc, StoreFull):
         return "free space in the store, or move to another one"
     if isinstance(exc, FolderFileTooLarge):
-        return "raise the daemon's file-size limit (a restart), or move to another store"
+        if exc.limit is not None:
+            return "raise the daemon's file-size limit (a restart): every file it writes is held to it"
+        return "move to another store: the file system under this one takes no file this large"
     if isinstance(exc, StoreOffline):
         return OFFLINE_FIX
     return "check the store and try again"

@@ -133,10 +133,10 @@ class PinningStore(Store):
         self._pending = dict.fromkeys(str(c) for c in pending)
 
     def _save(self) -> None:
-        self._unsaved = False
         if self._state_path:
             doc = {"service": self.service, "pins": self._pins, "pending": list(self._pending)}
             atomic_write(self._state_path, json.dumps(doc, separators=(",", ":")).encode(), 0o600)
+        self._unsaved = False  # (once written: a write that failed leaves them to the next keep_wanted)
 
     def _remember(self, cid: str, rid: str) -> None:
         """Our pin request `rid` for `cid`, as the most recent; the oldest past the cap is forgotten."""

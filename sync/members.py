@@ -75,15 +75,25 @@ def seal_small(plain: bytes, key: bytes) -> bytes:
     return encrypt(plain, key, pad=False)[0]
 
 
-def seal_members(sid: str, plain: bytes, key: bytes, writers: int) -> bytes:
+def seal_members(sid: str, plain: bytes, key: bytes, writers: int, *, kept: int | None = None) -> bytes:
     """A members object of `writers` writers (`plain`, encoded) sealed under `key`; refused (members_full),
-    nothing written, if it would be past MEMBERS_MAX_BYTES, which every reader refuses."""
+    nothing written, if it would be past MEMBERS_MAX_BYTES, which every reader refuses. `kept`: it is a rekey's
+    notice, with a box for each of `kept` writers kept (sync/rekey.py), which the refusal names."""
     ct = seal_small(plain, key)
     if len(ct) > MEMBERS_MAX_BYTES:
+        cap = f"more than the {MEMBERS_MAX_BYTES >> 10} KiB a members list may be"
+        if kept is not None:
+            raise ImportError_(
+                "members_full",
+                f"the notice of this rekey of session {sid} (its members list of {writers:,} writers, with the new"
+                f" key sealed for each of the {kept:,} kept) would be {len(ct):,} bytes, {cap}: nothing was written",
+                f"sessiond devices {sid}  # lists its writer devices; then drop more of them in the rekey, each a"
+                f" sealed key fewer: sessiond rekey {sid} --drop DEVICE --drop DEVICE ...; or sessiond unshare {sid}",
+            )
         raise ImportError_(
             "members_full",
-            f"the members list of session {sid} would be {len(ct):,} bytes with {writers:,} writers, more than"
-            f" the {MEMBERS_MAX_BYTES >> 10} KiB a members list may be (about 4,000 writers): nothing was written",
+            f"the members list of session {sid} would be {len(ct):,} bytes with {writers:,} writers, {cap} (about"
+            f" 4,000 writers): nothing was written",
             f"sessiond devices {sid}  # lists its writer devices; then drop those no longer used: sessiond rekey"
             f" {sid} --drop DEVICE",
         )

@@ -114,6 +114,12 @@ class Rekeyer:
                     "s": [{"k": pk, "s": n} for pk, n in sorted(seqs.items()) if pk not in before],
                 }
                 record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
+                try:  # a notice past the cap, refused only once recorded and claimed, was resumed for good
+                    self._sealed_notice(sid, old_key, members, record)
+                except ImportError_:
+                    await self._withdraw(sid, old_announce)  # (an attempt before, refused as stale, claimed)
+                    ctx.keys.clear_rekey_pending(sid)
+                    raise
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
                 crash_point("rekey:pending")
                 await self._claim(sid, record)  # this device's head claims the notice before it is published
@@ -204,9 +210,7 @@ class Rekeyer:
         self, store: Store, sid: str, old_key: bytes, old_write: bytes, rev: int, members: list[dict], record: dict
     ) -> None:
         """The notice, as revision rev+1 of the old members slot."""
-        plain = dagcbor.encode({**members_object(sid, members), "rekey": dagcbor.decode(record["n"])})
-        salt = os.urandom(SALT_LEN)
-        sealed = seal_members(sid, plain, members_key(old_key, salt), len(members))
+        salt, sealed = self._sealed_notice(sid, old_key, members, record)
         # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name): killed in
         # between, the resumed rekey puts another (a new salt); refused as stale, the object is named by nothing
         async with self.ctx.put_to_name(store, sid, sealed) as h:
@@ -218,6 +222,13 @@ class Rekeyer:
             )
             crash_point("rekey:notice_set")  # (tests: the slot names the notice, still a gc candidate)
             await self.ctx.named(store, h)
+
+    @staticmethod
+    def _sealed_notice(sid: str, old_key: bytes, members: list[dict], record: dict) -> tuple[bytes, bytes]:
+        """The notice as the old slot's object: (its salt, it sealed); refused (members_full) past the cap."""
+        plain = dagcbor.encode({**members_object(sid, members), "rekey": dagcbor.decode(record["n"])})
+        salt = os.urandom(SALT_LEN)
+        return salt, seal_members(sid, plain, members_key(old_key, salt), len(members), kept=len(record["m"]))
 
     async def _notice_named(self, store: Store, old_announce: bytes) -> None:
         """The object the old members slot names (this device's notice) is no longer a gc candidate."""
@@ -263,6 +274,13 @@ class Rekeyer:
                 return
             if notice is None:
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
+                try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
+                    # given up, as it would be refused at every resume
+                    self._sealed_notice(sid, old_key, members, record)
+                except ImportError_:
+                    await self._withdraw(sid, old_announce)
+                    ctx.keys.clear_rekey_pending(sid)
+                    raise
                 await self._claim(sid, record)
                 await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
             else:  # published, perhaps killed before it was forgotten as a gc candidate: the old slot names

@@ -22,6 +22,21 @@ async def _appended(events, message: dict) -> dict:
     return await asyncio.wait_for(first(), 10)
 
 
+async def reading_events(ac, sid: str, reconnect: bool) -> tuple:
+    """(events(), a task iterating them), once that task has read the event of an append to `sid`."""
+    events = await ac.events(reconnect=reconnect)
+    got: list[dict] = []
+
+    async def read() -> None:
+        async for ev in events:
+            got.append(ev)
+
+    reading = asyncio.create_task(read())
+    m = await ac.append(sid, "user", f"hi {reconnect}")
+    await eventually(lambda: any(m["id"] in ev.get("ids", ()) for ev in got), what="the append's event read")
+    return events, reading
+
+
 def test_the_blocking_clients_events_are_subscribed_when_they_return(daemon):
     with daemon.client() as c:
         sid = c.create_session(name="s")["id"]
@@ -72,16 +87,7 @@ async def test_async_events_end_when_their_client_is_closed(daemon):
     sid = Client(daemon.home).create_session(name="s")["id"]
     ac = daemon.aclient()
     for reconnect in (False, True):
-        events = await ac.events(reconnect=reconnect)
-        got: list[dict] = []
-
-        async def read(events=events, got=got) -> None:
-            async for ev in events:
-                got.append(ev)
-
-        reading = asyncio.create_task(read())
-        m = await ac.append(sid, "user", f"hi {reconnect}")
-        await eventually(lambda: any(m["id"] in ev.get("ids", ()) for ev in got), what="the append's event read")
+        events, reading = await reading_events(ac, sid, reconnect)
         await ac.close()
         await asyncio.wait_for(reading, 10)  # ended, not resumed
         assert ac._session is None and ac._events_session is None, reconnect  # nothing opened after close()

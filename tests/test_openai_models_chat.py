@@ -136,3 +136,24 @@ def test_the_models_command_names_a_session_and_chat(two_providers):
     ):
         res = cli(*args)
         assert res.returncode == 2 and said in res.stderr, (args, res.stderr)
+
+
+async def test_a_chat_name_no_header_can_carry_is_refused_with_the_way_to_name_it(two_providers):
+    """A chat's name may hold a line break, which no header can carry: models(chat=) raised the HTTP library's
+    bare ValueError ('Invalid header value'), and `sessiond models --chat` printed a traceback. Refused before
+    sending now, as the daemon refuses a bad header (422), saying to name that chat by its id."""
+    d, sid = two_providers
+    name = "two\nlines"
+    with d.client() as c:
+        chat = c.create_chat(sid, name=name)
+        with pytest.raises(ApiError) as refused:
+            c.models(session=sid, chat=name)
+        assert refused.value.status == 422 and "by its id" in refused.value.message, refused.value.message
+        assert _ids(c.models(session=sid, chat=chat["id"])) == ["loop-a"]  # the way it names
+    async with d.aclient() as ac:
+        with pytest.raises(ApiError) as refused:
+            await ac.models(session=sid, chat=name)
+        assert refused.value.status == 422 and "by its id" in refused.value.message
+    res = run_cli(d.home, "models", "--session", sid, "--chat", name)
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert "--chat names" in res.stderr and "by its id" in res.stderr, res.stderr

@@ -392,3 +392,22 @@ def test_pages_put_before_a_kill_9_are_pinned_once_the_push_resumes(make_daemon,
 
     wait_for(lambda: put <= live(), timeout=8, what="the pages put before the kill pinned at the service")
     wait_for(lambda: {BlobId(h, 0).ipfs_cid() for h in node.blocks} <= live(), timeout=8, what="all pinned")
+
+
+async def test_pins_wanted_are_kept_once_the_state_file_can_be_written_again(env):
+    """keep_wanted() (a push, before it records the revision naming its pages) whose write of the state file
+    failed (the home's disk full, its folder gone) marked the waiting CIDs written all the same: the push failed,
+    and its retry's keep_wanted() wrote nothing, so the revision was recorded with the pages' pins in memory only
+    (a kill then: never pinned at the service). They count as written only once they are."""
+    node, svc, make, tmp = env
+    store = make()
+    await store.put(b"page wanted")
+    path = store._state_path
+    os.makedirs(os.path.join(path, "in the way"))  # (a folder where the file goes: its rename fails)
+    with pytest.raises(OSError):
+        await store.keep_wanted()
+    os.rmdir(os.path.join(path, "in the way"))
+    os.rmdir(path)
+    await store.keep_wanted()  # the retry's
+    with open(path, "rb") as f:
+        assert json.loads(f.read())["pending"] == [cid(b"page wanted")]

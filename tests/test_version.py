@@ -60,3 +60,17 @@ def test_version_for_people_names_them_too():
 def test_the_daemons_status_carries_the_same_versions(daemon):
     status = daemon.client().status()
     assert {k: status[k] for k in ("version", "schema", "formats")} == _expected(), status
+
+
+def test_the_versions_read_the_package_metadata_once(monkeypatch):
+    """GET /v1/status carries versions(), which read the installed package's metadata at every call: ~2 ms of the
+    event loop per status (a scan of the environment's distributions, on disk), where the rest of the status
+    costs a fraction of that. The package's version is read once a process: it is the running code's."""
+    import sessiond.daemon.versions as v
+
+    read: list[str] = []
+    real = v.version
+    monkeypatch.setattr(v, "version", lambda name: read.append(name) or real(name))
+    said = [v.versions() for _ in range(5)]
+    assert len(read) <= 1, read
+    assert all(s == _expected() for s in said)
