@@ -380,6 +380,7 @@ class AsyncClient(Api):
         import aiohttp
 
         headers = {LAST_EVENT_ID_HEADER: last_event_id} if last_event_id else {}
+        closings = self._closings
         try:
             # its head within the client's timeout (a stuck daemon: DaemonNotAnswering); its body untimed
             async with asyncio.timeout(self.timeout):  # (in this task: no turn of the loop between head and body)
@@ -391,7 +392,12 @@ class AsyncClient(Api):
                 )
             if resp.status >= 400:
                 answer_of(resp.status, await resp.read())
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, RuntimeError, AssertionError) as exc:
+            # the app's close() closed its connection under it? (aiohttp then sends the GET again on the session
+            # close() closed: its bare AssertionError, or RuntimeError) A read: nothing was changed
+            self._check_open(closings, "GET", "/v1/events", None)
+            if not isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+                raise
             raise self._failure(exc, "GET", "/v1/events") from None
         return resp
 
