@@ -3,7 +3,8 @@ answer (the stream's head; a busy daemon, or one on a slow proxy): aiohttp's con
 sent the GET again on the session close() had closed, and the app got aiohttp's bare AssertionError (or, closed
 another way, "the connection broke ...; the request may or may not have been done" for a read, which changes
 nothing). It raises a ClientError now that says what is true: close() was called, the stream was closed, nothing
-was changed."""
+was changed. So does a stream whose connection broke before the daemon's first answer, in either client (it said
+"the request may or may not have been done" too)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import threading
 
 import pytest
 
-from sessiond.client import ClientError
+from sessiond.client import AsyncClient, Client, ClientError
 from unixproxy import UnixProxy
 from waiting import eventually
 
@@ -63,3 +64,40 @@ async def test_close_while_events_wait_for_their_first_answer_says_nothing_was_c
     assert "close() was called during GET /v1/events" in said and "nothing was changed" in said, said
     assert "may or may not" not in said and not closed.value.done_unknown, said
     assert ac._session is None and ac._events_session is None  # nothing opened after close()
+
+
+class CutBeforeAnswer(HeldAnswers):
+    """In front of a daemon: each request passed on, then both connections cut before the daemon's answer (a
+    daemon stopped, or a proxy's connection dropped, between the request and its answer)."""
+
+    def handle(self, app: socket.socket, daemon: socket.socket) -> None:
+        def pipe() -> None:
+            try:
+                daemon.sendall(app.recv(65536))
+                self.asked.set()
+            except OSError:
+                pass
+            for s in (app, daemon):
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+        threading.Thread(target=pipe, daemon=True).start()
+
+
+@pytest.mark.parametrize("client", ["blocking", "async"])
+async def test_a_stream_cut_before_its_first_answer_says_nothing_was_changed(daemon, client):
+    """The connection of event_stream() broken before the daemon's answer: "the request may or may not have been
+    done", done_unknown, for a read, which changes nothing. It says that nothing was changed now."""
+    proxy = CutBeforeAnswer(daemon.socket)
+    try:
+        with pytest.raises(ClientError) as cut:
+            if client == "blocking":
+                await asyncio.to_thread(lambda: Client(daemon.home, socket=proxy.path).event_stream())
+            else:
+                async with AsyncClient(daemon.home, socket=proxy.path) as ac:
+                    await ac.event_stream()
+    finally:
+        proxy.close()
+    said = str(cut.value)
+    assert "broke before it answered GET /v1/events" in said and "nothing was changed" in said, said
+    assert "may or may not" not in said and not cut.value.done_unknown, said
