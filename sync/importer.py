@@ -16,13 +16,13 @@ from itertools import chain
 from operator import itemgetter
 
 from ..storage.errors import IMPORT_HERE, session_path
-from ..storage.model import RemoteLog
+from ..storage.model import Op, RemoteLog
 from ..storage.sessions import case_twin_message
 from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
-from .checkpoint import SETTING_KINDS, ProofError, check_proofs, prepare_rows
+from .checkpoint import SETTING_KINDS, ProofError, check_proofs, newer_version, prepare_rows
 from .context import SyncContext
 from .errors import ImportError_, crash_point, log_fix, log_fix_api
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
@@ -217,6 +217,12 @@ class Importer:
         # or a kept one that has not taken it yet: not in `logs`) cannot be checked against this history;
         # a log that is here but shorter than a checkpoint says (an old head served) still fails the check.
         checkpoints = [o for o in checkpoints if _checkable(o.body, logs)]
+        # A proof of a version this sessiond does not know (a newer sessiond's) cannot be checked here: set aside,
+        # kept with the log as a pull keeps it (listed whole, verify-proof saying to update), named in the answer.
+        # It is an operation of the log of the device that wrote it (kept as that device's checkpoint), which only
+        # that device writes: it could as well have left it out
+        newer = [o for o in checkpoints if newer_version(o.body)] if existing is None else []
+        checkpoints = [o for o in checkpoints if not newer_version(o.body)]
         if existing is None and checkpoints:  # every checkpoint must hold for the history it came with
             pks = {m["head_pk"] for m in members} | {bytes(f["k"]) for f in frozen}
 
@@ -335,6 +341,8 @@ class Importer:
             "devices": len(logs),
             # writers whose logs are still under the key before the latest rekey (away meanwhile)
             "waiting_for": [member_name(p) for p in peers if p["last_error"] == BEHIND],
+            # checkpoints of a version this sessiond does not know: kept, not checked
+            **({"unchecked_checkpoints": [_named(p) for p in newer]} if newer else {}),
         }
 
     async def _same_session(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
@@ -388,6 +396,12 @@ class Importer:
                 f"(`sessiond key import --home NEW`)",
             ) from None
         log.info("took the device id of a restored device key", extra={"session": sid, "event": "import"})
+
+
+def _named(op: Op) -> dict:
+    """A checkpoint set aside (its operation), as the import's answer names it and `checkpoints` lists it: the
+    device whose log holds it, its number and version."""
+    return {"device": op.device_id, "number": op.body.get("number"), "v": op.body.get("v")}
 
 
 def _checkable(proof: object, logs: dict) -> bool:
