@@ -47,3 +47,29 @@ def test_a_refusal_an_app_can_act_on_names_no_owners_way(daemon):
     with pytest.raises(ApiError) as e:
         c.append(sid, "user", "hi")
     assert e.value.details["api"] and "owner" not in e.value.details, e.value.details
+
+
+def _newer_code(code: str) -> str:
+    """`code` as a sessiond of a later share code version would write it (its version byte 2, its checksum
+    made again)."""
+    import base64
+
+    from sessiond.sync.sharecode import PREFIX, _checksum
+
+    data = code[len(PREFIX) :].upper()
+    raw = base64.b32decode(data + "=" * (-len(data) % 8))
+    body = bytes([2]) + raw[1 : -len(_checksum(b""))]
+    return PREFIX + base64.b32encode(body + _checksum(body)).decode().lower().rstrip("=")
+
+
+def test_a_share_code_of_a_newer_version_names_the_upgrade(daemon):
+    c = daemon.client()
+    code = c.share(c.create_session(name="shared")["id"])["code"]
+    with pytest.raises(ApiError) as e:
+        c.import_code(_newer_code(code))
+    err = e.value
+    assert err.code == "version" and "upgrade sessiond" in err.message, err.message
+    assert err.details["owner"] == [
+        "upgrade sessiond on this device (pip install --upgrade sessiond), then import the code again"
+    ], err.details
+    assert "api" not in err.details
