@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sessiond.client import ApiError, AsyncClient, Client
 from test_append_stream import posted, served_on_a_socket
-from unixproxy import UnixProxy
+from unixproxy import UnixProxy, pipe
 
 LOST = "the database was lost: stop the daemon"
 
@@ -92,22 +92,11 @@ class OtherWebSocketVersion(UnixProxy):
     app of another WebSocket version would ask, which the daemon refuses (400 bad_frame, saying what it takes)."""
 
     def handle(self, app: socket.socket, daemon: socket.socket) -> None:
-        def pipe(src: socket.socket, dst: socket.socket, rewrite: bool) -> None:
-            try:
-                while data := src.recv(65536):
-                    if rewrite:
-                        data = data.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 99")
-                    dst.sendall(data)
-            except OSError:
-                pass
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        def other_version(data: bytes) -> bytes:
+            return data.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 99")
 
-        threading.Thread(target=pipe, args=(app, daemon, True), daemon=True).start()
-        threading.Thread(target=pipe, args=(daemon, app, False), daemon=True).start()
+        threading.Thread(target=pipe, args=(app, daemon, other_version), daemon=True).start()
+        threading.Thread(target=pipe, args=(daemon, app), daemon=True).start()
 
 
 async def test_a_real_daemons_refusal_of_the_handshake_is_its_own_code_and_message(daemon):
