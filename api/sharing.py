@@ -40,6 +40,13 @@ class ImportRequest(TypedDict, total=False):
 
 
 @with_config(ANSWER)
+class UncheckedCheckpoint(TypedDict):
+    device: str
+    number: int
+    v: int  # its version, past those this sessiond verifies
+
+
+@with_config(ANSWER)
 class ImportResult(TypedDict):
     session: str
     new: NotRequired[int]
@@ -47,6 +54,8 @@ class ImportResult(TypedDict):
     already: NotRequired[bool]
     devices: NotRequired[int]
     waiting_for: NotRequired[list[str]]  # writers not yet under the session's latest key: their messages come later
+    # checkpoints of a version this sessiond does not know (a newer one made them): kept, not checked
+    unchecked_checkpoints: NotRequired[list[UncheckedCheckpoint]]
 
 
 @with_config(BODY)

@@ -76,6 +76,7 @@ class AsyncClient(Api):
         self._ws_session: aiohttp.ClientSession | None = None  # the append streams' (_ws_http)
         self._events_session: aiohttp.ClientSession | None = None  # the change streams' (_events_http)
         self._idle_limit: float | None = None  # what the last stream's handshake said of its idle limit
+        self._refusal: bytes | None = None  # the body of the last stream's handshake the daemon refused
         self._appends: AppendStreams | None = None  # the append streams (GET /v1/appends), once one is used
         self._no_stream = not append_stream  # or the daemon has none (older): appends are POSTs
         self._appended = False  # an append was made: the next opens a stream (the first is a POST)
@@ -123,7 +124,8 @@ class AsyncClient(Api):
     def _ws_http(self):
         """The append streams' session: the calls' connector (its connections and their limit, shared), and a
         trace that reads the daemon's idle timeout off each stream's handshake (aiohttp's WebSocket shows its
-        handshake's headers no other way); the calls' own session is not traced, and pays nothing for it."""
+        handshake's headers no other way), and a refusal's body (its handshake error has none); the calls' own
+        session is not traced, and pays nothing for it."""
         import aiohttp
 
         if self._ws_session is None:
@@ -157,8 +159,18 @@ class AsyncClient(Api):
         return self._events_session
 
     async def _handshaken(self, session, context, params) -> None:
-        """A stream's handshake answered: the idle limit it names (calls.stream_idle_limit)."""
-        self._idle_limit = stream_idle_limit(params.response.headers.get(KEEP_ALIVE_HEADER))
+        """A stream's handshake answered: the idle limit it names (calls.stream_idle_limit); or, refused, the
+        body where the daemon says why (read here, before aiohttp raises its handshake error, which has none)."""
+        import aiohttp
+
+        resp = params.response
+        if resp.status == 101:
+            self._idle_limit = stream_idle_limit(resp.headers.get(KEEP_ALIVE_HEADER))
+        elif resp.status >= 400:
+            try:
+                self._refusal = await resp.read()
+            except (aiohttp.ClientError, TimeoutError):  # (its status said alone)
+                pass
 
     def _failure(self, exc: BaseException, method: str, path: str, timeout: float | None = None) -> BaseException:
         """What a failed exchange with the daemon (aiohttp's exception, or a timeout) means to the app
@@ -248,10 +260,11 @@ class AsyncClient(Api):
             # pipelined: the appends in flight at once share a stream (client/aioappends.py), and the daemon
             # takes its frames together
             path = "/v1/appends?pipeline=1" if self._pipeline else "/v1/appends"
-            self._idle_limit = None
+            self._idle_limit, self._refusal = None, None
             ws = await self._ws_http().ws_connect(_url(path), max_msg_size=0, autoping=True)
             return ws, self._idle_limit
         except aiohttp.WSServerHandshakeError as exc:
+            refusal, self._refusal = self._refusal, None
             if exc.status in (404, 405):
                 self._no_stream = True
                 return None
@@ -260,7 +273,13 @@ class AsyncClient(Api):
                 # the frames one at a time, in order (the pipelined ones wait in the connection)
                 self._pipeline = False
                 return await self._open_stream()
-            # (aiohttp's handshake error has the status and headers, not the body, where the daemon says why)
+            if exc.status >= 400 and refusal:
+                try:
+                    answer_of(exc.status, refusal)
+                except ApiError as said:
+                    if said.code != "http_error":  # the daemon's error: its code and message, as Client says them
+                        raise said from None
+            # a body that is not the API's error (another program's, a proxy's): its status, and how to have a reason
             raise ApiError(
                 exc.status,
                 "http_error",
@@ -361,6 +380,7 @@ class AsyncClient(Api):
         import aiohttp
 
         headers = {LAST_EVENT_ID_HEADER: last_event_id} if last_event_id else {}
+        closings = self._closings
         try:
             # its head within the client's timeout (a stuck daemon: DaemonNotAnswering); its body untimed
             async with asyncio.timeout(self.timeout):  # (in this task: no turn of the loop between head and body)
@@ -372,7 +392,12 @@ class AsyncClient(Api):
                 )
             if resp.status >= 400:
                 answer_of(resp.status, await resp.read())
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, RuntimeError, AssertionError) as exc:
+            # the app's close() closed its connection under it? (aiohttp then sends the GET again on the session
+            # close() closed: its bare AssertionError, or RuntimeError) A read: nothing was changed
+            self._check_open(closings, "GET", "/v1/events", None)
+            if not isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+                raise
             raise self._failure(exc, "GET", "/v1/events") from None
         return resp
 

@@ -112,7 +112,13 @@ def answer_of(status: int, raw: bytes) -> Any:
 
 
 def lost(method: str, path: str) -> ClientError:
-    """The error for a request that cannot be repeated and whose connection broke before an answer."""
+    """The error for a request whose connection broke before an answer: one that may change something may or
+    may not have been done; a read (a stream's GET) changed nothing."""
+    if not writes(method, path):
+        return ClientError(
+            f"the connection to the daemon broke before it answered {method} {path}; nothing was changed: the"
+            " daemon may have stopped or restarted; call it again"
+        )
     exc = ClientError(
         f"the connection to the daemon broke before it answered {method} {path}{UNKNOWN}: check (e.g. `sessiond ls`, "
         "`sessiond show`) before repeating it"

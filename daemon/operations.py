@@ -489,5 +489,7 @@ def share_error(exc: ImportError_) -> SessiondError:
         err = SessiondError(str(exc))
     if exc.api:  # its ways on in API terms
         err.details["api"] = exc.api
+    if exc.owner:  # and those that are its owner's, in words
+        err.details["owner"] = exc.owner
     err.code, err.status = exc.kind, status
     return err

@@ -198,21 +198,27 @@ class DatabaseFile:
         )
 
     def error(self, what: str) -> DatabaseLost:
-        """The refusal of a write while the file is `what` (lost()), saying what the stop will do."""
+        """The refusal of a write while the file is `what` (lost()), saying what the stop will do; its way on,
+        the daemon's owner's (a stop, a start), in `details.owner` too."""
         if what == WAL_LOST:
+            way = "restart the daemon (`sessiond stop`, then start it again) to write again"
             return DatabaseLost(
                 f"{self.said(what)}: a write now would be acknowledged and then lost if the daemon does not stop"
                 f" cleanly, so none is taken; nothing of this request was stored. What it held is copied into"
-                f" {self.path} now; restart the daemon (`sessiond stop`, then start it again) to write again"
+                f" {self.path} now; {way}",
+                owner=[way],
             )
         if what in (OVERWRITTEN, WRITTEN_ELSEWHERE):
             return DatabaseLost(
                 f"{self.said(what)}: a write now would mix the daemon's pages into it, so none is taken; nothing of"
-                f" this request was stored. {self.fix(what)}"
+                f" this request was stored. {self.fix(what)}",
+                owner=[self.fix(what)],
             )
+        way = f"{self.fix(what)}; start it again after that"
         return DatabaseLost(
             f"{self.said(what)}: a write now would be acknowledged and then lost, so none"
-            f" is taken; nothing of this request was stored. {self.fix(what)}; start it again after that"
+            f" is taken; nothing of this request was stored. {way}",
+            owner=[way],
         )
 
     def fix(self, what: str) -> str:

@@ -49,7 +49,9 @@ class Conflict(SessiondError):
 # A refusal whose message names CLI commands as its way on also carries that way as socket API requests, in
 # its error's `details.api` (README, "The socket API", Errors): an app that talks to the API has no CLI. Each
 # item is one way on, in the message's order: requests "METHOD PATH [BODY]", one after another joined by
-# " then "; N, MESSAGE_ID, CODE, SESSION_ID, CHAT, RESULT and QUESTION stand for what the app fills in.
+# " then "; N, MESSAGE_ID, CODE, SESSION_ID, CHAT, RESULT, QUESTION and INVITE stand for what the app fills in.
+# A way on that is no request to this daemon, only its owner's to take (a config.toml limit raised, an upgrade,
+# another store or home, a relay's invite asked for), is in `details.owner` instead, in words.
 
 
 def session_path(sid: str, *more: str) -> str:
@@ -256,9 +258,22 @@ class UnsupportedMediaType(SessiondError):
     status = 415
 
 
+def raise_setting(setting: str, value: object) -> str:
+    """The owner's way past a config.toml limit (`details.owner`): the setting raised, the daemon restarted."""
+    return f"raise {setting} in the daemon's config.toml (now {value}), then restart the daemon"
+
+
 class LimitReached(SessiondError):
+    """A config.toml limit reached: `details.limit` names the setting, `details.value` its value, and
+    `details.owner` its owner's way on, raising it (the app's own ways, if any, in `details.api`)."""
+
     code = "limit_reached"
     status = 429
+
+    def __init__(self, message: str, **details):
+        if "limit" in details and "owner" not in details:
+            details["owner"] = [raise_setting(details["limit"], details.get("value"))]
+        super().__init__(message, **details)
 
 
 class QuotaExceeded(SessiondError):

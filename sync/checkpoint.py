@@ -67,6 +67,12 @@ class UnknownVersion(ProofError):
     """A proof of a version this sessiond does not know (a newer sessiond made it)."""
 
 
+def newer_version(proof: object) -> bool:
+    """Whether `proof` is of a well-formed version past those this sessiond verifies (a newer sessiond's)."""
+    v = proof.get("v", 1) if isinstance(proof, dict) else 1
+    return type(v) is int and v > max(VERSIONS)
+
+
 def version_of(proof: dict) -> int:
     """A proof's version: 1 without `v`; a ProofError naming it if this sessiond does not know it."""
     v = proof.get("v", 1)

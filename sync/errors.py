@@ -9,6 +9,7 @@ import os
 from ..storage.errors import IMPORT_HERE, sync_wait
 from ..storage.redact import scrub_text
 from ..stores.errors import MOVE_STORE, AccountRevoked, AuthRefused, NoRelayAccount, describe_failure
+from .locations import relay_invite_ways
 
 
 def crash_point(name: str) -> None:
@@ -36,6 +37,9 @@ class ImportError_(Exception):
         self.refused = refused  # the store refused this device's credentials (not a revoked account)
         self.no_account = no_account  # a relay that refused it for want of an account there (NoRelayAccount)
         self.api: list[str] | None = None  # the ways on in API terms, passed on as the error's `details.api`
+        # the ways on that are no request to this daemon, its owner's (an upgrade, another home, a relay's invite
+        # asked for), in words: passed on as the error's `details.owner`
+        self.owner: list[str] | None = None
         self.log_of: tuple[str, str | None] | None = None  # (session, writer): a log found bad (bad_log)
         # (the store's own failure, the store's URL): a store that failed to answer (store_failed), whose
         # class says what mends it (daemon/doctor_fixes.settled_fix)
@@ -49,7 +53,23 @@ NEWER_FIX = "upgrade sessiond on this device (pip install --upgrade sessiond), t
 def newer_format(what: str, exc: BaseException) -> ImportError_:
     """`what` (a member's log, the members slot) found in a format version a newer sessiond wrote (`exc`:
     pages.NewerFormat): not damage, and nothing its writer or the store has to mend; this device upgrades."""
-    return ImportError_("newer", f"{what} cannot be read here: {exc}; nothing of it was taken", NEWER_FIX)
+    err = ImportError_("newer", f"{what} cannot be read here: {exc}; nothing of it was taken", NEWER_FIX)
+    err.owner = [NEWER_FIX]
+    return err
+
+
+# what mends a share code of a version past this sessiond's (its owner's way: details.owner)
+NEWER_CODE_FIX = "upgrade sessiond on this device (pip install --upgrade sessiond), then import the code again"
+
+
+def needs_invites(exc: ImportError_, urls: list[str]) -> ImportError_:
+    """`exc`, refused by the relays at `urls` for want of an account there: the invites asked of their owners
+    (the daemon's owner's to do: `details.owner`), and the import again with one (`details.api`)."""
+    if urls:
+        ways = [relay_invite_ways(u) for u in urls]
+        exc.owner = [owner for owner, _ in ways]
+        exc.api = [api for _, api in ways]
+    return exc
 
 
 def log_fix(sid: str, device: str | None, *, importing: bool = False) -> str:

@@ -14,7 +14,7 @@ from ..stores import HeadExpired, Store, StoreError
 from ..stores.errors import LyingServer, describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .context import SyncContext
-from .errors import ImportError_, refuses_device
+from .errors import ImportError_, needs_invites, refuses_device
 from .locations import relay_account_fix
 from .members import expiry_hint
 from .mirrorurls import same_stores
@@ -35,7 +35,8 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
             ) from None
         held, slot, failure, fix = await _has_members(ctx, asked, code)
         if failure is not None:  # a failing store says nothing of the session: say it fails, not "absent"
-            raise ImportError_("store", f"cannot look for session {sid}: {failure}", fix)
+            err = ImportError_("store", f"cannot look for session {sid}: {failure}", fix)
+            raise needs_invites(err, [asked.url] if fix else [])
         if not held:
             raise ImportError_(
                 "missing",
@@ -47,6 +48,7 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
         return ctx.store, None  # no location (the oldest codes): this device's own store, as always
     failures: list[str] = []
     fixes: list[str] = []  # what mends a failure beyond its own advice (a relay's account: its invite)
+    invites: list[str] = []  # the relays among them (their URLs)
     looked: list[Store] = [ctx.store]
     held, slot, failure, _ = await _has_members(ctx, ctx.store, code)
     if held:
@@ -68,16 +70,18 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
             failures.append(failure)
         if fix is not None:
             fixes.append(fix)
+            invites.append(hinted.url)
     networks = ", ".join(dict.fromkeys(n for n, _ in places))
     hints = ", ".join(h for _, h in places if h) or "none"
     if failures:  # a store that fails may hold it: that is what to fix, not a missing session
-        raise ImportError_(
+        err = ImportError_(
             "store",
             f"cannot look for session {sid} (shared through {networks}; hints: {hints}): "
             + "; ".join(failures)
             + "; or import again with --store URL naming another store of that network that holds it",
             "; ".join(fixes) or None,
         )
+        raise needs_invites(err, invites)
     raise ImportError_(
         "store_needed",
         f"session {sid} is shared through {networks}, and neither this device's store nor the code's "

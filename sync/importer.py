@@ -16,15 +16,15 @@ from itertools import chain
 from operator import itemgetter
 
 from ..storage.errors import IMPORT_HERE, session_path
-from ..storage.model import RemoteLog
+from ..storage.model import Op, RemoteLog
 from ..storage.sessions import case_twin_message
 from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
-from .checkpoint import SETTING_KINDS, ProofError, check_proofs, prepare_rows
+from .checkpoint import SETTING_KINDS, ProofError, check_proofs, newer_version, prepare_rows
 from .context import SyncContext
-from .errors import ImportError_, crash_point, log_fix, log_fix_api
+from .errors import NEWER_CODE_FIX, ImportError_, crash_point, log_fix, log_fix_api, needs_invites
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .findstore import account_fix, find_store
 from .heads import levels_to_cbor
@@ -63,7 +63,10 @@ class Importer:
         try:
             code = decode_code(text, passphrase)
         except ShareCodeError as exc:
-            raise ImportError_(exc.kind, str(exc)) from None
+            err = ImportError_(exc.kind, str(exc))
+            if exc.kind == "version":  # a newer sessiond's code: this device upgrades
+                err.owner = [NEWER_CODE_FIX]
+            raise err from None
         sid = code.session_id
         twin = await db.case_twin(sid)
         if twin is not None:  # before anything touches key files: on such a disk, they would be the twin's
@@ -76,6 +79,7 @@ class Importer:
         except ImportError_ as exc:
             if exc.refused and exc.fix is None:  # (a relay that lets this device look, then refuses a read)
                 exc.fix = account_fix(self.ctx, code, store)
+                needs_invites(exc, [store.url] if exc.fix else [])
             if exc.log_of is not None:  # a log found bad: mended by its writer, then imported again
                 exc.fix = log_fix(*exc.log_of, importing=True)
                 exc.api = log_fix_api(*exc.log_of, importing=True)
@@ -154,18 +158,25 @@ class Importer:
             except ManifestSealed:
                 # Going on without it would number this device's next messages from 1 again, under the
                 # numbers its old log used, and the other devices would drop them as repeats
-                raise ImportError_(
+                old_home = (
+                    "start the device's old home once, if it still exists: `sessiond start --home OLD_HOME`, then"
+                    " `sessiond sync --wait --home OLD_HOME` (it takes the rekey and pushes its log under the new"
+                    " key), and import the code here again"
+                )
+                new_home = (
+                    "import the session on a home with a device key of its own, as a new writer: `sessiond start"
+                    " --home NEW_HOME`, then `sessiond import --home NEW_HOME < code.txt` (what this device wrote"
+                    " before the rekey then stays with the devices that read it already)"
+                )
+                behind = ImportError_(
                     "behind",
                     f"this device's own log of session {sid} is in the store under a key from before the"
                     f" session's latest rekey (the device was away through it), which this home does not hold"
                     f" (a device key restored by key import brings no session keys), so it cannot go on from"
-                    f" it here. If the device's old home still exists, start it once: `sessiond start --home"
-                    f" OLD_HOME`, then `sessiond sync --wait --home OLD_HOME` (it takes the rekey and pushes its"
-                    f" log under the new key), and import the code here again. Otherwise import the session on a"
-                    f" home with a device key of its own, as a new writer: `sessiond start --home NEW_HOME`, then"
-                    f" `sessiond import --home NEW_HOME < code.txt` (what this device wrote before the rekey then"
-                    f" stays with the devices that read it already)",
-                ) from None
+                    f" it here. {old_home[0].upper()}{old_home[1:]}. Otherwise {new_home}",
+                )
+                behind.owner = [old_home, new_home]  # (its owner's: other homes, no request to this daemon)
+                raise behind from None
             here = (await db.last_seq(sid), (await db.sync_state(sid))["head_rev"]) if existing is not None else (0, 0)
             # (a log of no operations counts too: a head made only for a rekey's claim, whose revision and
             # claims the next push must go on from, and which a later rekey's switch must push again)
@@ -217,6 +228,12 @@ class Importer:
         # or a kept one that has not taken it yet: not in `logs`) cannot be checked against this history;
         # a log that is here but shorter than a checkpoint says (an old head served) still fails the check.
         checkpoints = [o for o in checkpoints if _checkable(o.body, logs)]
+        # A proof of a version this sessiond does not know (a newer sessiond's) cannot be checked here: set aside,
+        # kept with the log as a pull keeps it (listed whole, verify-proof saying to update), named in the answer.
+        # It is an operation of the log of the device that wrote it (kept as that device's checkpoint), which only
+        # that device writes: it could as well have left it out
+        newer = [o for o in checkpoints if newer_version(o.body)] if existing is None else []
+        checkpoints = [o for o in checkpoints if not newer_version(o.body)]
         if existing is None and checkpoints:  # every checkpoint must hold for the history it came with
             pks = {m["head_pk"] for m in members} | {bytes(f["k"]) for f in frozen}
 
@@ -335,6 +352,8 @@ class Importer:
             "devices": len(logs),
             # writers whose logs are still under the key before the latest rekey (away meanwhile)
             "waiting_for": [member_name(p) for p in peers if p["last_error"] == BEHIND],
+            # checkpoints of a version this sessiond does not know: kept, not checked
+            **({"unchecked_checkpoints": [_named(p) for p in newer]} if newer else {}),
         }
 
     async def _same_session(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
@@ -388,6 +407,12 @@ class Importer:
                 f"(`sessiond key import --home NEW`)",
             ) from None
         log.info("took the device id of a restored device key", extra={"session": sid, "event": "import"})
+
+
+def _named(op: Op) -> dict:
+    """A checkpoint set aside (its operation), as the import's answer names it and `checkpoints` lists it: the
+    device whose log holds it, its number and version."""
+    return {"device": op.device_id, "number": op.body.get("number"), "v": op.body.get("v")}
 
 
 def _checkable(proof: object, logs: dict) -> bool:

@@ -18,6 +18,7 @@ the importer's own machine, and is used on the same terms.
 from __future__ import annotations
 
 import ipaddress
+import json
 from urllib.parse import urlsplit, urlunsplit
 
 from ..stores import Store
@@ -73,6 +74,20 @@ async def locations_of(store: Store) -> list[tuple[str, str | None]]:
     if any(h and _network_address(h) and not is_loopback(h) for _, h in out):
         out = [(n, None if h and is_loopback(h) else h) for n, h in out]
     return list(dict.fromkeys(out))
+
+
+def relay_invite_ways(url: str) -> tuple[str, str]:
+    """relay_account_fix's way on for an app: the invite asked of the relay's owner (`details.owner`), and the
+    import again with it in the store URL, in API terms (`details.api`: CODE and INVITE filled in by the app)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    store = json.dumps(f"{parts.scheme}://INVITE@{netloc}{parts.path}")
+    return (
+        f"ask the owner of the relay {hint_of(url)} for an invite for this device (`sessiond serve invite` on the"
+        f" relay's machine; each one registers one device, once)",
+        f'POST /v1/import {{"code": CODE, "store": {store}}}',
+    )
 
 
 def relay_account_fix(url: str) -> str:

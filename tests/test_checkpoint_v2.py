@@ -2,9 +2,12 @@
 each message's device, seq, chat, role and content only, so two conversations that differed in a tool call's
 arguments, a message's name, a tool answer's call id, or the system prompt got the same hash, and a user
 relying on the proof to show what was said had no proof of those. A v2 proof (`"v": 2`) hashes them too;
-a proof without `v` is v1 and verifies as before; a version this sessiond does not know is refused by name."""
+a proof without `v` is v1 and verifies as before; a version this sessiond does not know is refused by name by
+verify-proof, and kept, unchecked, by a pull and an import."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -154,20 +157,51 @@ def _signed_as_newer(proof: dict, key) -> dict:
     return newer | {"signature": key.sign(dagcbor.encode(newer)).signature.hex()}
 
 
-async def test_a_proof_of_a_newer_version_refuses_the_import_as_a_failing_proof_does(devices):
-    """An import checks every checkpoint of the session and refuses it, writing nothing, when one fails: one
-    of a version this sessiond does not know is refused so, naming the version and what to do."""
+async def test_a_proof_of_a_newer_version_is_kept_by_an_import_as_by_a_pull(devices):
+    """An import checks every checkpoint of the session and refuses it, writing nothing, when one fails. One of a
+    version this sessiond does not know (the code of a device with a newer sessiond) refused the whole session,
+    while a pull of the same log keeps it and its proof: an older device could not import a newer one's code.
+    The import now sets such a proof aside, as a pull does: the session imported, its messages and the proofs
+    this sessiond knows checked, the newer one kept whole (listed with its version, verify-proof saying to
+    update) and named in the import's answer."""
+    a, b = await devices.open()
+    await a.start()
+    db = devices.dba
+    sid = await _tool_session(db)
+    known = await a.make_checkpoint(sid)
+    newer = _signed_as_newer({**known, "number": known["number"] + 1}, a.keys.head_key(sid))
+    await db.add_checkpoint(sid, newer)
+    code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+    res = await b.import_code(code, None)
+    assert res["session"] == sid and res["unchecked_checkpoints"] == [
+        {"device": newer["device"], "number": newer["number"], "v": 3}
+    ], res
+    here, there = await devices.dbb.conversation(sid), await db.conversation(sid)
+    assert [(*m[:6], json.loads(m[6] or "null")) for m in here] == [(*m[:6], json.loads(m[6] or "null")) for m in there]
+    kept = await devices.dbb.checkpoints(sid)
+    assert kept == await db.checkpoints(sid) and kept[-1]["v"] == 3 and kept[-1]["salt"] == "new"
+    res = await b.verify_proof(sid, kept[-1])
+    assert not res["ok"] and "version 3" in res["problem"] and "update sessiond" in res["problem"], res
+    assert (await b.verify_proof(sid, kept[0]))["ok"]
+
+
+async def test_a_failing_proof_beside_a_newer_one_still_refuses_the_import(devices):
+    """The proofs this sessiond knows are checked as before: one that does not hold refuses the import, writing
+    nothing, though a newer one beside it is set aside."""
     from sessiond.sync.share import ImportError_
 
     a, b = await devices.open()
     await a.start()
     db = devices.dba
     sid = await _tool_session(db)
-    await db.add_checkpoint(sid, _signed_as_newer(await a.make_checkpoint(sid), a.keys.head_key(sid)))
+    known = await a.make_checkpoint(sid)
+    await db.add_checkpoint(sid, _signed_as_newer({**known, "number": known["number"] + 1}, a.keys.head_key(sid)))
+    forged = {**known, "number": known["number"] + 2, "messages": known["messages"] + 1}  # (its signature fails)
+    await db.add_checkpoint(sid, forged)
     code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
     with pytest.raises(ImportError_) as e:
         await b.import_code(code, None)
-    assert e.value.kind == "checkpoint" and "version 3" in str(e.value) and "update sessiond" in str(e.value)
+    assert e.value.kind == "checkpoint" and "do not verify" in str(e.value), str(e.value)
     assert await devices.dbb.session_ids() == [] and b.keys.session_key(sid) is None  # nothing written
 
 

@@ -576,6 +576,30 @@ def test_export_to_a_folder_or_a_missing_folder_is_a_clear_error(daemon, tmp_pat
     assert json.loads(res.stdout) == {"written": str(out / "s.json")}
 
 
+def test_export_refuses_an_existing_file_unless_forced(daemon, tmp_path):
+    """`export -o FILE` replaced FILE silently when it existed: an earlier export, or any file the user named by
+    mistake (another session's export, a copy of sessions.db kept aside). An existing file is refused now,
+    nothing written, the message naming --force, which replaces it; `-o -` is standard output."""
+    sid = cli_json(daemon.home, "new", "--name", "twice")["id"]
+    kept = tmp_path / "sessions.db"
+    kept.write_bytes(b"a backup the user keeps")
+    for fmt in ("json", "markdown"):
+        res = run_cli(daemon.home, "export", sid, "--format", fmt, "-o", str(kept), "--json")
+        assert res.returncode == 2, res
+        _no_traceback(res)
+        err = json.loads(res.stdout)["error"]
+        assert err["code"] == "usage" and str(kept) in err["message"] and "exists" in err["message"], err
+        assert "--force" in err["message"], err
+    assert kept.read_bytes() == b"a backup the user keeps"
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")] == []
+    res = run_cli(daemon.home, "export", sid, "-o", str(kept), "--force", "--json", check=True)
+    assert json.loads(res.stdout) == {"written": str(kept)}
+    assert json.loads(kept.read_bytes())["session"]["name"] == "twice"
+    assert not os.path.exists("-")  # (the CLI's working folder is the suite's)
+    res = run_cli(daemon.home, "export", sid, "-o", "-", check=True)
+    assert json.loads(res.stdout)["session"]["name"] == "twice" and not os.path.exists("-")
+
+
 def test_export_never_writes_over_the_daemon_s_own_files(daemon):
     """`export -o` into the daemon's home replaced what it named: `-o HOME/sessions.db` put the JSON in place
     of the database (the running daemon went on with the old file, and the next start refused the "damaged"

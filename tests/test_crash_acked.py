@@ -69,7 +69,7 @@ def test_one_transaction_operations_answered_before_a_kill_9_are_all_there_after
 
 
 def test_an_export_killed_writing_its_file_leaves_the_file_it_replaces_whole(make_daemon, tmp_path):
-    """`export -o FILE` killed (as under kill -9) with the new file written and not yet renamed over FILE:
+    """`export -o FILE --force` killed (as under kill -9) with the new file written and not yet renamed over FILE:
     FILE holds the export before, whole; run again, the new one, whole."""
     d = make_daemon().start()
     c = d.client()
@@ -79,8 +79,8 @@ def test_an_export_killed_writing_its_file_leaves_the_file_it_replaces_whole(mak
     run_cli(d.home, "export", sid, "-o", str(out), check=True)
     before = out.read_bytes()
     c.append_many(sid, [{"role": "user", "content": "x" * 10_000} for _ in range(20)])
-    res = run_cli(d.home, "export", sid, "-o", str(out), env={"SESSIOND_CRASH_AT": "write:s.json"})
+    res = run_cli(d.home, "export", sid, "-o", str(out), "--force", env={"SESSIOND_CRASH_AT": "write:s.json"})
     assert res.returncode == 137, res.stderr
     assert out.read_bytes() == before
-    run_cli(d.home, "export", sid, "-o", str(out), check=True)
+    run_cli(d.home, "export", sid, "-o", str(out), "--force", check=True)
     assert len(json.loads(out.read_bytes())["messages"]) == 21

@@ -65,6 +65,9 @@ def test_the_database_deleted_under_a_running_daemon_refuses_writes_is_named_and
             said = refused.value.message
             assert refused.value.code == "database_lost" and refused.value.status == 503, said
             assert os.path.join(home, "sessions.db") in said and "deleted" in said and "stop" in said, said
+            # its way on is the owner's (a stop and a start), named so for an app: details.owner
+            [owner] = refused.value.details["owner"]
+            assert "sessiond stop" in owner and owner in said and "api" not in refused.value.details, owner
             db = [f for f in c.doctor(verify=False)["findings"] if f["check"] == "database"]
             assert db and db[0]["level"] == "problem" and "deleted" in db[0]["message"], db
     finally:

@@ -50,6 +50,7 @@ async def test_an_append_on_a_full_disk_is_refused_clearly_and_changes_nothing(t
         assert err["code"] == "disk_full"
         assert str(tmp_path) in err["message"] and "nothing of this request was stored" in err["message"]
         assert "Free some space" in err["message"]
+        assert err["details"]["owner"] == [f"free some space on the disk holding sessiond's home ({tmp_path})"], err
         r = await client.get("/v1/sessions/s1/messages")
         assert [m["content"] for m in (await r.json())["messages"]] == ["before"]
         await db.c.writer.execute("PRAGMA max_page_count=1073741823")  # room again

@@ -11,7 +11,7 @@ import threading
 
 from conftest import UnixHTTP, events_route, eventually, wait_for
 from sessiond.client import AsyncClient, Client, ClientError
-from unixproxy import UnixProxy
+from unixproxy import UnixProxy, pipe
 
 SYNC = ("sync.", "progress")  # the sync worker's events, whose number a test does not choose
 
@@ -177,18 +177,7 @@ class CutProxy(UnixProxy):
         for x, y in ((a, b), (b, a)):
             threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
 
-    @staticmethod
-    def _pipe(x: socket.socket, y: socket.socket) -> None:
-        try:
-            while data := x.recv(65536):
-                y.sendall(data)
-        except OSError:
-            pass
-        for s in (x, y):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    _pipe = staticmethod(pipe)
 
     def cut(self) -> None:
         """Cut every connection; hold new ones until resume()."""

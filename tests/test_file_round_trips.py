@@ -26,7 +26,7 @@ def d():
 
 def exported(d, sid: str, tmp_path, *args: str) -> str:
     f = tmp_path / f"{sid}.json"
-    run_cli(d.home, "export", sid, "-o", str(f), *args, check=True)
+    run_cli(d.home, "export", sid, "-o", str(f), "--force", *args, check=True)  # (a session exported again: replaced)
     return str(f)
 
 

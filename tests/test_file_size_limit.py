@@ -12,6 +12,7 @@ import pytest
 
 from conftest import DaemonProc
 from sessiond.client import ApiError
+from sessiond.storage.errors import RAISE_FILE_SIZE_LIMIT
 
 LIMIT = 1_000_000  # bytes: below the WAL the daemon keeps allocated ahead, so its next frames pass it
 
@@ -36,6 +37,7 @@ def test_an_append_past_the_file_size_limit_is_refused_naming_it_and_goes_throug
             assert err.status == 507 and err.code == "file_size_limit", (err.status, err.code, err.message)
             assert f"{LIMIT} bytes" in err.message and "ulimit -f" in err.message, err.message
             assert "nothing of this request was stored" in err.message, err.message
+            assert err.details["owner"] == [RAISE_FILE_SIZE_LIMIT], err.details  # its owner's way, for an app
             assert d.proc.poll() is None  # still up
             assert [m["content"] for m in c.messages(sid)["messages"]] == acknowledged
             _limit(d.proc.pid, resource.RLIM_INFINITY, resource.RLIM_INFINITY)

@@ -37,6 +37,7 @@ async def test_a_manifest_of_a_newer_version_is_refused_as_newer(devices):
     assert refused.value.kind == "newer", said
     assert "newer sessiond" in said and "upgrade sessiond" in said, said
     assert "damaged" not in said and "forged" not in said, said
+    assert refused.value.owner == [refused.value.fix]  # the upgrade: its owner's way (the API's details.owner)
     assert await devices.dbb.session_ids() == []
 
 

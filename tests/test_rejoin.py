@@ -9,6 +9,7 @@ import json
 import pytest
 
 from conftest import cli_json, run_cli, wait_for
+from sessiond.client import ApiError
 
 
 def _messages(d, sid):
@@ -158,6 +159,12 @@ def test_a_restore_of_a_device_away_through_a_rekey_is_refused_clearly(make_daem
     err = cli_json_text(res)["error"]
     assert err["code"] == "behind" and "key import" in err["message"], err
     assert cli_json(fresh.home, "ls")["sessions"] == []
+    # the ways on are its owner's (another home, started or made): named so for an app, which has no CLI
+    with pytest.raises(ApiError) as e:
+        fresh.client().import_code(a.client().share(sid)["code"])
+    owner = e.value.details["owner"]
+    assert len(owner) == 2 and "OLD_HOME" in owner[0] and "NEW_HOME" in owner[1], e.value.details
+    assert "api" not in e.value.details
 
 
 def test_the_refused_restore_names_the_commands_that_go_on_and_each_works(make_daemon, store_dir):

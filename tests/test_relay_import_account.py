@@ -43,6 +43,10 @@ def test_an_import_through_a_relay_without_an_account_names_the_invite_fix(make_
     assert f"INVITE@{host}" in fix
     assert fix in err.message  # the message says it too, for whoever reads only that
     assert cb.list_sessions()["sessions"] == []
+    # for an app: the invite is its owner's to ask for (details.owner); the import again with it a request
+    [owner] = err.details["owner"]
+    assert "sessiond serve invite" in owner and "invite" in owner, err.details
+    assert err.details["api"] == [f'POST /v1/import {{"code": CODE, "store": "s5+http://INVITE@{host}"}}'], err.details
 
     res = run_cli(b.home, "import", input=code)  # the CLI's message, and its --json error, name it
     assert res.returncode == 1 and "--store-file FILE" in res.stderr, res.stderr
@@ -57,6 +61,12 @@ def test_an_import_through_a_relay_without_an_account_names_the_invite_fix(make_
     res = run_cli(b.home, "import", "--store-file", str(store_file), input=code)
     assert res.returncode == 0, res.stderr
     assert cb.get_session(sid)["initial_messages"] == ca.get_session(sid)["initial_messages"]
+    # and the API's way, followed by an app on a third device: the request, its invite filled in
+    c3 = make_daemon().start().client()
+    with pytest.raises(ApiError) as e:
+        c3.import_code(code)
+    way = json.loads(e.value.details["api"][0].removeprefix("POST /v1/import ").replace("CODE", json.dumps(code)))
+    assert c3.import_code(way["code"], store=way["store"].replace("INVITE", _invite(data)))["session"] == sid
 
 
 def test_an_import_through_a_relay_with_a_spent_invite_names_the_fix_too(make_daemon, invite_relay, tmp_path):

@@ -10,6 +10,7 @@ import os
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 
 
 class UnixProxy:
@@ -40,6 +41,20 @@ class UnixProxy:
 
     def close(self) -> None:
         self.srv.close()
+
+
+def pipe(src: socket.socket, dst: socket.socket, change: Callable[[bytes], bytes] | None = None) -> None:
+    """What `src` sends passed on to `dst` (`change`d, if given) until it ends; then both are shut down."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(change(data) if change else data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 @contextlib.contextmanager

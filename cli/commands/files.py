@@ -29,7 +29,8 @@ def register(commands: Commands) -> None:
     p.add_argument("id")
     p.add_argument("--format", choices=["openai", "json", "markdown"], default="json")
     p.add_argument("--chat", help="(openai only) which chat; default: the current one")
-    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output ('-': standard output)")
+    p.add_argument("--force", action="store_true", help="with -o: replace the file if it exists")
     p = commands.add(
         "import-file",
         cmd_import_file,
@@ -44,9 +45,10 @@ def register(commands: Commands) -> None:
     )
 
 
-def _check_output(path: str, home: str) -> None:
+def _check_output(path: str, home: str, force: bool) -> None:
     """-o names a file to write, in a folder that exists and not in the daemon's home (its database, keys and
-    store, which a write there would replace): checked before the export is asked for."""
+    store, which a write there would replace), and not one that exists unless `force`: checked before the export
+    is asked for."""
     if os.path.isdir(path):
         raise UsageError(f"-o {path} is a folder: give the path of a file to write")
     folder = os.path.dirname(os.path.abspath(path))
@@ -58,12 +60,20 @@ def _check_output(path: str, home: str) -> None:
             f"-o {path} is in the daemon's home {home}, where it keeps its own files (its database, keys and"
             " store), which a write there can replace: write the export somewhere else"
         )
+    _check_new(path, force)
 
 
-def _write_output(path: str, data: bytes) -> None:
+def _check_new(path: str, force: bool) -> None:
+    """An existing file at `path` (an earlier export, a file named by mistake) is not replaced without --force."""
+    if not force and os.path.lexists(path):
+        raise UsageError(f"-o {path} exists: nothing was written; give another path, or add --force to replace it")
+
+
+def _write_output(path: str, data: bytes, force: bool) -> None:
     from ...storage.errors import is_disk_full
     from ...storage.fsutil import atomic_write
 
+    _check_new(path, force)  # (again: made while the export was read)
     try:
         atomic_write(path, data, 0o600)
     except OSError as exc:
@@ -80,8 +90,12 @@ def cmd_export(args) -> int:
         raise UsageError(f"--chat picks the chat of --format openai; a {args.format} export holds every chat")
     if args.output == "":  # `-o "$F"` with F unset: not standard output
         raise UsageError("-o is empty: give the path of a file to write, or leave -o out for standard output")
+    if args.output == "-":
+        args.output = None  # standard output, as if -o were left out
+    if args.force and not args.output:
+        raise UsageError("--force replaces the file -o names: give -o FILE, or leave --force out")
     if args.output:
-        _check_output(args.output, resolve_home(args.home))
+        _check_output(args.output, resolve_home(args.home), args.force)
     c = client(args)
     with Progress(c, {"export"}):
         data = c.export(args.id, args.format, args.chat)
@@ -89,7 +103,7 @@ def cmd_export(args) -> int:
         return _write_markdown(args, data)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
-        _write_output(args.output, text.encode() + b"\n")
+        _write_output(args.output, text.encode() + b"\n", args.force)
         if args.json:
             print(json.dumps({"written": args.output}))
     else:
@@ -100,7 +114,7 @@ def cmd_export(args) -> int:
 def _write_markdown(args, data: dict) -> int:
     text = data["markdown"]
     if args.output:
-        _write_output(args.output, text.encode())
+        _write_output(args.output, text.encode(), args.force)
         if args.json:
             print(json.dumps({"written": args.output}))
     elif args.json:

@@ -395,6 +395,17 @@ def cmd_import(args) -> int:
                 ),
                 file=sys.stderr,
             )
+        if res.get("unchecked_checkpoints"):
+            named = ", ".join(
+                f"{p['number']} of device {p['device']} (version {p['v']})" for p in res["unchecked_checkpoints"]
+            )
+            print(
+                safe(
+                    f"# not checked: checkpoint(s) {named}, of a version this sessiond does not know (a newer one"
+                    " made them); kept with the session: update sessiond to verify them"
+                ),
+                file=sys.stderr,
+            )
     return 0
 
 

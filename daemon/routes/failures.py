@@ -72,9 +72,10 @@ def _disk_full(exc: Exception, where: str, home: str | None) -> tuple[int, dict]
     log.warning("%s: disk full: %s", where, exc)
     err = DiskFull(
         f"{disk} is full ({exc}): nothing of this request was stored. Free some space on it, then send the"
-        f" request again"
+        f" request again",
+        owner=[f"free some space on {disk}"],  # (its owner's way: details.owner)
     )
-    return err.status, error_body(err.code, err.message)
+    return err.status, error_body(err.code, err.message, **err.details)
 
 
 def _size_limit(exc: Exception, where: str, home: str | None, limit: int) -> tuple[int, dict]:
@@ -86,5 +87,6 @@ def _size_limit(exc: Exception, where: str, home: str | None, limit: int) -> tup
         f"{files} cannot grow past {past_file_size_limit(limit)} ({exc}): nothing of this request was stored."
         f" {RAISE_FILE_SIZE_LIMIT.capitalize()}, then send the request again",
         limit=limit,
+        owner=[RAISE_FILE_SIZE_LIMIT],
     )
     return err.status, error_body(err.code, err.message, **err.details)
