@@ -1,7 +1,9 @@
 """This device's own records of what it handed out and what it let go, never synced (schema 8):
 the share codes it issued (`ShareLog`: described, never the code or its secrets) and the objects of its
 logs that no current head references any more (`Released`: what `sessiond gc` may free), with those a push
-is putting and has not yet recorded a revision naming (a push killed before it leaves them to gc)."""
+is putting and has not yet recorded a revision naming (a push killed before it leaves them to gc). And the
+objects it put for a members slot to name (`slot_objects`, schema 24: Released.put_for_slot), let go once
+the slot is seen written over (Released.slot_named)."""
 
 from __future__ import annotations
 
@@ -74,6 +76,57 @@ class Released:
         rows = _released_rows(store_url, sid, hashes, None)
         if rows:
             await _insert_released(tx, rows)
+
+    async def put_for_slot(self, store_url: str, sid: str, h: bytes, slot_pk: bytes, rev: int) -> None:
+        """`h` is about to be put for the members slot `slot_pk` (0xed | announce key) to name at revision
+        `rev`: a gc candidate until the slot names it (forgotten by slot_named), and this device's object
+        of that slot until the slot is seen written over (then a candidate again: slot_named)."""
+        async with self.c.transaction() as tx:
+            await _insert_released(tx, _released_rows(store_url, sid, [h], None))
+            await tx.execute(
+                "INSERT OR IGNORE INTO slot_objects (store_url, hash, session_id, slot_pk, rev) VALUES (?,?,?,?,?)",
+                (store_url, bytes(h), sid, bytes(slot_pk), rev),
+            )
+
+    async def slot_named(self, store_url: str, slot_pk: bytes, rev: int, h: bytes, *, written: bool) -> int:
+        """The members slot `slot_pk` holds revision `rev`, naming `h` (`written`: by this device just now, or
+        read by it just now to learn so; else read from the store, perhaps a moment ago): `h` is no longer a
+        gc candidate, and every object this device put for that slot at `rev` or before that it does not
+        name is let go (a candidate from now: slot revisions only rise, and an object is named at the one
+        revision it was put for, or never). A read that is not `written` forgets only an object this device
+        holds as the slot's (one let go since the read stays let go). How many were let go. Reads first: a
+        slot whose objects are all known to it writes nothing."""
+        slot_pk, h = bytes(slot_pk), bytes(h)
+        q = self.c.committed
+        over = await q.fetchall(
+            "SELECT hash FROM slot_objects WHERE store_url=? AND slot_pk=? AND rev<=? AND hash!=?",
+            (store_url, slot_pk, rev, h),
+        )
+        noted = await q.fetchone("SELECT 1 FROM released WHERE store_url=? AND hash=?", (store_url, h))
+        if not over and noted is None:
+            return 0
+        ours = "" if written else " AND hash IN (SELECT hash FROM slot_objects WHERE store_url=?1 AND hash=?2)"
+        async with self.c.transaction() as tx:
+            await tx.execute(f"DELETE FROM released WHERE store_url=?1 AND hash=?2{ours}", (store_url, h))
+            rows = await tx.fetchall(
+                "SELECT hash, session_id FROM slot_objects WHERE store_url=? AND slot_pk=? AND rev<=? AND hash!=?",
+                (store_url, slot_pk, rev, h),
+            )
+            t = now()
+            await _insert_released(tx, [(store_url, bytes(r[0]), r[1], t) for r in rows])
+            await tx.execute(
+                "DELETE FROM slot_objects WHERE store_url=? AND slot_pk=? AND rev<=? AND hash!=?",
+                (store_url, slot_pk, rev, h),
+            )
+        return len(rows)
+
+    async def freed(self, store_url: str, hashes: Iterable[bytes]) -> None:
+        """These are freed (or not held by the store at all): no longer candidates, nor slot objects."""
+        rows = [(store_url, bytes(h)) for h in hashes]
+        if rows:
+            async with self.c.transaction() as tx:
+                await tx.executemany("DELETE FROM released WHERE store_url=? AND hash=?", rows)
+                await tx.executemany("DELETE FROM slot_objects WHERE store_url=? AND hash=?", rows)
 
     async def due(self, before: float) -> list[dict]:
         """Every object released before `before`, oldest first."""

@@ -423,5 +423,23 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX messages_system ON messages(session_id, chat_id, lamport, device_id, seq) WHERE role = 'system';
     """,
+    # 24: the objects this device put for a members slot to name (this device only, never synced): a members
+    # object, a rekey's notice, each with the slot's key (0xed | announce key) and the revision it was put to
+    # be named at, written with its gc note before the put (sync/context.py put_to_name). Once the slot is
+    # seen at that revision or past it naming another object (written over: by this device or another),
+    # the row becomes a gc candidate (`released`) and goes: nothing names it again (each object is sealed
+    # under a salt of its own). A home from before it has no rows: the members objects it wrote and that
+    # were written over before are left in the store (it cannot tell its own from another device's).
+    """
+    CREATE TABLE slot_objects (
+        store_url TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        session_id TEXT NOT NULL,
+        slot_pk BLOB NOT NULL,
+        rev INTEGER NOT NULL,
+        PRIMARY KEY (store_url, hash)
+    ) WITHOUT ROWID;
+    CREATE INDEX slot_objects_slot ON slot_objects(store_url, slot_pk, rev);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

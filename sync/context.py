@@ -29,6 +29,7 @@ from ..storage.redact import scrub_text
 from ..stores import Store
 from ..stores.cid import digest
 from ..stores.errors import StoreError, failure_kind, way_on
+from ..stores.registry import RegistryEntry
 from .bounded import KeyedLocks
 from .errors import fix_said, no_relay_account
 from .keys import KeyStore
@@ -221,27 +222,36 @@ class SyncContext:
 
     # ------------------------------------------------------------------ objects a slot will name
     @contextlib.asynccontextmanager
-    async def put_to_name(self, store: Store, sid: str, ct: bytes) -> AsyncIterator[bytes]:
-        """Put `ct`, an object the caller then names in a slot (a members object, a rekey's notice), and
-        yield its hash. It is noted as a gc candidate of `sid` before the put, and the caller forgets it
-        (named) once the slot's write names it: killed in between, or the slot written by another device
-        first, what was put stays a candidate, which gc frees once nothing names it (a retry seals the
-        object anew, under a new salt: without the note it stayed in the store for good). Meanwhile it is
-        in `naming`, which gc leaves alone whatever its grace (sync/gc.py), or a gc run between the put and
-        the slot's write would free what the slot is about to name."""
+    async def put_to_name(self, store: Store, sid: str, ct: bytes, slot_pk: bytes, rev: int) -> AsyncIterator[bytes]:
+        """Put `ct`, an object the caller then names in the slot `slot_pk` (0xed | announce key) at revision
+        `rev` (a members object, a rekey's notice), and yield its hash. It is noted before the put as a gc
+        candidate of `sid` and as this device's object of that slot (Released.put_for_slot), and the caller
+        calls named() once the slot's write names it: killed in between, or the slot written by another
+        device first, what was put stays a candidate, which gc frees once nothing names it (a retry seals the
+        object anew, under a new salt: without the note it stayed in the store for good). Named, it is no
+        candidate until the slot is seen written over (named() of a later revision: a device joined, a
+        restore, a rekey's notice), when it is let go. Meanwhile it is in `naming`, which gc leaves alone
+        whatever its grace (sync/gc.py), or a gc run between the put and the slot's write would free what
+        the slot is about to name."""
         h = digest(ct)
         url: str | None = getattr(store, "url", None)
         self.naming.add(h)
         try:
             if url is not None:
-                await self.db.released.add(url, sid, [h])
+                await self.db.released.put_for_slot(url, sid, h, slot_pk, rev)
             await asyncio.wait_for(store.put(ct), self.timeout)  # (its answer is `h`: a store checks it)
             yield h
         finally:
             self.naming.discard(h)
 
-    async def named(self, store: Store, h: bytes) -> None:
-        """`h`, put by put_to_name, is named by the slot just written: no longer a gc candidate."""
+    async def named(self, store: Store, entry: RegistryEntry, *, written: bool = True) -> None:
+        """The members slot `entry` (0xed | announce key), as just written here or read from `store`, names its
+        object: that object is no gc candidate, and the objects this device put for the slot at its revision
+        or before that it does not name are let go (gc frees them after its grace: a device that read the
+        slot before it was written over has that long to fetch what it named, and one that finds it gone
+        reads the slot again: Members.read_slot). Only once the slot is written (or read): a kill before
+        leaves the old object named and whole. `written`: this device wrote `entry` (or read it just now);
+        False for a read that may be a moment old (Released.slot_named)."""
         url: str | None = getattr(store, "url", None)
-        if url is not None:
-            await self.db.released.forget(url, [h])
+        if url is not None and len(entry.data) >= 33:
+            await self.db.released.slot_named(url, entry.pk, entry.revision, bytes(entry.data[1:33]), written=written)

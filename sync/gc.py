@@ -4,7 +4,9 @@ The candidates are only what this device recorded letting go (storage/lifecycle.
 manifest a head moved on from, the pages a compaction merged away; and what a push put, noted before its
 upload until a recorded revision names it: a push killed in between leaves what its retry does not name; and
 a members object or a rekey's notice, noted before its put until the members slot names it: a retry seals it
-anew, SyncContext.put_to_name, and gc leaves one being named alone whatever its grace),
+anew, SyncContext.put_to_name, and gc leaves one being named alone whatever its grace; and such an object once
+the slot is seen written over, by this device or another: SyncContext.named, when this device writes the slot
+or reads it, here too),
 so an object another device wrote, or one this device cannot account for, is never a candidate. A
 candidate is freed once its grace period has passed since it was let go (a follower that read the old
 head a moment ago can still fetch it) and no current head of any session this device knows references it:
@@ -61,6 +63,7 @@ class Collector:
             slot = await asyncio.wait_for(store.get_head(b"\xed" + bytes(remote["announce_pk"])), ctx.timeout)
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
+                await ctx.named(store, slot, written=False)  # (what this device put for it, written over: let go)
         pks = [bytes(p["head_pk"]) for p in await ctx.db.peers(sid)]
         if keys:
             pks.append(ctx.keys.head_pk(sid))
@@ -112,6 +115,9 @@ class Collector:
                 if failing(exc):
                     down[url] = describe_failure(exc, url)
                     unsure[sid] = down[url]
+        # (what the heads' reads let go, written over in a members slot since this device's last read of it)
+        due = await db.released.due(now() - grace)
+        waiting = await db.released.count() - len(due)
         by_store: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
         for r in due:
             by_store[r["store_url"]][r["session_id"]].append(bytes(r["hash"]))
@@ -186,5 +192,5 @@ class Collector:
                 raise _Kept(f"the store failed: {describe(exc)}") from None
             if not dry_run:
                 crash_point("gc:freed")  # (tests: killed with the objects freed, their candidates not forgotten)
-                await ctx.db.released.forget(store.url, result.gone)
+                await ctx.db.released.freed(store.url, result.gone)
             return len(hashes) - len(todo), result

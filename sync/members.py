@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from nacl.signing import SigningKey
 
 from ..storage.testhooks import pause_for_tests
-from ..stores import HeadExpired, StaleHead, Store, StoreError, check_object
+from ..stores import HeadExpired, ObjectMissing, StaleHead, Store, StoreError, check_object
+from ..stores.cid import digest
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
@@ -47,6 +48,7 @@ MEMBERS_KEPT = 1024
 # or written without the key) or not 0x1e | hash | salt, its object gone or damaged. A device that wrote the
 # slot writes it again (Members.restore)
 LOST = frozenset({"missing", "damaged", "malformed", "forged"})
+READS_AGAIN = 3  # times a read of the slot reads its entry again, its object gone (Members.read_slot)
 
 
 def _bad(kind: str, sid: str, message: str) -> ImportError_:
@@ -244,13 +246,62 @@ class Members:
         `entry`: the slot's entry as the caller has just read it from `store` (not read again).
         `unchanged` (with `cached`): the store has just said that the slot did not change since this
         process last looked (a follower's poll: Store.head_versions, head_changes), so what it said as
-        last read or written here is taken without reading even its head."""
+        last read or written here is taken without reading even its head. An object gone is taken as the slot
+        written over meanwhile, its old object freed by its writer's gc: the entry is read again."""
         timeout = self.ctx.timeout
         pk = b"\xed" + announce_pk
         if cached and unchanged:
             seen = self._seen.get(sid)
             if seen is not None and seen[0] == pk and seen[3] == session_key and seen[1] >= min_rev:
                 return seen[1], [dict(m) for m in seen[4]], seen[5], seen[6]
+        entry = await self._entry(store, sid, pk, min_rev, entry)
+        for _ in range(READS_AGAIN):
+            h, salt = entry.data[1:33], entry.data[33:]
+            seen = self._seen.get(sid) if cached else None
+            if seen is not None and seen[:4] == (pk, entry.revision, entry.data, session_key):
+                return entry.revision, [dict(m) for m in seen[4]], seen[5], seen[6]
+            try:
+                ct = await asyncio.wait_for(store.get_capped(h, MEMBERS_MAX_BYTES, "a members object"), timeout)
+                break
+            except ObjectMissing as exc:  # (the same entry read again: its object is lost)
+                newer = await self._entry(store, sid, pk, entry.revision, None)
+                if (newer.revision, newer.data) == (entry.revision, entry.data):
+                    raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
+                entry = newer
+            except (TimeoutError, StoreError, OSError) as exc:
+                if failing(exc):  # the store failed to answer, the list is not damaged
+                    raise store_failed(exc, store.url) from None
+                raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
+        else:
+            raise ImportError_("busy", f"the members slot of session {sid} kept changing as it was read; will retry")
+        try:
+            check_object(h, ct)
+            m = dagcbor.decode(open_unpadded(ct, members_key(session_key, salt)))
+        except (StoreError, DecryptError, dagcbor.DagCborError) as exc:
+            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
+        if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
+            raise _bad("damaged", sid, f"the members object of session {sid} belongs to another (swapped objects)")
+        try:
+            check_version(m.get("v"), MEMBERS_VERSION, f"the members object of session {sid}")
+        except NewerFormat as exc:  # not damage: this device is the one to mend (the slot is not written over)
+            raise newer_format(f"the members slot of session {sid}", exc) from None
+        except LogError as exc:
+            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
+        members, notice, frozen = parse_members(m)
+        self._unknown[sid] = _unknown_of(m)
+        self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
+        self._object_read[sid] = time.monotonic()
+        await self.keep_frozen(sid, frozen)
+        # what this device put for the slot and it no longer names: let go, for gc (SyncContext.named)
+        await self.ctx.named(store, entry, written=False)
+        return entry.revision, members, notice, frozen
+
+    async def _entry(
+        self, store: Store, sid: str, pk: bytes, min_rev: int, entry: RegistryEntry | None
+    ) -> RegistryEntry:
+        """The members slot's entry (`pk`: 0xed | announce key), read from `store` unless given, checked: signed
+        by its key, not older than `min_rev`, 0x1e | hash | salt; else the ImportError_ that says what it is."""
+        timeout = self.ctx.timeout
         try:
             if entry is None:
                 entry = await asyncio.wait_for(store.get_head(pk), timeout)
@@ -281,34 +332,7 @@ class Members:
             )
         if len(entry.data) != 1 + 32 + SALT_LEN or entry.data[0] != 0x1E:
             raise _bad("malformed", sid, f"the members entry of session {sid}: its data is not 0x1e | hash | salt")
-        h, salt = entry.data[1:33], entry.data[33:]
-        seen = self._seen.get(sid) if cached else None
-        if seen is not None and seen[:4] == (pk, entry.revision, entry.data, session_key):
-            return entry.revision, [dict(m) for m in seen[4]], seen[5], seen[6]
-        try:
-            ct = await asyncio.wait_for(store.get_capped(h, MEMBERS_MAX_BYTES, "a members object"), timeout)
-            check_object(h, ct)
-            m = dagcbor.decode(open_unpadded(ct, members_key(session_key, salt)))
-        except (TimeoutError, StoreError, OSError) as exc:
-            if failing(exc):  # the store failed to answer, the list is not damaged
-                raise store_failed(exc, store.url) from None
-            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
-        except (DecryptError, dagcbor.DagCborError) as exc:
-            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
-        if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
-            raise _bad("damaged", sid, f"the members object of session {sid} belongs to another (swapped objects)")
-        try:
-            check_version(m.get("v"), MEMBERS_VERSION, f"the members object of session {sid}")
-        except NewerFormat as exc:  # not damage: this device is the one to mend (the slot is not written over)
-            raise newer_format(f"the members slot of session {sid}", exc) from None
-        except LogError as exc:
-            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
-        members, notice, frozen = parse_members(m)
-        self._unknown[sid] = _unknown_of(m)
-        self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
-        self._object_read[sid] = time.monotonic()
-        await self.keep_frozen(sid, frozen)
-        return entry.revision, members, notice, frozen
+        return entry
 
     async def known_frozen(self, sid: str) -> list[dict]:
         """The frozen logs of `sid` this device noted (keep_frozen): durable, unlike what this process read."""
@@ -398,11 +422,13 @@ class Members:
             plain = _encoded_keeping(obj, self._unknown.get(sid) or {})
             salt = os.urandom(SALT_LEN)
             ct = seal_members(sid, plain, members_key(session_key, salt), len(merged))
-            # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name)
-            async with ctx.put_to_name(store, sid, ct) as h:
+            # noted for gc before its put, forgotten once the slot names it; the object it names before, if
+            # this device put it, is let go then (SyncContext.put_to_name, named): not before the new one is
+            # written, so that a kill in between leaves the slot naming an object still there
+            entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + digest(ct) + salt)
+            async with ctx.put_to_name(store, sid, ct, entry.pk, entry.revision):
                 crash_point("members:put")  # (tests: the members object put, the slot not written)
                 await pause_for_tests("members.put")  # (the tests hold it here: put, the slot not written)
-                entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + h + salt)
                 try:
                     await asyncio.wait_for(store.set_head(entry), ctx.timeout)
                 except StaleHead:
@@ -410,7 +436,8 @@ class Members:
                     # another writer changed the slot meanwhile: read it again and merge. The members object
                     # just put is referenced by no head: still a candidate, `sessiond gc` frees it
                     continue
-                await ctx.named(store, h)
+                crash_point("members:set")  # (tests: the slot written over, the object it named not let go)
+                await ctx.named(store, entry)
             # What the slot says now, as a read of it would find it: this device's own write does not make
             # its follower (nor the next ensure_member) read the object back from the store.
             written, notice, kept = parse_members(obj)

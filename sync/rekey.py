@@ -22,6 +22,7 @@ from nacl.signing import VerifyKey
 from ..storage.errors import revoked
 from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store
+from ..stores.cid import digest
 from ..stores.registry import RegistryEntry
 from . import dagcbor
 from .context import SyncContext
@@ -212,16 +213,15 @@ class Rekeyer:
         """The notice, as revision rev+1 of the old members slot."""
         salt, sealed = self._sealed_notice(sid, old_key, members, record)
         # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name): killed in
-        # between, the resumed rekey puts another (a new salt); refused as stale, the object is named by nothing
-        async with self.ctx.put_to_name(store, sid, sealed) as h:
+        # between, the resumed rekey puts another (a new salt); refused as stale, the object is named by nothing.
+        # The members object the slot named before, if this device put it, is let go once the notice is written
+        entry = RegistryEntry.create(announce_key(old_write), rev + 1, b"\x1e" + digest(sealed) + salt)
+        async with self.ctx.put_to_name(store, sid, sealed, entry.pk, entry.revision):
             crash_point("rekey:notice_put")  # (tests: the notice put, the slot not written)
             await pause_for_tests("rekey.notice_put")  # (the tests hold it here: put, the slot not written)
-            await asyncio.wait_for(
-                store.set_head(RegistryEntry.create(announce_key(old_write), rev + 1, b"\x1e" + h + salt)),
-                self.ctx.timeout,
-            )
+            await asyncio.wait_for(store.set_head(entry), self.ctx.timeout)
             crash_point("rekey:notice_set")  # (tests: the slot names the notice, still a gc candidate)
-            await self.ctx.named(store, h)
+            await self.ctx.named(store, entry)
 
     @staticmethod
     def _sealed_notice(sid: str, old_key: bytes, members: list[dict], record: dict) -> tuple[bytes, bytes]:
@@ -231,10 +231,11 @@ class Rekeyer:
         return salt, seal_members(sid, plain, members_key(old_key, salt), len(members), kept=len(record["m"]))
 
     async def _notice_named(self, store: Store, old_announce: bytes) -> None:
-        """The object the old members slot names (this device's notice) is no longer a gc candidate."""
+        """The object the old members slot names (this device's notice) is no longer a gc candidate, and the
+        members object it named before, if this device put it, is let go (SyncContext.named)."""
         entry = await asyncio.wait_for(store.get_head(b"\xed" + old_announce), self.ctx.timeout)
-        if entry is not None and len(entry.data) >= 33:
-            await self.ctx.named(store, bytes(entry.data[1:33]))
+        if entry is not None:
+            await self.ctx.named(store, entry)
 
     async def _finish(self, sid: str, record: dict) -> None:
         # (a record an earlier sessiond wrote may name a writer of no known id "None")

@@ -34,6 +34,7 @@ PINNED = [
     "5ae53f3cd18fee51",
     "544ff0fb7fcfc2a7",
     "6af935974356232d",
+    "7ab042fa22e46486",
 ]
 
 
