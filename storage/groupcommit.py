@@ -55,10 +55,6 @@ class Transaction:
         elif self._due is None:
             raise AssertionError("a write after execute_alone's, which must be the transaction's last")
 
-    def guard(self) -> None:
-        """Open its SAVEPOINT now if it waits for a write (before an execute_alone that other writes follow)."""
-        self._guard()
-
     async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
         if self._due is not False and not sql.startswith("SELECT"):  # (a statement that may write)
             self._guard()
@@ -83,8 +79,9 @@ class Transaction:
         return self._conn.executemany(sql, rows).rowcount
 
     async def execute_alone(self, sql: str, args: tuple = ()) -> int:
-        """One statement that is the transaction's last write and the last thing its block does (nothing after
-        it may raise): with no SAVEPOINT opened before it none is, since a failed statement changes nothing."""
+        """One statement that is the transaction's last write, and best the last thing its block does: with no
+        SAVEPOINT opened before it none is, since a failed statement changes nothing. (If the block raises after
+        it, nothing can undo it alone: the whole batch is rolled back, each of its callers told.)"""
         if self._due is None:
             raise AssertionError("a write after execute_alone's, which must be the transaction's last")
         if not self._due:
