@@ -13,4 +13,5 @@ ASKED_KEY_RULE = f"must be the {IDEMPOTENCY_HEADER} a question was sent with: {K
 
 def good_key(key: object) -> bool:
     """Whether `key` is an Idempotency-Key the API takes."""
-    return isinstance(key, str) and 0 < len(key) <= 255 and all(" " <= ch <= "~" for ch in key)
+    # (printable ASCII: " " to "~"; str's own tests, not a loop over the characters)
+    return isinstance(key, str) and 0 < len(key) <= 255 and key.isascii() and key.isprintable()

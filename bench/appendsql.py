@@ -9,9 +9,13 @@ this measures how much of that SQLite alone takes on this machine, so the rest c
 together (bench/load.py's 16 clients make ~5-7 a commit): each of the k appends goes to a session of its
 own, and each slot moves to a new session every 100 messages, as the load's clients do over 1,000 sessions.
 
-* `statements`: as the daemon runs them: the first transaction of a commit opens it (BEGIN IMMEDIATE), each
-  later one is a SAVEPOINT; the session read (SESSION_READ), the message's INSERT (with the search index's
-  pending row, by trigger), the log's last seq, the session's counters, the key; then one COMMIT.
+* `statements`: as the daemon runs them: the first transaction of a commit opens it (BEGIN IMMEDIATE); the
+  session read (SESSION_READ) and one INSERT into the writer's view (storage/appendone.py: the message with
+  the search index's pending row, the log's last seq, the session's counters, the key, by triggers), which
+  needs no SAVEPOINT; then one COMMIT.
+* `four_statements`: as the daemon ran them before the twenty-sixth pass: each later transaction of a commit
+  a SAVEPOINT, and the message's INSERT, the log's last seq, the session's counters and the key four
+  statements.
 * `batched`: the same rows with one executemany per statement for the whole commit (what coalescing the
   appends of one commit into one job of SQL would save, with the reads still one per append).
 * `insert_only`: the message's INSERT alone and the COMMIT: a durable row, nothing else.
@@ -35,6 +39,7 @@ import tempfile
 import time
 import uuid
 
+from sessiond.storage.appendone import APPEND_ONE, APPEND_ONE_SQL
 from sessiond.storage.connections import SECURE_DELETE, TEMP_IN_MEMORY
 from sessiond.storage.database import Database
 from sessiond.storage.messages import _INSERT_ONE, KEY_INSERT, LOG_UPSERT, SESSION_READ, SESSION_UPDATE
@@ -68,6 +73,7 @@ def _writer(path: str) -> sqlite3.Connection:
         "PRAGMA wal_autocheckpoint=0",
     ):
         conn.execute(pragma)
+    conn.executescript(APPEND_ONE_SQL)
     return conn
 
 
@@ -111,6 +117,18 @@ class Slots:
 
 
 def _commit_statements(conn: sqlite3.Connection, device: str, batch: list[tuple], t: float) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    for sid, key, seq, lam, content in batch:
+        row = conn.execute(SESSION_READ, (device, key, None, sid, 0)).fetchall()[0]
+        conn.execute(
+            APPEND_ONE,
+            (sid, row[2], device, seq, lam, "user", content, 20, t, None, *pushed_form(content, t), t, 20, key)
+            + ("d" * 64, f"{seq} 1"),
+        )
+    conn.execute("COMMIT")
+
+
+def _commit_four_statements(conn: sqlite3.Connection, device: str, batch: list[tuple], t: float) -> None:
     for i, (sid, key, seq, lam, content) in enumerate(batch):
         conn.execute("BEGIN IMMEDIATE" if i == 0 else "SAVEPOINT tx")
         row = conn.execute(SESSION_READ, (device, key, None, sid, 0)).fetchall()[0]
@@ -150,7 +168,12 @@ def _commit_insert_only(conn: sqlite3.Connection, device: str, batch: list[tuple
     conn.execute("COMMIT")
 
 
-MODES = {"statements": _commit_statements, "batched": _commit_batched, "insert_only": _commit_insert_only}
+MODES = {
+    "statements": _commit_statements,
+    "four_statements": _commit_four_statements,
+    "batched": _commit_batched,
+    "insert_only": _commit_insert_only,
+}
 
 
 def measure(template: str, device: str, sids: list[str], mode: str, k: int) -> dict:

@@ -14,7 +14,6 @@ which the client (standard library only, so that the CLI starts fast) does not l
 from __future__ import annotations
 
 import os
-import uuid
 from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlencode
 
@@ -81,17 +80,24 @@ def query_string(params: dict) -> str:
 
 
 def new_idempotency_key() -> str:
-    return str(uuid.uuid4())
+    """A random UUID (version 4), as str(uuid.uuid4()) is, made without the UUID object (~10 us of every append
+    of the blocking client's, ~1 us so)."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40  # the version, 4
+    b[8] = b[8] & 0x3F | 0x80  # the variant, RFC 4122's
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def key_for(given: str | None) -> str:
     """The key an append or a question carries: `given`, or a new one. One the API refuses is the ApiError the
     daemon answers one with (422), raised before sending: some (a non-Latin-1 or control character) cannot be
     sent as a header at all, and the HTTP library's own error would say nothing of the API's rule."""
-    key = given or new_idempotency_key()
-    if not good_key(key):
+    if not given:
+        return new_idempotency_key()  # (a good key)
+    if not good_key(given):
         raise ApiError(422, "invalid", KEY_RULE)
-    return key
+    return given
 
 
 def sendable_header(name: str, value: str) -> str:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from .appendone import APPEND_ONE_SQL
 from .contexttotals import FixedCache
 from .dbfile import DatabaseFile
 from .errors import DatabaseLost, UnusableDatabase
@@ -251,6 +252,8 @@ class Connections:
             # checkpoints run on the Checkpointer's thread, never inside a commit on the append path
             writer.execute("PRAGMA wal_autocheckpoint=0")
             await migrate(Inline(writer), upto)
+            if upto is None:  # (the writer's own, in memory: TEMP_IN_MEMORY above)
+                writer.executescript(APPEND_ONE_SQL)
             if upto is None or upto >= 6:
                 # an import a crash cut short (its session hidden, see apply_remote): nothing of it stays,
                 # and it can be run again (its rows go with it: ON DELETE CASCADE). One from a file is left
@@ -338,11 +341,11 @@ class Connections:
             self.group.commit_batch()
             return self.file.lost()
 
-    def transaction(self) -> Transacting:
+    def transaction(self, lazy_savepoint: bool = False) -> Transacting:
         """A write transaction, in turn with every other write; it returns once it is committed, and its
         events go to the listeners then. Rolled back if the block raises (or is cancelled). Group-committed:
-        storage/groupcommit.py."""
-        return self.group.transaction()
+        storage/groupcommit.py (`lazy_savepoint`: its Transaction's)."""
+        return self.group.transaction(lazy_savepoint)
 
     def hold_commit(self, point: str) -> None:
         """(The tests.) The commit of the transaction under way held at a pause point: GroupCommit.hold_commit."""

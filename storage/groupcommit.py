@@ -24,28 +24,75 @@ from .testhooks import pause_for_tests, pausing
 Row = sqlite3.Row
 
 
+def _batched_failed() -> sqlite3.OperationalError:
+    """The error of a transaction rolled back with another of its batch that could not be undone alone."""
+    return sqlite3.OperationalError("the write was rolled back with a transaction batched with it that failed")
+
+
 class Transaction:
     """One write transaction on the writer, held by the coroutine that opened it (Connections.transaction).
-    Its reads see its own writes; `emit` queues an event for the listeners, told after the commit."""
+    Its reads see its own writes; `emit` queues an event for the listeners, told after the commit.
 
-    def __init__(self, conn: sqlite3.Connection):
+    A later transaction of a batch is a SAVEPOINT in it, so that it can be undone alone. Opened with
+    `lazy_savepoint` (the append's: Connections.transaction), the SAVEPOINT waits for the first statement
+    that may write (a read needs no undoing: a refusal found by reads alone costs none), and `execute_alone`
+    writes without one: a statement that fails changes nothing (SQLite undoes the statement), so a
+    transaction whose only write is that statement, its last, needs no SAVEPOINT at all."""
+
+    def __init__(self, conn: sqlite3.Connection, savepoint_due: bool = False):
         self._conn = conn
         self.events: list[dict] = []
+        # True: a SAVEPOINT to open before the first write; False: opened, or none needed (the batch's first);
+        # None: written by execute_alone without one (the transaction's last write: nothing more may be)
+        self._due: bool | None = savepoint_due
+        self.savepoint = False  # a SAVEPOINT was opened for it (to release, or roll back to)
+
+    def _guard(self) -> None:
+        if self._due:
+            self._conn.execute("SAVEPOINT tx")
+            self._due = False
+            self.savepoint = True
+        elif self._due is None:
+            raise AssertionError("a write after execute_alone's, which must be the transaction's last")
 
     async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
+        if self._due is not False and not sql.startswith("SELECT"):  # (a statement that may write)
+            self._guard()
         return self._conn.execute(sql, args).fetchall()
 
     async def fetchone(self, sql: str, args: tuple = ()) -> Row | None:
+        if self._due is not False and not sql.startswith("SELECT"):
+            self._guard()
         rows = self._conn.execute(sql, args).fetchall()
         return rows[0] if rows else None
 
     async def execute(self, sql: str, args: tuple = ()) -> int:
         """One statement; returns how many rows it changed."""
+        if self._due is not False:
+            self._guard()
         return self._conn.execute(sql, args).rowcount
 
     async def executemany(self, sql: str, rows: Iterable[tuple]) -> int:
         """One statement for many rows; returns how many rows it changed in all."""
+        if self._due is not False:
+            self._guard()
         return self._conn.executemany(sql, rows).rowcount
+
+    async def execute_alone(self, sql: str, args: tuple = ()) -> int:
+        """One statement that is the transaction's last write, and best the last thing its block does: with no
+        SAVEPOINT opened before it none is, since a failed statement changes nothing. (If the block raises after
+        it, nothing can undo it alone: the whole batch is rolled back, each of its callers told.)"""
+        if self._due is None:
+            raise AssertionError("a write after execute_alone's, which must be the transaction's last")
+        if not self._due:
+            return self._conn.execute(sql, args).rowcount
+        changed = self._conn.execute(sql, args).rowcount  # (if it fails, nothing of it is written)
+        self._due = None
+        return changed
+
+    def wrote_alone(self) -> bool:
+        """Whether execute_alone wrote with no SAVEPOINT (a failure after it takes the whole batch with it)."""
+        return self._due is None
 
     def emit(self, event: dict) -> None:
         self.events.append(event)
@@ -57,10 +104,11 @@ class Transacting:
     else is in the batch while it holds the lock, so if it fails the whole SQLite transaction is undone
     (two statements fewer for every append that has the writer to itself, as one client's do)."""
 
-    __slots__ = ("_batch", "_c", "_first", "_tx")
+    __slots__ = ("_batch", "_c", "_first", "_lazy", "_tx")
 
-    def __init__(self, c: GroupCommit):
+    def __init__(self, c: GroupCommit, lazy_savepoint: bool = False):
         self._c = c
+        self._lazy = lazy_savepoint
 
     async def __aenter__(self) -> Transaction:
         c = self._c
@@ -72,9 +120,14 @@ class Transacting:
         try:
             self._first = c.batch is None
             self._batch = c._join_batch()
-            self._tx = Transaction(c.writer)
-            if not self._first:
+            if self._first:
+                self._tx = Transaction(c.writer)
+            elif self._lazy:
+                self._tx = Transaction(c.writer, savepoint_due=True)
+            else:
+                self._tx = Transaction(c.writer)
                 c.writer.execute("SAVEPOINT tx")
+                self._tx.savepoint = True
         except BaseException:
             c.lock.release()
             raise
@@ -86,10 +139,14 @@ class Transacting:
             if kind is not None:
                 if self._first:
                     c._undo_batch()
-                else:
+                elif self._tx.savepoint:
                     c._undo_savepoint()
+                elif self._tx.wrote_alone():  # its execute_alone's write, which no SAVEPOINT can undo alone
+                    c._undo_batch(_batched_failed())
+                else:  # nothing it wrote stands: reads only, or its execute_alone failed (undone by SQLite)
+                    c._check_batch()
                 return  # (None: the block's exception goes on)
-            if not self._first:
+            if self._tx.savepoint:
                 c.writer.execute("RELEASE tx")
             # A future of this transaction's own, resolved by the batch's COMMIT itself: the caller goes on in
             # the next turn of the loop (through asyncio.shield of the batch, two turns later: the batch's
@@ -128,7 +185,7 @@ class GroupCommit:
         """Nothing is half done on the writer: no batch under way, no one holds it, nothing open on it."""
         return self.batch is None and not self.lock.locked() and not self.writer.in_transaction
 
-    def transaction(self) -> Transacting:
+    def transaction(self, lazy_savepoint: bool = False) -> Transacting:
         """A write transaction, in turn with every other write; it returns once it is committed, and its
         events go to the listeners then. Rolled back if the block raises (or is cancelled).
 
@@ -137,8 +194,8 @@ class GroupCommit:
         and schedules the COMMIT, which runs when the loop next gets to it, after whatever else was
         ready to run and after the transactions then waiting for the writer. No caller goes on before
         the commit its changes are in, so nothing is answered before it is on disk; under load, one
-        commit serves many appends."""
-        return Transacting(self)
+        commit serves many appends. `lazy_savepoint`: Transaction's."""
+        return Transacting(self, lazy_savepoint)
 
     async def batch_done(self) -> None:
         """Wait for the batch under way, if any, to end (a failed batch is its callers' error, not this one's)."""
@@ -222,15 +279,16 @@ class GroupCommit:
                 fut.set_exception(error)
                 fut.exception()  # (retrieved: a batch whose callers were all cancelled logs nothing)
 
-    def _undo_batch(self) -> None:
+    def _undo_batch(self, error: BaseException | None = None) -> None:
         """Undo the transaction whose block raised and that opened the batch under way: it is the only one
         in it (it held the lock throughout), so the SQLite transaction goes whole and the scheduled commit
-        finds nothing to do."""
+        finds nothing to do. With `error`: a later one's that cannot be undone alone (Transaction.wrote_alone),
+        the batch's other transactions with it, each caller told `error`."""
         batch, self.batch = self.batch, None
         if self.writer.in_transaction:
             self.writer.execute("ROLLBACK")
         if batch is not None:
-            self._end_batch(batch, None)  # nothing to commit (a `latest` read may be waiting for it)
+            self._end_batch(batch, error)  # (None: nothing to commit; a `latest` read may be waiting for it)
 
     def _undo_savepoint(self) -> None:
         """Undo the transaction whose block raised, and only it: the batch it is in goes on."""
@@ -238,10 +296,14 @@ class GroupCommit:
             self.writer.execute("ROLLBACK TO tx")
             self.writer.execute("RELEASE tx")
             return
+        self._check_batch()
+
+    def _check_batch(self) -> None:
+        """After a transaction of the batch failed: if SQLite rolled back the whole batch itself (a full disk, an
+        I/O error), so are the others in it; else nothing to do."""
+        if self.writer.in_transaction:
+            return
         # SQLite rolled back the whole batch itself (a full disk, an I/O error): so are the others in it
         batch, self.batch = self.batch, None
         if batch is not None:
-            self._end_batch(
-                batch,
-                sqlite3.OperationalError("the write was rolled back with a transaction batched with it that failed"),
-            )
+            self._end_batch(batch, _batched_failed())

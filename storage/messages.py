@@ -9,6 +9,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 from . import toolresults
+from .appendone import APPEND_ONE
 from .apply import apply_op
 from .chatorder import in_order
 from .connections import Connections, Row
@@ -53,10 +54,13 @@ PRUNE_EVERY = 64  # appended messages between two prunings of a session's keys
 # What a request's digest hashes (its chat and messages, keys sorted: the same request, the same digest),
 # with an encoder built once; the bytes are json.dumps(..., sort_keys=True, separators=(",", ":"))'s.
 _digest_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+# One message's INSERT as the appends made it before appendone.py's statement (bench/appendsql.py's
+# four_statements, for the comparison)
 _INSERT_ONE = f"INSERT INTO messages({PUSHED_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 # An append's statements besides its INSERT (Messages.append; bench/appendsql.py runs the same ones raw, for
-# SQLite's own share of an append). The one read: the session, its log's last seq, the chat's budget and
-# (with a key) an earlier answer to the same key, since every statement is a hop to the writer.
+# SQLite's own share of an append): one message's writes are appendone.py's one statement, a batch's (or one
+# that prunes keys or passes a checkpoint mark) these. The one read: the session, its log's last seq, the chat's
+# budget and (with a key) an earlier answer to the same key, since every statement is a hop to the writer.
 SESSION_READ = (
     "SELECT s.status, s.access, s.current_chat, s.lamport, s.policy, s.tokens_used,"
     " (SELECT last_seq FROM logs WHERE session_id=s.id AND device_id=?),"
@@ -167,8 +171,9 @@ class Messages:
         check_results: bool = False,
     ) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
-        their content, which the caller has). This is the hot path: the common case is six statements
-        (the session row with its log's last seq and the chat's budget in one read, one batched insert).
+        their content, which the caller has). This is the hot path: the common case, one message, is two
+        statements (the session row with its log's last seq, the chat's budget and the key's record in one
+        read; appendone.py's insert for all its writes, the transaction's last, with no SAVEPOINT).
 
         With an idempotency `key`, a repeat of the same request (a client's retry) is answered with the
         first one's result and changes nothing; the same key with other messages is refused.
@@ -198,7 +203,7 @@ class Messages:
         t = now()
         device = self.c.device_id
         digest = None if key is None else hashlib.sha256(_digest_json([chat, messages]).encode()).hexdigest()
-        async with self.c.transaction() as tx:
+        async with self.c.transaction(lazy_savepoint=True) as tx:
             # One read for the session, its log's last seq, the chat's budget and (with a key) an earlier
             # answer to the same key: every statement is a hop to the writer's thread.
             row = await tx.fetchone(SESSION_READ, (device, key, chat, sid, int(importing)))
@@ -318,12 +323,6 @@ class Messages:
                         extra,
                     )
                 )
-            if n == 1:  # the common case: one statement, its text the same every time
-                await tx.execute(_INSERT_ONE, (*rows[0], *pushed_form(rows[0][6], rows[0][8])))
-            else:
-                await insert_messages(tx, rows, pushed=True)
-            await tx.execute(LOG_UPSERT, (sid, device, seq0 + n - 1))
-            await tx.execute(SESSION_UPDATE, (lam0 + n - 1, t, new_tokens, sid))
             out = [
                 {
                     "id": f"{device}-{r[3]}",
@@ -337,24 +336,6 @@ class Messages:
                 }
                 for r in rows
             ]
-            if key is not None:  # remembered in this transaction: committed together, or not at all
-                await tx.execute(KEY_INSERT, (sid, key, digest, f"{seq0} {n}", t))
-                # Forgetting old keys costs three statements: done when this device's log of the session
-                # passes a multiple of PRUNE_EVERY, so a session keeps at most IDEMPOTENCY_KEEP + PRUNE_EVERY
-                # keys, each at least IDEMPOTENCY_TTL.
-                if (seq0 - 1) // PRUNE_EVERY != (seq0 + n - 1) // PRUNE_EVERY:
-                    await tx.execute(
-                        "DELETE FROM idempotency WHERE session_id=? AND created_at < ?", (sid, t - IDEMPOTENCY_TTL)
-                    )
-                    edge = await tx.fetchone(
-                        "SELECT created_at FROM idempotency WHERE session_id=? ORDER BY created_at DESC"
-                        " LIMIT 1 OFFSET ?",
-                        (sid, IDEMPOTENCY_KEEP),
-                    )
-                    if edge is not None:
-                        await tx.execute(
-                            "DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0])
-                        )
             # an event names the chat of its ids: a batch whose messages name their own chats is one event per
             # chat, in the batch's order
             if len(chats) == 1:
@@ -365,17 +346,45 @@ class Messages:
                     by_chat.setdefault(m["chat"], []).append(m["id"])
                 evs = [{"type": "messages.appended", "session": sid, "chat": c, "ids": i} for c, i in by_chat.items()]
             interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
-            if (used // interval) != ((used + new_tokens) // interval):
+            # where an append that passed a checkpoint mark ended, for the start after a crash that loses the
+            # checkpoint (missedmarks.py): the next append may be written in the same millisecond (an import's
+            # checkpoint is made as it ends, over all of it)
+            mark = (used // interval) != ((used + new_tokens) // interval)
+            if mark:
                 evs[-1]["checkpoint_due"] = True  # the session's tokens passed a multiple of its checkpoint interval
-                if not importing:  # (an import's checkpoint is made as it ends, over all of it)
-                    # where this append ended, for the start after a crash that loses the checkpoint
-                    # (missedmarks.py): the next append may be written in the same millisecond
-                    await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
             if quota and (level := warning_level(used + new_tokens, quota)) != warning_level(used, quota):
                 evs[-1]["quota_level"] = level  # the token quota's level this append brought it to: an app is told
             if not importing:
                 for ev in evs:
                     tx.emit(ev)
+            # Forgetting old keys costs three statements: done when this device's log of the session passes a
+            # multiple of PRUNE_EVERY, so a session keeps at most IDEMPOTENCY_KEEP + PRUNE_EVERY keys, each at
+            # least IDEMPOTENCY_TTL.
+            prune = key is not None and (seq0 - 1) // PRUNE_EVERY != (seq0 + n - 1) // PRUNE_EVERY
+            mark = mark and not importing
+            if n == 1 and not (prune or mark):  # the common case: one statement, the transaction's last
+                await tx.execute_alone(
+                    APPEND_ONE,
+                    (*rows[0], *pushed_form(rows[0][6], rows[0][8]), t, new_tokens, key, digest, f"{seq0} 1"),
+                )
+                return out
+            await insert_messages(tx, rows, pushed=True)
+            await tx.execute(LOG_UPSERT, (sid, device, seq0 + n - 1))
+            await tx.execute(SESSION_UPDATE, (lam0 + n - 1, t, new_tokens, sid))
+            if key is not None:  # remembered in this transaction: committed together, or not at all
+                await tx.execute(KEY_INSERT, (sid, key, digest, f"{seq0} {n}", t))
+            if prune:
+                await tx.execute(
+                    "DELETE FROM idempotency WHERE session_id=? AND created_at < ?", (sid, t - IDEMPOTENCY_TTL)
+                )
+                edge = await tx.fetchone(
+                    "SELECT created_at FROM idempotency WHERE session_id=? ORDER BY created_at DESC LIMIT 1 OFFSET ?",
+                    (sid, IDEMPOTENCY_KEEP),
+                )
+                if edge is not None:
+                    await tx.execute("DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0]))
+            if mark:
+                await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
         return out
 
     async def check_room(self, sid: str, chat: str, adding: int, what: str = "") -> None:

@@ -121,6 +121,10 @@ def text_head(n: int) -> bytes:
     raise ValueError("CBOR lengths stop at 2^64")
 
 
+MESSAGE_COLUMNS = "session_id, chat_id, device_id, seq, lamport, role, content, tokens, created_at, extra"
+PUSHED_COLUMNS = MESSAGE_COLUMNS + ", content_head, created_ms"  # and pushed_form's two
+
+
 def pushed_form(content: object, created_at: float) -> tuple[bytes | None, int | None]:
     """(content_head, created_ms) of a message as the messages table keeps them (schema migration 10):
     text_head of its content's UTF-8 length, and its time as a page's `t` column has it (Python's

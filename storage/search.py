@@ -23,7 +23,7 @@ from typing import Any
 from .connections import Connections
 from .errors import BadQuery
 from .groupcommit import Transaction
-from .model import message_id, no_user_sql, pushed_form
+from .model import MESSAGE_COLUMNS, PUSHED_COLUMNS, message_id, no_user_sql, pushed_form
 
 # Marks snippet() puts around each match (Unicode private-use characters, which chat text hardly holds);
 # taken out again into `highlights`, offsets into the snippet's text.
@@ -35,8 +35,6 @@ MAX_LIMIT = 1000
 TOKENIZER = "unicode61 remove_diacritics 2"  # as schema migration 9 makes the index
 
 
-MESSAGE_COLUMNS = "session_id, chat_id, device_id, seq, lamport, role, content, tokens, created_at, extra"
-PUSHED_COLUMNS = MESSAGE_COLUMNS + ", content_head, created_ms"  # and model.pushed_form's two
 # Rows per INSERT statement: SQLite takes 32,766 parameters per statement from 3.32 on, 999 before.
 MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 ROWS_PER_INSERT = min(1000, MAX_VARIABLES // 10)  # of MESSAGE_COLUMNS; fewer of PUSHED_COLUMNS before 3.32

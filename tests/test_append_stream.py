@@ -750,6 +750,30 @@ def test_an_idle_stream_is_closed_with_a_reason(make_daemon):
         conn.close()
 
 
+def test_a_streams_idle_clock_counts_from_its_last_answer_across_appends(make_daemon):
+    """A stream (one frame at a time: the blocking client's) whose appends come more often than
+    connection_idle_timeout stays open past it, its one timer set again for each wait begun since; it is
+    closed once idle that long after its last answer."""
+    import time
+
+    d = started_with(make_daemon, connection_idle_timeout=IDLE)
+    sid = d.client().create_session(name="s")["id"]
+    st = AppendStream(d.socket, 10)
+    try:
+        for i in range(4):  # 4 appends 0.6 IDLE apart: 1.8 IDLE in all, never idle for IDLE
+            if i:
+                time.sleep(0.6 * IDLE)  # the app's pause between appends (what is tested), not a wait
+            assert st.append(sid, f"k{i}", b'{"role": "user", "content": "x"}')[0] == 201
+        answered = time.monotonic()
+        code, reason = close_of(st)
+        quiet = time.monotonic() - answered
+    finally:
+        st.close()
+    assert code == 1000 and b"idle" in reason, (code, reason)
+    assert quiet > 0.8 * IDLE, f"closed {quiet:.2f} s after its last answer, idle for less than {IDLE} s"
+    assert stored(d.client(), sid) == ["x"] * 4
+
+
 def test_an_app_silent_after_the_idle_close_is_let_go_soon(make_daemon):
     """The daemon's close frame asks for the app's; an app that stays connected and answers nothing holds
     the connection (its file descriptor, its task) only for CLOSE_TIMEOUT more, not aiohttp's 10 s."""

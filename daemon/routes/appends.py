@@ -122,21 +122,77 @@ async def append_stream(request: web.Request) -> web.StreamResponse:
 
 async def _in_turn(d, ws: web.WebSocketResponse, home: str | None, transport, idle: float) -> None:
     """A stream's frames one at a time: each appended and answered before the next is read."""
-    while True:
+    waits = _IdleWaits(idle)
+    try:
+        while True:
+            try:
+                msg = await waits.receive(ws)
+            except TimeoutError:
+                await ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
+                return
+            if msg.type is WSMsgType.TEXT:
+                checked = _checked(msg.data, home)
+                tag, status, body = checked if len(checked) == 3 else await _appended(d, home, *checked)
+            elif msg.type is WSMsgType.BINARY:
+                tag, status, body = None, 400, error_body(BadFrame.code, _BINARY)
+            else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed it, or answered the app's close)
+                return
+            if not await _send_answer(ws, transport, (tag, status, body), idle, transport.abort):
+                return
+    finally:
+        waits.stop()
+
+
+class _IdleWaits:
+    """A stream's waits for its next frame, each ended by a TimeoutError after `idle` seconds, as
+    `ws.receive(timeout=idle)` would, through one timer for the stream rather than one per wait (asyncio's
+    timeout, its timer made and cancelled at every frame, was ~5% of the loop's CPU per append under 16
+    clients: bench/results/profile-load.md, the twenty-sixth pass). The timer, when it fires, sets itself again
+    for the end of the wait under way (a wait begun since it was set), or, the wait idle that long, cancels the
+    handler's task, which the wait takes as its timeout (a cancellation from elsewhere, the daemon stopping, goes
+    on as one)."""
+
+    __slots__ = ("_expired", "_handle", "_idle", "_loop", "_since", "_task", "_waiting")
+
+    def __init__(self, idle: float):
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._idle = idle
+        self._since = 0.0  # when the wait under way began
+        self._waiting = False
+        self._expired = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    async def receive(self, ws: web.WebSocketResponse) -> WSMessage:
+        self._since = now = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_at(now + self._idle, self._fire)
+        self._waiting = True
         try:
-            msg = await ws.receive(timeout=idle)
-        except TimeoutError:
-            await ws.close(code=1000, message=f"idle for {idle:g} s: open a new stream to append".encode())
+            return await ws.receive()
+        except asyncio.CancelledError:
+            if self._expired and self._task is not None and self._task.uncancel() == 0:
+                self._expired = False
+                raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+
+    def _fire(self) -> None:
+        self._handle = None
+        if not self._waiting:  # (set again by the next wait)
             return
-        if msg.type is WSMsgType.TEXT:
-            checked = _checked(msg.data, home)
-            tag, status, body = checked if len(checked) == 3 else await _appended(d, home, *checked)
-        elif msg.type is WSMsgType.BINARY:
-            tag, status, body = None, 400, error_body(BadFrame.code, _BINARY)
-        else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has closed it, or answered the app's close)
-            return
-        if not await _send_answer(ws, transport, (tag, status, body), idle, transport.abort):
-            return
+        due = self._since + self._idle
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._fire)
+        elif self._task is not None:
+            self._expired = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 async def _send_answer(
