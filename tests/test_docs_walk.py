@@ -1,0 +1,71 @@
+"""Claims of README.md and docs/SECURITY.md that a newcomer's walk through them checked, held by tests: which
+refusal of a question to a model keeps the question and which does not, and the modes of every file and
+folder a daemon writes in its home."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from conftest import cli_json, run_cli
+from servers.openai_server import Provider, serve_threaded
+
+
+def _questions(home: str, sid: str) -> list[str]:
+    page = cli_json(home, "log", sid)
+    return [m["content"] for m in page["messages"] if m["role"] == "user"]
+
+
+def test_no_provider_records_no_question_and_a_provider_failure_keeps_it(make_daemon):
+    # README, "Talk to a model": a provider's failure (here the model it does not have, model_not_found)
+    # leaves the question recorded; `no_provider` is a refusal before anything is recorded or sent
+    p, server = serve_threaded(Provider())
+    try:
+        d = make_daemon()
+        os.makedirs(d.home, mode=0o700, exist_ok=True)
+        with open(os.path.join(d.home, "config.toml"), "w") as f:
+            f.write(f'default_provider = "loop"\n[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
+        d.start()
+        sid = cli_json(d.home, "new", "--model", "echo-1")["id"]
+        res = run_cli(d.home, "ask", sid, "--provider", "other", "refused first", "--json")
+        assert res.returncode == 1 and '"no_provider"' in res.stdout, res
+        assert _questions(d.home, sid) == [] and p.requests == []
+        res = run_cli(d.home, "ask", sid, "--model", "nosuch", "asked, then failed", "--json")
+        assert res.returncode == 1 and '"model_not_found"' in res.stdout, res
+        assert _questions(d.home, sid) == ["asked, then failed"]
+    finally:
+        server.stop()
+
+
+def test_every_file_a_daemon_writes_in_its_home_is_private(make_daemon):
+    # docs/SECURITY.md, "Another local user", and README's list of a home's files: the home and every folder
+    # in it 0700, every file 0600 (the database and its -wal and -shm, the keys, store-url, daemon.lock, the
+    # logs, the OpenAI listener's key, the default folder store's objects and heads), the socket 0600
+    d = make_daemon()
+    os.makedirs(d.home, mode=0o700, exist_ok=True)
+    with open(os.path.join(d.home, "config.toml"), "w") as f:
+        f.write('openai_listen = "127.0.0.1:0"\n')
+    os.chmod(os.path.join(d.home, "config.toml"), 0o600)  # (the user's own file: not the daemon's to set)
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="modes")["id"]
+    c.append(sid, "user", "x")
+    c.share(sid, write=True)
+    c.sync(wait=True)
+    seen = set()
+    wide = []
+    for root, dirs, files in os.walk(d.home):
+        for name in dirs:
+            path = os.path.join(root, name)
+            if stat.S_IMODE(os.lstat(path).st_mode) != 0o700:
+                wide.append((path, oct(stat.S_IMODE(os.lstat(path).st_mode))))
+        for name in files:
+            path = os.path.join(root, name)
+            seen.add(os.path.relpath(path, d.home))
+            if stat.S_IMODE(os.lstat(path).st_mode) != 0o600:
+                wide.append((path, oct(stat.S_IMODE(os.lstat(path).st_mode))))
+    assert stat.S_IMODE(os.stat(d.home).st_mode) == 0o700
+    for name in ("sessions.db", "store-url", "daemon.lock", "openai-api-key", "keys/device.key"):
+        assert name in seen, (name, sorted(seen))
+    assert any(n.startswith("logs/") for n in seen) and any(n.startswith("store/objects/") for n in seen)
+    assert wide == []
