@@ -69,3 +69,16 @@ def test_every_file_a_daemon_writes_in_its_home_is_private(make_daemon):
         assert name in seen, (name, sorted(seen))
     assert any(n.startswith("logs/") for n in seen) and any(n.startswith("store/objects/") for n in seen)
     assert wide == []
+
+
+def test_the_openapi_document_names_the_statuses_readme_lists(daemon):
+    # README's errors: 413 `too_large` for a body over 256 MiB (any route that reads one) and 503 for
+    # `database_lost` as well as a store's failure; the OpenAPI document, which apps and the fuzzers read,
+    # listed neither 413 nor the database
+    doc = daemon.client().openapi()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if "requestBody" in op:
+                assert "413" in op["responses"], (method, path)
+    answers = doc["paths"]["/v1/sessions/{id}/messages"]["post"]["responses"]
+    assert "database_lost" in answers["503"]["description"], answers["503"]
