@@ -4,11 +4,15 @@ folder a daemon writes in its home."""
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 
+import pytest
+
 from conftest import cli_json, run_cli
 from servers.openai_server import Provider, serve_threaded
+from sessiond.sync import sharecode
 
 
 def _questions(home: str, sid: str) -> list[str]:
@@ -82,3 +86,38 @@ def test_the_openapi_document_names_the_statuses_readme_lists(daemon):
                 assert "413" in op["responses"], (method, path)
     answers = doc["paths"]["/v1/sessions/{id}/messages"]["post"]["responses"]
     assert "database_lost" in answers["503"]["description"], answers["503"]
+
+
+def _code_bytes(code: str) -> bytes:
+    data = code[len("sessiond1") :].upper()
+    return base64.b32decode(data + "=" * ((-len(data)) % 8))
+
+
+def test_what_a_share_code_carries_read_only_read_write_and_behind_a_passphrase(daemon):
+    # docs/SECURITY.md, "What a share code grants": the session's id and key, the announce key and hints;
+    # the write secret only in a read-write code; without a passphrase all of it in clear, with one none of it
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append(sid, "user", "x")
+    keys = os.path.join(daemon.home, "keys", "sessions")
+    with open(os.path.join(keys, sid + ".key"), "rb") as f:
+        key_file = f.read()
+    ro = c.share(sid)["code"]
+    rw = c.share(sid, write=True)["code"]
+    with open(os.path.join(keys, sid + ".write"), "rb") as f:
+        write_file = f.read()
+    read = sharecode.decode(ro)
+    assert read.session_id == sid and read.session_key in key_file and read.write_secret is None
+    assert read.capability == "read-only"
+    wrote = sharecode.decode(rw)
+    assert wrote.session_key == read.session_key and wrote.write_secret and wrote.write_secret in write_file
+    assert wrote.write_secret not in _code_bytes(ro)  # not carried, however encoded
+    assert read.session_key in _code_bytes(ro) and wrote.write_secret in _code_bytes(rw)  # in clear
+    locked = c.share(sid, write=True, passphrase="correct horse")["code"]
+    raw = _code_bytes(locked)
+    assert read.session_key not in raw and wrote.write_secret not in raw and sid.encode() not in raw
+    with pytest.raises(sharecode.ShareCodeError) as e:
+        sharecode.decode(locked)
+    assert e.value.kind == "passphrase_required"
+    opened = sharecode.decode(locked, "correct horse")
+    assert (opened.session_key, opened.write_secret) == (read.session_key, wrote.write_secret)
