@@ -121,3 +121,19 @@ def test_what_a_share_code_carries_read_only_read_write_and_behind_a_passphrase(
     assert e.value.kind == "passphrase_required"
     opened = sharecode.decode(locked, "correct horse")
     assert (opened.session_key, opened.write_secret) == (read.session_key, wrote.write_secret)
+
+
+def test_gc_dry_run_says_what_it_would_do_not_that_it_did(daemon):
+    # `gc --dry-run` printed each store's line as a real run's, "(deleted)", while it deleted nothing
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    for i in range(3):  # each push moves the head on: the manifest it left is let go
+        c.append(sid, "user", f"m{i}")
+        c.sync(sid, wait=True)
+    store = os.path.join(daemon.home, "store", "objects")
+    before = sorted(os.path.join(r, f) for r, _, fs in os.walk(store) for f in fs)
+    out = run_cli(daemon.home, "gc", "--dry-run", "--grace", "0", check=True).stdout
+    assert out.startswith("would free ") and "would be deleted" in out and "(deleted)" not in out, out
+    assert sorted(os.path.join(r, f) for r, _, fs in os.walk(store) for f in fs) == before
+    out = run_cli(daemon.home, "gc", "--grace", "0", check=True).stdout
+    assert out.startswith("freed ") and "(deleted)" in out, out
