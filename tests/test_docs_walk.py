@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from conftest import cli_json, run_cli
+from conftest import cli_json, run_cli, started_with_provider, write_config
 from servers.openai_server import Provider, serve_threaded
 from sessiond.sync import sharecode
 
@@ -25,11 +25,7 @@ def test_no_provider_records_no_question_and_a_provider_failure_keeps_it(make_da
     # leaves the question recorded; `no_provider` is a refusal before anything is recorded or sent
     p, server = serve_threaded(Provider())
     try:
-        d = make_daemon()
-        os.makedirs(d.home, mode=0o700, exist_ok=True)
-        with open(os.path.join(d.home, "config.toml"), "w") as f:
-            f.write(f'default_provider = "loop"\n[providers.loop]\nbase_url = "http://127.0.0.1:{server.port}/v1"\n')
-        d.start()
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
         sid = cli_json(d.home, "new", "--model", "echo-1")["id"]
         res = run_cli(d.home, "ask", sid, "--provider", "other", "refused first", "--json")
         assert res.returncode == 1 and '"no_provider"' in res.stdout, res
@@ -46,9 +42,7 @@ def test_every_file_a_daemon_writes_in_its_home_is_private(make_daemon):
     # in it 0700, every file 0600 (the database and its -wal and -shm, the keys, store-url, daemon.lock, the
     # logs, the OpenAI listener's key, the default folder store's objects and heads), the socket 0600
     d = make_daemon()
-    os.makedirs(d.home, mode=0o700, exist_ok=True)
-    with open(os.path.join(d.home, "config.toml"), "w") as f:
-        f.write('openai_listen = "127.0.0.1:0"\n')
+    write_config(d.home, openai_listen="127.0.0.1:0")
     os.chmod(os.path.join(d.home, "config.toml"), 0o600)  # (the user's own file: not the daemon's to set)
     d.start()
     c = d.client()
