@@ -3,8 +3,10 @@ status: 400 malformed JSON (bad_json; a key given twice in one object too), a bo
 does not decode (bad_body), search query (bad_query) or query parameter (bad_parameter: one the route
 does not name, or a yes/no one that is not true, false, 1 or 0), 404 not_found, 409 conflict, 415 a body
 whose Content-Type header is not JSON (unsupported_media_type), 408 a body not whole within the daemon's
-connection_idle_timeout (request_timeout), 422 an invalid field (invalid; the
-message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503 the store is unavailable."""
+connection_idle_timeout (request_timeout), 413 a body over 256 MiB (too_large: routes that read a body), 422 an
+invalid field (invalid; the message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503 the
+store is unavailable (store, busy) or the home's database was lost under the daemon (database_lost), 507 the
+disk holding the home is full (disk_full, file_size_limit)."""
 
 from typing import NotRequired
 
@@ -34,8 +36,11 @@ ERROR_STATUSES = {
     415: "a request body whose Content-Type is not JSON",
     422: "invalid field",
     429: "a limit was reached",
-    503: "the store is unavailable",
+    503: "the store is unavailable (store, busy), or the home's database was lost under the daemon (database_lost)",
     507: "the disk holding the daemon's home is full (nothing was stored)",
 }
+# A body over 256 MiB (daemon/routes/failures.py BODY_LIMIT), refused before any route reads it: every route that
+# takes a body may answer it.
+BODY_STATUSES = {413: "the request body is over 256 MiB (too_large; details.limit)"}
 # Statuses only some routes answer with (named in their Route's `errors`).
 EXTRA_STATUSES = {502: "the model provider failed, refused or cannot be reached", 504: "the model provider timed out"}

@@ -9,7 +9,7 @@ from typing import Any, NotRequired, Required, get_args, get_origin, get_type_hi
 from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import JsonSchemaMode
 
-from ..api.errors import ERROR_STATUSES, EXTRA_STATUSES, Error
+from ..api.errors import BODY_STATUSES, ERROR_STATUSES, EXTRA_STATUSES, Error
 from ..api.types import JSON_VALUE_SCHEMA
 
 REF = "#/components/schemas/{model}"
@@ -108,7 +108,11 @@ def build_openapi(routes, version: str) -> dict:
             str(r.status): ok,
             **{
                 str(st): {"description": desc, **error}
-                for st, desc in {**ERROR_STATUSES, **{s: EXTRA_STATUSES[s] for s in r.errors}}.items()
+                for st, desc in {
+                    **ERROR_STATUSES,
+                    **(BODY_STATUSES if "requestBody" in op else {}),
+                    **{s: EXTRA_STATUSES[s] for s in r.errors},
+                }.items()
             },
         }
         if r.stream:  # a streamed answer's status is 200 (the stored message comes last in the stream)

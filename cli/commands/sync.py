@@ -480,7 +480,10 @@ def cmd_gc(args) -> int:
     verb = "would free" if res["dry_run"] else "freed"
     lines = [f"{verb} {res['objects']} object(s), {res['bytes']} bytes; {res['kept']} kept (young or referenced)"]
     for st in res["stores"]:
-        lines.append(f"  {st['store']}: {st['objects']} object(s), {st['bytes']} bytes ({st['how']})")
+        how = st["how"]  # "deleted" or "unpinned": what a real run does; else why the store could not be asked
+        if res["dry_run"] and how in ("deleted", "unpinned"):
+            how = f"would be {how}"
+        lines.append(f"  {st['store']}: {st['objects']} object(s), {st['bytes']} bytes ({how})")
         lines += [f"    {e}" for e in st.get("errors", [])]
     emit(args, res, "\n".join(lines))
     return 0
