@@ -94,9 +94,9 @@ def test_what_a_share_code_carries_read_only_read_write_and_behind_a_passphrase(
     sid = c.create_session()["id"]
     c.append(sid, "user", "x")
     keys = os.path.join(daemon.home, "keys", "sessions")
+    ro = c.share(sid)["code"]  # (the session's key file is written by then: a new session's by a worker thread)
     with open(os.path.join(keys, sid + ".key"), "rb") as f:
         key_file = f.read()
-    ro = c.share(sid)["code"]
     rw = c.share(sid, write=True)["code"]
     with open(os.path.join(keys, sid + ".write"), "rb") as f:
         write_file = f.read()
