@@ -1,0 +1,42 @@
+"""A file that is no SQLite database, copied over sessions.db in place while the daemon runs, was checkpointed
+into at the stop: keep_out's read-only guard could not take its read lock on it, and the closes wrote the
+daemon's pages into the user's file. Its name is moved aside while the connections close now (storage/dbfile.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from conftest import DaemonProc
+from sessiond.client import ApiError
+
+
+def _sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_a_file_that_is_no_database_copied_in_place_is_not_checkpointed_into_at_the_stop(home):
+    db = os.path.join(home, "sessions.db")
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="running")["id"]
+            for i in range(20):  # frames in the WAL, not yet checkpointed
+                c.append(sid, role="user", content=f"acknowledged {i}")
+            size = os.path.getsize(db)
+            with open(db, "r+b") as f:  # in place: the same inode, no SQLite database in it
+                # (as long as the file was: a shorter one under the daemon's memory-mapped reads is a SIGBUS)
+                notes = b"these are my notes, not a database\n"
+                f.write((notes * (size // len(notes) + 1))[:size])
+            copied = _sha(db)
+            with pytest.raises(ApiError) as refused:
+                c.append(sid, role="user", content="after the copy")
+            assert refused.value.code == "database_lost" and "overwritten" in refused.value.message
+    finally:
+        assert d.stop() == 0
+    assert _sha(db) == copied  # the stop wrote nothing of the daemon's into it
+    assert not os.path.exists(db + "-wal")  # moved aside
+    assert [n for n in os.listdir(home) if n.startswith("sessions.db-wal.overwritten-")]
