@@ -185,13 +185,16 @@ class DatabaseFile:
             )
         if what == OVERWRITTEN:
             return (
-                f"{self.path} was overwritten in place while the daemon ran (a backup copied over it?): the file the"
-                " daemon has open now holds what was put there, not the database the daemon knows"
+                f"{self.path} was overwritten in place while the daemon ran (a backup copied over it?): its size or"
+                " modification time moved outside the daemon's own checkpoints, so the file the daemon has open may"
+                " now hold what was put there, not the database the daemon knows (a `touch`, a tool restoring times"
+                " or another program's checkpoint of the daemon's WAL move them too, and are taken for a copy)"
             )
         if what == WRITTEN_ELSEWHERE:
             return (
                 f"{self.path} was written by another program while the daemon ran (a backup restored into it"
-                " through SQLite?): the daemon's view of it is no longer what it holds"
+                " through SQLite? a write, or a checkpoint of its WAL with RESTART or TRUNCATE, which SQLite tells"
+                " the daemon of as it tells a write): the daemon's view of it is no longer what it holds"
             )
         return (
             f"{self.path} was {what} while the daemon ran (the daemon writes to the file it opened, now in no folder)"
@@ -227,14 +230,17 @@ class DatabaseFile:
             return (
                 f"Stop the daemon (`sessiond stop`): it leaves {self.path} as it is now, and moves its own log of"
                 f" the writes since its last checkpoint aside ({os.path.basename(self.wal)}.overwritten-TIME); start"
-                " it again after that. Stop the daemon before restoring a backup"
+                " it again after that. If nothing was copied over the file (only a `touch`, or another program's"
+                f" checkpoint), move that log back to {os.path.basename(self.wal)} before the start, and those"
+                " writes are read again; never after a copy. Stop the daemon before restoring a backup"
             )
         if what == WAL_LOST:
             return "Restart the daemon (`sessiond stop`, then start it again) to write again"
         if what == WRITTEN_ELSEWHERE:
             return (
                 "Restart the daemon (`sessiond stop`, then start it again) to write again. Stop the daemon before"
-                " restoring a backup or writing to its database"
+                " restoring a backup or writing to its database; while it runs, open it read-only, if at all"
+                f" (sqlite3 'file:{self.path}?mode=ro')"
             )
         return f"Stop the daemon (`sessiond stop`): it then writes the database it holds open {self._put_where(what)}"
 
