@@ -185,13 +185,16 @@ class DatabaseFile:
             )
         if what == OVERWRITTEN:
             return (
-                f"{self.path} was overwritten in place while the daemon ran (a backup copied over it?): the file the"
-                " daemon has open now holds what was put there, not the database the daemon knows"
+                f"{self.path} was overwritten in place while the daemon ran (a backup copied over it?): its size or"
+                " modification time moved outside the daemon's own checkpoints, so the file the daemon has open may"
+                " now hold what was put there, not the database the daemon knows (a `touch`, a tool restoring times"
+                " or another program's checkpoint of the daemon's WAL move them too, and are taken for a copy)"
             )
         if what == WRITTEN_ELSEWHERE:
             return (
                 f"{self.path} was written by another program while the daemon ran (a backup restored into it"
-                " through SQLite?): the daemon's view of it is no longer what it holds"
+                " through SQLite? a write, or a checkpoint of its WAL with RESTART or TRUNCATE, which SQLite tells"
+                " the daemon of as it tells a write): the daemon's view of it is no longer what it holds"
             )
         return (
             f"{self.path} was {what} while the daemon ran (the daemon writes to the file it opened, now in no folder)"
@@ -227,14 +230,17 @@ class DatabaseFile:
             return (
                 f"Stop the daemon (`sessiond stop`): it leaves {self.path} as it is now, and moves its own log of"
                 f" the writes since its last checkpoint aside ({os.path.basename(self.wal)}.overwritten-TIME); start"
-                " it again after that. Stop the daemon before restoring a backup"
+                " it again after that. If nothing was copied over the file (only a `touch`, or another program's"
+                f" checkpoint), move that log back to {os.path.basename(self.wal)} before the start, and those"
+                " writes are read again; never after a copy. Stop the daemon before restoring a backup"
             )
         if what == WAL_LOST:
             return "Restart the daemon (`sessiond stop`, then start it again) to write again"
         if what == WRITTEN_ELSEWHERE:
             return (
                 "Restart the daemon (`sessiond stop`, then start it again) to write again. Stop the daemon before"
-                " restoring a backup or writing to its database"
+                " restoring a backup or writing to its database; while it runs, open it read-only, if at all"
+                f" (sqlite3 'file:{self.path}?mode=ro')"
             )
         return f"Stop the daemon (`sessiond stop`): it then writes the database it holds open {self._put_where(what)}"
 
@@ -247,33 +253,51 @@ class DatabaseFile:
         if what is not None:
             raise self.error(what)
 
-    def keep_out(self) -> sqlite3.Connection | None:
+    def keep_out(self) -> sqlite3.Connection | str | None:
         """At close, before the daemon's connections close, if the file was overwritten in place: a read-only
         connection in a read transaction, so that none of them, closing, checkpoints the WAL into what was put
         there (the last connection to close checkpoints, if it can lock the file alone); else None. Given to
-        `left_out` once they are closed."""
+        `left_out` once they are closed. What was put there no database SQLite reads (no read lock to take):
+        its name moved aside meanwhile, returned (SQLite checkpoints nothing at a close into a database file
+        no longer at its name)."""
         if self.lost() != OVERWRITTEN:
             return None
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("BEGIN")
             conn.execute("PRAGMA schema_version").fetchone()  # (a read: the read lock taken)
-        except sqlite3.Error:  # what was put there is no database SQLite reads: the closes may write into it
-            log.exception("%s was overwritten in place while the daemon ran", self.path)
+        except sqlite3.Error as exc:
             conn.close()
-            return None
-        return conn
+            why = str(exc)
+        else:
+            return conn
+        hidden = f"{self.path}.overwritten-hold.{os.getpid()}"
+        log.error(
+            "%s was overwritten in place while the daemon ran by what is no SQLite database (%s): moved to %s while"
+            " the daemon's connections close, and back then (if this stop is cut short: `mv %s %s`)",
+            self.path,
+            why,
+            hidden,
+            hidden,
+            self.path,
+            extra={"event": "database_lost"},
+        )
+        os.rename(self.path, hidden)
+        return hidden
 
-    def left_out(self, conn: sqlite3.Connection) -> str:
-        """keep_out's connection closed (read-only: no checkpoint), and the WAL, the daemon's writes since its
-        last checkpoint, moved aside: read at the next start as the file's own, its pages would be written
-        into what was put there. Returns where it went."""
-        conn.close()
+    def left_out(self, kept: sqlite3.Connection | str) -> str:
+        """keep_out's connection closed (read-only: no checkpoint), or the file's name moved back, and the WAL,
+        the daemon's writes since its last checkpoint, moved aside: read at the next start as the file's own,
+        its pages would be written into what was put there. Returns where it went."""
+        if isinstance(kept, sqlite3.Connection):
+            kept.close()
         aside = f"{self.wal}.overwritten-{time.strftime('%Y%m%dT%H%M%S')}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.wal, aside)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path + "-shm")  # (the WAL's index: made again from the WAL there is, none)
+        if isinstance(kept, str):
+            os.rename(kept, self.path)
         fsync_dir(os.path.dirname(self.path) or ".")
         log.error(
             "%s was overwritten in place while the daemon ran: left as it is; the daemon's WAL moved to %s",
