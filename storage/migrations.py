@@ -3,7 +3,7 @@ them, one per transaction). A migration once on main is never edited: a change i
 
 from __future__ import annotations
 
-from . import contexttotals
+from . import chatstats, contexttotals
 
 # (migration 17's triggers) a message's old content and tool text out of the index, unless it is pending
 UNINDEX_OLD = (
@@ -441,5 +441,9 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX slot_objects_slot ON slot_objects(store_url, slot_pk, rev);
     """,
+    # 25: each chat's message count kept by trigger beside its active tokens, and the walk of its messages that a
+    # session's statistics make kept as far as the last one read (storage/chatstats.py), so that the statistics and
+    # a session shown read a row per chat and the messages written since, not every message
+    chatstats.MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -246,9 +246,11 @@ class Sessions:
         q = self.c.committed
         d = session_dict(await session_row(q, sid, texts=True))
         if counts:
-            # count(*) is read off the covering index (~7 ms for 100,000 messages); the token total is kept
-            # in the session row by every insert (a sum over the messages took 40-70 ms)
-            d["message_count"] = (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=?", (sid,)))[0][0]
+            # the messages are counted by trigger, per chat (storage/chatstats.py: a count(*) of the index took
+            # ~7 ms for 100,000 messages); the token total is kept in the session row by every insert
+            d["message_count"] = (
+                await q.fetchall("SELECT coalesce(sum(messages), 0) FROM chat_tokens WHERE session_id=?", (sid,))
+            )[0][0]
             d["tokens"] = d["tokens_used"]
             d["chat_count"] = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0]
         return d
