@@ -322,11 +322,12 @@ async def test_a_migrated_database_has_the_totals_of_its_chats(tmp_path):
             "DROP INDEX messages_system",  # (migration 23's: a database of schema 21 has none)
             "DROP TABLE slot_objects",  # (migration 24's)
             "DROP TABLE chat_walks",  # (25's)
+            "DROP TABLE session_tags",  # (26's)
             "UPDATE schema_version SET version=21",
         ):
             await db.c.writer.execute(stmt)
         for (name,) in await db.read_all("SELECT name FROM sqlite_master WHERE type='trigger'"):
-            if not name.startswith(("chat_tokens_", "text_gens_", "context_totals_", "chat_walks_")):
+            if not name.startswith(("chat_tokens_", "text_gens_", "context_totals_", "chat_walks_", "session_tags_")):
                 continue
             await db.c.writer.execute(f"DROP TRIGGER {name}")
         await migrate(db.c.writer)
