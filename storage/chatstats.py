@@ -44,6 +44,12 @@ def _count(m: str, sign: str = "") -> str:
     )
 
 
+async def chat_messages(q: Any, sid: str, chat: str) -> int:
+    """How many messages the chat holds (its kept count: a row read)."""
+    row = await q.fetchone("SELECT messages FROM chat_tokens WHERE session_id=? AND chat_id=?", (sid, chat))
+    return row[0] if row else 0
+
+
 # -- the walk's state, filled by the migration
 
 
