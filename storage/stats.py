@@ -117,11 +117,13 @@ class Stats:
         for status, n in await q.fetchall("SELECT status, count(*) FROM sessions WHERE NOT importing GROUP BY status"):
             out[status] = n
             out["sessions"] += n
-        # all rows, less those of a session being imported (none, almost always: a range of an index)
-        for key, table in (("messages", "messages"), ("chats", "chats")):
+        # all rows, less those of a session being imported (none, almost always: a range of an index); the messages
+        # from the counts kept by trigger, a row per chat (storage/chatstats.py: a count(*) read every message's
+        # index entry)
+        for key, table, count in (("messages", "chat_tokens", "sum(messages)"), ("chats", "chats", "count(*)")):
             out[key] = (
                 await q.fetchall(
-                    f"SELECT (SELECT count(*) FROM {table}) - (SELECT count(*) FROM {table}"
+                    f"SELECT (SELECT coalesce({count}, 0) FROM {table}) - (SELECT coalesce({count}, 0) FROM {table}"
                     f" WHERE session_id IN (SELECT id FROM sessions WHERE importing))"
                 )
             )[0][0]

@@ -205,3 +205,25 @@ async def test_the_migration_counts_the_sessions_already_here(tmp_path):
             await _check(db, sid)
     finally:
         await db.close()
+
+
+async def test_the_daemons_message_count_reads_no_message(db):
+    """`status`'s counts.messages was a count(*) of every message's index entry: it sums the chats' kept counts now
+    (SQLite's trace: no statement on messages), less those of a session being imported, as the count did."""
+    for i in range(3):
+        sid = (await db.create_session({"name": f"s{i}"}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": f"m{j}"} for j in range(5 + i)])
+    async with db.c.transaction() as tx:  # (one being imported: hidden, as apply_remote's first transaction makes it)
+        await tx.execute("UPDATE sessions SET importing=1 WHERE id=?", (sid,))
+    got: dict = {}
+
+    async def counts() -> None:
+        got.update(await db.counts())
+
+    statements = await _traced(db, counts)
+    assert any("FROM sessions" in s for s in statements), statements  # (the test's premise: the call ran)
+    assert [s for s in statements if READS_MESSAGES.search(s)] == []
+    held = await db.read_one(
+        "SELECT count(*) FROM messages WHERE session_id NOT IN (SELECT id FROM sessions WHERE importing)"
+    )
+    assert got["messages"] == held[0] == 11 and got["sessions"] == 2, got
