@@ -8,6 +8,7 @@ from typing import Any
 
 from .apply import local_op
 from .chats import Chats, refuse_if_ended
+from .chatstats import chat_messages
 from .connections import Connections
 from .contexttotals import TOTALS_READ, FixedCache
 from .errors import ContextOverflow, Invalid, new_chat_way, session_path
@@ -308,10 +309,11 @@ class Context:
         await self.chats.get(sid, chat)
         policy = json.loads(srow["policy"])
         p, cut = await chat_budget(q, sid, chat, policy)
-        # counted from indexes, no message row read (the tokens kept by trigger, contexttotals.py): they read every
-        # active message of the chat into Python (80 ms for 33,000, bench/scale.py)
+        # counted from indexes, no message row read (the tokens and the chat's count kept by trigger, contexttotals.py
+        # and chatstats.py): they read every active message of the chat into Python (80 ms for 33,000,
+        # bench/scale.py); the active ones of a compacted chat are a seek from its cut, the rest a count kept
         fixed, active_tokens = await budget_totals(q, sid, chat, self.c.estimate, self.c.fixed_cache)
-        total = await _count(q, sid, chat)
+        total = await chat_messages(q, sid, chat)  # (kept by trigger: storage/chatstats.py)
         active_n = (
             total if cut is None else await _count(q, sid, chat, cut) + await _count(q, sid, chat, cut, system=True)
         )

@@ -20,6 +20,7 @@ probability 2^-64), where a counter would come back to a value a rolled-back tra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -41,6 +42,9 @@ def _counts(m: str) -> str:
         f"({m}.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id={m}.session_id"
         f" AND c.id={m}.chat_id AND {_set_aside(m, 'c')}))"
     )
+
+
+counts_in_context = _counts  # (storage/chatstats.py's triggers, migration 25, keep the active tokens as _add did)
 
 
 def _add(m: str, sign: str = "") -> str:
@@ -84,6 +88,25 @@ def _stamps() -> str:
 
 
 _STAMPS = _stamps()
+
+
+def message_triggers(add: Callable[[str, str], str]) -> str:
+    """The triggers of a message in, out or moved, each running `add(row, sign)` (sign "-": take it) on the
+    message's row: migration 22's with `_add`, migration 25's (storage/chatstats.py) with its count too."""
+    return f"""CREATE TRIGGER chat_tokens_message_insert AFTER INSERT ON messages BEGIN
+    {add("new", "")}
+END;
+CREATE TRIGGER chat_tokens_message_delete AFTER DELETE ON messages BEGIN
+    {add("old", "-")}
+END;
+CREATE TRIGGER chat_tokens_message_update
+AFTER UPDATE OF session_id, chat_id, device_id, seq, lamport, role, tokens ON messages BEGIN
+    {add("old", "-")}
+    {add("new", "")}
+END;
+"""
+
+
 # 22: see the module's docstring. MIGRATION is the SQL migration 22 ran on every home: the helpers above are part of
 # it, so a change to what they make is a new migration (dropping and making the triggers again), never an edit here.
 # Neither table has a foreign key: a cascade's triggers write them while the
@@ -100,18 +123,7 @@ INSERT INTO chat_tokens(session_id, chat_id, active)
     GROUP BY m.session_id, m.chat_id;
 CREATE TABLE text_gens (session_id TEXT PRIMARY KEY, gen INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO text_gens(session_id, gen) SELECT id, random() FROM sessions;
-CREATE TRIGGER chat_tokens_message_insert AFTER INSERT ON messages BEGIN
-    {_add("new")}
-END;
-CREATE TRIGGER chat_tokens_message_delete AFTER DELETE ON messages BEGIN
-    {_add("old", "-")}
-END;
-CREATE TRIGGER chat_tokens_message_update
-AFTER UPDATE OF session_id, chat_id, device_id, seq, lamport, role, tokens ON messages BEGIN
-    {_add("old", "-")}
-    {_add("new")}
-END;
-CREATE TRIGGER chat_tokens_chat_insert AFTER INSERT ON chats BEGIN
+{message_triggers(_add)}CREATE TRIGGER chat_tokens_chat_insert AFTER INSERT ON chats BEGIN
     {_recount("new")}
 END;
 CREATE TRIGGER chat_tokens_chat_update AFTER UPDATE OF session_id, id, compacted ON chats

@@ -3,7 +3,7 @@ them, one per transaction). A migration once on main is never edited: a change i
 
 from __future__ import annotations
 
-from . import contexttotals
+from . import chatstats, contexttotals
 
 # (migration 17's triggers) a message's old content and tool text out of the index, unless it is pending
 UNINDEX_OLD = (
@@ -27,6 +27,9 @@ def tool_text(m: str) -> str:
         f" FROM json_each({m}.extra, '$.tool_calls') AS t WHERE t.type = 'object') END"
     )
 
+
+# (migration 26) the tags of session_texts row `t`: its text values, as a list's filter matched them (json_each's)
+TAGS_OF = "json_each(CASE WHEN json_valid({t}.tags) THEN {t}.tags ELSE '[]' END) AS j WHERE j.type = 'text'"
 
 MIGRATIONS: list[str] = [
     # 1: sessions, chats, messages, operations
@@ -440,6 +443,37 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (store_url, hash)
     ) WITHOUT ROWID;
     CREATE INDEX slot_objects_slot ON slot_objects(store_url, slot_pk, rev);
+    """,
+    # 25: each chat's message count kept by trigger beside its active tokens, and the walk of its messages that a
+    # session's statistics make kept as far as the last one read (storage/chatstats.py), so that the statistics and
+    # a session shown read a row per chat and the messages written since, not every message
+    chatstats.MIGRATION,
+    # 26: each session's tags in a table of their own, `session_tags`, kept by trigger from `session_texts.tags` (a
+    # JSON array: its text values; text that is not JSON holds none), so that a list of the sessions with a tag seeks
+    # the tag's rows in the order of the sessions' ids rather than reading every session's tags until its page is
+    # found (storage/sessions.py list). The texts are written only when a session is made or changed: an append
+    # writes nothing more.
+    f"""
+    CREATE TABLE session_tags (
+        tag TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        PRIMARY KEY (tag, session_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX session_tags_session ON session_tags(session_id);
+    INSERT OR IGNORE INTO session_tags(tag, session_id) SELECT j.value, t.session_id FROM session_texts t,
+        {TAGS_OF.format(t="t")};
+    CREATE TRIGGER session_tags_insert AFTER INSERT ON session_texts BEGIN
+        INSERT OR IGNORE INTO session_tags(tag, session_id)
+            SELECT j.value, new.session_id FROM {TAGS_OF.format(t="new")};
+    END;
+    CREATE TRIGGER session_tags_update AFTER UPDATE OF session_id, tags ON session_texts BEGIN
+        DELETE FROM session_tags WHERE session_id=old.session_id;
+        INSERT OR IGNORE INTO session_tags(tag, session_id)
+            SELECT j.value, new.session_id FROM {TAGS_OF.format(t="new")};
+    END;
+    CREATE TRIGGER session_tags_delete AFTER DELETE ON session_texts BEGIN
+        DELETE FROM session_tags WHERE session_id=old.session_id;
+    END;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,11 +20,16 @@ from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
 from .search import PURGE_IF_INDEXED
 
 # A session's row with its texts, which are kept beside it (migration 21: out of the row an append rewrites)
-SESSION_SELECT = (
+_COLUMNS = (
     "SELECT s.*, t.system_prompt, coalesce(t.initial_messages, '[]') AS initial_messages,"
     " coalesce(t.metadata, '{}') AS metadata, coalesce(t.tags, '[]') AS tags,"
-    " coalesce(t.preferences, '{}') AS preferences FROM sessions s LEFT JOIN session_texts t ON t.session_id=s.id"
+    " coalesce(t.preferences, '{}') AS preferences FROM "
 )
+_TEXTS = " LEFT JOIN session_texts t ON t.session_id=s.id"
+SESSION_SELECT = _COLUMNS + "sessions s" + _TEXTS
+# The sessions with a tag, in the order of their ids: the tag's rows of `session_tags` (migration 26), each session
+# looked up by its id (CROSS JOIN: SQLite keeps that order of the loops), as far as the page goes
+_TAGGED_SELECT = _COLUMNS + "session_tags g CROSS JOIN sessions s ON s.id=g.session_id" + _TEXTS
 
 
 async def session_row(q: Any, sid: str, *, importing: bool = False, texts: bool = False) -> Row:
@@ -246,9 +251,11 @@ class Sessions:
         q = self.c.committed
         d = session_dict(await session_row(q, sid, texts=True))
         if counts:
-            # count(*) is read off the covering index (~7 ms for 100,000 messages); the token total is kept
-            # in the session row by every insert (a sum over the messages took 40-70 ms)
-            d["message_count"] = (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=?", (sid,)))[0][0]
+            # the messages are counted by trigger, per chat (storage/chatstats.py: a count(*) of the index took
+            # ~7 ms for 100,000 messages); the token total is kept in the session row by every insert
+            d["message_count"] = (
+                await q.fetchall("SELECT coalesce(sum(messages), 0) FROM chat_tokens WHERE session_id=?", (sid,))
+            )[0][0]
             d["tokens"] = d["tokens_used"]
             d["chat_count"] = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0]
         return d
@@ -265,6 +272,11 @@ class Sessions:
     ) -> list[dict]:
         """`no_user`: the sessions with no user, none set or an empty one (an older sessiond stored it so)."""
         where, args = ["NOT s.importing"], []
+        select, order = SESSION_SELECT, "s.id"
+        if tag is not None:
+            select, order = _TAGGED_SELECT, "g.session_id"
+            where.append("g.tag=?")
+            args.append(tag)
         if user is not None:
             where.append("s.user=?")
             args.append(user)
@@ -273,13 +285,10 @@ class Sessions:
         if status is not None:
             where.append("s.status=?")
             args.append(status)
-        if tag is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(t.tags) WHERE value=?)")
-            args.append(tag)
         if after is not None:
-            where.append("s.id>?")
+            where.append(f"{order}>?")
             args.append(after)
-        sql = SESSION_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY s.id LIMIT ?"
+        sql = f"{select} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         return [session_dict(r) for r in await self.c.committed.fetchall(sql, (*args, limit))]
 
     async def ids(self, *, hidden: bool = False) -> builtins.list[str]:  # `list` here is the method above

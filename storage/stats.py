@@ -1,11 +1,12 @@
 """Statistics: of one session (per chat, with response times), of all sessions or one user's, and the
-daemon's counts."""
+daemon's counts. A chat's message count is kept by trigger, and the walk of its messages that averages its
+response times is kept as far as the last statistics read it (storage/chatstats.py): a row per chat read, and
+the messages written since."""
 
 from __future__ import annotations
 
-import json
-
 from .chats import Chats
+from .chatstats import chat_walks
 from .connections import Connections
 from .errors import NotFound
 from .model import no_user_sql
@@ -48,37 +49,20 @@ class Stats:
                 raise NotFound(f"session {sid!r} is not one of user {user!r}'s ({whose})")
             if no_user and s["user"]:
                 raise NotFound(f"session {sid!r} is not one with no user (it is {s['user']!r}'s)")
+            listed = await self.chats.list(sid)
+            walks = await chat_walks(self.c, sid, [c["id"] for c in listed])
             chats = []
-            for c in await self.chats.list(sid):
-                rows = await q.fetchall(
-                    "SELECT role, created_at, extra FROM messages WHERE session_id=? AND"
-                    " chat_id=? ORDER BY lamport, device_id, seq",
-                    (sid, c["id"]),
-                )
-                waits, pending = [], None
-                firsts, totals = [], []  # a model's answers through sessiond: their measured times
-                for role, t, extra in rows:
-                    if extra and '"response"' in extra:
-                        r = json.loads(extra).get("response") or {}
-                        if isinstance(r.get("first_token_ms"), int):
-                            firsts.append(r["first_token_ms"])
-                        if isinstance(r.get("total_ms"), int):
-                            totals.append(r["total_ms"])
-                    if role == "user":
-                        pending = t if pending is None else pending
-                    elif role == "assistant" and pending is not None:
-                        if t >= pending:  # (an import keeps its source's times as given: one may go back)
-                            waits.append(t - pending)
-                        pending = None
+            for c in listed:
+                _, messages, waits, wait_sum, _, firsts, first_ms, answers, answer_ms = walks[c["id"]]
                 chats.append(
                     {
                         "chat": c["id"],
                         "name": c["name"],
-                        "messages": len(rows),
-                        "avg_response_seconds": round(sum(waits) / len(waits), 3) if waits else None,
-                        "answers": len(totals),
-                        "avg_first_token_seconds": round(sum(firsts) / len(firsts) / 1000, 3) if firsts else None,
-                        "avg_answer_seconds": round(sum(totals) / len(totals) / 1000, 3) if totals else None,
+                        "messages": messages,
+                        "avg_response_seconds": round(wait_sum / waits, 3) if waits else None,
+                        "answers": answers,
+                        "avg_first_token_seconds": round(first_ms / firsts / 1000, 3) if firsts else None,
+                        "avg_answer_seconds": round(answer_ms / answers / 1000, 3) if answers else None,
                     }
                 )
             return {
@@ -99,7 +83,7 @@ class Stats:
         copied = _copied(same_user=user is not None, no_user=no_user)
         row = await q.fetchone(
             f"SELECT count(*), coalesce(sum(s.tokens_used - {copied}), 0), "
-            f"coalesce(sum((SELECT count(*) FROM messages m WHERE m.session_id=s.id)), 0), "
+            f"coalesce(sum((SELECT sum(k.messages) FROM chat_tokens k WHERE k.session_id=s.id)), 0), "
             f"coalesce(sum(s.status='active'), 0), coalesce(sum(s.status='paused'), 0), "
             f"coalesce(sum(s.status='ended'), 0) FROM sessions s {where}",
             args,
@@ -133,11 +117,13 @@ class Stats:
         for status, n in await q.fetchall("SELECT status, count(*) FROM sessions WHERE NOT importing GROUP BY status"):
             out[status] = n
             out["sessions"] += n
-        # all rows, less those of a session being imported (none, almost always: a range of an index)
-        for key, table in (("messages", "messages"), ("chats", "chats")):
+        # all rows, less those of a session being imported (none, almost always: a range of an index); the messages
+        # from the counts kept by trigger, a row per chat (storage/chatstats.py: a count(*) read every message's
+        # index entry)
+        for key, table, count in (("messages", "chat_tokens", "sum(messages)"), ("chats", "chats", "count(*)")):
             out[key] = (
                 await q.fetchall(
-                    f"SELECT (SELECT count(*) FROM {table}) - (SELECT count(*) FROM {table}"
+                    f"SELECT (SELECT coalesce({count}, 0) FROM {table}) - (SELECT coalesce({count}, 0) FROM {table}"
                     f" WHERE session_id IN (SELECT id FROM sessions WHERE importing))"
                 )
             )[0][0]

@@ -145,3 +145,19 @@ def test_the_wal_deleted_under_a_running_daemon_refuses_writes_and_what_it_held_
             c.append(sid, role="user", content="after the restart")
     finally:
         assert d.stop() == 0
+
+
+def test_a_sessions_stats_are_answered_while_the_database_is_gone(home):
+    """A session's statistics keep the walk of its messages for the next ones (a write): with the database deleted
+    under the daemon, which refuses writes, they are answered still, as every read is (the walk not kept)."""
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="kept")["id"]
+            c.append(sid, role="user", content="a question")
+            c.append(sid, role="assistant", content="an answer")
+            _gone(home)
+            got = c.stats(session=sid)
+            assert got["messages"] == 2 and got["per_chat"][0]["avg_response_seconds"] is not None, got
+    finally:
+        assert d.stop() == 0
