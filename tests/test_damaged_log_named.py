@@ -41,15 +41,19 @@ def _written(make_daemon, store_dir) -> tuple:
     return a, sid, code, c.status()["device_id"]
 
 
-def _followed(make_daemon, store_dir) -> tuple:
-    """Device A's session (_written), imported on device B, then written to on A and pushed: (a, b, sid, A's
-    device id)."""
+def _followed(make_daemon, store_dir, damage) -> tuple:
+    """Device A's session (_written), imported on device B, then written to on A and pushed, and `damage`d in the
+    store (store_dir, A's home, sid) before B can pull it: (a, b, sid, A's device id). (B is stopped meanwhile:
+    running, it followed A's head and could pull the revision whole before the damage, and its sync then found
+    nothing wrong.)"""
     a, sid, code, device = _written(make_daemon, store_dir)
     b = make_daemon("file://" + store_dir).start()
     b.client().import_code(code)
+    assert b.stop() == 0
     a.client().append(sid, "user", "then")
     assert a.client().sync(sid, wait=True, timeout=20)["complete"]
-    return a, b, sid, device
+    damage(store_dir, a.home, sid)
+    return a, b.start(), sid, device
 
 
 def _says_what_to_do(said: str, sid: str, device: str) -> None:
@@ -76,8 +80,7 @@ def test_an_import_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon
 
 
 def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, store_dir):
-    a, b, sid, device = _followed(make_daemon, store_dir)
-    _damage_manifest(store_dir, a.home, sid)
+    a, b, sid, device = _followed(make_daemon, store_dir, _damage_manifest)
     res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20", "--json")
     assert res.returncode != 0, res.stdout
     _says_what_to_do(json.loads(res.stdout)["sessions"][sid]["pull_error"], sid, device)
@@ -122,8 +125,7 @@ def test_what_mends_a_head_that_does_not_verify_mends_it(make_daemon, store_dir)
     """Followed literally, the fix (`verify` and `sync --wait` on the device that wrote the head) left it
     as it was: that device's verify named the head but marked nothing for repair, and its sync, with
     nothing new to push, said all was pushed; the other device's pull kept failing."""
-    a, b, sid, device = _followed(make_daemon, store_dir)
-    _forge_head(store_dir, a.home, sid)
+    a, b, sid, device = _followed(make_daemon, store_dir, _forge_head)
     assert run_cli(b.home, "sync", sid, "--wait", "--timeout", "20").returncode != 0
     res = run_cli(a.home, "verify", sid, "--json")
     (rep,) = json.loads(res.stdout)["sessions"]
@@ -188,8 +190,7 @@ def test_the_fix_in_a_pull_error_runs_as_printed_on_this_home(make_daemon, store
     """The fix a pull's error ends with gave this device's command unquoted, doctor's way (`sessiond verify
     SID  # names what is wrong; ...`), so `sync --wait` and `status` printed it without this home's --home
     (which the CLI adds to each quoted command): run as printed, it asked the default home's daemon."""
-    a, b, sid, device = _followed(make_daemon, store_dir)
-    _damage_manifest(store_dir, a.home, sid)
+    a, b, sid, device = _followed(make_daemon, store_dir, _damage_manifest)
     res = run_cli(b.home, "sync", sid, "--wait", "--timeout", "20")
     assert res.returncode != 0, res.stdout
     assert f"`sessiond verify --home {b.home} {sid}` names what is wrong" in res.stdout, res.stdout
