@@ -5,7 +5,6 @@ daemon's pages into the user's file. Its name is moved aside while the connectio
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 
@@ -13,33 +12,40 @@ import pytest
 
 from conftest import DaemonProc
 from sessiond.client import ApiError
+from test_database_overwritten import _sha, acknowledged
 
 
-def _sha(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+def _refused_after(home: str, change) -> tuple[str, str]:
+    """A daemon on `home` with a session of acknowledged messages in its WAL, `change`(the database's path) made
+    under it, the next append refused as database_lost, the daemon stopped: (the session, the refusal's words)."""
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            sid = acknowledged(c, "running")
+            change(os.path.join(home, "sessions.db"))
+            with pytest.raises(ApiError) as refused:
+                c.append(sid, role="user", content="after the change")
+            assert refused.value.code == "database_lost", refused.value
+            return sid, refused.value.message
+    finally:
+        assert d.stop() == 0
 
 
 def test_a_file_that_is_no_database_copied_in_place_is_not_checkpointed_into_at_the_stop(home):
     db = os.path.join(home, "sessions.db")
-    d = DaemonProc(home).start()
-    try:
-        with d.client() as c:
-            sid = c.create_session(name="running")["id"]
-            for i in range(20):  # frames in the WAL, not yet checkpointed
-                c.append(sid, role="user", content=f"acknowledged {i}")
-            size = os.path.getsize(db)
-            with open(db, "r+b") as f:  # in place: the same inode, no SQLite database in it
-                # (as long as the file was: a shorter one under the daemon's memory-mapped reads is a SIGBUS)
-                notes = b"these are my notes, not a database\n"
-                f.write((notes * (size // len(notes) + 1))[:size])
-            copied = _sha(db)
-            with pytest.raises(ApiError) as refused:
-                c.append(sid, role="user", content="after the copy")
-            assert refused.value.code == "database_lost" and "overwritten" in refused.value.message
-    finally:
-        assert d.stop() == 0
-    assert _sha(db) == copied  # the stop wrote nothing of the daemon's into it
+    copied = []
+
+    def notes_over(path: str) -> None:
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:  # in place: the same inode, no SQLite database in it
+            # (as long as the file was: a shorter one under the daemon's memory-mapped reads is a SIGBUS)
+            notes = b"these are my notes, not a database\n"
+            f.write((notes * (size // len(notes) + 1))[:size])
+        copied.append(_sha(path))
+
+    _, message = _refused_after(home, notes_over)
+    assert "overwritten" in message
+    assert _sha(db) == copied[0]  # the stop wrote nothing of the daemon's into it
     assert not os.path.exists(db + "-wal")  # moved aside
     assert [n for n in os.listdir(home) if n.startswith("sessions.db-wal.overwritten-")]
 
@@ -50,19 +56,8 @@ def test_a_touch_is_taken_for_a_copy_and_the_way_back_its_refusal_names_loses_no
     # refusal says to do when nothing was copied (the WAL moved aside at the stop put back before the start)
     # gives back every acknowledged message.
     db = os.path.join(home, "sessions.db")
-    d = DaemonProc(home).start()
-    try:
-        with d.client() as c:
-            sid = c.create_session(name="touched")["id"]
-            for i in range(20):
-                c.append(sid, role="user", content=f"acknowledged {i}")
-            os.utime(db, ns=(1, 1))  # what `touch -d` does: the content unchanged
-            with pytest.raises(ApiError) as refused:
-                c.append(sid, role="user", content="after the touch")
-            message = refused.value.message
-            assert refused.value.code == "database_lost" and "touch" in message and "move that log back" in message
-    finally:
-        assert d.stop() == 0
+    sid, message = _refused_after(home, lambda path: os.utime(path, ns=(1, 1)))  # `touch -d`: content unchanged
+    assert "touch" in message and "move that log back" in message, message
     (aside,) = [n for n in os.listdir(home) if n.startswith("sessions.db-wal.overwritten-")]
     with contextlib.closing(sqlite3.connect(f"file:{db}?immutable=1", uri=True)) as conn:  # the file alone
         (alone,) = conn.execute("SELECT count(*) FROM messages WHERE session_id=?", (sid,)).fetchone()

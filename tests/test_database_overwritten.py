@@ -35,6 +35,14 @@ def _names(db: str) -> list[str]:
         return sorted(r[0] for r in conn.execute("SELECT name FROM sessions"))
 
 
+def acknowledged(c, name: str) -> str:
+    """A new session named `name` with 20 messages appended: frames in the WAL, not yet checkpointed."""
+    sid = c.create_session(name=name)["id"]
+    for i in range(20):
+        c.append(sid, role="user", content=f"acknowledged {i}")
+    return sid
+
+
 def test_a_database_copied_over_the_file_in_place_refuses_writes_and_is_left_as_copied(home, tmp_path):
     other = str(tmp_path / "other")
     kept = _made_session(other)  # a whole database of another home, stopped cleanly: a backup to copy in
@@ -43,9 +51,7 @@ def test_a_database_copied_over_the_file_in_place_refuses_writes_and_is_left_as_
     d = DaemonProc(home).start()
     try:
         with d.client() as c:
-            sid = c.create_session(name="running")["id"]
-            for i in range(20):  # frames in the WAL, not yet checkpointed
-                c.append(sid, role="user", content=f"acknowledged {i}")
+            sid = acknowledged(c, "running")
             inode = os.stat(db).st_ino
             shutil.copyfile(backup, db)  # in place: truncated and written, the same file
             assert os.stat(db).st_ino == inode
