@@ -1,9 +1,24 @@
 """An async iterator over a request's answer whose request is sent only when it is awaited, entered or first
-stepped: the base of AsyncClient's change events and streamed answers (client/aio.py)."""
+stepped (`SentLater`), and AsyncClient's two such streams: its change events and its streamed answers, whose
+requests and items are the client's (client/aio.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Self
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, Self
+
+
+class StreamsOf(Protocol):
+    """What AsyncEvents and AsyncCompletionStream ask of their client (AsyncClient): each stream's request, and its
+    items' async iterator."""
+
+    async def _event_stream(self, last_event_id: str | None) -> Any: ...
+
+    def _events(self, resp: Any, owner: AsyncEvents, reconnect: bool, retry_for: float) -> AsyncIterator[Any]: ...
+
+    async def _post_complete(self, sid: str, body: dict, key: str) -> tuple[Any, Any]: ...
+
+    def _answer_events(self, resp: Any, sid: str, key: str) -> AsyncIterator[Any]: ...
 
 
 class SentLater:
@@ -79,3 +94,44 @@ class SentLater:
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
+
+
+class AsyncEvents(SentLater):
+    """AsyncClient.events(): an async iterator of change events, subscribed when awaited or entered (`async
+    with`), else at its first step. `last_event_id`: the last event read (or the stream's start), to resume
+    after."""
+
+    def __init__(self, client: StreamsOf, last_event_id: str | None, reconnect: bool, retry_for: float):
+        super().__init__()
+        self._client, self._reconnect, self._retry_for = client, reconnect, retry_for
+        self.last_event_id = last_event_id
+
+    async def _begin(self) -> tuple[Any, Any]:
+        resp = await self._client._event_stream(self.last_event_id)
+        return resp, self._client._events(resp, self, self._reconnect, self._retry_for)
+
+
+class AsyncCompletionStream(SentLater):
+    """AsyncClient.complete_stream(): a streamed answer, its question sent when awaited or entered (`async
+    with`), as Client.complete_stream() sends it when it returns, else at its first step. Its items: the
+    answer's texts as they arrive, then the stored answer (a dict), also kept as `.message`. aclose() (or
+    the `async with`'s end) early stops the generation: the daemon records what arrived, marked interrupted."""
+
+    def __init__(self, client: StreamsOf, sid: str, body: dict, key: str):
+        super().__init__()
+        self._client, self._sid, self._body, self._key = client, sid, body, key
+        self.message: dict | None = None
+
+    async def _begin(self) -> tuple[Any, Any]:
+        resp, answered = await self._client._post_complete(self._sid, self._body, self._key)
+        if answered is not None:  # a JSON answer (no stream: the model's whole answer at once), its one item
+            return resp, _one(answered)
+        return resp, self._client._answer_events(resp, self._sid, self._key)
+
+    def _seen(self, item: Any) -> None:
+        if isinstance(item, dict):
+            self.message = item
+
+
+async def _one(item: Any):
+    yield item

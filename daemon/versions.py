@@ -9,7 +9,7 @@ import functools
 from importlib.metadata import PackageNotFoundError, version
 
 from ..storage.migrations import SCHEMA_VERSION
-from ..sync import checkpoint, members, pages, sharecode
+from ..sync import checkpoint, membersobject, pages, sharecode
 from .formats import JSON_FORMAT
 
 UNINSTALLED = "0.0.0+src"  # a source tree that was not installed: no metadata to read
@@ -30,7 +30,7 @@ _FORMATS: tuple[tuple[str, str, int | str, tuple[int | str, ...]], ...] = (
     ("share_code", "share code", sharecode.VERSION, (sharecode.VERSION,)),
     ("log", "log", pages.VERSION, (pages.VERSION,)),  # nodes, parts objects and manifests
     ("page", "page", pages.PAGE_VERSION, (pages.PAGE_VERSION,)),
-    ("members", "members", members.MEMBERS_VERSION, (members.MEMBERS_VERSION,)),
+    ("members", "members", membersobject.MEMBERS_VERSION, (membersobject.MEMBERS_VERSION,)),
     ("checkpoint", "checkpoint", checkpoint.VERSION, tuple(checkpoint.VERSIONS)),
     ("session_file", "session file", JSON_FORMAT, (JSON_FORMAT,)),
 )

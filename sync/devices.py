@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from .context import SyncContext
 from .frozen import decode_frozen
-from .members import Members, member_name
+from .members import Members
+from .membersobject import member_name
 
 
 async def session_devices(ctx: SyncContext, members: Members, sid: str) -> dict:

@@ -21,7 +21,8 @@ from .context import SyncContext
 from .errors import ImportError_, describe, no_relay_account
 from .fetch import fetch_frozen, fetch_logs, read_head
 from .locations import relay_account_fix
-from .members import LOST, MEMBERS_KEPT, Members, member_name
+from .members import LOST, MEMBERS_KEPT, Members
+from .membersobject import member_name
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")

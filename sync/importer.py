@@ -28,7 +28,8 @@ from .errors import NEWER_CODE_FIX, ImportError_, crash_point, log_fix, log_fix_
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .findstore import account_fix, find_store
 from .heads import levels_to_cbor
-from .members import Members, member_name
+from .members import Members
+from .membersobject import member_name
 from .pages import op_to_cbor
 from .rekeyproof import refused_code
 from .sharecode import ShareCode, ShareCodeError

@@ -29,7 +29,8 @@ from .checkpoint import (
 from .context import SyncContext
 from .errors import ImportError_
 from .fetch import BEHIND
-from .members import Members, member_name
+from .members import Members
+from .membersobject import member_name
 
 CHAINS_KEPT = 1024
 # Messages hashed into a checkpoint's chain per turn of the event loop (~3 us each): a checkpoint comes

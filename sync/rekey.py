@@ -31,16 +31,8 @@ from .errors import ImportError_, crash_point, describe
 from .fetch import BEHIND, freeze_log
 from .frozen import merge_frozen
 from .manifest import CLAIMS_KEPT
-from .members import (
-    SALT_LEN,
-    Members,
-    announce_key,
-    member_device,
-    member_entries,
-    member_name,
-    members_object,
-    seal_members,
-)
+from .members import Members, announce_key
+from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
 from .pusher import Pusher
 from .rekeyproof import check_exclusion, check_notice, kept_but_left_out, notice_hash, open_box
 

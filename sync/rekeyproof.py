@@ -34,7 +34,7 @@ from ..stores import Store
 from . import dagcbor
 from .errors import ImportError_
 from .fetch import ManifestSealed, read_manifest
-from .members import member_name
+from .membersobject import member_name
 from .sharecode import ShareCode
 
 # how many rekeys after the one being taken are followed to find the keys members' logs moved to

@@ -21,7 +21,8 @@ from .errors import NEWER_FIX, ImportError_, describe
 from .fetch import BEHIND, ManifestSealed, fetch_log
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
-from .members import LOST, Members, member_name
+from .members import LOST, Members
+from .membersobject import member_name
 from .mirror import MirrorStore
 from .mirrorcheck import Reads, lacking, noting
 from .pages import LogError, NewerFormat, op_to_cbor

@@ -30,7 +30,7 @@ from sessiond.sync.crypto import (
 )
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
 from sessiond.sync.manifest import CLAIMS_KEPT, encode_manifest, parse_manifest
-from sessiond.sync.members import members_object, parse_members
+from sessiond.sync.membersobject import members_object, parse_members
 from sessiond.sync.pages import Entry, LogError, parse_page
 from sessiond.sync.push import LogWriter
 from sessiond.sync.rekeyproof import notice_hash

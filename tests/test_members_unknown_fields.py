@@ -10,7 +10,8 @@ import os
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor
 from sessiond.sync.crypto import members_key
-from sessiond.sync.members import SALT_LEN, announce_key, seal_small
+from sessiond.sync.members import announce_key
+from sessiond.sync.membersobject import SALT_LEN, seal_small
 from test_members_no_id import slot_object
 
 

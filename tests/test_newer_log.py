@@ -15,7 +15,8 @@ from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor
 from sessiond.sync.crypto import manifest_key, members_key, object_key, open_unpadded, seal
 from sessiond.sync.engine import _open_manifest, head_data
-from sessiond.sync.members import announce_key, seal_small
+from sessiond.sync.members import announce_key
+from sessiond.sync.membersobject import seal_small
 from sessiond.sync.share import ImportError_
 
 

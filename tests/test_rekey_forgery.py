@@ -28,7 +28,8 @@ from sessiond.sync.crypto import manifest_key, members_key, open_unpadded, seal
 from sessiond.sync.heads import head_data, manifest_hash_of, open_manifest
 from sessiond.sync.keys import KeyStore
 from sessiond.sync.manifest import encode_manifest, parse_manifest
-from sessiond.sync.members import SALT_LEN, T_MEMBERS, announce_key, seal_small
+from sessiond.sync.members import announce_key
+from sessiond.sync.membersobject import SALT_LEN, T_MEMBERS, seal_small
 
 
 def _key(d, sid):

@@ -15,7 +15,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from sessiond.sync.errors import ImportError_
-from sessiond.sync.members import MEMBERS_MAX_BYTES
+from sessiond.sync.membersobject import MEMBERS_MAX_BYTES
 from test_members_no_id import slot_object
 from waiting import eventually
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import run_cli
 from sessiond.daemon.formats import JSON_FORMAT
 from sessiond.storage.migrations import SCHEMA_VERSION
-from sessiond.sync import checkpoint, members, pages, sharecode
+from sessiond.sync import checkpoint, membersobject, pages, sharecode
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def _expected() -> dict:
             "share_code": {"writes": sharecode.VERSION, "reads": [sharecode.VERSION]},
             "log": {"writes": pages.VERSION, "reads": [pages.VERSION]},
             "page": {"writes": pages.PAGE_VERSION, "reads": [pages.PAGE_VERSION]},
-            "members": {"writes": members.MEMBERS_VERSION, "reads": [members.MEMBERS_VERSION]},
+            "members": {"writes": membersobject.MEMBERS_VERSION, "reads": [membersobject.MEMBERS_VERSION]},
             "checkpoint": {"writes": checkpoint.VERSION, "reads": list(checkpoint.VERSIONS)},
             "session_file": {"writes": JSON_FORMAT, "reads": [JSON_FORMAT]},
         },

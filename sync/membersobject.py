@@ -1,0 +1,128 @@
+"""The members object's format (docs/FORMATS.md §6): its entries, the fields a newer sessiond wrote kept as
+read, and its sealing under the cap every reader holds it to. sync/members.py reads and writes the slot."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+from . import dagcbor
+from .crypto import encrypt
+from .errors import ImportError_
+from .frozen import is_frozen
+
+log = logging.getLogger("sessiond.sync")
+
+T_MEMBERS = "sessiond/members"
+MEMBERS_VERSION = 1  # a members object's "v" (fields are added under it: docs/FORMATS.md §6)
+SALT_LEN = 14
+# A members object's cap, sealed (docs/FORMATS.md §6): ~4,000 writers with device ids of ~20 characters
+# (an entry is ~60 bytes), far past any session's; a quarter of a stored object's 1 MiB. Every device reads
+# the object whole and keeps what it lists, and any writer can write it: past the cap, a device refuses to
+# write it (members_full) and a reader refuses it unread, as damage.
+MEMBERS_MAX_BYTES = 256 << 10
+
+
+def seal_small(plain: bytes, key: bytes) -> bytes:
+    return encrypt(plain, key, pad=False)[0]
+
+
+def seal_members(sid: str, plain: bytes, key: bytes, writers: int, *, kept: int | None = None) -> bytes:
+    """A members object of `writers` writers (`plain`, encoded) sealed under `key`; refused (members_full),
+    nothing written, if it would be past MEMBERS_MAX_BYTES, which every reader refuses. `kept`: it is a rekey's
+    notice, with a box for each of `kept` writers kept (sync/rekey.py), which the refusal names."""
+    ct = seal_small(plain, key)
+    if len(ct) > MEMBERS_MAX_BYTES:
+        cap = f"more than the {MEMBERS_MAX_BYTES >> 10} KiB a members list may be"
+        if kept is not None:
+            raise ImportError_(
+                "members_full",
+                f"the notice of this rekey of session {sid} (its members list of {writers:,} writers, with the new"
+                f" key sealed for each of the {kept:,} kept) would be {len(ct):,} bytes, {cap}: nothing was written",
+                f"sessiond devices {sid}  # lists its writer devices; then drop more of them in the rekey, each a"
+                f" sealed key fewer: sessiond rekey {sid} --drop DEVICE --drop DEVICE ...; or sessiond unshare {sid}",
+            )
+        raise ImportError_(
+            "members_full",
+            f"the members list of session {sid} would be {len(ct):,} bytes with {writers:,} writers, {cap} (about"
+            f" 4,000 writers): nothing was written",
+            f"sessiond devices {sid}  # lists its writer devices; then drop those no longer used: sessiond rekey"
+            f" {sid} --drop DEVICE",
+        )
+    return ct
+
+
+def member_device(d: object) -> str | None:
+    """A members entry's device id ("d"), or None when the entry has none: null (its writer did not know it:
+    a member whose log it never read), left out, or the text "None", which sessiond wrote in place of null
+    when it wrote such an entry again (docs/FORMATS.md §6): slots in stores still carry it."""
+    return d if isinstance(d, str) and d and d != "None" else None
+
+
+def member_name(member: dict) -> str:
+    """A member ({"head_pk", "device_id"}) as this device names it to people (`sessiond devices`, rekey,
+    errors): its device id, or the first 16 hex digits of its head key when the id is not known."""
+    return member["device_id"] or bytes(member["head_pk"]).hex()[:16]
+
+
+def member_entries(members: Iterable[dict]) -> list[dict]:
+    """Members ({"head_pk", "device_id"}) as a members object lists them: {"d": device id, null when not
+    known, "k": head public key}."""
+    return [{"d": member_device(m["device_id"]), "k": m["head_pk"]} for m in members]
+
+
+def members_object(sid: str, members: Iterable[dict], frozen: Sequence[dict] = ()) -> dict:
+    """The members object (docs/FORMATS.md §6) listing `members` ({"head_pk", "device_id"}, in that order) as
+    the writers of `sid`, with `frozen`, the frozen logs (its "f": absent when there are none, so a members
+    object without any is byte for byte as before)."""
+    obj: dict = {"m": member_entries(members), "s": sid, "v": MEMBERS_VERSION, "ty": T_MEMBERS}
+    if frozen:
+        obj["f"] = list(frozen)
+    return obj
+
+
+# the members object's fields this sessiond knows (docs/FORMATS.md §6): any other is a newer sessiond's
+KNOWN_FIELDS = frozenset({"m", "s", "v", "ty", "f", "rekey"})
+
+
+def unknown_of(m: dict) -> dict:
+    """The fields of members object `m` this sessiond does not know (a newer one's): the object's own, and
+    each member entry's by its head key (under "m")."""
+    out = {k: v for k, v in m.items() if k not in KNOWN_FIELDS}
+    entries = {
+        bytes(e["k"]): extra
+        for e in m.get("m", [])
+        if isinstance(e, dict)
+        and isinstance(e.get("k"), bytes)
+        and (extra := {k: v for k, v in e.items() if k not in ("d", "k")})
+    }
+    if entries:
+        out["m"] = entries
+    return out
+
+
+def encoded_keeping(obj: dict, unknown: dict) -> bytes:
+    """The members object `obj` as DAG-CBOR, with the fields of the slot's object this sessiond does not
+    know (a newer one's: unknown_of) beside its own, as they were read, the object's and each member's still
+    listed; without them if they do not encode again."""
+    if unknown:
+        entries = unknown.get("m", {})
+        kept = {k: v for k, v in unknown.items() if k != "m"}
+        members = [{**entries.get(bytes(e["k"]), {}), **e} for e in obj["m"]]
+        try:
+            return dagcbor.encode({**kept, **obj, "m": members})
+        except (TypeError, ValueError):
+            log.warning("a members object's unknown fields do not encode again: written without them")
+    return dagcbor.encode(obj)
+
+
+def parse_members(m: dict) -> tuple[list[dict], dict | None, list[dict]]:
+    """The members (head key, device id or None), the rekey notice and the frozen logs of a members object,
+    decoded."""
+    members = []
+    for item in m.get("m", []):
+        if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
+            members.append({"head_pk": item["k"], "device_id": member_device(item.get("d"))})
+    notice = m.get("rekey")
+    frozen = [f for f in m.get("f", []) if is_frozen(f)] if isinstance(m.get("f"), list) else []
+    return members, notice if isinstance(notice, dict) else None, frozen
