@@ -59,11 +59,9 @@ Row = sqlite3.Row
 T = TypeVar("T")
 log = logging.getLogger("sessiond.storage")
 
-# Reads of long runs (a first push, an export) go through the OS page cache without a copy per database
-# page: 3x faster on a 200 MB session. Only address space; the kernel may drop it. As large as SQLite
-# allows (2 GB), so that a session stored beyond the first few hundred MB of the file reads as fast
-# (measured: a 185 MB first push 1.06 s with 256 MB, 0.97 s with this, after 1 GB of other sessions).
-MMAP_SIZE = 0x7FFF0000
+# No connection memory-maps the database: a mapped page past the file's end is a SIGBUS, and a shorter file copied
+# over sessions.db in place killed the daemon at its next long read (tests/test_database_shrunk.py). Measured without
+# the map (bench/push.py, 2026-12-06, the ~180 MB mix too): no loss (bench/results/profile-push.md).
 # SQLite's temporary files (a SAVEPOINT's sub-journal past 64 KiB, a sort or temporary b-tree that
 # spills) kept in memory, on every connection: by default SQLite makes them in /var/tmp, outside the
 # home's private folder, with plaintext pages of conversations in them, each a file created and deleted.
@@ -83,14 +81,13 @@ SECURE_DELETE = "PRAGMA secure_delete=ON"
 # Every read-only connection: the database's reader and a push's workers' own (RunReader).
 READER_PRAGMAS = (
     "PRAGMA query_only=1",
-    f"PRAGMA mmap_size={MMAP_SIZE}",
     "PRAGMA busy_timeout=5000",
     TEMP_IN_MEMORY,
 )
 
 
 def open_reader(path: str) -> sqlite3.Connection:
-    """A read-only stdlib connection (autocommit, memory-mapped), usable from any one thread at a time."""
+    """A read-only stdlib connection (autocommit), usable from any one thread at a time."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         for pragma in READER_PRAGMAS:
@@ -285,12 +282,8 @@ class Connections:
                 writer.execute("INSERT INTO meta(key, value) VALUES ('device_id', ?)", (device_id,))
             reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             reader.row_factory = sqlite3.Row
-            # The API's reader lives as long as the daemon and reads a few rows at a time: not memory-mapped,
-            # so the database pages it touched do not pile up in the daemon's RSS (bench/memory.py: a
-            # follower's RSS rose with the file it mapped). The long reads (a push's runs) keep the map.
             for pragma in READER_PRAGMAS:
-                if not pragma.startswith("PRAGMA mmap_size"):
-                    reader.execute(pragma)
+                reader.execute(pragma)
             bulk = open_reader(path)
         except BaseException:
             for c in (reader, writer):
@@ -496,5 +489,12 @@ class Connections:
             return self._writer.execute(sql, args).fetchall()
 
     async def bulk(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(connection, *args) in the bulk-read thread, on its own read-only connection."""
-        return await asyncio.get_running_loop().run_in_executor(self._bulk, fn, self._bulk_conn, *args)
+        """fn(connection, *args) in the bulk-read thread, on its own read-only connection; failing on a database file
+        lost under the daemon (a shorter copy over it), refused as that (DatabaseLost), not as malformed pages."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._bulk, fn, self._bulk_conn, *args)
+        except sqlite3.DatabaseError:
+            what = self.file.lost()
+            if what is not None:
+                raise self.file.error(what) from None
+            raise

@@ -1,0 +1,40 @@
+"""A smaller database copied over sessions.db in place while the daemon ran (`cp backup.db sessions.db`, the
+backup older and shorter) killed the daemon with SIGBUS at its next long read: the bulk reader and a push's
+readers memory-mapped the file, and a mapped page past the file's new end is a bus error, not an error SQLite
+can answer. Killed, the daemon neither refused the writes nor moved its WAL aside at a stop, and its next start
+read that WAL over the copy. The readers read the file through read() now (storage/connections.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from conftest import DaemonProc
+from sessiond.client import ApiError, ClientError
+from test_database_lost import _made_session
+
+
+def test_a_shorter_database_copied_in_place_is_refused_not_a_crash(home, tmp_path):
+    other = str(tmp_path / "other")
+    _made_session(other)  # a whole database of another home, stopped cleanly: a backup to copy in
+    backup = os.path.join(other, "sessions.db")
+    db = os.path.join(home, "sessions.db")
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="long")["id"]
+            for k in range(20):  # a database several times the backup's size
+                c.append_many(sid, [{"role": "user", "content": f"{k}.{i} " + "x" * 2000} for i in range(100)])
+            c.checkpoint(sid)  # the bulk reader has read (and mapped) the whole session once
+            c.append(sid, "user", "one more: the next checkpoint has something to read")
+            assert os.path.getsize(backup) < os.path.getsize(db) // 4
+            shutil.copyfile(backup, db)  # in place: truncated, then written, the same inode
+            with pytest.raises(ApiError) as refused:
+                c.checkpoint(sid)  # reads the session's messages on the bulk reader, then writes
+            assert refused.value.code == "database_lost", refused.value
+    except ClientError as exc:  # the daemon died under the request
+        pytest.fail(f"the daemon died: {exc}")
+    finally:
+        assert d.stop() == 0
