@@ -18,7 +18,7 @@ from .openapi import build_openapi
 from .routes import ROUTES, Handler, Route
 from .routes.appends import close_streams
 from .routes.common import body_json, ok  # noqa: F401 (the names other modules used)
-from .routes.failures import BODY_LIMIT, error_body, failure, home_of, too_large
+from .routes.failures import BODY_LIMIT, error_body, failure, home_of, lost_instead, too_large
 from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.api")
@@ -70,7 +70,8 @@ def _bound(route: Route, idle: float) -> Handler:
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:  # a SessiondError, a full disk, a bug: failures.py
-            status, data = failure(exc, f"{request.method} {request.path}", home_of(request.app[DAEMON_KEY]))
+            d = request.app[DAEMON_KEY]
+            status, data = failure(lost_instead(exc, d), f"{request.method} {request.path}", home_of(d))
             resp = web.json_response(data, status=status)
         if waits(request, resp):  # (a test, not a timer: the appends' answers are small)
             await send(request, resp, idle)

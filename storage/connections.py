@@ -494,7 +494,13 @@ class Connections:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._bulk, fn, self._bulk_conn, *args)
         except sqlite3.DatabaseError:
-            what = self.file.lost()
-            if what is not None:
-                raise self.file.error(what) from None
+            lost = self.lost_error()
+            if lost is not None:
+                raise lost from None
             raise
+
+    def lost_error(self) -> DatabaseLost | None:
+        """The refusal to answer for a statement that failed (malformed pages, an I/O error) because the database
+        file was lost under the daemon (storage/dbfile.py: a shorter copy over it), or None: not lost."""
+        what = self.file.lost()
+        return None if what is None else self.file.error(what)

@@ -38,3 +38,35 @@ def test_a_shorter_database_copied_in_place_is_refused_not_a_crash(home, tmp_pat
         pytest.fail(f"the daemon died: {exc}")
     finally:
         assert d.stop() == 0
+
+
+def test_every_request_failing_on_the_shorter_copy_says_database_lost(home, tmp_path):
+    """Not the bulk reader alone: a read on the loop's connections (a page of messages, a search) and a write
+    inside its transaction (a checkpoint's, under load in CI) met SQLite's "database disk image is malformed"
+    on the shorter copy's missing pages and answered 500 internal."""
+    other = str(tmp_path / "other")
+    _made_session(other)
+    d = DaemonProc(home).start()
+    answers = {}
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="long")["id"]
+            for k in range(20):
+                c.append_many(sid, [{"role": "user", "content": f"{k}.{i} " + "x" * 2000} for i in range(100)])
+            shutil.copyfile(os.path.join(other, "sessions.db"), os.path.join(home, "sessions.db"))
+            calls = {
+                "messages": lambda: c.messages(sid, limit=1000),
+                "search": lambda: c.search("x"),
+                "append": lambda: c.append(sid, "user", "y"),
+                "checkpoint": lambda: c.checkpoint(sid),
+            }
+            for name, call in calls.items():
+                try:
+                    call()
+                    answers[name] = "answered"
+                except ApiError as exc:
+                    answers[name] = exc.code
+                    assert "overwritten in place" in exc.message or exc.code != "database_lost", exc.message
+    finally:
+        assert d.stop() == 0
+    assert set(answers.values()) == {"database_lost"}, answers

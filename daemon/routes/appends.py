@@ -50,7 +50,7 @@ from ...storage.errors import SessiondError
 from .. import validate as v
 from ..unread import idle_of, may_wait
 from .common import daemon_of, query
-from .failures import BODY_LIMIT, error_body, failure, home_of, too_large
+from .failures import BODY_LIMIT, error_body, failure, home_of, lost_instead, too_large
 from .messages import append, append_body
 
 HEAD_LIMIT = 4096  # bytes of a frame's head line (a session id is at most 128, a key 255)
@@ -219,7 +219,7 @@ async def _appended(d, home: str | None, tag: object, sid: str, b: dict, key: st
     try:
         return tag, 201, await append(d, sid, b, key)
     except Exception as exc:  # as the POST answers it (failures.py)
-        status, data = failure(exc, WHERE, home)
+        status, data = failure(lost_instead(exc, d), WHERE, home)
         return tag, status, data
 
 
