@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _util import remove
@@ -59,31 +60,44 @@ for _ in range(rounds):
 """
 
 
-def main() -> None:
-    home = os.path.join(tempfile.mkdtemp(prefix="sd-loopcpu-"), "home")
+def new_home(prefix: str = "sd-loopcpu-") -> str:
+    """A home in a new temporary folder, sync idle (no push nor pull during the rounds)."""
+    home = os.path.join(tempfile.mkdtemp(prefix=prefix), "home")
     os.makedirs(home, mode=0o700)
     with open(os.path.join(home, "config.toml"), "w") as f:
         f.write("push_delay = 3600\nsync_interval = 3600\n")
+    return home
+
+
+def start_clients(home: str, rounds: int) -> tuple[subprocess.Popen, Any]:
+    """(From a thread of the daemon's process.) Once the daemon serves `home`: the child of clients started and
+    warmed up, waiting for a line per round, and the daemon's `Connections` (its commit count)."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.path.join(home, "sessiond.sock")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the daemon did not start")
+        time.sleep(0.05)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, home, str(CLIENTS), str(APPENDS), str(rounds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    if child.stdout.readline().strip() != "ready":
+        raise RuntimeError("the clients did not start")
+    return child, next(o for o in gc.get_objects() if type(o).__name__ == "Connections")
+
+
+def main() -> None:
+    home = new_home()
     loop_clock = time.pthread_getcpuclockid(threading.get_ident())
     rounds: list[dict] = []
 
     def drive() -> None:
         try:
-            deadline = time.monotonic() + 60
-            while not os.path.exists(os.path.join(home, "sessiond.sock")):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the daemon did not start")
-                time.sleep(0.05)
-            child = subprocess.Popen(
-                [sys.executable, "-c", CLIENT, home, str(CLIENTS), str(APPENDS), str(ROUNDS)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            child, db = start_clients(home, ROUNDS)
             assert child.stdin is not None and child.stdout is not None
-            if child.stdout.readline().strip() != "ready":
-                raise RuntimeError("the clients did not start")
-            db = next(o for o in gc.get_objects() if type(o).__name__ == "Connections")
             for _ in range(ROUNDS):
                 commits, cpu, proc = db.commits, time.clock_gettime(loop_clock), time.process_time()
                 child.stdin.write("\n")
