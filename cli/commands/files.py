@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +64,19 @@ def _check_output(path: str, home: str, force: bool) -> None:
     _check_new(path, force)
 
 
+def _is_stream(path: str) -> bool:
+    """`path` names (perhaps through a link) something that is no regular file to keep, which an export is written
+    into rather than put in place of: a named pipe, a shell's process substitution (/dev/fd/N), /dev/stdout."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # (none there, or a link to nothing: a file to make)
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def _check_new(path: str, force: bool) -> None:
     """An existing file at `path` (an earlier export, a file named by mistake) is not replaced without --force."""
-    if not force and os.path.lexists(path):
+    if not force and os.path.lexists(path) and not _is_stream(path):
         raise UsageError(f"-o {path} exists: nothing was written; give another path, or add --force to replace it")
 
 
@@ -75,6 +86,10 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
 
     _check_new(path, force)  # (again: made while the export was read)
     try:
+        if _is_stream(path):  # (written into: renamed over, it would be a regular file in its place)
+            with open(path, "wb") as f:
+                f.write(data)
+            return
         atomic_write(path, data, 0o600)
     except OSError as exc:
         if is_disk_full(exc):  # (atomic_write removed its temporary file: nothing is left half written)
