@@ -36,3 +36,22 @@ def test_export_into_a_named_pipe_writes_into_it_and_leaves_it_a_pipe(daemon, tm
         finally:
             os.close(fd)
     assert os.listdir(tmp_path) == ["pipe"]  # (no temporary file left beside it)
+
+
+def test_export_through_a_link_writes_the_file_it_names(daemon, tmp_path):
+    """`-o LINK --force` renamed the export over the link itself (the file it named left as it was, the link gone):
+    through /dev/stdout with standard output sent to a file, that is /dev's own link replaced. The file a link
+    names is the one refused without --force, and replaced with it; the link stays."""
+    sid = cli_json(daemon.home, "new", "--name", "linked")["id"]
+    (tmp_path / "exports").mkdir()
+    target = tmp_path / "exports" / "latest.json"
+    target.write_text("an earlier export")
+    link = tmp_path / "latest"
+    link.symlink_to(target)
+    res = run_cli(daemon.home, "export", sid, "-o", str(link))
+    assert res.returncode == 2 and "exists" in res.stderr and "--force" in res.stderr, res
+    assert target.read_text() == "an earlier export"
+    run_cli(daemon.home, "export", sid, "-o", str(link), "--force", check=True)
+    assert link.is_symlink() and os.readlink(link) == str(target), "the link was replaced"
+    assert json.loads(target.read_text())["session"]["name"] == "linked"
+    assert sorted(os.listdir(tmp_path)) == ["exports", "latest"] and os.listdir(tmp_path / "exports") == ["latest.json"]

@@ -74,6 +74,14 @@ def _is_stream(path: str) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
+def _destination(path: str) -> str:
+    """Where -o `path` writes: the file a link names (replaced, its link left as it is: renamed over, the link
+    itself would be the file, and /dev/stdout is one), or `path`."""
+    if os.path.islink(path) and not _is_stream(path):
+        return os.path.realpath(path)
+    return path
+
+
 def _check_new(path: str, force: bool) -> None:
     """An existing file at `path` (an earlier export, a file named by mistake) is not replaced without --force."""
     if not force and os.path.lexists(path) and not _is_stream(path):
@@ -109,8 +117,9 @@ def cmd_export(args) -> int:
         args.output = None  # standard output, as if -o were left out
     if args.force and not args.output:
         raise UsageError("--force replaces the file -o names: give -o FILE, or leave --force out")
-    if args.output:
-        _check_output(args.output, resolve_home(args.home), args.force)
+    args.write_to = _destination(args.output) if args.output else None
+    if args.write_to:
+        _check_output(args.write_to, resolve_home(args.home), args.force)
     c = client(args)
     with Progress(c, {"export"}):
         data = c.export(args.id, args.format, args.chat)
@@ -118,7 +127,7 @@ def cmd_export(args) -> int:
         return _write_markdown(args, data)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
-        _write_output(args.output, text.encode() + b"\n", args.force)
+        _write_output(args.write_to, text.encode() + b"\n", args.force)
         if args.json:
             print(json.dumps({"written": args.output}))
     else:
@@ -129,7 +138,7 @@ def cmd_export(args) -> int:
 def _write_markdown(args, data: dict) -> int:
     text = data["markdown"]
     if args.output:
-        _write_output(args.output, text.encode(), args.force)
+        _write_output(args.write_to, text.encode(), args.force)
         if args.json:
             print(json.dumps({"written": args.output}))
     elif args.json:
