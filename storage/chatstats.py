@@ -181,7 +181,9 @@ def walk(state: tuple, rows: list, last: tuple | None) -> tuple:
     key, walked, waits, wait_sum, pending, firsts, first_ms, answers, answer_ms = state
     for role, t, extra in rows:
         if extra and '"response"' in extra:
-            r = json.loads(extra).get("response") or {}
+            r = json.loads(extra).get("response")
+            if not isinstance(r, dict):  # (another device's map, as its writer made it: no time, as migration 25's)
+                r = {}
             if isinstance(r.get("first_token_ms"), int):
                 firsts, first_ms = firsts + 1, first_ms + r["first_token_ms"]
             if isinstance(r.get("total_ms"), int):
