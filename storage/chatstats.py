@@ -214,6 +214,12 @@ _END = (
 _LOWEST = (-(2**63), "", -(2**63))  # below every key
 
 
+def _fits(state: list) -> bool:
+    """Whether a walk's numbers are SQLite's to keep: times in range each (another device's, as its writer made
+    them) may sum past its integers; such a walk is answered, not kept (the next one walks again)."""
+    return all(not isinstance(v, int) or -(2**63) <= v < 2**63 for v in state)
+
+
 async def chat_walks(c: Any, sid: str, chats: list[str]) -> dict[str, tuple]:
     """The walk's state over every message of each of the session's `chats`, by chat: from its kept state on over
     the messages written since; from the chat's start if a message came before the state's key meanwhile (or
@@ -243,7 +249,7 @@ async def chat_walks(c: Any, sid: str, chats: list[str]) -> dict[str, tuple]:
         with contextlib.suppress(DatabaseLost, DiskFull):
             async with c.transaction() as tx:
                 for chat, (key, *rest) in moved:
-                    if key is None:  # (a chat with no message: nothing to keep)
+                    if key is None or not _fits(rest):  # (a chat with no message: nothing to keep)
                         continue
                     await tx.execute(
                         f"INSERT OR REPLACE INTO chat_walks(session_id, chat_id, {WALK_COLUMNS})"

@@ -248,3 +248,18 @@ async def test_a_response_that_is_no_object_counts_no_time(db):
     for _ in range(2):  # (the second from what the first kept)
         got = (await db.stats(sid))["per_chat"]
         assert [(c["messages"], c["answers"], c["avg_answer_seconds"]) for c in got] == [(3, 1, 0.008)], got
+
+
+async def test_times_whose_sum_passes_sqlites_integers_are_answered(db):
+    """Times in range each, whose sum passes SQLite's integers (another device's log, as its writer made it), made
+    keeping the walk raise OverflowError: the session's statistics answered 500 for good. They are answered (as the
+    walk before the kept one answered them), the walk not kept."""
+    big = 2**62
+    sid = await _from_another_device(
+        db, [{"response": {"first_token_ms": big, "total_ms": 5}}, {"response": {"first_token_ms": big, "total_ms": 7}}]
+    )
+    for _ in range(2):
+        got = (await db.stats(sid))["per_chat"]
+        assert [(c["messages"], c["answers"]) for c in got] == [(2, 2)], got
+        assert got[0]["avg_first_token_seconds"] == round(2 * big / 2 / 1000, 3), got
+        assert got[0]["avg_answer_seconds"] == 0.006, got
