@@ -23,12 +23,13 @@ Migration 25 fills both for the messages already here (the walk in SQL: `_walked
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
+import sqlite3
 from typing import Any
 
 from .contexttotals import counts_in_context, message_triggers
-from .errors import DatabaseLost, DiskFull
+from .errors import DatabaseLost, file_size_limit, is_disk_full
 
 # -- the count, by trigger (migration 22's, replaced: the same active tokens, and the count in the same upsert)
 
@@ -244,9 +245,9 @@ async def chat_walks(c: Any, sid: str, chats: list[str]) -> dict[str, tuple]:
         if whole and (rows or attempt is not state):
             moved.append((chat, out[chat]))
     if moved:
-        # a read's cache: where writes are refused (the database gone, the disk full), the numbers are answered
-        # still, as every read's are, and the next statistics walk again
-        with contextlib.suppress(DatabaseLost, DiskFull):
+        # a read's cache: where writes are refused (the database gone, the disk full, the file-size limit met), the
+        # numbers are answered still, as every read's are, and the next statistics walk again
+        try:
             async with c.transaction() as tx:
                 for chat, (key, *rest) in moved:
                     if key is None or not _fits(rest):  # (a chat with no message: nothing to keep)
@@ -256,4 +257,9 @@ async def chat_walks(c: Any, sid: str, chats: list[str]) -> dict[str, tuple]:
                         f" SELECT ?, ?, {', '.join('?' * 11)} WHERE EXISTS (SELECT 1 FROM sessions WHERE id=?)",
                         (sid, chat, *key, *rest, sid),
                     )
+        except DatabaseLost:
+            pass
+        except sqlite3.Error as exc:  # (SQLite's own error: the route makes disk_full of it only for an answer)
+            if not is_disk_full(exc, os.path.dirname(c.path)) and file_size_limit(exc) is None:
+                raise
     return out
