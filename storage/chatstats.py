@@ -23,12 +23,13 @@ Migration 25 fills both for the messages already here (the walk in SQL: `_walked
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
+import sqlite3
 from typing import Any
 
 from .contexttotals import counts_in_context, message_triggers
-from .errors import DatabaseLost, DiskFull
+from .errors import DatabaseLost, file_size_limit, is_disk_full
 
 # -- the count, by trigger (migration 22's, replaced: the same active tokens, and the count in the same upsert)
 
@@ -181,7 +182,9 @@ def walk(state: tuple, rows: list, last: tuple | None) -> tuple:
     key, walked, waits, wait_sum, pending, firsts, first_ms, answers, answer_ms = state
     for role, t, extra in rows:
         if extra and '"response"' in extra:
-            r = json.loads(extra).get("response") or {}
+            r = json.loads(extra).get("response")
+            if not isinstance(r, dict):  # (another device's map, as its writer made it: no time, as migration 25's)
+                r = {}
             if isinstance(r.get("first_token_ms"), int):
                 firsts, first_ms = firsts + 1, first_ms + r["first_token_ms"]
             if isinstance(r.get("total_ms"), int):
@@ -212,6 +215,12 @@ _END = (
 _LOWEST = (-(2**63), "", -(2**63))  # below every key
 
 
+def _fits(state: list) -> bool:
+    """Whether a walk's numbers are SQLite's to keep: times in range each (another device's, as its writer made
+    them) may sum past its integers; such a walk is answered, not kept (the next one walks again)."""
+    return all(not isinstance(v, int) or -(2**63) <= v < 2**63 for v in state)
+
+
 async def chat_walks(c: Any, sid: str, chats: list[str]) -> dict[str, tuple]:
     """The walk's state over every message of each of the session's `chats`, by chat: from its kept state on over
     the messages written since; from the chat's start if a message came before the state's key meanwhile (or
@@ -236,16 +245,21 @@ async def chat_walks(c: Any, sid: str, chats: list[str]) -> dict[str, tuple]:
         if whole and (rows or attempt is not state):
             moved.append((chat, out[chat]))
     if moved:
-        # a read's cache: where writes are refused (the database gone, the disk full), the numbers are answered
-        # still, as every read's are, and the next statistics walk again
-        with contextlib.suppress(DatabaseLost, DiskFull):
+        # a read's cache: where writes are refused (the database gone, the disk full, the file-size limit met), the
+        # numbers are answered still, as every read's are, and the next statistics walk again
+        try:
             async with c.transaction() as tx:
                 for chat, (key, *rest) in moved:
-                    if key is None:  # (a chat with no message: nothing to keep)
+                    if key is None or not _fits(rest):  # (a chat with no message: nothing to keep)
                         continue
                     await tx.execute(
                         f"INSERT OR REPLACE INTO chat_walks(session_id, chat_id, {WALK_COLUMNS})"
                         f" SELECT ?, ?, {', '.join('?' * 11)} WHERE EXISTS (SELECT 1 FROM sessions WHERE id=?)",
                         (sid, chat, *key, *rest, sid),
                     )
+        except DatabaseLost:
+            pass
+        except sqlite3.Error as exc:  # (SQLite's own error: the route makes disk_full of it only for an answer)
+            if not is_disk_full(exc, os.path.dirname(c.path)) and file_size_limit(exc) is None:
+                raise
     return out

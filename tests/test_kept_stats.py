@@ -227,3 +227,39 @@ async def test_the_daemons_message_count_reads_no_message(db):
         "SELECT count(*) FROM messages WHERE session_id NOT IN (SELECT id FROM sessions WHERE importing)"
     )
     assert got["messages"] == held[0] == 11 and got["sessions"] == 2, got
+
+
+async def _from_another_device(db, extras: list[dict]) -> str:
+    """A session holding another device's assistant messages with these extra fields (its map, as it made it)."""
+    sid = (await db.create_session({"name": "odd"}))["id"]
+    log = RemoteLog(REMOTE, [], [], 0)
+    for i, extra in enumerate(extras, 1):
+        log.messages.append((sid, "main", REMOTE, i, 100 + i, "assistant", "r", 1, T0 + i, json.dumps(extra)))
+    log.last_seq = len(extras)
+    await db.apply_remote(sid, {REMOTE: log})
+    return sid
+
+
+async def test_a_response_that_is_no_object_counts_no_time(db):
+    """A message's extra fields from another device's log are its map as that writer made it: a `response` that is
+    no object made the walk raise AttributeError, the session's statistics answered 500 for good. It counts no
+    time, as migration 25's fill counts none."""
+    sid = await _from_another_device(db, [{"response": "fast"}, {"response": [1]}, {"response": {"total_ms": 8}}])
+    for _ in range(2):  # (the second from what the first kept)
+        got = (await db.stats(sid))["per_chat"]
+        assert [(c["messages"], c["answers"], c["avg_answer_seconds"]) for c in got] == [(3, 1, 0.008)], got
+
+
+async def test_times_whose_sum_passes_sqlites_integers_are_answered(db):
+    """Times in range each, whose sum passes SQLite's integers (another device's log, as its writer made it), made
+    keeping the walk raise OverflowError: the session's statistics answered 500 for good. They are answered (as the
+    walk before the kept one answered them), the walk not kept."""
+    big = 2**62
+    sid = await _from_another_device(
+        db, [{"response": {"first_token_ms": big, "total_ms": 5}}, {"response": {"first_token_ms": big, "total_ms": 7}}]
+    )
+    for _ in range(2):
+        got = (await db.stats(sid))["per_chat"]
+        assert [(c["messages"], c["answers"]) for c in got] == [(2, 2)], got
+        assert got[0]["avg_first_token_seconds"] == round(2 * big / 2 / 1000, 3), got
+        assert got[0]["avg_answer_seconds"] == 0.006, got

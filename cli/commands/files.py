@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +64,27 @@ def _check_output(path: str, home: str, force: bool) -> None:
     _check_new(path, force)
 
 
+def _is_stream(path: str) -> bool:
+    """`path` names (perhaps through a link) something that is no regular file to keep, which an export is written
+    into rather than put in place of: a named pipe, a shell's process substitution (/dev/fd/N), /dev/stdout."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # (none there, or a link to nothing: a file to make)
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _destination(path: str) -> str:
+    """Where -o `path` writes: the file a link names (replaced, its link left as it is: renamed over, the link
+    itself would be the file, and /dev/stdout is one), or `path`."""
+    if os.path.islink(path) and not _is_stream(path):
+        return os.path.realpath(path)
+    return path
+
+
 def _check_new(path: str, force: bool) -> None:
     """An existing file at `path` (an earlier export, a file named by mistake) is not replaced without --force."""
-    if not force and os.path.lexists(path):
+    if not force and os.path.lexists(path) and not _is_stream(path):
         raise UsageError(f"-o {path} exists: nothing was written; give another path, or add --force to replace it")
 
 
@@ -75,6 +94,10 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
 
     _check_new(path, force)  # (again: made while the export was read)
     try:
+        if _is_stream(path):  # (written into: renamed over, it would be a regular file in its place)
+            with open(path, "wb") as f:
+                f.write(data)
+            return
         atomic_write(path, data, 0o600)
     except OSError as exc:
         if is_disk_full(exc):  # (atomic_write removed its temporary file: nothing is left half written)
@@ -94,8 +117,9 @@ def cmd_export(args) -> int:
         args.output = None  # standard output, as if -o were left out
     if args.force and not args.output:
         raise UsageError("--force replaces the file -o names: give -o FILE, or leave --force out")
-    if args.output:
-        _check_output(args.output, resolve_home(args.home), args.force)
+    args.write_to = _destination(args.output) if args.output else None
+    if args.write_to:
+        _check_output(args.write_to, resolve_home(args.home), args.force)
     c = client(args)
     with Progress(c, {"export"}):
         data = c.export(args.id, args.format, args.chat)
@@ -103,7 +127,7 @@ def cmd_export(args) -> int:
         return _write_markdown(args, data)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
-        _write_output(args.output, text.encode() + b"\n", args.force)
+        _write_output(args.write_to, text.encode() + b"\n", args.force)
         if args.json:
             print(json.dumps({"written": args.output}))
     else:
@@ -114,7 +138,7 @@ def cmd_export(args) -> int:
 def _write_markdown(args, data: dict) -> int:
     text = data["markdown"]
     if args.output:
-        _write_output(args.output, text.encode(), args.force)
+        _write_output(args.write_to, text.encode(), args.force)
         if args.json:
             print(json.dumps({"written": args.output}))
     elif args.json:
