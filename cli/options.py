@@ -17,14 +17,16 @@ EPOCH_LAST = 1e11  # the latest expires_at the daemon takes, in seconds since th
 YEARS_10 = 10 * 365 * 86400  # the daemon's longest expiry or idle time (api/types.py: not imported, no pydantic)
 
 
-def duration(text: str, unit_needed: bool = False) -> float:
-    """Seconds in a duration: 90s, 30m, 12h, 7d, 2w, or a bare number of seconds. `unit_needed`: a bare number
-    (but 0, the same in any unit) is refused, for an option whose duration ends or deletes sessions, where 7
-    meant as 7 days and read as 7 seconds does harm. (`cleanup` asks for --yes under an hour: 0 deletes all.)"""
+def duration(text: str) -> float:
+    """Seconds in a duration: 90s, 30m, 12h, 7d, 2w. A bare number (but 0, the same in any unit) is refused,
+    naming the units, for every option that takes a duration: an expiry, an idle time, a clean-up's age, a
+    grace, a login's life. 7 meant as 7 days and read as 7 seconds ends a session, a share code or a login
+    early, or deletes or frees what was meant to stay. (A wait the CLI does, `--timeout S`, is in seconds,
+    as every tool's timeout is: `seconds()` below.)"""
     m = _DURATION.match(text.strip())
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
-    if unit_needed and not m.group(2) and float(m.group(1)) != 0:
+    if not m.group(2) and float(m.group(1)) != 0:
         n = m.group(1)
         raise argparse.ArgumentTypeError(
             f"{text!r} has no unit: write {n}s for seconds, or {n}m, {n}h, {n}d, {n}w (minutes, hours, days, weeks)"
@@ -61,12 +63,12 @@ def instant(text: str) -> float:
     return t.timestamp()
 
 
-def duration_in(low: float, high: float, unit_needed: bool = False):
+def duration_in(low: float, high: float):
     """An argparse type: a duration (as duration()) that the daemon takes, from `low` to `high` seconds; one
     out of that range is a usage error naming the option as typed, not the daemon's 'expires_in must be...'."""
 
     def parse(text: str) -> float:
-        value = duration(text, unit_needed)
+        value = duration(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
                 f"must be at least {span(low)} and at most {span(high)}, not {text!r} (examples: 90s, 30m, 12h, 7d)"
@@ -182,7 +184,7 @@ def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
         )
         p.add_argument(
             "--idle-timeout",
-            type=duration_in(1, YEARS_10, unit_needed=True),
+            type=duration_in(1, YEARS_10),
             dest="idle_timeout",
             help="end the session after this idle time (1 second to 10 years, e.g. 1h)",
         )

@@ -26,7 +26,7 @@ from ..storage.errors import (
 )
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
-from ..sync.errors import crash_point, fix_said
+from ..sync.errors import crash_point, fix_said, store_details
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
 from .testhooks import pause_for_tests
@@ -491,5 +491,7 @@ def share_error(exc: ImportError_) -> SessiondError:
         err.details["api"] = exc.api
     if exc.owner:  # and those that are its owner's, in words
         err.details["owner"] = exc.owner
+    if exc.kind == "store":  # which store, its failure's class, whether and when to retry, what mends it
+        err.details.update(store_details(exc))
     err.code, err.status = exc.kind, status
     return err

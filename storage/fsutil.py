@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
 import stat
 
 from .errors import crash_at
+from .testhooks import pause_in_thread
 
 _FADVISE = hasattr(os, "posix_fadvise")  # Linux and most Unixes; not macOS
 TEMP_PREFIX = ".tmp-"  # atomic_write's temporary files: .tmp-NAME-RANDOM, beside NAME
@@ -62,6 +64,51 @@ def atomic_write(
         raise
     if sync and sync_dir:
         fsync_dir(folder)
+
+
+# link(2)'s refusals by a file system that has no hard links (FAT, exFAT, some network and FUSE file systems)
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+
+
+def create_new(path: str, data: bytes | list[bytes], mode: int = 0o600) -> None:
+    """Write `data` to `path` as a new file, durably and whole, refusing (FileExistsError, nothing left) if a file
+    is at `path` when it is put in place, however late that file was made: the data written and fsynced under a
+    temporary name beside it, then hard-linked to `path` (link(2) never replaces a file), the temporary name
+    removed and the folder fsynced. On a file system without hard links, `path` is made with O_EXCL and written
+    there (still never replacing; a failed write removes it, but a crash mid-write leaves it partial)."""
+    folder = os.path.dirname(path) or "."
+    tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.path.basename(path)}-{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        pause_in_thread("create." + os.path.basename(path))  # (tests: a file made at the last moment)
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            _create_excl(path, data, mode)
+    finally:
+        _unlink_quietly(tmp)
+    fsync_dir(folder)
+
+
+def _create_excl(path: str, data: bytes | list[bytes], mode: int) -> None:
+    """create_new's way on a file system without hard links: `path` made with O_EXCL, written and fsynced there
+    (removed if that fails)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    os.close(fd)
 
 
 def remove_leftover_temp_files(folder: str, before: float, *, also: re.Pattern[str] | None = None) -> list[str]:

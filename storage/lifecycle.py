@@ -120,6 +120,35 @@ class Released:
             )
         return len(rows)
 
+    async def slot_lets_go(self, store_url: str, slot_pk: bytes, rev: int, h: bytes) -> tuple[list[dict], bool]:
+        """What slot_named(store_url, slot_pk, rev, h, written=False) would change, changing nothing (a dry run of
+        gc): the objects it would let go that are no candidates yet, as due() gives one (released now), and
+        whether `h`, a candidate, would stop being one."""
+        slot_pk, h = bytes(slot_pk), bytes(h)
+        q = self.c.committed
+        rows = await q.fetchall(
+            "SELECT hash, session_id FROM slot_objects WHERE store_url=?1 AND slot_pk=?2 AND rev<=?3 AND hash!=?4"
+            " AND hash NOT IN (SELECT hash FROM released WHERE store_url=?1)",
+            (store_url, slot_pk, rev, h),
+        )
+        t = now()
+        lets_go = [{"store_url": store_url, "hash": bytes(r[0]), "session_id": r[1], "released_at": t} for r in rows]
+        forgets = await q.fetchone(
+            "SELECT 1 FROM released WHERE store_url=?1 AND hash=?2"
+            " AND hash IN (SELECT hash FROM slot_objects WHERE store_url=?1 AND hash=?2)",
+            (store_url, h),
+        )
+        return lets_go, forgets is not None
+
+    async def orphan_slots(self) -> list[tuple[str, bytes]]:
+        """The members slots (store, 0xed | announce key) this device put objects for in sessions deleted here
+        since: nothing here reads them any more but gc (sync/gc.py), which lets go what they no longer name."""
+        rows = await self.c.committed.fetchall(
+            "SELECT DISTINCT store_url, slot_pk FROM slot_objects WHERE session_id NOT IN (SELECT id FROM sessions)"
+            " ORDER BY store_url, slot_pk"
+        )
+        return [(r[0], bytes(r[1])) for r in rows]
+
     async def freed(self, store_url: str, hashes: Iterable[bytes]) -> None:
         """These are freed (or not held by the store at all): no longer candidates, nor slot objects."""
         rows = [(store_url, bytes(h)) for h in hashes]

@@ -275,7 +275,41 @@ def failure_kind(exc: BaseException) -> str:
         return "limited in file size"
     if isinstance(exc, StoreOffline):
         return "offline (a Kubo node started with --offline)"
+    if isinstance(exc, LyingServer):
+        return "answering what does not verify"
+    if isinstance(exc, ReadOnlyStore):
+        return "read-only"
+    if isinstance(exc, ObjectTooLarge):
+        return "refusing objects this large"
     return "failing"
+
+
+# A failing store's class as an app reads it: a `store` refusal's `details.failure` (README, Errors). The first
+# class a failure is an instance of names it (a FolderAway is a StoreUnreachable, an AccountRevoked an AuthRefused).
+FAILURE_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (FolderAway, "folder_away"),
+    (StoreUnreachable, "unreachable"),
+    ((StoreTimeout, TimeoutError), "timeout"),
+    (AccountRevoked, "account_revoked"),
+    (NoRelayAccount, "no_account"),
+    (AuthRefused, "credentials_refused"),
+    (FolderDenied, "permission_denied"),
+    (TlsRefused, "tls_refused"),
+    (RateLimited, "rate_limited"),
+    (ShortAnswer, "short_answer"),
+    (ServerError, "server_error"),
+    (StoreFull, "full"),
+    (FolderFileTooLarge, "file_size_limit"),
+    (ObjectTooLarge, "too_large"),
+    (StoreOffline, "offline"),
+    (LyingServer, "lying"),
+    (ReadOnlyStore, "read_only"),
+)
+
+
+def failure_code(exc: BaseException) -> str:
+    """A failing store's class, as an app reads it (FAILURE_CODES; "failing" for any other)."""
+    return next((code for cls, code in FAILURE_CODES if isinstance(exc, cls)), "failing")
 
 
 def failure_fix(exc: BaseException) -> str:
@@ -309,6 +343,14 @@ def failure_fix(exc: BaseException) -> str:
         return "move to another store: the file system under this one takes no file this large"
     if isinstance(exc, StoreOffline):
         return OFFLINE_FIX
+    if isinstance(exc, LyingServer):
+        return (
+            f"a store that answers what does not verify is not one to keep: {MOVE_STORE}; or have its operator check it"
+        )
+    if isinstance(exc, ReadOnlyStore):
+        return f"this store cannot be written: {MOVE_STORE}"
+    if isinstance(exc, ObjectTooLarge):
+        return f"this store refuses objects this large: {MOVE_STORE}"
     return "check the store and try again"
 
 

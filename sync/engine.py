@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..stores import Store, StoreError
+from ..stores.errors import LyingServer, ReadOnlyStore, failing
 from .context import SyncContext
 from .devices import session_devices
-from .errors import ImportError_, SyncError, describe
+from .errors import ImportError_, SyncError, describe, store_failed
 from .follower import Follower
 from .gc import Collector
 from .heads import head_data, manifest_hash_of
@@ -95,7 +97,7 @@ class Syncer:
         self.importer = Importer(ctx, self.members, self._run_check, lambda sid: self.pushes.notify(sid))
         self.verifier = Verifier(ctx, self.members, self.rekeyer)
         self.proofs = Proofs(ctx, self.members)
-        self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now)
+        self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now, self.last_failure)
         self.collector = Collector(ctx)
         # heads whose records expire (Kubo), published again in time, or written anew if they expired
         self.republisher = Republisher(
@@ -324,14 +326,28 @@ class Syncer:
     async def ensure_member(self, sid: str, *, extra: Sequence[dict] = ()) -> int:
         return await self.members.ensure_member(sid, extra=extra)
 
+    @contextlib.asynccontextmanager
+    async def _store_refusal(self, sid: str, doing: str) -> AsyncIterator[None]:
+        """A store's failure or lie that reaches a share, a rekey or an unshare raw (the members object it
+        writes answered another CID, a gateway that takes no writes) as the `store` refusal it is (with its
+        details: errors.store_details), not an internal error."""
+        try:
+            yield
+        except (StoreError, TimeoutError) as exc:
+            if not (failing(exc) or isinstance(exc, (LyingServer, ReadOnlyStore))):
+                raise
+            raise store_failed(exc, (await self.ctx.store_for(sid)).url, f"cannot {doing} {sid}") from None
+
     async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
-        return await self.sharer.share(sid, write=write, passphrase=passphrase, expires_in=expires_in)
+        async with self._store_refusal(sid, "share"):
+            return await self.sharer.share(sid, write=write, passphrase=passphrase, expires_in=expires_in)
 
     async def issued_shares(self, sid: str | None) -> list[dict]:
         return await self.sharer.issued(sid)
 
     async def unshare(self, sid: str, device: str | None) -> dict:
-        return await self.sharer.unshare(sid, device)
+        async with self._store_refusal(sid, "unshare"):
+            return await self.sharer.unshare(sid, device)
 
     async def devices(self, sid: str) -> dict:
         return await session_devices(self.ctx, self.members, sid)
@@ -344,7 +360,8 @@ class Syncer:
         return res
 
     async def rekey(self, sid: str, drop: Sequence[str] = ()) -> dict:
-        return await self.rekeyer.rekey(sid, drop)
+        async with self._store_refusal(sid, "rekey"):
+            return await self.rekeyer.rekey(sid, drop)
 
     async def gc(self, *, grace: float, dry_run: bool) -> dict:
         return await self.collector.collect(grace=grace, dry_run=dry_run)

@@ -7,8 +7,19 @@ import json
 import os
 
 from ..storage.errors import IMPORT_HERE, sync_wait
-from ..storage.redact import scrub_text
-from ..stores.errors import MOVE_STORE, AccountRevoked, AuthRefused, NoRelayAccount, describe_failure
+from ..storage.redact import scrub_text, shown_store
+from ..stores.errors import (
+    MOVE_STORE,
+    AccountRevoked,
+    AuthRefused,
+    NoRelayAccount,
+    RateLimited,
+    describe_failure,
+    failure_code,
+    failure_fix,
+    server_wait,
+    settled,
+)
 from .locations import relay_invite_ways
 
 
@@ -120,13 +131,37 @@ def refuses_device(exc: BaseException) -> bool:
     return isinstance(exc, AuthRefused) and not isinstance(exc, AccountRevoked)
 
 
-def store_failed(exc: BaseException, url: str) -> ImportError_:
-    """A store that failed to answer (stores.errors.failing) as the import's or pull's error, kind `store`."""
+def store_failed(exc: BaseException, url: str, doing: str | None = None) -> ImportError_:
+    """A store that failed to answer (stores.errors.failing) as the import's or pull's error, kind `store`;
+    `doing`: what it failed, said first ("cannot share S")."""
+    said = describe_failure(exc, url)
     err = ImportError_(
-        "store", describe_failure(exc, url), refused=refuses_device(exc), no_account=isinstance(exc, NoRelayAccount)
+        "store",
+        f"{doing}: {said}" if doing else said,
+        refused=refuses_device(exc),
+        no_account=isinstance(exc, NoRelayAccount),
     )
     err.failure = (exc, url)
     return err
+
+
+def store_details(exc: ImportError_) -> dict:
+    """What a `store` refusal tells an app beside its message, from the store's own failure (`exc.failure`;
+    none: {}): `store`, the store (shown without credentials); `failure`, its class (stores.errors.FAILURE_CODES);
+    `retry`, whether the same request may succeed later with no one acting (waiting mends it); `retry_after`,
+    the seconds the store asked to be left alone, when it said; `owner`, what mends it in words, someone's to do
+    (the store's or the daemon's owner): every class but a rate limit, which the app waits out alone. An `owner`
+    the error carries already (a relay's invite) is kept."""
+    if exc.failure is None:
+        return {}
+    failure, url = exc.failure
+    details: dict = {"store": shown_store(url), "failure": failure_code(failure), "retry": not settled(failure)}
+    wait = server_wait(failure)
+    if wait is not None:
+        details["retry_after"] = round(wait, 1)
+    if not isinstance(failure, RateLimited):
+        details["owner"] = exc.owner or [failure_fix(failure)]
+    return details
 
 
 def no_relay_account(exc: BaseException) -> bool:

@@ -35,7 +35,8 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
             ) from None
         held, slot, failure, fix = await _has_members(ctx, asked, code)
         if failure is not None:  # a failing store says nothing of the session: say it fails, not "absent"
-            err = ImportError_("store", f"cannot look for session {sid}: {failure}", fix)
+            err = ImportError_("store", f"cannot look for session {sid}: {describe_failure(failure, asked.url)}", fix)
+            err.failure = (failure, asked.url)
             raise needs_invites(err, [asked.url] if fix else [])
         if not held:
             raise ImportError_(
@@ -46,7 +47,7 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
     places = code.places()
     if not places:
         return ctx.store, None  # no location (the oldest codes): this device's own store, as always
-    failures: list[str] = []
+    failures: list[tuple[BaseException, str]] = []  # (the failure, the store's URL)
     fixes: list[str] = []  # what mends a failure beyond its own advice (a relay's account: its invite)
     invites: list[str] = []  # the relays among them (their URLs)
     looked: list[Store] = [ctx.store]
@@ -54,7 +55,7 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
     if held:
         return ctx.store, slot
     if failure is not None:
-        failures.append(failure)
+        failures.append((failure, ctx.store.url))
     for _network, hint in places:
         if not hint or same_stores(hint, ctx.store.url):
             continue
@@ -67,7 +68,7 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
         if held:
             return hinted, slot
         if failure is not None:
-            failures.append(failure)
+            failures.append((failure, hinted.url))
         if fix is not None:
             fixes.append(fix)
             invites.append(hinted.url)
@@ -77,10 +78,11 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
         err = ImportError_(
             "store",
             f"cannot look for session {sid} (shared through {networks}; hints: {hints}): "
-            + "; ".join(failures)
+            + "; ".join(describe_failure(exc, url) for exc, url in failures)
             + "; or import again with --store URL naming another store of that network that holds it",
             "; ".join(fixes) or None,
         )
+        err.failure = failures[-1]  # (the last store asked, a hint: this device's own store holds it rarely)
         raise needs_invites(err, invites)
     raise ImportError_(
         "store_needed",
@@ -103,9 +105,9 @@ def account_fix(ctx: SyncContext, code: ShareCode, store: Store) -> str | None:
 
 async def _has_members(
     ctx: SyncContext, store: Store, code: ShareCode
-) -> tuple[bool, RegistryEntry | None, str | None, str | None]:
-    """Whether `store` holds the session's members slot, its entry, why the store could not say
-    (it failed: unreachable, timed out, credentials refused, a server error; None when it answered),
+) -> tuple[bool, RegistryEntry | None, BaseException | None, str | None]:
+    """Whether `store` holds the session's members slot, its entry, the failure by which the store could not
+    say (unreachable, timed out, credentials refused, a server error; None when it answered),
     and what mends that beyond the failure's own advice (account_fix; None otherwise).
     A slot that fails its checks (a forged or damaged entry) counts: the import then reads it and
     says what is wrong, instead of looking on."""
@@ -116,6 +118,6 @@ async def _has_members(
     except (TimeoutError, StoreError, OSError) as exc:
         if failing(exc):
             fix = account_fix(ctx, code, store) if refuses_device(exc) else None
-            return False, None, describe_failure(exc, store.url), fix
+            return False, None, exc, fix
         return False, None, None, None
     return entry is not None, entry, None, None

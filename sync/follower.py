@@ -207,7 +207,9 @@ class Follower:
             if isinstance(exc, ImportError_):
                 exc.fix = fix
                 raise
-            raise ImportError_("store", describe_failure(exc, store.url), fix, refused=True, no_account=True) from None
+            err = ImportError_("store", describe_failure(exc, store.url), fix, refused=True, no_account=True)
+            err.failure = (exc, store.url)
+            raise err from None
 
     async def _pull(self, sid: str, moved: set[bytes] | None = None, *, restored: bool = False) -> int:
         """Bring in what other devices wrote to `sid` since the last pull. Returns new operations.

@@ -14,6 +14,9 @@ every head (this device's, each followed device's, the members slot) is read and
 and parts objects. A session whose heads cannot all be read and opened keeps its candidates (the round is
 reported, not guessed).
 A session's candidates are freed under its push lock, so no push of it runs in between.
+The members slots of sessions deleted here that this device put objects for are read by gc alone (nothing
+else here reads them any more): what they no longer name is let go and freed, what they name stays.
+A dry run changes nothing: what its reads of the slots would let go is counted, not recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..storage.model import now
 from ..storage.redact import shown_store
 from ..stores import CannotDelete, Freed, Store, StoreError
 from ..stores.errors import describe_failure, failing
-from ..stores.registry import RegistryError
+from ..stores.registry import RegistryEntry, RegistryError
 from .context import SyncContext
 from .crypto import DecryptError
 from .errors import crash_point, describe
@@ -52,8 +55,10 @@ class Collector:
     def __init__(self, ctx: SyncContext):
         self.ctx = ctx
 
-    async def live(self, sid: str) -> set[bytes]:
-        """Every object a current head of `sid` references (raises what kept it from reading them all)."""
+    async def live(self, sid: str, seen: list[tuple[str, RegistryEntry]] | None = None) -> set[bytes]:
+        """Every object a current head of `sid` references (raises what kept it from reading them all). Its
+        members slot, read, lets go what this device put for it and it no longer names (SyncContext.named); in a
+        dry run (`seen` a list) it is only noted there (store URL, entry), the database left as it is."""
         ctx = self.ctx
         keys = ctx.keys.session_keys(sid)
         remote = await ctx.db.remote(sid)
@@ -63,7 +68,7 @@ class Collector:
             slot = await asyncio.wait_for(store.get_head(b"\xed" + bytes(remote["announce_pk"])), ctx.timeout)
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
-                await ctx.named(store, slot, written=False)  # (what this device put for it, written over: let go)
+                await self._slot_read(store, slot, seen)
         pks = [bytes(p["head_pk"]) for p in await ctx.db.peers(sid)]
         if keys:
             pks.append(ctx.keys.head_pk(sid))
@@ -82,6 +87,67 @@ class Collector:
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
         return out
 
+    async def _slot_read(self, store: Store, slot: RegistryEntry, seen: list[tuple[str, RegistryEntry]] | None) -> None:
+        """A members slot read from `store`: what this device put for it and it no longer names let go (a dry run,
+        `seen` a list: noted there instead)."""
+        if seen is not None:
+            seen.append((store.url, slot))
+        else:
+            await self.ctx.named(store, slot, written=False)
+
+    async def _orphan_slots(self, seen: list[tuple[str, RegistryEntry]] | None) -> set[bytes]:
+        """The members slots this device put objects for in sessions deleted here since (nothing else reads them):
+        each read, what it no longer names let go (as live() does), and what it names returned, live. A slot
+        that cannot be read keeps its records for the next gc."""
+        out: set[bytes] = set()
+        for url, pk in await self.ctx.db.released.orphan_slots():
+            try:
+                store = self.ctx.open_store(url, missing_ok=False)
+                slot = await asyncio.wait_for(store.get_head(pk), self.ctx.timeout)
+            except (*_UNREADABLE, ValueError) as exc:
+                log.warning("a deleted session's members slot could not be read for gc: %s", describe(exc))
+                continue
+            if slot is not None and len(slot.data) >= 33:
+                out.add(bytes(slot.data[1:33]))
+                await self._slot_read(store, slot, seen)
+        return out
+
+    async def _due(self, grace: float, seen: list[tuple[str, RegistryEntry]] | None) -> tuple[list[dict], int]:
+        """The candidates let go at least `grace` ago, and how many others wait for their grace; in a dry run as
+        the slots it read would have made them (_as_if_named)."""
+        # (releases are stamped with storage's now(), rounded to the millisecond: compared on that clock,
+        # so that a grace of 0 takes everything let go before this call)
+        released = self.ctx.db.released
+        due = await released.due(now() - grace)
+        waiting = await released.count() - len(due)
+        return await self._as_if_named(seen, due, waiting, grace) if seen else (due, waiting)
+
+    async def _as_if_named(
+        self, seen: list[tuple[str, RegistryEntry]], due: list[dict], waiting: int, grace: float
+    ) -> tuple[list[dict], int]:
+        """A dry run's candidates (`due`, and how many are `waiting` for their grace) as the slots it read
+        (`seen`) would have made them, had it let go what they no longer name (Released.slot_lets_go)."""
+        released = self.ctx.db.released
+        cutoff = now() - grace
+        have = {(r["store_url"], bytes(r["hash"])) for r in due}
+        forgotten: set[tuple[str, bytes]] = set()
+        for url, slot in seen:
+            if len(slot.data) < 33:
+                continue
+            lets_go, forgets = await released.slot_lets_go(url, slot.pk, slot.revision, bytes(slot.data[1:33]))
+            if forgets:
+                forgotten.add((url, bytes(slot.data[1:33])))
+            for r in lets_go:
+                if (r["store_url"], r["hash"]) in have:
+                    continue
+                have.add((r["store_url"], r["hash"]))
+                if r["released_at"] <= cutoff:
+                    due.append(r)
+                else:
+                    waiting += 1
+        kept_due = [r for r in due if (r["store_url"], bytes(r["hash"])) not in forgotten]
+        return kept_due, waiting - (len(forgotten) - (len(due) - len(kept_due)))
+
     async def _walk(self, reader: LogReader, entries: list[Entry], out: set[bytes]) -> None:
         """Entries' objects, and below nodes and parts objects (pages themselves are not read)."""
         for e in entries:
@@ -93,14 +159,14 @@ class Collector:
 
     async def collect(self, *, grace: float, dry_run: bool) -> dict:
         ctx, db = self.ctx, self.ctx.db
-        # (releases are stamped with storage's now(), rounded to the millisecond: compared on that clock,
-        # so that a grace of 0 takes everything let go before this call)
-        due = await db.released.due(now() - grace)
-        waiting = await db.released.count() - len(due)
+        seen: list[tuple[str, RegistryEntry]] | None = [] if dry_run else None  # (a dry run writes nothing)
+        # the slots of sessions deleted here that this device put objects for: read first (none: nothing asked),
+        # as what they no longer name is due to be freed too
+        live = await self._orphan_slots(seen)
+        due, waiting = await self._due(grace, seen)
         if not due:  # nothing to free: no head need be read (a store down or hung is not even asked)
             return {"dry_run": dry_run, "grace": grace, "objects": 0, "bytes": 0, "kept": waiting, "stores": []}
         sessions = set(await db.session_ids())
-        live: set[bytes] = set()
         unsure: dict[str, str] = {}
         down: dict[str, str] = {}  # stores that failed to answer: asked once, not once per session
         for sid in sorted(sessions):  # every session this device knows, not only those with candidates
@@ -109,15 +175,14 @@ class Collector:
                 unsure[sid] = down[url]
                 continue
             try:
-                live |= await self.live(sid)
+                live |= await self.live(sid, seen)
             except _UNREADABLE as exc:
                 unsure[sid] = describe(exc)
                 if failing(exc):
                     down[url] = describe_failure(exc, url)
                     unsure[sid] = down[url]
         # (what the heads' reads let go, written over in a members slot since this device's last read of it)
-        due = await db.released.due(now() - grace)
-        waiting = await db.released.count() - len(due)
+        due, waiting = await self._due(grace, seen)
         by_store: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
         for r in due:
             by_store[r["store_url"]][r["session_id"]].append(bytes(r["hash"]))
@@ -176,7 +241,7 @@ class Collector:
             # so that one named since is read as live, and again after, for one put meanwhile
             naming = set(ctx.naming)
             try:
-                now_live = live | (await self.live(sid) if known else set())
+                now_live = live | (await self.live(sid, [] if dry_run else None) if known else set())
             except _UNREADABLE as exc:
                 raise _Kept(f"kept its {len(hashes)} objects, its heads could not be read: {describe(exc)}") from None
             naming |= ctx.naming

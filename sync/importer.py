@@ -20,6 +20,7 @@ from ..storage.model import Op, RemoteLog
 from ..storage.sessions import case_twin_message
 from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
+from ..stores.errors import failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .checkpoint import SETTING_KINDS, ProofError, check_proofs, newer_version, prepare_rows
@@ -336,11 +337,16 @@ class Importer:
             try:
                 await self.members.ensure_member(sid, slot=(rev, members, frozen))  # the slot as read above
             except (ImportError_, StoreError, RegistryError, TimeoutError, OSError) as exc:
-                raise ImportError_(
+                err = ImportError_(
                     "store",
                     f"session {sid} was imported, but this device could not add itself to its writers "
                     f"({exc}); import the code again",
-                ) from None
+                )
+                if isinstance(exc, ImportError_):  # the store's own failure, when that was it (store_details)
+                    err.failure = exc.failure
+                elif failing(exc):
+                    err.failure = (exc, store.url)
+                raise err from None
         log.info("imported", extra={"session": sid, "event": "import"})
         return {
             "session": sid,

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from ..storage.errors import revoked
 from ..storage.redact import shown_store
 from ..stores import StoreError
-from ..stores.errors import describe_failure, failing
+from ..stores.errors import StoreTimeout, failing
 from .context import SyncContext
-from .errors import ImportError_, crash_point
+from .errors import ImportError_, crash_point, store_failed
 from .locations import locations_of
 from .members import Members, announce_key
 from .rekey import Rekeyer
@@ -46,13 +46,22 @@ def key_fingerprint(key: bytes) -> bytes:
 
 
 class Sharer:
-    """Makes share codes. `sync_now` is the Syncer's: push `sid` now and wait (see engine.Syncer.sync_now)."""
+    """Makes share codes. `sync_now` is the Syncer's: push `sid` now and wait (see engine.Syncer.sync_now);
+    `last_failure`, why `sid`'s last push failed (engine.Syncer.last_failure)."""
 
-    def __init__(self, ctx: SyncContext, members: Members, rekeyer: Rekeyer, sync_now: Callable[..., Awaitable[dict]]):
+    def __init__(
+        self,
+        ctx: SyncContext,
+        members: Members,
+        rekeyer: Rekeyer,
+        sync_now: Callable[..., Awaitable[dict]],
+        last_failure: Callable[[str], BaseException | None],
+    ):
         self.ctx = ctx
         self.members = members
         self.rekeyer = rekeyer
         self.sync_now = sync_now
+        self.last_failure = last_failure
 
     async def share(self, sid: str, *, write: bool, passphrase: str | None, expires_in: float | None) -> dict:
         ctx = self.ctx
@@ -67,8 +76,11 @@ class Sharer:
         key = await ctx.keys.make_session_key(sid)  # a new one written off the event loop
         res = await self.sync_now(sid, wait=True, timeout=ctx.timeout)
         if not res["pushed"]:  # everything up to now is in the store (later changes follow as usual)
-            err = res["sessions"].get(sid, {}).get("last_error") or "the store did not take the snapshot in time"
-            raise ImportError_("store", f"cannot share {sid} before it is pushed: {err}")
+            said = res["sessions"].get(sid, {}).get("last_error") or "the store did not take the snapshot in time"
+            err = ImportError_("store", f"cannot share {sid} before it is pushed: {said}")
+            cause = self.last_failure(sid) or StoreTimeout(said)  # (its class: store_details)
+            err.failure = (cause, (await ctx.store_for(sid)).url)
+            raise err
         remote = await ctx.db.remote(sid)
         new_slot = False
         if remote is None:  # first share of a session this device owns
@@ -95,7 +107,7 @@ class Sharer:
                     if not failing(exc):
                         raise
                     url = (await ctx.store_for(sid)).url  # a store failing to answer: the share's store error
-                    raise ImportError_("store", f"cannot share {sid}: {describe_failure(exc, url)}") from None
+                    raise store_failed(exc, url, f"cannot share {sid}") from None
         crash_point("share:member")
         store = await ctx.store_for(sid)
         expires_at = int(time.time() + expires_in) if expires_in else None

@@ -157,6 +157,18 @@ def _signed_as_newer(proof: dict, key) -> dict:
     return newer | {"signature": key.sign(dagcbor.encode(newer)).signature.hex()}
 
 
+async def _shared_with_a_newer_proof(devices) -> tuple[str, dict, str]:
+    """A (opened) started, a session of its own with a checkpoint of this version and one of version 3 after it,
+    shared read-only: (session, the newer proof, the code)."""
+    a, db = devices.a, devices.dba
+    await a.start()
+    sid = await _tool_session(db)
+    known = await a.make_checkpoint(sid)
+    newer = _signed_as_newer({**known, "number": known["number"] + 1}, a.keys.head_key(sid))
+    await db.add_checkpoint(sid, newer)
+    return sid, newer, (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+
+
 async def test_a_proof_of_a_newer_version_is_kept_by_an_import_as_by_a_pull(devices):
     """An import checks every checkpoint of the session and refuses it, writing nothing, when one fails. One of a
     version this sessiond does not know (the code of a device with a newer sessiond) refused the whole session,
@@ -165,13 +177,8 @@ async def test_a_proof_of_a_newer_version_is_kept_by_an_import_as_by_a_pull(devi
     this sessiond knows checked, the newer one kept whole (listed with its version, verify-proof saying to
     update) and named in the import's answer."""
     a, b = await devices.open()
-    await a.start()
+    sid, newer, code = await _shared_with_a_newer_proof(devices)
     db = devices.dba
-    sid = await _tool_session(db)
-    known = await a.make_checkpoint(sid)
-    newer = _signed_as_newer({**known, "number": known["number"] + 1}, a.keys.head_key(sid))
-    await db.add_checkpoint(sid, newer)
-    code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
     res = await b.import_code(code, None)
     assert res["session"] == sid and res["unchecked_checkpoints"] == [
         {"device": newer["device"], "number": newer["number"], "v": 3}
@@ -183,6 +190,45 @@ async def test_a_proof_of_a_newer_version_is_kept_by_an_import_as_by_a_pull(devi
     res = await b.verify_proof(sid, kept[-1])
     assert not res["ok"] and "version 3" in res["problem"] and "update sessiond" in res["problem"], res
     assert (await b.verify_proof(sid, kept[0]))["ok"]
+
+
+async def test_the_import_command_names_the_checkpoints_it_set_aside(devices, make_daemon):
+    """`sessiond import` says which checkpoints it set aside (the answer's `unchecked_checkpoints`) on standard
+    error, after the session's id on standard output; with --json, the answer as the API gave it, the list in it
+    and nothing more on standard error. Real imports, by daemons of their own, of a code whose session carries a
+    checkpoint of a version this sessiond does not know."""
+    from conftest import run_cli
+
+    a, _ = await devices.open()
+    sid, newer, code = await _shared_with_a_newer_proof(devices)
+    db = devices.dba
+    store = "file://" + devices.store_path  # (the folder A pushed to: each daemon's own store)
+    set_aside = {"device": newer["device"], "number": newer["number"], "v": 3}
+
+    res = run_cli(make_daemon(store).start().home, "import", input=code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"{sid}\n", res.stdout
+    notes = res.stderr.splitlines()
+    assert notes[0] == f"# imported {sid} (read-only)", notes
+    assert notes[1:] == [
+        f"# not checked: checkpoint(s) {newer['number']} of device {newer['device']} (version 3), of a version this"
+        " sessiond does not know (a newer one made them); kept with the session: update sessiond to verify them"
+    ], notes
+
+    res = run_cli(make_daemon(store).start().home, "import", "--json", input=code)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    answer = json.loads(res.stdout)
+    assert answer["session"] == sid and answer["unchecked_checkpoints"] == [set_aside], answer
+
+    # a session with none set aside: no such line, and no such key
+    plain = (await db.create_session({"name": "plain"}))["id"]
+    await a.make_checkpoint(plain)
+    code = (await a.share(plain, write=False, passphrase=None, expires_in=None))["code"]
+    home = make_daemon(store).start().home
+    res = run_cli(home, "import", input=code)
+    assert res.returncode == 0 and res.stderr.splitlines() == [f"# imported {plain} (read-only)"], res.stderr
+    res = run_cli(home, "import", "--json", input=code)  # (again: brought up to date)
+    assert res.returncode == 0 and "unchecked_checkpoints" not in json.loads(res.stdout), res.stdout
 
 
 async def test_a_failing_proof_beside_a_newer_one_still_refuses_the_import(devices):

@@ -600,6 +600,67 @@ def test_export_refuses_an_existing_file_unless_forced(daemon, tmp_path):
     assert json.loads(res.stdout)["session"]["name"] == "twice" and not os.path.exists("-")
 
 
+def test_export_never_replaces_a_file_made_while_it_ran(daemon, tmp_path):
+    """`export -o FILE` checked that FILE did not exist, then renamed its file over FILE: a file made in between
+    (while the export was read, or written out) was replaced, --force or not. The last step now puts the export
+    in place only where nothing is (a hard link of its temporary file, which never replaces): FILE made at the
+    last moment (the CLI held there by a test hook) is kept, the export refused as for a file there before,
+    no temporary file left. (--force replaces a file, as asked: test_export_refuses_an_existing_file_unless_forced.)"""
+    from conftest import popen_cli
+    from waiting import wait_for
+
+    sid = cli_json(daemon.home, "new", "--name", "raced")["id"]
+    target = tmp_path / "export.json"
+    for fmt in ("json", "markdown"):
+        flag = tmp_path / f"held-{fmt}"
+        env = {**os.environ, "SESSIOND_TEST_PAUSE": f"create.export.json:{flag}"}
+        argv = ["export", sid, "--format", fmt, "-o", str(target), "--json", "--home", daemon.home]
+        proc = popen_cli(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: flag.exists() or proc.poll() is not None, timeout=30, what="the export's last step")
+            assert proc.poll() is None, "the export ended without reaching its last step"
+            target.write_bytes(b"made meanwhile")  # by another program, after the export's check
+            flag.unlink()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 2 and b"Traceback" not in err, (out, err)
+        message = json.loads(out)["error"]["message"]
+        assert str(target) in message and "exists" in message and "--force" in message, message
+        assert target.read_bytes() == b"made meanwhile"  # kept
+        assert sorted(os.listdir(tmp_path)) == ["export.json"]  # no temporary file left
+        target.unlink()
+    # held and let go with nothing made meanwhile: written whole
+    flag = tmp_path / "held"
+    env = {**os.environ, "SESSIOND_TEST_PAUSE": f"create.export.json:{flag}"}
+    proc = popen_cli(["export", sid, "-o", str(target), "--home", daemon.home], env=env, stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: flag.exists() or proc.poll() is not None, timeout=30, what="the export's last step")
+        flag.unlink()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and json.loads(target.read_bytes())["session"]["name"] == "raced"
+    assert oct(os.stat(target).st_mode & 0o777) == "0o600" and sorted(os.listdir(tmp_path)) == ["export.json"]
+
+
+def test_an_export_is_written_as_a_new_file_where_hard_links_are_refused(tmp_path):
+    """create_new's way on a file system without hard links (FAT, some network shares): the file made with
+    O_EXCL, which never replaces either: written whole, or refused with the file there kept."""
+    from sessiond.storage.fsutil import _create_excl
+
+    path = str(tmp_path / "out.json")
+    _create_excl(path, [b"one ", b"two"], 0o600)
+    assert open(path, "rb").read() == b"one two" and os.stat(path).st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        _create_excl(path, b"other", 0o600)
+    assert open(path, "rb").read() == b"one two"
+
+
 def test_export_never_writes_over_the_daemon_s_own_files(daemon):
     """`export -o` into the daemon's home replaced what it named: `-o HOME/sessions.db` put the JSON in place
     of the database (the running daemon went on with the old file, and the next start refused the "damaged"

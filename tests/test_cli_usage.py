@@ -46,7 +46,7 @@ def test_expiry_and_idle_times_out_of_range_are_usage_errors_in_the_options_word
     assert cli_json(daemon.home, "shares") == {"shares": []}  # nor a code issued
     # the bounds themselves are taken
     assert cli_json(daemon.home, "new", "--expires-in", "3650d", "--idle-timeout", "1s")["id"]
-    assert cli_json(daemon.home, "share", sid, "--expires", "1")["code"]
+    assert cli_json(daemon.home, "share", sid, "--expires", "1s")["code"]
 
 
 def test_sync_timeout_out_of_range_is_a_usage_error(daemon):
@@ -177,6 +177,38 @@ def test_a_duration_that_ends_or_deletes_sessions_needs_its_unit(daemon):
     assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing deleted, nothing made
     assert _shown(daemon.home, sid) == before
     assert cli_json(daemon.home, "cleanup", "--older-than", "7d", "--dry-run")["sessions"] == []
+
+
+def test_every_duration_option_needs_its_unit(daemon, tmp_path):
+    """`share --expires 7` (meaning a week) issued a code that stopped working 7 seconds later, `gc --grace 7`
+    freed what was let go 7 seconds ago (a follower mid-read of it broken) and `serve --token-ttl 30` made every
+    login last 30 seconds: a bare number was seconds there, refused by --expires-in, --idle-timeout and
+    --older-than. One rule for every option that takes a duration: its unit, or a usage error naming the units;
+    nothing issued, freed or served. (0, the same in any unit, is judged as before.)"""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    for option, argv in (
+        ("--expires", ["share", sid, "--expires", "7"]),
+        ("--expires", ["share", sid, "--write", "--expires", "2.5"]),
+        ("--grace", ["gc", "--grace", "7"]),
+        ("--grace", ["gc", "--dry-run", "--grace", "3600"]),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert option in message and "has no unit" in message, message
+        assert "7d" in message or "2.5d" in message or "3600d" in message, message  # the units, with its number
+        res = run_cli(daemon.home, *argv)
+        assert res.returncode == 2 and "has no unit" in res.stderr, res
+    assert cli_json(daemon.home, "shares") == {"shares": []}  # no code issued
+    argv = [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
+    try:  # the relay it would start serves until stopped: a short timeout, not the usual 120 s
+        res = subprocess.run([*argv, "--token-ttl", "30", "--json"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("serve --token-ttl 30 started a relay") from None
+    message = _usage(res)
+    assert "--token-ttl" in message and "has no unit" in message and "30d" in message, message
+    # with the unit, each is taken; 0 (gc's grace) needs none
+    assert cli_json(daemon.home, "share", sid, "--expires", "7d")["code"]
+    assert cli_json(daemon.home, "gc", "--dry-run", "--grace", "0")["objects"] == 0
+    assert cli_json(daemon.home, "gc", "--dry-run", "--grace", "12h")["objects"] == 0
 
 
 def test_a_mistyped_option_names_its_command_and_the_option_meant(tmp_path):

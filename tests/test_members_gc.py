@@ -237,3 +237,71 @@ def test_a_device_killed_after_writing_the_slot_over_leaves_it_readable_and_noth
     crashed = _joined_by_cli(make_daemon, kind, what, point)
     clean = _joined_by_cli(make_daemon, kind, what, None)
     assert crashed == clean, (crashed, clean)
+
+
+async def _rows(db) -> dict[str, list]:
+    """gc's records in `db`: its candidates and the members objects this device put, row for row."""
+    return {
+        table: [tuple(r) for r in await db.c.committed.fetchall(f"SELECT * FROM {table} ORDER BY store_url, hash")]
+        for table in ("released", "slot_objects")
+    }
+
+
+async def _written_over_unseen(devices, tmp_path) -> tuple[str, bytes, Callable[[], set[bytes]]]:
+    """A's session shared read-write, B's import writing the members slot over A's members object, which A has
+    not seen (A polls once an hour: no pull of A's reads the slot meanwhile); and a gc candidate due (another
+    session's head moved on: gc reads the heads): (session, A's object, what the store holds)."""
+    folder = os.path.join(str(tmp_path), "store")
+    store_a, store_b = FileStore(folder), FileStore(folder)
+    a, b = await devices.open(store_a=store_a, store_b=store_b, a={"interval": 3600, "poll_interval": 3600})
+    await a.start()
+    sid = (await devices.dba.create_session({"name": "members gc"}))["id"]
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "first"}])
+    code = (await a.share(sid, write=True, passphrase=None, expires_in=None))["code"]
+    mine = await _slot_object(a, sid)
+    await b.import_code(code, None)
+    assert await _slot_object(a, sid) != mine
+    other = (await devices.dba.create_session({"name": "not shared"}))["id"]
+    for text in ("one", "two"):  # (its head moved on: a candidate due, so that gc reads the heads)
+        await devices.dba.append_messages(other, [{"role": "user", "content": text}])
+        await a.push(other)  # (not sync_now: that wakes A's follower, which would read the slot)
+    return sid, mine, lambda: _files(folder)
+
+
+async def test_a_dry_run_of_gc_changes_nothing(devices, tmp_path):
+    """`gc --dry-run` read the members slot of each shared session and, finding A's object written over, let it
+    go in the database (a candidate from then on, its slot record gone): a dry run that changed gc's records.
+    It changes nothing now, and counts what the run would free, that object among it; the run then frees it."""
+    sid, mine, held = await _written_over_unseen(devices, tmp_path)
+    a = devices.a
+    before = await _rows(devices.dba)
+    assert any(bytes(r[1]) == mine for r in before["slot_objects"]), before  # A's, not let go yet
+    dry = await a.gc(grace=0, dry_run=True)
+    assert await _rows(devices.dba) == before  # main: A's object moved from slot_objects to released
+    assert mine in held()
+    done = await a.gc(grace=0, dry_run=False)
+    assert mine not in held() and done["objects"] == dry["objects"] >= 2, (dry, done)  # (and the other's manifest)
+    assert (done["kept"], done["bytes"]) == (dry["kept"], dry["bytes"]), (dry, done)
+    assert held() == set().union(*[await _named(a, s) for s in await devices.dba.session_ids()])
+
+
+async def test_the_members_objects_of_a_deleted_session_are_still_freed_once_written_over(devices, tmp_path):
+    """A session deleted here while its slot named A's members object, written over since by another device,
+    left A's record of that object for good (nothing here reads that slot again), and the object in the store.
+    gc now reads the slot of each deleted session this device put objects for: what it no longer names is let
+    go and freed, its record with it; what it still names stays, record and object."""
+    sid, mine, held = await _written_over_unseen(devices, tmp_path)
+    a = devices.a
+    assert await devices.dba.delete_session(sid, head_pk=a.keys.head_pk(sid))
+    await a.gc(grace=0, dry_run=False)
+    assert mine not in held()  # main: left in the store, named by nothing
+    assert (await _rows(devices.dba))["slot_objects"] == []  # main: its record left for good
+    # a deleted session whose slot still names A's object: kept, object and record
+    kept = (await devices.dba.create_session({"name": "still named"}))["id"]
+    await devices.dba.append_messages(kept, [{"role": "user", "content": "first"}])
+    await a.share(kept, write=True, passphrase=None, expires_in=None)
+    named = await _slot_object(a, kept)
+    assert await devices.dba.delete_session(kept, head_pk=a.keys.head_pk(kept))
+    await a.gc(grace=0, dry_run=False)
+    assert named in held()
+    assert [bytes(r[1]) for r in (await _rows(devices.dba))["slot_objects"]] == [named]

@@ -85,12 +85,16 @@ def _destination(path: str) -> str:
 def _check_new(path: str, force: bool) -> None:
     """An existing file at `path` (an earlier export, a file named by mistake) is not replaced without --force."""
     if not force and os.path.lexists(path) and not _is_stream(path):
-        raise UsageError(f"-o {path} exists: nothing was written; give another path, or add --force to replace it")
+        raise _exists(path)
+
+
+def _exists(path: str) -> UsageError:
+    return UsageError(f"-o {path} exists: nothing was written; give another path, or add --force to replace it")
 
 
 def _write_output(path: str, data: bytes, force: bool) -> None:
     from ...storage.errors import is_disk_full
-    from ...storage.fsutil import atomic_write
+    from ...storage.fsutil import atomic_write, create_new
 
     _check_new(path, force)  # (again: made while the export was read)
     try:
@@ -98,7 +102,12 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
             with open(path, "wb") as f:
                 f.write(data)
             return
-        atomic_write(path, data, 0o600)
+        if force:
+            atomic_write(path, data, 0o600)
+        else:  # put in place only where nothing is: a file made after the check above is kept, not replaced
+            create_new(path, data, 0o600)
+    except FileExistsError:  # made after the check above: refused as one there before
+        raise _exists(path) from None
     except OSError as exc:
         if is_disk_full(exc):  # (atomic_write removed its temporary file: nothing is left half written)
             raise CliError(

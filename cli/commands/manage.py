@@ -243,7 +243,7 @@ def cmd_stats(args) -> int:
 def _older_than(args) -> None:
     """--older-than is read as a duration after parsing (the report repeats the text as given)."""
     try:
-        args.older_than = duration(args.older_than_text, unit_needed=True)
+        args.older_than = duration(args.older_than_text)
     except argparse.ArgumentTypeError as exc:
         raise UsageError(f"--older-than {exc}") from None
 

@@ -68,7 +68,8 @@ def register(commands) -> None:
         type=token_ttl,
         default=30 * 86400,
         dest="token_ttl",
-        help="how long a device's login token holds (default 30d); a device logs in again by itself",
+        help="how long a device's login token holds, with its unit (e.g. 12h, 30d; default 30d); a device logs in "
+        "again by itself",
     )
     p.add_argument(
         "--max-connections-per-address",

@@ -54,7 +54,7 @@ def _add_session_options(p, *, change: bool) -> None:
     expiry = p.add_mutually_exclusive_group()
     expiry.add_argument(
         "--expires-in",
-        type=duration_in(1, YEARS_10, unit_needed=True),
+        type=duration_in(1, YEARS_10),
         dest="expires_in",
         help=f"expire {'this long from now' if change else 'after this long'} (1 second to 10 years, e.g. 7d)",
     )

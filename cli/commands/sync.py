@@ -43,7 +43,7 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--expires",
         type=duration_in(1, YEARS_10),
-        help="the code stops working after this long (1 second to 10 years, e.g. 1h, 7d)",
+        help="the code stops working after this long, with its unit (1 second to 10 years, e.g. 1h, 7d)",
     )
     p.add_argument("--qr", action="store_true", help="also print it as a QR code")
     p = commands.add(
@@ -97,7 +97,8 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--grace",
         type=duration_in(0, YEARS_10),
-        help="only objects let go at least this long ago (seconds, or e.g. 12h, at most 10 years; default 24h)",
+        help="only objects let go at least this long ago, with its unit (e.g. 12h, 7d; 0 for all; at most 10 years; "
+        "default 24h)",
     )
 
 
