@@ -98,11 +98,13 @@ def open_reader(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """fn(conn) in one transaction of its own (Connections.write_off_loop's thread)."""
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], check: Callable[[], None]) -> T:
+    """fn(conn) in one transaction of its own (Connections.write_off_loop's thread); `check` before its COMMIT, as
+    the group commit's (raises to roll it back: the database file lost)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn)
+        check()
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -361,17 +363,25 @@ class Connections:
         plain SQL that SQLite steps with the GIL released (the search index's chunks: FTS5 tokenizing and
         merging in C), so that the loop meanwhile reads and checks the next request instead of waiting
         inside the statement. No events; the writer is the thread's alone (the lock is held) until it ends,
-        even if the caller is cancelled."""
+        even if the caller is cancelled. The database file checked before its COMMIT as the group commit's
+        (_check_file): DatabaseLost, nothing of it committed; SQLite failing on a file lost under the daemon is
+        refused as that too (as in bulk)."""
         await self.group.batch_done()
         async with self.group.lock:
             self.group.commit_batch()
-            done = asyncio.get_running_loop().run_in_executor(self._off_loop, _transaction, self._writer, fn)
+            loop = asyncio.get_running_loop()
+            done = loop.run_in_executor(self._off_loop, _transaction, self._writer, fn, self._check_file)
             try:
                 result = await asyncio.shield(done)
             except asyncio.CancelledError:
                 while not done.done():  # the lock is not let go while the thread still uses the writer
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait([done])
+                raise
+            except sqlite3.DatabaseError:
+                lost = self.lost_error()
+                if lost is not None:
+                    raise lost from None
                 raise
             self.group.count_commit()
             return result

@@ -1,0 +1,74 @@
+"""The daemon's background work once its database file was overwritten in place under it (`cp backup.db
+sessions.db`), with real connections on real files: nothing of it writes into the copy put there, nor
+acknowledges what it wrote. The check before each COMMIT (storage/dbfile.py) covered the group commit only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+
+import pytest
+
+from sessiond.storage.database import Database
+from sessiond.storage.errors import DatabaseLost
+from sessiond.storage.search import BACKGROUND_CHUNK
+from waiting import eventually
+
+
+def _frames(path: str) -> bytes:
+    """The WAL's bytes up to its last non-zero one (the checkpointer allocates it ahead with zeros meanwhile)."""
+    with open(path, "rb") as f:
+        return f.read().rstrip(b"\0")
+
+
+async def _backup(folder: str) -> str:
+    """A whole database of another home, closed cleanly: a backup to copy over the running one."""
+    os.makedirs(folder)
+    other = await Database.open(os.path.join(folder, "sessions.db"))
+    await other.create_session({"name": "kept"})
+    await other.close()
+    return os.path.join(folder, "sessions.db")
+
+
+async def _overwritten(tmp_path) -> tuple[Database, str]:
+    """A database with messages the search index has not taken yet, a backup then copied over its file in place."""
+    backup = await _backup(str(tmp_path / "other"))
+    path = str(tmp_path / "sessions.db")
+    db = await Database.open(path)
+    sid = (await db.create_session({}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": f"words {i}"} for i in range(10)])
+    cp = db.c._checkpointer  # (a copy while one of the daemon's checkpoints runs is taken for its writes)
+    passes = cp.passes
+    cp.wake()
+    await eventually(lambda: cp.passes > passes, what="a background checkpoint")
+    await eventually(lambda: db.c.file._checkpoints == 0, what="the checkpoint ended")
+    shutil.copyfile(backup, path)  # in place: the same inode, new content
+    return db, path
+
+
+async def test_the_search_indexs_chunks_are_not_written_after_the_file_was_overwritten(tmp_path):
+    # The background indexer's chunks commit on the writer's thread (Connections.write_off_loop), past the check
+    # the group commit makes before each COMMIT: they went on into the WAL (moved aside at the stop), each
+    # acknowledged, their reads mixing the copy's pages with the daemon's.
+    db, path = await _overwritten(tmp_path)
+    try:
+        wal = _frames(path + "-wal")
+        with pytest.raises(DatabaseLost) as refused:
+            await db.searcher.catch_up(BACKGROUND_CHUNK, off_loop=True)
+        assert "overwritten in place" in refused.value.message, refused.value.message
+        assert _frames(path + "-wal") == wal  # nothing of it committed
+    finally:
+        await db.close()
+
+
+async def test_the_background_indexer_outlives_the_refusal_and_tries_again_later(tmp_path):
+    db, path = await _overwritten(tmp_path)
+    indexer = asyncio.create_task(db.searcher.run_indexer(every=0.01))
+    try:
+        await eventually(lambda: db.searcher.indexer_wait > 0.04, what="the indexer backing off")
+        assert not indexer.done()  # (not ended by the refusal: it tries again, less and less often)
+    finally:
+        indexer.cancel()
+        await asyncio.gather(indexer, return_exceptions=True)
+        await db.close()
