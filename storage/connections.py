@@ -152,8 +152,11 @@ class Committed:
 
     def _pick(self) -> sqlite3.Connection:
         c = self._c
-        if c is not None and c.group.idle():
-            return c.group.writer
+        if c is not None:
+            if c.file.overwritten:  # (a flag, no stat: set by whichever check saw it)
+                raise c.file.read_error()
+            if c.group.idle():
+                return c.group.writer
         return self._conn
 
     async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
@@ -496,11 +499,13 @@ class Connections:
         await self.group.batch_done()
         async with self.group.lock:
             self.group.commit_batch()  # one begun since: what it reads is committed, the engine may push it at once
+            self.refuse_reads()
             return self._writer.execute(sql, args).fetchall()
 
     async def bulk(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(connection, *args) in the bulk-read thread, on its own read-only connection; failing on a database file
         lost under the daemon (a shorter copy over it), refused as that (DatabaseLost), not as malformed pages."""
+        self.refuse_reads()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._bulk, fn, self._bulk_conn, *args)
         except sqlite3.DatabaseError:
@@ -508,6 +513,13 @@ class Connections:
             if lost is not None:
                 raise lost from None
             raise
+
+    def refuse_reads(self) -> None:
+        """Raise DatabaseLost if the database file is known to be overwritten in place (DatabaseFile.overwritten:
+        a flag, no stat): what a read answers would mix what was put there with the daemon's pages. Every read of
+        the read rule's looks (Committed, latest, bulk, a push's RunReader)."""
+        if self.file.overwritten:
+            raise self.file.read_error()
 
     def lost_error(self) -> DatabaseLost | None:
         """The refusal to answer for a statement that failed (malformed pages, an I/O error) because the database

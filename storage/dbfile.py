@@ -112,6 +112,9 @@ class DatabaseFile:
         self._content = _content(_stat(path))
         self._checkpoints = 0  # running: the file's content may be moving
         self._changed: str | None = None  # OVERWRITTEN or WRITTEN_ELSEWHERE once seen: for good
+        # OVERWRITTEN seen (for good): what the file holds is neither database whole, so reads are refused too
+        # (Connections: a look at this flag per read, no stat; read_error)
+        self.overwritten = False
 
     def _data_version(self) -> int | None:
         if self._writer is None:
@@ -146,6 +149,7 @@ class DatabaseFile:
         moved = self._changed is None and self._checkpoints == 0 and _content(st) != self._content
         if moved and st is not None and (st.st_dev, st.st_ino) == self._identity:  # (else lost() says what)
             self._changed = OVERWRITTEN
+            self.overwritten = True
 
     @contextlib.contextmanager
     def checkpointing(self) -> Iterator[bool]:
@@ -222,6 +226,16 @@ class DatabaseFile:
             f"{self.said(what)}: a write now would be acknowledged and then lost, so none"
             f" is taken; nothing of this request was stored. {way}",
             owner=[way],
+        )
+
+    def read_error(self) -> DatabaseLost:
+        """The refusal of a read once the file is known to be overwritten in place (`overwritten`): its pages are
+        now what was put there, under the daemon's WAL and page caches, a mix of two databases. (Deleted or
+        replaced, the daemon still reads the database it holds open, whole: those reads are answered.)"""
+        return DatabaseLost(
+            f"{self.said(OVERWRITTEN)}: what a read answers now may mix what was put there with the daemon's"
+            f" pages, so no read is answered either; nothing was changed. {self.fix(OVERWRITTEN)}",
+            owner=[self.fix(OVERWRITTEN)],
         )
 
     def fix(self, what: str) -> str:

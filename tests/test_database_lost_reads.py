@@ -1,0 +1,57 @@
+"""Reads once the daemon knows its database file was overwritten in place (`cp backup.db sessions.db` while it
+ran): the file then holds neither database whole (the copy's pages under the daemon's WAL and page caches), so a
+read that happened not to meet a page the copy lacks answered 200 from that mix (a session, its context), while
+another answered database_lost. Once any check has seen the overwrite (a refused write, a checkpoint's guard, a
+failed read), every read is refused too; a file deleted or replaced under the daemon is still read, from the
+database the daemon holds open (tests/test_database_lost.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from conftest import DaemonProc
+from sessiond.client import ApiError
+from test_database_lost import _made_session
+
+
+def test_reads_are_refused_once_the_overwrite_is_known(home, tmp_path):
+    other = str(tmp_path / "other")
+    _made_session(other)  # a whole database of another home, stopped cleanly: a backup to copy in
+    d = DaemonProc(home).start()
+    answers = {}
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="long")["id"]
+            for k in range(5):
+                c.append_many(sid, [{"role": "user", "content": f"{k}.{i} " + "x" * 2000} for i in range(100)])
+            shutil.copyfile(os.path.join(other, "sessions.db"), os.path.join(home, "sessions.db"))
+            with pytest.raises(ApiError) as refused:  # the overwrite seen (for good)
+                c.append(sid, "user", "y")
+            assert refused.value.code == "database_lost", refused.value
+            calls = {
+                "session": lambda: c.get_session(sid),
+                "context": lambda: c.context(sid),
+                "sessions": lambda: c.list_sessions(),
+                "chats": lambda: c.list_chats(sid),
+                "stats": lambda: c.stats(session=sid),
+            }
+            for name, call in calls.items():
+                try:
+                    call()
+                    answers[name] = "answered"
+                except ApiError as exc:
+                    answers[name] = exc.code
+                    if exc.code == "database_lost":
+                        said = exc.message
+                        assert "overwritten in place" in said and "read" in said and "sessiond stop" in said, said
+                        assert "stored" not in said, said  # (a read's refusal, not a write's)
+            report = c.doctor()  # doctor still answers: the database named, what it did not check said
+            by = {f["check"]: f for f in report["findings"]}
+            assert not report["ok"] and by["database"]["level"] == "problem", report
+            assert "overwritten" in by["database"]["message"] and "not checked" in by["push"]["message"], report
+    finally:
+        assert d.stop() == 0
+    assert set(answers.values()) == {"database_lost"}, answers
