@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from .appendone import APPEND_ONE_SQL
 from .contexttotals import FixedCache
-from .dbfile import DatabaseFile
+from .dbfile import OVERWRITTEN, DatabaseFile
 from .errors import DatabaseLost, UnusableDatabase
 from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
@@ -422,13 +422,14 @@ class Connections:
         First a PASSIVE one without the lock: it copies (and fsyncs) nearly all the WAL while appends go
         on, so that the one under the lock has only the last few commits to copy (measured: appends waited
         30-40 ms for a reset that did it all)."""
-        await asyncio.to_thread(checkpoint, self._path, "PASSIVE", WAL_RESET_WAIT_MS, self.file.checkpointing)
+        # (each on a connection opened by the database's name: none while the name no longer names the daemon's file)
+        await asyncio.to_thread(checkpoint, self._path, "PASSIVE", WAL_RESET_WAIT_MS, self.file.by_name)
         async with self.group.lock:
             self.group.commit_batch()  # the batch under way, if any, first
             t = time.perf_counter()
             try:
                 with self.file.own_reset():  # (its TRUNCATE moves the writer's data_version)
-                    return await asyncio.to_thread(checkpoint, self._path, mode, wait_ms, self.file.checkpointing)
+                    return await asyncio.to_thread(checkpoint, self._path, mode, wait_ms, self.file.by_name)
             finally:
                 self.checkpoint_locked_ms = (time.perf_counter() - t) * 1000
 
@@ -473,6 +474,10 @@ class Connections:
                 # running, or a failure (a full disk): tried again, less and less often, until it is done;
                 # the deleted pages stay in the WAL meanwhile
                 if self._closing:  # (closing the last connection checkpoints the WAL and deletes it)
+                    return
+                lost = self.file.moved()
+                if lost is not None:  # (its stop does what can be done: storage/dbfile.py)
+                    log.warning("the WAL is not truncated after a delete: %s", self.file.said(lost))
                     return
                 tries += 1
                 if tries == SCRUB_TRIES:
@@ -520,6 +525,15 @@ class Connections:
         the read rule's looks (Committed, latest, bulk, a push's RunReader)."""
         if self.file.overwritten:
             raise self.file.read_error()
+
+    def refuse_by_name(self) -> None:
+        """Raise DatabaseLost before a connection is opened by the database's name (a push's RunReader) if the name
+        no longer names the daemon's file, or the file is known overwritten (DatabaseFile.moved: any thread)."""
+        what = self.file.moved()
+        if what == OVERWRITTEN:
+            raise self.file.read_error()
+        if what is not None:
+            raise self.file.error(what)
 
     def lost_error(self) -> DatabaseLost | None:
         """The refusal to answer for a statement that failed (malformed pages, an I/O error) because the database

@@ -143,6 +143,31 @@ class DatabaseFile:
                 self._overwritten(_stat(self.path))
         return self._changed
 
+    def moved(self) -> str | None:
+        """What lost() says of the names alone ("deleted", "replaced by another file", WAL_LOST), or OVERWRITTEN
+        once seen; None while they still name the files the daemon opened. From any thread (stats and a flag, not
+        the writer's data_version). Before a connection opened by the database's name (a reset's or a scrub's
+        checkpoint, a push's reader): with the file deleted it would make an empty one there, with it replaced read
+        what was put there, each with the daemon's WAL and wal-index beside it."""
+        st = _stat(self.path)
+        if st is None:
+            return "deleted"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return "replaced by another file"
+        if self._wal_identity is not None and _identity(self.wal) != self._wal_identity:
+            return WAL_LOST
+        return OVERWRITTEN if self.overwritten else None
+
+    @contextlib.contextmanager
+    def by_name(self) -> Iterator[bool]:
+        """`checkpointing`, for a checkpoint on a connection opened by the database's name: False as well while
+        the names no longer name the files the daemon opened (`moved`)."""
+        if self.moved() is not None:
+            yield False
+            return
+        with self.checkpointing() as go:
+            yield go
+
     def _overwritten(self, st: os.stat_result | None) -> None:
         """(self._lock held.) The file (`st`: its stat now), still the one opened, changed by none of the
         daemon's checkpoints."""

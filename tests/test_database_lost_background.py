@@ -5,11 +5,14 @@ acknowledges what it wrote. The check before each COMMIT (storage/dbfile.py) cov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import sqlite3
 
 import pytest
 
+from sessiond.storage import connections
 from sessiond.storage.database import Database
 from sessiond.storage.errors import DatabaseLost
 from sessiond.storage.search import BACKGROUND_CHUNK
@@ -72,3 +75,30 @@ async def test_the_background_indexer_outlives_the_refusal_and_tries_again_later
         indexer.cancel()
         await asyncio.gather(indexer, return_exceptions=True)
         await db.close()
+
+
+async def test_nothing_opens_the_database_by_name_once_the_file_is_deleted(tmp_path, monkeypatch):
+    # The WAL's truncation after a delete (Connections.scrub_soon) and its reset checkpoint on a connection opened
+    # by the database's name: with sessions.db deleted under the daemon (its WAL and -shm left), that made a new,
+    # empty sessions.db there and read the daemon's WAL and wal-index with it; the deleted file, no longer seen as
+    # deleted but as replaced, was not written back in place at the close.
+    monkeypatch.setattr(connections, "SCRUB_QUIET_S", 0.2)
+    path = str(tmp_path / "sessions.db")
+    db = await Database.open(path)
+    try:
+        sid = (await db.create_session({"name": "kept"}))["id"]
+        gone = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "acknowledged"}])
+        await db.delete_session(gone)  # its scrub due in SCRUB_QUIET_S
+        os.unlink(path)  # `rm sessions.db`: the WAL and its index left
+        await eventually(lambda: db.c._scrubbing is None, what="the scrub over")
+        assert not os.path.exists(path)  # nothing made in its place
+        with pytest.raises(DatabaseLost):  # a push's reader of a long run neither
+            db.run_reader()
+        assert not os.path.exists(path)
+    finally:
+        await db.close()
+    # written back in place at the close, whole
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT content FROM messages WHERE session_id=?", (sid,)).fetchall()
+    assert [r[0] for r in rows] == ["acknowledged"]
