@@ -193,7 +193,20 @@ class DatabaseFile:
             with self._lock:
                 self._checkpoints -= 1
                 if self._checkpoints == 0:
-                    self._content = _content(_stat(self.path))
+                    self._left(_stat(self.path))
+
+    def _left(self, st: os.stat_result | None) -> None:
+        """(self._lock held.) The file as the last of the daemon's checkpoints running left it: its content from
+        then on, unless it is shorter than before, which no checkpoint of the daemon's makes (nothing runs VACUUM:
+        the database never shrinks, its freed pages stay in the file), a copy over it meanwhile. (A copy as long
+        or longer meanwhile is taken for the checkpoint's writes: unseen.)"""
+        now = _content(st)
+        shrunk = now is not None and self._content is not None and now[0] < self._content[0]
+        if shrunk and st is not None and (st.st_dev, st.st_ino) == self._identity and self._changed is None:
+            self._changed = OVERWRITTEN
+            self.overwritten = True
+            return
+        self._content = now
 
     @contextlib.contextmanager
     def own_reset(self) -> Iterator[None]:
