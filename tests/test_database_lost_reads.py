@@ -55,3 +55,40 @@ def test_reads_are_refused_once_the_overwrite_is_known(home, tmp_path):
     finally:
         assert d.stop() == 0
     assert set(answers.values()) == {"database_lost"}, answers
+
+
+def test_status_says_the_database_is_lost_and_what_to_do(home, tmp_path):
+    # status answered as if nothing had happened (its JSON and the CLI's lines), or, once reads were refused with
+    # the file overwritten in place, not at all: only doctor and a refused request said it.
+    from conftest import cli_json, run_cli
+    from test_database_lost import _gone
+
+    other = str(tmp_path / "other")
+    _made_session(other)
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="kept")["id"]
+            _gone(home)
+            lost = cli_json(home, "status")["database"]["lost"]  # --json
+            assert lost["what"] == "deleted" and "sessions.db" in lost["message"], lost
+            assert "sessiond stop" in lost["fix"], lost
+            said = run_cli(home, "status", check=True).stdout
+            assert "database: PROBLEM" in said and "deleted" in said and "sessiond stop" in said, said
+            assert "sessions: 1" in said, said  # (deleted: still read, from the database the daemon holds)
+    finally:
+        assert d.stop() == 0
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            assert "lost" not in c.status()["database"]  # put back: nothing to say
+            shutil.copyfile(os.path.join(other, "sessions.db"), os.path.join(home, "sessions.db"))
+            with pytest.raises(ApiError):
+                c.append(sid, "user", "after the copy")
+            lost = cli_json(home, "status")["database"]["lost"]
+            assert lost["what"] == "overwritten in place" and "sessiond stop" in lost["fix"], lost
+            said = run_cli(home, "status", check=True).stdout
+            assert "database: PROBLEM" in said and "overwritten in place" in said, said
+            assert "sessions: not read" in said, said
+    finally:
+        assert d.stop() == 0
