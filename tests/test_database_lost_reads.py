@@ -92,3 +92,30 @@ def test_status_says_the_database_is_lost_and_what_to_do(home, tmp_path):
             assert "sessions: not read" in said, said
     finally:
         assert d.stop() == 0
+
+
+def test_the_background_loops_say_it_once_not_a_traceback_per_round(home, tmp_path):
+    # The follower's round (every poll_interval, 0.25 s) and the clean-up read the database: with reads refused,
+    # each round logged 'sync round failed' with a traceback, four times a second, for as long as the daemon ran.
+    import time
+
+    other = str(tmp_path / "other")
+    _made_session(other)
+    d = DaemonProc(home).start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="kept")["id"]
+            shutil.copyfile(os.path.join(other, "sessions.db"), os.path.join(home, "sessions.db"))
+            with pytest.raises(ApiError):
+                c.append(sid, "user", "after the copy")
+            rounds = c.status()["sync"]  # (answered: {})
+            assert rounds == {}
+            deadline = time.monotonic() + 1.5  # six rounds of the follower at least
+            while time.monotonic() < deadline:
+                c.status()  # (the daemon answers meanwhile: its loop turns)
+    finally:
+        assert d.stop() == 0
+    with open(os.path.join(home, "logs", "sessiond.log")) as f:
+        lines = [line for line in f if "sync round failed" in line or "clean-up failed" in line or "traceback" in line]
+    said = [line for line in lines if "sessions.db was overwritten in place" in line]
+    assert len(lines) <= 2 and len(said) == len(lines) and not any("traceback" in line for line in lines), lines
