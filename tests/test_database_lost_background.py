@@ -73,7 +73,8 @@ async def test_the_background_indexer_outlives_the_refusal_and_tries_again_later
         assert not indexer.done()  # (not ended by the refusal: it tries again, less and less often)
     finally:
         indexer.cancel()
-        await asyncio.gather(indexer, return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await indexer
         await db.close()
 
 
