@@ -78,6 +78,8 @@ TEMP_IN_MEMORY = "PRAGMA temp_store=MEMORY"
 # (Debian's), set here for every build. Its cost is in the pages a delete writes anyway, and in the freed
 # pages of a large delete.
 SECURE_DELETE = "PRAGMA secure_delete=ON"
+# A connection's first read, at its opening (SQLite opens the WAL then: see Connections._open).
+WAL_OPENED = "SELECT 1 FROM sqlite_master LIMIT 1"
 # Every read-only connection: the database's reader and a push's workers' own (RunReader).
 READER_PRAGMAS = (
     "PRAGMA query_only=1",
@@ -290,6 +292,11 @@ class Connections:
             for pragma in READER_PRAGMAS:
                 reader.execute(pragma)
             bulk = open_reader(path)
+            # Each reads once now, so that it holds the WAL from here on: SQLite deletes the WAL beside a database
+            # file it finds empty at a connection's first read, which a copy over the file (`cp` truncates it first)
+            # made the daemon's (tests/test_database_lost_background.py).
+            for conn in (reader, bulk):
+                conn.execute(WAL_OPENED).fetchall()
         except BaseException:
             for c in (reader, writer):
                 if c is not None:

@@ -156,7 +156,9 @@ class DatabaseFile:
             return "replaced by another file"
         if self._wal_identity is not None and _identity(self.wal) != self._wal_identity:
             return WAL_LOST
-        return OVERWRITTEN if self.overwritten else None
+        # Empty: a copy over it under way (`cp` truncates first). The daemon's never is, once open (journal_mode=WAL
+        # writes its first page), and a connection whose first read finds it empty deletes the WAL beside it.
+        return OVERWRITTEN if self.overwritten or st.st_size == 0 else None
 
     @contextlib.contextmanager
     def by_name(self) -> Iterator[bool]:

@@ -103,3 +103,28 @@ async def test_nothing_opens_the_database_by_name_once_the_file_is_deleted(tmp_p
     with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT content FROM messages WHERE session_id=?", (sid,)).fetchall()
     assert [r[0] for r in rows] == ["acknowledged"]
+
+
+async def test_a_copy_under_way_does_not_get_the_daemons_wal_deleted(tmp_path):
+    # `cp backup.db sessions.db` truncates the file first. A connection whose first read came then (the bulk
+    # reader's, at the first push or export; one opened by the database's name: a push's reader, a WAL reset's)
+    # took the empty file for a database whose WAL is left over, and SQLite deleted the daemon's WAL: the copy was
+    # then said to be 'WAL deleted', and the stop checkpointed the daemon's WAL into what was copied (put_back).
+    from sessiond.storage.dbfile import OVERWRITTEN
+
+    path = str(tmp_path / "sessions.db")
+    db = await Database.open(path)
+    try:
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "acknowledged"}])
+        cp = db.c._checkpointer
+        await eventually(lambda: cp.passes > 0 and db.c.file._checkpoints == 0, what="the first checkpoint over")
+        os.truncate(path, 0)  # the copy's first step
+        with contextlib.suppress(DatabaseLost):
+            await db.c.bulk(lambda conn: conn.execute("SELECT count(*) FROM messages").fetchall())
+        with contextlib.suppress(DatabaseLost):
+            db.run_reader().close()
+        assert os.path.exists(path + "-wal")
+        assert db.c.file.lost() == OVERWRITTEN
+    finally:
+        await db.close()
