@@ -49,6 +49,7 @@ from .wal import (
     SCRUB_RETRY_S,
     SCRUB_TRIES,
     SCRUB_WAIT_MS,
+    WAL_OPENED,
     WAL_RESET_FRAMES,
     WAL_RESET_WAIT_MS,
     Checkpointer,
@@ -78,8 +79,6 @@ TEMP_IN_MEMORY = "PRAGMA temp_store=MEMORY"
 # (Debian's), set here for every build. Its cost is in the pages a delete writes anyway, and in the freed
 # pages of a large delete.
 SECURE_DELETE = "PRAGMA secure_delete=ON"
-# A connection's first read, at its opening (SQLite opens the WAL then: see Connections._open).
-WAL_OPENED = "SELECT 1 FROM sqlite_master LIMIT 1"
 # Every read-only connection: the database's reader and a push's workers' own (RunReader).
 READER_PRAGMAS = (
     "PRAGMA query_only=1",

@@ -83,17 +83,18 @@ async def test_nothing_opens_the_database_by_name_once_the_file_is_deleted(tmp_p
     # by the database's name: with sessions.db deleted under the daemon (its WAL and -shm left), that made a new,
     # empty sessions.db there and read the daemon's WAL and wal-index with it; the deleted file, no longer seen as
     # deleted but as replaced, was not written back in place at the close.
-    monkeypatch.setattr(connections, "SCRUB_QUIET_S", 0.2)
+    monkeypatch.setattr(connections, "SCRUB_QUIET_S", 0.0)
     path = str(tmp_path / "sessions.db")
     db = await Database.open(path)
     try:
         sid = (await db.create_session({"name": "kept"}))["id"]
-        gone = (await db.create_session({}))["id"]
         await db.append_messages(sid, [{"role": "user", "content": "acknowledged"}])
-        await db.delete_session(gone)  # its scrub due in SCRUB_QUIET_S
         os.unlink(path)  # `rm sessions.db`: the WAL and its index left
+        db.c.scrub_soon()  # (as after a delete committed just before)
         await eventually(lambda: db.c._scrubbing is None, what="the scrub over")
         assert not os.path.exists(path)  # nothing made in its place
+        await db.c._reset_wal()  # nor by a reset of the WAL
+        assert not os.path.exists(path)
         with pytest.raises(DatabaseLost):  # a push's reader of a long run neither
             db.run_reader()
         assert not os.path.exists(path)
