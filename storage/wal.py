@@ -94,6 +94,11 @@ class Checkpointer:
         except BaseException:
             self._conn.close()
             raise
+        # the WAL made with the database (the first one seen, if none yet): the only file allocated ahead
+        self._wal: tuple[int, int] | None = None
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(path + "-wal")
+            self._wal = (st.st_dev, st.st_ino)
         self._thread = threading.Thread(target=self._run, name="sessiond-db-checkpoint", daemon=True)
         self._thread.start()
 
@@ -145,6 +150,11 @@ class Checkpointer:
             log.debug("WAL allocation: %s", e)
             return
         try:
+            st = os.fstat(fd)
+            if self._wal is None:
+                self._wal = (st.st_dev, st.st_ino)
+            elif (st.st_dev, st.st_ino) != self._wal:  # another file put in its place: not the daemon's to grow
+                return
             os.posix_fallocate(fd, 0, target)
             self.allocated = target
         except OSError as e:  # a file system without it, or full: the commits grow the WAL as before

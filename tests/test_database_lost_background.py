@@ -129,3 +129,24 @@ async def test_a_copy_under_way_does_not_get_the_daemons_wal_deleted(tmp_path):
         assert db.c.file.lost() == OVERWRITTEN
     finally:
         await db.close()
+
+
+async def test_a_file_put_in_the_wals_place_is_not_allocated_ahead(tmp_path):
+    # The checkpointer keeps the WAL allocated ahead of its end, opening it by its name: with another file put in
+    # the WAL's place while the daemon ran, it grew that file by 32 MB of zeros (posix_fallocate).
+    path = str(tmp_path / "sessions.db")
+    db = await Database.open(path)
+    try:
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "acknowledged"}])
+        mine = str(tmp_path / "notes")
+        with open(mine, "wb") as f:
+            f.write(b"my notes\n")
+        os.rename(mine, path + "-wal")  # in the WAL's place
+        cp = db.c._checkpointer
+        passes = cp.passes
+        cp.truncated()  # (as after a truncation: allocated ahead again)
+        await eventually(lambda: cp.passes > passes, what="a background checkpoint")
+        assert os.path.getsize(path + "-wal") == len(b"my notes\n")
+    finally:
+        await db.close()
