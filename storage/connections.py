@@ -317,6 +317,7 @@ class Connections:
         except Exception:  # (a stop goes on: the error says what is left where)
             log.exception("%s was lost while the daemon ran, and could not be written back", self.path)
         kept_out = self.file.keep_out()  # overwritten in place: no close checkpoints into it
+        wal_aside = self.file.wal_put_aside()  # a file put in the WAL's place: not deleted by the last close
         self._bulk.shutdown(wait=True)
         self._off_loop.shutdown(wait=True)
         self._bulk_conn.close()
@@ -325,6 +326,8 @@ class Connections:
         self._writer.close()
         if kept_out is not None:
             self.file.left_out(kept_out)
+        if wal_aside is not None:
+            self.file.wal_given_back(wal_aside)
 
     # ------------------------------------------------------------------ writes
     def _check_file(self) -> None:

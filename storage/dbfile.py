@@ -361,6 +361,25 @@ class DatabaseFile:
         )
         return aside
 
+    def wal_put_aside(self) -> str | None:
+        """At close, before the daemon's connections close: a file put in the WAL's place while the daemon ran (not
+        the WAL it opened) moved aside while they close, since the last of them deletes the WAL by its name; its name
+        meanwhile, for `wal_given_back`, or None."""
+        now = _identity(self.wal)
+        if self._wal_identity is None or now is None or now == self._wal_identity:
+            return None
+        hidden = f"{self.wal}.put-hold.{os.getpid()}"
+        said = f"{self.wal} is not the daemon's WAL (put there while it ran): moved to {hidden} while the daemon's"
+        way = f"connections close, and back then (if this stop is cut short: `mv {hidden} {self.wal}`)"
+        log.error("%s %s", said, way, extra={"event": "database_lost"})
+        os.rename(self.wal, hidden)
+        return hidden
+
+    def wal_given_back(self, hidden: str) -> None:
+        """wal_put_aside's file back in the WAL's place, the daemon's connections closed."""
+        os.rename(hidden, self.wal)
+        fsync_dir(os.path.dirname(self.wal) or ".")
+
     def put_back(self, conn: sqlite3.Connection) -> str | None:
         """At close, if the file was lost: the database `conn` holds written whole (SQLite's backup), through a
         temporary file renamed in place, to `path` if deleted (nothing lost), or beside the file that replaced

@@ -131,22 +131,44 @@ async def test_a_copy_under_way_does_not_get_the_daemons_wal_deleted(tmp_path):
         await db.close()
 
 
+NOTES = b"my notes\n"
+
+
+async def _wal_replaced(tmp_path) -> tuple[Database, str, str]:
+    """A database with a message in its WAL, another file then put in the WAL's place: (it, its path, the session)."""
+    path = str(tmp_path / "sessions.db")
+    db = await Database.open(path)
+    sid = (await db.create_session({}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "acknowledged"}])
+    mine = str(tmp_path / "notes")
+    with open(mine, "wb") as f:
+        f.write(NOTES)
+    os.rename(mine, path + "-wal")
+    return db, path, sid
+
+
 async def test_a_file_put_in_the_wals_place_is_not_allocated_ahead(tmp_path):
     # The checkpointer keeps the WAL allocated ahead of its end, opening it by its name: with another file put in
     # the WAL's place while the daemon ran, it grew that file by 32 MB of zeros (posix_fallocate).
-    path = str(tmp_path / "sessions.db")
-    db = await Database.open(path)
+    db, path, _ = await _wal_replaced(tmp_path)
     try:
-        sid = (await db.create_session({}))["id"]
-        await db.append_messages(sid, [{"role": "user", "content": "acknowledged"}])
-        mine = str(tmp_path / "notes")
-        with open(mine, "wb") as f:
-            f.write(b"my notes\n")
-        os.rename(mine, path + "-wal")  # in the WAL's place
         cp = db.c._checkpointer
         passes = cp.passes
         cp.truncated()  # (as after a truncation: allocated ahead again)
         await eventually(lambda: cp.passes > passes, what="a background checkpoint")
-        assert os.path.getsize(path + "-wal") == len(b"my notes\n")
+        assert os.path.getsize(path + "-wal") == len(NOTES)
     finally:
         await db.close()
+
+
+async def test_a_file_put_in_the_wals_place_is_left_by_the_stop(tmp_path):
+    # The last of the daemon's connections to close deletes the WAL by its name (SQLite, once it has checkpointed
+    # it): with another file put in the WAL's place while the daemon ran, the stop deleted that file.
+    db, path, sid = await _wal_replaced(tmp_path)
+    await db.close()
+    with open(path + "-wal", "rb") as f:
+        assert f.read() == NOTES
+    assert not [n for n in os.listdir(tmp_path) if "hold" in n]  # (nothing left beside it)
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:  # what the WAL held
+        rows = conn.execute("SELECT content FROM messages WHERE session_id=?", (sid,)).fetchall()
+    assert [r[0] for r in rows] == ["acknowledged"]
