@@ -39,8 +39,18 @@ class PushStats(TypedDict):
 
 
 @with_config(ANSWER)
+class DatabaseLostStatus(TypedDict):
+    what: str  # deleted, replaced by another file, WAL deleted, overwritten in place, written by another program
+    message: str  # what became of it, as doctor says it
+    fix: str  # what to do
+
+
+@with_config(ANSWER)
 class DatabaseStats(TypedDict):
     commits: int  # SQLite commits on the writer since the daemon started (each serves one or more write transactions)
+    # sessions.db or its WAL lost under the daemon (writes refused: database_lost); overwritten in place, counts,
+    # stores and sync are then empty, as no read is answered
+    lost: NotRequired[DatabaseLostStatus]
 
 
 @with_config(ANSWER)

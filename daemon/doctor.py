@@ -14,6 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from ..storage.dbfile import OVERWRITTEN
 from ..storage.errors import held_said
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
@@ -38,25 +39,42 @@ SKEW_PROBLEM = 300.0  # ... before a problem: expiries of share codes and checkp
 
 async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     findings = check_home(daemon.home.path)
-    version = await daemon.db.schema_version()  # open and in use: checked by its start, not read again here
     lost = await daemon.db.c.file_lost()
     if lost is not None:
         fix = daemon.db.c.file.fix(lost)
         findings.append(finding("database", "problem", daemon.db.c.file.said(lost), fix))
     else:
+        version = await daemon.db.schema_version()  # open and in use: checked by its start, not read again here
         findings.append(finding("database", "ok", f"{daemon.db.path} is open (schema version {version})"))
     ctx = daemon.syncer.ctx
-    urls = [ctx.store.url, *[u for u in await daemon.db.remote_store_urls() if u != ctx.store.url]]
+    # the database overwritten in place, no read is answered (Connections.refuse_reads): what needs none, and that
+    overwritten = daemon.db.c.file.overwritten
+    urls = [ctx.store.url] if overwritten else [ctx.store.url, *await daemon.db.remote_store_urls()]
     down: dict[str, str] = {}  # stores that failed their check: verify does not ask them again
-    for url in urls:
+    for url in dict.fromkeys(urls):
         store = ctx.open_store(url)
         findings += await check_stores(store, own=url == ctx.store.url, down=down, home=daemon.home.path)
-    findings += await check_pushes(daemon)
-    if verify:
-        findings += await check_verify(daemon, down)
+    if overwritten:
+        findings.append(unread(daemon))
+    else:
+        findings += await check_pushes(daemon)
+        if verify:
+            findings += await check_verify(daemon, down)
     for f in findings:
         f["fix"] = for_home(f["fix"], daemon.home.path)
     return {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings}
+
+
+def unread(daemon: Daemon) -> dict:
+    """doctor's finding of what it did not check with the database overwritten in place: the pushes, the stores of
+    shared sessions and verify, which read it."""
+    return finding(
+        "push",
+        "warn",
+        f"not checked: the pushes, the stores of shared sessions and verify read {daemon.db.path}, which is not read"
+        " while it is overwritten in place (the database finding above)",
+        daemon.db.c.file.fix(OVERWRITTEN),
+    )
 
 
 async def check_stores(store: Store, *, own: bool, down: dict[str, str], home: str) -> list[dict]:

@@ -16,8 +16,10 @@ from ..storage.database import Database
 from ..storage.errors import (
     NOT_WRITABLE,
     Conflict,
+    DatabaseLost,
     HeldHere,
     Invalid,
+    LostSaid,
     NotFound,
     NotPushed,
     SessiondError,
@@ -58,6 +60,7 @@ class Operations:
         # expired sessions kept as holding writes no other device has (revoked): said once each in the log
         self._kept_warned: set[str] = set()
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
+        self._lost = LostSaid(log, "clean-up")  # its runs failing on the database lost under the daemon: said once
         # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
         self.answering: Callable[[str], bool] = lambda sid: False
         # the sessions being deleted, ended or revoked, which a question to their model waits for (the database's)
@@ -346,6 +349,9 @@ class Operations:
                 due = await self.db.next_expiry(self._last_run, ended=self.delete_expired)
             except asyncio.CancelledError:
                 raise
+            except DatabaseLost as exc:
+                self._lost.failed(exc)
+                due = None
             except Exception:
                 log.exception("clean-up failed")
                 due = None
@@ -372,6 +378,9 @@ class Operations:
                     when = await self.db.expiry_of(sid, ended=self.delete_expired)
                 except asyncio.CancelledError:
                     raise
+                except DatabaseLost as exc:
+                    self._lost.failed(exc)
+                    return
                 except Exception:
                     log.exception("clean-up failed")
                     return  # look at every session now
@@ -385,6 +394,8 @@ class Operations:
             await self.expire_due()
         except asyncio.CancelledError:
             raise
+        except DatabaseLost as exc:
+            self._lost.failed(exc)
         except Exception:
             log.exception("clean-up failed")
 

@@ -263,6 +263,12 @@ class Daemon:
 
     # ---------------------------------------------------------------- used by the API
     async def status(self) -> dict:
+        database: dict = {"commits": self.db.c.commits}
+        lost = await self.db.c.file_lost()
+        if lost is not None:  # deleted, replaced, overwritten under the daemon: what and what to do, as doctor says it
+            f = self.db.c.file
+            database["lost"] = {"what": lost, "message": f.said(lost), "fix": f.fix(lost)}
+        unread = self.db.c.file.overwritten  # no read answered (Connections.refuse_reads): no counts, no sync state
         return {
             **versions(),  # version, schema, formats: as `sessiond --version --json` says them
             "version": self.version,
@@ -274,10 +280,10 @@ class Daemon:
             "store": shown_store(self.store_url),
             "stores": [
                 {**st, "url": shown_url(st["url"]), "last_error": st["last_error"] and scrub_text(st["last_error"])}
-                for st in await self.syncer.store_status()
+                for st in ([] if unread else await self.syncer.store_status())
             ],
-            "counts": await self.db.counts(),
-            "database": {"commits": self.db.c.commits},
+            "counts": {} if unread else await self.db.counts(),
+            "database": database,
             "events": {
                 "subscribers": self.events.subscribers,
                 "keepalive": self.config.event_keepalive,
@@ -285,7 +291,7 @@ class Daemon:
                 "held": self.events.held,
                 "dropped": self.events.dropped,
             },
-            "sync": await self.syncer.status(),
+            "sync": {} if unread else await self.syncer.status(),
             "pushes": self.syncer.pushes.stats(),
             "openai": self.compat.status(),
             "providers": {"default": self.providers.default, "names": sorted(self.providers.all)},

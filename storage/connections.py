@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from .appendone import APPEND_ONE_SQL
 from .contexttotals import FixedCache
-from .dbfile import DatabaseFile
+from .dbfile import OVERWRITTEN, DatabaseFile
 from .errors import DatabaseLost, UnusableDatabase
 from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
@@ -49,6 +49,7 @@ from .wal import (
     SCRUB_RETRY_S,
     SCRUB_TRIES,
     SCRUB_WAIT_MS,
+    WAL_OPENED,
     WAL_RESET_FRAMES,
     WAL_RESET_WAIT_MS,
     Checkpointer,
@@ -98,11 +99,13 @@ def open_reader(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """fn(conn) in one transaction of its own (Connections.write_off_loop's thread)."""
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], check: Callable[[], None]) -> T:
+    """fn(conn) in one transaction of its own (Connections.write_off_loop's thread); `check` before its COMMIT, as
+    the group commit's (raises to roll it back: the database file lost)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn)
+        check()
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -150,8 +153,11 @@ class Committed:
 
     def _pick(self) -> sqlite3.Connection:
         c = self._c
-        if c is not None and c.group.idle():
-            return c.group.writer
+        if c is not None:
+            if c.file.overwritten:  # (a flag, no stat: set by whichever check saw it)
+                raise c.file.read_error()
+            if c.group.idle():
+                return c.group.writer
         return self._conn
 
     async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
@@ -285,6 +291,11 @@ class Connections:
             for pragma in READER_PRAGMAS:
                 reader.execute(pragma)
             bulk = open_reader(path)
+            # Each reads once now, so that it holds the WAL from here on: SQLite deletes the WAL beside a database
+            # file it finds empty at a connection's first read, which a copy over the file (`cp` truncates it first)
+            # made the daemon's (tests/test_database_lost_background.py).
+            for conn in (reader, bulk):
+                conn.execute(WAL_OPENED).fetchall()
         except BaseException:
             for c in (reader, writer):
                 if c is not None:
@@ -306,6 +317,7 @@ class Connections:
         except Exception:  # (a stop goes on: the error says what is left where)
             log.exception("%s was lost while the daemon ran, and could not be written back", self.path)
         kept_out = self.file.keep_out()  # overwritten in place: no close checkpoints into it
+        wal_aside = self.file.wal_put_aside()  # a file put in the WAL's place: not deleted by the last close
         self._bulk.shutdown(wait=True)
         self._off_loop.shutdown(wait=True)
         self._bulk_conn.close()
@@ -314,6 +326,8 @@ class Connections:
         self._writer.close()
         if kept_out is not None:
             self.file.left_out(kept_out)
+        if wal_aside is not None:
+            self.file.wal_given_back(wal_aside)
 
     # ------------------------------------------------------------------ writes
     def _check_file(self) -> None:
@@ -361,17 +375,25 @@ class Connections:
         plain SQL that SQLite steps with the GIL released (the search index's chunks: FTS5 tokenizing and
         merging in C), so that the loop meanwhile reads and checks the next request instead of waiting
         inside the statement. No events; the writer is the thread's alone (the lock is held) until it ends,
-        even if the caller is cancelled."""
+        even if the caller is cancelled. The database file checked before its COMMIT as the group commit's
+        (_check_file): DatabaseLost, nothing of it committed; SQLite failing on a file lost under the daemon is
+        refused as that too (as in bulk)."""
         await self.group.batch_done()
         async with self.group.lock:
             self.group.commit_batch()
-            done = asyncio.get_running_loop().run_in_executor(self._off_loop, _transaction, self._writer, fn)
+            loop = asyncio.get_running_loop()
+            done = loop.run_in_executor(self._off_loop, _transaction, self._writer, fn, self._check_file)
             try:
                 result = await asyncio.shield(done)
             except asyncio.CancelledError:
                 while not done.done():  # the lock is not let go while the thread still uses the writer
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait([done])
+                raise
+            except sqlite3.DatabaseError:
+                lost = self.lost_error()
+                if lost is not None:
+                    raise lost from None
                 raise
             self.group.count_commit()
             return result
@@ -409,13 +431,14 @@ class Connections:
         First a PASSIVE one without the lock: it copies (and fsyncs) nearly all the WAL while appends go
         on, so that the one under the lock has only the last few commits to copy (measured: appends waited
         30-40 ms for a reset that did it all)."""
-        await asyncio.to_thread(checkpoint, self._path, "PASSIVE", WAL_RESET_WAIT_MS, self.file.checkpointing)
+        # (each on a connection opened by the database's name: none while the name no longer names the daemon's file)
+        await asyncio.to_thread(checkpoint, self._path, "PASSIVE", WAL_RESET_WAIT_MS, self.file.by_name)
         async with self.group.lock:
             self.group.commit_batch()  # the batch under way, if any, first
             t = time.perf_counter()
             try:
                 with self.file.own_reset():  # (its TRUNCATE moves the writer's data_version)
-                    return await asyncio.to_thread(checkpoint, self._path, mode, wait_ms, self.file.checkpointing)
+                    return await asyncio.to_thread(checkpoint, self._path, mode, wait_ms, self.file.by_name)
             finally:
                 self.checkpoint_locked_ms = (time.perf_counter() - t) * 1000
 
@@ -461,6 +484,10 @@ class Connections:
                 # the deleted pages stay in the WAL meanwhile
                 if self._closing:  # (closing the last connection checkpoints the WAL and deletes it)
                     return
+                lost = self.file.moved()
+                if lost is not None:  # (its stop does what can be done: storage/dbfile.py)
+                    log.warning("the WAL is not truncated after a delete: %s", self.file.said(lost))
+                    return
                 tries += 1
                 if tries == SCRUB_TRIES:
                     log.warning("the WAL is not truncated yet after a delete (%s): trying again, less often", why)
@@ -486,11 +513,13 @@ class Connections:
         await self.group.batch_done()
         async with self.group.lock:
             self.group.commit_batch()  # one begun since: what it reads is committed, the engine may push it at once
+            self.refuse_reads()
             return self._writer.execute(sql, args).fetchall()
 
     async def bulk(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(connection, *args) in the bulk-read thread, on its own read-only connection; failing on a database file
         lost under the daemon (a shorter copy over it), refused as that (DatabaseLost), not as malformed pages."""
+        self.refuse_reads()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._bulk, fn, self._bulk_conn, *args)
         except sqlite3.DatabaseError:
@@ -498,6 +527,22 @@ class Connections:
             if lost is not None:
                 raise lost from None
             raise
+
+    def refuse_reads(self) -> None:
+        """Raise DatabaseLost if the database file is known to be overwritten in place (DatabaseFile.overwritten:
+        a flag, no stat): what a read answers would mix what was put there with the daemon's pages. Every read of
+        the read rule's looks (Committed, latest, bulk, a push's RunReader)."""
+        if self.file.overwritten:
+            raise self.file.read_error()
+
+    def refuse_by_name(self) -> None:
+        """Raise DatabaseLost before a connection is opened by the database's name (a push's RunReader) if the name
+        no longer names the daemon's file, or the file is known overwritten (DatabaseFile.moved: any thread)."""
+        what = self.file.moved()
+        if what == OVERWRITTEN:
+            raise self.file.read_error()
+        if what is not None:
+            raise self.file.error(what)
 
     def lost_error(self) -> DatabaseLost | None:
         """The refusal to answer for a statement that failed (malformed pages, an I/O error) because the database

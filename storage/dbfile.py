@@ -112,6 +112,9 @@ class DatabaseFile:
         self._content = _content(_stat(path))
         self._checkpoints = 0  # running: the file's content may be moving
         self._changed: str | None = None  # OVERWRITTEN or WRITTEN_ELSEWHERE once seen: for good
+        # OVERWRITTEN seen (for good): what the file holds is neither database whole, so reads are refused too
+        # (Connections: a look at this flag per read, no stat; read_error)
+        self.overwritten = False
 
     def _data_version(self) -> int | None:
         if self._writer is None:
@@ -140,12 +143,40 @@ class DatabaseFile:
                 self._overwritten(_stat(self.path))
         return self._changed
 
+    def moved(self) -> str | None:
+        """What lost() says of the names alone ("deleted", "replaced by another file", WAL_LOST), or OVERWRITTEN
+        once seen; None while they still name the files the daemon opened. From any thread (stats and a flag, not
+        the writer's data_version). Before a connection opened by the database's name (a reset's or a scrub's
+        checkpoint, a push's reader): with the file deleted it would make an empty one there, with it replaced read
+        what was put there, each with the daemon's WAL and wal-index beside it."""
+        st = _stat(self.path)
+        if st is None:
+            return "deleted"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return "replaced by another file"
+        if self._wal_identity is not None and _identity(self.wal) != self._wal_identity:
+            return WAL_LOST
+        # Empty: a copy over it under way (`cp` truncates first). The daemon's never is, once open (journal_mode=WAL
+        # writes its first page), and a connection whose first read finds it empty deletes the WAL beside it.
+        return OVERWRITTEN if self.overwritten or st.st_size == 0 else None
+
+    @contextlib.contextmanager
+    def by_name(self) -> Iterator[bool]:
+        """`checkpointing`, for a checkpoint on a connection opened by the database's name: False as well while
+        the names no longer name the files the daemon opened (`moved`)."""
+        if self.moved() is not None:
+            yield False
+            return
+        with self.checkpointing() as go:
+            yield go
+
     def _overwritten(self, st: os.stat_result | None) -> None:
         """(self._lock held.) The file (`st`: its stat now), still the one opened, changed by none of the
         daemon's checkpoints."""
         moved = self._changed is None and self._checkpoints == 0 and _content(st) != self._content
         if moved and st is not None and (st.st_dev, st.st_ino) == self._identity:  # (else lost() says what)
             self._changed = OVERWRITTEN
+            self.overwritten = True
 
     @contextlib.contextmanager
     def checkpointing(self) -> Iterator[bool]:
@@ -164,7 +195,20 @@ class DatabaseFile:
             with self._lock:
                 self._checkpoints -= 1
                 if self._checkpoints == 0:
-                    self._content = _content(_stat(self.path))
+                    self._left(_stat(self.path))
+
+    def _left(self, st: os.stat_result | None) -> None:
+        """(self._lock held.) The file as the last of the daemon's checkpoints running left it: its content from
+        then on, unless it is shorter than before, which no checkpoint of the daemon's makes (nothing runs VACUUM:
+        the database never shrinks, its freed pages stay in the file), a copy over it meanwhile. (A copy as long
+        or longer meanwhile is taken for the checkpoint's writes: unseen.)"""
+        now = _content(st)
+        shrunk = now is not None and self._content is not None and now[0] < self._content[0]
+        if shrunk and st is not None and (st.st_dev, st.st_ino) == self._identity and self._changed is None:
+            self._changed = OVERWRITTEN
+            self.overwritten = True
+            return
+        self._content = now
 
     @contextlib.contextmanager
     def own_reset(self) -> Iterator[None]:
@@ -222,6 +266,16 @@ class DatabaseFile:
             f"{self.said(what)}: a write now would be acknowledged and then lost, so none"
             f" is taken; nothing of this request was stored. {way}",
             owner=[way],
+        )
+
+    def read_error(self) -> DatabaseLost:
+        """The refusal of a read once the file is known to be overwritten in place (`overwritten`): its pages are
+        now what was put there, under the daemon's WAL and page caches, a mix of two databases. (Deleted or
+        replaced, the daemon still reads the database it holds open, whole: those reads are answered.)"""
+        return DatabaseLost(
+            f"{self.said(OVERWRITTEN)}: what a read answers now may mix what was put there with the daemon's"
+            f" pages, so no read is answered either; nothing was changed. {self.fix(OVERWRITTEN)}",
+            owner=[self.fix(OVERWRITTEN)],
         )
 
     def fix(self, what: str) -> str:
@@ -306,6 +360,25 @@ class DatabaseFile:
             extra={"event": "database_lost"},
         )
         return aside
+
+    def wal_put_aside(self) -> str | None:
+        """At close, before the daemon's connections close: a file put in the WAL's place while the daemon ran (not
+        the WAL it opened) moved aside while they close, since the last of them deletes the WAL by its name; its name
+        meanwhile, for `wal_given_back`, or None."""
+        now = _identity(self.wal)
+        if self._wal_identity is None or now is None or now == self._wal_identity:
+            return None
+        hidden = f"{self.wal}.put-hold.{os.getpid()}"
+        said = f"{self.wal} is not the daemon's WAL (put there while it ran): moved to {hidden} while the daemon's"
+        way = f"connections close, and back then (if this stop is cut short: `mv {hidden} {self.wal}`)"
+        log.error("%s %s", said, way, extra={"event": "database_lost"})
+        os.rename(self.wal, hidden)
+        return hidden
+
+    def wal_given_back(self, hidden: str) -> None:
+        """wal_put_aside's file back in the WAL's place, the daemon's connections closed."""
+        os.rename(hidden, self.wal)
+        fsync_dir(os.path.dirname(self.wal) or ".")
 
     def put_back(self, conn: sqlite3.Connection) -> str | None:
         """At close, if the file was lost: the database `conn` holds written whole (SQLite's backup), through a

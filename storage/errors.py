@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import resource
 import sqlite3
@@ -325,6 +326,22 @@ class DatabaseLost(SessiondError):
 
     code = "database_lost"
     status = 503
+
+
+class LostSaid:
+    """A background loop's rounds failing on the database lost under the daemon (DatabaseLost: for good, until its
+    restart): logged once, as a warning saying what and what to do, not as a failure with its traceback each round
+    (the follower's is every poll_interval, 0.25 s)."""
+
+    def __init__(self, log: logging.Logger, what: str):
+        self._log = log
+        self._what = what
+        self._said = False
+
+    def failed(self, exc: DatabaseLost) -> None:
+        if not self._said:
+            self._said = True
+            self._log.warning("%s: not done while the database is lost: %s", self._what, exc.message)
 
 
 class DiskFull(SessiondError):

@@ -272,4 +272,5 @@ class LogReads:
 
     def run_reader(self) -> RunReader:
         """A read-only connection of its own, for reading long runs from a worker thread."""
+        self.c.refuse_by_name()
         return RunReader(self.c.path)

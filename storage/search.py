@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from .connections import Connections
-from .errors import BadQuery
+from .errors import BadQuery, DatabaseLost
 from .groupcommit import Transaction
 from .model import MESSAGE_COLUMNS, PUSHED_COLUMNS, message_id, no_user_sql, pushed_form
 
@@ -240,7 +240,9 @@ class Search:
                     await self.catch_up(BACKGROUND_CHUNK, off_loop=True)
                 if await self._purge_due():
                     await self.purge()
-            except sqlite3.Error as exc:  # a busy or full disk: the pending list keeps them for next time
+            # a busy or full disk, the database file lost under the daemon (nothing written into it): the pending
+            # list keeps them for next time
+            except (sqlite3.Error, DatabaseLost) as exc:
                 if str(exc) != failing:
                     log.warning("search index: could not catch up (trying again later): %s", exc)
                 failing, self.indexer_wait = str(exc), min(INDEX_RETRY_MAX, self.indexer_wait * 2)

@@ -49,6 +49,10 @@ SCRUB_QUIET_S = 0.5
 SCRUB_LATEST_S = 10.0  # ...or once it has waited this long, if deletes never stop for SCRUB_QUIET_S
 
 
+# A connection's first read, at its opening: SQLite opens the WAL then, and deletes it if the database file is empty
+# (a copy over it under way: `cp` truncates first); once open, the connection holds it (Connections._open).
+WAL_OPENED = "SELECT 1 FROM sqlite_master LIMIT 1"
+
 Guard = Callable[[], AbstractContextManager[bool]]  # DatabaseFile.checkpointing: False, the file not to be written
 
 
@@ -80,6 +84,21 @@ class Checkpointer:
         self.allocated = 0  # bytes of the WAL file allocated ahead so far
         self._wake = threading.Event()
         self._stop = False
+        # opened here, by the database's name, while it names the daemon's file (not later on its thread: the file
+        # deleted meanwhile, that made an empty one there), and its first read made (SQLite opens the WAL then)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._frame_bytes = 24 + self._conn.execute("PRAGMA page_size").fetchone()[0]
+            self._conn.execute(WAL_OPENED).fetchall()
+        except BaseException:
+            self._conn.close()
+            raise
+        # the WAL made with the database (the first one seen, if none yet): the only file allocated ahead
+        self._wal: tuple[int, int] | None = None
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(path + "-wal")
+            self._wal = (st.st_dev, st.st_ino)
         self._thread = threading.Thread(target=self._run, name="sessiond-db-checkpoint", daemon=True)
         self._thread.start()
 
@@ -95,10 +114,8 @@ class Checkpointer:
         self.wake()
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn, frame_bytes = self._conn, self._frame_bytes
         try:
-            conn.execute("PRAGMA busy_timeout=5000")
-            frame_bytes = 24 + conn.execute("PRAGMA page_size").fetchone()[0]
             while True:
                 self._wake.wait()
                 self._wake.clear()
@@ -133,6 +150,11 @@ class Checkpointer:
             log.debug("WAL allocation: %s", e)
             return
         try:
+            st = os.fstat(fd)
+            if self._wal is None:
+                self._wal = (st.st_dev, st.st_ino)
+            elif (st.st_dev, st.st_ino) != self._wal:  # another file put in its place: not the daemon's to grow
+                return
             os.posix_fallocate(fd, 0, target)
             self.allocated = target
         except OSError as e:  # a file system without it, or full: the commits grow the WAL as before

@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from ..storage.database import Database
+from ..storage.errors import DatabaseLost, LostSaid
 from ..storage.model import RemoteLog
 from ..stores import Store, StoreError
 from ..stores.errors import LyingServer, ReadOnlyStore, failing
@@ -76,6 +77,7 @@ class Syncer:
         """`check_remote`: refuses (storage.errors.Invalid) another device's log holding what the API would
         refuse; the daemon passes its validation (daemon/validate.py remote_log). Without it only the
         log's format is checked."""
+        self._lost = LostSaid(log, "sync round")  # the follower's rounds failing on the database lost: said once
         self.ctx = ctx = SyncContext(
             db=db,
             store=store,
@@ -223,6 +225,8 @@ class Syncer:
                 await self.follower.poll()
             except asyncio.CancelledError:
                 raise
+            except DatabaseLost as exc:  # (every round, until the daemon's restart: said once)
+                self._lost.failed(exc)
             except Exception:  # never let one bad round stop the worker
                 log.exception("sync round failed")
 

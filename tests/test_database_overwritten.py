@@ -164,3 +164,26 @@ def test_a_stat_taken_before_one_of_the_daemons_checkpoints_ended_is_not_an_over
         out.write(b"\2" * 8192)
     os.utime(path, ns=(0, 0))
     assert f.lost() == dbfile.OVERWRITTEN
+
+
+def test_a_shorter_copy_while_one_of_the_daemons_checkpoints_runs_is_seen(tmp_path):
+    # A copy over the file while a checkpoint of the daemon's runs is taken for that checkpoint's writes (its size
+    # and modification time kept as what the checkpoint left): a shorter one went unseen for good, and the reads and
+    # writes that met the pages it lacks answered 500 internal (test_database_shrunk.py, now and then under load).
+    # The daemon's database never shrinks (no VACUUM: freed pages stay in the file), so a checkpoint never leaves the
+    # file shorter than it found it.
+    from sessiond.storage import dbfile
+
+    path = tmp_path / "sessions.db"
+    path.write_bytes(b"\0" * 16384)
+    f = dbfile.DatabaseFile(str(path))
+    with f.checkpointing() as go:
+        assert go
+        with open(path, "r+b") as out:  # as the checkpoint would: pages written, the file grown
+            out.seek(16384)
+            out.write(b"\1" * 4096)
+    assert f.lost() is None  # the daemon's own checkpoint
+    with f.checkpointing() as go:
+        assert go
+        path.write_bytes(b"\2" * 8192)  # `cp backup.db sessions.db` meanwhile: shorter
+    assert f.lost() == dbfile.OVERWRITTEN and f.overwritten

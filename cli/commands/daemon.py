@@ -318,14 +318,20 @@ def cmd_status(args) -> int:
     }
     pull_errors = {sid: for_home(s["pull_error"], args.home) for sid, s in sync.items() if s.get("pull_error")}
     waiting = {sid: s["waiting_for"] for sid, s in sync.items() if s.get("waiting_for")}
+    lost = info.get("database", {}).get("lost")
     lines = [
         f"sessiond {info['version']} (pid {info['pid']}), up {info['uptime']:.0f}s",
         f"socket:   {info['socket']}",
         f"home:     {info['home']}",
         f"store:    {info.get('store')}",
         f"device:   {info['device_id']}",
-        f"sessions: {counts['sessions']} ({counts['active']} active, {counts['paused']} paused, "
-        f"{counts['ended']} ended), {counts['chats']} chats, {counts['messages']} messages",
+        *([f"database: PROBLEM: {lost['message']}", f"  fix: {for_home(lost['fix'], args.home)}"] if lost else []),
+        (
+            f"sessions: {counts['sessions']} ({counts['active']} active, {counts['paused']} paused, "
+            f"{counts['ended']} ended), {counts['chats']} chats, {counts['messages']} messages"
+            if counts
+            else "sessions: not read (the database is not read while it is overwritten in place: above)"
+        ),
         (
             f"sync:     {pending} change(s) waiting to be pushed"
             if pending
