@@ -16,6 +16,22 @@ from sessiond.client import ApiError, ClientError
 from test_database_lost import _made_session
 
 
+def _copied_in(backup: str, db: str, call) -> ApiError | None:
+    """`backup` copied over `db` in place, then `call()`'s refusal (None: answered). A copy landing while one of the
+    daemon's own checkpoints runs is refilled by it to the old length (the known gap: README, "The database file")
+    and not what these tests are about: seen by the file's length after the call, copied again."""
+    for _ in range(5):
+        shutil.copyfile(backup, db)  # in place: truncated, then written, the same inode
+        try:
+            call()
+            refused = None
+        except ApiError as exc:
+            refused = exc
+        if os.path.getsize(db) == os.path.getsize(backup):
+            return refused
+    raise AssertionError("every copy landed during one of the daemon's checkpoints")
+
+
 def test_a_shorter_database_copied_in_place_is_refused_not_a_crash(home, tmp_path):
     other = str(tmp_path / "other")
     _made_session(other)  # a whole database of another home, stopped cleanly: a backup to copy in
@@ -30,10 +46,8 @@ def test_a_shorter_database_copied_in_place_is_refused_not_a_crash(home, tmp_pat
             c.checkpoint(sid)  # the bulk reader has read (and mapped) the whole session once
             c.append(sid, "user", "one more: the next checkpoint has something to read")
             assert os.path.getsize(backup) < os.path.getsize(db) // 4
-            shutil.copyfile(backup, db)  # in place: truncated, then written, the same inode
-            with pytest.raises(ApiError) as refused:
-                c.checkpoint(sid)  # reads the session's messages on the bulk reader, then writes
-            assert refused.value.code == "database_lost", refused.value
+            refused = _copied_in(backup, db, lambda: c.checkpoint(sid))  # the bulk reader's read, then a write
+            assert refused is not None and refused.code == "database_lost", refused
     except ClientError as exc:  # the daemon died under the request
         pytest.fail(f"the daemon died: {exc}")
     finally:
@@ -53,9 +67,13 @@ def test_every_request_failing_on_the_shorter_copy_says_database_lost(home, tmp_
             sid = c.create_session(name="long")["id"]
             for k in range(20):
                 c.append_many(sid, [{"role": "user", "content": f"{k}.{i} " + "x" * 2000} for i in range(100)])
-            shutil.copyfile(os.path.join(other, "sessions.db"), os.path.join(home, "sessions.db"))
+            first = _copied_in(
+                os.path.join(other, "sessions.db"),
+                os.path.join(home, "sessions.db"),
+                lambda: c.messages(sid, limit=1000),
+            )
+            answers["messages"] = first.code if first is not None else "answered"
             calls = {
-                "messages": lambda: c.messages(sid, limit=1000),
                 "search": lambda: c.search("x"),
                 "append": lambda: c.append(sid, "user", "y"),
                 "checkpoint": lambda: c.checkpoint(sid),
