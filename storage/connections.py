@@ -546,6 +546,7 @@ class Connections:
 
     def lost_error(self) -> DatabaseLost | None:
         """The refusal to answer for a statement that failed (malformed pages, an I/O error) because the database
-        file was lost under the daemon (storage/dbfile.py: a shorter copy over it), or None: not lost."""
-        what = self.file.lost()
+        file was lost under the daemon (storage/dbfile.py: a shorter copy over it), or None: not lost. Any time, from
+        the loop (not the data_version's look: lost's `by_version`; a write by SQLite breaks no page)."""
+        what = self.file.lost(by_version=False)
         return None if what is None else self.file.error(what)

@@ -121,10 +121,12 @@ class DatabaseFile:
             return None
         return self._writer.execute("PRAGMA data_version").fetchone()[0]
 
-    def lost(self) -> str | None:
+    def lost(self, by_version: bool = True) -> str | None:
         """None while `path` and its WAL are still the files opened, written by the daemon alone; else what
         became of them ("deleted", "replaced by another file", WAL_LOST: the WAL deleted or replaced, the database
-        file in place, OVERWRITTEN or WRITTEN_ELSEWHERE)."""
+        file in place, OVERWRITTEN or WRITTEN_ELSEWHERE). `by_version` False: not the writer's data_version, which
+        only a look between two of the daemon's writes under the writer's lock may compare (the daemon's own
+        TRUNCATE moves it, and own_reset takes the new one only at its end): a failed statement's look."""
         st = _stat(self.path)  # (one stat: the identity and the content)
         if st is None:
             return "deleted"
@@ -134,7 +136,7 @@ class DatabaseFile:
             self._wal_identity = _identity(self.wal)  # (none at the opening: the first one made is the one)
         elif _identity(self.wal) != self._wal_identity:
             return WAL_LOST
-        if self._changed is None and self._version is not None and self._data_version() != self._version:
+        if by_version and self._changed is None and self._version is not None and self._data_version() != self._version:
             self._changed = WRITTEN_ELSEWHERE
         if self._changed is None and _content(st) != self._content:
             # (looked at again under the lock: one of the daemon's checkpoints may have ended since `st`, keeping

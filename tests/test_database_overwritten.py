@@ -187,3 +187,26 @@ def test_a_shorter_copy_while_one_of_the_daemons_checkpoints_runs_is_seen(tmp_pa
         assert go
         path.write_bytes(b"\2" * 8192)  # `cp backup.db sessions.db` meanwhile: shorter
     assert f.lost() == dbfile.OVERWRITTEN and f.overwritten
+
+
+async def test_a_failed_request_during_the_daemons_own_truncation_is_not_taken_for_another_writer(tmp_path):
+    """A request failing with an SQLite error looks whether the file was lost (Connections.lost_error, through
+    daemon/routes/failures.lost_instead): it read the writer's data_version without the writer's lock, and during
+    the daemon's own TRUNCATE after a delete (whose version change own_reset adopts only at its end) took that
+    change for another program's write: every later write refused until a restart."""
+    db = await Database.open(str(tmp_path / "db.sqlite"))
+    try:
+        for _ in range(5):
+            sid = (await db.create_session({}))["id"]
+            await db.append_messages(sid, [{"role": "user", "content": "x" * 4000}] * 50)
+            await db.delete_session(sid)
+            truncation = asyncio.create_task(db.c._checkpoint_between_batches("TRUNCATE"))
+            while not truncation.done():
+                assert db.c.lost_error() is None
+                await asyncio.sleep(0)
+            await truncation
+        assert db.c.file.lost() is None
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "still written"}])
+    finally:
+        await db.close()
