@@ -40,10 +40,10 @@ import time
 import uuid
 
 from sessiond.storage.appendone import APPEND_ONE, APPEND_ONE_SQL
-from sessiond.storage.connections import SECURE_DELETE, TEMP_IN_MEMORY
 from sessiond.storage.database import Database
 from sessiond.storage.messages import _INSERT_ONE, KEY_INSERT, LOG_UPSERT, SESSION_READ, SESSION_UPDATE
 from sessiond.storage.model import pushed_form
+from sessiond.storage.sqliteconns import SECURE_DELETE, TEMP_IN_MEMORY
 
 ROUNDS = int(os.environ.get("SQL_ROUNDS", 5))
 APPENDS = int(os.environ.get("SQL_APPENDS", 6000))

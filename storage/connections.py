@@ -39,6 +39,16 @@ from .errors import DatabaseLost, UnusableDatabase
 from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
+from .sqliteconns import (
+    NO_MAP,
+    READER_PRAGMAS,
+    SECURE_DELETE,
+    TEMP_IN_MEMORY,
+    Committed,
+    Inline,
+    open_reader,
+    run_transaction,
+)
 from .tokens import Estimator
 from .tokens import get as get_estimator
 from .wal import (
@@ -60,114 +70,6 @@ Row = sqlite3.Row
 T = TypeVar("T")
 log = logging.getLogger("sessiond.storage")
 
-# No connection memory-maps the database: a mapped page past the file's end is a SIGBUS, and a shorter file copied
-# over sessions.db in place killed the daemon at its next long read (tests/test_database_shrunk.py). Measured without
-# the map (bench/push.py, 2026-12-06, the ~180 MB mix too): no loss (bench/results/profile-push.md).
-# SQLite's temporary files (a SAVEPOINT's sub-journal past 64 KiB, a sort or temporary b-tree that
-# spills) kept in memory, on every connection: by default SQLite makes them in /var/tmp, outside the
-# home's private folder, with plaintext pages of conversations in them, each a file created and deleted.
-# Group commit runs every transaction after a batch's first in a SAVEPOINT (storage/groupcommit.py),
-# whose sub-journal (the pages it changed that existed before it: messages, their indexes, the session
-# row, the idempotency keys) often passes 64 KiB: under bench/load.py daemon A made ~17 such files a
-# second on its event loop's thread, B ~10. (On a file system without a journal, as this machine's,
-# every file freed makes later creations dearer for minutes: bench/results/profile-load.md, eighth
-# pass; the appends' rate did not measurably change.) What they hold is bounded by the pages one
-# transaction changes.
-TEMP_IN_MEMORY = "PRAGMA temp_store=MEMORY"
-# What is deleted (a session's messages, with `rm` or an expiry) is overwritten with zeros in the database
-# file, not left in its free pages for whoever reads the disk later: the default of some SQLite builds
-# (Debian's), set here for every build. Its cost is in the pages a delete writes anyway, and in the freed
-# pages of a large delete.
-SECURE_DELETE = "PRAGMA secure_delete=ON"
-# Every read-only connection: the database's reader and a push's workers' own (RunReader).
-READER_PRAGMAS = (
-    "PRAGMA query_only=1",
-    "PRAGMA busy_timeout=5000",
-    TEMP_IN_MEMORY,
-)
-
-
-def open_reader(path: str) -> sqlite3.Connection:
-    """A read-only stdlib connection (autocommit), usable from any one thread at a time."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        for pragma in READER_PRAGMAS:
-            conn.execute(pragma)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], check: Callable[[], None]) -> T:
-    """fn(conn) in one transaction of its own (Connections.write_off_loop's thread); `check` before its COMMIT, as
-    the group commit's (raises to roll it back: the database file lost)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-        check()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
-
-
-class Inline:
-    """A stdlib connection behind the awaitable calls the schema code and old tests use
-    (`execute`, `execute_fetchall`, `executemany`); each runs at once on the calling thread."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    async def execute(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, tuple(args))
-
-    async def execute_fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
-        return self.conn.execute(sql, tuple(args)).fetchall()
-
-    async def executemany(self, sql: str, rows: Iterable[tuple]) -> sqlite3.Cursor:
-        return self.conn.executemany(sql, rows)
-
-    async def close(self) -> None:
-        self.conn.close()
-
-
-class Committed:
-    """Reads of committed state. Never shows a transaction half done, never waits for a writer.
-
-    Served by the writer when it is between transactions (no batch under way, no one holds it, nothing
-    open on it): it then sees exactly the committed state, and its page cache survives its own commits,
-    while the read-only connection's is discarded by every commit of the writer (WAL mode: another
-    connection's write). Measured in-process, a session's row read just after a commit: 52 us on the
-    reader, 17 on the writer (bench/results/profile-tail.md); a push's and a checkpoint's first reads come
-    right after the append that set them off. Otherwise (a batch is open, or a thread has the writer) on
-    the read-only connection, as before."""
-
-    __slots__ = ("_c", "_conn")
-
-    def __init__(self, conn: sqlite3.Connection, c: Connections | None = None):
-        self._conn = conn
-        self._c = c
-
-    def _pick(self) -> sqlite3.Connection:
-        c = self._c
-        if c is not None:
-            if c.file.overwritten:  # (a flag, no stat: set by whichever check saw it)
-                raise c.file.read_error()
-            if c.group.idle():
-                return c.group.writer
-        return self._conn
-
-    async def fetchall(self, sql: str, args: tuple = ()) -> list[Row]:
-        return self._pick().execute(sql, args).fetchall()
-
-    async def fetchone(self, sql: str, args: tuple = ()) -> Row | None:
-        # fetchall, not fetchone: the statement is finished here, so no read snapshot is left open
-        rows = self._pick().execute(sql, args).fetchall()
-        return rows[0] if rows else None
-
 
 class Connections:
     """The writer, the reader, the bulk thread and the checkpointer of one database file, and who may use
@@ -185,7 +87,6 @@ class Connections:
         self._reader = reader
         self.writer = Inline(writer)  # for the schema code and tests that build old schemas
         self.reader = Inline(reader)
-        self.committed = Committed(reader, self)
         self._bulk_conn = bulk
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-bulk")
         self._off_loop = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessiond-db-write")
@@ -212,6 +113,7 @@ class Connections:
         # chats' fixed tokens (system prompt, initial messages) by their texts' stamp: an append's budget check
         self.fixed_cache = FixedCache()
         self.group = GroupCommit(writer, self._committed, self.emit, self._check_file)  # the write transactions
+        self.committed = Committed(reader, self.file, self.group)  # the read rule's reads of committed state
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
 
     @classmethod
@@ -252,6 +154,7 @@ class Connections:
             writer.execute("PRAGMA busy_timeout=5000")
             writer.execute(TEMP_IN_MEMORY)
             writer.execute(SECURE_DELETE)
+            writer.execute(NO_MAP)
             # checkpoints run on the Checkpointer's thread, never inside a commit on the append path
             writer.execute("PRAGMA wal_autocheckpoint=0")
             await migrate(Inline(writer), upto)
@@ -382,7 +285,7 @@ class Connections:
         async with self.group.lock:
             self.group.commit_batch()
             loop = asyncio.get_running_loop()
-            done = loop.run_in_executor(self._off_loop, _transaction, self._writer, fn, self._check_file)
+            done = loop.run_in_executor(self._off_loop, run_transaction, self._writer, fn, self._check_file)
             try:
                 result = await asyncio.shield(done)
             except asyncio.CancelledError:

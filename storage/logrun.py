@@ -10,8 +10,9 @@ import json
 import sqlite3
 from bisect import bisect_left
 
-from .connections import Connections, open_reader
+from .connections import Connections
 from .model import LogRun, Op, text_head
+from .sqliteconns import open_reader
 
 # created_at in whole milliseconds, rounded as Python's round(created_at * 1000) does (to nearest, ties to
 # even; SQLite's round() takes ties away from zero). For 0 <= created_at <= 4.5e12 (x = created_at * 1000

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import DaemonProc, run_cli
 from sessiond.storage import connections, search
-from sessiond.storage.connections import open_reader
 from sessiond.storage.database import Database
+from sessiond.storage.sqliteconns import open_reader
 
 MEMORY = 2  # PRAGMA temp_store: 0 default (a file), 1 file, 2 memory
 
@@ -90,7 +90,7 @@ def _texts_of(marker: str) -> dict:
 
 
 async def test_a_deleted_sessions_messages_are_not_left_in_the_database_file(tmp_path):
-    # secure_delete on the writer (storage/connections.py SECURE_DELETE), whatever the SQLite build's default
+    # secure_delete on the writer (storage/sqliteconns.py SECURE_DELETE), whatever the SQLite build's default
     marker = "the plans nobody else may read, number"
     texts = _texts_of(marker)
     chat = texts.pop("chat")
