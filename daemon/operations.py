@@ -28,9 +28,10 @@ from ..storage.errors import (
 )
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
-from ..sync.errors import crash_point, fix_said, store_details
+from ..sync.errors import crash_point
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
+from .syncrefusals import share_error
 from .testhooks import pause_for_tests
 
 log = logging.getLogger("sessiond")
@@ -481,28 +482,3 @@ class Operations:
 def _past(expires_at, t: float) -> bool:
     """Whether a session's own expiry (`expires_at`, not its idle timeout) has passed at `t`."""
     return isinstance(expires_at, (int, float)) and expires_at <= t
-
-
-def share_error(exc: ImportError_) -> SessiondError:
-    """A sync engine's refusal as the API's error: its kind is the code, the status follows from it."""
-    status = {
-        "store": 503,
-        "conflict": 409,
-        "read_only": 409,
-        "not_shared": 409,
-        "busy": 503,
-        "behind": 409,
-        "members_full": 409,
-    }.get(exc.kind, 422)
-    if exc.fix:  # (said in the message too, for whoever reads only that: the CLI, a log)
-        err = SessiondError(f"{exc}; {fix_said(exc.fix)}", fix=exc.fix)
-    else:
-        err = SessiondError(str(exc))
-    if exc.api:  # its ways on in API terms
-        err.details["api"] = exc.api
-    if exc.owner:  # and those that are its owner's, in words
-        err.details["owner"] = exc.owner
-    if exc.kind == "store":  # which store, its failure's class, whether and when to retry, what mends it
-        err.details.update(store_details(exc))
-    err.code, err.status = exc.kind, status
-    return err

@@ -12,7 +12,7 @@ from conftest import ReservedPort
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
-from sessiond.daemon.operations import share_error
+from sessiond.daemon.syncrefusals import share_error
 from sessiond.stores.errors import (
     AccountRevoked,
     AuthRefused,
