@@ -107,6 +107,9 @@ class DatabaseFile:
         self._wal_identity = _identity(self.wal)
         self._writer = writer
         self._version = self._data_version()
+        # the file never shrinks (no VACUUM runs), unless made to vacuum itself at each commit (auto_vacuum: set
+        # when a file is made, by the SQLite build's default or another tool): then a checkpoint may shrink it
+        self._shrinks = writer is not None and writer.execute("PRAGMA auto_vacuum").fetchone()[0] != 0
         # the database file as the last of the daemon's checkpoints left it (in WAL mode only they write it)
         self._lock = threading.Lock()  # (checkpoints run on threads of their own)
         self._content = _content(_stat(path))
@@ -202,10 +205,11 @@ class DatabaseFile:
     def _left(self, st: os.stat_result | None) -> None:
         """(self._lock held.) The file as the last of the daemon's checkpoints running left it: its content from
         then on, unless it is shorter than before, which no checkpoint of the daemon's makes (nothing runs VACUUM:
-        the database never shrinks, its freed pages stay in the file), a copy over it meanwhile. (A copy as long
+        the database never shrinks, its freed pages stay in the file; but one made with auto_vacuum), a copy over it
+        meanwhile. (A copy as long
         or longer meanwhile is taken for the checkpoint's writes: unseen.)"""
         now = _content(st)
-        shrunk = now is not None and self._content is not None and now[0] < self._content[0]
+        shrunk = not self._shrinks and now is not None and self._content is not None and now[0] < self._content[0]
         if shrunk and st is not None and (st.st_dev, st.st_ino) == self._identity and self._changed is None:
             self._changed = OVERWRITTEN
             self.overwritten = True

@@ -210,3 +210,35 @@ async def test_a_failed_request_during_the_daemons_own_truncation_is_not_taken_f
         await db.append_messages(sid, [{"role": "user", "content": "still written"}])
     finally:
         await db.close()
+
+
+async def test_a_database_that_vacuums_itself_shrinking_at_a_checkpoint_is_not_taken_for_a_copy(tmp_path, monkeypatch):
+    """A checkpoint leaving the file shorter than it found it is taken for a copy over it (DatabaseFile._left: the
+    daemon's database never shrinks, nothing runs VACUUM). A database made with auto_vacuum (an SQLite built with
+    SQLITE_DEFAULT_AUTOVACUUM, or a file made by another tool) does shrink, at the checkpoint after a delete: every
+    write was then refused until a restart."""
+    monkeypatch.setattr(connections, "SCRUB_QUIET_S", 0.0)
+    path = str(tmp_path / "db.sqlite")
+    made = sqlite3.connect(path)
+    made.execute("PRAGMA auto_vacuum=FULL")
+    made.execute("CREATE TABLE t(a)")
+    made.execute("DROP TABLE t")
+    made.close()
+    db = await Database.open(path)
+    try:
+        sid = (await db.create_session({}))["id"]
+        for i in range(20):
+            await db.append_messages(sid, [{"role": "user", "content": f"{i} " + "x" * 4000}] * 10)
+        cp = db.c._checkpointer
+        passes = cp.passes
+        cp.wake()
+        await eventually(lambda: cp.passes > passes, what="a background checkpoint")
+        grown = os.path.getsize(path)
+        await db.delete_session(sid)
+        await eventually(lambda: db.c.wal_scrubs >= 1, what="the WAL truncated after the delete")
+        assert os.path.getsize(path) < grown  # (what the test is about: the file shrank at the checkpoint)
+        assert db.c.file.lost() is None
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "still written"}])
+    finally:
+        await db.close()
