@@ -92,6 +92,9 @@ def _pending(x: str) -> str:
     )
 
 
+_SMALL = 2**31  # ms: a time at least this far from 0 leaves its chat out of migration 25's fill (`_walked`)
+
+
 def _walked() -> str:
     """SELECT of a `chat_walks` row per chat, walked to its last message, in SQL. `g`: the assistant messages up to
     and with each message; a user message's segment is its `g`, an assistant's `g - 1`, and a segment's wait is
@@ -117,21 +120,29 @@ def _walked() -> str:
     firsts, first_ms = _response("m", "first_token_ms")
     answers, answer_ms = _response("m", "total_ms")
     last = ", ".join(
-        f"(SELECT t.{c} FROM messages t WHERE {_in_chat('t', 'm')} {_order('t', desc=True)})"
-        for c in ("lamport", "device_id", "seq")
+        f"(SELECT t.{c} FROM messages t WHERE {_in_chat('t', 'm')} {_order('t', desc=True)}) AS w_{a}"
+        for c, a in (("lamport", "lamport"), ("device_id", "device"), ("seq", "seq"))
     )
+    # A time of 2**31 ms or more (another device's, as its writer made it) may sum past SQLite's integers, which fails
+    # the statement: summed as 0, its chat left out of the fill (`big`; its statistics walk it when first read).
+    small = f"abs({first_ms}) < {_SMALL} AND abs({answer_ms}) < {_SMALL}"
     return (
-        f"SELECT m.session_id, m.chat_id, {last}, count(*), coalesce(w.waits, 0), coalesce(w.wait_sum, 0),"
-        f" {_pending('m')}, sum({firsts}), sum({first_ms}), sum({answers}), sum({answer_ms})"
+        f"SELECT session_id, chat_id, {WALK_COLUMNS} FROM (SELECT m.session_id, m.chat_id, {last},"
+        f" count(*) AS walked, coalesce(w.waits, 0) AS waits, coalesce(w.wait_sum, 0) AS wait_sum,"
+        f" {_pending('m')} AS pending, sum({firsts}) AS firsts, sum(CASE WHEN {small} THEN {first_ms} ELSE 0 END)"
+        f" AS first_ms, sum({answers}) AS answers, sum(CASE WHEN {small} THEN {answer_ms} ELSE 0 END) AS answer_ms,"
+        f" max(NOT ({small})) AS big"
         f" FROM messages m LEFT JOIN ({waits}) w ON w.session_id=m.session_id AND w.chat_id=m.chat_id"
-        " GROUP BY m.session_id, m.chat_id"
+        " GROUP BY m.session_id, m.chat_id) WHERE NOT big"
     )
 
 
 WALK_COLUMNS = "w_lamport, w_device, w_seq, walked, waits, wait_sum, pending, firsts, first_ms, answers, answer_ms"
 _FORGET = "DELETE FROM chat_walks WHERE session_id={m}.session_id AND chat_id={m}.chat_id;"
 # 25: see the module's docstring. As with contexttotals.MIGRATION, a change to what these helpers make is a new
-# migration, never an edit here. Migration 22's triggers of a message in, out or moved are made again with the
+# migration, never an edit here (edited once, 2026-12-06, before any release took it: its fill failed with "integer
+# overflow" on another device's times summing past SQLite's integers, and now leaves those chats out, the same
+# rows otherwise). Migration 22's triggers of a message in, out or moved are made again with the
 # count; its others (of a chat's cut, of the texts, of a session deleted, which takes the rows out) stay.
 MIGRATION = f"""
 ALTER TABLE chat_tokens ADD COLUMN messages INTEGER NOT NULL DEFAULT 0;

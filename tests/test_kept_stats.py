@@ -263,3 +263,33 @@ async def test_times_whose_sum_passes_sqlites_integers_are_answered(db):
         assert [(c["messages"], c["answers"]) for c in got] == [(2, 2)], got
         assert got[0]["avg_first_token_seconds"] == round(2 * big / 2 / 1000, 3), got
         assert got[0]["avg_answer_seconds"] == 0.006, got
+
+
+async def test_the_migration_opens_a_home_whose_times_sum_past_sqlites_integers(tmp_path):
+    """Migration 25's fill summed another device's response times in SQL: a home holding such a writer's messages
+    (times in range each, their sum past SQLite's integers) could not be opened after the upgrade ("integer
+    overflow"). Such a chat's walk is left out of the fill (the next statistics walk it, as any chat's after a
+    message landed before its kept point), every other chat's kept as before."""
+    from sessiond.storage.database import Database
+
+    path = str(tmp_path / "db.sqlite")
+    big = 2**62
+    old = await Database.open(path, upto=24)
+    try:
+        odd = await _from_another_device(
+            old, [{"response": {"first_token_ms": big, "total_ms": 5}}, {"response": {"first_token_ms": big}}]
+        )
+        plain = (await old.create_session({"name": "plain"}))["id"]
+        await old.append_messages(plain, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+    finally:
+        await old.close()
+    db = await Database.open(path)
+    try:
+        kept = await db.read_all("SELECT session_id FROM chat_walks")
+        assert [r[0] for r in kept] == [plain]
+        got = (await db.stats(odd))["per_chat"]
+        assert [(c["messages"], c["answers"], c["avg_answer_seconds"]) for c in got] == [(2, 1, 0.005)], got
+        assert got[0]["avg_first_token_seconds"] == round(2 * big / 2 / 1000, 3), got
+        await _check(db, plain)
+    finally:
+        await db.close()

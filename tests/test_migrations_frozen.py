@@ -35,7 +35,7 @@ PINNED = [
     "544ff0fb7fcfc2a7",
     "6af935974356232d",
     "7ab042fa22e46486",
-    "22a1da065e016623",
+    "23157597c1e8a251",  # (25 edited once before any release took it: its fill leaves out chats whose times overflow)
     "20188e75ade93f8f",
 ]
 
