@@ -102,6 +102,8 @@ def test_status_says_the_database_is_lost_and_what_to_do(home, tmp_path):
         said = run_cli(home, "status", check=True).stdout
         assert "database: PROBLEM" in said and "overwritten in place" in said, said
         assert "sessions: not read" in said, said
+        # nor is the sync state: "everything pushed" said of what was not read
+        assert "sync:     not read" in said and "everything pushed" not in said, said
 
 
 def test_the_background_loops_say_it_once_not_a_traceback_per_round(home, tmp_path):
