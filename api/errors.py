@@ -36,7 +36,12 @@ ERROR_STATUSES = {
     415: "a request body whose Content-Type is not JSON",
     422: "invalid field",
     429: "a limit was reached",
-    503: "the store is unavailable (store, busy), or the home's database was lost under the daemon (database_lost)",
+    503: (
+        "the store is unavailable (store, busy), or the home's database was lost under the daemon (database_lost); a"
+        " `store` refusal's details.store names the store, failure its class (unreachable, timeout, full, ...), retry"
+        " whether the same request may succeed later with no one acting, retry_after the seconds the store asked to"
+        " wait (when it said), owner what mends it in words"
+    ),
     507: "the disk holding the daemon's home is full (nothing was stored)",
 }
 # A body over 256 MiB (daemon/routes/failures.py BODY_LIMIT), refused before any route reads it: every route that

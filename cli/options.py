@@ -186,7 +186,7 @@ def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
             "--idle-timeout",
             type=duration_in(1, YEARS_10),
             dest="idle_timeout",
-            help="end the session after this idle time (1 second to 10 years, e.g. 1h)",
+            help="end the session after this idle time, with its unit (1 second to 10 years, e.g. 1h)",
         )
 
 

@@ -27,14 +27,16 @@ from ..sync.errors import NEWER_FIX
 from ..sync.rekeyproof import fork_way
 
 MOVE = "sessiond stop && sessiond start --store URL --change-store"
-_COMMAND = re.compile(r"(?<!`)\bsessiond ([a-z][a-z-]*)")
+# a command, but one quoted for other devices: `sessiond sync --wait S` on device(s) D (as cli/output.py's rule)
+_COMMAND = re.compile(r"\bsessiond ([a-z][a-z-]*)(?![^`]*` on (?!this\b))")
 
 
 def for_home(fix: str | None, home: str) -> str | None:
     """`fix` with `--home HOME` after each `sessiond COMMAND` in it, so that it is the exact command for this
-    home: pasted as it was, a fix for a daemon started with --home acted on the default home's daemon. Not
-    the relay's commands (`sessiond serve`: they run on the relay's machine), nor one quoted in backticks (a
-    command for other devices, in a comment); a fix naming its home already is left as it is."""
+    home: pasted as it was, a fix for a daemon started with --home acted on the default home's daemon. Quoted in
+    backticks too (a database lost under the daemon: "Stop the daemon (`sessiond stop`)"), but not one quoted
+    for other devices ("`sessiond sync --wait S` on device(s) D"), nor the relay's commands (`sessiond serve`:
+    they run on the relay's machine); a fix naming its home already is left as it is."""
     if fix is None or "--home" in fix:
         return fix
     home_arg = f"--home {shlex.quote(home)}"

@@ -209,6 +209,19 @@ def test_every_duration_option_needs_its_unit(daemon, tmp_path):
     assert cli_json(daemon.home, "share", sid, "--expires", "7d")["code"]
     assert cli_json(daemon.home, "gc", "--dry-run", "--grace", "0")["objects"] == 0
     assert cli_json(daemon.home, "gc", "--dry-run", "--grace", "12h")["objects"] == 0
+    # and each option's --help says so: new's and set's --expires-in and --idle-timeout gave an example only
+    for argv, option in (
+        (["new"], "--expires-in"),
+        (["new"], "--idle-timeout"),
+        (["set", sid], "--expires-in"),
+        (["set", sid], "--idle-timeout"),
+        (["share", sid], "--expires"),
+        (["gc"], "--grace"),
+        (["serve"], "--token-ttl"),
+        (["cleanup", "--older-than", "1d"], "--older-than"),
+    ):
+        said = " ".join(run_cli(daemon.home, *argv, "--help", check=True).stdout.split()).split(" options: ", 1)[1]
+        assert option in said and "with its unit" in said.split(f" {option} ", 1)[1].split(" --", 1)[0], said
 
 
 def test_a_mistyped_option_names_its_command_and_the_option_meant(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Iterator
@@ -72,6 +73,10 @@ def test_reads_are_refused_once_the_overwrite_is_known(home, tmp_path):
     by = {f["check"]: f for f in report["findings"]}
     assert not report["ok"] and by["database"]["level"] == "problem", report
     assert "overwritten" in by["database"]["message"] and "not checked" in by["push"]["message"], report
+    # doctor's fixes name this home's daemon (README, The CLI): pasted as printed, `sessiond stop` in the quoted
+    # way stopped the default home's daemon instead
+    stop = f"`sessiond stop --home {shlex.quote(home)}`"
+    assert stop in by["database"]["fix"] and stop in by["push"]["fix"], report
 
 
 def test_status_says_the_database_is_lost_and_what_to_do(home, tmp_path):
@@ -102,6 +107,8 @@ def test_status_says_the_database_is_lost_and_what_to_do(home, tmp_path):
         said = run_cli(home, "status", check=True).stdout
         assert "database: PROBLEM" in said and "overwritten in place" in said, said
         assert "sessions: not read" in said, said
+        # nor is the sync state: "everything pushed" said of what was not read
+        assert "sync:     not read" in said and "everything pushed" not in said, said
 
 
 def test_the_background_loops_say_it_once_not_a_traceback_per_round(home, tmp_path):

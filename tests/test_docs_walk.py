@@ -80,6 +80,11 @@ def test_the_openapi_document_names_the_statuses_readme_lists(daemon):
                 assert "413" in op["responses"], (method, path)
     answers = doc["paths"]["/v1/sessions/{id}/messages"]["post"]["responses"]
     assert "database_lost" in answers["503"]["description"], answers["503"]
+    # and, as README's errors say, what a `store` refusal's details hold (an app reads them to retry or to tell
+    # its user): the document named none
+    said = doc["paths"]["/v1/import"]["post"]["responses"]["503"]["description"]
+    for key in ("details.store", "failure", "retry", "retry_after", "owner"):
+        assert key in said, (key, said)
 
 
 def _code_bytes(code: str) -> bytes:

@@ -338,6 +338,8 @@ def cmd_status(args) -> int:
             else "sync:     nothing waiting to be pushed"
             if pull_errors
             else "sync:     everything pushed"
+            if counts  # (none: the database not read, nor what waits in it)
+            else "sync:     not read (above)"
         )
         + (f"; {len(pull_errors)} session(s) cannot pull (below)" if pull_errors else "")
         + (f"; {len(waiting)} session(s) wait for a device away through a rekey (below)" if waiting else ""),

@@ -56,7 +56,8 @@ def _add_session_options(p, *, change: bool) -> None:
         "--expires-in",
         type=duration_in(1, YEARS_10),
         dest="expires_in",
-        help=f"expire {'this long from now' if change else 'after this long'} (1 second to 10 years, e.g. 7d)",
+        help=f"expire {'this long from now' if change else 'after this long'}, with its unit"
+        " (1 second to 10 years, e.g. 7d)",
     )
     expiry.add_argument(
         "--expires-at",
