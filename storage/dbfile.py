@@ -135,17 +135,23 @@ class DatabaseFile:
             return "deleted"
         if (st.st_dev, st.st_ino) != self._identity:
             return "replaced by another file"
+        wal_lost = False
         if self._wal_identity is None:
             self._wal_identity = _identity(self.wal)  # (none at the opening: the first one made is the one)
-        elif _identity(self.wal) != self._wal_identity:
-            return WAL_LOST
-        if by_version and self._changed is None and self._version is not None and self._data_version() != self._version:
+        else:
+            wal_lost = _identity(self.wal) != self._wal_identity
+        unversioned = wal_lost or not by_version or self._version is None  # (the WAL lost: not looked at, as before)
+        if not unversioned and self._changed is None and self._data_version() != self._version:
             self._changed = WRITTEN_ELSEWHERE
         if self._changed is None and _content(st) != self._content:
             # (looked at again under the lock: one of the daemon's checkpoints may have ended since `st`, keeping
             # what it left, which `st` is older than; read as a copy over the file, it refused every write)
             with self._lock:
                 self._overwritten(_stat(self.path))
+        if wal_lost and self._changed != OVERWRITTEN:
+            # (overwritten and its WAL removed, a restore by hand: OVERWRITTEN, so that nothing of the daemon's is
+            # written into the copy, as WAL_LOST's stop does into the file it takes for the daemon's)
+            return WAL_LOST
         return self._changed
 
     def moved(self) -> str | None:
@@ -159,11 +165,13 @@ class DatabaseFile:
             return "deleted"
         if (st.st_dev, st.st_ino) != self._identity:
             return "replaced by another file"
+        if self.overwritten:  # (before the WAL, as lost() says it: a copy put there with the WAL removed)
+            return OVERWRITTEN
         if self._wal_identity is not None and _identity(self.wal) != self._wal_identity:
             return WAL_LOST
         # Empty: a copy over it under way (`cp` truncates first). The daemon's never is, once open (journal_mode=WAL
         # writes its first page), and a connection whose first read finds it empty deletes the WAL beside it.
-        return OVERWRITTEN if self.overwritten or st.st_size == 0 else None
+        return OVERWRITTEN if st.st_size == 0 else None
 
     @contextlib.contextmanager
     def by_name(self) -> Iterator[bool]:
@@ -352,17 +360,20 @@ class DatabaseFile:
         if isinstance(kept, sqlite3.Connection):
             kept.close()
         aside = f"{self.wal}.overwritten-{time.strftime('%Y%m%dT%H%M%S')}"
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.rename(self.wal, aside)
+            where = f"the daemon's WAL moved to {aside}"
+        except FileNotFoundError:  # (removed with the copy: a restore by hand)
+            where = f"its WAL ({self.wal}) was removed while it ran, nothing moved aside"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path + "-shm")  # (the WAL's index: made again from the WAL there is, none)
         if isinstance(kept, str):
             os.rename(kept, self.path)
         fsync_dir(os.path.dirname(self.path) or ".")
         log.error(
-            "%s was overwritten in place while the daemon ran: left as it is; the daemon's WAL moved to %s",
+            "%s was overwritten in place while the daemon ran: left as it is; %s",
             self.path,
-            aside,
+            where,
             extra={"event": "database_lost"},
         )
         return aside
@@ -397,7 +408,9 @@ class DatabaseFile:
             log.error("%s", self.said(what), extra={"event": "database_lost"})
             return None
         if what == WAL_LOST:  # (the database file is in place: closing the last connection checkpoints into it)
-            conn.execute("PRAGMA wal_checkpoint(FULL)")
+            with self.checkpointing() as go:  # (not into a copy put over it since lost())
+                if go:
+                    conn.execute("PRAGMA wal_checkpoint(FULL)")
             log.error("%s", self.said(what), extra={"event": "database_lost"})
             return self.path
         dest = self.path if what == "deleted" else f"{self.path}.held-{time.strftime('%Y%m%dT%H%M%S')}"
