@@ -33,18 +33,26 @@ OVERWRITTEN = "overwritten in place"  # ... of its content changed by no checkpo
 WRITTEN_ELSEWHERE = "written by another program"  # ... of another connection's commit (PRAGMA data_version)
 # put_back's temporary file, after the database's name: .PID.tmp (to be the database), .held-TIME.PID.tmp (beside it)
 _CUT_COPY = re.compile(r"(?:\.held-\d{8}T\d{6})?\.\d+\.tmp")
+# what the stop moves aside while its connections close (keep_out, wal_put_aside), after the database's name
+_HELD_ASIDE = re.compile(r"\.overwritten-hold\.\d+|-wal\.put-hold\.\d+")
 
 
 def cut_copies(path: str) -> list[str]:
     """The temporary files of put_back beside the database `path` that a kill cut short (sessions.db.PID.tmp,
-    sessions.db.held-TIME.PID.tmp). Never deleted: one may hold the only copy of a database deleted under a
-    running daemon (its stop was writing it back)."""
+    sessions.db.held-TIME.PID.tmp), and what a stop a kill cut short had moved aside while its connections closed
+    (sessions.db.overwritten-hold.PID, sessions.db-wal.put-hold.PID: the user's files). Never deleted: one may hold
+    the only copy of a database deleted under a running daemon (its stop was writing it back), or be what the user
+    put there."""
     folder, name = os.path.split(path)
     try:
         names = os.listdir(folder or ".")
     except FileNotFoundError:
         return []
-    return sorted(os.path.join(folder, n) for n in names if n.startswith(name) and _CUT_COPY.fullmatch(n[len(name) :]))
+    return sorted(
+        os.path.join(folder, n)
+        for n in names
+        if n.startswith(name) and (_CUT_COPY.fullmatch(n[len(name) :]) or _HELD_ASIDE.fullmatch(n[len(name) :]))
+    )
 
 
 def _whole(path: str) -> str:
@@ -63,6 +71,20 @@ def _whole(path: str) -> str:
 def cut_copy_said(copy: str, path: str) -> tuple[str, str]:
     """What the start and doctor say of a copy cut_copies found beside the database `path`: (what it is, what
     to do)."""
+    name = os.path.basename(path)
+    suffix = os.path.basename(copy)[len(name) :]
+    if _HELD_ASIDE.fullmatch(suffix):  # (keep_out's or wal_put_aside's: the user's file, moved aside by a stop)
+        where = path + "-wal" if suffix.startswith("-wal") else path
+        said = (
+            f"{copy} is the file put in the place of {where} while a daemon ran (not the daemon's own), which that"
+            f" daemon's stop moved aside while its connections closed and was killed before putting back: sessiond"
+            f" leaves it where it is"
+        )
+        fix = (
+            f"with the daemon stopped (sessiond stop): move aside what is at {where} now, if anything (mv {where}"
+            f" {where}.aside), and put this file back in its place (mv {copy} {where}), then sessiond start"
+        )
+        return said, fix
     said = (
         f"{copy} is a copy of the database a daemon held open when {path} was deleted or replaced under it, which"
         f" that daemon's stop was writing when it was killed (before renaming it into place); {_whole(copy)}. It"
