@@ -31,7 +31,10 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} has no unit: write {n}s for seconds, or {n}m, {n}h, {n}d, {n}w (minutes, hours, days, weeks)"
         )
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    if not math.isfinite(value):  # (more digits than a float holds: infinity, which no option can take)
+        raise argparse.ArgumentTypeError(f"{text[:20]!r}... is too long to be a duration (examples: 90s, 12h, 7d)")
+    return value
 
 
 def span(secs: float) -> str:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from .appendone import APPEND_ONE_SQL
 from .contexttotals import FixedCache
 from .dbfile import OVERWRITTEN, DatabaseFile
-from .errors import DatabaseLost, UnusableDatabase
+from .errors import DatabaseLost, UnusableDatabase, crash_at
 from .groupcommit import GroupCommit, Transacting
 from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
@@ -221,6 +221,7 @@ class Connections:
             log.exception("%s was lost while the daemon ran, and could not be written back", self.path)
         kept_out = self.file.keep_out()  # overwritten in place: no close checkpoints into it
         wal_aside = self.file.wal_put_aside()  # a file put in the WAL's place: not deleted by the last close
+        crash_at("close:held_aside")  # (tests: killed with those moved aside, not put back)
         self._bulk.shutdown(wait=True)
         self._off_loop.shutdown(wait=True)
         self._bulk_conn.close()

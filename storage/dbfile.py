@@ -33,18 +33,26 @@ OVERWRITTEN = "overwritten in place"  # ... of its content changed by no checkpo
 WRITTEN_ELSEWHERE = "written by another program"  # ... of another connection's commit (PRAGMA data_version)
 # put_back's temporary file, after the database's name: .PID.tmp (to be the database), .held-TIME.PID.tmp (beside it)
 _CUT_COPY = re.compile(r"(?:\.held-\d{8}T\d{6})?\.\d+\.tmp")
+# what the stop moves aside while its connections close (keep_out, wal_put_aside), after the database's name
+_HELD_ASIDE = re.compile(r"\.overwritten-hold\.\d+|-wal\.put-hold\.\d+")
 
 
 def cut_copies(path: str) -> list[str]:
     """The temporary files of put_back beside the database `path` that a kill cut short (sessions.db.PID.tmp,
-    sessions.db.held-TIME.PID.tmp). Never deleted: one may hold the only copy of a database deleted under a
-    running daemon (its stop was writing it back)."""
+    sessions.db.held-TIME.PID.tmp), and what a stop a kill cut short had moved aside while its connections closed
+    (sessions.db.overwritten-hold.PID, sessions.db-wal.put-hold.PID: the user's files). Never deleted: one may hold
+    the only copy of a database deleted under a running daemon (its stop was writing it back), or be what the user
+    put there."""
     folder, name = os.path.split(path)
     try:
         names = os.listdir(folder or ".")
     except FileNotFoundError:
         return []
-    return sorted(os.path.join(folder, n) for n in names if n.startswith(name) and _CUT_COPY.fullmatch(n[len(name) :]))
+    return sorted(
+        os.path.join(folder, n)
+        for n in names
+        if n.startswith(name) and (_CUT_COPY.fullmatch(n[len(name) :]) or _HELD_ASIDE.fullmatch(n[len(name) :]))
+    )
 
 
 def _whole(path: str) -> str:
@@ -63,6 +71,20 @@ def _whole(path: str) -> str:
 def cut_copy_said(copy: str, path: str) -> tuple[str, str]:
     """What the start and doctor say of a copy cut_copies found beside the database `path`: (what it is, what
     to do)."""
+    name = os.path.basename(path)
+    suffix = os.path.basename(copy)[len(name) :]
+    if _HELD_ASIDE.fullmatch(suffix):  # (keep_out's or wal_put_aside's: the user's file, moved aside by a stop)
+        where = path + "-wal" if suffix.startswith("-wal") else path
+        said = (
+            f"{copy} is the file put in the place of {where} while a daemon ran (not the daemon's own), which that"
+            f" daemon's stop moved aside while its connections closed and was killed before putting back: sessiond"
+            f" leaves it where it is"
+        )
+        fix = (
+            f"with the daemon stopped (sessiond stop): move aside what is at {where} now, if anything (mv {where}"
+            f" {where}.aside), and put this file back in its place (mv {copy} {where}), then sessiond start"
+        )
+        return said, fix
     said = (
         f"{copy} is a copy of the database a daemon held open when {path} was deleted or replaced under it, which"
         f" that daemon's stop was writing when it was killed (before renaming it into place); {_whole(copy)}. It"
@@ -135,17 +157,23 @@ class DatabaseFile:
             return "deleted"
         if (st.st_dev, st.st_ino) != self._identity:
             return "replaced by another file"
+        wal_lost = False
         if self._wal_identity is None:
             self._wal_identity = _identity(self.wal)  # (none at the opening: the first one made is the one)
-        elif _identity(self.wal) != self._wal_identity:
-            return WAL_LOST
-        if by_version and self._changed is None and self._version is not None and self._data_version() != self._version:
+        else:
+            wal_lost = _identity(self.wal) != self._wal_identity
+        unversioned = wal_lost or not by_version or self._version is None  # (the WAL lost: not looked at, as before)
+        if not unversioned and self._changed is None and self._data_version() != self._version:
             self._changed = WRITTEN_ELSEWHERE
         if self._changed is None and _content(st) != self._content:
             # (looked at again under the lock: one of the daemon's checkpoints may have ended since `st`, keeping
             # what it left, which `st` is older than; read as a copy over the file, it refused every write)
             with self._lock:
                 self._overwritten(_stat(self.path))
+        if wal_lost and self._changed != OVERWRITTEN:
+            # (overwritten and its WAL removed, a restore by hand: OVERWRITTEN, so that nothing of the daemon's is
+            # written into the copy, as WAL_LOST's stop does into the file it takes for the daemon's)
+            return WAL_LOST
         return self._changed
 
     def moved(self) -> str | None:
@@ -159,11 +187,13 @@ class DatabaseFile:
             return "deleted"
         if (st.st_dev, st.st_ino) != self._identity:
             return "replaced by another file"
+        if self.overwritten:  # (before the WAL, as lost() says it: a copy put there with the WAL removed)
+            return OVERWRITTEN
         if self._wal_identity is not None and _identity(self.wal) != self._wal_identity:
             return WAL_LOST
         # Empty: a copy over it under way (`cp` truncates first). The daemon's never is, once open (journal_mode=WAL
         # writes its first page), and a connection whose first read finds it empty deletes the WAL beside it.
-        return OVERWRITTEN if self.overwritten or st.st_size == 0 else None
+        return OVERWRITTEN if st.st_size == 0 else None
 
     @contextlib.contextmanager
     def by_name(self) -> Iterator[bool]:
@@ -352,17 +382,20 @@ class DatabaseFile:
         if isinstance(kept, sqlite3.Connection):
             kept.close()
         aside = f"{self.wal}.overwritten-{time.strftime('%Y%m%dT%H%M%S')}"
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.rename(self.wal, aside)
+            where = f"the daemon's WAL moved to {aside}"
+        except FileNotFoundError:  # (removed with the copy: a restore by hand)
+            where = f"its WAL ({self.wal}) was removed while it ran, nothing moved aside"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path + "-shm")  # (the WAL's index: made again from the WAL there is, none)
         if isinstance(kept, str):
             os.rename(kept, self.path)
         fsync_dir(os.path.dirname(self.path) or ".")
         log.error(
-            "%s was overwritten in place while the daemon ran: left as it is; the daemon's WAL moved to %s",
+            "%s was overwritten in place while the daemon ran: left as it is; %s",
             self.path,
-            aside,
+            where,
             extra={"event": "database_lost"},
         )
         return aside
@@ -397,7 +430,9 @@ class DatabaseFile:
             log.error("%s", self.said(what), extra={"event": "database_lost"})
             return None
         if what == WAL_LOST:  # (the database file is in place: closing the last connection checkpoints into it)
-            conn.execute("PRAGMA wal_checkpoint(FULL)")
+            with self.checkpointing() as go:  # (not into a copy put over it since lost())
+                if go:
+                    conn.execute("PRAGMA wal_checkpoint(FULL)")
             log.error("%s", self.said(what), extra={"event": "database_lost"})
             return self.path
         dest = self.path if what == "deleted" else f"{self.path}.held-{time.strftime('%Y%m%dT%H%M%S')}"

@@ -432,3 +432,22 @@ def test_an_import_given_no_code_says_so(daemon, tmp_path):
     for argv, data in ((["import"], ""), (["import"], "  \n"), (["import", "--code-file", str(empty)], None)):
         message = _usage(run_cli(daemon.home, *argv, "--json", input=data))
         assert message.startswith("no share code"), (argv, message)
+
+
+def test_a_duration_too_long_to_be_a_number_is_a_usage_error(tmp_path):
+    """A duration of more digits than a float holds (400 of them, weeks) was read as infinity and taken: `serve
+    --token-ttl` then started a relay whose every login failed (int(inf) for the cookie's Max-Age: 500, the
+    token written anyway), and `cleanup --older-than` went to the daemon, whose refusal named its API field. It
+    is a usage error naming the option, before anything runs."""
+    home = str(tmp_path / "h")
+    huge = "9" * 400 + "w"
+    message = _usage(run_cli(home, "cleanup", "--older-than", huge, "--json"))
+    assert "--older-than" in message and "too long" in message, message
+    argv = [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
+    try:  # the relay it would start serves until stopped: a short timeout
+        res = subprocess.run([*argv, "--token-ttl", huge, "--json"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("serve --token-ttl (400 digits)w started a relay") from None
+    message = _usage(res)
+    assert "--token-ttl" in message and "too long" in message, message
+    assert not os.path.exists(tmp_path / "r")  # no relay's data made

@@ -71,3 +71,23 @@ def test_a_touch_is_taken_for_a_copy_and_the_way_back_its_refusal_names_loses_no
             c.append(sid, role="user", content="writes again")
     finally:
         assert d.stop() == 0
+
+
+def test_a_copy_in_place_with_the_wal_removed_is_not_checkpointed_into_at_the_stop(home):
+    """A restore done by hand while the daemon ran: the backup copied over sessions.db in place, and the old WAL
+    removed beside it (`rm sessions.db-wal`), as one does so that the backup is not read with it. lost() said "WAL
+    deleted" first, whatever it had seen of the file, and the stop's put_back wrote the daemon's WAL into the
+    database file (PRAGMA wal_checkpoint(FULL), for a WAL deleted with the file in place): into the user's copy."""
+    db = os.path.join(home, "sessions.db")
+    copied = []
+
+    def restored_by_hand(path: str) -> None:
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:  # in place: the same inode (what `cp backup.db sessions.db` does)
+            notes = b"what was copied here, not the daemon's database\n"
+            f.write((notes * (size // len(notes) + 1))[:size])
+        copied.append(_sha(path))
+        os.unlink(path + "-wal")
+
+    _refused_after(home, restored_by_hand)
+    assert _sha(db) == copied[0]  # the stop wrote nothing of the daemon's into it
