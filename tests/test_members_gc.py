@@ -305,3 +305,25 @@ async def test_the_members_objects_of_a_deleted_session_are_still_freed_once_wri
     await a.gc(grace=0, dry_run=False)
     assert named in held()
     assert [bytes(r[1]) for r in (await _rows(devices.dba))["slot_objects"]] == [named]
+
+
+async def test_a_dry_run_counts_what_it_would_let_go_when_the_clock_turns_meanwhile(devices, tmp_path, monkeypatch):
+    """The dry run's count took its grace's cutoff before the slots' reads stamped what they would let go: when the
+    clock's millisecond turned in between (a loaded machine), a grace of 0 counted A's written-over object as
+    waiting, not due: the dry run said 1 object where the run freed 2 (a flake under CI's load). Here the clock turns
+    at every reading."""
+    from sessiond.storage import lifecycle
+    from sessiond.sync import gc
+
+    sid, mine, held = await _written_over_unseen(devices, tmp_path)
+    base = [lifecycle.now()]
+
+    def ticking() -> float:
+        base[0] += 0.001
+        return round(base[0], 3)
+
+    monkeypatch.setattr(lifecycle, "now", ticking)
+    monkeypatch.setattr(gc, "now", ticking)
+    dry = await devices.a.gc(grace=0, dry_run=True)
+    done = await devices.a.gc(grace=0, dry_run=False)
+    assert mine not in held() and done["objects"] == dry["objects"] >= 2, (dry, done)
